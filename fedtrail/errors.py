@@ -1,0 +1,115 @@
+"""One exception tree for the whole project.
+
+Library code raises these; only the CLI turns them into exit codes. Every class says what went
+wrong in words an operator can act on; the message never contains key material.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FedtrailError(Exception):
+    """Root of every error fedtrail raises on purpose."""
+
+
+class ConfigError(FedtrailError):
+    """A configuration file, flag or data path is missing or invalid."""
+
+
+class KeystoreError(FedtrailError):
+    """A keystore cannot be read or created."""
+
+
+class WrongPassphrase(KeystoreError):
+    """The passphrase does not decrypt the keystore."""
+
+
+# ---------------------------------------------------------------- chain
+
+
+class LedgerError(FedtrailError):
+    """Talking to the chain or the FederationLedger contract failed."""
+
+
+class ChainUnreachable(LedgerError):
+    """The JSON-RPC endpoint does not answer."""
+
+
+class ContractNotFound(LedgerError):
+    """No FederationLedger code at the configured address."""
+
+
+class TransactionFailed(LedgerError):
+    """A transaction was mined but failed, or was never mined."""
+
+
+class ContractRevert(LedgerError):
+    """The contract refused a call with one of its custom errors.
+
+    ``error`` is the Solidity error name without the contract prefix (``"WrongPhase"``), ``args``
+    its decoded arguments by name.
+    """
+
+    def __init__(self, error: str, args: dict[str, Any], message: str) -> None:
+        super().__init__(message)
+        self.error = error
+        self.args_by_name = args
+
+
+class Unauthorized(ContractRevert):
+    """The caller lacks the role the function needs (coordinator, aggregator, site)."""
+
+
+class RoundStateError(ContractRevert):
+    """The round does not exist or is in the wrong phase or past/before its deadline."""
+
+
+class DuplicateSubmission(ContractRevert):
+    """The site already submitted, or another site submitted the same bytes (a copy)."""
+
+
+class InvalidValuation(ContractRevert):
+    """A valuation that does not cover exactly the submitted updates or has bad scores."""
+
+
+class InvalidArgument(ContractRevert):
+    """An argument the contract rejects outright (zero address, empty hash or CID)."""
+
+
+# ---------------------------------------------------------------- content store
+
+
+class StoreError(FedtrailError):
+    """The content store failed."""
+
+
+class StoreUnreachable(StoreError):
+    """The IPFS daemon's RPC API does not answer."""
+
+
+class ContentNotFound(StoreError):
+    """No content under this CID."""
+
+
+class InvalidCid(StoreError):
+    """A string that is not a CID."""
+
+
+class ContentTooLarge(StoreError):
+    """The content exceeds the configured download limit."""
+
+
+class HashMismatch(StoreError):
+    """The bytes do not hash to the sha256 recorded on chain: tampered or corrupted content."""
+
+
+# ---------------------------------------------------------------- updates and models
+
+
+class InvalidUpdate(FedtrailError):
+    """An untrusted model or update blob failed validation; ``reason`` says which check."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
