@@ -7,8 +7,9 @@ pragma solidity 0.8.28;
 /// how the aggregator valued each update, and which global model and explanation log closed the
 /// round. Weights are computed here, from the valuation, so that no aggregator can aggregate with
 /// weights that are not public.
-/// @dev Update CIDs live in event data only (storage would double the cost of a submission); the
-/// content sha256 of every update is in storage. Round-level CIDs are stored.
+/// @dev CIDs live in event data only (`RoundOpened`, `UpdateSubmitted`, `RoundFinalized`): storing
+/// them would double the cost of a submission. Every content sha256 is in storage, so a CID read
+/// from an event is checked against state.
 contract FederationLedger {
     // ------------------------------------------------------------------ types
 
@@ -29,9 +30,6 @@ contract FederationLedger {
         bytes32 startSha256;
         bytes32 globalSha256;
         bytes32 logSha256;
-        string startCid;
-        string globalCid;
-        string logCid;
     }
 
     struct Site {
@@ -61,11 +59,8 @@ contract FederationLedger {
         uint64 deadline;
         uint64 openedAt;
         uint32 submissionCount;
-        string startCid;
         bytes32 startSha256;
-        string globalCid;
         bytes32 globalSha256;
-        string logCid;
         bytes32 logSha256;
     }
 
@@ -285,7 +280,6 @@ contract FederationLedger {
         r.deadline = deadline;
         r.openedAt = uint64(block.timestamp);
         r.startSha256 = modelSha256;
-        r.startCid = modelCid;
         emit RoundOpened(round, modelCid, modelSha256, deadline);
     }
 
@@ -351,8 +345,6 @@ contract FederationLedger {
         r.phase = Phase.Finalized;
         r.globalSha256 = globalSha256;
         r.logSha256 = logSha256;
-        r.globalCid = globalCid;
-        r.logCid = logCid;
         _lastFinalizedRound = round;
         emit RoundFinalized(round, globalCid, globalSha256, logCid, logSha256);
     }
@@ -445,11 +437,8 @@ contract FederationLedger {
             deadline: r.deadline,
             openedAt: r.openedAt,
             submissionCount: r.submissionCount,
-            startCid: r.startCid,
             startSha256: r.startSha256,
-            globalCid: r.globalCid,
             globalSha256: r.globalSha256,
-            logCid: r.logCid,
             logSha256: r.logSha256
         });
     }

@@ -27,11 +27,20 @@ SHIM = ROOT / "scripts" / "solc"
 CONTRACT = "FederationLedger"
 # Shanghai: the newest EVM that Anvil, Ganache 7 and py-evm all execute.
 SETTINGS: dict[str, Any] = {
-    "optimizer": {"enabled": True, "runs": 200},
+    "optimizer": {"enabled": True, "runs": 100_000},
     "evmVersion": "shanghai",
     "viaIR": False,
     "metadata": {"bytecodeHash": "none"},
-    "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
+    "outputSelection": {
+        "*": {
+            "*": [
+                "abi",
+                "evm.bytecode.object",
+                "evm.deployedBytecode.object",
+                "evm.deployedBytecode.immutableReferences",
+            ]
+        }
+    },
 }
 
 
@@ -40,7 +49,11 @@ def build_artifact() -> dict[str, Any]:
     if not (ROOT / "node_modules" / "solc").is_dir():
         raise SystemExit("npm `solc` is missing: run `npm ci` in the repository root first")
     out = solcx.compile_standard(
-        {"language": "Solidity", "sources": {SOURCE.name: {"content": source}}, "settings": SETTINGS},
+        {
+            "language": "Solidity",
+            "sources": {SOURCE.name: {"content": source}},
+            "settings": SETTINGS,
+        },
         solc_binary=str(SHIM),
     )
     errors = [e for e in out.get("errors", []) if e.get("severity") == "error"]
@@ -59,6 +72,13 @@ def build_artifact() -> dict[str, Any]:
         "abi": contract["abi"],
         "bytecode": "0x" + contract["evm"]["bytecode"]["object"],
         "deployedBytecode": "0x" + contract["evm"]["deployedBytecode"]["object"],
+        # Byte ranges of the runtime code that hold immutables (set at deployment), so a client
+        # can compare deployed code with this artifact.
+        "immutableRanges": sorted(
+            [ref["start"], ref["length"]]
+            for refs in contract["evm"]["deployedBytecode"].get("immutableReferences", {}).values()
+            for ref in refs
+        ),
     }
 
 

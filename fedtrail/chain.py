@@ -1,0 +1,100 @@
+"""Connecting to a chain: the embedded in-process chain or any EVM JSON-RPC endpoint.
+
+The embedded chain (py-evm through eth-tester) lives and dies with the Python process: it is
+for the quick-start demo and fast unit tests. Everything users run between processes talks to a
+JSON-RPC endpoint (Anvil locally).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import EthereumTesterProvider, Web3
+from web3.providers.rpc import HTTPProvider
+
+from fedtrail.errors import ChainUnreachable, ConfigError
+
+EMBEDDED = "embedded"
+DEFAULT_RPC_URL = "http://127.0.0.1:8545"
+
+
+def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 30.0) -> Web3:
+    """A connected Web3 for ``rpc_url``, or a fresh in-process chain for ``"embedded"``."""
+    if rpc_url == EMBEDDED:
+        return Web3(EthereumTesterProvider())
+    if not rpc_url.startswith(("http://", "https://")):
+        raise ConfigError(f"rpc url must be http(s)://... or {EMBEDDED!r}, got {rpc_url!r}")
+    w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    try:
+        w3.eth.chain_id  # noqa: B018 - the call is the connectivity check
+    except Exception as exc:  # requests/aiohttp/OSError variants differ by transport
+        raise ChainUnreachable(f"no JSON-RPC answer from {rpc_url}: {exc}") from exc
+    return w3
+
+
+def is_embedded(w3: Web3) -> bool:
+    return isinstance(w3.provider, EthereumTesterProvider)
+
+
+def funded_accounts(w3: Web3) -> list[LocalAccount]:
+    """Pre-funded accounts with their keys: the embedded chain's test accounts.
+
+    On a JSON-RPC chain there are none we can know; create keystores and fund them instead.
+    """
+    if not is_embedded(w3):
+        return []
+    backend: Any = w3.provider.ethereum_tester.backend  # type: ignore[attr-defined]
+    return [Account.from_key(k.to_bytes()) for k in backend.account_keys]
+
+
+# Anvil's and Ganache's well-known development mnemonic ("test test ... junk"): public test keys,
+# never used outside a local development chain.
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+def dev_account(index: int) -> LocalAccount:
+    """Account ``index`` of the public development mnemonic that Anvil pre-funds."""
+    Account.enable_unaudited_hdwallet_features()
+    account: LocalAccount = Account.from_mnemonic(
+        DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}"
+    )
+    return account
+
+
+def block_timestamp(w3: Web3) -> int:
+    return int(w3.eth.get_block("latest")["timestamp"])
+
+
+def advance_time(w3: Web3, seconds: int) -> int:
+    """Moves the chain's clock forward (test and demo chains only) and mines a block.
+
+    Returns the new latest block timestamp.
+    """
+    if seconds < 0:
+        raise ConfigError("cannot move the chain clock backwards")
+    if is_embedded(w3):
+        tester: Any = w3.provider.ethereum_tester  # type: ignore[attr-defined]
+        tester.time_travel(block_timestamp(w3) + seconds)
+        tester.mine_blocks(1)
+    else:
+        w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    return block_timestamp(w3)
+
+
+def fund(w3: Web3, source: LocalAccount, target: str, wei: int) -> None:
+    """Sends ``wei`` from ``source`` to ``target`` and waits for the receipt."""
+    tx: dict[str, Any] = {
+        "to": Web3.to_checksum_address(target),
+        "value": wei,
+        "gas": 21_000,
+        "nonce": w3.eth.get_transaction_count(source.address, "pending"),
+        "chainId": w3.eth.chain_id,
+        "maxFeePerGas": 2 * w3.eth.get_block("latest")["baseFeePerGas"] + 10**9,
+        "maxPriorityFeePerGas": 10**9,
+    }
+    signed = source.sign_transaction(tx)
+    h = w3.eth.send_raw_transaction(signed.raw_transaction)
+    w3.eth.wait_for_transaction_receipt(h, poll_latency=0.01)
