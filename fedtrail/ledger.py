@@ -314,57 +314,77 @@ class _ErrorDecoder:
 
 
 def _revert_data(exc: BaseException) -> bytes | None:
-    """Revert data from whatever the provider raised (web3 over JSON-RPC or eth-tester)."""
-    data = getattr(exc, "data", None)
-    if isinstance(data, dict):
-        data = data.get("data")
-    if isinstance(data, str) and data.startswith("0x"):
-        try:
-            return bytes.fromhex(data[2:])
-        except ValueError:
-            return None
-    if isinstance(data, bytes | bytearray):
-        return bytes(data)
-    for arg in getattr(exc, "args", ()):
-        if isinstance(arg, bytes | bytearray):
-            return bytes(arg)
-        if isinstance(arg, str) and "execution reverted: b" in arg:
-            literal = arg.split("execution reverted: ", 1)[1]
+    """Revert data from whatever the provider raised.
+
+    web3 over JSON-RPC puts hex in ``exc.data``; eth-tester wraps py-evm's ``Revert(bytes)`` in
+    its own exceptions (and decodes a custom error's string argument as if it were a reason), so
+    the raw bytes are found by walking the exception chain.
+    """
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        data = getattr(current, "data", None)
+        if isinstance(data, dict):
+            data = data.get("data")
+        if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
             try:
-                value = ast.literal_eval(literal)
-            except (ValueError, SyntaxError):
-                return None
-            return value if isinstance(value, bytes) else None
+                return bytes.fromhex(data[2:])
+            except ValueError:
+                pass
+        if isinstance(data, bytes | bytearray) and data:
+            return bytes(data)
+        for arg in getattr(current, "args", ()):
+            if isinstance(arg, bytes | bytearray) and len(arg) >= 4:
+                return bytes(arg)
+            if isinstance(arg, BaseException):
+                stack.append(arg)
+            if isinstance(arg, dict):  # Ganache: {"result": "0x<revert data>", ...}
+                for value in (arg.get("result"), arg.get("data")):
+                    if isinstance(value, str) and value.startswith("0x") and len(value) >= 10:
+                        try:
+                            return bytes.fromhex(value[2:])
+                        except ValueError:
+                            pass
+            if isinstance(arg, str) and "execution reverted: b" in arg:
+                try:
+                    value = ast.literal_eval(arg.split("execution reverted: ", 1)[1])
+                except (ValueError, SyntaxError):
+                    continue
+                if isinstance(value, bytes) and len(value) >= 4:
+                    return value
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                stack.append(linked)
     return None
 
 
-class _NonceBook:
-    """One lock and one next-nonce per sender, shared by every Ledger in the process."""
+class _SenderLocks:
+    """One lock per sender in this process: the nonce is read from the node's pending count and
+    the transaction sent while the lock is held, so threads never reuse a nonce. Other processes
+    using the same key are handled by retrying on the node's nonce errors."""
 
-    _lock = threading.Lock()
+    _guard = threading.Lock()
     _locks: ClassVar[dict[str, threading.Lock]] = {}
-    _next: ClassVar[dict[str, int]] = {}
 
     @classmethod
     @contextmanager
     def hold(cls, key: str) -> Iterator[None]:
-        with cls._lock:
+        with cls._guard:
             lock = cls._locks.setdefault(key, threading.Lock())
         with lock:
             yield
 
-    @classmethod
-    def take(cls, key: str, chain_pending: int) -> int:
-        nonce = max(cls._next.get(key, 0), chain_pending)
-        cls._next[key] = nonce + 1
-        return nonce
 
-    @classmethod
-    def forget(cls, key: str) -> None:
-        cls._next.pop(key, None)
-
-
-_NONCE_ERRORS = ("nonce too low", "already known", "replacement transaction underpriced")
+_NONCE_ERRORS = (
+    "nonce too low",
+    "invalid transaction nonce",
+    "already known",
+    "replacement transaction underpriced",
+)
 
 
 # --------------------------------------------------------------------------- the client
@@ -744,11 +764,11 @@ def _send(
     except Exception as exc:
         raise revert_or(exc, "the transaction would fail") from exc
     chain_id = int(w3.eth.chain_id)
-    key = f"{chain_id}:{sender}"
+    key = f"{id(w3)}:{sender}"
     tx_hash = None
     for attempt in range(4):
-        with _NonceBook.hold(key):
-            nonce = _NonceBook.take(key, int(w3.eth.get_transaction_count(sender, "pending")))
+        with _SenderLocks.hold(key):
+            nonce = int(w3.eth.get_transaction_count(sender, "pending"))
             try:
                 tx = call.build_transaction(
                     {
@@ -762,8 +782,8 @@ def _send(
                 tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
                 break
             except Exception as exc:
-                _NonceBook.forget(key)
                 if any(s in str(exc).lower() for s in _NONCE_ERRORS) and attempt < 3:
+                    time.sleep(0.05 * (attempt + 1))
                     continue
                 raise revert_or(exc, "sending the transaction failed") from exc
     assert tx_hash is not None
