@@ -1,0 +1,524 @@
+"""Content-addressed storage for models, updates and explanation logs.
+
+The chain records a blob's CID and sha256; the blob itself lives here. Two stores share one
+interface and, for the same bytes, one CID (Kubo's default CIDv0: dag-pb, balanced layout,
+256 KiB chunks, sha2-256):
+
+- ``IpfsStore`` talks to an IPFS daemon's RPC API (js-ipfs on 127.0.0.1, or any Kubo node);
+- ``LocalStore`` is a plain directory, for the embedded default and tests without a daemon.
+
+``get`` never trusts the store: it always checks the bytes against the sha256 that the chain
+recorded, and it refuses to download more than a size limit, because blobs come from other
+sites and are untrusted.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import hashlib
+import os
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import aleph_cid
+import ipfshttpclient
+from ipfshttpclient import exceptions as ipfs_exc
+
+from fedtrail.errors import (
+    ContentNotFound,
+    ContentTooLarge,
+    HashMismatch,
+    InvalidCid,
+    StoreError,
+    StoreUnreachable,
+)
+
+__all__ = [
+    "DEFAULT_API",
+    "DEFAULT_MAX_BYTES",
+    "ContentStore",
+    "IpfsStore",
+    "LocalStore",
+    "check_cid",
+    "compute_cid",
+    "open_store",
+    "sha256_hex",
+]
+
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+"""Largest blob ``get`` returns unless told otherwise (models here are a few MB)."""
+
+DEFAULT_API = "/ip4/127.0.0.1/tcp/5001/http"
+
+# ipfshttpclient 0.8.0a2 passes urllib3's removed `strict` argument on every request, which
+# warns each time; the warning is about the client library, not about anything we can fix.
+warnings.filterwarnings(
+    "ignore", message="The 'strict' parameter is no longer needed", category=FutureWarning
+)
+
+_T = TypeVar("_T")
+
+_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
+_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
+_B32_CID_RE = re.compile(r"b[a-z2-7]+")
+_MAX_CID_LEN = 128
+_DAG_PB = 0x70
+_RAW = 0x55
+_SHA2_256 = 0x12
+
+# The add options that make any daemon (js-ipfs, or a Kubo with other Import.* settings)
+# produce the same CID as `compute_cid`: CIDv0 implies dag-pb leaves.
+_ADD_OPTS = {
+    "cid-version": "0",
+    "raw-leaves": "false",
+    "chunker": "size-262144",
+    "hash": "sha2-256",
+    "pin": "true",
+}
+
+
+# ------------------------------------------------------------------ hashes and CIDs
+
+
+def sha256_hex(data: bytes) -> str:
+    """The sha256 of ``data`` as 64 lowercase hex characters, the form the chain records."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def compute_cid(data: bytes) -> str:
+    """The CID a Kubo or js-ipfs node gives ``data`` by default (``ipfs add --only-hash``)."""
+    return str(aleph_cid.compute_cid(data))
+
+
+def _b58decode(text: str) -> bytes:
+    num = 0
+    for ch in text:
+        num = num * 58 + _B58_INDEX[ch]  # KeyError on a foreign character
+    body = num.to_bytes((num.bit_length() + 7) // 8, "big")
+    pad = len(text) - len(text.lstrip("1"))
+    return b"\0" * pad + body
+
+
+def _b58encode(raw: bytes) -> str:
+    num = int.from_bytes(raw, "big")
+    out = []
+    while num:
+        num, rem = divmod(num, 58)
+        out.append(_B58_ALPHABET[rem])
+    pad = len(raw) - len(raw.lstrip(b"\0"))
+    return "1" * pad + "".join(reversed(out))
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    for _ in range(9):
+        byte = buf[pos]  # IndexError when truncated
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("varint too long")
+
+
+def check_cid(cid: str) -> str:
+    """Validate a CID string without any network call and return its canonical form.
+
+    Accepts CIDv0 (``Qm...``) and base32 CIDv1 (``b...``) with a sha2-256 multihash, the forms
+    IPFS nodes produce. A dag-pb CIDv1 is returned as the equivalent CIDv0, so both name the
+    same blob in a ``LocalStore``. Anything else raises ``InvalidCid``: CIDs come from chain
+    events that other parties wrote.
+    """
+    if not isinstance(cid, str) or not cid or len(cid) > _MAX_CID_LEN:
+        raise InvalidCid(f"not a CID: {cid!r}")
+    try:
+        if cid.startswith("Qm") and len(cid) == 46:
+            mh = _b58decode(cid)
+            if len(mh) == 34 and mh[0] == _SHA2_256 and mh[1] == 32:
+                return cid
+        elif _B32_CID_RE.fullmatch(cid):
+            body = cid[1:].upper()
+            raw = base64.b32decode(body + "=" * (-len(body) % 8))
+            version, pos = _read_varint(raw, 0)
+            codec, pos = _read_varint(raw, pos)
+            mh = raw[pos:]
+            if (
+                version == 1
+                and codec in (_DAG_PB, _RAW)
+                and len(mh) == 34
+                and mh[0] == _SHA2_256
+                and mh[1] == 32
+            ):
+                return _b58encode(mh) if codec == _DAG_PB else cid
+    except (KeyError, IndexError, ValueError):
+        pass
+    raise InvalidCid(f"not a CID (expected CIDv0 'Qm...' or base32 CIDv1 'b...'): {cid!r}")
+
+
+def _check_sha256(sha256: str) -> str:
+    """The expected hash, lowercased; a malformed one is a caller bug, not tampering."""
+    if not isinstance(sha256, str) or not _SHA256_RE.fullmatch(sha256):
+        raise StoreError(f"expected sha256 must be 64 hex characters, got {sha256!r}")
+    return sha256.lower()
+
+
+def _verify(cid: str, data: bytes, expected: str) -> bytes:
+    actual = sha256_hex(data)
+    if actual != expected:
+        raise HashMismatch(
+            f"content {cid} has sha256 {actual} but {expected} was recorded: "
+            "tampered or corrupted content, refusing it"
+        )
+    return data
+
+
+def _limit(default: int, override: int | None) -> int:
+    limit = default if override is None else override
+    if limit < 0:
+        raise ValueError(f"max_bytes must be >= 0, got {limit}")
+    return limit
+
+
+def _too_large(cid: str, size: int | str, limit: int) -> ContentTooLarge:
+    return ContentTooLarge(f"content {cid} is {size} bytes, over the {limit}-byte limit")
+
+
+# ------------------------------------------------------------------ interface
+
+
+class ContentStore(abc.ABC):
+    """Where blobs live, addressed by CID; every read is checked against a recorded sha256."""
+
+    @abc.abstractmethod
+    def put(self, data: bytes) -> str:
+        """Store ``data`` (pinned) and return its CID (Kubo's default CIDv0, ``Qm...``)."""
+
+    @abc.abstractmethod
+    def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
+        """Return the bytes under ``cid`` after checking them against ``sha256``.
+
+        Raises ``InvalidCid``, ``ContentNotFound``, ``ContentTooLarge`` (over ``max_bytes``,
+        default the store's limit) or ``HashMismatch``; never returns unverified bytes.
+        """
+
+    @abc.abstractmethod
+    def pin(self, cid: str) -> None:
+        """Keep ``cid`` from garbage collection; ``ContentNotFound`` if it is not stored."""
+
+    @abc.abstractmethod
+    def has(self, cid: str) -> bool:
+        """Whether ``cid`` is available from this store without the network."""
+
+
+# ------------------------------------------------------------------ embedded
+
+
+class LocalStore(ContentStore):
+    """A directory of blobs named by the CID an IPFS node would give them.
+
+    Layout: ``blobs/<cid>`` (written atomically), ``pins/<cid>`` (empty markers). Nothing is
+    ever garbage-collected here; pins record intent so a later migration to IPFS knows what to
+    pin.
+    """
+
+    def __init__(self, root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.root = Path(root)
+        self.max_bytes = _limit(max_bytes, None)
+        self._blobs = self.root / "blobs"
+        self._pins = self.root / "pins"
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._pins.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def put(self, data: bytes) -> str:
+        cid = compute_cid(data)
+        path = self._blobs / cid
+        if not path.exists():
+            fd, tmp = tempfile.mkstemp(dir=self._blobs, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        self.pin(cid)
+        return cid
+
+    def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
+        key = check_cid(cid)
+        expected = _check_sha256(sha256)
+        limit = _limit(self.max_bytes, max_bytes)
+        path = self._blobs / key
+        try:
+            with path.open("rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size > limit:
+                    raise _too_large(cid, size, limit)
+                data = fh.read(limit + 1)  # the file may grow between stat and read
+        except FileNotFoundError:
+            raise ContentNotFound(f"no content {cid} in {self.root}") from None
+        if len(data) > limit:
+            raise _too_large(cid, f"over {limit}", limit)
+        return _verify(cid, data, expected)
+
+    def pin(self, cid: str) -> None:
+        key = check_cid(cid)
+        if not (self._blobs / key).is_file():
+            raise ContentNotFound(f"cannot pin {cid}: no such content in {self.root}")
+        (self._pins / key).touch()
+
+    def has(self, cid: str) -> bool:
+        return (self._blobs / check_cid(cid)).is_file()
+
+    def pinned(self) -> list[str]:
+        """The pinned CIDs, sorted (for migrating a LocalStore into an IPFS node)."""
+        return sorted(p.name for p in self._pins.iterdir() if not p.name.startswith("."))
+
+
+# ------------------------------------------------------------------ IPFS daemon
+
+
+def _to_multiaddr(api: str) -> str:
+    """Accept a multiaddr or an ``http(s)://host:port`` URL; return a multiaddr."""
+    if api.startswith("/"):
+        return api
+    parts = urlsplit(api)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StoreError(f"IPFS API must be a multiaddr or http(s)://host:port URL, got {api!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname
+    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", host):
+        proto = "ip4"
+    elif ":" in host:
+        proto = "ip6"
+    else:
+        proto = "dns"
+    return f"/{proto}/{host}/tcp/{port}/{parts.scheme}"
+
+
+def _duration(seconds: float) -> str:
+    """A Go/js duration string for the daemon's server-side ``timeout`` option."""
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+_NOT_FOUND_MARKERS = ("timed out", "deadline exceeded", "not found", "could not find")
+
+
+class IpfsStore(ContentStore):
+    """A store backed by an IPFS daemon's RPC API (js-ipfs 0.18 or Kubo).
+
+    Quirks handled here:
+
+    - ``ipfshttpclient.connect()`` warns or refuses on daemons newer than 0.8 (js-ipfs reports
+      0.18.1), so the client is constructed directly and no version check runs;
+    - an offline js-ipfs node never answers "not found": a request for a missing block waits
+      forever. Every lookup therefore carries the daemon's own ``timeout`` option and a missing
+      root block is detected with a short probe (``probe_timeout``) before anything else;
+    - connection errors are retried with exponential backoff (``retries`` extra attempts), then
+      reported as ``StoreUnreachable`` naming the endpoint. Nothing else is retried.
+    """
+
+    def __init__(
+        self,
+        api: str = DEFAULT_API,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        probe_timeout: float = 2.0,
+    ) -> None:
+        if timeout <= 0 or probe_timeout <= 0 or retries < 0 or backoff < 0:
+            raise ValueError("timeout and probe_timeout must be > 0, retries and backoff >= 0")
+        self.api = _to_multiaddr(api)
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_bytes = _limit(max_bytes, None)
+        self.probe_timeout = min(probe_timeout, timeout)
+        try:
+            # Not ipfshttpclient.connect(): that checks the daemon version (see class doc).
+            self._client: Any = ipfshttpclient.Client(self.api, timeout=timeout)
+        except ipfs_exc.AddressError as exc:
+            raise StoreError(f"bad IPFS API address {api!r}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"IpfsStore({self.api!r})"
+
+    def close(self) -> None:
+        """Release pooled connections (the client opens one per request unless in a session)."""
+        self._client.close()
+
+    # -------------------------------------------------------------- plumbing
+
+    def _call(self, what: str, fn: Callable[[], _T], *, cid: str | None = None) -> _T:
+        """Run one RPC operation, retrying connection failures and mapping errors to ours."""
+        delay = self.backoff
+        started = time.monotonic()
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except (ipfs_exc.ConnectionError, ipfs_exc.ProtocolError) as exc:
+                last = exc
+                if attempt < self.retries:
+                    time.sleep(delay)
+                    delay *= 2
+            except ipfs_exc.TimeoutError as exc:
+                if cid is not None:
+                    raise ContentNotFound(
+                        f"{cid} not available from the IPFS API at {self.api} "
+                        f"within {self.timeout:g}s"
+                    ) from exc
+                raise StoreError(f"IPFS API at {self.api} timed out during {what}") from exc
+            except ipfs_exc.ErrorResponse as exc:
+                msg = str(exc)
+                low = msg.lower()
+                if cid is not None and any(m in low for m in _NOT_FOUND_MARKERS):
+                    raise ContentNotFound(
+                        f"{cid} not available from the IPFS API at {self.api}: {msg}"
+                    ) from exc
+                if "invalid" in low and ("cid" in low or "query input" in low):
+                    raise InvalidCid(f"the IPFS API at {self.api} rejected {cid!r}: {msg}") from exc
+                raise StoreError(f"IPFS API at {self.api} failed {what}: {msg}") from exc
+            except ipfs_exc.Error as exc:
+                raise StoreError(f"IPFS API at {self.api} failed {what}: {exc}") from exc
+        raise StoreUnreachable(
+            f"IPFS API at {self.api} does not answer ({what}; {self.retries + 1} attempts over "
+            f"{time.monotonic() - started:.1f}s): {last}. Is the daemon running? "
+            "(scripts/ipfs_daemon.sh start)"
+        ) from last
+
+    def _probe(self, cid: str) -> None:
+        """Raise ``ContentNotFound`` fast when the root block is not in the daemon's repo."""
+        self._call(
+            "block/stat",
+            lambda: self._client.block.stat(
+                cid,
+                offline=True,  # Kubo: answer from the local repo only; js-ipfs is offline anyway
+                opts={"timeout": _duration(self.probe_timeout)},
+                timeout=self.probe_timeout + 5,
+            ),
+            cid=cid,
+        )
+
+    # -------------------------------------------------------------- interface
+
+    def put(self, data: bytes) -> str:
+        expected = compute_cid(data)
+        result = self._call(
+            "add",
+            lambda: self._client.add_bytes(data, opts=dict(_ADD_OPTS), timeout=self.timeout),
+        )
+        cid = str(result)
+        if cid != expected:
+            # The daemon chunked differently than Kubo's default: LocalStore and auditors
+            # would disagree on the address, so do not let this CID reach the chain.
+            raise StoreError(
+                f"IPFS API at {self.api} stored the bytes as {cid}, expected {expected}"
+            )
+        return cid
+
+    def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
+        check_cid(cid)
+        expected = _check_sha256(sha256)
+        limit = _limit(self.max_bytes, max_bytes)
+        self._probe(cid)
+
+        def stat_size() -> int:
+            st = self._client.files.stat(
+                f"/ipfs/{cid}",
+                opts={"timeout": _duration(self.timeout)},
+                timeout=self.timeout + 5,
+            )
+            return int(st["Size"])
+
+        size = self._call("files/stat", stat_size, cid=cid)
+        if size > limit:
+            raise _too_large(cid, size, limit)
+
+        def fetch() -> bytes:
+            # `length` makes the daemon stop at limit + 1 bytes; counting guards against one
+            # that ignores it.
+            stream = self._client.cat(
+                cid,
+                opts={"length": str(limit + 1), "timeout": _duration(self.timeout)},
+                stream=True,
+                timeout=self.timeout + 5,
+            )
+            buf = bytearray()
+            try:
+                for chunk in _as_chunks(stream):
+                    buf += chunk
+                    if len(buf) > limit:
+                        raise _too_large(cid, f"over {limit}", limit)
+            finally:
+                close = getattr(stream, "close", None)
+                if callable(close):
+                    close()
+            return bytes(buf)
+
+        data = self._call("cat", fetch, cid=cid)
+        return _verify(cid, data, expected)
+
+    def pin(self, cid: str) -> None:
+        check_cid(cid)
+        self._probe(cid)
+        self._call(
+            "pin/add",
+            lambda: self._client.pin.add(
+                cid, opts={"timeout": _duration(self.timeout)}, timeout=self.timeout + 5
+            ),
+            cid=cid,
+        )
+
+    def has(self, cid: str) -> bool:
+        check_cid(cid)
+        try:
+            self._probe(cid)
+        except ContentNotFound:
+            return False
+        return True
+
+
+def _as_chunks(stream: Iterable[Any]) -> Iterable[bytes]:
+    for chunk in stream:
+        if not isinstance(chunk, bytes | bytearray):
+            raise StoreError(f"unexpected chunk type from the IPFS API: {type(chunk).__name__}")
+        yield bytes(chunk)
+
+
+# ------------------------------------------------------------------ factory
+
+
+def open_store(location: str) -> ContentStore:
+    """Open a store from a config string.
+
+    ``local:/path/dir`` or a bare path -> ``LocalStore``; ``ipfs:<multiaddr>`` (or ``ipfs:``
+    alone for the default API) or ``http(s)://host:port`` -> ``IpfsStore``.
+    """
+    if location.startswith("ipfs:"):
+        return IpfsStore(location[len("ipfs:") :] or DEFAULT_API)
+    if location.startswith(("http://", "https://")):
+        return IpfsStore(location)
+    if location.startswith("local:"):
+        location = location[len("local:") :]
+    elif re.match(r"/(ip4|ip6|dns|dns4|dns6)/", location):
+        # A bare multiaddr would otherwise silently become a directory named /ip4/...
+        raise StoreError(f"ambiguous store location {location!r}: write ipfs:{location}")
+    if not location:
+        raise StoreError("empty store location")
+    return LocalStore(Path(location).expanduser())
