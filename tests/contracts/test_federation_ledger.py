@@ -82,12 +82,17 @@ class Fed:
 
     def finalize(self, round_id: int, model: str) -> None:
         self.ledger.finalize_round(
-            self.agg, round_id, global_cid=CID, global_sha256=h(model), log_cid=CID,
+            self.agg,
+            round_id,
+            global_cid=CID,
+            global_sha256=h(model),
+            log_cid=CID,
             log_sha256=h("log" + model),
-        )  # fmt: skip
+        )
 
-    def raw_valuation(self, round_id: int, sites: list[str], scores: list[int],
-                      reasons: list[int]) -> None:  # fmt: skip
+    def raw_valuation(
+        self, round_id: int, sites: list[str], scores: list[int], reasons: list[int]
+    ) -> None:
         """Bypasses the client's sorting and checks, to reach the contract's own."""
         call = self.ledger._fn.recordValuation(round_id, sites, scores, reasons)
         self.ledger._transact(self.agg, call)
@@ -231,8 +236,7 @@ def test_submit_update_stores_hash_and_emits(fed: Fed) -> None:
     site = fed.sites[1]
     fed.ledger.submit_update(site, r, CID, h("a"), 321)
     ev = last_event(fed.ledger, "UpdateSubmitted")
-    assert ev == {"round": r, "site": site.address, "cid": CID, "sha256": h("a"),
-                  "numSamples": 321}  # fmt: skip
+    assert ev == {"round": r, "site": site.address, "cid": CID, "sha256": h("a"), "numSamples": 321}
     sub = fed.ledger.get_submission(r, site.address)
     assert sub is not None
     assert (sub.sha256, sub.num_samples, sub.cid, sub.weight) == (h("a"), 321, CID, 0)
@@ -257,8 +261,13 @@ def test_submit_update_errors(fed: Fed) -> None:
     fed.submit(r, fed.sites[0], "a")
     with expect(DuplicateSubmission, "AlreadySubmitted", round=r, site=fed.sites[0].address):
         fed.submit(r, fed.sites[0], "b")
-    with expect(DuplicateSubmission, "DuplicateUpdate", round=r, sha256=h("a"),
-                firstSubmitter=fed.sites[0].address):  # fmt: skip
+    with expect(
+        DuplicateSubmission,
+        "DuplicateUpdate",
+        round=r,
+        sha256=h("a"),
+        firstSubmitter=fed.sites[0].address,
+    ):
         fed.submit(r, fed.sites[1], "a")
 
 
@@ -312,12 +321,15 @@ def test_record_valuation_fixes_weights_reputation_and_emits(fed: Fed) -> None:
     assert {
         e.args["site"]: (e.args["score"], e.args["reason"], e.args["weight"], e.args["reputation"])
         for e in valued
-    } == {  # fmt: skip
+    } == {
         fed.sites[i].address: (scores[i], [0, 3, 6][i], expected[fed.sites[i].address], scores[i])
         for i in range(3)
     }
     total = last_event(fed.ledger, "RoundValued")
-    assert total == {"round": r, "totalWeightBasis": sum(n * s for n, s in zip(ns, scores))}
+    assert total == {
+        "round": r,
+        "totalWeightBasis": sum(n * s for n, s in zip(ns, scores, strict=True)),
+    }
     site = fed.ledger.get_site(fed.sites[0].address)
     assert site is not None and site.reputation == 900_000 and site.valued_rounds == 1
 
@@ -386,13 +398,21 @@ def test_finalize_round_records_global_model_and_emits(fed: Fed) -> None:
     fed.value(r, [1, 1, 1])
     fed.finalize(r, "g1")
     ev = last_event(fed.ledger, "RoundFinalized")
-    assert ev == {"round": r, "globalCid": CID, "globalSha256": h("g1"), "logCid": CID,
-                  "logSha256": h("logg1")}  # fmt: skip
+    assert ev == {
+        "round": r,
+        "globalCid": CID,
+        "globalSha256": h("g1"),
+        "logCid": CID,
+        "logSha256": h("logg1"),
+    }
     info = fed.ledger.get_round(r)
     assert info.phase == Phase.FINALIZED
     assert (info.global_cid, info.global_sha256, info.log_cid, info.log_sha256) == (
-        CID, h("g1"), CID, h("logg1"),
-    )  # fmt: skip
+        CID,
+        h("g1"),
+        CID,
+        h("logg1"),
+    )
     assert fed.ledger.last_finalized_round() == r
 
 
@@ -405,8 +425,9 @@ def test_finalize_round_errors(fed: Fed) -> None:
     fed.submit_all(r)
     fed.value(r, [1, 1, 1])
     with expect(Unauthorized, "NotAggregator", caller=fed.coord.address):
-        fed.ledger.finalize_round(fed.coord, r, global_cid=CID, global_sha256=h("g"),
-                                  log_cid=CID, log_sha256=h("l"))  # fmt: skip
+        fed.ledger.finalize_round(
+            fed.coord, r, global_cid=CID, global_sha256=h("g"), log_cid=CID, log_sha256=h("l")
+        )
     for field, kwargs in [
         ("globalSha256", {"global_sha256": "00" * 32}),
         ("logSha256", {"log_sha256": "00" * 32}),
@@ -429,8 +450,9 @@ def test_cancel_round_lets_the_next_round_start_from_last_final_model(fed: Fed) 
     fed.ledger.cancel_round(fed.agg, r)
     assert last_event(fed.ledger, "RoundCancelled") == {"round": r}
     assert fed.ledger.get_round(r).phase == Phase.CANCELLED
-    with expect(RoundStateError, "WrongPhase", round=r, actual=Phase.CANCELLED,
-                expected=Phase.OPEN):  # fmt: skip
+    with expect(
+        RoundStateError, "WrongPhase", round=r, actual=Phase.CANCELLED, expected=Phase.OPEN
+    ):
         fed.ledger.cancel_round(fed.agg, r)
     assert fed.open("g0") == 2
 
@@ -463,7 +485,8 @@ def test_full_round_on_every_chain(any_chain: ChainEnv) -> None:
     fed.finalize(r, "g1")
     subs = fed.ledger.get_submissions(r)
     assert sum(s.weight for s in subs) == WEIGHT_SCALE
-    assert [s.site for s in subs] == sorted((checksum(s.address) for s in fed.sites),
-                                            key=lambda a: int(a, 16))  # fmt: skip
+    assert [s.site for s in subs] == sorted(
+        (checksum(s.address) for s in fed.sites), key=lambda a: int(a, 16)
+    )
     assert fed.ledger.get_round(r).phase == Phase.FINALIZED
     assert fed.open("g1") == 2

@@ -25,7 +25,7 @@ def _cases(max_sites: int) -> st.SearchStrategy[tuple[list[int], list[int]]]:
         .flatmap(
             lambda k: st.tuples(
                 st.lists(counts, min_size=k, max_size=k), st.lists(scores, min_size=k, max_size=k)
-            )  # fmt: skip
+            )
         )
         .filter(lambda c: any(n * s for n, s in zip(*c, strict=True)))
     )
@@ -77,7 +77,7 @@ class _Federation:
             [
                 Valuation(site=s.address, score=sc, reason=0)
                 for s, sc in zip(chosen, ss, strict=True)
-            ],  # fmt: skip
+            ],
         )
         by_addr = sorted(zip(chosen, ns, ss, strict=True), key=lambda t: int(t[0].address, 16))
         expected = onchain_weights([t[1] for t in by_addr], [t[2] for t in by_addr])
@@ -92,9 +92,13 @@ class _Federation:
             assert info is not None and info.reputation == rep and 0 <= rep <= 1_000_000
         self.model = str(r)
         self.ledger.finalize_round(
-            self.agg, r, global_cid=CID, global_sha256=hashlib.sha256(self.model.encode()).hexdigest(),
-            log_cid=CID, log_sha256=sha,
-        )  # fmt: skip
+            self.agg,
+            r,
+            global_cid=CID,
+            global_sha256=hashlib.sha256(self.model.encode()).hexdigest(),
+            log_cid=CID,
+            log_sha256=sha,
+        )
 
 
 _FED: list[_Federation] = []
