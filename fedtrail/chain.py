@@ -30,7 +30,8 @@ def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 30.0) -> Web3:
     try:
         w3.eth.chain_id  # noqa: B018 - the call is the connectivity check
     except Exception as exc:  # requests/aiohttp/OSError variants differ by transport
-        raise ChainUnreachable(f"no JSON-RPC answer from {rpc_url}: {exc}") from exc
+        reason = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
+        raise ChainUnreachable(f"no JSON-RPC answer from {rpc_url} ({reason})") from exc
     return w3
 
 

@@ -1,0 +1,107 @@
+"""Options and helpers shared by the command groups: where the chain is, which ledger, who signs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from fedtrail.chain import DEFAULT_RPC_URL, connect, dev_account
+from fedtrail.errors import ConfigError
+from fedtrail.keys import PASSPHRASE_ENV, load_keystore, passphrase_from_env
+from fedtrail.ledger import Deployment, Ledger
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEV_CHAIN_IDS = {31337, 1337}  # Anvil, Ganache
+DEFAULT_DEPLOYMENT = "deployment.json"
+
+
+def rpc_option(func: F) -> F:
+    return click.option(
+        "--rpc-url",
+        envvar="FEDTRAIL_RPC_URL",
+        default=DEFAULT_RPC_URL,
+        show_default=True,
+        help="JSON-RPC endpoint of the chain (env FEDTRAIL_RPC_URL).",
+    )(func)
+
+
+def ledger_options(func: F) -> F:
+    func = click.option(
+        "--contract",
+        "contract",
+        envvar="FEDTRAIL_CONTRACT",
+        default=None,
+        help="Ledger address (env FEDTRAIL_CONTRACT); overrides the deployment file.",
+    )(func)
+    func = click.option(
+        "--deployment",
+        "deployment_path",
+        envvar="FEDTRAIL_DEPLOYMENT",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DEFAULT_DEPLOYMENT,
+        show_default=True,
+        help="Deployment file written by `fedtrail chain deploy` (env FEDTRAIL_DEPLOYMENT).",
+    )(func)
+    return rpc_option(func)
+
+
+def signer_options(func: F) -> F:
+    func = click.option(
+        "--dev-account",
+        type=int,
+        default=None,
+        help="Sign with account N of the public development mnemonic (Anvil/Ganache only).",
+    )(func)
+    return click.option(
+        "--keystore",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=f"Encrypted keystore to sign with; passphrase from ${PASSPHRASE_ENV} or a prompt.",
+    )(func)
+
+
+def open_ledger(rpc_url: str, deployment_path: Path, contract: str | None) -> Ledger:
+    w3 = connect(rpc_url)
+    if contract:
+        return Ledger(w3, contract)
+    if not deployment_path.exists():
+        raise ConfigError(
+            f"no ledger given: pass --contract ADDRESS or --deployment FILE "
+            f"({deployment_path} does not exist)"
+        )
+    return Ledger.at(w3, Deployment.from_file(deployment_path))
+
+
+def load_signer(w3: Web3, keystore: Path | None, dev_account_index: int | None) -> LocalAccount:
+    if keystore is not None and dev_account_index is not None:
+        raise ConfigError("give either --keystore or --dev-account, not both")
+    if dev_account_index is not None:
+        chain_id = int(w3.eth.chain_id)
+        if chain_id not in DEV_CHAIN_IDS:
+            raise ConfigError(
+                f"--dev-account uses public test keys; refused on chain {chain_id} "
+                f"(only local development chains {sorted(DEV_CHAIN_IDS)})"
+            )
+        return dev_account(dev_account_index)
+    if keystore is None:
+        raise ConfigError("a signing key is needed: pass --keystore FILE (or --dev-account N)")
+    return load_keystore(keystore, read_passphrase(keystore))
+
+
+def read_passphrase(keystore: Path, *, confirm: bool = False) -> str:
+    from_env = passphrase_from_env()
+    if from_env:
+        return from_env
+    if not os.isatty(0):
+        raise ConfigError(f"no passphrase for {keystore}: set {PASSPHRASE_ENV} or run in a terminal")
+    value: str = click.prompt(
+        f"Passphrase for {keystore}", hide_input=True, confirmation_prompt=confirm
+    )
+    return value

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Run Anvil (npm @foundry-rs/anvil) on loopback as fedtrail's local chain.
+#
+#   scripts/anvil.sh start|stop|status
+#
+# Environment:
+#   FEDTRAIL_ANVIL_PORT   JSON-RPC port            (default: 8545)
+#   FEDTRAIL_ANVIL_DIR    pid/log/state folder     (default: <repo root>/.run/anvil)
+#   FEDTRAIL_ANVIL_ARGS   extra anvil arguments    (e.g. "--block-time 1")
+# The chain listens on 127.0.0.1 only and uses Anvil's public development accounts.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PORT="${FEDTRAIL_ANVIL_PORT:-8545}"
+DIR="${FEDTRAIL_ANVIL_DIR:-$ROOT/.run/anvil}"
+ANVIL="$ROOT/node_modules/.bin/anvil"
+PIDFILE="$DIR/anvil-$PORT.pid"
+LOGFILE="$DIR/anvil-$PORT.log"
+
+say() { printf 'anvil: %s\n' "$*"; }
+die() { printf 'anvil: error: %s\n' "$*" >&2; exit 1; }
+
+answers() {
+    local resp
+    { exec 3<>"/dev/tcp/127.0.0.1/$PORT"; } 2>/dev/null || return 1
+    printf 'POST / HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 63\r\n\r\n{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}    ' >&3
+    resp=$(timeout 2 cat <&3 || true)
+    exec 3>&-
+    [[ "$resp" == *'"result"'* ]]
+}
+
+running() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
+case "${1:-}" in
+start)
+    [[ -x "$ANVIL" ]] || die "$ANVIL is missing: run 'npm ci' in $ROOT"
+    if running; then say "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; exit 0; fi
+    if answers; then die "something else answers on 127.0.0.1:$PORT"; fi
+    mkdir -p "$DIR"
+    # shellcheck disable=SC2086
+    nohup "$ANVIL" --host 127.0.0.1 --port "$PORT" ${FEDTRAIL_ANVIL_ARGS:-} >"$LOGFILE" 2>&1 &
+    echo $! >"$PIDFILE"
+    for _ in $(seq 1 100); do
+        if answers; then say "ready on http://127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"; exit 0; fi
+        running || die "anvil exited; see $LOGFILE"
+        sleep 0.1
+    done
+    die "anvil did not answer within 10 s; see $LOGFILE"
+    ;;
+stop)
+    if running; then
+        pid=$(cat "$PIDFILE"); kill "$pid"
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        say "stopped"
+    else
+        say "not running"
+    fi
+    rm -f "$PIDFILE"
+    ;;
+status)
+    if running && answers; then say "running on http://127.0.0.1:$PORT"; else say "stopped"; exit 3; fi
+    ;;
+*)
+    echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,133 @@
+"""`fedtrail chain deploy|status` through click's CliRunner, against a real Anvil."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fedtrail.chain import connect, dev_account
+from fedtrail.cli import cli
+from fedtrail.keys import FAST_KDF_N, create_keystore
+from fedtrail.ledger import Deployment, Ledger
+
+pytestmark = pytest.mark.anvil
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_deploy_writes_deployment_file_and_status_reads_it(anvil_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "deployment.json"
+    code, stdout, _ = run(
+        "chain",
+        "deploy",
+        "--rpc-url",
+        anvil_url,
+        "--dev-account",
+        "0",
+        "--out",
+        str(out),
+        "--format",
+        "json",
+    )
+    assert code == 0
+    printed = json.loads(stdout)
+    dep = Deployment.from_file(out)
+    assert printed["address"] == dep.address
+    assert dep.coordinator == dev_account(0).address == dep.aggregator
+    ledger = Ledger.at(connect(anvil_url), dep)
+    ledger.register_site(dev_account(0), dev_account(3).address, "hospital-x")
+
+    code, stdout, _ = run(
+        "chain", "status", "--rpc-url", anvil_url, "--deployment", str(out), "--format", "json"
+    )
+    assert code == 0
+    doc = json.loads(stdout)
+    assert doc["contract"] == dep.address and doc["current_round"] == 0
+    assert doc["sites"][0]["site"] == dev_account(3).address
+    assert doc["sites"][0]["name"] == "hospital-x"
+
+    code, stdout, _ = run("chain", "status", "--rpc-url", anvil_url, "--contract", dep.address)
+    assert code == 0 and "hospital-x" in stdout and dep.address in stdout
+
+
+def test_deploy_with_keystore_and_passphrase_from_env(anvil_url: str, tmp_path: Path) -> None:
+    from fedtrail.chain import fund
+
+    ks = tmp_path / "coordinator.json"
+    acct = create_keystore(ks, "correct horse", kdf_n=FAST_KDF_N)
+    fund(connect(anvil_url), dev_account(0), acct.address, 10**18)
+    out = tmp_path / "d.json"
+    code, _, err = run(
+        "chain",
+        "deploy",
+        "--rpc-url",
+        anvil_url,
+        "--keystore",
+        str(ks),
+        "--out",
+        str(out),
+        env={"FEDTRAIL_PASSPHRASE": "wrong"},
+    )
+    assert code == 1 and "wrong passphrase" in err and not out.exists()
+    code, stdout, _ = run(
+        "chain",
+        "deploy",
+        "--rpc-url",
+        anvil_url,
+        "--keystore",
+        str(ks),
+        "--out",
+        str(out),
+        env={"FEDTRAIL_PASSPHRASE": "correct horse"},
+    )
+    assert code == 0, stdout
+    assert Deployment.from_file(out).coordinator == acct.address
+    assert "correct horse" not in stdout
+
+
+def test_status_without_ledger_is_a_usage_error(anvil_url: str, tmp_path: Path) -> None:
+    code, _, err = run(
+        "chain", "status", "--rpc-url", anvil_url, "--deployment", str(tmp_path / "missing.json")
+    )
+    assert code == 2 and "--contract" in err
+
+
+def test_status_of_an_address_without_the_contract_fails_clearly(anvil_url: str) -> None:
+    code, _, err = run(
+        "chain", "status", "--rpc-url", anvil_url, "--contract", dev_account(7).address
+    )
+    assert code == 1 and "no contract" in err
+
+
+def test_unreachable_chain_names_the_endpoint(tmp_path: Path) -> None:
+    code, _, err = run(
+        "chain",
+        "deploy",
+        "--rpc-url",
+        "http://127.0.0.1:9",
+        "--dev-account",
+        "0",
+        "--out",
+        str(tmp_path / "d.json"),
+    )
+    assert code == 1 and "http://127.0.0.1:9" in err
+
+
+def test_deploy_refuses_to_overwrite_a_deployment_file(anvil_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "d.json"
+    out.write_text("{}")
+    code, _, err = run(
+        "chain", "deploy", "--rpc-url", anvil_url, "--dev-account", "0", "--out", str(out)
+    )
+    assert code == 2 and "exists" in err
+
+
+def test_deploy_needs_a_key(anvil_url: str, tmp_path: Path) -> None:
+    code, _, err = run("chain", "deploy", "--rpc-url", anvil_url, "--out", str(tmp_path / "d"))
+    assert code == 2 and "--keystore" in err
