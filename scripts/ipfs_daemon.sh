@@ -38,11 +38,18 @@ die() { printf 'ipfs_daemon: error: %s\n' "$*" >&2; exit 1; }
 # Pure bash (/dev/tcp) so the script needs neither curl nor python.
 api_answers() {
     local resp
+    # shellcheck disable=SC2016  # $0 expands in the inner bash, not here
     resp="$(timeout 2 bash -c '
         exec 3<>"/dev/tcp/127.0.0.1/$0" || exit 1
         printf "POST /api/v0/version HTTP/1.0\r\nHost: 127.0.0.1:%s\r\nContent-Length: 0\r\n\r\n" "$0" >&3
         cat <&3' "$1" 2>/dev/null)" || return 1
     [[ $resp == *'"Version"'* ]]
+}
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_in_use() {
+    # shellcheck disable=SC2016  # $0 expands in the inner bash
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0"' "$1" 2>/dev/null
 }
 
 # The pid recorded in the pid file if that process is alive and is a js-ipfs daemon (node sets
@@ -123,6 +130,9 @@ cmd_start() {
     if api_answers "$PORT"; then
         die "an IPFS API already answers on 127.0.0.1:$PORT that this script did not start"
     fi
+    if port_in_use "$PORT"; then
+        die "127.0.0.1:$PORT is in use by another program; set FEDTRAIL_IPFS_PORT"
+    fi
     mkdir -p "$(dirname "$PIDFILE")" "$(dirname "$LOGFILE")"
     rm -f "$PIDFILE"
 
@@ -134,20 +144,30 @@ cmd_start() {
     # setsid: the daemon outlives the shell (and a Ctrl-C in it); without job control the
     # background setsid execs in place, so $! is the daemon's pid.
     printf '\n--- %s start on %s\n' "$(date -Is)" "$API_MULTIADDR" >>"$LOGFILE"
+    local log_from
+    log_from=$(( $(wc -c <"$LOGFILE") + 1 ))
     setsid "$JSIPFS" daemon --offline --enable-preload=false </dev/null >>"$LOGFILE" 2>&1 &
     pid=$!
     printf '%s\n' "$pid" >"$PIDFILE"
 
-    local deadline=$(( ${EPOCHSECONDS} + START_TIMEOUT ))
+    local deadline=$(( EPOCHSECONDS + START_TIMEOUT ))
     until api_answers "$PORT"; do
         if ! kill -0 "$pid" 2>/dev/null; then
             rm -f "$PIDFILE"
             tail -n 20 "$LOGFILE" >&2 || true
             die "daemon exited before its API on 127.0.0.1:$PORT answered; see $LOGFILE"
         fi
+        # js-ipfs logs some fatal start errors and keeps running without an API.
+        if tail -c "+$log_from" "$LOGFILE" | grep -qE 'EADDRINUSE|EACCES|Lock already being held'; then
+            tail -n 20 "$LOGFILE" >&2 || true
+            kill_and_wait "$pid"
+            rm -f "$PIDFILE"
+            die "daemon failed to start; see $LOGFILE"
+        fi
         if (( EPOCHSECONDS >= deadline )); then
             tail -n 20 "$LOGFILE" >&2 || true
             kill_and_wait "$pid"
+            rm -f "$PIDFILE"
             die "API on 127.0.0.1:$PORT did not answer within ${START_TIMEOUT}s; see $LOGFILE"
         fi
         sleep 0.1
