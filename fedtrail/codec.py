@@ -254,10 +254,19 @@ def _topk8(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-k by magnitude with int8 values; returns (gaps, q, scale, dense dequantized sent).
 
-    A stable sort breaks ties by position, so the selection (and the bytes) are deterministic.
+    Ties at the k-th magnitude go to the lowest positions, so the selection (and the bytes) never
+    depend on how ``topk`` orders equal values.
     """
-    order = torch.sort(flat.abs(), descending=True, stable=True).indices[:k]
-    idx = torch.sort(order).values
+    n = flat.numel()
+    if k >= n:
+        idx = torch.arange(n)
+    else:
+        mag = flat.abs()
+        threshold = torch.topk(mag, k, sorted=False).values.min()
+        keep = mag > threshold
+        ties = torch.nonzero(mag == threshold).reshape(-1)[: k - int(keep.sum())]
+        keep[ties] = True
+        idx = torch.nonzero(keep).reshape(-1)  # ascending
     vals = flat[idx]
     amax = float(vals.abs().max())
     scale_f = struct.unpack("<f", struct.pack("<f", amax / 127.0))[0] if amax > 0 else 1.0
