@@ -18,6 +18,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from safetensors.torch import load as st_load
 
 from fedtrail.codec import (
     FORMAT_VERSION,
@@ -170,6 +171,28 @@ def test_topk8_round_trip(spec: ModelSpec, fraction: float) -> None:
         # 8-bit quantization error is at most half a step
         step = float(d.abs().max()) / 127
         assert float((o - d)[o != 0].abs().max()) <= step / 2 * 1.001
+
+
+@settings(max_examples=60, deadline=2000, derandomize=True)
+@given(
+    values=st.lists(st.integers(-3, 3), min_size=42, max_size=42),
+    fraction=st.floats(0.01, 1.0),
+)
+def test_topk8_selection_breaks_ties_by_position(values: list[int], fraction: float) -> None:
+    """The kept entries equal a stable sort's first k: the largest, lowest positions on ties."""
+    flat = torch.tensor(values, dtype=torch.float32)
+    state, pos = {}, 0
+    for name, shape in shapes(TINY).items():
+        state[name] = flat[pos : pos + math.prod(shape)].reshape(shape)
+        pos += math.prod(shape)
+    assert pos == flat.numel()
+    comp = Compression(method="topk8", fraction=fraction)
+    parts = st_load(encode_update(state, spec=TINY, round=0, compression=comp).blob)
+    for name, t in state.items():
+        k = comp.keep(t.numel())
+        order = torch.sort(t.reshape(-1).abs(), descending=True, stable=True).indices[:k]
+        sent = parts[f"{name}:idx"].to(torch.int64).cumsum(0)
+        assert sent.tolist() == sorted(order.tolist()), name
 
 
 def test_topk8_cuts_bytes_by_more_than_90_percent() -> None:
