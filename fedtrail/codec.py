@@ -62,7 +62,6 @@ MAX_HEADER_BYTES: Final = 64 * 1024
 Kind = Literal["model", "update", "residual"]
 CompressionMethod = Literal["none", "topk8"]
 
-_KINDS: Final = frozenset(get_args(Kind))
 _METHODS: Final = frozenset(get_args(CompressionMethod))
 _META_KEYS: Final = frozenset({"format_version", "kind", "spec_hash", "round", "compression"})
 _ENTRY_KEYS: Final = frozenset({"dtype", "shape", "data_offsets"})
@@ -73,14 +72,8 @@ _IDX: Final = ":idx"
 _Q: Final = ":q"
 _SCALE: Final = ":scale"
 
-# safetensors dtype code -> (torch dtype, bytes per element), for the dtypes this format uses.
-_ST_DTYPES: Final[dict[str, tuple[torch.dtype, int]]] = {
-    "F32": (torch.float32, 4),
-    "I8": (torch.int8, 1),
-    "U8": (torch.uint8, 1),
-    "U16": (torch.uint16, 2),
-    "U32": (torch.uint32, 4),
-}
+# Bytes per element of the safetensors dtypes this format uses.
+_ITEMSIZE: Final = {"F32": 4, "I8": 1, "U8": 1, "U16": 2, "U32": 4}
 # Index gap dtypes, smallest first: the encoder takes the first that holds the largest gap.
 _GAP_DTYPES: Final = (
     ("U8", torch.uint8, 0xFF),
@@ -559,7 +552,7 @@ def _check_entries(
                 f"tensor {name} has dtype {e.dtype[:20]!r} "
                 f"but the model expects {' or '.join(dtypes)}"
             )
-        size = math.prod(shape) * _ST_DTYPES[e.dtype][1]
+        size = math.prod(shape) * _ITEMSIZE[e.dtype]
         if e.end - e.begin != size:
             raise InvalidUpdate(
                 f"tensor {name} spans {e.end - e.begin} bytes "
