@@ -12,6 +12,7 @@ from fedtrail import __version__
 from fedtrail.commands.chain import chain
 from fedtrail.commands.demo import demo
 from fedtrail.errors import ConfigError, FedtrailError
+from node.commands import node
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -37,6 +38,7 @@ def cli() -> None:
 
 
 cli.add_command(chain)
+cli.add_command(node)
 cli.add_command(demo)
 
 

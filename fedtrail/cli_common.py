@@ -100,7 +100,9 @@ def read_passphrase(keystore: Path, *, confirm: bool = False) -> str:
     if from_env:
         return from_env
     if not os.isatty(0):
-        raise ConfigError(f"no passphrase for {keystore}: set {PASSPHRASE_ENV} or run in a terminal")
+        raise ConfigError(
+            f"no passphrase for {keystore}: set {PASSPHRASE_ENV} or run in a terminal"
+        )
     value: str = click.prompt(
         f"Passphrase for {keystore}", hide_input=True, confirmation_prompt=confirm
     )

@@ -5,18 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import click
 
 FORMATS = ("table", "json", "csv")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def format_option(*choices: str) -> Any:
+def format_option(*choices: str) -> Callable[[F], F]:
     """The ``--format`` option every data-printing command takes."""
     allowed = choices or ("table", "json")
-    return click.option(
+    option: Callable[[F], F] = click.option(
         "--format",
         "fmt",
         type=click.Choice(allowed),
@@ -24,6 +25,7 @@ def format_option(*choices: str) -> Any:
         show_default=True,
         help="Output for people (table) or machines.",
     )
+    return option
 
 
 def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:

@@ -402,6 +402,11 @@ class IpfsStore(ContentStore):
             "(scripts/ipfs_daemon.sh start)"
         ) from last
 
+    def check(self) -> str:
+        """The daemon's version; ``StoreUnreachable`` naming the endpoint when it is down."""
+        info = self._call("version", lambda: self._client.version(timeout=self.probe_timeout + 5))
+        return str(info.get("Version", "")) if isinstance(info, dict) else ""
+
     def _probe(self, cid: str) -> None:
         """Raise ``ContentNotFound`` fast when the root block is not in the daemon's repo."""
         self._call(

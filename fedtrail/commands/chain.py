@@ -146,7 +146,9 @@ def print_status(doc: dict[str, Any]) -> None:
 
 @chain.command()
 @ledger_options
-@click.option("--round", "round_id", type=int, default=None, help="Round to show (default: latest).")
+@click.option(
+    "--round", "round_id", type=int, default=None, help="Round to show (default: latest)."
+)
 @format_option()
 def status(
     rpc_url: str, deployment_path: Path, contract: str | None, round_id: int | None, fmt: str

@@ -1,0 +1,279 @@
+"""`fedtrail node ...`: the site operator's commands."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from fedtrail.chain import connect
+from fedtrail.cli_common import (
+    ledger_options,
+    load_signer,
+    open_ledger,
+    read_passphrase,
+    signer_options,
+)
+from fedtrail.errors import ConfigError
+from fedtrail.keys import FAST_KDF_N, create_keystore, keystore_address, load_keystore
+from fedtrail.ledger import WEIGHT_SCALE, Deployment, Ledger, checksum
+from fedtrail.output import emit, format_option
+from fedtrail.store import IpfsStore, open_store
+from node.config import CONFIG_NAME, DataConfig, NodeConfig, load_node_config, write_node_config
+from node.daemon import NodeState, SiteNode
+
+log = logging.getLogger("fedtrail.node")
+
+
+@click.group()
+def node() -> None:
+    """Run a site: create its identity, train and submit updates, watch its standing."""
+
+
+folder_argument = click.argument(
+    "folder", type=click.Path(file_okay=False, path_type=Path), default=".", required=False
+)
+
+
+@node.command()
+@folder_argument
+@click.option("--name", required=True, help="Human-readable site name (e.g. the hospital).")
+@click.option("--rpc-url", default="http://127.0.0.1:8545", show_default=True)
+@click.option("--contract", default=None, help="Ledger address.")
+@click.option(
+    "--deployment",
+    "deployment_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Take the ledger address from a deployment file instead.",
+)
+@click.option(
+    "--store",
+    default="http://127.0.0.1:5001",
+    show_default=True,
+    help="IPFS RPC API, or local:/path for the embedded store.",
+)
+@click.option(
+    "--data",
+    "data_path",
+    default="bundled",
+    show_default=True,
+    help="MedMNIST .npz, image folder, or 'bundled'.",
+)
+@click.option(
+    "--shard", default=None, metavar="I/N", help="Simulate site I of N on a shared file (demos)."
+)
+@click.option("--partition", type=click.Choice(["iid", "dirichlet", "quantity"]), default="iid")
+@click.option("--compression", type=click.Choice(["none", "topk8"]), default="none")
+@click.option("--fast-kdf", is_flag=True, hidden=True, help="Light scrypt (tests/demos only).")
+def init(
+    folder: Path,
+    name: str,
+    rpc_url: str,
+    contract: str | None,
+    deployment_path: Path | None,
+    store: str,
+    data_path: str,
+    shard: str | None,
+    partition: str,
+    compression: str,
+    fast_kdf: bool,
+) -> None:
+    """Create a node folder: an encrypted keystore and config.toml."""
+    cfg_path = folder / CONFIG_NAME
+    if cfg_path.exists():
+        raise ConfigError(f"{cfg_path} exists; this folder is already a node")
+    if deployment_path is not None:
+        contract = Deployment.from_file(deployment_path).address
+    if not contract:
+        raise ConfigError("give the ledger: --contract ADDRESS or --deployment FILE")
+    contract = checksum(contract)
+    shard_index, shard_count = 0, 1
+    if shard:
+        try:
+            i, n = (int(x) for x in shard.split("/"))
+        except ValueError as exc:
+            raise ConfigError(f"--shard must look like I/N, got {shard!r}") from exc
+        shard_index, shard_count = i, n
+    from fedtrail.codec import Compression
+
+    config = NodeConfig(
+        name=name,
+        rpc_url=rpc_url,
+        contract=contract,
+        store=store,
+        data=DataConfig(
+            path=data_path, shard_index=shard_index, shard_count=shard_count, partition=partition
+        ),
+        compression=Compression(method=compression),  # type: ignore[arg-type]
+    )
+    if data_path != "bundled" and not Path(data_path).exists():
+        raise ConfigError(f"data path {data_path} does not exist")
+    folder.mkdir(parents=True, exist_ok=True)
+    passphrase = read_passphrase(folder / config.keystore, confirm=True)
+    account = create_keystore(
+        folder / config.keystore, passphrase, kdf_n=FAST_KDF_N if fast_kdf else None
+    )
+    write_node_config(cfg_path, config)
+    click.echo(f"node '{name}' created in {folder}")
+    click.echo(f"  address  {account.address}")
+    click.echo(f"  keystore {folder / config.keystore} (encrypted)")
+    click.echo(f"  config   {cfg_path}")
+    click.echo(
+        f"Ask the coordinator to run: fedtrail node register {account.address} --name '{name}'"
+    )
+
+
+@node.command()
+@click.argument("address")
+@click.option("--name", default="", help="Site name recorded on chain.")
+@click.option(
+    "--fund",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Also send this much ETH for gas (local chains).",
+)
+@ledger_options
+@signer_options
+def register(
+    address: str,
+    name: str,
+    fund: float,
+    rpc_url: str,
+    deployment_path: Path,
+    contract: str | None,
+    keystore: Path | None,
+    dev_account: int | None,
+) -> None:
+    """Coordinator helper: register a site's address on the ledger."""
+    from fedtrail.chain import fund as send_funds
+
+    ledger = open_ledger(rpc_url, deployment_path, contract)
+    signer = load_signer(ledger.w3, keystore, dev_account)
+    tx = ledger.register_site(signer, address, name)
+    click.echo(f"registered {checksum(address)} as '{name}' (tx {tx.tx_hash})")
+    if fund > 0:
+        send_funds(ledger.w3, signer, address, int(fund * 10**18))
+        click.echo(f"sent {fund} ETH to {checksum(address)}")
+
+
+def _load_folder(folder: Path, **overrides: Any) -> tuple[NodeConfig, Ledger]:
+    config = load_node_config(folder / CONFIG_NAME).with_overrides(**overrides)
+    if not config.contract:
+        raise ConfigError(f"{folder / CONFIG_NAME} names no contract")
+    ledger = Ledger(connect(config.rpc_url), config.contract)
+    return config, ledger
+
+
+@node.command()
+@folder_argument
+@format_option("table", "json")
+def status(folder: Path, fmt: str) -> None:
+    """This site's rounds, submissions, scores, weights and reputation, from the chain."""
+    config, ledger = _load_folder(folder)
+    address = keystore_address(folder / config.keystore)
+    site = ledger.get_site(address)
+    local = NodeState.load(folder / "state.json")
+    rounds = []
+    for r in range(1, ledger.current_round() + 1):
+        info = ledger.get_round(r)
+        sub = ledger.get_submission(r, address)
+        rec = local.rounds.get(r)
+        rounds.append(
+            {
+                "round": r,
+                "phase": info.phase.label,
+                "submitted": sub is not None,
+                "samples": sub.num_samples if sub else None,
+                "score": sub.score / 1e6 if sub else None,
+                "reason": sub.reason if sub else None,
+                "weight": sub.weight / WEIGHT_SCALE if sub else None,
+                "local_state": rec.phase if rec else "",
+                "val_auc": rec.val_auc if rec else None,
+            }
+        )
+    doc = {
+        "name": config.name,
+        "address": address,
+        "ledger": ledger.address,
+        "registered": bool(site and site.registered),
+        "reputation": site.reputation / 1e6 if site else 0.0,
+        "valued_rounds": site.valued_rounds if site else 0,
+        "rounds": rounds,
+    }
+    if fmt == "json":
+        emit(doc, "json")
+        return
+    click.echo(f"site        {doc['name']} ({address})")
+    click.echo(f"ledger      {ledger.address}")
+    click.echo(f"registered  {doc['registered']}")
+    click.echo(f"reputation  {doc['reputation']:.4f} over {doc['valued_rounds']} valued round(s)")
+    click.echo("")
+    emit(rounds, "table")
+
+
+def _setup_logging(folder: Path, verbose: bool) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    root = logging.getLogger("fedtrail")
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(folder / "node.log")):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+
+
+@node.command()
+@folder_argument
+@click.option("--once", is_flag=True, help="Take part in one round, then exit.")
+@click.option("--rpc-url", default=None, help="Override the config's rpc_url.")
+@click.option("--store", default=None, help="Override the config's store.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+@click.option("-v", "--verbose", is_flag=True)
+def run(
+    folder: Path,
+    once: bool,
+    rpc_url: str | None,
+    store: str | None,
+    threads: int | None,
+    verbose: bool,
+) -> None:
+    """Run the site daemon: watch for rounds, train, store, submit (restart-safe)."""
+    import torch
+
+    config, ledger = _load_folder(folder, rpc_url=rpc_url, store=store)
+    _setup_logging(folder, verbose)
+    if threads:
+        torch.set_num_threads(threads)
+    account = load_keystore(folder / config.keystore, read_passphrase(folder / config.keystore))
+    content = open_store(config.store)
+    if isinstance(content, IpfsStore):
+        content.check()
+    train, val = config.data.load(base=folder)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: finishing the current step, then stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    site = SiteNode(
+        ledger=ledger,
+        store=content,
+        account=account,
+        config=replace(config),
+        folder=folder,
+        train=train,
+        val=val,
+        progress=sys.stderr.isatty(),
+        stop_event=stop,
+    )
+    done = site.run(once=once)
+    log.info("exiting after %d round(s)", done)

@@ -1,0 +1,175 @@
+"""Node configuration: a TOML file in the node's folder, validated into dataclasses.
+
+Precedence is config file -> defaults, and command-line flags win over both. The file never
+holds a key or a passphrase: it names the keystore file, and the passphrase comes from the
+environment or a prompt.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli_w
+
+from fedtrail.chain import DEFAULT_RPC_URL
+from fedtrail.codec import Compression
+from fedtrail.datasets import (
+    ImageDataset,
+    load_bundled,
+    load_image_folder,
+    load_medmnist_npz,
+    partition_dirichlet,
+    partition_iid,
+    partition_quantity,
+)
+from fedtrail.errors import ConfigError
+from fedtrail.faults import SiteFault
+from fedtrail.models import ModelSpec
+from node.trainer import TrainConfig
+
+CONFIG_NAME = "config.toml"
+PARTITIONS = ("iid", "dirichlet", "quantity")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where a site's images are. ``path`` is ``"bundled"`` (the shipped PneumoniaMNIST subset),
+    a MedMNIST-format ``.npz`` or a folder with one sub-folder per class.
+
+    ``shard_count > 1`` simulates one of several sites on a shared file: the train split is
+    partitioned (seeded) and this node takes shard ``shard_index``; its validation split is the
+    same partition of the file's val split.
+    """
+
+    path: str = "bundled"
+    shard_index: int = 0
+    shard_count: int = 1
+    partition: str = "iid"
+    alpha: float = 0.5
+    partition_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.partition not in PARTITIONS:
+            raise ConfigError(f"data.partition must be one of {PARTITIONS}, got {self.partition!r}")
+        if self.shard_count < 1 or not 0 <= self.shard_index < self.shard_count:
+            raise ConfigError(
+                f"data.shard_index {self.shard_index} must lie in [0, shard_count="
+                f"{self.shard_count})"
+            )
+
+    def load(self, base: Path | None = None) -> tuple[ImageDataset, ImageDataset | None]:
+        """(train, validation) of this site; validation is None for an image folder."""
+        if self.path == "bundled":
+            splits = load_bundled()
+            train, val = splits.train, splits.val
+        else:
+            p = Path(self.path)
+            if not p.is_absolute() and base is not None:
+                p = base / p
+            if p.is_dir():
+                train, val = load_image_folder(p), None
+            elif p.is_file():
+                splits = load_medmnist_npz(p)
+                train, val = splits.train, splits.val
+            else:
+                raise ConfigError(f"data path {p} does not exist")
+        if self.shard_count == 1:
+            return train, val
+        train = train.subset(self._shard(train))
+        if val is not None:
+            val = val.subset(self._shard(val, min_size=1))
+        return train, val
+
+    def _shard(self, ds: ImageDataset, min_size: int = 10) -> Any:
+        n, k, seed = len(ds), self.shard_count, self.partition_seed
+        if self.partition == "iid":
+            parts = partition_iid(ds.labels, k, seed)
+        elif self.partition == "dirichlet":
+            parts = partition_dirichlet(ds.labels, k, self.alpha, seed, min_size=min_size)
+        else:
+            parts = partition_quantity(n, k, seed, alpha=self.alpha, min_size=min_size)
+        return parts[self.shard_index]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    """Everything a site node needs besides its passphrase."""
+
+    name: str = "site"
+    keystore: str = "keystore.json"
+    rpc_url: str = DEFAULT_RPC_URL
+    contract: str = ""
+    store: str = "http://127.0.0.1:5001"
+    poll_interval: float = 2.0
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainConfig = field(default_factory=TrainConfig)
+    compression: Compression = field(default_factory=Compression)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    fault: SiteFault = field(default_factory=SiteFault)
+
+    def __post_init__(self) -> None:
+        if self.poll_interval <= 0:
+            raise ConfigError("poll_interval must be positive")
+
+    def with_overrides(self, **changes: Any) -> NodeConfig:
+        """Flags win: a copy with every non-None keyword applied."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "data": DataConfig,
+    "training": TrainConfig,
+    "compression": Compression,
+    "model": ModelSpec,
+    "fault": SiteFault,
+}
+
+
+def _build(cls: type[T], table: Any, where: str) -> T:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [{where}]: {unknown}; known: {sorted(known)}")
+    try:
+        return cls(**table)
+    except TypeError as exc:
+        raise ConfigError(f"[{where}]: {exc}") from exc
+
+
+def load_node_config(path: Path) -> NodeConfig:
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no node config at {path}; run `fedtrail node init` first") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    node = raw.pop("node", {})
+    sections = {name: _build(cls, raw.pop(name, {}), name) for name, cls in _SECTIONS.items()}
+    if raw:
+        raise ConfigError(f"unknown section(s) in {path}: {sorted(raw)}")
+    known = {f.name for f in fields(NodeConfig)} - set(_SECTIONS)
+    unknown = sorted(set(node) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [node] of {path}: {unknown}")
+    try:
+        return NodeConfig(**node, **sections)
+    except TypeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def dump_node_config(config: NodeConfig) -> str:
+    doc = asdict(config)
+    out: dict[str, Any] = {"node": {k: v for k, v in doc.items() if k not in _SECTIONS}}
+    for name in _SECTIONS:
+        out[name] = doc[name]
+    return tomli_w.dumps(out)
+
+
+def write_node_config(path: Path, config: NodeConfig) -> None:
+    path.write_text(dump_node_config(config), encoding="utf-8")

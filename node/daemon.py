@@ -1,0 +1,347 @@
+"""The site daemon: watch the ledger for open rounds, train, store, submit — restart-safe.
+
+Every step that has an effect outside the process is recorded in ``state.json`` (written
+atomically) *before* the next step starts, and the chain is asked first on every (re)start:
+
+    open round seen -> trained + encoded (blob and pending residual on disk) -> stored (CID)
+    -> submitted (chain shows our sha256) -> residual promoted
+
+A crash anywhere resumes at the last recorded step: a stored blob is submitted as it is (never
+retrained into different bytes), and a round the chain already shows as submitted is never
+submitted again. SIGTERM sets a flag that training checks between batches; the current step is
+finished or abandoned cleanly and the process exits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from eth_account.signers.local import LocalAccount
+
+from fedtrail.chain import block_timestamp
+from fedtrail.codec import decode_model, decode_update, encode_update, load_residual, save_residual
+from fedtrail.datasets import ImageDataset
+from fedtrail.errors import (
+    ContractRevert,
+    DuplicateSubmission,
+    FedtrailError,
+    InvalidUpdate,
+    LedgerError,
+    RoundStateError,
+    StoreError,
+)
+from fedtrail.ledger import Ledger, Phase
+from fedtrail.store import ContentStore
+from node.config import NodeConfig
+from node.trainer import TrainingInterrupted, train_local
+
+log = logging.getLogger("fedtrail.node")
+
+STATE_NAME = "state.json"
+RESIDUAL_NAME = "residual.safetensors"
+PENDING_DIR = "pending"
+# Test-only fault injection: SIGKILL ourselves at a named point to prove crash safety.
+CRASH_ENV = "FEDTRAIL_NODE_CRASH_AT"
+CRASH_POINTS = ("stored", "submitted")
+
+
+class NodeNotRegistered(FedtrailError):
+    """This node's account is not a registered site of the ledger."""
+
+
+@dataclass
+class RoundRecord:
+    """What this node did in one round, as persisted."""
+
+    round: int
+    phase: str  # "stored" | "submitted" | "skipped"
+    cid: str = ""
+    sha256: str = ""
+    num_samples: int = 0
+    tx_hash: str = ""
+    train_seconds: float = 0.0
+    train_loss: float = 0.0
+    val_auc: float | None = None
+    val_f1: float | None = None
+    note: str = ""
+
+
+@dataclass
+class NodeState:
+    rounds: dict[int, RoundRecord] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> NodeState:
+        if not path.exists():
+            return cls()
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls({int(k): RoundRecord(**v) for k, v in raw["rounds"].items()})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FedtrailError(f"node state {path} is corrupt: {exc}") from exc
+
+    def save(self, path: Path) -> None:
+        doc = {"rounds": {str(k): asdict(v) for k, v in sorted(self.rounds.items())}}
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+
+def _round_seed(seed: int, round_id: int) -> int:
+    return int(np.random.SeedSequence([seed, round_id]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class SiteNode:
+    """One site's participation logic over a ledger and a content store."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        store: ContentStore,
+        account: LocalAccount,
+        config: NodeConfig,
+        folder: Path,
+        train: ImageDataset,
+        val: ImageDataset | None,
+        progress: bool = False,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.account = account
+        self.config = config
+        self.folder = Path(folder)
+        self.train = config.fault.apply_to_data(train)
+        self.val = val
+        self.progress = progress
+        self.stop_event = stop_event or threading.Event()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / PENDING_DIR).mkdir(exist_ok=True)
+        self.state_path = self.folder / STATE_NAME
+        self.state = NodeState.load(self.state_path)
+        self._crash_at = os.environ.get(CRASH_ENV, "")
+
+    # ---------------------------------------------------------------- helpers
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+    def _save(self) -> None:
+        self.state.save(self.state_path)
+
+    def _crash_point(self, name: str) -> None:
+        if self._crash_at == name:
+            log.warning("test fault injection: SIGKILL at %r", name)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _pending_blob(self, round_id: int) -> Path:
+        return self.folder / PENDING_DIR / f"update-{round_id}.safetensors"
+
+    def _pending_residual(self, round_id: int) -> Path:
+        return self.folder / PENDING_DIR / f"residual-{round_id}.safetensors"
+
+    def check_registered(self) -> None:
+        site = self.ledger.get_site(self.address)
+        if site is None or not site.registered:
+            raise NodeNotRegistered(
+                f"{self.address} is not a registered site of the ledger at "
+                f"{self.ledger.address}; ask the coordinator to run "
+                f"`fedtrail node register {self.address}`"
+            )
+
+    # ---------------------------------------------------------------- one round
+
+    def participate(self, round_id: int) -> RoundRecord | None:
+        """Do whatever is left of ``round_id`` for this site; None if it cannot take part."""
+        info = self.ledger.get_round(round_id)
+        on_chain = self.ledger.get_submission(round_id, self.address)
+        record = self.state.rounds.get(round_id)
+        if on_chain is not None:
+            return self._mark_submitted(round_id, record, on_chain.sha256, on_chain.cid)
+        if info.phase != Phase.OPEN:
+            log.info("round %d is %s; nothing to do", round_id, info.phase.label)
+            return None
+        if block_timestamp(self.ledger.w3) > info.deadline:
+            log.warning("round %d: deadline passed before this node could submit", round_id)
+            return None
+        if record is None or record.phase != "stored" or not self._pending_blob(round_id).exists():
+            record = self._train_and_store(round_id, info.start_cid, info.start_sha256)
+            if record is None:
+                return None
+        else:
+            log.info("round %d: resuming with the stored update %s", round_id, record.cid)
+            # The daemon may have crashed between writing the blob and the store's pin.
+            self.store.put(self._pending_blob(round_id).read_bytes())
+        self._crash_point("stored")
+        return self._submit(round_id, record)
+
+    def _train_and_store(self, round_id: int, cid: str, sha256: str) -> RoundRecord | None:
+        spec = self.config.model
+        log.info("round %d: fetching global model %s", round_id, cid)
+        blob = self.store.get(cid, sha256)
+        global_state, _ = decode_model(blob, spec=spec)
+        train_cfg = replace(
+            self.config.training, seed=_round_seed(self.config.training.seed, round_id)
+        )
+        log.info("round %d: training on %d images", round_id, len(self.train))
+        try:
+            result = train_local(
+                global_state,
+                self.train,
+                spec=spec,
+                config=train_cfg,
+                val=self.val,
+                progress=self.progress,
+                should_stop=self.stop_event.is_set,
+            )
+        except TrainingInterrupted:
+            log.info("round %d: training interrupted by shutdown; nothing stored", round_id)
+            return None
+        delta = result.delta
+        fault = self.config.fault
+        if fault.affects_update:
+            other = self._copied_delta(round_id) if fault.kind == "copy" else None
+            if fault.kind == "copy" and other is None:
+                return None
+            delta = fault.apply_to_update(delta, round_id=round_id, other=other)
+            log.warning("round %d: simulated fault %r applied to the update", round_id, fault.kind)
+        residual = load_residual(self.folder / RESIDUAL_NAME, spec)
+        encoded = encode_update(
+            delta,
+            spec=spec,
+            round=round_id,
+            compression=self.config.compression,
+            residual=residual,
+        )
+        save_residual(self._pending_residual(round_id), encoded.residual, spec=spec, round=round_id)
+        pending = self._pending_blob(round_id)
+        tmp = pending.with_suffix(".tmp")
+        tmp.write_bytes(encoded.blob)
+        os.replace(tmp, pending)
+        update_cid = self.store.put(encoded.blob)
+        self.store.pin(update_cid)
+        metrics = result.metrics
+        record = RoundRecord(
+            round=round_id,
+            phase="stored",
+            cid=update_cid,
+            sha256=hashlib.sha256(encoded.blob).hexdigest(),
+            num_samples=result.num_samples,
+            train_seconds=round(result.seconds, 3),
+            train_loss=result.train_loss,
+            val_auc=None if metrics is None else metrics.auc,
+            val_f1=None if metrics is None else metrics.f1,
+        )
+        self.state.rounds[round_id] = record
+        self._save()
+        log.info(
+            "round %d: stored update %s (%d bytes, %.1f s training, val AUC %s)",
+            round_id,
+            update_cid,
+            len(encoded.blob),
+            result.seconds,
+            "n/a" if record.val_auc is None else f"{record.val_auc:.3f}",
+        )
+        return record
+
+    def _copied_delta(self, round_id: int) -> dict[str, Any] | None:
+        """A free-rider's source: the first other site's update of this round."""
+        deadline = self.ledger.get_round(round_id).deadline
+        while not self.stop_event.is_set() and block_timestamp(self.ledger.w3) <= deadline:
+            for sub in self.ledger.get_submissions(round_id):
+                if sub.site != self.address and sub.cid:
+                    blob = self.store.get(sub.cid, sub.sha256)
+                    delta, _ = decode_update(blob, spec=self.config.model)
+                    return dict(delta)
+            self.stop_event.wait(self.config.poll_interval)
+        return None
+
+    def _submit(self, round_id: int, record: RoundRecord) -> RoundRecord | None:
+        try:
+            tx = self.ledger.submit_update(
+                self.account, round_id, record.cid, record.sha256, record.num_samples
+            )
+        except DuplicateSubmission as exc:
+            if exc.error == "AlreadySubmitted":
+                on_chain = self.ledger.get_submission(round_id, self.address)
+                if on_chain is not None:
+                    return self._mark_submitted(round_id, record, on_chain.sha256, on_chain.cid)
+            record.phase = "skipped"
+            record.note = str(exc)
+            self._save()
+            log.error("round %d: submission refused: %s", round_id, exc)
+            return record
+        except RoundStateError as exc:
+            record.note = str(exc)
+            self._save()
+            log.error("round %d: too late: %s", round_id, exc)
+            return None
+        self._crash_point("submitted")
+        record.tx_hash = tx.tx_hash
+        log.info("round %d: submitted in tx %s (%d gas)", round_id, tx.tx_hash, tx.gas_used)
+        return self._mark_submitted(round_id, record, record.sha256, record.cid)
+
+    def _mark_submitted(
+        self, round_id: int, record: RoundRecord | None, sha256: str, cid: str
+    ) -> RoundRecord:
+        if record is None:
+            record = RoundRecord(round=round_id, phase="submitted", cid=cid, sha256=sha256)
+        if record.phase == "submitted" and not self._pending_residual(round_id).exists():
+            return record
+        record.phase = "submitted"
+        record.cid, record.sha256 = cid, sha256
+        self.state.rounds[round_id] = record
+        self._save()
+        pending_res = self._pending_residual(round_id)
+        if pending_res.exists() and record.sha256 == sha256:
+            os.replace(pending_res, self.folder / RESIDUAL_NAME)
+        self._pending_blob(round_id).unlink(missing_ok=True)
+        return record
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self, *, once: bool = False, on_idle: Callable[[], None] | None = None) -> int:
+        """Watch the chain until stopped (or one round done with ``once``); rounds taken part in."""
+        self.check_registered()
+        done = 0
+        seen = 0
+        log.info("site %s watching ledger %s", self.address, self.ledger.address)
+        while not self.stop_event.is_set():
+            try:
+                current = self.ledger.current_round()
+                if current and current != seen:
+                    seen = current
+                    log.info("round %d is the ledger's latest round", current)
+                record = None
+                prior = self.state.rounds.get(current)
+                unfinished = prior is None or prior.phase == "stored"
+                if current and (unfinished or self._pending_residual(current).exists()):
+                    record = self.participate(current)
+                    if record is not None and record.phase == "submitted":
+                        done += 1
+                if once and record is not None:
+                    return done
+            except (StoreError, LedgerError, InvalidUpdate) as exc:
+                if isinstance(exc, ContractRevert):
+                    raise
+                log.error("will retry: %s", exc)
+            if on_idle is not None:
+                on_idle()
+            self.stop_event.wait(self.config.poll_interval)
+        log.info("stopping")
+        return done

@@ -1,0 +1,193 @@
+"""The site daemon on the embedded chain and local store: a full round with two sites, and
+resuming from every persisted step without double submission."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedtrail.chain import block_timestamp
+from fedtrail.codec import decode_update, encode_model
+from fedtrail.datasets import load_bundled, partition_iid
+from fedtrail.errors import TransactionFailed
+from fedtrail.ledger import Phase, Valuation
+from fedtrail.models import ModelSpec, initial_model
+from fedtrail.store import LocalStore
+from node.config import NodeConfig
+from node.daemon import RESIDUAL_NAME, NodeNotRegistered, NodeState, SiteNode
+from node.trainer import TrainConfig
+from tests.fixtures.chain import ChainEnv
+
+SPEC = ModelSpec()
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class World:
+    """An embedded federation: a ledger, a local store, round 1 open, two registered sites."""
+
+    def __init__(self, env: ChainEnv, tmp: Path) -> None:
+        self.env = env
+        self.ledger = env.deploy()
+        self.store = LocalStore(tmp / "store")
+        self.tmp = tmp
+        splits = load_bundled()
+        parts = partition_iid(splits.train.labels, 8, seed=0)
+        self.train = [splits.train.subset(p) for p in parts[:2]]
+        self.val = splits.val
+        for i, site in enumerate(env.sites[:2]):
+            self.ledger.register_site(env.coordinator, site.address, f"site-{i}")
+        blob = encode_model(initial_model(SPEC, 0).state_dict(), spec=SPEC, round=0)
+        self.global_blob = blob
+        cid = self.store.put(blob)
+        self.round, _ = self.ledger.open_round(
+            env.aggregator, cid, hashlib.sha256(blob).hexdigest(), block_timestamp(env.w3) + 3600
+        )
+
+    def node(self, i: int, **config: object) -> SiteNode:
+        cfg = NodeConfig(
+            name=f"site-{i}", poll_interval=0.05, training=TrainConfig(epochs=1, seed=i), **config
+        )  # type: ignore[arg-type]
+        return SiteNode(
+            ledger=self.ledger,
+            store=self.store,
+            account=self.env.sites[i],
+            config=cfg,
+            folder=self.tmp / f"node-{i}",
+            train=self.train[i],
+            val=self.val,
+        )
+
+
+@pytest.fixture
+def world(embedded: ChainEnv, tmp_path: Path) -> World:
+    return World(embedded, tmp_path)
+
+
+def test_one_full_round_with_two_sites(world: World) -> None:
+    records = [world.node(i).run(once=True) for i in range(2)]
+    assert records == [1, 1]
+    subs = world.ledger.get_submissions(world.round)
+    assert len(subs) == 2
+    deltas = []
+    for sub in subs:
+        blob = world.store.get(sub.cid, sub.sha256)
+        delta, meta = decode_update(blob, spec=SPEC, expected_round=world.round)
+        assert meta.kind == "update" and any(t.abs().sum() > 0 for t in delta.values())
+        deltas.append(delta)
+    assert {s.num_samples for s in subs} == {len(world.train[0]), len(world.train[1])}
+    # the aggregator's part, by hand: value, aggregate, finalize
+    world.ledger.record_valuation(
+        world.env.aggregator,
+        world.round,
+        [Valuation(site=s.site, score=1_000_000, reason=0) for s in subs],
+    )
+    subs = world.ledger.get_submissions(world.round)
+    assert sum(s.weight for s in subs) == 10**18
+    glob = initial_model(SPEC, 0).state_dict()
+    new = {
+        k: (
+            glob[k].double()
+            + sum(s.weight / 1e18 * d[k].double() for s, d in zip(subs, deltas, strict=True))
+        ).float()
+        for k in glob
+    }
+    blob = encode_model(new, spec=SPEC, round=world.round)
+    cid = world.store.put(blob)
+    world.ledger.finalize_round(
+        world.env.aggregator,
+        world.round,
+        global_cid=cid,
+        global_sha256=hashlib.sha256(blob).hexdigest(),
+        log_cid=cid,
+        log_sha256=hashlib.sha256(b"log").hexdigest(),
+    )
+    assert world.ledger.get_round(world.round).phase == Phase.FINALIZED
+    state = NodeState.load(world.tmp / "node-0" / "state.json")
+    assert state.rounds[world.round].phase == "submitted"
+    assert state.rounds[world.round].val_auc is not None
+
+
+def test_a_crash_between_store_and_submit_resumes_with_the_same_bytes(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = world.node(0)
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise TransactionFailed("simulated crash before the transaction is mined")
+
+    monkeypatch.setattr(world.ledger, "submit_update", boom)
+    with pytest.raises(TransactionFailed):
+        node.participate(world.round)
+    monkeypatch.undo()
+    stored = NodeState.load(world.tmp / "node-0" / "state.json").rounds[world.round]
+    assert (
+        stored.phase == "stored" and world.ledger.get_submission(world.round, node.address) is None
+    )
+    restarted = world.node(0)
+    record = restarted.participate(world.round)
+    assert record is not None and record.phase == "submitted"
+    on_chain = world.ledger.get_submission(world.round, restarted.address)
+    assert on_chain is not None and on_chain.sha256 == stored.sha256
+    # and again: nothing more happens, the chain already has it
+    assert world.node(0).participate(world.round) == record
+    assert world.ledger.get_round(world.round).submission_count == 1
+
+
+def test_a_node_whose_state_was_lost_never_submits_twice(world: World) -> None:
+    world.node(0).run(once=True)
+    (world.tmp / "node-0" / "state.json").unlink()
+    record = world.node(0).participate(world.round)
+    assert record is not None and record.phase == "submitted"
+    assert world.ledger.get_round(world.round).submission_count == 1
+
+
+def test_compressed_updates_keep_the_error_feedback_residual(world: World) -> None:
+    from fedtrail.codec import Compression
+
+    node = world.node(0, compression=Compression(method="topk8", fraction=0.05))
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "submitted"
+    assert (world.tmp / "node-0" / RESIDUAL_NAME).exists()
+    assert not list((world.tmp / "node-0" / "pending").iterdir())
+    blob = world.store.get(record.cid, record.sha256)
+    assert len(blob) < 0.1 * len(world.global_blob)
+
+
+def test_unregistered_site_is_refused_with_a_clear_error(world: World) -> None:
+    world.ledger.remove_site(world.env.coordinator, world.env.sites[1].address)
+    with pytest.raises(NodeNotRegistered, match="not a registered site"):
+        world.node(1).run(once=True)
+
+
+def test_stop_event_abandons_training_cleanly(world: World) -> None:
+    node = world.node(0)
+    node.stop_event.set()
+    assert node.participate(world.round) is None
+    assert world.ledger.get_round(world.round).submission_count == 0
+    assert world.round not in NodeState.load(world.tmp / "node-0" / "state.json").rounds
+
+
+def test_daemon_thread_stops_on_request(world: World) -> None:
+    node = world.node(0)
+    t = threading.Thread(target=node.run)
+    t.start()
+    assert world.ledger.wait_for(
+        lambda: world.ledger.get_submission(world.round, node.address) is not None,
+        timeout=60,
+        interval=0.1,
+    )
+    node.stop_event.set()
+    t.join(timeout=10)
+    assert not t.is_alive()
