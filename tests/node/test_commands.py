@@ -1,0 +1,162 @@
+"""`fedtrail node init|register|status|run` through CliRunner: results and every operator error."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from fedtrail.chain import connect, dev_account
+from fedtrail.cli import cli
+from fedtrail.keys import keystore_address
+from fedtrail.ledger import Ledger
+
+pytestmark = pytest.mark.anvil
+PASS = {"FEDTRAIL_PASSPHRASE": "pw-node"}
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env or PASS, catch_exceptions=False)
+
+
+@pytest.fixture
+def ledger(anvil_url: str) -> Ledger:
+    deployed, _ = Ledger.deploy(connect(anvil_url), dev_account(0))
+    return deployed
+
+
+def init(folder: Path, ledger: Ledger, anvil_url: str, *extra: str) -> Result:
+    return invoke(
+        "node",
+        "init",
+        str(folder),
+        "--name",
+        "St. Mary",
+        "--rpc-url",
+        anvil_url,
+        "--contract",
+        ledger.address,
+        "--store",
+        "local:" + str(folder.parent / "s"),
+        "--shard",
+        "1/4",
+        "--fast-kdf",
+        *extra,
+    )
+
+
+def test_init_creates_encrypted_keystore_and_config(
+    ledger: Ledger, anvil_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "node"
+    result = init(folder, ledger, anvil_url)
+    assert result.exit_code == 0, result.output
+    address = keystore_address(folder / "keystore.json")
+    assert address in result.stdout and "fedtrail node register" in result.stdout
+    config = tomllib.loads((folder / "config.toml").read_text())
+    assert config["node"]["contract"] == ledger.address
+    assert config["data"]["shard_index"] == 1 and config["data"]["shard_count"] == 4
+    assert "pw-node" not in (folder / "config.toml").read_text()
+    assert "pw-node" not in (folder / "keystore.json").read_text()
+    again = init(folder, ledger, anvil_url)
+    assert again.exit_code == 2 and "already a node" in again.stderr
+
+
+def test_init_rejects_a_missing_data_path_and_bad_shard(
+    ledger: Ledger, anvil_url: str, tmp_path: Path
+) -> None:
+    r = init(tmp_path / "a", ledger, anvil_url, "--data", str(tmp_path / "nope.npz"))
+    assert r.exit_code == 2 and "does not exist" in r.stderr
+    r = init(tmp_path / "b", ledger, anvil_url, "--shard", "seven")
+    assert r.exit_code == 2 and "I/N" in r.stderr
+
+
+def test_register_status_and_run_errors(ledger: Ledger, anvil_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "node"
+    assert init(folder, ledger, anvil_url).exit_code == 0
+    address = keystore_address(folder / "keystore.json")
+
+    # not yet registered: run refuses with the fix in the message
+    r = invoke("node", "run", str(folder), "--once")
+    assert r.exit_code == 1 and "not a registered site" in r.stderr and address in r.stderr
+
+    # wrong passphrase
+    r = invoke("node", "run", str(folder), "--once", env={"FEDTRAIL_PASSPHRASE": "nope"})
+    assert r.exit_code == 1 and "wrong passphrase" in r.stderr
+
+    r = invoke(
+        "node",
+        "register",
+        address,
+        "--name",
+        "St. Mary",
+        "--rpc-url",
+        anvil_url,
+        "--contract",
+        ledger.address,
+        "--dev-account",
+        "0",
+        "--fund",
+        "1",
+    )
+    assert r.exit_code == 0, r.output
+    assert connect(anvil_url).eth.get_balance(address) == 10**18  # type: ignore[arg-type]
+
+    r = invoke("node", "status", str(folder), "--format", "json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["registered"] is True and doc["address"] == address and doc["rounds"] == []
+
+    r = invoke(
+        "node",
+        "register",
+        address,
+        "--rpc-url",
+        anvil_url,
+        "--contract",
+        ledger.address,
+        "--dev-account",
+        "5",
+    )
+    assert r.exit_code == 1 and "not the federation's coordinator" in r.stderr
+
+
+def test_run_with_endpoints_down_names_them(ledger: Ledger, anvil_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "node"
+    assert init(folder, ledger, anvil_url).exit_code == 0
+    r = invoke("node", "run", str(folder), "--once", "--rpc-url", "http://127.0.0.1:9")
+    assert r.exit_code == 1 and "http://127.0.0.1:9" in r.stderr
+    r = invoke("node", "run", str(folder), "--once", "--store", "http://127.0.0.1:9")
+    assert r.exit_code == 1 and "/tcp/9" in r.stderr and "does not answer" in r.stderr
+
+
+def test_config_naming_a_wrong_contract_is_refused(anvil_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "node"
+    r = invoke(
+        "node",
+        "init",
+        str(folder),
+        "--name",
+        "x",
+        "--rpc-url",
+        anvil_url,
+        "--contract",
+        dev_account(8).address,
+        "--store",
+        "local:" + str(tmp_path / "s"),
+        "--fast-kdf",
+    )
+    assert r.exit_code == 0
+    r = invoke("node", "status", str(folder))
+    assert r.exit_code == 1 and "no contract" in r.stderr
+
+
+def test_broken_config_and_missing_folder_are_usage_errors(tmp_path: Path) -> None:
+    r = invoke("node", "status", str(tmp_path / "nowhere"))
+    assert r.exit_code == 2 and "node init" in r.stderr
+    (tmp_path / "config.toml").write_text("[node]\nname = 'x'\nbogus = 1\n")
+    r = invoke("node", "status", str(tmp_path))
+    assert r.exit_code == 2 and "bogus" in r.stderr
