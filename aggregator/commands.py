@@ -1,0 +1,170 @@
+"""`fedtrail aggregator ...`: run the aggregation service."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from aggregator.aggregate import AggregationRule
+from aggregator.service import AggregatorService, AggregatorSettings, RoundOutcome
+from fedtrail.cli_common import ledger_options, load_signer, open_ledger, signer_options
+from fedtrail.datasets import load_bundled, load_medmnist_npz
+from fedtrail.errors import ConfigError
+from fedtrail.store import IpfsStore, open_store
+
+log = logging.getLogger("fedtrail.aggregator")
+
+
+@click.group()
+def aggregator() -> None:
+    """Open rounds, value every update on chain, aggregate, finalize."""
+
+
+@aggregator.command()
+@ledger_options
+@signer_options
+@click.option(
+    "--store",
+    "store_location",
+    envvar="FEDTRAIL_STORE",
+    default="http://127.0.0.1:5001",
+    show_default=True,
+    help="IPFS RPC API or local:/path (env FEDTRAIL_STORE).",
+)
+@click.option(
+    "--validation",
+    default="bundled",
+    show_default=True,
+    help="MedMNIST .npz whose val split scores updates, or 'bundled'.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Close this many rounds, then exit.",
+)
+@click.option(
+    "--rule",
+    type=click.Choice(["weighted", "median", "trimmed_mean", "krum", "norm_clip"]),
+    default="weighted",
+    show_default=True,
+)
+@click.option(
+    "--valuation",
+    type=click.Choice(["shapley", "mc_shapley", "loo"]),
+    default="shapley",
+    show_default=True,
+)
+@click.option(
+    "--round-seconds",
+    type=click.IntRange(1),
+    default=600,
+    show_default=True,
+    help="Submission window of each round (chain time).",
+)
+@click.option("--poll-interval", type=float, default=2.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".fedtrail/aggregator"),
+    show_default=True,
+    help="Where valuation records and the log file go.",
+)
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+def run(
+    rpc_url: str,
+    deployment_path: Path,
+    contract: str | None,
+    keystore: Path | None,
+    dev_account: int | None,
+    store_location: str,
+    validation: str,
+    rounds: int,
+    rule: str,
+    valuation: str,
+    round_seconds: int,
+    poll_interval: float,
+    seed: int,
+    folder: Path,
+    threads: int | None,
+) -> None:
+    """Run rounds until --rounds are closed; resumes from the chain after a restart."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    _setup_logging(folder)
+    if threads:
+        torch.set_num_threads(threads)
+    ledger = open_ledger(rpc_url, deployment_path, contract)
+    account = load_signer(ledger.w3, keystore, dev_account)
+    if account.address != ledger.aggregator():
+        raise ConfigError(
+            f"{account.address} is not this ledger's aggregator ({ledger.aggregator()})"
+        )
+    store = open_store(store_location)
+    if isinstance(store, IpfsStore):
+        store.check()
+    if validation == "bundled":
+        val = load_bundled().val
+    elif Path(validation).is_file():
+        val = load_medmnist_npz(validation).val
+    else:
+        raise ConfigError(f"validation data {validation} does not exist")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping after the current step", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    settings = AggregatorSettings(
+        rule=AggregationRule(name=rule),  # type: ignore[arg-type]
+        valuation=valuation,
+        round_seconds=round_seconds,
+        poll_interval=poll_interval,
+        seed=seed,
+    )
+    service = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=account,
+        validation=val,
+        settings=settings,
+        folder=folder,
+        stop_event=stop,
+    )
+
+    def report(outcome: RoundOutcome) -> None:
+        click.echo(f"round {outcome.round}: {outcome.phase.label}")
+        for v in outcome.valuations:
+            click.echo(
+                f"  {v['name'] or v['site']:<16} samples {v['update']['num_samples']:>5}  "
+                f"score {v['score'] / 1e6:.3f}  {v['reason_label']:<18} "
+                f"weight {v['weight_fraction']:.3f}"
+            )
+        if outcome.metrics:
+            after = outcome.metrics["after"]
+            click.echo(f"  global AUC {after['auc']:.3f}  F1 {after['f1']:.3f}")
+
+    service.run(rounds=rounds, on_round=report)
+
+
+def _setup_logging(folder: Path) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    root = logging.getLogger("fedtrail")
+    root.setLevel(logging.INFO)
+    for handler in (
+        logging.StreamHandler(sys.stderr),
+        logging.FileHandler(folder / "aggregator.log"),
+    ):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)

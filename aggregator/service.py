@@ -1,0 +1,439 @@
+"""The aggregator's round lifecycle, driven by the chain's state so a restart resumes anywhere.
+
+Each call to :meth:`AggregatorService.step` looks at the latest round on chain and does the one
+thing its phase asks for — open, value, finalize — so a crash between any two transactions is
+resumed by the next step, and no transaction is ever sent twice (the contract's phases refuse a
+repeat, and the service never tries one).
+
+    no round / last finalized or cancelled -> openRound(global model)
+    Open:     wait for every registered site or the deadline -> fetch, verify, decode, score
+              -> recordValuation            (all scores 0: cancelRound after the deadline)
+    Valued:   read the weights back from the chain -> aggregate -> put global + log
+              -> finalizeRound
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from eth_account.signers.local import LocalAccount
+
+from aggregator.aggregate import AggregationRule, aggregate, apply_delta
+from aggregator.valuation.base import Candidate, Reason, ValuationContext
+from aggregator.valuation.combine import SiteValuation, value_round
+from aggregator.weights import WEIGHT_SCALE
+from fedtrail import explanation_log
+from fedtrail.chain import block_timestamp
+from fedtrail.codec import decode_model, decode_update, encode_model
+from fedtrail.datasets import ImageDataset
+from fedtrail.errors import (
+    ConfigError,
+    ContentNotFound,
+    ChainUnreachable,
+    ContentTooLarge,
+    FedtrailError,
+    HashMismatch,
+    InvalidCid,
+    InvalidUpdate,
+    StoreError,
+    TransactionFailed,
+)
+from fedtrail.ledger import Ledger, Phase, Submission, Valuation
+from fedtrail.metrics import Metrics, evaluate
+from fedtrail.models import ModelSpec, initial_model
+from fedtrail.store import ContentStore
+
+log = logging.getLogger("fedtrail.aggregator")
+
+CRASH_ENV = "FEDTRAIL_AGGREGATOR_CRASH_AT"  # test-only fault injection: "valued"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AggregatorSettings:
+    """How the aggregator runs rounds; recorded in every explanation log."""
+
+    rule: AggregationRule = field(default_factory=AggregationRule)
+    valuation: str = "shapley"
+    metric: str = "auc"
+    round_seconds: int = 600
+    poll_interval: float = 2.0
+    seed: int = 0
+    model: ModelSpec = field(default_factory=ModelSpec)
+
+    def __post_init__(self) -> None:
+        if self.valuation not in ("shapley", "mc_shapley", "loo"):
+            raise ConfigError(
+                f"valuation must be shapley, mc_shapley or loo, not {self.valuation!r}"
+            )
+        if self.metric not in ("auc", "loss"):
+            raise ConfigError(f"metric must be auc or loss, not {self.metric!r}")
+        if self.round_seconds < 1 or self.poll_interval <= 0:
+            raise ConfigError("round_seconds and poll_interval must be positive")
+
+
+@dataclass
+class RoundOutcome:
+    """What one round ended with, for callers that print progress (the demo, the CLI)."""
+
+    round: int
+    phase: Phase
+    valuations: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    global_sha256: str = ""
+
+
+def _metrics_doc(m: Metrics) -> dict[str, Any]:
+    return {"auc": m.auc, "f1": m.f1, "accuracy": m.accuracy, "loss": m.loss, "n": m.n}
+
+
+class AggregatorService:
+    """Runs rounds on one ledger with one store and the aggregator's key."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        store: ContentStore,
+        account: LocalAccount,
+        validation: ImageDataset,
+        settings: AggregatorSettings,
+        folder: Path,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.account = account
+        self.validation = validation
+        self.settings = settings
+        self.spec = settings.model
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.stop_event = stop_event or threading.Event()
+        self._names: dict[str, str] = {}
+
+    # ---------------------------------------------------------------- helpers
+
+    def _crash_point(self, name: str) -> None:
+        if os.environ.get(CRASH_ENV) == name:
+            log.warning("test fault injection: SIGKILL at %r", name)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _site_name(self, address: str) -> str:
+        if address not in self._names:
+            info = self.ledger.get_site(address)
+            self._names[address] = info.name if info else ""
+        return self._names[address]
+
+    def _put(self, blob: bytes) -> tuple[str, str]:
+        cid = self.store.put(blob)
+        self.store.pin(cid)
+        return cid, hashlib.sha256(blob).hexdigest()
+
+    def _model(self, cid: str, sha256: str) -> dict[str, torch.Tensor]:
+        state, _ = decode_model(self.store.get(cid, sha256), spec=self.spec)
+        return state
+
+    def _evaluate(self, state: dict[str, torch.Tensor]) -> Metrics:
+        model = self.spec.build()
+        model.load_state_dict(state)
+        return evaluate(model, self.validation)
+
+    # ---------------------------------------------------------------- phases
+
+    def open_next(self) -> int:
+        """Opens the next round from the last finalized model (or the seeded initial one)."""
+        last = self.ledger.last_finalized_round()
+        if last:
+            info = self.ledger.get_round(last)
+            cid, sha = info.global_cid, info.global_sha256
+        else:
+            blob = encode_model(
+                initial_model(self.spec, self.settings.seed).state_dict(), spec=self.spec, round=0
+            )
+            cid, sha = self._put(blob)
+        deadline = block_timestamp(self.ledger.w3) + self.settings.round_seconds
+        round_id, tx = self.ledger.open_round(self.account, cid, sha, deadline)
+        log.info(
+            "round %d opened from %s (deadline %d, tx %s)", round_id, cid, deadline, tx.tx_hash
+        )
+        return round_id
+
+    def ready_to_value(self, round_id: int) -> bool:
+        info = self.ledger.get_round(round_id)
+        if block_timestamp(self.ledger.w3) > info.deadline:
+            return True
+        return info.submission_count >= self.ledger.active_site_count() > 0
+
+    def candidates(self, round_id: int) -> list[tuple[Submission, Candidate]]:
+        """Every submission with its decoded delta, or the reason it cannot be used."""
+        out = []
+        for sub in self.ledger.get_submissions(round_id):
+            status, detail, delta = Reason.OK, "", None
+            try:
+                blob = self.store.get(sub.cid, sub.sha256)
+                delta, _ = decode_update(blob, spec=self.spec, expected_round=round_id)
+            except HashMismatch as exc:
+                status, detail = Reason.TAMPERED, str(exc)
+            except (InvalidUpdate, InvalidCid, ContentTooLarge) as exc:
+                status, detail = Reason.MALFORMED, str(exc)
+            except ContentNotFound as exc:
+                status, detail = Reason.MALFORMED, f"update not retrievable: {exc}"
+            if status != Reason.OK:
+                log.warning("round %d: %s's update unusable: %s", round_id, sub.site, detail)
+            out.append(
+                (
+                    sub,
+                    Candidate(
+                        site=sub.site,
+                        num_samples=sub.num_samples,
+                        delta=delta,
+                        status=status,
+                        detail=detail,
+                    ),
+                )
+            )
+        return out
+
+    def value(self, round_id: int) -> list[SiteValuation] | None:
+        """Scores the round and records the valuation; None when no update is usable."""
+        info = self.ledger.get_round(round_id)
+        global_state = self._model(info.start_cid, info.start_sha256)
+        pairs = self.candidates(round_id)
+        ctx = ValuationContext(
+            global_state=global_state,
+            spec=self.spec,
+            candidates=[c for _, c in pairs],
+            validation=self.validation,
+            metric=self.settings.metric,  # type: ignore[arg-type]
+            seed=self.settings.seed + round_id,
+        )
+        valuations = value_round(ctx, method=self.settings.valuation)  # type: ignore[arg-type]
+        self._save_valuation(round_id, valuations)
+        if not any(v.score > 0 for v in valuations):
+            log.warning("round %d: no usable update (all scores 0)", round_id)
+            return None
+        self.ledger.record_valuation(
+            self.account,
+            round_id,
+            [Valuation(site=v.site, score=v.score, reason=int(v.reason)) for v in valuations],
+        )
+        log.info(
+            "round %d valued: %s",
+            round_id,
+            ", ".join(f"{v.site[:8]} {v.score / 1e6:.3f} {v.reason.name}" for v in valuations),
+        )
+        self._crash_point("valued")
+        return valuations
+
+    def _valuation_path(self, round_id: int) -> Path:
+        return self.folder / f"valuation-{round_id}.json"
+
+    def _save_valuation(self, round_id: int, valuations: list[SiteValuation]) -> None:
+        doc = [
+            {
+                "site": v.site,
+                "score": v.score,
+                "reason": int(v.reason),
+                "components": v.components,
+                "explanation": v.explanation,
+            }
+            for v in valuations
+        ]
+        tmp = self._valuation_path(round_id).with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, default=float), encoding="utf-8")
+        os.replace(tmp, self._valuation_path(round_id))
+
+    def _load_valuation(self, round_id: int) -> dict[str, dict[str, Any]]:
+        path = self._valuation_path(round_id)
+        if not path.exists():
+            return {}
+        return {d["site"]: d for d in json.loads(path.read_text(encoding="utf-8"))}
+
+    def finalize(self, round_id: int) -> RoundOutcome:
+        """Aggregates with the weights read back from the chain, stores, finalizes."""
+        info = self.ledger.get_round(round_id)
+        global_state = self._model(info.start_cid, info.start_sha256)
+        pairs = self.candidates(round_id)
+        subs = [s for s, _ in pairs]
+        weights = [s.weight for s in subs]
+        usable = [
+            (c.delta, w)
+            for (_, c), w in zip(pairs, weights, strict=True)
+            if w > 0 and c.delta is not None
+        ]
+        if len(usable) != sum(1 for w in weights if w > 0):
+            raise FedtrailError(
+                f"round {round_id}: an update with on-chain weight > 0 cannot be read back; "
+                "refusing to aggregate without it"
+            )
+        delta = aggregate(self.settings.rule, [d for d, _ in usable], [w for _, w in usable])
+        new_state = apply_delta(global_state, delta)
+        blob = encode_model(new_state, spec=self.spec, round=round_id)
+        global_cid, global_sha = self._put(blob)
+        before, after = self._evaluate(global_state), self._evaluate(new_state)
+        saved = self._load_valuation(round_id)
+        if not saved or any(saved.get(s.site, {}).get("score") != s.score for s in subs):
+            # The local record is gone or disagrees with the chain: rebuild the components.
+            ctx = ValuationContext(
+                global_state=global_state,
+                spec=self.spec,
+                candidates=[c for _, c in pairs],
+                validation=self.validation,
+                metric=self.settings.metric,  # type: ignore[arg-type]
+                seed=self.settings.seed + round_id,
+            )
+            recomputed = value_round(ctx, method=self.settings.valuation)  # type: ignore[arg-type]
+            saved = {
+                v.site: {"components": v.components, "explanation": v.explanation}
+                for v in recomputed
+            }
+        doc = self._log(
+            round_id, info.start_cid, info.start_sha256, pairs, saved, global_sha, before, after
+        )
+        log_blob = explanation_log.to_bytes(doc)
+        log_cid, log_sha = self._put(log_blob)
+        self.ledger.finalize_round(
+            self.account,
+            round_id,
+            global_cid=global_cid,
+            global_sha256=global_sha,
+            log_cid=log_cid,
+            log_sha256=log_sha,
+        )
+        log.info(
+            "round %d finalized: global %s (AUC %.3f -> %.3f), log %s",
+            round_id,
+            global_cid,
+            before.auc,
+            after.auc,
+            log_cid,
+        )
+        return RoundOutcome(
+            round=round_id,
+            phase=Phase.FINALIZED,
+            valuations=doc["sites"],
+            metrics=doc["metrics"],
+            global_sha256=global_sha,
+        )
+
+    def _log(
+        self,
+        round_id: int,
+        start_cid: str,
+        start_sha: str,
+        pairs: list[tuple[Submission, Candidate]],
+        saved: dict[str, dict[str, Any]],
+        global_sha: str,
+        before: Metrics,
+        after: Metrics,
+    ) -> dict[str, Any]:
+        sites = []
+        for sub, cand in pairs:
+            entry = saved.get(sub.site, {})
+            sites.append(
+                {
+                    "site": sub.site,
+                    "name": self._site_name(sub.site),
+                    "update": {
+                        "cid": sub.cid,
+                        "sha256": sub.sha256,
+                        "num_samples": sub.num_samples,
+                    },
+                    "status": cand.status.name.lower() if cand.status != Reason.OK else "ok",
+                    "components": {
+                        k: v
+                        for k, v in entry.get("components", {}).items()
+                        if isinstance(v, int | float | str | bool) or v is None
+                    },
+                    "score": sub.score,
+                    "reason": sub.reason,
+                    "reason_label": Reason(sub.reason).name,
+                    "explanation": entry.get("explanation") or Reason(sub.reason).name,
+                    "weight": str(sub.weight),
+                    "weight_fraction": sub.weight / WEIGHT_SCALE,
+                }
+            )
+        included = [s["site"] for s in sites if int(s["weight"]) > 0]
+        rule = self.settings.rule
+        return {
+            "format": explanation_log.FORMAT,
+            "round": round_id,
+            "ledger": {"address": self.ledger.address, "chain_id": self.ledger.chain_id},
+            "start_model": {"cid": start_cid, "sha256": start_sha},
+            "settings": {
+                "aggregation_rule": asdict(rule),
+                "valuation": {"method": self.settings.valuation, "metric": self.settings.metric},
+                "model_spec": asdict(self.spec),
+                "spec_hash": self.spec.spec_hash(),
+                "seed": self.settings.seed,
+            },
+            "validation": {
+                "sha256": self.validation.content_sha256(),
+                "images": len(self.validation),
+            },
+            "sites": sites,
+            "aggregation": {
+                "rule": rule.name,
+                "global_sha256": global_sha,
+                "included_sites": included,
+            },
+            "metrics": {"before": _metrics_doc(before), "after": _metrics_doc(after)},
+            "summary": (
+                f"Round {round_id}: {len(included)} of {len(sites)} updates aggregated with "
+                f"the '{rule.name}' rule using the on-chain weights; validation AUC "
+                f"{before.auc:.3f} -> {after.auc:.3f}."
+            ),
+        }
+
+    # ---------------------------------------------------------------- driving
+
+    def step(self) -> RoundOutcome | None:
+        """Advances the latest round by one phase if it can; the outcome of a finished round."""
+        current = self.ledger.current_round()
+        if current == 0:
+            self.open_next()
+            return None
+        info = self.ledger.get_round(current)
+        if info.phase in (Phase.FINALIZED, Phase.CANCELLED):
+            self.open_next()
+            return None
+        if info.phase == Phase.OPEN:
+            if not self.ready_to_value(current):
+                return None
+            if self.value(current) is None:
+                if block_timestamp(self.ledger.w3) > info.deadline:
+                    self.ledger.cancel_round(self.account, current)
+                    log.warning("round %d cancelled: no usable update", current)
+                    return RoundOutcome(round=current, phase=Phase.CANCELLED)
+                return None
+            return None
+        return self.finalize(current)
+
+    def run(self, *, rounds: int, on_round: Any = None) -> list[RoundOutcome]:
+        """Runs until ``rounds`` rounds are closed (finalized or cancelled) in this run."""
+        outcomes: list[RoundOutcome] = []
+        while len(outcomes) < rounds and not self.stop_event.is_set():
+            current = self.ledger.current_round()
+            # Don't open a round beyond the target: stop right after the last one closes.
+            try:
+                outcome = self.step()
+            except (StoreError, ChainUnreachable, TransactionFailed) as exc:
+                log.error("will retry: %s", exc)
+                outcome = None
+            if outcome is not None:
+                outcomes.append(outcome)
+                if on_round is not None:
+                    on_round(outcome)
+                continue
+            if current == self.ledger.current_round():
+                self.stop_event.wait(self.settings.poll_interval)
+        return outcomes
