@@ -36,9 +36,9 @@ from fedtrail.chain import block_timestamp
 from fedtrail.codec import decode_model, decode_update, encode_model
 from fedtrail.datasets import ImageDataset
 from fedtrail.errors import (
+    ChainUnreachable,
     ConfigError,
     ContentNotFound,
-    ChainUnreachable,
     ContentTooLarge,
     FedtrailError,
     HashMismatch,
@@ -336,7 +336,7 @@ class AggregatorService:
         before: Metrics,
         after: Metrics,
     ) -> dict[str, Any]:
-        sites = []
+        sites: list[dict[str, Any]] = []
         for sub, cand in pairs:
             entry = saved.get(sub.site, {})
             sites.append(
@@ -362,7 +362,7 @@ class AggregatorService:
                     "weight_fraction": sub.weight / WEIGHT_SCALE,
                 }
             )
-        included = [s["site"] for s in sites if int(s["weight"]) > 0]
+        included = [sub.site for sub, _ in pairs if sub.weight > 0]
         rule = self.settings.rule
         return {
             "format": explanation_log.FORMAT,

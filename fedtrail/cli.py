@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import click
 
+from aggregator.commands import aggregator
 from fedtrail import __version__
+from fedtrail.commands.audit import audit
 from fedtrail.commands.chain import chain
 from fedtrail.commands.demo import demo
 from fedtrail.errors import ConfigError, FedtrailError
@@ -39,6 +41,8 @@ def cli() -> None:
 
 cli.add_command(chain)
 cli.add_command(node)
+cli.add_command(aggregator)
+cli.add_command(audit)
 cli.add_command(demo)
 
 

@@ -1,55 +1,260 @@
-"""`fedtrail demo`: the quick start on the embedded chain and local store (no daemons).
+"""`fedtrail demo`: five simulated hospitals on the real chest X-rays, embedded chain and store.
 
-Until the full scenario lands it deploys the ledger in-process, registers simulated hospitals,
-opens round 1 from the seeded initial model, and prints the ledger's state.
+Everything runs in this process: the in-process chain (py-evm), a local content store, one
+site node per hospital (the same `SiteNode` the daemon runs) and the aggregator service. Non-IID
+split (Dirichlet), one low-quality site (label noise), one poisoning site (sign-flipped updates).
+After the rounds it verifies every round like an auditor and writes the audit report.
 """
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
-from fedtrail.chain import block_timestamp, connect, funded_accounts
-from fedtrail.codec import encode_model
-from fedtrail.commands.chain import ledger_status, print_status
-from fedtrail.ledger import Ledger
-from fedtrail.models import ModelSpec, initial_model
+from fedtrail.chain import connect, funded_accounts
+from fedtrail.codec import Compression
+from fedtrail.errors import ConfigError
+from fedtrail.faults import SiteFault
 from fedtrail.output import emit, format_option
-from fedtrail.store import LocalStore
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    sites: int = 5
+    rounds: int = 5
+    noisy_sites: int = 1
+    label_noise: float = 0.45
+    poison_sites: int = 1
+    poison: str = "sign_flip"
+    rule: str = "weighted"
+    valuation: str = "shapley"
+    compression: str = "none"
+    alpha: float = 1.0
+    epochs: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.noisy_sites + self.poison_sites >= self.sites:
+            raise ConfigError("at least one site must be honest")
+        if not 1 <= self.sites <= 7:
+            raise ConfigError("the embedded chain has funded accounts for 1..7 sites")
+
+
+def site_faults(scenario: Scenario) -> list[SiteFault]:
+    """Honest sites first, then the low-quality ones, then the poisoners."""
+    n, noisy, poison = scenario.sites, scenario.noisy_sites, scenario.poison_sites
+    faults = [SiteFault() for _ in range(n)]
+    for i in range(n - poison - noisy, n - poison):
+        faults[i] = SiteFault(kind="label_noise", rate=scenario.label_noise, seed=scenario.seed + i)
+    settings: dict[str, dict[str, float]] = {
+        "sign_flip": {},
+        "scale": {"factor": 10.0},
+        "gaussian": {"std": 0.05},
+        "random": {},
+    }
+    for i in range(n - poison, n):
+        faults[i] = SiteFault(
+            kind=scenario.poison, seed=scenario.seed + i, **settings[scenario.poison]
+        )
+    return faults
+
+
+def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> dict[str, Any]:
+    """Runs the scenario; returns the per-round table, the audit result and the report path."""
+    import torch
+
+    from aggregator.aggregate import AggregationRule
+    from aggregator.service import AggregatorService, AggregatorSettings
+    from fedtrail.audit import verify_all
+    from fedtrail.datasets import load_bundled, partition_dirichlet
+    from fedtrail.ledger import Ledger
+    from fedtrail.store import LocalStore
+    from node.config import NodeConfig
+    from node.daemon import SiteNode
+    from node.trainer import TrainConfig
+
+    torch.set_num_threads(1)  # bit-reproducible on any machine with this torch build
+    started = time.perf_counter()
+    w3 = connect("embedded")
+    accounts = funded_accounts(w3)
+    coordinator, site_accounts = accounts[0], accounts[1 : 1 + scenario.sites]
+    ledger, deployment = Ledger.deploy(w3, coordinator)
+    store = LocalStore(workdir / "store")
+    splits = load_bundled()
+    parts = partition_dirichlet(
+        splits.train.labels, scenario.sites, scenario.alpha, scenario.seed, min_size=50
+    )
+    faults = site_faults(scenario)
+    nodes = []
+    for i, acct in enumerate(site_accounts):
+        name = f"hospital-{chr(ord('A') + i)}"
+        ledger.register_site(coordinator, acct.address, name)
+        config = NodeConfig(
+            name=name,
+            training=TrainConfig(epochs=scenario.epochs, seed=scenario.seed + i),
+            compression=Compression(method=scenario.compression),  # type: ignore[arg-type]
+            fault=faults[i],
+        )
+        nodes.append(
+            SiteNode(
+                ledger=ledger,
+                store=store,
+                account=acct,
+                config=config,
+                folder=workdir / "nodes" / name,
+                train=splits.train.subset(parts[i]),
+                val=None,
+            )
+        )
+        kind = faults[i].kind
+        echo(
+            f"{name}: {len(parts[i])} images"
+            + ("" if kind == "none" else f"  [simulated fault: {kind}]")
+        )
+    service = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=coordinator,
+        validation=splits.val,
+        settings=AggregatorSettings(
+            rule=AggregationRule(name=scenario.rule),  # type: ignore[arg-type]
+            valuation=scenario.valuation,
+            seed=scenario.seed,
+        ),
+        folder=workdir / "aggregator",
+    )
+    table: list[dict[str, Any]] = []
+    for _ in range(scenario.rounds):
+        round_id = service.open_next()
+        for n in nodes:
+            n.participate(round_id)
+        service.step()  # value
+        outcome = service.step()  # aggregate + finalize (or cancel)
+        if outcome is None:
+            raise ConfigError(f"round {round_id} did not close")
+        reputation = {s.address: s.reputation for s in ledger.get_sites()}
+        rows = [
+            {
+                "site": v["name"],
+                "samples": v["update"]["num_samples"],
+                "score": v["score"] / 1e6,
+                "reason": v["reason_label"],
+                "weight": v["weight_fraction"],
+                "reputation": reputation[v["site"]] / 1e6,
+            }
+            for v in outcome.valuations
+        ]
+        after = outcome.metrics.get("after", {})
+        echo(
+            f"\nround {round_id}: global AUC {after.get('auc', float('nan')):.3f}  "
+            f"F1 {after.get('f1', float('nan')):.3f}"
+        )
+        emit(rows, "table")
+        table.append({"round": round_id, "sites": rows, "metrics": outcome.metrics})
+    audits = verify_all(ledger, store)
+    passed = all(a.passed for a in audits)
+    checks = sum(len(a.checks) for a in audits)
+    echo(
+        f"\naudit verify --all: {'PASS' if passed else 'FAIL'} "
+        f"({checks} checks over {len(audits)} rounds)"
+    )
+    for a in audits:
+        for c in a.checks:
+            if not c.passed:
+                echo(f"  FAIL round {c.round} {c.name}: {c.detail}")
+    report = None
+    try:
+        from fedtrail.report import write_report
+
+        report = write_report(ledger, store, workdir / "report", audits=audits)
+        echo(f"audit report: {report}")
+    except ImportError:
+        echo("audit report: not available in this build")
+    echo(
+        f"ledger {deployment.address} on the embedded chain; store {workdir / 'store'}; "
+        f"{time.perf_counter() - started:.0f} s"
+    )
+    return {"rounds": table, "verified": passed, "report": str(report) if report else None}
 
 
 @click.command()
-@click.option("--sites", type=click.IntRange(1, 7), default=5, show_default=True)
+@click.option("--sites", type=click.IntRange(2, 7), default=5, show_default=True)
+@click.option("--rounds", type=click.IntRange(1), default=5, show_default=True)
+@click.option(
+    "--noisy-sites",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="Low-quality sites (label noise).",
+)
+@click.option("--label-noise", type=float, default=0.45, show_default=True)
+@click.option("--poison-sites", type=click.IntRange(0), default=1, show_default=True)
+@click.option(
+    "--poison",
+    type=click.Choice(["sign_flip", "scale", "gaussian", "random"]),
+    default="sign_flip",
+    show_default=True,
+)
+@click.option(
+    "--rule",
+    type=click.Choice(["weighted", "median", "trimmed_mean", "krum", "norm_clip"]),
+    default="weighted",
+    show_default=True,
+)
+@click.option(
+    "--valuation",
+    type=click.Choice(["shapley", "mc_shapley", "loo"]),
+    default="shapley",
+    show_default=True,
+)
+@click.option(
+    "--compression", type=click.Choice(["none", "topk8"]), default="none", show_default=True
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where the embedded store keeps blobs (default: a temporary folder).",
+    help="Where the store, node folders and report go (default: a new temp folder).",
 )
 @format_option()
-def demo(sites: int, seed: int, workdir: Path | None, fmt: str) -> None:
-    """Run the embedded demo (in-process chain and content store)."""
-    root = workdir or Path(tempfile.mkdtemp(prefix="fedtrail-demo-"))
-    w3 = connect("embedded")
-    accounts = funded_accounts(w3)
-    coordinator, site_accounts = accounts[0], accounts[1 : 1 + sites]
-    ledger, _ = Ledger.deploy(w3, coordinator)
-    for i, acct in enumerate(site_accounts):
-        ledger.register_site(coordinator, acct.address, f"hospital-{chr(ord('A') + i)}")
-    spec = ModelSpec()
-    store = LocalStore(root / "store")
-    blob = encode_model(initial_model(spec, seed).state_dict(), spec=spec, round=0)
-    cid = store.put(blob)
-    ledger.open_round(
-        coordinator, cid, hashlib.sha256(blob).hexdigest(), block_timestamp(w3) + 3600
+def demo(
+    sites: int,
+    rounds: int,
+    noisy_sites: int,
+    label_noise: float,
+    poison_sites: int,
+    poison: str,
+    rule: str,
+    valuation: str,
+    compression: str,
+    seed: int,
+    workdir: Path | None,
+    fmt: str,
+) -> None:
+    """Run the five-hospital demo on the embedded chain and store (no daemons)."""
+    scenario = Scenario(
+        sites=sites,
+        rounds=rounds,
+        noisy_sites=noisy_sites,
+        label_noise=label_noise,
+        poison_sites=poison_sites,
+        poison=poison,
+        rule=rule,
+        valuation=valuation,
+        compression=compression,
+        seed=seed,
     )
-    doc = ledger_status(ledger)
-    if fmt == "json":
-        emit(doc, "json")
-    else:
-        click.echo(f"embedded chain, store in {root}")
-        print_status(doc)
+    root = workdir or Path(tempfile.mkdtemp(prefix="fedtrail-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    quiet = fmt == "json"
+    result = run_demo(scenario, root, echo=(lambda *a, **k: None) if quiet else click.echo)
+    if quiet:
+        emit(result, "json")
+    if not result["verified"]:
+        click.get_current_context().exit(1)

@@ -1,0 +1,189 @@
+"""The aggregator service: a full round with bad updates on the embedded chain, and a crash
+between valuation and finalize on Anvil + IPFS."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from eth_account.signers.local import LocalAccount
+
+from aggregator.service import AggregatorService, AggregatorSettings
+from aggregator.valuation.base import Reason
+from fedtrail import explanation_log
+from fedtrail.audit import verify_all
+from fedtrail.chain import connect, dev_account
+from fedtrail.datasets import load_bundled, partition_iid
+from fedtrail.faults import SiteFault
+from fedtrail.ledger import Ledger, Phase
+from fedtrail.store import ContentStore, IpfsStore, LocalStore
+from node.config import NodeConfig
+from node.daemon import SiteNode
+from node.trainer import TrainConfig
+from tests.fixtures.chain import ChainEnv
+
+FEDTRAIL = Path(sys.executable).parent / "fedtrail"
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _nodes(
+    ledger: Ledger,
+    coordinator: LocalAccount,
+    store: ContentStore,
+    accounts: list[LocalAccount],
+    tmp: Path,
+    faults: list[SiteFault],
+) -> list[SiteNode]:
+    splits = load_bundled()
+    parts = partition_iid(splits.train.labels, 8, seed=1)
+    nodes = []
+    for i, (acct, fault) in enumerate(zip(accounts, faults, strict=True)):
+        ledger.register_site(coordinator, acct.address, f"site-{i}")
+        cfg = NodeConfig(name=f"site-{i}", training=TrainConfig(epochs=2, seed=i), fault=fault)
+        nodes.append(
+            SiteNode(
+                ledger=ledger,
+                store=store,
+                account=acct,
+                config=cfg,
+                folder=tmp / f"node-{i}",
+                train=splits.train.subset(parts[i]),
+                val=None,
+            )
+        )
+    return nodes
+
+
+def test_full_round_scores_bad_updates_zero_with_the_right_reason(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    ledger = embedded.deploy()
+    store = LocalStore(tmp_path / "store")
+    honest = [SiteFault()] * 3
+    nodes = _nodes(
+        ledger,
+        embedded.coordinator,
+        store,
+        embedded.sites[:4],
+        tmp_path,
+        [*honest, SiteFault(kind="sign_flip")],
+    )
+    tamperer, garbler = embedded.sites[4], embedded.sites[5]
+    for acct, name in ((tamperer, "tamperer"), (garbler, "garbler")):
+        ledger.register_site(embedded.coordinator, acct.address, name)
+    service = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=embedded.aggregator,
+        validation=load_bundled().val,
+        settings=AggregatorSettings(seed=3),
+        folder=tmp_path / "agg",
+    )
+    r = service.open_next()
+    for n in nodes:
+        n.participate(r)
+    # a site whose stored bytes do not match the hash it recorded (tampered after the fact)
+    good = store.put(b"the bytes that were promised")
+    fake_sha = hashlib.sha256(b"other bytes").hexdigest()
+    ledger.submit_update(tamperer, r, good, fake_sha, 100)
+    # a site that submits garbage that is not a safetensors update at all
+    junk = os.urandom(5000)
+    ledger.submit_update(garbler, r, store.put(junk), hashlib.sha256(junk).hexdigest(), 100)
+
+    assert service.step() is None  # valued
+    assert ledger.get_round(r).phase == Phase.VALUED
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    subs = {s.site: s for s in ledger.get_submissions(r)}
+    assert (subs[tamperer.address].score, subs[tamperer.address].reason) == (0, Reason.TAMPERED)
+    assert (subs[garbler.address].score, subs[garbler.address].reason) == (0, Reason.MALFORMED)
+    flipper = subs[embedded.sites[3].address]
+    assert (flipper.score, flipper.reason) == (0, Reason.OUTLIER_DIRECTION)
+    for acct in embedded.sites[:3]:
+        assert subs[acct.address].score > 0 and subs[acct.address].reason == Reason.OK
+    assert sum(s.weight for s in subs.values()) == 10**18
+
+    info = ledger.get_round(r)
+    doc = explanation_log.from_bytes(store.get(info.log_cid, info.log_sha256))  # schema-checked
+    by_site = {e["site"]: e for e in doc["sites"]}
+    assert by_site[tamperer.address]["reason_label"] == "TAMPERED"
+    assert "sha256" in by_site[tamperer.address]["explanation"]
+    assert doc["metrics"]["after"]["auc"] > doc["metrics"]["before"]["auc"]
+    audits = verify_all(ledger, store)
+    assert all(a.passed for a in audits), [c for a in audits for c in a.checks if not c.passed]
+    # the next step opens round 2 from the finalized model
+    service.step()
+    assert ledger.get_round(2).start_sha256 == info.global_sha256
+
+
+@pytest.mark.anvil
+@pytest.mark.ipfs
+@pytest.mark.slow
+def test_crash_between_valuation_and_finalize_resumes_once(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    w3 = connect(anvil_url)
+    coord = dev_account(0)
+    ledger, _ = Ledger.deploy(w3, coord)
+    store = IpfsStore(ipfs_api)
+    nodes = _nodes(
+        ledger, coord, store, [dev_account(i) for i in (2, 3, 4)], tmp_path, [SiteFault()] * 3
+    )
+    service = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=coord,
+        validation=load_bundled().val,
+        settings=AggregatorSettings(),
+        folder=tmp_path / "agg",
+    )
+    r = service.open_next()
+    for n in nodes:
+        n.participate(r)
+    args = [
+        str(FEDTRAIL),
+        "aggregator",
+        "run",
+        "--rpc-url",
+        anvil_url,
+        "--contract",
+        ledger.address,
+        "--dev-account",
+        "0",
+        "--store",
+        f"ipfs:{ipfs_api}",
+        "--rounds",
+        "1",
+        "--poll-interval",
+        "0.2",
+        "--threads",
+        "1",
+        "--folder",
+        str(tmp_path / "agg"),
+    ]
+    env = {**os.environ, "FEDTRAIL_AGGREGATOR_CRASH_AT": "valued"}
+    crashed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert ledger.get_round(r).phase == Phase.VALUED
+    env.pop("FEDTRAIL_AGGREGATOR_CRASH_AT")
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert ledger.get_round(r).phase == Phase.FINALIZED
+    assert len(ledger.events("RoundValued", argument_filters={"round": r})) == 1
+    assert len(ledger.events("RoundFinalized", argument_filters={"round": r})) == 1
+    assert ledger.current_round() == r  # --rounds 1: no new round opened after the last
+    assert all(a.passed for a in verify_all(ledger, store))
