@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from aggregator.aggregate import AggregationRule, aggregate, apply_delta
+from aggregator.valuation.base import Reason
 from aggregator.weights import ZeroTotalWeight, onchain_weights
 from fedtrail import explanation_log
 from fedtrail.codec import decode_model, decode_update, encode_model
@@ -25,6 +26,10 @@ from fedtrail.errors import ConfigError, FedtrailError, HashMismatch, InvalidUpd
 from fedtrail.ledger import Ledger, Phase, RoundInfo, Submission
 from fedtrail.models import ModelSpec
 from fedtrail.store import ContentStore
+
+
+# Reason codes (aggregator.valuation.base.Reason) for updates that could not be read at valuation.
+UNUSABLE_REASONS = frozenset({Reason.TAMPERED, Reason.MALFORMED})
 
 
 @dataclass(frozen=True)
@@ -141,11 +146,17 @@ def verify_round(
         with _Timer(audit, "fetch"):
             blob, why = _fetch(store, sub.cid, sub.sha256)
         if blob is None:
-            # An unreadable update is fine only if the aggregator gave it no weight.
+            # Acceptable only for an update the aggregator itself found unusable and excluded.
+            excluded = sub.weight == 0 and sub.reason in UNUSABLE_REASONS
             audit.add(
                 f"update.{sub.site[:10]}",
-                sub.weight == 0,
-                f"{why} (weight {'0: excluded' if sub.weight == 0 else sub.weight})",
+                excluded,
+                f"{why}"
+                + (
+                    " (scored 0 as unusable at valuation: consistent)"
+                    if excluded
+                    else f" (reason code {sub.reason}, weight {sub.weight})"
+                ),
             )
             continue
         try:
@@ -153,7 +164,8 @@ def verify_round(
                 deltas[sub.site], _ = decode_update(blob, spec=spec, expected_round=round_id)
             audit.add(f"update.{sub.site[:10]}", True, f"{sub.cid} hash ok, decodes")
         except InvalidUpdate as exc:
-            audit.add(f"update.{sub.site[:10]}", sub.weight == 0, f"malformed: {exc.reason}")
+            excluded = sub.weight == 0 and sub.reason in UNUSABLE_REASONS
+            audit.add(f"update.{sub.site[:10]}", excluded, f"malformed: {exc.reason}")
 
     # the global model, recomputed bit for bit
     if start_blob is not None and doc is not None:
