@@ -27,7 +27,6 @@ from fedtrail.ledger import Ledger, Phase, RoundInfo, Submission
 from fedtrail.models import ModelSpec
 from fedtrail.store import ContentStore
 
-
 # Reason codes (aggregator.valuation.base.Reason) for updates that could not be read at valuation.
 UNUSABLE_REASONS = frozenset({Reason.TAMPERED, Reason.MALFORMED})
 
