@@ -1,0 +1,181 @@
+"""The one interface every scorer shares: candidates, the valuation context, reason codes.
+
+A round's valuation sees one :class:`Candidate` per submitted update, in the sites' address
+order. A candidate whose blob could not be used (tampered, malformed, ...) has ``delta=None``
+and a non-OK ``status`` set by whoever fetched it. Scorers (:class:`Scorer`) map the candidates
+with a usable delta to one float each, higher = better; the combiner
+(:mod:`aggregator.valuation.combine`) turns those components into the on-chain score and
+:class:`Reason`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Literal, Protocol, get_args, runtime_checkable
+
+import torch
+
+from fedtrail.datasets import ImageDataset
+from fedtrail.errors import ConfigError
+from fedtrail.models import ModelSpec
+
+__all__ = [
+    "METRICS",
+    "Candidate",
+    "Metric",
+    "Reason",
+    "Scorer",
+    "Utility",
+    "ValuationContext",
+    "usable",
+]
+
+Metric = Literal["auc", "loss"]
+METRICS: tuple[str, ...] = get_args(Metric)
+
+Utility = Callable[[frozenset[str]], float]
+"""Value of a coalition of sites (by name); the empty coalition is the round's global model."""
+
+
+class Reason(IntEnum):
+    """Why an update got its score; posted on chain next to the score (uint8)."""
+
+    OK = 0
+    LOW_GAIN = 1
+    OUTLIER_DIRECTION = 2
+    OUTLIER_NORM = 3
+    TAMPERED = 4
+    MALFORMED = 5
+    DUPLICATE = 6
+    LATE = 7
+    EXPLANATION_SHIFT = 8
+
+    @property
+    def label(self) -> str:
+        """Short lower-case name for tables and logs (``"outlier direction"``)."""
+        return self.name.lower().replace("_", " ")
+
+    @property
+    def description(self) -> str:
+        """One sentence an auditor can read."""
+        return _DESCRIPTIONS[self]
+
+
+_DESCRIPTIONS: dict[Reason, str] = {
+    Reason.OK: "Accepted: the update improves the model; its score grows with its contribution.",
+    Reason.LOW_GAIN: "Rejected: the update does not improve the global model on the aggregator's "
+    "validation split (marginal gain at or below the threshold).",
+    Reason.OUTLIER_DIRECTION: "Rejected: the update points away from the other updates (cosine "
+    "similarity to the coordinate-wise median update below the threshold), as a sign-flipped "
+    "or otherwise poisoned update does.",
+    Reason.OUTLIER_NORM: "Rejected: the update's L2 norm is far above the other updates' "
+    "(robust z-score above the threshold), as a scaled or boosted update's is.",
+    Reason.TAMPERED: "Rejected: the stored bytes do not match the sha256 recorded on chain.",
+    Reason.MALFORMED: "Rejected: the blob failed validation (format, names, shapes, dtypes, "
+    "non-finite values or model spec) or claims no training samples.",
+    Reason.DUPLICATE: "Rejected: the update repeats another site's update.",
+    Reason.LATE: "Rejected: the update arrived after the round's deadline.",
+    Reason.EXPLANATION_SHIFT: "Rejected: the updated model's explanations shift away from the "
+    "global model's beyond the threshold.",
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One site's submitted update as the aggregator holds it.
+
+    ``delta`` is None when the blob could not be used; then ``status`` says why (it must not be
+    OK). A candidate may keep its delta with a non-OK status (a late update, a duplicate); it is
+    scored 0 with that status either way.
+    """
+
+    site: str
+    num_samples: int
+    delta: Mapping[str, torch.Tensor] | None
+    status: Reason = Reason.OK
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.site, str) or not self.site:
+            raise ConfigError("a candidate needs a non-empty site name")
+        if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int):
+            raise ConfigError(f"{self.site}: num_samples must be an integer")
+        if self.num_samples < 0:
+            raise ConfigError(f"{self.site}: num_samples must be non-negative")
+        if not isinstance(self.status, Reason):
+            raise ConfigError(f"{self.site}: status must be a Reason, got {self.status!r}")
+        if self.delta is None and self.status is Reason.OK:
+            raise ConfigError(f"{self.site}: a candidate without a delta needs a non-OK status")
+
+    @property
+    def usable(self) -> bool:
+        """Whether scorers look at it: status OK and a delta present."""
+        return self.status is Reason.OK and self.delta is not None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValuationContext:
+    """Everything one round's valuation looks at.
+
+    ``global_state`` is the round's global model; ``candidates`` are in address order with
+    distinct site names; ``validation`` is the aggregator's validation split (None: only the
+    data-free scorers can run); ``metric`` picks the utility of a coalition model: its ROC AUC or
+    its negative mean cross-entropy loss; ``seed`` seeds every random choice (Monte-Carlo
+    permutations).
+    """
+
+    global_state: Mapping[str, torch.Tensor]
+    spec: ModelSpec
+    candidates: Sequence[Candidate]
+    validation: ImageDataset | None = None
+    metric: Metric = "auc"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ConfigError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        names = [c.site for c in self.candidates]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"site names must be distinct; repeated: {dupes}")
+        if self.validation is not None and len(self.validation) == 0:
+            raise ConfigError("the validation split is empty")
+
+    def candidate(self, site: str) -> Candidate:
+        for c in self.candidates:
+            if c.site == site:
+                return c
+        raise KeyError(site)
+
+
+def usable(ctx: ValuationContext) -> list[Candidate]:
+    """The candidates scorers look at (status OK with a delta), in address order."""
+    return [c for c in ctx.candidates if c.usable]
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """A per-site quality score from the evidence the aggregator holds.
+
+    ``score`` returns one finite float per usable candidate (see :func:`usable`), keyed by site;
+    higher is better. Each implementation documents what its number means.
+    """
+
+    @property
+    def name(self) -> str:
+        """Short identifier used in logs (``"shapley"``, ``"cosine"``)."""
+        ...
+
+    def score(self, ctx: ValuationContext) -> dict[str, float]: ...
+
+
+def check_finite(values: Mapping[str, float], what: str) -> None:
+    """Refuse NaN or infinite scores (a scorer bug, never a site's fault)."""
+    for site, v in values.items():
+        if not math.isfinite(v):
+            raise ConfigError(f"{what} gave {site} a non-finite value {v}")
