@@ -257,3 +257,57 @@ def verify(
             )
     if not ok:
         click.get_current_context().exit(1)
+
+
+@audit.command()
+@ledger_options
+@store_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory to write the report into (index.html; created if missing).",
+)
+@click.option("--title", default=None, help="Title of the page.")
+@click.option(
+    "--timestamp/--no-timestamp",
+    default=True,
+    show_default=True,
+    help="Print the generation time in the page (off: identical chain state gives identical "
+    "bytes).",
+)
+@format_option("table", "json")
+def report(
+    rpc_url: str,
+    deployment_path: Path,
+    contract: str | None,
+    store_location: str,
+    out_dir: Path,
+    title: str | None,
+    timestamp: bool,
+    fmt: str,
+) -> None:
+    """Verify every round and write a self-contained HTML audit report (no network to view)."""
+    from datetime import UTC, datetime
+
+    from fedtrail.audit import verify_all
+    from fedtrail.report import DEFAULT_TITLE, write_report
+
+    ledger = _open(rpc_url, deployment_path, contract)
+    store: ContentStore = open_store(store_location)
+    audits = verify_all(ledger, store)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if timestamp else None
+    path = write_report(
+        ledger, store, out_dir, audits=audits, title=title or DEFAULT_TITLE, generated_at=stamp
+    )
+    ok = all(a.passed for a in audits) and bool(audits)
+    if fmt == "json":
+        emit({"report": str(path), "passed": ok}, "json")
+        return
+    failed = sum(1 for a in audits for c in a.checks if not c.passed)
+    click.echo(f"report written to {path}")
+    click.echo(
+        f"verification: {'PASS' if ok else 'FAIL'} ({failed} failed check(s) over "
+        f"{len(audits)} round(s)); open it in any browser, it needs no network"
+    )
