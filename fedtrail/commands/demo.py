@@ -20,7 +20,7 @@ from fedtrail.chain import connect, funded_accounts
 from fedtrail.codec import Compression
 from fedtrail.errors import ConfigError
 from fedtrail.faults import SiteFault
-from fedtrail.output import emit, format_option
+from fedtrail.output import emit, format_option, render_table
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,7 +154,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
             f"\nround {round_id}: global AUC {after.get('auc', float('nan')):.3f}  "
             f"F1 {after.get('f1', float('nan')):.3f}"
         )
-        emit(rows, "table")
+        echo(render_table(rows))
         table.append({"round": round_id, "sites": rows, "metrics": outcome.metrics})
     audits = verify_all(ledger, store)
     passed = all(a.passed for a in audits)

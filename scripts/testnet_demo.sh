@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The real thing on one machine: Anvil + the IPFS daemon on loopback, the ledger deployed, N site
+# daemons and one aggregator as separate processes, K rounds, then `audit verify --all` and
+# `audit report`. Stops everything it started, also on Ctrl-C.
+#
+#   scripts/testnet_demo.sh [--sites N] [--rounds K] [--dir DIR] [--compression none|topk8]
+#
+# Logs of every process go to DIR/logs/. Uses Anvil's public development key for the
+# coordinator/aggregator (local chain only) and an encrypted keystore per site.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SITES=3
+ROUNDS=2
+DIR=""
+COMPRESSION=none
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+    --sites) SITES="$2"; shift 2 ;;
+    --rounds) ROUNDS="$2"; shift 2 ;;
+    --dir) DIR="$2"; shift 2 ;;
+    --compression) COMPRESSION="$2"; shift 2 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+[[ "$SITES" =~ ^[0-9]+$ && "$SITES" -ge 1 && "$SITES" -le 8 ]] || { echo "--sites must be 1..8" >&2; exit 2; }
+
+PY="$ROOT/.venv/bin/python"
+FEDTRAIL="$ROOT/.venv/bin/fedtrail"
+[[ -x "$FEDTRAIL" ]] || { echo "run 'make install' first" >&2; exit 2; }
+DIR="${DIR:-$(mktemp -d "${TMPDIR:-/tmp}/fedtrail-testnet.XXXXXX")}"
+mkdir -p "$DIR/logs"
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+export FEDTRAIL_ANVIL_PORT="${FEDTRAIL_ANVIL_PORT:-$(free_port)}" FEDTRAIL_ANVIL_DIR="$DIR/anvil"
+export FEDTRAIL_IPFS_PORT="${FEDTRAIL_IPFS_PORT:-$(free_port)}" IPFS_PATH="$DIR/ipfs"
+export FEDTRAIL_IPFS_LOGFILE="$DIR/logs/ipfs.log"
+RPC="http://127.0.0.1:$FEDTRAIL_ANVIL_PORT"
+STORE="ipfs:/ip4/127.0.0.1/tcp/$FEDTRAIL_IPFS_PORT/http"
+DEPLOYMENT="$DIR/deployment.json"
+PIDS=()
+
+cleanup() {
+    local code=$?
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]:-}"; do [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]:-}"; do [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true; done
+    "$ROOT/scripts/ipfs_daemon.sh" stop >/dev/null 2>&1 || true
+    "$ROOT/scripts/anvil.sh" stop >/dev/null 2>&1 || true
+    echo "testnet: stopped everything; logs in $DIR/logs"
+    exit "$code"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "local chain and content store (loopback only)"
+"$ROOT/scripts/anvil.sh" start
+"$ROOT/scripts/ipfs_daemon.sh" start
+
+step "deploy the FederationLedger"
+"$FEDTRAIL" chain deploy --rpc-url "$RPC" --dev-account 0 --out "$DEPLOYMENT"
+
+step "create $SITES site nodes (encrypted keystores) and register them"
+NAMES=(hospital-A hospital-B hospital-C hospital-D hospital-E hospital-F hospital-G hospital-H)
+for i in $(seq 0 $((SITES - 1))); do
+    name="${NAMES[$i]}"
+    folder="$DIR/$name"
+    export FEDTRAIL_PASSPHRASE="testnet-$name"
+    "$FEDTRAIL" node init "$folder" --name "$name" --rpc-url "$RPC" --deployment "$DEPLOYMENT" \
+        --store "$STORE" --shard "$i/$SITES" --partition dirichlet --compression "$COMPRESSION" \
+        --fast-kdf >"$DIR/logs/$name.init.log"
+    address=$("$PY" -c 'import json,sys; print("0x"+json.load(open(sys.argv[1]))["address"])' "$folder/keystore.json")
+    "$FEDTRAIL" node register "$address" --name "$name" --fund 10 --rpc-url "$RPC" \
+        --deployment "$DEPLOYMENT" --dev-account 0
+done
+
+step "start $SITES site daemons and the aggregator ($ROUNDS rounds)"
+for i in $(seq 0 $((SITES - 1))); do
+    name="${NAMES[$i]}"
+    FEDTRAIL_PASSPHRASE="testnet-$name" "$FEDTRAIL" node run "$DIR/$name" --threads 1 \
+        >"$DIR/logs/$name.log" 2>&1 &
+    PIDS+=($!)
+    echo "  $name daemon pid $!"
+done
+"$FEDTRAIL" aggregator run --rpc-url "$RPC" --deployment "$DEPLOYMENT" --dev-account 0 \
+    --store "$STORE" --rounds "$ROUNDS" --round-seconds 600 --poll-interval 1 --threads 1 \
+    --folder "$DIR/aggregator" 2>"$DIR/logs/aggregator.log" &
+AGG=$!
+PIDS+=("$AGG")
+wait "$AGG"
+
+step "audit: verify every round from the chain and IPFS alone"
+set +e
+"$FEDTRAIL" audit verify --all --rpc-url "$RPC" --deployment "$DEPLOYMENT" --store "$STORE"
+verified=$?
+set -e
+if "$FEDTRAIL" audit --help | grep -q report; then
+    "$FEDTRAIL" audit report --out "$DIR/report" --rpc-url "$RPC" --deployment "$DEPLOYMENT" \
+        --store "$STORE" || true
+fi
+"$FEDTRAIL" chain status --rpc-url "$RPC" --deployment "$DEPLOYMENT"
+exit "$verified"

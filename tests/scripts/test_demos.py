@@ -1,0 +1,64 @@
+"""The two demos end to end: the embedded one in-process (small setting) and the scripted local
+testnet (3 site daemons + the aggregator as processes, real Anvil + IPFS)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fedtrail.cli import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_embedded_demo_runs_and_its_audit_passes(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["demo", "--sites", "4", "--rounds", "2", "--workdir", str(tmp_path), "--format", "json"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["verified"] is True
+    assert [r["round"] for r in doc["rounds"]] == [1, 2]
+    poisoner = doc["rounds"][-1]["sites"][-1]
+    assert poisoner["site"] == "hospital-D" and poisoner["weight"] == 0
+    assert doc["report"] and Path(doc["report"]).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.anvil
+@pytest.mark.ipfs
+def test_testnet_script_with_three_sites_and_two_rounds(tmp_path: Path) -> None:
+    # The script starts its own Anvil and IPFS daemon on free ports (never the CI ones).
+    env = {
+        k: v
+        for k, v in __import__("os").environ.items()
+        if not k.startswith(("FEDTRAIL_ANVIL", "FEDTRAIL_IPFS", "IPFS_PATH"))
+    }
+    proc = subprocess.run(
+        [
+            str(ROOT / "scripts" / "testnet_demo.sh"),
+            "--sites",
+            "3",
+            "--rounds",
+            "2",
+            "--dir",
+            str(tmp_path / "testnet"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "PASS: 20 checks over 2 round(s)" in proc.stdout
+    logs = tmp_path / "testnet" / "logs"
+    assert {p.name for p in logs.iterdir()} >= {"hospital-A.log", "aggregator.log", "ipfs.log"}
+    assert "submitted in tx" in (logs / "hospital-A.log").read_text()
+    assert "stopped everything" in proc.stdout
