@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
 .PHONY: install demo test lint bench-gas clean
-install: $(VENV)/.installed node_modules/.installed /usr/bin/chromium
+install: $(VENV)/.installed node_modules/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,7 +26,7 @@ node_modules/.installed: package.json package-lock.json
 demo: install
 	$(VENV)/bin/fedtrail demo
 
-test: install
+test: install /usr/bin/chromium
 	scripts/run_tests.sh
 
 lint: install
