@@ -63,6 +63,13 @@ def aggregator() -> None:
     show_default=True,
 )
 @click.option(
+    "--metric",
+    type=click.Choice(["loss", "auc"]),
+    default="loss",
+    show_default=True,
+    help="Validation utility of the valuation.",
+)
+@click.option(
     "--round-seconds",
     type=click.IntRange(1),
     default=600,
@@ -90,6 +97,7 @@ def run(
     rounds: int,
     rule: str,
     valuation: str,
+    metric: str,
     round_seconds: int,
     poll_interval: float,
     seed: int,
@@ -129,6 +137,7 @@ def run(
     settings = AggregatorSettings(
         rule=AggregationRule(name=rule),  # type: ignore[arg-type]
         valuation=valuation,
+        metric=metric,
         round_seconds=round_seconds,
         poll_interval=poll_interval,
         seed=seed,

@@ -49,6 +49,7 @@ from fedtrail.errors import (
 )
 from fedtrail.ledger import Ledger, Phase, Submission, Valuation
 from fedtrail.metrics import Metrics, evaluate
+from fedtrail.model_explanations import explain_model, probe_set
 from fedtrail.models import ModelSpec, initial_model
 from fedtrail.store import ContentStore
 
@@ -63,11 +64,16 @@ class AggregatorSettings:
 
     rule: AggregationRule = field(default_factory=AggregationRule)
     valuation: str = "shapley"
-    metric: str = "auc"
+    # Loss, not AUC: AUC ignores calibration, and a sign-flipped update can keep a model's
+    # ranking while wrecking its outputs (measured on the demo scenario, see README).
+    metric: str = "loss"
     round_seconds: int = 600
     poll_interval: float = 2.0
     seed: int = 0
     model: ModelSpec = field(default_factory=ModelSpec)
+    explain_method: str | None = "integrated_gradients"
+    """Captum method for the per-round explanations of the global model (None: none)."""
+    probe_per_class: int = 4
 
     def __post_init__(self) -> None:
         if self.valuation not in ("shapley", "mc_shapley", "loo"):
@@ -299,6 +305,8 @@ class AggregatorService:
         doc = self._log(
             round_id, info.start_cid, info.start_sha256, pairs, saved, global_sha, before, after
         )
+        if self.settings.explain_method:
+            doc["explanations"] = self._explanations(round_id, new_state)
         log_blob = explanation_log.to_bytes(doc)
         log_cid, log_sha = self._put(log_blob)
         self.ledger.finalize_round(
@@ -324,6 +332,31 @@ class AggregatorService:
             metrics=doc["metrics"],
             global_sha256=global_sha,
         )
+
+    def _explanations(self, round_id: int, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Heatmaps of the new global model on the fixed probe set, stored as PNGs."""
+        method = self.settings.explain_method or "integrated_gradients"
+        probe = probe_set(self.validation, self.settings.probe_per_class)
+        overlays = explain_model(
+            state,
+            self.spec,
+            probe,
+            method=method,
+            seed=self.settings.seed,
+            title=f"round {round_id}: ",
+        )
+        images = []
+        for overlay in overlays:
+            cid, sha = self._put(overlay.png)
+            images.append({"cid": cid, "sha256": sha, "caption": overlay.caption})
+        correct = sum(o.prediction == o.label for o in overlays)
+        return {
+            "method": method,
+            "probe_sha256": probe.content_sha256(),
+            "probe_images": len(probe),
+            "images": images,
+            "summary": f"{correct} of {len(overlays)} probe images classified correctly",
+        }
 
     def _log(
         self,

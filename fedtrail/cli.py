@@ -13,6 +13,7 @@ from fedtrail import __version__
 from fedtrail.commands.audit import audit
 from fedtrail.commands.chain import chain
 from fedtrail.commands.demo import demo
+from fedtrail.commands.explain import explain
 from fedtrail.errors import ConfigError, FedtrailError
 from node.commands import node
 
@@ -44,6 +45,7 @@ cli.add_command(node)
 cli.add_command(aggregator)
 cli.add_command(audit)
 cli.add_command(demo)
+cli.add_command(explain)
 
 
 def main() -> None:

@@ -33,8 +33,9 @@ class Scenario:
     poison: str = "sign_flip"
     rule: str = "weighted"
     valuation: str = "shapley"
+    metric: str = "loss"
     compression: str = "none"
-    alpha: float = 1.0
+    alpha: float = 3.0
     epochs: int = 3
     seed: int = 0
 
@@ -124,6 +125,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
         settings=AggregatorSettings(
             rule=AggregationRule(name=scenario.rule),  # type: ignore[arg-type]
             valuation=scenario.valuation,
+            metric=scenario.metric,
             seed=scenario.seed,
         ),
         folder=workdir / "aggregator",
@@ -215,6 +217,20 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
 @click.option(
     "--compression", type=click.Choice(["none", "topk8"]), default="none", show_default=True
 )
+@click.option(
+    "--metric",
+    type=click.Choice(["loss", "auc"]),
+    default="loss",
+    show_default=True,
+    help="Validation utility of the Shapley valuation.",
+)
+@click.option(
+    "--alpha",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Dirichlet label skew across sites (smaller = more non-IID).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--workdir",
@@ -233,6 +249,8 @@ def demo(
     rule: str,
     valuation: str,
     compression: str,
+    metric: str,
+    alpha: float,
     seed: int,
     workdir: Path | None,
     fmt: str,
@@ -248,6 +266,8 @@ def demo(
         rule=rule,
         valuation=valuation,
         compression=compression,
+        metric=metric,
+        alpha=alpha,
         seed=seed,
     )
     root = workdir or Path(tempfile.mkdtemp(prefix="fedtrail-demo-"))

@@ -122,7 +122,10 @@ def test_full_round_scores_bad_updates_zero_with_the_right_reason(
     by_site = {e["site"]: e for e in doc["sites"]}
     assert by_site[tamperer.address]["reason_label"] == "TAMPERED"
     assert "sha256" in by_site[tamperer.address]["explanation"]
-    assert doc["metrics"]["after"]["auc"] > doc["metrics"]["before"]["auc"]
+    assert doc["metrics"]["after"]["loss"] < doc["metrics"]["before"]["loss"]
+    heatmaps = doc["explanations"]["images"]
+    assert len(heatmaps) == 8 and doc["explanations"]["probe_sha256"]
+    assert store.get(heatmaps[0]["cid"], heatmaps[0]["sha256"])[:4] == b"\x89PNG"
     audits = verify_all(ledger, store)
     assert all(a.passed for a in audits), [c for a in audits for c in a.checks if not c.passed]
     # the next step opens round 2 from the finalized model
