@@ -41,7 +41,8 @@ Utility = Callable[[frozenset[str]], float]
 
 
 class Reason(IntEnum):
-    """Why an update got its score; posted on chain next to the score (uint8)."""
+    """Why an update got its score; posted on chain next to the score (uint8). Every code
+    but OK comes with score 0."""
 
     OK = 0
     LOW_GAIN = 1
@@ -65,27 +66,28 @@ class Reason(IntEnum):
 
 
 _DESCRIPTIONS: dict[Reason, str] = {
-    Reason.OK: "Accepted: the update improves the model; its score grows with its contribution.",
-    Reason.LOW_GAIN: "Rejected: the update does not improve the global model on the aggregator's "
+    Reason.OK: "The update improves the model; its score grows with its contribution.",
+    Reason.LOW_GAIN: "The update does not improve the global model on the aggregator's "
     "validation split (marginal gain at or below the threshold).",
-    Reason.OUTLIER_DIRECTION: "Rejected: the update points away from the other updates (cosine "
+    Reason.OUTLIER_DIRECTION: "The update points away from the other updates (cosine "
     "similarity to the coordinate-wise median update below the threshold), as a sign-flipped "
     "or otherwise poisoned update does.",
-    Reason.OUTLIER_NORM: "Rejected: the update's L2 norm is far above the other updates' "
+    Reason.OUTLIER_NORM: "The update's L2 norm is far above the other updates' "
     "(robust z-score above the threshold), as a scaled or boosted update's is.",
-    Reason.TAMPERED: "Rejected: the stored bytes do not match the sha256 recorded on chain.",
-    Reason.MALFORMED: "Rejected: the blob failed validation (format, names, shapes, dtypes, "
+    Reason.TAMPERED: "The stored bytes do not match the sha256 recorded on chain.",
+    Reason.MALFORMED: "The blob failed validation (format, names, shapes, dtypes, "
     "non-finite values or model spec) or claims no training samples.",
-    Reason.DUPLICATE: "Rejected: the update repeats another site's update.",
-    Reason.LATE: "Rejected: the update arrived after the round's deadline.",
-    Reason.EXPLANATION_SHIFT: "Rejected: the updated model's explanations shift away from the "
+    Reason.DUPLICATE: "The update repeats another site's update.",
+    Reason.LATE: "The update arrived after the round's deadline.",
+    Reason.EXPLANATION_SHIFT: "The updated model's explanations shift away from the "
     "global model's beyond the threshold.",
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Candidate:
-    """One site's submitted update as the aggregator holds it.
+    """One site's submitted update as the aggregator holds it (equality is identity: deltas
+    are tensors).
 
     ``delta`` is None when the blob could not be used; then ``status`` says why (it must not be
     OK). A candidate may keep its delta with a non-OK status (a late update, a duplicate); it is
@@ -116,9 +118,9 @@ class Candidate:
         return self.status is Reason.OK and self.delta is not None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class ValuationContext:
-    """Everything one round's valuation looks at.
+    """Everything one round's valuation looks at (equality is identity).
 
     ``global_state`` is the round's global model; ``candidates`` are in address order with
     distinct site names; ``validation`` is the aggregator's validation split (None: only the
