@@ -70,6 +70,11 @@ def aggregator() -> None:
     help="Validation utility of the valuation.",
 )
 @click.option(
+    "--explanation-check",
+    is_flag=True,
+    help="Score 0 (EXPLANATION_SHIFT) updates whose models look at corner tags.",
+)
+@click.option(
     "--round-seconds",
     type=click.IntRange(1),
     default=600,
@@ -98,6 +103,7 @@ def run(
     rule: str,
     valuation: str,
     metric: str,
+    explanation_check: bool,
     round_seconds: int,
     poll_interval: float,
     seed: int,
@@ -138,6 +144,7 @@ def run(
         rule=AggregationRule(name=rule),  # type: ignore[arg-type]
         valuation=valuation,
         metric=metric,
+        explanation_check=explanation_check,
         round_seconds=round_seconds,
         poll_interval=poll_interval,
         seed=seed,

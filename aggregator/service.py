@@ -20,16 +20,18 @@ import logging
 import os
 import signal
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from eth_account.signers.local import LocalAccount
 
 from aggregator.aggregate import AggregationRule, aggregate, apply_delta
 from aggregator.valuation.base import Candidate, Reason, ValuationContext
 from aggregator.valuation.combine import SiteValuation, value_round
+from aggregator.valuation.explanation import ExplanationScorer
 from aggregator.weights import WEIGHT_SCALE
 from fedtrail import explanation_log
 from fedtrail.chain import block_timestamp
@@ -51,6 +53,7 @@ from fedtrail.ledger import Ledger, Phase, Submission, Valuation
 from fedtrail.metrics import Metrics, evaluate
 from fedtrail.model_explanations import explain_model, probe_set
 from fedtrail.models import ModelSpec, initial_model
+from fedtrail.shortcuts import add_marker
 from fedtrail.store import ContentStore
 
 log = logging.getLogger("fedtrail.aggregator")
@@ -74,6 +77,10 @@ class AggregatorSettings:
     explain_method: str | None = "integrated_gradients"
     """Captum method for the per-round explanations of the global model (None: none)."""
     probe_per_class: int = 4
+    explanation_check: bool = False
+    """Flag updates whose models move attribution into the image corners (burned-in labels):
+    such an update scores 0 with reason EXPLANATION_SHIFT. Probes carry a corner tag, since a
+    shortcut only shows on images that have it."""
 
     def __post_init__(self) -> None:
         if self.valuation not in ("shapley", "mc_shapley", "loo"):
@@ -214,15 +221,7 @@ class AggregatorService:
         info = self.ledger.get_round(round_id)
         global_state = self._model(info.start_cid, info.start_sha256)
         pairs = self.candidates(round_id)
-        ctx = ValuationContext(
-            global_state=global_state,
-            spec=self.spec,
-            candidates=[c for _, c in pairs],
-            validation=self.validation,
-            metric=self.settings.metric,  # type: ignore[arg-type]
-            seed=self.settings.seed + round_id,
-        )
-        valuations = value_round(ctx, method=self.settings.valuation)  # type: ignore[arg-type]
+        valuations = self._valuate(round_id, global_state, pairs)
         self._save_valuation(round_id, valuations)
         if not any(v.score > 0 for v in valuations):
             log.warning("round %d: no usable update (all scores 0)", round_id)
@@ -239,6 +238,30 @@ class AggregatorService:
         )
         self._crash_point("valued")
         return valuations
+
+    def _valuate(
+        self,
+        round_id: int,
+        global_state: dict[str, torch.Tensor],
+        pairs: list[tuple[Submission, Candidate]],
+    ) -> list[SiteValuation]:
+        """Deterministic for a given round: the same inputs give the same scores."""
+        ctx = ValuationContext(
+            global_state=global_state,
+            spec=self.spec,
+            candidates=[c for _, c in pairs],
+            validation=self.validation,
+            metric=self.settings.metric,  # type: ignore[arg-type]
+            seed=self.settings.seed + round_id,
+        )
+        if self.settings.explanation_check:
+            ctx = replace(ctx, candidates=self._explanation_scorer().flag(ctx))
+        return value_round(ctx, method=self.settings.valuation)  # type: ignore[arg-type]
+
+    def _explanation_scorer(self) -> ExplanationScorer:
+        n = min(32, len(self.validation))
+        tagged = add_marker(self.validation.subset(np.arange(n)), label=None)
+        return ExplanationScorer(tagged)
 
     def _valuation_path(self, round_id: int) -> Path:
         return self.folder / f"valuation-{round_id}.json"
@@ -289,15 +312,7 @@ class AggregatorService:
         saved = self._load_valuation(round_id)
         if not saved or any(saved.get(s.site, {}).get("score") != s.score for s in subs):
             # The local record is gone or disagrees with the chain: rebuild the components.
-            ctx = ValuationContext(
-                global_state=global_state,
-                spec=self.spec,
-                candidates=[c for _, c in pairs],
-                validation=self.validation,
-                metric=self.settings.metric,  # type: ignore[arg-type]
-                seed=self.settings.seed + round_id,
-            )
-            recomputed = value_round(ctx, method=self.settings.valuation)  # type: ignore[arg-type]
+            recomputed = self._valuate(round_id, global_state, pairs)
             saved = {
                 v.site: {"components": v.components, "explanation": v.explanation}
                 for v in recomputed

@@ -31,6 +31,7 @@ class Scenario:
     label_noise: float = 0.45
     poison_sites: int = 1
     poison: str = "sign_flip"
+    shortcut_sites: int = 0
     rule: str = "weighted"
     valuation: str = "shapley"
     metric: str = "loss"
@@ -40,7 +41,7 @@ class Scenario:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.noisy_sites + self.poison_sites >= self.sites:
+        if self.noisy_sites + self.poison_sites + self.shortcut_sites >= self.sites:
             raise ConfigError("at least one site must be honest")
         if not 1 <= self.sites <= 7:
             raise ConfigError("the embedded chain has funded accounts for 1..7 sites")
@@ -74,6 +75,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     from fedtrail.audit import verify_all
     from fedtrail.datasets import load_bundled, partition_dirichlet
     from fedtrail.ledger import Ledger
+    from fedtrail.shortcuts import add_marker
     from fedtrail.store import LocalStore
     from node.config import NodeConfig
     from node.daemon import SiteNode
@@ -92,8 +94,13 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     )
     faults = site_faults(scenario)
     nodes = []
+    shortcut_from = scenario.sites - scenario.poison_sites - scenario.noisy_sites
+    shortcut = range(shortcut_from - scenario.shortcut_sites, shortcut_from)
     for i, acct in enumerate(site_accounts):
         name = f"hospital-{chr(ord('A') + i)}"
+        train = splits.train.subset(parts[i])
+        if i in shortcut:
+            train = add_marker(train, label=1)  # a burned-in tag on every pneumonia image
         ledger.register_site(coordinator, acct.address, name)
         config = NodeConfig(
             name=name,
@@ -108,11 +115,11 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
                 account=acct,
                 config=config,
                 folder=workdir / "nodes" / name,
-                train=splits.train.subset(parts[i]),
+                train=train,
                 val=None,
             )
         )
-        kind = faults[i].kind
+        kind = "shortcut (corner tag on pneumonia images)" if i in shortcut else faults[i].kind
         echo(
             f"{name}: {len(parts[i])} images"
             + ("" if kind == "none" else f"  [simulated fault: {kind}]")
@@ -126,6 +133,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
             rule=AggregationRule(name=scenario.rule),  # type: ignore[arg-type]
             valuation=scenario.valuation,
             metric=scenario.metric,
+            explanation_check=scenario.shortcut_sites > 0,
             seed=scenario.seed,
         ),
         folder=workdir / "aggregator",
@@ -195,6 +203,14 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     help="Low-quality sites (label noise).",
 )
 @click.option("--label-noise", type=float, default=0.45, show_default=True)
+@click.option(
+    "--shortcut-sites",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Sites whose pneumonia images carry a burned-in corner tag; turns on the "
+    "explanation check.",
+)
 @click.option("--poison-sites", type=click.IntRange(0), default=1, show_default=True)
 @click.option(
     "--poison",
@@ -244,6 +260,7 @@ def demo(
     rounds: int,
     noisy_sites: int,
     label_noise: float,
+    shortcut_sites: int,
     poison_sites: int,
     poison: str,
     rule: str,
@@ -262,6 +279,7 @@ def demo(
         noisy_sites=noisy_sites,
         label_noise=label_noise,
         poison_sites=poison_sites,
+        shortcut_sites=shortcut_sites,
         poison=poison,
         rule=rule,
         valuation=valuation,
