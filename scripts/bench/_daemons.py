@@ -1,0 +1,43 @@
+"""Start Anvil and the IPFS daemon on free loopback ports for a benchmark, and stop them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def daemons() -> Iterator[tuple[str, str]]:
+    """(rpc url, IPFS API multiaddr) of a fresh Anvil and js-ipfs, stopped on exit."""
+    run = Path(tempfile.mkdtemp(prefix="fedtrail-bench-"))
+    env = {
+        **os.environ,
+        "FEDTRAIL_ANVIL_PORT": str(free_port()),
+        "FEDTRAIL_ANVIL_DIR": str(run / "anvil"),
+        "FEDTRAIL_IPFS_PORT": str(free_port()),
+        "IPFS_PATH": str(run / "ipfs"),
+    }
+    anvil, ipfs = ROOT / "scripts" / "anvil.sh", ROOT / "scripts" / "ipfs_daemon.sh"
+    try:
+        subprocess.run([str(anvil), "start"], env=env, check=True, capture_output=True)
+        subprocess.run([str(ipfs), "start"], env=env, check=True, capture_output=True)
+        yield (
+            f"http://127.0.0.1:{env['FEDTRAIL_ANVIL_PORT']}",
+            f"/ip4/127.0.0.1/tcp/{env['FEDTRAIL_IPFS_PORT']}/http",
+        )
+    finally:
+        subprocess.run([str(ipfs), "stop"], env=env, check=False, capture_output=True)
+        subprocess.run([str(anvil), "stop"], env=env, check=False, capture_output=True)

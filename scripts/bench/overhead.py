@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Audit overhead: a fedtrail round on Anvil + IPFS vs the same round in-process.
+
+    python scripts/bench/overhead.py [--sites 5] [--epochs 1] [--out .run/bench/overhead.json]
+
+Both halves run in this process, one after the other, from the same initial model with the same
+seeds and thread count, so the site deltas are bit-identical:
+
+- in-process baseline: every site trains (`train_local`), then the on-chain weight rule and
+  the weighted mean — training + aggregation, no chain, no store, no valuation;
+- fedtrail: every site's `SiteNode.participate` (fetch + verify the global model, train, encode,
+  IPFS put + pin, signed submitUpdate on Anvil), then the aggregator's value and finalize steps
+  (fetch + verify + decode every update, valuation, recordValuation, read weights back,
+  aggregate, put global + explanation log, finalizeRound).
+
+It prints both ratios: the whole fedtrail round, and the round without the valuation and the
+explanations (what the chain + store + codec add; valuation and heatmaps are features with
+their own cost, reported separately). Target of the benchmark issue: <= 1.10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from aggregator.aggregate import AggregationRule, aggregate, apply_delta  # noqa: E402
+from aggregator.service import AggregatorService, AggregatorSettings  # noqa: E402
+from aggregator.weights import onchain_weights  # noqa: E402
+from fedtrail.chain import connect, dev_account  # noqa: E402
+from fedtrail.codec import decode_model, encode_model  # noqa: E402
+from fedtrail.datasets import load_bundled, partition_dirichlet  # noqa: E402
+from fedtrail.ledger import Ledger  # noqa: E402
+from fedtrail.models import ModelSpec, initial_model  # noqa: E402
+from fedtrail.store import IpfsStore  # noqa: E402
+from node.config import NodeConfig  # noqa: E402
+from node.daemon import SiteNode, _round_seed  # noqa: E402
+from node.trainer import TrainConfig, train_local  # noqa: E402
+from scripts.bench._daemons import daemons  # noqa: E402
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, key: str, fn):  # type: ignore[no-untyped-def]
+        def timed(*a, **k):  # type: ignore[no-untyped-def]
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t
+
+        return timed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sites", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "overhead.json")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    spec = ModelSpec()
+    splits = load_bundled()
+    parts = partition_dirichlet(splits.train.labels, args.sites, 3.0, 0, min_size=50)
+    trains = [splits.train.subset(p) for p in parts]
+    configs = [TrainConfig(epochs=args.epochs, seed=i) for i in range(args.sites)]
+
+    global_state = initial_model(spec, 0).state_dict()
+
+    def baseline() -> tuple[float, float]:
+        """Training + aggregation in-process; returns (total, training) seconds."""
+        t0 = time.perf_counter()
+        deltas, counts = [], []
+        for i in range(args.sites):
+            cfg = replace(configs[i], seed=_round_seed(configs[i].seed, 1))
+            res = train_local(global_state, trains[i], spec=spec, config=cfg)
+            deltas.append(res.delta)
+            counts.append(res.num_samples)
+        t_train = time.perf_counter() - t0
+        weights = onchain_weights(counts, [1_000_000] * args.sites)
+        apply_delta(global_state, aggregate(AggregationRule(), deltas, weights))
+        return time.perf_counter() - t0, t_train
+
+    baseline()  # warm-up: first-call costs (allocator, kernels) must not count for either side
+    before, train_before = baseline()
+
+    # ---- the same round through fedtrail on Anvil + IPFS
+    with daemons() as (rpc, api):
+        w3 = connect(rpc)
+        coord = dev_account(0)
+        ledger, _ = Ledger.deploy(w3, coord)
+        store = IpfsStore(api)
+        tmp = Path(tempfile.mkdtemp())
+        nodes = []
+        for i in range(args.sites):
+            acct = dev_account(2 + i)
+            ledger.register_site(coord, acct.address, f"site-{i}")
+            nodes.append(
+                SiteNode(
+                    ledger=ledger,
+                    store=store,
+                    account=acct,
+                    folder=tmp / str(i),
+                    config=NodeConfig(training=configs[i]),
+                    train=trains[i],
+                    val=None,
+                )
+            )
+        clock = Stopwatch()
+        service = AggregatorService(
+            ledger=ledger,
+            store=store,
+            account=coord,
+            validation=splits.val,
+            settings=AggregatorSettings(),
+            folder=tmp / "agg",
+        )
+        service._valuate = clock.wrap("valuation", service._valuate)  # type: ignore[method-assign]
+        service._explanations = clock.wrap("explanations", service._explanations)  # type: ignore[method-assign]
+        import node.daemon as daemon_mod
+
+        daemon_mod.train_local = clock.wrap("training", daemon_mod.train_local)  # type: ignore[assignment]
+        t1 = time.perf_counter()
+        r = service.open_next()
+        for n in nodes:
+            n.participate(r)
+        service.step()
+        service.step()
+        t_ft = time.perf_counter() - t1
+        info = ledger.get_round(r)
+        same_start = decode_model(store.get(info.start_cid, info.start_sha256), spec=spec)[0]
+        assert encode_model(same_start, spec=spec, round=0) == encode_model(
+            global_state, spec=spec, round=0
+        ), "both halves must start from the same model"
+    after, train_after = baseline()  # bracket the fedtrail run: the machine is shared
+    t_base, t_train_base = (before + after) / 2, (train_before + train_after) / 2
+    features = clock.seconds.get("valuation", 0.0) + clock.seconds.get("explanations", 0.0)
+    result = {
+        "sites": args.sites,
+        "epochs": args.epochs,
+        "baseline_seconds": round(t_base, 3),
+        "baseline_runs_seconds": [round(before, 3), round(after, 3)],
+        "baseline_training_seconds": round(t_train_base, 3),
+        "fedtrail_seconds": round(t_ft, 3),
+        "fedtrail_training_seconds": round(clock.seconds.get("training", 0.0), 3),
+        "valuation_seconds": round(clock.seconds.get("valuation", 0.0), 3),
+        "explanation_seconds": round(clock.seconds.get("explanations", 0.0), 3),
+        "ratio_full_round": round(t_ft / t_base, 3),
+        "ratio_without_valuation_and_explanations": round((t_ft - features) / t_base, 3),
+    }
+    for k, v in result.items():
+        print(f"{k:<42} {v}")
+    ok = result["ratio_without_valuation_and_explanations"] <= 1.10
+    print(f"target: chain + store overhead ratio <= 1.10 -> {'met' if ok else 'MISSED'}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

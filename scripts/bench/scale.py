@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Scale: one round with 10, 50 and 100 simulated sites on real Anvil + IPFS.
+
+    python scripts/bench/scale.py [--sites 10 50 100] [--out .run/bench/scale.json]
+
+Sites don't train: each sends a seeded variation of one real trained update, so the figures are
+the round's cost *outside training*: encoding, IPFS put/get, transactions, valuation
+(Monte-Carlo Shapley above 10 sites), aggregation, and the gas of every transaction of the round.
+Sites submit one after another from this process (a real federation submits in parallel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from aggregator.service import AggregatorService, AggregatorSettings  # noqa: E402
+from fedtrail.chain import connect, dev_account, fund  # noqa: E402
+from fedtrail.codec import decode_model, encode_update  # noqa: E402
+from fedtrail.datasets import load_bundled  # noqa: E402
+from fedtrail.ledger import Ledger  # noqa: E402
+from fedtrail.models import ModelSpec  # noqa: E402
+from fedtrail.store import IpfsStore  # noqa: E402
+from node.trainer import TrainConfig, train_local  # noqa: E402
+from scripts.bench._daemons import daemons  # noqa: E402
+
+
+def round_gas(ledger: Ledger, first_block: int) -> int:
+    w3 = ledger.w3
+    total = 0
+    for n in range(first_block, w3.eth.block_number + 1):
+        block = w3.eth.get_block(n, full_transactions=True)
+        for tx in block["transactions"]:
+            if tx["to"] == ledger.address:  # type: ignore[index]
+                total += int(w3.eth.get_transaction_receipt(tx["hash"])["gasUsed"])  # type: ignore[index]
+    return total
+
+
+def one_scale(rpc: str, api: str, n_sites: int) -> dict[str, float | int]:
+    w3 = connect(rpc)
+    coord = dev_account(0)
+    ledger, _ = Ledger.deploy(w3, coord)
+    store = IpfsStore(api)
+    sites = [dev_account(1000 + i) for i in range(n_sites)]
+    for i, s in enumerate(sites):
+        fund(w3, coord, s.address, 10**18)
+        ledger.register_site(coord, s.address, f"site-{i:03d}")
+    splits = load_bundled()
+    spec = ModelSpec()
+    service = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=coord,
+        validation=splits.val,
+        settings=AggregatorSettings(
+            valuation="shapley" if n_sites <= 10 else "mc_shapley", explain_method=None
+        ),
+        folder=Path(tempfile.mkdtemp()),
+    )
+    first_block = w3.eth.block_number + 1
+    r = service.open_next()
+    info = ledger.get_round(r)
+    global_state, _ = decode_model(store.get(info.start_cid, info.start_sha256), spec=spec)
+    base = train_local(
+        global_state,
+        splits.train.subset(torch.arange(200).numpy()),
+        spec=spec,
+        config=TrainConfig(epochs=1, seed=0),
+    ).delta
+    gen = torch.Generator().manual_seed(n_sites)
+    t_sites = 0.0
+    for i, s in enumerate(sites):
+        delta = {
+            k: v + 0.2 * v.std() * torch.randn(v.shape, generator=gen) for k, v in base.items()
+        }
+        ts = time.perf_counter()
+        blob = encode_update(delta, spec=spec, round=r).blob
+        cid = store.put(blob)
+        ledger.submit_update(s, r, cid, hashlib.sha256(blob).hexdigest(), 100 + i)
+        t_sites += time.perf_counter() - ts
+    tv = time.perf_counter()
+    service.step()  # value
+    t_value = time.perf_counter() - tv
+    tf = time.perf_counter()
+    service.step()  # finalize
+    t_final = time.perf_counter() - tf
+    wall = t_sites + t_value + t_final
+    return {
+        "sites": n_sites,
+        "gas_round": round_gas(ledger, first_block),
+        "seconds_sites_total": round(t_sites, 2),
+        "seconds_per_site": round(t_sites / n_sites, 3),
+        "seconds_valuation_step": round(t_value, 2),
+        "seconds_finalize_step": round(t_final, 2),
+        "seconds_round_outside_training": round(wall, 2),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sites", type=int, nargs="+", default=[10, 50, 100])
+    ap.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "scale.json")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    with daemons() as (rpc, api):
+        for n in args.sites:
+            row = one_scale(rpc, api, n)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(
+        "\n| sites | gas per round | s/round outside training | sites: encode+put+submit"
+        " (s, total / per site) | valuation step (s) | aggregate+finalize step (s) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['sites']} | {r['gas_round']:,} | {r['seconds_round_outside_training']} | "
+            f"{r['seconds_sites_total']} / {r['seconds_per_site']} | "
+            f"{r['seconds_valuation_step']} | "
+            f"{r['seconds_finalize_step']} |"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
