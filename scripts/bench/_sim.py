@@ -1,0 +1,480 @@
+"""Seeded in-process federated-learning simulation shared by the accuracy and compression
+benchmarks.
+
+No chain and no content store run here. Each round's aggregation weights come from
+:func:`aggregator.weights.onchain_weights` over the sites' sample counts and valuation scores —
+the exact integer rule FederationLedger applies in ``recordValuation`` — and the global model is
+built by :func:`aggregator.aggregate.aggregate` and :func:`aggregator.aggregate.apply_delta`, as
+the aggregator service does after reading those weights back from the chain. A round run here
+therefore ends with the global model the ledger-driven federation would produce from the same
+updates (the chain and store only add hashes, transactions and blobs around it).
+
+Set-up of one run (:func:`run_method`):
+
+* sites: a Dirichlet(``alpha``) label-skew split of the bundled training split
+  (:func:`fedtrail.datasets.partition_dirichlet`); sites have no validation split of their own;
+* the aggregator's validation split (valuation only) is the bundled ``val`` split; final metrics
+  are on the bundled ``test`` split, never seen during training or valuation;
+* faults (:class:`fedtrail.faults.SiteFault`): label noise changes a site's training data,
+  update faults change what it sends (as :mod:`node.daemon` applies them);
+* local training: :func:`node.trainer.train_local` (FedAvg local SGD, the trainer's defaults:
+  batch 32, lr 0.02, momentum 0.9), ``epochs`` per round, seeded per site and round the way the
+  node daemon seeds it;
+* optional compression: every sent update goes through :func:`fedtrail.codec.encode_update`
+  (with the site's error-feedback residual) and :func:`fedtrail.codec.decode_update`; the bytes
+  of every blob are counted.
+
+Methods (:data:`METHODS`):
+
+``local``
+    each site trains alone from the same initial model for ``rounds * epochs`` epochs (one
+    :func:`train_local` call); the result is the mean over sites of their test metrics (and the
+    mean over honest sites, ``fault.kind == "none"``). Update faults do not apply (a site's own
+    model is not an update); label noise does.
+``fedavg``
+    every score 1e6, so the on-chain weights are the sample-count shares.
+``valuation``
+    scores from :func:`aggregator.valuation.combine.value_round` on the aggregator's validation
+    split, metric ``loss`` (exact Shapley, which ``value_round`` replaces by Monte-Carlo above
+    its exact-site limit — the scorer actually run is recorded per round;
+    ``SimConfig.valuation`` selects ``mc_shapley`` or ``loo``), default thresholds of
+    :class:`~aggregator.valuation.combine.Combiner`. A round where every score is 0 is skipped
+    (the global model stays), as the aggregator service does: the contract refuses a valuation
+    of zero total weight.
+``median``, ``trimmed_mean``, ``krum``, ``norm_clip``
+    the robust rule of :class:`aggregator.aggregate.AggregationRule` over every update, with the
+    FedAvg weights (``trim_ratio`` 0.2; ``krum_f`` = the number of faulty sites, at least 1 and
+    at most what multi-Krum allows: ``n >= 2f + 3``; ``norm_clip`` at the median norm).
+
+A site whose local training diverges (NaN loss, e.g. after a poisoned global model) submits
+nothing that round, as a real node would fail to; a round without any update is skipped.
+
+Reproducibility: the same :class:`SimConfig` and data give the same numbers in one process with
+a given torch build and thread count (the scripts set ``torch.set_num_threads(1)``).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import numpy as np
+import torch
+
+ROOT: Final = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from aggregator.aggregate import AggregationRule, aggregate, apply_delta  # noqa: E402
+from aggregator.valuation.base import Candidate, ValuationContext  # noqa: E402
+from aggregator.valuation.combine import Combiner, value_round_report  # noqa: E402
+from aggregator.weights import SCORE_SCALE, onchain_weights  # noqa: E402
+from fedtrail.codec import Compression, decode_update, encode_update  # noqa: E402
+from fedtrail.datasets import ImageDataset, Splits, partition_dirichlet  # noqa: E402
+from fedtrail.errors import ConfigError  # noqa: E402
+from fedtrail.faults import SiteFault  # noqa: E402
+from fedtrail.metrics import Metrics, evaluate  # noqa: E402
+from fedtrail.models import ModelSpec, initial_model  # noqa: E402
+from node.trainer import TrainConfig, TrainingDiverged, train_local  # noqa: E402
+
+__all__ = [
+    "METHODS",
+    "ONCHAIN_NOTE",
+    "ROBUST_RULES",
+    "Method",
+    "RoundRecord",
+    "SimConfig",
+    "SimResult",
+    "krum_f_for",
+    "mean_std",
+    "provenance",
+    "run_method",
+    "site_splits",
+]
+
+Method = Literal["local", "fedavg", "valuation", "median", "trimmed_mean", "krum", "norm_clip"]
+METHODS: Final[tuple[Method, ...]] = (
+    "local",
+    "fedavg",
+    "valuation",
+    "median",
+    "trimmed_mean",
+    "krum",
+    "norm_clip",
+)
+ROBUST_RULES: Final = ("median", "trimmed_mean", "krum", "norm_clip")
+
+ONCHAIN_NOTE: Final = (
+    "In-process simulation (no chain, no store): every round's weights are "
+    "aggregator.weights.onchain_weights(sample counts, scores) - exactly the integer rule "
+    "FederationLedger applies on chain - so the weights and global models equal what the "
+    "ledger-driven federation would produce from the same updates."
+)
+
+Delta = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimConfig:
+    """One simulated federation. ``faults`` holds one :class:`SiteFault` per site (empty: every
+    site honest). ``compression`` None skips the codec; a :class:`Compression` (also
+    ``method="none"``) sends every update through it and counts bytes."""
+
+    sites: int = 5
+    rounds: int = 5
+    epochs: int = 1
+    alpha: float = 1.0
+    min_size: int = 50
+    seed: int = 0
+    faults: tuple[SiteFault, ...] = ()
+    lr: float = 0.02
+    batch_size: int = 32
+    valuation: Literal["shapley", "mc_shapley", "loo"] = "shapley"
+    metric: Literal["loss", "auc"] = "loss"
+    trim_ratio: float = 0.2
+    compression: Compression | None = None
+
+    def __post_init__(self) -> None:
+        if self.sites < 1 or self.rounds < 1 or self.epochs < 1:
+            raise ConfigError("sites, rounds and epochs must be positive")
+        if self.faults and len(self.faults) != self.sites:
+            raise ConfigError(f"{len(self.faults)} faults for {self.sites} sites")
+        if self.seed < 0:
+            raise ConfigError("seed must be non-negative")
+
+    @property
+    def site_faults(self) -> tuple[SiteFault, ...]:
+        return self.faults or tuple(SiteFault() for _ in range(self.sites))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready settings."""
+        return {
+            "sites": self.sites,
+            "rounds": self.rounds,
+            "epochs": self.epochs,
+            "alpha": self.alpha,
+            "min_size": self.min_size,
+            "seed": self.seed,
+            "faults": [asdict(f) for f in self.site_faults],
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "valuation": self.valuation,
+            "metric": self.metric,
+            "trim_ratio": self.trim_ratio,
+            "compression": None
+            if self.compression is None
+            else {"method": self.compression.method, "fraction": self.compression.fraction},
+        }
+
+
+@dataclass
+class RoundRecord:
+    """What happened in one federated round."""
+
+    round: int
+    submitted: list[str]
+    """Sites whose update entered the round (diverged sites are missing)."""
+    scores: list[int]
+    """On-chain scores of the submitted sites (1e6 each without valuation)."""
+    reasons: list[str]
+    weights: list[int]
+    """On-chain weights (integers summing to 1e18); empty when the round was skipped."""
+    skipped: bool
+    bytes_up: int
+    """Total bytes of the update blobs of the round (0 without the codec)."""
+    valuation_seconds: float = 0.0
+    valuation_method: str | None = None
+    """Scorer value_round actually ran ("shapley" may switch to "mc_shapley" for many sites)."""
+    valuation_evaluations: int = 0
+    """Coalition models evaluated on the validation split."""
+    test_auc: float = math.nan
+    """Test AUC of the global model after the round (a learning curve; never used in training)."""
+    test_f1: float = math.nan
+
+
+@dataclass
+class SimResult:
+    """The outcome of one method in one simulated federation."""
+
+    method: str
+    seed: int
+    test: dict[str, float]
+    """Test metrics (loss, accuracy, auc, f1, n); for ``local``, means over sites."""
+    test_honest: dict[str, float] | None = None
+    """``local`` only: means over honest sites."""
+    per_site: list[dict[str, float]] = field(default_factory=list)
+    """``local`` only: each site's test metrics."""
+    rounds: list[RoundRecord] = field(default_factory=list)
+    site_names: list[str] = field(default_factory=list)
+    site_samples: list[int] = field(default_factory=list)
+    site_faults: list[str] = field(default_factory=list)
+    diverged_trainings: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def bytes_per_round(self) -> float:
+        return statistics.fmean(r.bytes_up for r in self.rounds) if self.rounds else 0.0
+
+    def weight_share(self, faulty: Sequence[str]) -> float:
+        """Mean over rounds (skipped rounds excluded) of the weight share of ``faulty`` sites."""
+        shares = [
+            sum(w for s, w in zip(r.submitted, r.weights, strict=True) if s in faulty) / 1e18
+            for r in self.rounds
+            if not r.skipped
+        ]
+        return statistics.fmean(shares) if shares else math.nan
+
+
+def _metrics_dict(m: Metrics) -> dict[str, float]:
+    return {"loss": m.loss, "accuracy": m.accuracy, "auc": m.auc, "f1": m.f1, "n": float(m.n)}
+
+
+def _nan_metrics(n: int) -> dict[str, float]:
+    return {"loss": math.inf, "accuracy": math.nan, "auc": math.nan, "f1": math.nan, "n": n}
+
+
+def _sub_seed(*parts: int) -> int:
+    """A non-negative 63-bit seed mixed from the parts (the node daemon's scheme)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
+
+
+def site_splits(train: ImageDataset, config: SimConfig) -> list[ImageDataset]:
+    """The sites' training data: the Dirichlet split, then each site's data fault."""
+    parts = partition_dirichlet(
+        train.labels, config.sites, config.alpha, config.seed, min_size=config.min_size
+    )
+    return [
+        fault.apply_to_data(train.subset(idx))
+        for fault, idx in zip(config.site_faults, parts, strict=True)
+    ]
+
+
+def krum_f_for(n_sites: int, n_faulty: int) -> int:
+    """multi-Krum's ``f``: the number of faulty sites, at least 1, at most ``(n - 3) // 2``."""
+    if n_sites < 3:
+        raise ConfigError(f"multi-Krum needs at least 3 sites, got {n_sites}")
+    return min(max(1, n_faulty), (n_sites - 3) // 2)
+
+
+def _evaluate_state(
+    spec: ModelSpec, state: Mapping[str, torch.Tensor], ds: ImageDataset
+) -> dict[str, float]:
+    if not all(bool(torch.isfinite(t).all()) for t in state.values()):
+        return _nan_metrics(len(ds))
+    model = initial_model(spec, seed=0)
+    model.load_state_dict(dict(state), strict=True)
+    try:
+        return _metrics_dict(evaluate(model, ds))
+    except ConfigError:  # non-finite outputs of a broken model
+        return _nan_metrics(len(ds))
+
+
+def _mean_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    keys = rows[0].keys()
+    return {k: float(np.mean([r[k] for r in rows])) for k in keys}
+
+
+def run_method(
+    method: Method,
+    config: SimConfig,
+    splits: Splits,
+    *,
+    spec: ModelSpec | None = None,
+    log: Any = None,
+) -> SimResult:
+    """Run ``method`` on the federation ``config`` over ``splits`` (see the module docstring).
+    ``log`` (a callable taking one string) receives a progress line per round."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    spec = ModelSpec() if spec is None else spec
+    started = time.perf_counter()
+    data = site_splits(splits.train, config)
+    faults = config.site_faults
+    names = [f"site-{i:02d}" for i in range(config.sites)]
+    samples = [len(d) for d in data]
+    init = {k: v.detach().clone() for k, v in initial_model(spec, config.seed).state_dict().items()}
+    result = SimResult(
+        method=method,
+        seed=config.seed,
+        test={},
+        site_names=names,
+        site_samples=samples,
+        site_faults=[f.kind for f in faults],
+    )
+    if method == "local":
+        _run_local(result, config, spec, init, data, splits.test)
+    else:
+        _run_federated(result, method, config, spec, init, data, splits, log)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _train_config(config: SimConfig, epochs: int, seed: int) -> TrainConfig:
+    return TrainConfig(epochs=epochs, lr=config.lr, batch_size=config.batch_size, seed=seed)
+
+
+def _run_local(
+    result: SimResult,
+    config: SimConfig,
+    spec: ModelSpec,
+    init: Mapping[str, torch.Tensor],
+    data: Sequence[ImageDataset],
+    test: ImageDataset,
+) -> None:
+    rows: list[dict[str, float]] = []
+    for i, ds in enumerate(data):
+        tc = _train_config(config, config.rounds * config.epochs, _sub_seed(config.seed, i, 0))
+        try:
+            delta = train_local(init, ds, spec=spec, config=tc).delta
+        except TrainingDiverged:
+            result.diverged_trainings += 1
+            rows.append(_nan_metrics(len(test)))
+            continue
+        rows.append(_evaluate_state(spec, apply_delta(init, delta), test))
+    result.per_site = rows
+    result.test = _mean_metrics(rows)
+    honest = [r for r, f in zip(rows, result.site_faults, strict=True) if f == "none"]
+    result.test_honest = _mean_metrics(honest) if honest else None
+
+
+def _run_federated(
+    result: SimResult,
+    method: Method,
+    config: SimConfig,
+    spec: ModelSpec,
+    init: Mapping[str, torch.Tensor],
+    data: Sequence[ImageDataset],
+    splits: Splits,
+    log: Any,
+) -> None:
+    faults = config.site_faults
+    n_faulty = sum(1 for f in faults if f.kind != "none")
+    if method in ("fedavg", "valuation"):
+        rule = AggregationRule(name="weighted")
+    elif method == "krum":
+        rule = AggregationRule(name="krum", krum_f=krum_f_for(config.sites, n_faulty))
+    elif method == "trimmed_mean":
+        rule = AggregationRule(name="trimmed_mean", trim_ratio=config.trim_ratio)
+    else:
+        rule = AggregationRule(name=method)  # type: ignore[arg-type]
+    state: dict[str, torch.Tensor] = dict(init)
+    residuals: list[Mapping[str, torch.Tensor] | None] = [None] * config.sites
+    for r in range(1, config.rounds + 1):
+        sent: list[tuple[int, Delta]] = []
+        bytes_up = 0
+        for i, ds in enumerate(data):
+            tc = _train_config(config, config.epochs, _sub_seed(config.seed, i, r))
+            try:
+                delta = train_local(state, ds, spec=spec, config=tc).delta
+            except TrainingDiverged:
+                result.diverged_trainings += 1
+                continue
+            delta = faults[i].apply_to_update(delta, round_id=r)
+            if config.compression is not None:
+                enc = encode_update(
+                    delta,
+                    spec=spec,
+                    round=r,
+                    compression=config.compression,
+                    residual=residuals[i],
+                )
+                residuals[i] = enc.residual
+                bytes_up += len(enc.blob)
+                delta, _ = decode_update(enc.blob, spec=spec, expected_round=r)
+            sent.append((i, delta))
+        record = RoundRecord(
+            round=r,
+            submitted=[result.site_names[i] for i, _ in sent],
+            scores=[],
+            reasons=[],
+            weights=[],
+            skipped=True,
+            bytes_up=bytes_up,
+        )
+        result.rounds.append(record)
+        if not sent:
+            continue
+        counts = [result.site_samples[i] for i, _ in sent]
+        if method == "valuation":
+            t0 = time.perf_counter()
+            ctx = ValuationContext(
+                global_state=state,
+                spec=spec,
+                candidates=[
+                    Candidate(
+                        site=result.site_names[i], num_samples=result.site_samples[i], delta=d
+                    )
+                    for i, d in sent
+                ],
+                validation=splits.val,
+                metric=config.metric,
+                seed=config.seed + r,
+            )
+            report = value_round_report(ctx, method=config.valuation, combiner=Combiner())
+            valuations = report.sites
+            record.valuation_seconds = time.perf_counter() - t0
+            record.valuation_method = report.method
+            record.valuation_evaluations = report.evaluations
+            record.scores = [v.score for v in valuations]
+            record.reasons = [v.reason.name for v in valuations]
+        else:
+            record.scores = [SCORE_SCALE] * len(sent)
+            record.reasons = ["OK"] * len(sent)
+        if not any(record.scores):
+            if log is not None:
+                log(f"  {method} round {r}: every score 0, round skipped")
+            continue
+        record.weights = onchain_weights(counts, record.scores)
+        record.skipped = False
+        agg = aggregate(rule, [d for _, d in sent], record.weights)
+        state = apply_delta(state, agg)
+        after = _evaluate_state(spec, state, splits.test)
+        record.test_auc, record.test_f1 = after["auc"], after["f1"]
+        if log is not None:
+            extra = ""
+            if method == "valuation":
+                extra = " scores " + " ".join(
+                    f"{s // 1000}k" if reason == "OK" else reason.lower()
+                    for s, reason in zip(record.scores, record.reasons, strict=True)
+                )
+            log(
+                f"  {method} round {r}: test AUC {record.test_auc:.3f} "
+                f"F1 {record.test_f1:.3f}{extra}"
+            )
+    result.test = _evaluate_state(spec, state, splits.test)
+
+
+def provenance() -> dict[str, Any]:
+    """The commit the benchmark ran on and the uncommitted changes to the library code."""
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return out.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "fedtrail", "node", "aggregator")
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_library_changes": dirty.splitlines()}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (ddof 1; 0 for one value) and count of the finite
+    values."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan, 0
+    sd = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return statistics.fmean(finite), sd, len(finite)
