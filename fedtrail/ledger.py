@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 
 from eth_abi.abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
-from eth_typing import ChecksumAddress
 from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.types import TxReceipt
@@ -403,9 +402,8 @@ class Ledger:
 
     def __post_init__(self) -> None:
         self.address = checksum(self.address)
-        self._contract = self.w3.eth.contract(
-            address=ChecksumAddress(self.address), abi=self.artifact.abi  # type: ignore[arg-type]
-        )
+        address = Web3.to_checksum_address(self.address)
+        self._contract = self.w3.eth.contract(address=address, abi=self.artifact.abi)
         self._errors = _ErrorDecoder(self.artifact.abi)
         try:
             code = bytes(self.w3.eth.get_code(self.address))  # type: ignore[arg-type]

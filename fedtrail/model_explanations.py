@@ -61,8 +61,10 @@ def explain_model(
         pred = int(explanation.predictions[i])
         conf = float(explanation.confidences[i])
         label = int(images.labels[i])
-        caption = (f"{title}predicted {CLASS_NAMES.get(pred, pred)} ({conf:.0%}), "
-                   f"truth {CLASS_NAMES.get(label, label)}")
+        caption = (
+            f"{title}predicted {CLASS_NAMES.get(pred, pred)} ({conf:.0%}), "
+            f"truth {CLASS_NAMES.get(label, label)}"
+        )
         png = overlay_png(images.images[i], explanation.heatmaps[i], caption)
         out.append(Overlay(png=png, caption=caption, label=label, prediction=pred, confidence=conf))
     return out

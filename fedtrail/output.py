@@ -28,6 +28,18 @@ def format_option(*choices: str) -> Callable[[F], F]:
     return option
 
 
+def reason_label(code: int | None) -> str:
+    """The aggregator's name for an on-chain reason code (the number itself when unknown)."""
+    if code is None:
+        return ""
+    from aggregator.valuation.base import Reason
+
+    try:
+        return Reason(code).name
+    except ValueError:
+        return str(code)
+
+
 def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
     if not rows:
         return "(none)"

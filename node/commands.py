@@ -24,7 +24,7 @@ from fedtrail.cli_common import (
 from fedtrail.errors import ConfigError
 from fedtrail.keys import FAST_KDF_N, create_keystore, keystore_address, load_keystore
 from fedtrail.ledger import WEIGHT_SCALE, Deployment, Ledger, checksum
-from fedtrail.output import emit, format_option
+from fedtrail.output import emit, format_option, reason_label
 from fedtrail.store import IpfsStore, open_store
 from node.config import CONFIG_NAME, DataConfig, NodeConfig, load_node_config, write_node_config
 from node.daemon import NodeState, SiteNode
@@ -194,7 +194,7 @@ def status(folder: Path, fmt: str) -> None:
                 "submitted": sub is not None,
                 "samples": sub.num_samples if sub else None,
                 "score": sub.score / 1e6 if sub else None,
-                "reason": sub.reason if sub else None,
+                "reason": reason_label(sub.reason) if sub else None,
                 "weight": sub.weight / WEIGHT_SCALE if sub else None,
                 "local_state": rec.phase if rec else "",
                 "val_auc": rec.val_auc if rec else None,

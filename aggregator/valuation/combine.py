@@ -36,7 +36,11 @@ import torch
 from aggregator.valuation.base import Candidate, Reason, ValuationContext, usable
 from aggregator.valuation.loo import LeaveOneOutScorer
 from aggregator.valuation.robust import RobustStats, robust_statistics
-from aggregator.valuation.shapley import MAX_EXACT_SITES, MonteCarloShapleyScorer, ShapleyScorer
+from aggregator.valuation.shapley import (
+    AUTO_EXACT_SITES,
+    MonteCarloShapleyScorer,
+    ShapleyScorer,
+)
 from aggregator.valuation.utility import GameValues
 from aggregator.weights import SCORE_SCALE
 from fedtrail.errors import ConfigError
@@ -354,7 +358,7 @@ def value_round_report(
     if passers:
         if method == "loo":
             game = LeaveOneOutScorer().run(checked_ctx, passers)
-        elif method == "mc_shapley" or len(passers) > MAX_EXACT_SITES:
+        elif method == "mc_shapley" or len(passers) > AUTO_EXACT_SITES:
             game = mc_scorer.run(checked_ctx, passers)
         else:
             game = ShapleyScorer().run(checked_ctx, passers)
@@ -388,7 +392,7 @@ def value_round(
     earlier site's -> DUPLICATE, the first one in address order keeps its score); robust
     statistics over the usable updates; screening; the validation-based ``method`` on the
     updates that passed (``"shapley"``: exact, switching to ``"mc_shapley"`` above
-    :data:`~aggregator.valuation.shapley.MAX_EXACT_SITES` of them; ``"mc_shapley"`` with the
+    :data:`~aggregator.valuation.shapley.AUTO_EXACT_SITES` of them; ``"mc_shapley"`` with the
     settings of ``mc``; ``"loo"``); then :meth:`Combiner.combine`. Without a validation split,
     scores come from the cosine (data-free).
 

@@ -11,7 +11,7 @@ import click
 from fedtrail.cli_common import ledger_options, open_ledger
 from fedtrail.errors import ConfigError
 from fedtrail.ledger import WEIGHT_SCALE, Ledger, checksum
-from fedtrail.output import emit, format_option
+from fedtrail.output import emit, format_option, reason_label
 from fedtrail.store import ContentStore, open_store
 
 
@@ -79,6 +79,7 @@ def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
                 "num_samples": s.num_samples,
                 "score": s.score,
                 "reason": s.reason,
+                "reason_label": reason_label(s.reason),
                 "weight": str(s.weight),
             }
             for s in ledger.get_submissions(round_id)
@@ -120,7 +121,7 @@ def round_cmd(
     emit(
         rows,
         "table",
-        columns=["site", "name", "num_samples", "score", "reason", "weight", "sha256"],
+        columns=["site", "name", "num_samples", "score", "reason_label", "weight", "sha256"],
     )
 
 
@@ -148,7 +149,7 @@ def site(address: str, rpc_url: str, deployment_path: Path, contract: str | None
                 "submitted": sub is not None,
                 "num_samples": sub.num_samples if sub else 0,
                 "score": sub.score / 1e6 if sub else None,
-                "reason": sub.reason if sub else None,
+                "reason": reason_label(sub.reason) if sub else None,
                 "weight": sub.weight / WEIGHT_SCALE if sub else None,
                 "reputation": reputation[r] / 1e6 if r in reputation else None,
             }
@@ -212,8 +213,11 @@ def log_cmd(
     m = doc["metrics"]
     click.echo("")
     click.echo(
-        f"global model on the aggregator's validation set: AUC {m['before']['auc']} -> "
-        f"{m['after']['auc']}, F1 {m['before']['f1']} -> {m['after']['f1']}"
+        "global model on the aggregator's validation set: "
+        + ", ".join(
+            f"{k.upper()} {_num(m['before'][k])} -> {_num(m['after'][k])}"
+            for k in ("auc", "f1", "loss")
+        )
     )
 
 
@@ -311,3 +315,7 @@ def report(
         f"verification: {'PASS' if ok else 'FAIL'} ({failed} failed check(s) over "
         f"{len(audits)} round(s)); open it in any browser, it needs no network"
     )
+
+
+def _num(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else "n/a"

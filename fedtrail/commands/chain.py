@@ -18,7 +18,7 @@ from fedtrail.cli_common import (
 )
 from fedtrail.errors import ConfigError
 from fedtrail.ledger import DEFAULT_REPUTATION_ALPHA, WEIGHT_SCALE, Ledger, Phase
-from fedtrail.output import emit, format_option
+from fedtrail.output import emit, format_option, reason_label
 
 
 @click.group()
@@ -115,7 +115,7 @@ def ledger_status(ledger: Ledger, round_id: int | None = None) -> dict[str, Any]
                     "site": s.site,
                     "samples": s.num_samples,
                     "score": s.score / 1e6,
-                    "reason": s.reason,
+                    "reason": reason_label(s.reason),
                     "weight": s.weight / WEIGHT_SCALE,
                     "sha256": s.sha256,
                 }

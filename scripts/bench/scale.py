@@ -81,7 +81,7 @@ def one_scale(rpc: str, api: str, n_sites: int) -> dict[str, float | int]:
     t_sites = 0.0
     for i, s in enumerate(sites):
         delta = {
-            k: v + 0.2 * v.std() * torch.randn(v.shape, generator=gen) for k, v in base.items()
+            k: v + 0.01 * v.std() * torch.randn(v.shape, generator=gen) for k, v in base.items()
         }
         ts = time.perf_counter()
         blob = encode_update(delta, spec=spec, round=r).blob

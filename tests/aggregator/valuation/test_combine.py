@@ -285,7 +285,7 @@ def test_real_round_with_exact_shapley(sites: RealSites) -> None:
 def test_real_round_switches_to_monte_carlo_above_the_exact_limit(
     sites: RealSites, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(combine, "MAX_EXACT_SITES", 4)
+    monkeypatch.setattr(combine, "AUTO_EXACT_SITES", 4)
     report = value_round_report(real_context(sites, seed=5))
     assert report.method == "mc_shapley" and report.permutations > 0
     assert report.evaluations < 2**5
