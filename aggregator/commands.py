@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -13,7 +12,15 @@ import click
 
 from aggregator.aggregate import AggregationRule
 from aggregator.service import AggregatorService, AggregatorSettings, RoundOutcome
-from fedtrail.cli_common import ledger_options, load_signer, open_ledger, signer_options
+from fedtrail.cli_common import (
+    aggregation_options,
+    ledger_options,
+    load_signer,
+    open_ledger,
+    setup_logging,
+    signer_options,
+    store_option,
+)
 from fedtrail.datasets import load_bundled, load_medmnist_npz
 from fedtrail.errors import ConfigError
 from fedtrail.store import IpfsStore, open_store
@@ -29,14 +36,7 @@ def aggregator() -> None:
 @aggregator.command()
 @ledger_options
 @signer_options
-@click.option(
-    "--store",
-    "store_location",
-    envvar="FEDTRAIL_STORE",
-    default="http://127.0.0.1:5001",
-    show_default=True,
-    help="IPFS RPC API or local:/path (env FEDTRAIL_STORE).",
-)
+@store_option
 @click.option(
     "--validation",
     default="bundled",
@@ -50,25 +50,7 @@ def aggregator() -> None:
     show_default=True,
     help="Close this many rounds, then exit.",
 )
-@click.option(
-    "--rule",
-    type=click.Choice(["weighted", "median", "trimmed_mean", "krum", "norm_clip"]),
-    default="weighted",
-    show_default=True,
-)
-@click.option(
-    "--valuation",
-    type=click.Choice(["shapley", "mc_shapley", "loo"]),
-    default="shapley",
-    show_default=True,
-)
-@click.option(
-    "--metric",
-    type=click.Choice(["loss", "auc"]),
-    default="loss",
-    show_default=True,
-    help="Validation utility of the valuation.",
-)
+@aggregation_options
 @click.option(
     "--explanation-check",
     is_flag=True,
@@ -114,7 +96,7 @@ def run(
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
-    _setup_logging(folder)
+    setup_logging(folder / "aggregator.log")
     if threads:
         torch.set_num_threads(threads)
     ledger = open_ledger(rpc_url, deployment_path, contract)
@@ -172,15 +154,3 @@ def run(
             click.echo(f"  global AUC {after['auc']:.3f}  F1 {after['f1']:.3f}")
 
     service.run(rounds=rounds, on_round=report)
-
-
-def _setup_logging(folder: Path) -> None:
-    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    root = logging.getLogger("fedtrail")
-    root.setLevel(logging.INFO)
-    for handler in (
-        logging.StreamHandler(sys.stderr),
-        logging.FileHandler(folder / "aggregator.log"),
-    ):
-        handler.setFormatter(fmt)
-        root.addHandler(handler)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,6 +67,52 @@ def signer_options(func: F) -> F:
         default=None,
         help=f"Encrypted keystore to sign with; passphrase from ${PASSPHRASE_ENV} or a prompt.",
     )(func)
+
+
+def store_option(func: F) -> F:
+    return click.option(
+        "--store",
+        "store_location",
+        envvar="FEDTRAIL_STORE",
+        default="http://127.0.0.1:5001",
+        show_default=True,
+        help="IPFS RPC API or local:/path (env FEDTRAIL_STORE).",
+    )(func)
+
+
+def aggregation_options(func: F) -> F:
+    """--rule, --valuation, --metric: shared by `aggregator run` and `demo`."""
+    func = click.option(
+        "--metric",
+        type=click.Choice(["loss", "auc"]),
+        default="loss",
+        show_default=True,
+        help="Validation utility of the valuation.",
+    )(func)
+    func = click.option(
+        "--valuation",
+        type=click.Choice(["shapley", "mc_shapley", "loo"]),
+        default="shapley",
+        show_default=True,
+        help="Exact Shapley switches to Monte-Carlo above 8 sites.",
+    )(func)
+    return click.option(
+        "--rule",
+        type=click.Choice(["weighted", "median", "trimmed_mean", "krum", "norm_clip"]),
+        default="weighted",
+        show_default=True,
+        help="Aggregation rule (robust rules still use only updates with weight > 0).",
+    )(func)
+
+
+def setup_logging(logfile: Path, *, verbose: bool = False) -> None:
+    """Timestamped logs to stderr and to a file in the role's folder."""
+    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    root = logging.getLogger("fedtrail")
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(logfile)):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
 
 
 def open_ledger(rpc_url: str, deployment_path: Path, contract: str | None) -> Ledger:

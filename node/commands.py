@@ -19,6 +19,7 @@ from fedtrail.cli_common import (
     load_signer,
     open_ledger,
     read_passphrase,
+    setup_logging,
     signer_options,
 )
 from fedtrail.errors import ConfigError
@@ -220,15 +221,6 @@ def status(folder: Path, fmt: str) -> None:
     emit(rounds, "table")
 
 
-def _setup_logging(folder: Path, verbose: bool) -> None:
-    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    root = logging.getLogger("fedtrail")
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(folder / "node.log")):
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
-
-
 @node.command()
 @folder_argument
 @click.option("--once", is_flag=True, help="Take part in one round, then exit.")
@@ -248,7 +240,7 @@ def run(
     import torch
 
     config, ledger = _load_folder(folder, rpc_url=rpc_url, store=store)
-    _setup_logging(folder, verbose)
+    setup_logging(folder / "node.log", verbose=verbose)
     if threads:
         torch.set_num_threads(threads)
     account = load_keystore(folder / config.keystore, read_passphrase(folder / config.keystore))

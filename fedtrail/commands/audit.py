@@ -8,22 +8,11 @@ from typing import Any
 
 import click
 
-from fedtrail.cli_common import ledger_options, open_ledger
+from fedtrail.cli_common import ledger_options, open_ledger, store_option
 from fedtrail.errors import ConfigError
 from fedtrail.ledger import WEIGHT_SCALE, Ledger, checksum
 from fedtrail.output import emit, format_option, reason_label
 from fedtrail.store import ContentStore, open_store
-
-
-def store_option(func: Any) -> Any:
-    return click.option(
-        "--store",
-        "store_location",
-        envvar="FEDTRAIL_STORE",
-        default="http://127.0.0.1:5001",
-        show_default=True,
-        help="IPFS RPC API or local:/path (env FEDTRAIL_STORE).",
-    )(func)
 
 
 @click.group()

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from fedtrail.chain import connect, funded_accounts
+from fedtrail.cli_common import aggregation_options
 from fedtrail.codec import Compression
 from fedtrail.errors import ConfigError
 from fedtrail.faults import SiteFault
@@ -218,27 +219,9 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     default="sign_flip",
     show_default=True,
 )
-@click.option(
-    "--rule",
-    type=click.Choice(["weighted", "median", "trimmed_mean", "krum", "norm_clip"]),
-    default="weighted",
-    show_default=True,
-)
-@click.option(
-    "--valuation",
-    type=click.Choice(["shapley", "mc_shapley", "loo"]),
-    default="shapley",
-    show_default=True,
-)
+@aggregation_options
 @click.option(
     "--compression", type=click.Choice(["none", "topk8"]), default="none", show_default=True
-)
-@click.option(
-    "--metric",
-    type=click.Choice(["loss", "auc"]),
-    default="loss",
-    show_default=True,
-    help="Validation utility of the Shapley valuation.",
 )
 @click.option(
     "--alpha",

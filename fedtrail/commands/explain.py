@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from fedtrail.cli_common import ledger_options, open_ledger
+from fedtrail.cli_common import ledger_options, open_ledger, store_option
 from fedtrail.codec import decode_model
 from fedtrail.datasets import ImageDataset, load_bundled, load_image_folder, load_medmnist_npz
 from fedtrail.errors import ConfigError
@@ -57,13 +57,7 @@ def _images(images: Path | None, validation: str, per_class: int) -> ImageDatase
 @click.option("--per-class", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--limit", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option(
-    "--store",
-    "store_location",
-    envvar="FEDTRAIL_STORE",
-    default="http://127.0.0.1:5001",
-    show_default=True,
-)
+@store_option
 @ledger_options
 @format_option()
 def explain(

@@ -28,7 +28,7 @@ from aggregator.service import AggregatorService, AggregatorSettings  # noqa: E4
 from fedtrail.chain import connect, dev_account, fund  # noqa: E402
 from fedtrail.codec import decode_model, encode_update  # noqa: E402
 from fedtrail.datasets import load_bundled  # noqa: E402
-from fedtrail.ledger import Ledger  # noqa: E402
+from fedtrail.ledger import Ledger, Phase  # noqa: E402
 from fedtrail.models import ModelSpec  # noqa: E402
 from fedtrail.store import IpfsStore  # noqa: E402
 from node.trainer import TrainConfig, train_local  # noqa: E402
@@ -73,7 +73,11 @@ def one_scale(rpc: str, api: str, n_sites: int) -> dict[str, float | int]:
     global_state, _ = decode_model(store.get(info.start_cid, info.start_sha256), spec=spec)
     base = train_local(
         global_state,
-        splits.train.subset(torch.arange(200).numpy()),
+        splits.train.subset(
+            torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[
+                :400
+            ].numpy()
+        ),
         spec=spec,
         config=TrainConfig(epochs=1, seed=0),
     ).delta
@@ -91,6 +95,8 @@ def one_scale(rpc: str, api: str, n_sites: int) -> dict[str, float | int]:
     tv = time.perf_counter()
     service.step()  # value
     t_value = time.perf_counter() - tv
+    if ledger.get_round(r).phase != Phase.VALUED:
+        raise SystemExit(f"round {r} was not valued: the synthetic updates scored 0")
     tf = time.perf_counter()
     service.step()  # finalize
     t_final = time.perf_counter() - tf

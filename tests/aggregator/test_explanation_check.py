@@ -3,11 +3,9 @@ burned-in corner tag is flagged EXPLANATION_SHIFT and scored 0; honest sites are
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from aggregator.service import AggregatorService, AggregatorSettings
 from aggregator.valuation.base import Reason
@@ -21,13 +19,7 @@ from node.daemon import SiteNode
 from node.trainer import TrainConfig
 from tests.fixtures.chain import ChainEnv
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.slow

@@ -8,11 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from eth_account.signers.local import LocalAccount
 
 from aggregator.service import AggregatorService, AggregatorSettings
@@ -29,15 +27,9 @@ from node.daemon import SiteNode
 from node.trainer import TrainConfig
 from tests.fixtures.chain import ChainEnv
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FEDTRAIL = Path(sys.executable).parent / "fedtrail"
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _nodes(

@@ -6,12 +6,10 @@ the raw event logs."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from click.testing import CliRunner
 from eth_abi.abi import decode as abi_decode
 from eth_utils.crypto import keccak
@@ -29,13 +27,7 @@ from node.config import NodeConfig
 from node.daemon import SiteNode
 from node.trainer import TrainConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def federation(

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from fedtrail.chain import block_timestamp
 from fedtrail.codec import decode_update, encode_model
@@ -23,15 +21,9 @@ from node.daemon import RESIDUAL_NAME, NodeNotRegistered, NodeState, SiteNode
 from node.trainer import TrainConfig
 from tests.fixtures.chain import ChainEnv
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SPEC = ModelSpec()
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class World:
