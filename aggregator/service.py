@@ -30,7 +30,7 @@ from eth_account.signers.local import LocalAccount
 
 from aggregator.aggregate import AggregationRule, aggregate, apply_delta
 from aggregator.valuation.base import Candidate, Reason, ValuationContext
-from aggregator.valuation.combine import SiteValuation, value_round
+from aggregator.valuation.combine import SiteValuation, any_positive, value_round
 from aggregator.valuation.explanation import ExplanationScorer
 from aggregator.weights import WEIGHT_SCALE
 from fedtrail import explanation_log
@@ -256,7 +256,23 @@ class AggregatorService:
         )
         if self.settings.explanation_check:
             ctx = replace(ctx, candidates=self._explanation_scorer().flag(ctx))
-        return value_round(ctx, method=self.settings.valuation)  # type: ignore[arg-type]
+        method = self.settings.valuation
+        valuations = value_round(ctx, method=method)  # type: ignore[arg-type]
+        if any_positive(valuations):
+            return valuations
+        # Early in training every update can raise the validation loss (the models rank well but
+        # are not calibrated yet). Rather than stall the federation, fall back to the data-free
+        # screening (cosine to the median update) and say so in every site's explanation.
+        fallback = value_round(replace(ctx, validation=None), method=method)  # type: ignore[arg-type]
+        if not any_positive(fallback):
+            return valuations
+        log.warning(
+            "round %d: no update improved the validation %s; data-free fallback",
+            round_id,
+            self.settings.metric,
+        )
+        note = f"no update improved the validation {self.settings.metric}, data-free fallback; "
+        return [replace(v, detail=note + v.detail) for v in fallback]
 
     def _explanation_scorer(self) -> ExplanationScorer:
         n = min(32, len(self.validation))

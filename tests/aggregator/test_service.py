@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from eth_account.signers.local import LocalAccount
 
 from aggregator.service import AggregatorService, AggregatorSettings
@@ -182,3 +183,51 @@ def test_crash_between_valuation_and_finalize_resumes_once(
     assert len(ledger.events("RoundFinalized", argument_filters={"round": r})) == 1
     assert ledger.current_round() == r  # --rounds 1: no new round opened after the last
     assert all(a.passed for a in verify_all(ledger, store))
+
+
+def test_round_falls_back_to_data_free_scores_when_no_update_lowers_the_loss(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """Early, under-trained updates rank well but raise the validation loss; the round must
+    still close (scored by the data-free screening), not stall until it is cancelled."""
+    import hashlib as _h
+
+    from fedtrail.codec import decode_model, encode_update
+    from fedtrail.models import ModelSpec
+    from node.trainer import train_local
+
+    ledger = embedded.deploy()
+    store = LocalStore(tmp_path / "store")
+    splits = load_bundled()
+    for i, acct in enumerate(embedded.sites[:3]):
+        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}")
+    service = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=embedded.aggregator,
+        validation=splits.val,
+        settings=AggregatorSettings(metric="loss", explain_method=None),
+        folder=tmp_path / "agg",
+    )
+    r = service.open_next()
+    info = ledger.get_round(r)
+    spec = ModelSpec()
+    start, _ = decode_model(store.get(info.start_cid, info.start_sha256), spec=spec)
+    idx = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[:400]
+    base = train_local(
+        start, splits.train.subset(idx.numpy()), spec=spec, config=TrainConfig(epochs=1, seed=0)
+    ).delta
+    gen = torch.Generator().manual_seed(1)
+    for acct in embedded.sites[:3]:
+        delta = {
+            k: v + 0.01 * v.std() * torch.randn(v.shape, generator=gen) for k, v in base.items()
+        }
+        blob = encode_update(delta, spec=spec, round=r).blob
+        ledger.submit_update(acct, r, store.put(blob), _h.sha256(blob).hexdigest(), 100)
+    service.step()
+    assert ledger.get_round(r).phase == Phase.VALUED
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    assert all(v["score"] > 0 for v in outcome.valuations)
+    assert all("data-free fallback" in v["explanation"] for v in outcome.valuations)
+    assert outcome.metrics["after"]["loss"] > outcome.metrics["before"]["loss"]
