@@ -20,18 +20,17 @@ import logging
 import os
 import signal
 import threading
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from eth_account.signers.local import LocalAccount
 
 from aggregator.aggregate import AggregationRule, aggregate, apply_delta
-from aggregator.valuation.base import Candidate, Reason, ValuationContext
-from aggregator.valuation.combine import SiteValuation, any_positive, value_round
-from aggregator.valuation.explanation import ExplanationScorer
+from aggregator.valuation.base import Candidate, Reason
+from aggregator.valuation.combine import SiteValuation
+from aggregator.valuation.round import score_round
 from aggregator.weights import WEIGHT_SCALE
 from fedtrail import explanation_log
 from fedtrail.chain import block_timestamp
@@ -53,7 +52,6 @@ from fedtrail.ledger import Ledger, Phase, Submission, Valuation
 from fedtrail.metrics import Metrics, evaluate
 from fedtrail.model_explanations import explain_model, probe_set
 from fedtrail.models import ModelSpec, initial_model
-from fedtrail.shortcuts import add_marker
 from fedtrail.store import ContentStore
 
 log = logging.getLogger("fedtrail.aggregator")
@@ -246,38 +244,16 @@ class AggregatorService:
         pairs: list[tuple[Submission, Candidate]],
     ) -> list[SiteValuation]:
         """Deterministic for a given round: the same inputs give the same scores."""
-        ctx = ValuationContext(
+        return score_round(
             global_state=global_state,
             spec=self.spec,
             candidates=[c for _, c in pairs],
             validation=self.validation,
-            metric=self.settings.metric,  # type: ignore[arg-type]
+            method=self.settings.valuation,
+            metric=self.settings.metric,
             seed=self.settings.seed + round_id,
+            explanation_check=self.settings.explanation_check,
         )
-        if self.settings.explanation_check:
-            ctx = replace(ctx, candidates=self._explanation_scorer().flag(ctx))
-        method = self.settings.valuation
-        valuations = value_round(ctx, method=method)  # type: ignore[arg-type]
-        if any_positive(valuations):
-            return valuations
-        # Early in training every update can raise the validation loss (the models rank well but
-        # are not calibrated yet). Rather than stall the federation, fall back to the data-free
-        # screening (cosine to the median update) and say so in every site's explanation.
-        fallback = value_round(replace(ctx, validation=None), method=method)  # type: ignore[arg-type]
-        if not any_positive(fallback):
-            return valuations
-        log.warning(
-            "round %d: no update improved the validation %s; data-free fallback",
-            round_id,
-            self.settings.metric,
-        )
-        note = f"no update improved the validation {self.settings.metric}, data-free fallback; "
-        return [replace(v, detail=note + v.detail) for v in fallback]
-
-    def _explanation_scorer(self) -> ExplanationScorer:
-        n = min(32, len(self.validation))
-        tagged = add_marker(self.validation.subset(np.arange(n)), label=None)
-        return ExplanationScorer(tagged)
 
     def _valuation_path(self, round_id: int) -> Path:
         return self.folder / f"valuation-{round_id}.json"
@@ -435,7 +411,12 @@ class AggregatorService:
             "start_model": {"cid": start_cid, "sha256": start_sha},
             "settings": {
                 "aggregation_rule": asdict(rule),
-                "valuation": {"method": self.settings.valuation, "metric": self.settings.metric},
+                "valuation": {
+                    "method": self.settings.valuation,
+                    "metric": self.settings.metric,
+                    "seed": self.settings.seed + round_id,
+                    "explanation_check": self.settings.explanation_check,
+                },
                 "model_spec": asdict(self.spec),
                 "spec_hash": self.spec.spec_hash(),
                 "seed": self.settings.seed,

@@ -10,7 +10,6 @@ checks that the explanation log agrees with the chain.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,10 @@ from fedtrail.errors import ConfigError, FedtrailError, HashMismatch, InvalidUpd
 from fedtrail.ledger import Ledger, Phase, RoundInfo, Submission
 from fedtrail.models import ModelSpec
 from fedtrail.store import ContentStore
+
+# Scores are recomputed from floating-point model evaluations, whose last bits depend on the CPU
+# and thread count; weights and global models are compared exactly, scores within this (1e-3).
+SCORE_TOLERANCE = 1_000
 
 # Reason codes (aggregator.valuation.base.Reason) for updates that could not be read at valuation.
 UNUSABLE_REASONS = frozenset({Reason.TAMPERED, Reason.MALFORMED})
@@ -92,8 +95,7 @@ def verify_round(
     round_id: int,
     *,
     validation: ImageDataset | None = None,
-    rescore: Callable[[dict[str, Any], dict[str, torch.Tensor], list[Any]], dict[str, int]]
-    | None = None,
+    score_tolerance: int = SCORE_TOLERANCE,
 ) -> RoundAudit:
     """Every check of one round. A round that is not finalized is reported, not failed."""
     audit = RoundAudit(round_id)
@@ -141,10 +143,12 @@ def verify_round(
         start_blob, why = _fetch(store, info.start_cid, info.start_sha256)
     audit.add("start_model.hash", start_blob is not None, why or info.start_cid)
     deltas: dict[str, dict[str, torch.Tensor]] = {}
+    unusable: dict[str, Reason] = {}
     for sub in subs:
         with _Timer(audit, "fetch"):
             blob, why = _fetch(store, sub.cid, sub.sha256)
         if blob is None:
+            unusable[sub.site] = Reason.TAMPERED if "sha256" in why else Reason.MALFORMED
             # Acceptable only for an update the aggregator itself found unusable and excluded.
             excluded = sub.weight == 0 and sub.reason in UNUSABLE_REASONS
             audit.add(
@@ -163,6 +167,7 @@ def verify_round(
                 deltas[sub.site], _ = decode_update(blob, spec=spec, expected_round=round_id)
             audit.add(f"update.{sub.site[:10]}", True, f"{sub.cid} hash ok, decodes")
         except InvalidUpdate as exc:
+            unusable[sub.site] = Reason.MALFORMED
             excluded = sub.weight == 0 and sub.reason in UNUSABLE_REASONS
             audit.add(f"update.{sub.site[:10]}", excluded, f"malformed: {exc.reason}")
 
@@ -193,19 +198,81 @@ def verify_round(
         gblob, why = _fetch(store, info.global_cid, info.global_sha256)
     audit.add("global.hash", gblob is not None, why or f"{info.global_cid} matches")
 
-    if validation is not None and rescore is not None and doc is not None and start_blob:
-        start, _ = decode_model(start_blob, spec=spec)
+    if validation is not None and doc is not None and start_blob is not None:
         with _Timer(audit, "rescore"):
-            scores = rescore(doc, start, [(s, deltas.get(s.site)) for s in subs])
-        same = all(scores.get(s.site) == s.score for s in subs)
+            _check_scores(
+                audit,
+                doc,
+                spec,
+                decode_model(start_blob, spec=spec)[0],
+                subs,
+                deltas,
+                unusable,
+                validation,
+                score_tolerance,
+            )
+    return audit
+
+
+def _check_scores(
+    audit: RoundAudit,
+    doc: dict[str, Any],
+    spec: ModelSpec,
+    start: dict[str, torch.Tensor],
+    subs: list[Submission],
+    deltas: dict[str, dict[str, torch.Tensor]],
+    unusable: dict[str, Reason],
+    validation: ImageDataset,
+    tolerance: int,
+) -> None:
+    """Re-runs the aggregator's valuation with the settings its log names."""
+    from aggregator.valuation.base import Candidate
+    from aggregator.valuation.round import score_round
+
+    settings = doc["settings"]["valuation"]
+    if validation.content_sha256() != doc["validation"]["sha256"]:
         audit.add(
             "scores.recomputed",
-            same,
-            "scores recomputed from the validation set equal the chain's"
-            if same
-            else f"recomputed {scores} != chain { ({s.site: s.score for s in subs}) }",
+            False,
+            "the given validation set is not the one the aggregator used (sha256 differs)",
         )
-    return audit
+        return
+    candidates = [
+        Candidate(
+            site=s.site,
+            num_samples=s.num_samples,
+            delta=deltas.get(s.site),
+            status=unusable.get(s.site, Reason.OK),
+        )
+        for s in subs
+    ]
+    try:
+        recomputed = score_round(
+            global_state=start,
+            spec=spec,
+            candidates=candidates,
+            validation=validation,
+            method=settings["method"],
+            metric=settings["metric"],
+            seed=int(settings.get("seed", doc["settings"]["seed"] + doc["round"])),
+            explanation_check=bool(settings.get("explanation_check", False)),
+        )
+    except (FedtrailError, KeyError, TypeError, ValueError) as exc:
+        audit.add("scores.recomputed", False, f"cannot re-run the valuation: {exc}")
+        return
+    by_site = {v.site: v for v in recomputed}
+    diffs = [abs(by_site[s.site].score - s.score) for s in subs]
+    reasons_equal = all(int(by_site[s.site].reason) == s.reason for s in subs)
+    worst = max(diffs, default=0)
+    passed = reasons_equal and worst <= tolerance
+    audit.add(
+        "scores.recomputed",
+        passed,
+        f"re-ran {settings['method']} on the {settings['metric']}: reasons "
+        + ("equal" if reasons_equal else "DIFFER")
+        + f", largest score difference {worst} (tolerance {tolerance}: floating-point "
+        "evaluation may differ in the last bits across machines)",
+    )
 
 
 def _spec_from(doc: dict[str, Any] | None) -> ModelSpec:

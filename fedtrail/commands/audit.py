@@ -215,6 +215,12 @@ def log_cmd(
 @store_option
 @click.option("--round", "round_id", type=int, default=None, help="Verify one round.")
 @click.option("--all", "all_rounds", is_flag=True, help="Verify every round (the default).")
+@click.option(
+    "--validation",
+    default=None,
+    help="Also re-run the valuation on this validation set ('bundled' or a MedMNIST .npz) "
+    "and compare the scores; it must be the set the aggregator used (its hash is in the log).",
+)
 @format_option("table", "json", "csv")
 def verify(
     rpc_url: str,
@@ -223,16 +229,24 @@ def verify(
     store_location: str,
     round_id: int | None,
     all_rounds: bool,
+    validation: str | None,
     fmt: str,
 ) -> None:
     """Recompute every weight and global model; exit 0 only when every check passes."""
     from fedtrail.audit import verify_all, verify_round
+    from fedtrail.datasets import load_bundled, load_medmnist_npz
 
     if round_id is not None and all_rounds:
         raise click.UsageError("give --round N or --all, not both")
     ledger = _open(rpc_url, deployment_path, contract)
     store: ContentStore = open_store(store_location)
-    audits = [verify_round(ledger, store, round_id)] if round_id else verify_all(ledger, store)
+    val = None
+    if validation is not None:
+        val = load_bundled().val if validation == "bundled" else load_medmnist_npz(validation).val
+    if round_id:
+        audits = [verify_round(ledger, store, round_id, validation=val)]
+    else:
+        audits = verify_all(ledger, store, validation=val)
     rows = [
         {"round": c.round, "check": c.name, "result": c.status, "detail": c.detail}
         for a in audits

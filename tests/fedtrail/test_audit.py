@@ -90,6 +90,18 @@ def test_verify_passes_on_an_honest_federation(embedded_fed: Any) -> None:
     assert {"log.hash", "log.schema", "log.agrees", "weights", "global.recomputed"} <= names
 
 
+def test_verify_recomputes_the_scores_from_the_same_validation_set(embedded_fed: Any) -> None:
+    ledger, store, _ = embedded_fed
+    audit = verify_round(ledger, store, 1, validation=load_bundled().val)
+    check = next(c for c in audit.checks if c.name == "scores.recomputed")
+    assert check.passed, check.detail
+    assert "largest score difference 0" in check.detail  # same machine, same threads: exact
+    other = load_bundled().test
+    audit = verify_round(ledger, store, 1, validation=other)
+    check = next(c for c in audit.checks if c.name == "scores.recomputed")
+    assert not check.passed and "not the one the aggregator used" in check.detail
+
+
 def test_verify_fails_when_a_stored_update_was_altered(embedded_fed: Any) -> None:
     ledger, store, _ = embedded_fed
     sub = next(s for s in ledger.get_submissions(1) if s.weight > 0)
@@ -184,11 +196,14 @@ def test_verify_cli_passes_on_anvil_and_ipfs(anvil_fed: Any, anvil_url: str) -> 
             f"ipfs:{api}",
             "--format",
             "json",
+            "--validation",
+            "bundled",
         ],
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["passed"] is True and {c["round"] for c in doc["checks"]} == {1, 2}
+    assert sum(c["check"] == "scores.recomputed" for c in doc["checks"]) == 2
     for sub in ("rounds", "log 1", "site " + dev_account(5).address):
         r = CliRunner().invoke(
             cli,
