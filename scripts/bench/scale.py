@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from aggregator.service import AggregatorService, AggregatorSettings  # noqa: E402
+from fedtrail.audit import verify_round  # noqa: E402
 from fedtrail.chain import connect, dev_account, fund  # noqa: E402
 from fedtrail.codec import decode_model, encode_update  # noqa: E402
 from fedtrail.datasets import load_bundled  # noqa: E402
@@ -100,6 +101,11 @@ def one_scale(rpc: str, api: str, n_sites: int) -> dict[str, float | int]:
     tf = time.perf_counter()
     service.step()  # finalize
     t_final = time.perf_counter() - tf
+    ta = time.perf_counter()
+    audit = verify_round(ledger, store, r)
+    t_audit = time.perf_counter() - ta
+    if not audit.passed:
+        raise SystemExit(f"verify failed: {[c for c in audit.checks if not c.passed]}")
     wall = t_sites + t_value + t_final
     return {
         "sites": n_sites,
@@ -109,6 +115,10 @@ def one_scale(rpc: str, api: str, n_sites: int) -> dict[str, float | int]:
         "seconds_valuation_step": round(t_value, 2),
         "seconds_finalize_step": round(t_final, 2),
         "seconds_round_outside_training": round(wall, 2),
+        "seconds_verify_round": round(t_audit, 2),
+        "verify_share_fetch_and_hash": round(audit.seconds.get("fetch", 0.0) / t_audit, 2),
+        "verify_share_decode": round(audit.seconds.get("decode", 0.0) / t_audit, 2),
+        "verify_share_recompute": round(audit.seconds.get("recompute", 0.0) / t_audit, 2),
     }
 
 
@@ -127,14 +137,17 @@ def main() -> int:
     print(
         "\n| sites | gas per round | s/round outside training | sites: encode+put+submit"
         " (s, total / per site) | valuation step (s) | aggregate+finalize step (s) |"
+        " audit verify of the round (s; fetch+hash / decode / recompute share) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['sites']} | {r['gas_round']:,} | {r['seconds_round_outside_training']} | "
             f"{r['seconds_sites_total']} / {r['seconds_per_site']} | "
             f"{r['seconds_valuation_step']} | "
-            f"{r['seconds_finalize_step']} |"
+            f"{r['seconds_finalize_step']} | {r['seconds_verify_round']} "
+            f"({r['verify_share_fetch_and_hash']:.0%} / {r['verify_share_decode']:.0%} / "
+            f"{r['verify_share_recompute']:.0%}) |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
