@@ -130,6 +130,7 @@ class AggregatorService:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.stop_event = stop_event or threading.Event()
         self._names: dict[str, str] = {}
+        self._fetched: dict[int, dict[tuple[str, str], tuple[Reason, str, Any]]] = {}
 
     # ---------------------------------------------------------------- helpers
 
@@ -185,21 +186,18 @@ class AggregatorService:
         return info.submission_count >= self.ledger.active_site_count() > 0
 
     def candidates(self, round_id: int) -> list[tuple[Submission, Candidate]]:
-        """Every submission with its decoded delta, or the reason it cannot be used."""
+        """Every submission with its decoded delta, or the reason it cannot be used.
+
+        Fetched and decoded once per round and process (valuation and finalize both need them);
+        after a restart they are fetched again and verified against the chain as before.
+        """
+        cache = self._fetched.setdefault(round_id, {})
         out = []
         for sub in self.ledger.get_submissions(round_id):
-            status, detail, delta = Reason.OK, "", None
-            try:
-                blob = self.store.get(sub.cid, sub.sha256)
-                delta, _ = decode_update(blob, spec=self.spec, expected_round=round_id)
-            except HashMismatch as exc:
-                status, detail = Reason.TAMPERED, str(exc)
-            except (InvalidUpdate, InvalidCid, ContentTooLarge) as exc:
-                status, detail = Reason.MALFORMED, str(exc)
-            except ContentNotFound as exc:
-                status, detail = Reason.MALFORMED, f"update not retrievable: {exc}"
-            if status != Reason.OK:
-                log.warning("round %d: %s's update unusable: %s", round_id, sub.site, detail)
+            key = (sub.site, sub.sha256)
+            if key not in cache:
+                cache[key] = self._fetch_update(round_id, sub)
+            status, detail, delta = cache[key]
             out.append(
                 (
                     sub,
@@ -212,7 +210,25 @@ class AggregatorService:
                     ),
                 )
             )
+        for old in [r for r in self._fetched if r < round_id]:
+            del self._fetched[old]
         return out
+
+    def _fetch_update(
+        self, round_id: int, sub: Submission
+    ) -> tuple[Reason, str, dict[str, torch.Tensor] | None]:
+        try:
+            blob = self.store.get(sub.cid, sub.sha256)
+            delta, _ = decode_update(blob, spec=self.spec, expected_round=round_id)
+            return Reason.OK, "", delta
+        except HashMismatch as exc:
+            status, detail = Reason.TAMPERED, str(exc)
+        except (InvalidUpdate, InvalidCid, ContentTooLarge) as exc:
+            status, detail = Reason.MALFORMED, str(exc)
+        except ContentNotFound as exc:
+            status, detail = Reason.MALFORMED, f"update not retrievable: {exc}"
+        log.warning("round %d: %s's update unusable: %s", round_id, sub.site, detail)
+        return status, detail, None
 
     def value(self, round_id: int) -> list[SiteValuation] | None:
         """Scores the round and records the valuation; None when no update is usable."""
