@@ -43,12 +43,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _sim
 import torch
-from _sim import METHODS, ONCHAIN_NOTE, ROOT, Method, SimConfig, SimResult, mean_std
+from _sim import (
+    METHODS,
+    ONCHAIN_NOTE,
+    ROOT,
+    Method,
+    RoundRecord,
+    SimConfig,
+    SimResult,
+    mean_std,
+)
 
 from fedtrail.datasets import load_bundled
 from fedtrail.faults import SiteFault
 
 LOCAL_HONEST = "local_honest"
+DEGENERATE_ACCURACY = 0.55
 ROW_LABELS: dict[str, str] = {
     "local": "local only (mean over all sites)",
     LOCAL_HONEST: "local only (mean over honest sites)",
@@ -233,68 +243,32 @@ def _all_reasons(runs: Sequence[SimResult]) -> dict[str, int]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--seeds", default="5", help="a count N (seeds 0..N-1) or a list 0,3,7-9")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
-    parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet label-skew alpha")
-    parser.add_argument("--scenarios", default="a,b,c")
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument(
-        "--valuation",
-        choices=("shapley", "mc_shapley", "loo"),
-        default="shapley",
-        help="validation scorer of the valuation method (shapley: exact up to 10 sites)",
-    )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "accuracy.json")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 2 rounds")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.seeds, args.rounds = "1", 2
-    torch.set_num_threads(args.threads)
-    seeds = _parse_seeds(args.seeds)
-    scenario_keys = [k.strip() for k in args.scenarios.split(",") if k.strip()]
-    methods: list[Method] = []
-    for m in args.methods.split(","):
-        if m not in METHODS:
-            parser.error(f"unknown method {m!r}; known: {', '.join(METHODS)}")
-        methods.append(m)
-    for k in scenario_keys:
-        if k not in SCENARIOS:
-            parser.error(f"unknown scenario {k!r}; known: {', '.join(SCENARIOS)}")
+def _degenerate(runs: Sequence[SimResult], methods: Sequence[str]) -> dict[str, int]:
+    """Per method, the seeds whose final model predicts (almost) one class for every test image
+    (test accuracy below 0.55 on the balanced test split: F1 then sits near 0 or 0.667)."""
+    out: dict[str, int] = {}
+    for m in methods:
+        out[m] = sum(
+            1
+            for r in runs
+            if r.method == m and not r.test.get("accuracy", 0.0) >= DEGENERATE_ACCURACY
+        )
+    return out
 
-    started = time.perf_counter()
-    splits = load_bundled()
 
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - started:7.1f}s] {msg}", file=sys.stderr, flush=True)
+def _result_from_dict(doc: dict[str, Any]) -> SimResult:
+    d = dict(doc)
+    d["rounds"] = [RoundRecord(**x) for x in d["rounds"]]
+    return SimResult(**d)
 
-    log(ONCHAIN_NOTE)
-    results: dict[str, list[SimResult]] = {}
-    for key in scenario_keys:
-        sc = SCENARIOS[key]
-        results[key] = []
-        for seed in seeds:
-            config = SimConfig(
-                sites=sc.sites,
-                rounds=args.rounds,
-                epochs=args.epochs,
-                alpha=args.alpha,
-                seed=seed,
-                faults=sc.faults(seed),
-                valuation=args.valuation,
-            )
-            for method in methods:
-                res = _sim.run_method(method, config, splits)
-                results[key].append(res)
-                log(
-                    f"{sc.title} seed {seed} {method}: test AUC {res.test['auc']:.4f} "
-                    f"F1 {res.test['f1']:.4f} ({res.seconds:.1f}s)"
-                )
-    wall = time.perf_counter() - started
 
+def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[str, Any]:
+    """Print the tables and the claims of a run; return the claims (for the JSON)."""
+    settings = doc["settings"]
+    seeds: list[int] = settings["seeds"]
+    methods: list[str] = settings["methods"]
+    scenario_keys = list(results)
+    wall: float = doc["wall_seconds"]
     summaries = {k: _summary(v) for k, v in results.items()}
     rows = [m for m in methods if m != "local"]
     if "local" in methods:
@@ -304,8 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(ONCHAIN_NOTE)
     print(
         f"\nAccuracy on the bundled test split (468 images): mean ± std over {len(seeds)} "
-        f"seed(s) {seeds}; {args.rounds} rounds x {args.epochs} local epoch(s), Dirichlet "
-        f"alpha {args.alpha}; wall {wall:.0f} s\n"
+        f"seed(s) {seeds}; {settings['rounds']} rounds x {settings['epochs']} local epoch(s), "
+        f"Dirichlet alpha {settings['alpha']}; wall {wall:.0f} s\n"
     )
     head = f"{'method':44}" + "".join(
         f"{SCENARIOS[k].title[:3] + ' AUC':>22}{SCENARIOS[k].title[:3] + ' F1':>22}"
@@ -380,7 +354,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{SCENARIOS[k].title}: valuation scorer run per round {used}, "
                 f"{mean_std(secs)[0]:.1f} s per round"
             )
-    print("\nThe seed review's claims against these numbers (paired per seed):")
+    for k in scenario_keys:
+        deg = _degenerate(results[k], [m for m in methods if m != "local"])
+        claims[f"{k}_degenerate_final_models"] = deg
+        lines.append(
+            f"{SCENARIOS[k].title}: final models predicting (almost) one class (test accuracy "
+            f"< {DEGENERATE_ACCURACY}), per method over {len(seeds)} seeds: "
+            + ", ".join(f"{m} {n}" for m, n in deg.items())
+        )
+    print("\nThe seed review's claims and other findings (differences paired per seed):")
     for line in lines:
         print(f"  {line}")
 
@@ -388,7 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n#### Accuracy (Markdown)\n")
     print(
         f"Test ROC AUC and F1 on the bundled test split, mean ± std over {len(seeds)} seeds; "
-        f"{args.rounds} rounds x {args.epochs} local epoch(s), Dirichlet alpha {args.alpha}. "
+        f"{settings['rounds']} rounds x {settings['epochs']} local epoch(s), Dirichlet alpha "
+        f"{settings['alpha']}. "
         "(a) clean non-IID, 5 sites; (b) 2 of 5 sites with 40% label noise; (c) 2 of 10 sites "
         "poisoning (one sign flip, one x10 scaling).\n"
     )
@@ -411,15 +394,99 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     for line in lines:
         print(f"- {line}")
+    command = " ".join([".venv/bin/python scripts/bench/accuracy.py", *doc.get("argv", [])])
     print(
-        f"\nCommand: `.venv/bin/python scripts/bench/accuracy.py {' '.join(sys.argv[1:])}`"
-        f" — wall {wall / 60:.1f} min on {os.cpu_count()} CPU cores, 1 torch thread."
+        f"\nCommand: `{command}` — wall {wall / 60:.1f} min on "
+        f"{doc['environment']['cpus']} CPU cores, {settings['threads']} torch thread(s)."
     )
+    return claims
+
+
+def _render(doc: dict[str, Any]) -> int:
+    if doc.get("benchmark") != "accuracy":
+        raise SystemExit("not an accuracy benchmark JSON")
+    results = {k: [_result_from_dict(r) for r in sc["runs"]] for k, sc in doc["scenarios"].items()}
+    if "argv" not in doc:
+        doc["argv"] = list(doc.get("command", [])[2:])
+    _report(doc, results)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seeds", default="5", help="a count N (seeds 0..N-1) or a list 0,3,7-9")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
+    parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet label-skew alpha")
+    parser.add_argument("--scenarios", default="a,b,c")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--valuation",
+        choices=("shapley", "mc_shapley", "loo"),
+        default="shapley",
+        help="validation scorer of the valuation method (shapley: exact up to 10 sites)",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "accuracy.json")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 2 rounds")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="print the tables of a saved run (its JSON) again, without running anything",
+    )
+    args = parser.parse_args(argv)
+    if args.render:
+        return _render(json.loads(args.render.read_text(encoding="utf-8")))
+    if args.quick:
+        args.seeds, args.rounds = "1", 2
+    torch.set_num_threads(args.threads)
+    seeds = _parse_seeds(args.seeds)
+    scenario_keys = [k.strip() for k in args.scenarios.split(",") if k.strip()]
+    methods: list[Method] = []
+    for m in args.methods.split(","):
+        if m not in METHODS:
+            parser.error(f"unknown method {m!r}; known: {', '.join(METHODS)}")
+        methods.append(m)
+    for k in scenario_keys:
+        if k not in SCENARIOS:
+            parser.error(f"unknown scenario {k!r}; known: {', '.join(SCENARIOS)}")
+
+    started = time.perf_counter()
+    splits = load_bundled()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    log(ONCHAIN_NOTE)
+    results: dict[str, list[SimResult]] = {}
+    for key in scenario_keys:
+        sc = SCENARIOS[key]
+        results[key] = []
+        for seed in seeds:
+            config = SimConfig(
+                sites=sc.sites,
+                rounds=args.rounds,
+                epochs=args.epochs,
+                alpha=args.alpha,
+                seed=seed,
+                faults=sc.faults(seed),
+                valuation=args.valuation,
+            )
+            for method in methods:
+                res = _sim.run_method(method, config, splits)
+                results[key].append(res)
+                log(
+                    f"{sc.title} seed {seed} {method}: test AUC {res.test['auc']:.4f} "
+                    f"F1 {res.test['f1']:.4f} ({res.seconds:.1f}s)"
+                )
+    wall = time.perf_counter() - started
 
     doc = {
         "benchmark": "accuracy",
         "note": ONCHAIN_NOTE,
         "command": [sys.executable, *sys.argv],
+        "argv": list(sys.argv[1:]),
         "settings": {
             "seeds": seeds,
             "rounds": args.rounds,
@@ -441,13 +508,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "title": SCENARIOS[k].title,
                 "sites": SCENARIOS[k].sites,
                 "faults": SCENARIOS[k].description,
-                "summary": summaries[k],
+                "summary": _summary(results[k]),
                 "runs": [r.as_dict() for r in results[k]],
             }
             for k in scenario_keys
         },
-        "claims": claims,
     }
+    doc["claims"] = _report(doc, results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1, default=float, allow_nan=True), encoding="utf-8")
     print(f"\nJSON: {args.out}")
