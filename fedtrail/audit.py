@@ -10,6 +10,7 @@ checks that the explanation log agrees with the chain.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,13 +69,9 @@ class _Timer:
         self.audit, self.key = audit, key
 
     def __enter__(self) -> None:
-        import time
-
         self.t = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:
-        import time
-
         self.audit.seconds[self.key] = self.audit.seconds.get(self.key, 0.0) + (
             time.perf_counter() - self.t
         )

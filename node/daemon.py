@@ -303,13 +303,20 @@ class SiteNode:
             record = RoundRecord(round=round_id, phase="submitted", cid=cid, sha256=sha256)
         if record.phase == "submitted" and not self._pending_residual(round_id).exists():
             return record
+        ours = record.sha256 == sha256  # the chain holds the blob whose residual is pending
         record.phase = "submitted"
         record.cid, record.sha256 = cid, sha256
         self.state.rounds[round_id] = record
         self._save()
         pending_res = self._pending_residual(round_id)
-        if pending_res.exists() and record.sha256 == sha256:
-            os.replace(pending_res, self.folder / RESIDUAL_NAME)
+        if pending_res.exists():
+            if ours:
+                os.replace(pending_res, self.folder / RESIDUAL_NAME)
+            else:
+                log.warning(
+                    "round %d: the chain holds another update of ours; residual dropped", round_id
+                )
+                pending_res.unlink()
         self._pending_blob(round_id).unlink(missing_ok=True)
         return record
 
