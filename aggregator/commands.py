@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
 
 import click
 
@@ -19,6 +16,7 @@ from fedtrail.cli_common import (
     open_ledger,
     setup_logging,
     signer_options,
+    stop_on_signals,
     store_option,
 )
 from fedtrail.datasets import load_bundled, load_medmnist_npz
@@ -114,14 +112,7 @@ def run(
         val = load_medmnist_npz(validation).val
     else:
         raise ConfigError(f"validation data {validation} does not exist")
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: stopping after the current step", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals("stopping after the current step")
     settings = AggregatorSettings(
         rule=AggregationRule(name=rule),  # type: ignore[arg-type]
         valuation=valuation,

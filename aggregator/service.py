@@ -48,6 +48,7 @@ from fedtrail.errors import (
     StoreError,
     TransactionFailed,
 )
+from fedtrail.fsutil import atomic_write
 from fedtrail.ledger import Ledger, Phase, Submission, Valuation
 from fedtrail.metrics import Metrics, evaluate
 from fedtrail.model_explanations import explain_model, probe_set
@@ -285,9 +286,7 @@ class AggregatorService:
             }
             for v in valuations
         ]
-        tmp = self._valuation_path(round_id).with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, default=float), encoding="utf-8")
-        os.replace(tmp, self._valuation_path(round_id))
+        atomic_write(self._valuation_path(round_id), json.dumps(doc, default=float).encode())
 
     def _load_valuation(self, round_id: int) -> dict[str, dict[str, Any]]:
         path = self._valuation_path(round_id)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -113,6 +116,19 @@ def setup_logging(logfile: Path, *, verbose: bool = False) -> None:
     for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(logfile)):
         handler.setFormatter(fmt)
         root.addHandler(handler)
+
+
+def stop_on_signals(message: str) -> threading.Event:
+    """An event set by SIGTERM/SIGINT, so a daemon finishes or abandons its step cleanly."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger("fedtrail").info("signal %d: %s", signum, message)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
 
 
 def open_ledger(rpc_url: str, deployment_path: Path, contract: str | None) -> Ledger:

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
 from fedtrail.errors import ConfigError, InvalidUpdate
+from fedtrail.fsutil import atomic_write
 from fedtrail.models import ModelSpec
 
 __all__ = [
@@ -600,17 +600,7 @@ def save_residual(
     blob = _serialize(
         _dense_input(residual, layout, "residual"), _meta("residual", layout, round, Compression())
     )
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, blob)
 
 
 def load_residual(

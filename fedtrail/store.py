@@ -19,7 +19,6 @@ import base64
 import hashlib
 import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -39,6 +38,7 @@ from fedtrail.errors import (
     StoreError,
     StoreUnreachable,
 )
+from fedtrail.fsutil import atomic_write
 
 __all__ = [
     "DEFAULT_API",
@@ -244,16 +244,7 @@ class LocalStore(ContentStore):
         cid = compute_cid(data)
         path = self._blobs / cid
         if not path.exists():
-            fd, tmp = tempfile.mkstemp(dir=self._blobs, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(path, data)
         self.pin(cid)
         return cid
 

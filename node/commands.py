@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -21,6 +18,7 @@ from fedtrail.cli_common import (
     read_passphrase,
     setup_logging,
     signer_options,
+    stop_on_signals,
 )
 from fedtrail.errors import ConfigError
 from fedtrail.keys import FAST_KDF_N, create_keystore, keystore_address, load_keystore
@@ -248,14 +246,7 @@ def run(
     if isinstance(content, IpfsStore):
         content.check()
     train, val = config.data.load(base=folder)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: finishing the current step, then stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals("finishing the current step, then stopping")
     site = SiteNode(
         ledger=ledger,
         store=content,

@@ -40,6 +40,7 @@ from fedtrail.errors import (
     RoundStateError,
     StoreError,
 )
+from fedtrail.fsutil import atomic_write
 from fedtrail.ledger import Ledger, Phase
 from fedtrail.store import ContentStore
 from node.config import NodeConfig
@@ -92,12 +93,7 @@ class NodeState:
 
     def save(self, path: Path) -> None:
         doc = {"rounds": {str(k): asdict(v) for k, v in sorted(self.rounds.items())}}
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(doc, indent=2).encode("utf-8"))
 
 
 def _round_seed(seed: int, round_id: int) -> int:
@@ -229,10 +225,7 @@ class SiteNode:
             residual=residual,
         )
         save_residual(self._pending_residual(round_id), encoded.residual, spec=spec, round=round_id)
-        pending = self._pending_blob(round_id)
-        tmp = pending.with_suffix(".tmp")
-        tmp.write_bytes(encoded.blob)
-        os.replace(tmp, pending)
+        atomic_write(self._pending_blob(round_id), encoded.blob)
         update_cid = self.store.put(encoded.blob)
         self.store.pin(update_cid)
         metrics = result.metrics
