@@ -762,7 +762,7 @@ def _send(
     except Exception as exc:
         raise revert_or(exc, "the transaction would fail") from exc
     chain_id = int(w3.eth.chain_id)
-    key = f"{id(w3)}:{sender}"
+    key = f"{chain_id}:{sender}"  # one lock per account and chain in this process
     tx_hash = None
     for attempt in range(4):
         with _SenderLocks.hold(key):

@@ -490,3 +490,28 @@ def test_full_round_on_every_chain(any_chain: ChainEnv) -> None:
     )
     assert fed.ledger.get_round(r).phase == Phase.FINALIZED
     assert fed.open("g1") == 2
+
+
+@pytest.mark.anvil
+def test_concurrent_senders_with_one_key_never_collide_on_nonces(anvil_url: str) -> None:
+    """Threads (and a second client object) sign with the same key at once: every transaction
+    lands, none is refused for its nonce."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fedtrail.chain import connect, dev_account
+
+    coord = dev_account(0)
+    ledger, _ = Ledger.deploy(connect(anvil_url), coord)
+    other = Ledger(connect(anvil_url), ledger.address)  # a second connection, same process
+    sites = [dev_account(200 + i) for i in range(12)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(
+            pool.map(
+                lambda i: (ledger if i % 2 else other).register_site(
+                    coord, sites[i].address, f"s{i}"
+                ),
+                range(len(sites)),
+            )
+        )
+    assert len({r.tx_hash for r in results}) == len(sites)
+    assert {s.address for s in ledger.get_sites()} == {s.address for s in sites}
