@@ -372,8 +372,8 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
         f"Test ROC AUC and F1 on the bundled test split, mean ± std over {len(seeds)} seeds; "
         f"{settings['rounds']} rounds x {settings['epochs']} local epoch(s), Dirichlet alpha "
         f"{settings['alpha']}. "
-        "(a) clean non-IID, 5 sites; (b) 2 of 5 sites with 40% label noise; (c) 2 of 10 sites "
-        "poisoning (one sign flip, one x10 scaling).\n"
+        + "; ".join(f"{SCENARIOS[k].title}: {SCENARIOS[k].description}" for k in scenario_keys)
+        + ".\n"
     )
     header = "| method | " + " | ".join(
         f"{SCENARIOS[k].title[:3]} AUC | {SCENARIOS[k].title[:3]} F1" for k in scenario_keys
