@@ -13,6 +13,7 @@ from fedtrail.cli_common import (
     aggregation_options,
     ledger_options,
     load_signer,
+    open_checked_store,
     open_ledger,
     setup_logging,
     signer_options,
@@ -21,7 +22,6 @@ from fedtrail.cli_common import (
 )
 from fedtrail.datasets import load_bundled, load_medmnist_npz
 from fedtrail.errors import ConfigError
-from fedtrail.store import IpfsStore, open_store
 
 log = logging.getLogger("fedtrail.aggregator")
 
@@ -72,7 +72,7 @@ def aggregator() -> None:
 )
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 def run(
-    rpc_url: str,
+    rpc_url: str | None,
     deployment_path: Path,
     contract: str | None,
     keystore: Path | None,
@@ -103,9 +103,7 @@ def run(
         raise ConfigError(
             f"{account.address} is not this ledger's aggregator ({ledger.aggregator()})"
         )
-    store = open_store(store_location)
-    if isinstance(store, IpfsStore):
-        store.check()
+    store = open_checked_store(store_location)
     if validation == "bundled":
         val = load_bundled().val
     elif Path(validation).is_file():

@@ -20,6 +20,7 @@ from fedtrail.chain import DEFAULT_RPC_URL, connect, dev_account
 from fedtrail.errors import ConfigError
 from fedtrail.keys import PASSPHRASE_ENV, load_keystore, passphrase_from_env
 from fedtrail.ledger import Deployment, Ledger
+from fedtrail.store import ContentStore, IpfsStore, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,9 +32,9 @@ def rpc_option(func: F) -> F:
     return click.option(
         "--rpc-url",
         envvar="FEDTRAIL_RPC_URL",
-        default=DEFAULT_RPC_URL,
-        show_default=True,
-        help="JSON-RPC endpoint of the chain (env FEDTRAIL_RPC_URL).",
+        default=None,
+        help="JSON-RPC endpoint of the chain (env FEDTRAIL_RPC_URL; default: the deployment "
+        f"file's, else {DEFAULT_RPC_URL}).",
     )(func)
 
 
@@ -60,7 +61,7 @@ def ledger_options(func: F) -> F:
 def signer_options(func: F) -> F:
     func = click.option(
         "--dev-account",
-        type=int,
+        type=click.IntRange(0, 2**31 - 1),
         default=None,
         help="Sign with account N of the public development mnemonic (Anvil/Ganache only).",
     )(func)
@@ -70,6 +71,14 @@ def signer_options(func: F) -> F:
         default=None,
         help=f"Encrypted keystore to sign with; passphrase from ${PASSPHRASE_ENV} or a prompt.",
     )(func)
+
+
+def open_checked_store(location: str) -> ContentStore:
+    """A store that answered: a daemon that is down is reported once, naming the endpoint."""
+    store = open_store(location)
+    if isinstance(store, IpfsStore):
+        store.check()
+    return store
 
 
 def store_option(func: F) -> F:
@@ -131,16 +140,27 @@ def stop_on_signals(message: str) -> threading.Event:
     return stop
 
 
-def open_ledger(rpc_url: str, deployment_path: Path, contract: str | None) -> Ledger:
-    w3 = connect(rpc_url)
+def resolve_rpc(rpc_url: str | None, deployment: Deployment | None = None) -> str:
+    """Flag or env first, then the URL the deployment file recorded, then the default."""
+    if rpc_url:
+        return rpc_url
+    if deployment is not None and deployment.rpc_url:
+        return deployment.rpc_url
+    return DEFAULT_RPC_URL
+
+
+def open_ledger(rpc_url: str | None, deployment_path: Path, contract: str | None) -> Ledger:
     if contract:
-        return Ledger(w3, contract)
+        if not Web3.is_address(contract):
+            raise ConfigError(f"--contract {contract!r} is not an Ethereum address")
+        return Ledger(connect(resolve_rpc(rpc_url)), contract)
     if not deployment_path.exists():
         raise ConfigError(
             f"no ledger given: pass --contract ADDRESS or --deployment FILE "
             f"({deployment_path} does not exist)"
         )
-    return Ledger.at(w3, Deployment.from_file(deployment_path))
+    deployment = Deployment.from_file(deployment_path)
+    return Ledger.at(connect(resolve_rpc(rpc_url, deployment)), deployment)
 
 
 def load_signer(w3: Web3, keystore: Path | None, dev_account_index: int | None) -> LocalAccount:

@@ -234,14 +234,15 @@ class LocalStore(ContentStore):
         self.max_bytes = _limit(max_bytes, None)
         self._blobs = self.root / "blobs"
         self._pins = self.root / "pins"
-        self._blobs.mkdir(parents=True, exist_ok=True)
-        self._pins.mkdir(parents=True, exist_ok=True)
+        # Created on the first put: a reader (an auditor) must not write to disk.
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
 
     def put(self, data: bytes) -> str:
         cid = compute_cid(data)
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._pins.mkdir(parents=True, exist_ok=True)
         path = self._blobs / cid
         if not path.exists():
             atomic_write(path, data)
@@ -269,6 +270,7 @@ class LocalStore(ContentStore):
         key = check_cid(cid)
         if not (self._blobs / key).is_file():
             raise ContentNotFound(f"cannot pin {cid}: no such content in {self.root}")
+        self._pins.mkdir(parents=True, exist_ok=True)
         (self._pins / key).touch()
 
     def has(self, cid: str) -> bool:
@@ -276,6 +278,8 @@ class LocalStore(ContentStore):
 
     def pinned(self) -> list[str]:
         """The pinned CIDs, sorted (for migrating a LocalStore into an IPFS node)."""
+        if not self._pins.is_dir():
+            return []
         return sorted(p.name for p in self._pins.iterdir() if not p.name.startswith("."))
 
 

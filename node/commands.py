@@ -14,8 +14,10 @@ from fedtrail.chain import connect
 from fedtrail.cli_common import (
     ledger_options,
     load_signer,
+    open_checked_store,
     open_ledger,
     read_passphrase,
+    resolve_rpc,
     setup_logging,
     signer_options,
     stop_on_signals,
@@ -24,7 +26,6 @@ from fedtrail.errors import ConfigError
 from fedtrail.keys import FAST_KDF_N, create_keystore, keystore_address, load_keystore
 from fedtrail.ledger import WEIGHT_SCALE, Deployment, Ledger, checksum
 from fedtrail.output import emit, format_option, reason_label
-from fedtrail.store import IpfsStore, open_store
 from node.config import CONFIG_NAME, DataConfig, NodeConfig, load_node_config, write_node_config
 from node.daemon import NodeState, SiteNode
 
@@ -44,7 +45,12 @@ folder_argument = click.argument(
 @node.command()
 @folder_argument
 @click.option("--name", required=True, help="Human-readable site name (e.g. the hospital).")
-@click.option("--rpc-url", default="http://127.0.0.1:8545", show_default=True)
+@click.option(
+    "--rpc-url",
+    envvar="FEDTRAIL_RPC_URL",
+    default=None,
+    help="Default: the deployment file's, else http://127.0.0.1:8545.",
+)
 @click.option("--contract", default=None, help="Ledger address.")
 @click.option(
     "--deployment",
@@ -55,6 +61,7 @@ folder_argument = click.argument(
 )
 @click.option(
     "--store",
+    envvar="FEDTRAIL_STORE",
     default="http://127.0.0.1:5001",
     show_default=True,
     help="IPFS RPC API, or local:/path for the embedded store.",
@@ -75,7 +82,7 @@ folder_argument = click.argument(
 def init(
     folder: Path,
     name: str,
-    rpc_url: str,
+    rpc_url: str | None,
     contract: str | None,
     deployment_path: Path | None,
     store: str,
@@ -89,8 +96,10 @@ def init(
     cfg_path = folder / CONFIG_NAME
     if cfg_path.exists():
         raise ConfigError(f"{cfg_path} exists; this folder is already a node")
-    if deployment_path is not None:
-        contract = Deployment.from_file(deployment_path).address
+    deployment = Deployment.from_file(deployment_path) if deployment_path is not None else None
+    if deployment is not None:
+        contract = deployment.address
+    rpc_url = resolve_rpc(rpc_url, deployment)
     if not contract:
         raise ConfigError("give the ledger: --contract ADDRESS or --deployment FILE")
     contract = checksum(contract)
@@ -146,7 +155,7 @@ def register(
     address: str,
     name: str,
     fund: float,
-    rpc_url: str,
+    rpc_url: str | None,
     deployment_path: Path,
     contract: str | None,
     keystore: Path | None,
@@ -174,10 +183,16 @@ def _load_folder(folder: Path, **overrides: Any) -> tuple[NodeConfig, Ledger]:
 
 @node.command()
 @folder_argument
+@click.option(
+    "--rpc-url",
+    envvar="FEDTRAIL_RPC_URL",
+    default=None,
+    help="Override the config's rpc_url (env FEDTRAIL_RPC_URL).",
+)
 @format_option("table", "json")
-def status(folder: Path, fmt: str) -> None:
+def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
     """This site's rounds, submissions, scores, weights and reputation, from the chain."""
-    config, ledger = _load_folder(folder)
+    config, ledger = _load_folder(folder, rpc_url=rpc_url)
     address = keystore_address(folder / config.keystore)
     site = ledger.get_site(address)
     local = NodeState.load(folder / "state.json")
@@ -222,8 +237,18 @@ def status(folder: Path, fmt: str) -> None:
 @node.command()
 @folder_argument
 @click.option("--once", is_flag=True, help="Take part in one round, then exit.")
-@click.option("--rpc-url", default=None, help="Override the config's rpc_url.")
-@click.option("--store", default=None, help="Override the config's store.")
+@click.option(
+    "--rpc-url",
+    envvar="FEDTRAIL_RPC_URL",
+    default=None,
+    help="Override the config's rpc_url (env FEDTRAIL_RPC_URL).",
+)
+@click.option(
+    "--store",
+    envvar="FEDTRAIL_STORE",
+    default=None,
+    help="Override the config's store (env FEDTRAIL_STORE).",
+)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
 @click.option("-v", "--verbose", is_flag=True)
 def run(
@@ -242,9 +267,7 @@ def run(
     if threads:
         torch.set_num_threads(threads)
     account = load_keystore(folder / config.keystore, read_passphrase(folder / config.keystore))
-    content = open_store(config.store)
-    if isinstance(content, IpfsStore):
-        content.check()
+    content = open_checked_store(config.store)
     train, val = config.data.load(base=folder)
     stop = stop_on_signals("finishing the current step, then stopping")
     site = SiteNode(

@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-from fedtrail.cli_common import ledger_options, open_ledger, store_option
+from fedtrail.cli_common import ledger_options, open_checked_store, open_ledger, store_option
 from fedtrail.errors import ConfigError
 from fedtrail.ledger import WEIGHT_SCALE, Ledger, checksum
 from fedtrail.output import emit, format_option, reason_label
-from fedtrail.store import ContentStore, open_store
+from fedtrail.store import ContentStore
 
 
 @click.group()
@@ -20,7 +20,7 @@ def audit() -> None:
     """Query the ledger and verify every round from public data."""
 
 
-def _open(rpc_url: str, deployment_path: Path, contract: str | None) -> Ledger:
+def _open(rpc_url: str | None, deployment_path: Path, contract: str | None) -> Ledger:
     return open_ledger(rpc_url, deployment_path, contract)
 
 
@@ -43,7 +43,7 @@ def round_rows(ledger: Ledger) -> list[dict[str, Any]]:
 @audit.command()
 @ledger_options
 @format_option("table", "json", "csv")
-def rounds(rpc_url: str, deployment_path: Path, contract: str | None, fmt: str) -> None:
+def rounds(rpc_url: str | None, deployment_path: Path, contract: str | None, fmt: str) -> None:
     """Every round with its phase and model hashes."""
     emit(round_rows(_open(rpc_url, deployment_path, contract)), fmt)
 
@@ -81,7 +81,7 @@ def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
 @ledger_options
 @format_option("table", "json", "csv")
 def round_cmd(
-    round_id: int, rpc_url: str, deployment_path: Path, contract: str | None, fmt: str
+    round_id: int, rpc_url: str | None, deployment_path: Path, contract: str | None, fmt: str
 ) -> None:
     """One round: models, and every update with score, reason and weight."""
     doc = round_doc(_open(rpc_url, deployment_path, contract), round_id)
@@ -118,7 +118,9 @@ def round_cmd(
 @click.argument("address")
 @ledger_options
 @format_option("table", "json", "csv")
-def site(address: str, rpc_url: str, deployment_path: Path, contract: str | None, fmt: str) -> None:
+def site(
+    address: str, rpc_url: str | None, deployment_path: Path, contract: str | None, fmt: str
+) -> None:
     """One site's history: submissions, scores, reasons, weights, reputation over time."""
     ledger = _open(rpc_url, deployment_path, contract)
     address = checksum(address)
@@ -170,7 +172,7 @@ def site(address: str, rpc_url: str, deployment_path: Path, contract: str | None
 @format_option("table", "json")
 def log_cmd(
     round_id: int,
-    rpc_url: str,
+    rpc_url: str | None,
     deployment_path: Path,
     contract: str | None,
     store_location: str,
@@ -183,7 +185,9 @@ def log_cmd(
     info = ledger.get_round(round_id)
     if not info.log_cid:
         raise ConfigError(f"round {round_id} is {info.phase.label}: it has no explanation log yet")
-    doc = explanation_log.from_bytes(open_store(store_location).get(info.log_cid, info.log_sha256))
+    doc = explanation_log.from_bytes(
+        open_checked_store(store_location).get(info.log_cid, info.log_sha256)
+    )
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2))
         return
@@ -223,7 +227,7 @@ def log_cmd(
 )
 @format_option("table", "json", "csv")
 def verify(
-    rpc_url: str,
+    rpc_url: str | None,
     deployment_path: Path,
     contract: str | None,
     store_location: str,
@@ -239,7 +243,7 @@ def verify(
     if round_id is not None and all_rounds:
         raise click.UsageError("give --round N or --all, not both")
     ledger = _open(rpc_url, deployment_path, contract)
-    store: ContentStore = open_store(store_location)
+    store: ContentStore = open_checked_store(store_location)
     val = None
     if validation is not None:
         val = load_bundled().val if validation == "bundled" else load_medmnist_npz(validation).val
@@ -286,7 +290,7 @@ def verify(
 )
 @format_option("table", "json")
 def report(
-    rpc_url: str,
+    rpc_url: str | None,
     deployment_path: Path,
     contract: str | None,
     store_location: str,
@@ -302,7 +306,7 @@ def report(
     from fedtrail.report import DEFAULT_TITLE, write_report
 
     ledger = _open(rpc_url, deployment_path, contract)
-    store: ContentStore = open_store(store_location)
+    store: ContentStore = open_checked_store(store_location)
     audits = verify_all(ledger, store)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if timestamp else None
     path = write_report(

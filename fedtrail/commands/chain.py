@@ -13,6 +13,7 @@ from fedtrail.cli_common import (
     ledger_options,
     load_signer,
     open_ledger,
+    resolve_rpc,
     rpc_option,
     signer_options,
 )
@@ -46,7 +47,7 @@ def chain() -> None:
 )
 @format_option()
 def deploy(
-    rpc_url: str,
+    rpc_url: str | None,
     keystore: Path | None,
     dev_account: int | None,
     aggregator: str | None,
@@ -57,6 +58,7 @@ def deploy(
     """Deploy a new FederationLedger; the signer becomes its coordinator."""
     if out.exists():
         raise ConfigError(f"{out} exists; choose another --out or remove it")
+    rpc_url = resolve_rpc(rpc_url)
     w3 = connect(rpc_url)
     signer = load_signer(w3, keystore, dev_account)
     _, deployment = Ledger.deploy(
@@ -151,7 +153,7 @@ def print_status(doc: dict[str, Any]) -> None:
 )
 @format_option()
 def status(
-    rpc_url: str, deployment_path: Path, contract: str | None, round_id: int | None, fmt: str
+    rpc_url: str | None, deployment_path: Path, contract: str | None, round_id: int | None, fmt: str
 ) -> None:
     """Show the ledger's roles, sites, and a round with its weights."""
     ledger = open_ledger(rpc_url, deployment_path, contract)

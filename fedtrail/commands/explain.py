@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
 import numpy as np
 
-from fedtrail.cli_common import ledger_options, open_ledger, store_option
+from fedtrail.cli_common import ledger_options, open_checked_store, open_ledger, store_option
 from fedtrail.codec import decode_model
 from fedtrail.datasets import ImageDataset, load_bundled, load_image_folder, load_medmnist_npz
 from fedtrail.errors import ConfigError
@@ -15,7 +16,6 @@ from fedtrail.explain import METHODS
 from fedtrail.model_explanations import explain_model, probe_set
 from fedtrail.models import ModelSpec
 from fedtrail.output import emit, format_option
-from fedtrail.store import open_store
 
 
 def _images(images: Path | None, validation: str, per_class: int) -> ImageDataset:
@@ -71,7 +71,7 @@ def explain(
     limit: int,
     out: Path,
     store_location: str,
-    rpc_url: str,
+    rpc_url: str | None,
     deployment_path: Path,
     contract: str | None,
     fmt: str,
@@ -79,6 +79,8 @@ def explain(
     """Heatmap overlays (PNG) of a global model's predictions, with confidence in the caption."""
     if (cid is None) != (sha256 is None):
         raise click.UsageError("--cid and --sha256 go together")
+    if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256.removeprefix("0x")):
+        raise click.UsageError("--sha256 must be 64 hex digits")
     if cid is None:
         ledger = open_ledger(rpc_url, deployment_path, contract)
         rid = round_id or ledger.last_finalized_round()
@@ -92,7 +94,7 @@ def explain(
         title = ""
     assert sha256 is not None
     spec = ModelSpec()
-    state, meta = decode_model(open_store(store_location).get(cid, sha256), spec=spec)
+    state, meta = decode_model(open_checked_store(store_location).get(cid, sha256), spec=spec)
     data = _images(images, validation, per_class)
     if len(data) > limit:
         data = data.subset(np.arange(limit))

@@ -387,3 +387,15 @@ def test_local_store_cids_equal_daemon_cids(ipfs_api: str, tmp_path: Path, size:
     data = _blob(size, seed=size)
     daemon_cid = ipfshttpclient.Client(ipfs_api).add_bytes(data)  # the daemon's own defaults
     assert LocalStore(tmp_path).put(data) == daemon_cid
+
+
+def test_reading_a_local_store_that_does_not_exist_writes_nothing(tmp_path: Path) -> None:
+    from fedtrail.errors import ContentNotFound as _NotFound
+    from fedtrail.store import LocalStore as _Local
+
+    root = tmp_path / "never-created"
+    store = _Local(root)
+    with pytest.raises(_NotFound):
+        store.get("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG", "0" * 64)
+    assert not store.has("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG")
+    assert store.pinned() == [] and not root.exists()

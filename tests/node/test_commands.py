@@ -160,3 +160,41 @@ def test_broken_config_and_missing_folder_are_usage_errors(tmp_path: Path) -> No
     (tmp_path / "config.toml").write_text("[node]\nname = 'x'\nbogus = 1\n")
     r = invoke("node", "status", str(tmp_path))
     assert r.exit_code == 2 and "bogus" in r.stderr
+
+
+def test_init_takes_the_rpc_url_from_the_deployment_file(anvil_url: str, tmp_path: Path) -> None:
+    dep = tmp_path / "deployment.json"
+    r = invoke("chain", "deploy", "--rpc-url", anvil_url, "--dev-account", "0", "--out", str(dep))
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "node"
+    r = invoke(
+        "node",
+        "init",
+        str(folder),
+        "--name",
+        "x",
+        "--deployment",
+        str(dep),
+        "--store",
+        "local:" + str(tmp_path / "s"),
+        "--fast-kdf",
+    )
+    assert r.exit_code == 0, r.output
+    assert tomllib.loads((folder / "config.toml").read_text())["node"]["rpc_url"] == anvil_url
+    # status can point elsewhere without editing the config: the flag wins
+    r = invoke("node", "status", str(folder), "--rpc-url", "http://127.0.0.1:9")
+    assert r.exit_code == 1 and "http://127.0.0.1:9" in r.stderr
+
+
+def test_bad_dev_account_index_is_a_usage_error(anvil_url: str, tmp_path: Path) -> None:
+    r = invoke(
+        "chain",
+        "deploy",
+        "--rpc-url",
+        anvil_url,
+        "--dev-account",
+        "-1",
+        "--out",
+        str(tmp_path / "d.json"),
+    )
+    assert r.exit_code == 2 and "Traceback" not in r.output
