@@ -248,6 +248,17 @@ def _sub_seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
 
 
+def parse_seeds(text: str) -> list[int]:
+    """A seed option: a count N (seeds 0..N-1) or a list such as 0,3,7-9."""
+    if "," in text or "-" in text:
+        out: list[int] = []
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+        return out
+    return list(range(int(text)))
+
+
 def site_splits(train: ImageDataset, config: SimConfig) -> list[ImageDataset]:
     """The sites' training data: the Dirichlet split, then each site's data fault."""
     parts = partition_dirichlet(

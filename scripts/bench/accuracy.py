@@ -52,6 +52,7 @@ from _sim import (
     SimConfig,
     SimResult,
     mean_std,
+    parse_seeds,
 )
 
 from fedtrail.datasets import load_bundled
@@ -115,16 +116,6 @@ SCENARIOS: dict[str, Scenario] = {
         "site 8 sends its update sign-flipped (x -1), site 9 scaled x10",
     ),
 }
-
-
-def _parse_seeds(text: str) -> list[int]:
-    if "," in text or "-" in text:
-        out: list[int] = []
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            out.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
-        return out
-    return list(range(int(text)))
 
 
 def _fmt(mean: float, sd: float, n: int, total: int) -> str:
@@ -441,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.rounds = "1", 2
     torch.set_num_threads(args.threads)
-    seeds = _parse_seeds(args.seeds)
+    seeds = parse_seeds(args.seeds)
     scenario_keys = [k.strip() for k in args.scenarios.split(",") if k.strip()]
     methods: list[Method] = []
     for m in args.methods.split(","):

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _sim
 import torch
-from _sim import ONCHAIN_NOTE, ROOT, SimConfig, SimResult, mean_std
+from _sim import ONCHAIN_NOTE, ROOT, SimConfig, SimResult, mean_std, parse_seeds
 
 from fedtrail.codec import Compression, encode_model
 from fedtrail.datasets import load_bundled
@@ -41,16 +41,6 @@ from fedtrail.models import ModelSpec, initial_model
 
 TARGET_REDUCTION = 0.90
 TARGET_AUC_LOSS = 0.01
-
-
-def _parse_seeds(text: str) -> list[int]:
-    if "," in text or "-" in text:
-        out: list[int] = []
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            out.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
-        return out
-    return list(range(int(text)))
 
 
 def _label(c: Compression) -> str:
@@ -72,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.rounds = "1", 2
     torch.set_num_threads(args.threads)
-    seeds = _parse_seeds(args.seeds)
+    seeds = parse_seeds(args.seeds)
     settings = [Compression(method="none")] + [
         Compression(method="topk8", fraction=float(f)) for f in args.fractions.split(",") if f
     ]
