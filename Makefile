@@ -31,7 +31,8 @@ test: install /usr/bin/chromium
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy --strict fedtrail node aggregator
+	$(VENV)/bin/mypy --strict fedtrail
+	$(VENV)/bin/lint-imports
 
 bench-gas: install
 	$(PY) scripts/bench/gas.py

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from aggregator.aggregate import AggregationRule
-from aggregator.service import AggregatorService, AggregatorSettings, RoundOutcome
-from fedtrail.cli_common import (
+from fedtrail.aggregator.service import AggregatorService, AggregatorSettings, RoundOutcome
+from fedtrail.cli.common import (
     aggregation_options,
     ledger_options,
     load_signer,
@@ -20,8 +19,9 @@ from fedtrail.cli_common import (
     stop_on_signals,
     store_option,
 )
-from fedtrail.datasets import load_bundled, load_medmnist_npz
 from fedtrail.errors import ConfigError
+from fedtrail.ml.aggregation import AggregationRule
+from fedtrail.ml.datasets import load_bundled, load_medmnist_npz
 
 log = logging.getLogger("fedtrail.aggregator")
 

@@ -27,15 +27,7 @@ from typing import Any
 import torch
 from eth_account.signers.local import LocalAccount
 
-from aggregator.aggregate import AggregationRule, aggregate, apply_delta
-from aggregator.valuation.base import Candidate, Reason
-from aggregator.valuation.combine import SiteValuation
-from aggregator.valuation.round import score_round
-from aggregator.weights import WEIGHT_SCALE
-from fedtrail import explanation_log
 from fedtrail.chain import block_timestamp
-from fedtrail.codec import decode_model, decode_update, encode_model
-from fedtrail.datasets import ImageDataset
 from fedtrail.errors import (
     ChainUnreachable,
     ConfigError,
@@ -49,11 +41,20 @@ from fedtrail.errors import (
     TransactionFailed,
 )
 from fedtrail.fsutil import atomic_write
-from fedtrail.ledger import Ledger, Phase, Submission, Valuation
-from fedtrail.metrics import Metrics, evaluate
-from fedtrail.model_explanations import explain_model, probe_set
-from fedtrail.models import ModelSpec, initial_model
-from fedtrail.store import ContentStore
+from fedtrail.ledger import Ledger, Submission, Valuation
+from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
+from fedtrail.ml.datasets import ImageDataset
+from fedtrail.ml.explain import explain_model, probe_set
+from fedtrail.ml.metrics import Metrics, evaluate
+from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.protocol import roundlog
+from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.weights import WEIGHT_SCALE
+from fedtrail.storage.codec import decode_model, decode_update, encode_model
+from fedtrail.storage.store import ContentStore
+from fedtrail.valuation.base import Candidate
+from fedtrail.valuation.combine import SiteValuation
+from fedtrail.valuation.round import score_round
 
 log = logging.getLogger("fedtrail.aggregator")
 
@@ -329,7 +330,7 @@ class AggregatorService:
         )
         if self.settings.explain_method:
             doc["explanations"] = self._explanations(round_id, new_state)
-        log_blob = explanation_log.to_bytes(doc)
+        log_blob = roundlog.to_bytes(doc)
         log_cid, log_sha = self._put(log_blob)
         self.ledger.finalize_round(
             self.account,
@@ -420,7 +421,7 @@ class AggregatorService:
         included = [sub.site for sub, _ in pairs if sub.weight > 0]
         rule = self.settings.rule
         return {
-            "format": explanation_log.FORMAT,
+            "format": roundlog.FORMAT,
             "round": round_id,
             "ledger": {"address": self.ledger.address, "chain_id": self.ledger.chain_id},
             "start_model": {"cid": start_cid, "sha256": start_sha},

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,29 +37,14 @@ from fedtrail.errors import (
     TransactionFailed,
     Unauthorized,
 )
+from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, SCORE_SCALE
 
 ARTIFACT_PATH = (
     Path(__file__).resolve().parent.parent / "contracts" / "build" / "FederationLedger.json"
 )
-SCORE_SCALE = 1_000_000
-WEIGHT_SCALE = 10**18
-DEFAULT_REPUTATION_ALPHA = 300_000  # reputation' = 0.3 * score + 0.7 * reputation
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 ZERO_HASH = "0" * 64
-
-
-class Phase(IntEnum):
-    """Mirror of ``FederationLedger.Phase``."""
-
-    NONE = 0
-    OPEN = 1
-    VALUED = 2
-    FINALIZED = 3
-    CANCELLED = 4
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from fedtrail.chain import connect
-from fedtrail.cli_common import (
+from fedtrail.cli.common import (
     ledger_options,
     load_signer,
     open_checked_store,
@@ -22,12 +22,19 @@ from fedtrail.cli_common import (
     signer_options,
     stop_on_signals,
 )
+from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError
 from fedtrail.keys import FAST_KDF_N, create_keystore, keystore_address, load_keystore
-from fedtrail.ledger import WEIGHT_SCALE, Deployment, Ledger, checksum
-from fedtrail.output import emit, format_option, reason_label
-from node.config import CONFIG_NAME, DataConfig, NodeConfig, load_node_config, write_node_config
-from node.daemon import NodeState, SiteNode
+from fedtrail.ledger import Deployment, Ledger, checksum
+from fedtrail.node.config import (
+    CONFIG_NAME,
+    DataConfig,
+    NodeConfig,
+    load_node_config,
+    write_node_config,
+)
+from fedtrail.node.daemon import NodeState, SiteNode
+from fedtrail.protocol.weights import WEIGHT_SCALE
 
 log = logging.getLogger("fedtrail.node")
 
@@ -110,7 +117,7 @@ def init(
         except ValueError as exc:
             raise ConfigError(f"--shard must look like I/N, got {shard!r}") from exc
         shard_index, shard_count = i, n
-    from fedtrail.codec import Compression
+    from fedtrail.storage.codec import Compression
 
     config = NodeConfig(
         name=name,

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 import tomli_w
 
 from fedtrail.chain import DEFAULT_RPC_URL
-from fedtrail.codec import Compression
-from fedtrail.datasets import (
+from fedtrail.errors import ConfigError
+from fedtrail.ml.datasets import (
     ImageDataset,
     load_bundled,
     load_image_folder,
@@ -25,10 +25,10 @@ from fedtrail.datasets import (
     partition_iid,
     partition_quantity,
 )
-from fedtrail.errors import ConfigError
-from fedtrail.faults import SiteFault
-from fedtrail.models import ModelSpec
-from node.trainer import TrainConfig
+from fedtrail.ml.models import ModelSpec
+from fedtrail.ml.training import TrainConfig
+from fedtrail.simulation.faults import SiteFault
+from fedtrail.storage.codec import Compression
 
 CONFIG_NAME = "config.toml"
 PARTITIONS = ("iid", "dirichlet", "quantity")

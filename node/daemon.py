@@ -29,8 +29,6 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from fedtrail.chain import block_timestamp
-from fedtrail.codec import decode_model, decode_update, encode_update, load_residual, save_residual
-from fedtrail.datasets import ImageDataset
 from fedtrail.errors import (
     ContractRevert,
     DuplicateSubmission,
@@ -41,10 +39,19 @@ from fedtrail.errors import (
     StoreError,
 )
 from fedtrail.fsutil import atomic_write
-from fedtrail.ledger import Ledger, Phase
-from fedtrail.store import ContentStore
-from node.config import NodeConfig
-from node.trainer import TrainingInterrupted, train_local
+from fedtrail.ledger import Ledger
+from fedtrail.ml.datasets import ImageDataset
+from fedtrail.ml.training import TrainingInterrupted, train_local
+from fedtrail.node.config import NodeConfig
+from fedtrail.protocol.codes import Phase
+from fedtrail.storage.codec import (
+    decode_model,
+    decode_update,
+    encode_update,
+    load_residual,
+    save_residual,
+)
+from fedtrail.storage.store import ContentStore
 
 log = logging.getLogger("fedtrail.node")
 

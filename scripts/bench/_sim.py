@@ -2,27 +2,27 @@
 benchmarks.
 
 No chain and no content store run here. Each round's aggregation weights come from
-:func:`aggregator.weights.onchain_weights` over the sites' sample counts and valuation scores —
-the exact integer rule FederationLedger applies in ``recordValuation`` — and the global model is
-built by :func:`aggregator.aggregate.aggregate` and :func:`aggregator.aggregate.apply_delta`, as
-the aggregator service does after reading those weights back from the chain. A round run here
+:func:`fedtrail.protocol.weights.onchain_weights` over the sites' sample counts and valuation scores
+— the exact integer rule FederationLedger applies in ``recordValuation`` — and the global model is
+built by :func:`fedtrail.ml.aggregation.aggregate` and :func:`fedtrail.ml.aggregation.apply_delta`,
+as the aggregator service does after reading those weights back from the chain. A round run here
 therefore ends with the global model the ledger-driven federation would produce from the same
 updates (the chain and store only add hashes, transactions and blobs around it).
 
 Set-up of one run (:func:`run_method`):
 
 * sites: a Dirichlet(``alpha``) label-skew split of the bundled training split
-  (:func:`fedtrail.datasets.partition_dirichlet`); sites have no validation split of their own;
+  (:func:`fedtrail.ml.datasets.partition_dirichlet`); sites have no validation split of their own;
 * the aggregator's validation split (valuation only) is the bundled ``val`` split; final metrics
   are on the bundled ``test`` split, never seen during training or valuation;
-* faults (:class:`fedtrail.faults.SiteFault`): label noise changes a site's training data,
-  update faults change what it sends (as :mod:`node.daemon` applies them);
-* local training: :func:`node.trainer.train_local` (FedAvg local SGD, the trainer's defaults:
-  batch 32, lr 0.02, momentum 0.9), ``epochs`` per round, seeded per site and round the way the
-  node daemon seeds it;
-* optional compression: every sent update goes through :func:`fedtrail.codec.encode_update`
-  (with the site's error-feedback residual) and :func:`fedtrail.codec.decode_update`; the bytes
-  of every blob are counted.
+* faults (:class:`fedtrail.simulation.faults.SiteFault`): label noise changes a site's training
+  data, update faults change what it sends (as :mod:`fedtrail.node.daemon` applies them);
+* local training: :func:`fedtrail.ml.training.train_local` (FedAvg local SGD, the trainer's
+  defaults: batch 32, lr 0.02, momentum 0.9), ``epochs`` per round, seeded per site and round the
+  way the node daemon seeds it;
+* optional compression: every sent update goes through
+  :func:`fedtrail.storage.codec.encode_update` (with the site's error-feedback residual) and
+  :func:`fedtrail.storage.codec.decode_update`; the bytes of every blob are counted.
 
 Methods (:data:`METHODS`):
 
@@ -34,15 +34,15 @@ Methods (:data:`METHODS`):
 ``fedavg``
     every score 1e6, so the on-chain weights are the sample-count shares.
 ``valuation``
-    scores from :func:`aggregator.valuation.combine.value_round` on the aggregator's validation
+    scores from :func:`fedtrail.valuation.combine.value_round` on the aggregator's validation
     split, metric ``loss`` (exact Shapley, which ``value_round`` replaces by Monte-Carlo above
     its exact-site limit — the scorer actually run is recorded per round;
     ``SimConfig.valuation`` selects ``mc_shapley`` or ``loo``), default thresholds of
-    :class:`~aggregator.valuation.combine.Combiner`. A round where every score is 0 is skipped
+    :class:`~fedtrail.valuation.combine.Combiner`. A round where every score is 0 is skipped
     (the global model stays), as the aggregator service does: the contract refuses a valuation
     of zero total weight.
 ``median``, ``trimmed_mean``, ``krum``, ``norm_clip``
-    the robust rule of :class:`aggregator.aggregate.AggregationRule` over every update, with the
+    the robust rule of :class:`fedtrail.ml.aggregation.AggregationRule` over every update, with the
     FedAvg weights (``trim_ratio`` 0.2; ``krum_f`` = the number of faulty sites, at least 1 and
     at most what multi-Krum allows: ``n >= 2f + 3``; ``norm_clip`` at the median norm).
 
@@ -72,17 +72,17 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from aggregator.aggregate import AggregationRule, aggregate, apply_delta  # noqa: E402
-from aggregator.valuation.base import Candidate, ValuationContext  # noqa: E402
-from aggregator.valuation.combine import Combiner, value_round_report  # noqa: E402
-from aggregator.weights import SCORE_SCALE, onchain_weights  # noqa: E402
-from fedtrail.codec import Compression, decode_update, encode_update  # noqa: E402
-from fedtrail.datasets import ImageDataset, Splits, partition_dirichlet  # noqa: E402
 from fedtrail.errors import ConfigError  # noqa: E402
-from fedtrail.faults import SiteFault  # noqa: E402
-from fedtrail.metrics import Metrics, evaluate  # noqa: E402
-from fedtrail.models import ModelSpec, initial_model  # noqa: E402
-from node.trainer import TrainConfig, TrainingDiverged, train_local  # noqa: E402
+from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta  # noqa: E402
+from fedtrail.ml.datasets import ImageDataset, Splits, partition_dirichlet  # noqa: E402
+from fedtrail.ml.metrics import Metrics, evaluate  # noqa: E402
+from fedtrail.ml.models import ModelSpec, initial_model  # noqa: E402
+from fedtrail.ml.training import TrainConfig, TrainingDiverged, train_local  # noqa: E402
+from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights  # noqa: E402
+from fedtrail.simulation.faults import SiteFault  # noqa: E402
+from fedtrail.storage.codec import Compression, decode_update, encode_update  # noqa: E402
+from fedtrail.valuation.base import Candidate, ValuationContext  # noqa: E402
+from fedtrail.valuation.combine import Combiner, value_round_report  # noqa: E402
 
 __all__ = [
     "METHODS",
@@ -113,7 +113,7 @@ ROBUST_RULES: Final = ("median", "trimmed_mean", "krum", "norm_clip")
 
 ONCHAIN_NOTE: Final = (
     "In-process simulation (no chain, no store): every round's weights are "
-    "aggregator.weights.onchain_weights(sample counts, scores) - exactly the integer rule "
+    "fedtrail.protocol.weights.onchain_weights(sample counts, scores) - exactly the integer rule "
     "FederationLedger applies on chain - so the weights and global models equal what the "
     "ledger-driven federation would produce from the same updates."
 )

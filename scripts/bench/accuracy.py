@@ -55,8 +55,8 @@ from _sim import (
     parse_seeds,
 )
 
-from fedtrail.datasets import load_bundled
-from fedtrail.faults import SiteFault
+from fedtrail.ml.datasets import load_bundled
+from fedtrail.simulation.faults import SiteFault
 
 LOCAL_HONEST = "local_honest"
 DEGENERATE_ACCURACY = 0.55

@@ -29,14 +29,14 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from fedtrail.codec import (  # noqa: E402
+from fedtrail.ml.models import ModelSpec, initial_model  # noqa: E402
+from fedtrail.storage.codec import (  # noqa: E402
     Compression,
     decode_model,
     decode_update,
     encode_model,
     encode_update,
 )
-from fedtrail.models import ModelSpec, initial_model  # noqa: E402
 
 DATA = ROOT / "fedtrail" / "data" / "pneumoniamnist_balanced.npz"
 FRACTIONS = (0.01, 0.05, 0.1)

@@ -5,11 +5,11 @@ Usage: .venv/bin/python scripts/bench/compression.py [--seeds 5] [--rounds 10] [
        [--alpha 1.0] [--fractions 0.05,0.01] [--out .run/bench/compression.json] [--quick]
 
 Scenario (a) of the accuracy benchmark: clean non-IID (Dirichlet alpha) split of the bundled
-training split over 5 sites, FedAvg (sample-count weights through ``onchain_weights``), same
-seeds. Every update each site sends is encoded with :func:`fedtrail.codec.encode_update` (dense:
+training split over 5 sites, FedAvg (sample-count weights through ``onchain_weights``), same seeds.
+Every update each site sends is encoded with :func:`fedtrail.storage.codec.encode_update` (dense:
 ``method="none"``, canonical safetensors float32; compressed: ``topk8`` with the site's residual
-carried over rounds) and decoded by :func:`fedtrail.codec.decode_update` before aggregation, as
-the aggregator does with the blob it fetches. Bytes are the exact blob lengths (what is put on
+carried over rounds) and decoded by :func:`fedtrail.storage.codec.decode_update` before aggregation,
+as the aggregator does with the blob it fetches. Bytes are the exact blob lengths (what is put on
 IPFS and hashed on chain), summed over the sites per round, averaged over rounds and seeds.
 
 Target (issue 8): >= 90% fewer bytes at <= 1 point (0.01) of test AUC lost against dense, the
@@ -35,9 +35,9 @@ import _sim
 import torch
 from _sim import ONCHAIN_NOTE, ROOT, SimConfig, SimResult, mean_std, parse_seeds
 
-from fedtrail.codec import Compression, encode_model
-from fedtrail.datasets import load_bundled
-from fedtrail.models import ModelSpec, initial_model
+from fedtrail.ml.datasets import load_bundled
+from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.storage.codec import Compression, encode_model
 
 TARGET_REDUCTION = 0.90
 TARGET_AUC_LOSS = 0.01

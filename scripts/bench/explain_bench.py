@@ -24,13 +24,13 @@ import time
 import numpy as np
 import torch
 
-from aggregator.valuation.base import Candidate, ValuationContext
-from aggregator.valuation.explanation import ExplanationScorer
-from fedtrail.datasets import Splits, load_bundled
-from fedtrail.explain import METHODS, Explainer, region_share
-from fedtrail.models import ModelSpec, initial_model
-from fedtrail.shortcuts import add_marker, marker_mask
-from node.trainer import TrainConfig, train_local
+from fedtrail.ml.datasets import Splits, load_bundled
+from fedtrail.ml.explain import METHODS, Explainer, region_share
+from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.ml.shortcuts import add_marker, marker_mask
+from fedtrail.ml.training import TrainConfig, train_local
+from fedtrail.valuation.base import Candidate, ValuationContext
+from fedtrail.valuation.explanation import ExplanationScorer
 
 PROBE = 32
 

@@ -33,18 +33,18 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from aggregator.aggregate import AggregationRule, aggregate, apply_delta  # noqa: E402
-from aggregator.service import AggregatorService, AggregatorSettings  # noqa: E402
-from aggregator.weights import onchain_weights  # noqa: E402
+from fedtrail.aggregator.service import AggregatorService, AggregatorSettings  # noqa: E402
 from fedtrail.chain import connect, dev_account  # noqa: E402
-from fedtrail.codec import decode_model, encode_model  # noqa: E402
-from fedtrail.datasets import load_bundled, partition_dirichlet  # noqa: E402
 from fedtrail.ledger import Ledger  # noqa: E402
-from fedtrail.models import ModelSpec, initial_model  # noqa: E402
-from fedtrail.store import IpfsStore  # noqa: E402
-from node.config import NodeConfig  # noqa: E402
-from node.daemon import SiteNode, _round_seed  # noqa: E402
-from node.trainer import TrainConfig, train_local  # noqa: E402
+from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta  # noqa: E402
+from fedtrail.ml.datasets import load_bundled, partition_dirichlet  # noqa: E402
+from fedtrail.ml.models import ModelSpec, initial_model  # noqa: E402
+from fedtrail.ml.training import TrainConfig, train_local  # noqa: E402
+from fedtrail.node.config import NodeConfig  # noqa: E402
+from fedtrail.node.daemon import SiteNode, _round_seed  # noqa: E402
+from fedtrail.protocol.weights import onchain_weights  # noqa: E402
+from fedtrail.storage.codec import decode_model, encode_model  # noqa: E402
+from fedtrail.storage.store import IpfsStore  # noqa: E402
 from scripts.bench._daemons import daemons  # noqa: E402
 
 
@@ -128,7 +128,7 @@ def main() -> int:
         )
         service._valuate = clock.wrap("valuation", service._valuate)  # type: ignore[method-assign]
         service._explanations = clock.wrap("explanations", service._explanations)  # type: ignore[method-assign]
-        import node.daemon as daemon_mod
+        import fedtrail.node.daemon as daemon_mod
 
         daemon_mod.train_local = clock.wrap("training", daemon_mod.train_local)  # type: ignore[assignment]
         t1 = time.perf_counter()

@@ -24,15 +24,15 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from aggregator.service import AggregatorService, AggregatorSettings  # noqa: E402
-from fedtrail.audit import verify_round  # noqa: E402
+from fedtrail.aggregator.service import AggregatorService, AggregatorSettings  # noqa: E402
+from fedtrail.auditor.verify import verify_round  # noqa: E402
 from fedtrail.chain import connect, dev_account, fund  # noqa: E402
-from fedtrail.codec import decode_model, encode_update  # noqa: E402
-from fedtrail.datasets import load_bundled  # noqa: E402
 from fedtrail.ledger import Ledger, Phase  # noqa: E402
-from fedtrail.models import ModelSpec  # noqa: E402
-from fedtrail.store import IpfsStore  # noqa: E402
-from node.trainer import TrainConfig, train_local  # noqa: E402
+from fedtrail.ml.datasets import load_bundled  # noqa: E402
+from fedtrail.ml.models import ModelSpec  # noqa: E402
+from fedtrail.ml.training import TrainConfig, train_local  # noqa: E402
+from fedtrail.storage.codec import decode_model, encode_update  # noqa: E402
+from fedtrail.storage.store import IpfsStore  # noqa: E402
 from scripts.bench._daemons import daemons  # noqa: E402
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from fedtrail.store import ContentStore, IpfsStore, LocalStore, sha256_hex  # noqa: E402
+from fedtrail.storage.store import ContentStore, IpfsStore, LocalStore, sha256_hex  # noqa: E402
 
 SCRIPT = ROOT / "scripts" / "ipfs_daemon.sh"
 MB = 1024 * 1024

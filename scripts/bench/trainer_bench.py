@@ -20,9 +20,9 @@ import time
 import numpy as np
 import torch
 
-from fedtrail.datasets import load_bundled
-from fedtrail.models import ModelSpec, initial_model
-from node.trainer import TrainConfig, train_local
+from fedtrail.ml.datasets import load_bundled
+from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.ml.training import TrainConfig, train_local
 
 
 def _peak_rss_mib() -> float:

@@ -8,7 +8,7 @@ Shapley (default settings) for 5, 10, 20 and 50 sites on the bundled validation 
 images, SmallCNN). The deltas are synthetic but realistic: five real sites (IID, 300 training
 images each, one local epoch) and, for the others, one of those five deltas plus Gaussian noise
 of 0.5x its per-tensor RMS, with sample counts from 100 to 400; every site's delta differs.
-The game is the one :func:`aggregator.valuation.combine.value_round` plays after screening.
+The game is the one :func:`fedtrail.valuation.combine.value_round` plays after screening.
 For each size the table shows utility evaluations, Monte-Carlo permutations, seconds, seconds
 per evaluation, and — where both ran — Spearman's rank correlation of MC against exact.
 
@@ -27,14 +27,14 @@ import time
 import numpy as np
 import torch
 
-from aggregator.aggregate import AggregationRule, aggregate, apply_delta
-from aggregator.valuation.base import Candidate, ValuationContext
-from aggregator.valuation.shapley import MonteCarloShapleyScorer, ShapleyScorer
-from aggregator.weights import onchain_weights
-from fedtrail.datasets import load_bundled, partition_iid
-from fedtrail.faults import gaussian_update
-from fedtrail.models import ModelSpec, initial_model
-from node.trainer import TrainConfig, train_local
+from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
+from fedtrail.ml.datasets import load_bundled, partition_iid
+from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.ml.training import TrainConfig, train_local
+from fedtrail.protocol.weights import onchain_weights
+from fedtrail.simulation.faults import gaussian_update
+from fedtrail.valuation.base import Candidate, ValuationContext
+from fedtrail.valuation.shapley import MonteCarloShapleyScorer, ShapleyScorer
 
 
 def _spearman(x: list[float], y: list[float]) -> float:

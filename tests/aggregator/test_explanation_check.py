@@ -7,16 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.service import AggregatorService, AggregatorSettings
-from aggregator.valuation.base import Reason
-from fedtrail import explanation_log
-from fedtrail.datasets import load_bundled, partition_iid
-from fedtrail.ledger import Phase
-from fedtrail.shortcuts import add_marker
-from fedtrail.store import LocalStore
-from node.config import NodeConfig
-from node.daemon import SiteNode
-from node.trainer import TrainConfig
+from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
+from fedtrail.ml.datasets import load_bundled, partition_iid
+from fedtrail.ml.shortcuts import add_marker
+from fedtrail.ml.training import TrainConfig
+from fedtrail.node.config import NodeConfig
+from fedtrail.node.daemon import SiteNode
+from fedtrail.protocol import roundlog
+from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.storage.store import LocalStore
 from tests.fixtures.chain import ChainEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -65,7 +64,7 @@ def test_shortcut_site_is_flagged_and_scored_zero(embedded: ChainEnv, tmp_path: 
     for acct in embedded.sites[:3]:
         assert subs[acct.address].reason != Reason.EXPLANATION_SHIFT
     info = ledger.get_round(r)
-    doc = explanation_log.from_bytes(store.get(info.log_cid, info.log_sha256))
+    doc = roundlog.from_bytes(store.get(info.log_cid, info.log_sha256))
     entry = next(e for e in doc["sites"] if e["site"] == embedded.sites[3].address)
     assert (
         entry["reason_label"] == "EXPLANATION_SHIFT"

@@ -14,18 +14,18 @@ import pytest
 import torch
 from eth_account.signers.local import LocalAccount
 
-from aggregator.service import AggregatorService, AggregatorSettings
-from aggregator.valuation.base import Reason
-from fedtrail import explanation_log
-from fedtrail.audit import verify_all
+from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
+from fedtrail.auditor.verify import verify_all
 from fedtrail.chain import connect, dev_account
-from fedtrail.datasets import load_bundled, partition_iid
-from fedtrail.faults import SiteFault
-from fedtrail.ledger import Ledger, Phase
-from fedtrail.store import ContentStore, IpfsStore, LocalStore
-from node.config import NodeConfig
-from node.daemon import SiteNode
-from node.trainer import TrainConfig
+from fedtrail.ledger import Ledger
+from fedtrail.ml.datasets import load_bundled, partition_iid
+from fedtrail.ml.training import TrainConfig
+from fedtrail.node.config import NodeConfig
+from fedtrail.node.daemon import SiteNode
+from fedtrail.protocol import roundlog
+from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.simulation.faults import SiteFault
+from fedtrail.storage.store import ContentStore, IpfsStore, LocalStore
 from tests.fixtures.chain import ChainEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -111,7 +111,7 @@ def test_full_round_scores_bad_updates_zero_with_the_right_reason(
     assert sum(s.weight for s in subs.values()) == 10**18
 
     info = ledger.get_round(r)
-    doc = explanation_log.from_bytes(store.get(info.log_cid, info.log_sha256))  # schema-checked
+    doc = roundlog.from_bytes(store.get(info.log_cid, info.log_sha256))  # schema-checked
     by_site = {e["site"]: e for e in doc["sites"]}
     assert by_site[tamperer.address]["reason_label"] == "TAMPERED"
     assert "sha256" in by_site[tamperer.address]["explanation"]
@@ -192,9 +192,9 @@ def test_round_falls_back_to_data_free_scores_when_no_update_lowers_the_loss(
     still close (scored by the data-free screening), not stall until it is cancelled."""
     import hashlib as _h
 
-    from fedtrail.codec import decode_model, encode_update
-    from fedtrail.models import ModelSpec
-    from node.trainer import train_local
+    from fedtrail.ml.models import ModelSpec
+    from fedtrail.ml.training import train_local
+    from fedtrail.storage.codec import decode_model, encode_update
 
     ledger = embedded.deploy()
     store = LocalStore(tmp_path / "store")

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from aggregator.weights import onchain_weights
 from fedtrail.chain import advance_time, block_timestamp
 from fedtrail.errors import (
     ContractRevert,
@@ -21,7 +20,9 @@ from fedtrail.errors import (
     RoundStateError,
     Unauthorized,
 )
-from fedtrail.ledger import WEIGHT_SCALE, Ledger, Phase, Valuation, checksum
+from fedtrail.ledger import Ledger, Valuation, checksum
+from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.weights import WEIGHT_SCALE, onchain_weights
 from tests.fixtures.chain import ChainEnv
 
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"

@@ -8,9 +8,9 @@ from fractions import Fraction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aggregator.weights import WEIGHT_SCALE, exact_shares, next_reputation, onchain_weights
 from fedtrail.chain import advance_time, block_timestamp, connect
 from fedtrail.ledger import Ledger, Valuation
+from fedtrail.protocol.weights import WEIGHT_SCALE, exact_shares, next_reputation, onchain_weights
 from tests.fixtures.chain import _env
 
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"

@@ -16,11 +16,12 @@ from click.testing import CliRunner
 
 from fedtrail.chain import block_timestamp, connect, dev_account, fund
 from fedtrail.cli import cli
-from fedtrail.codec import encode_model
 from fedtrail.keys import keystore_address
-from fedtrail.ledger import Ledger, Phase, Valuation
-from fedtrail.models import ModelSpec, initial_model
-from fedtrail.store import IpfsStore
+from fedtrail.ledger import Ledger, Valuation
+from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.protocol.codes import Phase
+from fedtrail.storage.codec import encode_model
+from fedtrail.storage.store import IpfsStore
 
 pytestmark = [pytest.mark.anvil, pytest.mark.ipfs, pytest.mark.slow]
 

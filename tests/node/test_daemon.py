@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 
 from fedtrail.chain import block_timestamp
-from fedtrail.codec import decode_update, encode_model
-from fedtrail.datasets import load_bundled, partition_iid
 from fedtrail.errors import TransactionFailed
-from fedtrail.ledger import Phase, Valuation
-from fedtrail.models import ModelSpec, initial_model
-from fedtrail.store import LocalStore
-from node.config import NodeConfig
-from node.daemon import RESIDUAL_NAME, NodeNotRegistered, NodeState, SiteNode
-from node.trainer import TrainConfig
+from fedtrail.ledger import Valuation
+from fedtrail.ml.datasets import load_bundled, partition_iid
+from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.ml.training import TrainConfig
+from fedtrail.node.config import NodeConfig
+from fedtrail.node.daemon import RESIDUAL_NAME, NodeNotRegistered, NodeState, SiteNode
+from fedtrail.protocol.codes import Phase
+from fedtrail.storage.codec import decode_update, encode_model
+from fedtrail.storage.store import LocalStore
 from tests.fixtures.chain import ChainEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -146,7 +147,7 @@ def test_a_node_whose_state_was_lost_never_submits_twice(world: World) -> None:
 
 
 def test_compressed_updates_keep_the_error_feedback_residual(world: World) -> None:
-    from fedtrail.codec import Compression
+    from fedtrail.storage.codec import Compression
 
     node = world.node(0, compression=Compression(method="topk8", fraction=0.05))
     record = node.participate(world.round)

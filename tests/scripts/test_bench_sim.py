@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from aggregator.weights import SCORE_SCALE, onchain_weights
-from fedtrail.codec import Compression
-from fedtrail.datasets import ImageDataset, Splits, load_bundled
 from fedtrail.errors import ConfigError
-from fedtrail.faults import SiteFault
+from fedtrail.ml.datasets import ImageDataset, Splits, load_bundled
+from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
+from fedtrail.simulation.faults import SiteFault
+from fedtrail.storage.codec import Compression
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
 

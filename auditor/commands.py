@@ -1,0 +1,327 @@
+"""`fedtrail audit ...`: read-only queries and bit-for-bit verification; no key needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fedtrail.cli.common import ledger_options, open_checked_store, open_ledger, store_option
+from fedtrail.cli.output import emit, format_option, reason_label
+from fedtrail.errors import ConfigError
+from fedtrail.ledger import Ledger, checksum
+from fedtrail.protocol.weights import WEIGHT_SCALE
+from fedtrail.storage.store import ContentStore
+
+
+@click.group()
+def audit() -> None:
+    """Query the ledger and verify every round from public data."""
+
+
+def _open(rpc_url: str | None, deployment_path: Path, contract: str | None) -> Ledger:
+    return open_ledger(rpc_url, deployment_path, contract)
+
+
+def round_rows(ledger: Ledger) -> list[dict[str, Any]]:
+    rows = []
+    for info in ledger.rounds():
+        rows.append(
+            {
+                "round": info.id,
+                "phase": info.phase.label,
+                "submissions": info.submission_count,
+                "start_sha256": info.start_sha256[:16],
+                "global_sha256": info.global_sha256[:16] if info.global_cid else "",
+                "log_cid": info.log_cid,
+            }
+        )
+    return rows
+
+
+@audit.command()
+@ledger_options
+@format_option("table", "json", "csv")
+def rounds(rpc_url: str | None, deployment_path: Path, contract: str | None, fmt: str) -> None:
+    """Every round with its phase and model hashes."""
+    emit(round_rows(_open(rpc_url, deployment_path, contract)), fmt)
+
+
+def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
+    info = ledger.get_round(round_id)
+    names = {s.address: s.name for s in ledger.get_sites()}
+    return {
+        "round": info.id,
+        "phase": info.phase.label,
+        "deadline": info.deadline,
+        "opened_at": info.opened_at,
+        "start_model": {"cid": info.start_cid, "sha256": info.start_sha256},
+        "global_model": {"cid": info.global_cid, "sha256": info.global_sha256},
+        "log": {"cid": info.log_cid, "sha256": info.log_sha256},
+        "updates": [
+            {
+                "site": s.site,
+                "name": names.get(s.site, ""),
+                "cid": s.cid,
+                "sha256": s.sha256,
+                "num_samples": s.num_samples,
+                "score": s.score,
+                "reason": s.reason,
+                "reason_label": reason_label(s.reason),
+                "weight": str(s.weight),
+            }
+            for s in ledger.get_submissions(round_id)
+        ],
+    }
+
+
+@audit.command("round")
+@click.argument("round_id", type=int)
+@ledger_options
+@format_option("table", "json", "csv")
+def round_cmd(
+    round_id: int, rpc_url: str | None, deployment_path: Path, contract: str | None, fmt: str
+) -> None:
+    """One round: models, and every update with score, reason and weight."""
+    doc = round_doc(_open(rpc_url, deployment_path, contract), round_id)
+    if fmt == "json":
+        emit(doc, "json")
+        return
+    rows = [
+        {
+            **u,
+            "score": u["score"] / 1e6,
+            "weight": int(u["weight"]) / WEIGHT_SCALE,
+            "sha256": u["sha256"][:16],
+        }
+        for u in doc["updates"]
+    ]
+    if fmt == "csv":
+        emit(rows, "csv")
+        return
+    click.echo(f"round {doc['round']}: {doc['phase']}")
+    click.echo(f"  start model  {doc['start_model']['cid']}  sha256 {doc['start_model']['sha256']}")
+    if doc["global_model"]["cid"]:
+        click.echo(
+            f"  global model {doc['global_model']['cid']}  sha256 {doc['global_model']['sha256']}"
+        )
+        click.echo(f"  log          {doc['log']['cid']}  sha256 {doc['log']['sha256']}")
+    emit(
+        rows,
+        "table",
+        columns=["site", "name", "num_samples", "score", "reason_label", "weight", "sha256"],
+    )
+
+
+@audit.command()
+@click.argument("address")
+@ledger_options
+@format_option("table", "json", "csv")
+def site(
+    address: str, rpc_url: str | None, deployment_path: Path, contract: str | None, fmt: str
+) -> None:
+    """One site's history: submissions, scores, reasons, weights, reputation over time."""
+    ledger = _open(rpc_url, deployment_path, contract)
+    address = checksum(address)
+    info = ledger.get_site(address)
+    if info is None:
+        raise ConfigError(f"{address} was never registered on this ledger")
+    reputation = {
+        e.args["round"]: e.args["reputation"]
+        for e in ledger.events("UpdateValued", argument_filters={"site": address})
+    }
+    rows = []
+    for r in range(1, ledger.current_round() + 1):
+        sub = ledger.get_submission(r, address)
+        rows.append(
+            {
+                "round": r,
+                "submitted": sub is not None,
+                "num_samples": sub.num_samples if sub else 0,
+                "score": sub.score / 1e6 if sub else None,
+                "reason": reason_label(sub.reason) if sub else None,
+                "weight": sub.weight / WEIGHT_SCALE if sub else None,
+                "reputation": reputation[r] / 1e6 if r in reputation else None,
+            }
+        )
+    if fmt == "json":
+        emit(
+            {
+                "site": address,
+                "name": info.name,
+                "registered": info.registered,
+                "reputation": info.reputation / 1e6,
+                "rounds": rows,
+            },
+            "json",
+        )
+        return
+    if fmt == "table":
+        click.echo(
+            f"site {address} '{info.name}' registered={info.registered} "
+            f"reputation={info.reputation / 1e6:.4f}"
+        )
+    emit(rows, fmt)
+
+
+@audit.command("log")
+@click.argument("round_id", type=int)
+@ledger_options
+@store_option
+@format_option("table", "json")
+def log_cmd(
+    round_id: int,
+    rpc_url: str | None,
+    deployment_path: Path,
+    contract: str | None,
+    store_location: str,
+    fmt: str,
+) -> None:
+    """A round's explanation log (verified against its on-chain hash), readable."""
+    from fedtrail.protocol import roundlog
+
+    ledger = _open(rpc_url, deployment_path, contract)
+    info = ledger.get_round(round_id)
+    if not info.log_cid:
+        raise ConfigError(f"round {round_id} is {info.phase.label}: it has no explanation log yet")
+    doc = roundlog.from_bytes(open_checked_store(store_location).get(info.log_cid, info.log_sha256))
+    if fmt == "json":
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(doc["summary"])
+    click.echo("")
+    for e in doc["sites"]:
+        click.echo(f"{e['name'] or e['site']} ({e['site']})")
+        click.echo(
+            f"  update {e['update']['cid']}, {e['update']['num_samples']} samples, {e['status']}"
+        )
+        click.echo(
+            f"  score {e['score'] / 1e6:.3f}  reason {e['reason_label']}  "
+            f"weight {e['weight_fraction']:.2%}"
+        )
+        click.echo(f"  why: {e['explanation']}")
+    m = doc["metrics"]
+    click.echo("")
+    click.echo(
+        "global model on the aggregator's validation set: "
+        + ", ".join(
+            f"{k.upper()} {_num(m['before'][k])} -> {_num(m['after'][k])}"
+            for k in ("auc", "f1", "loss")
+        )
+    )
+
+
+@audit.command()
+@ledger_options
+@store_option
+@click.option("--round", "round_id", type=int, default=None, help="Verify one round.")
+@click.option("--all", "all_rounds", is_flag=True, help="Verify every round (the default).")
+@click.option(
+    "--validation",
+    default=None,
+    help="Also re-run the valuation on this validation set ('bundled' or a MedMNIST .npz) "
+    "and compare the scores; it must be the set the aggregator used (its hash is in the log).",
+)
+@format_option("table", "json", "csv")
+def verify(
+    rpc_url: str | None,
+    deployment_path: Path,
+    contract: str | None,
+    store_location: str,
+    round_id: int | None,
+    all_rounds: bool,
+    validation: str | None,
+    fmt: str,
+) -> None:
+    """Recompute every weight and global model; exit 0 only when every check passes."""
+    from fedtrail.auditor.verify import verify_all, verify_round
+    from fedtrail.ml.datasets import load_bundled, load_medmnist_npz
+
+    if round_id is not None and all_rounds:
+        raise click.UsageError("give --round N or --all, not both")
+    ledger = _open(rpc_url, deployment_path, contract)
+    store: ContentStore = open_checked_store(store_location)
+    val = None
+    if validation is not None:
+        val = load_bundled().val if validation == "bundled" else load_medmnist_npz(validation).val
+    if round_id:
+        audits = [verify_round(ledger, store, round_id, validation=val)]
+    else:
+        audits = verify_all(ledger, store, validation=val)
+    rows = [
+        {"round": c.round, "check": c.name, "result": c.status, "detail": c.detail}
+        for a in audits
+        for c in a.checks
+    ]
+    ok = all(a.passed for a in audits) and bool(audits)
+    if fmt == "json":
+        emit({"passed": ok, "checks": rows}, "json")
+    else:
+        emit(rows, fmt)
+        if fmt == "table":
+            click.echo(
+                f"\n{'PASS' if ok else 'FAIL'}: {sum(len(a.checks) for a in audits)} checks "
+                f"over {len(audits)} round(s)"
+            )
+    if not ok:
+        click.get_current_context().exit(1)
+
+
+@audit.command()
+@ledger_options
+@store_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory to write the report into (index.html; created if missing).",
+)
+@click.option("--title", default=None, help="Title of the page.")
+@click.option(
+    "--timestamp/--no-timestamp",
+    default=True,
+    show_default=True,
+    help="Print the generation time in the page (off: identical chain state gives identical "
+    "bytes).",
+)
+@format_option("table", "json")
+def report(
+    rpc_url: str | None,
+    deployment_path: Path,
+    contract: str | None,
+    store_location: str,
+    out_dir: Path,
+    title: str | None,
+    timestamp: bool,
+    fmt: str,
+) -> None:
+    """Verify every round and write a self-contained HTML audit report (no network to view)."""
+    from datetime import UTC, datetime
+
+    from fedtrail.auditor.report import DEFAULT_TITLE, write_report
+    from fedtrail.auditor.verify import verify_all
+
+    ledger = _open(rpc_url, deployment_path, contract)
+    store: ContentStore = open_checked_store(store_location)
+    audits = verify_all(ledger, store)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if timestamp else None
+    path = write_report(
+        ledger, store, out_dir, audits=audits, title=title or DEFAULT_TITLE, generated_at=stamp
+    )
+    ok = all(a.passed for a in audits) and bool(audits)
+    if fmt == "json":
+        emit({"report": str(path), "passed": ok}, "json")
+        return
+    failed = sum(1 for a in audits for c in a.checks if not c.passed)
+    click.echo(f"report written to {path}")
+    click.echo(
+        f"verification: {'PASS' if ok else 'FAIL'} ({failed} failed check(s) over "
+        f"{len(audits)} round(s)); open it in any browser, it needs no network"
+    )
+
+
+def _num(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else "n/a"

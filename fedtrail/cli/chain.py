@@ -1,0 +1,166 @@
+"""`fedtrail chain ...`: deploy the ledger and look at its state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fedtrail.chain import connect
+from fedtrail.cli.common import (
+    ledger_options,
+    load_signer,
+    open_ledger,
+    resolve_rpc,
+    rpc_option,
+    signer_options,
+)
+from fedtrail.cli.output import emit, format_option, reason_label
+from fedtrail.errors import ConfigError
+from fedtrail.ledger import Ledger
+from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, WEIGHT_SCALE
+
+
+@click.group()
+def chain() -> None:
+    """Deploy the FederationLedger and read its state."""
+
+
+@chain.command()
+@rpc_option
+@signer_options
+@click.option("--aggregator", default=None, help="Aggregator address (default: the deployer).")
+@click.option(
+    "--reputation-alpha",
+    type=click.IntRange(1, 1_000_000),
+    default=DEFAULT_REPUTATION_ALPHA,
+    show_default=True,
+    help="Reputation EMA factor over 1e6.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="deployment.json",
+    show_default=True,
+    help="Where to write the deployment file.",
+)
+@format_option()
+def deploy(
+    rpc_url: str | None,
+    keystore: Path | None,
+    dev_account: int | None,
+    aggregator: str | None,
+    reputation_alpha: int,
+    out: Path,
+    fmt: str,
+) -> None:
+    """Deploy a new FederationLedger; the signer becomes its coordinator."""
+    if out.exists():
+        raise ConfigError(f"{out} exists; choose another --out or remove it")
+    rpc_url = resolve_rpc(rpc_url)
+    w3 = connect(rpc_url)
+    signer = load_signer(w3, keystore, dev_account)
+    _, deployment = Ledger.deploy(
+        w3, signer, aggregator=aggregator, reputation_alpha=reputation_alpha, rpc_url=rpc_url
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(deployment.to_json(), encoding="utf-8")
+    if fmt == "json":
+        emit({**deployment.__dict__, "deployment_file": str(out)}, fmt)
+    else:
+        click.echo(f"FederationLedger deployed at {deployment.address}")
+        click.echo(f"  chain {deployment.chain_id}, block {deployment.block_number}")
+        click.echo(f"  coordinator {deployment.coordinator}")
+        click.echo(f"  aggregator  {deployment.aggregator}")
+        click.echo(f"  deployment file {out}")
+
+
+def _time(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ts else ""
+
+
+def ledger_status(ledger: Ledger, round_id: int | None = None) -> dict[str, Any]:
+    """Everything `chain status` shows, as one JSON-able record."""
+    current = ledger.current_round()
+    rid = current if round_id is None else round_id
+    doc: dict[str, Any] = {
+        "contract": ledger.address,
+        "chain_id": ledger.chain_id,
+        "coordinator": ledger.coordinator(),
+        "aggregator": ledger.aggregator(),
+        "current_round": current,
+        "last_finalized_round": ledger.last_finalized_round(),
+        "sites": [
+            {
+                "site": s.address,
+                "name": s.name,
+                "registered": s.registered,
+                "reputation": s.reputation / 1e6,
+                "valued_rounds": s.valued_rounds,
+            }
+            for s in ledger.get_sites()
+        ],
+        "round": None,
+    }
+    if rid:
+        info = ledger.get_round(rid)
+        doc["round"] = {
+            "id": info.id,
+            "phase": info.phase.label,
+            "deadline": _time(info.deadline),
+            "submissions": info.submission_count,
+            "start_sha256": info.start_sha256,
+            "global_sha256": info.global_sha256 if info.phase == Phase.FINALIZED else "",
+            "updates": [
+                {
+                    "site": s.site,
+                    "samples": s.num_samples,
+                    "score": s.score / 1e6,
+                    "reason": reason_label(s.reason),
+                    "weight": s.weight / WEIGHT_SCALE,
+                    "sha256": s.sha256,
+                }
+                for s in ledger.get_submissions(rid)
+            ],
+        }
+    return doc
+
+
+def print_status(doc: dict[str, Any]) -> None:
+    click.echo(f"ledger      {doc['contract']} (chain {doc['chain_id']})")
+    click.echo(f"coordinator {doc['coordinator']}")
+    click.echo(f"aggregator  {doc['aggregator']}")
+    click.echo(f"rounds      {doc['current_round']} (last finalized {doc['last_finalized_round']})")
+    click.echo("")
+    click.echo("sites")
+    emit(doc["sites"], "table")
+    rnd = doc["round"]
+    if rnd:
+        click.echo("")
+        click.echo(
+            f"round {rnd['id']}: {rnd['phase']}, deadline {rnd['deadline']}, "
+            f"{rnd['submissions']} submission(s)"
+        )
+        rows = [{k: v for k, v in u.items() if k != "sha256"} for u in rnd["updates"]]
+        emit(rows, "table")
+
+
+@chain.command()
+@ledger_options
+@click.option(
+    "--round", "round_id", type=int, default=None, help="Round to show (default: latest)."
+)
+@format_option()
+def status(
+    rpc_url: str | None, deployment_path: Path, contract: str | None, round_id: int | None, fmt: str
+) -> None:
+    """Show the ledger's roles, sites, and a round with its weights."""
+    ledger = open_ledger(rpc_url, deployment_path, contract)
+    doc = ledger_status(ledger, round_id)
+    if fmt == "json":
+        emit(doc, "json")
+    else:
+        print_status(doc)

@@ -1,0 +1,193 @@
+"""Options and helpers shared by the command groups: where the chain is, which ledger, who signs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from fedtrail.chain import DEFAULT_RPC_URL, connect, dev_account
+from fedtrail.errors import ConfigError
+from fedtrail.keys import PASSPHRASE_ENV, load_keystore, passphrase_from_env
+from fedtrail.ledger import Deployment, Ledger
+from fedtrail.storage.store import ContentStore, IpfsStore, open_store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEV_CHAIN_IDS = {31337, 1337}  # Anvil, Ganache
+DEFAULT_DEPLOYMENT = "deployment.json"
+
+
+def rpc_option(func: F) -> F:
+    return click.option(
+        "--rpc-url",
+        envvar="FEDTRAIL_RPC_URL",
+        default=None,
+        help="JSON-RPC endpoint of the chain (env FEDTRAIL_RPC_URL; default: the deployment "
+        f"file's, else {DEFAULT_RPC_URL}).",
+    )(func)
+
+
+def ledger_options(func: F) -> F:
+    func = click.option(
+        "--contract",
+        "contract",
+        envvar="FEDTRAIL_CONTRACT",
+        default=None,
+        help="Ledger address (env FEDTRAIL_CONTRACT); overrides the deployment file.",
+    )(func)
+    func = click.option(
+        "--deployment",
+        "deployment_path",
+        envvar="FEDTRAIL_DEPLOYMENT",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DEFAULT_DEPLOYMENT,
+        show_default=True,
+        help="Deployment file written by `fedtrail chain deploy` (env FEDTRAIL_DEPLOYMENT).",
+    )(func)
+    return rpc_option(func)
+
+
+def signer_options(func: F) -> F:
+    func = click.option(
+        "--dev-account",
+        type=click.IntRange(0, 2**31 - 1),
+        default=None,
+        help="Sign with account N of the public development mnemonic (Anvil/Ganache only).",
+    )(func)
+    return click.option(
+        "--keystore",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=f"Encrypted keystore to sign with; passphrase from ${PASSPHRASE_ENV} or a prompt.",
+    )(func)
+
+
+def open_checked_store(location: str) -> ContentStore:
+    """A store that answered: a daemon that is down is reported once, naming the endpoint."""
+    store = open_store(location)
+    if isinstance(store, IpfsStore):
+        store.check()
+    return store
+
+
+def store_option(func: F) -> F:
+    return click.option(
+        "--store",
+        "store_location",
+        envvar="FEDTRAIL_STORE",
+        default="http://127.0.0.1:5001",
+        show_default=True,
+        help="IPFS RPC API or local:/path (env FEDTRAIL_STORE).",
+    )(func)
+
+
+def aggregation_options(func: F) -> F:
+    """--rule, --valuation, --metric: shared by `aggregator run` and `demo`."""
+    func = click.option(
+        "--metric",
+        type=click.Choice(["loss", "auc"]),
+        default="loss",
+        show_default=True,
+        help="Validation utility of the valuation.",
+    )(func)
+    func = click.option(
+        "--valuation",
+        type=click.Choice(["shapley", "mc_shapley", "loo"]),
+        default="shapley",
+        show_default=True,
+        help="Exact Shapley switches to Monte-Carlo above 8 sites.",
+    )(func)
+    return click.option(
+        "--rule",
+        type=click.Choice(["weighted", "median", "trimmed_mean", "krum", "norm_clip"]),
+        default="weighted",
+        show_default=True,
+        help="Aggregation rule (robust rules still use only updates with weight > 0).",
+    )(func)
+
+
+def setup_logging(logfile: Path, *, verbose: bool = False) -> None:
+    """Timestamped logs to stderr and to a file in the role's folder."""
+    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    root = logging.getLogger("fedtrail")
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(logfile)):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+
+
+def stop_on_signals(message: str) -> threading.Event:
+    """An event set by SIGTERM/SIGINT, so a daemon finishes or abandons its step cleanly."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger("fedtrail").info("signal %d: %s", signum, message)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def resolve_rpc(rpc_url: str | None, deployment: Deployment | None = None) -> str:
+    """Flag or env first, then the URL the deployment file recorded, then the default."""
+    if rpc_url:
+        return rpc_url
+    if deployment is not None and deployment.rpc_url:
+        return deployment.rpc_url
+    return DEFAULT_RPC_URL
+
+
+def open_ledger(rpc_url: str | None, deployment_path: Path, contract: str | None) -> Ledger:
+    if contract:
+        if not Web3.is_address(contract):
+            raise ConfigError(f"--contract {contract!r} is not an Ethereum address")
+        return Ledger(connect(resolve_rpc(rpc_url)), contract)
+    if not deployment_path.exists():
+        raise ConfigError(
+            f"no ledger given: pass --contract ADDRESS or --deployment FILE "
+            f"({deployment_path} does not exist)"
+        )
+    deployment = Deployment.from_file(deployment_path)
+    return Ledger.at(connect(resolve_rpc(rpc_url, deployment)), deployment)
+
+
+def load_signer(w3: Web3, keystore: Path | None, dev_account_index: int | None) -> LocalAccount:
+    if keystore is not None and dev_account_index is not None:
+        raise ConfigError("give either --keystore or --dev-account, not both")
+    if dev_account_index is not None:
+        chain_id = int(w3.eth.chain_id)
+        if chain_id not in DEV_CHAIN_IDS:
+            raise ConfigError(
+                f"--dev-account uses public test keys; refused on chain {chain_id} "
+                f"(only local development chains {sorted(DEV_CHAIN_IDS)})"
+            )
+        return dev_account(dev_account_index)
+    if keystore is None:
+        raise ConfigError("a signing key is needed: pass --keystore FILE (or --dev-account N)")
+    return load_keystore(keystore, read_passphrase(keystore))
+
+
+def read_passphrase(keystore: Path, *, confirm: bool = False) -> str:
+    from_env = passphrase_from_env()
+    if from_env:
+        return from_env
+    if not os.isatty(0):
+        raise ConfigError(
+            f"no passphrase for {keystore}: set {PASSPHRASE_ENV} or run in a terminal"
+        )
+    value: str = click.prompt(
+        f"Passphrase for {keystore}", hide_input=True, confirmation_prompt=confirm
+    )
+    return value

@@ -1,0 +1,88 @@
+"""Printing records for people (table) and machines (json, csv), the same way everywhere."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import click
+
+FORMATS = ("table", "json", "csv")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def format_option(*choices: str) -> Callable[[F], F]:
+    """The ``--format`` option every data-printing command takes."""
+    allowed = choices or ("table", "json")
+    option: Callable[[F], F] = click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(allowed),
+        default="table",
+        show_default=True,
+        help="Output for people (table) or machines.",
+    )
+    return option
+
+
+def reason_label(code: int | None) -> str:
+    """The aggregator's name for an on-chain reason code (the number itself when unknown)."""
+    if code is None:
+        return ""
+    from fedtrail.protocol.codes import Reason
+
+    try:
+        return Reason(code).name
+    except ValueError:
+        return str(code)
+
+
+def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    if not rows:
+        return "(none)"
+    cols = list(columns or rows[0].keys())
+    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in cells:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def render_kv(record: Mapping[str, Any]) -> str:
+    width = max((len(k) for k in record), default=0)
+    return "\n".join(f"{k.ljust(width)}  {_cell(v)}" for k, v in record.items())
+
+
+def emit(data: Any, fmt: str, *, columns: Sequence[str] | None = None) -> None:
+    """Prints ``data`` (a record or a list of records) in ``fmt``."""
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+    elif fmt == "csv":
+        rows = data if isinstance(data, list) else [data]
+        buf = io.StringIO()
+        if rows:
+            cols = list(columns or rows[0].keys())
+            writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({c: _cell(r.get(c)) for c in cols})
+        click.echo(buf.getvalue(), nl=False)
+    elif isinstance(data, list):
+        click.echo(render_table(data, columns))
+    else:
+        click.echo(render_kv(data))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list | tuple):
+        return ",".join(_cell(v) for v in value)
+    return str(value)

@@ -1,0 +1,69 @@
+"""The codes the chain stores: a round's phase and the reason posted with each score.
+
+Both are enums of FederationLedger (``Phase``) or uint8 values it records next to a score
+(``Reason``); every role reads and writes them through this one module.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = ["Phase", "Reason"]
+
+
+class Phase(IntEnum):
+    """Mirror of ``FederationLedger.Phase``."""
+
+    NONE = 0
+    OPEN = 1
+    VALUED = 2
+    FINALIZED = 3
+    CANCELLED = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Reason(IntEnum):
+    """Why an update got its score; posted on chain next to the score (uint8). Every code
+    but OK comes with score 0."""
+
+    OK = 0
+    LOW_GAIN = 1
+    OUTLIER_DIRECTION = 2
+    OUTLIER_NORM = 3
+    TAMPERED = 4
+    MALFORMED = 5
+    DUPLICATE = 6
+    LATE = 7
+    EXPLANATION_SHIFT = 8
+
+    @property
+    def label(self) -> str:
+        """Short lower-case name for tables and logs (``"outlier direction"``)."""
+        return self.name.lower().replace("_", " ")
+
+    @property
+    def description(self) -> str:
+        """One sentence an auditor can read."""
+        return _DESCRIPTIONS[self]
+
+
+_DESCRIPTIONS: dict[Reason, str] = {
+    Reason.OK: "The update improves the model; its score grows with its contribution.",
+    Reason.LOW_GAIN: "The update does not improve the global model on the aggregator's "
+    "validation split (marginal gain at or below the threshold).",
+    Reason.OUTLIER_DIRECTION: "The update points away from the other updates (cosine "
+    "similarity to the coordinate-wise median update below the threshold), as a sign-flipped "
+    "or otherwise poisoned update does.",
+    Reason.OUTLIER_NORM: "The update's L2 norm is far above the other updates' "
+    "(robust z-score above the threshold), as a scaled or boosted update's is.",
+    Reason.TAMPERED: "The stored bytes do not match the sha256 recorded on chain.",
+    Reason.MALFORMED: "The blob failed validation (format, names, shapes, dtypes, "
+    "non-finite values or model spec) or claims no training samples.",
+    Reason.DUPLICATE: "The update repeats another site's update.",
+    Reason.LATE: "The update arrived after the round's deadline.",
+    Reason.EXPLANATION_SHIFT: "The updated model's explanations shift away from the "
+    "global model's beyond the threshold.",
+}

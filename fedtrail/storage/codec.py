@@ -1,0 +1,675 @@
+"""Model states and update deltas <-> bytes (safetensors only, never pickle).
+
+The sha256 recorded on chain is taken over these bytes, so encoding is canonical: the same
+tensors give the same bytes in any process. safetensors writes a metadata dict with several keys
+in hash-map order, which differs from process to process, so all fedtrail metadata lives under
+ONE key (``"fedtrail"``) that holds canonical JSON. Tensors are contiguous float32 CPU clones;
+safetensors orders them by dtype and name, independent of the order they were passed in.
+
+Blobs that come from the network are untrusted. ``decode_model`` and ``decode_update`` check the
+size before parsing, the header's structure, format version, kind, spec hash, round, tensor
+names, shapes, dtypes, byte offsets, index ranges and finiteness before returning anything, and
+turn every failure into ``InvalidUpdate`` with a reason naming the check.
+
+Compression ``topk8`` sends, per tensor, the k = ceil(fraction * numel) largest-magnitude entries
+of (delta + residual): indices delta-encoded as the smallest unsigned dtype that holds the largest
+gap, values quantized to int8 with a symmetric float32 scale. What was not sent (including
+quantization error) becomes the new residual, which stays at the node and is added to the next
+round's delta (error feedback), so nothing is lost over rounds, only delayed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal, NoReturn, get_args
+
+import torch
+from safetensors.torch import load as _st_load
+from safetensors.torch import save as _st_save
+
+from fedtrail.errors import ConfigError, InvalidUpdate
+from fedtrail.fsutil import atomic_write
+from fedtrail.ml.models import ModelSpec
+
+__all__ = [
+    "FORMAT_VERSION",
+    "BlobMeta",
+    "Compression",
+    "CompressionMethod",
+    "EncodedUpdate",
+    "Kind",
+    "decode_model",
+    "decode_update",
+    "default_max_bytes",
+    "encode_model",
+    "encode_update",
+    "load_residual",
+    "save_residual",
+]
+
+FORMAT_VERSION: Final = 1
+METADATA_KEY: Final = "fedtrail"
+# A legitimate header is a few hundred bytes; this bounds JSON parsing of hostile input.
+MAX_HEADER_BYTES: Final = 64 * 1024
+
+Kind = Literal["model", "update", "residual"]
+CompressionMethod = Literal["none", "topk8"]
+
+_METHODS: Final = frozenset(get_args(CompressionMethod))
+_META_KEYS: Final = frozenset({"format_version", "kind", "spec_hash", "round", "compression"})
+_ENTRY_KEYS: Final = frozenset({"dtype", "shape", "data_offsets"})
+
+# Suffixes of the three tensors that carry one compressed tensor. ":" never occurs in a torch
+# state-dict key, so these cannot collide with a model's own names.
+_IDX: Final = ":idx"
+_Q: Final = ":q"
+_SCALE: Final = ":scale"
+
+# Bytes per element of the safetensors dtypes this format uses.
+_ITEMSIZE: Final = {"F32": 4, "I8": 1, "U8": 1, "U16": 2, "U32": 4}
+# Index gap dtypes, smallest first: the encoder takes the first that holds the largest gap.
+_GAP_DTYPES: Final = (
+    ("U8", torch.uint8, 0xFF),
+    ("U16", torch.uint16, 0xFFFF),
+    ("U32", torch.uint32, 0xFFFFFFFF),
+)
+_SMALLEST_SCALE: Final = 2.0**-149  # smallest positive float32 (subnormal)
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, kw_only=True)
+class Compression:
+    """How an update is compressed; chosen per run by the node's configuration.
+
+    ``fraction`` is the share of each tensor's entries that ``topk8`` sends; it has no effect
+    with ``"none"`` and is normalized to the default there, so equal settings encode equally.
+    """
+
+    method: CompressionMethod = "none"
+    fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.method, str) or self.method not in _METHODS:
+            raise ConfigError(
+                f"unknown compression method {_short(self.method)}; known: {sorted(_METHODS)}"
+            )
+        f = self.fraction
+        if isinstance(f, bool) or not isinstance(f, int | float):
+            raise ConfigError(f"compression fraction must be a number, got {_short(f)}")
+        if not (math.isfinite(f) and 0.0 < f <= 1.0):
+            raise ConfigError(f"compression fraction must be in (0, 1], got {_short(f)}")
+        if self.method == "none" and f != 0.05:
+            object.__setattr__(self, "fraction", 0.05)
+        else:
+            object.__setattr__(self, "fraction", float(f))
+
+    def keep(self, numel: int) -> int:
+        """How many entries top-k keeps of a tensor with ``numel`` entries (at least one)."""
+        return min(numel, max(1, math.ceil(self.fraction * numel)))
+
+    def _doc(self) -> dict[str, Any]:
+        if self.method == "none":
+            return {"method": "none"}
+        return {"method": self.method, "fraction": self.fraction}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlobMeta:
+    """The fedtrail metadata in a blob's safetensors header."""
+
+    kind: Kind
+    format_version: int
+    spec_hash: str
+    round: int
+    compression: Compression
+
+    def _json(self) -> str:
+        doc = {
+            "compression": self.compression._doc(),
+            "format_version": self.format_version,
+            "kind": self.kind,
+            "round": self.round,
+            "spec_hash": self.spec_hash,
+        }
+        return json.dumps(
+            doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+        )
+
+
+@dataclass(frozen=True)
+class EncodedUpdate:
+    """An encoded update and the error-feedback residual that stays at the node.
+
+    Persist ``residual`` (``save_residual``) and pass it to the next round's ``encode_update``.
+    """
+
+    blob: bytes
+    residual: dict[str, torch.Tensor]
+
+
+# ---------------------------------------------------------------- layout of a spec
+
+
+@dataclass(frozen=True)
+class _Layout:
+    spec_hash: str
+    shapes: dict[str, tuple[int, ...]]  # in state-dict order
+
+    def numel(self, name: str) -> int:
+        return math.prod(self.shapes[name])
+
+    @property
+    def dense_bytes(self) -> int:
+        return 4 * sum(math.prod(s) for s in self.shapes.values())
+
+    @property
+    def max_bytes(self) -> int:
+        return 8 + MAX_HEADER_BYTES + 2 * self.dense_bytes
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(spec: ModelSpec) -> _Layout:
+    """The spec's tensor layout and hash, cached: building them instantiates a (meta) model."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, (shape, dtype) in spec.tensor_layout().items():
+        if dtype != "float32":
+            raise ConfigError(f"the codec supports float32 tensors only; {name} is {dtype}")
+        if math.prod(shape) >= 2**32:
+            raise ConfigError(f"tensor {name} is too large for the codec ({shape})")
+        shapes[name] = shape
+    return _Layout(spec_hash=spec.spec_hash(), shapes=shapes)
+
+
+def default_max_bytes(spec: ModelSpec) -> int:
+    """The size limit decoders apply unless told otherwise: twice the dense size plus a header.
+
+    Every blob the encoder produces for ``spec`` fits (topk8 at fraction 1 is 5 bytes/entry).
+    """
+    return _layout(spec).max_bytes
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode_model(state: Mapping[str, torch.Tensor], *, spec: ModelSpec, round: int) -> bytes:
+    """Canonical safetensors bytes of a model state dict (the blob whose sha256 goes on chain)."""
+    layout = _layout(spec)
+    tensors = _dense_input(state, layout, "model state")
+    return _serialize(tensors, _meta("model", layout, round, Compression()))
+
+
+def encode_update(
+    delta: Mapping[str, torch.Tensor],
+    *,
+    spec: ModelSpec,
+    round: int,
+    compression: Compression = Compression(),
+    residual: Mapping[str, torch.Tensor] | None = None,
+) -> EncodedUpdate:
+    """Encode ``delta + residual`` as an update blob; return it with the new residual.
+
+    With ``"none"`` everything is sent and the new residual is zero (a switch from ``topk8`` to
+    ``"none"`` flushes the memory). Raises ``InvalidUpdate`` for inputs the decoder would refuse,
+    so a node never publishes a blob the aggregator rejects.
+    """
+    layout = _layout(spec)
+    acc = _dense_input(delta, layout, "delta")
+    if residual is not None:
+        res = _dense_input(residual, layout, "residual")
+        for name in acc:
+            acc[name] = acc[name] + res[name]
+            _check_finite(acc[name], f"delta + residual of {name}")
+    meta = _meta("update", layout, round, compression)
+    if compression.method == "none":
+        zeros = {name: torch.zeros(shape) for name, shape in layout.shapes.items()}
+        return EncodedUpdate(_serialize(acc, meta), zeros)
+    parts: dict[str, torch.Tensor] = {}
+    new_residual: dict[str, torch.Tensor] = {}
+    for name, shape in layout.shapes.items():
+        flat = acc[name].reshape(-1)
+        gaps, q, scale, sent = _topk8(flat, compression.keep(flat.numel()))
+        parts[name + _IDX], parts[name + _Q], parts[name + _SCALE] = gaps, q, scale
+        new_residual[name] = (flat - sent).reshape(shape)
+    return EncodedUpdate(_serialize(parts, meta), new_residual)
+
+
+def _topk8(
+    flat: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k by magnitude with int8 values; returns (gaps, q, scale, dense dequantized sent).
+
+    Ties at the k-th magnitude go to the lowest positions, so the selection (and the bytes) never
+    depend on how ``topk`` orders equal values.
+    """
+    n = flat.numel()
+    if k >= n:
+        idx = torch.arange(n)
+    else:
+        mag = flat.abs()
+        threshold = torch.topk(mag, k, sorted=False).values.min()
+        keep = mag > threshold
+        ties = torch.nonzero(mag == threshold).reshape(-1)[: k - int(keep.sum())]
+        keep[ties] = True
+        idx = torch.nonzero(keep).reshape(-1)  # ascending
+    vals = flat[idx]
+    amax = float(vals.abs().max())
+    scale_f = struct.unpack("<f", struct.pack("<f", amax / 127.0))[0] if amax > 0 else 1.0
+    if scale_f == 0.0:  # amax so tiny that amax/127 underflows float32
+        scale_f = _SMALLEST_SCALE
+    scale = torch.tensor(scale_f, dtype=torch.float32)
+    if not bool(torch.isfinite(scale * 127)):  # amax near the float32 limit: one ulp down fits
+        scale = torch.nextafter(scale, torch.zeros(()))
+    q = torch.round(vals / scale).clamp_(-127, 127).to(torch.int8)
+    sent = torch.zeros_like(flat)
+    sent[idx] = _dequantize(q, scale)
+    _check_finite(sent, "quantized values")
+    gaps64 = torch.diff(idx, prepend=idx.new_zeros(1))
+    top = int(gaps64.max())
+    for _code, dtype, limit in _GAP_DTYPES:
+        if top <= limit:
+            return gaps64.to(dtype), q, scale, sent
+    raise AssertionError("unreachable: tensors are limited to 2**32 entries")  # pragma: no cover
+
+
+def _dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The one dequantization the encoder's residual and the decoder share, bit for bit."""
+    return q.to(torch.float32) * scale
+
+
+def _meta(kind: Kind, layout: _Layout, round: int, compression: Compression) -> BlobMeta:
+    if isinstance(round, bool) or not isinstance(round, int) or round < 0:
+        raise ConfigError(f"round must be a non-negative integer, got {round!r}")
+    return BlobMeta(
+        kind=kind,
+        format_version=FORMAT_VERSION,
+        spec_hash=layout.spec_hash,
+        round=round,
+        compression=compression,
+    )
+
+
+def _dense_input(
+    state: Mapping[str, torch.Tensor], layout: _Layout, what: str
+) -> dict[str, torch.Tensor]:
+    """Validated float32 CPU clones of ``state`` in the spec's order (clones: no shared storage)."""
+    _check_names(set(state), set(layout.shapes), what)
+    out: dict[str, torch.Tensor] = {}
+    for name, shape in layout.shapes.items():
+        t = state[name]
+        if not isinstance(t, torch.Tensor):
+            raise InvalidUpdate(f"{what} {name} is a {type(t).__name__}, not a tensor")
+        if t.dtype != torch.float32:
+            raise InvalidUpdate(f"{what} {name} has dtype {t.dtype} but the model expects float32")
+        if tuple(t.shape) != shape:
+            raise InvalidUpdate(
+                f"{what} {name} has shape {tuple(t.shape)} but the model expects {shape}"
+            )
+        c = t.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+        _check_finite(c, f"{what} {name}")
+        out[name] = c
+    return out
+
+
+def _serialize(tensors: dict[str, torch.Tensor], meta: BlobMeta) -> bytes:
+    return _st_save(tensors, metadata={METADATA_KEY: meta._json()})
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decode_model(
+    blob: bytes,
+    *,
+    spec: ModelSpec,
+    max_bytes: int | None = None,
+    expected_round: int | None = None,
+) -> tuple[dict[str, torch.Tensor], BlobMeta]:
+    """Validate an untrusted model blob; return its state dict (spec order) and metadata."""
+    return _decode_dense(blob, "model", spec, max_bytes, expected_round)
+
+
+def decode_update(
+    blob: bytes,
+    *,
+    spec: ModelSpec,
+    max_bytes: int | None = None,
+    expected_round: int | None = None,
+) -> tuple[dict[str, torch.Tensor], BlobMeta]:
+    """Validate an untrusted update blob; return dense float32 deltas (spec order) and metadata.
+
+    ``max_bytes`` defaults to ``default_max_bytes(spec)``. Every failure is ``InvalidUpdate``.
+    """
+    layout = _layout(spec)
+    meta, entries, data_start = _parse_header(blob, layout, max_bytes, "update", expected_round)
+    if meta.compression.method == "none":
+        _check_entries(entries, _dense_expectations(layout), len(blob) - data_start)
+        return _load_dense(blob, layout), meta
+    expect: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
+    for name in layout.shapes:
+        k = meta.compression.keep(layout.numel(name))
+        expect[name + _IDX] = (tuple(c for c, _, _ in _GAP_DTYPES), (k,))
+        expect[name + _Q] = (("I8",), (k,))
+        expect[name + _SCALE] = (("F32",), ())
+    _check_entries(entries, expect, len(blob) - data_start)
+    parts = _st_load_checked(blob)
+    out: dict[str, torch.Tensor] = {}
+    for name, shape in layout.shapes.items():
+        numel = layout.numel(name)
+        gaps, q, scale = parts[name + _IDX], parts[name + _Q], parts[name + _SCALE]
+        idx = gaps.to(torch.int64).cumsum(0)
+        if idx.numel() > 1 and int(gaps[1:].to(torch.int64).min()) < 1:
+            raise InvalidUpdate(f"tensor {name}{_IDX} has repeated indices (a gap of 0)")
+        if int(idx[-1]) >= numel:
+            raise InvalidUpdate(
+                f"tensor {name}{_IDX} points at entry {int(idx[-1])}, "
+                f"past the {numel} entries of {name}"
+            )
+        s = float(scale)
+        if not (math.isfinite(s) and s > 0.0):
+            raise InvalidUpdate(f"tensor {name}{_SCALE} is {s!r}; it must be finite and positive")
+        if int(q.min()) < -127:
+            raise InvalidUpdate(f"tensor {name}{_Q} holds -128, outside the symmetric range")
+        dense = torch.zeros(numel, dtype=torch.float32)
+        dense[idx] = _dequantize(q, scale)
+        _check_finite(dense, f"tensor {name} (dequantized)")
+        out[name] = dense.reshape(shape)
+    return out, meta
+
+
+def _decode_dense(
+    blob: bytes,
+    kind: Kind,
+    spec: ModelSpec,
+    max_bytes: int | None,
+    expected_round: int | None,
+) -> tuple[dict[str, torch.Tensor], BlobMeta]:
+    layout = _layout(spec)
+    meta, entries, data_start = _parse_header(blob, layout, max_bytes, kind, expected_round)
+    if meta.compression.method != "none":
+        raise InvalidUpdate(f"a {kind} blob must be uncompressed, not {meta.compression.method}")
+    _check_entries(entries, _dense_expectations(layout), len(blob) - data_start)
+    return _load_dense(blob, layout), meta
+
+
+def _dense_expectations(layout: _Layout) -> dict[str, tuple[tuple[str, ...], tuple[int, ...]]]:
+    return {name: (("F32",), shape) for name, shape in layout.shapes.items()}
+
+
+def _load_dense(blob: bytes, layout: _Layout) -> dict[str, torch.Tensor]:
+    tensors = _st_load_checked(blob)
+    out: dict[str, torch.Tensor] = {}
+    for name in layout.shapes:
+        t = tensors[name]
+        _check_finite(t, f"tensor {name}")
+        out[name] = t
+    return out
+
+
+@dataclass(frozen=True)
+class _Entry:
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+def _parse_header(
+    blob: object,
+    layout: _Layout,
+    max_bytes: int | None,
+    kind: Kind,
+    expected_round: int | None,
+) -> tuple[BlobMeta, dict[str, _Entry], int]:
+    """Structure and metadata checks on the raw header; returns (meta, entries, data start)."""
+    if not isinstance(blob, bytes):
+        raise InvalidUpdate(f"blob must be bytes, got {type(blob).__name__}")
+    limit = layout.max_bytes if max_bytes is None else max_bytes
+    n = len(blob)
+    if n > limit:
+        raise InvalidUpdate(f"blob is {n} bytes, over the limit of {limit}")
+    if n < 8:
+        raise InvalidUpdate(f"blob is {n} bytes, too short for the 8-byte header size prefix")
+    hlen = int.from_bytes(blob[:8], "little")
+    if hlen > MAX_HEADER_BYTES:
+        raise InvalidUpdate(f"header size prefix says {hlen} bytes, over {MAX_HEADER_BYTES}")
+    if 8 + hlen > n:
+        raise InvalidUpdate(f"header size prefix says {hlen} bytes but only {n - 8} follow")
+    try:
+        header = _strict_json(blob[8 : 8 + hlen].decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError too
+        raise InvalidUpdate(f"header is not valid UTF-8 JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise InvalidUpdate("header is not a JSON object")
+    meta = _parse_meta(header.pop("__metadata__", None), layout, kind, expected_round)
+    entries = {name: _parse_entry(name, raw) for name, raw in header.items()}
+    return meta, entries, 8 + hlen
+
+
+def _parse_meta(raw: object, layout: _Layout, kind: Kind, expected_round: int | None) -> BlobMeta:
+    if not isinstance(raw, dict) or METADATA_KEY not in raw:
+        raise InvalidUpdate(f"header has no {METADATA_KEY!r} metadata")
+    if set(raw) != {METADATA_KEY}:
+        raise InvalidUpdate(
+            f"header metadata has keys other than {METADATA_KEY!r}: {_short(sorted(raw))}"
+        )
+    text = raw[METADATA_KEY]
+    if not isinstance(text, str):
+        raise InvalidUpdate(f"header metadata {METADATA_KEY!r} is not a string")
+    try:
+        doc = _strict_json(text)
+    except (ValueError, RecursionError) as e:
+        raise InvalidUpdate(f"fedtrail metadata is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise InvalidUpdate("fedtrail metadata is not a JSON object")
+    version = doc.get("format_version")
+    if not _is_int(version) or version != FORMAT_VERSION:
+        raise InvalidUpdate(
+            f"unknown format version {_short(version)} (this node reads {FORMAT_VERSION})"
+        )
+    if set(doc) != _META_KEYS:
+        raise InvalidUpdate(
+            f"fedtrail metadata has keys {_short(sorted(doc))}, expected {sorted(_META_KEYS)}"
+        )
+    if doc["kind"] != kind:
+        raise InvalidUpdate(f"blob kind is {_short(doc['kind'])} but a {kind} was expected")
+    if doc["spec_hash"] != layout.spec_hash:
+        raise InvalidUpdate(
+            f"spec hash {_short(doc['spec_hash'])} differs from the model's {layout.spec_hash}"
+        )
+    rnd = doc["round"]
+    if not _is_int(rnd) or rnd < 0:
+        raise InvalidUpdate(f"round {_short(rnd)} is not a non-negative integer")
+    if expected_round is not None and rnd != expected_round:
+        raise InvalidUpdate(f"blob is for round {rnd} but round {expected_round} was expected")
+    comp = doc["compression"]
+    if not isinstance(comp, dict) or "method" not in comp:
+        raise InvalidUpdate(f"compression settings {_short(comp)} are not an object with a method")
+    method = comp["method"]
+    want_keys = {"method"} if method == "none" else {"method", "fraction"}
+    if set(comp) != want_keys:
+        raise InvalidUpdate(
+            f"compression settings have keys {sorted(comp)}, expected {sorted(want_keys)}"
+        )
+    try:
+        compression = Compression(
+            method=method, **({} if method == "none" else {"fraction": comp["fraction"]})
+        )
+    except ConfigError as e:
+        raise InvalidUpdate(f"compression settings: {e}") from None
+    return BlobMeta(
+        kind=kind,
+        format_version=FORMAT_VERSION,
+        spec_hash=layout.spec_hash,
+        round=rnd,
+        compression=compression,
+    )
+
+
+def _parse_entry(name: str, raw: object) -> _Entry:
+    if not isinstance(raw, dict) or set(raw) != _ENTRY_KEYS:
+        raise InvalidUpdate(
+            f"header entry {name[:80]!r} must be an object with keys {sorted(_ENTRY_KEYS)}"
+        )
+    dtype, shape, offsets = raw["dtype"], raw["shape"], raw["data_offsets"]
+    if not isinstance(dtype, str):
+        raise InvalidUpdate(f"tensor {name[:80]} has a dtype that is not a string")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise InvalidUpdate(f"tensor {name[:80]} has a shape that is not a list of sizes")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_int(o) and o >= 0 for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise InvalidUpdate(f"tensor {name[:80]} has malformed data_offsets")
+    return _Entry(dtype, tuple(shape), offsets[0], offsets[1])
+
+
+def _check_entries(
+    entries: dict[str, _Entry],
+    expect: dict[str, tuple[tuple[str, ...], tuple[int, ...]]],
+    data_len: int,
+) -> None:
+    """Names, dtypes, shapes and byte ranges against what the spec allows, before any load."""
+    _check_names(set(entries), set(expect), "blob")
+    for name, (dtypes, shape) in expect.items():
+        e = entries[name]
+        if e.shape != shape:
+            raise InvalidUpdate(
+                f"tensor {name} has shape {_fmt_shape(e.shape)} but the model expects {shape}"
+            )
+        if e.dtype not in dtypes:
+            raise InvalidUpdate(
+                f"tensor {name} has dtype {e.dtype[:20]!r} "
+                f"but the model expects {' or '.join(dtypes)}"
+            )
+        size = math.prod(shape) * _ITEMSIZE[e.dtype]
+        if e.end - e.begin != size:
+            raise InvalidUpdate(
+                f"tensor {name} spans {e.end - e.begin} bytes "
+                f"but {e.dtype}{list(shape)} needs {size}"
+            )
+    pos = 0
+    for name, e in sorted(entries.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
+        if e.begin != pos:
+            what = "overlaps the previous tensor" if e.begin < pos else "leaves a gap"
+            raise InvalidUpdate(f"tensor {name} starts at byte {e.begin}: it {what}")
+        pos = e.end
+    if pos != data_len:
+        raise InvalidUpdate(f"tensors cover {pos} bytes but the data section holds {data_len}")
+
+
+def _st_load_checked(blob: bytes) -> dict[str, torch.Tensor]:
+    """safetensors' own parse, with whatever it raises turned into ``InvalidUpdate``.
+
+    The Rust side reports a panic as ``PanicException``, a ``BaseException``; that is caught too,
+    while interpreter exits and Ctrl-C pass through.
+    """
+    try:
+        return {k: v.clone() for k, v in _st_load(blob).items()}
+    except BaseException as e:
+        if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+            raise
+        raise InvalidUpdate(f"safetensors refused the blob: {str(e)[:200]}") from None
+
+
+# ---------------------------------------------------------------- residual file
+
+
+def save_residual(
+    path: str | os.PathLike[str],
+    residual: Mapping[str, torch.Tensor],
+    *,
+    spec: ModelSpec,
+    round: int,
+) -> None:
+    """Persist the node's error-feedback memory (after the update of ``round``), atomically.
+
+    Written to a temporary file and renamed, so a crash never leaves a torn residual behind.
+    """
+    layout = _layout(spec)
+    blob = _serialize(
+        _dense_input(residual, layout, "residual"), _meta("residual", layout, round, Compression())
+    )
+    atomic_write(path, blob)
+
+
+def load_residual(
+    path: str | os.PathLike[str],
+    spec: ModelSpec,
+    *,
+    expected_round: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """The residual saved at ``path``; zeros when there is none yet (a node's first round).
+
+    A corrupt file or one for another model raises ``InvalidUpdate``.
+    """
+    layout = _layout(spec)
+    p = Path(path)
+    if not p.exists():
+        return {name: torch.zeros(shape) for name, shape in layout.shapes.items()}
+    blob = p.read_bytes()
+    try:
+        state, _ = _decode_dense(blob, "residual", spec, None, expected_round)
+    except InvalidUpdate as e:
+        raise InvalidUpdate(f"residual file {p}: {e.reason}") from None
+    return state
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _strict_json(text: str) -> Any:
+    """``json.loads`` that refuses duplicate keys and NaN/Infinity (safetensors' parser differs)."""
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k[:80]!r}")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_names(got: set[str], want: set[str], what: str) -> None:
+    missing, extra = sorted(want - got), sorted(got - want)
+    if missing:
+        raise InvalidUpdate(f"{what} lacks tensor(s) {', '.join(missing)[:300]}")
+    if extra:
+        shown = ", ".join(repr(x[:80]) for x in extra[:5])
+        raise InvalidUpdate(f"{what} has unexpected tensor(s) {shown}")
+
+
+def _check_finite(t: torch.Tensor, what: str) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise InvalidUpdate(f"{what} has non-finite values (NaN or Inf)")
+
+
+def _short(x: object) -> str:
+    """repr of an untrusted value, cut so a hostile header cannot flood logs."""
+    text = repr(x)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    text = str(shape)
+    return text if len(text) <= 80 else text[:77] + "..."

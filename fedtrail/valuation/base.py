@@ -1,0 +1,138 @@
+"""The one interface every scorer shares: candidates, the valuation context, reason codes.
+
+A round's valuation sees one :class:`Candidate` per submitted update, in the sites' address
+order. A candidate whose blob could not be used (tampered, malformed, ...) has ``delta=None``
+and a non-OK ``status`` set by whoever fetched it. Scorers (:class:`Scorer`) map the candidates
+with a usable delta to one float each, higher = better; the combiner
+(:mod:`fedtrail.valuation.combine`) turns those components into the on-chain score and
+:class:`Reason`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, get_args, runtime_checkable
+
+import torch
+
+from fedtrail.errors import ConfigError
+from fedtrail.ml.datasets import ImageDataset
+from fedtrail.ml.models import ModelSpec
+from fedtrail.protocol.codes import Reason
+
+__all__ = [
+    "METRICS",
+    "Candidate",
+    "Metric",
+    "Scorer",
+    "Utility",
+    "ValuationContext",
+    "usable",
+]
+
+Metric = Literal["auc", "loss"]
+METRICS: tuple[str, ...] = get_args(Metric)
+
+Utility = Callable[[frozenset[str]], float]
+"""Value of a coalition of sites (by name); the empty coalition is the round's global model."""
+
+
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    """One site's submitted update as the aggregator holds it (equality is identity: deltas
+    are tensors).
+
+    ``delta`` is None when the blob could not be used; then ``status`` says why (it must not be
+    OK). A candidate may keep its delta with a non-OK status (a late update, a duplicate); it is
+    scored 0 with that status either way.
+    """
+
+    site: str
+    num_samples: int
+    delta: Mapping[str, torch.Tensor] | None
+    status: Reason = Reason.OK
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.site, str) or not self.site:
+            raise ConfigError("a candidate needs a non-empty site name")
+        if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int):
+            raise ConfigError(f"{self.site}: num_samples must be an integer")
+        if self.num_samples < 0:
+            raise ConfigError(f"{self.site}: num_samples must be non-negative")
+        if not isinstance(self.status, Reason):
+            raise ConfigError(f"{self.site}: status must be a Reason, got {self.status!r}")
+        if self.delta is None and self.status is Reason.OK:
+            raise ConfigError(f"{self.site}: a candidate without a delta needs a non-OK status")
+
+    @property
+    def usable(self) -> bool:
+        """Whether scorers look at it: status OK and a delta present."""
+        return self.status is Reason.OK and self.delta is not None
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ValuationContext:
+    """Everything one round's valuation looks at (equality is identity).
+
+    ``global_state`` is the round's global model; ``candidates`` are in address order with
+    distinct site names; ``validation`` is the aggregator's validation split (None: only the
+    data-free scorers can run); ``metric`` picks the utility of a coalition model: its ROC AUC or
+    its negative mean cross-entropy loss; ``seed`` seeds every random choice (Monte-Carlo
+    permutations).
+    """
+
+    global_state: Mapping[str, torch.Tensor]
+    spec: ModelSpec
+    candidates: Sequence[Candidate]
+    validation: ImageDataset | None = None
+    metric: Metric = "auc"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ConfigError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        names = [c.site for c in self.candidates]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"site names must be distinct; repeated: {dupes}")
+        if self.validation is not None and len(self.validation) == 0:
+            raise ConfigError("the validation split is empty")
+
+    def candidate(self, site: str) -> Candidate:
+        for c in self.candidates:
+            if c.site == site:
+                return c
+        raise KeyError(site)
+
+
+def usable(ctx: ValuationContext) -> list[Candidate]:
+    """The candidates scorers look at (status OK with a delta), in address order."""
+    return [c for c in ctx.candidates if c.usable]
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """A per-site quality score from the evidence the aggregator holds.
+
+    ``score`` returns one finite float per usable candidate (see :func:`usable`), keyed by site;
+    higher is better. Each implementation documents what its number means.
+    """
+
+    @property
+    def name(self) -> str:
+        """Short identifier used in logs (``"shapley"``, ``"cosine"``)."""
+        ...
+
+    def score(self, ctx: ValuationContext) -> dict[str, float]: ...
+
+
+def check_finite(values: Mapping[str, float], what: str) -> None:
+    """Refuse NaN or infinite scores (a scorer bug, never a site's fault)."""
+    for site, v in values.items():
+        if not math.isfinite(v):
+            raise ConfigError(f"{what} gave {site} a non-finite value {v}")

@@ -1,0 +1,50 @@
+"""Leave-one-out marginal gain: ``v(all) - v(all without i)`` on the validation split.
+
+``n + 2`` utility evaluations (every leave-one-out coalition, the full one and, for the record,
+the empty one). Cheap, but with several similar updates each one is nearly redundant given the
+others, so honest sites can get gains near zero or slightly negative; Shapley values average over
+all coalition sizes and are the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fedtrail.errors import ConfigError
+from fedtrail.valuation.base import Candidate, Utility, ValuationContext
+from fedtrail.valuation.utility import CachedUtility, CoalitionUtility, GameValues
+
+__all__ = ["LeaveOneOutScorer", "leave_one_out"]
+
+
+def leave_one_out(players: Sequence[str], utility: Utility) -> GameValues:
+    """``v(N) - v(N \\ {i})`` for every player ``i`` of ``players``."""
+    ps = list(players)
+    if len(set(ps)) != len(ps):
+        raise ConfigError("players must be distinct")
+    u = CachedUtility(utility)
+    v0 = u(frozenset())
+    full = frozenset(ps)
+    v_full = u(full)
+    values = {p: v_full - u(full - {p}) for p in ps}
+    return GameValues(
+        values=values, method="loo", evaluations=u.evaluations, v_empty=v0, v_full=v_full
+    )
+
+
+@dataclass(frozen=True)
+class LeaveOneOutScorer:
+    """Leave-one-out gain of each usable candidate on the validation split (metric units).
+    Higher = better; positive = the model is better with the update than without it."""
+
+    name: str = "loo"
+
+    def run(
+        self, ctx: ValuationContext, candidates: Sequence[Candidate] | None = None
+    ) -> GameValues:
+        util = CoalitionUtility(ctx, candidates)
+        return leave_one_out(util.players, util)
+
+    def score(self, ctx: ValuationContext) -> dict[str, float]:
+        return self.run(ctx).values

@@ -1,0 +1,131 @@
+"""Data-free robust statistics of the updates: direction and norm outliers.
+
+Computed over the usable updates of a round (status OK, delta present), without any data:
+
+* ``cosine``: cosine similarity of the update to the coordinate-wise median of all usable
+  updates (1: same direction as the consensus; -1: the opposite, as a sign-flipped update);
+  0 when either vector is zero.
+* ``norm``: the update's L2 norm; ``norm_z`` its robust z-score
+  ``(norm - median) / scale`` with ``scale = max(1.4826 * MAD, norm_scale_floor * median)``
+  (MAD = median absolute deviation of the norms; 1.4826 makes it estimate a standard deviation
+  for normal data). The floor keeps the z-score sane when the honest norms are nearly equal
+  (IID sites of equal size: measured MAD about 3% of the median), where any small difference
+  would otherwise look extreme: with the default floor 0.25, an update twice the median norm has
+  ``norm_z <= 4``, one twenty times (scaled poisoning) ``norm_z <= 76``.
+
+Measured on the bundled PneumoniaMNIST with 7-8 sites of SmallCNN, 1-2 local epochs: IID sites
+have cosines 0.81-0.99 and norms within 0.83-1.12x the median; a sign-flipped update has a cosine
+of about -0.9. Under label skew (Dirichlet alpha 1 or 5) honest updates reach cosines of -0.8
+and norms of 5.7x the median, so direction screening needs a loose threshold there (see
+:class:`fedtrail.valuation.combine.Thresholds`).
+
+All sums are deterministic (:func:`fedtrail.ml.aggregation.deterministic_dot`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from fedtrail.errors import ConfigError
+from fedtrail.ml.aggregation import AggregationError, deterministic_dot, median_rows, stack
+from fedtrail.valuation.base import ValuationContext, usable
+
+__all__ = [
+    "MAD_TO_SIGMA",
+    "CosineScorer",
+    "NormScorer",
+    "RobustStats",
+    "robust_statistics",
+]
+
+MAD_TO_SIGMA = 1.4826
+"""MAD x 1.4826 estimates the standard deviation of normally distributed values."""
+
+
+@dataclass(frozen=True)
+class RobustStats:
+    """The data-free statistics of one update (see the module docstring)."""
+
+    cosine: float
+    norm: float
+    norm_z: float
+    median_norm: float
+    """Median L2 norm of the round's usable updates (the same for every site)."""
+
+
+def _median(values: list[float]) -> float:
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2.0
+
+
+def _check_floor(floor: float) -> float:
+    if isinstance(floor, bool) or not isinstance(floor, int | float):
+        raise ConfigError(f"norm_scale_floor must be a number, got {floor!r}")
+    if not (math.isfinite(floor) and floor > 0):
+        raise ConfigError(f"norm_scale_floor must be a positive number, got {floor}")
+    return float(floor)
+
+
+def robust_statistics(
+    deltas: Mapping[str, Mapping[str, torch.Tensor]], *, norm_scale_floor: float = 0.25
+) -> dict[str, RobustStats]:
+    """Cosine to the coordinate-wise median, norm and robust norm z-score of every update
+    (site -> delta, address order). Raises ConfigError when the layouts differ."""
+    floor = _check_floor(norm_scale_floor)
+    if not deltas:
+        return {}
+    sites = list(deltas)
+    try:
+        st = stack([deltas[s] for s in sites])
+    except AggregationError as exc:
+        raise ConfigError(f"cannot compare the updates: {exc}") from exc
+    median = median_rows(st.matrix)
+    median_norm_vec = math.sqrt(deterministic_dot(median, median))
+    norms = [math.sqrt(deterministic_dot(row, row)) for row in st.matrix]
+    med = _median(norms)
+    mad = _median([abs(x - med) for x in norms])
+    scale = max(MAD_TO_SIGMA * mad, floor * med)
+    out: dict[str, RobustStats] = {}
+    for i, site in enumerate(sites):
+        denom = norms[i] * median_norm_vec
+        cosine = deterministic_dot(st.matrix[i], median) / denom if denom > 0 else 0.0
+        cosine = max(-1.0, min(1.0, cosine))
+        z = (norms[i] - med) / scale if scale > 0 else 0.0
+        out[site] = RobustStats(cosine=cosine, norm=norms[i], norm_z=z, median_norm=med)
+    return out
+
+
+def _usable_deltas(ctx: ValuationContext) -> dict[str, Mapping[str, torch.Tensor]]:
+    return {c.site: c.delta for c in usable(ctx) if c.delta is not None}
+
+
+@dataclass(frozen=True)
+class CosineScorer:
+    """Cosine similarity of each usable update to the coordinate-wise median update, in
+    [-1, 1]; higher = more in line with the consensus."""
+
+    name: str = "cosine"
+
+    def score(self, ctx: ValuationContext) -> dict[str, float]:
+        return {s: r.cosine for s, r in robust_statistics(_usable_deltas(ctx)).items()}
+
+
+@dataclass(frozen=True)
+class NormScorer:
+    """``-|norm_z|``: minus the absolute robust z-score of each usable update's L2 norm;
+    0 is the median norm, more negative = further from it (either way). Higher = better."""
+
+    name: str = "norm"
+    norm_scale_floor: float = 0.25
+
+    def __post_init__(self) -> None:
+        _check_floor(self.norm_scale_floor)
+
+    def score(self, ctx: ValuationContext) -> dict[str, float]:
+        stats = robust_statistics(_usable_deltas(ctx), norm_scale_floor=self.norm_scale_floor)
+        return {s: -abs(r.norm_z) for s, r in stats.items()}

@@ -1,0 +1,128 @@
+"""Coalition utilities for the validation-based scorers (leave-one-out, Shapley).
+
+``v(S)`` is the validation metric of the coalition model ``global + FedAvg(S)`` — the round's
+global model plus the sample-count-weighted mean of the coalition's deltas, rebuilt from the
+submitted deltas without retraining (GTG-Shapley, Liu et al. 2022) — and ``v(empty)`` the global
+model's metric. The metric is the ROC AUC or the negative mean cross-entropy loss, so higher is
+better either way.
+
+Any ``Callable[[frozenset[str]], float]`` can stand in for it (see
+:data:`fedtrail.valuation.base.Utility`); :class:`CachedUtility` counts and caches evaluations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedtrail.errors import ConfigError
+from fedtrail.ml.aggregation import AggregationError, stack
+from fedtrail.ml.metrics import evaluate
+from fedtrail.ml.models import initial_model
+from fedtrail.valuation.base import Candidate, Utility, ValuationContext, usable
+
+__all__ = ["CachedUtility", "CoalitionUtility", "GameValues"]
+
+
+@dataclass(frozen=True)
+class GameValues:
+    """Per-player values of one cooperative game and what computing them cost."""
+
+    values: dict[str, float]
+    """Player -> value, in player order."""
+    method: str
+    """``"loo"``, ``"shapley"`` (exact) or ``"mc_shapley"``."""
+    evaluations: int
+    """Distinct coalitions whose utility was computed (including the empty and the full one)."""
+    v_empty: float
+    """Utility of the empty coalition (the global model)."""
+    v_full: float
+    """Utility of the grand coalition (every player)."""
+    permutations: int = 0
+    """Monte-Carlo permutations sampled (0 for the exact methods)."""
+
+
+class CachedUtility:
+    """Wraps a utility: every coalition is evaluated at most once; ``evaluations`` counts the
+    evaluations of the wrapped utility (cache misses)."""
+
+    def __init__(self, utility: Utility) -> None:
+        self._utility = utility
+        self._cache: dict[frozenset[str], float] = {}
+        self.evaluations = 0
+
+    def __call__(self, coalition: frozenset[str]) -> float:
+        key = frozenset(coalition)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        value = float(self._utility(key))
+        if not math.isfinite(value):
+            raise ConfigError(f"the utility of coalition {sorted(key)} is not finite ({value})")
+        self._cache[key] = value
+        self.evaluations += 1
+        return value
+
+
+class CoalitionUtility:
+    """``v(S)`` = metric on ``ctx.validation`` of ``global + FedAvg(deltas of S)``.
+
+    The players are the usable candidates of ``ctx`` (or the ``candidates`` given). The coalition
+    model is built as the aggregator builds a global model: float64 sums in address order, the
+    mean cast to float32, added to the global model in float64 and cast once to float32. The
+    metric itself comes from :func:`fedtrail.ml.metrics.evaluate`, whose last bits depend on the
+    torch build and thread count.
+    """
+
+    def __init__(
+        self, ctx: ValuationContext, candidates: Sequence[Candidate] | None = None
+    ) -> None:
+        if ctx.validation is None:
+            raise ConfigError("validation-based valuation needs a validation split")
+        players = usable(ctx) if candidates is None else list(candidates)
+        if any(not c.usable for c in players):
+            raise ConfigError("coalition players must be usable candidates (status OK, a delta)")
+        if any(c.num_samples < 1 for c in players):
+            raise ConfigError("every coalition player needs at least one training sample")
+        self.players: tuple[str, ...] = tuple(c.site for c in players)
+        self._n = {c.site: c.num_samples for c in players}
+        self._row = {c.site: i for i, c in enumerate(players)}
+        self._validation = ctx.validation
+        self._metric = ctx.metric
+        try:
+            st = stack([ctx.global_state, *[c.delta for c in players if c.delta is not None]])
+        except AggregationError as exc:
+            raise ConfigError(f"cannot build coalition models: {exc}") from exc
+        self._stacked = st
+        self._global = st.matrix[0]
+        self._deltas = st.matrix[1:]
+        self._model = initial_model(ctx.spec, seed=0)
+
+    def state(self, coalition: frozenset[str]) -> dict[str, torch.Tensor]:
+        """The coalition model's state dict."""
+        unknown = sorted(set(coalition) - set(self._row))
+        if unknown:
+            raise ConfigError(f"unknown players {unknown}")
+        members = [s for s in self.players if s in coalition]  # address order
+        if not members:
+            return self._stacked.unflatten(self._global)
+        total = sum(self._n[s] for s in members)
+        acc = np.zeros_like(self._global)
+        for s in members:
+            acc += (self._n[s] / total) * self._deltas[self._row[s]]
+        mean32 = acc.astype(np.float32).astype(np.float64)
+        return self._stacked.unflatten(self._global + mean32)
+
+    def __call__(self, coalition: frozenset[str]) -> float:
+        assert self._validation is not None
+        self._model.load_state_dict(self.state(coalition), strict=True)
+        m = evaluate(self._model, self._validation)
+        if self._metric == "loss":
+            return -m.loss
+        if math.isnan(m.auc):
+            raise ConfigError("the validation split holds one class only; AUC is undefined")
+        return m.auc

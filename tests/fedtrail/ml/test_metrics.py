@@ -1,0 +1,170 @@
+"""Metrics: hand-computed AUC (with ties), loss, accuracy, F1; evaluate()."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import astuple
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from fedtrail.errors import ConfigError
+from fedtrail.ml.datasets import ImageDataset, load_bundled
+from fedtrail.ml.metrics import Metrics, binary_metrics, evaluate, roc_auc
+from fedtrail.ml.models import ModelSpec, initial_model
+
+
+def test_auc_hand_computed_without_ties() -> None:
+    # positives 0.35 and 0.8, negatives 0.1 and 0.4: 0.35 beats 0.1 only, 0.8 beats both -> 3/4
+    # (this is also scikit-learn's documented roc_auc_score example)
+    assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75
+
+
+def test_auc_hand_computed_with_ties() -> None:
+    # positives {0.5, 0.9}, negatives {0.5, 0.5, 0.1}:
+    # 0.5 ties two negatives (2 x 1/2) and beats 0.1 (1) -> 2; 0.9 beats all three -> 3; 5/6
+    scores = np.array([0.5, 0.5, 0.5, 0.9, 0.1])
+    labels = np.array([1, 0, 0, 1, 0])
+    # same from the ROC curve, points (FPR, TPR) (0,0) (0,.5) (2/3,1) (1,1):
+    # trapezoids 0 + (2/3)(.5+1)/2 + 1/3 = 5/6
+    assert roc_auc(scores, labels) == pytest.approx(5 / 6, abs=1e-15)
+    assert roc_auc(np.full(6, 0.3), np.array([0, 1, 0, 1, 1, 0])) == 0.5
+    # two tie groups that each mix classes: {0.2: 1 pos, 1 neg}, {0.7: 2 pos, 1 neg}
+    # pos 0.2: tie 1 neg (1/2) -> .5; each pos 0.7: beats 0.2-neg (1) + tie (1/2) -> 1.5 x 2 = 3
+    # total 3.5 / (3 * 2)
+    s2 = np.array([0.2, 0.2, 0.7, 0.7, 0.7])
+    y2 = np.array([1, 0, 1, 1, 0])
+    assert roc_auc(s2, y2) == pytest.approx(3.5 / 6, abs=1e-15)
+
+
+def test_auc_edges() -> None:
+    y = np.array([0, 0, 1, 1])
+    assert roc_auc(np.array([1.0, 2.0, 3.0, 4.0]), y) == 1.0
+    assert roc_auc(np.array([4.0, 3.0, 2.0, 1.0]), y) == 0.0
+    assert math.isnan(roc_auc(np.array([0.1, 0.2]), np.array([1, 1])))
+    assert math.isnan(roc_auc(np.array([0.1, 0.2]), np.array([0, 0])))
+    assert roc_auc(torch.tensor([0.1, 0.9]), torch.tensor([0, 1])) == 1.0
+    with pytest.raises(ValueError, match="2 scores but 3 labels"):
+        roc_auc(np.array([0.1, 0.2]), np.array([0, 1, 1]))
+    with pytest.raises(ValueError, match="NaN"):
+        roc_auc(np.array([0.1, np.nan]), np.array([0, 1]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 6).map(lambda v: v / 4), st.integers(0, 1)),
+        min_size=2,
+        max_size=40,
+    )
+)
+def test_auc_equals_pairwise_definition(pairs: list[tuple[float, int]]) -> None:
+    """P(score_pos > score_neg) + P(tie) / 2 over all pairs — the area under the (linearly
+    interpolated) ROC curve, which is what sklearn's roc_auc_score computes."""
+    s = np.array([p[0] for p in pairs])
+    y = np.array([p[1] for p in pairs])
+    pos, neg = s[y == 1], s[y == 0]
+    if pos.size == 0 or neg.size == 0:
+        assert math.isnan(roc_auc(s, y))
+        return
+    diff = pos[:, None] - neg[None, :]
+    expected = ((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size
+    assert roc_auc(s, y) == pytest.approx(expected, abs=1e-12)
+
+
+def test_binary_metrics_from_logits_hand_computed() -> None:
+    logits = np.array([[0.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, 3.0]])
+    labels = np.array([1, 1, 0, 0])
+    m = binary_metrics(logits, labels)
+    # margins z1-z0: 0, 2, -1, 3 -> predictions (z1 > z0): 0, 1, 0, 1
+    # TP = 1 (row 1), FP = 1 (row 3), FN = 1 (row 0): F1 = 2/(2+1+1); accuracy 2/4
+    assert m.f1 == 0.5
+    assert m.accuracy == 0.5
+    # AUC on margins: positives {0, 2}, negatives {-1, 3}: 0>-1, 2>-1 -> 2/4
+    assert m.auc == 0.5
+    # cross-entropy per row: ln 2, ln(1+e^-2), ln(1+e^-1), ln(1+e^3)
+    expected = np.mean(
+        [math.log(2), math.log1p(math.exp(-2)), math.log1p(math.exp(-1)), math.log1p(math.exp(3))]
+    )
+    assert m.loss == pytest.approx(expected, rel=1e-12)
+    assert m.n == 4
+    as_torch = binary_metrics(torch.tensor(logits, dtype=torch.float32), torch.tensor(labels))
+    assert astuple(as_torch) == pytest.approx(astuple(m), rel=1e-7)
+
+
+def test_binary_metrics_from_probabilities() -> None:
+    probs = np.array([0.9, 0.2, 0.6, 0.5])
+    labels = np.array([1, 0, 0, 1])
+    m = binary_metrics(probs, labels)
+    # predictions p > 0.5: 1, 0, 1, 0 -> TP 1, FP 1, FN 1, accuracy 2/4
+    assert (m.accuracy, m.f1) == (0.5, 0.5)
+    # positives {0.9, 0.5}, negatives {0.2, 0.6}: 0.9 beats both, 0.5 beats 0.2 -> 3/4
+    assert m.auc == 0.75
+    bce = -np.mean([math.log(0.9), math.log(0.8), math.log(0.4), math.log(0.5)])
+    assert m.loss == pytest.approx(bce, rel=1e-12)
+    # perfectly confident and right: loss clipped, not NaN
+    sure = binary_metrics(np.array([0.0, 1.0]), np.array([0, 1]))
+    assert sure.loss < 1e-9 and sure.accuracy == 1.0 and sure.auc == 1.0 and sure.f1 == 1.0
+
+
+def test_saturated_logits_keep_their_ranking() -> None:
+    # softmax of these rounds to 1.0 in float32, the margins still order them
+    logits = torch.tensor([[0.0, 40.0], [0.0, 50.0], [0.0, 45.0]])
+    assert binary_metrics(logits, torch.tensor([0, 1, 1])).auc == 1.0
+
+
+def test_f1_without_positives_is_zero_and_single_class_auc_is_nan() -> None:
+    m = binary_metrics(np.array([[1.0, 0.0], [2.0, 0.0]]), np.array([0, 0]))
+    assert m.f1 == 0.0 and m.accuracy == 1.0 and math.isnan(m.auc)
+
+
+def test_binary_metrics_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match=r"\{0, 1\}"):
+        binary_metrics(np.zeros((2, 2)), np.array([0, 2]))
+    with pytest.raises(ValueError, match="3 outputs but 2 labels"):
+        binary_metrics(np.zeros((3, 2)), np.array([0, 1]))
+    with pytest.raises(ValueError, match="shape"):
+        binary_metrics(np.zeros((2, 3)), np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        binary_metrics(np.array([0.5, 1.5]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="NaN"):
+        binary_metrics(np.array([[0.0, np.nan], [0.0, 0.0]]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="no samples"):
+        binary_metrics(np.zeros((0, 2)), np.zeros(0, np.int64))
+
+
+def test_evaluate_matches_manual_forward_and_restores_mode() -> None:
+    val = load_bundled().val
+    model = initial_model(ModelSpec(), seed=0)
+    model.train()
+    m = evaluate(model, val, batch_size=64)
+    assert model.training
+    assert isinstance(m, Metrics) and m.n == 270
+    with torch.no_grad():
+        logits = model.eval()(torch.tensor(val.images))
+    direct = binary_metrics(logits, val.labels)
+    assert m.auc == direct.auc and m.accuracy == direct.accuracy and m.f1 == direct.f1
+    assert m.loss == pytest.approx(direct.loss, rel=1e-6)
+    assert evaluate(model, val, batch_size=64) == m  # deterministic
+    assert astuple(evaluate(model, val, batch_size=270)) == pytest.approx(astuple(m), rel=1e-6)
+    assert not any(p.grad is not None for p in model.parameters())
+
+
+def test_evaluate_errors() -> None:
+    ds = ImageDataset(np.zeros((3, 1, 28, 28), np.float32), np.array([0, 1, 0]))
+    model = initial_model(ModelSpec(), seed=0)
+    with pytest.raises(ConfigError, match="empty"):
+        evaluate(model, ds.subset([]))
+    with pytest.raises(ConfigError, match="batch_size"):
+        evaluate(model, ds, batch_size=0)
+    with pytest.raises(ConfigError, match="2 output logits"):
+        evaluate(initial_model(ModelSpec(num_classes=3), seed=0), ds)
+    three = ImageDataset(ds.images, np.array([0, 1, 2]))
+    with pytest.raises(ConfigError, match=r"\{0, 1\}"):
+        evaluate(model, three)
+    with pytest.raises(ConfigError, match="2 output logits"):
+        evaluate(nn.Sequential(nn.Flatten(), nn.Linear(784, 1)), ds)

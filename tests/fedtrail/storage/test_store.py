@@ -1,0 +1,401 @@
+"""Content store: the embedded LocalStore, and IpfsStore against a real js-ipfs daemon."""
+
+from __future__ import annotations
+
+import base64
+import random
+import socket
+from pathlib import Path
+
+import ipfshttpclient
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedtrail.errors import (
+    ContentNotFound,
+    ContentTooLarge,
+    HashMismatch,
+    InvalidCid,
+    StoreError,
+    StoreUnreachable,
+)
+from fedtrail.storage.store import (
+    IpfsStore,
+    LocalStore,
+    check_cid,
+    compute_cid,
+    open_store,
+    sha256_hex,
+)
+from tests.fixtures.ipfs import IpfsDaemon
+
+# ipfshttpclient 0.8.0a2 passes urllib3's removed `strict` argument on every request.
+pytestmark = pytest.mark.filterwarnings("ignore:The 'strict' parameter:FutureWarning")
+
+CHUNK = 256 * 1024
+HELLO_WORLD_CID = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"  # `ipfs add` of "hello world\n"
+
+BAD_CIDS = [
+    "",
+    "hello",
+    "Qm",
+    HELLO_WORLD_CID[:-1],  # one character short
+    HELLO_WORLD_CID[:-1] + "0",  # '0' is not base58
+    HELLO_WORLD_CID + "u",
+    "Qm" + "z" * 44,  # base58, right length, but not a sha2-256 multihash
+    "../../etc/passwd",
+    "bafyINVALIDUPPER",
+    "bafy" + "a" * 200,
+    "zb2rhe5P4gXftAwvA4eXQ5HJwsER2owDyS9sKaQRRVQPn93bA",  # base58 CIDv1: not accepted
+]
+
+
+def _blob(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def _closed_port_api() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    return f"/ip4/127.0.0.1/tcp/{port}/http"
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store")
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def test_sha256_hex_is_64_lowercase_hex() -> None:
+    assert sha256_hex(b"abc") == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
+
+
+def test_compute_cid_matches_known_kubo_cid() -> None:
+    assert compute_cid(b"hello world\n") == HELLO_WORLD_CID
+
+
+def test_check_cid_maps_dag_pb_cidv1_to_the_same_cidv0() -> None:
+    raw = b"\x01\x70" + _b58decode(HELLO_WORLD_CID)
+    v1 = "b" + base64.b32encode(raw).decode().lower().rstrip("=")
+    assert check_cid(v1) == HELLO_WORLD_CID
+    assert check_cid(HELLO_WORLD_CID) == HELLO_WORLD_CID
+
+
+def test_check_cid_accepts_raw_leaf_cidv1_unchanged() -> None:
+    raw = b"\x01\x55" + _b58decode(HELLO_WORLD_CID)
+    v1 = "b" + base64.b32encode(raw).decode().lower().rstrip("=")
+    assert check_cid(v1) == v1
+
+
+@pytest.mark.parametrize("bad", BAD_CIDS)
+def test_check_cid_rejects_bad_cid(bad: str) -> None:
+    with pytest.raises(InvalidCid):
+        check_cid(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=120))
+def test_check_cid_raises_only_invalid_cid_on_random_text(text: str) -> None:
+    try:
+        canonical = check_cid(text)
+    except InvalidCid:
+        return
+    assert check_cid(canonical) == canonical
+
+
+def _b58decode(text: str) -> bytes:
+    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+    num = 0
+    for ch in text:
+        num = num * 58 + alphabet.index(ch)
+    return num.to_bytes(34, "big")
+
+
+# ------------------------------------------------------------------ LocalStore
+
+
+def test_local_put_returns_kubo_cidv0(local: LocalStore) -> None:
+    assert local.put(b"hello world\n") == HELLO_WORLD_CID
+
+
+def test_local_put_get_roundtrip(local: LocalStore) -> None:
+    data = _blob(3 * CHUNK + 17)
+    cid = local.put(data)
+    assert local.get(cid, sha256_hex(data)) == data
+
+
+def test_local_put_twice_is_idempotent(local: LocalStore) -> None:
+    data = _blob(1000)
+    assert local.put(data) == local.put(data)
+    assert len(list((local.root / "blobs").iterdir())) == 1
+
+
+def test_local_get_accepts_uppercase_sha256(local: LocalStore) -> None:
+    cid = local.put(b"x")
+    assert local.get(cid, sha256_hex(b"x").upper()) == b"x"
+
+
+def test_local_get_of_dag_pb_cidv1_finds_the_cidv0_blob(local: LocalStore) -> None:
+    cid = local.put(b"hello world\n")
+    raw = b"\x01\x70" + _b58decode(cid)
+    v1 = "b" + base64.b32encode(raw).decode().lower().rstrip("=")
+    assert local.get(v1, sha256_hex(b"hello world\n")) == b"hello world\n"
+
+
+def test_local_has_true_after_put_false_for_unknown(local: LocalStore) -> None:
+    cid = local.put(b"present")
+    assert local.has(cid)
+    assert not local.has(compute_cid(b"absent"))
+
+
+def test_local_put_pins_and_pin_is_recorded(local: LocalStore) -> None:
+    cid = local.put(b"pinned")
+    local.pin(cid)
+    assert local.pinned() == [cid]
+
+
+def test_local_pin_unknown_raises_content_not_found(local: LocalStore) -> None:
+    with pytest.raises(ContentNotFound):
+        local.pin(compute_cid(b"never stored"))
+
+
+def test_local_get_missing_raises_content_not_found(local: LocalStore) -> None:
+    with pytest.raises(ContentNotFound):
+        local.get(compute_cid(b"never stored"), sha256_hex(b"never stored"))
+
+
+def test_local_tampered_bytes_on_disk_raise_hash_mismatch(local: LocalStore) -> None:
+    data = _blob(5000)
+    cid = local.put(data)
+    path = local.root / "blobs" / cid
+    tampered = bytearray(path.read_bytes())
+    tampered[123] ^= 0x01
+    path.write_bytes(bytes(tampered))
+    with pytest.raises(HashMismatch) as err:
+        local.get(cid, sha256_hex(data))
+    msg = str(err.value)
+    assert cid in msg
+    assert sha256_hex(data) in msg
+    assert sha256_hex(bytes(tampered)) in msg
+
+
+def test_local_get_with_other_recorded_hash_raises_hash_mismatch(local: LocalStore) -> None:
+    cid = local.put(b"real bytes")
+    with pytest.raises(HashMismatch):
+        local.get(cid, sha256_hex(b"other bytes"))
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "0x" + "0" * 64, "g" * 64, "0" * 63])
+def test_local_get_malformed_sha256_raises_store_error(local: LocalStore, bad: str) -> None:
+    cid = local.put(b"x")
+    with pytest.raises(StoreError) as err:
+        local.get(cid, bad)
+    assert not isinstance(err.value, HashMismatch)
+
+
+@pytest.mark.parametrize("bad", BAD_CIDS)
+def test_local_bad_cid_raises_invalid_cid(local: LocalStore, bad: str) -> None:
+    with pytest.raises(InvalidCid):
+        local.get(bad, sha256_hex(b""))
+    with pytest.raises(InvalidCid):
+        local.has(bad)
+    with pytest.raises(InvalidCid):
+        local.pin(bad)
+
+
+def test_local_get_over_store_limit_raises_content_too_large(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path, max_bytes=1000)
+    ok, big = _blob(1000), _blob(1001)
+    assert store.get(store.put(ok), sha256_hex(ok)) == ok
+    with pytest.raises(ContentTooLarge):
+        store.get(store.put(big), sha256_hex(big))
+
+
+def test_local_get_over_call_limit_raises_content_too_large(local: LocalStore) -> None:
+    data = _blob(2000)
+    cid = local.put(data)
+    with pytest.raises(ContentTooLarge):
+        local.get(cid, sha256_hex(data), max_bytes=1999)
+    assert local.get(cid, sha256_hex(data), max_bytes=2000) == data
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.binary(max_size=3 * CHUNK))
+def test_local_roundtrip_of_arbitrary_bytes(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes
+) -> None:
+    store = LocalStore(tmp_path_factory.mktemp("h"))
+    cid = store.put(data)
+    assert cid == compute_cid(data)
+    assert store.get(cid, sha256_hex(data)) == data
+
+
+# ------------------------------------------------------------------ open_store
+
+
+def test_open_store_bare_path_and_local_prefix_give_local_store(tmp_path: Path) -> None:
+    a = open_store(str(tmp_path / "a"))
+    b = open_store(f"local:{tmp_path / 'b'}")
+    assert isinstance(a, LocalStore) and a.root == tmp_path / "a"
+    assert isinstance(b, LocalStore) and b.root == tmp_path / "b"
+
+
+def test_open_store_ipfs_multiaddr_and_http_url_give_ipfs_store() -> None:
+    a = open_store("ipfs:/ip4/127.0.0.1/tcp/5001/http")
+    b = open_store("http://127.0.0.1:5002")
+    c = open_store("ipfs:")
+    assert isinstance(a, IpfsStore) and a.api == "/ip4/127.0.0.1/tcp/5001/http"
+    assert isinstance(b, IpfsStore) and b.api == "/ip4/127.0.0.1/tcp/5002/http"
+    assert isinstance(c, IpfsStore) and c.api == "/ip4/127.0.0.1/tcp/5001/http"
+
+
+def test_open_store_bare_multiaddr_is_refused_not_a_directory() -> None:
+    with pytest.raises(StoreError):
+        open_store("/ip4/127.0.0.1/tcp/5001/http")
+
+
+# ------------------------------------------------------------------ IpfsStore without a daemon
+
+
+def test_ipfs_invalid_cid_raises_before_any_network_call() -> None:
+    store = IpfsStore(_closed_port_api(), retries=0)
+    for bad in BAD_CIDS:
+        with pytest.raises(InvalidCid):
+            store.get(bad, sha256_hex(b""))
+        with pytest.raises(InvalidCid):
+            store.has(bad)
+        with pytest.raises(InvalidCid):
+            store.pin(bad)
+
+
+def test_ipfs_no_daemon_raises_store_unreachable_naming_endpoint() -> None:
+    api = _closed_port_api()
+    store = IpfsStore(api, retries=2, backoff=0.01)
+    with pytest.raises(StoreUnreachable) as err:
+        store.put(b"data")
+    assert api in str(err.value)
+    assert "3 attempts" in str(err.value)
+
+
+# ------------------------------------------------------------------ IpfsStore, real daemon
+
+
+@pytest.mark.ipfs
+def test_ipfs_put_get_pin_multi_mb_blob(ipfs_api: str) -> None:
+    store = IpfsStore(ipfs_api)
+    data = _blob(5 * 1024 * 1024 + 123, seed=1)
+    cid = store.put(data)
+    assert cid == compute_cid(data)
+    assert store.has(cid)
+    store.pin(cid)
+    pins = ipfshttpclient.Client(ipfs_api).pin.ls(type="recursive")["Keys"]
+    assert cid in pins
+    assert store.get(cid, sha256_hex(data)) == data
+
+
+@pytest.mark.ipfs
+def test_ipfs_get_with_tampered_hash_raises_hash_mismatch(ipfs_api: str) -> None:
+    store = IpfsStore(ipfs_api)
+    data = _blob(300_000, seed=2)
+    cid = store.put(data)
+    recorded = sha256_hex(data[:-1] + bytes([data[-1] ^ 1]))  # what a tamperer would serve
+    with pytest.raises(HashMismatch) as err:
+        store.get(cid, recorded)
+    msg = str(err.value)
+    assert cid in msg and recorded in msg and sha256_hex(data) in msg
+
+
+@pytest.mark.ipfs
+def test_ipfs_get_missing_cid_raises_content_not_found(ipfs_api: str) -> None:
+    store = IpfsStore(ipfs_api, probe_timeout=0.5)
+    missing = _blob(64, seed=3)
+    with pytest.raises(ContentNotFound):
+        store.get(compute_cid(missing), sha256_hex(missing))
+    with pytest.raises(ContentNotFound):
+        store.pin(compute_cid(missing))
+
+
+@pytest.mark.ipfs
+def test_ipfs_has_false_for_missing_true_after_put(ipfs_api: str) -> None:
+    store = IpfsStore(ipfs_api, probe_timeout=0.5)
+    data = _blob(100, seed=4)
+    assert not store.has(compute_cid(data))
+    store.put(data)
+    assert store.has(compute_cid(data))
+
+
+@pytest.mark.ipfs
+def test_ipfs_get_over_limit_raises_content_too_large(ipfs_api: str) -> None:
+    store = IpfsStore(ipfs_api, max_bytes=CHUNK)
+    data = _blob(CHUNK + 1, seed=5)
+    cid = store.put(data)
+    with pytest.raises(ContentTooLarge):
+        store.get(cid, sha256_hex(data))
+    assert store.get(cid, sha256_hex(data), max_bytes=CHUNK + 1) == data
+
+
+@pytest.mark.ipfs
+def test_ipfs_open_store_with_ipfs_prefix_roundtrips(ipfs_api: str) -> None:
+    store = open_store(f"ipfs:{ipfs_api}")
+    cid = store.put(b"via open_store")
+    assert store.get(cid, sha256_hex(b"via open_store")) == b"via open_store"
+
+
+@pytest.mark.ipfs
+def test_ipfs_daemon_stopped_mid_test_raises_store_unreachable_naming_endpoint(
+    ipfs_daemon: IpfsDaemon,
+) -> None:
+    store = IpfsStore(ipfs_daemon.api, retries=2, backoff=0.05)
+    data = _blob(10_000, seed=6)
+    cid = store.put(data)
+    assert store.get(cid, sha256_hex(data)) == data
+
+    ipfs_daemon.stop()
+    assert not ipfs_daemon.running()
+
+    with pytest.raises(StoreUnreachable) as err:
+        store.get(cid, sha256_hex(data))
+    assert ipfs_daemon.api in str(err.value)
+    with pytest.raises(StoreUnreachable) as err:
+        store.put(data)
+    assert ipfs_daemon.api in str(err.value)
+
+
+@pytest.mark.ipfs
+@pytest.mark.parametrize(
+    "size",
+    [
+        0,
+        1,
+        1000,
+        CHUNK - 1,
+        CHUNK,  # exactly one chunk: a single leaf
+        CHUNK + 1,  # first size with a root node over two leaves
+        2 * CHUNK,
+        5 * 1024 * 1024,  # ~5 MB, the order of a model blob
+        # 175 leaves: past one node's 174 links, so a two-level tree (~46 MB)
+        pytest.param(174 * CHUNK + 1, marks=pytest.mark.slow),
+    ],
+)
+def test_local_store_cids_equal_daemon_cids(ipfs_api: str, tmp_path: Path, size: int) -> None:
+    data = _blob(size, seed=size)
+    daemon_cid = ipfshttpclient.Client(ipfs_api).add_bytes(data)  # the daemon's own defaults
+    assert LocalStore(tmp_path).put(data) == daemon_cid
+
+
+def test_reading_a_local_store_that_does_not_exist_writes_nothing(tmp_path: Path) -> None:
+    from fedtrail.errors import ContentNotFound as _NotFound
+    from fedtrail.storage.store import LocalStore as _Local
+
+    root = tmp_path / "never-created"
+    store = _Local(root)
+    with pytest.raises(_NotFound):
+        store.get("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG", "0" * 64)
+    assert not store.has("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG")
+    assert store.pinned() == [] and not root.exists()
