@@ -1,12 +1,16 @@
 # Two entry points for a fresh machine (Python 3.11 + Node 20 + npm):
-#   make demo   install everything, run the embedded demo
-#   make test   install everything, run the whole test suite against real Anvil + IPFS
+#   make demo   install the Python venv only, run the embedded demo (no Anvil, no IPFS, no npm)
+#   make test   install everything (venv + npm tree), run the whole test suite against real
+#               Anvil + IPFS
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install demo test lint bench-gas clean
-install: $(VENV)/.installed node_modules/.installed
+.PHONY: venv node install demo test lint bench-gas clean
+# venv: the Python package; node: Anvil, js-ipfs, solc and Ganache from npm (~290 MB).
+venv: $(VENV)/.installed
+node: node_modules/.installed
+install: venv node
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,13 +27,13 @@ node_modules/.installed: package.json package-lock.json
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
-demo: install
+demo: venv
 	$(VENV)/bin/fedtrail demo
 
 test: install /usr/bin/chromium
 	scripts/run_tests.sh
 
-lint: install
+lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy --strict fedtrail
 	$(VENV)/bin/lint-imports
