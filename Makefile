@@ -35,6 +35,7 @@ test: install /usr/bin/chromium
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy --strict fedtrail
 	$(VENV)/bin/lint-imports
 
