@@ -69,6 +69,10 @@ class DuplicateSubmission(ContractRevert):
     """The site already submitted, or another site submitted the same bytes (a copy)."""
 
 
+class SiteAlreadyRegistered(ContractRevert):
+    """The coordinator registered an address that is already an active site."""
+
+
 class InvalidValuation(ContractRevert):
     """A valuation that does not cover exactly the submitted updates or has bad scores."""
 

@@ -184,7 +184,7 @@ def _load_folder(folder: Path, **overrides: Any) -> tuple[NodeConfig, Ledger]:
     config = load_node_config(folder / CONFIG_NAME).with_overrides(**overrides)
     if not config.contract:
         raise ConfigError(f"{folder / CONFIG_NAME} names no contract")
-    ledger = Ledger(connect(config.rpc_url), config.contract)
+    ledger = Ledger.connect(connect(config.rpc_url), config.contract)
     return config, ledger
 
 

@@ -153,7 +153,7 @@ def open_ledger(rpc_url: str | None, deployment_path: Path, contract: str | None
     if contract:
         if not Web3.is_address(contract):
             raise ConfigError(f"--contract {contract!r} is not an Ethereum address")
-        return Ledger(connect(resolve_rpc(rpc_url)), contract)
+        return Ledger.connect(connect(resolve_rpc(rpc_url)), contract)
     if not deployment_path.exists():
         raise ConfigError(
             f"no ledger given: pass --contract ADDRESS or --deployment FILE "

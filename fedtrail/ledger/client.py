@@ -7,20 +7,14 @@ tree, and nonces come from one lock per sender so concurrent threads never colli
 
 from __future__ import annotations
 
-import ast
-import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from eth_abi.abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
-from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.types import TxReceipt
 
@@ -28,321 +22,25 @@ from fedtrail.errors import (
     ChainUnreachable,
     ConfigError,
     ContractNotFound,
-    ContractRevert,
-    DuplicateSubmission,
-    InvalidArgument,
-    InvalidValuation,
     LedgerError,
-    RoundStateError,
     TransactionFailed,
-    Unauthorized,
+)
+from fedtrail.ledger.artifact import Artifact
+from fedtrail.ledger.errors import RevertDecoder, ledger_error, looks_like_revert, revert_data
+from fedtrail.ledger.records import (
+    Deployment,
+    LedgerEvent,
+    RoundInfo,
+    SiteInfo,
+    Submission,
+    TxResult,
+    Valuation,
+    checksum,
+    from_bytes32,
+    to_bytes32,
 )
 from fedtrail.protocol.codes import Phase
-from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, SCORE_SCALE
-
-ARTIFACT_PATH = (
-    Path(__file__).resolve().parent.parent / "contracts" / "build" / "FederationLedger.json"
-)
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
-ZERO_HASH = "0" * 64
-
-
-@dataclass(frozen=True)
-class RoundInfo:
-    id: int
-    phase: Phase
-    deadline: int
-    opened_at: int
-    submission_count: int
-    start_cid: str
-    start_sha256: str
-    global_cid: str
-    global_sha256: str
-    log_cid: str
-    log_sha256: str
-
-
-@dataclass(frozen=True)
-class Submission:
-    """One site's update in one round. ``score``/``reason``/``weight`` are 0 until valued."""
-
-    round: int
-    site: str
-    cid: str
-    sha256: str
-    num_samples: int
-    score: int
-    reason: int
-    weight: int
-
-
-@dataclass(frozen=True)
-class SiteInfo:
-    address: str
-    registered: bool
-    name: str
-    reputation: int
-    valued_rounds: int
-
-
-@dataclass(frozen=True)
-class Valuation:
-    """What the aggregator posts for one update: score in [0, SCORE_SCALE] and a reason code."""
-
-    site: str
-    score: int
-    reason: int
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.score <= SCORE_SCALE:
-            raise ConfigError(f"score {self.score} outside 0..{SCORE_SCALE}")
-        if not 0 <= self.reason <= 255:
-            raise ConfigError(f"reason code {self.reason} outside 0..255")
-
-
-@dataclass(frozen=True)
-class TxResult:
-    tx_hash: str
-    block_number: int
-    gas_used: int
-
-
-@dataclass(frozen=True)
-class LedgerEvent:
-    name: str
-    block_number: int
-    tx_hash: str
-    log_index: int
-    args: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """What an operator needs to reach a deployed ledger; written as JSON by ``chain deploy``."""
-
-    address: str
-    chain_id: int
-    block_number: int
-    tx_hash: str
-    coordinator: str
-    aggregator: str
-    reputation_alpha: int
-    artifact_sha256: str
-    rpc_url: str = ""
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_file(cls, path: Path) -> Deployment:
-        try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(**raw)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"deployment file {path} does not exist") from exc
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise ConfigError(
-                f"deployment file {path} is not a fedtrail deployment: {exc}"
-            ) from exc
-
-
-@dataclass(frozen=True)
-class Artifact:
-    abi: list[dict[str, Any]]
-    bytecode: str
-    deployed_bytecode: str
-    immutable_ranges: list[tuple[int, int]]
-    sha256: str
-
-    def matches(self, code: bytes) -> bool:
-        """Whether deployed runtime ``code`` is this build (immutables masked out)."""
-        expected = bytearray.fromhex(self.deployed_bytecode.removeprefix("0x"))
-        actual = bytearray(code)
-        if len(actual) != len(expected):
-            return False
-        for start, length in self.immutable_ranges:
-            actual[start : start + length] = expected[start : start + length]
-        return actual == expected
-
-    @classmethod
-    def load(cls, path: Path = ARTIFACT_PATH) -> Artifact:
-        raw = path.read_bytes()
-        doc = json.loads(raw)
-        return cls(
-            abi=doc["abi"],
-            bytecode=doc["bytecode"],
-            deployed_bytecode=doc["deployedBytecode"],
-            immutable_ranges=[(int(a), int(b)) for a, b in doc["immutableRanges"]],
-            sha256=hashlib.sha256(raw).hexdigest(),
-        )
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def to_bytes32(hex_digest: str) -> bytes:
-    """A 64-hex-digit sha256 (optionally 0x-prefixed) as the contract's bytes32."""
-    digest = hex_digest.removeprefix("0x")
-    if len(digest) != 64:
-        raise ConfigError(f"expected a 32-byte hex digest, got {hex_digest!r}")
-    try:
-        return bytes.fromhex(digest)
-    except ValueError as exc:
-        raise ConfigError(f"not a hex digest: {hex_digest!r}") from exc
-
-
-def from_bytes32(value: bytes) -> str:
-    return bytes(value).hex()
-
-
-def checksum(address: str) -> str:
-    if not Web3.is_address(address):
-        raise ConfigError(f"not an Ethereum address: {address!r}")
-    return str(Web3.to_checksum_address(address))
-
-
-# ---------------------------------------------------------------- custom error decoding
-
-_PREFIX = "FederationLedger__"
-
-_ERROR_CLASSES: dict[str, type[ContractRevert]] = {
-    "NotCoordinator": Unauthorized,
-    "NotAggregator": Unauthorized,
-    "UnknownSite": Unauthorized,
-    "UnknownRound": RoundStateError,
-    "WrongPhase": RoundStateError,
-    "PreviousRoundNotClosed": RoundStateError,
-    "StartModelMismatch": RoundStateError,
-    "DeadlineInPast": RoundStateError,
-    "DeadlinePassed": RoundStateError,
-    "RoundStillOpen": RoundStateError,
-    "AlreadySubmitted": DuplicateSubmission,
-    "DuplicateUpdate": DuplicateSubmission,
-    "SiteAlreadyRegistered": DuplicateSubmission,
-    "LengthMismatch": InvalidValuation,
-    "SitesNotSorted": InvalidValuation,
-    "NotSubmitted": InvalidValuation,
-    "MissingScores": InvalidValuation,
-    "ScoreOutOfRange": InvalidValuation,
-    "ZeroTotalWeight": InvalidValuation,
-    "ZeroAddress": InvalidArgument,
-    "InvalidParameter": InvalidArgument,
-}
-
-_MESSAGES: dict[str, str] = {
-    "NotCoordinator": "{caller} is not the federation's coordinator",
-    "NotAggregator": "{caller} is not the federation's aggregator",
-    "UnknownSite": "{site} is not a registered site",
-    "UnknownRound": "round {round} does not exist",
-    "WrongPhase": "round {round} is {actual}, the call needs it {expected}",
-    "PreviousRoundNotClosed": "round {round} is still running; finalize or cancel it first",
-    "StartModelMismatch": "the new round must start from the last finalized model "
-    "(sha256 {expected}), not {given}",
-    "DeadlineInPast": "deadline {deadline} is not after the chain time {nowTimestamp}",
-    "DeadlinePassed": "round {round} closed for submissions at {deadline}",
-    "RoundStillOpen": "round {round} is open until {deadline} and not every site submitted",
-    "AlreadySubmitted": "{site} already submitted an update in round {round}",
-    "DuplicateUpdate": "an update with sha256 {sha256} was already submitted in round {round} "
-    "by {firstSubmitter} (a copied update)",
-    "SiteAlreadyRegistered": "{site} is already registered",
-    "LengthMismatch": "valuation arrays differ in length: {sites} sites, {scores} scores, "
-    "{reasons} reasons",
-    "SitesNotSorted": "valuation sites must be strictly ascending (position {index})",
-    "NotSubmitted": "{site} submitted no update in round {round}",
-    "MissingScores": "round {round} has {expected} submissions but the valuation scores {given}",
-    "ScoreOutOfRange": "score {score} for {site} is above 1000000",
-    "ZeroTotalWeight": "every update of round {round} has weight zero; cancel the round instead",
-    "ZeroAddress": "the zero address is not allowed here",
-    "InvalidParameter": "invalid {what}",
-}
-
-
-class _ErrorDecoder:
-    def __init__(self, abi: list[dict[str, Any]]) -> None:
-        self._by_selector: dict[bytes, tuple[str, list[str], list[str]]] = {}
-        for item in abi:
-            if item.get("type") != "error":
-                continue
-            types = [i["type"] for i in item["inputs"]]
-            names = [i["name"] for i in item["inputs"]]
-            signature = f"{item['name']}({','.join(types)})"
-            self._by_selector[keccak(text=signature)[:4]] = (item["name"], types, names)
-
-    def decode(self, data: bytes) -> ContractRevert | None:
-        if len(data) < 4:
-            return None
-        if data[:4] == keccak(text="Error(string)")[:4]:
-            (reason,) = abi_decode(["string"], data[4:])
-            return ContractRevert("Error", {"reason": reason}, f"contract reverted: {reason}")
-        entry = self._by_selector.get(data[:4])
-        if entry is None:
-            return None
-        full_name, types, names = entry
-        values = abi_decode(types, data[4:])
-        args: dict[str, Any] = {}
-        for name, typ, value in zip(names, types, values, strict=True):
-            if typ == "bytes32":
-                value = from_bytes32(value)
-            elif typ == "address":
-                value = checksum(value)
-            args[name] = value
-        name = full_name.removeprefix(_PREFIX)
-        shown = dict(args)
-        if name == "WrongPhase":
-            shown["actual"] = Phase(args["actual"]).label
-            shown["expected"] = Phase(args["expected"]).label
-        message = _MESSAGES.get(name, name).format(**shown)
-        cls = _ERROR_CLASSES.get(name, ContractRevert)
-        return cls(name, args, f"{full_name}: {message}")
-
-
-def _revert_data(exc: BaseException) -> bytes | None:
-    """Revert data from whatever the provider raised.
-
-    web3 over JSON-RPC puts hex in ``exc.data``; eth-tester wraps py-evm's ``Revert(bytes)`` in
-    its own exceptions (and decodes a custom error's string argument as if it were a reason), so
-    the raw bytes are found by walking the exception chain.
-    """
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        current = stack.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        data = getattr(current, "data", None)
-        if isinstance(data, dict):
-            data = data.get("data")
-        if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
-            try:
-                return bytes.fromhex(data[2:])
-            except ValueError:
-                pass
-        if isinstance(data, bytes | bytearray) and data:
-            return bytes(data)
-        for arg in getattr(current, "args", ()):
-            if isinstance(arg, bytes | bytearray) and len(arg) >= 4:
-                return bytes(arg)
-            if isinstance(arg, BaseException):
-                stack.append(arg)
-            if isinstance(arg, dict):  # Ganache: {"result": "0x<revert data>", ...}
-                for value in (arg.get("result"), arg.get("data")):
-                    if isinstance(value, str) and value.startswith("0x") and len(value) >= 10:
-                        try:
-                            return bytes.fromhex(value[2:])
-                        except ValueError:
-                            pass
-            if isinstance(arg, str) and "execution reverted: b" in arg:
-                try:
-                    value = ast.literal_eval(arg.split("execution reverted: ", 1)[1])
-                except (ValueError, SyntaxError):
-                    continue
-                if isinstance(value, bytes) and len(value) >= 4:
-                    return value
-        for linked in (current.__cause__, current.__context__):
-            if linked is not None:
-                stack.append(linked)
-    return None
+from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA
 
 
 class _SenderLocks:
@@ -375,34 +73,48 @@ _NONCE_ERRORS = (
 
 @dataclass
 class Ledger:
-    """A deployed FederationLedger reached through ``w3``."""
+    """A deployed FederationLedger reached through ``w3``.
+
+    Get one from ``connect``, ``at`` or ``deploy``: they read the chain id and check that the
+    code at the address is this build. The constructor itself makes no RPC call.
+    """
 
     w3: Web3
     address: str
+    chain_id: int
+    artifact: Artifact
     from_block: int = 0
     poll_latency: float = 0.01
     receipt_timeout: float = 120.0
-    artifact: Artifact = field(default_factory=Artifact.load)
 
     def __post_init__(self) -> None:
         self.address = checksum(self.address)
         address = Web3.to_checksum_address(self.address)
         self._contract = self.w3.eth.contract(address=address, abi=self.artifact.abi)
-        self._errors = _ErrorDecoder(self.artifact.abi)
+        self._errors = RevertDecoder(self.artifact.abi)
+
+    @classmethod
+    def connect(
+        cls, w3: Web3, address: str, *, from_block: int = 0, artifact: Artifact | None = None
+    ) -> Ledger:
+        """The ledger at ``address``; refuses an address without this FederationLedger build."""
+        art = artifact or Artifact.load()
+        address = checksum(address)
         try:
-            code = bytes(self.w3.eth.get_code(self.address))  # type: ignore[arg-type]
-            self.chain_id = int(self.w3.eth.chain_id)
+            code = bytes(w3.eth.get_code(address))  # type: ignore[arg-type]
+            chain_id = int(w3.eth.chain_id)
         except LedgerError:
             raise
         except Exception as exc:
             raise ChainUnreachable(f"cannot read the chain: {exc}") from exc
         if not code:
-            raise ContractNotFound(f"no contract at {self.address} on chain {self.chain_id}")
-        if not self.artifact.matches(code):
+            raise ContractNotFound(f"no contract at {address} on chain {chain_id}")
+        if not art.matches(code):
             raise ContractNotFound(
-                f"the code at {self.address} is not this FederationLedger build "
-                f"(artifact sha256 {self.artifact.sha256[:12]}); wrong address or version"
+                f"the code at {address} is not this FederationLedger build "
+                f"(artifact sha256 {art.sha256[:12]}); wrong address or version"
             )
+        return cls(w3, address, chain_id, art, from_block=from_block)
 
     # ------------------------------------------------------------------ deployment
 
@@ -425,13 +137,13 @@ class Ledger:
             w3,
             deployer,
             factory.constructor(agg, reputation_alpha),
-            decoder=_ErrorDecoder(art.abi),
+            decoder=RevertDecoder(art.abi),
             poll_latency=0.01,
             timeout=120.0,
         )
         address = receipt["contractAddress"]
         assert address is not None
-        ledger = cls(w3, address, from_block=int(receipt["blockNumber"]), artifact=art)
+        ledger = cls.connect(w3, address, from_block=int(receipt["blockNumber"]), artifact=art)
         deployment = Deployment(
             address=ledger.address,
             chain_id=ledger.chain_id,
@@ -452,7 +164,7 @@ class Ledger:
                 f"deployment is on chain {deployment.chain_id}, the endpoint serves chain "
                 f"{w3.eth.chain_id}"
             )
-        return cls(w3, deployment.address, from_block=deployment.block_number)
+        return cls.connect(w3, deployment.address, from_block=deployment.block_number)
 
     # ------------------------------------------------------------------ transactions
 
@@ -547,14 +259,9 @@ class Ledger:
         try:
             return call.call()
         except Exception as exc:
-            raise self._map_error(exc) from exc
-
-    def _map_error(self, exc: BaseException) -> LedgerError:
-        data = _revert_data(exc)
-        decoded = self._errors.decode(data) if data else None
-        if decoded is not None:
-            return decoded
-        return LedgerError(f"call to the ledger at {self.address} failed: {exc}")
+            cause = _with_revert_data(exc, call, {})
+            what = f"call to the ledger at {self.address} failed"
+            raise ledger_error(cause, self._errors, what) from cause
 
     def coordinator(self) -> str:
         return str(self._view(self._fn.coordinator()))
@@ -719,32 +426,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _with_revert_data(
+    exc: BaseException, call: Any, tx: dict[str, Any], block: int | str = "latest"
+) -> BaseException:
+    """``exc``, or the same call's revert replayed as a gas estimate when ``exc`` reverted
+    without data: eth-tester's ``eth_call`` keeps only text, its ``estimate_gas`` the bytes."""
+    if revert_data(exc) is not None or not looks_like_revert(exc):
+        return exc
+    try:
+        call.estimate_gas(tx, block_identifier=block)
+    except Exception as replayed:
+        if revert_data(replayed) is not None:
+            return replayed
+    return exc
+
+
 def _send(
     w3: Web3,
     signer: LocalAccount,
     call: Any,
     *,
-    decoder: _ErrorDecoder,
+    decoder: RevertDecoder,
     poll_latency: float,
     timeout: float,
 ) -> TxReceipt:
     """Estimate (surfacing reverts as our errors), sign locally, send, wait for the receipt."""
 
-    def revert_or(exc: BaseException, fallback: str) -> LedgerError:
-        data = _revert_data(exc)
-        decoded = decoder.decode(data) if data else None
-        if decoded is not None:
-            return decoded
-        text = str(exc)
-        if "execution reverted" in text or "revert" in text.lower():
-            return TransactionFailed(f"{fallback}: {text}")
-        return LedgerError(f"{fallback}: {text}")
+    def fail(exc: BaseException, what: str) -> LedgerError:
+        return ledger_error(exc, decoder, what, reverted=TransactionFailed)
 
     sender = Web3.to_checksum_address(signer.address)
     try:
         gas = int(call.estimate_gas({"from": sender}))
     except Exception as exc:
-        raise revert_or(exc, "the transaction would fail") from exc
+        raise fail(exc, "the transaction would fail") from exc
     chain_id = int(w3.eth.chain_id)
     key = f"{chain_id}:{sender}"  # one lock per account and chain in this process
     tx_hash = None
@@ -767,7 +482,7 @@ def _send(
                 if any(s in str(exc).lower() for s in _NONCE_ERRORS) and attempt < 3:
                     time.sleep(0.05 * (attempt + 1))
                     continue
-                raise revert_or(exc, "sending the transaction failed") from exc
+                raise fail(exc, "sending the transaction failed") from exc
     assert tx_hash is not None
     try:
         receipt = w3.eth.wait_for_transaction_receipt(
@@ -776,10 +491,11 @@ def _send(
     except Exception as exc:
         raise TransactionFailed(f"transaction {tx_hash.hex()} not mined: {exc}") from exc
     if receipt["status"] != 1:
-        # Replay at the mined block to recover the custom error (state changed since estimate).
+        # Replay before the mined block to recover the custom error (state changed since the
+        # estimate); a gas estimate carries the revert data on every provider.
         try:
-            call.call({"from": sender}, block_identifier=receipt["blockNumber"] - 1)
+            call.estimate_gas({"from": sender}, block_identifier=receipt["blockNumber"] - 1)
         except Exception as exc:
-            raise revert_or(exc, f"transaction {tx_hash.hex()} reverted") from exc
+            raise fail(exc, f"transaction {tx_hash.hex()} reverted") from exc
         raise TransactionFailed(f"transaction {tx_hash.hex()} reverted")
     return receipt
