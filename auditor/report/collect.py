@@ -1,0 +1,200 @@
+"""Everything the report shows, read once from the chain and the store into plain records.
+
+The chain is trusted for what it stores; every blob is fetched by CID and checked against the
+sha256 the chain (or the hash-checked log) records. What a log names is untrusted: heatmaps are
+capped in number, bytes and pixels and must be PNGs, so a hostile log cannot make the report
+fetch or embed without bound. A problem with a log or an image is recorded as text, never raised:
+the report still shows the rest.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fedtrail.errors import FedtrailError
+from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission
+from fedtrail.protocol import roundlog
+from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.storage.store import ContentStore
+
+if TYPE_CHECKING:
+    from fedtrail.auditor.verify import RoundAudit
+
+MAX_HEATMAPS_PER_ROUND = 32
+MAX_HEATMAP_BYTES = 4 * 1024 * 1024
+MAX_HEATMAP_PIXELS = 2048 * 2048
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """One image a log names: its bytes when they passed every check, else why not."""
+
+    caption: str
+    cid: str
+    png: bytes | None
+    problem: str = ""
+
+
+@dataclass
+class RoundData:
+    """A round as the chain has it, with its explanation log (or why there is none)."""
+
+    info: RoundInfo
+    submissions: list[Submission]
+    log: dict[str, Any] | None = None
+    log_problem: str = ""
+    heatmap_method: str = ""
+    heatmaps: list[Heatmap] = field(default_factory=list)
+    heatmaps_dropped: int = 0
+
+    def log_entry(self, site: str) -> dict[str, Any] | None:
+        if self.log is None:
+            return None
+        for entry in self.log["sites"]:
+            if str(entry["site"]).lower() == site.lower():
+                return dict(entry)
+        return None
+
+    def metrics_after(self) -> dict[str, Any] | None:
+        if self.log is None:
+            return None
+        after: dict[str, Any] = self.log["metrics"]["after"]
+        return after
+
+
+@dataclass
+class Federation:
+    """What the report shows, read once from the chain and the store."""
+
+    address: str
+    chain_id: int
+    block: int
+    coordinator: str
+    aggregator: str
+    sites: list[SiteInfo]
+    rounds: list[RoundData]
+    reputation: dict[str, list[tuple[int, int]]]
+    audits: list[RoundAudit]
+
+    def site_name(self, address: str) -> str:
+        for s in self.sites:
+            if s.address == address:
+                return s.name
+        return ""
+
+    def site_order(self) -> list[str]:
+        """Every address seen (registered or submitting), in the aggregation order."""
+        seen = {s.address for s in self.sites}
+        for rd in self.rounds:
+            seen.update(s.site for s in rd.submissions)
+        return sorted(seen, key=lambda a: int(a, 16))
+
+
+def _read_log(store: ContentStore, info: RoundInfo) -> tuple[dict[str, Any] | None, str]:
+    if info.phase != Phase.FINALIZED:
+        why = {
+            Phase.OPEN: "round open: not valued yet, no explanation log",
+            Phase.VALUED: "round valued: weights are fixed on chain, not finalized yet, "
+            "no explanation log",
+            Phase.CANCELLED: "round cancelled: no explanation log",
+        }.get(info.phase, f"round {info.phase.label}")
+        return None, why
+    if not info.log_cid:
+        return None, "the chain names no explanation log for this round"
+    try:
+        return roundlog.from_bytes(store.get(info.log_cid, info.log_sha256)), ""
+    except FedtrailError as exc:
+        return None, f"explanation log {info.log_cid} unusable: {exc}"
+
+
+def read_heatmaps(store: ContentStore, doc: dict[str, Any]) -> tuple[str, list[Heatmap], int]:
+    """The log's optional XAI heatmaps, each fetched and checked against its sha256: the method,
+    at most ``MAX_HEATMAPS_PER_ROUND`` images, and how many more the log listed."""
+    block = doc.get("explanations")
+    if not isinstance(block, dict):
+        return "", [], 0
+    method = block.get("method")
+    method_text = method if isinstance(method, str) else ""
+    images = block.get("images")
+    if not isinstance(images, list):
+        return method_text, [], 0
+    out: list[Heatmap] = []
+    for i, item in enumerate(images[:MAX_HEATMAPS_PER_ROUND]):
+        if not isinstance(item, dict):
+            out.append(Heatmap(f"image {i + 1}", "", None, "entry is not an object"))
+            continue
+        caption_raw = item.get("caption")
+        caption = caption_raw if isinstance(caption_raw, str) else f"image {i + 1}"
+        cid, sha = item.get("cid"), item.get("sha256")
+        if not isinstance(cid, str) or not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+            out.append(Heatmap(caption, str(cid or ""), None, "no valid cid/sha256 given"))
+            continue
+        out.append(_fetch_png(store, caption, cid, sha))
+    return method_text, out, max(0, len(images) - MAX_HEATMAPS_PER_ROUND)
+
+
+def _fetch_png(store: ContentStore, caption: str, cid: str, sha: str) -> Heatmap:
+    try:
+        blob = store.get(cid, sha, max_bytes=MAX_HEATMAP_BYTES)
+    except FedtrailError as exc:
+        return Heatmap(caption, cid, None, f"not shown: {exc}")
+    if not blob.startswith(PNG_MAGIC):
+        return Heatmap(caption, cid, None, "not shown: the blob is not a PNG image")
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(blob)) as img:
+            if img.format != "PNG" or img.width * img.height > MAX_HEATMAP_PIXELS:
+                return Heatmap(caption, cid, None, "not shown: not a PNG of a sensible size")
+            img.verify()
+    except Exception as exc:  # PIL raises many types for broken images
+        return Heatmap(caption, cid, None, f"not shown: broken PNG ({type(exc).__name__})")
+    return Heatmap(caption, cid, blob)
+
+
+def collect(
+    ledger: Ledger, store: ContentStore, audits: list[RoundAudit] | None = None
+) -> Federation:
+    """Reads everything the report shows (and runs ``verify_all`` when ``audits`` is None)."""
+    if audits is None:
+        from fedtrail.auditor.verify import verify_all
+
+        audits = verify_all(ledger, store)
+    rounds: list[RoundData] = []
+    for info in ledger.rounds():
+        rd = RoundData(info, ledger.get_submissions(info.id))
+        rd.log, rd.log_problem = _read_log(store, info)
+        if rd.log is not None:
+            rd.heatmap_method, rd.heatmaps, rd.heatmaps_dropped = read_heatmaps(store, rd.log)
+        rounds.append(rd)
+    reputation: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for ev in ledger.events("UpdateValued"):
+        reputation[str(ev.args["site"])].append((int(ev.args["round"]), int(ev.args["reputation"])))
+    return Federation(
+        address=ledger.address,
+        chain_id=ledger.chain_id,
+        block=int(ledger.w3.eth.block_number),
+        coordinator=ledger.coordinator(),
+        aggregator=ledger.aggregator(),
+        sites=sorted(ledger.get_sites(), key=lambda s: int(s.address, 16)),
+        rounds=rounds,
+        reputation=dict(reputation),
+        audits=list(audits),
+    )
+
+
+def reason_codes() -> dict[int, tuple[str, str]]:
+    """Reason code -> (name, description) from the protocol's table, for codes without a log."""
+    out: dict[int, tuple[str, str]] = {}
+    for r in Reason:
+        try:
+            out[int(r)] = (r.name, r.description)
+        except (KeyError, AttributeError):
+            out[int(r)] = (r.name, "")
+    return out

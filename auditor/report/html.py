@@ -1,0 +1,475 @@
+"""The report page: escaping rules and one function per section.
+
+Every string that is not a constant of this module is untrusted (site names, everything in an
+explanation log, check details, CIDs) and goes through ``esc``: cleaned (``text.clean_text``),
+cut and HTML-escaped with quotes, so it is safe in text and in attribute values alike. Numbers are
+formatted by this module. The page has no script, loads nothing (plots and heatmaps are
+``data:`` URIs, the CSS is inline) and its Content-Security-Policy forbids everything else.
+
+Sections are generators of HTML chunks; the page joins the chunks with newlines into a
+``string.Template`` document, so the output is deterministic for given records.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from string import Template
+
+from fedtrail import __version__
+from fedtrail.auditor.report import plots
+from fedtrail.auditor.report.collect import (
+    MAX_HEATMAPS_PER_ROUND,
+    Federation,
+    RoundData,
+    reason_codes,
+)
+from fedtrail.auditor.report.style import CSS
+from fedtrail.auditor.report.text import clean_text, number, short_hex
+from fedtrail.ledger import Submission
+from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
+
+DEFAULT_TITLE = "fedtrail federation audit report"
+MAX_COMPONENTS = 12
+
+CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    "base-uri 'none'; form-action 'none'"
+)
+
+_DOCUMENT = Template(
+    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+    '<meta http-equiv="Content-Security-Policy" content="$csp">'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    '<meta name="referrer" content="no-referrer">'
+    "<title>$title</title><style>$css</style></head><body><main>"
+    "$body"
+    "<footer>fedtrail $version \u00b7 ledger $ledger on chain $chain_id \u00b7 block $block"
+    "</footer></main></body></html>\n"
+)
+
+
+# --------------------------------------------------------------------------- escaping
+
+
+def esc(value: object, limit: int = 500) -> str:
+    """Cleaned and HTML-escaped (quotes too, so it is safe inside attributes)."""
+    return html.escape(clean_text(value, limit), quote=True)
+
+
+def _code(value: str, head: int, tail: int) -> str:
+    """A (long, untrusted) hash or CID shortened in a <code>, the full text as its tooltip."""
+    return f'<code title="{esc(value)}">{esc(short_hex(value, head, tail))}</code>'
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    x = number(value)
+    return "\u2014" if x != x else f"{x:.{digits}f}"
+
+
+def _value(value: object) -> str:
+    """A log component's value as plain (unescaped) text."""
+    return _fmt(value, 4) if isinstance(value, float) else clean_text(value, 40)
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _badge(passed: bool) -> str:
+    word = "PASS" if passed else "FAIL"
+    return f'<span class="badge {word.lower()}">{word}</span>'
+
+
+def _figure(png: bytes | None, alt: str, caption: str, empty: str) -> str:
+    if png is None:
+        return f'<p class="note">{esc(empty)}</p>'
+    return (
+        f'<figure><img src="{_data_uri(png)}" alt="{esc(alt)}">'
+        f"<figcaption>{esc(caption, 1000)}</figcaption></figure>"
+    )
+
+
+# --------------------------------------------------------------------------- page
+
+
+@dataclass(frozen=True)
+class _Page:
+    """What every section needs: the records, the site colours and the reason table."""
+
+    fed: Federation
+    title: str
+    generated_at: str | None
+    style: plots.SiteStyle
+    reasons: dict[int, tuple[str, str]] = field(default_factory=reason_codes)
+
+    def site_cell(self, address: str, *, with_address: bool = True) -> str:
+        name = self.fed.site_name(address)
+        colour = self.style.colour.get(address, "#999999")
+        shown = esc(name, 80) if clean_text(name) else '<span class="muted">(no name)</span>'
+        addr = (
+            f'<br><code title="{esc(address)}">{esc(short_hex(address))}</code>'
+            if with_address
+            else ""
+        )
+        return (
+            f'<span class="swatch" style="background:{colour}"></span>'
+            f'<span class="sitename">{shown}</span>{addr}'
+        )
+
+    def check_site(self, check: str) -> str:
+        """For ``update.<address prefix>`` checks: the site's name, so a reader knows whose."""
+        if not check.startswith("update."):
+            return ""
+        prefix = check.removeprefix("update.").lower()
+        for address in self.style.colour:
+            if address.lower().startswith(prefix):
+                return f"<br>{self.site_cell(address, with_address=False)}"
+        return ""
+
+    def reason_label(self, rd: RoundData, sub: Submission) -> str:
+        entry = rd.log_entry(sub.site)
+        if entry is not None:
+            return clean_text(entry.get("reason_label", ""), 60)
+        known = self.reasons.get(sub.reason)
+        return known[0] if known else f"code {sub.reason}"
+
+
+def _header(page: _Page) -> Iterator[str]:
+    fed = page.fed
+    phases: dict[str, int] = defaultdict(int)
+    for rd in fed.rounds:
+        phases[rd.info.phase.label] += 1
+    phase_text = ", ".join(f"{n} {p}" for p, n in sorted(phases.items())) or "none yet"
+    checks = [c for a in fed.audits for c in a.checks]
+    failed = [c for c in checks if not c.passed]
+    ok = bool(fed.audits) and not failed
+    if not fed.audits:
+        verdict = "No rounds to verify yet."
+    elif ok:
+        verdict = f"Verification PASSED: all {len(checks)} checks over {len(fed.audits)} round(s)."
+    else:
+        names = ", ".join(sorted({f"round {c.round}: {c.name}" for c in failed}))
+        verdict = f"Verification FAILED: {len(failed)} of {len(checks)} checks failed ({names})."
+    registered = sum(1 for s in fed.sites if s.registered)
+    yield "<header>"
+    yield f"<h1>{esc(page.title, 200)}</h1>"
+    yield f'<p class="verdict {"pass" if ok else "fail"}">{esc(verdict, 2000)}</p>'
+    yield '<dl class="facts">'
+    yield f"<dt>Ledger</dt><dd><code>{esc(fed.address)}</code></dd>"
+    yield f"<dt>Chain id</dt><dd>{fed.chain_id}</dd>"
+    yield f"<dt>Chain state</dt><dd>as of block {fed.block}</dd>"
+    yield f"<dt>Coordinator</dt><dd><code>{esc(fed.coordinator)}</code></dd>"
+    yield f"<dt>Aggregator</dt><dd><code>{esc(fed.aggregator)}</code></dd>"
+    yield f"<dt>Rounds</dt><dd>{len(fed.rounds)} ({esc(phase_text)})</dd>"
+    yield f"<dt>Sites</dt><dd>{registered} registered, {len(fed.sites)} ever</dd>"
+    if page.generated_at:
+        yield f"<dt>Generated</dt><dd>{esc(page.generated_at)}</dd>"
+    yield "</dl>"
+    yield (
+        '<p class="note">Generated by <code>fedtrail audit report</code> '
+        f"(fedtrail {esc(__version__)}) from public data only. Scores, weights, sample counts "
+        "and reputations are read from the contract; every explanation log and heatmap shown "
+        "was fetched by CID and checked against the sha256 recorded on chain. Reason labels, "
+        "explanations and metrics come from those logs. Site names and log texts are "
+        "supplied by the participants and shown escaped. Verification recomputes every "
+        "weight and every global model bit for bit (<code>fedtrail audit verify</code>).</p>"
+    )
+    yield (
+        "<nav>"
+        '<a href="#rounds">Rounds</a><a href="#metrics">Global metrics</a>'
+        '<a href="#weights">Weights</a><a href="#reputation">Reputation</a>'
+        '<a href="#reasons">Reasons</a><a href="#verification">Verification</a>'
+        '<a href="#heatmaps">Heatmaps</a>'
+        "</nav>"
+    )
+    yield "</header>"
+
+
+def _rounds(page: _Page) -> Iterator[str]:
+    fed = page.fed
+    by_round = {a.round: a for a in fed.audits}
+    yield '<section id="rounds"><h2>Rounds</h2>'
+    if not fed.rounds:
+        yield '<p class="note">No round has been opened yet.</p></section>'
+        return
+    yield (
+        "<table><thead><tr><th class=num>Round</th><th>Phase</th><th class=num>Updates</th>"
+        "<th>Start model sha256</th><th>Global model sha256</th><th>Explanation log</th>"
+        "<th>Verified</th></tr></thead><tbody>"
+    )
+    for rd in fed.rounds:
+        info = rd.info
+        audit = by_round.get(info.id)
+        verified = _badge(audit.passed) if audit else '<span class="muted">not run</span>'
+        glob = (
+            _code(info.global_sha256, 16, 0)
+            if info.phase == Phase.FINALIZED
+            else '<span class="muted">\u2014</span>'
+        )
+        if rd.log is not None:
+            log = _code(info.log_cid, 14, 4)
+        else:
+            log = f'<span class="muted">{esc(rd.log_problem)}</span>'
+        yield (
+            f"<tr><td class=num>{info.id}</td>"
+            f'<td><span class="badge phase">{esc(info.phase.label)}</span></td>'
+            f"<td class=num>{info.submission_count}</td>"
+            f"<td>{_code(info.start_sha256, 16, 0)}</td>"
+            f"<td>{glob}</td><td>{log}</td><td>{verified}</td></tr>"
+        )
+    yield "</tbody></table>"
+    summaries = [(rd.info.id, rd.log["summary"]) for rd in fed.rounds if rd.log]
+    if summaries:
+        yield "<h3>Aggregator's summaries (from the logs)</h3><ul>"
+        for r, text in summaries:
+            yield f"<li><b>Round {r}.</b> {esc(text, 1000)}</li>"
+        yield "</ul>"
+    yield "</section>"
+
+
+def _metrics(page: _Page) -> Iterator[str]:
+    yield '<section id="metrics"><h2>Global model metrics per round</h2>'
+    yield _figure(
+        plots.metrics_png(page.fed),
+        "Line plot of AUC, F1 and accuracy of the global model per finalized round",
+        "AUC, F1 and accuracy of each round's new global model on the aggregator's "
+        "validation set (metrics.after of the round's explanation log). Only finalized "
+        "rounds have a log.",
+        "No finalized round yet: no metrics to plot.",
+    )
+    rows = [rd for rd in page.fed.rounds if rd.log is not None]
+    if rows:
+        yield (
+            "<table><thead><tr><th class=num>Round</th>"
+            "<th class=num>AUC before \u2192 after</th>"
+            "<th class=num>F1 before \u2192 after</th>"
+            "<th class=num>Accuracy before \u2192 after</th>"
+            "<th class=num>Loss before \u2192 after</th><th class=num>Validation images</th>"
+            "</tr></thead><tbody>"
+        )
+        for rd in rows:
+            assert rd.log is not None
+            before, after = rd.log["metrics"]["before"], rd.log["metrics"]["after"]
+            cells = "".join(
+                f"<td class=num>{_fmt(before.get(k))} \u2192 <b>{_fmt(after.get(k))}</b></td>"
+                for k in ("auc", "f1", "accuracy", "loss")
+            )
+            yield (
+                f"<tr><td class=num>{rd.info.id}</td>{cells}"
+                f"<td class=num>{_fmt(rd.log['validation']['images'], 0)}</td></tr>"
+            )
+        yield "</tbody></table>"
+    yield "</section>"
+
+
+def _weights(page: _Page) -> Iterator[str]:
+    yield '<section id="weights"><h2>Per-site weights per round</h2>'
+    yield _figure(
+        plots.weights_png(page.fed, page.style),
+        "Stacked bar chart of each site's on-chain weight per valued round",
+        "Each bar is one valued or finalized round; each segment is a site's normalized "
+        "weight w_i = n_i\u00b7s_i / \u03a3 n_j\u00b7s_j as stored by the contract (sums to "
+        "exactly 1e18). Open and cancelled rounds have no weights.",
+        "No valued round yet: no weights to plot.",
+    )
+    yield "</section>"
+
+
+def _reputation(page: _Page) -> Iterator[str]:
+    fed = page.fed
+    yield '<section id="reputation"><h2>Site reputation</h2>'
+    yield _figure(
+        plots.reputation_png(fed, page.style),
+        "Line plot of each site's reputation after every valued round",
+        "The contract's reputation of each site: an exponential moving average of its "
+        "scores, as emitted in the UpdateValued event of every valued round.",
+        "No valued round yet: no reputation history.",
+    )
+    if fed.sites:
+        yield (
+            "<table><thead><tr><th>Site</th><th>Registered</th>"
+            "<th class=num>Reputation now</th><th class=num>Valued rounds</th>"
+            "</tr></thead><tbody>"
+        )
+        for s in fed.sites:
+            yield (
+                f"<tr><td>{page.site_cell(s.address)}</td>"
+                f"<td>{'yes' if s.registered else 'removed'}</td>"
+                f"<td class=num>{s.reputation / SCORE_SCALE:.3f}</td>"
+                f"<td class=num>{s.valued_rounds}</td></tr>"
+            )
+        yield "</tbody></table>"
+    yield "</section>"
+
+
+def _explanation(rd: RoundData, sub: Submission) -> str:
+    """The log's sentence and components for one update, or why there is none."""
+    entry = rd.log_entry(sub.site)
+    phase = rd.info.phase
+    if entry is not None:
+        expl = esc(entry.get("explanation", ""), 2000)
+        comps = entry.get("components")
+        if isinstance(comps, dict) and comps:
+            items = sorted(comps.items())[:MAX_COMPONENTS]
+            text = ", ".join(f"{clean_text(k, 40)}={_value(v)}" for k, v in items)
+            expl += f'<div class="comp">{html.escape(text)}</div>'
+        return expl
+    if phase == Phase.VALUED:
+        return '<span class="muted">no explanation log until the round is finalized</span>'
+    if phase == Phase.FINALIZED:
+        return '<span class="problem">explanation log unusable (see above)</span>'
+    return '<span class="muted">not valued yet</span>'
+
+
+def _reasons(page: _Page) -> Iterator[str]:
+    yield (
+        '<section id="reasons"><h2>Reasons: why each site got its weight</h2>'
+        '<p class="note">Samples, score and weight from the contract; reason label and '
+        "explanation from the round's explanation log (codes from the aggregator's reason "
+        "table where no log exists yet).</p>"
+    )
+    if not any(rd.submissions for rd in page.fed.rounds):
+        yield '<p class="note">No update has been submitted yet.</p>'
+    for rd in page.fed.rounds:
+        info = rd.info
+        yield f'<h3>Round {info.id} <span class="badge phase">{esc(info.phase.label)}</span></h3>'
+        if rd.log_problem and info.phase == Phase.FINALIZED:
+            yield f'<p class="note problem">{esc(rd.log_problem, 1000)}</p>'
+        if not rd.submissions:
+            yield '<p class="note">No updates submitted.</p>'
+            continue
+        valued = info.phase in (Phase.VALUED, Phase.FINALIZED)
+        yield (
+            "<table><thead><tr><th>Site</th><th class=num>Samples</th><th class=num>Score</th>"
+            "<th>Reason</th><th class=num>Weight</th><th>Explanation</th></tr></thead><tbody>"
+        )
+        for sub in rd.submissions:
+            if valued:
+                cls = "ok" if sub.reason == 0 else "bad"
+                label = page.reason_label(rd, sub)
+                valuation = (
+                    f"<td class=num>{sub.score / SCORE_SCALE:.3f}</td>"
+                    f'<td><span class="reason {cls}">{esc(label, 60)}</span></td>'
+                    f'<td class=num title="{sub.weight}">{sub.weight / WEIGHT_SCALE:.2%}</td>'
+                )
+            else:
+                valuation = "<td class=num>\u2014</td><td>\u2014</td><td class=num>\u2014</td>"
+            yield (
+                f"<tr><td>{page.site_cell(sub.site)}</td>"
+                f"<td class=num>{sub.num_samples}</td>{valuation}"
+                f'<td class="expl">{_explanation(rd, sub)}</td></tr>'
+            )
+        yield "</tbody></table>"
+    if page.reasons:
+        yield (
+            "<h3>Reason codes</h3><table><thead><tr><th class=num>Code</th><th>Label</th>"
+            "<th>Meaning</th></tr></thead><tbody>"
+        )
+        for code, (label, desc) in sorted(page.reasons.items()):
+            yield f"<tr><td class=num>{code}</td><td>{esc(label)}</td><td>{esc(desc)}</td></tr>"
+        yield "</tbody></table>"
+    yield "</section>"
+
+
+def _verification(page: _Page) -> Iterator[str]:
+    yield (
+        '<section id="verification"><h2>Verification results</h2>'
+        '<p class="note">Each check of <code>fedtrail audit verify</code>: blob hashes against '
+        "the chain, the explanation log against the chain, weights recomputed with the "
+        "shared rule, and the global model re-aggregated bit for bit. Rounds that are not "
+        "finalized have nothing to replay.</p>"
+    )
+    if not page.fed.audits:
+        yield '<p class="note">No verification results.</p></section>'
+        return
+    yield (
+        "<table><thead><tr><th class=num>Round</th><th>Check</th><th>Result</th>"
+        "<th>Detail</th></tr></thead><tbody>"
+    )
+    for audit in page.fed.audits:
+        for c in audit.checks:
+            row = "" if c.passed else ' class="failrow"'
+            yield (
+                f"<tr{row}><td class=num>{c.round}</td><td><code>{esc(c.name, 80)}</code>"
+                f"{page.check_site(c.name)}</td>"
+                f"<td>{_badge(c.passed)}</td>"
+                f'<td class="expl">{esc(c.detail, 2000)}</td></tr>'
+            )
+    yield "</tbody></table></section>"
+
+
+def _heatmaps(page: _Page) -> Iterator[str]:
+    yield '<section id="heatmaps"><h2>Explanation heatmaps</h2>'
+    with_maps = [rd for rd in page.fed.rounds if rd.heatmaps or rd.heatmap_method]
+    if not with_maps:
+        yield (
+            '<p class="note">No explanation log carries heatmaps (the logs\' optional '
+            "<code>explanations</code> block).</p></section>"
+        )
+        return
+    yield (
+        '<p class="note">Heatmap overlays of the global model on the probe images, as named '
+        "by each round's log; each image was fetched by CID and its bytes checked against "
+        "the sha256 the (hash-verified) log gives.</p>"
+    )
+    for rd in with_maps:
+        method = f" \u2014 {esc(rd.heatmap_method, 80)}" if rd.heatmap_method else ""
+        yield f"<h3>Round {rd.info.id}{method}</h3>"
+        if not rd.heatmaps:
+            yield '<p class="note">The log lists no images.</p>'
+        yield '<div class="heatmaps">'
+        for hm in rd.heatmaps:
+            if hm.png is not None:
+                yield (
+                    f'<figure><img src="{_data_uri(hm.png)}" alt="{esc(hm.caption, 200)}">'
+                    f"<figcaption>{esc(hm.caption, 300)}<br>"
+                    f'<code title="{esc(hm.cid)}">{esc(short_hex(hm.cid, 14, 4))}</code> '
+                    "sha256 verified</figcaption></figure>"
+                )
+            else:
+                yield (
+                    f'<figure><div class="missing"><b>{esc(hm.caption, 300)}</b><br>'
+                    f'<span class="problem">{esc(hm.problem, 500)}</span></div></figure>'
+                )
+        yield "</div>"
+        if rd.heatmaps_dropped:
+            yield (
+                f'<p class="note">{rd.heatmaps_dropped} more image(s) not shown '
+                f"(at most {MAX_HEATMAPS_PER_ROUND} per round).</p>"
+            )
+    yield "</section>"
+
+
+_SECTIONS: tuple[Callable[[_Page], Iterator[str]], ...] = (
+    _header,
+    _rounds,
+    _metrics,
+    _weights,
+    _reputation,
+    _reasons,
+    _verification,
+    _heatmaps,
+)
+
+
+def render_html(
+    fed: Federation, *, title: str = DEFAULT_TITLE, generated_at: str | None = None
+) -> str:
+    """The whole page for ``fed``; byte-identical for identical records and arguments."""
+    page = _Page(fed, title, generated_at, plots.SiteStyle.of(fed))
+    body = "\n".join(chunk for section in _SECTIONS for chunk in section(page) if chunk)
+    return _DOCUMENT.substitute(
+        csp=CSP,
+        title=esc(title, 200),
+        css=CSS,
+        body=body,
+        version=esc(__version__),
+        ledger=esc(fed.address),
+        chain_id=fed.chain_id,
+        block=fed.block,
+    )
