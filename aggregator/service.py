@@ -49,7 +49,6 @@ from fedtrail.ml.metrics import Metrics, evaluate
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.protocol.weights import WEIGHT_SCALE
 from fedtrail.storage.codec import decode_model, decode_update, encode_model
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.base import Candidate
@@ -104,8 +103,8 @@ class RoundOutcome:
     global_sha256: str = ""
 
 
-def _metrics_doc(m: Metrics) -> dict[str, Any]:
-    return {"auc": m.auc, "f1": m.f1, "accuracy": m.accuracy, "loss": m.loss, "n": m.n}
+def _metrics_record(m: Metrics) -> roundlog.RoundMetrics:
+    return roundlog.RoundMetrics(auc=m.auc, f1=m.f1, accuracy=m.accuracy, loss=m.loss, n=m.n)
 
 
 class AggregatorService:
@@ -325,12 +324,21 @@ class AggregatorService:
                 v.site: {"components": v.components, "explanation": v.explanation}
                 for v in recomputed
             }
-        doc = self._log(
-            round_id, info.start_cid, info.start_sha256, pairs, saved, global_sha, before, after
+        explanations = (
+            self._explanations(round_id, new_state) if self.settings.explain_method else None
         )
-        if self.settings.explain_method:
-            doc["explanations"] = self._explanations(round_id, new_state)
-        log_blob = roundlog.to_bytes(doc)
+        record = self._log(
+            round_id,
+            info.start_cid,
+            info.start_sha256,
+            pairs,
+            saved,
+            global_sha,
+            before,
+            after,
+            explanations=explanations,
+        )
+        log_blob = record.to_bytes()
         log_cid, log_sha = self._put(log_blob)
         self.ledger.finalize_round(
             self.account,
@@ -348,6 +356,7 @@ class AggregatorService:
             after.auc,
             log_cid,
         )
+        doc = record.to_json()
         return RoundOutcome(
             round=round_id,
             phase=Phase.FINALIZED,
@@ -356,7 +365,9 @@ class AggregatorService:
             global_sha256=global_sha,
         )
 
-    def _explanations(self, round_id: int, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def _explanations(
+        self, round_id: int, state: dict[str, torch.Tensor]
+    ) -> roundlog.ModelExplanations:
         """Heatmaps of the new global model on the fixed probe set, stored as PNGs."""
         method = self.settings.explain_method or "integrated_gradients"
         probe = probe_set(self.validation, self.settings.probe_per_class)
@@ -371,15 +382,15 @@ class AggregatorService:
         images = []
         for overlay in overlays:
             cid, sha = self._put(overlay.png)
-            images.append({"cid": cid, "sha256": sha, "caption": overlay.caption})
+            images.append(roundlog.HeatmapRef(cid=cid, sha256=sha, caption=overlay.caption))
         correct = sum(o.prediction == o.label for o in overlays)
-        return {
-            "method": method,
-            "probe_sha256": probe.content_sha256(),
-            "probe_images": len(probe),
-            "images": images,
-            "summary": f"{correct} of {len(overlays)} probe images classified correctly",
-        }
+        return roundlog.ModelExplanations(
+            method=method,
+            probe_sha256=probe.content_sha256(),
+            probe_images=len(probe),
+            images=tuple(images),
+            summary=f"{correct} of {len(overlays)} probe images classified correctly",
+        )
 
     def _log(
         self,
@@ -391,69 +402,50 @@ class AggregatorService:
         global_sha: str,
         before: Metrics,
         after: Metrics,
-    ) -> dict[str, Any]:
-        sites: list[dict[str, Any]] = []
-        for sub, cand in pairs:
-            entry = saved.get(sub.site, {})
-            sites.append(
-                {
-                    "site": sub.site,
-                    "name": self._site_name(sub.site),
-                    "update": {
-                        "cid": sub.cid,
-                        "sha256": sub.sha256,
-                        "num_samples": sub.num_samples,
-                    },
-                    "status": cand.status.name.lower() if cand.status != Reason.OK else "ok",
-                    "components": {
-                        k: v
-                        for k, v in entry.get("components", {}).items()
-                        if isinstance(v, int | float | str | bool) or v is None
-                    },
-                    "score": sub.score,
-                    "reason": sub.reason,
-                    "reason_label": Reason(sub.reason).name,
-                    "explanation": entry.get("explanation") or Reason(sub.reason).name,
-                    "weight": str(sub.weight),
-                    "weight_fraction": sub.weight / WEIGHT_SCALE,
-                }
-            )
-        included = [sub.site for sub, _ in pairs if sub.weight > 0]
+        *,
+        explanations: roundlog.ModelExplanations | None = None,
+    ) -> roundlog.RoundLog:
+        """The round's log from the chain's submissions and the saved valuation details."""
         rule = self.settings.rule
-        return {
-            "format": roundlog.FORMAT,
-            "round": round_id,
-            "ledger": {"address": self.ledger.address, "chain_id": self.ledger.chain_id},
-            "start_model": {"cid": start_cid, "sha256": start_sha},
-            "settings": {
-                "aggregation_rule": asdict(rule),
-                "valuation": {
-                    "method": self.settings.valuation,
-                    "metric": self.settings.metric,
-                    "seed": self.settings.seed + round_id,
-                    "explanation_check": self.settings.explanation_check,
-                },
-                "model_spec": asdict(self.spec),
-                "spec_hash": self.spec.spec_hash(),
-                "seed": self.settings.seed,
-            },
-            "validation": {
-                "sha256": self.validation.content_sha256(),
-                "images": len(self.validation),
-            },
-            "sites": sites,
-            "aggregation": {
-                "rule": rule.name,
-                "global_sha256": global_sha,
-                "included_sites": included,
-            },
-            "metrics": {"before": _metrics_doc(before), "after": _metrics_doc(after)},
-            "summary": (
-                f"Round {round_id}: {len(included)} of {len(sites)} updates aggregated with "
-                f"the '{rule.name}' rule using the on-chain weights; validation AUC "
-                f"{before.auc:.3f} -> {after.auc:.3f}."
+        return roundlog.build_round_log(
+            round_id=round_id,
+            ledger=roundlog.LedgerRef(self.ledger.address, self.ledger.chain_id),
+            start_model=roundlog.BlobRef(start_cid, start_sha),
+            settings=roundlog.RoundSettings(
+                aggregation_rule=asdict(rule),
+                valuation=roundlog.ValuationSettings(
+                    method=self.settings.valuation,
+                    metric=self.settings.metric,
+                    seed=self.settings.seed + round_id,
+                    explanation_check=self.settings.explanation_check,
+                ),
+                model_spec=asdict(self.spec),
+                spec_hash=self.spec.spec_hash(),
+                seed=self.settings.seed,
             ),
-        }
+            validation=roundlog.ValidationRef(
+                self.validation.content_sha256(), len(self.validation)
+            ),
+            sites=[
+                roundlog.SiteEntry.of(
+                    site=sub.site,
+                    name=self._site_name(sub.site),
+                    update=roundlog.UpdateRef(sub.cid, sub.sha256, sub.num_samples),
+                    status=cand.status,
+                    score=sub.score,
+                    reason=sub.reason,
+                    weight=sub.weight,
+                    components=saved.get(sub.site, {}).get("components", {}),
+                    explanation=saved.get(sub.site, {}).get("explanation"),
+                )
+                for sub, cand in pairs
+            ],
+            rule=rule.name,
+            global_sha256=global_sha,
+            before=_metrics_record(before),
+            after=_metrics_record(after),
+            explanations=explanations,
+        )
 
     # ---------------------------------------------------------------- driving
 

@@ -1,22 +1,58 @@
-"""The per-round explanation log: canonical bytes, schema validation, reading.
+"""The per-round explanation log as one typed record: building, canonical bytes, reading.
 
-The aggregator writes it and the auditor reads it, so it lives in the shared core. Its sha256 is
-taken over canonical JSON (sorted keys, no whitespace, no NaN), the same bytes stored on IPFS.
+The aggregator builds it (:func:`build_round_log`) and writes :meth:`RoundLog.to_bytes`; the
+auditor reads untrusted bytes back with :meth:`RoundLog.from_bytes`. Its sha256 is taken over
+canonical JSON (sorted keys, no whitespace, NaN/inf as null), the same bytes stored on IPFS, so
+the record's JSON shape is format ``fedtrail.explanation-log/1`` exactly (the JSON Schema in
+``fedtrail/schemas``): any change to the fields here changes every future log's hash.
+
+Objects whose content the format leaves open stay JSON mappings: the aggregation rule and model
+spec (typed by the layers above, which know them), a site's valuation components, the
+aggregation ``detail`` and the ``explanations`` block (read back untyped: a reader must treat
+its content as untrusted and check every field it uses).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
 import jsonschema
 
 from fedtrail.errors import FedtrailError
+from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.weights import WEIGHT_SCALE
+
+__all__ = [
+    "FORMAT",
+    "BlobRef",
+    "HeatmapRef",
+    "InvalidLog",
+    "LedgerRef",
+    "MetricsPair",
+    "ModelExplanations",
+    "RoundLog",
+    "RoundMetrics",
+    "RoundSettings",
+    "SiteEntry",
+    "UpdateRef",
+    "ValidationRef",
+    "ValuationSettings",
+    "build_round_log",
+    "from_bytes",
+    "schema",
+    "to_bytes",
+    "validate",
+]
 
 FORMAT = "fedtrail.explanation-log/1"
+
+ComponentValue = float | int | str | bool | None
 
 
 class InvalidLog(FedtrailError):
@@ -50,14 +86,15 @@ def validate(doc: dict[str, Any]) -> None:
 
 
 def to_bytes(doc: dict[str, Any]) -> bytes:
-    """Validated canonical bytes of ``doc`` (what is stored and hashed)."""
+    """Validated canonical bytes of a log given as a JSON dict (what is stored and hashed)."""
     clean = _clean(doc)
     validate(clean)
     return json.dumps(clean, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 def from_bytes(blob: bytes) -> dict[str, Any]:
-    """Parses and validates an (untrusted) log fetched from the store."""
+    """Parses and schema-validates an (untrusted) log into a JSON dict; prefer
+    :meth:`RoundLog.from_bytes`, which also checks what the schema leaves open."""
     try:
         doc = json.loads(blob.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -66,3 +103,476 @@ def from_bytes(blob: bytes) -> dict[str, Any]:
         raise InvalidLog("explanation log is not a JSON object")
     validate(doc)
     return doc
+
+
+# --------------------------------------------------------------------------- reading helpers
+# Used after schema validation: they only check what the schema leaves open, and name the path.
+
+
+def _int(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidLog(f"explanation log invalid at {where}: {value!r} is not an integer")
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidLog(f"explanation log invalid at {where}: {value!r} is not a string")
+    return value
+
+
+def _only(doc: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    extra = sorted(set(doc) - set(allowed))
+    if extra:
+        raise InvalidLog(
+            f"explanation log invalid at {where}: unknown field(s) {', '.join(extra)} "
+            f"(known: {', '.join(allowed)})"
+        )
+
+
+# --------------------------------------------------------------------------- the record
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """A blob on the content store: its CID and the sha256 of its bytes."""
+
+    cid: str
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cid": self.cid, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class LedgerRef:
+    """The FederationLedger the round ran on."""
+
+    address: str
+    chain_id: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"address": self.address, "chain_id": self.chain_id}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValuationSettings:
+    """How the round's scores were computed, so an auditor can re-run the valuation.
+
+    ``seed`` and ``explanation_check`` are absent (None) in logs written before the auditor
+    re-ran valuations; they are written only when set.
+    """
+
+    method: str
+    metric: str
+    seed: int | None = None
+    explanation_check: bool | None = None
+
+    _FIELDS: ClassVar[tuple[str, ...]] = ("method", "metric", "seed", "explanation_check")
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"method": self.method, "metric": self.metric}
+        if self.seed is not None:
+            doc["seed"] = self.seed
+        if self.explanation_check is not None:
+            doc["explanation_check"] = self.explanation_check
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ValuationSettings:
+        where = "settings/valuation"
+        _only(doc, cls._FIELDS, where)
+        for key in ("method", "metric"):
+            if key not in doc:
+                raise InvalidLog(f"explanation log invalid at {where}: '{key}' is missing")
+        check = doc.get("explanation_check")
+        if check is not None and not isinstance(check, bool):
+            raise InvalidLog(f"explanation log invalid at {where}/explanation_check: not a bool")
+        seed = doc.get("seed")
+        return cls(
+            method=_str(doc["method"], f"{where}/method"),
+            metric=_str(doc["metric"], f"{where}/metric"),
+            seed=None if seed is None else _int(seed, f"{where}/seed"),
+            explanation_check=check,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundSettings:
+    """The round's terms: aggregation rule, valuation, model spec (and its hash), base seed.
+
+    The rule and the spec are the ``asdict`` of ``AggregationRule`` and ``ModelSpec``; those
+    types live above the protocol, so their callers rebuild them (and handle a bad one).
+    """
+
+    aggregation_rule: Mapping[str, Any]
+    valuation: ValuationSettings
+    model_spec: Mapping[str, Any]
+    spec_hash: str
+    seed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "aggregation_rule": dict(self.aggregation_rule),
+            "valuation": self.valuation.to_json(),
+            "model_spec": dict(self.model_spec),
+            "spec_hash": self.spec_hash,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class ValidationRef:
+    """The aggregator's validation split: content hash and size (the data stays private)."""
+
+    sha256: str
+    images: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "images": self.images}
+
+
+@dataclass(frozen=True)
+class UpdateRef:
+    """A site's submitted update as the chain records it."""
+
+    cid: str
+    sha256: str
+    num_samples: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cid": self.cid, "sha256": self.sha256, "num_samples": self.num_samples}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SiteEntry:
+    """Why one site got its weight: its update, score, reason, components and explanation.
+
+    ``weight`` is the on-chain fixed-point weight (over ``WEIGHT_SCALE``); JSON carries it as a
+    decimal string since it does not fit a double.
+    """
+
+    site: str
+    name: str
+    update: UpdateRef
+    status: str
+    components: Mapping[str, ComponentValue]
+    score: int
+    reason: int
+    reason_label: str
+    explanation: str
+    weight: int
+    weight_fraction: float
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        site: str,
+        name: str,
+        update: UpdateRef,
+        status: Reason,
+        score: int,
+        reason: int,
+        weight: int,
+        components: Mapping[str, Any],
+        explanation: str | None,
+    ) -> SiteEntry:
+        """The entry the aggregator writes: ``status`` is how the update was read (OK, or why it
+        could not be), score/reason/weight are the chain's; components that are not JSON scalars
+        are dropped, and a missing explanation falls back to the reason's name."""
+        return cls(
+            site=site,
+            name=name,
+            update=update,
+            status=status.name.lower(),
+            components={
+                k: v
+                for k, v in components.items()
+                if isinstance(v, int | float | str | bool) or v is None
+            },
+            score=score,
+            reason=reason,
+            reason_label=Reason(reason).name,
+            explanation=explanation or Reason(reason).name,
+            weight=weight,
+            weight_fraction=weight / WEIGHT_SCALE,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "name": self.name,
+            "update": self.update.to_json(),
+            "status": self.status,
+            "components": dict(self.components),
+            "score": self.score,
+            "reason": self.reason,
+            "reason_label": self.reason_label,
+            "explanation": self.explanation,
+            "weight": str(self.weight),
+            "weight_fraction": self.weight_fraction,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], where: str) -> SiteEntry:
+        u = doc["update"]
+        return cls(
+            site=doc["site"],
+            name=doc["name"],
+            update=UpdateRef(u["cid"], u["sha256"], _int(u["num_samples"], f"{where}/update")),
+            status=doc["status"],
+            components=dict(doc["components"]),
+            score=_int(doc["score"], f"{where}/score"),
+            reason=_int(doc["reason"], f"{where}/reason"),
+            reason_label=doc["reason_label"],
+            explanation=doc["explanation"],
+            weight=int(doc["weight"]),  # the schema allows digits only
+            weight_fraction=doc["weight_fraction"],
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Aggregation:
+    """What was aggregated: the rule's name, the resulting global model, the sites with w > 0."""
+
+    rule: str
+    global_sha256: str
+    included_sites: tuple[str, ...]
+    detail: Mapping[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "rule": self.rule,
+            "global_sha256": self.global_sha256,
+            "included_sites": list(self.included_sites),
+        }
+        if self.detail is not None:
+            doc["detail"] = dict(self.detail)
+        return doc
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundMetrics:
+    """A global model on the validation split; None where a metric was undefined (NaN is
+    written as null)."""
+
+    auc: float | None
+    f1: float | None
+    accuracy: float | None
+    loss: float | None
+    n: int | None = None
+
+    _FIELDS: ClassVar[tuple[str, ...]] = ("auc", "f1", "accuracy", "loss", "n")
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "auc": self.auc,
+            "f1": self.f1,
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+        }
+        if self.n is not None:
+            doc["n"] = self.n
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], where: str) -> RoundMetrics:
+        _only(doc, cls._FIELDS, where)
+        n = doc.get("n")
+        return cls(
+            auc=doc["auc"],
+            f1=doc["f1"],
+            accuracy=doc["accuracy"],
+            loss=doc["loss"],
+            n=None if n is None else _int(n, f"{where}/n"),
+        )
+
+    def get(self, name: str) -> float | None:
+        """One metric by name (``"auc"``, ``"f1"``, ``"accuracy"``, ``"loss"``)."""
+        values = {"auc": self.auc, "f1": self.f1, "accuracy": self.accuracy, "loss": self.loss}
+        return values[name]
+
+
+@dataclass(frozen=True)
+class MetricsPair:
+    """The global model before and after the round."""
+
+    before: RoundMetrics
+    after: RoundMetrics
+
+    def to_json(self) -> dict[str, Any]:
+        return {"before": self.before.to_json(), "after": self.after.to_json()}
+
+
+@dataclass(frozen=True)
+class HeatmapRef:
+    """One explanation heatmap (PNG) of the new global model on a probe image."""
+
+    cid: str
+    sha256: str
+    caption: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cid": self.cid, "sha256": self.sha256, "caption": self.caption}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelExplanations:
+    """The ``explanations`` block the aggregator writes: heatmaps on a fixed probe set."""
+
+    method: str
+    probe_sha256: str
+    probe_images: int
+    images: tuple[HeatmapRef, ...]
+    summary: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "probe_sha256": self.probe_sha256,
+            "probe_images": self.probe_images,
+            "images": [i.to_json() for i in self.images],
+            "summary": self.summary,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundLog:
+    """One round's explanation log (format ``fedtrail.explanation-log/1``).
+
+    ``explanations`` is the block as JSON: format /1 leaves its shape open, so a log read back
+    keeps it untyped (the aggregator writes :class:`ModelExplanations`).
+    """
+
+    round: int
+    ledger: LedgerRef
+    start_model: BlobRef
+    settings: RoundSettings
+    validation: ValidationRef
+    sites: tuple[SiteEntry, ...]
+    aggregation: Aggregation
+    metrics: MetricsPair
+    summary: str
+    explanations: Mapping[str, Any] | None = None
+
+    @property
+    def valuation_seed(self) -> int:
+        """The valuation's seed; logs that predate ``settings.valuation.seed`` used the base
+        seed plus the round."""
+        seed = self.settings.valuation.seed
+        return self.settings.seed + self.round if seed is None else seed
+
+    def site(self, address: str) -> SiteEntry | None:
+        """The entry of ``address`` (case-insensitive), if the log lists it."""
+        for entry in self.sites:
+            if entry.site.lower() == address.lower():
+                return entry
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """The log as a JSON dict (NaN still in it: :meth:`to_bytes` writes those as null)."""
+        doc: dict[str, Any] = {
+            "format": FORMAT,
+            "round": self.round,
+            "ledger": self.ledger.to_json(),
+            "start_model": self.start_model.to_json(),
+            "settings": self.settings.to_json(),
+            "validation": self.validation.to_json(),
+            "sites": [s.to_json() for s in self.sites],
+            "aggregation": self.aggregation.to_json(),
+            "metrics": self.metrics.to_json(),
+            "summary": self.summary,
+        }
+        if self.explanations is not None:
+            doc["explanations"] = dict(self.explanations)
+        return doc
+
+    def to_bytes(self) -> bytes:
+        """Validated canonical bytes (what is stored on IPFS and hashed on chain)."""
+        return to_bytes(self.to_json())
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> RoundLog:
+        """The record of a JSON dict; validates it first (the dict may be untrusted)."""
+        validate(doc)
+        return cls._from_valid(doc)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> RoundLog:
+        """Parses untrusted bytes fetched from the store; :class:`InvalidLog` says what is wrong."""
+        return cls._from_valid(from_bytes(blob))
+
+    @classmethod
+    def _from_valid(cls, doc: dict[str, Any]) -> RoundLog:
+        """Builds the record of a schema-valid dict, checking what the schema leaves open."""
+        s = doc["settings"]
+        agg = doc["aggregation"]
+        sites = doc["sites"]
+        return cls(
+            round=_int(doc["round"], "round"),
+            ledger=LedgerRef(doc["ledger"]["address"], _int(doc["ledger"]["chain_id"], "ledger")),
+            start_model=BlobRef(doc["start_model"]["cid"], doc["start_model"]["sha256"]),
+            settings=RoundSettings(
+                aggregation_rule=dict(s["aggregation_rule"]),
+                valuation=ValuationSettings.from_json(s["valuation"]),
+                model_spec=dict(s["model_spec"]),
+                spec_hash=s["spec_hash"],
+                seed=_int(s["seed"], "settings/seed"),
+            ),
+            validation=ValidationRef(
+                doc["validation"]["sha256"], _int(doc["validation"]["images"], "validation")
+            ),
+            sites=tuple(SiteEntry.from_json(e, f"sites/{i}") for i, e in enumerate(sites)),
+            aggregation=Aggregation(
+                rule=agg["rule"],
+                global_sha256=agg["global_sha256"],
+                included_sites=tuple(agg["included_sites"]),
+                detail=dict(agg["detail"]) if "detail" in agg else None,
+            ),
+            metrics=MetricsPair(
+                RoundMetrics.from_json(doc["metrics"]["before"], "metrics/before"),
+                RoundMetrics.from_json(doc["metrics"]["after"], "metrics/after"),
+            ),
+            summary=doc["summary"],
+            explanations=dict(doc["explanations"]) if "explanations" in doc else None,
+        )
+
+
+def build_round_log(
+    *,
+    round_id: int,
+    ledger: LedgerRef,
+    start_model: BlobRef,
+    settings: RoundSettings,
+    validation: ValidationRef,
+    sites: Sequence[SiteEntry],
+    rule: str,
+    global_sha256: str,
+    before: RoundMetrics,
+    after: RoundMetrics,
+    explanations: ModelExplanations | None = None,
+) -> RoundLog:
+    """The log the aggregator writes at finalize: the included sites are those with on-chain
+    weight > 0, in the given (aggregation) order, and the summary is derived from the rest."""
+    included = tuple(s.site for s in sites if s.weight > 0)
+    return RoundLog(
+        round=round_id,
+        ledger=ledger,
+        start_model=start_model,
+        settings=settings,
+        validation=validation,
+        sites=tuple(sites),
+        aggregation=Aggregation(rule=rule, global_sha256=global_sha256, included_sites=included),
+        metrics=MetricsPair(before, after),
+        summary=(
+            f"Round {round_id}: {len(included)} of {len(sites)} updates aggregated with "
+            f"the '{rule}' rule using the on-chain weights; validation AUC "
+            f"{_auc(before.auc)} -> {_auc(after.auc)}."
+        ),
+        explanations=None if explanations is None else explanations.to_json(),
+    )
+
+
+def _auc(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.3f}"

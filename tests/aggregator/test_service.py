@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -17,20 +19,25 @@ from eth_account.signers.local import LocalAccount
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
 from fedtrail.auditor.verify import verify_all
 from fedtrail.chain import connect, dev_account
-from fedtrail.ledger import Ledger
+from fedtrail.ledger import Ledger, Submission
+from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.datasets import load_bundled, partition_iid
+from fedtrail.ml.metrics import Metrics
+from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.config import NodeConfig
 from fedtrail.node.daemon import SiteNode
-from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.roundlog import HeatmapRef, ModelExplanations, RoundLog
 from fedtrail.simulation.faults import SiteFault
 from fedtrail.storage.store import ContentStore, IpfsStore, LocalStore
+from fedtrail.valuation.base import Candidate
 from tests.fixtures.chain import ChainEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FEDTRAIL = Path(sys.executable).parent / "fedtrail"
+GOLDEN = Path(__file__).parents[1] / "fedtrail" / "protocol" / "data" / "round-log-built.json"
 
 
 def _nodes(
@@ -111,13 +118,17 @@ def test_full_round_scores_bad_updates_zero_with_the_right_reason(
     assert sum(s.weight for s in subs.values()) == 10**18
 
     info = ledger.get_round(r)
-    doc = roundlog.from_bytes(store.get(info.log_cid, info.log_sha256))  # schema-checked
-    by_site = {e["site"]: e for e in doc["sites"]}
-    assert by_site[tamperer.address]["reason_label"] == "TAMPERED"
-    assert "sha256" in by_site[tamperer.address]["explanation"]
-    assert doc["metrics"]["after"]["loss"] < doc["metrics"]["before"]["loss"]
-    heatmaps = doc["explanations"]["images"]
-    assert len(heatmaps) == 8 and doc["explanations"]["probe_sha256"]
+    blob = store.get(info.log_cid, info.log_sha256)
+    record = RoundLog.from_bytes(blob)  # schema-checked
+    assert record.to_bytes() == blob
+    tampered = record.site(tamperer.address)
+    assert tampered is not None and tampered.reason_label == "TAMPERED"
+    assert "sha256" in tampered.explanation
+    assert record.metrics.after.loss is not None and record.metrics.before.loss is not None
+    assert record.metrics.after.loss < record.metrics.before.loss
+    assert record.explanations is not None
+    heatmaps = record.explanations["images"]
+    assert len(heatmaps) == 8 and record.explanations["probe_sha256"]
     assert store.get(heatmaps[0]["cid"], heatmaps[0]["sha256"])[:4] == b"\x89PNG"
     audits = verify_all(ledger, store)
     assert all(a.passed for a in audits), [c for a in audits for c in a.checks if not c.passed]
@@ -192,7 +203,6 @@ def test_round_falls_back_to_data_free_scores_when_no_update_lowers_the_loss(
     still close (scored by the data-free screening), not stall until it is cancelled."""
     import hashlib as _h
 
-    from fedtrail.ml.models import ModelSpec
     from fedtrail.ml.training import train_local
     from fedtrail.storage.codec import decode_model, encode_update
 
@@ -231,3 +241,81 @@ def test_round_falls_back_to_data_free_scores_when_no_update_lowers_the_loss(
     assert all(v["score"] > 0 for v in outcome.valuations)
     assert all("data-free fallback" in v["explanation"] for v in outcome.valuations)
     assert outcome.metrics["after"]["loss"] > outcome.metrics["before"]["loss"]
+
+
+def test_the_log_builder_writes_the_bytes_it_always_wrote() -> None:
+    """The service's log for fixed inputs equals, byte for byte, what the aggregator wrote
+    before the log became a typed record (golden file made by that code, see its README)."""
+    a, b, c = "0x" + "1a" * 20, "0x" + "2B" * 20, "0x" + "3c" * 20
+    names = {a: "alpha", b: "", c: "gamma <b>"}
+
+    class Validation:
+        def content_sha256(self) -> str:
+            return "cd" * 32
+
+        def __len__(self) -> int:
+            return 270
+
+    service = SimpleNamespace(
+        settings=AggregatorSettings(
+            rule=AggregationRule(name="trimmed_mean", trim_ratio=0.1),
+            valuation="mc_shapley",
+            metric="auc",
+            seed=7,
+            explanation_check=True,
+        ),
+        spec=ModelSpec(width=8),
+        validation=Validation(),
+        ledger=SimpleNamespace(address="0x" + "Ee" * 20, chain_id=1337),
+        _site_name=names.__getitem__,
+    )
+    subs = [
+        Submission(4, a, "QmA", "aa" * 32, 120, 700_000, 0, 600_000_000_000_000_001),
+        Submission(4, b, "QmB", "bb" * 32, 80, 0, int(Reason.TAMPERED), 0),
+        Submission(4, c, "QmC", "cc" * 32, 1, 350_000, 0, 399_999_999_999_999_999),
+    ]
+    cands = [
+        Candidate(site=a, num_samples=120, delta={}),
+        Candidate(site=b, num_samples=80, delta=None, status=Reason.TAMPERED, detail="x"),
+        Candidate(site=c, num_samples=1, delta={}),
+    ]
+    saved: dict[str, dict[str, Any]] = {
+        a: {
+            "components": {
+                "gain": 0.0123,
+                "cosine": 0.5,
+                "note": "fine",
+                "flag": True,
+                "none": None,
+                "inf": float("inf"),
+                "list": [1, 2],
+                "nested": {"a": 1},
+            },
+            "explanation": "marginal gain 0.0123",
+        },
+        b: {"components": {}, "explanation": ""},
+    }
+    explanations = ModelExplanations(
+        method="integrated_gradients",
+        probe_sha256="12" * 32,
+        probe_images=2,
+        images=(
+            HeatmapRef("QmH1", "34" * 32, "round 4: predicted normal (51%), truth normal"),
+            HeatmapRef("QmH2", "56" * 32, "round 4: predicted pneumonia (90%), truth pneumonia"),
+        ),
+        summary="2 of 2 probe images classified correctly",
+    )
+    record = AggregatorService._log(
+        service,  # type: ignore[arg-type]
+        4,
+        "QmStart",
+        "de" * 32,
+        list(zip(subs, cands, strict=True)),
+        saved,
+        "ef" * 32,
+        Metrics(loss=0.69, accuracy=0.5, auc=float("nan"), f1=0.0, n=270),
+        Metrics(loss=0.5, accuracy=0.75, auc=0.8125, f1=2 / 3, n=270),
+        explanations=explanations,
+    )
+    golden = GOLDEN.read_bytes()
+    assert record.to_bytes() == golden
