@@ -11,11 +11,11 @@ size before parsing, the header's structure, format version, kind, spec hash, ro
 names, shapes, dtypes, byte offsets, index ranges and finiteness before returning anything, and
 turn every failure into ``InvalidUpdate`` with a reason naming the check.
 
-Compression ``topk8`` sends, per tensor, the k = ceil(fraction * numel) largest-magnitude entries
-of (delta + residual): indices delta-encoded as the smallest unsigned dtype that holds the largest
-gap, values quantized to int8 with a symmetric float32 scale. What was not sent (including
-quantization error) becomes the new residual, which stays at the node and is added to the next
-round's delta (error feedback), so nothing is lost over rounds, only delayed.
+How a tensor travels is a compression method looked up by name in ``_COMPRESSORS``: ``"none"``
+(the tensor itself) here, ``"topk8"`` in ``fedtrail.storage.topk8``. The codec owns the header,
+the metadata and the byte-range checks; a method only says which blob tensors carry one model
+tensor and how to turn them back. ``Compression`` (the settings) stays here because its
+canonical JSON is part of every blob's header, and with it the bytes hashed on chain.
 """
 
 from __future__ import annotations
@@ -23,35 +23,34 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final, Literal, NoReturn, get_args
+from typing import Any, Final, Literal, NoReturn, Protocol
 
 import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
 from fedtrail.errors import ConfigError, InvalidUpdate
-from fedtrail.fsutil import atomic_write
 from fedtrail.ml.models import ModelSpec
+from fedtrail.storage import topk8
 
 __all__ = [
     "FORMAT_VERSION",
     "BlobMeta",
     "Compression",
     "CompressionMethod",
+    "Compressor",
     "EncodedUpdate",
     "Kind",
     "decode_model",
+    "decode_residual",
     "decode_update",
     "default_max_bytes",
     "encode_model",
+    "encode_residual",
     "encode_update",
-    "load_residual",
-    "save_residual",
+    "zero_state",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -62,25 +61,72 @@ MAX_HEADER_BYTES: Final = 64 * 1024
 Kind = Literal["model", "update", "residual"]
 CompressionMethod = Literal["none", "topk8"]
 
-_METHODS: Final = frozenset(get_args(CompressionMethod))
 _META_KEYS: Final = frozenset({"format_version", "kind", "spec_hash", "round", "compression"})
 _ENTRY_KEYS: Final = frozenset({"dtype", "shape", "data_offsets"})
 
-# Suffixes of the three tensors that carry one compressed tensor. ":" never occurs in a torch
-# state-dict key, so these cannot collide with a model's own names.
-_IDX: Final = ":idx"
-_Q: Final = ":q"
-_SCALE: Final = ":scale"
-
-# Bytes per element of the safetensors dtypes this format uses.
+# Bytes per element of the safetensors dtypes the compression methods use.
 _ITEMSIZE: Final = {"F32": 4, "I8": 1, "U8": 1, "U16": 2, "U32": 4}
-# Index gap dtypes, smallest first: the encoder takes the first that holds the largest gap.
-_GAP_DTYPES: Final = (
-    ("U8", torch.uint8, 0xFF),
-    ("U16", torch.uint16, 0xFFFF),
-    ("U32", torch.uint32, 0xFFFFFFFF),
-)
-_SMALLEST_SCALE: Final = 2.0**-149  # smallest positive float32 (subnormal)
+
+# What a compression method declares for one model tensor: the blob tensors that carry it, each
+# with its allowed safetensors dtypes and its shape.
+Parts = dict[str, tuple[tuple[str, ...], tuple[int, ...]]]
+
+
+# ---------------------------------------------------------------- compression methods
+
+
+class Compressor(Protocol):
+    """One compression method: how a model tensor travels as blob tensors, and back.
+
+    ``encode`` gets a validated float32 CPU tensor and returns the parts and the residual (what
+    was not sent); ``decode`` gets parts whose names, dtypes, shapes and byte ranges the codec
+    has checked against ``parts`` and raises ``InvalidUpdate`` for anything else it refuses.
+    """
+
+    @property
+    def takes_fraction(self) -> bool:
+        """Whether the settings carry a ``fraction`` (in memory and in the header)."""
+
+    def parts(self, name: str, shape: tuple[int, ...], fraction: float) -> Parts: ...
+
+    def encode(
+        self, name: str, tensor: torch.Tensor, fraction: float
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]: ...
+
+    def decode(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        fraction: float,
+        parts: Mapping[str, torch.Tensor],
+    ) -> torch.Tensor: ...
+
+
+class _Dense:
+    """Method ``"none"``: the tensor itself under its own name; nothing is left over."""
+
+    takes_fraction: Final = False
+
+    def parts(self, name: str, shape: tuple[int, ...], fraction: float) -> Parts:
+        return {name: (("F32",), shape)}
+
+    def encode(
+        self, name: str, tensor: torch.Tensor, fraction: float
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        return {name: tensor}, torch.zeros(tensor.shape)
+
+    def decode(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        fraction: float,
+        parts: Mapping[str, torch.Tensor],
+    ) -> torch.Tensor:
+        return parts[name]
+
+
+# Keyed by the method name written in the header; keep in step with ``CompressionMethod``.
+_COMPRESSORS: Final[Mapping[str, Compressor]] = {"none": _Dense(), "topk8": topk8.TOPK8}
 
 
 # ---------------------------------------------------------------- records
@@ -98,28 +144,35 @@ class Compression:
     fraction: float = 0.05
 
     def __post_init__(self) -> None:
-        if not isinstance(self.method, str) or self.method not in _METHODS:
+        if not isinstance(self.method, str) or self.method not in _COMPRESSORS:
             raise ConfigError(
-                f"unknown compression method {_short(self.method)}; known: {sorted(_METHODS)}"
+                f"unknown compression method {_short(self.method)}; known: {sorted(_COMPRESSORS)}"
             )
         f = self.fraction
         if isinstance(f, bool) or not isinstance(f, int | float):
             raise ConfigError(f"compression fraction must be a number, got {_short(f)}")
         if not (math.isfinite(f) and 0.0 < f <= 1.0):
             raise ConfigError(f"compression fraction must be in (0, 1], got {_short(f)}")
-        if self.method == "none" and f != 0.05:
+        if not self._compressor.takes_fraction and f != 0.05:
             object.__setattr__(self, "fraction", 0.05)
         else:
             object.__setattr__(self, "fraction", float(f))
 
+    @property
+    def _compressor(self) -> Compressor:
+        return _COMPRESSORS[self.method]
+
     def keep(self, numel: int) -> int:
         """How many entries top-k keeps of a tensor with ``numel`` entries (at least one)."""
-        return min(numel, max(1, math.ceil(self.fraction * numel)))
+        return topk8.keep(self.fraction, numel)
 
     def _doc(self) -> dict[str, Any]:
-        if self.method == "none":
-            return {"method": "none"}
+        if not self._compressor.takes_fraction:
+            return {"method": self.method}
         return {"method": self.method, "fraction": self.fraction}
+
+
+_UNCOMPRESSED: Final = Compression()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,7 +202,8 @@ class BlobMeta:
 class EncodedUpdate:
     """An encoded update and the error-feedback residual that stays at the node.
 
-    Persist ``residual`` (``save_residual``) and pass it to the next round's ``encode_update``.
+    Persist ``residual`` (``fedtrail.storage.residual.save_residual``) and pass it to the next
+    round's ``encode_update``.
     """
 
     blob: bytes
@@ -229,60 +283,18 @@ def encode_update(
             acc[name] = acc[name] + res[name]
             _check_finite(acc[name], f"delta + residual of {name}")
     meta = _meta("update", layout, round, compression)
-    if compression.method == "none":
-        zeros = {name: torch.zeros(shape) for name, shape in layout.shapes.items()}
-        return EncodedUpdate(_serialize(acc, meta), zeros)
+    method = compression._compressor
     parts: dict[str, torch.Tensor] = {}
     new_residual: dict[str, torch.Tensor] = {}
-    for name, shape in layout.shapes.items():
-        flat = acc[name].reshape(-1)
-        gaps, q, scale, sent = _topk8(flat, compression.keep(flat.numel()))
-        parts[name + _IDX], parts[name + _Q], parts[name + _SCALE] = gaps, q, scale
-        new_residual[name] = (flat - sent).reshape(shape)
+    for name, tensor in acc.items():
+        sent, new_residual[name] = method.encode(name, tensor, compression.fraction)
+        parts.update(sent)
     return EncodedUpdate(_serialize(parts, meta), new_residual)
 
 
-def _topk8(
-    flat: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-k by magnitude with int8 values; returns (gaps, q, scale, dense dequantized sent).
-
-    Ties at the k-th magnitude go to the lowest positions, so the selection (and the bytes) never
-    depend on how ``topk`` orders equal values.
-    """
-    n = flat.numel()
-    if k >= n:
-        idx = torch.arange(n)
-    else:
-        mag = flat.abs()
-        threshold = torch.topk(mag, k, sorted=False).values.min()
-        keep = mag > threshold
-        ties = torch.nonzero(mag == threshold).reshape(-1)[: k - int(keep.sum())]
-        keep[ties] = True
-        idx = torch.nonzero(keep).reshape(-1)  # ascending
-    vals = flat[idx]
-    amax = float(vals.abs().max())
-    scale_f = struct.unpack("<f", struct.pack("<f", amax / 127.0))[0] if amax > 0 else 1.0
-    if scale_f == 0.0:  # amax so tiny that amax/127 underflows float32
-        scale_f = _SMALLEST_SCALE
-    scale = torch.tensor(scale_f, dtype=torch.float32)
-    if not bool(torch.isfinite(scale * 127)):  # amax near the float32 limit: one ulp down fits
-        scale = torch.nextafter(scale, torch.zeros(()))
-    q = torch.round(vals / scale).clamp_(-127, 127).to(torch.int8)
-    sent = torch.zeros_like(flat)
-    sent[idx] = _dequantize(q, scale)
-    _check_finite(sent, "quantized values")
-    gaps64 = torch.diff(idx, prepend=idx.new_zeros(1))
-    top = int(gaps64.max())
-    for _code, dtype, limit in _GAP_DTYPES:
-        if top <= limit:
-            return gaps64.to(dtype), q, scale, sent
-    raise AssertionError("unreachable: tensors are limited to 2**32 entries")  # pragma: no cover
-
-
-def _dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The one dequantization the encoder's residual and the decoder share, bit for bit."""
-    return q.to(torch.float32) * scale
+def zero_state(spec: ModelSpec) -> dict[str, torch.Tensor]:
+    """A float32 zero for every tensor of ``spec``, in state-dict order (an empty residual)."""
+    return {name: torch.zeros(shape) for name, shape in _layout(spec).shapes.items()}
 
 
 def _meta(kind: Kind, layout: _Layout, round: int, compression: Compression) -> BlobMeta:
@@ -350,39 +362,7 @@ def decode_update(
     """
     layout = _layout(spec)
     meta, entries, data_start = _parse_header(blob, layout, max_bytes, "update", expected_round)
-    if meta.compression.method == "none":
-        _check_entries(entries, _dense_expectations(layout), len(blob) - data_start)
-        return _load_dense(blob, layout), meta
-    expect: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
-    for name in layout.shapes:
-        k = meta.compression.keep(layout.numel(name))
-        expect[name + _IDX] = (tuple(c for c, _, _ in _GAP_DTYPES), (k,))
-        expect[name + _Q] = (("I8",), (k,))
-        expect[name + _SCALE] = (("F32",), ())
-    _check_entries(entries, expect, len(blob) - data_start)
-    parts = _st_load_checked(blob)
-    out: dict[str, torch.Tensor] = {}
-    for name, shape in layout.shapes.items():
-        numel = layout.numel(name)
-        gaps, q, scale = parts[name + _IDX], parts[name + _Q], parts[name + _SCALE]
-        idx = gaps.to(torch.int64).cumsum(0)
-        if idx.numel() > 1 and int(gaps[1:].to(torch.int64).min()) < 1:
-            raise InvalidUpdate(f"tensor {name}{_IDX} has repeated indices (a gap of 0)")
-        if int(idx[-1]) >= numel:
-            raise InvalidUpdate(
-                f"tensor {name}{_IDX} points at entry {int(idx[-1])}, "
-                f"past the {numel} entries of {name}"
-            )
-        s = float(scale)
-        if not (math.isfinite(s) and s > 0.0):
-            raise InvalidUpdate(f"tensor {name}{_SCALE} is {s!r}; it must be finite and positive")
-        if int(q.min()) < -127:
-            raise InvalidUpdate(f"tensor {name}{_Q} holds -128, outside the symmetric range")
-        dense = torch.zeros(numel, dtype=torch.float32)
-        dense[idx] = _dequantize(q, scale)
-        _check_finite(dense, f"tensor {name} (dequantized)")
-        out[name] = dense.reshape(shape)
-    return out, meta
+    return _load(blob, entries, data_start, layout, meta.compression), meta
 
 
 def _decode_dense(
@@ -394,23 +374,30 @@ def _decode_dense(
 ) -> tuple[dict[str, torch.Tensor], BlobMeta]:
     layout = _layout(spec)
     meta, entries, data_start = _parse_header(blob, layout, max_bytes, kind, expected_round)
-    if meta.compression.method != "none":
+    if meta.compression != _UNCOMPRESSED:
         raise InvalidUpdate(f"a {kind} blob must be uncompressed, not {meta.compression.method}")
-    _check_entries(entries, _dense_expectations(layout), len(blob) - data_start)
-    return _load_dense(blob, layout), meta
+    return _load(blob, entries, data_start, layout, meta.compression), meta
 
 
-def _dense_expectations(layout: _Layout) -> dict[str, tuple[tuple[str, ...], tuple[int, ...]]]:
-    return {name: (("F32",), shape) for name, shape in layout.shapes.items()}
-
-
-def _load_dense(blob: bytes, layout: _Layout) -> dict[str, torch.Tensor]:
-    tensors = _st_load_checked(blob)
+def _load(
+    blob: bytes,
+    entries: dict[str, _Entry],
+    data_start: int,
+    layout: _Layout,
+    compression: Compression,
+) -> dict[str, torch.Tensor]:
+    """Check the entries against what the method declares, then load and expand each tensor."""
+    method = compression._compressor
+    expect: Parts = {}
+    for name, shape in layout.shapes.items():
+        expect.update(method.parts(name, shape, compression.fraction))
+    _check_entries(entries, expect, len(blob) - data_start)
+    parts = _st_load_checked(blob)
     out: dict[str, torch.Tensor] = {}
-    for name in layout.shapes:
-        t = tensors[name]
-        _check_finite(t, f"tensor {name}")
-        out[name] = t
+    for name, shape in layout.shapes.items():
+        dense = method.decode(name, shape, compression.fraction, parts)
+        _check_finite(dense, f"tensor {name}")
+        out[name] = dense
     return out
 
 
@@ -494,15 +481,16 @@ def _parse_meta(raw: object, layout: _Layout, kind: Kind, expected_round: int | 
     if not isinstance(comp, dict) or "method" not in comp:
         raise InvalidUpdate(f"compression settings {_short(comp)} are not an object with a method")
     method = comp["method"]
-    want_keys = {"method"} if method == "none" else {"method", "fraction"}
+    # An unknown method is expected to carry a fraction, so that Compression names it below.
+    dense = isinstance(method, str) and method in _COMPRESSORS
+    dense = dense and not _COMPRESSORS[method].takes_fraction
+    want_keys = {"method"} if dense else {"method", "fraction"}
     if set(comp) != want_keys:
         raise InvalidUpdate(
             f"compression settings have keys {sorted(comp)}, expected {sorted(want_keys)}"
         )
     try:
-        compression = Compression(
-            method=method, **({} if method == "none" else {"fraction": comp["fraction"]})
-        )
+        compression = Compression(method=method, **{k: comp[k] for k in want_keys - {"method"}})
     except ConfigError as e:
         raise InvalidUpdate(f"compression settings: {e}") from None
     return BlobMeta(
@@ -582,46 +570,25 @@ def _st_load_checked(blob: bytes) -> dict[str, torch.Tensor]:
         raise InvalidUpdate(f"safetensors refused the blob: {str(e)[:200]}") from None
 
 
-# ---------------------------------------------------------------- residual file
+# ---------------------------------------------------------------- residual blobs
 
 
-def save_residual(
-    path: str | os.PathLike[str],
-    residual: Mapping[str, torch.Tensor],
-    *,
-    spec: ModelSpec,
-    round: int,
-) -> None:
-    """Persist the node's error-feedback memory (after the update of ``round``), atomically.
+def encode_residual(residual: Mapping[str, torch.Tensor], *, spec: ModelSpec, round: int) -> bytes:
+    """Canonical bytes of a node's error-feedback memory after the update of ``round``.
 
-    Written to a temporary file and renamed, so a crash never leaves a torn residual behind.
+    Same format as a model (dense, kind ``"residual"``), so a file for another model or a
+    model blob put in its place is refused on load.
     """
     layout = _layout(spec)
-    blob = _serialize(
-        _dense_input(residual, layout, "residual"), _meta("residual", layout, round, Compression())
-    )
-    atomic_write(path, blob)
+    tensors = _dense_input(residual, layout, "residual")
+    return _serialize(tensors, _meta("residual", layout, round, _UNCOMPRESSED))
 
 
-def load_residual(
-    path: str | os.PathLike[str],
-    spec: ModelSpec,
-    *,
-    expected_round: int | None = None,
+def decode_residual(
+    blob: bytes, *, spec: ModelSpec, expected_round: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """The residual saved at ``path``; zeros when there is none yet (a node's first round).
-
-    A corrupt file or one for another model raises ``InvalidUpdate``.
-    """
-    layout = _layout(spec)
-    p = Path(path)
-    if not p.exists():
-        return {name: torch.zeros(shape) for name, shape in layout.shapes.items()}
-    blob = p.read_bytes()
-    try:
-        state, _ = _decode_dense(blob, "residual", spec, None, expected_round)
-    except InvalidUpdate as e:
-        raise InvalidUpdate(f"residual file {p}: {e.reason}") from None
+    """Validate a residual blob; return its tensors (spec order). Failures are ``InvalidUpdate``."""
+    state, _ = _decode_dense(blob, "residual", spec, None, expected_round)
     return state
 
 

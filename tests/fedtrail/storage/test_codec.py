@@ -1,4 +1,4 @@
-"""Tests of fedtrail.codec: round trips, canonical bytes, error feedback, hostile blobs."""
+"""Tests of fedtrail.storage.codec: round trips, canonical bytes, error feedback, hostile blobs."""
 
 from __future__ import annotations
 
@@ -32,11 +32,9 @@ from fedtrail.storage.codec import (
     default_max_bytes,
     encode_model,
     encode_update,
-    load_residual,
-    save_residual,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SPEC = ModelSpec()
 SPEC8 = ModelSpec(width=8)
 TINY = ModelSpec(width=1, hidden=2, image_size=4)  # 42 parameters: fast fuzzing
@@ -383,24 +381,6 @@ def test_error_feedback_loses_nothing_over_rounds() -> None:
         torch.testing.assert_close(total, d.double() * rounds, rtol=0, atol=1e-6)
     # error feedback moves mass: after several rounds more distinct entries were sent than k
     assert int((sent["fc1.weight"] != 0).sum()) > comp.keep(delta["fc1.weight"].numel())
-
-
-def test_residual_file_round_trip(tmp_path: Path) -> None:
-    path = tmp_path / "residual.safetensors"
-    fresh = load_residual(path, SPEC8)
-    assert set(fresh) == set(shapes(SPEC8)) and all(not t.any() for t in fresh.values())
-    res = encode_update(rand_state(SPEC8, 13), spec=SPEC8, round=4, compression=TOPK).residual
-    save_residual(path, res, spec=SPEC8, round=4)
-    back = load_residual(path, SPEC8, expected_round=4)
-    assert all(same_bits(back[n], res[n]) for n in res)
-    assert list(tmp_path.iterdir()) == [path]  # no temporary files left behind
-    assert "round" in reason(lambda: load_residual(path, SPEC8, expected_round=5))
-    assert "spec hash" in reason(lambda: load_residual(path, SPEC))
-    path.write_bytes(path.read_bytes()[:-3])
-    assert "residual file" in reason(lambda: load_residual(path, SPEC8))
-    # a residual file is not an update, and vice versa
-    path.write_bytes(_DENSE_UPD[TINY])
-    assert "kind" in reason(lambda: load_residual(path, TINY))
 
 
 # ---------------------------------------------------------------- targeted hostile blobs
