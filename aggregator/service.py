@@ -51,9 +51,7 @@ from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.storage.codec import decode_model, decode_update, encode_model
 from fedtrail.storage.store import ContentStore
-from fedtrail.valuation.base import Candidate
-from fedtrail.valuation.combine import SiteValuation
-from fedtrail.valuation.round import score_round
+from fedtrail.valuation import Candidate, SiteValuation, value_round
 
 log = logging.getLogger("fedtrail.aggregator")
 
@@ -261,7 +259,7 @@ class AggregatorService:
         pairs: list[tuple[Submission, Candidate]],
     ) -> list[SiteValuation]:
         """Deterministic for a given round: the same inputs give the same scores."""
-        return score_round(
+        return value_round(
             global_state=global_state,
             spec=self.spec,
             candidates=[c for _, c in pairs],
@@ -270,7 +268,7 @@ class AggregatorService:
             metric=self.settings.metric,
             seed=self.settings.seed + round_id,
             explanation_check=self.settings.explanation_check,
-        )
+        ).sites
 
     def _valuation_path(self, round_id: int) -> Path:
         return self.folder / f"valuation-{round_id}.json"

@@ -223,8 +223,7 @@ def _check_scores(
     tolerance: int,
 ) -> None:
     """Re-runs the aggregator's valuation with the settings its log names."""
-    from fedtrail.valuation.base import Candidate
-    from fedtrail.valuation.round import score_round
+    from fedtrail.valuation import Candidate, value_round
 
     settings = doc["settings"]["valuation"]
     if validation.content_sha256() != doc["validation"]["sha256"]:
@@ -244,7 +243,7 @@ def _check_scores(
         for s in subs
     ]
     try:
-        recomputed = score_round(
+        recomputed = value_round(
             global_state=start,
             spec=spec,
             candidates=candidates,
@@ -253,7 +252,7 @@ def _check_scores(
             metric=settings["metric"],
             seed=int(settings.get("seed", doc["settings"]["seed"] + doc["round"])),
             explanation_check=bool(settings.get("explanation_check", False)),
-        )
+        ).sites
     except (FedtrailError, KeyError, TypeError, ValueError) as exc:
         audit.add("scores.recomputed", False, f"cannot re-run the valuation: {exc}")
         return

@@ -1,0 +1,56 @@
+"""Valuation: how much each site's update is worth in a round, as an on-chain score and reason.
+
+The aggregator scores every submitted update (0..1e6, :class:`~fedtrail.protocol.codes.Reason`)
+before the contract turns scores and sample counts into aggregation weights; an auditor re-runs
+the same valuation from the round's explanation log and must get the same scores. Layer: core
+(imports only ``fedtrail.protocol``, ``fedtrail.ml`` and ``fedtrail.errors``); used by the
+aggregator and the auditor, later by nodes for peer scoring.
+
+:func:`value_round` is the one entry point for "value a round" (service, audit replay,
+benchmarks, tests). The pieces it combines stay usable as plain library functions: the games
+(:func:`exact_shapley`, :func:`mc_shapley`, :func:`leave_one_out` over any coalition utility),
+the data-free :func:`robust_statistics`, the :class:`Combiner` thresholds and the
+:class:`ExplanationScorer`.
+"""
+
+from fedtrail.valuation.base import METRICS, Candidate, Metric, Utility, ValuationContext, usable
+from fedtrail.valuation.combine import Combiner, RoundValuation, SiteValuation, any_positive
+from fedtrail.valuation.explanation import ExplanationScorer, SiteExplanationShift
+from fedtrail.valuation.loo import leave_one_out
+from fedtrail.valuation.robust import RobustStats, robust_statistics
+from fedtrail.valuation.round import GAMES, METHODS, value_round
+from fedtrail.valuation.shapley import (
+    AUTO_EXACT_SITES,
+    MAX_EXACT_SITES,
+    exact_shapley,
+    mc_shapley,
+)
+from fedtrail.valuation.utility import CachedUtility, CoalitionUtility, GameValues
+
+__all__ = [
+    "AUTO_EXACT_SITES",
+    "GAMES",
+    "MAX_EXACT_SITES",
+    "METHODS",
+    "METRICS",
+    "CachedUtility",
+    "Candidate",
+    "CoalitionUtility",
+    "Combiner",
+    "ExplanationScorer",
+    "GameValues",
+    "Metric",
+    "RobustStats",
+    "RoundValuation",
+    "SiteExplanationShift",
+    "SiteValuation",
+    "Utility",
+    "ValuationContext",
+    "any_positive",
+    "exact_shapley",
+    "leave_one_out",
+    "mc_shapley",
+    "robust_statistics",
+    "usable",
+    "value_round",
+]

@@ -1,19 +1,19 @@
-"""The one interface every scorer shares: candidates, the valuation context, reason codes.
+"""What a round's valuation looks at: the candidates and the valuation context.
 
 A round's valuation sees one :class:`Candidate` per submitted update, in the sites' address
 order. A candidate whose blob could not be used (tampered, malformed, ...) has ``delta=None``
-and a non-OK ``status`` set by whoever fetched it. Scorers (:class:`Scorer`) map the candidates
-with a usable delta to one float each, higher = better; the combiner
-(:mod:`fedtrail.valuation.combine`) turns those components into the on-chain score and
-:class:`Reason`.
+and a non-OK ``status`` set by whoever fetched it. The statistics and games
+(:mod:`~fedtrail.valuation.robust`, :mod:`~fedtrail.valuation.shapley`,
+:mod:`~fedtrail.valuation.loo`) give the candidates with a usable delta one number each, higher =
+better; the combiner (:mod:`fedtrail.valuation.combine`) turns those components into the on-chain
+score and :class:`Reason`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args, runtime_checkable
+from typing import Literal, get_args
 
 import torch
 
@@ -26,7 +26,6 @@ __all__ = [
     "METRICS",
     "Candidate",
     "Metric",
-    "Scorer",
     "Utility",
     "ValuationContext",
     "usable",
@@ -69,7 +68,7 @@ class Candidate:
 
     @property
     def usable(self) -> bool:
-        """Whether scorers look at it: status OK and a delta present."""
+        """Whether the valuation looks at it: status OK and a delta present."""
         return self.status is Reason.OK and self.delta is not None
 
 
@@ -79,7 +78,7 @@ class ValuationContext:
 
     ``global_state`` is the round's global model; ``candidates`` are in address order with
     distinct site names; ``validation`` is the aggregator's validation split (None: only the
-    data-free scorers can run); ``metric`` picks the utility of a coalition model: its ROC AUC or
+    data-free statistics can run); ``metric`` picks the utility of a coalition model: its ROC AUC or
     its negative mean cross-entropy loss; ``seed`` seeds every random choice (Monte-Carlo
     permutations).
     """
@@ -111,28 +110,5 @@ class ValuationContext:
 
 
 def usable(ctx: ValuationContext) -> list[Candidate]:
-    """The candidates scorers look at (status OK with a delta), in address order."""
+    """The candidates the valuation looks at (status OK with a delta), in address order."""
     return [c for c in ctx.candidates if c.usable]
-
-
-@runtime_checkable
-class Scorer(Protocol):
-    """A per-site quality score from the evidence the aggregator holds.
-
-    ``score`` returns one finite float per usable candidate (see :func:`usable`), keyed by site;
-    higher is better. Each implementation documents what its number means.
-    """
-
-    @property
-    def name(self) -> str:
-        """Short identifier used in logs (``"shapley"``, ``"cosine"``)."""
-        ...
-
-    def score(self, ctx: ValuationContext) -> dict[str, float]: ...
-
-
-def check_finite(values: Mapping[str, float], what: str) -> None:
-    """Refuse NaN or infinite scores (a scorer bug, never a site's fault)."""
-    for site, v in values.items():
-        if not math.isfinite(v):
-            raise ConfigError(f"{what} gave {site} a non-finite value {v}")

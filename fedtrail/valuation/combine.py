@@ -17,48 +17,28 @@ decides the reason, and every rejection scores 0:
 Without a validation split, the cosine stands in for the value: ``cosine <= 0`` ->
 OUTLIER_DIRECTION in step 3, and step 4 scores in proportion to the cosine.
 
-:func:`value_round` runs the whole valuation of a round: it marks unusable deltas (layout that
-does not fit the global model, non-finite values, no samples -> MALFORMED; a delta equal to an
-earlier site's -> DUPLICATE), computes the robust statistics, runs the validation-based scorer
-only on the updates that passed the screening, and combines.
+:func:`fedtrail.valuation.value_round` runs the whole valuation of a round and ends here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal, get_args
-
-import torch
+from dataclasses import dataclass, field
+from typing import Any
 
 from fedtrail.errors import ConfigError
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.weights import SCORE_SCALE
-from fedtrail.valuation.base import Candidate, ValuationContext, usable
-from fedtrail.valuation.loo import LeaveOneOutScorer
-from fedtrail.valuation.robust import RobustStats, robust_statistics
-from fedtrail.valuation.shapley import (
-    AUTO_EXACT_SITES,
-    MonteCarloShapleyScorer,
-    ShapleyScorer,
-)
-from fedtrail.valuation.utility import GameValues
+from fedtrail.valuation.base import Candidate
+from fedtrail.valuation.robust import RobustStats
 
 __all__ = [
-    "METHODS",
     "Combiner",
-    "Method",
     "RoundValuation",
     "SiteValuation",
     "any_positive",
-    "value_round",
-    "value_round_report",
 ]
-
-Method = Literal["shapley", "mc_shapley", "loo"]
-METHODS: tuple[str, ...] = get_args(Method)
 
 
 def _number(name: str, value: object) -> float:
@@ -83,7 +63,7 @@ class SiteValuation:
     site: str
     num_samples: int
     status: Reason
-    """The candidate's status on entry (after :func:`value_round`'s own checks)."""
+    """The candidate's status on entry (after the round's own checks: layout, duplicates)."""
     cosine: float | None
     norm: float | None
     norm_z: float | None
@@ -262,8 +242,9 @@ class RoundValuation:
 
     sites: list[SiteValuation]
     method: str | None
-    """Validation scorer actually run (``"shapley"`` may have switched to ``"mc_shapley"``);
-    ``"cosine"`` without a validation split; None when no update passed the screening."""
+    """What the scores come from: the validation game actually played (``"shapley"`` may have
+    switched to ``"mc_shapley"``), or ``"cosine"`` without a validation split and in the
+    data-free fallback; None when no update passed the screening."""
     evaluations: int = 0
     """Coalition models evaluated on the validation split."""
     permutations: int = 0
@@ -273,134 +254,14 @@ class RoundValuation:
     v_full: float | None = None
     """Validation metric of the coalition of every update that passed the screening."""
     combiner: Combiner = field(default_factory=Combiner)
+    fallback: bool = False
+    """No update improved the validation metric, so the scores come from the data-free
+    screening (``method`` ``"cosine"``); ``evaluations`` and the game's values still describe
+    the validation game that was played."""
 
 
 def any_positive(valuations: Sequence[SiteValuation]) -> bool:
     """Whether at least one site has a positive score (then the on-chain total weight
-    ``sum n_i * s_i`` is positive too: :func:`value_round` gives no positive score to a site
-    with zero samples)."""
+    ``sum n_i * s_i`` is positive too: the round's checks give no positive score to a site with
+    zero samples)."""
     return any(v.score > 0 for v in valuations)
-
-
-def _fits(delta: Mapping[str, torch.Tensor], global_state: Mapping[str, torch.Tensor]) -> str:
-    """Empty when ``delta`` fits the global model's layout; else what is wrong."""
-    if set(delta) != set(global_state):
-        missing = sorted(set(global_state) - set(delta))
-        extra = sorted(set(delta) - set(global_state))
-        return f"tensor names differ from the model's (missing {missing}, unexpected {extra})"
-    for name, g in global_state.items():
-        t = delta[name]
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            return f"tensor {name!r} is not floating point"
-        if tuple(t.shape) != tuple(g.shape):
-            return f"tensor {name!r} has shape {tuple(t.shape)}, the model {tuple(g.shape)}"
-        if not bool(torch.isfinite(t).all()):
-            return f"tensor {name!r} holds NaN or infinite values"
-    return ""
-
-
-def _fingerprint(delta: Mapping[str, torch.Tensor], names: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for name in names:
-        t = delta[name].detach().to("cpu", torch.float32).contiguous()
-        h.update(name.encode("utf-8") + b"\x00")
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
-def _prechecked(ctx: ValuationContext) -> list[Candidate]:
-    """The candidates with value_round's own checks applied to their status."""
-    names = list(ctx.global_state)
-    seen: dict[str, str] = {}
-    out = []
-    for c in ctx.candidates:
-        delta = c.delta
-        if c.usable and delta is not None:
-            problem = _fits(delta, ctx.global_state)
-            if problem:
-                c = replace(c, status=Reason.MALFORMED, detail=problem)
-            elif c.num_samples < 1:
-                c = replace(c, status=Reason.MALFORMED, detail="claims no training samples")
-            else:
-                fp = _fingerprint(delta, names)
-                if fp in seen:
-                    c = replace(c, status=Reason.DUPLICATE, detail=f"same update as {seen[fp]}'s")
-                else:
-                    seen[fp] = c.site
-        out.append(c)
-    return out
-
-
-def value_round_report(
-    ctx: ValuationContext,
-    *,
-    method: Method = "shapley",
-    combiner: Combiner | None = None,
-    mc: MonteCarloShapleyScorer | None = None,
-) -> RoundValuation:
-    """Value one round; the full report (see :func:`value_round`)."""
-    if method not in METHODS:
-        raise ConfigError(f"valuation method must be one of {METHODS}, got {method!r}")
-    comb = Combiner() if combiner is None else combiner
-    mc_scorer = MonteCarloShapleyScorer() if mc is None else mc
-    cands = _prechecked(ctx)
-    checked_ctx = replace(ctx, candidates=cands)
-    ok = usable(checked_ctx)
-    robust = robust_statistics(
-        {c.site: c.delta for c in ok if c.delta is not None},
-        norm_scale_floor=comb.norm_scale_floor,
-    )
-    screened = comb.screen(cands, robust)
-    passers = [c for c in ok if screened[c.site][0] is Reason.OK]
-    game: GameValues | None = None
-    if ctx.validation is None:
-        sites = comb.combine(cands, robust, None)
-        return RoundValuation(sites=sites, method="cosine" if passers else None, combiner=comb)
-    if passers:
-        if method == "loo":
-            game = LeaveOneOutScorer().run(checked_ctx, passers)
-        elif method == "mc_shapley" or len(passers) > AUTO_EXACT_SITES:
-            game = mc_scorer.run(checked_ctx, passers)
-        else:
-            game = ShapleyScorer().run(checked_ctx, passers)
-    values = {} if game is None else game.values
-    used = None if game is None else game.method
-    sites = comb.combine(cands, robust, values, method=used)
-    if game is None:
-        return RoundValuation(sites=sites, method=None, combiner=comb)
-    return RoundValuation(
-        sites=sites,
-        method=game.method,
-        evaluations=game.evaluations,
-        permutations=game.permutations,
-        v_empty=game.v_empty,
-        v_full=game.v_full,
-        combiner=comb,
-    )
-
-
-def value_round(
-    ctx: ValuationContext,
-    *,
-    method: Method = "shapley",
-    combiner: Combiner | None = None,
-    mc: MonteCarloShapleyScorer | None = None,
-) -> list[SiteValuation]:
-    """Score every candidate of a round: one :class:`SiteValuation` per candidate, in the
-    candidates' (address) order, ready for ``recordValuation``.
-
-    Steps: own checks (layout, finiteness and sample count -> MALFORMED; an update equal to an
-    earlier site's -> DUPLICATE, the first one in address order keeps its score); robust
-    statistics over the usable updates; screening; the validation-based ``method`` on the
-    updates that passed (``"shapley"``: exact, switching to ``"mc_shapley"`` above
-    :data:`~fedtrail.valuation.shapley.AUTO_EXACT_SITES` of them; ``"mc_shapley"`` with the
-    settings of ``mc``; ``"loo"``); then :meth:`Combiner.combine`. Without a validation split,
-    scores come from the cosine (data-free).
-
-    When every candidate ends at 0 (all rejected, or no positive gain), the list still holds
-    every site with score 0 and its reason — useful for the log — but it must not be recorded
-    on chain: the contract refuses a valuation with zero total weight and
-    :func:`fedtrail.protocol.weights.onchain_weights` raises ``ZeroTotalWeight``. Check
-    :func:`any_positive` first.
-    """
-    return value_round_report(ctx, method=method, combiner=combiner, mc=mc).sites

@@ -45,11 +45,11 @@ that never appears in the probe set draws little attribution. The probe should t
 from data that carries the artefacts of the federation's sites (or be stamped with them, e.g.
 :func:`fedtrail.ml.shortcuts.add_marker` with ``label=None``).
 
-The scorer follows :class:`fedtrail.valuation.base.Scorer`: ``score(ctx)`` maps every usable
-candidate (:func:`~fedtrail.valuation.base.usable`) to its score. :meth:`ExplanationScorer.
-assess` gives the components, and :meth:`ExplanationScorer.flag` returns the candidates with the
-shifted ones marked ``Reason.EXPLANATION_SHIFT`` (the reason text as their ``detail``) for the
-combiner, which scores such a candidate 0.
+``ExplanationScorer.score(ctx)`` maps every usable candidate
+(:func:`~fedtrail.valuation.base.usable`) to its score, :meth:`ExplanationScorer.assess` gives the
+components, and :meth:`ExplanationScorer.flag` returns the candidates with the shifted ones marked
+``Reason.EXPLANATION_SHIFT`` (the reason text as their ``detail``) for the combiner, which scores
+such a candidate 0; :func:`fedtrail.valuation.value_round` runs it with ``explanation_check``.
 """
 
 from __future__ import annotations

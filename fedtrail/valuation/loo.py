@@ -9,13 +9,12 @@ all coalition sizes and are the default.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from fedtrail.errors import ConfigError
-from fedtrail.valuation.base import Candidate, Utility, ValuationContext
-from fedtrail.valuation.utility import CachedUtility, CoalitionUtility, GameValues
+from fedtrail.valuation.base import Utility
+from fedtrail.valuation.utility import CachedUtility, GameValues
 
-__all__ = ["LeaveOneOutScorer", "leave_one_out"]
+__all__ = ["leave_one_out"]
 
 
 def leave_one_out(players: Sequence[str], utility: Utility) -> GameValues:
@@ -31,20 +30,3 @@ def leave_one_out(players: Sequence[str], utility: Utility) -> GameValues:
     return GameValues(
         values=values, method="loo", evaluations=u.evaluations, v_empty=v0, v_full=v_full
     )
-
-
-@dataclass(frozen=True)
-class LeaveOneOutScorer:
-    """Leave-one-out gain of each usable candidate on the validation split (metric units).
-    Higher = better; positive = the model is better with the update than without it."""
-
-    name: str = "loo"
-
-    def run(
-        self, ctx: ValuationContext, candidates: Sequence[Candidate] | None = None
-    ) -> GameValues:
-        util = CoalitionUtility(ctx, candidates)
-        return leave_one_out(util.players, util)
-
-    def score(self, ctx: ValuationContext) -> dict[str, float]:
-        return self.run(ctx).values

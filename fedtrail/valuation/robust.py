@@ -17,7 +17,7 @@ Measured on the bundled PneumoniaMNIST with 7-8 sites of SmallCNN, 1-2 local epo
 have cosines 0.81-0.99 and norms within 0.83-1.12x the median; a sign-flipped update has a cosine
 of about -0.9. Under label skew (Dirichlet alpha 1 or 5) honest updates reach cosines of -0.8
 and norms of 5.7x the median, so direction screening needs a loose threshold there (see
-:class:`fedtrail.valuation.combine.Thresholds`).
+:class:`fedtrail.valuation.combine.Combiner`).
 
 All sums are deterministic (:func:`fedtrail.ml.aggregation.deterministic_dot`).
 """
@@ -32,12 +32,9 @@ import torch
 
 from fedtrail.errors import ConfigError
 from fedtrail.ml.aggregation import AggregationError, deterministic_dot, median_rows, stack
-from fedtrail.valuation.base import ValuationContext, usable
 
 __all__ = [
     "MAD_TO_SIGMA",
-    "CosineScorer",
-    "NormScorer",
     "RobustStats",
     "robust_statistics",
 ]
@@ -98,34 +95,3 @@ def robust_statistics(
         z = (norms[i] - med) / scale if scale > 0 else 0.0
         out[site] = RobustStats(cosine=cosine, norm=norms[i], norm_z=z, median_norm=med)
     return out
-
-
-def _usable_deltas(ctx: ValuationContext) -> dict[str, Mapping[str, torch.Tensor]]:
-    return {c.site: c.delta for c in usable(ctx) if c.delta is not None}
-
-
-@dataclass(frozen=True)
-class CosineScorer:
-    """Cosine similarity of each usable update to the coordinate-wise median update, in
-    [-1, 1]; higher = more in line with the consensus."""
-
-    name: str = "cosine"
-
-    def score(self, ctx: ValuationContext) -> dict[str, float]:
-        return {s: r.cosine for s, r in robust_statistics(_usable_deltas(ctx)).items()}
-
-
-@dataclass(frozen=True)
-class NormScorer:
-    """``-|norm_z|``: minus the absolute robust z-score of each usable update's L2 norm;
-    0 is the median norm, more negative = further from it (either way). Higher = better."""
-
-    name: str = "norm"
-    norm_scale_floor: float = 0.25
-
-    def __post_init__(self) -> None:
-        _check_floor(self.norm_scale_floor)
-
-    def score(self, ctx: ValuationContext) -> dict[str, float]:
-        stats = robust_statistics(_usable_deltas(ctx), norm_scale_floor=self.norm_scale_floor)
-        return {s: -abs(r.norm_z) for s, r in stats.items()}

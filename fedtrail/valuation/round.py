@@ -1,67 +1,216 @@
-"""One round's valuation as the aggregator runs it — and as an auditor re-runs it.
+"""One round's valuation: :func:`value_round`, the single entry point.
 
-The settings come from the round's explanation log (method, metric, seed, explanation check), so
-anyone holding the same validation split recomputes the same scores.
+The aggregator service scores each round with it, an auditor re-runs it with the settings the
+round's explanation log names (method, metric, seed, explanation check), the benchmarks measure
+it and the tests pin it — so anyone holding the same validation split recomputes the same scores.
+
+Steps, in order:
+
+1. optional explanation check (:class:`~fedtrail.valuation.explanation.ExplanationScorer` on 32
+   validation images stamped with a corner tag: a shortcut only shows on images that have one)
+   -> EXPLANATION_SHIFT;
+2. own checks: layout, finiteness and sample count -> MALFORMED; an update equal to an earlier
+   site's -> DUPLICATE (the first one in address order keeps its score);
+3. robust statistics over the usable updates and the data-free screening
+   (:meth:`~fedtrail.valuation.combine.Combiner.screen`);
+4. the validation game (:data:`GAMES`) on the updates that passed: ``"shapley"`` exact, switching
+   to ``"mc_shapley"`` above :data:`~fedtrail.valuation.shapley.AUTO_EXACT_SITES` of them;
+   ``"mc_shapley"``; ``"loo"``. Without a validation split, scores come from the cosine;
+5. :meth:`~fedtrail.valuation.combine.Combiner.combine` into on-chain scores and reasons;
+6. when no update improves the validation metric (early, uncalibrated models raise the loss
+   while ranking well), the data-free scores instead, rather than stall the round.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from types import MappingProxyType
+from typing import Final, cast
 
 import numpy as np
 import torch
 
+from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.shortcuts import add_marker
-from fedtrail.valuation.base import Candidate, ValuationContext
-from fedtrail.valuation.combine import SiteValuation, any_positive, value_round
+from fedtrail.protocol.codes import Reason
+from fedtrail.valuation.base import METRICS, Candidate, Metric, Utility, ValuationContext, usable
+from fedtrail.valuation.combine import Combiner, RoundValuation, any_positive
 from fedtrail.valuation.explanation import ExplanationScorer
+from fedtrail.valuation.loo import leave_one_out
+from fedtrail.valuation.robust import robust_statistics
+from fedtrail.valuation.shapley import AUTO_EXACT_SITES, exact_shapley, mc_shapley
+from fedtrail.valuation.utility import CoalitionUtility, GameValues
 
-log = logging.getLogger("fedtrail.aggregator")
+__all__ = ["EXPLANATION_PROBES", "GAMES", "METHODS", "Game", "value_round"]
+
+log = logging.getLogger(__name__)
+
+Game = Callable[[Sequence[str], Utility, int], GameValues]
+"""A validation game: (players in address order, coalition utility, seed) -> values."""
 
 
-def explanation_scorer(validation: ImageDataset) -> ExplanationScorer:
-    """Probes carry a corner tag: a shortcut only shows on images that have one."""
-    n = min(32, len(validation))
-    return ExplanationScorer(add_marker(validation.subset(np.arange(n)), label=None))
+def _exact(players: Sequence[str], utility: Utility, seed: int) -> GameValues:
+    return exact_shapley(players, utility)
 
 
-def score_round(
+def _monte_carlo(players: Sequence[str], utility: Utility, seed: int) -> GameValues:
+    return mc_shapley(players, utility, seed=seed)
+
+
+def _loo(players: Sequence[str], utility: Utility, seed: int) -> GameValues:
+    return leave_one_out(players, utility)
+
+
+GAMES: Final[Mapping[str, Game]] = MappingProxyType(
+    {"shapley": _exact, "mc_shapley": _monte_carlo, "loo": _loo}
+)
+"""Valuation method name -> its game (the registry the CLI's ``--valuation`` choices come from)."""
+
+METHODS: Final[tuple[str, ...]] = tuple(GAMES)
+
+EXPLANATION_PROBES: Final = 32
+"""Validation images (the first ones, tagged) the explanation check explains."""
+
+
+def value_round(
     *,
     global_state: Mapping[str, torch.Tensor],
     spec: ModelSpec,
     candidates: Sequence[Candidate],
-    validation: ImageDataset,
+    validation: ImageDataset | None,
     method: str,
     metric: str,
     seed: int,
     explanation_check: bool = False,
-) -> list[SiteValuation]:
-    """Scores and reasons of every candidate (address order), deterministic for its inputs.
+    combiner: Combiner | None = None,
+) -> RoundValuation:
+    """Score every candidate of a round (see the module docstring): one
+    :class:`~fedtrail.valuation.combine.SiteValuation` per candidate in ``report.sites``, in the
+    candidates' (address) order, ready for ``recordValuation``; deterministic for its inputs.
 
-    When no update improves the validation metric (early, uncalibrated models raise the loss
-    while ranking well), it falls back to the data-free screening rather than stall the round,
-    and says so in every site's detail.
+    ``validation`` None scores data-free (cosine) only; the explanation check needs a split.
+    When the data-free fallback decides, every site's detail says so and ``report.fallback`` is
+    set. When every candidate ends at 0 (all rejected, or nothing positive), the sites still hold
+    every candidate with its reason — useful for the log — but must not be recorded on chain:
+    the contract refuses a valuation of zero total weight; check
+    :func:`~fedtrail.valuation.combine.any_positive` first.
     """
+    if method not in GAMES:
+        raise ConfigError(f"valuation method must be one of {METHODS}, got {method!r}")
+    if metric not in METRICS:
+        raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
+    comb = Combiner() if combiner is None else combiner
     ctx = ValuationContext(
         global_state=global_state,
         spec=spec,
         candidates=list(candidates),
         validation=validation,
-        metric=metric,  # type: ignore[arg-type]
+        metric=cast(Metric, metric),
         seed=seed,
     )
     if explanation_check:
-        ctx = replace(ctx, candidates=explanation_scorer(validation).flag(ctx))
-    valuations = value_round(ctx, method=method)  # type: ignore[arg-type]
-    if any_positive(valuations):
-        return valuations
-    fallback = value_round(replace(ctx, validation=None), method=method)  # type: ignore[arg-type]
-    if not any_positive(fallback):
-        return valuations
+        if validation is None:
+            raise ConfigError("the explanation check needs a validation split for its probes")
+        n = min(EXPLANATION_PROBES, len(validation))
+        probe = add_marker(validation.subset(np.arange(n)), label=None)
+        ctx = replace(ctx, candidates=ExplanationScorer(probe).flag(ctx))
+    report = _value(ctx, method, comb)
+    if validation is None or any_positive(report.sites):
+        return report
+    fallback = _value(replace(ctx, validation=None), method, comb)
+    if not any_positive(fallback.sites):
+        return report
     log.warning("no update improved the validation %s; data-free fallback", metric)
     note = f"no update improved the validation {metric}, data-free fallback; "
-    return [replace(v, detail=note + v.detail) for v in fallback]
+    return replace(
+        report,
+        sites=[replace(v, detail=note + v.detail) for v in fallback.sites],
+        method=fallback.method,
+        fallback=True,
+    )
+
+
+def _value(ctx: ValuationContext, method: str, comb: Combiner) -> RoundValuation:
+    """Steps 2-5 for one context (with or without a validation split)."""
+    cands = _prechecked(ctx)
+    checked_ctx = replace(ctx, candidates=cands)
+    ok = usable(checked_ctx)
+    robust = robust_statistics(
+        {c.site: c.delta for c in ok if c.delta is not None},
+        norm_scale_floor=comb.norm_scale_floor,
+    )
+    screened = comb.screen(cands, robust)
+    passers = [c for c in ok if screened[c.site][0] is Reason.OK]
+    if ctx.validation is None:
+        sites = comb.combine(cands, robust, None)
+        return RoundValuation(sites=sites, method="cosine" if passers else None, combiner=comb)
+    if not passers:
+        sites = comb.combine(cands, robust, {})
+        return RoundValuation(sites=sites, method=None, combiner=comb)
+    if method == "shapley" and len(passers) > AUTO_EXACT_SITES:
+        method = "mc_shapley"
+    utility = CoalitionUtility(checked_ctx, passers)
+    game = GAMES[method](utility.players, utility, ctx.seed)
+    return RoundValuation(
+        sites=comb.combine(cands, robust, game.values, method=game.method),
+        method=game.method,
+        evaluations=game.evaluations,
+        permutations=game.permutations,
+        v_empty=game.v_empty,
+        v_full=game.v_full,
+        combiner=comb,
+    )
+
+
+def _fits(delta: Mapping[str, torch.Tensor], global_state: Mapping[str, torch.Tensor]) -> str:
+    """Empty when ``delta`` fits the global model's layout; else what is wrong."""
+    if set(delta) != set(global_state):
+        missing = sorted(set(global_state) - set(delta))
+        extra = sorted(set(delta) - set(global_state))
+        return f"tensor names differ from the model's (missing {missing}, unexpected {extra})"
+    for name, g in global_state.items():
+        t = delta[name]
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            return f"tensor {name!r} is not floating point"
+        if tuple(t.shape) != tuple(g.shape):
+            return f"tensor {name!r} has shape {tuple(t.shape)}, the model {tuple(g.shape)}"
+        if not bool(torch.isfinite(t).all()):
+            return f"tensor {name!r} holds NaN or infinite values"
+    return ""
+
+
+def _fingerprint(delta: Mapping[str, torch.Tensor], names: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for name in names:
+        t = delta[name].detach().to("cpu", torch.float32).contiguous()
+        h.update(name.encode("utf-8") + b"\x00")
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _prechecked(ctx: ValuationContext) -> list[Candidate]:
+    """The candidates with the round's own checks (step 2) applied to their status."""
+    names = list(ctx.global_state)
+    seen: dict[str, str] = {}
+    out = []
+    for c in ctx.candidates:
+        delta = c.delta
+        if c.usable and delta is not None:
+            problem = _fits(delta, ctx.global_state)
+            if problem:
+                c = replace(c, status=Reason.MALFORMED, detail=problem)
+            elif c.num_samples < 1:
+                c = replace(c, status=Reason.MALFORMED, detail="claims no training samples")
+            else:
+                fp = _fingerprint(delta, names)
+                if fp in seen:
+                    c = replace(c, status=Reason.DUPLICATE, detail=f"same update as {seen[fp]}'s")
+                else:
+                    seen[fp] = c.site
+        out.append(c)
+    return out

@@ -1,4 +1,8 @@
-"""Shapley values of the sites in one round: exact for up to 10 sites, Monte-Carlo above.
+"""Shapley values of the sites in one round: exact, or Monte-Carlo for many sites.
+
+A round (:func:`fedtrail.valuation.value_round` with ``method="shapley"``) plays the exact game
+up to :data:`AUTO_EXACT_SITES` (8) sites and switches to Monte-Carlo above; :func:`exact_shapley`
+itself refuses more than :data:`MAX_EXACT_SITES` (10).
 
 The game: players are the sites whose updates passed the data-free checks, ``v(S)`` the
 validation metric of the coalition model (:class:`~fedtrail.valuation.utility.CoalitionUtility`)
@@ -29,28 +33,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from fedtrail.errors import ConfigError
-from fedtrail.valuation.base import Candidate, Utility, ValuationContext, usable
-from fedtrail.valuation.utility import CachedUtility, CoalitionUtility, GameValues
+from fedtrail.valuation.base import Utility
+from fedtrail.valuation.utility import CachedUtility, GameValues
 
 __all__ = [
     "AUTO_EXACT_SITES",
     "MAX_EXACT_SITES",
-    "MonteCarloShapleyScorer",
-    "ShapleyScorer",
     "exact_shapley",
     "mc_shapley",
 ]
 
 MAX_EXACT_SITES = 10
-# method="shapley" in a round switches to Monte-Carlo above this many sites: exact Shapley
-# costs 2^n utility evaluations (256 at 8 sites, ~15 s here; 1024 at 10, ~55 s).
-AUTO_EXACT_SITES = 8
 """Exact Shapley evaluates 2**n coalition models; 1024 at 10 sites is the limit."""
+AUTO_EXACT_SITES = 8
+"""A round's ``method="shapley"`` switches to Monte-Carlo above this many sites: exact Shapley
+costs 2**n utility evaluations (256 at 8 sites, ~15 s here; 1024 at 10, ~55 s)."""
 
 
 def _players(players: Sequence[str]) -> list[str]:
@@ -168,55 +169,3 @@ def mc_shapley(
         v_full=v_full,
         permutations=perms,
     )
-
-
-@dataclass(frozen=True)
-class ShapleyScorer:
-    """Exact Shapley value of each usable candidate in the coalition game on the validation
-    split (metric units: AUC points, or nats of loss with ``metric="loss"``). Higher = better;
-    positive = the update helps. At most :data:`MAX_EXACT_SITES` usable candidates."""
-
-    name: str = "shapley"
-
-    def run(
-        self, ctx: ValuationContext, candidates: Sequence[Candidate] | None = None
-    ) -> GameValues:
-        """The full result (values, evaluations, v(empty), v(all)); ``candidates`` default to
-        the usable candidates of ``ctx``."""
-        util = CoalitionUtility(ctx, candidates)
-        return exact_shapley(util.players, util)
-
-    def score(self, ctx: ValuationContext) -> dict[str, float]:
-        return self.run(ctx).values
-
-
-@dataclass(frozen=True)
-class MonteCarloShapleyScorer:
-    """GTG-style Monte-Carlo Shapley value of each usable candidate (same meaning as
-    :class:`ShapleyScorer`), seeded with ``ctx.seed``."""
-
-    name: str = "mc_shapley"
-    truncation: float = 0.01
-    min_cycles: int = 2
-    max_cycles: int = 10
-    convergence: float = 0.05
-
-    def __post_init__(self) -> None:
-        _check_mc(self.truncation, self.min_cycles, self.max_cycles, self.convergence)
-
-    def run(
-        self, ctx: ValuationContext, candidates: Sequence[Candidate] | None = None
-    ) -> GameValues:
-        util = CoalitionUtility(ctx, usable(ctx) if candidates is None else candidates)
-        return mc_shapley(
-            util.players,
-            util,
-            seed=ctx.seed,
-            truncation=self.truncation,
-            min_cycles=self.min_cycles,
-            max_cycles=self.max_cycles,
-            convergence=self.convergence,
-        )
-
-    def score(self, ctx: ValuationContext) -> dict[str, float]:
-        return self.run(ctx).values

@@ -34,11 +34,12 @@ Methods (:data:`METHODS`):
 ``fedavg``
     every score 1e6, so the on-chain weights are the sample-count shares.
 ``valuation``
-    scores from :func:`fedtrail.valuation.combine.value_round` on the aggregator's validation
-    split, metric ``loss`` (exact Shapley, which ``value_round`` replaces by Monte-Carlo above
-    its exact-site limit — the scorer actually run is recorded per round;
-    ``SimConfig.valuation`` selects ``mc_shapley`` or ``loo``), default thresholds of
-    :class:`~fedtrail.valuation.combine.Combiner`. A round where every score is 0 is skipped
+    scores from :func:`fedtrail.valuation.value_round` — the aggregator service's own call,
+    data-free fallback included — on the aggregator's validation split, metric ``loss`` (exact
+    Shapley, which ``value_round`` replaces by Monte-Carlo above 8 sites — what the scores came
+    from is recorded per round, ``"cosine"`` in a fallback round; ``SimConfig.valuation``
+    selects ``mc_shapley`` or ``loo``), default thresholds of
+    :class:`~fedtrail.valuation.Combiner`. A round where every score is 0 is skipped
     (the global model stays), as the aggregator service does: the contract refuses a valuation
     of zero total weight.
 ``median``, ``trimmed_mean``, ``krum``, ``norm_clip``
@@ -81,8 +82,7 @@ from fedtrail.ml.training import TrainConfig, TrainingDiverged, train_local  # n
 from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights  # noqa: E402
 from fedtrail.simulation.faults import SiteFault  # noqa: E402
 from fedtrail.storage.codec import Compression, decode_update, encode_update  # noqa: E402
-from fedtrail.valuation.base import Candidate, ValuationContext  # noqa: E402
-from fedtrail.valuation.combine import Combiner, value_round_report  # noqa: E402
+from fedtrail.valuation import Candidate, value_round  # noqa: E402
 
 __all__ = [
     "METHODS",
@@ -191,7 +191,8 @@ class RoundRecord:
     """Total bytes of the update blobs of the round (0 without the codec)."""
     valuation_seconds: float = 0.0
     valuation_method: str | None = None
-    """Scorer value_round actually ran ("shapley" may switch to "mc_shapley" for many sites)."""
+    """What value_round's scores came from ("shapley" may switch to "mc_shapley" for many
+    sites; "cosine" in a data-free fallback round)."""
     valuation_evaluations: int = 0
     """Coalition models evaluated on the validation split."""
     test_auc: float = math.nan
@@ -418,7 +419,7 @@ def _run_federated(
         counts = [result.site_samples[i] for i, _ in sent]
         if method == "valuation":
             t0 = time.perf_counter()
-            ctx = ValuationContext(
+            report = value_round(
                 global_state=state,
                 spec=spec,
                 candidates=[
@@ -428,10 +429,10 @@ def _run_federated(
                     for i, d in sent
                 ],
                 validation=splits.val,
+                method=config.valuation,
                 metric=config.metric,
                 seed=config.seed + r,
             )
-            report = value_round_report(ctx, method=config.valuation, combiner=Combiner())
             valuations = report.sites
             record.valuation_seconds = time.perf_counter() - t0
             record.valuation_method = report.method

@@ -3,14 +3,18 @@
 Usage: .venv/bin/python scripts/bench/valuation_bench.py [--sites 5,10,20,50] [--threads 1]
        [--repeats 5] [--exact-limit 10]
 
-Valuation: wall-clock seconds of exact Shapley (up to ``--exact-limit`` sites) and Monte-Carlo
-Shapley (default settings) for 5, 10, 20 and 50 sites on the bundled validation split (270
-images, SmallCNN). The deltas are synthetic but realistic: five real sites (IID, 300 training
+Valuation: wall-clock seconds of a round's valuation, :func:`fedtrail.valuation.value_round` —
+the call the aggregator service makes, screening and data-free fallback included — for 5, 10,
+20 and 50 sites on the bundled validation split (270 images, SmallCNN, metric AUC): once with
+``method="shapley"`` (exact up to ``AUTO_EXACT_SITES`` = 8 sites, Monte-Carlo above, as a round
+switches) and once with ``method="mc_shapley"`` (default settings). Above 8 sites and up to
+``--exact-limit`` (at most ``MAX_EXACT_SITES`` = 10) the exact game, which no round plays there,
+is timed on its own (:func:`fedtrail.valuation.exact_shapley` over the same coalition utility)
+as the reference. The deltas are synthetic but realistic: five real sites (IID, 300 training
 images each, one local epoch) and, for the others, one of those five deltas plus Gaussian noise
 of 0.5x its per-tensor RMS, with sample counts from 100 to 400; every site's delta differs.
-The game is the one :func:`fedtrail.valuation.combine.value_round` plays after screening.
-For each size the table shows utility evaluations, Monte-Carlo permutations, seconds, seconds
-per evaluation, and — where both ran — Spearman's rank correlation of MC against exact.
+For each size the table shows what ran, utility evaluations, Monte-Carlo permutations, seconds,
+seconds per evaluation, and — where both ran — Spearman's rank correlation of MC against exact.
 
 Aggregation: median seconds (over ``--repeats``) per rule for 10 updates of the CNN
 (105,346 float32 values each), plus apply_delta.
@@ -28,13 +32,21 @@ import numpy as np
 import torch
 
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
-from fedtrail.ml.datasets import load_bundled, partition_iid
+from fedtrail.ml.datasets import ImageDataset, load_bundled, partition_iid
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.ml.training import TrainConfig, train_local
 from fedtrail.protocol.weights import onchain_weights
 from fedtrail.simulation.faults import gaussian_update
-from fedtrail.valuation.base import Candidate, ValuationContext
-from fedtrail.valuation.shapley import MonteCarloShapleyScorer, ShapleyScorer
+from fedtrail.valuation import (
+    AUTO_EXACT_SITES,
+    MAX_EXACT_SITES,
+    Candidate,
+    CoalitionUtility,
+    RoundValuation,
+    ValuationContext,
+    exact_shapley,
+    value_round,
+)
 
 
 def _spearman(x: list[float], y: list[float]) -> float:
@@ -75,12 +87,60 @@ def _synthetic_sites(
     return out
 
 
+def _timed_round(
+    global_state: dict[str, torch.Tensor],
+    spec: ModelSpec,
+    cands: list[Candidate],
+    validation: ImageDataset,
+    method: str,
+) -> tuple[RoundValuation, float]:
+    """The round's valuation as the aggregator service runs it, and its wall-clock seconds."""
+    start = time.perf_counter()
+    report = value_round(
+        global_state=global_state,
+        spec=spec,
+        candidates=cands,
+        validation=validation,
+        method=method,
+        metric="auc",
+        seed=0,
+    )
+    return report, time.perf_counter() - start
+
+
+def _values(report: RoundValuation) -> dict[str, float]:
+    return {v.site: v.value for v in report.sites if v.value is not None}
+
+
+def _rho(exact: dict[str, float], approx: dict[str, float]) -> str:
+    common = [s for s in exact if s in approx]
+    if len(common) < 2:
+        return ""
+    return f"{_spearman([exact[s] for s in common], [approx[s] for s in common]):.2f}"
+
+
+def _row(n: int, what: str, report: RoundValuation, seconds: float, rho: str) -> None:
+    evals = report.evaluations
+    per_eval = f"{1000 * seconds / evals:.0f}" if evals else ""
+    note = " (data-free fallback)" if report.fallback else ""
+    print(
+        f"| {n} | {what}{note} | {evals} | {report.permutations} | {seconds:.1f} | {per_eval} "
+        f"| {rho} |",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", default="5,10,20,50")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave as is)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--exact-limit", type=int, default=10)
+    parser.add_argument(
+        "--exact-limit",
+        type=int,
+        default=MAX_EXACT_SITES,
+        help=f"time exact Shapley on its own up to this many sites (<= {MAX_EXACT_SITES})",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,33 +164,37 @@ def main() -> None:
     sites = _synthetic_sites(real, max(sizes))
 
     print(f"\nvaluation, validation split of {len(splits.val)} images, metric AUC")
-    print("| sites | method | evaluations | permutations | seconds | ms/eval | Spearman vs exact |")
+    print(
+        "| sites | valuation | evaluations | permutations | seconds | ms/eval | Spearman vs exact |"
+    )
     print("|---:|---|---:|---:|---:|---:|---:|")
     for n in sizes:
         cands = [Candidate(f"site{i:02d}", ns, d) for i, (ns, d) in enumerate(sites[:n])]
-        ctx = ValuationContext(
-            global_state=global_state, spec=spec, candidates=cands, validation=splits.val
-        )
-        exact_values = None
-        runs: list[tuple[str, ShapleyScorer | MonteCarloShapleyScorer]] = []
-        if n <= args.exact_limit:
-            runs.append(("exact", ShapleyScorer()))
-        runs.append(("mc", MonteCarloShapleyScorer()))
-        for label, scorer in runs:
-            start = time.perf_counter()
-            res = scorer.run(ctx)
-            seconds = time.perf_counter() - start
-            values = [res.values[c.site] for c in cands]
-            rho = ""
-            if label == "exact":
-                exact_values = values
-            elif exact_values is not None:
-                rho = f"{_spearman(exact_values, values):.2f}"
-            print(
-                f"| {n} | {res.method} | {res.evaluations} | {res.permutations} | "
-                f"{seconds:.1f} | {1000 * seconds / res.evaluations:.0f} | {rho} |",
-                flush=True,
+        default, seconds = _timed_round(global_state, spec, cands, splits.val, "shapley")
+        values = _values(default)
+        label = str(default.method)
+        if default.method == "mc_shapley":
+            label = f"shapley -> mc_shapley (above {AUTO_EXACT_SITES} sites)"
+        if default.method == "shapley":
+            _row(n, label, default, seconds, "")
+            mc, seconds = _timed_round(global_state, spec, cands, splits.val, "mc_shapley")
+            _row(n, str(mc.method), mc, seconds, _rho(values, _values(mc)))
+        elif default.method == "mc_shapley" and n <= args.exact_limit:
+            # no round plays the exact game at this size: time it alone, as the reference
+            ctx = ValuationContext(
+                global_state=global_state, spec=spec, candidates=cands, validation=splits.val
             )
+            util = CoalitionUtility(ctx, [c for c in cands if c.site in values])
+            start = time.perf_counter()
+            game = exact_shapley(util.players, util)
+            exact_seconds = time.perf_counter() - start
+            print(
+                f"| {n} | exact game alone | {game.evaluations} | 0 | {exact_seconds:.1f} | "
+                f"{1000 * exact_seconds / game.evaluations:.0f} | |"
+            )
+            _row(n, label, default, seconds, _rho(game.values, values))
+        else:
+            _row(n, label, default, seconds, "")
 
     print("\naggregation of 10 CNN updates (median of repeats)")
     gen = torch.Generator().manual_seed(0)

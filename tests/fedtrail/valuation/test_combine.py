@@ -5,25 +5,28 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fedtrail.valuation.round as round_module
 from fedtrail.errors import ConfigError
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.weights import SCORE_SCALE, ZeroTotalWeight, onchain_weights
 from fedtrail.simulation.faults import scale_update, sign_flip
-from fedtrail.valuation import combine
-from fedtrail.valuation.base import Candidate, ValuationContext
-from fedtrail.valuation.combine import (
+from fedtrail.valuation import (
+    METHODS,
+    Candidate,
     Combiner,
+    RoundValuation,
     SiteValuation,
+    ValuationContext,
     any_positive,
     value_round,
-    value_round_report,
 )
 from fedtrail.valuation.robust import RobustStats
 from tests.fedtrail.valuation.real_sites import SPEC, RealSites, real_sites
@@ -155,8 +158,16 @@ def test_scores_increase_with_the_value(values: list[float]) -> None:
 # ---------------------------------------------------------------- value_round without models
 
 
-def ctx_of(cands: list[Candidate]) -> ValuationContext:
-    return ValuationContext(global_state={"x": torch.zeros(3)}, spec=ModelSpec(), candidates=cands)
+def data_free(cands: list[Candidate], method: str = "shapley") -> RoundValuation:
+    return value_round(
+        global_state={"x": torch.zeros(3)},
+        spec=ModelSpec(),
+        candidates=cands,
+        validation=None,
+        method=method,
+        metric="auc",
+        seed=0,
+    )
 
 
 def v3(*xs: float) -> dict[str, torch.Tensor]:
@@ -175,7 +186,7 @@ def test_value_round_checks_layout_samples_and_duplicates() -> None:
         Candidate("nobody", 0, v3(1, 1, 2)),
         Candidate("c", 10, v3(2, 1, 1)),
     ]
-    report = value_round_report(ctx_of(cands))
+    report = data_free(cands)
     out = by_site(report.sites)
     assert report.method == "cosine" and report.evaluations == 0
     assert [v.site for v in report.sites] == [c.site for c in cands]
@@ -195,7 +206,7 @@ def test_all_zero_round_is_reported_not_hidden() -> None:
         Candidate("m", 10, None, Reason.MALFORMED),
         Candidate("l", 10, v3(1, 1, 1), Reason.LATE),
     ]
-    report = value_round_report(ctx_of(cands))
+    report = data_free(cands)
     assert [(v.score, v.reason) for v in report.sites] == [
         (0, Reason.TAMPERED),
         (0, Reason.MALFORMED),
@@ -204,9 +215,31 @@ def test_all_zero_round_is_reported_not_hidden() -> None:
     assert report.method is None and not any_positive(report.sites)
     with pytest.raises(ZeroTotalWeight):
         onchain_weights([v.num_samples for v in report.sites], [v.score for v in report.sites])
-    assert value_round(ctx_of([])) == []
+    assert data_free([]).sites == []
     with pytest.raises(ConfigError, match="method"):
-        value_round(ctx_of(cands), method="banzhaf")  # type: ignore[arg-type]
+        data_free(cands, method="banzhaf")
+    assert METHODS == ("shapley", "mc_shapley", "loo")
+    with pytest.raises(ConfigError, match="metric"):
+        value_round(
+            global_state=D,
+            spec=ModelSpec(),
+            candidates=[],
+            validation=None,
+            method="loo",
+            metric="f1",
+            seed=0,
+        )
+    with pytest.raises(ConfigError, match="explanation check needs a validation split"):
+        value_round(
+            global_state=D,
+            spec=ModelSpec(),
+            candidates=[],
+            validation=None,
+            method="loo",
+            metric="auc",
+            seed=0,
+            explanation_check=True,
+        )
 
 
 # ---------------------------------------------------------------- real updates
@@ -246,6 +279,19 @@ def real_context(sites: RealSites, **kwargs: object) -> ValuationContext:
     )
 
 
+def value(ctx: ValuationContext, method: str = "shapley") -> RoundValuation:
+    """The round's valuation of ``ctx``'s inputs."""
+    return value_round(
+        global_state=ctx.global_state,
+        spec=ctx.spec,
+        candidates=ctx.candidates,
+        validation=ctx.validation,
+        method=method,
+        metric=ctx.metric,
+        seed=ctx.seed,
+    )
+
+
 def assert_verdicts(vals: list[SiteValuation]) -> dict[str, SiteValuation]:
     out = by_site(vals)
     for i in range(5):
@@ -264,7 +310,7 @@ def assert_verdicts(vals: list[SiteValuation]) -> dict[str, SiteValuation]:
 
 
 def test_real_round_with_exact_shapley(sites: RealSites) -> None:
-    report = value_round_report(real_context(sites))
+    report = value(real_context(sites))
     out = assert_verdicts(report.sites)
     # only the five honest updates enter the game
     assert report.method == "shapley" and report.evaluations == 2**5
@@ -286,8 +332,8 @@ def test_real_round_with_exact_shapley(sites: RealSites) -> None:
 def test_real_round_switches_to_monte_carlo_above_the_exact_limit(
     sites: RealSites, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(combine, "AUTO_EXACT_SITES", 4)
-    report = value_round_report(real_context(sites, seed=5))
+    monkeypatch.setattr(round_module, "AUTO_EXACT_SITES", 4)
+    report = value(real_context(sites, seed=5))
     assert report.method == "mc_shapley" and report.permutations > 0
     assert report.evaluations < 2**5
     out = assert_verdicts(report.sites)
@@ -295,7 +341,7 @@ def test_real_round_switches_to_monte_carlo_above_the_exact_limit(
 
 
 def test_real_round_with_leave_one_out_on_the_loss(sites: RealSites) -> None:
-    report = value_round_report(real_context(sites, metric="loss"), method="loo")
+    report = value(real_context(sites, metric="loss"), method="loo")
     assert report.method == "loo" and report.evaluations == 5 + 2
     out = by_site(report.sites)
     assert out["flipped"].reason is Reason.OUTLIER_DIRECTION
@@ -305,3 +351,25 @@ def test_real_round_with_leave_one_out_on_the_loss(sites: RealSites) -> None:
         v = out[f"honest{i}"]
         assert v.reason in (Reason.OK, Reason.LOW_GAIN) and v.value is not None
         assert abs(v.value) < 0.05
+
+
+def test_no_gain_falls_back_to_the_data_free_scores(sites: RealSites) -> None:
+    """Every update sign-flipped: they agree with each other (positive cosines) but each one
+    lowers the validation AUC, so the game gives no positive value and the cosine decides."""
+    n, deltas = sites.num_samples, sites.deltas
+    cands = [Candidate(f"s{i}", n[i], sign_flip(deltas[i])) for i in range(4)]
+    ctx = ValuationContext(
+        global_state=sites.global_state, spec=SPEC, candidates=cands, validation=sites.validation
+    )
+    report = value(ctx)
+    assert report.fallback and report.method == "cosine"
+    assert report.evaluations == 2**4  # the validation game was played first
+    assert report.v_full is not None and report.v_empty is not None
+    assert report.v_full < report.v_empty
+    for v in report.sites:
+        assert v.score > 0 and v.reason is Reason.OK and v.method == "cosine"
+        assert v.detail.startswith("no update improved the validation auc, data-free fallback; ")
+    no_split = replace(ctx, validation=None)
+    data_only = value(no_split)
+    assert not data_only.fallback
+    assert [v.score for v in data_only.sites] == [v.score for v in report.sites]

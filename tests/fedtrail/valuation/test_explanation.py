@@ -25,7 +25,7 @@ from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.ml.shortcuts import add_marker, marker_mask
 from fedtrail.ml.training import TrainConfig, train_local
 from fedtrail.protocol.codes import Reason
-from fedtrail.valuation.base import Candidate, Scorer, ValuationContext
+from fedtrail.valuation.base import Candidate, ValuationContext
 from fedtrail.valuation.explanation import (
     DEFAULT_SHIFT_THRESHOLD,
     ExplanationScorer,
@@ -193,7 +193,6 @@ def test_an_unchanged_model_scores_one_and_unusable_candidates_are_skipped(
     ]
     ctx = _context(state, spec, cands, splits.val, 5)
     scorer = ExplanationScorer(probe_size=6)
-    assert isinstance(scorer, Scorer)
     torch_state = torch.random.get_rng_state()
     shifts = scorer.assess(ctx)
     assert torch.equal(torch.random.get_rng_state(), torch_state)

@@ -11,13 +11,8 @@ from fedtrail.errors import ConfigError
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Reason
 from fedtrail.simulation.faults import scale_update, sign_flip
-from fedtrail.valuation.base import Candidate, ValuationContext
-from fedtrail.valuation.robust import (
-    MAD_TO_SIGMA,
-    CosineScorer,
-    NormScorer,
-    robust_statistics,
-)
+from fedtrail.valuation import Candidate, value_round
+from fedtrail.valuation.robust import MAD_TO_SIGMA, robust_statistics
 
 
 def vec(*xs: float) -> dict[str, torch.Tensor]:
@@ -77,7 +72,7 @@ def test_layouts_must_match_and_empty_is_empty() -> None:
         robust_statistics({"a": vec(1, 2), "b": vec(1, 2, 3)})
 
 
-def test_scorers_see_only_usable_candidates() -> None:
+def test_a_round_computes_the_statistics_over_usable_candidates_only() -> None:
     cands = [
         Candidate("a", 1, vec(1, 0)),
         Candidate("b", 1, vec(1, 0.1)),
@@ -85,12 +80,23 @@ def test_scorers_see_only_usable_candidates() -> None:
         Candidate("t", 1, None, Reason.TAMPERED),
         Candidate("l", 1, vec(50, 0), Reason.LATE),
     ]
-    ctx = ValuationContext(global_state=vec(0, 0), spec=ModelSpec(), candidates=cands)
-    cos = CosineScorer().score(ctx)
-    assert list(cos) == ["a", "b", "c"]
-    assert cos["a"] == pytest.approx(1.0) and cos["c"] == pytest.approx(-1.0)
-    norm = NormScorer().score(ctx)
-    assert list(norm) == ["a", "b", "c"]
-    assert all(v <= 0 for v in norm.values())
+    report = value_round(
+        global_state=vec(0, 0),
+        spec=ModelSpec(),
+        candidates=cands,
+        validation=None,
+        method="shapley",
+        metric="auc",
+        seed=0,
+    )
+    out = {v.site: v for v in report.sites}
+    assert out["a"].cosine == pytest.approx(1.0) and out["c"].cosine == pytest.approx(-1.0)
+    assert out["a"].median_norm == pytest.approx(1.0)  # the late x50 update is not counted
+    assert out["t"].cosine is None and out["l"].cosine is None
+    assert (out["l"].score, out["l"].reason) == (0, Reason.LATE)
+    assert out["c"].reason is Reason.OUTLIER_DIRECTION
+
+
+def test_the_norm_scale_floor_is_validated() -> None:
     with pytest.raises(ConfigError):
-        NormScorer(norm_scale_floor=0)
+        robust_statistics({"a": vec(1, 0)}, norm_scale_floor=0)

@@ -11,7 +11,6 @@ import pytest
 from fedtrail.errors import ConfigError
 from fedtrail.valuation.shapley import (
     MAX_EXACT_SITES,
-    MonteCarloShapleyScorer,
     exact_shapley,
     mc_shapley,
 )
@@ -193,5 +192,3 @@ def test_mc_small_games() -> None:
 def test_mc_settings_are_validated(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         mc_shapley(SITES8, saturating, **kwargs)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError):
-        MonteCarloShapleyScorer(**kwargs)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Coalition models on the real validation split, and the model-based scorers."""
+"""Coalition models on the real validation split, and the games played on them."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from fedtrail.ml.metrics import evaluate
 from fedtrail.ml.models import initial_model
 from fedtrail.protocol.codes import Reason
 from fedtrail.valuation.base import Candidate, ValuationContext
-from fedtrail.valuation.loo import LeaveOneOutScorer
-from fedtrail.valuation.shapley import ShapleyScorer
+from fedtrail.valuation.loo import leave_one_out
+from fedtrail.valuation.shapley import exact_shapley
 from fedtrail.valuation.utility import CoalitionUtility
 from tests.fedtrail.valuation.real_sites import SPEC, RealSites, real_sites
 
@@ -80,13 +80,15 @@ def test_coalition_utility_needs_validation_and_usable_players(sites: RealSites)
         CoalitionUtility(ctx, [wrong])
 
 
-def test_model_based_scorers_credit_trained_updates(sites: RealSites) -> None:
+def test_games_on_coalition_models_credit_trained_updates(sites: RealSites) -> None:
     ctx = context(sites)
-    shapley = ShapleyScorer().run(ctx)
+    util = CoalitionUtility(ctx)
+    shapley = exact_shapley(util.players, util)
     assert shapley.evaluations == 8
     assert set(shapley.values) == {"s0", "s1", "s2"}
     assert all(v > 0.05 for v in shapley.values.values())  # each lifts the AUC from ~0.5
     assert sum(shapley.values.values()) == pytest.approx(shapley.v_full - shapley.v_empty)
-    assert ShapleyScorer().score(ctx) == shapley.values  # cached evaluation is deterministic
-    loo = LeaveOneOutScorer().run(ctx)
+    again = CoalitionUtility(ctx)
+    assert exact_shapley(again.players, again).values == shapley.values  # deterministic
+    loo = leave_one_out(util.players, util)
     assert loo.evaluations == 5 and loo.v_full == shapley.v_full
