@@ -12,17 +12,27 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import torch
 
-from fedtrail.errors import ConfigError, FedtrailError, HashMismatch, InvalidUpdate, StoreError
+from fedtrail.errors import (
+    ConfigError,
+    ContentNotFound,
+    ContentTooLarge,
+    FedtrailError,
+    HashMismatch,
+    InvalidCid,
+    InvalidUpdate,
+    StoreError,
+)
 from fedtrail.ledger import Ledger, RoundInfo, Submission
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec
-from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.roundlog import InvalidLog, RoundLog
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.codec import decode_model, decode_update, encode_model
 from fedtrail.storage.store import ContentStore
@@ -77,13 +87,46 @@ class _Timer:
         )
 
 
-def _fetch(store: ContentStore, cid: str, sha256: str) -> tuple[bytes | None, str]:
+class FetchFailure(Enum):
+    """Why a blob the chain names could not be used."""
+
+    TAMPERED = "tampered"
+    """Bytes came back but do not hash to the on-chain sha256."""
+    MISSING = "missing"
+    """The store has no content under the CID."""
+    TOO_LARGE = "too large"
+    """The content exceeds the download limit."""
+    INVALID_CID = "invalid cid"
+    """The chain names something that is not a CID."""
+    UNAVAILABLE = "unavailable"
+    """The store failed otherwise (unreachable, I/O error)."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A blob checked against its on-chain sha256, or why there is none."""
+
+    blob: bytes | None
+    failure: FetchFailure | None = None
+    detail: str = ""
+
+
+_FAILURES: tuple[tuple[type[StoreError], FetchFailure], ...] = (
+    (ContentNotFound, FetchFailure.MISSING),
+    (ContentTooLarge, FetchFailure.TOO_LARGE),
+    (InvalidCid, FetchFailure.INVALID_CID),
+)
+
+
+def _fetch(store: ContentStore, cid: str, sha256: str) -> Fetched:
     try:
-        return store.get(cid, sha256), ""
+        return Fetched(store.get(cid, sha256))
     except HashMismatch as exc:
-        return None, f"bytes do not match the on-chain sha256: {exc}"
+        detail = f"bytes do not match the on-chain sha256: {exc}"
+        return Fetched(None, FetchFailure.TAMPERED, detail)
     except StoreError as exc:
-        return None, f"cannot fetch {cid}: {exc}"
+        failure = next((f for t, f in _FAILURES if isinstance(exc, t)), FetchFailure.UNAVAILABLE)
+        return Fetched(None, failure, f"cannot fetch {cid} ({failure.value}): {exc}")
 
 
 def verify_round(
@@ -106,19 +149,19 @@ def verify_round(
 
     # the explanation log: hash, schema, and agreement with the chain
     with _Timer(audit, "fetch"):
-        log_blob, why = _fetch(store, info.log_cid, info.log_sha256)
-    doc: dict[str, Any] | None = None
-    if log_blob is None:
-        audit.add("log.hash", False, why)
+        fetched = _fetch(store, info.log_cid, info.log_sha256)
+    log: RoundLog | None = None
+    if fetched.blob is None:
+        audit.add("log.hash", False, fetched.detail)
     else:
         audit.add("log.hash", True, f"{info.log_cid} matches its on-chain sha256")
         try:
-            doc = roundlog.from_bytes(log_blob)
+            log = RoundLog.from_bytes(fetched.blob)
             audit.add("log.schema", True, "valid explanation-log/1")
         except FedtrailError as exc:
             audit.add("log.schema", False, str(exc))
-    if doc is not None:
-        _check_log(audit, doc, info, subs)
+    if log is not None:
+        _check_log(audit, log, info, subs)
 
     # the weights, recomputed from the on-chain counts and scores
     try:
@@ -134,30 +177,45 @@ def verify_round(
         else f"chain {got} != recomputed {expected}",
     )
 
+    # the model spec the blobs are decoded with: the log's, which must be a valid one
+    spec: ModelSpec | None = ModelSpec()  # no log: the round failed above; default to decode
+    if log is not None:
+        try:
+            spec = _spec_from(log)
+            audit.add("log.model_spec", True, f"valid model spec {log.settings.spec_hash[:16]}…")
+        except InvalidLog as exc:
+            spec = None
+            audit.add("log.model_spec", False, str(exc))
+
     # every blob against its on-chain hash
-    spec = _spec_from(doc)
     with _Timer(audit, "fetch"):
-        start_blob, why = _fetch(store, info.start_cid, info.start_sha256)
-    audit.add("start_model.hash", start_blob is not None, why or info.start_cid)
+        start = _fetch(store, info.start_cid, info.start_sha256)
+    start_blob = start.blob
+    audit.add("start_model.hash", start_blob is not None, start.detail or info.start_cid)
     deltas: dict[str, dict[str, torch.Tensor]] = {}
     unusable: dict[str, Reason] = {}
     for sub in subs:
         with _Timer(audit, "fetch"):
-            blob, why = _fetch(store, sub.cid, sub.sha256)
+            fetched = _fetch(store, sub.cid, sub.sha256)
+        blob = fetched.blob
         if blob is None:
-            unusable[sub.site] = Reason.TAMPERED if "sha256" in why else Reason.MALFORMED
+            tampered = fetched.failure is FetchFailure.TAMPERED
+            unusable[sub.site] = Reason.TAMPERED if tampered else Reason.MALFORMED
             # Acceptable only for an update the aggregator itself found unusable and excluded.
             excluded = sub.weight == 0 and sub.reason in UNUSABLE_REASONS
             audit.add(
                 f"update.{sub.site[:10]}",
                 excluded,
-                f"{why}"
+                fetched.detail
                 + (
                     " (scored 0 as unusable at valuation: consistent)"
                     if excluded
                     else f" (reason code {sub.reason}, weight {sub.weight})"
                 ),
             )
+            continue
+        if spec is None:
+            audit.add(f"update.{sub.site[:10]}", True, f"{sub.cid} hash ok (not decoded: no spec)")
             continue
         try:
             with _Timer(audit, "decode"):
@@ -169,18 +227,20 @@ def verify_round(
             audit.add(f"update.{sub.site[:10]}", excluded, f"malformed: {exc.reason}")
 
     # the global model, recomputed bit for bit
-    if start_blob is not None and doc is not None:
+    if start_blob is not None and log is not None and spec is None:
+        audit.add("global.recomputed", False, "cannot replay: the log names no valid model spec")
+    elif start_blob is not None and log is not None and spec is not None:
         try:
             with _Timer(audit, "recompute"):
-                start, _ = decode_model(start_blob, spec=spec)
-                rule = AggregationRule(**doc["settings"]["aggregation_rule"])
+                start_state, _ = decode_model(start_blob, spec=spec)
+                rule = AggregationRule(**log.settings.aggregation_rule)
                 included = [s for s in subs if s.weight > 0]
                 if any(s.site not in deltas for s in included):
                     raise FedtrailError("an update with weight > 0 is unavailable")
                 delta = aggregate(
                     rule, [deltas[s.site] for s in included], [s.weight for s in included]
                 )
-                blob = encode_model(apply_delta(start, delta), spec=spec, round=round_id)
+                blob = encode_model(apply_delta(start_state, delta), spec=spec, round=round_id)
                 digest = hashlib.sha256(blob).hexdigest()
             audit.add(
                 "global.recomputed",
@@ -192,14 +252,14 @@ def verify_round(
         except (FedtrailError, TypeError, ValueError) as exc:
             audit.add("global.recomputed", False, f"cannot replay: {exc}")
     with _Timer(audit, "fetch"):
-        gblob, why = _fetch(store, info.global_cid, info.global_sha256)
-    audit.add("global.hash", gblob is not None, why or f"{info.global_cid} matches")
+        glob = _fetch(store, info.global_cid, info.global_sha256)
+    audit.add("global.hash", glob.blob is not None, glob.detail or f"{info.global_cid} matches")
 
-    if validation is not None and doc is not None and start_blob is not None:
+    if validation is not None and log is not None and start_blob is not None and spec:
         with _Timer(audit, "rescore"):
             _check_scores(
                 audit,
-                doc,
+                log,
                 spec,
                 decode_model(start_blob, spec=spec)[0],
                 subs,
@@ -213,7 +273,7 @@ def verify_round(
 
 def _check_scores(
     audit: RoundAudit,
-    doc: dict[str, Any],
+    log: RoundLog,
     spec: ModelSpec,
     start: dict[str, torch.Tensor],
     subs: list[Submission],
@@ -223,10 +283,11 @@ def _check_scores(
     tolerance: int,
 ) -> None:
     """Re-runs the aggregator's valuation with the settings its log names."""
-    from fedtrail.valuation import Candidate, value_round
+    from fedtrail.valuation.base import Candidate
+    from fedtrail.valuation.round import score_round
 
-    settings = doc["settings"]["valuation"]
-    if validation.content_sha256() != doc["validation"]["sha256"]:
+    settings = log.settings.valuation
+    if validation.content_sha256() != log.validation.sha256:
         audit.add(
             "scores.recomputed",
             False,
@@ -243,16 +304,16 @@ def _check_scores(
         for s in subs
     ]
     try:
-        recomputed = value_round(
+        recomputed = score_round(
             global_state=start,
             spec=spec,
             candidates=candidates,
             validation=validation,
-            method=settings["method"],
-            metric=settings["metric"],
-            seed=int(settings.get("seed", doc["settings"]["seed"] + doc["round"])),
-            explanation_check=bool(settings.get("explanation_check", False)),
-        ).sites
+            method=settings.method,
+            metric=settings.metric,
+            seed=log.valuation_seed,
+            explanation_check=bool(settings.explanation_check),
+        )
     except (FedtrailError, KeyError, TypeError, ValueError) as exc:
         audit.add("scores.recomputed", False, f"cannot re-run the valuation: {exc}")
         return
@@ -264,44 +325,44 @@ def _check_scores(
     audit.add(
         "scores.recomputed",
         passed,
-        f"re-ran {settings['method']} on the {settings['metric']}: reasons "
+        f"re-ran {settings.method} on the {settings.metric}: reasons "
         + ("equal" if reasons_equal else "DIFFER")
         + f", largest score difference {worst} (tolerance {tolerance}: floating-point "
         "evaluation may differ in the last bits across machines)",
     )
 
 
-def _spec_from(doc: dict[str, Any] | None) -> ModelSpec:
-    if doc is None:
-        return ModelSpec()
+def _spec_from(log: RoundLog) -> ModelSpec:
+    """The log's model spec; :class:`InvalidLog` when it is not a valid one (the updates would
+    be decoded with a spec the aggregator never used)."""
     try:
-        return ModelSpec(**doc["settings"]["model_spec"])
-    except (TypeError, ConfigError):
-        return ModelSpec()
+        return ModelSpec(**log.settings.model_spec)
+    except (TypeError, ValueError, ConfigError) as exc:
+        raise InvalidLog(
+            f"explanation log's settings/model_spec is not a valid model spec: {exc}"
+        ) from None
 
 
-def _check_log(
-    audit: RoundAudit, doc: dict[str, Any], info: RoundInfo, subs: list[Submission]
-) -> None:
+def _check_log(audit: RoundAudit, log: RoundLog, info: RoundInfo, subs: list[Submission]) -> None:
     problems = []
-    if doc["round"] != info.id:
-        problems.append(f"log is for round {doc['round']}")
-    if doc["aggregation"]["global_sha256"] != info.global_sha256:
+    if log.round != info.id:
+        problems.append(f"log is for round {log.round}")
+    if log.aggregation.global_sha256 != info.global_sha256:
         problems.append("log names another global model")
-    if doc["start_model"]["sha256"] != info.start_sha256:
+    if log.start_model.sha256 != info.start_sha256:
         problems.append("log names another start model")
-    by_site = {e["site"]: e for e in doc["sites"]}
+    by_site = {e.site: e for e in log.sites}
     if set(by_site) != {s.site for s in subs}:
         problems.append("log lists other sites than the chain")
     for s in subs:
         e = by_site.get(s.site)
         if e is None:
             continue
-        if int(e["weight"]) != s.weight:
-            problems.append(f"{s.site[:10]} weight {e['weight']} != chain {s.weight}")
-        if e["score"] != s.score or e["reason"] != s.reason:
+        if e.weight != s.weight:
+            problems.append(f"{s.site[:10]} weight {e.weight} != chain {s.weight}")
+        if e.score != s.score or e.reason != s.reason:
             problems.append(f"{s.site[:10]} score/reason differ from the chain")
-        if e["update"]["sha256"] != s.sha256:
+        if e.update.sha256 != s.sha256:
             problems.append(f"{s.site[:10]} update hash differs from the chain")
     audit.add(
         "log.agrees",

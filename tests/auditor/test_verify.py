@@ -5,6 +5,8 @@ the raw event logs."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from eth_utils.crypto import keccak
 
 import fedtrail.aggregator.service as service_mod
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
-from fedtrail.auditor.verify import verify_all, verify_round
+from fedtrail.auditor.verify import FetchFailure, _fetch, verify_all, verify_round
 from fedtrail.chain import connect, dev_account, funded_accounts
 from fedtrail.cli import cli
 from fedtrail.ledger import Ledger
@@ -24,7 +26,7 @@ from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.config import NodeConfig
 from fedtrail.node.daemon import SiteNode
-from fedtrail.protocol import roundlog
+from fedtrail.protocol.roundlog import RoundLog
 from fedtrail.storage.store import ContentStore, IpfsStore, LocalStore
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -144,17 +146,60 @@ def test_verify_fails_when_the_log_disagrees_with_the_chain(
     accts = funded_accounts(w3)
     ledger, _ = Ledger.deploy(w3, accts[0])
     store = LocalStore(tmp_path / "store")
-    real = roundlog.to_bytes
+    real = RoundLog.to_bytes
 
-    def lying(doc: dict[str, Any]) -> bytes:
-        doc["sites"][0]["weight"] = str(int(doc["sites"][0]["weight"]) + 1)
-        return real(doc)
+    def lying(log: RoundLog) -> bytes:
+        first = dataclasses.replace(log.sites[0], weight=log.sites[0].weight + 1)
+        return real(dataclasses.replace(log, sites=(first, *log.sites[1:])))
 
-    monkeypatch.setattr(service_mod.roundlog, "to_bytes", lying)
+    monkeypatch.setattr(RoundLog, "to_bytes", lying)
     federation(ledger, store, accts[0], accts[1:4], tmp_path, rounds=1)
     audit = verify_round(ledger, store, 1)
     bad = {c.name: c.detail for c in audit.checks if not c.passed}
     assert set(bad) == {"log.agrees"} and "weight" in bad["log.agrees"]
+
+
+def test_verify_fails_a_round_whose_log_names_an_invalid_model_spec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The updates must be decoded with the spec the aggregator used; a log naming no valid spec
+    fails the round (it used to fall back to the default spec silently)."""
+    w3 = connect("embedded")
+    accts = funded_accounts(w3)
+    ledger, _ = Ledger.deploy(w3, accts[0])
+    store = LocalStore(tmp_path / "store")
+    real = RoundLog.to_bytes
+
+    def bad_spec(log: RoundLog) -> bytes:
+        spec = {**log.settings.model_spec, "arch": "no-such-arch"}
+        settings = dataclasses.replace(log.settings, model_spec=spec)
+        return real(dataclasses.replace(log, settings=settings))
+
+    monkeypatch.setattr(RoundLog, "to_bytes", bad_spec)
+    federation(ledger, store, accts[0], accts[1:4], tmp_path, rounds=1)
+    audit = verify_round(ledger, store, 1, validation=load_bundled().val)
+    bad = {c.name: c.detail for c in audit.checks if not c.passed}
+    assert set(bad) == {"log.model_spec", "global.recomputed"}
+    assert "model_spec is not a valid model spec" in bad["log.model_spec"]
+    assert "no-such-arch" in bad["log.model_spec"]
+    assert "no valid model spec" in bad["global.recomputed"]
+    assert not any(c.name == "scores.recomputed" for c in audit.checks)
+
+
+def test_fetch_says_why_a_blob_is_unusable(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store", max_bytes=64)
+    small, big = b"small blob", b"x" * 100
+    cid = store.put(small)
+    sha = hashlib.sha256(small).hexdigest()
+    assert _fetch(store, cid, sha).blob == small and _fetch(store, cid, sha).failure is None
+    other = hashlib.sha256(b"other bytes").hexdigest()
+    assert _fetch(store, cid, other).failure is FetchFailure.TAMPERED
+    assert "sha256" in _fetch(store, cid, other).detail
+    missing = LocalStore(tmp_path / "empty")
+    assert _fetch(missing, cid, sha).failure is FetchFailure.MISSING
+    big_cid = store.put(big)
+    assert _fetch(store, big_cid, hashlib.sha256(big).hexdigest()).failure is FetchFailure.TOO_LARGE
+    assert _fetch(store, "not-a-cid", sha).failure is FetchFailure.INVALID_CID
 
 
 def test_audit_cli_verify_exit_codes(embedded_fed: Any, tmp_path: Path) -> None:
