@@ -283,8 +283,7 @@ def _check_scores(
     tolerance: int,
 ) -> None:
     """Re-runs the aggregator's valuation with the settings its log names."""
-    from fedtrail.valuation.base import Candidate
-    from fedtrail.valuation.round import score_round
+    from fedtrail.valuation import Candidate, value_round
 
     settings = log.settings.valuation
     if validation.content_sha256() != log.validation.sha256:
@@ -304,7 +303,7 @@ def _check_scores(
         for s in subs
     ]
     try:
-        recomputed = score_round(
+        recomputed = value_round(
             global_state=start,
             spec=spec,
             candidates=candidates,
@@ -313,7 +312,7 @@ def _check_scores(
             metric=settings.metric,
             seed=log.valuation_seed,
             explanation_check=bool(settings.explanation_check),
-        )
+        ).sites
     except (FedtrailError, KeyError, TypeError, ValueError) as exc:
         audit.add("scores.recomputed", False, f"cannot re-run the valuation: {exc}")
         return
