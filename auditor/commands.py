@@ -12,7 +12,7 @@ from fedtrail.cli.common import ledger_options, open_checked_store, open_ledger,
 from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError
 from fedtrail.ledger import Ledger, checksum
-from fedtrail.protocol.weights import WEIGHT_SCALE
+from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 from fedtrail.storage.store import ContentStore
 
 
@@ -92,7 +92,7 @@ def round_cmd(
     rows = [
         {
             **u,
-            "score": u["score"] / 1e6,
+            "score": u["score"] / SCORE_SCALE,
             "weight": int(u["weight"]) / WEIGHT_SCALE,
             "sha256": u["sha256"][:16],
         }
@@ -140,10 +140,10 @@ def site(
                 "round": r,
                 "submitted": sub is not None,
                 "num_samples": sub.num_samples if sub else 0,
-                "score": sub.score / 1e6 if sub else None,
+                "score": sub.score / SCORE_SCALE if sub else None,
                 "reason": reason_label(sub.reason) if sub else None,
                 "weight": sub.weight / WEIGHT_SCALE if sub else None,
-                "reputation": reputation[r] / 1e6 if r in reputation else None,
+                "reputation": reputation[r] / SCORE_SCALE if r in reputation else None,
             }
         )
     if fmt == "json":
@@ -152,7 +152,7 @@ def site(
                 "site": address,
                 "name": info.name,
                 "registered": info.registered,
-                "reputation": info.reputation / 1e6,
+                "reputation": info.reputation / SCORE_SCALE,
                 "rounds": rows,
             },
             "json",
@@ -161,7 +161,7 @@ def site(
     if fmt == "table":
         click.echo(
             f"site {address} '{info.name}' registered={info.registered} "
-            f"reputation={info.reputation / 1e6:.4f}"
+            f"reputation={info.reputation / SCORE_SCALE:.4f}"
         )
     emit(rows, fmt)
 
@@ -180,34 +180,34 @@ def log_cmd(
     fmt: str,
 ) -> None:
     """A round's explanation log (verified against its on-chain hash), readable."""
-    from fedtrail.protocol import roundlog
+    from fedtrail.protocol.roundlog import RoundLog
 
     ledger = _open(rpc_url, deployment_path, contract)
     info = ledger.get_round(round_id)
     if not info.log_cid:
         raise ConfigError(f"round {round_id} is {info.phase.label}: it has no explanation log yet")
-    doc = roundlog.from_bytes(open_checked_store(store_location).get(info.log_cid, info.log_sha256))
+    store = open_checked_store(store_location)
+    log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256))
     if fmt == "json":
-        click.echo(json.dumps(doc, indent=2))
+        # sorted keys: the stored bytes are canonical JSON, so this is their order
+        click.echo(json.dumps(log.to_json(), indent=2, sort_keys=True))
         return
-    click.echo(doc["summary"])
+    click.echo(log.summary)
     click.echo("")
-    for e in doc["sites"]:
-        click.echo(f"{e['name'] or e['site']} ({e['site']})")
+    for e in log.sites:
+        click.echo(f"{e.name or e.site} ({e.site})")
+        click.echo(f"  update {e.update.cid}, {e.update.num_samples} samples, {e.status}")
         click.echo(
-            f"  update {e['update']['cid']}, {e['update']['num_samples']} samples, {e['status']}"
+            f"  score {e.score / SCORE_SCALE:.3f}  reason {e.reason_label}  "
+            f"weight {e.weight_fraction:.2%}"
         )
-        click.echo(
-            f"  score {e['score'] / 1e6:.3f}  reason {e['reason_label']}  "
-            f"weight {e['weight_fraction']:.2%}"
-        )
-        click.echo(f"  why: {e['explanation']}")
-    m = doc["metrics"]
+        click.echo(f"  why: {e.explanation}")
+    m = log.metrics
     click.echo("")
     click.echo(
         "global model on the aggregator's validation set: "
         + ", ".join(
-            f"{k.upper()} {_num(m['before'][k])} -> {_num(m['after'][k])}"
+            f"{k.upper()} {_num(m.before.get(k))} -> {_num(m.after.get(k))}"
             for k in ("auc", "f1", "loss")
         )
     )

@@ -34,7 +34,7 @@ from fedtrail.node.config import (
     write_node_config,
 )
 from fedtrail.node.daemon import NodeState, SiteNode
-from fedtrail.protocol.weights import WEIGHT_SCALE
+from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 
 log = logging.getLogger("fedtrail.node")
 
@@ -214,7 +214,7 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
                 "phase": info.phase.label,
                 "submitted": sub is not None,
                 "samples": sub.num_samples if sub else None,
-                "score": sub.score / 1e6 if sub else None,
+                "score": sub.score / SCORE_SCALE if sub else None,
                 "reason": reason_label(sub.reason) if sub else None,
                 "weight": sub.weight / WEIGHT_SCALE if sub else None,
                 "local_state": rec.phase if rec else "",
@@ -226,7 +226,7 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
         "address": address,
         "ledger": ledger.address,
         "registered": bool(site and site.registered),
-        "reputation": site.reputation / 1e6 if site else 0.0,
+        "reputation": site.reputation / SCORE_SCALE if site else 0.0,
         "valued_rounds": site.valued_rounds if site else 0,
         "rounds": rounds,
     }
