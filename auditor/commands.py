@@ -10,7 +10,7 @@ import click
 
 from fedtrail.cli.common import ledger_options, open_checked_store, open_ledger, store_option
 from fedtrail.cli.output import emit, format_option, reason_label
-from fedtrail.errors import ConfigError
+from fedtrail.errors import ConfigError, VerificationFailed
 from fedtrail.ledger import Ledger, checksum
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 from fedtrail.storage.store import ContentStore
@@ -298,7 +298,8 @@ def report(
     timestamp: bool,
     fmt: str,
 ) -> None:
-    """Verify every round and write a self-contained HTML audit report (no network to view)."""
+    """Verify every round and write a self-contained HTML audit report (no network to view);
+    exit 1 when a check fails (the report is written either way)."""
     from datetime import UTC, datetime
 
     from fedtrail.auditor.report import DEFAULT_TITLE, write_report
@@ -312,15 +313,21 @@ def report(
         ledger, store, out_dir, audits=audits, title=title or DEFAULT_TITLE, generated_at=stamp
     )
     ok = all(a.passed for a in audits) and bool(audits)
+    failed_rounds = [str(a.round) for a in audits if not a.passed]
     if fmt == "json":
         emit({"report": str(path), "passed": ok}, "json")
-        return
-    failed = sum(1 for a in audits for c in a.checks if not c.passed)
-    click.echo(f"report written to {path}")
-    click.echo(
-        f"verification: {'PASS' if ok else 'FAIL'} ({failed} failed check(s) over "
-        f"{len(audits)} round(s)); open it in any browser, it needs no network"
-    )
+    else:
+        failed = sum(1 for a in audits for c in a.checks if not c.passed)
+        click.echo(f"report written to {path}")
+        click.echo(
+            f"verification: {'PASS' if ok else 'FAIL'} ({failed} failed check(s) over "
+            f"{len(audits)} round(s)); open it in any browser, it needs no network"
+        )
+    if failed_rounds:
+        # the report is written either way; the exit code (1) carries the verdict
+        raise VerificationFailed(
+            f"verification failed in round(s) {', '.join(failed_rounds)}; see {path}"
+        )
 
 
 def _num(value: object) -> str:

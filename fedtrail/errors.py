@@ -117,3 +117,11 @@ class InvalidUpdate(FedtrailError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+# ---------------------------------------------------------------- audit
+
+
+class VerificationFailed(FedtrailError):
+    """Replaying the chain's history failed at least one check: the audit's verdict, not a
+    crash (the report or the check results are still written)."""
