@@ -112,7 +112,7 @@ def run(
         raise ConfigError(f"validation data {validation} does not exist")
     stop = stop_on_signals("stopping after the current step")
     settings = AggregatorSettings(
-        rule=AggregationRule(name=rule),  # type: ignore[arg-type]
+        rule=AggregationRule(name=rule),
         valuation=valuation,
         metric=metric,
         explanation_check=explanation_check,

@@ -6,7 +6,7 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
@@ -35,6 +35,7 @@ from fedtrail.node.config import (
 )
 from fedtrail.node.daemon import NodeState, SiteNode
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
+from fedtrail.storage.codec import CompressionMethod
 
 log = logging.getLogger("fedtrail.node")
 
@@ -84,7 +85,7 @@ folder_argument = click.argument(
     "--shard", default=None, metavar="I/N", help="Simulate site I of N on a shared file (demos)."
 )
 @click.option("--partition", type=click.Choice(["iid", "dirichlet", "quantity"]), default="iid")
-@click.option("--compression", type=click.Choice(["none", "topk8"]), default="none")
+@click.option("--compression", type=click.Choice(get_args(CompressionMethod)), default="none")
 @click.option("--fast-kdf", is_flag=True, hidden=True, help="Light scrypt (tests/demos only).")
 def init(
     folder: Path,

@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
@@ -22,7 +22,7 @@ from fedtrail.cli.common import aggregation_options
 from fedtrail.cli.output import emit, format_option, render_table
 from fedtrail.errors import ConfigError
 from fedtrail.simulation.faults import SiteFault
-from fedtrail.storage.codec import Compression
+from fedtrail.storage.codec import Compression, CompressionMethod
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,7 +138,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
         account=coordinator,
         validation=splits.val,
         settings=AggregatorSettings(
-            rule=AggregationRule(name=scenario.rule),  # type: ignore[arg-type]
+            rule=AggregationRule(name=scenario.rule),
             valuation=scenario.valuation,
             metric=scenario.metric,
             explanation_check=scenario.shortcut_sites > 0,
@@ -228,7 +228,10 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
 )
 @aggregation_options
 @click.option(
-    "--compression", type=click.Choice(["none", "topk8"]), default="none", show_default=True
+    "--compression",
+    type=click.Choice(get_args(CompressionMethod)),
+    default="none",
+    show_default=True,
 )
 @click.option(
     "--alpha",

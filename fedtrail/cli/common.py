@@ -93,24 +93,28 @@ def store_option(func: F) -> F:
 
 
 def aggregation_options(func: F) -> F:
-    """--rule, --valuation, --metric: shared by `aggregator run` and `demo`."""
+    """--rule, --valuation, --metric: shared by `aggregator run` and `demo`; the choices are the
+    registries' names (imported here, not at module level: they load torch)."""
+    from fedtrail.ml.aggregation import RULE_NAMES
+    from fedtrail.valuation import AUTO_EXACT_SITES, METHODS, METRICS
+
     func = click.option(
         "--metric",
-        type=click.Choice(["loss", "auc"]),
+        type=click.Choice(METRICS),
         default="loss",
         show_default=True,
         help="Validation utility of the valuation.",
     )(func)
     func = click.option(
         "--valuation",
-        type=click.Choice(["shapley", "mc_shapley", "loo"]),
+        type=click.Choice(METHODS),
         default="shapley",
         show_default=True,
-        help="Exact Shapley switches to Monte-Carlo above 8 sites.",
+        help=f"Exact Shapley switches to Monte-Carlo above {AUTO_EXACT_SITES} sites.",
     )(func)
     return click.option(
         "--rule",
-        type=click.Choice(["weighted", "median", "trimmed_mean", "krum", "norm_clip"]),
+        type=click.Choice(RULE_NAMES),
         default="weighted",
         show_default=True,
         help="Aggregation rule (robust rules still use only updates with weight > 0).",

@@ -25,9 +25,10 @@ a zero on-chain score means "excluded" (tampered, malformed, poisoned or useless
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from types import MappingProxyType
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -37,11 +38,11 @@ from fedtrail.errors import ConfigError, FedtrailError
 from fedtrail.protocol.weights import WEIGHT_SCALE, as_floats
 
 __all__ = [
+    "RULES",
     "RULE_NAMES",
     "AggregationError",
     "AggregationRule",
     "Delta",
-    "RuleName",
     "Stacked",
     "aggregate",
     "apply_delta",
@@ -59,9 +60,6 @@ __all__ = [
 
 Delta = dict[str, torch.Tensor]
 """An update (or aggregate): tensor name -> tensor, in state-dict order."""
-
-RuleName = Literal["weighted", "median", "trimmed_mean", "krum", "norm_clip"]
-RULE_NAMES: tuple[str, ...] = get_args(RuleName)
 
 F64 = npt.NDArray[np.float64]
 
@@ -421,7 +419,7 @@ class AggregationRule:
     then ignore the weights' sizes (every kept update counts once).
     """
 
-    name: RuleName = "weighted"
+    name: str = "weighted"
     trim_ratio: float = 0.2
     krum_f: int = 1
     krum_m: int | None = None
@@ -454,15 +452,63 @@ def aggregate(
     """
     if not isinstance(rule, AggregationRule):
         raise ConfigError(f"rule must be an AggregationRule, got {type(rule).__name__}")
-    match rule.name:
-        case "weighted":
-            return weighted_mean(deltas, weights)
-        case "norm_clip":
-            return norm_clipped_mean(deltas, weights, rule.max_norm)
-        case "median":
-            return coordinate_median(_used(deltas, weights)[1])
-        case "trimmed_mean":
-            return trimmed_mean(_used(deltas, weights)[1], rule.trim_ratio)
-        case "krum":
-            return multi_krum(_used(deltas, weights)[1], rule.krum_f, rule.krum_m)[0]
-    raise AssertionError(rule.name)  # pragma: no cover
+    return RULES[rule.name](rule, deltas, weights)
+
+
+Rule = Callable[
+    [AggregationRule, Sequence[Mapping[str, torch.Tensor] | None], Sequence[int]], Delta
+]
+
+
+def _weighted(
+    rule: AggregationRule,
+    deltas: Sequence[Mapping[str, torch.Tensor] | None],
+    weights: Sequence[int],
+) -> Delta:
+    return weighted_mean(deltas, weights)
+
+
+def _median(
+    rule: AggregationRule,
+    deltas: Sequence[Mapping[str, torch.Tensor] | None],
+    weights: Sequence[int],
+) -> Delta:
+    return coordinate_median(_used(deltas, weights)[1])
+
+
+def _trimmed_mean(
+    rule: AggregationRule,
+    deltas: Sequence[Mapping[str, torch.Tensor] | None],
+    weights: Sequence[int],
+) -> Delta:
+    return trimmed_mean(_used(deltas, weights)[1], rule.trim_ratio)
+
+
+def _krum(
+    rule: AggregationRule,
+    deltas: Sequence[Mapping[str, torch.Tensor] | None],
+    weights: Sequence[int],
+) -> Delta:
+    return multi_krum(_used(deltas, weights)[1], rule.krum_f, rule.krum_m)[0]
+
+
+def _norm_clip(
+    rule: AggregationRule,
+    deltas: Sequence[Mapping[str, torch.Tensor] | None],
+    weights: Sequence[int],
+) -> Delta:
+    return norm_clipped_mean(deltas, weights, rule.max_norm)
+
+
+RULES: Final[Mapping[str, Rule]] = MappingProxyType(
+    {
+        "weighted": _weighted,
+        "median": _median,
+        "trimmed_mean": _trimmed_mean,
+        "krum": _krum,
+        "norm_clip": _norm_clip,
+    }
+)
+"""Rule name -> how :func:`aggregate` applies it (the ``--rule`` choices come from here)."""
+
+RULE_NAMES: Final[tuple[str, ...]] = tuple(RULES)

@@ -378,7 +378,7 @@ def _run_federated(
     elif method == "trimmed_mean":
         rule = AggregationRule(name="trimmed_mean", trim_ratio=config.trim_ratio)
     else:
-        rule = AggregationRule(name=method)  # type: ignore[arg-type]
+        rule = AggregationRule(name=method)
     state: dict[str, torch.Tensor] = dict(init)
     residuals: list[Mapping[str, torch.Tensor] | None] = [None] * config.sites
     for r in range(1, config.rounds + 1):

@@ -69,8 +69,6 @@ __all__ = [
     "region_share",
 ]
 
-METHODS: Final = ("integrated_gradients", "grad_cam", "occlusion", "gradient_shap")
-
 _SETTINGS: Final[Mapping[str, frozenset[str]]] = {
     "integrated_gradients": frozenset({"baselines", "n_steps", "method", "internal_batch_size"}),
     "grad_cam": frozenset({"layer", "relu_attributions", "interpolate_mode"}),
@@ -79,6 +77,9 @@ _SETTINGS: Final[Mapping[str, frozenset[str]]] = {
     ),
     "gradient_shap": frozenset({"baselines", "n_samples", "stdevs"}),
 }
+"""Method -> the captum settings it takes: the registry of explanation methods."""
+
+METHODS: Final[tuple[str, ...]] = tuple(_SETTINGS)
 
 _SHAP_REFERENCES: Final = 8
 
