@@ -415,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--valuation",
         choices=("shapley", "mc_shapley", "loo"),
         default="shapley",
-        help="validation scorer of the valuation method (shapley: exact up to 10 sites)",
+        help="validation scorer (shapley: exact up to 8 sites, Monte-Carlo above)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "accuracy.json")

@@ -5,8 +5,11 @@
 
 Sites don't train: each sends a seeded variation of one real trained update, so the figures are
 the round's cost *outside training*: encoding, IPFS put/get, transactions, valuation
-(Monte-Carlo Shapley above 10 sites), aggregation, and the gas of every transaction of the round.
+(Monte-Carlo Shapley at every size here: a round switches from exact to Monte-Carlo above
+``AUTO_EXACT_SITES`` = 8 sites), aggregation, and the gas of every transaction of the round.
 Sites submit one after another from this process (a real federation submits in parallel).
+It also prints the peak RSS of this process (``resource.getrusage``: aggregator service,
+simulated sites and the audit of the largest round so far; no training).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import resource
 import sys
 import tempfile
 import time
@@ -119,7 +123,13 @@ def one_scale(rpc: str, api: str, n_sites: int) -> dict[str, float | int]:
         "verify_share_fetch_and_hash": round(audit.seconds.get("fetch", 0.0) / t_audit, 2),
         "verify_share_decode": round(audit.seconds.get("decode", 0.0) / t_audit, 2),
         "verify_share_recompute": round(audit.seconds.get("recompute", 0.0) / t_audit, 2),
+        "peak_rss_mib_so_far": round(peak_rss_mib()),
     }
+
+
+def peak_rss_mib() -> float:
+    """High-water mark of this process's resident memory (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> int:
@@ -149,6 +159,10 @@ def main() -> int:
             f"({r['verify_share_fetch_and_hash']:.0%} / {r['verify_share_decode']:.0%} / "
             f"{r['verify_share_recompute']:.0%}) |"
         )
+    print(
+        f"\npeak RSS of this process (aggregator service + up to {max(args.sites)} simulated "
+        f"sites + audit, no training): {peak_rss_mib():.0f} MiB"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"\nwrote {args.out}")
