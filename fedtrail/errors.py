@@ -100,6 +100,17 @@ class InvalidCid(StoreError):
     """A string that is not a CID."""
 
 
+class InvalidSha256(StoreError):
+    """An expected content hash that is not 64 hex characters (a malformed record or caller bug)."""
+
+
+class InvalidStoreConfig(StoreError, ConfigError):
+    """A store location, IPFS API address, size limit or timeout that cannot be used.
+
+    Also a ``ConfigError``: it comes from configuration or flags, so the CLI reports misuse.
+    """
+
+
 class ContentTooLarge(StoreError):
     """The content exceeds the configured download limit."""
 

@@ -9,14 +9,13 @@ interface and, for the same bytes, one CID (Kubo's default CIDv0: dag-pb, balanc
 
 ``get`` never trusts the store: it always checks the bytes against the sha256 that the chain
 recorded, and it refuses to download more than a size limit, because blobs come from other
-sites and are untrusted.
+sites and are untrusted. CIDs and hashes are validated before any disk or network access
+(``fedtrail.storage.cid``); every failure is a ``StoreError``.
 """
 
 from __future__ import annotations
 
 import abc
-import base64
-import hashlib
 import os
 import re
 import time
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import aleph_cid
 import ipfshttpclient
 from ipfshttpclient import exceptions as ipfs_exc
 
@@ -35,10 +33,13 @@ from fedtrail.errors import (
     ContentTooLarge,
     HashMismatch,
     InvalidCid,
+    InvalidSha256,
+    InvalidStoreConfig,
     StoreError,
     StoreUnreachable,
 )
 from fedtrail.fsutil import atomic_write
+from fedtrail.storage.cid import check_cid, compute_cid, sha256_hex
 
 __all__ = [
     "DEFAULT_API",
@@ -65,14 +66,9 @@ warnings.filterwarnings(
 
 _T = TypeVar("_T")
 
-_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
-_B32_CID_RE = re.compile(r"b[a-z2-7]+")
-_MAX_CID_LEN = 128
-_DAG_PB = 0x70
-_RAW = 0x55
-_SHA2_256 = 0x12
+# A URL scheme ("ftp://"): such a location is a typo, not a directory name.
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 # The add options that make any daemon (js-ipfs, or a Kubo with other Import.* settings)
 # produce the same CID as `compute_cid`: CIDv0 implies dag-pb leaves.
@@ -85,88 +81,13 @@ _ADD_OPTS = {
 }
 
 
-# ------------------------------------------------------------------ hashes and CIDs
+# ------------------------------------------------------------------ checks
 
 
-def sha256_hex(data: bytes) -> str:
-    """The sha256 of ``data`` as 64 lowercase hex characters, the form the chain records."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def compute_cid(data: bytes) -> str:
-    """The CID a Kubo or js-ipfs node gives ``data`` by default (``ipfs add --only-hash``)."""
-    return str(aleph_cid.compute_cid(data))
-
-
-def _b58decode(text: str) -> bytes:
-    num = 0
-    for ch in text:
-        num = num * 58 + _B58_INDEX[ch]  # KeyError on a foreign character
-    body = num.to_bytes((num.bit_length() + 7) // 8, "big")
-    pad = len(text) - len(text.lstrip("1"))
-    return b"\0" * pad + body
-
-
-def _b58encode(raw: bytes) -> str:
-    num = int.from_bytes(raw, "big")
-    out = []
-    while num:
-        num, rem = divmod(num, 58)
-        out.append(_B58_ALPHABET[rem])
-    pad = len(raw) - len(raw.lstrip(b"\0"))
-    return "1" * pad + "".join(reversed(out))
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    for _ in range(9):
-        byte = buf[pos]  # IndexError when truncated
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    raise ValueError("varint too long")
-
-
-def check_cid(cid: str) -> str:
-    """Validate a CID string without any network call and return its canonical form.
-
-    Accepts CIDv0 (``Qm...``) and base32 CIDv1 (``b...``) with a sha2-256 multihash, the forms
-    IPFS nodes produce. A dag-pb CIDv1 is returned as the equivalent CIDv0, so both name the
-    same blob in a ``LocalStore``. Anything else raises ``InvalidCid``: CIDs come from chain
-    events that other parties wrote.
-    """
-    if not isinstance(cid, str) or not cid or len(cid) > _MAX_CID_LEN:
-        raise InvalidCid(f"not a CID: {cid!r}")
-    try:
-        if cid.startswith("Qm") and len(cid) == 46:
-            mh = _b58decode(cid)
-            if len(mh) == 34 and mh[0] == _SHA2_256 and mh[1] == 32:
-                return cid
-        elif _B32_CID_RE.fullmatch(cid):
-            body = cid[1:].upper()
-            raw = base64.b32decode(body + "=" * (-len(body) % 8))
-            version, pos = _read_varint(raw, 0)
-            codec, pos = _read_varint(raw, pos)
-            mh = raw[pos:]
-            if (
-                version == 1
-                and codec in (_DAG_PB, _RAW)
-                and len(mh) == 34
-                and mh[0] == _SHA2_256
-                and mh[1] == 32
-            ):
-                return _b58encode(mh) if codec == _DAG_PB else cid
-    except (KeyError, IndexError, ValueError):
-        pass
-    raise InvalidCid(f"not a CID (expected CIDv0 'Qm...' or base32 CIDv1 'b...'): {cid!r}")
-
-
-def _check_sha256(sha256: str) -> str:
-    """The expected hash, lowercased; a malformed one is a caller bug, not tampering."""
+def _check_sha256(sha256: object) -> str:
+    """The expected hash, lowercased; a malformed one is a bad record, not tampering."""
     if not isinstance(sha256, str) or not _SHA256_RE.fullmatch(sha256):
-        raise StoreError(f"expected sha256 must be 64 hex characters, got {sha256!r}")
+        raise InvalidSha256(f"expected sha256 must be 64 hex characters, got {_short(sha256)}")
     return sha256.lower()
 
 
@@ -182,13 +103,19 @@ def _verify(cid: str, data: bytes, expected: str) -> bytes:
 
 def _limit(default: int, override: int | None) -> int:
     limit = default if override is None else override
-    if limit < 0:
-        raise ValueError(f"max_bytes must be >= 0, got {limit}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidStoreConfig(f"max_bytes must be an integer >= 0, got {_short(limit)}")
     return limit
 
 
 def _too_large(cid: str, size: int | str, limit: int) -> ContentTooLarge:
     return ContentTooLarge(f"content {cid} is {size} bytes, over the {limit}-byte limit")
+
+
+def _short(x: object) -> str:
+    """repr of an untrusted value, cut so a hostile record cannot flood logs."""
+    text = repr(x)
+    return text if len(text) <= 140 else text[:137] + "..."
 
 
 # ------------------------------------------------------------------ interface
@@ -262,6 +189,8 @@ class LocalStore(ContentStore):
                 data = fh.read(limit + 1)  # the file may grow between stat and read
         except FileNotFoundError:
             raise ContentNotFound(f"no content {cid} in {self.root}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read content {cid} from {self.root}: {exc}") from exc
         if len(data) > limit:
             raise _too_large(cid, f"over {limit}", limit)
         return _verify(cid, data, expected)
@@ -288,12 +217,20 @@ class LocalStore(ContentStore):
 
 def _to_multiaddr(api: str) -> str:
     """Accept a multiaddr or an ``http(s)://host:port`` URL; return a multiaddr."""
+    if not isinstance(api, str):
+        raise InvalidStoreConfig(f"IPFS API must be a string, got {_short(api)}")
     if api.startswith("/"):
         return api
-    parts = urlsplit(api)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise StoreError(f"IPFS API must be a multiaddr or http(s)://host:port URL, got {api!r}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    bad = f"IPFS API must be a multiaddr or http(s)://host:port URL, got {_short(api)}"
+    try:
+        parts = urlsplit(api)
+        port = parts.port  # ValueError for a port that is not a number in 0..65535
+    except ValueError as exc:
+        raise InvalidStoreConfig(f"{bad}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise InvalidStoreConfig(bad)
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
     host = parts.hostname
     if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", host):
         proto = "ip4"
@@ -336,8 +273,11 @@ class IpfsStore(ContentStore):
         max_bytes: int = DEFAULT_MAX_BYTES,
         probe_timeout: float = 2.0,
     ) -> None:
-        if timeout <= 0 or probe_timeout <= 0 or retries < 0 or backoff < 0:
-            raise ValueError("timeout and probe_timeout must be > 0, retries and backoff >= 0")
+        if not (timeout > 0 and probe_timeout > 0 and retries >= 0 and backoff >= 0):
+            raise InvalidStoreConfig(
+                "timeout and probe_timeout must be > 0, retries and backoff >= 0; got "
+                f"{timeout=}, {probe_timeout=}, {retries=}, {backoff=}"
+            )
         self.api = _to_multiaddr(api)
         self.timeout = timeout
         self.retries = retries
@@ -348,7 +288,7 @@ class IpfsStore(ContentStore):
             # Not ipfshttpclient.connect(): that checks the daemon version (see class doc).
             self._client: Any = ipfshttpclient.Client(self.api, timeout=timeout)
         except ipfs_exc.AddressError as exc:
-            raise StoreError(f"bad IPFS API address {api!r}: {exc}") from exc
+            raise InvalidStoreConfig(f"bad IPFS API address {_short(api)}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"IpfsStore({self.api!r})"
@@ -444,7 +384,13 @@ class IpfsStore(ContentStore):
                 opts={"timeout": _duration(self.timeout)},
                 timeout=self.timeout + 5,
             )
-            return int(st["Size"])
+            try:
+                return int(st["Size"])
+            except (KeyError, TypeError, ValueError):
+                raise StoreError(
+                    f"IPFS API at {self.api} answered files/stat for {cid} without a size: "
+                    f"{_short(st)}"
+                ) from None
 
         size = self._call("files/stat", stat_size, cid=cid)
         if size > limit:
@@ -510,6 +456,8 @@ def open_store(location: str) -> ContentStore:
     ``local:/path/dir`` or a bare path -> ``LocalStore``; ``ipfs:<multiaddr>`` (or ``ipfs:``
     alone for the default API) or ``http(s)://host:port`` -> ``IpfsStore``.
     """
+    if not isinstance(location, str):
+        raise InvalidStoreConfig(f"store location must be a string, got {_short(location)}")
     if location.startswith("ipfs:"):
         return IpfsStore(location[len("ipfs:") :] or DEFAULT_API)
     if location.startswith(("http://", "https://")):
@@ -518,7 +466,12 @@ def open_store(location: str) -> ContentStore:
         location = location[len("local:") :]
     elif re.match(r"/(ip4|ip6|dns|dns4|dns6)/", location):
         # A bare multiaddr would otherwise silently become a directory named /ip4/...
-        raise StoreError(f"ambiguous store location {location!r}: write ipfs:{location}")
+        raise InvalidStoreConfig(f"ambiguous store location {location!r}: write ipfs:{location}")
+    elif _SCHEME_RE.match(location):
+        # Likewise a URL with another scheme ("ftp://host") would become a directory "ftp:".
+        raise InvalidStoreConfig(
+            f"store location {_short(location)}: only http(s) URLs, ipfs: and local: are known"
+        )
     if not location:
-        raise StoreError("empty store location")
+        raise InvalidStoreConfig("empty store location")
     return LocalStore(Path(location).expanduser())

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import random
 import socket
 from pathlib import Path
+from typing import Any
 
 import ipfshttpclient
 import pytest
@@ -13,42 +13,30 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedtrail.errors import (
+    ConfigError,
     ContentNotFound,
     ContentTooLarge,
     HashMismatch,
     InvalidCid,
+    InvalidSha256,
+    InvalidStoreConfig,
     StoreError,
     StoreUnreachable,
 )
 from fedtrail.storage.store import (
     IpfsStore,
     LocalStore,
-    check_cid,
     compute_cid,
     open_store,
     sha256_hex,
 )
+from tests.fedtrail.storage.test_cid import BAD_CIDS, HELLO_MH, HELLO_WORLD_CID, v1
 from tests.fixtures.ipfs import IpfsDaemon
 
 # ipfshttpclient 0.8.0a2 passes urllib3's removed `strict` argument on every request.
 pytestmark = pytest.mark.filterwarnings("ignore:The 'strict' parameter:FutureWarning")
 
 CHUNK = 256 * 1024
-HELLO_WORLD_CID = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"  # `ipfs add` of "hello world\n"
-
-BAD_CIDS = [
-    "",
-    "hello",
-    "Qm",
-    HELLO_WORLD_CID[:-1],  # one character short
-    HELLO_WORLD_CID[:-1] + "0",  # '0' is not base58
-    HELLO_WORLD_CID + "u",
-    "Qm" + "z" * 44,  # base58, right length, but not a sha2-256 multihash
-    "../../etc/passwd",
-    "bafyINVALIDUPPER",
-    "bafy" + "a" * 200,
-    "zb2rhe5P4gXftAwvA4eXQ5HJwsER2owDyS9sKaQRRVQPn93bA",  # base58 CIDv1: not accepted
-]
 
 
 def _blob(size: int, seed: int = 0) -> bytes:
@@ -65,56 +53,6 @@ def _closed_port_api() -> str:
 @pytest.fixture
 def local(tmp_path: Path) -> LocalStore:
     return LocalStore(tmp_path / "store")
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def test_sha256_hex_is_64_lowercase_hex() -> None:
-    assert sha256_hex(b"abc") == (
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    )
-
-
-def test_compute_cid_matches_known_kubo_cid() -> None:
-    assert compute_cid(b"hello world\n") == HELLO_WORLD_CID
-
-
-def test_check_cid_maps_dag_pb_cidv1_to_the_same_cidv0() -> None:
-    raw = b"\x01\x70" + _b58decode(HELLO_WORLD_CID)
-    v1 = "b" + base64.b32encode(raw).decode().lower().rstrip("=")
-    assert check_cid(v1) == HELLO_WORLD_CID
-    assert check_cid(HELLO_WORLD_CID) == HELLO_WORLD_CID
-
-
-def test_check_cid_accepts_raw_leaf_cidv1_unchanged() -> None:
-    raw = b"\x01\x55" + _b58decode(HELLO_WORLD_CID)
-    v1 = "b" + base64.b32encode(raw).decode().lower().rstrip("=")
-    assert check_cid(v1) == v1
-
-
-@pytest.mark.parametrize("bad", BAD_CIDS)
-def test_check_cid_rejects_bad_cid(bad: str) -> None:
-    with pytest.raises(InvalidCid):
-        check_cid(bad)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.text(max_size=120))
-def test_check_cid_raises_only_invalid_cid_on_random_text(text: str) -> None:
-    try:
-        canonical = check_cid(text)
-    except InvalidCid:
-        return
-    assert check_cid(canonical) == canonical
-
-
-def _b58decode(text: str) -> bytes:
-    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-    num = 0
-    for ch in text:
-        num = num * 58 + alphabet.index(ch)
-    return num.to_bytes(34, "big")
 
 
 # ------------------------------------------------------------------ LocalStore
@@ -142,10 +80,9 @@ def test_local_get_accepts_uppercase_sha256(local: LocalStore) -> None:
 
 
 def test_local_get_of_dag_pb_cidv1_finds_the_cidv0_blob(local: LocalStore) -> None:
-    cid = local.put(b"hello world\n")
-    raw = b"\x01\x70" + _b58decode(cid)
-    v1 = "b" + base64.b32encode(raw).decode().lower().rstrip("=")
-    assert local.get(v1, sha256_hex(b"hello world\n")) == b"hello world\n"
+    assert local.put(b"hello world\n") == HELLO_WORLD_CID
+    dag_pb_v1 = v1(b"\x01\x70" + HELLO_MH)
+    assert local.get(dag_pb_v1, sha256_hex(b"hello world\n")) == b"hello world\n"
 
 
 def test_local_has_true_after_put_false_for_unknown(local: LocalStore) -> None:
@@ -191,12 +128,22 @@ def test_local_get_with_other_recorded_hash_raises_hash_mismatch(local: LocalSto
         local.get(cid, sha256_hex(b"other bytes"))
 
 
-@pytest.mark.parametrize("bad", ["", "abc", "0x" + "0" * 64, "g" * 64, "0" * 63])
-def test_local_get_malformed_sha256_raises_store_error(local: LocalStore, bad: str) -> None:
+@pytest.mark.parametrize(
+    "bad", ["", "abc", "0x" + "0" * 64, "g" * 64, "0" * 63, "0" * 64 + "\n", None, 123]
+)
+def test_local_get_malformed_sha256_raises_invalid_sha256(local: LocalStore, bad: object) -> None:
     cid = local.put(b"x")
-    with pytest.raises(StoreError) as err:
-        local.get(cid, bad)
-    assert not isinstance(err.value, HashMismatch)
+    with pytest.raises(InvalidSha256) as err:
+        local.get(cid, bad)  # type: ignore[arg-type]
+    assert isinstance(err.value, StoreError) and not isinstance(err.value, HashMismatch)
+    assert "64 hex characters" in str(err.value)
+
+
+def test_local_get_of_an_unreadable_blob_raises_store_error(local: LocalStore) -> None:
+    cid = compute_cid(b"x")
+    (local.root / "blobs" / cid).mkdir(parents=True)  # a directory where the blob should be
+    with pytest.raises(StoreError, match="cannot read content"):
+        local.get(cid, sha256_hex(b"x"))
 
 
 @pytest.mark.parametrize("bad", BAD_CIDS)
@@ -281,6 +228,82 @@ def test_ipfs_no_daemon_raises_store_unreachable_naming_endpoint() -> None:
         store.put(b"data")
     assert api in str(err.value)
     assert "3 attempts" in str(err.value)
+
+
+# ------------------------------------------------------------------ bad settings
+
+
+@pytest.mark.parametrize(
+    "api",
+    [
+        "http://127.0.0.1:99999",  # port out of range
+        "http://127.0.0.1:abc",
+        "http://127.0.0.1:-1",
+        "http://127.0.0.1:0",
+        "http://[::1",  # unclosed IPv6 literal
+        "http://",
+        "ftp://127.0.0.1:5001",
+        "/ip4/999.1.1.1/tcp/5001/http",
+        "/ip4/127.0.0.1/udp/5001",
+        "/foo",
+    ],
+)
+def test_bad_ipfs_api_address_raises_invalid_store_config(api: str) -> None:
+    with pytest.raises(InvalidStoreConfig) as err:
+        IpfsStore(api)
+    assert isinstance(err.value, StoreError) and isinstance(err.value, ConfigError)
+    with pytest.raises(InvalidStoreConfig):
+        open_store(f"ipfs:{api}" if api.startswith("/") else api)
+
+
+@pytest.mark.parametrize("location", ["", "local:", "ftp://host/dir", "file:///tmp/x", None, 5])
+def test_bad_store_location_raises_invalid_store_config(location: object) -> None:
+    with pytest.raises(InvalidStoreConfig):
+        open_store(location)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_bytes": -1},
+        {"timeout": 0},
+        {"probe_timeout": -1.0},
+        {"retries": -1},
+        {"backoff": -0.5},
+        {"timeout": float("nan")},
+    ],
+)
+def test_bad_ipfs_store_settings_raise_invalid_store_config(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(InvalidStoreConfig):
+        IpfsStore(_closed_port_api(), **kwargs)
+
+
+def test_negative_size_limits_raise_invalid_store_config(local: LocalStore) -> None:
+    with pytest.raises(InvalidStoreConfig):
+        LocalStore(local.root, max_bytes=-1)
+    cid = local.put(b"x")
+    with pytest.raises(InvalidStoreConfig):
+        local.get(cid, sha256_hex(b"x"), max_bytes=-1)
+    with pytest.raises(InvalidStoreConfig):
+        IpfsStore(_closed_port_api(), retries=0).get(cid, sha256_hex(b"x"), max_bytes=-1)
+
+
+def test_ipfs_stat_without_a_size_raises_store_error() -> None:
+    class Files:
+        def stat(self, path: str, **kwargs: Any) -> dict[str, Any]:
+            return {"Hash": path}  # a daemon answer without "Size"
+
+    class Block:
+        def stat(self, cid: str, **kwargs: Any) -> dict[str, Any]:
+            return {"Key": cid}
+
+    class Client:
+        files, block = Files(), Block()
+
+    store = IpfsStore(_closed_port_api(), retries=0)
+    store._client = Client()
+    with pytest.raises(StoreError, match="without a size"):
+        store.get(HELLO_WORLD_CID, sha256_hex(b"hello world\n"))
 
 
 # ------------------------------------------------------------------ IpfsStore, real daemon
