@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from fedtrail.errors import FedtrailError
 from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission
-from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.roundlog import RoundLog
 from fedtrail.storage.store import ContentStore
 
 if TYPE_CHECKING:
@@ -108,7 +108,8 @@ def _read_log(store: ContentStore, info: RoundInfo) -> tuple[dict[str, Any] | No
     if not info.log_cid:
         return None, "the chain names no explanation log for this round"
     try:
-        return roundlog.from_bytes(store.get(info.log_cid, info.log_sha256)), ""
+        # through the typed record, which also checks what the schema leaves open
+        return RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256)).to_json(), ""
     except FedtrailError as exc:
         return None, f"explanation log {info.log_cid} unusable: {exc}"
 
