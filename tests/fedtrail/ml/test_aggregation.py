@@ -35,7 +35,7 @@ from fedtrail.ml.aggregation import (
 from fedtrail.protocol.weights import WEIGHT_SCALE, onchain_weights
 from fedtrail.simulation.faults import sign_flip
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 E = WEIGHT_SCALE
 
 
@@ -318,7 +318,7 @@ def test_same_bytes_in_another_process_with_other_threads() -> None:
     here = digests()
     code = (
         "import json, torch; torch.set_num_threads(2); "
-        "from tests.aggregator.test_aggregate import digests; print(json.dumps(digests()))"
+        "from tests.fedtrail.ml.test_aggregation import digests; print(json.dumps(digests()))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     proc = subprocess.run(
