@@ -20,6 +20,7 @@ from fedtrail.cli.common import (
     store_option,
 )
 from fedtrail.errors import ConfigError
+from fedtrail.hooks import launcher_step_hook
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.datasets import load_bundled, load_medmnist_npz
 
@@ -128,6 +129,7 @@ def run(
         settings=settings,
         folder=folder,
         stop_event=stop,
+        at_step=launcher_step_hook(),
     )
 
     def report(outcome: RoundOutcome) -> None:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import signal
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +39,7 @@ from fedtrail.errors import (
     TransactionFailed,
 )
 from fedtrail.fsutil import atomic_write
+from fedtrail.hooks import StepHook, no_step
 from fedtrail.ledger import Ledger, Submission, Valuation
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
@@ -55,7 +54,8 @@ from fedtrail.valuation import Candidate, SiteValuation, value_round
 
 log = logging.getLogger("fedtrail.aggregator")
 
-CRASH_ENV = "FEDTRAIL_AGGREGATOR_CRASH_AT"  # test-only fault injection: "valued"
+# The named steps at which the service calls ``at_step``: the valuation transaction is mined.
+STEPS = ("valued",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +118,7 @@ class AggregatorService:
         settings: AggregatorSettings,
         folder: Path,
         stop_event: threading.Event | None = None,
+        at_step: StepHook = no_step,
     ) -> None:
         self.ledger = ledger
         self.store = store
@@ -128,15 +129,11 @@ class AggregatorService:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.stop_event = stop_event or threading.Event()
+        self._at_step = at_step
         self._names: dict[str, str] = {}
         self._fetched: dict[int, dict[tuple[str, str], tuple[Reason, str, Any]]] = {}
 
     # ---------------------------------------------------------------- helpers
-
-    def _crash_point(self, name: str) -> None:
-        if os.environ.get(CRASH_ENV) == name:
-            log.warning("test fault injection: SIGKILL at %r", name)
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def _site_name(self, address: str) -> str:
         if address not in self._names:
@@ -249,7 +246,7 @@ class AggregatorService:
             round_id,
             ", ".join(f"{v.site[:8]} {v.score / 1e6:.3f} {v.reason.name}" for v in valuations),
         )
-        self._crash_point("valued")
+        self._at_step("valued")
         return valuations
 
     def _valuate(

@@ -24,6 +24,7 @@ from fedtrail.cli.common import (
 )
 from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError
+from fedtrail.hooks import launcher_step_hook
 from fedtrail.keys import FAST_KDF_N, create_keystore, keystore_address, load_keystore
 from fedtrail.ledger import Deployment, Ledger, checksum
 from fedtrail.node.config import (
@@ -33,7 +34,7 @@ from fedtrail.node.config import (
     load_node_config,
     write_node_config,
 )
-from fedtrail.node.daemon import NodeState, SiteNode
+from fedtrail.node.daemon import NodeHooks, NodeState, SiteNode
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 from fedtrail.storage.codec import CompressionMethod
 
@@ -288,6 +289,7 @@ def run(
         val=val,
         progress=sys.stderr.isatty(),
         stop_event=stop,
+        hooks=NodeHooks(at_step=launcher_step_hook()),
     )
     done = site.run(once=once)
     log.info("exiting after %d round(s)", done)

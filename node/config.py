@@ -27,7 +27,6 @@ from fedtrail.ml.datasets import (
 )
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainConfig
-from fedtrail.simulation.faults import SiteFault
 from fedtrail.storage.codec import Compression
 
 CONFIG_NAME = "config.toml"
@@ -109,7 +108,6 @@ class NodeConfig:
     training: TrainConfig = field(default_factory=TrainConfig)
     compression: Compression = field(default_factory=Compression)
     model: ModelSpec = field(default_factory=ModelSpec)
-    fault: SiteFault = field(default_factory=SiteFault)
 
     def __post_init__(self) -> None:
         if self.poll_interval <= 0:
@@ -125,7 +123,6 @@ _SECTIONS: dict[str, type[Any]] = {
     "training": TrainConfig,
     "compression": Compression,
     "model": ModelSpec,
-    "fault": SiteFault,
 }
 
 
@@ -149,6 +146,12 @@ def load_node_config(path: Path) -> NodeConfig:
         raise ConfigError(f"no node config at {path}; run `fedtrail node init` first") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    if "fault" in raw:
+        raise ConfigError(
+            f"{path} has a [fault] section: simulated faults are simulation-only and a site node "
+            "no longer reads them; remove the section, and simulate faulty sites with `fedtrail "
+            "demo` or the simulation API (fedtrail.simulation.federation with SiteFault)"
+        )
     node = raw.pop("node", {})
     sections = {name: _build(cls, raw.pop(name, {}), name) for name, cls in _SECTIONS.items()}
     if raw:

@@ -10,6 +10,10 @@ A crash anywhere resumes at the last recorded step: a stored blob is submitted a
 retrained into different bytes), and a round the chain already shows as submitted is never
 submitted again. SIGTERM sets a flag that training checks between batches; the current step is
 finished or abandoned cleanly and the process exits.
+
+:class:`NodeHooks` let a caller act on the node without the node knowing why: change the
+training data or the update (the simulation's faulty sites), or act at a named step (the
+simulation's crash tests, :data:`STEPS`). Production runs with the defaults, which do nothing.
 """
 
 from __future__ import annotations
@@ -18,14 +22,13 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import torch
 from eth_account.signers.local import LocalAccount
 
 from fedtrail.chain import block_timestamp
@@ -39,18 +42,15 @@ from fedtrail.errors import (
     StoreError,
 )
 from fedtrail.fsutil import atomic_write
+from fedtrail.hooks import StepHook, no_step
 from fedtrail.ledger import Ledger
 from fedtrail.ml.datasets import ImageDataset
+from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainingInterrupted, train_local
 from fedtrail.node.config import NodeConfig
 from fedtrail.protocol.codes import Phase
-from fedtrail.storage.codec import (
-    decode_model,
-    decode_update,
-    encode_update,
-    load_residual,
-    save_residual,
-)
+from fedtrail.storage.codec import decode_model, encode_update
+from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
 
 log = logging.getLogger("fedtrail.node")
@@ -58,13 +58,54 @@ log = logging.getLogger("fedtrail.node")
 STATE_NAME = "state.json"
 RESIDUAL_NAME = "residual.safetensors"
 PENDING_DIR = "pending"
-# Test-only fault injection: SIGKILL ourselves at a named point to prove crash safety.
-CRASH_ENV = "FEDTRAIL_NODE_CRASH_AT"
-CRASH_POINTS = ("stored", "submitted")
+# The named steps at which the node calls ``hooks.at_step``: the update is stored (blob on disk
+# and in the store, recorded in state.json); the submission's transaction is mined.
+STEPS = ("stored", "submitted")
 
 
 class NodeNotRegistered(FedtrailError):
     """This node's account is not a registered site of the ledger."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateContext:
+    """What an update hook may read: the node's ledger, store, model and address, and the stop
+    flag it must honour while it waits."""
+
+    ledger: Ledger
+    store: ContentStore
+    address: str
+    spec: ModelSpec
+    poll_interval: float
+    stop_event: threading.Event
+
+
+Delta = dict[str, torch.Tensor]
+TrainTransform = Callable[[ImageDataset], ImageDataset]
+UpdateTransform = Callable[[Delta, int, UpdateContext], Delta | None]
+
+
+def _same_data(ds: ImageDataset) -> ImageDataset:
+    return ds
+
+
+def _same_update(delta: Delta, round_id: int, context: UpdateContext) -> Delta | None:
+    return delta
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeHooks:
+    """Where a caller may act on a node; the defaults do nothing.
+
+    ``transform_train(train)`` gives the training data the node uses (called once, when the node
+    is built); ``transform_update(delta, round_id, context)`` gives the update it sends instead of
+    its trained ``delta``, or None to send nothing that round; ``at_step(name)`` runs right after
+    each step named in :data:`STEPS` has been recorded.
+    """
+
+    transform_train: TrainTransform = _same_data
+    transform_update: UpdateTransform = _same_update
+    at_step: StepHook = no_step
 
 
 @dataclass
@@ -122,13 +163,15 @@ class SiteNode:
         val: ImageDataset | None,
         progress: bool = False,
         stop_event: threading.Event | None = None,
+        hooks: NodeHooks = NodeHooks(),
     ) -> None:
         self.ledger = ledger
         self.store = store
         self.account = account
         self.config = config
+        self.hooks = hooks
         self.folder = Path(folder)
-        self.train = config.fault.apply_to_data(train)
+        self.train = hooks.transform_train(train)
         self.val = val
         self.progress = progress
         self.stop_event = stop_event or threading.Event()
@@ -136,7 +179,6 @@ class SiteNode:
         (self.folder / PENDING_DIR).mkdir(exist_ok=True)
         self.state_path = self.folder / STATE_NAME
         self.state = NodeState.load(self.state_path)
-        self._crash_at = os.environ.get(CRASH_ENV, "")
 
     # ---------------------------------------------------------------- helpers
 
@@ -146,11 +188,6 @@ class SiteNode:
 
     def _save(self) -> None:
         self.state.save(self.state_path)
-
-    def _crash_point(self, name: str) -> None:
-        if self._crash_at == name:
-            log.warning("test fault injection: SIGKILL at %r", name)
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def _pending_blob(self, round_id: int) -> Path:
         return self.folder / PENDING_DIR / f"update-{round_id}.safetensors"
@@ -190,7 +227,7 @@ class SiteNode:
             log.info("round %d: resuming with the stored update %s", round_id, record.cid)
             # The daemon may have crashed between writing the blob and the store's pin.
             self.store.put(self._pending_blob(round_id).read_bytes())
-        self._crash_point("stored")
+        self.hooks.at_step("stored")
         return self._submit(round_id, record)
 
     def _train_and_store(self, round_id: int, cid: str, sha256: str) -> RoundRecord | None:
@@ -215,14 +252,18 @@ class SiteNode:
         except TrainingInterrupted:
             log.info("round %d: training interrupted by shutdown; nothing stored", round_id)
             return None
-        delta = result.delta
-        fault = self.config.fault
-        if fault.affects_update:
-            other = self._copied_delta(round_id) if fault.kind == "copy" else None
-            if fault.kind == "copy" and other is None:
-                return None
-            delta = fault.apply_to_update(delta, round_id=round_id, other=other)
-            log.warning("round %d: simulated fault %r applied to the update", round_id, fault.kind)
+        context = UpdateContext(
+            ledger=self.ledger,
+            store=self.store,
+            address=self.address,
+            spec=spec,
+            poll_interval=self.config.poll_interval,
+            stop_event=self.stop_event,
+        )
+        delta = self.hooks.transform_update(result.delta, round_id, context)
+        if delta is None:
+            log.info("round %d: the update hook sent nothing", round_id)
+            return None
         residual = load_residual(self.folder / RESIDUAL_NAME, spec)
         encoded = encode_update(
             delta,
@@ -233,8 +274,7 @@ class SiteNode:
         )
         save_residual(self._pending_residual(round_id), encoded.residual, spec=spec, round=round_id)
         atomic_write(self._pending_blob(round_id), encoded.blob)
-        update_cid = self.store.put(encoded.blob)
-        self.store.pin(update_cid)
+        update_cid = self.store.put(encoded.blob)  # put pins
         metrics = result.metrics
         record = RoundRecord(
             round=round_id,
@@ -259,18 +299,6 @@ class SiteNode:
         )
         return record
 
-    def _copied_delta(self, round_id: int) -> dict[str, Any] | None:
-        """A free-rider's source: the first other site's update of this round."""
-        deadline = self.ledger.get_round(round_id).deadline
-        while not self.stop_event.is_set() and block_timestamp(self.ledger.w3) <= deadline:
-            for sub in self.ledger.get_submissions(round_id):
-                if sub.site != self.address and sub.cid:
-                    blob = self.store.get(sub.cid, sub.sha256)
-                    delta, _ = decode_update(blob, spec=self.config.model)
-                    return dict(delta)
-            self.stop_event.wait(self.config.poll_interval)
-        return None
-
     def _submit(self, round_id: int, record: RoundRecord) -> RoundRecord | None:
         try:
             tx = self.ledger.submit_update(
@@ -291,7 +319,7 @@ class SiteNode:
             self._save()
             log.error("round %d: too late: %s", round_id, exc)
             return None
-        self._crash_point("submitted")
+        self.hooks.at_step("submitted")
         record.tx_hash = tx.tx_hash
         log.info("round %d: submitted in tx %s (%d gas)", round_id, tx.tx_hash, tx.gas_used)
         return self._mark_submitted(round_id, record, record.sha256, record.cid)

@@ -1,8 +1,10 @@
 """`fedtrail demo`: five simulated hospitals on the real chest X-rays, embedded chain and store.
 
 Everything runs in this process: the in-process chain (py-evm), a local content store, one
-site node per hospital (the same `SiteNode` the daemon runs) and the aggregator service. Non-IID
-split (Dirichlet), one low-quality site (label noise), one poisoning site (sign-flipped updates).
+site node per hospital (the same `SiteNode` the daemon runs, its simulated fault given as hooks)
+and the aggregator service, wired by :func:`fedtrail.simulation.federation.build_federation`.
+Non-IID split (Dirichlet), one low-quality site (label noise), one poisoning site (sign-flipped
+updates).
 After the rounds it verifies every round like an auditor and writes the audit report.
 """
 
@@ -76,15 +78,13 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     """Runs the scenario; returns the per-round table, the audit result and the report path."""
     import torch
 
-    from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
+    from fedtrail.aggregator.service import AggregatorSettings
     from fedtrail.auditor.verify import verify_all
-    from fedtrail.ledger import Ledger
     from fedtrail.ml.aggregation import AggregationRule
     from fedtrail.ml.datasets import load_bundled, partition_dirichlet
     from fedtrail.ml.shortcuts import add_marker
     from fedtrail.ml.training import TrainConfig
-    from fedtrail.node.config import NodeConfig
-    from fedtrail.node.daemon import SiteNode
+    from fedtrail.simulation.federation import build_federation, make_sites
     from fedtrail.storage.store import LocalStore
 
     torch.set_num_threads(1)  # bit-reproducible on any machine with this torch build
@@ -93,49 +93,36 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     started = time.perf_counter()
     w3 = connect("embedded")
     accounts = funded_accounts(w3)
-    coordinator, site_accounts = accounts[0], accounts[1 : 1 + scenario.sites]
-    ledger, deployment = Ledger.deploy(w3, coordinator)
-    store = LocalStore(workdir / "store")
     splits = load_bundled()
     parts = partition_dirichlet(
         splits.train.labels, scenario.sites, scenario.alpha, scenario.seed, min_size=50
     )
     faults = site_faults(scenario)
-    nodes = []
     shortcut_from = scenario.sites - scenario.poison_sites - scenario.noisy_sites
     shortcut = range(shortcut_from - scenario.shortcut_sites, shortcut_from)
-    for i, acct in enumerate(site_accounts):
-        name = f"hospital-{chr(ord('A') + i)}"
-        train = splits.train.subset(parts[i])
-        if i in shortcut:
-            train = add_marker(train, label=1)  # a burned-in tag on every pneumonia image
-        ledger.register_site(coordinator, acct.address, name)
-        config = NodeConfig(
-            name=name,
-            training=TrainConfig(epochs=scenario.epochs, seed=scenario.seed + i),
-            compression=Compression(method=scenario.compression),  # type: ignore[arg-type]
-            fault=faults[i],
-        )
-        nodes.append(
-            SiteNode(
-                ledger=ledger,
-                store=store,
-                account=acct,
-                config=config,
-                folder=workdir / "nodes" / name,
-                train=train,
-                val=None,
-            )
-        )
+    names = [f"hospital-{chr(ord('A') + i)}" for i in range(scenario.sites)]
+    trains = [splits.train.subset(part) for part in parts]
+    for i in shortcut:
+        trains[i] = add_marker(trains[i], label=1)  # a burned-in tag on every pneumonia image
+    for i, name in enumerate(names):
         kind = "shortcut (corner tag on pneumonia images)" if i in shortcut else faults[i].kind
         echo(
             f"{name}: {len(parts[i])} images"
             + ("" if kind == "none" else f"  [simulated fault: {kind}]")
         )
-    service = AggregatorService(
-        ledger=ledger,
-        store=store,
-        account=coordinator,
+    fed = build_federation(
+        w3=w3,
+        coordinator=accounts[0],
+        sites=make_sites(
+            accounts[1 : 1 + scenario.sites],
+            trains,
+            names=names,
+            training=TrainConfig(epochs=scenario.epochs, seed=scenario.seed),
+            faults=faults,
+            compression=Compression(method=scenario.compression),  # type: ignore[arg-type]
+        ),
+        store=LocalStore(workdir / "store"),
+        folder=workdir,
         validation=splits.val,
         settings=AggregatorSettings(
             rule=AggregationRule(name=scenario.rule),
@@ -144,17 +131,14 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
             explanation_check=scenario.shortcut_sites > 0,
             seed=scenario.seed,
         ),
-        folder=workdir / "aggregator",
     )
+    ledger, store = fed.ledger, fed.store
     table: list[dict[str, Any]] = []
     for _ in range(scenario.rounds):
-        round_id = service.open_next()
-        for n in nodes:
-            n.participate(round_id)
-        service.step()  # value
-        outcome = service.step()  # aggregate + finalize (or cancel)
+        outcome = fed.run_round()
         if outcome is None:
-            raise ConfigError(f"round {round_id} did not close")
+            raise ConfigError(f"round {ledger.current_round()} did not close")
+        round_id = outcome.round
         reputation = {s.address: s.reputation for s in ledger.get_sites()}
         rows = [
             {
@@ -194,7 +178,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     except ImportError:
         echo("audit report: not available in this build")
     echo(
-        f"ledger {deployment.address} on the embedded chain; store {workdir / 'store'}; "
+        f"ledger {ledger.address} on the embedded chain; store {workdir / 'store'}; "
         f"{time.perf_counter() - started:.0f} s"
     )
     return {"rounds": table, "verified": passed, "report": str(report) if report else None}

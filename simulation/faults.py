@@ -4,7 +4,10 @@ Data-level: :func:`label_noise` (a low-quality site). Update-level, applied to a
 (``dict`` name -> Tensor, ``new - global``): poisoning by :func:`sign_flip`,
 :func:`scale_update` and :func:`gaussian_update`; free-riding by :func:`copy_update` (another
 site's delta) and :func:`random_update` (noise shaped like a real update). :class:`SiteFault`
-configures one of them per site by name, e.g. from a demo's TOML table.
+configures one of them per site by name, e.g. from a demo's TOML table, and
+:meth:`SiteFault.hooks` turns it into the :class:`~fedtrail.node.daemon.NodeHooks` that make a
+production :class:`~fedtrail.node.daemon.SiteNode` behave as that faulty site (the node itself
+knows nothing of faults).
 
 Every function returns new tensors and leaves its inputs untouched; every random choice comes
 from an explicit seed.
@@ -21,12 +24,16 @@ from typing import Any, Final
 import numpy as np
 import torch
 
+from fedtrail.chain import block_timestamp
 from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset
+from fedtrail.node.daemon import NodeHooks, UpdateContext
+from fedtrail.storage.codec import decode_update
 
 __all__ = [
     "FAULT_KINDS",
     "SiteFault",
+    "copied_update",
     "copy_update",
     "gaussian_update",
     "label_noise",
@@ -182,6 +189,21 @@ def random_update(like: Delta, seed: int, *, scale: float | None = None) -> dict
     return out
 
 
+def copied_update(context: UpdateContext, round_id: int) -> dict[str, torch.Tensor] | None:
+    """A free-rider's source: the first other site's update of ``round_id``, waited for until
+    the round's deadline or the node's stop flag (None then)."""
+    ledger = context.ledger
+    deadline = ledger.get_round(round_id).deadline
+    while not context.stop_event.is_set() and block_timestamp(ledger.w3) <= deadline:
+        for sub in ledger.get_submissions(round_id):
+            if sub.site != context.address and sub.cid:
+                blob = context.store.get(sub.cid, sub.sha256)
+                delta, _ = decode_update(blob, spec=context.spec)
+                return dict(delta)
+        context.stop_event.wait(context.poll_interval)
+    return None
+
+
 # ---------------------------------------------------------------- per-site configuration
 
 _PARAMS: Final[dict[str, frozenset[str]]] = {
@@ -296,3 +318,23 @@ class SiteFault:
                 noise = random_update(delta, seed)
                 return noise if self.factor == 1.0 else scale_update(noise, self.factor)
         raise AssertionError(self.kind)  # pragma: no cover
+
+    def hooks(self) -> NodeHooks:
+        """The node hooks of this faulty site: its training data through :meth:`apply_to_data`,
+        its update through :meth:`apply_to_update` (a ``copy`` site waits for another site's
+        update and sends nothing if none comes before the deadline)."""
+        return NodeHooks(transform_train=self.apply_to_data, transform_update=self._node_update)
+
+    def _node_update(
+        self, delta: dict[str, torch.Tensor], round_id: int, context: UpdateContext
+    ) -> dict[str, torch.Tensor] | None:
+        if not self.affects_update:
+            return delta
+        other = None
+        if self.kind == "copy":
+            other = copied_update(context, round_id)
+            if other is None:
+                return None
+        sent = self.apply_to_update(delta, round_id=round_id, other=other)
+        log.warning("round %d: simulated fault %r applied to the update", round_id, self.kind)
+        return sent

@@ -16,7 +16,7 @@ Set-up of one run (:func:`run_method`):
 * the aggregator's validation split (valuation only) is the bundled ``val`` split; final metrics
   are on the bundled ``test`` split, never seen during training or valuation;
 * faults (:class:`fedtrail.simulation.faults.SiteFault`): label noise changes a site's training
-  data, update faults change what it sends (as :mod:`fedtrail.node.daemon` applies them);
+  data, update faults change what it sends (as the node hooks of :meth:`SiteFault.hooks` do);
 * local training: :func:`fedtrail.ml.training.train_local` (FedAvg local SGD, the trainer's
   defaults: batch 32, lr 0.02, momentum 0.9), ``epochs`` per round, seeded per site and round the
   way the node daemon seeds it;

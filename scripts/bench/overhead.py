@@ -33,16 +33,14 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from fedtrail.aggregator.service import AggregatorService, AggregatorSettings  # noqa: E402
 from fedtrail.chain import connect, dev_account  # noqa: E402
-from fedtrail.ledger import Ledger  # noqa: E402
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta  # noqa: E402
 from fedtrail.ml.datasets import load_bundled, partition_dirichlet  # noqa: E402
 from fedtrail.ml.models import ModelSpec, initial_model  # noqa: E402
 from fedtrail.ml.training import TrainConfig, train_local  # noqa: E402
-from fedtrail.node.config import NodeConfig  # noqa: E402
-from fedtrail.node.daemon import SiteNode, _round_seed  # noqa: E402
+from fedtrail.node.daemon import _round_seed  # noqa: E402
 from fedtrail.protocol.weights import onchain_weights  # noqa: E402
+from fedtrail.simulation.federation import build_federation, make_sites  # noqa: E402
 from fedtrail.storage.codec import decode_model, encode_model  # noqa: E402
 from fedtrail.storage.store import IpfsStore  # noqa: E402
 from scripts.bench._daemons import daemons  # noqa: E402
@@ -97,48 +95,30 @@ def main() -> int:
 
     # ---- the same round through fedtrail on Anvil + IPFS
     with daemons() as (rpc, api):
-        w3 = connect(rpc)
-        coord = dev_account(0)
-        ledger, _ = Ledger.deploy(w3, coord)
-        store = IpfsStore(api)
-        tmp = Path(tempfile.mkdtemp())
-        nodes = []
-        for i in range(args.sites):
-            acct = dev_account(2 + i)
-            ledger.register_site(coord, acct.address, f"site-{i}")
-            nodes.append(
-                SiteNode(
-                    ledger=ledger,
-                    store=store,
-                    account=acct,
-                    folder=tmp / str(i),
-                    config=NodeConfig(training=configs[i]),
-                    train=trains[i],
-                    val=None,
-                )
-            )
-        clock = Stopwatch()
-        service = AggregatorService(
-            ledger=ledger,
-            store=store,
-            account=coord,
+        fed = build_federation(
+            w3=connect(rpc),
+            coordinator=dev_account(0),
+            sites=make_sites(
+                [dev_account(2 + i) for i in range(args.sites)],
+                trains,
+                training=TrainConfig(epochs=args.epochs),  # seeded i, as `configs`
+            ),
+            store=IpfsStore(api),
+            folder=Path(tempfile.mkdtemp()),
             validation=splits.val,
-            settings=AggregatorSettings(),
-            folder=tmp / "agg",
         )
+        ledger, store, service = fed.ledger, fed.store, fed.service
+        clock = Stopwatch()
         service._valuate = clock.wrap("valuation", service._valuate)  # type: ignore[method-assign]
         service._explanations = clock.wrap("explanations", service._explanations)  # type: ignore[method-assign]
         import fedtrail.node.daemon as daemon_mod
 
         daemon_mod.train_local = clock.wrap("training", daemon_mod.train_local)  # type: ignore[assignment]
         t1 = time.perf_counter()
-        r = service.open_next()
-        for n in nodes:
-            n.participate(r)
-        service.step()
-        service.step()
+        outcome = fed.run_round()
         t_ft = time.perf_counter() - t1
-        info = ledger.get_round(r)
+        assert outcome is not None, "the round did not close"
+        info = ledger.get_round(outcome.round)
         same_start = decode_model(store.get(info.start_cid, info.start_sha256), spec=spec)[0]
         assert encode_model(same_start, spec=spec, round=0) == encode_model(
             global_state, spec=spec, round=0

@@ -28,13 +28,14 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from fedtrail.aggregator.service import AggregatorService, AggregatorSettings  # noqa: E402
+from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
 from fedtrail.auditor.verify import verify_round  # noqa: E402
-from fedtrail.chain import connect, dev_account, fund  # noqa: E402
+from fedtrail.chain import connect, dev_account  # noqa: E402
 from fedtrail.ledger import Ledger, Phase  # noqa: E402
 from fedtrail.ml.datasets import load_bundled  # noqa: E402
 from fedtrail.ml.models import ModelSpec  # noqa: E402
 from fedtrail.ml.training import TrainConfig, train_local  # noqa: E402
+from fedtrail.simulation.federation import SiteSetup, build_federation  # noqa: E402
 from fedtrail.storage.codec import decode_model, encode_update  # noqa: E402
 from fedtrail.storage.store import IpfsStore  # noqa: E402
 from scripts.bench._daemons import daemons  # noqa: E402
@@ -53,25 +54,22 @@ def round_gas(ledger: Ledger, first_block: int) -> int:
 
 def one_scale(rpc: str, api: str, n_sites: int) -> dict[str, float | int]:
     w3 = connect(rpc)
-    coord = dev_account(0)
-    ledger, _ = Ledger.deploy(w3, coord)
-    store = IpfsStore(api)
     sites = [dev_account(1000 + i) for i in range(n_sites)]
-    for i, s in enumerate(sites):
-        fund(w3, coord, s.address, 10**18)
-        ledger.register_site(coord, s.address, f"site-{i:03d}")
     splits = load_bundled()
     spec = ModelSpec()
-    service = AggregatorService(
-        ledger=ledger,
-        store=store,
-        account=coord,
+    fed = build_federation(  # sites without data: they submit by hand below
+        w3=w3,
+        coordinator=dev_account(0),
+        sites=[SiteSetup(account=s, name=f"site-{i:03d}") for i, s in enumerate(sites)],
+        fund_wei=10**18,
+        store=IpfsStore(api),
+        folder=Path(tempfile.mkdtemp()),
         validation=splits.val,
         settings=AggregatorSettings(
             valuation="shapley" if n_sites <= 10 else "mc_shapley", explain_method=None
         ),
-        folder=Path(tempfile.mkdtemp()),
     )
+    ledger, store, service = fed.ledger, fed.store, fed.service
     first_block = w3.eth.block_number + 1
     r = service.open_next()
     info = ledger.get_round(r)

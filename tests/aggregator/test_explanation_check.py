@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
+from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.shortcuts import add_marker
 from fedtrail.ml.training import TrainConfig
-from fedtrail.node.config import NodeConfig
-from fedtrail.node.daemon import SiteNode
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.simulation.federation import build_federation, make_sites
 from fedtrail.storage.store import LocalStore
 from tests.fixtures.chain import ChainEnv
 
@@ -23,41 +22,24 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.mark.slow
 def test_shortcut_site_is_flagged_and_scored_zero(embedded: ChainEnv, tmp_path: Path) -> None:
-    ledger = embedded.deploy()
-    store = LocalStore(tmp_path / "store")
     splits = load_bundled()
     parts = partition_iid(splits.train.labels, 5, seed=0)
-    nodes = []
-    for i, acct in enumerate(embedded.sites[:4]):
-        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}")
-        train = splits.train.subset(parts[i])
-        if i == 3:
-            train = add_marker(train, label=1)  # the burned-in tag marks every pneumonia image
-        nodes.append(
-            SiteNode(
-                ledger=ledger,
-                store=store,
-                account=acct,
-                folder=tmp_path / f"n{i}",
-                config=NodeConfig(name=f"s{i}", training=TrainConfig(epochs=3, seed=i)),
-                train=train,
-                val=None,
-            )
-        )
-    service = AggregatorService(
-        ledger=ledger,
-        store=store,
-        account=embedded.aggregator,
+    trains = [splits.train.subset(parts[i]) for i in range(4)]
+    trains[3] = add_marker(trains[3], label=1)  # the burned-in tag marks every pneumonia image
+    fed = build_federation(
+        w3=embedded.w3,
+        coordinator=embedded.coordinator,
+        aggregator=embedded.aggregator,
+        sites=make_sites(embedded.sites[:4], trains, training=TrainConfig(epochs=3)),
+        store=LocalStore(tmp_path / "store"),
+        folder=tmp_path,
         validation=splits.val,
         settings=AggregatorSettings(explanation_check=True, explain_method=None),
-        folder=tmp_path / "agg",
     )
-    r = service.open_next()
-    for n in nodes:
-        n.participate(r)
-    service.step()
-    outcome = service.step()
+    ledger, store = fed.ledger, fed.store
+    outcome = fed.run_round()
     assert outcome is not None and outcome.phase == Phase.FINALIZED
+    r = outcome.round
     subs = {s.site: s for s in ledger.get_submissions(r)}
     shortcut = subs[embedded.sites[3].address]
     assert (shortcut.score, shortcut.reason) == (0, Reason.EXPLANATION_SHIFT)

@@ -19,17 +19,16 @@ from eth_account.signers.local import LocalAccount
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
 from fedtrail.auditor.verify import verify_all
 from fedtrail.chain import connect, dev_account
-from fedtrail.ledger import Ledger, Submission
+from fedtrail.ledger import Submission
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.metrics import Metrics
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainConfig
-from fedtrail.node.config import NodeConfig
-from fedtrail.node.daemon import SiteNode
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.roundlog import HeatmapRef, ModelExplanations, RoundLog
 from fedtrail.simulation.faults import SiteFault
+from fedtrail.simulation.federation import Federation, SiteSetup, build_federation, make_sites
 from fedtrail.storage.store import ContentStore, IpfsStore, LocalStore
 from fedtrail.valuation.base import Candidate
 from tests.fixtures.chain import ChainEnv
@@ -40,61 +39,44 @@ FEDTRAIL = Path(sys.executable).parent / "fedtrail"
 GOLDEN = Path(__file__).parents[1] / "fedtrail" / "protocol" / "data" / "round-log-built.json"
 
 
-def _nodes(
-    ledger: Ledger,
-    coordinator: LocalAccount,
+def _federation(
     store: ContentStore,
     accounts: list[LocalAccount],
-    tmp: Path,
     faults: list[SiteFault],
-) -> list[SiteNode]:
+    tmp: Path,
+    *,
+    by_hand: tuple[tuple[LocalAccount, str], ...] = (),
+    **chain: Any,
+) -> Federation:
+    """Sites ``site-<i>`` training with their faults, then the sites in ``by_hand`` (no node)."""
     splits = load_bundled()
     parts = partition_iid(splits.train.labels, 8, seed=1)
-    nodes = []
-    for i, (acct, fault) in enumerate(zip(accounts, faults, strict=True)):
-        ledger.register_site(coordinator, acct.address, f"site-{i}")
-        cfg = NodeConfig(name=f"site-{i}", training=TrainConfig(epochs=2, seed=i), fault=fault)
-        nodes.append(
-            SiteNode(
-                ledger=ledger,
-                store=store,
-                account=acct,
-                config=cfg,
-                folder=tmp / f"node-{i}",
-                train=splits.train.subset(parts[i]),
-                val=None,
-            )
-        )
-    return nodes
+    trains = [splits.train.subset(parts[i]) for i in range(len(accounts))]
+    sites = make_sites(accounts, trains, training=TrainConfig(epochs=2), faults=faults)
+    sites += [SiteSetup(account=acct, name=name) for acct, name in by_hand]
+    return build_federation(sites=sites, store=store, folder=tmp, validation=splits.val, **chain)
 
 
 def test_full_round_scores_bad_updates_zero_with_the_right_reason(
     embedded: ChainEnv, tmp_path: Path
 ) -> None:
-    ledger = embedded.deploy()
     store = LocalStore(tmp_path / "store")
     honest = [SiteFault()] * 3
-    nodes = _nodes(
-        ledger,
-        embedded.coordinator,
+    tamperer, garbler = embedded.sites[4], embedded.sites[5]
+    fed = _federation(
         store,
         embedded.sites[:4],
-        tmp_path,
         [*honest, SiteFault(kind="sign_flip")],
-    )
-    tamperer, garbler = embedded.sites[4], embedded.sites[5]
-    for acct, name in ((tamperer, "tamperer"), (garbler, "garbler")):
-        ledger.register_site(embedded.coordinator, acct.address, name)
-    service = AggregatorService(
-        ledger=ledger,
-        store=store,
-        account=embedded.aggregator,
-        validation=load_bundled().val,
+        tmp_path,
+        by_hand=((tamperer, "tamperer"), (garbler, "garbler")),
+        w3=embedded.w3,
+        coordinator=embedded.coordinator,
+        aggregator=embedded.aggregator,
         settings=AggregatorSettings(seed=3),
-        folder=tmp_path / "agg",
     )
+    ledger, service = fed.ledger, fed.service
     r = service.open_next()
-    for n in nodes:
+    for n in fed.nodes:
         n.participate(r)
     # a site whose stored bytes do not match the hash it recorded (tampered after the fact)
     good = store.put(b"the bytes that were promised")
@@ -143,26 +125,20 @@ def test_full_round_scores_bad_updates_zero_with_the_right_reason(
 def test_crash_between_valuation_and_finalize_resumes_once(
     anvil_url: str, ipfs_api: str, tmp_path: Path
 ) -> None:
-    w3 = connect(anvil_url)
-    coord = dev_account(0)
-    ledger, _ = Ledger.deploy(w3, coord)
     store = IpfsStore(ipfs_api)
-    nodes = _nodes(
-        ledger, coord, store, [dev_account(i) for i in (2, 3, 4)], tmp_path, [SiteFault()] * 3
+    fed = _federation(
+        store,
+        [dev_account(i) for i in (2, 3, 4)],
+        [SiteFault()] * 3,
+        tmp_path,
+        w3=connect(anvil_url),
+        coordinator=dev_account(0),
     )
-    service = AggregatorService(
-        ledger=ledger,
-        store=store,
-        account=coord,
-        validation=load_bundled().val,
-        settings=AggregatorSettings(),
-        folder=tmp_path / "agg",
-    )
-    r = service.open_next()
-    for n in nodes:
+    ledger = fed.ledger
+    r = fed.service.open_next()
+    for n in fed.nodes:
         n.participate(r)
     args = [
-        str(FEDTRAIL),
         "aggregator",
         "run",
         "--rpc-url",
@@ -180,14 +156,13 @@ def test_crash_between_valuation_and_finalize_resumes_once(
         "--threads",
         "1",
         "--folder",
-        str(tmp_path / "agg"),
+        str(fed.service.folder),
     ]
-    env = {**os.environ, "FEDTRAIL_AGGREGATOR_CRASH_AT": "valued"}
-    crashed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    launcher = [sys.executable, "-m", "fedtrail.simulation.crash", "valued", "--"]
+    crashed = subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=300)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     assert ledger.get_round(r).phase == Phase.VALUED
-    env.pop("FEDTRAIL_AGGREGATOR_CRASH_AT")
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([str(FEDTRAIL), *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert ledger.get_round(r).phase == Phase.FINALIZED
     assert len(ledger.events("RoundValued", argument_filters={"round": r})) == 1

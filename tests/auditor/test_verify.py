@@ -24,9 +24,8 @@ from fedtrail.cli import cli
 from fedtrail.ledger import Ledger
 from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.training import TrainConfig
-from fedtrail.node.config import NodeConfig
-from fedtrail.node.daemon import SiteNode
 from fedtrail.protocol.roundlog import RoundLog
+from fedtrail.simulation.federation import build_federation, make_sites
 from fedtrail.storage.store import ContentStore, IpfsStore, LocalStore
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -42,35 +41,23 @@ def federation(
 ) -> AggregatorService:
     splits = load_bundled()
     parts = partition_iid(splits.train.labels, 10, seed=0)
-    nodes = []
-    for i, acct in enumerate(sites):
-        ledger.register_site(coordinator, acct.address, f"hospital-{i}")
-        nodes.append(
-            SiteNode(
-                ledger=ledger,
-                store=store,
-                account=acct,
-                folder=tmp / f"n{i}",
-                config=NodeConfig(name=f"h{i}", training=TrainConfig(epochs=1, seed=i)),
-                train=splits.train.subset(parts[i]),
-                val=None,
-            )
-        )
-    service = AggregatorService(
+    fed = build_federation(
         ledger=ledger,
+        coordinator=coordinator,
+        sites=make_sites(
+            sites,
+            [splits.train.subset(parts[i]) for i in range(len(sites))],
+            names=[f"hospital-{i}" for i in range(len(sites))],
+            training=TrainConfig(epochs=1),
+        ),
         store=store,
-        account=coordinator,
+        folder=tmp,
         validation=splits.val,
         settings=AggregatorSettings(valuation="loo"),
-        folder=tmp / "agg",
     )
     for _ in range(rounds):
-        r = service.open_next()
-        for n in nodes:
-            n.participate(r)
-        service.step()
-        service.step()
-    return service
+        fed.run_round()
+    return fed.service
 
 
 @pytest.fixture

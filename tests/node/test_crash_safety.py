@@ -1,5 +1,6 @@
 """Crash safety of `fedtrail node run` against real Anvil + IPFS: the daemon is a subprocess,
-SIGKILLed at a named point (test-only fault injection), then restarted."""
+SIGKILLed right after a named step by the simulation's launcher
+(`python -m fedtrail.simulation.crash STEP -- node run ...`), then restarted as it is."""
 
 from __future__ import annotations
 
@@ -68,13 +69,13 @@ def _setup(anvil_url: str, ipfs_api: str, tmp: Path) -> tuple[Ledger, Path, str,
 
 
 def _run(folder: Path, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **PASS}
-    env.pop("FEDTRAIL_NODE_CRASH_AT", None)
-    if crash_at:
-        env["FEDTRAIL_NODE_CRASH_AT"] = crash_at
+    launcher = [sys.executable, "-m", "fedtrail.simulation.crash", crash_at, "--"]
     return subprocess.run(
-        [str(FEDTRAIL), "node", "run", str(folder), "--once", "--threads", "1"],
-        env=env,
+        [
+            *(launcher if crash_at else [str(FEDTRAIL)]),
+            *("node", "run", str(folder), "--once", "--threads", "1"),
+        ],
+        env={**os.environ, **PASS},
         capture_output=True,
         text=True,
         timeout=300,
@@ -103,6 +104,7 @@ def test_killed_after_storing_before_the_transaction_then_restarted(
     ledger, folder, address, r = _setup(anvil_url, ipfs_api, tmp_path)
     crashed = _run(folder, crash_at="stored")
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert "simulated crash: SIGKILL after step 'stored'" in crashed.stderr
     stored = _local(folder, r)
     assert stored["phase"] == "stored"
     assert ledger.get_submission(r, address) is None

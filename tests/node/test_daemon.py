@@ -1,13 +1,16 @@
-"""The site daemon on the embedded chain and local store: a full round with two sites, and
-resuming from every persisted step without double submission."""
+"""The site daemon on the embedded chain and local store: a full round with two sites, resuming
+from every persisted step without double submission, and the hooks a caller may give it."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import torch
 
 from fedtrail.chain import block_timestamp
 from fedtrail.errors import TransactionFailed
@@ -15,9 +18,17 @@ from fedtrail.ledger import Valuation
 from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.ml.training import TrainConfig
-from fedtrail.node.config import NodeConfig
-from fedtrail.node.daemon import RESIDUAL_NAME, NodeNotRegistered, NodeState, SiteNode
+from fedtrail.node.daemon import (
+    RESIDUAL_NAME,
+    STEPS,
+    NodeHooks,
+    NodeNotRegistered,
+    NodeState,
+    SiteNode,
+    UpdateContext,
+)
 from fedtrail.protocol.codes import Phase
+from fedtrail.simulation.federation import build_federation, make_sites
 from fedtrail.storage.codec import decode_update, encode_model
 from fedtrail.storage.store import LocalStore
 from tests.fixtures.chain import ChainEnv
@@ -32,15 +43,26 @@ class World:
 
     def __init__(self, env: ChainEnv, tmp: Path) -> None:
         self.env = env
-        self.ledger = env.deploy()
-        self.store = LocalStore(tmp / "store")
         self.tmp = tmp
         splits = load_bundled()
         parts = partition_iid(splits.train.labels, 8, seed=0)
         self.train = [splits.train.subset(p) for p in parts[:2]]
-        self.val = splits.val
-        for i, site in enumerate(env.sites[:2]):
-            self.ledger.register_site(env.coordinator, site.address, f"site-{i}")
+        self.fed = build_federation(
+            w3=env.w3,
+            coordinator=env.coordinator,
+            aggregator=env.aggregator,
+            sites=make_sites(
+                env.sites[:2],
+                self.train,
+                training=TrainConfig(epochs=1),
+                val=splits.val,
+                poll_interval=0.05,
+            ),
+            store=LocalStore(tmp / "store"),
+            folder=tmp,
+            validation=splits.val,
+        )
+        self.ledger, self.store = self.fed.ledger, self.fed.store
         blob = encode_model(initial_model(SPEC, 0).state_dict(), spec=SPEC, round=0)
         self.global_blob = blob
         cid = self.store.put(blob)
@@ -48,19 +70,12 @@ class World:
             env.aggregator, cid, hashlib.sha256(blob).hexdigest(), block_timestamp(env.w3) + 3600
         )
 
-    def node(self, i: int, **config: object) -> SiteNode:
-        cfg = NodeConfig(
-            name=f"site-{i}", poll_interval=0.05, training=TrainConfig(epochs=1, seed=i), **config
-        )  # type: ignore[arg-type]
-        return SiteNode(
-            ledger=self.ledger,
-            store=self.store,
-            account=self.env.sites[i],
-            config=cfg,
-            folder=self.tmp / f"node-{i}",
-            train=self.train[i],
-            val=self.val,
-        )
+    def node(self, i: int, hooks: NodeHooks | None = None, **config: object) -> SiteNode:
+        """A fresh node of site ``i`` (as after a restart)."""
+        return self.fed.node(i, hooks=hooks, **config)
+
+    def folder(self, i: int) -> Path:
+        return self.tmp / "nodes" / f"site-{i}"
 
 
 @pytest.fixture
@@ -107,7 +122,7 @@ def test_one_full_round_with_two_sites(world: World) -> None:
         log_sha256=hashlib.sha256(b"log").hexdigest(),
     )
     assert world.ledger.get_round(world.round).phase == Phase.FINALIZED
-    state = NodeState.load(world.tmp / "node-0" / "state.json")
+    state = NodeState.load(world.folder(0) / "state.json")
     assert state.rounds[world.round].phase == "submitted"
     assert state.rounds[world.round].val_auc is not None
 
@@ -124,7 +139,7 @@ def test_a_crash_between_store_and_submit_resumes_with_the_same_bytes(
     with pytest.raises(TransactionFailed):
         node.participate(world.round)
     monkeypatch.undo()
-    stored = NodeState.load(world.tmp / "node-0" / "state.json").rounds[world.round]
+    stored = NodeState.load(world.folder(0) / "state.json").rounds[world.round]
     assert (
         stored.phase == "stored" and world.ledger.get_submission(world.round, node.address) is None
     )
@@ -140,7 +155,7 @@ def test_a_crash_between_store_and_submit_resumes_with_the_same_bytes(
 
 def test_a_node_whose_state_was_lost_never_submits_twice(world: World) -> None:
     world.node(0).run(once=True)
-    (world.tmp / "node-0" / "state.json").unlink()
+    (world.folder(0) / "state.json").unlink()
     record = world.node(0).participate(world.round)
     assert record is not None and record.phase == "submitted"
     assert world.ledger.get_round(world.round).submission_count == 1
@@ -152,8 +167,8 @@ def test_compressed_updates_keep_the_error_feedback_residual(world: World) -> No
     node = world.node(0, compression=Compression(method="topk8", fraction=0.05))
     record = node.participate(world.round)
     assert record is not None and record.phase == "submitted"
-    assert (world.tmp / "node-0" / RESIDUAL_NAME).exists()
-    assert not list((world.tmp / "node-0" / "pending").iterdir())
+    assert (world.folder(0) / RESIDUAL_NAME).exists()
+    assert not list((world.folder(0) / "pending").iterdir())
     blob = world.store.get(record.cid, record.sha256)
     assert len(blob) < 0.1 * len(world.global_blob)
 
@@ -169,7 +184,7 @@ def test_stop_event_abandons_training_cleanly(world: World) -> None:
     node.stop_event.set()
     assert node.participate(world.round) is None
     assert world.ledger.get_round(world.round).submission_count == 0
-    assert world.round not in NodeState.load(world.tmp / "node-0" / "state.json").rounds
+    assert world.round not in NodeState.load(world.folder(0) / "state.json").rounds
 
 
 def test_daemon_thread_stops_on_request(world: World) -> None:
@@ -184,3 +199,59 @@ def test_daemon_thread_stops_on_request(world: World) -> None:
     node.stop_event.set()
     t.join(timeout=10)
     assert not t.is_alive()
+
+
+def test_hooks_see_every_step_and_replace_the_update(world: World) -> None:
+    steps: list[str] = []
+    contexts: list[tuple[int, UpdateContext]] = []
+
+    def zero(delta: dict[str, torch.Tensor], round_id: int, ctx: UpdateContext) -> Any:
+        contexts.append((round_id, ctx))
+        return {k: torch.zeros_like(v) for k, v in delta.items()}
+
+    node = world.node(0, hooks=NodeHooks(transform_update=zero, at_step=steps.append))
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "submitted"
+    assert steps == list(STEPS) == ["stored", "submitted"]
+    ((round_id, ctx),) = contexts
+    assert round_id == world.round and ctx.address == node.address and ctx.ledger is world.ledger
+    delta, _ = decode_update(world.store.get(record.cid, record.sha256), spec=SPEC)
+    assert all(not t.any() for t in delta.values())
+    # a restart after the submission finds it on chain: no step runs again
+    assert world.node(0, hooks=NodeHooks(at_step=steps.append)).participate(world.round)
+    assert steps == ["stored", "submitted"]
+
+
+def test_an_update_hook_that_returns_none_sends_nothing(world: World) -> None:
+    node = world.node(0, hooks=NodeHooks(transform_update=lambda d, r, c: None))
+    assert node.participate(world.round) is None
+    assert world.ledger.get_round(world.round).submission_count == 0
+    assert not list((world.folder(0) / "pending").iterdir())
+
+
+def test_the_train_hook_chooses_the_training_data(world: World) -> None:
+    seen: list[int] = []
+
+    def half(ds: Any) -> Any:
+        seen.append(len(ds))
+        return ds.subset(np.arange(len(ds) // 2))
+
+    node = world.node(0, hooks=NodeHooks(transform_train=half))
+    assert seen == [len(world.train[0])] and len(node.train) == len(world.train[0]) // 2
+    record = node.participate(world.round)
+    assert record is not None and record.num_samples == len(world.train[0]) // 2
+
+
+def test_a_stored_update_is_pinned_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    pins: list[str] = []
+    real_pin = world.store.pin
+
+    def counted(cid: str) -> None:
+        pins.append(cid)
+        real_pin(cid)
+
+    monkeypatch.setattr(world.store, "pin", counted)
+    record = world.node(0).participate(world.round)
+    assert record is not None and record.phase == "submitted"
+    updates = [c for c in pins if c == record.cid]
+    assert updates == [record.cid]  # by the store's put, not again by the node

@@ -4,6 +4,7 @@ testnet (3 site daemons + the aggregator as processes, real Anvil + IPFS)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def test_testnet_script_with_three_sites_and_two_rounds(tmp_path: Path) -> None:
         env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "PASS: 20 checks over 2 round(s)" in proc.stdout
+    assert re.search(r"PASS: \d+ checks over 2 round\(s\)", proc.stdout), proc.stdout[-3000:]
     logs = tmp_path / "testnet" / "logs"
     assert {p.name for p in logs.iterdir()} >= {"hospital-A.log", "aggregator.log", "ipfs.log"}
     assert "submitted in tx" in (logs / "hospital-A.log").read_text()

@@ -1,0 +1,204 @@
+"""The federation builder: it deploys, registers and wires the production roles, validates its
+inputs, turns each site's fault into node hooks, and runs a round that an auditor verifies."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedtrail.aggregator.service import AggregatorSettings
+from fedtrail.auditor.verify import verify_all
+from fedtrail.chain import block_timestamp
+from fedtrail.errors import ConfigError
+from fedtrail.ml.datasets import ImageDataset, load_bundled
+from fedtrail.ml.models import ModelSpec
+from fedtrail.ml.training import TrainConfig
+from fedtrail.node.config import NodeConfig
+from fedtrail.node.daemon import UpdateContext
+from fedtrail.protocol.codes import Phase
+from fedtrail.simulation.faults import SiteFault, copied_update, sign_flip
+from fedtrail.simulation.federation import Federation, SiteSetup, build_federation
+from fedtrail.storage.codec import Compression, decode_update
+from fedtrail.storage.store import LocalStore
+from tests.fixtures.chain import ChainEnv
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SPEC = ModelSpec()
+
+
+def _small(n: int, offset: int) -> ImageDataset:
+    train = load_bundled().train
+    return train.subset(np.arange(offset, offset + n))
+
+
+def _build(env: ChainEnv, tmp: Path, sites: list[SiteSetup], **kwargs: object) -> Federation:
+    return build_federation(
+        w3=env.w3,
+        coordinator=env.coordinator,
+        aggregator=env.aggregator,
+        sites=sites,
+        store=LocalStore(tmp / "store"),
+        folder=tmp,
+        validation=load_bundled().val,
+        settings=AggregatorSettings(valuation="loo", explain_method=None),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def _site(env: ChainEnv, i: int, **kwargs: object) -> SiteSetup:
+    cfg = NodeConfig(poll_interval=0.05, training=TrainConfig(epochs=1, seed=i))
+    return SiteSetup(
+        account=env.sites[i],
+        name=f"site-{i}",
+        train=_small(120, 150 * i),
+        config=cfg,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_it_registers_the_sites_and_builds_their_nodes_and_the_service(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    bare = SiteSetup(account=embedded.sites[2], name="by-hand")
+    fed = _build(embedded, tmp_path, [_site(embedded, 0), _site(embedded, 1), bare])
+    assert fed.deployment is not None and fed.deployment.address == fed.ledger.address
+    assert fed.ledger.aggregator() == embedded.aggregator.address
+    assert [s.name for s in fed.ledger.get_sites()] == ["site-0", "site-1", "by-hand"]
+    assert [n.address for n in fed.nodes] == [s.address for s in embedded.sites[:2]]
+    assert [n.config.name for n in fed.nodes] == ["site-0", "site-1"]
+    assert fed.nodes[1].folder == tmp_path / "nodes" / "site-1"
+    assert fed.service.account is embedded.aggregator
+    assert fed.service.folder == tmp_path / "aggregator"
+    restarted = fed.node(0, compression=Compression(method="topk8"))
+    assert restarted is not fed.nodes[0] and restarted.folder == fed.nodes[0].folder
+    assert restarted.config.compression.method == "topk8"
+    with pytest.raises(ConfigError, match="no training data"):
+        fed.node(2)
+
+
+def test_it_takes_a_deployed_ledger_and_checks_its_aggregator(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    ledger = embedded.deploy()
+    common = {
+        "ledger": ledger,
+        "coordinator": embedded.coordinator,
+        "sites": [_site(embedded, 0)],
+        "store": LocalStore(tmp_path / "store"),
+        "folder": tmp_path,
+        "validation": load_bundled().val,
+    }
+    with pytest.raises(ConfigError, match="is not the aggregator"):
+        build_federation(**common)  # type: ignore[arg-type]
+    fed = build_federation(aggregator=embedded.aggregator, **common)  # type: ignore[arg-type]
+    assert fed.ledger is ledger and fed.deployment is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"w3": None}, "exactly one of w3"),
+        ({"ledger": "set"}, "exactly one of w3"),
+        ({"sites": []}, "at least one site"),
+        ({"sites": "same name"}, r"share a name: \['site-0'\]"),
+        ({"sites": "same account"}, "share a account"),
+        ({"fund_wei": -1}, "fund_wei"),
+    ],
+)
+def test_it_refuses_an_inconsistent_set_up(
+    embedded: ChainEnv, tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    a, b = _site(embedded, 0), _site(embedded, 1)
+    kwargs: dict[str, object] = {
+        "w3": embedded.w3,
+        "coordinator": embedded.coordinator,
+        "sites": [a, b],
+        "store": LocalStore(tmp_path / "store"),
+        "folder": tmp_path,
+        "validation": load_bundled().val,
+    }
+    kwargs.update(change)
+    if change.get("ledger") == "set":
+        kwargs["ledger"] = embedded.deploy()
+    if change.get("sites") == "same name":
+        kwargs["sites"] = [a, replace(b, name="site-0")]
+    if change.get("sites") == "same account":
+        kwargs["sites"] = [a, replace(b, account=a.account)]
+    with pytest.raises(ConfigError, match=message):
+        build_federation(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_site_without_data_cannot_carry_a_fault() -> None:
+    with pytest.raises(ConfigError, match="no training data"):
+        SiteSetup(account=object(), name="x", fault=SiteFault(kind="sign_flip"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="needs a name"):
+        SiteSetup(account=object(), name="")  # type: ignore[arg-type]
+
+
+def test_a_round_with_faulty_sites_closes_and_verifies(embedded: ChainEnv, tmp_path: Path) -> None:
+    noisy = SiteFault(kind="label_noise", rate=0.5, seed=3)
+    sites = [
+        _site(embedded, 0),
+        _site(embedded, 1, fault=noisy),
+        _site(embedded, 2, fault=SiteFault(kind="sign_flip")),
+    ]
+    fed = _build(embedded, tmp_path, sites)
+    given = sites[1].train
+    assert given is not None
+    assert np.array_equal(fed.nodes[1].train.labels, noisy.apply_to_data(given).labels)
+    assert fed.nodes[0].train is sites[0].train
+    outcome = fed.run_round()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    subs = {s.site: s for s in fed.ledger.get_submissions(outcome.round)}
+    assert subs[embedded.sites[2].address].score == 0  # the sign-flipper
+    assert all(a.passed for a in verify_all(fed.ledger, fed.store))
+
+
+def test_sign_flip_hooks_send_the_flipped_update(embedded: ChainEnv, tmp_path: Path) -> None:
+    fed = _build(embedded, tmp_path, [_site(embedded, 0), _site(embedded, 1)])
+    r = fed.service.open_next()
+    honest = fed.nodes[0].participate(r)
+    # site 1 restarted with site 0's data, seed and a sign-flip: it must send -delta of site 0
+    twin = replace(fed.sites[1], train=fed.sites[0].train, config=fed.sites[0].config)
+    fed2 = replace(fed, sites=(fed.sites[0], replace(twin, fault=SiteFault(kind="sign_flip"))))
+    flipped = fed2.node(1).participate(r)
+    assert honest is not None and flipped is not None
+    d0, _ = decode_update(fed.store.get(honest.cid, honest.sha256), spec=SPEC)
+    d1, _ = decode_update(fed.store.get(flipped.cid, flipped.sha256), spec=SPEC)
+    assert all(torch.equal(d1[k], sign_flip(d0)[k]) for k in d0)
+
+
+def test_a_copying_site_sends_another_sites_update(embedded: ChainEnv, tmp_path: Path) -> None:
+    copier = SiteFault(kind="copy", std=1e-6, seed=1)
+    fed = _build(embedded, tmp_path, [_site(embedded, 0), _site(embedded, 1, fault=copier)])
+    r = fed.service.open_next()
+    original = fed.nodes[0].participate(r)
+    copy = fed.nodes[1].participate(r)
+    assert original is not None and copy is not None and copy.phase == "submitted"
+    d0, _ = decode_update(fed.store.get(original.cid, original.sha256), spec=SPEC)
+    d1, _ = decode_update(fed.store.get(copy.cid, copy.sha256), spec=SPEC)
+    assert copy.sha256 != original.sha256
+    assert all(torch.allclose(d0[k], d1[k], atol=1e-4) for k in d0)
+
+
+def test_a_copying_site_that_is_stopped_copies_nothing(embedded: ChainEnv, tmp_path: Path) -> None:
+    fed = _build(embedded, tmp_path, [_site(embedded, 0)])
+    r = fed.service.open_next()
+    stop = threading.Event()
+    stop.set()
+    context = UpdateContext(
+        ledger=fed.ledger,
+        store=fed.store,
+        address=fed.nodes[0].address,
+        spec=SPEC,
+        poll_interval=0.01,
+        stop_event=stop,
+    )
+    assert fed.ledger.get_round(r).deadline > block_timestamp(fed.ledger.w3)
+    assert copied_update(context, r) is None
