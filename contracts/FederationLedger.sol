@@ -2,14 +2,24 @@
 pragma solidity 0.8.28;
 
 /// @title FederationLedger
-/// @notice The audit trail of a federated-learning federation: which sites may contribute, which
-/// model each round starts from, which update every site submitted (content hash + sample count),
-/// how the aggregator valued each update, and which global model and explanation log closed the
-/// round. Weights are computed here, from the valuation, so that no aggregator can aggregate with
+/// @notice The audit trail of a federated-learning federation: which sites may contribute (and
+/// how many samples each may claim), which model and which terms each round starts from, which
+/// update every site committed to and then revealed (content hash + sample count), how the
+/// aggregator valued each update, and which global model and explanation log closed the round.
+/// Weights are computed here, from the valuation, so that no aggregator can aggregate with
 /// weights that are not public.
-/// @dev CIDs live in event data only (`RoundOpened`, `UpdateSubmitted`, `RoundFinalized`): storing
-/// them would double the cost of a submission. Every content sha256 is in storage, so a CID read
-/// from an event is checked against state.
+/// @dev Submissions are commit-then-reveal, bound to the sender: before `commitDeadline` a site
+/// posts `keccak256(abi.encode(site, round, updateSha256, numSamples))`; after it, the site
+/// reveals CID, sha256 and sample count, which must open its own commitment. Nothing can be
+/// copied before the commit window closes, and a copied reveal cannot open anyone else's
+/// commitment. Commit order is the chain order of `UpdateCommitted` events (block number, log
+/// index); it is not stored, to keep a submission within its gas budget.
+///
+/// CIDs live in event data only (`RoundOpened`, `UpdateSubmitted`, `RoundFinalized`). Every
+/// content sha256 is in storage, so a CID read from an event is checked against state. The
+/// sample count revealed in the open round waits in the site's own storage slot (already read
+/// and written by the reveal) and moves to the submission when the round is valued or
+/// cancelled: one fresh storage slot per submission instead of two.
 contract FederationLedger {
     // ------------------------------------------------------------------ types
 
@@ -22,55 +32,87 @@ contract FederationLedger {
         Cancelled
     }
 
+    /// @notice Why an update got its score. A score is positive exactly when the reason is Ok.
+    /// `NotRevealed` names a commitment that was never revealed; such a site is not valued on
+    /// chain (recordValuation lists revealed updates only), so the code is never posted here.
+    enum Reason {
+        Ok,
+        LowGain,
+        OutlierDirection,
+        OutlierNorm,
+        Tampered,
+        Malformed,
+        Duplicate,
+        Late,
+        ExplanationShift,
+        LowQuality,
+        FreeRider,
+        ImplausibleSamples,
+        NotRevealed
+    }
+
+    /// @dev One storage slot: everything commit, reveal and the valuation checks read.
     struct Round {
-        uint64 deadline;
-        uint64 openedAt;
-        uint32 submissionCount;
         Phase phase;
+        uint64 commitDeadline;
+        uint64 revealDeadline;
+        uint32 activeAtOpen;
+        uint32 revealCount;
+        uint48 openedAt;
         bytes32 startSha256;
+        bytes32 termsSha256;
         bytes32 globalSha256;
         bytes32 logSha256;
     }
 
+    /// @dev Slot 0 is read by every commit and reveal; the reveal writes its pending fields.
     struct Site {
         bool registered;
-        bool known;
+        uint32 activeFrom; // the first round the site may take part in
+        uint32 pendingRound; // the round of the update revealed last (0: none)
+        uint64 maxSamples;
+        uint64 pendingSamples; // that update's sample count until the round settles
         uint32 reputation;
-        uint32 valuedRounds;
+        uint32 valuedRounds; // slot 1
+        bool known;
         string name;
     }
 
+    /// @dev `hash` holds the commitment until the reveal and the update's sha256 after it.
+    /// The second slot is written when the round is valued (or cancelled).
     struct Submission {
-        bytes32 sha256;
+        bytes32 hash;
+        uint64 numSamples;
         uint64 weight;
         uint32 score;
-        uint8 reason;
-    }
-
-    struct HashEntry {
-        address site;
-        uint64 numSamples;
+        Reason reason;
     }
 
     /// @notice A round as returned by {getRound}.
     struct RoundView {
         uint256 id;
         Phase phase;
-        uint64 deadline;
+        uint64 commitDeadline;
+        uint64 revealDeadline;
         uint64 openedAt;
-        uint32 submissionCount;
+        uint32 activeAtOpen;
+        uint32 revealCount;
         bytes32 startSha256;
+        bytes32 termsSha256;
         bytes32 globalSha256;
         bytes32 logSha256;
     }
 
-    /// @notice A submission as returned by {getSubmission} and {getSubmissions}.
+    /// @notice A submission as returned by {getSubmission} and {getSubmissions}. `sha256` and
+    /// `numSamples` are zero until revealed; `commitment` is always the committed hash.
     struct SubmissionView {
         address site;
+        bool revealed;
+        bytes32 commitment;
         bytes32 sha256;
         uint64 numSamples;
         uint32 score;
-        uint8 reason;
+        Reason reason;
         uint64 weight;
     }
 
@@ -81,6 +123,8 @@ contract FederationLedger {
         string name;
         uint32 reputation;
         uint32 valuedRounds;
+        uint64 maxSamples;
+        uint32 activeFrom;
     }
 
     // -------------------------------------------------------------- constants
@@ -92,8 +136,10 @@ contract FederationLedger {
 
     // ------------------------------------------------------------------ state
 
-    address private immutable _coordinator;
     uint32 private immutable _reputationAlpha;
+    uint64 private immutable _minRoundWindow;
+    address private _coordinator;
+    address private _pendingCoordinator;
     address private _aggregator;
     uint256 private _currentRound;
     uint256 private _lastFinalizedRound;
@@ -102,19 +148,39 @@ contract FederationLedger {
     mapping(address => Site) private _sites;
     mapping(uint256 => Round) private _rounds;
     mapping(uint256 => mapping(address => Submission)) private _submissions;
-    mapping(uint256 => mapping(bytes32 => HashEntry)) private _byHash;
 
     // ----------------------------------------------------------------- events
 
-    /// @notice A site was allowed to submit updates.
-    event SiteRegistered(address indexed site, string name);
-    /// @notice A site may no longer submit updates; its history stays readable.
+    /// @notice A site was allowed to take part in rounds opened from now on.
+    event SiteRegistered(address indexed site, string name, uint64 maxSamples);
+    /// @notice A site may no longer commit or reveal; its history stays readable.
     event SiteRemoved(address indexed site);
+    /// @notice The most samples a site may claim for one update changed.
+    event MaxSamplesSet(address indexed site, uint64 maxSamples);
     /// @notice The account allowed to open, value and finalize rounds changed.
     event AggregatorChanged(address indexed previousAggregator, address indexed newAggregator);
-    /// @notice A round opened from the given global model.
-    event RoundOpened(uint256 indexed round, string modelCid, bytes32 modelSha256, uint64 deadline);
-    /// @notice A site submitted its update for a round.
+    /// @notice The coordinator offered its role to `pendingCoordinator` (zero: offer withdrawn).
+    event CoordinatorTransferStarted(
+        address indexed coordinator, address indexed pendingCoordinator
+    );
+    /// @notice The coordinator role changed hands (from zero at deployment).
+    event CoordinatorTransferred(
+        address indexed previousCoordinator, address indexed newCoordinator
+    );
+    /// @notice A round opened from the given global model under the given terms.
+    event RoundOpened(
+        uint256 indexed round,
+        string modelCid,
+        bytes32 modelSha256,
+        string termsCid,
+        bytes32 termsSha256,
+        uint64 commitDeadline,
+        uint64 revealDeadline
+    );
+    /// @notice A site committed to its update for a round; the chain order of these events is
+    /// the commit order.
+    event UpdateCommitted(uint256 indexed round, address indexed site, bytes32 commitment);
+    /// @notice A site revealed the update it committed to.
     event UpdateSubmitted(
         uint256 indexed round, address indexed site, string cid, bytes32 sha256, uint64 numSamples
     );
@@ -123,11 +189,11 @@ contract FederationLedger {
         uint256 indexed round,
         address indexed site,
         uint32 score,
-        uint8 reason,
+        Reason reason,
         uint64 weight,
         uint32 reputation
     );
-    /// @notice All updates of a round were valued; weights are fixed.
+    /// @notice All revealed updates of a round were valued; weights are fixed.
     event RoundValued(uint256 indexed round, uint256 totalWeightBasis);
     /// @notice A round closed with its global model and explanation log.
     event RoundFinalized(
@@ -139,25 +205,35 @@ contract FederationLedger {
     // ----------------------------------------------------------------- errors
 
     error FederationLedger__NotCoordinator(address caller);
+    error FederationLedger__NotPendingCoordinator(address caller);
     error FederationLedger__NotAggregator(address caller);
     error FederationLedger__ZeroAddress();
     error FederationLedger__InvalidParameter(string what);
     error FederationLedger__SiteAlreadyRegistered(address site);
     error FederationLedger__UnknownSite(address site);
+    error FederationLedger__RegisteredAfterOpen(uint256 round, address site);
     error FederationLedger__UnknownRound(uint256 round);
     error FederationLedger__WrongPhase(uint256 round, Phase actual, Phase expected);
     error FederationLedger__PreviousRoundNotClosed(uint256 round);
     error FederationLedger__StartModelMismatch(bytes32 expected, bytes32 given);
-    error FederationLedger__DeadlineInPast(uint64 deadline, uint64 nowTimestamp);
-    error FederationLedger__DeadlinePassed(uint256 round, uint64 deadline);
-    error FederationLedger__RoundStillOpen(uint256 round, uint64 deadline);
-    error FederationLedger__AlreadySubmitted(uint256 round, address site);
-    error FederationLedger__DuplicateUpdate(uint256 round, bytes32 sha256, address firstSubmitter);
+    error FederationLedger__CommitWindowTooShort(uint64 commitDeadline, uint256 earliest);
+    error FederationLedger__RevealWindowTooShort(uint64 revealDeadline, uint256 earliest);
+    error FederationLedger__CommitClosed(uint256 round, uint64 commitDeadline);
+    error FederationLedger__RevealNotOpen(uint256 round, uint64 commitDeadline);
+    error FederationLedger__RevealClosed(uint256 round, uint64 revealDeadline);
+    error FederationLedger__RoundStillOpen(uint256 round, uint64 revealDeadline);
+    error FederationLedger__AlreadyCommitted(uint256 round, address site);
+    error FederationLedger__NotCommitted(uint256 round, address site);
+    error FederationLedger__AlreadyRevealed(uint256 round, address site);
+    error FederationLedger__CommitmentMismatch(uint256 round, address site);
+    error FederationLedger__TooManySamples(address site, uint64 numSamples, uint64 maxSamples);
     error FederationLedger__LengthMismatch(uint256 sites, uint256 scores, uint256 reasons);
     error FederationLedger__SitesNotSorted(uint256 index);
-    error FederationLedger__NotSubmitted(uint256 round, address site);
+    error FederationLedger__NotRevealed(uint256 round, address site);
     error FederationLedger__MissingScores(uint256 round, uint256 expected, uint256 given);
     error FederationLedger__ScoreOutOfRange(address site, uint32 score);
+    error FederationLedger__InvalidReason(address site, uint8 reason);
+    error FederationLedger__ScoreReasonMismatch(address site, uint32 score, uint8 reason);
     error FederationLedger__ZeroTotalWeight(uint256 round);
 
     // -------------------------------------------------------------- modifiers
@@ -177,30 +253,40 @@ contract FederationLedger {
     /// @param aggregator_ The account that runs rounds (may equal the deployer).
     /// @param reputationAlpha_ EMA factor for reputation, fixed-point in (0, SCORE_SCALE]:
     /// reputation' = (alpha * score + (SCORE_SCALE - alpha) * reputation) / SCORE_SCALE.
+    /// @param minRoundWindow_ The shortest commit window and the shortest reveal window, in
+    /// seconds, that {openRound} accepts (each window is at least one second regardless).
     ///
     /// Requirements:
     /// - `aggregator_` is not the zero address.
     /// - `reputationAlpha_` is in (0, SCORE_SCALE].
-    constructor(address aggregator_, uint32 reputationAlpha_) {
+    constructor(address aggregator_, uint32 reputationAlpha_, uint64 minRoundWindow_) {
         if (aggregator_ == address(0)) revert FederationLedger__ZeroAddress();
         if (reputationAlpha_ == 0 || reputationAlpha_ > SCORE_SCALE) {
             revert FederationLedger__InvalidParameter("reputationAlpha");
         }
-        _coordinator = msg.sender;
         _reputationAlpha = reputationAlpha_;
+        _minRoundWindow = minRoundWindow_;
+        _coordinator = msg.sender;
+        emit CoordinatorTransferred(address(0), msg.sender);
         _aggregator = aggregator_;
         emit AggregatorChanged(address(0), aggregator_);
     }
 
     // ------------------------------------------------------- coordinator role
 
-    /// @notice Allows `site` to submit updates from the next submission on.
+    /// @notice Allows `site` to take part in every round opened from now on (not in a round
+    /// already open), claiming at most `maxSamples` samples per update.
     ///
     /// Requirements:
     /// - caller is the coordinator.
     /// - `site` is not the zero address and not currently registered.
-    function registerSite(address site, string calldata name) external onlyCoordinator {
+    /// - `maxSamples` is positive.
+    function registerSite(address site, string calldata name, uint64 maxSamples)
+        external
+        onlyCoordinator
+    {
         if (site == address(0)) revert FederationLedger__ZeroAddress();
+        if (maxSamples == 0) revert FederationLedger__InvalidParameter("maxSamples");
         Site storage s = _sites[site];
         if (s.registered) revert FederationLedger__SiteAlreadyRegistered(site);
         if (!s.known) {
@@ -208,12 +294,16 @@ contract FederationLedger {
             _allSites.push(site);
         }
         s.registered = true;
+        s.activeFrom = uint32(_currentRound + 1);
+        s.maxSamples = maxSamples;
         s.name = name;
         _activeSiteCount += 1;
-        emit SiteRegistered(site, name);
+        emit SiteRegistered(site, name, maxSamples);
     }
 
-    /// @notice Revokes `site`'s right to submit. Its past submissions and reputation stay.
+    /// @notice Revokes `site`'s right to commit and reveal, in the open round too. Its past
+    /// submissions and reputation stay. The open round keeps counting it among the sites
+    /// active at open, so a removal never lets valuation start early.
     ///
     /// Requirements:
     /// - caller is the coordinator.
@@ -224,6 +314,19 @@ contract FederationLedger {
         s.registered = false;
         _activeSiteCount -= 1;
         emit SiteRemoved(site);
+    }
+
+    /// @notice Sets the most samples `site` may claim for one update, from its next reveal on.
+    ///
+    /// Requirements:
+    /// - caller is the coordinator.
+    /// - `site` is registered and `maxSamples` is positive.
+    function setMaxSamples(address site, uint64 maxSamples) external onlyCoordinator {
+        Site storage s = _sites[site];
+        if (!s.registered) revert FederationLedger__UnknownSite(site);
+        if (maxSamples == 0) revert FederationLedger__InvalidParameter("maxSamples");
+        s.maxSamples = maxSamples;
+        emit MaxSamplesSet(site, maxSamples);
     }
 
     /// @notice Hands the aggregator role to `newAggregator`.
@@ -238,22 +341,55 @@ contract FederationLedger {
         emit AggregatorChanged(previous, newAggregator);
     }
 
+    /// @notice Offers the coordinator role to `newCoordinator`, who takes it with
+    /// {acceptCoordinator}; the zero address withdraws a pending offer. Until accepted, the
+    /// current coordinator keeps the role.
+    ///
+    /// Requirements:
+    /// - caller is the coordinator.
+    function transferCoordinator(address newCoordinator) external onlyCoordinator {
+        _pendingCoordinator = newCoordinator;
+        emit CoordinatorTransferStarted(msg.sender, newCoordinator);
+    }
+
+    /// @notice Takes the coordinator role offered to the caller.
+    ///
+    /// Requirements:
+    /// - caller is the pending coordinator named by {transferCoordinator}.
+    function acceptCoordinator() external {
+        if (msg.sender != _pendingCoordinator) {
+            revert FederationLedger__NotPendingCoordinator(msg.sender);
+        }
+        address previous = _coordinator;
+        _coordinator = msg.sender;
+        _pendingCoordinator = address(0);
+        emit CoordinatorTransferred(previous, msg.sender);
+    }
+
     // -------------------------------------------------------- aggregator role
 
-    /// @notice Opens the next round, starting from the global model `modelCid` / `modelSha256`.
+    /// @notice Opens the next round, starting from the global model `modelCid` / `modelSha256`
+    /// under the terms document `termsCid` / `termsSha256` (aggregation rule, valuation
+    /// settings, validation-set hash: everything an audit replays). Sites commit until
+    /// `commitDeadline` and reveal after it until `revealDeadline`. The sites registered now
+    /// are the round's participants; their number is frozen as `activeAtOpen`.
     /// @return round The id of the new round (1 for the first).
     ///
     /// Requirements:
     /// - caller is the aggregator.
     /// - the previous round, if any, is Finalized or Cancelled.
-    /// - `modelSha256` is non-zero, `modelCid` non-empty, and after the first finalized round
+    /// - both hashes are non-zero and both CIDs non-empty; after the first finalized round
     ///   `modelSha256` equals the last finalized global model's sha256.
-    /// - `deadline` is in the future.
-    function openRound(string calldata modelCid, bytes32 modelSha256, uint64 deadline)
-        external
-        onlyAggregator
-        returns (uint256 round)
-    {
+    /// - `commitDeadline` is at least max(minRoundWindow, 1) seconds after the current block,
+    ///   and `revealDeadline` at least as long after `commitDeadline`.
+    function openRound(
+        string calldata modelCid,
+        bytes32 modelSha256,
+        string calldata termsCid,
+        bytes32 termsSha256,
+        uint64 commitDeadline,
+        uint64 revealDeadline
+    ) external onlyAggregator returns (uint256 round) {
         uint256 previous = _currentRound;
         if (previous != 0) {
             Phase p = _rounds[previous].phase;
@@ -263,6 +399,8 @@ contract FederationLedger {
         }
         if (modelSha256 == bytes32(0)) revert FederationLedger__InvalidParameter("modelSha256");
         if (bytes(modelCid).length == 0) revert FederationLedger__InvalidParameter("modelCid");
+        if (termsSha256 == bytes32(0)) revert FederationLedger__InvalidParameter("termsSha256");
+        if (bytes(termsCid).length == 0) revert FederationLedger__InvalidParameter("termsCid");
         uint256 finalized = _lastFinalizedRound;
         if (finalized != 0) {
             bytes32 expected = _rounds[finalized].globalSha256;
@@ -270,30 +408,46 @@ contract FederationLedger {
                 revert FederationLedger__StartModelMismatch(expected, modelSha256);
             }
         }
-        if (deadline <= block.timestamp) {
-            revert FederationLedger__DeadlineInPast(deadline, uint64(block.timestamp));
+        uint256 window = _minRoundWindow == 0 ? 1 : _minRoundWindow;
+        uint256 earliest = block.timestamp + window;
+        if (commitDeadline < earliest) {
+            revert FederationLedger__CommitWindowTooShort(commitDeadline, earliest);
+        }
+        earliest = uint256(commitDeadline) + window;
+        if (revealDeadline < earliest) {
+            revert FederationLedger__RevealWindowTooShort(revealDeadline, earliest);
         }
         round = previous + 1;
+        if (round > type(uint32).max) revert FederationLedger__InvalidParameter("round");
         _currentRound = round;
         Round storage r = _rounds[round];
         r.phase = Phase.Open;
-        r.deadline = deadline;
-        r.openedAt = uint64(block.timestamp);
+        r.commitDeadline = commitDeadline;
+        r.revealDeadline = revealDeadline;
+        r.activeAtOpen = _activeSiteCount;
+        r.openedAt = uint48(block.timestamp);
         r.startSha256 = modelSha256;
-        emit RoundOpened(round, modelCid, modelSha256, deadline);
+        r.termsSha256 = termsSha256;
+        emit RoundOpened(
+            round, modelCid, modelSha256, termsCid, termsSha256, commitDeadline, revealDeadline
+        );
     }
 
-    /// @notice Records one score per submitted update and fixes the weights
+    /// @notice Records one score and reason per revealed update and fixes the weights
     /// w_i = n_i * s_i / sum_j n_j * s_j as integers that sum to exactly WEIGHT_SCALE. The
     /// rounding remainder goes, one unit each, to the first sites (in address order) whose exact
     /// share had a fractional part, so every weight is within one unit of exact.
     ///
     /// Requirements:
     /// - caller is the aggregator.
-    /// - the round is Open, and its deadline passed or every registered site submitted.
-    /// - `sites` is strictly ascending, and lists exactly the sites that submitted.
-    /// - `sites`, `scores`, `reasons` have equal lengths; every score is at most SCORE_SCALE.
-    /// - at least one update has a non-zero score.
+    /// - the round is Open, and its reveal deadline passed or every site active at open
+    ///   revealed.
+    /// - `sites` is strictly ascending and lists exactly the sites that revealed (a commitment
+    ///   never revealed is not valued).
+    /// - `sites`, `scores`, `reasons` have equal lengths; every score is at most SCORE_SCALE;
+    ///   every reason is a Reason other than NotRevealed; a score is positive exactly when
+    ///   its reason is Ok.
+    /// - at least one update has a non-zero weight basis.
     function recordValuation(
         uint256 round,
         address[] calldata sites,
@@ -305,17 +459,25 @@ contract FederationLedger {
         if (scores.length != count || reasons.length != count) {
             revert FederationLedger__LengthMismatch(count, scores.length, reasons.length);
         }
-        if (block.timestamp <= r.deadline && r.submissionCount < _activeSiteCount) {
-            revert FederationLedger__RoundStillOpen(round, r.deadline);
+        if (block.timestamp <= r.revealDeadline && r.revealCount < r.activeAtOpen) {
+            revert FederationLedger__RoundStillOpen(round, r.revealDeadline);
         }
-        if (count != r.submissionCount) {
-            revert FederationLedger__MissingScores(round, r.submissionCount, count);
+        if (count != r.revealCount) {
+            revert FederationLedger__MissingScores(round, r.revealCount, count);
         }
 
-        (uint256[] memory weights, uint256 total) = _computeWeights(round, sites, scores);
+        (uint256[] memory weights, uint256[] memory samples, uint256 total) =
+            _computeWeights(round, sites, scores, reasons);
         r.phase = Phase.Valued;
         for (uint256 i = 0; i < count; ++i) {
-            _applyValuation(round, sites[i], scores[i], reasons[i], uint64(weights[i]));
+            _applyValuation(
+                round,
+                sites[i],
+                uint64(samples[i]),
+                scores[i],
+                Reason(reasons[i]),
+                uint64(weights[i])
+            );
         }
         emit RoundValued(round, total);
     }
@@ -350,56 +512,109 @@ contract FederationLedger {
     }
 
     /// @notice Abandons an open round that cannot be valued (no usable update), so the
-    /// federation can open the next round from the last finalized model.
+    /// federation can open the next round from the last finalized model. The sample counts of
+    /// its revealed updates stay readable.
     ///
     /// Requirements:
     /// - caller is the aggregator.
-    /// - the round is Open and its deadline passed.
+    /// - the round is Open and its reveal deadline passed.
     function cancelRound(uint256 round) external onlyAggregator {
         Round storage r = _openRound(round);
-        if (block.timestamp <= r.deadline) revert FederationLedger__RoundStillOpen(round, r.deadline);
+        if (block.timestamp <= r.revealDeadline) {
+            revert FederationLedger__RoundStillOpen(round, r.revealDeadline);
+        }
         r.phase = Phase.Cancelled;
+        uint256 all = _allSites.length;
+        for (uint256 i = 0; i < all; ++i) {
+            address site = _allSites[i];
+            Site storage s = _sites[site];
+            if (s.pendingRound == round) {
+                _submissions[round][site].numSamples = s.pendingSamples;
+            }
+        }
         emit RoundCancelled(round);
     }
 
     // -------------------------------------------------------------- site role
 
-    /// @notice Records the caller's update for `round`: where it is (`cid`), its content sha256
-    /// and how many local samples trained it.
+    /// @notice Commits the caller to its update for `round` without showing it:
+    /// `commitment = keccak256(abi.encode(msg.sender, round, updateSha256, numSamples))`.
     ///
     /// Requirements:
-    /// - caller is a registered site.
-    /// - the round is Open and its deadline has not passed.
-    /// - the caller has not submitted for this round.
-    /// - no other site submitted the same `updateSha256` in this round (a copied update).
-    /// - `updateSha256` non-zero, `cid` non-empty, `numSamples` positive.
-    function submitUpdate(uint256 round, string calldata cid, bytes32 updateSha256, uint64 numSamples)
-        external
-    {
-        if (!_sites[msg.sender].registered) revert FederationLedger__UnknownSite(msg.sender);
+    /// - caller is a registered site that was registered when the round opened.
+    /// - the round is Open and its commit deadline has not passed.
+    /// - the caller has not committed in this round; `commitment` is non-zero.
+    function commitUpdate(uint256 round, bytes32 commitment) external {
+        Site storage s = _sites[msg.sender];
+        if (!s.registered) revert FederationLedger__UnknownSite(msg.sender);
         Round storage r = _openRound(round);
-        if (block.timestamp > r.deadline) revert FederationLedger__DeadlinePassed(round, r.deadline);
+        if (s.activeFrom > round) revert FederationLedger__RegisteredAfterOpen(round, msg.sender);
+        if (block.timestamp > r.commitDeadline) {
+            revert FederationLedger__CommitClosed(round, r.commitDeadline);
+        }
+        if (commitment == bytes32(0)) revert FederationLedger__InvalidParameter("commitment");
+        Submission storage sub = _submissions[round][msg.sender];
+        if (sub.hash != bytes32(0)) revert FederationLedger__AlreadyCommitted(round, msg.sender);
+        sub.hash = commitment;
+        emit UpdateCommitted(round, msg.sender, commitment);
+    }
+
+    /// @notice Reveals the update the caller committed to: where it is (`cid`), its content
+    /// sha256 and how many local samples trained it.
+    ///
+    /// Requirements:
+    /// - caller is a registered site that was registered when the round opened.
+    /// - the round is Open, its commit deadline passed and its reveal deadline has not.
+    /// - the caller committed in this round and has not revealed.
+    /// - `updateSha256` non-zero, `cid` non-empty, `numSamples` in [1, the caller's maxSamples].
+    /// - `keccak256(abi.encode(msg.sender, round, updateSha256, numSamples))` equals the
+    ///   caller's commitment.
+    function revealUpdate(
+        uint256 round,
+        string calldata cid,
+        bytes32 updateSha256,
+        uint64 numSamples
+    ) external {
+        Site storage s = _sites[msg.sender];
+        if (!s.registered) revert FederationLedger__UnknownSite(msg.sender);
+        Round storage r = _openRound(round);
+        if (s.activeFrom > round) revert FederationLedger__RegisteredAfterOpen(round, msg.sender);
+        if (block.timestamp <= r.commitDeadline) {
+            revert FederationLedger__RevealNotOpen(round, r.commitDeadline);
+        }
+        if (block.timestamp > r.revealDeadline) {
+            revert FederationLedger__RevealClosed(round, r.revealDeadline);
+        }
+        Submission storage sub = _submissions[round][msg.sender];
+        bytes32 committed = sub.hash;
+        if (committed == bytes32(0)) revert FederationLedger__NotCommitted(round, msg.sender);
+        if (s.pendingRound == round) revert FederationLedger__AlreadyRevealed(round, msg.sender);
         if (updateSha256 == bytes32(0)) revert FederationLedger__InvalidParameter("sha256");
         if (bytes(cid).length == 0) revert FederationLedger__InvalidParameter("cid");
         if (numSamples == 0) revert FederationLedger__InvalidParameter("numSamples");
-        Submission storage sub = _submissions[round][msg.sender];
-        if (sub.sha256 != bytes32(0)) revert FederationLedger__AlreadySubmitted(round, msg.sender);
-        HashEntry storage entry = _byHash[round][updateSha256];
-        if (entry.site != address(0)) {
-            revert FederationLedger__DuplicateUpdate(round, updateSha256, entry.site);
+        if (numSamples > s.maxSamples) {
+            revert FederationLedger__TooManySamples(msg.sender, numSamples, s.maxSamples);
         }
-        sub.sha256 = updateSha256;
-        entry.site = msg.sender;
-        entry.numSamples = numSamples;
-        r.submissionCount += 1;
+        if (keccak256(abi.encode(msg.sender, round, updateSha256, numSamples)) != committed) {
+            revert FederationLedger__CommitmentMismatch(round, msg.sender);
+        }
+        sub.hash = updateSha256;
+        s.pendingRound = uint32(round);
+        s.pendingSamples = numSamples;
+        r.revealCount += 1;
         emit UpdateSubmitted(round, msg.sender, cid, updateSha256, numSamples);
     }
 
     // ------------------------------------------------------------------ views
 
-    /// @notice The deployer, who manages sites and the aggregator role.
+    /// @notice The account that manages sites, the aggregator role and its own succession.
     function coordinator() external view returns (address) {
         return _coordinator;
+    }
+
+    /// @notice The account offered the coordinator role (zero when none).
+    function pendingCoordinator() external view returns (address) {
+        return _pendingCoordinator;
     }
 
     /// @notice The account that opens, values and finalizes rounds.
@@ -410,6 +625,11 @@ contract FederationLedger {
     /// @notice The EMA factor of reputation, fixed-point over SCORE_SCALE.
     function reputationAlpha() external view returns (uint32) {
         return _reputationAlpha;
+    }
+
+    /// @notice The shortest commit and reveal windows {openRound} accepts, in seconds.
+    function minRoundWindow() external view returns (uint64) {
+        return _minRoundWindow;
     }
 
     /// @notice The id of the latest round (0 before the first).
@@ -434,16 +654,19 @@ contract FederationLedger {
         return RoundView({
             id: round,
             phase: r.phase,
-            deadline: r.deadline,
+            commitDeadline: r.commitDeadline,
+            revealDeadline: r.revealDeadline,
             openedAt: r.openedAt,
-            submissionCount: r.submissionCount,
+            activeAtOpen: r.activeAtOpen,
+            revealCount: r.revealCount,
             startSha256: r.startSha256,
+            termsSha256: r.termsSha256,
             globalSha256: r.globalSha256,
             logSha256: r.logSha256
         });
     }
 
-    /// @notice `site`'s submission in `round` (all zero when it did not submit).
+    /// @notice `site`'s submission in `round` (all zero when it did not commit).
     function getSubmission(uint256 round, address site)
         external
         view
@@ -452,25 +675,23 @@ contract FederationLedger {
         return _submissionView(round, site);
     }
 
-    /// @notice Every submission of `round`, ordered by site address.
+    /// @notice Every commitment of `round`, revealed or not, ordered by site address.
     function getSubmissions(uint256 round) external view returns (SubmissionView[] memory out) {
-        uint32 count = _rounds[round].submissionCount;
-        out = new SubmissionView[](count);
-        uint256 n = 0;
         uint256 all = _allSites.length;
-        for (uint256 i = 0; i < all && n < count; ++i) {
+        SubmissionView[] memory found = new SubmissionView[](all);
+        uint256 n = 0;
+        for (uint256 i = 0; i < all; ++i) {
             address site = _allSites[i];
-            if (_submissions[round][site].sha256 != bytes32(0)) {
-                out[n] = _submissionView(round, site);
+            if (_submissions[round][site].hash != bytes32(0)) {
+                found[n] = _submissionView(round, site);
                 ++n;
             }
         }
+        out = new SubmissionView[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            out[i] = found[i];
+        }
         _sortByAddress(out);
-    }
-
-    /// @notice The site that submitted `updateSha256` in `round` (zero address when none).
-    function submitterOf(uint256 round, bytes32 updateSha256) external view returns (address) {
-        return _byHash[round][updateSha256].site;
     }
 
     /// @notice One site, registered or removed (all zero when never registered).
@@ -496,20 +717,35 @@ contract FederationLedger {
         if (r.phase != Phase.Open) revert FederationLedger__WrongPhase(round, r.phase, Phase.Open);
     }
 
-    function _computeWeights(uint256 round, address[] calldata sites, uint32[] calldata scores)
+    function _computeWeights(
+        uint256 round,
+        address[] calldata sites,
+        uint32[] calldata scores,
+        uint8[] calldata reasons
+    )
         private
         view
-        returns (uint256[] memory weights, uint256 total)
+        returns (uint256[] memory weights, uint256[] memory samples, uint256 total)
     {
         uint256 count = sites.length;
         uint256[] memory products = new uint256[](count);
+        samples = new uint256[](count);
         for (uint256 i = 0; i < count; ++i) {
             address site = sites[i];
             if (i > 0 && site <= sites[i - 1]) revert FederationLedger__SitesNotSorted(i);
-            bytes32 sha = _submissions[round][site].sha256;
-            if (sha == bytes32(0)) revert FederationLedger__NotSubmitted(round, site);
-            if (scores[i] > SCORE_SCALE) revert FederationLedger__ScoreOutOfRange(site, scores[i]);
-            products[i] = uint256(_byHash[round][sha].numSamples) * scores[i];
+            Site storage s = _sites[site];
+            if (s.pendingRound != round) revert FederationLedger__NotRevealed(round, site);
+            uint32 score = scores[i];
+            uint8 reason = reasons[i];
+            if (score > SCORE_SCALE) revert FederationLedger__ScoreOutOfRange(site, score);
+            if (reason >= uint8(Reason.NotRevealed)) {
+                revert FederationLedger__InvalidReason(site, reason);
+            }
+            if ((score > 0) != (reason == uint8(Reason.Ok))) {
+                revert FederationLedger__ScoreReasonMismatch(site, score, reason);
+            }
+            samples[i] = s.pendingSamples;
+            products[i] = samples[i] * score;
             total += products[i];
         }
         if (total == 0) revert FederationLedger__ZeroTotalWeight(round);
@@ -528,10 +764,16 @@ contract FederationLedger {
         }
     }
 
-    function _applyValuation(uint256 round, address site, uint32 score, uint8 reason, uint64 weight)
-        private
-    {
+    function _applyValuation(
+        uint256 round,
+        address site,
+        uint64 numSamples,
+        uint32 score,
+        Reason reason,
+        uint64 weight
+    ) private {
         Submission storage sub = _submissions[round][site];
+        sub.numSamples = numSamples;
         sub.score = score;
         sub.reason = reason;
         sub.weight = weight;
@@ -554,10 +796,22 @@ contract FederationLedger {
         returns (SubmissionView memory v)
     {
         Submission storage sub = _submissions[round][site];
-        if (sub.sha256 == bytes32(0)) return v;
+        bytes32 stored = sub.hash;
+        if (stored == bytes32(0)) return v;
         v.site = site;
-        v.sha256 = sub.sha256;
-        v.numSamples = _byHash[round][sub.sha256].numSamples;
+        uint64 samples = sub.numSamples;
+        if (samples == 0) {
+            Site storage s = _sites[site];
+            if (s.pendingRound == round) samples = s.pendingSamples;
+        }
+        if (samples == 0) {
+            v.commitment = stored;
+            return v;
+        }
+        v.revealed = true;
+        v.sha256 = stored;
+        v.numSamples = samples;
+        v.commitment = keccak256(abi.encode(site, round, stored, samples));
         v.score = sub.score;
         v.reason = sub.reason;
         v.weight = sub.weight;
@@ -570,6 +824,8 @@ contract FederationLedger {
         v.name = s.name;
         v.reputation = s.reputation;
         v.valuedRounds = s.valuedRounds;
+        v.maxSamples = s.maxSamples;
+        v.activeFrom = s.activeFrom;
     }
 
     function _sortByAddress(SubmissionView[] memory items) private pure {

@@ -58,15 +58,26 @@ class ContractRevert(LedgerError):
 
 
 class Unauthorized(ContractRevert):
-    """The caller lacks the role the function needs (coordinator, aggregator, site)."""
+    """The caller lacks the role the function needs (coordinator, pending coordinator,
+    aggregator, registered site); a site registered after a round opened has none in it."""
 
 
 class RoundStateError(ContractRevert):
-    """The round does not exist or is in the wrong phase or past/before its deadline."""
+    """The round does not exist, is in the wrong phase, or the call falls outside its commit
+    or reveal window (including windows too short for the ledger's minimum)."""
 
 
 class DuplicateSubmission(ContractRevert):
-    """The site already submitted, or another site submitted the same bytes (a copy)."""
+    """The site already committed, or already revealed, in this round."""
+
+
+class CommitmentMismatch(ContractRevert):
+    """A reveal that does not open the sender's own commitment: the sender committed nothing
+    in the round, or something else (a copied reveal, or a node that lost its own values)."""
+
+
+class SampleLimitExceeded(ContractRevert):
+    """The revealed sample count is above the site's maximum, set by the coordinator."""
 
 
 class SiteAlreadyRegistered(ContractRevert):
@@ -74,7 +85,8 @@ class SiteAlreadyRegistered(ContractRevert):
 
 
 class InvalidValuation(ContractRevert):
-    """A valuation that does not cover exactly the submitted updates or has bad scores."""
+    """A valuation that does not cover exactly the revealed updates, or has a score out of
+    range, an unknown reason, or a score that disagrees with its reason."""
 
 
 class InvalidArgument(ContractRevert):

@@ -5,18 +5,21 @@ it uses ``fedtrail.protocol`` (Phase, scales) and raises ``fedtrail.errors`` cla
 imports anything above it.
 
 - ``records``: the frozen records it hands out (rounds, submissions, sites, valuations,
-  transaction results, events, deployments) and the bytes32/address conversions;
+  transaction results, events, deployments), the bytes32/address conversions, and
+  ``commitment``, the hash a site commits to before revealing its update;
 - ``artifact``: the compiled contract (ABI, bytecode) shipped with the package; no chain needed;
 - ``errors``: the one table from each custom error of the contract to our exception class, and
   the one decoder that finds revert data in what a provider raised;
 - ``client``: ``Ledger`` (``connect``/``at``/``deploy``, transactions, views, events), with
-  locally signed transactions and one nonce lock per sender.
+  locally signed transactions and one nonce lock per sender. Submissions are
+  commit-then-reveal: ``commit_update(round, commitment(...))`` before the commit deadline,
+  ``reveal_update(round, cid, sha256, num_samples)`` after it.
 """
 
 from __future__ import annotations
 
 from fedtrail.ledger.artifact import Artifact
-from fedtrail.ledger.client import Ledger
+from fedtrail.ledger.client import DEFAULT_MIN_ROUND_WINDOW, Ledger
 from fedtrail.ledger.errors import ERRORS, RevertDecoder, revert_data
 from fedtrail.ledger.records import (
     Deployment,
@@ -27,12 +30,14 @@ from fedtrail.ledger.records import (
     TxResult,
     Valuation,
     checksum,
+    commitment,
     from_bytes32,
     to_bytes32,
 )
 from fedtrail.protocol.codes import Phase  # re-exported: callers read round phases from here
 
 __all__ = [
+    "DEFAULT_MIN_ROUND_WINDOW",
     "ERRORS",
     "Artifact",
     "Deployment",
@@ -46,6 +51,7 @@ __all__ = [
     "TxResult",
     "Valuation",
     "checksum",
+    "commitment",
     "from_bytes32",
     "revert_data",
     "to_bytes32",

@@ -22,6 +22,7 @@ from fedtrail.errors import (
     ChainUnreachable,
     ConfigError,
     ContractNotFound,
+    FedtrailError,
     LedgerError,
     TransactionFailed,
 )
@@ -41,6 +42,10 @@ from fedtrail.ledger.records import (
 )
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA
+
+DEFAULT_MIN_ROUND_WINDOW = 10
+"""Seconds: the shortest commit window, and reveal window, a ledger deployed with the defaults
+accepts. A deadline a couple of seconds ahead would let an aggregator shut sites out."""
 
 
 class _SenderLocks:
@@ -126,17 +131,21 @@ class Ledger:
         *,
         aggregator: str | None = None,
         reputation_alpha: int = DEFAULT_REPUTATION_ALPHA,
+        min_round_window: int = DEFAULT_MIN_ROUND_WINDOW,
         artifact: Artifact | None = None,
         rpc_url: str = "",
     ) -> tuple[Ledger, Deployment]:
-        """Deploys a new ledger with ``deployer`` as coordinator (and aggregator by default)."""
+        """Deploys a new ledger with ``deployer`` as coordinator (and aggregator by default);
+        ``min_round_window`` seconds is the shortest commit and reveal window it accepts."""
+        if not 0 <= min_round_window < 2**64:
+            raise ConfigError(f"min_round_window {min_round_window} is not 0..2**64-1 seconds")
         art = artifact or Artifact.load()
         agg = checksum(aggregator or deployer.address)
         factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
         receipt = _send(
             w3,
             deployer,
-            factory.constructor(agg, reputation_alpha),
+            factory.constructor(agg, reputation_alpha, min_round_window),
             decoder=RevertDecoder(art.abi),
             poll_latency=0.01,
             timeout=120.0,
@@ -152,6 +161,7 @@ class Ledger:
             coordinator=checksum(deployer.address),
             aggregator=agg,
             reputation_alpha=reputation_alpha,
+            min_round_window=min_round_window,
             artifact_sha256=art.sha256,
             rpc_url=rpc_url,
         )
@@ -183,8 +193,20 @@ class Ledger:
             gas_used=int(receipt["gasUsed"]),
         )
 
-    def register_site(self, signer: LocalAccount, site: str, name: str = "") -> TxResult:
-        return self._transact(signer, self._fn.registerSite(checksum(site), name))
+    def register_site(
+        self, signer: LocalAccount, site: str, name: str, max_samples: int
+    ) -> TxResult:
+        """Registers ``site`` from the next round on, allowed to claim at most ``max_samples``
+        samples per update (coordinator only)."""
+        return self._transact(
+            signer, self._fn.registerSite(checksum(site), name, _uint64(max_samples, "max_samples"))
+        )
+
+    def set_max_samples(self, signer: LocalAccount, site: str, max_samples: int) -> TxResult:
+        """Changes the most samples ``site`` may claim, from its next reveal on."""
+        return self._transact(
+            signer, self._fn.setMaxSamples(checksum(site), _uint64(max_samples, "max_samples"))
+        )
 
     def remove_site(self, signer: LocalAccount, site: str) -> TxResult:
         return self._transact(signer, self._fn.removeSite(checksum(site)))
@@ -192,12 +214,39 @@ class Ledger:
     def set_aggregator(self, signer: LocalAccount, aggregator: str) -> TxResult:
         return self._transact(signer, self._fn.setAggregator(checksum(aggregator)))
 
+    def transfer_coordinator(self, signer: LocalAccount, new_coordinator: str) -> TxResult:
+        """Offers the coordinator role to ``new_coordinator`` (the zero address withdraws the
+        offer); the role moves only when that account calls ``accept_coordinator``."""
+        return self._transact(signer, self._fn.transferCoordinator(checksum(new_coordinator)))
+
+    def accept_coordinator(self, signer: LocalAccount) -> TxResult:
+        """Takes the coordinator role offered to ``signer``."""
+        return self._transact(signer, self._fn.acceptCoordinator())
+
     def open_round(
-        self, signer: LocalAccount, model_cid: str, model_sha256: str, deadline: int
+        self,
+        signer: LocalAccount,
+        model_cid: str,
+        model_sha256: str,
+        *,
+        terms_cid: str,
+        terms_sha256: str,
+        commit_deadline: int,
+        reveal_deadline: int,
     ) -> tuple[int, TxResult]:
-        """Opens the next round; returns its id (read from the RoundOpened event)."""
+        """Opens the next round under the terms document ``terms_cid``/``terms_sha256``:
+        commits until ``commit_deadline``, reveals after it until ``reveal_deadline`` (chain
+        timestamps). Returns the round id (read from the RoundOpened event)."""
         result = self._transact(
-            signer, self._fn.openRound(model_cid, to_bytes32(model_sha256), int(deadline))
+            signer,
+            self._fn.openRound(
+                model_cid,
+                to_bytes32(model_sha256),
+                terms_cid,
+                to_bytes32(terms_sha256),
+                _uint64(commit_deadline, "commit_deadline"),
+                _uint64(reveal_deadline, "reveal_deadline"),
+            ),
         )
         opened = self.events(
             "RoundOpened", from_block=result.block_number, to_block=result.block_number
@@ -207,17 +256,34 @@ class Ledger:
                 return int(event.args["round"]), result
         raise TransactionFailed(f"openRound mined in {result.tx_hash} without a RoundOpened event")
 
-    def submit_update(
+    def commit_update(self, signer: LocalAccount, round_id: int, commitment: str) -> TxResult:
+        """Commits ``signer`` to its update: ``commitment`` is
+        ``fedtrail.ledger.commitment(signer.address, round_id, sha256, num_samples)``."""
+        return self._transact(signer, self._fn.commitUpdate(round_id, to_bytes32(commitment)))
+
+    def reveal_update(
         self, signer: LocalAccount, round_id: int, cid: str, sha256: str, num_samples: int
     ) -> TxResult:
+        """Reveals the update ``signer`` committed to (after the commit deadline)."""
         return self._transact(
-            signer, self._fn.submitUpdate(round_id, cid, to_bytes32(sha256), int(num_samples))
+            signer,
+            self._fn.revealUpdate(
+                round_id, cid, to_bytes32(sha256), _uint64(num_samples, "num_samples")
+            ),
+        )
+
+    def submit_update(self, *args: Any, **kwargs: Any) -> TxResult:
+        """Gone: submissions are commit-then-reveal. Kept, raising, until the roles move."""
+        raise FedtrailError(
+            "Ledger.submit_update was replaced by commit_update/reveal_update "
+            "(commit-then-reveal submissions)"
         )
 
     def record_valuation(
         self, signer: LocalAccount, round_id: int, valuations: Sequence[Valuation]
     ) -> TxResult:
-        """Posts the valuation; sites are put in the contract's required (address) order."""
+        """Posts the valuation of every revealed update; sites are put in the contract's
+        required (address) order."""
         ordered = sorted(valuations, key=lambda v: int(checksum(v.site), 16))
         return self._transact(
             signer,
@@ -269,8 +335,16 @@ class Ledger:
     def aggregator(self) -> str:
         return str(self._view(self._fn.aggregator()))
 
+    def pending_coordinator(self) -> str | None:
+        """The account offered the coordinator role, or None."""
+        addr = str(self._view(self._fn.pendingCoordinator()))
+        return None if int(addr, 16) == 0 else checksum(addr)
+
     def reputation_alpha(self) -> int:
         return int(self._view(self._fn.reputationAlpha()))
+
+    def min_round_window(self) -> int:
+        return int(self._view(self._fn.minRoundWindow()))
 
     def current_round(self) -> int:
         return int(self._view(self._fn.currentRound()))
@@ -287,6 +361,7 @@ class Ledger:
         phase = Phase(raw[1])
         opened = self.events("RoundOpened", argument_filters={"round": round_id})
         start_cid = str(opened[-1].args["modelCid"]) if opened else ""
+        terms_cid = str(opened[-1].args["termsCid"]) if opened else ""
         global_cid = log_cid = ""
         if phase == Phase.FINALIZED:
             finalized = self.events("RoundFinalized", argument_filters={"round": round_id})
@@ -296,54 +371,79 @@ class Ledger:
         return RoundInfo(
             id=int(raw[0]),
             phase=phase,
-            deadline=int(raw[2]),
-            opened_at=int(raw[3]),
-            submission_count=int(raw[4]),
+            commit_deadline=int(raw[2]),
+            reveal_deadline=int(raw[3]),
+            opened_at=int(raw[4]),
+            active_at_open=int(raw[5]),
+            submission_count=int(raw[6]),
             start_cid=start_cid,
-            start_sha256=from_bytes32(raw[5]),
+            start_sha256=from_bytes32(raw[7]),
+            terms_cid=terms_cid,
+            terms_sha256=from_bytes32(raw[8]),
             global_cid=global_cid,
-            global_sha256=from_bytes32(raw[6]),
+            global_sha256=from_bytes32(raw[9]),
             log_cid=log_cid,
-            log_sha256=from_bytes32(raw[7]),
+            log_sha256=from_bytes32(raw[10]),
         )
 
     def rounds(self) -> list[RoundInfo]:
         return [self.get_round(r) for r in range(1, self.current_round() + 1)]
 
     def update_cids(self, round_id: int) -> dict[str, str]:
-        """Site -> CID of its update in ``round_id`` (CIDs live in event data only)."""
+        """Site -> CID of its revealed update in ``round_id`` (CIDs live in event data only)."""
         events = self.events("UpdateSubmitted", argument_filters={"round": round_id})
         return {checksum(e.args["site"]): str(e.args["cid"]) for e in events}
 
-    def get_submissions(self, round_id: int) -> list[Submission]:
-        """Every submission of the round, ordered by site address (the aggregation order)."""
+    def commit_orders(self, round_id: int) -> dict[str, int]:
+        """Site -> 1-based commit order in ``round_id``: the chain order (block, log index) of
+        the round's UpdateCommitted events, which the contract does not store."""
+        events = self.events("UpdateCommitted", argument_filters={"round": round_id})
+        order: dict[str, int] = {}
+        for event in events:  # already in chain order; a site commits once per round
+            order.setdefault(checksum(event.args["site"]), len(order) + 1)
+        return order
+
+    def get_submissions(
+        self, round_id: int, *, include_unrevealed: bool = False
+    ) -> list[Submission]:
+        """The revealed updates of the round (what its valuation covers), ordered by site
+        address (the aggregation order); with ``include_unrevealed``, every commitment."""
         raw = self._view(self._fn.getSubmissions(round_id))
-        cids = self.update_cids(round_id) if raw else {}
-        return [self._submission(round_id, item, cids) for item in raw]
+        if not include_unrevealed:
+            raw = [item for item in raw if item[1]]
+        if not raw:
+            return []
+        cids, orders = self.update_cids(round_id), self.commit_orders(round_id)
+        return [self._submission(round_id, item, cids, orders) for item in raw]
 
     def get_submission(self, round_id: int, site: str) -> Submission | None:
+        """``site``'s commitment (and update, once revealed) in the round; None without one."""
         raw = self._view(self._fn.getSubmission(round_id, checksum(site)))
         if int(raw[0], 16) == 0:
             return None
-        return self._submission(round_id, raw, self.update_cids(round_id))
+        return self._submission(
+            round_id, raw, self.update_cids(round_id), self.commit_orders(round_id)
+        )
 
     @staticmethod
-    def _submission(round_id: int, raw: Any, cids: dict[str, str]) -> Submission:
+    def _submission(
+        round_id: int, raw: Any, cids: dict[str, str], orders: dict[str, int]
+    ) -> Submission:
         site = checksum(raw[0])
+        revealed = bool(raw[1])
         return Submission(
             round=round_id,
             site=site,
-            cid=cids.get(site, ""),
-            sha256=from_bytes32(raw[1]),
-            num_samples=int(raw[2]),
-            score=int(raw[3]),
-            reason=int(raw[4]),
-            weight=int(raw[5]),
+            cid=cids.get(site, "") if revealed else "",
+            sha256=from_bytes32(raw[3]) if revealed else "",
+            num_samples=int(raw[4]),
+            score=int(raw[5]),
+            reason=int(raw[6]),
+            weight=int(raw[7]),
+            commitment=from_bytes32(raw[2]),
+            commit_order=orders.get(site, 0),
+            revealed=revealed,
         )
-
-    def submitter_of(self, round_id: int, sha256: str) -> str | None:
-        addr = str(self._view(self._fn.submitterOf(round_id, to_bytes32(sha256))))
-        return None if int(addr, 16) == 0 else checksum(addr)
 
     def get_site(self, site: str) -> SiteInfo | None:
         raw = self._view(self._fn.getSite(checksum(site)))
@@ -415,7 +515,17 @@ def _site(raw: Any) -> SiteInfo:
         name=str(raw[2]),
         reputation=int(raw[3]),
         valued_rounds=int(raw[4]),
+        max_samples=int(raw[5]),
+        active_from=int(raw[6]),
     )
+
+
+def _uint64(value: int, what: str) -> int:
+    """``value`` when it fits the contract's uint64, else a ConfigError naming ``what``
+    (web3 would refuse it with a less helpful message)."""
+    if not 0 <= int(value) < 2**64:
+        raise ConfigError(f"{what} {value} does not fit the contract's uint64")
+    return int(value)
 
 
 def _plain(value: Any) -> Any:

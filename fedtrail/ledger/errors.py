@@ -20,12 +20,14 @@ from eth_utils.crypto import keccak
 from web3.exceptions import ContractLogicError
 
 from fedtrail.errors import (
+    CommitmentMismatch,
     ContractRevert,
     DuplicateSubmission,
     InvalidArgument,
     InvalidValuation,
     LedgerError,
     RoundStateError,
+    SampleLimitExceeded,
     SiteAlreadyRegistered,
     Unauthorized,
 )
@@ -49,10 +51,17 @@ ERRORS: Mapping[str, ErrorRule] = MappingProxyType(
         f"{PREFIX}NotCoordinator": ErrorRule(
             Unauthorized, "{caller} is not the federation's coordinator"
         ),
+        f"{PREFIX}NotPendingCoordinator": ErrorRule(
+            Unauthorized, "{caller} was not offered the coordinator role"
+        ),
         f"{PREFIX}NotAggregator": ErrorRule(
             Unauthorized, "{caller} is not the federation's aggregator"
         ),
         f"{PREFIX}UnknownSite": ErrorRule(Unauthorized, "{site} is not a registered site"),
+        f"{PREFIX}RegisteredAfterOpen": ErrorRule(
+            Unauthorized,
+            "{site} was registered after round {round} opened; it takes part from the next round",
+        ),
         f"{PREFIX}UnknownRound": ErrorRule(RoundStateError, "round {round} does not exist"),
         f"{PREFIX}WrongPhase": ErrorRule(
             RoundStateError, "round {round} is {actual}, the call needs it {expected}"
@@ -65,23 +74,46 @@ ERRORS: Mapping[str, ErrorRule] = MappingProxyType(
             "the new round must start from the last finalized model (sha256 {expected}), "
             "not {given}",
         ),
-        f"{PREFIX}DeadlineInPast": ErrorRule(
-            RoundStateError, "deadline {deadline} is not after the chain time {nowTimestamp}"
+        f"{PREFIX}CommitWindowTooShort": ErrorRule(
+            RoundStateError,
+            "commit deadline {commitDeadline} is before {earliest}, the earliest the ledger's "
+            "minimum round window allows",
         ),
-        f"{PREFIX}DeadlinePassed": ErrorRule(
-            RoundStateError, "round {round} closed for submissions at {deadline}"
+        f"{PREFIX}RevealWindowTooShort": ErrorRule(
+            RoundStateError,
+            "reveal deadline {revealDeadline} is before {earliest}, the earliest the ledger's "
+            "minimum round window allows after the commit deadline",
+        ),
+        f"{PREFIX}CommitClosed": ErrorRule(
+            RoundStateError, "round {round} closed for commitments at {commitDeadline}"
+        ),
+        f"{PREFIX}RevealNotOpen": ErrorRule(
+            RoundStateError,
+            "round {round} takes reveals only after its commit deadline {commitDeadline}",
+        ),
+        f"{PREFIX}RevealClosed": ErrorRule(
+            RoundStateError, "round {round} closed for reveals at {revealDeadline}"
         ),
         f"{PREFIX}RoundStillOpen": ErrorRule(
             RoundStateError,
-            "round {round} is open until {deadline} and not every site submitted",
+            "round {round} takes reveals until {revealDeadline} and not every site revealed",
         ),
-        f"{PREFIX}AlreadySubmitted": ErrorRule(
-            DuplicateSubmission, "{site} already submitted an update in round {round}"
+        f"{PREFIX}AlreadyCommitted": ErrorRule(
+            DuplicateSubmission, "{site} already committed to an update in round {round}"
         ),
-        f"{PREFIX}DuplicateUpdate": ErrorRule(
-            DuplicateSubmission,
-            "an update with sha256 {sha256} was already submitted in round {round} "
-            "by {firstSubmitter} (a copied update)",
+        f"{PREFIX}AlreadyRevealed": ErrorRule(
+            DuplicateSubmission, "{site} already revealed its update in round {round}"
+        ),
+        f"{PREFIX}NotCommitted": ErrorRule(
+            CommitmentMismatch, "{site} committed to no update in round {round}"
+        ),
+        f"{PREFIX}CommitmentMismatch": ErrorRule(
+            CommitmentMismatch,
+            "the revealed update does not match {site}'s commitment in round {round}",
+        ),
+        f"{PREFIX}TooManySamples": ErrorRule(
+            SampleLimitExceeded,
+            "{site} claims {numSamples} samples; its maximum is {maxSamples}",
         ),
         f"{PREFIX}SiteAlreadyRegistered": ErrorRule(
             SiteAlreadyRegistered, "{site} is already registered"
@@ -93,15 +125,24 @@ ERRORS: Mapping[str, ErrorRule] = MappingProxyType(
         f"{PREFIX}SitesNotSorted": ErrorRule(
             InvalidValuation, "valuation sites must be strictly ascending (position {index})"
         ),
-        f"{PREFIX}NotSubmitted": ErrorRule(
-            InvalidValuation, "{site} submitted no update in round {round}"
+        f"{PREFIX}NotRevealed": ErrorRule(
+            InvalidValuation, "{site} revealed no update in round {round}"
         ),
         f"{PREFIX}MissingScores": ErrorRule(
             InvalidValuation,
-            "round {round} has {expected} submissions but the valuation scores {given}",
+            "round {round} has {expected} revealed updates but the valuation scores {given}",
         ),
         f"{PREFIX}ScoreOutOfRange": ErrorRule(
             InvalidValuation, "score {score} for {site} is above 1000000"
+        ),
+        f"{PREFIX}InvalidReason": ErrorRule(
+            InvalidValuation,
+            "reason code {reason} for {site} is not a reason the ledger records",
+        ),
+        f"{PREFIX}ScoreReasonMismatch": ErrorRule(
+            InvalidValuation,
+            "score {score} for {site} disagrees with reason code {reason}: a score is positive "
+            "exactly when the reason is OK (0)",
         ),
         f"{PREFIX}ZeroTotalWeight": ErrorRule(
             InvalidValuation,

@@ -8,22 +8,32 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from eth_abi.abi import encode as abi_encode
+from eth_utils.crypto import keccak
 from web3 import Web3
 
 from fedtrail.errors import ConfigError
-from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.weights import SCORE_SCALE
 
 
 @dataclass(frozen=True)
 class RoundInfo:
+    """One round. Sites commit until ``commit_deadline`` and reveal after it until
+    ``reveal_deadline``; ``active_at_open`` sites (those registered at open) take part;
+    ``submission_count`` counts revealed updates. CIDs come from events."""
+
     id: int
     phase: Phase
-    deadline: int
+    commit_deadline: int
+    reveal_deadline: int
     opened_at: int
+    active_at_open: int
     submission_count: int
     start_cid: str
     start_sha256: str
+    terms_cid: str
+    terms_sha256: str
     global_cid: str
     global_sha256: str
     log_cid: str
@@ -32,7 +42,12 @@ class RoundInfo:
 
 @dataclass(frozen=True)
 class Submission:
-    """One site's update in one round. ``score``/``reason``/``weight`` are 0 until valued."""
+    """One site's commitment in one round and, once revealed, its update.
+
+    ``commit_order`` is the 1-based position of the site's ``UpdateCommitted`` event among the
+    round's (chain order: block, log index); duplicates are decided by it. Until revealed,
+    ``cid``/``sha256`` are empty and ``num_samples`` is 0; ``score``/``reason``/``weight`` are 0
+    until valued."""
 
     round: int
     site: str
@@ -42,20 +57,30 @@ class Submission:
     score: int
     reason: int
     weight: int
+    commitment: str
+    commit_order: int
+    revealed: bool
 
 
 @dataclass(frozen=True)
 class SiteInfo:
+    """A site; ``active_from`` is the first round it may take part in, ``max_samples`` the
+    most samples it may claim for one update."""
+
     address: str
     registered: bool
     name: str
     reputation: int
     valued_rounds: int
+    max_samples: int
+    active_from: int
 
 
 @dataclass(frozen=True)
 class Valuation:
-    """What the aggregator posts for one update: score in [0, SCORE_SCALE] and a reason code."""
+    """What the aggregator posts for one revealed update: a score in [0, SCORE_SCALE] and a
+    reason; the score is positive exactly when the reason is OK (the contract refuses
+    anything else, so the client refuses it before sending)."""
 
     site: str
     score: int
@@ -64,8 +89,17 @@ class Valuation:
     def __post_init__(self) -> None:
         if not 0 <= self.score <= SCORE_SCALE:
             raise ConfigError(f"score {self.score} outside 0..{SCORE_SCALE}")
-        if not 0 <= self.reason <= 255:
-            raise ConfigError(f"reason code {self.reason} outside 0..255")
+        try:
+            reason = Reason(self.reason)
+        except ValueError as exc:
+            raise ConfigError(f"reason code {self.reason} is not a Reason") from exc
+        if reason is Reason.NOT_REVEALED:
+            raise ConfigError("NOT_REVEALED is never posted: an unrevealed update is not valued")
+        if (self.score > 0) != (reason is Reason.OK):
+            raise ConfigError(
+                f"score {self.score} disagrees with reason {reason.name}: the score is "
+                "positive exactly when the reason is OK"
+            )
 
 
 @dataclass(frozen=True)
@@ -95,6 +129,7 @@ class Deployment:
     coordinator: str
     aggregator: str
     reputation_alpha: int
+    min_round_window: int
     artifact_sha256: str
     rpc_url: str = ""
 
@@ -133,3 +168,18 @@ def checksum(address: str) -> str:
     if not Web3.is_address(address):
         raise ConfigError(f"not an Ethereum address: {address!r}")
     return str(Web3.to_checksum_address(address))
+
+
+def commitment(site: str, round_id: int, sha256: str, num_samples: int) -> str:
+    """The commitment a site posts before revealing: hex of
+    ``keccak256(abi.encode(site, round, sha256, numSamples))`` with the contract's types
+    (address, uint256, bytes32, uint64), exactly as ``revealUpdate`` recomputes it."""
+    if not 0 < round_id < 2**256:
+        raise ConfigError(f"round {round_id} is not a round id")
+    if not 0 <= num_samples < 2**64:
+        raise ConfigError(f"sample count {num_samples} does not fit the contract's uint64")
+    encoded = abi_encode(
+        ["address", "uint256", "bytes32", "uint64"],
+        [checksum(site), round_id, to_bytes32(sha256), num_samples],
+    )
+    return keccak(encoded).hex()

@@ -1,7 +1,7 @@
 """The codes the chain stores: a round's phase and the reason posted with each score.
 
-Both are enums of FederationLedger (``Phase``) or uint8 values it records next to a score
-(``Reason``); every role reads and writes them through this one module.
+Both mirror enums of FederationLedger (``Phase``, ``Reason``; a uint8 in the ABI); every role
+reads and writes them through this one module.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ class Phase(IntEnum):
 
 
 class Reason(IntEnum):
-    """Why an update got its score; posted on chain next to the score (uint8). Every code
-    but OK comes with score 0."""
+    """Mirror of ``FederationLedger.Reason``: why an update got its score, posted on chain next
+    to it. The contract refuses a score that disagrees with its reason: the score is positive
+    exactly when the reason is OK. NOT_REVEALED is for logs only: a commitment never revealed
+    is not valued on chain at all."""
 
     OK = 0
     LOW_GAIN = 1
@@ -38,6 +40,10 @@ class Reason(IntEnum):
     DUPLICATE = 6
     LATE = 7
     EXPLANATION_SHIFT = 8
+    LOW_QUALITY = 9
+    FREE_RIDER = 10
+    IMPLAUSIBLE_SAMPLES = 11
+    NOT_REVEALED = 12
 
     @property
     def label(self) -> str:
@@ -62,8 +68,17 @@ _DESCRIPTIONS: dict[Reason, str] = {
     Reason.TAMPERED: "The stored bytes do not match the sha256 recorded on chain.",
     Reason.MALFORMED: "The blob failed validation (format, names, shapes, dtypes, "
     "non-finite values or model spec) or claims no training samples.",
-    Reason.DUPLICATE: "The update repeats another site's update.",
+    Reason.DUPLICATE: "The update repeats an update committed earlier in the round (by on-chain "
+    "commit order), byte for byte or numerically near-identical.",
     Reason.LATE: "The update arrived after the round's deadline.",
     Reason.EXPLANATION_SHIFT: "The updated model's explanations shift away from the "
     "global model's beyond the threshold.",
+    Reason.LOW_QUALITY: "The updated model performs below the quality floor set in the round's "
+    "terms on the validation data.",
+    Reason.FREE_RIDER: "The update carries no training of its own: it is (close to) the global "
+    "model the round started from, or a re-encoding of another site's update.",
+    Reason.IMPLAUSIBLE_SAMPLES: "The claimed sample count is implausible for the site (above "
+    "what its data or its history supports), so the update is not weighted by it.",
+    Reason.NOT_REVEALED: "The site committed to an update but never revealed it within the "
+    "reveal window; it is not valued on chain.",
 }
