@@ -9,13 +9,15 @@ aggregator and the auditor, later by nodes for peer scoring.
 :func:`value_round` is the one entry point for "value a round" (service, audit replay,
 benchmarks, tests). The pieces it combines stay usable as plain library functions: the games
 (:func:`exact_shapley`, :func:`mc_shapley`, :func:`leave_one_out` over any coalition utility),
-the data-free :func:`robust_statistics`, the :class:`Combiner` thresholds and the
-:class:`ExplanationScorer`.
+the data-free :func:`robust_statistics` and :func:`free_riders`, the accumulated standing
+(:class:`History`, :func:`normalised_values`, :func:`accumulate`, :func:`demoted_score`), the
+:class:`Combiner` thresholds and the :class:`ExplanationScorer`.
 """
 
 from fedtrail.valuation.base import METRICS, Candidate, Metric, Utility, ValuationContext, usable
 from fedtrail.valuation.combine import Combiner, RoundValuation, SiteValuation, any_positive
 from fedtrail.valuation.explanation import ExplanationScorer, SiteExplanationShift
+from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.loo import leave_one_out
 from fedtrail.valuation.robust import RobustStats, robust_statistics
 from fedtrail.valuation.round import GAMES, METHODS, value_round
@@ -25,6 +27,7 @@ from fedtrail.valuation.shapley import (
     exact_shapley,
     mc_shapley,
 )
+from fedtrail.valuation.standing import History, accumulate, demoted_score, normalised_values
 from fedtrail.valuation.utility import CachedUtility, CoalitionUtility, GameValues
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "Combiner",
     "ExplanationScorer",
     "GameValues",
+    "History",
     "Metric",
     "RobustStats",
     "RoundValuation",
@@ -46,10 +50,14 @@ __all__ = [
     "SiteValuation",
     "Utility",
     "ValuationContext",
+    "accumulate",
     "any_positive",
+    "demoted_score",
     "exact_shapley",
+    "free_riders",
     "leave_one_out",
     "mc_shapley",
+    "normalised_values",
     "robust_statistics",
     "usable",
     "value_round",

@@ -31,7 +31,7 @@ __all__ = [
     "usable",
 ]
 
-Metric = Literal["auc", "loss"]
+Metric = Literal["auc", "loss", "balanced_loss"]
 METRICS: tuple[str, ...] = get_args(Metric)
 
 Utility = Callable[[frozenset[str]], float]
@@ -78,8 +78,10 @@ class ValuationContext:
 
     ``global_state`` is the round's global model; ``candidates`` are in address order with
     distinct site names; ``validation`` is the aggregator's validation split (None: only the
-    data-free statistics can run); ``metric`` picks the utility of a coalition model: its ROC AUC or
-    its negative mean cross-entropy loss; ``seed`` seeds every random choice (Monte-Carlo
+    data-free statistics can run); ``metric`` picks the utility of a coalition model: its ROC AUC,
+    its negative mean cross-entropy loss, or its negative class-balanced loss after fitting its
+    intercept on the split (``"balanced_loss"``: blind to label prior shifts, see
+    :func:`fedtrail.ml.metrics.fit_intercept`); ``seed`` seeds every random choice (Monte-Carlo
     permutations).
     """
 

@@ -17,6 +17,13 @@ decides the reason, and every rejection scores 0:
 Without a validation split, the cosine stands in for the value: ``cosine <= 0`` ->
 OUTLIER_DIRECTION in step 3, and step 4 scores in proportion to the cosine.
 
+With a :class:`~fedtrail.valuation.standing.History` (:meth:`Combiner.settle`), steps 3-4 are
+replaced: free-riders (:mod:`~fedtrail.valuation.freeride`) were rejected as FREE_RIDER before
+step 2; the round's values are normalised and accumulated per site, and every update that passed
+the screening scores by its accumulated value, demote-only
+(:func:`~fedtrail.valuation.standing.demoted_score`): full score unless the accumulated value is
+negative, 0 with LOW_QUALITY at ``-demote_scale`` or below.
+
 :func:`fedtrail.valuation.value_round` runs the whole valuation of a round and ends here.
 """
 
@@ -32,6 +39,7 @@ from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.valuation.base import Candidate
 from fedtrail.valuation.robust import RobustStats
+from fedtrail.valuation.standing import demoted_score
 
 __all__ = [
     "Combiner",
@@ -113,6 +121,10 @@ class Combiner:
     ``norm_scale_floor`` (> 0): see :mod:`fedtrail.valuation.robust`.
     ``min_gain`` (finite; default 0): a validation value at or below it is LOW_GAIN.
     ``min_robust_sites`` (>= 1; default 3): fewer usable updates skip the data-free thresholds.
+    ``demote_scale`` (> 0; default 0.5): the accumulated value at which a site's score reaches 0
+    (with a :class:`~fedtrail.valuation.standing.History`).
+    ``free_rider_norm`` (in [0, 1); default 0.01), ``stale_cosine`` (in [0, 1]; default 0.9999),
+    ``stale_distance`` (>= 0; default 0.01): see :mod:`fedtrail.valuation.freeride`.
     """
 
     min_cosine: float = -0.5
@@ -120,6 +132,10 @@ class Combiner:
     norm_scale_floor: float = 0.25
     min_gain: float = 0.0
     min_robust_sites: int = 3
+    demote_scale: float = 0.5
+    free_rider_norm: float = 0.01
+    stale_cosine: float = 0.9999
+    stale_distance: float = 0.01
 
     def __post_init__(self) -> None:
         if not -1.0 <= _number("min_cosine", self.min_cosine) <= 1.0:
@@ -132,6 +148,14 @@ class Combiner:
         m = self.min_robust_sites
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
             raise ConfigError(f"min_robust_sites must be a positive integer, got {m!r}")
+        if _number("demote_scale", self.demote_scale) <= 0:
+            raise ConfigError(f"demote_scale must be positive, got {self.demote_scale}")
+        if not 0.0 <= _number("free_rider_norm", self.free_rider_norm) < 1.0:
+            raise ConfigError(f"free_rider_norm must lie in [0, 1), got {self.free_rider_norm}")
+        if not 0.0 <= _number("stale_cosine", self.stale_cosine) <= 1.0:
+            raise ConfigError(f"stale_cosine must lie in [0, 1], got {self.stale_cosine}")
+        if _number("stale_distance", self.stale_distance) < 0:
+            raise ConfigError(f"stale_distance must be non-negative, got {self.stale_distance}")
 
     def screen(
         self, candidates: Sequence[Candidate], robust: Mapping[str, RobustStats]
@@ -235,6 +259,58 @@ class Combiner:
             )
         return out
 
+    def settle(
+        self,
+        candidates: Sequence[Candidate],
+        robust: Mapping[str, RobustStats],
+        values: Mapping[str, float],
+        accumulated: Mapping[str, float],
+        *,
+        method: str | None,
+    ) -> list[SiteValuation]:
+        """Scores and reasons for every candidate from the accumulated values (see the module
+        docstring): ``values`` holds this round's validation value of every update that passed
+        :meth:`screen`, ``accumulated`` every site's value after this round (0 when absent)."""
+        checked = sum(1 for c in candidates if c.usable) >= self.min_robust_sites
+        screened = self.screen(candidates, robust)
+        out = []
+        for c in candidates:
+            reason, detail = screened[c.site]
+            value = values.get(c.site)
+            score = 0
+            if reason is Reason.OK:
+                if value is None or not math.isfinite(value):
+                    raise ConfigError(f"no finite validation value for {c.site}")
+                total = float(accumulated.get(c.site, 0.0))
+                score = demoted_score(total, demote_scale=self.demote_scale)
+                what = f"{method or 'validation'} value {value:.4g}, accumulated {total:.4g}"
+                if score == 0:
+                    reason = Reason.LOW_QUALITY
+                    detail = f"{what} <= -{self.demote_scale:g}: consistently harmful"
+                elif score < SCORE_SCALE:
+                    detail = f"{what} < 0: demoted to {score / SCORE_SCALE:.1%}"
+                else:
+                    detail = f"{what} >= 0: full score"
+            r = robust.get(c.site)
+            out.append(
+                SiteValuation(
+                    site=c.site,
+                    num_samples=c.num_samples,
+                    status=c.status,
+                    cosine=None if r is None else r.cosine,
+                    norm=None if r is None else r.norm,
+                    norm_z=None if r is None else r.norm_z,
+                    median_norm=None if r is None else r.median_norm,
+                    robust_checked=checked and r is not None,
+                    value=value,
+                    method=method if value is not None else None,
+                    score=score,
+                    reason=reason,
+                    detail=detail,
+                )
+            )
+        return out
+
 
 @dataclass(frozen=True, kw_only=True)
 class RoundValuation:
@@ -258,6 +334,13 @@ class RoundValuation:
     """No update improved the validation metric, so the scores come from the data-free
     screening (``method`` ``"cosine"``); ``evaluations`` and the game's values still describe
     the validation game that was played."""
+    accumulated: dict[str, float] | None = None
+    """With a :class:`~fedtrail.valuation.standing.History`: every site's accumulated value after
+    this round (the previous ones plus this round's normalised values), for the next round's
+    history and the round log; None without one."""
+    normalised: dict[str, float] | None = None
+    """This round's normalised values as accumulated (None: not accumulated — the warm-up round,
+    no history, or a round with no positive total gain)."""
 
 
 def any_positive(valuations: Sequence[SiteValuation]) -> bool:

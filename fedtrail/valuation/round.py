@@ -19,6 +19,13 @@ Steps, in order:
 5. :meth:`~fedtrail.valuation.combine.Combiner.combine` into on-chain scores and reasons;
 6. when no update improves the validation metric (early, uncalibrated models raise the loss
    while ranking well), the data-free scores instead, rather than stall the round.
+
+With a :class:`~fedtrail.valuation.standing.History` (the previous round's accumulated values,
+recorded in its log), steps 5-6 change: free-riders are rejected after step 2 (FREE_RIDER,
+:mod:`~fedtrail.valuation.freeride`), this round's values are normalised and accumulated, and
+the scores are demote-only (:meth:`~fedtrail.valuation.combine.Combiner.settle`); the result's
+``accumulated`` is the next round's history. A validation split is required then, and metric
+``"balanced_loss"`` is the one measured to value label quality rather than label prior.
 """
 
 from __future__ import annotations
@@ -41,9 +48,11 @@ from fedtrail.protocol.codes import Reason
 from fedtrail.valuation.base import METRICS, Candidate, Metric, Utility, ValuationContext, usable
 from fedtrail.valuation.combine import Combiner, RoundValuation, any_positive
 from fedtrail.valuation.explanation import ExplanationScorer
+from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.loo import leave_one_out
 from fedtrail.valuation.robust import robust_statistics
 from fedtrail.valuation.shapley import AUTO_EXACT_SITES, exact_shapley, mc_shapley
+from fedtrail.valuation.standing import History, accumulate, normalised_values
 from fedtrail.valuation.utility import CoalitionUtility, GameValues
 
 __all__ = ["EXPLANATION_PROBES", "GAMES", "METHODS", "Game", "value_round"]
@@ -88,6 +97,7 @@ def value_round(
     seed: int,
     explanation_check: bool = False,
     combiner: Combiner | None = None,
+    history: History | None = None,
 ) -> RoundValuation:
     """Score every candidate of a round (see the module docstring): one
     :class:`~fedtrail.valuation.combine.SiteValuation` per candidate in ``report.sites``, in the
@@ -99,6 +109,9 @@ def value_round(
     every candidate with its reason — useful for the log — but must not be recorded on chain:
     the contract refuses a valuation of zero total weight; check
     :func:`~fedtrail.valuation.combine.any_positive` first.
+
+    ``history`` None keeps the per-round scoring (best site 1e6, others in proportion); with one,
+    the scores come from the accumulated values (see the module docstring).
     """
     if method not in GAMES:
         raise ConfigError(f"valuation method must be one of {METHODS}, got {method!r}")
@@ -119,6 +132,10 @@ def value_round(
         n = min(EXPLANATION_PROBES, len(validation))
         probe = add_marker(validation.subset(np.arange(n)), label=None)
         ctx = replace(ctx, candidates=ExplanationScorer(probe).flag(ctx))
+    if history is not None:
+        if validation is None:
+            raise ConfigError("valuation with a history needs a validation split")
+        return _settle(ctx, method, comb, history)
     report = _value(ctx, method, comb)
     if validation is None or any_positive(report.sites):
         return report
@@ -164,6 +181,53 @@ def _value(ctx: ValuationContext, method: str, comb: Combiner) -> RoundValuation
         v_empty=game.v_empty,
         v_full=game.v_full,
         combiner=comb,
+    )
+
+
+def _settle(ctx: ValuationContext, method: str, comb: Combiner, history: History) -> RoundValuation:
+    """The round with a history: free-riders out, the game, accumulated demote-only scores."""
+    cands = _prechecked(ctx)
+    riders = free_riders(
+        {c.site: c.delta for c in cands if c.usable and c.delta is not None},
+        history.references,
+        min_norm_ratio=comb.free_rider_norm,
+        stale_cosine=comb.stale_cosine,
+        stale_distance=comb.stale_distance,
+    )
+    cands = [
+        replace(c, status=Reason.FREE_RIDER, detail=riders[c.site]) if c.site in riders else c
+        for c in cands
+    ]
+    checked_ctx = replace(ctx, candidates=cands)
+    ok = usable(checked_ctx)
+    robust = robust_statistics(
+        {c.site: c.delta for c in ok if c.delta is not None},
+        norm_scale_floor=comb.norm_scale_floor,
+    )
+    screened = comb.screen(cands, robust)
+    passers = [c for c in ok if screened[c.site][0] is Reason.OK]
+    previous = dict(history.accumulated)
+    if not passers:
+        sites = comb.settle(cands, robust, {}, previous, method=None)
+        return RoundValuation(sites=sites, method=None, combiner=comb, accumulated=previous)
+    if method == "shapley" and len(passers) > AUTO_EXACT_SITES:
+        method = "mc_shapley"
+    utility = CoalitionUtility(checked_ctx, passers)
+    game = GAMES[method](utility.players, utility, ctx.seed)
+    normalised = None
+    if not history.warm_up:
+        normalised = normalised_values(game.values, v_empty=game.v_empty, v_full=game.v_full)
+    accumulated = accumulate(previous, normalised or {})
+    return RoundValuation(
+        sites=comb.settle(cands, robust, game.values, accumulated, method=game.method),
+        method=game.method,
+        evaluations=game.evaluations,
+        permutations=game.permutations,
+        v_empty=game.v_empty,
+        v_full=game.v_full,
+        combiner=comb,
+        accumulated=accumulated,
+        normalised=normalised,
     )
 
 

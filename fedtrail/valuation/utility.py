@@ -3,8 +3,15 @@
 ``v(S)`` is the validation metric of the coalition model ``global + FedAvg(S)`` — the round's
 global model plus the sample-count-weighted mean of the coalition's deltas, rebuilt from the
 submitted deltas without retraining (GTG-Shapley, Liu et al. 2022) — and ``v(empty)`` the global
-model's metric. The metric is the ROC AUC or the negative mean cross-entropy loss, so higher is
-better either way.
+model's metric. The metric is the ROC AUC, the negative mean cross-entropy loss, or the negative
+class-balanced cross-entropy after fitting the coalition model's per-class intercept on the split
+(``"balanced_loss"``), so higher is better in every case.
+
+Why ``"balanced_loss"``: flipping 40% of a site's binary labels pulls its positive rate toward
+0.5, the balanced validation split's prior, and the plain loss rewards an update mostly for
+moving the model's prior toward the split's — measured, the two noisy sites of five got 71-82%
+of the weight at Dirichlet alpha 1. Fitting the intercept first makes a pure prior shift cost
+nothing, while label noise, which compresses the posterior, still raises the loss.
 
 Any ``Callable[[frozenset[str]], float]`` can stand in for it (see
 :data:`fedtrail.valuation.base.Utility`); :class:`CachedUtility` counts and caches evaluations.
@@ -21,7 +28,7 @@ import torch
 
 from fedtrail.errors import ConfigError
 from fedtrail.ml.aggregation import AggregationError, stack
-from fedtrail.ml.metrics import evaluate
+from fedtrail.ml.metrics import evaluate, fit_intercept, predict_logits
 from fedtrail.ml.models import initial_model
 from fedtrail.valuation.base import Candidate, Utility, ValuationContext, usable
 
@@ -120,6 +127,12 @@ class CoalitionUtility:
     def __call__(self, coalition: frozenset[str]) -> float:
         assert self._validation is not None
         self._model.load_state_dict(self.state(coalition), strict=True)
+        if self._metric == "balanced_loss":
+            logits = predict_logits(self._model, self._validation)
+            try:
+                return -fit_intercept(logits, self._validation.labels).loss
+            except ValueError as exc:
+                raise ConfigError(f"cannot value on the validation split: {exc}") from exc
         m = evaluate(self._model, self._validation)
         if self._metric == "loss":
             return -m.loss

@@ -14,7 +14,14 @@ from torch import nn
 
 from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset, load_bundled
-from fedtrail.ml.metrics import Metrics, binary_metrics, evaluate, roc_auc
+from fedtrail.ml.metrics import (
+    Metrics,
+    balanced_log_loss,
+    binary_metrics,
+    evaluate,
+    fit_intercept,
+    roc_auc,
+)
 from fedtrail.ml.models import ModelSpec, initial_model
 
 
@@ -168,3 +175,33 @@ def test_evaluate_errors() -> None:
         evaluate(model, three)
     with pytest.raises(ConfigError, match="2 output logits"):
         evaluate(nn.Sequential(nn.Flatten(), nn.Linear(784, 1)), ds)
+
+
+def test_fit_intercept_absorbs_a_constant_logit_shift() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    z = np.c_[np.zeros(300), 3 * (y - 0.5) + rng.normal(size=300)]
+    base = fit_intercept(z, y)
+    shifted = fit_intercept(z + np.array([0.0, 6.0]), y)
+    assert shifted.loss == pytest.approx(base.loss, abs=1e-12)
+    assert shifted.bias[1] == pytest.approx(base.bias[1] - 6.0, abs=1e-9)
+    assert base.bias[0] == 0.0
+    # the fit is the minimum: nudging the bias either way raises the balanced loss
+    for eps in (-1e-3, 1e-3):
+        assert balanced_log_loss(z, y, bias=(0.0, base.bias[1] + eps)) > base.loss
+    assert fit_intercept(z, y) == base  # deterministic
+
+
+def test_fit_intercept_multiclass_and_balanced_weights() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 400)
+    z = rng.normal(size=(400, 3))
+    z[np.arange(400), y] += 2.0
+    fit = fit_intercept(z + np.array([0.0, 0.0, 4.0]), y)
+    assert fit.bias[2] == pytest.approx(-4.0, abs=0.5)
+    # class-balanced: duplicating every sample of one class changes nothing
+    twice = np.r_[y, y[y == 1]]
+    z_twice = np.r_[z, z[y == 1]]
+    assert balanced_log_loss(z_twice, twice) == pytest.approx(balanced_log_loss(z, y), abs=1e-12)
+    with pytest.raises(ValueError, match="two classes"):
+        fit_intercept(z, np.zeros(400, dtype=np.int64))

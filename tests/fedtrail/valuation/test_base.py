@@ -25,6 +25,10 @@ def test_reason_codes_are_stable_with_labels_and_descriptions() -> None:
         ("DUPLICATE", 6),
         ("LATE", 7),
         ("EXPLANATION_SHIFT", 8),
+        ("LOW_QUALITY", 9),
+        ("FREE_RIDER", 10),
+        ("IMPLAUSIBLE_SAMPLES", 11),
+        ("NOT_REVEALED", 12),
     ]
     assert Reason.OUTLIER_DIRECTION.label == "outlier direction"
     for r in Reason:

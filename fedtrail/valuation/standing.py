@@ -1,0 +1,107 @@
+"""A site's standing across rounds: accumulated values and demote-only scores.
+
+One round's Shapley values are noisy (early models overshoot; under label skew an honest site's
+update can hurt the validation split in one round and help in the next), so zeroing every site
+whose value is not positive in a round throws honest data away (measured: ~70% of honest
+site-rounds). Instead each round's values are normalised to shares of the round's total absolute
+value (:func:`normalised_values`, in [-1, 1], summing to at most 1 in absolute value) and added to
+a per-site running value (:func:`accumulate`); the score only *demotes*
+(:func:`demoted_score`): full score while the accumulated value is not negative, falling linearly
+to 0 as it reaches ``-demote_scale``. A site that is consistently harmful (label noise measured at
+-0.1 to -0.5 of the round's share per round) reaches 0 within a few rounds; an honest site whose
+value dips once keeps most of its weight.
+
+The accumulated values are an explicit input and output of
+:func:`fedtrail.valuation.value_round` (:class:`History`): the aggregator records them in each
+round's log, and an auditor re-derives them from the previous round's log.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import torch
+
+from fedtrail.errors import ConfigError
+from fedtrail.protocol.weights import SCORE_SCALE
+
+__all__ = ["History", "accumulate", "demoted_score", "normalised_values"]
+
+
+def _empty() -> Mapping[str, float]:
+    return MappingProxyType({})
+
+
+def _no_references() -> Mapping[str, Mapping[str, torch.Tensor]]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class History:
+    """What a round's valuation carries over from the earlier rounds.
+
+    ``accumulated``: site -> accumulated normalised value after the previous round (a site
+    missing from it starts at 0). ``valued_rounds``: rounds valued before this one; 0 makes this
+    round the warm-up (values computed and reported, not accumulated: the first round's models
+    overshoot, so every update's value is mostly noise). ``references``: earlier updates a
+    free-rider could resend, by a label naming them (a site's previous update, the last global
+    delta); see :mod:`fedtrail.valuation.freeride`.
+    """
+
+    accumulated: Mapping[str, float] = field(default_factory=_empty)
+    valued_rounds: int = 0
+    references: Mapping[str, Mapping[str, torch.Tensor]] = field(default_factory=_no_references)
+
+    def __post_init__(self) -> None:
+        r = self.valued_rounds
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+            raise ConfigError(f"valued_rounds must be a non-negative integer, got {r!r}")
+        for site, value in self.accumulated.items():
+            if not isinstance(site, str) or not site:
+                raise ConfigError("accumulated values need non-empty site names")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"accumulated value of {site} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ConfigError(f"accumulated value of {site} must be finite, got {value!r}")
+
+    @property
+    def warm_up(self) -> bool:
+        """Whether this round only reports values (the first valued round)."""
+        return self.valued_rounds == 0
+
+
+def normalised_values(
+    values: Mapping[str, float], *, v_empty: float, v_full: float
+) -> dict[str, float] | None:
+    """Each value as a share of the round's total absolute value (``phi_i / sum |phi_j|``).
+
+    None when the round says nothing about individual sites: no positive total gain
+    (``v_full <= v_empty``: every update together made the model worse, as when an early,
+    overshooting model is averaged) or all values zero.
+    """
+    if not v_full > v_empty:
+        return None
+    total = math.fsum(abs(v) for v in values.values())
+    if not total > 0:
+        return None
+    return {s: v / total for s, v in values.items()}
+
+
+def accumulate(previous: Mapping[str, float], normalised: Mapping[str, float]) -> dict[str, float]:
+    """``previous`` plus this round's normalised values (sites not valued keep theirs), in the
+    order of ``previous`` then the new sites."""
+    out = dict(previous)
+    for site, v in normalised.items():
+        out[site] = out.get(site, 0.0) + v
+    return out
+
+
+def demoted_score(accumulated: float, *, demote_scale: float) -> int:
+    """Full score (``SCORE_SCALE``) for a non-negative accumulated value, falling linearly to 0
+    at ``-demote_scale``."""
+    if accumulated >= 0:
+        return SCORE_SCALE
+    return max(0, min(SCORE_SCALE, round(SCORE_SCALE * (1.0 + accumulated / demote_scale))))

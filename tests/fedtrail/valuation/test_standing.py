@@ -1,0 +1,173 @@
+"""Accumulated values, demote-only scores, free-riders and the prior-blind utility."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fedtrail.errors import ConfigError
+from fedtrail.ml.training import TrainConfig, train_local
+from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.weights import SCORE_SCALE
+from fedtrail.simulation.faults import label_noise
+from fedtrail.valuation import (
+    Candidate,
+    History,
+    accumulate,
+    demoted_score,
+    free_riders,
+    normalised_values,
+    value_round,
+)
+from tests.fedtrail.valuation.real_sites import SPEC, RealSites, real_sites
+
+Delta = dict[str, torch.Tensor]
+
+
+def _scaled(delta: Delta, factor: float) -> Delta:
+    return {k: v * factor for k, v in delta.items()}
+
+
+def _norm(delta: Delta) -> float:
+    return math.sqrt(sum(float((v.double() ** 2).sum()) for v in delta.values()))
+
+
+def test_normalised_values_are_shares_of_the_total_and_skip_rounds_without_gain() -> None:
+    got = normalised_values({"a": 3.0, "b": -1.0}, v_empty=0.0, v_full=2.0)
+    assert got == {"a": 0.75, "b": -0.25}
+    assert normalised_values({"a": 1.0}, v_empty=1.0, v_full=1.0) is None
+    assert normalised_values({"a": 0.0, "b": 0.0}, v_empty=0.0, v_full=1.0) is None
+
+
+def test_accumulate_adds_and_keeps_sites_not_valued() -> None:
+    assert accumulate({"a": 0.5, "b": -0.1}, {"b": -0.2, "c": 0.3}) == pytest.approx(
+        {"a": 0.5, "b": -0.3, "c": 0.3}
+    )
+
+
+def test_demoted_score_only_demotes_negative_standing() -> None:
+    assert demoted_score(0.0, demote_scale=0.5) == SCORE_SCALE
+    assert demoted_score(3.0, demote_scale=0.5) == SCORE_SCALE
+    assert demoted_score(-0.25, demote_scale=0.5) == SCORE_SCALE // 2
+    assert demoted_score(-0.5, demote_scale=0.5) == 0
+    assert demoted_score(-9.0, demote_scale=0.5) == 0
+
+
+def test_history_validates_its_inputs() -> None:
+    with pytest.raises(ConfigError, match="valued_rounds"):
+        History(valued_rounds=-1)
+    with pytest.raises(ConfigError, match="finite"):
+        History(accumulated={"a": math.nan})
+    assert History().warm_up and not History(valued_rounds=1).warm_up
+
+
+@pytest.fixture(scope="module")
+def sites() -> RealSites:
+    return real_sites()
+
+
+def _riders(deltas: dict[str, Delta], refs: dict[str, Delta]) -> dict[str, str]:
+    return free_riders(deltas, refs, min_norm_ratio=0.01, stale_cosine=0.9999, stale_distance=0.01)
+
+
+def test_free_riders_zero_tiny_and_stale(sites: RealSites) -> None:
+    honest = {f"h{i}": d for i, d in enumerate(sites.deltas[:4])}
+    gen = torch.Generator().manual_seed(0)
+    noise = {k: torch.randn(v.shape, generator=gen) for k, v in sites.deltas[0].items()}
+    # noise with 0.5% of the smallest honest norm: below 1% of the median
+    smallest = min(_norm(d) for d in honest.values())
+    tiny = _scaled(noise, 0.005 * smallest / _norm(noise))
+    earlier = sites.deltas[5]
+    deltas = {
+        **honest,
+        "zero": {k: torch.zeros_like(v) for k, v in earlier.items()},
+        "tiny": tiny,
+        "stale": {k: v.clone() for k, v in earlier.items()},
+    }
+    got = _riders(deltas, {"stale's previous update": earlier})
+    assert set(got) == {"zero", "tiny", "stale"}
+    assert "stale copy of stale's previous update" in got["stale"]
+    # honest updates are far from each other and from an earlier one
+    assert _riders(honest, {"the last global delta": sites.deltas[6]}) == {}
+
+
+def _round(
+    sites: RealSites,
+    deltas: list[Delta],
+    history: History,
+    metric: str = "balanced_loss",
+) -> dict[str, object]:
+    report = value_round(
+        global_state=sites.global_state,
+        spec=SPEC,
+        candidates=[
+            Candidate(site=f"s{i}", num_samples=sites.num_samples[i], delta=d)
+            for i, d in enumerate(deltas)
+        ],
+        validation=sites.validation,
+        method="shapley",
+        metric=metric,
+        seed=0,
+        history=history,
+    )
+    return {"report": report, "by_site": {v.site: v for v in report.sites}}
+
+
+def test_free_riders_score_zero_with_their_reason(sites: RealSites) -> None:
+    earlier = sites.deltas[6]
+    deltas = [
+        *sites.deltas[:3],
+        {k: torch.zeros_like(v) for k, v in earlier.items()},
+        _scaled(sites.deltas[3], 1e-4),
+        {k: v.clone() for k, v in earlier.items()},
+    ]
+    out = _round(sites, deltas, History(valued_rounds=1, references={"the last global": earlier}))
+    by_site = out["by_site"]
+    assert isinstance(by_site, dict)
+    for site in ("s3", "s4", "s5"):
+        assert by_site[site].reason is Reason.FREE_RIDER and by_site[site].score == 0
+    for site in ("s0", "s1", "s2"):
+        assert by_site[site].reason is Reason.OK and by_site[site].score > 0
+
+
+def test_prior_shift_costs_nothing_with_the_balanced_loss(sites: RealSites) -> None:
+    honest = sites.deltas[:4]
+    shifted = dict(honest[3])
+    shifted["fc2.bias"] = shifted["fc2.bias"] + torch.tensor([-0.05, 0.05])
+    plain = _round(sites, honest, History(valued_rounds=1))["report"]
+    moved = _round(sites, [*honest[:3], shifted], History(valued_rounds=1))["report"]
+    assert plain.accumulated is not None and moved.accumulated is not None
+    # a constant logit shift is absorbed by the fitted intercept: same values, same scores
+    assert moved.accumulated["s3"] == pytest.approx(plain.accumulated["s3"], abs=1e-6)
+    assert [v.score for v in moved.sites] == [v.score for v in plain.sites]
+    assert moved.sites[3].score == SCORE_SCALE
+
+
+def test_label_noise_site_accumulates_a_falling_value(sites: RealSites) -> None:
+    from fedtrail.ml.datasets import load_bundled
+
+    train = load_bundled().train.subset(list(range(400)))
+    torch.set_num_threads(1)
+    noisy = train_local(
+        sites.global_state,
+        label_noise(train, 0.4, seed=3),
+        spec=SPEC,
+        config=TrainConfig(epochs=2, seed=3),
+    ).delta
+    deltas = [*sites.deltas[:4], noisy]
+    history = History(valued_rounds=1, accumulated={"s4": 0.0})
+    first = _round(sites, deltas, history)["report"]
+    assert first.accumulated is not None and first.accumulated["s4"] < 0
+    second = _round(sites, deltas, History(valued_rounds=2, accumulated=first.accumulated))[
+        "report"
+    ]
+    assert second.accumulated is not None
+    assert second.accumulated["s4"] < first.accumulated["s4"]
+    assert second.sites[4].score < SCORE_SCALE
+    assert all(v.score == SCORE_SCALE for v in second.sites[:4])
+    # the warm-up round reports values but accumulates nothing
+    warm = _round(sites, deltas, History())["report"]
+    assert warm.normalised is None and warm.accumulated == {}
+    assert all(v.score == SCORE_SCALE for v in warm.sites)
