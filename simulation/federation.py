@@ -40,7 +40,8 @@ class SiteSetup:
 
     A site without ``train`` is registered but gets no node: it submits by hand (the scale
     benchmark's synthetic sites, a test's tampering site). ``config`` defaults to
-    ``NodeConfig()``; its ``name`` is always the site's.
+    ``NodeConfig()``; its ``name`` is always the site's. ``max_samples`` (the most samples the
+    ledger lets the site claim) defaults to the size of ``train``; a site without data needs it.
     """
 
     account: LocalAccount
@@ -49,12 +50,23 @@ class SiteSetup:
     val: ImageDataset | None = None
     config: NodeConfig = field(default_factory=NodeConfig)
     fault: SiteFault = field(default_factory=SiteFault)
+    max_samples: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ConfigError("a site needs a name")
         if self.train is None and (self.val is not None or self.fault != SiteFault()):
             raise ConfigError(f"site {self.name!r} has no training data, so no node to apply to")
+        if self.train is None and self.max_samples is None:
+            raise ConfigError(f"site {self.name!r} has no training data: give its max_samples")
+
+    @property
+    def sample_limit(self) -> int:
+        """The most samples the ledger lets this site claim per update."""
+        if self.max_samples is not None:
+            return self.max_samples
+        assert self.train is not None  # checked when built
+        return len(self.train)
 
 
 def make_sites(
@@ -193,7 +205,7 @@ def build_federation(
     for site in sites:
         if fund_wei:
             fund(ledger.w3, coordinator, site.account.address, fund_wei)
-        ledger.register_site(coordinator, site.account.address, site.name)
+        ledger.register_site(coordinator, site.account.address, site.name, site.sample_limit)
     folder = Path(folder)
     nodes = tuple(_site_node(s, ledger, store, folder) for s in sites if s.train is not None)
     service = AggregatorService(

@@ -60,7 +60,10 @@ def one_scale(rpc: str, api: str, n_sites: int) -> dict[str, float | int]:
     fed = build_federation(  # sites without data: they submit by hand below
         w3=w3,
         coordinator=dev_account(0),
-        sites=[SiteSetup(account=s, name=f"site-{i:03d}") for i, s in enumerate(sites)],
+        sites=[
+            SiteSetup(account=s, name=f"site-{i:03d}", max_samples=100 + i)
+            for i, s in enumerate(sites)
+        ],
         fund_wei=10**18,
         store=IpfsStore(api),
         folder=Path(tempfile.mkdtemp()),

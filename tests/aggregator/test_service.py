@@ -53,7 +53,7 @@ def _federation(
     parts = partition_iid(splits.train.labels, 8, seed=1)
     trains = [splits.train.subset(parts[i]) for i in range(len(accounts))]
     sites = make_sites(accounts, trains, training=TrainConfig(epochs=2), faults=faults)
-    sites += [SiteSetup(account=acct, name=name) for acct, name in by_hand]
+    sites += [SiteSetup(account=acct, name=name, max_samples=100) for acct, name in by_hand]
     return build_federation(sites=sites, store=store, folder=tmp, validation=splits.val, **chain)
 
 

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from eth_abi.abi import decode as abi_decode
+from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
+from web3 import Web3
 
 import fedtrail.aggregator.service as service_mod
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
@@ -25,49 +27,51 @@ from fedtrail.ledger import Ledger
 from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.training import TrainConfig
 from fedtrail.protocol.roundlog import RoundLog
-from fedtrail.simulation.federation import build_federation, make_sites
+from fedtrail.simulation.federation import Federation, build_federation, make_sites
 from fedtrail.storage.store import ContentStore, IpfsStore, LocalStore
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def federation(
-    ledger: Ledger,
-    store: ContentStore,
-    coordinator: Any,
-    sites: list[Any],
     tmp: Path,
     rounds: int = 2,
-) -> AggregatorService:
+    *,
+    w3: Web3 | None = None,
+    store: ContentStore | None = None,
+    accounts: list[LocalAccount] | None = None,
+) -> Federation:
+    """Three hospitals after ``rounds`` rounds; ``accounts[0]`` coordinates and aggregates.
+    Default: the embedded chain, its funded accounts and a local store in ``tmp``."""
+    w3 = w3 or connect("embedded")
+    accounts = accounts or funded_accounts(w3)[:4]
     splits = load_bundled()
     parts = partition_iid(splits.train.labels, 10, seed=0)
+    sites = accounts[1:]
     fed = build_federation(
-        ledger=ledger,
-        coordinator=coordinator,
+        w3=w3,
+        coordinator=accounts[0],
         sites=make_sites(
             sites,
             [splits.train.subset(parts[i]) for i in range(len(sites))],
             names=[f"hospital-{i}" for i in range(len(sites))],
             training=TrainConfig(epochs=1),
         ),
-        store=store,
+        store=store or LocalStore(tmp / "store"),
         folder=tmp,
         validation=splits.val,
         settings=AggregatorSettings(valuation="loo"),
     )
     for _ in range(rounds):
         fed.run_round()
-    return fed.service
+    return fed
 
 
 @pytest.fixture
 def embedded_fed(tmp_path: Path) -> tuple[Ledger, LocalStore, AggregatorService]:
-    w3 = connect("embedded")
-    accts = funded_accounts(w3)
-    ledger, _ = Ledger.deploy(w3, accts[0])
     store = LocalStore(tmp_path / "store")
-    service = federation(ledger, store, accts[0], accts[1:4], tmp_path)
-    return ledger, store, service
+    fed = federation(tmp_path, store=store)
+    return fed.ledger, store, fed.service
 
 
 def test_verify_passes_on_an_honest_federation(embedded_fed: Any) -> None:
@@ -109,10 +113,6 @@ def test_verify_fails_when_a_stored_update_was_altered(embedded_fed: Any) -> Non
 def test_verify_fails_when_the_aggregator_used_its_own_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    w3 = connect("embedded")
-    accts = funded_accounts(w3)
-    ledger, _ = Ledger.deploy(w3, accts[0])
-    store = LocalStore(tmp_path / "store")
     real = service_mod.aggregate
 
     def dishonest(rule: Any, deltas: Any, weights: Any) -> Any:
@@ -120,7 +120,8 @@ def test_verify_fails_when_the_aggregator_used_its_own_weights(
         return {k: 2 * v for k, v in real(rule, deltas, weights).items()}
 
     monkeypatch.setattr(service_mod, "aggregate", dishonest)
-    federation(ledger, store, accts[0], accts[1:4], tmp_path, rounds=1)
+    fed = federation(tmp_path, rounds=1)
+    ledger, store = fed.ledger, fed.store
     audit = verify_round(ledger, store, 1)
     bad = {c.name for c in audit.checks if not c.passed}
     assert bad == {"global.recomputed"}
@@ -129,10 +130,6 @@ def test_verify_fails_when_the_aggregator_used_its_own_weights(
 def test_verify_fails_when_the_log_disagrees_with_the_chain(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    w3 = connect("embedded")
-    accts = funded_accounts(w3)
-    ledger, _ = Ledger.deploy(w3, accts[0])
-    store = LocalStore(tmp_path / "store")
     real = RoundLog.to_bytes
 
     def lying(log: RoundLog) -> bytes:
@@ -140,7 +137,8 @@ def test_verify_fails_when_the_log_disagrees_with_the_chain(
         return real(dataclasses.replace(log, sites=(first, *log.sites[1:])))
 
     monkeypatch.setattr(RoundLog, "to_bytes", lying)
-    federation(ledger, store, accts[0], accts[1:4], tmp_path, rounds=1)
+    fed = federation(tmp_path, rounds=1)
+    ledger, store = fed.ledger, fed.store
     audit = verify_round(ledger, store, 1)
     bad = {c.name: c.detail for c in audit.checks if not c.passed}
     assert set(bad) == {"log.agrees"} and "weight" in bad["log.agrees"]
@@ -151,10 +149,6 @@ def test_verify_fails_a_round_whose_log_names_an_invalid_model_spec(
 ) -> None:
     """The updates must be decoded with the spec the aggregator used; a log naming no valid spec
     fails the round (it used to fall back to the default spec silently)."""
-    w3 = connect("embedded")
-    accts = funded_accounts(w3)
-    ledger, _ = Ledger.deploy(w3, accts[0])
-    store = LocalStore(tmp_path / "store")
     real = RoundLog.to_bytes
 
     def bad_spec(log: RoundLog) -> bytes:
@@ -163,7 +157,8 @@ def test_verify_fails_a_round_whose_log_names_an_invalid_model_spec(
         return real(dataclasses.replace(log, settings=settings))
 
     monkeypatch.setattr(RoundLog, "to_bytes", bad_spec)
-    federation(ledger, store, accts[0], accts[1:4], tmp_path, rounds=1)
+    fed = federation(tmp_path, rounds=1)
+    ledger, store = fed.ledger, fed.store
     audit = verify_round(ledger, store, 1, validation=load_bundled().val)
     bad = {c.name: c.detail for c in audit.checks if not c.passed}
     assert set(bad) == {"log.model_spec", "global.recomputed"}
@@ -201,12 +196,10 @@ def test_audit_cli_verify_exit_codes(embedded_fed: Any, tmp_path: Path) -> None:
 
 @pytest.fixture
 def anvil_fed(anvil_url: str, ipfs_api: str, tmp_path: Path) -> tuple[Ledger, IpfsStore, str]:
-    w3 = connect(anvil_url)
-    coord = dev_account(0)
-    ledger, _ = Ledger.deploy(w3, coord)
     store = IpfsStore(ipfs_api)
-    federation(ledger, store, coord, [dev_account(i) for i in (5, 6, 7)], tmp_path)
-    return ledger, store, ipfs_api
+    accounts = [dev_account(i) for i in (0, 5, 6, 7)]
+    fed = federation(tmp_path, w3=connect(anvil_url), store=store, accounts=accounts)
+    return fed.ledger, store, ipfs_api
 
 
 @pytest.mark.anvil

@@ -22,7 +22,7 @@ from fedtrail.node.config import NodeConfig
 from fedtrail.node.daemon import UpdateContext
 from fedtrail.protocol.codes import Phase
 from fedtrail.simulation.faults import SiteFault, copied_update, sign_flip
-from fedtrail.simulation.federation import Federation, SiteSetup, build_federation
+from fedtrail.simulation.federation import Federation, SiteSetup, build_federation, make_sites
 from fedtrail.storage.codec import Compression, decode_update
 from fedtrail.storage.store import LocalStore
 from tests.fixtures.chain import ChainEnv
@@ -65,11 +65,12 @@ def _site(env: ChainEnv, i: int, **kwargs: object) -> SiteSetup:
 def test_it_registers_the_sites_and_builds_their_nodes_and_the_service(
     embedded: ChainEnv, tmp_path: Path
 ) -> None:
-    bare = SiteSetup(account=embedded.sites[2], name="by-hand")
+    bare = SiteSetup(account=embedded.sites[2], name="by-hand", max_samples=7)
     fed = _build(embedded, tmp_path, [_site(embedded, 0), _site(embedded, 1), bare])
     assert fed.deployment is not None and fed.deployment.address == fed.ledger.address
     assert fed.ledger.aggregator() == embedded.aggregator.address
     assert [s.name for s in fed.ledger.get_sites()] == ["site-0", "site-1", "by-hand"]
+    assert [s.max_samples for s in fed.ledger.get_sites()] == [120, 120, 7]
     assert [n.address for n in fed.nodes] == [s.address for s in embedded.sites[:2]]
     assert [n.config.name for n in fed.nodes] == ["site-0", "site-1"]
     assert fed.nodes[1].folder == tmp_path / "nodes" / "site-1"
@@ -139,6 +140,8 @@ def test_a_site_without_data_cannot_carry_a_fault() -> None:
         SiteSetup(account=object(), name="x", fault=SiteFault(kind="sign_flip"))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="needs a name"):
         SiteSetup(account=object(), name="")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="give its max_samples"):
+        SiteSetup(account=object(), name="x")  # type: ignore[arg-type]
 
 
 def test_a_round_with_faulty_sites_closes_and_verifies(embedded: ChainEnv, tmp_path: Path) -> None:
@@ -202,3 +205,24 @@ def test_a_copying_site_that_is_stopped_copies_nothing(embedded: ChainEnv, tmp_p
     )
     assert fed.ledger.get_round(r).deadline > block_timestamp(fed.ledger.w3)
     assert copied_update(context, r) is None
+
+
+def test_make_sites_names_seeds_and_configures_each_site(embedded: ChainEnv) -> None:
+    trains = [_small(10, 0), _small(10, 10)]
+    faults = [SiteFault(), SiteFault(kind="scale", factor=3)]
+    sites = make_sites(
+        embedded.sites[:2],
+        trains,
+        training=TrainConfig(epochs=2, seed=5),
+        faults=faults,
+        poll_interval=0.5,
+    )
+    assert [s.name for s in sites] == ["site-0", "site-1"]
+    assert [s.config.training.seed for s in sites] == [5, 6]
+    assert {s.config.training.epochs for s in sites} == {2}
+    assert [s.fault for s in sites] == faults and [s.train for s in sites] == trains
+    assert {s.config.poll_interval for s in sites} == {0.5}
+    with pytest.raises(ConfigError, match="1 names"):
+        make_sites(embedded.sites[:2], trains, names=["only-one"])
+    with pytest.raises(ConfigError, match="not a node setting"):
+        make_sites(embedded.sites[:2], trains, poll_intervall=0.5)
