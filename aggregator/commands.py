@@ -57,10 +57,17 @@ def aggregator() -> None:
 )
 @click.option(
     "--round-seconds",
-    type=click.IntRange(1),
+    type=click.IntRange(1, 2**32),
     default=600,
     show_default=True,
-    help="Submission window of each round (chain time).",
+    help="Commit window of each round (chain seconds; at least the ledger's minimum).",
+)
+@click.option(
+    "--reveal-seconds",
+    type=click.IntRange(1, 2**32),
+    default=120,
+    show_default=True,
+    help="Reveal window after the commit deadline (chain seconds; at least the ledger's minimum).",
 )
 @click.option("--poll-interval", type=float, default=2.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -86,6 +93,7 @@ def run(
     metric: str,
     explanation_check: bool,
     round_seconds: int,
+    reveal_seconds: int,
     poll_interval: float,
     seed: int,
     folder: Path,
@@ -118,6 +126,7 @@ def run(
         metric=metric,
         explanation_check=explanation_check,
         round_seconds=round_seconds,
+        reveal_seconds=reveal_seconds,
         poll_interval=poll_interval,
         seed=seed,
     )

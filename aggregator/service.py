@@ -5,11 +5,19 @@ thing its phase asks for — open, value, finalize — so a crash between any tw
 resumed by the next step, and no transaction is ever sent twice (the contract's phases refuse a
 repeat, and the service never tries one).
 
-    no round / last finalized or cancelled -> openRound(global model)
-    Open:     wait for every registered site or the deadline -> fetch, verify, decode, score
-              -> recordValuation            (all scores 0: cancelRound after the deadline)
+    no round / last finalized or cancelled -> put the round's terms -> openRound(global model,
+              terms, commit and reveal deadlines)
+    Open:     wait for every site active at open to reveal, or the reveal deadline -> fetch,
+              verify, decode, check canonical encoding, mark duplicates in commit order, score
+              -> recordValuation            (all scores 0: cancelRound after the reveal deadline)
     Valued:   read the weights back from the chain -> aggregate -> put global + log
               -> finalizeRound
+
+The round's terms (:class:`~fedtrail.protocol.terms.RoundTerms`: aggregation rule, valuation
+settings, validation-set hash, model spec, duplicate thresholds) are written to the store and
+committed on chain when the round opens, before any update exists; valuing and aggregating
+read them back by that hash, so a restart with other settings still finishes the round under
+the terms it opened with, and an auditor replays exactly them.
 """
 
 from __future__ import annotations
@@ -27,16 +35,17 @@ from eth_account.signers.local import LocalAccount
 
 from fedtrail.chain import block_timestamp
 from fedtrail.errors import (
-    ChainUnreachable,
     ConfigError,
     ContentNotFound,
     ContentTooLarge,
+    ContractNotFound,
+    ContractRevert,
     FedtrailError,
     HashMismatch,
     InvalidCid,
     InvalidUpdate,
+    LedgerError,
     StoreError,
-    TransactionFailed,
 )
 from fedtrail.fsutil import atomic_write
 from fedtrail.hooks import StepHook, no_step
@@ -48,6 +57,9 @@ from fedtrail.ml.metrics import Metrics, evaluate
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.duplicates import Entry, find_duplicates
+from fedtrail.protocol.terms import InvalidTerms, RoundTerms
+from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_model, decode_update, encode_model
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation import Candidate, SiteValuation, value_round
@@ -68,6 +80,9 @@ class AggregatorSettings:
     # ranking while wrecking its outputs (measured on the demo scenario, see README).
     metric: str = "loss"
     round_seconds: int = 600
+    """The commit window of each round (chain seconds; at least the ledger's minimum)."""
+    reveal_seconds: int = 120
+    """The reveal window after it (chain seconds; at least the ledger's minimum)."""
     poll_interval: float = 2.0
     seed: int = 0
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -86,8 +101,8 @@ class AggregatorSettings:
             )
         if self.metric not in ("auc", "loss"):
             raise ConfigError(f"metric must be auc or loss, not {self.metric!r}")
-        if self.round_seconds < 1 or self.poll_interval <= 0:
-            raise ConfigError("round_seconds and poll_interval must be positive")
+        if self.round_seconds < 1 or self.reveal_seconds < 1 or self.poll_interval <= 0:
+            raise ConfigError("round_seconds, reveal_seconds and poll_interval must be positive")
 
 
 @dataclass
@@ -132,6 +147,8 @@ class AggregatorService:
         self._at_step = at_step
         self._names: dict[str, str] = {}
         self._fetched: dict[int, dict[tuple[str, str], tuple[Reason, str, Any]]] = {}
+        self._terms: dict[int, RoundTerms] = {}
+        self._validation_sha256: str | None = None
 
     # ---------------------------------------------------------------- helpers
 
@@ -157,8 +174,58 @@ class AggregatorService:
 
     # ---------------------------------------------------------------- phases
 
+    def _windows(self) -> tuple[int, int]:
+        """(commit, reveal) window lengths: the settings', raised to the ledger's minimum."""
+        least = self.ledger.min_round_window()
+        return max(self.settings.round_seconds, least), max(self.settings.reveal_seconds, least)
+
+    def round_terms(self, round_id: int) -> RoundTerms:
+        """The terms this aggregator offers for round ``round_id`` (from its settings)."""
+        if self._validation_sha256 is None:
+            self._validation_sha256 = self.validation.content_sha256()
+        commit_s, reveal_s = self._windows()
+        return RoundTerms(
+            round=round_id,
+            aggregation_rule=asdict(self.settings.rule),
+            valuation=roundlog.ValuationSettings(
+                method=self.settings.valuation,
+                metric=self.settings.metric,
+                seed=self.settings.seed + round_id,
+                explanation_check=self.settings.explanation_check,
+            ).to_json(),
+            model_spec=asdict(self.spec),
+            spec_hash=self.spec.spec_hash(),
+            seed=self.settings.seed,
+            validation_sha256=self._validation_sha256,
+            validation_images=len(self.validation),
+            commit_seconds=commit_s,
+            reveal_seconds=reveal_s,
+        )
+
+    def terms(self, round_id: int) -> tuple[RoundTerms, roundlog.BlobRef]:
+        """The terms the chain committed ``round_id`` to, read back by their on-chain hash."""
+        info = self.ledger.get_round(round_id)
+        ref = roundlog.BlobRef(info.terms_cid, info.terms_sha256)
+        if round_id not in self._terms:
+            blob = self.store.get(info.terms_cid, info.terms_sha256)
+            try:
+                terms = RoundTerms.from_bytes(blob)
+            except InvalidTerms as exc:
+                raise FedtrailError(
+                    f"round {round_id}: the committed terms are unusable: {exc}"
+                ) from None
+            if terms.round != round_id or terms.spec_hash != self.spec.spec_hash():
+                raise FedtrailError(
+                    f"round {round_id}: the committed terms are for round {terms.round} and "
+                    f"spec {terms.spec_hash[:16]}…; this aggregator runs spec "
+                    f"{self.spec.spec_hash()[:16]}…"
+                )
+            self._terms = {round_id: terms}
+        return self._terms[round_id], ref
+
     def open_next(self) -> int:
-        """Opens the next round from the last finalized model (or the seeded initial one)."""
+        """Opens the next round from the last finalized model (or the seeded initial one),
+        under terms put on the store first."""
         last = self.ledger.last_finalized_round()
         if last:
             info = self.ledger.get_round(last)
@@ -168,32 +235,66 @@ class AggregatorService:
                 initial_model(self.spec, self.settings.seed).state_dict(), spec=self.spec, round=0
             )
             cid, sha = self._put(blob)
-        deadline = block_timestamp(self.ledger.w3) + self.settings.round_seconds
-        round_id, tx = self.ledger.open_round(self.account, cid, sha, deadline)
+        terms = self.round_terms(self.ledger.current_round() + 1)
+        terms_cid, terms_sha = self._put(terms.to_bytes())
+        commit_deadline = block_timestamp(self.ledger.w3) + terms.commit_seconds
+        reveal_deadline = commit_deadline + terms.reveal_seconds
+        round_id, tx = self.ledger.open_round(
+            self.account,
+            cid,
+            sha,
+            terms_cid=terms_cid,
+            terms_sha256=terms_sha,
+            commit_deadline=commit_deadline,
+            reveal_deadline=reveal_deadline,
+        )
         log.info(
-            "round %d opened from %s (deadline %d, tx %s)", round_id, cid, deadline, tx.tx_hash
+            "round %d opened from %s under terms %s (commit until %d, reveal until %d, tx %s)",
+            round_id,
+            cid,
+            terms_cid,
+            commit_deadline,
+            reveal_deadline,
+            tx.tx_hash,
         )
         return round_id
 
     def ready_to_value(self, round_id: int) -> bool:
+        """After the reveal deadline, or once every site active at open has revealed."""
         info = self.ledger.get_round(round_id)
-        if block_timestamp(self.ledger.w3) > info.deadline:
+        if block_timestamp(self.ledger.w3) > info.reveal_deadline:
             return True
-        return info.submission_count >= self.ledger.active_site_count() > 0
+        return info.submission_count >= info.active_at_open > 0
 
     def candidates(self, round_id: int) -> list[tuple[Submission, Candidate]]:
-        """Every submission with its decoded delta, or the reason it cannot be used.
+        """Every revealed update with its decoded delta, or the reason it cannot be used; later
+        copies (in commit order) of an earlier update are marked DUPLICATE.
 
         Fetched and decoded once per round and process (valuation and finalize both need them);
         after a restart they are fetched again and verified against the chain as before.
         """
+        terms, _ = self.terms(round_id)
         cache = self._fetched.setdefault(round_id, {})
-        out = []
+        fetched = []
         for sub in self.ledger.get_submissions(round_id):
             key = (sub.site, sub.sha256)
             if key not in cache:
                 cache[key] = self._fetch_update(round_id, sub)
-            status, detail, delta = cache[key]
+            fetched.append((sub, *cache[key]))
+        copies = find_duplicates(
+            [
+                Entry(
+                    sub.site, sub.commit_order, sub.sha256, delta if status is Reason.OK else None
+                )
+                for sub, status, _, delta in fetched
+            ],
+            terms.duplicates,
+        )
+        out = []
+        for sub, status, detail, delta in fetched:
+            if status is Reason.OK and sub.site in copies:
+                status = Reason.DUPLICATE
+                detail = f"repeats the update {copies[sub.site]} committed earlier"
             out.append(
                 (
                     sub,
@@ -216,6 +317,7 @@ class AggregatorService:
         try:
             blob = self.store.get(sub.cid, sub.sha256)
             delta, _ = decode_update(blob, spec=self.spec, expected_round=round_id)
+            check_canonical_update(blob, spec=self.spec, expected_round=round_id)
             return Reason.OK, "", delta
         except HashMismatch as exc:
             status, detail = Reason.TAMPERED, str(exc)
@@ -255,16 +357,18 @@ class AggregatorService:
         global_state: dict[str, torch.Tensor],
         pairs: list[tuple[Submission, Candidate]],
     ) -> list[SiteValuation]:
-        """Deterministic for a given round: the same inputs give the same scores."""
+        """Deterministic for a given round: the same inputs give the same scores. The settings
+        are the round's committed terms."""
+        valuation = roundlog.ValuationSettings.from_json(self.terms(round_id)[0].valuation)
         return value_round(
             global_state=global_state,
             spec=self.spec,
             candidates=[c for _, c in pairs],
             validation=self.validation,
-            method=self.settings.valuation,
-            metric=self.settings.metric,
-            seed=self.settings.seed + round_id,
-            explanation_check=self.settings.explanation_check,
+            method=valuation.method,
+            metric=valuation.metric,
+            seed=self.settings.seed + round_id if valuation.seed is None else valuation.seed,
+            explanation_check=bool(valuation.explanation_check),
         ).sites
 
     def _valuation_path(self, round_id: int) -> Path:
@@ -306,7 +410,8 @@ class AggregatorService:
                 f"round {round_id}: an update with on-chain weight > 0 cannot be read back; "
                 "refusing to aggregate without it"
             )
-        delta = aggregate(self.settings.rule, [d for d, _ in usable], [w for _, w in usable])
+        rule = AggregationRule(**self.terms(round_id)[0].aggregation_rule)
+        delta = aggregate(rule, [d for d, _ in usable], [w for _, w in usable])
         new_state = apply_delta(global_state, delta)
         blob = encode_model(new_state, spec=self.spec, round=round_id)
         global_cid, global_sha = self._put(blob)
@@ -400,27 +505,23 @@ class AggregatorService:
         *,
         explanations: roundlog.ModelExplanations | None = None,
     ) -> roundlog.RoundLog:
-        """The round's log from the chain's submissions and the saved valuation details."""
-        rule = self.settings.rule
+        """The round's log from the chain's submissions, the saved valuation details and the
+        round's committed terms (whose settings it repeats, with a reference to them)."""
+        terms, terms_ref = self.terms(round_id)
+        rule = AggregationRule(**terms.aggregation_rule)
         return roundlog.build_round_log(
             round_id=round_id,
             ledger=roundlog.LedgerRef(self.ledger.address, self.ledger.chain_id),
             start_model=roundlog.BlobRef(start_cid, start_sha),
             settings=roundlog.RoundSettings(
-                aggregation_rule=asdict(rule),
-                valuation=roundlog.ValuationSettings(
-                    method=self.settings.valuation,
-                    metric=self.settings.metric,
-                    seed=self.settings.seed + round_id,
-                    explanation_check=self.settings.explanation_check,
-                ),
-                model_spec=asdict(self.spec),
-                spec_hash=self.spec.spec_hash(),
-                seed=self.settings.seed,
+                aggregation_rule=dict(terms.aggregation_rule),
+                valuation=roundlog.ValuationSettings.from_json(terms.valuation),
+                model_spec=dict(terms.model_spec),
+                spec_hash=terms.spec_hash,
+                seed=terms.seed,
+                terms=terms_ref,
             ),
-            validation=roundlog.ValidationRef(
-                self.validation.content_sha256(), len(self.validation)
-            ),
+            validation=roundlog.ValidationRef(terms.validation_sha256, terms.validation_images),
             sites=[
                 roundlog.SiteEntry.of(
                     site=sub.site,
@@ -458,7 +559,7 @@ class AggregatorService:
             if not self.ready_to_value(current):
                 return None
             if self.value(current) is None:
-                if block_timestamp(self.ledger.w3) > info.deadline:
+                if block_timestamp(self.ledger.w3) > info.reveal_deadline:
                     self.ledger.cancel_round(self.account, current)
                     log.warning("round %d cancelled: no usable update", current)
                     return RoundOutcome(round=current, phase=Phase.CANCELLED)
@@ -474,7 +575,9 @@ class AggregatorService:
             # Don't open a round beyond the target: stop right after the last one closes.
             try:
                 outcome = self.step()
-            except (StoreError, ChainUnreachable, TransactionFailed) as exc:
+            except (StoreError, LedgerError) as exc:
+                if isinstance(exc, ContractRevert | ContractNotFound):
+                    raise
                 log.error("will retry: %s", exc)
                 outcome = None
             if outcome is not None:

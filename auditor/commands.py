@@ -55,8 +55,11 @@ def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
     return {
         "round": info.id,
         "phase": info.phase.label,
-        "deadline": info.deadline,
+        "commit_deadline": info.commit_deadline,
+        "reveal_deadline": info.reveal_deadline,
         "opened_at": info.opened_at,
+        "active_at_open": info.active_at_open,
+        "terms": {"cid": info.terms_cid, "sha256": info.terms_sha256},
         "start_model": {"cid": info.start_cid, "sha256": info.start_sha256},
         "global_model": {"cid": info.global_cid, "sha256": info.global_sha256},
         "log": {"cid": info.log_cid, "sha256": info.log_sha256},
@@ -138,7 +141,8 @@ def site(
         rows.append(
             {
                 "round": r,
-                "submitted": sub is not None,
+                "committed": sub is not None,
+                "revealed": bool(sub and sub.revealed),
                 "num_samples": sub.num_samples if sub else 0,
                 "score": sub.score / SCORE_SCALE if sub else None,
                 "reason": reason_label(sub.reason) if sub else None,

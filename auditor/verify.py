@@ -5,6 +5,12 @@ blob by the CID the chain's events name and checks it against the sha256 in cont
 recomputes the weights from the on-chain sample counts and scores with the shared rule,
 re-aggregates the stored updates and compares the result's sha256 with the finalized one, and
 checks that the explanation log agrees with the chain.
+
+The round is replayed under its *terms*: the document whose sha256 ``openRound`` committed
+before any update existed (aggregation rule, valuation settings, validation-set hash, model
+spec, duplicate thresholds). A log whose settings differ from the terms fails ``terms.rule``,
+``terms.valuation``, ``terms.validation`` or ``terms.model``; updates that are not in canonical
+encoding count as malformed, and duplicates are re-derived in commit order (``duplicates``).
 """
 
 from __future__ import annotations
@@ -32,8 +38,11 @@ from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.protocol.roundlog import InvalidLog, RoundLog
+from fedtrail.protocol.duplicates import Entry, find_duplicates
+from fedtrail.protocol.roundlog import InvalidLog, RoundLog, ValuationSettings
+from fedtrail.protocol.terms import InvalidTerms, RoundTerms
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
+from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_model, decode_update, encode_model
 from fedtrail.storage.store import ContentStore
 
@@ -163,6 +172,28 @@ def verify_round(
     if log is not None:
         _check_log(audit, log, info, subs)
 
+    # the terms committed at open, and the log's settings against them
+    terms: RoundTerms | None = None
+    with _Timer(audit, "fetch"):
+        fetched_terms = _fetch(store, info.terms_cid, info.terms_sha256)
+    if fetched_terms.blob is None:
+        audit.add("terms.hash", False, fetched_terms.detail)
+    else:
+        try:
+            terms = RoundTerms.from_bytes(fetched_terms.blob)
+            ok = terms.round == round_id
+            audit.add(
+                "terms.hash",
+                ok,
+                f"{info.terms_cid} matches its on-chain sha256"
+                if ok
+                else f"the committed terms name round {terms.round}",
+            )
+        except InvalidTerms as exc:
+            audit.add("terms.hash", False, f"{info.terms_cid} matches its hash but: {exc}")
+    if terms is not None and log is not None:
+        _check_terms(audit, log, terms, info)
+
     # the weights, recomputed from the on-chain counts and scores
     try:
         expected = onchain_weights([s.num_samples for s in subs], [s.score for s in subs])
@@ -179,7 +210,13 @@ def verify_round(
 
     # the model spec the blobs are decoded with: the log's, which must be a valid one
     spec: ModelSpec | None = ModelSpec()  # no log: the round failed above; default to decode
-    if log is not None:
+    if terms is not None:
+        try:
+            spec = ModelSpec(**terms.model_spec)
+        except (TypeError, ValueError, ConfigError) as exc:
+            spec = None
+            audit.add("terms.model", False, f"the terms name no valid model spec: {exc}")
+    elif log is not None:
         try:
             spec = _spec_from(log)
             audit.add("log.model_spec", True, f"valid model spec {log.settings.spec_hash[:16]}…")
@@ -220,11 +257,34 @@ def verify_round(
         try:
             with _Timer(audit, "decode"):
                 deltas[sub.site], _ = decode_update(blob, spec=spec, expected_round=round_id)
-            audit.add(f"update.{sub.site[:10]}", True, f"{sub.cid} hash ok, decodes")
+                check_canonical_update(blob, spec=spec, expected_round=round_id)
+            audit.add(f"update.{sub.site[:10]}", True, f"{sub.cid} hash ok, decodes, canonical")
         except InvalidUpdate as exc:
             unusable[sub.site] = Reason.MALFORMED
+            deltas.pop(sub.site, None)
             excluded = sub.weight == 0 and sub.reason in UNUSABLE_REASONS
             audit.add(f"update.{sub.site[:10]}", excluded, f"malformed: {exc.reason}")
+
+    # duplicates, re-derived in commit order under the terms' thresholds
+    if terms is not None:
+        copies = find_duplicates(
+            [Entry(s.site, s.commit_order, s.sha256, deltas.get(s.site)) for s in subs],
+            terms.duplicates,
+        )
+        for site in copies:
+            unusable.setdefault(site, Reason.DUPLICATE)
+        marked = {s.site for s in subs if s.reason == Reason.DUPLICATE}
+        wrong = sorted(
+            {s.site[:10] for s in subs if s.site in copies and s.weight > 0}
+            | {site[:10] for site in marked - set(copies)}
+        )
+        audit.add(
+            "duplicates",
+            not wrong,
+            f"{len(copies)} later cop(ies) in commit order, none weighted; no other DUPLICATE"
+            if not wrong
+            else f"duplicate marks disagree with commit order for {', '.join(wrong)}",
+        )
 
     # the global model, recomputed bit for bit
     if start_blob is not None and log is not None and spec is None:
@@ -233,7 +293,9 @@ def verify_round(
         try:
             with _Timer(audit, "recompute"):
                 start_state, _ = decode_model(start_blob, spec=spec)
-                rule = AggregationRule(**log.settings.aggregation_rule)
+                rule = AggregationRule(
+                    **(terms.aggregation_rule if terms else log.settings.aggregation_rule)
+                )
                 included = [s for s in subs if s.weight > 0]
                 if any(s.site not in deltas for s in included):
                     raise FedtrailError("an update with weight > 0 is unavailable")
@@ -267,6 +329,7 @@ def verify_round(
                 unusable,
                 validation,
                 score_tolerance,
+                terms,
             )
     return audit
 
@@ -281,12 +344,22 @@ def _check_scores(
     unusable: dict[str, Reason],
     validation: ImageDataset,
     tolerance: int,
+    terms: RoundTerms | None = None,
 ) -> None:
-    """Re-runs the aggregator's valuation with the settings its log names."""
+    """Re-runs the aggregator's valuation with the settings of the round's terms (the log's
+    for a round without terms)."""
     from fedtrail.valuation import Candidate, value_round
 
     settings = log.settings.valuation
-    if validation.content_sha256() != log.validation.sha256:
+    expected_validation = log.validation.sha256
+    if terms is not None:
+        try:
+            settings = ValuationSettings.from_json(terms.valuation)
+        except InvalidLog as exc:
+            audit.add("scores.recomputed", False, f"the terms' valuation is unusable: {exc}")
+            return
+        expected_validation = terms.validation_sha256
+    if validation.content_sha256() != expected_validation:
         audit.add(
             "scores.recomputed",
             False,
@@ -310,7 +383,7 @@ def _check_scores(
             validation=validation,
             method=settings.method,
             metric=settings.metric,
-            seed=log.valuation_seed,
+            seed=log.valuation_seed if settings.seed is None else settings.seed,
             explanation_check=bool(settings.explanation_check),
         ).sites
     except (FedtrailError, KeyError, TypeError, ValueError) as exc:
@@ -367,6 +440,64 @@ def _check_log(audit: RoundAudit, log: RoundLog, info: RoundInfo, subs: list[Sub
         "log.agrees",
         not problems,
         "; ".join(problems) or "log's sites, scores, weights and hashes equal the chain's",
+    )
+
+
+def _check_terms(audit: RoundAudit, log: RoundLog, terms: RoundTerms, info: RoundInfo) -> None:
+    """The log's settings repeat the terms committed at open, and its terms reference is the
+    chain's (logs written before references: absent, which is not a failure)."""
+    s = log.settings
+    audit.add(
+        "terms.rule",
+        dict(s.aggregation_rule) == dict(terms.aggregation_rule),
+        f"rule {dict(s.aggregation_rule)} is the committed one"
+        if dict(s.aggregation_rule) == dict(terms.aggregation_rule)
+        else f"log's rule {dict(s.aggregation_rule)} != terms' {dict(terms.aggregation_rule)}",
+    )
+    valuation = s.valuation.to_json()
+    audit.add(
+        "terms.valuation",
+        valuation == dict(terms.valuation),
+        "valuation settings are the committed ones"
+        if valuation == dict(terms.valuation)
+        else f"log's valuation {valuation} != terms' {dict(terms.valuation)}",
+    )
+    same_val = (log.validation.sha256, log.validation.images) == (
+        terms.validation_sha256,
+        terms.validation_images,
+    )
+    audit.add(
+        "terms.validation",
+        same_val,
+        "validation-set hash is the committed one"
+        if same_val
+        else f"log's validation set {log.validation.sha256[:16]}… is not the committed "
+        f"{terms.validation_sha256[:16]}…",
+    )
+    same_model = (dict(s.model_spec), s.spec_hash, s.seed) == (
+        dict(terms.model_spec),
+        terms.spec_hash,
+        terms.seed,
+    )
+    audit.add(
+        "terms.model",
+        same_model,
+        "model spec and seed are the committed ones"
+        if same_model
+        else "log's model spec, spec hash or seed differ from the terms'",
+    )
+    ref = s.terms
+    ok = ref is None or (ref.cid, ref.sha256) == (info.terms_cid, info.terms_sha256)
+    audit.add(
+        "terms.reference",
+        ok,
+        "log names the committed terms"
+        if ref is not None and ok
+        else "log predates terms references"
+        if ok
+        else f"log names terms {ref.sha256[:16]}…, the chain {info.terms_sha256[:16]}…"
+        if ref is not None
+        else "",
     )
 
 

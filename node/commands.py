@@ -144,7 +144,8 @@ def init(
     click.echo(f"  keystore {folder / config.keystore} (encrypted)")
     click.echo(f"  config   {cfg_path}")
     click.echo(
-        f"Ask the coordinator to run: fedtrail node register {account.address} --name '{name}'"
+        f"Ask the coordinator to run: fedtrail node register {account.address} --name '{name}' "
+        "--max-samples <size of this site's training set>"
     )
 
 
@@ -152,8 +153,16 @@ def init(
 @click.argument("address")
 @click.option("--name", default="", help="Site name recorded on chain.")
 @click.option(
+    "--max-samples",
+    type=click.IntRange(1, 2**64 - 1),
+    required=True,
+    help="The most training samples the site may claim for one update (the ledger refuses a "
+    "reveal above it; the sample count weights the site's update). The coordinator sets it "
+    "from what it knows of the site's data, e.g. its training-set size.",
+)
+@click.option(
     "--fund",
-    type=float,
+    type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
     help="Also send this much ETH for gas (local chains).",
@@ -163,6 +172,7 @@ def init(
 def register(
     address: str,
     name: str,
+    max_samples: int,
     fund: float,
     rpc_url: str | None,
     deployment_path: Path,
@@ -175,8 +185,11 @@ def register(
 
     ledger = open_ledger(rpc_url, deployment_path, contract)
     signer = load_signer(ledger.w3, keystore, dev_account)
-    tx = ledger.register_site(signer, address, name)
-    click.echo(f"registered {checksum(address)} as '{name}' (tx {tx.tx_hash})")
+    tx = ledger.register_site(signer, address, name, max_samples)
+    click.echo(
+        f"registered {checksum(address)} as '{name}', at most {max_samples} samples per update "
+        f"(tx {tx.tx_hash})"
+    )
     if fund > 0:
         send_funds(ledger.w3, signer, address, int(fund * 10**18))
         click.echo(f"sent {fund} ETH to {checksum(address)}")
@@ -214,7 +227,8 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
             {
                 "round": r,
                 "phase": info.phase.label,
-                "submitted": sub is not None,
+                "committed": sub is not None,
+                "revealed": bool(sub and sub.revealed),
                 "samples": sub.num_samples if sub else None,
                 "score": sub.score / SCORE_SCALE if sub else None,
                 "reason": reason_label(sub.reason) if sub else None,

@@ -1,15 +1,21 @@
-"""The site daemon: watch the ledger for open rounds, train, store, submit — restart-safe.
+"""The site daemon: watch the ledger for open rounds, train, commit, then store and reveal —
+restart-safe.
 
-Every step that has an effect outside the process is recorded in ``state.json`` (written
+Submissions are commit-then-reveal: before the round's commit deadline the node commits to
+``keccak(site, round, sha256, num_samples)`` of its encoded update, which nobody else can see;
+only after the deadline does it put the blob on the store and reveal CID, sha256 and sample
+count. Every step that has an effect outside the process is recorded in ``state.json`` (written
 atomically) *before* the next step starts, and the chain is asked first on every (re)start:
 
-    open round seen -> trained + encoded (blob and pending residual on disk) -> stored (CID)
-    -> submitted (chain shows our sha256) -> residual promoted
+    open round seen -> encoded (blob and pending residual on disk) -> committed (chain holds
+    our commitment) -> [commit deadline] -> stored (CID) -> revealed -> residual promoted
 
-A crash anywhere resumes at the last recorded step: a stored blob is submitted as it is (never
-retrained into different bytes), and a round the chain already shows as submitted is never
-submitted again. SIGTERM sets a flag that training checks between batches; the current step is
-finished or abandoned cleanly and the process exits.
+A crash anywhere resumes at the last recorded step: an encoded blob is committed and revealed
+as it is (never retrained into different bytes), a commitment or reveal the chain already holds
+is recognised from the chain (never sent again), and a refused reveal (too many samples, a
+closed window) marks the round ``skipped`` with the reason instead of retrying forever. SIGTERM
+sets a flag that training checks between batches; the current step is finished or abandoned
+cleanly and the process exits.
 
 :class:`NodeHooks` let a caller act on the node without the node knowing why: change the
 training data or the update (the simulation's faulty sites), or act at a named step (the
@@ -33,17 +39,21 @@ from eth_account.signers.local import LocalAccount
 
 from fedtrail.chain import block_timestamp
 from fedtrail.errors import (
+    CommitmentMismatch,
+    ContractNotFound,
     ContractRevert,
     DuplicateSubmission,
     FedtrailError,
     InvalidUpdate,
     LedgerError,
     RoundStateError,
+    SampleLimitExceeded,
     StoreError,
+    Unauthorized,
 )
 from fedtrail.fsutil import atomic_write
 from fedtrail.hooks import StepHook, no_step
-from fedtrail.ledger import Ledger
+from fedtrail.ledger import Ledger, Submission, commitment
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainingInterrupted, train_local
@@ -58,9 +68,13 @@ log = logging.getLogger("fedtrail.node")
 STATE_NAME = "state.json"
 RESIDUAL_NAME = "residual.safetensors"
 PENDING_DIR = "pending"
-# The named steps at which the node calls ``hooks.at_step``: the update is stored (blob on disk
-# and in the store, recorded in state.json); the submission's transaction is mined.
-STEPS = ("stored", "submitted")
+# The named steps at which the node calls ``hooks.at_step``, each right after it is recorded in
+# state.json: the update is encoded (blob on disk); the commitment is on chain; the blob is on
+# the store (after the commit deadline); the reveal's transaction is mined.
+STEPS = ("encoded", "committed", "stored", "revealed")
+# Phases after which nothing is left to do in a round ("submitted": state files written before
+# commit-then-reveal).
+FINAL_PHASES = frozenset({"revealed", "skipped", "submitted"})
 
 
 class NodeNotRegistered(FedtrailError):
@@ -94,17 +108,36 @@ def _same_update(delta: Delta, round_id: int, context: UpdateContext) -> Delta |
 
 
 @dataclass(frozen=True, kw_only=True)
+class Reveal:
+    """What a reveal sends: where the update is, its sha256 and its sample count."""
+
+    cid: str
+    sha256: str
+    num_samples: int
+
+
+RevealTransform = Callable[[Reveal, int, UpdateContext], Reveal]
+
+
+def _same_reveal(reveal: Reveal, round_id: int, context: UpdateContext) -> Reveal:
+    return reveal
+
+
+@dataclass(frozen=True, kw_only=True)
 class NodeHooks:
     """Where a caller may act on a node; the defaults do nothing.
 
     ``transform_train(train)`` gives the training data the node uses (called once, when the node
     is built); ``transform_update(delta, round_id, context)`` gives the update it sends instead of
-    its trained ``delta``, or None to send nothing that round; ``at_step(name)`` runs right after
-    each step named in :data:`STEPS` has been recorded.
+    its trained ``delta``, or None to send nothing that round; ``transform_reveal(reveal,
+    round_id, context)`` gives what the node reveals instead of its own committed update (the
+    simulation's copier; the contract refuses a reveal that does not open the commitment);
+    ``at_step(name)`` runs right after each step named in :data:`STEPS` has been recorded.
     """
 
     transform_train: TrainTransform = _same_data
     transform_update: UpdateTransform = _same_update
+    transform_reveal: RevealTransform = _same_reveal
     at_step: StepHook = no_step
 
 
@@ -113,7 +146,7 @@ class RoundRecord:
     """What this node did in one round, as persisted."""
 
     round: int
-    phase: str  # "stored" | "submitted" | "skipped"
+    phase: str  # "encoded" | "committed" | "stored" | "revealed" | "skipped"
     cid: str = ""
     sha256: str = ""
     num_samples: int = 0
@@ -207,30 +240,52 @@ class SiteNode:
     # ---------------------------------------------------------------- one round
 
     def participate(self, round_id: int) -> RoundRecord | None:
-        """Do whatever is left of ``round_id`` for this site; None if it cannot take part."""
+        """Do whatever of ``round_id`` this site can do now; the round's record, or None if it
+        cannot take part. A record still ``encoded``/``committed``/``stored`` has a step left
+        that waits for chain time (the commit deadline); call again later."""
         info = self.ledger.get_round(round_id)
         on_chain = self.ledger.get_submission(round_id, self.address)
         record = self.state.rounds.get(round_id)
-        if on_chain is not None:
-            return self._mark_submitted(round_id, record, on_chain.sha256, on_chain.cid)
+        if on_chain is not None and on_chain.revealed:
+            return self._mark_revealed(round_id, record, on_chain.sha256, on_chain.cid)
+        if record is not None and record.phase in FINAL_PHASES:
+            return record
         if info.phase != Phase.OPEN:
             log.info("round %d is %s; nothing to do", round_id, info.phase.label)
+            if record is not None and on_chain is not None:
+                return self._skip(record, f"round {info.phase.label} before our reveal")
             return None
-        if block_timestamp(self.ledger.w3) > info.deadline:
-            log.warning("round %d: deadline passed before this node could submit", round_id)
-            return None
-        if record is None or record.phase != "stored" or not self._pending_blob(round_id).exists():
-            record = self._train_and_store(round_id, info.start_cid, info.start_sha256)
+        now = block_timestamp(self.ledger.w3)
+        have_blob = record is not None and self._pending_blob(round_id).exists()
+        if record is None or not have_blob:
+            if on_chain is not None:
+                # Committed, but the update behind the commitment is gone (state or blob lost):
+                # nothing can open the commitment.
+                record = record or RoundRecord(round=round_id, phase="committed")
+                return self._skip(record, "committed, but the committed update is lost locally")
+            if now > info.commit_deadline:
+                log.warning("round %d: commit window closed before this node committed", round_id)
+                return None
+            record = self._train_and_encode(round_id, info.start_cid, info.start_sha256)
             if record is None:
                 return None
-        else:
-            log.info("round %d: resuming with the stored update %s", round_id, record.cid)
-            # The daemon may have crashed between writing the blob and the store's pin.
-            self.store.put(self._pending_blob(round_id).read_bytes())
-        self.hooks.at_step("stored")
-        return self._submit(round_id, record)
+            self.hooks.at_step("encoded")
+        if record.phase == "encoded":
+            outcome = self._commit(round_id, record, on_chain, now, info.commit_deadline)
+            if outcome is not record or record.phase != "committed":
+                return outcome
+        if block_timestamp(self.ledger.w3) <= info.commit_deadline:
+            return record  # reveal only once the commit window has closed
+        if record.phase == "committed":
+            # The daemon may have crashed between the store's put and recording it: put again.
+            record.cid = self.store.put(self._pending_blob(round_id).read_bytes())  # put pins
+            record.phase = "stored"
+            self._save()
+            log.info("round %d: stored update %s", round_id, record.cid)
+            self.hooks.at_step("stored")
+        return self._reveal(round_id, record, info.reveal_deadline)
 
-    def _train_and_store(self, round_id: int, cid: str, sha256: str) -> RoundRecord | None:
+    def _train_and_encode(self, round_id: int, cid: str, sha256: str) -> RoundRecord | None:
         spec = self.config.model
         log.info("round %d: fetching global model %s", round_id, cid)
         blob = self.store.get(cid, sha256)
@@ -250,17 +305,9 @@ class SiteNode:
                 should_stop=self.stop_event.is_set,
             )
         except TrainingInterrupted:
-            log.info("round %d: training interrupted by shutdown; nothing stored", round_id)
+            log.info("round %d: training interrupted by shutdown; nothing kept", round_id)
             return None
-        context = UpdateContext(
-            ledger=self.ledger,
-            store=self.store,
-            address=self.address,
-            spec=spec,
-            poll_interval=self.config.poll_interval,
-            stop_event=self.stop_event,
-        )
-        delta = self.hooks.transform_update(result.delta, round_id, context)
+        delta = self.hooks.transform_update(result.delta, round_id, self._context())
         if delta is None:
             log.info("round %d: the update hook sent nothing", round_id)
             return None
@@ -274,12 +321,10 @@ class SiteNode:
         )
         save_residual(self._pending_residual(round_id), encoded.residual, spec=spec, round=round_id)
         atomic_write(self._pending_blob(round_id), encoded.blob)
-        update_cid = self.store.put(encoded.blob)  # put pins
         metrics = result.metrics
         record = RoundRecord(
             round=round_id,
-            phase="stored",
-            cid=update_cid,
+            phase="encoded",
             sha256=hashlib.sha256(encoded.blob).hexdigest(),
             num_samples=result.num_samples,
             train_seconds=round(result.seconds, 3),
@@ -290,49 +335,107 @@ class SiteNode:
         self.state.rounds[round_id] = record
         self._save()
         log.info(
-            "round %d: stored update %s (%d bytes, %.1f s training, val AUC %s)",
+            "round %d: encoded update %s (%d bytes, %.1f s training, val AUC %s)",
             round_id,
-            update_cid,
+            record.sha256[:16],
             len(encoded.blob),
             result.seconds,
             "n/a" if record.val_auc is None else f"{record.val_auc:.3f}",
         )
         return record
 
-    def _submit(self, round_id: int, record: RoundRecord) -> RoundRecord | None:
-        try:
-            tx = self.ledger.submit_update(
-                self.account, round_id, record.cid, record.sha256, record.num_samples
-            )
-        except DuplicateSubmission as exc:
-            if exc.error == "AlreadySubmitted":
-                on_chain = self.ledger.get_submission(round_id, self.address)
-                if on_chain is not None:
-                    return self._mark_submitted(round_id, record, on_chain.sha256, on_chain.cid)
-            record.phase = "skipped"
-            record.note = str(exc)
-            self._save()
-            log.error("round %d: submission refused: %s", round_id, exc)
-            return record
-        except RoundStateError as exc:
-            record.note = str(exc)
-            self._save()
-            log.error("round %d: too late: %s", round_id, exc)
-            return None
-        self.hooks.at_step("submitted")
-        record.tx_hash = tx.tx_hash
-        log.info("round %d: submitted in tx %s (%d gas)", round_id, tx.tx_hash, tx.gas_used)
-        return self._mark_submitted(round_id, record, record.sha256, record.cid)
+    def _context(self) -> UpdateContext:
+        return UpdateContext(
+            ledger=self.ledger,
+            store=self.store,
+            address=self.address,
+            spec=self.config.model,
+            poll_interval=self.config.poll_interval,
+            stop_event=self.stop_event,
+        )
 
-    def _mark_submitted(
+    def _commitment(self, round_id: int, record: RoundRecord) -> str:
+        return commitment(self.address, round_id, record.sha256, record.num_samples)
+
+    def _commit(
+        self,
+        round_id: int,
+        record: RoundRecord,
+        on_chain: Submission | None,
+        now: int,
+        commit_deadline: int,
+    ) -> RoundRecord | None:
+        """Commits to the encoded update; a commitment already on chain (a crash after the
+        transaction) is recognised, not sent again."""
+        ours = self._commitment(round_id, record)
+        if on_chain is None and now > commit_deadline:
+            return self._skip(record, "commit window closed before this node could commit")
+        if on_chain is None:
+            try:
+                tx = self.ledger.commit_update(self.account, round_id, ours)
+                record.tx_hash = tx.tx_hash
+                log.info("round %d: committed in tx %s (%d gas)", round_id, tx.tx_hash, tx.gas_used)
+            except DuplicateSubmission:
+                on_chain = self.ledger.get_submission(round_id, self.address)
+            except RoundStateError as exc:
+                return self._skip(record, f"commit refused: {exc}")
+        if on_chain is not None and on_chain.commitment.removeprefix("0x") != ours:
+            return self._skip(record, "the chain holds another commitment of ours")
+        record.phase = "committed"
+        self._save()
+        self.hooks.at_step("committed")
+        return record
+
+    def _reveal(self, round_id: int, record: RoundRecord, reveal_deadline: int) -> RoundRecord:
+        """Reveals the committed update (after the commit deadline). A reveal the chain already
+        holds is recognised; a refused one (too many samples, mismatch, window closed) marks the
+        round skipped with the reason; transient failures propagate to be retried."""
+        reveal = self.hooks.transform_reveal(
+            Reveal(cid=record.cid, sha256=record.sha256, num_samples=record.num_samples),
+            round_id,
+            self._context(),
+        )
+        try:
+            tx = self.ledger.reveal_update(
+                self.account, round_id, reveal.cid, reveal.sha256, reveal.num_samples
+            )
+        except DuplicateSubmission:
+            on_chain = self.ledger.get_submission(round_id, self.address)
+            if on_chain is not None and on_chain.revealed:
+                return self._mark_revealed(round_id, record, on_chain.sha256, on_chain.cid)
+            raise
+        except (SampleLimitExceeded, CommitmentMismatch, RoundStateError, Unauthorized) as exc:
+            log.error("round %d: reveal refused, round skipped: %s", round_id, exc)
+            return self._skip(record, f"reveal refused: {exc}")
+        record.tx_hash = tx.tx_hash
+        log.info("round %d: revealed in tx %s (%d gas)", round_id, tx.tx_hash, tx.gas_used)
+        self.hooks.at_step("revealed")
+        return self._mark_revealed(round_id, record, reveal.sha256, reveal.cid)
+
+    def _skip(self, record: RoundRecord, note: str) -> RoundRecord:
+        """Gives up the round for good: recorded, with why; the pending residual is dropped
+        (the update it belongs to was never counted)."""
+        record.phase = "skipped"
+        record.note = note
+        self.state.rounds[record.round] = record
+        self._save()
+        log.error("round %d: skipped: %s", record.round, note)
+        self._pending_residual(record.round).unlink(missing_ok=True)
+        self._pending_blob(record.round).unlink(missing_ok=True)
+        return record
+
+    def _mark_revealed(
         self, round_id: int, record: RoundRecord | None, sha256: str, cid: str
     ) -> RoundRecord:
         if record is None:
-            record = RoundRecord(round=round_id, phase="submitted", cid=cid, sha256=sha256)
-        if record.phase == "submitted" and not self._pending_residual(round_id).exists():
+            record = RoundRecord(round=round_id, phase="revealed", cid=cid, sha256=sha256)
+        if (
+            record.phase in ("revealed", "submitted")
+            and not self._pending_residual(round_id).exists()
+        ):
             return record
         ours = record.sha256 == sha256  # the chain holds the blob whose residual is pending
-        record.phase = "submitted"
+        record.phase = "revealed"
         record.cid, record.sha256 = cid, sha256
         self.state.rounds[round_id] = record
         self._save()
@@ -364,15 +467,15 @@ class SiteNode:
                     log.info("round %d is the ledger's latest round", current)
                 record = None
                 prior = self.state.rounds.get(current)
-                unfinished = prior is None or prior.phase == "stored"
+                unfinished = prior is None or prior.phase not in FINAL_PHASES
                 if current and (unfinished or self._pending_residual(current).exists()):
                     record = self.participate(current)
-                    if record is not None and record.phase == "submitted":
+                    if record is not None and record.phase == "revealed":
                         done += 1
-                if once and record is not None:
+                if once and record is not None and record.phase in FINAL_PHASES:
                     return done
             except (StoreError, LedgerError, InvalidUpdate) as exc:
-                if isinstance(exc, ContractRevert):
+                if isinstance(exc, ContractRevert | ContractNotFound):
                     raise
                 log.error("will retry: %s", exc)
             if on_idle is not None:

@@ -15,6 +15,7 @@ from an explicit seed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Mapping
@@ -26,13 +27,15 @@ import torch
 
 from fedtrail.chain import block_timestamp
 from fedtrail.errors import ConfigError
+from fedtrail.ledger import Submission
 from fedtrail.ml.datasets import ImageDataset
-from fedtrail.node.daemon import NodeHooks, UpdateContext
-from fedtrail.storage.codec import decode_update
+from fedtrail.node.daemon import NodeHooks, Reveal, UpdateContext
+from fedtrail.storage.codec import decode_update, encode_update
 
 __all__ = [
     "FAULT_KINDS",
     "SiteFault",
+    "copied_submission",
     "copied_update",
     "copy_update",
     "gaussian_update",
@@ -189,19 +192,29 @@ def random_update(like: Delta, seed: int, *, scale: float | None = None) -> dict
     return out
 
 
-def copied_update(context: UpdateContext, round_id: int) -> dict[str, torch.Tensor] | None:
-    """A free-rider's source: the first other site's update of ``round_id``, waited for until
-    the round's deadline or the node's stop flag (None then)."""
+def copied_submission(context: UpdateContext, round_id: int) -> Submission | None:
+    """The first other site's revealed update of ``round_id`` (a copier's source), waited for
+    until the round's reveal deadline or the node's stop flag (None then). Under
+    commit-then-reveal nothing is visible before the commit window closes, so a copier can
+    only look after it: by then its own commitment is fixed."""
     ledger = context.ledger
-    deadline = ledger.get_round(round_id).deadline
+    deadline = ledger.get_round(round_id).reveal_deadline
     while not context.stop_event.is_set() and block_timestamp(ledger.w3) <= deadline:
         for sub in ledger.get_submissions(round_id):
             if sub.site != context.address and sub.cid:
-                blob = context.store.get(sub.cid, sub.sha256)
-                delta, _ = decode_update(blob, spec=context.spec)
-                return dict(delta)
+                return sub
         context.stop_event.wait(context.poll_interval)
     return None
+
+
+def copied_update(context: UpdateContext, round_id: int) -> dict[str, torch.Tensor] | None:
+    """The delta of :func:`copied_submission` (None when there is none)."""
+    sub = copied_submission(context, round_id)
+    if sub is None:
+        return None
+    blob = context.store.get(sub.cid, sub.sha256)
+    delta, _ = decode_update(blob, spec=context.spec)
+    return dict(delta)
 
 
 # ---------------------------------------------------------------- per-site configuration
@@ -230,7 +243,9 @@ class SiteFault:
     ``sign_flip``   sends ``-factor * delta`` (``factor > 0``, default 1)
     ``scale``       sends ``factor * delta`` (``factor != 1``)
     ``gaussian``    sends N(0, ``std``^2) noise instead of its delta (``std > 0``)
-    ``copy``        sends another site's delta (+ N(0, ``std``^2) noise when ``std > 0``)
+    ``copy``        commits to its own update, then reveals another site's revealed update
+                    (+ N(0, ``std``^2) noise when ``std > 0``): too late, the reveal cannot
+                    open its commitment and the ledger refuses it
     ``random``      sends uniform noise of its own delta's magnitude times ``factor``
                     (default 1) instead of training on it
     ==============  =========================================================================
@@ -321,20 +336,31 @@ class SiteFault:
 
     def hooks(self) -> NodeHooks:
         """The node hooks of this faulty site: its training data through :meth:`apply_to_data`,
-        its update through :meth:`apply_to_update` (a ``copy`` site waits for another site's
-        update and sends nothing if none comes before the deadline)."""
+        its update through :meth:`apply_to_update`; a ``copy`` site commits to its own update
+        and at reveal time reveals another site's revealed one instead (its own when there is
+        none before the reveal deadline)."""
+        if self.kind == "copy":
+            return NodeHooks(transform_train=self.apply_to_data, transform_reveal=self._copy)
         return NodeHooks(transform_train=self.apply_to_data, transform_update=self._node_update)
+
+    def _copy(self, own: Reveal, round_id: int, context: UpdateContext) -> Reveal:
+        sub = copied_submission(context, round_id)
+        if sub is None:
+            return own
+        log.warning("round %d: simulated copy of %s's revealed update", round_id, sub.site)
+        if self.std == 0:
+            return Reveal(cid=sub.cid, sha256=sub.sha256, num_samples=own.num_samples)
+        delta, _ = decode_update(context.store.get(sub.cid, sub.sha256), spec=context.spec)
+        noisy = self.apply_to_update(delta, round_id=round_id, other=delta)
+        blob = encode_update(noisy, spec=context.spec, round=round_id).blob
+        cid = context.store.put(blob)
+        return Reveal(cid=cid, sha256=hashlib.sha256(blob).hexdigest(), num_samples=own.num_samples)
 
     def _node_update(
         self, delta: dict[str, torch.Tensor], round_id: int, context: UpdateContext
     ) -> dict[str, torch.Tensor] | None:
         if not self.affects_update:
             return delta
-        other = None
-        if self.kind == "copy":
-            other = copied_update(context, round_id)
-            if other is None:
-                return None
-        sent = self.apply_to_update(delta, round_id=round_id, other=other)
+        sent = self.apply_to_update(delta, round_id=round_id)
         log.warning("round %d: simulated fault %r applied to the update", round_id, self.kind)
         return sent

@@ -21,7 +21,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings, RoundOutcome
-from fedtrail.chain import fund
+from fedtrail.chain import advance_time, block_timestamp, fund
 from fedtrail.errors import ConfigError
 from fedtrail.ledger import Deployment, Ledger, checksum
 from fedtrail.ml.datasets import ImageDataset
@@ -136,13 +136,31 @@ class Federation:
         )
 
     def run_round(self) -> RoundOutcome | None:
-        """Open the next round, let every node take part, value and finalize it; the outcome,
-        or None when the round did not close (no usable update before the deadline)."""
+        """Open the next round, let every node commit, move the chain's clock past the commit
+        deadline, let every node store and reveal (copying sites last, so they find something
+        to copy), value and finalize it; the outcome, or None when the round did not close.
+        The clock moves past the reveal deadline too when a site has not revealed."""
         round_id = self.service.open_next()
         for n in self.nodes:
-            n.participate(round_id)
-        self.service.step()  # value
-        return self.service.step()  # aggregate + finalize (or cancel)
+            n.participate(round_id)  # train, encode, commit
+        info = self.ledger.get_round(round_id)
+        _pass(self.ledger, info.commit_deadline)
+        copiers = {s.name for s in self.sites if s.fault.kind == "copy"}
+        for n in sorted(self.nodes, key=lambda n: n.config.name in copiers):
+            n.participate(round_id)  # store, reveal
+        if not self.service.ready_to_value(round_id):
+            _pass(self.ledger, info.reveal_deadline)
+        first = self.service.step()  # value (or cancel)
+        if first is not None:
+            return first
+        return self.service.step()  # aggregate + finalize
+
+
+def _pass(ledger: Ledger, deadline: int) -> None:
+    """Moves a test chain's clock just past ``deadline`` (if it is not already)."""
+    now = block_timestamp(ledger.w3)
+    if now <= deadline:
+        advance_time(ledger.w3, deadline - now + 1)
 
 
 def _site_node(

@@ -100,6 +100,7 @@ def ledger_status(ledger: Ledger, round_id: int | None = None) -> dict[str, Any]
                 "registered": s.registered,
                 "reputation": s.reputation / 1e6,
                 "valued_rounds": s.valued_rounds,
+                "max_samples": s.max_samples,
             }
             for s in ledger.get_sites()
         ],
@@ -110,8 +111,11 @@ def ledger_status(ledger: Ledger, round_id: int | None = None) -> dict[str, Any]
         doc["round"] = {
             "id": info.id,
             "phase": info.phase.label,
-            "deadline": _time(info.deadline),
+            "commit_deadline": _time(info.commit_deadline),
+            "reveal_deadline": _time(info.reveal_deadline),
+            "active_at_open": info.active_at_open,
             "submissions": info.submission_count,
+            "terms_sha256": info.terms_sha256,
             "start_sha256": info.start_sha256,
             "global_sha256": info.global_sha256 if info.phase == Phase.FINALIZED else "",
             "updates": [
@@ -122,8 +126,10 @@ def ledger_status(ledger: Ledger, round_id: int | None = None) -> dict[str, Any]
                     "reason": reason_label(s.reason),
                     "weight": s.weight / WEIGHT_SCALE,
                     "sha256": s.sha256,
+                    "revealed": s.revealed,
+                    "commit_order": s.commit_order,
                 }
-                for s in ledger.get_submissions(rid)
+                for s in ledger.get_submissions(rid, include_unrevealed=True)
             ],
         }
     return doc
@@ -141,8 +147,9 @@ def print_status(doc: dict[str, Any]) -> None:
     if rnd:
         click.echo("")
         click.echo(
-            f"round {rnd['id']}: {rnd['phase']}, deadline {rnd['deadline']}, "
-            f"{rnd['submissions']} submission(s)"
+            f"round {rnd['id']}: {rnd['phase']}, commits until {rnd['commit_deadline']}, "
+            f"reveals until {rnd['reveal_deadline']}, {rnd['submissions']} of "
+            f"{rnd['active_at_open']} site(s) revealed"
         )
         rows = [{k: v for k, v in u.items() if k != "sha256"} for u in rnd["updates"]]
         emit(rows, "table")

@@ -199,10 +199,13 @@ class ValuationSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class RoundSettings:
-    """The round's terms: aggregation rule, valuation, model spec (and its hash), base seed.
+    """The round's settings: aggregation rule, valuation, model spec (and its hash), base seed,
+    and ``terms``, the round-terms document committed on chain at open
+    (:mod:`fedtrail.protocol.terms`), which these settings must repeat.
 
     The rule and the spec are the ``asdict`` of ``AggregationRule`` and ``ModelSpec``; those
     types live above the protocol, so their callers rebuild them (and handle a bad one).
+    ``terms`` is absent (None) in logs written before rounds had terms; written only when set.
     """
 
     aggregation_rule: Mapping[str, Any]
@@ -210,15 +213,19 @@ class RoundSettings:
     model_spec: Mapping[str, Any]
     spec_hash: str
     seed: int
+    terms: BlobRef | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "aggregation_rule": dict(self.aggregation_rule),
             "valuation": self.valuation.to_json(),
             "model_spec": dict(self.model_spec),
             "spec_hash": self.spec_hash,
             "seed": self.seed,
         }
+        if self.terms is not None:
+            doc["terms"] = self.terms.to_json()
+        return doc
 
 
 @dataclass(frozen=True)
@@ -519,6 +526,7 @@ class RoundLog:
                 model_spec=dict(s["model_spec"]),
                 spec_hash=s["spec_hash"],
                 seed=_int(s["seed"], "settings/seed"),
+                terms=BlobRef(s["terms"]["cid"], s["terms"]["sha256"]) if "terms" in s else None,
             ),
             validation=ValidationRef(
                 doc["validation"]["sha256"], _int(doc["validation"]["images"], "validation")

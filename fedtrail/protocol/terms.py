@@ -1,0 +1,172 @@
+"""A round's terms: what the aggregator commits to when it opens a round, before any update.
+
+The aggregator writes a :class:`RoundTerms` document to the content store and puts its CID and
+sha256 into ``openRound``; sites see it before they commit, and an auditor fetches it by the
+on-chain hash and replays the round under these terms (not under whatever the round's log
+claims at finalize time). Format ``fedtrail.round-terms/1``: canonical JSON (sorted keys, no
+whitespace), so the sha256 is over exactly the stored bytes.
+
+The aggregation rule and the model spec are plain JSON mappings (the ``asdict`` of
+``AggregationRule`` and ``ModelSpec``): those types live above the protocol, so their callers
+rebuild them and handle a bad one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from fedtrail.errors import FedtrailError
+
+__all__ = [
+    "DUPLICATE_COSINE",
+    "DUPLICATE_RELATIVE_L2",
+    "TERMS_FORMAT",
+    "DuplicateRule",
+    "InvalidTerms",
+    "RoundTerms",
+]
+
+TERMS_FORMAT: Final = "fedtrail.round-terms/1"
+
+DUPLICATE_COSINE: Final = 0.9999
+"""Two decoded updates with cosine similarity above this ..."""
+DUPLICATE_RELATIVE_L2: Final = 1e-3
+"""... and ``||b - a|| / ||a||`` below this are the same update (a near-copy: a few ulps, a
+re-encoding, tiny noise). Honest sites training on different data are orders of magnitude
+further apart (cosine well below 0.99 on the bundled data)."""
+
+_SHA256_HEX: Final = frozenset("0123456789abcdef")
+
+
+class InvalidTerms(FedtrailError):
+    """A round-terms document that is not valid JSON or not format ``round-terms/1``."""
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= _SHA256_HEX
+
+
+@dataclass(frozen=True, kw_only=True)
+class DuplicateRule:
+    """When a later update (in commit order) repeats an earlier one: byte-identical, or cosine
+    above ``cosine`` with relative L2 distance below ``relative_l2`` (decoded tensors)."""
+
+    cosine: float = DUPLICATE_COSINE
+    relative_l2: float = DUPLICATE_RELATIVE_L2
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.cosine <= 1.0 and 0.0 <= self.relative_l2 < 1.0):
+            raise InvalidTerms(
+                f"duplicate thresholds out of range: cosine {self.cosine}, "
+                f"relative_l2 {self.relative_l2}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cosine": self.cosine, "relative_l2": self.relative_l2}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundTerms:
+    """Everything an audit replays, fixed when the round opens.
+
+    ``valuation`` is the log's ``settings/valuation`` mapping (method, metric, seed,
+    explanation_check); ``validation_sha256`` is the content hash of the aggregator's
+    validation split (the data stays private); ``commit_seconds``/``reveal_seconds`` the
+    windows the aggregator gives sites.
+    """
+
+    round: int
+    aggregation_rule: Mapping[str, Any]
+    valuation: Mapping[str, Any]
+    model_spec: Mapping[str, Any]
+    spec_hash: str
+    seed: int
+    validation_sha256: str
+    validation_images: int
+    commit_seconds: int
+    reveal_seconds: int
+    duplicates: DuplicateRule = field(default_factory=DuplicateRule)
+    canonical_encoding: bool = True
+    """Only updates whose bytes are the codec's canonical encoding of their tensors count."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": TERMS_FORMAT,
+            "round": self.round,
+            "aggregation_rule": dict(self.aggregation_rule),
+            "valuation": dict(self.valuation),
+            "model_spec": dict(self.model_spec),
+            "spec_hash": self.spec_hash,
+            "seed": self.seed,
+            "validation": {"sha256": self.validation_sha256, "images": self.validation_images},
+            "windows": {
+                "commit_seconds": self.commit_seconds,
+                "reveal_seconds": self.reveal_seconds,
+            },
+            "duplicates": self.duplicates.to_json(),
+            "canonical_encoding": self.canonical_encoding,
+        }
+
+    def to_bytes(self) -> bytes:
+        """Canonical bytes: what is stored and whose sha256 goes into ``openRound``."""
+        return json.dumps(
+            self.to_json(), sort_keys=True, separators=(",", ":"), allow_nan=False
+        ).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> RoundTerms:
+        """Parses an untrusted terms document; :class:`InvalidTerms` names what is wrong."""
+        try:
+            doc = json.loads(blob.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidTerms(f"round terms are not JSON: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("format") != TERMS_FORMAT:
+            raise InvalidTerms(f"round terms are not {TERMS_FORMAT}")
+        try:
+            val, win, dup = doc["validation"], doc["windows"], doc["duplicates"]
+            terms = cls(
+                round=_int(doc["round"], "round"),
+                aggregation_rule=_map(doc["aggregation_rule"], "aggregation_rule"),
+                valuation=_map(doc["valuation"], "valuation"),
+                model_spec=_map(doc["model_spec"], "model_spec"),
+                spec_hash=str(doc["spec_hash"]),
+                seed=_int(doc["seed"], "seed"),
+                validation_sha256=str(val["sha256"]),
+                validation_images=_int(val["images"], "validation/images"),
+                commit_seconds=_int(win["commit_seconds"], "windows/commit_seconds"),
+                reveal_seconds=_int(win["reveal_seconds"], "windows/reveal_seconds"),
+                duplicates=DuplicateRule(
+                    cosine=_float(dup["cosine"], "duplicates/cosine"),
+                    relative_l2=_float(dup["relative_l2"], "duplicates/relative_l2"),
+                ),
+                canonical_encoding=doc["canonical_encoding"] is True,
+            )
+        except (KeyError, TypeError) as exc:
+            raise InvalidTerms(f"round terms lack or mistype a field: {exc}") from None
+        if not (_is_sha256(terms.spec_hash) and _is_sha256(terms.validation_sha256)):
+            raise InvalidTerms("round terms: spec_hash and validation sha256 must be sha256 hex")
+        if terms.to_bytes() != blob:
+            raise InvalidTerms("round terms are not in canonical form (or hold unknown fields)")
+        return terms
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTerms(f"round terms: {where} is not an integer")
+    return value
+
+
+def _float(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidTerms(f"round terms: {where} is not a finite number")
+    return float(value)
+
+
+def _map(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidTerms(f"round terms: {where} is not an object")
+    return dict(value)
