@@ -4,7 +4,11 @@
 # `audit report`. Stops everything it started, also on Ctrl-C.
 #
 #   scripts/testnet_demo.sh [--sites N] [--rounds K] [--dir DIR] [--compression none|topk8]
+#                           [--round-seconds S] [--reveal-seconds R]
 #
+# Sites train and commit within the commit window (S seconds of chain time, default 120: every
+# site must finish training by then), and reveal after it within R seconds (default 60); a round
+# is valued as soon as every site has revealed.
 # Logs of every process go to DIR/logs/. Uses Anvil's public development key for the
 # coordinator/aggregator (local chain only) and an encrypted keystore per site.
 set -euo pipefail
@@ -14,13 +18,17 @@ SITES=3
 ROUNDS=2
 DIR=""
 COMPRESSION=none
+ROUND_SECONDS=120
+REVEAL_SECONDS=60
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --sites) SITES="$2"; shift 2 ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
     --dir) DIR="$2"; shift 2 ;;
     --compression) COMPRESSION="$2"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --round-seconds) ROUND_SECONDS="$2"; shift 2 ;;
+    --reveal-seconds) REVEAL_SECONDS="$2"; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -64,6 +72,9 @@ step "deploy the FederationLedger"
 "$FEDTRAIL" chain deploy --rpc-url "$RPC" --dev-account 0 --out "$DEPLOYMENT"
 
 step "create $SITES site nodes (encrypted keystores) and register them"
+# Each site trains on a shard of the bundled training split, so no site can claim more samples
+# than the whole split: the cap the coordinator registers.
+MAX_SAMPLES=$("$PY" -c 'from fedtrail.ml.datasets import load_bundled; print(len(load_bundled().train))')
 NAMES=(hospital-A hospital-B hospital-C hospital-D hospital-E hospital-F hospital-G hospital-H)
 for i in $(seq 0 $((SITES - 1))); do
     name="${NAMES[$i]}"
@@ -73,8 +84,8 @@ for i in $(seq 0 $((SITES - 1))); do
         --store "$STORE" --shard "$i/$SITES" --partition dirichlet --compression "$COMPRESSION" \
         --fast-kdf >"$DIR/logs/$name.init.log"
     address=$("$PY" -c 'import json,sys; print("0x"+json.load(open(sys.argv[1]))["address"])' "$folder/keystore.json")
-    "$FEDTRAIL" node register "$address" --name "$name" --fund 10 --rpc-url "$RPC" \
-        --deployment "$DEPLOYMENT" --dev-account 0
+    "$FEDTRAIL" node register "$address" --name "$name" --max-samples "$MAX_SAMPLES" --fund 10 \
+        --rpc-url "$RPC" --deployment "$DEPLOYMENT" --dev-account 0
 done
 
 step "start $SITES site daemons and the aggregator ($ROUNDS rounds)"
@@ -86,7 +97,8 @@ for i in $(seq 0 $((SITES - 1))); do
     echo "  $name daemon pid $!"
 done
 "$FEDTRAIL" aggregator run --rpc-url "$RPC" --deployment "$DEPLOYMENT" --dev-account 0 \
-    --store "$STORE" --rounds "$ROUNDS" --round-seconds 600 --poll-interval 1 --threads 1 \
+    --store "$STORE" --rounds "$ROUNDS" --round-seconds "$ROUND_SECONDS" \
+    --reveal-seconds "$REVEAL_SECONDS" --poll-interval 1 --threads 1 \
     --folder "$DIR/aggregator" 2>"$DIR/logs/aggregator.log" &
 AGG=$!
 PIDS+=("$AGG")

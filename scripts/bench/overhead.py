@@ -9,7 +9,8 @@ seeds and thread count, so the site deltas are bit-identical:
 - in-process baseline: every site trains (`train_local`), then the on-chain weight rule and
   the weighted mean — training + aggregation, no chain, no store, no valuation;
 - fedtrail: every site's `SiteNode.participate` (fetch + verify the global model, train, encode,
-  IPFS put + pin, signed submitUpdate on Anvil), then the aggregator's value and finalize steps
+  signed commitUpdate, then after the commit deadline (the chain's clock is moved past it)
+  IPFS put + pin and signed revealUpdate on Anvil), then the aggregator's value and finalize steps
   (fetch + verify + decode every update, valuation, recordValuation, read weights back,
   aggregate, put global + explanation log, finalizeRound).
 

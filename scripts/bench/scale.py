@@ -30,8 +30,8 @@ import torch  # noqa: E402
 
 from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
 from fedtrail.auditor.verify import verify_round  # noqa: E402
-from fedtrail.chain import connect, dev_account  # noqa: E402
-from fedtrail.ledger import Ledger, Phase  # noqa: E402
+from fedtrail.chain import advance_time, block_timestamp, connect, dev_account  # noqa: E402
+from fedtrail.ledger import Ledger, Phase, commitment  # noqa: E402
 from fedtrail.ml.datasets import load_bundled  # noqa: E402
 from fedtrail.ml.models import ModelSpec  # noqa: E402
 from fedtrail.ml.training import TrainConfig, train_local  # noqa: E402
@@ -89,14 +89,22 @@ def one_scale(rpc: str, api: str, n_sites: int) -> dict[str, float | int]:
     ).delta
     gen = torch.Generator().manual_seed(n_sites)
     t_sites = 0.0
+    blobs = []
     for i, s in enumerate(sites):
         delta = {
             k: v + 0.01 * v.std() * torch.randn(v.shape, generator=gen) for k, v in base.items()
         }
         ts = time.perf_counter()
         blob = encode_update(delta, spec=spec, round=r).blob
-        cid = store.put(blob)
-        ledger.submit_update(s, r, cid, hashlib.sha256(blob).hexdigest(), 100 + i)
+        sha = hashlib.sha256(blob).hexdigest()
+        ledger.commit_update(s, r, commitment(s.address, r, sha, 100 + i))
+        blobs.append((blob, sha))
+        t_sites += time.perf_counter() - ts
+    now = block_timestamp(w3)
+    advance_time(w3, info.commit_deadline - now + 1)  # reveals open after the commit deadline
+    for i, (s, (blob, sha)) in enumerate(zip(sites, blobs, strict=True)):
+        ts = time.perf_counter()
+        ledger.reveal_update(s, r, store.put(blob), sha, 100 + i)
         t_sites += time.perf_counter() - ts
     tv = time.perf_counter()
     service.step()  # value
