@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedtrail.chain import advance_time, block_timestamp, connect
-from fedtrail.ledger import Ledger, Valuation
+from fedtrail.ledger import Ledger, Valuation, commitment
+from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.weights import WEIGHT_SCALE, exact_shares, next_reputation, onchain_weights
 from tests.fixtures.chain import _env
 
@@ -59,23 +60,35 @@ class _Federation:
         self.sites = env.sites
         self.ledger, _ = Ledger.deploy(env.w3, env.coordinator, aggregator=env.aggregator.address)
         for s in self.sites:
-            self.ledger.register_site(env.coordinator, s.address, "")
+            self.ledger.register_site(env.coordinator, s.address, "", 10**9)
         self.model = "0"
         self.reputation = {s.address: (0, 0) for s in self.sites}  # (reputation, valued_rounds)
 
     def round(self, ns: list[int], ss: list[int]) -> None:
         sha = hashlib.sha256(self.model.encode()).hexdigest()
-        r, _ = self.ledger.open_round(self.agg, CID, sha, block_timestamp(self.w3) + 100)
+        now = block_timestamp(self.w3)
+        r, _ = self.ledger.open_round(
+            self.agg,
+            CID,
+            sha,
+            terms_cid=CID,
+            terms_sha256=sha,
+            commit_deadline=now + 100,
+            reveal_deadline=now + 200,
+        )
         chosen = self.sites[: len(ns)]
-        for i, (site, n) in enumerate(zip(chosen, ns, strict=True)):
-            digest = hashlib.sha256(f"{r}-{i}".encode()).hexdigest()
-            self.ledger.submit_update(site, r, CID, digest, n)
-        advance_time(self.w3, 200)
+        digests = [hashlib.sha256(f"{r}-{i}".encode()).hexdigest() for i in range(len(ns))]
+        for site, n, digest in zip(chosen, ns, digests, strict=True):
+            self.ledger.commit_update(site, r, commitment(site.address, r, digest, n))
+        advance_time(self.w3, 101)
+        for site, n, digest in zip(chosen, ns, digests, strict=True):
+            self.ledger.reveal_update(site, r, CID, digest, n)
+        advance_time(self.w3, 100)
         self.ledger.record_valuation(
             self.agg,
             r,
             [
-                Valuation(site=s.address, score=sc, reason=0)
+                Valuation(site=s.address, score=sc, reason=Reason.OK if sc else Reason.LOW_GAIN)
                 for s, sc in zip(chosen, ss, strict=True)
             ],
         )

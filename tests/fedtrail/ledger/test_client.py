@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from eth_abi.abi import encode as abi_encode
+from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.providers.rpc import HTTPProvider
 
-from fedtrail.errors import ChainUnreachable, ContractNotFound
-from fedtrail.ledger import Artifact, Ledger
+from fedtrail.chain import advance_time, block_timestamp
+from fedtrail.errors import ChainUnreachable, ConfigError, ContractNotFound, FedtrailError
+from fedtrail.ledger import Artifact, Deployment, Ledger, commitment
+from fedtrail.protocol.codes import Reason
 from tests.fixtures.chain import ChainEnv, free_port
 
-BUILD = Path(__file__).resolve().parents[3] / "contracts" / "build" / "FederationLedger.json"
+ROOT = Path(__file__).resolve().parents[3]
+BUILD = ROOT / "contracts" / "build" / "FederationLedger.json"
+SOURCE = ROOT / "contracts" / "FederationLedger.sol"
 ADDRESS = "0x" + "12" * 20
 
 
@@ -38,3 +45,87 @@ def test_connect_checks_the_code_at_the_address(embedded: ChainEnv) -> None:
     )
     with pytest.raises(ContractNotFound, match="no contract"):
         Ledger.connect(embedded.w3, embedded.outsider.address)
+
+
+# ------------------------------------------------------------------ commitments
+
+
+def test_commitment_is_keccak_of_the_abi_encoded_tuple() -> None:
+    site, sha = "0x" + "ab" * 20, "cd" * 32
+    expected = keccak(
+        abi_encode(
+            ["address", "uint256", "bytes32", "uint64"],
+            [Web3.to_checksum_address(site), 7, bytes.fromhex(sha), 42],
+        )
+    ).hex()
+    assert commitment(site, 7, sha, 42) == expected
+    assert commitment(site, 7, "0x" + sha, 42) == expected  # either hex spelling
+    # every field is bound: a different sender, round, hash or count gives another commitment
+    others = {
+        commitment("0x" + "ac" * 20, 7, sha, 42),
+        commitment(site, 8, sha, 42),
+        commitment(site, 7, "ce" * 32, 42),
+        commitment(site, 7, sha, 43),
+    }
+    assert expected not in others and len(others) == 4
+
+
+@pytest.mark.parametrize(("round_id", "n"), [(0, 1), (2**256, 1), (1, -1), (1, 2**64)])
+def test_commitment_refuses_values_the_contract_cannot_take(round_id: int, n: int) -> None:
+    with pytest.raises(ConfigError):
+        commitment("0x" + "ab" * 20, round_id, "cd" * 32, n)
+
+
+def test_commitment_opens_on_the_contract(embedded: ChainEnv) -> None:
+    """The helper and revealUpdate compute the same hash: a reveal of exactly the committed
+    values is accepted, and the contract's view recomputes the same commitment."""
+    ledger = embedded.deploy(min_round_window=1)
+    coord, agg, site = embedded.coordinator, embedded.aggregator, embedded.sites[0]
+    ledger.register_site(coord, site.address, "s", 2**64 - 1)
+    now = block_timestamp(embedded.w3)
+    r, _ = ledger.open_round(
+        agg,
+        "QmM",
+        "11" * 32,
+        terms_cid="QmT",
+        terms_sha256="22" * 32,
+        commit_deadline=now + 5,
+        reveal_deadline=now + 50,
+    )
+    c = commitment(site.address, r, "33" * 32, 2**64 - 1)
+    ledger.commit_update(site, r, c)
+    assert ledger.get_submissions(r, include_unrevealed=True)[0].commitment == c
+    advance_time(embedded.w3, 6)
+    ledger.reveal_update(site, r, "QmU", "33" * 32, 2**64 - 1)
+    (sub,) = ledger.get_submissions(r)
+    assert (sub.commitment, sub.num_samples, sub.revealed) == (c, 2**64 - 1, True)
+
+
+# ------------------------------------------------------------------ transition and records
+
+
+def test_submit_update_says_what_replaced_it() -> None:
+    ledger = Ledger(Web3(), ADDRESS, 1, Artifact.load())
+    with pytest.raises(FedtrailError, match="commit_update/reveal_update"):
+        ledger.submit_update(object(), 1, "Qm", "00" * 32, 1)
+
+
+def test_python_reason_mirrors_the_contract_enum() -> None:
+    source = SOURCE.read_text(encoding="utf-8")
+    body = re.search(r"enum Reason \{([^}]*)\}", source)
+    assert body is not None
+    members = [m.strip() for m in body.group(1).split(",") if m.strip()]
+    snake = [re.sub(r"(?<!^)(?=[A-Z])", "_", m).upper() for m in members]
+    assert snake == [r.name for r in Reason]
+    assert [r.value for r in Reason] == list(range(len(members)))
+    assert all(r.description for r in Reason)
+
+
+def test_deploy_records_the_minimum_round_window(embedded: ChainEnv, tmp_path: Path) -> None:
+    ledger, deployment = Ledger.deploy(embedded.w3, embedded.coordinator, min_round_window=120)
+    assert deployment.min_round_window == ledger.min_round_window() == 120
+    path = tmp_path / "deployment.json"
+    path.write_text(deployment.to_json(), encoding="utf-8")
+    assert Deployment.from_file(path) == deployment
+    with pytest.raises(ConfigError):
+        Ledger.deploy(embedded.w3, embedded.coordinator, min_round_window=-1)

@@ -13,10 +13,13 @@ from web3.exceptions import ContractCustomError
 
 from fedtrail import errors as error_tree
 from fedtrail.errors import (
+    CommitmentMismatch,
     ContractRevert,
     DuplicateSubmission,
     FedtrailError,
+    InvalidValuation,
     RoundStateError,
+    SampleLimitExceeded,
     SiteAlreadyRegistered,
 )
 from fedtrail.ledger import Artifact, Ledger
@@ -44,12 +47,14 @@ def duplicate_registration(env: ChainEnv) -> tuple[Ledger, BaseException]:
     """What the provider raises, untouched, when a site is registered twice."""
     ledger = env.deploy()
     site = env.sites[0].address
-    ledger.register_site(env.coordinator, site, "a")
+    ledger.register_site(env.coordinator, site, "a", 100)
     contract = env.w3.eth.contract(
         address=Web3.to_checksum_address(ledger.address), abi=ledger.artifact.abi
     )
     with pytest.raises(Exception) as info:
-        contract.functions.registerSite(site, "b").estimate_gas({"from": env.coordinator.address})
+        contract.functions.registerSite(site, "b", 100).estimate_gas(
+            {"from": env.coordinator.address}
+        )
     return ledger, info.value
 
 
@@ -77,6 +82,18 @@ def test_every_error_class_lives_in_the_one_exception_tree() -> None:
         and value.__module__ == ledger_errors.__name__
     ]
     assert defined_here == []
+
+
+def test_commit_reveal_errors_map_to_their_own_classes() -> None:
+    """The node tells these apart: a reveal that opens no commitment of its own, a sample
+    count above its cap, and a second commit or reveal (already done: not a failure)."""
+    assert ERRORS[f"{PREFIX}CommitmentMismatch"].cls is CommitmentMismatch
+    assert ERRORS[f"{PREFIX}NotCommitted"].cls is CommitmentMismatch
+    assert ERRORS[f"{PREFIX}TooManySamples"].cls is SampleLimitExceeded
+    assert ERRORS[f"{PREFIX}AlreadyCommitted"].cls is DuplicateSubmission
+    assert ERRORS[f"{PREFIX}AlreadyRevealed"].cls is DuplicateSubmission
+    for name in ("InvalidReason", "ScoreReasonMismatch", "NotRevealed"):
+        assert ERRORS[f"{PREFIX}{name}"].cls is InvalidValuation
 
 
 def test_site_already_registered_has_its_own_class() -> None:
