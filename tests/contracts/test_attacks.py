@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
 from web3 import Web3
 
 from fedtrail.chain import advance_time, connect
@@ -88,7 +89,7 @@ def test_a_reveal_copied_by_a_committed_site_does_not_open_its_commitment(fed: F
     assert sub is not None and sub.revealed and sub.sha256 == h("victim")
 
 
-def _raw_send(w3: Web3, signer: LocalAccount, to: str, data: Any, tip_gwei: int) -> bytes:
+def _raw_send(w3: Web3, signer: LocalAccount, to: str, data: Any, tip_gwei: int) -> HexBytes:
     """Signs and sends a transaction with a fixed gas limit and no estimate, so that one that
     will revert still gets mined (as a front-runner's would)."""
     base = int(w3.eth.get_block("latest")["baseFeePerGas"])
@@ -101,7 +102,7 @@ def _raw_send(w3: Web3, signer: LocalAccount, to: str, data: Any, tip_gwei: int)
         "maxPriorityFeePerGas": tip_gwei * 10**9,
         "maxFeePerGas": 2 * base + tip_gwei * 10**9,
     }
-    return bytes(w3.eth.send_raw_transaction(signer.sign_transaction(tx).raw_transaction))
+    return w3.eth.send_raw_transaction(signer.sign_transaction(tx).raw_transaction)
 
 
 @pytest.mark.anvil
@@ -126,11 +127,11 @@ def test_front_running_a_pending_reveal_steals_nothing(anvil_url: str) -> None:
         attacker_tx = _raw_send(w3, attacker, fed.ledger.address, pending["input"], 10)
         with expect(RoundStateError, "CommitClosed", round=r):
             fed.commit(r, late, "victim", 500)
-        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        w3.provider.make_request("evm_mine", [])
     finally:
         w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
-    stolen = w3.eth.get_transaction_receipt(attacker_tx)  # type: ignore[arg-type]
-    honest = w3.eth.get_transaction_receipt(victim_tx)  # type: ignore[arg-type]
+    stolen = w3.eth.get_transaction_receipt(attacker_tx)
+    honest = w3.eth.get_transaction_receipt(victim_tx)
     assert stolen["blockNumber"] == honest["blockNumber"]
     assert stolen["transactionIndex"] < honest["transactionIndex"]  # it did run first
     assert (stolen["status"], honest["status"]) == (0, 1)

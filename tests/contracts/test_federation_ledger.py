@@ -674,7 +674,7 @@ def test_full_round_on_every_chain(any_chain: ChainEnv) -> None:
     assert sum(s.weight for s in subs) == WEIGHT_SCALE
     assert [s.site for s in subs] == by_address([checksum(s.address) for s in fed.sites])
     assert [s.commit_order for s in subs] == [
-        1 + [s.address for s in fed.sites].index(sub.site) for sub in subs
+        1 + [str(s.address) for s in fed.sites].index(sub.site) for sub in subs
     ]
     assert fed.ledger.get_round(r).phase == Phase.FINALIZED
     assert fed.open("g1") == 2
