@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from eth_account.signers.local import LocalAccount
 
-from fedtrail.chain import block_timestamp
+from fedtrail.chain import next_block_timestamp
 from fedtrail.errors import (
     ConfigError,
     ContentNotFound,
@@ -237,7 +237,9 @@ class AggregatorService:
             cid, sha = self._put(blob)
         terms = self.round_terms(self.ledger.current_round() + 1)
         terms_cid, terms_sha = self._put(terms.to_bytes())
-        commit_deadline = block_timestamp(self.ledger.w3) + terms.commit_seconds
+        # +2: the opening transaction may land a second or two after the pending block's time,
+        # and the ledger refuses a window shorter than its minimum.
+        commit_deadline = next_block_timestamp(self.ledger.w3) + terms.commit_seconds + 2
         reveal_deadline = commit_deadline + terms.reveal_seconds
         round_id, tx = self.ledger.open_round(
             self.account,
@@ -262,7 +264,7 @@ class AggregatorService:
     def ready_to_value(self, round_id: int) -> bool:
         """After the reveal deadline, or once every site active at open has revealed."""
         info = self.ledger.get_round(round_id)
-        if block_timestamp(self.ledger.w3) > info.reveal_deadline:
+        if next_block_timestamp(self.ledger.w3) > info.reveal_deadline:
             return True
         return info.submission_count >= info.active_at_open > 0
 
@@ -559,7 +561,7 @@ class AggregatorService:
             if not self.ready_to_value(current):
                 return None
             if self.value(current) is None:
-                if block_timestamp(self.ledger.w3) > info.reveal_deadline:
+                if next_block_timestamp(self.ledger.w3) > info.reveal_deadline:
                     self.ledger.cancel_round(self.account, current)
                     log.warning("round %d cancelled: no usable update", current)
                     return RoundOutcome(round=current, phase=Phase.CANCELLED)

@@ -68,6 +68,13 @@ def block_timestamp(w3: Web3) -> int:
     return int(w3.eth.get_block("latest")["timestamp"])
 
 
+def next_block_timestamp(w3: Web3) -> int:
+    """The timestamp a transaction sent now would see: the pending block's. On an idle Anvil
+    (automine) the latest block's timestamp stands still while the clock runs, so deadlines
+    are compared with this one."""
+    return int(w3.eth.get_block("pending")["timestamp"])
+
+
 def advance_time(w3: Web3, seconds: int) -> int:
     """Moves the chain's clock forward (test and demo chains only) and mines a block.
 

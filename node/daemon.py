@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from eth_account.signers.local import LocalAccount
 
-from fedtrail.chain import block_timestamp
+from fedtrail.chain import next_block_timestamp
 from fedtrail.errors import (
     CommitmentMismatch,
     ContractNotFound,
@@ -255,7 +255,7 @@ class SiteNode:
             if record is not None and on_chain is not None:
                 return self._skip(record, f"round {info.phase.label} before our reveal")
             return None
-        now = block_timestamp(self.ledger.w3)
+        now = next_block_timestamp(self.ledger.w3)
         have_blob = record is not None and self._pending_blob(round_id).exists()
         if record is None or not have_blob:
             if on_chain is not None:
@@ -274,7 +274,7 @@ class SiteNode:
             outcome = self._commit(round_id, record, on_chain, now, info.commit_deadline)
             if outcome is not record or record.phase != "committed":
                 return outcome
-        if block_timestamp(self.ledger.w3) <= info.commit_deadline:
+        if next_block_timestamp(self.ledger.w3) <= info.commit_deadline:
             return record  # reveal only once the commit window has closed
         if record.phase == "committed":
             # The daemon may have crashed between the store's put and recording it: put again.

@@ -25,7 +25,7 @@ from typing import Any, Final
 import numpy as np
 import torch
 
-from fedtrail.chain import block_timestamp
+from fedtrail.chain import next_block_timestamp
 from fedtrail.errors import ConfigError
 from fedtrail.ledger import Submission
 from fedtrail.ml.datasets import ImageDataset
@@ -199,7 +199,7 @@ def copied_submission(context: UpdateContext, round_id: int) -> Submission | Non
     only look after it: by then its own commitment is fixed."""
     ledger = context.ledger
     deadline = ledger.get_round(round_id).reveal_deadline
-    while not context.stop_event.is_set() and block_timestamp(ledger.w3) <= deadline:
+    while not context.stop_event.is_set() and next_block_timestamp(ledger.w3) <= deadline:
         for sub in ledger.get_submissions(round_id):
             if sub.site != context.address and sub.cid:
                 return sub

@@ -93,6 +93,8 @@ def test_register_status_and_run_errors(ledger: Ledger, anvil_url: str, tmp_path
         address,
         "--name",
         "St. Mary",
+        "--max-samples",
+        "600",
         "--rpc-url",
         anvil_url,
         "--contract",
@@ -103,7 +105,10 @@ def test_register_status_and_run_errors(ledger: Ledger, anvil_url: str, tmp_path
         "1",
     )
     assert r.exit_code == 0, r.output
+    assert "at most 600 samples" in r.stdout
     assert connect(anvil_url).eth.get_balance(address) == 10**18  # type: ignore[arg-type]
+    site = ledger.get_site(address)
+    assert site is not None and site.max_samples == 600
 
     r = invoke("node", "status", str(folder), "--format", "json")
     assert r.exit_code == 0, r.output
@@ -114,6 +119,8 @@ def test_register_status_and_run_errors(ledger: Ledger, anvil_url: str, tmp_path
         "node",
         "register",
         address,
+        "--max-samples",
+        "600",
         "--rpc-url",
         anvil_url,
         "--contract",
@@ -122,6 +129,36 @@ def test_register_status_and_run_errors(ledger: Ledger, anvil_url: str, tmp_path
         "5",
     )
     assert r.exit_code == 1 and "not the federation's coordinator" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        [],  # the cap is required: the coordinator does not know the site's data size
+        ["--max-samples", "0"],
+        ["--max-samples", str(2**64)],
+        ["--max-samples", "-5"],
+        ["--max-samples", "600", "--fund", "-5"],
+    ],
+)
+def test_register_refuses_a_missing_or_out_of_range_value(
+    ledger: Ledger, anvil_url: str, flags: list[str]
+) -> None:
+    address = "0x" + "12" * 20
+    r = invoke(
+        "node",
+        "register",
+        address,
+        *flags,
+        "--rpc-url",
+        anvil_url,
+        "--contract",
+        ledger.address,
+        "--dev-account",
+        "0",
+    )
+    assert r.exit_code == 2, r.output
+    assert ledger.get_site(address) is None
 
 
 def test_run_with_endpoints_down_names_them(ledger: Ledger, anvil_url: str, tmp_path: Path) -> None:

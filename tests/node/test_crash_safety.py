@@ -1,6 +1,7 @@
 """Crash safety of `fedtrail node run` against real Anvil + IPFS: the daemon is a subprocess,
 SIGKILLed right after a named step by the simulation's launcher
-(`python -m fedtrail.simulation.crash STEP -- node run ...`), then restarted as it is."""
+(`python -m fedtrail.simulation.crash STEP -- node run ...`), then restarted as it is: one
+commitment and one reveal per round whatever the step."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from fedtrail.chain import block_timestamp, connect, dev_account, fund
+from fedtrail.chain import advance_time, connect, dev_account, fund, next_block_timestamp
 from fedtrail.cli import cli
 from fedtrail.keys import keystore_address
 from fedtrail.ledger import Ledger, Valuation
@@ -57,29 +59,52 @@ def _setup(anvil_url: str, ipfs_api: str, tmp: Path) -> tuple[Ledger, Path, str,
     )
     assert result.exit_code == 0, result.output
     address = keystore_address(folder / "keystore.json")
-    ledger.register_site(coord, address, "hospital-a")
+    ledger.register_site(coord, address, "hospital-a", 10_000)
     fund(w3, coord, address, 10**18)
     spec = ModelSpec()
+    store = IpfsStore(ipfs_api)
     blob = encode_model(initial_model(spec, 0).state_dict(), spec=spec, round=0)
-    cid = IpfsStore(ipfs_api).put(blob)
+    terms = b'{"terms":"crash tests"}'
+    commit_deadline = next_block_timestamp(w3) + 600  # passed by moving the clock, not waiting
     round_id, _ = ledger.open_round(
-        coord, cid, hashlib.sha256(blob).hexdigest(), block_timestamp(w3) + 3600
+        coord,
+        store.put(blob),
+        hashlib.sha256(blob).hexdigest(),
+        terms_cid=store.put(terms),
+        terms_sha256=hashlib.sha256(terms).hexdigest(),
+        commit_deadline=commit_deadline,
+        reveal_deadline=commit_deadline + 3600,
     )
     return ledger, folder, address, round_id
 
 
-def _run(folder: Path, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    folder: Path, ledger: Ledger, round_id: int, crash_at: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``node run --once`` (killed after ``crash_at``); once the chain holds the node's
+    commitment, the chain's clock moves past the commit deadline so that it can reveal."""
     launcher = [sys.executable, "-m", "fedtrail.simulation.crash", crash_at, "--"]
-    return subprocess.run(
+    proc = subprocess.Popen(
         [
             *(launcher if crash_at else [str(FEDTRAIL)]),
             *("node", "run", str(folder), "--once", "--threads", "1"),
         ],
         env={**os.environ, **PASS},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
     )
+    address = keystore_address(folder / "keystore.json")
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ledger.get_submission(round_id, address) is not None:
+            info = ledger.get_round(round_id)
+            now = next_block_timestamp(ledger.w3)
+            if now <= info.commit_deadline:
+                advance_time(ledger.w3, info.commit_deadline - now + 1)
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def _local(folder: Path, round_id: int) -> dict[str, object]:
@@ -98,40 +123,63 @@ def _finish_round(ledger: Ledger, round_id: int, address: str) -> None:
     assert ledger.get_round(round_id).phase == Phase.FINALIZED
 
 
-def test_killed_after_storing_before_the_transaction_then_restarted(
+def _one_of_each(ledger: Ledger, round_id: int) -> None:
+    assert ledger.get_round(round_id).submission_count == 1
+    for event in ("UpdateCommitted", "UpdateSubmitted"):
+        assert len(ledger.events(event, argument_filters={"round": round_id})) == 1
+
+
+def test_killed_after_encoding_before_the_commit_then_restarted(
     anvil_url: str, ipfs_api: str, tmp_path: Path
 ) -> None:
     ledger, folder, address, r = _setup(anvil_url, ipfs_api, tmp_path)
-    crashed = _run(folder, crash_at="stored")
+    crashed = _run(folder, ledger, r, crash_at="encoded")
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    assert "simulated crash: SIGKILL after step 'stored'" in crashed.stderr
-    stored = _local(folder, r)
-    assert stored["phase"] == "stored"
-    assert ledger.get_submission(r, address) is None
+    assert "simulated crash: SIGKILL after step 'encoded'" in crashed.stderr
+    encoded = _local(folder, r)
+    assert encoded["phase"] == "encoded" and ledger.get_submission(r, address) is None
 
-    done = _run(folder)
+    done = _run(folder, ledger, r)
     assert done.returncode == 0, done.stderr
-    assert "resuming with the stored update" in done.stderr
     sub = ledger.get_submission(r, address)
-    assert sub is not None and sub.sha256 == stored["sha256"] and sub.cid == stored["cid"]
-    assert ledger.get_round(r).submission_count == 1
-    assert len(ledger.events("UpdateSubmitted", argument_filters={"round": r})) == 1
+    assert sub is not None and sub.revealed and sub.sha256 == encoded["sha256"]
+    _one_of_each(ledger, r)
     _finish_round(ledger, r, address)
 
 
-def test_killed_after_submitting_then_restarted(
+def test_killed_after_committing_then_restarted(
     anvil_url: str, ipfs_api: str, tmp_path: Path
 ) -> None:
     ledger, folder, address, r = _setup(anvil_url, ipfs_api, tmp_path)
-    crashed = _run(folder, crash_at="submitted")
+    crashed = _run(folder, ledger, r, crash_at="committed")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    committed = _local(folder, r)
+    assert committed["phase"] == "committed"
+    sub = ledger.get_submission(r, address)
+    assert sub is not None and not sub.revealed
+
+    done = _run(folder, ledger, r)
+    assert done.returncode == 0, done.stderr
+    sub = ledger.get_submission(r, address)
+    assert sub is not None and sub.revealed and sub.sha256 == committed["sha256"]
+    assert _local(folder, r)["phase"] == "revealed"
+    _one_of_each(ledger, r)
+    _finish_round(ledger, r, address)
+
+
+def test_killed_after_revealing_then_restarted(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    ledger, folder, address, r = _setup(anvil_url, ipfs_api, tmp_path)
+    crashed = _run(folder, ledger, r, crash_at="revealed")
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     assert _local(folder, r)["phase"] == "stored"  # the kill came before the state update
-    assert ledger.get_submission(r, address) is not None
+    sub = ledger.get_submission(r, address)
+    assert sub is not None and sub.revealed
 
-    done = _run(folder)
+    done = _run(folder, ledger, r)
     assert done.returncode == 0, done.stderr
-    assert _local(folder, r)["phase"] == "submitted"
-    assert ledger.get_round(r).submission_count == 1
-    assert len(ledger.events("UpdateSubmitted", argument_filters={"round": r})) == 1
+    assert _local(folder, r)["phase"] == "revealed"
+    _one_of_each(ledger, r)
     assert not list((folder / "pending").iterdir())
     _finish_round(ledger, r, address)

@@ -1,5 +1,6 @@
-"""The site daemon on the embedded chain and local store: a full round with two sites, resuming
-from every persisted step without double submission, and the hooks a caller may give it."""
+"""The site daemon on the embedded chain and local store: a full commit-then-reveal round with
+two sites, resuming from every persisted step without a second commitment or reveal, refused
+reveals recorded as skipped, and the hooks a caller may give it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedtrail.chain import block_timestamp
+from fedtrail.chain import advance_time, block_timestamp
 from fedtrail.errors import TransactionFailed
-from fedtrail.ledger import Valuation
+from fedtrail.ledger import Valuation, commitment
 from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.ml.training import TrainConfig
@@ -24,6 +25,7 @@ from fedtrail.node.daemon import (
     NodeHooks,
     NodeNotRegistered,
     NodeState,
+    Reveal,
     SiteNode,
     UpdateContext,
 )
@@ -39,7 +41,8 @@ SPEC = ModelSpec()
 
 
 class World:
-    """An embedded federation: a ledger, a local store, round 1 open, two registered sites."""
+    """An embedded federation: a ledger, a local store, round 1 open (commits for a minute,
+    reveals for an hour after), two registered sites."""
 
     def __init__(self, env: ChainEnv, tmp: Path) -> None:
         self.env = env
@@ -66,9 +69,28 @@ class World:
         blob = encode_model(initial_model(SPEC, 0).state_dict(), spec=SPEC, round=0)
         self.global_blob = blob
         cid = self.store.put(blob)
+        terms = b'{"terms":"node tests"}'
+        commit_deadline = block_timestamp(env.w3) + 60
         self.round, _ = self.ledger.open_round(
-            env.aggregator, cid, hashlib.sha256(blob).hexdigest(), block_timestamp(env.w3) + 3600
+            env.aggregator,
+            cid,
+            hashlib.sha256(blob).hexdigest(),
+            terms_cid=self.store.put(terms),
+            terms_sha256=hashlib.sha256(terms).hexdigest(),
+            commit_deadline=commit_deadline,
+            reveal_deadline=commit_deadline + 3600,
         )
+
+    def close_commits(self) -> None:
+        """Moves the chain's clock past the commit deadline: reveals open."""
+        deadline = self.ledger.get_round(self.round).commit_deadline
+        advance_time(self.env.w3, deadline - block_timestamp(self.env.w3) + 1)
+
+    def full(self, node: SiteNode) -> Any:
+        """``node`` commits, the commit window closes, ``node`` reveals; its record."""
+        node.participate(self.round)
+        self.close_commits()
+        return node.participate(self.round)
 
     def node(self, i: int, hooks: NodeHooks | None = None, **config: object) -> SiteNode:
         """A fresh node of site ``i`` (as after a restart)."""
@@ -84,8 +106,15 @@ def world(embedded: ChainEnv, tmp_path: Path) -> World:
 
 
 def test_one_full_round_with_two_sites(world: World) -> None:
-    records = [world.node(i).run(once=True) for i in range(2)]
-    assert records == [1, 1]
+    nodes = [world.node(i) for i in range(2)]
+    committed = [n.participate(world.round) for n in nodes]
+    assert [r.phase for r in committed] == ["committed", "committed"]
+    # nothing is on the store or revealed before the commit deadline
+    assert world.ledger.get_submissions(world.round) == []
+    assert all(r.cid == "" for r in committed)
+    assert [n.participate(world.round).phase for n in nodes] == ["committed", "committed"]
+    world.close_commits()
+    assert [n.run(once=True) for n in nodes] == [1, 1]
     subs = world.ledger.get_submissions(world.round)
     assert len(subs) == 2
     deltas = []
@@ -123,11 +152,11 @@ def test_one_full_round_with_two_sites(world: World) -> None:
     )
     assert world.ledger.get_round(world.round).phase == Phase.FINALIZED
     state = NodeState.load(world.folder(0) / "state.json")
-    assert state.rounds[world.round].phase == "submitted"
+    assert state.rounds[world.round].phase == "revealed"
     assert state.rounds[world.round].val_auc is not None
 
 
-def test_a_crash_between_store_and_submit_resumes_with_the_same_bytes(
+def test_a_crash_before_the_commit_is_mined_resumes_with_the_same_bytes(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node = world.node(0)
@@ -135,38 +164,117 @@ def test_a_crash_between_store_and_submit_resumes_with_the_same_bytes(
     def boom(*args: object, **kwargs: object) -> None:
         raise TransactionFailed("simulated crash before the transaction is mined")
 
-    monkeypatch.setattr(world.ledger, "submit_update", boom)
+    monkeypatch.setattr(world.ledger, "commit_update", boom)
     with pytest.raises(TransactionFailed):
         node.participate(world.round)
     monkeypatch.undo()
-    stored = NodeState.load(world.folder(0) / "state.json").rounds[world.round]
-    assert (
-        stored.phase == "stored" and world.ledger.get_submission(world.round, node.address) is None
-    )
-    restarted = world.node(0)
-    record = restarted.participate(world.round)
-    assert record is not None and record.phase == "submitted"
-    on_chain = world.ledger.get_submission(world.round, restarted.address)
-    assert on_chain is not None and on_chain.sha256 == stored.sha256
+    encoded = NodeState.load(world.folder(0) / "state.json").rounds[world.round]
+    assert encoded.phase == "encoded"
+    assert world.ledger.get_submission(world.round, node.address) is None
+    record = world.full(world.node(0))
+    assert record is not None and record.phase == "revealed"
+    on_chain = world.ledger.get_submission(world.round, node.address)
+    assert on_chain is not None and on_chain.sha256 == encoded.sha256
     # and again: nothing more happens, the chain already has it
     assert world.node(0).participate(world.round) == record
     assert world.ledger.get_round(world.round).submission_count == 1
 
 
+def test_a_crash_after_the_commit_was_mined_is_recognised_from_the_chain(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = world.node(0)
+    real = world.ledger.commit_update
+
+    def mined_then_crash(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        raise TransactionFailed("simulated crash after the transaction was mined")
+
+    monkeypatch.setattr(world.ledger, "commit_update", mined_then_crash)
+    with pytest.raises(TransactionFailed):
+        node.participate(world.round)
+    monkeypatch.undo()
+    assert NodeState.load(world.folder(0) / "state.json").rounds[world.round].phase == "encoded"
+    sent: list[object] = []
+    monkeypatch.setattr(world.ledger, "commit_update", lambda *a, **k: sent.append(a))
+    record = world.full(world.node(0))
+    assert sent == [] and record.phase == "revealed"  # recognised, not committed again
+
+
+def test_a_crash_after_the_reveal_was_mined_is_recognised_from_the_chain(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = world.node(0)
+    node.participate(world.round)
+    world.close_commits()
+    real = world.ledger.reveal_update
+
+    def mined_then_crash(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        raise TransactionFailed("simulated crash after the transaction was mined")
+
+    monkeypatch.setattr(world.ledger, "reveal_update", mined_then_crash)
+    with pytest.raises(TransactionFailed):
+        node.participate(world.round)
+    monkeypatch.undo()
+    assert NodeState.load(world.folder(0) / "state.json").rounds[world.round].phase == "stored"
+    record = world.node(0).participate(world.round)
+    assert record is not None and record.phase == "revealed"
+    assert (world.folder(0) / RESIDUAL_NAME).exists()
+    assert world.ledger.get_round(world.round).submission_count == 1
+
+
 def test_a_node_whose_state_was_lost_never_submits_twice(world: World) -> None:
-    world.node(0).run(once=True)
+    world.full(world.node(0))
     (world.folder(0) / "state.json").unlink()
     record = world.node(0).participate(world.round)
-    assert record is not None and record.phase == "submitted"
+    assert record is not None and record.phase == "revealed"
     assert world.ledger.get_round(world.round).submission_count == 1
+
+
+def test_a_node_that_lost_its_committed_update_skips_the_round(world: World) -> None:
+    world.node(0).participate(world.round)
+    (world.folder(0) / "state.json").unlink()
+    world.close_commits()
+    record = world.node(0).participate(world.round)
+    assert record is not None and record.phase == "skipped" and "lost" in record.note
+    assert world.ledger.get_round(world.round).submission_count == 0
+
+
+def test_a_reveal_above_the_sample_cap_is_refused_and_the_round_skipped(world: World) -> None:
+    node = world.node(0)
+    node.participate(world.round)
+    world.ledger.set_max_samples(world.env.coordinator, node.address, 1)
+    world.close_commits()
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "skipped"
+    assert "claims" in record.note and "maximum is 1" in record.note
+    assert NodeState.load(world.folder(0) / "state.json").rounds[world.round].phase == "skipped"
+    assert world.ledger.get_round(world.round).submission_count == 0
+    assert node.participate(world.round) == record  # not retried
+
+
+def test_the_commit_binds_site_round_hash_and_sample_count(world: World) -> None:
+    node = world.node(0)
+    record = node.participate(world.round)
+    on_chain = world.ledger.get_submission(world.round, node.address)
+    assert on_chain is not None and not on_chain.revealed
+    expected = commitment(node.address, world.round, record.sha256, record.num_samples)
+    assert on_chain.commitment == expected
+
+
+def test_a_node_too_late_to_commit_sends_nothing(world: World) -> None:
+    world.close_commits()
+    assert world.node(0).participate(world.round) is None
+    assert world.ledger.get_submission(world.round, world.env.sites[0].address) is None
 
 
 def test_compressed_updates_keep_the_error_feedback_residual(world: World) -> None:
     from fedtrail.storage.codec import Compression
 
     node = world.node(0, compression=Compression(method="topk8", fraction=0.05))
-    record = node.participate(world.round)
-    assert record is not None and record.phase == "submitted"
+    record = world.full(node)
+    assert record is not None and record.phase == "revealed"
     assert (world.folder(0) / RESIDUAL_NAME).exists()
     assert not list((world.folder(0) / "pending").iterdir())
     blob = world.store.get(record.cid, record.sha256)
@@ -196,6 +304,12 @@ def test_daemon_thread_stops_on_request(world: World) -> None:
         timeout=60,
         interval=0.1,
     )
+    world.close_commits()
+    assert world.ledger.wait_for(
+        lambda: world.ledger.get_round(world.round).submission_count == 1,
+        timeout=60,
+        interval=0.1,
+    )
     node.stop_event.set()
     t.join(timeout=10)
     assert not t.is_alive()
@@ -210,16 +324,27 @@ def test_hooks_see_every_step_and_replace_the_update(world: World) -> None:
         return {k: torch.zeros_like(v) for k, v in delta.items()}
 
     node = world.node(0, hooks=NodeHooks(transform_update=zero, at_step=steps.append))
-    record = node.participate(world.round)
-    assert record is not None and record.phase == "submitted"
-    assert steps == list(STEPS) == ["stored", "submitted"]
+    record = world.full(node)
+    assert record is not None and record.phase == "revealed"
+    assert steps == list(STEPS) == ["encoded", "committed", "stored", "revealed"]
     ((round_id, ctx),) = contexts
     assert round_id == world.round and ctx.address == node.address and ctx.ledger is world.ledger
     delta, _ = decode_update(world.store.get(record.cid, record.sha256), spec=SPEC)
     assert all(not t.any() for t in delta.values())
     # a restart after the submission finds it on chain: no step runs again
     assert world.node(0, hooks=NodeHooks(at_step=steps.append)).participate(world.round)
-    assert steps == ["stored", "submitted"]
+    assert steps == ["encoded", "committed", "stored", "revealed"]
+
+
+def test_the_reveal_hook_changes_what_is_revealed_and_the_ledger_refuses_it(
+    world: World,
+) -> None:
+    def other(own: Reveal, round_id: int, ctx: UpdateContext) -> Reveal:
+        return Reveal(cid=own.cid, sha256="ab" * 32, num_samples=own.num_samples)
+
+    record = world.full(world.node(0, hooks=NodeHooks(transform_reveal=other)))
+    assert record.phase == "skipped" and "does not match" in record.note
+    assert world.ledger.get_round(world.round).submission_count == 0
 
 
 def test_an_update_hook_that_returns_none_sends_nothing(world: World) -> None:
@@ -238,7 +363,7 @@ def test_the_train_hook_chooses_the_training_data(world: World) -> None:
 
     node = world.node(0, hooks=NodeHooks(transform_train=half))
     assert seen == [len(world.train[0])] and len(node.train) == len(world.train[0]) // 2
-    record = node.participate(world.round)
+    record = world.full(node)
     assert record is not None and record.num_samples == len(world.train[0]) // 2
 
 
@@ -251,7 +376,7 @@ def test_a_stored_update_is_pinned_once(world: World, monkeypatch: pytest.Monkey
         real_pin(cid)
 
     monkeypatch.setattr(world.store, "pin", counted)
-    record = world.node(0).participate(world.round)
-    assert record is not None and record.phase == "submitted"
+    record = world.full(world.node(0))
+    assert record is not None and record.phase == "revealed"
     updates = [c for c in pins if c == record.cid]
     assert updates == [record.cid]  # by the store's put, not again by the node
