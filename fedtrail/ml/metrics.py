@@ -1,4 +1,5 @@
-"""Classification metrics: cross-entropy loss, accuracy, ROC AUC and F1; the fitted intercept.
+"""Classification metrics: cross-entropy loss, accuracy, ROC AUC, F1, balanced accuracy, expected
+calibration error; the fitted intercept and the calibrated decision it gives.
 
 Everything is computed in float64 numpy, without scikit-learn. The AUC is the Mann-Whitney
 statistic with average ranks for tied scores, which is exactly scikit-learn's
@@ -10,11 +11,23 @@ float64: deterministic). Adding it removes any mismatch between the model's labe
 split's (prior correction, Saerens et al. 2002; logit adjustment, Menon et al. ICLR 2021), so
 the remaining loss measures how well the model *ranks and separates* the classes, and the biased
 logits give a calibrated decision threshold for F1.
+
+**Calibrated decision.** :func:`binary_metrics` and :func:`evaluate` take that bias (fitted on the
+validation split, applied to any other split) and report F1 and balanced accuracy of the decision
+``argmax(logits + bias)``; for two classes that is "class 1 when ``p1 > threshold``" with
+``threshold = sigmoid(-(b1 - b0))`` (:func:`decision_threshold`). The intercept is used rather
+than the threshold that maximises F1 on the validation split because it is the minimiser of a
+smooth convex loss (unique, stable on a few hundred images, no ties to break), it is the
+balanced-error decision (prior-corrected posterior), it is what the valuation already fits, and
+it is multi-class as it stands (a bias vector); a maximum-F1 threshold is a step function of
+the split that jumps between neighbouring scores, favours the split's own class ratio, and has
+no multi-class form.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -26,12 +39,17 @@ from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset
 
 __all__ = [
+    "ECE_BINS",
     "INTERCEPT_ITERATIONS",
     "InterceptFit",
     "Metrics",
+    "balanced_accuracy",
     "balanced_log_loss",
     "binary_metrics",
+    "class_f1",
+    "decision_threshold",
     "evaluate",
+    "expected_calibration_error",
     "fit_intercept",
     "predict_logits",
     "roc_auc",
@@ -47,7 +65,15 @@ class Metrics:
     ``loss``: mean cross-entropy (nats); ``accuracy``: fraction predicted right; ``auc``: ROC AUC
     of the positive class (NaN when the labels hold only one class, where it is undefined);
     ``f1``: F1 of the positive class (1), 0.0 when there are neither positive labels nor positive
-    predictions.
+    predictions. These three use the plain decision (class 1 when ``z1 > z0`` or ``p > 0.5``).
+
+    Added later, with defaults so older constructors keep working: ``balanced_accuracy``: mean
+    over the classes present of the recall, plain decision; ``ece``: expected calibration error
+    of the predicted class's probability (:func:`expected_calibration_error`, 10 bins);
+    ``threshold``: probability of class 1 above which the calibrated decision predicts it
+    (:func:`decision_threshold` of the bias given; NaN without one); ``f1_calibrated`` and
+    ``balanced_accuracy_calibrated``: F1 and balanced accuracy of that decision (NaN without a
+    bias).
     """
 
     loss: float
@@ -55,6 +81,11 @@ class Metrics:
     auc: float
     f1: float
     n: int
+    balanced_accuracy: float = math.nan
+    ece: float = math.nan
+    threshold: float = math.nan
+    f1_calibrated: float = math.nan
+    balanced_accuracy_calibrated: float = math.nan
 
 
 def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -87,22 +118,127 @@ def roc_auc(scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor
     return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
+ECE_BINS: Final = 10
+"""Equal-width confidence bins of :func:`expected_calibration_error`."""
+
+
+def _labels_1d(labels: np.ndarray | torch.Tensor) -> np.ndarray:
+    y = _as_numpy(labels)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"labels must be (N,), got {y.shape}")
+    return y
+
+
+def class_f1(
+    predictions: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, num_classes: int
+) -> np.ndarray:
+    """F1 of every class ``0..num_classes-1`` (one-vs-rest) for predicted class ids: ``2TP /
+    (2TP + FP + FN)``, 0.0 for a class with neither labels nor predictions. The positive-class F1
+    of a binary classifier is entry 1; the macro F1 is the mean."""
+    pred = _as_numpy(predictions).ravel().astype(np.int64)
+    y = _labels_1d(labels).astype(np.int64)
+    if pred.shape != y.shape:
+        raise ValueError(f"{pred.size} predictions but {y.size} labels")
+    out = np.zeros(num_classes)
+    for c in range(num_classes):
+        tp = int(((pred == c) & (y == c)).sum())
+        fp = int(((pred == c) & (y != c)).sum())
+        fn = int(((pred != c) & (y == c)).sum())
+        denom = 2 * tp + fp + fn
+        out[c] = 2 * tp / denom if denom else 0.0
+    return out
+
+
+def balanced_accuracy(
+    predictions: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor
+) -> float:
+    """Mean over the classes present in ``labels`` of the fraction of that class predicted right
+    (the recall), so a model that always predicts the majority class scores ``1 / classes``
+    whatever the class ratio (scikit-learn's ``balanced_accuracy_score``)."""
+    pred = _as_numpy(predictions).ravel().astype(np.int64)
+    y = _labels_1d(labels).astype(np.int64)
+    if pred.shape != y.shape:
+        raise ValueError(f"{pred.size} predictions but {y.size} labels")
+    if y.size == 0:
+        raise ValueError("no samples to compute balanced accuracy on")
+    recalls = [float((pred[y == c] == c).mean()) for c in np.unique(y)]
+    return math.fsum(recalls) / len(recalls)
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    *,
+    bins: int = ECE_BINS,
+) -> float:
+    """Expected calibration error of the predicted class's probability (Guo et al. ICML 2017):
+    ``sum_b (n_b / N) |accuracy_b - mean confidence_b|`` over ``bins`` equal-width bins of the
+    confidence, bin ``b`` holding ``edges[b] < confidence <= edges[b + 1]`` with ``edges =
+    linspace(0, 1, bins + 1)`` (the first bin also holds 0). ``probabilities`` is ``(N, K)``
+    class probabilities (predicted class: argmax, first on ties) or ``(N,)`` probabilities of
+    class 1 (predicted: 1 when ``p > 0.5``, confidence ``max(p, 1 - p)``)."""
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ConfigError(f"bins must be a positive integer, got {bins!r}")
+    p = _as_numpy(probabilities).astype(np.float64)
+    y = _labels_1d(labels).astype(np.int64)
+    if p.shape[:1] != y.shape or y.size == 0:
+        raise ValueError(f"{p.shape[0] if p.ndim else 0} probabilities but {y.size} labels")
+    if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
+        raise ValueError("probabilities must lie in [0, 1]")
+    if p.ndim == 1:
+        pred = (p > 0.5).astype(np.int64)
+        conf = np.where(pred == 1, p, 1.0 - p)
+    elif p.ndim == 2:
+        pred = p.argmax(axis=1)
+        conf = p[np.arange(y.size), pred]
+    else:
+        raise ValueError(f"expected (N, K) or (N,) probabilities, got shape {p.shape}")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.searchsorted(edges[1:-1], conf, side="left")
+    correct = (pred == y).astype(np.float64)
+    total = 0.0
+    for b in range(bins):
+        members = which == b
+        count = int(members.sum())
+        if count:
+            gap = abs(float(correct[members].mean()) - float(conf[members].mean()))
+            total += count / y.size * gap
+    return total
+
+
+def decision_threshold(bias: Sequence[float]) -> float:
+    """The probability of class 1 (of the model's own softmax) above which the decision
+    ``argmax(logits + bias)`` of a two-class model predicts class 1: ``1 / (1 + exp(b1 - b0))``
+    (0.5 for a zero bias)."""
+    if len(bias) != 2:
+        raise ValueError(f"a decision threshold needs two biases, got {len(bias)}")
+    gap = float(bias[1]) - float(bias[0])
+    if not math.isfinite(gap):
+        raise ValueError("biases must be finite")
+    # 1 / (1 + e^gap) without overflow for large gaps
+    return math.exp(-gap) / (1.0 + math.exp(-gap)) if gap >= 0 else 1.0 / (1.0 + math.exp(gap))
+
+
 def binary_metrics(
-    logits_or_probs: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor
+    logits_or_probs: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    *,
+    bias: Sequence[float] | None = None,
 ) -> Metrics:
     """Metrics of a binary classifier's outputs against 0/1 labels.
 
     ``logits_or_probs`` is either ``(N, 2)`` logits (the model's raw outputs; softmax is applied
-    for the loss, the logit margin ``z1 - z0`` ranks for the AUC, so saturated probabilities never
-    create spurious ties) or ``(N,)`` probabilities of class 1 in ``[0, 1]`` (loss = binary
-    cross-entropy clipped at 1e-12). Class 1 is predicted when ``z1 > z0`` or ``p > 0.5``.
+    for the loss and the calibration error, the logit margin ``z1 - z0`` ranks for the AUC, so
+    saturated probabilities never create spurious ties) or ``(N,)`` probabilities of class 1 in
+    ``[0, 1]`` (loss = binary cross-entropy clipped at 1e-12). Class 1 is predicted when ``z1 >
+    z0`` or ``p > 0.5``. With ``bias`` (two numbers, e.g. :func:`fit_intercept`'s on the
+    validation split), the calibrated decision is ``z1 + b1 > z0 + b0``, for probabilities ``p >``
+    :func:`decision_threshold`.
     """
     out = _as_numpy(logits_or_probs).astype(np.float64)
-    y_raw = _as_numpy(labels)
-    if y_raw.ndim == 2 and y_raw.shape[1] == 1:
-        y_raw = y_raw[:, 0]
-    if y_raw.ndim != 1:
-        raise ValueError(f"labels must be (N,), got {y_raw.shape}")
+    y_raw = _labels_1d(labels)
     if y_raw.size == 0:
         raise ValueError("no samples to compute metrics on")
     if not np.isin(y_raw, (0, 1)).all():
@@ -113,6 +249,8 @@ def binary_metrics(
         raise ValueError(f"{out.shape[0] if out.ndim else 0} outputs but {n} labels")
     if not np.isfinite(out).all():
         raise ValueError("model outputs contain NaN or infinity")
+    threshold = math.nan if bias is None else decision_threshold(bias)
+    pred_cal: np.ndarray | None = None
     if out.ndim == 2 and out.shape[1] == 2:
         # log-softmax, numerically stable
         shifted = out - out.max(axis=1, keepdims=True)
@@ -120,6 +258,9 @@ def binary_metrics(
         loss = float(-log_probs[np.arange(n), y].mean())
         scores = out[:, 1] - out[:, 0]
         pred = scores > 0
+        probs = np.exp(log_probs)
+        if bias is not None:
+            pred_cal = scores > float(bias[0]) - float(bias[1])
     elif out.ndim == 1:
         if out.min() < 0 or out.max() > 1:
             raise ValueError("1-D inputs are probabilities of class 1 and must lie in [0, 1]")
@@ -127,6 +268,9 @@ def binary_metrics(
         loss = float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).mean())
         scores = out
         pred = out > 0.5
+        probs = out
+        if bias is not None:
+            pred_cal = out > threshold
     else:
         raise ValueError(f"expected (N, 2) logits or (N,) probabilities, got shape {out.shape}")
     truth = y == 1
@@ -134,12 +278,21 @@ def binary_metrics(
     fp = int((pred & ~truth).sum())
     fn = int((~pred & truth).sum())
     denom = 2 * tp + fp + fn
+    f1_cal = bacc_cal = math.nan
+    if pred_cal is not None:
+        f1_cal = float(class_f1(pred_cal, y, 2)[1])
+        bacc_cal = balanced_accuracy(pred_cal, y)
     return Metrics(
         loss=loss,
         accuracy=float((pred == truth).mean()),
         auc=roc_auc(scores, y),
         f1=2 * tp / denom if denom else 0.0,
         n=n,
+        balanced_accuracy=balanced_accuracy(pred, y),
+        ece=expected_calibration_error(probs, y),
+        threshold=threshold,
+        f1_calibrated=f1_cal,
+        balanced_accuracy_calibrated=bacc_cal,
     )
 
 
@@ -171,15 +324,22 @@ def predict_logits(model: nn.Module, dataset: ImageDataset, *, batch_size: int =
     return out
 
 
-def evaluate(model: nn.Module, dataset: ImageDataset, *, batch_size: int = 256) -> Metrics:
-    """Metrics of ``model`` (2 output logits) on ``dataset`` (see :func:`predict_logits`)."""
+def evaluate(
+    model: nn.Module,
+    dataset: ImageDataset,
+    *,
+    batch_size: int = 256,
+    bias: Sequence[float] | None = None,
+) -> Metrics:
+    """Metrics of ``model`` (2 output logits) on ``dataset`` (see :func:`predict_logits`), with
+    the calibrated decision of ``bias`` when given (see :func:`binary_metrics`)."""
     logits = predict_logits(model, dataset, batch_size=batch_size)
     if logits.ndim != 2 or logits.shape[1] != 2:
         raise ConfigError(
             f"binary metrics need a model with 2 output logits, got outputs {tuple(logits.shape)}"
         )
     try:
-        return binary_metrics(logits, dataset.labels)
+        return binary_metrics(logits, dataset.labels, bias=bias)
     except ValueError as exc:
         raise ConfigError(f"cannot evaluate: {exc}") from exc
 

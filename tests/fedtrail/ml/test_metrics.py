@@ -1,4 +1,5 @@
-"""Metrics: hand-computed AUC (with ties), loss, accuracy, F1; evaluate()."""
+"""Metrics: hand-computed AUC (with ties), loss, accuracy, F1, balanced accuracy, calibration
+error, the calibrated decision; evaluate()."""
 
 from __future__ import annotations
 
@@ -16,10 +17,15 @@ from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset, load_bundled
 from fedtrail.ml.metrics import (
     Metrics,
+    balanced_accuracy,
     balanced_log_loss,
     binary_metrics,
+    class_f1,
+    decision_threshold,
     evaluate,
+    expected_calibration_error,
     fit_intercept,
+    predict_logits,
     roc_auc,
 )
 from fedtrail.ml.models import ModelSpec, initial_model
@@ -100,7 +106,7 @@ def test_binary_metrics_from_logits_hand_computed() -> None:
     assert m.loss == pytest.approx(expected, rel=1e-12)
     assert m.n == 4
     as_torch = binary_metrics(torch.tensor(logits, dtype=torch.float32), torch.tensor(labels))
-    assert astuple(as_torch) == pytest.approx(astuple(m), rel=1e-7)
+    assert astuple(as_torch) == pytest.approx(astuple(m), rel=1e-7, nan_ok=True)
 
 
 def test_binary_metrics_from_probabilities() -> None:
@@ -157,7 +163,9 @@ def test_evaluate_matches_manual_forward_and_restores_mode() -> None:
     assert m.auc == direct.auc and m.accuracy == direct.accuracy and m.f1 == direct.f1
     assert m.loss == pytest.approx(direct.loss, rel=1e-6)
     assert evaluate(model, val, batch_size=64) == m  # deterministic
-    assert astuple(evaluate(model, val, batch_size=270)) == pytest.approx(astuple(m), rel=1e-6)
+    assert astuple(evaluate(model, val, batch_size=270)) == pytest.approx(
+        astuple(m), rel=1e-6, nan_ok=True
+    )
     assert not any(p.grad is not None for p in model.parameters())
 
 
@@ -205,3 +213,131 @@ def test_fit_intercept_multiclass_and_balanced_weights() -> None:
     assert balanced_log_loss(z_twice, twice) == pytest.approx(balanced_log_loss(z, y), abs=1e-12)
     with pytest.raises(ValueError, match="two classes"):
         fit_intercept(z, np.zeros(400, dtype=np.int64))
+
+
+def test_balanced_accuracy_and_class_f1_hand_computed() -> None:
+    # binary: recall of class 1 = 3/3, of class 0 = 1/2 -> 0.75 (plain accuracy would be 4/5)
+    assert balanced_accuracy(np.array([1, 1, 1, 1, 0]), np.array([1, 1, 1, 0, 0])) == 0.75
+    # always predicting the majority class scores 1/classes whatever the ratio
+    assert balanced_accuracy(np.ones(10, np.int64), np.r_[np.ones(9), 0]) == 0.5
+    # three classes: labels 0 0 1 1 2 2, predictions 0 1 1 1 2 0
+    y = np.array([0, 0, 1, 1, 2, 2])
+    pred = np.array([0, 1, 1, 1, 2, 0])
+    # class 0: TP 1, FP 1 (the last row), FN 1 -> 2/4; class 1: TP 2, FP 1, FN 0 -> 4/5;
+    # class 2: TP 1, FP 0, FN 1 -> 2/3
+    assert class_f1(pred, y, 3) == pytest.approx([0.5, 0.8, 2 / 3], abs=1e-15)
+    # recalls 1/2, 2/2, 1/2
+    assert balanced_accuracy(pred, y) == pytest.approx(2 / 3, abs=1e-15)
+    # a class with neither labels nor predictions has F1 0
+    assert class_f1(np.array([0, 1]), np.array([0, 1]), 3).tolist() == [1.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="2 predictions but 3 labels"):
+        balanced_accuracy(np.array([0, 1]), np.array([0, 1, 1]))
+
+
+def test_expected_calibration_error_hand_computed() -> None:
+    # probabilities of class 1; confidence max(p, 1-p); predicted class 1 when p > 0.5
+    p = np.array([0.95, 0.95, 0.75, 0.75, 0.35])
+    y = np.array([1, 1, 1, 0, 0])
+    # bin (0.9, 1]: 2 rows, accuracy 1, confidence .95 -> gap .05
+    # bin (0.7, 0.8]: 2 rows, accuracy 1/2, confidence .75 -> gap .25
+    # bin (0.6, 0.7]: the last row, predicted 0 with confidence .65, right -> gap .35
+    # ECE = 2/5 * .05 + 2/5 * .25 + 1/5 * .35 = .19
+    assert expected_calibration_error(p, y) == pytest.approx(0.19, abs=1e-12)
+    # (N, K) class probabilities: confidence of the argmax
+    probs = np.array([[0.55, 0.35, 0.10], [0.20, 0.15, 0.65]])
+    # row 0: predicts 0, label 1 (wrong), confidence .55; row 1: predicts 2, right, .65
+    # ECE = 1/2 * .55 + 1/2 * .35 = .45
+    assert expected_calibration_error(probs, np.array([1, 2])) == pytest.approx(0.45, abs=1e-12)
+    # bins are right-closed: a confidence of exactly 0.5 belongs to the first of two bins
+    # (0.5, wrong) alone in (0, .5]: 1/2 * .5; (0.9, right) alone in (.5, 1]: 1/2 * .1 -> .3
+    # (had it shared the second bin: accuracy .5 vs confidence .7 -> .2)
+    assert expected_calibration_error(
+        np.array([0.5, 0.9]), np.array([1, 1]), bins=2
+    ) == pytest.approx(0.3, abs=1e-12)
+    # confident and right everywhere: perfectly calibrated
+    assert expected_calibration_error(np.array([0.0, 1.0]), np.array([0, 1])) == 0.0
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        expected_calibration_error(np.array([1.5]), np.array([1]))
+    with pytest.raises(ConfigError, match="bins"):
+        expected_calibration_error(p, y, bins=0)
+
+
+def test_decision_threshold_of_a_bias() -> None:
+    assert decision_threshold((0.0, 0.0)) == 0.5
+    # bias of class 1 = ln 3: p1 > 1 / (1 + 3) already predicts class 1
+    assert decision_threshold((0.0, math.log(3.0))) == pytest.approx(0.25, abs=1e-15)
+    assert decision_threshold((math.log(3.0), 0.0)) == pytest.approx(0.75, abs=1e-15)
+    # no overflow for huge gaps
+    assert decision_threshold((0.0, 1000.0)) == pytest.approx(0.0, abs=1e-300)
+    assert decision_threshold((0.0, -1000.0)) == 1.0
+    with pytest.raises(ValueError, match="two biases"):
+        decision_threshold((0.0, 1.0, 2.0))
+
+
+def test_binary_metrics_calibrated_decision_hand_computed() -> None:
+    margins = np.array([-1.5, -0.5, 0.5, 1.5, -1.25])
+    logits = np.c_[np.zeros(5), margins]
+    y = np.array([0, 1, 1, 1, 0])
+    plain = binary_metrics(logits, y)
+    # plain decision (margin > 0): 0 0 1 1 0 -> TP 2, FN 1, FP 0: F1 4/5; recalls 2/3 and 1
+    assert plain.f1 == pytest.approx(0.8, abs=1e-15)
+    assert plain.balanced_accuracy == pytest.approx(5 / 6, abs=1e-15)
+    assert math.isnan(plain.threshold) and math.isnan(plain.f1_calibrated)
+    assert math.isnan(plain.balanced_accuracy_calibrated)
+    # bias +1 on class 1: margin > -1 -> 0 1 1 1 0: every row right
+    cal = binary_metrics(logits, y, bias=(0.0, 1.0))
+    assert cal.f1_calibrated == 1.0 and cal.balanced_accuracy_calibrated == 1.0
+    assert cal.threshold == pytest.approx(1 / (1 + math.e), abs=1e-15)
+    # the plain fields keep their meaning with a bias
+    assert (cal.f1, cal.accuracy, cal.auc, cal.loss) == (
+        plain.f1,
+        plain.accuracy,
+        plain.auc,
+        plain.loss,
+    )
+    # probabilities: class 1 above the threshold sigmoid(-1) = 0.269
+    probs = np.array([0.1, 0.3, 0.6, 0.2])
+    m = binary_metrics(probs, np.array([0, 1, 1, 0]), bias=(0.0, 1.0))
+    assert m.f1_calibrated == 1.0
+    # plain: only 0.6 is class 1 -> TP 1, FN 1: F1 2/3
+    assert m.f1 == pytest.approx(2 / 3, abs=1e-15)
+
+
+def test_binary_metrics_ece_from_logits() -> None:
+    # every row p1 = 0.8 (logit margin ln 4), labels 3 of 5 positive: confidence .8, accuracy .6
+    logits = np.tile([0.0, math.log(4.0)], (5, 1))
+    m = binary_metrics(logits, np.array([1, 1, 1, 0, 0]))
+    assert m.ece == pytest.approx(0.2, abs=1e-12)
+    # p = 0.5 exactly, half right: calibrated
+    assert binary_metrics(np.zeros((2, 2)), np.array([0, 1])).ece == 0.0
+
+
+def test_fitted_intercept_rescues_the_decision_of_a_shifted_model() -> None:
+    """An early-round model ranks well but puts every margin far below 0: F1 at the plain
+    threshold is 0, at the intercept fitted on a validation split it is high on another split."""
+    rng = np.random.default_rng(2)
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 2, n)
+        margin = 3.0 * (y - 0.5) + rng.normal(size=n) - 8.0
+        return np.c_[np.zeros(n), margin], y
+
+    z_val, y_val = split(300)
+    z_test, y_test = split(300)
+    fit = fit_intercept(z_val, y_val)
+    m = binary_metrics(z_test, y_test, bias=fit.bias)
+    assert m.f1 == 0.0 and m.balanced_accuracy == 0.5
+    assert m.f1_calibrated > 0.8 and m.balanced_accuracy_calibrated > 0.8
+    assert m.auc > 0.9
+    assert 0.0 < m.threshold < 0.01  # the plain model's p1 never reaches 0.5
+
+
+def test_evaluate_with_a_bias_is_binary_metrics_of_the_logits() -> None:
+    val = load_bundled().val
+    model = initial_model(ModelSpec(), seed=0)
+    logits = predict_logits(model, val)
+    bias = fit_intercept(logits, val.labels).bias
+    m = evaluate(model, val, bias=bias)
+    assert m == binary_metrics(logits, val.labels, bias=bias)
+    assert math.isfinite(m.f1_calibrated) and math.isfinite(m.ece)
+    assert math.isnan(evaluate(model, val).f1_calibrated)
