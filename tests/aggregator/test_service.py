@@ -1,9 +1,12 @@
-"""The aggregator service: a full round with bad updates on the embedded chain, and a crash
-between valuation and finalize on Anvil + IPFS."""
+"""The aggregator service: a full commit-then-reveal round with bad updates on the embedded
+chain, the round's terms on the store and in the log, and a crash between valuation and
+finalize on Anvil + IPFS."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -18,15 +21,17 @@ from eth_account.signers.local import LocalAccount
 
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
 from fedtrail.auditor.verify import verify_all
-from fedtrail.chain import connect, dev_account
-from fedtrail.ledger import Submission
+from fedtrail.chain import advance_time, connect, dev_account, next_block_timestamp
+from fedtrail.ledger import Ledger, Submission, commitment
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.metrics import Metrics
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainConfig
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.protocol.roundlog import HeatmapRef, ModelExplanations, RoundLog
+from fedtrail.protocol.roundlog import BlobRef, HeatmapRef, ModelExplanations, RoundLog
+from fedtrail.protocol.roundlog import to_bytes as roundlog_to_bytes
+from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.faults import SiteFault
 from fedtrail.simulation.federation import Federation, SiteSetup, build_federation, make_sites
 from fedtrail.storage.store import ContentStore, IpfsStore, LocalStore
@@ -57,6 +62,18 @@ def _federation(
     return build_federation(sites=sites, store=store, folder=tmp, validation=splits.val, **chain)
 
 
+def close_commits(ledger: Ledger, round_id: int) -> None:
+    """Moves the chain's clock past the round's commit deadline: reveals open."""
+    deadline = ledger.get_round(round_id).commit_deadline
+    now = next_block_timestamp(ledger.w3)
+    if now <= deadline:
+        advance_time(ledger.w3, deadline - now + 1)
+
+
+def commit(ledger: Ledger, site: LocalAccount, r: int, sha: str, n: int) -> None:
+    ledger.commit_update(site, r, commitment(site.address, r, sha, n))
+
+
 def test_full_round_scores_bad_updates_zero_with_the_right_reason(
     embedded: ChainEnv, tmp_path: Path
 ) -> None:
@@ -77,14 +94,22 @@ def test_full_round_scores_bad_updates_zero_with_the_right_reason(
     ledger, service = fed.ledger, fed.service
     r = service.open_next()
     for n in fed.nodes:
-        n.participate(r)
+        n.participate(r)  # commit
     # a site whose stored bytes do not match the hash it recorded (tampered after the fact)
     good = store.put(b"the bytes that were promised")
     fake_sha = hashlib.sha256(b"other bytes").hexdigest()
-    ledger.submit_update(tamperer, r, good, fake_sha, 100)
+    commit(ledger, tamperer, r, fake_sha, 100)
     # a site that submits garbage that is not a safetensors update at all
     junk = os.urandom(5000)
-    ledger.submit_update(garbler, r, store.put(junk), hashlib.sha256(junk).hexdigest(), 100)
+    junk_sha = hashlib.sha256(junk).hexdigest()
+    commit(ledger, garbler, r, junk_sha, 100)
+    assert not service.ready_to_value(r)
+    close_commits(ledger, r)
+    for n in fed.nodes:
+        n.participate(r)  # store, reveal
+    ledger.reveal_update(tamperer, r, good, fake_sha, 100)
+    ledger.reveal_update(garbler, r, store.put(junk), junk_sha, 100)
+    assert service.ready_to_value(r)  # every site active at open revealed
 
     assert service.step() is None  # valued
     assert ledger.get_round(r).phase == Phase.VALUED
@@ -103,6 +128,12 @@ def test_full_round_scores_bad_updates_zero_with_the_right_reason(
     blob = store.get(info.log_cid, info.log_sha256)
     record = RoundLog.from_bytes(blob)  # schema-checked
     assert record.to_bytes() == blob
+    # the round ran under the terms committed at open, and the log points at them
+    terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+    assert record.settings.terms == BlobRef(info.terms_cid, info.terms_sha256)
+    assert terms.round == r and terms.valuation["seed"] == 3 + r
+    assert dict(record.settings.aggregation_rule) == dict(terms.aggregation_rule)
+    assert record.validation.sha256 == terms.validation_sha256
     tampered = record.site(tamperer.address)
     assert tampered is not None and tampered.reason_label == "TAMPERED"
     assert "sha256" in tampered.explanation
@@ -136,6 +167,9 @@ def test_crash_between_valuation_and_finalize_resumes_once(
     )
     ledger = fed.ledger
     r = fed.service.open_next()
+    for n in fed.nodes:
+        n.participate(r)
+    close_commits(ledger, r)
     for n in fed.nodes:
         n.participate(r)
     args = [
@@ -185,7 +219,7 @@ def test_round_falls_back_to_data_free_scores_when_no_update_lowers_the_loss(
     store = LocalStore(tmp_path / "store")
     splits = load_bundled()
     for i, acct in enumerate(embedded.sites[:3]):
-        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}")
+        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
     service = AggregatorService(
         ledger=ledger,
         store=store,
@@ -203,12 +237,17 @@ def test_round_falls_back_to_data_free_scores_when_no_update_lowers_the_loss(
         start, splits.train.subset(idx.numpy()), spec=spec, config=TrainConfig(epochs=1, seed=0)
     ).delta
     gen = torch.Generator().manual_seed(1)
+    blobs = []
     for acct in embedded.sites[:3]:
         delta = {
             k: v + 0.01 * v.std() * torch.randn(v.shape, generator=gen) for k, v in base.items()
         }
         blob = encode_update(delta, spec=spec, round=r).blob
-        ledger.submit_update(acct, r, store.put(blob), _h.sha256(blob).hexdigest(), 100)
+        blobs.append(blob)
+        commit(ledger, acct, r, _h.sha256(blob).hexdigest(), 100)
+    close_commits(ledger, r)
+    for acct, blob in zip(embedded.sites[:3], blobs, strict=True):
+        ledger.reveal_update(acct, r, store.put(blob), _h.sha256(blob).hexdigest(), 100)
     service.step()
     assert ledger.get_round(r).phase == Phase.VALUED
     outcome = service.step()
@@ -244,10 +283,26 @@ def test_the_log_builder_writes_the_bytes_it_always_wrote() -> None:
         ledger=SimpleNamespace(address="0x" + "Ee" * 20, chain_id=1337),
         _site_name=names.__getitem__,
     )
+    settings = service.settings
+    terms = RoundTerms(
+        round=4,
+        aggregation_rule=dataclasses.asdict(settings.rule),
+        valuation={"method": "mc_shapley", "metric": "auc", "seed": 11, "explanation_check": True},
+        model_spec=dataclasses.asdict(service.spec),
+        spec_hash=service.spec.spec_hash(),
+        seed=settings.seed,
+        validation_sha256="cd" * 32,
+        validation_images=270,
+        commit_seconds=600,
+        reveal_seconds=120,
+    )
+    ref: list[BlobRef | None] = [None]  # logs before terms references: the golden bytes
+    service.terms = lambda round_id: (terms, ref[0])
+    c1, c2 = "11" * 32, "22" * 32
     subs = [
-        Submission(4, a, "QmA", "aa" * 32, 120, 700_000, 0, 600_000_000_000_000_001),
-        Submission(4, b, "QmB", "bb" * 32, 80, 0, int(Reason.TAMPERED), 0),
-        Submission(4, c, "QmC", "cc" * 32, 1, 350_000, 0, 399_999_999_999_999_999),
+        Submission(4, a, "QmA", "aa" * 32, 120, 700_000, 0, 600_000_000_000_000_001, c1, 1, True),
+        Submission(4, b, "QmB", "bb" * 32, 80, 0, int(Reason.TAMPERED), 0, c2, 3, True),
+        Submission(4, c, "QmC", "cc" * 32, 1, 350_000, 0, 399_999_999_999_999_999, c1, 2, True),
     ]
     cands = [
         Candidate(site=a, num_samples=120, delta={}),
@@ -294,3 +349,20 @@ def test_the_log_builder_writes_the_bytes_it_always_wrote() -> None:
     )
     golden = GOLDEN.read_bytes()
     assert record.to_bytes() == golden
+    # with the terms reference, the only change is settings.terms
+    ref[0] = BlobRef("QmTerms", "77" * 32)
+    with_ref = AggregatorService._log(
+        service,  # type: ignore[arg-type]
+        4,
+        "QmStart",
+        "de" * 32,
+        list(zip(subs, cands, strict=True)),
+        saved,
+        "ef" * 32,
+        Metrics(loss=0.69, accuracy=0.5, auc=float("nan"), f1=0.0, n=270),
+        Metrics(loss=0.5, accuracy=0.75, auc=0.8125, f1=2 / 3, n=270),
+        explanations=explanations,
+    ).to_bytes()
+    doc = json.loads(with_ref)
+    assert doc["settings"].pop("terms") == {"cid": "QmTerms", "sha256": "77" * 32}
+    assert roundlog_to_bytes(doc) == golden
