@@ -73,10 +73,12 @@ _DESCRIPTIONS: dict[Reason, str] = {
     Reason.LATE: "The update arrived after the round's deadline.",
     Reason.EXPLANATION_SHIFT: "The updated model's explanations shift away from the "
     "global model's beyond the threshold.",
-    Reason.LOW_QUALITY: "The updated model performs below the quality floor set in the round's "
-    "terms on the validation data.",
-    Reason.FREE_RIDER: "The update carries no training of its own: it is (close to) the global "
-    "model the round started from, or a re-encoding of another site's update.",
+    Reason.LOW_QUALITY: "The site's running value (its normalised validation values accumulated "
+    "over the rounds) is at or below -demote_scale: its updates have been consistently harmful "
+    "over rounds, not just in this one.",
+    Reason.FREE_RIDER: "The update carries no training of its own: it is zero, its norm is tiny "
+    "next to the round's other updates, or it is a stale copy of an earlier update (such as the "
+    "site's previous one) or of the last global delta.",
     Reason.IMPLAUSIBLE_SAMPLES: "The claimed sample count is implausible for the site (above "
     "what its data or its history supports), so the update is not weighted by it.",
     Reason.NOT_REVEALED: "The site committed to an update but never revealed it within the "

@@ -11,11 +11,18 @@ benchmarks, tests). The pieces it combines stay usable as plain library function
 (:func:`exact_shapley`, :func:`mc_shapley`, :func:`leave_one_out` over any coalition utility),
 the data-free :func:`robust_statistics` and :func:`free_riders`, the accumulated standing
 (:class:`History`, :func:`normalised_values`, :func:`accumulate`, :func:`demoted_score`), the
-:class:`Combiner` thresholds and the :class:`ExplanationScorer`.
+:class:`Combiner` thresholds (:data:`HISTORY_COMBINER`: those measured for valuation with a
+history) and the :class:`ExplanationScorer`.
 """
 
 from fedtrail.valuation.base import METRICS, Candidate, Metric, Utility, ValuationContext, usable
-from fedtrail.valuation.combine import Combiner, RoundValuation, SiteValuation, any_positive
+from fedtrail.valuation.combine import (
+    HISTORY_COMBINER,
+    Combiner,
+    RoundValuation,
+    SiteValuation,
+    any_positive,
+)
 from fedtrail.valuation.explanation import ExplanationScorer, SiteExplanationShift
 from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.loo import leave_one_out
@@ -33,6 +40,7 @@ from fedtrail.valuation.utility import CachedUtility, CoalitionUtility, GameValu
 __all__ = [
     "AUTO_EXACT_SITES",
     "GAMES",
+    "HISTORY_COMBINER",
     "MAX_EXACT_SITES",
     "METHODS",
     "METRICS",
