@@ -17,6 +17,9 @@ Set-up of one run (:func:`run_method`):
   are on the bundled ``test`` split, never seen during training or valuation;
 * faults (:class:`fedtrail.simulation.faults.SiteFault`): label noise changes a site's training
   data, update faults change what it sends (as the node hooks of :meth:`SiteFault.hooks` do);
+  a zero delta is the ``scale`` fault with factor 0, tiny noise the ``random`` fault with a
+  small factor; :class:`Stale` (harness-only: the node hooks have no memory of earlier rounds)
+  makes a site resend its own previous update or the last global delta from round 2 on;
 * local training: :func:`fedtrail.ml.training.train_local` (FedAvg local SGD, the trainer's
   defaults: batch 32, lr 0.02, momentum 0.9), ``epochs`` per round, seeded per site and round the
   way the node daemon seeds it;
@@ -34,18 +37,26 @@ Methods (:data:`METHODS`):
 ``fedavg``
     every score 1e6, so the on-chain weights are the sample-count shares.
 ``valuation``
-    scores from :func:`fedtrail.valuation.value_round` — the aggregator service's own call,
-    data-free fallback included — on the aggregator's validation split, metric ``loss`` (exact
-    Shapley, which ``value_round`` replaces by Monte-Carlo above 8 sites — what the scores came
-    from is recorded per round, ``"cosine"`` in a fallback round; ``SimConfig.valuation``
-    selects ``mc_shapley`` or ``loo``), default thresholds of
-    :class:`~fedtrail.valuation.Combiner`. A round where every score is 0 is skipped
-    (the global model stays), as the aggregator service does: the contract refuses a valuation
-    of zero total weight.
+    scores from :func:`fedtrail.valuation.value_round` with a
+    :class:`~fedtrail.valuation.History` carried across rounds as the aggregator service carries
+    it: the previous round's accumulated values, the number of rounds valued before (round 1 is
+    the warm-up), and as free-rider references every site's update of the previous round and
+    the last global delta applied. Metric ``balanced_loss`` (``SimConfig.metric``), thresholds
+    :data:`~fedtrail.valuation.HISTORY_COMBINER`, exact Shapley (replaced by Monte-Carlo above 8
+    sites; ``SimConfig.valuation`` selects ``mc_shapley`` or ``loo``), on the aggregator's
+    validation split. A round where every score is 0 is skipped (the global model stays), as the
+    aggregator service does: the contract refuses a valuation of zero total weight; its
+    accumulated values are carried on all the same (they come from the validation game, not
+    from the chain).
 ``median``, ``trimmed_mean``, ``krum``, ``norm_clip``
     the robust rule of :class:`fedtrail.ml.aggregation.AggregationRule` over every update, with the
     FedAvg weights (``trim_ratio`` 0.2; ``krum_f`` = the number of faulty sites, at least 1 and
     at most what multi-Krum allows: ``n >= 2f + 3``; ``norm_clip`` at the median norm).
+
+Metrics of a global model (after every round and at the end): on the ``test`` split, with the
+calibrated decision of the intercept :func:`fedtrail.ml.metrics.fit_intercept` fits to the
+model's logits on the ``val`` split (``f1_calibrated``, ``threshold``; ``f1`` stays the plain
+0.5 decision). ``local`` models are calibrated the same way, each on the ``val`` split.
 
 A site whose local training diverges (NaN loss, e.g. after a poisoned global model) submits
 nothing that round, as a real node would fail to; a round without any update is skipped.
@@ -76,13 +87,18 @@ if str(ROOT) not in sys.path:
 from fedtrail.errors import ConfigError  # noqa: E402
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta  # noqa: E402
 from fedtrail.ml.datasets import ImageDataset, Splits, partition_dirichlet  # noqa: E402
-from fedtrail.ml.metrics import Metrics, evaluate  # noqa: E402
+from fedtrail.ml.metrics import Metrics, evaluate, fit_intercept, predict_logits  # noqa: E402
 from fedtrail.ml.models import ModelSpec, initial_model  # noqa: E402
 from fedtrail.ml.training import TrainConfig, TrainingDiverged, train_local  # noqa: E402
 from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights  # noqa: E402
 from fedtrail.simulation.faults import SiteFault  # noqa: E402
 from fedtrail.storage.codec import Compression, decode_update, encode_update  # noqa: E402
-from fedtrail.valuation import Candidate, value_round  # noqa: E402
+from fedtrail.valuation import (  # noqa: E402
+    HISTORY_COMBINER,
+    Candidate,
+    History,
+    value_round,
+)
 
 __all__ = [
     "METHODS",
@@ -92,6 +108,7 @@ __all__ = [
     "RoundRecord",
     "SimConfig",
     "SimResult",
+    "Stale",
     "krum_f_for",
     "mean_std",
     "provenance",
@@ -121,6 +138,20 @@ ONCHAIN_NOTE: Final = (
 Delta = dict[str, torch.Tensor]
 
 
+@dataclass(frozen=True)
+class Stale:
+    """A free-rider that resends an earlier update from round 2 on (round 1: its honest update):
+    ``source`` ``"own"`` its own update of the previous round (which is then its round-1 update
+    every round), ``"global"`` the last global delta applied."""
+
+    site: int
+    source: Literal["own", "global"]
+
+    @property
+    def label(self) -> str:
+        return f"stale_{self.source}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class SimConfig:
     """One simulated federation. ``faults`` holds one :class:`SiteFault` per site (empty: every
@@ -137,9 +168,10 @@ class SimConfig:
     lr: float = 0.02
     batch_size: int = 32
     valuation: Literal["shapley", "mc_shapley", "loo"] = "shapley"
-    metric: Literal["loss", "auc"] = "loss"
+    metric: Literal["loss", "balanced_loss", "auc"] = "balanced_loss"
     trim_ratio: float = 0.2
     compression: Compression | None = None
+    stale: tuple[Stale, ...] = ()
 
     def __post_init__(self) -> None:
         if self.sites < 1 or self.rounds < 1 or self.epochs < 1:
@@ -148,10 +180,21 @@ class SimConfig:
             raise ConfigError(f"{len(self.faults)} faults for {self.sites} sites")
         if self.seed < 0:
             raise ConfigError("seed must be non-negative")
+        for st in self.stale:
+            if not 0 <= st.site < self.sites or self.site_faults[st.site].kind != "none":
+                raise ConfigError(f"stale site {st.site} must be an honest site of the federation")
 
     @property
     def site_faults(self) -> tuple[SiteFault, ...]:
         return self.faults or tuple(SiteFault() for _ in range(self.sites))
+
+    @property
+    def fault_labels(self) -> list[str]:
+        """Per site: the fault kind, ``stale_own``/``stale_global`` for a :class:`Stale` site."""
+        labels = [f.kind for f in self.site_faults]
+        for st in self.stale:
+            labels[st.site] = st.label
+        return labels
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready settings."""
@@ -171,6 +214,7 @@ class SimConfig:
             "compression": None
             if self.compression is None
             else {"method": self.compression.method, "fraction": self.compression.fraction},
+            "stale": [asdict(st) for st in self.stale],
         }
 
 
@@ -198,6 +242,10 @@ class RoundRecord:
     test_auc: float = math.nan
     """Test AUC of the global model after the round (a learning curve; never used in training)."""
     test_f1: float = math.nan
+    test_f1_calibrated: float = math.nan
+    """Test F1 at the decision threshold fitted on the validation split."""
+    accumulated: dict[str, float] | None = None
+    """``valuation``: every site's accumulated value after the round (the next round's history)."""
 
 
 @dataclass
@@ -207,7 +255,8 @@ class SimResult:
     method: str
     seed: int
     test: dict[str, float]
-    """Test metrics (loss, accuracy, auc, f1, n); for ``local``, means over sites."""
+    """Test metrics (loss, accuracy, auc, f1, n, balanced_accuracy, ece, threshold,
+    f1_calibrated, balanced_accuracy_calibrated); for ``local``, means over sites."""
     test_honest: dict[str, float] | None = None
     """``local`` only: means over honest sites."""
     per_site: list[dict[str, float]] = field(default_factory=list)
@@ -236,12 +285,30 @@ class SimResult:
         return statistics.fmean(shares) if shares else math.nan
 
 
+METRIC_KEYS: Final = (
+    "loss",
+    "accuracy",
+    "auc",
+    "f1",
+    "balanced_accuracy",
+    "ece",
+    "threshold",
+    "f1_calibrated",
+    "balanced_accuracy_calibrated",
+)
+
+
 def _metrics_dict(m: Metrics) -> dict[str, float]:
-    return {"loss": m.loss, "accuracy": m.accuracy, "auc": m.auc, "f1": m.f1, "n": float(m.n)}
+    out = {k: float(getattr(m, k)) for k in METRIC_KEYS}
+    out["n"] = float(m.n)
+    return out
 
 
 def _nan_metrics(n: int) -> dict[str, float]:
-    return {"loss": math.inf, "accuracy": math.nan, "auc": math.nan, "f1": math.nan, "n": n}
+    out = {k: math.nan for k in METRIC_KEYS}
+    out["loss"] = math.inf
+    out["n"] = float(n)
+    return out
 
 
 def _sub_seed(*parts: int) -> int:
@@ -279,15 +346,22 @@ def krum_f_for(n_sites: int, n_faulty: int) -> int:
 
 
 def _evaluate_state(
-    spec: ModelSpec, state: Mapping[str, torch.Tensor], ds: ImageDataset
+    spec: ModelSpec,
+    state: Mapping[str, torch.Tensor],
+    ds: ImageDataset,
+    calibration: ImageDataset | None = None,
 ) -> dict[str, float]:
+    """Metrics on ``ds``, with the decision threshold fitted on ``calibration`` when given."""
     if not all(bool(torch.isfinite(t).all()) for t in state.values()):
         return _nan_metrics(len(ds))
     model = initial_model(spec, seed=0)
     model.load_state_dict(dict(state), strict=True)
     try:
-        return _metrics_dict(evaluate(model, ds))
-    except ConfigError:  # non-finite outputs of a broken model
+        bias = None
+        if calibration is not None:
+            bias = fit_intercept(predict_logits(model, calibration), calibration.labels).bias
+        return _metrics_dict(evaluate(model, ds, bias=bias))
+    except (ConfigError, ValueError):  # non-finite outputs of a broken model
         return _nan_metrics(len(ds))
 
 
@@ -311,7 +385,6 @@ def run_method(
     spec = ModelSpec() if spec is None else spec
     started = time.perf_counter()
     data = site_splits(splits.train, config)
-    faults = config.site_faults
     names = [f"site-{i:02d}" for i in range(config.sites)]
     samples = [len(d) for d in data]
     init = {k: v.detach().clone() for k, v in initial_model(spec, config.seed).state_dict().items()}
@@ -321,10 +394,10 @@ def run_method(
         test={},
         site_names=names,
         site_samples=samples,
-        site_faults=[f.kind for f in faults],
+        site_faults=config.fault_labels,
     )
     if method == "local":
-        _run_local(result, config, spec, init, data, splits.test)
+        _run_local(result, config, spec, init, data, splits)
     else:
         _run_federated(result, method, config, spec, init, data, splits, log)
     result.seconds = time.perf_counter() - started
@@ -341,7 +414,7 @@ def _run_local(
     spec: ModelSpec,
     init: Mapping[str, torch.Tensor],
     data: Sequence[ImageDataset],
-    test: ImageDataset,
+    splits: Splits,
 ) -> None:
     rows: list[dict[str, float]] = []
     for i, ds in enumerate(data):
@@ -350,12 +423,14 @@ def _run_local(
             delta = train_local(init, ds, spec=spec, config=tc).delta
         except TrainingDiverged:
             result.diverged_trainings += 1
-            rows.append(_nan_metrics(len(test)))
+            rows.append(_nan_metrics(len(splits.test)))
             continue
-        rows.append(_evaluate_state(spec, apply_delta(init, delta), test))
+        rows.append(_evaluate_state(spec, apply_delta(init, delta), splits.test, splits.val))
     result.per_site = rows
     result.test = _mean_metrics(rows)
-    honest = [r for r, f in zip(rows, result.site_faults, strict=True) if f == "none"]
+    honest = [
+        r for r, f in zip(rows, [f.kind for f in config.site_faults], strict=True) if f == "none"
+    ]
     result.test_honest = _mean_metrics(honest) if honest else None
 
 
@@ -370,7 +445,7 @@ def _run_federated(
     log: Any,
 ) -> None:
     faults = config.site_faults
-    n_faulty = sum(1 for f in faults if f.kind != "none")
+    n_faulty = sum(1 for f in config.fault_labels if f != "none")
     if method in ("fedavg", "valuation"):
         rule = AggregationRule(name="weighted")
     elif method == "krum":
@@ -381,10 +456,23 @@ def _run_federated(
         rule = AggregationRule(name=method)
     state: dict[str, torch.Tensor] = dict(init)
     residuals: list[Mapping[str, torch.Tensor] | None] = [None] * config.sites
+    stale = {st.site: st.source for st in config.stale}
+    previous: dict[int, Delta] = {}  # what each site sent in the previous round
+    own_first: dict[int, Delta] = {}  # a stale "own" site's update of its first round
+    last_global: Delta | None = None  # the last global delta applied
+    accumulated: dict[str, float] = {}
+    valued_rounds = 0
     for r in range(1, config.rounds + 1):
         sent: list[tuple[int, Delta]] = []
         bytes_up = 0
         for i, ds in enumerate(data):
+            source = stale.get(i)
+            if source == "own" and i in own_first:
+                sent.append((i, {k: v.clone() for k, v in own_first[i].items()}))
+                continue
+            if source == "global" and last_global is not None:
+                sent.append((i, {k: v.clone() for k, v in last_global.items()}))
+                continue
             tc = _train_config(config, config.epochs, _sub_seed(config.seed, i, r))
             try:
                 delta = train_local(state, ds, spec=spec, config=tc).delta
@@ -392,6 +480,8 @@ def _run_federated(
                 result.diverged_trainings += 1
                 continue
             delta = faults[i].apply_to_update(delta, round_id=r)
+            if source == "own":
+                own_first[i] = {k: v.clone() for k, v in delta.items()}
             if config.compression is not None:
                 enc = encode_update(
                     delta,
@@ -418,6 +508,15 @@ def _run_federated(
             continue
         counts = [result.site_samples[i] for i, _ in sent]
         if method == "valuation":
+            references: dict[str, Mapping[str, torch.Tensor]] = {
+                f"{result.site_names[i]}'s update of the previous round": d
+                for i, d in sorted(previous.items())
+            }
+            if last_global is not None:
+                references["the last global delta"] = last_global
+            history = History(
+                accumulated=dict(accumulated), valued_rounds=valued_rounds, references=references
+            )
             t0 = time.perf_counter()
             report = value_round(
                 global_state=state,
@@ -432,7 +531,12 @@ def _run_federated(
                 method=config.valuation,
                 metric=config.metric,
                 seed=config.seed + r,
+                combiner=HISTORY_COMBINER,
+                history=history,
             )
+            valued_rounds += 1
+            accumulated = dict(report.accumulated or {})
+            record.accumulated = dict(accumulated)
             valuations = report.sites
             record.valuation_seconds = time.perf_counter() - t0
             record.valuation_method = report.method
@@ -442,6 +546,7 @@ def _run_federated(
         else:
             record.scores = [SCORE_SCALE] * len(sent)
             record.reasons = ["OK"] * len(sent)
+        previous = dict(sent)
         if not any(record.scores):
             if log is not None:
                 log(f"  {method} round {r}: every score 0, round skipped")
@@ -450,8 +555,10 @@ def _run_federated(
         record.skipped = False
         agg = aggregate(rule, [d for _, d in sent], record.weights)
         state = apply_delta(state, agg)
-        after = _evaluate_state(spec, state, splits.test)
+        last_global = dict(agg)
+        after = _evaluate_state(spec, state, splits.test, splits.val)
         record.test_auc, record.test_f1 = after["auc"], after["f1"]
+        record.test_f1_calibrated = after["f1_calibrated"]
         if log is not None:
             extra = ""
             if method == "valuation":
@@ -461,9 +568,9 @@ def _run_federated(
                 )
             log(
                 f"  {method} round {r}: test AUC {record.test_auc:.3f} "
-                f"F1 {record.test_f1:.3f}{extra}"
+                f"F1 {record.test_f1:.3f} (calibrated {record.test_f1_calibrated:.3f}){extra}"
             )
-    result.test = _evaluate_state(spec, state, splits.test)
+    result.test = _evaluate_state(spec, state, splits.test, splits.val)
 
 
 def provenance() -> dict[str, Any]:

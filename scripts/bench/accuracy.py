@@ -2,27 +2,34 @@
 weighting vs each robust aggregation rule, on the bundled chest X-rays, over several seeds.
 
 Usage: .venv/bin/python scripts/bench/accuracy.py [--seeds 5] [--rounds 10] [--epochs 1]
-       [--alpha 1.0] [--scenarios a,b,c] [--valuation shapley] [--out .run/bench/accuracy.json]
-       [--quick]
+       [--alpha 1.0] [--scenarios a,b,c,d,e] [--valuation shapley] [--out .run/bench/accuracy.json]
+       [--quick] [--render JSON [JSON ...]]
 
 Scenarios (sites from a Dirichlet(alpha) label-skew split of the bundled training split; the
 faulty sites are the last ones of the split):
 
 (a) clean non-IID, 5 sites;
 (b) 5 sites, 2 of them low-quality: 40% of their training labels flipped;
-(c) 10 sites, 2 of them poisoning: one sends its update sign-flipped, the other scaled x10.
+(c) 10 sites, 2 of them poisoning: one sends its update sign-flipped, the other scaled x10;
+(d) 5 sites, 2 of them free-riding: one sends a zero delta, the other resends its round-1 update;
+(e) 5 sites, 2 of them free-riding: one sends noise at 0.5% of an update's magnitude, the other
+    resends the last global delta.
 
 Methods and the simulation are described in ``scripts/bench/_sim.py`` (weights from
 ``onchain_weights``, the contract's rule; no chain or store). Metrics: ROC AUC and F1 (class 1 =
 pneumonia, threshold at equal logits) of the final global model on the bundled test split (468
 images); for ``local``, the mean over sites of each site's own model (and, in a second row, over
-the honest sites only). Each cell is mean +- sample standard deviation over the seeds; the seed
-fixes the split, the initial model, the batch order and the faults.
+the honest sites only). F1 is reported at the plain decision (p > 0.5) and at the calibrated
+one (the intercept fitted on the validation split, ``fedtrail.ml.metrics.fit_intercept``). Each
+cell is mean +- sample standard deviation over the seeds; the seed fixes the split, the initial
+model, the batch order and the faults.
 
 It prints a plain table, the same as a Markdown table ready for the README, and the seed review's
 two claims checked against these numbers (+5-15% AUC for FL over local models; +7% global F1 from
-the valuation with low-quality sites), and writes every run (per-round scores, reasons, weights,
-test AUC after each round) to ``--out`` as JSON. ``--quick`` is a smoke test (1 seed, 2 rounds).
+the valuation with low-quality sites), the valuation-vs-FedAvg table of issue 12 (paired per
+seed, mean and worst seed; weight share of the faulty sites; honest site-rounds scored 0), and
+writes every run (per-round scores, reasons, weights, accumulated values, test AUC after each
+round) to ``--out`` as JSON. ``--quick`` is a smoke test (1 seed, 2 rounds).
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from _sim import (
     RoundRecord,
     SimConfig,
     SimResult,
+    Stale,
     mean_std,
     parse_seeds,
 )
@@ -64,7 +72,7 @@ ROW_LABELS: dict[str, str] = {
     "local": "local only (mean over all sites)",
     LOCAL_HONEST: "local only (mean over honest sites)",
     "fedavg": "FedAvg (sample-count weights)",
-    "valuation": "on-chain valuation weights (Shapley, loss)",
+    "valuation": "on-chain valuation weights (Shapley, balanced loss, history)",
     "median": "coordinate median",
     "trimmed_mean": "trimmed mean (20%)",
     "krum": "multi-Krum",
@@ -80,6 +88,8 @@ class Scenario:
     faults: Callable[[int], tuple[SiteFault, ...]]
     """Seed -> one fault per site."""
     description: str
+    stale: tuple[Stale, ...] = ()
+    """Harness-level free-riders that resend an earlier update (see ``_sim.Stale``)."""
 
 
 def _clean(n: int) -> Callable[[int], tuple[SiteFault, ...]]:
@@ -99,6 +109,15 @@ def _poisoned(seed: int) -> tuple[SiteFault, ...]:
     return (*honest, flip, scale)
 
 
+def _free_riders(seed: int) -> tuple[SiteFault, ...]:
+    return (*(SiteFault() for _ in range(3)), SiteFault(kind="scale", factor=0.0), SiteFault())
+
+
+def _tiny_riders(seed: int) -> tuple[SiteFault, ...]:
+    tiny = SiteFault(kind="random", factor=0.005, seed=seed * 1000 + 3)
+    return (*(SiteFault() for _ in range(3)), tiny, SiteFault())
+
+
 SCENARIOS: dict[str, Scenario] = {
     "a": Scenario("a", "(a) clean non-IID, 5 sites", 5, _clean(5), "5 honest sites"),
     "b": Scenario(
@@ -114,6 +133,23 @@ SCENARIOS: dict[str, Scenario] = {
         10,
         _poisoned,
         "site 8 sends its update sign-flipped (x -1), site 9 scaled x10",
+    ),
+    "d": Scenario(
+        "d",
+        "(d) 2 of 5 sites free-riding",
+        5,
+        _free_riders,
+        "site 3 sends a zero delta every round, site 4 resends its round-1 update from round 2 on",
+        (Stale(4, "own"),),
+    ),
+    "e": Scenario(
+        "e",
+        "(e) 2 of 5 sites free-riding (noise, global)",
+        5,
+        _tiny_riders,
+        "site 3 sends uniform noise at 0.5% of its update's magnitude, site 4 resends the last "
+        "global delta from round 2 on",
+        (Stale(4, "global"),),
     ),
 }
 
@@ -165,6 +201,8 @@ def _paired(
     return {
         "diff_mean": d_mean,
         "diff_std": d_sd,
+        "diff_worst": min(diffs) if diffs else math.nan,
+        "diffs": diffs,
         "rel_pct_mean": r_mean,
         "rel_pct_std": r_sd,
         "n": n,
@@ -221,6 +259,107 @@ def _valuation_facts(runs: Sequence[SimResult]) -> dict[str, Any]:
         "honest_updates": honest_total,
         "valuation_rounds_skipped": skipped,
     }
+
+
+def _valuation_vs_fedavg(runs: Sequence[SimResult]) -> dict[str, Any]:
+    """Issue 12's figures for one scenario: metrics of both methods, paired differences (mean and
+    worst seed), the faulty sites' weight share per seed, honest site-rounds scored 0."""
+    val = {r.seed: r for r in runs if r.method == "valuation"}
+    fed = {r.seed: r for r in runs if r.method == "fedavg"}
+    seeds = sorted(set(val) & set(fed))
+    out: dict[str, Any] = {"seeds": seeds}
+    for metric in ("auc", "f1", "f1_calibrated", "balanced_accuracy_calibrated", "ece"):
+        out[metric] = {
+            "valuation": mean_std([val[s].test.get(metric, math.nan) for s in seeds])[0],
+            "fedavg": mean_std([fed[s].test.get(metric, math.nan) for s in seeds])[0],
+            "paired": _paired(runs, "valuation", "fedavg", metric),
+        }
+    if seeds and _faulty_sites(val[seeds[0]]):
+        v_share = [val[s].weight_share(_faulty_sites(val[s])) for s in seeds]
+        f_share = [fed[s].weight_share(_faulty_sites(fed[s])) for s in seeds]
+        out["faulty_share"] = {
+            "valuation": v_share,
+            "fedavg": f_share,
+            "valuation_mean": mean_std(v_share)[0],
+            "fedavg_mean": mean_std(f_share)[0],
+            "seeds_lower": sum(1 for v, f in zip(v_share, f_share, strict=True) if v < f),
+            "worst_ratio": max(
+                (v / f for v, f in zip(v_share, f_share, strict=True) if f > 0), default=math.nan
+            ),
+        }
+    zeroed = total = 0
+    for s in seeds:
+        r = val[s]
+        faulty = set(_faulty_sites(r))
+        for rec in r.rounds:
+            for site, score in zip(rec.submitted, rec.scores, strict=True):
+                if site not in faulty:
+                    total += 1
+                    zeroed += score == 0
+    out["honest_zeroed"] = {"zeroed": zeroed, "total": total}
+    return out
+
+
+def _bars_table(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[str]:
+    """One line per (alpha, scenario): valuation vs FedAvg, paired per seed (mean, worst seed)."""
+
+    def pair(p: dict[str, Any]) -> str:
+        return f"{p['diff_mean']:+.3f} ({p['diff_worst']:+.3f})" if p["n"] else "n/a"
+
+    def both(f: dict[str, Any], metric: str) -> str:
+        return f"{f[metric]['valuation']:.3f}/{f[metric]['fedavg']:.3f}"
+
+    widths = (6, 4, 6, 12, 16, 12, 16, 12, 16, 12, 6, 6, 14)
+    head = (
+        "alpha",
+        "sc",
+        "seeds",
+        "AUC v/F",
+        "dAUC (worst)",
+        "F1@.5 v/F",
+        "dF1@.5 (worst)",
+        "F1cal v/F",
+        "dF1cal (worst)",
+        "share v/F",
+        "lower",
+        "max v/F",
+        "honest zeroed",
+    )
+
+    def line(cells: Sequence[str]) -> str:
+        return " ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
+
+    lines = [line(head), "-" * (sum(widths) + len(widths) - 1)]
+    for alpha, key, f in rows:
+        share = f.get("faulty_share")
+        hz = f["honest_zeroed"]
+        frac = hz["zeroed"] / hz["total"] if hz["total"] else math.nan
+        lines.append(
+            line(
+                (
+                    alpha,
+                    key,
+                    str(len(f["seeds"])),
+                    both(f, "auc"),
+                    pair(f["auc"]["paired"]),
+                    both(f, "f1"),
+                    pair(f["f1"]["paired"]),
+                    both(f, "f1_calibrated"),
+                    pair(f["f1_calibrated"]["paired"]),
+                    f"{share['valuation_mean']:.3f}/{share['fedavg_mean']:.3f}" if share else "-",
+                    f"{share['seeds_lower']}/{len(f['seeds'])}" if share else "-",
+                    f"{share['worst_ratio']:.2f}" if share else "-",
+                    f"{hz['zeroed']}/{hz['total']} {frac:.0%}",
+                )
+            )
+        )
+    lines.append(
+        "v/F: valuation/FedAvg means; d: valuation - FedAvg paired per seed, mean (worst seed); "
+        "share: the faulty sites' weight per round; lower: seeds where valuation gives them less "
+        "than FedAvg; max v/F: largest per-seed ratio of their shares; honest zeroed: honest "
+        "site-rounds scored 0"
+    )
+    return lines
 
 
 def _all_reasons(runs: Sequence[SimResult]) -> dict[str, int]:
@@ -353,6 +492,19 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
             f"< {DEGENERATE_ACCURACY}), per method over {len(seeds)} seeds: "
             + ", ".join(f"{m} {n}" for m, n in deg.items())
         )
+    if "valuation" in methods and "fedavg" in methods:
+        bars = [
+            (f"{settings['alpha']:g}", k, _valuation_vs_fedavg(results[k])) for k in scenario_keys
+        ]
+        for _, k, f in bars:
+            claims[f"{k}_valuation_vs_fedavg"] = f
+        print(
+            f"\nValuation vs FedAvg (issue 12) on the test split: {len(seeds)} seed(s), "
+            f"{settings['rounds']} rounds x {settings['epochs']} epoch(s), alpha "
+            f"{settings['alpha']:g}\n"
+        )
+        for line in _bars_table(bars):
+            print(line)
     print("\nThe seed review's claims and other findings (differences paired per seed):")
     for line in lines:
         print(f"  {line}")
@@ -393,13 +545,27 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
     return claims
 
 
-def _render(doc: dict[str, Any]) -> int:
-    if doc.get("benchmark") != "accuracy":
-        raise SystemExit("not an accuracy benchmark JSON")
-    results = {k: [_result_from_dict(r) for r in sc["runs"]] for k, sc in doc["scenarios"].items()}
-    if "argv" not in doc:
-        doc["argv"] = list(doc.get("command", [])[2:])
-    _report(doc, results)
+def _render(docs: Sequence[dict[str, Any]]) -> int:
+    """Print the report of each saved run, then (several runs) one valuation-vs-FedAvg table over
+    all of them (one line per alpha and scenario)."""
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    for doc in docs:
+        if doc.get("benchmark") != "accuracy":
+            raise SystemExit("not an accuracy benchmark JSON")
+        results = {
+            k: [_result_from_dict(r) for r in sc["runs"]] for k, sc in doc["scenarios"].items()
+        }
+        if "argv" not in doc:
+            doc["argv"] = list(doc.get("command", [])[2:])
+        _report(doc, results)
+        methods = doc["settings"]["methods"]
+        if "valuation" in methods and "fedavg" in methods:
+            alpha = f"{doc['settings']['alpha']:g}"
+            rows.extend((alpha, k, _valuation_vs_fedavg(v)) for k, v in results.items())
+    if len(docs) > 1 and rows:
+        print("\n#### Valuation vs FedAvg, every run\n")
+        for line in _bars_table(rows):
+            print(line)
     return 0
 
 
@@ -409,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
     parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet label-skew alpha")
-    parser.add_argument("--scenarios", default="a,b,c")
+    parser.add_argument("--scenarios", default="a,b,c,d,e")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument(
         "--valuation",
@@ -423,12 +589,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--render",
         type=Path,
+        nargs="+",
         metavar="JSON",
-        help="print the tables of a saved run (its JSON) again, without running anything",
+        help="print the tables of saved runs (their JSON) again, without running anything; "
+        "with several, also one valuation-vs-FedAvg table over all of them",
     )
     args = parser.parse_args(argv)
     if args.render:
-        return _render(json.loads(args.render.read_text(encoding="utf-8")))
+        return _render([json.loads(p.read_text(encoding="utf-8")) for p in args.render])
     if args.quick:
         args.seeds, args.rounds = "1", 2
     torch.set_num_threads(args.threads)
@@ -463,6 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=seed,
                 faults=sc.faults(seed),
                 valuation=args.valuation,
+                stale=sc.stale,
             )
             for method in methods:
                 res = _sim.run_method(method, config, splits)

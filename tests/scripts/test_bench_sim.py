@@ -1,5 +1,7 @@
 """The benchmarks' in-process simulation harness (scripts/bench/_sim.py) on a tiny federation:
-every method gives finite metrics, the weights are the contract's rule, runs are deterministic.
+every method gives finite metrics (plain and calibrated), the weights are the contract's rule,
+runs are deterministic, the valuation runs the product path (value_round with a History carried
+across rounds, metric balanced_loss, HISTORY_COMBINER), free-riders are caught.
 
 Three sites, not two: multi-Krum needs at least 3 updates (2f + 3 with f = 0)."""
 
@@ -19,6 +21,7 @@ from fedtrail.ml.datasets import ImageDataset, Splits, load_bundled
 from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
 from fedtrail.simulation.faults import SiteFault
 from fedtrail.storage.codec import Compression
+from fedtrail.valuation import HISTORY_COMBINER, RoundValuation, value_round
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
 
@@ -62,9 +65,10 @@ def test_every_method_gives_finite_metrics(tiny: Splits, method: _sim.Method) ->
     res = _sim.run_method(method, CONFIG, tiny)
     assert res.method == method
     assert sum(res.site_samples) == len(tiny.train)
-    for key in ("loss", "accuracy", "auc", "f1"):
+    for key in ("loss", "accuracy", "auc", "f1", "balanced_accuracy", "ece", "f1_calibrated"):
         assert math.isfinite(res.test[key]), key
     assert 0.0 <= res.test["auc"] <= 1.0
+    assert 0.0 < res.test["threshold"] < 1.0
     if method == "local":
         assert len(res.per_site) == 3 and res.rounds == []
         assert res.test_honest is not None and math.isfinite(res.test_honest["auc"])
@@ -110,3 +114,72 @@ def test_krum_needs_three_sites(tiny: Splits) -> None:
     two = _sim.SimConfig(sites=2, rounds=1, min_size=10)
     with pytest.raises(ConfigError, match="at least 3 sites"):
         _sim.run_method("krum", two, tiny)
+
+
+def test_valuation_carries_the_history_as_the_service_does(
+    tiny: Splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 1 is the warm-up with no references; round 2 gets round 1's accumulated values,
+    valued_rounds 1, every site's round-1 update and the global delta applied in round 1."""
+    calls: list[tuple[dict[str, object], RoundValuation]] = []
+
+    def spy(**kwargs: object) -> RoundValuation:
+        out = value_round(**kwargs)  # type: ignore[arg-type]
+        calls.append((kwargs, out))
+        return out
+
+    monkeypatch.setattr(_sim, "value_round", spy)
+    res = _sim.run_method("valuation", replace(CONFIG, rounds=2), tiny)
+    assert len(calls) == 2
+    (first, report1), (second, _) = calls
+    for kwargs in (first, second):
+        assert kwargs["metric"] == "balanced_loss"
+        assert kwargs["combiner"] is HISTORY_COMBINER
+    h1, h2 = first["history"], second["history"]
+    assert h1.valued_rounds == 0 and dict(h1.accumulated) == {} and dict(h1.references) == {}
+    assert h2.valued_rounds == 1
+    assert dict(h2.accumulated) == report1.accumulated
+    sent1 = {c.site: c.delta for c in first["candidates"]}
+    refs = dict(h2.references)
+    assert set(refs) == {
+        *(f"{site}'s update of the previous round" for site in res.site_names),
+        "the last global delta",
+    }
+    for site, delta in sent1.items():
+        ref = refs[f"{site}'s update of the previous round"]
+        assert all(torch.equal(ref[k], delta[k]) for k in delta)
+    g1, g2 = first["global_state"], second["global_state"]
+    glob = refs["the last global delta"]
+    for k in glob:
+        assert torch.allclose(g1[k] + glob[k], g2[k], atol=1e-6)
+    assert res.rounds[1].accumulated is not None
+    assert res.rounds[1].accumulated == calls[1][1].accumulated
+
+
+def test_zero_and_stale_free_riders_get_free_rider(tiny: Splits) -> None:
+    config = _sim.SimConfig(
+        sites=3,
+        rounds=2,
+        alpha=5.0,
+        min_size=10,
+        seed=3,
+        faults=(SiteFault(), SiteFault(kind="scale", factor=0.0), SiteFault()),
+        stale=(_sim.Stale(2, "own"),),
+    )
+    res = _sim.run_method("valuation", config, tiny)
+    assert res.site_faults == ["none", "scale", "stale_own"]
+    r1, r2 = res.rounds
+    # the zero delta from the start; the stale site trains in round 1, resends it in round 2
+    assert r1.reasons[1] == "FREE_RIDER" and r1.reasons[2] != "FREE_RIDER"
+    assert r2.reasons[1:] == ["FREE_RIDER", "FREE_RIDER"]
+    assert r2.reasons[0] == "OK" and r2.scores[1:] == [0, 0]
+    fed = _sim.run_method("fedavg", config, tiny)
+    assert res.weight_share(["site-01", "site-02"]) < fed.weight_share(["site-01", "site-02"])
+
+
+def test_a_stale_site_must_be_an_honest_site() -> None:
+    noisy = (SiteFault(), SiteFault(kind="label_noise", rate=0.4, seed=1), SiteFault())
+    with pytest.raises(ConfigError, match="stale site 1"):
+        _sim.SimConfig(sites=3, faults=noisy, stale=(_sim.Stale(1, "global"),))
+    with pytest.raises(ConfigError, match="stale site 3"):
+        _sim.SimConfig(sites=3, stale=(_sim.Stale(3, "own"),))
