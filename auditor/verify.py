@@ -209,20 +209,21 @@ def verify_round(
     )
 
     # the model spec the blobs are decoded with: the log's, which must be a valid one
+    # (the terms' when the round has terms: the log's must equal it, checked above)
     spec: ModelSpec | None = ModelSpec()  # no log: the round failed above; default to decode
-    if terms is not None:
-        try:
-            spec = ModelSpec(**terms.model_spec)
-        except (TypeError, ValueError, ConfigError) as exc:
-            spec = None
-            audit.add("terms.model", False, f"the terms name no valid model spec: {exc}")
-    elif log is not None:
+    if log is not None:
         try:
             spec = _spec_from(log)
             audit.add("log.model_spec", True, f"valid model spec {log.settings.spec_hash[:16]}…")
         except InvalidLog as exc:
             spec = None
             audit.add("log.model_spec", False, str(exc))
+    if terms is not None:
+        try:
+            spec = ModelSpec(**terms.model_spec)
+        except (TypeError, ValueError, ConfigError) as exc:
+            spec = None
+            audit.add("terms.model", False, f"the terms name no valid model spec: {exc}")
 
     # every blob against its on-chain hash
     with _Timer(audit, "fetch"):

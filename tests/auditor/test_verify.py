@@ -147,8 +147,9 @@ def test_verify_fails_when_the_log_disagrees_with_the_chain(
 def test_verify_fails_a_round_whose_log_names_an_invalid_model_spec(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The updates must be decoded with the spec the aggregator used; a log naming no valid spec
-    fails the round (it used to fall back to the default spec silently)."""
+    """A log naming no valid spec fails the round (it used to fall back to the default spec
+    silently); the updates are still decoded with the spec of the round's committed terms,
+    which the log fails to repeat."""
     real = RoundLog.to_bytes
 
     def bad_spec(log: RoundLog) -> bytes:
@@ -161,11 +162,11 @@ def test_verify_fails_a_round_whose_log_names_an_invalid_model_spec(
     ledger, store = fed.ledger, fed.store
     audit = verify_round(ledger, store, 1, validation=load_bundled().val)
     bad = {c.name: c.detail for c in audit.checks if not c.passed}
-    assert set(bad) == {"log.model_spec", "global.recomputed"}
+    assert set(bad) == {"log.model_spec", "terms.model"}
     assert "model_spec is not a valid model spec" in bad["log.model_spec"]
     assert "no-such-arch" in bad["log.model_spec"]
-    assert "no valid model spec" in bad["global.recomputed"]
-    assert not any(c.name == "scores.recomputed" for c in audit.checks)
+    assert "differ from the terms" in bad["terms.model"]
+    assert any(c.name == "scores.recomputed" and c.passed for c in audit.checks)
 
 
 def test_fetch_says_why_a_blob_is_unusable(tmp_path: Path) -> None:
