@@ -22,14 +22,15 @@ from fedtrail.simulation.crash import STEPS, crash, kill_at
 
 
 def test_the_steps_are_the_daemons_steps() -> None:
-    assert STEPS == ("stored", "submitted", "valued") == (*NODE_STEPS, *AGGREGATOR_STEPS)
+    assert STEPS == ("encoded", "committed", "stored", "revealed", "valued")
+    assert (*NODE_STEPS, *AGGREGATOR_STEPS) == STEPS
 
 
 def test_kill_at_kills_at_its_step_only(monkeypatch: pytest.MonkeyPatch) -> None:
     kills: list[tuple[int, int]] = []
     monkeypatch.setattr(os, "kill", lambda pid, sig: kills.append((pid, sig)))
     hook = kill_at("stored")
-    hook("submitted")
+    hook("revealed")
     assert kills == []
     hook("stored")
     assert kills == [(os.getpid(), signal.SIGKILL)]
@@ -56,14 +57,14 @@ def test_the_launcher_hands_its_hook_to_the_command_it_runs(
     @fake_cli.command()
     def probe() -> None:
         hook = launcher_step_hook()
-        for step in ("submitted", "valued"):
+        for step in ("revealed", "valued"):
             seen.append(step)
             hook(step)
 
     monkeypatch.setattr(crash_mod, "cli", fake_cli)
     result = CliRunner().invoke(crash, ["valued", "--", "probe"])
     assert result.exit_code == 0, result.output
-    assert seen == ["submitted", "valued"] and kills == [signal.SIGKILL]
+    assert seen == ["revealed", "valued"] and kills == [signal.SIGKILL]
 
 
 def test_without_a_launcher_the_daemons_get_the_no_op_hook() -> None:

@@ -13,13 +13,13 @@ import torch
 
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.auditor.verify import verify_all
-from fedtrail.chain import block_timestamp
+from fedtrail.chain import advance_time, block_timestamp
 from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset, load_bundled
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.config import NodeConfig
-from fedtrail.node.daemon import UpdateContext
+from fedtrail.node.daemon import NodeState, UpdateContext
 from fedtrail.protocol.codes import Phase
 from fedtrail.simulation.faults import SiteFault, copied_update, sign_flip
 from fedtrail.simulation.federation import Federation, SiteSetup, build_federation, make_sites
@@ -166,28 +166,45 @@ def test_a_round_with_faulty_sites_closes_and_verifies(embedded: ChainEnv, tmp_p
 def test_sign_flip_hooks_send_the_flipped_update(embedded: ChainEnv, tmp_path: Path) -> None:
     fed = _build(embedded, tmp_path, [_site(embedded, 0), _site(embedded, 1)])
     r = fed.service.open_next()
-    honest = fed.nodes[0].participate(r)
+    fed.nodes[0].participate(r)
     # site 1 restarted with site 0's data, seed and a sign-flip: it must send -delta of site 0
     twin = replace(fed.sites[1], train=fed.sites[0].train, config=fed.sites[0].config)
     fed2 = replace(fed, sites=(fed.sites[0], replace(twin, fault=SiteFault(kind="sign_flip"))))
-    flipped = fed2.node(1).participate(r)
+    flipper = fed2.node(1)
+    flipper.participate(r)
+    _close_commits(fed, r)
+    honest = fed.nodes[0].participate(r)
+    flipped = flipper.participate(r)
     assert honest is not None and flipped is not None
     d0, _ = decode_update(fed.store.get(honest.cid, honest.sha256), spec=SPEC)
     d1, _ = decode_update(fed.store.get(flipped.cid, flipped.sha256), spec=SPEC)
     assert all(torch.equal(d1[k], sign_flip(d0)[k]) for k in d0)
 
 
-def test_a_copying_site_sends_another_sites_update(embedded: ChainEnv, tmp_path: Path) -> None:
-    copier = SiteFault(kind="copy", std=1e-6, seed=1)
+def _close_commits(fed: Federation, r: int) -> None:
+    deadline = fed.ledger.get_round(r).commit_deadline
+    advance_time(fed.ledger.w3, deadline - block_timestamp(fed.ledger.w3) + 1)
+
+
+@pytest.mark.parametrize("std", [0.0, 1e-6])
+def test_a_copying_site_is_too_late_its_reveal_is_refused(
+    embedded: ChainEnv, tmp_path: Path, std: float
+) -> None:
+    """Under commit-then-reveal the copier can only copy a revealed update, after its own
+    commitment is fixed: the copied reveal cannot open it, and the copier gets nothing."""
+    copier = SiteFault(kind="copy", std=std, seed=1)
     fed = _build(embedded, tmp_path, [_site(embedded, 0), _site(embedded, 1, fault=copier)])
-    r = fed.service.open_next()
-    original = fed.nodes[0].participate(r)
-    copy = fed.nodes[1].participate(r)
-    assert original is not None and copy is not None and copy.phase == "submitted"
-    d0, _ = decode_update(fed.store.get(original.cid, original.sha256), spec=SPEC)
-    d1, _ = decode_update(fed.store.get(copy.cid, copy.sha256), spec=SPEC)
-    assert copy.sha256 != original.sha256
-    assert all(torch.allclose(d0[k], d1[k], atol=1e-4) for k in d0)
+    outcome = fed.run_round()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    r = outcome.round
+    original = fed.ledger.get_submission(r, embedded.sites[0].address)
+    copy = fed.ledger.get_submission(r, embedded.sites[1].address)
+    assert original is not None and original.revealed and original.weight == 10**18
+    assert copy is not None and not copy.revealed and copy.weight == 0  # committed only
+    record = NodeState.load(fed.nodes[1].state_path).rounds[r]
+    assert record.phase == "skipped" and "does not match" in record.note
+    assert [v["site"] for v in outcome.valuations] == [original.site]
+    assert all(a.passed for a in verify_all(fed.ledger, fed.store))
 
 
 def test_a_copying_site_that_is_stopped_copies_nothing(embedded: ChainEnv, tmp_path: Path) -> None:
@@ -203,7 +220,7 @@ def test_a_copying_site_that_is_stopped_copies_nothing(embedded: ChainEnv, tmp_p
         poll_interval=0.01,
         stop_event=stop,
     )
-    assert fed.ledger.get_round(r).deadline > block_timestamp(fed.ledger.w3)
+    assert fed.ledger.get_round(r).reveal_deadline > block_timestamp(fed.ledger.w3)
     assert copied_update(context, r) is None
 
 
