@@ -405,7 +405,6 @@ class SiteNode:
                 return self._mark_revealed(round_id, record, on_chain.sha256, on_chain.cid)
             raise
         except (SampleLimitExceeded, CommitmentMismatch, RoundStateError, Unauthorized) as exc:
-            log.error("round %d: reveal refused, round skipped: %s", round_id, exc)
             return self._skip(record, f"reveal refused: {exc}")
         record.tx_hash = tx.tx_hash
         log.info("round %d: revealed in tx %s (%d gas)", round_id, tx.tx_hash, tx.gas_used)

@@ -4,7 +4,8 @@ Everything runs in this process: the in-process chain (py-evm), a local content 
 site node per hospital (the same `SiteNode` the daemon runs, its simulated fault given as hooks)
 and the aggregator service, wired by :func:`fedtrail.simulation.federation.build_federation`.
 Non-IID split (Dirichlet), one low-quality site (label noise), one poisoning site (sign-flipped
-updates).
+updates); with ``--copy-sites``, free-riders that try to reveal another site's update (too late
+under commit-then-reveal: the ledger refuses the reveal, and the table shows them NOT_REVEALED).
 After the rounds it verifies every round like an auditor and writes the audit report.
 """
 
@@ -36,6 +37,7 @@ class Scenario:
     poison_sites: int = 1
     poison: str = "sign_flip"
     shortcut_sites: int = 0
+    copy_sites: int = 0
     rule: str = "weighted"
     valuation: str = "shapley"
     metric: str = "loss"
@@ -45,20 +47,24 @@ class Scenario:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.noisy_sites + self.poison_sites + self.shortcut_sites >= self.sites:
+        faulty = self.noisy_sites + self.poison_sites + self.shortcut_sites + self.copy_sites
+        if faulty >= self.sites:
             raise ConfigError(
-                f"{self.sites} sites with {self.noisy_sites} noisy, {self.poison_sites} poisoning "
-                f"and {self.shortcut_sites} shortcut site(s) leaves no honest one: lower "
-                "--noisy-sites/--poison-sites/--shortcut-sites or raise --sites"
+                f"{self.sites} sites with {self.noisy_sites} noisy, {self.poison_sites} poisoning, "
+                f"{self.shortcut_sites} shortcut and {self.copy_sites} copying site(s) leaves no "
+                "honest one: lower --noisy-sites/--poison-sites/--shortcut-sites/--copy-sites or "
+                "raise --sites"
             )
         if not 1 <= self.sites <= 7:
             raise ConfigError("the embedded chain has funded accounts for 1..7 sites")
 
 
 def site_faults(scenario: Scenario) -> list[SiteFault]:
-    """Honest sites first, then the low-quality ones, then the poisoners."""
+    """Honest sites first, then the copiers, then the low-quality ones, then the poisoners."""
     n, noisy, poison = scenario.sites, scenario.noisy_sites, scenario.poison_sites
     faults = [SiteFault() for _ in range(n)]
+    for i in range(n - poison - noisy - scenario.copy_sites, n - poison - noisy):
+        faults[i] = SiteFault(kind="copy", seed=scenario.seed + i)
     for i in range(n - poison - noisy, n - poison):
         faults[i] = SiteFault(kind="label_noise", rate=scenario.label_noise, seed=scenario.seed + i)
     settings: dict[str, dict[str, float]] = {
@@ -98,7 +104,9 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
         splits.train.labels, scenario.sites, scenario.alpha, scenario.seed, min_size=50
     )
     faults = site_faults(scenario)
-    shortcut_from = scenario.sites - scenario.poison_sites - scenario.noisy_sites
+    shortcut_from = (
+        scenario.sites - scenario.poison_sites - scenario.noisy_sites - scenario.copy_sites
+    )
     shortcut = range(shortcut_from - scenario.shortcut_sites, shortcut_from)
     names = [f"hospital-{chr(ord('A') + i)}" for i in range(scenario.sites)]
     trains = [splits.train.subset(part) for part in parts]
@@ -150,6 +158,20 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
                 "reputation": reputation[v["site"]] / 1e6,
             }
             for v in outcome.valuations
+        ]
+        # committed but never revealed (a copier's reveal cannot open its own commitment)
+        site_names = {s.address: s.name for s in ledger.get_sites()}
+        rows += [
+            {
+                "site": site_names[s.site],
+                "samples": 0,
+                "score": 0.0,
+                "reason": "NOT_REVEALED",
+                "weight": 0.0,
+                "reputation": reputation[s.site] / 1e6,
+            }
+            for s in ledger.get_submissions(round_id, include_unrevealed=True)
+            if not s.revealed
         ]
         after = outcome.metrics.get("after", {})
         echo(
@@ -205,6 +227,13 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
 )
 @click.option("--poison-sites", type=click.IntRange(0), default=1, show_default=True)
 @click.option(
+    "--copy-sites",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Free-riders that reveal another site's update instead of the one they committed to.",
+)
+@click.option(
     "--poison",
     type=click.Choice(["sign_flip", "scale", "gaussian", "random"]),
     default="sign_flip",
@@ -239,6 +268,7 @@ def demo(
     label_noise: float,
     shortcut_sites: int,
     poison_sites: int,
+    copy_sites: int,
     poison: str,
     rule: str,
     valuation: str,
@@ -257,6 +287,7 @@ def demo(
         label_noise=label_noise,
         poison_sites=poison_sites,
         shortcut_sites=shortcut_sites,
+        copy_sites=copy_sites,
         poison=poison,
         rule=rule,
         valuation=valuation,

@@ -33,6 +33,29 @@ def test_embedded_demo_runs_and_its_audit_passes(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_embedded_demo_copier_gets_nothing(tmp_path: Path) -> None:
+    """A copying site reveals another site's update after the commit deadline: the ledger
+    refuses the reveal (it cannot open the copier's own commitment), the demo shows it
+    NOT_REVEALED with no weight, and the audit passes."""
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("demo", "--sites", "3", "--rounds", "1", "--copy-sites", "1"),
+            *("--noisy-sites", "0", "--poison-sites", "1"),
+            *("--workdir", str(tmp_path), "--format", "json"),
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["verified"] is True
+    rows = {row["site"]: row for row in doc["rounds"][0]["sites"]}
+    copier = rows["hospital-B"]
+    assert copier["reason"] == "NOT_REVEALED" and copier["weight"] == 0 and copier["score"] == 0
+    assert rows["hospital-A"]["reason"] == "OK" and rows["hospital-A"]["weight"] > 0
+
+
+@pytest.mark.slow
 @pytest.mark.anvil
 @pytest.mark.ipfs
 def test_testnet_script_with_three_sites_and_two_rounds(tmp_path: Path) -> None:
@@ -61,5 +84,6 @@ def test_testnet_script_with_three_sites_and_two_rounds(tmp_path: Path) -> None:
     assert re.search(r"PASS: \d+ checks over 2 round\(s\)", proc.stdout), proc.stdout[-3000:]
     logs = tmp_path / "testnet" / "logs"
     assert {p.name for p in logs.iterdir()} >= {"hospital-A.log", "aggregator.log", "ipfs.log"}
-    assert "submitted in tx" in (logs / "hospital-A.log").read_text()
+    node_log = (logs / "hospital-A.log").read_text()
+    assert "committed in tx" in node_log and "revealed in tx" in node_log
     assert "stopped everything" in proc.stdout
