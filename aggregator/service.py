@@ -68,6 +68,9 @@ log = logging.getLogger("fedtrail.aggregator")
 
 # The named steps at which the service calls ``at_step``: the valuation transaction is mined.
 STEPS = ("valued",)
+CLOCK_SLACK = 2
+"""Seconds past the reveal deadline before valuing or cancelling on it: the block a
+transaction lands in may carry a timestamp a second or two behind the pending block's."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -264,7 +267,7 @@ class AggregatorService:
     def ready_to_value(self, round_id: int) -> bool:
         """After the reveal deadline, or once every site active at open has revealed."""
         info = self.ledger.get_round(round_id)
-        if next_block_timestamp(self.ledger.w3) > info.reveal_deadline:
+        if next_block_timestamp(self.ledger.w3) > info.reveal_deadline + CLOCK_SLACK:
             return True
         return info.submission_count >= info.active_at_open > 0
 
@@ -561,7 +564,7 @@ class AggregatorService:
             if not self.ready_to_value(current):
                 return None
             if self.value(current) is None:
-                if next_block_timestamp(self.ledger.w3) > info.reveal_deadline:
+                if next_block_timestamp(self.ledger.w3) > info.reveal_deadline + CLOCK_SLACK:
                     self.ledger.cancel_round(self.account, current)
                     log.warning("round %d cancelled: no usable update", current)
                     return RoundOutcome(round=current, phase=Phase.CANCELLED)
@@ -578,7 +581,8 @@ class AggregatorService:
             try:
                 outcome = self.step()
             except (StoreError, LedgerError) as exc:
-                if isinstance(exc, ContractRevert | ContractNotFound):
+                still_open = isinstance(exc, ContractRevert) and exc.error == "RoundStillOpen"
+                if isinstance(exc, ContractRevert | ContractNotFound) and not still_open:
                     raise
                 log.error("will retry: %s", exc)
                 outcome = None

@@ -72,6 +72,9 @@ PENDING_DIR = "pending"
 # state.json: the update is encoded (blob on disk); the commitment is on chain; the blob is on
 # the store (after the commit deadline); the reveal's transaction is mined.
 STEPS = ("encoded", "committed", "stored", "revealed")
+CLOCK_SLACK = 2
+"""Seconds past a deadline before acting on it: the block a transaction lands in may carry a
+timestamp a second or two behind the pending block's (Anvil)."""
 # Phases after which nothing is left to do in a round ("submitted": state files written before
 # commit-then-reveal).
 FINAL_PHASES = frozenset({"revealed", "skipped", "submitted"})
@@ -274,7 +277,7 @@ class SiteNode:
             outcome = self._commit(round_id, record, on_chain, now, info.commit_deadline)
             if outcome is not record or record.phase != "committed":
                 return outcome
-        if next_block_timestamp(self.ledger.w3) <= info.commit_deadline:
+        if next_block_timestamp(self.ledger.w3) <= info.commit_deadline + CLOCK_SLACK:
             return record  # reveal only once the commit window has closed
         if record.phase == "committed":
             # The daemon may have crashed between the store's put and recording it: put again.
@@ -404,7 +407,12 @@ class SiteNode:
             if on_chain is not None and on_chain.revealed:
                 return self._mark_revealed(round_id, record, on_chain.sha256, on_chain.cid)
             raise
-        except (SampleLimitExceeded, CommitmentMismatch, RoundStateError, Unauthorized) as exc:
+        except RoundStateError as exc:
+            if exc.error == "RevealNotOpen":  # the chain's clock lags ours: try again
+                log.info("round %d: reveals not open yet; will retry", round_id)
+                return record
+            return self._skip(record, f"reveal refused: {exc}")
+        except (SampleLimitExceeded, CommitmentMismatch, Unauthorized) as exc:
             return self._skip(record, f"reveal refused: {exc}")
         record.tx_hash = tx.tx_hash
         log.info("round %d: revealed in tx %s (%d gas)", round_id, tx.tx_hash, tx.gas_used)

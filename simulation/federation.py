@@ -27,7 +27,7 @@ from fedtrail.ledger import Deployment, Ledger, checksum
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.config import NodeConfig
-from fedtrail.node.daemon import NodeHooks, SiteNode
+from fedtrail.node.daemon import CLOCK_SLACK, NodeHooks, SiteNode
 from fedtrail.simulation.faults import SiteFault
 from fedtrail.storage.store import ContentStore
 
@@ -160,7 +160,7 @@ def _pass(ledger: Ledger, deadline: int) -> None:
     """Moves a test chain's clock just past ``deadline`` (if it is not already)."""
     now = block_timestamp(ledger.w3)
     if now <= deadline:
-        advance_time(ledger.w3, deadline - now + 1)
+        advance_time(ledger.w3, deadline - now + 1 + CLOCK_SLACK)
 
 
 def _site_node(

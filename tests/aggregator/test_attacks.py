@@ -28,6 +28,7 @@ from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainConfig, train_local
+from fedtrail.node.daemon import CLOCK_SLACK
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.roundlog import RoundLog
 from fedtrail.simulation.federation import Federation, SiteSetup, build_federation
@@ -96,7 +97,7 @@ def _reveal_all(fed: Federation, r: int, sent: list[tuple[LocalAccount, bytes]])
     deadline = fed.ledger.get_round(r).commit_deadline
     now = next_block_timestamp(fed.ledger.w3)
     if now <= deadline:
-        advance_time(fed.ledger.w3, deadline - now + 1)
+        advance_time(fed.ledger.w3, deadline - now + 1 + CLOCK_SLACK)
     for site, blob in sent:
         cid = fed.store.put(blob)
         fed.ledger.reveal_update(site, r, cid, hashlib.sha256(blob).hexdigest(), SAMPLES)
@@ -196,7 +197,7 @@ def test_a_rule_switched_after_the_updates_fails_verify_naming_terms_rule(
     fed.ledger.remove_site(dev_account(0), attacker.address)  # not taking part
     _reveal_all(fed, r, list(zip(honest, blobs, strict=True)))
     deadline = fed.ledger.get_round(r).reveal_deadline
-    advance_time(fed.ledger.w3, deadline - next_block_timestamp(fed.ledger.w3) + 1)
+    advance_time(fed.ledger.w3, deadline - next_block_timestamp(fed.ledger.w3) + 1 + CLOCK_SLACK)
     fed.service.step()
     assert fed.service.step() is not None
     audit = verify_round(fed.ledger, fed.store, r)

@@ -28,6 +28,7 @@ from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.metrics import Metrics
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainConfig
+from fedtrail.node.daemon import CLOCK_SLACK
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.roundlog import BlobRef, HeatmapRef, ModelExplanations, RoundLog
 from fedtrail.protocol.roundlog import to_bytes as roundlog_to_bytes
@@ -67,7 +68,7 @@ def close_commits(ledger: Ledger, round_id: int) -> None:
     deadline = ledger.get_round(round_id).commit_deadline
     now = next_block_timestamp(ledger.w3)
     if now <= deadline:
-        advance_time(ledger.w3, deadline - now + 1)
+        advance_time(ledger.w3, deadline - now + 1 + CLOCK_SLACK)
 
 
 def commit(ledger: Ledger, site: LocalAccount, r: int, sha: str, n: int) -> None:

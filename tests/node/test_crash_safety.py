@@ -22,6 +22,7 @@ from fedtrail.cli import cli
 from fedtrail.keys import keystore_address
 from fedtrail.ledger import Ledger, Valuation
 from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.node.daemon import CLOCK_SLACK
 from fedtrail.protocol.codes import Phase
 from fedtrail.storage.codec import encode_model
 from fedtrail.storage.store import IpfsStore
@@ -101,7 +102,7 @@ def _run(
             info = ledger.get_round(round_id)
             now = next_block_timestamp(ledger.w3)
             if now <= info.commit_deadline:
-                advance_time(ledger.w3, info.commit_deadline - now + 1)
+                advance_time(ledger.w3, info.commit_deadline - now + 1 + CLOCK_SLACK)
         time.sleep(0.2)
     out, err = proc.communicate(timeout=300)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -20,6 +20,7 @@ from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.daemon import (
+    CLOCK_SLACK,
     RESIDUAL_NAME,
     STEPS,
     NodeHooks,
@@ -84,7 +85,7 @@ class World:
     def close_commits(self) -> None:
         """Moves the chain's clock past the commit deadline: reveals open."""
         deadline = self.ledger.get_round(self.round).commit_deadline
-        advance_time(self.env.w3, deadline - block_timestamp(self.env.w3) + 1)
+        advance_time(self.env.w3, deadline - block_timestamp(self.env.w3) + 1 + CLOCK_SLACK)
 
     def full(self, node: SiteNode) -> Any:
         """``node`` commits, the commit window closes, ``node`` reveals; its record."""

@@ -19,7 +19,7 @@ from fedtrail.ml.datasets import ImageDataset, load_bundled
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.config import NodeConfig
-from fedtrail.node.daemon import NodeState, UpdateContext
+from fedtrail.node.daemon import CLOCK_SLACK, NodeState, UpdateContext
 from fedtrail.protocol.codes import Phase
 from fedtrail.simulation.faults import SiteFault, copied_update, sign_flip
 from fedtrail.simulation.federation import Federation, SiteSetup, build_federation, make_sites
@@ -183,7 +183,7 @@ def test_sign_flip_hooks_send_the_flipped_update(embedded: ChainEnv, tmp_path: P
 
 def _close_commits(fed: Federation, r: int) -> None:
     deadline = fed.ledger.get_round(r).commit_deadline
-    advance_time(fed.ledger.w3, deadline - block_timestamp(fed.ledger.w3) + 1)
+    advance_time(fed.ledger.w3, deadline - block_timestamp(fed.ledger.w3) + 1 + CLOCK_SLACK)
 
 
 @pytest.mark.parametrize("std", [0.0, 1e-6])
