@@ -273,6 +273,9 @@ def _valuation_vs_fedavg(runs: Sequence[SimResult]) -> dict[str, Any]:
             "valuation": mean_std([val[s].test.get(metric, math.nan) for s in seeds])[0],
             "fedavg": mean_std([fed[s].test.get(metric, math.nan) for s in seeds])[0],
             "paired": _paired(runs, "valuation", "fedavg", metric),
+            "valuation_min": min(
+                (val[s].test.get(metric, math.nan) for s in seeds), default=math.nan
+            ),
         }
     if seeds and _faulty_sites(val[seeds[0]]):
         v_share = [val[s].weight_share(_faulty_sites(val[s])) for s in seeds]
@@ -300,6 +303,20 @@ def _valuation_vs_fedavg(runs: Sequence[SimResult]) -> dict[str, Any]:
     return out
 
 
+FULL_SEEDS = 5
+FULL_ROUNDS = 10
+
+
+def _reduced(settings: dict[str, Any]) -> str:
+    """A warning when a run is smaller than issue 12's benchmark (5 seeds, 10 rounds)."""
+    if len(settings["seeds"]) >= FULL_SEEDS and settings["rounds"] >= FULL_ROUNDS:
+        return ""
+    return (
+        f" - REDUCED run: issue 12's table is {FULL_SEEDS} seeds x {FULL_ROUNDS} rounds at "
+        "alpha 1, 3 and 100"
+    )
+
+
 def _bars_table(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[str]:
     """One line per (alpha, scenario): valuation vs FedAvg, paired per seed (mean, worst seed)."""
 
@@ -309,12 +326,13 @@ def _bars_table(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[str]:
     def both(f: dict[str, Any], metric: str) -> str:
         return f"{f[metric]['valuation']:.3f}/{f[metric]['fedavg']:.3f}"
 
-    widths = (6, 4, 6, 12, 16, 12, 16, 12, 16, 12, 6, 6, 14)
+    widths = (6, 4, 6, 12, 7, 16, 12, 16, 12, 16, 12, 6, 6, 14)
     head = (
         "alpha",
         "sc",
         "seeds",
         "AUC v/F",
+        "min v",
         "dAUC (worst)",
         "F1@.5 v/F",
         "dF1@.5 (worst)",
@@ -341,6 +359,7 @@ def _bars_table(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[str]:
                     key,
                     str(len(f["seeds"])),
                     both(f, "auc"),
+                    f"{f['auc']['valuation_min']:.3f}",
                     pair(f["auc"]["paired"]),
                     both(f, "f1"),
                     pair(f["f1"]["paired"]),
@@ -354,7 +373,8 @@ def _bars_table(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[str]:
             )
         )
     lines.append(
-        "v/F: valuation/FedAvg means; d: valuation - FedAvg paired per seed, mean (worst seed); "
+        "v/F: valuation/FedAvg means; min v: valuation's worst seed; d: valuation - FedAvg "
+        "paired per seed, mean (worst seed); "
         "share: the faulty sites' weight per round; lower: seeds where valuation gives them less "
         "than FedAvg; max v/F: largest per-seed ratio of their shares; honest zeroed: honest "
         "site-rounds scored 0"
@@ -501,7 +521,7 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
         print(
             f"\nValuation vs FedAvg (issue 12) on the test split: {len(seeds)} seed(s), "
             f"{settings['rounds']} rounds x {settings['epochs']} epoch(s), alpha "
-            f"{settings['alpha']:g}\n"
+            f"{settings['alpha']:g}{_reduced(settings)}\n"
         )
         for line in _bars_table(bars):
             print(line)
@@ -563,7 +583,14 @@ def _render(docs: Sequence[dict[str, Any]]) -> int:
             alpha = f"{doc['settings']['alpha']:g}"
             rows.extend((alpha, k, _valuation_vs_fedavg(v)) for k, v in results.items())
     if len(docs) > 1 and rows:
-        print("\n#### Valuation vs FedAvg, every run\n")
+        notes = sorted({_reduced(doc["settings"]) for doc in docs} - {""})
+        sizes = sorted(
+            {
+                f"{len(d['settings']['seeds'])} seeds x {d['settings']['rounds']} rounds"
+                for d in docs
+            }
+        )
+        print(f"\n#### Valuation vs FedAvg, every run ({', '.join(sizes)}){''.join(notes)}\n")
         for line in _bars_table(rows):
             print(line)
     return 0
