@@ -42,12 +42,12 @@ Methods (:data:`METHODS`):
     it: the previous round's accumulated values, the number of rounds valued before (round 1 is
     the warm-up), and as free-rider references every site's update of the previous round and
     the last global delta applied. Metric ``balanced_loss`` (``SimConfig.metric``), thresholds
-    :data:`~fedtrail.valuation.HISTORY_COMBINER`, exact Shapley (replaced by Monte-Carlo above 8
-    sites; ``SimConfig.valuation`` selects ``mc_shapley`` or ``loo``), on the aggregator's
-    validation split. A round where every score is 0 is skipped (the global model stays), as the
-    aggregator service does: the contract refuses a valuation of zero total weight; its
-    accumulated values are carried on all the same (they come from the validation game, not
-    from the chain).
+    :data:`~fedtrail.valuation.HISTORY_COMBINER` (``SimConfig.combiner``), exact Shapley
+    (replaced by Monte-Carlo above 8 sites; ``SimConfig.valuation`` selects ``mc_shapley`` or
+    ``loo``), on the aggregator's validation split. A round where every score is 0 is skipped
+    (the global model stays), as the aggregator service does: the contract refuses a valuation
+    of zero total weight; its accumulated values are carried on all the same (they come from
+    the validation game, not from the chain).
 ``median``, ``trimmed_mean``, ``krum``, ``norm_clip``
     the robust rule of :class:`fedtrail.ml.aggregation.AggregationRule` over every update, with the
     FedAvg weights (``trim_ratio`` 0.2; ``krum_f`` = the number of faulty sites, at least 1 and
@@ -96,6 +96,7 @@ from fedtrail.storage.codec import Compression, decode_update, encode_update  # 
 from fedtrail.valuation import (  # noqa: E402
     HISTORY_COMBINER,
     Candidate,
+    Combiner,
     History,
     value_round,
 )
@@ -172,6 +173,8 @@ class SimConfig:
     trim_ratio: float = 0.2
     compression: Compression | None = None
     stale: tuple[Stale, ...] = ()
+    combiner: Combiner = HISTORY_COMBINER
+    """The valuation's thresholds (the preset measured for the history path by default)."""
 
     def __post_init__(self) -> None:
         if self.sites < 1 or self.rounds < 1 or self.epochs < 1:
@@ -215,6 +218,7 @@ class SimConfig:
             if self.compression is None
             else {"method": self.compression.method, "fraction": self.compression.fraction},
             "stale": [asdict(st) for st in self.stale],
+            "combiner": asdict(self.combiner),
         }
 
 
@@ -531,7 +535,7 @@ def _run_federated(
                 method=config.valuation,
                 metric=config.metric,
                 seed=config.seed + r,
-                combiner=HISTORY_COMBINER,
+                combiner=config.combiner,
                 history=history,
             )
             valued_rounds += 1

@@ -65,6 +65,9 @@ from _sim import (
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.simulation.faults import SiteFault
+from fedtrail.valuation import HISTORY_COMBINER, Combiner
+
+COMBINERS: dict[str, Combiner] = {"history": HISTORY_COMBINER, "default": Combiner()}
 
 LOCAL_HONEST = "local_honest"
 DEGENERATE_ACCURACY = 0.55
@@ -307,6 +310,12 @@ FULL_SEEDS = 5
 FULL_ROUNDS = 10
 
 
+def _run_label(settings: dict[str, Any]) -> str:
+    """The alpha of a run, with the thresholds when they are not the history preset."""
+    combiner = settings.get("combiner", "history")
+    return f"{settings['alpha']:g}" + ("" if combiner == "history" else f" {combiner}")
+
+
 def _reduced(settings: dict[str, Any]) -> str:
     """A warning when a run is smaller than issue 12's benchmark (5 seeds, 10 rounds)."""
     if len(settings["seeds"]) >= FULL_SEEDS and settings["rounds"] >= FULL_ROUNDS:
@@ -326,7 +335,7 @@ def _bars_table(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[str]:
     def both(f: dict[str, Any], metric: str) -> str:
         return f"{f[metric]['valuation']:.3f}/{f[metric]['fedavg']:.3f}"
 
-    widths = (6, 4, 6, 12, 7, 16, 12, 16, 12, 16, 12, 6, 6, 14)
+    widths = (11, 4, 6, 12, 7, 16, 12, 16, 12, 16, 12, 6, 6, 14)
     head = (
         "alpha",
         "sc",
@@ -513,9 +522,7 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
             + ", ".join(f"{m} {n}" for m, n in deg.items())
         )
     if "valuation" in methods and "fedavg" in methods:
-        bars = [
-            (f"{settings['alpha']:g}", k, _valuation_vs_fedavg(results[k])) for k in scenario_keys
-        ]
+        bars = [(_run_label(settings), k, _valuation_vs_fedavg(results[k])) for k in scenario_keys]
         for _, k, f in bars:
             claims[f"{k}_valuation_vs_fedavg"] = f
         print(
@@ -580,8 +587,8 @@ def _render(docs: Sequence[dict[str, Any]]) -> int:
         _report(doc, results)
         methods = doc["settings"]["methods"]
         if "valuation" in methods and "fedavg" in methods:
-            alpha = f"{doc['settings']['alpha']:g}"
-            rows.extend((alpha, k, _valuation_vs_fedavg(v)) for k, v in results.items())
+            label = _run_label(doc["settings"])
+            rows.extend((label, k, _valuation_vs_fedavg(v)) for k, v in results.items())
     if len(docs) > 1 and rows:
         notes = sorted({_reduced(doc["settings"]) for doc in docs} - {""})
         sizes = sorted(
@@ -609,6 +616,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("shapley", "mc_shapley", "loo"),
         default="shapley",
         help="validation scorer (shapley: exact up to 8 sites, Monte-Carlo above)",
+    )
+    parser.add_argument(
+        "--combiner",
+        choices=tuple(COMBINERS),
+        default="history",
+        help="valuation thresholds: history = fedtrail.valuation.HISTORY_COMBINER, default = "
+        "Combiner() (direction screen at cosine -0.5, norm screen at robust z 10)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "accuracy.json")
@@ -659,6 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 faults=sc.faults(seed),
                 valuation=args.valuation,
                 stale=sc.stale,
+                combiner=COMBINERS[args.combiner],
             )
             for method in methods:
                 res = _sim.run_method(method, config, splits)
@@ -680,6 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "epochs": args.epochs,
             "alpha": args.alpha,
             "valuation": args.valuation,
+            "combiner": args.combiner,
             "threads": args.threads,
             "methods": methods,
         },
