@@ -41,7 +41,7 @@ def test_deploy_writes_deployment_file_and_status_reads_it(anvil_url: str, tmp_p
     assert printed["address"] == dep.address
     assert dep.coordinator == dev_account(0).address == dep.aggregator
     ledger = Ledger.at(connect(anvil_url), dep)
-    ledger.register_site(dev_account(0), dev_account(3).address, "hospital-x")
+    ledger.register_site(dev_account(0), dev_account(3).address, "hospital-x", 500)
 
     code, stdout, _ = run(
         "chain", "status", "--rpc-url", anvil_url, "--deployment", str(out), "--format", "json"
@@ -50,7 +50,7 @@ def test_deploy_writes_deployment_file_and_status_reads_it(anvil_url: str, tmp_p
     doc = json.loads(stdout)
     assert doc["contract"] == dep.address and doc["current_round"] == 0
     assert doc["sites"][0]["site"] == dev_account(3).address
-    assert doc["sites"][0]["name"] == "hospital-x"
+    assert doc["sites"][0]["name"] == "hospital-x" and doc["sites"][0]["max_samples"] == 500
 
     code, stdout, _ = run("chain", "status", "--rpc-url", anvil_url, "--contract", dep.address)
     assert code == 0 and "hospital-x" in stdout and dep.address in stdout
