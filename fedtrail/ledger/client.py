@@ -22,7 +22,6 @@ from fedtrail.errors import (
     ChainUnreachable,
     ConfigError,
     ContractNotFound,
-    FedtrailError,
     LedgerError,
     TransactionFailed,
 )
@@ -270,13 +269,6 @@ class Ledger:
             self._fn.revealUpdate(
                 round_id, cid, to_bytes32(sha256), _uint64(num_samples, "num_samples")
             ),
-        )
-
-    def submit_update(self, *args: Any, **kwargs: Any) -> TxResult:
-        """Gone: submissions are commit-then-reveal. Kept, raising, until the roles move."""
-        raise FedtrailError(
-            "Ledger.submit_update was replaced by commit_update/reveal_update "
-            "(commit-then-reveal submissions)"
         )
 
     def record_valuation(

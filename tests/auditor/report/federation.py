@@ -23,10 +23,11 @@ from eth_account.signers.local import LocalAccount
 from PIL import Image
 
 from fedtrail.chain import advance_time, block_timestamp, connect, funded_accounts
-from fedtrail.ledger import Ledger, Valuation
+from fedtrail.ledger import Ledger, Valuation, commitment
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol import roundlog
+from fedtrail.protocol.terms import RoundTerms
 from fedtrail.protocol.weights import WEIGHT_SCALE
 from fedtrail.storage.codec import decode_model, decode_update, encode_model, encode_update
 from fedtrail.storage.store import LocalStore, sha256_hex
@@ -35,6 +36,8 @@ EVIL_NAME = "<script>alert(1)</script>"
 EVIL_EXPLANATION = 'gain -0.004 <= 0 & <img src=x onerror="alert(2)"> rejected'
 SITE_NAMES = ("St. Mary's Radiology", EVIL_NAME, "Klinikum $x^2$ Nord & S\u00fcd\u202e")
 SPEC = ModelSpec()
+VALUATION = {"method": "loo", "metric": "auc"}
+VALIDATION: dict[str, Any] = {"sha256": "ab" * 32, "images": 270}
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Fed:
     sites: list[LocalAccount]
     heatmap_png: bytes = b""
     logs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    terms: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 def put(store: LocalStore, blob: bytes) -> tuple[str, str]:
@@ -65,19 +69,50 @@ def heatmap_png(seed: int) -> bytes:
 
 
 def submit_all(fed: Fed, round_id: int, *, seed: int) -> None:
+    """Every site commits, the clock passes the commit deadline, every site reveals."""
     gen = torch.Generator().manual_seed(seed)
+    reveals = []
     for i, site in enumerate(fed.sites):
         delta = {
             name: 0.01 * torch.randn(shape, generator=gen)
             for name, (shape, _) in SPEC.tensor_layout().items()
         }
         cid, sha = put(fed.store, encode_update(delta, spec=SPEC, round=round_id).blob)
-        fed.ledger.submit_update(site, round_id, cid, sha, 100 + 50 * i)
+        n = 100 + 50 * i
+        fed.ledger.commit_update(site, round_id, commitment(site.address, round_id, sha, n))
+        reveals.append((site, cid, sha, n))
+    info = fed.ledger.get_round(round_id)
+    advance_time(fed.ledger.w3, info.commit_deadline - block_timestamp(fed.ledger.w3) + 1)
+    for site, cid, sha, n in reveals:
+        fed.ledger.reveal_update(site, round_id, cid, sha, n)
 
 
 def open_round(fed: Fed, model: tuple[str, str], seconds: int = 3600) -> int:
-    deadline = block_timestamp(fed.ledger.w3) + seconds
-    round_id, _ = fed.ledger.open_round(fed.coordinator, model[0], model[1], deadline)
+    """Opens a round whose commit window is ``seconds`` long and whose reveal window as long."""
+    round_terms = RoundTerms(
+        round=fed.ledger.current_round() + 1,
+        aggregation_rule=asdict(AggregationRule()),
+        valuation=VALUATION,
+        model_spec=asdict(SPEC),
+        spec_hash=SPEC.spec_hash(),
+        seed=0,
+        validation_sha256=VALIDATION["sha256"],
+        validation_images=VALIDATION["images"],
+        commit_seconds=seconds,
+        reveal_seconds=seconds,
+    )
+    terms = put(fed.store, round_terms.to_bytes())
+    fed.terms[round_terms.round] = terms
+    commit_deadline = block_timestamp(fed.ledger.w3) + seconds
+    round_id, _ = fed.ledger.open_round(
+        fed.coordinator,
+        model[0],
+        model[1],
+        terms_cid=terms[0],
+        terms_sha256=terms[1],
+        commit_deadline=commit_deadline,
+        reveal_deadline=commit_deadline + seconds,
+    )
     return round_id
 
 
@@ -105,12 +140,13 @@ def finalize(
         "start_model": {"cid": start[0], "sha256": start[1]},
         "settings": {
             "aggregation_rule": asdict(rule),
-            "valuation": {"method": "loo", "metric": "auc"},
+            "valuation": dict(VALUATION),
             "model_spec": asdict(SPEC),
             "spec_hash": SPEC.spec_hash(),
             "seed": 0,
+            "terms": {"cid": fed.terms[round_id][0], "sha256": fed.terms[round_id][1]},
         },
-        "validation": {"sha256": "ab" * 32, "images": 270},
+        "validation": dict(VALIDATION),
         "sites": [
             {
                 "site": s.site,
@@ -163,7 +199,7 @@ def new_federation(tmp: Path) -> Fed:
     ledger, _ = Ledger.deploy(w3, accounts[0])
     fed = Fed(ledger, LocalStore(tmp / "store"), accounts[0], accounts[1:4])
     for account, name in zip(fed.sites, SITE_NAMES, strict=True):
-        ledger.register_site(fed.coordinator, account.address, name)
+        ledger.register_site(fed.coordinator, account.address, name, 10_000)
     return fed
 
 
@@ -214,7 +250,7 @@ def build_history(tmp: Path) -> Fed:
     )
 
     r3 = open_round(fed, model, seconds=60)
-    advance_time(ledger.w3, 120)
+    advance_time(ledger.w3, 240)
     ledger.cancel_round(coord, r3)
 
     r4 = open_round(fed, model)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fedtrail.auditor.report import clean_text, esc, short_hex, write_report
 from fedtrail.auditor.verify import Check, RoundAudit, verify_all
+from fedtrail.ledger import commitment
 from fedtrail.protocol.weights import WEIGHT_SCALE
 from tests.auditor.report.federation import (
     EVIL_NAME,
@@ -135,8 +136,10 @@ def test_open_round_and_empty_ledger(tmp_path: Path) -> None:
     assert "No rounds to verify yet." in page
 
     round_id = open_round(fed, initial(fed))
-    cid, sha = put(fed.store, b"an update blob")
-    fed.ledger.submit_update(fed.sites[0], round_id, cid, sha, 10)
+    _, sha = put(fed.store, b"an update blob")
+    fed.ledger.commit_update(
+        fed.sites[0], round_id, commitment(fed.sites[0].address, round_id, sha, 10)
+    )
     page = write_report(fed.ledger, fed.store, tmp_path / "open").read_text()
     assert "not valued yet" in page
     assert "No valued round yet: no weights to plot." in page

@@ -29,7 +29,8 @@ def _federation(n_sites: int, n_rounds: int, names: dict[int, str] | None = None
     """``n_rounds`` finalized rounds in which every site submits, with equal weights."""
     names = names or {}
     sites = [
-        SiteInfo(_address(i), True, names.get(i, f"site {i}"), 500_000, 1) for i in range(n_sites)
+        SiteInfo(_address(i), True, names.get(i, f"site {i}"), 500_000, 1, 10_000, 1)
+        for i in range(n_sites)
     ]
     rounds = []
     for r in range(1, n_rounds + 1):
@@ -82,5 +83,5 @@ def test_long_histories_and_many_sites() -> None:
 def test_site_label() -> None:
     fed = _federation(1, 0, {0: "_under\u202escore"})
     assert site_label(fed, _address(0)) == f" _under\ufffdscore ({_address(0)[:8]}\u2026)"
-    fed.sites[0] = SiteInfo(_address(0), True, "", 0, 0)
+    fed.sites[0] = SiteInfo(_address(0), True, "", 0, 0, 10_000, 1)
     assert site_label(fed, _address(0)).startswith("(no name) (")

@@ -12,7 +12,7 @@ from web3 import Web3
 from web3.providers.rpc import HTTPProvider
 
 from fedtrail.chain import advance_time, block_timestamp
-from fedtrail.errors import ChainUnreachable, ConfigError, ContractNotFound, FedtrailError
+from fedtrail.errors import ChainUnreachable, ConfigError, ContractNotFound
 from fedtrail.ledger import Artifact, Deployment, Ledger, commitment
 from fedtrail.protocol.codes import Reason
 from tests.fixtures.chain import ChainEnv, free_port
@@ -102,12 +102,6 @@ def test_commitment_opens_on_the_contract(embedded: ChainEnv) -> None:
 
 
 # ------------------------------------------------------------------ transition and records
-
-
-def test_submit_update_says_what_replaced_it() -> None:
-    ledger = Ledger(Web3(), ADDRESS, 1, Artifact.load())
-    with pytest.raises(FedtrailError, match="commit_update/reveal_update"):
-        ledger.submit_update(object(), 1, "Qm", "00" * 32, 1)
 
 
 def test_python_reason_mirrors_the_contract_enum() -> None:
