@@ -38,8 +38,11 @@ Methods (:data:`METHODS`):
     every score 1e6, so the on-chain weights are the sample-count shares.
 ``valuation``
     scores from :func:`fedtrail.valuation.value_round` with a
-    :class:`~fedtrail.valuation.History` carried across rounds as the aggregator service carries
-    it: the previous round's accumulated values, the number of rounds valued before (round 1 is
+    :class:`~fedtrail.valuation.History` carried across rounds as the aggregator service is to
+    carry it once wired in (NOT YET: today `fedtrail aggregator run` values every round on its
+    own, ``history=None``, metric ``loss``, default thresholds, so this method measures the
+    issue-12 candidate, not the shipped service): the previous round's accumulated values,
+    the number of rounds valued before (round 1 is
     the warm-up), and as free-rider references every site's update of the previous round and
     the last global delta applied. Metric ``balanced_loss`` (``SimConfig.metric``), thresholds
     :data:`~fedtrail.valuation.HISTORY_COMBINER` (``SimConfig.combiner``), exact Shapley
