@@ -70,7 +70,7 @@ def aggregator() -> None:
     help="Reveal window after the commit deadline (chain seconds; at least the ledger's minimum).",
 )
 @click.option("--poll-interval", type=float, default=2.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option(
     "--folder",
     type=click.Path(file_okay=False, path_type=Path),
@@ -78,7 +78,7 @@ def aggregator() -> None:
     show_default=True,
     help="Where valuation records and the log file go.",
 )
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None, help="torch CPU threads.")
 def run(
     rpc_url: str | None,
     deployment_path: Path,

@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from fedtrail.cli.common import ledger_options, open_checked_store, open_ledger, store_option
+from fedtrail.cli.common import (
+    ROUND_ID,
+    ledger_options,
+    open_checked_store,
+    open_ledger,
+    store_option,
+)
 from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError, VerificationFailed
 from fedtrail.ledger import Ledger, checksum
@@ -81,7 +87,7 @@ def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
 
 
 @audit.command("round")
-@click.argument("round_id", type=int)
+@click.argument("round_id", type=ROUND_ID)
 @ledger_options
 @format_option("table", "json", "csv")
 def round_cmd(
@@ -171,7 +177,7 @@ def site(
 
 
 @audit.command("log")
-@click.argument("round_id", type=int)
+@click.argument("round_id", type=ROUND_ID)
 @ledger_options
 @store_option
 @format_option("table", "json")
@@ -220,7 +226,7 @@ def log_cmd(
 @audit.command()
 @ledger_options
 @store_option
-@click.option("--round", "round_id", type=int, default=None, help="Verify one round.")
+@click.option("--round", "round_id", type=ROUND_ID, default=None, help="Verify one round.")
 @click.option("--all", "all_rounds", is_flag=True, help="Verify every round (the default).")
 @click.option(
     "--validation",

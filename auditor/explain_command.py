@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from fedtrail.cli.common import ledger_options, open_checked_store, open_ledger, store_option
+from fedtrail.cli.common import (
+    ROUND_ID,
+    ledger_options,
+    open_checked_store,
+    open_ledger,
+    store_option,
+)
 from fedtrail.cli.output import emit, format_option
 from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset, load_bundled, load_image_folder, load_medmnist_npz
@@ -32,7 +38,7 @@ def _images(images: Path | None, validation: str, per_class: int) -> ImageDatase
 @click.option(
     "--round",
     "round_id",
-    type=int,
+    type=ROUND_ID,
     default=None,
     help="Explain the global model finalized in this round (default: the latest).",
 )

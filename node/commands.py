@@ -272,7 +272,12 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
     default=None,
     help="Override the config's store (env FEDTRAIL_STORE).",
 )
-@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="torch CPU threads (default: torch's).",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def run(
     folder: Path,

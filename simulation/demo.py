@@ -253,7 +253,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     show_default=True,
     help="Dirichlet label skew across sites (smaller = more non-IID).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -10,6 +10,7 @@ import click
 
 from fedtrail.chain import connect
 from fedtrail.cli.common import (
+    ROUND_ID,
     ledger_options,
     load_signer,
     open_ledger,
@@ -158,7 +159,7 @@ def print_status(doc: dict[str, Any]) -> None:
 @chain.command()
 @ledger_options
 @click.option(
-    "--round", "round_id", type=int, default=None, help="Round to show (default: latest)."
+    "--round", "round_id", type=ROUND_ID, default=None, help="Round to show (default: latest)."
 )
 @format_option()
 def status(

@@ -20,11 +20,15 @@ from fedtrail.chain import DEFAULT_RPC_URL, connect, dev_account
 from fedtrail.errors import ConfigError
 from fedtrail.keys import PASSPHRASE_ENV, load_keystore, passphrase_from_env
 from fedtrail.ledger import Deployment, Ledger
+from fedtrail.protocol.codes import MAX_ROUND_ID
 from fedtrail.storage.store import ContentStore, IpfsStore, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEV_CHAIN_IDS = {31337, 1337}  # Anvil, Ganache
+
+ROUND_ID = click.IntRange(1, MAX_ROUND_ID)
+"""A round number as the contract can hold it; anything else is a usage error (exit 2)."""
 DEFAULT_DEPLOYMENT = "deployment.json"
 
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["Phase", "Reason"]
+__all__ = ["MAX_ROUND_ID", "Phase", "Reason"]
+
+MAX_ROUND_ID = 2**32 - 1
+"""FederationLedger numbers rounds from 1 and packs the id in 32 bits."""
 
 
 class Phase(IntEnum):

@@ -1,0 +1,43 @@
+"""Integer arguments are range-checked before anything runs: a usage error (exit 2), never a
+traceback or a silent wrap-around (issue 13, point 8)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from fedtrail.cli import EXIT_USAGE, cli
+from fedtrail.protocol.codes import MAX_ROUND_ID
+
+HUGE = "1" * 80  # an 80-digit round number printed a traceback before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["audit", "round", HUGE],
+        ["audit", "round", "0"],
+        ["audit", "round", str(MAX_ROUND_ID + 1)],
+        ["audit", "log", "--", "-3"],
+        ["audit", "verify", "--round", HUGE],
+        ["chain", "status", "--round", "0"],
+        ["explain", "--round", HUGE],
+        ["aggregator", "run", "--seed", "-1"],
+        ["node", "run", ".", "--threads", "0"],
+        ["demo", "--seed", "-5"],
+    ],
+)
+def test_out_of_range_integers_are_usage_errors(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "range" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_largest_round_the_contract_holds_is_accepted_by_the_parser() -> None:
+    """MAX_ROUND_ID itself parses; the command then fails for another reason (no chain here),
+    not with a range error."""
+    result = CliRunner().invoke(
+        cli, ["audit", "round", str(MAX_ROUND_ID), "--rpc-url", "http://127.0.0.1:9"]
+    )
+    assert "range" not in result.output
