@@ -7,6 +7,10 @@
 #   FEDTRAIL_ANVIL_PORT   JSON-RPC port            (default: 8545)
 #   FEDTRAIL_ANVIL_DIR    pid/log/state folder     (default: <repo root>/.run/anvil)
 #   FEDTRAIL_ANVIL_ARGS   extra anvil arguments    (e.g. "--block-time 1")
+#   FEDTRAIL_ANVIL_STATE  state file kept across restarts (default: <dir>/anvil-<port>.state.json;
+#                         "none" for a chain that starts empty every time). Anvil loads it at
+#                         start and writes it every 5 s and at stop, so a restart (even after
+#                         kill -9, minus the last seconds) keeps the deployed ledger.
 # The chain listens on 127.0.0.1 only and uses Anvil's public development accounts.
 set -euo pipefail
 
@@ -16,6 +20,7 @@ DIR="${FEDTRAIL_ANVIL_DIR:-$ROOT/.run/anvil}"
 ANVIL="$ROOT/node_modules/.bin/anvil"
 PIDFILE="$DIR/anvil-$PORT.pid"
 LOGFILE="$DIR/anvil-$PORT.log"
+STATE="${FEDTRAIL_ANVIL_STATE:-$DIR/anvil-$PORT.state.json}"
 
 say() { printf 'anvil: %s\n' "$*"; }
 die() { printf 'anvil: error: %s\n' "$*" >&2; exit 1; }
@@ -37,8 +42,15 @@ start)
     if running; then say "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; exit 0; fi
     if answers; then die "something else answers on 127.0.0.1:$PORT"; fi
     mkdir -p "$DIR"
+    state_args=()
+    if [[ "$STATE" != "none" ]]; then
+        mkdir -p "$(dirname "$STATE")"
+        state_args=(--state "$STATE" --state-interval 5)
+        [[ -s "$STATE" ]] && say "loading the chain state saved in $STATE"
+    fi
     # shellcheck disable=SC2086
-    nohup "$ANVIL" --host 127.0.0.1 --port "$PORT" ${FEDTRAIL_ANVIL_ARGS:-} >"$LOGFILE" 2>&1 &
+    nohup "$ANVIL" --host 127.0.0.1 --port "$PORT" "${state_args[@]}" ${FEDTRAIL_ANVIL_ARGS:-} \
+        >"$LOGFILE" 2>&1 &
     echo $! >"$PIDFILE"
     for _ in $(seq 1 100); do
         if answers; then say "ready on http://127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"; exit 0; fi
