@@ -20,7 +20,7 @@ from fedtrail.cli.common import (
 )
 from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError
-from fedtrail.ledger import Ledger
+from fedtrail.ledger import DEFAULT_MIN_ROUND_WINDOW, Ledger
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, WEIGHT_SCALE
 
@@ -42,6 +42,13 @@ def chain() -> None:
     help="Reputation EMA factor over 1e6.",
 )
 @click.option(
+    "--min-round-window",
+    type=click.IntRange(1, 2**64 - 1),
+    default=DEFAULT_MIN_ROUND_WINDOW,
+    show_default=True,
+    help="Shortest commit and reveal window (seconds) the ledger accepts from the aggregator.",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default="deployment.json",
@@ -55,6 +62,7 @@ def deploy(
     dev_account: int | None,
     aggregator: str | None,
     reputation_alpha: int,
+    min_round_window: int,
     out: Path,
     fmt: str,
 ) -> None:
@@ -65,7 +73,12 @@ def deploy(
     w3 = connect(rpc_url)
     signer = load_signer(w3, keystore, dev_account)
     _, deployment = Ledger.deploy(
-        w3, signer, aggregator=aggregator, reputation_alpha=reputation_alpha, rpc_url=rpc_url
+        w3,
+        signer,
+        aggregator=aggregator,
+        reputation_alpha=reputation_alpha,
+        min_round_window=min_round_window,
+        rpc_url=rpc_url,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(deployment.to_json(), encoding="utf-8")
@@ -76,6 +89,7 @@ def deploy(
         click.echo(f"  chain {deployment.chain_id}, block {deployment.block_number}")
         click.echo(f"  coordinator {deployment.coordinator}")
         click.echo(f"  aggregator  {deployment.aggregator}")
+        click.echo(f"  minimum round window {deployment.min_round_window} s")
         click.echo(f"  deployment file {out}")
 
 

@@ -30,6 +30,8 @@ def test_deploy_writes_deployment_file_and_status_reads_it(anvil_url: str, tmp_p
         anvil_url,
         "--dev-account",
         "0",
+        "--min-round-window",
+        "45",
         "--out",
         str(out),
         "--format",
@@ -39,6 +41,7 @@ def test_deploy_writes_deployment_file_and_status_reads_it(anvil_url: str, tmp_p
     printed = json.loads(stdout)
     dep = Deployment.from_file(out)
     assert printed["address"] == dep.address
+    assert dep.min_round_window == 45 == Ledger.at(connect(anvil_url), dep).min_round_window()
     assert dep.coordinator == dev_account(0).address == dep.aggregator
     ledger = Ledger.at(connect(anvil_url), dep)
     ledger.register_site(dev_account(0), dev_account(3).address, "hospital-x", 500)
