@@ -9,6 +9,7 @@ import click
 
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings, RoundOutcome
 from fedtrail.cli.common import (
+    ROUND_ID,
     aggregation_options,
     ledger_options,
     load_signer,
@@ -23,6 +24,7 @@ from fedtrail.errors import ConfigError
 from fedtrail.hooks import launcher_step_hook
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.datasets import load_bundled, load_medmnist_npz
+from fedtrail.protocol.weights import SCORE_SCALE
 
 log = logging.getLogger("fedtrail.aggregator")
 
@@ -45,9 +47,14 @@ def aggregator() -> None:
 @click.option(
     "--rounds",
     type=click.IntRange(1),
-    default=1,
-    show_default=True,
-    help="Close this many rounds, then exit.",
+    default=None,
+    help="Close this many rounds in this run, then exit (default 1).",
+)
+@click.option(
+    "--until-round",
+    type=ROUND_ID,
+    default=None,
+    help="Exit once the ledger's round N is closed (counted on chain: restarts don't overshoot).",
 )
 @aggregation_options
 @click.option(
@@ -87,7 +94,8 @@ def run(
     dev_account: int | None,
     store_location: str,
     validation: str,
-    rounds: int,
+    rounds: int | None,
+    until_round: int | None,
     rule: str,
     valuation: str,
     metric: str,
@@ -99,8 +107,14 @@ def run(
     folder: Path,
     threads: int | None,
 ) -> None:
-    """Run rounds until --rounds are closed; resumes from the chain after a restart."""
+    """Run rounds until --rounds are closed (or the ledger's --until-round); resumes from the
+    chain after a restart."""
     import torch
+
+    if rounds is not None and until_round is not None:
+        raise click.UsageError("give --rounds or --until-round, not both")
+    if rounds is None and until_round is None:
+        rounds = 1
 
     folder.mkdir(parents=True, exist_ok=True)
     setup_logging(folder / "aggregator.log")
@@ -146,11 +160,11 @@ def run(
         for v in outcome.valuations:
             click.echo(
                 f"  {v['name'] or v['site']:<16} samples {v['update']['num_samples']:>5}  "
-                f"score {v['score'] / 1e6:.3f}  {v['reason_label']:<18} "
+                f"score {v['score'] / SCORE_SCALE:.3f}  {v['reason_label']:<18} "
                 f"weight {v['weight_fraction']:.3f}"
             )
         if outcome.metrics:
             after = outcome.metrics["after"]
             click.echo(f"  global AUC {after['auc']:.3f}  F1 {after['f1']:.3f}")
 
-    service.run(rounds=rounds, on_round=report)
+    service.run(rounds=rounds, until_round=until_round, on_round=report)

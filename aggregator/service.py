@@ -572,11 +572,31 @@ class AggregatorService:
             return None
         return self.finalize(current)
 
-    def run(self, *, rounds: int, on_round: Any = None) -> list[RoundOutcome]:
-        """Runs until ``rounds`` rounds are closed (finalized or cancelled) in this run."""
+    def run(
+        self, *, rounds: int | None = None, until_round: int | None = None, on_round: Any = None
+    ) -> list[RoundOutcome]:
+        """Runs until ``rounds`` rounds are closed (finalized or cancelled) in this run, or until
+        the ledger's round ``until_round`` is closed, counted on chain so that a restarted
+        aggregator stops at the same round instead of overshooting. One of the two is required.
+        """
+        if (rounds is None) == (until_round is None):
+            raise ConfigError("give exactly one of rounds and until_round")
+        if (rounds is not None and rounds < 1) or (until_round is not None and until_round < 1):
+            raise ConfigError("rounds and until_round must be positive")
         outcomes: list[RoundOutcome] = []
-        while len(outcomes) < rounds and not self.stop_event.is_set():
+        while not self.stop_event.is_set():
+            if rounds is not None and len(outcomes) >= rounds:
+                break
             current = self.ledger.current_round()
+            if (
+                until_round is not None
+                and current >= until_round
+                and (
+                    current > until_round
+                    or self.ledger.get_round(current).phase in (Phase.FINALIZED, Phase.CANCELLED)
+                )
+            ):
+                break
             # Don't open a round beyond the target: stop right after the last one closes.
             try:
                 outcome = self.step()

@@ -22,6 +22,7 @@ from eth_account.signers.local import LocalAccount
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
 from fedtrail.auditor.verify import verify_all
 from fedtrail.chain import advance_time, connect, dev_account, next_block_timestamp
+from fedtrail.errors import ConfigError
 from fedtrail.ledger import Ledger, Submission, commitment
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.datasets import load_bundled, partition_iid
@@ -367,3 +368,34 @@ def test_the_log_builder_writes_the_bytes_it_always_wrote() -> None:
     doc = json.loads(with_ref)
     assert doc["settings"].pop("terms") == {"cid": "QmTerms", "sha256": "77" * 32}
     assert roundlog_to_bytes(doc) == golden
+
+
+def test_until_round_counts_on_chain_so_a_restart_does_not_overshoot(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """``--until-round`` stops once the ledger's round N is closed; a second (restarted) run
+    with the same target opens nothing, where ``--rounds 1`` would open round N+1."""
+    fed = _federation(
+        LocalStore(tmp_path / "store"),
+        [],
+        [],
+        tmp_path,
+        by_hand=((embedded.sites[0], "quiet"),),
+        w3=embedded.w3,
+        coordinator=embedded.coordinator,
+        aggregator=embedded.aggregator,
+    )
+    ledger, service = fed.ledger, fed.service
+    r = service.open_next()
+    info = ledger.get_round(r)
+    advance_time(
+        ledger.w3, info.reveal_deadline - next_block_timestamp(ledger.w3) + 1 + CLOCK_SLACK
+    )
+    outcomes = service.run(until_round=r)
+    assert [(o.round, o.phase) for o in outcomes] == [(r, Phase.CANCELLED)]
+    assert service.run(until_round=r) == []  # the restart: nothing new is opened
+    assert ledger.current_round() == r
+    with pytest.raises(ConfigError):
+        service.run(rounds=1, until_round=r)
+    with pytest.raises(ConfigError):
+        service.run()
