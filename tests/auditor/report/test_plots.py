@@ -34,10 +34,15 @@ def _federation(n_sites: int, n_rounds: int, names: dict[int, str] | None = None
     ]
     rounds = []
     for r in range(1, n_rounds + 1):
-        info = RoundInfo(r, Phase.FINALIZED, 0, 0, n_sites, "Qm", HASH, "Qm", HASH, "Qm", HASH)
+        info = RoundInfo(
+            r, Phase.FINALIZED, 0, 0, 0, n_sites, n_sites, "Qm", HASH, "Qm", HASH, "Qm", HASH,
+            "Qm", HASH,
+        )  # fmt: skip
         subs = [
-            Submission(r, s.address, "Qm", HASH, 10, 500_000, 0, WEIGHT_SCALE // n_sites)
-            for s in sites
+            Submission(
+                r, s.address, "Qm", HASH, 10, 500_000, 0, WEIGHT_SCALE // n_sites, HASH, i, True
+            )
+            for i, s in enumerate(sites)
         ]
         log = {"metrics": {"after": {"auc": 0.8, "f1": "n/a", "accuracy": True}}}
         rounds.append(RoundData(info, subs, log=log))
