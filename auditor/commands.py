@@ -189,7 +189,10 @@ def log_cmd(
     store_location: str,
     fmt: str,
 ) -> None:
-    """A round's explanation log (verified against its on-chain hash), readable."""
+    """A round's explanation log, readable: its bytes are checked against the sha256 on chain,
+    and every field is marked [chain] (equals the ledger's record), [claimed by the aggregator]
+    (the chain holds nothing to compare) or [DIFFERS FROM CHAIN] (exit 1)."""
+    from fedtrail.auditor.claims import Mark, SiteMarks, mark_site
     from fedtrail.protocol.roundlog import RoundLog
 
     ledger = _open(rpc_url, deployment_path, contract)
@@ -202,25 +205,50 @@ def log_cmd(
         # sorted keys: the stored bytes are canonical JSON, so this is their order
         click.echo(json.dumps(log.to_json(), indent=2, sort_keys=True))
         return
-    click.echo(log.summary)
+    subs = {s.site: s for s in ledger.get_submissions(round_id)}
+    registry = {s.address: s for s in ledger.get_sites()}
+    tag = {Mark.CHAIN: "[chain]", Mark.CLAIMED: "[claimed]", Mark.MISMATCH: "[DIFFERS FROM CHAIN]"}
+    click.echo(f"log {info.log_cid}: bytes match the sha256 on chain ({info.log_sha256[:16]}…)")
+    click.echo("[chain] = equals the ledger's record; [claimed] = the aggregator's word only")
     click.echo("")
+    click.echo(f"summary [claimed]: {log.summary}")
+    click.echo("")
+    mismatches: list[str] = []
     for e in log.sites:
-        click.echo(f"{e.name or e.site} ({e.site})")
-        click.echo(f"  update {e.update.cid}, {e.update.num_samples} samples, {e.status}")
+        marks = mark_site(e, subs.get(e.site), registry.get(e.site))
+
+        def t(field: str, marks: SiteMarks = marks) -> str:
+            mark = marks.marks[field]
+            extra = f" (chain: {marks.chain_values[field]})" if mark is Mark.MISMATCH else ""
+            return tag[mark] + extra
+
+        mismatches += [f"{e.site} {f}" for f in marks.mismatches]
+        click.echo(f"{e.name or e.site} {t('name')} ({e.site})")
         click.echo(
-            f"  score {e.score / SCORE_SCALE:.3f}  reason {e.reason_label}  "
-            f"weight {e.weight_fraction:.2%}"
+            f"  update {e.update.cid} {t('cid')}, sha256 {e.update.sha256[:16]}… {t('sha256')}"
         )
-        click.echo(f"  why: {e.explanation}")
+        click.echo(f"  {e.update.num_samples} samples {t('num_samples')}, {e.status} {t('status')}")
+        click.echo(
+            f"  score {e.score / SCORE_SCALE:.3f} {t('score')}  reason {e.reason_label} "
+            f"{t('reason_label')}  weight {e.weight_fraction:.2%} {t('weight')}"
+        )
+        click.echo(f"  why {t('explanation')}: {e.explanation}")
+    for site in sorted(set(subs) - {e.site for e in log.sites}):
+        mismatches.append(f"{site} missing from the log")
+        click.echo(f"{site}: revealed on chain but MISSING FROM THE LOG")
     m = log.metrics
     click.echo("")
     click.echo(
-        "global model on the aggregator's validation set: "
+        "global model on the aggregator's validation set [claimed]: "
         + ", ".join(
             f"{k.upper()} {_num(m.before.get(k))} -> {_num(m.after.get(k))}"
             for k in ("auc", "f1", "loss")
         )
     )
+    if mismatches:
+        raise VerificationFailed(
+            f"round {round_id}: the log differs from the chain: " + "; ".join(mismatches)
+        )
 
 
 @audit.command()

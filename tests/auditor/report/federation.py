@@ -13,6 +13,7 @@ Site names and log texts include hostile strings (markup, a bidi override, matht
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,11 @@ def open_round(fed: Fed, model: tuple[str, str], seconds: int = 3600) -> int:
 
 
 def finalize(
-    fed: Fed, round_id: int, start: tuple[str, str], explanations: dict[str, Any] | None
+    fed: Fed,
+    round_id: int,
+    start: tuple[str, str],
+    explanations: dict[str, Any] | None,
+    edit: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[str, str]:
     """What an honest aggregator does after valuation: aggregate with the on-chain weights,
     store the new global model and the explanation log, finalize."""
@@ -180,6 +185,8 @@ def finalize(
     }
     if explanations is not None:
         doc["explanations"] = explanations
+    if edit is not None:  # a lying aggregator
+        edit(doc)
     log_ref = put(store, roundlog.to_bytes(doc))
     fed.logs[round_id] = doc
     ledger.finalize_round(

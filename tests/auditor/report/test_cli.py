@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from fedtrail.cli import cli
-from tests.auditor.report.federation import Fed, store_without
+from fedtrail.ledger import Valuation
+from tests.auditor.report.federation import (
+    Fed,
+    finalize,
+    initial,
+    new_federation,
+    open_round,
+    store_without,
+    submit_all,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -57,3 +68,47 @@ def test_cli_report_exits_1_when_verification_fails(fed: Fed, tmp_path: Path) ->
     assert result.exit_code == 1, result.output
     assert json.loads(result.stdout) == {"report": str(out / "index.html"), "passed": False}
     assert (out / "index.html").is_file()
+
+
+def _audit_log(fed: Fed, round_id: int) -> Any:
+    args = ["audit", "log", str(round_id), "--store", f"local:{fed.store.root}"]
+    return CliRunner().invoke(cli, args)
+
+
+def test_audit_log_marks_what_the_chain_pins_and_what_is_only_claimed(fed: Fed) -> None:
+    result = _audit_log(fed, 2)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "bytes match the sha256 on chain" in out
+    assert "summary [claimed]:" in out
+    assert out.count("samples [chain]") == 3 and out.count("why [claimed]:") == 3
+    assert "validation set [claimed]" in out
+    assert "DIFFERS" not in out
+
+
+def test_audit_log_fails_a_log_that_contradicts_the_chain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log's bytes match their on-chain hash, but it inflates one site's sample count and
+    relabels its reason: both are shown against the chain's value, and the command exits 1."""
+    import fedtrail.auditor.commands as commands
+
+    liar = new_federation(tmp_path)
+    monkeypatch.setattr(commands, "_open", lambda *_: liar.ledger)
+    model = initial(liar)
+    r = open_round(liar, model)
+    submit_all(liar, r, seed=7)
+    liar.ledger.record_valuation(
+        liar.coordinator, r, [Valuation(s.address, 500_000, 0) for s in liar.sites]
+    )
+
+    def lie(doc: dict[str, Any]) -> None:
+        doc["sites"][0]["update"]["num_samples"] = 999_999
+        doc["sites"][1]["reason_label"] = "OUTLIER_DIRECTION"
+
+    finalize(liar, r, model, None, edit=lie)
+    result = _audit_log(liar, r)
+    assert result.exit_code == 1, result.output
+    assert re.search(r"999999 samples \[DIFFERS FROM CHAIN\] \(chain: [12][05]0\)", result.output)
+    assert "reason OUTLIER_DIRECTION [DIFFERS FROM CHAIN] (chain: OK)" in result.output
+    assert "the log differs from the chain" in result.output

@@ -1,0 +1,76 @@
+"""Which fields of a round log the chain pins, and which are the aggregator's word.
+
+The log's bytes are checked against the sha256 on chain, but that only proves the aggregator
+wrote them. A field is *on chain* when it equals the ledger's own record (the update's CID from
+the event, its sha256, the revealed sample count, score, reason code, weight, the site's
+registered name); it is *claimed* when the chain holds nothing to compare it with (the
+explanation text, the summary, components, metrics); it is a *mismatch* when the chain says
+otherwise. ``fedtrail audit log`` prints the mark beside every field, so nothing the aggregator
+merely claims reads as verified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from fedtrail.ledger import SiteInfo, Submission
+from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.roundlog import SiteEntry
+
+__all__ = ["Mark", "SiteMarks", "mark_site"]
+
+
+class Mark(Enum):
+    CHAIN = "chain"
+    CLAIMED = "claimed by the aggregator"
+    MISMATCH = "DIFFERS FROM CHAIN"
+
+
+@dataclass(frozen=True)
+class SiteMarks:
+    """The mark of each shown field of one site's log entry, and the chain's value where the
+    log disagrees with it."""
+
+    marks: Mapping[str, Mark]
+    chain_values: Mapping[str, str]
+
+    @property
+    def mismatches(self) -> list[str]:
+        return [name for name, mark in self.marks.items() if mark is Mark.MISMATCH]
+
+
+def _reason_name(code: int) -> str:
+    try:
+        return Reason(code).name
+    except ValueError:
+        return str(code)
+
+
+def mark_site(entry: SiteEntry, sub: Submission | None, site: SiteInfo | None) -> SiteMarks:
+    """Compares one log entry with the chain's submission and registry record."""
+    marks: dict[str, Mark] = {}
+    chain: dict[str, str] = {}
+
+    def compare(name: str, logged: object, on_chain: object | None) -> None:
+        if on_chain is None:
+            marks[name] = Mark.MISMATCH
+            chain[name] = "(no such record on chain)"
+        elif logged == on_chain:
+            marks[name] = Mark.CHAIN
+        else:
+            marks[name] = Mark.MISMATCH
+            chain[name] = str(on_chain)
+
+    compare("name", entry.name, site.name if site else None)
+    compare("cid", entry.update.cid, sub.cid if sub else None)
+    compare("sha256", entry.update.sha256, sub.sha256 if sub else None)
+    compare("num_samples", entry.update.num_samples, sub.num_samples if sub else None)
+    compare("score", entry.score, sub.score if sub else None)
+    compare("reason", entry.reason, sub.reason if sub else None)
+    compare("reason_label", entry.reason_label, _reason_name(sub.reason) if sub else None)
+    compare("weight", entry.weight, sub.weight if sub else None)
+    for claimed in ("status", "components", "explanation"):
+        marks[claimed] = Mark.CLAIMED
+    return SiteMarks(marks, chain)
