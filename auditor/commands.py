@@ -193,6 +193,7 @@ def log_cmd(
     and every field is marked [chain] (equals the ledger's record), [claimed by the aggregator]
     (the chain holds nothing to compare) or [DIFFERS FROM CHAIN] (exit 1)."""
     from fedtrail.auditor.claims import Mark, SiteMarks, mark_site
+    from fedtrail.auditor.report.text import clean_text as shown  # no control chars to a tty
     from fedtrail.protocol.roundlog import RoundLog
 
     ledger = _open(rpc_url, deployment_path, contract)
@@ -211,7 +212,7 @@ def log_cmd(
     click.echo(f"log {info.log_cid}: bytes match the sha256 on chain ({info.log_sha256[:16]}…)")
     click.echo("[chain] = equals the ledger's record; [claimed] = the aggregator's word only")
     click.echo("")
-    click.echo(f"summary [claimed]: {log.summary}")
+    click.echo(f"summary [claimed]: {shown(log.summary)}")
     click.echo("")
     mismatches: list[str] = []
     for e in log.sites:
@@ -223,16 +224,18 @@ def log_cmd(
             return tag[mark] + extra
 
         mismatches += [f"{e.site} {f}" for f in marks.mismatches]
-        click.echo(f"{e.name or e.site} {t('name')} ({e.site})")
+        click.echo(f"{shown(e.name or e.site)} {t('name')} ({e.site})")
         click.echo(
             f"  update {e.update.cid} {t('cid')}, sha256 {e.update.sha256[:16]}… {t('sha256')}"
         )
-        click.echo(f"  {e.update.num_samples} samples {t('num_samples')}, {e.status} {t('status')}")
+        click.echo(
+            f"  {e.update.num_samples} samples {t('num_samples')}, {shown(e.status)} {t('status')}"
+        )
         click.echo(
             f"  score {e.score / SCORE_SCALE:.3f} {t('score')}  reason {e.reason_label} "
             f"{t('reason_label')}  weight {e.weight_fraction:.2%} {t('weight')}"
         )
-        click.echo(f"  why {t('explanation')}: {e.explanation}")
+        click.echo(f"  why {t('explanation')}: {shown(e.explanation)}")
     for site in sorted(set(subs) - {e.site for e in log.sites}):
         mismatches.append(f"{site} missing from the log")
         click.echo(f"{site}: revealed on chain but MISSING FROM THE LOG")
