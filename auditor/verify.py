@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 import torch
 
+from fedtrail.auditor.claims import mark_site
 from fedtrail.errors import (
     ConfigError,
     ContentNotFound,
@@ -33,13 +35,13 @@ from fedtrail.errors import (
     InvalidUpdate,
     StoreError,
 )
-from fedtrail.ledger import Ledger, RoundInfo, Submission
+from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
-from fedtrail.protocol.roundlog import InvalidLog, RoundLog, ValuationSettings
+from fedtrail.protocol.roundlog import InvalidLog, RoundLog, SiteEntry, ValuationSettings
 from fedtrail.protocol.terms import InvalidTerms, RoundTerms
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.canonical import check_canonical_update
@@ -170,7 +172,7 @@ def verify_round(
         except FedtrailError as exc:
             audit.add("log.schema", False, str(exc))
     if log is not None:
-        _check_log(audit, log, info, subs)
+        _check_log(audit, log, info, subs, {site.address: site for site in ledger.get_sites()})
 
     # the terms committed at open, and the log's settings against them
     terms: RoundTerms | None = None
@@ -416,7 +418,15 @@ def _spec_from(log: RoundLog) -> ModelSpec:
         ) from None
 
 
-def _check_log(audit: RoundAudit, log: RoundLog, info: RoundInfo, subs: list[Submission]) -> None:
+def _check_log(
+    audit: RoundAudit,
+    log: RoundLog,
+    info: RoundInfo,
+    subs: list[Submission],
+    sites: Mapping[str, SiteInfo],
+) -> None:
+    """Every log field the chain pins equals the chain (:mod:`fedtrail.auditor.claims`, the
+    same marks ``audit log`` prints); the rest is the aggregator's claim and not checked here."""
     problems = []
     if log.round != info.id:
         problems.append(f"log is for round {log.round}")
@@ -427,21 +437,31 @@ def _check_log(audit: RoundAudit, log: RoundLog, info: RoundInfo, subs: list[Sub
     by_site = {e.site: e for e in log.sites}
     if set(by_site) != {s.site for s in subs}:
         problems.append("log lists other sites than the chain")
+    included = sorted(s.site for s in subs if s.weight > 0)
+    if sorted(log.aggregation.included_sites) != included:
+        problems.append("log's included_sites are not the sites with on-chain weight")
     for s in subs:
         e = by_site.get(s.site)
         if e is None:
             continue
-        if e.weight != s.weight:
-            problems.append(f"{s.site[:10]} weight {e.weight} != chain {s.weight}")
-        if e.score != s.score or e.reason != s.reason:
-            problems.append(f"{s.site[:10]} score/reason differ from the chain")
-        if e.update.sha256 != s.sha256:
-            problems.append(f"{s.site[:10]} update hash differs from the chain")
+        marks = mark_site(e, s, sites.get(s.site))
+        problems += [
+            f"{s.site[:10]} {name} {_shown(e, name)!r} != chain {marks.chain_values[name]!r}"
+            for name in marks.mismatches
+        ]
     audit.add(
         "log.agrees",
         not problems,
-        "; ".join(problems) or "log's sites, scores, weights and hashes equal the chain's",
+        "; ".join(problems)
+        or "log's sites, names, sample counts, CIDs, hashes, scores, reasons, weights and "
+        "included sites equal the chain's",
     )
+
+
+def _shown(e: SiteEntry, name: str) -> object:
+    if name in ("cid", "sha256", "num_samples"):
+        return getattr(e.update, name)
+    return getattr(e, name)
 
 
 def _check_terms(audit: RoundAudit, log: RoundLog, terms: RoundTerms, info: RoundInfo) -> None:

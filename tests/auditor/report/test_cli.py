@@ -112,3 +112,28 @@ def test_audit_log_fails_a_log_that_contradicts_the_chain(
     assert re.search(r"999999 samples \[DIFFERS FROM CHAIN\] \(chain: [12][05]0\)", result.output)
     assert "reason OUTLIER_DIRECTION [DIFFERS FROM CHAIN] (chain: OK)" in result.output
     assert "the log differs from the chain" in result.output
+
+
+def test_verify_fails_a_log_whose_names_or_counts_contradict_the_chain(tmp_path: Path) -> None:
+    """`audit verify` carries the same field check as `audit log`: a log renaming a site and
+    inflating a sample count fails `log.agrees`, naming both fields."""
+    from fedtrail.auditor.verify import verify_all
+
+    liar = new_federation(tmp_path)
+    model = initial(liar)
+    r = open_round(liar, model)
+    submit_all(liar, r, seed=8)
+    liar.ledger.record_valuation(
+        liar.coordinator, r, [Valuation(s.address, 500_000, 0) for s in liar.sites]
+    )
+
+    def lie(doc: dict[str, Any]) -> None:
+        doc["sites"][0]["name"] = "Trusted Reference Hospital"
+        doc["sites"][2]["update"]["num_samples"] = 10**9
+
+    finalize(liar, r, model, None, edit=lie)
+    (audit,) = verify_all(liar.ledger, liar.store)
+    check = next(c for c in audit.checks if c.name == "log.agrees")
+    assert not check.passed and not audit.passed
+    assert "name 'Trusted Reference Hospital'" in check.detail
+    assert "num_samples 1000000000" in check.detail
