@@ -59,6 +59,7 @@ from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.terms import InvalidTerms, RoundTerms
+from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_model, decode_update, encode_model
 from fedtrail.storage.store import ContentStore
@@ -351,7 +352,9 @@ class AggregatorService:
         log.info(
             "round %d valued: %s",
             round_id,
-            ", ".join(f"{v.site[:8]} {v.score / 1e6:.3f} {v.reason.name}" for v in valuations),
+            ", ".join(
+                f"{v.site[:8]} {v.score / SCORE_SCALE:.3f} {v.reason.name}" for v in valuations
+            ),
         )
         self._at_step("valued")
         return valuations

@@ -78,7 +78,7 @@ def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
                 "num_samples": s.num_samples,
                 "score": s.score,
                 "reason": s.reason,
-                "reason_label": reason_label(s.reason),
+                "reason_label": reason_label(s.reason) if info.phase.has_scores else "",
                 "weight": str(s.weight),
             }
             for s in ledger.get_submissions(round_id)
@@ -144,15 +144,16 @@ def site(
     rows = []
     for r in range(1, ledger.current_round() + 1):
         sub = ledger.get_submission(r, address)
+        valued = sub if sub and ledger.get_round(r).phase.has_scores else None
         rows.append(
             {
                 "round": r,
                 "committed": sub is not None,
                 "revealed": bool(sub and sub.revealed),
                 "num_samples": sub.num_samples if sub else 0,
-                "score": sub.score / SCORE_SCALE if sub else None,
-                "reason": reason_label(sub.reason) if sub else None,
-                "weight": sub.weight / WEIGHT_SCALE if sub else None,
+                "score": valued.score / SCORE_SCALE if valued else None,
+                "reason": reason_label(valued.reason) if valued else None,
+                "weight": valued.weight / WEIGHT_SCALE if valued else None,
                 "reputation": reputation[r] / SCORE_SCALE if r in reputation else None,
             }
         )

@@ -230,9 +230,9 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
                 "committed": sub is not None,
                 "revealed": bool(sub and sub.revealed),
                 "samples": sub.num_samples if sub else None,
-                "score": sub.score / SCORE_SCALE if sub else None,
-                "reason": reason_label(sub.reason) if sub else None,
-                "weight": sub.weight / WEIGHT_SCALE if sub else None,
+                "score": sub.score / SCORE_SCALE if sub and info.phase.has_scores else None,
+                "reason": reason_label(sub.reason) if sub and info.phase.has_scores else None,
+                "weight": sub.weight / WEIGHT_SCALE if sub and info.phase.has_scores else None,
                 "local_state": rec.phase if rec else "",
                 "val_auc": rec.val_auc if rec else None,
             }

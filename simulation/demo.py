@@ -24,6 +24,7 @@ from fedtrail.chain import connect, funded_accounts
 from fedtrail.cli.common import aggregation_options
 from fedtrail.cli.output import emit, format_option, render_table
 from fedtrail.errors import ConfigError
+from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.simulation.faults import SiteFault
 from fedtrail.storage.codec import Compression, CompressionMethod
 
@@ -152,10 +153,10 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
             {
                 "site": v["name"],
                 "samples": v["update"]["num_samples"],
-                "score": v["score"] / 1e6,
+                "score": v["score"] / SCORE_SCALE,
                 "reason": v["reason_label"],
                 "weight": v["weight_fraction"],
-                "reputation": reputation[v["site"]] / 1e6,
+                "reputation": reputation[v["site"]] / SCORE_SCALE,
             }
             for v in outcome.valuations
         ]
@@ -168,7 +169,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
                 "score": 0.0,
                 "reason": "NOT_REVEALED",
                 "weight": 0.0,
-                "reputation": reputation[s.site] / 1e6,
+                "reputation": reputation[s.site] / SCORE_SCALE,
             }
             for s in ledger.get_submissions(round_id, include_unrevealed=True)
             if not s.revealed

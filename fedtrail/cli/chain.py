@@ -22,7 +22,7 @@ from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError
 from fedtrail.ledger import DEFAULT_MIN_ROUND_WINDOW, Ledger
 from fedtrail.protocol.codes import Phase
-from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, WEIGHT_SCALE
+from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, SCORE_SCALE, WEIGHT_SCALE
 
 
 @click.group()
@@ -113,7 +113,7 @@ def ledger_status(ledger: Ledger, round_id: int | None = None) -> dict[str, Any]
                 "site": s.address,
                 "name": s.name,
                 "registered": s.registered,
-                "reputation": s.reputation / 1e6,
+                "reputation": s.reputation / SCORE_SCALE,
                 "valued_rounds": s.valued_rounds,
                 "max_samples": s.max_samples,
             }
@@ -137,9 +137,9 @@ def ledger_status(ledger: Ledger, round_id: int | None = None) -> dict[str, Any]
                 {
                     "site": s.site,
                     "samples": s.num_samples,
-                    "score": s.score / 1e6,
-                    "reason": reason_label(s.reason),
-                    "weight": s.weight / WEIGHT_SCALE,
+                    "score": s.score / SCORE_SCALE if info.phase.has_scores else None,
+                    "reason": reason_label(s.reason) if info.phase.has_scores else None,
+                    "weight": s.weight / WEIGHT_SCALE if info.phase.has_scores else None,
                     "sha256": s.sha256,
                     "revealed": s.revealed,
                     "commit_order": s.commit_order,

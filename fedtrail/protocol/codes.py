@@ -27,6 +27,12 @@ class Phase(IntEnum):
     def label(self) -> str:
         return self.name.lower()
 
+    @property
+    def has_scores(self) -> bool:
+        """Whether the round's submissions carry scores, reasons and weights (before valuation
+        they read as 0 / reason 0, which is not an OK verdict)."""
+        return self in (Phase.VALUED, Phase.FINALIZED)
+
 
 class Reason(IntEnum):
     """Mirror of ``FederationLedger.Reason``: why an update got its score, posted on chain next

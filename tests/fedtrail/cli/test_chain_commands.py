@@ -134,3 +134,37 @@ def test_deploy_refuses_to_overwrite_a_deployment_file(anvil_url: str, tmp_path:
 def test_deploy_needs_a_key(anvil_url: str, tmp_path: Path) -> None:
     code, _, err = run("chain", "deploy", "--rpc-url", anvil_url, "--out", str(tmp_path / "d"))
     assert code == 2 and "--keystore" in err
+
+
+def test_a_round_not_yet_valued_shows_no_verdict(anvil_url: str, tmp_path: Path) -> None:
+    """Before recordValuation the chain reads score 0 / reason code 0; that is not an OK
+    verdict, so `chain status` shows no score, reason or weight for the round's updates."""
+    from fedtrail.ledger import commitment
+
+    out = tmp_path / "deployment.json"
+    code, _, _ = run(
+        "chain", "deploy", "--rpc-url", anvil_url, "--dev-account", "0", "--out", str(out)
+    )
+    assert code == 0
+    w3 = connect(anvil_url)
+    dep = Deployment.from_file(out)
+    ledger = Ledger.at(w3, dep)
+    site = dev_account(3)
+    ledger.register_site(dev_account(0), site.address, "hospital-x", 500)
+    now = w3.eth.get_block("latest")["timestamp"]
+    r, _ = ledger.open_round(
+        dev_account(0),
+        "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
+        "11" * 32,
+        terms_cid="QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
+        terms_sha256="22" * 32,
+        commit_deadline=now + 60,
+        reveal_deadline=now + 120,
+    )
+    ledger.commit_update(site, r, commitment(site.address, r, "33" * 32, 10))
+    code, stdout, _ = run(
+        "chain", "status", "--rpc-url", anvil_url, "--deployment", str(out), "--format", "json"
+    )
+    assert code == 0
+    (update,) = json.loads(stdout)["round"]["updates"]
+    assert (update["score"], update["reason"], update["weight"]) == (None, None, None)
