@@ -237,20 +237,14 @@ class Combiner:
                     score = max(1, min(SCORE_SCALE, round(SCORE_SCALE * value / best)))
                     what = f"{method or 'validation'} value" if values is not None else "cosine"
                     detail = f"{what} {value:.4g} ({value / best:.1%} of the best {best:.4g})"
-            r = robust.get(c.site)
             scorer = None
             if value is not None:
                 scorer = method if values is not None else "cosine"
             out.append(
-                SiteValuation(
-                    site=c.site,
-                    num_samples=c.num_samples,
-                    status=c.status,
-                    cosine=None if r is None else r.cosine,
-                    norm=None if r is None else r.norm,
-                    norm_z=None if r is None else r.norm_z,
-                    median_norm=None if r is None else r.median_norm,
-                    robust_checked=checked and r is not None,
+                _site_valuation(
+                    c,
+                    robust.get(c.site),
+                    checked=checked,
                     value=value if values is not None else None,
                     method=scorer,
                     score=score,
@@ -292,17 +286,11 @@ class Combiner:
                     detail = f"{what} < 0: demoted to {score / SCORE_SCALE:.1%}"
                 else:
                     detail = f"{what} >= 0: full score"
-            r = robust.get(c.site)
             out.append(
-                SiteValuation(
-                    site=c.site,
-                    num_samples=c.num_samples,
-                    status=c.status,
-                    cosine=None if r is None else r.cosine,
-                    norm=None if r is None else r.norm,
-                    norm_z=None if r is None else r.norm_z,
-                    median_norm=None if r is None else r.median_norm,
-                    robust_checked=checked and r is not None,
+                _site_valuation(
+                    c,
+                    robust.get(c.site),
+                    checked=checked,
                     value=value,
                     method=method if value is not None else None,
                     score=score,
@@ -311,6 +299,35 @@ class Combiner:
                 )
             )
         return out
+
+
+def _site_valuation(
+    c: Candidate,
+    r: RobustStats | None,
+    *,
+    checked: bool,
+    value: float | None,
+    method: str | None,
+    score: int,
+    reason: Reason,
+    detail: str,
+) -> SiteValuation:
+    """One site's verdict with its robust statistics (both combiners build it the same way)."""
+    return SiteValuation(
+        site=c.site,
+        num_samples=c.num_samples,
+        status=c.status,
+        cosine=None if r is None else r.cosine,
+        norm=None if r is None else r.norm,
+        norm_z=None if r is None else r.norm_z,
+        median_norm=None if r is None else r.median_norm,
+        robust_checked=checked and r is not None,
+        value=value,
+        method=method,
+        score=score,
+        reason=reason,
+        detail=detail,
+    )
 
 
 HISTORY_COMBINER: Final = Combiner(min_cosine=-1.0, max_norm_z=20.0)
