@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,7 +54,7 @@ from fedtrail.ledger import Ledger, Submission, Valuation
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain import explain_model, probe_set
-from fedtrail.ml.metrics import Metrics, evaluate
+from fedtrail.ml.metrics import Metrics, evaluate_calibrated
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
@@ -121,7 +122,25 @@ class RoundOutcome:
 
 
 def _metrics_record(m: Metrics) -> roundlog.RoundMetrics:
-    return roundlog.RoundMetrics(auc=m.auc, f1=m.f1, accuracy=m.accuracy, loss=m.loss, n=m.n)
+    """The log's record of ``m``; the calibrated figures (NaN without a bias) are left out
+    rather than written as null, so they are absent exactly when no intercept was fitted."""
+
+    def opt(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    return roundlog.RoundMetrics(
+        auc=m.auc,
+        f1=m.f1,
+        accuracy=m.accuracy,
+        loss=m.loss,
+        n=m.n,
+        balanced_accuracy=opt(m.balanced_accuracy),
+        ece=opt(m.ece),
+        threshold=opt(m.threshold),
+        f1_calibrated=opt(m.f1_calibrated),
+        balanced_accuracy_calibrated=opt(m.balanced_accuracy_calibrated),
+        bias=m.bias,
+    )
 
 
 class AggregatorService:
@@ -172,9 +191,12 @@ class AggregatorService:
         return state
 
     def _evaluate(self, state: dict[str, torch.Tensor]) -> Metrics:
+        """Metrics on the validation split with the decision threshold fitted on it (the
+        intercept of :func:`~fedtrail.ml.metrics.fit_intercept`): recorded in the log, used by
+        the nodes and ``fedtrail explain``, recomputed by ``audit verify --validation``."""
         model = self.spec.build()
         model.load_state_dict(state)
-        return evaluate(model, self.validation)
+        return evaluate_calibrated(model, self.validation)
 
     # ---------------------------------------------------------------- phases
 
@@ -457,11 +479,14 @@ class AggregatorService:
             log_sha256=log_sha,
         )
         log.info(
-            "round %d finalized: global %s (AUC %.3f -> %.3f), log %s",
+            "round %d finalized: global %s (AUC %.3f -> %.3f, threshold %.3f, F1 %.3f at it), "
+            "log %s",
             round_id,
             global_cid,
             before.auc,
             after.auc,
+            after.threshold,
+            after.f1_calibrated,
             log_cid,
         )
         doc = record.to_json()

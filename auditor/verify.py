@@ -16,6 +16,7 @@ encoding count as malformed, and duplicates are re-derived in commit order (``du
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,7 +42,13 @@ from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
-from fedtrail.protocol.roundlog import InvalidLog, RoundLog, SiteEntry, ValuationSettings
+from fedtrail.protocol.roundlog import (
+    InvalidLog,
+    RoundLog,
+    RoundMetrics,
+    SiteEntry,
+    ValuationSettings,
+)
 from fedtrail.protocol.terms import InvalidTerms, RoundTerms
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.canonical import check_canonical_update
@@ -51,6 +58,14 @@ from fedtrail.storage.store import ContentStore
 # Scores are recomputed from floating-point model evaluations, whose last bits depend on the CPU
 # and thread count; weights and global models are compared exactly, scores within this (1e-3).
 SCORE_TOLERANCE = 1_000
+
+# The global models' metrics on the validation set are recomputed from the same float32 inference
+# (same batch size) and float64 arithmetic as the aggregator's: bit-reproducible on one machine
+# and thread count, so any difference beyond rounding noise is a false claim. On another CPU or
+# thread count the logits may differ in their last bits; loss, ECE and the threshold then move
+# by about 1e-7 and AUC or F1 by one sample's share if a score crosses a tie or the threshold,
+# so an auditor on other hardware passes a larger ``metrics_tolerance``.
+METRICS_TOLERANCE = 1e-9
 
 # Reason codes (aggregator.valuation.base.Reason) for updates that could not be read at valuation.
 UNUSABLE_REASONS = frozenset({Reason.TAMPERED, Reason.MALFORMED})
@@ -147,6 +162,7 @@ def verify_round(
     *,
     validation: ImageDataset | None = None,
     score_tolerance: int = SCORE_TOLERANCE,
+    metrics_tolerance: float = METRICS_TOLERANCE,
 ) -> RoundAudit:
     """Every check of one round. A round that is not finalized is reported, not failed."""
     audit = RoundAudit(round_id)
@@ -334,7 +350,99 @@ def verify_round(
                 score_tolerance,
                 terms,
             )
+        with _Timer(audit, "metrics"):
+            _check_metrics(
+                audit,
+                log,
+                spec,
+                start_blob,
+                glob.blob,
+                validation,
+                terms.validation_sha256 if terms is not None else log.validation.sha256,
+                metrics_tolerance,
+            )
     return audit
+
+
+def _check_metrics(
+    audit: RoundAudit,
+    log: RoundLog,
+    spec: ModelSpec,
+    start_blob: bytes,
+    global_blob: bytes | None,
+    validation: ImageDataset,
+    expected_sha256: str,
+    tolerance: float,
+) -> None:
+    """``metrics.recomputed``: the log's metrics before and after the round equal those of the
+    start and global models on the given validation set (which must be the committed one),
+    within ``tolerance`` (absolute), the fitted bias and decision threshold included. A log
+    that records no calibrated metrics (written before they existed) is compared on AUC, F1,
+    accuracy and loss; one that records some must record all that are defined."""
+    from fedtrail.ml.metrics import evaluate_calibrated
+
+    name = "metrics.recomputed"
+    if validation.content_sha256() != expected_sha256:
+        audit.add(
+            name,
+            False,
+            "the given validation set is not the one the aggregator used (sha256 differs)",
+        )
+        return
+    if global_blob is None:
+        audit.add(name, False, "cannot recompute: the global model is unavailable")
+        return
+    problems: list[str] = []
+    worst = 0.0
+    calibrated = False
+    for label, claimed, blob in (
+        ("before", log.metrics.before, start_blob),
+        ("after", log.metrics.after, global_blob),
+    ):
+        try:
+            model = spec.build()
+            model.load_state_dict(decode_model(blob, spec=spec)[0])
+            got = evaluate_calibrated(model, validation)
+        except (FedtrailError, RuntimeError, ValueError) as exc:
+            audit.add(name, False, f"cannot recompute the {label} metrics: {exc}")
+            return
+        old_format = claimed.bias is None and all(
+            claimed.get(k) is None for k in RoundMetrics.NUMBERS[4:]
+        )
+        calibrated = calibrated or not old_format
+        keys = RoundMetrics.NUMBERS[:4] if old_format else RoundMetrics.NUMBERS
+        for key in keys:
+            value, shown = float(getattr(got, key)), claimed.get(key)
+            if shown is None or math.isnan(value):
+                if (shown is None) != math.isnan(value):
+                    problems.append(f"{label}.{key} {shown} != recomputed {value:.6g}")
+                continue
+            worst = max(worst, abs(shown - value))
+            if not abs(shown - value) <= tolerance:
+                problems.append(f"{label}.{key} {shown:.6g} != recomputed {value:.6g}")
+        if claimed.n is not None and claimed.n != got.n:
+            problems.append(f"{label}.n {claimed.n} != {got.n} validation images")
+        if not old_format:
+            want, shown_bias = got.bias or (), claimed.bias or ()
+            if len(want) != len(shown_bias) or any(
+                not abs(a - b) <= tolerance for a, b in zip(want, shown_bias, strict=False)
+            ):
+                problems.append(f"{label}.bias {list(shown_bias)} != recomputed {list(want)}")
+            else:
+                worst = max([worst, *(abs(a - b) for a, b in zip(want, shown_bias, strict=True))])
+    what = (
+        "AUC, F1, accuracy, loss, balanced accuracy, ECE, bias, threshold and calibrated F1"
+        if calibrated
+        else "AUC, F1, accuracy and loss (the log records no calibrated metrics)"
+    )
+    audit.add(
+        name,
+        not problems,
+        "; ".join(problems) + f" (tolerance {tolerance:g})"
+        if problems
+        else f"{what} before and after recomputed on the validation set: largest difference "
+        f"{worst:.3g} (tolerance {tolerance:g})",
+    )
 
 
 def _check_scores(

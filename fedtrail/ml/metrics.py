@@ -49,6 +49,7 @@ __all__ = [
     "class_f1",
     "decision_threshold",
     "evaluate",
+    "evaluate_calibrated",
     "expected_calibration_error",
     "fit_intercept",
     "predict_logits",
@@ -73,7 +74,7 @@ class Metrics:
     ``threshold``: probability of class 1 above which the calibrated decision predicts it
     (:func:`decision_threshold` of the bias given; NaN without one); ``f1_calibrated`` and
     ``balanced_accuracy_calibrated``: F1 and balanced accuracy of that decision (NaN without a
-    bias).
+    bias); ``bias``: that bias itself (one number per class; None without one).
     """
 
     loss: float
@@ -86,6 +87,7 @@ class Metrics:
     threshold: float = math.nan
     f1_calibrated: float = math.nan
     balanced_accuracy_calibrated: float = math.nan
+    bias: tuple[float, ...] | None = None
 
 
 def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -293,6 +295,7 @@ def binary_metrics(
         threshold=threshold,
         f1_calibrated=f1_cal,
         balanced_accuracy_calibrated=bacc_cal,
+        bias=None if bias is None else tuple(float(b) for b in bias),
     )
 
 
@@ -339,6 +342,30 @@ def evaluate(
             f"binary metrics need a model with 2 output logits, got outputs {tuple(logits.shape)}"
         )
     try:
+        return binary_metrics(logits, dataset.labels, bias=bias)
+    except ValueError as exc:
+        raise ConfigError(f"cannot evaluate: {exc}") from exc
+
+
+def evaluate_calibrated(
+    model: nn.Module, dataset: ImageDataset, *, batch_size: int = 256
+) -> Metrics:
+    """Metrics of ``model`` on ``dataset`` with the calibrated decision of the intercept fitted
+    on that same dataset (:func:`fit_intercept`, one inference pass): what the aggregator
+    records for a global model on its validation split each round, and what an auditor holding
+    that split recomputes. Without a bias (``threshold`` NaN) when ``dataset`` holds one class
+    only, where no intercept can be fitted. The calibrated figures are in-sample (the threshold
+    is fitted on the split it is scored on): slightly optimistic for another split."""
+    logits = predict_logits(model, dataset, batch_size=batch_size)
+    if logits.ndim != 2 or logits.shape[1] != 2:
+        raise ConfigError(
+            f"binary metrics need a model with 2 output logits, got outputs {tuple(logits.shape)}"
+        )
+    try:
+        try:
+            bias: tuple[float, ...] | None = fit_intercept(logits, dataset.labels).bias
+        except ValueError:  # one class only: no intercept to fit
+            bias = None
         return binary_metrics(logits, dataset.labels, bias=bias)
     except ValueError as exc:
         raise ConfigError(f"cannot evaluate: {exc}") from exc

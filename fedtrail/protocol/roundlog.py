@@ -121,6 +121,12 @@ def _str(value: Any, where: str) -> str:
     return value
 
 
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidLog(f"explanation log invalid at {where}: {value!r} is not a finite number")
+    return float(value)
+
+
 def _only(doc: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
     extra = sorted(set(doc) - set(allowed))
     if extra:
@@ -362,15 +368,61 @@ class Aggregation:
 @dataclass(frozen=True, kw_only=True)
 class RoundMetrics:
     """A global model on the validation split; None where a metric was undefined (NaN is
-    written as null)."""
+    written as null).
+
+    ``auc``, ``f1``, ``accuracy``, ``loss`` (required) use the plain decision: class 1 when its
+    probability exceeds 0.5. The rest is absent (None) in logs written before the aggregator
+    calibrated its decision, and written only when set:
+
+    - ``bias``: the per-class intercept fitted on the validation split
+      (``fedtrail.ml.metrics.fit_intercept``, deterministic); the calibrated decision is
+      ``argmax(logits + bias)``, one number per class, so it also holds for more classes;
+    - ``threshold``: for two classes, the probability of class 1 (of the model's own softmax)
+      above which that decision predicts class 1: ``1 / (1 + exp(b1 - b0))``;
+    - ``f1_calibrated``, ``balanced_accuracy_calibrated``: F1 of class 1 and balanced accuracy
+      of the calibrated decision (in-sample: fitted and scored on the same split);
+    - ``balanced_accuracy``: of the plain decision; ``ece``: expected calibration error of the
+      model's own probabilities (10 equal-width bins).
+    """
 
     auc: float | None
     f1: float | None
     accuracy: float | None
     loss: float | None
     n: int | None = None
+    balanced_accuracy: float | None = None
+    ece: float | None = None
+    threshold: float | None = None
+    f1_calibrated: float | None = None
+    balanced_accuracy_calibrated: float | None = None
+    bias: tuple[float, ...] | None = None
 
-    _FIELDS: ClassVar[tuple[str, ...]] = ("auc", "f1", "accuracy", "loss", "n")
+    _FIELDS: ClassVar[tuple[str, ...]] = (
+        "auc",
+        "f1",
+        "accuracy",
+        "loss",
+        "n",
+        "balanced_accuracy",
+        "ece",
+        "threshold",
+        "f1_calibrated",
+        "balanced_accuracy_calibrated",
+        "bias",
+    )
+    NUMBERS: ClassVar[tuple[str, ...]] = (
+        "auc",
+        "f1",
+        "accuracy",
+        "loss",
+        "balanced_accuracy",
+        "ece",
+        "threshold",
+        "f1_calibrated",
+        "balanced_accuracy_calibrated",
+    )
+    """The metrics that are one number (everything but ``n`` and ``bias``)."""
+    _OPTIONAL: ClassVar[tuple[str, ...]] = NUMBERS[4:]
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -381,24 +433,46 @@ class RoundMetrics:
         }
         if self.n is not None:
             doc["n"] = self.n
+        for key in self._OPTIONAL:
+            value = getattr(self, key)
+            if value is not None:
+                doc[key] = value
+        if self.bias is not None:
+            doc["bias"] = list(self.bias)
         return doc
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any], where: str) -> RoundMetrics:
         _only(doc, cls._FIELDS, where)
         n = doc.get("n")
+        bias = doc.get("bias")
+        if bias is not None:
+            if not isinstance(bias, list) or len(bias) < 2:
+                raise InvalidLog(f"explanation log invalid at {where}/bias: not a list of 2+")
+            bias = tuple(_number(b, f"{where}/bias/{i}") for i, b in enumerate(bias))
+        # the schema allows numbers (or null) only
+        optional = {k: None if doc.get(k) is None else float(doc[k]) for k in cls._OPTIONAL}
         return cls(
             auc=doc["auc"],
             f1=doc["f1"],
             accuracy=doc["accuracy"],
             loss=doc["loss"],
             n=None if n is None else _int(n, f"{where}/n"),
+            bias=bias,
+            **optional,
         )
 
     def get(self, name: str) -> float | None:
-        """One metric by name (``"auc"``, ``"f1"``, ``"accuracy"``, ``"loss"``)."""
-        values = {"auc": self.auc, "f1": self.f1, "accuracy": self.accuracy, "loss": self.loss}
-        return values[name]
+        """One number by name (one of :attr:`NUMBERS`, e.g. ``"auc"``, ``"threshold"``)."""
+        if name not in self.NUMBERS:
+            raise KeyError(name)
+        value: float | None = getattr(self, name)
+        return value
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the log records a calibrated decision (a fitted bias)."""
+        return self.bias is not None
 
 
 @dataclass(frozen=True)

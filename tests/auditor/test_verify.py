@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ from fedtrail.chain import connect, dev_account, funded_accounts
 from fedtrail.cli import cli
 from fedtrail.ledger import Ledger
 from fedtrail.ml.datasets import load_bundled, partition_iid
+from fedtrail.ml.metrics import decision_threshold
 from fedtrail.ml.training import TrainConfig
-from fedtrail.protocol.roundlog import RoundLog
+from fedtrail.protocol.roundlog import MetricsPair, RoundLog, RoundMetrics
 from fedtrail.simulation.federation import Federation, build_federation, make_sites
 from fedtrail.storage.store import ContentStore, IpfsStore, LocalStore
 
@@ -93,6 +95,80 @@ def test_verify_recomputes_the_scores_from_the_same_validation_set(embedded_fed:
     audit = verify_round(ledger, store, 1, validation=other)
     check = next(c for c in audit.checks if c.name == "scores.recomputed")
     assert not check.passed and "not the one the aggregator used" in check.detail
+
+
+def test_verify_recomputes_the_metrics_and_threshold_of_each_round(embedded_fed: Any) -> None:
+    """The log records the calibrated decision (bias, threshold) and its figures; an auditor
+    with the same validation set recomputes them exactly on the same machine."""
+    ledger, store, _ = embedded_fed
+    val = load_bundled().val
+    for r in (1, 2):
+        info = ledger.get_round(r)
+        after = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256)).metrics.after
+        assert after.bias is not None and after.threshold == decision_threshold(after.bias)
+        assert after.f1_calibrated is not None and after.ece is not None
+        check = next(
+            c
+            for c in verify_round(ledger, store, r, validation=val).checks
+            if c.name == "metrics.recomputed"
+        )
+        assert check.passed, check.detail
+        assert "threshold" in check.detail and "largest difference 0 " in check.detail
+    audit = verify_round(ledger, store, 1, validation=load_bundled().test)
+    check = next(c for c in audit.checks if c.name == "metrics.recomputed")
+    assert not check.passed and "not the one the aggregator used" in check.detail
+
+
+def _lie_about(after: RoundMetrics, lie: str) -> RoundMetrics:
+    assert after.auc is not None and after.threshold is not None
+    if lie == "auc":
+        return dataclasses.replace(after, auc=min(1.0, after.auc + 0.01))
+    # a consistent lie: the threshold and the bias that gives it
+    return dataclasses.replace(after, threshold=0.3, bias=(0.0, math.log(0.7 / 0.3)))
+
+
+@pytest.mark.parametrize("lie", ["auc", "threshold"])
+def test_verify_fails_a_log_that_misstates_the_metrics(
+    lie: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The aggregator writes (and hashes on chain) a log with an inflated AUC or another
+    decision threshold: only the metrics check fails, naming the field."""
+    real = RoundLog.to_bytes
+
+    def lying(log: RoundLog) -> bytes:
+        metrics = MetricsPair(log.metrics.before, _lie_about(log.metrics.after, lie))
+        return real(dataclasses.replace(log, metrics=metrics))
+
+    monkeypatch.setattr(RoundLog, "to_bytes", lying)
+    fed = federation(tmp_path, rounds=1)
+    audit = verify_round(fed.ledger, fed.store, 1, validation=load_bundled().val)
+    bad = {c.name: c.detail for c in audit.checks if not c.passed}
+    assert set(bad) == {"metrics.recomputed"}
+    assert f"after.{lie} " in bad["metrics.recomputed"]
+    assert "before." not in bad["metrics.recomputed"]
+    assert verify_round(fed.ledger, fed.store, 1).passed  # without the validation set: silent
+
+
+def test_verify_compares_a_log_without_calibrated_metrics_on_the_plain_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log in the format before calibration (no bias, threshold, ECE...) still verifies on
+    AUC, F1, accuracy and loss."""
+    real = RoundLog.to_bytes
+    dropped = dict.fromkeys((*RoundMetrics.NUMBERS[4:], "bias"))
+
+    def older(log: RoundLog) -> bytes:
+        m = log.metrics
+        pair = MetricsPair(
+            dataclasses.replace(m.before, **dropped), dataclasses.replace(m.after, **dropped)
+        )
+        return real(dataclasses.replace(log, metrics=pair))
+
+    monkeypatch.setattr(RoundLog, "to_bytes", older)
+    fed = federation(tmp_path, rounds=1)
+    audit = verify_round(fed.ledger, fed.store, 1, validation=load_bundled().val)
+    check = next(c for c in audit.checks if c.name == "metrics.recomputed")
+    assert check.passed and "records no calibrated metrics" in check.detail, check.detail
 
 
 def test_verify_fails_when_a_stored_update_was_altered(embedded_fed: Any) -> None:

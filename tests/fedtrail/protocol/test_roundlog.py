@@ -3,6 +3,7 @@ round-trips, NaN is written as null, and untrusted input is refused with the pat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from fedtrail.protocol.roundlog import (
     HeatmapRef,
     InvalidLog,
     LedgerRef,
+    MetricsPair,
     ModelExplanations,
     RoundLog,
     RoundMetrics,
@@ -171,3 +173,42 @@ def test_a_log_without_the_later_valuation_fields_still_reads() -> None:
     log = RoundLog.from_json(doc)
     assert log.settings.valuation.seed is None and log.valuation_seed == doc["settings"]["seed"] + 1
     assert json.loads(log.to_bytes()) == doc
+
+
+_CALIBRATED = RoundMetrics(
+    auc=0.9,
+    f1=0.1,
+    accuracy=0.55,
+    loss=0.68,
+    n=270,
+    balanced_accuracy=0.55,
+    ece=0.02,
+    threshold=0.4948,
+    f1_calibrated=0.93,
+    balanced_accuracy_calibrated=0.92,
+    bias=(0.0, 0.0207),
+)
+
+
+def test_calibrated_metrics_are_written_read_back_and_optional() -> None:
+    """The calibrated decision's figures round-trip; a record without them writes none of
+    their keys, so logs written before them keep their bytes (see the test above)."""
+    log = dataclasses.replace(_record(), metrics=MetricsPair(_record().metrics.before, _CALIBRATED))
+    doc = json.loads(log.to_bytes())
+    assert doc["metrics"]["after"]["threshold"] == 0.4948
+    assert doc["metrics"]["after"]["bias"] == [0.0, 0.0207]
+    assert set(doc["metrics"]["before"]) == {"auc", "f1", "accuracy", "loss", "n"}
+    back = RoundLog.from_bytes(log.to_bytes())
+    assert back == log and back.metrics.after.calibrated and not back.metrics.before.calibrated
+    assert back.metrics.after.get("f1_calibrated") == 0.93
+    with pytest.raises(KeyError):
+        back.metrics.after.get("bias")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("bias", [0.5]), ("bias", "0,1"), ("bias", [0.0, True]), ("threshold", "0.3")],
+)
+def test_malformed_calibrated_metrics_are_refused(key: str, value: Any) -> None:
+    with pytest.raises(InvalidLog, match=f"metrics/after/{key}"):
+        RoundLog.from_bytes(json.dumps(_set(f"metrics/after/{key}", value)).encode())
