@@ -64,7 +64,16 @@ from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_model, decode_update, encode_model
 from fedtrail.storage.store import ContentStore
-from fedtrail.valuation import Candidate, SiteValuation, value_round
+from fedtrail.valuation import (
+    HISTORY_COMBINER,
+    METRICS,
+    Candidate,
+    Combiner,
+    RoundValuation,
+    SiteValuation,
+    value_round,
+)
+from fedtrail.valuation.chained import Carried, carried_history, combiner_from, standing_of
 
 log = logging.getLogger("fedtrail.aggregator")
 
@@ -81,9 +90,16 @@ class AggregatorSettings:
 
     rule: AggregationRule = field(default_factory=AggregationRule)
     valuation: str = "shapley"
-    # Loss, not AUC: AUC ignores calibration, and a sign-flipped update can keep a model's
-    # ranking while wrecking its outputs (measured on the demo scenario, see README).
-    metric: str = "loss"
+    # A loss, not AUC: AUC ignores calibration, and a sign-flipped update can keep a model's
+    # ranking while wrecking its outputs (measured on the demo scenario, see README). The
+    # class-balanced loss after an intercept fit values label quality, not label prior
+    # (fedtrail.valuation.utility; issue 12's measurements in the README).
+    metric: str = "balanced_loss"
+    standing: bool = True
+    """Scores from values accumulated across rounds, demote-only (fedtrail.valuation.standing),
+    chained through the round logs; False: each round scored on its own."""
+    combiner: Combiner | None = None
+    """The valuation's thresholds; None: HISTORY_COMBINER with standing, else the defaults."""
     round_seconds: int = 600
     """The commit window of each round (chain seconds; at least the ledger's minimum)."""
     reveal_seconds: int = 120
@@ -104,8 +120,8 @@ class AggregatorSettings:
             raise ConfigError(
                 f"valuation must be shapley, mc_shapley or loo, not {self.valuation!r}"
             )
-        if self.metric not in ("auc", "loss"):
-            raise ConfigError(f"metric must be auc or loss, not {self.metric!r}")
+        if self.metric not in METRICS:
+            raise ConfigError(f"metric must be one of {METRICS}, not {self.metric!r}")
         if self.round_seconds < 1 or self.reveal_seconds < 1 or self.poll_interval <= 0:
             raise ConfigError("round_seconds, reveal_seconds and poll_interval must be positive")
 
@@ -218,6 +234,8 @@ class AggregatorService:
                 metric=self.settings.metric,
                 seed=self.settings.seed + round_id,
                 explanation_check=self.settings.explanation_check,
+                standing=self.settings.standing,
+                combiner=asdict(self._combiner()),
             ).to_json(),
             model_spec=asdict(self.spec),
             spec_hash=self.spec.spec_hash(),
@@ -227,6 +245,11 @@ class AggregatorService:
             commit_seconds=commit_s,
             reveal_seconds=reveal_s,
         )
+
+    def _combiner(self) -> Combiner:
+        if self.settings.combiner is not None:
+            return self.settings.combiner
+        return HISTORY_COMBINER if self.settings.standing else Combiner()
 
     def terms(self, round_id: int) -> tuple[RoundTerms, roundlog.BlobRef]:
         """The terms the chain committed ``round_id`` to, read back by their on-chain hash."""
@@ -361,8 +384,9 @@ class AggregatorService:
         info = self.ledger.get_round(round_id)
         global_state = self._model(info.start_cid, info.start_sha256)
         pairs = self.candidates(round_id)
-        valuations = self._valuate(round_id, global_state, pairs)
-        self._save_valuation(round_id, valuations)
+        report, standing = self._valuate(round_id, global_state, pairs)
+        valuations = report.sites
+        self._save_valuation(round_id, valuations, standing)
         if not any(v.score > 0 for v in valuations):
             log.warning("round %d: no usable update (all scores 0)", round_id)
             return None
@@ -386,11 +410,15 @@ class AggregatorService:
         round_id: int,
         global_state: dict[str, torch.Tensor],
         pairs: list[tuple[Submission, Candidate]],
-    ) -> list[SiteValuation]:
+    ) -> tuple[RoundValuation, roundlog.Standing | None]:
         """Deterministic for a given round: the same inputs give the same scores. The settings
-        are the round's committed terms."""
+        are the round's committed terms; with ``standing`` the history is the one the chain
+        and the previous round's log hold (:mod:`fedtrail.valuation.chained`)."""
         valuation = roundlog.ValuationSettings.from_json(self.terms(round_id)[0].valuation)
-        return value_round(
+        carried: Carried | None = None
+        if valuation.standing:
+            carried = carried_history(self.ledger, self.store, round_id, self.spec)
+        report = value_round(
             global_state=global_state,
             spec=self.spec,
             candidates=[c for _, c in pairs],
@@ -399,29 +427,48 @@ class AggregatorService:
             metric=valuation.metric,
             seed=self.settings.seed + round_id if valuation.seed is None else valuation.seed,
             explanation_check=bool(valuation.explanation_check),
-        ).sites
+            combiner=combiner_from(valuation),
+            history=None if carried is None else carried.history,
+        )
+        return report, None if carried is None else standing_of(carried, report)
 
     def _valuation_path(self, round_id: int) -> Path:
         return self.folder / f"valuation-{round_id}.json"
 
-    def _save_valuation(self, round_id: int, valuations: list[SiteValuation]) -> None:
-        doc = [
-            {
-                "site": v.site,
-                "score": v.score,
-                "reason": int(v.reason),
-                "components": v.components,
-                "explanation": v.explanation,
-            }
-            for v in valuations
-        ]
+    def _save_valuation(
+        self,
+        round_id: int,
+        valuations: list[SiteValuation],
+        standing: roundlog.Standing | None,
+    ) -> None:
+        doc = {
+            "sites": [
+                {
+                    "site": v.site,
+                    "score": v.score,
+                    "reason": int(v.reason),
+                    "components": v.components,
+                    "explanation": v.explanation,
+                }
+                for v in valuations
+            ],
+            "standing": None if standing is None else standing.to_json(),
+        }
         atomic_write(self._valuation_path(round_id), json.dumps(doc, default=float).encode())
 
-    def _load_valuation(self, round_id: int) -> dict[str, dict[str, Any]]:
+    def _load_valuation(
+        self, round_id: int
+    ) -> tuple[dict[str, dict[str, Any]], roundlog.Standing | None]:
+        """The valuation saved at ``value`` time (empty when missing or unreadable: finalize
+        then re-runs the valuation, which is deterministic)."""
         path = self._valuation_path(round_id)
-        if not path.exists():
-            return {}
-        return {d["site"]: d for d in json.loads(path.read_text(encoding="utf-8"))}
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            sites = {d["site"]: d for d in doc["sites"]}
+            raw = doc["standing"]
+            return sites, None if raw is None else roundlog.Standing.from_json(raw)
+        except (OSError, ValueError, KeyError, TypeError, FedtrailError):
+            return {}, None
 
     def finalize(self, round_id: int) -> RoundOutcome:
         """Aggregates with the weights read back from the chain, stores, finalizes."""
@@ -446,13 +493,20 @@ class AggregatorService:
         blob = encode_model(new_state, spec=self.spec, round=round_id)
         global_cid, global_sha = self._put(blob)
         before, after = self._evaluate(global_state), self._evaluate(new_state)
-        saved = self._load_valuation(round_id)
-        if not saved or any(saved.get(s.site, {}).get("score") != s.score for s in subs):
+        saved, standing = self._load_valuation(round_id)
+        terms_standing = roundlog.ValuationSettings.from_json(
+            self.terms(round_id)[0].valuation
+        ).standing
+        if (
+            not saved
+            or any(saved.get(s.site, {}).get("score") != s.score for s in subs)
+            or bool(terms_standing) != (standing is not None)
+        ):
             # The local record is gone or disagrees with the chain: rebuild the components.
-            recomputed = self._valuate(round_id, global_state, pairs)
+            report, standing = self._valuate(round_id, global_state, pairs)
             saved = {
                 v.site: {"components": v.components, "explanation": v.explanation}
-                for v in recomputed
+                for v in report.sites
             }
         explanations = (
             self._explanations(round_id, new_state) if self.settings.explain_method else None
@@ -467,6 +521,7 @@ class AggregatorService:
             before,
             after,
             explanations=explanations,
+            standing=standing,
         )
         log_blob = record.to_bytes()
         log_cid, log_sha = self._put(log_blob)
@@ -537,6 +592,7 @@ class AggregatorService:
         after: Metrics,
         *,
         explanations: roundlog.ModelExplanations | None = None,
+        standing: roundlog.Standing | None = None,
     ) -> roundlog.RoundLog:
         """The round's log from the chain's submissions, the saved valuation details and the
         round's committed terms (whose settings it repeats, with a reference to them)."""
@@ -574,6 +630,7 @@ class AggregatorService:
             before=_metrics_record(before),
             after=_metrics_record(after),
             explanations=explanations,
+            standing=standing,
         )
 
     # ---------------------------------------------------------------- driving

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from fedtrail.auditor.claims import mark_site
+from fedtrail.auditor.standing import check_standing, compare_standing
 from fedtrail.errors import (
     ConfigError,
     ContentNotFound,
@@ -66,6 +67,10 @@ SCORE_TOLERANCE = 1_000
 # by about 1e-7 and AUC or F1 by one sample's share if a score crosses a tie or the threshold,
 # so an auditor on other hardware passes a larger ``metrics_tolerance``.
 METRICS_TOLERANCE = 1e-9
+
+# Normalised and accumulated values re-derived from the validation game: floats from the same
+# evaluations as the scores, so the same last-bits caveat; far below any value that moves a score.
+STANDING_TOLERANCE = 1e-6
 
 # Reason codes (aggregator.valuation.base.Reason) for updates that could not be read at valuation.
 UNUSABLE_REASONS = frozenset({Reason.TAMPERED, Reason.MALFORMED})
@@ -211,6 +216,8 @@ def verify_round(
             audit.add("terms.hash", False, f"{info.terms_cid} matches its hash but: {exc}")
     if terms is not None and log is not None:
         _check_terms(audit, log, terms, info)
+    if log is not None:
+        _standing_checks(audit, ledger, store, log, terms)
 
     # the weights, recomputed from the on-chain counts and scores
     try:
@@ -349,6 +356,7 @@ def verify_round(
                 validation,
                 score_tolerance,
                 terms,
+                (ledger, store),
             )
         with _Timer(audit, "metrics"):
             _check_metrics(
@@ -456,10 +464,13 @@ def _check_scores(
     validation: ImageDataset,
     tolerance: int,
     terms: RoundTerms | None = None,
+    chain: tuple[Ledger, ContentStore] | None = None,
 ) -> None:
     """Re-runs the aggregator's valuation with the settings of the round's terms (the log's
-    for a round without terms)."""
+    for a round without terms); with ``standing``, under the history the chain and the
+    previous log hold (``chain``), and compares the log's standing block too."""
     from fedtrail.valuation import Candidate, value_round
+    from fedtrail.valuation.chained import carried_history, combiner_from, standing_of
 
     settings = log.settings.valuation
     expected_validation = log.validation.sha256
@@ -487,7 +498,12 @@ def _check_scores(
         for s in subs
     ]
     try:
-        recomputed = value_round(
+        carried = None
+        if settings.standing:
+            if chain is None:
+                raise FedtrailError("valuation with standing needs the chain and the store")
+            carried = carried_history(chain[0], chain[1], log.round, spec)
+        report = value_round(
             global_state=start,
             spec=spec,
             candidates=candidates,
@@ -496,10 +512,15 @@ def _check_scores(
             metric=settings.metric,
             seed=log.valuation_seed if settings.seed is None else settings.seed,
             explanation_check=bool(settings.explanation_check),
-        ).sites
+            combiner=combiner_from(settings),
+            history=None if carried is None else carried.history,
+        )
+        recomputed = report.sites
     except (FedtrailError, KeyError, TypeError, ValueError) as exc:
         audit.add("scores.recomputed", False, f"cannot re-run the valuation: {exc}")
         return
+    if carried is not None:
+        audit.add(*compare_standing(log.standing, standing_of(carried, report), STANDING_TOLERANCE))
     by_site = {v.site: v for v in recomputed}
     diffs = [abs(by_site[s.site].score - s.score) for s in subs]
     reasons_equal = all(int(by_site[s.site].reason) == s.reason for s in subs)
@@ -513,6 +534,25 @@ def _check_scores(
         + f", largest score difference {worst} (tolerance {tolerance}: floating-point "
         "evaluation may differ in the last bits across machines)",
     )
+
+
+def _standing_checks(
+    audit: RoundAudit,
+    ledger: Ledger,
+    store: ContentStore,
+    log: RoundLog,
+    terms: RoundTerms | None,
+) -> None:
+    """The standing block's public checks (:mod:`fedtrail.auditor.standing`), under the terms'
+    valuation settings (the log's for a round without terms)."""
+    settings = log.settings.valuation
+    if terms is not None:
+        try:
+            settings = ValuationSettings.from_json(terms.valuation)
+        except InvalidLog:
+            return  # terms.valuation already failed
+    for check in check_standing(ledger, store, log, settings, ledger.get_submissions(log.round)):
+        audit.add(*check)
 
 
 def _spec_from(log: RoundLog) -> ModelSpec:

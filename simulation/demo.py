@@ -41,7 +41,8 @@ class Scenario:
     copy_sites: int = 0
     rule: str = "weighted"
     valuation: str = "shapley"
-    metric: str = "loss"
+    metric: str = "balanced_loss"
+    standing: bool = True
     compression: str = "none"
     alpha: float = 3.0
     epochs: int = 3
@@ -137,6 +138,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
             rule=AggregationRule(name=scenario.rule),
             valuation=scenario.valuation,
             metric=scenario.metric,
+            standing=scenario.standing,
             explanation_check=scenario.shortcut_sites > 0,
             seed=scenario.seed,
         ),
@@ -275,6 +277,7 @@ def demo(
     valuation: str,
     compression: str,
     metric: str,
+    standing: bool,
     alpha: float,
     seed: int,
     workdir: Path | None,
@@ -294,6 +297,7 @@ def demo(
         valuation=valuation,
         compression=compression,
         metric=metric,
+        standing=standing,
         alpha=alpha,
         seed=seed,
     )

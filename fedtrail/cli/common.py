@@ -97,17 +97,25 @@ def store_option(func: F) -> F:
 
 
 def aggregation_options(func: F) -> F:
-    """--rule, --valuation, --metric: shared by `aggregator run` and `demo`; the choices are the
-    registries' names (imported here, not at module level: they load torch)."""
+    """--rule, --valuation, --metric, --standing: shared by `aggregator run` and `demo`; the
+    choices are the registries' names (imported here, not at module level: they load torch)."""
     from fedtrail.ml.aggregation import RULE_NAMES
     from fedtrail.valuation import AUTO_EXACT_SITES, METHODS, METRICS
 
     func = click.option(
+        "--standing/--per-round",
+        default=True,
+        show_default=True,
+        help="Score from values accumulated across rounds, demote-only (chained through the "
+        "round logs), or each round on its own.",
+    )(func)
+    func = click.option(
         "--metric",
         type=click.Choice(METRICS),
-        default="loss",
+        default="balanced_loss",
         show_default=True,
-        help="Validation utility of the valuation.",
+        help="Validation utility of the valuation (balanced_loss: class-balanced log loss "
+        "after an intercept fit, which values label quality rather than label prior).",
     )(func)
     func = click.option(
         "--valuation",

@@ -127,6 +127,12 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
+def _values(value: Any, where: str) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise InvalidLog(f"explanation log invalid at {where}: not an object")
+    return {_str(k, where): _number(v, f"{where}/{k}") for k, v in value.items()}
+
+
 def _only(doc: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
     extra = sorted(set(doc) - set(allowed))
     if extra:
@@ -166,15 +172,27 @@ class ValuationSettings:
     """How the round's scores were computed, so an auditor can re-run the valuation.
 
     ``seed`` and ``explanation_check`` are absent (None) in logs written before the auditor
-    re-ran valuations; they are written only when set.
+    re-ran valuations; they are written only when set. ``standing`` True: scores from the values
+    accumulated across rounds (the log's :class:`Standing` block), demote-only; absent or False:
+    each round scored on its own. ``combiner``: the valuation's thresholds (the fields of
+    ``fedtrail.valuation.Combiner``); absent: that class's defaults.
     """
 
     method: str
     metric: str
     seed: int | None = None
     explanation_check: bool | None = None
+    standing: bool | None = None
+    combiner: Mapping[str, float] | None = None
 
-    _FIELDS: ClassVar[tuple[str, ...]] = ("method", "metric", "seed", "explanation_check")
+    _FIELDS: ClassVar[tuple[str, ...]] = (
+        "method",
+        "metric",
+        "seed",
+        "explanation_check",
+        "standing",
+        "combiner",
+    )
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"method": self.method, "metric": self.metric}
@@ -182,6 +200,10 @@ class ValuationSettings:
             doc["seed"] = self.seed
         if self.explanation_check is not None:
             doc["explanation_check"] = self.explanation_check
+        if self.standing is not None:
+            doc["standing"] = self.standing
+        if self.combiner is not None:
+            doc["combiner"] = dict(self.combiner)
         return doc
 
     @classmethod
@@ -191,15 +213,26 @@ class ValuationSettings:
         for key in ("method", "metric"):
             if key not in doc:
                 raise InvalidLog(f"explanation log invalid at {where}: '{key}' is missing")
-        check = doc.get("explanation_check")
-        if check is not None and not isinstance(check, bool):
-            raise InvalidLog(f"explanation log invalid at {where}/explanation_check: not a bool")
+        for key in ("explanation_check", "standing"):
+            flag = doc.get(key)
+            if flag is not None and not isinstance(flag, bool):
+                raise InvalidLog(f"explanation log invalid at {where}/{key}: not a bool")
+        combiner = doc.get("combiner")
+        if combiner is not None:
+            if not isinstance(combiner, Mapping):
+                raise InvalidLog(f"explanation log invalid at {where}/combiner: not an object")
+            combiner = {
+                _str(k, f"{where}/combiner"): _number(v, f"{where}/combiner/{k}")
+                for k, v in combiner.items()
+            }
         seed = doc.get("seed")
         return cls(
             method=_str(doc["method"], f"{where}/method"),
             metric=_str(doc["metric"], f"{where}/metric"),
             seed=None if seed is None else _int(seed, f"{where}/seed"),
-            explanation_check=check,
+            explanation_check=doc.get("explanation_check"),
+            standing=doc.get("standing"),
+            combiner=combiner,
         )
 
 
@@ -519,6 +552,89 @@ class ModelExplanations:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PreviousLog:
+    """The log a round's standing continues: the latest round finalized before it."""
+
+    round: int
+    cid: str
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"round": self.round, "cid": self.cid, "sha256": self.sha256}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Standing:
+    """Each site's value accumulated across rounds (valuation with ``standing``), chained
+    through the logs so an auditor re-derives it: ``before`` must equal the previous log's
+    ``after`` (empty for the first round), ``after`` is ``before`` plus ``normalised`` (None in
+    the warm-up round, ``valued_rounds`` 0, and in a round with no positive total gain), and
+    every OK site's score follows from its ``after`` value. ``references``: the earlier
+    updates this round's updates were checked against for free-riding, by label."""
+
+    previous: PreviousLog | None
+    valued_rounds: int
+    before: Mapping[str, float]
+    normalised: Mapping[str, float] | None
+    after: Mapping[str, float]
+    references: tuple[str, ...] = ()
+
+    _FIELDS: ClassVar[tuple[str, ...]] = (
+        "previous",
+        "valued_rounds",
+        "before",
+        "normalised",
+        "after",
+        "references",
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "previous": None if self.previous is None else self.previous.to_json(),
+            "valued_rounds": self.valued_rounds,
+            "before": dict(self.before),
+            "normalised": None if self.normalised is None else dict(self.normalised),
+            "after": dict(self.after),
+            "references": list(self.references),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Standing:
+        where = "standing"
+        if not isinstance(doc, Mapping):
+            raise InvalidLog(f"explanation log invalid at {where}: not an object")
+        _only(doc, cls._FIELDS, where)
+        missing = [k for k in cls._FIELDS if k not in doc]
+        if missing:
+            raise InvalidLog(f"explanation log invalid at {where}: missing {', '.join(missing)}")
+        prev = doc["previous"]
+        if prev is not None:
+            if not isinstance(prev, Mapping):
+                raise InvalidLog(f"explanation log invalid at {where}/previous: not an object")
+            _only(prev, ("round", "cid", "sha256"), f"{where}/previous")
+            prev = PreviousLog(
+                round=_int(prev.get("round"), f"{where}/previous/round"),
+                cid=_str(prev.get("cid"), f"{where}/previous/cid"),
+                sha256=_str(prev.get("sha256"), f"{where}/previous/sha256"),
+            )
+        refs = doc["references"]
+        if not isinstance(refs, list):
+            raise InvalidLog(f"explanation log invalid at {where}/references: not a list")
+        valued = _int(doc["valued_rounds"], f"{where}/valued_rounds")
+        if valued < 0:
+            raise InvalidLog(f"explanation log invalid at {where}/valued_rounds: negative")
+        norm = doc["normalised"]
+        return cls(
+            previous=prev,
+            valued_rounds=valued,
+            before=_values(doc["before"], f"{where}/before"),
+            normalised=None if norm is None else _values(norm, f"{where}/normalised"),
+            after=_values(doc["after"], f"{where}/after"),
+            references=tuple(_str(r, f"{where}/references") for r in refs),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class RoundLog:
     """One round's explanation log (format ``fedtrail.explanation-log/1``).
 
@@ -536,6 +652,8 @@ class RoundLog:
     metrics: MetricsPair
     summary: str
     explanations: Mapping[str, Any] | None = None
+    standing: Standing | None = None
+    """Accumulated values (valuation with ``standing``); None for per-round valuation."""
 
     @property
     def valuation_seed(self) -> int:
@@ -567,6 +685,8 @@ class RoundLog:
         }
         if self.explanations is not None:
             doc["explanations"] = dict(self.explanations)
+        if self.standing is not None:
+            doc["standing"] = self.standing.to_json()
         return doc
 
     def to_bytes(self) -> bytes:
@@ -618,6 +738,7 @@ class RoundLog:
             ),
             summary=doc["summary"],
             explanations=dict(doc["explanations"]) if "explanations" in doc else None,
+            standing=Standing.from_json(doc["standing"]) if "standing" in doc else None,
         )
 
 
@@ -634,6 +755,7 @@ def build_round_log(
     before: RoundMetrics,
     after: RoundMetrics,
     explanations: ModelExplanations | None = None,
+    standing: Standing | None = None,
 ) -> RoundLog:
     """The log the aggregator writes at finalize: the included sites are those with on-chain
     weight > 0, in the given (aggregation) order, and the summary is derived from the rest."""
@@ -653,6 +775,7 @@ def build_round_log(
             f"{_auc(before.auc)} -> {_auc(after.auc)}."
         ),
         explanations=None if explanations is None else explanations.to_json(),
+        standing=standing,
     )
 
 

@@ -38,19 +38,17 @@ Methods (:data:`METHODS`):
     every score 1e6, so the on-chain weights are the sample-count shares.
 ``valuation``
     scores from :func:`fedtrail.valuation.value_round` with a
-    :class:`~fedtrail.valuation.History` carried across rounds as the aggregator service is to
-    carry it once wired in (NOT YET: today `fedtrail aggregator run` values every round on its
-    own, ``history=None``, metric ``loss``, default thresholds, so this method measures the
-    issue-12 candidate, not the shipped service): the previous round's accumulated values,
-    the number of rounds valued before (round 1 is
-    the warm-up), and as free-rider references every site's update of the previous round and
-    the last global delta applied. Metric ``balanced_loss`` (``SimConfig.metric``), thresholds
-    :data:`~fedtrail.valuation.HISTORY_COMBINER` (``SimConfig.combiner``), exact Shapley
-    (replaced by Monte-Carlo above 8 sites; ``SimConfig.valuation`` selects ``mc_shapley`` or
-    ``loo``), on the aggregator's validation split. A round where every score is 0 is skipped
-    (the global model stays), as the aggregator service does: the contract refuses a valuation
-    of zero total weight; its accumulated values are carried on all the same (they come from
-    the validation game, not from the chain).
+    :class:`~fedtrail.valuation.History` carried across rounds by the rule `fedtrail aggregator
+    run` uses (its defaults: ``--standing``, metric ``balanced_loss``,
+    :data:`~fedtrail.valuation.HISTORY_COMBINER`; :mod:`fedtrail.valuation.chained`): from the
+    last round that closed with weights, its accumulated values, the number of rounds valued
+    (round 1 is the warm-up), and as free-rider references its updates and the global delta
+    it applied. Exact Shapley (replaced by Monte-Carlo above 8 sites;
+    ``SimConfig.valuation`` selects ``mc_shapley`` or ``loo``), on the aggregator's validation
+    split. A round where every score is 0 is skipped (the global model stays) and carries
+    nothing on, as the service cancels it: the contract refuses a valuation of zero total
+    weight. Not simulated here: the chain's commit-then-reveal, duplicate detection in commit
+    order and canonical-encoding checks (no site in these scenarios copies another).
 ``median``, ``trimmed_mean``, ``krum``, ``norm_clip``
     the robust rule of :class:`fedtrail.ml.aggregation.AggregationRule` over every update, with the
     FedAvg weights (``trim_ratio`` 0.2; ``krum_f`` = the number of faulty sites, at least 1 and
@@ -515,6 +513,8 @@ def _run_federated(
             continue
         counts = [result.site_samples[i] for i, _ in sent]
         if method == "valuation":
+            # The history by the service's rule (fedtrail.valuation.chained): from the last
+            # round that closed with weights, its updates and its global delta.
             references: dict[str, Mapping[str, torch.Tensor]] = {
                 f"{result.site_names[i]}'s update of the previous round": d
                 for i, d in sorted(previous.items())
@@ -541,9 +541,7 @@ def _run_federated(
                 combiner=config.combiner,
                 history=history,
             )
-            valued_rounds += 1
-            accumulated = dict(report.accumulated or {})
-            record.accumulated = dict(accumulated)
+            record.accumulated = dict(report.accumulated or {})
             valuations = report.sites
             record.valuation_seconds = time.perf_counter() - t0
             record.valuation_method = report.method
@@ -553,12 +551,16 @@ def _run_federated(
         else:
             record.scores = [SCORE_SCALE] * len(sent)
             record.reasons = ["OK"] * len(sent)
-        previous = dict(sent)
         if not any(record.scores):
+            # Cancelled, as the service does: nothing of this round is carried on.
             if log is not None:
                 log(f"  {method} round {r}: every score 0, round skipped")
             continue
+        if method == "valuation":
+            valued_rounds += 1
+            accumulated = dict(record.accumulated or {})
         record.weights = onchain_weights(counts, record.scores)
+        previous = dict(sent)
         record.skipped = False
         agg = aggregate(rule, [d for _, d in sent], record.weights)
         state = apply_delta(state, agg)

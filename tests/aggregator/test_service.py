@@ -91,7 +91,7 @@ def test_full_round_scores_bad_updates_zero_with_the_right_reason(
         w3=embedded.w3,
         coordinator=embedded.coordinator,
         aggregator=embedded.aggregator,
-        settings=AggregatorSettings(seed=3),
+        settings=AggregatorSettings(seed=3, standing=False, metric="loss"),
     )
     ledger, service = fed.ledger, fed.service
     r = service.open_next()
@@ -227,7 +227,7 @@ def test_round_falls_back_to_data_free_scores_when_no_update_lowers_the_loss(
         store=store,
         account=embedded.aggregator,
         validation=splits.val,
-        settings=AggregatorSettings(metric="loss", explain_method=None),
+        settings=AggregatorSettings(metric="loss", standing=False, explain_method=None),
         folder=tmp_path / "agg",
     )
     r = service.open_next()

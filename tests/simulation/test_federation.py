@@ -37,7 +37,13 @@ def _small(n: int, offset: int) -> ImageDataset:
     return train.subset(np.arange(offset, offset + n))
 
 
-def _build(env: ChainEnv, tmp: Path, sites: list[SiteSetup], **kwargs: object) -> Federation:
+def _build(
+    env: ChainEnv,
+    tmp: Path,
+    sites: list[SiteSetup],
+    settings: AggregatorSettings | None = None,
+    **kwargs: object,
+) -> Federation:
     return build_federation(
         w3=env.w3,
         coordinator=env.coordinator,
@@ -46,7 +52,7 @@ def _build(env: ChainEnv, tmp: Path, sites: list[SiteSetup], **kwargs: object) -
         store=LocalStore(tmp / "store"),
         folder=tmp,
         validation=load_bundled().val,
-        settings=AggregatorSettings(valuation="loo", explain_method=None),
+        settings=settings or AggregatorSettings(valuation="loo", explain_method=None),
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -151,7 +157,11 @@ def test_a_round_with_faulty_sites_closes_and_verifies(embedded: ChainEnv, tmp_p
         _site(embedded, 1, fault=noisy),
         _site(embedded, 2, fault=SiteFault(kind="sign_flip")),
     ]
-    fed = _build(embedded, tmp_path, sites)
+    # Valued per round: with standing, round 1 is the warm-up that scores every screened update.
+    per_round = AggregatorSettings(
+        valuation="loo", metric="loss", explain_method=None, standing=False
+    )
+    fed = _build(embedded, tmp_path, sites, settings=per_round)
     given = sites[1].train
     assert given is not None
     assert np.array_equal(fed.nodes[1].train.labels, noisy.apply_to_data(given).labels)

@@ -1,0 +1,175 @@
+"""Checks of a round's standing block: values accumulated across rounds, chained through logs.
+
+With valuation ``standing`` (the round's terms say so) every OK site's score follows from its
+accumulated value, and that value from the previous round's log plus this round's normalised
+values. What an auditor checks with public data alone (``standing.chain``,
+``standing.accumulated``, ``standing.scores``):
+
+* the block continues the right log: the latest round finalized before this one, by the CID
+  and sha256 the chain holds for it; ``before`` is that log's ``after``, ``valued_rounds`` one
+  more than its own (0 and nothing before when there is no such round or block); the references
+  are that round's readable updates and its global delta (:mod:`fedtrail.valuation.chained`);
+* ``after`` is exactly ``before`` plus ``normalised`` (same float arithmetic, so bit-equal);
+  the normalised values are shares (their absolute values sum to at most 1) and only sites
+  that passed the screening have one;
+* each site scored from its standing (reason OK or LOW_QUALITY) has the score
+  :func:`~fedtrail.valuation.standing.demoted_score` gives its ``after`` value under the terms'
+  ``demote_scale``, and LOW_QUALITY exactly when that score is 0.
+
+The normalised values themselves come from the validation game: with the validation set,
+``standing.recomputed`` re-runs it (in ``audit verify --validation``); without it they are
+the aggregator's claim, bounded by the checks above.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from fedtrail.errors import FedtrailError
+from fedtrail.ledger import Ledger, Submission
+from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.roundlog import RoundLog, Standing, ValuationSettings
+from fedtrail.storage.store import ContentStore
+from fedtrail.valuation.chained import (
+    combiner_from,
+    global_label,
+    previous_round,
+    reference_label,
+    reference_submissions,
+)
+from fedtrail.valuation.standing import accumulate, demoted_score
+
+__all__ = ["Check", "check_standing", "compare_standing"]
+
+Check = tuple[str, bool, str]
+"""(check name, passed, detail), as :class:`~fedtrail.auditor.verify.RoundAudit` adds them."""
+
+SCORED_FROM_STANDING = (int(Reason.OK), int(Reason.LOW_QUALITY))
+
+
+def _expected_previous(
+    ledger: Ledger, store: ContentStore, round_id: int
+) -> tuple[int | None, str, str, Standing | None, list[str]]:
+    prev = previous_round(ledger, round_id)
+    if prev is None:
+        return None, "", "", None, []
+    info = ledger.get_round(prev)
+    log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256))
+    refs = [reference_label(s.site, prev) for s in reference_submissions(ledger, prev)]
+    refs.append(global_label(prev))
+    return prev, info.log_cid, info.log_sha256, log.standing, refs
+
+
+def check_standing(
+    ledger: Ledger,
+    store: ContentStore,
+    log: RoundLog,
+    settings: ValuationSettings,
+    subs: list[Submission],
+) -> list[Check]:
+    """The public checks of the module docstring (none for a round valued per round)."""
+    standing = log.standing
+    if not settings.standing:
+        if standing is None:
+            return []
+        return [("standing.chain", False, "the terms value per round, the log shows standing")]
+    if standing is None:
+        return [("standing.chain", False, "the terms value with standing; the log has none")]
+    out: list[Check] = []
+    try:
+        prev, cid, sha, prev_standing, refs = _expected_previous(ledger, store, log.round)
+    except FedtrailError as exc:
+        return [("standing.chain", False, f"cannot read the previous round's log: {exc}")]
+    problems = []
+    got = standing.previous
+    if prev is None:
+        if got is not None:
+            problems.append(f"names round {got.round}'s log, but no round was finalized before")
+    elif got is None or (got.round, got.cid, got.sha256) != (prev, cid, sha):
+        problems.append(f"does not continue round {prev}'s log {cid}")
+    before = dict(prev_standing.after) if prev_standing else {}
+    valued = prev_standing.valued_rounds + 1 if prev_standing else 0
+    if dict(standing.before) != before:
+        problems.append("'before' differs from the previous log's 'after'")
+    if standing.valued_rounds != valued:
+        problems.append(f"valued_rounds {standing.valued_rounds}, expected {valued}")
+    if list(standing.references) != refs:
+        problems.append("references are not the previous round's readable updates and delta")
+    out.append(
+        (
+            "standing.chain",
+            not problems,
+            "; ".join(problems)
+            if problems
+            else "continues "
+            + (f"round {prev}'s log" if prev is not None else "nothing (first round)")
+            + f", {len(before)} accumulated value(s) carried in",
+        )
+    )
+
+    norm = dict(standing.normalised or {})
+    passed_sites = {s.site for s in subs if s.reason in SCORED_FROM_STANDING}
+    problems = []
+    if standing.valued_rounds == 0 and standing.normalised is not None:
+        problems.append("the warm-up round accumulates nothing, yet normalised values are shown")
+    if not set(norm) <= passed_sites:
+        problems.append("normalised values for sites not scored from standing")
+    if math.fsum(abs(v) for v in norm.values()) > 1.0 + 1e-9:
+        problems.append("normalised values are not shares (sum of |value| > 1)")
+    if dict(standing.after) != accumulate(standing.before, norm):
+        problems.append("'after' is not 'before' plus 'normalised'")
+    out.append(
+        (
+            "standing.accumulated",
+            not problems,
+            "; ".join(problems) or f"after = before + normalised for {len(standing.after)} site(s)",
+        )
+    )
+
+    try:
+        scale = combiner_from(settings).demote_scale
+    except FedtrailError as exc:
+        out.append(("standing.scores", False, f"the terms' thresholds are unusable: {exc}"))
+        return out
+    wrong = []
+    for s in subs:
+        if s.reason not in SCORED_FROM_STANDING:
+            continue
+        expected = demoted_score(float(standing.after.get(s.site, 0.0)), demote_scale=scale)
+        low = s.reason == int(Reason.LOW_QUALITY)
+        if s.score != expected or low != (expected == 0):
+            wrong.append(f"{s.site[:10]} score {s.score} reason {s.reason}, expected {expected}")
+    out.append(
+        (
+            "standing.scores",
+            not wrong,
+            "; ".join(wrong)
+            or f"every score follows from the accumulated value (demote_scale {scale:g})",
+        )
+    )
+    return out
+
+
+def compare_standing(claimed: Standing | None, recomputed: Standing, tolerance: float) -> Check:
+    """``standing.recomputed``: the log's normalised and accumulated values against a re-run."""
+    if claimed is None:
+        return ("standing.recomputed", False, "the log has no standing block")
+
+    def worst(a: Mapping[str, float] | None, b: Mapping[str, float] | None) -> float:
+        if (a is None) != (b is None):
+            return math.inf
+        a, b = a or {}, b or {}
+        if set(a) != set(b):
+            return math.inf
+        return max((abs(a[k] - b[k]) for k in a), default=0.0)
+
+    diff = max(
+        worst(claimed.normalised, recomputed.normalised), worst(claimed.after, recomputed.after)
+    )
+    return (
+        "standing.recomputed",
+        diff <= tolerance,
+        f"normalised and accumulated values re-derived: largest difference {diff:.3g} "
+        f"(tolerance {tolerance:g})",
+    )

@@ -1,0 +1,142 @@
+"""A round's :class:`~fedtrail.valuation.standing.History`, read from public data.
+
+Valuation with ``standing`` needs what earlier rounds left: each site's accumulated value and
+the earlier updates a free-rider could resend. Both are taken from the chain and the store
+only, by the one rule here that the aggregator (to score) and the auditor (to check) share:
+
+* the **previous round** is the latest round finalized before this one (a cancelled round
+  leaves nothing behind: its values are not carried);
+* the **accumulated values** are that round's log's ``standing.after`` (none, and this round is
+  the warm-up, when there is no such round or its log has no standing block);
+* the **references** are that round's readable updates (``"<address>'s update of round r"``:
+  every revealed update except those scored TAMPERED or MALFORMED, whose bytes were unusable;
+  a free-rider's own resend counts, so resending the same update again is caught again) and
+  the global delta it applied (``"the global delta of round r"``).
+
+Everything fetched is checked against its on-chain sha256 by the store; a blob that cannot be
+fetched or decoded raises (the history must be the same for everyone, so there is no skipping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Final
+
+import torch
+
+from fedtrail.errors import ConfigError, FedtrailError
+from fedtrail.ledger import Ledger, Submission
+from fedtrail.ml.models import ModelSpec
+from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.roundlog import PreviousLog, RoundLog, Standing, ValuationSettings
+from fedtrail.storage.codec import decode_model, decode_update
+from fedtrail.storage.store import ContentStore
+from fedtrail.valuation.combine import HISTORY_COMBINER, Combiner, RoundValuation
+from fedtrail.valuation.standing import History
+
+__all__ = [
+    "UNREADABLE",
+    "Carried",
+    "carried_history",
+    "combiner_from",
+    "global_label",
+    "previous_round",
+    "reference_label",
+    "reference_submissions",
+    "standing_of",
+]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Carried:
+    """The history a round is valued with, and where it came from (for the round's log)."""
+
+    history: History
+    previous: PreviousLog | None
+
+
+def combiner_from(settings: ValuationSettings) -> Combiner:
+    """The thresholds a round's valuation settings name: their ``combiner`` fields over the
+    defaults (:data:`HISTORY_COMBINER` with ``standing``, :class:`Combiner` without)."""
+    base = HISTORY_COMBINER if settings.standing else Combiner()
+    if settings.combiner is None:
+        return base
+    known = {f.name for f in fields(Combiner)}
+    unknown = sorted(set(settings.combiner) - known)
+    if unknown:
+        raise ConfigError(f"unknown valuation threshold(s) {', '.join(unknown)}")
+    values = {f.name: getattr(base, f.name) for f in fields(Combiner)}
+    for name, value in settings.combiner.items():
+        current = values[name]
+        values[name] = int(value) if isinstance(current, int) and value == int(value) else value
+    return Combiner(**values)
+
+
+UNREADABLE: Final = frozenset(
+    {int(Reason.TAMPERED), int(Reason.MALFORMED), int(Reason.NOT_REVEALED)}
+)
+"""Reasons of updates whose bytes the round could not use: never references."""
+
+
+def reference_submissions(ledger: Ledger, round_id: int) -> list[Submission]:
+    """The updates of ``round_id`` that serve as free-rider references, in the chain's order."""
+    return [s for s in ledger.get_submissions(round_id) if s.cid and s.reason not in UNREADABLE]
+
+
+def reference_label(site: str, round_id: int) -> str:
+    return f"{site}'s update of round {round_id}"
+
+
+def global_label(round_id: int) -> str:
+    return f"the global delta of round {round_id}"
+
+
+def previous_round(ledger: Ledger, round_id: int) -> int | None:
+    """The latest round finalized before ``round_id`` (None: there is none)."""
+    for r in range(round_id - 1, 0, -1):
+        if ledger.get_round(r).phase == Phase.FINALIZED:
+            return r
+    return None
+
+
+def carried_history(ledger: Ledger, store: ContentStore, round_id: int, spec: ModelSpec) -> Carried:
+    """The history ``round_id`` is valued with (see the module docstring)."""
+    prev = previous_round(ledger, round_id)
+    if prev is None:
+        return Carried(history=History(), previous=None)
+    info = ledger.get_round(prev)
+    log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256))
+    if log.round != prev:
+        raise FedtrailError(f"the log of round {prev} names round {log.round}")
+    references: dict[str, Mapping[str, torch.Tensor]] = {}
+    for sub in reference_submissions(ledger, prev):
+        delta, _ = decode_update(store.get(sub.cid, sub.sha256), spec=spec, expected_round=prev)
+        references[reference_label(sub.site, prev)] = delta
+    start, _ = decode_model(store.get(info.start_cid, info.start_sha256), spec=spec)
+    final, _ = decode_model(store.get(info.global_cid, info.global_sha256), spec=spec)
+    # final - start, in float32 as stored: the delta the round applied, up to rounding (the
+    # stale check's tolerance is far wider than that).
+    references[global_label(prev)] = {k: final[k] - start[k] for k in start}
+    standing = log.standing
+    history = History(
+        accumulated=dict(standing.after) if standing else {},
+        valued_rounds=standing.valued_rounds + 1 if standing else 0,
+        references=references,
+    )
+    return Carried(
+        history=history,
+        previous=PreviousLog(round=prev, cid=info.log_cid, sha256=info.log_sha256),
+    )
+
+
+def standing_of(carried: Carried, report: RoundValuation) -> Standing:
+    """The round log's standing block for a round valued with ``carried``."""
+    return Standing(
+        previous=carried.previous,
+        valued_rounds=carried.history.valued_rounds,
+        before=dict(carried.history.accumulated),
+        normalised=None if report.normalised is None else dict(report.normalised),
+        after=dict(report.accumulated or {}),
+        references=tuple(carried.history.references),
+    )

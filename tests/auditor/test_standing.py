@@ -1,0 +1,144 @@
+"""Valuation with standing, end to end on the embedded chain: the aggregator records each
+round's accumulated values chained through the previous log, and `audit verify` re-derives
+them (publicly, and from the validation set), failing a log that lies about them."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedtrail.auditor.standing import check_standing
+from fedtrail.auditor.verify import verify_all, verify_round
+from fedtrail.ml.datasets import load_bundled
+from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
+from tests.auditor.test_verify import federation
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _failed(audit: Any) -> dict[str, str]:
+    return {c.name: c.detail for c in audit.checks if not c.passed}
+
+
+@pytest.fixture(scope="module")
+def three_rounds(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return federation(tmp_path_factory.mktemp("standing"), rounds=3)
+
+
+def _log(fed: Any, round_id: int) -> RoundLog:
+    info = fed.ledger.get_round(round_id)
+    return RoundLog.from_bytes(fed.store.get(info.log_cid, info.log_sha256))
+
+
+def test_each_round_log_continues_the_previous_one(three_rounds: Any) -> None:
+    fed = three_rounds
+    logs = [_log(fed, r) for r in (1, 2, 3)]
+    assert all(log.standing is not None for log in logs)
+    first, second, third = (log.standing for log in logs)
+    assert first is not None and second is not None and third is not None
+    assert first.previous is None and first.valued_rounds == 0 and first.normalised is None
+    assert dict(first.before) == {} and dict(first.after) == {}
+    info1 = fed.ledger.get_round(1)
+    assert second.previous is not None
+    assert (second.previous.round, second.previous.cid) == (1, info1.log_cid)
+    assert second.valued_rounds == 1 and second.normalised is not None
+    assert dict(third.before) == dict(second.after)
+    assert "the global delta of round 1" in second.references
+    assert logs[0].settings.valuation.standing is True
+    assert logs[0].settings.valuation.metric == "balanced_loss"
+
+
+def test_verify_re_derives_the_standing_publicly_and_from_the_validation_set(
+    three_rounds: Any,
+) -> None:
+    fed = three_rounds
+    audits = verify_all(fed.ledger, fed.store, validation=load_bundled().val)
+    assert all(a.passed for a in audits), [_failed(a) for a in audits]
+    names = {c.name for c in audits[2].checks}
+    assert {
+        "standing.chain",
+        "standing.accumulated",
+        "standing.scores",
+        "standing.recomputed",
+    } <= names
+
+
+def _lie(fed: Any, round_id: int, **changes: Any) -> dict[str, str]:
+    """Audit of ``round_id`` with its standing block changed (the log re-read, not re-hashed:
+    the checks are run on the altered record directly)."""
+    log = _log(fed, round_id)
+    assert log.standing is not None
+    forged = dataclasses.replace(log, standing=dataclasses.replace(log.standing, **changes))
+    settings = ValuationSettings.from_json(log.settings.valuation.to_json())
+    subs = fed.ledger.get_submissions(round_id)
+    return {
+        n: d for n, ok, d in check_standing(fed.ledger, fed.store, forged, settings, subs) if not ok
+    }
+
+
+def test_a_log_that_inflates_accumulated_values_fails(three_rounds: Any) -> None:
+    fed = three_rounds
+    log = _log(fed, 3)
+    assert log.standing is not None
+    site = next(iter(log.standing.after))
+    after = {**log.standing.after, site: log.standing.after[site] + 0.5}
+    bad = _lie(fed, 3, after=after)
+    assert (
+        "standing.accumulated" in bad
+        and "'after' is not 'before' plus" in bad["standing.accumulated"]
+    )
+
+
+def test_a_log_that_rewrites_history_fails_the_chain_check(three_rounds: Any) -> None:
+    fed = three_rounds
+    log = _log(fed, 3)
+    assert log.standing is not None
+    before = {s: 0.0 for s in log.standing.before}
+    bad = _lie(fed, 3, before=before, after=dict(before))
+    assert "before' differs from the previous log" in bad["standing.chain"]
+
+
+def test_a_score_that_does_not_follow_the_standing_fails(three_rounds: Any) -> None:
+    """A site driven to a very negative accumulated value must score 0 (LOW_QUALITY); a log
+    that claims so while the chain shows a full score fails standing.scores."""
+    fed = three_rounds
+    log = _log(fed, 3)
+    assert log.standing is not None and log.standing.normalised is not None
+    site = next(s.site for s in fed.ledger.get_submissions(3) if s.reason == 0)
+    norm = {**log.standing.normalised, site: -1.0}
+    norm = {s: (v if s == site else 0.0) for s, v in norm.items()}
+    after = dict(log.standing.before)
+    after[site] = after.get(site, 0.0) - 1.0
+    bad = _lie(fed, 3, normalised=norm, after=after)
+    assert "standing.scores" in bad and site[:10] in bad["standing.scores"]
+
+
+def test_made_up_normalised_values_fail_only_the_re_run(
+    three_rounds: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Normalised values the game did not give, kept consistent with the arithmetic and the
+    scores, pass the public checks; the re-run with the validation set catches them."""
+    real = RoundLog.to_bytes
+
+    def forged(log: RoundLog) -> bytes:
+        st = log.standing
+        if st is None or st.normalised is None:
+            return real(log)
+        # Halve every gain: scores (full while the accumulated value is >= 0) stay the same.
+        norm = {s: v / 2 if v > 0 else v for s, v in st.normalised.items()}
+        after = dict(st.before)
+        for s, v in norm.items():
+            after[s] = after.get(s, 0.0) + v
+        return real(
+            dataclasses.replace(log, standing=dataclasses.replace(st, normalised=norm, after=after))
+        )
+
+    monkeypatch.setattr(RoundLog, "to_bytes", forged)
+    fed = federation(tmp_path, rounds=2)
+    public = verify_round(fed.ledger, fed.store, 2)
+    assert not {n for n in _failed(public) if n.startswith("standing.")}
+    full = verify_round(fed.ledger, fed.store, 2, validation=load_bundled().val)
+    assert "standing.recomputed" in _failed(full)
