@@ -3,8 +3,8 @@
 :class:`Combiner` holds the thresholds and applies them in this order; the first that applies
 decides the reason, and every rejection scores 0:
 
-1. the candidate's own status (TAMPERED, MALFORMED, DUPLICATE, LATE, EXPLANATION_SHIFT, ... as
-   set by whoever fetched and checked it) -> 0 with that status;
+1. the candidate's own status (TAMPERED, MALFORMED, DUPLICATE, LATE, EXPLANATION_SHIFT,
+   IMPLAUSIBLE_SAMPLES, ... as set by whoever fetched and checked it) -> 0 with that status;
 2. data-free screening (only with at least ``min_robust_sites`` usable updates; with fewer,
    there is no consensus to compare against and the statistics are recorded but not used):
    ``cosine < min_cosine`` -> OUTLIER_DIRECTION, else ``norm_z > max_norm_z`` -> OUTLIER_NORM;
@@ -126,6 +126,12 @@ class Combiner:
     (with a :class:`~fedtrail.valuation.standing.History`).
     ``free_rider_norm`` (in [0, 1); default 0.01), ``stale_cosine`` (in [0, 1]; default 0.9999),
     ``stale_distance`` (>= 0; default 0.01): see :mod:`fedtrail.valuation.freeride`.
+    ``max_sample_ratio`` (> 1; default 10): a usable update whose claimed sample count is more
+    than this times the median claimed by the round's other usable updates (at least two) is
+    IMPLAUSIBLE_SAMPLES, weight 0. The ledger's per-site cap (set by the coordinator at
+    registration) is the hard limit; this catches a site that inflates its count within its cap
+    to take the weight. A federation with a genuinely much larger hospital needs a larger ratio
+    in its round terms (they are committed at open, so the auditor replays the same rule).
     """
 
     min_cosine: float = -0.5
@@ -137,6 +143,7 @@ class Combiner:
     free_rider_norm: float = 0.01
     stale_cosine: float = 0.9999
     stale_distance: float = 0.01
+    max_sample_ratio: float = 10.0
 
     def __post_init__(self) -> None:
         if not -1.0 <= _number("min_cosine", self.min_cosine) <= 1.0:
@@ -157,6 +164,8 @@ class Combiner:
             raise ConfigError(f"stale_cosine must lie in [0, 1], got {self.stale_cosine}")
         if _number("stale_distance", self.stale_distance) < 0:
             raise ConfigError(f"stale_distance must be non-negative, got {self.stale_distance}")
+        if _number("max_sample_ratio", self.max_sample_ratio) <= 1.0:
+            raise ConfigError(f"max_sample_ratio must be above 1, got {self.max_sample_ratio}")
 
     def screen(
         self, candidates: Sequence[Candidate], robust: Mapping[str, RobustStats]

@@ -10,7 +10,9 @@ Steps, in order:
    validation images stamped with a corner tag: a shortcut only shows on images that have one)
    -> EXPLANATION_SHIFT;
 2. own checks: layout, finiteness and sample count -> MALFORMED; an update equal to an earlier
-   site's -> DUPLICATE (the first one in address order keeps its score);
+   site's -> DUPLICATE (the first one in address order keeps its score); a sample count above
+   ``Combiner.max_sample_ratio`` times the median of the other usable updates' ->
+   IMPLAUSIBLE_SAMPLES;
 3. robust statistics over the usable updates and the data-free screening
    (:meth:`~fedtrail.valuation.combine.Combiner.screen`);
 4. the validation game (:data:`GAMES`) on the updates that passed: ``"shapley"`` exact, switching
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
@@ -154,7 +157,7 @@ def value_round(
 
 def _value(ctx: ValuationContext, method: str, comb: Combiner) -> RoundValuation:
     """Steps 2-5 for one context (with or without a validation split)."""
-    cands = _prechecked(ctx)
+    cands = _prechecked(ctx, comb)
     checked_ctx = replace(ctx, candidates=cands)
     ok = usable(checked_ctx)
     robust = robust_statistics(
@@ -186,7 +189,7 @@ def _value(ctx: ValuationContext, method: str, comb: Combiner) -> RoundValuation
 
 def _settle(ctx: ValuationContext, method: str, comb: Combiner, history: History) -> RoundValuation:
     """The round with a history: free-riders out, the game, accumulated demote-only scores."""
-    cands = _prechecked(ctx)
+    cands = _prechecked(ctx, comb)
     riders = free_riders(
         {c.site: c.delta for c in cands if c.usable and c.delta is not None},
         history.references,
@@ -257,8 +260,10 @@ def _fingerprint(delta: Mapping[str, torch.Tensor], names: Sequence[str]) -> str
     return h.hexdigest()
 
 
-def _prechecked(ctx: ValuationContext) -> list[Candidate]:
-    """The candidates with the round's own checks (step 2) applied to their status."""
+def _prechecked(ctx: ValuationContext, comb: Combiner) -> list[Candidate]:
+    """The candidates with the round's own checks (step 2) applied to their status: layout,
+    sample count, exact duplicates, then implausible sample counts (``comb.max_sample_ratio``
+    times the median of the other usable updates' counts)."""
     names = list(ctx.global_state)
     seen: dict[str, str] = {}
     out = []
@@ -276,5 +281,26 @@ def _prechecked(ctx: ValuationContext) -> list[Candidate]:
                     c = replace(c, status=Reason.DUPLICATE, detail=f"same update as {seen[fp]}'s")
                 else:
                     seen[fp] = c.site
+        out.append(c)
+    return _implausible_samples(out, comb.max_sample_ratio)
+
+
+def _implausible_samples(cands: list[Candidate], ratio: float) -> list[Candidate]:
+    """IMPLAUSIBLE_SAMPLES for a usable candidate claiming more than ``ratio`` times the median
+    count of the other usable candidates (at least two others; every candidate is judged
+    against the same set, so the order of the candidates does not matter)."""
+    counts = {c.site: c.num_samples for c in cands if c.usable}
+    out = []
+    for c in cands:
+        others = [n for site, n in counts.items() if site != c.site]
+        if c.usable and len(others) >= 2:
+            median = statistics.median(others)
+            if c.num_samples > ratio * median:
+                c = replace(
+                    c,
+                    status=Reason.IMPLAUSIBLE_SAMPLES,
+                    detail=f"claims {c.num_samples} samples, {c.num_samples / median:.1f}x the "
+                    f"median {median:g} of the other updates (more than {ratio:g}x)",
+                )
         out.append(c)
     return out
