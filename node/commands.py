@@ -195,6 +195,46 @@ def register(
         click.echo(f"sent {fund} ETH to {checksum(address)}")
 
 
+@node.command("set-max-samples")
+@click.argument("address")
+@click.argument("max_samples", metavar="MAX_SAMPLES", type=click.IntRange(1, 2**64 - 1))
+@ledger_options
+@signer_options
+@format_option()
+def set_max_samples(
+    address: str,
+    max_samples: int,
+    rpc_url: str | None,
+    deployment_path: Path,
+    contract: str | None,
+    keystore: Path | None,
+    dev_account: int | None,
+    fmt: str,
+) -> None:
+    """Coordinator helper: change the most samples a registered site may claim per update
+    (1..2**64-1; it applies from the site's next reveal on)."""
+    site = checksum(address)
+    ledger = open_ledger(rpc_url, deployment_path, contract)
+    signer = load_signer(ledger.w3, keystore, dev_account)
+    before = ledger.get_site(site)
+    tx = ledger.set_max_samples(signer, site, max_samples)
+    doc = {
+        "site": site,
+        "max_samples": max_samples,
+        "previous_max_samples": before.max_samples if before is not None else None,
+        "tx": tx.tx_hash,
+        "block": tx.block_number,
+        "gas_used": tx.gas_used,
+    }
+    if fmt == "json":
+        emit(doc, "json")
+    else:
+        click.echo(
+            f"{site} may claim at most {max_samples} samples per update from its next reveal on "
+            f"(was {doc['previous_max_samples']}; tx {tx.tx_hash})"
+        )
+
+
 def _load_folder(folder: Path, **overrides: Any) -> tuple[NodeConfig, Ledger]:
     config = load_node_config(folder / CONFIG_NAME).with_overrides(**overrides)
     if not config.contract:

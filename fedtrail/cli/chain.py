@@ -20,7 +20,7 @@ from fedtrail.cli.common import (
 )
 from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError
-from fedtrail.ledger import DEFAULT_MIN_ROUND_WINDOW, Ledger
+from fedtrail.ledger import DEFAULT_MIN_ROUND_WINDOW, Ledger, checksum
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, SCORE_SCALE, WEIGHT_SCALE
 
@@ -105,6 +105,7 @@ def ledger_status(ledger: Ledger, round_id: int | None = None) -> dict[str, Any]
         "contract": ledger.address,
         "chain_id": ledger.chain_id,
         "coordinator": ledger.coordinator(),
+        "pending_coordinator": ledger.pending_coordinator(),
         "aggregator": ledger.aggregator(),
         "current_round": current,
         "last_finalized_round": ledger.last_finalized_round(),
@@ -153,6 +154,8 @@ def ledger_status(ledger: Ledger, round_id: int | None = None) -> dict[str, Any]
 def print_status(doc: dict[str, Any]) -> None:
     click.echo(f"ledger      {doc['contract']} (chain {doc['chain_id']})")
     click.echo(f"coordinator {doc['coordinator']}")
+    if doc.get("pending_coordinator"):
+        click.echo(f"            (offered to {doc['pending_coordinator']}, not yet accepted)")
     click.echo(f"aggregator  {doc['aggregator']}")
     click.echo(f"rounds      {doc['current_round']} (last finalized {doc['last_finalized_round']})")
     click.echo("")
@@ -186,3 +189,72 @@ def status(
         emit(doc, "json")
     else:
         print_status(doc)
+
+
+@chain.command("transfer-coordinator")
+@click.argument("new_coordinator", metavar="ADDRESS")
+@ledger_options
+@signer_options
+@format_option()
+def transfer_coordinator(
+    new_coordinator: str,
+    rpc_url: str | None,
+    deployment_path: Path,
+    contract: str | None,
+    keystore: Path | None,
+    dev_account: int | None,
+    fmt: str,
+) -> None:
+    """Coordinator: offer the role to ADDRESS, who takes it with `chain accept-coordinator`
+    (until then the signer keeps it; the zero address withdraws an offer)."""
+    offered = checksum(new_coordinator)
+    ledger = open_ledger(rpc_url, deployment_path, contract)
+    signer = load_signer(ledger.w3, keystore, dev_account)
+    tx = ledger.transfer_coordinator(signer, offered)
+    pending = ledger.pending_coordinator()
+    doc = {
+        "coordinator": ledger.coordinator(),
+        "pending_coordinator": pending,
+        "tx": tx.tx_hash,
+        "block": tx.block_number,
+        "gas_used": tx.gas_used,
+    }
+    if fmt == "json":
+        emit(doc, "json")
+    elif pending is None:
+        click.echo(f"coordinator offer withdrawn (tx {tx.tx_hash})")
+    else:
+        click.echo(
+            f"coordinator role offered to {pending}; it moves when that account runs "
+            f"`fedtrail chain accept-coordinator` (tx {tx.tx_hash})"
+        )
+
+
+@chain.command("accept-coordinator")
+@ledger_options
+@signer_options
+@format_option()
+def accept_coordinator(
+    rpc_url: str | None,
+    deployment_path: Path,
+    contract: str | None,
+    keystore: Path | None,
+    dev_account: int | None,
+    fmt: str,
+) -> None:
+    """Take the coordinator role the coordinator offered to the signer."""
+    ledger = open_ledger(rpc_url, deployment_path, contract)
+    signer = load_signer(ledger.w3, keystore, dev_account)
+    previous = ledger.coordinator()
+    tx = ledger.accept_coordinator(signer)
+    doc = {
+        "coordinator": ledger.coordinator(),
+        "previous_coordinator": previous,
+        "tx": tx.tx_hash,
+        "block": tx.block_number,
+        "gas_used": tx.gas_used,
+    }
+    if fmt == "json":
+        emit(doc, "json")
+    else:
+        click.echo(f"{doc['coordinator']} is now the coordinator (was {previous}; tx {tx.tx_hash})")

@@ -235,3 +235,68 @@ def test_bad_dev_account_index_is_a_usage_error(anvil_url: str, tmp_path: Path) 
         str(tmp_path / "d.json"),
     )
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_set_max_samples_changes_a_sites_cap(ledger: Ledger, anvil_url: str) -> None:
+    site = dev_account(3).address
+    ledger.register_site(dev_account(0), site, "hospital-x", 500)
+    where = ("--rpc-url", anvil_url, "--contract", ledger.address)
+    r = invoke("node", "set-max-samples", site, "900", *where, "--dev-account", "0")
+    assert r.exit_code == 0, r.output
+    assert f"{site} may claim at most 900 samples" in r.stdout and "was 500" in r.stdout
+    r = invoke(
+        "node",
+        "set-max-samples",
+        site.lower(),
+        "1200",
+        *where,
+        "--dev-account",
+        "0",
+        "--format",
+        "json",
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert (doc["site"], doc["max_samples"], doc["previous_max_samples"]) == (site, 1200, 900)
+    assert doc["tx"] and doc["gas_used"] > 0
+    info = ledger.get_site(site)
+    assert info is not None and info.max_samples == 1200
+
+    # reverts: only the coordinator, only a registered site (exit 1, the contract's reason)
+    r = invoke("node", "set-max-samples", site, "5", *where, "--dev-account", "5")
+    assert r.exit_code == 1 and "not the federation's coordinator" in r.stderr
+    stranger = dev_account(6).address
+    r = invoke("node", "set-max-samples", stranger, "5", *where, "--dev-account", "0")
+    assert r.exit_code == 1 and "is not a registered site" in r.stderr
+    info = ledger.get_site(site)
+    assert info is not None and info.max_samples == 1200
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [dev_account(3).address, "0"],
+        [dev_account(3).address, str(2**64)],
+        [dev_account(3).address, "-1"],
+        ["0x12", "10"],
+    ],
+)
+def test_set_max_samples_refuses_out_of_range_values(
+    ledger: Ledger, anvil_url: str, args: list[str]
+) -> None:
+    ledger.register_site(dev_account(0), dev_account(3).address, "hospital-x", 500)
+    r = invoke(
+        "node",
+        "set-max-samples",
+        *args,
+        "--rpc-url",
+        anvil_url,
+        "--contract",
+        ledger.address,
+        "--dev-account",
+        "0",
+    )
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    info = ledger.get_site(dev_account(3).address)
+    assert info is not None and info.max_samples == 500

@@ -168,3 +168,58 @@ def test_a_round_not_yet_valued_shows_no_verdict(anvil_url: str, tmp_path: Path)
     assert code == 0
     (update,) = json.loads(stdout)["round"]["updates"]
     assert (update["score"], update["reason"], update["weight"]) == (None, None, None)
+
+
+def test_the_coordinator_role_moves_in_two_steps(anvil_url: str) -> None:
+    ledger, _ = Ledger.deploy(connect(anvil_url), dev_account(0))
+    old, new, other = dev_account(0).address, dev_account(3).address, dev_account(4).address
+    where = ("--rpc-url", anvil_url, "--contract", ledger.address)
+
+    code, out, _ = run("chain", "transfer-coordinator", new, *where, "--dev-account", "0")
+    assert code == 0 and f"offered to {new}" in out and "accept-coordinator" in out
+    assert ledger.coordinator() == old and ledger.pending_coordinator() == new
+    code, out, _ = run("chain", "status", *where, "--format", "json")
+    assert json.loads(out)["pending_coordinator"] == new
+
+    # only the account offered the role can take it; nobody else can offer it
+    code, _, err = run("chain", "accept-coordinator", *where, "--dev-account", "4")
+    assert code == 1 and f"{other} was not offered the coordinator role" in err
+    code, _, err = run("chain", "transfer-coordinator", other, *where, "--dev-account", "4")
+    assert code == 1 and "not the federation's coordinator" in err
+
+    code, out, _ = run(
+        "chain", "accept-coordinator", *where, "--dev-account", "3", "--format", "json"
+    )
+    assert code == 0
+    doc = json.loads(out)
+    assert (doc["coordinator"], doc["previous_coordinator"]) == (new, old) and doc["tx"]
+    assert ledger.coordinator() == new and ledger.pending_coordinator() is None
+
+    # the old coordinator lost the role; the new one can offer it and withdraw the offer
+    code, _, err = run("chain", "transfer-coordinator", other, *where, "--dev-account", "0")
+    assert code == 1 and "not the federation's coordinator" in err
+    code, out, _ = run(
+        "chain", "transfer-coordinator", other, *where, "--dev-account", "3", "--format", "json"
+    )
+    assert code == 0 and json.loads(out)["pending_coordinator"] == other
+    code, out, _ = run(
+        "chain", "transfer-coordinator", "0x" + "0" * 40, *where, "--dev-account", "3"
+    )
+    assert code == 0 and "withdrawn" in out and ledger.pending_coordinator() is None
+
+
+def test_transfer_coordinator_refuses_a_bad_address(anvil_url: str) -> None:
+    ledger, _ = Ledger.deploy(connect(anvil_url), dev_account(0))
+    code, _, err = run(
+        "chain",
+        "transfer-coordinator",
+        "0x12",
+        "--rpc-url",
+        anvil_url,
+        "--contract",
+        ledger.address,
+        "--dev-account",
+        "0",
+    )
+    assert code == 2 and "not an Ethereum address" in err
+    assert ledger.pending_coordinator() is None
