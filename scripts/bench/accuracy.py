@@ -30,6 +30,9 @@ the valuation with low-quality sites), the valuation-vs-FedAvg table of issue 12
 seed, mean and worst seed; weight share of the faulty sites; honest site-rounds scored 0), and
 writes every run (per-round scores, reasons, weights, accumulated values, test AUC after each
 round) to ``--out`` as JSON. ``--quick`` is a smoke test (1 seed, 2 rounds).
+
+It then checks issue 12's bars that its runs decide (:func:`issue12_bars`; with ``--render`` of
+several runs, over all of them) and exits 1 when one is missed.
 """
 
 from __future__ import annotations
@@ -391,6 +394,114 @@ def _bars_table(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
+Bar = tuple[str, bool, str]
+"""(bar, met, the figures that decide it)."""
+
+
+def issue12_bars(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Bar]:
+    """Issue 12's bars that these rows (alpha label, scenario, valuation-vs-FedAvg figures)
+    decide; a bar whose scenario or alpha is not in the rows is not listed."""
+    out: list[Bar] = []
+
+    def alpha_of(label: str) -> float:
+        return float(label.split()[0])
+
+    for label, key, f in rows:
+        a = alpha_of(label)
+        n = len(f["seeds"])
+        auc = f["auc"]["paired"]
+        share = f.get("faulty_share")
+        if key == "a":
+            out.append(
+                (
+                    f"alpha {label} (a): mean paired AUC >= -0.005",
+                    auc["n"] > 0 and auc["diff_mean"] >= -0.005,
+                    f"{auc['diff_mean']:+.4f}",
+                )
+            )
+            hz = f["honest_zeroed"]
+            frac = hz["zeroed"] / hz["total"] if hz["total"] else math.nan
+            out.append(
+                (
+                    f"alpha {label} (a): at most 10% of honest site-rounds scored 0",
+                    frac <= 0.10,
+                    f"{hz['zeroed']}/{hz['total']} = {frac:.1%}",
+                )
+            )
+        if key == "b" and share:
+            lower = share["seeds_lower"]
+            out.append(
+                (
+                    f"alpha {label} (b): noisy share below FedAvg's, lower in >= 4 of 5 seeds",
+                    share["valuation_mean"] < share["fedavg_mean"] and lower >= math.ceil(0.8 * n),
+                    f"{share['valuation_mean']:.3f} vs {share['fedavg_mean']:.3f}, lower in "
+                    f"{lower}/{n}",
+                )
+            )
+            if a >= 100:
+                ratio = share["valuation_mean"] / share["fedavg_mean"]
+                out.append(
+                    (
+                        f"alpha {label} (b): noisy share at most half of FedAvg's",
+                        ratio <= 0.5,
+                        f"{ratio:.2f}x",
+                    )
+                )
+            out.append(
+                (
+                    f"alpha {label} (b): mean paired AUC >= 0, no seed below -0.01",
+                    auc["n"] > 0 and auc["diff_mean"] >= 0 and auc["diff_worst"] >= -0.01,
+                    f"{auc['diff_mean']:+.4f} (worst {auc['diff_worst']:+.4f})",
+                )
+            )
+            f1c = f["f1_calibrated"]["paired"]
+            need = 0.02 if a >= 100 else 0.0
+            out.append(
+                (
+                    f"alpha {label} (b): mean paired calibrated F1 >= {need:+.2f}",
+                    f1c["n"] > 0 and f1c["diff_mean"] >= need,
+                    f"{f1c['diff_mean']:+.4f}",
+                )
+            )
+        if key == "c" and share:
+            out.append(
+                (
+                    f"alpha {label} (c): poisoned weight share <= 5%",
+                    share["valuation_mean"] <= 0.05,
+                    f"{share['valuation_mean']:.3f}",
+                )
+            )
+            out.append(
+                (
+                    f"alpha {label} (c): AUC >= 0.85 in every seed",
+                    f["auc"]["valuation_min"] >= 0.85,
+                    f"worst seed {f['auc']['valuation_min']:.3f}",
+                )
+            )
+        if key in ("d", "e") and share:
+            out.append(
+                (
+                    f"alpha {label} ({key}): free-riders' share at most half of FedAvg's in "
+                    "every seed",
+                    share["worst_ratio"] <= 0.5,
+                    f"worst seed {share['worst_ratio']:.2f}x",
+                )
+            )
+    return out
+
+
+def _print_bars(bars: Sequence[Bar]) -> int:
+    """Prints each bar; 1 when one is missed (the benchmark's exit code)."""
+    if not bars:
+        return 0
+    print("\nIssue 12's bars decided by these runs:")
+    for name, met, figures in bars:
+        print(f"  {'MET ' if met else 'MISS'}  {name}: {figures}")
+    missed = sum(1 for _, met, _ in bars if not met)
+    print(f"  {len(bars) - missed} met, {missed} missed")
+    return 1 if missed else 0
+
+
 def _all_reasons(runs: Sequence[SimResult]) -> dict[str, int]:
     out: dict[str, int] = {}
     for r in runs:
@@ -600,7 +711,7 @@ def _render(docs: Sequence[dict[str, Any]]) -> int:
         print(f"\n#### Valuation vs FedAvg, every run ({', '.join(sizes)}){''.join(notes)}\n")
         for line in _bars_table(rows):
             print(line)
-    return 0
+    return _print_bars(issue12_bars(rows))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -721,6 +832,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1, default=float, allow_nan=True), encoding="utf-8")
     print(f"\nJSON: {args.out}")
+    if "valuation" in methods and "fedavg" in methods:
+        label = _run_label(doc["settings"])
+        return _print_bars(
+            issue12_bars([(label, k, _valuation_vs_fedavg(results[k])) for k in scenario_keys])
+        )
     return 0
 
 

@@ -183,3 +183,41 @@ def test_a_stale_site_must_be_an_honest_site() -> None:
         _sim.SimConfig(sites=3, faults=noisy, stale=(_sim.Stale(1, "global"),))
     with pytest.raises(ConfigError, match="stale site 3"):
         _sim.SimConfig(sites=3, stale=(_sim.Stale(3, "own"),))
+
+
+def _figures(*, auc: float, worst: float, share: float, fed_share: float, lower: int) -> dict:
+    paired = {"n": 5, "diff_mean": auc, "diff_worst": worst}
+    return {
+        "seeds": [0, 1, 2, 3, 4],
+        "auc": {"paired": paired, "valuation_min": 0.9},
+        "f1_calibrated": {"paired": {"n": 5, "diff_mean": 0.03, "diff_worst": 0.0}},
+        "faulty_share": {
+            "valuation_mean": share,
+            "fedavg_mean": fed_share,
+            "seeds_lower": lower,
+            "worst_ratio": share / fed_share,
+        },
+        "honest_zeroed": {"zeroed": 1, "total": 100},
+    }
+
+
+def test_the_accuracy_benchmark_checks_issue_12s_bars() -> None:
+    """(b) at alpha 100 needs the noisy share at most half of FedAvg's; at alpha 1 only below
+    it in 4 of 5 seeds. A miss is reported with its figures (the script then exits 1)."""
+    import accuracy
+
+    good = _figures(auc=0.001, worst=-0.005, share=0.15, fed_share=0.4, lower=5)
+    half = _figures(auc=0.001, worst=-0.005, share=0.25, fed_share=0.4, lower=5)
+    bars = {
+        name: (met, fig)
+        for name, met, fig in accuracy.issue12_bars(
+            [("100", "b", good), ("1", "b", half), ("100 default", "b", half)]
+        )
+    }
+    assert bars["alpha 100 (b): noisy share at most half of FedAvg's"][0]
+    assert not bars["alpha 100 default (b): noisy share at most half of FedAvg's"][0]
+    assert bars["alpha 100 default (b): noisy share at most half of FedAvg's"][1] == "0.62x"
+    assert "alpha 1 (b): noisy share at most half of FedAvg's" not in bars
+    assert bars["alpha 1 (b): noisy share below FedAvg's, lower in >= 4 of 5 seeds"][0]
+    assert accuracy._print_bars([("x", True, "")]) == 0
+    assert accuracy._print_bars([("x", True, ""), ("y", False, "")]) == 1
