@@ -54,7 +54,7 @@ from fedtrail.ledger import Ledger, Submission, Valuation
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain import explain_model, probe_set
-from fedtrail.ml.metrics import Metrics, evaluate_calibrated
+from fedtrail.ml.metrics import CalibratedMetrics, Metrics, evaluate_calibrated
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
@@ -155,7 +155,7 @@ def _metrics_record(m: Metrics) -> roundlog.RoundMetrics:
         threshold=opt(m.threshold),
         f1_calibrated=opt(m.f1_calibrated),
         balanced_accuracy_calibrated=opt(m.balanced_accuracy_calibrated),
-        bias=m.bias,
+        bias=m.bias if isinstance(m, CalibratedMetrics) else None,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -16,11 +17,47 @@ from fedtrail.cli.common import (
     store_option,
 )
 from fedtrail.cli.output import emit, format_option
-from fedtrail.errors import ConfigError
+from fedtrail.errors import ConfigError, StoreError
 from fedtrail.ml.datasets import ImageDataset, load_bundled, load_image_folder, load_medmnist_npz
 from fedtrail.ml.explain import METHODS, explain_model, probe_set
+from fedtrail.ml.metrics import decision_threshold
 from fedtrail.ml.models import ModelSpec
+from fedtrail.protocol.roundlog import InvalidLog, RoundLog
 from fedtrail.storage.codec import decode_model
+from fedtrail.storage.store import ContentStore
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The decision rule the overlays use: the intercept a round log records (the aggregator
+    fitted it on its validation split), or None for the plain 0.5 threshold; ``source`` says
+    which, in words."""
+
+    bias: tuple[float, ...] | None
+    source: str
+
+    @property
+    def threshold(self) -> float | None:
+        """Probability of class 1 above which class 1 is predicted (two classes only)."""
+        if self.bias is None:
+            return 0.5
+        return decision_threshold(self.bias) if len(self.bias) == 2 else None
+
+
+def _decision(
+    store: ContentStore, round_id: int, log_cid: str, log_sha256: str, classes: int
+) -> Decision:
+    """The calibrated decision in round ``round_id``'s log (its bytes checked against the
+    on-chain sha256), or the default when the log is unreadable or records none."""
+    try:
+        after = RoundLog.from_bytes(store.get(log_cid, log_sha256)).metrics.after
+    except (StoreError, InvalidLog) as exc:
+        return Decision(None, f"default 0.5: round {round_id}'s log is unusable: {exc}")
+    if after.bias is None or len(after.bias) != classes:
+        return Decision(None, f"default 0.5: round {round_id}'s log records no threshold")
+    return Decision(
+        after.bias, f"fitted on the aggregator's validation split, round {round_id}'s log"
+    )
 
 
 def _images(images: Path | None, validation: str, per_class: int) -> ImageDataset:
@@ -81,11 +118,18 @@ def explain(
     contract: str | None,
     fmt: str,
 ) -> None:
-    """Heatmap overlays (PNG) of a global model's predictions, with confidence in the caption."""
+    """Heatmap overlays (PNG) of a global model's predictions, with confidence in the caption.
+
+    A round's model decides at the threshold its round log records (fitted by the aggregator
+    on its validation split); a model named by CID, or a log without one, at 0.5. The output
+    says which."""
     if (cid is None) != (sha256 is None):
         raise click.UsageError("--cid and --sha256 go together")
     if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256.removeprefix("0x")):
         raise click.UsageError("--sha256 must be 64 hex digits")
+    spec = ModelSpec()
+    store = open_checked_store(store_location)
+    decision = Decision(None, "default 0.5: a model named by CID has no round log")
     if cid is None:
         ledger = open_ledger(rpc_url, deployment_path, contract)
         rid = round_id or ledger.last_finalized_round()
@@ -95,15 +139,15 @@ def explain(
         if not info.global_cid:
             raise ConfigError(f"round {rid} is {info.phase.label}: it has no global model")
         cid, sha256, title = info.global_cid, info.global_sha256, f"round {rid}: "
+        decision = _decision(store, rid, info.log_cid, info.log_sha256, spec.num_classes)
     else:
         title = ""
     assert sha256 is not None
-    spec = ModelSpec()
-    state, meta = decode_model(open_checked_store(store_location).get(cid, sha256), spec=spec)
+    state, meta = decode_model(store.get(cid, sha256), spec=spec)
     data = _images(images, validation, per_class)
     if len(data) > limit:
         data = data.subset(np.arange(limit))
-    overlays = explain_model(state, spec, data, method=method, title=title)
+    overlays = explain_model(state, spec, data, method=method, title=title, bias=decision.bias)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, o in enumerate(overlays):
@@ -122,6 +166,11 @@ def explain(
         emit(
             {
                 "model": {"cid": cid, "sha256": sha256, "round": meta.round},
+                "decision": {
+                    "threshold": decision.threshold,
+                    "bias": None if decision.bias is None else list(decision.bias),
+                    "source": decision.source,
+                },
                 "method": method,
                 "images": rows,
             },
@@ -129,4 +178,7 @@ def explain(
         )
     else:
         click.echo(f"model {cid} (sha256 verified), {method}: {len(rows)} overlays in {out}")
+        t = decision.threshold
+        rule = "argmax(logits + bias)" if t is None else f"threshold {t:.3f}"
+        click.echo(f"decision {rule} ({decision.source})")
         emit([{k: v for k, v in r.items() if k != "file"} for r in rows], "table")

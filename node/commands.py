@@ -34,7 +34,7 @@ from fedtrail.node.config import (
     load_node_config,
     write_node_config,
 )
-from fedtrail.node.daemon import NodeHooks, NodeState, SiteNode
+from fedtrail.node.daemon import NodeHooks, NodeState, RoundRecord, SiteNode
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 from fedtrail.storage.codec import CompressionMethod
 
@@ -243,6 +243,16 @@ def _load_folder(folder: Path, **overrides: Any) -> tuple[NodeConfig, Ledger]:
     return config, ledger
 
 
+def _val_decision(rec: RoundRecord | None) -> dict[str, Any]:
+    """The local validation F1 at the threshold the node decided with (the round log's, or
+    0.5: records written before the node read it decided at 0.5) and that threshold."""
+    if rec is None or rec.val_f1 is None:
+        return {"val_f1": None, "threshold": None}
+    if rec.val_threshold is None:
+        return {"val_f1": rec.val_f1, "threshold": 0.5}
+    return {"val_f1": rec.val_f1_calibrated, "threshold": rec.val_threshold}
+
+
 @node.command()
 @folder_argument
 @click.option(
@@ -253,7 +263,9 @@ def _load_folder(folder: Path, **overrides: Any) -> tuple[NodeConfig, Ledger]:
 )
 @format_option("table", "json")
 def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
-    """This site's rounds, submissions, scores, weights and reputation, from the chain."""
+    """This site's rounds, submissions, scores, weights and reputation, from the chain; with
+    its local validation AUC, and F1 at the decision threshold it used (the latest round log's,
+    fitted by the aggregator; 0.5 without one)."""
     config, ledger = _load_folder(folder, rpc_url=rpc_url)
     address = keystore_address(folder / config.keystore)
     site = ledger.get_site(address)
@@ -275,6 +287,7 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
                 "weight": sub.weight / WEIGHT_SCALE if sub and info.phase.has_scores else None,
                 "local_state": rec.phase if rec else "",
                 "val_auc": rec.val_auc if rec else None,
+                **_val_decision(rec),
             }
         )
     doc = {

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -59,6 +60,7 @@ from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainingInterrupted, train_local
 from fedtrail.node.config import NodeConfig
 from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.roundlog import InvalidLog, RoundLog
 from fedtrail.storage.codec import decode_model, encode_update
 from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
@@ -158,7 +160,15 @@ class RoundRecord:
     train_loss: float = 0.0
     val_auc: float | None = None
     val_f1: float | None = None
+    """F1 on the site's validation split at the plain 0.5 threshold."""
     note: str = ""
+    val_threshold: float | None = None
+    """The decision threshold the validation F1 below used (None in records written before
+    the node used the round log's; those decided at 0.5)."""
+    val_f1_calibrated: float | None = None
+    """F1 on the site's validation split at ``val_threshold``."""
+    threshold_from: str = ""
+    """Where ``val_threshold`` came from: the round log that recorded it, or why the default."""
 
 
 @dataclass
@@ -178,6 +188,10 @@ class NodeState:
     def save(self, path: Path) -> None:
         doc = {"rounds": {str(k): asdict(v) for k, v in sorted(self.rounds.items())}}
         atomic_write(path, json.dumps(doc, indent=2).encode("utf-8"))
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def _round_seed(seed: int, round_id: int) -> int:
@@ -296,6 +310,7 @@ class SiteNode:
         train_cfg = replace(
             self.config.training, seed=_round_seed(self.config.training.seed, round_id)
         )
+        bias, threshold_from = (None, "") if self.val is None else self._decision(round_id, sha256)
         log.info("round %d: training on %d images", round_id, len(self.train))
         try:
             result = train_local(
@@ -304,6 +319,7 @@ class SiteNode:
                 spec=spec,
                 config=train_cfg,
                 val=self.val,
+                val_bias=(0.0,) * spec.num_classes if bias is None else bias,
                 progress=self.progress,
                 should_stop=self.stop_event.is_set,
             )
@@ -334,18 +350,46 @@ class SiteNode:
             train_loss=result.train_loss,
             val_auc=None if metrics is None else metrics.auc,
             val_f1=None if metrics is None else metrics.f1,
+            val_threshold=None if metrics is None else _finite(metrics.threshold),
+            val_f1_calibrated=None if metrics is None else _finite(metrics.f1_calibrated),
+            threshold_from=threshold_from,
         )
         self.state.rounds[round_id] = record
         self._save()
         log.info(
-            "round %d: encoded update %s (%d bytes, %.1f s training, val AUC %s)",
+            "round %d: encoded update %s (%d bytes, %.1f s training, val AUC %s, F1 %s at "
+            "threshold %s: %s)",
             round_id,
             record.sha256[:16],
             len(encoded.blob),
             result.seconds,
             "n/a" if record.val_auc is None else f"{record.val_auc:.3f}",
+            "n/a" if record.val_f1_calibrated is None else f"{record.val_f1_calibrated:.3f}",
+            "n/a" if record.val_threshold is None else f"{record.val_threshold:.3f}",
+            threshold_from or "no validation split",
         )
         return record
+
+    def _decision(self, round_id: int, start_sha256: str) -> tuple[tuple[float, ...] | None, str]:
+        """The decision rule for the model round ``round_id`` starts from: the intercept in the
+        log of the round that finalized it (the aggregator fitted it on its validation split,
+        the log's bytes are checked against the chain's sha256), and where it came from; None
+        (the plain 0.5 threshold) and why, when there is none."""
+        last = self.ledger.last_finalized_round()
+        if not last or last >= round_id:
+            return None, "default 0.5: no earlier round finalized"
+        info = self.ledger.get_round(last)
+        if info.global_sha256 != start_sha256:
+            return None, f"default 0.5: the start model is not round {last}'s global model"
+        try:
+            blob = self.store.get(info.log_cid, info.log_sha256)
+            after = RoundLog.from_bytes(blob).metrics.after
+        except (StoreError, InvalidLog) as exc:
+            log.warning("round %d: round %d's log is unusable: %s", round_id, last, exc)
+            return None, f"default 0.5: round {last}'s log is unusable"
+        if after.bias is None or len(after.bias) != self.config.model.num_classes:
+            return None, f"default 0.5: round {last}'s log records no threshold"
+        return after.bias, f"round {last}'s log"
 
     def _context(self) -> UpdateContext:
         return UpdateContext(

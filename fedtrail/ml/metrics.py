@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Final
 
 import numpy as np
@@ -41,6 +41,7 @@ from fedtrail.ml.datasets import ImageDataset
 __all__ = [
     "ECE_BINS",
     "INTERCEPT_ITERATIONS",
+    "CalibratedMetrics",
     "InterceptFit",
     "Metrics",
     "balanced_accuracy",
@@ -74,7 +75,7 @@ class Metrics:
     ``threshold``: probability of class 1 above which the calibrated decision predicts it
     (:func:`decision_threshold` of the bias given; NaN without one); ``f1_calibrated`` and
     ``balanced_accuracy_calibrated``: F1 and balanced accuracy of that decision (NaN without a
-    bias); ``bias``: that bias itself (one number per class; None without one).
+    bias).
     """
 
     loss: float
@@ -87,6 +88,13 @@ class Metrics:
     threshold: float = math.nan
     f1_calibrated: float = math.nan
     balanced_accuracy_calibrated: float = math.nan
+
+
+@dataclass(frozen=True)
+class CalibratedMetrics(Metrics):
+    """:class:`Metrics` with the bias of their calibrated decision (:func:`evaluate_calibrated`):
+    one number per class, None when none could be fitted (``threshold`` is then NaN)."""
+
     bias: tuple[float, ...] | None = None
 
 
@@ -295,7 +303,6 @@ def binary_metrics(
         threshold=threshold,
         f1_calibrated=f1_cal,
         balanced_accuracy_calibrated=bacc_cal,
-        bias=None if bias is None else tuple(float(b) for b in bias),
     )
 
 
@@ -349,7 +356,7 @@ def evaluate(
 
 def evaluate_calibrated(
     model: nn.Module, dataset: ImageDataset, *, batch_size: int = 256
-) -> Metrics:
+) -> CalibratedMetrics:
     """Metrics of ``model`` on ``dataset`` with the calibrated decision of the intercept fitted
     on that same dataset (:func:`fit_intercept`, one inference pass): what the aggregator
     records for a global model on its validation split each round, and what an auditor holding
@@ -366,9 +373,10 @@ def evaluate_calibrated(
             bias: tuple[float, ...] | None = fit_intercept(logits, dataset.labels).bias
         except ValueError:  # one class only: no intercept to fit
             bias = None
-        return binary_metrics(logits, dataset.labels, bias=bias)
+        m = binary_metrics(logits, dataset.labels, bias=bias)
     except ValueError as exc:
         raise ConfigError(f"cannot evaluate: {exc}") from exc
+    return CalibratedMetrics(**asdict(m), bias=bias)
 
 
 INTERCEPT_ITERATIONS: Final = 16

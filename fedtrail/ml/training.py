@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -193,6 +193,7 @@ def train_local(
     spec: ModelSpec,
     config: TrainConfig,
     val: ImageDataset | None = None,
+    val_bias: Sequence[float] | None = None,
     progress: bool = False,
     should_stop: Callable[[], bool] | None = None,
 ) -> LocalResult:
@@ -201,7 +202,9 @@ def train_local(
     ``global_state`` is read, never modified. The batch order is a fresh random permutation per
     epoch from a generator seeded with ``config.seed``; the last batch of an epoch may be smaller.
     ``should_stop`` is called before every batch; when it returns true, TrainingInterrupted is
-    raised. ``progress`` shows a tqdm bar on stderr.
+    raised. ``progress`` shows a tqdm bar on stderr. ``val_bias``: the per-class intercept of
+    the calibrated decision the validation metrics also report (see
+    :func:`~fedtrail.ml.metrics.evaluate`).
     """
     started = time.perf_counter()
     _check_data(train, spec, "training")
@@ -221,7 +224,7 @@ def train_local(
         }
         anchors = [(p, start[name]) for name, p in model.named_parameters() if p.requires_grad]
         train_loss = _run_epochs(model, anchors, train, config, device, progress, should_stop)
-        metrics = evaluate(model, val) if val is not None else None
+        metrics = evaluate(model, val, bias=val_bias) if val is not None else None
         delta = {
             k: (v.detach().to(torch.float32) - start[k]).to("cpu")
             for k, v in model.state_dict().items()

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
+from fedtrail.auditor.explain_command import Decision, _decision
 from fedtrail.cli import cli
+from fedtrail.errors import ConfigError
+from fedtrail.ml.datasets import load_bundled
+from fedtrail.ml.explain import explain_model, probe_set
 from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.protocol.roundlog import to_bytes
 from fedtrail.storage.codec import encode_model
 from fedtrail.storage.store import LocalStore
+
+LOGS = Path(__file__).parents[1] / "fedtrail" / "protocol" / "data"
 
 
 def test_explain_writes_png_overlays_with_predictions(tmp_path: Path) -> None:
@@ -45,6 +54,11 @@ def test_explain_writes_png_overlays_with_predictions(tmp_path: Path) -> None:
     for img in doc["images"]:
         assert Path(img["file"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert "predicted" in img["caption"] and 0.5 <= img["confidence"] <= 1.0
+    assert doc["decision"] == {
+        "threshold": 0.5,
+        "bias": None,
+        "source": "default 0.5: a model named by CID has no round log",
+    }
 
 
 def test_explain_refuses_a_model_whose_bytes_do_not_match(tmp_path: Path) -> None:
@@ -73,3 +87,51 @@ def test_explain_refuses_a_model_whose_bytes_do_not_match(tmp_path: Path) -> Non
 def test_explain_needs_cid_and_sha_together(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["explain", "--cid", "Qm", "--out", str(tmp_path)])
     assert result.exit_code == 2
+
+
+def test_a_model_named_by_cid_is_explained_at_0_5_and_says_so(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    blob = encode_model(initial_model(ModelSpec(), 1).state_dict(), spec=ModelSpec(), round=3)
+    args = ["explain", "--cid", store.put(blob), "--sha256", hashlib.sha256(blob).hexdigest()]
+    args += ["--store", f"local:{tmp_path / 'store'}", "--out", str(tmp_path / "out")]
+    args += ["--method", "grad_cam", "--per-class", "1"]
+    doc = json.loads(CliRunner().invoke(cli, [*args, "--format", "json"]).stdout)
+    assert doc["decision"]["threshold"] == 0.5 and doc["decision"]["bias"] is None
+    assert "no round log" in doc["decision"]["source"]
+    table = CliRunner().invoke(cli, args).stdout
+    assert "decision threshold 0.500 (default 0.5: a model named by CID has no round log)" in table
+
+
+def test_the_decision_is_read_from_the_round_log_or_defaults_to_0_5(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    real = (LOGS / "round-log-real.json").read_bytes()  # written before calibration
+    doc = json.loads(real)
+    doc["metrics"]["after"] |= {"threshold": 0.3, "bias": [0.0, math.log(0.7 / 0.3)]}
+    calibrated = to_bytes(doc)
+
+    def decision(blob: bytes, sha256: str | None = None) -> Decision:
+        return _decision(store, 4, store.put(blob), sha256 or hashlib.sha256(blob).hexdigest(), 2)
+
+    got = decision(calibrated)
+    assert got.bias == (0.0, math.log(0.7 / 0.3)) and got.threshold == pytest.approx(0.3)
+    assert got.source == "fitted on the aggregator's validation split, round 4's log"
+    old = decision(real)
+    assert old.bias is None and old.threshold == 0.5 and "records no threshold" in old.source
+    tampered = decision(calibrated, "ab" * 32)
+    assert tampered.bias is None and "round 4's log is unusable" in tampered.source
+
+
+def test_explain_model_with_a_bias_explains_the_calibrated_decision() -> None:
+    """A bias far toward one class makes every image that class, explained for it, with the
+    probability after the bias as confidence; a zero bias is the plain decision."""
+    spec = ModelSpec()
+    state = initial_model(spec, 1).state_dict()
+    images = probe_set(load_bundled().val, 2)
+    plain = explain_model(state, spec, images, method="grad_cam")
+    zero = explain_model(state, spec, images, method="grad_cam", bias=(0.0, 0.0))
+    assert [(o.prediction, o.png) for o in zero] == [(o.prediction, o.png) for o in plain]
+    for b, cls in (((0.0, 50.0), 1), ((50.0, 0.0), 0)):
+        out = explain_model(state, spec, images, method="grad_cam", bias=b)
+        assert all(o.prediction == cls and o.confidence > 0.99 for o in out)
+    with pytest.raises(ConfigError, match="bias must be 2 finite numbers"):
+        explain_model(state, spec, images, bias=(0.0, float("nan")))

@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 import torch
 
+from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.chain import advance_time, block_timestamp
 from fedtrail.errors import TransactionFailed
 from fedtrail.ledger import Valuation, commitment
 from fedtrail.ml.datasets import load_bundled, partition_iid
+from fedtrail.ml.metrics import decision_threshold
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.ml.training import TrainConfig
+from fedtrail.node.commands import _val_decision
 from fedtrail.node.daemon import (
     CLOCK_SLACK,
     RESIDUAL_NAME,
@@ -27,10 +30,12 @@ from fedtrail.node.daemon import (
     NodeNotRegistered,
     NodeState,
     Reveal,
+    RoundRecord,
     SiteNode,
     UpdateContext,
 )
 from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.roundlog import RoundLog
 from fedtrail.simulation.federation import build_federation, make_sites
 from fedtrail.storage.codec import decode_update, encode_model
 from fedtrail.storage.store import LocalStore
@@ -381,3 +386,52 @@ def test_a_stored_update_is_pinned_once(world: World, monkeypatch: pytest.Monkey
     assert record is not None and record.phase == "revealed"
     updates = [c for c in pins if c == record.cid]
     assert updates == [record.cid]  # by the store's put, not again by the node
+
+
+def test_the_node_decides_at_the_threshold_of_the_latest_round_log(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """Round 1 starts from the initial model, which no log covers: the node's validation F1 is
+    at 0.5 and says so. Round 2 starts from round 1's global model: F1 at the threshold round
+    1's log records (fitted by the aggregator), named as its source."""
+    splits = load_bundled()
+    parts = partition_iid(splits.train.labels, 8, seed=0)
+    fed = build_federation(
+        w3=embedded.w3,
+        coordinator=embedded.coordinator,
+        aggregator=embedded.aggregator,
+        sites=make_sites(
+            embedded.sites[:2],
+            [splits.train.subset(p) for p in parts[:2]],
+            training=TrainConfig(epochs=1),
+            val=splits.val,
+        ),
+        store=LocalStore(tmp_path / "store"),
+        folder=tmp_path,
+        validation=splits.val,
+        settings=AggregatorSettings(valuation="loo", explain_method=None),
+    )
+    assert fed.run_round() is not None and fed.run_round() is not None
+    info = fed.ledger.get_round(1)
+    bias = RoundLog.from_bytes(fed.store.get(info.log_cid, info.log_sha256)).metrics.after.bias
+    assert bias is not None and decision_threshold(bias) != 0.5
+    rounds = NodeState.load(tmp_path / "nodes" / "site-0" / "state.json").rounds
+    first, second = rounds[1], rounds[2]
+    assert first.val_threshold == 0.5 and first.val_f1_calibrated == first.val_f1
+    assert first.threshold_from == "default 0.5: no earlier round finalized"
+    assert second.val_threshold == decision_threshold(bias)
+    assert second.threshold_from == "round 1's log"
+    assert second.val_f1_calibrated is not None and second.val_f1 is not None
+
+
+def test_node_status_shows_the_f1_at_the_threshold_the_node_used(tmp_path: Path) -> None:
+    """Records written before the node read the round log decided at 0.5 and still load."""
+    path = tmp_path / "state.json"
+    path.write_text('{"rounds": {"1": {"round": 1, "phase": "revealed", "val_f1": 0.2}}}')
+    old = NodeState.load(path).rounds[1]
+    assert _val_decision(old) == {"val_f1": 0.2, "threshold": 0.5}
+    new = RoundRecord(
+        round=2, phase="revealed", val_f1=0.1, val_threshold=0.49, val_f1_calibrated=0.9
+    )
+    assert _val_decision(new) == {"val_f1": 0.9, "threshold": 0.49}
+    assert _val_decision(None) == {"val_f1": None, "threshold": None}

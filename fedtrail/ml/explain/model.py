@@ -8,13 +8,17 @@ so every round is explained on the same images and its hash can be published.
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain.attribution import Explainer, overlay_png
+from fedtrail.ml.metrics import predict_logits
 from fedtrail.ml.models import ModelSpec
 
 CLASS_NAMES = {0: "normal", 1: "pneumonia"}
@@ -50,16 +54,33 @@ def explain_model(
     method: str = "integrated_gradients",
     seed: int = 0,
     title: str = "",
+    bias: Sequence[float] | None = None,
 ) -> list[Overlay]:
-    """Heatmap overlays of ``state``'s decisions on ``images``, with prediction and confidence."""
+    """Heatmap overlays of ``state``'s decisions on ``images``, with prediction and confidence.
+
+    Without ``bias`` the decision is the model's most probable class (for two classes:
+    probability above 0.5). With ``bias`` (one number per class, the intercept the round log
+    records) it is the calibrated decision ``argmax(logits + bias)``, the heatmap explains
+    that class, and the confidence is its probability after the bias (``softmax(logits +
+    bias)``), so a caption never shows a predicted class below 50% in a two-class model."""
     model = spec.build()
     model.load_state_dict(state)
     inputs = torch.tensor(np.array(images.images, dtype=np.float32))
-    explanation = Explainer(model, method, seed=seed).explain(inputs)
+    predictions: np.ndarray | None = None
+    confidences: np.ndarray | None = None
+    if bias is not None:
+        if len(bias) != spec.num_classes or not all(math.isfinite(float(b)) for b in bias):
+            raise ConfigError(f"bias must be {spec.num_classes} finite numbers, got {bias!r}")
+        z = predict_logits(model, images) + np.asarray(bias, dtype=np.float64)
+        z -= z.max(axis=1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        predictions = probs.argmax(axis=1)
+        confidences = probs[np.arange(len(images)), predictions]
+    explanation = Explainer(model, method, seed=seed).explain(inputs, target=predictions)
     out = []
     for i in range(len(images)):
-        pred = int(explanation.predictions[i])
-        conf = float(explanation.confidences[i])
+        pred = int(explanation.predictions[i] if predictions is None else predictions[i])
+        conf = float(explanation.confidences[i] if confidences is None else confidences[i])
         label = int(images.labels[i])
         caption = (
             f"{title}predicted {CLASS_NAMES.get(pred, pred)} ({conf:.0%}), "
