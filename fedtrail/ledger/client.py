@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from eth_account.signers.local import LocalAccount
-from web3 import Web3
+from web3 import EthereumTesterProvider, Web3
 from web3.types import TxReceipt
 
 from fedtrail.errors import (
@@ -543,6 +543,15 @@ def _with_revert_data(
     return exc
 
 
+def _estimate_block(w3: Web3) -> str:
+    """The block a transaction is checked against before it is sent: the pending one, whose
+    timestamp is the one it will be mined with. The latest block's clock lags (on an idle
+    automining Anvil it stands still), so a deadline already past would pass the estimate and
+    the transaction revert once mined, its gas spent. The embedded chain (eth-tester) has no
+    pending estimate; it mines every transaction at once anyway."""
+    return "latest" if isinstance(w3.provider, EthereumTesterProvider) else "pending"
+
+
 def _send(
     w3: Web3,
     signer: LocalAccount,
@@ -559,7 +568,7 @@ def _send(
 
     sender = Web3.to_checksum_address(signer.address)
     try:
-        gas = int(call.estimate_gas({"from": sender}))
+        gas = int(call.estimate_gas({"from": sender}, block_identifier=_estimate_block(w3)))
     except Exception as exc:
         raise fail(exc, "the transaction would fail") from exc
     chain_id = int(w3.eth.chain_id)

@@ -11,8 +11,8 @@ from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.providers.rpc import HTTPProvider
 
-from fedtrail.chain import advance_time, block_timestamp
-from fedtrail.errors import ChainUnreachable, ConfigError, ContractNotFound
+from fedtrail.chain import advance_time, block_timestamp, connect, dev_account, next_block_timestamp
+from fedtrail.errors import ChainUnreachable, ConfigError, ContractNotFound, RoundStateError
 from fedtrail.ledger import Artifact, Deployment, Ledger, commitment
 from fedtrail.protocol.codes import Reason
 from tests.fixtures.chain import ChainEnv, free_port
@@ -123,3 +123,37 @@ def test_deploy_records_the_minimum_round_window(embedded: ChainEnv, tmp_path: P
     assert Deployment.from_file(path) == deployment
     with pytest.raises(ConfigError):
         Ledger.deploy(embedded.w3, embedded.coordinator, min_round_window=-1)
+
+
+@pytest.mark.anvil
+def test_transactions_are_checked_against_the_pending_blocks_time(anvil_url: str) -> None:
+    """The commit deadline has passed for the block a transaction would land in, not yet for
+    the latest one (its clock lags): a late commitment is refused before it is sent (no nonce
+    used, no gas spent), and a reveal is accepted without waiting for a new block."""
+    w3 = connect(anvil_url)
+    coord, early, late = dev_account(0), dev_account(3), dev_account(4)
+    ledger, _ = Ledger.deploy(w3, coord, min_round_window=1)
+    for site in (early, late):
+        ledger.register_site(coord, site.address, "s", 100)
+    deadline = next_block_timestamp(w3) + 5
+    r, _ = ledger.open_round(
+        coord,
+        "QmM",
+        "11" * 32,
+        terms_cid="QmT",
+        terms_sha256="22" * 32,
+        commit_deadline=deadline,
+        reveal_deadline=deadline + 100,
+    )
+    ledger.commit_update(early, r, commitment(early.address, r, "33" * 32, 10))
+    w3.provider.make_request("evm_setNextBlockTimestamp", [deadline + 3])  # type: ignore[arg-type]
+    assert block_timestamp(w3) <= deadline < next_block_timestamp(w3)
+
+    nonce = w3.eth.get_transaction_count(late.address, "pending")
+    with pytest.raises(RoundStateError, match="closed for commitments"):
+        ledger.commit_update(late, r, commitment(late.address, r, "44" * 32, 10))
+    assert w3.eth.get_transaction_count(late.address, "pending") == nonce
+
+    tx = ledger.reveal_update(early, r, "QmU", "33" * 32, 10)
+    assert w3.eth.get_block(tx.block_number)["timestamp"] == deadline + 3
+    assert [s.site for s in ledger.get_submissions(r)] == [early.address]
