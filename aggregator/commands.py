@@ -167,6 +167,19 @@ def run(
             )
         if outcome.metrics:
             after = outcome.metrics["after"]
-            click.echo(f"  global AUC {after['auc']:.3f}  F1 {after['f1']:.3f}")
+            calibrated = (
+                f"  F1 {after['f1_calibrated']:.3f} at threshold {after['threshold']:.3f}"
+                if after.get("threshold") is not None and after.get("f1_calibrated") is not None
+                else ""
+            )
+            click.echo(
+                f"  global AUC {_num(after.get('auc'))}  F1 {_num(after.get('f1'))} at 0.5"
+                + calibrated
+            )
 
     service.run(rounds=rounds, until_round=until_round, on_round=report)
+
+
+def _num(value: object) -> str:
+    """A metric as printed; an undefined one (null in the log) as n/a."""
+    return f"{value:.3f}" if isinstance(value, int | float) else "n/a"

@@ -249,6 +249,13 @@ def log_cmd(
             for k in ("auc", "f1", "loss")
         )
     )
+    if m.before.threshold is not None or m.after.threshold is not None:
+        click.echo(
+            "decision threshold fitted on that set [claimed]: "
+            f"{_num(m.before.threshold)} -> {_num(m.after.threshold)}, F1 at it "
+            f"{_num(m.before.f1_calibrated)} -> {_num(m.after.f1_calibrated)} "
+            "(F1 above: at 0.5)"
+        )
     if mismatches:
         raise VerificationFailed(
             f"round {round_id}: the log differs from the chain: " + "; ".join(mismatches)

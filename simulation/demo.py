@@ -177,9 +177,14 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
             if not s.revealed
         ]
         after = outcome.metrics.get("after", {})
+        calibrated = (
+            f"  F1 {after['f1_calibrated']:.3f} at threshold {after['threshold']:.3f}"
+            if after.get("threshold") is not None and after.get("f1_calibrated") is not None
+            else ""
+        )
         echo(
             f"\nround {round_id}: global AUC {after.get('auc', float('nan')):.3f}  "
-            f"F1 {after.get('f1', float('nan')):.3f}"
+            f"F1 {after.get('f1', float('nan')):.3f} at 0.5{calibrated}"
         )
         echo(render_table(rows))
         table.append({"round": round_id, "sites": rows, "metrics": outcome.metrics})

@@ -237,9 +237,9 @@ def _metrics(page: _Page) -> Iterator[str]:
     yield _figure(
         plots.metrics_png(page.fed),
         "Line plot of AUC, F1 and accuracy of the global model per finalized round",
-        "AUC, F1 and accuracy of each round's new global model on the aggregator's "
-        "validation set (metrics.after of the round's explanation log). Only finalized "
-        "rounds have a log.",
+        "AUC, F1 (at 0.5 and at the round's calibrated threshold) and accuracy of each "
+        "round's new global model on the aggregator's validation set (metrics.after of the "
+        "round's explanation log). Only finalized rounds have a log.",
         "No finalized round yet: no metrics to plot.",
     )
     rows = [rd for rd in page.fed.rounds if rd.log is not None]
@@ -248,6 +248,8 @@ def _metrics(page: _Page) -> Iterator[str]:
             "<table><thead><tr><th class=num>Round</th>"
             "<th class=num>AUC before \u2192 after</th>"
             "<th class=num>F1 before \u2192 after</th>"
+            "<th class=num>Threshold before \u2192 after</th>"
+            "<th class=num>F1 at threshold before \u2192 after</th>"
             "<th class=num>Accuracy before \u2192 after</th>"
             "<th class=num>Loss before \u2192 after</th><th class=num>Validation images</th>"
             "</tr></thead><tbody>"
@@ -257,7 +259,7 @@ def _metrics(page: _Page) -> Iterator[str]:
             before, after = rd.log["metrics"]["before"], rd.log["metrics"]["after"]
             cells = "".join(
                 f"<td class=num>{_fmt(before.get(k))} \u2192 <b>{_fmt(after.get(k))}</b></td>"
-                for k in ("auc", "f1", "accuracy", "loss")
+                for k in ("auc", "f1", "threshold", "f1_calibrated", "accuracy", "loss")
             )
             yield (
                 f"<tr><td class=num>{rd.info.id}</td>{cells}"

@@ -93,7 +93,8 @@ def _render(draw: Callable[[Axes], bool], height: float = 3.4) -> bytes | None:
 
 
 def metrics_png(fed: Federation) -> bytes | None:
-    """AUC, F1 and accuracy after aggregation per finalized round (from the logs)."""
+    """AUC, F1 (at 0.5 and at the calibrated threshold) and accuracy after aggregation per
+    finalized round (from the logs; logs without a calibrated F1 leave a gap)."""
     rows = [(rd.info.id, rd.metrics_after()) for rd in fed.rounds]
     points = [(r, m) for r, m in rows if m is not None]
 
@@ -103,7 +104,8 @@ def metrics_png(fed: Federation) -> bytes | None:
         xs = [r for r, _ in points]
         styles = (  # key, legend, colour, line style, marker, label offset (points)
             ("auc", "AUC", "#1f3a93", "-", "o", 7),
-            ("f1", "F1", "#c05800", "-", "s", -12),
+            ("f1", "F1 at 0.5", "#c05800", "-", "s", -12),
+            ("f1_calibrated", "F1 at threshold", "#2e7d32", "--", "D", 0),
             ("accuracy", "accuracy", "#5f6368", ":", "^", 0),
         )
         for key, name, colour, ls, marker, dy in styles:

@@ -13,6 +13,7 @@ Site names and log texts include hostile strings (markup, a bidi override, matht
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from fedtrail.storage.codec import decode_model, decode_update, encode_model, en
 from fedtrail.storage.store import LocalStore, sha256_hex
 
 EVIL_NAME = "<script>alert(1)</script>"
+THRESHOLD = 0.412
+"""The calibrated decision threshold every finalized round's log records after aggregation."""
 EVIL_EXPLANATION = 'gain -0.004 <= 0 & <img src=x onerror="alert(2)"> rejected'
 SITE_NAMES = ("St. Mary's Radiology", EVIL_NAME, "Klinikum $x^2$ Nord & S\u00fcd\u202e")
 SPEC = ModelSpec()
@@ -179,7 +182,15 @@ def finalize(
         },
         "metrics": {
             "before": {"auc": auc - 0.08, "f1": auc - 0.15, "accuracy": auc - 0.1, "loss": 0.6},
-            "after": {"auc": auc, "f1": auc - 0.07, "accuracy": auc - 0.02, "loss": 0.5},
+            "after": {  # "before" in the format without the calibrated decision
+                "auc": auc,
+                "f1": auc - 0.07,
+                "accuracy": auc - 0.02,
+                "loss": 0.5,
+                "threshold": THRESHOLD,
+                "f1_calibrated": auc - 0.005,
+                "bias": [0.0, math.log((1 - THRESHOLD) / THRESHOLD)],
+            },
         },
         "summary": f"Round {round_id}: {len(subs)} updates aggregated <b>weighted</b>.",
     }

@@ -83,6 +83,7 @@ def test_audit_log_marks_what_the_chain_pins_and_what_is_only_claimed(fed: Fed) 
     assert "summary [claimed]:" in out
     assert out.count("samples [chain]") == 3 and out.count("why [claimed]:") == 3
     assert "validation set [claimed]" in out
+    assert "threshold fitted on that set [claimed]: n/a -> 0.412, F1 at it n/a -> 0." in out
     assert "DIFFERS" not in out
 
 
