@@ -306,6 +306,7 @@ def test_verify_cli_passes_on_anvil_and_ipfs(anvil_fed: Any, anvil_url: str) -> 
     doc = json.loads(result.stdout)
     assert doc["passed"] is True and {c["round"] for c in doc["checks"]} == {1, 2}
     assert sum(c["check"] == "scores.recomputed" for c in doc["checks"]) == 2
+    assert sum(c["check"] == "metrics.recomputed" for c in doc["checks"]) == 2
     for sub in ("rounds", "log 1", "site " + dev_account(5).address):
         r = CliRunner().invoke(
             cli,
