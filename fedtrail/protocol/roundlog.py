@@ -568,7 +568,7 @@ class Standing:
     """Each site's value accumulated across rounds (valuation with ``standing``), chained
     through the logs so an auditor re-derives it: ``before`` must equal the previous log's
     ``after`` (empty for the first round), ``after`` is ``before`` plus ``normalised`` (None in
-    the warm-up round, ``valued_rounds`` 0, and in a round with no positive total gain), and
+    the warm-up round, ``valued_rounds`` 0, and in a round whose values are all zero), and
     every OK site's score follows from its ``after`` value. ``references``: the earlier
     updates this round's updates were checked against for free-riding, by label."""
 

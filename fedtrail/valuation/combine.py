@@ -376,7 +376,7 @@ class RoundValuation:
     history and the round log; None without one."""
     normalised: dict[str, float] | None = None
     """This round's normalised values as accumulated (None: not accumulated — the warm-up round,
-    no history, or a round with no positive total gain)."""
+    no history, or a round whose values are all zero)."""
 
 
 def any_positive(valuations: Sequence[SiteValuation]) -> bool:

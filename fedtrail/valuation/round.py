@@ -219,7 +219,7 @@ def _settle(ctx: ValuationContext, method: str, comb: Combiner, history: History
     game = GAMES[method](utility.players, utility, ctx.seed)
     normalised = None
     if not history.warm_up:
-        normalised = normalised_values(game.values, v_empty=game.v_empty, v_full=game.v_full)
+        normalised = normalised_values(game.values)
     accumulated = accumulate(previous, normalised or {})
     return RoundValuation(
         sites=comb.settle(cands, robust, game.values, accumulated, method=game.method),

@@ -34,11 +34,12 @@ def _norm(delta: Delta) -> float:
     return math.sqrt(sum(float((v.double() ** 2).sum()) for v in delta.values()))
 
 
-def test_normalised_values_are_shares_of_the_total_and_skip_rounds_without_gain() -> None:
-    got = normalised_values({"a": 3.0, "b": -1.0}, v_empty=0.0, v_full=2.0)
+def test_normalised_values_are_shares_of_the_total_also_in_a_losing_round() -> None:
+    got = normalised_values({"a": 3.0, "b": -1.0})
     assert got == {"a": 0.75, "b": -0.25}
-    assert normalised_values({"a": 1.0}, v_empty=1.0, v_full=1.0) is None
-    assert normalised_values({"a": 0.0, "b": 0.0}, v_empty=0.0, v_full=1.0) is None
+    # A round the updates made worse still says who did it: the harmful site is not shielded.
+    assert normalised_values({"a": 0.05, "b": -0.2}) == pytest.approx({"a": 0.2, "b": -0.8})
+    assert normalised_values({"a": 0.0, "b": 0.0}) is None
 
 
 def test_accumulate_adds_and_keeps_sites_not_valued() -> None:
