@@ -41,7 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -99,7 +99,6 @@ class Daemon:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     killed: bool = False
-    exits: list[int] = field(default_factory=list)
 
     def start(self) -> None:
         with self.log.open("ab") as out:
