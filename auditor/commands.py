@@ -38,7 +38,8 @@ def round_rows(ledger: Ledger) -> list[dict[str, Any]]:
             {
                 "round": info.id,
                 "phase": info.phase.label,
-                "submissions": info.submission_count,
+                "committed": len(ledger.commit_orders(info.id)),
+                "revealed": info.submission_count,
                 "start_sha256": info.start_sha256[:16],
                 "global_sha256": info.global_sha256[:16] if info.global_cid else "",
                 "log_cid": info.log_cid,

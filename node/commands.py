@@ -340,7 +340,7 @@ def run(
     threads: int | None,
     verbose: bool,
 ) -> None:
-    """Run the site daemon: watch for rounds, train, store, submit (restart-safe)."""
+    """Run the site daemon: watch for rounds, train, commit, store, reveal (restart-safe)."""
     import torch
 
     config, ledger = _load_folder(folder, rpc_url=rpc_url, store=store)

@@ -142,3 +142,15 @@ def test_made_up_normalised_values_fail_only_the_re_run(
     assert not {n for n in _failed(public) if n.startswith("standing.")}
     full = verify_round(fed.ledger, fed.store, 2, validation=load_bundled().val)
     assert "standing.recomputed" in _failed(full)
+
+
+def test_audit_rounds_counts_commitments_and_reveals_apart(three_rounds: Any) -> None:
+    from fedtrail.auditor.commands import round_rows
+
+    fed = three_rounds
+    r = fed.service.open_next()
+    node = fed.nodes[0]
+    node.participate(r)  # commits only: the commit window is still open
+    rows = {row["round"]: row for row in round_rows(fed.ledger)}
+    assert (rows[1]["committed"], rows[1]["revealed"]) == (3, 3)
+    assert (rows[r]["committed"], rows[r]["revealed"]) == (1, 0)
