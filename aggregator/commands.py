@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -25,6 +26,7 @@ from fedtrail.hooks import launcher_step_hook
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.datasets import load_bundled, load_medmnist_npz
 from fedtrail.protocol.weights import SCORE_SCALE
+from fedtrail.valuation import HISTORY_COMBINER, Combiner
 
 log = logging.getLogger("fedtrail.aggregator")
 
@@ -76,6 +78,14 @@ def aggregator() -> None:
     show_default=True,
     help="Reveal window after the commit deadline (chain seconds; at least the ledger's minimum).",
 )
+@click.option(
+    "--max-sample-ratio",
+    type=click.FloatRange(1.0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="IMPLAUSIBLE_SAMPLES above this many times the median count of the round's other "
+    "updates (raise it for a federation of very unequal hospitals; recorded in the round terms).",
+)
 @click.option("--poll-interval", type=float, default=2.0, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option(
@@ -103,6 +113,7 @@ def run(
     explanation_check: bool,
     round_seconds: int,
     reveal_seconds: int,
+    max_sample_ratio: float,
     poll_interval: float,
     seed: int,
     folder: Path,
@@ -140,6 +151,9 @@ def run(
         valuation=valuation,
         metric=metric,
         standing=standing,
+        combiner=replace(
+            HISTORY_COMBINER if standing else Combiner(), max_sample_ratio=max_sample_ratio
+        ),
         explanation_check=explanation_check,
         round_seconds=round_seconds,
         reveal_seconds=reveal_seconds,

@@ -23,6 +23,7 @@ HUGE = "1" * 80  # an 80-digit round number printed a traceback before
         ["chain", "status", "--round", "0"],
         ["explain", "--round", HUGE],
         ["aggregator", "run", "--seed", "-1"],
+        ["aggregator", "run", "--max-sample-ratio", "1"],
         ["node", "run", ".", "--threads", "0"],
         ["demo", "--seed", "-5"],
     ],
