@@ -88,8 +88,9 @@ _DESCRIPTIONS: dict[Reason, str] = {
     Reason.FREE_RIDER: "The update carries no training of its own: it is zero, its norm is tiny "
     "next to the round's other updates, or it is a stale copy of an earlier update (such as the "
     "site's previous one) or of the last global delta.",
-    Reason.IMPLAUSIBLE_SAMPLES: "The claimed sample count is implausible for the site (above "
-    "what its data or its history supports), so the update is not weighted by it.",
+    Reason.IMPLAUSIBLE_SAMPLES: "The claimed sample count is implausible: more than the round's "
+    "max_sample_ratio times the median count of the round's other usable updates, so the update "
+    "is not weighted by it.",
     Reason.NOT_REVEALED: "The site committed to an update but never revealed it within the "
     "reveal window; it is not valued on chain.",
 }
