@@ -154,3 +154,52 @@ def test_audit_rounds_counts_commitments_and_reveals_apart(three_rounds: Any) ->
     rows = {row["round"]: row for row in round_rows(fed.ledger)}
     assert (rows[1]["committed"], rows[1]["revealed"]) == (3, 3)
     assert (rows[r]["committed"], rows[r]["revealed"]) == (1, 0)
+
+
+def test_a_log_that_names_another_validation_set_fails_terms_validation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13, attack 6: the validation-set hash is committed in the terms at open; a log that
+    claims another one (to make a re-run with some other split look right) fails verify."""
+    real = RoundLog.to_bytes
+
+    def lying(log: RoundLog) -> bytes:
+        other = dataclasses.replace(log.validation, sha256="0" * 64)
+        return real(dataclasses.replace(log, validation=other))
+
+    monkeypatch.setattr(RoundLog, "to_bytes", lying)
+    fed = federation(tmp_path, rounds=1)
+    bad = _failed(verify_round(fed.ledger, fed.store, 1))
+    assert "terms.validation" in bad and "not the committed" in bad["terms.validation"]
+
+
+def test_a_false_outlier_verdict_on_the_best_site_fails_the_re_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13, attack 6: the aggregator zeroes the site its own valuation liked best with a
+    made-up OUTLIER_DIRECTION. The chain accepts the form (score 0, a reason code); with the
+    validation set, the re-run of the valuation shows the reasons differ."""
+    import fedtrail.aggregator.service as service_mod
+    from fedtrail.protocol.codes import Reason
+
+    real = service_mod.value_round
+
+    def biased(**kwargs: Any) -> Any:
+        report = real(**kwargs)
+        best = max(report.sites, key=lambda v: (v.score, v.site))
+        sites = [
+            dataclasses.replace(v, score=0, reason=Reason.OUTLIER_DIRECTION, detail="made up")
+            if v is best
+            else v
+            for v in report.sites
+        ]
+        return dataclasses.replace(report, sites=sites)
+
+    monkeypatch.setattr(service_mod, "value_round", biased)
+    fed = federation(tmp_path, rounds=1)
+    assert any(s.reason == int(Reason.OUTLIER_DIRECTION) for s in fed.ledger.get_submissions(1))
+    public = verify_round(fed.ledger, fed.store, 1)
+    assert public.passed, _failed(public)  # the lie is in the form the chain allows
+    full = verify_round(fed.ledger, fed.store, 1, validation=load_bundled().val)
+    bad = _failed(full)
+    assert "scores.recomputed" in bad and "reasons DIFFER" in bad["scores.recomputed"]
