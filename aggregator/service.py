@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,7 +207,7 @@ class AggregatorService:
         state, _ = decode_model(self.store.get(cid, sha256), spec=self.spec)
         return state
 
-    def _evaluate(self, state: dict[str, torch.Tensor]) -> Metrics:
+    def _evaluate(self, state: dict[str, torch.Tensor]) -> CalibratedMetrics:
         """Metrics on the validation split with the decision threshold fitted on it (the
         intercept of :func:`~fedtrail.ml.metrics.fit_intercept`): recorded in the log, used by
         the nodes and ``fedtrail explain``, recomputed by ``audit verify --validation``."""
@@ -509,7 +510,9 @@ class AggregatorService:
                 for v in report.sites
             }
         explanations = (
-            self._explanations(round_id, new_state) if self.settings.explain_method else None
+            self._explanations(round_id, new_state, after.bias)
+            if self.settings.explain_method
+            else None
         )
         record = self._log(
             round_id,
@@ -554,9 +557,13 @@ class AggregatorService:
         )
 
     def _explanations(
-        self, round_id: int, state: dict[str, torch.Tensor]
+        self,
+        round_id: int,
+        state: dict[str, torch.Tensor],
+        bias: Sequence[float] | None = None,
     ) -> roundlog.ModelExplanations:
-        """Heatmaps of the new global model on the fixed probe set, stored as PNGs."""
+        """Heatmaps of the new global model on the fixed probe set, stored as PNGs; predictions
+        at the calibrated decision (``bias``, the one the round's metrics record)."""
         method = self.settings.explain_method or "integrated_gradients"
         probe = probe_set(self.validation, self.settings.probe_per_class)
         overlays = explain_model(
@@ -566,6 +573,7 @@ class AggregatorService:
             method=method,
             seed=self.settings.seed,
             title=f"round {round_id}: ",
+            bias=bias,
         )
         images = []
         for overlay in overlays:
