@@ -18,6 +18,12 @@ seconds per evaluation, and — where both ran — Spearman's rank correlation o
 
 Aggregation: median seconds (over ``--repeats``) per rule for 10 updates of the CNN
 (105,346 float32 values each), plus apply_delta.
+
+``--compare 10,100`` instead times the aggregator's default valuation (``--standing``: metric
+``balanced_loss``, :data:`~fedtrail.valuation.HISTORY_COMBINER`, a :class:`History` with every
+site's previous update and a global delta as free-rider references) against the per-round
+valuation it replaced (metric ``loss``, default thresholds, no history) on the same rounds,
+prints both and their ratio, and exits 1 when the ratio exceeds issue 12's bar (1.2) at any size.
 """
 
 from __future__ import annotations
@@ -39,14 +45,19 @@ from fedtrail.protocol.weights import onchain_weights
 from fedtrail.simulation.faults import gaussian_update
 from fedtrail.valuation import (
     AUTO_EXACT_SITES,
+    HISTORY_COMBINER,
     MAX_EXACT_SITES,
     Candidate,
     CoalitionUtility,
+    History,
     RoundValuation,
     ValuationContext,
     exact_shapley,
     value_round,
 )
+
+RATIO_BAR = 1.2
+"""Issue 12: the valuation may cost at most 1.2x what it cost before, at 10 and 100 sites."""
 
 
 def _spearman(x: list[float], y: list[float]) -> float:
@@ -130,7 +141,66 @@ def _row(n: int, what: str, report: RoundValuation, seconds: float, rho: str) ->
     )
 
 
-def main() -> None:
+def _compare(
+    global_state: dict[str, torch.Tensor],
+    spec: ModelSpec,
+    sites: list[tuple[int, dict[str, torch.Tensor]]],
+    validation: ImageDataset,
+    sizes: list[int],
+) -> int:
+    """Per-round (before) vs standing (the default now) on the same rounds; 1 on a miss."""
+    print(f"\nvaluation before vs now, validation split of {len(validation)} images")
+    print("| sites | per-round, loss (s) | standing, balanced loss (s) | ratio | evaluations |")
+    print("|---:|---:|---:|---:|---:|")
+    missed = 0
+    for n in sizes:
+        cands = [Candidate(f"site{i:02d}", ns, d) for i, (ns, d) in enumerate(sites[:n])]
+        # References as a round after the first has them: each site's previous update (here a
+        # scaled copy, so nobody is stale) and the global delta applied.
+        refs = {
+            f"site{i:02d}'s update of round 1": {k: 0.7 * v for k, v in d.items()}
+            for i, (_, d) in enumerate(sites[:n])
+        }
+        refs["the global delta of round 1"] = {k: 0.5 * v for k, v in sites[0][1].items()}
+        history = History(
+            accumulated={c.site: 0.0 for c in cands}, valued_rounds=1, references=refs
+        )
+        start = time.perf_counter()
+        before = value_round(
+            global_state=global_state,
+            spec=spec,
+            candidates=cands,
+            validation=validation,
+            method="shapley",
+            metric="loss",
+            seed=0,
+        )
+        t_before = time.perf_counter() - start
+        start = time.perf_counter()
+        now = value_round(
+            global_state=global_state,
+            spec=spec,
+            candidates=cands,
+            validation=validation,
+            method="shapley",
+            metric="balanced_loss",
+            seed=0,
+            combiner=HISTORY_COMBINER,
+            history=history,
+        )
+        t_now = time.perf_counter() - start
+        ratio = t_now / t_before
+        missed += ratio > RATIO_BAR
+        print(
+            f"| {n} | {t_before:.1f} | {t_now:.1f} | {ratio:.2f} | "
+            f"{before.evaluations} / {now.evaluations} |",
+            flush=True,
+        )
+    print(f"bar: ratio <= {RATIO_BAR} at every size: {'MISSED' if missed else 'met'}")
+    return 1 if missed else 0
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", default="5,10,20,50")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave as is)")
@@ -141,10 +211,18 @@ def main() -> None:
         default=MAX_EXACT_SITES,
         help=f"time exact Shapley on its own up to this many sites (<= {MAX_EXACT_SITES})",
     )
+    parser.add_argument(
+        "--compare",
+        default="",
+        metavar="SIZES",
+        help="time the default valuation against the per-round one at these site counts "
+        "(e.g. 10,100) and exit 1 above a 1.2x ratio",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sites.split(",")]
+    compare = [int(s) for s in args.compare.split(",") if s.strip()]
 
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
@@ -161,7 +239,9 @@ def main() -> None:
         ).delta
         for i, p in enumerate(partition_iid(pool.labels, 5, seed=0))
     ]
-    sites = _synthetic_sites(real, max(sizes))
+    sites = _synthetic_sites(real, max([*sizes, *compare]))
+    if compare:
+        return _compare(global_state, spec, sites, splits.val, compare)
 
     print(f"\nvaluation, validation split of {len(splits.val)} images, metric AUC")
     print(
@@ -227,7 +307,8 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     print(f"| apply_delta | {1000 * statistics.median(times):.1f} |")
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
