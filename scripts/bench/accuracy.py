@@ -2,7 +2,7 @@
 weighting vs each robust aggregation rule, on the bundled chest X-rays, over several seeds.
 
 Usage: .venv/bin/python scripts/bench/accuracy.py [--seeds 5] [--rounds 10] [--epochs 1]
-       [--alpha 1.0] [--scenarios a,b,c,d,e] [--valuation shapley] [--out .run/bench/accuracy.json]
+       [--alpha 1.0] [--scenarios a,b,c,d,e,f] [--valuation shapley] [--out .run/bench/accuracy.json]
        [--quick] [--render JSON [JSON ...]]
 
 Scenarios (sites from a Dirichlet(alpha) label-skew split of the bundled training split; the
@@ -13,7 +13,9 @@ faulty sites are the last ones of the split):
 (c) 10 sites, 2 of them poisoning: one sends its update sign-flipped, the other scaled x10;
 (d) 5 sites, 2 of them free-riding: one sends a zero delta, the other resends its round-1 update;
 (e) 5 sites, 2 of them free-riding: one sends noise at 0.5% of an update's magnitude, the other
-    resends the last global delta.
+    resends the last global delta;
+(f) 5 sites, 2 of them taking small steps: one sends its update scaled x -0.3 (against its
+    honest direction), the other x 0.3 (inside the honest spread).
 
 Methods and the simulation are described in ``scripts/bench/_sim.py`` (weights from
 ``onchain_weights``, the contract's rule; no chain or store). Metrics: ROC AUC and F1 (class 1 =
@@ -124,6 +126,12 @@ def _tiny_riders(seed: int) -> tuple[SiteFault, ...]:
     return (*(SiteFault() for _ in range(3)), tiny, SiteFault())
 
 
+def _small_steps(seed: int) -> tuple[SiteFault, ...]:
+    against = SiteFault(kind="scale", factor=-0.3, seed=seed * 1000 + 3)
+    short = SiteFault(kind="scale", factor=0.3, seed=seed * 1000 + 4)
+    return (*(SiteFault() for _ in range(3)), against, short)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "a": Scenario("a", "(a) clean non-IID, 5 sites", 5, _clean(5), "5 honest sites"),
     "b": Scenario(
@@ -156,6 +164,15 @@ SCENARIOS: dict[str, Scenario] = {
         "site 3 sends uniform noise at 0.5% of its update's magnitude, site 4 resends the last "
         "global delta from round 2 on",
         (Stale(4, "global"),),
+    ),
+    "f": Scenario(
+        "f",
+        "(f) 2 of 5 sites taking small steps",
+        5,
+        _small_steps,
+        "site 3 sends its update scaled x -0.3 (a small step against its honest direction), "
+        "site 4 scaled x 0.3 (a shortened step inside the honest spread): what shortens an "
+        "overshooting average used to be paid",
     ),
 }
 
@@ -478,6 +495,24 @@ def issue12_bars(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Bar]:
                     f"worst seed {f['auc']['valuation_min']:.3f}",
                 )
             )
+        if key == "f" and share:
+            out.append(
+                (
+                    f"alpha {label} (f): small-step sites paid no more than FedAvg pays them",
+                    share["valuation_mean"] <= share["fedavg_mean"],
+                    f"{share['valuation_mean']:.3f} vs {share['fedavg_mean']:.3f}",
+                )
+            )
+            clean = next((g for lab, k, g in rows if k == "a" and lab == label), None)
+            if clean is not None:
+                drop = f["auc"]["valuation"] - clean["auc"]["valuation"]
+                out.append(
+                    (
+                        f"alpha {label} (f): global AUC within 0.02 of the clean run (a)",
+                        drop >= -0.02,
+                        f"{drop:+.4f}",
+                    )
+                )
         if key in ("d", "e") and share:
             out.append(
                 (
@@ -720,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
     parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet label-skew alpha")
-    parser.add_argument("--scenarios", default="a,b,c,d,e")
+    parser.add_argument("--scenarios", default="a,b,c,d,e,f")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument(
         "--valuation",

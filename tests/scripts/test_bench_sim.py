@@ -189,7 +189,7 @@ def _figures(*, auc: float, worst: float, share: float, fed_share: float, lower:
     paired = {"n": 5, "diff_mean": auc, "diff_worst": worst}
     return {
         "seeds": [0, 1, 2, 3, 4],
-        "auc": {"paired": paired, "valuation_min": 0.9},
+        "auc": {"paired": paired, "valuation_min": 0.9, "valuation": 0.9},
         "f1_calibrated": {"paired": {"n": 5, "diff_mean": 0.03, "diff_worst": 0.0}},
         "faulty_share": {
             "valuation_mean": share,
@@ -221,3 +221,15 @@ def test_the_accuracy_benchmark_checks_issue_12s_bars() -> None:
     assert bars["alpha 1 (b): noisy share below FedAvg's, lower in >= 4 of 5 seeds"][0]
     assert accuracy._print_bars([("x", True, "")]) == 0
     assert accuracy._print_bars([("x", True, ""), ("y", False, "")]) == 1
+
+
+def test_small_step_attackers_are_checked_against_fedavg_and_the_clean_run() -> None:
+    import accuracy
+
+    clean = _figures(auc=0.0, worst=0.0, share=0.1, fed_share=0.4, lower=5)
+    clean["auc"]["valuation"] = 0.90
+    attacked = _figures(auc=0.0, worst=0.0, share=0.45, fed_share=0.4, lower=0)
+    attacked["auc"]["valuation"] = 0.87
+    bars = {n: m for n, m, _ in accuracy.issue12_bars([("1", "a", clean), ("1", "f", attacked)])}
+    assert bars["alpha 1 (f): small-step sites paid no more than FedAvg pays them"] is False
+    assert bars["alpha 1 (f): global AUC within 0.02 of the clean run (a)"] is False
