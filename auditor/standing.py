@@ -13,8 +13,9 @@ values. What an auditor checks with public data alone (``standing.chain``,
   the normalised values are shares (their absolute values sum to at most 1) and only sites
   that passed the screening have one;
 * each site scored from its standing (reason OK or LOW_QUALITY) has the score
-  :func:`~fedtrail.valuation.standing.demoted_score` gives its ``after`` value under the terms'
-  ``demote_scale``, and LOW_QUALITY exactly when that score is 0.
+  :func:`~fedtrail.valuation.standing.demoted_score` gives its ``after`` value (less the median
+  scored site's when that is negative: :func:`~fedtrail.valuation.standing.demotion_reference`)
+  under the terms' ``demote_scale``, and LOW_QUALITY exactly when that score is 0.
 
 The normalised values themselves come from the validation game: with the validation set,
 ``standing.recomputed`` re-runs it (in ``audit verify --validation``); without it they are
@@ -38,7 +39,7 @@ from fedtrail.valuation.chained import (
     reference_label,
     reference_submissions,
 )
-from fedtrail.valuation.standing import accumulate, demoted_score
+from fedtrail.valuation.standing import accumulate, demoted_score, demotion_reference
 
 __all__ = ["Check", "check_standing", "compare_standing"]
 
@@ -133,10 +134,11 @@ def check_standing(
         out.append(("standing.scores", False, f"the terms' thresholds are unusable: {exc}"))
         return out
     wrong = []
-    for s in subs:
-        if s.reason not in SCORED_FROM_STANDING:
-            continue
-        expected = demoted_score(float(standing.after.get(s.site, 0.0)), demote_scale=scale)
+    scored = [s for s in subs if s.reason in SCORED_FROM_STANDING]
+    reference = demotion_reference(float(standing.after.get(s.site, 0.0)) for s in scored)
+    for s in scored:
+        total = float(standing.after.get(s.site, 0.0))
+        expected = demoted_score(total - reference, demote_scale=scale)
         low = s.reason == int(Reason.LOW_QUALITY)
         if s.score != expected or low != (expected == 0):
             wrong.append(f"{s.site[:10]} score {s.score} reason {s.reason}, expected {expected}")

@@ -34,7 +34,13 @@ from fedtrail.valuation.shapley import (
     exact_shapley,
     mc_shapley,
 )
-from fedtrail.valuation.standing import History, accumulate, demoted_score, normalised_values
+from fedtrail.valuation.standing import (
+    History,
+    accumulate,
+    demoted_score,
+    demotion_reference,
+    normalised_values,
+)
 from fedtrail.valuation.utility import CachedUtility, CoalitionUtility, GameValues
 
 __all__ = [
@@ -61,6 +67,7 @@ __all__ = [
     "accumulate",
     "any_positive",
     "demoted_score",
+    "demotion_reference",
     "exact_shapley",
     "free_riders",
     "leave_one_out",

@@ -22,7 +22,8 @@ replaced: free-riders (:mod:`~fedtrail.valuation.freeride`) were rejected as FRE
 step 2; the round's values are normalised and accumulated per site, and every update that passed
 the screening scores by its accumulated value, demote-only
 (:func:`~fedtrail.valuation.standing.demoted_score`): full score unless the accumulated value is
-negative, 0 with LOW_QUALITY at ``-demote_scale`` or below.
+negative, 0 with LOW_QUALITY at ``-demote_scale`` or below - measured against the median scored
+site's value when that is negative (:func:`~fedtrail.valuation.standing.demotion_reference`).
 
 :func:`fedtrail.valuation.value_round` runs the whole valuation of a round and ends here.
 """
@@ -39,7 +40,7 @@ from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.valuation.base import Candidate
 from fedtrail.valuation.robust import RobustStats
-from fedtrail.valuation.standing import demoted_score
+from fedtrail.valuation.standing import demoted_score, demotion_reference
 
 __all__ = [
     "HISTORY_COMBINER",
@@ -277,6 +278,12 @@ class Combiner:
         :meth:`screen`, ``accumulated`` every site's value after this round (0 when absent)."""
         checked = sum(1 for c in candidates if c.usable) >= self.min_robust_sites
         screened = self.screen(candidates, robust)
+        reference = demotion_reference(
+            float(accumulated.get(c.site, 0.0))
+            for c in candidates
+            if screened[c.site][0] is Reason.OK
+        )
+        against = "" if reference == 0 else f" against the median site's {reference:.4g}"
         out = []
         for c in candidates:
             reason, detail = screened[c.site]
@@ -286,15 +293,17 @@ class Combiner:
                 if value is None or not math.isfinite(value):
                     raise ConfigError(f"no finite validation value for {c.site}")
                 total = float(accumulated.get(c.site, 0.0))
-                score = demoted_score(total, demote_scale=self.demote_scale)
-                what = f"{method or 'validation'} value {value:.4g}, accumulated {total:.4g}"
+                score = demoted_score(total - reference, demote_scale=self.demote_scale)
+                what = (
+                    f"{method or 'validation'} value {value:.4g}, accumulated {total:.4g}{against}"
+                )
                 if score == 0:
                     reason = Reason.LOW_QUALITY
-                    detail = f"{what} <= -{self.demote_scale:g}: consistently harmful"
+                    detail = f"{what}: {self.demote_scale:g} or more below, consistently harmful"
                 elif score < SCORE_SCALE:
-                    detail = f"{what} < 0: demoted to {score / SCORE_SCALE:.1%}"
+                    detail = f"{what}: below, demoted to {score / SCORE_SCALE:.1%}"
                 else:
-                    detail = f"{what} >= 0: full score"
+                    detail = f"{what}: not below, full score"
             out.append(
                 _site_valuation(
                     c,

@@ -19,7 +19,7 @@ round's log, and an auditor re-derives them from the previous round's log.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -28,7 +28,7 @@ import torch
 from fedtrail.errors import ConfigError
 from fedtrail.protocol.weights import SCORE_SCALE
 
-__all__ = ["History", "accumulate", "demoted_score", "normalised_values"]
+__all__ = ["History", "accumulate", "demoted_score", "demotion_reference", "normalised_values"]
 
 
 def _empty() -> Mapping[str, float]:
@@ -95,6 +95,25 @@ def accumulate(previous: Mapping[str, float], normalised: Mapping[str, float]) -
     for site, v in normalised.items():
         out[site] = out.get(site, 0.0) + v
     return out
+
+
+def demotion_reference(accumulated: Iterable[float]) -> float:
+    """What a site's accumulated value is measured against: 0, or the median of the round's
+    scored sites when that median is negative.
+
+    Under strong label skew the validation game can value the *typical* site negatively (a
+    skewed update hurts a balanced validation split even after the intercept fit): measured at
+    Dirichlet alpha 1 with 2 of 5 noisy sites, 10 rounds, 5 seeds, 21% of honest site-rounds
+    were zeroed against 0, and in one seed all but two sites. A site is then demoted only for
+    being worse than the median site - assuming, as robust aggregation does, that most sites are
+    honest. When the median is not negative nothing changes.
+    """
+    values = sorted(accumulated)
+    if not values:
+        return 0.0
+    n = len(values)
+    median = values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2.0
+    return min(0.0, median)
 
 
 def demoted_score(accumulated: float, *, demote_scale: float) -> int:

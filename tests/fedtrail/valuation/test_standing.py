@@ -17,6 +17,7 @@ from fedtrail.valuation import (
     History,
     accumulate,
     demoted_score,
+    demotion_reference,
     free_riders,
     normalised_values,
     value_round,
@@ -54,6 +55,31 @@ def test_demoted_score_only_demotes_negative_standing() -> None:
     assert demoted_score(-0.25, demote_scale=0.5) == SCORE_SCALE // 2
     assert demoted_score(-0.5, demote_scale=0.5) == 0
     assert demoted_score(-9.0, demote_scale=0.5) == 0
+
+
+def test_the_median_site_is_the_reference_only_when_it_is_negative() -> None:
+    assert demotion_reference([]) == 0.0
+    assert demotion_reference([0.4, -0.2, 1.0]) == 0.0  # median 0.4: absolute, as before
+    assert demotion_reference([-1.6, -2.0, 2.6, -2.3, -0.5]) == -1.6
+    assert demotion_reference([-1.0, -0.5, 2.0, -3.0]) == pytest.approx(-0.75)
+
+
+def test_under_skew_the_typical_site_keeps_its_score() -> None:
+    """A round where most sites carry negative standing (the game values skewed updates below
+    zero): only the site far below the median site is demoted, not every negative one."""
+    from fedtrail.valuation import Combiner, RobustStats
+
+    sites = ["a", "b", "c", "d", "e"]
+    accumulated = {"a": -1.6, "b": -2.0, "c": 2.6, "d": -2.3, "e": -0.5}
+    cands = [Candidate(site=s, num_samples=100, delta={"w": torch.ones(1)}) for s in sites]
+    robust = {s: RobustStats(cosine=0.5, norm=1.0, norm_z=0.0, median_norm=1.0) for s in sites}
+    out = Combiner().settle(cands, robust, {s: 0.0 for s in sites}, accumulated, method="x")
+    scores = {v.site: v.score for v in out}
+    reasons = {v.site: v.reason for v in out}
+    assert scores["a"] == SCORE_SCALE and scores["c"] == SCORE_SCALE and scores["e"] == SCORE_SCALE
+    assert scores["b"] == demoted_score(-0.4, demote_scale=0.5) > 0
+    assert scores["d"] == 0 and reasons["d"] is Reason.LOW_QUALITY
+    assert "median site's -1.6" in next(v.detail for v in out if v.site == "d")
 
 
 def test_history_validates_its_inputs() -> None:
