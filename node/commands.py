@@ -13,14 +13,14 @@ import click
 from fedtrail.chain import connect
 from fedtrail.cli.common import (
     ledger_options,
-    load_signer,
     open_checked_store,
-    open_ledger,
+    open_signed_ledger,
     read_passphrase,
     resolve_rpc,
     setup_logging,
     signer_options,
     stop_on_signals,
+    tx_fields,
 )
 from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError
@@ -183,8 +183,7 @@ def register(
     """Coordinator helper: register a site's address on the ledger."""
     from fedtrail.chain import fund as send_funds
 
-    ledger = open_ledger(rpc_url, deployment_path, contract)
-    signer = load_signer(ledger.w3, keystore, dev_account)
+    ledger, signer = open_signed_ledger(rpc_url, deployment_path, contract, keystore, dev_account)
     tx = ledger.register_site(signer, address, name, max_samples)
     click.echo(
         f"registered {checksum(address)} as '{name}', at most {max_samples} samples per update "
@@ -214,17 +213,14 @@ def set_max_samples(
     """Coordinator helper: change the most samples a registered site may claim per update
     (1..2**64-1; it applies from the site's next reveal on)."""
     site = checksum(address)
-    ledger = open_ledger(rpc_url, deployment_path, contract)
-    signer = load_signer(ledger.w3, keystore, dev_account)
+    ledger, signer = open_signed_ledger(rpc_url, deployment_path, contract, keystore, dev_account)
     before = ledger.get_site(site)
     tx = ledger.set_max_samples(signer, site, max_samples)
     doc = {
         "site": site,
         "max_samples": max_samples,
         "previous_max_samples": before.max_samples if before is not None else None,
-        "tx": tx.tx_hash,
-        "block": tx.block_number,
-        "gas_used": tx.gas_used,
+        **tx_fields(tx),
     }
     if fmt == "json":
         emit(doc, "json")

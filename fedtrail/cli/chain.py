@@ -14,9 +14,11 @@ from fedtrail.cli.common import (
     ledger_options,
     load_signer,
     open_ledger,
+    open_signed_ledger,
     resolve_rpc,
     rpc_option,
     signer_options,
+    tx_fields,
 )
 from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError
@@ -208,16 +210,13 @@ def transfer_coordinator(
     """Coordinator: offer the role to ADDRESS, who takes it with `chain accept-coordinator`
     (until then the signer keeps it; the zero address withdraws an offer)."""
     offered = checksum(new_coordinator)
-    ledger = open_ledger(rpc_url, deployment_path, contract)
-    signer = load_signer(ledger.w3, keystore, dev_account)
+    ledger, signer = open_signed_ledger(rpc_url, deployment_path, contract, keystore, dev_account)
     tx = ledger.transfer_coordinator(signer, offered)
     pending = ledger.pending_coordinator()
     doc = {
         "coordinator": ledger.coordinator(),
         "pending_coordinator": pending,
-        "tx": tx.tx_hash,
-        "block": tx.block_number,
-        "gas_used": tx.gas_used,
+        **tx_fields(tx),
     }
     if fmt == "json":
         emit(doc, "json")
@@ -243,16 +242,13 @@ def accept_coordinator(
     fmt: str,
 ) -> None:
     """Take the coordinator role the coordinator offered to the signer."""
-    ledger = open_ledger(rpc_url, deployment_path, contract)
-    signer = load_signer(ledger.w3, keystore, dev_account)
+    ledger, signer = open_signed_ledger(rpc_url, deployment_path, contract, keystore, dev_account)
     previous = ledger.coordinator()
     tx = ledger.accept_coordinator(signer)
     doc = {
         "coordinator": ledger.coordinator(),
         "previous_coordinator": previous,
-        "tx": tx.tx_hash,
-        "block": tx.block_number,
-        "gas_used": tx.gas_used,
+        **tx_fields(tx),
     }
     if fmt == "json":
         emit(doc, "json")

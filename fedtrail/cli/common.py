@@ -19,7 +19,7 @@ from web3 import Web3
 from fedtrail.chain import DEFAULT_RPC_URL, connect, dev_account
 from fedtrail.errors import ConfigError
 from fedtrail.keys import PASSPHRASE_ENV, load_keystore, passphrase_from_env
-from fedtrail.ledger import Deployment, Ledger
+from fedtrail.ledger import Deployment, Ledger, TxResult
 from fedtrail.protocol.codes import MAX_ROUND_ID
 from fedtrail.storage.store import ContentStore, IpfsStore, open_store
 
@@ -193,6 +193,23 @@ def load_signer(w3: Web3, keystore: Path | None, dev_account_index: int | None) 
     if keystore is None:
         raise ConfigError("a signing key is needed: pass --keystore FILE (or --dev-account N)")
     return load_keystore(keystore, read_passphrase(keystore))
+
+
+def open_signed_ledger(
+    rpc_url: str | None,
+    deployment_path: Path,
+    contract: str | None,
+    keystore: Path | None,
+    dev_account_index: int | None,
+) -> tuple[Ledger, LocalAccount]:
+    """The ledger and the signer of a command that sends a transaction (the signer options)."""
+    ledger = open_ledger(rpc_url, deployment_path, contract)
+    return ledger, load_signer(ledger.w3, keystore, dev_account_index)
+
+
+def tx_fields(tx: TxResult) -> dict[str, Any]:
+    """A mined transaction as the JSON fields every command reports."""
+    return {"tx": tx.tx_hash, "block": tx.block_number, "gas_used": tx.gas_used}
 
 
 def read_passphrase(keystore: Path, *, confirm: bool = False) -> str:
