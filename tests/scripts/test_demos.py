@@ -27,8 +27,14 @@ def test_embedded_demo_runs_and_its_audit_passes(tmp_path: Path) -> None:
     doc = json.loads(result.stdout)
     assert doc["verified"] is True
     assert [r["round"] for r in doc["rounds"]] == [1, 2]
-    poisoner = doc["rounds"][-1]["sites"][-1]
-    assert poisoner["site"] == "hospital-D" and poisoner["weight"] == 0
+    # Valuation by standing: round 1 is the warm-up (every screened update scores 1); by round 2
+    # the sign-flipping hospital-D is demoted well below the share FedAvg would give it.
+    first, second = (r["sites"] for r in doc["rounds"])
+    assert all(s["score"] == 1.0 for s in first)
+    poisoner = second[-1]
+    fedavg_share = poisoner["samples"] / sum(s["samples"] for s in second)
+    assert poisoner["site"] == "hospital-D" and poisoner["score"] < 1.0
+    assert poisoner["weight"] < 0.5 * fedavg_share
     assert doc["report"] and Path(doc["report"]).exists()
 
 
