@@ -2,8 +2,8 @@
 weighting vs each robust aggregation rule, on the bundled chest X-rays, over several seeds.
 
 Usage: .venv/bin/python scripts/bench/accuracy.py [--seeds 5] [--rounds 10] [--epochs 1]
-       [--alpha 1.0] [--scenarios a,b,c,d,e,f] [--valuation shapley] [--out .run/bench/accuracy.json]
-       [--quick] [--render JSON [JSON ...]]
+       [--alpha 1.0] [--scenarios a,b,c,d,e,f] [--valuation shapley]
+       [--out .run/bench/accuracy.json] [--quick] [--render JSON [JSON ...]]
 
 Scenarios (sites from a Dirichlet(alpha) label-skew split of the bundled training split; the
 faulty sites are the last ones of the split):
