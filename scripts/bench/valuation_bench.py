@@ -33,6 +33,7 @@ import os
 import platform
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,6 +142,13 @@ def _row(n: int, what: str, report: RoundValuation, seconds: float, rho: str) ->
     )
 
 
+def _timed(**kwargs: Any) -> tuple[RoundValuation, float]:
+    """``value_round(**kwargs)`` and its wall-clock seconds."""
+    start = time.perf_counter()
+    report = value_round(**kwargs)
+    return report, time.perf_counter() - start
+
+
 def _compare(
     global_state: dict[str, torch.Tensor],
     spec: ModelSpec,
@@ -165,30 +173,18 @@ def _compare(
         history = History(
             accumulated={c.site: 0.0 for c in cands}, valued_rounds=1, references=refs
         )
-        start = time.perf_counter()
-        before = value_round(
-            global_state=global_state,
-            spec=spec,
-            candidates=cands,
-            validation=validation,
-            method="shapley",
-            metric="loss",
-            seed=0,
+        common: dict[str, Any] = {
+            "global_state": global_state,
+            "spec": spec,
+            "candidates": cands,
+            "validation": validation,
+            "method": "shapley",
+            "seed": 0,
+        }
+        before, t_before = _timed(metric="loss", **common)
+        now, t_now = _timed(
+            metric="balanced_loss", combiner=HISTORY_COMBINER, history=history, **common
         )
-        t_before = time.perf_counter() - start
-        start = time.perf_counter()
-        now = value_round(
-            global_state=global_state,
-            spec=spec,
-            candidates=cands,
-            validation=validation,
-            method="shapley",
-            metric="balanced_loss",
-            seed=0,
-            combiner=HISTORY_COMBINER,
-            history=history,
-        )
-        t_now = time.perf_counter() - start
         ratio = t_now / t_before
         missed += ratio > RATIO_BAR
         print(
