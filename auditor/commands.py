@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +21,9 @@ from fedtrail.errors import ConfigError, VerificationFailed
 from fedtrail.ledger import Ledger, checksum
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 from fedtrail.storage.store import ContentStore
+
+if TYPE_CHECKING:
+    from fedtrail.protocol.roundlog import RoundLog
 
 
 @click.group()
@@ -257,9 +261,37 @@ def log_cmd(
             f"{_num(m.before.f1_calibrated)} -> {_num(m.after.f1_calibrated)} "
             "(F1 above: at 0.5)"
         )
+    if log.standing is not None:
+        _print_standing(log, shown)
     if mismatches:
         raise VerificationFailed(
             f"round {round_id}: the log differs from the chain: " + "; ".join(mismatches)
+        )
+
+
+def _print_standing(log: RoundLog, shown: Callable[[str], str]) -> None:
+    """The log's standing block: accumulated values per site, before and after this round."""
+    st = log.standing
+    assert st is not None
+    names = {e.site: e.name or e.site for e in log.sites}
+    click.echo("")
+    where = (
+        f"continues round {st.previous.round}'s log {st.previous.cid}"
+        if st.previous
+        else "first round: nothing carried in"
+    )
+    click.echo(
+        f"standing [checked by audit verify: standing.chain, .accumulated, .scores]: {where}; "
+        f"rounds valued before: {st.valued_rounds}"
+        + (" (warm-up: nothing accumulated)" if st.valued_rounds == 0 else "")
+    )
+    normalised = st.normalised or {}
+    for site in dict.fromkeys([*st.before, *st.after]):
+        this = normalised.get(site)
+        change = "-" if this is None else f"{this:+.3f} [claimed: needs --validation]"
+        click.echo(
+            f"  {shown(names.get(site, site))}: {st.before.get(site, 0.0):+.3f} "
+            f"+ {change} = {st.after.get(site, 0.0):+.3f}"
         )
 
 

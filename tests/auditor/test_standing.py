@@ -203,3 +203,27 @@ def test_a_false_outlier_verdict_on_the_best_site_fails_the_re_run(
     full = verify_round(fed.ledger, fed.store, 1, validation=load_bundled().val)
     bad = _failed(full)
     assert "scores.recomputed" in bad and "reasons DIFFER" in bad["scores.recomputed"]
+
+
+def test_audit_log_shows_the_standing_with_what_verify_checks(
+    three_rounds: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import fedtrail.auditor.commands as commands
+    from fedtrail.cli import cli
+
+    fed = three_rounds
+    monkeypatch.setattr(commands, "_open", lambda *_: fed.ledger)
+    args = ["audit", "log", "2", "--store", f"local:{fed.store.root}"]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    log = _log(fed, 2)
+    assert log.standing is not None and log.standing.previous is not None
+    assert f"continues round 1's log {log.standing.previous.cid}" in out.output
+    assert "standing [checked by audit verify" in out.output
+    site = log.sites[0]
+    after = log.standing.after[site.site]
+    assert f"{site.name}: +0.000 + " in out.output and f"= {after:+.3f}" in out.output
+    first = CliRunner().invoke(cli, ["audit", "log", "1", "--store", f"local:{fed.store.root}"])
+    assert "warm-up: nothing accumulated" in first.output
