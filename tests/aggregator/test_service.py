@@ -422,3 +422,36 @@ def test_the_logs_heatmaps_decide_at_the_calibrated_threshold(
     record = RoundLog.from_bytes(fed.store.get(info.log_cid, info.log_sha256))
     assert record.metrics.after.bias is not None
     assert seen == [tuple(record.metrics.after.bias)]
+
+
+def test_run_retries_a_transient_ledger_error_and_stops_on_a_missing_contract(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13, point 8: an RPC endpoint briefly unreachable (a plain LedgerError from a view,
+    or ChainUnreachable) is logged and retried, as the node does; a contract that is gone is
+    not retried forever."""
+    from fedtrail.aggregator.service import RoundOutcome
+    from fedtrail.errors import ChainUnreachable, ContractNotFound, LedgerError
+    from tests.auditor.test_verify import federation
+
+    fed = federation(tmp_path, rounds=0)
+    service = fed.service
+    service.settings = dataclasses.replace(service.settings, poll_interval=0.01)
+    failures: list[Exception] = [LedgerError("rpc read failed"), ChainUnreachable("down")]
+    done = RoundOutcome(round=1, phase=Phase.FINALIZED)
+
+    def flaky() -> RoundOutcome | None:
+        if failures:
+            raise failures.pop(0)
+        return done
+
+    monkeypatch.setattr(service, "step", flaky)
+    assert service.run(rounds=1) == [done]
+    assert failures == []
+
+    def gone() -> RoundOutcome | None:
+        raise ContractNotFound("no code at the ledger's address")
+
+    monkeypatch.setattr(service, "step", gone)
+    with pytest.raises(ContractNotFound):
+        service.run(rounds=1)
