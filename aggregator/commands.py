@@ -26,7 +26,7 @@ from fedtrail.hooks import launcher_step_hook
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.datasets import load_bundled, load_medmnist_npz
 from fedtrail.protocol.weights import SCORE_SCALE
-from fedtrail.valuation import HISTORY_COMBINER, Combiner
+from fedtrail.valuation import default_combiner
 
 log = logging.getLogger("fedtrail.aggregator")
 
@@ -151,9 +151,7 @@ def run(
         valuation=valuation,
         metric=metric,
         standing=standing,
-        combiner=replace(
-            HISTORY_COMBINER if standing else Combiner(), max_sample_ratio=max_sample_ratio
-        ),
+        combiner=replace(default_combiner(standing), max_sample_ratio=max_sample_ratio),
         explanation_check=explanation_check,
         round_seconds=round_seconds,
         reveal_seconds=reveal_seconds,

@@ -66,12 +66,12 @@ from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_model, decode_update, encode_model
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation import (
-    HISTORY_COMBINER,
     METRICS,
     Candidate,
     Combiner,
     RoundValuation,
     SiteValuation,
+    default_combiner,
     value_round,
 )
 from fedtrail.valuation.chained import Carried, carried_history, combiner_from, standing_of
@@ -100,7 +100,7 @@ class AggregatorSettings:
     """Scores from values accumulated across rounds, demote-only (fedtrail.valuation.standing),
     chained through the round logs; False: each round scored on its own."""
     combiner: Combiner | None = None
-    """The valuation's thresholds; None: HISTORY_COMBINER with standing, else the defaults."""
+    """The valuation's thresholds; None: ``default_combiner(standing)``."""
     round_seconds: int = 600
     """The commit window of each round (chain seconds; at least the ledger's minimum)."""
     reveal_seconds: int = 120
@@ -250,7 +250,7 @@ class AggregatorService:
     def _combiner(self) -> Combiner:
         if self.settings.combiner is not None:
             return self.settings.combiner
-        return HISTORY_COMBINER if self.settings.standing else Combiner()
+        return default_combiner(self.settings.standing)
 
     def terms(self, round_id: int) -> tuple[RoundTerms, roundlog.BlobRef]:
         """The terms the chain committed ``round_id`` to, read back by their on-chain hash."""

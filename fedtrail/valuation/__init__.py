@@ -22,6 +22,7 @@ from fedtrail.valuation.combine import (
     RoundValuation,
     SiteValuation,
     any_positive,
+    default_combiner,
 )
 from fedtrail.valuation.explanation import ExplanationScorer, SiteExplanationShift
 from fedtrail.valuation.freeride import free_riders
@@ -66,6 +67,7 @@ __all__ = [
     "ValuationContext",
     "accumulate",
     "any_positive",
+    "default_combiner",
     "demoted_score",
     "demotion_reference",
     "exact_shapley",

@@ -32,7 +32,7 @@ from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.roundlog import PreviousLog, RoundLog, Standing, ValuationSettings
 from fedtrail.storage.codec import decode_model, decode_update
 from fedtrail.storage.store import ContentStore
-from fedtrail.valuation.combine import HISTORY_COMBINER, Combiner, RoundValuation
+from fedtrail.valuation.combine import Combiner, RoundValuation, default_combiner
 from fedtrail.valuation.standing import History
 
 __all__ = [
@@ -58,8 +58,8 @@ class Carried:
 
 def combiner_from(settings: ValuationSettings) -> Combiner:
     """The thresholds a round's valuation settings name: their ``combiner`` fields over the
-    defaults (:data:`HISTORY_COMBINER` with ``standing``, :class:`Combiner` without)."""
-    base = HISTORY_COMBINER if settings.standing else Combiner()
+    defaults (:func:`~fedtrail.valuation.combine.default_combiner`)."""
+    base = default_combiner(bool(settings.standing))
     if settings.combiner is None:
         return base
     known = {f.name for f in fields(Combiner)}

@@ -48,6 +48,7 @@ __all__ = [
     "RoundValuation",
     "SiteValuation",
     "any_positive",
+    "default_combiner",
 ]
 
 
@@ -355,6 +356,12 @@ HISTORY_COMBINER: Final = Combiner(min_cosine=-1.0, max_norm_z=20.0)
 Dirichlet alpha 1; sign-flipped updates are left to the validation game and the accumulated
 value) and the norm screen loosened to a robust z of 20 (honest updates measured up to 5.7x the
 median norm under strong skew). Everything else as :class:`Combiner`'s defaults."""
+
+
+def default_combiner(standing: bool) -> Combiner:
+    """The thresholds a round uses unless its terms name others: :data:`HISTORY_COMBINER` for
+    valuation with standing, :class:`Combiner`'s defaults for per-round valuation."""
+    return HISTORY_COMBINER if standing else Combiner()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,8 +9,11 @@ Steps, in order:
 1. optional explanation check (:class:`~fedtrail.valuation.explanation.ExplanationScorer` on 32
    validation images stamped with a corner tag: a shortcut only shows on images that have one)
    -> EXPLANATION_SHIFT;
-2. own checks: layout, finiteness and sample count -> MALFORMED; an update equal to an earlier
-   site's -> DUPLICATE (the first one in address order keeps its score); a sample count above
+2. own checks: layout, finiteness and sample count -> MALFORMED; an update byte-equal in its
+   tensors to an earlier candidate's -> DUPLICATE (the first in the given order keeps its score;
+   the service and the audit pass candidates already marked in on-chain commit order by
+   :func:`~fedtrail.protocol.duplicates.find_duplicates`, so this only catches copies that reach
+   it unmarked, e.g. from library callers); a sample count above
    ``Combiner.max_sample_ratio`` times the median of the other usable updates' ->
    IMPLAUSIBLE_SAMPLES;
 3. robust statistics over the usable updates and the data-free screening

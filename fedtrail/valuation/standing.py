@@ -19,6 +19,7 @@ round's log, and an auditor re-derives them from the previous round's log.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -108,12 +109,8 @@ def demotion_reference(accumulated: Iterable[float]) -> float:
     being worse than the median site - assuming, as robust aggregation does, that most sites are
     honest. When the median is not negative nothing changes.
     """
-    values = sorted(accumulated)
-    if not values:
-        return 0.0
-    n = len(values)
-    median = values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2.0
-    return min(0.0, median)
+    values = list(accumulated)
+    return min(0.0, statistics.median(values)) if values else 0.0
 
 
 def demoted_score(accumulated: float, *, demote_scale: float) -> int:
