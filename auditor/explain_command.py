@@ -53,11 +53,10 @@ def _decision(
         after = RoundLog.from_bytes(store.get(log_cid, log_sha256)).metrics.after
     except (StoreError, InvalidLog) as exc:
         return Decision(None, f"default 0.5: round {round_id}'s log is unusable: {exc}")
-    if after.bias is None or len(after.bias) != classes:
+    bias = after.decision_bias(classes)
+    if bias is None:
         return Decision(None, f"default 0.5: round {round_id}'s log records no threshold")
-    return Decision(
-        after.bias, f"fitted on the aggregator's validation split, round {round_id}'s log"
-    )
+    return Decision(bias, f"fitted on the aggregator's validation split, round {round_id}'s log")
 
 
 def _images(images: Path | None, validation: str, per_class: int) -> ImageDataset:

@@ -387,9 +387,10 @@ class SiteNode:
         except (StoreError, InvalidLog) as exc:
             log.warning("round %d: round %d's log is unusable: %s", round_id, last, exc)
             return None, f"default 0.5: round {last}'s log is unusable"
-        if after.bias is None or len(after.bias) != self.config.model.num_classes:
+        bias = after.decision_bias(self.config.model.num_classes)
+        if bias is None:
             return None, f"default 0.5: round {last}'s log records no threshold"
-        return after.bias, f"round {last}'s log"
+        return bias, f"round {last}'s log"
 
     def _context(self) -> UpdateContext:
         return UpdateContext(

@@ -495,6 +495,13 @@ class RoundMetrics:
             **optional,
         )
 
+    def decision_bias(self, classes: int) -> tuple[float, ...] | None:
+        """The recorded intercept of the calibrated decision when it fits a ``classes``-class
+        model (None: the log records none, or one for another number of classes)."""
+        if self.bias is None or len(self.bias) != classes:
+            return None
+        return tuple(self.bias)
+
     def get(self, name: str) -> float | None:
         """One number by name (one of :attr:`NUMBERS`, e.g. ``"auc"``, ``"threshold"``)."""
         if name not in self.NUMBERS:
