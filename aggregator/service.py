@@ -57,6 +57,7 @@ from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain import explain_model, probe_set
 from fedtrail.ml.metrics import CalibratedMetrics, Metrics, evaluate_calibrated
 from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.ml.task import Task, TaskMismatch
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
@@ -108,6 +109,9 @@ class AggregatorSettings:
     poll_interval: float = 2.0
     seed: int = 0
     model: ModelSpec = field(default_factory=ModelSpec)
+    class_names: tuple[str, ...] = ()
+    """One name per class of the model (the task, written into every round's terms); empty:
+    ``class 0``, ``class 1``, ..."""
     explain_method: str | None = "integrated_gradients"
     """Captum method for the per-round explanations of the global model (None: none)."""
     probe_per_class: int = 4
@@ -181,6 +185,9 @@ class AggregatorService:
         self.validation = validation
         self.settings = settings
         self.spec = settings.model
+        names = settings.class_names or tuple(f"class {i}" for i in range(self.spec.num_classes))
+        self.task = Task(spec=self.spec, class_names=names)
+        self.task.check_data(validation, "the aggregator's validation split")
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.stop_event = stop_event or threading.Event()
@@ -245,6 +252,7 @@ class AggregatorService:
             validation_images=len(self.validation),
             commit_seconds=commit_s,
             reveal_seconds=reveal_s,
+            class_names=self.task.class_names,
         )
 
     def _combiner(self) -> Combiner:
@@ -269,6 +277,12 @@ class AggregatorService:
                     f"round {round_id}: the committed terms are for round {terms.round} and "
                     f"spec {terms.spec_hash[:16]}…; this aggregator runs spec "
                     f"{self.spec.spec_hash()[:16]}…"
+                )
+            if terms.class_names and terms.class_names != self.task.class_names:
+                raise TaskMismatch(
+                    f"round {round_id}: the committed terms name the classes "
+                    f"{list(terms.class_names)}; this aggregator's task names them "
+                    f"{list(self.task.class_names)}"
                 )
             self._terms = {round_id: terms}
         return self._terms[round_id], ref
@@ -574,6 +588,7 @@ class AggregatorService:
             seed=self.settings.seed,
             title=f"round {round_id}: ",
             bias=bias,
+            class_names=self.task.class_names,
         )
         images = []
         for overlay in overlays:
@@ -617,6 +632,7 @@ class AggregatorService:
                 spec_hash=terms.spec_hash,
                 seed=terms.seed,
                 terms=terms_ref,
+                class_names=terms.class_names,
             ),
             validation=roundlog.ValidationRef(terms.validation_sha256, terms.validation_images),
             sites=[

@@ -253,6 +253,8 @@ class RoundSettings:
     spec_hash: str
     seed: int
     terms: BlobRef | None = None
+    class_names: tuple[str, ...] = ()
+    """One name per class (the task's, as the terms fix them); empty in older logs."""
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -264,6 +266,8 @@ class RoundSettings:
         }
         if self.terms is not None:
             doc["terms"] = self.terms.to_json()
+        if self.class_names:
+            doc["class_names"] = list(self.class_names)
         return doc
 
 
@@ -728,6 +732,7 @@ class RoundLog:
                 spec_hash=s["spec_hash"],
                 seed=_int(s["seed"], "settings/seed"),
                 terms=BlobRef(s["terms"]["cid"], s["terms"]["sha256"]) if "terms" in s else None,
+                class_names=tuple(s.get("class_names", ())),
             ),
             validation=ValidationRef(
                 doc["validation"]["sha256"], _int(doc["validation"]["images"], "validation")

@@ -6,7 +6,8 @@ on-chain hash and replays the round under these terms (not under whatever the ro
 claims at finalize time). Format ``fedtrail.round-terms/1``: canonical JSON (sorted keys, no
 whitespace), so the sha256 is over exactly the stored bytes.
 
-The aggregation rule and the model spec are plain JSON mappings (the ``asdict`` of
+``model_spec`` and ``class_names`` are the federation's task (``fedtrail.ml.task.Task``). The
+aggregation rule and the model spec are plain JSON mappings (the ``asdict`` of
 ``AggregationRule`` and ``ModelSpec``): those types live above the protocol, so their callers
 rebuild them and handle a bad one.
 """
@@ -92,6 +93,9 @@ class RoundTerms:
     duplicates: DuplicateRule = field(default_factory=DuplicateRule)
     canonical_encoding: bool = True
     """Only updates whose bytes are the codec's canonical encoding of their tensors count."""
+    class_names: tuple[str, ...] = ()
+    """One name per class of the federation's task (with ``model_spec``, the task fixed once);
+    written only when set, so terms written before tasks named their classes still parse."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,6 +113,7 @@ class RoundTerms:
             },
             "duplicates": self.duplicates.to_json(),
             "canonical_encoding": self.canonical_encoding,
+            **({"class_names": list(self.class_names)} if self.class_names else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -144,6 +149,7 @@ class RoundTerms:
                     relative_l2=_float(dup["relative_l2"], "duplicates/relative_l2"),
                 ),
                 canonical_encoding=doc["canonical_encoding"] is True,
+                class_names=_names(doc.get("class_names", [])),
             )
         except (KeyError, TypeError) as exc:
             raise InvalidTerms(f"round terms lack or mistype a field: {exc}") from None
@@ -152,6 +158,14 @@ class RoundTerms:
         if terms.to_bytes() != blob:
             raise InvalidTerms("round terms are not in canonical form (or hold unknown fields)")
         return terms
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise InvalidTerms("round terms: class_names must be a list of non-empty strings")
+    if len(set(value)) != len(value):
+        raise InvalidTerms("round terms: class_names repeat")
+    return tuple(value)
 
 
 def _int(value: Any, where: str) -> int:

@@ -15,10 +15,9 @@ from fedtrail.ml.explain.attribution import (
     overlay_png,
     region_share,
 )
-from fedtrail.ml.explain.model import CLASS_NAMES, Overlay, explain_model, probe_set
+from fedtrail.ml.explain.model import Overlay, explain_model, probe_set
 
 __all__ = [
-    "CLASS_NAMES",
     "METHODS",
     "Explainer",
     "Explanation",

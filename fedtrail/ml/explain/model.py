@@ -21,8 +21,6 @@ from fedtrail.ml.explain.attribution import Explainer, overlay_png
 from fedtrail.ml.metrics import predict_logits
 from fedtrail.ml.models import ModelSpec
 
-CLASS_NAMES = {0: "normal", 1: "pneumonia"}
-
 
 def probe_set(validation: ImageDataset, per_class: int = 4) -> ImageDataset:
     """The first ``per_class`` images of each class, in index order (deterministic)."""
@@ -55,6 +53,7 @@ def explain_model(
     seed: int = 0,
     title: str = "",
     bias: Sequence[float] | None = None,
+    class_names: Sequence[str] = (),
 ) -> list[Overlay]:
     """Heatmap overlays of ``state``'s decisions on ``images``, with prediction and confidence.
 
@@ -83,9 +82,13 @@ def explain_model(
         conf = float(explanation.confidences[i] if confidences is None else confidences[i])
         label = int(images.labels[i])
         caption = (
-            f"{title}predicted {CLASS_NAMES.get(pred, pred)} ({conf:.0%}), "
-            f"truth {CLASS_NAMES.get(label, label)}"
+            f"{title}predicted {_name(class_names, pred)} ({conf:.0%}), "
+            f"truth {_name(class_names, label)}"
         )
         png = overlay_png(images.images[i], explanation.heatmaps[i], caption)
         out.append(Overlay(png=png, caption=caption, label=label, prediction=pred, confidence=conf))
     return out
+
+
+def _name(class_names: Sequence[str], class_id: int) -> str:
+    return class_names[class_id] if 0 <= class_id < len(class_names) else f"class {class_id}"

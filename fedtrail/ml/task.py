@@ -1,0 +1,141 @@
+"""The federation's task, fixed once: the model spec and the name of every class.
+
+The aggregator writes it into every round's terms (whose sha256 goes on chain at ``openRound``);
+a site derives its own from its data and config and refuses a round whose task differs, with one
+error naming both sides; the auditor checks that no round changed it. The class names are what
+captions, reports and ``node status`` print, so no code path ever needs a built-in name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from fedtrail.errors import ConfigError
+from fedtrail.ml.catalog import DataSource, check_class_names
+from fedtrail.ml.datasets import ImageDataset
+from fedtrail.ml.models import ModelSpec
+
+__all__ = ["Task", "TaskMismatch", "task_for"]
+
+
+class TaskMismatch(ConfigError):
+    """Two parties (a site and the round terms, a model and its data) disagree on the task.
+
+    Not transient: retrying cannot help, so daemons stop on it and say what differs."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Task:
+    """A model spec and one name per class (``len(class_names) == spec.num_classes``)."""
+
+    spec: ModelSpec
+    class_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        names = check_class_names(self.class_names, "task")
+        if len(names) != self.spec.num_classes:
+            raise ConfigError(
+                f"task: {len(names)} class names {list(names)} for a model with "
+                f"{self.spec.num_classes} classes"
+            )
+        object.__setattr__(self, "class_names", names)
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    def name_of(self, class_id: int) -> str:
+        """The name of ``class_id``; an id outside the task reads ``class <id>``."""
+        if 0 <= class_id < len(self.class_names):
+            return self.class_names[class_id]
+        return f"class {class_id}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model_spec": asdict(self.spec),
+            "spec_hash": self.spec.spec_hash(),
+            "class_names": list(self.class_names),
+        }
+
+    def task_hash(self) -> str:
+        """sha256 (hex) of the canonical JSON of :meth:`to_json`."""
+        blob = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return hashlib.sha256(blob).hexdigest()
+
+    @classmethod
+    def from_parts(cls, model_spec: Mapping[str, Any], class_names: Any, where: str) -> Task:
+        """A task from the JSON parts of a document (round terms, a log); a bad part is a
+        :class:`ConfigError` naming ``where``."""
+        known = {f.name for f in fields(ModelSpec)}
+        unknown = sorted(set(model_spec) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown model setting(s) {unknown}")
+        try:
+            spec = ModelSpec(**dict(model_spec))
+        except TypeError as exc:
+            raise ConfigError(f"{where}: bad model spec: {exc}") from exc
+        return cls(spec=spec, class_names=check_class_names(class_names, where))
+
+    def differences(self, other: Task) -> list[str]:
+        """``setting: <self> here, <other> there`` for each setting that differs."""
+        out = []
+        mine, theirs = asdict(self.spec), asdict(other.spec)
+        for key in mine:
+            if mine[key] != theirs.get(key):
+                out.append(f"model {key}: {mine[key]!r} vs {theirs.get(key)!r}")
+        if self.class_names != other.class_names:
+            out.append(f"class names: {list(self.class_names)} vs {list(other.class_names)}")
+        return out
+
+    def require_same(self, other: Task, *, mine: str, theirs: str) -> None:
+        """Raise :class:`TaskMismatch` naming both sides and every difference."""
+        diffs = self.differences(other)
+        if diffs:
+            raise TaskMismatch(
+                f"the task of {mine} differs from {theirs} ({mine} vs {theirs}): "
+                + "; ".join(diffs)
+            )
+
+    def check_data(self, ds: ImageDataset, what: str) -> None:
+        """Raise :class:`TaskMismatch` when ``ds`` does not fit the model: channels, image size
+        (a site resizes its own images to the task's size before this check) or a label the
+        task has no name for."""
+        if len(ds) == 0:
+            raise TaskMismatch(f"{what}: no images")
+        c, (h, w) = ds.channels, ds.image_size
+        s = self.spec
+        if (c, h, w) != (s.in_channels, s.image_size, s.image_size):
+            raise TaskMismatch(
+                f"{what} images are {c}x{h}x{w} (C x H x W) but the task's model "
+                f"({s.arch}) takes {s.in_channels}x{s.image_size}x{s.image_size}"
+            )
+        top = int(ds.labels.max())
+        if top >= self.num_classes:
+            raise TaskMismatch(
+                f"{what} labels go up to {top} but the task has {self.num_classes} classes "
+                f"{list(self.class_names)}"
+            )
+
+
+def task_for(
+    source: DataSource, *, model: ModelSpec | None = None, **settings: Any
+) -> Task:
+    """The task a data source implies: channels and class count from the data, the image size
+    from the data unless ``settings`` (ModelSpec fields: ``arch``, ``image_size``, ...) set it,
+    the class names from the source. With ``model``, its settings are the starting point."""
+    base = asdict(model) if model is not None else {}
+    h, w = source.train.image_size
+    if h != w:
+        raise ConfigError(f"{source.path}: images are {h}x{w}; the models take square images")
+    doc = {"image_size": h, **base, **settings}
+    doc["in_channels"] = source.train.channels
+    doc["num_classes"] = source.num_classes
+    try:
+        spec = ModelSpec(**doc)
+    except TypeError as exc:
+        raise ConfigError(f"bad model setting: {exc}") from exc
+    return Task(spec=spec, class_names=source.class_names)
