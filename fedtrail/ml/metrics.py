@@ -1,23 +1,34 @@
-"""Classification metrics: cross-entropy loss, accuracy, ROC AUC, F1, balanced accuracy, expected
-calibration error; the fitted intercept and the calibrated decision it gives.
+"""Classification metrics for K >= 2 classes: cross-entropy loss, accuracy, ROC AUC, F1, balanced
+accuracy, per-class recall, expected calibration error; the fitted intercept and the calibrated
+decision it gives.
 
 Everything is computed in float64 numpy, without scikit-learn. The AUC is the Mann-Whitney
 statistic with average ranks for tied scores, which is exactly scikit-learn's
 ``roc_auc_score`` (the area under the ROC curve with linear interpolation across ties).
+
+**Two classes or more.** :func:`classification_metrics` takes ``(N, K)`` logits. For K = 2 the
+figures are those of a binary classifier of class 1 (AUC ranked by the logit margin ``z1 -
+z0``, F1 of class 1). For K > 2, ``auc`` is the macro one-vs-rest AUC (:func:`macro_roc_auc`:
+the mean over the classes with both positives and negatives in the labels, each ranked by its
+softmax probability; scikit-learn's ``roc_auc_score(multi_class="ovr", average="macro")`` when
+every class is present) and ``f1`` the macro F1 over all K classes; accuracy, balanced accuracy,
+per-class recall and the calibration error (of the predicted class's probability) mean the same
+for every K.
 
 :func:`fit_intercept` fits a per-class bias added to a model's logits so that the class-balanced
 log loss on a labelled split is minimal (a fixed number of damped Newton steps from zero, in
 float64: deterministic). Adding it removes any mismatch between the model's label prior and the
 split's (prior correction, Saerens et al. 2002; logit adjustment, Menon et al. ICLR 2021), so
 the remaining loss measures how well the model *ranks and separates* the classes, and the biased
-logits give a calibrated decision threshold for F1.
+logits give a calibrated decision.
 
-**Calibrated decision.** :func:`binary_metrics` and :func:`evaluate` take that bias (fitted on the
-validation split, applied to any other split) and report F1 and balanced accuracy of the decision
-``argmax(logits + bias)``; for two classes that is "class 1 when ``p1 > threshold``" with
-``threshold = sigmoid(-(b1 - b0))`` (:func:`decision_threshold`). The intercept is used rather
-than the threshold that maximises F1 on the validation split because it is the minimiser of a
-smooth convex loss (unique, stable on a few hundred images, no ties to break), it is the
+**Calibrated decision.** :func:`decide` is the one decision rule: ``argmax(logits + bias)``,
+the first class on ties. :func:`classification_metrics` and :func:`evaluate` take that bias
+(fitted on the validation split, applied to any other split) and report F1, balanced accuracy
+and per-class recall of that decision; for two classes it is "class 1 when ``p1 > threshold``"
+with ``threshold = sigmoid(-(b1 - b0))`` (:func:`decision_threshold`). The intercept is used
+rather than the threshold that maximises F1 on the validation split because it is the minimiser
+of a smooth convex loss (unique, stable on a few hundred images, no ties to break), it is the
 balanced-error decision (prior-corrected posterior), it is what the valuation already fits, and
 it is multi-class as it stands (a bias vector); a maximum-F1 threshold is a step function of
 the split that jumps between neighbouring scores, favours the split's own class ratio, and has
@@ -28,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Final
 
 import numpy as np
@@ -48,11 +59,15 @@ __all__ = [
     "balanced_log_loss",
     "binary_metrics",
     "class_f1",
+    "class_recall",
+    "classification_metrics",
+    "decide",
     "decision_threshold",
     "evaluate",
     "evaluate_calibrated",
     "expected_calibration_error",
     "fit_intercept",
+    "macro_roc_auc",
     "predict_logits",
     "roc_auc",
 ]
@@ -62,20 +77,25 @@ _EPS = 1e-12
 
 @dataclass(frozen=True)
 class Metrics:
-    """Quality of a binary classifier on ``n`` samples.
+    """Quality of a K-class classifier (K >= 2) on ``n`` samples.
 
-    ``loss``: mean cross-entropy (nats); ``accuracy``: fraction predicted right; ``auc``: ROC AUC
-    of the positive class (NaN when the labels hold only one class, where it is undefined);
-    ``f1``: F1 of the positive class (1), 0.0 when there are neither positive labels nor positive
-    predictions. These three use the plain decision (class 1 when ``z1 > z0`` or ``p > 0.5``).
+    ``loss``: mean cross-entropy (nats); ``accuracy``: fraction predicted right; ``auc``: for
+    K = 2 the ROC AUC of class 1, for K > 2 the macro one-vs-rest AUC (:func:`macro_roc_auc`);
+    NaN when the labels hold only one class, where it is undefined; ``f1``: for K = 2 the F1 of
+    class 1 (0.0 when there are neither positive labels nor positive predictions), for K > 2 the
+    macro F1 over all K classes. These use the plain decision (the most probable class: class 1
+    when ``z1 > z0`` or ``p > 0.5``).
 
     Added later, with defaults so older constructors keep working: ``balanced_accuracy``: mean
     over the classes present of the recall, plain decision; ``ece``: expected calibration error
     of the predicted class's probability (:func:`expected_calibration_error`, 10 bins);
-    ``threshold``: probability of class 1 above which the calibrated decision predicts it
-    (:func:`decision_threshold` of the bias given; NaN without one); ``f1_calibrated`` and
-    ``balanced_accuracy_calibrated``: F1 and balanced accuracy of that decision (NaN without a
-    bias).
+    ``threshold``: for K = 2, the probability of class 1 above which the calibrated decision
+    predicts it (:func:`decision_threshold` of the bias given; NaN without one, and for K > 2);
+    ``f1_calibrated`` and ``balanced_accuracy_calibrated``: F1 (as ``f1``: class 1's for K = 2,
+    macro for K > 2) and balanced accuracy of that decision (NaN without a bias); ``recall`` and
+    ``recall_calibrated``: the recall of every class 0..K-1 under the plain and the calibrated
+    decision (NaN for a class absent from the labels; empty when not computed, and the
+    calibrated one without a bias). ``num_classes`` is K (0 when not recorded).
     """
 
     loss: float
@@ -88,6 +108,9 @@ class Metrics:
     threshold: float = math.nan
     f1_calibrated: float = math.nan
     balanced_accuracy_calibrated: float = math.nan
+    recall: tuple[float, ...] = ()
+    recall_calibrated: tuple[float, ...] = ()
+    num_classes: int = 0
 
 
 @dataclass(frozen=True)
@@ -128,6 +151,22 @@ def roc_auc(scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor
     return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
+def macro_roc_auc(scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> float:
+    """Macro one-vs-rest ROC AUC of ``(N, K)`` per-class ``scores`` (probabilities, or any
+    increasing function of them such as log-probabilities) against class ids ``0..K-1``: the
+    mean of :func:`roc_auc` of ``scores[:, c]`` against ``labels == c`` over the classes ``c``
+    with both positives and negatives among the labels; NaN when fewer than two classes are
+    present. With every class present it is scikit-learn's ``roc_auc_score(labels, scores,
+    multi_class="ovr", average="macro")``; absent classes are left out rather than failing."""
+    s = _as_numpy(scores).astype(np.float64)
+    y = _labels_1d(labels)
+    if s.ndim != 2 or s.shape[0] != y.size:
+        raise ValueError(f"expected ({y.size}, K) scores, got shape {s.shape}")
+    aucs = [roc_auc(s[:, c], y == c) for c in range(s.shape[1])]
+    defined = [a for a in aucs if not math.isnan(a)]
+    return math.fsum(defined) / len(defined) if defined else math.nan
+
+
 ECE_BINS: Final = 10
 """Equal-width confidence bins of :func:`expected_calibration_error`."""
 
@@ -158,6 +197,24 @@ def class_f1(
         fn = int(((pred != c) & (y == c)).sum())
         denom = 2 * tp + fp + fn
         out[c] = 2 * tp / denom if denom else 0.0
+    return out
+
+
+def class_recall(
+    predictions: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, num_classes: int
+) -> np.ndarray:
+    """Recall of every class ``0..num_classes-1`` for predicted class ids: the fraction of its
+    samples predicted as it, NaN for a class absent from ``labels``. The mean over the present
+    classes is :func:`balanced_accuracy`."""
+    pred = _as_numpy(predictions).ravel().astype(np.int64)
+    y = _labels_1d(labels).astype(np.int64)
+    if pred.shape != y.shape:
+        raise ValueError(f"{pred.size} predictions but {y.size} labels")
+    out = np.full(num_classes, math.nan)
+    for c in range(num_classes):
+        members = y == c
+        if members.any():
+            out[c] = float((pred[members] == c).mean())
     return out
 
 
@@ -231,79 +288,137 @@ def decision_threshold(bias: Sequence[float]) -> float:
     return math.exp(-gap) / (1.0 + math.exp(-gap)) if gap >= 0 else 1.0 / (1.0 + math.exp(gap))
 
 
-def binary_metrics(
+def decide(logits: np.ndarray | torch.Tensor, bias: Sequence[float] | None = None) -> np.ndarray:
+    """The decision rule: class ids ``argmax(logits + bias)`` of ``(N, K)`` logits, the first
+    class on ties (``bias`` None: the plain decision, the most probable class). For two classes
+    it is computed as ``z1 - z0 > b0 - b1`` (class 1 when its probability exceeds
+    :func:`decision_threshold`), the form the binary figures have always used."""
+    z = _as_numpy(logits).astype(np.float64)
+    if z.ndim != 2 or z.shape[1] < 2:
+        raise ValueError(f"expected (N, K) logits with K >= 2, got shape {z.shape}")
+    if not np.isfinite(z).all():
+        raise ValueError("model outputs contain NaN or infinity")
+    k = z.shape[1]
+    b = np.zeros(k) if bias is None else np.asarray([float(v) for v in bias], dtype=np.float64)
+    if b.shape != (k,):
+        raise ValueError(f"{b.size} biases for {k} classes")
+    if not np.isfinite(b).all():
+        raise ValueError("biases must be finite")
+    if k == 2:
+        ids: np.ndarray = ((z[:, 1] - z[:, 0]) > (b[0] - b[1])).astype(np.int64)
+        return ids
+    ids = (z + b).argmax(axis=1).astype(np.int64)
+    return ids
+
+
+def classification_metrics(
     logits_or_probs: np.ndarray | torch.Tensor,
     labels: np.ndarray | torch.Tensor,
     *,
     bias: Sequence[float] | None = None,
 ) -> Metrics:
-    """Metrics of a binary classifier's outputs against 0/1 labels.
+    """Metrics of a K-class classifier's outputs against class ids ``0..K-1`` (see
+    :class:`Metrics` for what each figure means for K = 2 and K > 2).
 
-    ``logits_or_probs`` is either ``(N, 2)`` logits (the model's raw outputs; softmax is applied
-    for the loss and the calibration error, the logit margin ``z1 - z0`` ranks for the AUC, so
-    saturated probabilities never create spurious ties) or ``(N,)`` probabilities of class 1 in
-    ``[0, 1]`` (loss = binary cross-entropy clipped at 1e-12). Class 1 is predicted when ``z1 >
-    z0`` or ``p > 0.5``. With ``bias`` (two numbers, e.g. :func:`fit_intercept`'s on the
-    validation split), the calibrated decision is ``z1 + b1 > z0 + b0``, for probabilities ``p >``
-    :func:`decision_threshold`.
+    ``logits_or_probs`` is either ``(N, K)`` logits, K >= 2 (the model's raw outputs; softmax
+    is applied for the loss and the calibration error; for K = 2 the logit margin ``z1 - z0``
+    ranks for the AUC, for K > 2 each class's log-probability, the same order as its
+    probability, so saturated probabilities never create spurious ties) or ``(N,)``
+    probabilities of class 1 in ``[0, 1]`` of a two-class model (loss = binary cross-entropy
+    clipped at 1e-12; class 1 predicted when ``p > 0.5``). With ``bias`` (K numbers, e.g.
+    :func:`fit_intercept`'s on the validation split) the calibrated figures are those of
+    :func:`decide`; for probabilities, ``p >`` :func:`decision_threshold`.
     """
     out = _as_numpy(logits_or_probs).astype(np.float64)
     y_raw = _labels_1d(labels)
     if y_raw.size == 0:
         raise ValueError("no samples to compute metrics on")
-    if not np.isin(y_raw, (0, 1)).all():
-        raise ValueError("binary metrics need labels in {0, 1}")
-    y = y_raw.astype(np.int64)
-    n = int(y.size)
+    n = int(y_raw.size)
     if out.shape[:1] != (n,):
         raise ValueError(f"{out.shape[0] if out.ndim else 0} outputs but {n} labels")
+    if out.ndim == 1:
+        k = 2
+    elif out.ndim == 2 and out.shape[1] >= 2:
+        k = int(out.shape[1])
+    else:
+        raise ValueError(
+            f"expected (N, K) logits with K >= 2 or (N,) probabilities, got shape {out.shape}"
+        )
+    if not np.isin(y_raw, np.arange(k)).all():
+        raise ValueError(f"labels must be class ids in {_class_set(k)} for {k} classes")
+    y = y_raw.astype(np.int64)
     if not np.isfinite(out).all():
         raise ValueError("model outputs contain NaN or infinity")
-    threshold = math.nan if bias is None else decision_threshold(bias)
+    if bias is not None and len(bias) != k:
+        raise ValueError(f"{len(bias)} biases for {k} classes")
+    threshold = decision_threshold(bias) if bias is not None and k == 2 else math.nan
     pred_cal: np.ndarray | None = None
-    if out.ndim == 2 and out.shape[1] == 2:
+    if out.ndim == 2:
         # log-softmax, numerically stable
         shifted = out - out.max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         loss = float(-log_probs[np.arange(n), y].mean())
-        scores = out[:, 1] - out[:, 0]
-        pred = scores > 0
+        auc = roc_auc(out[:, 1] - out[:, 0], y) if k == 2 else macro_roc_auc(log_probs, y)
+        pred = decide(out)
         probs = np.exp(log_probs)
         if bias is not None:
-            pred_cal = scores > float(bias[0]) - float(bias[1])
-    elif out.ndim == 1:
+            pred_cal = decide(out, bias)
+    else:
         if out.min() < 0 or out.max() > 1:
             raise ValueError("1-D inputs are probabilities of class 1 and must lie in [0, 1]")
         p = np.clip(out, _EPS, 1 - _EPS)
         loss = float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).mean())
-        scores = out
-        pred = out > 0.5
+        auc = roc_auc(out, y)
+        pred = (out > 0.5).astype(np.int64)
         probs = out
         if bias is not None:
-            pred_cal = out > threshold
-    else:
-        raise ValueError(f"expected (N, 2) logits or (N,) probabilities, got shape {out.shape}")
-    truth = y == 1
-    tp = int((pred & truth).sum())
-    fp = int((pred & ~truth).sum())
-    fn = int((~pred & truth).sum())
-    denom = 2 * tp + fp + fn
+            pred_cal = (out > threshold).astype(np.int64)
+
+    def f1_of(predicted: np.ndarray) -> float:
+        per_class = class_f1(predicted, y, k)
+        return float(per_class[1]) if k == 2 else math.fsum(per_class.tolist()) / k
+
     f1_cal = bacc_cal = math.nan
+    recall_cal: tuple[float, ...] = ()
     if pred_cal is not None:
-        f1_cal = float(class_f1(pred_cal, y, 2)[1])
+        f1_cal = f1_of(pred_cal)
         bacc_cal = balanced_accuracy(pred_cal, y)
+        recall_cal = tuple(class_recall(pred_cal, y, k).tolist())
     return Metrics(
         loss=loss,
-        accuracy=float((pred == truth).mean()),
-        auc=roc_auc(scores, y),
-        f1=2 * tp / denom if denom else 0.0,
+        accuracy=float((pred == y).mean()),
+        auc=auc,
+        f1=f1_of(pred),
         n=n,
         balanced_accuracy=balanced_accuracy(pred, y),
         ece=expected_calibration_error(probs, y),
         threshold=threshold,
         f1_calibrated=f1_cal,
         balanced_accuracy_calibrated=bacc_cal,
+        recall=tuple(class_recall(pred, y, k).tolist()),
+        recall_calibrated=recall_cal,
+        num_classes=k,
     )
+
+
+def _class_set(k: int) -> str:
+    return "{" + ", ".join(str(c) for c in range(k)) + "}" if k <= 3 else f"0..{k - 1}"
+
+
+def binary_metrics(
+    logits_or_probs: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    *,
+    bias: Sequence[float] | None = None,
+) -> Metrics:
+    """:func:`classification_metrics` of a two-class model: ``(N, 2)`` logits or ``(N,)``
+    probabilities of class 1, against 0/1 labels (anything else is a ValueError)."""
+    out = _as_numpy(logits_or_probs)
+    if not np.isin(_labels_1d(labels), (0, 1)).all():
+        raise ValueError("binary metrics need labels in {0, 1}")
+    if out.ndim == 2 and out.shape[1] != 2:
+        raise ValueError(f"expected (N, 2) logits or (N,) probabilities, got shape {out.shape}")
+    return classification_metrics(logits_or_probs, labels, bias=bias)
 
 
 def predict_logits(model: nn.Module, dataset: ImageDataset, *, batch_size: int = 256) -> np.ndarray:
@@ -334,6 +449,25 @@ def predict_logits(model: nn.Module, dataset: ImageDataset, *, batch_size: int =
     return out
 
 
+def _model_logits(model: nn.Module, dataset: ImageDataset, batch_size: int) -> np.ndarray:
+    """The model's outputs on ``dataset``, checked against its labels: one clear error naming
+    both sides when the model has fewer outputs than the labels need."""
+    logits = predict_logits(model, dataset, batch_size=batch_size)
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ConfigError(
+            "metrics need a model with at least 2 output logits (one per class), got outputs "
+            f"{tuple(logits.shape)}"
+        )
+    k = int(logits.shape[1])
+    labels = np.asarray(dataset.labels)
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise ConfigError(
+            f"the dataset's labels go from {int(labels.min())} to {int(labels.max())} but the "
+            f"model has {k} output classes (labels must be in {_class_set(k)})"
+        )
+    return logits
+
+
 def evaluate(
     model: nn.Module,
     dataset: ImageDataset,
@@ -341,15 +475,11 @@ def evaluate(
     batch_size: int = 256,
     bias: Sequence[float] | None = None,
 ) -> Metrics:
-    """Metrics of ``model`` (2 output logits) on ``dataset`` (see :func:`predict_logits`), with
-    the calibrated decision of ``bias`` when given (see :func:`binary_metrics`)."""
-    logits = predict_logits(model, dataset, batch_size=batch_size)
-    if logits.ndim != 2 or logits.shape[1] != 2:
-        raise ConfigError(
-            f"binary metrics need a model with 2 output logits, got outputs {tuple(logits.shape)}"
-        )
+    """Metrics of ``model`` (K >= 2 output logits) on ``dataset`` (see :func:`predict_logits`),
+    with the calibrated decision of ``bias`` when given (see :func:`classification_metrics`)."""
+    logits = _model_logits(model, dataset, batch_size)
     try:
-        return binary_metrics(logits, dataset.labels, bias=bias)
+        return classification_metrics(logits, dataset.labels, bias=bias)
     except ValueError as exc:
         raise ConfigError(f"cannot evaluate: {exc}") from exc
 
@@ -360,23 +490,19 @@ def evaluate_calibrated(
     """Metrics of ``model`` on ``dataset`` with the calibrated decision of the intercept fitted
     on that same dataset (:func:`fit_intercept`, one inference pass): what the aggregator
     records for a global model on its validation split each round, and what an auditor holding
-    that split recomputes. Without a bias (``threshold`` NaN) when ``dataset`` holds one class
-    only, where no intercept can be fitted. The calibrated figures are in-sample (the threshold
-    is fitted on the split it is scored on): slightly optimistic for another split."""
-    logits = predict_logits(model, dataset, batch_size=batch_size)
-    if logits.ndim != 2 or logits.shape[1] != 2:
-        raise ConfigError(
-            f"binary metrics need a model with 2 output logits, got outputs {tuple(logits.shape)}"
-        )
+    that split recomputes. Without a bias (calibrated figures NaN) when ``dataset`` holds one
+    class only, where no intercept can be fitted. The calibrated figures are in-sample (the
+    bias is fitted on the split it is scored on): slightly optimistic for another split."""
+    logits = _model_logits(model, dataset, batch_size)
     try:
         try:
             bias: tuple[float, ...] | None = fit_intercept(logits, dataset.labels).bias
         except ValueError:  # one class only: no intercept to fit
             bias = None
-        m = binary_metrics(logits, dataset.labels, bias=bias)
+        m = classification_metrics(logits, dataset.labels, bias=bias)
     except ValueError as exc:
         raise ConfigError(f"cannot evaluate: {exc}") from exc
-    return CalibratedMetrics(**asdict(m), bias=bias)
+    return CalibratedMetrics(**{f.name: getattr(m, f.name) for f in fields(m)}, bias=bias)
 
 
 INTERCEPT_ITERATIONS: Final = 16
@@ -409,7 +535,10 @@ def _logits_and_labels(
     if not np.isfinite(z).all():
         raise ValueError("logits contain NaN or infinity")
     if not np.isin(y, np.arange(z.shape[1])).all():
-        raise ValueError(f"labels must be class ids in 0..{z.shape[1] - 1}")
+        raise ValueError(
+            f"labels must be class ids in 0..{z.shape[1] - 1}: the logits have {z.shape[1]} "
+            f"classes, the labels go up to {int(np.max(y))}"
+        )
     return z, y.astype(np.int64)
 
 
