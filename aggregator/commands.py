@@ -8,7 +8,13 @@ from pathlib import Path
 
 import click
 
-from fedtrail.aggregator.service import AggregatorService, AggregatorSettings, RoundOutcome
+from fedtrail.aggregator.service import (
+    STALL_SECONDS,
+    AggregatorService,
+    AggregatorSettings,
+    ClockWatch,
+    RoundOutcome,
+)
 from fedtrail.cli.common import (
     ROUND_ID,
     aggregation_options,
@@ -87,6 +93,14 @@ def aggregator() -> None:
     "updates (raise it for a federation of very unequal hospitals; recorded in the round terms).",
 )
 @click.option("--poll-interval", type=float, default=2.0, show_default=True)
+@click.option(
+    "--clock-stall-seconds",
+    type=click.FloatRange(min=1.0),
+    default=STALL_SECONDS,
+    show_default=True,
+    help="Warn once when the chain's clock has stood still this many wall-clock seconds while "
+    "a round waits on its deadline (a dev chain that mines only on transactions).",
+)
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option(
     "--folder",
@@ -115,6 +129,7 @@ def run(
     reveal_seconds: int,
     max_sample_ratio: float,
     poll_interval: float,
+    clock_stall_seconds: float,
     seed: int,
     folder: Path,
     threads: int | None,
@@ -167,6 +182,7 @@ def run(
         folder=folder,
         stop_event=stop,
         at_step=launcher_step_hook(),
+        clock_watch=ClockWatch(stall_seconds=clock_stall_seconds),
     )
 
     def report(outcome: RoundOutcome) -> None:

@@ -6,7 +6,16 @@
 # Environment:
 #   FEDTRAIL_ANVIL_PORT   JSON-RPC port            (default: 8545)
 #   FEDTRAIL_ANVIL_DIR    pid/log/state folder     (default: <repo root>/.run/anvil)
-#   FEDTRAIL_ANVIL_ARGS   extra anvil arguments    (e.g. "--block-time 1")
+#   FEDTRAIL_ANVIL_BLOCK_TIME  seconds between blocks mined on a timer (default: 1), so the
+#                         chain's clock runs as a real chain's does: round deadlines are chain
+#                         time, and without a timer the latest block's time stands still between
+#                         transactions. 0: mine only on transactions (scripts/run_tests.sh: the
+#                         test suite moves time itself with evm_increaseTime).
+#   FEDTRAIL_ANVIL_MINING "mixed" (default: every transaction is also mined at once, as
+#                         without a block time, so CLI calls and benchmarks wait for no block) or
+#                         "interval" (a transaction waits for the next block, as on a real chain)
+#   FEDTRAIL_ANVIL_ARGS   extra anvil arguments (a --block-time or --no-mining here wins over
+#                         FEDTRAIL_ANVIL_BLOCK_TIME)
 #   FEDTRAIL_ANVIL_STATE  state file kept across restarts (default: <dir>/anvil-<port>.state.json;
 #                         "none" for a chain that starts empty every time). Anvil loads it at
 #                         start and writes it every 5 s and at stop, so a restart (even after
@@ -21,6 +30,8 @@ ANVIL="$ROOT/node_modules/.bin/anvil"
 PIDFILE="$DIR/anvil-$PORT.pid"
 LOGFILE="$DIR/anvil-$PORT.log"
 STATE="${FEDTRAIL_ANVIL_STATE:-$DIR/anvil-$PORT.state.json}"
+BLOCK_TIME="${FEDTRAIL_ANVIL_BLOCK_TIME:-1}"
+MINING="${FEDTRAIL_ANVIL_MINING:-mixed}"
 
 say() { printf 'anvil: %s\n' "$*"; }
 die() { printf 'anvil: error: %s\n' "$*" >&2; exit 1; }
@@ -48,12 +59,32 @@ start)
         state_args=(--state "$STATE" --state-interval 5)
         [[ -s "$STATE" ]] && say "loading the chain state saved in $STATE"
     fi
+    [[ "$BLOCK_TIME" =~ ^[0-9]+$ ]] || die "FEDTRAIL_ANVIL_BLOCK_TIME must be whole seconds"
+    [[ "$MINING" == mixed || "$MINING" == interval ]] \
+        || die "FEDTRAIL_ANVIL_MINING must be mixed or interval, not '$MINING'"
+    mining_args=()
+    mining="mines only on transactions: its clock stands still between them"
+    chosen='(^| )(-b|--block-time|--blockTime|--no-mining|--no-mine)( |=|$)'
+    if [[ "${FEDTRAIL_ANVIL_ARGS:-}" =~ $chosen ]]; then
+        mining="mining as FEDTRAIL_ANVIL_ARGS says"
+    elif [[ "$BLOCK_TIME" -gt 0 ]]; then
+        mining_args=(--block-time "$BLOCK_TIME")
+        mining="a block every $BLOCK_TIME s"
+        if [[ "$MINING" == mixed ]]; then
+            mining_args+=(--mixed-mining)
+            mining+=", and each transaction at once"
+        fi
+    fi
     # shellcheck disable=SC2086
-    nohup "$ANVIL" --host 127.0.0.1 --port "$PORT" "${state_args[@]}" ${FEDTRAIL_ANVIL_ARGS:-} \
+    nohup "$ANVIL" --host 127.0.0.1 --port "$PORT" "${state_args[@]}" "${mining_args[@]}" \
+        ${FEDTRAIL_ANVIL_ARGS:-} \
         >"$LOGFILE" 2>&1 &
     echo $! >"$PIDFILE"
     for _ in $(seq 1 100); do
-        if answers; then say "ready on http://127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"; exit 0; fi
+        if answers; then
+            say "ready on http://127.0.0.1:$PORT (pid $(cat "$PIDFILE"); $mining)"
+            exit 0
+        fi
         running || die "anvil exited; see $LOGFILE"
         sleep 0.1
     done

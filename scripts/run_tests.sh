@@ -11,6 +11,8 @@ free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 
 export FEDTRAIL_ANVIL_PORT="$(free_port)" FEDTRAIL_ANVIL_DIR="$RUN/anvil"
 export FEDTRAIL_IPFS_PORT="$(free_port)" IPFS_PATH="$RUN/ipfs"
+# The suite's chain mines only on transactions (tests move time with evm_increaseTime).
+export FEDTRAIL_ANVIL_BLOCK_TIME="${FEDTRAIL_ANVIL_BLOCK_TIME:-0}"
 cleanup() {
     scripts/anvil.sh stop >/dev/null 2>&1 || true
     scripts/ipfs_daemon.sh stop >/dev/null 2>&1 || true

@@ -43,11 +43,13 @@ free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 
 export FEDTRAIL_ANVIL_PORT="${FEDTRAIL_ANVIL_PORT:-$(free_port)}" FEDTRAIL_ANVIL_DIR="$DIR/anvil"
 export FEDTRAIL_IPFS_PORT="${FEDTRAIL_IPFS_PORT:-$(free_port)}" IPFS_PATH="$DIR/ipfs"
-# A block every second, as on a real chain: the commit and reveal deadlines are chain time, and
-# an idle automining Anvil mines nothing, so its latest block's clock stands still. Transactions
-# are now checked against the pending block's timestamp; the demo still keeps a real chain's
-# steady clock (untested without it).
-export FEDTRAIL_ANVIL_ARGS="${FEDTRAIL_ANVIL_ARGS:---block-time 1}"
+# A block every second (scripts/anvil.sh's default FEDTRAIL_ANVIL_BLOCK_TIME=1), and each
+# transaction waits for the next one, as on a real chain: the commit and reveal deadlines are
+# chain time, and an idle automining Anvil mines nothing, so its latest block's clock stands
+# still. Transactions are checked against the pending block's timestamp; the demo still keeps a
+# real chain's steady clock (untested without it).
+export FEDTRAIL_ANVIL_BLOCK_TIME="${FEDTRAIL_ANVIL_BLOCK_TIME:-1}"
+export FEDTRAIL_ANVIL_MINING="${FEDTRAIL_ANVIL_MINING:-interval}"
 export FEDTRAIL_IPFS_LOGFILE="$DIR/logs/ipfs.log"
 RPC="http://127.0.0.1:$FEDTRAIL_ANVIL_PORT"
 STORE="ipfs:/ip4/127.0.0.1/tcp/$FEDTRAIL_IPFS_PORT/http"

@@ -21,7 +21,12 @@ def free_port() -> int:
 
 @contextmanager
 def daemons() -> Iterator[tuple[str, str]]:
-    """(rpc url, IPFS API multiaddr) of a fresh Anvil and js-ipfs, stopped on exit."""
+    """(rpc url, IPFS API multiaddr) of a fresh Anvil and js-ipfs, stopped on exit.
+
+    Anvil mines a block every second and each transaction at once (scripts/anvil.sh's default;
+    ``FEDTRAIL_ANVIL_BLOCK_TIME`` / ``FEDTRAIL_ANVIL_MINING`` override it): the chain's clock runs
+    between transactions, so a round's deadline comes without anyone transacting.
+    """
     run = Path(tempfile.mkdtemp(prefix="fedtrail-bench-"))
     env = {
         **os.environ,
@@ -29,6 +34,8 @@ def daemons() -> Iterator[tuple[str, str]]:
         "FEDTRAIL_ANVIL_DIR": str(run / "anvil"),
         "FEDTRAIL_IPFS_PORT": str(free_port()),
         "IPFS_PATH": str(run / "ipfs"),
+        "FEDTRAIL_ANVIL_BLOCK_TIME": os.environ.get("FEDTRAIL_ANVIL_BLOCK_TIME", "1"),
+        "FEDTRAIL_ANVIL_MINING": os.environ.get("FEDTRAIL_ANVIL_MINING", "mixed"),
     }
     anvil, ipfs = ROOT / "scripts" / "anvil.sh", ROOT / "scripts" / "ipfs_daemon.sh"
     try:
