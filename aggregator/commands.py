@@ -20,6 +20,7 @@ from fedtrail.cli.common import (
     aggregation_options,
     ledger_options,
     load_signer,
+    model_options,
     open_checked_store,
     open_ledger,
     setup_logging,
@@ -30,7 +31,8 @@ from fedtrail.cli.common import (
 from fedtrail.errors import ConfigError
 from fedtrail.hooks import launcher_step_hook
 from fedtrail.ml.aggregation import AggregationRule
-from fedtrail.ml.datasets import load_bundled, load_medmnist_npz
+from fedtrail.ml.catalog import load_source
+from fedtrail.ml.task import task_for
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.valuation import default_combiner
 
@@ -48,9 +50,10 @@ def aggregator() -> None:
 @store_option
 @click.option(
     "--validation",
-    default="bundled",
+    default="pneumonia",
     show_default=True,
-    help="MedMNIST .npz whose val split scores updates, or 'bundled'.",
+    help="Data whose val split scores updates: a shipped dataset (pneumonia, retina) or a "
+    "MedMNIST .npz; the task (channels, classes, class names) is derived from it.",
 )
 @click.option(
     "--rounds",
@@ -109,6 +112,7 @@ def aggregator() -> None:
     show_default=True,
     help="Where valuation records and the log file go.",
 )
+@model_options
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="torch CPU threads.")
 def run(
     rpc_url: str | None,
@@ -132,6 +136,8 @@ def run(
     clock_stall_seconds: float,
     seed: int,
     folder: Path,
+    arch: str | None,
+    image_size: int | None,
     threads: int | None,
 ) -> None:
     """Run rounds until --rounds are closed (or the ledger's --until-round); resumes from the
@@ -154,12 +160,14 @@ def run(
             f"{account.address} is not this ledger's aggregator ({ledger.aggregator()})"
         )
     store = open_checked_store(store_location)
-    if validation == "bundled":
-        val = load_bundled().val
-    elif Path(validation).is_file():
-        val = load_medmnist_npz(validation).val
-    else:
-        raise ConfigError(f"validation data {validation} does not exist")
+    source = load_source(validation)
+    task = task_for(
+        source,
+        **{k: v for k, v in (("arch", arch), ("image_size", image_size)) if v is not None},
+    )
+    val = source.splits().val
+    if val.image_size != (task.spec.image_size, task.spec.image_size):
+        val = val.resized(task.spec.image_size)
     stop = stop_on_signals("stopping after the current step")
     settings = AggregatorSettings(
         rule=AggregationRule(name=rule),
@@ -172,6 +180,8 @@ def run(
         reveal_seconds=reveal_seconds,
         poll_interval=poll_interval,
         seed=seed,
+        model=task.spec,
+        class_names=task.class_names,
     )
     service = AggregatorService(
         ledger=ledger,

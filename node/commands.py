@@ -13,6 +13,7 @@ import click
 from fedtrail.chain import connect
 from fedtrail.cli.common import (
     ledger_options,
+    model_options,
     open_checked_store,
     open_signed_ledger,
     read_passphrase,
@@ -27,6 +28,8 @@ from fedtrail.errors import ConfigError
 from fedtrail.hooks import launcher_step_hook
 from fedtrail.keys import FAST_KDF_N, create_keystore, keystore_address, load_keystore
 from fedtrail.ledger import Deployment, Ledger, checksum
+from fedtrail.ml.catalog import load_source
+from fedtrail.ml.task import task_for
 from fedtrail.node.config import (
     CONFIG_NAME,
     DataConfig,
@@ -78,15 +81,17 @@ folder_argument = click.argument(
 @click.option(
     "--data",
     "data_path",
-    default="bundled",
+    default="pneumonia",
     show_default=True,
-    help="MedMNIST .npz, image folder, or 'bundled'.",
+    help="A shipped dataset (pneumonia, retina), a MedMNIST .npz or an image folder; the "
+    "model's channels, classes and class names are derived from it.",
 )
 @click.option(
     "--shard", default=None, metavar="I/N", help="Simulate site I of N on a shared file (demos)."
 )
 @click.option("--partition", type=click.Choice(["iid", "dirichlet", "quantity"]), default="iid")
 @click.option("--compression", type=click.Choice(get_args(CompressionMethod)), default="none")
+@model_options
 @click.option("--fast-kdf", is_flag=True, hidden=True, help="Light scrypt (tests/demos only).")
 def init(
     folder: Path,
@@ -99,6 +104,8 @@ def init(
     shard: str | None,
     partition: str,
     compression: str,
+    arch: str | None,
+    image_size: int | None,
     fast_kdf: bool,
 ) -> None:
     """Create a node folder: an encrypted keystore and config.toml."""
@@ -121,18 +128,26 @@ def init(
         shard_index, shard_count = i, n
     from fedtrail.storage.codec import Compression
 
+    source = load_source(data_path)
+    task = task_for(
+        source,
+        **{k: v for k, v in (("arch", arch), ("image_size", image_size)) if v is not None},
+    )
     config = NodeConfig(
         name=name,
         rpc_url=rpc_url,
         contract=contract,
         store=store,
         data=DataConfig(
-            path=data_path, shard_index=shard_index, shard_count=shard_count, partition=partition
+            path=data_path,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            partition=partition,
+            class_names=task.class_names,
         ),
         compression=Compression(method=compression),  # type: ignore[arg-type]
+        model=task.spec,
     )
-    if data_path != "bundled" and not Path(data_path).exists():
-        raise ConfigError(f"data path {data_path} does not exist")
     folder.mkdir(parents=True, exist_ok=True)
     passphrase = read_passphrase(folder / config.keystore, confirm=True)
     account = create_keystore(
@@ -143,6 +158,10 @@ def init(
     click.echo(f"  address  {account.address}")
     click.echo(f"  keystore {folder / config.keystore} (encrypted)")
     click.echo(f"  config   {cfg_path}")
+    click.echo(
+        f"  task     {task.spec.arch} {task.spec.in_channels}x{task.spec.image_size}x"
+        f"{task.spec.image_size}, {task.num_classes} classes: {', '.join(task.class_names)}"
+    )
     click.echo(
         f"Ask the coordinator to run: fedtrail node register {account.address} --name '{name}' "
         "--max-samples <size of this site's training set>"
@@ -345,7 +364,7 @@ def run(
         torch.set_num_threads(threads)
     account = load_keystore(folder / config.keystore, read_passphrase(folder / config.keystore))
     content = open_checked_store(config.store)
-    train, val = config.data.load(base=folder)
+    train, val = config.data.load(base=folder, image_size=config.model.image_size)
     stop = stop_on_signals("finishing the current step, then stopping")
     site = SiteNode(
         ledger=ledger,

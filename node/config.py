@@ -16,11 +16,9 @@ import tomli_w
 
 from fedtrail.chain import DEFAULT_RPC_URL
 from fedtrail.errors import ConfigError
+from fedtrail.ml.catalog import DataSource, check_class_names, load_source
 from fedtrail.ml.datasets import (
     ImageDataset,
-    load_bundled,
-    load_image_folder,
-    load_medmnist_npz,
     partition_dirichlet,
     partition_iid,
     partition_quantity,
@@ -36,8 +34,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    """Where a site's images are. ``path`` is ``"bundled"`` (the shipped PneumoniaMNIST subset),
-    a MedMNIST-format ``.npz`` or a folder with one sub-folder per class.
+    """Where a site's images are. ``path`` is a shipped dataset's name (``pneumonia``, alias
+    ``bundled``; ``retina``), a MedMNIST-format ``.npz`` or a folder with one sub-folder per
+    class. ``class_names`` names every class of the task (``node init`` writes the data's names,
+    :mod:`fedtrail.ml.catalog`); empty: the data source's own.
 
     ``shard_count > 1`` simulates one of several sites on a shared file: the train split is
     partitioned (seeded) and this node takes shard ``shard_index``; its validation split is the
@@ -50,8 +50,14 @@ class DataConfig:
     partition: str = "iid"
     alpha: float = 0.5
     partition_seed: int = 0
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.class_names:
+            names = check_class_names(self.class_names, "data.class_names")
+        else:
+            names = ()
+        object.__setattr__(self, "class_names", names)
         if self.partition not in PARTITIONS:
             raise ConfigError(f"data.partition must be one of {PARTITIONS}, got {self.partition!r}")
         if self.shard_count < 1 or not 0 <= self.shard_index < self.shard_count:
@@ -60,22 +66,28 @@ class DataConfig:
                 f"{self.shard_count})"
             )
 
-    def load(self, base: Path | None = None) -> tuple[ImageDataset, ImageDataset | None]:
-        """(train, validation) of this site; validation is None for an image folder."""
-        if self.path == "bundled":
-            splits = load_bundled()
-            train, val = splits.train, splits.val
-        else:
-            p = Path(self.path)
-            if not p.is_absolute() and base is not None:
-                p = base / p
-            if p.is_dir():
-                train, val = load_image_folder(p), None
-            elif p.is_file():
-                splits = load_medmnist_npz(p)
-                train, val = splits.train, splits.val
-            else:
-                raise ConfigError(f"data path {p} does not exist")
+    def source(self, base: Path | None = None) -> DataSource:
+        """The data source with its class names (``class_names`` win over the source's)."""
+        src = load_source(self.path, base)
+        if self.class_names:
+            if len(self.class_names) < src.num_classes:
+                raise ConfigError(
+                    f"data.class_names names {len(self.class_names)} classes but {src.path} "
+                    f"has labels up to {src.num_classes - 1}"
+                )
+            src = replace(src, class_names=self.class_names)
+        return src
+
+    def load(
+        self, base: Path | None = None, *, image_size: int | None = None
+    ) -> tuple[ImageDataset, ImageDataset | None]:
+        """(train, validation) of this site, resized to ``image_size`` when given; validation is
+        None for an image folder."""
+        src = self.source(base)
+        train, val = src.train, src.val
+        if image_size is not None and train.image_size != (image_size, image_size):
+            train = train.resized(image_size)
+            val = None if val is None else val.resized(image_size)
         if self.shard_count == 1:
             return train, val
         train = train.subset(self._shard(train))

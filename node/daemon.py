@@ -57,10 +57,12 @@ from fedtrail.hooks import StepHook, no_step
 from fedtrail.ledger import Ledger, Submission, commitment
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec
+from fedtrail.ml.task import Task, require_terms
 from fedtrail.ml.training import TrainingInterrupted, train_local
 from fedtrail.node.config import NodeConfig
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.roundlog import InvalidLog, RoundLog
+from fedtrail.protocol.terms import InvalidTerms, RoundTerms
 from fedtrail.storage.codec import decode_model, encode_update
 from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
@@ -223,6 +225,13 @@ class SiteNode:
         self.folder = Path(folder)
         self.train = hooks.transform_train(train)
         self.val = val
+        names = config.data.class_names or tuple(
+            f"class {i}" for i in range(config.model.num_classes)
+        )
+        self.task = Task(spec=config.model, class_names=names)
+        self.task.check_data(self.train, "this site's training split")
+        if val is not None:
+            self.task.check_data(val, "this site's validation split")
         self.progress = progress
         self.stop_event = stop_event or threading.Event()
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -283,6 +292,8 @@ class SiteNode:
             if now > info.commit_deadline:
                 log.warning("round %d: commit window closed before this node committed", round_id)
                 return None
+            if not self._terms_agree(round_id, info.terms_cid, info.terms_sha256):
+                return None
             record = self._train_and_encode(round_id, info.start_cid, info.start_sha256)
             if record is None:
                 return None
@@ -301,6 +312,27 @@ class SiteNode:
             log.info("round %d: stored update %s", round_id, record.cid)
             self.hooks.at_step("stored")
         return self._reveal(round_id, record, info.reveal_deadline)
+
+    def _terms_agree(self, round_id: int, cid: str, sha256: str) -> bool:
+        """Whether this site can take part under the round's committed terms. Terms for another
+        task raise :class:`TaskMismatch` (the site's config or the federation must change: no
+        retry can help); unreadable terms skip the round."""
+        try:
+            terms = RoundTerms.from_bytes(self.store.get(cid, sha256))
+        except InvalidTerms as exc:
+            log.error(
+                "round %d: the committed terms are unusable (%s); not taking part", round_id, exc
+            )
+            return False
+        if terms.round != round_id:
+            log.error(
+                "round %d: the committed terms are for round %d; not taking part",
+                round_id,
+                terms.round,
+            )
+            return False
+        require_terms(self.task, terms, mine="this site (its config.toml)")
+        return True
 
     def _train_and_encode(self, round_id: int, cid: str, sha256: str) -> RoundRecord | None:
         spec = self.config.model

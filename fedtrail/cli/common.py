@@ -133,6 +133,23 @@ def aggregation_options(func: F) -> F:
     )(func)
 
 
+def model_options(func: F) -> F:
+    """``--arch`` and ``--image-size``: the model of a federation's task (the rest — channels,
+    classes and their names — comes from the data)."""
+    func = click.option(
+        "--image-size",
+        type=click.IntRange(4, 1024),
+        default=None,
+        help="Model input size in pixels; images are resized to it (default: the data's).",
+    )(func)
+    return click.option(
+        "--arch",
+        default=None,
+        help="Model architecture: smallcnn (default) or a MONAI network (densenet121, resnet10, "
+        "resnet18; they suit 64-224 px).",
+    )(func)
+
+
 def setup_logging(logfile: Path, *, verbose: bool = False) -> None:
     """Timestamped logs to stderr and to a file in the role's folder."""
     fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")

@@ -112,8 +112,8 @@ def resolve_source(source: str | os.PathLike[str], base: Path | None = None) -> 
         p = base / p
     if not p.exists():
         raise ConfigError(
-            f"data source {text!r} is neither a shipped dataset ({', '.join(sorted(shipped))}) "
-            f"nor an existing file or folder ({p})"
+            f"data source {text!r}: {p} does not exist, and it is not a shipped dataset "
+            f"({', '.join(sorted(shipped))})"
         )
     return p
 

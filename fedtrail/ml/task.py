@@ -18,8 +18,9 @@ from fedtrail.errors import ConfigError
 from fedtrail.ml.catalog import DataSource, check_class_names
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec
+from fedtrail.protocol.terms import RoundTerms
 
-__all__ = ["Task", "TaskMismatch", "task_for"]
+__all__ = ["Task", "TaskMismatch", "require_terms", "task_for"]
 
 
 class TaskMismatch(ConfigError):
@@ -121,9 +122,7 @@ class Task:
             )
 
 
-def task_for(
-    source: DataSource, *, model: ModelSpec | None = None, **settings: Any
-) -> Task:
+def task_for(source: DataSource, *, model: ModelSpec | None = None, **settings: Any) -> Task:
     """The task a data source implies: channels and class count from the data, the image size
     from the data unless ``settings`` (ModelSpec fields: ``arch``, ``image_size``, ...) set it,
     the class names from the source. With ``model``, its settings are the starting point."""
@@ -139,3 +138,18 @@ def task_for(
     except TypeError as exc:
         raise ConfigError(f"bad model setting: {exc}") from exc
     return Task(spec=spec, class_names=source.class_names)
+
+
+def require_terms(task: Task, terms: RoundTerms, *, mine: str) -> None:
+    """Raise :class:`TaskMismatch` when round terms fix another task than ``task``. Terms
+    written before tasks named their classes are compared on the model alone; a spec hash that
+    does not match the terms' own model settings is refused too."""
+    theirs = f"round {terms.round}'s terms"
+    names = terms.class_names or task.class_names
+    other = Task.from_parts(terms.model_spec, list(names), theirs)
+    task.require_same(other, mine=mine, theirs=theirs)
+    if terms.spec_hash != task.spec.spec_hash():
+        raise TaskMismatch(
+            f"{theirs} give spec hash {terms.spec_hash[:16]}… for the same model settings "
+            f"whose hash here is {task.spec.spec_hash()[:16]}… (another fedtrail version?)"
+        )

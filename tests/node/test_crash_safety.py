@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from fedtrail.ledger import Ledger, Valuation
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.node.daemon import CLOCK_SLACK
 from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.terms import RoundTerms
 from fedtrail.storage.codec import encode_model
 from fedtrail.storage.store import IpfsStore
 
@@ -65,7 +67,19 @@ def _setup(anvil_url: str, ipfs_api: str, tmp: Path) -> tuple[Ledger, Path, str,
     spec = ModelSpec()
     store = IpfsStore(ipfs_api)
     blob = encode_model(initial_model(spec, 0).state_dict(), spec=spec, round=0)
-    terms = b'{"terms":"crash tests"}'
+    terms = RoundTerms(
+        round=ledger.current_round() + 1,
+        aggregation_rule={"name": "weighted"},
+        valuation={"method": "shapley"},
+        model_spec=asdict(spec),
+        spec_hash=spec.spec_hash(),
+        seed=0,
+        validation_sha256="0" * 64,
+        validation_images=1,
+        commit_seconds=600,
+        reveal_seconds=3600,
+        class_names=("normal", "pneumonia"),
+    ).to_bytes()
     commit_deadline = next_block_timestamp(w3) + 600  # passed by moving the clock, not waiting
     round_id, _ = ledger.open_round(
         coord,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from fedtrail.ledger import Valuation, commitment
 from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.metrics import decision_threshold
 from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.ml.task import TaskMismatch
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.commands import _val_decision
 from fedtrail.node.daemon import (
@@ -50,7 +52,7 @@ class World:
     """An embedded federation: a ledger, a local store, round 1 open (commits for a minute,
     reveals for an hour after), two registered sites."""
 
-    def __init__(self, env: ChainEnv, tmp: Path) -> None:
+    def __init__(self, env: ChainEnv, tmp: Path, terms: bytes | None = None) -> None:
         self.env = env
         self.tmp = tmp
         splits = load_bundled()
@@ -75,7 +77,8 @@ class World:
         blob = encode_model(initial_model(SPEC, 0).state_dict(), spec=SPEC, round=0)
         self.global_blob = blob
         cid = self.store.put(blob)
-        terms = b'{"terms":"node tests"}'
+        if terms is None:
+            terms = self.fed.service.round_terms(self.ledger.current_round() + 1).to_bytes()
         commit_deadline = block_timestamp(env.w3) + 60
         self.round, _ = self.ledger.open_round(
             env.aggregator,
@@ -435,3 +438,31 @@ def test_node_status_shows_the_f1_at_the_threshold_the_node_used(tmp_path: Path)
     )
     assert _val_decision(new) == {"val_f1": 0.9, "threshold": 0.49}
     assert _val_decision(None) == {"val_f1": None, "threshold": None}
+
+
+def test_a_site_whose_task_differs_from_the_terms_stops_with_both_sides_named(
+    world: World,
+) -> None:
+    """A hand-edited class list (or model) is one clear TaskMismatch naming the difference,
+    raised before any training — not an endless retry — and nothing is committed."""
+    site = world.fed.sites[0]
+    renamed = replace(site.config.data, class_names=("healthy", "sick"))
+    node = world.node(0, data=renamed)
+    with pytest.raises(TaskMismatch) as err:
+        node.participate(world.round)
+    text = str(err.value)
+    assert "this site" in text and f"round {world.round}'s terms" in text
+    assert "healthy" in text and "class 0" in text
+    assert world.ledger.get_submission(world.round, node.address) is None
+
+
+def test_a_site_whose_data_does_not_fit_its_model_is_refused_at_start(world: World) -> None:
+    with pytest.raises(TaskMismatch, match=r"1x28x28 \(C x H x W\) but the task's model"):
+        world.node(0, model=ModelSpec(in_channels=3))
+
+
+def test_unusable_terms_skip_the_round_without_training(embedded: ChainEnv, tmp_path: Path) -> None:
+    world = World(embedded, tmp_path, terms=b'{"not":"terms"}')
+    node = world.node(0)
+    assert node.participate(world.round) is None
+    assert world.ledger.get_submission(world.round, node.address) is None

@@ -61,7 +61,7 @@ def test_a_users_file_takes_names_from_its_description_else_numbers(tmp_path: Pa
     (tmp_path / "scans.json").write_text(json.dumps({"class_names": ["a", "a", "b"]}))
     with pytest.raises(ConfigError, match="repeat"):
         load_source(tmp_path / "scans.npz")
-    with pytest.raises(ConfigError, match="neither a shipped dataset"):
+    with pytest.raises(ConfigError, match="does not exist, and it is not a shipped dataset"):
         load_source(tmp_path / "missing.npz")
 
 
