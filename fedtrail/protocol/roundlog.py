@@ -407,19 +407,28 @@ class RoundMetrics:
     """A global model on the validation split; None where a metric was undefined (NaN is
     written as null).
 
-    ``auc``, ``f1``, ``accuracy``, ``loss`` (required) use the plain decision: class 1 when its
-    probability exceeds 0.5. The rest is absent (None) in logs written before the aggregator
-    calibrated its decision, and written only when set:
+    ``auc``, ``f1``, ``accuracy``, ``loss`` (required) use the plain decision, the most probable
+    class (for two classes: class 1 when its probability exceeds 0.5). With two classes ``auc``
+    and ``f1`` are class 1's ROC AUC and F1; with K > 2 classes ``auc`` is the macro
+    one-vs-rest AUC (mean over the classes present in the split, each ranked by its
+    probability) and ``f1`` the macro F1 over all K classes (``fedtrail.ml.metrics``). The rest
+    is absent (None) in logs written before the aggregator calibrated its decision (or, for the
+    recalls, before it recorded them), and written only when set:
 
     - ``bias``: the per-class intercept fitted on the validation split
       (``fedtrail.ml.metrics.fit_intercept``, deterministic); the calibrated decision is
-      ``argmax(logits + bias)``, one number per class, so it also holds for more classes;
-    - ``threshold``: for two classes, the probability of class 1 (of the model's own softmax)
-      above which that decision predicts class 1: ``1 / (1 + exp(b1 - b0))``;
-    - ``f1_calibrated``, ``balanced_accuracy_calibrated``: F1 of class 1 and balanced accuracy
-      of the calibrated decision (in-sample: fitted and scored on the same split);
+      ``argmax(logits + bias)`` (``fedtrail.ml.metrics.decide``), one number per class;
+    - ``threshold``: for two classes only, the probability of class 1 (of the model's own
+      softmax) above which that decision predicts class 1: ``1 / (1 + exp(b1 - b0))``;
+    - ``f1_calibrated``, ``balanced_accuracy_calibrated``: F1 (as ``f1``: class 1's, or macro
+      for K > 2) and balanced accuracy of the calibrated decision (in-sample: fitted and scored
+      on the same split);
     - ``balanced_accuracy``: of the plain decision; ``ece``: expected calibration error of the
-      model's own probabilities (10 equal-width bins).
+      model's own probabilities (10 equal-width bins);
+    - ``recall``, ``recall_calibrated``: the recall of every class ``0..K-1`` under the plain
+      and the calibrated decision, None for a class absent from the split (their mean over the
+      present classes is the balanced accuracy). Their length is the number of classes
+      (:attr:`classes`).
     """
 
     auc: float | None
@@ -433,6 +442,8 @@ class RoundMetrics:
     f1_calibrated: float | None = None
     balanced_accuracy_calibrated: float | None = None
     bias: tuple[float, ...] | None = None
+    recall: tuple[float | None, ...] | None = None
+    recall_calibrated: tuple[float | None, ...] | None = None
 
     _FIELDS: ClassVar[tuple[str, ...]] = (
         "auc",
@@ -446,7 +457,11 @@ class RoundMetrics:
         "f1_calibrated",
         "balanced_accuracy_calibrated",
         "bias",
+        "recall",
+        "recall_calibrated",
     )
+    PER_CLASS: ClassVar[tuple[str, ...]] = ("recall", "recall_calibrated")
+    """The metrics that are one number per class (None for a class absent from the split)."""
     NUMBERS: ClassVar[tuple[str, ...]] = (
         "auc",
         "f1",
@@ -458,7 +473,7 @@ class RoundMetrics:
         "f1_calibrated",
         "balanced_accuracy_calibrated",
     )
-    """The metrics that are one number (everything but ``n`` and ``bias``)."""
+    """The metrics that are one number (everything but ``n``, ``bias`` and :attr:`PER_CLASS`)."""
     _OPTIONAL: ClassVar[tuple[str, ...]] = NUMBERS[4:]
 
     def to_json(self) -> dict[str, Any]:
@@ -476,6 +491,10 @@ class RoundMetrics:
                 doc[key] = value
         if self.bias is not None:
             doc["bias"] = list(self.bias)
+        for key in self.PER_CLASS:
+            values = getattr(self, key)
+            if values is not None:
+                doc[key] = list(values)
         return doc
 
     @classmethod
@@ -487,6 +506,23 @@ class RoundMetrics:
             if not isinstance(bias, list) or len(bias) < 2:
                 raise InvalidLog(f"explanation log invalid at {where}/bias: not a list of 2+")
             bias = tuple(_number(b, f"{where}/bias/{i}") for i, b in enumerate(bias))
+        per_class: dict[str, tuple[float | None, ...] | None] = {}
+        for key in cls.PER_CLASS:
+            values = doc.get(key)
+            if values is not None:
+                if not isinstance(values, list) or len(values) < 2:
+                    raise InvalidLog(f"explanation log invalid at {where}/{key}: not a list of 2+")
+                values = tuple(
+                    None if v is None else _number(v, f"{where}/{key}/{i}")
+                    for i, v in enumerate(values)
+                )
+            per_class[key] = values
+        lengths = {key: len(v) for key, v in (("bias", bias), *per_class.items()) if v is not None}
+        if len(set(lengths.values())) > 1:
+            raise InvalidLog(
+                f"explanation log invalid at {where}: one number per class, but "
+                + ", ".join(f"{key} has {k}" for key, k in lengths.items())
+            )
         # the schema allows numbers (or null) only
         optional = {k: None if doc.get(k) is None else float(doc[k]) for k in cls._OPTIONAL}
         return cls(
@@ -496,6 +532,8 @@ class RoundMetrics:
             loss=doc["loss"],
             n=None if n is None else _int(n, f"{where}/n"),
             bias=bias,
+            recall=per_class["recall"],
+            recall_calibrated=per_class["recall_calibrated"],
             **optional,
         )
 
@@ -505,6 +543,15 @@ class RoundMetrics:
         if self.bias is None or len(self.bias) != classes:
             return None
         return tuple(self.bias)
+
+    @property
+    def classes(self) -> int | None:
+        """The number of classes the record's per-class figures (or bias) are for; None when it
+        records none (logs written before they existed)."""
+        for values in (self.recall, self.recall_calibrated, self.bias):
+            if values is not None:
+                return len(values)
+        return None
 
     def get(self, name: str) -> float | None:
         """One number by name (one of :attr:`NUMBERS`, e.g. ``"auc"``, ``"threshold"``)."""
