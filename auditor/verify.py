@@ -216,6 +216,9 @@ def verify_round(
             audit.add("terms.hash", False, f"{info.terms_cid} matches its hash but: {exc}")
     if terms is not None and log is not None:
         _check_terms(audit, log, terms, info)
+    if terms is not None:
+        with _Timer(audit, "fetch"):
+            _check_task_fixed(audit, ledger, store, terms)
     if log is not None:
         _standing_checks(audit, ledger, store, log, terms)
 
@@ -612,6 +615,40 @@ def _shown(e: SiteEntry, name: str) -> object:
     return getattr(e, name)
 
 
+def _task_key(terms: RoundTerms) -> tuple[str, tuple[str, ...]]:
+    return terms.spec_hash, terms.class_names
+
+
+def _check_task_fixed(
+    audit: RoundAudit, ledger: Ledger, store: ContentStore, terms: RoundTerms
+) -> None:
+    """The federation's task (model spec and class names) is the one round 1's terms fixed:
+    an aggregator cannot swap the model or relabel the classes mid-federation."""
+    if terms.round == 1:
+        audit.add("terms.task_fixed", True, "round 1 fixes the federation's task")
+        return
+    first = ledger.get_round(1)
+    fetched = _fetch(store, first.terms_cid, first.terms_sha256)
+    try:
+        if fetched.blob is None:
+            raise InvalidTerms(fetched.detail)
+        reference = RoundTerms.from_bytes(fetched.blob)
+    except InvalidTerms as exc:
+        audit.add("terms.task_fixed", False, f"round 1's terms are unreadable: {exc}")
+        return
+    same = _task_key(reference) == _task_key(terms)
+    audit.add(
+        "terms.task_fixed",
+        same,
+        f"the task round 1 fixed (spec {terms.spec_hash[:16]}…, {len(terms.class_names)} "
+        "named classes)"
+        if same
+        else f"the task changed since round 1: spec {reference.spec_hash[:16]}… -> "
+        f"{terms.spec_hash[:16]}…, classes {list(reference.class_names)} -> "
+        f"{list(terms.class_names)}",
+    )
+
+
 def _check_terms(audit: RoundAudit, log: RoundLog, terms: RoundTerms, info: RoundInfo) -> None:
     """The log's settings repeat the terms committed at open, and its terms reference is the
     chain's (logs written before references: absent, which is not a failure)."""
@@ -643,17 +680,18 @@ def _check_terms(audit: RoundAudit, log: RoundLog, terms: RoundTerms, info: Roun
         else f"log's validation set {log.validation.sha256[:16]}… is not the committed "
         f"{terms.validation_sha256[:16]}…",
     )
-    same_model = (dict(s.model_spec), s.spec_hash, s.seed) == (
+    same_model = (dict(s.model_spec), s.spec_hash, s.seed, tuple(s.class_names)) == (
         dict(terms.model_spec),
         terms.spec_hash,
         terms.seed,
+        terms.class_names,
     )
     audit.add(
         "terms.model",
         same_model,
-        "model spec and seed are the committed ones"
+        "model spec, class names and seed are the committed ones"
         if same_model
-        else "log's model spec, spec hash or seed differ from the terms'",
+        else "log's model spec, spec hash, class names or seed differ from the terms'",
     )
     ref = s.terms
     ok = ref is None or (ref.cid, ref.sha256) == (info.terms_cid, info.terms_sha256)

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fedtrail.auditor.explain_command import Decision, _decision
+from fedtrail.auditor.explain_command import Decision, _decision, _round_log
 from fedtrail.cli import cli
 from fedtrail.errors import ConfigError
+from fedtrail.ml.catalog import load_source
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.explain import explain_model, probe_set
 from fedtrail.ml.models import ModelSpec, initial_model
@@ -110,7 +111,9 @@ def test_the_decision_is_read_from_the_round_log_or_defaults_to_0_5(tmp_path: Pa
     calibrated = to_bytes(doc)
 
     def decision(blob: bytes, sha256: str | None = None) -> Decision:
-        return _decision(store, 4, store.put(blob), sha256 or hashlib.sha256(blob).hexdigest(), 2)
+        cid, digest = store.put(blob), sha256 or hashlib.sha256(blob).hexdigest()
+        log, why_not = _round_log(store, 4, cid, digest)
+        return _decision(log, 4, why_not, 2)
 
     got = decision(calibrated)
     assert got.bias == (0.0, math.log(0.7 / 0.3)) and got.threshold == pytest.approx(0.3)
@@ -135,3 +138,24 @@ def test_explain_model_with_a_bias_explains_the_calibrated_decision() -> None:
         assert all(o.prediction == cls and o.confidence > 0.99 for o in out)
     with pytest.raises(ConfigError, match="bias must be 2 finite numbers"):
         explain_model(state, spec, images, bias=(0.0, float("nan")))
+
+
+def test_a_retina_model_is_explained_with_the_grades_as_captions(tmp_path: Path) -> None:
+    """The task comes from --validation (a model named by CID has no log): 3 channels, 5
+    classes, captions name the grade from the dataset's description, never a built-in name."""
+    spec = ModelSpec(in_channels=3, num_classes=5)
+    store = LocalStore(tmp_path / "store")
+    blob = encode_model(initial_model(spec, 1).state_dict(), spec=spec, round=1)
+    args = ["explain", "--cid", store.put(blob), "--sha256", hashlib.sha256(blob).hexdigest()]
+    args += ["--store", f"local:{tmp_path / 'store'}", "--out", str(tmp_path / "out")]
+    args += ["--method", "grad_cam", "--per-class", "1", "--validation", "retina"]
+    result = CliRunner().invoke(cli, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["images"]
+    names = load_source("retina").class_names
+    assert sorted(r["label"] for r in rows) == [0, 1, 2, 3, 4]
+    for r in rows:
+        assert f"truth {names[r['label']]}" in r["caption"]
+        assert "pneumonia" not in r["caption"] and "normal" not in r["caption"]
+    wrong = CliRunner().invoke(cli, [*args[:-2], "--validation", "pneumonia"])
+    assert wrong.exit_code != 0 and "spec" in (wrong.stderr + str(wrong.exception))

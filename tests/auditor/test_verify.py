@@ -21,7 +21,14 @@ from web3 import Web3
 
 import fedtrail.aggregator.service as service_mod
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
-from fedtrail.auditor.verify import FetchFailure, _fetch, verify_all, verify_round
+from fedtrail.auditor.verify import (
+    FetchFailure,
+    RoundAudit,
+    _check_task_fixed,
+    _fetch,
+    verify_all,
+    verify_round,
+)
 from fedtrail.chain import connect, dev_account, funded_accounts
 from fedtrail.cli import cli
 from fedtrail.ledger import Ledger
@@ -432,3 +439,24 @@ def test_an_independent_reader_of_raw_logs_agrees_with_audit_round(
         doc["global_model"]["sha256"],
         doc["log"]["cid"],
     )
+
+
+def test_verify_fails_a_round_whose_terms_change_the_task_round_1_fixed(
+    embedded_fed: Any,
+) -> None:
+    """Round 2 passes under round 1's task; the same round's terms with the classes relabelled
+    (or another model) fail terms.task_fixed, naming both tasks."""
+    ledger, store, service = embedded_fed
+    audit = verify_round(ledger, store, 2)
+    check = next(c for c in audit.checks if c.name == "terms.task_fixed")
+    assert check.passed, check.detail
+    terms = service.round_terms(2)
+    for changed in (
+        dataclasses.replace(terms, class_names=("class 1", "class 0")),
+        dataclasses.replace(terms, spec_hash="ab" * 32),
+    ):
+        lied = RoundAudit(2)
+        _check_task_fixed(lied, ledger, store, changed)
+        (got,) = lied.checks
+        assert got.name == "terms.task_fixed" and not got.passed
+        assert "the task changed since round 1" in got.detail
