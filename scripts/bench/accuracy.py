@@ -1,11 +1,20 @@
 """Accuracy benchmark (the seed review's table): local-only models vs FedAvg vs on-chain-valuation
-weighting vs each robust aggregation rule, on the bundled chest X-rays, over several seeds.
+weighting vs each robust aggregation rule, on the bundled chest X-rays (or any other data
+source), over several seeds.
 
-Usage: .venv/bin/python scripts/bench/accuracy.py [--seeds 5] [--rounds 10] [--epochs 1]
-       [--alpha 1.0] [--scenarios a,b,c,d,e,f] [--valuation shapley]
-       [--out .run/bench/accuracy.json] [--quick] [--render JSON [JSON ...]]
+Usage: .venv/bin/python scripts/bench/accuracy.py [--data pneumonia|retina|NPZ] [--seeds 5]
+       [--rounds 10] [--epochs 1] [--alpha 1.0] [--scenarios a,b,c,d,e,f]
+       [--valuation shapley] [--out .run/bench/accuracy.json] [--quick]
+       [--render JSON [JSON ...]]
 
-Scenarios (sites from a Dirichlet(alpha) label-skew split of the bundled training split; the
+``--data`` is a data source of :func:`fedtrail.ml.catalog.load_source`: a shipped dataset
+(``pneumonia``, the default; ``retina``: RetinaMNIST, 5 grades of diabetic retinopathy on 28x28
+colour fundus photographs) or a MedMNIST-format ``.npz``; the model is the ``smallcnn`` with the
+data's channels and classes. With more than two classes the tables show macro one-vs-rest AUC
+and balanced accuracy (plain argmax, and at the intercept fitted on the validation split)
+instead of AUC and F1, and issue 12's bars (measured on the chest X-rays) are not checked.
+
+Scenarios (sites from a Dirichlet(alpha) label-skew split of the data's training split; the
 faulty sites are the last ones of the split):
 
 (a) clean non-IID, 5 sites;
@@ -19,12 +28,13 @@ faulty sites are the last ones of the split):
 
 Methods and the simulation are described in ``scripts/bench/_sim.py`` (weights from
 ``onchain_weights``, the contract's rule; no chain or store). Metrics: ROC AUC and F1 (class 1 =
-pneumonia, threshold at equal logits) of the final global model on the bundled test split (468
-images); for ``local``, the mean over sites of each site's own model (and, in a second row, over
-the honest sites only). F1 is reported at the plain decision (p > 0.5) and at the calibrated
-one (the intercept fitted on the validation split, ``fedtrail.ml.metrics.fit_intercept``). Each
-cell is mean +- sample standard deviation over the seeds; the seed fixes the split, the initial
-model, the batch order and the faults.
+pneumonia, threshold at equal logits) of the final global model on the data's test split (468
+images of the chest X-rays); for ``local``, the mean over sites of each site's own model, each
+trained alone for ``rounds x epochs`` epochs (and, in a second row, over the honest sites
+only). F1 is reported at the plain decision (p > 0.5) and at the calibrated one (the intercept
+fitted on the validation split, ``fedtrail.ml.metrics.fit_intercept``). Each cell is mean +-
+sample standard deviation over the seeds; the seed fixes the split, the initial model, the batch
+order and the faults.
 
 It prints a plain table, the same as a Markdown table ready for the README, and the seed review's
 two claims checked against these numbers (+5-15% AUC for FL over local models; +7% global F1 from
@@ -68,7 +78,8 @@ from _sim import (
     parse_seeds,
 )
 
-from fedtrail.ml.datasets import load_bundled
+from fedtrail.ml.catalog import load_source
+from fedtrail.ml.models import ModelSpec
 from fedtrail.simulation.faults import SiteFault
 from fedtrail.valuation import HISTORY_COMBINER, Combiner
 
@@ -86,6 +97,42 @@ ROW_LABELS: dict[str, str] = {
     "krum": "multi-Krum",
     "norm_clip": "norm clipping (median norm)",
 }
+
+SUMMARY_METRICS = (
+    "auc",
+    "f1",
+    "accuracy",
+    "loss",
+    "balanced_accuracy",
+    "balanced_accuracy_calibrated",
+)
+BINARY_COLUMNS: tuple[tuple[str, str], ...] = (("auc", "AUC"), ("f1", "F1"))
+MULTICLASS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("auc", "macro AUC"),
+    ("balanced_accuracy", "bal acc"),
+    ("balanced_accuracy_calibrated", "bal acc cal"),
+)
+
+
+def _num_classes(settings: dict[str, Any]) -> int:
+    return int(settings.get("num_classes", 2))
+
+
+def _columns(settings: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(metric, label) of the table's columns: AUC and F1 for two classes; macro AUC and
+    balanced accuracy (plain and calibrated) for more, where F1 of one class says little."""
+    return MULTICLASS_COLUMNS if _num_classes(settings) > 2 else BINARY_COLUMNS
+
+
+def _test_split(settings: dict[str, Any]) -> str:
+    """The test split's description (runs saved before --data: the chest X-rays)."""
+    data = settings.get("data", "pneumonia")
+    return f"the {data} test split ({settings.get('test_images', 468)} images)"
+
+
+def _is_pneumonia(settings: dict[str, Any]) -> bool:
+    """Issue 12's bars were set on the shipped chest X-rays (``bundled`` is their old name)."""
+    return settings.get("data", "pneumonia") in ("pneumonia", "bundled")
 
 
 @dataclass(frozen=True)
@@ -196,7 +243,7 @@ def _summary(runs: Sequence[SimResult]) -> dict[str, dict[str, dict[str, float]]
             rows[LOCAL_HONEST] = [r.test_honest or {} for r in rs]
         for key, tests in rows.items():
             out[key] = {}
-            for metric in ("auc", "f1", "accuracy", "loss"):
+            for metric in SUMMARY_METRICS:
                 m, s, n = mean_std([t.get(metric, math.nan) for t in tests])
                 out[key][metric] = {"mean": m, "std": s, "n": n}
     return out
@@ -548,17 +595,25 @@ def _all_reasons(runs: Sequence[SimResult]) -> dict[str, int]:
     return out
 
 
-def _degenerate(runs: Sequence[SimResult], methods: Sequence[str]) -> dict[str, int]:
+def _degenerate(
+    runs: Sequence[SimResult], methods: Sequence[str], num_classes: int = 2
+) -> dict[str, int]:
     """Per method, the seeds whose final model predicts (almost) one class for every test image
-    (test accuracy below 0.55 on the balanced test split: F1 then sits near 0 or 0.667)."""
+    (two classes: test accuracy below 0.55 on the balanced test split, F1 then sits near 0 or
+    0.667; K > 2: plain balanced accuracy below 1/K + 0.05, one class for every image is 1/K)."""
+    metric, floor = "accuracy", DEGENERATE_ACCURACY
+    if num_classes > 2:
+        metric, floor = "balanced_accuracy", 1 / num_classes + 0.05
     out: dict[str, int] = {}
     for m in methods:
-        out[m] = sum(
-            1
-            for r in runs
-            if r.method == m and not r.test.get("accuracy", 0.0) >= DEGENERATE_ACCURACY
-        )
+        out[m] = sum(1 for r in runs if r.method == m and not r.test.get(metric, 0.0) >= floor)
     return out
+
+
+def _degenerate_rule(num_classes: int) -> str:
+    if num_classes > 2:
+        return f"plain balanced accuracy < {1 / num_classes + 0.05:.2f}"
+    return f"test accuracy < {DEGENERATE_ACCURACY}"
 
 
 def _result_from_dict(doc: dict[str, Any]) -> SimResult:
@@ -579,16 +634,18 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
     if "local" in methods:
         rows = ["local", LOCAL_HONEST, *rows]
 
+    columns = _columns(settings)
+    k_classes = _num_classes(settings)
+
     # ---- plain table
     print(ONCHAIN_NOTE)
     print(
-        f"\nAccuracy on the bundled test split (468 images): mean ± std over {len(seeds)} "
+        f"\nAccuracy on {_test_split(settings)}: mean ± std over {len(seeds)} "
         f"seed(s) {seeds}; {settings['rounds']} rounds x {settings['epochs']} local epoch(s), "
         f"Dirichlet alpha {settings['alpha']}; wall {wall:.0f} s\n"
     )
     head = f"{'method':44}" + "".join(
-        f"{SCENARIOS[k].title[:3] + ' AUC':>22}{SCENARIOS[k].title[:3] + ' F1':>22}"
-        for k in scenario_keys
+        f"{SCENARIOS[k].title[:3] + ' ' + label:>22}" for k in scenario_keys for _, label in columns
     )
     print(head)
     print("-" * len(head))
@@ -596,7 +653,7 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
         line = f"{ROW_LABELS[row]:44}"
         for k in scenario_keys:
             s = summaries[k].get(row)
-            for metric in ("auc", "f1"):
+            for metric, _ in columns:
                 if s is None:
                     line += f"{'-':>22}"
                 else:
@@ -613,6 +670,19 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
             p = _paired(runs, "fedavg", "local", "auc")
             claims[f"{k}_fedavg_minus_local_auc"] = p
             lines.append(_claim_line(f"{SCENARIOS[k].title}: FedAvg - local AUC", p))
+            if k_classes > 2:
+                above = []
+                for metric, label in columns:
+                    p = _paired(runs, "fedavg", "local", metric)
+                    claims[f"{k}_fedavg_minus_local_{metric}"] = p
+                    if metric != "auc":
+                        lines.append(
+                            _claim_line(f"{SCENARIOS[k].title}: FedAvg - local {label}", p)
+                        )
+                    above.append(f"{label} {sum(d > 0 for d in p['diffs'])}/{p['n']}")
+                lines.append(
+                    f"{SCENARIOS[k].title}: FedAvg above local (seeds): " + ", ".join(above)
+                )
             if k != "a":
                 p = _paired(runs, "fedavg", "local", "auc", b_honest=True)
                 claims[f"{k}_fedavg_minus_local_honest_auc"] = p
@@ -623,6 +693,11 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
             p = _paired(runs, "valuation", "local", "auc")
             claims[f"{k}_valuation_minus_local_auc"] = p
             lines.append(_claim_line(f"{SCENARIOS[k].title}: valuation - local AUC", p))
+            for metric, label in columns if k_classes > 2 else ():
+                if metric != "auc":
+                    p = _paired(runs, "valuation", "local", metric)
+                    claims[f"{k}_valuation_minus_local_{metric}"] = p
+                    lines.append(_claim_line(f"{SCENARIOS[k].title}: valuation - local {label}", p))
         if "valuation" in methods and "fedavg" in methods:
             for metric in ("f1", "auc"):
                 p = _paired(runs, "valuation", "fedavg", metric)
@@ -660,11 +735,11 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
                 f"{mean_std(secs)[0]:.1f} s per round"
             )
     for k in scenario_keys:
-        deg = _degenerate(results[k], [m for m in methods if m != "local"])
+        deg = _degenerate(results[k], [m for m in methods if m != "local"], k_classes)
         claims[f"{k}_degenerate_final_models"] = deg
         lines.append(
-            f"{SCENARIOS[k].title}: final models predicting (almost) one class (test accuracy "
-            f"< {DEGENERATE_ACCURACY}), per method over {len(seeds)} seeds: "
+            f"{SCENARIOS[k].title}: final models predicting (almost) one class "
+            f"({_degenerate_rule(k_classes)}), per method over {len(seeds)} seeds: "
             + ", ".join(f"{m} {n}" for m, n in deg.items())
         )
     if "valuation" in methods and "fedavg" in methods:
@@ -685,22 +760,23 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
     # ---- markdown
     print("\n#### Accuracy (Markdown)\n")
     print(
-        f"Test ROC AUC and F1 on the bundled test split, mean ± std over {len(seeds)} seeds; "
+        f"Test {', '.join(label for _, label in columns)} on {_test_split(settings)}, "
+        f"mean ± std over {len(seeds)} seeds; "
         f"{settings['rounds']} rounds x {settings['epochs']} local epoch(s), Dirichlet alpha "
         f"{settings['alpha']}. "
         + "; ".join(f"{SCENARIOS[k].title}: {SCENARIOS[k].description}" for k in scenario_keys)
         + ".\n"
     )
     header = "| method | " + " | ".join(
-        f"{SCENARIOS[k].title[:3]} AUC | {SCENARIOS[k].title[:3]} F1" for k in scenario_keys
+        f"{SCENARIOS[k].title[:3]} {label}" for k in scenario_keys for _, label in columns
     )
     print(header + " |")
-    print("|---|" + "---|" * (2 * len(scenario_keys)))
+    print("|---|" + "---|" * (len(columns) * len(scenario_keys)))
     for row in rows:
         cells = []
         for k in scenario_keys:
             s = summaries[k].get(row)
-            for metric in ("auc", "f1"):
+            for metric, _ in columns:
                 if s is None:
                     cells.append("-")
                 else:
@@ -732,7 +808,7 @@ def _render(docs: Sequence[dict[str, Any]]) -> int:
             doc["argv"] = list(doc.get("command", [])[2:])
         _report(doc, results)
         methods = doc["settings"]["methods"]
-        if "valuation" in methods and "fedavg" in methods:
+        if "valuation" in methods and "fedavg" in methods and _is_pneumonia(doc["settings"]):
             label = _run_label(doc["settings"])
             rows.extend((label, k, _valuation_vs_fedavg(v)) for k, v in results.items())
     if len(docs) > 1 and rows:
@@ -751,6 +827,11 @@ def _render(docs: Sequence[dict[str, Any]]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--data",
+        default="pneumonia",
+        help="a shipped dataset (pneumonia, retina) or a MedMNIST-format .npz",
+    )
     parser.add_argument("--seeds", default="5", help="a count N (seeds 0..N-1) or a list 0,3,7-9")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
@@ -799,7 +880,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unknown scenario {k!r}; known: {', '.join(SCENARIOS)}")
 
     started = time.perf_counter()
-    splits = load_bundled()
+    source = load_source(args.data)
+    splits = source.splits()
+    height, width = splits.train.image_size
+    if height != width:
+        parser.error(f"{args.data}: images are {height}x{width}; the models take square images")
+    spec = ModelSpec(
+        in_channels=splits.train.channels, num_classes=source.num_classes, image_size=height
+    )
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f}s] {msg}", file=sys.stderr, flush=True)
@@ -822,11 +910,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 combiner=COMBINERS[args.combiner],
             )
             for method in methods:
-                res = _sim.run_method(method, config, splits)
+                res = _sim.run_method(method, config, splits, spec=spec)
                 results[key].append(res)
                 log(
                     f"{sc.title} seed {seed} {method}: test AUC {res.test['auc']:.4f} "
-                    f"F1 {res.test['f1']:.4f} ({res.seconds:.1f}s)"
+                    f"F1 {res.test['f1']:.4f} balanced accuracy "
+                    f"{res.test['balanced_accuracy']:.4f} (calibrated "
+                    f"{res.test['balanced_accuracy_calibrated']:.4f}) ({res.seconds:.1f}s)"
                 )
     wall = time.perf_counter() - started
 
@@ -836,6 +926,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": [sys.executable, *sys.argv],
         "argv": list(sys.argv[1:]),
         "settings": {
+            "data": args.data,
+            "num_classes": source.num_classes,
+            "class_names": list(source.class_names),
+            "test_images": len(splits.test),
+            "model": {
+                "arch": spec.arch,
+                "in_channels": spec.in_channels,
+                "num_classes": spec.num_classes,
+                "image_size": spec.image_size,
+            },
             "seeds": seeds,
             "rounds": args.rounds,
             "epochs": args.epochs,
@@ -867,7 +967,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1, default=float, allow_nan=True), encoding="utf-8")
     print(f"\nJSON: {args.out}")
-    if "valuation" in methods and "fedavg" in methods:
+    if "valuation" in methods and "fedavg" in methods and _is_pneumonia(doc["settings"]):
         label = _run_label(doc["settings"])
         return _print_bars(
             issue12_bars([(label, k, _valuation_vs_fedavg(results[k])) for k in scenario_keys])
