@@ -58,7 +58,7 @@ from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain import explain_model, probe_set
 from fedtrail.ml.metrics import CalibratedMetrics, Metrics, evaluate_calibrated
-from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
 from fedtrail.ml.task import Task, TaskMismatch
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
@@ -151,9 +151,6 @@ def _metrics_record(m: Metrics) -> roundlog.RoundMetrics:
     def opt(x: float) -> float | None:
         return None if math.isnan(x) else x
 
-    def per_class(values: tuple[float, ...]) -> tuple[float | None, ...] | None:
-        return tuple(opt(v) for v in values) or None
-
     return roundlog.RoundMetrics(
         auc=m.auc,
         f1=m.f1,
@@ -166,8 +163,6 @@ def _metrics_record(m: Metrics) -> roundlog.RoundMetrics:
         f1_calibrated=opt(m.f1_calibrated),
         balanced_accuracy_calibrated=opt(m.balanced_accuracy_calibrated),
         bias=m.bias if isinstance(m, CalibratedMetrics) else None,
-        recall=per_class(m.recall),
-        recall_calibrated=per_class(m.recall_calibrated),
     )
 
 
@@ -279,7 +274,7 @@ class AggregatorService:
         intercept of :func:`~fedtrail.ml.metrics.fit_intercept`): recorded in the log, used by
         the nodes and ``fedtrail explain``, recomputed by ``audit verify --validation``."""
         model = self.spec.build()
-        model.load_state_dict(state)
+        load_federated(model, state)
         return evaluate_calibrated(model, self.validation)
 
     # ---------------------------------------------------------------- phases
@@ -355,9 +350,8 @@ class AggregatorService:
             info = self.ledger.get_round(last)
             cid, sha = info.global_cid, info.global_sha256
         else:
-            blob = encode_model(
-                initial_model(self.spec, self.settings.seed).state_dict(), spec=self.spec, round=0
-            )
+            initial = federated_state(initial_model(self.spec, self.settings.seed))
+            blob = encode_model(initial, spec=self.spec, round=0)
             cid, sha = self._put(blob)
         terms = self.round_terms(self.ledger.current_round() + 1)
         terms_cid, terms_sha = self._put(terms.to_bytes())
@@ -611,14 +605,13 @@ class AggregatorService:
             log_sha256=log_sha,
         )
         log.info(
-            "round %d finalized: global %s (AUC %.3f -> %.3f, %s, F1 %.3f at it), log %s",
+            "round %d finalized: global %s (AUC %.3f -> %.3f, threshold %.3f, F1 %.3f at it), "
+            "log %s",
             round_id,
             global_cid,
             before.auc,
             after.auc,
-            f"threshold {after.threshold:.3f}"
-            if after.num_classes == 2
-            else f"{after.num_classes} classes, macro AUC and F1, decision argmax(logits + bias)",
+            after.threshold,
             after.f1_calibrated,
             log_cid,
         )

@@ -1,13 +1,44 @@
-"""The federation's model and its spec hash.
+"""The federation's model, its federated state and its spec hash.
 
 Every update carries the spec hash of the model it was trained for; a decoder refuses an update
 whose hash differs, so sites with different architectures can never be averaged together.
+
+Architectures (``ModelSpec.arch``, a registry, :data:`ARCHS`):
+
+``smallcnn``
+    Two conv blocks and two dense layers (``width``, ``hidden``); ``image_size`` a multiple of 4.
+    No normalisation layers. Trains on 28 px grayscale in seconds per epoch on two CPU cores.
+``densenet121``
+    MONAI's ``DenseNet121`` (2-D). It halves the image five times, so ``image_size >= 32`` (a
+    28 px MedMNIST set is resized, :meth:`~fedtrail.ml.datasets.ImageDataset.resized`).
+``resnet10``, ``resnet18``
+    MONAI's ``resnet10``/``resnet18`` (2-D) with the ImageNet stem (7x7 convolution of stride 2,
+    then max pooling): ``image_size >= 16``.
+
+The MONAI networks take no ``width``/``hidden`` (a value other than the default is refused).
+``densenet121`` accepts ``norm="batch"`` (default) or ``norm="group"`` (GroupNorm with 32 groups:
+no running statistics, nothing batch-dependent); the others take only the default ``norm``
+(``smallcnn`` has no normalisation layers; MONAI 1.6.1's ResNet would apply the setting to its
+stem only). Every architecture declares the layer
+Grad-CAM attributes to as its ``cam_layer`` (:func:`cam_layer`): ``smallcnn`` its second
+convolution, ``densenet121`` the ReLU over its final features (after the last dense block and
+``norm5``), the ResNets ``layer4``.
+
+BatchNorm rule. The federated state of a model (:func:`federated_state`) is its floating-point
+state-dict tensors: the parameters *and* BatchNorm's ``running_mean``/``running_var``. Sites
+train and send deltas of all of them; the aggregator averages the running statistics
+deterministically with the same on-chain weights as every other tensor, and the audit replays
+that. Integer buffers (BatchNorm's ``num_batches_tracked``) are not federated: each copy keeps its
+own count, and it is unused because every BatchNorm layer has a fixed ``momentum``.
+:meth:`ModelSpec.tensor_layout`, the codec, aggregation and the spec hash see federated tensors
+only; :func:`load_federated` loads them (strict on their names and shapes).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import torch
@@ -15,10 +46,30 @@ from torch import nn
 
 from fedtrail.errors import ConfigError
 
+__all__ = [
+    "ARCHS",
+    "NORMS",
+    "ModelSpec",
+    "cam_layer",
+    "federated_state",
+    "has_batch_norm",
+    "initial_model",
+    "load_federated",
+]
+
+NORMS = ("batch", "group")
+"""Normalisation layers of the MONAI architectures (``ModelSpec.norm``)."""
+
+_GROUPS = 32  # GroupNorm groups; every channel count of the MONAI nets is a multiple of 32
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """Architecture and hyper-parameters that fix the tensor layout of a model."""
+    """Architecture and hyper-parameters that fix the tensor layout of a model.
+
+    ``width``/``hidden`` are ``smallcnn`` settings; ``norm`` a setting of the MONAI nets (see the
+    module docstring for what each architecture accepts).
+    """
 
     arch: str = "smallcnn"
     in_channels: int = 1
@@ -26,37 +77,115 @@ class ModelSpec:
     num_classes: int = 2
     width: int = 16
     hidden: int = 64
+    norm: str = "batch"
 
     def __post_init__(self) -> None:
-        if self.arch not in _ARCHS:
-            raise ConfigError(f"unknown model architecture {self.arch!r}; known: {sorted(_ARCHS)}")
-        for name in ("in_channels", "num_classes", "width", "hidden"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model {name} must be positive")
-        if self.image_size < 4 or self.image_size % 4:
-            raise ConfigError("model image_size must be a positive multiple of 4")
+        if self.arch not in ARCHS:
+            raise ConfigError(f"unknown model architecture {self.arch!r}; known: {sorted(ARCHS)}")
+        for name in ("in_channels", "image_size", "num_classes", "width", "hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model {name} must be a positive integer, got {value!r}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"model norm must be one of {NORMS}, got {self.norm!r}")
+        ARCHS[self.arch].check(self)
 
     def build(self) -> nn.Module:
         """A fresh, untrained model (seed torch before calling for reproducible weights)."""
-        return _ARCHS[self.arch](self)
+        return ARCHS[self.arch].build(self)
 
     def tensor_layout(self) -> dict[str, tuple[tuple[int, ...], str]]:
-        """Name -> (shape, dtype) of every tensor in the model's state dict, in state-dict order."""
+        """Name -> (shape, dtype) of every federated tensor (:func:`federated_state`), in
+        state-dict order."""
         with torch.device("meta"):
             model = self.build()
         return {
             name: (tuple(t.shape), str(t.dtype).removeprefix("torch."))
-            for name, t in model.state_dict().items()
+            for name, t in federated_state(model).items()
         }
 
     def spec_hash(self) -> str:
-        """sha256 (hex) of the architecture settings and the tensor layout, canonically encoded."""
+        """sha256 (hex) of the architecture settings and the tensor layout, canonically encoded.
+
+        Settings added after the first release (``norm``) enter the hashed document only when
+        they differ from their default, so the hashes of earlier specs are unchanged."""
         layout = [
             [name, list(shape), dtype] for name, (shape, dtype) in self.tensor_layout().items()
         ]
-        doc = {"spec": asdict(self), "tensors": layout}
+        spec = asdict(self)
+        for name, default in _LATER_FIELDS.items():
+            if spec[name] == default:
+                del spec[name]
+        doc = {"spec": spec, "tensors": layout}
         blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
         return hashlib.sha256(blob).hexdigest()
+
+
+_LATER_FIELDS = {"norm": "batch"}
+
+
+# ---------------------------------------------------------------- federated state
+
+
+def _is_federated(tensor: torch.Tensor) -> bool:
+    return tensor.is_floating_point()
+
+
+def federated_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's federated tensors: its floating-point state-dict entries (parameters and
+    BatchNorm running statistics), in state-dict order; integer buffers stay with the copy.
+
+    The tensors are the state dict's (detached, sharing memory with the model): clone them
+    before the model trains further if the values are to be kept."""
+    return {k: v for k, v in model.state_dict().items() if _is_federated(v)}
+
+
+def load_federated(
+    model: nn.Module, state: Mapping[str, torch.Tensor], *, what: str = "the state"
+) -> None:
+    """Copy ``state`` into the model's federated tensors; its integer buffers are left as they
+    are. ConfigError (``what`` names the state) when a name is missing or unexpected, or a
+    shape differs."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if _is_federated(v)}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    resized = [
+        f"{k} is {tuple(state[k].shape)} not {shape}"
+        for k, shape in expected.items()
+        if k in state and tuple(state[k].shape) != shape
+    ]
+    if missing or unexpected or resized:
+        parts = []
+        if missing:
+            parts.append(f"missing {_names(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {_names(unexpected)}")
+        if resized:
+            parts.append(f"{len(resized)} of another shape: {', '.join(resized[:5])}")
+        raise ConfigError(f"{what} does not fit the model spec: {'; '.join(parts)}")
+    try:
+        model.load_state_dict(dict(state), strict=False)
+    except RuntimeError as exc:
+        raise ConfigError(f"{what} does not fit the model spec: {exc}") from exc
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"{len(names)} tensor(s): {shown}{more}"
+
+
+def cam_layer(model: nn.Module) -> nn.Module | None:
+    """The layer Grad-CAM attributes to, as the model declares it (``cam_layer``, or the older
+    name ``last_conv``); None when it declares none."""
+    for attr in ("cam_layer", "last_conv"):
+        layer = getattr(model, attr, None)
+        if isinstance(layer, nn.Module):
+            return layer
+    return None
+
+
+# ---------------------------------------------------------------- architectures
 
 
 class SmallCNN(nn.Module):
@@ -83,12 +212,136 @@ class SmallCNN(nn.Module):
         return self.fc2(x)  # type: ignore[no-any-return]
 
     @property
+    def cam_layer(self) -> nn.Module:
+        """The layer Grad-CAM attributes to: the second convolution."""
+        return self.conv2
+
+    @property
     def last_conv(self) -> nn.Module:
-        """The layer Grad-CAM attributes to."""
+        """The older name of :attr:`cam_layer`."""
         return self.conv2
 
 
-_ARCHS = {"smallcnn": SmallCNN}
+def _monai_norm(spec: ModelSpec) -> str | tuple[str, dict[str, int]]:
+    return "batch" if spec.norm == "batch" else ("group", {"num_groups": _GROUPS})
+
+
+class DenseNet121(nn.Module):
+    """MONAI's 2-D DenseNet121 (``self.net``) behind fedtrail's model interface."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        from monai.networks.nets.densenet import DenseNet121 as Net
+
+        self.net = Net(
+            spatial_dims=2,
+            in_channels=spec.in_channels,
+            out_channels=spec.num_classes,
+            norm=_monai_norm(spec),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # type: ignore[no-any-return]
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The ReLU over the final features (last dense block, then ``norm5``)."""
+        return self.net.get_submodule("class_layers.relu")
+
+
+class ResNet(nn.Module):
+    """MONAI's 2-D ResNet (``self.net``) with the ImageNet stem, behind fedtrail's interface."""
+
+    def __init__(self, spec: ModelSpec, depth: int) -> None:
+        super().__init__()
+        from monai.networks.nets.resnet import resnet10, resnet18
+
+        factory = {10: resnet10, 18: resnet18}[depth]
+        self.net = factory(
+            spatial_dims=2,
+            n_input_channels=spec.in_channels,
+            num_classes=spec.num_classes,
+            conv1_t_size=7,
+            conv1_t_stride=2,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # type: ignore[no-any-return]
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The last residual stage, ``layer4``."""
+        return self.net.get_submodule("layer4")
+
+
+_RES = " (MONAI 1.6.1's ResNet applies its norm setting to the stem only)"
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One architecture of the registry: how to build it and which specs it accepts."""
+
+    build: Callable[[ModelSpec], nn.Module]
+    min_image_size: int
+    monai: bool
+    """A MONAI network: no ``width``/``hidden``, ``norm`` chosen by the spec."""
+    size_rule: str = ""
+    multiple_of: int = 1
+    norms: tuple[str, ...] = ("batch",)
+    """The ``norm`` settings it takes."""
+    norm_rule: str = ""
+
+    def check(self, spec: ModelSpec) -> None:
+        """ConfigError naming the setting when the spec does not suit this architecture."""
+        if spec.image_size < self.min_image_size:
+            raise ConfigError(
+                f"{spec.arch} needs image_size >= {self.min_image_size}, got {spec.image_size}"
+                f"{self.size_rule}; resize the data (ImageDataset.resized) to a size it takes"
+            )
+        default = ModelSpec.__dataclass_fields__
+        if self.monai:
+            for name in ("width", "hidden"):
+                if getattr(spec, name) != default[name].default:
+                    raise ConfigError(
+                        f"model {name} is a smallcnn setting; {spec.arch} takes none "
+                        f"(leave it at {default[name].default}, got {getattr(spec, name)})"
+                    )
+        if spec.norm not in self.norms:
+            raise ConfigError(
+                f"{spec.arch} takes norm {' or '.join(map(repr, self.norms))}, not "
+                f"{spec.norm!r}{self.norm_rule}"
+            )
+        if spec.image_size % self.multiple_of:
+            raise ConfigError(
+                f"{spec.arch} needs an image_size that is a multiple of {self.multiple_of}, "
+                f"got {spec.image_size}"
+            )
+
+
+ARCHS: dict[str, Arch] = {
+    "smallcnn": Arch(
+        SmallCNN,
+        min_image_size=4,
+        monai=False,
+        multiple_of=4,
+        norm_rule=" (it has no normalisation layers)",
+    ),
+    "densenet121": Arch(
+        DenseNet121,
+        min_image_size=32,
+        monai=True,
+        size_rule=" (it halves the image five times)",
+        norms=NORMS,
+    ),
+    "resnet10": Arch(lambda s: ResNet(s, 10), min_image_size=16, monai=True, norm_rule=_RES),
+    "resnet18": Arch(lambda s: ResNet(s, 18), min_image_size=16, monai=True, norm_rule=_RES),
+}
+"""The architectures a spec may name."""
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether the model holds a BatchNorm layer (whose training needs two values per channel)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def initial_model(spec: ModelSpec, seed: int) -> nn.Module:

@@ -1,9 +1,11 @@
 """Local training of one site: FedAvg local SGD or FedProx, seeded and reproducible.
 
 :func:`train_local` starts from the round's global model, runs ``epochs`` passes of mini-batch SGD
-over the site's training data and returns the update ``delta = new - global`` (float32, on the
-CPU, in state-dict order) with the sample count, the training loss and, when a validation split is
-given, its metrics.
+over the site's training data and returns the update ``delta = new - global`` of the model's
+federated tensors (:func:`~fedtrail.ml.models.federated_state`: parameters and BatchNorm running
+statistics; float32, on the CPU, in state-dict order) with the sample count, the training loss
+and, when a validation split is given, its metrics. With ``TrainConfig.augment`` every training
+image passes through seeded MONAI augmentations first (:class:`Augmenter`).
 
 Reproducibility. The same global state, data, spec and config give a bit-identical delta on the
 CPU. That rests on: a ``torch.Generator`` seeded with ``config.seed`` for the batch order; the
@@ -31,13 +33,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from fedtrail.errors import ConfigError, FedtrailError
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.metrics import Metrics, evaluate
-from fedtrail.ml.models import ModelSpec
+from fedtrail.ml.models import ModelSpec, federated_state, has_batch_norm, load_federated
 
 __all__ = [
     "ALGORITHMS",
@@ -93,6 +96,10 @@ class TrainConfig:
     mu: float = 0.0
     seed: int = 0
     device: str = "cpu"
+    augment: bool = False
+    """Random flips, small affine warps, intensity scaling and Gaussian noise (MONAI
+    transforms) on every training image, drawn from a stream seeded with ``seed``: the same
+    inputs give the same update. Off by default."""
 
     def __post_init__(self) -> None:
         if not _is_int(self.epochs) or self.epochs < 1:
@@ -117,6 +124,8 @@ class TrainConfig:
             raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if not isinstance(self.augment, bool):
+            raise ConfigError(f"augment must be true or false, got {self.augment!r}")
 
 
 @dataclass
@@ -124,7 +133,7 @@ class LocalResult:
     """What one site's local training produced."""
 
     delta: dict[str, torch.Tensor]
-    """``new - global`` per state-dict entry, float32 on the CPU, in state-dict order."""
+    """``new - global`` per federated tensor, float32 on the CPU, in state-dict order."""
     num_samples: int
     """Training samples used (the weight the ledger multiplies by the score)."""
     train_loss: float
@@ -175,14 +184,16 @@ def _check_data(ds: ImageDataset, spec: ModelSpec, what: str) -> None:
         raise ConfigError(f"the {what} split is empty")
     c, (h, w) = ds.channels, ds.image_size
     if c != spec.in_channels or h != spec.image_size or w != spec.image_size:
+        hint = "; resize the images (ImageDataset.resized)" if c == spec.in_channels else ""
         raise ConfigError(
-            f"{what} images are {c}x{h}x{w} (C x H x W) but the model expects "
-            f"{spec.in_channels}x{spec.image_size}x{spec.image_size}"
+            f"{what} images are {c}x{h}x{w} (C x H x W) but the {spec.arch} model expects "
+            f"{spec.in_channels}x{spec.image_size}x{spec.image_size}{hint}"
         )
     top = int(ds.labels.max())
     if top >= spec.num_classes:
         raise ConfigError(
-            f"{what} labels go up to {top} but the model has {spec.num_classes} classes"
+            f"{what} labels go up to {top} (class ids 0..{top}) but the {spec.arch} model has "
+            f"{spec.num_classes} classes"
         )
 
 
@@ -200,7 +211,8 @@ def train_local(
     """Train the global model on ``train`` and return the update.
 
     ``global_state`` is read, never modified. The batch order is a fresh random permutation per
-    epoch from a generator seeded with ``config.seed``; the last batch of an epoch may be smaller.
+    epoch from a generator seeded with ``config.seed``; the last batch of an epoch may be smaller
+    (for a model with BatchNorm, a last batch of one sample joins the one before).
     ``should_stop`` is called before every batch; when it returns true, TrainingInterrupted is
     raised. ``progress`` shows a tqdm bar on stderr. ``val_bias``: the per-class intercept of
     the calibrated decision the validation metrics also report (see
@@ -214,10 +226,7 @@ def train_local(
 
     with _seeded(config.seed, device):
         model = spec.build()
-        try:
-            model.load_state_dict(dict(global_state), strict=True)
-        except RuntimeError as exc:
-            raise ConfigError(f"the global model does not fit the model spec: {exc}") from exc
+        load_federated(model, global_state, what="the global model")
         model.to(device)
         start = {
             k: v.detach().to(device, torch.float32, copy=True) for k, v in global_state.items()
@@ -227,7 +236,7 @@ def train_local(
         metrics = evaluate(model, val, bias=val_bias) if val is not None else None
         delta = {
             k: (v.detach().to(torch.float32) - start[k]).to("cpu")
-            for k, v in model.state_dict().items()
+            for k, v in federated_state(model).items()
         }
     return LocalResult(
         delta=delta,
@@ -250,7 +259,9 @@ def _run_epochs(
     images = torch.tensor(train.images)
     labels = torch.tensor(train.labels)
     n = len(train)
-    batches = math.ceil(n / config.batch_size)
+    starts = _batch_starts(n, config.batch_size, has_batch_norm(model))
+    batches = len(starts) - 1
+    augment = Augmenter(config.seed, train.image_size[1]) if config.augment else None
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -274,8 +285,9 @@ def _run_epochs(
             for b in range(batches):
                 if should_stop is not None and should_stop():
                     raise TrainingInterrupted(epoch, b)
-                idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-                x = images[idx].to(device, non_blocking=True)
+                idx = order[starts[b] : starts[b + 1]]
+                x = images[idx] if augment is None else augment(images[idx])
+                x = x.to(device, non_blocking=True)
                 y = labels[idx].to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
                 data_loss = loss_fn(model(x), y)
@@ -300,3 +312,60 @@ def _run_epochs(
         if bar is not None:
             bar.close()
     return epoch_loss
+
+
+def _batch_starts(n: int, batch_size: int, batch_norm: bool) -> list[int]:
+    """Batch boundaries of an epoch: ``batch_size`` samples each, the last one smaller. With
+    BatchNorm a last batch of a single sample joins the one before (BatchNorm cannot train on
+    one value per channel, which a 1x1 feature map of one image gives)."""
+    starts = [*range(0, n, batch_size), n]
+    if batch_norm and len(starts) > 2 and starts[-1] - starts[-2] == 1:
+        del starts[-2]
+    return starts
+
+
+class Augmenter:
+    """Site-side augmentation with MONAI transforms, reproducible from a seed (off unless
+    :attr:`TrainConfig.augment`).
+
+    Per image, each with probability 1/2: a left-right flip; an affine warp (rotation up to 15
+    degrees, shift up to 1/16 of the side, scale within 10%, zero padding); intensity scaled by
+    a factor in [0.9, 1.1]; Gaussian noise of standard deviation 0.02; then clipped to [0, 1].
+    The random stream is numpy's, seeded from ``seed`` alone, so the same seed and the same
+    batches in the same order give the same images; call it on CPU tensors ``(N, C, H, W)``.
+    """
+
+    def __init__(self, seed: int, image_size: int) -> None:
+        from monai.transforms.compose import Compose
+        from monai.transforms.intensity.array import RandGaussianNoise, RandScaleIntensity
+        from monai.transforms.spatial.array import RandAffine, RandFlip
+
+        self._transform = Compose(
+            [
+                RandFlip(prob=0.5, spatial_axis=1),
+                RandAffine(
+                    prob=0.5,
+                    rotate_range=math.radians(15),
+                    translate_range=(image_size / 16, image_size / 16),
+                    scale_range=(0.1, 0.1),
+                    padding_mode="zeros",
+                ),
+                RandScaleIntensity(factors=0.1, prob=0.5),
+                RandGaussianNoise(prob=0.5, mean=0.0, std=0.02),
+            ]
+        )
+        state = int(np.random.SeedSequence([seed, _AUGMENT_STREAM]).generate_state(1)[0])
+        self._transform.set_random_state(seed=state)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        from monai.utils.type_conversion import convert_to_tensor
+
+        out = [
+            convert_to_tensor(self._transform(image), dtype=torch.float32, track_meta=False)
+            for image in images
+        ]
+        batch = torch.stack(out) if out else images.clone()
+        return batch.clamp_(0.0, 1.0)
+
+
+_AUGMENT_STREAM = 0x61756720  # separates the augmentation stream from other uses of the seed

@@ -65,7 +65,7 @@ from torch import nn
 from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain import Explainer, Explanation, check_method, corners_mask, region_share
-from fedtrail.ml.models import ModelSpec
+from fedtrail.ml.models import ModelSpec, load_federated
 from fedtrail.protocol.codes import Reason
 from fedtrail.valuation.base import Candidate, ValuationContext, usable
 
@@ -333,8 +333,5 @@ def _add(
 def _build(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> nn.Module:
     with torch.random.fork_rng(devices=[]):  # building draws init weights; leave callers' RNG
         model = spec.build()
-    try:
-        model.load_state_dict(dict(state), strict=True)
-    except RuntimeError as exc:
-        raise ConfigError(f"the model state does not fit the model spec: {exc}") from exc
+    load_federated(model, state, what="the model state")
     return model.eval()

@@ -3,11 +3,9 @@
 ``v(S)`` is the validation metric of the coalition model ``global + FedAvg(S)`` — the round's
 global model plus the sample-count-weighted mean of the coalition's deltas, rebuilt from the
 submitted deltas without retraining (GTG-Shapley, Liu et al. 2022) — and ``v(empty)`` the global
-model's metric. The metric is the ROC AUC (macro one-vs-rest for more than two classes), the
-negative mean cross-entropy loss, or the negative class-balanced cross-entropy after fitting the
-coalition model's per-class intercept on the split (``"balanced_loss"``), so higher is better in
-every case. All three hold for any number of classes (:mod:`fedtrail.ml.metrics`); a split whose
-labels need more classes than the model has is a ConfigError naming both.
+model's metric. The metric is the ROC AUC, the negative mean cross-entropy loss, or the negative
+class-balanced cross-entropy after fitting the coalition model's per-class intercept on the split
+(``"balanced_loss"``), so higher is better in every case.
 
 Why ``"balanced_loss"``: flipping 40% of a site's binary labels pulls its positive rate toward
 0.5, the balanced validation split's prior, and the plain loss rewards an update mostly for
@@ -31,7 +29,7 @@ import torch
 from fedtrail.errors import ConfigError
 from fedtrail.ml.aggregation import AggregationError, stack
 from fedtrail.ml.metrics import evaluate, fit_intercept, predict_logits
-from fedtrail.ml.models import initial_model
+from fedtrail.ml.models import initial_model, load_federated
 from fedtrail.valuation.base import Candidate, Utility, ValuationContext, usable
 
 __all__ = ["CachedUtility", "CoalitionUtility", "GameValues"]
@@ -128,7 +126,7 @@ class CoalitionUtility:
 
     def __call__(self, coalition: frozenset[str]) -> float:
         assert self._validation is not None
-        self._model.load_state_dict(self.state(coalition), strict=True)
+        load_federated(self._model, self.state(coalition))
         if self._metric == "balanced_loss":
             logits = predict_logits(self._model, self._validation)
             try:
@@ -140,5 +138,4 @@ class CoalitionUtility:
             return -m.loss
         if math.isnan(m.auc):
             raise ConfigError("the validation split holds one class only; AUC is undefined")
-        # two classes: class 1's AUC; more: the macro one-vs-rest AUC
         return m.auc

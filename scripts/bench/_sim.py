@@ -89,7 +89,7 @@ from fedtrail.errors import ConfigError  # noqa: E402
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta  # noqa: E402
 from fedtrail.ml.datasets import ImageDataset, Splits, partition_dirichlet  # noqa: E402
 from fedtrail.ml.metrics import Metrics, evaluate, fit_intercept, predict_logits  # noqa: E402
-from fedtrail.ml.models import ModelSpec, initial_model  # noqa: E402
+from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated  # noqa: E402
 from fedtrail.ml.training import TrainConfig, TrainingDiverged, train_local  # noqa: E402
 from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights  # noqa: E402
 from fedtrail.simulation.faults import SiteFault  # noqa: E402
@@ -360,7 +360,7 @@ def _evaluate_state(
     if not all(bool(torch.isfinite(t).all()) for t in state.values()):
         return _nan_metrics(len(ds))
     model = initial_model(spec, seed=0)
-    model.load_state_dict(dict(state), strict=True)
+    load_federated(model, state)
     try:
         bias = None
         if calibration is not None:
@@ -392,7 +392,9 @@ def run_method(
     data = site_splits(splits.train, config)
     names = [f"site-{i:02d}" for i in range(config.sites)]
     samples = [len(d) for d in data]
-    init = {k: v.detach().clone() for k, v in initial_model(spec, config.seed).state_dict().items()}
+    init = {
+        k: v.detach().clone() for k, v in federated_state(initial_model(spec, config.seed)).items()
+    }
     result = SimResult(
         method=method,
         seed=config.seed,

@@ -29,7 +29,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from fedtrail.ml.models import ModelSpec, initial_model  # noqa: E402
+from fedtrail.ml.models import ModelSpec, federated_state, initial_model  # noqa: E402
 from fedtrail.storage.codec import (  # noqa: E402
     Compression,
     decode_model,
@@ -46,7 +46,7 @@ MB = 1024 * 1024
 def trained_delta(spec: ModelSpec, steps: int) -> dict[str, torch.Tensor]:
     """A realistic update: a few SGD steps of local training from the seeded initial model."""
     model = initial_model(spec, seed=0)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = {k: v.clone() for k, v in federated_state(model).items()}
     with np.load(DATA) as d:
         x = torch.from_numpy(d["train_images"]).float().div(255).unsqueeze(1)
         y = torch.from_numpy(d["train_labels"]).long().reshape(-1)
@@ -60,7 +60,7 @@ def trained_delta(spec: ModelSpec, steps: int) -> dict[str, torch.Tensor]:
         opt.zero_grad()
         loss_fn(model(x[i]), y[i]).backward()
         opt.step()
-    return {k: v.detach() - before[k] for k, v in model.state_dict().items()}
+    return {k: v.detach() - before[k] for k, v in federated_state(model).items()}
 
 
 def gaussian_delta(spec: ModelSpec) -> dict[str, torch.Tensor]:
@@ -117,7 +117,7 @@ def sizes(spec: ModelSpec, delta: dict[str, torch.Tensor]) -> list[SizeRow]:
 
 def speed(spec: ModelSpec, delta: dict[str, torch.Tensor], repeats: int) -> list[SpeedRow]:
     dense_mb = 4 * sum(t.numel() for t in delta.values()) / MB
-    state = initial_model(spec, seed=0).state_dict()
+    state = federated_state(initial_model(spec, seed=0))
     model_blob = encode_model(state, spec=spec, round=1)
     rows = [
         SpeedRow(

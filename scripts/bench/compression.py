@@ -36,7 +36,7 @@ import torch
 from _sim import ONCHAIN_NOTE, ROOT, SimConfig, SimResult, mean_std, parse_seeds
 
 from fedtrail.ml.datasets import load_bundled
-from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.storage.codec import Compression, encode_model
 
 TARGET_REDUCTION = 0.90
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     splits = load_bundled()
     spec = ModelSpec()
-    model_bytes = len(encode_model(initial_model(spec, 0).state_dict(), spec=spec, round=0))
+    model_bytes = len(encode_model(federated_state(initial_model(spec, 0)), spec=spec, round=0))
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f}s] {msg}", file=sys.stderr, flush=True)

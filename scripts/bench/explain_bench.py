@@ -26,7 +26,7 @@ import torch
 
 from fedtrail.ml.datasets import Splits, load_bundled
 from fedtrail.ml.explain import METHODS, Explainer, region_share
-from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
 from fedtrail.ml.shortcuts import add_marker, marker_mask
 from fedtrail.ml.training import TrainConfig, train_local
 from fedtrail.valuation.base import Candidate, ValuationContext
@@ -61,7 +61,7 @@ def _state_plus(
 
 def _shortcut(splits: Splits, spec: ModelSpec, seed: int) -> None:
     perm = np.random.default_rng(seed).permutation(len(splits.train))
-    start = initial_model(spec, seed=seed).state_dict()
+    start = federated_state(initial_model(spec, seed=seed))
     warm = train_local(
         start, splits.train.subset(perm[:600]), spec=spec, config=TrainConfig(epochs=3, seed=seed)
     )
@@ -106,7 +106,7 @@ def _shortcut(splits: Splits, spec: ModelSpec, seed: int) -> None:
     for cand in candidates:
         assert cand.delta is not None
         model = spec.build()
-        model.load_state_dict(_state_plus(global_state, dict(cand.delta)))
+        load_federated(model, _state_plus(global_state, dict(cand.delta)))
         ig = Explainer(model, "integrated_gradients", n_steps=16).explain(x)
         shap = Explainer(model, "gradient_shap", seed=seed).explain(x)
         a, c = on_tagged[cand.site], on_clean[cand.site]

@@ -37,7 +37,7 @@ import torch  # noqa: E402
 from fedtrail.chain import connect, dev_account  # noqa: E402
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta  # noqa: E402
 from fedtrail.ml.datasets import load_bundled, partition_dirichlet  # noqa: E402
-from fedtrail.ml.models import ModelSpec, initial_model  # noqa: E402
+from fedtrail.ml.models import ModelSpec, federated_state, initial_model  # noqa: E402
 from fedtrail.ml.training import TrainConfig, train_local  # noqa: E402
 from fedtrail.node.daemon import _round_seed  # noqa: E402
 from fedtrail.protocol.weights import onchain_weights  # noqa: E402
@@ -75,7 +75,7 @@ def main() -> int:
     trains = [splits.train.subset(p) for p in parts]
     configs = [TrainConfig(epochs=args.epochs, seed=i) for i in range(args.sites)]
 
-    global_state = initial_model(spec, 0).state_dict()
+    global_state = federated_state(initial_model(spec, 0))
 
     def baseline() -> tuple[float, float]:
         """Training + aggregation in-process; returns (total, training) seconds."""

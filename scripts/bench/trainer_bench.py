@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fedtrail.ml.datasets import load_bundled
-from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.ml.training import TrainConfig, train_local
 
 
@@ -41,7 +41,7 @@ def main() -> None:
     rss_start = _peak_rss_mib()
     splits = load_bundled()
     spec = ModelSpec()
-    state = initial_model(spec, seed=0).state_dict()
+    state = federated_state(initial_model(spec, seed=0))
     sites = {
         500: splits.train.subset(np.random.default_rng(0).choice(len(splits.train), 500, False)),
         2428: splits.train,

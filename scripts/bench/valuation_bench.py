@@ -40,7 +40,7 @@ import torch
 
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset, load_bundled, partition_iid
-from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.ml.training import TrainConfig, train_local
 from fedtrail.protocol.weights import onchain_weights
 from fedtrail.simulation.faults import gaussian_update
@@ -227,7 +227,7 @@ def main() -> int:
     )
     splits = load_bundled()
     spec = ModelSpec()
-    global_state = initial_model(spec, seed=0).state_dict()
+    global_state = federated_state(initial_model(spec, seed=0))
     pool = splits.train.subset(np.random.default_rng(0).choice(len(splits.train), 1500, False))
     real = [
         train_local(

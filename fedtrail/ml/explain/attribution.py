@@ -14,7 +14,8 @@ Methods (``METHODS``) and their settings (captum's argument names; anything else
     ``IntegratedGradients``; ``baselines`` (default 0.0, a black image), ``n_steps`` (50),
     ``method`` ("gausslegendre"), ``internal_batch_size`` (None: all steps at once).
 ``grad_cam``
-    ``LayerGradCam`` on ``layer`` (default the model's ``last_conv``, else its last ``Conv2d``),
+    ``LayerGradCam`` on ``layer`` (default the layer the model declares, its ``cam_layer``, see
+    :func:`fedtrail.ml.models.cam_layer`; else its last ``Conv2d``),
     ReLU of the channel-weighted activation map (``relu_attributions``, default True), upsampled
     to the input size with ``interpolate_mode`` (default "bilinear").
 ``occlusion``
@@ -57,6 +58,7 @@ import torch
 from torch import nn
 
 from fedtrail.errors import ConfigError
+from fedtrail.ml.models import cam_layer
 
 __all__ = [
     "METHODS",
@@ -155,9 +157,9 @@ class Explainer:
                 raise ConfigError(f"the model has no layer {layer!r}") from exc
         if layer is not None:
             raise ConfigError(f"layer must be a module or a module name, got {layer!r}")
-        last = getattr(self.model, "last_conv", None)
-        if isinstance(last, nn.Module):
-            return last
+        declared = cam_layer(self.model)
+        if declared is not None:
+            return declared
         convs = [m for m in self.model.modules() if isinstance(m, nn.Conv2d)]
         if not convs:
             raise ConfigError("grad_cam needs a convolutional layer; the model has none")

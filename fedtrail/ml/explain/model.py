@@ -19,7 +19,7 @@ from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain.attribution import Explainer, overlay_png
 from fedtrail.ml.metrics import predict_logits
-from fedtrail.ml.models import ModelSpec
+from fedtrail.ml.models import ModelSpec, load_federated
 
 
 def probe_set(validation: ImageDataset, per_class: int = 4) -> ImageDataset:
@@ -63,7 +63,7 @@ def explain_model(
     that class, and the confidence is its probability after the bias (``softmax(logits +
     bias)``), so a caption never shows a predicted class below 50% in a two-class model."""
     model = spec.build()
-    model.load_state_dict(state)
+    load_federated(model, state)
     inputs = torch.tensor(np.array(images.images, dtype=np.float32))
     predictions: np.ndarray | None = None
     confidences: np.ndarray | None = None
