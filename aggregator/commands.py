@@ -28,6 +28,7 @@ from fedtrail.cli.common import (
     stop_on_signals,
     store_option,
 )
+from fedtrail.cli.output import metrics_line
 from fedtrail.errors import ConfigError
 from fedtrail.hooks import launcher_step_hook
 from fedtrail.ml.aggregation import AggregationRule
@@ -204,20 +205,6 @@ def run(
                 f"weight {v['weight_fraction']:.3f}"
             )
         if outcome.metrics:
-            after = outcome.metrics["after"]
-            calibrated = (
-                f"  F1 {after['f1_calibrated']:.3f} at threshold {after['threshold']:.3f}"
-                if after.get("threshold") is not None and after.get("f1_calibrated") is not None
-                else ""
-            )
-            click.echo(
-                f"  global AUC {_num(after.get('auc'))}  F1 {_num(after.get('f1'))} at 0.5"
-                + calibrated
-            )
+            click.echo(f"  {metrics_line(outcome.metrics['after'])}")
 
     service.run(rounds=rounds, until_round=until_round, on_round=report)
-
-
-def _num(value: object) -> str:
-    """A metric as printed; an undefined one (null in the log) as n/a."""
-    return f"{value:.3f}" if isinstance(value, int | float) else "n/a"

@@ -151,6 +151,9 @@ def _metrics_record(m: Metrics) -> roundlog.RoundMetrics:
     def opt(x: float) -> float | None:
         return None if math.isnan(x) else x
 
+    def per_class(values: tuple[float, ...]) -> tuple[float | None, ...] | None:
+        return tuple(opt(v) for v in values) or None
+
     return roundlog.RoundMetrics(
         auc=m.auc,
         f1=m.f1,
@@ -163,6 +166,8 @@ def _metrics_record(m: Metrics) -> roundlog.RoundMetrics:
         f1_calibrated=opt(m.f1_calibrated),
         balanced_accuracy_calibrated=opt(m.balanced_accuracy_calibrated),
         bias=m.bias if isinstance(m, CalibratedMetrics) else None,
+        recall=per_class(m.recall),
+        recall_calibrated=per_class(m.recall_calibrated),
     )
 
 
@@ -605,13 +610,14 @@ class AggregatorService:
             log_sha256=log_sha,
         )
         log.info(
-            "round %d finalized: global %s (AUC %.3f -> %.3f, threshold %.3f, F1 %.3f at it), "
-            "log %s",
+            "round %d finalized: global %s (AUC %.3f -> %.3f, %s, F1 %.3f at it), log %s",
             round_id,
             global_cid,
             before.auc,
             after.auc,
-            after.threshold,
+            f"threshold {after.threshold:.3f}"
+            if after.num_classes == 2
+            else f"{after.num_classes} classes, macro AUC and F1, decision argmax(logits + bias)",
             after.f1_calibrated,
             log_cid,
         )

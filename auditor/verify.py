@@ -389,7 +389,8 @@ def _check_metrics(
     start and global models on the given validation set (which must be the committed one),
     within ``tolerance`` (absolute), the fitted bias and decision threshold included. A log
     that records no calibrated metrics (written before they existed) is compared on AUC, F1,
-    accuracy and loss; one that records some must record all that are defined."""
+    accuracy and loss; one that records some must record all that are defined. Per-class
+    recalls, when recorded, are compared class by class (None where the class is absent)."""
     from fedtrail.ml.metrics import evaluate_calibrated
 
     name = "metrics.recomputed"
@@ -441,8 +442,27 @@ def _check_metrics(
                 problems.append(f"{label}.bias {list(shown_bias)} != recomputed {list(want)}")
             else:
                 worst = max([worst, *(abs(a - b) for a, b in zip(want, shown_bias, strict=True))])
+        for key in RoundMetrics.PER_CLASS:
+            shown_values: tuple[float | None, ...] | None = getattr(claimed, key)
+            if shown_values is None:  # logs written before the recalls were recorded
+                continue
+            recomputed: tuple[float, ...] = getattr(got, key)
+            pairs = list(zip(shown_values, recomputed, strict=False))
+            gaps = [abs(a - b) for a, b in pairs if a is not None and not math.isnan(b)]
+            if (
+                len(shown_values) != len(recomputed)
+                or any((a is None) != math.isnan(b) for a, b in pairs)
+                or not all(g <= tolerance for g in gaps)
+            ):
+                problems.append(
+                    f"{label}.{key} {list(shown_values)} != recomputed "
+                    f"{[None if math.isnan(b) else round(b, 6) for b in recomputed]}"
+                )
+            else:
+                worst = max([worst, *gaps])
     what = (
-        "AUC, F1, accuracy, loss, balanced accuracy, ECE, bias, threshold and calibrated F1"
+        "AUC, F1, accuracy, loss, balanced accuracy, ECE, bias, threshold, calibrated F1 and "
+        "per-class recall"
         if calibrated
         else "AUC, F1, accuracy and loss (the log records no calibrated metrics)"
     )

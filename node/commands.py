@@ -260,7 +260,16 @@ def _load_folder(folder: Path, **overrides: Any) -> tuple[NodeConfig, Ledger]:
 
 def _val_decision(rec: RoundRecord | None) -> dict[str, Any]:
     """The local validation F1 at the threshold the node decided with (the round log's, or
-    0.5: records written before the node read it decided at 0.5) and that threshold."""
+    0.5: records written before the node read it decided at 0.5) and that threshold. For more
+    than two classes: the macro F1 of the decision ``argmax(logits + bias)`` at the round log's
+    bias (no threshold), its balanced accuracy and every class's recall."""
+    if rec is not None and (rec.val_classes or 2) > 2:
+        return {
+            "val_f1": rec.val_f1_calibrated,
+            "threshold": None,
+            "val_bacc": rec.val_balanced_accuracy_calibrated,
+            "val_recall": rec.val_recall_calibrated,
+        }
     if rec is None or rec.val_f1 is None:
         return {"val_f1": None, "threshold": None}
     if rec.val_threshold is None:
@@ -280,7 +289,8 @@ def _val_decision(rec: RoundRecord | None) -> dict[str, Any]:
 def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
     """This site's rounds, submissions, scores, weights and reputation, from the chain; with
     its local validation AUC, and F1 at the decision threshold it used (the latest round log's,
-    fitted by the aggregator; 0.5 without one)."""
+    fitted by the aggregator; 0.5 without one). For more than two classes: macro AUC, macro F1
+    and balanced accuracy of the decision at the log's bias, and every class's recall."""
     config, ledger = _load_folder(folder, rpc_url=rpc_url)
     address = keystore_address(folder / config.keystore)
     site = ledger.get_site(address)
@@ -322,7 +332,8 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
     click.echo(f"registered  {doc['registered']}")
     click.echo(f"reputation  {doc['reputation']:.4f} over {doc['valued_rounds']} valued round(s)")
     click.echo("")
-    emit(rounds, "table")
+    columns = list(dict.fromkeys(k for r in rounds for k in r))  # multi-class rows add some
+    emit(rounds, "table", columns=columns)
 
 
 @node.command()

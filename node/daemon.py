@@ -162,15 +162,23 @@ class RoundRecord:
     train_loss: float = 0.0
     val_auc: float | None = None
     val_f1: float | None = None
-    """F1 on the site's validation split at the plain 0.5 threshold."""
+    """F1 on the site's validation split at the plain 0.5 threshold (more than two classes:
+    macro F1 of the most probable class)."""
     note: str = ""
     val_threshold: float | None = None
     """The decision threshold the validation F1 below used (None in records written before
     the node used the round log's; those decided at 0.5)."""
     val_f1_calibrated: float | None = None
-    """F1 on the site's validation split at ``val_threshold``."""
+    """F1 on the site's validation split at ``val_threshold`` (more than two classes: macro F1
+    of the decision ``argmax(logits + bias)`` at the round log's bias; ``val_threshold`` None)."""
     threshold_from: str = ""
     """Where ``val_threshold`` came from: the round log that recorded it, or why the default."""
+    val_classes: int | None = None
+    """Classes of the model the validation figures are for (None in older records)."""
+    val_balanced_accuracy_calibrated: float | None = None
+    """Balanced accuracy of the decision ``val_f1_calibrated`` is for."""
+    val_recall_calibrated: list[float | None] | None = None
+    """Recall of every class under that decision (None for a class absent from the split)."""
 
 
 @dataclass
@@ -385,19 +393,32 @@ class SiteNode:
             val_threshold=None if metrics is None else _finite(metrics.threshold),
             val_f1_calibrated=None if metrics is None else _finite(metrics.f1_calibrated),
             threshold_from=threshold_from,
+            val_classes=None if metrics is None else metrics.num_classes,
+            val_balanced_accuracy_calibrated=None
+            if metrics is None
+            else _finite(metrics.balanced_accuracy_calibrated),
+            val_recall_calibrated=None
+            if metrics is None
+            else [_finite(r) for r in metrics.recall_calibrated] or None,
         )
         self.state.rounds[round_id] = record
         self._save()
+        multi = (record.val_classes or 2) > 2
         log.info(
-            "round %d: encoded update %s (%d bytes, %.1f s training, val AUC %s, F1 %s at "
-            "threshold %s: %s)",
+            "round %d: encoded update %s (%d bytes, %.1f s training, val %sAUC %s, %sF1 %s at "
+            "%s: %s)",
             round_id,
             record.sha256[:16],
             len(encoded.blob),
             result.seconds,
+            "macro " if multi else "",
             "n/a" if record.val_auc is None else f"{record.val_auc:.3f}",
+            "macro " if multi else "",
             "n/a" if record.val_f1_calibrated is None else f"{record.val_f1_calibrated:.3f}",
-            "n/a" if record.val_threshold is None else f"{record.val_threshold:.3f}",
+            "argmax(logits + bias)"
+            if multi
+            else "threshold "
+            + ("n/a" if record.val_threshold is None else f"{record.val_threshold:.3f}"),
             threshold_from or "no validation split",
         )
         return record

@@ -1,4 +1,6 @@
-"""`fedtrail demo`: five simulated hospitals on the real chest X-rays, embedded chain and store.
+"""`fedtrail demo`: five simulated hospitals on real images (the shipped chest X-rays by default,
+``--data retina`` for colour fundus photographs graded 0-4, or a user's MedMNIST file), embedded
+chain and store; ``--arch``/``--image-size`` pick the model (e.g. a MONAI DenseNet121 at 64 px).
 
 Everything runs in this process: the in-process chain (py-evm), a local content store, one
 site node per hospital (the same `SiteNode` the daemon runs, its simulated fault given as hooks)
@@ -21,8 +23,8 @@ from typing import Any, get_args
 import click
 
 from fedtrail.chain import connect, funded_accounts
-from fedtrail.cli.common import aggregation_options
-from fedtrail.cli.output import emit, format_option, render_table
+from fedtrail.cli.common import aggregation_options, model_options
+from fedtrail.cli.output import emit, format_option, metrics_line, render_table
 from fedtrail.errors import ConfigError
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.simulation.faults import SiteFault
@@ -47,6 +49,10 @@ class Scenario:
     alpha: float = 3.0
     epochs: int = 3
     seed: int = 0
+    data: str = "pneumonia"
+    arch: str = "smallcnn"
+    image_size: int | None = None
+    """Model input size; None: the data's."""
 
     def __post_init__(self) -> None:
         faulty = self.noisy_sites + self.poison_sites + self.shortcut_sites + self.copy_sites
@@ -89,9 +95,12 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     from fedtrail.aggregator.service import AggregatorSettings
     from fedtrail.auditor.verify import verify_all
     from fedtrail.ml.aggregation import AggregationRule
-    from fedtrail.ml.datasets import load_bundled, partition_dirichlet
+    from fedtrail.ml.catalog import load_source
+    from fedtrail.ml.datasets import partition_dirichlet
     from fedtrail.ml.shortcuts import add_marker
+    from fedtrail.ml.task import task_for
     from fedtrail.ml.training import TrainConfig
+    from fedtrail.node.config import DataConfig
     from fedtrail.simulation.federation import build_federation, make_sites
     from fedtrail.storage.store import LocalStore
 
@@ -101,7 +110,20 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     started = time.perf_counter()
     w3 = connect("embedded")
     accounts = funded_accounts(w3)
-    splits = load_bundled()
+    source = load_source(scenario.data)
+    task = task_for(
+        source,
+        arch=scenario.arch,
+        **({} if scenario.image_size is None else {"image_size": scenario.image_size}),
+    )
+    splits = source.splits()
+    if splits.train.image_size != (task.spec.image_size,) * 2:
+        splits = splits.resized(task.spec.image_size)
+    echo(
+        f"task: {task.spec.arch} on {task.spec.in_channels}x{task.spec.image_size}x"
+        f"{task.spec.image_size} images, classes {', '.join(task.class_names)}"
+    )
+    tagged = task.num_classes - 1  # the shortcut sites tag their images of the last class
     parts = partition_dirichlet(
         splits.train.labels, scenario.sites, scenario.alpha, scenario.seed, min_size=50
     )
@@ -113,9 +135,13 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     names = [f"hospital-{chr(ord('A') + i)}" for i in range(scenario.sites)]
     trains = [splits.train.subset(part) for part in parts]
     for i in shortcut:
-        trains[i] = add_marker(trains[i], label=1)  # a burned-in tag on every pneumonia image
+        trains[i] = add_marker(trains[i], label=tagged)  # a burned-in tag on those images
     for i, name in enumerate(names):
-        kind = "shortcut (corner tag on pneumonia images)" if i in shortcut else faults[i].kind
+        kind = (
+            f"shortcut (corner tag on {task.class_names[tagged]} images)"
+            if i in shortcut
+            else faults[i].kind
+        )
         echo(
             f"{name}: {len(parts[i])} images"
             + ("" if kind == "none" else f"  [simulated fault: {kind}]")
@@ -130,6 +156,8 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
             training=TrainConfig(epochs=scenario.epochs, seed=scenario.seed),
             faults=faults,
             compression=Compression(method=scenario.compression),  # type: ignore[arg-type]
+            model=task.spec,
+            data=DataConfig(path=str(source.path), class_names=task.class_names),
         ),
         store=LocalStore(workdir / "store"),
         folder=workdir,
@@ -141,6 +169,8 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
             standing=scenario.standing,
             explanation_check=scenario.shortcut_sites > 0,
             seed=scenario.seed,
+            model=task.spec,
+            class_names=task.class_names,
         ),
     )
     ledger, store = fed.ledger, fed.store
@@ -176,16 +206,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
             for s in ledger.get_submissions(round_id, include_unrevealed=True)
             if not s.revealed
         ]
-        after = outcome.metrics.get("after", {})
-        calibrated = (
-            f"  F1 {after['f1_calibrated']:.3f} at threshold {after['threshold']:.3f}"
-            if after.get("threshold") is not None and after.get("f1_calibrated") is not None
-            else ""
-        )
-        echo(
-            f"\nround {round_id}: global AUC {after.get('auc', float('nan')):.3f}  "
-            f"F1 {after.get('f1', float('nan')):.3f} at 0.5{calibrated}"
-        )
+        echo(f"\nround {round_id}: {metrics_line(outcome.metrics.get('after', {}))}")
         echo(render_table(rows))
         table.append({"round": round_id, "sites": rows, "metrics": outcome.metrics})
     audits = verify_all(ledger, store)
@@ -230,7 +251,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     type=click.IntRange(0),
     default=0,
     show_default=True,
-    help="Sites whose pneumonia images carry a burned-in corner tag; turns on the "
+    help="Sites whose images of the last class carry a burned-in corner tag; turns on the "
     "explanation check.",
 )
 @click.option("--poison-sites", type=click.IntRange(0), default=1, show_default=True)
@@ -263,6 +284,21 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
 )
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option(
+    "--data",
+    default="pneumonia",
+    show_default=True,
+    help="A shipped dataset (pneumonia: chest X-rays, 2 classes; retina: fundus photographs, "
+    "5 grades) or a MedMNIST .npz with train/val/test splits.",
+)
+@model_options
+@click.option(
+    "--epochs",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Local epochs per round.",
+)
+@click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -285,10 +321,14 @@ def demo(
     standing: bool,
     alpha: float,
     seed: int,
+    data: str,
+    arch: str | None,
+    image_size: int | None,
+    epochs: int,
     workdir: Path | None,
     fmt: str,
 ) -> None:
-    """Simulated hospitals on the real chest X-rays, embedded chain and store (no daemons)."""
+    """Simulated hospitals on real medical images, embedded chain and store (no daemons)."""
     scenario = Scenario(
         sites=sites,
         rounds=rounds,
@@ -305,6 +345,10 @@ def demo(
         standing=standing,
         alpha=alpha,
         seed=seed,
+        data=data,
+        arch=arch or "smallcnn",
+        image_size=image_size,
+        epochs=epochs,
     )
     root = workdir or Path(tempfile.mkdtemp(prefix="fedtrail-demo-"))
     root.mkdir(parents=True, exist_ok=True)

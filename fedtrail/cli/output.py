@@ -86,3 +86,26 @@ def _cell(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(_cell(v) for v in value)
     return str(value)
+
+
+def _num(value: object) -> str:
+    """A metric as printed; an undefined one (null in a log) as n/a."""
+    return f"{value:.3f}" if isinstance(value, int | float) else "n/a"
+
+
+def metrics_line(after: Mapping[str, Any]) -> str:
+    """One line on a global model's validation metrics (a round log's ``metrics/after``): for
+    two classes AUC and F1 at 0.5 and at the calibrated threshold; for more, macro AUC, macro F1
+    and balanced accuracy of the calibrated decision ``argmax(logits + bias)``."""
+    bias = after.get("bias")
+    if isinstance(bias, list | tuple) and len(bias) > 2:
+        return (
+            f"global macro AUC {_num(after.get('auc'))}  macro F1 "
+            f"{_num(after.get('f1_calibrated'))}  balanced accuracy "
+            f"{_num(after.get('balanced_accuracy_calibrated'))} ({len(bias)} classes, "
+            "calibrated argmax)"
+        )
+    line = f"global AUC {_num(after.get('auc'))}  F1 {_num(after.get('f1'))} at 0.5"
+    if after.get("threshold") is not None and after.get("f1_calibrated") is not None:
+        line += f"  F1 {after['f1_calibrated']:.3f} at threshold {after['threshold']:.3f}"
+    return line

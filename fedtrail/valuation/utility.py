@@ -3,9 +3,11 @@
 ``v(S)`` is the validation metric of the coalition model ``global + FedAvg(S)`` — the round's
 global model plus the sample-count-weighted mean of the coalition's deltas, rebuilt from the
 submitted deltas without retraining (GTG-Shapley, Liu et al. 2022) — and ``v(empty)`` the global
-model's metric. The metric is the ROC AUC, the negative mean cross-entropy loss, or the negative
-class-balanced cross-entropy after fitting the coalition model's per-class intercept on the split
-(``"balanced_loss"``), so higher is better in every case.
+model's metric. The metric is the ROC AUC (macro one-vs-rest for more than two classes), the
+negative mean cross-entropy loss, or the negative class-balanced cross-entropy after fitting the
+coalition model's per-class intercept on the split (``"balanced_loss"``), so higher is better in
+every case. All three hold for any number of classes (:mod:`fedtrail.ml.metrics`); a split whose
+labels need more classes than the model has is a ConfigError naming both.
 
 Why ``"balanced_loss"``: flipping 40% of a site's binary labels pulls its positive rate toward
 0.5, the balanced validation split's prior, and the plain loss rewards an update mostly for
@@ -138,4 +140,5 @@ class CoalitionUtility:
             return -m.loss
         if math.isnan(m.auc):
             raise ConfigError("the validation split holds one class only; AUC is undefined")
+        # two classes: class 1's AUC; more: the macro one-vs-rest AUC
         return m.auc

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from fedtrail.cli import cli
+from fedtrail.cli.output import metrics_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,6 +37,41 @@ def test_embedded_demo_runs_and_its_audit_passes(tmp_path: Path) -> None:
     assert poisoner["site"] == "hospital-D" and poisoner["score"] < 1.0
     assert poisoner["weight"] < 0.5 * fedavg_share
     assert doc["report"] and Path(doc["report"]).exists()
+
+
+@pytest.mark.slow
+def test_embedded_demo_on_retina_names_the_grades_and_its_audit_passes(tmp_path: Path) -> None:
+    """Five classes, colour images: every round finalizes and verifies, the log records the
+    class names and 5-class metrics, and the report's captions name the grades."""
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("demo", "--data", "retina", "--sites", "3", "--rounds", "1", "--epochs", "1"),
+            *("--noisy-sites", "0", "--poison-sites", "1"),
+            *("--workdir", str(tmp_path), "--format", "json"),
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["verified"] is True
+    after = doc["rounds"][0]["metrics"]["after"]
+    assert len(after["bias"]) == 5 and len(after["recall_calibrated"]) == 5
+    assert after.get("threshold") is None and 0.0 <= after["auc"] <= 1.0
+    html = "".join(p.read_text() for p in Path(doc["report"]).parent.glob("*.html"))
+    assert "truth grade " in html and "pneumonia" not in html
+
+
+def test_metrics_line_names_the_multiclass_figures() -> None:
+    two = {"auc": 0.9, "f1": 0.5, "threshold": 0.4, "f1_calibrated": 0.8, "bias": [0, 1]}
+    assert metrics_line(two) == "global AUC 0.900  F1 0.500 at 0.5  F1 0.800 at threshold 0.400"
+    five = {"auc": 0.7, "f1": 0.1, "f1_calibrated": 0.3, "balanced_accuracy_calibrated": 0.35}
+    five["bias"] = [0.0] * 5
+    assert metrics_line(five) == (
+        "global macro AUC 0.700  macro F1 0.300  balanced accuracy 0.350 (5 classes, "
+        "calibrated argmax)"
+    )
+    assert metrics_line({"auc": None, "f1": 0.0}) == "global AUC n/a  F1 0.000 at 0.5"
 
 
 @pytest.mark.slow
