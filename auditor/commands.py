@@ -261,6 +261,16 @@ def log_cmd(
             f"{_num(m.before.f1_calibrated)} -> {_num(m.after.f1_calibrated)} "
             "(F1 above: at 0.5)"
         )
+    elif (m.after.classes or 2) > 2 and m.after.calibrated:
+        recall = m.after.recall_calibrated or ()
+        click.echo(
+            f"{m.after.classes} classes (AUC and F1 above: macro); calibrated decision "
+            "argmax(logits + bias) fitted on that set [claimed]: macro F1 "
+            f"{_num(m.before.f1_calibrated)} -> {_num(m.after.f1_calibrated)}, balanced "
+            f"accuracy {_num(m.before.balanced_accuracy_calibrated)} -> "
+            f"{_num(m.after.balanced_accuracy_calibrated)}, recall per class after "
+            + " ".join(_num(r) for r in recall)
+        )
     if log.standing is not None:
         _print_standing(log, shown)
     if mismatches:

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from string import Template
+from typing import Any
 
 from fedtrail import __version__
 from fedtrail.auditor.report import plots
@@ -35,6 +36,8 @@ from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 
 DEFAULT_TITLE = "fedtrail federation audit report"
 MAX_COMPONENTS = 12
+MAX_RECALL_COLUMNS = 32
+"""Per-class recall columns shown at most (the count comes from an untrusted log)."""
 
 CSP = (
     "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
@@ -243,7 +246,10 @@ def _metrics(page: _Page) -> Iterator[str]:
         "No finalized round yet: no metrics to plot.",
     )
     rows = [rd for rd in page.fed.rounds if rd.log is not None]
-    if rows:
+    classes = min(max((_classes(rd.metrics_after()) for rd in rows), default=0), MAX_RECALL_COLUMNS)
+    if rows and classes > 2:
+        yield from _metrics_multiclass(rows, classes)
+    elif rows:
         yield (
             "<table><thead><tr><th class=num>Round</th>"
             "<th class=num>AUC before \u2192 after</th>"
@@ -267,6 +273,47 @@ def _metrics(page: _Page) -> Iterator[str]:
             )
         yield "</tbody></table>"
     yield "</section>"
+
+
+def _classes(metrics: dict[str, Any] | None) -> int:
+    """The number of classes a log's (untrusted) metrics record per-class figures for."""
+    recall = (metrics or {}).get("recall")
+    return len(recall) if isinstance(recall, list) else 0
+
+
+def _metrics_multiclass(rows: list[RoundData], classes: int) -> Iterator[str]:
+    """The metrics table of a task with more than two classes: macro figures, and the recall of
+    every class at the calibrated decision (argmax of logits + bias; no threshold)."""
+    yield (
+        "<p>More than two classes: AUC is the macro one-vs-rest AUC, F1 the macro F1; the "
+        "calibrated decision is the class maximising logits + the fitted per-class bias.</p>"
+        "<table><thead><tr><th class=num>Round</th>"
+        "<th class=num>Macro AUC before \u2192 after</th>"
+        "<th class=num>Macro F1 before \u2192 after</th>"
+        "<th class=num>Macro F1 calibrated before \u2192 after</th>"
+        "<th class=num>Balanced accuracy calibrated before \u2192 after</th>"
+        "<th class=num>Loss before \u2192 after</th>"
+        + "".join(f"<th class=num>Recall class {c} (after)</th>" for c in range(classes))
+        + "<th class=num>Validation images</th></tr></thead><tbody>"
+    )
+    for rd in rows:
+        assert rd.log is not None
+        before, after = rd.log["metrics"]["before"], rd.log["metrics"]["after"]
+        cells = "".join(
+            f"<td class=num>{_fmt(before.get(k))} \u2192 <b>{_fmt(after.get(k))}</b></td>"
+            for k in ("auc", "f1", "f1_calibrated", "balanced_accuracy_calibrated", "loss")
+        )
+        recall = after.get("recall_calibrated")
+        recall = recall if isinstance(recall, list) else []
+        cells += "".join(
+            f"<td class=num>{_fmt(recall[c] if c < len(recall) else None)}</td>"
+            for c in range(classes)
+        )
+        yield (
+            f"<tr><td class=num>{rd.info.id}</td>{cells}"
+            f"<td class=num>{_fmt(rd.log['validation']['images'], 0)}</td></tr>"
+        )
+    yield "</tbody></table>"
 
 
 def _weights(page: _Page) -> Iterator[str]:

@@ -94,7 +94,8 @@ def _render(draw: Callable[[Axes], bool], height: float = 3.4) -> bytes | None:
 
 def metrics_png(fed: Federation) -> bytes | None:
     """AUC, F1 (at 0.5 and at the calibrated threshold) and accuracy after aggregation per
-    finalized round (from the logs; logs without a calibrated F1 leave a gap)."""
+    finalized round (from the logs; logs without a calibrated F1 leave a gap); for more than
+    two classes (logs with more than two per-class recalls) the macro AUC and F1."""
     rows = [(rd.info.id, rd.metrics_after()) for rd in fed.rounds]
     points = [(r, m) for r, m in rows if m is not None]
 
@@ -102,10 +103,18 @@ def metrics_png(fed: Federation) -> bytes | None:
         if not points:
             return False
         xs = [r for r, _ in points]
+        multi = any(isinstance(m.get("recall"), list) and len(m["recall"]) > 2 for _, m in points)
         styles = (  # key, legend, colour, line style, marker, label offset (points)
-            ("auc", "AUC", "#1f3a93", "-", "o", 7),
-            ("f1", "F1 at 0.5", "#c05800", "-", "s", -12),
-            ("f1_calibrated", "F1 at threshold", "#2e7d32", "--", "D", 0),
+            ("auc", "macro AUC" if multi else "AUC", "#1f3a93", "-", "o", 7),
+            ("f1", "macro F1" if multi else "F1 at 0.5", "#c05800", "-", "s", -12),
+            (
+                "f1_calibrated",
+                "macro F1 calibrated" if multi else "F1 at threshold",
+                "#2e7d32",
+                "--",
+                "D",
+                0,
+            ),
             ("accuracy", "accuracy", "#5f6368", ":", "^", 0),
         )
         for key, name, colour, ls, marker, dy in styles:

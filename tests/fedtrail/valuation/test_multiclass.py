@@ -15,10 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 from fedtrail.aggregator.service import AggregatorSettings
+from fedtrail.auditor.report import write_report
 from fedtrail.auditor.verify import verify_round
 from fedtrail.chain import connect, funded_accounts
+from fedtrail.cli import cli
 from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.metrics import evaluate
@@ -132,10 +135,13 @@ def test_a_model_with_fewer_outputs_than_the_labels_need_is_one_clear_error() ->
             CoalitionUtility(ctx)(frozenset())
 
 
-def test_a_five_class_round_finalizes_with_per_class_recall(tmp_path: Path) -> None:
+def test_a_five_class_round_finalizes_with_per_class_recall(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The service's path on the embedded chain: three 5-class sites train, the round is valued
     (balanced loss, standing), aggregated and finalized; its log records the macro figures and
-    the recall of every class, which the audit recomputes and the node shows."""
+    the recall of every class, which the audit recomputes, `audit log` and the report show, and
+    the node shows."""
     w3 = connect("embedded")
     accounts = funded_accounts(w3)[:4]
     validation = five_classes(50, seed=1)
@@ -182,3 +188,19 @@ def test_a_five_class_round_finalizes_with_per_class_recall(tmp_path: Path) -> N
     assert shown["threshold"] is None and shown["val_f1"] == record.val_f1_calibrated
     assert shown["val_recall"] == record.val_recall_calibrated
     assert shown["val_bacc"] == record.val_balanced_accuracy_calibrated
+    # the auditor's views: `audit log` (the CLI's ledger opener pointed at the embedded chain)
+    # and the report's metrics table
+    import fedtrail.auditor.commands as commands
+
+    monkeypatch.setattr(commands, "_open", lambda *_: fed.ledger)
+    out = CliRunner().invoke(cli, ["audit", "log", "2", "--store", f"local:{store.root}"])
+    assert out.exit_code == 0, out.output
+    assert "5 classes (AUC and F1 above: macro)" in out.output
+    assert "threshold fitted" not in out.output
+    recall = after.recall_calibrated
+    assert "recall per class after " + " ".join(f"{r:.3f}" for r in recall if r is not None) in (
+        out.output
+    )
+    page = write_report(fed.ledger, store, tmp_path / "report").read_text(encoding="utf-8")
+    assert "Macro AUC before" in page and "Recall class 4 (after)" in page
+    assert "Threshold before" not in page
