@@ -48,6 +48,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".t
 """File suffixes :func:`load_image_folder` reads (case-insensitive); other files are skipped."""
 
 _SPLITS = ("train", "val", "test")
+_RESIZE_CHUNK = 256  # images resized at once: bounds the temporary memory
 _HASH_DOMAIN = b"fedtrail.ImageDataset.v1\x00"
 
 IntArray = npt.NDArray[np.int64]
@@ -143,6 +144,31 @@ class ImageDataset:
         h.update(np.ascontiguousarray(self.labels, dtype="<i8").tobytes())
         return h.hexdigest()
 
+    def resized(self, size: int) -> ImageDataset:
+        """The images resized to ``size x size`` (labels unchanged; ``self`` when already so).
+
+        Bilinear interpolation with antialiasing (torch ``interpolate``, ``align_corners=False``)
+        in float32, clipped to ``[0, 1]``: every output pixel is a fixed weighted sum of input
+        pixels, so the same images give the same bits on every run. A 28 px site can so train a
+        64 px model, and a MedMNIST+ 64-224 px file can feed a smaller one."""
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"image size must be a positive integer, got {size!r}")
+        if self.image_size == (size, size):
+            return self
+        import torch
+        from torch.nn import functional
+
+        n, c = len(self), self.channels
+        out = np.empty((n, c, size, size), dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, n, _RESIZE_CHUNK):
+                part = torch.from_numpy(np.array(self.images[start : start + _RESIZE_CHUNK]))
+                scaled = functional.interpolate(
+                    part, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+                )
+                out[start : start + _RESIZE_CHUNK] = scaled.clamp_(0.0, 1.0).numpy()
+        return ImageDataset(out, self.labels)
+
 
 @dataclass(frozen=True, eq=False)
 class Splits:
@@ -156,6 +182,10 @@ class Splits:
     def num_classes(self) -> int:
         """Largest label in any split + 1."""
         return 1 + max(int(s.labels.max()) for s in (self.train, self.val, self.test) if len(s))
+
+    def resized(self, size: int) -> Splits:
+        """Every split resized to ``size x size`` (:meth:`ImageDataset.resized`)."""
+        return Splits(self.train.resized(size), self.val.resized(size), self.test.resized(size))
 
 
 # ---------------------------------------------------------------- MedMNIST .npz
