@@ -288,8 +288,9 @@ def bundled_path() -> Path:
 
 
 def load_bundled() -> Splits:
-    """The shipped class-balanced PneumoniaMNIST subset: 28x28 grayscale chest X-rays,
-    0 = normal, 1 = pneumonia; train 2428, val 270, test 468 (CC BY 4.0, MedMNIST v2)."""
+    """The shipped class-balanced PneumoniaMNIST subset: 28x28 grayscale chest X-rays, two
+    classes (named in ``fedtrail/data/pneumoniamnist_balanced.json``); train 2428, val 270, test
+    468 (CC BY 4.0, MedMNIST v2)."""
     return load_medmnist_npz(bundled_path(), num_classes=2)
 
 
@@ -311,7 +312,7 @@ def load_image_folder(
     grayscale: bool = True,
     classes: Sequence[str] | None = None,
 ) -> ImageDataset:
-    """Load a folder with one sub-folder per class (``root/normal/*.png``, ``root/pneumonia/...``).
+    """Load a folder with one sub-folder per class (``root/<class>/*.png``).
 
     Label ids follow the sorted sub-folder names, or the order of ``classes`` when given — pass
     it when a site may lack a class, so that ids stay the same at every site. Images (suffixes in

@@ -1,6 +1,6 @@
 """Simulated shortcut features: a bright tag burned into a corner of the images of one class.
 
-A hospital whose scanner or PACS burns a label into the corner of its pneumonia studies (a ward
+A hospital whose scanner or PACS burns a label into the corner of one diagnosis's studies (a ward
 tag, a "portable" marker) gives a model a shortcut: the tag predicts the diagnosis perfectly at
 that site and carries no clinical signal anywhere else. :func:`add_marker` simulates it for
 demos, benchmarks and the explanation-aware valuation's tests; :func:`marker_mask` is the tag's

@@ -26,7 +26,7 @@ rank correlation and top-k overlap are diagnostics (a model that learns legitima
 its maps, so a low correlation alone is no fault).
 
 Measured on the bundled data (6 seeds; a global model trained 3 epochs on 600 images, then 3
-honest sites and 1 site whose pneumonia images carry a 4x4 top-left tag, 400 images and 3 epochs
+honest sites and 1 site whose class-1 images carry a 4x4 top-left tag, 400 images and 3 epochs
 each; 32 probe images; integrated gradients, 16 steps). Change of the corner share over the
 global model's: probe images that carry the tag, honest -0.03..+0.05, shortcut +0.26..+0.35;
 clean probe images, honest -0.05..+0.02, shortcut +0.06..+0.12. With the 4-pixel frame as the
