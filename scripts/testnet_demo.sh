@@ -5,6 +5,7 @@
 #
 #   scripts/testnet_demo.sh [--sites N] [--rounds K] [--dir DIR] [--compression none|topk8]
 #                           [--round-seconds S] [--reveal-seconds R]
+#                           [--data pneumonia|retina|FILE.npz] [--arch A] [--image-size PX]
 #
 # Sites train and commit within the commit window (S seconds of chain time, default 120: every
 # site must finish training by then), and reveal after it within R seconds (default 60); a round
@@ -20,6 +21,8 @@ DIR=""
 COMPRESSION=none
 ROUND_SECONDS=120
 REVEAL_SECONDS=60
+DATA=pneumonia
+MODEL_ARGS=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --sites) SITES="$2"; shift 2 ;;
@@ -28,7 +31,10 @@ while [[ $# -gt 0 ]]; do
     --compression) COMPRESSION="$2"; shift 2 ;;
     --round-seconds) ROUND_SECONDS="$2"; shift 2 ;;
     --reveal-seconds) REVEAL_SECONDS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --data) DATA="$2"; shift 2 ;;
+    --arch) MODEL_ARGS+=(--arch "$2"); shift 2 ;;
+    --image-size) MODEL_ARGS+=(--image-size "$2"); shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -79,9 +85,9 @@ step "deploy the FederationLedger"
 "$FEDTRAIL" chain deploy --rpc-url "$RPC" --dev-account 0 --out "$DEPLOYMENT"
 
 step "create $SITES site nodes (encrypted keystores) and register them"
-# Each site trains on a shard of the bundled training split, so no site can claim more samples
+# Each site trains on a shard of the data's training split, so no site can claim more samples
 # than the whole split: the cap the coordinator registers.
-MAX_SAMPLES=$("$PY" -c 'from fedtrail.ml.datasets import load_bundled; print(len(load_bundled().train))')
+MAX_SAMPLES=$("$PY" -c 'import sys; from fedtrail.ml.catalog import load_source; print(len(load_source(sys.argv[1]).train))' "$DATA")
 NAMES=(hospital-A hospital-B hospital-C hospital-D hospital-E hospital-F hospital-G hospital-H)
 for i in $(seq 0 $((SITES - 1))); do
     name="${NAMES[$i]}"
@@ -89,7 +95,7 @@ for i in $(seq 0 $((SITES - 1))); do
     export FEDTRAIL_PASSPHRASE="testnet-$name"
     "$FEDTRAIL" node init "$folder" --name "$name" --rpc-url "$RPC" --deployment "$DEPLOYMENT" \
         --store "$STORE" --shard "$i/$SITES" --partition dirichlet --compression "$COMPRESSION" \
-        --fast-kdf >"$DIR/logs/$name.init.log"
+        --data "$DATA" ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"} --fast-kdf >"$DIR/logs/$name.init.log"
     address=$("$PY" -c 'import json,sys; print("0x"+json.load(open(sys.argv[1]))["address"])' "$folder/keystore.json")
     "$FEDTRAIL" node register "$address" --name "$name" --max-samples "$MAX_SAMPLES" --fund 10 \
         --rpc-url "$RPC" --deployment "$DEPLOYMENT" --dev-account 0
@@ -106,6 +112,7 @@ done
 "$FEDTRAIL" aggregator run --rpc-url "$RPC" --deployment "$DEPLOYMENT" --dev-account 0 \
     --store "$STORE" --rounds "$ROUNDS" --round-seconds "$ROUND_SECONDS" \
     --reveal-seconds "$REVEAL_SECONDS" --poll-interval 1 --threads 1 \
+    --validation "$DATA" ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"} \
     --folder "$DIR/aggregator" 2>"$DIR/logs/aggregator.log" &
 AGG=$!
 PIDS+=("$AGG")
