@@ -339,7 +339,7 @@ class SiteNode:
                 terms.round,
             )
             return False
-        require_terms(self.task, terms, mine="this site (its config.toml)")
+        require_terms(self.task, terms, mine="this site's config.toml")
         return True
 
     def _train_and_encode(self, round_id: int, cid: str, sha256: str) -> RoundRecord | None:

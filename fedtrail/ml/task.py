@@ -81,24 +81,26 @@ class Task:
             raise ConfigError(f"{where}: bad model spec: {exc}") from exc
         return cls(spec=spec, class_names=check_class_names(class_names, where))
 
-    def differences(self, other: Task) -> list[str]:
-        """``setting: <self> here, <other> there`` for each setting that differs."""
+    def differences(self, other: Task, *, mine: str = "here", theirs: str = "there") -> list[str]:
+        """``setting: <self's> (mine) vs <other's> (theirs)`` for each setting that differs."""
         out = []
-        mine, theirs = asdict(self.spec), asdict(other.spec)
-        for key in mine:
-            if mine[key] != theirs.get(key):
-                out.append(f"model {key}: {mine[key]!r} vs {theirs.get(key)!r}")
+        ours, others = asdict(self.spec), asdict(other.spec)
+        for key in ours:
+            if ours[key] != others.get(key):
+                out.append(f"model {key}: {ours[key]!r} ({mine}) vs {others.get(key)!r} ({theirs})")
         if self.class_names != other.class_names:
-            out.append(f"class names: {list(self.class_names)} vs {list(other.class_names)}")
+            out.append(
+                f"class names: {list(self.class_names)} ({mine}) vs {list(other.class_names)} "
+                f"({theirs})"
+            )
         return out
 
     def require_same(self, other: Task, *, mine: str, theirs: str) -> None:
         """Raise :class:`TaskMismatch` naming both sides and every difference."""
-        diffs = self.differences(other)
+        diffs = self.differences(other, mine=mine, theirs=theirs)
         if diffs:
             raise TaskMismatch(
-                f"the task of {mine} differs from {theirs} ({mine} vs {theirs}): "
-                + "; ".join(diffs)
+                f"{mine} and {theirs} disagree on the federation's task: " + "; ".join(diffs)
             )
 
     def check_data(self, ds: ImageDataset, what: str) -> None:

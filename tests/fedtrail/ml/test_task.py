@@ -80,7 +80,8 @@ def test_require_same_names_both_sides_and_every_difference() -> None:
         mine.require_same(theirs, mine="this site", theirs="round 3's terms")
     text = str(err.value)
     assert "this site" in text and "round 3's terms" in text
-    assert "in_channels: 1 vs 3" in text and "covid" in text
+    assert "model in_channels: 1 (this site) vs 3 (round 3's terms)" in text
+    assert "covid" in text
     assert mine.task_hash() != theirs.task_hash()
     assert mine.task_hash() == Task(spec=ModelSpec(), class_names=mine.class_names).task_hash()
 
