@@ -19,10 +19,12 @@ The MONAI networks take no ``width``/``hidden`` (a value other than the default 
 ``densenet121`` accepts ``norm="batch"`` (default) or ``norm="group"`` (GroupNorm with 32 groups:
 no running statistics, nothing batch-dependent); the others take only the default ``norm``
 (``smallcnn`` has no normalisation layers; MONAI 1.6.1's ResNet would apply the setting to its
-stem only). Every architecture declares the layer
-Grad-CAM attributes to as its ``cam_layer`` (:func:`cam_layer`): ``smallcnn`` its second
-convolution, ``densenet121`` the ReLU over its final features (after the last dense block and
-``norm5``), the ResNets ``layer4``.
+stem only). ``input_norm="zscore"`` (every architecture; default ``"none"``) normalises each
+input image's intensities inside the model (:class:`Classifier`), so every party evaluates on
+the inputs the sites trained on. Every architecture declares the layer Grad-CAM attributes to
+as its ``cam_layer`` (:func:`cam_layer`): ``smallcnn`` its second convolution, ``densenet121``
+the ReLU over its final features (after the last dense block and ``norm5``), the ResNets
+``layer4``.
 
 BatchNorm rule. The federated state of a model (:func:`federated_state`) is its floating-point
 state-dict tensors: the parameters *and* BatchNorm's ``running_mean``/``running_var``. Sites
@@ -31,7 +33,11 @@ deterministically with the same on-chain weights as every other tensor, and the 
 that. Integer buffers (BatchNorm's ``num_batches_tracked``) are not federated: each copy keeps its
 own count, and it is unused because every BatchNorm layer has a fixed ``momentum``.
 :meth:`ModelSpec.tensor_layout`, the codec, aggregation and the spec hash see federated tensors
-only; :func:`load_federated` loads them (strict on their names and shapes).
+only; :func:`load_federated` loads them (strict on their names and shapes). Statistics are not
+kept local (as FedBN would): the aggregator, the audit and every site evaluate one global model,
+which needs one set of statistics. ``norm="group"`` (densenet121) avoids running statistics
+altogether. Training joins a last batch of a single image to the one before, since BatchNorm
+cannot train on one value per channel.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from fedtrail.errors import ConfigError
 
 __all__ = [
     "ARCHS",
+    "INPUT_NORMS",
     "NORMS",
     "ModelSpec",
     "cam_layer",
@@ -59,6 +66,9 @@ __all__ = [
 
 NORMS = ("batch", "group")
 """Normalisation layers of the MONAI architectures (``ModelSpec.norm``)."""
+
+INPUT_NORMS = ("none", "zscore")
+"""Intensity normalisation of every input image inside the model (``ModelSpec.input_norm``)."""
 
 _GROUPS = 32  # GroupNorm groups; every channel count of the MONAI nets is a multiple of 32
 
@@ -78,6 +88,7 @@ class ModelSpec:
     width: int = 16
     hidden: int = 64
     norm: str = "batch"
+    input_norm: str = "none"
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -88,6 +99,10 @@ class ModelSpec:
                 raise ConfigError(f"model {name} must be a positive integer, got {value!r}")
         if self.norm not in NORMS:
             raise ConfigError(f"model norm must be one of {NORMS}, got {self.norm!r}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ConfigError(
+                f"model input_norm must be one of {INPUT_NORMS}, got {self.input_norm!r}"
+            )
         ARCHS[self.arch].check(self)
 
     def build(self) -> nn.Module:
@@ -104,24 +119,28 @@ class ModelSpec:
             for name, t in federated_state(model).items()
         }
 
-    def spec_hash(self) -> str:
-        """sha256 (hex) of the architecture settings and the tensor layout, canonically encoded.
-
-        Settings added after the first release (``norm``) enter the hashed document only when
-        they differ from their default, so the hashes of earlier specs are unchanged."""
-        layout = [
-            [name, list(shape), dtype] for name, (shape, dtype) in self.tensor_layout().items()
-        ]
+    def to_json(self) -> dict[str, object]:
+        """The settings as a JSON object. Settings added after the first release (``norm``,
+        ``input_norm``) appear only when they differ from their default, so documents (and
+        hashes) of earlier specs are unchanged; ``ModelSpec(**doc)`` reads it back."""
         spec = asdict(self)
         for name, default in _LATER_FIELDS.items():
             if spec[name] == default:
                 del spec[name]
-        doc = {"spec": spec, "tensors": layout}
+        return spec
+
+    def spec_hash(self) -> str:
+        """sha256 (hex) of the settings (:meth:`to_json`) and the tensor layout, canonically
+        encoded."""
+        layout = [
+            [name, list(shape), dtype] for name, (shape, dtype) in self.tensor_layout().items()
+        ]
+        doc = {"spec": self.to_json(), "tensors": layout}
         blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
         return hashlib.sha256(blob).hexdigest()
 
 
-_LATER_FIELDS = {"norm": "batch"}
+_LATER_FIELDS = {"norm": "batch", "input_norm": "none"}
 
 
 # ---------------------------------------------------------------- federated state
@@ -188,13 +207,36 @@ def cam_layer(model: nn.Module) -> nn.Module | None:
 # ---------------------------------------------------------------- architectures
 
 
-class SmallCNN(nn.Module):
+class Classifier(nn.Module):
+    """Base of fedtrail's models: the spec's intensity normalisation of the input.
+
+    ``input_norm="zscore"`` scales each image, channel by channel, to zero mean and unit standard
+    deviation over its pixels (MONAI's ``NormalizeIntensity(channel_wise=True)``; a constant
+    channel only loses its mean). It is part of the model, not of the data, so training,
+    validation, the aggregator, the audit and the heatmaps all see the same inputs; it holds no
+    tensors, so the layout is that of the architecture alone.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.input_norm = spec.input_norm
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """The input as the network sees it."""
+        if self.input_norm == "none":
+            return x
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        std = x.std(dim=(2, 3), keepdim=True, correction=0)
+        return (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
+
+
+class SmallCNN(Classifier):
     """Two conv blocks and two dense layers: trains on 28x28 grayscale in seconds per epoch on
     two CPU cores. No batch norm, so the state dict holds only parameters that average cleanly.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
-        super().__init__()
+        super().__init__(spec)
         w = spec.width
         self.conv1 = nn.Conv2d(spec.in_channels, w, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(w, 2 * w, kernel_size=3, padding=1)
@@ -205,7 +247,7 @@ class SmallCNN(nn.Module):
         self.fc2 = nn.Linear(spec.hidden, spec.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.act(self.conv1(x)))
+        x = self.pool(self.act(self.conv1(self.normalise(x))))
         x = self.pool(self.act(self.conv2(x)))
         x = torch.flatten(x, 1)
         x = self.act(self.fc1(x))
@@ -226,11 +268,11 @@ def _monai_norm(spec: ModelSpec) -> str | tuple[str, dict[str, int]]:
     return "batch" if spec.norm == "batch" else ("group", {"num_groups": _GROUPS})
 
 
-class DenseNet121(nn.Module):
+class DenseNet121(Classifier):
     """MONAI's 2-D DenseNet121 (``self.net``) behind fedtrail's model interface."""
 
     def __init__(self, spec: ModelSpec) -> None:
-        super().__init__()
+        super().__init__(spec)
         from monai.networks.nets.densenet import DenseNet121 as Net
 
         self.net = Net(
@@ -241,7 +283,7 @@ class DenseNet121(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
+        return self.net(self.normalise(x))  # type: ignore[no-any-return]
 
     @property
     def cam_layer(self) -> nn.Module:
@@ -249,11 +291,11 @@ class DenseNet121(nn.Module):
         return self.net.get_submodule("class_layers.relu")
 
 
-class ResNet(nn.Module):
+class ResNet(Classifier):
     """MONAI's 2-D ResNet (``self.net``) with the ImageNet stem, behind fedtrail's interface."""
 
     def __init__(self, spec: ModelSpec, depth: int) -> None:
-        super().__init__()
+        super().__init__(spec)
         from monai.networks.nets.resnet import resnet10, resnet18
 
         factory = {10: resnet10, 18: resnet18}[depth]
@@ -266,7 +308,7 @@ class ResNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
+        return self.net(self.normalise(x))  # type: ignore[no-any-return]
 
     @property
     def cam_layer(self) -> nn.Module:

@@ -330,7 +330,9 @@ class Augmenter:
 
     Per image, each with probability 1/2: a left-right flip; an affine warp (rotation up to 15
     degrees, shift up to 1/16 of the side, scale within 10%, zero padding); intensity scaled by
-    a factor in [0.9, 1.1]; Gaussian noise of standard deviation 0.02; then clipped to [0, 1].
+    a factor in [0.9, 1.1]; Gaussian noise of a standard deviation drawn from [0, 0.02]; then
+    clipped to [0, 1]. Intensity normalisation is not done here but in the model
+    (``ModelSpec.input_norm``), so evaluation sees it too.
     The random stream is numpy's, seeded from ``seed`` alone, so the same seed and the same
     batches in the same order give the same images; call it on CPU tensors ``(N, C, H, W)``.
     """

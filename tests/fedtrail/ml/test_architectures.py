@@ -199,3 +199,42 @@ def test_grad_cam_uses_the_declared_layer_and_maps_at_the_image_size(arch: str, 
 def test_smallcnn_declares_its_second_convolution() -> None:
     model = _model(ModelSpec())
     assert cam_layer(model) is model.get_submodule("conv2")
+
+
+def test_zscore_input_norm_is_monai_normalize_intensity_inside_the_model() -> None:
+    from monai.transforms.intensity.array import NormalizeIntensity
+
+    spec = ModelSpec(arch="resnet10", image_size=28, input_norm="zscore")
+    model = initial_model(spec, seed=0).eval()
+    x = _images(3, 1, 28)
+    x[2] = 0.5  # a constant image: its mean goes, nothing is divided by zero
+    ours = model.normalise(x)  # type: ignore[operator]
+    monai = torch.stack(
+        [
+            torch.as_tensor(NormalizeIntensity(channel_wise=True)(img)).as_subclass(torch.Tensor)
+            for img in x
+        ]
+    )
+    torch.testing.assert_close(ours, monai, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # so the model ignores brightness and contrast
+        torch.testing.assert_close(model(0.5 * x + 0.2), model(x), rtol=1e-4, atol=1e-4)
+    assert spec.tensor_layout() == ModelSpec(arch="resnet10", image_size=28).tensor_layout()
+    assert spec.spec_hash() != ModelSpec(arch="resnet10", image_size=28).spec_hash()
+    assert ModelSpec(input_norm="zscore").spec_hash() != DEFAULT_HASH
+    with pytest.raises(ConfigError, match="input_norm must be one of"):
+        ModelSpec(input_norm="minmax")
+
+
+def test_to_json_omits_later_settings_at_their_default_and_reads_back() -> None:
+    assert set(ModelSpec().to_json()) == {
+        "arch",
+        "in_channels",
+        "image_size",
+        "num_classes",
+        "width",
+        "hidden",
+    }
+    spec = ModelSpec(arch="densenet121", image_size=64, norm="group", input_norm="zscore")
+    doc = spec.to_json()
+    assert doc["norm"] == "group" and doc["input_norm"] == "zscore"
+    assert ModelSpec(**doc) == spec  # type: ignore[arg-type]
