@@ -313,7 +313,8 @@ def _print_standing(log: RoundLog, shown: Callable[[str], str]) -> None:
 @click.option(
     "--validation",
     default=None,
-    help="Also re-run the valuation on this validation set ('bundled' or a MedMNIST .npz) "
+    help="Also re-run the valuation on this validation set (a shipped dataset: pneumonia, "
+    "retina; or a MedMNIST .npz) "
     "and compare the scores; it must be the set the aggregator used (its hash is in the log).",
 )
 @format_option("table", "json", "csv")
@@ -329,7 +330,7 @@ def verify(
 ) -> None:
     """Recompute every weight and global model; exit 0 only when every check passes."""
     from fedtrail.auditor.verify import verify_all, verify_round
-    from fedtrail.ml.datasets import load_bundled, load_medmnist_npz
+    from fedtrail.ml.catalog import load_source
 
     if round_id is not None and all_rounds:
         raise click.UsageError("give --round N or --all, not both")
@@ -337,7 +338,7 @@ def verify(
     store: ContentStore = open_checked_store(store_location)
     val = None
     if validation is not None:
-        val = load_bundled().val if validation == "bundled" else load_medmnist_npz(validation).val
+        val = load_source(validation).splits().val
     if round_id:
         audits = [verify_round(ledger, store, round_id, validation=val)]
     else:

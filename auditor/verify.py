@@ -347,6 +347,9 @@ def verify_round(
     audit.add("global.hash", glob.blob is not None, glob.detail or f"{info.global_cid} matches")
 
     if validation is not None and log is not None and start_blob is not None and spec:
+        if validation.image_size != (spec.image_size, spec.image_size):
+            # the aggregator resized its split to the model the same deterministic way
+            validation = validation.resized(spec.image_size)
         with _Timer(audit, "rescore"):
             _check_scores(
                 audit,
