@@ -153,10 +153,18 @@ def test_two_classes_are_the_binary_figures() -> None:
     tp = int(((pred == 1) & (y == 1)).sum())
     assert m.f1 == 2 * tp / (2 * tp + int((pred != y).sum()))  # class 1's F1
     assert m.recall == tuple(float((pred[y == c] == c).mean()) for c in (0, 1))
-    p1 = _softmax(z)[:, 1]
+    assert m.accuracy == float((pred == y).mean())
+    assert m.balanced_accuracy == (m.recall[0] + m.recall[1]) / 2
+    probs = _softmax(z)
+    assert m.loss == pytest.approx(float(-np.mean(np.log(probs[np.arange(50), y]))), rel=1e-12)
+    assert m.ece == expected_calibration_error(probs, y)
+    p1 = probs[:, 1]
     cal = (p1 > m.threshold).astype(int)
     assert decide(z, bias).tolist() == cal.tolist()
     assert m.recall_calibrated == tuple(float((cal[y == c] == c).mean()) for c in (0, 1))
+    tp_cal = int(((cal == 1) & (y == 1)).sum())
+    assert m.f1_calibrated == 2 * tp_cal / (2 * tp_cal + int((cal != y).sum()))
+    assert m.balanced_accuracy_calibrated == sum(m.recall_calibrated) / 2
     # probabilities of class 1 give two-class figures with a per-class recall too
     assert classification_metrics(p1, y).recall == m.recall
 
