@@ -427,22 +427,27 @@ class SiteNode:
         """The decision rule for the model round ``round_id`` starts from: the intercept in the
         log of the round that finalized it (the aggregator fitted it on its validation split,
         the log's bytes are checked against the chain's sha256), and where it came from; None
-        (the plain 0.5 threshold) and why, when there is none."""
+        (the plain decision: the 0.5 threshold, or the most probable of more classes) and why,
+        when there is none."""
+        k = self.config.model.num_classes
+        plain, wanted = (
+            ("default 0.5", "threshold") if k == 2 else ("default argmax", f"bias for {k} classes")
+        )
         last = self.ledger.last_finalized_round()
         if not last or last >= round_id:
-            return None, "default 0.5: no earlier round finalized"
+            return None, f"{plain}: no earlier round finalized"
         info = self.ledger.get_round(last)
         if info.global_sha256 != start_sha256:
-            return None, f"default 0.5: the start model is not round {last}'s global model"
+            return None, f"{plain}: the start model is not round {last}'s global model"
         try:
             blob = self.store.get(info.log_cid, info.log_sha256)
             after = RoundLog.from_bytes(blob).metrics.after
         except (StoreError, InvalidLog) as exc:
             log.warning("round %d: round %d's log is unusable: %s", round_id, last, exc)
-            return None, f"default 0.5: round {last}'s log is unusable"
-        bias = after.decision_bias(self.config.model.num_classes)
+            return None, f"{plain}: round {last}'s log is unusable"
+        bias = after.decision_bias(k)
         if bias is None:
-            return None, f"default 0.5: round {last}'s log records no threshold"
+            return None, f"{plain}: round {last}'s log records no {wanted}"
         return bias, f"round {last}'s log"
 
     def _context(self) -> UpdateContext:

@@ -181,6 +181,7 @@ def test_a_five_class_round_finalizes_with_per_class_recall(
     # round 2 decided at round 1's bias: the node's record and `node status` show the macro F1
     # and balanced accuracy of that decision and the recall of every class
     state = NodeState.load(tmp_path / "nodes" / "site-0" / "state.json")
+    assert state.rounds[1].threshold_from == "default argmax: no earlier round finalized"
     record = state.rounds[2]
     assert record.threshold_from == "round 1's log" and record.val_classes == K
     assert record.val_recall_calibrated is not None and len(record.val_recall_calibrated) == K
