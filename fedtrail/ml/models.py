@@ -33,9 +33,10 @@ deterministically with the same on-chain weights as every other tensor, and the 
 that. Integer buffers (BatchNorm's ``num_batches_tracked``) are not federated: each copy keeps its
 own count, and it is unused because every BatchNorm layer has a fixed ``momentum``.
 :meth:`ModelSpec.tensor_layout`, the codec, aggregation and the spec hash see federated tensors
-only; :func:`load_federated` loads them (strict on their names and shapes). Statistics are not
-kept local (as FedBN would): the aggregator, the audit and every site evaluate one global model,
-which needs one set of statistics. ``norm="group"`` (densenet121) avoids running statistics
+only; :func:`load_federated` loads them (strict on their names and shapes; a negative running
+variance, which only a state with a hostile delta added holds, loads as zero). Statistics are
+not kept local (as FedBN would): the aggregator, the audit and every site evaluate one global
+model, which needs one set of statistics. ``norm="group"`` (densenet121) avoids running statistics
 altogether. Training joins a last batch of a single image to the one before, since BatchNorm
 cannot train on one value per channel.
 """
@@ -164,7 +165,11 @@ def load_federated(
 ) -> None:
     """Copy ``state`` into the model's federated tensors; its integer buffers are left as they
     are. ConfigError (``what`` names the state) when a name is missing or unexpected, or a
-    shape differs."""
+    shape differs.
+
+    A BatchNorm running variance below zero is loaded as zero: a state that adds an untrusted
+    update can hold one (a sign-flipped variance delta), and every party loads through here, so
+    all evaluate the same model and none takes the square root of a negative number."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if _is_federated(v)}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -186,6 +191,11 @@ def load_federated(
         model.load_state_dict(dict(state), strict=False)
     except RuntimeError as exc:
         raise ConfigError(f"{what} does not fit the model spec: {exc}") from exc
+    with torch.no_grad():
+        for module in model.modules():
+            var = getattr(module, "running_var", None)
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and var is not None:
+                var.clamp_(min=0.0)
 
 
 def _names(names: list[str], limit: int = 5) -> str:

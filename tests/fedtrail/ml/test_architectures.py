@@ -238,3 +238,17 @@ def test_to_json_omits_later_settings_at_their_default_and_reads_back() -> None:
     doc = spec.to_json()
     assert doc["norm"] == "group" and doc["input_norm"] == "zscore"
     assert ModelSpec(**doc) == spec  # type: ignore[arg-type]
+
+
+def test_a_negative_running_variance_loads_as_zero_and_the_model_stays_finite() -> None:
+    # global + a sign-flipped update can push a running variance below zero; BatchNorm would
+    # take its square root and every logit would be NaN for whoever evaluates that state
+    spec = ModelSpec(arch="resnet10", image_size=16)
+    state = {k: v.clone() for k, v in federated_state(initial_model(spec, 0)).items()}
+    state["net.bn1.running_var"] = torch.full_like(state["net.bn1.running_var"], -0.5)
+    model = initial_model(spec, 1)
+    load_federated(model, state)
+    assert float(model.get_buffer("net.bn1.running_var").max()) == 0.0
+    assert float(state["net.bn1.running_var"].max()) == -0.5  # the caller's state is untouched
+    with torch.no_grad():
+        assert bool(torch.isfinite(model.eval()(_images(2, 1, 16))).all())
