@@ -56,7 +56,7 @@ from fedtrail.hooks import StepHook, no_step
 from fedtrail.ledger import Ledger, Submission, Valuation
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
-from fedtrail.ml.explain import explain_model, probe_set
+from fedtrail.ml.explain import explain_methods, probe_set
 from fedtrail.ml.metrics import CalibratedMetrics, Metrics, evaluate_calibrated
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
 from fedtrail.ml.task import Task, TaskMismatch
@@ -637,19 +637,22 @@ class AggregatorService:
         bias: Sequence[float] | None = None,
     ) -> roundlog.ModelExplanations:
         """Heatmaps of the new global model on the fixed probe set, stored as PNGs; predictions
-        at the calibrated decision (``bias``, the one the round's metrics record)."""
+        at the calibrated decision (``bias``, the one the round's metrics record); and how
+        faithful the method's heatmaps are there (deletion/insertion areas)."""
         method = self.settings.explain_method or "integrated_gradients"
         probe = probe_set(self.validation, self.settings.probe_per_class)
-        overlays = explain_model(
+        (explained,) = explain_methods(
             state,
             self.spec,
             probe,
-            method=method,
+            methods=(method,),
             seed=self.settings.seed,
             title=f"round {round_id}: ",
             bias=bias,
             class_names=self.task.class_names,
         )
+        overlays = explained.overlays
+        faithful = explained.faithfulness
         images = []
         for overlay in overlays:
             cid, sha = self._put(overlay.png)
@@ -661,6 +664,7 @@ class AggregatorService:
             probe_images=len(probe),
             images=tuple(images),
             summary=f"{correct} of {len(overlays)} probe images classified correctly",
+            faithfulness=None if faithful is None else faithful.to_json(),
         )
 
     def _log(

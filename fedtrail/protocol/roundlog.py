@@ -591,22 +591,35 @@ class HeatmapRef:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelExplanations:
-    """The ``explanations`` block the aggregator writes: heatmaps on a fixed probe set."""
+    """The ``explanations`` block the aggregator writes: heatmaps on a fixed probe set.
+
+    ``faithfulness`` (optional, written only when set, so older logs read as before): how well
+    ``method``'s heatmaps on the probe set track the model, as
+    ``fedtrail.ml.explain.faithfulness`` measures it: ``deletion_auc`` (lower: more faithful),
+    ``insertion_auc`` (higher: more faithful), the same two areas of a seeded random pixel
+    ordering (``random_deletion_auc``, ``random_insertion_auc``: chance level), and the
+    ``images`` and ``steps`` they were taken over. The audit does not recompute them: the probe
+    set is the aggregator's private validation data (only its hash is published), so they are
+    the aggregator's statement, like the heatmaps themselves."""
 
     method: str
     probe_sha256: str
     probe_images: int
     images: tuple[HeatmapRef, ...]
     summary: str
+    faithfulness: Mapping[str, float | int] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "method": self.method,
             "probe_sha256": self.probe_sha256,
             "probe_images": self.probe_images,
             "images": [i.to_json() for i in self.images],
             "summary": self.summary,
         }
+        if self.faithfulness is not None:
+            doc["faithfulness"] = dict(self.faithfulness)
+        return doc
 
 
 @dataclass(frozen=True, kw_only=True)

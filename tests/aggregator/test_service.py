@@ -410,18 +410,23 @@ def test_the_logs_heatmaps_decide_at_the_calibrated_threshold(
     from tests.auditor.test_verify import federation
 
     seen: list[object] = []
-    real = service_mod.explain_model
+    real = service_mod.explain_methods
 
     def spy(*args: object, **kwargs: object) -> object:
         seen.append(kwargs.get("bias"))
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(service_mod, "explain_model", spy)
+    monkeypatch.setattr(service_mod, "explain_methods", spy)
     fed = federation(tmp_path, rounds=1)
     info = fed.ledger.get_round(1)
     record = RoundLog.from_bytes(fed.store.get(info.log_cid, info.log_sha256))
     assert record.metrics.after.bias is not None
     assert seen == [tuple(record.metrics.after.bias)]
+    # and the log states how faithful the method's heatmaps are on the probe set
+    assert record.explanations is not None
+    scores = record.explanations["faithfulness"]
+    assert scores["images"] == record.explanations["probe_images"]
+    assert 0.0 <= scores["deletion_auc"] <= 1.0 and 0.0 <= scores["random_deletion_auc"] <= 1.0
 
 
 def test_run_retries_a_transient_ledger_error_and_stops_on_a_missing_contract(

@@ -1,6 +1,6 @@
 """Attribution heatmaps for clinicians and for the valuation: one interface over captum.
 
-:class:`Explainer` wraps four captum methods behind one call shape::
+:class:`Explainer` wraps five captum methods behind one call shape::
 
     Explainer(model, "integrated_gradients", seed=0, batch_size=32, **settings).explain(x, target)
 
@@ -27,6 +27,18 @@ Methods (``METHODS``) and their settings (captum's argument names; anything else
     distribution, a ``(K, C, H, W)`` tensor (default: K = 8 images, one black and seven uniform
     noise images drawn from a generator seeded with ``seed``); ``n_samples`` (default 20) random
     baseline/interpolation draws per image, ``stdevs`` (default 0.0) Gaussian input noise.
+``lime``
+    ``Lime`` (local surrogate): the image is cut into superpixels, a fixed grid of square cells
+    ``cell_size`` px wide (our setting, not captum's; default: the longer side split into at most
+    7 cells, never under 4 px, so 4x4 px cells and 49 superpixels at 28x28; there is no
+    scikit-image, hence no SLIC segments), each cell spanning every channel; ``n_samples``
+    (default 128) random on/off patterns per image, the cells switched off filled with
+    ``baselines`` (default 0.0), ``perturbations_per_eval`` (default 64) patterns per forward
+    pass; captum's default kernel (exponential of the cosine distance, width 1) weighs them, and
+    ``interpretable_model`` (default a closed-form weighted ridge regression with intercept,
+    ``alpha`` 1.0, as the reference LIME uses: no scikit-learn, no random draws) is fitted to the
+    target's logit. The heatmap is the absolute coefficient of each cell spread over its pixels.
+    One surrogate per image (captum's batch loop, without its warning).
 
 Normalization. Every heatmap is the absolute attribution summed over the channels (for Grad-CAM,
 the ReLU'd map, already non-negative), divided by its total: the values are non-negative and sum
@@ -38,11 +50,12 @@ an all-zero heatmap. :func:`overlay_png` rescales to max 1 for display.
 Determinism. ``explain`` puts the model in eval mode and restores every module's training flag
 afterwards; it never changes the weights, registers no lasting hooks and accumulates no ``.grad``
 on the parameters (captum takes gradients with ``torch.autograd.grad``). GradientShap draws from
-numpy's and torch's global RNGs inside captum: ``explain`` saves both, seeds them with ``seed``
+numpy's and torch's global RNGs inside captum, and LIME draws its on/off patterns from torch's:
+for these two methods ``explain`` saves both, seeds them with ``seed``
 once per call and restores them, so the same model, inputs, seed, ``batch_size`` and torch thread
 count give identical heatmaps (a different ``batch_size`` changes which random draws each image
 gets). Saving and restoring global RNG state is not thread-safe: do not explain with
-``gradient_shap`` from two threads at once.
+``gradient_shap`` or ``lime`` from two threads at once.
 """
 
 from __future__ import annotations
@@ -67,6 +80,7 @@ __all__ = [
     "check_method",
     "corners_mask",
     "frame_mask",
+    "grid_mask",
     "overlay_png",
     "region_share",
 ]
@@ -78,12 +92,19 @@ _SETTINGS: Final[Mapping[str, frozenset[str]]] = {
         {"sliding_window_shapes", "strides", "baselines", "perturbations_per_eval"}
     ),
     "gradient_shap": frozenset({"baselines", "n_samples", "stdevs"}),
+    "lime": frozenset(
+        {"baselines", "n_samples", "perturbations_per_eval", "cell_size", "interpretable_model"}
+    ),
 }
 """Method -> the captum settings it takes: the registry of explanation methods."""
 
 METHODS: Final[tuple[str, ...]] = tuple(_SETTINGS)
 
 _SHAP_REFERENCES: Final = 8
+_SEEDED: Final = frozenset({"gradient_shap", "lime"})
+"""Methods that draw from the global RNGs (seeded with ``seed``, restored afterwards)."""
+_LIME_MAX_CELLS: Final = 7
+_LIME_MIN_CELL: Final = 4
 
 
 @dataclass(frozen=True)
@@ -187,7 +208,8 @@ class Explainer:
         device = _model_device(self.model)
         x = x.to(device=device, dtype=torch.float32).clone()
 
-        with _eval_mode(self.model), _seeded(self.seed if self.method == "gradient_shap" else None):
+        seed = self.seed if self.method in _SEEDED else None
+        with _eval_mode(self.model), _seeded(seed):
             with torch.no_grad():
                 logits = torch.cat(
                     [self.model(x[i : i + self.batch_size]) for i in range(0, n, self.batch_size)]
@@ -245,6 +267,7 @@ class Explainer:
             IntegratedGradients,
             LayerAttribution,
             LayerGradCam,
+            Lime,
             Occlusion,
         )
 
@@ -285,6 +308,8 @@ class Explainer:
                 )
 
             return occlusion
+        if self.method == "lime":
+            return self._lime(Lime)
         shap = GradientShap(model)
         n_samples = s.get("n_samples", 20)
         stdevs = s.get("stdevs", 0.0)
@@ -299,6 +324,87 @@ class Explainer:
             )
 
         return gradient_shap
+
+    def _lime(self, lime_class: Any) -> Any:
+        s = self.settings
+        cell = s.get("cell_size")
+        if cell is not None:
+            cell = _positive_int("cell_size", cell)
+        n_samples = _positive_int("n_samples", s.get("n_samples", 128))
+        per_eval = _positive_int("perturbations_per_eval", s.get("perturbations_per_eval", 64))
+        lime = lime_class(self.model, interpretable_model=s.get("interpretable_model") or _Ridge())
+        baselines = s.get("baselines", 0.0)
+
+        def lime_fn(b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            c, h, w = (int(d) for d in b.shape[1:])
+            size = cell or max(_LIME_MIN_CELL, -(-max(h, w) // _LIME_MAX_CELLS))
+            mask = torch.as_tensor(grid_mask(h, w, size), device=b.device).expand(1, c, h, w)
+            out = [
+                lime.attribute(
+                    b[j : j + 1],
+                    target=int(t[j]),
+                    baselines=baselines,
+                    feature_mask=mask,
+                    n_samples=n_samples,
+                    perturbations_per_eval=per_eval,
+                    return_input_shape=True,
+                )
+                for j in range(int(b.shape[0]))
+            ]
+            return torch.cat(out)
+
+        return lime_fn
+
+
+class _Ridge:
+    """Weighted ridge regression with an unpenalised intercept, solved in closed form: LIME's
+    surrogate (captum's default wraps scikit-learn's Lasso, which is not installed). captum
+    calls ``fit`` with one batch of (patterns, outputs, kernel weights) and reads the
+    coefficients from ``representation``."""
+
+    def __init__(self, alpha: float = 0.01) -> None:
+        self.alpha = alpha
+        self.coef = torch.zeros(1, 0)
+        self.intercept = torch.zeros(())
+
+    def fit(self, train_data: Any, **_: Any) -> None:
+        xs, ys, ws = [], [], []
+        for batch in train_data:
+            xs.append(batch[0].to(torch.float64))
+            ys.append(batch[1].to(torch.float64).reshape(-1))
+            ws.append(
+                batch[2].to(torch.float64).reshape(-1)
+                if len(batch) > 2
+                else torch.ones(len(batch[0]), dtype=torch.float64)
+            )
+        x, y, w = torch.cat(xs).flatten(1), torch.cat(ys), torch.cat(ws)
+        total = w.sum().clamp_min(1e-300)
+        x_mean = (w[:, None] * x).sum(0) / total
+        y_mean = (w * y).sum() / total
+        xc, yc = x - x_mean, y - y_mean
+        gram = xc.T @ (w[:, None] * xc) + self.alpha * torch.eye(x.shape[1], dtype=torch.float64)
+        coef = torch.linalg.solve(gram, xc.T @ (w * yc))
+        self.coef = coef[None].to(torch.float32)
+        self.intercept = (y_mean - x_mean @ coef).to(torch.float32)
+
+    def representation(self) -> torch.Tensor:
+        return self.coef
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.float32) @ self.coef.to(x.device).T + self.intercept.to(x.device)
+
+
+def grid_mask(height: int, width: int, cell_size: int) -> np.ndarray:
+    """``(height, width)`` int64 superpixel ids: square cells ``cell_size`` px wide, numbered row
+    by row from 0 (the last row and column of cells are cut short when the side is not a
+    multiple). LIME's feature mask."""
+    for name, v in (("height", height), ("width", width), ("cell_size", cell_size)):
+        _positive_int(name, v)
+    per_row = -(-width // cell_size)
+    rows = np.arange(height, dtype=np.int64) // cell_size
+    cols = np.arange(width, dtype=np.int64) // cell_size
+    ids: np.ndarray = rows[:, None] * per_row + cols[None, :]
+    return ids
 
 
 def _default_shap_references(

@@ -3,6 +3,8 @@
 Shared by the aggregator (per-round explanations referenced from the explanation log) and the
 `fedtrail explain` command. The probe set is a fixed, class-balanced slice of a validation split,
 so every round is explained on the same images and its hash can be published.
+:func:`explain_methods` also measures each method's faithfulness on those images (deletion and
+insertion areas), for the round log and the clinician page.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain.attribution import Explainer, overlay_png
+from fedtrail.ml.explain.faithfulness import STEPS, Faithfulness, measure_faithfulness
 from fedtrail.ml.metrics import predict_logits
 from fedtrail.ml.models import ModelSpec, load_federated
 
@@ -62,6 +65,48 @@ def explain_model(
     records) it is the calibrated decision ``argmax(logits + bias)``, the heatmap explains
     that class, and the confidence is its probability after the bias (``softmax(logits +
     bias)``), so a caption never shows a predicted class below 50% in a two-class model."""
+    results = explain_methods(
+        state,
+        spec,
+        images,
+        methods=(method,),
+        seed=seed,
+        title=title,
+        bias=bias,
+        class_names=class_names,
+        faithfulness_steps=None,
+    )
+    return list(results[0].overlays)
+
+
+@dataclass(frozen=True)
+class MethodExplanation:
+    """One method's overlays of a set of images and, when measured, how faithful its heatmaps
+    are to the model there (deletion/insertion areas, see :mod:`.faithfulness`)."""
+
+    method: str
+    overlays: tuple[Overlay, ...]
+    faithfulness: Faithfulness | None
+
+
+def explain_methods(
+    state: dict[str, torch.Tensor],
+    spec: ModelSpec,
+    images: ImageDataset,
+    *,
+    methods: Sequence[str] = ("integrated_gradients",),
+    seed: int = 0,
+    title: str = "",
+    bias: Sequence[float] | None = None,
+    class_names: Sequence[str] = (),
+    faithfulness_steps: int | None = STEPS,
+) -> list[MethodExplanation]:
+    """:func:`explain_model` for each of ``methods`` (one decision for all: the same
+    predictions, classes explained and captions), plus each method's faithfulness on these
+    images for the explained class at the same decision (``faithfulness_steps`` None: not
+    measured). The caption names the method when more than one is asked for."""
+    if not methods:
+        raise ConfigError("name at least one explanation method")
     model = spec.build()
     load_federated(model, state)
     inputs = torch.tensor(np.array(images.images, dtype=np.float32))
@@ -75,18 +120,35 @@ def explain_model(
         probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
         predictions = probs.argmax(axis=1)
         confidences = probs[np.arange(len(images)), predictions]
-    explanation = Explainer(model, method, seed=seed).explain(inputs, target=predictions)
     out = []
-    for i in range(len(images)):
-        pred = int(explanation.predictions[i] if predictions is None else predictions[i])
-        conf = float(explanation.confidences[i] if confidences is None else confidences[i])
-        label = int(images.labels[i])
-        caption = (
-            f"{title}predicted {_name(class_names, pred)} ({conf:.0%}), "
-            f"truth {_name(class_names, label)}"
-        )
-        png = overlay_png(images.images[i], explanation.heatmaps[i], caption)
-        out.append(Overlay(png=png, caption=caption, label=label, prediction=pred, confidence=conf))
+    for method in methods:
+        explanation = Explainer(model, method, seed=seed).explain(inputs, target=predictions)
+        prefix = f"{title}{method}: " if len(methods) > 1 else title
+        overlays = []
+        for i in range(len(images)):
+            pred = int(explanation.predictions[i] if predictions is None else predictions[i])
+            conf = float(explanation.confidences[i] if confidences is None else confidences[i])
+            label = int(images.labels[i])
+            caption = (
+                f"{prefix}predicted {_name(class_names, pred)} ({conf:.0%}), "
+                f"truth {_name(class_names, label)}"
+            )
+            png = overlay_png(images.images[i], explanation.heatmaps[i], caption)
+            overlays.append(
+                Overlay(png=png, caption=caption, label=label, prediction=pred, confidence=conf)
+            )
+        measured = None
+        if faithfulness_steps is not None:
+            measured = measure_faithfulness(
+                model,
+                inputs,
+                explanation.heatmaps,
+                explanation.targets,
+                steps=faithfulness_steps,
+                bias=bias,
+                seed=seed,
+            )
+        out.append(MethodExplanation(method, tuple(overlays), measured))
     return out
 
 

@@ -151,7 +151,7 @@ def test_targets_int_tensor_and_prediction() -> None:
 
 def test_bad_methods_settings_and_inputs_are_refused() -> None:
     with pytest.raises(ConfigError, match="unknown explanation method"):
-        Explainer(_cnn(), "lime")
+        Explainer(_cnn(), "lrp")
     with pytest.raises(ConfigError, match="does not take"):
         Explainer(_cnn(), "occlusion", n_steps=5)
     with pytest.raises(ConfigError, match="no layer"):
@@ -175,6 +175,10 @@ def test_bad_methods_settings_and_inputs_are_refused() -> None:
 # it share the windows' attribution: measured 0.61..0.80 inside, 1.0 within 3 px.
 _MIN_SHARE = {"integrated_gradients": 0.99, "grad_cam": 0.99, "gradient_shap": 0.99}
 _MIN_SHARE_OCCLUSION = 0.5
+# LIME's superpixels are 4x4 cells; the 6x6 region covers parts of four of them (an 8x8 block),
+# and each cell's coefficient is spread over its 16 pixels: at most 25/36 = 0.69 can land inside
+# (measured 0.62); the surrounding cells lie within 3 px of it.
+_MIN_SHARE_LIME = 0.5
 
 
 def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
@@ -196,9 +200,10 @@ def test_attribution_concentrates_where_the_model_reads(
     exp = Explainer(RegionReader(mask), method).explain(_images(8))
     assert (exp.predictions == 1).all()
     share = region_share(exp.heatmaps, mask)
-    if method == "occlusion":
-        assert share.min() > _MIN_SHARE_OCCLUSION
-        assert region_share(exp.heatmaps, _dilate(mask, 3)).min() > 0.999
+    if method in ("occlusion", "lime"):
+        assert share.min() > (_MIN_SHARE_LIME if method == "lime" else _MIN_SHARE_OCCLUSION)
+        near = region_share(exp.heatmaps, _dilate(mask, 3)).min()
+        assert near > (0.99 if method == "lime" else 0.999)
     else:
         assert share.min() > _MIN_SHARE[method]
 

@@ -221,7 +221,7 @@ def test_the_default_probe_is_a_seeded_choice_from_validation(splits: Splits) ->
 def test_bad_settings_and_contexts_are_refused(splits: Splits) -> None:
     spec, state = _tiny(splits)
     with pytest.raises(ConfigError, match="unknown explanation method"):
-        ExplanationScorer(method="lime")
+        ExplanationScorer(method="lrp")
     with pytest.raises(ConfigError, match="does not take"):
         ExplanationScorer(method="occlusion", n_steps=3)
     with pytest.raises(ConfigError, match="top_k"):
