@@ -140,6 +140,30 @@ def read_heatmaps(store: ContentStore, doc: dict[str, Any]) -> tuple[str, list[H
     return method_text, out, max(0, len(images) - MAX_HEATMAPS_PER_ROUND)
 
 
+FAITHFULNESS_AREAS = (
+    "deletion_auc",
+    "insertion_auc",
+    "random_deletion_auc",
+    "random_insertion_auc",
+)
+
+
+def read_faithfulness(doc: dict[str, Any]) -> dict[str, float]:
+    """The log's optional faithfulness areas of its heatmaps (``explanations.faithfulness``),
+    only the keys that hold a finite number in [0, 1] (the aggregator's statement: the audit
+    cannot recompute it without the private probe set); empty when the log has none."""
+    block = doc.get("explanations")
+    scores = block.get("faithfulness") if isinstance(block, dict) else None
+    if not isinstance(scores, dict):
+        return {}
+    out: dict[str, float] = {}
+    for key in FAITHFULNESS_AREAS:
+        v = scores.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v <= 1.0:
+            out[key] = float(v)
+    return out
+
+
 def _fetch_png(store: ContentStore, caption: str, cid: str, sha: str) -> Heatmap:
     try:
         blob = store.get(cid, sha, max_bytes=MAX_HEATMAP_BYTES)

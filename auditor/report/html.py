@@ -23,9 +23,11 @@ from typing import Any
 from fedtrail import __version__
 from fedtrail.auditor.report import plots
 from fedtrail.auditor.report.collect import (
+    FAITHFULNESS_AREAS,
     MAX_HEATMAPS_PER_ROUND,
     Federation,
     RoundData,
+    read_faithfulness,
     reason_codes,
 )
 from fedtrail.auditor.report.style import CSS
@@ -469,6 +471,7 @@ def _heatmaps(page: _Page) -> Iterator[str]:
     for rd in with_maps:
         method = f" \u2014 {esc(rd.heatmap_method, 80)}" if rd.heatmap_method else ""
         yield f"<h3>Round {rd.info.id}{method}</h3>"
+        yield from _faithfulness(rd.log)
         if not rd.heatmaps:
             yield '<p class="note">The log lists no images.</p>'
         yield '<div class="heatmaps">'
@@ -492,6 +495,21 @@ def _heatmaps(page: _Page) -> Iterator[str]:
                 f"(at most {MAX_HEATMAPS_PER_ROUND} per round).</p>"
             )
     yield "</section>"
+
+
+def _faithfulness(log: dict[str, Any] | None) -> Iterator[str]:
+    """One line: how faithful the round's heatmaps are (deletion/insertion areas vs random)."""
+    scores = read_faithfulness(log) if log is not None else {}
+    if len(scores) < len(FAITHFULNESS_AREAS):
+        return
+    yield (
+        '<p class="note faithfulness">Faithfulness on the probe images: deletion AUC '
+        f"<b>{scores['deletion_auc']:.3f}</b> (random ordering "
+        f"{scores['random_deletion_auc']:.3f}; lower is better), insertion AUC "
+        f"<b>{scores['insertion_auc']:.3f}</b> (random {scores['random_insertion_auc']:.3f}; "
+        "higher is better). Stated by the aggregator: the probe set is private, so the audit "
+        "does not recompute it.</p>"
+    )
 
 
 _SECTIONS: tuple[Callable[[_Page], Iterator[str]], ...] = (
