@@ -305,7 +305,7 @@ class AggregatorService:
                 standing=self.settings.standing,
                 combiner=asdict(self._combiner()),
             ).to_json(),
-            model_spec=asdict(self.spec),
+            model_spec=self.spec.to_json(),
             spec_hash=self.spec.spec_hash(),
             seed=self.settings.seed,
             validation_sha256=self._validation_sha256,

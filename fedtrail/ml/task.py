@@ -57,7 +57,7 @@ class Task:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "model_spec": asdict(self.spec),
+            "model_spec": self.spec.to_json(),
             "spec_hash": self.spec.spec_hash(),
             "class_names": list(self.class_names),
         }

@@ -290,7 +290,7 @@ def test_the_log_builder_writes_the_bytes_it_always_wrote() -> None:
         round=4,
         aggregation_rule=dataclasses.asdict(settings.rule),
         valuation={"method": "mc_shapley", "metric": "auc", "seed": 11, "explanation_check": True},
-        model_spec=dataclasses.asdict(service.spec),
+        model_spec=service.spec.to_json(),
         spec_hash=service.spec.spec_hash(),
         seed=settings.seed,
         validation_sha256="cd" * 32,

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -71,7 +70,7 @@ def _setup(anvil_url: str, ipfs_api: str, tmp: Path) -> tuple[Ledger, Path, str,
         round=ledger.current_round() + 1,
         aggregation_rule={"name": "weighted"},
         valuation={"method": "shapley"},
-        model_spec=asdict(spec),
+        model_spec=spec.to_json(),
         spec_hash=spec.spec_hash(),
         seed=0,
         validation_sha256="0" * 64,
