@@ -1,4 +1,5 @@
-"""`fedtrail explain`: heatmaps of a global model's decisions, for clinicians."""
+"""`fedtrail explain`: heatmaps of a global model's decisions, for clinicians: PNG overlays, each
+method's faithfulness on the images, and (``--html``) one self-contained page of it all."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from fedtrail.auditor.explain_page import ModelFacts, render_page
 from fedtrail.cli.common import (
     ROUND_ID,
     ledger_options,
@@ -21,7 +23,7 @@ from fedtrail.cli.output import emit, format_option
 from fedtrail.errors import ConfigError, StoreError
 from fedtrail.ml.catalog import load_source, shipped_datasets
 from fedtrail.ml.datasets import ImageDataset, load_image_folder, load_medmnist_npz
-from fedtrail.ml.explain import METHODS, explain_model, probe_set
+from fedtrail.ml.explain import METHODS, explain_methods, probe_set
 from fedtrail.ml.metrics import decision_threshold
 from fedtrail.ml.task import Task, task_for
 from fedtrail.protocol.roundlog import InvalidLog, RoundLog
@@ -112,6 +114,24 @@ def _images(
     return data
 
 
+def _methods(method: str | None, methods: str | None, html: bool) -> tuple[str, ...]:
+    """The methods to run: ``--methods``, else ``--method``, else all (``--html``) or integrated
+    gradients."""
+    if methods is not None:
+        if method is not None:
+            raise click.UsageError("give --method or --methods, not both")
+        names = tuple(m.strip() for m in methods.split(",") if m.strip())
+        unknown = [m for m in names if m not in METHODS]
+        if not names or unknown or len(set(names)) != len(names):
+            raise click.UsageError(
+                f"--methods must name distinct methods among {', '.join(METHODS)}; got {methods!r}"
+            )
+        return names
+    if method is not None:
+        return (method,)
+    return METHODS if html else ("integrated_gradients",)
+
+
 @click.command()
 @click.option(
     "--round",
@@ -123,7 +143,21 @@ def _images(
 @click.option("--cid", default=None, help="Explain the model blob with this CID instead...")
 @click.option("--sha256", "sha256", default=None, help="...verified against this sha256.")
 @click.option(
-    "--method", type=click.Choice(METHODS), default="integrated_gradients", show_default=True
+    "--method",
+    type=click.Choice(METHODS),
+    default=None,
+    help="One explanation method [default: integrated_gradients; with --html: all].",
+)
+@click.option(
+    "--methods",
+    default=None,
+    help=f"Several methods, comma-separated (e.g. {','.join(METHODS[:2])}).",
+)
+@click.option(
+    "--html",
+    is_flag=True,
+    help="Also write index.html in --out: one self-contained page with every image, its "
+    "decision and truth, each method's overlay side by side, and each method's faithfulness.",
 )
 @click.option(
     "--images",
@@ -148,7 +182,9 @@ def explain(
     round_id: int | None,
     cid: str | None,
     sha256: str | None,
-    method: str,
+    method: str | None,
+    methods: str | None,
+    html: bool,
     images: Path | None,
     validation: str | None,
     per_class: int,
@@ -162,7 +198,8 @@ def explain(
     image_size: int | None,
     fmt: str,
 ) -> None:
-    """Heatmap overlays (PNG) of a global model's predictions, with confidence in the caption.
+    """Heatmap overlays (PNG) of a global model's predictions, with confidence in the caption,
+    and each method's faithfulness on these images (deletion/insertion AUC vs random order).
 
     A round's model decides at the threshold its round log records (fitted by the aggregator
     on its validation split); a model named by CID, or a log without one, at 0.5. The output
@@ -170,6 +207,7 @@ def explain(
     with the task of ``--validation`` (default pneumonia) and ``--arch``/``--image-size``."""
     if (cid is None) != (sha256 is None):
         raise click.UsageError("--cid and --sha256 go together")
+    chosen = _methods(method, methods, html)
     if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256.removeprefix("0x")):
         raise click.UsageError("--sha256 must be 64 hex digits")
     store = open_checked_store(store_location)
@@ -200,29 +238,41 @@ def explain(
     data = _images(task, images, validation, per_class)
     if len(data) > limit:
         data = data.subset(np.arange(limit))
-    overlays = explain_model(
+    results = explain_methods(
         state,
         task.spec,
         data,
-        method=method,
+        methods=chosen,
         title=title,
         bias=decision.bias,
         class_names=task.class_names,
     )
+    t = decision.threshold
+    rule = "argmax(logits + bias)" if t is None else f"threshold {t:.3f}"
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i, o in enumerate(overlays):
-        path = out / f"{i:03d}-{method}.png"
-        path.write_bytes(o.png)
+    for i, o in enumerate(results[0].overlays):
+        files = {}
+        for r in results:
+            path = out / f"{i:03d}-{r.method}.png"
+            path.write_bytes(r.overlays[i].png)
+            files[r.method] = str(path)
         rows.append(
             {
-                "file": str(path),
+                "file": files[chosen[0]],
+                "files": files,
                 "prediction": o.prediction,
                 "confidence": o.confidence,
                 "label": o.label,
                 "caption": o.caption,
             }
         )
+    faithful = {r.method: r.faithfulness.to_json() for r in results if r.faithfulness is not None}
+    page: Path | None = None
+    if html:
+        facts = ModelFacts(cid, sha256, meta.round, rule, decision.source)
+        page = out / "index.html"
+        page.write_text(render_page(facts, data, results, task.class_names), encoding="utf-8")
     if fmt == "json":
         emit(
             {
@@ -232,14 +282,26 @@ def explain(
                     "bias": None if decision.bias is None else list(decision.bias),
                     "source": decision.source,
                 },
-                "method": method,
+                "method": chosen[0],
+                "methods": list(chosen),
+                "faithfulness": faithful,
+                "page": None if page is None else str(page),
                 "images": rows,
             },
             "json",
         )
     else:
-        click.echo(f"model {cid} (sha256 verified), {method}: {len(rows)} overlays in {out}")
-        t = decision.threshold
-        rule = "argmax(logits + bias)" if t is None else f"threshold {t:.3f}"
+        click.echo(
+            f"model {cid} (sha256 verified), {', '.join(chosen)}: "
+            f"{len(rows) * len(chosen)} overlays in {out}"
+        )
         click.echo(f"decision {rule} ({decision.source})")
-        emit([{k: v for k, v in r.items() if k != "file"} for r in rows], "table")
+        for name, f in faithful.items():
+            click.echo(
+                f"{name}: deletion AUC {f['deletion_auc']:.3f} (random "
+                f"{f['random_deletion_auc']:.3f}, lower is better), insertion AUC "
+                f"{f['insertion_auc']:.3f} (random {f['random_insertion_auc']:.3f})"
+            )
+        if page is not None:
+            click.echo(f"page: {page}")
+        emit([{k: v for k, v in r.items() if k not in ("file", "files")} for r in rows], "table")

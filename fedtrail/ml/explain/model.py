@@ -104,7 +104,8 @@ def explain_methods(
     """:func:`explain_model` for each of ``methods`` (one decision for all: the same
     predictions, classes explained and captions), plus each method's faithfulness on these
     images for the explained class at the same decision (``faithfulness_steps`` None: not
-    measured). The caption names the method when more than one is asked for."""
+    measured). With more than one method the caption is shorter and names the method
+    (``"<title><method>: <class> (<confidence>)"``; the truth is in each :class:`Overlay`)."""
     if not methods:
         raise ConfigError("name at least one explanation method")
     model = spec.build()
@@ -123,16 +124,18 @@ def explain_methods(
     out = []
     for method in methods:
         explanation = Explainer(model, method, seed=seed).explain(inputs, target=predictions)
-        prefix = f"{title}{method}: " if len(methods) > 1 else title
         overlays = []
         for i in range(len(images)):
             pred = int(explanation.predictions[i] if predictions is None else predictions[i])
             conf = float(explanation.confidences[i] if confidences is None else confidences[i])
             label = int(images.labels[i])
-            caption = (
-                f"{prefix}predicted {_name(class_names, pred)} ({conf:.0%}), "
-                f"truth {_name(class_names, label)}"
-            )
+            if len(methods) > 1:  # short enough to fit above the image with the method
+                caption = f"{title}{method}: {_name(class_names, pred)} ({conf:.0%})"
+            else:
+                caption = (
+                    f"{title}predicted {_name(class_names, pred)} ({conf:.0%}), "
+                    f"truth {_name(class_names, label)}"
+                )
             png = overlay_png(images.images[i], explanation.heatmaps[i], caption)
             overlays.append(
                 Overlay(png=png, caption=caption, label=label, prediction=pred, confidence=conf)
