@@ -78,8 +78,8 @@ _GROUPS = 32  # GroupNorm groups; every channel count of the MONAI nets is a mul
 class ModelSpec:
     """Architecture and hyper-parameters that fix the tensor layout of a model.
 
-    ``width``/``hidden`` are ``smallcnn`` settings; ``norm`` a setting of the MONAI nets (see the
-    module docstring for what each architecture accepts).
+    ``width``/``hidden`` are ``smallcnn`` settings, ``norm`` one of the MONAI nets,
+    ``input_norm`` one of every architecture (see the module docstring for what each accepts).
     """
 
     arch: str = "smallcnn"
@@ -92,7 +92,7 @@ class ModelSpec:
     input_norm: str = "none"
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
+        if not isinstance(self.arch, str) or self.arch not in ARCHS:
             raise ConfigError(f"unknown model architecture {self.arch!r}; known: {sorted(ARCHS)}")
         for name in ("in_channels", "image_size", "num_classes", "width", "hidden"):
             value = getattr(self, name)
