@@ -36,9 +36,12 @@ Methods (``METHODS``) and their settings (captum's argument names; anything else
     ``baselines`` (default 0.0), ``perturbations_per_eval`` (default 64) patterns per forward
     pass; captum's default kernel (exponential of the cosine distance, width 1) weighs them, and
     ``interpretable_model`` (default a closed-form weighted ridge regression with intercept,
-    ``alpha`` 1.0, as the reference LIME uses: no scikit-learn, no random draws) is fitted to the
-    target's logit. The heatmap is the absolute coefficient of each cell spread over its pixels.
-    One surrogate per image (captum's batch loop, without its warning).
+    ``alpha`` 0.01: no scikit-learn, no random draws; at the reference LIME's 1.0 the surrogate
+    of a model that reads one 6x6 region put ~10% of the mass on cells it never reads) is fitted
+    to the target's logit. The heatmap is the absolute coefficient of each cell spread over its
+    pixels. One surrogate per image (captum's batch loop, without its warning). 128 samples cost
+    50-80 ms per 28x28 image with SmallCNN on one CPU thread (scripts/bench/explain_bench.py);
+    at 64 the surrogate is visibly noisier (~3% of the mass off the region above).
 
 Normalization. Every heatmap is the absolute attribution summed over the channels (for Grad-CAM,
 the ReLU'd map, already non-negative), divided by its total: the values are non-negative and sum
@@ -434,7 +437,7 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 
 @contextmanager
 def _seeded(seed: int | None) -> Iterator[None]:
-    """Seed numpy's and torch's global RNGs (captum's GradientShap draws from both); restore."""
+    """Seed numpy's and torch's global RNGs (captum's GradientShap and Lime draw there); restore."""
     if seed is None:
         yield
         return
