@@ -162,10 +162,7 @@ def run(
         )
     store = open_checked_store(store_location)
     source = load_source(validation)
-    task = task_for(
-        source,
-        **{k: v for k, v in (("arch", arch), ("image_size", image_size)) if v is not None},
-    )
+    task = task_for(source, arch=arch, image_size=image_size)
     val = source.splits().val
     if val.image_size != (task.spec.image_size, task.spec.image_size):
         val = val.resized(task.spec.image_size)

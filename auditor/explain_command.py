@@ -231,8 +231,7 @@ def explain(
     else:
         title = ""
     if task is None:
-        settings = {k: v for k, v in (("arch", arch), ("image_size", image_size)) if v}
-        task = task_for(load_source(validation or "pneumonia"), **settings)
+        task = task_for(load_source(validation or "pneumonia"), arch=arch, image_size=image_size)
     assert sha256 is not None
     state, meta = decode_model(store.get(cid, sha256), spec=task.spec)
     data = _images(task, images, validation, per_class)

@@ -129,10 +129,7 @@ def init(
     from fedtrail.storage.codec import Compression
 
     source = load_source(data_path)
-    task = task_for(
-        source,
-        **{k: v for k, v in (("arch", arch), ("image_size", image_size)) if v is not None},
-    )
+    task = task_for(source, arch=arch, image_size=image_size)
     config = NodeConfig(
         name=name,
         rpc_url=rpc_url,

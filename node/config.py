@@ -53,11 +53,8 @@ class DataConfig:
     class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.class_names:
-            names = check_class_names(self.class_names, "data.class_names")
-        else:
-            names = ()
-        object.__setattr__(self, "class_names", names)
+        names = self.class_names and check_class_names(self.class_names, "data.class_names")
+        object.__setattr__(self, "class_names", tuple(names))
         if self.partition not in PARTITIONS:
             raise ConfigError(f"data.partition must be one of {PARTITIONS}, got {self.partition!r}")
         if self.shard_count < 1 or not 0 <= self.shard_index < self.shard_count:

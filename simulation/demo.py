@@ -111,11 +111,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     w3 = connect("embedded")
     accounts = funded_accounts(w3)
     source = load_source(scenario.data)
-    task = task_for(
-        source,
-        arch=scenario.arch,
-        **({} if scenario.image_size is None else {"image_size": scenario.image_size}),
-    )
+    task = task_for(source, arch=scenario.arch, image_size=scenario.image_size)
     splits = source.splits()
     if splits.train.image_size != (task.spec.image_size,) * 2:
         splits = splits.resized(task.spec.image_size)

@@ -124,22 +124,28 @@ class Task:
             )
 
 
-def task_for(source: DataSource, *, model: ModelSpec | None = None, **settings: Any) -> Task:
-    """The task a data source implies: channels and class count from the data, the image size
-    from the data unless ``settings`` (ModelSpec fields: ``arch``, ``image_size``, ...) set it,
-    the class names from the source. With ``model``, its settings are the starting point."""
-    base = asdict(model) if model is not None else {}
+def task_for(
+    source: DataSource,
+    *,
+    arch: str | None = None,
+    image_size: int | None = None,
+    model: ModelSpec | None = None,
+) -> Task:
+    """The task a data source implies: channels, class count and class names from the data;
+    the architecture and image size from ``arch``/``image_size`` when given, else from
+    ``model`` (its other settings too), else ``smallcnn`` at the data's own size."""
+    doc: dict[str, Any] = asdict(model) if model is not None else {}
     h, w = source.train.image_size
     if h != w:
         raise ConfigError(f"{source.path}: images are {h}x{w}; the models take square images")
-    doc = {"image_size": h, **base, **settings}
+    doc.setdefault("image_size", h)
+    if arch is not None:
+        doc["arch"] = arch
+    if image_size is not None:
+        doc["image_size"] = image_size
     doc["in_channels"] = source.train.channels
     doc["num_classes"] = source.num_classes
-    try:
-        spec = ModelSpec(**doc)
-    except TypeError as exc:
-        raise ConfigError(f"bad model setting: {exc}") from exc
-    return Task(spec=spec, class_names=source.class_names)
+    return Task(spec=ModelSpec(**doc), class_names=source.class_names)
 
 
 def require_terms(task: Task, terms: RoundTerms, *, mine: str) -> None:
