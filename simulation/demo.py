@@ -228,7 +228,22 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
         f"ledger {ledger.address} on the embedded chain; store {workdir / 'store'}; "
         f"{time.perf_counter() - started:.0f} s"
     )
-    return {"rounds": table, "verified": passed, "report": str(report) if report else None}
+    last = (
+        ledger.get_round(ledger.last_finalized_round()) if ledger.last_finalized_round() else None
+    )
+    return {
+        "rounds": table,
+        "verified": passed,
+        "report": str(report) if report else None,
+        "task": task.to_json(),
+        "final_global": None
+        if last is None
+        else {
+            "cid": last.global_cid,
+            "sha256": last.global_sha256,
+            "round": ledger.last_finalized_round(),
+        },
+    }
 
 
 @click.command()
