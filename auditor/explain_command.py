@@ -34,18 +34,29 @@ from fedtrail.storage.store import ContentStore
 @dataclass(frozen=True)
 class Decision:
     """The decision rule the overlays use: the intercept a round log records (the aggregator
-    fitted it on its validation split), or None for the plain 0.5 threshold; ``source`` says
-    which, in words."""
+    fitted it on its validation split), or None for the plain decision (0.5 for two classes,
+    the most probable class for more); ``source`` says which, in words."""
 
     bias: tuple[float, ...] | None
     source: str
+    classes: int = 2
 
     @property
     def threshold(self) -> float | None:
         """Probability of class 1 above which class 1 is predicted (two classes only)."""
-        if self.bias is None:
-            return 0.5
-        return decision_threshold(self.bias) if len(self.bias) == 2 else None
+        if self.classes != 2:
+            return None
+        return 0.5 if self.bias is None else decision_threshold(self.bias)
+
+    @property
+    def rule(self) -> str:
+        if self.threshold is not None:
+            return f"threshold {self.threshold:.3f}"
+        return "argmax(logits)" if self.bias is None else "argmax(logits + bias)"
+
+
+def _plain(classes: int) -> str:
+    return "default 0.5" if classes == 2 else "default argmax"
 
 
 def _round_log(
@@ -62,11 +73,15 @@ def _round_log(
 def _decision(log: RoundLog | None, round_id: int, why_not: str, classes: int) -> Decision:
     """The calibrated decision a round log records, or the default when there is none."""
     if log is None:
-        return Decision(None, f"default 0.5: {why_not}")
+        return Decision(None, f"{_plain(classes)}: {why_not}", classes)
     bias = log.metrics.after.decision_bias(classes)
     if bias is None:
-        return Decision(None, f"default 0.5: round {round_id}'s log records no threshold")
-    return Decision(bias, f"fitted on the aggregator's validation split, round {round_id}'s log")
+        return Decision(
+            None, f"{_plain(classes)}: round {round_id}'s log records no threshold", classes
+        )
+    return Decision(
+        bias, f"fitted on the aggregator's validation split, round {round_id}'s log", classes
+    )
 
 
 def _task_of(log: RoundLog) -> Task:
@@ -232,6 +247,9 @@ def explain(
         title = ""
     if task is None:
         task = task_for(load_source(validation or "pneumonia"), arch=arch, image_size=image_size)
+    if decision.bias is None and task.num_classes != 2:
+        plain = _plain(task.num_classes)
+        decision = Decision(None, decision.source.replace("default 0.5", plain), task.num_classes)
     assert sha256 is not None
     state, meta = decode_model(store.get(cid, sha256), spec=task.spec)
     data = _images(task, images, validation, per_class)
@@ -246,8 +264,7 @@ def explain(
         bias=decision.bias,
         class_names=task.class_names,
     )
-    t = decision.threshold
-    rule = "argmax(logits + bias)" if t is None else f"threshold {t:.3f}"
+    rule = decision.rule
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, o in enumerate(results[0].overlays):

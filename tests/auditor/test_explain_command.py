@@ -151,7 +151,10 @@ def test_a_retina_model_is_explained_with_the_grades_as_captions(tmp_path: Path)
     args += ["--method", "grad_cam", "--per-class", "1", "--validation", "retina"]
     result = CliRunner().invoke(cli, [*args, "--format", "json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)["images"]
+    doc = json.loads(result.stdout)
+    rows = doc["images"]
+    assert doc["decision"]["threshold"] is None  # five classes: argmax, no threshold
+    assert doc["decision"]["source"].startswith("default argmax: ")
     names = load_source("retina").class_names
     assert sorted(r["label"] for r in rows) == [0, 1, 2, 3, 4]
     for r in rows:
