@@ -113,6 +113,21 @@ def aggregator() -> None:
     show_default=True,
     help="Where valuation records and the log file go.",
 )
+@click.option(
+    "--personalise-steps",
+    type=click.IntRange(0, 10_000),
+    default=0,
+    show_default=True,
+    help="Sites fine-tune each finalized global model this many SGD steps on their own data "
+    "and keep it (personalisation, recorded in the round terms; 0: off).",
+)
+@click.option(
+    "--personalise-lr",
+    type=click.FloatRange(min=0, min_open=True, max=10.0),
+    default=0.01,
+    show_default=True,
+    help="Learning rate of that fine-tuning.",
+)
 @model_options
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="torch CPU threads.")
 def run(
@@ -137,6 +152,8 @@ def run(
     clock_stall_seconds: float,
     seed: int,
     folder: Path,
+    personalise_steps: int,
+    personalise_lr: float,
     arch: str | None,
     image_size: int | None,
     threads: int | None,
@@ -180,6 +197,8 @@ def run(
         seed=seed,
         model=task.spec,
         class_names=task.class_names,
+        personalise_steps=personalise_steps,
+        personalise_lr=personalise_lr,
     )
     service = AggregatorService(
         ledger=ledger,

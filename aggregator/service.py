@@ -63,7 +63,7 @@ from fedtrail.ml.task import Task, TaskMismatch
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
-from fedtrail.protocol.terms import InvalidTerms, RoundTerms
+from fedtrail.protocol.terms import InvalidTerms, Personalisation, RoundTerms
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_model, decode_update, encode_model
@@ -121,8 +121,16 @@ class AggregatorSettings:
     """Flag updates whose models move attribution into the image corners (burned-in labels):
     such an update scores 0 with reason EXPLANATION_SHIFT. Probes carry a corner tag, since a
     shortcut only shows on images that have it."""
+    personalise_steps: int = 0
+    """Sites fine-tune each finalized global model for this many SGD steps on their own data
+    and keep the result (recorded in the round terms); 0: no personalisation."""
+    personalise_lr: float = 0.01
 
     def __post_init__(self) -> None:
+        try:
+            self.personalisation()
+        except InvalidTerms as exc:
+            raise ConfigError(str(exc)) from None
         if self.valuation not in ("shapley", "mc_shapley", "loo"):
             raise ConfigError(
                 f"valuation must be shapley, mc_shapley or loo, not {self.valuation!r}"
@@ -131,6 +139,12 @@ class AggregatorSettings:
             raise ConfigError(f"metric must be one of {METRICS}, not {self.metric!r}")
         if self.round_seconds < 1 or self.reveal_seconds < 1 or self.poll_interval <= 0:
             raise ConfigError("round_seconds, reveal_seconds and poll_interval must be positive")
+
+    def personalisation(self) -> Personalisation | None:
+        """What the round terms ask sites to do with the global model (None: nothing)."""
+        if self.personalise_steps == 0:
+            return None
+        return Personalisation(steps=self.personalise_steps, lr=self.personalise_lr)
 
 
 @dataclass
@@ -313,6 +327,7 @@ class AggregatorService:
             commit_seconds=commit_s,
             reveal_seconds=reveal_s,
             class_names=self.task.class_names,
+            personalisation=self.settings.personalisation(),
         )
 
     def _combiner(self) -> Combiner:

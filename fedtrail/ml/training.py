@@ -45,10 +45,12 @@ from fedtrail.ml.models import ModelSpec, federated_state, has_batch_norm, load_
 __all__ = [
     "ALGORITHMS",
     "DEVICES",
+    "FineTuned",
     "LocalResult",
     "TrainConfig",
     "TrainingDiverged",
     "TrainingInterrupted",
+    "fine_tune",
     "resolve_device",
     "train_local",
 ]
@@ -247,6 +249,66 @@ def train_local(
     )
 
 
+@dataclass
+class FineTuned:
+    """A model fine-tuned on a site's own data (:func:`fine_tune`)."""
+
+    state: dict[str, torch.Tensor]
+    """The fine-tuned federated tensors, float32 on the CPU, in state-dict order."""
+    steps: int
+    train_loss: float
+    """Mean cross-entropy over the samples of the last (possibly partial) pass."""
+    metrics: Metrics | None
+    """Metrics of the fine-tuned model on the validation split; None without one."""
+    seconds: float
+
+
+def fine_tune(
+    global_state: Mapping[str, torch.Tensor],
+    train: ImageDataset,
+    *,
+    spec: ModelSpec,
+    config: TrainConfig,
+    steps: int,
+    val: ImageDataset | None = None,
+    val_bias: Sequence[float] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> FineTuned:
+    """``steps`` mini-batch SGD steps from ``global_state`` on ``train``: personalisation by
+    local fine-tuning. Same batching, seeding and reproducibility as :func:`train_local`
+    (``config.epochs`` is ignored: passes repeat until ``steps`` batches are done); returns the
+    whole fine-tuned state, not a delta, since it is kept by the site, never aggregated."""
+    if not _is_int(steps) or steps < 1:
+        raise ConfigError(f"fine-tuning steps must be a positive integer, got {steps!r}")
+    started = time.perf_counter()
+    _check_data(train, spec, "training")
+    if val is not None:
+        _check_data(val, spec, "validation")
+    device = resolve_device(config.device)
+    with _seeded(config.seed, device):
+        model = spec.build()
+        load_federated(model, global_state, what="the global model")
+        model.to(device)
+        anchors = [
+            (p, global_state[name].detach().to(device, torch.float32, copy=True))
+            for name, p in model.named_parameters()
+            if p.requires_grad
+        ]
+        loss = _run_epochs(model, anchors, train, config, device, False, should_stop, steps)
+        metrics = evaluate(model, val, bias=val_bias) if val is not None else None
+        state = {
+            k: v.detach().to(torch.float32).to("cpu", copy=True)
+            for k, v in federated_state(model).items()
+        }
+    return FineTuned(
+        state=state,
+        steps=steps,
+        train_loss=loss,
+        metrics=metrics,
+        seconds=time.perf_counter() - started,
+    )
+
+
 def _run_epochs(
     model: nn.Module,
     anchors: list[tuple[nn.Parameter, torch.Tensor]],
@@ -255,12 +317,17 @@ def _run_epochs(
     device: torch.device,
     progress: bool,
     should_stop: Callable[[], bool] | None,
+    max_steps: int | None = None,
 ) -> float:
+    """``config.epochs`` passes over ``train``; with ``max_steps``, as many passes as it takes
+    to run exactly that many batches (the last pass cut short)."""
     images = torch.tensor(train.images)
     labels = torch.tensor(train.labels)
     n = len(train)
     starts = _batch_starts(n, config.batch_size, has_batch_norm(model))
     batches = len(starts) - 1
+    epochs = config.epochs if max_steps is None else -(-max_steps // batches)
+    left = math.inf if max_steps is None else max_steps
     augment = Augmenter(config.seed, train.image_size[1]) if config.augment else None
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     optimizer = torch.optim.SGD(
@@ -275,14 +342,17 @@ def _run_epochs(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=config.epochs * batches, desc="local training", unit="batch")
+        bar = tqdm(total=epochs * batches, desc="local training", unit="batch")
     model.train()
     epoch_loss = math.nan
     try:
-        for epoch in range(config.epochs):
+        for epoch in range(epochs):
             order = torch.randperm(n, generator=gen)
-            total = 0.0
+            total, seen = 0.0, 0
             for b in range(batches):
+                if left <= 0:
+                    break
+                left -= 1
                 if should_stop is not None and should_stop():
                     raise TrainingInterrupted(epoch, b)
                 idx = order[starts[b] : starts[b + 1]]
@@ -304,10 +374,11 @@ def _run_epochs(
                         "lower the learning rate"
                     )
                 total += batch_loss * idx.numel()
+                seen += idx.numel()
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{batch_loss:.4f}", refresh=False)
-            epoch_loss = total / n
+            epoch_loss = total / seen
     finally:
         if bar is not None:
             bar.close()

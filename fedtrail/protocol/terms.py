@@ -25,9 +25,11 @@ from fedtrail.errors import FedtrailError
 __all__ = [
     "DUPLICATE_COSINE",
     "DUPLICATE_RELATIVE_L2",
+    "PERSONALISATION_METHODS",
     "TERMS_FORMAT",
     "DuplicateRule",
     "InvalidTerms",
+    "Personalisation",
     "RoundTerms",
 ]
 
@@ -39,6 +41,10 @@ DUPLICATE_RELATIVE_L2: Final = 1e-3
 """... and ``||b - a|| / ||a||`` below this are the same update (a near-copy: a few ulps, a
 re-encoding, tiny noise). Honest sites training on different data are orders of magnitude
 further apart (cosine well below 0.99 on the bundled data)."""
+
+PERSONALISATION_METHODS: Final = ("finetune",)
+"""How a site may adapt the round's global model to its own data (the result never leaves it)."""
+MAX_PERSONALISATION_STEPS: Final = 10_000
 
 _SHA256_HEX: Final = frozenset("0123456789abcdef")
 
@@ -71,6 +77,49 @@ class DuplicateRule:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Personalisation:
+    """What each site does with the round's global model once the round is finalized, for
+    itself alone: ``finetune`` runs ``steps`` seeded SGD steps at learning rate ``lr`` on the
+    site's training split and keeps the result on the site (never uploaded, never valued).
+    Recorded in the terms so every site of the federation personalises the same way; the
+    shared model and its audit are untouched. ``steps == 0``: no personalisation."""
+
+    method: str = "finetune"
+    steps: int = 50
+    lr: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.method not in PERSONALISATION_METHODS:
+            raise InvalidTerms(
+                f"personalisation method must be one of {PERSONALISATION_METHODS}, "
+                f"not {self.method!r}"
+            )
+        steps = self.steps
+        if isinstance(steps, bool) or not isinstance(steps, int):
+            raise InvalidTerms(f"personalisation steps must be an integer, not {steps!r}")
+        if not 0 <= steps <= MAX_PERSONALISATION_STEPS:
+            raise InvalidTerms(
+                f"personalisation steps must lie in 0..{MAX_PERSONALISATION_STEPS}, not {steps}"
+            )
+        lr = self.lr
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr):
+            raise InvalidTerms(f"personalisation lr must be a finite number, not {lr!r}")
+        if lr <= 0:
+            raise InvalidTerms(f"personalisation lr must be positive, not {lr!r}")
+        object.__setattr__(self, "lr", float(lr))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "steps": self.steps, "lr": self.lr}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Personalisation:
+        """From an untrusted mapping; :class:`InvalidTerms` names what is wrong."""
+        if not isinstance(doc, dict) or set(doc) != {"method", "steps", "lr"}:
+            raise InvalidTerms("round terms: personalisation must hold method, steps and lr")
+        return cls(method=doc["method"], steps=doc["steps"], lr=doc["lr"])
+
+
+@dataclass(frozen=True, kw_only=True)
 class RoundTerms:
     """Everything an audit replays, fixed when the round opens.
 
@@ -96,6 +145,9 @@ class RoundTerms:
     class_names: tuple[str, ...] = ()
     """One name per class of the federation's task (with ``model_spec``, the task fixed once);
     written only when set, so terms written before tasks named their classes still parse."""
+    personalisation: Personalisation | None = None
+    """How sites personalise the global model for themselves (None: they do not); written only
+    when set, so terms without it keep their bytes."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +166,11 @@ class RoundTerms:
             "duplicates": self.duplicates.to_json(),
             "canonical_encoding": self.canonical_encoding,
             **({"class_names": list(self.class_names)} if self.class_names else {}),
+            **(
+                {"personalisation": self.personalisation.to_json()}
+                if self.personalisation is not None
+                else {}
+            ),
         }
 
     def to_bytes(self) -> bytes:
@@ -150,6 +207,9 @@ class RoundTerms:
                 ),
                 canonical_encoding=doc["canonical_encoding"] is True,
                 class_names=_names(doc.get("class_names", [])),
+                personalisation=None
+                if "personalisation" not in doc
+                else Personalisation.from_json(doc["personalisation"]),
             )
         except (KeyError, TypeError) as exc:
             raise InvalidTerms(f"round terms lack or mistype a field: {exc}") from None
