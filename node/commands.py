@@ -274,6 +274,25 @@ def _val_decision(rec: RoundRecord | None) -> dict[str, Any]:
     return {"val_f1": rec.val_f1_calibrated, "threshold": rec.val_threshold}
 
 
+def _personal(rec: RoundRecord | None) -> dict[str, Any]:
+    """The round's finalized global model and the site's personalised one (fine-tuned from
+    it, kept in the folder) on the site's validation split: AUC and the calibrated F1 (more
+    than two classes: also balanced accuracy) at the round log's decision. Empty when the
+    node made no personalised model for the round."""
+    if rec is None or not rec.personal_sha256:
+        return {}
+    out: dict[str, Any] = {
+        "global_val_auc": rec.global_val_auc,
+        "personal_val_auc": rec.personal_val_auc,
+        "global_val_f1": rec.global_val_f1_calibrated,
+        "personal_val_f1": rec.personal_val_f1_calibrated,
+    }
+    if (rec.val_classes or 2) > 2:
+        out["global_val_bacc"] = rec.global_val_balanced_accuracy_calibrated
+        out["personal_val_bacc"] = rec.personal_val_balanced_accuracy_calibrated
+    return out
+
+
 @node.command()
 @folder_argument
 @click.option(
@@ -287,7 +306,9 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
     """This site's rounds, submissions, scores, weights and reputation, from the chain; with
     its local validation AUC, and F1 at the decision threshold it used (the latest round log's,
     fitted by the aggregator; 0.5 without one). For more than two classes: macro AUC, macro F1
-    and balanced accuracy of the decision at the log's bias, and every class's recall."""
+    and balanced accuracy of the decision at the log's bias, and every class's recall. Where
+    the round's terms asked for personalisation: the finalized global model's and the site's
+    personalised model's validation AUC and F1 (``global_val_*``, ``personal_val_*``)."""
     config, ledger = _load_folder(folder, rpc_url=rpc_url)
     address = keystore_address(folder / config.keystore)
     site = ledger.get_site(address)
@@ -310,6 +331,7 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
                 "local_state": rec.phase if rec else "",
                 "val_auc": rec.val_auc if rec else None,
                 **_val_decision(rec),
+                **_personal(rec),
             }
         )
     doc = {

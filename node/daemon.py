@@ -56,14 +56,16 @@ from fedtrail.fsutil import atomic_write
 from fedtrail.hooks import StepHook, no_step
 from fedtrail.ledger import Ledger, Submission, commitment
 from fedtrail.ml.datasets import ImageDataset
-from fedtrail.ml.models import ModelSpec
+from fedtrail.ml.metrics import Metrics, evaluate
+from fedtrail.ml.models import ModelSpec, load_federated
 from fedtrail.ml.task import Task, require_terms
-from fedtrail.ml.training import TrainingInterrupted, train_local
+from fedtrail.ml.training import TrainingInterrupted, fine_tune, train_local
 from fedtrail.node.config import NodeConfig
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.roundlog import InvalidLog, RoundLog
 from fedtrail.protocol.terms import InvalidTerms, RoundTerms
 from fedtrail.storage.codec import decode_model, encode_update
+from fedtrail.storage.personal import PersonalInfo, save_personal
 from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
 
@@ -179,6 +181,19 @@ class RoundRecord:
     """Balanced accuracy of the decision ``val_f1_calibrated`` is for."""
     val_recall_calibrated: list[float | None] | None = None
     """Recall of every class under that decision (None for a class absent from the split)."""
+    personal_sha256: str = ""
+    """sha256 of ``personal.safetensors`` fine-tuned from this round's global model (empty:
+    none made); the model stays in the node's folder, never uploaded."""
+    personal_note: str = ""
+    """Why no personalised model was made for this round (terms without personalisation...)."""
+    global_val_auc: float | None = None
+    """This round's finalized global model on the site's validation split (personalisation)."""
+    global_val_f1_calibrated: float | None = None
+    global_val_balanced_accuracy_calibrated: float | None = None
+    personal_val_auc: float | None = None
+    """The personalised model (this round's global, fine-tuned here) on the same split."""
+    personal_val_f1_calibrated: float | None = None
+    personal_val_balanced_accuracy_calibrated: float | None = None
 
 
 @dataclass
@@ -204,8 +219,29 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _round_seed(seed: int, round_id: int) -> int:
-    return int(np.random.SeedSequence([seed, round_id]).generate_state(1, np.uint64)[0] >> 1)
+def _headline(m: Metrics | None) -> tuple[float | None, float | None, float | None]:
+    """AUC, calibrated F1 and calibrated balanced accuracy (None where not defined)."""
+    if m is None:
+        return None, None, None
+    return (
+        _finite(m.auc),
+        _finite(m.f1_calibrated),
+        _finite(m.balanced_accuracy_calibrated),
+    )
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _round_seed(seed: int, round_id: int, *purpose: int) -> int:
+    words = [seed, round_id, *purpose]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1)
+
+
+PERSONAL_SEED_TAG = 1
+"""Fine-tuning after round r draws from ``SeedSequence([seed, r, 1])``, a stream apart from the
+round's training (``[seed, r]``)."""
 
 
 class SiteNode:
@@ -450,6 +486,136 @@ class SiteNode:
             return None, f"{plain}: round {last}'s log records no {wanted}"
         return bias, f"round {last}'s log"
 
+    # ---------------------------------------------------------------- personalisation
+
+    def personalise_latest(self) -> RoundRecord | None:
+        """Personalise the latest finalized round's global model if this site took part in
+        that round and has not done so yet (see :meth:`personalise`)."""
+        last = self.ledger.last_finalized_round()
+        record = self.state.rounds.get(last) if last else None
+        if record is None or record.phase not in ("revealed", "submitted"):
+            return None
+        if record.personal_sha256 or record.personal_note:
+            return record
+        return self.personalise(last)
+
+    def personalise(self, round_id: int) -> RoundRecord | None:
+        """Fine-tune finalized round ``round_id``'s global model on this site's training split
+        as its terms ask, keep it as ``personal.safetensors`` (never uploaded), and record the
+        validation metrics of the global and the personalised model in the round's record.
+
+        Restart-safe: the record is saved only after the model files are written, and a crash
+        in between repeats the work, which gives the same bytes (seeded from the node's
+        training seed and the round). Returns the record, or None when interrupted or when
+        the site has no record of the round."""
+        record = self.state.rounds.get(round_id)
+        if record is None:
+            return None
+        info = self.ledger.get_round(round_id)
+        if info.phase != Phase.FINALIZED or not info.global_cid:
+            return None
+        try:
+            terms = RoundTerms.from_bytes(self.store.get(info.terms_cid, info.terms_sha256))
+        except InvalidTerms as exc:
+            return self._personal_note(record, f"the round's terms are unusable: {exc}")
+        plan = terms.personalisation
+        if plan is None or plan.steps == 0:
+            return self._personal_note(record, "the round's terms ask for no personalisation")
+        spec = self.config.model
+        try:
+            global_state, _ = decode_model(
+                self.store.get(info.global_cid, info.global_sha256), spec=spec
+            )
+        except InvalidUpdate as exc:
+            return self._personal_note(record, f"the global model is unusable: {exc}")
+        bias, source = self._log_bias(round_id)
+        k = spec.num_classes
+        val_bias = (0.0,) * k if bias is None else bias
+        config = replace(
+            self.config.training,
+            seed=_round_seed(self.config.training.seed, round_id, PERSONAL_SEED_TAG),
+            lr=plan.lr,
+            algorithm="fedavg",
+            mu=0.0,
+        )
+        log.info("round %d: fine-tuning the global model for %d steps", round_id, plan.steps)
+        try:
+            tuned = fine_tune(
+                global_state,
+                self.train,
+                spec=spec,
+                config=config,
+                steps=plan.steps,
+                val=self.val,
+                val_bias=val_bias,
+                should_stop=self.stop_event.is_set,
+            )
+        except TrainingInterrupted:
+            log.info("round %d: fine-tuning interrupted by shutdown; nothing kept", round_id)
+            return None
+        saved = save_personal(
+            self.folder,
+            tuned.state,
+            spec=spec,
+            info=PersonalInfo(
+                round=round_id,
+                global_sha256=info.global_sha256,
+                sha256="",
+                method=plan.method,
+                steps=plan.steps,
+                lr=plan.lr,
+                bias=bias,
+                decision_from=source,
+            ),
+        )
+        before = None
+        if self.val is not None:
+            model = spec.build()
+            load_federated(model, global_state, what=f"round {round_id}'s global model")
+            before = evaluate(model, self.val, bias=val_bias)
+        record.personal_sha256 = saved.sha256
+        record.personal_note = ""
+        (
+            record.global_val_auc,
+            record.global_val_f1_calibrated,
+            record.global_val_balanced_accuracy_calibrated,
+        ) = _headline(before)
+        (
+            record.personal_val_auc,
+            record.personal_val_f1_calibrated,
+            record.personal_val_balanced_accuracy_calibrated,
+        ) = _headline(tuned.metrics)
+        self._save()
+        log.info(
+            "round %d: personalised model %s (%.1f s): val AUC global %s, personal %s",
+            round_id,
+            saved.sha256[:16],
+            tuned.seconds,
+            _fmt(record.global_val_auc),
+            _fmt(record.personal_val_auc),
+        )
+        return record
+
+    def _personal_note(self, record: RoundRecord, note: str) -> RoundRecord:
+        record.personal_note = note
+        self._save()
+        log.info("round %d: no personalised model: %s", record.round, note)
+        return record
+
+    def _log_bias(self, round_id: int) -> tuple[tuple[float, ...] | None, str]:
+        """The calibrated decision finalized round ``round_id``'s log records for its global
+        model, and where it came from (None: the plain decision)."""
+        info = self.ledger.get_round(round_id)
+        try:
+            after = RoundLog.from_bytes(self.store.get(info.log_cid, info.log_sha256)).metrics.after
+        except (StoreError, InvalidLog) as exc:
+            log.warning("round %d's log is unusable: %s", round_id, exc)
+            return None, f"default: round {round_id}'s log is unusable"
+        bias = after.decision_bias(self.config.model.num_classes)
+        if bias is None:
+            return None, f"default: round {round_id}'s log records no decision bias"
+        return bias, f"round {round_id}'s log"
+
     def _context(self) -> UpdateContext:
         return UpdateContext(
             ledger=self.ledger,
@@ -584,6 +750,7 @@ class SiteNode:
                         done += 1
                 if once and record is not None and record.phase in FINAL_PHASES:
                     return done
+                self.personalise_latest()
             except (StoreError, LedgerError, InvalidUpdate) as exc:
                 if isinstance(exc, ContractRevert | ContractNotFound):
                     raise

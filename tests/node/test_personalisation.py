@@ -1,0 +1,122 @@
+"""Personalisation on the site: after a finalized round whose terms ask for it, the node
+fine-tunes that round's global model on its own data, keeps it in its folder (never on the
+store), records the global and personalised validation metrics, and does it the same way
+every time."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from fedtrail.aggregator.service import AggregatorSettings
+from fedtrail.ml.datasets import load_bundled, partition_iid
+from fedtrail.ml.models import ModelSpec
+from fedtrail.ml.training import TrainConfig
+from fedtrail.node.commands import _personal
+from fedtrail.node.daemon import NodeState, RoundRecord
+from fedtrail.protocol.terms import Personalisation, RoundTerms
+from fedtrail.simulation.federation import Federation, build_federation, make_sites
+from fedtrail.storage.personal import PERSONAL_INFO, PERSONAL_MODEL, load_personal
+from fedtrail.storage.store import LocalStore
+from tests.fixtures.chain import ChainEnv
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _federation(env: ChainEnv, tmp: Path, steps: int) -> Federation:
+    splits = load_bundled()
+    parts = partition_iid(splits.train.labels, 8, seed=0)
+    return build_federation(
+        w3=env.w3,
+        coordinator=env.coordinator,
+        aggregator=env.aggregator,
+        sites=make_sites(
+            env.sites[:2],
+            [splits.train.subset(p) for p in parts[:2]],
+            training=TrainConfig(epochs=1),
+            val=splits.val,
+        ),
+        store=LocalStore(tmp / "store"),
+        folder=tmp,
+        validation=splits.val,
+        settings=AggregatorSettings(
+            valuation="loo", explain_method=None, personalise_steps=steps, personalise_lr=0.02
+        ),
+    )
+
+
+def test_a_site_personalises_the_finalized_global_model_and_keeps_it(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    fed = _federation(embedded, tmp_path, steps=6)
+    assert fed.run_round() is not None
+    info = fed.ledger.get_round(1)
+    terms = RoundTerms.from_bytes(fed.store.get(info.terms_cid, info.terms_sha256))
+    assert terms.personalisation == Personalisation(method="finetune", steps=6, lr=0.02)
+    folder = tmp_path / "nodes" / "site-0"
+    node = fed.node(0)
+    record = node.personalise_latest()
+    assert record is not None and record.round == 1 and record.personal_note == ""
+    blob = (folder / PERSONAL_MODEL).read_bytes()
+    assert hashlib.sha256(blob).hexdigest() == record.personal_sha256
+    for value in (record.global_val_auc, record.personal_val_auc):
+        assert value is not None and 0.0 <= value <= 1.0
+    assert record.personal_val_f1_calibrated is not None
+    assert record.global_val_f1_calibrated is not None
+    # Never on the store: no stored blob has the personal model's bytes.
+    stored = [p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert blob not in stored and len(stored) > 0
+    # Saved in the node's state, and done once: a restarted node does not redo it.
+    saved = NodeState.load(folder / "state.json").rounds[1]
+    assert saved.personal_sha256 == record.personal_sha256
+    assert saved.personal_val_auc == record.personal_val_auc
+    (folder / PERSONAL_MODEL).unlink()
+    assert fed.node(0).personalise_latest() is not None
+    assert not (folder / PERSONAL_MODEL).exists()
+    # Deterministic: the same round and seed give the same bytes again.
+    again = fed.node(0).personalise(1)
+    assert again is not None and again.personal_sha256 == record.personal_sha256
+    assert (folder / PERSONAL_MODEL).read_bytes() == blob
+    state, meta = load_personal(folder, ModelSpec())
+    assert meta.round == 1 and meta.global_sha256 == info.global_sha256 and meta.steps == 6
+    assert set(state) and meta.sha256 == record.personal_sha256
+    # The other site's model is its own: other data, other bytes.
+    other = fed.node(1).personalise_latest()
+    assert other is not None and other.personal_sha256 != record.personal_sha256
+    shown = _personal(saved)
+    assert shown["personal_val_auc"] == saved.personal_val_auc
+    assert shown["global_val_auc"] == saved.global_val_auc
+    assert shown["personal_val_f1"] == saved.personal_val_f1_calibrated
+
+
+def test_without_personalisation_in_the_terms_nothing_is_written(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    fed = _federation(embedded, tmp_path, steps=0)
+    assert fed.run_round() is not None
+    record = fed.node(0).personalise_latest()
+    assert record is not None and record.personal_sha256 == ""
+    assert record.personal_note == "the round's terms ask for no personalisation"
+    folder = tmp_path / "nodes" / "site-0"
+    assert not (folder / PERSONAL_MODEL).exists() and not (folder / PERSONAL_INFO).exists()
+    assert _personal(record) == {}
+
+
+def test_older_state_files_load_without_personal_fields(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text('{"rounds": {"1": {"round": 1, "phase": "revealed", "val_auc": 0.7}}}')
+    old = NodeState.load(path).rounds[1]
+    assert old.personal_sha256 == "" and old.personal_val_auc is None
+    assert _personal(old) == {} and _personal(None) == {}
+    multi = RoundRecord(
+        round=2,
+        phase="revealed",
+        val_classes=3,
+        personal_sha256="ab" * 32,
+        global_val_balanced_accuracy_calibrated=0.5,
+        personal_val_balanced_accuracy_calibrated=0.6,
+    )
+    assert _personal(multi)["personal_val_bacc"] == 0.6
+    assert _personal(multi)["global_val_bacc"] == 0.5
