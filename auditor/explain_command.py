@@ -28,6 +28,7 @@ from fedtrail.ml.metrics import decision_threshold
 from fedtrail.ml.task import Task, task_for
 from fedtrail.protocol.roundlog import InvalidLog, RoundLog
 from fedtrail.storage.codec import decode_model
+from fedtrail.storage.personal import PERSONAL_MODEL, read_personal, site_task
 from fedtrail.storage.store import ContentStore
 
 
@@ -158,6 +159,14 @@ def _methods(method: str | None, methods: str | None, html: bool) -> tuple[str, 
 @click.option("--cid", default=None, help="Explain the model blob with this CID instead...")
 @click.option("--sha256", "sha256", default=None, help="...verified against this sha256.")
 @click.option(
+    "--personal",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    metavar="NODE_FOLDER",
+    help="Explain this site's personalised model (personal.safetensors in the node folder, "
+    "with the task of its config.toml) instead of a global model; no store or chain needed.",
+)
+@click.option(
     "--method",
     type=click.Choice(METHODS),
     default=None,
@@ -197,6 +206,7 @@ def explain(
     round_id: int | None,
     cid: str | None,
     sha256: str | None,
+    personal: Path | None,
     method: str | None,
     methods: str | None,
     html: bool,
@@ -219,15 +229,31 @@ def explain(
     A round's model decides at the threshold its round log records (fitted by the aggregator
     on its validation split); a model named by CID, or a log without one, at 0.5. The output
     says which. A round's model is read with the task its log records; a model named by CID
-    with the task of ``--validation`` (default pneumonia) and ``--arch``/``--image-size``."""
+    with the task of ``--validation`` (default pneumonia) and ``--arch``/``--image-size``.
+    A site's personalised model (``--personal``) with its node's task, at the decision of the
+    round log of the global model it was fine-tuned from."""
     if (cid is None) != (sha256 is None):
         raise click.UsageError("--cid and --sha256 go together")
+    if personal is not None and (cid is not None or round_id is not None):
+        raise click.UsageError("--personal explains a site's own model: no --round or --cid")
     chosen = _methods(method, methods, html)
     if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256.removeprefix("0x")):
         raise click.UsageError("--sha256 must be 64 hex digits")
-    store = open_checked_store(store_location)
     decision = Decision(None, "default 0.5: a model named by CID has no round log")
     task: Task | None = None
+    blob: bytes | None = None
+    if personal is not None:
+        task = site_task(personal)
+        blob, mine = read_personal(personal)
+        cid, sha256 = str(personal / PERSONAL_MODEL), mine.sha256
+        title = f"site model (round {mine.round} + {mine.steps} steps): "
+        decision = Decision(
+            mine.bias,
+            f"{mine.decision_from}, for the global model it was fine-tuned from",
+            task.num_classes,
+        )
+    else:
+        store = open_checked_store(store_location)
     if cid is None:
         ledger = open_ledger(rpc_url, deployment_path, contract)
         rid = round_id or ledger.last_finalized_round()
@@ -243,7 +269,7 @@ def explain(
             decision = _decision(log, rid, why_not, task.num_classes)
         else:
             decision = Decision(None, f"default 0.5: {why_not}")
-    else:
+    elif personal is None:
         title = ""
     if task is None:
         task = task_for(load_source(validation or "pneumonia"), arch=arch, image_size=image_size)
@@ -251,7 +277,7 @@ def explain(
         plain = _plain(task.num_classes)
         decision = Decision(None, decision.source.replace("default 0.5", plain), task.num_classes)
     assert sha256 is not None
-    state, meta = decode_model(store.get(cid, sha256), spec=task.spec)
+    state, meta = decode_model(blob or store.get(cid, sha256), spec=task.spec)
     data = _images(task, images, validation, per_class)
     if len(data) > limit:
         data = data.subset(np.arange(limit))

@@ -35,6 +35,7 @@ __all__ = [
     "PERSONAL_MODEL",
     "PersonalInfo",
     "load_personal",
+    "read_personal",
     "save_personal",
     "site_task",
 ]
@@ -83,6 +84,13 @@ def save_personal(
 def load_personal(folder: Path, spec: ModelSpec) -> tuple[dict[str, torch.Tensor], PersonalInfo]:
     """The personalised model of a node folder and its info; :class:`ConfigError` when there
     is none or the two files disagree."""
+    blob, info = read_personal(folder)
+    state, _ = decode_model(blob, spec=spec, expected_round=info.round)
+    return state, info
+
+
+def read_personal(folder: Path) -> tuple[bytes, PersonalInfo]:
+    """The bytes of a node folder's personalised model, checked against its info's sha256."""
     folder = Path(folder)
     try:
         doc = json.loads((folder / PERSONAL_INFO).read_text(encoding="utf-8"))
@@ -106,8 +114,7 @@ def load_personal(folder: Path, spec: ModelSpec) -> tuple[dict[str, torch.Tensor
             f"{folder / PERSONAL_MODEL} is not the model {PERSONAL_INFO} describes (a write cut "
             "short?); the node writes it again after the next finalized round"
         )
-    state, _ = decode_model(blob, spec=spec, expected_round=info.round)
-    return state, info
+    return blob, info
 
 
 def site_task(folder: Path) -> Task:
