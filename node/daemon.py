@@ -59,7 +59,12 @@ from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.metrics import Metrics, evaluate
 from fedtrail.ml.models import ModelSpec, load_federated
 from fedtrail.ml.task import Task, require_terms
-from fedtrail.ml.training import TrainingInterrupted, fine_tune, train_local
+from fedtrail.ml.training import (
+    TrainingDiverged,
+    TrainingInterrupted,
+    fine_tune,
+    train_local,
+)
 from fedtrail.node.config import NodeConfig
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.roundlog import InvalidLog, RoundLog
@@ -553,6 +558,8 @@ class SiteNode:
         except TrainingInterrupted:
             log.info("round %d: fine-tuning interrupted by shutdown; nothing kept", round_id)
             return None
+        except TrainingDiverged as exc:
+            return self._personal_note(record, f"fine-tuning diverged: {exc}")
         saved = save_personal(
             self.folder,
             tuned.state,

@@ -6,6 +6,7 @@ every time."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,24 @@ def test_older_state_files_load_without_personal_fields(tmp_path: Path) -> None:
     )
     assert _personal(multi)["personal_val_bacc"] == 0.6
     assert _personal(multi)["global_val_bacc"] == 0.5
+
+
+def test_a_diverging_fine_tune_is_recorded_not_fatal(embedded: ChainEnv, tmp_path: Path) -> None:
+    fed = _federation(embedded, tmp_path, steps=0)
+    assert fed.run_round() is not None
+    info = fed.ledger.get_round(1)
+    terms = RoundTerms.from_bytes(fed.store.get(info.terms_cid, info.terms_sha256))
+    node = fed.node(0)
+    # The node reads the terms by the chain's hash; hand it terms asking for a wild lr.
+    wild = replace(terms, personalisation=Personalisation(steps=20, lr=1e6))
+    real_get = node.store.get
+
+    def get(cid: str, sha256: str | None = None) -> bytes:
+        if cid == info.terms_cid:
+            return wild.to_bytes()
+        return real_get(cid, sha256)
+
+    node.store = type("S", (), {"get": staticmethod(get)})()  # type: ignore[assignment]
+    record = node.personalise(1)
+    assert record is not None and record.personal_note.startswith("fine-tuning diverged")
+    assert not (tmp_path / "nodes" / "site-0" / PERSONAL_MODEL).exists()
