@@ -14,7 +14,9 @@ turn every failure into ``InvalidUpdate`` with a reason naming the check.
 How a tensor travels is a compression method looked up by name in ``_COMPRESSORS``: ``"none"``
 (the tensor itself) here, ``"topk8"`` in ``fedtrail.storage.topk8``. The codec owns the header,
 the metadata and the byte-range checks; a method only says which blob tensors carry one model
-tensor and how to turn them back. ``Compression`` (the settings) stays here because its
+tensor and how to turn them back. Running statistics (BatchNorm's running mean and variance,
+``ModelSpec.statistic_names``) travel dense whatever the method: top-k of them leaves the global
+statistics out of step with the weights. ``Compression`` (the settings) stays here because its
 canonical JSON is part of every blob's header, and with it the bytes hashed on chain.
 """
 
@@ -55,8 +57,11 @@ __all__ = [
 
 FORMAT_VERSION: Final = 1
 METADATA_KEY: Final = "fedtrail"
-# A legitimate header is a few hundred bytes; this bounds JSON parsing of hostile input.
+# A legitimate header is a few hundred bytes per tensor; this bounds JSON parsing of hostile
+# input: MAX_HEADER_BYTES plus HEADER_BYTES_PER_TENSOR for each tensor of the spec's layout (a
+# SmallCNN allows 66 KiB, a DenseNet121's 606 tensors about 367 KiB).
 MAX_HEADER_BYTES: Final = 64 * 1024
+HEADER_BYTES_PER_TENSOR: Final = 512
 
 Kind = Literal["model", "update", "residual"]
 CompressionMethod = Literal["none", "topk8"]
@@ -217,6 +222,7 @@ class EncodedUpdate:
 class _Layout:
     spec_hash: str
     shapes: dict[str, tuple[int, ...]]  # in state-dict order
+    statistics: frozenset[str] = frozenset()  # sent dense by every method
 
     def numel(self, name: str) -> int:
         return math.prod(self.shapes[name])
@@ -226,8 +232,12 @@ class _Layout:
         return 4 * sum(math.prod(s) for s in self.shapes.values())
 
     @property
+    def max_header(self) -> int:
+        return MAX_HEADER_BYTES + HEADER_BYTES_PER_TENSOR * len(self.shapes)
+
+    @property
     def max_bytes(self) -> int:
-        return 8 + MAX_HEADER_BYTES + 2 * self.dense_bytes
+        return 8 + self.max_header + 2 * self.dense_bytes
 
 
 @functools.lru_cache(maxsize=64)
@@ -240,7 +250,15 @@ def _layout(spec: ModelSpec) -> _Layout:
         if math.prod(shape) >= 2**32:
             raise ConfigError(f"tensor {name} is too large for the codec ({shape})")
         shapes[name] = shape
-    return _Layout(spec_hash=spec.spec_hash(), shapes=shapes)
+    return _Layout(
+        spec_hash=spec.spec_hash(), shapes=shapes, statistics=frozenset(spec.statistic_names())
+    )
+
+
+def _method(layout: _Layout, name: str, compression: Compression) -> Compressor:
+    """How tensor ``name`` travels: running statistics (``ModelSpec.statistic_names``) always
+    dense, whatever the compression; every other tensor by the compression's method."""
+    return _COMPRESSORS["none"] if name in layout.statistics else compression._compressor
 
 
 def default_max_bytes(spec: ModelSpec) -> int:
@@ -283,10 +301,10 @@ def encode_update(
             acc[name] = acc[name] + res[name]
             _check_finite(acc[name], f"delta + residual of {name}")
     meta = _meta("update", layout, round, compression)
-    method = compression._compressor
     parts: dict[str, torch.Tensor] = {}
     new_residual: dict[str, torch.Tensor] = {}
     for name, tensor in acc.items():
+        method = _method(layout, name, compression)
         sent, new_residual[name] = method.encode(name, tensor, compression.fraction)
         parts.update(sent)
     return EncodedUpdate(_serialize(parts, meta), new_residual)
@@ -387,14 +405,14 @@ def _load(
     compression: Compression,
 ) -> dict[str, torch.Tensor]:
     """Check the entries against what the method declares, then load and expand each tensor."""
-    method = compression._compressor
     expect: Parts = {}
     for name, shape in layout.shapes.items():
-        expect.update(method.parts(name, shape, compression.fraction))
+        expect.update(_method(layout, name, compression).parts(name, shape, compression.fraction))
     _check_entries(entries, expect, len(blob) - data_start)
     parts = _st_load_checked(blob)
     out: dict[str, torch.Tensor] = {}
     for name, shape in layout.shapes.items():
+        method = _method(layout, name, compression)
         dense = method.decode(name, shape, compression.fraction, parts)
         _check_finite(dense, f"tensor {name}")
         out[name] = dense
@@ -426,8 +444,8 @@ def _parse_header(
     if n < 8:
         raise InvalidUpdate(f"blob is {n} bytes, too short for the 8-byte header size prefix")
     hlen = int.from_bytes(blob[:8], "little")
-    if hlen > MAX_HEADER_BYTES:
-        raise InvalidUpdate(f"header size prefix says {hlen} bytes, over {MAX_HEADER_BYTES}")
+    if hlen > layout.max_header:
+        raise InvalidUpdate(f"header size prefix says {hlen} bytes, over {layout.max_header}")
     if 8 + hlen > n:
         raise InvalidUpdate(f"header size prefix says {hlen} bytes but only {n - 8} follow")
     try:

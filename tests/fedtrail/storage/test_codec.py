@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load as st_load
 
 from fedtrail.errors import ConfigError, InvalidUpdate
-from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.storage.codec import (
     FORMAT_VERSION,
     MAX_HEADER_BYTES,
@@ -712,3 +712,20 @@ def test_fuzz_compression_settings(blob: bytes, method: Any, fraction: Any, topk
         comp["method"] = "topk8"
     decode_any(with_meta(blob, compression=comp))
     decode_any(with_meta(blob, compression={"method": method}))
+
+
+def test_a_densenet121_update_fits_the_header_bound_of_its_layout() -> None:
+    """606 tensors: a header of ~76 KB dense and ~220 KB topk8 (over the base 64 KiB), within
+    the layout's bound of 64 KiB + 512 B a tensor; a header over that bound is still refused."""
+    spec = ModelSpec(arch="densenet121", image_size=32)
+    state = federated_state(initial_model(spec, 0))
+    blob = encode_model(state, spec=spec, round=0)
+    assert struct.unpack("<Q", blob[:8])[0] > MAX_HEADER_BYTES
+    back, _ = decode_model(blob, spec=spec)
+    assert all(torch.equal(back[k], state[k]) for k in state)
+    delta = {k: v * 0.01 for k, v in state.items()}
+    sparse = encode_update(delta, spec=spec, round=1, compression=Compression(method="topk8"))
+    assert decode_update(sparse.blob, spec=spec)[0].keys() == state.keys()
+    bound = MAX_HEADER_BYTES + 512 * len(state)
+    with pytest.raises(InvalidUpdate, match=f"over {bound}"):
+        decode_model(struct.pack("<Q", bound + 1) + b"{}", spec=spec)
