@@ -120,6 +120,17 @@ class ModelSpec:
             for name, t in federated_state(model).items()
         }
 
+    def statistic_names(self) -> tuple[str, ...]:
+        """The federated tensors that are running statistics (BatchNorm's mean and variance:
+        buffers, not parameters), in state-dict order. A compressed update sends them whole:
+        top-k of a per-channel statistic leaves the global statistics out of step with the
+        weights (measured: resnet10, 3 sites, topk8 at 0.05 on everything, validation AUC
+        0.67, 0.50, 0.37 over three rounds; with the statistics dense 0.85, 0.97, 0.98)."""
+        with torch.device("meta"):
+            model = self.build()
+        params = {name for name, _ in model.named_parameters()}
+        return tuple(name for name in federated_state(model) if name not in params)
+
     def to_json(self) -> dict[str, object]:
         """The settings as a JSON object. Settings added after the first release (``norm``,
         ``input_norm``) appear only when they differ from their default, so documents (and

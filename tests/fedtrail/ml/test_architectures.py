@@ -168,8 +168,11 @@ def test_a_batchnorm_update_survives_the_codec_and_aggregates_bit_reproducibly()
     assert torch.equal(model.get_buffer("net.bn1.running_var"), first["net.bn1.running_var"])
 
 
-def test_topk8_update_of_a_monai_model_decodes_to_its_layout() -> None:
+def test_topk8_sends_the_running_statistics_whole() -> None:
     spec = ModelSpec(arch="resnet10", image_size=28)
+    stats = spec.statistic_names()
+    assert stats and all(k.endswith(("running_mean", "running_var")) for k in stats)
+    assert ModelSpec().statistic_names() == ()
     delta = {
         k: torch.randn(shape, generator=torch.Generator().manual_seed(1))
         for k, (shape, _) in spec.tensor_layout().items()
@@ -178,6 +181,10 @@ def test_topk8_update_of_a_monai_model_decodes_to_its_layout() -> None:
     decoded, meta = decode_update(enc.blob, spec=spec, expected_round=2)
     assert list(decoded) == list(delta)
     assert meta.compression.method == "topk8"
+    for k in stats:  # exact, nothing left behind
+        assert torch.equal(decoded[k], delta[k]) and not enc.residual[k].any()
+    weight = "net.layer1.0.conv1.weight"
+    assert int((decoded[weight] != 0).sum()) < delta[weight].numel() // 10  # still top-k
 
 
 @pytest.mark.parametrize(("arch", "side"), [("densenet121", 32), ("resnet18", 28)])
