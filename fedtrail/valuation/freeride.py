@@ -6,8 +6,10 @@ more weight than FedAvg gives them, because anything that shortens an overshooti
 lowers the validation loss, and a zero update's cosine 0 passed the direction screen. So they
 are caught before the validation game:
 
-* **zero or tiny**: L2 norm below ``min_norm_ratio`` (default 1%) of the median norm of the
-  round's usable updates (honest updates measured at 0.3-5.7x the median under label skew);
+* **zero or tiny**: L2 norm below ``min_norm_ratio`` (default 1%) of the lower median norm of
+  the round's usable updates (the lower of the two middle ones for an even count, so with two
+  updates a huge one cannot make the other look tiny; honest updates measured at 0.3-5.7x the
+  median under label skew);
 * **stale**: cosine above ``stale_cosine`` (0.9999) *and* distance below ``stale_distance``
   (1%) of the norm of an earlier update it may copy — the site's own previous update or the last
   global delta (the references of :class:`~fedtrail.valuation.standing.History`). Two honest
@@ -51,8 +53,8 @@ def free_riders(
     rows = st.matrix
     norms = [math.sqrt(deterministic_dot(row, row)) for row in rows]
     own = sorted(norms[: len(sites)])
-    n = len(own)
-    median = own[n // 2] if n % 2 else (own[n // 2 - 1] + own[n // 2]) / 2.0
+    # the lower median: with two updates, a huge one must not make the other look tiny
+    median = own[(len(own) - 1) // 2]
     out: dict[str, str] = {}
     for i, site in enumerate(sites):
         norm = norms[i]

@@ -16,8 +16,9 @@ Steps, in order:
    it unmarked, e.g. from library callers); a sample count above
    ``Combiner.max_sample_ratio`` times the median of the other usable updates' ->
    IMPLAUSIBLE_SAMPLES;
-3. robust statistics over the usable updates and the data-free screening
-   (:meth:`~fedtrail.valuation.combine.Combiner.screen`);
+3. with a validation split, an update whose model alone gives NaN or infinite outputs ->
+   OUTLIER_NORM (:func:`_broken`); robust statistics over the usable updates and the data-free
+   screening (:meth:`~fedtrail.valuation.combine.Combiner.screen`);
 4. the validation game (:data:`GAMES`) on the updates that passed: ``"shapley"`` exact, switching
    to ``"mc_shapley"`` above :data:`~fedtrail.valuation.shapley.AUTO_EXACT_SITES` of them;
    ``"mc_shapley"``; ``"loo"``. Without a validation split, scores come from the cosine;
@@ -160,7 +161,7 @@ def value_round(
 
 def _value(ctx: ValuationContext, method: str, comb: Combiner) -> RoundValuation:
     """Steps 2-5 for one context (with or without a validation split)."""
-    cands = _prechecked(ctx, comb)
+    cands = _broken(ctx, _prechecked(ctx, comb))
     checked_ctx = replace(ctx, candidates=cands)
     ok = usable(checked_ctx)
     robust = robust_statistics(
@@ -200,10 +201,13 @@ def _settle(ctx: ValuationContext, method: str, comb: Combiner, history: History
         stale_cosine=comb.stale_cosine,
         stale_distance=comb.stale_distance,
     )
-    cands = [
-        replace(c, status=Reason.FREE_RIDER, detail=riders[c.site]) if c.site in riders else c
-        for c in cands
-    ]
+    cands = _broken(
+        ctx,
+        [
+            replace(c, status=Reason.FREE_RIDER, detail=riders[c.site]) if c.site in riders else c
+            for c in cands
+        ],
+    )
     checked_ctx = replace(ctx, candidates=cands)
     ok = usable(checked_ctx)
     robust = robust_statistics(
@@ -235,6 +239,31 @@ def _settle(ctx: ValuationContext, method: str, comb: Combiner, history: History
         accumulated=accumulated,
         normalised=normalised,
     )
+
+
+def _broken(ctx: ValuationContext, cands: list[Candidate]) -> list[Candidate]:
+    """OUTLIER_NORM for a usable candidate whose model alone (the global model plus its update)
+    gives NaN or infinite outputs on the validation split: finite tensors can still overflow a
+    forward pass, and such a model has no defined utility. Checked before the robust
+    statistics, which it would dominate (with two updates, no median can tell it apart)."""
+    if ctx.validation is None:
+        return cands
+    ok = [c for c in cands if c.usable and c.delta is not None]
+    if not ok:
+        return cands
+    utility = CoalitionUtility(replace(ctx, candidates=cands), ok)
+    bad: dict[str, str] = {}
+    for c in ok:
+        rows = ~np.isfinite(utility.outputs(frozenset({c.site}))).all(axis=1)
+        if rows.any():
+            bad[c.site] = (
+                f"the model with this update alone gives NaN or infinite outputs on "
+                f"{int(rows.sum())} of {rows.size} validation images"
+            )
+    return [
+        replace(c, status=Reason.OUTLIER_NORM, detail=bad[c.site]) if c.site in bad else c
+        for c in cands
+    ]
 
 
 def _fits(delta: Mapping[str, torch.Tensor], global_state: Mapping[str, torch.Tensor]) -> str:

@@ -30,7 +30,7 @@ import torch
 
 from fedtrail.errors import ConfigError
 from fedtrail.ml.aggregation import AggregationError, stack
-from fedtrail.ml.metrics import evaluate, fit_intercept, predict_logits
+from fedtrail.ml.metrics import classification_metrics, fit_intercept, predict_logits
 from fedtrail.ml.models import initial_model, load_federated
 from fedtrail.valuation.base import Candidate, Utility, ValuationContext, usable
 
@@ -101,6 +101,12 @@ class CoalitionUtility:
         self._n = {c.site: c.num_samples for c in players}
         self._row = {c.site: i for i, c in enumerate(players)}
         self._validation = ctx.validation
+        top = int(np.asarray(ctx.validation.labels).max()) if len(ctx.validation) else 0
+        if top >= ctx.spec.num_classes:
+            raise ConfigError(
+                f"the validation split's labels go up to {top} but the model has "
+                f"{ctx.spec.num_classes} output classes"
+            )
         self._metric = ctx.metric
         try:
             st = stack([ctx.global_state, *[c.delta for c in players if c.delta is not None]])
@@ -126,19 +132,41 @@ class CoalitionUtility:
         mean32 = acc.astype(np.float32).astype(np.float64)
         return self._stacked.unflatten(self._global + mean32)
 
-    def __call__(self, coalition: frozenset[str]) -> float:
+    def outputs(self, coalition: frozenset[str]) -> np.ndarray:
+        """The coalition model's raw outputs on the validation split."""
         assert self._validation is not None
         load_federated(self._model, self.state(coalition))
+        return predict_logits(self._model, self._validation)
+
+    def __call__(self, coalition: frozenset[str]) -> float:
+        assert self._validation is not None
         if self._metric == "balanced_loss":
-            logits = predict_logits(self._model, self._validation)
+            # An image whose outputs overflowed counts as unpredicted (zero logits, a uniform
+            # guess), so a coalition holding a broken update gets a finite, poor utility
+            # instead of stopping the round (value_round screens such updates out first).
+            logits = uninformative_where_broken(self.outputs(coalition))
             try:
                 return -fit_intercept(logits, self._validation.labels).loss
             except ValueError as exc:
                 raise ConfigError(f"cannot value on the validation split: {exc}") from exc
-        m = evaluate(self._model, self._validation)
+        logits = uninformative_where_broken(self.outputs(coalition))
+        try:
+            m = classification_metrics(logits, self._validation.labels)
+        except ValueError as exc:
+            raise ConfigError(f"cannot value on the validation split: {exc}") from exc
         if self._metric == "loss":
             return -m.loss
         if math.isnan(m.auc):
             raise ConfigError("the validation split holds one class only; AUC is undefined")
         # two classes: class 1's AUC; more: the macro one-vs-rest AUC
         return m.auc
+
+
+def uninformative_where_broken(logits: np.ndarray) -> np.ndarray:
+    """``logits`` with every row that holds NaN or an infinity replaced by zeros."""
+    broken = ~np.isfinite(logits).all(axis=1)
+    if not broken.any():
+        return logits
+    out = logits.copy()
+    out[broken] = 0.0
+    return out
