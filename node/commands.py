@@ -278,7 +278,8 @@ def _personal(rec: RoundRecord | None) -> dict[str, Any]:
     """The round's finalized global model and the site's personalised one (fine-tuned from
     it, kept in the folder) on the site's validation split: AUC and the calibrated F1 (more
     than two classes: also balanced accuracy) at the round log's decision. Empty when the
-    node made no personalised model for the round."""
+    node made no personalised model for the round. ``use``: the model with the better
+    validation AUC (personal when at least as good)."""
     if rec is None or not rec.personal_sha256:
         return {}
     out: dict[str, Any] = {
@@ -286,6 +287,7 @@ def _personal(rec: RoundRecord | None) -> dict[str, Any]:
         "personal_val_auc": rec.personal_val_auc,
         "global_val_f1": rec.global_val_f1_calibrated,
         "personal_val_f1": rec.personal_val_f1_calibrated,
+        "use": {True: "personal", False: "global", None: None}[rec.personal_preferred],
     }
     if (rec.val_classes or 2) > 2:
         out["global_val_bacc"] = rec.global_val_balanced_accuracy_calibrated

@@ -199,6 +199,10 @@ class RoundRecord:
     """The personalised model (this round's global, fine-tuned here) on the same split."""
     personal_val_f1_calibrated: float | None = None
     personal_val_balanced_accuracy_calibrated: float | None = None
+    personal_preferred: bool | None = None
+    """Whether the personalised model's validation AUC is at least the global model's: the
+    model this site should use (None without a validation split). At strong label skew
+    fine-tuning can hurt (measured: scripts/bench/personalisation.py), so the site checks."""
 
 
 @dataclass
@@ -592,14 +596,17 @@ class SiteNode:
             record.personal_val_f1_calibrated,
             record.personal_val_balanced_accuracy_calibrated,
         ) = _headline(tuned.metrics)
+        g, p = record.global_val_auc, record.personal_val_auc
+        record.personal_preferred = None if g is None or p is None else p >= g
         self._save()
         log.info(
-            "round %d: personalised model %s (%.1f s): val AUC global %s, personal %s",
+            "round %d: personalised model %s (%.1f s): val AUC global %s, personal %s%s",
             round_id,
             saved.sha256[:16],
             tuned.seconds,
             _fmt(record.global_val_auc),
             _fmt(record.personal_val_auc),
+            "" if record.personal_preferred is not False else " (worse: use the global model)",
         )
         return record
 

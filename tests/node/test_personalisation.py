@@ -90,6 +90,10 @@ def test_a_site_personalises_the_finalized_global_model_and_keeps_it(
     assert shown["personal_val_auc"] == saved.personal_val_auc
     assert shown["global_val_auc"] == saved.global_val_auc
     assert shown["personal_val_f1"] == saved.personal_val_f1_calibrated
+    assert saved.global_val_auc is not None and saved.personal_val_auc is not None
+    better = saved.personal_val_auc >= saved.global_val_auc
+    assert saved.personal_preferred is better
+    assert shown["use"] == ("personal" if better else "global")
 
 
 def test_without_personalisation_in_the_terms_nothing_is_written(
@@ -121,6 +125,10 @@ def test_older_state_files_load_without_personal_fields(tmp_path: Path) -> None:
     )
     assert _personal(multi)["personal_val_bacc"] == 0.6
     assert _personal(multi)["global_val_bacc"] == 0.5
+    assert _personal(multi)["use"] is None
+    worse = RoundRecord(round=3, phase="revealed", personal_sha256="cd" * 32)
+    worse.personal_preferred = False
+    assert _personal(worse)["use"] == "global"
 
 
 def test_a_diverging_fine_tune_is_recorded_not_fatal(embedded: ChainEnv, tmp_path: Path) -> None:
