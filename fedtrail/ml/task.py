@@ -20,7 +20,7 @@ from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.terms import RoundTerms
 
-__all__ = ["Task", "TaskMismatch", "require_terms", "task_for"]
+__all__ = ["Task", "TaskMismatch", "check_fits", "require_terms", "task_for"]
 
 
 class TaskMismatch(ConfigError):
@@ -104,24 +104,31 @@ class Task:
             )
 
     def check_data(self, ds: ImageDataset, what: str) -> None:
-        """Raise :class:`TaskMismatch` when ``ds`` does not fit the model: channels, image size
-        (a site resizes its own images to the task's size before this check) or a label the
-        task has no name for."""
-        if len(ds) == 0:
-            raise TaskMismatch(f"{what}: no images")
-        c, (h, w) = ds.channels, ds.image_size
-        s = self.spec
-        if (c, h, w) != (s.in_channels, s.image_size, s.image_size):
-            raise TaskMismatch(
-                f"{what} images are {c}x{h}x{w} (C x H x W) but the task's model "
-                f"({s.arch}) takes {s.in_channels}x{s.image_size}x{s.image_size}"
-            )
-        top = int(ds.labels.max())
-        if top >= self.num_classes:
-            raise TaskMismatch(
-                f"{what} labels go up to {top} but the task has {self.num_classes} classes "
-                f"{list(self.class_names)}"
-            )
+        """Raise :class:`TaskMismatch` when ``ds`` does not fit the task's model
+        (:func:`check_fits`)."""
+        check_fits(ds, self.spec, what)
+
+
+def check_fits(ds: ImageDataset, spec: ModelSpec, what: str) -> None:
+    """Raise :class:`TaskMismatch` naming both sides when ``ds`` (``what``, e.g. "the training
+    split") cannot feed ``spec``'s model: no images, other channels or image size (a site
+    resizes its own images to the model's size first), or a label the model has no class for.
+    The one check every trainer, site and aggregator applies."""
+    if len(ds) == 0:
+        raise TaskMismatch(f"{what} is empty")
+    c, (h, w) = ds.channels, ds.image_size
+    if (c, h, w) != (spec.in_channels, spec.image_size, spec.image_size):
+        hint = "; resize the images (ImageDataset.resized)" if c == spec.in_channels else ""
+        raise TaskMismatch(
+            f"{what}: images are {c}x{h}x{w} (C x H x W) but the {spec.arch} model expects "
+            f"{spec.in_channels}x{spec.image_size}x{spec.image_size}{hint}"
+        )
+    top = int(ds.labels.max())
+    if top >= spec.num_classes:
+        raise TaskMismatch(
+            f"{what}: labels go up to {top} (class ids 0..{top}) but the {spec.arch} model has "
+            f"{spec.num_classes} classes"
+        )
 
 
 def task_for(

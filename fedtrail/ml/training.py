@@ -41,6 +41,7 @@ from fedtrail.errors import ConfigError, FedtrailError
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.metrics import Metrics, evaluate
 from fedtrail.ml.models import ModelSpec, federated_state, has_batch_norm, load_federated
+from fedtrail.ml.task import check_fits
 
 __all__ = [
     "ALGORITHMS",
@@ -182,21 +183,7 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
 
 
 def _check_data(ds: ImageDataset, spec: ModelSpec, what: str) -> None:
-    if len(ds) == 0:
-        raise ConfigError(f"the {what} split is empty")
-    c, (h, w) = ds.channels, ds.image_size
-    if c != spec.in_channels or h != spec.image_size or w != spec.image_size:
-        hint = "; resize the images (ImageDataset.resized)" if c == spec.in_channels else ""
-        raise ConfigError(
-            f"{what} images are {c}x{h}x{w} (C x H x W) but the {spec.arch} model expects "
-            f"{spec.in_channels}x{spec.image_size}x{spec.image_size}{hint}"
-        )
-    top = int(ds.labels.max())
-    if top >= spec.num_classes:
-        raise ConfigError(
-            f"{what} labels go up to {top} (class ids 0..{top}) but the {spec.arch} model has "
-            f"{spec.num_classes} classes"
-        )
+    check_fits(ds, spec, f"the {what} split")
 
 
 def train_local(
