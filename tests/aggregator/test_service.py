@@ -25,10 +25,12 @@ from fedtrail.chain import advance_time, connect, dev_account, next_block_timest
 from fedtrail.errors import ConfigError
 from fedtrail.ledger import Ledger, Submission, commitment
 from fedtrail.ml.aggregation import AggregationRule
+from fedtrail.ml.catalog import load_source
 from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.metrics import Metrics
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainConfig
+from fedtrail.node.config import DataConfig
 from fedtrail.node.daemon import CLOCK_SLACK
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.roundlog import BlobRef, HeatmapRef, ModelExplanations, RoundLog
@@ -55,12 +57,22 @@ def _federation(
     by_hand: tuple[tuple[LocalAccount, str], ...] = (),
     **chain: Any,
 ) -> Federation:
-    """Sites ``site-<i>`` training with their faults, then the sites in ``by_hand`` (no node)."""
-    splits = load_bundled()
+    """Sites ``site-<i>`` training with their faults, then the sites in ``by_hand`` (no node);
+    the task names the bundled data's classes, as `aggregator run` and `node init` do."""
+    source = load_source("pneumonia")
+    splits = source.splits()
     parts = partition_iid(splits.train.labels, 8, seed=1)
     trains = [splits.train.subset(parts[i]) for i in range(len(accounts))]
-    sites = make_sites(accounts, trains, training=TrainConfig(epochs=2), faults=faults)
+    sites = make_sites(
+        accounts,
+        trains,
+        training=TrainConfig(epochs=2),
+        faults=faults,
+        data=DataConfig(class_names=source.class_names),
+    )
     sites += [SiteSetup(account=acct, name=name, max_samples=100) for acct, name in by_hand]
+    settings = chain.pop("settings", None) or AggregatorSettings()
+    chain["settings"] = dataclasses.replace(settings, class_names=source.class_names)
     return build_federation(sites=sites, store=store, folder=tmp, validation=splits.val, **chain)
 
 
