@@ -4,8 +4,12 @@ round), and with two updates a huge one cannot make the honest one look like a f
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
+import fedtrail.valuation.round as round_mod
 from fedtrail.protocol.codes import Reason
 from fedtrail.valuation import value_round
 from fedtrail.valuation.base import Candidate
@@ -30,7 +34,12 @@ def _candidates(n: int, broken: int) -> list[Candidate]:
     return cands
 
 
-def test_an_update_whose_model_overflows_is_outlier_norm_and_the_round_is_valued() -> None:
+def test_an_update_whose_model_overflows_is_outlier_norm_and_the_round_is_valued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the absolute norm bound lifted (this update is also far over it), the forward-pass
+    check alone refuses it."""
+    monkeypatch.setattr(round_mod, "MAX_UPDATE_TO_MODEL_NORM", math.inf)
     rs = real_sites()
     for history in (None, History()):
         report = value_round(
@@ -65,3 +74,29 @@ def test_with_two_sites_a_huge_update_does_not_make_the_other_a_free_rider() -> 
     assert free_riders({"a": honest, "b": zero}, {}, **rule) == {"b": "the update is zero"}
     riders = free_riders({"a": honest, "b": tiny, "c": rs.deltas[2]}, {}, **rule)
     assert list(riders) == ["b"] and "of the median" in riders["b"]
+
+
+def test_in_a_two_site_round_a_huge_finite_update_is_outlier_norm_even_in_the_warm_up() -> None:
+    """No median tells which of two updates is odd; an update 1e6 times an honest one (about
+    2e4 times the model's own norm, finite outputs or not) is over the absolute bound, and the
+    honest site keeps its score in the warm-up round."""
+    rs = real_sites()
+    huge = {k: v * 1e6 for k, v in rs.deltas[1].items()}
+    for history in (None, History()):
+        report = value_round(
+            global_state=rs.global_state,
+            spec=SPEC,
+            candidates=[
+                Candidate("honest", rs.num_samples[0], rs.deltas[0]),
+                Candidate("huge", rs.num_samples[1], huge),
+            ],
+            validation=rs.validation,
+            method="shapley",
+            metric="balanced_loss",
+            seed=0,
+            history=history,
+        )
+        by_site = {v.site: v for v in report.sites}
+        assert by_site["huge"].reason is Reason.OUTLIER_NORM and by_site["huge"].score == 0
+        assert "times the global model's" in by_site["huge"].detail
+        assert by_site["honest"].reason is Reason.OK and by_site["honest"].score > 0
