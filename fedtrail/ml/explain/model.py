@@ -21,7 +21,7 @@ from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain.attribution import Explainer, overlay_png
 from fedtrail.ml.explain.faithfulness import STEPS, Faithfulness, measure_faithfulness
-from fedtrail.ml.metrics import predict_logits
+from fedtrail.ml.metrics import decide, predict_logits
 from fedtrail.ml.models import ModelSpec, load_federated
 
 
@@ -119,7 +119,7 @@ def explain_methods(
         z = predict_logits(model, images) + np.asarray(bias, dtype=np.float64)
         z -= z.max(axis=1, keepdims=True)
         probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-        predictions = probs.argmax(axis=1)
+        predictions = decide(z)  # the one decision rule (bias already added)
         confidences = probs[np.arange(len(images)), predictions]
     out = []
     for method in methods:
