@@ -34,6 +34,7 @@ from fedtrail.hooks import launcher_step_hook
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.catalog import load_source
 from fedtrail.ml.task import task_for
+from fedtrail.protocol.terms import PERSONALISATION_METHODS
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.valuation import default_combiner
 
@@ -118,15 +119,24 @@ def aggregator() -> None:
     type=click.IntRange(0, 10_000),
     default=0,
     show_default=True,
-    help="Sites fine-tune each finalized global model this many SGD steps on their own data "
-    "and keep it (personalisation, recorded in the round terms; 0: off).",
+    help="Sites personalise each finalized global model with this many SGD steps on their own "
+    "data and keep the result (recorded in the round terms; 0: off).",
 )
 @click.option(
     "--personalise-lr",
     type=click.FloatRange(min=0, min_open=True, max=10.0),
     default=0.01,
     show_default=True,
-    help="Learning rate of that fine-tuning.",
+    help="Learning rate of that personalisation.",
+)
+@click.option(
+    "--personalise-method",
+    type=click.Choice(PERSONALISATION_METHODS),
+    default="finetune",
+    show_default=True,
+    help="What each site makes its own: finetune (the whole model, from each global model), "
+    "fedbn (its normalisation layers, kept from round to round) or fedrep (its classifier "
+    "head, kept from round to round).",
 )
 @model_options
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="torch CPU threads.")
@@ -154,6 +164,7 @@ def run(
     folder: Path,
     personalise_steps: int,
     personalise_lr: float,
+    personalise_method: str,
     arch: str | None,
     image_size: int | None,
     threads: int | None,
@@ -199,6 +210,7 @@ def run(
         class_names=task.class_names,
         personalise_steps=personalise_steps,
         personalise_lr=personalise_lr,
+        personalise_method=personalise_method,
     )
     service = AggregatorService(
         ledger=ledger,

@@ -59,6 +59,7 @@ from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain import explain_methods, probe_set
 from fedtrail.ml.metrics import CalibratedMetrics, Metrics, evaluate_calibrated
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
+from fedtrail.ml.personalise import personal_part
 from fedtrail.ml.task import Task, TaskMismatch
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
@@ -122,15 +123,21 @@ class AggregatorSettings:
     such an update scores 0 with reason EXPLANATION_SHIFT. Probes carry a corner tag, since a
     shortcut only shows on images that have it."""
     personalise_steps: int = 0
-    """Sites fine-tune each finalized global model for this many SGD steps on their own data
+    """Sites personalise each finalized global model with this many SGD steps on their own data
     and keep the result (recorded in the round terms); 0: no personalisation."""
     personalise_lr: float = 0.01
+    personalise_method: str = "finetune"
+    """Which part of the model each site makes its own (:data:`fedtrail.ml.personalise.METHODS`:
+    ``finetune`` the whole model from each global one, ``fedbn`` its normalisation layers,
+    ``fedrep`` its classifier head)."""
 
     def __post_init__(self) -> None:
         try:
-            self.personalisation()
+            plan = self.personalisation()
         except InvalidTerms as exc:
             raise ConfigError(str(exc)) from None
+        if plan is not None:
+            personal_part(plan.method, self.model)  # the federation's model must have the part
         if self.valuation not in ("shapley", "mc_shapley", "loo"):
             raise ConfigError(
                 f"valuation must be shapley, mc_shapley or loo, not {self.valuation!r}"
@@ -144,7 +151,9 @@ class AggregatorSettings:
         """What the round terms ask sites to do with the global model (None: nothing)."""
         if self.personalise_steps == 0:
             return None
-        return Personalisation(steps=self.personalise_steps, lr=self.personalise_lr)
+        return Personalisation(
+            method=self.personalise_method, steps=self.personalise_steps, lr=self.personalise_lr
+        )
 
 
 @dataclass

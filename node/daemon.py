@@ -41,6 +41,7 @@ from eth_account.signers.local import LocalAccount
 from fedtrail.chain import next_block_timestamp
 from fedtrail.errors import (
     CommitmentMismatch,
+    ConfigError,
     ContractNotFound,
     ContractRevert,
     DuplicateSubmission,
@@ -58,11 +59,12 @@ from fedtrail.ledger import Ledger, Submission, commitment
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.metrics import Metrics, evaluate
 from fedtrail.ml.models import ModelSpec, load_federated
+from fedtrail.ml.personalise import personalise
 from fedtrail.ml.task import Task, require_terms
 from fedtrail.ml.training import (
+    FineTuned,
     TrainingDiverged,
     TrainingInterrupted,
-    fine_tune,
     train_local,
 )
 from fedtrail.node.config import NodeConfig
@@ -70,7 +72,7 @@ from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.roundlog import InvalidLog, RoundLog
 from fedtrail.protocol.terms import InvalidTerms, RoundTerms
 from fedtrail.storage.codec import decode_model, encode_update
-from fedtrail.storage.personal import PersonalInfo, save_personal
+from fedtrail.storage.personal import PERSONAL_MODEL, PersonalInfo, load_personal, save_personal
 from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
 
@@ -547,38 +549,48 @@ class SiteNode:
             algorithm="fedavg",
             mu=0.0,
         )
-        log.info("round %d: fine-tuning the global model for %d steps", round_id, plan.steps)
-        try:
-            tuned = fine_tune(
-                global_state,
-                self.train,
+        previous, done = self._previous_personal(round_id, info.global_sha256, plan.method, spec)
+        if done is not None:  # written before a crash: the same bytes again, not retrained
+            tuned, saved = done
+        else:
+            log.info("round %d: personalising (%s) for %d steps", round_id, plan.method, plan.steps)
+            try:
+                tuned = personalise(
+                    global_state,
+                    self.train,
+                    method=plan.method,
+                    spec=spec,
+                    config=config,
+                    steps=plan.steps,
+                    previous=previous,
+                    val=self.val,
+                    val_bias=val_bias,
+                    should_stop=self.stop_event.is_set,
+                )
+            except TrainingInterrupted:
+                log.info(
+                    "round %d: personalisation interrupted by shutdown; nothing kept", round_id
+                )
+                return None
+            except TrainingDiverged as exc:
+                return self._personal_note(record, f"personalisation diverged: {exc}")
+            except ConfigError as exc:
+                return self._personal_note(record, f"cannot personalise: {exc}")
+            saved = save_personal(
+                self.folder,
+                tuned.state,
                 spec=spec,
-                config=config,
-                steps=plan.steps,
-                val=self.val,
-                val_bias=val_bias,
-                should_stop=self.stop_event.is_set,
+                info=PersonalInfo(
+                    round=round_id,
+                    global_sha256=info.global_sha256,
+                    sha256="",
+                    method=plan.method,
+                    steps=plan.steps,
+                    lr=plan.lr,
+                    bias=bias,
+                    decision_from=source,
+                ),
             )
-        except TrainingInterrupted:
-            log.info("round %d: fine-tuning interrupted by shutdown; nothing kept", round_id)
-            return None
-        except TrainingDiverged as exc:
-            return self._personal_note(record, f"fine-tuning diverged: {exc}")
-        saved = save_personal(
-            self.folder,
-            tuned.state,
-            spec=spec,
-            info=PersonalInfo(
-                round=round_id,
-                global_sha256=info.global_sha256,
-                sha256="",
-                method=plan.method,
-                steps=plan.steps,
-                lr=plan.lr,
-                bias=bias,
-                decision_from=source,
-            ),
-        )
         before = None
         if self.val is not None:
             model = spec.build()
@@ -609,6 +621,33 @@ class SiteNode:
             "" if record.personal_preferred is not False else " (worse: use the global model)",
         )
         return record
+
+    def _previous_personal(
+        self, round_id: int, global_sha256: str, method: str, spec: ModelSpec
+    ) -> tuple[dict[str, torch.Tensor] | None, tuple[FineTuned, PersonalInfo] | None]:
+        """The site's last personalised model, to carry its personal part into round
+        ``round_id`` (None: none usable, or made another way), and the model already written
+        for this very round (a crash before the record was saved), evaluated again."""
+        try:
+            state, kept = load_personal(self.folder, spec)
+        except (ConfigError, InvalidUpdate) as exc:
+            if (self.folder / PERSONAL_MODEL).exists():
+                log.warning("round %d: the last personalised model is unusable: %s", round_id, exc)
+            return None, None
+        if kept.round == round_id and kept.global_sha256 == global_sha256:
+            metrics = None
+            if self.val is not None:
+                model = spec.build()
+                load_federated(model, state, what="the personalised model")
+                k = spec.num_classes
+                metrics = evaluate(model, self.val, bias=kept.bias or (0.0,) * k)
+            again = FineTuned(
+                state=state, steps=kept.steps, train_loss=math.nan, metrics=metrics, seconds=0.0
+            )
+            return None, (again, kept)
+        if kept.round >= round_id or kept.method != method:
+            return None, None
+        return state, None
 
     def _personal_note(self, record: RoundRecord, note: str) -> RoundRecord:
         record.personal_note = note

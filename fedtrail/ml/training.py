@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -260,13 +260,26 @@ def fine_tune(
     val: ImageDataset | None = None,
     val_bias: Sequence[float] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    only: Collection[str] | None = None,
 ) -> FineTuned:
     """``steps`` mini-batch SGD steps from ``global_state`` on ``train``: personalisation by
     local fine-tuning. Same batching, seeding and reproducibility as :func:`train_local`
     (``config.epochs`` is ignored: passes repeat until ``steps`` batches are done); returns the
-    whole fine-tuned state, not a delta, since it is kept by the site, never aggregated."""
+    whole fine-tuned state, not a delta, since it is kept by the site, never aggregated.
+
+    ``only``: the federated tensors to train (None: all). The others stay exactly as given:
+    their parameters are frozen and every layer holding none of ``only`` runs in eval mode,
+    so no BatchNorm statistics outside ``only`` move either."""
     if not _is_int(steps) or steps < 1:
         raise ConfigError(f"fine-tuning steps must be a positive integer, got {steps!r}")
+    if only is not None:
+        unknown = sorted(set(only) - set(global_state))
+        if unknown or not only:
+            raise ConfigError(
+                f"fine-tuning: no such tensors in the model: {unknown[:5]}"
+                if unknown
+                else "fine-tuning: nothing to train (empty tensor set)"
+            )
     started = time.perf_counter()
     _check_data(train, spec, "training")
     if val is not None:
@@ -276,17 +289,26 @@ def fine_tune(
         model = spec.build()
         load_federated(model, global_state, what="the global model")
         model.to(device)
+        if only is not None:
+            for name, p in model.named_parameters():
+                p.requires_grad_(name in only)
         anchors = [
             (p, global_state[name].detach().to(device, torch.float32, copy=True))
             for name, p in model.named_parameters()
             if p.requires_grad
         ]
-        loss = _run_epochs(model, anchors, train, config, device, False, should_stop, steps)
+        loss = _run_epochs(
+            model, anchors, train, config, device, False, should_stop, steps, only=only
+        )
         metrics = evaluate(model, val, bias=val_bias) if val is not None else None
         state = {
             k: v.detach().to(torch.float32).to("cpu", copy=True)
             for k, v in federated_state(model).items()
         }
+        if only is not None:  # bit-exact: what was not trained is what was given
+            for k in state:
+                if k not in only:
+                    state[k] = global_state[k].detach().to(torch.float32).to("cpu", copy=True)
     return FineTuned(
         state=state,
         steps=steps,
@@ -305,9 +327,12 @@ def _run_epochs(
     progress: bool,
     should_stop: Callable[[], bool] | None,
     max_steps: int | None = None,
+    *,
+    only: Collection[str] | None = None,
 ) -> float:
     """``config.epochs`` passes over ``train``; with ``max_steps``, as many passes as it takes
-    to run exactly that many batches (the last pass cut short)."""
+    to run exactly that many batches (the last pass cut short). ``only``: layers holding none
+    of these state-dict names run in eval mode (see :func:`fine_tune`)."""
     images = torch.tensor(train.images)
     labels = torch.tensor(train.labels)
     n = len(train)
@@ -318,7 +343,7 @@ def _run_epochs(
     augment = Augmenter(config.seed, train.image_size[1]) if config.augment else None
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     optimizer = torch.optim.SGD(
-        model.parameters(),
+        [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
@@ -331,6 +356,8 @@ def _run_epochs(
 
         bar = tqdm(total=epochs * batches, desc="local training", unit="batch")
     model.train()
+    if only is not None:
+        _freeze_layers(model, only)
     epoch_loss = math.nan
     try:
         for epoch in range(epochs):
@@ -370,6 +397,17 @@ def _run_epochs(
         if bar is not None:
             bar.close()
     return epoch_loss
+
+
+def _freeze_layers(model: nn.Module, only: Collection[str]) -> None:
+    """Eval mode for every layer none of whose own tensors is in ``only``."""
+    for prefix, module in model.named_modules():
+        if next(module.children(), None) is not None:
+            continue
+        own = [f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters(recurse=False)]
+        own += [f"{prefix}.{n}" if prefix else n for n, _ in module.named_buffers(recurse=False)]
+        if not any(n in only for n in own):
+            module.eval()
 
 
 def _batch_starts(n: int, batch_size: int, batch_norm: bool) -> list[int]:

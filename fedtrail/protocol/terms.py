@@ -42,7 +42,7 @@ DUPLICATE_RELATIVE_L2: Final = 1e-3
 re-encoding, tiny noise). Honest sites training on different data are orders of magnitude
 further apart (cosine well below 0.99 on the bundled data)."""
 
-PERSONALISATION_METHODS: Final = ("finetune",)
+PERSONALISATION_METHODS: Final = ("finetune", "fedbn", "fedrep")
 """How a site may adapt the round's global model to its own data (the result never leaves it)."""
 MAX_PERSONALISATION_STEPS: Final = 10_000
 
@@ -79,10 +79,12 @@ class DuplicateRule:
 @dataclass(frozen=True, kw_only=True)
 class Personalisation:
     """What each site does with the round's global model once the round is finalized, for
-    itself alone: ``finetune`` runs ``steps`` seeded SGD steps at learning rate ``lr`` on the
-    site's training split and keeps the result on the site (never uploaded, never valued).
-    Recorded in the terms so every site of the federation personalises the same way; the
-    shared model and its audit are untouched. ``steps == 0``: no personalisation."""
+    itself alone: ``steps`` seeded SGD steps at learning rate ``lr`` on the site's training
+    split of the method's personal part (``finetune``: the whole model, from each global model;
+    ``fedbn``: the normalisation layers, ``fedrep``: the classifier head, both carried by the
+    site from round to round; :mod:`fedtrail.ml.personalise`), kept on the site (never
+    uploaded, never valued). Recorded in the terms so every site of the federation personalises
+    the same way; the shared model and its audit are untouched. ``steps == 0``: none."""
 
     method: str = "finetune"
     steps: int = 50

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.ml.datasets import load_bundled, partition_iid
@@ -19,6 +20,7 @@ from fedtrail.node.commands import _personal
 from fedtrail.node.daemon import NodeState, RoundRecord
 from fedtrail.protocol.terms import Personalisation, RoundTerms
 from fedtrail.simulation.federation import Federation, build_federation, make_sites
+from fedtrail.storage.codec import decode_model
 from fedtrail.storage.personal import PERSONAL_INFO, PERSONAL_MODEL, load_personal
 from fedtrail.storage.store import LocalStore
 from tests.fixtures.chain import ChainEnv
@@ -26,7 +28,7 @@ from tests.fixtures.chain import ChainEnv
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _federation(env: ChainEnv, tmp: Path, steps: int) -> Federation:
+def _federation(env: ChainEnv, tmp: Path, steps: int, method: str = "finetune") -> Federation:
     splits = load_bundled()
     parts = partition_iid(splits.train.labels, 8, seed=0)
     return build_federation(
@@ -43,7 +45,11 @@ def _federation(env: ChainEnv, tmp: Path, steps: int) -> Federation:
         folder=tmp,
         validation=splits.val,
         settings=AggregatorSettings(
-            valuation="loo", explain_method=None, personalise_steps=steps, personalise_lr=0.02
+            valuation="loo",
+            explain_method=None,
+            personalise_steps=steps,
+            personalise_lr=0.02,
+            personalise_method=method,
         ),
     )
 
@@ -148,5 +154,43 @@ def test_a_diverging_fine_tune_is_recorded_not_fatal(embedded: ChainEnv, tmp_pat
 
     node.store = type("S", (), {"get": staticmethod(get)})()  # type: ignore[assignment]
     record = node.personalise(1)
-    assert record is not None and record.personal_note.startswith("fine-tuning diverged")
+    assert record is not None and record.personal_note.startswith("personalisation diverged")
     assert not (tmp_path / "nodes" / "site-0" / PERSONAL_MODEL).exists()
+
+
+def test_fedrep_carries_the_site_head_from_round_to_round_over_the_new_global_body(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    fed = _federation(embedded, tmp_path, steps=4, method="fedrep")
+    folder = tmp_path / "nodes" / "site-0"
+    spec = ModelSpec()
+    assert fed.run_round() is not None
+    assert fed.node(0).personalise_latest() is not None
+    first, info1 = load_personal(folder, spec)
+    assert info1.method == "fedrep" and info1.round == 1
+    assert fed.run_round() is not None
+    record = fed.node(0).personalise_latest()
+    assert record is not None and record.round == 2 and record.personal_note == ""
+    second, info2 = load_personal(folder, spec)
+    g = fed.ledger.get_round(2)
+    global2, _ = decode_model(fed.store.get(g.global_cid, g.global_sha256), spec=spec)
+    head = {"fc2.weight", "fc2.bias"}
+    # The shared part is round 2's global model bit for bit; the head is the site's own.
+    assert {k for k in global2 if not torch.equal(global2[k], second[k])} == head
+    # ... and it went on from round 1's personal head, not from round 2's global head.
+    from_previous = (second["fc2.weight"] - first["fc2.weight"]).norm()
+    from_global = (second["fc2.weight"] - global2["fc2.weight"]).norm()
+    assert from_previous < from_global
+    # A crash after the model was written but before the record was saved: the node adopts
+    # the written model (same bytes, same figures) instead of training from itself again.
+    blob = (folder / PERSONAL_MODEL).read_bytes()
+    state = NodeState.load(folder / "state.json")
+    saved = state.rounds[2]
+    auc = saved.personal_val_auc
+    saved.personal_sha256, saved.personal_val_auc = "", None
+    state.save(folder / "state.json")
+    again = fed.node(0).personalise_latest()
+    assert again is not None and again.personal_sha256 == info2.sha256
+    assert again.personal_val_auc == auc
+    assert (folder / PERSONAL_MODEL).read_bytes() == blob
+

@@ -54,7 +54,7 @@ def test_terms_round_trip_the_personalisation() -> None:
 @pytest.mark.parametrize(
     ("bad", "match"),
     [
-        ({"method": "fedbn", "steps": 5, "lr": 0.1}, "method"),
+        ({"method": "fedper", "steps": 5, "lr": 0.1}, "method"),
         ({"method": "finetune", "steps": -1, "lr": 0.1}, "steps must lie"),
         ({"method": "finetune", "steps": 10_001, "lr": 0.1}, "steps must lie"),
         ({"method": "finetune", "steps": 5.0, "lr": 0.1}, "steps must be an integer"),
@@ -89,3 +89,10 @@ def test_aggregator_settings_write_personalisation_only_when_asked() -> None:
         AggregatorSettings(personalise_steps=20_000)
     with pytest.raises(ConfigError, match="lr must be positive"):
         AggregatorSettings(personalise_steps=5, personalise_lr=-1.0)
+
+
+def test_an_aggregator_refuses_a_method_its_model_cannot_use() -> None:
+    with pytest.raises(ConfigError, match="'fedbn' needs normalisation layers"):
+        AggregatorSettings(personalise_steps=5, personalise_method="fedbn")
+    got = AggregatorSettings(personalise_steps=5, personalise_method="fedrep").personalisation()
+    assert got is not None and got.method == "fedrep"
