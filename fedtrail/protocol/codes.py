@@ -68,7 +68,8 @@ class Reason(IntEnum):
 _DESCRIPTIONS: dict[Reason, str] = {
     Reason.OK: "The update improves the model; its score grows with its contribution.",
     Reason.LOW_GAIN: "The update does not improve the global model on the aggregator's "
-    "validation split (marginal gain at or below the threshold).",
+    "validation split (marginal gain at or below the threshold; in the standing's warm-up "
+    "round, the model with this update alone is clearly worse than the global model).",
     Reason.OUTLIER_DIRECTION: "The update points away from the other updates (cosine "
     "similarity to the coordinate-wise median update below the threshold), as a sign-flipped "
     "or otherwise poisoned update does.",
@@ -86,8 +87,9 @@ _DESCRIPTIONS: dict[Reason, str] = {
     "over the rounds) is at or below -demote_scale: its updates have been consistently harmful "
     "over rounds, not just in this one.",
     Reason.FREE_RIDER: "The update carries no training of its own: it is zero, its norm is tiny "
-    "next to the round's other updates, or it is a stale copy of an earlier update (such as the "
-    "site's previous one) or of the last global delta.",
+    "next to the round's other updates, the global model or the site's own previous update, or "
+    "it is a stale copy of an earlier update (such as the site's previous one) or of the last "
+    "global delta.",
     Reason.IMPLAUSIBLE_SAMPLES: "The claimed sample count is implausible: more than the round's "
     "max_sample_ratio times the median count of the round's other usable updates, so the update "
     "is not weighted by it.",

@@ -10,6 +10,13 @@ are caught before the validation game:
   the round's usable updates (the lower of the two middle ones for an even count, so with two
   updates a huge one cannot make the other look tiny; honest updates measured at 0.3-5.7x the
   median under label skew);
+* **tiny without a majority**: with two updates the lower median is the smaller one itself, so
+  the rule above cannot see a tiny one. Two scales that do not depend on the round's other
+  updates catch it too: the global model's own norm (below ``min_model_ratio`` of it; honest
+  updates of the bundled SmallCNN measured at 1.07-35% of it, so the default 0.1% of
+  :func:`fedtrail.valuation.value_round` leaves a margin of 10x) and the site's own previous
+  update, when the references hold one (below ``min_norm_ratio`` of it; an honest update was
+  measured at 31% of its previous one or more, a margin of 31x);
 * **stale**: cosine above ``stale_cosine`` (0.9999) *and* distance below ``stale_distance``
   (1%) of the norm of an earlier update it may copy — the site's own previous update or the last
   global delta (the references of :class:`~fedtrail.valuation.standing.History`). Two honest
@@ -28,7 +35,7 @@ import torch
 from fedtrail.errors import ConfigError
 from fedtrail.ml.aggregation import AggregationError, deterministic_dot, stack
 
-__all__ = ["free_riders"]
+__all__ = ["free_riders", "own_reference"]
 
 
 def free_riders(
@@ -38,9 +45,13 @@ def free_riders(
     min_norm_ratio: float,
     stale_cosine: float,
     stale_distance: float,
+    model_norm: float = 0.0,
+    min_model_ratio: float = 0.0,
 ) -> dict[str, str]:
     """The free-riders among ``deltas`` (site -> update, address order), each with why, in the
-    sites' order; ``references`` are earlier updates by label. Raises ConfigError when the
+    sites' order; ``references`` are earlier updates by label (a label starting with
+    ``"<site>'s update"`` is that site's own previous update: :func:`own_reference`).
+    ``model_norm`` is the global model's L2 norm (0: no such scale). Raises ConfigError when the
     layouts differ."""
     if not deltas:
         return {}
@@ -67,6 +78,21 @@ def free_riders(
                 f"(below {min_norm_ratio:.0%})"
             )
             continue
+        if norm < min_model_ratio * model_norm:
+            out[site] = (
+                f"norm {norm:.3g} is {norm / model_norm:.3%} of the global model's "
+                f"{model_norm:.3g} (below {min_model_ratio:.1%})"
+            )
+            continue
+        mine = [j for j, label in enumerate(labels, start=len(sites)) if own_reference(label, site)]
+        tiny_own = [j for j in mine if norm < min_norm_ratio * norms[j]]
+        if tiny_own:
+            j = tiny_own[0]
+            out[site] = (
+                f"norm {norm:.3g} is {norm / norms[j]:.2%} of its own earlier update's "
+                f"{norms[j]:.3g} ({labels[j - len(sites)]}; below {min_norm_ratio:.0%})"
+            )
+            continue
         for j, label in enumerate(labels, start=len(sites)):
             ref_norm = norms[j]
             if ref_norm == 0.0:
@@ -81,3 +107,9 @@ def free_riders(
                 )
                 break
     return out
+
+
+def own_reference(label: str, site: str) -> bool:
+    """Whether the reference ``label`` names ``site``'s own earlier update (the labels of
+    :func:`fedtrail.valuation.chained.reference_label`: ``"<site>'s update of round r"``)."""
+    return label.startswith(f"{site}'s update")
