@@ -39,6 +39,7 @@ __all__ = [
     "partition_dirichlet",
     "partition_iid",
     "partition_quantity",
+    "subset_with_mix",
 ]
 
 BUNDLED_NAME = "pneumoniamnist_balanced.npz"
@@ -496,3 +497,28 @@ def partition_quantity(
     if short:
         extra[np.argsort(-(exact - extra), kind="stable")[:short]] += 1
     return _split_by_sizes(rng.permutation(total).astype(np.int64), extra + m)
+
+
+def subset_with_mix(
+    pool: ImageDataset, mix: Sequence[float] | np.ndarray, seed: int, *, min_per_class: int = 5
+) -> ImageDataset:
+    """A seeded subset of ``pool`` with class shares ``mix`` (a site's own case mix): the most
+    images the scarcest needed class of ``pool`` allows, and at least ``min_per_class`` of every
+    class, also one the mix lacks, so that per-class metrics (AUC) stay defined. Used to judge
+    a model on "what this site's patients look like" from a balanced split."""
+    shares = np.asarray(mix, dtype=np.float64)
+    labels = pool.labels
+    classes = int(labels.max()) + 1 if len(labels) else 0
+    if shares.ndim != 1 or len(shares) < classes or not np.all(shares >= 0) or shares.sum() <= 0:
+        raise ConfigError(
+            f"a class mix needs {classes} or more non-negative shares, not all zero; "
+            f"got {shares.tolist()}"
+        )
+    have = np.bincount(labels, minlength=len(shares))
+    total = min(have[c] / shares[c] for c in np.flatnonzero(shares > 0))
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in range(len(shares)):
+        k = int(min(have[c], max(min_per_class, round(shares[c] * total))))
+        picks.append(rng.choice(np.flatnonzero(labels == c), size=k, replace=False))
+    return pool.subset(np.sort(np.concatenate(picks)))

@@ -23,6 +23,7 @@ from fedtrail.ml.datasets import (
     partition_dirichlet,
     partition_iid,
     partition_quantity,
+    subset_with_mix,
 )
 
 # ---------------------------------------------------------------- bundled file
@@ -374,3 +375,20 @@ def test_partitions_are_disjoint_and_covering(
         assert min(p.size for p in dirichlet) >= min_size
         again = partition_dirichlet(y, n_sites, alpha, seed, min_size, max_attempts=50)
         assert all(np.array_equal(p, q) for p, q in zip(dirichlet, again, strict=True))
+
+
+def test_a_subset_with_a_site_mix_follows_the_mix_and_keeps_every_class() -> None:
+    test = load_bundled().test
+    skewed = subset_with_mix(test, np.array([0.8, 0.2]), seed=1)
+    counts = np.bincount(skewed.labels, minlength=2)
+    assert counts[0] == 234 and abs(counts[1] - round(234 * 0.2 / 0.8)) <= 1
+    one_class = subset_with_mix(test, np.array([0.0, 1.0]), seed=1)
+    assert list(np.bincount(one_class.labels, minlength=2)) == [5, 234]
+    again = subset_with_mix(test, np.array([0.8, 0.2]), seed=1)
+    assert np.array_equal(again.labels, skewed.labels)
+    assert np.array_equal(again.images, skewed.images)
+
+    with pytest.raises(ConfigError, match="class mix"):
+        subset_with_mix(test, np.array([0.0, 0.0]), seed=1)
+    with pytest.raises(ConfigError, match="class mix"):
+        subset_with_mix(test, np.array([1.0]), seed=1)
