@@ -57,7 +57,7 @@ from fedtrail.fsutil import atomic_write
 from fedtrail.hooks import StepHook, no_step
 from fedtrail.ledger import Ledger, Submission, commitment
 from fedtrail.ml.datasets import ImageDataset
-from fedtrail.ml.metrics import Metrics, evaluate
+from fedtrail.ml.metrics import Metrics, evaluate, evaluate_calibrated
 from fedtrail.ml.models import ModelSpec, load_federated
 from fedtrail.ml.personalise import personalise
 from fedtrail.ml.task import Task, require_terms
@@ -511,9 +511,12 @@ class SiteNode:
         return self.personalise(last)
 
     def personalise(self, round_id: int) -> RoundRecord | None:
-        """Fine-tune finalized round ``round_id``'s global model on this site's training split
-        as its terms ask, keep it as ``personal.safetensors`` (never uploaded), and record the
-        validation metrics of the global and the personalised model in the round's record.
+        """Personalise finalized round ``round_id``'s global model on this site's training split
+        as its terms ask (:func:`fedtrail.ml.personalise.personalise`; a carried part goes on
+        from the site's last personalised model), keep it as ``personal.safetensors`` (never
+        uploaded), and record the validation metrics of the global model (at the round log's
+        decision) and of the personalised one (at its decision calibrated on this site's
+        validation split, kept in ``personal.json``) in the round's record.
 
         Restart-safe: the record is saved only after the model files are written, and a crash
         in between repeats the work, which gives the same bytes (seeded from the node's
@@ -576,6 +579,16 @@ class SiteNode:
                 return self._personal_note(record, f"personalisation diverged: {exc}")
             except ConfigError as exc:
                 return self._personal_note(record, f"cannot personalise: {exc}")
+            own_bias, own_source = bias, source
+            if self.val is not None:
+                # The personal model is adapted to this site's case mix, so its decision is
+                # calibrated on this site's validation split, not taken from the round log.
+                model = spec.build()
+                load_federated(model, tuned.state, what="the personalised model")
+                calibrated = evaluate_calibrated(model, self.val)
+                if calibrated.bias is not None:
+                    own_bias, own_source = calibrated.bias, "the site's validation split"
+                    tuned = replace(tuned, metrics=calibrated)
             saved = save_personal(
                 self.folder,
                 tuned.state,
@@ -587,8 +600,8 @@ class SiteNode:
                     method=plan.method,
                     steps=plan.steps,
                     lr=plan.lr,
-                    bias=bias,
-                    decision_from=source,
+                    bias=own_bias,
+                    decision_from=own_source,
                 ),
             )
         before = None

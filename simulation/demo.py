@@ -26,6 +26,7 @@ from fedtrail.chain import connect, funded_accounts
 from fedtrail.cli.common import aggregation_options, model_options
 from fedtrail.cli.output import emit, format_option, metrics_line, render_table
 from fedtrail.errors import ConfigError
+from fedtrail.protocol.terms import PERSONALISATION_METHODS
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.simulation.faults import SiteFault
 from fedtrail.storage.codec import Compression, CompressionMethod
@@ -53,6 +54,9 @@ class Scenario:
     arch: str = "smallcnn"
     image_size: int | None = None
     """Model input size; None: the data's."""
+    personalise: str | None = None
+    """Personalisation method the round terms ask of every hospital (None: none)."""
+    personalise_steps: int = 50
 
     def __post_init__(self) -> None:
         faulty = self.noisy_sites + self.poison_sites + self.shortcut_sites + self.copy_sites
@@ -167,6 +171,8 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
             seed=scenario.seed,
             model=task.spec,
             class_names=task.class_names,
+            personalise_steps=scenario.personalise_steps if scenario.personalise else 0,
+            personalise_method=scenario.personalise or "finetune",
         ),
     )
     ledger, store = fed.ledger, fed.store
@@ -205,6 +211,18 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
         echo(f"\nround {round_id}: {metrics_line(outcome.metrics.get('after', {}))}")
         echo(render_table(rows))
         table.append({"round": round_id, "sites": rows, "metrics": outcome.metrics})
+        if scenario.personalise:
+            for i in range(scenario.sites):
+                fed.node(i).personalise_latest()
+    personal = None
+    if scenario.personalise:
+        personal = _personal_rows(fed, names, trains, splits.val, task.spec, scenario)
+        echo(
+            f"\npersonalised models ({scenario.personalise}, {scenario.personalise_steps} "
+            "steps after each round), each on a slice of the val split with its hospital's "
+            "case mix:"
+        )
+        echo(render_table(personal))
     audits = verify_all(ledger, store)
     passed = all(a.passed for a in audits)
     checks = sum(len(a.checks) for a in audits)
@@ -236,6 +254,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
         "verified": passed,
         "report": str(report) if report else None,
         "task": task.to_json(),
+        "personalised": personal,
         "final_global": None
         if last is None
         else {
@@ -244,6 +263,50 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
             "round": ledger.last_finalized_round(),
         },
     }
+
+
+def _personal_rows(
+    fed: Any,
+    names: list[str],
+    trains: list[Any],
+    val: Any,
+    spec: Any,
+    scenario: Scenario,
+) -> list[dict[str, Any]]:
+    """Each hospital's final global and personalised model on a seeded slice of the val split
+    with that hospital's class mix (what its own patients look like); balanced accuracy at
+    each model's decision calibrated on that slice (in-sample for both, so comparable)."""
+    import numpy as np
+
+    from fedtrail.ml.datasets import subset_with_mix
+    from fedtrail.ml.metrics import evaluate_calibrated
+    from fedtrail.ml.models import load_federated
+    from fedtrail.storage.codec import decode_model
+    from fedtrail.storage.personal import load_personal
+
+    rows = []
+    k = spec.num_classes
+    for i, name in enumerate(names):
+        folder = fed.folder / "nodes" / name
+        try:
+            state, info = load_personal(folder, spec)
+        except ConfigError as exc:
+            rows.append({"site": name, "note": str(exc).split(" (")[0]})
+            continue
+        mix = np.bincount(trains[i].labels, minlength=k) / len(trains[i])
+        mine = subset_with_mix(val, mix, scenario.seed + 1000 + i)
+        figures: dict[str, Any] = {"site": name, "val images": len(mine)}
+        made_from = fed.ledger.get_round(info.round)
+        blob = fed.store.get(made_from.global_cid, made_from.global_sha256)
+        shared = decode_model(blob, spec=spec)[0]
+        for label, tensors in (("global", shared), ("personal", state)):
+            model = spec.build()
+            load_federated(model, tensors, what=f"{name}'s {label} model")
+            m = evaluate_calibrated(model, mine)
+            figures[f"{label} AUC"] = round(m.auc, 3)
+            figures[f"{label} bal.acc"] = round(m.balanced_accuracy_calibrated, 3)
+        rows.append(figures)
+    return rows
 
 
 @click.command()
@@ -310,6 +373,21 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     help="Local epochs per round.",
 )
 @click.option(
+    "--personalise",
+    type=click.Choice(PERSONALISATION_METHODS),
+    default=None,
+    help="Every hospital also keeps a personalised model (finetune: the whole model; fedbn: "
+    "its normalisation layers; fedrep: its classifier head), compared with the global model "
+    "at the end on its own case mix.",
+)
+@click.option(
+    "--personalise-steps",
+    type=click.IntRange(1, 10_000),
+    default=50,
+    show_default=True,
+    help="SGD steps of that personalisation after each round.",
+)
+@click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -336,6 +414,8 @@ def demo(
     arch: str | None,
     image_size: int | None,
     epochs: int,
+    personalise: str | None,
+    personalise_steps: int,
     workdir: Path | None,
     fmt: str,
 ) -> None:
@@ -360,6 +440,8 @@ def demo(
         arch=arch or "smallcnn",
         image_size=image_size,
         epochs=epochs,
+        personalise=personalise,
+        personalise_steps=personalise_steps,
     )
     root = workdir or Path(tempfile.mkdtemp(prefix="fedtrail-demo-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -172,6 +172,8 @@ def test_fedrep_carries_the_site_head_from_round_to_round_over_the_new_global_bo
     record = fed.node(0).personalise_latest()
     assert record is not None and record.round == 2 and record.personal_note == ""
     second, info2 = load_personal(folder, spec)
+    # Its decision is calibrated on the site's own validation split, not the round log's.
+    assert info2.decision_from == "the site's validation split" and info2.bias is not None
     g = fed.ledger.get_round(2)
     global2, _ = decode_model(fed.store.get(g.global_cid, g.global_sha256), spec=spec)
     head = {"fc2.weight", "fc2.bias"}
