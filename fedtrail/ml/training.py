@@ -182,8 +182,25 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
             cudnn.deterministic, cudnn.benchmark = saved
 
 
-def _check_data(ds: ImageDataset, spec: ModelSpec, what: str) -> None:
-    check_fits(ds, spec, f"the {what} split")
+@contextmanager
+def _start_model(
+    start: Mapping[str, torch.Tensor],
+    train: ImageDataset,
+    val: ImageDataset | None,
+    spec: ModelSpec,
+    config: TrainConfig,
+) -> Iterator[tuple[nn.Module, torch.device]]:
+    """The model both training entry points start from: the data checked against the spec,
+    then, inside :func:`_seeded`, the spec's model holding ``start`` on the config's device."""
+    check_fits(train, spec, "the training split")
+    if val is not None:
+        check_fits(val, spec, "the validation split")
+    device = resolve_device(config.device)
+    with _seeded(config.seed, device):
+        model = spec.build()
+        load_federated(model, start, what="the global model")
+        model.to(device)
+        yield model, device
 
 
 def train_local(
@@ -208,15 +225,7 @@ def train_local(
     :func:`~fedtrail.ml.metrics.evaluate`).
     """
     started = time.perf_counter()
-    _check_data(train, spec, "training")
-    if val is not None:
-        _check_data(val, spec, "validation")
-    device = resolve_device(config.device)
-
-    with _seeded(config.seed, device):
-        model = spec.build()
-        load_federated(model, global_state, what="the global model")
-        model.to(device)
+    with _start_model(global_state, train, val, spec, config) as (model, device):
         start = {
             k: v.detach().to(device, torch.float32, copy=True) for k, v in global_state.items()
         }
@@ -281,14 +290,7 @@ def fine_tune(
                 else "fine-tuning: nothing to train (empty tensor set)"
             )
     started = time.perf_counter()
-    _check_data(train, spec, "training")
-    if val is not None:
-        _check_data(val, spec, "validation")
-    device = resolve_device(config.device)
-    with _seeded(config.seed, device):
-        model = spec.build()
-        load_federated(model, global_state, what="the global model")
-        model.to(device)
+    with _start_model(global_state, train, val, spec, config) as (model, device):
         if only is not None:
             for name, p in model.named_parameters():
                 p.requires_grad_(name in only)
