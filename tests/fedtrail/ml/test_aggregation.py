@@ -360,3 +360,95 @@ def test_order_free_rules_ignore_order_and_stay_in_range(
         assert _digest(a) == _digest(b)
         x = a["x"].numpy()
         assert (lo <= x).all() and (x <= hi).all()
+
+
+# ---------------------------------------------------------------- pinned output bytes
+# The audit replays aggregation and compares bytes, so a faster implementation must give the
+# very same bits. These sha256 values were recorded from the implementation before the
+# issue-18 speed-up (one float64 row per update, per-update finiteness check) and must never
+# change.
+
+
+def _smallcnn_deltas(n: int, seed: int) -> list[Delta]:
+    from fedtrail.ml.models import ModelSpec
+
+    gen = torch.Generator().manual_seed(seed)
+    layout = ModelSpec().tensor_layout()
+    return [
+        {
+            k: torch.randn(shape, generator=gen) * 10.0 ** (i % 5 - 2)
+            for k, (shape, _) in layout.items()
+        }
+        for i in range(n)
+    ]
+
+
+def _pinned_weights(n: int, seed: int) -> list[int]:
+    rng = np.random.default_rng(seed)
+    samples = [int(x) for x in rng.integers(1, 1000, n)]
+    scores = [int(x) for x in rng.integers(0, 1_000_000, n)]
+    scores[1] = 0  # one excluded update
+    return onchain_weights(samples, scores)
+
+
+def _mixed_deltas() -> list[Delta]:
+    """Other float dtypes, non-contiguous and strided tensors, key orders that differ."""
+    gen = torch.Generator().manual_seed(7)
+    out: list[Delta] = []
+    for i, dtype in enumerate((torch.float32, torch.float16, torch.bfloat16, torch.float64)):
+        w = torch.randn(12, 9, generator=gen).to(dtype).t()  # non-contiguous (9, 12)
+        b = torch.randn(30, generator=gen).to(dtype)[::3]  # strided (10,)
+        out.append({"w": w, "b": b} if i % 2 == 0 else {"b": b, "w": w})
+    return out
+
+
+PINNED = {
+    "smallcnn10.weighted": "6a5a05d4eed5787705879db41fae75d346fef5dc4f77c450cbe24ce8f04786f6",
+    "smallcnn10.sample": "4c5e96fe8087e8e06757b68ec54dfb0c250d907806569ac7adec4568095c2eda",
+    "smallcnn10.median": "9d0359deb32030ff22f3cf3c94ae299ec1164401244cbe19a283d5b7abefc0a0",
+    "smallcnn10.trimmed_mean": "882125c15e2a39e17e6fc2e169c2e5cba7586e353797ef1ced715065a0ce3520",
+    "smallcnn10.krum": "d097d6312a0ade2a1880c19df0886ac9c4cd2a7eca42dd227350212db03a6842",
+    "smallcnn10.norm_clip": "a70492b8d1ded747f464c40fb133cb6503f7db74e5c6999ec6cda25c4fd99a25",
+    "smallcnn100.weighted": "964116e0a1c9bf8fb5071265de23ed629370b44586bc330eb51a5ef2b7ea4bae",
+    "smallcnn100.sample": "065cc56d3177a7175b05eefb5a98e0a8a7ba9aa537ccc6d92e40fd2768320fa3",
+    "mixed.weighted": "5643177c7e39928f2794b876b7716e39da0b6d9d8c8835909476d5323e93128f",
+    "mixed.median": "6d3b16db6fcd129f68a902af4a383cf80a4aff6b508ed12d51f1dad30bf3e3bb",
+    "mixed.apply": "f41053062127b27ebeabf62b2f1b7ec4b9291e062aac790dbfb106d1c5f72dc4",
+    "fixture.weighted": "0158554bf14a334bf7e993f69dd5fa788b3da2e7278223eb1d6afc3663c7763a",
+    "fixture.median": "cb6a8ba717faf42606ea46032c044cd1af716141622ae4a0b3a736bdbdedd160",
+    "fixture.trimmed_mean": "1f6459070badee47cef11bbcd3834662f421a5a6f6c205915a5e3b89c8ff086f",
+    "fixture.krum": "55c3549cd32b48b47542b42313375b2cdf76adb095ce4ebb8a89e3d4ea24e65b",
+    "fixture.norm_clip": "937fd4d1ae50a9e9d12f16cb21d13b85ab19cb071395272a1361bccf1fa81f0d",
+    "fixture.apply": "234f58a42497556029de6473c06c7ba6b446fdd5debf316c7d1cc2aa3047df0d",
+}
+
+
+def pinned_digests() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for n in (10, 100):
+        deltas = _smallcnn_deltas(n, seed=n)
+        weights = _pinned_weights(n, seed=n)
+        none_for_zero = [dl if w else None for dl, w in zip(deltas, weights, strict=True)]
+        out[f"smallcnn{n}.weighted"] = _digest(weighted_mean(none_for_zero, weights))
+        out[f"smallcnn{n}.sample"] = _digest(
+            sample_weighted_mean(deltas, [3 + i for i in range(n)])
+        )
+        if n == 10:
+            for rule in (
+                AggregationRule(name="median"),
+                AggregationRule(name="trimmed_mean"),
+                AggregationRule(name="krum"),
+                AggregationRule(name="norm_clip"),
+            ):
+                out[f"smallcnn{n}.{rule.name}"] = _digest(aggregate(rule, deltas, weights))
+    mixed = _mixed_deltas()
+    mixed_weights = onchain_weights([5, 7, 11, 13], [3, 1, 4, 1])
+    out["mixed.weighted"] = _digest(weighted_mean(mixed, mixed_weights))
+    out["mixed.median"] = _digest(coordinate_median(mixed))
+    out["mixed.apply"] = _digest(apply_delta(mixed[0], mixed[1]))
+    out.update({f"fixture.{k}": v for k, v in digests().items()})
+    return out
+
+
+def test_outputs_are_bit_identical_to_the_pinned_bytes() -> None:
+    assert pinned_digests() == PINNED
