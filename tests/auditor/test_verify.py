@@ -9,10 +9,12 @@ import dataclasses
 import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from click.testing import CliRunner
 from eth_abi.abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
@@ -76,10 +78,26 @@ def federation(
     return fed
 
 
-@pytest.fixture
-def embedded_fed(tmp_path: Path) -> tuple[Ledger, LocalStore, AggregatorService]:
-    store = LocalStore(tmp_path / "store")
-    fed = federation(tmp_path, store=store)
+def _on_one_thread(tmp: Path, **kwargs: Any) -> Federation:
+    """``federation`` on one torch thread, as the function-scoped ``one_torch_thread`` gives
+    the tests that re-derive its figures (a module-scoped fixture is built before it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return federation(tmp, **kwargs)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def embedded_fed(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Ledger, LocalStore, AggregatorService]:
+    """One honest two-round federation for the module's read-only tests (a build costs ~30 s);
+    a test that alters it works on a copy of the store."""
+    tmp = tmp_path_factory.mktemp("honest")
+    store = LocalStore(tmp / "store")
+    fed = _on_one_thread(tmp, store=store)
     return fed.ledger, store, fed.service
 
 
@@ -178,8 +196,10 @@ def test_verify_compares_a_log_without_calibrated_metrics_on_the_plain_ones(
     assert check.passed and "records no calibrated metrics" in check.detail, check.detail
 
 
-def test_verify_fails_when_a_stored_update_was_altered(embedded_fed: Any) -> None:
-    ledger, store, _ = embedded_fed
+def test_verify_fails_when_a_stored_update_was_altered(embedded_fed: Any, tmp_path: Path) -> None:
+    ledger, shared, _ = embedded_fed
+    shutil.copytree(shared.root, tmp_path / "store")  # the shared federation stays honest
+    store = LocalStore(tmp_path / "store")
     sub = next(s for s in ledger.get_submissions(1) if s.weight > 0)
     blob_path = store.root / "blobs" / sub.cid
     data = bytearray(blob_path.read_bytes())
@@ -268,7 +288,7 @@ def test_fetch_says_why_a_blob_is_unusable(tmp_path: Path) -> None:
     assert _fetch(store, "not-a-cid", sha).failure is FetchFailure.INVALID_CID
 
 
-def test_audit_cli_verify_exit_codes(embedded_fed: Any, tmp_path: Path) -> None:
+def test_audit_cli_verify_exit_codes() -> None:
     # The embedded chain lives in this process only, so the CLI is exercised on Anvil below;
     # here: the command's usage error.
     result = CliRunner().invoke(cli, ["audit", "verify", "--round", "1", "--all"])
@@ -278,11 +298,15 @@ def test_audit_cli_verify_exit_codes(embedded_fed: Any, tmp_path: Path) -> None:
 # ----------------------------------------------------------------- real Anvil + IPFS
 
 
-@pytest.fixture
-def anvil_fed(anvil_url: str, ipfs_api: str, tmp_path: Path) -> tuple[Ledger, IpfsStore, str]:
+@pytest.fixture(scope="module")
+def anvil_fed(
+    anvil_url: str, ipfs_api: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Ledger, IpfsStore, str]:
+    """One honest two-round federation on Anvil + IPFS, read by the tests below."""
     store = IpfsStore(ipfs_api)
     accounts = [dev_account(i) for i in (0, 5, 6, 7)]
-    fed = federation(tmp_path, w3=connect(anvil_url), store=store, accounts=accounts)
+    tmp = tmp_path_factory.mktemp("anvil-fed")
+    fed = _on_one_thread(tmp, w3=connect(anvil_url), store=store, accounts=accounts)
     return fed.ledger, store, ipfs_api
 
 
