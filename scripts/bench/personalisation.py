@@ -23,8 +23,11 @@ subset of the val split: each site calibrates on its own mix.
 
 Bar (issue 17): averaged over seeds, the personalised model is at least as good as the better
 of global and local-only, on AUC and on calibrated F1, for at least 4 of 5 sites, at every
-alpha; the mean gains are reported. Exits 1 when no method meets the bar (the benchmarks'
-convention). ``--quick``: 1 seed, 2 rounds (a smoke test, bar not meaningful).
+alpha; the mean gains are reported. Judged for each method's own model and for the model the
+node serves (``+chk``: the personalised model where its AUC on the site's validation slice is
+at least the global model's, else the global model; ``node status`` shows that choice as
+``use``). Exits 1 when no method's served model meets the bar (the benchmarks' convention).
+``--quick``: 1 seed, 2 rounds (a smoke test, bar not meaningful).
 
     nice -n 10 .venv/bin/python scripts/bench/personalisation.py --seeds 3
 """
@@ -301,19 +304,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.write_text(json.dumps(doc, indent=2), encoding="utf-8")
     print("\n".join(render(summary)))
     print(f"wrote {args.out}")
-    # The bar holds for a method whose own model (unchecked) passes on AUC and calibrated F1
-    # at every alpha: a federation runs one method.
-    passing = [
-        m
-        for m in methods
-        if all(
-            s["bar"][f"{m}/{key}"]["passed"]
+
+    # A federation runs one method; a method meets the bar when its model passes on AUC and
+    # calibrated F1 at every alpha. Judged twice: the method's own model, and the model the
+    # node serves (``node status`` "use": the personalised model where it validates at least
+    # as well as the global one on the site's own validation data, else the global model).
+    # The exit status follows the served model, which is what a site uses.
+    def meets(name: str) -> bool:
+        return all(
+            s["bar"][f"{name}/{key}"]["passed"]
             for s in summary.values()
             for key in ("auc", "f1_calibrated")
         )
-    ]
-    print(f"methods meeting the bar at every alpha: {', '.join(passing) or 'none'}")
-    passed = bool(passing)
+
+    own = [m for m in methods if meets(m)]
+    served = [m for m in methods if meets(m + CHECK)]
+    print(f"methods whose own model meets the bar at every alpha: {', '.join(own) or 'none'}")
+    print(f"methods whose served model (+chk) meets it: {', '.join(served) or 'none'}")
+    passed = bool(served)
     return 0 if passed or args.quick else 1
 
 
