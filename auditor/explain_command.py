@@ -230,8 +230,8 @@ def explain(
     on its validation split); a model named by CID, or a log without one, at 0.5. The output
     says which. A round's model is read with the task its log records; a model named by CID
     with the task of ``--validation`` (default pneumonia) and ``--arch``/``--image-size``.
-    A site's personalised model (``--personal``) with its node's task, at the decision of the
-    round log of the global model it was fine-tuned from."""
+    A site's personalised model (``--personal``) with its node's task, at the decision its node
+    calibrated for it on the site's validation split (without one: the round log's)."""
     if (cid is None) != (sha256 is None):
         raise click.UsageError("--cid and --sha256 go together")
     if personal is not None and (cid is not None or round_id is not None):
@@ -246,10 +246,14 @@ def explain(
         task = site_task(personal)
         blob, mine = read_personal(personal)
         cid, sha256 = str(personal / PERSONAL_MODEL), mine.sha256
-        title = f"site model (round {mine.round} + {mine.steps} steps): "
+        title = f"site model ({mine.method}, round {mine.round} + {mine.steps} steps): "
+        own = mine.decision_from == "the site's validation split"
         decision = Decision(
             mine.bias,
-            f"{mine.decision_from}, for the global model it was fine-tuned from",
+            f"{mine.decision_from}, "
+            + (
+                "fitted for this personalised model" if own else "for the global model it came from"
+            ),
             task.num_classes,
         )
     else:

@@ -70,7 +70,7 @@ def test_explain_personal_explains_the_sites_own_model(tmp_path: Path) -> None:
     assert doc["decision"]["source"].startswith("round 4's log, for the global model")
     assert (
         len(doc["images"]) == 2
-        and "site model (round 4 + 30 steps)" in (doc["images"][0]["caption"])
+        and "site model (finetune, round 4 + 30 steps)" in (doc["images"][0]["caption"])
     )
 
 
