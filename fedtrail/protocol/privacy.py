@@ -1,0 +1,152 @@
+"""Differential privacy in the protocol: the on-chain unit of epsilon and a site's DP parameters.
+
+Epsilon travels on chain as an integer in micro-epsilon (``EPSILON_SCALE``, a uint64 in the
+contract). A site's spend for one update is :func:`to_micro` of the accountant's epsilon for that
+update's training alone, rounded *up*, so the integer the contract sums never understates the
+spend. :class:`DpParams` are what the accountant needs to recompute that epsilon; they travel in
+the update blob's metadata (pinned by the update's sha256 on chain), so an auditor recomputes the
+spend from them and compares it with the declared one. They come from other participants: every
+field is validated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+
+from fedtrail.errors import FedtrailError
+
+__all__ = [
+    "ACCOUNTANTS",
+    "EPSILON_SCALE",
+    "MAX_EPSILON_MICRO",
+    "MAX_STEPS",
+    "DpParams",
+    "InvalidPrivacy",
+    "from_micro",
+    "to_micro",
+]
+
+EPSILON_SCALE: Final = 1_000_000
+"""Micro-epsilon per epsilon: the unit of every epsilon on chain."""
+MAX_EPSILON_MICRO: Final = 2**64 - 1
+"""The contract keeps epsilon in a uint64."""
+ACCOUNTANTS: Final = ("rdp",)
+"""Accountants an update may name (opacus' RDP accountant; :mod:`fedtrail.ml.privacy`)."""
+MAX_STEPS: Final = 10_000_000
+"""DP-SGD steps in one update at most (bounds the accountant's work on untrusted input)."""
+MAX_NOISE_MULTIPLIER: Final = 1_000.0
+"""Noise far above any useful training; bounds untrusted input."""
+_FIELDS: Final = frozenset(
+    {"noise_multiplier", "max_grad_norm", "sample_rate", "steps", "delta", "accountant"}
+)
+
+
+class InvalidPrivacy(FedtrailError):
+    """DP parameters or an epsilon that cannot be accounted: a missing, mistyped, non-finite
+    or out-of-range value (untrusted metadata, a bad config or a bad flag)."""
+
+
+def to_micro(eps: float) -> int:
+    """Epsilon to integer micro-epsilon, rounded up (a spend must never be understated)."""
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not math.isfinite(eps):
+        raise InvalidPrivacy(f"epsilon must be a finite number, not {eps!r}")
+    if eps < 0:
+        raise InvalidPrivacy(f"epsilon must not be negative, not {eps!r}")
+    micro = math.ceil(float(eps) * EPSILON_SCALE)
+    if micro > MAX_EPSILON_MICRO:
+        raise InvalidPrivacy(f"epsilon {eps!r} does not fit the chain's uint64 micro-epsilon")
+    return micro
+
+
+def from_micro(micro: int) -> float:
+    """Integer micro-epsilon (as on chain) to epsilon."""
+    if isinstance(micro, bool) or not isinstance(micro, int):
+        raise InvalidPrivacy(f"micro-epsilon must be an integer, not {micro!r}")
+    if not 0 <= micro <= MAX_EPSILON_MICRO:
+        raise InvalidPrivacy(f"micro-epsilon must lie in 0..2**64-1, not {micro}")
+    return micro / EPSILON_SCALE
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidPrivacy(f"DP parameters: {where} must be a finite number, not {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DpParams:
+    """One update's DP-SGD training, as the accountant needs it: Gaussian noise of
+    ``noise_multiplier * max_grad_norm`` on per-sample gradients clipped to ``max_grad_norm``,
+    ``steps`` steps each over a Poisson sample of the site's training split at ``sample_rate``,
+    accounted at ``delta`` (the federation's, from the round terms) with ``accountant``."""
+
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+    steps: int
+    delta: float
+    accountant: str = "rdp"
+
+    def __post_init__(self) -> None:
+        noise = _number(self.noise_multiplier, "noise_multiplier")
+        if not 0 < noise <= MAX_NOISE_MULTIPLIER:
+            raise InvalidPrivacy(
+                f"DP parameters: noise_multiplier must lie in (0, {MAX_NOISE_MULTIPLIER}], "
+                f"not {noise!r}"
+            )
+        clip = _number(self.max_grad_norm, "max_grad_norm")
+        if clip <= 0:
+            raise InvalidPrivacy(f"DP parameters: max_grad_norm must be positive, not {clip!r}")
+        rate = _number(self.sample_rate, "sample_rate")
+        if not 0 < rate <= 1:
+            raise InvalidPrivacy(f"DP parameters: sample_rate must lie in (0, 1], not {rate!r}")
+        delta = _number(self.delta, "delta")
+        if not 0 < delta < 1:
+            raise InvalidPrivacy(f"DP parameters: delta must lie in (0, 1), not {delta!r}")
+        steps = self.steps
+        if isinstance(steps, bool) or not isinstance(steps, int):
+            raise InvalidPrivacy(f"DP parameters: steps must be an integer, not {steps!r}")
+        if not 1 <= steps <= MAX_STEPS:
+            raise InvalidPrivacy(f"DP parameters: steps must lie in 1..{MAX_STEPS}, not {steps}")
+        if self.accountant not in ACCOUNTANTS:
+            raise InvalidPrivacy(
+                f"DP parameters: accountant must be one of {ACCOUNTANTS}, not {self.accountant!r}"
+            )
+        object.__setattr__(self, "noise_multiplier", noise)
+        object.__setattr__(self, "max_grad_norm", clip)
+        object.__setattr__(self, "sample_rate", rate)
+        object.__setattr__(self, "delta", delta)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "noise_multiplier": self.noise_multiplier,
+            "max_grad_norm": self.max_grad_norm,
+            "sample_rate": self.sample_rate,
+            "steps": self.steps,
+            "delta": self.delta,
+            "accountant": self.accountant,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> DpParams:
+        """From an untrusted mapping (exactly the fields of :meth:`to_json`);
+        :class:`InvalidPrivacy` names what is wrong."""
+        if not isinstance(doc, dict):
+            raise InvalidPrivacy("DP parameters must be a JSON object")
+        if set(doc) != _FIELDS:
+            missing = sorted(_FIELDS - set(doc))
+            extra = sorted(str(k) for k in set(doc) - _FIELDS)
+            raise InvalidPrivacy(f"DP parameters: missing {missing}, unknown {extra}")
+        accountant = doc["accountant"]
+        if not isinstance(accountant, str):
+            raise InvalidPrivacy(f"DP parameters: accountant must be a string, not {accountant!r}")
+        return cls(
+            noise_multiplier=doc["noise_multiplier"],
+            max_grad_norm=doc["max_grad_norm"],
+            sample_rate=doc["sample_rate"],
+            steps=doc["steps"],
+            delta=doc["delta"],
+            accountant=accountant,
+        )
