@@ -84,8 +84,9 @@ _DESCRIPTIONS: dict[Reason, str] = {
     Reason.EXPLANATION_SHIFT: "The updated model's explanations shift away from the "
     "global model's beyond the threshold.",
     Reason.LOW_QUALITY: "The site's running value (its normalised validation values accumulated "
-    "over the rounds) is at or below -demote_scale: its updates have been consistently harmful "
-    "over rounds, not just in this one.",
+    "over the rounds) is at or below -demote_scale, or so near it that the demoted score is under "
+    "1% of the full score: its updates have been consistently harmful over rounds, not just in "
+    "this one.",
     Reason.FREE_RIDER: "The update carries no training of its own: it is zero, its norm is tiny "
     "next to the round's other updates, the global model or the site's own previous update, or "
     "it is a stale copy of an earlier update (such as the site's previous one) or of the last "

@@ -22,7 +22,8 @@ replaced: free-riders (:mod:`~fedtrail.valuation.freeride`) were rejected as FRE
 step 2; the round's values are normalised and accumulated per site, and every update that passed
 the screening scores by its accumulated value, demote-only
 (:func:`~fedtrail.valuation.standing.demoted_score`): full score unless the accumulated value is
-negative, 0 with LOW_QUALITY at ``-demote_scale`` or below - measured against the median scored
+negative, 0 with LOW_QUALITY at ``-demote_scale`` or below (or once the score would fall below
+1% of the full score) - measured against the median scored
 site's value when that is negative (:func:`~fedtrail.valuation.standing.demotion_reference`).
 
 :func:`fedtrail.valuation.value_round` runs the whole valuation of a round and ends here.

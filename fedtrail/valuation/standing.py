@@ -7,8 +7,9 @@ site-rounds). Instead each round's values are normalised to shares of the round'
 value (:func:`normalised_values`, in [-1, 1], summing to at most 1 in absolute value) and added to
 a per-site running value (:func:`accumulate`); the score only *demotes*
 (:func:`demoted_score`): full score while the accumulated value is not negative, falling linearly
-to 0 as it reaches ``-demote_scale``. A site that is consistently harmful (label noise measured at
--0.1 to -0.5 of the round's share per round) reaches 0 within a few rounds; an honest site whose
+to 0 as it reaches ``-demote_scale`` (0 already below 1% of the full score). A site that is
+consistently harmful (label noise measured at -0.1 to -0.5 of the round's share per round)
+reaches 0 within a few rounds; an honest site whose
 value dips once keeps most of its weight.
 
 The accumulated values are an explicit input and output of
@@ -23,13 +24,21 @@ import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Final
 
 import torch
 
 from fedtrail.errors import ConfigError
 from fedtrail.protocol.weights import SCORE_SCALE
 
-__all__ = ["History", "accumulate", "demoted_score", "demotion_reference", "normalised_values"]
+__all__ = [
+    "MIN_DEMOTED_SCORE",
+    "History",
+    "accumulate",
+    "demoted_score",
+    "demotion_reference",
+    "normalised_values",
+]
 
 
 def _empty() -> Mapping[str, float]:
@@ -113,9 +122,19 @@ def demotion_reference(accumulated: Iterable[float]) -> float:
     return min(0.0, statistics.median(values)) if values else 0.0
 
 
+MIN_DEMOTED_SCORE: Final = SCORE_SCALE // 100
+"""A demoted score below this (1% of the full score) is 0, so the zero is reachable in one
+round. A lone site whose harm the others' gains offset has a share of
+``-(P - D) / (2P - D)``, just above -0.5 (P: the sum of the positive values, D: the round's
+total gain ``v(N) - v(empty)``), so with the default ``demote_scale`` 0.5 it never reached 0:
+measured with resnet10 (BatchNorm), a sign-flipping site of four had the share -0.4999989 in
+round 2 and kept reason OK with score 2 of 1e6 instead of LOW_QUALITY."""
+
+
 def demoted_score(accumulated: float, *, demote_scale: float) -> int:
     """Full score (``SCORE_SCALE``) for a non-negative accumulated value, falling linearly to 0
-    at ``-demote_scale``."""
+    at ``-demote_scale``; a score below :data:`MIN_DEMOTED_SCORE` is 0."""
     if accumulated >= 0:
         return SCORE_SCALE
-    return max(0, min(SCORE_SCALE, round(SCORE_SCALE * (1.0 + accumulated / demote_scale))))
+    score = max(0, min(SCORE_SCALE, round(SCORE_SCALE * (1.0 + accumulated / demote_scale))))
+    return 0 if score < MIN_DEMOTED_SCORE else score

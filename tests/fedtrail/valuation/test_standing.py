@@ -57,6 +57,23 @@ def test_demoted_score_only_demotes_negative_standing() -> None:
     assert demoted_score(-9.0, demote_scale=0.5) == 0
 
 
+def test_a_lone_harmful_site_offset_by_the_others_reaches_low_quality_in_one_round() -> None:
+    """Its share tends to -0.5 from above (the others' gains cancel its harm): measured -0.4999989
+    with a BatchNorm net's sign-flipper, which kept reason OK with score 2 of 1e6."""
+    from fedtrail.valuation import Combiner, RobustStats
+
+    values = {"a": 1301.978, "b": 1302.070, "c": 1301.129, "d": -3905.160}  # measured, rounded
+    shares = normalised_values(values)
+    assert shares is not None and -0.5 < shares["d"] < -0.49999
+    assert demoted_score(shares["d"], demote_scale=0.5) == 0
+    assert demoted_score(-0.49, demote_scale=0.5) == SCORE_SCALE // 50  # 2%: still demoted, > 0
+    cands = [Candidate(site=s, num_samples=100, delta={"w": torch.ones(1)}) for s in values]
+    robust = {s: RobustStats(cosine=0.5, norm=1.0, norm_z=0.0, median_norm=1.0) for s in values}
+    out = {v.site: v for v in Combiner().settle(cands, robust, values, shares, method="shapley")}
+    assert (out["d"].score, out["d"].reason) == (0, Reason.LOW_QUALITY)
+    assert all(out[s].score == SCORE_SCALE for s in "abc")
+
+
 def test_the_median_site_is_the_reference_only_when_it_is_negative() -> None:
     assert demotion_reference([]) == 0.0
     assert demotion_reference([0.4, -0.2, 1.0]) == 0.0  # median 0.4: absolute, as before
