@@ -24,7 +24,7 @@ import torch
 from eth_account.signers.local import LocalAccount
 from PIL import Image
 
-from fedtrail.chain import advance_time, block_timestamp, connect, funded_accounts
+from fedtrail.chain import advance_time, block_timestamp, connect, dev_account, funded_accounts
 from fedtrail.ledger import Ledger, Valuation, commitment
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.models import ModelSpec, initial_model
@@ -211,9 +211,11 @@ def finalize(
     return global_ref
 
 
-def new_federation(tmp: Path) -> Fed:
-    w3 = connect("embedded")
-    accounts = funded_accounts(w3)
+def new_federation(tmp: Path, rpc_url: str = "embedded") -> Fed:
+    """A fresh ledger with the three sites registered: on the embedded chain, or on the node at
+    ``rpc_url`` (its development accounts 0..3)."""
+    w3 = connect(rpc_url)
+    accounts = funded_accounts(w3) if rpc_url == "embedded" else [dev_account(i) for i in range(4)]
     ledger, _ = Ledger.deploy(w3, accounts[0])
     fed = Fed(ledger, LocalStore(tmp / "store"), accounts[0], accounts[1:4])
     for account, name in zip(fed.sites, SITE_NAMES, strict=True):
@@ -226,9 +228,9 @@ def initial(fed: Fed) -> tuple[str, str]:
     return put(fed.store, encode_model(state, spec=SPEC, round=0))
 
 
-def build_history(tmp: Path) -> Fed:
+def build_history(tmp: Path, rpc_url: str = "embedded") -> Fed:
     """The four rounds the module docstring lists."""
-    fed = new_federation(tmp)
+    fed = new_federation(tmp, rpc_url)
     ledger, coord, sites = fed.ledger, fed.coordinator, fed.sites
     model = initial(fed)
 

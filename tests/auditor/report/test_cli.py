@@ -24,9 +24,9 @@ from tests.auditor.report.federation import (
 
 
 @pytest.fixture(autouse=True)
-def _embedded_ledger(fed: Fed, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The CLI reaches the chain by URL; the embedded chain lives in this process, so point the
-    # command's ledger opener at the fixture's ledger.
+def _fixture_ledger(fed: Fed, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The CLI reaches the chain by URL; the liars' embedded chains live in this process, so
+    # point the command's ledger opener at the fixture's ledger (a liar's test re-points it).
     import fedtrail.auditor.commands as commands
 
     monkeypatch.setattr(commands, "_open", lambda *_: fed.ledger)
