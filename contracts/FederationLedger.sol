@@ -20,6 +20,14 @@ pragma solidity 0.8.28;
 /// sample count revealed in the open round waits in the site's own storage slot (already read
 /// and written by the reveal) and moves to the submission when the round is valued or
 /// cancelled: one fresh storage slot per submission instead of two.
+///
+/// Differential privacy: the coordinator may give a site an epsilon budget (micro-epsilon,
+/// `EPSILON_SCALE` per unit of epsilon). A site reveals with {revealPrivateUpdate}, declaring
+/// the epsilon the update spent; the site's cumulative spend (basic composition) is kept in its
+/// record, is never reset (not by removal and re-registration either), and may not pass its
+/// budget. The declared spend is not in the commitment: the update's DP parameters are inside
+/// the update blob, which the commitment pins through its sha256, and an audit recomputes the
+/// spend from them.
 contract FederationLedger {
     // ------------------------------------------------------------------ types
 
@@ -66,6 +74,8 @@ contract FederationLedger {
     }
 
     /// @dev Slot 0 is read by every commit and reveal; the reveal writes its pending fields.
+    /// `privacyBudgeted` (budget > 0) sits in slot 0 so a plain reveal needs no other slot;
+    /// only a private reveal reads and writes the epsilon fields of slot 1.
     struct Site {
         bool registered;
         uint32 activeFrom; // the first round the site may take part in
@@ -73,8 +83,11 @@ contract FederationLedger {
         uint64 maxSamples;
         uint64 pendingSamples; // that update's sample count until the round settles
         uint32 reputation;
+        bool privacyBudgeted; // epsilonBudgetMicro > 0
         uint32 valuedRounds; // slot 1
         bool known;
+        uint64 epsilonBudgetMicro; // 0: no budget (the spend is recorded, not capped)
+        uint64 epsilonSpentMicro; // cumulative over every private reveal, never reset
         string name;
     }
 
@@ -133,6 +146,8 @@ contract FederationLedger {
     uint32 public constant SCORE_SCALE = 1_000_000;
     /// @notice Weights of a valued round are fixed-point and sum to exactly WEIGHT_SCALE.
     uint256 public constant WEIGHT_SCALE = 1e18;
+    /// @notice Epsilon budgets and spends are integers in units of 1 / EPSILON_SCALE epsilon.
+    uint64 public constant EPSILON_SCALE = 1_000_000;
 
     // ------------------------------------------------------------------ state
 
@@ -201,6 +216,12 @@ contract FederationLedger {
     );
     /// @notice A round was abandoned without a new global model.
     event RoundCancelled(uint256 indexed round);
+    /// @notice The coordinator set `site`'s epsilon budget (0: no budget).
+    event PrivacyBudgetSet(address indexed site, uint64 epsilonBudgetMicro);
+    /// @notice `site`'s update in `round` spent `epsilonMicro`; `totalMicro` is its spend so far.
+    event PrivacySpent(
+        uint256 indexed round, address indexed site, uint64 epsilonMicro, uint64 totalMicro
+    );
 
     // ----------------------------------------------------------------- errors
 
@@ -235,6 +256,11 @@ contract FederationLedger {
     error FederationLedger__InvalidReason(address site, uint8 reason);
     error FederationLedger__ScoreReasonMismatch(address site, uint32 score, uint8 reason);
     error FederationLedger__ZeroTotalWeight(uint256 round);
+    error FederationLedger__PrivacyBudgetBelowSpent(address site, uint64 budget, uint64 spent);
+    error FederationLedger__PrivacySpendRequired(address site);
+    error FederationLedger__PrivacyBudgetExceeded(
+        address site, uint64 spent, uint64 requested, uint64 budget
+    );
 
     // -------------------------------------------------------------- modifiers
 
@@ -327,6 +353,27 @@ contract FederationLedger {
         if (maxSamples == 0) revert FederationLedger__InvalidParameter("maxSamples");
         s.maxSamples = maxSamples;
         emit MaxSamplesSet(site, maxSamples);
+    }
+
+    /// @notice Sets `site`'s epsilon budget in micro-epsilon, from its next reveal on. With a
+    /// budget the site must declare every update's spend ({revealPrivateUpdate}) and its
+    /// cumulative spend may not pass the budget; 0 removes the budget. The spend itself is
+    /// never reset, so a budget can be raised but never set below what was already spent.
+    ///
+    /// Requirements:
+    /// - caller is the coordinator.
+    /// - `site` is registered.
+    /// - `epsilonBudgetMicro` is at least the site's spend so far (0 only while it spent 0).
+    function setPrivacyBudget(address site, uint64 epsilonBudgetMicro) external onlyCoordinator {
+        Site storage s = _sites[site];
+        if (!s.registered) revert FederationLedger__UnknownSite(site);
+        uint64 spent = s.epsilonSpentMicro;
+        if (epsilonBudgetMicro < spent) {
+            revert FederationLedger__PrivacyBudgetBelowSpent(site, epsilonBudgetMicro, spent);
+        }
+        s.epsilonBudgetMicro = epsilonBudgetMicro;
+        s.privacyBudgeted = epsilonBudgetMicro != 0;
+        emit PrivacyBudgetSet(site, epsilonBudgetMicro);
     }
 
     /// @notice Hands the aggregator role to `newAggregator`.
@@ -560,10 +607,11 @@ contract FederationLedger {
     }
 
     /// @notice Reveals the update the caller committed to: where it is (`cid`), its content
-    /// sha256 and how many local samples trained it.
+    /// sha256 and how many local samples trained it. Declares no privacy spend.
     ///
     /// Requirements:
     /// - caller is a registered site that was registered when the round opened.
+    /// - the caller has no privacy budget (a site with one reveals with {revealPrivateUpdate}).
     /// - the round is Open, its commit deadline passed and its reveal deadline has not.
     /// - the caller committed in this round and has not revealed.
     /// - `updateSha256` non-zero, `cid` non-empty, `numSamples` in [1, the caller's maxSamples].
@@ -575,37 +623,41 @@ contract FederationLedger {
         bytes32 updateSha256,
         uint64 numSamples
     ) external {
-        Site storage s = _sites[msg.sender];
-        if (!s.registered) revert FederationLedger__UnknownSite(msg.sender);
-        Round storage r = _openRound(round);
-        if (s.activeFrom > round) revert FederationLedger__RegisteredAfterOpen(round, msg.sender);
-        if (block.timestamp <= r.commitDeadline) {
-            revert FederationLedger__RevealNotOpen(round, r.commitDeadline);
-        }
-        if (block.timestamp > r.revealDeadline) {
-            revert FederationLedger__RevealClosed(round, r.revealDeadline);
-        }
-        Submission storage sub = _submissions[round][msg.sender];
-        bytes32 committed = sub.hash;
-        if (committed == bytes32(0)) revert FederationLedger__NotCommitted(round, msg.sender);
-        if (s.pendingRound == round) revert FederationLedger__AlreadyRevealed(round, msg.sender);
-        if (updateSha256 == bytes32(0)) revert FederationLedger__InvalidParameter("sha256");
-        if (bytes(cid).length == 0) revert FederationLedger__InvalidParameter("cid");
-        if (numSamples == 0) revert FederationLedger__InvalidParameter("numSamples");
-        if (numSamples > s.maxSamples) {
-            revert FederationLedger__TooManySamples(msg.sender, numSamples, s.maxSamples);
-        }
-        if (keccak256(abi.encode(msg.sender, round, updateSha256, numSamples)) != committed) {
-            revert FederationLedger__CommitmentMismatch(round, msg.sender);
-        }
-        sub.hash = updateSha256;
-        s.pendingRound = uint32(round);
-        s.pendingSamples = numSamples;
-        r.revealCount += 1;
-        emit UpdateSubmitted(round, msg.sender, cid, updateSha256, numSamples);
+        _reveal(round, cid, updateSha256, numSamples, 0);
+    }
+
+    /// @notice Reveals like {revealUpdate} and charges the caller's privacy account with
+    /// `epsilonMicro`, the epsilon this update spent (micro-epsilon), at the moment the update
+    /// becomes public. The charge stays if the round is later cancelled.
+    ///
+    /// Requirements:
+    /// - every requirement of {revealUpdate} except the one on the budget.
+    /// - `epsilonMicro` is positive.
+    /// - the caller's spend so far plus `epsilonMicro` is at most its budget, or, without a
+    ///   budget, fits a uint64.
+    function revealPrivateUpdate(
+        uint256 round,
+        string calldata cid,
+        bytes32 updateSha256,
+        uint64 numSamples,
+        uint64 epsilonMicro
+    ) external {
+        if (epsilonMicro == 0) revert FederationLedger__InvalidParameter("epsilonMicro");
+        _reveal(round, cid, updateSha256, numSamples, epsilonMicro);
     }
 
     // ------------------------------------------------------------------ views
+
+    /// @notice `site`'s privacy account in micro-epsilon: its budget (0: none) and its
+    /// cumulative declared spend (all zero for an unknown address).
+    function privacyAccount(address site)
+        external
+        view
+        returns (uint64 epsilonBudgetMicro, uint64 epsilonSpentMicro)
+    {
+        Site storage s = _sites[site];
+        return (s.epsilonBudgetMicro, s.epsilonSpentMicro);
+    }
 
     /// @notice The account that manages sites, the aggregator role and its own succession.
     function coordinator() external view returns (address) {
@@ -715,6 +767,66 @@ contract FederationLedger {
         r = _rounds[round];
         if (r.phase == Phase.None) revert FederationLedger__UnknownRound(round);
         if (r.phase != Phase.Open) revert FederationLedger__WrongPhase(round, r.phase, Phase.Open);
+    }
+
+    /// @dev Every reveal: `epsilonMicro` 0 is a plain reveal (refused for a site with a
+    /// budget), otherwise the spend charged to the caller. Only a private reveal touches the
+    /// epsilon fields (slot 1); every check comes before the first state change.
+    function _reveal(
+        uint256 round,
+        string calldata cid,
+        bytes32 updateSha256,
+        uint64 numSamples,
+        uint64 epsilonMicro
+    ) private {
+        Site storage s = _sites[msg.sender];
+        if (!s.registered) revert FederationLedger__UnknownSite(msg.sender);
+        if (epsilonMicro == 0 && s.privacyBudgeted) {
+            revert FederationLedger__PrivacySpendRequired(msg.sender);
+        }
+        Round storage r = _openRound(round);
+        if (s.activeFrom > round) revert FederationLedger__RegisteredAfterOpen(round, msg.sender);
+        if (block.timestamp <= r.commitDeadline) {
+            revert FederationLedger__RevealNotOpen(round, r.commitDeadline);
+        }
+        if (block.timestamp > r.revealDeadline) {
+            revert FederationLedger__RevealClosed(round, r.revealDeadline);
+        }
+        Submission storage sub = _submissions[round][msg.sender];
+        bytes32 committed = sub.hash;
+        if (committed == bytes32(0)) revert FederationLedger__NotCommitted(round, msg.sender);
+        if (s.pendingRound == round) revert FederationLedger__AlreadyRevealed(round, msg.sender);
+        if (updateSha256 == bytes32(0)) revert FederationLedger__InvalidParameter("sha256");
+        if (bytes(cid).length == 0) revert FederationLedger__InvalidParameter("cid");
+        if (numSamples == 0) revert FederationLedger__InvalidParameter("numSamples");
+        if (numSamples > s.maxSamples) {
+            revert FederationLedger__TooManySamples(msg.sender, numSamples, s.maxSamples);
+        }
+        if (keccak256(abi.encode(msg.sender, round, updateSha256, numSamples)) != committed) {
+            revert FederationLedger__CommitmentMismatch(round, msg.sender);
+        }
+        uint64 total = 0;
+        if (epsilonMicro != 0) {
+            uint64 spent = s.epsilonSpentMicro;
+            uint64 budget = s.epsilonBudgetMicro;
+            // without a budget the cap is what a uint64 holds: a revert, never a wrap or panic
+            uint256 cap = budget == 0 ? type(uint64).max : budget;
+            if (uint256(spent) + epsilonMicro > cap) {
+                revert FederationLedger__PrivacyBudgetExceeded(
+                    msg.sender, spent, epsilonMicro, uint64(cap)
+                );
+            }
+            total = spent + epsilonMicro;
+        }
+        sub.hash = updateSha256;
+        s.pendingRound = uint32(round);
+        s.pendingSamples = numSamples;
+        r.revealCount += 1;
+        emit UpdateSubmitted(round, msg.sender, cid, updateSha256, numSamples);
+        if (epsilonMicro != 0) {
+            s.epsilonSpentMicro = total;
+            emit PrivacySpent(round, msg.sender, epsilonMicro, total);
+        }
     }
 
     function _computeWeights(

@@ -93,6 +93,19 @@ class InvalidArgument(ContractRevert):
     """An argument the contract rejects outright (zero address, empty hash or CID)."""
 
 
+class PrivacyBudgetError(ContractRevert):
+    """A site's privacy account refuses the call: a budget set below what the site already
+    spent (spends are never reset, so a budget can only stay at or above them)."""
+
+
+class PrivacySpendRequired(PrivacyBudgetError):
+    """A site with a privacy budget revealed without declaring the epsilon its update spent."""
+
+
+class PrivacyBudgetExceeded(PrivacyBudgetError):
+    """The declared spend would take the site's cumulative epsilon past its budget."""
+
+
 # ---------------------------------------------------------------- content store
 
 

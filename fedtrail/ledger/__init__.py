@@ -5,15 +5,18 @@ it uses ``fedtrail.protocol`` (Phase, scales) and raises ``fedtrail.errors`` cla
 imports anything above it.
 
 - ``records``: the frozen records it hands out (rounds, submissions, sites, valuations,
-  transaction results, events, deployments), the bytes32/address conversions, and
-  ``commitment``, the hash a site commits to before revealing its update;
+  privacy accounts and spends, transaction results, events, deployments), the
+  bytes32/address conversions, and ``commitment``, the hash a site commits to before
+  revealing its update;
 - ``artifact``: the compiled contract (ABI, bytecode) shipped with the package; no chain needed;
 - ``errors``: the one table from each custom error of the contract to our exception class, and
   the one decoder that finds revert data in what a provider raised;
 - ``client``: ``Ledger`` (``connect``/``at``/``deploy``, transactions, views, events), with
   locally signed transactions and one nonce lock per sender. Submissions are
   commit-then-reveal: ``commit_update(round, commitment(...))`` before the commit deadline,
-  ``reveal_update(round, cid, sha256, num_samples)`` after it.
+  ``reveal_update(round, cid, sha256, num_samples)`` after it (with ``epsilon_micro=`` for a
+  site under differential privacy: the spend its privacy account is charged, ``privacy(site)``,
+  ``privacy_spends(round)``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from fedtrail.ledger.errors import ERRORS, RevertDecoder, revert_data
 from fedtrail.ledger.records import (
     Deployment,
     LedgerEvent,
+    PrivacyAccount,
+    PrivacySpend,
     RoundInfo,
     SiteInfo,
     Submission,
@@ -44,6 +49,8 @@ __all__ = [
     "Ledger",
     "LedgerEvent",
     "Phase",
+    "PrivacyAccount",
+    "PrivacySpend",
     "RevertDecoder",
     "RoundInfo",
     "SiteInfo",

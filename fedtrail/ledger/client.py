@@ -30,6 +30,8 @@ from fedtrail.ledger.errors import RevertDecoder, ledger_error, looks_like_rever
 from fedtrail.ledger.records import (
     Deployment,
     LedgerEvent,
+    PrivacyAccount,
+    PrivacySpend,
     RoundInfo,
     SiteInfo,
     Submission,
@@ -207,6 +209,18 @@ class Ledger:
             signer, self._fn.setMaxSamples(checksum(site), _uint64(max_samples, "max_samples"))
         )
 
+    def set_privacy_budget(
+        self, signer: LocalAccount, site: str, epsilon_budget_micro: int
+    ) -> TxResult:
+        """Sets ``site``'s epsilon budget in micro-epsilon (coordinator only; 0: no budget).
+        The contract refuses a budget below what the site already spent."""
+        return self._transact(
+            signer,
+            self._fn.setPrivacyBudget(
+                checksum(site), _uint64(epsilon_budget_micro, "epsilon_budget_micro")
+            ),
+        )
+
     def remove_site(self, signer: LocalAccount, site: str) -> TxResult:
         return self._transact(signer, self._fn.removeSite(checksum(site)))
 
@@ -261,15 +275,24 @@ class Ledger:
         return self._transact(signer, self._fn.commitUpdate(round_id, to_bytes32(commitment)))
 
     def reveal_update(
-        self, signer: LocalAccount, round_id: int, cid: str, sha256: str, num_samples: int
+        self,
+        signer: LocalAccount,
+        round_id: int,
+        cid: str,
+        sha256: str,
+        num_samples: int,
+        *,
+        epsilon_micro: int | None = None,
     ) -> TxResult:
-        """Reveals the update ``signer`` committed to (after the commit deadline)."""
-        return self._transact(
-            signer,
-            self._fn.revealUpdate(
-                round_id, cid, to_bytes32(sha256), _uint64(num_samples, "num_samples")
-            ),
-        )
+        """Reveals the update ``signer`` committed to (after the commit deadline). With
+        ``epsilon_micro`` (the epsilon the update spent, micro-epsilon, positive) it is a
+        private reveal that charges the site's privacy account; None is a plain reveal, which
+        the contract refuses for a site with a budget."""
+        args = (round_id, cid, to_bytes32(sha256), _uint64(num_samples, "num_samples"))
+        if epsilon_micro is None:
+            return self._transact(signer, self._fn.revealUpdate(*args))
+        micro = _uint64(epsilon_micro, "epsilon_micro")
+        return self._transact(signer, self._fn.revealPrivateUpdate(*args, micro))
 
     def record_valuation(
         self, signer: LocalAccount, round_id: int, valuations: Sequence[Valuation]
@@ -445,6 +468,25 @@ class Ledger:
 
     def get_sites(self) -> list[SiteInfo]:
         return [_site(raw) for raw in self._view(self._fn.getSites())]
+
+    def privacy(self, site: str) -> PrivacyAccount:
+        """``site``'s privacy budget and cumulative spend (zeros for an unknown address)."""
+        budget, spent = self._view(self._fn.privacyAccount(checksum(site)))
+        return PrivacyAccount(budget_micro=int(budget), spent_micro=int(spent))
+
+    def privacy_spends(self, round_id: int | None = None) -> list[PrivacySpend]:
+        """Every private reveal's charge (of ``round_id`` only, when given), in chain order,
+        from the ``PrivacySpent`` events."""
+        filters = None if round_id is None else {"round": round_id}
+        return [
+            PrivacySpend(
+                round=int(e.args["round"]),
+                site=checksum(e.args["site"]),
+                epsilon_micro=int(e.args["epsilonMicro"]),
+                total_micro=int(e.args["totalMicro"]),
+            )
+            for e in self.events("PrivacySpent", argument_filters=filters)
+        ]
 
     # ------------------------------------------------------------------ events
 

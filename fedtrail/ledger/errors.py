@@ -26,6 +26,9 @@ from fedtrail.errors import (
     InvalidArgument,
     InvalidValuation,
     LedgerError,
+    PrivacyBudgetError,
+    PrivacyBudgetExceeded,
+    PrivacySpendRequired,
     RoundStateError,
     SampleLimitExceeded,
     SiteAlreadyRegistered,
@@ -147,6 +150,20 @@ ERRORS: Mapping[str, ErrorRule] = MappingProxyType(
         f"{PREFIX}ZeroTotalWeight": ErrorRule(
             InvalidValuation,
             "every update of round {round} has weight zero; cancel the round instead",
+        ),
+        f"{PREFIX}PrivacyBudgetBelowSpent": ErrorRule(
+            PrivacyBudgetError,
+            "{site} already spent {spent} micro-epsilon; its budget cannot be set to {budget}",
+        ),
+        f"{PREFIX}PrivacySpendRequired": ErrorRule(
+            PrivacySpendRequired,
+            "{site} has a privacy budget: it must declare its update's epsilon "
+            "(revealPrivateUpdate)",
+        ),
+        f"{PREFIX}PrivacyBudgetExceeded": ErrorRule(
+            PrivacyBudgetExceeded,
+            "{site} has spent {spent} micro-epsilon; {requested} more would pass its "
+            "budget {budget}",
         ),
         f"{PREFIX}ZeroAddress": ErrorRule(InvalidArgument, "the zero address is not allowed here"),
         f"{PREFIX}InvalidParameter": ErrorRule(InvalidArgument, "invalid {what}"),

@@ -77,6 +77,27 @@ class SiteInfo:
 
 
 @dataclass(frozen=True)
+class PrivacyAccount:
+    """A site's privacy account on chain, in micro-epsilon (``EPSILON_SCALE`` per epsilon):
+    its budget (0: none, the spend is recorded but not capped) and its cumulative declared
+    spend (the sum over its private reveals; never reset)."""
+
+    budget_micro: int
+    spent_micro: int
+
+
+@dataclass(frozen=True)
+class PrivacySpend:
+    """One private reveal's charge: the epsilon ``site``'s update in ``round`` spent and the
+    site's cumulative spend after it, both in micro-epsilon (from a ``PrivacySpent`` event)."""
+
+    round: int
+    site: str
+    epsilon_micro: int
+    total_micro: int
+
+
+@dataclass(frozen=True)
 class Valuation:
     """What the aggregator posts for one revealed update: a score in [0, SCORE_SCALE] and a
     reason; the score is positive exactly when the reason is OK (the contract refuses
