@@ -22,6 +22,7 @@ canonical JSON is part of every blob's header, and with it the bytes hashed on c
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -35,6 +36,7 @@ from safetensors.torch import save as _st_save
 
 from fedtrail.errors import ConfigError, InvalidUpdate
 from fedtrail.ml.models import ModelSpec
+from fedtrail.protocol.privacy import DpParams, InvalidPrivacy
 from fedtrail.storage import topk8
 
 __all__ = [
@@ -67,6 +69,7 @@ Kind = Literal["model", "update", "residual"]
 CompressionMethod = Literal["none", "topk8"]
 
 _META_KEYS: Final = frozenset({"format_version", "kind", "spec_hash", "round", "compression"})
+_DP_KEY: Final = "dp"  # optional, updates only: the DP-SGD parameters (DpParams.to_json)
 _ENTRY_KEYS: Final = frozenset({"dtype", "shape", "data_offsets"})
 
 # Bytes per element of the safetensors dtypes the compression methods use.
@@ -189,15 +192,20 @@ class BlobMeta:
     spec_hash: str
     round: int
     compression: Compression
+    dp: DpParams | None = None
+    """An update's DP-SGD parameters (what its declared epsilon is recomputed from); written
+    only when set, so blobs without DP keep their bytes."""
 
     def _json(self) -> str:
-        doc = {
+        doc: dict[str, Any] = {
             "compression": self.compression._doc(),
             "format_version": self.format_version,
             "kind": self.kind,
             "round": self.round,
             "spec_hash": self.spec_hash,
         }
+        if self.dp is not None:
+            doc[_DP_KEY] = self.dp.to_json()
         return json.dumps(
             doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
         )
@@ -286,8 +294,12 @@ def encode_update(
     round: int,
     compression: Compression = Compression(),
     residual: Mapping[str, torch.Tensor] | None = None,
+    dp: DpParams | None = None,
 ) -> EncodedUpdate:
     """Encode ``delta + residual`` as an update blob; return it with the new residual.
+
+    ``dp``: the DP-SGD parameters of the training that produced ``delta``, kept in the blob's
+    metadata (pinned on chain by the blob's sha256) for the audit of the declared epsilon.
 
     With ``"none"`` everything is sent and the new residual is zero (a switch from ``topk8`` to
     ``"none"`` flushes the memory). Raises ``InvalidUpdate`` for inputs the decoder would refuse,
@@ -301,6 +313,10 @@ def encode_update(
             acc[name] = acc[name] + res[name]
             _check_finite(acc[name], f"delta + residual of {name}")
     meta = _meta("update", layout, round, compression)
+    if dp is not None:
+        if not isinstance(dp, DpParams):
+            raise ConfigError(f"dp must be DpParams, got {type(dp).__name__}")
+        meta = dataclasses.replace(meta, dp=dp)
     parts: dict[str, torch.Tensor] = {}
     new_residual: dict[str, torch.Tensor] = {}
     for name, tensor in acc.items():
@@ -480,9 +496,10 @@ def _parse_meta(raw: object, layout: _Layout, kind: Kind, expected_round: int | 
         raise InvalidUpdate(
             f"unknown format version {_short(version)} (this node reads {FORMAT_VERSION})"
         )
-    if set(doc) != _META_KEYS:
+    if set(doc) != _META_KEYS and not (kind == "update" and set(doc) == _META_KEYS | {_DP_KEY}):
         raise InvalidUpdate(
             f"fedtrail metadata has keys {_short(sorted(doc))}, expected {sorted(_META_KEYS)}"
+            + (f" (and optionally {_DP_KEY!r})" if kind == "update" else "")
         )
     if doc["kind"] != kind:
         raise InvalidUpdate(f"blob kind is {_short(doc['kind'])} but a {kind} was expected")
@@ -511,12 +528,19 @@ def _parse_meta(raw: object, layout: _Layout, kind: Kind, expected_round: int | 
         compression = Compression(method=method, **{k: comp[k] for k in want_keys - {"method"}})
     except ConfigError as e:
         raise InvalidUpdate(f"compression settings: {e}") from None
+    dp = None
+    if _DP_KEY in doc:
+        try:
+            dp = DpParams.from_json(doc[_DP_KEY])
+        except InvalidPrivacy as e:
+            raise InvalidUpdate(f"DP parameters: {e}") from None
     return BlobMeta(
         kind=kind,
         format_version=FORMAT_VERSION,
         spec_hash=layout.spec_hash,
         round=rnd,
         compression=compression,
+        dp=dp,
     )
 
 
