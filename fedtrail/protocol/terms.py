@@ -30,6 +30,7 @@ __all__ = [
     "DuplicateRule",
     "InvalidTerms",
     "Personalisation",
+    "PrivacyTerms",
     "RoundTerms",
 ]
 
@@ -122,6 +123,35 @@ class Personalisation:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PrivacyTerms:
+    """The federation's differential privacy for the round: the ``delta`` every site accounts
+    its DP-SGD epsilon at (:mod:`fedtrail.protocol.privacy`), and whether every update must be
+    DP-trained (``required``: an update without DP parameters fails the audit)."""
+
+    delta: float
+    required: bool = False
+
+    def __post_init__(self) -> None:
+        delta = self.delta
+        ok = isinstance(delta, int | float) and not isinstance(delta, bool)
+        if not (ok and math.isfinite(delta) and 0 < delta < 1):
+            raise InvalidTerms(f"privacy delta must lie in (0, 1), not {delta!r}")
+        if not isinstance(self.required, bool):
+            raise InvalidTerms(f"privacy required must be true or false, not {self.required!r}")
+        object.__setattr__(self, "delta", float(delta))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"delta": self.delta, "required": self.required}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> PrivacyTerms:
+        """From an untrusted mapping; :class:`InvalidTerms` names what is wrong."""
+        if not isinstance(doc, dict) or set(doc) != {"delta", "required"}:
+            raise InvalidTerms("round terms: privacy must hold delta and required")
+        return cls(delta=doc["delta"], required=doc["required"])
+
+
+@dataclass(frozen=True, kw_only=True)
 class RoundTerms:
     """Everything an audit replays, fixed when the round opens.
 
@@ -150,6 +180,9 @@ class RoundTerms:
     personalisation: Personalisation | None = None
     """How sites personalise the global model for themselves (None: they do not); written only
     when set, so terms without it keep their bytes."""
+    privacy: PrivacyTerms | None = None
+    """The round's differential privacy (None: none asked); written only when set, so terms
+    without it keep their bytes."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -173,6 +206,7 @@ class RoundTerms:
                 if self.personalisation is not None
                 else {}
             ),
+            **({"privacy": self.privacy.to_json()} if self.privacy is not None else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -212,6 +246,7 @@ class RoundTerms:
                 personalisation=None
                 if "personalisation" not in doc
                 else Personalisation.from_json(doc["personalisation"]),
+                privacy=None if "privacy" not in doc else PrivacyTerms.from_json(doc["privacy"]),
             )
         except (KeyError, TypeError) as exc:
             raise InvalidTerms(f"round terms lack or mistype a field: {exc}") from None
