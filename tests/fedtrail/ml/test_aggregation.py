@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -452,3 +453,37 @@ def pinned_digests() -> dict[str, str]:
 
 def test_outputs_are_bit_identical_to_the_pinned_bytes() -> None:
     assert pinned_digests() == PINNED
+
+
+def test_the_fast_paths_report_the_same_update_as_a_check_in_turn() -> None:
+    """Finiteness is checked on the sum; the error still names the first bad update."""
+    nan, inf = math.nan, math.inf
+    good = d([1, 2], 3)
+    weights = equal_weights(4)
+    with pytest.raises(AggregationError, match="update 2 contains NaN"):
+        weighted_mean([good, good, d([1, nan], 0), d([inf, 1], 0)], weights)
+    with pytest.raises(AggregationError, match="update 1 contains NaN"):
+        weighted_mean([good, d([-inf, 1], 0), d([inf, 1], 0), good], weights)
+    # a bad update earlier than a layout error is reported first, as before
+    with pytest.raises(AggregationError, match="update 1 contains NaN"):
+        weighted_mean([good, d([nan, 1], 0), {"w": torch.zeros(2)}, good], weights)
+    with pytest.raises(AggregationError, match=r"update 1: tensor 'b' is torch\.int64"):
+        weighted_mean([good, {"w": torch.zeros(2), "b": torch.tensor(1)}], equal_weights(2))
+    # a zero sample count does not exempt an update from the check
+    with pytest.raises(AggregationError, match="update 1 contains NaN"):
+        sample_weighted_mean([good, d([nan, 1], 0), good], [1, 0, 1])
+    # finite float64 inputs beyond float32's range: no error, the one cast gives inf (as before)
+    big = {"x": torch.tensor([1e308], dtype=torch.float64)}
+    with np.errstate(over="ignore"):
+        out = weighted_mean([big, big], [E // 2, E // 2])
+    assert val(out) == [math.inf]
+
+
+def test_parameters_and_other_mappings_take_the_full_checks() -> None:
+    base = d([1, 2], 3)
+    as_param = {k: torch.nn.Parameter(v.clone()) for k, v in base.items()}
+    other = dict(reversed(list(d([3, 6], 1).items())))
+    od = OrderedDict(d([5, 0], 2))
+    out = weighted_mean([as_param, other, od], onchain_weights([1, 1, 2], [1, 1, 1]))
+    assert val(out, "w") == [3.5, 2.0]
+    assert val(out, "b") == [2.0]
