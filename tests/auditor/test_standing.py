@@ -14,9 +14,10 @@ from fedtrail.auditor.standing import check_standing
 from fedtrail.auditor.verify import verify_all, verify_round
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
-from tests.auditor.test_verify import federation
+from tests.auditor.test_verify import federation, on_anvil
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# Every federation here runs on the real Anvil node (see on_anvil).
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.anvil]
 
 
 def _failed(audit: Any) -> dict[str, str]:
@@ -24,8 +25,8 @@ def _failed(audit: Any) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def three_rounds(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return federation(tmp_path_factory.mktemp("standing"), rounds=3)
+def three_rounds(anvil_url: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return federation(tmp_path_factory.mktemp("standing"), rounds=3, **on_anvil(anvil_url))
 
 
 def _log(fed: Any, round_id: int) -> RoundLog:
@@ -117,7 +118,7 @@ def test_a_score_that_does_not_follow_the_standing_fails(three_rounds: Any) -> N
 
 
 def test_made_up_normalised_values_fail_only_the_re_run(
-    three_rounds: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    three_rounds: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, anvil_url: str
 ) -> None:
     """Normalised values the game did not give, kept consistent with the arithmetic and the
     scores, pass the public checks; the re-run with the validation set catches them."""
@@ -137,7 +138,7 @@ def test_made_up_normalised_values_fail_only_the_re_run(
         )
 
     monkeypatch.setattr(RoundLog, "to_bytes", forged)
-    fed = federation(tmp_path, rounds=2)
+    fed = federation(tmp_path, rounds=2, **on_anvil(anvil_url))
     public = verify_round(fed.ledger, fed.store, 2)
     assert not {n for n in _failed(public) if n.startswith("standing.")}
     full = verify_round(fed.ledger, fed.store, 2, validation=load_bundled().val)
@@ -157,7 +158,7 @@ def test_audit_rounds_counts_commitments_and_reveals_apart(three_rounds: Any) ->
 
 
 def test_a_log_that_names_another_validation_set_fails_terms_validation(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 13, attack 6: the validation-set hash is committed in the terms at open; a log that
     claims another one (to make a re-run with some other split look right) fails verify."""
@@ -168,13 +169,13 @@ def test_a_log_that_names_another_validation_set_fails_terms_validation(
         return real(dataclasses.replace(log, validation=other))
 
     monkeypatch.setattr(RoundLog, "to_bytes", lying)
-    fed = federation(tmp_path, rounds=1)
+    fed = federation(tmp_path, rounds=1, **on_anvil(anvil_url))
     bad = _failed(verify_round(fed.ledger, fed.store, 1))
     assert "terms.validation" in bad and "not the committed" in bad["terms.validation"]
 
 
 def test_a_false_outlier_verdict_on_the_best_site_fails_the_re_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 13, attack 6: the aggregator zeroes the site its own valuation liked best with a
     made-up OUTLIER_DIRECTION. The chain accepts the form (score 0, a reason code); with the
@@ -196,7 +197,7 @@ def test_a_false_outlier_verdict_on_the_best_site_fails_the_re_run(
         return dataclasses.replace(report, sites=sites)
 
     monkeypatch.setattr(service_mod, "value_round", biased)
-    fed = federation(tmp_path, rounds=1)
+    fed = federation(tmp_path, rounds=1, **on_anvil(anvil_url))
     assert any(s.reason == int(Reason.OUTLIER_DIRECTION) for s in fed.ledger.get_submissions(1))
     public = verify_round(fed.ledger, fed.store, 1)
     assert public.passed, _failed(public)  # the lie is in the form the chain allows
