@@ -247,6 +247,62 @@ def set_max_samples(
         )
 
 
+@node.command("set-privacy-budget")
+@click.argument("address")
+@click.option(
+    "--epsilon",
+    type=click.FloatRange(min=0),
+    required=True,
+    help="The site's total epsilon budget (e.g. 8), stored on chain in micro-epsilon rounded "
+    "up; 0 removes the budget (only while the site has spent nothing). The ledger refuses a "
+    "budget below what the site already spent.",
+)
+@ledger_options
+@signer_options
+@format_option()
+def set_privacy_budget(
+    address: str,
+    epsilon: float,
+    rpc_url: str | None,
+    deployment_path: Path,
+    contract: str | None,
+    keystore: Path | None,
+    dev_account: int | None,
+    fmt: str,
+) -> None:
+    """Coordinator helper: set a site's differential-privacy budget. From its next reveal on,
+    the site must declare each update's epsilon and its cumulative spend may not pass the
+    budget."""
+    from fedtrail.protocol.privacy import InvalidPrivacy, from_micro, to_micro
+
+    site = checksum(address)
+    try:
+        budget = to_micro(epsilon)
+    except InvalidPrivacy as exc:
+        raise click.BadParameter(str(exc), param_hint="--epsilon") from exc
+    ledger, signer = open_signed_ledger(rpc_url, deployment_path, contract, keystore, dev_account)
+    before = ledger.privacy(site)
+    tx = ledger.set_privacy_budget(signer, site, budget)
+    doc = {
+        "site": site,
+        "epsilon_budget": from_micro(budget),
+        "epsilon_budget_micro": budget,
+        "previous_epsilon_budget_micro": before.budget_micro,
+        "epsilon_spent_micro": before.spent_micro,
+        **tx_fields(tx),
+    }
+    if fmt == "json":
+        emit(doc, "json")
+    elif budget == 0:
+        click.echo(f"{site} has no privacy budget now (tx {tx.tx_hash})")
+    else:
+        click.echo(
+            f"{site} may spend epsilon {from_micro(budget):g} in all ({budget} micro-epsilon; "
+            f"spent so far {from_micro(before.spent_micro):g}, previous budget "
+            f"{from_micro(before.budget_micro):g}; tx {tx.tx_hash})"
+        )
+
+
 def _load_folder(folder: Path, **overrides: Any) -> tuple[NodeConfig, Ledger]:
     config = load_node_config(folder / CONFIG_NAME).with_overrides(**overrides)
     if not config.contract:
