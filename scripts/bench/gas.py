@@ -7,6 +7,8 @@ Starts its own Anvil on a free loopback port unless --rpc-url is given. A submis
 commit-then-reveal: two transactions per site. Targets (issue 13): commitUpdate + revealUpdate
 <= 100,000 gas per site (stretch 80,000, reported only); a full round of 10 sites (open + 10
 commits + 10 reveals + valuation + finalize) <= 1,800,000 gas. Exit 1 when a target is missed.
+Last, after every row above (so they stay comparable), a round of private reveals (issue 16):
+setPrivacyBudget for half the sites, revealPrivateUpdate by each, with and without a budget.
 """
 
 from __future__ import annotations
@@ -119,6 +121,28 @@ def measure(rpc_url: str, n_sites: int) -> dict[str, object]:
     )
     advance_time(w3, COMMIT_WINDOW + REVEAL_WINDOW + 1)
     add(f"cancelRound({n_sites} sites)", ledger.cancel_round(agg, r).gas_used)
+
+    # differential privacy (issue 16), after the rows above so they stay comparable: half the
+    # sites get a budget, every site reveals privately (a spend the same size as one epsilon)
+    for s in sites[: n_sites // 2]:
+        add("setPrivacyBudget", ledger.set_privacy_budget(heir, s.address, 8_000_000).gas_used)
+    now = block_timestamp(w3)
+    r, _ = ledger.open_round(
+        agg,
+        CID,
+        h(model),
+        terms_cid=CID,
+        terms_sha256=h("terms-dp"),
+        commit_deadline=now + COMMIT_WINDOW,
+        reveal_deadline=now + COMMIT_WINDOW + REVEAL_WINDOW,
+    )
+    for i, s in enumerate(sites):
+        ledger.commit_update(s, r, commitment(s.address, r, h(f"{r}-{i}"), 100 + i))
+    advance_time(w3, COMMIT_WINDOW + 1)
+    for i, s in enumerate(sites):
+        name = "revealPrivateUpdate" + (" (budget)" if i < n_sites // 2 else " (no budget)")
+        res = ledger.reveal_update(s, r, CID, h(f"{r}-{i}"), 100 + i, epsilon_micro=1_000_000)
+        add(name, res.gas_used)
     return {"sites": n_sites, "functions": rows, "per_site": per_site, "full_round": rounds}
 
 
@@ -157,6 +181,13 @@ def main() -> int:
         f"full round, {args.sites} sites (open + commits + reveals + valuation + finalize): "
         + ", ".join(f"{g:,}" for g in full)
     )
+    private = [g for n, gs in funcs.items() if n.startswith("revealPrivateUpdate") for g in gs]
+    if private:
+        print(
+            f"private reveal (issue 16): max {max(private):,}, "
+            f"{max(private) - max(funcs['revealUpdate']):+,} gas vs revealUpdate; per site "
+            f"with commitUpdate {max(funcs['commitUpdate']) + max(private):,}"
+        )
     print(
         f"before issue 13 (one submitUpdate per site): per site {BEFORE['per_site']:,}, "
         f"round of 10 {BEFORE['round10']:,}"
