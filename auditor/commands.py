@@ -19,10 +19,12 @@ from fedtrail.cli.common import (
 from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError, VerificationFailed
 from fedtrail.ledger import Ledger, checksum
+from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 from fedtrail.storage.store import ContentStore
 
 if TYPE_CHECKING:
+    from fedtrail.auditor.privacy import PrivacyAudit
     from fedtrail.protocol.roundlog import RoundLog
 
 
@@ -421,6 +423,88 @@ def report(
         raise VerificationFailed(
             f"verification failed in round(s) {', '.join(failed_rounds)}; see {path}"
         )
+
+
+@audit.command()
+@ledger_options
+@store_option
+@click.option(
+    "--declared-only",
+    is_flag=True,
+    help="Do not read the update blobs: show what the chain holds without recomputing any "
+    "epsilon (then only the accounts are checked).",
+)
+@format_option("table", "json")
+def privacy(
+    rpc_url: str | None,
+    deployment_path: Path,
+    contract: str | None,
+    store_location: str,
+    declared_only: bool,
+    fmt: str,
+) -> None:
+    """Each site's privacy budget and spend, and each round's declared epsilon per update,
+    recomputed from the DP parameters in the update blob with the sites' accountant. Exit 1
+    when a recomputed epsilon differs from the declared one, a spend has no DP parameters, a
+    blob cannot be read, or a site's spend is over its budget."""
+    from fedtrail.auditor.privacy import audit_privacy, count_by_status
+
+    ledger = _open(rpc_url, deployment_path, contract)
+    store = None if declared_only else open_checked_store(store_location)
+    result = audit_privacy(ledger, store)
+    if fmt == "json":
+        emit(result.to_json(), "json")
+    else:
+        _print_privacy(result, count_by_status(result.updates))
+    if not result.passed:
+        click.get_current_context().exit(1)
+
+
+def _print_privacy(result: PrivacyAudit, counts: dict[str, int]) -> None:
+    from fedtrail.auditor.report.text import clean_text as shown  # names come from others
+
+    names = {s.site: shown(s.name) for s in result.sites}
+    click.echo("sites (epsilon; the chain sums each update's spend, basic composition):")
+    emit(
+        [
+            {
+                "site": s.site,
+                "name": names[s.site],
+                "budget": s.budget_micro / EPSILON_SCALE if s.budget_micro else "none",
+                "spent": s.spent_micro / EPSILON_SCALE,
+                "rdp_composed": s.composed_epsilon,
+                "check": "ok" if not s.problems else "; ".join(s.problems),
+            }
+            for s in result.sites
+        ],
+        "table",
+    )
+    click.echo("")
+    click.echo("updates (epsilon per update and the site's total after it):")
+    emit(
+        [
+            {
+                "round": u.round,
+                "site": u.site,
+                "name": names.get(u.site, ""),
+                "declared": u.declared_micro / EPSILON_SCALE,
+                "total": None if u.total_micro is None else u.total_micro / EPSILON_SCALE,
+                "recomputed": (
+                    None if u.recomputed_micro is None else u.recomputed_micro / EPSILON_SCALE
+                ),
+                "check": u.status + (f": {u.detail}" if u.detail and not u.ok else ""),
+            }
+            for u in result.updates
+        ],
+        "table",
+    )
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    click.echo("")
+    click.echo(
+        f"{'PASS' if result.passed else 'FAIL'}: {len(result.updates)} update(s)"
+        + (f" ({summary})" if summary else "")
+        + ("" if result.read_blobs else "; blobs not read (--declared-only)")
+    )
 
 
 def _num(value: object) -> str:

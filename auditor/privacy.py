@@ -1,0 +1,297 @@
+"""`fedtrail audit privacy`: every site's privacy budget and declared spends, checked.
+
+The chain keeps what each site *declared*: its epsilon budget, one ``PrivacySpent`` per private
+reveal and the cumulative spend (basic composition, in micro-epsilon). What a site declares is
+its own word; the DP parameters inside each update blob (pinned on chain by the update's
+sha256) are what the spend must follow from. With a store, this audit reads every revealed
+update, recomputes its epsilon with the same accountant the site used
+(``fedtrail.ml.privacy.epsilon_spent``, rounded up with ``to_micro``) and compares it with the
+declaration: an update with DP parameters revealed without its spend, or with another one, a
+declared spend without parameters, parameters accounted at another delta than the round's
+terms fix, an update without parameters in a round whose terms require DP, or a blob that
+cannot be read all fail. Per site it also checks the account against the events and the
+budget, and shows the tighter RDP-composed epsilon of its updates next to the chain's sum.
+
+Not checked here: whether ``sample_rate`` and ``steps`` are the ones the site really trained
+with (the blob does not carry the batch size); ``audit verify``'s ``privacy.spend`` checks
+them against the on-chain sample count as far as it can.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from fedtrail.errors import FedtrailError, StoreError
+from fedtrail.ledger import Ledger
+from fedtrail.protocol.privacy import DpParams, from_micro, to_micro
+from fedtrail.protocol.terms import PrivacyTerms, RoundTerms
+from fedtrail.storage.store import ContentStore
+
+__all__ = ["PrivacyAudit", "SitePrivacy", "UpdateSpend", "audit_privacy"]
+
+
+class Status:
+    """How one update's declared spend compares with its blob (``ok`` says which pass)."""
+
+    AGREES = "agrees"
+    """The epsilon recomputed from the blob's DP parameters equals the declared spend."""
+    NOT_PRIVATE = "not private"
+    """No DP parameters and no declared spend: a plain update."""
+    NOT_READ = "declared only"
+    """Blobs were not read (``--declared-only``): the declaration is shown, not checked."""
+    DIFFERS = "DIFFERS"
+    """The recomputed epsilon is not the declared one (a plain reveal of a DP update too)."""
+    NO_PARAMETERS = "NO DP PARAMETERS"
+    """A spend was declared but the blob carries no DP parameters to back it."""
+    WRONG_DELTA = "WRONG DELTA"
+    """The DP parameters account at another delta than the round's terms fix (a larger delta
+    gives a smaller epsilon for the same training)."""
+    DP_REQUIRED = "DP REQUIRED"
+    """The round's terms require DP training and the update carries no DP parameters."""
+    UNREADABLE = "UNREADABLE"
+    """The blob, its round's terms, or its DP parameters could not be read or accounted."""
+
+    PASSING = frozenset({AGREES, NOT_PRIVATE, NOT_READ})
+
+
+@dataclass(frozen=True)
+class UpdateSpend:
+    """One revealed update: its declared spend (0 for a plain reveal) and the site's total
+    after it (None for a plain reveal), and what the blob says."""
+
+    round: int
+    site: str
+    declared_micro: int
+    total_micro: int | None
+    params: DpParams | None
+    recomputed_micro: int | None
+    status: str
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in Status.PASSING
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "site": self.site,
+            "declared_micro": self.declared_micro,
+            "declared_epsilon": from_micro(self.declared_micro),
+            "total_micro": self.total_micro,
+            "recomputed_micro": self.recomputed_micro,
+            "recomputed_epsilon": (
+                None if self.recomputed_micro is None else from_micro(self.recomputed_micro)
+            ),
+            "params": None if self.params is None else self.params.to_json(),
+            "status": self.status,
+            "ok": self.ok,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class SitePrivacy:
+    """A site's account: budget and spend as the contract keeps them (micro-epsilon), the sum
+    of its ``PrivacySpent`` events, and the RDP-composed epsilon of the DP parameters read
+    from its updates (None when none were read). ``problems`` empty means it passes."""
+
+    site: str
+    name: str
+    budget_micro: int
+    spent_micro: int
+    events_micro: int
+    composed_epsilon: float | None
+    problems: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "name": self.name,
+            "budget_micro": self.budget_micro,
+            "budget_epsilon": from_micro(self.budget_micro) if self.budget_micro else None,
+            "spent_micro": self.spent_micro,
+            "spent_epsilon": from_micro(self.spent_micro),
+            "events_micro": self.events_micro,
+            "rdp_composed_epsilon": self.composed_epsilon,
+            "ok": not self.problems,
+            "problems": list(self.problems),
+        }
+
+
+@dataclass(frozen=True)
+class PrivacyAudit:
+    """The whole federation's privacy accounting; ``read_blobs`` says whether the declared
+    spends were checked against the updates or only shown."""
+
+    sites: tuple[SitePrivacy, ...]
+    updates: tuple[UpdateSpend, ...]
+    read_blobs: bool
+
+    @property
+    def problems(self) -> list[str]:
+        out = [f"{s.site}: {p}" for s in self.sites for p in s.problems]
+        out += [
+            f"round {u.round} {u.site}: {u.status}" + (f" ({u.detail})" if u.detail else "")
+            for u in self.updates
+            if not u.ok
+        ]
+        return out
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "read_blobs": self.read_blobs,
+            "sites": [s.to_json() for s in self.sites],
+            "updates": [u.to_json() for u in self.updates],
+            "problems": self.problems,
+        }
+
+
+def audit_privacy(ledger: Ledger, store: ContentStore | None) -> PrivacyAudit:
+    """Every site's account and every revealed update's spend; with ``store``, each spend is
+    recomputed from the DP parameters in the update blob (None: declarations only)."""
+    spends = {(s.round, s.site): s for s in ledger.privacy_spends()}
+    updates: list[UpdateSpend] = []
+    for round_id in range(1, ledger.current_round() + 1):
+        subs = ledger.get_submissions(round_id)
+        reader = _RoundReader(ledger, store, round_id) if store is not None and subs else None
+        for sub in subs:
+            spend = spends.get((round_id, sub.site))
+            declared = spend.epsilon_micro if spend else 0
+            total = spend.total_micro if spend else None
+            if reader is None:
+                updates.append(
+                    UpdateSpend(round_id, sub.site, declared, total, None, None, Status.NOT_READ)
+                )
+                continue
+            updates.append(reader.check(sub.site, sub.cid, sub.sha256, declared, total))
+    sites = tuple(_site(ledger, info.address, info.name, updates) for info in ledger.get_sites())
+    return PrivacyAudit(sites=sites, updates=tuple(updates), read_blobs=store is not None)
+
+
+def _site(ledger: Ledger, site: str, name: str, updates: list[UpdateSpend]) -> SitePrivacy:
+    account = ledger.privacy(site)
+    mine = [u for u in updates if u.site == site]
+    events = sum(u.declared_micro for u in mine)
+    problems: list[str] = []
+    if events != account.spent_micro:
+        problems.append(
+            f"the account's spend {account.spent_micro} is not the sum of its PrivacySpent "
+            f"events {events}"
+        )
+    if account.budget_micro and account.spent_micro > account.budget_micro:
+        problems.append(
+            f"spent {account.spent_micro} micro-epsilon, over its budget {account.budget_micro}"
+        )
+    params = [u.params for u in mine if u.params is not None]
+    composed: float | None = None
+    if params:
+        from fedtrail.ml.privacy import epsilon_composed
+
+        try:
+            composed = epsilon_composed(params)
+        except FedtrailError as exc:  # updates at different deltas compose by the sum only
+            problems.append(f"cannot compose its updates' epsilons: {exc}")
+    return SitePrivacy(
+        site=site,
+        name=name,
+        budget_micro=account.budget_micro,
+        spent_micro=account.spent_micro,
+        events_micro=events,
+        composed_epsilon=composed,
+        problems=tuple(problems),
+    )
+
+
+class _RoundReader:
+    """Reads one round's update blobs with the model spec of the round's committed terms."""
+
+    def __init__(self, ledger: Ledger, store: ContentStore, round_id: int) -> None:
+        self.store = store
+        self.round_id = round_id
+        self.spec: Any = None
+        self.why = ""
+        self.privacy: PrivacyTerms | None = None
+        from fedtrail.ml.models import ModelSpec
+
+        info = ledger.get_round(round_id)
+        try:
+            terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+            self.spec = ModelSpec(**terms.model_spec)
+            self.privacy = terms.privacy
+        except (FedtrailError, TypeError, ValueError) as exc:
+            self.why = f"cannot read round {round_id}'s terms {info.terms_cid}: {exc}"
+
+    def check(
+        self, site: str, cid: str, sha256: str, declared: int, total: int | None
+    ) -> UpdateSpend:
+        def result(
+            status: str,
+            detail: str = "",
+            params: DpParams | None = None,
+            recomputed: int | None = None,
+        ) -> UpdateSpend:
+            return UpdateSpend(
+                self.round_id, site, declared, total, params, recomputed, status, detail
+            )
+
+        if self.spec is None:
+            return result(Status.UNREADABLE, self.why)
+        try:
+            params = self._params(cid, sha256)
+        except StoreError as exc:
+            return result(Status.UNREADABLE, f"cannot fetch {cid}: {exc}")
+        except FedtrailError as exc:  # InvalidUpdate, InvalidPrivacy: the blob's own fault
+            return result(Status.UNREADABLE, f"{cid} is not a valid update: {exc}")
+        if params is None:
+            if declared:
+                return result(
+                    Status.NO_PARAMETERS,
+                    f"declared {declared} micro-epsilon; {cid} carries no DP parameters",
+                )
+            if self.privacy is not None and self.privacy.required:
+                return result(Status.DP_REQUIRED, f"round {self.round_id}'s terms require DP")
+            return result(Status.NOT_PRIVATE)
+        if self.privacy is not None and params.delta != self.privacy.delta:
+            return result(
+                Status.WRONG_DELTA,
+                f"accounted at delta {params.delta!r}; the terms fix {self.privacy.delta!r}",
+                params,
+            )
+        from fedtrail.ml.privacy import epsilon_spent
+
+        try:
+            recomputed = to_micro(epsilon_spent(params))
+        except FedtrailError as exc:
+            return result(Status.UNREADABLE, f"cannot account {params.to_json()}: {exc}", params)
+        if recomputed != declared:
+            how = "a plain reveal" if declared == 0 else f"declared {declared}"
+            return result(
+                Status.DIFFERS,
+                f"its DP parameters spend {recomputed} micro-epsilon; {how}",
+                params,
+                recomputed,
+            )
+        return result(Status.AGREES, "", params, recomputed)
+
+    def _params(self, cid: str, sha256: str) -> DpParams | None:
+        from fedtrail.storage.codec import decode_update
+
+        blob = self.store.get(cid, sha256)
+        _, meta = decode_update(blob, spec=self.spec, expected_round=self.round_id)
+        return meta.dp
+
+
+def count_by_status(updates: tuple[UpdateSpend, ...]) -> dict[str, int]:
+    """How many updates ended in each status (for the summary line)."""
+    out: dict[str, int] = defaultdict(int)
+    for u in updates:
+        out[u.status] += 1
+    return dict(out)
