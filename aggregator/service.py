@@ -245,6 +245,11 @@ class ClockWatch:
         return message
 
 
+def _reveals(subs: Sequence[Submission]) -> tuple[tuple[str, str, str, int, int], ...]:
+    """What a round's valuation covers of its revealed submissions (a set-of-reveals key)."""
+    return tuple((s.site, s.cid, s.sha256, s.num_samples, s.commit_order) for s in subs)
+
+
 class AggregatorService:
     """Runs rounds on one ledger with one store and the aggregator's key."""
 
@@ -279,6 +284,9 @@ class AggregatorService:
         self._fetched: dict[int, dict[tuple[str, str], tuple[Reason, str, Any]]] = {}
         self._terms: dict[int, RoundTerms] = {}
         self._validation_sha256: str | None = None
+        self._unusable: dict[int, tuple[tuple[tuple[str, str, str, int, int], ...], bool]] = {}
+        """Round -> the reveals (and whether past the reveal deadline) last valued with no
+        usable update: a poll that sees the same is not valued again (issue 18)."""
 
     # ---------------------------------------------------------------- helpers
 
@@ -478,14 +486,30 @@ class AggregatorService:
         return status, detail, None
 
     def value(self, round_id: int) -> list[SiteValuation] | None:
-        """Scores the round and records the valuation; None when no update is usable."""
+        """Scores the round and records the valuation; None when no update is usable.
+
+        A set of reveals with no usable update is valued once: until a reveal changes the set
+        or the reveal deadline passes, later calls (the service's polls) answer None without
+        valuing it again. The valuation is deterministic for its inputs, so the answer is the
+        one a new valuation would give.
+        """
         info = self.ledger.get_round(round_id)
+        past = next_block_timestamp(self.ledger.w3) > info.reveal_deadline + CLOCK_SLACK
+        unusable = self._unusable.get(round_id)
+        if unusable is not None and unusable == (
+            _reveals(self.ledger.get_submissions(round_id)),
+            past,
+        ):
+            log.debug("round %d: the same reveals, already valued: no usable update", round_id)
+            return None
         global_state = self._model(info.start_cid, info.start_sha256)
         pairs = self.candidates(round_id)
         report, standing = self._valuate(round_id, global_state, pairs)
         valuations = report.sites
         self._save_valuation(round_id, valuations, standing)
         if not any(v.score > 0 for v in valuations):
+            # keyed on the reveals actually valued: one that lands meanwhile is not skipped
+            self._unusable = {round_id: (_reveals([s for s, _ in pairs]), past)}
             log.warning("round %d: no usable update (all scores 0)", round_id)
             return None
         self.ledger.record_valuation(

@@ -1,0 +1,85 @@
+"""The service values a round's set of revealed updates once (issue 18): a round whose updates
+are all unusable is not valued again on every poll while its reveal deadline has not passed,
+only when the set of reveals changes or the deadline passes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fedtrail.aggregator.service as service_module
+from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
+from fedtrail.chain import advance_time, next_block_timestamp
+from fedtrail.ledger import commitment
+from fedtrail.ml.datasets import load_bundled
+from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.storage.store import LocalStore
+from tests.fixtures.chain import ChainEnv
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_an_unchanged_set_of_reveals_is_valued_once_until_the_deadline(
+    embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = embedded.deploy()
+    store = LocalStore(tmp_path / "store")
+    sites = embedded.sites[:2]
+    for i, acct in enumerate(sites):
+        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
+    service = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=embedded.aggregator,
+        validation=load_bundled().val,
+        settings=AggregatorSettings(standing=False, explain_method=None),
+        folder=tmp_path / "agg",
+    )
+    calls: list[int] = []
+    real = service_module.value_round
+
+    def counted(**kwargs: Any) -> Any:
+        calls.append(len(kwargs["candidates"]))
+        return real(**kwargs)
+
+    monkeypatch.setattr(service_module, "value_round", counted)
+
+    r = service.open_next()
+    junk = [os.urandom(3000) for _ in sites]  # not updates at all: every score is 0
+    for acct, blob in zip(sites, junk, strict=True):
+        sha = hashlib.sha256(blob).hexdigest()
+        ledger.commit_update(acct, r, commitment(acct.address, r, sha, 100))
+    info = ledger.get_round(r)
+    advance_time(ledger.w3, info.commit_deadline - next_block_timestamp(ledger.w3) + 1)
+
+    def reveal(i: int) -> None:
+        blob = junk[i]
+        ledger.reveal_update(sites[i], r, store.put(blob), hashlib.sha256(blob).hexdigest(), 100)
+
+    # one reveal: valued once, however often asked
+    reveal(0)
+    assert service.value(r) is None
+    assert service.value(r) is None
+    assert calls == [1]
+    # the set changed: valued again, once
+    reveal(1)
+    assert service.ready_to_value(r)
+    for _ in range(3):  # polls before the deadline
+        assert service.step() is None
+        assert ledger.get_round(r).phase == Phase.OPEN
+    assert calls == [1, 2]
+    assert {s.reason for s in ledger.get_submissions(r)} == {0}  # nothing recorded
+    # the deadline passed: one last valuation of the final set, then the round is cancelled
+    now = next_block_timestamp(ledger.w3)
+    advance_time(ledger.w3, info.reveal_deadline + service_module.CLOCK_SLACK - now + 1)
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.CANCELLED
+    assert ledger.get_round(r).phase == Phase.CANCELLED
+    assert calls == [1, 2, 2]
+    saved = json.loads((tmp_path / "agg" / f"valuation-{r}.json").read_text())
+    assert [(v["score"], v["reason"]) for v in saved["sites"]] == [(0, Reason.MALFORMED)] * 2
