@@ -138,6 +138,19 @@ def aggregator() -> None:
     "fedbn (its normalisation layers, kept from round to round) or fedrep (its classifier "
     "head, kept from round to round).",
 )
+@click.option(
+    "--dp-delta",
+    type=click.FloatRange(min=0, min_open=True, max=1, max_open=True),
+    default=None,
+    help="Differential privacy: the delta every site accounts its DP-SGD epsilon at (recorded "
+    "in the round terms, e.g. 1e-5); unset: the terms ask for none.",
+)
+@click.option(
+    "--dp-required",
+    is_flag=True,
+    help="Every update must be DP-trained (needs --dp-delta; an update without DP parameters "
+    "fails the audit's privacy.required).",
+)
 @model_options
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="torch CPU threads.")
 def run(
@@ -165,6 +178,8 @@ def run(
     personalise_steps: int,
     personalise_lr: float,
     personalise_method: str,
+    dp_delta: float | None,
+    dp_required: bool,
     arch: str | None,
     image_size: int | None,
     threads: int | None,
@@ -177,6 +192,8 @@ def run(
         raise click.UsageError("give --rounds or --until-round, not both")
     if rounds is None and until_round is None:
         rounds = 1
+    if dp_required and dp_delta is None:
+        raise click.UsageError("--dp-required needs --dp-delta")
 
     folder.mkdir(parents=True, exist_ok=True)
     setup_logging(folder / "aggregator.log")
@@ -211,6 +228,8 @@ def run(
         personalise_steps=personalise_steps,
         personalise_lr=personalise_lr,
         personalise_method=personalise_method,
+        dp_delta=dp_delta or 0.0,
+        dp_required=dp_required,
     )
     service = AggregatorService(
         ledger=ledger,

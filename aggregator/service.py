@@ -64,7 +64,7 @@ from fedtrail.ml.task import Task, TaskMismatch
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
-from fedtrail.protocol.terms import InvalidTerms, Personalisation, RoundTerms
+from fedtrail.protocol.terms import InvalidTerms, Personalisation, PrivacyTerms, RoundTerms
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_model, decode_update, encode_model
@@ -130,12 +130,20 @@ class AggregatorSettings:
     """Which part of the model each site makes its own (:data:`fedtrail.ml.personalise.METHODS`:
     ``finetune`` the whole model from each global one, ``fedbn`` its normalisation layers,
     ``fedrep`` its classifier head)."""
+    dp_delta: float = 0.0
+    """The delta every site accounts its DP-SGD epsilon at (round terms ``privacy``); 0: the
+    terms ask for no differential privacy."""
+    dp_required: bool = False
+    """Every update must be DP-trained (an update without DP parameters fails the audit)."""
 
     def __post_init__(self) -> None:
         try:
             plan = self.personalisation()
+            self.privacy()
         except InvalidTerms as exc:
             raise ConfigError(str(exc)) from None
+        if self.dp_required and not self.dp_delta:
+            raise ConfigError("dp_required needs a dp_delta (the delta sites account at)")
         if plan is not None:
             personal_part(plan.method, self.model)  # the federation's model must have the part
         if self.valuation not in ("shapley", "mc_shapley", "loo"):
@@ -154,6 +162,12 @@ class AggregatorSettings:
         return Personalisation(
             method=self.personalise_method, steps=self.personalise_steps, lr=self.personalise_lr
         )
+
+    def privacy(self) -> PrivacyTerms | None:
+        """The differential privacy the round terms ask of sites (None: none)."""
+        if not self.dp_delta:
+            return None
+        return PrivacyTerms(delta=self.dp_delta, required=self.dp_required)
 
 
 @dataclass
@@ -345,6 +359,7 @@ class AggregatorService:
             reveal_seconds=reveal_s,
             class_names=self.task.class_names,
             personalisation=self.settings.personalisation(),
+            privacy=self.settings.privacy(),
         )
 
     def _combiner(self) -> Combiner:

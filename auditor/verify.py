@@ -41,8 +41,10 @@ from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec, load_federated
+from fedtrail.ml.privacy import epsilon_spent
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
+from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro, to_micro
 from fedtrail.protocol.roundlog import (
     InvalidLog,
     RoundLog,
@@ -259,6 +261,7 @@ def verify_round(
     start_blob = start.blob
     audit.add("start_model.hash", start_blob is not None, start.detail or info.start_cid)
     deltas: dict[str, dict[str, torch.Tensor]] = {}
+    dp: dict[str, DpParams | None] = {}  # the DP parameters of every decoded update
     unusable: dict[str, Reason] = {}
     for sub in subs:
         with _Timer(audit, "fetch"):
@@ -285,14 +288,18 @@ def verify_round(
             continue
         try:
             with _Timer(audit, "decode"):
-                deltas[sub.site], _ = decode_update(blob, spec=spec, expected_round=round_id)
+                deltas[sub.site], meta = decode_update(blob, spec=spec, expected_round=round_id)
                 check_canonical_update(blob, spec=spec, expected_round=round_id)
+                dp[sub.site] = meta.dp
             audit.add(f"update.{sub.site[:10]}", True, f"{sub.cid} hash ok, decodes, canonical")
         except InvalidUpdate as exc:
             unusable[sub.site] = Reason.MALFORMED
             deltas.pop(sub.site, None)
+            dp.pop(sub.site, None)
             excluded = sub.weight == 0 and sub.reason in UNUSABLE_REASONS
             audit.add(f"update.{sub.site[:10]}", excluded, f"malformed: {exc.reason}")
+
+    _check_privacy(audit, ledger, round_id, subs, dp, terms)
 
     # duplicates, re-derived in commit order under the terms' thresholds
     if terms is not None:
@@ -376,6 +383,98 @@ def verify_round(
                 metrics_tolerance,
             )
     return audit
+
+
+def _check_privacy(
+    audit: RoundAudit,
+    ledger: Ledger,
+    round_id: int,
+    subs: list[Submission],
+    dp: Mapping[str, DpParams | None],
+    terms: RoundTerms | None,
+) -> None:
+    """``privacy.spend``: every decoded update's epsilon, recomputed with the RDP accountant
+    from the DP parameters in its blob (pinned by the on-chain sha256), equals the spend the
+    site declared on chain at reveal (``PrivacySpent``; none declared: 0); the parameters are
+    accounted at the terms' delta (terms without one: a delta at most 1 / the on-chain sample
+    count), with an expected batch of at least one image and whole epochs of steps.
+    ``privacy.required``: under terms that require DP, no update without DP parameters has
+    weight. Neither check is added to a round that involves no privacy at all."""
+    spends = ledger.privacy_spends(round_id)
+    asked = terms.privacy if terms is not None else None
+    if asked is None and not spends and not any(p is not None for p in dp.values()):
+        return
+    declared: dict[str, int] = {}
+    problems: list[str] = []
+    for spend in spends:
+        if spend.site in declared:
+            problems.append(f"{spend.site[:10]} declared twice")
+        declared[spend.site] = declared.get(spend.site, 0) + spend.epsilon_micro
+    checked = 0
+    for sub in subs:
+        if sub.site not in dp:
+            if sub.site in declared:  # unreadable update: its spend cannot be checked
+                problems.append(f"{sub.site[:10]} declared a spend for an unreadable update")
+            continue
+        params, said = dp[sub.site], declared.get(sub.site, 0)
+        checked += 1
+        if params is None:
+            if said:
+                problems.append(
+                    f"{sub.site[:10]} declared epsilon {from_micro(said):g} but its update holds "
+                    "no DP parameters"
+                )
+            continue
+        problems += _dp_params_problems(sub, params, asked.delta if asked else None)
+        try:
+            got = to_micro(epsilon_spent(params))
+        except InvalidPrivacy as exc:
+            problems.append(f"{sub.site[:10]}: {exc}")
+            continue
+        if got != said:
+            problems.append(
+                f"{sub.site[:10]} declared epsilon {from_micro(said):g} ({said} micro) but its "
+                f"DP parameters give {from_micro(got):g} ({got} micro)"
+            )
+    unknown = sorted(site[:10] for site in set(declared) - {s.site for s in subs})
+    if unknown:
+        problems.append(f"spends declared by sites without an update: {', '.join(unknown)}")
+    audit.add(
+        "privacy.spend",
+        not problems,
+        f"{checked} update(s): every declared epsilon equals the RDP accountant's from the "
+        f"update's DP parameters ({len(spends)} spend(s) on chain)"
+        if not problems
+        else "; ".join(problems),
+    )
+    if asked is not None and asked.required:
+        plain = sorted(s.site[:10] for s in subs if s.weight > 0 and dp.get(s.site) is None)
+        audit.add(
+            "privacy.required",
+            not plain,
+            "the terms require DP-SGD: every weighted update carries DP parameters"
+            if not plain
+            else f"the terms require DP-SGD but weighted updates without DP parameters come "
+            f"from {', '.join(plain)}",
+        )
+
+
+def _dp_params_problems(sub: Submission, params: DpParams, delta: float | None) -> list[str]:
+    """What is implausible in an update's DP parameters against the chain and the terms."""
+    who, n = sub.site[:10], sub.num_samples
+    problems = []
+    if delta is not None and params.delta != delta:
+        problems.append(f"{who} accounted at delta {params.delta:g}, the terms' is {delta:g}")
+    if delta is None and n > 0 and params.delta > 1 / n:
+        problems.append(f"{who} accounted at delta {params.delta:g} > 1 / its {n} samples")
+    if params.sample_rate * n < 1 - 1e-9:
+        problems.append(
+            f"{who}'s sample rate {params.sample_rate:g} over {n} samples expects no image a step"
+        )
+    per_epoch = max(1, round(1 / params.sample_rate))
+    if params.steps % per_epoch:
+        problems.append(f"{who}'s {params.steps} steps are not whole epochs of {per_epoch}")
+    return problems
 
 
 def _check_metrics(

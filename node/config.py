@@ -24,6 +24,7 @@ from fedtrail.ml.datasets import (
     partition_quantity,
 )
 from fedtrail.ml.models import ModelSpec
+from fedtrail.ml.privacy import DpSettings
 from fedtrail.ml.training import TrainConfig
 from fedtrail.storage.codec import Compression
 
@@ -104,6 +105,41 @@ class DataConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PrivacyConfig:
+    """The ``[privacy]`` section: DP-SGD local training (:mod:`fedtrail.ml.privacy`).
+
+    ``target_epsilon > 0`` solves the noise multiplier that gives each round's update that
+    epsilon (``noise_multiplier`` is then ignored); ``0`` trains at ``noise_multiplier``.
+    ``max_grad_norm`` clips each image's gradient. The delta is the round terms' (``privacy``);
+    ``delta`` here is used only for rounds whose terms set none. The node refuses a round whose
+    epsilon would take its on-chain spend past its budget.
+    """
+
+    enabled: bool = False
+    noise_multiplier: float = 1.0
+    target_epsilon: float = 0.0
+    max_grad_norm: float = 1.0
+    delta: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"privacy.enabled must be true or false, got {self.enabled!r}")
+        eps = self.target_epsilon
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not eps >= 0:
+            raise ConfigError(f"privacy.target_epsilon must be 0 or positive, got {eps!r}")
+        delta = self.delta
+        if isinstance(delta, bool) or not isinstance(delta, int | float) or not 0 < delta < 1:
+            raise ConfigError(f"privacy.delta must lie in (0, 1), got {delta!r}")
+        self.settings()  # validates the rest
+
+    def settings(self) -> DpSettings:
+        """The DP-SGD settings these values ask for."""
+        if self.target_epsilon > 0:
+            return DpSettings(target_epsilon=self.target_epsilon, max_grad_norm=self.max_grad_norm)
+        return DpSettings(noise_multiplier=self.noise_multiplier, max_grad_norm=self.max_grad_norm)
+
+
+@dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     """Everything a site node needs besides its passphrase."""
 
@@ -117,6 +153,7 @@ class NodeConfig:
     training: TrainConfig = field(default_factory=TrainConfig)
     compression: Compression = field(default_factory=Compression)
     model: ModelSpec = field(default_factory=ModelSpec)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         if self.poll_interval <= 0:
@@ -132,6 +169,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "training": TrainConfig,
     "compression": Compression,
     "model": ModelSpec,
+    "privacy": PrivacyConfig,
 }
 
 

@@ -48,6 +48,7 @@ from fedtrail.errors import (
     FedtrailError,
     InvalidUpdate,
     LedgerError,
+    PrivacyBudgetError,
     RoundStateError,
     SampleLimitExceeded,
     StoreError,
@@ -60,15 +61,18 @@ from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.metrics import Metrics, evaluate, evaluate_calibrated
 from fedtrail.ml.models import ModelSpec, load_federated
 from fedtrail.ml.personalise import personalise
+from fedtrail.ml.privacy import epsilon_spent, plan_privacy, train_private
 from fedtrail.ml.task import Task, require_terms
 from fedtrail.ml.training import (
     FineTuned,
+    TrainConfig,
     TrainingDiverged,
     TrainingInterrupted,
     train_local,
 )
 from fedtrail.node.config import NodeConfig
 from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro, to_micro
 from fedtrail.protocol.roundlog import InvalidLog, RoundLog
 from fedtrail.protocol.terms import InvalidTerms, RoundTerms
 from fedtrail.storage.codec import decode_model, encode_update
@@ -205,6 +209,9 @@ class RoundRecord:
     """Whether the personalised model's validation AUC is at least the global model's: the
     model this site should use (None without a validation split). At strong label skew
     fine-tuning can hurt (measured: scripts/bench/personalisation.py), so the site checks."""
+    epsilon_micro: int = 0
+    """The epsilon this round's update spent (DP-SGD, micro-epsilon, declared at reveal); 0:
+    trained without differential privacy."""
 
 
 @dataclass
@@ -350,8 +357,8 @@ class SiteNode:
             if not self._terms_agree(round_id, info.terms_cid, info.terms_sha256):
                 return None
             record = self._train_and_encode(round_id, info.start_cid, info.start_sha256)
-            if record is None:
-                return None
+            if record is None or record.phase in FINAL_PHASES:
+                return record
             self.hooks.at_step("encoded")
         if record.phase == "encoded":
             outcome = self._commit(round_id, record, on_chain, now, info.commit_deadline)
@@ -398,18 +405,37 @@ class SiteNode:
             self.config.training, seed=_round_seed(self.config.training.seed, round_id)
         )
         bias, threshold_from = (None, "") if self.val is None else self._decision(round_id, sha256)
+        dp = self._privacy_plan(round_id, train_cfg)
+        if isinstance(dp, RoundRecord):
+            return dp  # refused: recorded as skipped
         log.info("round %d: training on %d images", round_id, len(self.train))
         try:
-            result = train_local(
-                global_state,
-                self.train,
-                spec=spec,
-                config=train_cfg,
-                val=self.val,
-                val_bias=(0.0,) * spec.num_classes if bias is None else bias,
-                progress=self.progress,
-                should_stop=self.stop_event.is_set,
-            )
+            if dp is None:
+                result = train_local(
+                    global_state,
+                    self.train,
+                    spec=spec,
+                    config=train_cfg,
+                    val=self.val,
+                    val_bias=(0.0,) * spec.num_classes if bias is None else bias,
+                    progress=self.progress,
+                    should_stop=self.stop_event.is_set,
+                )
+            else:
+                private = train_private(
+                    global_state,
+                    self.train,
+                    spec=spec,
+                    config=train_cfg,
+                    settings=self.config.privacy.settings(),
+                    delta=dp.delta,
+                    val=self.val,
+                    val_bias=(0.0,) * spec.num_classes if bias is None else bias,
+                    should_stop=self.stop_event.is_set,
+                )
+                if private.params != dp:  # planned and trained from the same inputs
+                    raise ConfigError(f"DP-SGD ran {private.params}, not the planned {dp}")
+                result = private.local
         except TrainingInterrupted:
             log.info("round %d: training interrupted by shutdown; nothing kept", round_id)
             return None
@@ -424,6 +450,7 @@ class SiteNode:
             round=round_id,
             compression=self.config.compression,
             residual=residual,
+            dp=dp,
         )
         save_residual(self._pending_residual(round_id), encoded.residual, spec=spec, round=round_id)
         atomic_write(self._pending_blob(round_id), encoded.blob)
@@ -447,6 +474,7 @@ class SiteNode:
             val_recall_calibrated=None
             if metrics is None
             else [_finite(r) for r in metrics.recall_calibrated] or None,
+            epsilon_micro=0 if dp is None else to_micro(epsilon_spent(dp)),
         )
         self.state.rounds[round_id] = record
         self._save()
@@ -469,6 +497,56 @@ class SiteNode:
             threshold_from or "no validation split",
         )
         return record
+
+    def _privacy_plan(self, round_id: int, config: TrainConfig) -> DpParams | RoundRecord | None:
+        """The DP parameters this round's training will have (None: train without DP), or the
+        round's skipped record when this site must not train it: its terms require DP and the
+        node's ``[privacy]`` is off, or the update's epsilon would take the site's on-chain
+        spend past its budget (recorded, not a crash; the next round is checked again)."""
+        settings = self.config.privacy
+        info = self.ledger.get_round(round_id)
+        terms = RoundTerms.from_bytes(self.store.get(info.terms_cid, info.terms_sha256))
+        asked = terms.privacy
+        account = self.ledger.privacy(self.address)
+        if not settings.enabled:
+            why = (
+                "the round's terms require DP-SGD training"
+                if asked is not None and asked.required
+                else f"the site has a privacy budget on chain (epsilon "
+                f"{from_micro(account.budget_micro):g}), so each update must declare its spend"
+                if account.budget_micro
+                else ""
+            )
+            if why:
+                return self._skip(
+                    RoundRecord(round=round_id, phase="skipped"),
+                    f"{why}, and this node's [privacy] is not enabled; not training",
+                )
+            return None
+        delta = settings.delta if asked is None else asked.delta
+        try:
+            params = plan_privacy(settings.settings(), len(self.train), config, delta)
+            spend = to_micro(epsilon_spent(params))
+        except (ConfigError, InvalidPrivacy) as exc:
+            return self._skip(RoundRecord(round=round_id, phase="skipped"), f"DP-SGD: {exc}")
+        if account.budget_micro and account.spent_micro + spend > account.budget_micro:
+            return self._skip(
+                RoundRecord(round=round_id, phase="skipped", epsilon_micro=spend),
+                f"privacy budget: this round's update would spend epsilon {from_micro(spend):g} "
+                f"and take the site's spend from {from_micro(account.spent_micro):g} past its "
+                f"budget of {from_micro(account.budget_micro):g}; not training",
+            )
+        log.info(
+            "round %d: DP-SGD (noise %.4g, clip %g, q %.4g, %d steps): epsilon %.4f at delta %g",
+            round_id,
+            params.noise_multiplier,
+            params.max_grad_norm,
+            params.sample_rate,
+            params.steps,
+            from_micro(spend),
+            delta,
+        )
+        return params
 
     def _decision(self, round_id: int, start_sha256: str) -> tuple[tuple[float, ...] | None, str]:
         """The decision rule for the model round ``round_id`` starts from: the intercept in the
@@ -735,7 +813,12 @@ class SiteNode:
         )
         try:
             tx = self.ledger.reveal_update(
-                self.account, round_id, reveal.cid, reveal.sha256, reveal.num_samples
+                self.account,
+                round_id,
+                reveal.cid,
+                reveal.sha256,
+                reveal.num_samples,
+                epsilon_micro=record.epsilon_micro or None,
             )
         except DuplicateSubmission:
             on_chain = self.ledger.get_submission(round_id, self.address)
@@ -747,7 +830,7 @@ class SiteNode:
                 log.info("round %d: reveals not open yet; will retry", round_id)
                 return record
             return self._skip(record, f"reveal refused: {exc}")
-        except (SampleLimitExceeded, CommitmentMismatch, Unauthorized) as exc:
+        except (SampleLimitExceeded, CommitmentMismatch, Unauthorized, PrivacyBudgetError) as exc:
             return self._skip(record, f"reveal refused: {exc}")
         record.tx_hash = tx.tx_hash
         log.info("round %d: revealed in tx %s (%d gas)", round_id, tx.tx_hash, tx.gas_used)

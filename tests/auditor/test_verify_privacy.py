@@ -1,0 +1,124 @@
+"""audit verify's privacy checks: the declared epsilon against the one recomputed from the update's
+DP parameters (privacy.spend), DP required by the terms (privacy.required), nothing added to
+rounds without privacy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from fedtrail.aggregator.service import AggregatorSettings
+from fedtrail.auditor.verify import verify_round
+from fedtrail.chain import connect, funded_accounts
+from fedtrail.ledger import Ledger
+from fedtrail.ml.datasets import load_bundled, partition_iid
+from fedtrail.ml.training import TrainConfig
+from fedtrail.node.config import PrivacyConfig
+from fedtrail.node.daemon import SiteNode
+from fedtrail.protocol.privacy import to_micro
+from fedtrail.simulation.federation import Federation, build_federation, make_sites
+from fedtrail.storage.store import LocalStore
+
+
+def _federation(tmp: Path) -> Federation:
+    """Two DP hospitals (100 images each) under terms that require DP at delta 1e-5; hospital-0
+    holds a budget of epsilon 100, hospital-1 none."""
+    w3 = connect("embedded")
+    accounts = funded_accounts(w3)[:3]
+    splits = load_bundled()
+    parts = partition_iid(splits.train.labels, 24, seed=0)
+    fed = build_federation(
+        w3=w3,
+        coordinator=accounts[0],
+        sites=make_sites(
+            accounts[1:],
+            [splits.train.subset(parts[i]) for i in range(2)],
+            names=["hospital-0", "hospital-1"],
+            training=TrainConfig(epochs=1),
+            privacy=PrivacyConfig(enabled=True, noise_multiplier=1.0),
+        ),
+        store=LocalStore(tmp / "store"),
+        folder=tmp,
+        validation=splits.val,
+        settings=AggregatorSettings(valuation="loo", dp_delta=1e-5, dp_required=True),
+    )
+    fed.ledger.set_privacy_budget(accounts[0], accounts[1].address, to_micro(100.0))
+    return fed
+
+
+@pytest.fixture(scope="module")
+def rounds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Ledger, LocalStore]:
+    """Round 1 honest; in round 2 hospital-0 declares 1 micro-epsilon less than it spent and
+    hospital-1 trains without DP (neither refused by the chain: hospital-1 has no budget)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("dp")
+    mp = pytest.MonkeyPatch()
+    try:
+        fed = _federation(tmp)
+        assert fed.run_round() is not None
+        under, plain = fed.nodes[0].address, fed.nodes[1].address
+        reveal, plan = Ledger.reveal_update, SiteNode._privacy_plan
+
+        def under_declare(self: Ledger, signer: Any, *args: Any, **kwargs: Any) -> Any:
+            if signer.address == under and kwargs.get("epsilon_micro"):
+                kwargs["epsilon_micro"] -= 1
+            return reveal(self, signer, *args, **kwargs)
+
+        def no_dp(self: SiteNode, round_id: int, config: TrainConfig) -> Any:
+            return None if self.address == plain else plan(self, round_id, config)
+
+        mp.setattr(Ledger, "reveal_update", under_declare)
+        mp.setattr(SiteNode, "_privacy_plan", no_dp)
+        assert fed.run_round() is not None
+        return fed.ledger, LocalStore(tmp / "store")
+    finally:
+        mp.undo()
+        torch.set_num_threads(before)
+
+
+def _check(ledger: Ledger, store: LocalStore, round_id: int, name: str) -> Any:
+    return next(c for c in verify_round(ledger, store, round_id).checks if c.name == name)
+
+
+def test_honest_dp_round_passes_both_privacy_checks(rounds: tuple[Ledger, LocalStore]) -> None:
+    ledger, store = rounds
+    spend = _check(ledger, store, 1, "privacy.spend")
+    assert spend.passed, spend.detail
+    assert "2 update(s)" in spend.detail and "2 spend(s)" in spend.detail
+    required = _check(ledger, store, 1, "privacy.required")
+    assert required.passed, required.detail
+    assert {s.round for s in ledger.privacy_spends(1)} == {1}
+
+
+def test_a_misreported_epsilon_fails_privacy_spend(rounds: tuple[Ledger, LocalStore]) -> None:
+    ledger, store = rounds
+    spend = _check(ledger, store, 2, "privacy.spend")
+    assert not spend.passed
+    site = ledger.privacy_spends(2)[0]
+    assert f"{site.site[:10]} declared epsilon" in spend.detail
+    assert f"({site.epsilon_micro} micro)" in spend.detail
+    assert f"({site.epsilon_micro + 1} micro)" in spend.detail
+
+
+def test_an_update_without_dp_fails_required_terms(rounds: tuple[Ledger, LocalStore]) -> None:
+    ledger, store = rounds
+    required = _check(ledger, store, 2, "privacy.required")
+    assert not required.passed and "without DP parameters" in required.detail
+    assert len(ledger.privacy_spends(2)) == 1  # only the DP site declared
+
+
+def test_rounds_without_privacy_get_no_privacy_check(tmp_path: Path) -> None:
+    from tests.auditor.test_verify import federation
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fed = federation(tmp_path, rounds=1)
+    finally:
+        torch.set_num_threads(before)
+    names = {c.name for c in verify_round(fed.ledger, fed.store, 1).checks}
+    assert "weights" in names and not {n for n in names if n.startswith("privacy")}
