@@ -177,6 +177,13 @@ def init(
     "from what it knows of the site's data, e.g. its training-set size.",
 )
 @click.option(
+    "--epsilon-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Also give the site this differential-privacy budget (total epsilon; see "
+    "set-privacy-budget).",
+)
+@click.option(
     "--fund",
     type=click.FloatRange(min=0),
     default=0.0,
@@ -189,6 +196,7 @@ def register(
     address: str,
     name: str,
     max_samples: int,
+    epsilon_budget: float | None,
     fund: float,
     rpc_url: str | None,
     deployment_path: Path,
@@ -199,12 +207,18 @@ def register(
     """Coordinator helper: register a site's address on the ledger."""
     from fedtrail.chain import fund as send_funds
 
+    budget = None if epsilon_budget is None else _epsilon_micro(epsilon_budget)
     ledger, signer = open_signed_ledger(rpc_url, deployment_path, contract, keystore, dev_account)
     tx = ledger.register_site(signer, address, name, max_samples)
     click.echo(
         f"registered {checksum(address)} as '{name}', at most {max_samples} samples per update "
         f"(tx {tx.tx_hash})"
     )
+    if budget is not None:
+        tx = ledger.set_privacy_budget(signer, address, budget)
+        click.echo(
+            f"privacy budget: epsilon {epsilon_budget:g} ({budget} micro-epsilon; tx {tx.tx_hash})"
+        )
     if fund > 0:
         send_funds(ledger.w3, signer, address, int(fund * 10**18))
         click.echo(f"sent {fund} ETH to {checksum(address)}")
@@ -273,13 +287,10 @@ def set_privacy_budget(
     """Coordinator helper: set a site's differential-privacy budget. From its next reveal on,
     the site must declare each update's epsilon and its cumulative spend may not pass the
     budget."""
-    from fedtrail.protocol.privacy import InvalidPrivacy, from_micro, to_micro
+    from fedtrail.protocol.privacy import from_micro
 
     site = checksum(address)
-    try:
-        budget = to_micro(epsilon)
-    except InvalidPrivacy as exc:
-        raise click.BadParameter(str(exc), param_hint="--epsilon") from exc
+    budget = _epsilon_micro(epsilon)
     ledger, signer = open_signed_ledger(rpc_url, deployment_path, contract, keystore, dev_account)
     before = ledger.privacy(site)
     tx = ledger.set_privacy_budget(signer, site, budget)
@@ -301,6 +312,17 @@ def set_privacy_budget(
             f"spent so far {from_micro(before.spent_micro):g}, previous budget "
             f"{from_micro(before.budget_micro):g}; tx {tx.tx_hash})"
         )
+
+
+def _epsilon_micro(epsilon: float) -> int:
+    """An epsilon flag in the chain's micro-epsilon (rounded up); a usage error when it is not
+    finite or does not fit the contract's uint64."""
+    from fedtrail.protocol.privacy import InvalidPrivacy, to_micro
+
+    try:
+        return to_micro(epsilon)
+    except InvalidPrivacy as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 def _load_folder(folder: Path, **overrides: Any) -> tuple[NodeConfig, Ledger]:

@@ -70,3 +70,19 @@ def test_set_privacy_budget_errors(ledger: Ledger, anvil_url: str) -> None:
         )
         assert r.exit_code == 2 and "Traceback" not in r.output, (bad, r.output)
     assert ledger.privacy(site) == PrivacyAccount(0, 0)
+
+
+def test_register_can_set_the_budget_at_registration(ledger: Ledger, anvil_url: str) -> None:
+    site = dev_account(4).address
+    where = ("--rpc-url", anvil_url, "--contract", ledger.address, "--dev-account", "0")
+    r = invoke("node", "register", site, "--max-samples", "100", "--epsilon-budget", "3", *where)
+    assert r.exit_code == 0, r.output
+    assert "privacy budget: epsilon 3 (3000000 micro-epsilon" in r.stdout
+    assert ledger.privacy(site) == PrivacyAccount(3_000_000, 0)
+    other = dev_account(7).address
+    for bad in ("0", "inf"):  # a zero budget at registration is no budget: refused as a typo
+        r = invoke(
+            "node", "register", other, "--max-samples", "100", "--epsilon-budget", bad, *where
+        )
+        assert r.exit_code == 2 and "Traceback" not in r.output, (bad, r.output)
+    assert ledger.get_site(other) is None  # refused before anything was sent
