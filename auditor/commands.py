@@ -445,8 +445,10 @@ def privacy(
 ) -> None:
     """Each site's privacy budget and spend, and each round's declared epsilon per update,
     recomputed from the DP parameters in the update blob with the sites' accountant. Exit 1
-    when a recomputed epsilon differs from the declared one, a spend has no DP parameters, a
-    blob cannot be read, or a site's spend is over its budget."""
+    when a recomputed epsilon differs from the declared one (a DP update revealed without its
+    spend too), a spend has no DP parameters, parameters use another delta than the round's
+    terms, the terms require DP and an update has none, a blob cannot be read, or a site's
+    account disagrees with its events or its budget."""
     from fedtrail.auditor.privacy import audit_privacy, count_by_status
 
     ledger = _open(rpc_url, deployment_path, contract)
