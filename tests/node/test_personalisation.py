@@ -195,4 +195,3 @@ def test_fedrep_carries_the_site_head_from_round_to_round_over_the_new_global_bo
     assert again is not None and again.personal_sha256 == info2.sha256
     assert again.personal_val_auc == auc
     assert (folder / PERSONAL_MODEL).read_bytes() == blob
-
