@@ -7,7 +7,8 @@ site node per hospital (the same `SiteNode` the daemon runs, its simulated fault
 and the aggregator service, wired by :func:`fedtrail.simulation.federation.build_federation`.
 Non-IID split (Dirichlet), one low-quality site (label noise), one poisoning site (sign-flipped
 updates); with ``--copy-sites``, free-riders that try to reveal another site's update (too late
-under commit-then-reveal: the ledger refuses the reveal, and the table shows them NOT_REVEALED).
+under commit-then-reveal: the ledger refuses the reveal, and the table shows them NOT_REVEALED);
+with ``--dp-epsilon``, every hospital trains with DP-SGD under an on-chain epsilon budget.
 After the rounds it verifies every round like an auditor and writes the audit report.
 """
 
@@ -30,6 +31,9 @@ from fedtrail.protocol.terms import PERSONALISATION_METHODS
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.simulation.faults import SiteFault
 from fedtrail.storage.codec import Compression, CompressionMethod
+
+DP_DELTA = 1e-5
+"""The delta the demo's round terms set when it runs with ``--dp-epsilon``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,8 +61,14 @@ class Scenario:
     personalise: str | None = None
     """Personalisation method the round terms ask of every hospital (None: none)."""
     personalise_steps: int = 50
+    dp_epsilon: float | None = None
+    """Every hospital trains with DP-SGD under an on-chain budget of this epsilon for the whole
+    run (each round's update aims at ``dp_epsilon / rounds``, at delta 1e-5, required by the
+    terms); None: no differential privacy."""
 
     def __post_init__(self) -> None:
+        if self.dp_epsilon is not None and not self.dp_epsilon > 0:
+            raise ConfigError(f"dp_epsilon must be positive, got {self.dp_epsilon!r}")
         faulty = self.noisy_sites + self.poison_sites + self.shortcut_sites + self.copy_sites
         if faulty >= self.sites:
             raise ConfigError(
@@ -104,7 +114,8 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     from fedtrail.ml.shortcuts import add_marker
     from fedtrail.ml.task import task_for
     from fedtrail.ml.training import TrainConfig
-    from fedtrail.node.config import DataConfig
+    from fedtrail.node.config import DataConfig, PrivacyConfig
+    from fedtrail.protocol.privacy import from_micro, to_micro
     from fedtrail.simulation.federation import build_federation, make_sites
     from fedtrail.storage.store import LocalStore
 
@@ -158,6 +169,9 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
             compression=Compression(method=scenario.compression),  # type: ignore[arg-type]
             model=task.spec,
             data=DataConfig(path=str(source.path), class_names=task.class_names),
+            privacy=PrivacyConfig()
+            if scenario.dp_epsilon is None
+            else PrivacyConfig(enabled=True, target_epsilon=scenario.dp_epsilon / scenario.rounds),
         ),
         store=LocalStore(workdir / "store"),
         folder=workdir,
@@ -173,9 +187,18 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
             class_names=task.class_names,
             personalise_steps=scenario.personalise_steps if scenario.personalise else 0,
             personalise_method=scenario.personalise or "finetune",
+            dp_delta=0.0 if scenario.dp_epsilon is None else DP_DELTA,
+            dp_required=scenario.dp_epsilon is not None,
         ),
     )
     ledger, store = fed.ledger, fed.store
+    if scenario.dp_epsilon is not None:
+        for account in accounts[1 : 1 + scenario.sites]:
+            ledger.set_privacy_budget(accounts[0], account.address, to_micro(scenario.dp_epsilon))
+        echo(
+            f"DP-SGD at every hospital: epsilon budget {scenario.dp_epsilon:g} each on chain, "
+            f"{scenario.dp_epsilon / scenario.rounds:g} per round at delta {DP_DELTA:g}"
+        )
     table: list[dict[str, Any]] = []
     for _ in range(scenario.rounds):
         outcome = fed.run_round()
@@ -214,6 +237,20 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
         if scenario.personalise:
             for i in range(scenario.sites):
                 fed.node(i).personalise_latest()
+    privacy = None
+    if scenario.dp_epsilon is not None:
+        privacy = []
+        for info in ledger.get_sites():
+            spent = ledger.privacy(info.address)
+            privacy.append(
+                {
+                    "site": info.name,
+                    "epsilon_spent": from_micro(spent.spent_micro),
+                    "epsilon_budget": from_micro(spent.budget_micro),
+                }
+            )
+        echo("\nprivacy spent (on chain, summed over rounds):")
+        echo(render_table(privacy))
     personal = None
     if scenario.personalise:
         personal = _personal_rows(fed, names, trains, splits.val, task.spec, scenario)
@@ -255,6 +292,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
         "report": str(report) if report else None,
         "task": task.to_json(),
         "personalised": personal,
+        "privacy": privacy,
         "final_global": None
         if last is None
         else {
@@ -388,6 +426,13 @@ def _personal_rows(
     help="SGD steps of that personalisation after each round.",
 )
 @click.option(
+    "--dp-epsilon",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Every hospital trains with DP-SGD under this on-chain epsilon budget for the whole "
+    "run (each round aims at budget / rounds, delta 1e-5; the terms require DP).",
+)
+@click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -416,6 +461,7 @@ def demo(
     epochs: int,
     personalise: str | None,
     personalise_steps: int,
+    dp_epsilon: float | None,
     workdir: Path | None,
     fmt: str,
 ) -> None:
@@ -442,6 +488,7 @@ def demo(
         epochs=epochs,
         personalise=personalise,
         personalise_steps=personalise_steps,
+        dp_epsilon=dp_epsilon,
     )
     root = workdir or Path(tempfile.mkdtemp(prefix="fedtrail-demo-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,31 @@
+"""``fedtrail demo --dp-epsilon``: every hospital trains with DP-SGD under an on-chain budget,
+spends within it, and the audit (privacy checks included) passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedtrail.errors import ConfigError
+from fedtrail.simulation.demo import Scenario, run_demo
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_the_demo_trains_privately_within_each_budget_and_verifies(tmp_path: Path) -> None:
+    scenario = Scenario(sites=2, rounds=2, noisy_sites=0, poison_sites=0, epochs=1, dp_epsilon=8)
+    lines: list[str] = []
+    result = run_demo(scenario, tmp_path, echo=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert result["verified"] is True
+    rows = result["privacy"]
+    assert [r["site"] for r in rows] == ["hospital-A", "hospital-B"]
+    for row in rows:
+        assert row["epsilon_budget"] == 8.0
+        assert 7.5 < row["epsilon_spent"] <= 8.0  # two rounds aiming at 4 each
+    assert any("epsilon budget 8 each on chain, 4 per round" in line for line in lines)
+
+
+def test_the_demo_refuses_a_non_positive_budget() -> None:
+    with pytest.raises(ConfigError, match="dp_epsilon"):
+        Scenario(dp_epsilon=0.0)
