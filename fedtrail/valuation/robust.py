@@ -19,13 +19,26 @@ of about -0.9. Under label skew (Dirichlet alpha 1 or 5) honest updates reach co
 and norms of 5.7x the median, so direction screening needs a loose threshold there (see
 :class:`fedtrail.valuation.combine.Combiner`).
 
+Both are computed on the trainable parameters only: the tensors named in ``statistics``
+(BatchNorm's ``running_mean``/``running_var``, :meth:`fedtrail.ml.models.ModelSpec.statistic_names`)
+are left out. Running statistics move with a site's data distribution, not with learning, and
+dominate a BatchNorm model's update (measured, MONAI resnet10 on the bundled data, 4 Dirichlet
+alpha-3 sites, 3 local epochs: statistics norms 72-1857, parameter norms 8.4-34; a 45%-noisy site
+of 258 images had a robust norm z of 44.7 on the whole update, 2.5 on its parameters), so
+on the whole update an honest skewed site became a norm outlier. A poisoner cannot hide there:
+sign flips and scaling change the parameters too, and an update with hostile statistics alone
+is bounded by the absolute checks of :func:`fedtrail.valuation.value_round` (norm against the
+global model, non-finite outputs, the warm-up own-model check) and valued on validation (a
+negative running variance is also clamped at load). Without running statistics (SmallCNN) the
+result is the same as on the whole update, bit for bit.
+
 All sums are deterministic (:func:`fedtrail.ml.aggregation.deterministic_dot`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +62,7 @@ class RobustStats:
 
     cosine: float
     norm: float
+    """L2 norm of the update's trainable parameters (running statistics left out)."""
     norm_z: float
     median_norm: float
     """Median L2 norm of the round's usable updates (the same for every site)."""
@@ -68,17 +82,33 @@ def _check_floor(floor: float) -> float:
     return float(floor)
 
 
+def _trainable(
+    delta: Mapping[str, torch.Tensor], statistics: frozenset[str]
+) -> Mapping[str, torch.Tensor]:
+    """``delta`` without the running statistics; whole when nothing else would be left."""
+    if not statistics.intersection(delta):
+        return delta
+    kept = {name: t for name, t in delta.items() if name not in statistics}
+    return kept if kept else delta
+
+
 def robust_statistics(
-    deltas: Mapping[str, Mapping[str, torch.Tensor]], *, norm_scale_floor: float = 0.25
+    deltas: Mapping[str, Mapping[str, torch.Tensor]],
+    *,
+    norm_scale_floor: float = 0.25,
+    statistics: Collection[str] = (),
 ) -> dict[str, RobustStats]:
     """Cosine to the coordinate-wise median, norm and robust norm z-score of every update
-    (site -> delta, address order). Raises ConfigError when the layouts differ."""
+    (site -> delta, address order), on its tensors not named in ``statistics`` (the model's
+    running statistics: see the module docstring). Raises ConfigError when the layouts
+    differ."""
     floor = _check_floor(norm_scale_floor)
     if not deltas:
         return {}
     sites = list(deltas)
+    left_out = frozenset(statistics)
     try:
-        st = stack([deltas[s] for s in sites])
+        st = stack([_trainable(deltas[s], left_out) for s in sites])
     except AggregationError as exc:
         raise ConfigError(f"cannot compare the updates: {exc}") from exc
     median = median_rows(st.matrix)

@@ -21,7 +21,8 @@ Steps, in order:
    (:func:`_oversized`, :func:`_broken`); with a history, in its warm-up round, an update whose
    model alone is clearly worse than the global model on the validation split -> LOW_GAIN
    (:func:`_harmful`: these three need no majority, so they hold in a round of two updates);
-   robust statistics over the usable updates and the data-free screening
+   robust statistics over the usable updates' trainable parameters (running statistics left
+   out: :mod:`~fedtrail.valuation.robust`) and the data-free screening
    (:meth:`~fedtrail.valuation.combine.Combiner.screen`);
 4. the validation game (:data:`GAMES`) on the updates that passed: ``"shapley"`` exact, switching
    to ``"mc_shapley"`` above :data:`~fedtrail.valuation.shapley.AUTO_EXACT_SITES` of them;
@@ -173,6 +174,7 @@ def _value(ctx: ValuationContext, method: str, comb: Combiner) -> RoundValuation
     robust = robust_statistics(
         {c.site: c.delta for c in ok if c.delta is not None},
         norm_scale_floor=comb.norm_scale_floor,
+        statistics=ctx.spec.statistic_names(),
     )
     screened = comb.screen(cands, robust)
     passers = [c for c in ok if screened[c.site][0] is Reason.OK]
@@ -228,6 +230,7 @@ def _settle(ctx: ValuationContext, method: str, comb: Combiner, history: History
     robust = robust_statistics(
         {c.site: c.delta for c in ok if c.delta is not None},
         norm_scale_floor=comb.norm_scale_floor,
+        statistics=ctx.spec.statistic_names(),
     )
     screened = comb.screen(cands, robust)
     passers = [c for c in ok if screened[c.site][0] is Reason.OK]
