@@ -399,11 +399,13 @@ def _check_privacy(
     accounted at the terms' delta (terms without one: a delta at most 1 / the on-chain sample
     count), with an expected batch of at least one image and whole epochs of steps.
     ``privacy.required``: under terms that require DP, no update without DP parameters has
-    weight. Neither check is added to a round that involves no privacy at all."""
-    spends = ledger.privacy_spends(round_id)
+    weight. Neither check is added to a round whose terms ask no privacy and whose updates
+    hold no DP parameters (nor is the chain's event log read for it: a spend declared for an
+    update trained without DP protects nothing, and the site only overstates its own spend)."""
     asked = terms.privacy if terms is not None else None
-    if asked is None and not spends and not any(p is not None for p in dp.values()):
+    if asked is None and not any(p is not None for p in dp.values()):
         return
+    spends = ledger.privacy_spends(round_id)
     declared: dict[str, int] = {}
     problems: list[str] = []
     for spend in spends:
