@@ -451,7 +451,7 @@ class AggregatorService:
         for sub in self.ledger.get_submissions(round_id):
             key = (sub.site, sub.sha256)
             if key not in cache:
-                cache[key] = self._fetch_update(round_id, sub)
+                cache[key] = self._fetch_update(round_id, sub, terms)
             fetched.append((sub, *cache[key]))
         copies = find_duplicates(
             [
@@ -484,12 +484,17 @@ class AggregatorService:
         return out
 
     def _fetch_update(
-        self, round_id: int, sub: Submission
+        self, round_id: int, sub: Submission, terms: RoundTerms
     ) -> tuple[Reason, str, dict[str, torch.Tensor] | None]:
         try:
             blob = self.store.get(sub.cid, sub.sha256)
-            delta, _ = decode_update(blob, spec=self.spec, expected_round=round_id)
+            delta, meta = decode_update(blob, spec=self.spec, expected_round=round_id)
             check_canonical_update(blob, spec=self.spec, expected_round=round_id)
+            if meta.dp is None and terms.privacy is not None and terms.privacy.required:
+                # Not an update these terms accept: verify's privacy.required would fail.
+                raise InvalidUpdate(
+                    "the terms require DP-SGD and the update holds no DP parameters"
+                )
             return Reason.OK, "", delta
         except HashMismatch as exc:
             status, detail = Reason.TAMPERED, str(exc)

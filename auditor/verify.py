@@ -291,6 +291,11 @@ def verify_round(
                 deltas[sub.site], meta = decode_update(blob, spec=spec, expected_round=round_id)
                 check_canonical_update(blob, spec=spec, expected_round=round_id)
                 dp[sub.site] = meta.dp
+            asked = terms.privacy if terms is not None else None
+            if meta.dp is None and asked is not None and asked.required:
+                # Not an update these terms accept: the aggregator excludes it as MALFORMED too.
+                unusable[sub.site] = Reason.MALFORMED
+                deltas.pop(sub.site, None)
             audit.add(f"update.{sub.site[:10]}", True, f"{sub.cid} hash ok, decodes, canonical")
         except InvalidUpdate as exc:
             unusable[sub.site] = Reason.MALFORMED

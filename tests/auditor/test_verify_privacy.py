@@ -4,6 +4,7 @@ rounds without privacy."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,16 @@ import pytest
 import torch
 
 from fedtrail.aggregator.service import AggregatorSettings
-from fedtrail.auditor.verify import verify_round
+from fedtrail.auditor.verify import RoundAudit, _check_privacy, verify_round
 from fedtrail.chain import connect, funded_accounts
 from fedtrail.ledger import Ledger
 from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.config import PrivacyConfig
 from fedtrail.node.daemon import SiteNode
+from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.privacy import to_micro
+from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.federation import Federation, build_federation, make_sites
 from fedtrail.storage.store import LocalStore
 
@@ -104,11 +107,25 @@ def test_a_misreported_epsilon_fails_privacy_spend(rounds: tuple[Ledger, LocalSt
     assert f"({site.epsilon_micro + 1} micro)" in spend.detail
 
 
-def test_an_update_without_dp_fails_required_terms(rounds: tuple[Ledger, LocalStore]) -> None:
+def test_an_update_without_dp_under_required_terms_is_excluded_and_verify_passes(
+    rounds: tuple[Ledger, LocalStore],
+) -> None:
     ledger, store = rounds
+    plain = next(s for s in ledger.get_submissions(2) if s.site != ledger.privacy_spends(2)[0].site)
+    assert plain.reason == Reason.MALFORMED and plain.weight == 0  # the aggregator refused it
     required = _check(ledger, store, 2, "privacy.required")
-    assert not required.passed and "without DP parameters" in required.detail
+    assert required.passed, required.detail
     assert len(ledger.privacy_spends(2)) == 1  # only the DP site declared
+    # An aggregator that weighted it anyway fails the check.
+    audit = RoundAudit(round=2)
+    info = ledger.get_round(2)
+    terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+    subs = [replace(s, weight=1) if s.site == plain.site else s for s in ledger.get_submissions(2)]
+    dp = {s.site: None for s in subs}
+    _check_privacy(audit, ledger, 2, subs, dp, terms)
+    failed = next(c for c in audit.checks if c.name == "privacy.required")
+    assert not failed.passed and "without DP parameters" in failed.detail
+    assert plain.site[:10] in failed.detail
 
 
 def test_rounds_without_privacy_get_no_privacy_check(tmp_path: Path) -> None:
