@@ -50,6 +50,7 @@ __all__ = [
     "MAD_TO_SIGMA",
     "RobustStats",
     "robust_statistics",
+    "without_statistics",
 ]
 
 MAD_TO_SIGMA = 1.4826
@@ -82,14 +83,16 @@ def _check_floor(floor: float) -> float:
     return float(floor)
 
 
-def _trainable(
-    delta: Mapping[str, torch.Tensor], statistics: frozenset[str]
+def without_statistics(
+    tensors: Mapping[str, torch.Tensor], statistics: Collection[str]
 ) -> Mapping[str, torch.Tensor]:
-    """``delta`` without the running statistics; whole when nothing else would be left."""
-    if not statistics.intersection(delta):
-        return delta
-    kept = {name: t for name, t in delta.items() if name not in statistics}
-    return kept if kept else delta
+    """``tensors`` without those named in ``statistics`` (the model's running statistics), in
+    their order; ``tensors`` itself when it holds none of them or nothing else."""
+    names = frozenset(statistics)
+    if not names.intersection(tensors):
+        return tensors
+    kept = {name: t for name, t in tensors.items() if name not in names}
+    return kept if kept else tensors
 
 
 def robust_statistics(
@@ -108,7 +111,7 @@ def robust_statistics(
     sites = list(deltas)
     left_out = frozenset(statistics)
     try:
-        st = stack([_trainable(deltas[s], left_out) for s in sites])
+        st = stack([without_statistics(deltas[s], left_out) for s in sites])
     except AggregationError as exc:
         raise ConfigError(f"cannot compare the updates: {exc}") from exc
     median = median_rows(st.matrix)

@@ -1,8 +1,9 @@
 """The data-free screens of a BatchNorm model judge its trainable parameters, not its running
 statistics: those move with a site's data distribution and dominate the update's norm (measured,
-resnet10 on the bundled data: statistics norms 72-1857, parameter norms 8.4-34), so an honest
-skewed site must not become a norm outlier, while sign-flipped and scaled updates are still
-caught."""
+resnet10 on the bundled data: statistics norms 72-1857, parameter norms 8.4-34; in
+`fedtrail demo --arch resnet10 --sites 4 --rounds 1` an honest hospital's whole update was 149
+times the initial model's norm), so an honest skewed site must not become a norm outlier, while
+sign-flipped, scaled and oversized updates are still caught."""
 
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ def _update(
 
 @functools.cache
 def _round() -> dict[str, dict[str, torch.Tensor]]:
-    """Four honest sites (one of them skewed: its statistics move 25x the others', as the
-    noisy site of 258 images measured) and one site that sends the first one's update."""
+    """Four honest sites, one of them skewed: its statistics move 200x the others' (over 100
+    times the global model's norm, as the demo's honest hospital measured)."""
     gen = torch.Generator().manual_seed(0)
     stats = set(SPEC.statistic_names())
     direction = {
@@ -56,16 +57,21 @@ def _round() -> dict[str, dict[str, torch.Tensor]]:
         if name not in stats
     }
     deltas = {f"site-{c}": _update(gen, direction, 75.0) for c in "ABC"}
-    deltas["site-skewed"] = _update(gen, direction, 1850.0)
+    deltas["site-skewed"] = _update(gen, direction, 15000.0)
     return deltas
 
 
 @functools.cache
 def _report(history: bool) -> dict[str, SiteValuation]:
-    """The round with a sign-flipper and an x10 site (copies of site A's update) added, under
+    """The round with a sign-flipper, an x10 and an x10^4 site (from site A's update) added, under
     the per-round thresholds or those for valuation with standing."""
     a = _round()["site-A"]
-    sent = {**_round(), "site-flip": sign_flip(a), "site-x10": scale_update(a, 10.0)}
+    sent = {
+        **_round(),
+        "site-flip": sign_flip(a),
+        "site-x10": scale_update(a, 10.0),
+        "site-huge": scale_update(a, 1e4),
+    }
     report = value_round(
         global_state=_global(),
         spec=SPEC,
@@ -109,6 +115,15 @@ def test_a_batch_norm_update_scaled_x10_is_still_caught(history: bool) -> None:
     x10 = _report(history)["site-x10"]
     assert x10.reason is Reason.OUTLIER_NORM
     assert x10.score == 0
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_a_batch_norm_update_far_above_the_model_is_oversized(history: bool) -> None:
+    """The absolute bound (100x the global model's norm) holds on the trainable parameters."""
+    huge = _report(history)["site-huge"]
+    assert huge.reason is Reason.OUTLIER_NORM
+    assert "trainable parameters" in huge.detail
+    assert huge.score == 0
 
 
 def test_without_running_statistics_the_screens_see_the_whole_update() -> None:
