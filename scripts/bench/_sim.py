@@ -22,7 +22,12 @@ Set-up of one run (:func:`run_method`):
   makes a site resend its own previous update or the last global delta from round 2 on;
 * local training: :func:`fedtrail.ml.training.train_local` (FedAvg local SGD, the trainer's
   defaults: batch 32, lr 0.02, momentum 0.9), ``epochs`` per round, seeded per site and round the
-  way the node daemon seeds it;
+  way the node daemon seeds it; with ``SimConfig.dp_epsilon`` every site (faulty ones too: an
+  update fault then applies to the private update) trains with the node's DP-SGD,
+  :func:`fedtrail.ml.privacy.train_private`, each round's update at ``dp_epsilon / rounds``
+  (``local``: one training at ``dp_epsilon``), clipping norm 1, at ``dp_delta``, as
+  ``fedtrail demo --dp-epsilon`` sets them; each update's DP parameters and epsilon go into
+  :attr:`RoundRecord.privacy`;
 * optional compression: every sent update goes through
   :func:`fedtrail.storage.codec.encode_update` (with the site's error-feedback residual) and
   :func:`fedtrail.storage.codec.decode_update`; the bytes of every blob are counted.
@@ -90,6 +95,7 @@ from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta  # n
 from fedtrail.ml.datasets import ImageDataset, Splits, partition_dirichlet  # noqa: E402
 from fedtrail.ml.metrics import Metrics, evaluate, fit_intercept, predict_logits  # noqa: E402
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated  # noqa: E402
+from fedtrail.ml.privacy import DpSettings, train_private  # noqa: E402
 from fedtrail.ml.training import TrainConfig, TrainingDiverged, train_local  # noqa: E402
 from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights  # noqa: E402
 from fedtrail.simulation.faults import SiteFault  # noqa: E402
@@ -176,10 +182,20 @@ class SimConfig:
     stale: tuple[Stale, ...] = ()
     combiner: Combiner = HISTORY_COMBINER
     """The valuation's thresholds (the preset measured for the history path by default)."""
+    dp_epsilon: float | None = None
+    """Every site trains with DP-SGD under this epsilon for the whole run (``dp_epsilon /
+    rounds`` per round's update, as ``fedtrail demo --dp-epsilon``); None: plain training."""
+    dp_delta: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.sites < 1 or self.rounds < 1 or self.epochs < 1:
             raise ConfigError("sites, rounds and epochs must be positive")
+        if self.dp_epsilon is not None and not (
+            math.isfinite(self.dp_epsilon) and self.dp_epsilon > 0
+        ):
+            raise ConfigError(f"dp_epsilon must be positive, got {self.dp_epsilon!r}")
+        if not 0 < self.dp_delta < 1:
+            raise ConfigError(f"dp_delta must be in (0, 1), got {self.dp_delta!r}")
         if self.faults and len(self.faults) != self.sites:
             raise ConfigError(f"{len(self.faults)} faults for {self.sites} sites")
         if self.seed < 0:
@@ -220,6 +236,8 @@ class SimConfig:
             else {"method": self.compression.method, "fraction": self.compression.fraction},
             "stale": [asdict(st) for st in self.stale],
             "combiner": asdict(self.combiner),
+            "dp_epsilon": self.dp_epsilon,
+            "dp_delta": self.dp_delta if self.dp_epsilon is not None else None,
         }
 
 
@@ -251,6 +269,8 @@ class RoundRecord:
     """Test F1 at the decision threshold fitted on the validation split."""
     accumulated: dict[str, float] | None = None
     """``valuation``: every site's accumulated value after the round (the next round's history)."""
+    privacy: dict[str, dict[str, float]] = field(default_factory=dict)
+    """With DP: per site that trained this round, its update's DP parameters and epsilon."""
 
 
 @dataclass
@@ -415,6 +435,32 @@ def _train_config(config: SimConfig, epochs: int, seed: int) -> TrainConfig:
     return TrainConfig(epochs=epochs, lr=config.lr, batch_size=config.batch_size, seed=seed)
 
 
+def _train(
+    config: SimConfig,
+    state: Mapping[str, torch.Tensor],
+    ds: ImageDataset,
+    spec: ModelSpec,
+    tc: TrainConfig,
+    epsilon: float | None,
+) -> tuple[Delta, dict[str, float] | None]:
+    """One site's local training: plain, or DP-SGD at ``epsilon`` (the node's call); the
+    update and, with DP, its parameters and epsilon."""
+    if epsilon is None:
+        return train_local(state, ds, spec=spec, config=tc).delta, None
+    settings = DpSettings(target_epsilon=epsilon, max_grad_norm=1.0)
+    res = train_private(state, ds, spec=spec, config=tc, settings=settings, delta=config.dp_delta)
+    p = res.params
+    info = {
+        "noise_multiplier": p.noise_multiplier,
+        "max_grad_norm": p.max_grad_norm,
+        "sample_rate": p.sample_rate,
+        "steps": float(p.steps),
+        "delta": p.delta,
+        "epsilon": res.epsilon,
+    }
+    return res.local.delta, info
+
+
 def _run_local(
     result: SimResult,
     config: SimConfig,
@@ -427,7 +473,7 @@ def _run_local(
     for i, ds in enumerate(data):
         tc = _train_config(config, config.rounds * config.epochs, _sub_seed(config.seed, i, 0))
         try:
-            delta = train_local(init, ds, spec=spec, config=tc).delta
+            delta, _ = _train(config, init, ds, spec, tc, config.dp_epsilon)
         except TrainingDiverged:
             result.diverged_trainings += 1
             rows.append(_nan_metrics(len(splits.test)))
@@ -469,9 +515,11 @@ def _run_federated(
     last_global: Delta | None = None  # the last global delta applied
     accumulated: dict[str, float] = {}
     valued_rounds = 0
+    round_epsilon = None if config.dp_epsilon is None else config.dp_epsilon / config.rounds
     for r in range(1, config.rounds + 1):
         sent: list[tuple[int, Delta]] = []
         bytes_up = 0
+        privacy: dict[str, dict[str, float]] = {}
         for i, ds in enumerate(data):
             source = stale.get(i)
             if source == "own" and i in own_first:
@@ -482,10 +530,12 @@ def _run_federated(
                 continue
             tc = _train_config(config, config.epochs, _sub_seed(config.seed, i, r))
             try:
-                delta = train_local(state, ds, spec=spec, config=tc).delta
+                delta, dp = _train(config, state, ds, spec, tc, round_epsilon)
             except TrainingDiverged:
                 result.diverged_trainings += 1
                 continue
+            if dp is not None:
+                privacy[result.site_names[i]] = dp
             delta = faults[i].apply_to_update(delta, round_id=r)
             if source == "own":
                 own_first[i] = {k: v.clone() for k, v in delta.items()}
@@ -509,6 +559,7 @@ def _run_federated(
             weights=[],
             skipped=True,
             bytes_up=bytes_up,
+            privacy=privacy,
         )
         result.rounds.append(record)
         if not sent:

@@ -4,7 +4,7 @@ source), over several seeds.
 
 Usage: .venv/bin/python scripts/bench/accuracy.py [--data pneumonia|retina|NPZ] [--seeds 5]
        [--rounds 10] [--epochs 1] [--alpha 1.0] [--scenarios a,b,c,d,e,f]
-       [--valuation shapley] [--out .run/bench/accuracy.json] [--quick]
+       [--valuation shapley] [--dp-epsilon E] [--out .run/bench/accuracy.json] [--quick]
        [--render JSON [JSON ...]]
 
 ``--data`` is a data source of :func:`fedtrail.ml.catalog.load_source`: a shipped dataset
@@ -45,6 +45,13 @@ round) to ``--out`` as JSON. ``--quick`` is a smoke test (1 seed, 2 rounds).
 
 It then checks issue 12's bars that its runs decide (:func:`issue12_bars`; with ``--render`` of
 several runs, over all of them) and exits 1 when one is missed.
+
+``--dp-epsilon E``: every site, faulty ones included, trains with the node's DP-SGD
+(:func:`fedtrail.ml.privacy.train_private`) at epsilon ``E / rounds`` per round's update,
+clipping norm 1, delta 1e-5 (``fedtrail demo --dp-epsilon``'s settings); valuation and weights
+are unchanged, an update fault applies to the private update. Issue 12's bars (set on plain
+training) are then not checked; issue 16's is (:func:`dp_bars`): in scenario (b) the noisy
+sites' weight share under valuation stays below FedAvg's.
 """
 
 from __future__ import annotations
@@ -84,6 +91,8 @@ from fedtrail.simulation.faults import SiteFault
 from fedtrail.valuation import HISTORY_COMBINER, Combiner
 
 COMBINERS: dict[str, Combiner] = {"history": HISTORY_COMBINER, "default": Combiner()}
+DP_DELTA = 1e-5
+"""The delta of ``--dp-epsilon`` runs (``fedtrail demo --dp-epsilon``'s)."""
 
 LOCAL_HONEST = "local_honest"
 DEGENERATE_ACCURACY = 0.55
@@ -378,9 +387,33 @@ FULL_ROUNDS = 10
 
 
 def _run_label(settings: dict[str, Any]) -> str:
-    """The alpha of a run, with the thresholds when they are not the history preset."""
+    """The alpha of a run, with the thresholds when they are not the history preset and the
+    epsilon (``dpE``) of a DP run."""
     combiner = settings.get("combiner", "history")
-    return f"{settings['alpha']:g}" + ("" if combiner == "history" else f" {combiner}")
+    eps = settings.get("dp_epsilon")
+    return (
+        f"{settings['alpha']:g}"
+        + ("" if combiner == "history" else f" {combiner}")
+        + ("" if eps is None else f" dp{eps:g}")
+    )
+
+
+def _dp_of(label: str) -> float | None:
+    """The epsilon in a run label, None for plain training."""
+    for part in label.split()[1:]:
+        if part.startswith("dp"):
+            return float(part[2:])
+    return None
+
+
+def _dp_note(settings: dict[str, Any]) -> str:
+    eps = settings.get("dp_epsilon")
+    if eps is None:
+        return ""
+    return (
+        f"; DP-SGD at every site, epsilon {eps:g} over the run "
+        f"({eps / settings['rounds']:g} per round), delta {settings.get('dp_delta', 1e-5):g}"
+    )
 
 
 def _reduced(settings: dict[str, Any]) -> str:
@@ -572,6 +605,34 @@ def issue12_bars(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Bar]:
     return out
 
 
+def dp_bars(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Bar]:
+    """Issue 16's bar for the DP rows (label with ``dpE``) of scenario (b): the noisy sites'
+    weight share under valuation below FedAvg's (means over seeds; the figures give the seeds
+    where it is lower)."""
+    out: list[Bar] = []
+    for label, key, f in rows:
+        eps = _dp_of(label)
+        share = f.get("faulty_share")
+        if eps is None or key != "b" or not share:
+            continue
+        out.append(
+            (
+                f"alpha {label} (b) under DP-SGD at epsilon {eps:g}: noisy sites' weight share "
+                "below FedAvg's (issue 16)",
+                share["valuation_mean"] < share["fedavg_mean"],
+                f"{share['valuation_mean']:.3f} vs {share['fedavg_mean']:.3f}, lower in "
+                f"{share['seeds_lower']}/{len(f['seeds'])} seeds",
+            )
+        )
+    return out
+
+
+def _all_bars(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Bar]:
+    """Issue 12's bars over the plain rows, issue 16's over the DP rows."""
+    plain = [r for r in rows if _dp_of(r[0]) is None]
+    return issue12_bars(plain) + dp_bars(rows)
+
+
 def _print_bars(bars: Sequence[Bar]) -> int:
     """Prints each bar; 1 when one is missed (the benchmark's exit code)."""
     if not bars:
@@ -642,7 +703,7 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
     print(
         f"\nAccuracy on {_test_split(settings)}: mean ± std over {len(seeds)} "
         f"seed(s) {seeds}; {settings['rounds']} rounds x {settings['epochs']} local epoch(s), "
-        f"Dirichlet alpha {settings['alpha']}; wall {wall:.0f} s\n"
+        f"Dirichlet alpha {settings['alpha']}{_dp_note(settings)}; wall {wall:.0f} s\n"
     )
     head = f"{'method':44}" + "".join(
         f"{SCENARIOS[k].title[:3] + ' ' + label:>22}" for k in scenario_keys for _, label in columns
@@ -749,7 +810,7 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
         print(
             f"\nValuation vs FedAvg (issue 12) on the test split: {len(seeds)} seed(s), "
             f"{settings['rounds']} rounds x {settings['epochs']} epoch(s), alpha "
-            f"{settings['alpha']:g}{_reduced(settings)}\n"
+            f"{settings['alpha']:g}{_dp_note(settings)}{_reduced(settings)}\n"
         )
         for line in _bars_table(bars):
             print(line)
@@ -763,7 +824,7 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
         f"Test {', '.join(label for _, label in columns)} on {_test_split(settings)}, "
         f"mean ± std over {len(seeds)} seeds; "
         f"{settings['rounds']} rounds x {settings['epochs']} local epoch(s), Dirichlet alpha "
-        f"{settings['alpha']}. "
+        f"{settings['alpha']}{_dp_note(settings)}. "
         + "; ".join(f"{SCENARIOS[k].title}: {SCENARIOS[k].description}" for k in scenario_keys)
         + ".\n"
     )
@@ -822,7 +883,7 @@ def _render(docs: Sequence[dict[str, Any]]) -> int:
         print(f"\n#### Valuation vs FedAvg, every run ({', '.join(sizes)}){''.join(notes)}\n")
         for line in _bars_table(rows):
             print(line)
-    return _print_bars(issue12_bars(rows))
+    return _print_bars(_all_bars(rows))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -851,6 +912,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="valuation thresholds: history = fedtrail.valuation.HISTORY_COMBINER, default = "
         "Combiner() (direction screen at cosine -0.5, norm screen at robust z 10)",
     )
+    parser.add_argument(
+        "--dp-epsilon",
+        type=float,
+        default=None,
+        metavar="E",
+        help="every site trains with DP-SGD (fedtrail.ml.privacy.train_private) at epsilon "
+        "E over the run (E / rounds per round), clipping norm 1, delta 1e-5; default: plain",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "accuracy.json")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 2 rounds")
@@ -878,6 +947,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k in scenario_keys:
         if k not in SCENARIOS:
             parser.error(f"unknown scenario {k!r}; known: {', '.join(SCENARIOS)}")
+    if args.dp_epsilon is not None and not (math.isfinite(args.dp_epsilon) and args.dp_epsilon > 0):
+        parser.error(f"--dp-epsilon must be positive, got {args.dp_epsilon}")
 
     started = time.perf_counter()
     source = load_source(args.data)
@@ -908,6 +979,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 valuation=args.valuation,
                 stale=sc.stale,
                 combiner=COMBINERS[args.combiner],
+                dp_epsilon=args.dp_epsilon,
+                dp_delta=DP_DELTA,
             )
             for method in methods:
                 res = _sim.run_method(method, config, splits, spec=spec)
@@ -944,6 +1017,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "combiner": args.combiner,
             "threads": args.threads,
             "methods": methods,
+            "dp_epsilon": args.dp_epsilon,
+            "dp_delta": None if args.dp_epsilon is None else DP_DELTA,
         },
         "environment": {
             "torch": torch.__version__,
@@ -970,7 +1045,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "valuation" in methods and "fedavg" in methods and _is_pneumonia(doc["settings"]):
         label = _run_label(doc["settings"])
         return _print_bars(
-            issue12_bars([(label, k, _valuation_vs_fedavg(results[k])) for k in scenario_keys])
+            _all_bars([(label, k, _valuation_vs_fedavg(results[k])) for k in scenario_keys])
         )
     return 0
 
