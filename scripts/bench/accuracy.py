@@ -637,7 +637,7 @@ def _print_bars(bars: Sequence[Bar]) -> int:
     """Prints each bar; 1 when one is missed (the benchmark's exit code)."""
     if not bars:
         return 0
-    print("\nIssue 12's bars decided by these runs:")
+    print("\nBars decided by these runs (issue 12 on plain runs, issue 16 on DP runs):")
     for name, met, figures in bars:
         print(f"  {'MET ' if met else 'MISS'}  {name}: {figures}")
     missed = sum(1 for _, met, _ in bars if not met)
