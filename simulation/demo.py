@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -260,6 +260,10 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
             "case mix:"
         )
         echo(render_table(personal))
+        echo(
+            f"explain one: fedtrail explain --personal {workdir / 'nodes' / names[0]} "
+            f"--out {workdir / 'explain-personal'}"
+        )
     audits = verify_all(ledger, store)
     passed = all(a.passed for a in audits)
     checks = sum(len(a.checks) for a in audits)
@@ -319,6 +323,7 @@ def _personal_rows(
     from fedtrail.ml.datasets import subset_with_mix
     from fedtrail.ml.metrics import evaluate_calibrated
     from fedtrail.ml.models import load_federated
+    from fedtrail.node.config import write_node_config
     from fedtrail.storage.codec import decode_model
     from fedtrail.storage.personal import load_personal
 
@@ -331,6 +336,9 @@ def _personal_rows(
         except ConfigError as exc:
             rows.append({"site": name, "note": str(exc).split(" (")[0]})
             continue
+        # A node folder names its task in config.toml; the simulated nodes keep theirs in
+        # memory, so write it for `fedtrail explain --personal` to read.
+        write_node_config(folder / "config.toml", replace(fed.sites[i].config, name=name))
         mix = np.bincount(trains[i].labels, minlength=k) / len(trains[i])
         mine = subset_with_mix(val, mix, scenario.seed + 1000 + i)
         figures: dict[str, Any] = {"site": name, "val images": len(mine)}

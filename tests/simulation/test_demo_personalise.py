@@ -11,7 +11,7 @@ import torch
 
 from fedtrail.ml.models import ModelSpec
 from fedtrail.simulation.demo import Scenario, run_demo
-from fedtrail.storage.personal import load_personal
+from fedtrail.storage.personal import load_personal, site_task
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -42,3 +42,6 @@ def test_the_demo_keeps_a_fedrep_model_per_hospital_and_still_verifies(tmp_path:
     other, _ = load_personal(tmp_path / "nodes" / "hospital-B", ModelSpec())
     assert torch.equal(state["conv1.weight"], other["conv1.weight"])
     assert not torch.equal(state["fc2.weight"], other["fc2.weight"])
+    # The folder names its task, so `fedtrail explain --personal` can read the model.
+    assert site_task(tmp_path / "nodes" / "hospital-A").spec == ModelSpec()
+    assert any("fedtrail explain --personal" in line for line in lines)
