@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from fedtrail.errors import ConfigError
-from fedtrail.ml.datasets import ImageDataset, Splits, load_bundled
+from fedtrail.ml.datasets import Splits, load_bundled
 from fedtrail.ml.privacy import DpSettings, PrivateResult
 from fedtrail.simulation.faults import SiteFault
 
@@ -26,10 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"
 import _sim
 import accuracy
 
-
-def _balanced(ds: ImageDataset, per_class: int) -> ImageDataset:
-    idx = np.concatenate([np.flatnonzero(ds.labels == c)[:per_class] for c in (0, 1)])
-    return ds.subset(np.sort(idx))
+from tests.scripts.test_bench_sim import _balanced
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +37,7 @@ def tiny() -> Splits:
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield None
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(**kw: Any) -> _sim.SimConfig:
