@@ -22,6 +22,7 @@ from fedtrail.protocol.roundlog import RoundLog
 from fedtrail.storage.store import ContentStore
 
 if TYPE_CHECKING:
+    from fedtrail.auditor.privacy import PrivacyAudit
     from fedtrail.auditor.verify import RoundAudit
 
 MAX_HEATMAPS_PER_ROUND = 32
@@ -81,6 +82,9 @@ class Federation:
     rounds: list[RoundData]
     reputation: dict[str, list[tuple[int, int]]]
     audits: list[RoundAudit]
+    privacy: PrivacyAudit | None = None
+    """``fedtrail audit privacy``'s accounting, only where the federation used DP (a budget,
+    or a round with a ``privacy.*`` check); None otherwise."""
 
     def site_name(self, address: str) -> str:
         for s in self.sites:
@@ -201,17 +205,40 @@ def collect(
     reputation: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for ev in ledger.events("UpdateValued"):
         reputation[str(ev.args["site"])].append((int(ev.args["round"]), int(ev.args["reputation"])))
+    sites = sorted(ledger.get_sites(), key=lambda s: int(s.address, 16))
     return Federation(
         address=ledger.address,
         chain_id=ledger.chain_id,
         block=int(ledger.w3.eth.block_number),
         coordinator=ledger.coordinator(),
         aggregator=ledger.aggregator(),
-        sites=sorted(ledger.get_sites(), key=lambda s: int(s.address, 16)),
+        sites=sites,
         rounds=rounds,
         reputation=dict(reputation),
         audits=list(audits),
+        privacy=read_privacy(ledger, store, audits, sites),
     )
+
+
+def used_dp(ledger: Ledger, audits: list[RoundAudit], sites: list[SiteInfo]) -> bool:
+    """Whether the federation used differential privacy: ``audit verify`` added a
+    ``privacy.*`` check to some round (its terms ask privacy or an update carries DP
+    parameters), or the coordinator gave some site a budget."""
+    if any(c.name.startswith("privacy.") for a in audits for c in a.checks):
+        return True
+    return any(ledger.privacy(s.address).budget_micro for s in sites)
+
+
+def read_privacy(
+    ledger: Ledger, store: ContentStore, audits: list[RoundAudit], sites: list[SiteInfo]
+) -> PrivacyAudit | None:
+    """``fedtrail audit privacy``'s accounting (every declared spend recomputed from the DP
+    parameters in its update blob) where the federation used DP, else None."""
+    if not used_dp(ledger, audits, sites):
+        return None
+    from fedtrail.auditor.privacy import audit_privacy
+
+    return audit_privacy(ledger, store)
 
 
 def reason_codes() -> dict[int, tuple[str, str]]:

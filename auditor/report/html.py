@@ -34,6 +34,7 @@ from fedtrail.auditor.report.style import CSS
 from fedtrail.auditor.report.text import clean_text, number, short_hex
 from fedtrail.ledger import Submission
 from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 
 DEFAULT_TITLE = "fedtrail federation audit report"
@@ -189,7 +190,8 @@ def _header(page: _Page) -> Iterator[str]:
         '<a href="#rounds">Rounds</a><a href="#metrics">Global metrics</a>'
         '<a href="#weights">Weights</a><a href="#reputation">Reputation</a>'
         '<a href="#reasons">Reasons</a><a href="#verification">Verification</a>'
-        '<a href="#heatmaps">Heatmaps</a>'
+        + ('<a href="#privacy">Privacy</a>' if fed.privacy is not None else "")
+        + '<a href="#heatmaps">Heatmaps</a>'
         "</nav>"
     )
     yield "</header>"
@@ -512,6 +514,99 @@ def _faithfulness(log: dict[str, Any] | None) -> Iterator[str]:
     )
 
 
+def _epsilon(micro: int | None) -> str:
+    """An on-chain micro-epsilon as epsilon (6 decimals: exact), the integer as its tooltip."""
+    if micro is None:
+        return '<span class="muted">\u2014</span>'
+    return f'<span title="{micro} micro-epsilon">{micro / EPSILON_SCALE:.6f}</span>'
+
+
+def _privacy(page: _Page) -> Iterator[str]:
+    """Where the federation used DP: each site's budget and spend, and each update's declared
+    spend, its DP parameters (from the update blob the chain pins) and the epsilon the audit
+    recomputes from them (``fedtrail audit privacy``)."""
+    result = page.fed.privacy
+    if result is None:
+        return
+    yield (
+        '<section id="privacy"><h2>Differential privacy</h2>'
+        '<p class="note">Budgets, spends and the cumulative spend after each update are read '
+        "from the contract (<code>privacyAccount</code> and the <code>PrivacySpent</code> "
+        "events, in epsilon; the chain sums each update's spend: basic composition). The DP "
+        "parameters come from each update blob, fetched by CID and checked against the sha256 "
+        "the chain records; the audit recomputes each update's epsilon from them with the "
+        "sites' RDP accountant, rounded up to a micro-epsilon as the site must declare it, and "
+        "compares it with the declared spend (<code>fedtrail audit privacy</code>). The RDP "
+        "composition of a site's updates is the tighter epsilon of all its rounds together. "
+        "What the audit cannot check: that the noise was really added.</p>"
+    )
+    yield (
+        f"<p>{_badge(result.passed)} "
+        + (
+            f"every declared spend agrees with its update's DP parameters "
+            f"({len(result.updates)} update(s), {len(result.sites)} site(s))."
+            if result.passed
+            else esc("; ".join(result.problems), 3000)
+        )
+        + "</p>"
+    )
+    if result.sites:
+        yield (
+            "<table><thead><tr><th>Site</th><th class=num>Budget \u03b5</th>"
+            "<th class=num>Spent \u03b5 (on chain)</th><th class=num>Sum of spends</th>"
+            "<th class=num>RDP-composed \u03b5</th><th>Check</th></tr></thead><tbody>"
+        )
+        for s in result.sites:
+            budget = (
+                _epsilon(s.budget_micro) if s.budget_micro else '<span class="muted">none</span>'
+            )
+            composed = "\u2014" if s.composed_epsilon is None else f"{s.composed_epsilon:.3f}"
+            check = (
+                _badge(True)
+                if not s.problems
+                else f'{_badge(False)} <span class="problem">'
+                f"{esc('; '.join(s.problems), 1000)}</span>"
+            )
+            row = "" if not s.problems else ' class="failrow"'
+            yield (
+                f"<tr{row}><td>{page.site_cell(s.site)}</td><td class=num>{budget}</td>"
+                f"<td class=num>{_epsilon(s.spent_micro)}</td>"
+                f"<td class=num>{_epsilon(s.events_micro)}</td>"
+                f"<td class=num>{composed}</td><td>{check}</td></tr>"
+            )
+        yield "</tbody></table>"
+    if not result.updates:
+        yield '<p class="note">No update has been revealed yet.</p></section>'
+        return
+    yield (
+        "<h3>Spend per round</h3><table><thead><tr><th class=num>Round</th><th>Site</th>"
+        "<th class=num>Declared \u03b5</th><th class=num>Cumulative \u03b5</th>"
+        "<th class=num>Noise multiplier</th><th class=num>Clip</th>"
+        "<th class=num>Sample rate</th><th class=num>Steps</th><th class=num>\u03b4</th>"
+        "<th class=num>Recomputed \u03b5</th><th>Check</th></tr></thead><tbody>"
+    )
+    for u in result.updates:
+        p = u.params
+        dp = (
+            f"<td class=num>{p.noise_multiplier:g}</td><td class=num>{p.max_grad_norm:g}</td>"
+            f"<td class=num>{p.sample_rate:g}</td><td class=num>{p.steps}</td>"
+            f"<td class=num>{p.delta:g}</td>"
+            if p is not None
+            else '<td class=num colspan=5><span class="muted">no DP parameters</span></td>'
+        )
+        detail = f" {esc(u.detail, 1000)}" if u.detail else ""
+        status = f'<span class="reason {"ok" if u.ok else "bad"}">{esc(u.status)}</span>'
+        row = "" if u.ok else ' class="failrow"'
+        yield (
+            f"<tr{row}><td class=num>{u.round}</td><td>{page.site_cell(u.site)}</td>"
+            f"<td class=num>{_epsilon(u.declared_micro)}</td>"
+            f"<td class=num>{_epsilon(u.total_micro)}</td>{dp}"
+            f"<td class=num>{_epsilon(u.recomputed_micro)}</td>"
+            f'<td class="expl">{status}{detail}</td></tr>'
+        )
+    yield "</tbody></table></section>"
+
+
 _SECTIONS: tuple[Callable[[_Page], Iterator[str]], ...] = (
     _header,
     _rounds,
@@ -520,6 +615,7 @@ _SECTIONS: tuple[Callable[[_Page], Iterator[str]], ...] = (
     _reputation,
     _reasons,
     _verification,
+    _privacy,
     _heatmaps,
 )
 
