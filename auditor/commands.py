@@ -138,7 +138,11 @@ def round_cmd(
 def site(
     address: str, rpc_url: str | None, deployment_path: Path, contract: str | None, fmt: str
 ) -> None:
-    """One site's history: submissions, scores, reasons, weights, reputation over time."""
+    """One site's history: submissions, scores, reasons, weights, reputation over time, and
+    its differential privacy as the chain keeps it: its epsilon budget and cumulative spend,
+    and per round the epsilon its update declared and the cumulative spend after it
+    (``epsilon``, ``epsilon_total``; empty for a plain reveal). ``fedtrail audit privacy``
+    checks those declarations against the updates' DP parameters."""
     ledger = _open(rpc_url, deployment_path, contract)
     address = checksum(address)
     info = ledger.get_site(address)
@@ -148,6 +152,8 @@ def site(
         e.args["round"]: e.args["reputation"]
         for e in ledger.events("UpdateValued", argument_filters={"site": address})
     }
+    account = ledger.privacy(address)
+    spends = {s.round: s for s in ledger.privacy_spends(site=address)}
     rows = []
     for r in range(1, ledger.current_round() + 1):
         sub = ledger.get_submission(r, address)
@@ -162,6 +168,8 @@ def site(
                 "reason": reason_label(valued.reason) if valued else None,
                 "weight": valued.weight / WEIGHT_SCALE if valued else None,
                 "reputation": reputation[r] / SCORE_SCALE if r in reputation else None,
+                "epsilon": spends[r].epsilon_micro / EPSILON_SCALE if r in spends else None,
+                "epsilon_total": spends[r].total_micro / EPSILON_SCALE if r in spends else None,
             }
         )
     if fmt == "json":
@@ -171,17 +179,22 @@ def site(
                 "name": info.name,
                 "registered": info.registered,
                 "reputation": info.reputation / SCORE_SCALE,
+                "privacy": account.to_json(),
                 "rounds": rows,
             },
             "json",
         )
         return
+    columns = None
     if fmt == "table":
         click.echo(
             f"site {address} '{info.name}' registered={info.registered} "
             f"reputation={info.reputation / SCORE_SCALE:.4f}"
+            + (f" privacy: {account.describe()}" if account.used else "")
         )
-    emit(rows, fmt)
+        if not account.used:  # no DP: no empty epsilon columns
+            columns = [k for k in rows[0] if not k.startswith("epsilon")] if rows else None
+    emit(rows, fmt, columns=columns)
 
 
 @audit.command("log")

@@ -38,6 +38,7 @@ from fedtrail.node.config import (
     write_node_config,
 )
 from fedtrail.node.daemon import NodeHooks, NodeState, RoundRecord, SiteNode
+from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 from fedtrail.storage.codec import CompressionMethod
 
@@ -388,11 +389,15 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
     fitted by the aggregator; 0.5 without one). For more than two classes: macro AUC, macro F1
     and balanced accuracy of the decision at the log's bias, and every class's recall. Where
     the round's terms asked for personalisation: the finalized global model's and the site's
-    personalised model's validation AUC and F1 (``global_val_*``, ``personal_val_*``)."""
+    personalised model's validation AUC and F1 (``global_val_*``, ``personal_val_*``). Its
+    differential privacy from the chain: epsilon budget and cumulative spend (``privacy``),
+    and per round the epsilon its update declared (``epsilon``; empty for a plain reveal)."""
     config, ledger = _load_folder(folder, rpc_url=rpc_url)
     address = keystore_address(folder / config.keystore)
     site = ledger.get_site(address)
     local = NodeState.load(folder / "state.json")
+    account = ledger.privacy(address)
+    spends = {s.round: s.epsilon_micro for s in ledger.privacy_spends(site=address)}
     rounds = []
     for r in range(1, ledger.current_round() + 1):
         info = ledger.get_round(r)
@@ -408,6 +413,7 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
                 "score": sub.score / SCORE_SCALE if sub and info.phase.has_scores else None,
                 "reason": reason_label(sub.reason) if sub and info.phase.has_scores else None,
                 "weight": sub.weight / WEIGHT_SCALE if sub and info.phase.has_scores else None,
+                "epsilon": spends[r] / EPSILON_SCALE if r in spends else None,
                 "local_state": rec.phase if rec else "",
                 "val_auc": rec.val_auc if rec else None,
                 **_val_decision(rec),
@@ -421,6 +427,7 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
         "registered": bool(site and site.registered),
         "reputation": site.reputation / SCORE_SCALE if site else 0.0,
         "valued_rounds": site.valued_rounds if site else 0,
+        "privacy": account.to_json(),
         "rounds": rounds,
     }
     if fmt == "json":
@@ -430,8 +437,12 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
     click.echo(f"ledger      {ledger.address}")
     click.echo(f"registered  {doc['registered']}")
     click.echo(f"reputation  {doc['reputation']:.4f} over {doc['valued_rounds']} valued round(s)")
+    if account.used:
+        click.echo(f"privacy     {account.describe()} (summed on chain over its rounds)")
     click.echo("")
     columns = list(dict.fromkeys(k for r in rounds for k in r))  # multi-class rows add some
+    if not account.used:  # no DP: no empty epsilon column
+        columns = [c for c in columns if c != "epsilon"]
     emit(rounds, "table", columns=columns)
 
 

@@ -474,10 +474,16 @@ class Ledger:
         budget, spent = self._view(self._fn.privacyAccount(checksum(site)))
         return PrivacyAccount(budget_micro=int(budget), spent_micro=int(spent))
 
-    def privacy_spends(self, round_id: int | None = None) -> list[PrivacySpend]:
-        """Every private reveal's charge (of ``round_id`` only, when given), in chain order,
-        from the ``PrivacySpent`` events."""
-        filters = None if round_id is None else {"round": round_id}
+    def privacy_spends(
+        self, round_id: int | None = None, *, site: str | None = None
+    ) -> list[PrivacySpend]:
+        """Every private reveal's charge (of ``round_id`` only, of ``site`` only, when given),
+        in chain order, from the ``PrivacySpent`` events."""
+        filters: dict[str, Any] = {}
+        if round_id is not None:
+            filters["round"] = round_id
+        if site is not None:
+            filters["site"] = checksum(site)
         return [
             PrivacySpend(
                 round=int(e.args["round"]),
@@ -485,7 +491,7 @@ class Ledger:
                 epsilon_micro=int(e.args["epsilonMicro"]),
                 total_micro=int(e.args["totalMicro"]),
             )
-            for e in self.events("PrivacySpent", argument_filters=filters)
+            for e in self.events("PrivacySpent", argument_filters=filters or None)
         ]
 
     # ------------------------------------------------------------------ events

@@ -14,6 +14,7 @@ from web3 import Web3
 
 from fedtrail.errors import ConfigError
 from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE
 
 
@@ -84,6 +85,32 @@ class PrivacyAccount:
 
     budget_micro: int
     spent_micro: int
+
+    @property
+    def used(self) -> bool:
+        """Whether the site has a budget or has declared any spend."""
+        return bool(self.budget_micro or self.spent_micro)
+
+    def to_json(self) -> dict[str, Any]:
+        """Budget and spend in micro-epsilon (as on chain) and in epsilon (budget None: none)."""
+        return {
+            "budget_micro": self.budget_micro,
+            "budget_epsilon": self.budget_micro / EPSILON_SCALE if self.budget_micro else None,
+            "spent_micro": self.spent_micro,
+            "spent_epsilon": self.spent_micro / EPSILON_SCALE,
+        }
+
+    def describe(self) -> str:
+        """One line for people: ``epsilon 2.5 spent of a budget of 8`` (or without a budget)."""
+        spent = f"epsilon {_epsilon_text(self.spent_micro)} spent"
+        if not self.budget_micro:
+            return f"{spent}, no budget"
+        return f"{spent} of a budget of {_epsilon_text(self.budget_micro)}"
+
+
+def _epsilon_text(micro: int) -> str:
+    """Micro-epsilon as exact epsilon text: 1750001 -> ``1.750001``, 8000000 -> ``8``."""
+    return f"{micro / EPSILON_SCALE:.6f}".rstrip("0").rstrip(".")
 
 
 @dataclass(frozen=True)
