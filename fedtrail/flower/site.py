@@ -1,0 +1,133 @@
+"""A site on Flower: its :class:`~fedtrail.node.daemon.SiteNode`, built from the node's own
+config.toml, answering the ServerApp's round message with what it did on chain.
+
+The ClientApp (:mod:`fedtrail.flower.client_app`) is a thin layer over :func:`answer`; this
+module holds no Flower types, so the logic is tested without a SuperNode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedtrail.chain import connect
+from fedtrail.cli.common import open_checked_store
+from fedtrail.errors import ConfigError, LedgerError, StoreError
+from fedtrail.flower.replies import SiteReply
+from fedtrail.keys import PASSPHRASE_ENV, load_keystore
+from fedtrail.ledger import Ledger
+from fedtrail.node.config import load_node_config
+from fedtrail.node.daemon import FINAL_PHASES, RoundRecord, SiteNode
+
+log = logging.getLogger("fedtrail.flower.site")
+
+
+def read_secret(path: str | Path | None, what: str) -> str:
+    """A passphrase from ``path`` (its first line), else from ``$FEDTRAIL_PASSPHRASE``."""
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the passphrase file of {what}: {exc}") from None
+        line = text.splitlines()[0] if text else ""
+        if not line:
+            raise ConfigError(f"the passphrase file of {what} ({path}) is empty")
+        return line
+    env = os.environ.get(PASSPHRASE_ENV)
+    if not env:
+        raise ConfigError(
+            f"no passphrase for {what}: give a passphrase file or set {PASSPHRASE_ENV}"
+        )
+    return env
+
+
+@dataclass(frozen=True, kw_only=True)
+class SiteSetup:
+    """Where a SuperNode's site lives: its node config file (the folder is the file's) and
+    optionally a file holding the keystore's passphrase (from the SuperNode's --node-config)."""
+
+    config: Path
+    passphrase_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not Path(self.config).is_file():
+            raise ConfigError(f"node config {self.config} does not exist")
+
+
+_SITES: dict[Path, SiteNode] = {}
+_LOCK = threading.Lock()
+
+
+def site_node(setup: SiteSetup) -> SiteNode:
+    """The site's node, built once per process (every step is recorded in the node's
+    state.json, so a node built afresh for each message resumes where the last one stopped)."""
+    path = Path(setup.config).resolve()
+    with _LOCK:
+        if path in _SITES:
+            return _SITES[path]
+        folder = path.parent
+        config = load_node_config(path)
+        if not config.contract:
+            raise ConfigError(f"{path} names no contract")
+        ledger = Ledger.connect(connect(config.rpc_url), config.contract)
+        account = load_keystore(
+            folder / config.keystore, read_secret(setup.passphrase_file, str(path))
+        )
+        store = open_checked_store(config.store)
+        train, val = config.data.load(base=folder, image_size=config.model.image_size)
+        node = SiteNode(
+            ledger=ledger,
+            store=store,
+            account=account,
+            config=config,
+            folder=folder,
+            train=train,
+            val=val,
+        )
+        node.check_registered()
+        _SITES[path] = node
+        return node
+
+
+def _reply(node: SiteNode, round_id: int, record: RoundRecord | None, note: str = "") -> SiteReply:
+    if record is None or record.phase == "skipped":
+        why = note or (record.note if record is not None else "did not take part")
+        return SiteReply(round=round_id, site=node.address, phase="none", note=why)
+    if record.phase in ("revealed", "submitted"):
+        return SiteReply(
+            round=round_id,
+            site=node.address,
+            phase="revealed",
+            cid=record.cid,
+            sha256=record.sha256,
+            num_samples=record.num_samples,
+        )
+    return SiteReply(round=round_id, site=node.address, phase="committed", note=note)
+
+
+def answer(node: SiteNode, round_id: int, *, wait_seconds: float) -> SiteReply:
+    """Takes part in ``round_id`` to the end and says what the chain now holds.
+
+    The node's own restart-safe steps, as ``fedtrail node run`` takes them: train, encode and
+    commit before the commit deadline; once the chain's clock passes it, store the update and
+    reveal it. The node retries for up to ``wait_seconds`` (the ServerApp sends the time left
+    until the reveal deadline). The reply is the node's record of what it sent, which the
+    ServerApp checks against the chain anyway.
+    """
+    give_up = time.monotonic() + max(wait_seconds, 0.0)
+    while True:
+        try:
+            record = node.participate(round_id)
+        except (StoreError, LedgerError) as exc:
+            log.error("round %d failed: %s", round_id, exc)
+            if time.monotonic() >= give_up:
+                return _reply(node, round_id, None, f"failed: {exc}")
+            time.sleep(node.config.poll_interval)
+            continue
+        if record is None or record.phase in FINAL_PHASES or time.monotonic() >= give_up:
+            return _reply(node, round_id, record)
+        time.sleep(min(node.config.poll_interval, 1.0))
