@@ -5,7 +5,8 @@ Start each site's SuperNode with its node folder's config (written by ``fedtrail
     flower-supernode --superlink LINK:PORT --node-config 'config="/srv/site/config.toml"
         passphrase-file="/srv/site/passphrase"'
 
-``passphrase-file`` is optional (else ``$FEDTRAIL_PASSPHRASE``, as for ``fedtrail node run``).
+``passphrase-file`` is optional (else ``$FEDTRAIL_PASSPHRASE``, as for ``fedtrail node run``);
+``threads`` (default 1) sets torch's CPU threads for training.
 The app answers one ``train`` message per round, carrying ``round`` and ``wait-seconds``: the
 site trains, commits on chain, waits for the commit deadline, stores the update on IPFS and
 reveals it, then replies with a ``reply`` ConfigRecord
@@ -42,9 +43,13 @@ def setup_from(context: Context) -> SiteSetup:
             "--node-config 'config=\"/path/to/site/config.toml\"'"
         )
     secret = cfg.get("passphrase-file")
+    threads = cfg.get("threads", 1)
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise ConfigError(f"node config threads must be an integer, got {threads!r}")
     return SiteSetup(
         config=Path(path),
         passphrase_file=Path(secret) if isinstance(secret, str) and secret else None,
+        threads=threads,
     )
 
 
@@ -68,6 +73,10 @@ def reply_message(msg: Message, reply: SiteReply) -> Message:
 
 def handle(msg: Message, context: Context) -> SiteReply:
     """What this SuperNode's site answers to a round's ``train`` message."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     round_id, wait = request_of(msg)
     node = site_node(setup_from(context))
     reply = answer(node, round_id, wait_seconds=wait)

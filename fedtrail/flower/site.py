@@ -52,10 +52,15 @@ class SiteSetup:
 
     config: Path
     passphrase_file: Path | None = None
+    threads: int = 1
+    """torch CPU threads for training (1: several sites on one machine do not oversubscribe
+    it, and a site's update is reproducible only for a fixed thread count)."""
 
     def __post_init__(self) -> None:
         if not Path(self.config).is_file():
             raise ConfigError(f"node config {self.config} does not exist")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ConfigError(f"threads must be a positive integer, got {self.threads!r}")
 
 
 _SITES: dict[Path, SiteNode] = {}
@@ -65,6 +70,9 @@ _LOCK = threading.Lock()
 def site_node(setup: SiteSetup) -> SiteNode:
     """The site's node, built once per process (every step is recorded in the node's
     state.json, so a node built afresh for each message resumes where the last one stopped)."""
+    import torch
+
+    torch.set_num_threads(setup.threads)
     path = Path(setup.config).resolve()
     with _LOCK:
         if path in _SITES:

@@ -1,0 +1,101 @@
+"""A ClientApp's reply is parsed without trusting its types, and checked field by field against
+the site's on-chain submission (the embedded chain: real contract, real commit and reveal)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from fedtrail.chain import advance_time, next_block_timestamp
+from fedtrail.flower.replies import InvalidReply, SiteReply, check_reply
+from fedtrail.ledger import Ledger, Valuation, commitment
+from tests.fixtures.chain import ChainEnv
+
+CID_A = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
+CID_B = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
+
+
+def _round_with_reveal(env: ChainEnv) -> tuple[Ledger, str, int]:
+    """A ledger with two sites; site 0 committed and revealed 40 samples at CID_A, site 1
+    registered but silent; the round valued. Returns (ledger, sha256, round)."""
+    ledger = env.deploy(min_round_window=1)
+    for i, site in enumerate(env.sites[:2]):
+        ledger.register_site(env.coordinator, site.address, f"site-{i}", 1000)
+    now = next_block_timestamp(env.w3)
+    sha = hashlib.sha256(b"update").hexdigest()
+    r, _ = ledger.open_round(
+        env.aggregator,
+        CID_B,
+        hashlib.sha256(b"start").hexdigest(),
+        terms_cid=CID_B,
+        terms_sha256=hashlib.sha256(b"terms").hexdigest(),
+        commit_deadline=now + 20,
+        reveal_deadline=now + 40,
+    )
+    site = env.sites[0]
+    ledger.commit_update(site, r, commitment(site.address, r, sha, 40))
+    advance_time(env.w3, 25)
+    ledger.reveal_update(site, r, CID_A, sha, 40)
+    advance_time(env.w3, 20)  # past the reveal deadline: site 1 never revealed
+    ledger.record_valuation(
+        env.aggregator, r, [Valuation(site=site.address, score=10**6, reason=0)]
+    )
+    return ledger, sha, r
+
+
+def test_replies_are_checked_against_the_chain(embedded: ChainEnv) -> None:
+    ledger, sha, r = _round_with_reveal(embedded)
+    honest, silent = embedded.sites[0].address, embedded.sites[1].address
+    weight = ledger.get_submission(r, honest).weight  # type: ignore[union-attr]
+    assert weight == 10**18
+
+    def check(site: str, sender: str | None = None, **fields: object) -> tuple[str, ...]:
+        doc: dict[str, object] = dict(
+            round=r, site=site, phase="revealed", cid=CID_A, sha256=sha, num_samples=40
+        )
+        doc.update(fields)
+        result = check_reply(ledger, SiteReply.from_config(doc), round_id=r, sender=sender or site)
+        assert result.chain_weight == (weight if (sender or site) == honest else 0)
+        return result.mismatches
+
+    assert check(honest) == ()
+    assert check(honest, sha256="0x" + sha.upper()) == ()  # the same digest, spelled otherwise
+    assert check(honest, cid=CID_B) == ("cid",)
+    assert check(honest, num_samples=400) == ("num_samples",)
+    assert check(honest, sha256="ab" * 32, num_samples=39) == ("sha256", "num_samples")
+    assert check(honest, round=r + 1) == ("round",)
+    assert check(honest, phase="none", cid="", sha256="", num_samples=0) == ("phase",)
+    # a site with nothing on chain: only "none" is true; any claim is a mismatch, weight 0
+    assert check(silent, phase="none", cid="", sha256="", num_samples=0) == ()
+    assert check(silent, phase="committed", cid="", sha256="", num_samples=0) == ("phase",)
+    assert check(silent) == ("phase",)
+    # a SuperNode that answered for the silent site before now claims the honest one's update
+    assert check(honest, sender=silent) == ("site", "phase")
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"round": 0, "site": "0x" + "11" * 20, "phase": "none"},
+        {"round": True, "site": "0x" + "11" * 20, "phase": "none"},
+        {"round": 1, "site": "nobody", "phase": "none"},
+        {"round": 1, "site": "0x" + "11" * 20, "phase": "won"},
+        {"round": 1, "site": "0x" + "11" * 20, "phase": "revealed", "num_samples": -1},
+        {"round": 1, "site": "0x" + "11" * 20, "phase": "revealed", "num_samples": 1.5},
+        {"round": 1, "site": "0x" + "11" * 20, "phase": "revealed", "cid": 7},
+        {"round": 1, "site": "0x" + "11" * 20, "phase": "none", "weight": 10**18},
+        {"round": 1, "phase": "none"},
+    ],
+)
+def test_malformed_replies_are_refused(doc: dict[str, object]) -> None:
+    with pytest.raises(InvalidReply):
+        SiteReply.from_config(doc)
+
+
+def test_a_reply_round_trips_through_its_config_mapping() -> None:
+    reply = SiteReply(
+        round=3, site="0x" + "ab" * 20, phase="revealed", cid=CID_A, sha256="cd" * 32, num_samples=9
+    )
+    assert SiteReply.from_config(reply.to_config()) == reply
+    assert reply.site.startswith("0x") and reply.site != "0x" + "ab" * 20  # checksummed
