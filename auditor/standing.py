@@ -15,7 +15,11 @@ values. What an auditor checks with public data alone (``standing.chain``,
 * each site scored from its standing (reason OK or LOW_QUALITY) has the score
   :func:`~fedtrail.valuation.standing.demoted_score` gives its ``after`` value (less the median
   scored site's when that is negative: :func:`~fedtrail.valuation.standing.demotion_reference`)
-  under the terms' ``demote_scale``, and LOW_QUALITY exactly when that score is 0.
+  under the terms' ``demote_scale``, and LOW_QUALITY exactly when that score is 0; an OK score
+  is then weighted for the update's magnitude by the terms' ``max_norm_ratio`` and
+  ``small_norm_ratio`` (:func:`~fedtrail.valuation.standing.norm_factor`, with the norm and the
+  median norm the log records for the site when the data-free thresholds applied: ``audit
+  verify --validation`` recomputes those from the updates).
 
 The normalised values themselves come from the validation game: with the validation set,
 ``standing.recomputed`` re-runs it (in ``audit verify --validation``); without it they are
@@ -39,7 +43,13 @@ from fedtrail.valuation.chained import (
     reference_label,
     reference_submissions,
 )
-from fedtrail.valuation.standing import accumulate, demoted_score, demotion_reference
+from fedtrail.valuation.standing import (
+    accumulate,
+    demoted_score,
+    demotion_reference,
+    norm_factor,
+    scaled_score,
+)
 
 __all__ = ["Check", "check_standing", "compare_standing"]
 
@@ -129,16 +139,28 @@ def check_standing(
     )
 
     try:
-        scale = combiner_from(settings).demote_scale
+        combiner = combiner_from(settings)
     except FedtrailError as exc:
         out.append(("standing.scores", False, f"the terms' thresholds are unusable: {exc}"))
         return out
     wrong = []
     scored = [s for s in subs if s.reason in SCORED_FROM_STANDING]
     reference = demotion_reference(float(standing.after.get(s.site, 0.0)) for s in scored)
+    scale = combiner.demote_scale
     for s in scored:
         total = float(standing.after.get(s.site, 0.0))
         expected = demoted_score(total - reference, demote_scale=scale)
+        entry = log.site(s.site)
+        if expected > 0 and entry is not None and entry.components.get("robust_checked") is True:
+            size, median = entry.components.get("norm"), entry.components.get("median_norm")
+            if isinstance(size, int | float) and isinstance(median, int | float):
+                factor = norm_factor(
+                    float(size),
+                    float(median),
+                    max_norm_ratio=combiner.max_norm_ratio,
+                    small_norm_ratio=combiner.small_norm_ratio,
+                )
+                expected = scaled_score(expected, factor)
         low = s.reason == int(Reason.LOW_QUALITY)
         if s.score != expected or low != (expected == 0):
             wrong.append(f"{s.site[:10]} score {s.score} reason {s.reason}, expected {expected}")

@@ -36,6 +36,7 @@ from fedtrail.valuation.combine import Combiner, RoundValuation, default_combine
 from fedtrail.valuation.standing import History
 
 __all__ = [
+    "LATER_THRESHOLDS",
     "UNREADABLE",
     "Carried",
     "carried_history",
@@ -56,9 +57,15 @@ class Carried:
     previous: PreviousLog | None
 
 
+LATER_THRESHOLDS: Final = ("max_norm_ratio", "small_norm_ratio")
+"""Combiner fields added after logs recorded every threshold: a recorded set without them was
+valued without them (0: off), whatever today's defaults say, so its replay is unchanged."""
+
+
 def combiner_from(settings: ValuationSettings) -> Combiner:
     """The thresholds a round's valuation settings name: their ``combiner`` fields over the
-    defaults (:func:`~fedtrail.valuation.combine.default_combiner`)."""
+    defaults (:func:`~fedtrail.valuation.combine.default_combiner`), with the
+    :data:`LATER_THRESHOLDS` a recorded set lacks off."""
     base = default_combiner(bool(settings.standing))
     if settings.combiner is None:
         return base
@@ -67,6 +74,8 @@ def combiner_from(settings: ValuationSettings) -> Combiner:
     if unknown:
         raise ConfigError(f"unknown valuation threshold(s) {', '.join(unknown)}")
     values = {f.name: getattr(base, f.name) for f in fields(Combiner)}
+    for name in LATER_THRESHOLDS:
+        values[name] = 0.0
     for name, value in settings.combiner.items():
         current = values[name]
         values[name] = int(value) if isinstance(current, int) and value == int(value) else value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -10,11 +11,16 @@ import torch
 from fedtrail.errors import ConfigError
 from fedtrail.ml.training import TrainConfig, train_local
 from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.roundlog import ValuationSettings
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.simulation.faults import label_noise
 from fedtrail.valuation import (
+    HISTORY_COMBINER,
     Candidate,
+    Combiner,
     History,
+    RobustStats,
+    SiteValuation,
     accumulate,
     demoted_score,
     demotion_reference,
@@ -22,6 +28,8 @@ from fedtrail.valuation import (
     normalised_values,
     value_round,
 )
+from fedtrail.valuation.chained import combiner_from
+from fedtrail.valuation.standing import norm_factor, scaled_score
 from tests.fedtrail.valuation.real_sites import SPEC, RealSites, real_sites
 
 Delta = dict[str, torch.Tensor]
@@ -97,6 +105,75 @@ def test_under_skew_the_typical_site_keeps_its_score() -> None:
     assert scores["b"] == demoted_score(-0.4, demote_scale=0.5) > 0
     assert scores["d"] == 0 and reasons["d"] is Reason.LOW_QUALITY
     assert "median site's -1.6" in next(v.detail for v in out if v.site == "d")
+
+
+def test_norm_factor_bounds_the_weight_of_oversized_and_tiny_updates() -> None:
+    bounds = {"max_norm_ratio": 1.0, "small_norm_ratio": 0.05}
+    assert norm_factor(1.0, 1.0, **bounds) == 1.0
+    assert norm_factor(0.05, 1.0, **bounds) == 1.0  # at the lower bound: full
+    assert norm_factor(4.0, 1.0, **bounds) == pytest.approx(0.25)  # x4: the pull of the median
+    assert norm_factor(0.01, 1.0, **bounds) == pytest.approx(0.2)
+    assert norm_factor(8.0, 2.0, max_norm_ratio=2.0, small_norm_ratio=0.0) == pytest.approx(0.5)
+    assert norm_factor(1e-6, 1.0, max_norm_ratio=0.0, small_norm_ratio=0.0) == 1.0  # off
+    assert norm_factor(5.0, 0.0, **bounds) == 1.0  # no scale
+    assert norm_factor(None, 1.0, **bounds) == 1.0
+    assert scaled_score(SCORE_SCALE, 0.25) == SCORE_SCALE // 4
+    assert scaled_score(SCORE_SCALE, 1e-9) == 1  # lowered, never rejected
+    assert scaled_score(0, 0.5) == 0 and scaled_score(500, 1.0) == 500
+
+
+def _settled(norms: dict[str, float], combiner: Combiner) -> dict[str, SiteValuation]:
+    median = sorted(norms.values())[len(norms) // 2]
+    cands = [Candidate(site=s, num_samples=100, delta={"w": torch.ones(1)}) for s in norms]
+    robust = {
+        s: RobustStats(cosine=0.5, norm=n, norm_z=0.0, median_norm=median) for s, n in norms.items()
+    }
+    values = {s: 0.1 for s in norms}
+    accumulated = {s: 0.2 for s in norms}
+    out = combiner.settle(cands, robust, values, accumulated, method="shapley")
+    return {v.site: v for v in out}
+
+
+def test_settle_weights_a_scaled_update_like_one_clipped_to_the_bound() -> None:
+    """With a bound at the median norm, a site ten times the median keeps a tenth of its score
+    (its pull on the aggregate, weight times update, is then the median update's); a tiny one
+    keeps a share of its score in proportion; the others keep theirs; both stay OK (lowered,
+    not rejected)."""
+    norms = {"a": 1.0, "b": 0.9, "c": 1.1, "big": 10.0, "tiny": 0.02}
+    bounded = replace(HISTORY_COMBINER, max_norm_ratio=1.0)
+    out = _settled(norms, bounded)
+    assert out["big"].score == SCORE_SCALE // 10 and out["big"].reason is Reason.OK
+    assert "10x the median" in out["big"].detail and "above 1x" in out["big"].detail
+    assert out["tiny"].score == round(SCORE_SCALE * 0.02 / 0.05)
+    assert out["tiny"].reason is Reason.OK and "below 0.05x" in out["tiny"].detail
+    assert out["c"].score == round(SCORE_SCALE / 1.1)
+    assert out["a"].score == SCORE_SCALE and out["b"].score == SCORE_SCALE
+    # the history preset bounds tiny updates only; the per-round defaults neither
+    preset = _settled(norms, HISTORY_COMBINER)
+    assert HISTORY_COMBINER.max_norm_ratio == 0.0 and HISTORY_COMBINER.small_norm_ratio == 0.05
+    assert preset["big"].score == SCORE_SCALE and preset["tiny"].score == out["tiny"].score
+    assert all(v.score == SCORE_SCALE for v in _settled(norms, Combiner()).values())
+    # without enough updates for a median, nothing is bounded
+    two = _settled({"a": 1.0, "big": 10.0}, bounded)
+    assert two["big"].score == SCORE_SCALE
+
+
+def test_recorded_thresholds_without_the_norm_bounds_replay_without_them() -> None:
+    full = asdict(HISTORY_COMBINER)
+    now = combiner_from(
+        ValuationSettings(method="shapley", metric="x", standing=True, combiner=full)
+    )
+    assert now == HISTORY_COMBINER
+    older = {k: v for k, v in full.items() if k not in ("max_norm_ratio", "small_norm_ratio")}
+    then = combiner_from(
+        ValuationSettings(method="shapley", metric="x", standing=True, combiner=older)
+    )
+    assert (then.max_norm_ratio, then.small_norm_ratio) == (0.0, 0.0)
+    assert then.max_norm_z == HISTORY_COMBINER.max_norm_z
+    with pytest.raises(ConfigError, match="max_norm_ratio"):
+        Combiner(max_norm_ratio=0.5)
+    with pytest.raises(ConfigError, match="small_norm_ratio"):
+        Combiner(small_norm_ratio=1.0)
 
 
 def test_history_validates_its_inputs() -> None:
