@@ -27,7 +27,10 @@ pragma solidity 0.8.28;
 /// record, is never reset (not by removal and re-registration either), and may not pass its
 /// budget. The declared spend is not in the commitment: the update's DP parameters are inside
 /// the update blob, which the commitment pins through its sha256, and an audit recomputes the
-/// spend from them.
+/// spend from them. Budget and cumulative spend are uint40 micro-epsilon beside the reveal's
+/// own fields in the site's first storage slot, so a private reveal costs no extra slot: both
+/// are capped at `MAX_PRIVACY_MICRO` (1,099,511.627775 epsilon, far above any epsilon that
+/// still protects anyone), and a site's `maxSamples` at `MAX_SITE_SAMPLES` (2**48 - 1).
 contract FederationLedger {
     // ------------------------------------------------------------------ types
 
@@ -73,21 +76,20 @@ contract FederationLedger {
         bytes32 logSha256;
     }
 
-    /// @dev Slot 0 is read by every commit and reveal; the reveal writes its pending fields.
-    /// `privacyBudgeted` (budget > 0) sits in slot 0 so a plain reveal needs no other slot;
-    /// only a private reveal reads and writes the epsilon fields of slot 1.
+    /// @dev Slot 0 (31 bytes) is read by every commit and reveal; the reveal writes its
+    /// pending fields, and a private reveal its spend, in that one slot. Slot 1 is what only
+    /// the valuation reads and writes (reputation and the count of valued rounds).
     struct Site {
         bool registered;
         uint32 activeFrom; // the first round the site may take part in
         uint32 pendingRound; // the round of the update revealed last (0: none)
-        uint64 maxSamples;
-        uint64 pendingSamples; // that update's sample count until the round settles
-        uint32 reputation;
-        bool privacyBudgeted; // epsilonBudgetMicro > 0
-        uint32 valuedRounds; // slot 1
+        uint48 maxSamples; // at most MAX_SITE_SAMPLES
+        uint48 pendingSamples; // that update's sample count until the round settles
+        uint40 epsilonBudgetMicro; // 0: no budget (the spend is recorded, capped by the type)
+        uint40 epsilonSpentMicro; // cumulative over every private reveal, never reset
+        uint32 reputation; // slot 1
+        uint32 valuedRounds;
         bool known;
-        uint64 epsilonBudgetMicro; // 0: no budget (the spend is recorded, not capped)
-        uint64 epsilonSpentMicro; // cumulative over every private reveal, never reset
         string name;
     }
 
@@ -148,6 +150,13 @@ contract FederationLedger {
     uint256 public constant WEIGHT_SCALE = 1e18;
     /// @notice Epsilon budgets and spends are integers in units of 1 / EPSILON_SCALE epsilon.
     uint64 public constant EPSILON_SCALE = 1_000_000;
+    /// @notice The largest budget, and cumulative spend, a site's account holds: 2**40 - 1
+    /// micro-epsilon, 1,099,511.627775 epsilon (a uint40, so the account shares the reveal's
+    /// storage slot). Epsilon above a few tens already guarantees nothing meaningful.
+    uint64 public constant MAX_PRIVACY_MICRO = type(uint40).max;
+    /// @notice The largest `maxSamples` a site may be given: 2**48 - 1 (a uint48, for the same
+    /// storage slot).
+    uint64 public constant MAX_SITE_SAMPLES = type(uint48).max;
 
     // ------------------------------------------------------------------ state
 
@@ -248,6 +257,7 @@ contract FederationLedger {
     error FederationLedger__AlreadyRevealed(uint256 round, address site);
     error FederationLedger__CommitmentMismatch(uint256 round, address site);
     error FederationLedger__TooManySamples(address site, uint64 numSamples, uint64 maxSamples);
+    error FederationLedger__MaxSamplesTooLarge(address site, uint64 maxSamples, uint64 limit);
     error FederationLedger__LengthMismatch(uint256 sites, uint256 scores, uint256 reasons);
     error FederationLedger__SitesNotSorted(uint256 index);
     error FederationLedger__NotRevealed(uint256 round, address site);
@@ -257,6 +267,7 @@ contract FederationLedger {
     error FederationLedger__ScoreReasonMismatch(address site, uint32 score, uint8 reason);
     error FederationLedger__ZeroTotalWeight(uint256 round);
     error FederationLedger__PrivacyBudgetBelowSpent(address site, uint64 budget, uint64 spent);
+    error FederationLedger__PrivacyBudgetTooLarge(address site, uint64 budget, uint64 limit);
     error FederationLedger__PrivacySpendRequired(address site);
     error FederationLedger__PrivacyBudgetExceeded(
         address site, uint64 spent, uint64 requested, uint64 budget
@@ -306,13 +317,16 @@ contract FederationLedger {
     /// Requirements:
     /// - caller is the coordinator.
     /// - `site` is not the zero address and not currently registered.
-    /// - `maxSamples` is positive.
+    /// - `maxSamples` is positive and at most `MAX_SITE_SAMPLES`.
     function registerSite(address site, string calldata name, uint64 maxSamples)
         external
         onlyCoordinator
     {
         if (site == address(0)) revert FederationLedger__ZeroAddress();
         if (maxSamples == 0) revert FederationLedger__InvalidParameter("maxSamples");
+        if (maxSamples > MAX_SITE_SAMPLES) {
+            revert FederationLedger__MaxSamplesTooLarge(site, maxSamples, MAX_SITE_SAMPLES);
+        }
         Site storage s = _sites[site];
         if (s.registered) revert FederationLedger__SiteAlreadyRegistered(site);
         if (!s.known) {
@@ -321,7 +335,7 @@ contract FederationLedger {
         }
         s.registered = true;
         s.activeFrom = uint32(_currentRound + 1);
-        s.maxSamples = maxSamples;
+        s.maxSamples = uint48(maxSamples);
         s.name = name;
         _activeSiteCount += 1;
         emit SiteRegistered(site, name, maxSamples);
@@ -346,12 +360,15 @@ contract FederationLedger {
     ///
     /// Requirements:
     /// - caller is the coordinator.
-    /// - `site` is registered and `maxSamples` is positive.
+    /// - `site` is registered and `maxSamples` is positive and at most `MAX_SITE_SAMPLES`.
     function setMaxSamples(address site, uint64 maxSamples) external onlyCoordinator {
         Site storage s = _sites[site];
         if (!s.registered) revert FederationLedger__UnknownSite(site);
         if (maxSamples == 0) revert FederationLedger__InvalidParameter("maxSamples");
-        s.maxSamples = maxSamples;
+        if (maxSamples > MAX_SITE_SAMPLES) {
+            revert FederationLedger__MaxSamplesTooLarge(site, maxSamples, MAX_SITE_SAMPLES);
+        }
+        s.maxSamples = uint48(maxSamples);
         emit MaxSamplesSet(site, maxSamples);
     }
 
@@ -364,15 +381,20 @@ contract FederationLedger {
     /// - caller is the coordinator.
     /// - `site` is registered.
     /// - `epsilonBudgetMicro` is at least the site's spend so far (0 only while it spent 0).
+    /// - `epsilonBudgetMicro` is at most `MAX_PRIVACY_MICRO` (1,099,511.627775 epsilon).
     function setPrivacyBudget(address site, uint64 epsilonBudgetMicro) external onlyCoordinator {
         Site storage s = _sites[site];
         if (!s.registered) revert FederationLedger__UnknownSite(site);
+        if (epsilonBudgetMicro > MAX_PRIVACY_MICRO) {
+            revert FederationLedger__PrivacyBudgetTooLarge(
+                site, epsilonBudgetMicro, MAX_PRIVACY_MICRO
+            );
+        }
         uint64 spent = s.epsilonSpentMicro;
         if (epsilonBudgetMicro < spent) {
             revert FederationLedger__PrivacyBudgetBelowSpent(site, epsilonBudgetMicro, spent);
         }
-        s.epsilonBudgetMicro = epsilonBudgetMicro;
-        s.privacyBudgeted = epsilonBudgetMicro != 0;
+        s.epsilonBudgetMicro = uint40(epsilonBudgetMicro);
         emit PrivacyBudgetSet(site, epsilonBudgetMicro);
     }
 
@@ -634,7 +656,7 @@ contract FederationLedger {
     /// - every requirement of {revealUpdate} except the one on the budget.
     /// - `epsilonMicro` is positive.
     /// - the caller's spend so far plus `epsilonMicro` is at most its budget, or, without a
-    ///   budget, fits a uint64.
+    ///   budget, at most `MAX_PRIVACY_MICRO`.
     function revealPrivateUpdate(
         uint256 round,
         string calldata cid,
@@ -771,7 +793,8 @@ contract FederationLedger {
 
     /// @dev Every reveal: `epsilonMicro` 0 is a plain reveal (refused for a site with a
     /// budget), otherwise the spend charged to the caller. Only a private reveal touches the
-    /// epsilon fields (slot 1); every check comes before the first state change.
+    /// epsilon spend (in slot 0, which every reveal writes); every check comes before the first
+    /// state change.
     function _reveal(
         uint256 round,
         string calldata cid,
@@ -781,7 +804,7 @@ contract FederationLedger {
     ) private {
         Site storage s = _sites[msg.sender];
         if (!s.registered) revert FederationLedger__UnknownSite(msg.sender);
-        if (epsilonMicro == 0 && s.privacyBudgeted) {
+        if (epsilonMicro == 0 && s.epsilonBudgetMicro != 0) {
             revert FederationLedger__PrivacySpendRequired(msg.sender);
         }
         Round storage r = _openRound(round);
@@ -809,22 +832,22 @@ contract FederationLedger {
         if (epsilonMicro != 0) {
             uint64 spent = s.epsilonSpentMicro;
             uint64 budget = s.epsilonBudgetMicro;
-            // without a budget the cap is what a uint64 holds: a revert, never a wrap or panic
-            uint256 cap = budget == 0 ? type(uint64).max : budget;
+            // without a budget the cap is what the account holds: a revert, never a wrap or panic
+            uint256 cap = budget == 0 ? MAX_PRIVACY_MICRO : budget;
             if (uint256(spent) + epsilonMicro > cap) {
                 revert FederationLedger__PrivacyBudgetExceeded(
                     msg.sender, spent, epsilonMicro, uint64(cap)
                 );
             }
-            total = spent + epsilonMicro;
+            total = spent + epsilonMicro; // at most cap < 2**40: no overflow
+            s.epsilonSpentMicro = uint40(total);
         }
         sub.hash = updateSha256;
         s.pendingRound = uint32(round);
-        s.pendingSamples = numSamples;
+        s.pendingSamples = uint48(numSamples); // at most maxSamples < 2**48
         r.revealCount += 1;
         emit UpdateSubmitted(round, msg.sender, cid, updateSha256, numSamples);
         if (epsilonMicro != 0) {
-            s.epsilonSpentMicro = total;
             emit PrivacySpent(round, msg.sender, epsilonMicro, total);
         }
     }

@@ -27,7 +27,7 @@ from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError
 from fedtrail.hooks import launcher_step_hook
 from fedtrail.keys import FAST_KDF_N, create_keystore, keystore_address, load_keystore
-from fedtrail.ledger import Deployment, Ledger, checksum
+from fedtrail.ledger import MAX_SITE_SAMPLES, Deployment, Ledger, checksum
 from fedtrail.ml.catalog import load_source
 from fedtrail.ml.task import task_for
 from fedtrail.node.config import (
@@ -171,7 +171,7 @@ def init(
 @click.option("--name", default="", help="Site name recorded on chain.")
 @click.option(
     "--max-samples",
-    type=click.IntRange(1, 2**64 - 1),
+    type=click.IntRange(1, MAX_SITE_SAMPLES),
     required=True,
     help="The most training samples the site may claim for one update (the ledger refuses a "
     "reveal above it; the sample count weights the site's update). The coordinator sets it "
@@ -227,7 +227,7 @@ def register(
 
 @node.command("set-max-samples")
 @click.argument("address")
-@click.argument("max_samples", metavar="MAX_SAMPLES", type=click.IntRange(1, 2**64 - 1))
+@click.argument("max_samples", metavar="MAX_SAMPLES", type=click.IntRange(1, MAX_SITE_SAMPLES))
 @ledger_options
 @signer_options
 @format_option()
@@ -316,14 +316,20 @@ def set_privacy_budget(
 
 
 def _epsilon_micro(epsilon: float) -> int:
-    """An epsilon flag in the chain's micro-epsilon (rounded up); a usage error when it is not
-    finite or does not fit the contract's uint64."""
-    from fedtrail.protocol.privacy import InvalidPrivacy, to_micro
+    """A budget flag in the chain's micro-epsilon (rounded up); a usage error when it is not
+    finite or is over the contract's limit on a budget (1,099,511.627775 epsilon)."""
+    from fedtrail.protocol.privacy import MAX_PRIVACY_MICRO, InvalidPrivacy, from_micro, to_micro
 
     try:
-        return to_micro(epsilon)
+        micro = to_micro(epsilon)
     except InvalidPrivacy as exc:
         raise click.BadParameter(str(exc)) from exc
+    if micro > MAX_PRIVACY_MICRO:
+        raise click.BadParameter(
+            f"epsilon {epsilon:g} is over the ledger's limit on a budget, "
+            f"{from_micro(MAX_PRIVACY_MICRO):f} (and far over any epsilon that protects anyone)"
+        )
+    return micro
 
 
 def _load_folder(folder: Path, **overrides: Any) -> tuple[NodeConfig, Ledger]:

@@ -25,6 +25,7 @@ from fedtrail.ledger.artifact import Artifact
 from fedtrail.ledger.client import DEFAULT_MIN_ROUND_WINDOW, Ledger
 from fedtrail.ledger.errors import ERRORS, RevertDecoder, revert_data
 from fedtrail.ledger.records import (
+    MAX_SITE_SAMPLES,
     Deployment,
     LedgerEvent,
     PrivacyAccount,
@@ -44,6 +45,7 @@ from fedtrail.protocol.codes import Phase  # re-exported: callers read round pha
 __all__ = [
     "DEFAULT_MIN_ROUND_WINDOW",
     "ERRORS",
+    "MAX_SITE_SAMPLES",
     "Artifact",
     "Deployment",
     "Ledger",

@@ -121,6 +121,11 @@ ERRORS: Mapping[str, ErrorRule] = MappingProxyType(
         f"{PREFIX}SiteAlreadyRegistered": ErrorRule(
             SiteAlreadyRegistered, "{site} is already registered"
         ),
+        f"{PREFIX}MaxSamplesTooLarge": ErrorRule(
+            InvalidArgument,
+            "{site} cannot be allowed {maxSamples} samples an update: the ledger's limit is "
+            "{limit}",
+        ),
         f"{PREFIX}LengthMismatch": ErrorRule(
             InvalidValuation,
             "valuation arrays differ in length: {sites} sites, {scores} scores, {reasons} reasons",
@@ -154,6 +159,11 @@ ERRORS: Mapping[str, ErrorRule] = MappingProxyType(
         f"{PREFIX}PrivacyBudgetBelowSpent": ErrorRule(
             PrivacyBudgetError,
             "{site} already spent {spent} micro-epsilon; its budget cannot be set to {budget}",
+        ),
+        f"{PREFIX}PrivacyBudgetTooLarge": ErrorRule(
+            PrivacyBudgetError,
+            "{site}'s budget {budget} micro-epsilon is over the ledger's limit {limit} "
+            "(1,099,511.627775 epsilon)",
         ),
         f"{PREFIX}PrivacySpendRequired": ErrorRule(
             PrivacySpendRequired,

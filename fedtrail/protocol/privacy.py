@@ -1,12 +1,13 @@
 """Differential privacy in the protocol: the on-chain unit of epsilon and a site's DP parameters.
 
-Epsilon travels on chain as an integer in micro-epsilon (``EPSILON_SCALE``, a uint64 in the
-contract). A site's spend for one update is :func:`to_micro` of the accountant's epsilon for that
-update's training alone, rounded *up*, so the integer the contract sums never understates the
-spend. :class:`DpParams` are what the accountant needs to recompute that epsilon; they travel in
-the update blob's metadata (pinned by the update's sha256 on chain), so an auditor recomputes the
-spend from them and compares it with the declared one. They come from other participants: every
-field is validated.
+Epsilon travels on chain as an integer in micro-epsilon (``EPSILON_SCALE``): a uint64 for one
+update's declared spend, a uint40 for a site's budget and cumulative spend in the contract (at
+most ``MAX_PRIVACY_MICRO``). A site's spend for one update is :func:`to_micro` of the
+accountant's epsilon for that update's training alone, rounded *up*, so the integer the contract
+sums never understates the spend. :class:`DpParams` are what the accountant needs to recompute
+that epsilon; they travel in the update blob's metadata (pinned by the update's sha256 on
+chain), so an auditor recomputes the spend from them and compares it with the declared one. They
+come from other participants: every field is validated.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "ACCOUNTANTS",
     "EPSILON_SCALE",
     "MAX_EPSILON_MICRO",
+    "MAX_PRIVACY_MICRO",
     "MAX_STEPS",
     "DpParams",
     "InvalidPrivacy",
@@ -31,7 +33,11 @@ __all__ = [
 EPSILON_SCALE: Final = 1_000_000
 """Micro-epsilon per epsilon: the unit of every epsilon on chain."""
 MAX_EPSILON_MICRO: Final = 2**64 - 1
-"""The contract keeps epsilon in a uint64."""
+"""One update's declared spend travels to the contract as a uint64."""
+MAX_PRIVACY_MICRO: Final = 2**40 - 1
+"""The contract's limit on a site's budget and on its cumulative spend (``MAX_PRIVACY_MICRO``
+there, a uint40: 1,099,511.627775 epsilon), so the account fits the slot a reveal already
+writes."""
 ACCOUNTANTS: Final = ("rdp",)
 """Accountants an update may name (opacus' RDP accountant; :mod:`fedtrail.ml.privacy`)."""
 MAX_STEPS: Final = 10_000_000

@@ -8,7 +8,8 @@ commit-then-reveal: two transactions per site. Targets (issue 13): commitUpdate 
 <= 100,000 gas per site (stretch 80,000, reported only); a full round of 10 sites (open + 10
 commits + 10 reveals + valuation + finalize) <= 1,800,000 gas. Exit 1 when a target is missed.
 Last, after every row above (so they stay comparable), a round of private reveals (issue 16):
-setPrivacyBudget for half the sites, revealPrivateUpdate by each, with and without a budget.
+setPrivacyBudget for half the sites, revealPrivateUpdate by each, with and without a budget; a
+DP site's round (commitUpdate + revealPrivateUpdate) has the same 100,000 target.
 """
 
 from __future__ import annotations
@@ -182,21 +183,26 @@ def main() -> int:
         + ", ".join(f"{g:,}" for g in full)
     )
     private = [g for n, gs in funcs.items() if n.startswith("revealPrivateUpdate") for g in gs]
-    if private:
-        print(
-            f"private reveal (issue 16): max {max(private):,}, "
-            f"{max(private) - max(funcs['revealUpdate']):+,} gas vs revealUpdate; per site "
-            f"with commitUpdate {max(funcs['commitUpdate']) + max(private):,}"
-        )
+    dp_site = max(funcs["commitUpdate"]) + max(private)
+    print(
+        f"private reveal (issue 16): max {max(private):,}, "
+        f"{max(private) - max(funcs['revealUpdate']):+,} gas vs revealUpdate; a DP site's round "
+        f"(commitUpdate + revealPrivateUpdate) {dp_site:,}"
+    )
     print(
         f"before issue 13 (one submitUpdate per site): per site {BEFORE['per_site']:,}, "
         f"round of 10 {BEFORE['round10']:,}"
     )
-    ok = site_max <= PER_SITE_TARGET and (args.sites != 10 or round_max <= ROUND10_TARGET)
+    ok = (
+        site_max <= PER_SITE_TARGET
+        and dp_site <= PER_SITE_TARGET
+        and (args.sites != 10 or round_max <= ROUND10_TARGET)
+    )
     stretch = "met" if site_max <= PER_SITE_STRETCH else "not met"
     print(
         f"targets: per site {site_max:,} <= {PER_SITE_TARGET:,} (stretch {PER_SITE_STRETCH:,}: "
-        f"{stretch}); round of 10 {round_max:,} <= {ROUND10_TARGET:,} "
+        f"{stretch}); DP site {dp_site:,} <= {PER_SITE_TARGET:,}; round of 10 {round_max:,} <= "
+        f"{ROUND10_TARGET:,} "
         f"-> {'met' if ok else 'MISSED'}"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)

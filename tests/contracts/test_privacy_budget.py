@@ -1,7 +1,11 @@
 """The privacy budget on chain (issue 16): the coordinator sets a site's epsilon budget, a
 private reveal charges the site's account, and the contract refuses every way around it —
 a plain reveal by a budget holder, a spend past the budget, a budget lowered below the spend,
-a uint64 overflow, a charge to another site, a reset by removal and re-registration."""
+an overflow of the account's uint40 (or of a uint64 declaration), a budget over the limit, a
+charge to another site, a reset by removal and re-registration. The account shares the site's
+first storage slot with the reveal's fields (and ``maxSamples`` is a uint48 there): the limits
+that packing sets are checked, and the fields beside each other are shown not to clobber one
+another."""
 
 from __future__ import annotations
 
@@ -17,12 +21,13 @@ from fedtrail.errors import (
     PrivacySpendRequired,
     Unauthorized,
 )
-from fedtrail.ledger import PrivacyAccount, PrivacySpend
-from fedtrail.protocol.privacy import EPSILON_SCALE
+from fedtrail.ledger import MAX_SITE_SAMPLES, PrivacyAccount, PrivacySpend
+from fedtrail.protocol.privacy import EPSILON_SCALE, MAX_PRIVACY_MICRO
 from tests.contracts.federation import CID, Fed, expect, h, last_event
 from tests.fixtures.chain import ChainEnv
 
 U64_MAX = 2**64 - 1
+LIMIT = 2**40 - 1  # the contract's MAX_PRIVACY_MICRO, written out: 1,099,511.627775 epsilon
 
 
 @pytest.fixture
@@ -67,7 +72,7 @@ def test_set_privacy_budget_errors(fed: Fed) -> None:
     with expect(Unauthorized, "NotCoordinator", caller=fed.agg.address):
         fed.ledger.set_privacy_budget(fed.agg, site.address, 1)
     with expect(Unauthorized, "NotCoordinator", caller=site.address):
-        fed.ledger.set_privacy_budget(site, site.address, U64_MAX)  # no self-service budget
+        fed.ledger.set_privacy_budget(site, site.address, LIMIT)  # no self-service budget
     with expect(Unauthorized, "UnknownSite", site=fed.env.outsider.address):
         fed.ledger.set_privacy_budget(fed.coord, fed.env.outsider.address, 1)
     with pytest.raises(ConfigError, match="epsilon_budget_micro"):
@@ -189,33 +194,101 @@ def test_removing_the_budget_before_any_spend_allows_plain_reveals_again(fed: Fe
     assert fed.ledger.privacy_spends() == []
 
 
-def test_a_site_without_budget_may_declare_a_spend_recorded_but_not_capped(fed: Fed) -> None:
+def test_the_limits_mirror_the_contract() -> None:
+    assert MAX_PRIVACY_MICRO == LIMIT and MAX_SITE_SAMPLES == 2**48 - 1
+
+
+def test_the_contract_publishes_its_limits(fed: Fed) -> None:
+    fn = fed.ledger._fn
+    assert fn.MAX_PRIVACY_MICRO().call() == MAX_PRIVACY_MICRO
+    assert fn.MAX_SITE_SAMPLES().call() == MAX_SITE_SAMPLES
+
+
+def test_a_site_without_budget_may_declare_a_spend_recorded_up_to_the_limit(fed: Fed) -> None:
     site = fed.sites[0]
-    r1 = private_round(fed, site, U64_MAX - 5)
-    assert fed.ledger.privacy(site.address) == PrivacyAccount(0, U64_MAX - 5)
+    r1 = private_round(fed, site, LIMIT - 5)
+    assert fed.ledger.privacy(site.address) == PrivacyAccount(0, LIMIT - 5)
     close(fed, r1)
     r2 = private_round(fed, site, None)
-    # the uint64 sum cannot wrap or panic: the implicit cap is the largest uint64
+    # the sum cannot wrap the uint40 or panic: without a budget the cap is the limit
     with expect(
         PrivacyBudgetExceeded,
         "PrivacyBudgetExceeded",
         site=site.address,
-        spent=U64_MAX - 5,
+        spent=LIMIT - 5,
         requested=6,
-        budget=U64_MAX,
+        budget=LIMIT,
     ):
         fed.ledger.reveal_update(site, r2, CID, h(f"u{r2}"), 100, epsilon_micro=6)
     fed.ledger.reveal_update(site, r2, CID, h(f"u{r2}"), 100, epsilon_micro=5)
-    assert fed.ledger.privacy(site.address) == PrivacyAccount(0, U64_MAX)
+    assert fed.ledger.privacy(site.address) == PrivacyAccount(0, LIMIT)
 
 
-def test_a_budget_near_the_uint64_limit_does_not_overflow(fed: Fed) -> None:
+def test_a_declaration_over_the_limit_is_refused_not_truncated(fed: Fed) -> None:
+    """A uint64 spend whose low 40 bits are small (2**40 + 1) must not be stored as 1."""
     site = fed.sites[0]
-    fed.ledger.set_privacy_budget(fed.coord, site.address, U64_MAX)
-    close(fed, private_round(fed, site, U64_MAX - 1))
     r = private_round(fed, site, None)
-    with expect(PrivacyBudgetExceeded, "PrivacyBudgetExceeded", spent=U64_MAX - 1, requested=2):
+    for eps in (LIMIT + 1, 2**40 + 1, U64_MAX):
+        with expect(PrivacyBudgetExceeded, "PrivacyBudgetExceeded", spent=0, requested=eps):
+            fed.ledger.reveal_update(site, r, CID, h(f"u{r}"), 100, epsilon_micro=eps)
+    assert fed.ledger.privacy(site.address) == PrivacyAccount(0, 0)
+
+
+def test_a_budget_at_the_limit_does_not_overflow(fed: Fed) -> None:
+    site = fed.sites[0]
+    fed.ledger.set_privacy_budget(fed.coord, site.address, LIMIT)
+    close(fed, private_round(fed, site, LIMIT - 1))
+    r = private_round(fed, site, None)
+    with expect(PrivacyBudgetExceeded, "PrivacyBudgetExceeded", spent=LIMIT - 1, requested=2):
         fed.ledger.reveal_update(site, r, CID, h(f"u{r}"), 100, epsilon_micro=2)
+    fed.ledger.reveal_update(site, r, CID, h(f"u{r}"), 100, epsilon_micro=1)
+    assert fed.ledger.privacy(site.address) == PrivacyAccount(LIMIT, LIMIT)
+
+
+def test_a_budget_over_the_limit_is_refused(fed: Fed) -> None:
+    site = fed.sites[0]
+    for budget in (LIMIT + 1, 2**40 + 8_000_000, U64_MAX):  # not truncated to its low bits
+        with expect(PrivacyBudgetError, "PrivacyBudgetTooLarge", site=site.address, budget=budget):
+            fed.ledger.set_privacy_budget(fed.coord, site.address, budget)
+    assert fed.ledger.privacy(site.address) == PrivacyAccount(0, 0)
+    assert fed.ledger.events("PrivacyBudgetSet") == []
+
+
+def test_max_samples_over_the_limit_is_refused(fed: Fed) -> None:
+    site, newcomer = fed.sites[0], fed.env.outsider
+    for n in (MAX_SITE_SAMPLES + 1, 2**48 + 100, U64_MAX):  # not truncated to its low bits
+        with expect(InvalidArgument, "MaxSamplesTooLarge", site=site.address, maxSamples=n):
+            fed.ledger.set_max_samples(fed.coord, site.address, n)
+        with expect(InvalidArgument, "MaxSamplesTooLarge", site=newcomer.address, limit=2**48 - 1):
+            fed.ledger.register_site(fed.coord, newcomer.address, "big", n)
+    info = fed.ledger.get_site(site.address)
+    assert info is not None and info.max_samples == 10_000
+    assert fed.ledger.get_site(newcomer.address) is None
+
+
+def test_the_packed_fields_do_not_clobber_each_other(any_chain: ChainEnv) -> None:
+    """Every field of the site's first slot at its largest: a reveal of MAX_SITE_SAMPLES
+    samples that spends the whole budget; each field reads back whole, in the valuation too.
+    On every chain (the embedded one, Anvil and Ganache)."""
+    fed = Fed(any_chain)
+    site = fed.sites[0]
+    fed.ledger.set_max_samples(fed.coord, site.address, MAX_SITE_SAMPLES)
+    fed.ledger.set_privacy_budget(fed.coord, site.address, LIMIT)
+    r = fed.open()
+    fed.commit(r, site, "big", MAX_SITE_SAMPLES)
+    fed.past_commit(r)
+    fed.ledger.reveal_update(site, r, CID, h("big"), MAX_SITE_SAMPLES, epsilon_micro=LIMIT)
+    assert fed.ledger.privacy(site.address) == PrivacyAccount(LIMIT, LIMIT)
+    info = fed.ledger.get_site(site.address)
+    assert info is not None and info.max_samples == MAX_SITE_SAMPLES and info.registered
+    fed.past_reveal(r)
+    fed.raw_valuation(r, [site.address], [900_000], [0])
+    (sub,) = fed.ledger.get_submissions(r)
+    assert (sub.num_samples, sub.score, sub.weight) == (MAX_SITE_SAMPLES, 900_000, 10**18)
+    info = fed.ledger.get_site(site.address)
+    assert info is not None and info.reputation == 900_000 and info.valued_rounds == 1
+    assert info.max_samples == MAX_SITE_SAMPLES
+    assert fed.ledger.privacy(site.address) == PrivacyAccount(LIMIT, LIMIT)
 
 
 def test_a_plain_reveal_by_a_site_without_budget_charges_nothing(fed: Fed) -> None:

@@ -64,11 +64,20 @@ def test_set_privacy_budget_errors(ledger: Ledger, anvil_url: str) -> None:
         "node", "set-privacy-budget", stranger, "--epsilon", "1", *where, "--dev-account", "0"
     )
     assert r.exit_code == 1 and "is not a registered site" in r.stderr
-    for bad in ("-1", "inf", "nan", "1e20"):
+    for bad in ("-1", "inf", "nan", "1e20", "1099511.627776"):
         r = invoke(
             "node", "set-privacy-budget", site, "--epsilon", bad, *where, "--dev-account", "0"
         )
         assert r.exit_code == 2 and "Traceback" not in r.output, (bad, r.output)
+    assert "over the ledger's limit on a budget, 1099511.627775" in r.stderr
+    r = invoke(
+        "node", "set-privacy-budget", site, "--epsilon", "1099511.627775", *where,
+        "--dev-account", "0",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert ledger.privacy(site) == PrivacyAccount(2**40 - 1, 0)
+    r = invoke("node", "set-privacy-budget", site, "--epsilon", "0", *where, "--dev-account", "0")
+    assert r.exit_code == 0, r.output
     assert ledger.privacy(site) == PrivacyAccount(0, 0)
 
 

@@ -13,7 +13,7 @@ from web3.providers.rpc import HTTPProvider
 
 from fedtrail.chain import advance_time, block_timestamp, connect, dev_account, next_block_timestamp
 from fedtrail.errors import ChainUnreachable, ConfigError, ContractNotFound, RoundStateError
-from fedtrail.ledger import Artifact, Deployment, Ledger, commitment
+from fedtrail.ledger import MAX_SITE_SAMPLES, Artifact, Deployment, Ledger, commitment
 from fedtrail.protocol.codes import Reason
 from tests.fixtures.chain import ChainEnv, free_port
 
@@ -81,7 +81,7 @@ def test_commitment_opens_on_the_contract(embedded: ChainEnv) -> None:
     values is accepted, and the contract's view recomputes the same commitment."""
     ledger = embedded.deploy(min_round_window=1)
     coord, agg, site = embedded.coordinator, embedded.aggregator, embedded.sites[0]
-    ledger.register_site(coord, site.address, "s", 2**64 - 1)
+    ledger.register_site(coord, site.address, "s", MAX_SITE_SAMPLES)
     now = block_timestamp(embedded.w3)
     r, _ = ledger.open_round(
         agg,
@@ -92,13 +92,13 @@ def test_commitment_opens_on_the_contract(embedded: ChainEnv) -> None:
         commit_deadline=now + 5,
         reveal_deadline=now + 50,
     )
-    c = commitment(site.address, r, "33" * 32, 2**64 - 1)
+    c = commitment(site.address, r, "33" * 32, MAX_SITE_SAMPLES)
     ledger.commit_update(site, r, c)
     assert ledger.get_submissions(r, include_unrevealed=True)[0].commitment == c
     advance_time(embedded.w3, 6)
-    ledger.reveal_update(site, r, "QmU", "33" * 32, 2**64 - 1)
+    ledger.reveal_update(site, r, "QmU", "33" * 32, MAX_SITE_SAMPLES)
     (sub,) = ledger.get_submissions(r)
-    assert (sub.commitment, sub.num_samples, sub.revealed) == (c, 2**64 - 1, True)
+    assert (sub.commitment, sub.num_samples, sub.revealed) == (c, MAX_SITE_SAMPLES, True)
 
 
 # ------------------------------------------------------------------ transition and records
