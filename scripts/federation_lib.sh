@@ -1,0 +1,69 @@
+# Shared by scripts/testnet_demo.sh and scripts/flower_demo.sh (source it, do not run it): a
+# local federation on loopback — Anvil and the IPFS daemon on free ports, the FederationLedger
+# deployed, N sites with encrypted keystores created and registered.
+#
+# The caller sets ROOT (repo root) and DIR (work folder) first, then:
+#   fed_env                      ports, RPC, STORE, DEPLOYMENT, PY, FEDTRAIL
+#   fed_start_daemons            Anvil (a block every second, as a real chain) + IPFS
+#   fed_deploy [deploy args]     the ledger, coordinator = Anvil dev account 0
+#   fed_create_sites N DATA COMPRESSION [model args]   hospital-A.. in $DIR/<name>, registered
+#   fed_stop_daemons             (for the caller's EXIT trap)
+# Site i's keystore passphrase is "testnet-<name>" (a local demo; FEDTRAIL_PASSPHRASE when run).
+
+SITE_NAMES=(hospital-A hospital-B hospital-C hospital-D hospital-E hospital-F hospital-G hospital-H)
+
+fed_free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+fed_env() {
+    PY="$ROOT/.venv/bin/python"
+    FEDTRAIL="$ROOT/.venv/bin/fedtrail"
+    [[ -x "$FEDTRAIL" ]] || { echo "run 'make install' first" >&2; exit 2; }
+    mkdir -p "$DIR/logs"
+    export FEDTRAIL_ANVIL_PORT="${FEDTRAIL_ANVIL_PORT:-$(fed_free_port)}" FEDTRAIL_ANVIL_DIR="$DIR/anvil"
+    export FEDTRAIL_IPFS_PORT="${FEDTRAIL_IPFS_PORT:-$(fed_free_port)}" IPFS_PATH="$DIR/ipfs"
+    # A block every second (scripts/anvil.sh's default FEDTRAIL_ANVIL_BLOCK_TIME=1), and each
+    # transaction waits for the next one, as on a real chain: the commit and reveal deadlines are
+    # chain time, and an idle automining Anvil mines nothing, so its latest block's clock stands
+    # still. Transactions are checked against the pending block's timestamp; the demo still keeps
+    # a real chain's steady clock (untested without it).
+    export FEDTRAIL_ANVIL_BLOCK_TIME="${FEDTRAIL_ANVIL_BLOCK_TIME:-1}"
+    export FEDTRAIL_ANVIL_MINING="${FEDTRAIL_ANVIL_MINING:-interval}"
+    export FEDTRAIL_IPFS_LOGFILE="$DIR/logs/ipfs.log"
+    RPC="http://127.0.0.1:$FEDTRAIL_ANVIL_PORT"
+    STORE="ipfs:/ip4/127.0.0.1/tcp/$FEDTRAIL_IPFS_PORT/http"
+    DEPLOYMENT="$DIR/deployment.json"
+}
+
+fed_start_daemons() {
+    "$ROOT/scripts/anvil.sh" start
+    "$ROOT/scripts/ipfs_daemon.sh" start
+}
+
+fed_stop_daemons() {
+    "$ROOT/scripts/ipfs_daemon.sh" stop >/dev/null 2>&1 || true
+    "$ROOT/scripts/anvil.sh" stop >/dev/null 2>&1 || true
+}
+
+fed_deploy() {
+    "$FEDTRAIL" chain deploy --rpc-url "$RPC" --dev-account 0 --out "$DEPLOYMENT" "$@"
+}
+
+fed_create_sites() {
+    local sites="$1" data="$2" compression="$3"
+    shift 3
+    # Each site trains on a shard of the data's training split, so no site can claim more
+    # samples than the whole split: the cap the coordinator registers.
+    local max_samples i name folder address
+    max_samples=$("$PY" -c 'import sys; from fedtrail.ml.catalog import load_source; print(len(load_source(sys.argv[1]).train))' "$data")
+    for i in $(seq 0 $((sites - 1))); do
+        name="${SITE_NAMES[$i]}"
+        folder="$DIR/$name"
+        FEDTRAIL_PASSPHRASE="testnet-$name" "$FEDTRAIL" node init "$folder" --name "$name" \
+            --rpc-url "$RPC" --deployment "$DEPLOYMENT" --store "$STORE" --shard "$i/$sites" \
+            --partition dirichlet --compression "$compression" --data "$data" "$@" --fast-kdf \
+            >"$DIR/logs/$name.init.log"
+        address=$("$PY" -c 'import json,sys; print("0x"+json.load(open(sys.argv[1]))["address"])' "$folder/keystore.json")
+        "$FEDTRAIL" node register "$address" --name "$name" --max-samples "$max_samples" --fund 10 \
+            --rpc-url "$RPC" --deployment "$DEPLOYMENT" --dev-account 0
+    done
+}
