@@ -22,7 +22,7 @@
 # machines uses TLS and SuperNode authentication:
 #   flower-superlink --ssl-ca-certfile ca.crt --ssl-certfile server.pem --ssl-keyfile server.key
 #       --enable-supernode-auth --disable-runtime-dependency-installation
-#   flwr supernode register <public key>     (per site, by the federation's operator)
+#   flwr supernode register <site public key> <connection>   (per site, by the operator)
 #   flower-supernode --superlink HOST:PORT --root-certificates ca.crt
 #       --auth-supernode-private-key site_key --node-config 'config="/srv/site/config.toml"'
 #   and in $FLWR_HOME/config.toml: [superlink.NAME] address = "HOST:PORT",

@@ -40,26 +40,10 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$SITES" =~ ^[0-9]+$ && "$SITES" -ge 1 && "$SITES" -le 8 ]] || { echo "--sites must be 1..8" >&2; exit 2; }
 
-PY="$ROOT/.venv/bin/python"
-FEDTRAIL="$ROOT/.venv/bin/fedtrail"
-[[ -x "$FEDTRAIL" ]] || { echo "run 'make install' first" >&2; exit 2; }
 DIR="${DIR:-$(mktemp -d "${TMPDIR:-/tmp}/fedtrail-testnet.XXXXXX")}"
-mkdir -p "$DIR/logs"
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-export FEDTRAIL_ANVIL_PORT="${FEDTRAIL_ANVIL_PORT:-$(free_port)}" FEDTRAIL_ANVIL_DIR="$DIR/anvil"
-export FEDTRAIL_IPFS_PORT="${FEDTRAIL_IPFS_PORT:-$(free_port)}" IPFS_PATH="$DIR/ipfs"
-# A block every second (scripts/anvil.sh's default FEDTRAIL_ANVIL_BLOCK_TIME=1), and each
-# transaction waits for the next one, as on a real chain: the commit and reveal deadlines are
-# chain time, and an idle automining Anvil mines nothing, so its latest block's clock stands
-# still. Transactions are checked against the pending block's timestamp; the demo still keeps a
-# real chain's steady clock (untested without it).
-export FEDTRAIL_ANVIL_BLOCK_TIME="${FEDTRAIL_ANVIL_BLOCK_TIME:-1}"
-export FEDTRAIL_ANVIL_MINING="${FEDTRAIL_ANVIL_MINING:-interval}"
-export FEDTRAIL_IPFS_LOGFILE="$DIR/logs/ipfs.log"
-RPC="http://127.0.0.1:$FEDTRAIL_ANVIL_PORT"
-STORE="ipfs:/ip4/127.0.0.1/tcp/$FEDTRAIL_IPFS_PORT/http"
-DEPLOYMENT="$DIR/deployment.json"
+# shellcheck source=scripts/federation_lib.sh
+source "$ROOT/scripts/federation_lib.sh"
+fed_env
 PIDS=()
 
 cleanup() {
@@ -67,8 +51,7 @@ cleanup() {
     trap - EXIT INT TERM
     for pid in "${PIDS[@]:-}"; do [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]:-}"; do [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true; done
-    "$ROOT/scripts/ipfs_daemon.sh" stop >/dev/null 2>&1 || true
-    "$ROOT/scripts/anvil.sh" stop >/dev/null 2>&1 || true
+    fed_stop_daemons
     echo "testnet: stopped everything; logs in $DIR/logs"
     exit "$code"
 }
@@ -78,32 +61,17 @@ trap 'exit 130' INT TERM
 step() { printf '\n== %s\n' "$*"; }
 
 step "local chain and content store (loopback only)"
-"$ROOT/scripts/anvil.sh" start
-"$ROOT/scripts/ipfs_daemon.sh" start
+fed_start_daemons
 
 step "deploy the FederationLedger"
-"$FEDTRAIL" chain deploy --rpc-url "$RPC" --dev-account 0 --out "$DEPLOYMENT"
+fed_deploy
 
 step "create $SITES site nodes (encrypted keystores) and register them"
-# Each site trains on a shard of the data's training split, so no site can claim more samples
-# than the whole split: the cap the coordinator registers.
-MAX_SAMPLES=$("$PY" -c 'import sys; from fedtrail.ml.catalog import load_source; print(len(load_source(sys.argv[1]).train))' "$DATA")
-NAMES=(hospital-A hospital-B hospital-C hospital-D hospital-E hospital-F hospital-G hospital-H)
-for i in $(seq 0 $((SITES - 1))); do
-    name="${NAMES[$i]}"
-    folder="$DIR/$name"
-    export FEDTRAIL_PASSPHRASE="testnet-$name"
-    "$FEDTRAIL" node init "$folder" --name "$name" --rpc-url "$RPC" --deployment "$DEPLOYMENT" \
-        --store "$STORE" --shard "$i/$SITES" --partition dirichlet --compression "$COMPRESSION" \
-        --data "$DATA" ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"} --fast-kdf >"$DIR/logs/$name.init.log"
-    address=$("$PY" -c 'import json,sys; print("0x"+json.load(open(sys.argv[1]))["address"])' "$folder/keystore.json")
-    "$FEDTRAIL" node register "$address" --name "$name" --max-samples "$MAX_SAMPLES" --fund 10 \
-        --rpc-url "$RPC" --deployment "$DEPLOYMENT" --dev-account 0
-done
+fed_create_sites "$SITES" "$DATA" "$COMPRESSION" ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"}
 
 step "start $SITES site daemons and the aggregator ($ROUNDS rounds)"
 for i in $(seq 0 $((SITES - 1))); do
-    name="${NAMES[$i]}"
+    name="${SITE_NAMES[$i]}"
     FEDTRAIL_PASSPHRASE="testnet-$name" "$FEDTRAIL" node run "$DIR/$name" --threads 1 \
         >"$DIR/logs/$name.log" 2>&1 &
     PIDS+=($!)
