@@ -6,7 +6,7 @@ federation without DP has no panel."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from tests.auditor.report.federation import (
     new_federation,
     put,
 )
+from tests.auditor.report.test_browser import _chromium, _console_problems
 
 pytestmark = pytest.mark.anvil
 
@@ -95,10 +96,22 @@ def _round(
     return finalize(fed, r, start, None)
 
 
-def test_the_report_shows_each_sites_budget_spend_and_dp_parameters(
-    anvil_url: str, tmp_path: Path
-) -> None:
-    fed = new_federation(tmp_path, anvil_url)
+@dataclass(frozen=True)
+class Pages:
+    """The DP federation's report after round 1 (honest) and after round 2 (site a declares
+    one micro-epsilon less than its DP parameters spend)."""
+
+    fed: Fed
+    after_round1: Path
+    after_round2: Path
+    e1: int
+    e2: int
+
+
+@pytest.fixture(scope="module")
+def pages(anvil_url: str, tmp_path_factory: pytest.TempPathFactory) -> Pages:
+    tmp = tmp_path_factory.mktemp("dp-report")
+    fed = new_federation(tmp, anvil_url)
     model = initial(fed)
     a, b, _ = fed.sites
     fed.ledger.set_privacy_budget(fed.coordinator, a.address, BUDGET)
@@ -107,10 +120,23 @@ def test_the_report_shows_each_sites_budget_spend_and_dp_parameters(
     assert e1 != e2
     # round 1 honest: a and b private, the third site plain (no budget, no DP)
     model = _round(fed, model, [(P1, e1), (P2, e2), (None, 0)], seed=1)
-    page = write_report(fed.ledger, fed.store, tmp_path / "r1").read_text(encoding="utf-8")
-    assert '<section id="privacy">' in page and '<a href="#privacy">Privacy</a>' in page
+    first = write_report(fed.ledger, fed.store, tmp / "r1")
+    _round(fed, model, [(P1, e1 - 1), (P2, e2), (None, 0)], seed=2)
+    second = write_report(fed.ledger, fed.store, tmp / "r2")
+    return Pages(fed, first, second, e1, e2)
+
+
+def _panel(path: Path) -> str:
+    page = path.read_text(encoding="utf-8")
     panel = page[page.index('<section id="privacy">') :]
-    panel = panel[: panel.index("</section>")]
+    return panel[: panel.index("</section>")]
+
+
+def test_the_report_shows_each_sites_budget_spend_and_dp_parameters(pages: Pages) -> None:
+    e1 = pages.e1
+    page = pages.after_round1.read_text(encoding="utf-8")
+    assert '<a href="#privacy">Privacy</a>' in page
+    panel = _panel(pages.after_round1)
     assert '<span class="badge pass">PASS</span> every declared spend agrees' in panel
     # the budget and each declared (and cumulative) spend, exact micro-epsilon in the tooltip
     assert f'<span title="{BUDGET} micro-epsilon">30.000000</span>' in panel
@@ -125,17 +151,32 @@ def test_the_report_shows_each_sites_budget_spend_and_dp_parameters(
     composed = epsilon_composed([P1])
     assert f"<td class=num>{composed:.3f}</td>" in panel
 
-    # round 2: a declares less than its DP parameters spend
-    _round(fed, model, [(P1, e1 - 1), (P2, e2), (None, 0)], seed=2)
-    page = write_report(fed.ledger, fed.store, tmp_path / "r2").read_text(encoding="utf-8")
-    panel = page[page.index('<section id="privacy">') :]
-    panel = panel[: panel.index("</section>")]
+
+def test_a_misreported_epsilon_fails_the_panel(pages: Pages) -> None:
+    e1, e2 = pages.e1, pages.e2
+    panel = _panel(pages.after_round2)
     assert '<span class="badge fail">FAIL</span>' in panel
     assert '<span class="reason bad">DIFFERS</span>' in panel
     assert f"its DP parameters spend {e1} micro-epsilon; declared {e1 - 1}" in panel
     # the cumulative spends on chain: a's after round 2, b's after both rounds
     assert f'<span title="{2 * e1 - 1} micro-epsilon">' in panel
     assert f'<span title="{2 * e2} micro-epsilon">' in panel
+
+
+@pytest.mark.browser
+def test_the_privacy_panel_renders_in_headless_chromium(pages: Pages, tmp_path: Path) -> None:
+    """Chromium parses the panel as written: both tables, every row, no console message."""
+    dom = _chromium(["--dump-dom", pages.after_round2.resolve().as_uri()], tmp_path / "profile")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert not _console_problems(dom.stderr), _console_problems(dom.stderr)
+    panel = dom.stdout[dom.stdout.index('<section id="privacy">') :]
+    panel = panel[: panel.index("</section>")]
+    assert panel.count("<table>") == 2
+    assert panel.count("<tr") == (1 + 3) + (1 + 6)  # headers, 3 sites, 2 rounds x 3 updates
+    # one failing row: a's round-2 update (its account itself agrees with its events)
+    assert panel.count('class="failrow"') == 1
+    row = panel[panel.index('class="failrow"') :]
+    assert "DIFFERS" in row[: row.index("</tr>")]
 
 
 def test_a_federation_without_dp_has_no_privacy_panel(report: tuple[Path, str]) -> None:
