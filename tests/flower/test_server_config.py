@@ -1,0 +1,53 @@
+"""The ServerApp's settings come from Flower's run config: the app's defaults parse, unknown keys
+and wrong types are refused (a typo must not silently fall back to a default)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fedtrail.errors import ConfigError
+from fedtrail.flower.server_app import ServerConfig
+
+APP = Path(__file__).resolve().parents[2] / "fedtrail" / "flower" / "app" / "pyproject.toml"
+
+
+def _defaults() -> dict[str, object]:
+    doc = tomllib.loads(APP.read_text(encoding="utf-8"))
+    return dict(doc["tool"]["flwr"]["app"]["config"])
+
+
+def test_the_app_config_names_every_setting_with_its_default() -> None:
+    run = _defaults() | {"deployment": "d.json", "aggregator-keystore": "k.json"}
+    cfg = ServerConfig.from_run_config(run)
+    assert cfg == ServerConfig(deployment="d.json", aggregator_keystore="k.json")
+    assert set(run) == {f.replace("_", "-") for f in ServerConfig.__dataclass_fields__}
+
+
+def test_the_app_config_alone_names_no_ledger() -> None:
+    with pytest.raises(ConfigError, match="deployment"):
+        ServerConfig.from_run_config(_defaults())
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("round-secnds", 30, "unknown run config"),
+        ("round-seconds", "30", "must be a int"),
+        ("explain", 1, "must be a bool"),
+        ("num-server-rounds", True, "must be a int"),
+        ("num-server-rounds", 0, "at least 1"),
+        ("min-nodes", 0, "min-nodes"),
+    ],
+)
+def test_bad_run_config_is_refused(key: str, value: object, message: str) -> None:
+    run = {"deployment": "d.json", "aggregator-keystore": "k.json", key: value}
+    with pytest.raises(ConfigError, match=message):
+        ServerConfig.from_run_config(run)
+
+
+def test_an_integer_is_taken_where_seconds_may_be_fractional() -> None:
+    run = {"deployment": "d.json", "aggregator-keystore": "k.json", "grace-seconds": 5}
+    assert ServerConfig.from_run_config(run).grace_seconds == 5.0
