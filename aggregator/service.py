@@ -70,6 +70,7 @@ from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_model, decode_update, encode_model
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation import (
+    LARGE_GAMES,
     METRICS,
     Candidate,
     Combiner,
@@ -105,6 +106,10 @@ class AggregatorSettings:
     chained through the round logs; False: each round scored on its own."""
     combiner: Combiner | None = None
     """The valuation's thresholds; None: ``default_combiner(standing)``."""
+    large_game: str | None = "linear_shapley"
+    """The game played instead of Monte-Carlo Shapley when more than ``LARGE_GAME_SITES`` (10)
+    updates pass the screening (:data:`fedtrail.valuation.LARGE_GAMES`; written into the round
+    terms with a loss metric only); None: Monte-Carlo Shapley at every size."""
     round_seconds: int = 600
     """The commit window of each round (chain seconds; at least the ledger's minimum)."""
     reveal_seconds: int = 120
@@ -152,6 +157,10 @@ class AggregatorSettings:
             )
         if self.metric not in METRICS:
             raise ConfigError(f"metric must be one of {METRICS}, not {self.metric!r}")
+        if self.large_game is not None and self.large_game not in LARGE_GAMES:
+            raise ConfigError(
+                f"large_game must be one of {tuple(LARGE_GAMES)} or None, not {self.large_game!r}"
+            )
         if self.round_seconds < 1 or self.reveal_seconds < 1 or self.poll_interval <= 0:
             raise ConfigError("round_seconds, reveal_seconds and poll_interval must be positive")
 
@@ -349,6 +358,8 @@ class AggregatorService:
                 explanation_check=self.settings.explanation_check,
                 standing=self.settings.standing,
                 combiner=asdict(self._combiner()),
+                # the linearised game needs a gradient: none for the AUC
+                large_game=self.settings.large_game if self.settings.metric != "auc" else None,
             ).to_json(),
             model_spec=self.spec.to_json(),
             spec_hash=self.spec.spec_hash(),
@@ -571,6 +582,7 @@ class AggregatorService:
             explanation_check=bool(valuation.explanation_check),
             combiner=combiner_from(valuation),
             history=None if carried is None else carried.history,
+            large_game=valuation.large_game,
         )
         return report, None if carried is None else standing_of(carried, report)
 

@@ -646,6 +646,7 @@ def _check_scores(
             explanation_check=bool(settings.explanation_check),
             combiner=combiner_from(settings),
             history=None if carried is None else carried.history,
+            large_game=settings.large_game,
         )
         recomputed = report.sites
     except (FedtrailError, KeyError, TypeError, ValueError) as exc:

@@ -175,7 +175,9 @@ class ValuationSettings:
     re-ran valuations; they are written only when set. ``standing`` True: scores from the values
     accumulated across rounds (the log's :class:`Standing` block), demote-only; absent or False:
     each round scored on its own. ``combiner``: the valuation's thresholds (the fields of
-    ``fedtrail.valuation.Combiner``); absent: that class's defaults.
+    ``fedtrail.valuation.Combiner``); absent: that class's defaults. ``large_game``: the game
+    played instead of Monte-Carlo Shapley when more than ``LARGE_GAME_SITES`` updates pass the
+    screening (``fedtrail.valuation.LARGE_GAMES``); absent: Monte-Carlo Shapley at every size.
     """
 
     method: str
@@ -184,6 +186,7 @@ class ValuationSettings:
     explanation_check: bool | None = None
     standing: bool | None = None
     combiner: Mapping[str, float] | None = None
+    large_game: str | None = None
 
     _FIELDS: ClassVar[tuple[str, ...]] = (
         "method",
@@ -192,6 +195,7 @@ class ValuationSettings:
         "explanation_check",
         "standing",
         "combiner",
+        "large_game",
     )
 
     def to_json(self) -> dict[str, Any]:
@@ -204,6 +208,8 @@ class ValuationSettings:
             doc["standing"] = self.standing
         if self.combiner is not None:
             doc["combiner"] = dict(self.combiner)
+        if self.large_game is not None:
+            doc["large_game"] = self.large_game
         return doc
 
     @classmethod
@@ -233,6 +239,9 @@ class ValuationSettings:
             explanation_check=doc.get("explanation_check"),
             standing=doc.get("standing"),
             combiner=combiner,
+            large_game=None
+            if doc.get("large_game") is None
+            else _str(doc["large_game"], f"{where}/large_game"),
         )
 
 

@@ -28,11 +28,13 @@ from fedtrail.valuation.explanation import ExplanationScorer, SiteExplanationShi
 from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.loo import leave_one_out
 from fedtrail.valuation.robust import RobustStats, robust_statistics
-from fedtrail.valuation.round import GAMES, METHODS, value_round
+from fedtrail.valuation.round import GAMES, LARGE_GAMES, METHODS, value_round
 from fedtrail.valuation.shapley import (
     AUTO_EXACT_SITES,
+    LARGE_GAME_SITES,
     MAX_EXACT_SITES,
     exact_shapley,
+    linear_shapley,
     mc_shapley,
 )
 from fedtrail.valuation.standing import (
@@ -48,6 +50,8 @@ __all__ = [
     "AUTO_EXACT_SITES",
     "GAMES",
     "HISTORY_COMBINER",
+    "LARGE_GAMES",
+    "LARGE_GAME_SITES",
     "MAX_EXACT_SITES",
     "METHODS",
     "METRICS",
@@ -73,6 +77,7 @@ __all__ = [
     "exact_shapley",
     "free_riders",
     "leave_one_out",
+    "linear_shapley",
     "mc_shapley",
     "normalised_values",
     "robust_statistics",

@@ -56,7 +56,7 @@ import torch
 
 from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset
-from fedtrail.ml.models import ModelSpec
+from fedtrail.ml.models import Classifier, ModelSpec
 from fedtrail.ml.shortcuts import add_marker
 from fedtrail.protocol.codes import Reason
 from fedtrail.valuation.base import METRICS, Candidate, Metric, Utility, ValuationContext, usable
@@ -65,11 +65,17 @@ from fedtrail.valuation.explanation import ExplanationScorer
 from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.loo import leave_one_out
 from fedtrail.valuation.robust import robust_statistics, without_statistics
-from fedtrail.valuation.shapley import AUTO_EXACT_SITES, exact_shapley, mc_shapley
+from fedtrail.valuation.shapley import (
+    AUTO_EXACT_SITES,
+    LARGE_GAME_SITES,
+    exact_shapley,
+    linear_shapley,
+    mc_shapley,
+)
 from fedtrail.valuation.standing import History, accumulate, normalised_values
 from fedtrail.valuation.utility import CoalitionUtility, GameValues
 
-__all__ = ["EXPLANATION_PROBES", "GAMES", "METHODS", "Game", "value_round"]
+__all__ = ["EXPLANATION_PROBES", "GAMES", "LARGE_GAMES", "METHODS", "Game", "value_round"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +102,38 @@ GAMES: Final[Mapping[str, Game]] = MappingProxyType(
 
 METHODS: Final[tuple[str, ...]] = tuple(GAMES)
 
+
+def _linear(utility: CoalitionUtility, seed: int) -> GameValues:
+    players = utility.players
+    slopes = utility.slopes()
+    return linear_shapley(
+        players,
+        v_empty=utility(frozenset()),
+        v_full=utility(frozenset(players)),
+        slopes=[slopes[p] for p in players],
+        samples=[utility.samples(p) for p in players],
+        seed=seed,
+    )
+
+
+LARGE_GAMES: Final[Mapping[str, Callable[[CoalitionUtility, int], GameValues]]] = MappingProxyType(
+    {"linear_shapley": _linear}
+)
+"""A round's ``large_game`` setting -> the game played instead of ``"mc_shapley"`` when more
+than :data:`~fedtrail.valuation.shapley.LARGE_GAME_SITES` updates pass the screening (None, as
+in every log written before it existed: ``"mc_shapley"`` at every size). Needs a loss metric."""
+
+
+def _play(method: str, large_game: str | None, utility: CoalitionUtility, seed: int) -> GameValues:
+    """The round's game: ``method``'s, or ``large_game``'s above LARGE_GAME_SITES players."""
+    if method == "shapley" and len(utility.players) > AUTO_EXACT_SITES:
+        method = "mc_shapley"
+    large = len(utility.players) > LARGE_GAME_SITES
+    if large_game is not None and method == "mc_shapley" and large:
+        return LARGE_GAMES[large_game](utility, seed)
+    return GAMES[method](utility.players, utility, seed)
+
+
 EXPLANATION_PROBES: Final = 32
 """Validation images (the first ones, tagged) the explanation check explains."""
 
@@ -112,6 +150,7 @@ def value_round(
     explanation_check: bool = False,
     combiner: Combiner | None = None,
     history: History | None = None,
+    large_game: str | None = None,
 ) -> RoundValuation:
     """Score every candidate of a round (see the module docstring): one
     :class:`~fedtrail.valuation.combine.SiteValuation` per candidate in ``report.sites``, in the
@@ -126,9 +165,17 @@ def value_round(
 
     ``history`` None keeps the per-round scoring (best site 1e6, others in proportion); with one,
     the scores come from the accumulated values (see the module docstring).
+
+    ``large_game`` (one of :data:`LARGE_GAMES`, or None) is the game played instead of
+    ``"mc_shapley"`` when more than :data:`~fedtrail.valuation.shapley.LARGE_GAME_SITES` updates
+    pass the screening; smaller rounds are valued the same either way.
     """
     if method not in GAMES:
         raise ConfigError(f"valuation method must be one of {METHODS}, got {method!r}")
+    if large_game is not None and large_game not in LARGE_GAMES:
+        raise ConfigError(f"large_game must be one of {tuple(LARGE_GAMES)}, got {large_game!r}")
+    if large_game is not None and metric == "auc":
+        raise ConfigError(f"large_game {large_game!r} needs a loss metric, not the AUC")
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
     comb = Combiner() if combiner is None else combiner
@@ -149,11 +196,11 @@ def value_round(
     if history is not None:
         if validation is None:
             raise ConfigError("valuation with a history needs a validation split")
-        return _settle(ctx, method, comb, history)
-    report = _value(ctx, method, comb)
+        return _settle(ctx, method, comb, history, large_game)
+    report = _value(ctx, method, comb, large_game)
     if validation is None or any_positive(report.sites):
         return report
-    fallback = _value(replace(ctx, validation=None), method, comb)
+    fallback = _value(replace(ctx, validation=None), method, comb, large_game)
     if not any_positive(fallback.sites):
         return report
     log.warning("no update improved the validation %s; data-free fallback", metric)
@@ -166,7 +213,9 @@ def value_round(
     )
 
 
-def _value(ctx: ValuationContext, method: str, comb: Combiner) -> RoundValuation:
+def _value(
+    ctx: ValuationContext, method: str, comb: Combiner, large_game: str | None
+) -> RoundValuation:
     """Steps 2-5 for one context (with or without a validation split)."""
     cands = _broken(ctx, _oversized(ctx, _prechecked(ctx, comb)))
     checked_ctx = replace(ctx, candidates=cands)
@@ -184,10 +233,8 @@ def _value(ctx: ValuationContext, method: str, comb: Combiner) -> RoundValuation
     if not passers:
         sites = comb.combine(cands, robust, {})
         return RoundValuation(sites=sites, method=None, combiner=comb)
-    if method == "shapley" and len(passers) > AUTO_EXACT_SITES:
-        method = "mc_shapley"
     utility = CoalitionUtility(checked_ctx, passers)
-    game = GAMES[method](utility.players, utility, ctx.seed)
+    game = _play(method, large_game, utility, ctx.seed)
     return RoundValuation(
         sites=comb.combine(cands, robust, game.values, method=game.method),
         method=game.method,
@@ -199,7 +246,13 @@ def _value(ctx: ValuationContext, method: str, comb: Combiner) -> RoundValuation
     )
 
 
-def _settle(ctx: ValuationContext, method: str, comb: Combiner, history: History) -> RoundValuation:
+def _settle(
+    ctx: ValuationContext,
+    method: str,
+    comb: Combiner,
+    history: History,
+    large_game: str | None,
+) -> RoundValuation:
     """The round with a history: free-riders out, the game, accumulated demote-only scores."""
     cands = _prechecked(ctx, comb)
     stats = ctx.spec.statistic_names()
@@ -243,10 +296,8 @@ def _settle(ctx: ValuationContext, method: str, comb: Combiner, history: History
     if not passers:
         sites = comb.settle(cands, robust, {}, previous, method=None)
         return RoundValuation(sites=sites, method=None, combiner=comb, accumulated=previous)
-    if method == "shapley" and len(passers) > AUTO_EXACT_SITES:
-        method = "mc_shapley"
     utility = CoalitionUtility(checked_ctx, passers)
-    game = GAMES[method](utility.players, utility, ctx.seed)
+    game = _play(method, large_game, utility, ctx.seed)
     normalised = None
     if not history.warm_up:
         normalised = normalised_values(game.values)
@@ -360,8 +411,11 @@ def _broken(ctx: ValuationContext, cands: list[Candidate]) -> list[Candidate]:
     if not ok:
         return cands
     utility = CoalitionUtility(replace(ctx, candidates=cands), ok)
+    x_bound = _input_bound(ctx.spec, ctx.validation)
     bad: dict[str, str] = {}
     for c in ok:
+        if c.delta is not None and _certainly_finite(ctx.spec, ctx.global_state, c.delta, x_bound):
+            continue  # the forward pass below could only find finite outputs
         rows = ~np.isfinite(utility.outputs(frozenset({c.site}))).all(axis=1)
         if rows.any():
             bad[c.site] = (
@@ -372,6 +426,59 @@ def _broken(ctx: ValuationContext, cands: list[Candidate]) -> list[Candidate]:
         replace(c, status=Reason.OUTLIER_NORM, detail=bad[c.site]) if c.site in bad else c
         for c in cands
     ]
+
+
+FINITE_BOUND: Final = 1e30
+"""Bound on every activation below which :func:`_certainly_finite` certifies a model: far below
+float32's largest value (3.4e38), so rounding in the float32 sums cannot reach it."""
+
+_SMALLCNN_LAYERS: Final = ("conv1", "conv2", "fc1", "fc2")
+
+
+def _input_bound(spec: ModelSpec, validation: ImageDataset) -> float:
+    """The largest absolute input value the network sees on ``validation`` (after its input
+    normalisation); infinite when it cannot be bounded (a non-finite image)."""
+    model = spec.build()
+    assert isinstance(model, Classifier)
+    with torch.inference_mode():
+        x = model.normalise(torch.tensor(validation.images))
+        bound = float(x.abs().max()) if x.numel() else 0.0
+    return bound if math.isfinite(bound) else math.inf
+
+
+def _certainly_finite(
+    spec: ModelSpec,
+    global_state: Mapping[str, torch.Tensor],
+    delta: Mapping[str, torch.Tensor],
+    x_bound: float,
+) -> bool:
+    """Whether the SmallCNN ``global_state + delta`` provably gives finite outputs on inputs
+    bounded by ``x_bound`` (False: not proven, e.g. another architecture; run the forward pass).
+
+    The weights are bounded by ``|global| + |delta|`` (the coalition model rounds their sum to
+    float32 once: a relative change of 6e-8, far inside the margin). Layer by layer, every
+    output of a convolution or dense layer is at most (its largest row L1 norm) x (the bound on
+    its inputs) + (its largest bias) in absolute value, and ReLU and max pooling never raise
+    the largest absolute value. When every bound stays below
+    :data:`FINITE_BOUND`, no float32 sum of the forward pass can overflow, so its outputs are
+    finite: the same verdict :func:`_broken`'s forward pass would reach, without running it
+    (one forward pass per update was most of a 100-site round's checks)."""
+    if spec.arch != "smallcnn" or not math.isfinite(x_bound):
+        return False
+    bound = x_bound
+    for layer in _SMALLCNN_LAYERS:
+        parts = []
+        for name in (f"{layer}.weight", f"{layer}.bias"):
+            if name not in global_state or name not in delta:
+                return False
+            g, d = global_state[name].detach(), delta[name].detach()
+            parts.append(g.to(torch.float64).abs() + d.to(torch.float64).abs())
+        w, b = parts
+        rows = w.reshape(w.shape[0], -1).sum(dim=1)
+        bound = float(rows.max()) * bound + float(b.max())
+        if not bound < FINITE_BOUND:  # also catches NaN
+            return False
+    return True
 
 
 def _fits(delta: Mapping[str, torch.Tensor], global_state: Mapping[str, torch.Tensor]) -> str:

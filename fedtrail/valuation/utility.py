@@ -138,6 +138,62 @@ class CoalitionUtility:
         load_federated(self._model, self.state(coalition))
         return predict_logits(self._model, self._validation)
 
+    def slopes(self, at: frozenset[str] | None = None) -> dict[str, float]:
+        """Each player's first-order effect on the utility at the coalition model of ``at``
+        (None: the grand coalition): ``g . delta_i``, where ``g`` is the gradient of the
+        utility with respect to the model's parameters there (running statistics, not parameters,
+        get no gradient). For ``"balanced_loss"`` the intercept is fitted first and then held
+        fixed: at the fitted optimum that is the gradient of the fitted loss (envelope
+        theorem). One forward and one backward pass in float32 (the loss in float64), in
+        batches of 256 images in dataset order: deterministic for a torch build and thread
+        count. ``"auc"`` has no gradient: ConfigError."""
+        assert self._validation is not None
+        if self._metric == "auc":
+            raise ConfigError("the AUC has no gradient: linearised values need a loss metric")
+        where = frozenset(self.players) if at is None else at
+        logits = uninformative_where_broken(self.outputs(where))  # loads the model
+        model = self._model
+        labels = np.array(self._validation.labels, dtype=np.int64)  # writable, for torch
+        k = logits.shape[1]
+        if self._metric == "balanced_loss":
+            try:
+                bias = np.asarray(fit_intercept(logits, labels).bias, dtype=np.float64)
+            except ValueError as exc:
+                raise ConfigError(f"cannot value on the validation split: {exc}") from exc
+            counts = np.bincount(labels, minlength=k).astype(np.float64)
+            weights = 1.0 / (int((counts > 0).sum()) * counts[labels])
+        else:
+            bias = np.zeros(k)
+            weights = np.full(labels.size, 1.0 / labels.size)
+        params = dict(model.named_parameters())
+        was_training = model.training
+        model.eval()
+        model.zero_grad(set_to_none=True)
+        try:
+            for start in range(0, labels.size, 256):
+                x = torch.tensor(self._validation.images[start : start + 256])
+                z = model(x).to(torch.float64) + torch.from_numpy(bias)
+                y = torch.from_numpy(labels[start : start + 256])
+                w = torch.from_numpy(weights[start : start + 256])
+                picked = torch.log_softmax(z, dim=1).gather(1, y[:, None])[:, 0]
+                torch.autograd.backward((w * picked).sum())  # d(utility) = d(-loss)
+        finally:
+            model.train(was_training)
+        parts = []
+        for name, shape in zip(self._stacked.names, self._stacked.shapes, strict=True):
+            g = params[name].grad if name in params else None
+            if g is None:  # a running statistic: no gradient
+                parts.append(np.zeros(int(np.prod(shape))))
+            else:
+                parts.append(g.detach().to(torch.float64).reshape(-1).numpy())
+        grad = np.concatenate(parts)
+        model.zero_grad(set_to_none=True)
+        return {p: float(np.dot(self._deltas[self._row[p]], grad)) for p in self.players}
+
+    def samples(self, player: str) -> int:
+        """The player's training sample count (its FedAvg weight)."""
+        return self._n[player]
+
     def __call__(self, coalition: frozenset[str]) -> float:
         assert self._validation is not None
         if self._metric == "balanced_loss":
