@@ -46,6 +46,9 @@ contract FederationLedger {
     /// @notice Why an update got its score. A score is positive exactly when the reason is Ok.
     /// `NotRevealed` names a commitment that was never revealed; such a site is not valued on
     /// chain (recordValuation lists revealed updates only), so the code is never posted here.
+    /// `Contradicted` (appended after `NotRevealed`, so every older code keeps its number): the
+    /// site signed a Flower reply that contradicts its on-chain submission; posted with score 0,
+    /// and the signed reply is the evidence in the round's explanation log.
     enum Reason {
         Ok,
         LowGain,
@@ -59,7 +62,8 @@ contract FederationLedger {
         LowQuality,
         FreeRider,
         ImplausibleSamples,
-        NotRevealed
+        NotRevealed,
+        Contradicted
     }
 
     /// @dev One storage slot: everything commit, reveal and the valuation checks read.
@@ -873,7 +877,7 @@ contract FederationLedger {
             uint32 score = scores[i];
             uint8 reason = reasons[i];
             if (score > SCORE_SCALE) revert FederationLedger__ScoreOutOfRange(site, score);
-            if (reason >= uint8(Reason.NotRevealed)) {
+            if (reason == uint8(Reason.NotRevealed) || reason > uint8(Reason.Contradicted)) {
                 revert FederationLedger__InvalidReason(site, reason);
             }
             if ((score > 0) != (reason == uint8(Reason.Ok))) {

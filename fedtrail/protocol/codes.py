@@ -38,7 +38,9 @@ class Reason(IntEnum):
     """Mirror of ``FederationLedger.Reason``: why an update got its score, posted on chain next
     to it. The contract refuses a score that disagrees with its reason: the score is positive
     exactly when the reason is OK. NOT_REVEALED is for logs only: a commitment never revealed
-    is not valued on chain at all."""
+    is not valued on chain at all. CONTRADICTED (after NOT_REVEALED, so the older numbers keep
+    their meaning) is posted only with signed evidence in the round's log
+    (:mod:`fedtrail.protocol.evidence`)."""
 
     OK = 0
     LOW_GAIN = 1
@@ -53,6 +55,7 @@ class Reason(IntEnum):
     FREE_RIDER = 10
     IMPLAUSIBLE_SAMPLES = 11
     NOT_REVEALED = 12
+    CONTRADICTED = 13
 
     @property
     def label(self) -> str:
@@ -96,4 +99,7 @@ _DESCRIPTIONS: dict[Reason, str] = {
     "is not weighted by it.",
     Reason.NOT_REVEALED: "The site committed to an update but never revealed it within the "
     "reveal window; it is not valued on chain.",
+    Reason.CONTRADICTED: "The site signed a Flower reply that contradicts its on-chain "
+    "submission (another CID, sha256 or sample count, or a reveal the chain does not hold); "
+    "the signed reply is in the round's log as evidence.",
 }

@@ -150,7 +150,9 @@ def test_front_running_a_pending_reveal_steals_nothing(anvil_url: str) -> None:
     ("score", "reason", "error", "args"),
     [
         (1_000_000, 255, "InvalidReason", {"reason": 255}),
-        (1, 13, "InvalidReason", {"reason": 13}),
+        (1, 14, "InvalidReason", {"reason": 14}),
+        (0, 14, "InvalidReason", {"reason": 14}),
+        (1, int(Reason.CONTRADICTED), "ScoreReasonMismatch", {"score": 1, "reason": 13}),
         (1, int(Reason.NOT_REVEALED), "ScoreReasonMismatch", None),
         (0, int(Reason.NOT_REVEALED), "InvalidReason", {"reason": 12}),
         (1, int(Reason.TAMPERED), "ScoreReasonMismatch", {"score": 1, "reason": 4}),
@@ -172,6 +174,19 @@ def test_a_reason_that_is_not_a_code_or_disagrees_with_the_score_is_refused(
         return
     with expect(InvalidValuation, error, site=sites[1], **args):
         fed.raw_valuation(r, sites, scores, reasons)
+
+
+def test_contradicted_is_posted_with_score_0(fed: Fed) -> None:
+    """CONTRADICTED (13, appended after NOT_REVEALED) is a code the contract accepts with a
+    zero score, and the site then gets no weight."""
+    r = fed.open()
+    fed.submit_all(r)
+    sites = by_address([s.address for s in fed.sites])
+    fed.raw_valuation(r, sites, [1, 0, 1], [0, int(Reason.CONTRADICTED), 0])
+    subs = {s.site: s for s in fed.ledger.get_submissions(r)}
+    assert subs[sites[1]].reason == Reason.CONTRADICTED == 13
+    assert subs[sites[1]].score == 0 and subs[sites[1]].weight == 0
+    assert subs[sites[0]].weight > 0
 
 
 # ------------------------------------------------------------------ point 7: the active set
