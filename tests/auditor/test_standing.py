@@ -117,6 +117,32 @@ def test_a_score_that_does_not_follow_the_standing_fails(three_rounds: Any) -> N
     assert "standing.scores" in bad and site[:10] in bad["standing.scores"]
 
 
+def test_a_score_not_weighted_for_a_tiny_norm_fails(three_rounds: Any) -> None:
+    """The scores follow the norms the log records too (Combiner.small_norm_ratio): a log whose
+    site had a norm of 1% of the median must show that site at a fifth of the full score, so
+    with the chain's full score standing.scores fails, naming it."""
+    fed = three_rounds
+    log = _log(fed, 3)
+    settings = ValuationSettings.from_json(log.settings.valuation.to_json())
+    subs = fed.ledger.get_submissions(3)
+    site = next(s.site for s in subs if s.reason == 0 and s.score == 1_000_000)
+    entry = log.site(site)
+    assert entry is not None and entry.components["robust_checked"] is True
+    median = entry.components["median_norm"]
+    assert isinstance(median, float) and median > 0
+    tiny = dataclasses.replace(entry, components={**entry.components, "norm": 0.01 * median})
+    forged = dataclasses.replace(log, sites=tuple(tiny if e.site == site else e for e in log.sites))
+    bad = {
+        n: d for n, ok, d in check_standing(fed.ledger, fed.store, forged, settings, subs) if not ok
+    }
+    assert "standing.scores" in bad and site[:10] in bad["standing.scores"]
+    assert "expected 200000" in bad["standing.scores"]
+    honest = {
+        n for n, ok, _ in check_standing(fed.ledger, fed.store, log, settings, subs) if not ok
+    }
+    assert "standing.scores" not in honest
+
+
 def test_made_up_normalised_values_fail_only_the_re_run(
     three_rounds: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, anvil_url: str
 ) -> None:
