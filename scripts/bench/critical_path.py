@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""The round's critical path, part by part, for 5, 10 and 100 sites, with each part's floor on
+this machine (issue 18).
+
+    python scripts/bench/critical_path.py [--sites 5 10 100] [--out .run/bench/critical_path.json]
+
+One round per size on a fresh federation on real Anvil + js-ipfs (``_daemons``), through the
+product's own code: sites encode their updates (``encode_update``), commit and reveal on chain
+and put the blobs on IPFS one after another from this process (as ``scripts/bench/scale.py``:
+each site sends a seeded variation of one real trained update, so training is not part of the
+figures), then the aggregator's ``AggregatorService.step`` values and finalizes the round.
+Every call is timed once, exclusively (time inside a nested timed call counts for the inner
+part only):
+
+- chain: every JSON-RPC request (the web3 provider's ``make_request``);
+- store: ``put``/``get`` of the IPFS store (sha256 checks included);
+- codec: ``encode_update``/``decode_update``/``encode_model``/``decode_model``;
+- valuation: the service's ``_valuate`` (``value_round``); heatmaps: ``_explanations``;
+- aggregation: ``aggregate`` + ``apply_delta``; metrics: the global model's evaluation;
+- idle/other: the rest of the round's wall time (Python glue, waiting, logging).
+
+Floors, measured in the same run: the Anvil JSON-RPC round trip (``eth_blockNumber``) and a
+signed transaction to its receipt; IPFS add and cat throughput (a 4 MiB blob); sha256
+throughput. Floor of chain = transactions x transaction time + one round trip (the reads,
+batched);
+store = bytes put / add rate + bytes got / cat rate; codec = bytes encoded or decoded / sha256
+rate (each byte is hashed at least once). Bars checked (exit 1 when one is missed): the chain +
+store + codec part of the 5-site round <= 2x its floor; valuation of the 100-site round <= 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from web3.providers.rpc import HTTPProvider  # noqa: E402
+
+import fedtrail.aggregator.service as service_mod  # noqa: E402
+import fedtrail.storage.codec as codec_mod  # noqa: E402
+from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
+from fedtrail.chain import advance_time, block_timestamp, connect, dev_account  # noqa: E402
+from fedtrail.ledger import Phase, commitment  # noqa: E402
+from fedtrail.ml.datasets import load_bundled  # noqa: E402
+from fedtrail.ml.models import ModelSpec  # noqa: E402
+from fedtrail.ml.training import TrainConfig, train_local  # noqa: E402
+from fedtrail.simulation.federation import SiteSetup, build_federation  # noqa: E402
+from fedtrail.storage.store import IpfsStore  # noqa: E402
+from scripts.bench._daemons import daemons  # noqa: E402
+
+PARTS = ("chain", "store", "codec", "valuation", "heatmaps", "aggregation", "metrics")
+FLOOR_RATIO_BAR = 2.0
+VALUATION_100_BAR = 5.0
+
+
+class Clock:
+    """Exclusive time per part: a nested timed call's time counts for the inner part only."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(PARTS, 0.0)
+        self.calls = dict.fromkeys(PARTS, 0)
+        self.bytes = {"put": 0, "got": 0, "codec": 0}
+        self._stack: list[list[float]] = []
+
+    def wrap(self, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            frame = [time.perf_counter(), 0.0]  # start, time spent in nested timed calls
+            self._stack.append(frame)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._stack.pop()
+                total = time.perf_counter() - frame[0]
+                self.seconds[part] += total - frame[1]
+                self.calls[part] += 1
+                if self._stack:
+                    self._stack[-1][1] += total
+
+        return timed
+
+    def reset(self) -> None:
+        self.seconds = dict.fromkeys(PARTS, 0.0)
+        self.calls = dict.fromkeys(PARTS, 0)
+        self.bytes = {"put": 0, "got": 0, "codec": 0}
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def floors(rpc: str, api: str) -> dict[str, float]:
+    w3 = connect(rpc)
+    rtt = _median_seconds(lambda: w3.eth.block_number, 30)
+    sender, to = dev_account(0), dev_account(1)
+
+    def transfer() -> None:
+        tx = {
+            "to": to.address,
+            "value": 1,
+            "gas": 21_000,
+            "gasPrice": w3.eth.gas_price,
+            "nonce": w3.eth.get_transaction_count(sender.address),
+            "chainId": w3.eth.chain_id,
+        }
+        signed = sender.sign_transaction(tx)
+        w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction))
+
+    tx_seconds = _median_seconds(transfer, 10)
+    store = IpfsStore(api)
+    blob = os.urandom(4 << 20)
+    puts = []
+    for i in range(5):
+        data = blob[:-8] + i.to_bytes(8, "big")  # a new blob each time: no dedup shortcut
+        t = time.perf_counter()
+        cid, sha = store.put(data), hashlib.sha256(data).hexdigest()
+        puts.append(time.perf_counter() - t)
+    got = _median_seconds(lambda: store.get(cid, sha), 5)
+    big = os.urandom(64 << 20)
+    sha_seconds = _median_seconds(lambda: hashlib.sha256(big).digest(), 3)
+    return {
+        "rpc_round_trip_s": rtt,
+        "transaction_s": tx_seconds,
+        "ipfs_add_mib_s": 4 / statistics.median(puts),
+        "ipfs_cat_mib_s": 4 / got,
+        "sha256_mib_s": 64 / sha_seconds,
+    }
+
+
+def one_round(rpc: str, api: str, n_sites: int, clock: Clock) -> dict[str, Any]:
+    w3 = connect(rpc)
+    requests = {"tx": 0, "other": 0}
+    make_request = HTTPProvider._make_request
+
+    def counted(self: HTTPProvider, method: Any, request_data: bytes) -> bytes:
+        requests["tx" if method == "eth_sendRawTransaction" else "other"] += 1
+        return make_request(self, method, request_data)
+
+    # every JSON-RPC request of every web3 instance (the ledger's, the sites')
+    HTTPProvider._make_request = clock.wrap("chain", counted)  # type: ignore[method-assign]
+    sites = [dev_account(1000 + i) for i in range(n_sites)]
+    splits = load_bundled()
+    spec = ModelSpec()
+    store = IpfsStore(api)
+    fed = build_federation(
+        w3=w3,
+        coordinator=dev_account(0),
+        sites=[
+            SiteSetup(account=s, name=f"site-{i:03d}", max_samples=100 + i)
+            for i, s in enumerate(sites)
+        ],
+        fund_wei=10**18,
+        store=store,
+        folder=Path(tempfile.mkdtemp()),
+        validation=splits.val,
+        settings=AggregatorSettings(),
+    )
+    ledger, service = fed.ledger, fed.service
+    r = service.open_next()
+    info = ledger.get_round(r)
+    global_state, _ = codec_mod.decode_model(
+        store.get(info.start_cid, info.start_sha256), spec=spec
+    )
+    base = train_local(
+        global_state,
+        splits.train.subset(
+            torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[
+                :400
+            ].numpy()
+        ),
+        spec=spec,
+        config=TrainConfig(epochs=1, seed=0),
+    ).delta
+    gen = torch.Generator().manual_seed(n_sites)
+    deltas = [
+        {k: v + 0.3 * v.std() * torch.randn(v.shape, generator=gen) for k, v in base.items()}
+        for _ in sites
+    ]
+    # time the round from here: instrument the store, the codec and the service's parts
+    put, get = store.put, store.get
+
+    def put_counted(blob: bytes) -> str:
+        clock.bytes["put"] += len(blob)
+        return put(blob)
+
+    def get_counted(cid: str, sha256: str) -> bytes:
+        blob = get(cid, sha256)
+        clock.bytes["got"] += len(blob)
+        return blob
+
+    store.put = clock.wrap("store", put_counted)  # type: ignore[method-assign]
+    store.get = clock.wrap("store", get_counted)  # type: ignore[method-assign]
+    saved: dict[str, Any] = {}
+    for name in ("decode_update", "decode_model", "encode_model"):
+        saved[name] = getattr(service_mod, name)
+        setattr(service_mod, name, clock.wrap("codec", saved[name]))
+    encode_update = clock.wrap("codec", codec_mod.encode_update)
+    for name, part in (("aggregate", "aggregation"), ("apply_delta", "aggregation")):
+        saved[name] = getattr(service_mod, name)
+        setattr(service_mod, name, clock.wrap(part, saved[name]))
+    service._valuate = clock.wrap("valuation", service._valuate)  # type: ignore[method-assign]
+    service._explanations = clock.wrap("heatmaps", service._explanations)  # type: ignore[method-assign]
+    service._evaluate = clock.wrap("metrics", service._evaluate)  # type: ignore[method-assign]
+    clock.reset()
+    requests.update(tx=0, other=0)
+    try:
+        t0 = time.perf_counter()
+        blobs = []
+        for i, (s, delta) in enumerate(zip(sites, deltas, strict=True)):
+            blob = encode_update(delta, spec=spec, round=r).blob
+            clock.bytes["codec"] += len(blob)
+            sha = hashlib.sha256(blob).hexdigest()
+            ledger.commit_update(s, r, commitment(s.address, r, sha, 100 + i))
+            blobs.append((blob, sha))
+        now = block_timestamp(w3)
+        t_sites = time.perf_counter() - t0
+        advance_time(w3, info.commit_deadline - now + 1)  # not timed: the chain's clock moves
+        t1 = time.perf_counter()
+        for i, (s, (blob, sha)) in enumerate(zip(sites, blobs, strict=True)):
+            ledger.reveal_update(s, r, store.put(blob), sha, 100 + i)
+        service.step()  # value
+        if ledger.get_round(r).phase != Phase.VALUED:
+            raise SystemExit(f"round {r} was not valued")
+        service.step()  # finalize
+        wall = t_sites + time.perf_counter() - t1
+    finally:
+        for name, fn in saved.items():
+            setattr(service_mod, name, fn)
+        HTTPProvider._make_request = make_request  # type: ignore[method-assign]
+    if ledger.get_round(r).phase != Phase.FINALIZED:
+        raise SystemExit(f"round {r} was not finalized")
+    parts = dict(clock.seconds)
+    parts["idle/other"] = wall - sum(parts.values())
+    # decoded bytes: every update once and the start model (twice: value and finalize)
+    clock.bytes["codec"] += clock.bytes["got"]
+    return {
+        "sites": n_sites,
+        "wall_s": wall,
+        "parts_s": parts,
+        "calls": dict(clock.calls),
+        "transactions": requests["tx"],
+        "other_requests": requests["other"],
+        "bytes": dict(clock.bytes),
+    }
+
+
+def floor_of(row: dict[str, Any], f: dict[str, float]) -> dict[str, float]:
+    mib = 1 << 20
+    return {
+        # the transactions are the chain's irreducible part; reads could be batched into
+        # one round trip (counted as one)
+        "chain": row["transactions"] * f["transaction_s"] + f["rpc_round_trip_s"],
+        "store": row["bytes"]["put"] / mib / f["ipfs_add_mib_s"]
+        + row["bytes"]["got"] / mib / f["ipfs_cat_mib_s"],
+        "codec": row["bytes"]["codec"] / mib / f["sha256_mib_s"],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sites", type=int, nargs="+", default=[5, 10, 100])
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "critical_path.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    rows = []
+    clock = Clock()
+    with daemons() as (rpc, api):
+        f = floors(rpc, api)
+        print("floors: " + ", ".join(f"{k} {v:.4g}" for k, v in f.items()), flush=True)
+        for n in args.sites:
+            row = one_round(rpc, api, n, clock)
+            row["floor_s"] = floor_of(row, f)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    header = ["sites", "wall", *PARTS, "idle/other", "chain+store+codec (floor)"]
+    print("\n| " + " | ".join(header) + " |")
+    print("|" + "---:|" * len(header))
+    missed = []
+    for row in rows:
+        p, fl = row["parts_s"], row["floor_s"]
+        io = p["chain"] + p["store"] + p["codec"]
+        io_floor = fl["chain"] + fl["store"] + fl["codec"]
+        cells = [str(row["sites"]), f"{row['wall_s']:.2f}"]
+        cells += [f"{p[k]:.2f}" for k in (*PARTS, "idle/other")]
+        cells.append(f"{io:.2f} ({io_floor:.2f}, {io / io_floor:.1f}x)")
+        print("| " + " | ".join(cells) + " |")
+        if row["sites"] == 5 and io > FLOOR_RATIO_BAR * io_floor:
+            missed.append(f"5 sites: chain+store+codec {io:.2f} s > {FLOOR_RATIO_BAR}x floor")
+        if row["sites"] == 100 and p["valuation"] > VALUATION_100_BAR:
+            missed.append(f"100 sites: valuation {p['valuation']:.2f} s > {VALUATION_100_BAR} s")
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    print("bars: " + ("; ".join(missed) + " -> MISSED" if missed else "met"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"floors": f, "rounds": rows}, indent=2) + "\n")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
