@@ -29,7 +29,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,13 @@ from fedtrail.ml.task import Task, TaskMismatch
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
+from fedtrail.protocol.evidence import (
+    ChainUpdate,
+    Evidence,
+    InvalidEvidence,
+    SignedReply,
+    applicable,
+)
 from fedtrail.protocol.terms import InvalidTerms, Personalisation, PrivacyTerms, RoundTerms
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.canonical import check_canonical_update
@@ -584,7 +591,82 @@ class AggregatorService:
             history=None if carried is None else carried.history,
             large_game=valuation.large_game,
         )
-        return report, None if carried is None else standing_of(carried, report)
+        standing = None if carried is None else standing_of(carried, report)
+        return self._apply_evidence(round_id, report, pairs), standing
+
+    # ---------------------------------------------------------------- signed evidence
+
+    def _evidence_path(self, round_id: int) -> Path:
+        return self.folder / f"evidence-{round_id}.json"
+
+    def submit_evidence(self, round_id: int, replies: Sequence[SignedReply]) -> list[Evidence]:
+        """Hands the service the signed replies of ``round_id`` (the Flower ServerApp's, before
+        the round is valued) and returns those that are evidence against a site right now.
+
+        They are kept in ``evidence-<r>.json`` beside the valuation, so a restarted aggregator
+        values and logs the round the same way. Nothing here is trusted: at valuation only the
+        replies that :func:`fedtrail.protocol.evidence.applicable` accepts against the chain
+        (signed by the site, bound to this ledger and round, contradicting the site's revealed
+        update) zero a score. Refused once the round is no longer open (the chain's scores are
+        then fixed, and evidence handed later would make the log disagree with them).
+        """
+        phase = self.ledger.get_round(round_id).phase
+        if phase != Phase.OPEN:
+            raise ConfigError(
+                f"round {round_id} is {phase.label}: evidence is taken only before valuation"
+            )
+        kept = self._load_evidence(round_id)
+        seen = {r.signature for r in kept}
+        kept += [r for r in replies if r.signature and r.signature not in seen]
+        atomic_write(
+            self._evidence_path(round_id),
+            json.dumps([r.to_json() for r in kept], indent=1).encode(),
+        )
+        subs = [s for s in self.ledger.get_submissions(round_id) if s.revealed]
+        return self._evidence(round_id, subs)
+
+    def _load_evidence(self, round_id: int) -> list[SignedReply]:
+        path = self._evidence_path(round_id)
+        if not path.exists():
+            return []
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            return [SignedReply.from_json(d) for d in doc]
+        except (OSError, ValueError, TypeError, InvalidEvidence) as exc:
+            # never valued without it silently: a corrupt file stops the round here
+            raise FedtrailError(f"cannot read the round's evidence {path}: {exc}") from None
+
+    def _evidence(self, round_id: int, subs: Sequence[Submission]) -> list[Evidence]:
+        """The stored replies that are evidence against a site whose update ``subs`` holds."""
+        return applicable(
+            self._load_evidence(round_id),
+            chain_id=self.ledger.chain_id,
+            ledger=self.ledger.address,
+            round_id=round_id,
+            updates={
+                s.site: ChainUpdate(cid=s.cid, sha256=s.sha256, num_samples=s.num_samples)
+                for s in subs
+            },
+        )
+
+    def _apply_evidence(
+        self, round_id: int, report: RoundValuation, pairs: list[tuple[Submission, Candidate]]
+    ) -> RoundValuation:
+        """The documented override after ``value_round``: a site with signed evidence against
+        it gets score 0, reason CONTRADICTED, whatever its valuation said (the others keep
+        theirs; the standing, computed before, keeps the site's validation value)."""
+        found = {e.site.lower(): e for e in self._evidence(round_id, [s for s, _ in pairs])}
+        if not found:
+            return report
+        sites = [
+            replace(v, score=0, reason=Reason.CONTRADICTED, detail=found[v.site.lower()].detail)
+            if v.site.lower() in found
+            else v
+            for v in report.sites
+        ]
+        for e in found.values():
+            log.warning("round %d: site %s zeroed: %s", round_id, e.site, e.detail)
+        return replace(report, sites=sites)
 
     def _valuation_path(self, round_id: int) -> Path:
         return self.folder / f"valuation-{round_id}.json"
@@ -799,6 +881,7 @@ class AggregatorService:
             after=_metrics_record(after),
             explanations=explanations,
             standing=standing,
+            evidence=self._evidence(round_id, [s for s, _ in pairs]),
         )
 
     # ---------------------------------------------------------------- driving

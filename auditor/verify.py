@@ -19,7 +19,7 @@ import hashlib
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -44,6 +44,7 @@ from fedtrail.ml.models import ModelSpec, load_federated
 from fedtrail.ml.privacy import epsilon_spent
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
+from fedtrail.protocol.evidence import ChainUpdate, Evidence, applicable, evidence_problems
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro, to_micro
 from fedtrail.protocol.roundlog import (
     InvalidLog,
@@ -196,6 +197,7 @@ def verify_round(
             audit.add("log.schema", False, str(exc))
     if log is not None:
         _check_log(audit, log, info, subs, {site.address: site for site in ledger.get_sites()})
+    _check_evidence(audit, ledger, round_id, log, subs)
 
     # the terms committed at open, and the log's settings against them
     terms: RoundTerms | None = None
@@ -654,6 +656,16 @@ def _check_scores(
         return
     if carried is not None:
         audit.add(*compare_standing(log.standing, standing_of(carried, report), STANDING_TOLERANCE))
+    # the aggregator's documented override after the valuation: a site with valid signed
+    # evidence against it is scored 0, CONTRADICTED (evidence checked by _check_evidence)
+    zeroed = {
+        e.site.lower()
+        for e in _valid_evidence(log.ledger.chain_id, log.ledger.address, log.round, log, subs)
+    }
+    recomputed = [
+        replace(v, score=0, reason=Reason.CONTRADICTED) if v.site.lower() in zeroed else v
+        for v in recomputed
+    ]
     by_site = {v.site: v for v in recomputed}
     diffs = [abs(by_site[s.site].score - s.score) for s in subs]
     reasons_equal = all(int(by_site[s.site].reason) == s.reason for s in subs)
@@ -667,6 +679,106 @@ def _check_scores(
         + f", largest score difference {worst} (tolerance {tolerance}: floating-point "
         "evaluation may differ in the last bits across machines)",
     )
+
+
+def _updates(subs: list[Submission]) -> dict[str, ChainUpdate]:
+    return {
+        s.site: ChainUpdate(cid=s.cid, sha256=s.sha256, num_samples=s.num_samples)
+        for s in subs
+        if s.revealed
+    }
+
+
+def _valid_evidence(
+    chain_id: int, ledger: str, round_id: int, log: RoundLog | None, subs: list[Submission]
+) -> list[Evidence]:
+    """The log's evidence that holds against the chain: signed by the site it names, bound to
+    this chain, ledger and round, contradicting the site's revealed update."""
+    if log is None:
+        return []
+    return applicable(
+        [e.reply for e in log.evidence],
+        chain_id=chain_id,
+        ledger=ledger,
+        round_id=round_id,
+        updates=_updates(subs),
+    )
+
+
+def _check_evidence(
+    audit: RoundAudit,
+    ledger: Ledger,
+    round_id: int,
+    log: RoundLog | None,
+    subs: list[Submission],
+) -> None:
+    """Signed Flower replies (issue 15): every evidence entry in the log is the site's own
+    signed reply contradicting its on-chain update, and that site is scored 0 CONTRADICTED
+    (``evidence.signed``); every site scored CONTRADICTED on chain has such evidence in the log
+    (``evidence.contradicted``): an aggregator cannot zero a site with a fabricated lie.
+    Rounds with neither add no check."""
+    contradicted = [s for s in subs if s.reason == Reason.CONTRADICTED]
+    entries = log.evidence if log is not None else ()
+    if not entries and not contradicted:
+        return
+    updates = _updates(subs)
+    valid = {
+        e.site.lower(): e
+        for e in _valid_evidence(ledger.chain_id, ledger.address, round_id, log, subs)
+    }
+    by_site = {s.site.lower(): s for s in subs}
+    problems = []
+    seen: set[str] = set()
+    for i, e in enumerate(entries):
+        key = e.site.lower()
+        if key in seen:
+            problems.append(f"evidence/{i}: a second entry for {e.site[:10]}")
+            continue
+        seen.add(key)
+        site = next((k for k in updates if k.lower() == key), None)
+        if site is None:
+            problems.append(f"evidence/{i}: {e.site[:10]} has no revealed update this round")
+            continue
+        why = evidence_problems(
+            e.reply,
+            chain_id=ledger.chain_id,
+            ledger=ledger.address,
+            round_id=round_id,
+            site=site,
+            chain=updates[site],
+        )
+        if why:
+            problems.append(f"evidence/{i} ({e.site[:10]}): " + "; ".join(why))
+            continue
+        if e.contradicts != valid[key].contradicts:
+            problems.append(
+                f"evidence/{i} ({e.site[:10]}): contradicts {list(e.contradicts)}, "
+                f"the chain says {list(valid[key].contradicts)}"
+            )
+        sub = by_site[key]
+        if sub.score != 0 or sub.reason != Reason.CONTRADICTED:
+            problems.append(
+                f"evidence/{i} ({e.site[:10]}): scored {sub.score} reason {sub.reason} on "
+                "chain, not 0 CONTRADICTED"
+            )
+    if entries:
+        audit.add(
+            "evidence.signed",
+            not problems,
+            "; ".join(problems)
+            or f"{len(entries)} signed repl(ies) in the log: each recovers to its site, "
+            "contradicts the site's on-chain update, and the site is scored 0 CONTRADICTED",
+        )
+    unbacked = [s.site[:10] for s in contradicted if s.site.lower() not in valid]
+    if contradicted:
+        audit.add(
+            "evidence.contradicted",
+            not unbacked,
+            f"scored CONTRADICTED without valid signed evidence in the log: {', '.join(unbacked)}"
+            if unbacked
+            else f"{len(contradicted)} site(s) scored CONTRADICTED, each with its signed reply "
+            "in the log",
+        )
 
 
 def _standing_checks(

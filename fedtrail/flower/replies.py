@@ -1,23 +1,37 @@
 """What a site's ClientApp answers the ServerApp, and the check of that answer against the chain.
 
 A reply is a claim: "in round r, site S committed / revealed the update at CID c with sha256 h
-and n samples". Flower delivers it, but nothing in it is trusted: :func:`check_reply` compares
-every field with the site's on-chain submission, and the ServerApp acts only on the chain (the
-aggregator service reads submissions and weights from the ledger). A reply that differs is
-reported (logged, and written into the round's Flower report) and otherwise ignored, so a
-SuperNode that lies in its reply gains nothing: its weight is the one the chain's valuation
-gives its on-chain submission, or none when it submitted nothing.
+and n samples", signed with the site's own key (EIP-191 over
+:func:`fedtrail.protocol.evidence.reply_text`, bound to the chain, the ledger and the round).
+Flower delivers it, but nothing in it is trusted: :func:`check_reply` compares every field with
+the site's on-chain submission and recovers the signer, and the ServerApp acts only on the chain.
+
+- A reply whose signature does not recover to the site it names (unsigned, altered on the way,
+  or forged) is unattributable: reported and ignored, never held against the site.
+- A correctly signed reply that contradicts the site's revealed on-chain update is the site's
+  own lie: the ServerApp hands it to the aggregator service as evidence, the site's update that
+  round is scored 0 (``Reason.CONTRADICTED``) and the signed reply goes into the round's log,
+  where ``audit verify`` re-checks it. So a SuperNode that lies in its reply gets no weight.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from fedtrail.errors import FedtrailError
 from fedtrail.ledger import Ledger, Submission
+from fedtrail.protocol.evidence import (
+    ChainUpdate,
+    InvalidEvidence,
+    SignedReply,
+    contradictions,
+    recover_signer,
+    sign_reply,
+)
 
 PHASES = ("committed", "revealed", "none")
 """What a reply may claim: a commitment only (after the commit message), a revealed update
@@ -39,6 +53,8 @@ class SiteReply:
     sha256: str = ""
     num_samples: int = 0
     note: str = ""
+    signature: str = ""
+    """The site's EIP-191 signature over :meth:`signed` (hex; empty: unsigned)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.round, bool) or not isinstance(self.round, int) or self.round < 1:
@@ -51,7 +67,7 @@ class SiteReply:
         n = self.num_samples
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise InvalidReply(f"reply num_samples must be an integer >= 0, got {n!r}")
-        for name in ("cid", "sha256", "note"):
+        for name in ("cid", "sha256", "note", "signature"):
             if not isinstance(getattr(self, name), str):
                 raise InvalidReply(f"reply {name} must be a string")
 
@@ -67,7 +83,7 @@ class SiteReply:
             doc = dict(values)
         except (TypeError, ValueError) as exc:
             raise InvalidReply(f"reply is not a mapping: {exc}") from None
-        known = {"round", "site", "phase", "cid", "sha256", "num_samples", "note"}
+        known = {"round", "site", "phase", "cid", "sha256", "num_samples", "note", "signature"}
         unknown = sorted(set(doc) - known)
         if unknown:
             raise InvalidReply(f"reply has unknown fields {unknown}")
@@ -75,6 +91,33 @@ class SiteReply:
             return cls(**doc)
         except TypeError as exc:
             raise InvalidReply(f"reply is incomplete: {exc}") from None
+
+    def signed(self, *, chain_id: int, ledger: str) -> SignedReply:
+        """The statement the signature covers, bound to ``ledger`` on ``chain_id``; raises
+        :class:`InvalidReply` for fields the signed form cannot carry."""
+        try:
+            return SignedReply(
+                chain_id=chain_id,
+                ledger=ledger,
+                round=self.round,
+                phase=self.phase,
+                site=self.site,
+                cid=self.cid,
+                sha256=self.sha256,
+                num_samples=self.num_samples,
+                signature=self.signature,
+            )
+        except InvalidEvidence as exc:
+            raise InvalidReply(f"reply cannot be signed: {exc}") from None
+
+
+def sign(reply: SiteReply, account: LocalAccount, *, chain_id: int, ledger: str) -> SiteReply:
+    """``reply`` signed with the site's key (what the ClientApp sends)."""
+    try:
+        signed = sign_reply(account, reply.signed(chain_id=chain_id, ledger=ledger))
+    except InvalidEvidence as exc:
+        raise InvalidReply(str(exc)) from None
+    return replace(reply, signature=signed.signature)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +134,16 @@ class ReplyCheck:
     chain_num_samples: int
     chain_weight: int
     mismatches: tuple[str, ...]
+    signer: str = ""
+    """The address the signature recovers to (empty: unsigned or not a valid signature)."""
+    evidence: bool = False
+    """Signed by the site it names, and contradicting that site's revealed update: the site's
+    own lie, handed to the aggregator service (which re-checks it against the chain)."""
+
+    @property
+    def attributable(self) -> bool:
+        """The signature recovers to the site the reply names."""
+        return bool(self.signer) and self.signer == self.reply.site
 
     @property
     def truthful(self) -> bool:
@@ -100,6 +153,7 @@ class ReplyCheck:
         doc = asdict(self)
         doc["mismatches"] = list(self.mismatches)
         doc["truthful"] = self.truthful
+        doc["attributable"] = self.attributable
         return doc
 
 
@@ -139,6 +193,23 @@ def check_reply(ledger: Ledger, reply: SiteReply, *, round_id: int, sender: str)
         mismatches.insert(0, "round")
     if reply.site != Web3.to_checksum_address(sender):
         mismatches.insert(0, "site")
+    statement: SignedReply | None
+    try:
+        statement = reply.signed(chain_id=ledger.chain_id, ledger=ledger.address)
+    except InvalidReply:
+        statement = None
+    signer = (recover_signer(statement) if statement is not None else None) or ""
+    evidence = False
+    if statement is not None and signer == reply.site and reply.round == round_id:
+        own = sub if reply.site == Web3.to_checksum_address(sender) else None
+        if own is None:
+            own = ledger.get_submission(round_id, reply.site)
+        chain = (
+            ChainUpdate(cid=own.cid, sha256=own.sha256, num_samples=own.num_samples)
+            if own is not None and own.revealed
+            else None
+        )
+        evidence = bool(contradictions(statement, chain))
     return ReplyCheck(
         reply=reply,
         on_chain=sub is not None,
@@ -148,4 +219,6 @@ def check_reply(ledger: Ledger, reply: SiteReply, *, round_id: int, sender: str)
         chain_num_samples=sub.num_samples if sub else 0,
         chain_weight=sub.weight if sub else 0,
         mismatches=tuple(mismatches),
+        signer=signer,
+        evidence=evidence,
     )

@@ -3,9 +3,13 @@
     open the round on the ledger (the aggregator service, its own key)
     -> one "train" exchange: every site trains, encodes and commits on chain, waits for the
        chain's clock to pass the commit deadline, stores its update and reveals it, replies
-    -> check every reply against the chain (mismatches reported, never used)
-    -> the aggregator service values and finalizes the round from the chain alone
-       (``AggregatorService.run(until_round=r)``: what ``fedtrail aggregator run`` runs)
+    -> check every reply against the chain and its signature: an unattributable reply (its
+       signature does not recover to the site it names) is reported and ignored; a reply the
+       site signed that contradicts its revealed update is handed to the service as evidence
+       (``AggregatorService.submit_evidence``, kept with the service's state)
+    -> the aggregator service values and finalizes the round from the chain alone, except that
+       a site with signed evidence against it is scored 0 (``CONTRADICTED``) and the evidence is
+       written into the round's log (``AggregatorService.run(until_round=r)``)
 
 One exchange per round, not a commit exchange and a reveal exchange: the SuperNode starts a
 fresh ClientApp process for every message (flwr 1.42, subprocess isolation), and on a loaded
@@ -30,6 +34,7 @@ from fedtrail.chain import next_block_timestamp
 from fedtrail.flower.replies import InvalidReply, ReplyCheck, SiteReply, check_reply
 from fedtrail.fsutil import atomic_write
 from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.evidence import SignedReply
 
 log = logging.getLogger("fedtrail.flower.server")
 
@@ -60,6 +65,8 @@ class RoundReport:
     replies: list[dict[str, Any]] = field(default_factory=list)
     ignored: list[dict[str, Any]] = field(default_factory=list)
     weights: dict[str, int] = field(default_factory=dict)
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    """The signed replies the service accepted as evidence (the site's update scored 0)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +77,7 @@ class RoundReport:
             "replies": self.replies,
             "ignored": self.ignored,
             "weights": {k: str(v) for k, v in self.weights.items()},
+            "evidence": self.evidence,
         }
 
 
@@ -111,8 +119,9 @@ class LedgerRounds:
 
     def _check(
         self, round_id: int, got: list[Received], report: RoundReport
-    ) -> list[tuple[int, str, ReplyCheck]]:
+    ) -> tuple[list[tuple[int, str, ReplyCheck]], list[SignedReply]]:
         out: list[tuple[int, str, ReplyCheck]] = []
+        evidence: list[SignedReply] = []
         for rec in got:
             if rec.reply is None:
                 log.warning(
@@ -136,7 +145,36 @@ class LedgerRounds:
                 continue
             sender = self.sites.setdefault(rec.node_id, reply.site)
             check = check_reply(self.ledger, reply, round_id=round_id, sender=sender)
-            if not check.truthful:
+            if check.evidence:
+                log.warning(
+                    "round %d: site %s signed a reply (via SuperNode %d) that contradicts its "
+                    "on-chain submission in %s: evidence, its update will be scored 0",
+                    round_id,
+                    reply.site,
+                    rec.node_id,
+                    ", ".join(m for m in check.mismatches if m not in ("site", "round")),
+                )
+                evidence.append(
+                    reply.signed(chain_id=self.ledger.chain_id, ledger=self.ledger.address)
+                )
+            elif not check.truthful and not check.attributable:
+                log.warning(
+                    "round %d: SuperNode %d's reply for site %s is unattributable (its signature "
+                    "recovers to %s, not the site): ignored, never held against the site",
+                    round_id,
+                    rec.node_id,
+                    reply.site,
+                    check.signer or "nothing",
+                )
+                report.ignored.append(
+                    {
+                        "node_id": rec.node_id,
+                        "site": sender,
+                        "mismatches": list(check.mismatches),
+                        "unattributable": True,
+                    }
+                )
+            elif not check.truthful:
                 log.warning(
                     "round %d: SuperNode %d (site %s) replied %s, which differs from the chain "
                     "in %s; reply ignored (the chain holds cid %s, sha256 %s, %d samples)",
@@ -153,7 +191,7 @@ class LedgerRounds:
                     {"node_id": rec.node_id, "site": sender, "mismatches": list(check.mismatches)}
                 )
             out.append((rec.node_id, sender, check))
-        return out
+        return out, evidence
 
     def run_round(self) -> RoundReport:
         """Runs one ledger round to its end (finalized or cancelled) and reports it."""
@@ -170,8 +208,12 @@ class LedgerRounds:
                 "start-sha256": info.start_sha256,
             }
             got = self.exchange("train", request, wait + self.grace)
-            checks = self._check(round_id, got, report)
-        # Value and finalize from the chain alone: the replies above take no part.
+            checks, evidence = self._check(round_id, got, report)
+            if evidence and self.ledger.get_round(round_id).phase == Phase.OPEN:
+                accepted = self.service.submit_evidence(round_id, evidence)
+                report.evidence = [e.to_json() for e in accepted]
+        # Value and finalize from the chain; the only part the replies take is the signed
+        # evidence above, which the service re-checks against the chain.
         self.service.run(until_round=round_id)
         info = self.ledger.get_round(round_id)
         report.phase = info.phase.label

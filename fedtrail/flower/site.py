@@ -17,7 +17,7 @@ from pathlib import Path
 from fedtrail.chain import connect
 from fedtrail.cli.common import open_checked_store
 from fedtrail.errors import ConfigError, LedgerError, StoreError
-from fedtrail.flower.replies import SiteReply
+from fedtrail.flower.replies import SiteReply, sign
 from fedtrail.keys import PASSPHRASE_ENV, load_keystore
 from fedtrail.ledger import Ledger
 from fedtrail.node.config import load_node_config
@@ -101,7 +101,18 @@ def site_node(setup: SiteSetup) -> SiteNode:
         return node
 
 
+def sign_as(node: SiteNode, reply: SiteReply) -> SiteReply:
+    """``reply`` signed with the site's own key, bound to the node's ledger and chain."""
+    return sign(reply, node.account, chain_id=node.ledger.chain_id, ledger=node.ledger.address)
+
+
 def _reply(node: SiteNode, round_id: int, record: RoundRecord | None, note: str = "") -> SiteReply:
+    return sign_as(node, _unsigned(node, round_id, record, note))
+
+
+def _unsigned(
+    node: SiteNode, round_id: int, record: RoundRecord | None, note: str = ""
+) -> SiteReply:
     if record is None or record.phase == "skipped":
         why = note or (record.note if record is not None else "did not take part")
         return SiteReply(round=round_id, site=node.address, phase="none", note=why)
@@ -124,7 +135,9 @@ def answer(node: SiteNode, round_id: int, *, wait_seconds: float) -> SiteReply:
     commit before the commit deadline; once the chain's clock passes it, store the update and
     reveal it. The node retries for up to ``wait_seconds`` (the ServerApp sends the time left
     until the reveal deadline). The reply is the node's record of what it sent, which the
-    ServerApp checks against the chain anyway.
+    ServerApp checks against the chain anyway. The reply is signed with the site's key: what
+    it states is then the site's own statement, which the aggregator holds against it (score 0,
+    ``CONTRADICTED``) when it contradicts the chain.
     """
     give_up = time.monotonic() + max(wait_seconds, 0.0)
     while True:

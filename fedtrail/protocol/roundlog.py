@@ -26,11 +26,13 @@ import jsonschema
 
 from fedtrail.errors import FedtrailError
 from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.evidence import Evidence, InvalidEvidence
 from fedtrail.protocol.weights import WEIGHT_SCALE
 
 __all__ = [
     "FORMAT",
     "BlobRef",
+    "Evidence",
     "HeatmapRef",
     "InvalidLog",
     "LedgerRef",
@@ -734,6 +736,9 @@ class RoundLog:
     explanations: Mapping[str, Any] | None = None
     standing: Standing | None = None
     """Accumulated values (valuation with ``standing``); None for per-round valuation."""
+    evidence: tuple[Evidence, ...] = ()
+    """Signed replies contradicting the chain (Flower runs); written only when there are any,
+    so a log without them keeps the bytes (and hash) it always had."""
 
     @property
     def valuation_seed(self) -> int:
@@ -767,6 +772,8 @@ class RoundLog:
             doc["explanations"] = dict(self.explanations)
         if self.standing is not None:
             doc["standing"] = self.standing.to_json()
+        if self.evidence:
+            doc["evidence"] = [e.to_json() for e in self.evidence]
         return doc
 
     def to_bytes(self) -> bytes:
@@ -820,7 +827,18 @@ class RoundLog:
             summary=doc["summary"],
             explanations=dict(doc["explanations"]) if "explanations" in doc else None,
             standing=Standing.from_json(doc["standing"]) if "standing" in doc else None,
+            evidence=_evidence(doc.get("evidence", ())),
         )
+
+
+def _evidence(items: Any) -> tuple[Evidence, ...]:
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(Evidence.from_json(item))
+        except InvalidEvidence as exc:
+            raise InvalidLog(f"explanation log invalid at evidence/{i}: {exc}") from None
+    return tuple(out)
 
 
 def build_round_log(
@@ -837,6 +855,7 @@ def build_round_log(
     after: RoundMetrics,
     explanations: ModelExplanations | None = None,
     standing: Standing | None = None,
+    evidence: Sequence[Evidence] = (),
 ) -> RoundLog:
     """The log the aggregator writes at finalize: the included sites are those with on-chain
     weight > 0, in the given (aggregation) order, and the summary is derived from the rest."""
@@ -857,6 +876,7 @@ def build_round_log(
         ),
         explanations=None if explanations is None else explanations.to_json(),
         standing=standing,
+        evidence=tuple(evidence),
     )
 
 

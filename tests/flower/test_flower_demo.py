@@ -1,8 +1,9 @@
 """scripts/flower_demo.sh end to end on the real runtime: Anvil + IPFS, a Flower SuperLink and 3
 SuperNodes on 127.0.0.1, `flwr run` for 3 rounds, every round finalized on chain and `audit
 verify --all` passing. One SuperNode runs a ClientApp that lies in its Flower replies (another
-CID, ten times its samples; tests/flower/liar_app): the ServerApp reports the lie and the site
-gets only the weight the chain gives its on-chain submission."""
+CID, ten times its samples; tests/flower/liar_app) and signs the lie with the site's key: in
+every round it revealed, the signed lie is evidence, the site gets weight 0 with reason
+CONTRADICTED, the signed reply is in the round's log, and `audit verify --all` passes."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.anvil
 @pytest.mark.ipfs
 @pytest.mark.timeout(900)
-def test_flower_demo_finalizes_every_round_verifies_and_a_liar_gains_nothing(
+def test_flower_demo_finalizes_every_round_verifies_and_a_signed_liar_gets_no_weight(
     tmp_path: Path,
 ) -> None:
     env = {
@@ -69,6 +70,7 @@ def test_flower_demo_finalizes_every_round_verifies_and_a_liar_gains_nothing(
         for check in report["replies"]:
             site = check["reply"]["site"].lower().removeprefix("0x")
             assert check["chain_weight"] == weights.get("0x" + site, 0)
+            assert check["attributable"], check  # every reply is signed by its site
             if site != liar or check["reply"]["phase"] != "revealed":
                 assert check["truthful"], check
                 continue
@@ -76,7 +78,9 @@ def test_flower_demo_finalizes_every_round_verifies_and_a_liar_gains_nothing(
             assert check["mismatches"] == ["cid", "num_samples"]
             assert check["reply"]["cid"] == OTHER_CID
             assert check["reply"]["num_samples"] == 10 * check["chain_num_samples"]
-            assert check["chain_weight"] == weights["0x" + liar]
+            assert check["chain_weight"] == weights["0x" + liar] == 0
+            assert check["attributable"] and check["evidence"]
+            assert [e["reply"]["site"].lower() for e in report["evidence"]] == ["0x" + liar]
     # the liar was in time for at least one round, so its lie was made and caught
     assert lies >= 1, "the lying site never revealed in time"
     # Nothing Flower started outlives the script.

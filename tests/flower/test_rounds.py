@@ -1,6 +1,8 @@
 """The ServerApp's round driver (fedtrail.flower.rounds) on a real chain (the embedded one) with
-real nodes: a site whose reply lies (another CID, more samples) gains nothing, its weight is the
-chain's, and the lie is reported; a reply for a site with nothing on chain gets no weight."""
+real nodes. A site that signs a lying reply (another CID, more samples) gets weight 0 with reason
+CONTRADICTED, its signed reply is the evidence in the round's log and ``audit verify`` passes;
+the same lie unsigned (or altered on the way) is unattributable: reported, ignored, and the site
+keeps the chain's weight. A reply for a site with nothing on chain gets no weight."""
 
 from __future__ import annotations
 
@@ -14,15 +16,17 @@ import pytest
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.auditor.verify import verify_all
 from fedtrail.chain import advance_time, next_block_timestamp
+from fedtrail.flower.replies import SiteReply
 from fedtrail.flower.rounds import LedgerRounds, Received
-from fedtrail.flower.site import answer
+from fedtrail.flower.site import answer, sign_as
 from fedtrail.ledger import Ledger
 from fedtrail.ml.catalog import load_source
 from fedtrail.ml.datasets import partition_iid
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.config import DataConfig
 from fedtrail.node.daemon import CLOCK_SLACK
-from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.roundlog import RoundLog
 from fedtrail.protocol.weights import onchain_weights
 from fedtrail.simulation.federation import Federation, build_federation, make_sites
 from fedtrail.storage.store import LocalStore
@@ -63,7 +67,8 @@ def _close_commits(ledger: Ledger, round_id: int) -> None:
         advance_time(ledger.w3, deadline - now + 1 + CLOCK_SLACK)
 
 
-def test_a_lying_reply_gains_nothing_and_is_reported(embedded: ChainEnv, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signed", [True, False], ids=["signed-lie", "unsigned-lie"])
+def test_a_lying_reply_gains_nothing(embedded: ChainEnv, tmp_path: Path, signed: bool) -> None:
     fed = _federation(embedded, tmp_path)
     liar = fed.nodes[2]
     sent: list[dict[str, Any]] = []
@@ -84,6 +89,9 @@ def test_a_lying_reply_gains_nothing_and_is_reported(embedded: ChainEnv, tmp_pat
                 # another site's CID and ten times its samples: a bid for more weight
                 doc["cid"] = fed.ledger.get_submission(r, fed.nodes[0].address).cid  # type: ignore[union-attr]
                 doc["num_samples"] = doc["num_samples"] * 10
+                if signed:  # the site's own lie, under its own key
+                    lie = dict(doc, signature="")
+                    doc = sign_as(node, SiteReply.from_config(lie)).to_config()
             sent.append(doc)
             out.append(Received(node_id=100 + i, reply=doc))
         # a SuperNode answering for an account that is no site and submitted nothing
@@ -99,26 +107,46 @@ def test_a_lying_reply_gains_nothing_and_is_reported(embedded: ChainEnv, tmp_pat
     assert r == 1 and report.phase == Phase.FINALIZED.label
     subs = fed.ledger.get_submissions(r)
     by_site = {s.site: s for s in subs}
-    # The liar's weight is the chain's, from its on-chain sample count, not the reply's.
+    claimed = [s.num_samples * (10 if s.site == liar.address else 1) for s in subs]
+    checks = {d["node_id"]: d for d in report.replies}
+    assert checks[100]["truthful"] and checks[101]["truthful"] and checks[100]["attributable"]
+    assert checks[102]["mismatches"] == ["cid", "num_samples"]
+    assert checks[999]["mismatches"] == ["phase"] and checks[999]["chain_weight"] == 0
+    assert not checks[999]["attributable"]  # site 0's signature, another site named
+    assert embedded.outsider.address not in report.weights
     liar_sub = by_site[liar.address]
-    assert liar_sub.num_samples == len(liar.train) and liar_sub.weight > 0
+    assert liar_sub.num_samples == len(liar.train)
+    assert checks[102]["chain_num_samples"] == liar_sub.num_samples
     expected = onchain_weights([s.num_samples for s in subs], [s.score for s in subs])
     assert [s.weight for s in subs] == expected
     assert report.weights[liar.address] == liar_sub.weight
-    claimed = [s.num_samples * (10 if s.site == liar.address else 1) for s in subs]
-    assert onchain_weights(claimed, [s.score for s in subs]) != expected  # the lie would pay
-    # The lie is reported with the fields that differ, and the chain's record next to it.
-    checks = {d["node_id"]: d for d in report.replies}
-    assert checks[102]["mismatches"] == ["cid", "num_samples"]
-    assert checks[102]["chain_num_samples"] == liar_sub.num_samples
-    assert checks[102]["chain_weight"] == liar_sub.weight
-    assert checks[100]["truthful"] and checks[101]["truthful"]
-    assert checks[999]["mismatches"] == ["phase"] and checks[999]["chain_weight"] == 0
-    assert embedded.outsider.address not in report.weights
+    info = fed.ledger.get_round(r)
+    log = RoundLog.from_bytes(fed.store.get(info.log_cid, info.log_sha256))
     ignored = {d["node_id"]: d for d in report.ignored}
-    assert set(ignored) == {102, 999, 555}
+    if signed:
+        # the site's own signed lie is evidence: no weight, CONTRADICTED, evidence in the log
+        assert checks[102]["attributable"] and checks[102]["evidence"]
+        assert liar_sub.weight == 0 and liar_sub.score == 0
+        assert liar_sub.reason == Reason.CONTRADICTED
+        assert all(s.weight > 0 for s in subs if s.site != liar.address)
+        assert [e["reply"]["site"] for e in report.evidence] == [liar.address]
+        assert [e.site for e in log.evidence] == [liar.address]
+        assert log.evidence[0].contradicts == ("cid", "num_samples")
+        assert log.evidence[0].reply.num_samples == 10 * liar_sub.num_samples
+        entry = log.site(liar.address)
+        assert entry is not None and entry.reason == Reason.CONTRADICTED
+        assert set(ignored) == {999, 555}
+    else:
+        # unattributable: ignored and reported; the site keeps the chain's weight
+        assert not checks[102]["attributable"] and not checks[102]["evidence"]
+        assert liar_sub.weight > 0 and liar_sub.reason == Reason.OK
+        assert checks[102]["chain_weight"] == liar_sub.weight
+        assert onchain_weights(claimed, [s.score for s in subs]) != expected  # lie would pay
+        assert ignored[102]["unattributable"] and report.evidence == [] and log.evidence == ()
+        assert set(ignored) == {102, 999, 555}
     written = json.loads((tmp_path / "flower" / f"flower-round-{r}.json").read_text())
     assert written["replies"] == report.replies
     assert written["weights"][liar.address] == str(liar_sub.weight)
-    # The round the lie could not touch verifies from the chain and the store alone.
-    assert all(a.passed for a in verify_all(fed.ledger, fed.store))
+    # The round verifies from the chain and the store alone (signed evidence included).
+    audits = verify_all(fed.ledger, fed.store)
+    assert all(a.passed for a in audits), [c for a in audits for c in a.checks if not c.passed]
