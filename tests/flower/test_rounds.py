@@ -7,13 +7,15 @@ keeps the chain's weight. A reply for a site with nothing on chain gets no weigh
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fedtrail.aggregator.service import AggregatorSettings
+import fedtrail.aggregator.service as service_module
+from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
 from fedtrail.auditor.verify import verify_all
 from fedtrail.chain import advance_time, next_block_timestamp
 from fedtrail.flower.replies import SiteReply
@@ -26,6 +28,7 @@ from fedtrail.ml.training import TrainConfig
 from fedtrail.node.config import DataConfig
 from fedtrail.node.daemon import CLOCK_SLACK
 from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.evidence import ChainUpdate, Evidence, SignedReply, sign_reply
 from fedtrail.protocol.roundlog import RoundLog
 from fedtrail.protocol.weights import onchain_weights
 from fedtrail.simulation.federation import Federation, build_federation, make_sites
@@ -136,6 +139,21 @@ def test_a_lying_reply_gains_nothing(embedded: ChainEnv, tmp_path: Path, signed:
         entry = log.site(liar.address)
         assert entry is not None and entry.reason == Reason.CONTRADICTED
         assert set(ignored) == {999, 555}
+        # restart-safe: a fresh service on the same folder values the round the same way
+        svc = fed.service
+        fresh = AggregatorService(
+            ledger=fed.ledger,
+            store=fed.store,
+            account=svc.account,
+            validation=svc.validation,
+            settings=svc.settings,
+            folder=svc.folder,
+        )
+        pairs = fresh.candidates(r)
+        again, _ = fresh._valuate(r, fresh._model(info.start_cid, info.start_sha256), pairs)
+        by = {v.site: v for v in again.sites}
+        assert (by[liar.address].score, by[liar.address].reason) == (0, Reason.CONTRADICTED)
+        assert [(v.site, v.score) for v in again.sites] == [(s.site, s.score) for s in subs]
     else:
         # unattributable: ignored and reported; the site keeps the chain's weight
         assert not checks[102]["attributable"] and not checks[102]["evidence"]
@@ -148,5 +166,82 @@ def test_a_lying_reply_gains_nothing(embedded: ChainEnv, tmp_path: Path, signed:
     assert written["replies"] == report.replies
     assert written["weights"][liar.address] == str(liar_sub.weight)
     # The round verifies from the chain and the store alone (signed evidence included).
-    audits = verify_all(fed.ledger, fed.store)
+    # With the validation split the replayed valuation gets the same override (signed lie).
+    extra = {"validation": fed.service.validation} if signed else {}
+    audits = verify_all(fed.ledger, fed.store, **extra)
     assert all(a.passed for a in audits), [c for a in audits for c in a.checks if not c.passed]
+    names = {c.name for a in audits for c in a.checks}
+    if signed:
+        assert {"evidence.signed", "evidence.contradicted", "scores.recomputed"} <= names
+    else:
+        assert not names & {"evidence.signed", "evidence.contradicted"}
+
+
+def test_an_aggregator_cannot_zero_an_honest_site_with_a_forged_lie(
+    embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A "lie" the site never signed (unsigned, or signed by another key) is no evidence: the
+    service refuses it; an aggregator that zeroes the site on it anyway (its evidence check
+    patched out) finalizes, and audit verify fails naming evidence.signed and
+    evidence.contradicted."""
+    fed = _federation(embedded, tmp_path)
+    honest = fed.nodes[1]
+    refused: list[list[Evidence]] = []
+
+    def exchange(kind: str, request: Mapping[str, Any], timeout: float) -> list[Received]:
+        r = int(request["round"])
+        for node in fed.nodes:
+            answer(node, r, wait_seconds=0)
+        _close_commits(fed.ledger, r)
+        out = [
+            Received(node_id=100 + i, reply=answer(node, r, wait_seconds=0).to_config())
+            for i, node in enumerate(fed.nodes)
+        ]
+        sub = fed.ledger.get_submission(r, honest.address)
+        assert sub is not None
+        lie = SignedReply(
+            chain_id=fed.ledger.chain_id,
+            ledger=fed.ledger.address,
+            round=r,
+            phase="revealed",
+            site=honest.address,
+            cid=sub.cid,
+            sha256=sub.sha256,
+            num_samples=sub.num_samples * 10,
+        )
+        other = sign_reply(embedded.outsider, replace(lie, site=embedded.outsider.address))
+        forged = [lie, replace(lie, signature=other.signature)]
+        # what the real check accepts of them against the chain: nothing
+        refused.append(
+            original(
+                forged,
+                chain_id=fed.ledger.chain_id,
+                ledger=fed.ledger.address,
+                round_id=r,
+                updates={
+                    sub.site: ChainUpdate(
+                        cid=sub.cid, sha256=sub.sha256, num_samples=sub.num_samples
+                    )
+                },
+            )
+        )
+        fed.service.submit_evidence(r, forged)  # kept by the aggregator all the same
+        return out
+
+    def anything_goes(replies: Iterable[SignedReply], **_: Any) -> list[Evidence]:
+        return [Evidence(reply=rep, contradicts=("num_samples",)) for rep in list(replies)[:1]]
+
+    original = service_module.applicable
+    monkeypatch.setattr(service_module, "applicable", anything_goes)  # a lying aggregator
+    rounds = LedgerRounds(service=fed.service, exchange=exchange, folder=tmp_path / "flower")
+    report = rounds.run_round()
+    assert refused == [[]]
+    r = report.round
+    subs = {s.site: s for s in fed.ledger.get_submissions(r)}
+    assert subs[honest.address].reason == Reason.CONTRADICTED  # the lying aggregator's doing
+    (audit,) = verify_all(fed.ledger, fed.store)
+    failed = {c.name for c in audit.checks if not c.passed}
+    assert {"evidence.signed", "evidence.contradicted"} <= failed, failed
+    detail = " ".join(c.detail for c in audit.checks if c.name == "evidence.signed")
+    # the unsigned one was never kept; the other recovers to some key, not the site's
+    assert "the signature recovers to 0x" in detail and "not the site" in detail
