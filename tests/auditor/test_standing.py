@@ -118,12 +118,17 @@ def test_a_score_that_does_not_follow_the_standing_fails(three_rounds: Any) -> N
 
 
 def test_a_score_not_weighted_for_a_tiny_norm_fails(three_rounds: Any) -> None:
-    """The scores follow the norms the log records too (Combiner.small_norm_ratio): a log whose
-    site had a norm of 1% of the median must show that site at a fifth of the full score, so
-    with the chain's full score standing.scores fails, naming it."""
+    """The scores follow the terms' magnitude thresholds and the norms the log records: under
+    terms with ``small_norm_ratio`` 0.05, a site whose recorded norm is 1% of the median must
+    show a fifth of the full score, so with the chain's full score standing.scores fails,
+    naming it; with the log's true norms nothing is below the bound and the check passes."""
     fed = three_rounds
     log = _log(fed, 3)
-    settings = ValuationSettings.from_json(log.settings.valuation.to_json())
+    recorded = log.settings.valuation.to_json()
+    assert recorded["combiner"]["small_norm_ratio"] == 0.0  # the preset: off
+    settings = ValuationSettings.from_json(
+        {**recorded, "combiner": {**recorded["combiner"], "small_norm_ratio": 0.05}}
+    )
     subs = fed.ledger.get_submissions(3)
     site = next(s.site for s in subs if s.reason == 0 and s.score == 1_000_000)
     entry = log.site(site)

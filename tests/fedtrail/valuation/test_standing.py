@@ -140,7 +140,7 @@ def test_settle_weights_a_scaled_update_like_one_clipped_to_the_bound() -> None:
     keeps a share of its score in proportion; the others keep theirs; both stay OK (lowered,
     not rejected)."""
     norms = {"a": 1.0, "b": 0.9, "c": 1.1, "big": 10.0, "tiny": 0.02}
-    bounded = replace(HISTORY_COMBINER, max_norm_ratio=1.0)
+    bounded = replace(HISTORY_COMBINER, max_norm_ratio=1.0, small_norm_ratio=0.05)
     out = _settled(norms, bounded)
     assert out["big"].score == SCORE_SCALE // 10 and out["big"].reason is Reason.OK
     assert "10x the median" in out["big"].detail and "above 1x" in out["big"].detail
@@ -148,10 +148,11 @@ def test_settle_weights_a_scaled_update_like_one_clipped_to_the_bound() -> None:
     assert out["tiny"].reason is Reason.OK and "below 0.05x" in out["tiny"].detail
     assert out["c"].score == round(SCORE_SCALE / 1.1)
     assert out["a"].score == SCORE_SCALE and out["b"].score == SCORE_SCALE
-    # the history preset bounds tiny updates only; the per-round defaults neither
-    preset = _settled(norms, HISTORY_COMBINER)
-    assert HISTORY_COMBINER.max_norm_ratio == 0.0 and HISTORY_COMBINER.small_norm_ratio == 0.05
-    assert preset["big"].score == SCORE_SCALE and preset["tiny"].score == out["tiny"].score
+    # a lower bound alone leaves large updates alone; the presets bound nothing
+    lower = _settled(norms, replace(HISTORY_COMBINER, small_norm_ratio=0.05))
+    assert lower["big"].score == SCORE_SCALE and lower["tiny"].score == out["tiny"].score
+    assert HISTORY_COMBINER.max_norm_ratio == 0.0 and HISTORY_COMBINER.small_norm_ratio == 0.0
+    assert all(v.score == SCORE_SCALE for v in _settled(norms, HISTORY_COMBINER).values())
     assert all(v.score == SCORE_SCALE for v in _settled(norms, Combiner()).values())
     # without enough updates for a median, nothing is bounded
     two = _settled({"a": 1.0, "big": 10.0}, bounded)
