@@ -581,7 +581,7 @@ class AggregatorService:
         report = value_round(
             global_state=global_state,
             spec=self.spec,
-            candidates=[c for _, c in pairs],
+            candidates=self._contradicted(round_id, pairs),
             validation=self.validation,
             method=valuation.method,
             metric=valuation.metric,
@@ -591,8 +591,7 @@ class AggregatorService:
             history=None if carried is None else carried.history,
             large_game=valuation.large_game,
         )
-        standing = None if carried is None else standing_of(carried, report)
-        return self._apply_evidence(round_id, report, pairs), standing
+        return report, None if carried is None else standing_of(carried, report)
 
     # ---------------------------------------------------------------- signed evidence
 
@@ -649,24 +648,24 @@ class AggregatorService:
             },
         )
 
-    def _apply_evidence(
-        self, round_id: int, report: RoundValuation, pairs: list[tuple[Submission, Candidate]]
-    ) -> RoundValuation:
-        """The documented override after ``value_round``: a site with signed evidence against
-        it gets score 0, reason CONTRADICTED, whatever its valuation said (the others keep
-        theirs; the standing, computed before, keeps the site's validation value)."""
+    def _contradicted(
+        self, round_id: int, pairs: list[tuple[Submission, Candidate]]
+    ) -> list[Candidate]:
+        """The round's candidates for ``value_round``, with the documented override for signed
+        evidence: a site with valid evidence against it enters the valuation with status
+        CONTRADICTED, so it is scored 0 with that reason and, like any update that is not
+        usable, takes no part in the game, the standing or the others' scores (the auditor
+        replays the same). Everything else is as :meth:`candidates` read it."""
         found = {e.site.lower(): e for e in self._evidence(round_id, [s for s, _ in pairs])}
-        if not found:
-            return report
-        sites = [
-            replace(v, score=0, reason=Reason.CONTRADICTED, detail=found[v.site.lower()].detail)
-            if v.site.lower() in found
-            else v
-            for v in report.sites
-        ]
-        for e in found.values():
-            log.warning("round %d: site %s zeroed: %s", round_id, e.site, e.detail)
-        return replace(report, sites=sites)
+        out = []
+        for _, cand in pairs:
+            e = found.get(cand.site.lower())
+            if e is None:
+                out.append(cand)
+                continue
+            log.warning("round %d: site %s scored 0: %s", round_id, e.site, e.detail)
+            out.append(replace(cand, status=Reason.CONTRADICTED, detail=e.detail))
+        return out
 
     def _valuation_path(self, round_id: int) -> Path:
         return self.folder / f"valuation-{round_id}.json"

@@ -19,7 +19,7 @@ import hashlib
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -622,12 +622,20 @@ def _check_scores(
             "the given validation set is not the one the aggregator used (sha256 differs)",
         )
         return
+    # the aggregator's documented override: a site with valid signed evidence against it
+    # enters the valuation as CONTRADICTED (the evidence itself is checked by _check_evidence)
+    zeroed = {
+        e.site.lower()
+        for e in _valid_evidence(log.ledger.chain_id, log.ledger.address, log.round, log, subs)
+    }
     candidates = [
         Candidate(
             site=s.site,
             num_samples=s.num_samples,
             delta=deltas.get(s.site),
-            status=unusable.get(s.site, Reason.OK),
+            status=Reason.CONTRADICTED
+            if s.site.lower() in zeroed
+            else unusable.get(s.site, Reason.OK),
         )
         for s in subs
     ]
@@ -656,16 +664,6 @@ def _check_scores(
         return
     if carried is not None:
         audit.add(*compare_standing(log.standing, standing_of(carried, report), STANDING_TOLERANCE))
-    # the aggregator's documented override after the valuation: a site with valid signed
-    # evidence against it is scored 0, CONTRADICTED (evidence checked by _check_evidence)
-    zeroed = {
-        e.site.lower()
-        for e in _valid_evidence(log.ledger.chain_id, log.ledger.address, log.round, log, subs)
-    }
-    recomputed = [
-        replace(v, score=0, reason=Reason.CONTRADICTED) if v.site.lower() in zeroed else v
-        for v in recomputed
-    ]
     by_site = {v.site: v for v in recomputed}
     diffs = [abs(by_site[s.site].score - s.score) for s in subs]
     reasons_equal = all(int(by_site[s.site].reason) == s.reason for s in subs)
