@@ -16,6 +16,7 @@ from fedtrail.protocol.evidence import (
     Evidence,
     InvalidEvidence,
     SignedReply,
+    applicable,
     contradictions,
     evidence_problems,
     recover_signer,
@@ -129,3 +130,24 @@ def test_a_log_carries_evidence_and_one_without_keeps_its_bytes() -> None:
     doc["evidence"][0]["reply"]["extra"] = 1
     with pytest.raises(InvalidLog, match="evidence/0/reply"):
         RoundLog.from_json(doc)
+
+
+def test_applicable_keeps_one_valid_reply_per_site_with_a_revealed_update() -> None:
+    lie = sign_reply(SITE, _reply())
+    lie2 = sign_reply(SITE, _reply(cid="QmOther"))
+    forged = replace(_reply(site=OTHER.address), signature=lie.signature)
+    found = applicable(
+        [_reply(), forged, lie, lie2],
+        chain_id=31337,
+        ledger=LEDGER,
+        round_id=3,
+        updates={SITE.address: CHAIN, OTHER.address: CHAIN},
+    )
+    assert found == [Evidence(reply=lie, contradicts=("num_samples",))]
+    # a site without a revealed update this round: nothing to hold against it
+    assert applicable([lie], chain_id=31337, ledger=LEDGER, round_id=3, updates={}) == []
+    # bound to one ledger and chain
+    assert (
+        applicable([lie], chain_id=1, ledger=LEDGER, round_id=3, updates={SITE.address: CHAIN})
+        == []
+    )
