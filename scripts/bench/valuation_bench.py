@@ -21,7 +21,8 @@ Aggregation: median seconds (over ``--repeats``) per rule for 10 updates of the 
 
 ``--compare 10,100`` instead times the aggregator's default valuation (``--standing``: metric
 ``balanced_loss``, :data:`~fedtrail.valuation.HISTORY_COMBINER`, a :class:`History` with every
-site's previous update and a global delta as free-rider references) against the per-round
+site's previous update and a global delta as free-rider references, ``large_game``
+``"linear_shapley"`` above 10 screened updates) against the per-round
 valuation it replaced (metric ``loss``, default thresholds, no history) on the same rounds,
 prints both and their ratio, and exits 1 when the ratio exceeds issue 12's bar (1.2) at any size.
 """
@@ -47,6 +48,7 @@ from fedtrail.simulation.faults import gaussian_update
 from fedtrail.valuation import (
     AUTO_EXACT_SITES,
     HISTORY_COMBINER,
+    LARGE_GAMES,
     MAX_EXACT_SITES,
     Candidate,
     CoalitionUtility,
@@ -183,7 +185,11 @@ def _compare(
         }
         before, t_before = _timed(metric="loss", **common)
         now, t_now = _timed(
-            metric="balanced_loss", combiner=HISTORY_COMBINER, history=history, **common
+            metric="balanced_loss",
+            combiner=HISTORY_COMBINER,
+            history=history,
+            large_game="linear_shapley",  # the aggregator's default above LARGE_GAME_SITES
+            **common,
         )
         ratio = t_now / t_before
         missed += ratio > RATIO_BAR
@@ -194,6 +200,47 @@ def _compare(
         )
     print(f"bar: ratio <= {RATIO_BAR} at every size: {'MISSED' if missed else 'met'}")
     return 1 if missed else 0
+
+
+LINEAR_RHO_BAR = 0.9
+"""Issue 18: the large-round approximation's Spearman against exact Shapley on 8 sites."""
+
+
+def _linear_check(
+    global_state: dict[str, torch.Tensor],
+    spec: ModelSpec,
+    sites: list[tuple[int, dict[str, torch.Tensor]]],
+    validation: ImageDataset,
+    n: int,
+) -> int:
+    """Exact Shapley vs the linearised game (``linear_shapley``, the large-round game) on the
+    same ``n`` sites and coalition utility (metric ``balanced_loss``); 1 below the bar."""
+    cands = [Candidate(f"site{i:02d}", ns, d) for i, (ns, d) in enumerate(sites[:n])]
+    ctx = ValuationContext(
+        global_state=global_state,
+        spec=spec,
+        candidates=cands,
+        validation=validation,
+        metric="balanced_loss",
+    )
+    util = CoalitionUtility(ctx)
+    start = time.perf_counter()
+    exact = exact_shapley(util.players, util)
+    t_exact = time.perf_counter() - start
+    start = time.perf_counter()
+    linear = LARGE_GAMES["linear_shapley"](CoalitionUtility(ctx), 0)
+    t_linear = time.perf_counter() - start
+    rho = _spearman(
+        [exact.values[p] for p in util.players], [linear.values[p] for p in util.players]
+    )
+    print(f"\nexact vs linear_shapley on {n} sites, metric balanced_loss")
+    print("| game | evaluations | seconds |")
+    print("|---|---:|---:|")
+    print(f"| exact | {exact.evaluations} | {t_exact:.1f} |")
+    print(f"| linear_shapley | {linear.evaluations} (+1 gradient pass) | {t_linear:.2f} |")
+    verdict = "met" if rho >= LINEAR_RHO_BAR else "MISSED"
+    print(f"Spearman {rho:.3f}; bar >= {LINEAR_RHO_BAR}: {verdict}")
+    return 0 if rho >= LINEAR_RHO_BAR else 1
 
 
 def main() -> int:
@@ -213,6 +260,14 @@ def main() -> int:
         metavar="SIZES",
         help="time the default valuation against the per-round one at these site counts "
         "(e.g. 10,100) and exit 1 above a 1.2x ratio",
+    )
+    parser.add_argument(
+        "--linear",
+        type=int,
+        default=0,
+        metavar="N",
+        help="compare the large-round game (linear_shapley) with exact Shapley on N sites "
+        "(issue 18's bar: Spearman >= 0.9 at 8) and exit 1 below it",
     )
     args = parser.parse_args()
     if args.threads:
@@ -235,7 +290,9 @@ def main() -> int:
         ).delta
         for i, p in enumerate(partition_iid(pool.labels, 5, seed=0))
     ]
-    sites = _synthetic_sites(real, max([*sizes, *compare]))
+    sites = _synthetic_sites(real, max([*sizes, *compare, args.linear]))
+    if args.linear:
+        return _linear_check(global_state, spec, sites, splits.val, args.linear)
     if compare:
         return _compare(global_state, spec, sites, splits.val, compare)
 
