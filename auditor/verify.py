@@ -672,7 +672,9 @@ def _check_scores(
     audit.add(
         "scores.recomputed",
         passed,
-        f"re-ran {settings.method} on the {settings.metric}: reasons "
+        f"re-ran {settings.method}"
+        + (f" ({settings.large_game} above 10 updates)" if settings.large_game else "")
+        + f" on the {settings.metric}: reasons "
         + ("equal" if reasons_equal else "DIFFER")
         + f", largest score difference {worst} (tolerance {tolerance}: floating-point "
         "evaluation may differ in the last bits across machines)",
