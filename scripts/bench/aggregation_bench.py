@@ -9,8 +9,9 @@ Inputs: one seeded delta per client with the node's CNN layout (``ModelSpec()``,
 
 * fedtrail: ``aggregate(AggregationRule(), deltas, weights)`` — the rule users run and
   ``audit verify`` replays (float64 accumulation in address order, one cast to float32);
-* Flower: Flower's ``aggregate`` formula, reimplemented in numpy (``flwr`` is not installed
-  here): per layer, ``reduce(np.add, [layer * num_examples ...]) / total`` over float32 arrays
+* Flower: Flower's own ``flwr.server.strategy.aggregate.aggregate`` (flwr 1.42, the
+  ``flower`` extra; without flwr, the same formula reimplemented below, and the run says so):
+  per layer, ``reduce(np.add, [layer * num_examples ...]) / total`` over float32 arrays
   (the tensors' own memory, as Flower gets NDArrays after deserialisation).
 
 Both see the same updates; calls alternate (fedtrail, Flower, ...) so machine noise hits both.
@@ -45,8 +46,16 @@ from fedtrail.protocol.weights import onchain_weights  # noqa: E402
 
 NDArrays = list[npt.NDArray[np.float32]]
 
+try:
+    from flwr.server.strategy.aggregate import aggregate as _flwr_aggregate
 
-def flower_aggregate(results: list[tuple[NDArrays, int]]) -> NDArrays:
+    FLOWER = "flwr.server.strategy.aggregate.aggregate (flwr installed)"
+except ImportError:  # the optional 'flower' extra is not installed
+    _flwr_aggregate = None
+    FLOWER = "Flower's formula reimplemented in numpy (flwr not installed)"
+
+
+def reimplemented_aggregate(results: list[tuple[NDArrays, int]]) -> NDArrays:
     """Flower's aggregate formula, reimplemented in numpy (flwr.server.strategy.aggregate)."""
     num_examples_total = sum(num_examples for (_, num_examples) in results)
     weighted_weights = [
@@ -56,6 +65,14 @@ def flower_aggregate(results: list[tuple[NDArrays, int]]) -> NDArrays:
         reduce(np.add, layer_updates) / num_examples_total
         for layer_updates in zip(*weighted_weights, strict=True)
     ]
+
+
+def flower_aggregate(results: list[tuple[NDArrays, int]]) -> NDArrays:
+    """Flower's own ``aggregate`` when flwr is installed, else the reimplementation."""
+    if _flwr_aggregate is not None:
+        out: NDArrays = _flwr_aggregate(results)
+        return out
+    return reimplemented_aggregate(results)
 
 
 @dataclass(frozen=True)
@@ -133,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps([asdict(r) for r in rows]))
     else:
+        print(f"Flower side: {FLOWER}")
         print(f"torch threads {torch.get_num_threads()}, median of {args.repeats} calls, in ms")
         head = ("clients", "wall fedtrail", "Flower", "ratio", "cpu fedtrail", "Flower", "ratio")
         print("  ".join(f"{h:>13}" for h in head))
