@@ -759,6 +759,7 @@ class AggregatorService:
             after,
             explanations=explanations,
             standing=standing,
+            evidence=self._evidence(round_id, subs),
         )
         log_blob = record.to_bytes()
         log_cid, log_sha = self._put(log_blob)
@@ -841,6 +842,7 @@ class AggregatorService:
         *,
         explanations: roundlog.ModelExplanations | None = None,
         standing: roundlog.Standing | None = None,
+        evidence: Sequence[Evidence] = (),
     ) -> roundlog.RoundLog:
         """The round's log from the chain's submissions, the saved valuation details and the
         round's committed terms (whose settings it repeats, with a reference to them)."""
@@ -880,7 +882,7 @@ class AggregatorService:
             after=_metrics_record(after),
             explanations=explanations,
             standing=standing,
-            evidence=self._evidence(round_id, [s for s, _ in pairs]),
+            evidence=evidence,
         )
 
     # ---------------------------------------------------------------- driving
