@@ -211,13 +211,14 @@ def run(grid: Grid, run_config: Mapping[str, Any]) -> list[RoundReport]:
         lies = sum(1 for r in report.replies if not r["truthful"])
         log.info(
             "round %d: %s, global model %s (sha256 %s); %d repl(ies) checked, %d differed "
-            "from the chain",
+            "from the chain (%d signed by their site: evidence, site scored 0 CONTRADICTED)",
             report.round,
             report.phase,
             report.global_cid,
             report.global_sha256,
             len(report.replies),
             lies,
+            len(report.evidence),
         )
     summary = [
         {
