@@ -18,6 +18,7 @@ import fedtrail.aggregator.service as service_module
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
 from fedtrail.auditor.verify import verify_all
 from fedtrail.chain import advance_time, next_block_timestamp
+from fedtrail.errors import ConfigError
 from fedtrail.flower.replies import SiteReply
 from fedtrail.flower.rounds import LedgerRounds, Received
 from fedtrail.flower.site import answer, sign_as
@@ -154,6 +155,9 @@ def test_a_lying_reply_gains_nothing(embedded: ChainEnv, tmp_path: Path, signed:
         by = {v.site: v for v in again.sites}
         assert (by[liar.address].score, by[liar.address].reason) == (0, Reason.CONTRADICTED)
         assert [(v.site, v.score) for v in again.sites] == [(s.site, s.score) for s in subs]
+        # once valued, the chain's scores are fixed: later evidence is refused, not applied
+        with pytest.raises(ConfigError, match="only before valuation"):
+            svc.submit_evidence(r, [log.evidence[0].reply])
     else:
         # unattributable: ignored and reported; the site keeps the chain's weight
         assert not checks[102]["attributable"] and not checks[102]["evidence"]
