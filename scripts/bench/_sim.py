@@ -90,6 +90,7 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
 from fedtrail.errors import ConfigError  # noqa: E402
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta  # noqa: E402
 from fedtrail.ml.datasets import ImageDataset, Splits, partition_dirichlet  # noqa: E402
@@ -182,6 +183,10 @@ class SimConfig:
     stale: tuple[Stale, ...] = ()
     combiner: Combiner = HISTORY_COMBINER
     """The valuation's thresholds (the preset measured for the history path by default)."""
+    large_game: str | None = AggregatorSettings.large_game
+    """The game above LARGE_GAME_SITES screened updates, the aggregator's default (the service
+    passes its setting to value_round; without it a bench of more than 10 sites would measure
+    Monte-Carlo Shapley while the service plays the large game)."""
     dp_epsilon: float | None = None
     """Every site trains with DP-SGD under this epsilon for the whole run (``dp_epsilon /
     rounds`` per round's update, as ``fedtrail demo --dp-epsilon``); None: plain training."""
@@ -593,6 +598,7 @@ def _run_federated(
                 seed=config.seed + r,
                 combiner=config.combiner,
                 history=history,
+                large_game=config.large_game if config.metric != "auc" else None,
             )
             record.accumulated = dict(report.accumulated or {})
             valuations = report.sites

@@ -173,6 +173,13 @@ def _poisoned(seed: int) -> tuple[SiteFault, ...]:
     return (*honest, flip, scale)
 
 
+def _poisoned12(seed: int) -> tuple[SiteFault, ...]:
+    honest = [SiteFault() for _ in range(10)]
+    flip = SiteFault(kind="sign_flip", seed=seed * 1000 + 10)
+    scale = SiteFault(kind="scale", factor=10.0, seed=seed * 1000 + 11)
+    return (*honest, flip, scale)
+
+
 def _free_riders(seed: int) -> tuple[SiteFault, ...]:
     return (*(SiteFault() for _ in range(3)), SiteFault(kind="scale", factor=0.0), SiteFault())
 
@@ -203,6 +210,14 @@ SCENARIOS: dict[str, Scenario] = {
         10,
         _poisoned,
         "site 8 sends its update sign-flipped (x -1), site 9 scaled x10",
+    ),
+    "g": Scenario(
+        "g",
+        "(g) 2 of 12 sites poisoning",
+        12,
+        _poisoned12,
+        "(c) above the large-game line: site 10 sign-flipped, site 11 scaled x10; with more than "
+        "10 screened updates the aggregator plays its large game (linear_shapley)",
     ),
     "d": Scenario(
         "d",
@@ -913,6 +928,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Combiner() (direction screen at cosine -0.5, norm screen at robust z 10)",
     )
     parser.add_argument(
+        "--large-game",
+        choices=("linear_shapley", "none"),
+        default="linear_shapley",
+        help="the game above 10 screened updates (the aggregator's default: linear_shapley; "
+        "none: Monte-Carlo Shapley at every size, as before it existed)",
+    )
+    parser.add_argument(
         "--dp-epsilon",
         type=float,
         default=None,
@@ -979,6 +1001,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 valuation=args.valuation,
                 stale=sc.stale,
                 combiner=COMBINERS[args.combiner],
+                large_game=None if args.large_game == "none" else args.large_game,
                 dp_epsilon=args.dp_epsilon,
                 dp_delta=DP_DELTA,
             )
