@@ -113,10 +113,12 @@ class AggregatorSettings:
     chained through the round logs; False: each round scored on its own."""
     combiner: Combiner | None = None
     """The valuation's thresholds; None: ``default_combiner(standing)``."""
-    large_game: str | None = "linear_shapley"
+    large_game: str | None = None
     """The game played instead of Monte-Carlo Shapley when more than ``LARGE_GAME_SITES`` (10)
     updates pass the screening (:data:`fedtrail.valuation.LARGE_GAMES`; written into the round
-    terms with a loss metric only); None: Monte-Carlo Shapley at every size."""
+    terms with a loss metric only). Off by default: ``linear_shapley`` is ~60x cheaper but in
+    the 12-site poisoning scenario of ``scripts/bench/accuracy.py`` (g) it paid the sign-flipper
+    and the global AUC fell far below Monte-Carlo's (README, Results)."""
     round_seconds: int = 600
     """The commit window of each round (chain seconds; at least the ledger's minimum)."""
     reveal_seconds: int = 120

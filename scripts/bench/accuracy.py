@@ -216,8 +216,8 @@ SCENARIOS: dict[str, Scenario] = {
         "(g) 2 of 12 sites poisoning",
         12,
         _poisoned12,
-        "(c) above the large-game line: site 10 sign-flipped, site 11 scaled x10; with more than "
-        "10 screened updates the aggregator plays its large game (linear_shapley)",
+        "(c) above the large-game line: site 10 sign-flipped, site 11 scaled x10 (more than 10 "
+        "screened updates: --large-game linear_shapley plays the linearised game)",
     ),
     "d": Scenario(
         "d",
@@ -930,9 +930,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--large-game",
         choices=("linear_shapley", "none"),
-        default="linear_shapley",
-        help="the game above 10 screened updates (the aggregator's default: linear_shapley; "
-        "none: Monte-Carlo Shapley at every size, as before it existed)",
+        default=_sim.SimConfig.large_game or "none",
+        help="the game above 10 screened updates (default: the aggregator's, none = Monte-Carlo "
+        "Shapley at every size; linear_shapley = `aggregator run --large-game linear_shapley`)",
     )
     parser.add_argument(
         "--dp-epsilon",

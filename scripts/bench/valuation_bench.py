@@ -19,10 +19,11 @@ seconds per evaluation, and — where both ran — Spearman's rank correlation o
 Aggregation: median seconds (over ``--repeats``) per rule for 10 updates of the CNN
 (105,346 float32 values each), plus apply_delta.
 
-``--compare 10,100`` instead times the aggregator's default valuation (``--standing``: metric
+``--compare 10,100`` instead times the aggregator's valuation (``--standing``: metric
 ``balanced_loss``, :data:`~fedtrail.valuation.HISTORY_COMBINER`, a :class:`History` with every
-site's previous update and a global delta as free-rider references, ``large_game``
-``"linear_shapley"`` above 10 screened updates) against the per-round
+site's previous update and a global delta as free-rider references) with the opt-in
+``large_game`` ``"linear_shapley"`` above 10 screened updates (``aggregator run --large-game
+linear_shapley``; the default plays Monte-Carlo at every size) against the per-round
 valuation it replaced (metric ``loss``, default thresholds, no history) on the same rounds,
 prints both and their ratio, and exits 1 when the ratio exceeds issue 12's bar (1.2) at any size.
 """
@@ -188,7 +189,7 @@ def _compare(
             metric="balanced_loss",
             combiner=HISTORY_COMBINER,
             history=history,
-            large_game="linear_shapley",  # the aggregator's default above LARGE_GAME_SITES
+            large_game="linear_shapley",  # opt-in: aggregator run --large-game linear_shapley
             **common,
         )
         ratio = t_now / t_before

@@ -9,6 +9,7 @@ import click
 import pytest
 
 from fedtrail.aggregator.commands import aggregator
+from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.auditor.explain_command import explain
 from fedtrail.errors import ConfigError
 from fedtrail.ml.aggregation import RULES, AggregationRule
@@ -16,7 +17,7 @@ from fedtrail.ml.explain import METHODS as EXPLAIN_METHODS
 from fedtrail.node.commands import node
 from fedtrail.simulation.demo import demo
 from fedtrail.storage.codec import Compression, CompressionMethod
-from fedtrail.valuation import GAMES, METRICS
+from fedtrail.valuation import GAMES, LARGE_GAMES, METRICS
 
 
 def choices(command: click.Command, option: str) -> tuple[str, ...]:
@@ -50,3 +51,12 @@ def test_every_offered_rule_is_one_aggregate_applies() -> None:
         assert AggregationRule(name=name).name == name
     with pytest.raises(ConfigError, match="unknown aggregation rule"):
         AggregationRule(name="mean")
+
+
+def test_large_game_choices_come_from_the_registry_and_each_is_a_setting() -> None:
+    offered = choices(sub(aggregator, "run"), "large_game")
+    assert offered == ("none", *LARGE_GAMES)
+    for name in LARGE_GAMES:
+        assert AggregatorSettings(large_game=name).large_game == name
+    with pytest.raises(ConfigError, match="large_game"):
+        AggregatorSettings(large_game="quadratic")
