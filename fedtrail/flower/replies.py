@@ -157,29 +157,23 @@ class ReplyCheck:
         return doc
 
 
-def _norm_sha(value: str) -> str:
-    return value.lower().removeprefix("0x")
+def _revealed(sub: Submission | None) -> ChainUpdate | None:
+    """The chain's revealed update in ``sub`` (None: nothing revealed)."""
+    if sub is None or not sub.revealed:
+        return None
+    return ChainUpdate(cid=sub.cid, sha256=sub.sha256, num_samples=sub.num_samples)
 
 
 def compare(reply: SiteReply, sub: Submission | None) -> tuple[str, ...]:
     """The fields where ``reply`` differs from the chain's submission ``sub`` (None: the site
-    has nothing on chain for the round)."""
-    if sub is None:
-        return () if reply.phase == "none" else ("phase",)
-    out: list[str] = []
+    has nothing on chain for the round): a claim of nothing against a submission, a claim of
+    anything against none, and otherwise what :func:`contradictions` finds (the same rule the
+    evidence check applies)."""
     if reply.phase == "none":
-        out.append("phase")
-    if reply.phase == "revealed":
-        if not sub.revealed:
-            out.append("phase")
-        else:
-            if reply.cid != sub.cid:
-                out.append("cid")
-            if _norm_sha(reply.sha256) != _norm_sha(sub.sha256):
-                out.append("sha256")
-            if reply.num_samples != sub.num_samples:
-                out.append("num_samples")
-    return tuple(out)
+        return () if sub is None else ("phase",)
+    if sub is None:
+        return ("phase",)
+    return contradictions(reply, _revealed(sub))
 
 
 def check_reply(ledger: Ledger, reply: SiteReply, *, round_id: int, sender: str) -> ReplyCheck:
@@ -204,12 +198,7 @@ def check_reply(ledger: Ledger, reply: SiteReply, *, round_id: int, sender: str)
         own = sub if reply.site == Web3.to_checksum_address(sender) else None
         if own is None:
             own = ledger.get_submission(round_id, reply.site)
-        chain = (
-            ChainUpdate(cid=own.cid, sha256=own.sha256, num_samples=own.num_samples)
-            if own is not None and own.revealed
-            else None
-        )
-        evidence = bool(contradictions(statement, chain))
+        evidence = bool(contradictions(statement, _revealed(own)))
     return ReplyCheck(
         reply=reply,
         on_chain=sub is not None,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
@@ -167,7 +167,21 @@ class ChainUpdate:
     num_samples: int
 
 
-def contradictions(reply: SignedReply, chain: ChainUpdate | None) -> tuple[str, ...]:
+class Claim(Protocol):
+    """What a reply claims about the site's update (a :class:`SignedReply` or the Flower wire
+    record carrying the same fields)."""
+
+    @property
+    def phase(self) -> str: ...
+    @property
+    def cid(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def num_samples(self) -> int: ...
+
+
+def contradictions(reply: Claim, chain: ChainUpdate | None) -> tuple[str, ...]:
     """The fields in which a reply claiming a revealed update contradicts the chain's revealed
     update of that site and round (``chain`` None: the chain holds no revealed update, and the
     claim itself is the contradiction, ``phase``). Replies claiming less than a reveal
