@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
@@ -250,6 +251,15 @@ class Classifier(nn.Module):
         std = x.std(dim=(2, 3), keepdim=True, correction=0)
         return (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
 
+    def activation_bound(
+        self, magnitude: Callable[[str], torch.Tensor | None], x_bound: float
+    ) -> float:
+        """An upper bound on the absolute value of every activation of the network (after the
+        input normalisation) for inputs bounded by ``x_bound``, given ``magnitude(name)``: an
+        upper bound, element by element, on the absolute value of that parameter (None: not
+        known). ``math.inf`` where the architecture gives no such bound (the default)."""
+        return math.inf
+
 
 class SmallCNN(Classifier):
     """Two conv blocks and two dense layers: trains on 28x28 grayscale in seconds per epoch on
@@ -273,6 +283,24 @@ class SmallCNN(Classifier):
         x = torch.flatten(x, 1)
         x = self.act(self.fc1(x))
         return self.fc2(x)  # type: ignore[no-any-return]
+
+    def activation_bound(
+        self, magnitude: Callable[[str], torch.Tensor | None], x_bound: float
+    ) -> float:
+        """Layer by layer in :meth:`forward`'s order: a convolution or dense layer's outputs are
+        at most (its largest row L1 norm) x (the bound on its inputs) + (its largest bias) in
+        absolute value; ReLU and max pooling never raise the largest absolute value."""
+        bound, largest = x_bound, 0.0
+        for layer in ("conv1", "conv2", "fc1", "fc2"):
+            w, b = magnitude(f"{layer}.weight"), magnitude(f"{layer}.bias")
+            if w is None or b is None:
+                return math.inf
+            rows = w.to(torch.float64).reshape(w.shape[0], -1).sum(dim=1)
+            bound = float(rows.max()) * bound + float(b.to(torch.float64).max())
+            if not bound < math.inf:  # also NaN
+                return math.inf
+            largest = max(largest, bound)
+        return largest
 
     @property
     def cam_layer(self) -> nn.Module:

@@ -411,10 +411,12 @@ def _broken(ctx: ValuationContext, cands: list[Candidate]) -> list[Candidate]:
     if not ok:
         return cands
     utility = CoalitionUtility(replace(ctx, candidates=cands), ok)
-    x_bound = _input_bound(ctx.spec, ctx.validation)
+    model = ctx.spec.build()
+    assert isinstance(model, Classifier)
+    x_bound = _input_bound(model, ctx.validation)
     bad: dict[str, str] = {}
     for c in ok:
-        if c.delta is not None and _certainly_finite(ctx.spec, ctx.global_state, c.delta, x_bound):
+        if c.delta is not None and _certainly_finite(model, ctx.global_state, c.delta, x_bound):
             continue  # the forward pass below could only find finite outputs
         rows = ~np.isfinite(utility.outputs(frozenset({c.site}))).all(axis=1)
         if rows.any():
@@ -432,14 +434,10 @@ FINITE_BOUND: Final = 1e30
 """Bound on every activation below which :func:`_certainly_finite` certifies a model: far below
 float32's largest value (3.4e38), so rounding in the float32 sums cannot reach it."""
 
-_SMALLCNN_LAYERS: Final = ("conv1", "conv2", "fc1", "fc2")
 
-
-def _input_bound(spec: ModelSpec, validation: ImageDataset) -> float:
+def _input_bound(model: Classifier, validation: ImageDataset) -> float:
     """The largest absolute input value the network sees on ``validation`` (after its input
     normalisation); infinite when it cannot be bounded (a non-finite image)."""
-    model = spec.build()
-    assert isinstance(model, Classifier)
     with torch.inference_mode():
         x = model.normalise(torch.tensor(validation.images))
         bound = float(x.abs().max()) if x.numel() else 0.0
@@ -447,38 +445,31 @@ def _input_bound(spec: ModelSpec, validation: ImageDataset) -> float:
 
 
 def _certainly_finite(
-    spec: ModelSpec,
+    model: Classifier,
     global_state: Mapping[str, torch.Tensor],
     delta: Mapping[str, torch.Tensor],
     x_bound: float,
 ) -> bool:
-    """Whether the SmallCNN ``global_state + delta`` provably gives finite outputs on inputs
-    bounded by ``x_bound`` (False: not proven, e.g. another architecture; run the forward pass).
+    """Whether ``model``'s architecture with the weights ``global_state + delta`` provably gives
+    finite outputs on inputs bounded by ``x_bound`` (False: not proven, e.g. an architecture
+    without :meth:`~fedtrail.ml.models.Classifier.activation_bound`; run the forward pass).
 
     The weights are bounded by ``|global| + |delta|`` (the coalition model rounds their sum to
-    float32 once: a relative change of 6e-8, far inside the margin). Layer by layer, every
-    output of a convolution or dense layer is at most (its largest row L1 norm) x (the bound on
-    its inputs) + (its largest bias) in absolute value, and ReLU and max pooling never raise
-    the largest absolute value. When every bound stays below
+    float32 once: a relative change of 6e-8, far inside the margin); the architecture bounds
+    its activations from them (SmallCNN: layer by layer). When every bound stays below
     :data:`FINITE_BOUND`, no float32 sum of the forward pass can overflow, so its outputs are
     finite: the same verdict :func:`_broken`'s forward pass would reach, without running it
     (one forward pass per update was most of a 100-site round's checks)."""
-    if spec.arch != "smallcnn" or not math.isfinite(x_bound):
+    if not math.isfinite(x_bound):
         return False
-    bound = x_bound
-    for layer in _SMALLCNN_LAYERS:
-        parts = []
-        for name in (f"{layer}.weight", f"{layer}.bias"):
-            if name not in global_state or name not in delta:
-                return False
-            g, d = global_state[name].detach(), delta[name].detach()
-            parts.append(g.to(torch.float64).abs() + d.to(torch.float64).abs())
-        w, b = parts
-        rows = w.reshape(w.shape[0], -1).sum(dim=1)
-        bound = float(rows.max()) * bound + float(b.max())
-        if not bound < FINITE_BOUND:  # also catches NaN
-            return False
-    return True
+
+    def magnitude(name: str) -> torch.Tensor | None:
+        if name not in global_state or name not in delta:
+            return None
+        g, d = global_state[name].detach(), delta[name].detach()
+        return g.to(torch.float64).abs() + d.to(torch.float64).abs()
+
+    return model.activation_bound(magnitude, x_bound) < FINITE_BOUND
 
 
 def _fits(delta: Mapping[str, torch.Tensor], global_state: Mapping[str, torch.Tensor]) -> str:

@@ -12,6 +12,7 @@ import torch
 import fedtrail.valuation.round as round_mod
 from fedtrail.errors import ConfigError
 from fedtrail.ml.aggregation import _BLOCK, deterministic_sum
+from fedtrail.ml.models import Classifier
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.roundlog import ValuationSettings
 from fedtrail.valuation import (
@@ -163,7 +164,9 @@ def test_the_certificate_never_passes_a_model_whose_outputs_are_not_finite() -> 
     ctx = round_mod.ValuationContext(
         global_state=rs.global_state, spec=SPEC, candidates=cands, validation=rs.validation
     )
-    bound = round_mod._input_bound(SPEC, rs.validation)
+    model = SPEC.build()
+    assert isinstance(model, Classifier)
+    bound = round_mod._input_bound(model, rs.validation)
     certified = 0
     for scale in (1.0, 1e3, 1e6, 1e8, 1e9, 1e10, 1e12):
         delta = {k: v * scale for k, v in (cands[0].delta or {}).items()}
@@ -171,7 +174,7 @@ def test_the_certificate_never_passes_a_model_whose_outputs_are_not_finite() -> 
             round_mod.replace(ctx, candidates=[Candidate("x", 10, delta)]),
         )
         finite = bool(np.isfinite(util.outputs(frozenset({"x"}))).all())
-        if round_mod._certainly_finite(SPEC, rs.global_state, delta, bound):
+        if round_mod._certainly_finite(model, rs.global_state, delta, bound):
             certified += 1
             assert finite
     assert certified >= 2
