@@ -40,7 +40,8 @@ class Reason(IntEnum):
     exactly when the reason is OK. NOT_REVEALED is for logs only: a commitment never revealed
     is not valued on chain at all. CONTRADICTED (after NOT_REVEALED, so the older numbers keep
     their meaning) is posted only with signed evidence in the round's log
-    (:mod:`fedtrail.protocol.evidence`)."""
+    (:mod:`fedtrail.protocol.evidence`). PEER_REJECTED is posted by the contract itself in a
+    peer round (:mod:`fedtrail.protocol.peers`), never by an aggregator."""
 
     OK = 0
     LOW_GAIN = 1
@@ -56,6 +57,7 @@ class Reason(IntEnum):
     IMPLAUSIBLE_SAMPLES = 11
     NOT_REVEALED = 12
     CONTRADICTED = 13
+    PEER_REJECTED = 14
 
     @property
     def label(self) -> str:
@@ -102,4 +104,6 @@ _DESCRIPTIONS: dict[Reason, str] = {
     Reason.CONTRADICTED: "The site signed a Flower reply that contradicts its on-chain "
     "submission (another CID, sha256 or sample count, or a reveal the chain does not hold); "
     "the signed reply is in the round's log as evidence.",
+    Reason.PEER_REJECTED: "In a peer-scored round, the median of the scores the other sites "
+    "gave the update on their own validation splits was 0 (or no other site scored it).",
 }

@@ -1,0 +1,144 @@
+"""Peer scoring: how revealed score vectors become on-chain scores, exactly as the contract does.
+
+In a peer round (``[valuation] mode = "peers"``) every site registered when the round opened may
+act as a validator: after the update reveal window it scores every revealed update on its own
+validation split, commits to its score vector, then reveals it. FederationLedger's
+``recordPeerValuation`` turns the revealed vectors into scores; this module is that rule in
+Python, the one home the aggregator (to predict), the simulation (to play peer rounds in
+process) and the auditor (to recompute from the chain alone) share.
+
+The rule, for the revealed updates in ascending address order (``sites``) and the revealed
+vectors in ascending validator order:
+
+- a site's score is the median of the entries other validators gave it (its own entry, if it
+  validated, never counts): the middle value of an odd count, the floor of the mean of the two
+  middle values of an even count, and 0 when no other validator scored it;
+- its reason is OK when that score is positive and PEER_REJECTED otherwise;
+- a validator's distance is the floor of the mean absolute difference between its entries and
+  the medians, over the sites other than itself; its agreement is ``SCORE_SCALE - distance``,
+  folded into its validator reputation with the contract's EMA. A validator that scored no site
+  but itself is not rated.
+
+A cartel of fewer than half the validators that score a site cannot move that site's median
+outside the range of the honest validators' entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+from fedtrail.errors import FedtrailError
+from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.weights import SCORE_SCALE, next_reputation
+
+__all__ = [
+    "InvalidVotes",
+    "PeerOutcome",
+    "PeerVote",
+    "address_key",
+    "median",
+    "peer_outcome",
+]
+
+
+class InvalidVotes(FedtrailError):
+    """Score vectors the contract would refuse: wrong length, out of range, unsorted."""
+
+
+def address_key(address: str) -> int:
+    """An address as the contract orders it (uint160)."""
+    return int(address, 16)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerVote:
+    """One validator's revealed score vector, aligned with the round's revealed sites."""
+
+    validator: str
+    scores: tuple[int, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerOutcome:
+    """What ``recordPeerValuation`` records: per site (address order) its median score, reason
+    and how many peers scored it; per rated validator its distance and agreement."""
+
+    sites: tuple[str, ...]
+    scores: tuple[int, ...]
+    reasons: tuple[Reason, ...]
+    peer_counts: tuple[int, ...]
+    distances: Mapping[str, int]
+    agreements: Mapping[str, int]
+
+    def validator_reputations(
+        self, previous: Mapping[str, tuple[int, int]], *, alpha: int
+    ) -> dict[str, int]:
+        """Each rated validator's next reputation, from ``previous[validator] = (reputation,
+        rated rounds)`` (absent: never rated)."""
+        out: dict[str, int] = {}
+        for validator, agreement in self.agreements.items():
+            rep, rounds = previous.get(validator, (0, 0))
+            out[validator] = next_reputation(rep, agreement, valued_rounds=rounds, alpha=alpha)
+        return out
+
+
+def median(values: Sequence[int]) -> int:
+    """The contract's median: middle value, floor of the mean of the two middles, 0 if empty."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return 0
+    if n % 2:
+        return ordered[n // 2]
+    return (ordered[n // 2 - 1] + ordered[n // 2]) // 2
+
+
+def _same(a: str, b: str) -> bool:
+    return address_key(a) == address_key(b)
+
+
+def peer_outcome(sites: Sequence[str], votes: Sequence[PeerVote]) -> PeerOutcome:
+    """Median scores and validator distances (see the module docstring); raises
+    :class:`InvalidVotes` for input the contract refuses."""
+    keys = [address_key(s) for s in sites]
+    if any(b <= a for a, b in pairwise(keys)):
+        raise InvalidVotes("sites must be in strictly ascending address order")
+    vkeys = [address_key(v.validator) for v in votes]
+    if any(b <= a for a, b in pairwise(vkeys)):
+        raise InvalidVotes("validators must be in strictly ascending address order")
+    for vote in votes:
+        if len(vote.scores) != len(sites):
+            raise InvalidVotes(
+                f"validator {vote.validator} scored {len(vote.scores)} updates, not {len(sites)}"
+            )
+        if any(not 0 <= s <= SCORE_SCALE for s in vote.scores):
+            raise InvalidVotes(f"validator {vote.validator} has a score outside 0..{SCORE_SCALE}")
+    scores: list[int] = []
+    counts: list[int] = []
+    for i, site in enumerate(sites):
+        entries = [v.scores[i] for v in votes if not _same(v.validator, site)]
+        scores.append(median(entries))
+        counts.append(len(entries))
+    distances: dict[str, int] = {}
+    agreements: dict[str, int] = {}
+    for vote in votes:
+        diffs = [
+            abs(vote.scores[i] - scores[i])
+            for i, site in enumerate(sites)
+            if not _same(vote.validator, site)
+        ]
+        if not diffs:
+            continue
+        distance = sum(diffs) // len(diffs)
+        distances[vote.validator] = distance
+        agreements[vote.validator] = SCORE_SCALE - distance
+    return PeerOutcome(
+        sites=tuple(sites),
+        scores=tuple(scores),
+        reasons=tuple(Reason.OK if s > 0 else Reason.PEER_REJECTED for s in scores),
+        peer_counts=tuple(counts),
+        distances=distances,
+        agreements=agreements,
+    )
