@@ -27,10 +27,12 @@ import jsonschema
 from fedtrail.errors import FedtrailError
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.evidence import Evidence, InvalidEvidence
+from fedtrail.protocol.peers import PeerVote
 from fedtrail.protocol.weights import WEIGHT_SCALE
 
 __all__ = [
     "FORMAT",
+    "VALUATION_MODES",
     "BlobRef",
     "Evidence",
     "HeatmapRef",
@@ -53,6 +55,8 @@ __all__ = [
 ]
 
 FORMAT = "fedtrail.explanation-log/1"
+VALUATION_MODES = ("aggregator", "peers")
+"""Who scores a round: the aggregator on its validation split, or the sites on theirs."""
 
 ComponentValue = float | int | str | bool | None
 
@@ -180,6 +184,9 @@ class ValuationSettings:
     ``fedtrail.valuation.Combiner``); absent: that class's defaults. ``large_game``: the game
     played instead of Monte-Carlo Shapley when more than ``LARGE_GAME_SITES`` updates pass the
     screening (``fedtrail.valuation.LARGE_GAMES``); absent: Monte-Carlo Shapley at every size.
+    ``mode`` ``"peers"``: the sites scored each other's updates on their own validation splits
+    and the contract took the median (:mod:`fedtrail.protocol.peers`), with at least ``quorum``
+    revealed score vectors; absent: the aggregator scored (``"aggregator"``).
     """
 
     method: str
@@ -189,6 +196,8 @@ class ValuationSettings:
     standing: bool | None = None
     combiner: Mapping[str, float] | None = None
     large_game: str | None = None
+    mode: str | None = None
+    quorum: int | None = None
 
     _FIELDS: ClassVar[tuple[str, ...]] = (
         "method",
@@ -198,7 +207,22 @@ class ValuationSettings:
         "standing",
         "combiner",
         "large_game",
+        "mode",
+        "quorum",
     )
+
+    def __post_init__(self) -> None:
+        if self.mode not in (None, *VALUATION_MODES):
+            raise InvalidLog(f"valuation mode must be one of {VALUATION_MODES}, not {self.mode!r}")
+        if (self.mode == "peers") != (self.quorum is not None):
+            raise InvalidLog("a quorum is set exactly for peer valuation (mode 'peers')")
+        if self.quorum is not None and self.quorum < 1:
+            raise InvalidLog(f"the peer quorum must be at least 1, not {self.quorum}")
+
+    @property
+    def peers(self) -> bool:
+        """Whether the round was scored by its sites (the contract's median), not the aggregator."""
+        return self.mode == "peers"
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"method": self.method, "metric": self.metric}
@@ -212,6 +236,10 @@ class ValuationSettings:
             doc["combiner"] = dict(self.combiner)
         if self.large_game is not None:
             doc["large_game"] = self.large_game
+        if self.mode is not None:
+            doc["mode"] = self.mode
+        if self.quorum is not None:
+            doc["quorum"] = self.quorum
         return doc
 
     @classmethod
@@ -244,6 +272,8 @@ class ValuationSettings:
             large_game=None
             if doc.get("large_game") is None
             else _str(doc["large_game"], f"{where}/large_game"),
+            mode=None if doc.get("mode") is None else _str(doc["mode"], f"{where}/mode"),
+            quorum=None if doc.get("quorum") is None else _int(doc["quorum"], f"{where}/quorum"),
         )
 
 
@@ -739,6 +769,11 @@ class RoundLog:
     evidence: tuple[Evidence, ...] = ()
     """Signed replies contradicting the chain (Flower runs); written only when there are any,
     so a log without them keeps the bytes (and hash) it always had."""
+    peer_votes: tuple[PeerVote, ...] | None = None
+    """A peer round's revealed score vectors as the chain holds them (ascending validator
+    order, entries aligned with the revealed updates in address order); None: not a peer round.
+    The medians, reasons and validator distances follow from them
+    (:mod:`fedtrail.protocol.peers`)."""
 
     @property
     def valuation_seed(self) -> int:
@@ -774,6 +809,12 @@ class RoundLog:
             doc["standing"] = self.standing.to_json()
         if self.evidence:
             doc["evidence"] = [e.to_json() for e in self.evidence]
+        if self.peer_votes is not None:
+            doc["peers"] = {
+                "votes": [
+                    {"validator": v.validator, "scores": list(v.scores)} for v in self.peer_votes
+                ]
+            }
         return doc
 
     def to_bytes(self) -> bytes:
@@ -828,7 +869,18 @@ class RoundLog:
             explanations=dict(doc["explanations"]) if "explanations" in doc else None,
             standing=Standing.from_json(doc["standing"]) if "standing" in doc else None,
             evidence=_evidence(doc.get("evidence", ())),
+            peer_votes=None if "peers" not in doc else _peer_votes(doc["peers"]["votes"]),
         )
+
+
+def _peer_votes(items: Any) -> tuple[PeerVote, ...]:
+    return tuple(
+        PeerVote(
+            validator=_str(v["validator"], f"peers/votes/{i}/validator"),
+            scores=tuple(_int(x, f"peers/votes/{i}/scores") for x in v["scores"]),
+        )
+        for i, v in enumerate(items)
+    )
 
 
 def _evidence(items: Any) -> tuple[Evidence, ...]:
@@ -856,6 +908,7 @@ def build_round_log(
     explanations: ModelExplanations | None = None,
     standing: Standing | None = None,
     evidence: Sequence[Evidence] = (),
+    peer_votes: Sequence[PeerVote] | None = None,
 ) -> RoundLog:
     """The log the aggregator writes at finalize: the included sites are those with on-chain
     weight > 0, in the given (aggregation) order, and the summary is derived from the rest."""
@@ -877,6 +930,7 @@ def build_round_log(
         explanations=None if explanations is None else explanations.to_json(),
         standing=standing,
         evidence=tuple(evidence),
+        peer_votes=None if peer_votes is None else tuple(peer_votes),
     )
 
 

@@ -183,6 +183,19 @@ class RoundTerms:
     privacy: PrivacyTerms | None = None
     """The round's differential privacy (None: none asked); written only when set, so terms
     without it keep their bytes."""
+    score_commit_seconds: int | None = None
+    """A peer round's score windows (``valuation`` mode ``"peers"``): how long validators have
+    to commit their score vectors after the reveal deadline, then to reveal them; written (in
+    ``windows``) only when set, so terms of aggregator rounds keep their bytes."""
+    score_reveal_seconds: int | None = None
+
+    def __post_init__(self) -> None:
+        peers = self.valuation.get("mode") == "peers"
+        windows = (self.score_commit_seconds, self.score_reveal_seconds)
+        if peers and any(w is None or w < 1 for w in windows):
+            raise InvalidTerms("round terms: a peer round needs positive score windows")
+        if not peers and any(w is not None for w in windows):
+            raise InvalidTerms("round terms: score windows belong to peer rounds only")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -197,6 +210,14 @@ class RoundTerms:
             "windows": {
                 "commit_seconds": self.commit_seconds,
                 "reveal_seconds": self.reveal_seconds,
+                **(
+                    {
+                        "score_commit_seconds": self.score_commit_seconds,
+                        "score_reveal_seconds": self.score_reveal_seconds,
+                    }
+                    if self.score_commit_seconds is not None
+                    else {}
+                ),
             },
             "duplicates": self.duplicates.to_json(),
             "canonical_encoding": self.canonical_encoding,
@@ -237,6 +258,12 @@ class RoundTerms:
                 validation_images=_int(val["images"], "validation/images"),
                 commit_seconds=_int(win["commit_seconds"], "windows/commit_seconds"),
                 reveal_seconds=_int(win["reveal_seconds"], "windows/reveal_seconds"),
+                score_commit_seconds=None
+                if "score_commit_seconds" not in win
+                else _int(win["score_commit_seconds"], "windows/score_commit_seconds"),
+                score_reveal_seconds=None
+                if "score_reveal_seconds" not in win
+                else _int(win["score_reveal_seconds"], "windows/score_reveal_seconds"),
                 duplicates=DuplicateRule(
                     cosine=_float(dup["cosine"], "duplicates/cosine"),
                     relative_l2=_float(dup["relative_l2"], "duplicates/relative_l2"),

@@ -1,0 +1,91 @@
+"""Peer rounds in the protocol documents: the terms' score windows, the log's valuation mode and
+quorum, and the log's block of revealed score vectors (older documents keep their bytes)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from fedtrail.protocol.peers import PeerVote
+from fedtrail.protocol.roundlog import InvalidLog, RoundLog, ValuationSettings
+from fedtrail.protocol.terms import InvalidTerms, RoundTerms
+from tests.fedtrail.protocol.test_roundlog import _record
+
+ZERO = "0" * 64
+PEERS = {"method": "shapley", "metric": "balanced_loss", "mode": "peers", "quorum": 3}
+
+
+def _terms(**changes: Any) -> RoundTerms:
+    base: dict[str, Any] = {
+        "round": 1,
+        "aggregation_rule": {"name": "weighted"},
+        "valuation": {"method": "shapley"},
+        "model_spec": {"arch": "smallcnn"},
+        "spec_hash": ZERO,
+        "seed": 0,
+        "validation_sha256": ZERO,
+        "validation_images": 10,
+        "commit_seconds": 60,
+        "reveal_seconds": 60,
+    }
+    base.update(changes)
+    return RoundTerms(**base)
+
+
+def test_aggregator_round_terms_keep_their_windows_bytes() -> None:
+    doc = json.loads(_terms().to_bytes())
+    assert doc["windows"] == {"commit_seconds": 60, "reveal_seconds": 60}
+
+
+def test_peer_round_terms_round_trip_their_score_windows() -> None:
+    terms = _terms(valuation=PEERS, score_commit_seconds=30, score_reveal_seconds=40)
+    blob = terms.to_bytes()
+    assert json.loads(blob)["windows"]["score_reveal_seconds"] == 40
+    back = RoundTerms.from_bytes(blob)
+    assert back == terms and back.to_bytes() == blob
+
+
+@pytest.mark.parametrize(
+    ("valuation", "windows"),
+    [(PEERS, (None, None)), (PEERS, (30, 0)), ({"method": "shapley"}, (30, 30))],
+)
+def test_score_windows_belong_to_peer_rounds_only(
+    valuation: dict[str, Any], windows: tuple[int | None, int | None]
+) -> None:
+    with pytest.raises(InvalidTerms, match="score windows"):
+        _terms(
+            valuation=valuation, score_commit_seconds=windows[0], score_reveal_seconds=windows[1]
+        )
+
+
+def test_valuation_mode_and_quorum_are_checked_and_optional() -> None:
+    plain = ValuationSettings(method="shapley", metric="loss")
+    assert "mode" not in plain.to_json() and not plain.peers
+    peers = ValuationSettings.from_json(PEERS)
+    assert peers.peers and peers.quorum == 3 and peers.to_json() == PEERS
+    with pytest.raises(InvalidLog, match="quorum"):
+        ValuationSettings(method="shapley", metric="loss", mode="peers")
+    with pytest.raises(InvalidLog, match="quorum"):
+        ValuationSettings(method="shapley", metric="loss", quorum=2)
+    with pytest.raises(InvalidLog, match="mode"):
+        ValuationSettings.from_json({**PEERS, "mode": "committee"})
+
+
+def test_the_log_carries_the_revealed_vectors_only_in_peer_rounds() -> None:
+    base = _record()
+    assert "peers" not in base.to_json()
+    votes = (
+        PeerVote(validator="0x" + "11" * 20, scores=(0, 1_000_000)),
+        PeerVote(validator="0x" + "22" * 20, scores=(900_000, 0)),
+    )
+    log = dataclasses.replace(base, peer_votes=votes)
+    back = RoundLog.from_bytes(log.to_bytes())
+    assert back.peer_votes == votes
+    assert RoundLog.from_bytes(base.to_bytes()).peer_votes is None
+    bad = log.to_json()
+    bad["peers"]["votes"][0]["scores"][0] = 1_000_001
+    with pytest.raises(InvalidLog, match="peers"):
+        RoundLog.from_json(bad)
