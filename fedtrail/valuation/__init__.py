@@ -12,7 +12,8 @@ benchmarks, tests). The pieces it combines stay usable as plain library function
 the data-free :func:`robust_statistics` and :func:`free_riders`, the accumulated standing
 (:class:`History`, :func:`normalised_values`, :func:`accumulate`, :func:`demoted_score`), the
 :class:`Combiner` thresholds (:data:`HISTORY_COMBINER`: those measured for valuation with a
-history) and the :class:`ExplanationScorer`.
+history) and the :class:`ExplanationScorer`. :func:`peer_vector` is a validator site's scoring
+of a peer round (every other revealed update on its own split, through :func:`value_round`).
 """
 
 from fedtrail.valuation.base import METRICS, Candidate, Metric, Utility, ValuationContext, usable
@@ -27,6 +28,7 @@ from fedtrail.valuation.combine import (
 from fedtrail.valuation.explanation import ExplanationScorer, SiteExplanationShift
 from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.loo import leave_one_out
+from fedtrail.valuation.peers import PeerVector, UnfitValidation, peer_vector
 from fedtrail.valuation.robust import RobustStats, robust_statistics
 from fedtrail.valuation.round import GAMES, LARGE_GAMES, METHODS, value_round
 from fedtrail.valuation.shapley import (
@@ -63,10 +65,12 @@ __all__ = [
     "GameValues",
     "History",
     "Metric",
+    "PeerVector",
     "RobustStats",
     "RoundValuation",
     "SiteExplanationShift",
     "SiteValuation",
+    "UnfitValidation",
     "Utility",
     "ValuationContext",
     "accumulate",
@@ -80,6 +84,7 @@ __all__ = [
     "linear_shapley",
     "mc_shapley",
     "normalised_values",
+    "peer_vector",
     "robust_statistics",
     "usable",
     "value_round",

@@ -1,0 +1,213 @@
+"""Peer scoring, the validator's side: :func:`peer_vector`, what one site computes in a peer round.
+
+In a peer round (``[valuation] mode = "peers"``, issue 14) no single scorer holds the validation
+split: every registered site scores every *other* revealed update on its own local validation
+split and commits, then reveals, one score vector; the chain takes each update's median over the
+other validators (:mod:`fedtrail.protocol.peers`). This module is the scoring a validator runs
+before it commits, so that a site, the in-process simulation and the tests share one rule.
+
+Why it is built this way:
+
+- **the product's valuation, unchanged** (:func:`~fedtrail.valuation.value_round`, with the
+  method, metric, seed, thresholds and large game of the round's terms): a peer score means
+  what an aggregator score means, the issue-12 utility included, and it has no second code path
+  to drift;
+- **the validator's own update is left out of the game** (a site never scores itself, and its
+  own update in the coalitions would move every other site's Shapley value); its entry in the
+  vector is 0, which the contract and :func:`~fedtrail.protocol.peers.peer_outcome` ignore;
+- **the vector covers every revealed update in ascending address order**: the contract checks
+  its length against the reveal count and reads entry i as the i-th revealed site;
+- **each validator keeps its own standing** (:class:`~fedtrail.valuation.standing.History`):
+  its accumulated values come from its private split, so no one else can recompute them and
+  they cannot be chained through a public log as the aggregator's are; the validator chains them
+  itself from its previous vector (:attr:`PeerVector.history`, then
+  :meth:`PeerVector.next_history` once the round's global delta is known). A cancelled round
+  carries nothing on, as for the aggregator: the caller then keeps the previous history.
+
+Deterministic for its inputs (``value_round`` is).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Final
+
+import numpy as np
+import torch
+
+from fedtrail.errors import ConfigError
+from fedtrail.ml.datasets import ImageDataset
+from fedtrail.ml.models import ModelSpec
+from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.peers import PeerVote, address_key
+from fedtrail.protocol.weights import SCORE_SCALE
+from fedtrail.valuation.base import Candidate
+from fedtrail.valuation.combine import Combiner, RoundValuation
+from fedtrail.valuation.round import value_round
+from fedtrail.valuation.standing import History
+
+__all__ = ["PeerVector", "UnfitValidation", "peer_vector"]
+
+_ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
+
+UNREADABLE: Final = frozenset({Reason.TAMPERED, Reason.MALFORMED, Reason.NOT_REVEALED})
+"""Statuses of updates whose bytes were unusable: never free-rider references (as in
+:mod:`fedtrail.valuation.chained`)."""
+
+
+class UnfitValidation(ConfigError):
+    """This site's validation split cannot score a round (fewer than two classes in it): the
+    site abstains from the round's vote instead of sending scores it could not compute."""
+
+
+def _update_label(site: str, round_id: int) -> str:
+    # the wording of fedtrail.valuation.chained.reference_label (kept local: that module pulls in
+    # the ledger client, which a validator's scoring does not need)
+    return f"{site}'s update of round {round_id}"
+
+
+def _global_label(round_id: int) -> str:
+    return f"the global delta of round {round_id}"
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class PeerVector:
+    """One validator's scoring of a round (equality is identity: it holds tensors).
+
+    ``sites``: every revealed candidate in ascending address order; ``scores``: one uint32 entry
+    per site (0..``SCORE_SCALE``), the validator's own entry 0; ``report``: the valuation of the
+    other candidates (their details, for the validator's own records); ``history``: the
+    validator's standing after this round (None when it scores without one), with this round's
+    readable updates as free-rider references; :meth:`next_history` adds the global delta.
+    """
+
+    validator: str
+    round_id: int
+    sites: tuple[str, ...]
+    scores: tuple[int, ...]
+    report: RoundValuation
+    history: History | None
+
+    @property
+    def vote(self) -> PeerVote:
+        """The vector as the chain holds it once revealed."""
+        return PeerVote(validator=self.validator, scores=self.scores)
+
+    def next_history(self, global_delta: Mapping[str, torch.Tensor] | None) -> History | None:
+        """The history the validator scores its next round with, once this round closed with
+        weights: :attr:`history` plus ``global_delta`` (the delta the round applied; None when
+        unknown) as a reference, so a site resending it is caught as stale."""
+        if self.history is None:
+            return None
+        if global_delta is None:
+            return self.history
+        references = dict(self.history.references)
+        references[_global_label(self.round_id)] = global_delta
+        return History(
+            accumulated=self.history.accumulated,
+            valued_rounds=self.history.valued_rounds,
+            references=references,
+        )
+
+
+def _check_address(name: str, value: object) -> str:
+    if not isinstance(value, str) or not _ADDRESS.fullmatch(value):
+        raise ConfigError(f"{name} must be a 0x-prefixed 20-byte hex address, got {value!r}")
+    return value
+
+
+def _classes(validation: ImageDataset) -> int:
+    return int(np.unique(np.asarray(validation.labels)).size)
+
+
+def peer_vector(
+    *,
+    validator: str,
+    round_id: int,
+    global_state: Mapping[str, torch.Tensor],
+    spec: ModelSpec,
+    candidates: Sequence[Candidate],
+    validation: ImageDataset,
+    method: str,
+    metric: str,
+    seed: int,
+    combiner: Combiner | None = None,
+    history: History | None = None,
+    large_game: str | None = None,
+    explanation_check: bool = False,
+) -> PeerVector:
+    """Score every revealed update but the validator's own on the validator's ``validation``
+    split (see the module docstring).
+
+    ``candidates``: the round's revealed updates, site names their addresses, in strictly
+    ascending address order (the contract's vector order); the validator need not be among them
+    (a site that sent no update still validates). ``method``, ``metric``, ``seed``,
+    ``combiner``, ``large_game`` and ``explanation_check`` are the round terms' valuation
+    settings, exactly as the aggregator would pass them to
+    :func:`~fedtrail.valuation.value_round`. ``history``: the validator's own standing from its
+    previous vector (:meth:`PeerVector.next_history`; ``History()`` for its first round, the
+    warm-up); None scores each round on its own.
+
+    Raises :class:`UnfitValidation` when the split holds fewer than two classes (no utility of
+    the issue-12 kind is defined on it) and ConfigError for malformed input.
+    """
+    own = _check_address("validator", validator)
+    if isinstance(round_id, bool) or not isinstance(round_id, int) or round_id < 1:
+        raise ConfigError(f"round_id must be a positive integer, got {round_id!r}")
+    if not isinstance(validation, ImageDataset) or len(validation) == 0:
+        raise ConfigError("a validator needs a non-empty validation split")
+    for c in candidates:
+        _check_address("every candidate's site", c.site)
+    keys = [address_key(c.site) for c in candidates]
+    if any(b <= a for a, b in pairwise(keys)):
+        raise ConfigError("candidates must be in strictly ascending address order")
+    if _classes(validation) < 2:
+        raise UnfitValidation(
+            f"validator {own}: its validation split holds one class only ({len(validation)} "
+            "images), so it cannot value updates; it abstains"
+        )
+    own_key = address_key(own)
+    others = [c for c in candidates if address_key(c.site) != own_key]
+    report = value_round(
+        global_state=global_state,
+        spec=spec,
+        candidates=others,
+        validation=validation,
+        method=method,
+        metric=metric,
+        seed=seed,
+        explanation_check=explanation_check,
+        combiner=combiner,
+        history=history,
+        large_game=large_game,
+    )
+    by_site = {v.site: v for v in report.sites}
+    scores = tuple(
+        0 if address_key(c.site) == own_key else by_site[c.site].score for c in candidates
+    )
+    if any(not 0 <= s <= SCORE_SCALE for s in scores):  # value_round's contract; never expected
+        raise ConfigError(f"validator {own}: a score outside 0..{SCORE_SCALE}")
+    next_history = None
+    if history is not None:
+        unreadable = {v.site for v in report.sites if v.status in UNREADABLE}
+        references: dict[str, Mapping[str, torch.Tensor]] = {
+            _update_label(c.site, round_id): c.delta
+            for c in candidates
+            if c.delta is not None and c.status not in UNREADABLE and c.site not in unreadable
+        }
+        next_history = History(
+            accumulated=dict(report.accumulated or {}),
+            valued_rounds=history.valued_rounds + 1,
+            references=references,
+        )
+    return PeerVector(
+        validator=own,
+        round_id=round_id,
+        sites=tuple(c.site for c in candidates),
+        scores=scores,
+        report=report,
+        history=next_history,
+    )

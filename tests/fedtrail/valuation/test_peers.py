@@ -1,0 +1,191 @@
+"""peer_vector: a validator site's scoring of a peer round (issue 14), on real SmallCNN updates.
+
+Five sites (addresses 0x..01 to 0x..05) send real updates; each validator scores the others on
+its own shard of the bundled validation split, as a site does in a peer round."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fedtrail.errors import ConfigError
+from fedtrail.ml.datasets import ImageDataset, partition_iid
+from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.peers import PeerVote, peer_outcome
+from fedtrail.protocol.weights import SCORE_SCALE
+from fedtrail.valuation import (
+    HISTORY_COMBINER,
+    Candidate,
+    History,
+    PeerVector,
+    UnfitValidation,
+    peer_vector,
+)
+from tests.fedtrail.valuation.real_sites import SPEC, RealSites, real_sites
+
+Delta = dict[str, torch.Tensor]
+ADDRESSES = [f"0x{i + 1:040x}" for i in range(5)]
+
+
+@pytest.fixture(scope="module")
+def sites() -> RealSites:
+    return real_sites()
+
+
+@pytest.fixture(scope="module")
+def shards(sites: RealSites) -> list[ImageDataset]:
+    """Each site's own validation split: an IID fifth of the bundled one (54 images)."""
+    return [sites.validation.subset(p) for p in partition_iid(sites.validation.labels, 5, seed=1)]
+
+
+def _candidates(sites: RealSites, deltas: list[Delta] | None = None) -> list[Candidate]:
+    ds = sites.deltas[:5] if deltas is None else deltas
+    return [
+        Candidate(site=a, num_samples=n, delta=d)
+        for a, n, d in zip(ADDRESSES, sites.num_samples[:5], ds, strict=True)
+    ]
+
+
+def _vector(
+    sites: RealSites,
+    validator: int,
+    validation: ImageDataset,
+    candidates: list[Candidate],
+    *,
+    history: History | None = None,
+    round_id: int = 1,
+    global_state: dict[str, torch.Tensor] | None = None,
+) -> PeerVector:
+    return peer_vector(
+        validator=ADDRESSES[validator],
+        round_id=round_id,
+        global_state=sites.global_state if global_state is None else global_state,
+        spec=SPEC,
+        candidates=candidates,
+        validation=validation,
+        method="shapley",
+        metric="balanced_loss",
+        seed=7,
+        combiner=HISTORY_COMBINER if history is not None else None,
+        history=history,
+    )
+
+
+def test_own_update_is_left_out_of_the_game_and_scored_zero(
+    sites: RealSites, shards: list[ImageDataset]
+) -> None:
+    pv = _vector(sites, 2, shards[2], _candidates(sites))
+    assert pv.scores[2] == 0
+    assert [v.site for v in pv.report.sites] == [a for i, a in enumerate(ADDRESSES) if i != 2]
+    # exact Shapley over the four others: 2**4 coalitions (2**5 with its own update in the game)
+    assert pv.report.method == "shapley" and pv.report.evaluations == 16
+    assert all(s > 0 for i, s in enumerate(pv.scores) if i != 2)  # honest IID updates
+    assert pv.vote.validator == ADDRESSES[2] and pv.vote.scores == pv.scores
+
+
+def test_vector_is_aligned_to_the_revealed_sites_in_address_order(
+    sites: RealSites, shards: list[ImageDataset]
+) -> None:
+    cands = _candidates(sites)
+    # site 3's blob was unusable: its entry, and only its, is 0 besides the validator's own
+    cands[3] = Candidate(site=ADDRESSES[3], num_samples=1, delta=None, status=Reason.TAMPERED)
+    pv = _vector(sites, 1, shards[1], cands)
+    assert pv.sites == tuple(ADDRESSES)
+    assert len(pv.scores) == len(ADDRESSES)
+    assert pv.scores[1] == 0 and pv.scores[3] == 0
+    assert all(pv.scores[i] > 0 for i in (0, 2, 4))
+    by_site = {v.site: v for v in pv.report.sites}
+    assert by_site[ADDRESSES[3]].reason is Reason.TAMPERED
+    for i in (0, 2, 4):
+        assert pv.scores[i] == by_site[ADDRESSES[i]].score
+    with pytest.raises(ConfigError, match="ascending address order"):
+        _vector(sites, 1, shards[1], list(reversed(_candidates(sites))))
+    with pytest.raises(ConfigError, match="hex address"):
+        _vector(
+            sites,
+            1,
+            shards[1],
+            [Candidate(site="site-00", num_samples=1, delta=None, status=Reason.TAMPERED)],
+        )
+
+
+def test_a_validator_outside_the_round_scores_every_update(
+    sites: RealSites, shards: list[ImageDataset]
+) -> None:
+    """A registered site that sent no update still validates: nothing is left out."""
+    cands = _candidates(sites)[1:]
+    pv = _vector(sites, 0, shards[0], cands)
+    assert pv.sites == tuple(ADDRESSES[1:])
+    assert all(s > 0 for s in pv.scores) and pv.report.evaluations == 16
+
+
+def test_peer_vector_is_deterministic(sites: RealSites, shards: list[ImageDataset]) -> None:
+    a = _vector(sites, 4, shards[4], _candidates(sites), history=History())
+    b = _vector(sites, 4, shards[4], _candidates(sites), history=History())
+    assert a.scores == b.scores
+    assert [(v.score, v.reason, v.value) for v in a.report.sites] == [
+        (v.score, v.reason, v.value) for v in b.report.sites
+    ]
+
+
+def test_a_split_of_one_class_abstains(sites: RealSites) -> None:
+    one = sites.validation.subset(np.flatnonzero(sites.validation.labels == 0)[:20])
+    with pytest.raises(UnfitValidation, match="one class"):
+        _vector(sites, 0, one, _candidates(sites))
+
+
+def test_an_inverted_validator_cannot_zero_an_honest_site(
+    sites: RealSites, shards: list[ImageDataset]
+) -> None:
+    """A 5-site in-process peer round: validator 0 reports SCORE_SCALE minus its honest vector
+    (its best-valued site gets its lowest score); the median of the others still pays every
+    honest site, and the inverter is the validator farthest from the medians."""
+    cands = _candidates(sites)
+    honest = [_vector(sites, v, shards[v], cands).vote for v in range(5)]
+    inverted = honest[0].scores
+    lying = PeerVote(
+        validator=ADDRESSES[0],
+        scores=tuple(0 if i == 0 else SCORE_SCALE - s for i, s in enumerate(inverted)),
+    )
+    assert min(lying.scores[1:]) < SCORE_SCALE // 10  # the lie does try to zero someone
+    out = peer_outcome(ADDRESSES, [lying, *honest[1:]])
+    assert all(s > 0 for s in out.scores)
+    assert all(r is Reason.OK for r in out.reasons)
+    assert max(out.distances, key=lambda v: out.distances[v]) == ADDRESSES[0]
+
+
+def test_history_chains_from_the_previous_vector(
+    sites: RealSites, shards: list[ImageDataset]
+) -> None:
+    """Round 1 (warm-up) gives the validator's next history; in round 2, chained from it, a site
+    resending its round-1 update and one resending the round's global delta are free-riders."""
+    cands = _candidates(sites)
+    first = _vector(sites, 0, shards[0], cands, history=History())
+    assert first.history is not None
+    assert first.history.valued_rounds == 1
+    assert set(first.history.accumulated) <= set(ADDRESSES[1:])  # never its own site
+    global_delta = {
+        k: sum(d[k] for d in sites.deltas[:5]) / 5 for k in sites.deltas[0]
+    }  # what the round applied (any delta serves)
+    chained = first.next_history(global_delta)
+    assert chained is not None
+    assert "the global delta of round 1" in chained.references
+    assert f"{ADDRESSES[2]}'s update of round 1" in chained.references
+    state2 = {k: v + global_delta[k] for k, v in sites.global_state.items()}
+    fresh5, fresh6 = sites.deltas[5], sites.deltas[6]
+    mixed = {k: (sites.deltas[0][k] + fresh6[k]) / 2 for k in fresh6}
+    round2 = _candidates(sites, [fresh5, fresh6, sites.deltas[2], global_delta, mixed])
+    second = _vector(sites, 0, shards[0], round2, history=chained, round_id=2, global_state=state2)
+    by_site = {v.site: v for v in second.report.sites}
+    assert by_site[ADDRESSES[2]].reason is Reason.FREE_RIDER and second.scores[2] == 0
+    assert by_site[ADDRESSES[3]].reason is Reason.FREE_RIDER and second.scores[3] == 0
+    assert second.scores[1] > 0 and second.scores[4] > 0
+    assert second.history is not None and second.history.valued_rounds == 2
+    # the same round without the chained history does not know the resent updates
+    unchained = _vector(
+        sites, 0, shards[0], round2, history=History(), round_id=2, global_state=state2
+    )
+    reasons = {v.site: v.reason for v in unchained.report.sites}
+    assert reasons[ADDRESSES[2]] is not Reason.FREE_RIDER
+    assert reasons[ADDRESSES[3]] is not Reason.FREE_RIDER
