@@ -1,0 +1,354 @@
+"""Checks of a peer round (issue 14): its scores follow from the revealed score vectors alone.
+
+In a peer round (terms ``valuation.mode = "peers"``) no aggregator scores: every site that was
+registered when the round opened may reveal a score vector, and ``recordPeerValuation`` takes
+each update's median over the other validators (:mod:`fedtrail.protocol.peers`). Every input of
+that rule is public, so an auditor recomputes each score, reason, weight and validator
+reputation with no validation split at all:
+
+* ``peers.votes``: every vector read from the chain's ``ScoresRevealed`` events hashes to what
+  the contract stored for its validator (``keccak256(abi.encode(round, validator, scores))``),
+  one per validator, as many as the chain's vote count; and the log's ``peers`` block repeats
+  them exactly (ascending validator order);
+* ``peers.median``: the chain's and the log's scores and reasons are
+  :func:`~fedtrail.protocol.peers.peer_outcome` of those votes over the revealed updates in
+  address order, and the chain's and the log's weights the shared weight rule over those medians;
+* ``peers.quorum``: the chain's peer record is the one the terms committed (quorum, score commit
+  and reveal windows after the reveal deadline) and the revealed votes meet the quorum;
+* ``peers.reputation``: each validator's distance and reputation in this round's
+  ``ValidatorRated`` events equal the contract's EMA recomputed from its earlier ratings and this
+  round's agreement, exactly the validators with another site to score are rated, and a
+  validator's current ``validator_standing`` is what its latest rated round left.
+
+The checks take plain records (:class:`PeerRecord`, read once from the chain), so each can be
+exercised with hand-built inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_abi.abi import encode as abi_encode
+from eth_utils.crypto import keccak
+
+from fedtrail.ledger import Submission, checksum
+from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.peers import InvalidVotes, PeerOutcome, PeerVote, address_key, peer_outcome
+from fedtrail.protocol.roundlog import SiteEntry
+from fedtrail.protocol.terms import RoundTerms
+from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
+
+__all__ = [
+    "MEDIAN",
+    "QUORUM",
+    "REPUTATION",
+    "VOTES",
+    "Check",
+    "PeerRecord",
+    "PeerTable",
+    "check_median",
+    "check_quorum",
+    "check_reputation",
+    "check_votes",
+    "peer_table",
+    "vote_hash",
+]
+
+VOTES = "peers.votes"
+MEDIAN = "peers.median"
+QUORUM = "peers.quorum"
+REPUTATION = "peers.reputation"
+
+Check = tuple[str, bool, str]
+"""(check name, passed, detail), as :class:`~fedtrail.auditor.verify.RoundAudit` adds them."""
+
+
+def vote_hash(round_id: int, validator: str, scores: Sequence[int]) -> str:
+    """What ``revealScores`` stores in place of the commitment once a vector opens it:
+    hex of ``keccak256(abi.encode(uint256 round, address validator, uint32[] scores))``."""
+    encoded = abi_encode(
+        ["uint256", "address", "uint32[]"], [round_id, checksum(validator), list(scores)]
+    )
+    return "0x" + keccak(encoded).hex()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerRecord:
+    """What the chain holds for one peer round, read once (:func:`read_peer_record`).
+
+    ``votes``: the ``ScoresRevealed`` events in chain order; ``stored``: per validator that
+    revealed, the hash the contract stores for it (``scoreVote``); ``rated``: this round's
+    ``ValidatorRated`` events, validator -> (distance, reputation after); ``before``: per
+    validator, (reputation, rated rounds) before this round, from the earlier rounds'
+    ``ValidatorRated`` events; ``standing``: the contract's current (reputation, rated rounds)
+    of each validator whose latest rating is this round's."""
+
+    round: int
+    quorum: int
+    commit_count: int
+    vote_count: int
+    reveal_deadline: int
+    score_commit_deadline: int
+    score_reveal_deadline: int
+    votes: tuple[PeerVote, ...]
+    stored: Mapping[str, str] = field(default_factory=dict)
+    rated: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    before: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    standing: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    alpha: int = 0
+
+    def sorted_votes(self) -> tuple[PeerVote, ...]:
+        """The votes in ascending validator order (the order the rule and the log use)."""
+        return tuple(sorted(self.votes, key=lambda v: address_key(v.validator)))
+
+
+def _key(address: str) -> str:
+    return checksum(address)
+
+
+def check_votes(record: PeerRecord, log_votes: Sequence[PeerVote] | None) -> Check:
+    """``peers.votes`` (see the module docstring)."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    stored = {_key(k): v.lower() for k, v in record.stored.items()}
+    for vote in record.votes:
+        who = _key(vote.validator)
+        if who in seen:
+            problems.append(f"{who[:10]} revealed twice")
+            continue
+        seen.add(who)
+        want = stored.get(who)
+        if want is None:
+            problems.append(f"{who[:10]}'s revealed vector has no stored hash on chain")
+        elif vote_hash(record.round, who, vote.scores) != want:
+            problems.append(f"{who[:10]}'s revealed vector does not hash to the stored vote")
+    if len(record.votes) != record.vote_count:
+        problems.append(
+            f"{len(record.votes)} ScoresRevealed event(s), the contract counts {record.vote_count}"
+        )
+    missing = sorted(k[:10] for k in set(stored) - seen)
+    if missing:
+        problems.append(f"stored votes without a revealed vector: {', '.join(missing)}")
+    chain = [(address_key(v.validator), tuple(v.scores)) for v in record.sorted_votes()]
+    if log_votes is None:
+        problems.append("the log has no peers block")
+    else:
+        logged = [(address_key(v.validator), tuple(v.scores)) for v in log_votes]
+        if logged != chain:
+            differ = [
+                _key(v.validator)[:10]
+                for v in log_votes
+                if (address_key(v.validator), tuple(v.scores)) not in chain
+            ]
+            problems.append(
+                "the log's votes are not the chain's"
+                + (f" ({', '.join(differ)} differ)" if differ else " (order or count differs)")
+            )
+    return (
+        VOTES,
+        not problems,
+        "; ".join(problems)
+        or f"{len(chain)} revealed vector(s), each hashing to its stored vote; the log repeats "
+        "them exactly",
+    )
+
+
+def check_median(
+    record: PeerRecord, subs: Sequence[Submission], log_sites: Sequence[SiteEntry] | None
+) -> tuple[Check, PeerOutcome | None]:
+    """``peers.median`` (see the module docstring) over the revealed updates ``subs`` and the
+    log's site entries (None: no readable log), and the outcome the votes give (None when the
+    votes are not ones the contract would take)."""
+    ordered = sorted(subs, key=lambda s: address_key(s.site))
+    try:
+        outcome = peer_outcome([s.site for s in ordered], record.sorted_votes())
+    except InvalidVotes as exc:
+        return (MEDIAN, False, f"the chain's votes cannot be combined: {exc}"), None
+    try:
+        weights = onchain_weights([s.num_samples for s in ordered], outcome.scores)
+    except ZeroTotalWeight:
+        return (MEDIAN, False, "every median gives zero weight: the round could not be valued"), (
+            outcome
+        )
+    problems: list[str] = []
+    entries = {_key(e.site): e for e in log_sites or ()}
+    for sub, score, reason, weight in zip(
+        ordered, outcome.scores, outcome.reasons, weights, strict=True
+    ):
+        who = sub.site[:10]
+        if (sub.score, sub.reason, sub.weight) != (score, int(reason), weight):
+            problems.append(
+                f"chain {who} score {sub.score} reason {sub.reason} weight {sub.weight}, the "
+                f"median gives {score} {reason.name} weight {weight}"
+            )
+        entry = entries.get(_key(sub.site))
+        if entry is not None and (entry.score, entry.reason, entry.weight) != (
+            score,
+            int(reason),
+            weight,
+        ):
+            problems.append(
+                f"log {who} score {entry.score} reason {entry.reason} weight {entry.weight}, the "
+                f"median gives {score} {reason.name} weight {weight}"
+            )
+    if log_sites is None:
+        problems.append("no log to compare")
+    return (
+        MEDIAN,
+        not problems,
+        "; ".join(problems)
+        or f"{len(ordered)} score(s), reason(s) and weight(s) on chain and in the log are the "
+        f"medians of {len(record.votes)} revealed vector(s) (self entries not counted)",
+    ), outcome
+
+
+def check_quorum(record: PeerRecord, terms: RoundTerms | None) -> Check:
+    """``peers.quorum`` (see the module docstring)."""
+    problems: list[str] = []
+    if terms is None:
+        problems.append("no readable terms to compare the chain's peer record with")
+    else:
+        if terms.valuation.get("mode") != "peers":
+            problems.append("the chain holds a peer round, the terms do not say mode 'peers'")
+        if terms.valuation.get("quorum") != record.quorum:
+            problems.append(
+                f"terms' quorum {terms.valuation.get('quorum')}, the chain's {record.quorum}"
+            )
+        commit = record.score_commit_deadline - record.reveal_deadline
+        reveal = record.score_reveal_deadline - record.score_commit_deadline
+        if (commit, reveal) != (terms.score_commit_seconds, terms.score_reveal_seconds):
+            problems.append(
+                f"chain's score windows {commit} s / {reveal} s, the terms' "
+                f"{terms.score_commit_seconds} s / {terms.score_reveal_seconds} s"
+            )
+    if record.quorum < 1:
+        problems.append("the chain's quorum is 0 (an aggregator round)")
+    if record.vote_count < record.quorum or len(record.votes) < record.quorum:
+        problems.append(
+            f"{len(record.votes)} vote(s) revealed, fewer than the quorum {record.quorum}"
+        )
+    if record.commit_count < record.vote_count:
+        problems.append(f"{record.vote_count} votes from {record.commit_count} commitments")
+    return (
+        QUORUM,
+        not problems,
+        "; ".join(problems)
+        or f"{len(record.votes)} of {record.commit_count} committed vector(s) revealed, quorum "
+        f"{record.quorum}; quorum and score windows are the committed terms'",
+    )
+
+
+def check_reputation(record: PeerRecord, outcome: PeerOutcome | None) -> Check:
+    """``peers.reputation`` (see the module docstring)."""
+    if outcome is None:
+        return (REPUTATION, False, "no outcome to rate validators by (see peers.median)")
+    before = {_key(k): v for k, v in record.before.items()}
+    expected = outcome.validator_reputations(before, alpha=record.alpha)
+    expected = {_key(k): v for k, v in expected.items()}
+    distances = {_key(k): v for k, v in outcome.distances.items()}
+    rated = {_key(k): v for k, v in record.rated.items()}
+    problems: list[str] = []
+    for who in sorted(set(rated) - set(expected)):
+        problems.append(f"{who[:10]} rated, but it scored no other site")
+    for who in sorted(expected):
+        want = (distances[who], expected[who])
+        got = rated.get(who)
+        if got is None:
+            problems.append(f"{who[:10]} not rated")
+        elif got != want:
+            problems.append(
+                f"{who[:10]} rated distance {got[0]} reputation {got[1]}, recomputed {want[0]} "
+                f"{want[1]}"
+            )
+    for who, now in sorted(record.standing.items()):
+        key = _key(who)
+        if key not in expected:
+            continue
+        want_now = (expected[key], before.get(key, (0, 0))[1] + 1)
+        if now != want_now:
+            problems.append(
+                f"{key[:10]}'s validator standing {now[0]} after {now[1]} rated round(s), "
+                f"recomputed {want_now[0]} after {want_now[1]}"
+            )
+    return (
+        REPUTATION,
+        not problems,
+        "; ".join(problems)
+        or f"{len(expected)} validator(s) rated: distance from the median and reputation equal "
+        f"the contract's EMA (alpha {record.alpha}) over their earlier ratings",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerTable:
+    """A peer round for the report: rows validators, columns the revealed updates (address
+    order), the median row, and each validator's distance and reputation as the chain rated it.
+    ``own[i]``: the column a validator's own update sits in (not counted), or None."""
+
+    round: int
+    sites: tuple[str, ...]
+    validators: tuple[str, ...]
+    vectors: tuple[tuple[int, ...], ...]
+    own: tuple[int | None, ...]
+    medians: tuple[int, ...]
+    reasons: tuple[int, ...]
+    peer_counts: tuple[int, ...]
+    distances: tuple[int | None, ...]
+    reputations: tuple[int | None, ...]
+    quorum: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "quorum": self.quorum,
+            "sites": list(self.sites),
+            "median": list(self.medians),
+            "reasons": [Reason(r).name for r in self.reasons],
+            "peer_counts": list(self.peer_counts),
+            "validators": [
+                {
+                    "validator": v,
+                    "scores": list(vec),
+                    "self_index": own,
+                    "distance": dist,
+                    "validator_reputation": rep,
+                }
+                for v, vec, own, dist, rep in zip(
+                    self.validators,
+                    self.vectors,
+                    self.own,
+                    self.distances,
+                    self.reputations,
+                    strict=True,
+                )
+            ],
+        }
+
+
+def peer_table(record: PeerRecord, subs: Sequence[Submission]) -> PeerTable | None:
+    """The report's table of a peer round (None when its votes cannot be combined)."""
+    sites = sorted((s.site for s in subs), key=address_key)
+    votes = record.sorted_votes()
+    try:
+        outcome = peer_outcome(sites, votes)
+    except InvalidVotes:
+        return None
+    index = {_key(s): i for i, s in enumerate(sites)}
+    rated = {_key(k): v for k, v in record.rated.items()}
+    return PeerTable(
+        round=record.round,
+        sites=tuple(sites),
+        validators=tuple(v.validator for v in votes),
+        vectors=tuple(tuple(v.scores) for v in votes),
+        own=tuple(index.get(_key(v.validator)) for v in votes),
+        medians=outcome.scores,
+        reasons=tuple(int(r) for r in outcome.reasons),
+        peer_counts=outcome.peer_counts,
+        distances=tuple(outcome.distances.get(v.validator) for v in votes),
+        reputations=tuple(
+            rated[_key(v.validator)][1] if _key(v.validator) in rated else None for v in votes
+        ),
+        quorum=record.quorum,
+    )

@@ -1,0 +1,255 @@
+"""The peer-round checks of ``audit verify`` on hand-built chain records: an honest round passes
+every check, and each kind of lie fails the check that names it. The medians, distances and
+reputations below are worked out by hand from the rule in fedtrail.protocol.peers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from eth_utils.crypto import keccak
+
+from fedtrail.auditor.peers import (
+    MEDIAN,
+    QUORUM,
+    REPUTATION,
+    VOTES,
+    PeerRecord,
+    check_median,
+    check_quorum,
+    check_reputation,
+    check_votes,
+    peer_table,
+    vote_hash,
+)
+from fedtrail.ledger import Submission, checksum
+from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.peers import PeerVote
+from fedtrail.protocol.roundlog import SiteEntry, UpdateRef
+from fedtrail.protocol.terms import RoundTerms
+from fedtrail.protocol.weights import onchain_weights
+
+ROUND = 3
+A, B, C, D = (checksum(f"0x{i:040x}") for i in (0xA1, 0xB2, 0xC3, 0xD4))
+SAMPLES = {A: 100, B: 200, C: 300}
+VECTORS = {  # entries for A, B, C; each site's own entry is 0 (never counted)
+    A: (0, 600, 300),
+    B: (500, 0, 400),
+    C: (700, 800, 0),
+    D: (100, 700, 350),  # registered, no update of its own: scores all three
+}
+MEDIANS = {A: 500, B: 700, C: 350}  # A: med(500,700,100); B: med(600,800,700); C: med(300,400,350)
+DISTANCES = {A: 75, B: 25, C: 150, D: 133}  # floor(mean |entry - median|) over the others
+ALPHA = 300_000
+BEFORE = {A: (900_000, 2)}  # A was rated twice before; the others never
+REPUTATIONS = {  # A: (0.3 * 999_925 + 0.7 * 900_000) floored; first ratings set it
+    A: 929_977,
+    B: 999_975,
+    C: 999_850,
+    D: 999_867,
+}
+
+
+def votes() -> tuple[PeerVote, ...]:
+    return tuple(PeerVote(validator=v, scores=s) for v, s in VECTORS.items())
+
+
+def record(**changes: object) -> PeerRecord:
+    base = PeerRecord(
+        round=ROUND,
+        quorum=3,
+        commit_count=4,
+        vote_count=4,
+        reveal_deadline=1_000,
+        score_commit_deadline=1_600,
+        score_reveal_deadline=2_500,
+        votes=tuple(reversed(votes())),  # events in reveal order, not address order
+        stored={v: vote_hash(ROUND, v, s) for v, s in VECTORS.items()},
+        rated={v: (DISTANCES[v], REPUTATIONS[v]) for v in VECTORS},
+        before=BEFORE,
+        standing={v: (REPUTATIONS[v], BEFORE.get(v, (0, 0))[1] + 1) for v in VECTORS},
+        alpha=ALPHA,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def subs(scores: dict[str, int] | None = None) -> list[Submission]:
+    scores = scores or MEDIANS
+    weights = onchain_weights([SAMPLES[s] for s in (A, B, C)], [scores[s] for s in (A, B, C)])
+    return [
+        Submission(
+            round=ROUND,
+            site=s,
+            cid=f"cid-{s[-2:]}",
+            sha256="ab" * 32,
+            num_samples=SAMPLES[s],
+            score=scores[s],
+            reason=int(Reason.OK if scores[s] else Reason.PEER_REJECTED),
+            weight=w,
+            commitment="0x" + "00" * 32,
+            commit_order=i + 1,
+            revealed=True,
+        )
+        for i, (s, w) in enumerate(zip((A, B, C), weights, strict=True))
+    ]
+
+
+def entries(chain: list[Submission]) -> list[SiteEntry]:
+    return [
+        SiteEntry.of(
+            site=s.site,
+            name="",
+            update=UpdateRef(s.cid, s.sha256, s.num_samples),
+            status=Reason.OK,
+            score=s.score,
+            reason=s.reason,
+            weight=s.weight,
+            components={},
+            explanation=None,
+        )
+        for s in chain
+    ]
+
+
+def terms(**windows: int) -> RoundTerms:
+    return RoundTerms(
+        round=ROUND,
+        aggregation_rule={"name": "fedavg"},
+        valuation={"method": "loo", "metric": "auc", "mode": "peers", "quorum": 3},
+        model_spec={},
+        spec_hash="cd" * 32,
+        seed=0,
+        validation_sha256="ef" * 32,
+        validation_images=0,
+        commit_seconds=60,
+        reveal_seconds=60,
+        score_commit_seconds=windows.get("commit", 600),
+        score_reveal_seconds=windows.get("reveal", 900),
+    )
+
+
+def test_vote_hash_is_keccak_of_the_abi_encoding_the_contract_stores() -> None:
+    """abi.encode(uint256, address, uint32[]): three head words (the array as an offset), then
+    the array's length and its entries, each a 32-byte big-endian word."""
+
+    def word(x: int) -> bytes:
+        return x.to_bytes(32, "big")
+
+    scores = (0, 600, 300)
+    encoded = word(ROUND) + word(int(A, 16)) + word(96) + word(3) + b"".join(map(word, scores))
+    assert vote_hash(ROUND, A, scores) == "0x" + keccak(encoded).hex()
+    assert vote_hash(ROUND, A, scores) != vote_hash(ROUND + 1, A, scores)
+
+
+def test_an_honest_peer_round_passes_every_check() -> None:
+    rec, chain = record(), subs()
+    log_votes = votes()  # ascending validator order, as the log writes them
+    assert check_votes(rec, log_votes)[1], check_votes(rec, log_votes)[2]
+    median, outcome = check_median(rec, chain, entries(chain))
+    assert median[0] == MEDIAN and median[1], median[2]
+    assert outcome is not None and dict(zip(outcome.sites, outcome.scores, strict=True)) == MEDIANS
+    quorum = check_quorum(rec, terms())
+    assert quorum[0] == QUORUM and quorum[1], quorum[2]
+    rep = check_reputation(rec, outcome)
+    assert rep[0] == REPUTATION and rep[1], rep[2]
+
+
+def test_log_votes_that_differ_from_the_chain_fail_peers_votes() -> None:
+    rec = record()
+    forged = list(votes())
+    forged[1] = PeerVote(validator=B, scores=(0, 0, 400))
+    name, ok, detail = check_votes(rec, forged)
+    assert (name, ok) == (VOTES, False) and B[:10] in detail
+    name, ok, detail = check_votes(rec, votes()[:3])  # a vote left out of the log
+    assert not ok and "not the chain's" in detail
+    assert not check_votes(rec, None)[1]  # no peers block at all
+
+
+def test_a_revealed_vector_that_does_not_open_the_stored_hash_fails_peers_votes() -> None:
+    tampered = tuple(
+        PeerVote(validator=v.validator, scores=(999, 0, 400)) if v.validator == B else v
+        for v in votes()
+    )
+    rec = record(votes=tampered)
+    name, ok, detail = check_votes(rec, tampered)
+    assert (name, ok) == (VOTES, False) and "does not hash to the stored vote" in detail
+    name, ok, detail = check_votes(record(vote_count=5), votes())
+    assert not ok and "the contract counts 5" in detail
+
+
+def test_a_score_that_is_not_the_median_fails_peers_median() -> None:
+    rec = record()
+    honest = subs()
+    lie = subs({**MEDIANS, B: 800})  # the chain (or the log) paying B more than its median
+    name, ok, detail = check_median(rec, lie, entries(honest))[0]
+    assert (name, ok) == (MEDIAN, False) and f"chain {B[:10]} score 800" in detail
+    name, ok, detail = check_median(rec, honest, entries(lie))[0]
+    assert not ok and f"log {B[:10]} score 800" in detail and "chain " not in detail
+
+
+def test_log_weights_that_are_not_the_medians_weights_fail_peers_median() -> None:
+    honest = subs()
+    moved = [
+        dataclasses.replace(e, weight=e.weight + (10**15 if i == 0 else -(10**15)))
+        for i, e in enumerate(entries(honest))
+    ]
+    name, ok, detail = check_median(record(), honest, moved)[0]
+    assert (name, ok) == (MEDIAN, False) and "log " in detail and "weight" in detail
+
+
+def test_a_zero_median_is_peer_rejected() -> None:
+    """A and B score C 0 (its own 900 never counts): median 0, PEER_REJECTED, weight 0."""
+    vectors = {A: (0, 600, 0), B: (500, 0, 0), C: (700, 800, 900)}
+    vs = tuple(PeerVote(validator=v, scores=s) for v, s in vectors.items())
+    rec = record(
+        votes=vs, vote_count=3, stored={v: vote_hash(ROUND, v, s) for v, s in vectors.items()}
+    )
+    chain = subs({A: 600, B: 700, C: 0})
+    assert chain[2].reason == Reason.PEER_REJECTED and chain[2].weight == 0
+    check, _ = check_median(rec, chain, entries(chain))
+    assert check[1], check[2]
+    ok_instead = [
+        dataclasses.replace(s, reason=int(Reason.OK)) if s.site == C else s for s in chain
+    ]
+    assert not check_median(rec, ok_instead, entries(chain))[0][1]
+
+
+def test_peers_quorum_compares_the_chain_with_the_terms_and_counts_the_votes() -> None:
+    assert not check_quorum(record(), terms(commit=601))[1]  # another score commit window
+    name, ok, detail = check_quorum(record(quorum=5), terms())
+    assert (name, ok) == (QUORUM, False)
+    assert "quorum 3, the chain's 5" in detail and "fewer than the quorum 5" in detail
+    assert not check_quorum(record(), None)[1]
+
+
+def test_validator_reputations_are_recomputed_from_the_earlier_ratings() -> None:
+    rec = record()
+    _, outcome = check_median(rec, subs(), None)
+    assert not check_median(rec, subs(), None)[0][1]  # no log: the median check cannot pass
+    wrong = dict(rec.rated)
+    wrong[C] = (DISTANCES[C], REPUTATIONS[C] - 1)
+    name, ok, detail = check_reputation(record(rated=wrong), outcome)
+    assert (name, ok) == (REPUTATION, False) and C[:10] in detail
+    # the EMA must start from A's earlier ratings: from scratch, A's rating is its agreement
+    name, ok, detail = check_reputation(record(before={}), outcome)
+    assert not ok and A[:10] in detail
+    missing = {k: v for k, v in rec.rated.items() if k != D}
+    assert "not rated" in check_reputation(record(rated=missing), outcome)[2]
+    stale = {**rec.standing, B: (REPUTATIONS[B], 2)}
+    assert "validator standing" in check_reputation(record(standing=stale), outcome)[2]
+
+
+def test_the_report_table_marks_each_validators_own_column() -> None:
+    table = peer_table(record(), subs())
+    assert table is not None
+    assert table.validators == (A, B, C, D) and table.own == (0, 1, 2, None)
+    assert table.medians == tuple(MEDIANS[s] for s in (A, B, C))
+    assert table.distances == tuple(DISTANCES[v] for v in (A, B, C, D))
+    assert table.reputations == tuple(REPUTATIONS[v] for v in (A, B, C, D))
+    doc = table.to_json()
+    assert doc["validators"][3] == {
+        "validator": D,
+        "scores": [100, 700, 350],
+        "self_index": None,
+        "distance": 133,
+        "validator_reputation": 999_867,
+    }
