@@ -369,9 +369,11 @@ def verify(
     else:
         emit(rows, fmt)
         if fmt == "table":
+            skipped = sum(1 for a in audits for c in a.checks if not c.applicable)
             click.echo(
-                f"\n{'PASS' if ok else 'FAIL'}: {sum(len(a.checks) for a in audits)} checks "
-                f"over {len(audits)} round(s)"
+                f"\n{'PASS' if ok else 'FAIL'}: "
+                f"{sum(len(a.checks) for a in audits) - skipped} checks over {len(audits)} "
+                "round(s)" + (f", {skipped} not applicable" if skipped else "")
             )
     if not ok:
         click.get_current_context().exit(1)
@@ -425,7 +427,7 @@ def report(
     if fmt == "json":
         emit({"report": str(path), "passed": ok}, "json")
     else:
-        failed = sum(1 for a in audits for c in a.checks if not c.passed)
+        failed = sum(1 for a in audits for c in a.checks if c.failed)
         click.echo(f"report written to {path}")
         click.echo(
             f"verification: {'PASS' if ok else 'FAIL'} ({failed} failed check(s) over "

@@ -81,16 +81,25 @@ UNUSABLE_REASONS = frozenset({Reason.TAMPERED, Reason.MALFORMED})
 
 @dataclass(frozen=True)
 class Check:
-    """One verification step of one round."""
+    """One verification step of one round. A check that does not apply to the round (the
+    valuation replay of a peer round, whose scores no validation split gives) is recorded as
+    not applicable: neither passed nor failed (``status`` N/A)."""
 
     round: int
     name: str
     passed: bool
     detail: str
+    applicable: bool = True
 
     @property
     def status(self) -> str:
+        if not self.applicable:
+            return "N/A"
         return "PASS" if self.passed else "FAIL"
+
+    @property
+    def failed(self) -> bool:
+        return self.applicable and not self.passed
 
 
 @dataclass
@@ -101,11 +110,16 @@ class RoundAudit:
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        """No applicable check failed (checks that do not apply neither pass nor fail)."""
+        return not any(c.failed for c in self.checks)
 
     def add(self, name: str, passed: bool, detail: str) -> bool:
         self.checks.append(Check(self.round, name, passed, detail))
         return passed
+
+    def not_applicable(self, name: str, detail: str) -> None:
+        """Records that ``name`` does not apply to this round, and why (never as passed)."""
+        self.checks.append(Check(self.round, name, False, detail, applicable=False))
 
 
 class _Timer:

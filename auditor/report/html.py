@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from string import Template
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedtrail import __version__
 from fedtrail.auditor.report import plots
@@ -36,6 +36,9 @@ from fedtrail.ledger import Submission
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
+
+if TYPE_CHECKING:
+    from fedtrail.auditor.verify import Check
 
 DEFAULT_TITLE = "fedtrail federation audit report"
 MAX_COMPONENTS = 12
@@ -89,6 +92,13 @@ def _data_uri(png: bytes) -> str:
 def _badge(passed: bool) -> str:
     word = "PASS" if passed else "FAIL"
     return f'<span class="badge {word.lower()}">{word}</span>'
+
+
+def _check_badge(check: Check) -> str:
+    """PASS, FAIL, or N/A for a check that does not apply to its round."""
+    if not check.applicable:
+        return '<span class="badge na">N/A</span>'
+    return _badge(check.passed)
 
 
 def _figure(png: bytes | None, alt: str, caption: str, empty: str) -> str:
@@ -151,8 +161,9 @@ def _header(page: _Page) -> Iterator[str]:
     for rd in fed.rounds:
         phases[rd.info.phase.label] += 1
     phase_text = ", ".join(f"{n} {p}" for p, n in sorted(phases.items())) or "none yet"
-    checks = [c for a in fed.audits for c in a.checks]
-    failed = [c for c in checks if not c.passed]
+    checks = [c for a in fed.audits for c in a.checks if c.applicable]
+    skipped = sum(1 for a in fed.audits for c in a.checks if not c.applicable)
+    failed = [c for c in checks if c.failed]
     ok = bool(fed.audits) and not failed
     if not fed.audits:
         verdict = "No rounds to verify yet."
@@ -161,6 +172,8 @@ def _header(page: _Page) -> Iterator[str]:
     else:
         names = ", ".join(sorted({f"round {c.round}: {c.name}" for c in failed}))
         verdict = f"Verification FAILED: {len(failed)} of {len(checks)} checks failed ({names})."
+    if skipped and fed.audits:
+        verdict += f" {skipped} check(s) not applicable (peer rounds: no validation replay)."
     registered = sum(1 for s in fed.sites if s.registered)
     yield "<header>"
     yield f"<h1>{esc(page.title, 200)}</h1>"
@@ -446,11 +459,11 @@ def _verification(page: _Page) -> Iterator[str]:
     )
     for audit in page.fed.audits:
         for c in audit.checks:
-            row = "" if c.passed else ' class="failrow"'
+            row = ' class="failrow"' if c.failed else ""
             yield (
                 f"<tr{row}><td class=num>{c.round}</td><td><code>{esc(c.name, 80)}</code>"
                 f"{page.check_site(c.name)}</td>"
-                f"<td>{_badge(c.passed)}</td>"
+                f"<td>{_check_badge(c)}</td>"
                 f'<td class="expl">{esc(c.detail, 2000)}</td></tr>'
             )
     yield "</tbody></table></section>"

@@ -31,6 +31,7 @@ tr.failrow td { background: var(--fail-bg); }
   border-radius: 4px; padding: 0 6px; font-size: 12px; }
 .badge.pass { color: #fff; background: var(--pass); }
 .badge.fail { color: #fff; background: var(--fail); }
+.badge.na { color: #1f2328; background: #e8eaed; }
 .badge.phase { color: #1f2328; background: #e8eaed; font-weight: 600; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px;
   vertical-align: baseline; border: 1px solid rgba(0,0,0,.25); }

@@ -253,3 +253,32 @@ def test_the_report_table_marks_each_validators_own_column() -> None:
         "distance": 133,
         "validator_reputation": 999_867,
     }
+
+
+def test_a_check_that_does_not_apply_is_shown_na_never_passed() -> None:
+    from fedtrail.auditor.report import Federation, render_html
+    from fedtrail.auditor.verify import RoundAudit
+
+    audit = RoundAudit(1)
+    audit.add("weights", True, "ok")
+    audit.not_applicable("scores.recomputed", "peer round")
+    na = audit.checks[1]
+    assert (na.status, na.passed, na.failed) == ("N/A", False, False)
+    assert audit.passed  # a check that does not apply does not fail the round
+    audit.add("peers.median", False, "lie")
+    assert not audit.passed
+    fed = Federation(
+        address=A,
+        chain_id=1,
+        block=1,
+        coordinator=A,
+        aggregator=A,
+        sites=[],
+        rounds=[],
+        reputation={},
+        audits=[audit],
+    )
+    page = render_html(fed)
+    assert '<span class="badge na">N/A</span>' in page
+    assert "Verification FAILED: 1 of 2 checks failed (round 1: peers.median)" in page
+    assert "1 check(s) not applicable" in page
