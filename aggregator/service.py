@@ -40,14 +40,9 @@ from web3 import Web3
 from fedtrail.chain import next_block_timestamp
 from fedtrail.errors import (
     ConfigError,
-    ContentNotFound,
-    ContentTooLarge,
     ContractNotFound,
     ContractRevert,
     FedtrailError,
-    HashMismatch,
-    InvalidCid,
-    InvalidUpdate,
     LedgerError,
     StoreError,
 )
@@ -63,7 +58,6 @@ from fedtrail.ml.personalise import personal_part
 from fedtrail.ml.task import Task, TaskMismatch
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.evidence import (
     ChainUpdate,
     Evidence,
@@ -73,8 +67,7 @@ from fedtrail.protocol.evidence import (
 )
 from fedtrail.protocol.terms import InvalidTerms, Personalisation, PrivacyTerms, RoundTerms
 from fedtrail.protocol.weights import SCORE_SCALE
-from fedtrail.storage.canonical import check_canonical_update
-from fedtrail.storage.codec import decode_model, decode_update, encode_model
+from fedtrail.storage.codec import decode_model, encode_model
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation import (
     LARGE_GAMES,
@@ -86,6 +79,7 @@ from fedtrail.valuation import (
     default_combiner,
     value_round,
 )
+from fedtrail.valuation.candidates import CandidateCache, revealed_candidates
 from fedtrail.valuation.chained import Carried, carried_history, combiner_from, standing_of
 
 log = logging.getLogger("fedtrail.aggregator")
@@ -313,7 +307,7 @@ class AggregatorService:
         self.stop_event = stop_event or threading.Event()
         self._at_step = at_step
         self._names: dict[str, str] = {}
-        self._fetched: dict[int, dict[tuple[str, str], tuple[Reason, str, Any]]] = {}
+        self._fetched = CandidateCache()
         self._terms: dict[int, RoundTerms] = {}
         self._validation_sha256: str | None = None
         self._unusable: dict[int, tuple[tuple[tuple[str, str, str, int, int], ...], bool]] = {}
@@ -460,70 +454,22 @@ class AggregatorService:
 
     def candidates(self, round_id: int) -> list[tuple[Submission, Candidate]]:
         """Every revealed update with its decoded delta, or the reason it cannot be used; later
-        copies (in commit order) of an earlier update are marked DUPLICATE.
+        copies (in commit order) of an earlier update are marked DUPLICATE
+        (:func:`fedtrail.valuation.candidates.revealed_candidates`, the nodes' reading too).
 
         Fetched and decoded once per round and process (valuation and finalize both need them);
         after a restart they are fetched again and verified against the chain as before.
         """
         terms, _ = self.terms(round_id)
-        cache = self._fetched.setdefault(round_id, {})
-        fetched = []
-        for sub in self.ledger.get_submissions(round_id):
-            key = (sub.site, sub.sha256)
-            if key not in cache:
-                cache[key] = self._fetch_update(round_id, sub, terms)
-            fetched.append((sub, *cache[key]))
-        copies = find_duplicates(
-            [
-                Entry(
-                    sub.site, sub.commit_order, sub.sha256, delta if status is Reason.OK else None
-                )
-                for sub, status, _, delta in fetched
-            ],
-            terms.duplicates,
+        return revealed_candidates(
+            self.ledger,
+            self.store,
+            round_id,
+            terms=terms,
+            spec=self.spec,
+            cache=self._fetched,
+            logger=log,
         )
-        out = []
-        for sub, status, detail, delta in fetched:
-            if status is Reason.OK and sub.site in copies:
-                status = Reason.DUPLICATE
-                detail = f"repeats the update {copies[sub.site]} committed earlier"
-            out.append(
-                (
-                    sub,
-                    Candidate(
-                        site=sub.site,
-                        num_samples=sub.num_samples,
-                        delta=delta,
-                        status=status,
-                        detail=detail,
-                    ),
-                )
-            )
-        for old in [r for r in self._fetched if r < round_id]:
-            del self._fetched[old]
-        return out
-
-    def _fetch_update(
-        self, round_id: int, sub: Submission, terms: RoundTerms
-    ) -> tuple[Reason, str, dict[str, torch.Tensor] | None]:
-        try:
-            blob = self.store.get(sub.cid, sub.sha256)
-            delta, meta = decode_update(blob, spec=self.spec, expected_round=round_id)
-            check_canonical_update(blob, spec=self.spec, expected_round=round_id)
-            if meta.dp is None and terms.privacy is not None and terms.privacy.required:
-                # Not an update these terms accept: verify's privacy.required would fail.
-                raise InvalidUpdate(
-                    "the terms require DP-SGD and the update holds no DP parameters"
-                )
-            return Reason.OK, "", delta
-        except HashMismatch as exc:
-            status, detail = Reason.TAMPERED, str(exc)
-        except (InvalidUpdate, InvalidCid, ContentTooLarge) as exc:
-            status, detail = Reason.MALFORMED, str(exc)
-        except ContentNotFound as exc:
-            status, detail = Reason.MALFORMED, f"update not retrievable: {exc}"
-        log.warning("round %d: %s's update unusable: %s", round_id, sub.site, detail)
-        return status, detail, None
 
     def value(self, round_id: int) -> list[SiteValuation] | None:
         """Scores the round and records the valuation; None when no update is usable.
