@@ -12,9 +12,13 @@ updates (the chain and store only add hashes, transactions and blobs around it).
 Set-up of one run (:func:`run_method`):
 
 * sites: a Dirichlet(``alpha``) label-skew split of the bundled training split
-  (:func:`fedtrail.ml.datasets.partition_dirichlet`); sites have no validation split of their own;
-* the aggregator's validation split (valuation only) is the bundled ``val`` split; final metrics
-  are on the bundled ``test`` split, never seen during training or valuation;
+  (:func:`fedtrail.ml.datasets.partition_dirichlet`); in aggregator mode sites have no validation
+  split of their own;
+* the aggregator's validation split (valuation only) is the bundled ``val`` split; in peer mode
+  (``SimConfig.valuation_mode = "peers"``) each site instead holds its own shard of it, the same
+  Dirichlet partition of the val split with at least one image per site, as a node's
+  ``[data]`` shard does (``DataConfig.load``); final metrics are on the bundled ``test`` split,
+  never seen during training or valuation;
 * faults (:class:`fedtrail.simulation.faults.SiteFault`): label noise changes a site's training
   data, update faults change what it sends (as the node hooks of :meth:`SiteFault.hooks` do);
   a zero delta is the ``scale`` fault with factor 0, tiny noise the ``random`` fault with a
@@ -54,6 +58,18 @@ Methods (:data:`METHODS`):
     nothing on, as the service cancels it: the contract refuses a valuation of zero total
     weight. Not simulated here: the chain's commit-then-reveal, duplicate detection in commit
     order and canonical-encoding checks (no site in these scenarios copies another).
+``valuation`` in peer mode (``SimConfig.valuation_mode = "peers"``, issue 14)
+    every site is a validator: it scores every other submitted update on its own validation
+    shard with :func:`fedtrail.valuation.peer_vector` (the same value_round settings as above,
+    its own History chained from its previous vector; a shard of one class abstains), and each
+    update's score is the median of the other validators' entries,
+    :func:`fedtrail.protocol.peers.peer_outcome` - the rule FederationLedger's
+    ``recordPeerValuation`` applies; weights and aggregation as above. Validator reputation is
+    tracked with the contract's EMA (``DEFAULT_REPUTATION_ALPHA``) in rounds that close with
+    weights. ``SimConfig.adversaries`` makes chosen validators lie (:class:`AdversarialValidator`:
+    ``invert`` reports ``SCORE_SCALE`` minus its honest vector, ``collude`` zeroes one honest
+    site and is honest elsewhere); they still train and send honest updates. Each site's
+    scoring and training time per round are recorded.
 ``median``, ``trimmed_mean``, ``krum``, ``norm_clip``
     the robust rule of :class:`fedtrail.ml.aggregation.AggregationRule` over every update, with the
     FedAvg weights (``trim_ratio`` 0.2; ``krum_f`` = the number of faulty sites, at least 1 and
@@ -98,7 +114,12 @@ from fedtrail.ml.metrics import Metrics, evaluate, fit_intercept, predict_logits
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated  # noqa: E402
 from fedtrail.ml.privacy import DpSettings, train_private  # noqa: E402
 from fedtrail.ml.training import TrainConfig, TrainingDiverged, train_local  # noqa: E402
-from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights  # noqa: E402
+from fedtrail.protocol.peers import PeerOutcome, PeerVote, peer_outcome  # noqa: E402
+from fedtrail.protocol.weights import (  # noqa: E402
+    DEFAULT_REPUTATION_ALPHA,
+    SCORE_SCALE,
+    onchain_weights,
+)
 from fedtrail.simulation.faults import SiteFault  # noqa: E402
 from fedtrail.storage.codec import Compression, decode_update, encode_update  # noqa: E402
 from fedtrail.valuation import (  # noqa: E402
@@ -106,13 +127,19 @@ from fedtrail.valuation import (  # noqa: E402
     Candidate,
     Combiner,
     History,
+    PeerVector,
+    UnfitValidation,
+    peer_vector,
     value_round,
 )
 
 __all__ = [
+    "ADVERSARY_KINDS",
     "METHODS",
     "ONCHAIN_NOTE",
     "ROBUST_RULES",
+    "VALUATION_MODES",
+    "AdversarialValidator",
     "Method",
     "RoundRecord",
     "SimConfig",
@@ -120,9 +147,11 @@ __all__ = [
     "Stale",
     "krum_f_for",
     "mean_std",
+    "peer_address",
     "provenance",
     "run_method",
     "site_splits",
+    "validation_shards",
 ]
 
 Method = Literal["local", "fedavg", "valuation", "median", "trimmed_mean", "krum", "norm_clip"]
@@ -136,6 +165,10 @@ METHODS: Final[tuple[Method, ...]] = (
     "norm_clip",
 )
 ROBUST_RULES: Final = ("median", "trimmed_mean", "krum", "norm_clip")
+ValuationMode = Literal["aggregator", "peers"]
+VALUATION_MODES: Final[tuple[ValuationMode, ...]] = ("aggregator", "peers")
+AdversaryKind = Literal["invert", "collude"]
+ADVERSARY_KINDS: Final[tuple[AdversaryKind, ...]] = ("invert", "collude")
 
 ONCHAIN_NOTE: Final = (
     "In-process simulation (no chain, no store): every round's weights are "
@@ -159,6 +192,41 @@ class Stale:
     @property
     def label(self) -> str:
         return f"stale_{self.source}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdversarialValidator:
+    """A validator of a peer round that lies about its scores (it still trains and sends an
+    honest update): ``invert`` reports ``SCORE_SCALE`` minus each entry of its honest vector
+    (the site it values most gets its lowest score); ``collude`` scores ``target`` 0 and every
+    other site honestly (several colluders with one target: a cartel against one site)."""
+
+    site: int
+    kind: AdversaryKind
+    target: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ADVERSARY_KINDS:
+            raise ConfigError(f"adversary kind must be one of {ADVERSARY_KINDS}, got {self.kind!r}")
+        if (self.kind == "collude") != (self.target is not None):
+            raise ConfigError("a colluding validator needs a target site, an inverting one none")
+        if self.target is not None and self.target == self.site:
+            raise ConfigError("a colluding validator targets another site, not itself")
+
+    def lie(self, honest: Sequence[int], sites: Sequence[int]) -> tuple[int, ...]:
+        """The vector it reveals instead of ``honest`` (entries for ``sites``, by index; its own
+        entry stays 0, the chain ignores it)."""
+        if self.kind == "invert":
+            return tuple(
+                0 if i == self.site else SCORE_SCALE - s for i, s in zip(sites, honest, strict=True)
+            )
+        return tuple(0 if i == self.target else s for i, s in zip(sites, honest, strict=True))
+
+
+def peer_address(index: int) -> str:
+    """Site ``index``'s address in the simulated peer rounds: ascending with the index, so the
+    chain's address order is the sites' order."""
+    return f"0x{index + 1:040x}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,6 +259,11 @@ class SimConfig:
     """Every site trains with DP-SGD under this epsilon for the whole run (``dp_epsilon /
     rounds`` per round's update, as ``fedtrail demo --dp-epsilon``); None: plain training."""
     dp_delta: float = 1e-5
+    valuation_mode: ValuationMode = "aggregator"
+    """``valuation``'s scorer: the aggregator on the whole val split, or ``"peers"`` (every site
+    on its own shard, the median of the others' scores; see the module docstring)."""
+    adversaries: tuple[AdversarialValidator, ...] = ()
+    """Peer mode: validators that lie about their scores (at most one entry per site)."""
 
     def __post_init__(self) -> None:
         if self.sites < 1 or self.rounds < 1 or self.epochs < 1:
@@ -208,6 +281,19 @@ class SimConfig:
         for st in self.stale:
             if not 0 <= st.site < self.sites or self.site_faults[st.site].kind != "none":
                 raise ConfigError(f"stale site {st.site} must be an honest site of the federation")
+        if self.valuation_mode not in VALUATION_MODES:
+            raise ConfigError(
+                f"valuation_mode must be one of {VALUATION_MODES}, got {self.valuation_mode!r}"
+            )
+        if self.adversaries and self.valuation_mode != "peers":
+            raise ConfigError("adversarial validators need valuation_mode 'peers'")
+        liars = [a.site for a in self.adversaries]
+        if len(set(liars)) != len(liars):
+            raise ConfigError("at most one adversary entry per validator site")
+        for a in self.adversaries:
+            for i in (a.site, a.target):
+                if i is not None and not 0 <= i < self.sites:
+                    raise ConfigError(f"adversary site {i} is not a site of the federation")
 
     @property
     def site_faults(self) -> tuple[SiteFault, ...]:
@@ -243,6 +329,8 @@ class SimConfig:
             "combiner": asdict(self.combiner),
             "dp_epsilon": self.dp_epsilon,
             "dp_delta": self.dp_delta if self.dp_epsilon is not None else None,
+            "valuation_mode": self.valuation_mode,
+            "adversaries": [asdict(a) for a in self.adversaries],
         }
 
 
@@ -276,6 +364,18 @@ class RoundRecord:
     """``valuation``: every site's accumulated value after the round (the next round's history)."""
     privacy: dict[str, dict[str, float]] = field(default_factory=dict)
     """With DP: per site that trained this round, its update's DP parameters and epsilon."""
+    training_seconds: dict[str, float] = field(default_factory=dict)
+    """Per site that trained this round: its local training time."""
+    scoring_seconds: dict[str, float] = field(default_factory=dict)
+    """Peer mode: per validator, the time its :func:`peer_vector` took."""
+    votes: dict[str, list[int]] = field(default_factory=dict)
+    """Peer mode: per validator, the vector it revealed (entries for ``submitted``)."""
+    abstained: list[str] = field(default_factory=list)
+    """Peer mode: validators whose split could not score (one class)."""
+    validator_distances: dict[str, int] = field(default_factory=dict)
+    """Peer mode: per rated validator, its distance from the medians."""
+    validator_reputations: dict[str, int] = field(default_factory=dict)
+    """Peer mode, rounds closed with weights: every rated validator's reputation after it."""
 
 
 @dataclass
@@ -297,6 +397,8 @@ class SimResult:
     site_faults: list[str] = field(default_factory=list)
     diverged_trainings: int = 0
     seconds: float = 0.0
+    valuation_mode: str = "aggregator"
+    """``valuation`` runs: ``"aggregator"`` or ``"peers"``."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -368,6 +470,14 @@ def site_splits(train: ImageDataset, config: SimConfig) -> list[ImageDataset]:
     ]
 
 
+def validation_shards(val: ImageDataset, config: SimConfig) -> list[ImageDataset]:
+    """Peer mode: each site's own validation split, the Dirichlet partition of ``val`` (the
+    same alpha and seed as the training split, at least one image per site), as a node's
+    ``[data]`` shard takes its part of the file's val split."""
+    parts = partition_dirichlet(val.labels, config.sites, config.alpha, config.seed, min_size=1)
+    return [val.subset(idx) for idx in parts]
+
+
 def krum_f_for(n_sites: int, n_faulty: int) -> int:
     """multi-Krum's ``f``: the number of faulty sites, at least 1, at most ``(n - 3) // 2``."""
     if n_sites < 3:
@@ -427,6 +537,7 @@ def run_method(
         site_names=names,
         site_samples=samples,
         site_faults=config.fault_labels,
+        valuation_mode=config.valuation_mode if method == "valuation" else "aggregator",
     )
     if method == "local":
         _run_local(result, config, spec, init, data, splits)
@@ -521,10 +632,16 @@ def _run_federated(
     accumulated: dict[str, float] = {}
     valued_rounds = 0
     round_epsilon = None if config.dp_epsilon is None else config.dp_epsilon / config.rounds
+    peers = (
+        _Peers(config, splits.val)
+        if method == "valuation" and config.valuation_mode == "peers"
+        else None
+    )
     for r in range(1, config.rounds + 1):
         sent: list[tuple[int, Delta]] = []
         bytes_up = 0
         privacy: dict[str, dict[str, float]] = {}
+        trained: dict[str, float] = {}
         for i, ds in enumerate(data):
             source = stale.get(i)
             if source == "own" and i in own_first:
@@ -534,11 +651,13 @@ def _run_federated(
                 sent.append((i, {k: v.clone() for k, v in last_global.items()}))
                 continue
             tc = _train_config(config, config.epochs, _sub_seed(config.seed, i, r))
+            t_train = time.perf_counter()
             try:
                 delta, dp = _train(config, state, ds, spec, tc, round_epsilon)
             except TrainingDiverged:
                 result.diverged_trainings += 1
                 continue
+            trained[result.site_names[i]] = time.perf_counter() - t_train
             if dp is not None:
                 privacy[result.site_names[i]] = dp
             delta = faults[i].apply_to_update(delta, round_id=r)
@@ -565,12 +684,15 @@ def _run_federated(
             skipped=True,
             bytes_up=bytes_up,
             privacy=privacy,
+            training_seconds=trained,
         )
         result.rounds.append(record)
         if not sent:
             continue
         counts = [result.site_samples[i] for i, _ in sent]
-        if method == "valuation":
+        if peers is not None:
+            peers.score(record, r, state, spec, sent, result)
+        elif method == "valuation":
             # The history by the service's rule (fedtrail.valuation.chained): from the last
             # round that closed with weights, its updates and its global delta.
             references: dict[str, Mapping[str, torch.Tensor]] = {
@@ -615,7 +737,7 @@ def _run_federated(
             if log is not None:
                 log(f"  {method} round {r}: every score 0, round skipped")
             continue
-        if method == "valuation":
+        if method == "valuation" and peers is None:
             valued_rounds += 1
             accumulated = dict(record.accumulated or {})
         record.weights = onchain_weights(counts, record.scores)
@@ -624,21 +746,123 @@ def _run_federated(
         agg = aggregate(rule, [d for _, d in sent], record.weights)
         state = apply_delta(state, agg)
         last_global = dict(agg)
+        if peers is not None:
+            peers.close(record, last_global, result)
         after = _evaluate_state(spec, state, splits.test, splits.val)
         record.test_auc, record.test_f1 = after["auc"], after["f1"]
         record.test_f1_calibrated = after["f1_calibrated"]
         if log is not None:
             extra = ""
             if method == "valuation":
-                extra = " scores " + " ".join(
-                    f"{s // 1000}k" if reason == "OK" else reason.lower()
-                    for s, reason in zip(record.scores, record.reasons, strict=True)
+                extra = (
+                    (" peer" if peers is not None else "")
+                    + " scores "
+                    + " ".join(
+                        f"{s // 1000}k" if reason == "OK" else reason.lower()
+                        for s, reason in zip(record.scores, record.reasons, strict=True)
+                    )
                 )
             log(
                 f"  {method} round {r}: test AUC {record.test_auc:.3f} "
                 f"F1 {record.test_f1:.3f} (calibrated {record.test_f1_calibrated:.3f}){extra}"
             )
     result.test = _evaluate_state(spec, state, splits.test, splits.val)
+
+
+class _Peers:
+    """The validators of a peer-mode run: their validation shards, their own histories and
+    the last round's vectors, their on-chain reputations (``(reputation, rated rounds)``)."""
+
+    def __init__(self, config: SimConfig, val: ImageDataset) -> None:
+        self.config = config
+        self.shards = validation_shards(val, config)
+        self.addresses = [peer_address(i) for i in range(config.sites)]
+        self.histories: list[History] = [History() for _ in range(config.sites)]
+        self.vectors: dict[int, PeerVector] = {}
+        self.adversaries = {a.site: a for a in config.adversaries}
+        self.standing: dict[str, tuple[int, int]] = {}
+        self.last_outcome: PeerOutcome | None = None
+
+    def score(
+        self,
+        record: RoundRecord,
+        r: int,
+        state: Mapping[str, torch.Tensor],
+        spec: ModelSpec,
+        sent: Sequence[tuple[int, Delta]],
+        result: SimResult,
+    ) -> None:
+        """Every validator's vector, the lies of the adversaries, the median scores."""
+        config = self.config
+        names = result.site_names
+        candidates = [
+            Candidate(site=self.addresses[i], num_samples=result.site_samples[i], delta=d)
+            for i, d in sent
+        ]
+        indices = [i for i, _ in sent]
+        votes: list[PeerVote] = []
+        self.vectors = {}
+        for v in range(config.sites):
+            t0 = time.perf_counter()
+            try:
+                pv = peer_vector(
+                    validator=self.addresses[v],
+                    round_id=r,
+                    global_state=state,
+                    spec=spec,
+                    candidates=candidates,
+                    validation=self.shards[v],
+                    method=config.valuation,
+                    metric=config.metric,
+                    seed=config.seed + r,
+                    combiner=config.combiner,
+                    history=self.histories[v],
+                    large_game=config.large_game if config.metric != "auc" else None,
+                )
+            except UnfitValidation:
+                record.abstained.append(names[v])
+                continue
+            record.scoring_seconds[names[v]] = time.perf_counter() - t0
+            self.vectors[v] = pv
+            scores = pv.scores
+            liar = self.adversaries.get(v)
+            if liar is not None:
+                scores = liar.lie(scores, indices)
+            votes.append(PeerVote(validator=self.addresses[v], scores=scores))
+            record.votes[names[v]] = list(scores)
+        outcome = peer_outcome([self.addresses[i] for i in indices], votes)
+        self.last_outcome = outcome
+        record.scores = list(outcome.scores)
+        record.reasons = [reason.name for reason in outcome.reasons]
+        by_address = dict(zip(self.addresses, names, strict=True))
+        record.validator_distances = {by_address[a]: d for a, d in outcome.distances.items()}
+        times = list(record.scoring_seconds.values())
+        record.valuation_seconds = statistics.fmean(times) if times else 0.0
+        first = next(iter(self.vectors.values()), None)
+        record.valuation_method = None if first is None else first.report.method
+        record.valuation_evaluations = max(
+            (pv.report.evaluations for pv in self.vectors.values()), default=0
+        )
+
+    def close(self, record: RoundRecord, global_delta: Delta, result: SimResult) -> None:
+        """The round closed with weights: each validator that voted chains its history, and the
+        rated validators' reputations move by the contract's EMA (a cancelled round does
+        neither: the chain refused its valuation)."""
+        for v, pv in self.vectors.items():
+            nxt = pv.next_history(global_delta)
+            if nxt is not None:
+                self.histories[v] = nxt
+        assert self.last_outcome is not None  # score() ran for this round
+        reps = self.last_outcome.validator_reputations(
+            self.standing, alpha=DEFAULT_REPUTATION_ALPHA
+        )
+        by_address = dict(zip(self.addresses, result.site_names, strict=True))
+        for address, rep in reps.items():
+            rated = self.standing.get(address, (0, 0))[1]
+            self.standing[address] = (rep, rated + 1)
+        record.validator_reputations = {
+            by_address[a]: rep for a, (rep, _) in sorted(self.standing.items())
+        }
 
 
 def provenance() -> dict[str, Any]:
