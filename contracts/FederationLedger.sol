@@ -31,6 +31,24 @@ pragma solidity 0.8.28;
 /// own fields in the site's first storage slot, so a private reveal costs no extra slot: both
 /// are capped at `MAX_PRIVACY_MICRO` (1,099,511.627775 epsilon, far above any epsilon that
 /// still protects anyone), and a site's `maxSamples` at `MAX_SITE_SAMPLES` (2**48 - 1).
+///
+/// Peer rounds ({openPeerRound}): no aggregator scores the updates. After the reveal window
+/// every site registered when the round opened is a validator: it scores every revealed update
+/// (ascending site address order) on its own validation split, commits to its score vector
+/// until `scoreCommitDeadline` ({commitScores}:
+/// `keccak256(abi.encode(validator, round, scores, salt))`) and reveals it until
+/// `scoreRevealDeadline` ({revealScores}). The vector itself lives in event data
+/// (`ScoresRevealed`); storage keeps `keccak256(abi.encode(round, validator, scores))` in the
+/// commitment's place, so anyone can replay the revealed vectors from events and
+/// {recordPeerValuation} (callable by anyone once the score reveal window closed or every
+/// validator revealed, with at least `quorum` votes) turns them into scores: a site's score is
+/// the median of the other validators' entries (its own never counts; floor of the two middle
+/// values for an even count, 0 when nobody else scored it), reason Ok when positive and
+/// PeerRejected otherwise, weights and site reputation by the rule of {recordValuation}. Each
+/// validator is rated by its distance to the medians (floor of the mean absolute difference
+/// over the sites other than itself): `SCORE_SCALE - distance` is folded into its validator
+/// reputation with the same EMA. `fedtrail.protocol.peers` is this rule in Python. A peer round
+/// refuses {recordValuation}, and can be cancelled only after its score reveal deadline.
 contract FederationLedger {
     // ------------------------------------------------------------------ types
 
@@ -49,6 +67,8 @@ contract FederationLedger {
     /// `Contradicted` (appended after `NotRevealed`, so every older code keeps its number): the
     /// site signed a Flower reply that contradicts its on-chain submission; posted with score 0,
     /// and the signed reply is the evidence in the round's explanation log.
+    /// `PeerRejected` (appended last): in a peer round the median of the other validators'
+    /// scores was 0; only {recordPeerValuation} posts it.
     enum Reason {
         Ok,
         LowGain,
@@ -63,10 +83,12 @@ contract FederationLedger {
         FreeRider,
         ImplausibleSamples,
         NotRevealed,
-        Contradicted
+        Contradicted,
+        PeerRejected
     }
 
-    /// @dev One storage slot: everything commit, reveal and the valuation checks read.
+    /// @dev One storage slot: everything commit, reveal and the valuation checks read
+    /// (`peer`: opened by {openPeerRound}, its scoring record in `_peerRounds`).
     struct Round {
         Phase phase;
         uint64 commitDeadline;
@@ -74,6 +96,7 @@ contract FederationLedger {
         uint32 activeAtOpen;
         uint32 revealCount;
         uint48 openedAt;
+        bool peer;
         bytes32 startSha256;
         bytes32 termsSha256;
         bytes32 globalSha256;
@@ -82,7 +105,9 @@ contract FederationLedger {
 
     /// @dev Slot 0 (31 bytes) is read by every commit and reveal; the reveal writes its
     /// pending fields, and a private reveal its spend, in that one slot. Slot 1 is what only
-    /// the valuation reads and writes (reputation and the count of valued rounds).
+    /// the valuation reads and writes (reputation and the count of valued rounds), and what peer
+    /// scoring reads and writes for a validator (its validator reputation, the count of rounds
+    /// it was rated in, and the last round it revealed scores in).
     struct Site {
         bool registered;
         uint32 activeFrom; // the first round the site may take part in
@@ -94,7 +119,29 @@ contract FederationLedger {
         uint32 reputation; // slot 1
         uint32 valuedRounds;
         bool known;
+        uint32 validatorReputation; // slot 1
+        uint32 ratedRounds;
+        uint32 scoredRound; // the last round whose scores the site revealed (0: none)
         string name;
+    }
+
+    /// @dev A peer round's scoring record, one slot (quorum 0: an aggregator round).
+    struct PeerRound {
+        uint64 scoreCommitDeadline;
+        uint64 scoreRevealDeadline;
+        uint32 quorum;
+        uint32 commitCount;
+        uint32 voteCount;
+    }
+
+    /// @notice A peer round's scoring record as returned by {getPeerRound} (all zero for an
+    /// aggregator round).
+    struct PeerRoundView {
+        uint64 scoreCommitDeadline;
+        uint64 scoreRevealDeadline;
+        uint32 quorum;
+        uint32 commitCount;
+        uint32 voteCount;
     }
 
     /// @dev `hash` holds the commitment until the reveal and the update's sha256 after it.
@@ -176,6 +223,10 @@ contract FederationLedger {
     mapping(address => Site) private _sites;
     mapping(uint256 => Round) private _rounds;
     mapping(uint256 => mapping(address => Submission)) private _submissions;
+    mapping(uint256 => PeerRound) private _peerRounds;
+    /// @dev A validator's score commitment, replaced by `keccak256(abi.encode(round,
+    /// validator, scores))` when it reveals.
+    mapping(uint256 => mapping(address => bytes32)) private _scoreVotes;
 
     // ----------------------------------------------------------------- events
 
@@ -236,6 +287,22 @@ contract FederationLedger {
         uint256 indexed round, address indexed site, uint64 epsilonMicro, uint64 totalMicro
     );
 
+    /// @notice `round` is a peer round: validators score it between the two deadlines, and at
+    /// least `quorum` revealed score vectors are needed to value it.
+    event PeerScoringOpened(
+        uint256 indexed round, uint64 scoreCommitDeadline, uint64 scoreRevealDeadline, uint32 quorum
+    );
+    /// @notice A validator committed to its score vector for a peer round.
+    event ScoresCommitted(uint256 indexed round, address indexed validator, bytes32 commitment);
+    /// @notice A validator revealed its score vector (entry i scores the i-th revealed update
+    /// in ascending site address order).
+    event ScoresRevealed(uint256 indexed round, address indexed validator, uint32[] scores);
+    /// @notice A validator's distance to the round's median scores and its validator
+    /// reputation after it.
+    event ValidatorRated(
+        uint256 indexed round, address indexed validator, uint32 distance, uint32 validatorReputation
+    );
+
     // ----------------------------------------------------------------- errors
 
     error FederationLedger__NotCoordinator(address caller);
@@ -276,6 +343,23 @@ contract FederationLedger {
     error FederationLedger__PrivacyBudgetExceeded(
         address site, uint64 spent, uint64 requested, uint64 budget
     );
+    error FederationLedger__ScoreCommitWindowTooShort(uint64 scoreCommitDeadline, uint256 earliest);
+    error FederationLedger__ScoreRevealWindowTooShort(uint64 scoreRevealDeadline, uint256 earliest);
+    error FederationLedger__NotPeerRound(uint256 round);
+    error FederationLedger__PeerRound(uint256 round);
+    error FederationLedger__ScoringNotOpen(uint256 round, uint64 revealDeadline);
+    error FederationLedger__ScoreCommitClosed(uint256 round, uint64 scoreCommitDeadline);
+    error FederationLedger__ScoresAlreadyCommitted(uint256 round, address validator);
+    error FederationLedger__ScoreRevealNotOpen(uint256 round, uint64 scoreCommitDeadline);
+    error FederationLedger__ScoreRevealClosed(uint256 round, uint64 scoreRevealDeadline);
+    error FederationLedger__ScoresNotCommitted(uint256 round, address validator);
+    error FederationLedger__ScoresAlreadyRevealed(uint256 round, address validator);
+    error FederationLedger__ScoreVectorLength(uint256 round, uint256 expected, uint256 given);
+    error FederationLedger__ScoreCommitmentMismatch(uint256 round, address validator);
+    error FederationLedger__ValidatorsNotSorted(uint256 index);
+    error FederationLedger__MissingVotes(uint256 round, uint256 expected, uint256 given);
+    error FederationLedger__VoteMismatch(uint256 round, address validator);
+    error FederationLedger__QuorumNotMet(uint256 round, uint256 votes, uint256 quorum);
 
     // -------------------------------------------------------------- modifiers
 
@@ -463,6 +547,46 @@ contract FederationLedger {
         uint64 commitDeadline,
         uint64 revealDeadline
     ) external onlyAggregator returns (uint256 round) {
+        round = _open(modelCid, modelSha256, termsCid, termsSha256, commitDeadline, revealDeadline);
+    }
+
+    /// @notice Opens the next round like {openRound}, as a peer round: no aggregator values
+    /// it. After `revealDeadline` every site registered now scores every revealed update and
+    /// commits to its score vector until `scoreCommitDeadline` ({commitScores}), then reveals it
+    /// until `scoreRevealDeadline` ({revealScores}); {recordPeerValuation} turns at least
+    /// `quorum` revealed vectors into scores and weights.
+    /// @return round The id of the new round.
+    ///
+    /// Requirements:
+    /// - every requirement of {openRound}.
+    /// - `scoreCommitDeadline` is at least max(minRoundWindow, 1) seconds after
+    ///   `revealDeadline`, and `scoreRevealDeadline` at least as long after
+    ///   `scoreCommitDeadline`.
+    /// - `quorum` is in [1, the number of registered sites].
+    function openPeerRound(
+        string calldata modelCid,
+        bytes32 modelSha256,
+        string calldata termsCid,
+        bytes32 termsSha256,
+        uint64 commitDeadline,
+        uint64 revealDeadline,
+        uint64 scoreCommitDeadline,
+        uint64 scoreRevealDeadline,
+        uint32 quorum
+    ) external onlyAggregator returns (uint256 round) {
+        round = _open(modelCid, modelSha256, termsCid, termsSha256, commitDeadline, revealDeadline);
+        _openPeer(round, revealDeadline, scoreCommitDeadline, scoreRevealDeadline, quorum);
+    }
+
+    /// @dev Every check and effect of {openRound}; emits RoundOpened.
+    function _open(
+        string calldata modelCid,
+        bytes32 modelSha256,
+        string calldata termsCid,
+        bytes32 termsSha256,
+        uint64 commitDeadline,
+        uint64 revealDeadline
+    ) private returns (uint256 round) {
         uint256 previous = _currentRound;
         if (previous != 0) {
             Phase p = _rounds[previous].phase;
@@ -506,6 +630,34 @@ contract FederationLedger {
         );
     }
 
+    /// @dev The peer part of {openPeerRound}, after {_open} (a revert undoes both).
+    function _openPeer(
+        uint256 round,
+        uint64 revealDeadline,
+        uint64 scoreCommitDeadline,
+        uint64 scoreRevealDeadline,
+        uint32 quorum
+    ) private {
+        uint256 window = _minRoundWindow == 0 ? 1 : _minRoundWindow;
+        uint256 earliest = uint256(revealDeadline) + window;
+        if (scoreCommitDeadline < earliest) {
+            revert FederationLedger__ScoreCommitWindowTooShort(scoreCommitDeadline, earliest);
+        }
+        earliest = uint256(scoreCommitDeadline) + window;
+        if (scoreRevealDeadline < earliest) {
+            revert FederationLedger__ScoreRevealWindowTooShort(scoreRevealDeadline, earliest);
+        }
+        if (quorum == 0 || quorum > _activeSiteCount) {
+            revert FederationLedger__InvalidParameter("quorum");
+        }
+        _rounds[round].peer = true;
+        PeerRound storage p = _peerRounds[round];
+        p.scoreCommitDeadline = scoreCommitDeadline;
+        p.scoreRevealDeadline = scoreRevealDeadline;
+        p.quorum = quorum;
+        emit PeerScoringOpened(round, scoreCommitDeadline, scoreRevealDeadline, quorum);
+    }
+
     /// @notice Records one score and reason per revealed update and fixes the weights
     /// w_i = n_i * s_i / sum_j n_j * s_j as integers that sum to exactly WEIGHT_SCALE. The
     /// rounding remainder goes, one unit each, to the first sites (in address order) whose exact
@@ -513,8 +665,8 @@ contract FederationLedger {
     ///
     /// Requirements:
     /// - caller is the aggregator.
-    /// - the round is Open, and its reveal deadline passed or every site active at open
-    ///   revealed.
+    /// - the round is Open and not a peer round, and its reveal deadline passed or every site
+    ///   active at open revealed.
     /// - `sites` is strictly ascending and lists exactly the sites that revealed (a commitment
     ///   never revealed is not valued).
     /// - `sites`, `scores`, `reasons` have equal lengths; every score is at most SCORE_SCALE;
@@ -528,6 +680,7 @@ contract FederationLedger {
         uint8[] calldata reasons
     ) external onlyAggregator {
         Round storage r = _openRound(round);
+        if (r.peer) revert FederationLedger__PeerRound(round);
         uint256 count = sites.length;
         if (scores.length != count || reasons.length != count) {
             revert FederationLedger__LengthMismatch(count, scores.length, reasons.length);
@@ -540,7 +693,7 @@ contract FederationLedger {
         }
 
         (uint256[] memory weights, uint256[] memory samples, uint256 total) =
-            _computeWeights(round, sites, scores, reasons);
+            _computeWeights(round, sites, scores, reasons, true);
         r.phase = Phase.Valued;
         for (uint256 i = 0; i < count; ++i) {
             _applyValuation(
@@ -590,12 +743,12 @@ contract FederationLedger {
     ///
     /// Requirements:
     /// - caller is the aggregator.
-    /// - the round is Open and its reveal deadline passed.
+    /// - the round is Open and its reveal deadline passed (in a peer round: its score reveal
+    ///   deadline).
     function cancelRound(uint256 round) external onlyAggregator {
         Round storage r = _openRound(round);
-        if (block.timestamp <= r.revealDeadline) {
-            revert FederationLedger__RoundStillOpen(round, r.revealDeadline);
-        }
+        uint64 deadline = r.peer ? _peerRounds[round].scoreRevealDeadline : r.revealDeadline;
+        if (block.timestamp <= deadline) revert FederationLedger__RoundStillOpen(round, deadline);
         r.phase = Phase.Cancelled;
         uint256 all = _allSites.length;
         for (uint256 i = 0; i < all; ++i) {
@@ -672,7 +825,139 @@ contract FederationLedger {
         _reveal(round, cid, updateSha256, numSamples, epsilonMicro);
     }
 
+    // --------------------------------------------------------- validator role
+
+    /// @notice Commits the caller, a validator of peer round `round`, to its score vector
+    /// without showing it: `commitment = keccak256(abi.encode(msg.sender, round, scores,
+    /// salt))` with `scores` a uint32[] (entry i scores the i-th revealed update in ascending
+    /// site address order) and `salt` a secret bytes32.
+    ///
+    /// Requirements:
+    /// - caller is a registered site that was registered when the round opened.
+    /// - the round is Open and a peer round.
+    /// - its reveal deadline passed and its score commit deadline has not.
+    /// - the caller has not committed scores in this round; `commitment` is non-zero.
+    function commitScores(uint256 round, bytes32 commitment) external {
+        (, PeerRound storage p) = _peerValidator(round);
+        if (block.timestamp > p.scoreCommitDeadline) {
+            revert FederationLedger__ScoreCommitClosed(round, p.scoreCommitDeadline);
+        }
+        if (commitment == bytes32(0)) revert FederationLedger__InvalidParameter("commitment");
+        bytes32 slot = _scoreVotes[round][msg.sender];
+        if (slot != bytes32(0)) revert FederationLedger__ScoresAlreadyCommitted(round, msg.sender);
+        _scoreVotes[round][msg.sender] = commitment;
+        p.commitCount += 1;
+        emit ScoresCommitted(round, msg.sender, commitment);
+    }
+
+    /// @notice Reveals the score vector the caller committed to. Storage keeps
+    /// `keccak256(abi.encode(round, msg.sender, scores))` in the commitment's place; the vector
+    /// itself is in the `ScoresRevealed` event. An entry for the caller's own update is allowed
+    /// and never counted.
+    ///
+    /// Requirements:
+    /// - caller is a registered site that was registered when the round opened.
+    /// - the round is Open and a peer round.
+    /// - its score commit deadline passed and its score reveal deadline has not.
+    /// - the caller committed scores in this round and has not revealed them.
+    /// - `scores` has one entry per revealed update, each at most SCORE_SCALE.
+    /// - `keccak256(abi.encode(msg.sender, round, scores, salt))` equals the commitment.
+    function revealScores(uint256 round, uint32[] calldata scores, bytes32 salt) external {
+        (Round storage r, PeerRound storage p) = _peerValidator(round);
+        if (block.timestamp <= p.scoreCommitDeadline) {
+            revert FederationLedger__ScoreRevealNotOpen(round, p.scoreCommitDeadline);
+        }
+        if (block.timestamp > p.scoreRevealDeadline) {
+            revert FederationLedger__ScoreRevealClosed(round, p.scoreRevealDeadline);
+        }
+        bytes32 committed = _scoreVotes[round][msg.sender];
+        if (committed == bytes32(0)) revert FederationLedger__ScoresNotCommitted(round, msg.sender);
+        Site storage s = _sites[msg.sender];
+        if (s.scoredRound == round) revert FederationLedger__ScoresAlreadyRevealed(round, msg.sender);
+        uint256 count = scores.length;
+        if (count != r.revealCount) {
+            revert FederationLedger__ScoreVectorLength(round, r.revealCount, count);
+        }
+        for (uint256 i = 0; i < count; ++i) {
+            if (scores[i] > SCORE_SCALE) {
+                revert FederationLedger__ScoreOutOfRange(msg.sender, scores[i]);
+            }
+        }
+        if (keccak256(abi.encode(msg.sender, round, scores, salt)) != committed) {
+            revert FederationLedger__ScoreCommitmentMismatch(round, msg.sender);
+        }
+        _scoreVotes[round][msg.sender] = keccak256(abi.encode(round, msg.sender, scores));
+        s.scoredRound = uint32(round);
+        p.voteCount += 1;
+        emit ScoresRevealed(round, msg.sender, scores);
+    }
+
+    /// @notice Values peer round `round` from its revealed score vectors: every site's score is
+    /// the median of the other validators' entries for it (see the contract's notes), its reason
+    /// Ok when positive and PeerRejected otherwise; weights and site reputation follow as in
+    /// {recordValuation}; every validator that scored a site other than itself is rated. The
+    /// result is fixed by the revealed vectors, so anyone may post it; the aggregator then
+    /// calls {finalizeRound}.
+    ///
+    /// Requirements:
+    /// - the round is Open and a peer round.
+    /// - its score reveal deadline passed, or every site active at open revealed its scores.
+    /// - at least `quorum` validators revealed.
+    /// - `sites` is strictly ascending and lists exactly the sites that revealed an update.
+    /// - `validators` is strictly ascending and lists exactly the validators that revealed
+    ///   scores, `vectors[j]` being the vector `validators[j]` revealed.
+    /// - at least one update has a non-zero weight basis (otherwise the aggregator cancels).
+    function recordPeerValuation(
+        uint256 round,
+        address[] calldata sites,
+        address[] calldata validators,
+        uint32[][] calldata vectors
+    ) external {
+        Round storage r = _peerValuable(round, sites.length, validators.length, vectors.length);
+        _checkVotes(round, validators, vectors);
+        (uint32[] memory scores, uint8[] memory reasons) = _medians(sites, validators, vectors);
+        uint256 total = _settlePeer(r, round, sites, scores, reasons);
+        _rateValidators(round, sites, validators, vectors, scores);
+        emit RoundValued(round, total);
+    }
+
     // ------------------------------------------------------------------ views
+
+    /// @notice Peer round `round`'s scoring record (all zero for an aggregator round); reverts
+    /// for a round that does not exist.
+    function getPeerRound(uint256 round) external view returns (PeerRoundView memory) {
+        if (_rounds[round].phase == Phase.None) revert FederationLedger__UnknownRound(round);
+        PeerRound storage p = _peerRounds[round];
+        return PeerRoundView({
+            scoreCommitDeadline: p.scoreCommitDeadline,
+            scoreRevealDeadline: p.scoreRevealDeadline,
+            quorum: p.quorum,
+            commitCount: p.commitCount,
+            voteCount: p.voteCount
+        });
+    }
+
+    /// @notice `validator`'s score vote in `round`: its commitment until it reveals (`revealed`
+    /// false), then `keccak256(abi.encode(round, validator, scores))` (zero: no commitment).
+    function scoreVote(uint256 round, address validator)
+        external
+        view
+        returns (bytes32 stored, bool revealed)
+    {
+        stored = _scoreVotes[round][validator];
+        revealed = stored != bytes32(0) && _sites[validator].scoredRound == round;
+    }
+
+    /// @notice `validator`'s validator reputation (EMA of its agreement with the medians, over
+    /// SCORE_SCALE) and the number of peer rounds it was rated in.
+    function validatorReputation(address validator)
+        external
+        view
+        returns (uint32 reputation, uint32 ratedRounds)
+    {
+        Site storage s = _sites[validator];
+        return (s.validatorReputation, s.ratedRounds);
+    }
 
     /// @notice `site`'s privacy account in micro-epsilon: its budget (0: none) and its
     /// cumulative declared spend (all zero for an unknown address).
@@ -856,11 +1141,185 @@ contract FederationLedger {
         }
     }
 
+    /// @dev The caller as a validator of open peer round `round`, inside its scoring window.
+    function _peerValidator(uint256 round)
+        private
+        view
+        returns (Round storage r, PeerRound storage p)
+    {
+        Site storage s = _sites[msg.sender];
+        if (!s.registered) revert FederationLedger__UnknownSite(msg.sender);
+        r = _openRound(round);
+        if (s.activeFrom > round) revert FederationLedger__RegisteredAfterOpen(round, msg.sender);
+        if (!r.peer) revert FederationLedger__NotPeerRound(round);
+        if (block.timestamp <= r.revealDeadline) {
+            revert FederationLedger__ScoringNotOpen(round, r.revealDeadline);
+        }
+        p = _peerRounds[round];
+    }
+
+    /// @dev The checks of {recordPeerValuation} on the round and the list lengths.
+    function _peerValuable(uint256 round, uint256 count, uint256 voters, uint256 vectors)
+        private
+        view
+        returns (Round storage r)
+    {
+        r = _openRound(round);
+        if (!r.peer) revert FederationLedger__NotPeerRound(round);
+        PeerRound storage p = _peerRounds[round];
+        uint256 votes = p.voteCount;
+        if (block.timestamp <= p.scoreRevealDeadline && votes < r.activeAtOpen) {
+            revert FederationLedger__RoundStillOpen(round, p.scoreRevealDeadline);
+        }
+        if (votes < p.quorum) revert FederationLedger__QuorumNotMet(round, votes, p.quorum);
+        if (count != r.revealCount) {
+            revert FederationLedger__MissingScores(round, r.revealCount, count);
+        }
+        if (voters != votes) revert FederationLedger__MissingVotes(round, votes, voters);
+        if (vectors != votes) revert FederationLedger__MissingVotes(round, votes, vectors);
+    }
+
+    /// @dev Weights from the medians, then every site's valuation; the round becomes Valued.
+    function _settlePeer(
+        Round storage r,
+        uint256 round,
+        address[] calldata sites,
+        uint32[] memory scores,
+        uint8[] memory reasons
+    ) private returns (uint256 total) {
+        uint256[] memory weights;
+        uint256[] memory samples;
+        (weights, samples, total) = _computeWeights(round, sites, scores, reasons, false);
+        r.phase = Phase.Valued;
+        for (uint256 i = 0; i < sites.length; ++i) {
+            _applyValuation(
+                round,
+                sites[i],
+                uint64(samples[i]),
+                scores[i],
+                Reason(reasons[i]),
+                uint64(weights[i])
+            );
+        }
+    }
+
+    /// @dev Validators strictly ascending, each one's vector the one it revealed.
+    function _checkVotes(
+        uint256 round,
+        address[] calldata validators,
+        uint32[][] calldata vectors
+    ) private view {
+        for (uint256 j = 0; j < validators.length; ++j) {
+            address v = validators[j];
+            if (j > 0 && v <= validators[j - 1]) revert FederationLedger__ValidatorsNotSorted(j);
+            if (
+                _sites[v].scoredRound != round
+                    || keccak256(abi.encode(round, v, vectors[j])) != _scoreVotes[round][v]
+            ) {
+                revert FederationLedger__VoteMismatch(round, v);
+            }
+        }
+    }
+
+    /// @dev Per site, the median of the other validators' entries (fedtrail.protocol.peers):
+    /// the middle value, the floor of the mean of the two middles, 0 when nobody else scored.
+    function _medians(
+        address[] calldata sites,
+        address[] calldata validators,
+        uint32[][] calldata vectors
+    ) private pure returns (uint32[] memory scores, uint8[] memory reasons) {
+        uint256 count = sites.length;
+        uint256 nv = validators.length;
+        scores = new uint32[](count);
+        reasons = new uint8[](count);
+        uint32[] memory buf = new uint32[](nv);
+        for (uint256 i = 0; i < count; ++i) {
+            address site = sites[i];
+            uint256 m = 0;
+            for (uint256 j = 0; j < nv; ++j) {
+                if (validators[j] == site) continue;
+                uint32 value = vectors[j][i];
+                uint256 k = m;
+                while (k > 0 && buf[k - 1] > value) {
+                    buf[k] = buf[k - 1];
+                    --k;
+                }
+                buf[k] = value;
+                ++m;
+            }
+            uint32 med = 0;
+            if (m % 2 == 1) {
+                med = buf[m / 2];
+            } else if (m > 0) {
+                med = uint32((uint256(buf[m / 2 - 1]) + buf[m / 2]) / 2);
+            }
+            scores[i] = med;
+            reasons[i] = med > 0 ? uint8(Reason.Ok) : uint8(Reason.PeerRejected);
+        }
+    }
+
+    /// @dev Rates every validator that scored a site other than itself: distance = floor of
+    /// the mean |entry - median| over those sites, folded into its validator reputation as
+    /// `SCORE_SCALE - distance` with the reputation EMA.
+    function _rateValidators(
+        uint256 round,
+        address[] calldata sites,
+        address[] calldata validators,
+        uint32[][] calldata vectors,
+        uint32[] memory medians
+    ) private {
+        for (uint256 j = 0; j < validators.length; ++j) {
+            address v = validators[j];
+            (uint256 n, uint256 distance) = _distance(v, sites, vectors[j], medians);
+            if (n != 0) _rateValidator(round, v, uint32(distance));
+        }
+    }
+
+    /// @dev How many sites other than `validator` it scored, and the floor of the mean
+    /// |entry - median| over them.
+    function _distance(
+        address validator,
+        address[] calldata sites,
+        uint32[] calldata vector,
+        uint32[] memory medians
+    ) private pure returns (uint256 n, uint256 distance) {
+        uint256 sum = 0;
+        for (uint256 i = 0; i < sites.length; ++i) {
+            if (sites[i] == validator) continue;
+            uint256 a = vector[i];
+            uint256 b = medians[i];
+            sum += a > b ? a - b : b - a;
+            ++n;
+        }
+        if (n != 0) distance = sum / n;
+    }
+
+    /// @dev Folds `SCORE_SCALE - distance` into `validator`'s validator reputation (the EMA of
+    /// {_applyValuation}; the first rating sets it).
+    function _rateValidator(uint256 round, address validator, uint32 distance) private {
+        Site storage s = _sites[validator];
+        uint32 agreement = SCORE_SCALE - distance;
+        uint32 reputation = agreement;
+        if (s.ratedRounds != 0) {
+            uint256 alpha = _reputationAlpha;
+            reputation = uint32(
+                (alpha * agreement + (uint256(SCORE_SCALE) - alpha) * s.validatorReputation)
+                    / SCORE_SCALE
+            );
+        }
+        s.validatorReputation = reputation;
+        s.ratedRounds += 1;
+        emit ValidatorRated(round, validator, distance, reputation);
+    }
+
+    /// @dev Checks the valuation's sites (and, when `posted` by the aggregator, its scores and
+    /// reasons) and fixes the weights.
     function _computeWeights(
         uint256 round,
         address[] calldata sites,
-        uint32[] calldata scores,
-        uint8[] calldata reasons
+        uint32[] memory scores,
+        uint8[] memory reasons,
+        bool posted
     )
         private
         view
@@ -875,13 +1334,15 @@ contract FederationLedger {
             Site storage s = _sites[site];
             if (s.pendingRound != round) revert FederationLedger__NotRevealed(round, site);
             uint32 score = scores[i];
-            uint8 reason = reasons[i];
-            if (score > SCORE_SCALE) revert FederationLedger__ScoreOutOfRange(site, score);
-            if (reason == uint8(Reason.NotRevealed) || reason > uint8(Reason.Contradicted)) {
-                revert FederationLedger__InvalidReason(site, reason);
-            }
-            if ((score > 0) != (reason == uint8(Reason.Ok))) {
-                revert FederationLedger__ScoreReasonMismatch(site, score, reason);
+            if (posted) {
+                uint8 reason = reasons[i];
+                if (score > SCORE_SCALE) revert FederationLedger__ScoreOutOfRange(site, score);
+                if (reason == uint8(Reason.NotRevealed) || reason > uint8(Reason.Contradicted)) {
+                    revert FederationLedger__InvalidReason(site, reason);
+                }
+                if ((score > 0) != (reason == uint8(Reason.Ok))) {
+                    revert FederationLedger__ScoreReasonMismatch(site, score, reason);
+                }
             }
             samples[i] = s.pendingSamples;
             products[i] = samples[i] * score;

@@ -99,7 +99,8 @@ ERRORS: Mapping[str, ErrorRule] = MappingProxyType(
         ),
         f"{PREFIX}RoundStillOpen": ErrorRule(
             RoundStateError,
-            "round {round} takes reveals until {revealDeadline} and not every site revealed",
+            "round {round} takes reveals (in a peer round, score reveals) until {revealDeadline} "
+            "and not every site revealed",
         ),
         f"{PREFIX}AlreadyCommitted": ErrorRule(
             DuplicateSubmission, "{site} already committed to an update in round {round}"
@@ -174,6 +175,72 @@ ERRORS: Mapping[str, ErrorRule] = MappingProxyType(
             PrivacyBudgetExceeded,
             "{site} has spent {spent} micro-epsilon; {requested} more would pass its "
             "budget {budget}",
+        ),
+        f"{PREFIX}ScoreCommitWindowTooShort": ErrorRule(
+            RoundStateError,
+            "score commit deadline {scoreCommitDeadline} is before {earliest}, the earliest the "
+            "ledger's minimum round window allows after the reveal deadline",
+        ),
+        f"{PREFIX}ScoreRevealWindowTooShort": ErrorRule(
+            RoundStateError,
+            "score reveal deadline {scoreRevealDeadline} is before {earliest}, the earliest the "
+            "ledger's minimum round window allows after the score commit deadline",
+        ),
+        f"{PREFIX}NotPeerRound": ErrorRule(
+            RoundStateError, "round {round} is not a peer round: its aggregator values it"
+        ),
+        f"{PREFIX}PeerRound": ErrorRule(
+            RoundStateError,
+            "round {round} is a peer round: its validators value it (recordPeerValuation)",
+        ),
+        f"{PREFIX}ScoringNotOpen": ErrorRule(
+            RoundStateError,
+            "round {round} takes scores only after its reveal deadline {revealDeadline}",
+        ),
+        f"{PREFIX}ScoreCommitClosed": ErrorRule(
+            RoundStateError,
+            "round {round} closed for score commitments at {scoreCommitDeadline}",
+        ),
+        f"{PREFIX}ScoreRevealNotOpen": ErrorRule(
+            RoundStateError,
+            "round {round} takes score reveals only after its score commit deadline "
+            "{scoreCommitDeadline}",
+        ),
+        f"{PREFIX}ScoreRevealClosed": ErrorRule(
+            RoundStateError, "round {round} closed for score reveals at {scoreRevealDeadline}"
+        ),
+        f"{PREFIX}QuorumNotMet": ErrorRule(
+            RoundStateError,
+            "round {round} has {votes} revealed score vectors; its quorum is {quorum}",
+        ),
+        f"{PREFIX}ScoresAlreadyCommitted": ErrorRule(
+            DuplicateSubmission, "{validator} already committed to scores in round {round}"
+        ),
+        f"{PREFIX}ScoresAlreadyRevealed": ErrorRule(
+            DuplicateSubmission, "{validator} already revealed its scores in round {round}"
+        ),
+        f"{PREFIX}ScoresNotCommitted": ErrorRule(
+            CommitmentMismatch, "{validator} committed to no scores in round {round}"
+        ),
+        f"{PREFIX}ScoreCommitmentMismatch": ErrorRule(
+            CommitmentMismatch,
+            "the revealed scores do not match {validator}'s commitment in round {round}",
+        ),
+        f"{PREFIX}ScoreVectorLength": ErrorRule(
+            InvalidValuation,
+            "round {round} has {expected} revealed updates but the score vector has {given} "
+            "entries",
+        ),
+        f"{PREFIX}ValidatorsNotSorted": ErrorRule(
+            InvalidValuation, "validators must be strictly ascending (position {index})"
+        ),
+        f"{PREFIX}MissingVotes": ErrorRule(
+            InvalidValuation,
+            "round {round} has {expected} revealed score vectors but the valuation lists {given}",
+        ),
+        f"{PREFIX}VoteMismatch": ErrorRule(
+            InvalidValuation,
+            "the vector given for {validator} is not the one it revealed in round {round}",
         ),
         f"{PREFIX}ZeroAddress": ErrorRule(InvalidArgument, "the zero address is not allowed here"),
         f"{PREFIX}InvalidParameter": ErrorRule(InvalidArgument, "invalid {what}"),

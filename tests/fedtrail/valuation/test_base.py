@@ -30,6 +30,7 @@ def test_reason_codes_are_stable_with_labels_and_descriptions() -> None:
         ("IMPLAUSIBLE_SAMPLES", 11),
         ("NOT_REVEALED", 12),
         ("CONTRADICTED", 13),
+        ("PEER_REJECTED", 14),
     ]
     assert Reason.OUTLIER_DIRECTION.label == "outlier direction"
     for r in Reason:
