@@ -71,6 +71,7 @@ from fedtrail.ml.training import (
     train_local,
 )
 from fedtrail.node.config import NodeConfig
+from fedtrail.node.scoring import PeerScorer
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro, to_micro
 from fedtrail.protocol.roundlog import InvalidLog, RoundLog
@@ -141,6 +142,35 @@ RevealTransform = Callable[[Reveal, int, UpdateContext], Reveal]
 
 def _same_reveal(reveal: Reveal, round_id: int, context: UpdateContext) -> Reveal:
     return reveal
+
+
+@dataclass(frozen=True, kw_only=True)
+class HandedUpdate:
+    """An update trained outside the node, handed to :meth:`SiteNode.participate` to submit as
+    the site's own in place of the node's training (a Flower ClientApp's own training loop,
+    through :mod:`fedtrail.flower.mod`). The node encodes it with its codec and residual,
+    commits, and reveals it after the commit deadline, through the same restart-safe steps as
+    an update it trained. ``delta`` is ``trained - start`` per federated tensor of the round's
+    start model (float32); ``num_samples`` the training samples it claims (capped on chain by
+    the site's sample limit)."""
+
+    delta: Delta
+    num_samples: int
+    train_loss: float = 0.0
+    train_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.delta, dict) or not self.delta:
+            raise ConfigError("a handed update needs a non-empty delta (name -> tensor)")
+        if not all(isinstance(v, torch.Tensor) for v in self.delta.values()):
+            raise ConfigError("every entry of a handed update's delta must be a torch.Tensor")
+        n = self.num_samples
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"a handed update's num_samples must be a positive int, got {n!r}")
+        for name in ("train_loss", "train_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"a handed update's {name} must be a number, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -300,6 +330,16 @@ class SiteNode:
         (self.folder / PENDING_DIR).mkdir(exist_ok=True)
         self.state_path = self.folder / STATE_NAME
         self.state = NodeState.load(self.state_path)
+        self.scorer = PeerScorer(
+            ledger=ledger,
+            store=store,
+            account=account,
+            spec=config.model,
+            folder=self.folder,
+            val=val,
+            at_step=hooks.at_step,
+        )
+        """This site's part as a validator of peer rounds (:mod:`fedtrail.node.scoring`)."""
 
     # ---------------------------------------------------------------- helpers
 
@@ -327,10 +367,16 @@ class SiteNode:
 
     # ---------------------------------------------------------------- one round
 
-    def participate(self, round_id: int) -> RoundRecord | None:
+    def participate(
+        self, round_id: int, *, update: HandedUpdate | None = None
+    ) -> RoundRecord | None:
         """Do whatever of ``round_id`` this site can do now; the round's record, or None if it
         cannot take part. A record still ``encoded``/``committed``/``stored`` has a step left
-        that waits for chain time (the commit deadline); call again later."""
+        that waits for chain time (the commit deadline); call again later.
+
+        ``update``: an update trained elsewhere, encoded and submitted in place of training
+        (only when this round has nothing encoded yet: once encoded, the blob on disk is what
+        is committed and revealed, as after a restart)."""
         info = self.ledger.get_round(round_id)
         on_chain = self.ledger.get_submission(round_id, self.address)
         record = self.state.rounds.get(round_id)
@@ -356,7 +402,10 @@ class SiteNode:
                 return None
             if not self._terms_agree(round_id, info.terms_cid, info.terms_sha256):
                 return None
-            record = self._train_and_encode(round_id, info.start_cid, info.start_sha256)
+            if update is None:
+                record = self._train_and_encode(round_id, info.start_cid, info.start_sha256)
+            else:
+                record = self._encode_handed(round_id, update)
             if record is None or record.phase in FINAL_PHASES:
                 return record
             self.hooks.at_step("encoded")
@@ -439,7 +488,56 @@ class SiteNode:
         except TrainingInterrupted:
             log.info("round %d: training interrupted by shutdown; nothing kept", round_id)
             return None
-        delta = self.hooks.transform_update(result.delta, round_id, self._context())
+        return self._encode(
+            round_id,
+            result.delta,
+            num_samples=result.num_samples,
+            train_seconds=result.seconds,
+            train_loss=result.train_loss,
+            metrics=result.metrics,
+            dp=dp,
+            threshold_from=threshold_from,
+        )
+
+    def _encode_handed(self, round_id: int, update: HandedUpdate) -> RoundRecord | None:
+        """Encodes an update trained elsewhere (:class:`HandedUpdate`). DP-SGD accounting is
+        the node's own training's: a round or a site that needs it gets no handed update."""
+        dp = self._privacy_plan(round_id, self.config.training)
+        if isinstance(dp, RoundRecord):
+            return dp  # refused: recorded as skipped
+        if dp is not None:
+            return self._skip(
+                RoundRecord(round=round_id, phase="skipped"),
+                "this node trains with DP-SGD ([privacy] enabled): a handed update was not "
+                "DP-trained by the node, so it is not submitted",
+            )
+        return self._encode(
+            round_id,
+            update.delta,
+            num_samples=update.num_samples,
+            train_seconds=float(update.train_seconds),
+            train_loss=float(update.train_loss),
+            metrics=None,
+            dp=None,
+            threshold_from="",
+        )
+
+    def _encode(
+        self,
+        round_id: int,
+        trained: Delta,
+        *,
+        num_samples: int,
+        train_seconds: float,
+        train_loss: float,
+        metrics: Metrics | None,
+        dp: DpParams | None,
+        threshold_from: str,
+    ) -> RoundRecord | None:
+        """Encodes ``trained`` (after the update hook) with the residual and records the round
+        as ``encoded``: blob and pending residual on disk, state.json written."""
+        spec = self.config.model
+        delta = self.hooks.transform_update(trained, round_id, self._context())
         if delta is None:
             log.info("round %d: the update hook sent nothing", round_id)
             return None
@@ -454,14 +552,13 @@ class SiteNode:
         )
         save_residual(self._pending_residual(round_id), encoded.residual, spec=spec, round=round_id)
         atomic_write(self._pending_blob(round_id), encoded.blob)
-        metrics = result.metrics
         record = RoundRecord(
             round=round_id,
             phase="encoded",
             sha256=hashlib.sha256(encoded.blob).hexdigest(),
-            num_samples=result.num_samples,
-            train_seconds=round(result.seconds, 3),
-            train_loss=result.train_loss,
+            num_samples=num_samples,
+            train_seconds=round(train_seconds, 3),
+            train_loss=train_loss,
             val_auc=None if metrics is None else metrics.auc,
             val_f1=None if metrics is None else metrics.f1,
             val_threshold=None if metrics is None else _finite(metrics.threshold),
@@ -485,7 +582,7 @@ class SiteNode:
             round_id,
             record.sha256[:16],
             len(encoded.blob),
-            result.seconds,
+            train_seconds,
             "macro " if multi else "",
             "n/a" if record.val_auc is None else f"{record.val_auc:.3f}",
             "macro " if multi else "",
@@ -883,6 +980,7 @@ class SiteNode:
         self.check_registered()
         done = 0
         seen = 0
+        finished: int | None = None  # once: the round whose update is done
         log.info("site %s watching ledger %s", self.address, self.ledger.address)
         while not self.stop_event.is_set():
             try:
@@ -898,6 +996,10 @@ class SiteNode:
                     if record is not None and record.phase == "revealed":
                         done += 1
                 if once and record is not None and record.phase in FINAL_PHASES:
+                    finished = current
+                if current:
+                    self.scorer.score(current)  # a peer round's validator work, update or not
+                if finished is not None and self.scorer.done(finished):
                     return done
                 self.personalise_latest()
             except (StoreError, LedgerError, InvalidUpdate) as exc:

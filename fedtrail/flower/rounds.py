@@ -193,21 +193,28 @@ class LedgerRounds:
             out.append((rec.node_id, sender, check))
         return out, evidence
 
-    def run_round(self) -> RoundReport:
-        """Runs one ledger round to its end (finalized or cancelled) and reports it."""
+    def begin(self) -> tuple[int, dict[str, Any] | None]:
+        """Opens (or resumes) the round to run; its id and the ``train`` request to send every
+        site, or None when the round is past its commit window (nothing left for sites to do:
+        :meth:`finish` values and finalizes it from the chain)."""
         round_id = self.current_or_open()
-        report = RoundReport(round=round_id)
         info = self.ledger.get_round(round_id)
+        if info.phase != Phase.OPEN or self._now() > info.commit_deadline:
+            return round_id, None
+        return round_id, {
+            "round": round_id,
+            "wait-seconds": float(info.reveal_deadline - self._now()),
+            "start-cid": info.start_cid,
+            "start-sha256": info.start_sha256,
+        }
+
+    def finish(self, round_id: int, got: list[Received] | None) -> RoundReport:
+        """Checks the replies ``got`` (None: no exchange took place) against the chain, hands
+        the signed contradicting ones to the service as evidence, lets the service value and
+        finalize the round from the chain, and reports it (``flower-round-<r>.json``)."""
+        report = RoundReport(round=round_id)
         checks: list[tuple[int, str, ReplyCheck]] = []
-        if info.phase == Phase.OPEN and self._now() <= info.commit_deadline:
-            wait = info.reveal_deadline - self._now()
-            request = {
-                "round": round_id,
-                "wait-seconds": float(wait),
-                "start-cid": info.start_cid,
-                "start-sha256": info.start_sha256,
-            }
-            got = self.exchange("train", request, wait + self.grace)
+        if got is not None:
             checks, evidence = self._check(round_id, got, report)
             if evidence and self.ledger.get_round(round_id).phase == Phase.OPEN:
                 accepted = self.service.submit_evidence(round_id, evidence)
@@ -230,3 +237,12 @@ class LedgerRounds:
             "round %d %s on chain: global %s", round_id, report.phase, report.global_cid or "-"
         )
         return report
+
+    def run_round(self) -> RoundReport:
+        """Runs one ledger round to its end (finalized or cancelled) and reports it."""
+        round_id, request = self.begin()
+        got = None
+        if request is not None:
+            wait = float(request["wait-seconds"])
+            got = self.exchange("train", request, wait + self.grace)
+        return self.finish(round_id, got)

@@ -21,7 +21,7 @@ from fedtrail.flower.replies import SiteReply, sign
 from fedtrail.keys import PASSPHRASE_ENV, load_keystore
 from fedtrail.ledger import Ledger
 from fedtrail.node.config import load_node_config
-from fedtrail.node.daemon import FINAL_PHASES, RoundRecord, SiteNode
+from fedtrail.node.daemon import FINAL_PHASES, HandedUpdate, RoundRecord, SiteNode
 
 log = logging.getLogger("fedtrail.flower.site")
 
@@ -128,7 +128,9 @@ def _unsigned(
     return SiteReply(round=round_id, site=node.address, phase="committed", note=note)
 
 
-def answer(node: SiteNode, round_id: int, *, wait_seconds: float) -> SiteReply:
+def answer(
+    node: SiteNode, round_id: int, *, wait_seconds: float, update: HandedUpdate | None = None
+) -> SiteReply:
     """Takes part in ``round_id`` to the end and says what the chain now holds.
 
     The node's own restart-safe steps, as ``fedtrail node run`` takes them: train, encode and
@@ -138,11 +140,14 @@ def answer(node: SiteNode, round_id: int, *, wait_seconds: float) -> SiteReply:
     ServerApp checks against the chain anyway. The reply is signed with the site's key: what
     it states is then the site's own statement, which the aggregator holds against it (score 0,
     ``CONTRADICTED``) when it contradicts the chain.
+
+    ``update``: an update the caller trained (:mod:`fedtrail.flower.mod`), submitted in place
+    of the node's own training (:meth:`~fedtrail.node.daemon.SiteNode.participate`).
     """
     give_up = time.monotonic() + max(wait_seconds, 0.0)
     while True:
         try:
-            record = node.participate(round_id)
+            record = node.participate(round_id, update=update)
         except (StoreError, LedgerError) as exc:
             log.error("round %d failed: %s", round_id, exc)
             if time.monotonic() >= give_up:
