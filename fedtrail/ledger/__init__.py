@@ -7,7 +7,8 @@ imports anything above it.
 - ``records``: the frozen records it hands out (rounds, submissions, sites, valuations,
   privacy accounts and spends, transaction results, events, deployments), the
   bytes32/address conversions, and ``commitment``, the hash a site commits to before
-  revealing its update;
+  revealing its update, ``score_commitment``, the hash a validator of a peer round commits to
+  before revealing its score vector (``PeerRoundInfo``, ``ValidatorStanding``);
 - ``artifact``: the compiled contract (ABI, bytecode) shipped with the package; no chain needed;
 - ``errors``: the one table from each custom error of the contract to our exception class, and
   the one decoder that finds revert data in what a provider raised;
@@ -28,16 +29,20 @@ from fedtrail.ledger.records import (
     MAX_SITE_SAMPLES,
     Deployment,
     LedgerEvent,
+    PeerRoundInfo,
     PrivacyAccount,
     PrivacySpend,
     RoundInfo,
     SiteInfo,
     Submission,
     TxResult,
+    ValidatorStanding,
     Valuation,
     checksum,
     commitment,
     from_bytes32,
+    score_commitment,
+    score_vote_hash,
     to_bytes32,
 )
 from fedtrail.protocol.codes import Phase  # re-exported: callers read round phases from here
@@ -50,6 +55,7 @@ __all__ = [
     "Deployment",
     "Ledger",
     "LedgerEvent",
+    "PeerRoundInfo",
     "Phase",
     "PrivacyAccount",
     "PrivacySpend",
@@ -58,10 +64,13 @@ __all__ = [
     "SiteInfo",
     "Submission",
     "TxResult",
+    "ValidatorStanding",
     "Valuation",
     "checksum",
     "commitment",
     "from_bytes32",
     "revert_data",
+    "score_commitment",
+    "score_vote_hash",
     "to_bytes32",
 ]

@@ -30,19 +30,23 @@ from fedtrail.ledger.errors import RevertDecoder, ledger_error, looks_like_rever
 from fedtrail.ledger.records import (
     Deployment,
     LedgerEvent,
+    PeerRoundInfo,
     PrivacyAccount,
     PrivacySpend,
     RoundInfo,
     SiteInfo,
     Submission,
     TxResult,
+    ValidatorStanding,
     Valuation,
     checksum,
     from_bytes32,
+    score_vote_hash,
     to_bytes32,
 )
 from fedtrail.protocol.codes import Phase
-from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA
+from fedtrail.protocol.peers import PeerVote, address_key
+from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, SCORE_SCALE
 
 DEFAULT_MIN_ROUND_WINDOW = 10
 """Seconds: the shortest commit window, and reveal window, a ledger deployed with the defaults
@@ -269,6 +273,49 @@ class Ledger:
                 return int(event.args["round"]), result
         raise TransactionFailed(f"openRound mined in {result.tx_hash} without a RoundOpened event")
 
+    def open_peer_round(
+        self,
+        signer: LocalAccount,
+        *,
+        model_cid: str,
+        model_sha256: str,
+        terms_cid: str,
+        terms_sha256: str,
+        commit_deadline: int,
+        reveal_deadline: int,
+        score_commit_deadline: int,
+        score_reveal_deadline: int,
+        quorum: int,
+    ) -> tuple[int, TxResult]:
+        """Opens the next round as a peer round: like :meth:`open_round`, then validators
+        commit score vectors until ``score_commit_deadline`` and reveal them until
+        ``score_reveal_deadline``; ``quorum`` revealed vectors value it. Returns the round id."""
+        if not 0 < int(quorum) < 2**32:
+            raise ConfigError(f"quorum {quorum} does not fit the contract's uint32 (at least 1)")
+        result = self._transact(
+            signer,
+            self._fn.openPeerRound(
+                model_cid,
+                to_bytes32(model_sha256),
+                terms_cid,
+                to_bytes32(terms_sha256),
+                _uint64(commit_deadline, "commit_deadline"),
+                _uint64(reveal_deadline, "reveal_deadline"),
+                _uint64(score_commit_deadline, "score_commit_deadline"),
+                _uint64(score_reveal_deadline, "score_reveal_deadline"),
+                int(quorum),
+            ),
+        )
+        opened = self.events(
+            "RoundOpened", from_block=result.block_number, to_block=result.block_number
+        )
+        for event in opened:
+            if event.tx_hash == result.tx_hash:
+                return int(event.args["round"]), result
+        raise TransactionFailed(
+            f"openPeerRound mined in {result.tx_hash} without a RoundOpened event"
+        )
+
     def commit_update(self, signer: LocalAccount, round_id: int, commitment: str) -> TxResult:
         """Commits ``signer`` to its update: ``commitment`` is
         ``fedtrail.ledger.commitment(signer.address, round_id, sha256, num_samples)``."""
@@ -293,6 +340,43 @@ class Ledger:
             return self._transact(signer, self._fn.revealUpdate(*args))
         micro = _uint64(epsilon_micro, "epsilon_micro")
         return self._transact(signer, self._fn.revealPrivateUpdate(*args, micro))
+
+    def commit_scores(self, signer: LocalAccount, round_id: int, commitment: str) -> TxResult:
+        """Commits validator ``signer`` to its score vector in a peer round: ``commitment`` is
+        ``fedtrail.ledger.score_commitment(signer.address, round_id, scores, salt)``."""
+        return self._transact(signer, self._fn.commitScores(round_id, to_bytes32(commitment)))
+
+    def reveal_scores(
+        self, signer: LocalAccount, round_id: int, scores: Sequence[int], salt: bytes
+    ) -> TxResult:
+        """Reveals the score vector ``signer`` committed to (entry i scores the i-th revealed
+        update in ascending site address order), with the 32-byte ``salt`` of its commitment."""
+        if len(salt) != 32:
+            raise ConfigError(f"the salt must be 32 bytes, not {len(salt)}")
+        values = [_score(x) for x in scores]
+        return self._transact(signer, self._fn.revealScores(round_id, values, bytes(salt)))
+
+    def record_peer_valuation(
+        self,
+        signer: LocalAccount,
+        round_id: int,
+        sites: Sequence[str],
+        votes: Sequence[PeerVote],
+    ) -> TxResult:
+        """Values a peer round from its revealed votes (any account may send it): ``sites``
+        are the revealed updates and ``votes`` every revealed vector, each aligned with the
+        sites in address order; both are put in the contract's (address) order here."""
+        ordered_sites = sorted((checksum(s) for s in sites), key=address_key)
+        ordered = sorted(votes, key=lambda v: address_key(v.validator))
+        return self._transact(
+            signer,
+            self._fn.recordPeerValuation(
+                round_id,
+                ordered_sites,
+                [checksum(v.validator) for v in ordered],
+                [[_score(x) for x in v.scores] for v in ordered],
+            ),
+        )
 
     def record_valuation(
         self, signer: LocalAccount, round_id: int, valuations: Sequence[Valuation]
@@ -494,6 +578,47 @@ class Ledger:
             for e in self.events("PrivacySpent", argument_filters=filters or None)
         ]
 
+    def get_peer_round(self, round_id: int) -> PeerRoundInfo | None:
+        """A peer round's scoring record; None for an aggregator round."""
+        raw = self._view(self._fn.getPeerRound(round_id))
+        if int(raw[2]) == 0:
+            return None
+        return PeerRoundInfo(
+            score_commit_deadline=int(raw[0]),
+            score_reveal_deadline=int(raw[1]),
+            quorum=int(raw[2]),
+            commit_count=int(raw[3]),
+            vote_count=int(raw[4]),
+        )
+
+    def score_vote(self, round_id: int, validator: str) -> tuple[str, bool]:
+        """``validator``'s stored score vote in ``round_id`` (hex; zeros without one) and
+        whether it is revealed (then the hash of the vector, otherwise the commitment)."""
+        stored, revealed = self._view(self._fn.scoreVote(round_id, checksum(validator)))
+        return from_bytes32(stored), bool(revealed)
+
+    def peer_votes(self, round_id: int) -> list[PeerVote]:
+        """Every revealed score vector of peer round ``round_id``, in ascending validator order,
+        from its ScoresRevealed events; each is checked against the hash the contract stored
+        (:class:`LedgerError` when an event does not match the state)."""
+        votes: dict[str, PeerVote] = {}
+        for event in self.events("ScoresRevealed", argument_filters={"round": round_id}):
+            validator = checksum(event.args["validator"])
+            scores = tuple(int(x) for x in event.args["scores"])
+            stored, revealed = self.score_vote(round_id, validator)
+            if not revealed or stored != score_vote_hash(round_id, validator, scores):
+                raise LedgerError(
+                    f"the ScoresRevealed event of {validator} in round {round_id} does not "
+                    "match the vote the ledger stored"
+                )
+            votes[validator] = PeerVote(validator=validator, scores=scores)
+        return [votes[v] for v in sorted(votes, key=address_key)]
+
+    def validator_standing(self, address: str) -> ValidatorStanding:
+        """``address``'s validator reputation and rated rounds (zeros when never rated)."""
+        reputation, rated = self._view(self._fn.validatorReputation(checksum(address)))
+        return ValidatorStanding(reputation=int(reputation), rated_rounds=int(rated))
+
     # ------------------------------------------------------------------ events
 
     def events(
@@ -565,6 +690,13 @@ def _uint64(value: int, what: str) -> int:
     (web3 would refuse it with a less helpful message)."""
     if not 0 <= int(value) < 2**64:
         raise ConfigError(f"{what} {value} does not fit the contract's uint64")
+    return int(value)
+
+
+def _score(value: int) -> int:
+    """A score entry when it is in the contract's range, else a ConfigError."""
+    if not 0 <= int(value) <= SCORE_SCALE:
+        raise ConfigError(f"score {value} outside 0..{SCORE_SCALE}")
     return int(value)
 
 

@@ -4,6 +4,7 @@ between our hex digests / addresses and the contract's bytes32 / checksummed add
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,29 @@ class SiteInfo:
     valued_rounds: int
     max_samples: int
     active_from: int
+
+
+@dataclass(frozen=True)
+class PeerRoundInfo:
+    """A peer round's scoring record: validators commit to their score vectors until
+    ``score_commit_deadline`` and reveal them until ``score_reveal_deadline``; at least
+    ``quorum`` revealed vectors (``vote_count``) are needed to value the round;
+    ``commit_count`` counts the commitments."""
+
+    score_commit_deadline: int
+    score_reveal_deadline: int
+    quorum: int
+    commit_count: int
+    vote_count: int
+
+
+@dataclass(frozen=True)
+class ValidatorStanding:
+    """A site's standing as a validator: the EMA of its agreement with the peer medians (over
+    ``SCORE_SCALE``) and the number of peer rounds it was rated in (0: never rated)."""
+
+    reputation: int
+    rated_rounds: int
 
 
 @dataclass(frozen=True)
@@ -233,5 +257,32 @@ def commitment(site: str, round_id: int, sha256: str, num_samples: int) -> str:
     encoded = abi_encode(
         ["address", "uint256", "bytes32", "uint64"],
         [checksum(site), round_id, to_bytes32(sha256), num_samples],
+    )
+    return keccak(encoded).hex()
+
+
+def score_commitment(validator: str, round_id: int, scores: Sequence[int], salt: bytes) -> str:
+    """The commitment a validator posts before revealing its score vector: hex of
+    ``keccak256(abi.encode(validator, round, scores, salt))`` with the contract's types
+    (address, uint256, uint32[], bytes32), exactly as ``revealScores`` recomputes it."""
+    if not 0 < round_id < 2**256:
+        raise ConfigError(f"round {round_id} is not a round id")
+    if any(not 0 <= int(x) <= SCORE_SCALE for x in scores):
+        raise ConfigError(f"a score is outside 0..{SCORE_SCALE}")
+    if len(salt) != 32:
+        raise ConfigError(f"the salt must be 32 bytes, not {len(salt)}")
+    encoded = abi_encode(
+        ["address", "uint256", "uint32[]", "bytes32"],
+        [checksum(validator), round_id, [int(x) for x in scores], bytes(salt)],
+    )
+    return keccak(encoded).hex()
+
+
+def score_vote_hash(round_id: int, validator: str, scores: Sequence[int]) -> str:
+    """What the contract stores for a revealed score vector: hex of
+    ``keccak256(abi.encode(round, validator, scores))`` (uint256, address, uint32[])."""
+    encoded = abi_encode(
+        ["uint256", "address", "uint32[]"],
+        [round_id, checksum(validator), [int(x) for x in scores]],
     )
     return keccak(encoded).hex()
