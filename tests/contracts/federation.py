@@ -1,5 +1,6 @@
 """Helpers for the contract tests: a deployed ledger with registered sites and the usual
-steps of a round (open, commit, move past the commit deadline, reveal, value, finalize)."""
+steps of a round (open, commit, move past the commit deadline, reveal, value, finalize), and
+of a peer round (open_peer, then validators commit and reveal score vectors)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from eth_account.signers.local import LocalAccount
 
 from fedtrail.chain import advance_time, block_timestamp
 from fedtrail.errors import ContractRevert
-from fedtrail.ledger import Ledger, Valuation, commitment
+from fedtrail.ledger import Ledger, Valuation, commitment, score_commitment
+from fedtrail.protocol.peers import PeerVote
 from tests.fixtures.chain import ChainEnv
 
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
@@ -121,3 +123,79 @@ class Fed:
         """Bypasses the client's sorting and checks, to reach the contract's own."""
         call = self.ledger._fn.recordValuation(round_id, sites, scores, reasons)
         self.ledger._transact(self.agg, call)
+
+    # ------------------------------------------------------------------ peer rounds
+
+    def open_peer(
+        self,
+        quorum: int,
+        model: str = "g0",
+        *,
+        commit: int = 600,
+        reveal: int = 600,
+        score_commit: int = 600,
+        score_reveal: int = 600,
+    ) -> int:
+        commit_deadline = block_timestamp(self.w3) + commit
+        reveal_deadline = commit_deadline + reveal
+        round_id, _ = self.ledger.open_peer_round(
+            self.agg,
+            model_cid=CID,
+            model_sha256=h(model),
+            terms_cid=CID,
+            terms_sha256=h("peer-terms" + model),
+            commit_deadline=commit_deadline,
+            reveal_deadline=reveal_deadline,
+            score_commit_deadline=reveal_deadline + score_commit,
+            score_reveal_deadline=reveal_deadline + score_commit + score_reveal,
+            quorum=quorum,
+        )
+        return round_id
+
+    def _past(self, deadline: int) -> None:
+        advance_time(self.w3, max(0, deadline - block_timestamp(self.w3)) + 1)
+
+    def past_score_commit(self, round_id: int) -> None:
+        peer = self.ledger.get_peer_round(round_id)
+        assert peer is not None
+        self._past(peer.score_commit_deadline)
+
+    def past_score_reveal(self, round_id: int) -> None:
+        peer = self.ledger.get_peer_round(round_id)
+        assert peer is not None
+        self._past(peer.score_reveal_deadline)
+
+    def submit(self, round_id: int, sites: list[LocalAccount], ns: list[int]) -> list[str]:
+        """``sites`` commit and reveal (ns samples each); the reveal window then closes.
+        Returns the revealed sites in address order."""
+        for site, n in zip(sites, ns, strict=True):
+            self.commit(round_id, site, f"u{round_id}-{site.address}", n)
+        self.past_commit(round_id)
+        for site, n in zip(sites, ns, strict=True):
+            self.reveal(round_id, site, f"u{round_id}-{site.address}", n)
+        self.past_reveal(round_id)
+        return by_address([s.address for s in sites])
+
+    @staticmethod
+    def salt(validator: LocalAccount, round_id: int) -> bytes:
+        return hashlib.sha256(f"salt-{validator.address}-{round_id}".encode()).digest()
+
+    def commit_scores(self, round_id: int, validator: LocalAccount, scores: list[int]) -> None:
+        salt = self.salt(validator, round_id)
+        self.ledger.commit_scores(
+            validator, round_id, score_commitment(validator.address, round_id, scores, salt)
+        )
+
+    def reveal_scores(self, round_id: int, validator: LocalAccount, scores: list[int]) -> None:
+        self.ledger.reveal_scores(validator, round_id, scores, self.salt(validator, round_id))
+
+    def score(self, round_id: int, vectors: dict[str, list[int]]) -> list[PeerVote]:
+        """Every validator named in ``vectors`` (address -> vector) commits, the score commit
+        window closes, every one reveals. Returns the votes in validator address order."""
+        accounts = {a.address: a for a in self.env.sites}
+        for address, scores in vectors.items():
+            self.commit_scores(round_id, accounts[address], scores)
+        self.past_score_commit(round_id)
+        for address, scores in vectors.items():
+            self.reveal_scores(round_id, accounts[address], scores)
+        return [PeerVote(validator=a, scores=tuple(vectors[a])) for a in by_address(list(vectors))]
