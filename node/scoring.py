@@ -1,0 +1,445 @@
+"""A site's part as a validator of peer rounds (``[valuation] mode = "peers"``, issue 14):
+score the others' updates on the site's own validation split, commit, then reveal — restart-safe.
+
+In a peer round every site registered when the round opened is a validator, whether or not it
+sent an update. After the round's update reveal deadline the node fetches every revealed update
+exactly as the aggregator would (:func:`fedtrail.valuation.candidates.revealed_candidates`),
+scores all but its own with :func:`fedtrail.valuation.peer_vector` under the round's committed
+valuation settings, and commits ``keccak(validator, round, scores, salt)`` with a fresh random
+32-byte salt; after the score commit deadline it reveals the vector and salt. Only the score
+vector leaves the site (no label counts, no metrics).
+
+Every step is recorded in ``scores.json`` (written atomically) before the next one starts:
+
+    peer round past its reveal deadline -> scored (vector and salt on disk) -> committed (the
+    chain holds our commitment) -> [score commit deadline] -> revealed
+
+A crash anywhere resumes at the last recorded step: a scored vector is committed and revealed
+as it is (never rescored with another salt), a commitment or reveal the chain already holds is
+recognised from the chain (never sent again), and a closed window or a refusal marks the
+scoring ``skipped`` with the reason.
+
+The validator's standing (its values accumulated across rounds on its private split, when the
+round's terms ask for standing) is kept in ``validator/history-<round>.json``; the free-rider
+references that go with it (the previous finalized round's readable updates and its global
+delta) are public and are read back from the chain and the store, as the aggregator's are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Final
+
+import torch
+from eth_account.signers.local import LocalAccount
+
+from fedtrail.chain import next_block_timestamp
+from fedtrail.errors import (
+    ContentNotFound,
+    ContentTooLarge,
+    ContractRevert,
+    FedtrailError,
+    HashMismatch,
+    InvalidCid,
+    InvalidUpdate,
+)
+from fedtrail.fsutil import atomic_write
+from fedtrail.hooks import StepHook, no_step
+from fedtrail.ledger import Ledger, score_commitment
+from fedtrail.ml.datasets import ImageDataset
+from fedtrail.ml.models import ModelSpec
+from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.roundlog import InvalidLog, ValuationSettings
+from fedtrail.protocol.terms import InvalidTerms, RoundTerms
+from fedtrail.storage.codec import decode_model, decode_update
+from fedtrail.storage.store import ContentStore
+from fedtrail.valuation import History, UnfitValidation, peer_vector
+from fedtrail.valuation.candidates import CandidateCache, revealed_candidates
+from fedtrail.valuation.chained import (
+    combiner_from,
+    global_label,
+    previous_round,
+    reference_label,
+    reference_submissions,
+)
+
+__all__ = ["SCORES_NAME", "STEPS", "PeerScorer", "ScoreRecord", "ScoreState"]
+
+log = logging.getLogger("fedtrail.node.scoring")
+
+SCORES_NAME: Final = "scores.json"
+HISTORY_DIR: Final = "validator"
+STEPS: Final = ("scored", "score_committed", "score_revealed")
+"""The named steps at which the scorer calls its ``at_step`` hook, each right after it is
+recorded: the vector and salt are on disk; the commitment is on chain; the reveal is mined."""
+FINAL: Final = frozenset({"revealed", "skipped"})
+CLOCK_SLACK: Final = 2
+"""Seconds past a deadline before acting on it (a block may carry a timestamp a second or two
+behind the pending block's), as the update steps of the daemon."""
+RETRY: Final = frozenset({"ScoringNotOpen", "ScoreRevealNotOpen"})
+"""Refusals that only say the chain's clock lags ours: tried again on the next poll."""
+
+
+@dataclass
+class ScoreRecord:
+    """What this site did as a validator in one round, as persisted."""
+
+    round: int
+    phase: str  # "scored" | "committed" | "revealed" | "skipped"
+    sites: list[str] = field(default_factory=list)
+    """The revealed updates scored, in ascending address order (the vector's order)."""
+    scores: list[int] = field(default_factory=list)
+    salt: str = ""
+    """32 random bytes, hex, drawn once when the vector was scored."""
+    commitment: str = ""
+    tx_hash: str = ""
+    seconds: float = 0.0
+    """Wall-clock seconds the scoring took."""
+    note: str = ""
+
+
+@dataclass
+class ScoreState:
+    rounds: dict[int, ScoreRecord] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> ScoreState:
+        if not path.exists():
+            return cls()
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls({int(k): ScoreRecord(**v) for k, v in raw["rounds"].items()})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FedtrailError(f"validator state {path} is corrupt: {exc}") from exc
+
+    def save(self, path: Path) -> None:
+        doc = {"rounds": {str(k): asdict(v) for k, v in sorted(self.rounds.items())}}
+        atomic_write(path, json.dumps(doc, indent=2).encode("utf-8"))
+
+
+def _same_hex(a: str, b: str) -> bool:
+    return a.lower().removeprefix("0x") == b.lower().removeprefix("0x")
+
+
+class PeerScorer:
+    """One site's validator work over a ledger and a store; ``val`` is its validation split."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        store: ContentStore,
+        account: LocalAccount,
+        spec: ModelSpec,
+        folder: Path,
+        val: ImageDataset | None,
+        at_step: StepHook = no_step,
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.account = account
+        self.spec = spec
+        self.folder = Path(folder)
+        self.val = val
+        self._at_step = at_step
+        self.path = self.folder / SCORES_NAME
+        self.state = ScoreState.load(self.path)
+        self._cache = CandidateCache()
+        self._peer: dict[int, bool] = {}
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+    def _save(self) -> None:
+        self.state.save(self.path)
+
+    def _step(self, name: str) -> None:
+        self._at_step(name)
+
+    def is_peer_round(self, round_id: int) -> bool:
+        if round_id not in self._peer:
+            self._peer[round_id] = self.ledger.get_peer_round(round_id) is not None
+        return self._peer[round_id]
+
+    def _skip(self, round_id: int, record: ScoreRecord | None, note: str) -> ScoreRecord:
+        record = record or ScoreRecord(round=round_id, phase="skipped")
+        record.phase, record.note = "skipped", note
+        self.state.rounds[round_id] = record
+        self._save()
+        log.warning("round %d: scoring skipped: %s", round_id, note)
+        return record
+
+    # ---------------------------------------------------------------- one round
+
+    def done(self, round_id: int) -> bool:
+        """Whether nothing is left for this site to score in ``round_id`` (not a peer round, not
+        a validator of it, the round no longer open, or this site's scoring finished)."""
+        record = self.state.rounds.get(round_id)
+        if record is not None and record.phase in FINAL:
+            return True
+        if not self.is_peer_round(round_id):
+            return True
+        if self.ledger.get_round(round_id).phase != Phase.OPEN:
+            return True
+        site = self.ledger.get_site(self.address)
+        return site is None or not site.registered or site.active_from > round_id
+
+    def score(self, round_id: int) -> ScoreRecord | None:
+        """Do whatever of ``round_id``'s peer scoring this site can do now; its record, or None
+        when the round is not a peer round, this site is not one of its validators, or it is
+        too early (the update reveal window is still open). A record ``scored``/``committed``
+        has a step left that waits for chain time; call again later."""
+        record = self.state.rounds.get(round_id)
+        if record is not None and record.phase in FINAL:
+            return record
+        if not self.is_peer_round(round_id):
+            return None
+        info = self.ledger.get_round(round_id)
+        if info.phase != Phase.OPEN:
+            if record is not None:
+                return self._skip(round_id, record, f"round {info.phase.label} before our reveal")
+            return None
+        site = self.ledger.get_site(self.address)
+        if site is None or not site.registered or site.active_from > round_id:
+            return None  # not a validator of this round
+        peer = self.ledger.get_peer_round(round_id)
+        if peer is None:
+            return None
+        now = next_block_timestamp(self.ledger.w3)
+        if now <= info.reveal_deadline + CLOCK_SLACK:
+            return record  # updates may still be revealed: the candidates are not fixed yet
+        if record is None:
+            stored, _ = self.ledger.score_vote(round_id, self.address)
+            if int(stored, 16):
+                # Committed, but the vector and salt behind the commitment are lost.
+                return self._skip(round_id, None, "committed, but the scored vector is lost")
+            if now > peer.score_commit_deadline:
+                return self._skip(
+                    round_id, None, "score commit window closed before this node scored"
+                )
+            record = self._score(round_id, info.start_cid, info.start_sha256)
+            if record.phase in FINAL:
+                return record
+            now = next_block_timestamp(self.ledger.w3)
+        if record.phase == "scored":
+            self._commit(round_id, record, now, peer.score_commit_deadline)
+            if record.phase != "committed":
+                return record
+        if next_block_timestamp(self.ledger.w3) <= peer.score_commit_deadline + CLOCK_SLACK:
+            return record  # reveal only once the score commit window has closed
+        return self._reveal(round_id, record)
+
+    def _terms(self, round_id: int) -> RoundTerms:
+        info = self.ledger.get_round(round_id)
+        return RoundTerms.from_bytes(self.store.get(info.terms_cid, info.terms_sha256))
+
+    def _score(self, round_id: int, start_cid: str, start_sha256: str) -> ScoreRecord:
+        """Scores the round's revealed updates on this site's split; records the vector and a
+        fresh salt (``scored``) before anything is sent."""
+        if self.val is None:
+            return self._skip(round_id, None, "this site has no validation split to score with")
+        try:
+            terms = self._terms(round_id)
+            valuation = ValuationSettings.from_json(terms.valuation)
+        except (InvalidTerms, InvalidLog) as exc:
+            return self._skip(round_id, None, f"the round's terms are unusable: {exc}")
+        started = time.perf_counter()
+        global_state, _ = decode_model(self.store.get(start_cid, start_sha256), spec=self.spec)
+        pairs = revealed_candidates(
+            self.ledger,
+            self.store,
+            round_id,
+            terms=terms,
+            spec=self.spec,
+            cache=self._cache,
+            logger=log,
+        )
+        history = self.history_for(round_id) if valuation.standing else None
+        try:
+            vector = peer_vector(
+                validator=self.address,
+                round_id=round_id,
+                global_state=global_state,
+                spec=self.spec,
+                candidates=[c for _, c in pairs],
+                validation=self.val,
+                method=valuation.method,
+                metric=valuation.metric,
+                seed=terms.seed + round_id if valuation.seed is None else valuation.seed,
+                combiner=combiner_from(valuation),
+                history=history,
+                large_game=valuation.large_game,
+                explanation_check=bool(valuation.explanation_check),
+            )
+        except UnfitValidation as exc:
+            return self._skip(round_id, None, f"abstains: {exc}")
+        seconds = time.perf_counter() - started
+        if vector.history is not None:
+            self._save_history(round_id, vector.history)
+        salt = os.urandom(32)
+        record = ScoreRecord(
+            round=round_id,
+            phase="scored",
+            sites=list(vector.sites),
+            scores=list(vector.scores),
+            salt=salt.hex(),
+            commitment=score_commitment(self.address, round_id, vector.scores, salt),
+            seconds=round(seconds, 3),
+        )
+        self.state.rounds[round_id] = record
+        self._save()
+        log.info(
+            "round %d: scored %d peer update(s) on %d validation images in %.1f s: %s",
+            round_id,
+            sum(1 for s in vector.sites if not _same_hex(s, self.address)),
+            len(self.val),
+            seconds,
+            ", ".join(
+                f"{s[:8]} {v / 1_000_000:.3f}"
+                for s, v in zip(vector.sites, vector.scores, strict=True)
+                if not _same_hex(s, self.address)
+            )
+            or "nothing to score",
+        )
+        self._step("scored")
+        return record
+
+    def _commit(self, round_id: int, record: ScoreRecord, now: int, deadline: int) -> None:
+        """Commits to the recorded vector; a commitment the chain already holds (a crash after
+        the transaction) is recognised, never sent again."""
+        stored, _ = self.ledger.score_vote(round_id, self.address)
+        if not int(stored, 16):
+            if now > deadline:
+                self._skip(
+                    round_id, record, "score commit window closed before this node committed"
+                )
+                return
+            try:
+                tx = self.ledger.commit_scores(self.account, round_id, record.commitment)
+            except ContractRevert as exc:
+                if exc.error in RETRY:
+                    log.info("round %d: score commits not open yet; will retry", round_id)
+                    return
+                if exc.error != "ScoresAlreadyCommitted":
+                    self._skip(round_id, record, f"score commit refused: {exc}")
+                    return
+                stored, _ = self.ledger.score_vote(round_id, self.address)
+            else:
+                record.tx_hash = tx.tx_hash
+                stored = record.commitment
+                log.info(
+                    "round %d: committed to scores in tx %s (%d gas)",
+                    round_id,
+                    tx.tx_hash,
+                    tx.gas_used,
+                )
+        if not _same_hex(stored, record.commitment):
+            self._skip(round_id, record, "the chain holds another score commitment of ours")
+            return
+        record.phase = "committed"
+        self._save()
+        self._step("score_committed")
+
+    def _reveal(self, round_id: int, record: ScoreRecord) -> ScoreRecord:
+        """Reveals the committed vector (after the score commit deadline). A reveal the chain
+        already holds is recognised; a refused one marks the scoring skipped with the reason."""
+        try:
+            tx = self.ledger.reveal_scores(
+                self.account, round_id, record.scores, bytes.fromhex(record.salt)
+            )
+        except ContractRevert as exc:
+            if exc.error in RETRY:
+                log.info("round %d: score reveals not open yet; will retry", round_id)
+                return record
+            if exc.error == "ScoresAlreadyRevealed":
+                return self._mark_revealed(round_id, record)
+            return self._skip(round_id, record, f"score reveal refused: {exc}")
+        record.tx_hash = tx.tx_hash
+        log.info(
+            "round %d: revealed scores for %d update(s) in tx %s (%d gas)",
+            round_id,
+            len(record.scores),
+            tx.tx_hash,
+            tx.gas_used,
+        )
+        self._mark_revealed(round_id, record)
+        self._step("score_revealed")
+        return record
+
+    def _mark_revealed(self, round_id: int, record: ScoreRecord) -> ScoreRecord:
+        record.phase = "revealed"
+        self.state.rounds[round_id] = record
+        self._save()
+        return record
+
+    # ---------------------------------------------------------------- the validator's history
+
+    def _history_path(self, round_id: int) -> Path:
+        return self.folder / HISTORY_DIR / f"history-{round_id}.json"
+
+    def _save_history(self, round_id: int, history: History) -> None:
+        """The standing this validator reached scoring ``round_id`` (its accumulated values and
+        valued rounds; the references are public and read back from the chain)."""
+        path = self._history_path(round_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "round": round_id,
+            "accumulated": dict(history.accumulated),
+            "valued_rounds": history.valued_rounds,
+        }
+        atomic_write(path, json.dumps(doc, indent=1, sort_keys=True).encode("utf-8"))
+
+    def _load_history(self, round_id: int) -> tuple[dict[str, float], int] | None:
+        path = self._history_path(round_id)
+        if not path.exists():
+            return None
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            return {str(k): float(v) for k, v in doc["accumulated"].items()}, int(
+                doc["valued_rounds"]
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("validator history %s is unusable (%s): starting afresh", path, exc)
+            return None
+
+    def history_for(self, round_id: int) -> History:
+        """The history this validator scores ``round_id`` with: its own accumulated values from
+        the latest finalized round before it that it scored (a cancelled round carries nothing,
+        as for the aggregator; none: the warm-up), and as free-rider references the readable
+        updates and the global delta of the latest finalized round before it."""
+        prev = previous_round(self.ledger, round_id)
+        if prev is None:
+            return History()
+        accumulated: Mapping[str, float] = {}
+        valued = 0
+        for r in range(prev, 0, -1):
+            saved = self._load_history(r)
+            if saved is not None and self.ledger.get_round(r).phase == Phase.FINALIZED:
+                accumulated, valued = saved
+                break
+        return History(
+            accumulated=accumulated, valued_rounds=valued, references=self._references(prev)
+        )
+
+    def _references(self, prev: int) -> dict[str, Mapping[str, torch.Tensor]]:
+        info = self.ledger.get_round(prev)
+        references: dict[str, Mapping[str, torch.Tensor]] = {}
+        for sub in reference_submissions(self.ledger, prev):
+            try:
+                delta, _ = decode_update(
+                    self.store.get(sub.cid, sub.sha256), spec=self.spec, expected_round=prev
+                )
+            except (InvalidUpdate, HashMismatch, ContentNotFound, InvalidCid, ContentTooLarge):
+                continue  # unreadable bytes are no reference (nobody can resend them usefully)
+            references[reference_label(sub.site, prev)] = delta
+        start, _ = decode_model(self.store.get(info.start_cid, info.start_sha256), spec=self.spec)
+        final, _ = decode_model(self.store.get(info.global_cid, info.global_sha256), spec=self.spec)
+        references[global_label(prev)] = {k: final[k] - start[k] for k in start}
+        return references
