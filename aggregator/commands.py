@@ -34,6 +34,7 @@ from fedtrail.hooks import launcher_step_hook
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.catalog import load_source
 from fedtrail.ml.task import task_for
+from fedtrail.protocol.roundlog import VALUATION_MODES
 from fedtrail.protocol.terms import PERSONALISATION_METHODS
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.valuation import LARGE_GAMES, default_combiner
@@ -116,6 +117,34 @@ def aggregator() -> None:
     "~60x cheaper at 100 sites, weaker against poisoning; recorded in the round terms).",
 )
 @click.option(
+    "--valuation-mode",
+    type=click.Choice(VALUATION_MODES),
+    default="aggregator",
+    show_default=True,
+    help="Who scores updates: the aggregator on its validation split, or 'peers': every site "
+    "scores the others' updates on its own split and the contract takes each update's median "
+    "(recorded in the round terms; the aggregator then only combines).",
+)
+@click.option(
+    "--peer-quorum",
+    type=click.IntRange(1),
+    default=None,
+    help="Peer rounds: revealed score vectors needed (default: a majority of the sites active "
+    "at open).",
+)
+@click.option(
+    "--score-commit-seconds",
+    type=click.IntRange(1, 2**32),
+    default=None,
+    help="Peer rounds: score commit window after the reveal deadline (default: the reveal window).",
+)
+@click.option(
+    "--score-reveal-seconds",
+    type=click.IntRange(1, 2**32),
+    default=None,
+    help="Peer rounds: score reveal window after it (default: the reveal window).",
+)
+@click.option(
     "--folder",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path(".fedtrail/aggregator"),
@@ -183,6 +212,10 @@ def run(
     clock_stall_seconds: float,
     seed: int,
     large_game: str,
+    valuation_mode: str,
+    peer_quorum: int | None,
+    score_commit_seconds: int | None,
+    score_reveal_seconds: int | None,
     folder: Path,
     personalise_steps: int,
     personalise_lr: float,
@@ -240,6 +273,10 @@ def run(
         personalise_method=personalise_method,
         dp_delta=dp_delta or 0.0,
         dp_required=dp_required,
+        valuation_mode=valuation_mode,
+        peer_quorum=peer_quorum,
+        score_commit_seconds=score_commit_seconds,
+        score_reveal_seconds=score_reveal_seconds,
     )
     service = AggregatorService(
         ledger=ledger,

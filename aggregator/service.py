@@ -48,7 +48,7 @@ from fedtrail.errors import (
 )
 from fedtrail.fsutil import atomic_write
 from fedtrail.hooks import StepHook, no_step
-from fedtrail.ledger import Ledger, Submission, Valuation
+from fedtrail.ledger import Ledger, PeerRoundInfo, Submission, Valuation
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain import explain_methods, probe_set
@@ -65,8 +65,9 @@ from fedtrail.protocol.evidence import (
     SignedReply,
     applicable,
 )
+from fedtrail.protocol.peers import PeerVote, peer_outcome
 from fedtrail.protocol.terms import InvalidTerms, Personalisation, PrivacyTerms, RoundTerms
-from fedtrail.protocol.weights import SCORE_SCALE
+from fedtrail.protocol.weights import SCORE_SCALE, ZeroTotalWeight, onchain_weights
 from fedtrail.storage.codec import decode_model, encode_model
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation import (
@@ -143,6 +144,20 @@ class AggregatorSettings:
     terms ask for no differential privacy."""
     dp_required: bool = False
     """Every update must be DP-trained (an update without DP parameters fails the audit)."""
+    valuation_mode: str = "aggregator"
+    """Who scores the rounds this aggregator opens (:data:`fedtrail.protocol.roundlog.
+    VALUATION_MODES`): ``aggregator``, on its validation split; ``peers``, every site active at
+    open on its own split, the contract taking each update's median (issue 14). In a peer round
+    the aggregator is a pure combiner: it reads the revealed score vectors, has the contract
+    record their medians, and aggregates with the chain's weights."""
+    peer_quorum: int | None = None
+    """A peer round's quorum (revealed score vectors needed); None: a majority of the sites
+    active at open (``active // 2 + 1``). A quorum above the active sites is refused."""
+    score_commit_seconds: int | None = None
+    """A peer round's score commit window after the reveal deadline (chain seconds, at least
+    the ledger's minimum); None: the reveal window."""
+    score_reveal_seconds: int | None = None
+    """The score reveal window after it; None: the reveal window."""
 
     def __post_init__(self) -> None:
         try:
@@ -166,6 +181,17 @@ class AggregatorSettings:
             )
         if self.round_seconds < 1 or self.reveal_seconds < 1 or self.poll_interval <= 0:
             raise ConfigError("round_seconds, reveal_seconds and poll_interval must be positive")
+        if self.valuation_mode not in roundlog.VALUATION_MODES:
+            raise ConfigError(
+                f"valuation_mode must be one of {roundlog.VALUATION_MODES}, "
+                f"not {self.valuation_mode!r}"
+            )
+        for name in ("peer_quorum", "score_commit_seconds", "score_reveal_seconds"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ConfigError(f"{name} must be a positive integer or None, not {value!r}")
 
     def personalisation(self) -> Personalisation | None:
         """What the round terms ask sites to do with the global model (None: nothing)."""
@@ -306,6 +332,7 @@ class AggregatorService:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.stop_event = stop_event or threading.Event()
         self._at_step = at_step
+        self._peer_rounds: dict[int, bool] = {}
         self._names: dict[str, str] = {}
         self._fetched = CandidateCache()
         self._terms: dict[int, RoundTerms] = {}
@@ -346,11 +373,36 @@ class AggregatorService:
         least = self.ledger.min_round_window()
         return max(self.settings.round_seconds, least), max(self.settings.reveal_seconds, least)
 
+    def _score_windows(self) -> tuple[int, int]:
+        """A peer round's (score commit, score reveal) window lengths: the settings' (default:
+        the reveal window), raised to the ledger's minimum."""
+        least = self.ledger.min_round_window()
+        _, reveal_s = self._windows()
+        commit = self.settings.score_commit_seconds or reveal_s
+        reveal = self.settings.score_reveal_seconds or reveal_s
+        return max(commit, least), max(reveal, least)
+
+    def peer_quorum(self) -> int:
+        """The quorum of a peer round opened now: the settings', or a majority of the sites
+        active now (those a round opened now counts active at open). ConfigError when it is
+        above the active sites (the contract would refuse the round)."""
+        active = self.ledger.active_site_count()
+        quorum = self.settings.peer_quorum or active // 2 + 1
+        if quorum > active:
+            raise ConfigError(
+                f"peer quorum {quorum} is above the {active} active site(s): no peer round "
+                "could ever be valued; lower peer_quorum or register more sites"
+            )
+        return quorum
+
     def round_terms(self, round_id: int) -> RoundTerms:
-        """The terms this aggregator offers for round ``round_id`` (from its settings)."""
+        """The terms this aggregator offers for round ``round_id`` (from its settings); a peer
+        round's carry the valuation mode, its quorum and the score windows."""
         if self._validation_sha256 is None:
             self._validation_sha256 = self.validation.content_sha256()
         commit_s, reveal_s = self._windows()
+        peers = self.settings.valuation_mode == "peers"
+        score_windows = self._score_windows() if peers else (None, None)
         return RoundTerms(
             round=round_id,
             aggregation_rule=asdict(self.settings.rule),
@@ -363,6 +415,8 @@ class AggregatorService:
                 combiner=asdict(self._combiner()),
                 # the linearised game needs a gradient: none for the AUC
                 large_game=self.settings.large_game if self.settings.metric != "auc" else None,
+                mode="peers" if peers else None,
+                quorum=self.peer_quorum() if peers else None,
             ).to_json(),
             model_spec=self.spec.to_json(),
             spec_hash=self.spec.spec_hash(),
@@ -374,6 +428,8 @@ class AggregatorService:
             class_names=self.task.class_names,
             personalisation=self.settings.personalisation(),
             privacy=self.settings.privacy(),
+            score_commit_seconds=score_windows[0],
+            score_reveal_seconds=score_windows[1],
         )
 
     def _combiner(self) -> Combiner:
@@ -425,15 +481,42 @@ class AggregatorService:
         # and the ledger refuses a window shorter than its minimum.
         commit_deadline = next_block_timestamp(self.ledger.w3) + terms.commit_seconds + 2
         reveal_deadline = commit_deadline + terms.reveal_seconds
-        round_id, tx = self.ledger.open_round(
-            self.account,
-            cid,
-            sha,
-            terms_cid=terms_cid,
-            terms_sha256=terms_sha,
-            commit_deadline=commit_deadline,
-            reveal_deadline=reveal_deadline,
-        )
+        valuation = roundlog.ValuationSettings.from_json(terms.valuation)
+        if valuation.peers:
+            assert terms.score_commit_seconds and terms.score_reveal_seconds  # peer terms have them
+            assert valuation.quorum is not None
+            score_commit = reveal_deadline + terms.score_commit_seconds
+            score_reveal = score_commit + terms.score_reveal_seconds
+            round_id, tx = self.ledger.open_peer_round(
+                self.account,
+                model_cid=cid,
+                model_sha256=sha,
+                terms_cid=terms_cid,
+                terms_sha256=terms_sha,
+                commit_deadline=commit_deadline,
+                reveal_deadline=reveal_deadline,
+                score_commit_deadline=score_commit,
+                score_reveal_deadline=score_reveal,
+                quorum=valuation.quorum,
+            )
+            log.info(
+                "round %d: peer scoring (quorum %d of the active sites; scores committed until "
+                "%d, revealed until %d)",
+                round_id,
+                valuation.quorum,
+                score_commit,
+                score_reveal,
+            )
+        else:
+            round_id, tx = self.ledger.open_round(
+                self.account,
+                cid,
+                sha,
+                terms_cid=terms_cid,
+                terms_sha256=terms_sha,
+                commit_deadline=commit_deadline,
+                reveal_deadline=reveal_deadline,
+            )
         log.info(
             "round %d opened from %s under terms %s (commit until %d, reveal until %d, tx %s)",
             round_id,
@@ -479,6 +562,10 @@ class AggregatorService:
         valuing it again. The valuation is deterministic for its inputs, so the answer is the
         one a new valuation would give.
         """
+        if self.is_peer_round(round_id):
+            raise FedtrailError(
+                f"round {round_id} is a peer round: its sites score it, not the aggregator"
+            )
         info = self.ledger.get_round(round_id)
         past = next_block_timestamp(self.ledger.w3) > info.reveal_deadline + CLOCK_SLACK
         unusable = self._unusable.get(round_id)
@@ -676,11 +763,17 @@ class AggregatorService:
         blob = encode_model(new_state, spec=self.spec, round=round_id)
         global_cid, global_sha = self._put(blob)
         before, after = self._evaluate(global_state), self._evaluate(new_state)
-        saved, standing = self._load_valuation(round_id)
+        votes: list[PeerVote] | None = None
+        if self.is_peer_round(round_id):
+            # The sites scored: the components are the chain's medians, no standing of ours.
+            votes = self.ledger.peer_votes(round_id)
+            saved, standing = self._peer_components(round_id, subs, votes), None
+        else:
+            saved, standing = self._load_valuation(round_id)
         terms_standing = roundlog.ValuationSettings.from_json(
             self.terms(round_id)[0].valuation
         ).standing
-        if (
+        if votes is None and (
             not saved
             or any(saved.get(s.site, {}).get("score") != s.score for s in subs)
             or bool(terms_standing) != (standing is not None)
@@ -707,7 +800,8 @@ class AggregatorService:
             after,
             explanations=explanations,
             standing=standing,
-            evidence=self._evidence(round_id, subs),
+            evidence=self._evidence(round_id, subs) if votes is None else (),
+            peer_votes=votes,
         )
         log_blob = record.to_bytes()
         log_cid, log_sha = self._put(log_blob)
@@ -791,6 +885,7 @@ class AggregatorService:
         explanations: roundlog.ModelExplanations | None = None,
         standing: roundlog.Standing | None = None,
         evidence: Sequence[Evidence] = (),
+        peer_votes: Sequence[PeerVote] | None = None,
     ) -> roundlog.RoundLog:
         """The round's log from the chain's submissions, the saved valuation details and the
         round's committed terms (whose settings it repeats, with a reference to them)."""
@@ -831,7 +926,123 @@ class AggregatorService:
             explanations=explanations,
             standing=standing,
             evidence=evidence,
+            peer_votes=peer_votes,
         )
+
+    # ---------------------------------------------------------------- peer rounds
+
+    def is_peer_round(self, round_id: int) -> bool:
+        """Whether the chain opened ``round_id`` as a peer round (the sites score it)."""
+        if round_id not in self._peer_rounds:
+            self._peer_rounds[round_id] = self.ledger.get_peer_round(round_id) is not None
+        return self._peer_rounds[round_id]
+
+    def _peer_round(self, round_id: int) -> PeerRoundInfo:
+        peer = self.ledger.get_peer_round(round_id)
+        if peer is None:
+            raise FedtrailError(f"round {round_id} is not a peer round")
+        return peer
+
+    def ready_to_combine(self, round_id: int) -> bool:
+        """A peer round's votes are all in: after its score reveal deadline, or once every site
+        active at open has revealed a score vector."""
+        info, peer = self.ledger.get_round(round_id), self._peer_round(round_id)
+        if next_block_timestamp(self.ledger.w3) > peer.score_reveal_deadline + CLOCK_SLACK:
+            return True
+        return peer.vote_count >= info.active_at_open > 0
+
+    def combine(self, round_id: int) -> RoundOutcome | None:
+        """Values a peer round from its revealed score vectors: the contract records each
+        update's median over the other validators (``recordPeerValuation``, predicted here with
+        :func:`fedtrail.protocol.peers.peer_outcome`). The aggregator scores nothing itself.
+
+        None while waiting or once recorded (by this service or anyone else: the call is open to
+        all, and its result is fixed by the votes); the Cancelled outcome when the round cannot
+        be valued (quorum not met, no update revealed, every median 0), after the score reveal
+        deadline, with the reason logged."""
+        info, peer = self.ledger.get_round(round_id), self._peer_round(round_id)
+        if info.phase != Phase.OPEN:
+            return None
+        now = next_block_timestamp(self.ledger.w3)
+        past = now > peer.score_reveal_deadline + CLOCK_SLACK
+        if not self.ready_to_combine(round_id):
+            self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
+            return None
+        subs = self.ledger.get_submissions(round_id)
+        votes = self.ledger.peer_votes(round_id)
+        problem = ""
+        outcome = None
+        if len(votes) < peer.quorum:
+            problem = f"quorum not met: {len(votes)} score vector(s) revealed, quorum {peer.quorum}"
+        elif not subs:
+            problem = "no update revealed"
+        else:
+            outcome = peer_outcome([s.site for s in subs], votes)
+            try:
+                onchain_weights([s.num_samples for s in subs], list(outcome.scores))
+            except ZeroTotalWeight:
+                problem = "every revealed update's peer median is 0 (zero total weight)"
+        if problem:
+            if past:
+                self.ledger.cancel_round(self.account, round_id)
+                log.warning("round %d cancelled: %s", round_id, problem)
+                return RoundOutcome(round=round_id, phase=Phase.CANCELLED)
+            log.info("round %d: %s; cancelling after the score reveal deadline", round_id, problem)
+            self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
+            return None
+        assert outcome is not None
+        try:
+            tx = self.ledger.record_peer_valuation(
+                self.account, round_id, [s.site for s in subs], votes
+            )
+        except ContractRevert:
+            if self.ledger.get_round(round_id).phase == Phase.VALUED:
+                log.info("round %d: the peer valuation was already recorded", round_id)
+                return None
+            raise
+        log.info(
+            "round %d valued by %d peer vote(s) (quorum %d, tx %s): %s",
+            round_id,
+            len(votes),
+            peer.quorum,
+            tx.tx_hash,
+            ", ".join(
+                f"{site[:8]} {score / SCORE_SCALE:.3f} {reason.name} ({n} peers)"
+                for site, score, reason, n in zip(
+                    outcome.sites, outcome.scores, outcome.reasons, outcome.peer_counts, strict=True
+                )
+            ),
+        )
+        self._at_step("valued")
+        return None
+
+    def _peer_components(
+        self, round_id: int, subs: Sequence[Submission], votes: Sequence[PeerVote]
+    ) -> dict[str, dict[str, Any]]:
+        """Each site's log components in a peer round: its median and how many peers scored it,
+        from the chain's votes (a median that differs from the chain's score is logged: the
+        audit's peers.median check fails on it)."""
+        outcome = peer_outcome([s.site for s in subs], votes)
+        out: dict[str, dict[str, Any]] = {}
+        for sub, median, count in zip(subs, outcome.scores, outcome.peer_counts, strict=True):
+            if median != sub.score:
+                log.error(
+                    "round %d: %s's on-chain score %d is not the median %d of its peers' votes",
+                    round_id,
+                    sub.site,
+                    sub.score,
+                    median,
+                )
+            out[sub.site] = {
+                "components": {"peer_median": median, "peer_count": count},
+                "explanation": (
+                    f"Scored by its peers: the median of the {count} other validator(s)' scores "
+                    f"is {median / SCORE_SCALE:.3f}"
+                    + ("" if count else " (no other validator scored it)")
+                    + "."
+                ),
+            }
+        return out
 
     # ---------------------------------------------------------------- driving
 
@@ -846,6 +1057,8 @@ class AggregatorService:
             self.open_next()
             return None
         if info.phase == Phase.OPEN:
+            if self.is_peer_round(current):
+                return self.combine(current)
             if not self.ready_to_value(current):
                 self.clock_watch.observe(self.ledger.w3, current, info.reveal_deadline)
                 return None

@@ -1,0 +1,145 @@
+"""Peer rounds from the aggregator's side (issue 14) on Anvil + IPFS: the service opens a peer
+round under terms that name the mode, quorum and score windows, never values it itself, has the
+contract record the medians of the sites' revealed score vectors, aggregates with the chain's
+weights and logs the votes; a round whose quorum is not met is cancelled after the score
+deadline; a quorum no round could meet is refused before a round opens."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from fedtrail.aggregator.service import AggregatorSettings
+from fedtrail.errors import ConfigError
+from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.peers import address_key, peer_outcome
+from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
+from fedtrail.protocol.terms import RoundTerms
+from fedtrail.simulation.faults import SiteFault
+from tests.aggregator.peer_setup import pass_deadline, peer_federation
+
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.anvil,
+    pytest.mark.ipfs,
+    pytest.mark.slow,
+]
+
+
+def test_peer_round_end_to_end_scores_are_the_medians_of_the_chain_votes(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    # sites 0 and 1 honest, 2 sign-flipped; 3 sends no update but validates
+    fed = peer_federation(
+        tmp_path,
+        anvil_url,
+        ipfs_api,
+        sites=4,
+        faults=[SiteFault(), SiteFault(), SiteFault(kind="sign_flip"), SiteFault()],
+    )
+    ledger, service, store = fed.ledger, fed.service, fed.store
+    trainers, validators = fed.nodes[:3], fed.nodes
+    r = service.open_next()
+    info = ledger.get_round(r)
+    peer = ledger.get_peer_round(r)
+    terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+    valuation = ValuationSettings.from_json(terms.valuation)
+    assert peer is not None and valuation.mode == "peers"
+    assert valuation.quorum == peer.quorum == 3  # a majority of 4 active sites
+    assert terms.score_commit_seconds == terms.score_reveal_seconds == terms.reveal_seconds
+    assert peer.score_commit_deadline == info.reveal_deadline + terms.score_commit_seconds
+    for n in trainers:
+        n.participate(r)  # train, commit
+    pass_deadline(ledger, info.commit_deadline)
+    for n in trainers:
+        assert n.participate(r).phase == "revealed"  # type: ignore[union-attr]
+    # every update is in, but a peer round waits for the sites' votes, never values itself
+    assert service.step() is None
+    assert ledger.get_round(r).phase == Phase.OPEN
+    assert [n.scorer.score(r) for n in validators] == [None] * 4  # reveal window still open
+    pass_deadline(ledger, info.reveal_deadline)
+    assert [n.scorer.score(r).phase for n in validators] == ["committed"] * 4  # type: ignore[union-attr]
+    assert not service.ready_to_combine(r) and service.step() is None
+    pass_deadline(ledger, peer.score_commit_deadline)
+    assert [n.scorer.score(r).phase for n in validators] == ["revealed"] * 4  # type: ignore[union-attr]
+    assert service.ready_to_combine(r)  # every site active at open voted: no need to wait
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+
+    subs = ledger.get_submissions(r)
+    votes = ledger.peer_votes(r)
+    sites = [s.site for s in subs]
+    assert sites == sorted(sites, key=address_key)
+    assert sorted(sites) == sorted(n.address for n in trainers)
+    assert {v.validator for v in votes} == {n.address for n in validators}
+    for n in validators:  # each vector on chain is the one the node scored and recorded
+        (vote,) = [v for v in votes if v.validator == n.address]
+        assert list(vote.scores) == n.scorer.state.rounds[r].scores
+        assert len(vote.scores) == 3
+    expected = peer_outcome(sites, votes)
+    assert [s.score for s in subs] == list(expected.scores)
+    assert [Reason(s.reason) for s in subs] == list(expected.reasons)
+    assert sum(s.weight for s in subs) == 10**18
+    # the aggregator scored nothing itself
+    assert not (service.folder / f"valuation-{r}.json").exists()
+
+    final = ledger.get_round(r)
+    record = RoundLog.from_bytes(store.get(final.log_cid, final.log_sha256))
+    assert record.peer_votes == tuple(votes)
+    assert record.standing is None
+    assert record.settings.valuation.mode == "peers"
+    for entry, sub, count in zip(record.sites, subs, expected.peer_counts, strict=True):
+        assert entry.components == {"peer_median": sub.score, "peer_count": count}
+        assert count == 3  # the other three validators, never the site itself
+        assert f"median of the {count} other validator" in (entry.explanation or "")
+
+    flipper = fed.nodes[2].address
+    by_site = {s.site: s.score for s in subs}
+    honest = [by_site[n.address] for n in fed.nodes[:2]]
+    assert by_site[flipper] < min(honest), by_site
+    # the next round opens from the global model the chain's weights made
+    service.step()
+    assert ledger.get_round(r + 1).start_sha256 == final.global_sha256
+
+
+def test_quorum_not_met_cancels_after_the_score_deadline(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3, peer_quorum=3)
+    ledger, service = fed.ledger, fed.service
+    r = service.open_next()
+    info, peer = ledger.get_round(r), ledger.get_peer_round(r)
+    assert peer is not None and peer.quorum == 3
+    for n in fed.nodes[:2]:
+        n.participate(r)
+    pass_deadline(ledger, info.commit_deadline)
+    for n in fed.nodes[:2]:
+        n.participate(r)
+    pass_deadline(ledger, info.reveal_deadline)
+    fed.nodes[0].scorer.score(r)  # one validator of the three votes
+    pass_deadline(ledger, peer.score_commit_deadline)
+    fed.nodes[0].scorer.score(r)
+    assert service.step() is None  # the score reveal window is still open: others may vote
+    assert ledger.get_round(r).phase == Phase.OPEN
+    pass_deadline(ledger, peer.score_reveal_deadline)
+    with caplog.at_level(logging.WARNING, logger="fedtrail.aggregator"):
+        outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.CANCELLED
+    assert ledger.get_round(r).phase == Phase.CANCELLED
+    assert "quorum not met: 1 score vector(s) revealed, quorum 3" in caplog.text
+
+
+def test_a_quorum_above_the_active_sites_is_refused_before_opening(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=2, peer_quorum=3)
+    with pytest.raises(ConfigError, match="peer quorum 3 is above the 2 active site"):
+        fed.service.open_next()
+    assert fed.ledger.current_round() == 0
+    with pytest.raises(ConfigError, match="valuation_mode"):
+        AggregatorSettings(valuation_mode="committee")
+    with pytest.raises(ConfigError, match="peer_quorum"):
+        AggregatorSettings(valuation_mode="peers", peer_quorum=0)

@@ -1,0 +1,104 @@
+"""A site as a validator of peer rounds (issue 14) on Anvil + IPFS: its score vector and salt are
+on disk before the commitment is sent, a restart between any two steps commits and reveals that
+same vector (a commitment or reveal the chain holds is never sent again), a validator that
+misses the score commit window is recorded as skipped with the reason and excluded, and the
+round still finalizes when the quorum holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedtrail.errors import FedtrailError
+from fedtrail.ledger import score_commitment
+from fedtrail.node.daemon import NodeHooks
+from fedtrail.node.scoring import SCORES_NAME, ScoreState
+from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.peers import peer_outcome
+from tests.aggregator.peer_setup import pass_deadline, peer_federation
+
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.anvil,
+    pytest.mark.ipfs,
+    pytest.mark.slow,
+]
+
+
+class Crash(FedtrailError):
+    """Stands for the process dying at a step (raised by the step hook)."""
+
+
+def crash_at(step: str) -> NodeHooks:
+    def at_step(name: str) -> None:
+        if name == step:
+            raise Crash(f"crashed at {name}")
+
+    return NodeHooks(at_step=at_step)
+
+
+def test_restarts_commit_and_reveal_the_recorded_vector_and_a_late_validator_is_excluded(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)  # quorum: 2 of 3
+    ledger, service = fed.ledger, fed.service
+    r = service.open_next()
+    info, peer = ledger.get_round(r), ledger.get_peer_round(r)
+    assert peer is not None and peer.quorum == 2
+    for n in fed.nodes:
+        n.participate(r)
+    pass_deadline(ledger, info.commit_deadline)
+    for n in fed.nodes:
+        n.participate(r)
+    pass_deadline(ledger, info.reveal_deadline)
+
+    # site 0 dies right after writing its vector, before the commitment is sent
+    with pytest.raises(Crash):
+        fed.node(0, hooks=crash_at("scored")).scorer.score(r)
+    on_disk = ScoreState.load(fed.nodes[0].folder / SCORES_NAME).rounds[r]
+    assert on_disk.phase == "scored" and len(on_disk.scores) == 3 and len(on_disk.salt) == 64
+    assert int(ledger.score_vote(r, fed.nodes[0].address)[0], 16) == 0
+    # restarted: it commits that vector with that salt, not a new scoring
+    again = fed.node(0).scorer.score(r)
+    assert again is not None and again.phase == "committed"
+    assert (again.scores, again.salt) == (on_disk.scores, on_disk.salt)
+    stored, revealed = ledger.score_vote(r, fed.nodes[0].address)
+    expected = score_commitment(
+        fed.nodes[0].address, r, on_disk.scores, bytes.fromhex(on_disk.salt)
+    )
+    assert stored.lower().removeprefix("0x") == expected.lower().removeprefix("0x")
+    assert not revealed
+    # a restart before the reveal recognises the commitment on chain and sends no second one
+    assert fed.node(0).scorer.score(r).phase == "committed"  # type: ignore[union-attr]
+    fed.nodes[1].scorer.score(r)
+
+    pass_deadline(ledger, peer.score_commit_deadline)
+    # site 2 wakes up after the score commit window: skipped with the reason, nothing sent
+    late = fed.nodes[2].scorer.score(r)
+    assert late is not None and late.phase == "skipped"
+    assert "score commit window closed" in late.note
+    # a fresh process reveals the same vector; a second reveal attempt is recognised
+    assert fed.node(0).scorer.score(r).phase == "revealed"  # type: ignore[union-attr]
+    assert fed.nodes[1].scorer.score(r).phase == "revealed"  # type: ignore[union-attr]
+    commits = ledger.events("ScoresCommitted", argument_filters={"round": r})
+    assert sorted(e.args["validator"] for e in commits) == sorted(
+        n.address for n in fed.nodes[:2]
+    )  # one commitment each, none from the late validator
+    votes = ledger.peer_votes(r)
+    assert [v.validator for v in votes] == sorted(
+        (n.address for n in fed.nodes[:2]), key=lambda a: int(a, 16)
+    )
+    assert list(next(v for v in votes if v.validator == fed.nodes[0].address).scores) == (
+        on_disk.scores
+    )
+
+    # the quorum holds without the late validator: the round is valued and finalized
+    pass_deadline(ledger, peer.score_reveal_deadline)
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    subs = ledger.get_submissions(r)
+    assert [s.score for s in subs] == list(peer_outcome([s.site for s in subs], votes).scores)
+    # site 2 validated nothing, yet its update was scored by the two others
+    assert len(subs) == 3
