@@ -63,8 +63,17 @@ def rounds(rpc_url: str | None, deployment_path: Path, contract: str | None, fmt
 
 
 def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
+    """A round as the chain holds it; a valued peer round adds ``peers``: each validator's
+    revealed vector, its distance from the medians and its validator reputation, and the
+    medians (:class:`fedtrail.auditor.peers.PeerTable`)."""
+    from fedtrail.auditor.peers import peer_table, read_peer_record
+
     info = ledger.get_round(round_id)
     names = {s.address: s.name for s in ledger.get_sites()}
+    subs = ledger.get_submissions(round_id)
+    record = read_peer_record(ledger, round_id) if info.phase.has_scores else None
+    table = None if record is None else peer_table(record, subs)
+    peers = {} if table is None else {"peers": table.to_json()}
     return {
         "round": info.id,
         "phase": info.phase.label,
@@ -88,8 +97,9 @@ def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
                 "reason_label": reason_label(s.reason) if info.phase.has_scores else "",
                 "weight": str(s.weight),
             }
-            for s in ledger.get_submissions(round_id)
+            for s in subs
         ],
+        **peers,
     }
 
 
@@ -129,6 +139,35 @@ def round_cmd(
         "table",
         columns=["site", "name", "num_samples", "score", "reason_label", "weight", "sha256"],
     )
+    if "peers" in doc:
+        _print_peers(doc["peers"])
+
+
+def _print_peers(peers: dict[str, Any]) -> None:
+    """A peer round's vectors: one row per validator, one column per revealed update (its own
+    entry in brackets: not counted), then the medians the chain recorded."""
+    sites = peers["sites"]
+    click.echo("")
+    click.echo(
+        f"peer scores: {len(peers['validators'])} vector(s) revealed, quorum {peers['quorum']}; "
+        "[own entry] never counts; median = the chain's score"
+    )
+    rows = []
+    for v in peers["validators"]:
+        row: dict[str, Any] = {"validator": v["validator"]}
+        for j, (site, score) in enumerate(zip(sites, v["scores"], strict=True)):
+            shown = f"{score / SCORE_SCALE:.3f}"
+            row[site[:10]] = f"[{shown}]" if v["self_index"] == j else shown
+        row["distance"] = None if v["distance"] is None else v["distance"] / SCORE_SCALE
+        rep = v["validator_reputation"]
+        row["validator_reputation"] = None if rep is None else rep / SCORE_SCALE
+        rows.append(row)
+    median: dict[str, Any] = {"validator": "median"}
+    for site, m in zip(sites, peers["median"], strict=True):
+        median[site[:10]] = f"{m / SCORE_SCALE:.3f}"
+    rows.append(median)
+    columns = ["validator", *(s[:10] for s in sites), "distance", "validator_reputation"]
+    emit(rows, "table", columns=columns)
 
 
 @audit.command()
@@ -142,7 +181,9 @@ def site(
     its differential privacy as the chain keeps it: its epsilon budget and cumulative spend,
     and per round the epsilon its update declared and the cumulative spend after it
     (``epsilon``, ``epsilon_total``; empty for a plain reveal). ``fedtrail audit privacy``
-    checks those declarations against the updates' DP parameters."""
+    checks those declarations against the updates' DP parameters. A site that validated peer
+    rounds also shows its validator reputation and rated rounds, and per round its distance
+    from the medians and its validator reputation after it (``validator_*``)."""
     ledger = _open(rpc_url, deployment_path, contract)
     address = checksum(address)
     info = ledger.get_site(address)
@@ -154,6 +195,11 @@ def site(
     }
     account = ledger.privacy(address)
     spends = {s.round: s for s in ledger.privacy_spends(site=address)}
+    standing = ledger.validator_standing(address)
+    rated = {  # peer rounds: its distance from the medians and validator reputation after
+        int(e.args["round"]): (int(e.args["distance"]), int(e.args["validatorReputation"]))
+        for e in ledger.events("ValidatorRated", argument_filters={"validator": address})
+    }
     rows = []
     for r in range(1, ledger.current_round() + 1):
         sub = ledger.get_submission(r, address)
@@ -172,6 +218,9 @@ def site(
                 "epsilon_total": spends[r].total_micro / EPSILON_SCALE if r in spends else None,
             }
         )
+        if standing.rated_rounds:
+            rows[-1]["validator_distance"] = rated[r][0] / SCORE_SCALE if r in rated else None
+            rows[-1]["validator_reputation"] = rated[r][1] / SCORE_SCALE if r in rated else None
     if fmt == "json":
         emit(
             {
@@ -180,6 +229,16 @@ def site(
                 "registered": info.registered,
                 "reputation": info.reputation / SCORE_SCALE,
                 "privacy": account.to_json(),
+                **(
+                    {
+                        "validator": {
+                            "reputation": standing.reputation / SCORE_SCALE,
+                            "rated_rounds": standing.rated_rounds,
+                        }
+                    }
+                    if standing.rated_rounds
+                    else {}
+                ),
                 "rounds": rows,
             },
             "json",
@@ -191,6 +250,12 @@ def site(
             f"site {address} '{info.name}' registered={info.registered} "
             f"reputation={info.reputation / SCORE_SCALE:.4f}"
             + (f" privacy: {account.describe()}" if account.used else "")
+            + (
+                f" validator reputation={standing.reputation / SCORE_SCALE:.4f} "
+                f"rated rounds={standing.rated_rounds}"
+                if standing.rated_rounds
+                else ""
+            )
         )
         if not account.used:  # no DP: no empty epsilon columns
             columns = [k for k in rows[0] if not k.startswith("epsilon")] if rows else None
@@ -409,23 +474,31 @@ def report(
     fmt: str,
 ) -> None:
     """Verify every round and write a self-contained HTML audit report (no network to view);
-    exit 1 when a check fails (the report is written either way)."""
+    exit 1 when a check fails (the report is written either way). JSON: the page's path, the
+    verdict, and each valued peer round's vectors, medians and validator ratings."""
     from datetime import UTC, datetime
 
-    from fedtrail.auditor.report import DEFAULT_TITLE, write_report
+    from fedtrail.auditor.report import DEFAULT_TITLE, collect, write_report
     from fedtrail.auditor.verify import verify_all
 
     ledger = _open(rpc_url, deployment_path, contract)
     store: ContentStore = open_checked_store(store_location)
     audits = verify_all(ledger, store)
+    fed = collect(ledger, store, audits)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if timestamp else None
     path = write_report(
-        ledger, store, out_dir, audits=audits, title=title or DEFAULT_TITLE, generated_at=stamp
+        ledger,
+        store,
+        out_dir,
+        title=title or DEFAULT_TITLE,
+        generated_at=stamp,
+        federation=fed,
     )
     ok = all(a.passed for a in audits) and bool(audits)
     failed_rounds = [str(a.round) for a in audits if not a.passed]
     if fmt == "json":
-        emit({"report": str(path), "passed": ok}, "json")
+        peers = [t.to_json() for t in fed.peer_rounds()]
+        emit({"report": str(path), "passed": ok, **({"peers": peers} if peers else {})}, "json")
     else:
         failed = sum(1 for a in audits for c in a.checks if c.failed)
         click.echo(f"report written to {path}")

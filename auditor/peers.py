@@ -33,7 +33,7 @@ from typing import Any
 from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 
-from fedtrail.ledger import Submission, checksum
+from fedtrail.ledger import Ledger, Submission, checksum
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import InvalidVotes, PeerOutcome, PeerVote, address_key, peer_outcome
 from fedtrail.protocol.roundlog import SiteEntry
@@ -53,6 +53,7 @@ __all__ = [
     "check_reputation",
     "check_votes",
     "peer_table",
+    "read_peer_record",
     "vote_hash",
 ]
 
@@ -67,11 +68,12 @@ Check = tuple[str, bool, str]
 
 def vote_hash(round_id: int, validator: str, scores: Sequence[int]) -> str:
     """What ``revealScores`` stores in place of the commitment once a vector opens it:
-    hex of ``keccak256(abi.encode(uint256 round, address validator, uint32[] scores))``."""
+    hex (no 0x, as the ledger client gives bytes32) of
+    ``keccak256(abi.encode(uint256 round, address validator, uint32[] scores))``."""
     encoded = abi_encode(
         ["uint256", "address", "uint32[]"], [round_id, checksum(validator), list(scores)]
     )
-    return "0x" + keccak(encoded).hex()
+    return keccak(encoded).hex()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,11 +81,11 @@ class PeerRecord:
     """What the chain holds for one peer round, read once (:func:`read_peer_record`).
 
     ``votes``: the ``ScoresRevealed`` events in chain order; ``stored``: per validator that
-    revealed, the hash the contract stores for it (``scoreVote``); ``rated``: this round's
-    ``ValidatorRated`` events, validator -> (distance, reputation after); ``before``: per
-    validator, (reputation, rated rounds) before this round, from the earlier rounds'
-    ``ValidatorRated`` events; ``standing``: the contract's current (reputation, rated rounds)
-    of each validator whose latest rating is this round's."""
+    revealed, what the contract stores for it (``scoreVote``: the vote's hash once revealed);
+    ``rated``: this round's ``ValidatorRated`` events, validator -> (distance, reputation
+    after); ``before``: per validator, (reputation, rated rounds) before this round, from the
+    earlier rounds' ``ValidatorRated`` events; ``standing``: the contract's current
+    (reputation, rated rounds) of each validator whose latest rating is this round's."""
 
     round: int
     quorum: int
@@ -112,7 +114,7 @@ def check_votes(record: PeerRecord, log_votes: Sequence[PeerVote] | None) -> Che
     """``peers.votes`` (see the module docstring)."""
     problems: list[str] = []
     seen: set[str] = set()
-    stored = {_key(k): v.lower() for k, v in record.stored.items()}
+    stored = {_key(k): v.lower().removeprefix("0x") for k, v in record.stored.items()}
     for vote in record.votes:
         who = _key(vote.validator)
         if who in seen:
@@ -128,9 +130,6 @@ def check_votes(record: PeerRecord, log_votes: Sequence[PeerVote] | None) -> Che
         problems.append(
             f"{len(record.votes)} ScoresRevealed event(s), the contract counts {record.vote_count}"
         )
-    missing = sorted(k[:10] for k in set(stored) - seen)
-    if missing:
-        problems.append(f"stored votes without a revealed vector: {', '.join(missing)}")
     chain = [(address_key(v.validator), tuple(v.scores)) for v in record.sorted_votes()]
     if log_votes is None:
         problems.append("the log has no peers block")
@@ -278,6 +277,54 @@ def check_reputation(record: PeerRecord, outcome: PeerOutcome | None) -> Check:
         "; ".join(problems)
         or f"{len(expected)} validator(s) rated: distance from the median and reputation equal "
         f"the contract's EMA (alpha {record.alpha}) over their earlier ratings",
+    )
+
+
+def read_peer_record(ledger: Ledger, round_id: int) -> PeerRecord | None:
+    """The chain's record of a peer round (None for an aggregator round)."""
+    info = ledger.get_peer_round(round_id)
+    if info is None:
+        return None
+    votes = tuple(
+        PeerVote(
+            validator=_key(str(ev.args["validator"])),
+            scores=tuple(int(x) for x in ev.args["scores"]),
+        )
+        for ev in ledger.events("ScoresRevealed", argument_filters={"round": round_id})
+    )
+    stored: dict[str, str] = {}
+    for vote in votes:  # the flag scoreVote returns marks the validator's latest round only
+        stored[vote.validator] = ledger.score_vote(round_id, vote.validator)[0]
+    rated: dict[str, tuple[int, int]] = {}
+    before: dict[str, tuple[int, int]] = {}
+    later: set[str] = set()
+    for ev in ledger.events("ValidatorRated"):
+        who, r = _key(str(ev.args["validator"])), int(ev.args["round"])
+        value = (int(ev.args["distance"]), int(ev.args["validatorReputation"]))
+        if r < round_id:
+            before[who] = (value[1], before.get(who, (0, 0))[1] + 1)
+        elif r == round_id:
+            rated[who] = value
+        else:
+            later.add(who)
+    standing: dict[str, tuple[int, int]] = {}
+    for who in sorted(set(rated) - later):
+        now = ledger.validator_standing(who)
+        standing[who] = (now.reputation, now.rated_rounds)
+    return PeerRecord(
+        round=round_id,
+        quorum=info.quorum,
+        commit_count=info.commit_count,
+        vote_count=info.vote_count,
+        reveal_deadline=ledger.get_round(round_id).reveal_deadline,
+        score_commit_deadline=info.score_commit_deadline,
+        score_reveal_deadline=info.score_reveal_deadline,
+        votes=votes,
+        stored=stored,
+        rated=rated,
+        before=before,
+        standing=standing,
+        alpha=ledger.reputation_alpha(),
     )
 
 

@@ -26,6 +26,15 @@ from typing import Any
 import torch
 
 from fedtrail.auditor.claims import mark_site
+from fedtrail.auditor.peers import (
+    QUORUM,
+    PeerRecord,
+    check_median,
+    check_quorum,
+    check_reputation,
+    check_votes,
+    read_peer_record,
+)
 from fedtrail.auditor.standing import check_standing, compare_standing
 from fedtrail.errors import (
     ConfigError,
@@ -237,7 +246,11 @@ def verify_round(
     if terms is not None:
         with _Timer(audit, "fetch"):
             _check_task_fixed(audit, ledger, store, terms)
-    if log is not None:
+    peer = read_peer_record(ledger, round_id)
+    peers = _is_peer_round(peer, terms, log)
+    if peers:
+        _check_peers(audit, peer, terms, log, subs)
+    elif log is not None:
         _standing_checks(audit, ledger, store, log, terms)
 
     # the weights, recomputed from the on-chain counts and scores
@@ -276,6 +289,9 @@ def verify_round(
         start = _fetch(store, info.start_cid, info.start_sha256)
     start_blob = start.blob
     audit.add("start_model.hash", start_blob is not None, start.detail or info.start_cid)
+    # an update nobody could read is scored 0 as unusable by the aggregator, or rejected by
+    # the peers' median (validators score what they cannot read 0)
+    unusable_reasons = UNUSABLE_REASONS | ({Reason.PEER_REJECTED} if peers else set())
     deltas: dict[str, dict[str, torch.Tensor]] = {}
     dp: dict[str, DpParams | None] = {}  # the DP parameters of every decoded update
     unusable: dict[str, Reason] = {}
@@ -287,7 +303,7 @@ def verify_round(
             tampered = fetched.failure is FetchFailure.TAMPERED
             unusable[sub.site] = Reason.TAMPERED if tampered else Reason.MALFORMED
             # Acceptable only for an update the aggregator itself found unusable and excluded.
-            excluded = sub.weight == 0 and sub.reason in UNUSABLE_REASONS
+            excluded = sub.weight == 0 and sub.reason in unusable_reasons
             audit.add(
                 f"update.{sub.site[:10]}",
                 excluded,
@@ -317,7 +333,7 @@ def verify_round(
             unusable[sub.site] = Reason.MALFORMED
             deltas.pop(sub.site, None)
             dp.pop(sub.site, None)
-            excluded = sub.weight == 0 and sub.reason in UNUSABLE_REASONS
+            excluded = sub.weight == 0 and sub.reason in unusable_reasons
             audit.add(f"update.{sub.site[:10]}", excluded, f"malformed: {exc.reason}")
 
     _check_privacy(audit, ledger, round_id, subs, dp, terms)
@@ -374,24 +390,31 @@ def verify_round(
         glob = _fetch(store, info.global_cid, info.global_sha256)
     audit.add("global.hash", glob.blob is not None, glob.detail or f"{info.global_cid} matches")
 
+    if peers:
+        audit.not_applicable(
+            "scores.recomputed",
+            "peer round: the scores are the medians of the validators' revealed vectors "
+            "(peers.median), not a valuation on a split the aggregator holds",
+        )
     if validation is not None and log is not None and start_blob is not None and spec:
         if validation.image_size != (spec.image_size, spec.image_size):
             # the aggregator resized its split to the model the same deterministic way
             validation = validation.resized(spec.image_size)
         with _Timer(audit, "rescore"):
-            _check_scores(
-                audit,
-                log,
-                spec,
-                decode_model(start_blob, spec=spec)[0],
-                subs,
-                deltas,
-                unusable,
-                validation,
-                score_tolerance,
-                terms,
-                (ledger, store),
-            )
+            if not peers:
+                _check_scores(
+                    audit,
+                    log,
+                    spec,
+                    decode_model(start_blob, spec=spec)[0],
+                    subs,
+                    deltas,
+                    unusable,
+                    validation,
+                    score_tolerance,
+                    terms,
+                    (ledger, store),
+                )
         with _Timer(audit, "metrics"):
             _check_metrics(
                 audit,
@@ -792,6 +815,47 @@ def _check_evidence(
             if unbacked
             else f"{len(contradicted)} site(s) scored CONTRADICTED, each with its signed reply "
             "in the log",
+        )
+
+
+def _is_peer_round(peer: PeerRecord | None, terms: RoundTerms | None, log: RoundLog | None) -> bool:
+    """Whether the chain, the terms or the log say the round was scored by its peers (when
+    they disagree, ``peers.quorum`` fails)."""
+    return (
+        peer is not None
+        or (terms is not None and terms.valuation.get("mode") == "peers")
+        or (log is not None and (log.settings.valuation.peers or log.peer_votes is not None))
+    )
+
+
+def _check_peers(
+    audit: RoundAudit,
+    peer: PeerRecord | None,
+    terms: RoundTerms | None,
+    log: RoundLog | None,
+    subs: list[Submission],
+) -> None:
+    """A peer round's checks (:mod:`fedtrail.auditor.peers`): the votes, their medians, the
+    quorum and the validators' reputations, from the chain alone; the standing checks, which
+    re-derive an aggregator's accumulated values, do not apply."""
+    if peer is None:
+        audit.add(
+            QUORUM,
+            False,
+            "the terms or the log say the sites scored this round, but the chain holds an "
+            "aggregator round (no peer record)",
+        )
+        return
+    audit.add(*check_votes(peer, None if log is None else log.peer_votes))
+    median, outcome = check_median(peer, subs, None if log is None else log.sites)
+    audit.add(*median)
+    audit.add(*check_quorum(peer, terms))
+    audit.add(*check_reputation(peer, outcome))
+    if log is not None and (log.settings.valuation.standing or log.standing is not None):
+        audit.not_applicable(
+            "standing.accumulated",
+            "peer round: each validator keeps its own standing on its private split; the "
+            "scores follow from the revealed vectors (peers.median)",
         )
 
 

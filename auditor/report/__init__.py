@@ -51,14 +51,17 @@ def write_report(
     audits: list[RoundAudit] | None = None,
     title: str = DEFAULT_TITLE,
     generated_at: str | None = None,
+    federation: Federation | None = None,
 ) -> Path:
     """Writes ``out_dir/index.html`` (one self-contained page) and returns its path.
 
     ``audits`` are shown as the verification results; when None, ``verify_all`` runs first.
     ``generated_at`` (any text, e.g. an ISO timestamp) is printed in the header; without it the
-    page is byte-identical for identical chain state and store content.
+    page is byte-identical for identical chain state and store content. ``federation``: the
+    records already collected (then ``ledger``, ``store`` and ``audits`` are not read again).
     """
-    page = render_html(collect(ledger, store, audits), title=title, generated_at=generated_at)
+    fed = federation if federation is not None else collect(ledger, store, audits)
+    page = render_html(fed, title=title, generated_at=generated_at)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / REPORT_FILE

@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fedtrail.auditor.peers import PeerTable, peer_table, read_peer_record
 from fedtrail.errors import FedtrailError
 from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission
 from fedtrail.protocol.codes import Phase, Reason
@@ -53,6 +54,8 @@ class RoundData:
     heatmap_method: str = ""
     heatmaps: list[Heatmap] = field(default_factory=list)
     heatmaps_dropped: int = 0
+    peers: PeerTable | None = None
+    """A valued peer round's score vectors, medians and validator ratings, from the chain."""
 
     def log_entry(self, site: str) -> dict[str, Any] | None:
         if self.log is None:
@@ -85,6 +88,12 @@ class Federation:
     privacy: PrivacyAudit | None = None
     """``fedtrail audit privacy``'s accounting, only where the federation used DP (a budget,
     or a round with a ``privacy.*`` check); None otherwise."""
+    validators: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Each site rated as a validator in a peer round: (validator reputation, rated rounds)
+    from the contract; empty for a federation without peer rounds."""
+
+    def peer_rounds(self) -> list[PeerTable]:
+        return [rd.peers for rd in self.rounds if rd.peers is not None]
 
     def site_name(self, address: str) -> str:
         for s in self.sites:
@@ -201,11 +210,21 @@ def collect(
         rd.log, rd.log_problem = _read_log(store, info)
         if rd.log is not None:
             rd.heatmap_method, rd.heatmaps, rd.heatmaps_dropped = read_heatmaps(store, rd.log)
+        if info.phase in (Phase.VALUED, Phase.FINALIZED):
+            record = read_peer_record(ledger, info.id)
+            if record is not None:
+                rd.peers = peer_table(record, rd.submissions)
         rounds.append(rd)
     reputation: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for ev in ledger.events("UpdateValued"):
         reputation[str(ev.args["site"])].append((int(ev.args["round"]), int(ev.args["reputation"])))
     sites = sorted(ledger.get_sites(), key=lambda s: int(s.address, 16))
+    validators: dict[str, tuple[int, int]] = {}
+    if any(rd.peers is not None for rd in rounds):
+        for s in sites:
+            standing = ledger.validator_standing(s.address)
+            if standing.rated_rounds:
+                validators[s.address] = (standing.reputation, standing.rated_rounds)
     return Federation(
         address=ledger.address,
         chain_id=ledger.chain_id,
@@ -217,6 +236,7 @@ def collect(
         reputation=dict(reputation),
         audits=list(audits),
         privacy=read_privacy(ledger, store, audits, sites),
+        validators=validators,
     )
 
 

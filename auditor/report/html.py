@@ -203,6 +203,7 @@ def _header(page: _Page) -> Iterator[str]:
         '<a href="#rounds">Rounds</a><a href="#metrics">Global metrics</a>'
         '<a href="#weights">Weights</a><a href="#reputation">Reputation</a>'
         '<a href="#reasons">Reasons</a><a href="#verification">Verification</a>'
+        + ('<a href="#peers">Peer scores</a>' if fed.peer_rounds() else "")
         + ('<a href="#privacy">Privacy</a>' if fed.privacy is not None else "")
         + '<a href="#heatmaps">Heatmaps</a>'
         "</nav>"
@@ -357,17 +358,28 @@ def _reputation(page: _Page) -> Iterator[str]:
         "No valued round yet: no reputation history.",
     )
     if fed.sites:
+        rated = bool(fed.validators)
         yield (
             "<table><thead><tr><th>Site</th><th>Registered</th>"
             "<th class=num>Reputation now</th><th class=num>Valued rounds</th>"
-            "</tr></thead><tbody>"
+            + (
+                "<th class=num>Validator reputation</th><th class=num>Rated rounds</th>"
+                if rated
+                else ""
+            )
+            + "</tr></thead><tbody>"
         )
         for s in fed.sites:
+            validator = ""
+            if rated:
+                rep, rounds = fed.validators.get(s.address, (0, 0))
+                shown = f"{rep / SCORE_SCALE:.3f}" if rounds else "\u2014"
+                validator = f"<td class=num>{shown}</td><td class=num>{rounds}</td>"
             yield (
                 f"<tr><td>{page.site_cell(s.address)}</td>"
                 f"<td>{'yes' if s.registered else 'removed'}</td>"
                 f"<td class=num>{s.reputation / SCORE_SCALE:.3f}</td>"
-                f"<td class=num>{s.valued_rounds}</td></tr>"
+                f"<td class=num>{s.valued_rounds}</td>{validator}</tr>"
             )
         yield "</tbody></table>"
     yield "</section>"
@@ -439,6 +451,73 @@ def _reasons(page: _Page) -> Iterator[str]:
         for code, (label, desc) in sorted(page.reasons.items()):
             yield f"<tr><td class=num>{code}</td><td>{esc(label)}</td><td>{esc(desc)}</td></tr>"
         yield "</tbody></table>"
+    yield "</section>"
+
+
+def _scaled(value: int | None) -> str:
+    """An on-chain score-scaled integer as a fraction, or a dash when there is none."""
+    return "\u2014" if value is None else f"{value / SCORE_SCALE:.3f}"
+
+
+def _peers(page: _Page) -> Iterator[str]:
+    """Each valued peer round: every validator's revealed vector (rows) over the revealed
+    updates (columns), the median row the contract recorded, each validator's distance from it
+    and its validator reputation after the round; a validator's entry for its own update is
+    shown struck through: it never counts."""
+    tables = page.fed.peer_rounds()
+    if not tables:
+        return
+    yield (
+        '<section id="peers"><h2>Peer scores: each validator\'s vector and the median</h2>'
+        '<p class="note">In a peer round every site registered at the round\'s opening may '
+        "score the other sites' updates on its own validation split, commit to its score "
+        "vector and reveal it (<code>ScoresRevealed</code> events, each checked against the "
+        "hash the contract stores). Each update's score is the median of the other "
+        "validators' entries (the floor of the two middle values for an even count, 0 when "
+        "no one else scored it); a validator's own entry (struck through) never counts. "
+        "Distance: the mean absolute difference between the validator's entries and the "
+        "medians over the other sites; the validator reputation is the contract's moving "
+        "average of 1 \u2212 distance (<code>ValidatorRated</code>). <code>fedtrail audit "
+        "verify</code> recomputes all of it (<code>peers.*</code> checks).</p>"
+    )
+    for t in tables:
+        yield (
+            f"<h3>Round {t.round}</h3><p class=note>{len(t.validators)} vector(s) revealed, "
+            f"quorum {t.quorum}.</p>"
+        )
+        head = "".join(f"<th class=num>{page.site_cell(site)}</th>" for site in t.sites)
+        yield (
+            f"<table class=peers><thead><tr><th>Validator</th>{head}"
+            "<th class=num>Distance from the median</th>"
+            "<th class=num>Validator reputation</th></tr></thead><tbody>"
+        )
+        for i, validator in enumerate(t.validators):
+            cells = []
+            for j, score in enumerate(t.vectors[i]):
+                if t.own[i] == j:
+                    cells.append(
+                        '<td class="num self" title="its own update: not counted">'
+                        f"<s>{score / SCORE_SCALE:.3f}</s> "
+                        '<span class="muted">self, not counted</span></td>'
+                    )
+                else:
+                    cells.append(f"<td class=num>{score / SCORE_SCALE:.3f}</td>")
+            yield (
+                f"<tr><td>{page.site_cell(validator)}</td>{''.join(cells)}"
+                f"<td class=num>{_scaled(t.distances[i])}</td>"
+                f"<td class=num>{_scaled(t.reputations[i])}</td></tr>"
+            )
+        medians = "".join(
+            f"<td class=num><b>{m / SCORE_SCALE:.3f}</b><br>"
+            f'<span class="reason {"ok" if r == 0 else "bad"}">'
+            f"{esc(page.reasons.get(r, (f'code {r}', ''))[0], 40)}</span>"
+            f'<br><span class="muted">{n} peer(s)</span></td>'
+            for m, r, n in zip(t.medians, t.reasons, t.peer_counts, strict=True)
+        )
+        yield (
+            f'<tr class="median"><td><b>Median (on chain)</b></td>{medians}'
+            "<td></td><td></td></tr></tbody></table>"
+        )
     yield "</section>"
 
 
@@ -627,6 +706,7 @@ _SECTIONS: tuple[Callable[[_Page], Iterator[str]], ...] = (
     _weights,
     _reputation,
     _reasons,
+    _peers,
     _verification,
     _privacy,
     _heatmaps,

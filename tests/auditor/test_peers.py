@@ -136,7 +136,7 @@ def test_vote_hash_is_keccak_of_the_abi_encoding_the_contract_stores() -> None:
 
     scores = (0, 600, 300)
     encoded = word(ROUND) + word(int(A, 16)) + word(96) + word(3) + b"".join(map(word, scores))
-    assert vote_hash(ROUND, A, scores) == "0x" + keccak(encoded).hex()
+    assert vote_hash(ROUND, A, scores) == keccak(encoded).hex()
     assert vote_hash(ROUND, A, scores) != vote_hash(ROUND + 1, A, scores)
 
 

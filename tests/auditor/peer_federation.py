@@ -1,0 +1,190 @@
+"""A federation whose rounds its sites score, run by hand with the ledger client (issue 14).
+
+No aggregator service and no validation split: the helpers play every part. Round 1 is an
+aggregator round (the aggregator values it, as before); a fourth site registers after it; later
+rounds are peer rounds: the three hospitals reveal hand-made updates (stored in the given store,
+IPFS in the tests), then the four registered sites (the hospitals and the fourth, which sends no
+update of its own) commit and reveal
+hand-made score vectors, anyone records the peer valuation (the contract's medians), and the
+aggregator aggregates with the on-chain weights and finalizes with a log that carries the votes.
+``edit`` lets a test forge the log the aggregator writes and hashes on chain.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+
+from fedtrail.chain import advance_time, block_timestamp, dev_account
+from fedtrail.ledger import Valuation
+from fedtrail.ledger.records import score_commitment
+from fedtrail.ml.aggregation import AggregationRule
+from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.peers import PeerVote, address_key
+from fedtrail.protocol.terms import RoundTerms
+from fedtrail.storage.store import ContentStore
+from tests.auditor.report.federation import (
+    SPEC,
+    VALIDATION,
+    Fed,
+    finalize,
+    initial,
+    new_federation,
+    open_round,
+    put,
+    submit_all,
+)
+
+PEER_VALUATION: dict[str, Any] = {"method": "loo", "metric": "auc", "mode": "peers", "quorum": 3}
+WINDOW = 3600
+SCORE_COMMIT, SCORE_REVEAL = 600, 900
+EXTRA_VALIDATOR = 4
+"""Development account of the registered site that submits no update but validates."""
+
+
+@dataclass
+class PeerFed:
+    """The hand-run federation: its keys, the current global model and each peer round's
+    revealed vectors (ascending validator order)."""
+
+    fed: Fed
+    validators: list[LocalAccount]
+    model: tuple[str, str]
+    votes: dict[int, list[PeerVote]] = field(default_factory=dict)
+
+
+def new_peer_federation(tmp: Path, rpc_url: str, store: ContentStore) -> PeerFed:
+    """Three hospitals and a fourth registered validator on a fresh ledger at ``rpc_url``, then
+    round 1, an aggregator round valued and finalized as before peer scoring existed."""
+    fed = new_federation(tmp, rpc_url)
+    fed.store = store  # type: ignore[assignment]  # the helpers only put and get
+    model = initial(fed)
+    r1 = open_round(fed, model)
+    submit_all(fed, r1, seed=1)
+    fed.ledger.record_valuation(
+        fed.coordinator,
+        r1,
+        [Valuation(s.address, 600_000 + 100_000 * i, 0) for i, s in enumerate(fed.sites)],
+    )
+    model = finalize(fed, r1, model, None)
+    extra = dev_account(EXTRA_VALIDATOR)  # registered after round 1: it had no update to send
+    fed.ledger.register_site(fed.coordinator, extra.address, "validator without data", 10_000)
+    return PeerFed(fed, [*fed.sites, extra], model)
+
+
+def open_peer_round(pf: PeerFed) -> int:
+    fed = pf.fed
+    terms = RoundTerms(
+        round=fed.ledger.current_round() + 1,
+        aggregation_rule=asdict(AggregationRule()),
+        valuation=PEER_VALUATION,
+        model_spec=asdict(SPEC),
+        spec_hash=SPEC.spec_hash(),
+        seed=0,
+        validation_sha256=VALIDATION["sha256"],
+        validation_images=VALIDATION["images"],
+        commit_seconds=WINDOW,
+        reveal_seconds=WINDOW,
+        score_commit_seconds=SCORE_COMMIT,
+        score_reveal_seconds=SCORE_REVEAL,
+    )
+    ref = put(fed.store, terms.to_bytes())
+    fed.terms[terms.round] = ref
+    commit_deadline = block_timestamp(fed.ledger.w3) + WINDOW
+    reveal_deadline = commit_deadline + WINDOW
+    opened = fed.ledger.open_peer_round(
+        fed.coordinator,
+        model_cid=pf.model[0],
+        model_sha256=pf.model[1],
+        terms_cid=ref[0],
+        terms_sha256=ref[1],
+        commit_deadline=commit_deadline,
+        reveal_deadline=reveal_deadline,
+        score_commit_deadline=reveal_deadline + SCORE_COMMIT,
+        score_reveal_deadline=reveal_deadline + SCORE_COMMIT + SCORE_REVEAL,
+        quorum=PEER_VALUATION["quorum"],
+    )
+    round_id = opened[0] if isinstance(opened, tuple) else opened
+    assert round_id == terms.round
+    return int(round_id)
+
+
+def hand_vectors(pf: PeerFed, round_id: int) -> dict[str, tuple[int, ...]]:
+    """Each validator's vector over the revealed updates (address order): a base score per
+    update plus a validator's own offset; a hospital's entry for its own update is 0."""
+    sites = sorted((s.site for s in pf.fed.ledger.get_submissions(round_id)), key=address_key)
+    base = [500_000 + 90_000 * i + 7_000 * round_id for i in range(len(sites))]
+    out = {}
+    for k, v in enumerate(pf.validators):
+        out[v.address] = tuple(
+            0 if site == v.address else b + 13_000 * k for site, b in zip(sites, base, strict=True)
+        )
+    return out
+
+
+def score_round(
+    pf: PeerFed, round_id: int, during: Callable[[int], None] | None = None
+) -> list[PeerVote]:
+    """Every validator commits its hand-made vector after the reveal deadline, reveals it after
+    the score commit deadline, and the last validator records the peer valuation. ``during``
+    runs once the update reveal window closed, before any score is committed."""
+    ledger = pf.fed.ledger
+    w3 = ledger.w3
+    info = ledger.get_round(round_id)
+    vectors = hand_vectors(pf, round_id)
+    advance_time(w3, info.reveal_deadline - block_timestamp(w3) + 1)
+    if during is not None:
+        during(round_id)
+    salts = {}
+    for v in pf.validators:
+        salts[v.address] = secrets.token_bytes(32)
+        ledger.commit_scores(
+            v,
+            round_id,
+            score_commitment(v.address, round_id, vectors[v.address], salts[v.address]),
+        )
+    advance_time(w3, SCORE_COMMIT + 1)
+    for v in pf.validators:
+        ledger.reveal_scores(v, round_id, list(vectors[v.address]), salts[v.address])
+    votes = sorted(
+        (PeerVote(validator=a, scores=s) for a, s in vectors.items()),
+        key=lambda x: address_key(x.validator),
+    )
+    sites = sorted((s.site for s in ledger.get_submissions(round_id)), key=address_key)
+    ledger.record_peer_valuation(pf.validators[-1], round_id, sites, votes)
+    pf.votes[round_id] = votes
+    return votes
+
+
+def peer_round(
+    pf: PeerFed,
+    *,
+    seed: int,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+    during: Callable[[int], None] | None = None,
+) -> int:
+    """One peer round from opening to finalize; ``edit`` forges the log before it is hashed,
+    ``during`` runs between the update reveals and the score commitments."""
+    fed = pf.fed
+    round_id = open_peer_round(pf)
+    submit_all(fed, round_id, seed=seed)
+    votes = score_round(pf, round_id, during)
+
+    def peer_log(doc: dict[str, Any]) -> None:
+        doc["settings"]["valuation"] = dict(PEER_VALUATION)
+        for entry in doc["sites"]:
+            entry["reason_label"] = Reason(entry["reason"]).name
+            entry["explanation"] = "median of the other validators' scores"
+        doc["peers"] = {
+            "votes": [{"validator": v.validator, "scores": list(v.scores)} for v in votes]
+        }
+        if edit is not None:
+            edit(doc)
+
+    pf.model = finalize(fed, round_id, pf.model, None, peer_log)
+    return round_id

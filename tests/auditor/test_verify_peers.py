@@ -1,0 +1,162 @@
+"""``audit verify`` on a peer-scored federation (issue 14), on Anvil + IPFS: it passes from the
+chain and the store alone, with no validation split, and fails naming the check when the log's
+votes differ from the chain's, a score is not the median of the revealed vectors, or a weight
+was moved. The report and ``audit site`` / ``audit round`` show the vectors and the validators'
+reputations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from fedtrail.auditor.report import write_report
+from fedtrail.auditor.verify import RoundAudit, verify_round
+from fedtrail.cli import cli
+from fedtrail.errors import FedtrailError
+from fedtrail.ledger import Valuation
+from fedtrail.protocol.peers import address_key, median
+from fedtrail.protocol.weights import SCORE_SCALE
+from fedtrail.storage.store import IpfsStore
+from tests.auditor.peer_federation import PeerFed, new_peer_federation, peer_round
+
+pytestmark = [pytest.mark.anvil, pytest.mark.ipfs]
+
+PEER_CHECKS = {"peers.votes", "peers.median", "peers.quorum", "peers.reputation"}
+
+
+@pytest.fixture(scope="module")
+def pf(anvil_url: str, ipfs_api: str, tmp_path_factory: pytest.TempPathFactory) -> PeerFed:
+    """Round 1 valued by the aggregator, rounds 2 and 3 by the sites (honest logs)."""
+    pf = new_peer_federation(tmp_path_factory.mktemp("peers"), anvil_url, IpfsStore(ipfs_api))
+    for seed in (2, 3):
+        peer_round(pf, seed=seed)
+    return pf
+
+
+def failed(audit: RoundAudit) -> dict[str, str]:
+    return {c.name: c.detail for c in audit.checks if c.failed}
+
+
+def test_verify_passes_a_peer_federation_without_a_validation_split(pf: PeerFed) -> None:
+    audits = [verify_round(pf.fed.ledger, pf.fed.store, r) for r in (1, 2, 3)]
+    assert all(a.passed for a in audits), [failed(a) for a in audits]
+    aggregator, *peers = audits
+    assert not {c.name for c in aggregator.checks} & PEER_CHECKS
+    assert all(c.applicable for c in aggregator.checks)  # an aggregator round as before
+    for audit in peers:
+        by_name = {c.name: c for c in audit.checks}
+        assert set(by_name) >= PEER_CHECKS
+        assert all(by_name[n].passed for n in PEER_CHECKS)
+        assert {"weights", "global.recomputed", "log.hash", "log.agrees"} <= set(by_name)
+        na = by_name["scores.recomputed"]
+        assert (na.status, na.passed) == ("N/A", False)  # never reported as passed
+
+
+def test_the_chain_scores_are_the_medians_of_the_revealed_vectors(pf: PeerFed) -> None:
+    """The scores the contract recorded, against the median worked out here over the other
+    validators' entries (a hospital's own entry is left out)."""
+    ledger = pf.fed.ledger
+    subs = sorted(ledger.get_submissions(3), key=lambda s: address_key(s.site))
+    for i, sub in enumerate(subs):
+        others = [v.scores[i] for v in pf.votes[3] if v.validator != sub.site]
+        assert len(others) == 3 and sub.score == median(others) > 0
+
+
+def test_a_log_whose_votes_differ_from_the_chain_fails_peers_votes(pf: PeerFed) -> None:
+    def forge(doc: dict[str, Any]) -> None:
+        doc["peers"]["votes"][0]["scores"][1] += 1
+
+    r = peer_round(pf, seed=4, edit=forge)
+    bad = failed(verify_round(pf.fed.ledger, pf.fed.store, r))
+    assert set(bad) == {"peers.votes"}, bad
+    assert "the log's votes are not the chain's" in bad["peers.votes"]
+
+
+def test_a_score_that_is_not_the_median_fails_peers_median(pf: PeerFed) -> None:
+    """The contract refuses an aggregator's valuation of a peer round, so the lie can only be
+    in the log: one site scored above its median."""
+    ledger = pf.fed.ledger
+    site = min((s.address for s in pf.fed.sites), key=address_key)
+
+    def forge(doc: dict[str, Any]) -> None:
+        entry = next(e for e in doc["sites"] if e["site"] == site)
+        entry["score"] = min(SCORE_SCALE, entry["score"] + 50_000)
+
+    def aggregator_values(round_id: int) -> None:
+        subs = ledger.get_submissions(round_id)
+        with pytest.raises(FedtrailError, match="peer round"):
+            ledger.record_valuation(
+                pf.fed.coordinator, round_id, [Valuation(s.site, SCORE_SCALE, 0) for s in subs]
+            )
+
+    r = peer_round(pf, seed=5, edit=forge, during=aggregator_values)
+    bad = failed(verify_round(ledger, pf.fed.store, r))
+    assert set(bad) == {"peers.median", "log.agrees"}, bad
+    assert f"log {site[:10]} score" in bad["peers.median"]
+
+
+def test_log_weights_moved_between_sites_fail_peers_median(pf: PeerFed) -> None:
+    def forge(doc: dict[str, Any]) -> None:
+        a, b = doc["sites"][0], doc["sites"][1]
+        moved = 10**16
+        a["weight"], b["weight"] = str(int(a["weight"]) + moved), str(int(b["weight"]) - moved)
+
+    r = peer_round(pf, seed=6, edit=forge)
+    bad = failed(verify_round(pf.fed.ledger, pf.fed.store, r))
+    assert set(bad) == {"peers.median", "log.agrees"}, bad
+    assert "weight" in bad["peers.median"] and "weight" in bad["log.agrees"]
+
+
+def test_report_shows_each_validators_vector_the_median_and_reputations(
+    pf: PeerFed, tmp_path: Path
+) -> None:
+    ledger = pf.fed.ledger
+    audits = [verify_round(ledger, pf.fed.store, r) for r in (1, 2, 3)]
+    page = write_report(ledger, pf.fed.store, tmp_path, audits=audits).read_text()
+    assert '<section id="peers">' in page and '<a href="#peers">' in page
+    assert "<h3>Round 2</h3>" in page and "<h3>Round 3</h3>" in page
+    peer_rounds = ledger.current_round() - 1  # every round after the aggregator's first
+    assert page.count('<tr class="median">') == peer_rounds
+    # 3 hospitals each scored their own update: shown, struck through, not counted
+    assert page.count("self, not counted") == 3 * peer_rounds
+    assert '<span class="badge na">N/A</span>' in page
+    standing = ledger.validator_standing(pf.validators[0].address)
+    assert standing.rated_rounds == peer_rounds
+    assert f"<td class=num>{standing.reputation / SCORE_SCALE:.3f}</td>" in page
+
+
+def test_audit_cli_shows_validator_reputation_and_round_vectors(
+    pf: PeerFed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fedtrail.auditor.commands as commands
+
+    ledger = pf.fed.ledger
+    monkeypatch.setattr(commands, "_open", lambda *_: ledger)
+    extra = pf.validators[-1].address  # a validator with no update of its own
+    out = CliRunner().invoke(cli, ["audit", "site", extra, "--format", "json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    standing = ledger.validator_standing(extra)
+    assert doc["validator"] == {
+        "reputation": standing.reputation / SCORE_SCALE,
+        "rated_rounds": standing.rated_rounds,
+    }
+    by_round = {row["round"]: row for row in doc["rounds"]}
+    assert by_round[1]["validator_reputation"] is None  # the aggregator's round
+    assert by_round[2]["validator_reputation"] is not None
+    table = CliRunner().invoke(cli, ["audit", "site", extra])
+    assert f"rated rounds={standing.rated_rounds}" in table.stdout
+
+    out = CliRunner().invoke(cli, ["audit", "round", "3", "--format", "json"])
+    peers = json.loads(out.stdout)["peers"]
+    assert peers["median"] == [
+        s.score for s in sorted(ledger.get_submissions(3), key=lambda s: address_key(s.site))
+    ]
+    assert [v["scores"] for v in peers["validators"]] == [list(v.scores) for v in pf.votes[3]]
+    assert "peers" not in json.loads(
+        CliRunner().invoke(cli, ["audit", "round", "1", "--format", "json"]).stdout
+    )
