@@ -264,6 +264,9 @@ class SimConfig:
     on its own shard, the median of the others' scores; see the module docstring)."""
     adversaries: tuple[AdversarialValidator, ...] = ()
     """Peer mode: validators that lie about their scores (at most one entry per site)."""
+    validators: tuple[int, ...] | None = None
+    """Peer mode: the sites that validate (a fixed committee, e.g. to time one site's scoring
+    in a large federation); None: every site."""
 
     def __post_init__(self) -> None:
         if self.sites < 1 or self.rounds < 1 or self.epochs < 1:
@@ -294,6 +297,13 @@ class SimConfig:
             for i in (a.site, a.target):
                 if i is not None and not 0 <= i < self.sites:
                     raise ConfigError(f"adversary site {i} is not a site of the federation")
+        if self.validators is not None:
+            if self.valuation_mode != "peers":
+                raise ConfigError("a validator committee needs valuation_mode 'peers'")
+            if not self.validators or any(not 0 <= i < self.sites for i in self.validators):
+                raise ConfigError("validators must be a non-empty set of the federation's sites")
+            if len(set(self.validators)) != len(self.validators):
+                raise ConfigError("validators are listed once each")
 
     @property
     def site_faults(self) -> tuple[SiteFault, ...]:
@@ -331,6 +341,7 @@ class SimConfig:
             "dp_delta": self.dp_delta if self.dp_epsilon is not None else None,
             "valuation_mode": self.valuation_mode,
             "adversaries": [asdict(a) for a in self.adversaries],
+            "validators": None if self.validators is None else list(self.validators),
         }
 
 
@@ -802,7 +813,8 @@ class _Peers:
         indices = [i for i, _ in sent]
         votes: list[PeerVote] = []
         self.vectors = {}
-        for v in range(config.sites):
+        committee = range(config.sites) if config.validators is None else sorted(config.validators)
+        for v in committee:
             t0 = time.perf_counter()
             try:
                 pv = peer_vector(

@@ -4,8 +4,8 @@ source), over several seeds.
 
 Usage: .venv/bin/python scripts/bench/accuracy.py [--data pneumonia|retina|NPZ] [--seeds 5]
        [--rounds 10] [--epochs 1] [--alpha 1.0] [--scenarios a,b,c,d,e,f]
-       [--valuation shapley] [--dp-epsilon E] [--out .run/bench/accuracy.json] [--quick]
-       [--render JSON [JSON ...]]
+       [--valuation shapley] [--valuation-mode aggregator|peers|both] [--dp-epsilon E]
+       [--out .run/bench/accuracy.json] [--quick] [--render JSON [JSON ...]]
 
 ``--data`` is a data source of :func:`fedtrail.ml.catalog.load_source`: a shipped dataset
 (``pneumonia``, the default; ``retina``: RetinaMNIST, 5 grades of diabetic retinopathy on 28x28
@@ -43,6 +43,15 @@ seed, mean and worst seed; weight share of the faulty sites; honest site-rounds 
 writes every run (per-round scores, reasons, weights, accumulated values, test AUC after each
 round) to ``--out`` as JSON. ``--quick`` is a smoke test (1 seed, 2 rounds).
 
+``--valuation-mode peers`` scores the ``valuation`` method by peer scoring (issue 14): every site
+values the others' updates on its own shard of the validation split and each update gets the
+median of its peers' scores (``scripts/bench/_sim.py``); ``both`` runs the aggregator's
+valuation and the peer valuation on the same seeds and prints them side by side (the row
+``valuation_peers``, and in the issue-12 table a line per mode, the peer line's alpha marked
+``peers``), with the peer-minus-aggregator differences paired per seed. Issue 12's bars are
+checked for each mode, and issue 14's bar: peer mode meets every issue-12 bar aggregator mode
+meets in the same run.
+
 It then checks issue 12's bars that its runs decide (:func:`issue12_bars`; with ``--render`` of
 several runs, over all of them) and exits 1 when one is missed.
 
@@ -64,9 +73,9 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -101,6 +110,7 @@ ROW_LABELS: dict[str, str] = {
     LOCAL_HONEST: "local only (mean over honest sites)",
     "fedavg": "FedAvg (sample-count weights)",
     "valuation": "on-chain valuation weights (Shapley, balanced loss, history)",
+    "valuation_peers": "peer valuation weights (median of the sites' own scores)",
     "median": "coordinate median",
     "trimmed_mean": "trimmed mean (20%)",
     "krum": "multi-Krum",
@@ -121,6 +131,22 @@ MULTICLASS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("balanced_accuracy", "bal acc"),
     ("balanced_accuracy_calibrated", "bal acc cal"),
 )
+
+
+PEERS = "valuation_peers"
+"""The row (method key) of ``valuation`` runs scored by peers."""
+VALUATION_ROWS: dict[str, str] = {"valuation": "aggregator", PEERS: "peers"}
+"""Row -> the simulation's valuation_mode."""
+
+
+def _row(r: SimResult) -> str:
+    """The row a run belongs to: its method, ``valuation_peers`` for peer-mode valuation."""
+    return PEERS if r.method == "valuation" and r.valuation_mode == "peers" else r.method
+
+
+def _mode_label(row: str) -> str:
+    """What a valuation row adds to the run label in the issue-12 table."""
+    return " peers" if row == PEERS else ""
 
 
 def _num_classes(settings: dict[str, Any]) -> int:
@@ -260,7 +286,7 @@ def _summary(runs: Sequence[SimResult]) -> dict[str, dict[str, dict[str, float]]
     out: dict[str, dict[str, dict[str, float]]] = {}
     by_method: dict[str, list[SimResult]] = {}
     for r in runs:
-        by_method.setdefault(r.method, []).append(r)
+        by_method.setdefault(_row(r), []).append(r)
     for method, rs in by_method.items():
         rows = {method: [r.test for r in rs]}
         if method == "local":
@@ -278,7 +304,7 @@ def _paired(
 ) -> dict[str, Any]:
     """Per-seed differences ``a - b`` of ``metric`` (absolute, and relative to b in %);
     ``b_honest`` takes b's mean over honest sites (``local`` only)."""
-    by = {(r.method, r.seed): r for r in runs}
+    by = {(_row(r), r.seed): r for r in runs}
     seeds = sorted({r.seed for r in runs})
     diffs, rels = [], []
     for s in seeds:
@@ -321,9 +347,9 @@ def _faulty_sites(run: SimResult) -> list[str]:
     return [n for n, f in zip(run.site_names, run.site_faults, strict=True) if f != "none"]
 
 
-def _valuation_facts(runs: Sequence[SimResult]) -> dict[str, Any]:
-    """Weight share of the faulty sites (valuation vs FedAvg) and the reasons they got."""
-    val = [r for r in runs if r.method == "valuation"]
+def _valuation_facts(runs: Sequence[SimResult], row: str = "valuation") -> dict[str, Any]:
+    """Weight share of the faulty sites (valuation ``row`` vs FedAvg) and the reasons they got."""
+    val = [r for r in runs if _row(r) == row]
     fed = [r for r in runs if r.method == "fedavg"]
     if not val or not _faulty_sites(val[0]):
         return {}
@@ -355,10 +381,11 @@ def _valuation_facts(runs: Sequence[SimResult]) -> dict[str, Any]:
     }
 
 
-def _valuation_vs_fedavg(runs: Sequence[SimResult]) -> dict[str, Any]:
-    """Issue 12's figures for one scenario: metrics of both methods, paired differences (mean and
-    worst seed), the faulty sites' weight share per seed, honest site-rounds scored 0."""
-    val = {r.seed: r for r in runs if r.method == "valuation"}
+def _valuation_vs_fedavg(runs: Sequence[SimResult], row: str = "valuation") -> dict[str, Any]:
+    """Issue 12's figures for one scenario: metrics of both methods (the valuation of ``row``),
+    paired differences (mean and worst seed), the faulty sites' weight share per seed, honest
+    site-rounds scored 0."""
+    val = {r.seed: r for r in runs if _row(r) == row}
     fed = {r.seed: r for r in runs if r.method == "fedavg"}
     seeds = sorted(set(val) & set(fed))
     out: dict[str, Any] = {"seeds": seeds}
@@ -366,7 +393,7 @@ def _valuation_vs_fedavg(runs: Sequence[SimResult]) -> dict[str, Any]:
         out[metric] = {
             "valuation": mean_std([val[s].test.get(metric, math.nan) for s in seeds])[0],
             "fedavg": mean_std([fed[s].test.get(metric, math.nan) for s in seeds])[0],
-            "paired": _paired(runs, "valuation", "fedavg", metric),
+            "paired": _paired(runs, row, "fedavg", metric),
             "valuation_min": min(
                 (val[s].test.get(metric, math.nan) for s in seeds), default=math.nan
             ),
@@ -642,10 +669,63 @@ def dp_bars(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Bar]:
     return out
 
 
+def _valuation_rows(methods: Sequence[str]) -> list[str]:
+    """The valuation rows of a run's methods (aggregator first, as run)."""
+    return [m for m in methods if m in VALUATION_ROWS]
+
+
+def _table_rows(
+    settings: dict[str, Any], results: dict[str, list[SimResult]]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(run label, scenario, valuation-vs-FedAvg figures) per scenario and valuation row of a
+    run (the peer row's label ends in ``peers``); none without FedAvg."""
+    methods = settings["methods"]
+    if "fedavg" not in methods:
+        return []
+    label = _run_label(settings)
+    return [
+        (label + _mode_label(vrow), k, _valuation_vs_fedavg(results[k], vrow))
+        for k in results
+        for vrow in _valuation_rows(methods)
+    ]
+
+
+def issue14_bars(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Bar]:
+    """Issue 14's accuracy bar for each (alpha, scenario) run in both modes: peer mode meets
+    every issue-12 bar aggregator mode meets (the figures name any it misses), with the peer -
+    aggregator AUC means."""
+    plain = {(lab, k): f for lab, k, f in rows if not lab.endswith("peers")}
+    out: list[Bar] = []
+    for lab, k, f in rows:
+        if not lab.endswith("peers"):
+            continue
+        base = lab[: -len(" peers")]
+        agg = plain.get((base, k))
+        if agg is None:
+            continue
+        agg_met = {name: met for name, met, _ in issue12_bars([(base, k, agg)])}
+        missed = [
+            name
+            for name, met, _ in issue12_bars([(base, k, f)])
+            if not met and agg_met.get(name, False)
+        ]
+        out.append(
+            (
+                f"alpha {base} ({k}): peer mode meets every issue-12 bar aggregator mode meets "
+                "(issue 14)",
+                not missed,
+                f"AUC peers {f['auc']['valuation']:.3f} vs aggregator {agg['auc']['valuation']:.3f}"
+                + (f"; missed: {'; '.join(missed)}" if missed else ""),
+            )
+        )
+    return out
+
+
 def _all_bars(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Bar]:
-    """Issue 12's bars over the plain rows, issue 16's over the DP rows."""
+    """Issue 12's bars over the plain rows (either mode), issue 16's over the DP rows, issue
+    14's over the runs with both modes."""
     plain = [r for r in rows if _dp_of(r[0]) is None]
-    return issue12_bars(plain) + dp_bars(rows)
+    return issue12_bars(plain) + dp_bars(rows) + issue14_bars(plain)
 
 
 def _print_bars(bars: Sequence[Bar]) -> int:
@@ -663,7 +743,7 @@ def _print_bars(bars: Sequence[Bar]) -> int:
 def _all_reasons(runs: Sequence[SimResult]) -> dict[str, int]:
     out: dict[str, int] = {}
     for r in runs:
-        if r.method != "valuation":
+        if r.method != "valuation":  # either mode
             continue
         for rec in r.rounds:
             for reason in rec.reasons:
@@ -682,7 +762,7 @@ def _degenerate(
         metric, floor = "balanced_accuracy", 1 / num_classes + 0.05
     out: dict[str, int] = {}
     for m in methods:
-        out[m] = sum(1 for r in runs if r.method == m and not r.test.get(metric, 0.0) >= floor)
+        out[m] = sum(1 for r in runs if _row(r) == m and not r.test.get(metric, 0.0) >= floor)
     return out
 
 
@@ -765,51 +845,65 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
                 lines.append(
                     _claim_line(f"{SCENARIOS[k].title}: FedAvg - local (honest sites) AUC", p)
                 )
-        if "valuation" in methods and "local" in methods:
-            p = _paired(runs, "valuation", "local", "auc")
-            claims[f"{k}_valuation_minus_local_auc"] = p
-            lines.append(_claim_line(f"{SCENARIOS[k].title}: valuation - local AUC", p))
-            for metric, label in columns if k_classes > 2 else ():
-                if metric != "auc":
-                    p = _paired(runs, "valuation", "local", metric)
-                    claims[f"{k}_valuation_minus_local_{metric}"] = p
-                    lines.append(_claim_line(f"{SCENARIOS[k].title}: valuation - local {label}", p))
-        if "valuation" in methods and "fedavg" in methods:
+        for vrow in _valuation_rows(methods):
+            name = "peer valuation" if vrow == PEERS else "valuation"
+            if "local" in methods:
+                p = _paired(runs, vrow, "local", "auc")
+                claims[f"{k}_{vrow}_minus_local_auc"] = p
+                lines.append(_claim_line(f"{SCENARIOS[k].title}: {name} - local AUC", p))
+                for metric, label in columns if k_classes > 2 else ():
+                    if metric != "auc":
+                        p = _paired(runs, vrow, "local", metric)
+                        claims[f"{k}_{vrow}_minus_local_{metric}"] = p
+                        lines.append(
+                            _claim_line(f"{SCENARIOS[k].title}: {name} - local {label}", p)
+                        )
+            if "fedavg" not in methods:
+                continue
             for metric in ("f1", "auc"):
-                p = _paired(runs, "valuation", "fedavg", metric)
-                claims[f"{k}_valuation_minus_fedavg_{metric}"] = p
+                p = _paired(runs, vrow, "fedavg", metric)
+                claims[f"{k}_{vrow}_minus_fedavg_{metric}"] = p
                 lines.append(
-                    _claim_line(f"{SCENARIOS[k].title}: valuation - FedAvg {metric.upper()}", p)
+                    _claim_line(f"{SCENARIOS[k].title}: {name} - FedAvg {metric.upper()}", p)
                 )
-            facts = _valuation_facts(runs)
+            facts = _valuation_facts(runs, vrow)
             if facts:
-                claims[f"{k}_valuation_facts"] = facts
+                claims[f"{k}_{vrow}_facts"] = facts
                 v, f = facts["faulty_weight_share_valuation"], facts["faulty_weight_share_fedavg"]
                 lines.append(
                     f"{SCENARIOS[k].title}: weight share of the faulty sites per round: "
-                    f"valuation {v['mean']:.3f} ± {v['std']:.3f}, FedAvg {f['mean']:.3f} ± "
+                    f"{name} {v['mean']:.3f} ± {v['std']:.3f}, FedAvg {f['mean']:.3f} ± "
                     f"{f['std']:.3f}; reasons given to them: {facts['faulty_reasons']}; honest "
                     f"updates scored 0: {facts['honest_updates_scored_zero']}/"
                     f"{facts['honest_updates']}; valuation rounds skipped (all scores 0): "
                     f"{facts['valuation_rounds_skipped']}"
                 )
-            elif "valuation" in methods:
-                reasons = _all_reasons(runs)
-                claims[f"{k}_valuation_reasons"] = reasons
-                lines.append(f"{SCENARIOS[k].title}: valuation reasons over all updates {reasons}")
+            else:
+                reasons = _all_reasons([r for r in runs if _row(r) == vrow])
+                claims[f"{k}_{vrow}_reasons"] = reasons
+                lines.append(f"{SCENARIOS[k].title}: {name} reasons over all updates {reasons}")
+        if "valuation" in methods and PEERS in methods:
+            for metric in ("auc", "f1_calibrated"):
+                p = _paired(runs, PEERS, "valuation", metric)
+                claims[f"{k}_peers_minus_aggregator_{metric}"] = p
+                lines.append(
+                    _claim_line(f"{SCENARIOS[k].title}: peer - aggregator valuation {metric}", p)
+                )
     for k in scenario_keys:
-        used: dict[str, int] = {}
-        secs: list[float] = []
-        for r in results[k]:
-            for rec in r.rounds if r.method == "valuation" else []:
-                used[str(rec.valuation_method)] = used.get(str(rec.valuation_method), 0) + 1
-                secs.append(rec.valuation_seconds)
-        if used:
-            claims[f"{k}_valuation_cost"] = {"scorers": used, "seconds_per_round": mean_std(secs)}
-            lines.append(
-                f"{SCENARIOS[k].title}: valuation scorer run per round {used}, "
-                f"{mean_std(secs)[0]:.1f} s per round"
-            )
+        for vrow in _valuation_rows(methods):
+            used: dict[str, int] = {}
+            secs: list[float] = []
+            for r in results[k]:
+                for rec in r.rounds if _row(r) == vrow else []:
+                    used[str(rec.valuation_method)] = used.get(str(rec.valuation_method), 0) + 1
+                    secs.append(rec.valuation_seconds)
+            if used:
+                what = "per site (peers)" if vrow == PEERS else "per round"
+                claims[f"{k}_{vrow}_cost"] = {"scorers": used, "seconds_per_round": mean_std(secs)}
+                lines.append(
+                    f"{SCENARIOS[k].title}: {vrow} scorer run per round {used}, "
+                    f"{mean_std(secs)[0]:.1f} s {what}"
+                )
     for k in scenario_keys:
         deg = _degenerate(results[k], [m for m in methods if m != "local"], k_classes)
         claims[f"{k}_degenerate_final_models"] = deg
@@ -818,10 +912,12 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
             f"({_degenerate_rule(k_classes)}), per method over {len(seeds)} seeds: "
             + ", ".join(f"{m} {n}" for m, n in deg.items())
         )
-    if "valuation" in methods and "fedavg" in methods:
-        bars = [(_run_label(settings), k, _valuation_vs_fedavg(results[k])) for k in scenario_keys]
-        for _, k, f in bars:
-            claims[f"{k}_valuation_vs_fedavg"] = f
+    bars = _table_rows(settings, results)
+    if bars:
+        for label, k, f in bars:
+            claims[
+                f"{k}_{'valuation_peers' if label.endswith('peers') else 'valuation'}_vs_fedavg"
+            ] = f
         print(
             f"\nValuation vs FedAvg (issue 12) on the test split: {len(seeds)} seed(s), "
             f"{settings['rounds']} rounds x {settings['epochs']} epoch(s), alpha "
@@ -883,10 +979,8 @@ def _render(docs: Sequence[dict[str, Any]]) -> int:
         if "argv" not in doc:
             doc["argv"] = list(doc.get("command", [])[2:])
         _report(doc, results)
-        methods = doc["settings"]["methods"]
-        if "valuation" in methods and "fedavg" in methods and _is_pneumonia(doc["settings"]):
-            label = _run_label(doc["settings"])
-            rows.extend((label, k, _valuation_vs_fedavg(v)) for k, v in results.items())
+        if _is_pneumonia(doc["settings"]):
+            rows.extend(_table_rows(doc["settings"], results))
     if len(docs) > 1 and rows:
         notes = sorted({_reduced(doc["settings"]) for doc in docs} - {""})
         sizes = sorted(
@@ -919,6 +1013,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("shapley", "mc_shapley", "loo"),
         default="shapley",
         help="validation scorer (shapley: exact up to 8 sites, Monte-Carlo above)",
+    )
+    parser.add_argument(
+        "--valuation-mode",
+        choices=("aggregator", "peers", "both"),
+        default="aggregator",
+        help="who scores the valuation method: the aggregator on the whole validation split, "
+        "peers (every site on its own shard, the median of the others' scores; issue 14), or "
+        "both side by side on the same seeds",
     )
     parser.add_argument(
         "--combiner",
@@ -961,11 +1063,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     seeds = parse_seeds(args.seeds)
     scenario_keys = [k.strip() for k in args.scenarios.split(",") if k.strip()]
-    methods: list[Method] = []
+    methods: list[str] = []
+    modes = ["aggregator", "peers"] if args.valuation_mode == "both" else [args.valuation_mode]
     for m in args.methods.split(","):
         if m not in METHODS:
             parser.error(f"unknown method {m!r}; known: {', '.join(METHODS)}")
-        methods.append(m)
+        if m == "valuation":
+            methods.extend(row for row, mode in VALUATION_ROWS.items() if mode in modes)
+        else:
+            methods.append(m)
     for k in scenario_keys:
         if k not in SCENARIOS:
             parser.error(f"unknown scenario {k!r}; known: {', '.join(SCENARIOS)}")
@@ -1005,11 +1111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dp_epsilon=args.dp_epsilon,
                 dp_delta=DP_DELTA,
             )
-            for method in methods:
-                res = _sim.run_method(method, config, splits, spec=spec)
+            for row in methods:
+                method = cast(Method, "valuation" if row in VALUATION_ROWS else row)
+                run_config = config
+                if row in VALUATION_ROWS:
+                    run_config = replace(config, valuation_mode=VALUATION_ROWS[row])
+                res = _sim.run_method(method, run_config, splits, spec=spec)
                 results[key].append(res)
                 log(
-                    f"{sc.title} seed {seed} {method}: test AUC {res.test['auc']:.4f} "
+                    f"{sc.title} seed {seed} {row}: test AUC {res.test['auc']:.4f} "
                     f"F1 {res.test['f1']:.4f} balanced accuracy "
                     f"{res.test['balanced_accuracy']:.4f} (calibrated "
                     f"{res.test['balanced_accuracy_calibrated']:.4f}) ({res.seconds:.1f}s)"
@@ -1037,6 +1147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "epochs": args.epochs,
             "alpha": args.alpha,
             "valuation": args.valuation,
+            "valuation_mode": args.valuation_mode,
             "combiner": args.combiner,
             "threads": args.threads,
             "methods": methods,
@@ -1065,11 +1176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1, default=float, allow_nan=True), encoding="utf-8")
     print(f"\nJSON: {args.out}")
-    if "valuation" in methods and "fedavg" in methods and _is_pneumonia(doc["settings"]):
-        label = _run_label(doc["settings"])
-        return _print_bars(
-            _all_bars([(label, k, _valuation_vs_fedavg(results[k])) for k in scenario_keys])
-        )
+    if _is_pneumonia(doc["settings"]):
+        return _print_bars(_all_bars(_table_rows(doc["settings"], results)))
     return 0
 
 

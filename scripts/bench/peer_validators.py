@@ -1,0 +1,430 @@
+"""Adversarial validators and per-site scoring time in peer scoring (issue 14).
+
+Usage: .venv/bin/python scripts/bench/peer_validators.py [--seeds 0,1] [--rounds 4]
+       [--alpha 1.0] [--cases 5-invert,5-collude,7-invert,7-collude] [--target 0]
+       [--timing-sites 10,100] [--timing-rounds 2] [--timing-committee 2] [--no-timing]
+       [--large-game none|linear_shapley] [--threads 1] [--out .run/bench/peer_validators.json]
+
+Every run is the benchmarks' in-process simulation (``scripts/bench/_sim.py``) of the
+``valuation`` method in peer mode: each site trains on its Dirichlet(``alpha``) share of the
+bundled training split (all sites honest), scores every other update on its own shard of the
+validation split with :func:`fedtrail.valuation.peer_vector`, and each update's score is the
+median of its peers' scores (:func:`fedtrail.protocol.peers.peer_outcome`, the contract's rule);
+weights are ``onchain_weights``, aggregation the product's weighted rule.
+
+Cases (``--cases``; the adversaries are the last sites, they still train and send honest
+updates):
+
+``5-invert``  1 of 5 validators reveals ``SCORE_SCALE`` minus its honest vector;
+``5-collude`` 1 of 5 scores the honest site ``--target`` 0 and the others honestly;
+``7-invert``  2 of 7 invert;
+``7-collude`` 2 of 7 collude against ``--target``.
+
+Each case runs the same seeds with and without its adversaries (same data, faults, seeds) and
+prints, per seed, every honest site's largest weight change over the rounds (a round cancelled
+in one run counts as weight 0 there) and the validators' final reputations (the contract's EMA
+of their agreement with the medians). Bars (issue 14; exit 1 when one is missed):
+
+- every honest site's weight moves by at most 0.05 (max over rounds, sites and seeds);
+- the adversaries' reputation falls: in every seed each adversary ends below its own
+  reputation in the run without adversaries and below the mean of the honest validators.
+
+Timing (``--timing-sites``): per validator, its scoring time per round (its ``peer_vector``)
+against its own local training time that round. At 10 sites every site validates, over
+``--timing-rounds`` rounds at ``--alpha``; at 100 sites, one round, a committee of the first
+``--timing-committee`` sites validates (scoring every site costs each of 100 validators a game of
+99 players), at alpha 100 and at least 10 training images a site (the 270 validation images
+have no Dirichlet(1) split that gives each of 100 sites one image). Bar: at 10 sites, each
+site's scoring time at most its training time (per site, the mean over rounds; the figures give
+the worst site).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _sim
+import torch
+from _sim import ROOT, AdversarialValidator, SimConfig, SimResult, parse_seeds
+
+from fedtrail.ml.datasets import Splits, load_bundled
+
+WEIGHT_BAR = 0.05
+"""Largest allowed move of an honest site's weight (issue 14)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    sites: int
+    adversaries: int
+    kind: str
+
+
+CASES: dict[str, Case] = {
+    "5-invert": Case("5-invert", 5, 1, "invert"),
+    "5-collude": Case("5-collude", 5, 1, "collude"),
+    "7-invert": Case("7-invert", 7, 2, "invert"),
+    "7-collude": Case("7-collude", 7, 2, "collude"),
+}
+
+
+def adversaries(case: Case, target: int) -> tuple[AdversarialValidator, ...]:
+    """The case's lying validators: its last sites."""
+    liars = range(case.sites - case.adversaries, case.sites)
+    if case.kind == "invert":
+        return tuple(AdversarialValidator(site=s, kind="invert") for s in liars)
+    return tuple(AdversarialValidator(site=s, kind="collude", target=target) for s in liars)
+
+
+def weights_by_round(res: SimResult) -> list[dict[str, float]]:
+    """Per round, each site's weight as a fraction (0 in a cancelled round or when it sent
+    nothing)."""
+    out = []
+    for rec in res.rounds:
+        w = {name: 0.0 for name in res.site_names}
+        if not rec.skipped:
+            for site, weight in zip(rec.submitted, rec.weights, strict=True):
+                w[site] = weight / 1e18
+        out.append(w)
+    return out
+
+
+def final_reputations(res: SimResult) -> dict[str, int]:
+    """The validators' reputations after the last round that closed with weights."""
+    for rec in reversed(res.rounds):
+        if not rec.skipped and rec.validator_reputations:
+            return dict(rec.validator_reputations)
+    return {}
+
+
+def compare(clean: SimResult, attacked: SimResult, liars: Sequence[str]) -> dict[str, Any]:
+    """One seed of one case: honest sites' largest weight change, reputations of both runs."""
+    honest = [n for n in clean.site_names if n not in liars]
+    moves: dict[str, float] = {}
+    for site in honest:
+        moves[site] = max(
+            (
+                abs(a[site] - c[site])
+                for a, c in zip(weights_by_round(attacked), weights_by_round(clean), strict=True)
+            ),
+            default=0.0,
+        )
+    reps, reps_clean = final_reputations(attacked), final_reputations(clean)
+    honest_reps = [reps[n] for n in honest if n in reps]
+    honest_mean = statistics.fmean(honest_reps) if honest_reps else math.nan
+    abstained = sorted({n for rec in attacked.rounds for n in rec.abstained})
+    falls: dict[str, bool | None] = {}
+    for n in liars:
+        if n in abstained or n not in reps:
+            falls[n] = None  # never voted: nothing to fall
+        else:
+            falls[n] = reps[n] < reps_clean.get(n, math.inf) and reps[n] < honest_mean
+    return {
+        "seed": clean.seed,
+        "weight_moves": moves,
+        "max_move": max(moves.values(), default=0.0),
+        "reputations": reps,
+        "reputations_without_adversaries": reps_clean,
+        "honest_mean_reputation": honest_mean,
+        "adversary_falls": falls,
+        "abstained": abstained,
+        "auc": attacked.test["auc"],
+        "auc_without_adversaries": clean.test["auc"],
+    }
+
+
+def run_cases(
+    cases: Sequence[Case],
+    seeds: Sequence[int],
+    *,
+    rounds: int,
+    alpha: float,
+    target: int,
+    large_game: str | None,
+    splits: Splits,
+    log: Any,
+) -> dict[str, list[dict[str, Any]]]:
+    clean_runs: dict[tuple[int, int], SimResult] = {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for case in cases:
+        out[case.key] = []
+        for seed in seeds:
+            base = SimConfig(
+                sites=case.sites,
+                rounds=rounds,
+                alpha=alpha,
+                seed=seed,
+                valuation_mode="peers",
+                large_game=large_game,
+            )
+            if (case.sites, seed) not in clean_runs:
+                clean_runs[case.sites, seed] = _sim.run_method("valuation", base, splits)
+                log(f"{case.sites} sites seed {seed} without adversaries done")
+            liars = adversaries(case, target)
+            attacked = _sim.run_method("valuation", replace(base, adversaries=liars), splits)
+            names = [attacked.site_names[a.site] for a in liars]
+            row = compare(clean_runs[case.sites, seed], attacked, names)
+            out[case.key].append(row)
+            log(
+                f"{case.key} seed {seed}: max honest weight move {row['max_move']:.3f}, "
+                f"adversaries' reputations {[row['reputations'].get(n) for n in names]} vs "
+                f"honest mean {row['honest_mean_reputation']:.0f}"
+            )
+    return out
+
+
+def timing(
+    n_sites: int,
+    *,
+    rounds: int,
+    alpha: float,
+    committee: int | None,
+    seed: int,
+    large_game: str | None,
+    splits: Splits,
+) -> dict[str, Any]:
+    """Per validator: mean scoring and training seconds per round."""
+    config = SimConfig(
+        sites=n_sites,
+        rounds=rounds,
+        alpha=alpha,
+        min_size=min(50, len(splits.train) // (2 * n_sites)),
+        seed=seed,
+        valuation_mode="peers",
+        validators=None if committee is None else tuple(range(committee)),
+        large_game=large_game,
+    )
+    res = _sim.run_method("valuation", config, splits)
+    per_site: dict[str, dict[str, float]] = {}
+    for name in res.site_names:
+        scoring = [r.scoring_seconds[name] for r in res.rounds if name in r.scoring_seconds]
+        training = [r.training_seconds[name] for r in res.rounds if name in r.training_seconds]
+        if scoring and training:
+            per_site[name] = {
+                "scoring": statistics.fmean(scoring),
+                "training": statistics.fmean(training),
+                "ratio": statistics.fmean(scoring) / statistics.fmean(training),
+            }
+    methods = sorted({str(r.valuation_method) for r in res.rounds})
+    return {
+        "sites": n_sites,
+        "rounds": rounds,
+        "alpha": alpha,
+        "validators": len(per_site),
+        "abstained": sorted({n for r in res.rounds for n in r.abstained}),
+        "games": methods,
+        "per_site": per_site,
+        "max_ratio": max((v["ratio"] for v in per_site.values()), default=math.nan),
+        "median_scoring": statistics.median([v["scoring"] for v in per_site.values()])
+        if per_site
+        else math.nan,
+        "median_training": statistics.median([v["training"] for v in per_site.values()])
+        if per_site
+        else math.nan,
+    }
+
+
+Bar = tuple[str, bool, str]
+
+
+def bars(results: dict[str, list[dict[str, Any]]], timings: Sequence[dict[str, Any]]) -> list[Bar]:
+    out: list[Bar] = []
+    for key, rows in results.items():
+        worst = max(rows, key=lambda r: r["max_move"])
+        out.append(
+            (
+                f"{key}: every honest site's weight moves by at most {WEIGHT_BAR}",
+                worst["max_move"] <= WEIGHT_BAR,
+                f"max {worst['max_move']:.3f} (seed {worst['seed']})",
+            )
+        )
+        verdicts = [v for r in rows for v in r["adversary_falls"].values() if v is not None]
+        out.append(
+            (
+                f"{key}: every adversary's final reputation falls (below its own without the "
+                "attack and below the honest validators' mean, every seed)",
+                bool(verdicts) and all(verdicts),
+                f"{sum(verdicts)}/{len(verdicts)} adversary-seeds fell"
+                + (
+                    f"; {sum(v is None for r in rows for v in r['adversary_falls'].values())} "
+                    "never voted (one-class split)"
+                    if any(v is None for r in rows for v in r["adversary_falls"].values())
+                    else ""
+                ),
+            )
+        )
+    for t in timings:
+        if t["sites"] == 10:
+            out.append(
+                (
+                    "10 sites: each site's scoring time per round at most its local training time",
+                    t["max_ratio"] <= 1.0,
+                    f"worst site {t['max_ratio']:.2f}x, median scoring {t['median_scoring']:.2f} s "
+                    f"vs training {t['median_training']:.2f} s",
+                )
+            )
+    return out
+
+
+def report(doc: dict[str, Any]) -> int:
+    results, timings = doc["cases"], doc["timing"]
+    s = doc["settings"]
+    print(
+        f"Peer scoring under adversarial validators: seeds {s['seeds']}, {s['rounds']} rounds, "
+        f"Dirichlet alpha {s['alpha']}, adversaries' collusion target site {s['target']}; "
+        f"wall {doc['wall_seconds']:.0f} s\n"
+    )
+    for key, rows in results.items():
+        print(f"{key}:")
+        for r in rows:
+            moves = " ".join(f"{n[-2:]}:{m:.3f}" for n, m in r["weight_moves"].items())
+            reps = " ".join(
+                f"{n[-2:]}:{v / 1e6:.3f}"
+                + (
+                    f"({r['reputations_without_adversaries'][n] / 1e6:.3f})"
+                    if n in r["reputations_without_adversaries"]
+                    else ""
+                )
+                for n, v in sorted(r["reputations"].items())
+            )
+            print(
+                f"  seed {r['seed']}: honest weight moves {moves} (max {r['max_move']:.3f}); "
+                f"final reputations (without adversaries) {reps}; adversaries fell "
+                f"{r['adversary_falls']}; abstained {r['abstained']}; test AUC "
+                f"{r['auc']:.3f} vs {r['auc_without_adversaries']:.3f} without"
+            )
+    for t in timings:
+        print(
+            f"\nScoring time, {t['sites']} sites ({t['rounds']} round(s), alpha {t['alpha']:g}, "
+            f"{t['validators']} validators timed, games {t['games']}, abstained "
+            f"{len(t['abstained'])}): median per site {t['median_scoring']:.2f} s scoring vs "
+            f"{t['median_training']:.2f} s training; worst ratio {t['max_ratio']:.2f}x"
+        )
+        for name, v in t["per_site"].items():
+            print(
+                f"  {name}: scoring {v['scoring']:.3f} s, training {v['training']:.3f} s "
+                f"({v['ratio']:.2f}x)"
+            )
+    found = bars(results, timings)
+    print("\nBars (issue 14):")
+    for name, met, figures in found:
+        print(f"  {'MET ' if met else 'MISS'}  {name}: {figures}")
+    missed = sum(1 for _, met, _ in found if not met)
+    print(f"  {len(found) - missed} met, {missed} missed")
+    print(f"\nCommand: `.venv/bin/python scripts/bench/peer_validators.py {' '.join(doc['argv'])}`")
+    return 1 if missed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seeds", default="0,1", help="a count N or a list 0,3,7-9")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--target", type=int, default=0, help="the colluders' honest target")
+    parser.add_argument("--timing-sites", default="10,100")
+    parser.add_argument("--timing-rounds", type=int, default=2)
+    parser.add_argument("--timing-committee", type=int, default=2)
+    parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument(
+        "--large-game",
+        choices=("linear_shapley", "none"),
+        default=SimConfig.large_game or "none",
+        help="the game above 10 screened updates (default: the aggregator's)",
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / ".run" / "bench" / "peer_validators.json"
+    )
+    parser.add_argument("--render", type=Path, help="print a saved run's report again")
+    args = parser.parse_args(argv)
+    if args.render:
+        return report(json.loads(args.render.read_text(encoding="utf-8")))
+    cases = []
+    for key in args.cases.split(","):
+        if key not in CASES:
+            parser.error(f"unknown case {key!r}; known: {', '.join(CASES)}")
+        cases.append(CASES[key])
+    if any(not 0 <= args.target < c.sites - c.adversaries for c in cases):
+        parser.error("--target must be an honest site of every case")
+    torch.set_num_threads(args.threads)
+    large_game = None if args.large_game == "none" else args.large_game
+    seeds = parse_seeds(args.seeds)
+    if not seeds:
+        parser.error("--seeds gives no seed (a count N runs seeds 0..N-1)")
+    splits = load_bundled()
+    started = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    results = run_cases(
+        cases,
+        seeds,
+        rounds=args.rounds,
+        alpha=args.alpha,
+        target=args.target,
+        large_game=large_game,
+        splits=splits,
+        log=log,
+    )
+    timings = []
+    if not args.no_timing:
+        for n in (int(x) for x in args.timing_sites.split(",") if x):
+            small = n <= 10
+            timings.append(
+                timing(
+                    n,
+                    rounds=args.timing_rounds if small else 1,
+                    alpha=args.alpha if small else 100.0,
+                    committee=None if small else args.timing_committee,
+                    seed=seeds[0],
+                    large_game=large_game,
+                    splits=splits,
+                )
+            )
+            log(f"timing at {n} sites done")
+    doc = {
+        "benchmark": "peer_validators",
+        "argv": list(sys.argv[1:] if argv is None else argv),
+        "settings": {
+            "seeds": seeds,
+            "rounds": args.rounds,
+            "alpha": args.alpha,
+            "target": args.target,
+            "large_game": large_game,
+            "threads": args.threads,
+        },
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
+        "provenance": _sim.provenance(),
+        "wall_seconds": time.perf_counter() - started,
+        "cases": results,
+        "timing": timings,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1, default=float), encoding="utf-8")
+    code = report(doc)
+    print(f"JSON: {args.out}")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
