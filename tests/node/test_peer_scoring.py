@@ -6,6 +6,10 @@ round still finalizes when the quorum holds."""
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -102,3 +106,55 @@ def test_restarts_commit_and_reveal_the_recorded_vector_and_a_late_validator_is_
     assert [s.score for s in subs] == list(peer_outcome([s.site for s in subs], votes).scores)
     # site 2 validated nothing, yet its update was scored by the two others
     assert len(subs) == 3
+
+
+def _wait(what: str, ready: Callable[[], bool], timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_the_daemon_loop_scores_a_peer_round_and_keeps_its_standing(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    """`node run --once` (SiteNode.run) submits, then scores, and returns only once its vote is
+    revealed; with standing in the terms each validator keeps its accumulated values, which
+    the next round's history is built from (with the public references of the round)."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3, standing=True)
+    ledger, service = fed.ledger, fed.service
+    r = service.open_next()
+    info, peer = ledger.get_round(r), ledger.get_peer_round(r)
+    assert peer is not None
+    nodes = [fed.node(i) for i in range(3)]
+    threads = [threading.Thread(target=n.run, kwargs={"once": True}) for n in nodes]
+    for t in threads:
+        t.start()
+    try:
+        subs = lambda: ledger.get_submissions(r, include_unrevealed=True)  # noqa: E731
+        _wait("the commitments", lambda: len(subs()) == 3)
+        pass_deadline(ledger, info.commit_deadline)
+        _wait("the reveals", lambda: ledger.get_round(r).submission_count == 3)
+        pass_deadline(ledger, info.reveal_deadline)
+        _wait("the score commitments", lambda: ledger.get_peer_round(r).commit_count == 3)  # type: ignore[union-attr]
+        assert all(t.is_alive() for t in threads)  # the update is done, the scoring is not
+        pass_deadline(ledger, peer.score_commit_deadline)
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads)
+    finally:
+        for n in nodes:
+            n.stop_event.set()
+    assert ledger.get_peer_round(r).vote_count == 3  # type: ignore[union-attr]
+    assert service.step() is None and service.step() is not None
+    assert ledger.get_round(r).phase == Phase.FINALIZED
+    for n in nodes:
+        saved = json.loads((n.folder / "validator" / f"history-{r}.json").read_text())
+        assert saved["round"] == r and saved["valued_rounds"] == 1  # round 1 was its warm-up
+        history = n.scorer.history_for(r + 1)
+        assert history.valued_rounds == 1
+        assert dict(history.accumulated) == saved["accumulated"]
+        assert f"the global delta of round {r}" in history.references
+        others = [s.site for s in ledger.get_submissions(r)]
+        assert all(f"{s}'s update of round {r}" in history.references for s in others)
