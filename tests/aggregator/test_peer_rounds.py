@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fedtrail.aggregator.service import AggregatorSettings
+from fedtrail.auditor.verify import verify_all
 from fedtrail.errors import ConfigError
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.peers import address_key, peer_outcome
@@ -100,6 +101,9 @@ def test_peer_round_end_to_end_scores_are_the_medians_of_the_chain_votes(
     by_site = {s.site: s.score for s in subs}
     honest = [by_site[n.address] for n in fed.nodes[:2]]
     assert by_site[flipper] < min(honest), by_site
+    # an auditor with no validation split finds the round consistent with chain and IPFS
+    audits = verify_all(ledger, store)
+    assert all(a.passed for a in audits), [c for a in audits for c in a.checks if c.failed]
     # the next round opens from the global model the chain's weights made
     service.step()
     assert ledger.get_round(r + 1).start_sha256 == final.global_sha256
