@@ -50,6 +50,7 @@ figcaption { color: var(--muted); font-size: 12px; margin-top: 4px; }
 .heatmaps figure img { width: 220px; image-rendering: pixelated; }
 .problem { color: var(--fail); }
 table.peers td.self { color: var(--muted); background: #f6f7f9; }
+table.peers td:first-child { min-width: 180px; }
 table.peers tr.median td { border-top: 2px solid #1f2328; background: var(--head); }
 footer { margin-top: 32px; color: var(--muted); font-size: 12px; border-top: 1px solid var(--line);
   padding-top: 8px; }

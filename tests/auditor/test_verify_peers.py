@@ -160,3 +160,21 @@ def test_audit_cli_shows_validator_reputation_and_round_vectors(
     assert "peers" not in json.loads(
         CliRunner().invoke(cli, ["audit", "round", "1", "--format", "json"]).stdout
     )
+
+
+@pytest.mark.browser
+def test_peer_report_renders_in_headless_chromium(pf: PeerFed, tmp_path: Path) -> None:
+    """The page with peer tables loads from file:// without a console message, and the peer
+    section in the browser's DOM keeps every validator row, the struck-through own entries and
+    the escaped hostile site name."""
+    from tests.auditor.report.test_browser import _chromium, _console_problems
+
+    path = write_report(pf.fed.ledger, pf.fed.store, tmp_path / "report")
+    dom = _chromium(["--dump-dom", path.resolve().as_uri()], tmp_path / "profile")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert not _console_problems(dom.stderr), _console_problems(dom.stderr)
+    section = dom.stdout.split('<section id="peers">', 1)[1].split("</section>", 1)[0]
+    peer_rounds = pf.fed.ledger.current_round() - 1
+    assert section.count("<s>") == 3 * peer_rounds
+    assert section.count("</tr>") == peer_rounds * (1 + len(pf.validators) + 1)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in section
