@@ -57,6 +57,7 @@ from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.roundlog import InvalidLog, ValuationSettings
 from fedtrail.protocol.terms import InvalidTerms, RoundTerms
+from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.codec import decode_model, decode_update
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation import History, UnfitValidation, peer_vector
@@ -302,7 +303,7 @@ class PeerScorer:
             len(self.val),
             seconds,
             ", ".join(
-                f"{s[:8]} {v / 1_000_000:.3f}"
+                f"{s[:8]} {v / SCORE_SCALE:.3f}"
                 for s, v in zip(vector.sites, vector.scores, strict=True)
                 if not _same_hex(s, self.address)
             )
