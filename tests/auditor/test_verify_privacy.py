@@ -13,7 +13,7 @@ import torch
 
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.auditor.verify import RoundAudit, _check_privacy, verify_round
-from fedtrail.chain import connect, funded_accounts
+from fedtrail.chain import connect, dev_account
 from fedtrail.ledger import Ledger
 from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.training import TrainConfig
@@ -25,12 +25,16 @@ from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.federation import Federation, build_federation, make_sites
 from fedtrail.storage.store import LocalStore
 
+# Every federation here runs on the real Anvil node: a third of the build time of one on the
+# embedded chain (see tests.auditor.test_verify.on_anvil).
+pytestmark = pytest.mark.anvil
 
-def _federation(tmp: Path) -> Federation:
+
+def _federation(tmp: Path, anvil_url: str) -> Federation:
     """Two DP hospitals (100 images each) under terms that require DP at delta 1e-5; hospital-0
-    holds a budget of epsilon 100, hospital-1 none."""
-    w3 = connect("embedded")
-    accounts = funded_accounts(w3)[:3]
+    holds a budget of epsilon 100, hospital-1 none. On Anvil: development accounts 0, 5, 6."""
+    w3 = connect(anvil_url)
+    accounts = [dev_account(i) for i in (0, 5, 6)]
     splits = load_bundled()
     parts = partition_iid(splits.train.labels, 24, seed=0)
     fed = build_federation(
@@ -53,7 +57,7 @@ def _federation(tmp: Path) -> Federation:
 
 
 @pytest.fixture(scope="module")
-def rounds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Ledger, LocalStore]:
+def rounds(anvil_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Ledger, LocalStore]:
     """Round 1 honest; in round 2 hospital-0 declares 1 micro-epsilon less than it spent and
     hospital-1 trains without DP (neither refused by the chain: hospital-1 has no budget)."""
     before = torch.get_num_threads()
@@ -61,7 +65,7 @@ def rounds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Ledger, LocalStore
     tmp = tmp_path_factory.mktemp("dp")
     mp = pytest.MonkeyPatch()
     try:
-        fed = _federation(tmp)
+        fed = _federation(tmp, anvil_url)
         assert fed.run_round() is not None
         under, plain = fed.nodes[0].address, fed.nodes[1].address
         reveal, plan = Ledger.reveal_update, SiteNode._privacy_plan
@@ -128,13 +132,13 @@ def test_an_update_without_dp_under_required_terms_is_excluded_and_verify_passes
     assert plain.site[:10] in failed.detail
 
 
-def test_rounds_without_privacy_get_no_privacy_check(tmp_path: Path) -> None:
-    from tests.auditor.test_verify import federation
+def test_rounds_without_privacy_get_no_privacy_check(tmp_path: Path, anvil_url: str) -> None:
+    from tests.auditor.test_verify import federation, on_anvil
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        fed = federation(tmp_path, rounds=1)
+        fed = federation(tmp_path, rounds=1, **on_anvil(anvil_url))
     finally:
         torch.set_num_threads(before)
     names = {c.name for c in verify_round(fed.ledger, fed.store, 1).checks}
