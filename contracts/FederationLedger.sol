@@ -883,10 +883,9 @@ contract FederationLedger {
                 revert FederationLedger__ScoreOutOfRange(msg.sender, scores[i]);
             }
         }
-        if (keccak256(abi.encode(msg.sender, round, scores, salt)) != committed) {
-            revert FederationLedger__ScoreCommitmentMismatch(round, msg.sender);
-        }
-        _scoreVotes[round][msg.sender] = keccak256(abi.encode(round, msg.sender, scores));
+        (bytes32 opened, bytes32 stored) = _scoreHashes(round, scores, salt);
+        if (opened != committed) revert FederationLedger__ScoreCommitmentMismatch(round, msg.sender);
+        _scoreVotes[round][msg.sender] = stored;
         s.scoredRound = uint32(round);
         p.voteCount += 1;
         emit ScoresRevealed(round, msg.sender, scores);
@@ -914,10 +913,12 @@ contract FederationLedger {
         uint32[][] calldata vectors
     ) external {
         Round storage r = _peerValuable(round, sites.length, validators.length, vectors.length);
-        _checkVotes(round, validators, vectors);
-        (uint32[] memory scores, uint8[] memory reasons) = _medians(sites, validators, vectors);
+        uint256[] memory votes = _loadVotes(round, sites.length, validators, vectors);
+        uint256[] memory selfOf = _selfIndex(sites, validators);
+        (uint32[] memory scores, uint8[] memory reasons) =
+            _medians(validators.length, votes, selfOf);
         uint256 total = _settlePeer(r, round, sites, scores, reasons);
-        _rateValidators(round, sites, validators, vectors, scores);
+        _rateValidators(round, validators, votes, selfOf, scores);
         emit RoundValued(round, total);
     }
 
@@ -1203,58 +1204,155 @@ contract FederationLedger {
         }
     }
 
-    /// @dev Validators strictly ascending, each one's vector the one it revealed.
-    function _checkVotes(
+    /// @dev `keccak256(abi.encode(msg.sender, round, scores, salt))` (the commitment) and
+    /// `keccak256(abi.encode(round, msg.sender, scores))` (what a reveal stores), from one
+    /// copy of `scores` in memory. Every entry was read through the ABI decoder first (a uint32
+    /// with dirty high bits reverts there), so the copied words are the clean encoding.
+    function _scoreHashes(uint256 round, uint32[] calldata scores, bytes32 salt)
+        private
+        view
+        returns (bytes32 opened, bytes32 stored)
+    {
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            let size := mul(scores.length, 0x20)
+            // [sender, round, 0x80, salt, length, entries...]
+            mstore(ptr, caller())
+            mstore(add(ptr, 0x20), round)
+            mstore(add(ptr, 0x40), 0x80)
+            mstore(add(ptr, 0x60), salt)
+            mstore(add(ptr, 0x80), scores.length)
+            calldatacopy(add(ptr, 0xa0), scores.offset, size)
+            opened := keccak256(ptr, add(0xa0, size))
+            // [round, sender, 0x60, length, entries...] one word further on
+            mstore(add(ptr, 0x20), round)
+            mstore(add(ptr, 0x40), caller())
+            mstore(add(ptr, 0x60), 0x60)
+            stored := keccak256(add(ptr, 0x20), add(0x80, size))
+        }
+    }
+
+    /// @dev `keccak256(abi.encode(round, validator, vector))` straight from calldata. A vector
+    /// with a dirty entry hashes differently from the clean one its reveal stored, so it can
+    /// only fail the comparison.
+    function _voteHash(uint256 round, address validator, uint32[] calldata vector)
+        private
+        pure
+        returns (bytes32 digest)
+    {
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            let size := mul(vector.length, 0x20)
+            mstore(ptr, round)
+            mstore(add(ptr, 0x20), validator)
+            mstore(add(ptr, 0x40), 0x60)
+            mstore(add(ptr, 0x60), vector.length)
+            calldatacopy(add(ptr, 0x80), vector.offset, size)
+            digest := keccak256(ptr, add(0x80, size))
+        }
+    }
+
+    /// @dev Validators strictly ascending, each one's vector the one it revealed; returns the
+    /// vectors as one matrix in memory, entry (j, i) at `j * count + i`. A vector that matches
+    /// its stored hash has `count` entries, each at most SCORE_SCALE (checked at the reveal).
+    function _loadVotes(
         uint256 round,
+        uint256 count,
         address[] calldata validators,
         uint32[][] calldata vectors
-    ) private view {
-        for (uint256 j = 0; j < validators.length; ++j) {
+    ) private view returns (uint256[] memory votes) {
+        uint256 nv = validators.length;
+        votes = new uint256[](nv * count);
+        for (uint256 j = 0; j < nv; ++j) {
             address v = validators[j];
             if (j > 0 && v <= validators[j - 1]) revert FederationLedger__ValidatorsNotSorted(j);
+            uint32[] calldata vector = vectors[j];
             if (
-                _sites[v].scoredRound != round
-                    || keccak256(abi.encode(round, v, vectors[j])) != _scoreVotes[round][v]
+                _sites[v].scoredRound != round || vector.length != count
+                    || _voteHash(round, v, vector) != _scoreVotes[round][v]
             ) {
                 revert FederationLedger__VoteMismatch(round, v);
+            }
+            unchecked {
+                uint256 row = j * count;
+                for (uint256 i = 0; i < count; ++i) {
+                    votes[row + i] = vector[i];
+                }
+            }
+        }
+    }
+
+    /// @dev For every site (index i), the index of the validator with its address, or
+    /// `validators.length` when it did not validate: one merge walk over the two ascending
+    /// lists (the sites' order is enforced by {_computeWeights} before anything is stored).
+    function _selfIndex(address[] calldata sites, address[] calldata validators)
+        private
+        pure
+        returns (uint256[] memory selfOf)
+    {
+        uint256 count = sites.length;
+        uint256 nv = validators.length;
+        selfOf = new uint256[](count);
+        uint256 i = 0;
+        uint256 j = 0;
+        unchecked {
+            while (i < count) {
+                if (j == nv) {
+                    selfOf[i] = nv;
+                    ++i;
+                    continue;
+                }
+                address site = sites[i];
+                address v = validators[j];
+                if (site == v) {
+                    selfOf[i] = j;
+                    ++i;
+                    ++j;
+                } else if (site < v) {
+                    selfOf[i] = nv;
+                    ++i;
+                } else {
+                    ++j;
+                }
             }
         }
     }
 
     /// @dev Per site, the median of the other validators' entries (fedtrail.protocol.peers):
     /// the middle value, the floor of the mean of the two middles, 0 when nobody else scored.
-    function _medians(
-        address[] calldata sites,
-        address[] calldata validators,
-        uint32[][] calldata vectors
-    ) private pure returns (uint32[] memory scores, uint8[] memory reasons) {
-        uint256 count = sites.length;
-        uint256 nv = validators.length;
+    function _medians(uint256 nv, uint256[] memory votes, uint256[] memory selfOf)
+        private
+        pure
+        returns (uint32[] memory scores, uint8[] memory reasons)
+    {
+        uint256 count = selfOf.length;
         scores = new uint32[](count);
         reasons = new uint8[](count);
-        uint32[] memory buf = new uint32[](nv);
-        for (uint256 i = 0; i < count; ++i) {
-            address site = sites[i];
-            uint256 m = 0;
-            for (uint256 j = 0; j < nv; ++j) {
-                if (validators[j] == site) continue;
-                uint32 value = vectors[j][i];
-                uint256 k = m;
-                while (k > 0 && buf[k - 1] > value) {
-                    buf[k] = buf[k - 1];
-                    --k;
+        uint256[] memory buf = new uint256[](nv);
+        unchecked {
+            for (uint256 i = 0; i < count; ++i) {
+                uint256 self = selfOf[i];
+                uint256 m = 0;
+                for (uint256 j = 0; j < nv; ++j) {
+                    if (j == self) continue;
+                    uint256 value = votes[j * count + i];
+                    uint256 k = m;
+                    while (k > 0 && buf[k - 1] > value) {
+                        buf[k] = buf[k - 1];
+                        --k;
+                    }
+                    buf[k] = value;
+                    ++m;
                 }
-                buf[k] = value;
-                ++m;
+                uint256 med = 0;
+                if (m % 2 == 1) {
+                    med = buf[m / 2];
+                } else if (m > 0) {
+                    med = (buf[m / 2 - 1] + buf[m / 2]) / 2;
+                }
+                scores[i] = uint32(med); // at most SCORE_SCALE
+                reasons[i] = med > 0 ? uint8(Reason.Ok) : uint8(Reason.PeerRejected);
             }
-            uint32 med = 0;
-            if (m % 2 == 1) {
-                med = buf[m / 2];
-            } else if (m > 0) {
-                med = uint32((uint256(buf[m / 2 - 1]) + buf[m / 2]) / 2);
-            }
-            scores[i] = med;
-            reasons[i] = med > 0 ? uint8(Reason.Ok) : uint8(Reason.PeerRejected);
         }
     }
 
@@ -1263,35 +1361,28 @@ contract FederationLedger {
     /// `SCORE_SCALE - distance` with the reputation EMA.
     function _rateValidators(
         uint256 round,
-        address[] calldata sites,
         address[] calldata validators,
-        uint32[][] calldata vectors,
+        uint256[] memory votes,
+        uint256[] memory selfOf,
         uint32[] memory medians
     ) private {
+        uint256 count = selfOf.length;
         for (uint256 j = 0; j < validators.length; ++j) {
             address v = validators[j];
-            (uint256 n, uint256 distance) = _distance(v, sites, vectors[j], medians);
-            if (n != 0) _rateValidator(round, v, uint32(distance));
+            uint256 sum = 0;
+            uint256 n = 0;
+            unchecked {
+                uint256 row = j * count;
+                for (uint256 i = 0; i < count; ++i) {
+                    if (selfOf[i] == j) continue;
+                    uint256 a = votes[row + i];
+                    uint256 b = medians[i];
+                    sum += a > b ? a - b : b - a;
+                    ++n;
+                }
+            }
+            if (n != 0) _rateValidator(round, v, uint32(sum / n));
         }
-    }
-
-    /// @dev How many sites other than `validator` it scored, and the floor of the mean
-    /// |entry - median| over them.
-    function _distance(
-        address validator,
-        address[] calldata sites,
-        uint32[] calldata vector,
-        uint32[] memory medians
-    ) private pure returns (uint256 n, uint256 distance) {
-        uint256 sum = 0;
-        for (uint256 i = 0; i < sites.length; ++i) {
-            if (sites[i] == validator) continue;
-            uint256 a = vector[i];
-            uint256 b = medians[i];
-            sum += a > b ? a - b : b - a;
-            ++n;
-        }
-        if (n != 0) distance = sum / n;
     }
 
     /// @dev Folds `SCORE_SCALE - distance` into `validator`'s validator reputation (the EMA of

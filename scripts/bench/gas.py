@@ -10,6 +10,10 @@ commits + 10 reveals + valuation + finalize) <= 1,800,000 gas. Exit 1 when a tar
 Last, after every row above (so they stay comparable), a round of private reveals (issue 16):
 setPrivacyBudget for half the sites, revealPrivateUpdate by each, with and without a budget; a
 DP site's round (commitUpdate + revealPrivateUpdate) has the same 100,000 target.
+Then peer rounds (issue 14) on a second ledger with the same sites: a round where 5 sites
+submit and validate, and two where all 10 do (commitScores + revealScores per validator,
+recordPeerValuation at 5 and 10 sites). Target: a whole peer round of 10 sites (open + commits +
+reveals + score commits + score reveals + peer valuation + finalize) <= 3,000,000 gas.
 """
 
 from __future__ import annotations
@@ -21,17 +25,21 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from fedtrail.chain import advance_time, block_timestamp, connect, dev_account, fund  # noqa: E402
-from fedtrail.ledger import Ledger, Valuation, commitment  # noqa: E402
+from fedtrail.ledger import Ledger, Valuation, commitment, score_commitment  # noqa: E402
 from fedtrail.protocol.codes import Reason  # noqa: E402
+from fedtrail.protocol.peers import PeerVote, address_key  # noqa: E402
 
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"  # a real 46-character CIDv0
 PER_SITE_TARGET, PER_SITE_STRETCH, ROUND10_TARGET = 100_000, 80_000, 1_800_000
+PEER_ROUND10_TARGET = 3_000_000
 # Before issue 13 (commit a20e121, one submitUpdate per site), measured by this script:
 BEFORE = {"per_site": 79_803, "round10": 1_400_052}
 COMMIT_WINDOW = REVEAL_WINDOW = 60
@@ -144,7 +152,85 @@ def measure(rpc_url: str, n_sites: int) -> dict[str, object]:
         name = "revealPrivateUpdate" + (" (budget)" if i < n_sites // 2 else " (no budget)")
         res = ledger.reveal_update(s, r, CID, h(f"{r}-{i}"), 100 + i, epsilon_micro=1_000_000)
         add(name, res.gas_used)
-    return {"sites": n_sites, "functions": rows, "per_site": per_site, "full_round": rounds}
+
+    peer_rounds, per_validator = _peer_rounds(w3, coord, agg, sites, add)
+    return {
+        "sites": n_sites,
+        "functions": rows,
+        "per_site": per_site,
+        "full_round": rounds,
+        "per_validator": per_validator,
+        "peer_round": peer_rounds,
+    }
+
+
+def _peer_rounds(
+    w3: Any, coord: Any, agg: Any, sites: list[Any], add: Callable[[str, int], int]
+) -> tuple[list[int], list[int]]:
+    """Peer rounds on a fresh ledger (so the rows above are untouched): 5 sites, then all the
+    sites twice. Returns the whole-round totals of the all-site rounds and every validator's
+    commitScores + revealScores."""
+    ledger, _ = Ledger.deploy(w3, coord, aggregator=agg.address)
+    for i, s in enumerate(sites):
+        ledger.register_site(coord, s.address, f"hospital-{i}", 10**6)
+    totals: list[int] = []
+    per_validator: list[int] = []
+    model = "p0"
+    for rnd, members in enumerate([sites[: len(sites) // 2], sites, sites]):
+        now = block_timestamp(w3)
+        r, res = ledger.open_peer_round(
+            agg,
+            model_cid=CID,
+            model_sha256=h(model),
+            terms_cid=CID,
+            terms_sha256=h(f"peer-terms{rnd}"),
+            commit_deadline=now + COMMIT_WINDOW,
+            reveal_deadline=now + COMMIT_WINDOW + REVEAL_WINDOW,
+            score_commit_deadline=now + COMMIT_WINDOW + REVEAL_WINDOW + COMMIT_WINDOW,
+            score_reveal_deadline=now + 2 * (COMMIT_WINDOW + REVEAL_WINDOW),
+            quorum=len(members),
+        )
+        total = add("openPeerRound", res.gas_used)
+        for i, s in enumerate(members):
+            c = commitment(s.address, r, h(f"p{r}-{i}"), 100 + i)
+            total += ledger.commit_update(s, r, c).gas_used
+        advance_time(w3, COMMIT_WINDOW + 1)
+        for i, s in enumerate(members):
+            total += ledger.reveal_update(s, r, CID, h(f"p{r}-{i}"), 100 + i).gas_used
+        advance_time(w3, REVEAL_WINDOW + 1)
+        order = sorted((s.address for s in members), key=address_key)
+        votes = [
+            PeerVote(
+                validator=v.address,
+                scores=tuple(
+                    (i * 97_001 + k * 13_001 + 50_000) % 1_000_001 for i in range(len(order))
+                ),
+            )
+            for k, v in enumerate(members)
+        ]
+        salts = {v.address: bytes.fromhex(h(f"salt{r}{v.address}")) for v in members}
+        commits: list[int] = []
+        for v, vote in zip(members, votes, strict=True):
+            digest = score_commitment(v.address, r, vote.scores, salts[v.address])
+            commits.append(add("commitScores", ledger.commit_scores(v, r, digest).gas_used))
+        advance_time(w3, COMMIT_WINDOW + 1)
+        for k, (v, vote) in enumerate(zip(members, votes, strict=True)):
+            res = ledger.reveal_scores(v, r, vote.scores, salts[v.address])
+            gas = add(f"revealScores({len(order)} sites)", res.gas_used)
+            total += commits[k] + gas
+            if len(members) == len(sites):
+                per_validator.append(commits[k] + gas)
+        if len(members) < len(sites):  # not every site validates: wait for the deadline
+            advance_time(w3, REVEAL_WINDOW + 1)
+        res = ledger.record_peer_valuation(agg, r, order, votes)
+        total += add(f"recordPeerValuation({len(order)} sites)", res.gas_used)
+        model = f"p{rnd + 1}"
+        total += ledger.finalize_round(
+            agg, r, global_cid=CID, global_sha256=h(model), log_cid=CID, log_sha256=h("log")
+        ).gas_used
+        if len(members) == len(sites):
+            totals.append(total)
+    return totals, per_validator
 
 
 def main() -> int:
@@ -193,10 +279,25 @@ def main() -> int:
         f"before issue 13 (one submitUpdate per site): per site {BEFORE['per_site']:,}, "
         f"round of 10 {BEFORE['round10']:,}"
     )
+    per_validator: list[int] = result["per_validator"]  # type: ignore[assignment]
+    peer: list[int] = result["peer_round"]  # type: ignore[assignment]
+    peer_max = max(peer)
+    print(
+        f"peer round (issue 14): per validator per round (commitScores + revealScores, "
+        f"{args.sites} sites) max {max(per_validator):,}; whole round, {args.sites} sites (open + "
+        "commits + reveals + score commits + score reveals + recordPeerValuation + finalize): "
+        + ", ".join(f"{g:,}" for g in peer)
+    )
+    peer_ok = args.sites != 10 or peer_max <= PEER_ROUND10_TARGET
+    print(
+        f"peer round of 10 {peer_max:,} <= {PEER_ROUND10_TARGET:,} -> "
+        f"{'met' if peer_ok else 'MISSED'}"
+    )
     ok = (
         site_max <= PER_SITE_TARGET
         and dp_site <= PER_SITE_TARGET
         and (args.sites != 10 or round_max <= ROUND10_TARGET)
+        and peer_ok
     )
     stretch = "met" if site_max <= PER_SITE_STRETCH else "not met"
     print(
