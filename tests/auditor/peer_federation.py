@@ -77,7 +77,9 @@ def new_peer_federation(tmp: Path, rpc_url: str, store: ContentStore) -> PeerFed
     return PeerFed(fed, [*fed.sites, extra], model)
 
 
-def open_peer_round(pf: PeerFed) -> int:
+def open_peer_round(pf: PeerFed, chain_quorum: int | None = None) -> int:
+    """Opens a peer round under terms with the module's quorum and score windows; with
+    ``chain_quorum`` the aggregator opens it on chain with another quorum than its terms say."""
     fed = pf.fed
     terms = RoundTerms(
         round=fed.ledger.current_round() + 1,
@@ -107,7 +109,7 @@ def open_peer_round(pf: PeerFed) -> int:
         reveal_deadline=reveal_deadline,
         score_commit_deadline=reveal_deadline + SCORE_COMMIT,
         score_reveal_deadline=reveal_deadline + SCORE_COMMIT + SCORE_REVEAL,
-        quorum=PEER_VALUATION["quorum"],
+        quorum=PEER_VALUATION["quorum"] if chain_quorum is None else chain_quorum,
     )
     round_id = opened[0] if isinstance(opened, tuple) else opened
     assert round_id == terms.round
@@ -167,11 +169,13 @@ def peer_round(
     seed: int,
     edit: Callable[[dict[str, Any]], None] | None = None,
     during: Callable[[int], None] | None = None,
+    chain_quorum: int | None = None,
 ) -> int:
     """One peer round from opening to finalize; ``edit`` forges the log before it is hashed,
-    ``during`` runs between the update reveals and the score commitments."""
+    ``during`` runs between the update reveals and the score commitments, ``chain_quorum``
+    opens it with another quorum than the terms'."""
     fed = pf.fed
-    round_id = open_peer_round(pf)
+    round_id = open_peer_round(pf, chain_quorum)
     submit_all(fed, round_id, seed=seed)
     votes = score_round(pf, round_id, during)
 

@@ -282,3 +282,18 @@ def test_a_check_that_does_not_apply_is_shown_na_never_passed() -> None:
     assert '<span class="badge na">N/A</span>' in page
     assert "Verification FAILED: 1 of 2 checks failed (round 1: peers.median)" in page
     assert "1 check(s) not applicable" in page
+
+
+def test_peer_terms_on_an_aggregator_round_fail_peers_quorum() -> None:
+    """Terms (or a log) that say the sites scored a round the chain holds as an aggregator
+    round: the round is checked as a peer round, and ``peers.quorum`` names the disagreement;
+    with no side saying peers it is an aggregator round (no peer check at all)."""
+    from fedtrail.auditor.verify import RoundAudit, _check_peers, _is_peer_round
+
+    peer_terms = terms()
+    assert _is_peer_round(None, peer_terms, None)
+    assert not _is_peer_round(None, None, None)
+    audit = RoundAudit(ROUND)
+    _check_peers(audit, None, peer_terms, None, subs())
+    assert [(c.name, c.status) for c in audit.checks] == [(QUORUM, "FAIL")]
+    assert "aggregator round" in audit.checks[0].detail

@@ -111,6 +111,13 @@ def test_log_weights_moved_between_sites_fail_peers_median(pf: PeerFed) -> None:
     assert "weight" in bad["peers.median"] and "weight" in bad["log.agrees"]
 
 
+def test_a_chain_quorum_other_than_the_terms_fails_peers_quorum(pf: PeerFed) -> None:
+    r = peer_round(pf, seed=7, chain_quorum=2)
+    bad = failed(verify_round(pf.fed.ledger, pf.fed.store, r))
+    assert set(bad) == {"peers.quorum"}, bad
+    assert "terms' quorum 3, the chain's 2" in bad["peers.quorum"]
+
+
 def test_report_shows_each_validators_vector_the_median_and_reputations(
     pf: PeerFed, tmp_path: Path
 ) -> None:
@@ -160,6 +167,33 @@ def test_audit_cli_shows_validator_reputation_and_round_vectors(
     assert "peers" not in json.loads(
         CliRunner().invoke(cli, ["audit", "round", "1", "--format", "json"]).stdout
     )
+    table = CliRunner().invoke(cli, ["audit", "round", "3"])
+    assert "peer scores: 4 vector(s) revealed, quorum 3" in table.stdout
+    assert table.stdout.count("[0.000]") == 3  # each hospital's own entry, not counted
+
+
+def test_audit_verify_cli_passes_peer_rounds_without_validation(
+    pf: PeerFed, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``fedtrail audit verify --round N`` with no --validation: exit 0, the valuation replay
+    shown N/A (never PASS); ``audit report --format json`` lists the peer tables."""
+    import fedtrail.auditor.commands as commands
+
+    monkeypatch.setattr(commands, "_open", lambda *_: pf.fed.ledger)
+    monkeypatch.setattr(commands, "open_checked_store", lambda *_: pf.fed.store)
+    out = CliRunner().invoke(cli, ["audit", "verify", "--round", "2", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    results = {c["check"]: c["result"] for c in doc["checks"]}
+    assert doc["passed"] is True and results["scores.recomputed"] == "N/A"
+    assert all(results[name] == "PASS" for name in PEER_CHECKS)
+    table = CliRunner().invoke(cli, ["audit", "verify", "--round", "2"])
+    assert table.exit_code == 0 and ", 1 not applicable" in table.stdout
+
+    args = ["audit", "report", "--out", str(tmp_path / "r"), "--no-timestamp"]
+    report = CliRunner().invoke(cli, [*args, "--format", "json"])
+    tables = json.loads(report.stdout)["peers"]
+    assert [t["round"] for t in tables] == list(range(2, pf.fed.ledger.current_round() + 1))
 
 
 @pytest.mark.browser
