@@ -7,13 +7,16 @@ deadline; a quorum no round could meet is refused before a round opens."""
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
-from fedtrail.aggregator.service import AggregatorSettings
+from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
 from fedtrail.auditor.verify import verify_all
-from fedtrail.errors import ConfigError
+from fedtrail.cli import cli
+from fedtrail.errors import ConfigError, FedtrailError
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.peers import address_key, peer_outcome
 from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
@@ -27,6 +30,23 @@ pytestmark = [
     pytest.mark.ipfs,
     pytest.mark.slow,
 ]
+
+
+def _invoke_in_process(args: list[str]) -> Result:
+    """Runs the CLI in this process, then undoes what a daemon command sets up for its own
+    process (log handlers on the ``fedtrail`` logger, SIGTERM/SIGINT handlers)."""
+    logger = logging.getLogger("fedtrail")
+    handlers, level = list(logger.handlers), logger.level
+    signals = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return CliRunner().invoke(cli, args)
+    finally:
+        for handler in [h for h in logger.handlers if h not in handlers]:
+            logger.removeHandler(handler)
+            handler.close()
+        logger.setLevel(level)
+        for number, previous in signals.items():
+            signal.signal(number, previous)
 
 
 def test_peer_round_end_to_end_scores_are_the_medians_of_the_chain_votes(
@@ -143,7 +163,93 @@ def test_a_quorum_above_the_active_sites_is_refused_before_opening(
     with pytest.raises(ConfigError, match="peer quorum 3 is above the 2 active site"):
         fed.service.open_next()
     assert fed.ledger.current_round() == 0
+    # the same refusal through `aggregator run --valuation-mode peers --peer-quorum 3`
+    result = _invoke_in_process(
+        [
+            "aggregator",
+            "run",
+            "--rpc-url",
+            anvil_url,
+            "--contract",
+            fed.ledger.address,
+            "--dev-account",
+            "0",
+            "--store",
+            f"ipfs:{ipfs_api}",
+            "--valuation-mode",
+            "peers",
+            "--peer-quorum",
+            "3",
+            "--threads",
+            "1",
+            "--folder",
+            str(tmp_path / "cli"),
+        ],
+    )
+    assert result.exit_code != 0
+    assert "peer quorum 3 is above the 2 active site" in result.output
+    assert fed.ledger.current_round() == 0
     with pytest.raises(ConfigError, match="valuation_mode"):
         AggregatorSettings(valuation_mode="committee")
     with pytest.raises(ConfigError, match="peer_quorum"):
         AggregatorSettings(valuation_mode="peers", peer_quorum=0)
+
+
+class Crash(FedtrailError):
+    """Stands for the aggregator's process dying at a step (raised by the step hook)."""
+
+
+def _crash_at_valued(name: str) -> None:
+    if name == "valued":
+        raise Crash(name)
+
+
+def test_a_crash_after_the_peer_valuation_resumes_to_finalize_once(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    """The service dies right after recordPeerValuation is mined (its step hook): a fresh
+    service over the same folder finalizes the round from the chain's weights and votes."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+    ledger = fed.ledger
+    r = fed.service.open_next()
+    info, peer = ledger.get_round(r), ledger.get_peer_round(r)
+    assert peer is not None
+    for n in fed.nodes[:2]:
+        n.participate(r)
+    pass_deadline(ledger, info.commit_deadline)
+    for n in fed.nodes[:2]:
+        n.participate(r)
+    pass_deadline(ledger, info.reveal_deadline)
+    for n in fed.nodes:
+        n.scorer.score(r)
+    pass_deadline(ledger, peer.score_commit_deadline)
+    for n in fed.nodes:
+        n.scorer.score(r)
+    old = fed.service
+    dying = AggregatorService(
+        ledger=ledger,
+        store=fed.store,
+        account=old.account,
+        validation=old.validation,
+        settings=old.settings,
+        folder=old.folder,
+        at_step=_crash_at_valued,
+    )
+    with pytest.raises(Crash):
+        dying.step()
+    assert ledger.get_round(r).phase == Phase.VALUED
+    fresh = AggregatorService(
+        ledger=ledger,
+        store=fed.store,
+        account=old.account,
+        validation=old.validation,
+        settings=old.settings,
+        folder=old.folder,
+    )
+    outcome = fresh.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    final = ledger.get_round(r)
+    record = RoundLog.from_bytes(fed.store.get(final.log_cid, final.log_sha256))
+    assert record.peer_votes == tuple(ledger.peer_votes(r))
+    assert len(record.peer_votes) == 3
+    assert [e.score for e in record.sites] == [s.score for s in ledger.get_submissions(r)]

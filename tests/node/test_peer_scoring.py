@@ -132,8 +132,10 @@ def test_the_daemon_loop_scores_a_peer_round_and_keeps_its_standing(
     for t in threads:
         t.start()
     try:
-        subs = lambda: ledger.get_submissions(r, include_unrevealed=True)  # noqa: E731
-        _wait("the commitments", lambda: len(subs()) == 3)
+        _wait(
+            "the commitments",
+            lambda: len(ledger.get_submissions(r, include_unrevealed=True)) == 3,
+        )
         pass_deadline(ledger, info.commit_deadline)
         _wait("the reveals", lambda: ledger.get_round(r).submission_count == 3)
         pass_deadline(ledger, info.reveal_deadline)
