@@ -83,7 +83,14 @@ class ServerConfig:
             raise ConfigError("min-nodes must be >= 1, threads and grace-seconds >= 0")
 
     @classmethod
-    def from_run_config(cls, run_config: Mapping[str, Any]) -> ServerConfig:
+    def from_run_config(cls, run_config: Mapping[str, Any], *, prefix: str = "") -> ServerConfig:
+        """The settings from a Flower run config. Without ``prefix`` every key must be one of
+        the settings; with one (``"fedtrail-"`` in a project's own ServerApp, beside its own
+        keys) only the keys that start with it are read, without it."""
+        if prefix:
+            run_config = {
+                k.removeprefix(prefix): v for k, v in run_config.items() if k.startswith(prefix)
+            }
         known = {f.replace("_", "-"): f for f in cls.__dataclass_fields__}
         unknown = sorted(set(run_config) - set(known))
         if unknown:

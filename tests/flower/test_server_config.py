@@ -51,3 +51,23 @@ def test_bad_run_config_is_refused(key: str, value: object, message: str) -> Non
 def test_an_integer_is_taken_where_seconds_may_be_fractional() -> None:
     run = {"deployment": "d.json", "aggregator-keystore": "k.json", "grace-seconds": 5}
     assert ServerConfig.from_run_config(run).grace_seconds == 5.0
+
+
+def test_a_prefix_reads_only_fedtrails_keys_beside_a_projects_own() -> None:
+    run = {
+        "num-server-rounds": 7,  # the project's own keys: ignored, whatever their type
+        "lr": 0.1,
+        "fedtrail-deployment": "d.json",
+        "fedtrail-aggregator-keystore": "k.json",
+        "fedtrail-num-server-rounds": 2,
+    }
+    cfg = ServerConfig.from_run_config(run, prefix="fedtrail-")
+    assert (cfg.deployment, cfg.aggregator_keystore, cfg.num_server_rounds) == (
+        "d.json",
+        "k.json",
+        2,
+    )
+    with pytest.raises(ConfigError, match="unknown run config"):
+        ServerConfig.from_run_config(run | {"fedtrail-lr": 0.1}, prefix="fedtrail-")
+    with pytest.raises(ConfigError, match="unknown run config"):
+        ServerConfig.from_run_config(run)

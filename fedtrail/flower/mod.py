@@ -1,0 +1,196 @@
+"""A ClientApp mod that puts an existing Flower app's own training on the ledger.
+
+    app = ClientApp(mods=[ledger_mod])          # the app's @app.train() stays as it is
+
+The server side is :class:`~fedtrail.flower.strategy.LedgerStrategy`. Its ``train`` messages
+carry a ``fedtrail`` ConfigRecord (round, seconds to the reveal deadline, and which records hold
+the model and the sample count). On such a message the mod, with the site's own
+:class:`~fedtrail.node.daemon.SiteNode` (built from the SuperNode's ``--node-config
+'config="/srv/site/config.toml" passphrase-file="..."'``, as for the fedtrail ClientApp):
+
+1. checks that the model in the message is the round's start model on chain (the store's bytes
+   under the sha256 the chain holds): the ServerApp cannot make a site train on anything else;
+2. calls the app's own train function, takes the trained model from its reply (the
+   ArrayRecord) and the sample count (the MetricRecord entry ``num-examples``, or the key the
+   strategy names);
+3. hands ``trained - start`` to the node (``SiteNode.participate(update=...)``), which encodes it
+   with its codec and residual, commits, waits for the commit deadline, puts it on the store and
+   reveals it, with the site's key; every step is recorded in the node's state.json, so a
+   message delivered again after a crash resumes the submission instead of training again;
+4. replies with the app's MetricRecords and ConfigRecords, without its ArrayRecord (the update
+   travels on the store under the CID on chain, not in the reply), and a ``fedtrail-reply``
+   ConfigRecord: the signed :class:`~fedtrail.flower.replies.SiteReply` that the strategy
+   checks against the chain.
+
+Any other message (evaluate, query, a train message of another strategy) passes through.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp.typing import ClientAppCallable, Mod
+
+from fedtrail.chain import next_block_timestamp
+from fedtrail.errors import ConfigError
+from fedtrail.flower.replies import SiteReply
+from fedtrail.flower.site import answer, site_node
+from fedtrail.node.daemon import HandedUpdate, SiteNode
+from fedtrail.protocol.codes import Phase
+from fedtrail.storage.codec import decode_model
+
+log = logging.getLogger("fedtrail.flower.mod")
+
+REQUEST = "fedtrail"
+"""The ConfigRecord a LedgerStrategy adds to its train messages."""
+REPLY = "fedtrail-reply"
+"""The ConfigRecord the mod adds to the app's reply: the site's signed SiteReply."""
+DEFAULT_SAMPLES_KEY = "num-examples"
+
+NodeFor = Callable[[Context], SiteNode]
+
+
+def node_from_config(context: Context) -> SiteNode:
+    """The site's node from the SuperNode's ``--node-config`` (``config``, ``passphrase-file``,
+    ``threads``), built once per process."""
+    from fedtrail.flower.client_app import setup_from
+
+    return site_node(setup_from(context))
+
+
+def _request(msg: Message) -> tuple[int, float, str, str] | None:
+    """(round, wait seconds, model record key, sample count key) of a LedgerStrategy train
+    message; None for any other message."""
+    if not msg.metadata.message_type.startswith("train") or not msg.has_content():
+        return None
+    if REQUEST not in msg.content.config_records:
+        return None
+    req = msg.content.config_records[REQUEST]
+    round_id, wait = req.get("round"), req.get("wait-seconds", 0.0)
+    arrays_key, samples_key = req.get("arrays-key", ""), req.get("samples-key", "")
+    if isinstance(round_id, bool) or not isinstance(round_id, int) or round_id < 1:
+        raise ConfigError(f"fedtrail request round must be a positive integer, got {round_id!r}")
+    if isinstance(wait, bool) or not isinstance(wait, int | float):
+        raise ConfigError(f"fedtrail request wait-seconds must be a number, got {wait!r}")
+    if not isinstance(arrays_key, str) or not isinstance(samples_key, str):
+        raise ConfigError("fedtrail request arrays-key and samples-key must be strings")
+    return round_id, float(wait), arrays_key, samples_key or DEFAULT_SAMPLES_KEY
+
+
+def _arrays(content: RecordDict, key: str, what: str) -> ArrayRecord:
+    records = content.array_records
+    if key:
+        if key not in records:
+            raise ConfigError(f"{what} holds no ArrayRecord {key!r}")
+        return records[key]
+    if len(records) != 1:
+        raise ConfigError(f"{what} holds {len(records)} ArrayRecords; the strategy names none")
+    return next(iter(records.values()))
+
+
+def _samples(content: RecordDict, key: str) -> int:
+    for record in content.metric_records.values():
+        if key in record:
+            value = record[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                break
+            if value != int(value) or value < 1:
+                break
+            return int(value)
+    raise ConfigError(f"the app's train reply states no positive integer sample count {key!r}")
+
+
+def start_state(node: SiteNode, round_id: int) -> dict[str, torch.Tensor]:
+    """The round's start model (federated tensors) from the store, by the chain's sha256."""
+    info = node.ledger.get_round(round_id)
+    state, _ = decode_model(
+        node.store.get(info.start_cid, info.start_sha256), spec=node.config.model
+    )
+    return state
+
+
+def check_start(arrays: ArrayRecord, start: dict[str, torch.Tensor], round_id: int) -> None:
+    """Raises ConfigError unless ``arrays`` holds exactly the round's start model."""
+    sent = arrays.to_torch_state_dict()
+    differ = [
+        k
+        for k, v in start.items()
+        if k not in sent or sent[k].shape != v.shape or not torch.equal(sent[k].float(), v)
+    ]
+    if differ:
+        raise ConfigError(
+            f"round {round_id}: the model in the message is not the round's start model on "
+            f"chain ({len(differ)} tensor(s) differ, e.g. {differ[0]}); not training on it"
+        )
+
+
+def handed_update(
+    reply: Message, start: dict[str, torch.Tensor], *, arrays_key: str, samples_key: str
+) -> HandedUpdate:
+    """``trained - start`` and the sample count from the app's train reply."""
+    trained = _arrays(reply.content, arrays_key, "the app's train reply").to_torch_state_dict()
+    missing = [k for k in start if k not in trained]
+    if missing:
+        raise ConfigError(f"the app's trained model lacks {len(missing)} tensor(s): {missing[:3]}")
+    delta = {k: trained[k].detach().to(torch.float32) - v for k, v in start.items()}
+    wrong = [k for k, v in start.items() if delta[k].shape != v.shape]
+    if wrong:
+        raise ConfigError(f"the app's trained model changed the shape of {wrong[:3]}")
+    return HandedUpdate(delta=delta, num_samples=_samples(reply.content, samples_key))
+
+
+def _reply(msg: Message, app_reply: Message | None, reply: SiteReply) -> Message:
+    content = RecordDict()
+    if app_reply is not None:
+        for key, metrics in app_reply.content.metric_records.items():
+            content[key] = metrics
+        for key, config in app_reply.content.config_records.items():
+            content[key] = config
+    content[REPLY] = ConfigRecord(reply.to_config())
+    return Message(content, reply_to=msg)
+
+
+def make_ledger_mod(node_for: NodeFor = node_from_config) -> Mod:
+    """The mod, with the site's node from ``node_for(context)`` (default: the SuperNode's
+    ``--node-config``; an in-process federation passes its own nodes)."""
+
+    def ledger_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        request = _request(msg)
+        if request is None:
+            return call_next(msg, context)
+        round_id, wait, arrays_key, samples_key = request
+        node = node_for(context)
+        info = node.ledger.get_round(round_id)
+        app_reply: Message | None = None
+        update: HandedUpdate | None = None
+        open_now = (
+            info.phase == Phase.OPEN
+            and next_block_timestamp(node.ledger.w3) <= info.commit_deadline
+        )
+        if round_id not in node.state.rounds and open_now:
+            start = start_state(node, round_id)
+            check_start(_arrays(msg.content, arrays_key, "the train message"), start, round_id)
+            began = time.perf_counter()
+            app_reply = call_next(msg, context)
+            if app_reply.has_error():
+                return app_reply
+            update = handed_update(app_reply, start, arrays_key=arrays_key, samples_key=samples_key)
+            update = HandedUpdate(
+                delta=update.delta,
+                num_samples=update.num_samples,
+                train_seconds=time.perf_counter() - began,
+            )
+        # else: already encoded (a message delivered again) or too late: no training
+        reply = answer(node, round_id, wait_seconds=wait, update=update)
+        log.info("round %d: %s", round_id, reply)
+        return _reply(msg, app_reply, reply)
+
+    return ledger_mod
+
+
+ledger_mod: Mod = make_ledger_mod()
+"""The mod for a SuperNode started with ``--node-config 'config="/srv/site/config.toml"'``."""
