@@ -21,16 +21,17 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.slow
-def test_shortcut_site_is_flagged_and_scored_zero(embedded: ChainEnv, tmp_path: Path) -> None:
+@pytest.mark.anvil
+def test_shortcut_site_is_flagged_and_scored_zero(anvil: ChainEnv, tmp_path: Path) -> None:
     splits = load_bundled()
     parts = partition_iid(splits.train.labels, 5, seed=0)
     trains = [splits.train.subset(parts[i]) for i in range(4)]
     trains[3] = add_marker(trains[3], label=1)  # the burned-in tag marks every pneumonia image
     fed = build_federation(
-        w3=embedded.w3,
-        coordinator=embedded.coordinator,
-        aggregator=embedded.aggregator,
-        sites=make_sites(embedded.sites[:4], trains, training=TrainConfig(epochs=3)),
+        w3=anvil.w3,
+        coordinator=anvil.coordinator,
+        aggregator=anvil.aggregator,
+        sites=make_sites(anvil.sites[:4], trains, training=TrainConfig(epochs=3)),
         store=LocalStore(tmp_path / "store"),
         folder=tmp_path,
         validation=splits.val,
@@ -41,13 +42,13 @@ def test_shortcut_site_is_flagged_and_scored_zero(embedded: ChainEnv, tmp_path: 
     assert outcome is not None and outcome.phase == Phase.FINALIZED
     r = outcome.round
     subs = {s.site: s for s in ledger.get_submissions(r)}
-    shortcut = subs[embedded.sites[3].address]
+    shortcut = subs[anvil.sites[3].address]
     assert (shortcut.score, shortcut.reason) == (0, Reason.EXPLANATION_SHIFT)
-    for acct in embedded.sites[:3]:
+    for acct in anvil.sites[:3]:
         assert subs[acct.address].reason != Reason.EXPLANATION_SHIFT
     info = ledger.get_round(r)
     doc = roundlog.from_bytes(store.get(info.log_cid, info.log_sha256))
-    entry = next(e for e in doc["sites"] if e["site"] == embedded.sites[3].address)
+    entry = next(e for e in doc["sites"] if e["site"] == anvil.sites[3].address)
     assert (
         entry["reason_label"] == "EXPLANATION_SHIFT"
         and "no-clinical-signal region" in entry["explanation"]
