@@ -54,10 +54,11 @@ def _federation(env: ChainEnv, tmp: Path, steps: int, method: str = "finetune") 
     )
 
 
+@pytest.mark.anvil
 def test_a_site_personalises_the_finalized_global_model_and_keeps_it(
-    embedded: ChainEnv, tmp_path: Path
+    anvil: ChainEnv, tmp_path: Path
 ) -> None:
-    fed = _federation(embedded, tmp_path, steps=6)
+    fed = _federation(anvil, tmp_path, steps=6)
     assert fed.run_round() is not None
     info = fed.ledger.get_round(1)
     terms = RoundTerms.from_bytes(fed.store.get(info.terms_cid, info.terms_sha256))
@@ -102,10 +103,11 @@ def test_a_site_personalises_the_finalized_global_model_and_keeps_it(
     assert shown["use"] == ("personal" if better else "global")
 
 
+@pytest.mark.anvil
 def test_without_personalisation_in_the_terms_nothing_is_written(
-    embedded: ChainEnv, tmp_path: Path
+    anvil: ChainEnv, tmp_path: Path
 ) -> None:
-    fed = _federation(embedded, tmp_path, steps=0)
+    fed = _federation(anvil, tmp_path, steps=0)
     assert fed.run_round() is not None
     record = fed.node(0).personalise_latest()
     assert record is not None and record.personal_sha256 == ""
@@ -137,8 +139,9 @@ def test_older_state_files_load_without_personal_fields(tmp_path: Path) -> None:
     assert _personal(worse)["use"] == "global"
 
 
-def test_a_diverging_fine_tune_is_recorded_not_fatal(embedded: ChainEnv, tmp_path: Path) -> None:
-    fed = _federation(embedded, tmp_path, steps=0)
+@pytest.mark.anvil
+def test_a_diverging_fine_tune_is_recorded_not_fatal(anvil: ChainEnv, tmp_path: Path) -> None:
+    fed = _federation(anvil, tmp_path, steps=0)
     assert fed.run_round() is not None
     info = fed.ledger.get_round(1)
     terms = RoundTerms.from_bytes(fed.store.get(info.terms_cid, info.terms_sha256))
@@ -158,10 +161,11 @@ def test_a_diverging_fine_tune_is_recorded_not_fatal(embedded: ChainEnv, tmp_pat
     assert not (tmp_path / "nodes" / "site-0" / PERSONAL_MODEL).exists()
 
 
+@pytest.mark.anvil
 def test_fedrep_carries_the_site_head_from_round_to_round_over_the_new_global_body(
-    embedded: ChainEnv, tmp_path: Path
+    anvil: ChainEnv, tmp_path: Path
 ) -> None:
-    fed = _federation(embedded, tmp_path, steps=4, method="fedrep")
+    fed = _federation(anvil, tmp_path, steps=4, method="fedrep")
     folder = tmp_path / "nodes" / "site-0"
     spec = ModelSpec()
     assert fed.run_round() is not None
