@@ -413,13 +413,14 @@ def test_until_round_counts_on_chain_so_a_restart_does_not_overshoot(
         service.run()
 
 
+@pytest.mark.anvil
 def test_the_logs_heatmaps_decide_at_the_calibrated_threshold(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The probe heatmaps' predictions use the bias the round's metrics record, as the nodes and
     `fedtrail explain` do (not the plain 0.5 decision)."""
     import fedtrail.aggregator.service as service_mod
-    from tests.auditor.test_verify import federation
+    from tests.auditor.test_verify import federation, on_anvil
 
     seen: list[object] = []
     real = service_mod.explain_methods
@@ -429,7 +430,7 @@ def test_the_logs_heatmaps_decide_at_the_calibrated_threshold(
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(service_mod, "explain_methods", spy)
-    fed = federation(tmp_path, rounds=1)
+    fed = federation(tmp_path, rounds=1, **on_anvil(anvil_url))
     info = fed.ledger.get_round(1)
     record = RoundLog.from_bytes(fed.store.get(info.log_cid, info.log_sha256))
     assert record.metrics.after.bias is not None
