@@ -38,6 +38,7 @@ from fedtrail.node.config import (
     write_node_config,
 )
 from fedtrail.node.daemon import NodeHooks, NodeState, RoundRecord, SiteNode
+from fedtrail.node.scoring import SCORES_NAME, ScoreRecord, ScoreState
 from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 from fedtrail.storage.codec import CompressionMethod
@@ -359,6 +360,18 @@ def _val_decision(rec: RoundRecord | None) -> dict[str, Any]:
     return {"val_f1": rec.val_f1_calibrated, "threshold": rec.val_threshold}
 
 
+def _scoring(rec: ScoreRecord | None) -> dict[str, Any]:
+    """The site's part as a validator of a peer round: how far its scoring got (``scored``,
+    ``committed``, ``revealed``, ``skipped``: see ``scoring_note``) and the scores it gave."""
+    if rec is None:
+        return {"scoring": "", "scores_given": None, "scoring_note": ""}
+    return {
+        "scoring": rec.phase,
+        "scores_given": [s / SCORE_SCALE for s in rec.scores] or None,
+        "scoring_note": rec.note,
+    }
+
+
 def _personal(rec: RoundRecord | None) -> dict[str, Any]:
     """The round's finalized global model and the site's personalised one (fine-tuned from
     it, kept in the folder) on the site's validation split: AUC and the calibrated F1 (more
@@ -402,6 +415,7 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
     address = keystore_address(folder / config.keystore)
     site = ledger.get_site(address)
     local = NodeState.load(folder / "state.json")
+    scoring = ScoreState.load(folder / SCORES_NAME)
     account = ledger.privacy(address)
     spends = {s.round: s.epsilon_micro for s in ledger.privacy_spends(site=address)}
     rounds = []
@@ -424,6 +438,7 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
                 "val_auc": rec.val_auc if rec else None,
                 **_val_decision(rec),
                 **_personal(rec),
+                **(_scoring(scoring.rounds.get(r)) if scoring.rounds else {}),
             }
         )
     doc = {
@@ -436,6 +451,10 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
         "privacy": account.to_json(),
         "rounds": rounds,
     }
+    standing = ledger.validator_standing(address)
+    if standing.rated_rounds:
+        doc["validator_reputation"] = standing.reputation / SCORE_SCALE
+        doc["validator_rated_rounds"] = standing.rated_rounds
     if fmt == "json":
         emit(doc, "json")
         return
@@ -443,6 +462,11 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
     click.echo(f"ledger      {ledger.address}")
     click.echo(f"registered  {doc['registered']}")
     click.echo(f"reputation  {doc['reputation']:.4f} over {doc['valued_rounds']} valued round(s)")
+    if standing.rated_rounds:
+        click.echo(
+            f"validator   reputation {standing.reputation / SCORE_SCALE:.4f} over "
+            f"{standing.rated_rounds} rated peer round(s)"
+        )
     if account.used:
         click.echo(f"privacy     {account.describe()} (summed on chain over its rounds)")
     click.echo("")

@@ -13,13 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from fedtrail.cli import cli
 from fedtrail.errors import FedtrailError
+from fedtrail.keys import create_keystore
 from fedtrail.ledger import score_commitment
+from fedtrail.node.config import CONFIG_NAME, NodeConfig, write_node_config
 from fedtrail.node.daemon import NodeHooks
 from fedtrail.node.scoring import SCORES_NAME, ScoreState
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.peers import peer_outcome
+from fedtrail.protocol.weights import SCORE_SCALE
 from tests.aggregator.peer_setup import pass_deadline, peer_federation
 
 pytestmark = [
@@ -155,6 +160,17 @@ def test_the_daemon_loop_scores_a_peer_round_and_keeps_its_standing(
     assert service.combine(r) is None
     outcome = service.step()
     assert outcome is not None and outcome.phase == Phase.FINALIZED
+    # `node status` shows the site's part as a validator: its scoring and its standing
+    folder = nodes[0].folder
+    create_keystore(folder / "keystore.json", "pw", account=nodes[0].account, kdf_n=2)
+    write_node_config(folder / CONFIG_NAME, NodeConfig(rpc_url=anvil_url, contract=ledger.address))
+    shown = CliRunner().invoke(cli, ["node", "status", str(folder), "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    doc = json.loads(shown.stdout)
+    (row,) = doc["rounds"]
+    assert row["scoring"] == "revealed" and row["scoring_note"] == ""
+    assert row["scores_given"] == [s / SCORE_SCALE for s in nodes[0].scorer.state.rounds[r].scores]
+    assert doc["validator_rated_rounds"] == 1 and 0 < doc["validator_reputation"] <= 1
     for n in nodes:
         saved = json.loads((n.folder / "validator" / f"history-{r}.json").read_text())
         assert saved["round"] == r and saved["valued_rounds"] == 1  # round 1 was its warm-up
