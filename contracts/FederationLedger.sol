@@ -938,8 +938,11 @@ contract FederationLedger {
         });
     }
 
-    /// @notice `validator`'s score vote in `round`: its commitment until it reveals (`revealed`
-    /// false), then `keccak256(abi.encode(round, validator, scores))` (zero: no commitment).
+    /// @notice `validator`'s score vote in `round`: its commitment until it reveals, then
+    /// `keccak256(abi.encode(round, validator, scores))` (zero: no commitment). `revealed` is
+    /// whether `round` is the last round the validator revealed scores in (what {revealScores}
+    /// and {recordPeerValuation} check): it reads false for an earlier round, where the
+    /// `ScoresRevealed` event is the record of the reveal and `stored` the hash of its vector.
     function scoreVote(uint256 round, address validator)
         external
         view

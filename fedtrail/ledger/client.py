@@ -592,21 +592,24 @@ class Ledger:
         )
 
     def score_vote(self, round_id: int, validator: str) -> tuple[str, bool]:
-        """``validator``'s stored score vote in ``round_id`` (hex; zeros without one) and
-        whether it is revealed (then the hash of the vector, otherwise the commitment)."""
+        """``validator``'s stored score vote in ``round_id`` (hex; zeros without one: the
+        commitment, and after the reveal the hash of the vector) and whether ``round_id`` is the
+        last round it revealed scores in (false for an earlier round even when it revealed
+        there: the ScoresRevealed event is that reveal's record)."""
         stored, revealed = self._view(self._fn.scoreVote(round_id, checksum(validator)))
         return from_bytes32(stored), bool(revealed)
 
     def peer_votes(self, round_id: int) -> list[PeerVote]:
         """Every revealed score vector of peer round ``round_id``, in ascending validator order,
         from its ScoresRevealed events; each is checked against the hash the contract stored
-        (:class:`LedgerError` when an event does not match the state)."""
+        (:class:`LedgerError` when an event does not match the state). Works for any past round:
+        the event is the record of the reveal, the stored hash pins its vector."""
         votes: dict[str, PeerVote] = {}
         for event in self.events("ScoresRevealed", argument_filters={"round": round_id}):
             validator = checksum(event.args["validator"])
             scores = tuple(int(x) for x in event.args["scores"])
-            stored, revealed = self.score_vote(round_id, validator)
-            if not revealed or stored != score_vote_hash(round_id, validator, scores):
+            stored, _ = self.score_vote(round_id, validator)
+            if stored != score_vote_hash(round_id, validator, scores):
                 raise LedgerError(
                     f"the ScoresRevealed event of {validator} in round {round_id} does not "
                     "match the vote the ledger stored"

@@ -136,3 +136,20 @@ def test_peer_votes_refuses_an_event_that_does_not_match_the_stored_vote(
     monkeypatch.setattr(fed.ledger, "score_vote", tampered)
     with pytest.raises(LedgerError, match="does not match"):
         fed.ledger.peer_votes(round_id)
+
+
+def test_peer_votes_of_an_earlier_round_survive_the_validators_next_reveal(fed: Fed) -> None:
+    a, b, _ = fed.sites
+    first = fed.open_peer(quorum=1)
+    fed.submit(first, [a], [100])
+    fed.score(first, {b.address: [300_000]})
+    fed.past_score_reveal(first)
+    fed.ledger.record_peer_valuation(b, first, [a.address], fed.ledger.peer_votes(first))
+    fed.finalize(first, "g1")
+    second = fed.open_peer(quorum=1, model="g1")
+    fed.submit(second, [a], [100])
+    fed.score(second, {b.address: [800_000]})
+    assert fed.ledger.score_vote(second, b.address)[1] is True
+    assert fed.ledger.score_vote(first, b.address)[1] is False  # revealed: the latest round only
+    assert fed.ledger.peer_votes(first) == [PeerVote(validator=b.address, scores=(300_000,))]
+    assert fed.ledger.peer_votes(second) == [PeerVote(validator=b.address, scores=(800_000,))]
