@@ -147,6 +147,8 @@ def test_quorum_not_met_cancels_after_the_score_deadline(
     pass_deadline(ledger, peer.score_commit_deadline)
     fed.nodes[0].scorer.score(r)
     assert service.step() is None  # the score reveal window is still open: others may vote
+    with pytest.raises(FedtrailError, match="is a peer round"):
+        service.value(r)  # the aggregator never values a peer round on its own split
     assert ledger.get_round(r).phase == Phase.OPEN
     pass_deadline(ledger, peer.score_reveal_deadline)
     with caplog.at_level(logging.WARNING, logger="fedtrail.aggregator"):
