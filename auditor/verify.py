@@ -11,6 +11,14 @@ before any update existed (aggregation rule, valuation settings, validation-set 
 spec, duplicate thresholds). A log whose settings differ from the terms fails ``terms.rule``,
 ``terms.valuation``, ``terms.validation`` or ``terms.model``; updates that are not in canonical
 encoding count as malformed, and duplicates are re-derived in commit order (``duplicates``).
+
+A peer round (issue 14: the chain holds a peer record, or the terms or the log say valuation
+mode ``"peers"``) is scored by its sites, not the aggregator: its scores, reasons, weights and
+validator reputations are recomputed from the revealed score vectors on chain
+(``peers.votes``, ``peers.median``, ``peers.quorum``, ``peers.reputation``:
+:mod:`fedtrail.auditor.peers`), with no validation split; the valuation replay
+(``scores.recomputed``) is reported not applicable there, never as passed. Weights, global
+model, blobs and log are checked as in any round.
 """
 
 from __future__ import annotations
