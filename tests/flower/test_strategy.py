@@ -1,12 +1,12 @@
 """The README's example for an existing Flower project (LedgerStrategy around FedAvg, ledger_mod on
-the ClientApp), run as it stands in one process: Flower's own Strategy.start drives the rounds
+the ClientApp), run as it stands in one process: Flower's own Strategy.start drives two rounds
 over an in-process Grid (threads for SuperNodes) against the embedded chain and a local store.
 
 Every round finalizes on chain, the model Flower hands the evaluate step is the global model the
 chain finalized (not FedAvg's own aggregate), each site's sample count on chain is the one its
 train function stated, ``audit verify`` passes, and a message delivered again does not train
-again. A site whose reply (signed with its own key) claims ten times its samples gets weight 0,
-CONTRADICTED, with the reply in the log; the other sites keep their weight."""
+again. In round 2 one site's reply (signed with its own key) claims ten times its samples: it
+gets weight 0, CONTRADICTED, with the reply in the log; the other sites keep their weight."""
 
 from __future__ import annotations
 
@@ -175,24 +175,55 @@ def _run(
     return ns, grid
 
 
-def test_the_readme_example_runs_rounds_on_the_ledger(
+def test_the_readme_example_runs_rounds_on_the_ledger_where_a_signed_lie_gains_nothing(
     embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fed = _federation(embedded, tmp_path)
     project = Project(fed)
-    _, grid = _run(fed, project, monkeypatch, rounds=2)
+    liar = fed.nodes[2]
+
+    def lie(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        """In round 2, ten times the samples in the reply, signed with the site's own key."""
+        reply = call_next(msg, context)
+        if reply.has_error() or REPLY not in reply.content.config_records:
+            return reply
+        doc = dict(reply.content.config_records[REPLY])
+        if doc["phase"] == "revealed" and doc["round"] == 2:
+            samples = doc["num_samples"]
+            assert isinstance(samples, int)
+            doc.update(num_samples=samples * 10, signature="")
+            signed = sign_as(liar, SiteReply.from_config(doc))
+            reply.content[REPLY] = ConfigRecord(signed.to_config())
+        return reply
+
+    _, grid = _run(fed, project, monkeypatch, rounds=2, outer={103: lie})
     ledger, store = fed.ledger, fed.store
     assert ledger.current_round() == 2
     spec = fed.service.spec
     for r in (1, 2):
         info = ledger.get_round(r)
         assert info.phase == Phase.FINALIZED
-        subs = ledger.get_submissions(r)
-        assert {s.site for s in subs} == {n.address for n in fed.nodes}
-        assert all(s.num_samples == len(n.train) for s, n in zip(subs, fed.nodes, strict=False))
+        subs = {s.site: s for s in ledger.get_submissions(r)}
+        # every site's sample count on chain is the one its train function stated
+        assert {a: s.num_samples for a, s in subs.items()} == {
+            n.address: len(n.train) for n in fed.nodes
+        }
         # what Flower handed the evaluate step is the chain's global model of the round
         chain_global, _ = decode_model(store.get(info.global_cid, info.global_sha256), spec=spec)
         assert {ev[r - 1] for ev in project.evaluated.values()} == {fingerprint(chain_global)}
+        log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256))
+        if r == 1:
+            assert log.evidence == ()
+            assert subs[liar.address].reason != Reason.CONTRADICTED
+        else:  # the liar's signed reply is evidence: no weight, CONTRADICTED, in the log
+            assert (subs[liar.address].weight, subs[liar.address].reason) == (
+                0,
+                Reason.CONTRADICTED,
+            )
+            assert all(s.weight > 0 for a, s in subs.items() if a != liar.address)
+            assert [(e.site, e.contradicts) for e in log.evidence] == [
+                (liar.address, ("num_samples",))
+            ]
     assert sorted(project.trained) == [101, 101, 102, 102, 103, 103]
     audits = verify_all(ledger, store)
     assert all(a.passed for a in audits), [c for a in audits for c in a.checks if not c.passed]
@@ -226,41 +257,6 @@ def test_the_readme_example_runs_rounds_on_the_ledger(
         sub.sha256,
         sub.num_samples,
     )
-
-
-def test_a_site_whose_signed_reply_differs_from_the_chain_gains_nothing(
-    embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fed = _federation(embedded, tmp_path)
-    project = Project(fed)
-    liar = fed.nodes[2]
-
-    def lie(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        """Ten times the samples in the reply, signed with the site's own key."""
-        reply = call_next(msg, context)
-        if reply.has_error() or REPLY not in reply.content.config_records:
-            return reply
-        doc = dict(reply.content.config_records[REPLY])
-        if doc["phase"] == "revealed":
-            samples = doc["num_samples"]
-            assert isinstance(samples, int)
-            doc.update(num_samples=samples * 10, signature="")
-            signed = sign_as(liar, SiteReply.from_config(doc))
-            reply.content[REPLY] = ConfigRecord(signed.to_config())
-        return reply
-
-    _, grid = _run(fed, project, monkeypatch, rounds=1, outer={103: lie})
-    grid.close()
-    info = fed.ledger.get_round(1)
-    assert info.phase == Phase.FINALIZED
-    subs = {s.site: s for s in fed.ledger.get_submissions(1)}
-    assert subs[liar.address].num_samples == len(liar.train)  # the chain holds the truth
-    assert (subs[liar.address].weight, subs[liar.address].reason) == (0, Reason.CONTRADICTED)
-    assert all(s.weight > 0 for a, s in subs.items() if a != liar.address)
-    log = RoundLog.from_bytes(fed.store.get(info.log_cid, info.log_sha256))
-    assert [(e.site, e.contradicts) for e in log.evidence] == [(liar.address, ("num_samples",))]
-    audits = verify_all(fed.ledger, fed.store)
-    assert all(a.passed for a in audits), [c for a in audits for c in a.checks if not c.passed]
 
 
 def test_the_mod_trains_only_on_the_chains_start_model() -> None:
