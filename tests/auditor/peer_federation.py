@@ -18,15 +18,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from eth_account.signers.local import LocalAccount
 
 from fedtrail.chain import advance_time, block_timestamp, dev_account
-from fedtrail.ledger import Valuation
+from fedtrail.ledger import Valuation, commitment
 from fedtrail.ledger.records import score_commitment
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import PeerVote, address_key
 from fedtrail.protocol.terms import RoundTerms
+from fedtrail.storage.codec import encode_update
 from fedtrail.storage.store import ContentStore
 from tests.auditor.report.federation import (
     SPEC,
@@ -116,21 +118,58 @@ def open_peer_round(pf: PeerFed, chain_quorum: int | None = None) -> int:
     return int(round_id)
 
 
-def hand_vectors(pf: PeerFed, round_id: int) -> dict[str, tuple[int, ...]]:
+def submit(
+    pf: PeerFed, round_id: int, *, seed: int, tamper: str | None = None
+) -> dict[str, tuple[str, str]]:
+    """Every hospital commits to a hand-made update and reveals it; ``tamper``: the address of
+    one that reveals the CID of another blob under its update's sha256, so nobody can read its
+    update (the auditor's fetch: TAMPERED). Returns {that CID: the update's (cid, sha256)}."""
+    fed = pf.fed
+    gen = torch.Generator().manual_seed(seed)
+    reveals = []
+    swapped: dict[str, tuple[str, str]] = {}
+    for i, site in enumerate(fed.sites):
+        delta = {
+            name: 0.01 * torch.randn(shape, generator=gen)
+            for name, (shape, _) in SPEC.tensor_layout().items()
+        }
+        cid, sha = put(fed.store, encode_update(delta, spec=SPEC, round=round_id).blob)
+        if site.address == tamper:
+            other = put(fed.store, f"not the update of round {round_id}".encode())[0]
+            swapped[other] = (cid, sha)
+            cid = other
+        n = 100 + 50 * i
+        fed.ledger.commit_update(site, round_id, commitment(site.address, round_id, sha, n))
+        reveals.append((site, cid, sha, n))
+    info = fed.ledger.get_round(round_id)
+    advance_time(fed.ledger.w3, info.commit_deadline - block_timestamp(fed.ledger.w3) + 1)
+    for site, cid, sha, n in reveals:
+        fed.ledger.reveal_update(site, round_id, cid, sha, n)
+    return swapped
+
+
+def hand_vectors(
+    pf: PeerFed, round_id: int, unreadable: str | None = None
+) -> dict[str, tuple[int, ...]]:
     """Each validator's vector over the revealed updates (address order): a base score per
-    update plus a validator's own offset; a hospital's entry for its own update is 0."""
+    update plus a validator's own offset; a hospital's entry for its own update is 0, and so is
+    every entry for the ``unreadable`` update."""
     sites = sorted((s.site for s in pf.fed.ledger.get_submissions(round_id)), key=address_key)
     base = [500_000 + 90_000 * i + 7_000 * round_id for i in range(len(sites))]
     out = {}
     for k, v in enumerate(pf.validators):
         out[v.address] = tuple(
-            0 if site == v.address else b + 13_000 * k for site, b in zip(sites, base, strict=True)
+            0 if site in (v.address, unreadable) else b + 13_000 * k
+            for site, b in zip(sites, base, strict=True)
         )
     return out
 
 
 def score_round(
-    pf: PeerFed, round_id: int, during: Callable[[int], None] | None = None
+    pf: PeerFed,
+    round_id: int,
+    during: Callable[[int], None] | None = None,
+    unreadable: str | None = None,
 ) -> list[PeerVote]:
     """Every validator commits its hand-made vector after the reveal deadline, reveals it after
     the score commit deadline, and the last validator records the peer valuation. ``during``
@@ -138,7 +177,7 @@ def score_round(
     ledger = pf.fed.ledger
     w3 = ledger.w3
     info = ledger.get_round(round_id)
-    vectors = hand_vectors(pf, round_id)
+    vectors = hand_vectors(pf, round_id, unreadable)
     advance_time(w3, info.reveal_deadline - block_timestamp(w3) + 1)
     if during is not None:
         during(round_id)
@@ -170,14 +209,16 @@ def peer_round(
     edit: Callable[[dict[str, Any]], None] | None = None,
     during: Callable[[int], None] | None = None,
     chain_quorum: int | None = None,
+    tamper: str | None = None,
 ) -> int:
     """One peer round from opening to finalize; ``edit`` forges the log before it is hashed,
     ``during`` runs between the update reveals and the score commitments, ``chain_quorum``
-    opens it with another quorum than the terms'."""
+    opens it with another quorum than the terms', ``tamper`` names a hospital whose revealed
+    update nobody can read (every validator scores it 0)."""
     fed = pf.fed
     round_id = open_peer_round(pf, chain_quorum)
-    submit_all(fed, round_id, seed=seed)
-    votes = score_round(pf, round_id, during)
+    swapped = submit(pf, round_id, seed=seed, tamper=tamper)
+    votes = score_round(pf, round_id, during, tamper)
 
     def peer_log(doc: dict[str, Any]) -> None:
         doc["settings"]["valuation"] = dict(PEER_VALUATION)
@@ -190,5 +231,25 @@ def peer_round(
         if edit is not None:
             edit(doc)
 
-    pf.model = finalize(fed, round_id, pf.model, None, peer_log)
+    store = fed.store
+    if swapped:  # the hand-run aggregation decodes every update, the unreadable one weighted 0
+        fed.store = _Swapped(store, swapped)  # type: ignore[assignment]
+    try:
+        pf.model = finalize(fed, round_id, pf.model, None, peer_log)
+    finally:
+        fed.store = store
     return round_id
+
+
+class _Swapped:
+    """The store, except that a swapped CID reads the update it stands in for (so the hand-run
+    aggregation can decode every update; the unreadable one has weight 0)."""
+
+    def __init__(self, store: Any, swapped: dict[str, tuple[str, str]]) -> None:
+        self.store, self.swapped = store, swapped
+
+    def put(self, blob: bytes) -> str:
+        return str(self.store.put(blob))
+
+    def get(self, cid: str, sha256: str, **kwargs: Any) -> bytes:
+        return bytes(self.store.get(*self.swapped.get(cid, (cid, sha256)), **kwargs))

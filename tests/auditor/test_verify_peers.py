@@ -19,6 +19,7 @@ from fedtrail.auditor.verify import RoundAudit, verify_round
 from fedtrail.cli import cli
 from fedtrail.errors import FedtrailError
 from fedtrail.ledger import Valuation
+from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import address_key, median
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.store import IpfsStore
@@ -110,6 +111,21 @@ def test_log_weights_moved_between_sites_fail_peers_median(pf: PeerFed) -> None:
     bad = failed(verify_round(pf.fed.ledger, pf.fed.store, r))
     assert set(bad) == {"peers.median", "log.agrees"}, bad
     assert "weight" in bad["peers.median"] and "weight" in bad["log.agrees"]
+
+
+def test_an_update_nobody_could_read_rejected_by_the_peers_is_consistent(pf: PeerFed) -> None:
+    """A hospital reveals a CID whose bytes are not its committed update: every validator scores
+    it 0, the contract rejects it (PEER_REJECTED, weight 0), and the auditor, who cannot read it
+    either, finds that consistent."""
+    ledger, site = pf.fed.ledger, pf.fed.sites[1].address
+    r = peer_round(pf, seed=8, tamper=site)
+    sub = ledger.get_submission(r, site)
+    assert sub is not None and (sub.score, sub.reason, sub.weight) == (0, Reason.PEER_REJECTED, 0)
+    audit = verify_round(ledger, pf.fed.store, r)
+    assert audit.passed, failed(audit)
+    check = next(c for c in audit.checks if c.name == f"update.{site[:10]}")
+    assert check.passed and "do not match the on-chain sha256" in check.detail
+    assert "scored 0 as unusable at valuation: consistent" in check.detail
 
 
 def test_a_chain_quorum_other_than_the_terms_fails_peers_quorum(pf: PeerFed) -> None:
