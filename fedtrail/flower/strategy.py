@@ -140,7 +140,8 @@ class LedgerStrategy(Strategy):
 
     def timeout(self) -> float:
         """A ``Strategy.start`` timeout that covers a round's windows and the grace."""
-        commit, reveal = self.service._windows()
+        settings, least = self.service.settings, self.service.ledger.min_round_window()
+        commit, reveal = max(settings.round_seconds, least), max(settings.reveal_seconds, least)
         return float(commit + reveal + 2) + self.rounds.grace
 
     # ------------------------------------------------------------------ train

@@ -35,12 +35,15 @@ chain and store calls: aggregation, metrics before/after, heatmaps, log), ``idle
 waiting for the commit deadline) and ``other`` (the rest: encoding, signing, copying messages,
 Flower's bookkeeping).
 
-Targets (exit 1 when one is missed): both halves complete every round, every fedtrail round is
-finalized on chain, ``audit verify`` passes, and the whole-run ratio is <= 20. The issue asks only
-for the ratio; 20 is a guard against a regression of an order of magnitude (a wait for the reveal
-deadline instead of the last reveal, training twice), not a bar: a fedtrail round is at least the
-commit window (2.5x the slowest training + 5 s) plus valuation and finalize, against a plain
-round of one training.
+Targets (exit 1 when one is missed): both halves start from the same model and complete every
+round, every fedtrail round is finalized on chain, ``audit verify`` passes, and the whole-run
+ratio is <= 30. The issue asks only for the ratio, and no ratio bound holds for every workload:
+a fedtrail round adds a fixed cost (the commit window, at least the ledger's 10 s minimum; the
+transactions, the IPFS puts and gets, the valuation and the finalize step) to a plain round of
+one training, so the ratio falls as training grows. For the default workload (3 sites of 304
+images, 1 epoch: about 2 s of training a round) it measured 15.5 on the loaded 2-core machine;
+30 leaves room for a machine twice as loaded and still fails a service that waits for the
+60-s reveal deadline instead of the last reveal (+60 s a round, 30x the plain round on its own).
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ from fedtrail.storage.codec import encode_model  # noqa: E402
 from fedtrail.storage.store import IpfsStore  # noqa: E402
 from scripts.bench._daemons import daemons  # noqa: E402
 
-RATIO_BOUND = 20.0
+RATIO_BOUND = 30.0
 SEED = 0
 
 
@@ -256,7 +259,7 @@ def main() -> int:
             store=IpfsStore(api),
             folder=Path(tempfile.mkdtemp(prefix="flower-overhead-")),
             validation=splits.val,
-            settings=replace(settings, round_seconds=commit_seconds, reveal_seconds=30),
+            settings=replace(settings, round_seconds=commit_seconds, reveal_seconds=60),
         )
         service = fed.service
         provider: Any = fed.ledger.w3.provider
