@@ -6,10 +6,14 @@
 #   scripts/testnet_demo.sh [--sites N] [--rounds K] [--dir DIR] [--compression none|topk8]
 #                           [--round-seconds S] [--reveal-seconds R]
 #                           [--data pneumonia|retina|FILE.npz] [--arch A] [--image-size PX]
+#                           [--valuation-mode aggregator|peers]
 #
 # Sites train and commit within the commit window (S seconds of chain time, default 120: every
 # site must finish training by then), and reveal after it within R seconds (default 60); a round
-# is valued as soon as every site has revealed.
+# is valued as soon as every site has revealed. With --valuation-mode peers every site daemon
+# then scores the others' updates on its own validation shard, commits its score vector and
+# reveals it (R seconds each), and the contract takes each update's median; the aggregator only
+# combines.
 # Logs of every process go to DIR/logs/. Uses Anvil's public development key for the
 # coordinator/aggregator (local chain only) and an encrypted keystore per site.
 set -euo pipefail
@@ -22,6 +26,7 @@ COMPRESSION=none
 ROUND_SECONDS=120
 REVEAL_SECONDS=60
 DATA=pneumonia
+VALUATION_MODE=aggregator
 MODEL_ARGS=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -34,11 +39,17 @@ while [[ $# -gt 0 ]]; do
     --data) DATA="$2"; shift 2 ;;
     --arch) MODEL_ARGS+=(--arch "$2"); shift 2 ;;
     --image-size) MODEL_ARGS+=(--image-size "$2"); shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --valuation-mode) VALUATION_MODE="$2"; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
 [[ "$SITES" =~ ^[0-9]+$ && "$SITES" -ge 1 && "$SITES" -le 8 ]] || { echo "--sites must be 1..8" >&2; exit 2; }
+[[ "$VALUATION_MODE" == aggregator || "$VALUATION_MODE" == peers ]] || { echo "--valuation-mode must be aggregator or peers" >&2; exit 2; }
+PEER_ARGS=()
+if [[ "$VALUATION_MODE" == peers ]]; then
+    PEER_ARGS=(--valuation-mode peers --score-commit-seconds "$REVEAL_SECONDS" --score-reveal-seconds "$REVEAL_SECONDS")
+fi
 
 DIR="${DIR:-$(mktemp -d "${TMPDIR:-/tmp}/fedtrail-testnet.XXXXXX")}"
 # shellcheck source=scripts/federation_lib.sh
@@ -80,7 +91,7 @@ done
 "$FEDTRAIL" aggregator run --rpc-url "$RPC" --deployment "$DEPLOYMENT" --dev-account 0 \
     --store "$STORE" --rounds "$ROUNDS" --round-seconds "$ROUND_SECONDS" \
     --reveal-seconds "$REVEAL_SECONDS" --poll-interval 1 --threads 1 \
-    --validation "$DATA" ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"} \
+    --validation "$DATA" ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"} ${PEER_ARGS[@]+"${PEER_ARGS[@]}"} \
     --folder "$DIR/aggregator" 2>"$DIR/logs/aggregator.log" &
 AGG=$!
 PIDS+=("$AGG")

@@ -139,7 +139,8 @@ class Federation:
         """Open the next round, let every node commit, move the chain's clock past the commit
         deadline, let every node store and reveal (copying sites last, so they find something
         to copy), value and finalize it; the outcome, or None when the round did not close.
-        The clock moves past the reveal deadline too when a site has not revealed."""
+        The clock moves past the reveal deadline too when a site has not revealed. In a peer
+        round every node scores, commits and reveals its score vector in between."""
         round_id = self.service.open_next()
         for n in self.nodes:
             n.participate(round_id)  # train, encode, commit
@@ -150,6 +151,20 @@ class Federation:
             n.participate(round_id)  # store, reveal
         if not self.service.ready_to_value(round_id):
             _pass(self.ledger, info.reveal_deadline)
+        peer = self.ledger.get_peer_round(round_id)
+        if peer is not None:
+            # A peer round: every node (update or not) scores the others and commits its
+            # vector once the reveal window has closed, then reveals it after the score
+            # commit deadline; the service then records the chain's medians.
+            _pass(self.ledger, info.reveal_deadline)
+            for n in self.nodes:
+                n.scorer.score(round_id)  # score, commit
+            _pass(self.ledger, peer.score_commit_deadline)
+            for n in self.nodes:
+                n.scorer.score(round_id)  # reveal
+            scored = self.ledger.get_peer_round(round_id)
+            if scored is None or scored.vote_count < len(self.nodes):
+                _pass(self.ledger, peer.score_reveal_deadline)
         first = self.service.step()  # value (or cancel)
         if first is not None:
             return first

@@ -118,7 +118,7 @@ def one_scale(rpc: str, api: str, n_sites: int) -> dict[str, float | int]:
     audit = verify_round(ledger, store, r)
     t_audit = time.perf_counter() - ta
     if not audit.passed:
-        raise SystemExit(f"verify failed: {[c for c in audit.checks if not c.passed]}")
+        raise SystemExit(f"verify failed: {[c for c in audit.checks if c.failed]}")
     wall = t_sites + t_value + t_final
     return {
         "sites": n_sites,
