@@ -41,6 +41,7 @@ from eth_account.signers.local import LocalAccount
 
 from fedtrail.chain import next_block_timestamp
 from fedtrail.errors import (
+    ConfigError,
     ContentNotFound,
     ContentTooLarge,
     ContractRevert,
@@ -147,6 +148,7 @@ class PeerScorer:
         self.account = account
         self.spec = spec
         self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.val = val
         self._at_step = at_step
         self.path = self.folder / SCORES_NAME
@@ -281,6 +283,8 @@ class PeerScorer:
             )
         except UnfitValidation as exc:
             return self._skip(round_id, None, f"abstains: {exc}")
+        except ConfigError as exc:  # settings this site cannot score under: said, not retried
+            return self._skip(round_id, None, f"cannot score under the round's terms: {exc}")
         seconds = time.perf_counter() - started
         if vector.history is not None:
             self._save_history(round_id, vector.history)

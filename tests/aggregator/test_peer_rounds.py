@@ -17,6 +17,7 @@ from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
 from fedtrail.auditor.verify import verify_all
 from fedtrail.cli import cli
 from fedtrail.errors import ConfigError, FedtrailError
+from fedtrail.node.scoring import PeerScorer
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.peers import address_key, peer_outcome
 from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
@@ -144,6 +145,18 @@ def test_quorum_not_met_cancels_after_the_score_deadline(
         n.participate(r)
     pass_deadline(ledger, info.reveal_deadline)
     fed.nodes[0].scorer.score(r)  # one validator of the three votes
+    # another holds no validation split (an image-folder site): it abstains, with the reason
+    blind = PeerScorer(
+        ledger=ledger,
+        store=fed.store,
+        account=fed.nodes[1].account,
+        spec=fed.nodes[1].config.model,
+        folder=tmp_path / "blind",
+        val=None,
+    )
+    abstained = blind.score(r)
+    assert abstained is not None and abstained.phase == "skipped"
+    assert "no validation split" in abstained.note and blind.done(r)
     pass_deadline(ledger, peer.score_commit_deadline)
     fed.nodes[0].scorer.score(r)
     assert service.step() is None  # the score reveal window is still open: others may vote
