@@ -150,18 +150,19 @@ def test_a_site_without_data_cannot_carry_a_fault() -> None:
         SiteSetup(account=object(), name="x")  # type: ignore[arg-type]
 
 
-def test_a_round_with_faulty_sites_closes_and_verifies(embedded: ChainEnv, tmp_path: Path) -> None:
+@pytest.mark.anvil
+def test_a_round_with_faulty_sites_closes_and_verifies(anvil: ChainEnv, tmp_path: Path) -> None:
     noisy = SiteFault(kind="label_noise", rate=0.5, seed=3)
     sites = [
-        _site(embedded, 0),
-        _site(embedded, 1, fault=noisy),
-        _site(embedded, 2, fault=SiteFault(kind="sign_flip")),
+        _site(anvil, 0),
+        _site(anvil, 1, fault=noisy),
+        _site(anvil, 2, fault=SiteFault(kind="sign_flip")),
     ]
     # Valued per round: with standing, round 1 is the warm-up that scores every screened update.
     per_round = AggregatorSettings(
         valuation="loo", metric="loss", explain_method=None, standing=False
     )
-    fed = _build(embedded, tmp_path, sites, settings=per_round)
+    fed = _build(anvil, tmp_path, sites, settings=per_round)
     given = sites[1].train
     assert given is not None
     assert np.array_equal(fed.nodes[1].train.labels, noisy.apply_to_data(given).labels)
@@ -169,12 +170,13 @@ def test_a_round_with_faulty_sites_closes_and_verifies(embedded: ChainEnv, tmp_p
     outcome = fed.run_round()
     assert outcome is not None and outcome.phase == Phase.FINALIZED
     subs = {s.site: s for s in fed.ledger.get_submissions(outcome.round)}
-    assert subs[embedded.sites[2].address].score == 0  # the sign-flipper
+    assert subs[anvil.sites[2].address].score == 0  # the sign-flipper
     assert all(a.passed for a in verify_all(fed.ledger, fed.store))
 
 
-def test_sign_flip_hooks_send_the_flipped_update(embedded: ChainEnv, tmp_path: Path) -> None:
-    fed = _build(embedded, tmp_path, [_site(embedded, 0), _site(embedded, 1)])
+@pytest.mark.anvil
+def test_sign_flip_hooks_send_the_flipped_update(anvil: ChainEnv, tmp_path: Path) -> None:
+    fed = _build(anvil, tmp_path, [_site(anvil, 0), _site(anvil, 1)])
     r = fed.service.open_next()
     fed.nodes[0].participate(r)
     # site 1 restarted with site 0's data, seed and a sign-flip: it must send -delta of site 0
@@ -197,18 +199,19 @@ def _close_commits(fed: Federation, r: int) -> None:
 
 
 @pytest.mark.parametrize("std", [0.0, 1e-6])
+@pytest.mark.anvil
 def test_a_copying_site_is_too_late_its_reveal_is_refused(
-    embedded: ChainEnv, tmp_path: Path, std: float
+    anvil: ChainEnv, tmp_path: Path, std: float
 ) -> None:
     """Under commit-then-reveal the copier can only copy a revealed update, after its own
     commitment is fixed: the copied reveal cannot open it, and the copier gets nothing."""
     copier = SiteFault(kind="copy", std=std, seed=1)
-    fed = _build(embedded, tmp_path, [_site(embedded, 0), _site(embedded, 1, fault=copier)])
+    fed = _build(anvil, tmp_path, [_site(anvil, 0), _site(anvil, 1, fault=copier)])
     outcome = fed.run_round()
     assert outcome is not None and outcome.phase == Phase.FINALIZED
     r = outcome.round
-    original = fed.ledger.get_submission(r, embedded.sites[0].address)
-    copy = fed.ledger.get_submission(r, embedded.sites[1].address)
+    original = fed.ledger.get_submission(r, anvil.sites[0].address)
+    copy = fed.ledger.get_submission(r, anvil.sites[1].address)
     assert original is not None and original.revealed and original.weight == 10**18
     assert copy is not None and not copy.revealed and copy.weight == 0  # committed only
     record = NodeState.load(fed.nodes[1].state_path).rounds[r]
