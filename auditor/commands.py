@@ -325,6 +325,7 @@ def log_cmd(
     for site in sorted(set(subs) - {e.site for e in log.sites}):
         mismatches.append(f"{site} missing from the log")
         click.echo(f"{site}: revealed on chain but MISSING FROM THE LOG")
+    mismatches += _print_peer_votes(ledger, log)
     m = log.metrics
     click.echo("")
     click.echo(
@@ -357,6 +358,42 @@ def log_cmd(
         raise VerificationFailed(
             f"round {round_id}: the log differs from the chain: " + "; ".join(mismatches)
         )
+
+
+def _print_peer_votes(ledger: Ledger, log: RoundLog) -> list[str]:
+    """A peer round's votes as the log repeats them, each marked against the chain's
+    ``ScoresRevealed`` vector; returns the mismatches (a peers block on an aggregator round, a
+    vector that differs, one missing from the log)."""
+    from fedtrail.auditor.peers import read_peer_record
+    from fedtrail.protocol.peers import address_key
+
+    record = read_peer_record(ledger, log.round)
+    if record is None and log.peer_votes is None:
+        return []
+    click.echo("")
+    if record is None:
+        click.echo("peer votes: the log has a peers block, but the chain holds an aggregator round")
+        return ["peers block on an aggregator round"]
+    chain = {address_key(v.validator): v.scores for v in record.votes}
+    logged = {address_key(v.validator): v for v in log.peer_votes or ()}
+    click.echo(
+        f"peer votes ({len(chain)} revealed on chain, quorum {record.quorum}; the scores above "
+        "are their medians, checked by audit verify: peers.*):"
+    )
+    mismatches = []
+    for key, vote in logged.items():
+        same = chain.get(key) == vote.scores
+        if not same:
+            mismatches.append(f"peer vote of {vote.validator}")
+        click.echo(
+            f"  {vote.validator} {list(vote.scores)} "
+            + ("[chain]" if same else f"[DIFFERS FROM CHAIN] (chain: {list(chain.get(key, ()))})")
+        )
+    for key in sorted(set(chain) - set(logged)):
+        validator = next(v.validator for v in record.votes if address_key(v.validator) == key)
+        mismatches.append(f"peer vote of {validator} missing from the log")
+        click.echo(f"  {validator}: revealed on chain but MISSING FROM THE LOG")
+    return mismatches
 
 
 def _print_standing(log: RoundLog, shown: Callable[[str], str]) -> None:

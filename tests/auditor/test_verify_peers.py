@@ -68,7 +68,13 @@ def test_the_chain_scores_are_the_medians_of_the_revealed_vectors(pf: PeerFed) -
         assert len(others) == 3 and sub.score == median(others) > 0
 
 
-def test_a_log_whose_votes_differ_from_the_chain_fails_peers_votes(pf: PeerFed) -> None:
+def test_a_log_whose_votes_differ_from_the_chain_fails_peers_votes(
+    pf: PeerFed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """audit verify names peers.votes; audit log marks the forged vector against the chain's
+    and exits 1, while it marks an honest round's votes [chain]."""
+    import fedtrail.auditor.commands as commands
+
     def forge(doc: dict[str, Any]) -> None:
         doc["peers"]["votes"][0]["scores"][1] += 1
 
@@ -76,6 +82,14 @@ def test_a_log_whose_votes_differ_from_the_chain_fails_peers_votes(pf: PeerFed) 
     bad = failed(verify_round(pf.fed.ledger, pf.fed.store, r))
     assert set(bad) == {"peers.votes"}, bad
     assert "the log's votes are not the chain's" in bad["peers.votes"]
+
+    monkeypatch.setattr(commands, "_open", lambda *_: pf.fed.ledger)
+    monkeypatch.setattr(commands, "open_checked_store", lambda *_: pf.fed.store)
+    out = CliRunner().invoke(cli, ["audit", "log", str(r)])
+    assert out.exit_code == 1 and out.stdout.count("[DIFFERS FROM CHAIN] (chain: ") == 1
+    honest = CliRunner().invoke(cli, ["audit", "log", "2"])
+    assert honest.exit_code == 0, honest.output
+    assert honest.stdout.count("] [chain]") == len(pf.validators)
 
 
 def test_a_score_that_is_not_the_median_fails_peers_median(pf: PeerFed) -> None:
