@@ -1,5 +1,5 @@
-"""The aggregator service: a full commit-then-reveal round with bad updates on the embedded
-chain, the round's terms on the store and in the log, and a crash between valuation and
+"""The aggregator service: a full commit-then-reveal round with bad updates on the real Anvil
+node, the round's terms on the store and in the log, and a crash between valuation and
 finalize on Anvil + IPFS."""
 
 from __future__ import annotations
@@ -88,21 +88,22 @@ def commit(ledger: Ledger, site: LocalAccount, r: int, sha: str, n: int) -> None
     ledger.commit_update(site, r, commitment(site.address, r, sha, n))
 
 
+@pytest.mark.anvil
 def test_full_round_scores_bad_updates_zero_with_the_right_reason(
-    embedded: ChainEnv, tmp_path: Path
+    anvil: ChainEnv, tmp_path: Path
 ) -> None:
     store = LocalStore(tmp_path / "store")
     honest = [SiteFault()] * 3
-    tamperer, garbler = embedded.sites[4], embedded.sites[5]
+    tamperer, garbler = anvil.sites[4], anvil.sites[5]
     fed = _federation(
         store,
-        embedded.sites[:4],
+        anvil.sites[:4],
         [*honest, SiteFault(kind="sign_flip")],
         tmp_path,
         by_hand=((tamperer, "tamperer"), (garbler, "garbler")),
-        w3=embedded.w3,
-        coordinator=embedded.coordinator,
-        aggregator=embedded.aggregator,
+        w3=anvil.w3,
+        coordinator=anvil.coordinator,
+        aggregator=anvil.aggregator,
         settings=AggregatorSettings(seed=3, standing=False, metric="loss"),
     )
     ledger, service = fed.ledger, fed.service
@@ -132,9 +133,9 @@ def test_full_round_scores_bad_updates_zero_with_the_right_reason(
     subs = {s.site: s for s in ledger.get_submissions(r)}
     assert (subs[tamperer.address].score, subs[tamperer.address].reason) == (0, Reason.TAMPERED)
     assert (subs[garbler.address].score, subs[garbler.address].reason) == (0, Reason.MALFORMED)
-    flipper = subs[embedded.sites[3].address]
+    flipper = subs[anvil.sites[3].address]
     assert (flipper.score, flipper.reason) == (0, Reason.OUTLIER_DIRECTION)
-    for acct in embedded.sites[:3]:
+    for acct in anvil.sites[:3]:
         assert subs[acct.address].score > 0 and subs[acct.address].reason == Reason.OK
     assert sum(s.weight for s in subs.values()) == 10**18
 
@@ -219,8 +220,9 @@ def test_crash_between_valuation_and_finalize_resumes_once(
     assert all(a.passed for a in verify_all(ledger, store))
 
 
+@pytest.mark.anvil
 def test_round_falls_back_to_data_free_scores_when_no_update_lowers_the_loss(
-    embedded: ChainEnv, tmp_path: Path
+    anvil: ChainEnv, tmp_path: Path
 ) -> None:
     """Early, under-trained updates rank well but raise the validation loss; the round must
     still close (scored by the data-free screening), not stall until it is cancelled."""
@@ -229,15 +231,15 @@ def test_round_falls_back_to_data_free_scores_when_no_update_lowers_the_loss(
     from fedtrail.ml.training import train_local
     from fedtrail.storage.codec import decode_model, encode_update
 
-    ledger = embedded.deploy()
+    ledger = anvil.deploy()
     store = LocalStore(tmp_path / "store")
     splits = load_bundled()
-    for i, acct in enumerate(embedded.sites[:3]):
-        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
+    for i, acct in enumerate(anvil.sites[:3]):
+        ledger.register_site(anvil.coordinator, acct.address, f"site-{i}", 100)
     service = AggregatorService(
         ledger=ledger,
         store=store,
-        account=embedded.aggregator,
+        account=anvil.aggregator,
         validation=splits.val,
         settings=AggregatorSettings(metric="loss", standing=False, explain_method=None),
         folder=tmp_path / "agg",
@@ -252,7 +254,7 @@ def test_round_falls_back_to_data_free_scores_when_no_update_lowers_the_loss(
     ).delta
     gen = torch.Generator().manual_seed(1)
     blobs = []
-    for acct in embedded.sites[:3]:
+    for acct in anvil.sites[:3]:
         delta = {
             k: v + 0.01 * v.std() * torch.randn(v.shape, generator=gen) for k, v in base.items()
         }
@@ -260,7 +262,7 @@ def test_round_falls_back_to_data_free_scores_when_no_update_lowers_the_loss(
         blobs.append(blob)
         commit(ledger, acct, r, _h.sha256(blob).hexdigest(), 100)
     close_commits(ledger, r)
-    for acct, blob in zip(embedded.sites[:3], blobs, strict=True):
+    for acct, blob in zip(anvil.sites[:3], blobs, strict=True):
         ledger.reveal_update(acct, r, store.put(blob), _h.sha256(blob).hexdigest(), 100)
     service.step()
     assert ledger.get_round(r).phase == Phase.VALUED
