@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.auditor.report import write_report
 from fedtrail.auditor.verify import verify_round
-from fedtrail.chain import connect, funded_accounts
+from fedtrail.chain import connect, dev_account
 from fedtrail.cli import cli
 from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset
@@ -135,15 +135,16 @@ def test_a_model_with_fewer_outputs_than_the_labels_need_is_one_clear_error() ->
             CoalitionUtility(ctx)(frozenset())
 
 
+@pytest.mark.anvil
 def test_a_five_class_round_finalizes_with_per_class_recall(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The service's path on the embedded chain: three 5-class sites train, the round is valued
+    """The service's path on the real Anvil node: three 5-class sites train, the round is valued
     (balanced loss, standing), aggregated and finalized; its log records the macro figures and
     the recall of every class, which the audit recomputes, `audit log` and the report show, and
     the node shows."""
-    w3 = connect("embedded")
-    accounts = funded_accounts(w3)[:4]
+    w3 = connect(anvil_url)
+    accounts = [dev_account(i) for i in (0, 5, 6, 7)]
     validation = five_classes(50, seed=1)
     store = LocalStore(tmp_path / "store")
     fed = build_federation(
@@ -189,7 +190,7 @@ def test_a_five_class_round_finalizes_with_per_class_recall(
     assert shown["threshold"] is None and shown["val_f1"] == record.val_f1_calibrated
     assert shown["val_recall"] == record.val_recall_calibrated
     assert shown["val_bacc"] == record.val_balanced_accuracy_calibrated
-    # the auditor's views: `audit log` (the CLI's ledger opener pointed at the embedded chain)
+    # the auditor's views: `audit log` (the CLI's ledger opener pointed at the test's ledger)
     # and the report's metrics table
     import fedtrail.auditor.commands as commands
 
