@@ -15,6 +15,10 @@ reputation with no validation split at all:
   address order, and the chain's and the log's weights the shared weight rule over those medians;
 * ``peers.quorum``: the chain's peer record is the one the terms committed (quorum, score commit
   and reveal windows after the reveal deadline) and the revealed votes meet the quorum;
+* ``peers.cancelled`` (a cancelled peer round): the round could not have been valued, i.e.
+  fewer revealed votes than the quorum, no revealed update, or every median 0. A peer round
+  whose votes met the quorum and give some update a weight was valuable by anyone
+  (``recordPeerValuation`` is open to all), so cancelling it overrode the validators;
 * ``peers.reputation``: each validator's distance and reputation in this round's
   ``ValidatorRated`` events equal the contract's EMA recomputed from its earlier ratings and this
   round's agreement, exactly the validators with another site to score are rated, and a
@@ -41,6 +45,7 @@ from fedtrail.protocol.terms import RoundTerms
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 
 __all__ = [
+    "CANCELLED",
     "MEDIAN",
     "QUORUM",
     "REPUTATION",
@@ -48,6 +53,7 @@ __all__ = [
     "Check",
     "PeerRecord",
     "PeerTable",
+    "check_cancelled",
     "check_median",
     "check_quorum",
     "check_reputation",
@@ -61,6 +67,7 @@ VOTES = "peers.votes"
 MEDIAN = "peers.median"
 QUORUM = "peers.quorum"
 REPUTATION = "peers.reputation"
+CANCELLED = "peers.cancelled"
 
 Check = tuple[str, bool, str]
 """(check name, passed, detail), as :class:`~fedtrail.auditor.verify.RoundAudit` adds them."""
@@ -236,6 +243,37 @@ def check_quorum(record: PeerRecord, terms: RoundTerms | None) -> Check:
         "; ".join(problems)
         or f"{len(record.votes)} of {record.commit_count} committed vector(s) revealed, quorum "
         f"{record.quorum}; quorum and score windows are the committed terms'",
+    )
+
+
+def check_cancelled(record: PeerRecord, subs: Sequence[Submission]) -> Check:
+    """``peers.cancelled`` (see the module docstring) over the round's revealed updates
+    ``subs``: passes when the contract would have refused ``recordPeerValuation``."""
+    revealed = sorted((s for s in subs if s.revealed), key=lambda s: address_key(s.site))
+    votes = record.sorted_votes()
+    if len(votes) < record.quorum or record.vote_count < record.quorum:
+        return (
+            CANCELLED,
+            True,
+            f"{len(votes)} vote(s) revealed, fewer than the quorum {record.quorum}: the round "
+            "could not be valued",
+        )
+    if not revealed:
+        return (CANCELLED, True, "no update was revealed: the round could not be valued")
+    try:
+        outcome = peer_outcome([s.site for s in revealed], votes)
+        weights = onchain_weights([s.num_samples for s in revealed], outcome.scores)
+    except InvalidVotes as exc:
+        return (CANCELLED, True, f"the chain's votes cannot be combined: {exc}")
+    except ZeroTotalWeight:
+        return (CANCELLED, True, "every median gives zero weight: the round could not be valued")
+    weighted = [s.site[:10] for s, w in zip(revealed, weights, strict=True) if w > 0]
+    return (
+        CANCELLED,
+        False,
+        f"{len(votes)} revealed vote(s) met the quorum {record.quorum} and their medians give "
+        f"{len(weighted)} update(s) a weight ({', '.join(weighted)}): anyone could have "
+        "recorded the peer valuation, yet the round was cancelled",
     )
 
 

@@ -18,7 +18,8 @@ validator reputations are recomputed from the revealed score vectors on chain
 (``peers.votes``, ``peers.median``, ``peers.quorum``, ``peers.reputation``:
 :mod:`fedtrail.auditor.peers`), with no validation split; the valuation replay
 (``scores.recomputed``) is reported not applicable there, never as passed. Weights, global
-model, blobs and log are checked as in any round.
+model, blobs and log are checked as in any round. A cancelled peer round is checked too: its
+votes must not have been valuable (``peers.cancelled``), since anyone could have valued it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from fedtrail.auditor.claims import mark_site
 from fedtrail.auditor.peers import (
     QUORUM,
     PeerRecord,
+    check_cancelled,
     check_median,
     check_quorum,
     check_reputation,
@@ -210,6 +212,11 @@ def verify_round(
         audit.add(
             "phase", info.phase != Phase.NONE, f"round is {info.phase.label}; nothing to replay"
         )
+        if info.phase == Phase.CANCELLED:
+            # a peer round's votes decide whether it could be valued, not the aggregator
+            cancelled = read_peer_record(ledger, round_id)
+            if cancelled is not None:
+                audit.add(*check_cancelled(cancelled, ledger.get_submissions(round_id)))
         return audit
     subs = ledger.get_submissions(round_id)
 

@@ -1,0 +1,126 @@
+"""Adversarial checks of the peer-round audit (issue 14) on the embedded chain: the auditor's
+peer checks read what the contract holds, and neither an honest federation's ordinary events
+(a site that commits and never reveals) nor a cancelled peer round mislead them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedtrail.auditor.peers import (
+    PeerRecord,
+    check_median,
+    check_votes,
+    peer_table,
+    read_peer_record,
+    vote_hash,
+)
+from fedtrail.auditor.verify import verify_round
+from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.peers import PeerVote
+from fedtrail.protocol.weights import SCORE_SCALE
+from fedtrail.storage.store import LocalStore
+from tests.contracts.federation import Fed, by_address
+from tests.fixtures.chain import ChainEnv
+
+S = SCORE_SCALE
+
+
+@pytest.fixture
+def fed(embedded: ChainEnv) -> Fed:
+    return Fed(embedded, n_sites=4)
+
+
+def test_a_committed_but_unrevealed_update_does_not_fail_peers_median(fed: Fed) -> None:
+    """Three hospitals reveal, the fourth commits and never reveals (a crash, an honest
+    federation). The contract values the three revealed updates; the chain's submissions still
+    list the fourth's commitment, and the audit must combine the votes over the revealed ones
+    only, as the contract did."""
+    round_id = fed.open_peer(quorum=3)
+    a, b, c, d = fed.sites
+    fed.commit(round_id, d, "never-revealed", 100)
+    sites = fed.submit(round_id, [a, b, c], [100, 200, 300])
+    vectors = {v.address: [S // 2, S // 3, S // 4] for v in (a, b, c, d)}
+    votes = fed.score(round_id, vectors)
+    fed.past_score_reveal(round_id)
+    fed.ledger.record_peer_valuation(fed.agg, round_id, sites, votes)
+
+    every = fed.ledger.get_submissions(round_id, include_unrevealed=True)
+    assert {s.site for s in every if not s.revealed} == {d.address}  # the chain lists it
+    subs = fed.ledger.get_submissions(round_id)  # what verify_round reads
+    record = read_peer_record(fed.ledger, round_id)
+    assert record is not None
+    (name, passed, detail), outcome = check_median(record, subs, [])
+    assert (name, passed) == ("peers.median", True), detail
+    assert outcome is not None and outcome.sites == tuple(by_address(sites))
+    table = peer_table(record, subs)
+    assert table is not None and table.sites == tuple(by_address(sites))
+    assert all(r == int(Reason.OK) for r in table.reasons)
+
+
+def _cancel_after_votes(fed: Fed, quorum: int, voters: int) -> int:
+    """A peer round: three hospitals reveal, ``voters`` of the four sites reveal honest score
+    vectors, and the aggregator cancels after the score reveal deadline instead of valuing."""
+    round_id = fed.open_peer(quorum=quorum)
+    sites = fed.submit(round_id, fed.sites[:3], [100, 200, 300])
+    vectors = {v.address: [S // 2] * len(sites) for v in fed.sites[:voters]}
+    fed.score(round_id, vectors)
+    fed.past_score_reveal(round_id)
+    fed.ledger.cancel_round(fed.agg, round_id)
+    return round_id
+
+
+def test_verify_names_a_cancelled_peer_round_whose_votes_valued_it(
+    fed: Fed, tmp_path: Path
+) -> None:
+    """The votes met the quorum and every median is positive: anyone could have recorded the
+    peer valuation, yet the aggregator cancelled the round (overriding its validators). The
+    contract allows the cancel after the score reveal deadline; audit verify must say so."""
+    round_id = _cancel_after_votes(fed, quorum=3, voters=4)
+    audit = verify_round(fed.ledger, LocalStore(tmp_path), round_id)
+    failed = {c.name: c.detail for c in audit.checks if c.failed}
+    assert set(failed) == {"peers.cancelled"}, failed
+    assert "met the quorum 3" in failed["peers.cancelled"]
+    assert not audit.passed
+
+
+def test_verify_accepts_a_peer_round_cancelled_for_want_of_quorum(fed: Fed, tmp_path: Path) -> None:
+    round_id = _cancel_after_votes(fed, quorum=3, voters=2)
+    audit = verify_round(fed.ledger, LocalStore(tmp_path), round_id)
+    by_name = {c.name: c for c in audit.checks}
+    assert by_name["peers.cancelled"].passed, by_name["peers.cancelled"].detail
+    assert audit.passed
+
+
+A, B = "0x" + "aa" * 20, "0x" + "bb" * 20
+
+
+def _record(events: tuple[PeerVote, ...], vote_count: int) -> PeerRecord:
+    """A peer round whose validators A and B revealed; ``events`` are the ScoresRevealed
+    events a reader got back (an RPC that drops or repeats a log)."""
+    vectors = {A: (S // 2, S), B: (S, S // 2)}
+    return PeerRecord(
+        round=5,
+        quorum=2,
+        commit_count=2,
+        vote_count=vote_count,
+        reveal_deadline=100,
+        score_commit_deadline=200,
+        score_reveal_deadline=300,
+        votes=events,
+        stored={v: vote_hash(5, v, s) for v, s in vectors.items()},
+    )
+
+
+def test_a_missing_or_repeated_scores_revealed_event_fails_peers_votes() -> None:
+    va = PeerVote(validator=A, scores=(S // 2, S))
+    vb = PeerVote(validator=B, scores=(S, S // 2))
+    name, passed, detail = check_votes(_record((va, vb), 2), [va, vb])
+    assert (name, passed) == ("peers.votes", True), detail
+    _, passed, detail = check_votes(_record((va,), 2), [va])  # B's event missing
+    assert not passed and "1 ScoresRevealed event(s), the contract counts 2" in detail
+    _, passed, detail = check_votes(_record((va, vb, vb), 2), [va, vb])  # B's repeated
+    assert not passed and "revealed twice" in detail
+    _, passed, detail = check_votes(_record((va, vb), 2), [va])  # the log omits B's vote
+    assert not passed and "the log's votes are not the chain's" in detail
