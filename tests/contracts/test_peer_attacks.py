@@ -135,3 +135,29 @@ def test_a_lone_validator_cannot_score_its_own_update_into_weight(fed: Fed) -> N
     fed.ledger.cancel_round(fed.agg, round_id)
     assert fed.ledger.get_round(round_id).phase == Phase.CANCELLED
     assert by_address(sites) == sites
+
+
+def test_a_cartel_bound_is_half_of_the_sites_own_jury_not_of_all_validators(
+    embedded: ChainEnv,
+) -> None:
+    """Every one of five sites submits and validates, so each update is scored by the four
+    others. One validator zeroing hospital A cannot move A's median outside the honest range;
+    two (40 % of the validators, but half of A's jury) pull it to the mean of 0 and the honest
+    score, as the median rule says: the bound is fewer than half of the *other* validators."""
+    fed = Fed(embedded, n_sites=5)
+    honest = 800_000
+    target = by_address([s.address for s in fed.sites])[0]
+    for liars, want in ((1, honest), (2, honest // 2)):
+        round_id = fed.open_peer(quorum=5, model=f"g{liars - 1}")
+        sites = fed.submit(round_id, fed.sites, [100] * 5)
+        cartel = [v.address for v in fed.sites if v.address != target][:liars]
+        vectors = {
+            v.address: [0 if (s == target and v.address in cartel) else honest for s in sites]
+            for v in fed.sites
+        }
+        votes = fed.score(round_id, vectors)
+        fed.ledger.record_peer_valuation(fed.agg, round_id, sites, votes)
+        scores = {s.site: s.score for s in fed.ledger.get_submissions(round_id)}
+        assert scores[target] == want
+        assert all(score == honest for site, score in scores.items() if site != target)
+        fed.finalize(round_id, f"g{liars}")
