@@ -13,6 +13,8 @@ reputation with no validation split at all:
 * ``peers.median``: the chain's and the log's scores and reasons are
   :func:`~fedtrail.protocol.peers.peer_outcome` of those votes over the revealed updates in
   address order, and the chain's and the log's weights the shared weight rule over those medians;
+  a log entry's ``peer_median`` and ``peer_count`` components, when given, are that median and
+  the number of other validators that scored the update;
 * ``peers.quorum``: the chain's peer record is the one the terms committed (quorum, score commit
   and reveal windows after the reveal deadline) and the revealed votes meet the quorum;
 * ``peers.cancelled`` (a cancelled peer round): the round could not have been valued, i.e.
@@ -180,8 +182,8 @@ def check_median(
         )
     problems: list[str] = []
     entries = {_key(e.site): e for e in log_sites or ()}
-    for sub, score, reason, weight in zip(
-        ordered, outcome.scores, outcome.reasons, weights, strict=True
+    for sub, score, reason, weight, count in zip(
+        ordered, outcome.scores, outcome.reasons, weights, outcome.peer_counts, strict=True
     ):
         who = sub.site[:10]
         if (sub.score, sub.reason, sub.weight) != (score, int(reason), weight):
@@ -199,6 +201,13 @@ def check_median(
                 f"log {who} score {entry.score} reason {entry.reason} weight {entry.weight}, the "
                 f"median gives {score} {reason.name} weight {weight}"
             )
+        if entry is not None:
+            # the aggregator's components name the median and how many peers scored the update
+            # (what the site reads as its explanation): both follow from the votes too
+            for key, want in (("peer_median", score), ("peer_count", count)):
+                got = entry.components.get(key, want)
+                if type(got) is not int or got != want:
+                    problems.append(f"log {who} component {key} {got!r}, the votes give {want}")
     if log_sites is None:
         problems.append("no log to compare")
     return (

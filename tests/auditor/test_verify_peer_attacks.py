@@ -19,6 +19,7 @@ from fedtrail.auditor.peers import (
 from fedtrail.auditor.verify import verify_round
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import PeerVote
+from fedtrail.protocol.roundlog import SiteEntry, UpdateRef
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.store import LocalStore
 from tests.contracts.federation import Fed, by_address
@@ -124,3 +125,48 @@ def test_a_missing_or_repeated_scores_revealed_event_fails_peers_votes() -> None
     assert not passed and "revealed twice" in detail
     _, passed, detail = check_votes(_record((va, vb), 2), [va])  # the log omits B's vote
     assert not passed and "the log's votes are not the chain's" in detail
+
+
+def test_a_log_that_misstates_a_sites_peer_median_or_peer_count_fails_peers_median(
+    fed: Fed,
+) -> None:
+    """The aggregator's log tells each site why it got its weight: the median of how many
+    peers. Score, reason and weight are the chain's, but the components claim the site was
+    scored by four peers at 0.9 (it was two at 0.5): peers.median names the component."""
+    a, b, c, _ = fed.sites
+    round_id = fed.open_peer(quorum=2)
+    sites = fed.submit(round_id, [a, b, c], [100, 200, 300])
+    votes = fed.score(round_id, {v.address: [S // 2] * 3 for v in (a, b, c)})
+    fed.past_score_reveal(round_id)
+    fed.ledger.record_peer_valuation(fed.agg, round_id, sites, votes)
+    subs = fed.ledger.get_submissions(round_id)
+    record = read_peer_record(fed.ledger, round_id)
+    assert record is not None
+
+    def log(forge: dict[str, int]) -> list[SiteEntry]:
+        return [
+            SiteEntry.of(
+                site=sub.site,
+                name="",
+                update=UpdateRef(sub.cid, sub.sha256, sub.num_samples),
+                status=Reason.OK,
+                score=sub.score,
+                reason=sub.reason,
+                weight=sub.weight,
+                components=(forge if i == 0 else {"peer_median": sub.score, "peer_count": 2}),
+                explanation=None,
+            )
+            for i, sub in enumerate(subs)
+        ]
+
+    (_, passed, detail), _ = check_median(
+        record, subs, log({"peer_median": S // 2, "peer_count": 2})
+    )
+    assert passed, detail
+    (_, passed, detail), _ = check_median(
+        record, subs, log({"peer_median": S // 2, "peer_count": 4})
+    )
+    assert not passed and "component peer_count 4, the votes give 2" in detail
+    forged = {"peer_median": 9 * S // 10, "peer_count": 2}
+    (_, passed, detail), _ = check_median(record, subs, log(forged))
+    assert not passed and f"component peer_median {9 * S // 10}, the votes give {S // 2}" in detail
