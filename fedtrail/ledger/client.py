@@ -265,13 +265,7 @@ class Ledger:
                 _uint64(reveal_deadline, "reveal_deadline"),
             ),
         )
-        opened = self.events(
-            "RoundOpened", from_block=result.block_number, to_block=result.block_number
-        )
-        for event in opened:
-            if event.tx_hash == result.tx_hash:
-                return int(event.args["round"]), result
-        raise TransactionFailed(f"openRound mined in {result.tx_hash} without a RoundOpened event")
+        return self._opened(result, "openRound"), result
 
     def open_peer_round(
         self,
@@ -306,15 +300,17 @@ class Ledger:
                 int(quorum),
             ),
         )
+        return self._opened(result, "openPeerRound"), result
+
+    def _opened(self, result: TxResult, function: str) -> int:
+        """The id of the round ``result`` (a mined open transaction) opened."""
         opened = self.events(
             "RoundOpened", from_block=result.block_number, to_block=result.block_number
         )
         for event in opened:
             if event.tx_hash == result.tx_hash:
-                return int(event.args["round"]), result
-        raise TransactionFailed(
-            f"openPeerRound mined in {result.tx_hash} without a RoundOpened event"
-        )
+                return int(event.args["round"])
+        raise TransactionFailed(f"{function} mined in {result.tx_hash} without a RoundOpened event")
 
     def commit_update(self, signer: LocalAccount, round_id: int, commitment: str) -> TxResult:
         """Commits ``signer`` to its update: ``commitment`` is
