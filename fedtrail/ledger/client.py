@@ -730,14 +730,16 @@ ledger takes about 5.2M)."""
 def _embedded_dry_run(w3: Web3, call: Any, sender: str) -> int | None:
     """On the embedded chain, one dry run instead of a gas estimate (eth-tester estimates by
     bisection, running the transaction a dozen times) and a fixed gas limit; None elsewhere.
-    eth-tester's ``eth_call`` keeps only the text of a revert, so a failing dry run is replayed
-    as an estimate, whose exception carries the contract's error."""
+    The dry run is against the pending block, whose timestamp the transaction is mined with
+    (eth-tester's "latest" call keeps the last block's clock, so a window that just opened
+    would look closed). eth-tester's ``eth_call`` keeps only the text of a revert, so a failing
+    dry run is replayed as an estimate, whose exception carries the contract's error."""
     if not isinstance(w3.provider, EthereumTesterProvider):
         return None
     tx = call.build_transaction({"from": sender, "gas": _EMBEDDED_GAS})
     try:
         dry = cast(TxParams, {k: tx[k] for k in ("from", "to", "data", "value") if k in tx})
-        w3.eth.call(dry, "latest")
+        w3.eth.call(dry, "pending")
     except Exception:
         call.estimate_gas({"from": sender}, block_identifier="latest")
         raise
