@@ -36,19 +36,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
 
-import torch
 from eth_account.signers.local import LocalAccount
 
 from fedtrail.chain import next_block_timestamp
 from fedtrail.errors import (
     ConfigError,
-    ContentNotFound,
-    ContentTooLarge,
     ContractRevert,
     FedtrailError,
-    HashMismatch,
-    InvalidCid,
-    InvalidUpdate,
 )
 from fedtrail.fsutil import atomic_write
 from fedtrail.hooks import StepHook, no_step
@@ -59,17 +53,11 @@ from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.roundlog import InvalidLog, ValuationSettings
 from fedtrail.protocol.terms import InvalidTerms, RoundTerms
 from fedtrail.protocol.weights import SCORE_SCALE
-from fedtrail.storage.codec import decode_model, decode_update
+from fedtrail.storage.codec import decode_model
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation import History, UnfitValidation, peer_vector
 from fedtrail.valuation.candidates import CandidateCache, revealed_candidates
-from fedtrail.valuation.chained import (
-    combiner_from,
-    global_label,
-    previous_round,
-    reference_label,
-    reference_submissions,
-)
+from fedtrail.valuation.chained import combiner_from, previous_round, round_references
 
 __all__ = ["SCORES_NAME", "STEPS", "PeerScorer", "ScoreRecord", "ScoreState"]
 
@@ -430,21 +418,9 @@ class PeerScorer:
                 accumulated, valued = saved
                 break
         return History(
-            accumulated=accumulated, valued_rounds=valued, references=self._references(prev)
+            accumulated=accumulated,
+            valued_rounds=valued,
+            references=round_references(
+                self.ledger, self.store, prev, self.spec, skip_unreadable=True
+            ),
         )
-
-    def _references(self, prev: int) -> dict[str, Mapping[str, torch.Tensor]]:
-        info = self.ledger.get_round(prev)
-        references: dict[str, Mapping[str, torch.Tensor]] = {}
-        for sub in reference_submissions(self.ledger, prev):
-            try:
-                delta, _ = decode_update(
-                    self.store.get(sub.cid, sub.sha256), spec=self.spec, expected_round=prev
-                )
-            except (InvalidUpdate, HashMismatch, ContentNotFound, InvalidCid, ContentTooLarge):
-                continue  # unreadable bytes are no reference (nobody can resend them usefully)
-            references[reference_label(sub.site, prev)] = delta
-        start, _ = decode_model(self.store.get(info.start_cid, info.start_sha256), spec=self.spec)
-        final, _ = decode_model(self.store.get(info.global_cid, info.global_sha256), spec=self.spec)
-        references[global_label(prev)] = {k: final[k] - start[k] for k in start}
-        return references

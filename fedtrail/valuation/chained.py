@@ -25,7 +25,15 @@ from typing import Final
 
 import torch
 
-from fedtrail.errors import ConfigError, FedtrailError
+from fedtrail.errors import (
+    ConfigError,
+    ContentNotFound,
+    ContentTooLarge,
+    FedtrailError,
+    HashMismatch,
+    InvalidCid,
+    InvalidUpdate,
+)
 from fedtrail.ledger import Ledger, Submission
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Phase, Reason
@@ -109,6 +117,36 @@ def previous_round(ledger: Ledger, round_id: int) -> int | None:
     return None
 
 
+def round_references(
+    ledger: Ledger,
+    store: ContentStore,
+    prev: int,
+    spec: ModelSpec,
+    *,
+    skip_unreadable: bool = False,
+) -> dict[str, Mapping[str, torch.Tensor]]:
+    """The free-rider references finalized round ``prev`` leaves its successor: its weighted
+    updates (:func:`reference_submissions`) and the global delta it applied. With
+    ``skip_unreadable`` an update whose bytes cannot be read is left out (a validator's view);
+    otherwise it raises (the aggregator aggregated it, so it must be readable)."""
+    info = ledger.get_round(prev)
+    references: dict[str, Mapping[str, torch.Tensor]] = {}
+    for sub in reference_submissions(ledger, prev):
+        try:
+            delta, _ = decode_update(store.get(sub.cid, sub.sha256), spec=spec, expected_round=prev)
+        except (InvalidUpdate, HashMismatch, ContentNotFound, InvalidCid, ContentTooLarge):
+            if not skip_unreadable:
+                raise
+            continue  # unreadable bytes are no reference (nobody can resend them usefully)
+        references[reference_label(sub.site, prev)] = delta
+    start, _ = decode_model(store.get(info.start_cid, info.start_sha256), spec=spec)
+    final, _ = decode_model(store.get(info.global_cid, info.global_sha256), spec=spec)
+    # final - start, in float32 as stored: the delta the round applied, up to rounding (the
+    # stale check's tolerance is far wider than that).
+    references[global_label(prev)] = {k: final[k] - start[k] for k in start}
+    return references
+
+
 def carried_history(ledger: Ledger, store: ContentStore, round_id: int, spec: ModelSpec) -> Carried:
     """The history ``round_id`` is valued with (see the module docstring)."""
     prev = previous_round(ledger, round_id)
@@ -118,15 +156,7 @@ def carried_history(ledger: Ledger, store: ContentStore, round_id: int, spec: Mo
     log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256))
     if log.round != prev:
         raise FedtrailError(f"the log of round {prev} names round {log.round}")
-    references: dict[str, Mapping[str, torch.Tensor]] = {}
-    for sub in reference_submissions(ledger, prev):
-        delta, _ = decode_update(store.get(sub.cid, sub.sha256), spec=spec, expected_round=prev)
-        references[reference_label(sub.site, prev)] = delta
-    start, _ = decode_model(store.get(info.start_cid, info.start_sha256), spec=spec)
-    final, _ = decode_model(store.get(info.global_cid, info.global_sha256), spec=spec)
-    # final - start, in float32 as stored: the delta the round applied, up to rounding (the
-    # stale check's tolerance is far wider than that).
-    references[global_label(prev)] = {k: final[k] - start[k] for k in start}
+    references = round_references(ledger, store, prev, spec)
     standing = log.standing
     history = History(
         accumulated=dict(standing.after) if standing else {},
