@@ -41,7 +41,7 @@ from fedtrail.protocol.roundlog import PreviousLog, RoundLog, Standing, Valuatio
 from fedtrail.storage.codec import decode_model, decode_update
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.combine import Combiner, RoundValuation, default_combiner
-from fedtrail.valuation.standing import History
+from fedtrail.valuation.standing import History, global_label, reference_label
 
 __all__ = [
     "LATER_THRESHOLDS",
@@ -99,14 +99,6 @@ UNREADABLE: Final = frozenset(
 def reference_submissions(ledger: Ledger, round_id: int) -> list[Submission]:
     """The updates of ``round_id`` that serve as free-rider references, in the chain's order."""
     return [s for s in ledger.get_submissions(round_id) if s.cid and s.reason not in UNREADABLE]
-
-
-def reference_label(site: str, round_id: int) -> str:
-    return f"{site}'s update of round {round_id}"
-
-
-def global_label(round_id: int) -> str:
-    return f"the global delta of round {round_id}"
 
 
 def previous_round(ledger: Ledger, round_id: int) -> int | None:

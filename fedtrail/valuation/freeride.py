@@ -111,5 +111,5 @@ def free_riders(
 
 def own_reference(label: str, site: str) -> bool:
     """Whether the reference ``label`` names ``site``'s own earlier update (the labels of
-    :func:`fedtrail.valuation.chained.reference_label`: ``"<site>'s update of round r"``)."""
+    :func:`fedtrail.valuation.standing.reference_label`: ``"<site>'s update of round r"``)."""
     return label.startswith(f"{site}'s update")

@@ -47,7 +47,7 @@ from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.valuation.base import Candidate
 from fedtrail.valuation.combine import Combiner, RoundValuation
 from fedtrail.valuation.round import value_round
-from fedtrail.valuation.standing import History
+from fedtrail.valuation.standing import History, global_label, reference_label
 
 __all__ = ["PeerVector", "UnfitValidation", "peer_vector"]
 
@@ -61,16 +61,6 @@ UNREADABLE: Final = frozenset({Reason.TAMPERED, Reason.MALFORMED, Reason.NOT_REV
 class UnfitValidation(ConfigError):
     """This site's validation split cannot score a round (fewer than two classes in it): the
     site abstains from the round's vote instead of sending scores it could not compute."""
-
-
-def _update_label(site: str, round_id: int) -> str:
-    # the wording of fedtrail.valuation.chained.reference_label (kept local: that module pulls in
-    # the ledger client, which a validator's scoring does not need)
-    return f"{site}'s update of round {round_id}"
-
-
-def _global_label(round_id: int) -> str:
-    return f"the global delta of round {round_id}"
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -105,7 +95,7 @@ class PeerVector:
         if global_delta is None:
             return self.history
         references = dict(self.history.references)
-        references[_global_label(self.round_id)] = global_delta
+        references[global_label(self.round_id)] = global_delta
         return History(
             accumulated=self.history.accumulated,
             valued_rounds=self.history.valued_rounds,
@@ -194,7 +184,7 @@ def peer_vector(
     if history is not None:
         unreadable = {v.site for v in report.sites if v.status in UNREADABLE}
         references: dict[str, Mapping[str, torch.Tensor]] = {
-            _update_label(c.site, round_id): c.delta
+            reference_label(c.site, round_id): c.delta
             for c in candidates
             if c.delta is not None and c.status not in UNREADABLE and c.site not in unreadable
         }

@@ -37,10 +37,22 @@ __all__ = [
     "accumulate",
     "demoted_score",
     "demotion_reference",
+    "global_label",
     "norm_factor",
     "normalised_values",
+    "reference_label",
     "scaled_score",
 ]
+
+
+def reference_label(site: str, round_id: int) -> str:
+    """A History reference's name for ``site``'s update of ``round_id`` (named in reasons)."""
+    return f"{site}'s update of round {round_id}"
+
+
+def global_label(round_id: int) -> str:
+    """A History reference's name for the global delta ``round_id`` applied."""
+    return f"the global delta of round {round_id}"
 
 
 def _empty() -> Mapping[str, float]:
