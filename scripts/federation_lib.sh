@@ -51,19 +51,34 @@ fed_deploy() {
 fed_create_sites() {
     local sites="$1" data="$2" compression="$3"
     shift 3
+    # The sites' `node init`s are local (a keystore and config.toml each) and independent, so
+    # they run concurrently; the registrations stay one at a time, in site order: they are
+    # transactions from one coordinator account (dev account 0), whose nonces must not race.
+    # Site i's registration starts as soon as its own init has finished.
+    local max_samples i name folder address failed=0
+    local -a init_pids=()
+    for i in $(seq 0 $((sites - 1))); do
+        name="${SITE_NAMES[$i]}"
+        FEDTRAIL_PASSPHRASE="testnet-$name" "$FEDTRAIL" node init "$DIR/$name" --name "$name" \
+            --rpc-url "$RPC" --deployment "$DEPLOYMENT" --store "$STORE" --shard "$i/$sites" \
+            --partition dirichlet --compression "$compression" --data "$data" "$@" --fast-kdf \
+            >"$DIR/logs/$name.init.log" &
+        init_pids+=($!)
+    done
     # Each site trains on a shard of the data's training split, so no site can claim more
     # samples than the whole split: the cap the coordinator registers.
-    local max_samples i name folder address
-    max_samples=$("$PY" -c 'import sys; from fedtrail.ml.catalog import load_source; print(len(load_source(sys.argv[1]).train))' "$data")
+    max_samples=$("$PY" -c 'import sys; from fedtrail.ml.catalog import load_source; print(len(load_source(sys.argv[1]).train))' "$data") || failed=1
     for i in $(seq 0 $((sites - 1))); do
         name="${SITE_NAMES[$i]}"
         folder="$DIR/$name"
-        FEDTRAIL_PASSPHRASE="testnet-$name" "$FEDTRAIL" node init "$folder" --name "$name" \
-            --rpc-url "$RPC" --deployment "$DEPLOYMENT" --store "$STORE" --shard "$i/$sites" \
-            --partition dirichlet --compression "$compression" --data "$data" "$@" --fast-kdf \
-            >"$DIR/logs/$name.init.log"
+        if ! wait "${init_pids[$i]}"; then
+            echo "fedtrail node init failed for $name (see $DIR/logs/$name.init.log)" >&2
+            failed=1
+        fi
+        [[ "$failed" == 0 ]] || continue
         address=$("$PY" -c 'import json,sys; print("0x"+json.load(open(sys.argv[1]))["address"])' "$folder/keystore.json")
         "$FEDTRAIL" node register "$address" --name "$name" --max-samples "$max_samples" --fund 10 \
             --rpc-url "$RPC" --deployment "$DEPLOYMENT" --dev-account 0
     done
+    return "$failed"
 }
