@@ -18,7 +18,10 @@ updates):
 ``5-invert``  1 of 5 validators reveals ``SCORE_SCALE`` minus its honest vector;
 ``5-collude`` 1 of 5 scores the honest site ``--target`` 0 and the others honestly;
 ``7-invert``  2 of 7 invert;
-``7-collude`` 2 of 7 collude against ``--target``.
+``7-collude`` 2 of 7 collude against ``--target``;
+``5-abstain`` / ``7-abstain``  the same 1 of 5 / 2 of 7 sites are honest but do not validate:
+              the floor any combination rule starts from (a validator that is ignored, as a
+              liar at best would be, still takes its honest vote away). Reported, not a bar.
 
 Each case runs the same seeds with and without its adversaries (same data, faults, seeds) and
 prints, per seed, every honest site's largest weight change over the rounds (a round cancelled
@@ -82,12 +85,19 @@ CASES: dict[str, Case] = {
     "5-collude": Case("5-collude", 5, 1, "collude"),
     "7-invert": Case("7-invert", 7, 2, "invert"),
     "7-collude": Case("7-collude", 7, 2, "collude"),
+    "5-abstain": Case("5-abstain", 5, 1, "abstain"),
+    "7-abstain": Case("7-abstain", 7, 2, "abstain"),
 }
+
+DEFAULT_CASES = ("5-invert", "5-collude", "7-invert", "7-collude")
+"""The default ``--cases``: the four adversarial ones (the abstain cases are opt-in)."""
 
 
 def adversaries(case: Case, target: int) -> tuple[AdversarialValidator, ...]:
-    """The case's lying validators: its last sites."""
+    """The case's lying validators: its last sites (none for an abstain case)."""
     liars = range(case.sites - case.adversaries, case.sites)
+    if case.kind == "abstain":
+        return ()
     if case.kind == "invert":
         return tuple(AdversarialValidator(site=s, kind="invert") for s in liars)
     return tuple(AdversarialValidator(site=s, kind="collude", target=target) for s in liars)
@@ -177,9 +187,14 @@ def run_cases(
             if (case.sites, seed) not in clean_runs:
                 clean_runs[case.sites, seed] = _sim.run_method("valuation", base, splits)
                 log(f"{case.sites} sites seed {seed} without adversaries done")
-            liars = adversaries(case, target)
-            attacked = _sim.run_method("valuation", replace(base, adversaries=liars), splits)
-            names = [attacked.site_names[a.site] for a in liars]
+            last = list(range(case.sites - case.adversaries, case.sites))
+            if case.kind == "abstain":
+                committee = tuple(i for i in range(case.sites) if i not in last)
+                run = replace(base, validators=committee)
+            else:
+                run = replace(base, adversaries=adversaries(case, target))
+            attacked = _sim.run_method("valuation", run, splits)
+            names = [attacked.site_names[i] for i in last]
             row = compare(clean_runs[case.sites, seed], attacked, names)
             out[case.key].append(row)
             log(
@@ -259,6 +274,8 @@ Bar = tuple[str, bool, str]
 def bars(results: dict[str, list[dict[str, Any]]], timings: Sequence[dict[str, Any]]) -> list[Bar]:
     out: list[Bar] = []
     for key, rows in results.items():
+        if key in CASES and CASES[key].kind == "abstain":
+            continue  # a reference (see reference_lines), not an issue-14 bar
         worst = max(rows, key=lambda r: r["max_move"])
         out.append(
             (
@@ -292,6 +309,21 @@ def bars(results: dict[str, list[dict[str, Any]]], timings: Sequence[dict[str, A
                     f"vs training {t['median_training']:.2f} s",
                 )
             )
+    return out
+
+
+def reference_lines(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """What the abstain cases show: the honest weight move with no liar at all."""
+    out = []
+    for key, rows in results.items():
+        if key not in CASES or CASES[key].kind != "abstain":
+            continue
+        worst = max(rows, key=lambda r: r["max_move"])
+        out.append(
+            f"{key}: honest weight move when {CASES[key].adversaries} honest validator(s) do not "
+            f"vote: max {worst['max_move']:.3f} (seed {worst['seed']}); per seed "
+            + ", ".join(f"{r['max_move']:.3f}" for r in rows)
+        )
     return out
 
 
@@ -337,6 +369,11 @@ def report(doc: dict[str, Any]) -> int:
                 f"({v['ratio']:.2f}x)"
             )
     found = bars(results, timings)
+    refs = reference_lines(results)
+    if refs:
+        print("\nReference (not bars): the same runs without the silent validators' votes")
+        for line in refs:
+            print(f"  {line}")
     print("\nBars (issue 14):")
     for name, met, figures in found:
         print(f"  {'MET ' if met else 'MISS'}  {name}: {figures}")
@@ -351,7 +388,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1", help="a count N or a list 0,3,7-9")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--alpha", type=float, default=1.0)
-    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument(
+        "--cases",
+        default=",".join(DEFAULT_CASES),
+        help=f"comma-separated, of {', '.join(CASES)}",
+    )
     parser.add_argument("--target", type=int, default=0, help="the colluders' honest target")
     parser.add_argument("--timing-sites", default="10,100")
     parser.add_argument("--timing-rounds", type=int, default=2)

@@ -112,3 +112,20 @@ def test_peer_validators_bench_runs_a_small_case(
     assert set(row["weight_moves"]) == {f"site-0{i}" for i in range(4)}
     assert "every honest site's weight moves by at most 0.05" in printed
     assert rc == (0 if "0 missed" in printed else 1)
+
+
+def test_abstain_case_takes_the_silent_validators_out_and_is_no_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "abstain.json"
+    argv = ["--cases", "5-abstain", "--seeds", "1", "--rounds", "1", "--no-timing"]
+    rc = peer_validators.main([*argv, "--out", str(out)])
+    printed = capsys.readouterr().out
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    (row,) = doc["cases"]["5-abstain"]
+    assert set(row["weight_moves"]) == {f"site-0{i}" for i in range(4)}
+    assert "site-04" not in row["reputations"]  # it never voted, so it was never rated
+    assert row["adversary_falls"] == {"site-04": None}
+    assert "5-abstain: honest weight move when 1 honest validator(s) do not vote" in printed
+    assert "5-abstain: every honest site" not in printed  # a reference, not a bar
+    assert rc == 0 and "0 met, 0 missed" in printed
