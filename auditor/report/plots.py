@@ -71,6 +71,7 @@ def _render(draw: Callable[[Axes], bool], height: float = 3.4) -> bytes | None:
     """``draw`` on a fresh figure as PNG bytes; None when it had nothing to draw."""
     import matplotlib
     from matplotlib.figure import Figure
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     # parse_math off: site names are untrusted and "$...$" would be parsed as mathtext
     with matplotlib.rc_context(
@@ -83,10 +84,14 @@ def _render(draw: Callable[[Axes], bool], height: float = 3.4) -> bytes | None:
             "axes.spines.right": False,
         }
     ):
-        fig = Figure(figsize=(9.0, height), dpi=110, layout="constrained")
+        # Constrained layout, run here once: a figure that carries a layout engine makes
+        # savefig draw it twice, once without rendering only to run the engine and once to
+        # render. Same engine, renderer and dpi, so the same pixels and bytes.
+        fig = Figure(figsize=(9.0, height), dpi=110)
         ax = fig.add_subplot()
         if not draw(ax):
             return None
+        ConstrainedLayoutEngine().execute(fig)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", metadata={"Software": None})
     return buf.getvalue()
