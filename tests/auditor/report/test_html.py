@@ -7,7 +7,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-from fedtrail.auditor.report import clean_text, esc, short_hex, write_report
+from fedtrail.auditor.report import clean_text, collect, esc, short_hex, write_report
 from fedtrail.auditor.verify import Check, RoundAudit, verify_all
 from fedtrail.ledger import commitment
 from fedtrail.protocol.weights import WEIGHT_SCALE
@@ -123,11 +123,24 @@ def test_verification_table_pass_and_fail(fed: Fed, tmp_path: Path) -> None:
     assert "sha &lt;differs&gt;" in page
 
 
-def test_report_is_deterministic(fed: Fed, report: tuple[Path, str], tmp_path: Path) -> None:
-    _, page = report
-    again = write_report(fed.ledger, fed.store, tmp_path).read_text(encoding="utf-8")
-    assert again == page
-    stamped = write_report(fed.ledger, fed.store, tmp_path, generated_at="2030-01-01T00:00Z")
+def test_report_is_deterministic(fed: Fed, tmp_path: Path) -> None:
+    """Two reports of one chain state are the same bytes. Both are rendered here, back to back,
+    not against the package's shared ``report``: other tests on the shared Anvil mine blocks
+    after it was written, and the page prints the block it was read at."""
+    block = fed.ledger.w3.eth.block_number
+    page = write_report(fed.ledger, fed.store, tmp_path / "a").read_text(encoding="utf-8")
+    federation = collect(fed.ledger, fed.store)
+    again = write_report(fed.ledger, fed.store, tmp_path / "b", federation=federation)
+    assert fed.ledger.w3.eth.block_number == block  # one chain state for both
+    assert f"<dd>as of block {block}</dd>" in page
+    assert again.read_text(encoding="utf-8") == page
+    stamped = write_report(
+        fed.ledger,
+        fed.store,
+        tmp_path / "c",
+        federation=federation,
+        generated_at="2030-01-01T00:00Z",
+    )
     assert "<dt>Generated</dt><dd>2030-01-01T00:00Z</dd>" in stamped.read_text()
 
 
