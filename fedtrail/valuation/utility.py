@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from fedtrail.errors import ConfigError
-from fedtrail.ml.aggregation import AggregationError, stack
+from fedtrail.ml.aggregation import AggregationError, deterministic_dot, stack
 from fedtrail.ml.metrics import classification_metrics, fit_intercept, predict_logits
 from fedtrail.ml.models import initial_model, load_federated
 from fedtrail.valuation.base import Candidate, Utility, ValuationContext, usable
@@ -188,7 +188,10 @@ class CoalitionUtility:
                 parts.append(g.detach().to(torch.float64).reshape(-1).numpy())
         grad = np.concatenate(parts)
         model.zero_grad(set_to_none=True)
-        return {p: float(np.dot(self._deltas[self._row[p]], grad)) for p in self.players}
+        # deterministic_dot, not np.dot: OpenBLAS splits a long dot product across its own
+        # threads (OPENBLAS_NUM_THREADS, not torch's), so np.dot's last bits depended on the
+        # machine's core count (measured: 48 of 50 results differed between 1 and 2 threads).
+        return {p: deterministic_dot(self._deltas[self._row[p]], grad) for p in self.players}
 
     def samples(self, player: str) -> int:
         """The player's training sample count (its FedAvg weight)."""
