@@ -27,7 +27,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import numpy as np
@@ -49,6 +49,10 @@ from fedtrail.ml.training import (
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy
 
 __all__ = [
+    "DP_BATCH_SIZE",
+    "DP_LR",
+    "DP_MAX_GRAD_NORM",
+    "DP_MOMENTUM",
     "DpSettings",
     "PrivateResult",
     "epsilon_composed",
@@ -56,6 +60,15 @@ __all__ = [
     "plan_privacy",
     "train_private",
 ]
+
+DP_BATCH_SIZE: Final = 32
+"""The node's default expected batch under DP-SGD (``[privacy] batch_size``)."""
+DP_LR: Final = 0.02
+"""The node's default learning rate under DP-SGD (``[privacy] lr``)."""
+DP_MOMENTUM: Final = 0.9
+"""The node's default SGD momentum under DP-SGD (``[privacy] momentum``)."""
+DP_MAX_GRAD_NORM: Final = 1.0
+"""The node's default per-image clipping norm (``[privacy] max_grad_norm``)."""
 
 _NOISE_STREAM: Final = 0x6E6F6973  # separates the noise stream from the sampling one
 _BATCH_NORM_FIX: Final = "--arch densenet121 --norm group"
@@ -71,11 +84,17 @@ class DpSettings:
     noise_multiplier: float | None = None
     target_epsilon: float | None = None
     max_grad_norm: float = 1.0
+    batch_size: int | None = None
+    """The expected Poisson batch under DP-SGD; None: the training config's."""
+    lr: float | None = None
+    """The learning rate under DP-SGD; None: the training config's."""
+    momentum: float | None = None
+    """The SGD momentum under DP-SGD; None: the training config's."""
 
     def __post_init__(self) -> None:
         if (self.noise_multiplier is None) == (self.target_epsilon is None):
             raise ConfigError("privacy: set exactly one of noise_multiplier and target_epsilon")
-        for name in ("noise_multiplier", "target_epsilon", "max_grad_norm"):
+        for name in ("noise_multiplier", "target_epsilon", "max_grad_norm", "lr"):
             value = getattr(self, name)
             if value is None:
                 continue
@@ -83,6 +102,25 @@ class DpSettings:
             if not (ok and math.isfinite(value) and value > 0):
                 raise ConfigError(f"privacy: {name} must be a positive number, got {value!r}")
             object.__setattr__(self, name, float(value))
+        b = self.batch_size
+        if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
+            raise ConfigError(f"privacy: batch_size must be a positive integer, got {b!r}")
+        m = self.momentum
+        if m is not None:
+            ok = isinstance(m, int | float) and not isinstance(m, bool)
+            if not (ok and 0 <= m < 1):
+                raise ConfigError(f"privacy: momentum must lie in [0, 1), got {m!r}")
+            object.__setattr__(self, "momentum", float(m))
+
+    def training(self, config: TrainConfig) -> TrainConfig:
+        """``config`` with the DP-SGD overrides (batch size, lr, momentum) that are set: what
+        :func:`plan_privacy` and :func:`train_private` train under."""
+        return replace(
+            config,
+            batch_size=config.batch_size if self.batch_size is None else self.batch_size,
+            lr=config.lr if self.lr is None else self.lr,
+            momentum=config.momentum if self.momentum is None else self.momentum,
+        )
 
 
 @dataclass
@@ -134,6 +172,7 @@ def plan_privacy(settings: DpSettings, n: int, config: TrainConfig, delta: float
     before training, so a node can check its budget first."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"DP-SGD needs at least one training image, got {n!r}")
+    config = settings.training(config)
     sample_rate = min(1.0, config.batch_size / n)
     steps = config.epochs * max(1, round(1 / sample_rate))
     noise = settings.noise_multiplier
@@ -186,13 +225,15 @@ def train_private(
 
     Same inputs and update format as :func:`~fedtrail.ml.training.train_local` (``config``'s
     epochs, batch size as the expected Poisson batch, lr, momentum, weight decay, FedProx term,
-    augmentation, seed, device). Raises ConfigError for a model with BatchNorm or a layer
-    Opacus cannot take per-image gradients of.
+    augmentation, seed, device), with the batch size, lr and momentum that ``settings`` sets
+    in their place (:meth:`DpSettings.training`). Raises ConfigError for a model with BatchNorm
+    or a layer Opacus cannot take per-image gradients of.
     """
     from opacus.grad_sample import GradSampleModule
     from opacus.optimizers import DPOptimizer
 
     started = time.perf_counter()
+    config = settings.training(config)
     params = plan_privacy(settings, len(train), config, delta)
     epsilon = epsilon_spent(params)
     with _start_model(global_state, train, val, spec, config) as (model, device):

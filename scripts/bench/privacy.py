@@ -73,6 +73,7 @@ from fedtrail.ml.metrics import predict_logits
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
 from fedtrail.ml.privacy import DpSettings, epsilon_composed, plan_privacy, train_private
 from fedtrail.ml.training import TrainConfig, train_local
+from fedtrail.node.config import PrivacyConfig
 from fedtrail.protocol.privacy import DpParams
 from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
 
@@ -192,13 +193,15 @@ def per_image_loss(
     return F.cross_entropy(logits, labels, reduction="none").numpy()
 
 
-def round_target(n: int, config: TrainConfig, total: float, rounds: int, delta: float) -> float:
+def round_target(
+    n: int, config: TrainConfig, total: float, rounds: int, delta: float, dp: DpSettings
+) -> float:
     """The per-round target epsilon whose ``rounds`` updates of a site of ``n`` images compose
     (RDP) to ``total``: the noise for the whole run is solved (identical rounds compose like
     one run of ``rounds * steps`` steps), and the per-round target is one round's epsilon at it."""
     from opacus.accountants.utils import get_noise_multiplier
 
-    base = plan_privacy(DpSettings(noise_multiplier=1.0), n, config, delta)
+    base = plan_privacy(replace(dp, noise_multiplier=1.0, target_epsilon=None), n, config, delta)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         noise = get_noise_multiplier(
@@ -218,7 +221,7 @@ def run_one(
     spec: ModelSpec,
     epsilon: float,
     delta: float,
-    clip: float,
+    dp: DpSettings,
     log: Any,
 ) -> dict[str, Any]:
     """One federation at total epsilon ``epsilon`` (inf: no DP): final test metrics, DP
@@ -230,7 +233,7 @@ def run_one(
     weights = onchain_weights([len(d) for d in data], [SCORE_SCALE] * len(data))
     rule = AggregationRule(name="weighted")
     targets = [
-        round_target(len(d), _cfg(config, 0), epsilon, config.rounds, delta)
+        round_target(len(d), _cfg(config, 0), epsilon, config.rounds, delta, dp)
         if math.isfinite(epsilon)
         else math.inf
         for d in data
@@ -238,6 +241,7 @@ def run_one(
     spent: list[list[DpParams]] = [[] for _ in data]
     spent_eps: list[list[float]] = [[] for _ in data]
     last: list[State] = []
+    seconds: list[float] = []  # each site-round's local training (one epoch each)
     for r in range(1, config.rounds + 1):
         deltas: list[State] = []
         for i, ds in enumerate(data):
@@ -248,14 +252,17 @@ def run_one(
                     ds,
                     spec=spec,
                     config=tc,
-                    settings=DpSettings(target_epsilon=targets[i], max_grad_norm=clip),
+                    settings=replace(dp, noise_multiplier=None, target_epsilon=targets[i]),
                     delta=delta,
                 )
                 spent[i].append(private.params)
                 spent_eps[i].append(private.epsilon)
                 deltas.append(private.local.delta)
+                seconds.append(private.local.seconds)
             else:
-                deltas.append(train_local(state, ds, spec=spec, config=tc).delta)
+                local = train_local(state, ds, spec=spec, config=tc)
+                deltas.append(local.delta)
+                seconds.append(local.seconds)
         before = state
         state = apply_delta(state, aggregate(rule, deltas, weights))
         if r == config.rounds:
@@ -293,6 +300,8 @@ def run_one(
         "epsilon_summed": [sum(e) for e in spent_eps],
         "epsilon_composed": [epsilon_composed(p) for p in spent],
         "test": {"auc": final["auc"], "f1_calibrated": final["f1_calibrated"]},
+        "train_seconds": seconds,
+        "train_images": config.epochs * sum(len(d) for d in data) * config.rounds,
         "attacks": attacks,
     }
 
@@ -320,6 +329,9 @@ def summarise(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "auc_worst": min(aucs),
             "f1_mean": statistics.fmean(f1s),
             "f1_worst": min(f1s),
+            "ms_per_image": 1000
+            * sum(sum(r["train_seconds"]) for r in mine)
+            / sum(r["train_images"] for r in mine),
         }
         for model in ("global", "site"):
             for key in ("advantage_auc", "advantage_threshold"):
@@ -342,7 +354,8 @@ def bar(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
 def render(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     out = [
         "privacy-utility (final global model, test split; F1 at the val-fitted threshold)",
-        "epsilon  noise multiplier  summed  composed  AUC mean  AUC worst  F1cal mean  F1cal worst",
+        "epsilon  noise multiplier  summed  composed  AUC mean  AUC worst  F1cal mean  F1cal worst"
+        "  ms/image",
     ]
     for r in rows:
         eps = "inf" if math.isinf(r["epsilon"]) else f"{r['epsilon']:g}"
@@ -352,6 +365,7 @@ def render(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         out.append(
             f"{eps:>7}  {noise:>16}  {summed:>6}  {composed:>8}  {r['auc_mean']:>8.3f}  "
             f"{r['auc_worst']:>9.3f}  {r['f1_mean']:>10.3f}  {r['f1_worst']:>11.3f}"
+            f"  {r['ms_per_image']:>8.2f}"
         )
     out += [
         "",
@@ -381,7 +395,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--epsilons", default="1,3,8,inf", help="total (RDP-composed) epsilons per site"
     )
     parser.add_argument("--delta", type=float, default=1e-5)
-    parser.add_argument("--clip", type=float, default=1.0, help="per-image clipping norm")
+    node = PrivacyConfig()  # the node's [privacy] defaults: what a site trains under
+    parser.add_argument(
+        "--clip", type=float, default=node.max_grad_norm, help="per-image clipping norm"
+    )
+    parser.add_argument(
+        "--dp-batch", type=int, default=node.batch_size, help="expected batch under DP-SGD"
+    )
+    parser.add_argument("--dp-lr", type=float, default=node.lr, help="learning rate under DP-SGD")
+    parser.add_argument(
+        "--dp-momentum", type=float, default=node.momentum, help="SGD momentum under DP-SGD"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "privacy.json")
     args = parser.parse_args(argv)
@@ -398,11 +422,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         in_channels=splits.train.channels, num_classes=source.num_classes, image_size=h
     )
     epsilons = [float(e) for e in args.epsilons.split(",")]
+    dp = DpSettings(
+        noise_multiplier=1.0,  # a template: each site's per-round target replaces it
+        max_grad_norm=args.clip,
+        batch_size=args.dp_batch,
+        lr=args.dp_lr,
+        momentum=args.dp_momentum,
+    )
     runs = []
     for seed in parse_seeds(args.seeds):
         config = SimConfig(sites=args.sites, rounds=args.rounds, alpha=args.alpha, seed=seed)
         for eps in epsilons:
-            runs.append(run_one(config, splits, spec, eps, args.delta, args.clip, log))
+            runs.append(run_one(config, splits, spec, eps, args.delta, dp, log))
     rows = summarise(runs)
     verdict = bar(rows)
     doc = {
@@ -415,6 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "epsilons": epsilons,
             "delta": args.delta,
             "clip": args.clip,
+            "dp_batch": dp.batch_size,
+            "dp_lr": dp.lr,
+            "dp_momentum": dp.momentum,
             "threads": args.threads,
             "aggregation": "fedavg (on-chain weights over sample counts)",
         },

@@ -11,6 +11,7 @@ import pytest
 from fedtrail.aggregator.service import AggregatorService
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.privacy import epsilon_spent
+from fedtrail.ml.training import TrainConfig
 from fedtrail.node.config import PrivacyConfig
 from fedtrail.protocol.privacy import from_micro, to_micro
 from fedtrail.protocol.terms import PrivacyTerms, RoundTerms
@@ -115,7 +116,16 @@ def test_privacy_config_refuses_bad_values() -> None:
         {"target_epsilon": -1.0},
         {"max_grad_norm": -1.0},
         {"delta": 1.0},
+        {"batch_size": 0},
+        {"batch_size": 64.0},
+        {"lr": 0.0},
+        {"momentum": 1.0},
     ):
         with pytest.raises(ConfigError):
             PrivacyConfig(**bad)  # type: ignore[arg-type]
     assert PrivacyConfig(target_epsilon=2.0).settings().target_epsilon == 2.0
+    own = PrivacyConfig(batch_size=64, lr=0.3, momentum=0.5, max_grad_norm=0.5).settings()
+    assert (own.batch_size, own.lr, own.momentum, own.max_grad_norm) == (64, 0.3, 0.5, 0.5)
+    assert own.training(TrainConfig(batch_size=32, lr=0.02, momentum=0.9)) == TrainConfig(
+        batch_size=64, lr=0.3, momentum=0.5
+    )

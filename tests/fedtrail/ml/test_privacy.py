@@ -110,6 +110,13 @@ def test_plan_solves_noise_for_a_target_epsilon() -> None:
         {"target_epsilon": -1.0},
         {"noise_multiplier": 1.0, "max_grad_norm": 0.0},
         {"noise_multiplier": True},
+        {"noise_multiplier": 1.0, "batch_size": 0},
+        {"noise_multiplier": 1.0, "batch_size": True},
+        {"noise_multiplier": 1.0, "batch_size": 32.0},
+        {"noise_multiplier": 1.0, "lr": 0.0},
+        {"noise_multiplier": 1.0, "lr": math.inf},
+        {"noise_multiplier": 1.0, "momentum": 1.0},
+        {"noise_multiplier": 1.0, "momentum": -0.1},
     ],
 )
 def test_settings_refuse_bad_values(kwargs: dict[str, float]) -> None:
@@ -161,6 +168,32 @@ def test_each_step_is_clipped(site: ImageDataset, global_state: dict[str, torch.
     assert 0 < norm <= config.lr * clip * (1 + 1e-3)
     plain = train_local(global_state, site, spec=SPEC, config=config)
     assert math.sqrt(sum(float(v.square().sum()) for v in plain.delta.values())) > 10 * norm
+
+
+def test_dp_batch_lr_and_momentum_replace_the_training_configs(
+    site: ImageDataset, global_state: dict[str, torch.Tensor]
+) -> None:
+    """The overrides set in DpSettings are what DP-SGD plans and trains under; unset ones keep
+    the training config's."""
+    node = TrainConfig(epochs=2, batch_size=16, lr=0.02, momentum=0.9, seed=3)
+    settings = DpSettings(noise_multiplier=1.0, batch_size=60, lr=0.1, momentum=0.0)
+    params = plan_privacy(settings, len(site), node, 1e-5)
+    assert params.sample_rate == 60 / len(site) and params.steps == 2 * round(len(site) / 60)
+    assert plan_privacy(DpSettings(noise_multiplier=1.0, lr=0.1), 500, node, 1e-5).steps == 2 * 31
+    overridden = train_private(
+        global_state, site, spec=SPEC, config=node, settings=settings, delta=1e-5
+    )
+    same = TrainConfig(epochs=2, batch_size=60, lr=0.1, momentum=0.0, seed=3)
+    direct = train_private(global_state, site, spec=SPEC, config=same, settings=NOISY, delta=1e-5)
+    assert overridden.params == direct.params
+    assert all(
+        torch.equal(overridden.local.delta[k], direct.local.delta[k]) for k in direct.local.delta
+    )
+    plain = train_private(global_state, site, spec=SPEC, config=node, settings=NOISY, delta=1e-5)
+    assert plain.params.sample_rate == 16 / len(site)
+    assert not all(
+        torch.equal(plain.local.delta[k], direct.local.delta[k]) for k in direct.local.delta
+    )
 
 
 def test_batch_norm_model_is_refused_with_the_group_norm_fix(site: ImageDataset) -> None:
