@@ -42,8 +42,9 @@ pragma solidity 0.8.28;
 /// commitment's place, so anyone can replay the revealed vectors from events and
 /// {recordPeerValuation} (callable by anyone once the score reveal window closed or every
 /// validator revealed, with at least `quorum` votes) turns them into scores: a site's score is
-/// the median of the other validators' entries (its own never counts; floor of the two middle
-/// values for an even count, 0 when nobody else scored it), reason Ok when positive and
+/// the high median of the other validators' entries (its own never counts; the higher of the
+/// two middle values for an even count, so a score is lowered only when more than half of the
+/// entries are lower; 0 when nobody else scored it), reason Ok when positive and
 /// PeerRejected otherwise, weights and site reputation by the rule of {recordValuation}. Each
 /// validator is rated by its distance to the medians (floor of the mean absolute difference
 /// over the sites other than itself): `SCORE_SCALE - distance` is folded into its validator
@@ -892,8 +893,8 @@ contract FederationLedger {
     }
 
     /// @notice Values peer round `round` from its revealed score vectors: every site's score is
-    /// the median of the other validators' entries for it (see the contract's notes), its reason
-    /// Ok when positive and PeerRejected otherwise; weights and site reputation follow as in
+    /// the high median of the other validators' entries for it (see the contract's notes), its
+    /// reason Ok when positive and PeerRejected otherwise; weights and site reputation follow as in
     /// {recordValuation}; every validator that scored a site other than itself is rated. The
     /// result is fixed by the revealed vectors, so anyone may post it; the aggregator then
     /// calls {finalizeRound}.
@@ -1321,8 +1322,9 @@ contract FederationLedger {
         }
     }
 
-    /// @dev Per site, the median of the other validators' entries (fedtrail.protocol.peers):
-    /// the middle value, the floor of the mean of the two middles, 0 when nobody else scored.
+    /// @dev Per site, the high median of the other validators' entries
+    /// (fedtrail.protocol.peers): the middle value of an odd count, the higher middle of an even
+    /// one, 0 when nobody else scored.
     function _medians(uint256 nv, uint256[] memory votes, uint256[] memory selfOf)
         private
         pure
@@ -1347,12 +1349,7 @@ contract FederationLedger {
                     buf[k] = value;
                     ++m;
                 }
-                uint256 med = 0;
-                if (m % 2 == 1) {
-                    med = buf[m / 2];
-                } else if (m > 0) {
-                    med = (buf[m / 2 - 1] + buf[m / 2]) / 2;
-                }
+                uint256 med = m > 0 ? buf[m / 2] : 0;
                 scores[i] = uint32(med); // at most SCORE_SCALE
                 reasons[i] = med > 0 ? uint8(Reason.Ok) : uint8(Reason.PeerRejected);
             }

@@ -472,9 +472,10 @@ def _peers(page: _Page) -> Iterator[str]:
         '<p class="note">In a peer round every site registered at the round\'s opening may '
         "score the other sites' updates on its own validation split, commit to its score "
         "vector and reveal it (<code>ScoresRevealed</code> events, each checked against the "
-        "hash the contract stores). Each update's score is the median of the other "
-        "validators' entries (the floor of the two middle values for an even count, 0 when "
-        "no one else scored it); a validator's own entry (struck through) never counts. "
+        "hash the contract stores). Each update's score is the high median of the other "
+        "validators' entries (the higher of the two middle values for an even count, so a "
+        "score is lowered only when more than half of them are lower; 0 when no one else "
+        "scored it); a validator's own entry (struck through) never counts. "
         "Distance: the mean absolute difference between the validator's entries and the "
         "medians over the other sites; the validator reputation is the contract's moving "
         "average of 1 \u2212 distance (<code>ValidatorRated</code>). <code>fedtrail audit "

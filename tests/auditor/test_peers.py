@@ -203,7 +203,7 @@ def test_a_zero_median_is_peer_rejected() -> None:
     rec = record(
         votes=vs, vote_count=3, stored={v: vote_hash(ROUND, v, s) for v, s in vectors.items()}
     )
-    chain = subs({A: 600, B: 700, C: 0})
+    chain = subs({A: 700, B: 800, C: 0})  # A: high median of 500, 700; B: of 600, 800
     assert chain[2].reason == Reason.PEER_REJECTED and chain[2].weight == 0
     check, _ = check_median(rec, chain, entries(chain))
     assert check[1], check[2]

@@ -141,13 +141,14 @@ def test_a_cartel_bound_is_half_of_the_sites_own_jury_not_of_all_validators(
     embedded: ChainEnv,
 ) -> None:
     """Every one of five sites submits and validates, so each update is scored by the four
-    others. One validator zeroing hospital A cannot move A's median outside the honest range;
-    two (40 % of the validators, but half of A's jury) pull it to the mean of 0 and the honest
-    score, as the median rule says: the bound is fewer than half of the *other* validators."""
+    others. One validator zeroing hospital A cannot move A's score; two (40 % of the
+    validators, half of A's jury) cannot either, since the high median keeps the higher score
+    on a tie; three (more than half of A's jury) zero it. The bound counts A's jury, the *other*
+    validators: lowering a score takes more than half of them."""
     fed = Fed(embedded, n_sites=5)
     honest = 800_000
     target = by_address([s.address for s in fed.sites])[0]
-    for liars, want in ((1, honest), (2, honest // 2)):
+    for liars, want in ((1, honest), (2, honest), (3, 0)):
         round_id = fed.open_peer(quorum=5, model=f"g{liars - 1}")
         sites = fed.submit(round_id, fed.sites, [100] * 5)
         cartel = [v.address for v in fed.sites if v.address != target][:liars]

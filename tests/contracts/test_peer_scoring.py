@@ -305,21 +305,23 @@ def test_median_ignores_self_entries_rejects_zero_medians_and_rates_validators(f
     fed.ledger.record_peer_valuation(fed.env.outsider, round_id, sites, votes)
 
     valued = {e["site"]: e for e in round_events(fed, "UpdateValued", round_id)}
-    # s0: others 200k, 400k -> 300k (its own 1,000,000 would make it 400k)
-    # s1: others 300k, 500k -> 400k; s2: others 0, 0 -> 0, PeerRejected
-    assert [valued[s]["score"] for s in sites] == [300_000, 400_000, 0]
+    # high median of the others' entries: s0: 200k, 400k -> 400k (with its own 1,000,000 it
+    # would still be 400k; without self-exclusion s2's own 1,000,000 would lift it off 0)
+    # s1: others 300k, 500k -> 500k; s2: others 0, 0 -> 0, PeerRejected
+    assert [valued[s]["score"] for s in sites] == [400_000, 500_000, 0]
     assert [valued[s]["reason"] for s in sites] == [Reason.OK, Reason.OK, Reason.PEER_REJECTED]
-    # weights n*s: 100*300k = 3e7, 300*400k = 1.2e8, 0 -> 0.2, 0.8, 0
-    assert [valued[s]["weight"] for s in sites] == [2 * 10**17, 8 * 10**17, 0]
-    assert [valued[s]["reputation"] for s in sites] == [300_000, 400_000, 0]
+    # weights n*s: 100*400k = 4e7, 300*500k = 1.5e8, 0 -> 4/19, 15/19, 0 (floored, the remainder
+    # one unit each from the first fractional share, as recordValuation)
+    assert [valued[s]["weight"] for s in sites] == [210526315789473685, 789473684210526315, 0]
+    assert [valued[s]["reputation"] for s in sites] == [400_000, 500_000, 0]
     rated = {e["validator"]: e for e in round_events(fed, "ValidatorRated", round_id)}
-    # s0: |300k-400k| (s1) + |0-0| (s2), / 2 = 50k; s1: (100k + 0) / 2; s2: (100k + 100k) / 2
+    # s0: |300k-500k| (s1) + |0-0| (s2), / 2 = 100k; s1: |200k-400k| + 0, / 2; s2: 0 + 0
     assert {v: (e["distance"], e["validatorReputation"]) for v, e in rated.items()} == {
-        s0.address: (50_000, 950_000),
-        s1.address: (50_000, 950_000),
-        s2.address: (100_000, 900_000),
+        s0.address: (100_000, 900_000),
+        s1.address: (100_000, 900_000),
+        s2.address: (0, 1_000_000),
     }
-    standing = fed.ledger.validator_standing(s2.address)
+    standing = fed.ledger.validator_standing(s1.address)
     assert (standing.reputation, standing.rated_rounds) == (900_000, 1)
     sub = fed.ledger.get_submission(round_id, s2.address)
     assert sub is not None and sub.reason == Reason.PEER_REJECTED and sub.score == 0

@@ -15,8 +15,10 @@ A, B, C, D, E = (f"0x{i:040x}" for i in (1, 2, 3, 4, 5))
 
 def test_median_of_odd_even_and_empty_counts() -> None:
     assert median([5, 1, 3]) == 3
-    assert median([4, 1, 3, 10]) == 3  # floor((3 + 4) / 2)
-    assert median([1, 2]) == 1
+    assert median([4, 1, 3, 10]) == 4  # the higher of the two middles 3 and 4
+    assert median([1, 2]) == 2
+    assert median([0, 0, 7, 9]) == 7  # two of four lower: a tie keeps the higher
+    assert median([0, 0, 0, 9]) == 0  # three of four lower: lowered
     assert median([]) == 0
 
 
@@ -29,8 +31,23 @@ def test_a_validator_never_counts_for_its_own_update() -> None:
     ]
     out = peer_outcome([A, B, C], votes)
     assert out.peer_counts == (2, 2, 2)
-    assert out.scores == (0, (0 + 700_000) // 2, (0 + 800_000) // 2)
+    assert out.scores == (0, 700_000, 800_000)  # the higher of each pair of other entries
     assert out.reasons == (Reason.PEER_REJECTED, Reason.OK, Reason.OK)
+
+
+def test_an_even_split_of_peers_keeps_the_higher_score() -> None:
+    """Four peers split two against two on site E: a score is lowered only when more than half
+    of its peers put it lower, so E keeps the full score; with three of four lower it falls."""
+    sites = [A, B, C, D, E]
+    full = SCORE_SCALE
+
+    def vote(v: str, e_score: int) -> PeerVote:
+        return PeerVote(validator=v, scores=(full, full, full, full, e_score))
+
+    split = peer_outcome(sites, [vote(A, 0), vote(B, 0), vote(C, full), vote(D, full)])
+    assert split.scores[4] == full and split.reasons[4] is Reason.OK
+    lowered = peer_outcome(sites, [vote(A, 0), vote(B, 0), vote(C, 200_000), vote(D, full)])
+    assert lowered.scores[4] == 200_000
 
 
 def test_an_update_no_peer_scored_gets_zero() -> None:
