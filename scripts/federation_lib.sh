@@ -4,7 +4,8 @@
 #
 # The caller sets ROOT (repo root) and DIR (work folder) first, then:
 #   fed_env                      ports, RPC, STORE, DEPLOYMENT, PY, FEDTRAIL
-#   fed_start_daemons            Anvil (a block every second, as a real chain) + IPFS
+#   fed_start_daemons            Anvil (a block every second, as a real chain) + IPFS (starting)
+#   fed_wait_store               the IPFS daemon is up (call it before the store is used)
 #   fed_deploy [deploy args]     the ledger, coordinator = Anvil dev account 0
 #   fed_create_sites N DATA COMPRESSION [model args]   hospital-A.. in $DIR/<name>, registered
 #   fed_stop_daemons             (for the caller's EXIT trap)
@@ -34,12 +35,28 @@ fed_env() {
     DEPLOYMENT="$DIR/deployment.json"
 }
 
+# Anvil, then the IPFS daemon's start in the background: deploying the ledger and creating the
+# sites need only the chain, so the daemon's start (a fresh repo: 10-20 s) overlaps them.
+# fed_wait_store waits for it (before anything that reads or writes the store) and prints what
+# its start printed.
 fed_start_daemons() {
     "$ROOT/scripts/anvil.sh" start
-    "$ROOT/scripts/ipfs_daemon.sh" start
+    "$ROOT/scripts/ipfs_daemon.sh" start >"$DIR/logs/ipfs-start.out" 2>&1 &
+    FED_IPFS_STARTER=$!
+}
+
+fed_wait_store() {
+    local rc=0
+    [[ -n "${FED_IPFS_STARTER:-}" ]] || return 0
+    wait "$FED_IPFS_STARTER" || rc=$?
+    FED_IPFS_STARTER=""
+    if [[ "$rc" == 0 ]]; then cat "$DIR/logs/ipfs-start.out"; else cat "$DIR/logs/ipfs-start.out" >&2; fi
+    return "$rc"
 }
 
 fed_stop_daemons() {
+    # a start still under way would leave its daemon behind: let it finish, then stop it
+    fed_wait_store >/dev/null 2>&1 || true
     "$ROOT/scripts/ipfs_daemon.sh" stop >/dev/null 2>&1 || true
     "$ROOT/scripts/anvil.sh" stop >/dev/null 2>&1 || true
 }

@@ -119,6 +119,7 @@ fed_deploy --aggregator "$AGG_ADDRESS"
 
 step "create $SITES site nodes (encrypted keystores) and register them"
 fed_create_sites "$SITES" "$DATA" none
+fed_wait_store
 for i in $(seq 0 $((SITES - 1))); do
     name="${SITE_NAMES[$i]}"
     (umask 077 && printf 'testnet-%s\n' "$name" >"$DIR/$name/passphrase")

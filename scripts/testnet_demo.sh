@@ -79,6 +79,7 @@ fed_deploy
 
 step "create $SITES site nodes (encrypted keystores) and register them"
 fed_create_sites "$SITES" "$DATA" "$COMPRESSION" ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"}
+fed_wait_store
 
 step "start $SITES site daemons and the aggregator ($ROUNDS rounds)"
 for i in $(seq 0 $((SITES - 1))); do
@@ -102,9 +103,7 @@ set +e
 "$FEDTRAIL" audit verify --all --rpc-url "$RPC" --deployment "$DEPLOYMENT" --store "$STORE"
 verified=$?
 set -e
-if "$FEDTRAIL" audit --help | grep -q report; then
-    "$FEDTRAIL" audit report --out "$DIR/report" --rpc-url "$RPC" --deployment "$DEPLOYMENT" \
-        --store "$STORE" || true
-fi
+"$FEDTRAIL" audit report --out "$DIR/report" --rpc-url "$RPC" --deployment "$DEPLOYMENT" \
+    --store "$STORE" || true
 "$FEDTRAIL" chain status --rpc-url "$RPC" --deployment "$DEPLOYMENT"
 exit "$verified"
