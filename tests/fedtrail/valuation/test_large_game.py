@@ -214,43 +214,52 @@ def test_valuation_settings_record_the_large_game_and_old_logs_have_none() -> No
 _SLOPES_SCRIPT = """
 import torch
 torch.set_num_threads(1)
-from fedtrail.valuation import CoalitionUtility
-from fedtrail.valuation.base import ValuationContext
-from tests.fedtrail.valuation.real_sites import SPEC, real_sites
-from tests.fedtrail.valuation.test_large_game import _many
-rs = real_sites()
-ctx = ValuationContext(
-    global_state=rs.global_state, spec=SPEC, candidates=_many(4), validation=rs.validation,
-    metric="balanced_loss",
-)
-slopes = CoalitionUtility(ctx).slopes()
-print(" ".join(float(v).hex() for v in slopes.values()))
+from tests.fedtrail.valuation.test_large_game import _slopes_bits
+print(" ".join(_slopes_bits()))
 """
+
+
+def _slopes_bits() -> list[str]:
+    rs = real_sites()
+    from fedtrail.valuation.base import ValuationContext
+
+    ctx = ValuationContext(
+        global_state=rs.global_state,
+        spec=SPEC,
+        candidates=_many(4),
+        validation=rs.validation,
+        metric="balanced_loss",
+    )
+    return [float(v).hex() for v in CoalitionUtility(ctx).slopes().values()]
 
 
 def test_slopes_do_not_depend_on_the_blas_thread_count() -> None:
     """The linearised game's slopes are the same bits whatever OpenBLAS's own thread pool (it
     splits long dot products across threads; torch's thread setting does not pin it), so a
-    large round replays the same on a machine with another core count."""
+    large round replays the same on a machine with another core count: a subprocess with one
+    OpenBLAS thread against this process's pool (one per core)."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[3]
-    outs = []
-    for threads in ("1", "2"):
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "PYTHONPATH": str(root)}
-        done = subprocess.run(
-            [sys.executable, "-c", _SLOPES_SCRIPT],
-            env=env,
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        outs.append(done.stdout.split())
-    assert len(outs[0]) == 4
-    assert outs[0] == outs[1]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", _SLOPES_SCRIPT],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = _slopes_bits()
+    finally:
+        torch.set_num_threads(threads)
+    assert len(here) == 4
+    assert done.stdout.split() == here
