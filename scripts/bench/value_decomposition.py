@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parts = " ".join(
                 f"{key} {cell[key]:+.2f}"
                 for key in cell
-                if key not in ("score", "reason", "accumulated")
+                if key not in ("score", "reason", "value", "accumulated")
             )
             acc = cell.get("accumulated")
             print(
