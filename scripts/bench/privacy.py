@@ -3,17 +3,20 @@
 Set-up (shared with ``accuracy.py`` through ``_sim.py``): the bundled pneumonia data, ``--sites``
 sites on a Dirichlet(``--alpha``) split of the train split (:func:`_sim.site_splits`), FedAvg for
 ``--rounds`` rounds of one local epoch (weights: the on-chain rule over sample counts, as
-``_sim``'s ``fedavg``; no faulty sites; the trainer's defaults: expected batch 32, lr 0.02,
-momentum 0.9), each site seeded per round as ``_sim`` seeds it. At a finite epsilon every site
-trains with the node's own DP-SGD, :func:`fedtrail.ml.privacy.train_private`, with
-``DpSettings(target_epsilon=e, max_grad_norm=--clip)`` at delta ``--delta``: ``e`` is the
-per-round target (what a node's ``[privacy] target_epsilon`` holds) chosen for that site so that
-its ``--rounds`` updates compose (RDP, :func:`fedtrail.ml.privacy.epsilon_composed`) to the
-total epsilon of the row; the noise multiplier is then solved by ``plan_privacy`` as on the
-node. At ``inf`` the sites run ``train_local`` (the node without ``[privacy]``). Reported per
-epsilon: the noise multipliers used (range over sites and seeds), the largest summed (on-chain)
-and composed epsilon of a site, and the test AUC and calibrated F1 (threshold fitted on the val
-split) of the final global model: mean and worst over seeds.
+``_sim``'s ``fedavg``; no faulty sites), each site seeded per round as ``_sim`` seeds it. At
+``inf`` the sites run ``train_local`` with the trainer's defaults (the node without
+``[privacy]``: batch 32, lr 0.02, momentum 0.9). At a finite epsilon every site trains with the
+node's own DP-SGD, :func:`fedtrail.ml.privacy.train_private`, under the node's ``[privacy]``
+defaults (``--clip``, ``--dp-batch``, ``--dp-lr``, ``--dp-momentum`` override them: clipping
+norm 1.0, expected Poisson batch 128, lr 0.5, no momentum), with ``target_epsilon=e`` at delta
+``--delta``: ``e`` is the per-round target (what a node's ``[privacy] target_epsilon`` holds)
+chosen for that site so that its ``--rounds`` updates compose (RDP,
+:func:`fedtrail.ml.privacy.epsilon_composed`) to the total epsilon of the row; the noise
+multiplier is then solved by ``plan_privacy`` as on the node. Reported per epsilon: the noise
+multipliers used (range over sites and seeds), the largest summed (on-chain) and composed
+epsilon of a site, the test AUC and calibrated F1 (threshold fitted on the val split) of the
+final global model (mean and worst over seeds), and the local training's cost in ms per image
+(one epoch).
 
 Membership inference. A loss-threshold attack (Yeom et al. 2018): members are a site's training
 images, non-members the val and test splits (never trained on); the score is minus the
@@ -28,7 +31,7 @@ bounds any attack's advantage by ``(e^eps - 1 + 2 delta) / (e^eps + 1)`` (Humphr
 falls toward 0 as epsilon falls (reported, not judged).
 
 Bar (issue 16): at epsilon 8 the mean test AUC is within 0.03 of non-private training; exit 1
-otherwise. The issue's setting (5 sites, 10 rounds, 3 seeds; ~25 min on one core)::
+otherwise. The issue's setting (5 sites, 10 rounds, 3 seeds; 28 min on 2 shared cores)::
 
     nice -n 10 .venv/bin/python scripts/bench/privacy.py --seeds 3 --rounds 10
 

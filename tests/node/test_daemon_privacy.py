@@ -51,7 +51,9 @@ def test_a_dp_node_declares_its_spend_and_the_chain_charges_it(world: World) -> 
     assert meta.dp is not None
     assert (meta.dp.noise_multiplier, meta.dp.max_grad_norm) == (1.0, 1.0)
     assert meta.dp.delta == 1e-5  # the terms set none: the node's [privacy] delta
-    assert meta.dp.sample_rate == 32 / len(world.train[0])
+    # DP-SGD's own expected batch ([privacy] batch_size), not [training]'s, sets the rate
+    assert DP_ON.batch_size != node.config.training.batch_size
+    assert meta.dp.sample_rate == min(1.0, DP_ON.batch_size / len(world.train[0]))
     assert record.epsilon_micro == to_micro(epsilon_spent(meta.dp)) > 0
     account = world.ledger.privacy(node.address)
     assert account.spent_micro == record.epsilon_micro
