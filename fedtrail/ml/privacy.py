@@ -68,9 +68,10 @@ needs a noise multiplier that grows slower than sqrt(batch), so an epoch's noise
 same expected progress falls (about 2x at 128 on the bundled data's sites)."""
 DP_LR: Final = 0.5
 """The node's default learning rate under DP-SGD (``[privacy] lr``), with no momentum: at 128
-the sites take 1-9 steps a round and a momentum buffer, restarted every round, never builds up;
-0.5 is below the 0.8 that matches [training]'s 0.02 with momentum 0.9 at batch 32 (about
-0.02 / (1 - 0.9) * 4), trading progress, of which the bundled data has plenty, for noise."""
+the sites take a few steps a round (7 for a 912-image site), and a momentum buffer restarted
+every round never builds up. 0.5 is below the 0.8 that matches [training]'s 0.02 with momentum
+0.9 at batch 32 (about 0.02 / (1 - 0.9) * 4), trading progress, of which the bundled data has
+plenty, for noise."""
 DP_MOMENTUM: Final = 0.0
 """The node's default SGD momentum under DP-SGD (``[privacy] momentum``)."""
 DP_MAX_GRAD_NORM: Final = 1.0
