@@ -29,7 +29,8 @@ Set-up of one run (:func:`run_method`):
   way the node daemon seeds it; with ``SimConfig.dp_epsilon`` every site (faulty ones too: an
   update fault then applies to the private update) trains with the node's DP-SGD,
   :func:`fedtrail.ml.privacy.train_private`, each round's update at ``dp_epsilon / rounds``
-  (``local``: one training at ``dp_epsilon``), clipping norm 1, at ``dp_delta``, as
+  (``local``: one training at ``dp_epsilon``), with the node's ``[privacy]`` defaults (clipping
+  norm, DP-SGD's batch size, lr and momentum), at ``dp_delta``, as
   ``fedtrail demo --dp-epsilon`` sets them; each update's DP parameters and epsilon go into
   :attr:`RoundRecord.privacy`;
 * optional compression: every sent update goes through
@@ -95,7 +96,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -112,8 +113,9 @@ from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta  # n
 from fedtrail.ml.datasets import ImageDataset, Splits, partition_dirichlet  # noqa: E402
 from fedtrail.ml.metrics import Metrics, evaluate, fit_intercept, predict_logits  # noqa: E402
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated  # noqa: E402
-from fedtrail.ml.privacy import DpSettings, train_private  # noqa: E402
+from fedtrail.ml.privacy import train_private  # noqa: E402
 from fedtrail.ml.training import TrainConfig, TrainingDiverged, train_local  # noqa: E402
+from fedtrail.node.config import PrivacyConfig  # noqa: E402
 from fedtrail.protocol.peers import PeerOutcome, PeerVote, peer_outcome  # noqa: E402
 from fedtrail.protocol.weights import (  # noqa: E402
     DEFAULT_REPUTATION_ALPHA,
@@ -574,7 +576,8 @@ def _train(
     update and, with DP, its parameters and epsilon."""
     if epsilon is None:
         return train_local(state, ds, spec=spec, config=tc).delta, None
-    settings = DpSettings(target_epsilon=epsilon, max_grad_norm=1.0)
+    # the node's [privacy] defaults (clip, DP-SGD's own batch, lr and momentum), this epsilon
+    settings = replace(PrivacyConfig().settings(), noise_multiplier=None, target_epsilon=epsilon)
     res = train_private(state, ds, spec=spec, config=tc, settings=settings, delta=config.dp_delta)
     p = res.params
     info = {
