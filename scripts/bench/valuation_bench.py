@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
-from fedtrail.ml.datasets import ImageDataset, load_bundled, partition_iid
+from fedtrail.ml.datasets import ImageDataset, Splits, load_bundled, partition_iid
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.ml.training import TrainConfig, train_local
 from fedtrail.protocol.weights import onchain_weights
@@ -81,6 +81,20 @@ def _spearman(x: list[float], y: list[float]) -> float:
 
     rx, ry = ranks(x), ranks(y)
     return float((rx * ry).sum() / np.sqrt((rx * rx).sum() * (ry * ry).sum()))
+
+
+def real_updates(
+    splits: Splits, spec: ModelSpec, global_state: dict[str, torch.Tensor]
+) -> list[dict[str, torch.Tensor]]:
+    """Five real updates: one local epoch on IID fifths of 1,500 bundled training images (the
+    seeds every valuation bench uses), from which :func:`_synthetic_sites` draws its sites."""
+    pool = splits.train.subset(np.random.default_rng(0).choice(len(splits.train), 1500, False))
+    return [
+        train_local(
+            global_state, pool.subset(p), spec=spec, config=TrainConfig(epochs=1, seed=i)
+        ).delta
+        for i, p in enumerate(partition_iid(pool.labels, 5, seed=0))
+    ]
 
 
 def _synthetic_sites(
@@ -284,13 +298,7 @@ def main() -> int:
     splits = load_bundled()
     spec = ModelSpec()
     global_state = federated_state(initial_model(spec, seed=0))
-    pool = splits.train.subset(np.random.default_rng(0).choice(len(splits.train), 1500, False))
-    real = [
-        train_local(
-            global_state, pool.subset(p), spec=spec, config=TrainConfig(epochs=1, seed=i)
-        ).delta
-        for i, p in enumerate(partition_iid(pool.labels, 5, seed=0))
-    ]
+    real = real_updates(splits, spec, global_state)
     sites = _synthetic_sites(real, max([*sizes, *compare, args.linear]))
     if args.linear:
         return _linear_check(global_state, spec, sites, splits.val, args.linear)

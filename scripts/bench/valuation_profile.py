@@ -48,13 +48,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import fedtrail.valuation.round as round_mod  # noqa: E402
-from fedtrail.ml.datasets import load_bundled, partition_iid  # noqa: E402
+from fedtrail.ml.datasets import load_bundled  # noqa: E402
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model  # noqa: E402
-from fedtrail.ml.training import TrainConfig, train_local  # noqa: E402
 from fedtrail.protocol.codes import Reason  # noqa: E402
 from fedtrail.valuation import HISTORY_COMBINER, Candidate, History, value_round  # noqa: E402
 from fedtrail.valuation.combine import Combiner  # noqa: E402
-from scripts.bench.valuation_bench import _synthetic_sites  # noqa: E402
+from scripts.bench.valuation_bench import _synthetic_sites, real_updates  # noqa: E402
 
 PARTS = (
     "free_riders",
@@ -139,13 +138,7 @@ def main() -> int:
     splits = load_bundled()
     spec = ModelSpec()
     global_state = federated_state(initial_model(spec, seed=0))
-    pool = splits.train.subset(np.random.default_rng(0).choice(len(splits.train), 1500, False))
-    real = [
-        train_local(
-            global_state, pool.subset(p), spec=spec, config=TrainConfig(epochs=1, seed=i)
-        ).delta
-        for i, p in enumerate(partition_iid(pool.labels, 5, seed=0))
-    ]
+    real = real_updates(splits, spec, global_state)
     n = args.sites
     sites = _synthetic_sites(real, n)
     cands = [Candidate(f"site{i:02d}", ns, d) for i, (ns, d) in enumerate(sites)]
