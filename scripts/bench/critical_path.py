@@ -2,7 +2,8 @@
 """The round's critical path, part by part, for 5, 10 and 100 sites, with each part's floor on
 this machine (issue 18).
 
-    python scripts/bench/critical_path.py [--sites 5 10 100] [--out .run/bench/critical_path.json]
+    python scripts/bench/critical_path.py [--sites 5 10 100] [--large-game none|linear_shapley]
+        [--out .run/bench/critical_path.json]
 
 One round per size on a fresh federation on real Anvil + js-ipfs (``_daemons``), through the
 product's own code: sites encode their updates (``encode_update``), commit and reveal on chain
@@ -26,6 +27,9 @@ batched);
 store = bytes put / add rate + bytes got / cat rate; codec = bytes encoded or decoded / sha256
 rate (each byte is hashed at least once). Bars checked (exit 1 when one is missed): the chain +
 store + codec part of the 5-site round <= 2x its floor; valuation of the 100-site round <= 5 s.
+Each size is a federation's *first* round: no history, so no free-rider references (a later
+round's valuation, with them, is ``scripts/bench/valuation_profile.py``); ``--large-game`` is the
+aggregator's setting of that name.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from web3.providers.rpc import HTTPProvider  # noqa: E402
 
 import fedtrail.aggregator.service as service_mod  # noqa: E402
 import fedtrail.storage.codec as codec_mod  # noqa: E402
+import fedtrail.valuation.candidates as candidates_mod  # noqa: E402
 from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
 from fedtrail.chain import advance_time, block_timestamp, connect, dev_account  # noqa: E402
 from fedtrail.ledger import Phase, commitment  # noqa: E402
@@ -58,6 +63,7 @@ from fedtrail.ml.models import ModelSpec  # noqa: E402
 from fedtrail.ml.training import TrainConfig, train_local  # noqa: E402
 from fedtrail.simulation.federation import SiteSetup, build_federation  # noqa: E402
 from fedtrail.storage.store import IpfsStore  # noqa: E402
+from fedtrail.valuation import LARGE_GAMES  # noqa: E402
 from scripts.bench._daemons import daemons  # noqa: E402
 
 PARTS = ("chain", "store", "codec", "valuation", "heatmaps", "aggregation", "metrics")
@@ -143,7 +149,9 @@ def floors(rpc: str, api: str) -> dict[str, float]:
     }
 
 
-def one_round(rpc: str, api: str, n_sites: int, clock: Clock) -> dict[str, Any]:
+def one_round(
+    rpc: str, api: str, n_sites: int, clock: Clock, *, large_game: str | None = None
+) -> dict[str, Any]:
     w3 = connect(rpc)
     requests = {"tx": 0, "other": 0}
     make_request = HTTPProvider._make_request
@@ -169,7 +177,7 @@ def one_round(rpc: str, api: str, n_sites: int, clock: Clock) -> dict[str, Any]:
         store=store,
         folder=Path(tempfile.mkdtemp()),
         validation=splits.val,
-        settings=AggregatorSettings(),
+        settings=AggregatorSettings(large_game=large_game),
     )
     ledger, service = fed.ledger, fed.service
     r = service.open_next()
@@ -207,9 +215,12 @@ def one_round(rpc: str, api: str, n_sites: int, clock: Clock) -> dict[str, Any]:
     store.put = clock.wrap("store", put_counted)  # type: ignore[method-assign]
     store.get = clock.wrap("store", get_counted)  # type: ignore[method-assign]
     saved: dict[str, Any] = {}
-    for name in ("decode_update", "decode_model", "encode_model"):
+    for name in ("decode_model", "encode_model"):
         saved[name] = getattr(service_mod, name)
         setattr(service_mod, name, clock.wrap("codec", saved[name]))
+    # the updates are decoded where the candidates are read (one home for aggregator and nodes)
+    saved["decode_update"] = candidates_mod.decode_update
+    candidates_mod.decode_update = clock.wrap("codec", saved["decode_update"])
     encode_update = clock.wrap("codec", codec_mod.encode_update)
     for name, part in (("aggregate", "aggregation"), ("apply_delta", "aggregation")):
         saved[name] = getattr(service_mod, name)
@@ -240,6 +251,7 @@ def one_round(rpc: str, api: str, n_sites: int, clock: Clock) -> dict[str, Any]:
         service.step()  # finalize
         wall = t_sites + time.perf_counter() - t1
     finally:
+        candidates_mod.decode_update = saved.pop("decode_update")
         for name, fn in saved.items():
             setattr(service_mod, name, fn)
         HTTPProvider._make_request = make_request  # type: ignore[method-assign]
@@ -276,6 +288,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sites", type=int, nargs="+", default=[5, 10, 100])
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument(
+        "--large-game",
+        choices=("none", *LARGE_GAMES),
+        default="none",
+        help="the aggregator's game above 10 screened updates (aggregator run --large-game; "
+        "default none: Monte-Carlo Shapley, the service's default)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "critical_path.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -290,7 +309,9 @@ def main() -> int:
         f = floors(rpc, api)
         print("floors: " + ", ".join(f"{k} {v:.4g}" for k, v in f.items()), flush=True)
         for n in args.sites:
-            row = one_round(rpc, api, n, clock)
+            large_game = None if args.large_game == "none" else args.large_game
+            row = one_round(rpc, api, n, clock, large_game=large_game)
+            row["large_game"] = large_game
             row["floor_s"] = floor_of(row, f)
             rows.append(row)
             print(json.dumps(row), flush=True)
