@@ -90,7 +90,7 @@ class DpSettings:
 
     noise_multiplier: float | None = None
     target_epsilon: float | None = None
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = DP_MAX_GRAD_NORM
     batch_size: int | None = None
     """The expected Poisson batch under DP-SGD; None: the training config's."""
     lr: float | None = None
