@@ -56,11 +56,13 @@ It then checks issue 12's bars that its runs decide (:func:`issue12_bars`; with 
 several runs, over all of them) and exits 1 when one is missed.
 
 ``--dp-epsilon E``: every site, faulty ones included, trains with the node's DP-SGD
-(:func:`fedtrail.ml.privacy.train_private`) at epsilon ``E / rounds`` per round's update,
-clipping norm 1, delta 1e-5 (``fedtrail demo --dp-epsilon``'s settings); valuation and weights
-are unchanged, an update fault applies to the private update. Issue 12's bars (set on plain
-training) are then not checked; issue 16's is (:func:`dp_bars`): in scenario (b) the noisy
-sites' weight share under valuation stays below FedAvg's.
+(:func:`fedtrail.ml.privacy.train_private`) at epsilon ``E / rounds`` per round's update
+(``--dp-accounting summed``, the chain's accounting) or at the per-round target whose rounds
+compose (RDP) to ``E`` (``--dp-accounting composed``, as ``privacy.py``'s table), clipping norm
+1, delta 1e-5 (``fedtrail demo --dp-epsilon``'s settings); valuation and weights are unchanged,
+an update fault applies to the private update. Issue 12's bars (set on plain training) are then
+not checked; issue 16's is (:func:`dp_bars`): in scenario (b) the noisy sites' weight share under
+valuation stays below FedAvg's.
 """
 
 from __future__ import annotations
@@ -437,6 +439,7 @@ def _run_label(settings: dict[str, Any]) -> str:
         f"{settings['alpha']:g}"
         + ("" if combiner == "history" else f" {combiner}")
         + ("" if eps is None else f" dp{eps:g}")
+        + ("c" if eps is not None and settings.get("dp_accounting") == "composed" else "")
     )
 
 
@@ -444,7 +447,7 @@ def _dp_of(label: str) -> float | None:
     """The epsilon in a run label, None for plain training."""
     for part in label.split()[1:]:
         if part.startswith("dp"):
-            return float(part[2:])
+            return float(part[2:].removesuffix("c"))
     return None
 
 
@@ -452,9 +455,14 @@ def _dp_note(settings: dict[str, Any]) -> str:
     eps = settings.get("dp_epsilon")
     if eps is None:
         return ""
+    split = (
+        "per-round targets composing (RDP) to it"
+        if settings.get("dp_accounting") == "composed"
+        else f"{eps / settings['rounds']:g} per round, summed"
+    )
     return (
-        f"; DP-SGD at every site, epsilon {eps:g} over the run "
-        f"({eps / settings['rounds']:g} per round), delta {settings.get('dp_delta', 1e-5):g}"
+        f"; DP-SGD at every site, epsilon {eps:g} over the run ({split}), "
+        f"delta {settings.get('dp_delta', 1e-5):g}"
     )
 
 
@@ -1042,7 +1050,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         metavar="E",
         help="every site trains with DP-SGD (fedtrail.ml.privacy.train_private) at epsilon "
-        "E over the run (E / rounds per round), clipping norm 1, delta 1e-5; default: plain",
+        "E over the run (see --dp-accounting), clipping norm 1, delta 1e-5; default: plain",
+    )
+    parser.add_argument(
+        "--dp-accounting",
+        choices=("summed", "composed"),
+        default="summed",
+        help="how E is split over the rounds: summed (E / rounds a round, the chain's "
+        "accounting; default) or composed (each site's per-round target whose rounds compose, "
+        "RDP, to E: privacy.py's table)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "accuracy.json")
@@ -1110,6 +1126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 large_game=None if args.large_game == "none" else args.large_game,
                 dp_epsilon=args.dp_epsilon,
                 dp_delta=DP_DELTA,
+                dp_accounting=args.dp_accounting,
             )
             for row in methods:
                 method = cast(Method, "valuation" if row in VALUATION_ROWS else row)
@@ -1153,6 +1170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "methods": methods,
             "dp_epsilon": args.dp_epsilon,
             "dp_delta": None if args.dp_epsilon is None else DP_DELTA,
+            "dp_accounting": None if args.dp_epsilon is None else args.dp_accounting,
         },
         "environment": {
             "torch": torch.__version__,

@@ -46,7 +46,6 @@ import math
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -66,6 +65,7 @@ from _sim import (
     _sub_seed,
     parse_seeds,
     provenance,
+    round_target,
     site_splits,
 )
 
@@ -74,7 +74,7 @@ from fedtrail.ml.catalog import load_source
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.metrics import predict_logits
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
-from fedtrail.ml.privacy import DpSettings, epsilon_composed, plan_privacy, train_private
+from fedtrail.ml.privacy import DpSettings, epsilon_composed, train_private
 from fedtrail.ml.training import TrainConfig, train_local
 from fedtrail.node.config import PrivacyConfig
 from fedtrail.protocol.privacy import DpParams
@@ -194,28 +194,6 @@ def per_image_loss(
     logits = torch.as_tensor(np.asarray(predict_logits(model, ds)), dtype=torch.float64)
     labels = torch.tensor(np.array(ds.labels), dtype=torch.long)
     return F.cross_entropy(logits, labels, reduction="none").numpy()
-
-
-def round_target(
-    n: int, config: TrainConfig, total: float, rounds: int, delta: float, dp: DpSettings
-) -> float:
-    """The per-round target epsilon whose ``rounds`` updates of a site of ``n`` images compose
-    (RDP) to ``total``: the noise for the whole run is solved (identical rounds compose like
-    one run of ``rounds * steps`` steps), and the per-round target is one round's epsilon at it."""
-    from opacus.accountants.utils import get_noise_multiplier
-
-    base = plan_privacy(replace(dp, noise_multiplier=1.0, target_epsilon=None), n, config, delta)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        noise = get_noise_multiplier(
-            target_epsilon=total,
-            target_delta=delta,
-            sample_rate=base.sample_rate,
-            steps=base.steps * rounds,
-            accountant="rdp",
-            epsilon_tolerance=0.001,
-        )
-    return epsilon_composed([replace(base, noise_multiplier=float(noise))])
 
 
 def run_one(

@@ -164,3 +164,32 @@ def test_dp_runs_are_checked_against_issue_16s_bar_not_issue_12s() -> None:
     assert len(below) == 1 and "issue 16" in below[0][0] and below[0][1]
     above = accuracy._all_bars([(label, "b", _figures([0.5, 0.45], [0.4, 0.4]))])
     assert len(above) == 1 and not above[0][1]
+
+
+def test_composed_accounting_trains_each_site_at_the_target_that_composes_to_the_total(
+    tiny: Splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedtrail.ml.privacy import epsilon_composed
+
+    spy = _Spy(_sim.train_private)
+    monkeypatch.setattr(_sim, "train_private", spy)
+    config = _config(dp_accounting="composed")
+    _sim.run_method("fedavg", config, tiny)
+    assert len(spy.calls) == 4  # site 0, site 1 in round 1, then in round 2
+    by_site: dict[int, list[Any]] = {}
+    for i, (settings, _, result) in enumerate(spy.calls):
+        # far above the summed split (6 over 2 rounds = 3 a round): composition is tighter
+        assert settings.target_epsilon is not None and settings.target_epsilon > 3.0
+        by_site.setdefault(i % 2, []).append(result.params)
+    for params in by_site.values():  # each site's rounds compose (RDP) to the run's 6
+        assert epsilon_composed(params) == pytest.approx(6.0, rel=0.02)
+    assert config.describe()["dp_accounting"] == "composed"
+    label = accuracy._run_label(
+        {"alpha": 1.0, "combiner": "history", "dp_epsilon": 8.0, "dp_accounting": "composed"}
+    )
+    assert label == "1 dp8c" and accuracy._dp_of(label) == 8.0
+
+
+def test_dp_accounting_must_be_known() -> None:
+    with pytest.raises(ConfigError, match="dp_accounting"):
+        _config(dp_accounting="rdp")  # type: ignore[arg-type]
