@@ -1,0 +1,189 @@
+"""Data-free signals against poisoned updates under label skew: a diagnosis, not a bar.
+
+Issue 12 asks whether a screen that needs no validation data (the direction or the size of an
+update) could catch the sign-flipping and x10 sites of scenario (c) without catching honest sites
+of a skewed federation. This script trains the accuracy benchmark's federations under FedAvg
+(``_sim.run_method("fedavg", ...)``: the same sites, seeds, faults and local training) and, in
+every round, measures each sent update against the others of the round:
+
+* ``cos <group>``: cosine between the update and the mean of the other updates, over all
+  parameters (``all``), the convolutions (``conv``), everything but the output layer (``feat``)
+  and the output layer alone (``head``): a sign flip reverses every layer, while an honest site
+  of a skewed federation is expected to disagree mostly in the head;
+* ``norm``: the update's L2 norm over the round's median norm, raw, per local step (steps = its
+  sample count / the batch size, rounded up: a larger site takes more steps) and per square root
+  of its steps.
+
+For each signal it prints quantiles per kind of site (``none`` = honest) and the separation: the
+share of a faulty kind's updates beyond the most extreme honest value (below the honest minimum
+for cosines, above the honest maximum for norms), i.e. what a threshold that never catches an
+honest update would catch. Exit status 0 (nothing is judged).
+
+    python scripts/bench/poison_signals.py --runs c:1,c:3,a:1,a:3,b:1 --seeds 0,1 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _sim
+from _sim import ROOT, SimConfig, parse_seeds, provenance
+from accuracy import SCENARIOS
+
+from fedtrail.ml.datasets import load_bundled
+
+Delta = Mapping[str, torch.Tensor]
+
+GROUPS: dict[str, Callable[[str], bool]] = {
+    "all": lambda name: True,
+    "conv": lambda name: name.startswith("conv"),
+    "feat": lambda name: not name.startswith("fc2"),
+    "head": lambda name: name.startswith("fc2"),
+}
+"""SmallCNN's parameter groups (conv1, conv2, fc1, fc2)."""
+
+
+def _flat(delta: Delta, names: Sequence[str]) -> np.ndarray:
+    return np.concatenate([delta[k].detach().to(torch.float64).reshape(-1).numpy() for k in names])
+
+
+def round_signals(
+    deltas: Sequence[Delta], samples: Sequence[int], batch_size: int
+) -> list[dict[str, float]]:
+    """Every signal of the module docstring for each update of one round."""
+    names = list(deltas[0])
+    out: list[dict[str, float]] = [{} for _ in deltas]
+    for group, keep in GROUPS.items():
+        m = np.stack([_flat(d, [k for k in names if keep(k)]) for d in deltas])
+        for i in range(len(deltas)):
+            others = np.delete(m, i, axis=0).mean(axis=0)
+            den = float(np.linalg.norm(m[i]) * np.linalg.norm(others))
+            out[i][f"cos {group}"] = float(m[i] @ others) / den if den > 0 else 0.0
+    norms = np.array([float(np.linalg.norm(_flat(d, names))) for d in deltas])
+    steps = np.ceil(np.asarray(samples, dtype=np.float64) / batch_size)
+    for key, x in {
+        "norm": norms,
+        "norm per step": norms / steps,
+        "norm per sqrt step": norms / np.sqrt(steps),
+    }.items():
+        med = float(np.median(x))
+        for i in range(len(deltas)):
+            out[i][key] = float(x[i] / med) if med > 0 else math.nan
+    return out
+
+
+def measure(
+    scenario: str, alpha: float, seed: int, rounds: int, splits: Any
+) -> list[dict[str, Any]]:
+    """One FedAvg federation of the accuracy bench's ``scenario``: a row per sent update."""
+    sc = SCENARIOS[scenario]
+    faults = sc.faults(seed)
+    config = SimConfig(
+        sites=sc.sites, rounds=rounds, alpha=alpha, seed=seed, faults=faults, stale=sc.stale
+    )
+    kinds = config.fault_labels
+    samples = [len(d) for d in _sim.site_splits(splits.train, config)]
+    rows: list[dict[str, Any]] = []
+    real = _sim.aggregate
+    round_no = 0
+
+    def spy(rule: Any, deltas: Sequence[Delta], weights: Any) -> Any:
+        nonlocal round_no
+        round_no += 1
+        if len(deltas) == len(samples):  # every site sent (FedAvg: always, barring divergence)
+            for i, sig in enumerate(round_signals(deltas, samples, config.batch_size)):
+                rows.append({"round": round_no, "site": i, "kind": kinds[i], **sig})
+        return real(rule, deltas, weights)
+
+    _sim.aggregate = spy  # type: ignore[assignment]
+    try:
+        _sim.run_method("fedavg", config, splits)
+    finally:
+        _sim.aggregate = real  # type: ignore[assignment]
+    return rows
+
+
+def summarise(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Quantiles per kind and signal, and each faulty kind's separation from the honest sites."""
+    signals = [k for k in rows[0] if k.startswith(("cos", "norm"))] if rows else []
+    lines = []
+    for sig in signals:
+        by_kind: dict[str, list[float]] = defaultdict(list)
+        for r in rows:
+            if math.isfinite(r[sig]):
+                by_kind[str(r["kind"])].append(float(r[sig]))
+        honest = np.array(by_kind.get("none", []))
+        for kind, values in sorted(by_kind.items()):
+            v = np.array(values)
+            q = np.quantile(v, [0.0, 0.1, 0.5, 0.9, 1.0])
+            cell = " ".join(f"{x:6.2f}" for x in q)
+            sep = ""
+            if kind != "none" and honest.size:
+                beyond = v < honest.min() if sig.startswith("cos") else v > honest.max()
+                sep = f"  beyond every honest value: {int(beyond.sum())}/{v.size}"
+            lines.append(f"  {sig:<19} {kind:<12} n={v.size:<4} {cell}{sep}")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--runs", default="c:1,c:3,a:1,a:3,b:1", help="scenario:alpha pairs, comma-separated"
+    )
+    parser.add_argument("--seeds", default="0,1", help="a count N or a list 0,3,7-9")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "poison_signals.json")
+    args = parser.parse_args(argv)
+    runs: list[tuple[str, float]] = []
+    for part in (p for p in args.runs.split(",") if p):
+        key, _, alpha = part.partition(":")
+        if key not in SCENARIOS or not alpha:
+            parser.error(
+                f"--runs: {part!r} is not scenario:alpha (scenarios {', '.join(SCENARIOS)})"
+            )
+        try:
+            runs.append((key, float(alpha)))
+        except ValueError:
+            parser.error(f"--runs: alpha {alpha!r} is not a number")
+    seeds = parse_seeds(args.seeds)
+    if not seeds or args.rounds < 2:
+        parser.error("need at least one seed and two rounds")
+    torch.set_num_threads(args.threads)
+    splits = load_bundled()
+    started = time.perf_counter()
+    doc: dict[str, Any] = {"benchmark": "poison_signals", "argv": list(sys.argv[1:]), "runs": {}}
+    for key, alpha in runs:
+        rows = []
+        for seed in seeds:
+            rows += [{"seed": seed, **r} for r in measure(key, alpha, seed, args.rounds, splits)]
+        label = f"{key}:{alpha:g}"
+        doc["runs"][label] = rows
+        print(
+            f"({key}) {SCENARIOS[key].title} at alpha {alpha:g}, seeds {seeds}, "
+            f"{args.rounds} rounds; ratio quantiles min p10 median p90 max:"
+        )
+        print("\n".join(summarise(rows)), flush=True)
+    doc["wall_seconds"] = time.perf_counter() - started
+    doc["provenance"] = provenance()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    print(f"wall {doc['wall_seconds']:.0f} s; JSON: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
