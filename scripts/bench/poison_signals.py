@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         label = f"{key}:{alpha:g}"
         doc["runs"][label] = rows
         print(
-            f"({key}) {SCENARIOS[key].title} at alpha {alpha:g}, seeds {seeds}, "
+            f"{SCENARIOS[key].title} at alpha {alpha:g}, seeds {seeds}, "
             f"{args.rounds} rounds; ratio quantiles min p10 median p90 max:"
         )
         print("\n".join(summarise(rows)), flush=True)
