@@ -5,18 +5,14 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from fedtrail.aggregator.service import (
-    STALL_SECONDS,
-    AggregatorService,
-    AggregatorSettings,
-    ClockWatch,
-    RoundOutcome,
-)
+from fedtrail.aggregator.clock import STALL_SECONDS, ClockWatch
 from fedtrail.cli.common import (
     ROUND_ID,
+    LazyChoice,
     aggregation_options,
     ledger_options,
     load_signer,
@@ -27,17 +23,16 @@ from fedtrail.cli.common import (
     signer_options,
     stop_on_signals,
     store_option,
+    valuation_modes,
 )
 from fedtrail.cli.output import metrics_line
 from fedtrail.errors import ConfigError
 from fedtrail.hooks import launcher_step_hook
-from fedtrail.ml.aggregation import AggregationRule
-from fedtrail.ml.catalog import load_source
-from fedtrail.ml.task import task_for
-from fedtrail.protocol.roundlog import VALUATION_MODES
 from fedtrail.protocol.terms import PERSONALISATION_METHODS
 from fedtrail.protocol.weights import SCORE_SCALE
-from fedtrail.valuation import LARGE_GAMES, default_combiner
+
+if TYPE_CHECKING:  # the service, the valuation and the ML load torch: imported where used
+    from fedtrail.aggregator.service import RoundOutcome
 
 log = logging.getLogger("fedtrail.aggregator")
 
@@ -45,6 +40,12 @@ log = logging.getLogger("fedtrail.aggregator")
 @click.group()
 def aggregator() -> None:
     """Open rounds, value every update on chain, aggregate, finalize."""
+
+
+def _large_games() -> tuple[str, ...]:
+    from fedtrail.valuation import LARGE_GAMES
+
+    return ("none", *LARGE_GAMES)
 
 
 @aggregator.command()
@@ -110,7 +111,7 @@ def aggregator() -> None:
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option(
     "--large-game",
-    type=click.Choice(["none", *LARGE_GAMES]),
+    type=LazyChoice(_large_games),
     default="none",
     show_default=True,
     help="Game above 10 screened updates instead of Monte-Carlo Shapley (linear_shapley: "
@@ -118,7 +119,7 @@ def aggregator() -> None:
 )
 @click.option(
     "--valuation-mode",
-    type=click.Choice(VALUATION_MODES),
+    type=LazyChoice(valuation_modes),
     default="aggregator",
     show_default=True,
     help="Who scores updates: the aggregator on its validation split, or 'peers': every site "
@@ -229,6 +230,12 @@ def run(
     """Run rounds until --rounds are closed (or the ledger's --until-round); resumes from the
     chain after a restart."""
     import torch
+
+    from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
+    from fedtrail.ml.aggregation import AggregationRule
+    from fedtrail.ml.catalog import load_source
+    from fedtrail.ml.task import task_for
+    from fedtrail.valuation import default_combiner
 
     if rounds is not None and until_round is not None:
         raise click.UsageError("give --rounds or --until-round, not both")

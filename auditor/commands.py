@@ -18,14 +18,14 @@ from fedtrail.cli.common import (
 )
 from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError, VerificationFailed
-from fedtrail.ledger import Ledger, checksum
 from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
-from fedtrail.storage.store import ContentStore
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the ledger (web3) and the store load in seconds: imported where used
     from fedtrail.auditor.privacy import PrivacyAudit
+    from fedtrail.ledger import Ledger
     from fedtrail.protocol.roundlog import RoundLog
+    from fedtrail.storage.store import ContentStore
 
 
 @click.group()
@@ -185,6 +185,8 @@ def site(
     rounds also shows its validator reputation and rated rounds, and per round its distance
     from the medians and its validator reputation after it (``validator_*``)."""
     ledger = _open(rpc_url, deployment_path, contract)
+    from fedtrail.ledger import checksum
+
     address = checksum(address)
     info = ledger.get_site(address)
     if info is None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import numpy as np
 
-from fedtrail.auditor.explain_page import ModelFacts, render_page
 from fedtrail.cli.common import (
     ROUND_ID,
+    DeferredHelpOption,
+    LazyChoice,
     ledger_options,
     model_options,
     open_checked_store,
@@ -21,15 +22,23 @@ from fedtrail.cli.common import (
 )
 from fedtrail.cli.output import emit, format_option
 from fedtrail.errors import ConfigError, StoreError
-from fedtrail.ml.catalog import load_source, shipped_datasets
-from fedtrail.ml.datasets import ImageDataset, load_image_folder, load_medmnist_npz
-from fedtrail.ml.explain import METHODS, explain_methods, probe_set
-from fedtrail.ml.metrics import decision_threshold
-from fedtrail.ml.task import Task, task_for
-from fedtrail.protocol.roundlog import InvalidLog, RoundLog
-from fedtrail.storage.codec import decode_model
-from fedtrail.storage.personal import PERSONAL_MODEL, read_personal, site_task
-from fedtrail.storage.store import ContentStore
+
+if TYPE_CHECKING:  # the ML, the codec and the round log load torch: imported where used
+    from fedtrail.ml.datasets import ImageDataset
+    from fedtrail.ml.task import Task
+    from fedtrail.protocol.roundlog import RoundLog
+    from fedtrail.storage.store import ContentStore
+
+
+def _explain_methods() -> tuple[str, ...]:
+    """The explanation methods' registry (fedtrail.ml.explain loads torch and captum)."""
+    from fedtrail.ml.explain import METHODS
+
+    return METHODS
+
+
+def _methods_help() -> str:
+    return f"Several methods, comma-separated (e.g. {','.join(_explain_methods()[:2])})."
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,8 @@ class Decision:
         """Probability of class 1 above which class 1 is predicted (two classes only)."""
         if self.classes != 2:
             return None
+        from fedtrail.ml.metrics import decision_threshold
+
         return 0.5 if self.bias is None else decision_threshold(self.bias)
 
     @property
@@ -65,6 +76,8 @@ def _round_log(
 ) -> tuple[RoundLog | None, str]:
     """Round ``round_id``'s log (its bytes checked against the on-chain sha256), or None and
     why not."""
+    from fedtrail.protocol.roundlog import InvalidLog, RoundLog
+
     try:
         return RoundLog.from_bytes(store.get(log_cid, log_sha256)), ""
     except (StoreError, InvalidLog) as exc:
@@ -87,6 +100,8 @@ def _decision(log: RoundLog | None, round_id: int, why_not: str, classes: int) -
 
 def _task_of(log: RoundLog) -> Task:
     """The task a round log repeats from its terms (logs older than class names: numbered)."""
+    from fedtrail.ml.task import Task
+
     s = log.settings
     where = f"round {log.round}'s log"
     classes = int(s.model_spec.get("num_classes", 2))
@@ -96,6 +111,8 @@ def _task_of(log: RoundLog) -> Task:
 
 def _source_for(task: Task, validation: str | None) -> str:
     """``--validation``, or the shipped dataset whose class names are the task's."""
+    from fedtrail.ml.catalog import shipped_datasets
+
     if validation is not None:
         return validation
     for name, shipped in shipped_datasets().items():
@@ -111,6 +128,10 @@ def _images(
     task: Task, images: Path | None, validation: str | None, per_class: int
 ) -> ImageDataset:
     """The images to explain, resized to the task's model and checked against it."""
+    from fedtrail.ml.catalog import load_source
+    from fedtrail.ml.datasets import load_image_folder, load_medmnist_npz
+    from fedtrail.ml.explain import probe_set
+
     if images is not None:
         if images.is_dir():
             data = load_image_folder(images)
@@ -133,6 +154,8 @@ def _images(
 def _methods(method: str | None, methods: str | None, html: bool) -> tuple[str, ...]:
     """The methods to run: ``--methods``, else ``--method``, else all (``--html``) or integrated
     gradients."""
+    from fedtrail.ml.explain import METHODS
+
     if methods is not None:
         if method is not None:
             raise click.UsageError("give --method or --methods, not both")
@@ -168,14 +191,15 @@ def _methods(method: str | None, methods: str | None, html: bool) -> tuple[str, 
 )
 @click.option(
     "--method",
-    type=click.Choice(METHODS),
+    type=LazyChoice(_explain_methods),
     default=None,
     help="One explanation method [default: integrated_gradients; with --html: all].",
 )
 @click.option(
     "--methods",
     default=None,
-    help=f"Several methods, comma-separated (e.g. {','.join(METHODS[:2])}).",
+    cls=DeferredHelpOption,
+    help_text=_methods_help,
 )
 @click.option(
     "--html",
@@ -232,6 +256,15 @@ def explain(
     with the task of ``--validation`` (default pneumonia) and ``--arch``/``--image-size``.
     A site's personalised model (``--personal``) with its node's task, at the decision its node
     calibrated for it on the site's validation split (without one: the round log's)."""
+    import numpy as np
+
+    from fedtrail.auditor.explain_page import ModelFacts, render_page
+    from fedtrail.ml.catalog import load_source
+    from fedtrail.ml.explain import explain_methods
+    from fedtrail.ml.task import task_for
+    from fedtrail.storage.codec import decode_model
+    from fedtrail.storage.personal import PERSONAL_MODEL, read_personal, site_task
+
     if (cid is None) != (sha256 is None):
         raise click.UsageError("--cid and --sha256 go together")
     if personal is not None and (cid is not None or round_id is not None):

@@ -7,14 +7,13 @@ JSON-RPC endpoint (Anvil locally).
 
 from __future__ import annotations
 
-from typing import Any
-
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-from web3 import EthereumTesterProvider, Web3
-from web3.providers.rpc import HTTPProvider
+from typing import TYPE_CHECKING, Any
 
 from fedtrail.errors import ChainUnreachable, ConfigError
+
+if TYPE_CHECKING:  # web3 and eth_account load in ~1 s: imported where used, so CLI help stays fast
+    from eth_account.signers.local import LocalAccount
+    from web3 import Web3
 
 EMBEDDED = "embedded"
 DEFAULT_RPC_URL = "http://127.0.0.1:8545"
@@ -22,6 +21,9 @@ DEFAULT_RPC_URL = "http://127.0.0.1:8545"
 
 def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 30.0) -> Web3:
     """A connected Web3 for ``rpc_url``, or a fresh in-process chain for ``"embedded"``."""
+    from web3 import EthereumTesterProvider, Web3
+    from web3.providers.rpc import HTTPProvider
+
     if rpc_url == EMBEDDED:
         return Web3(EthereumTesterProvider())
     if not rpc_url.startswith(("http://", "https://")):
@@ -36,6 +38,8 @@ def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 30.0) -> Web3:
 
 
 def is_embedded(w3: Web3) -> bool:
+    from web3 import EthereumTesterProvider
+
     return isinstance(w3.provider, EthereumTesterProvider)
 
 
@@ -44,6 +48,8 @@ def funded_accounts(w3: Web3) -> list[LocalAccount]:
 
     On a JSON-RPC chain there are none we can know; create keystores and fund them instead.
     """
+    from eth_account import Account
+
     if not is_embedded(w3):
         return []
     backend: Any = w3.provider.ethereum_tester.backend  # type: ignore[attr-defined]
@@ -57,6 +63,8 @@ DEV_MNEMONIC = "test test test test test test test test test test test junk"
 
 def dev_account(index: int) -> LocalAccount:
     """Account ``index`` of the public development mnemonic that Anvil pre-funds."""
+    from eth_account import Account
+
     Account.enable_unaudited_hdwallet_features()
     account: LocalAccount = Account.from_mnemonic(
         DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}"
@@ -94,6 +102,8 @@ def advance_time(w3: Web3, seconds: int) -> int:
 
 def fund(w3: Web3, source: LocalAccount, target: str, wei: int) -> None:
     """Sends ``wei`` from ``source`` to ``target`` and waits for the receipt."""
+    from web3 import Web3
+
     tx: dict[str, Any] = {
         "to": Web3.to_checksum_address(target),
         "value": wei,

@@ -10,12 +10,12 @@ import json
 import os
 import stat
 from pathlib import Path
-
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-from web3 import Web3
+from typing import TYPE_CHECKING
 
 from fedtrail.errors import KeystoreError, WrongPassphrase
+
+if TYPE_CHECKING:  # eth_account loads in ~1 s: imported where used, so CLI help stays fast
+    from eth_account.signers.local import LocalAccount
 
 PASSPHRASE_ENV = "FEDTRAIL_PASSPHRASE"
 # Light scrypt parameters make tests and demos fast; production keystores use the default.
@@ -26,6 +26,8 @@ def create_keystore(
     path: Path, passphrase: str, *, account: LocalAccount | None = None, kdf_n: int | None = None
 ) -> LocalAccount:
     """Writes a new (or the given) account to ``path``, encrypted, readable by the owner only."""
+    from eth_account import Account
+
     if not passphrase:
         raise KeystoreError("an empty passphrase would leave the key unprotected")
     path = Path(path)
@@ -43,6 +45,8 @@ def create_keystore(
 
 def keystore_address(path: Path) -> str:
     """The account address stored in clear in the keystore (no passphrase needed)."""
+    from web3 import Web3
+
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
         return str(Web3.to_checksum_address("0x" + str(doc["address"]).removeprefix("0x")))
@@ -54,6 +58,8 @@ def keystore_address(path: Path) -> str:
 
 def load_keystore(path: Path, passphrase: str) -> LocalAccount:
     """Decrypts the keystore; ``WrongPassphrase`` when the passphrase does not fit."""
+    from eth_account import Account
+
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

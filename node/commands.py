@@ -6,12 +6,14 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from fedtrail.chain import connect
 from fedtrail.cli.common import (
+    LazyChoice,
+    compression_methods,
     ledger_options,
     model_options,
     open_checked_store,
@@ -27,21 +29,15 @@ from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError
 from fedtrail.hooks import launcher_step_hook
 from fedtrail.keys import FAST_KDF_N, create_keystore, keystore_address, load_keystore
-from fedtrail.ledger import MAX_SITE_SAMPLES, Deployment, Ledger, checksum
-from fedtrail.ml.catalog import load_source
-from fedtrail.ml.task import task_for
-from fedtrail.node.config import (
-    CONFIG_NAME,
-    DataConfig,
-    NodeConfig,
-    load_node_config,
-    write_node_config,
-)
-from fedtrail.node.daemon import NodeHooks, NodeState, RoundRecord, SiteNode
-from fedtrail.node.scoring import SCORES_NAME, ScoreRecord, ScoreState
+from fedtrail.protocol.codes import MAX_SITE_SAMPLES
 from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
-from fedtrail.storage.codec import CompressionMethod
+
+if TYPE_CHECKING:  # the ledger (web3), the daemon and the codec (torch) load in seconds
+    from fedtrail.ledger import Ledger
+    from fedtrail.node.config import NodeConfig
+    from fedtrail.node.daemon import RoundRecord
+    from fedtrail.node.scoring import ScoreRecord
 
 log = logging.getLogger("fedtrail.node")
 
@@ -92,7 +88,7 @@ folder_argument = click.argument(
     "--shard", default=None, metavar="I/N", help="Simulate site I of N on a shared file (demos)."
 )
 @click.option("--partition", type=click.Choice(["iid", "dirichlet", "quantity"]), default="iid")
-@click.option("--compression", type=click.Choice(get_args(CompressionMethod)), default="none")
+@click.option("--compression", type=LazyChoice(compression_methods), default="none")
 @model_options
 @click.option("--fast-kdf", is_flag=True, hidden=True, help="Light scrypt (tests/demos only).")
 def init(
@@ -111,6 +107,11 @@ def init(
     fast_kdf: bool,
 ) -> None:
     """Create a node folder: an encrypted keystore and config.toml."""
+    from fedtrail.ledger import Deployment, checksum
+    from fedtrail.ml.catalog import load_source
+    from fedtrail.ml.task import task_for
+    from fedtrail.node.config import CONFIG_NAME, DataConfig, NodeConfig, write_node_config
+
     cfg_path = folder / CONFIG_NAME
     if cfg_path.exists():
         raise ConfigError(f"{cfg_path} exists; this folder is already a node")
@@ -208,6 +209,7 @@ def register(
 ) -> None:
     """Coordinator helper: register a site's address on the ledger."""
     from fedtrail.chain import fund as send_funds
+    from fedtrail.ledger import checksum
 
     budget = None if epsilon_budget is None else _epsilon_micro(epsilon_budget)
     ledger, signer = open_signed_ledger(rpc_url, deployment_path, contract, keystore, dev_account)
@@ -244,6 +246,8 @@ def set_max_samples(
 ) -> None:
     """Coordinator helper: change the most samples a registered site may claim per update
     (1..2**64-1; it applies from the site's next reveal on)."""
+    from fedtrail.ledger import checksum
+
     site = checksum(address)
     ledger, signer = open_signed_ledger(rpc_url, deployment_path, contract, keystore, dev_account)
     before = ledger.get_site(site)
@@ -289,6 +293,7 @@ def set_privacy_budget(
     """Coordinator helper: set a site's differential-privacy budget. From its next reveal on,
     the site must declare each update's epsilon and its cumulative spend may not pass the
     budget."""
+    from fedtrail.ledger import checksum
     from fedtrail.protocol.privacy import from_micro
 
     site = checksum(address)
@@ -334,6 +339,9 @@ def _epsilon_micro(epsilon: float) -> int:
 
 
 def _load_folder(folder: Path, **overrides: Any) -> tuple[NodeConfig, Ledger]:
+    from fedtrail.ledger import Ledger
+    from fedtrail.node.config import CONFIG_NAME, load_node_config
+
     config = load_node_config(folder / CONFIG_NAME).with_overrides(**overrides)
     if not config.contract:
         raise ConfigError(f"{folder / CONFIG_NAME} names no contract")
@@ -411,6 +419,9 @@ def status(folder: Path, rpc_url: str | None, fmt: str) -> None:
     personalised model's validation AUC and F1 (``global_val_*``, ``personal_val_*``). Its
     differential privacy from the chain: epsilon budget and cumulative spend (``privacy``),
     and per round the epsilon its update declared (``epsilon``; empty for a plain reveal)."""
+    from fedtrail.node.daemon import NodeState
+    from fedtrail.node.scoring import SCORES_NAME, ScoreState
+
     config, ledger = _load_folder(folder, rpc_url=rpc_url)
     address = keystore_address(folder / config.keystore)
     site = ledger.get_site(address)
@@ -508,6 +519,8 @@ def run(
 ) -> None:
     """Run the site daemon: watch for rounds, train, commit, store, reveal (restart-safe)."""
     import torch
+
+    from fedtrail.node.daemon import NodeHooks, SiteNode
 
     config, ledger = _load_folder(folder, rpc_url=rpc_url, store=store)
     setup_logging(folder / "node.log", verbose=verbose)

@@ -19,21 +19,27 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from fedtrail.chain import connect, funded_accounts
-from fedtrail.cli.common import aggregation_options, model_options
+from fedtrail.cli.common import (
+    LazyChoice,
+    aggregation_options,
+    compression_methods,
+    model_options,
+    valuation_modes,
+)
 from fedtrail.cli.output import emit, format_option, metrics_line, render_table
 from fedtrail.errors import ConfigError
-from fedtrail.ledger import Ledger
 from fedtrail.protocol.peers import peer_outcome
-from fedtrail.protocol.roundlog import VALUATION_MODES
 from fedtrail.protocol.terms import PERSONALISATION_METHODS
 from fedtrail.protocol.weights import SCORE_SCALE
-from fedtrail.simulation.faults import SiteFault
-from fedtrail.storage.codec import Compression, CompressionMethod
+
+if TYPE_CHECKING:  # the ledger (web3) and the faults (torch) load in seconds: imported where used
+    from fedtrail.ledger import Ledger
+    from fedtrail.simulation.faults import SiteFault
 
 DP_DELTA = 1e-5
 """The delta the demo's round terms set when it runs with ``--dp-epsilon``."""
@@ -85,6 +91,8 @@ class Scenario:
             )
         if not 1 <= self.sites <= 7:
             raise ConfigError("the embedded chain has funded accounts for 1..7 sites")
+        from fedtrail.protocol.roundlog import VALUATION_MODES
+
         if self.valuation_mode not in VALUATION_MODES:
             raise ConfigError(
                 f"valuation_mode must be one of {VALUATION_MODES}, got {self.valuation_mode!r}"
@@ -93,6 +101,8 @@ class Scenario:
 
 def site_faults(scenario: Scenario) -> list[SiteFault]:
     """Honest sites first, then the copiers, then the low-quality ones, then the poisoners."""
+    from fedtrail.simulation.faults import SiteFault
+
     n, noisy, poison = scenario.sites, scenario.noisy_sites, scenario.poison_sites
     faults = [SiteFault() for _ in range(n)]
     for i in range(n - poison - noisy - scenario.copy_sites, n - poison - noisy):
@@ -127,6 +137,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     from fedtrail.node.config import DataConfig, PrivacyConfig
     from fedtrail.protocol.privacy import from_micro, to_micro
     from fedtrail.simulation.federation import build_federation, make_sites
+    from fedtrail.storage.codec import Compression
     from fedtrail.storage.store import LocalStore
 
     torch.set_num_threads(1)  # bit-reproducible on any machine with this torch build
@@ -438,7 +449,7 @@ def _personal_rows(
 @aggregation_options
 @click.option(
     "--valuation-mode",
-    type=click.Choice(VALUATION_MODES),
+    type=LazyChoice(valuation_modes),
     default="aggregator",
     show_default=True,
     help="Who scores updates: the aggregator on its validation split, or 'peers': every "
@@ -447,7 +458,7 @@ def _personal_rows(
 )
 @click.option(
     "--compression",
-    type=click.Choice(get_args(CompressionMethod)),
+    type=LazyChoice(compression_methods),
     default="none",
     show_default=True,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,9 +22,11 @@ from fedtrail.cli.common import (
 )
 from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError
-from fedtrail.ledger import DEFAULT_MIN_ROUND_WINDOW, Ledger, checksum
-from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.codes import DEFAULT_MIN_ROUND_WINDOW, Phase
 from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, SCORE_SCALE, WEIGHT_SCALE
+
+if TYPE_CHECKING:  # the ledger loads web3 (about a second): imported where used
+    from fedtrail.ledger import Ledger
 
 
 @click.group()
@@ -69,6 +71,8 @@ def deploy(
     fmt: str,
 ) -> None:
     """Deploy a new FederationLedger; the signer becomes its coordinator."""
+    from fedtrail.ledger import Ledger
+
     if out.exists():
         raise ConfigError(f"{out} exists; choose another --out or remove it")
     rpc_url = resolve_rpc(rpc_url)
@@ -209,6 +213,8 @@ def transfer_coordinator(
 ) -> None:
     """Coordinator: offer the role to ADDRESS, who takes it with `chain accept-coordinator`
     (until then the signer keeps it; the zero address withdraws an offer)."""
+    from fedtrail.ledger import checksum
+
     offered = checksum(new_coordinator)
     ledger, signer = open_signed_ledger(rpc_url, deployment_path, contract, keystore, dev_account)
     tx = ledger.transfer_coordinator(signer, offered)

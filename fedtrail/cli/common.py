@@ -7,29 +7,85 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import click
-from eth_account.signers.local import LocalAccount
-from web3 import Web3
 
 from fedtrail.chain import DEFAULT_RPC_URL, connect, dev_account
 from fedtrail.errors import ConfigError
 from fedtrail.keys import PASSPHRASE_ENV, load_keystore, passphrase_from_env
-from fedtrail.ledger import Deployment, Ledger, TxResult
 from fedtrail.protocol.codes import MAX_ROUND_ID
-from fedtrail.storage.store import ContentStore, IpfsStore, open_store
+
+if TYPE_CHECKING:  # web3, the ledger and the store load in seconds: imported where used
+    from eth_account.signers.local import LocalAccount
+    from web3 import Web3
+
+    from fedtrail.ledger import Deployment, Ledger, TxResult
+    from fedtrail.storage.store import ContentStore
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class LazyChoice(click.Choice[str]):
+    """A ``click.Choice`` whose names come from ``load`` on first use (parsing a value, or
+    help that shows them): the registries that hold them import torch, and a command module is
+    imported for every ``fedtrail --help``."""
+
+    def __init__(self, load: Callable[[], Sequence[str]], case_sensitive: bool = True) -> None:
+        self._load = load
+        self._loaded: tuple[str, ...] | None = None
+        super().__init__((), case_sensitive=case_sensitive)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        if self._loaded is None:
+            self._loaded = tuple(self._load())
+        return self._loaded
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:
+        if value:
+            self._loaded = tuple(value)
+
+
+class DeferredHelpOption(click.Option):
+    """An option whose help text is made by ``help_text`` when help is shown (it names a
+    constant whose module imports torch)."""
+
+    def __init__(self, *args: Any, help_text: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._help_text = help_text
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        if self.help is None:
+            self.help = self._help_text()
+        return super().get_help_record(ctx)
+
 
 DEV_CHAIN_IDS = {31337, 1337}  # Anvil, Ganache
 
 ROUND_ID = click.IntRange(1, MAX_ROUND_ID)
 """A round number as the contract can hold it; anything else is a usage error (exit 2)."""
 DEFAULT_DEPLOYMENT = "deployment.json"
+
+
+def compression_methods() -> tuple[str, ...]:
+    """The update codec's compression methods (the codec loads torch)."""
+    from fedtrail.storage.codec import CompressionMethod
+
+    methods: tuple[str, ...] = get_args(CompressionMethod)
+    return methods
+
+
+def valuation_modes() -> tuple[str, ...]:
+    """Who may score a round's updates, as a round log records it (the log loads jsonschema
+    and eth_account)."""
+    from fedtrail.protocol.roundlog import VALUATION_MODES
+
+    return VALUATION_MODES
 
 
 def rpc_option(func: F) -> F:
@@ -79,6 +135,8 @@ def signer_options(func: F) -> F:
 
 def open_checked_store(location: str) -> ContentStore:
     """A store that answered: a daemon that is down is reported once, naming the endpoint."""
+    from fedtrail.storage.store import IpfsStore, open_store
+
     store = open_store(location)
     if isinstance(store, IpfsStore):
         store.check()
@@ -98,9 +156,28 @@ def store_option(func: F) -> F:
 
 def aggregation_options(func: F) -> F:
     """--rule, --valuation, --metric, --standing: shared by `aggregator run` and `demo`; the
-    choices are the registries' names (imported here, not at module level: they load torch)."""
-    from fedtrail.ml.aggregation import RULE_NAMES
-    from fedtrail.valuation import AUTO_EXACT_SITES, METHODS, METRICS
+    choices are the registries' names, read when a value is parsed or help is shown (the
+    registries load torch)."""
+
+    def rule_names() -> tuple[str, ...]:
+        from fedtrail.ml.aggregation import RULE_NAMES
+
+        return RULE_NAMES
+
+    def valuation_methods() -> tuple[str, ...]:
+        from fedtrail.valuation import METHODS
+
+        return METHODS
+
+    def metrics() -> tuple[str, ...]:
+        from fedtrail.valuation import METRICS
+
+        return METRICS
+
+    def valuation_help() -> str:
+        from fedtrail.valuation import AUTO_EXACT_SITES
+
+        return f"Exact Shapley switches to Monte-Carlo above {AUTO_EXACT_SITES} sites."
 
     func = click.option(
         "--standing/--per-round",
@@ -111,7 +188,7 @@ def aggregation_options(func: F) -> F:
     )(func)
     func = click.option(
         "--metric",
-        type=click.Choice(METRICS),
+        type=LazyChoice(metrics),
         default="balanced_loss",
         show_default=True,
         help="Validation utility of the valuation (balanced_loss: class-balanced log loss "
@@ -119,14 +196,15 @@ def aggregation_options(func: F) -> F:
     )(func)
     func = click.option(
         "--valuation",
-        type=click.Choice(METHODS),
+        type=LazyChoice(valuation_methods),
         default="shapley",
         show_default=True,
-        help=f"Exact Shapley switches to Monte-Carlo above {AUTO_EXACT_SITES} sites.",
+        cls=DeferredHelpOption,
+        help_text=valuation_help,
     )(func)
     return click.option(
         "--rule",
-        type=click.Choice(RULE_NAMES),
+        type=LazyChoice(rule_names),
         default="weighted",
         show_default=True,
         help="Aggregation rule (robust rules still use only updates with weight > 0).",
@@ -183,6 +261,10 @@ def resolve_rpc(rpc_url: str | None, deployment: Deployment | None = None) -> st
 
 
 def open_ledger(rpc_url: str | None, deployment_path: Path, contract: str | None) -> Ledger:
+    from web3 import Web3
+
+    from fedtrail.ledger import Deployment, Ledger
+
     if contract:
         if not Web3.is_address(contract):
             raise ConfigError(f"--contract {contract!r} is not an Ethereum address")

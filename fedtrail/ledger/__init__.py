@@ -23,10 +23,9 @@ imports anything above it.
 from __future__ import annotations
 
 from fedtrail.ledger.artifact import Artifact
-from fedtrail.ledger.client import DEFAULT_MIN_ROUND_WINDOW, Ledger
+from fedtrail.ledger.client import Ledger
 from fedtrail.ledger.errors import ERRORS, RevertDecoder, revert_data
 from fedtrail.ledger.records import (
-    MAX_SITE_SAMPLES,
     Deployment,
     LedgerEvent,
     PeerRoundInfo,
@@ -45,7 +44,9 @@ from fedtrail.ledger.records import (
     score_vote_hash,
     to_bytes32,
 )
-from fedtrail.protocol.codes import Phase  # re-exported: callers read round phases from here
+
+# re-exported: callers read round phases and the contract's limits from here too
+from fedtrail.protocol.codes import DEFAULT_MIN_ROUND_WINDOW, MAX_SITE_SAMPLES, Phase
 
 __all__ = [
     "DEFAULT_MIN_ROUND_WINDOW",

@@ -44,13 +44,9 @@ from fedtrail.ledger.records import (
     score_vote_hash,
     to_bytes32,
 )
-from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.codes import DEFAULT_MIN_ROUND_WINDOW, Phase
 from fedtrail.protocol.peers import PeerVote, address_key
 from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, SCORE_SCALE
-
-DEFAULT_MIN_ROUND_WINDOW = 10
-"""Seconds: the shortest commit window, and reveal window, a ledger deployed with the defaults
-accepts. A deadline a couple of seconds ahead would let an aggregator shut sites out."""
 
 
 class _SenderLocks:

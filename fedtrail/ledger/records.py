@@ -18,10 +18,6 @@ from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE
 
-MAX_SITE_SAMPLES = 2**48 - 1
-"""The contract's limit on a site's ``maxSamples`` (a uint48, so it shares the slot a reveal
-writes); a revealed sample count is at most the site's ``maxSamples``."""
-
 
 @dataclass(frozen=True)
 class RoundInfo:

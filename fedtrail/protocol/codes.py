@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["MAX_ROUND_ID", "Phase", "Reason"]
+__all__ = ["DEFAULT_MIN_ROUND_WINDOW", "MAX_ROUND_ID", "MAX_SITE_SAMPLES", "Phase", "Reason"]
 
 MAX_ROUND_ID = 2**32 - 1
 """FederationLedger numbers rounds from 1 and packs the id in 32 bits."""
+
+MAX_SITE_SAMPLES = 2**48 - 1
+"""The contract's limit on a site's ``maxSamples`` (a uint48, so it shares the slot a reveal
+writes); a revealed sample count is at most the site's ``maxSamples``."""
+
+DEFAULT_MIN_ROUND_WINDOW = 10
+"""Seconds: the shortest commit window, and reveal window, a ledger deployed with the defaults
+accepts. A deadline a couple of seconds ahead would let an aggregator shut sites out."""
 
 
 class Phase(IntEnum):
