@@ -28,6 +28,7 @@ import logging
 import math
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,9 @@ from fedtrail.valuation.candidates import CandidateCache, revealed_candidates
 from fedtrail.valuation.chained import Carried, carried_history, combiner_from, standing_of
 
 log = logging.getLogger("fedtrail.aggregator")
+
+PUT_THREADS = 8
+"""Heatmap PNGs stored at once (store requests in flight)."""
 
 # The named steps at which the service calls ``at_step``: the valuation transaction is mined.
 STEPS = ("valued",)
@@ -284,6 +288,7 @@ class AggregatorService:
         self._peer_rounds: dict[int, bool] = {}
         self._names: dict[str, str] = {}
         self._fetched = CandidateCache()
+        self._last_model: tuple[str, str, bytes] | None = None
         self._terms: dict[int, RoundTerms] = {}
         self._validation_sha256: str | None = None
         self._unusable: dict[int, tuple[tuple[tuple[str, str, str, int, int], ...], bool]] = {}
@@ -304,7 +309,12 @@ class AggregatorService:
         return cid, hashlib.sha256(blob).hexdigest()
 
     def _model(self, cid: str, sha256: str) -> dict[str, torch.Tensor]:
-        state, _ = decode_model(self.store.get(cid, sha256), spec=self.spec)
+        """The model stored as ``cid`` (its bytes checked against ``sha256``). The latest
+        blob is kept: valuation and finalize both start from the round's start model (a
+        content address names the same bytes; each call decodes its own tensors)."""
+        if self._last_model is None or self._last_model[:2] != (cid, sha256):
+            self._last_model = (cid, sha256, self.store.get(cid, sha256))
+        state, _ = decode_model(self._last_model[2], spec=self.spec)
         return state
 
     def _evaluate(self, state: dict[str, torch.Tensor]) -> CalibratedMetrics:
@@ -807,8 +817,10 @@ class AggregatorService:
         overlays = explained.overlays
         faithful = explained.faithfulness
         images = []
-        for overlay in overlays:
-            cid, sha = self._put(overlay.png)
+        # stored concurrently (each is an add and a pin, latency-bound); listed in probe order
+        with ThreadPoolExecutor(max_workers=min(PUT_THREADS, max(len(overlays), 1))) as pool:
+            refs = list(pool.map(self._put, [o.png for o in overlays]))
+        for overlay, (cid, sha) in zip(overlays, refs, strict=True):
             images.append(roundlog.HeatmapRef(cid=cid, sha256=sha, caption=overlay.caption))
         correct = sum(o.prediction == o.label for o in overlays)
         return roundlog.ModelExplanations(

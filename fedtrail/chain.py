@@ -23,12 +23,23 @@ def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 30.0) -> Web3:
     """A connected Web3 for ``rpc_url``, or a fresh in-process chain for ``"embedded"``."""
     from web3 import EthereumTesterProvider, Web3
     from web3.providers.rpc import HTTPProvider
+    from web3.types import RPCEndpoint
 
     if rpc_url == EMBEDDED:
         return Web3(EthereumTesterProvider())
     if not rpc_url.startswith(("http://", "https://")):
         raise ConfigError(f"rpc url must be http(s)://... or {EMBEDDED!r}, got {rpc_url!r}")
-    w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    # The chain id is asked before every eth_call, gas estimate and signature (web3's
+    # validation middleware, build_transaction): 3 of every 7 requests of a transaction. It
+    # cannot change under an endpoint, so the provider answers it from its cache after the
+    # first time; nothing else is cached (state reads must see the chain as it is).
+    provider = HTTPProvider(
+        rpc_url,
+        request_kwargs={"timeout": timeout},
+        cache_allowed_requests=True,
+        cacheable_requests={RPCEndpoint("eth_chainId")},
+    )
+    w3 = Web3(provider)
     try:
         w3.eth.chain_id  # noqa: B018 - the call is the connectivity check
     except Exception as exc:  # requests/aiohttp/OSError variants differ by transport

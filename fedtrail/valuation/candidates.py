@@ -20,6 +20,7 @@ fetches them once; a restarted process fetches and checks them again.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -47,6 +48,10 @@ log = logging.getLogger("fedtrail.valuation.candidates")
 
 Fetched = tuple[Reason, str, dict[str, torch.Tensor] | None]
 """One fetched update: its status (OK, TAMPERED or MALFORMED), why, and its delta when OK."""
+
+
+FETCH_THREADS = 8
+"""Updates of a round fetched at once (store requests in flight)."""
 
 
 @dataclass
@@ -106,14 +111,21 @@ def revealed_candidates(
     marked DUPLICATE. ``terms`` are the round's committed terms (the duplicate thresholds, the
     DP requirement); ``spec`` the federation's model."""
     entries = (cache or CandidateCache()).of(round_id)
-    fetched = []
-    for sub in ledger.get_submissions(round_id):
-        key = (sub.site, sub.sha256)
-        if key not in entries:
-            entries[key] = fetch_update(
+    subs = ledger.get_submissions(round_id)
+    missing = {(sub.site, sub.sha256): sub for sub in subs if (sub.site, sub.sha256) not in entries}
+    if missing:
+        # Fetched concurrently: each update is a few store round trips (probe, stat, cat) and
+        # a decode, and the store's latency, not its bandwidth, dominates. Each result depends
+        # on its own bytes only, so the order of completion changes nothing.
+        def fetch(sub: Submission) -> Fetched:
+            return fetch_update(
                 store, sub, round_id=round_id, terms=terms, spec=spec, logger=logger
             )
-        fetched.append((sub, *entries[key]))
+
+        with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(missing))) as pool:
+            for key, result in zip(missing, pool.map(fetch, missing.values()), strict=True):
+                entries[key] = result
+    fetched = [(sub, *entries[(sub.site, sub.sha256)]) for sub in subs]
     copies = find_duplicates(
         [
             Entry(sub.site, sub.commit_order, sub.sha256, delta if status is Reason.OK else None)

@@ -11,14 +11,15 @@ and put the blobs on IPFS one after another from this process (as ``scripts/benc
 each site sends a seeded variation of one real trained update, so training is not part of the
 figures), then the aggregator's ``AggregatorService.step`` values and finalizes the round.
 Every call is timed once, exclusively (time inside a nested timed call counts for the inner
-part only):
+part only), and a part's time is the wall time its calls covered in any thread (calls that run
+concurrently are not summed; two parts running at once in different threads overlap):
 
 - chain: every JSON-RPC request (the web3 provider's ``make_request``);
 - store: ``put``/``get`` of the IPFS store (sha256 checks included);
 - codec: ``encode_update``/``decode_update``/``encode_model``/``decode_model``;
 - valuation: the service's ``_valuate`` (``value_round``); heatmaps: ``_explanations``;
 - aggregation: ``aggregate`` + ``apply_delta``; metrics: the global model's evaluation;
-- idle/other: the rest of the round's wall time (Python glue, waiting, logging).
+- idle/other: the round's wall time covered by no part (Python glue, waiting, logging).
 
 Floors, measured in the same run: the Anvil JSON-RPC round trip (``eth_blockNumber``) and a
 signed transaction to its receipt; IPFS add and cat throughput (a 4 MiB blob); sha256
@@ -41,6 +42,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -72,34 +74,71 @@ VALUATION_100_BAR = 5.0
 
 
 class Clock:
-    """Exclusive time per part: a nested timed call's time counts for the inner part only."""
+    """Wall time per part, threads included. Each timed call is cut into exclusive segments (a
+    nested timed call's time counts for the inner part only, per thread); a part's time is the
+    union of its segments over all threads, so calls that run concurrently (the service fetches
+    a round's updates and stores its heatmaps in parallel) count the wall time they took
+    together, not the sum of their durations. Parts running at the same time in different
+    threads may overlap; idle/other is the round's wall time covered by no part."""
 
     def __init__(self) -> None:
-        self.seconds = dict.fromkeys(PARTS, 0.0)
+        self.segments: dict[str, list[tuple[float, float]]] = {p: [] for p in PARTS}
         self.calls = dict.fromkeys(PARTS, 0)
         self.bytes = {"put": 0, "got": 0, "codec": 0}
-        self._stack: list[list[float]] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def _stack(self) -> list[list[Any]]:
+        stack: list[list[Any]] | None = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        return stack
+
+    def _close(self, frame: list[Any], now: float) -> None:
+        with self._lock:
+            self.segments[frame[0]].append((frame[1], now))
 
     def wrap(self, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            frame = [time.perf_counter(), 0.0]  # start, time spent in nested timed calls
-            self._stack.append(frame)
+            stack = self._stack()
+            now = time.perf_counter()
+            if stack:
+                self._close(stack[-1], now)  # the outer call pauses
+            stack.append([part, now])
             try:
                 return fn(*args, **kwargs)
             finally:
-                self._stack.pop()
-                total = time.perf_counter() - frame[0]
-                self.seconds[part] += total - frame[1]
-                self.calls[part] += 1
-                if self._stack:
-                    self._stack[-1][1] += total
+                now = time.perf_counter()
+                self._close(stack.pop(), now)
+                with self._lock:
+                    self.calls[part] += 1
+                if stack:
+                    stack[-1][1] = now  # the outer call resumes
 
         return timed
 
+    @property
+    def seconds(self) -> dict[str, float]:
+        return {p: _union(segs) for p, segs in self.segments.items()}
+
+    def busy(self) -> float:
+        """Wall time during which any part ran."""
+        return _union([s for segs in self.segments.values() for s in segs])
+
     def reset(self) -> None:
-        self.seconds = dict.fromkeys(PARTS, 0.0)
+        self.segments = {p: [] for p in PARTS}
         self.calls = dict.fromkeys(PARTS, 0)
         self.bytes = {"put": 0, "got": 0, "codec": 0}
+
+
+def _union(segments: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(segments):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -257,8 +296,8 @@ def one_round(
         HTTPProvider._make_request = make_request  # type: ignore[method-assign]
     if ledger.get_round(r).phase != Phase.FINALIZED:
         raise SystemExit(f"round {r} was not finalized")
-    parts = dict(clock.seconds)
-    parts["idle/other"] = wall - sum(parts.values())
+    parts = clock.seconds
+    parts["idle/other"] = wall - clock.busy()
     # decoded bytes: every update once and the start model (twice: value and finalize)
     clock.bytes["codec"] += clock.bytes["got"]
     return {

@@ -1,0 +1,37 @@
+"""A connected Web3 asks the endpoint for its chain id once (issue 18): web3 asks for it
+before every eth_call, gas estimate and signed transaction, 3 of a transaction's 7 requests.
+Everything else still goes to the chain on every read."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from web3.providers.rpc import HTTPProvider
+
+from fedtrail.chain import connect
+
+
+@pytest.mark.anvil
+def test_the_chain_id_is_asked_once_and_state_reads_every_time(
+    anvil_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: Counter[str] = Counter()
+    make_request = HTTPProvider._make_request
+
+    def counted(self: HTTPProvider, method: Any, request_data: bytes) -> bytes:
+        sent[str(method)] += 1
+        return make_request(self, method, request_data)
+
+    monkeypatch.setattr(HTTPProvider, "_make_request", counted)
+    w3 = connect(anvil_url)
+    ids = {w3.eth.chain_id for _ in range(5)}
+    for _ in range(3):
+        w3.eth.call({"to": "0x" + "00" * 20, "data": "0x"})  # validated against the chain id
+        w3.eth.block_number  # noqa: B018 - a state read
+    assert ids == {31337}
+    # 8 asks without the cache; web3 asks once more, uncached, to set its cache's policy
+    assert sent["eth_chainId"] <= 2
+    assert sent["eth_blockNumber"] == 3
+    assert sent["eth_call"] == 3
