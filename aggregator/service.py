@@ -289,7 +289,7 @@ class AggregatorService:
         self._names: dict[str, str] = {}
         self._fetched = CandidateCache()
         self._last_model: tuple[str, str, bytes] | None = None
-        self._terms: dict[int, RoundTerms] = {}
+        self._terms: dict[int, tuple[RoundTerms, roundlog.BlobRef]] = {}
         self._validation_sha256: str | None = None
         self._unusable: dict[int, tuple[tuple[tuple[str, str, str, int, int], ...], bool]] = {}
         """Round -> the reveals (and whether past the reveal deadline) last valued with no
@@ -397,10 +397,12 @@ class AggregatorService:
         return default_combiner(self.settings.standing)
 
     def terms(self, round_id: int) -> tuple[RoundTerms, roundlog.BlobRef]:
-        """The terms the chain committed ``round_id`` to, read back by their on-chain hash."""
-        info = self.ledger.get_round(round_id)
-        ref = roundlog.BlobRef(info.terms_cid, info.terms_sha256)
+        """The terms the chain committed ``round_id`` to, read back by their on-chain hash.
+        Kept for the latest round asked (the ledger fixes a round's terms when it opens, so
+        valuation, finalize and the log read them from the chain once)."""
         if round_id not in self._terms:
+            info = self.ledger.get_round(round_id)
+            ref = roundlog.BlobRef(info.terms_cid, info.terms_sha256)
             blob = self.store.get(info.terms_cid, info.terms_sha256)
             try:
                 terms = RoundTerms.from_bytes(blob)
@@ -420,8 +422,8 @@ class AggregatorService:
                     f"{list(terms.class_names)}; this aggregator's task names them "
                     f"{list(self.task.class_names)}"
                 )
-            self._terms = {round_id: terms}
-        return self._terms[round_id], ref
+            self._terms = {round_id: (terms, ref)}
+        return self._terms[round_id]
 
     def open_next(self) -> int:
         """Opens the next round from the last finalized model (or the seeded initial one),
