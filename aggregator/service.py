@@ -49,7 +49,7 @@ from fedtrail.errors import (
 )
 from fedtrail.fsutil import atomic_write
 from fedtrail.hooks import StepHook, no_step
-from fedtrail.ledger import Ledger, PeerRoundInfo, Submission, Valuation
+from fedtrail.ledger import Ledger, PeerRoundInfo, RoundInfo, Submission, Valuation
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain import explain_methods, probe_set
@@ -489,9 +489,10 @@ class AggregatorService:
         )
         return round_id
 
-    def ready_to_value(self, round_id: int) -> bool:
-        """After the reveal deadline, or once every site active at open has revealed."""
-        info = self.ledger.get_round(round_id)
+    def ready_to_value(self, round_id: int, *, info: RoundInfo | None = None) -> bool:
+        """After the reveal deadline, or once every site active at open has revealed (``info``:
+        the round as the caller just read it, else read here)."""
+        info = self.ledger.get_round(round_id) if info is None else info
         if next_block_timestamp(self.ledger.w3) > info.reveal_deadline + CLOCK_SLACK:
             return True
         return info.submission_count >= info.active_at_open > 0
@@ -515,8 +516,10 @@ class AggregatorService:
             logger=log,
         )
 
-    def value(self, round_id: int) -> list[SiteValuation] | None:
-        """Scores the round and records the valuation; None when no update is usable.
+    def value(self, round_id: int, *, info: RoundInfo | None = None) -> list[SiteValuation] | None:
+        """Scores the round and records the valuation; None when no update is usable. ``info``:
+        the round as the caller just read it (only its start model and reveal deadline are used,
+        which the ledger fixes when the round opens), else read here.
 
         A set of reveals with no usable update is valued once: until a reveal changes the set
         or the reveal deadline passes, later calls (the service's polls) answer None without
@@ -527,7 +530,7 @@ class AggregatorService:
             raise FedtrailError(
                 f"round {round_id} is a peer round: its sites score it, not the aggregator"
             )
-        info = self.ledger.get_round(round_id)
+        info = self.ledger.get_round(round_id) if info is None else info
         past = next_block_timestamp(self.ledger.w3) > info.reveal_deadline + CLOCK_SLACK
         unusable = self._unusable.get(round_id)
         if unusable is not None and unusable == (
@@ -1022,10 +1025,10 @@ class AggregatorService:
         if info.phase == Phase.OPEN:
             if self.is_peer_round(current):
                 return self.combine(current)
-            if not self.ready_to_value(current):
+            if not self.ready_to_value(current, info=info):
                 self.clock_watch.observe(self.ledger.w3, current, info.reveal_deadline)
                 return None
-            if self.value(current) is None:
+            if self.value(current, info=info) is None:
                 if next_block_timestamp(self.ledger.w3) > info.reveal_deadline + CLOCK_SLACK:
                     self.ledger.cancel_round(self.account, current)
                     log.warning("round %d cancelled: no usable update", current)
