@@ -28,7 +28,7 @@ from fedtrail.cli.common import (
 from fedtrail.cli.output import metrics_line
 from fedtrail.errors import ConfigError
 from fedtrail.hooks import launcher_step_hook
-from fedtrail.protocol.terms import PERSONALISATION_METHODS
+from fedtrail.protocol.terms import DEFAULT_VALIDATOR_GAME, PERSONALISATION_METHODS, VALIDATOR_GAMES
 from fedtrail.protocol.weights import SCORE_SCALE
 
 if TYPE_CHECKING:  # the service, the valuation and the ML load torch: imported where used
@@ -127,6 +127,15 @@ def _large_games() -> tuple[str, ...]:
     "(recorded in the round terms; the aggregator then only combines).",
 )
 @click.option(
+    "--validator-game",
+    type=click.Choice(["none", *VALIDATOR_GAMES]),
+    default=DEFAULT_VALIDATOR_GAME,
+    show_default=True,
+    help="Peer rounds: the game every validator plays on its split (linear_shapley: 2 coalition "
+    "models and a gradient pass; loo: n + 2 models; none: --valuation's game, ~300 models over "
+    "9 peers; recorded in the round terms).",
+)
+@click.option(
     "--peer-quorum",
     type=click.IntRange(1),
     default=None,
@@ -214,6 +223,7 @@ def run(
     seed: int,
     large_game: str,
     valuation_mode: str,
+    validator_game: str,
     peer_quorum: int | None,
     score_commit_seconds: int | None,
     score_reveal_seconds: int | None,
@@ -281,6 +291,7 @@ def run(
         dp_delta=dp_delta or 0.0,
         dp_required=dp_required,
         valuation_mode=valuation_mode,
+        validator_game=None if validator_game == "none" else validator_game,
         peer_quorum=peer_quorum,
         score_commit_seconds=score_commit_seconds,
         score_reveal_seconds=score_reveal_seconds,

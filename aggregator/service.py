@@ -67,13 +67,20 @@ from fedtrail.protocol.evidence import (
     applicable,
 )
 from fedtrail.protocol.peers import PeerVote, peer_outcome
-from fedtrail.protocol.terms import InvalidTerms, Personalisation, PrivacyTerms, RoundTerms
+from fedtrail.protocol.terms import (
+    DEFAULT_VALIDATOR_GAME,
+    InvalidTerms,
+    Personalisation,
+    PrivacyTerms,
+    RoundTerms,
+)
 from fedtrail.protocol.weights import SCORE_SCALE, ZeroTotalWeight, onchain_weights
 from fedtrail.storage.codec import decode_model, encode_model
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation import (
     LARGE_GAMES,
     METRICS,
+    VALIDATOR_GAMES,
     Candidate,
     Combiner,
     RoundValuation,
@@ -162,6 +169,14 @@ class AggregatorSettings:
     the ledger's minimum); None: the reveal window."""
     score_reveal_seconds: int | None = None
     """The score reveal window after it; None: the reveal window."""
+    validator_game: str | None = DEFAULT_VALIDATOR_GAME
+    """A peer round's validator game (:data:`fedtrail.valuation.VALIDATOR_GAMES`, written into
+    the terms of peer rounds only): what every validator plays at every size instead of
+    ``valuation``'s game; None: ``valuation`` (and ``large_game``), as this aggregator would.
+    ``linear_shapley`` (2 coalition models and one gradient pass, not ~300 Monte-Carlo
+    evaluations over 9 peers) is the default: a validator's scoring has to stay within its own
+    local training time (issue 14; README, peer scoring time). It needs a gradient, so with
+    the AUC metric peer rounds fall back to ``valuation``'s game."""
 
     def __post_init__(self) -> None:
         try:
@@ -189,6 +204,11 @@ class AggregatorSettings:
             raise ConfigError(
                 f"valuation_mode must be one of {roundlog.VALUATION_MODES}, "
                 f"not {self.valuation_mode!r}"
+            )
+        if self.validator_game is not None and self.validator_game not in VALIDATOR_GAMES:
+            raise ConfigError(
+                f"validator_game must be one of {VALIDATOR_GAMES} or None, "
+                f"not {self.validator_game!r}"
             )
         for name in ("peer_quorum", "score_commit_seconds", "score_reveal_seconds"):
             value = getattr(self, name)
@@ -376,6 +396,7 @@ class AggregatorService:
                 large_game=self.settings.large_game if self.settings.metric != "auc" else None,
                 mode="peers" if peers else None,
                 quorum=self.peer_quorum() if peers else None,
+                validator_game=self._validator_game() if peers else None,
             ).to_json(),
             model_spec=self.spec.to_json(),
             spec_hash=self.spec.spec_hash(),
@@ -390,6 +411,14 @@ class AggregatorService:
             score_commit_seconds=score_windows[0],
             score_reveal_seconds=score_windows[1],
         )
+
+    def _validator_game(self) -> str | None:
+        """The terms' validator game: the setting's, or None (the method's) when it needs a
+        gradient and the metric is the AUC."""
+        game = self.settings.validator_game
+        if game == "linear_shapley" and self.settings.metric == "auc":
+            return None
+        return game
 
     def _combiner(self) -> Combiner:
         if self.settings.combiner is not None:

@@ -91,6 +91,9 @@ class ScoreRecord:
     tx_hash: str = ""
     seconds: float = 0.0
     """Wall-clock seconds the scoring took."""
+    game: str = ""
+    """The game the vector came from (the terms' validator game, or the method's; empty in
+    records written before it was kept)."""
     note: str = ""
 
 
@@ -268,6 +271,7 @@ class PeerScorer:
                 history=history,
                 large_game=valuation.large_game,
                 explanation_check=bool(valuation.explanation_check),
+                validator_game=valuation.validator_game,
             )
         except UnfitValidation as exc:
             return self._skip(round_id, None, f"abstains: {exc}")
@@ -285,15 +289,17 @@ class PeerScorer:
             salt=salt.hex(),
             commitment=score_commitment(self.address, round_id, vector.scores, salt),
             seconds=round(seconds, 3),
+            game=vector.report.method or "",
         )
         self.state.rounds[round_id] = record
         self._save()
         log.info(
-            "round %d: scored %d peer update(s) on %d validation images in %.1f s: %s",
+            "round %d: scored %d peer update(s) on %d validation images in %.1f s (%s): %s",
             round_id,
             sum(1 for s in vector.sites if not _same_hex(s, self.address)),
             len(self.val),
             seconds,
+            vector.report.method or "no game",
             ", ".join(
                 f"{s[:8]} {v / SCORE_SCALE:.3f}"
                 for s, v in zip(vector.sites, vector.scores, strict=True)

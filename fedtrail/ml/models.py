@@ -43,6 +43,7 @@ cannot train on one value per channel.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -126,11 +127,10 @@ class ModelSpec:
         buffers, not parameters), in state-dict order. A compressed update sends them whole:
         top-k of a per-channel statistic leaves the global statistics out of step with the
         weights (measured: resnet10, 3 sites, topk8 at 0.05 on everything, validation AUC
-        0.67, 0.50, 0.37 over three rounds; with the statistics dense 0.85, 0.97, 0.98)."""
-        with torch.device("meta"):
-            model = self.build()
-        params = {name for name, _ in model.named_parameters()}
-        return tuple(name for name in federated_state(model) if name not in params)
+        0.67, 0.50, 0.37 over three rounds; with the statistics dense 0.85, 0.97, 0.98).
+        Computed once per spec (a spec is immutable): building even a meta model took 3.5 ms,
+        called three times in every valuation of a round."""
+        return _statistic_names(self)
 
     def to_json(self) -> dict[str, object]:
         """The settings as a JSON object. Settings added after the first release (``norm``,
@@ -428,6 +428,14 @@ ARCHS: dict[str, Arch] = {
     "resnet18": Arch(lambda s: ResNet(s, 18), min_image_size=16, monai=True, norm_rule=_RES),
 }
 """The architectures a spec may name."""
+
+
+@functools.lru_cache(maxsize=64)
+def _statistic_names(spec: ModelSpec) -> tuple[str, ...]:
+    with torch.device("meta"):
+        model = spec.build()
+    params = {name for name, _ in model.named_parameters()}
+    return tuple(name for name in federated_state(model) if name not in params)
 
 
 def has_batch_norm(model: nn.Module) -> bool:

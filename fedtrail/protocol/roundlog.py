@@ -186,7 +186,11 @@ class ValuationSettings:
     screening (``fedtrail.valuation.LARGE_GAMES``); absent: Monte-Carlo Shapley at every size.
     ``mode`` ``"peers"``: the sites scored each other's updates on their own validation splits
     and the contract took the median (:mod:`fedtrail.protocol.peers`), with at least ``quorum``
-    revealed score vectors; absent: the aggregator scored (``"aggregator"``).
+    revealed score vectors; absent: the aggregator scored (``"aggregator"``). ``validator_game``
+    (peer rounds only): the game every validator plays at every size instead of ``method``'s
+    (``fedtrail.valuation.VALIDATOR_GAMES``: ``"linear_shapley"``, ``"loo"``); absent:
+    ``method`` (and ``large_game``), as the aggregator plays. No one can replay a validator's
+    game (its split is private), but every honest validator plays the one the terms name.
     """
 
     method: str
@@ -198,6 +202,7 @@ class ValuationSettings:
     large_game: str | None = None
     mode: str | None = None
     quorum: int | None = None
+    validator_game: str | None = None
 
     _FIELDS: ClassVar[tuple[str, ...]] = (
         "method",
@@ -209,6 +214,7 @@ class ValuationSettings:
         "large_game",
         "mode",
         "quorum",
+        "validator_game",
     )
 
     def __post_init__(self) -> None:
@@ -218,6 +224,8 @@ class ValuationSettings:
             raise InvalidLog("a quorum is set exactly for peer valuation (mode 'peers')")
         if self.quorum is not None and self.quorum < 1:
             raise InvalidLog(f"the peer quorum must be at least 1, not {self.quorum}")
+        if self.validator_game is not None and self.mode != "peers":
+            raise InvalidLog("a validator game is set only for peer valuation (mode 'peers')")
 
     @property
     def peers(self) -> bool:
@@ -240,6 +248,8 @@ class ValuationSettings:
             doc["mode"] = self.mode
         if self.quorum is not None:
             doc["quorum"] = self.quorum
+        if self.validator_game is not None:
+            doc["validator_game"] = self.validator_game
         return doc
 
     @classmethod
@@ -274,6 +284,9 @@ class ValuationSettings:
             else _str(doc["large_game"], f"{where}/large_game"),
             mode=None if doc.get("mode") is None else _str(doc["mode"], f"{where}/mode"),
             quorum=None if doc.get("quorum") is None else _int(doc["quorum"], f"{where}/quorum"),
+            validator_game=None
+            if doc.get("validator_game") is None
+            else _str(doc["validator_game"], f"{where}/validator_game"),
         )
 
 

@@ -23,10 +23,12 @@ from typing import Any, Final
 from fedtrail.errors import FedtrailError
 
 __all__ = [
+    "DEFAULT_VALIDATOR_GAME",
     "DUPLICATE_COSINE",
     "DUPLICATE_RELATIVE_L2",
     "PERSONALISATION_METHODS",
     "TERMS_FORMAT",
+    "VALIDATOR_GAMES",
     "DuplicateRule",
     "InvalidTerms",
     "Personalisation",
@@ -44,6 +46,15 @@ re-encoding, tiny noise). Honest sites training on different data are orders of 
 further apart (cosine well below 0.99 on the bundled data)."""
 
 PERSONALISATION_METHODS: Final = ("finetune", "fedbn", "fedrep")
+VALIDATOR_GAMES: Final = ("linear_shapley", "loo")
+"""The games a peer round's terms may tell its validators to play at every size instead of the
+round's ``method`` (``valuation.validator_game``; absent: the method, and the large game above
+``LARGE_GAME_SITES`` updates, as the aggregator plays). ``"linear_shapley"``: Shapley values of
+the game linearised at the grand coalition, two coalition models and one gradient pass;
+``"loo"``: leave-one-out, ``n + 2`` coalition models."""
+DEFAULT_VALIDATOR_GAME: Final = "linear_shapley"
+"""The aggregator's default for peer rounds: 2 coalition models and one gradient pass a
+validator (Monte-Carlo Shapley over 9 peers costs ~300 models)."""
 """How a site may adapt the round's global model to its own data (the result never leaves it)."""
 MAX_PERSONALISATION_STEPS: Final = 10_000
 

@@ -28,7 +28,7 @@ from fedtrail.valuation.combine import (
 from fedtrail.valuation.explanation import ExplanationScorer, SiteExplanationShift
 from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.loo import leave_one_out
-from fedtrail.valuation.peers import PeerVector, UnfitValidation, peer_vector
+from fedtrail.valuation.peers import VALIDATOR_GAMES, PeerVector, UnfitValidation, peer_vector
 from fedtrail.valuation.robust import RobustStats, robust_statistics
 from fedtrail.valuation.round import GAMES, LARGE_GAMES, METHODS, value_round
 from fedtrail.valuation.shapley import (
@@ -57,6 +57,7 @@ __all__ = [
     "MAX_EXACT_SITES",
     "METHODS",
     "METRICS",
+    "VALIDATOR_GAMES",
     "CachedUtility",
     "Candidate",
     "CoalitionUtility",

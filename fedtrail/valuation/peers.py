@@ -11,7 +11,11 @@ Why it is built this way:
 - **the product's valuation, unchanged** (:func:`~fedtrail.valuation.value_round`, with the
   method, metric, seed, thresholds and large game of the round's terms): a peer score means
   what an aggregator score means, the issue-12 utility included, and it has no second code path
-  to drift;
+  to drift. Only the game may differ: the terms' ``validator_game`` (:data:`VALIDATOR_GAMES`;
+  the aggregator's default ``"linear_shapley"``) is played at every size instead of the
+  method's, because a validator's scoring must fit within its own local training time
+  (issue 14: Monte-Carlo Shapley over 9 peers took ~300 coalition evaluations, 25-77x a site's
+  training; the linearised game takes 2 and one gradient pass);
 - **the validator's own update is left out of the game** (a site never scores itself, and its
   own update in the coalitions would move every other site's Shapley value); its entry in the
   vector is 0, which the contract and :func:`~fedtrail.protocol.peers.peer_outcome` ignore;
@@ -43,13 +47,14 @@ from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import PeerVote, address_key
+from fedtrail.protocol.terms import VALIDATOR_GAMES
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.valuation.base import Candidate
 from fedtrail.valuation.combine import Combiner, RoundValuation
 from fedtrail.valuation.round import value_round
 from fedtrail.valuation.standing import History, global_label, reference_label
 
-__all__ = ["PeerVector", "UnfitValidation", "peer_vector"]
+__all__ = ["VALIDATOR_GAMES", "PeerVector", "UnfitValidation", "peer_vector"]
 
 _ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
 
@@ -128,6 +133,7 @@ def peer_vector(
     history: History | None = None,
     large_game: str | None = None,
     explanation_check: bool = False,
+    validator_game: str | None = None,
 ) -> PeerVector:
     """Score every revealed update but the validator's own on the validator's ``validation``
     split (see the module docstring).
@@ -137,13 +143,21 @@ def peer_vector(
     (a site that sent no update still validates). ``method``, ``metric``, ``seed``,
     ``combiner``, ``large_game`` and ``explanation_check`` are the round terms' valuation
     settings, exactly as the aggregator would pass them to
-    :func:`~fedtrail.valuation.value_round`. ``history``: the validator's own standing from its
+    :func:`~fedtrail.valuation.value_round`. ``validator_game`` (the terms' setting of that
+    name, one of :data:`VALIDATOR_GAMES`, or None) is the game played instead of ``method``'s
+    and ``large_game``'s at every size. ``history``: the validator's own standing from its
     previous vector (:meth:`PeerVector.next_history`; ``History()`` for its first round, the
     warm-up); None scores each round on its own.
 
     Raises :class:`UnfitValidation` when the split holds fewer than two classes (no utility of
-    the issue-12 kind is defined on it) and ConfigError for malformed input.
+    the issue-12 kind is defined on it) and ConfigError for malformed input (an unknown
+    ``validator_game`` among it).
     """
+    if validator_game is not None and validator_game not in VALIDATOR_GAMES:
+        raise ConfigError(
+            f"validator_game must be one of {VALIDATOR_GAMES} or None (the round's method), "
+            f"got {validator_game!r}"
+        )
     own = _check_address("validator", validator)
     if isinstance(round_id, bool) or not isinstance(round_id, int) or round_id < 1:
         raise ConfigError(f"round_id must be a positive integer, got {round_id!r}")
@@ -166,13 +180,13 @@ def peer_vector(
         spec=spec,
         candidates=others,
         validation=validation,
-        method=method,
+        method=method if validator_game is None else validator_game,
         metric=metric,
         seed=seed,
         explanation_check=explanation_check,
         combiner=combiner,
         history=history,
-        large_game=large_game,
+        large_game=large_game if validator_game is None else None,
     )
     by_site = {v.site: v for v in report.sites}
     scores = tuple(

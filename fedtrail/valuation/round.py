@@ -26,7 +26,8 @@ Steps, in order:
    (:meth:`~fedtrail.valuation.combine.Combiner.screen`);
 4. the validation game (:data:`GAMES`) on the updates that passed: ``"shapley"`` exact, switching
    to ``"mc_shapley"`` above :data:`~fedtrail.valuation.shapley.AUTO_EXACT_SITES` of them;
-   ``"mc_shapley"``; ``"loo"``. Without a validation split, scores come from the cosine;
+   ``"mc_shapley"``; ``"loo"``; a method of :data:`LARGE_GAMES` (``"linear_shapley"``, a peer
+   round's validator game) at every size. Without a validation split, scores come from the cosine;
 5. :meth:`~fedtrail.valuation.combine.Combiner.combine` into on-chain scores and reasons;
 6. when no update improves the validation metric (early, uncalibrated models raise the loss
    while ranking well), the data-free scores instead, rather than stall the round.
@@ -105,11 +106,12 @@ METHODS: Final[tuple[str, ...]] = tuple(GAMES)
 
 def _linear(utility: CoalitionUtility, seed: int) -> GameValues:
     players = utility.players
-    slopes = utility.slopes()
+    v_empty = utility(frozenset())
+    v_full, slopes = utility.linearised()
     return linear_shapley(
         players,
-        v_empty=utility(frozenset()),
-        v_full=utility(frozenset(players)),
+        v_empty=v_empty,
+        v_full=v_full,
         slopes=[slopes[p] for p in players],
         samples=[utility.samples(p) for p in players],
         seed=seed,
@@ -125,7 +127,10 @@ in every log written before it existed: ``"mc_shapley"`` at every size). Needs a
 
 
 def _play(method: str, large_game: str | None, utility: CoalitionUtility, seed: int) -> GameValues:
-    """The round's game: ``method``'s, or ``large_game``'s above LARGE_GAME_SITES players."""
+    """The round's game: ``method``'s, or ``large_game``'s above LARGE_GAME_SITES players; a
+    ``method`` of :data:`LARGE_GAMES` (a validator's game) at every size."""
+    if method in LARGE_GAMES:
+        return LARGE_GAMES[method](utility, seed)
     if method == "shapley" and len(utility.players) > AUTO_EXACT_SITES:
         method = "mc_shapley"
     large = len(utility.players) > LARGE_GAME_SITES
@@ -166,16 +171,24 @@ def value_round(
     ``history`` None keeps the per-round scoring (best site 1e6, others in proportion); with one,
     the scores come from the accumulated values (see the module docstring).
 
+    ``method`` is one of :data:`METHODS`, or of :data:`LARGE_GAMES` to play that game at every
+    size (a peer round's validator game, :func:`~fedtrail.valuation.peer_vector`; its warm-up
+    harm check is then first order too, see :func:`_harmful`).
+
     ``large_game`` (one of :data:`LARGE_GAMES`, or None) is the game played instead of
     ``"mc_shapley"`` when more than :data:`~fedtrail.valuation.shapley.LARGE_GAME_SITES` updates
     pass the screening; smaller rounds are valued the same either way.
     """
-    if method not in GAMES:
-        raise ConfigError(f"valuation method must be one of {METHODS}, got {method!r}")
+    if method not in GAMES and method not in LARGE_GAMES:
+        raise ConfigError(
+            f"valuation method must be one of {METHODS + tuple(LARGE_GAMES)}, got {method!r}"
+        )
     if large_game is not None and large_game not in LARGE_GAMES:
         raise ConfigError(f"large_game must be one of {tuple(LARGE_GAMES)}, got {large_game!r}")
     if large_game is not None and metric == "auc":
         raise ConfigError(f"large_game {large_game!r} needs a loss metric, not the AUC")
+    if method in LARGE_GAMES and metric == "auc":
+        raise ConfigError(f"method {method!r} needs a loss metric, not the AUC")
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
     comb = Combiner() if combiner is None else combiner
@@ -282,7 +295,9 @@ def _settle(
         ),
     )
     if history.warm_up:
-        cands = _harmful(ctx, cands)
+        cands = _harmful(
+            ctx, cands, first_order=method in LARGE_GAMES, exact_below=comb.min_robust_sites
+        )
     checked_ctx = replace(ctx, candidates=cands)
     ok = usable(checked_ctx)
     robust = robust_statistics(
@@ -345,25 +360,44 @@ honest site's model alone was measured up to 36% worse than a trained global mod
 skew (the standing judges those rounds)."""
 
 
-def _harmful(ctx: ValuationContext, cands: list[Candidate]) -> list[Candidate]:
+def _harmful(
+    ctx: ValuationContext,
+    cands: list[Candidate],
+    *,
+    first_order: bool = False,
+    exact_below: int = 0,
+) -> list[Candidate]:
     """LOW_GAIN for a usable candidate whose model alone is worse than the global model by more
     than :data:`WARM_UP_MAX_HARM` of the global model's validation utility (the metric the game
     uses). Needs no majority, so it also holds in a warm-up round of two updates, where nothing
-    else can tell which one is poisoned."""
+    else can tell which one is poisoned.
+
+    Each model alone is one coalition evaluation per update. With ``first_order`` (a round
+    whose game is linearised at every size: a validator's ``"linear_shapley"``) and at least
+    ``exact_below`` usable updates (the combiner's ``min_robust_sites``: enough for the robust
+    screens to judge norms and directions), each is instead the global model's utility plus the
+    update's slope there (:meth:`~fedtrail.valuation.utility.CoalitionUtility.linearised`): one
+    gradient pass for every update. The first-order value is optimistic where the utility
+    curves down (an oversized update looks better than it is; the norm screen judges those),
+    and catches an update that points uphill (a sign flip)."""
     ok = [c for c in cands if c.usable and c.delta is not None]
     if ctx.validation is None or not ok:
         return cands
     utility = CoalitionUtility(replace(ctx, candidates=cands), ok)
-    base = utility(frozenset())
+    linear = first_order and len(ok) >= exact_below
+    if linear:
+        base, slopes = utility.linearised(frozenset())
+    else:
+        base, slopes = utility(frozenset()), {}
     floor = base - WARM_UP_MAX_HARM * abs(base)
     bad: dict[str, str] = {}
     for c in ok:
-        alone = utility(frozenset({c.site}))
+        alone = base + slopes[c.site] if linear else utility(frozenset({c.site}))
         if alone < floor:
             bad[c.site] = (
                 f"warm-up round: the model with this update alone has validation {ctx.metric} "
-                f"utility {alone:.4g}, below the global model's {base:.4g} by more than "
-                f"{WARM_UP_MAX_HARM:.0%} of it"
+                f"utility {alone:.4g}{' to first order' if linear else ''}, below the global "
+                f"model's {base:.4g} by more than {WARM_UP_MAX_HARM:.0%} of it"
             )
     return [
         replace(c, status=Reason.LOW_GAIN, detail=bad[c.site]) if c.site in bad else c
@@ -410,7 +444,7 @@ def _broken(ctx: ValuationContext, cands: list[Candidate]) -> list[Candidate]:
     ok = [c for c in cands if c.usable and c.delta is not None]
     if not ok:
         return cands
-    utility = CoalitionUtility(replace(ctx, candidates=cands), ok)
+    utility: CoalitionUtility | None = None  # built only when a forward pass is needed
     model = ctx.spec.build()
     assert isinstance(model, Classifier)
     x_bound = _input_bound(model, ctx.validation)
@@ -418,6 +452,8 @@ def _broken(ctx: ValuationContext, cands: list[Candidate]) -> list[Candidate]:
     for c in ok:
         if c.delta is not None and _certainly_finite(model, ctx.global_state, c.delta, x_bound):
             continue  # the forward pass below could only find finite outputs
+        if utility is None:
+            utility = CoalitionUtility(replace(ctx, candidates=cands), ok)
         rows = ~np.isfinite(utility.outputs(frozenset({c.site}))).all(axis=1)
         if rows.any():
             bad[c.site] = (

@@ -140,13 +140,20 @@ class CoalitionUtility:
 
     def slopes(self, at: frozenset[str] | None = None) -> dict[str, float]:
         """Each player's first-order effect on the utility at the coalition model of ``at``
-        (None: the grand coalition): ``g . delta_i``, where ``g`` is the gradient of the
-        utility with respect to the model's parameters there (running statistics, not parameters,
-        get no gradient). For ``"balanced_loss"`` the intercept is fitted first and then held
-        fixed: at the fitted optimum that is the gradient of the fitted loss (envelope
-        theorem). One forward and one backward pass in float32 (the loss in float64), in
-        batches of 256 images in dataset order: deterministic for a torch build and thread
-        count. ``"auc"`` has no gradient: ConfigError."""
+        (None: the grand coalition); see :meth:`linearised`, whose slopes these are."""
+        return self.linearised(at)[1]
+
+    def linearised(self, at: frozenset[str] | None = None) -> tuple[float, dict[str, float]]:
+        """The utility of the coalition ``at`` (None: the grand coalition), the value calling
+        this utility gives, and each player's first-order effect on it there: ``g . delta_i``,
+        where ``g`` is the gradient of the utility with respect to the model's parameters at
+        the coalition model of ``at`` (running statistics, not parameters, get no gradient).
+        For ``"balanced_loss"`` the intercept is fitted first and then held fixed: at the fitted
+        optimum that is the gradient of the fitted loss (envelope theorem). The utility and the
+        intercept come from one evaluation of the coalition model, then one forward and one
+        backward pass in float32 (the loss in float64), in batches of 256 images in dataset
+        order: deterministic for a torch build and thread count. ``"auc"`` has no gradient:
+        ConfigError."""
         assert self._validation is not None
         if self._metric == "auc":
             raise ConfigError("the AUC has no gradient: linearised values need a loss metric")
@@ -157,12 +164,18 @@ class CoalitionUtility:
         k = logits.shape[1]
         if self._metric == "balanced_loss":
             try:
-                bias = np.asarray(fit_intercept(logits, labels).bias, dtype=np.float64)
+                fit = fit_intercept(logits, self._validation.labels)
             except ValueError as exc:
                 raise ConfigError(f"cannot value on the validation split: {exc}") from exc
+            value = -fit.loss
+            bias = np.asarray(fit.bias, dtype=np.float64)
             counts = np.bincount(labels, minlength=k).astype(np.float64)
             weights = 1.0 / (int((counts > 0).sum()) * counts[labels])
         else:
+            try:
+                value = -classification_metrics(logits, self._validation.labels).loss
+            except ValueError as exc:
+                raise ConfigError(f"cannot value on the validation split: {exc}") from exc
             bias = np.zeros(k)
             weights = np.full(labels.size, 1.0 / labels.size)
         params = dict(model.named_parameters())
@@ -191,7 +204,8 @@ class CoalitionUtility:
         # deterministic_dot, not np.dot: OpenBLAS splits a long dot product across its own
         # threads (OPENBLAS_NUM_THREADS, not torch's), so np.dot's last bits depended on the
         # machine's core count (measured: 48 of 50 results differed between 1 and 2 threads).
-        return {p: deterministic_dot(self._deltas[self._row[p]], grad) for p in self.players}
+        slopes = {p: deterministic_dot(self._deltas[self._row[p]], grad) for p in self.players}
+        return value, slopes
 
     def samples(self, player: str) -> int:
         """The player's training sample count (its FedAvg weight)."""

@@ -274,6 +274,10 @@ class SimConfig:
     on its own shard, the median of the others' scores; see the module docstring)."""
     adversaries: tuple[AdversarialValidator, ...] = ()
     """Peer mode: validators that lie about their scores (at most one entry per site)."""
+    validator_game: str | None = AggregatorSettings.validator_game
+    """Peer mode: the game every validator plays at every size (the round terms'
+    ``validator_game``, :data:`fedtrail.valuation.VALIDATOR_GAMES`), the aggregator's default;
+    None: ``valuation`` (and ``large_game`` above 10 updates)."""
     validators: tuple[int, ...] | None = None
     """Peer mode: the sites that validate (a fixed committee, e.g. to time one site's scoring
     in a large federation); None: every site."""
@@ -357,6 +361,7 @@ class SimConfig:
             "valuation_mode": self.valuation_mode,
             "adversaries": [asdict(a) for a in self.adversaries],
             "validators": None if self.validators is None else list(self.validators),
+            "validator_game": self.validator_game,
         }
 
 
@@ -882,6 +887,9 @@ class _Peers:
                     combiner=config.combiner,
                     history=self.histories[v],
                     large_game=config.large_game if config.metric != "auc" else None,
+                    validator_game=config.validator_game
+                    if config.metric != "auc" or config.validator_game == "loo"
+                    else None,
                 )
             except UnfitValidation:
                 record.abstained.append(names[v])

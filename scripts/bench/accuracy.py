@@ -99,7 +99,7 @@ from _sim import (
 from fedtrail.ml.catalog import load_source
 from fedtrail.ml.models import ModelSpec
 from fedtrail.simulation.faults import SiteFault
-from fedtrail.valuation import HISTORY_COMBINER, Combiner
+from fedtrail.valuation import HISTORY_COMBINER, VALIDATOR_GAMES, Combiner
 
 COMBINERS: dict[str, Combiner] = {"history": HISTORY_COMBINER, "default": Combiner()}
 DP_DELTA = 1e-5
@@ -1045,6 +1045,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Shapley at every size; linear_shapley = `aggregator run --large-game linear_shapley`)",
     )
     parser.add_argument(
+        "--validator-game",
+        choices=(*VALIDATOR_GAMES, "none"),
+        default=_sim.SimConfig.validator_game or "none",
+        help="peer mode: the game every validator plays at every size (the round terms' "
+        "validator_game; default: the aggregator's; none = the valuation method's)",
+    )
+    parser.add_argument(
         "--dp-epsilon",
         type=float,
         default=None,
@@ -1124,6 +1131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stale=sc.stale,
                 combiner=COMBINERS[args.combiner],
                 large_game=None if args.large_game == "none" else args.large_game,
+                validator_game=None if args.validator_game == "none" else args.validator_game,
                 dp_epsilon=args.dp_epsilon,
                 dp_delta=DP_DELTA,
                 dp_accounting=args.dp_accounting,
@@ -1165,6 +1173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "alpha": args.alpha,
             "valuation": args.valuation,
             "valuation_mode": args.valuation_mode,
+            "validator_game": None if args.validator_game == "none" else args.validator_game,
             "combiner": args.combiner,
             "threads": args.threads,
             "methods": methods,

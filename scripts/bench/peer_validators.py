@@ -67,6 +67,7 @@ from _sim import ROOT, AdversarialValidator, SimConfig, SimResult, parse_seeds
 from fedtrail.ml.datasets import Splits, load_bundled
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.ml.training import TrainConfig, train_local
+from fedtrail.valuation import VALIDATOR_GAMES
 
 WEIGHT_BAR = 0.05
 """Largest allowed move of an honest site's weight (issue 14)."""
@@ -168,6 +169,7 @@ def run_cases(
     alpha: float,
     target: int,
     large_game: str | None,
+    validator_game: str | None,
     splits: Splits,
     log: Any,
 ) -> dict[str, list[dict[str, Any]]]:
@@ -183,6 +185,7 @@ def run_cases(
                 seed=seed,
                 valuation_mode="peers",
                 large_game=large_game,
+                validator_game=validator_game,
             )
             if (case.sites, seed) not in clean_runs:
                 clean_runs[case.sites, seed] = _sim.run_method("valuation", base, splits)
@@ -213,6 +216,7 @@ def timing(
     committee: int | None,
     seed: int,
     large_game: str | None,
+    validator_game: str | None,
     splits: Splits,
 ) -> dict[str, Any]:
     """Per validator: mean scoring and training seconds per round."""
@@ -225,6 +229,7 @@ def timing(
         valuation_mode="peers",
         validators=None if committee is None else tuple(range(committee)),
         large_game=large_game,
+        validator_game=validator_game,
     )
     # One throwaway training first: the process's first train_local pays torch's one-time set-up
     # (measured 8.9 s for site 0 against 0.4-2.4 s for the others), which is not a site's cost.
@@ -404,6 +409,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=SimConfig.large_game or "none",
         help="the game above 10 screened updates (default: the aggregator's)",
     )
+    parser.add_argument(
+        "--validator-game",
+        choices=(*VALIDATOR_GAMES, "none"),
+        default=SimConfig.validator_game or "none",
+        help="the game validators play at every size (the round terms' validator_game; "
+        "default: the aggregator's; none: the round's method)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--out", type=Path, default=ROOT / ".run" / "bench" / "peer_validators.json"
@@ -421,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--target must be an honest site of every case")
     torch.set_num_threads(args.threads)
     large_game = None if args.large_game == "none" else args.large_game
+    validator_game = None if args.validator_game == "none" else args.validator_game
     seeds = parse_seeds(args.seeds)
     if not seeds:
         parser.error("--seeds gives no seed (a count N runs seeds 0..N-1)")
@@ -437,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         alpha=args.alpha,
         target=args.target,
         large_game=large_game,
+        validator_game=validator_game,
         splits=splits,
         log=log,
     )
@@ -452,6 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     committee=None if small else args.timing_committee,
                     seed=seeds[0],
                     large_game=large_game,
+                    validator_game=validator_game,
                     splits=splits,
                 )
             )
@@ -465,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "alpha": args.alpha,
             "target": args.target,
             "large_game": large_game,
+            "validator_game": validator_game,
             "threads": args.threads,
         },
         "environment": {

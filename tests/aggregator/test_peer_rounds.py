@@ -70,6 +70,7 @@ def test_peer_round_end_to_end_scores_are_the_medians_of_the_chain_votes(
     valuation = ValuationSettings.from_json(terms.valuation)
     assert peer is not None and valuation.mode == "peers"
     assert valuation.quorum == peer.quorum == 3  # a majority of 4 active sites
+    assert valuation.validator_game == "linear_shapley"  # the aggregator's default
     assert terms.score_commit_seconds == terms.score_reveal_seconds == terms.reveal_seconds
     assert peer.score_commit_deadline == info.reveal_deadline + terms.score_commit_seconds
     for n in trainers:
@@ -101,6 +102,7 @@ def test_peer_round_end_to_end_scores_are_the_medians_of_the_chain_votes(
         (vote,) = [v for v in votes if v.validator == n.address]
         assert list(vote.scores) == n.scorer.state.rounds[r].scores
         assert len(vote.scores) == 3
+        assert n.scorer.state.rounds[r].game == valuation.validator_game  # the terms' game
     expected = peer_outcome(sites, votes)
     assert [s.score for s in subs] == list(expected.scores)
     assert [Reason(s.reason) for s in subs] == list(expected.reasons)

@@ -89,3 +89,21 @@ def test_the_log_carries_the_revealed_vectors_only_in_peer_rounds() -> None:
     bad["peers"]["votes"][0]["scores"][0] = 1_000_001
     with pytest.raises(InvalidLog, match="peers"):
         RoundLog.from_json(bad)
+
+
+def test_the_validator_game_round_trips_and_belongs_to_peer_rounds_only() -> None:
+    doc = {**PEERS, "validator_game": "linear_shapley"}
+    settings = ValuationSettings.from_json(doc)
+    assert settings.validator_game == "linear_shapley" and settings.to_json() == doc
+    # absent (every peer log written before it): the round's method, and no key written
+    assert ValuationSettings.from_json(PEERS).validator_game is None
+    assert "validator_game" not in ValuationSettings.from_json(PEERS).to_json()
+    with pytest.raises(InvalidLog, match="validator game is set only for peer"):
+        ValuationSettings(method="shapley", metric="loss", validator_game="loo")
+    with pytest.raises(InvalidLog, match="validator_game"):
+        ValuationSettings.from_json({**PEERS, "validator_game": 3})
+    terms = _terms(valuation=doc, score_commit_seconds=30, score_reveal_seconds=30)
+    blob = terms.to_bytes()
+    back = RoundTerms.from_bytes(blob)
+    assert back == terms and back.to_bytes() == blob
+    assert ValuationSettings.from_json(back.valuation).validator_game == "linear_shapley"

@@ -263,3 +263,47 @@ def test_slopes_do_not_depend_on_the_blas_thread_count() -> None:
         torch.set_num_threads(threads)
     assert len(here) == 4
     assert done.stdout.split() == here
+
+
+@pytest.mark.parametrize("metric", ["balanced_loss", "loss"])
+def test_linearised_gives_the_utility_itself_and_the_slopes(metric: str) -> None:
+    """One evaluation gives both: the value is bit for bit the utility's (the linear game's
+    v_full and the first-order warm-up check's base), the slopes are those of slopes()."""
+    rs = real_sites()
+    from fedtrail.valuation.base import ValuationContext
+
+    ctx = ValuationContext(
+        global_state=rs.global_state,
+        spec=SPEC,
+        candidates=_many(4),
+        validation=rs.validation,
+        metric=metric,  # type: ignore[arg-type]
+    )
+    util = CoalitionUtility(ctx)
+    for at in (None, frozenset(), frozenset(util.players[:2])):
+        value, slopes = util.linearised(at)
+        where = frozenset(util.players) if at is None else at
+        assert value == util(where)
+        assert slopes == util.slopes(at)
+    assert util.linearised(frozenset())[0] != util.linearised()[0]
+
+
+def test_the_linear_game_can_be_played_at_every_size_as_a_method() -> None:
+    """A validator's game (peer rounds' ``validator_game``) reaches value_round as its method:
+    played at five sites, where ``large_game`` would leave Monte-Carlo or exact Shapley."""
+    rs = real_sites()
+    common = {
+        "global_state": rs.global_state,
+        "spec": SPEC,
+        "validation": rs.validation,
+        "metric": "balanced_loss",
+        "seed": 1,
+        "candidates": _many(5),
+    }
+    report = value_round(method="linear_shapley", **common)  # type: ignore[arg-type]
+    assert report.method == "linear_shapley" and report.evaluations == 3
+    assert all(v.score > 0 for v in report.sites)
+    with pytest.raises(ConfigError, match="loss metric"):
+        value_round(method="linear_shapley", **{**common, "metric": "auc"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="valuation method must be one of"):
+        value_round(method="linear", **common)  # type: ignore[arg-type]

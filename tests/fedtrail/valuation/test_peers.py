@@ -5,6 +5,8 @@ its own shard of the bundled validation split, as a site does in a peer round.""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset, partition_iid
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import PeerVote, peer_outcome
+from fedtrail.protocol.roundlog import ValuationSettings
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.valuation import (
     HISTORY_COMBINER,
@@ -189,3 +192,87 @@ def test_history_chains_from_the_previous_vector(
     reasons = {v.site: v.reason for v in unchained.report.sites}
     assert reasons[ADDRESSES[2]] is not Reason.FREE_RIDER
     assert reasons[ADDRESSES[3]] is not Reason.FREE_RIDER
+
+
+@pytest.mark.parametrize(
+    ("game", "method", "evaluations"),
+    [("linear_shapley", "linear_shapley", 3), ("loo", "loo", 6), (None, "shapley", 16)],
+)
+def test_the_terms_validator_game_is_the_game_peer_vector_plays(
+    sites: RealSites, shards: list[ImageDataset], game: str | None, method: str, evaluations: int
+) -> None:
+    """The node reads the round's valuation settings from the terms and passes them on: the
+    game those name is the one the vector comes from (absent: the round's method)."""
+    terms = ValuationSettings(
+        method="shapley", metric="balanced_loss", mode="peers", quorum=3, validator_game=game
+    )
+    valuation = ValuationSettings.from_json(json.loads(json.dumps(terms.to_json())))
+    assert valuation.validator_game == game
+    pv = peer_vector(
+        validator=ADDRESSES[2],
+        round_id=1,
+        global_state=sites.global_state,
+        spec=SPEC,
+        candidates=_candidates(sites),
+        validation=shards[2],
+        method=valuation.method,
+        metric=valuation.metric,
+        seed=7,
+        large_game=valuation.large_game,
+        validator_game=valuation.validator_game,
+    )
+    # four other updates: linearised (2 models + a gradient pass), leave-one-out (4 + 2),
+    # exact Shapley (2**4)
+    assert pv.report.method == method and pv.report.evaluations == evaluations
+    assert pv.scores[2] == 0 and len(pv.scores) == 5
+    if game != "loo":  # leave-one-out values near-redundant IID updates near 0 (loo.py)
+        assert all(s > 0 for i, s in enumerate(pv.scores) if i != 2)
+
+
+@pytest.mark.parametrize("game", ["mc_shapley", "shapley", "linear", ""])
+def test_an_unknown_validator_game_is_refused_by_name(
+    sites: RealSites, shards: list[ImageDataset], game: str
+) -> None:
+    with pytest.raises(ConfigError, match=r"validator_game must be one of \('linear_shapley'"):
+        peer_vector(
+            validator=ADDRESSES[0],
+            round_id=1,
+            global_state=sites.global_state,
+            spec=SPEC,
+            candidates=_candidates(sites),
+            validation=shards[0],
+            method="shapley",
+            metric="balanced_loss",
+            seed=7,
+            validator_game=game,
+        )
+
+
+def test_the_linear_warm_up_check_rejects_an_uphill_update_to_first_order(
+    sites: RealSites, shards: list[ImageDataset]
+) -> None:
+    """With the linearised game the warm-up's harm check is first order (one gradient pass
+    instead of one model per update): a sign-flipped x10 update among four points uphill and
+    is LOW_GAIN; the honest ones pass it and are paid."""
+    deltas = list(sites.deltas[:5])
+    deltas[3] = {k: -10.0 * v for k, v in deltas[3].items()}
+    pv = peer_vector(
+        validator=ADDRESSES[4],
+        round_id=1,
+        global_state=sites.global_state,
+        spec=SPEC,
+        candidates=_candidates(sites, deltas),
+        validation=shards[4],
+        method="shapley",
+        metric="balanced_loss",
+        seed=7,
+        combiner=HISTORY_COMBINER,
+        history=History(),
+        validator_game="linear_shapley",
+    )
+    by_site = {v.site: v for v in pv.report.sites}
+    bad = by_site[ADDRESSES[3]]
+    assert bad.reason is Reason.LOW_GAIN and "to first order" in bad.detail, bad.detail
+    assert pv.scores[3] == 0
+    for i in (0, 1, 2):
+        assert by_site[ADDRESSES[i]].reason is Reason.OK and pv.scores[i] > 0

@@ -72,13 +72,14 @@ def _two_sites(
     a: tuple[Delta, int],
     b: tuple[Delta, int],
     history: History,
+    method: str = "shapley",
 ) -> dict[str, SiteValuation]:
     report = value_round(
         global_state=global_state,
         spec=SPEC,
         candidates=[Candidate("site-a", a[1], a[0]), Candidate("site-b", b[1], b[0])],
         validation=real_sites().validation,
-        method="shapley",
+        method=method,
         metric="balanced_loss",
         seed=0,
         history=history,
@@ -86,19 +87,23 @@ def _two_sites(
     return {v.site: v for v in report.sites}
 
 
+@pytest.mark.parametrize("method", ["shapley", "linear_shapley"])
 @pytest.mark.parametrize("factor", [10.0, -10.0, -1.0])
 def test_in_a_two_site_warm_up_an_update_that_makes_the_model_worse_is_not_paid(
-    factor: float,
+    factor: float, method: str
 ) -> None:
     """x10, sign-flipped x10 and sign-flipped: each model alone is worse than the global one
     (they were all paid in full: the warm-up accumulates nothing and two updates skip the
-    robust screens); the honest site keeps its full score."""
+    robust screens); the honest site keeps its full score. The linearised game (a validator's)
+    checks each model alone exactly too below the robust screens' minimum of updates: a first
+    order check would pay the x10 update, whose slope is ten times the honest one's."""
     tr = trained_round()
     (da, db), (na, nb) = tr.deltas, tr.num_samples
-    by_site = _two_sites(tr.global_state, (da, na), (_scaled(db, factor), nb), History())
+    by_site = _two_sites(tr.global_state, (da, na), (_scaled(db, factor), nb), History(), method)
     bad, honest = by_site["site-b"], by_site["site-a"]
     assert (bad.score, bad.reason) == (0, Reason.LOW_GAIN)
     assert "warm-up round" in bad.detail and "alone" in bad.detail
+    assert "first order" not in bad.detail
     assert (honest.score, honest.reason) == (SCORE_SCALE, Reason.OK)
 
 
