@@ -63,7 +63,8 @@ Methods (:data:`METHODS`):
     order and canonical-encoding checks (no site in these scenarios copies another).
 ``valuation`` in peer mode (``SimConfig.valuation_mode = "peers"``, issue 14)
     every site is a validator: it scores every other submitted update on its own validation
-    shard with :func:`fedtrail.valuation.peer_vector` (the same value_round settings as above,
+    shard with :func:`fedtrail.valuation.peer_vector` (the same value_round settings as above
+    but the game: ``SimConfig.validator_game``, the aggregator's default ``linear_shapley``,
     its own History chained from its previous vector; a shard of one class abstains), and each
     update's score is the median of the other validators' entries,
     :func:`fedtrail.protocol.peers.peer_outcome` - the rule FederationLedger's

@@ -3,12 +3,14 @@
 Usage: .venv/bin/python scripts/bench/peer_validators.py [--seeds 0,1] [--rounds 4]
        [--alpha 1.0] [--cases 5-invert,5-collude,7-invert,7-collude] [--target 0]
        [--timing-sites 10,100] [--timing-rounds 2] [--timing-committee 2] [--no-timing]
-       [--large-game none|linear_shapley] [--threads 1] [--out .run/bench/peer_validators.json]
+       [--large-game none|linear_shapley] [--validator-game linear_shapley|loo|none]
+       [--threads 1] [--out .run/bench/peer_validators.json]
 
 Every run is the benchmarks' in-process simulation (``scripts/bench/_sim.py``) of the
 ``valuation`` method in peer mode: each site trains on its Dirichlet(``alpha``) share of the
 bundled training split (all sites honest), scores every other update on its own shard of the
-validation split with :func:`fedtrail.valuation.peer_vector`, and each update's score is the
+validation split with :func:`fedtrail.valuation.peer_vector` (playing ``--validator-game``, the
+round terms' validator game; default the aggregator's), and each update's score is the
 median of its peers' scores (:func:`fedtrail.protocol.peers.peer_outcome`, the contract's rule);
 weights are ``onchain_weights``, aggregation the product's weighted rule.
 
