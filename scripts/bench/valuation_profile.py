@@ -2,7 +2,10 @@
 """Where a later round's valuation of many sites spends its time, part by part (issue 18).
 
     .venv/bin/python scripts/bench/valuation_profile.py [--sites 100] [--threads 1]
-        [--large-game linear_shapley] [--bar 5] [--clock cpu] [--repeats 1]
+        [--large-game linear_shapley] [--bar 5] [--clock cpu] [--repeats 1] [--first-round]
+
+``--first-round``: the warm-up round instead (an empty :class:`~fedtrail.valuation.History`: no
+free-rider references, and the warm-up harm check that plays each update alone).
 
 One round valued as the aggregator service values a round after the first with a standing
 (:func:`fedtrail.valuation.value_round` with metric ``balanced_loss``,
@@ -126,6 +129,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1, help="rounds valued (same inputs)")
     parser.add_argument("--bar", type=float, default=VALUATION_BAR)
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    parser.add_argument(
+        "--first-round",
+        action="store_true",
+        help="value the warm-up round instead (an empty standing: no free-rider references, "
+        "the warm-up harm check)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -148,6 +157,8 @@ def main() -> int:
     }
     refs["the global delta of round 1"] = {k: 0.5 * v for k, v in sites[0][1].items()}
     history = History(accumulated={c.site: 0.0 for c in cands}, valued_rounds=1, references=refs)
+    if args.first_round:
+        refs, history = {}, History()
 
     clock = Clock()
     _instrument(clock)
