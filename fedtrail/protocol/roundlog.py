@@ -28,6 +28,7 @@ from fedtrail.errors import FedtrailError
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.evidence import Evidence, InvalidEvidence
 from fedtrail.protocol.peers import PeerVote
+from fedtrail.protocol.terms import VALIDATOR_GAMES
 from fedtrail.protocol.weights import WEIGHT_SCALE
 
 __all__ = [
@@ -226,6 +227,14 @@ class ValuationSettings:
             raise InvalidLog(f"the peer quorum must be at least 1, not {self.quorum}")
         if self.validator_game is not None and self.mode != "peers":
             raise InvalidLog("a validator game is set only for peer valuation (mode 'peers')")
+        # a game no honest validator can play makes every honest one abstain, leaving the
+        # quorum to sites that vote without playing it
+        if self.validator_game is not None and self.validator_game not in VALIDATOR_GAMES:
+            raise InvalidLog(
+                f"the validator game must be one of {VALIDATOR_GAMES}, not {self.validator_game!r}"
+            )
+        if self.validator_game == "linear_shapley" and self.metric == "auc":
+            raise InvalidLog("the validator game 'linear_shapley' needs a loss metric, not the AUC")
 
     @property
     def peers(self) -> bool:

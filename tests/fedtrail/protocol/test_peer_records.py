@@ -107,3 +107,23 @@ def test_the_validator_game_round_trips_and_belongs_to_peer_rounds_only() -> Non
     back = RoundTerms.from_bytes(blob)
     assert back == terms and back.to_bytes() == blob
     assert ValuationSettings.from_json(back.valuation).validator_game == "linear_shapley"
+
+
+@pytest.mark.parametrize(
+    ("game", "metric", "why"),
+    [
+        ("exact_shapley", "balanced_loss", "one of"),  # a name no validator plays
+        ("linear_shapley", "auc", "loss metric"),  # needs a gradient: none for the AUC
+    ],
+)
+def test_a_validator_game_no_honest_validator_can_play_is_refused(
+    game: str, metric: str, why: str
+) -> None:
+    # Every honest validator abstains under such terms (peer_vector/value_round refuse them),
+    # so only sites that vote without playing it would meet the quorum: the terms and the log
+    # must not carry it (verify then fails the log, and nodes skip before fetching updates).
+    doc = {**PEERS, "metric": metric, "validator_game": game}
+    with pytest.raises(InvalidLog, match=why):
+        ValuationSettings.from_json(doc)
+    # the playable ones stay accepted
+    assert ValuationSettings.from_json({**PEERS, "validator_game": "loo", "metric": "auc"})
