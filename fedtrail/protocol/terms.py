@@ -46,6 +46,7 @@ re-encoding, tiny noise). Honest sites training on different data are orders of 
 further apart (cosine well below 0.99 on the bundled data)."""
 
 PERSONALISATION_METHODS: Final = ("finetune", "fedbn", "fedrep")
+"""How a site may adapt the round's global model to its own data (the result never leaves it)."""
 VALIDATOR_GAMES: Final = ("linear_shapley", "loo")
 """The games a peer round's terms may tell its validators to play at every size instead of the
 round's ``method`` (``valuation.validator_game``; absent: the method, and the large game above
@@ -55,7 +56,6 @@ the game linearised at the grand coalition, two coalition models and one gradien
 DEFAULT_VALIDATOR_GAME: Final = "linear_shapley"
 """The aggregator's default for peer rounds: 2 coalition models and one gradient pass a
 validator (Monte-Carlo Shapley over 9 peers costs ~300 models)."""
-"""How a site may adapt the round's global model to its own data (the result never leaves it)."""
 MAX_PERSONALISATION_STEPS: Final = 10_000
 
 _SHA256_HEX: Final = frozenset("0123456789abcdef")
