@@ -379,7 +379,9 @@ def _harmful(
     update's slope there (:meth:`~fedtrail.valuation.utility.CoalitionUtility.linearised`): one
     gradient pass for every update. The first-order value is optimistic where the utility
     curves down (an oversized update looks better than it is; the norm screen judges those),
-    and catches an update that points uphill (a sign flip)."""
+    and catches an update that points uphill (a sign flip). When it flags enough updates to
+    leave fewer than ``exact_below`` (the robust screens then judge none of the rest), the ones
+    left are checked exactly too."""
     ok = [c for c in cands if c.usable and c.delta is not None]
     if ctx.validation is None or not ok:
         return cands
@@ -391,14 +393,25 @@ def _harmful(
         base, slopes = utility(frozenset()), {}
     floor = base - WARM_UP_MAX_HARM * abs(base)
     bad: dict[str, str] = {}
-    for c in ok:
-        alone = base + slopes[c.site] if linear else utility(frozenset({c.site}))
+
+    def check(c: Candidate, alone: float, order: str) -> None:
         if alone < floor:
             bad[c.site] = (
                 f"warm-up round: the model with this update alone has validation {ctx.metric} "
-                f"utility {alone:.4g}{' to first order' if linear else ''}, below the global "
-                f"model's {base:.4g} by more than {WARM_UP_MAX_HARM:.0%} of it"
+                f"utility {alone:.4g}{order}, below the global model's {base:.4g} by more than "
+                f"{WARM_UP_MAX_HARM:.0%} of it"
             )
+
+    for c in ok:
+        if linear:
+            check(c, base + slopes[c.site], " to first order")
+        else:
+            check(c, utility(frozenset({c.site})), "")
+    if linear and len(ok) - len(bad) < exact_below:
+        # the robust screens count the updates left, and now skip them: the first-order
+        # check passes an oversized update, so the ones left are checked exactly
+        for c in [c for c in ok if c.site not in bad]:
+            check(c, utility(frozenset({c.site})), "")
     return [
         replace(c, status=Reason.LOW_GAIN, detail=bad[c.site]) if c.site in bad else c
         for c in cands

@@ -174,3 +174,34 @@ def test_an_update_tiny_next_to_the_sites_own_previous_one_is_a_free_rider() -> 
     )
     assert list(riders) == ["b"] and "its own earlier update" in riders["b"]
     assert free_riders({"a": honest, "b": small}, {"a's update of round 1": previous}, **rule) == {}
+
+
+def test_a_validator_warm_up_checks_exactly_what_the_robust_screens_no_longer_judge() -> None:
+    """Three updates: honest, x10 and sign-flipped. The linearised game's first-order harm check
+    flags the flip and passes the x10 one (its slope is ten times the honest one's); two updates
+    are then left, too few for the robust norm screen, so the x10 one is checked exactly and is
+    not paid, as under exact Shapley (it was paid in full)."""
+    tr = trained_round()
+    (da, db), (na, nb) = tr.deltas, tr.num_samples
+    for method in ("shapley", "linear_shapley"):
+        report = value_round(
+            global_state=tr.global_state,
+            spec=SPEC,
+            candidates=[
+                Candidate("site-a", na, da),
+                Candidate("site-b", nb, _scaled(db, 10.0)),
+                Candidate("site-c", na, _scaled(da, -1.0)),
+            ],
+            validation=real_sites().validation,
+            method=method,
+            metric="balanced_loss",
+            seed=0,
+            history=History(),
+        )
+        by_site = {v.site: v for v in report.sites}
+        assert (by_site["site-a"].score, by_site["site-a"].reason) == (SCORE_SCALE, Reason.OK)
+        for bad in ("site-b", "site-c"):
+            assert (by_site[bad].score, by_site[bad].reason) == (0, Reason.LOW_GAIN), method
+        if method == "linear_shapley":
+            assert "first order" in by_site["site-c"].detail
+            assert "first order" not in by_site["site-b"].detail
