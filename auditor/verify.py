@@ -655,7 +655,7 @@ def _check_scores(
     """Re-runs the aggregator's valuation with the settings of the round's terms (the log's
     for a round without terms); with ``standing``, under the history the chain and the
     previous log hold (``chain``), and compares the log's standing block too."""
-    from fedtrail.valuation import Candidate, value_round
+    from fedtrail.valuation import METHODS, Candidate, value_round
     from fedtrail.valuation.chained import carried_history, combiner_from, standing_of
 
     settings = log.settings.valuation
@@ -666,6 +666,15 @@ def _check_scores(
         except InvalidLog as exc:
             audit.add("scores.recomputed", False, f"the terms' valuation is unusable: {exc}")
             return
+    if settings.method not in METHODS:
+        # value_round also plays a validator's game (linear_shapley) as a method, for peer
+        # rounds; an aggregator plays one of METHODS (its large game only above 10 updates)
+        audit.add(
+            "scores.recomputed",
+            False,
+            f"the valuation method {settings.method!r} is not one an aggregator plays {METHODS}",
+        )
+        return
         expected_validation = terms.validation_sha256
     if validation.content_sha256() != expected_validation:
         audit.add(

@@ -501,3 +501,42 @@ def test_verify_fails_a_round_whose_terms_change_the_task_round_1_fixed(
         (got,) = lied.checks
         assert got.name == "terms.task_fixed" and not got.passed
         assert "the task changed since round 1" in got.detail
+
+
+@pytest.mark.anvil
+def test_verify_fails_an_aggregator_round_valued_with_a_validator_game(
+    anvil_url: str, tmp_path: Path
+) -> None:
+    """value_round plays a validator's game (linear_shapley) as a method, for peer rounds; an
+    aggregator whose terms name it as its method (its settings refuse it: forced here) would be
+    replayed bit for bit and pass, so verify refuses the method itself."""
+    chain = on_anvil(anvil_url)
+    w3, accounts = chain["w3"], chain["accounts"]
+    settings = AggregatorSettings(valuation="loo")
+    object.__setattr__(settings, "valuation", "linear_shapley")
+    splits = load_bundled()
+    parts = partition_iid(splits.train.labels, 10, seed=0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fed = build_federation(
+            w3=w3,
+            coordinator=accounts[0],
+            sites=make_sites(
+                accounts[1:],
+                [splits.train.subset(parts[i]) for i in range(3)],
+                names=[f"hospital-{i}" for i in range(3)],
+                training=TrainConfig(epochs=1),
+            ),
+            store=LocalStore(tmp_path / "store"),
+            folder=tmp_path,
+            validation=splits.val,
+            settings=settings,
+        )
+        fed.run_round()
+    finally:
+        torch.set_num_threads(before)
+    audit = verify_round(fed.ledger, fed.store, 1, validation=splits.val)
+    check = next(c for c in audit.checks if c.name == "scores.recomputed")
+    assert not check.passed and "not one an aggregator plays" in check.detail
+    assert not audit.passed
