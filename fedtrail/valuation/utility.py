@@ -164,20 +164,12 @@ class CoalitionUtility:
         model = self._model
         labels = np.array(self._validation.labels, dtype=np.int64)  # writable, for torch
         k = logits.shape[1]
-        if self._metric == "balanced_loss":
-            try:
-                fit = fit_intercept(logits, self._validation.labels)
-            except ValueError as exc:
-                raise ConfigError(f"cannot value on the validation split: {exc}") from exc
-            value = -fit.loss
-            bias = np.asarray(fit.bias, dtype=np.float64)
+        value, fitted = self._loss_utility(logits)
+        if fitted is not None:  # balanced_loss: the fitted intercept, held fixed
+            bias = fitted
             counts = np.bincount(labels, minlength=k).astype(np.float64)
             weights = 1.0 / (int((counts > 0).sum()) * counts[labels])
         else:
-            try:
-                value = -classification_metrics(logits, self._validation.labels).loss
-            except ValueError as exc:
-                raise ConfigError(f"cannot value on the validation split: {exc}") from exc
             bias = np.zeros(k)
             weights = np.full(labels.size, 1.0 / labels.size)
         params = dict(model.named_parameters())
@@ -213,24 +205,30 @@ class CoalitionUtility:
         """The player's training sample count (its FedAvg weight)."""
         return self._n[player]
 
+    def _loss_utility(self, logits: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """Minus the loss metric of ``logits`` on the validation split, and for
+        ``"balanced_loss"`` the per-class intercept fitted there (None for ``"loss"``)."""
+        assert self._validation is not None
+        try:
+            if self._metric == "balanced_loss":
+                fit = fit_intercept(logits, self._validation.labels)
+                return -fit.loss, np.asarray(fit.bias, dtype=np.float64)
+            return -classification_metrics(logits, self._validation.labels).loss, None
+        except ValueError as exc:
+            raise ConfigError(f"cannot value on the validation split: {exc}") from exc
+
     def __call__(self, coalition: frozenset[str]) -> float:
         assert self._validation is not None
-        if self._metric == "balanced_loss":
-            # An image whose outputs overflowed counts as unpredicted (zero logits, a uniform
-            # guess), so a coalition holding a broken update gets a finite, poor utility
-            # instead of stopping the round (value_round screens such updates out first).
-            logits = uninformative_where_broken(self.outputs(coalition))
-            try:
-                return -fit_intercept(logits, self._validation.labels).loss
-            except ValueError as exc:
-                raise ConfigError(f"cannot value on the validation split: {exc}") from exc
+        # An image whose outputs overflowed counts as unpredicted (zero logits, a uniform
+        # guess), so a coalition holding a broken update gets a finite, poor utility instead
+        # of stopping the round (value_round screens such updates out first).
         logits = uninformative_where_broken(self.outputs(coalition))
+        if self._metric != "auc":
+            return self._loss_utility(logits)[0]
         try:
             m = classification_metrics(logits, self._validation.labels)
         except ValueError as exc:
             raise ConfigError(f"cannot value on the validation split: {exc}") from exc
-        if self._metric == "loss":
-            return -m.loss
         if math.isnan(m.auc):
             raise ConfigError("the validation split holds one class only; AUC is undefined")
         # two classes: class 1's AUC; more: the macro one-vs-rest AUC
