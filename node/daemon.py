@@ -74,12 +74,13 @@ from fedtrail.node.config import NodeConfig
 from fedtrail.node.scoring import PeerScorer
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro, to_micro
-from fedtrail.protocol.roundlog import InvalidLog, RoundLog
+from fedtrail.protocol.roundlog import InvalidLog, RoundLog, ValuationSettings
 from fedtrail.protocol.terms import InvalidTerms, RoundTerms
 from fedtrail.storage.codec import decode_model, encode_update
 from fedtrail.storage.personal import PERSONAL_MODEL, PersonalInfo, load_personal, save_personal
 from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
+from fedtrail.valuation.chained import check_playable
 
 log = logging.getLogger("fedtrail.node")
 
@@ -427,7 +428,9 @@ class SiteNode:
     def _terms_agree(self, round_id: int, cid: str, sha256: str) -> bool:
         """Whether this site can take part under the round's committed terms. Terms for another
         task raise :class:`TaskMismatch` (the site's config or the federation must change: no
-        retry can help); unreadable terms skip the round."""
+        retry can help); unreadable terms, and terms whose valuation settings no scorer can run
+        (:func:`~fedtrail.valuation.chained.check_playable`: the round could be neither scored
+        nor audited), skip the round before any training or privacy budget is spent."""
         try:
             terms = RoundTerms.from_bytes(self.store.get(cid, sha256))
         except InvalidTerms as exc:
@@ -443,6 +446,16 @@ class SiteNode:
             )
             return False
         require_terms(self.task, terms, mine="this site's config.toml")
+        try:
+            check_playable(ValuationSettings.from_json(terms.valuation))
+        except (InvalidLog, ConfigError) as exc:
+            log.error(
+                "round %d: the committed terms name a valuation no one can run (%s); "
+                "not taking part",
+                round_id,
+                exc,
+            )
+            return False
         return True
 
     def _train_and_encode(self, round_id: int, cid: str, sha256: str) -> RoundRecord | None:

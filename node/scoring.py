@@ -57,7 +57,7 @@ from fedtrail.storage.codec import decode_model
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation import History, UnfitValidation, peer_vector
 from fedtrail.valuation.candidates import CandidateCache, revealed_candidates
-from fedtrail.valuation.chained import combiner_from, previous_round, round_references
+from fedtrail.valuation.chained import check_playable, previous_round, round_references
 
 __all__ = ["SCORES_NAME", "STEPS", "PeerScorer", "ScoreRecord", "ScoreState"]
 
@@ -242,7 +242,8 @@ class PeerScorer:
         try:
             terms = self._terms(round_id)
             valuation = ValuationSettings.from_json(terms.valuation)
-        except (InvalidTerms, InvalidLog) as exc:
+            combiner = check_playable(valuation)
+        except (InvalidTerms, InvalidLog, ConfigError) as exc:
             return self._skip(round_id, None, f"the round's terms are unusable: {exc}")
         started = time.perf_counter()
         global_state, _ = decode_model(self.store.get(start_cid, start_sha256), spec=self.spec)
@@ -267,7 +268,7 @@ class PeerScorer:
                 method=valuation.method,
                 metric=valuation.metric,
                 seed=terms.seed + round_id if valuation.seed is None else valuation.seed,
-                combiner=combiner_from(valuation),
+                combiner=combiner,
                 history=history,
                 large_game=valuation.large_game,
                 explanation_check=bool(valuation.explanation_check),

@@ -41,6 +41,7 @@ from fedtrail.protocol.roundlog import PreviousLog, RoundLog, Standing, Valuatio
 from fedtrail.storage.codec import decode_model, decode_update
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.combine import Combiner, RoundValuation, default_combiner
+from fedtrail.valuation.round import METHODS, check_game
 from fedtrail.valuation.standing import History, global_label, reference_label
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "UNREADABLE",
     "Carried",
     "carried_history",
+    "check_playable",
     "combiner_from",
     "global_label",
     "previous_round",
@@ -88,6 +90,32 @@ def combiner_from(settings: ValuationSettings) -> Combiner:
         current = values[name]
         values[name] = int(value) if isinstance(current, int) and value == int(value) else value
     return Combiner(**values)
+
+
+def check_playable(settings: ValuationSettings) -> Combiner:
+    """The thresholds of a round's valuation settings (:func:`combiner_from`), once the settings
+    are known to name a valuation the round's scorers can run; ConfigError naming what they
+    cannot (an unknown method, metric or game, a linearised game under the AUC, an unknown or
+    out-of-range threshold). An aggregator round is scored with ``method`` and ``large_game``
+    (``method`` one of :data:`~fedtrail.valuation.METHODS`: the ones ``audit verify`` replays);
+    a peer round's validators play ``validator_game``, or ``method`` and ``large_game`` when it
+    is absent. A site checks the committed terms with it before it trains, so it spends no
+    training or privacy budget on a round nobody can score or audit."""
+    if settings.peers:
+        game = settings.validator_game
+        check_game(
+            method=settings.method if game is None else game,
+            metric=settings.metric,
+            large_game=settings.large_game if game is None else None,
+        )
+    else:
+        if settings.method not in METHODS:
+            raise ConfigError(
+                f"an aggregator round's valuation method must be one of {METHODS}, "
+                f"got {settings.method!r}"
+            )
+        check_game(method=settings.method, metric=settings.metric, large_game=settings.large_game)
+    return combiner_from(settings)
 
 
 UNREADABLE: Final = frozenset(

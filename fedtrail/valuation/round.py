@@ -143,6 +143,24 @@ EXPLANATION_PROBES: Final = 32
 """Validation images (the first ones, tagged) the explanation check explains."""
 
 
+def check_game(*, method: str, metric: str, large_game: str | None) -> None:
+    """ConfigError naming what :func:`value_round` cannot play: an unknown ``method``, ``metric``
+    or ``large_game``, or a linearised game under the AUC (it needs a gradient). Callers that
+    read settings from untrusted terms check them before anyone trains under them."""
+    if method not in GAMES and method not in LARGE_GAMES:
+        raise ConfigError(
+            f"valuation method must be one of {METHODS + tuple(LARGE_GAMES)}, got {method!r}"
+        )
+    if large_game is not None and large_game not in LARGE_GAMES:
+        raise ConfigError(f"large_game must be one of {tuple(LARGE_GAMES)}, got {large_game!r}")
+    if large_game is not None and metric == "auc":
+        raise ConfigError(f"large_game {large_game!r} needs a loss metric, not the AUC")
+    if method in LARGE_GAMES and metric == "auc":
+        raise ConfigError(f"method {method!r} needs a loss metric, not the AUC")
+    if metric not in METRICS:
+        raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
+
+
 def value_round(
     *,
     global_state: Mapping[str, torch.Tensor],
@@ -179,18 +197,7 @@ def value_round(
     ``"mc_shapley"`` when more than :data:`~fedtrail.valuation.shapley.LARGE_GAME_SITES` updates
     pass the screening; smaller rounds are valued the same either way.
     """
-    if method not in GAMES and method not in LARGE_GAMES:
-        raise ConfigError(
-            f"valuation method must be one of {METHODS + tuple(LARGE_GAMES)}, got {method!r}"
-        )
-    if large_game is not None and large_game not in LARGE_GAMES:
-        raise ConfigError(f"large_game must be one of {tuple(LARGE_GAMES)}, got {large_game!r}")
-    if large_game is not None and metric == "auc":
-        raise ConfigError(f"large_game {large_game!r} needs a loss metric, not the AUC")
-    if method in LARGE_GAMES and metric == "auc":
-        raise ConfigError(f"method {method!r} needs a loss metric, not the AUC")
-    if metric not in METRICS:
-        raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
+    check_game(method=method, metric=metric, large_game=large_game)
     comb = Combiner() if combiner is None else combiner
     ctx = ValuationContext(
         global_state=global_state,

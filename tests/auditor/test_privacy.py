@@ -48,7 +48,7 @@ class World:
         terms = RoundTerms(
             round=r,
             aggregation_rule={"name": "weighted"},
-            valuation={"method": "loo"},
+            valuation={"method": "loo", "metric": "balanced_loss"},
             model_spec=SPEC.to_json(),
             spec_hash=SPEC.spec_hash(),
             seed=0,

@@ -52,7 +52,13 @@ class World:
     """An embedded federation: a ledger, a local store, round 1 open (commits for a minute,
     reveals for an hour after), two registered sites."""
 
-    def __init__(self, env: ChainEnv, tmp: Path, terms: bytes | None = None) -> None:
+    def __init__(
+        self,
+        env: ChainEnv,
+        tmp: Path,
+        terms: bytes | None = None,
+        valuation: dict[str, Any] | None = None,
+    ) -> None:
         self.env = env
         self.tmp = tmp
         splits = load_bundled()
@@ -78,7 +84,16 @@ class World:
         self.global_blob = blob
         cid = self.store.put(blob)
         if terms is None:
-            terms = self.fed.service.round_terms(self.ledger.current_round() + 1).to_bytes()
+            own = self.fed.service.round_terms(self.ledger.current_round() + 1)
+            if valuation is not None:  # the aggregator's settings replaced by hand
+                windows = 60 if valuation.get("mode") == "peers" else None
+                own = replace(
+                    own,
+                    valuation=valuation,
+                    score_commit_seconds=windows,
+                    score_reveal_seconds=windows,
+                )
+            terms = own.to_bytes()
         commit_deadline = block_timestamp(env.w3) + 60
         self.round, _ = self.ledger.open_round(
             env.aggregator,
@@ -469,3 +484,52 @@ def test_unusable_terms_skip_the_round_without_training(embedded: ChainEnv, tmp_
     node = world.node(0)
     assert node.participate(world.round) is None
     assert world.ledger.get_submission(world.round, node.address) is None
+
+
+@pytest.mark.parametrize(
+    ("valuation", "why"),
+    [
+        ({"method": "shapley"}, "'metric' is missing"),
+        ({"method": "banzhaf", "metric": "balanced_loss"}, "method must be one of"),
+        ({"method": "linear_shapley", "metric": "balanced_loss"}, "aggregator round's"),
+        (
+            {"method": "loo", "metric": "balanced_loss", "combiner": {"max_norm_z": -1.0}},
+            "max_norm_z",
+        ),
+        ({"method": "loo", "metric": "balanced_loss", "combiner": {"nope": 1.0}}, "nope"),
+        (
+            {
+                "method": "loo",
+                "metric": "auc",
+                "mode": "peers",
+                "quorum": 2,
+                "large_game": "linear_shapley",
+            },
+            "needs a loss metric",
+        ),
+    ],
+    ids=[
+        "no-metric",
+        "unknown-method",
+        "validator-game",
+        "bad-threshold",
+        "unknown-threshold",
+        "peer-auc-linear",
+    ],
+)
+def test_terms_whose_valuation_no_one_can_run_skip_the_round_before_training(
+    embedded: ChainEnv,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    valuation: dict[str, Any],
+    why: str,
+) -> None:
+    """A round whose committed valuation settings no scorer can run can be neither scored nor
+    audited: the site neither trains (no privacy budget spent) nor commits, and says why."""
+    world = World(embedded, tmp_path, valuation=valuation)
+    node = world.node(0)
+    with caplog.at_level("ERROR", logger="fedtrail.node"):
+        assert node.participate(world.round) is None
+    assert world.ledger.get_submission(world.round, node.address) is None
+    assert world.round not in node.state.rounds
+    assert "no one can run" in caplog.text and why in caplog.text
