@@ -57,6 +57,7 @@ from fedtrail.errors import (
 from fedtrail.fsutil import atomic_write
 from fedtrail.hooks import StepHook, no_step
 from fedtrail.ledger import Ledger, Submission, commitment
+from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.metrics import Metrics, evaluate, evaluate_calibrated
 from fedtrail.ml.models import ModelSpec, load_federated
@@ -293,6 +294,21 @@ PERSONAL_SEED_TAG = 1
 round's training (``[seed, r]``)."""
 
 
+def _unrunnable(terms: RoundTerms) -> str | None:
+    """What in a round's terms no honest aggregator, validator or auditor could run (None:
+    nothing): an aggregation rule :class:`~fedtrail.ml.aggregation.AggregationRule` refuses, or
+    valuation settings :func:`~fedtrail.valuation.chained.check_playable` refuses."""
+    try:
+        AggregationRule(**terms.aggregation_rule)
+    except (TypeError, ValueError, ConfigError) as exc:
+        return f"aggregation rule {dict(terms.aggregation_rule)}: {exc}"
+    try:
+        check_playable(ValuationSettings.from_json(terms.valuation))
+    except (InvalidLog, ConfigError) as exc:
+        return f"valuation: {exc}"
+    return None
+
+
 class SiteNode:
     """One site's participation logic over a ledger and a content store."""
 
@@ -429,8 +445,8 @@ class SiteNode:
         """Whether this site can take part under the round's committed terms. Terms for another
         task raise :class:`TaskMismatch` (the site's config or the federation must change: no
         retry can help); unreadable terms, and terms whose valuation settings no scorer can run
-        (:func:`~fedtrail.valuation.chained.check_playable`: the round could be neither scored
-        nor audited), skip the round before any training or privacy budget is spent."""
+        (:func:`_unrunnable`: the round could be neither scored, aggregated nor audited), skip
+        the round before any training or privacy budget is spent."""
         try:
             terms = RoundTerms.from_bytes(self.store.get(cid, sha256))
         except InvalidTerms as exc:
@@ -446,14 +462,12 @@ class SiteNode:
             )
             return False
         require_terms(self.task, terms, mine="this site's config.toml")
-        try:
-            check_playable(ValuationSettings.from_json(terms.valuation))
-        except (InvalidLog, ConfigError) as exc:
+        problem = _unrunnable(terms)
+        if problem is not None:
             log.error(
-                "round %d: the committed terms name a valuation no one can run (%s); "
-                "not taking part",
+                "round %d: the committed terms name settings no one can run (%s); not taking part",
                 round_id,
-                exc,
+                problem,
             )
             return False
         return True

@@ -57,7 +57,7 @@ class World:
         env: ChainEnv,
         tmp: Path,
         terms: bytes | None = None,
-        valuation: dict[str, Any] | None = None,
+        edit: dict[str, Any] | None = None,
     ) -> None:
         self.env = env
         self.tmp = tmp
@@ -85,14 +85,8 @@ class World:
         cid = self.store.put(blob)
         if terms is None:
             own = self.fed.service.round_terms(self.ledger.current_round() + 1)
-            if valuation is not None:  # the aggregator's settings replaced by hand
-                windows = 60 if valuation.get("mode") == "peers" else None
-                own = replace(
-                    own,
-                    valuation=valuation,
-                    score_commit_seconds=windows,
-                    score_reveal_seconds=windows,
-                )
+            if edit is not None:  # the aggregator's terms edited by hand
+                own = replace(own, **edit)
             terms = own.to_bytes()
         commit_deadline = block_timestamp(env.w3) + 60
         self.round, _ = self.ledger.open_round(
@@ -486,27 +480,39 @@ def test_unusable_terms_skip_the_round_without_training(embedded: ChainEnv, tmp_
     assert world.ledger.get_submission(world.round, node.address) is None
 
 
+def _peers(valuation: dict[str, Any]) -> dict[str, Any]:
+    return {"valuation": valuation, "score_commit_seconds": 60, "score_reveal_seconds": 60}
+
+
 @pytest.mark.parametrize(
-    ("valuation", "why"),
+    ("edit", "why"),
     [
-        ({"method": "shapley"}, "'metric' is missing"),
-        ({"method": "banzhaf", "metric": "balanced_loss"}, "method must be one of"),
-        ({"method": "linear_shapley", "metric": "balanced_loss"}, "aggregator round's"),
+        ({"valuation": {"method": "shapley"}}, "'metric' is missing"),
+        ({"valuation": {"method": "banzhaf", "metric": "balanced_loss"}}, "method must be one of"),
         (
-            {"method": "loo", "metric": "balanced_loss", "combiner": {"max_norm_z": -1.0}},
+            {"valuation": {"method": "linear_shapley", "metric": "balanced_loss"}},
+            "aggregator round",
+        ),
+        (
+            {"valuation": {"method": "loo", "metric": "loss", "combiner": {"max_norm_z": -1.0}}},
             "max_norm_z",
         ),
-        ({"method": "loo", "metric": "balanced_loss", "combiner": {"nope": 1.0}}, "nope"),
+        ({"valuation": {"method": "loo", "metric": "loss", "combiner": {"nope": 1.0}}}, "nope"),
         (
-            {
-                "method": "loo",
-                "metric": "auc",
-                "mode": "peers",
-                "quorum": 2,
-                "large_game": "linear_shapley",
-            },
+            _peers(
+                {
+                    "method": "loo",
+                    "metric": "auc",
+                    "mode": "peers",
+                    "quorum": 2,
+                    "large_game": "linear_shapley",
+                }
+            ),
             "needs a loss metric",
         ),
+        ({"aggregation_rule": {"name": "fedprox"}}, "unknown aggregation rule"),
+        ({"aggregation_rule": {"name": "weighted", "mu": 0.1}}, "mu"),
+        ({"aggregation_rule": {"name": "trimmed_mean", "trim_ratio": 0.9}}, "trim_ratio"),
     ],
     ids=[
         "no-metric",
@@ -515,18 +521,22 @@ def test_unusable_terms_skip_the_round_without_training(embedded: ChainEnv, tmp_
         "bad-threshold",
         "unknown-threshold",
         "peer-auc-linear",
+        "unknown-rule",
+        "unknown-rule-setting",
+        "bad-rule-setting",
     ],
 )
-def test_terms_whose_valuation_no_one_can_run_skip_the_round_before_training(
+def test_terms_no_one_can_run_skip_the_round_before_training(
     embedded: ChainEnv,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
-    valuation: dict[str, Any],
+    edit: dict[str, Any],
     why: str,
 ) -> None:
-    """A round whose committed valuation settings no scorer can run can be neither scored nor
-    audited: the site neither trains (no privacy budget spent) nor commits, and says why."""
-    world = World(embedded, tmp_path, valuation=valuation)
+    """A round whose committed aggregation rule or valuation settings no honest party can run can
+    be neither scored, aggregated nor audited: the site neither trains (no privacy budget spent)
+    nor commits, and says why."""
+    world = World(embedded, tmp_path, edit=edit)
     node = world.node(0)
     with caplog.at_level("ERROR", logger="fedtrail.node"):
         assert node.participate(world.round) is None
