@@ -96,6 +96,11 @@ log = logging.getLogger("fedtrail.aggregator")
 PUT_THREADS = 8
 """Heatmap PNGs stored at once (store requests in flight)."""
 
+KEPT_BLOBS = 4
+"""How many of its own model and terms blobs the service keeps in memory (:meth:`_put`): the
+round's start model and terms are read back during the round; a finalized model is the next
+round's start model."""
+
 # The named steps at which the service calls ``at_step``: the valuation transaction is mined.
 STEPS = ("valued",)
 CLOCK_SLACK = 2
@@ -309,6 +314,7 @@ class AggregatorService:
         self._names: dict[str, str] = {}
         self._fetched = CandidateCache()
         self._last_model: tuple[str, str, bytes] | None = None
+        self._kept: dict[str, bytes] = {}
         self._terms: dict[int, tuple[RoundTerms, roundlog.BlobRef]] = {}
         self._validation_sha256: str | None = None
         self._unusable: dict[int, tuple[tuple[tuple[str, str, str, int, int], ...], bool]] = {}
@@ -323,17 +329,31 @@ class AggregatorService:
             self._names[address] = info.name if info else ""
         return self._names[address]
 
-    def _put(self, blob: bytes) -> tuple[str, str]:
+    def _put(self, blob: bytes, *, keep: bool = False) -> tuple[str, str]:
+        """Stores ``blob`` (pinned: :meth:`ContentStore.put` pins); with ``keep`` also kept in
+        memory for :meth:`_read` (the round's start model and terms, which this service reads
+        back in the same round)."""
         cid = self.store.put(blob)
-        self.store.pin(cid)
+        if keep:
+            self._kept[cid] = blob
+            while len(self._kept) > KEPT_BLOBS:
+                del self._kept[next(iter(self._kept))]
         return cid, hashlib.sha256(blob).hexdigest()
+
+    def _read(self, cid: str, sha256: str) -> bytes:
+        """The bytes ``cid`` names, checked against ``sha256`` (the chain's record): a blob this
+        service put and kept from memory, anything else from the store."""
+        blob = self._kept.get(cid)
+        if blob is not None and hashlib.sha256(blob).hexdigest() == sha256:
+            return blob
+        return self.store.get(cid, sha256)
 
     def _model(self, cid: str, sha256: str) -> dict[str, torch.Tensor]:
         """The model stored as ``cid`` (its bytes checked against ``sha256``). The latest
         blob is kept: valuation and finalize both start from the round's start model (a
         content address names the same bytes; each call decodes its own tensors)."""
         if self._last_model is None or self._last_model[:2] != (cid, sha256):
-            self._last_model = (cid, sha256, self.store.get(cid, sha256))
+            self._last_model = (cid, sha256, self._read(cid, sha256))
         state, _ = decode_model(self._last_model[2], spec=self.spec)
         return state
 
@@ -432,7 +452,7 @@ class AggregatorService:
         if round_id not in self._terms:
             info = self.ledger.get_round(round_id)
             ref = roundlog.BlobRef(info.terms_cid, info.terms_sha256)
-            blob = self.store.get(info.terms_cid, info.terms_sha256)
+            blob = self._read(info.terms_cid, info.terms_sha256)
             try:
                 terms = RoundTerms.from_bytes(blob)
             except InvalidTerms as exc:
@@ -464,9 +484,9 @@ class AggregatorService:
         else:
             initial = federated_state(initial_model(self.spec, self.settings.seed))
             blob = encode_model(initial, spec=self.spec, round=0)
-            cid, sha = self._put(blob)
+            cid, sha = self._put(blob, keep=True)
         terms = self.round_terms(self.ledger.current_round() + 1)
-        terms_cid, terms_sha = self._put(terms.to_bytes())
+        terms_cid, terms_sha = self._put(terms.to_bytes(), keep=True)
         # +2: the opening transaction may land a second or two after the pending block's time,
         # and the ledger refuses a window shorter than its minimum.
         commit_deadline = next_block_timestamp(self.ledger.w3) + terms.commit_seconds + 2
@@ -754,7 +774,7 @@ class AggregatorService:
         delta = aggregate(rule, [d for d, _ in usable], [w for _, w in usable])
         new_state = apply_delta(global_state, delta)
         blob = encode_model(new_state, spec=self.spec, round=round_id)
-        global_cid, global_sha = self._put(blob)
+        global_cid, global_sha = self._put(blob, keep=True)
         before, after = self._evaluate(global_state), self._evaluate(new_state)
         votes: list[PeerVote] | None = None
         if self.is_peer_round(round_id):

@@ -376,13 +376,15 @@ class IpfsStore(ContentStore):
         check_cid(cid)
         expected = _check_sha256(sha256)
         limit = _limit(self.max_bytes, max_bytes)
-        self._probe(cid)
 
         def stat_size() -> int:
+            # also the probe (see _probe): it needs only the root block, so it answers at once
+            # when the content is here and runs into the probe's timeout when it is not
             st = self._client.files.stat(
                 f"/ipfs/{cid}",
-                opts={"timeout": _duration(self.timeout)},
-                timeout=self.timeout + 5,
+                offline=True,
+                opts={"timeout": _duration(self.probe_timeout)},
+                timeout=self.probe_timeout + 5,
             )
             try:
                 return int(st["Size"])

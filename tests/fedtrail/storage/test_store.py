@@ -323,6 +323,14 @@ def test_ipfs_put_get_pin_multi_mb_blob(ipfs_api: str) -> None:
 
 
 @pytest.mark.ipfs
+def test_ipfs_put_alone_pins(ipfs_api: str) -> None:
+    """ContentStore.put pins: callers (the aggregator's own blobs) pin nothing after it."""
+    data = _blob(1000, seed=7)
+    cid = IpfsStore(ipfs_api).put(data)
+    assert cid in ipfshttpclient.Client(ipfs_api).pin.ls(type="recursive")["Keys"]
+
+
+@pytest.mark.ipfs
 def test_ipfs_get_with_tampered_hash_raises_hash_mismatch(ipfs_api: str) -> None:
     store = IpfsStore(ipfs_api)
     data = _blob(300_000, seed=2)

@@ -1,0 +1,79 @@
+"""The service reads back from memory what it put itself (issue 18): a round's start model and
+terms come from this process, not the store; the sites' updates are fetched once each."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
+from fedtrail.chain import advance_time, next_block_timestamp
+from fedtrail.ledger import commitment
+from fedtrail.ml.datasets import load_bundled
+from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.protocol.codes import Phase
+from fedtrail.storage.codec import encode_update
+from fedtrail.storage.store import LocalStore
+from tests.fixtures.chain import ChainEnv
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class CountingStore(LocalStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gets: Counter[str] = Counter()
+
+    def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
+        self.gets[cid] += 1
+        return super().get(cid, sha256, max_bytes=max_bytes)
+
+
+def test_the_service_reads_its_own_model_and_terms_from_memory(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    ledger = embedded.deploy()
+    store = CountingStore(tmp_path / "store")
+    sites = embedded.sites[:3]
+    for i, acct in enumerate(sites):
+        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
+    spec = ModelSpec()
+    service = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=embedded.aggregator,
+        validation=load_bundled().val,
+        settings=AggregatorSettings(valuation="loo", standing=False, explain_method=None),
+        folder=tmp_path / "agg",
+    )
+    gen = torch.Generator().manual_seed(0)
+    params = initial_model(spec, 0).state_dict()
+    for _ in range(2):  # the second round starts from the model the first finalized
+        r = service.open_next()
+        info = ledger.get_round(r)
+        blobs = [
+            encode_update(
+                {k: 0.01 * torch.randn(v.shape, generator=gen) for k, v in params.items()},
+                spec=spec,
+                round=r,
+            ).blob
+            for _ in sites
+        ]
+        for acct, blob in zip(sites, blobs, strict=True):
+            sha = hashlib.sha256(blob).hexdigest()
+            ledger.commit_update(acct, r, commitment(acct.address, r, sha, 100))
+        advance_time(ledger.w3, info.commit_deadline - next_block_timestamp(ledger.w3) + 1)
+        cids = []
+        for acct, blob in zip(sites, blobs, strict=True):
+            cids.append(store.put(blob))
+            ledger.reveal_update(acct, r, cids[-1], hashlib.sha256(blob).hexdigest(), 100)
+        store.gets.clear()
+        service.step()  # value
+        service.step()  # finalize
+        assert ledger.get_round(r).phase == Phase.FINALIZED
+        assert store.gets[info.start_cid] == 0 and store.gets[info.terms_cid] == 0
+        assert all(store.gets[c] == 1 for c in cids), store.gets
