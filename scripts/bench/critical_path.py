@@ -26,8 +26,11 @@ signed transaction to its receipt; IPFS add and cat throughput (a 4 MiB blob); s
 throughput. Floor of chain = transactions x transaction time + one round trip (the reads,
 batched);
 store = bytes put / add rate + bytes got / cat rate; codec = bytes encoded or decoded / sha256
-rate (each byte is hashed at least once). Bars checked (exit 1 when one is missed): the chain +
-store + codec part of the 5-site round <= 2x its floor; valuation of the 100-site round <= 5 s.
+rate (each byte is hashed at least once). After each round, ``audit verify`` of it (no
+validation split, its own store connection: what any auditor runs), timed whole; its floor is
+every byte it fetched once through IPFS cat and sha256. Bars checked (exit 1 when one is
+missed): the chain + store + codec part of the 5-site round <= 2x its floor; valuation of the
+100-site round <= 5 s; ``audit verify`` of the 100-site round <= 2x its fetch + hash floor.
 Each size is a federation's *first* round: no history, so no free-rider references (a later
 round's valuation, with them, is ``scripts/bench/valuation_profile.py``); ``--large-game`` is the
 aggregator's setting of that name.
@@ -58,6 +61,7 @@ import fedtrail.aggregator.service as service_mod  # noqa: E402
 import fedtrail.storage.codec as codec_mod  # noqa: E402
 import fedtrail.valuation.candidates as candidates_mod  # noqa: E402
 from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
+from fedtrail.auditor.verify import verify_round  # noqa: E402
 from fedtrail.chain import advance_time, block_timestamp, connect, dev_account  # noqa: E402
 from fedtrail.ledger import Phase, commitment  # noqa: E402
 from fedtrail.ml.datasets import load_bundled  # noqa: E402
@@ -71,6 +75,7 @@ from scripts.bench._daemons import daemons  # noqa: E402
 PARTS = ("chain", "store", "codec", "valuation", "heatmaps", "aggregation", "metrics")
 FLOOR_RATIO_BAR = 2.0
 VALUATION_100_BAR = 5.0
+VERIFY_RATIO_BAR = 2.0
 
 
 class Clock:
@@ -298,6 +303,7 @@ def one_round(
         raise SystemExit(f"round {r} was not finalized")
     parts = clock.seconds
     parts["idle/other"] = wall - clock.busy()
+    verify = _verify(ledger, api, r)
     # decoded bytes: every update once and the start model (twice: value and finalize)
     clock.bytes["codec"] += clock.bytes["got"]
     return {
@@ -308,7 +314,30 @@ def one_round(
         "transactions": requests["tx"],
         "other_requests": requests["other"],
         "bytes": dict(clock.bytes),
+        "verify": verify,
     }
+
+
+def _verify(ledger: Any, api: str, round_id: int) -> dict[str, Any]:
+    """``audit verify`` of the round (no validation split: what any auditor runs) through its
+    own store connection; the bytes it fetched, for its floor."""
+    store = IpfsStore(api)
+    got = {"bytes": 0, "blobs": 0}
+    get = store.get
+
+    def counted(cid: str, sha256: str, **kwargs: Any) -> bytes:
+        blob = get(cid, sha256, **kwargs)
+        got["bytes"] += len(blob)
+        got["blobs"] += 1
+        return blob
+
+    store.get = counted  # type: ignore[method-assign]
+    t = time.perf_counter()
+    audit = verify_round(ledger, store, round_id)
+    seconds = time.perf_counter() - t
+    if not audit.passed:
+        raise SystemExit(f"audit verify failed: {[c for c in audit.checks if c.failed]}")
+    return {"seconds": seconds, "parts_s": dict(audit.seconds), **got}
 
 
 def floor_of(row: dict[str, Any], f: dict[str, float]) -> dict[str, float]:
@@ -320,6 +349,9 @@ def floor_of(row: dict[str, Any], f: dict[str, float]) -> dict[str, float]:
         "store": row["bytes"]["put"] / mib / f["ipfs_add_mib_s"]
         + row["bytes"]["got"] / mib / f["ipfs_cat_mib_s"],
         "codec": row["bytes"]["codec"] / mib / f["sha256_mib_s"],
+        # audit verify: every blob it reads fetched and hashed once
+        "verify": row["verify"]["bytes"] / mib / f["ipfs_cat_mib_s"]
+        + row["verify"]["bytes"] / mib / f["sha256_mib_s"],
     }
 
 
@@ -354,7 +386,14 @@ def main() -> int:
             row["floor_s"] = floor_of(row, f)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    header = ["sites", "wall", *PARTS, "idle/other", "chain+store+codec (floor)"]
+    header = [
+        "sites",
+        "wall",
+        *PARTS,
+        "idle/other",
+        "chain+store+codec (floor)",
+        "audit verify (fetch+hash floor)",
+    ]
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---:|" * len(header))
     missed = []
@@ -365,7 +404,11 @@ def main() -> int:
         cells = [str(row["sites"]), f"{row['wall_s']:.2f}"]
         cells += [f"{p[k]:.2f}" for k in (*PARTS, "idle/other")]
         cells.append(f"{io:.2f} ({io_floor:.2f}, {io / io_floor:.1f}x)")
+        v, v_floor = row["verify"]["seconds"], fl["verify"]
+        cells.append(f"{v:.2f} ({v_floor:.2f}, {v / v_floor:.1f}x)")
         print("| " + " | ".join(cells) + " |")
+        if row["sites"] == 100 and v > VERIFY_RATIO_BAR * v_floor:
+            missed.append(f"100 sites: audit verify {v:.2f} s > {VERIFY_RATIO_BAR}x floor")
         if row["sites"] == 5 and io > FLOOR_RATIO_BAR * io_floor:
             missed.append(f"5 sites: chain+store+codec {io:.2f} s > {FLOOR_RATIO_BAR}x floor")
         if row["sites"] == 100 and p["valuation"] > VALUATION_100_BAR:
