@@ -278,11 +278,29 @@ class SmallCNN(Classifier):
         self.fc2 = nn.Linear(spec.hidden, spec.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.act(self.conv1(self.normalise(x))))
-        x = self.pool(self.act(self.conv2(x)))
+        x = self._pooled(self.conv1(self.normalise(x)))
+        x = self._pooled(self.conv2(x))
         x = torch.flatten(x, 1)
         x = self.act(self.fc1(x))
         return self.fc2(x)  # type: ignore[no-any-return]
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """``pool(relu(x))``, computed as ``relu(pool(x))``: the same values bit for bit (max
+        pooling only picks values and ReLU is monotone; NaN wins both), with ReLU on a quarter
+        of them. Without autograd (validation, the coalition evaluations of the valuation) the
+        2x2 pooling is element-wise maxima of strided views, then ReLU in place: torch's
+        ``max_pool2d`` on contiguous NCHW also builds int64 indices and took longer than the
+        convolution before it (measured: 10.7 ms against 1.7 ms for the first block on 256
+        images, one thread). With autograd it is ``max_pool2d``, whose gradient goes to the
+        first maximum of each window (``torch.maximum``'s splits ties): training and input
+        gradients (Grad-CAM) are unchanged, since a window's first maximum is the same before
+        and after ReLU whenever it is positive, and the gradient is zero otherwise."""
+        n, c, h, w = x.shape
+        if x.requires_grad or h % 2 or w % 2 or not x.is_contiguous():
+            return self.act(self.pool(x))  # type: ignore[no-any-return]
+        rows = x.view(n, c, h // 2, 2, w)
+        pairs = torch.maximum(rows[:, :, :, 0], rows[:, :, :, 1]).view(n, c, h // 2, w // 2, 2)
+        return torch.maximum(pairs[..., 0], pairs[..., 1]).relu_()
 
     def activation_bound(
         self, magnitude: Callable[[str], torch.Tensor | None], x_bound: float
