@@ -26,9 +26,11 @@ Copies of another site's update in the same round are the DUPLICATE check's job 
 
 Cost: a round of n sites with a history has about n + 1 references, so n(n + 1) stale pairs
 (10,100 at 100 sites). Every norm, cosine and distance that decides or is quoted is computed as
-always, exactly as :func:`~fedtrail.ml.aggregation.deterministic_dot` gives it, but the pairs
-are first screened with one Gram matrix (``torch.mm`` of the flattened updates and references
-on torch's threads; its last bits depend on the BLAS build and the thread count): a pair is
+always, exactly as :func:`~fedtrail.ml.aggregation.deterministic_dot` gives it (on rows read
+from the tensors one at a time, :class:`~fedtrail.valuation.rows.Rows`), but the pairs
+are first screened with one Gram matrix (torch's matrix products of the flattened updates and
+references, a block of columns at a time, on torch's threads; its last bits depend on the BLAS
+build, the blocks and the thread count): a pair is
 skipped only when its cosine or its distance is certainly on the non-stale side of its
 threshold, by a margin of ``1024 (width + 2) 2**-53`` (relative to the norms) that is about
 1000 times the worst-case rounding error of any summation order of the products (Higham's
@@ -48,7 +50,8 @@ import numpy.typing as npt
 import torch
 
 from fedtrail.errors import ConfigError
-from fedtrail.ml.aggregation import AggregationError, deterministic_dot, stack
+from fedtrail.ml.aggregation import AggregationError
+from fedtrail.valuation.rows import Rows
 
 __all__ = ["free_riders", "own_reference"]
 
@@ -80,11 +83,10 @@ def free_riders(
     sites = list(deltas)
     labels = list(references)
     try:
-        st = stack([*(deltas[s] for s in sites), *(references[r] for r in labels)])
+        rows = Rows.of([*(deltas[s] for s in sites), *(references[r] for r in labels)])
     except AggregationError as exc:
         raise ConfigError(f"cannot compare the updates with the earlier ones: {exc}") from exc
-    rows = st.matrix
-    norms = [math.sqrt(deterministic_dot(row, row)) for row in rows]
+    norms = [rows.norm(i) for i in range(len(rows))]
     maybe = _maybe_stale(rows, len(sites), norms, stale_cosine, stale_distance)
     own = sorted(norms[: len(sites)])
     # the lower median: with two updates, a huge one must not make the other look tiny
@@ -120,9 +122,9 @@ def free_riders(
             ref_norm = norms[j]
             if ref_norm == 0.0 or not maybe[i, j - len(sites)]:
                 continue
-            cosine = deterministic_dot(rows[i], rows[j]) / (norm * ref_norm)
-            diff = rows[i] - rows[j]
-            distance = math.sqrt(deterministic_dot(diff, diff)) / ref_norm
+            dot, distance2 = rows.pair(i, j)
+            cosine = dot / (norm * ref_norm)
+            distance = math.sqrt(distance2) / ref_norm
             if cosine > stale_cosine and distance < stale_distance:
                 out[site] = (
                     f"a stale copy of {label} (cosine {cosine:.6f}, distance "
@@ -133,7 +135,7 @@ def free_riders(
 
 
 def _maybe_stale(
-    rows: npt.NDArray[np.float64],
+    rows: Rows,
     count: int,
     norms: Sequence[float],
     stale_cosine: float,
@@ -148,8 +150,8 @@ def _maybe_stale(
     product within ``gamma |u| |r|``, ``gamma = width 2**-53 / (1 - width 2**-53)``; the exact
     cosine and distance carry errors of the same order. The margin ``slack`` is ``_SLACK`` times
     larger, so a pair ruled out here is ruled out by the exact computation too."""
-    refs = rows.shape[0] - count
-    width = rows.shape[1]
+    refs = len(rows) - count
+    width = rows.width
     slack = _SLACK * (width + 2) * 2.0**-53
     if refs == 0 or slack >= 1e-3:
         return np.ones((count, refs), dtype=np.bool_)
@@ -160,7 +162,7 @@ def _maybe_stale(
     with np.errstate(all="ignore"):  # a non-finite entry compares False: computed exactly
         # torch's BLAS on torch's (pinned) threads: numpy's OpenBLAS starts its own pool,
         # which on a busy 2-core machine spun for 3 CPU-s on a product torch does in 0.09
-        gram = torch.mm(torch.from_numpy(rows[:count]), torch.from_numpy(rows[count:]).T).numpy()
+        gram = rows.gram(range(count), range(count, len(rows)))
         cosine_high = gram / (mine * theirs) + slack
         squares = mine * mine + theirs * theirs
         distance2_low = squares - 2.0 * gram - slack * squares

@@ -32,7 +32,9 @@ global model, non-finite outputs, the warm-up own-model check) and valued on val
 negative running variance is also clamped at load). Without running statistics (SmallCNN) the
 result is the same as on the whole update, bit for bit.
 
-All sums are deterministic (:func:`fedtrail.ml.aggregation.deterministic_dot`).
+All sums are deterministic (:func:`fedtrail.ml.aggregation.deterministic_dot`), read from the
+tensors a row at a time (:class:`~fedtrail.valuation.rows.Rows`: the values of
+:func:`~fedtrail.ml.aggregation.stack`'s matrix without building it).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from dataclasses import dataclass
 import torch
 
 from fedtrail.errors import ConfigError
-from fedtrail.ml.aggregation import AggregationError, deterministic_dot, median_rows, stack
+from fedtrail.ml.aggregation import AggregationError, deterministic_dot
+from fedtrail.valuation.rows import Rows
 
 __all__ = [
     "MAD_TO_SIGMA",
@@ -111,19 +114,19 @@ def robust_statistics(
     sites = list(deltas)
     left_out = frozenset(statistics)
     try:
-        st = stack([without_statistics(deltas[s], left_out) for s in sites])
+        rows = Rows.of([without_statistics(deltas[s], left_out) for s in sites])
     except AggregationError as exc:
         raise ConfigError(f"cannot compare the updates: {exc}") from exc
-    median = median_rows(st.matrix)
+    median = rows.median(range(len(sites)))
     median_norm_vec = math.sqrt(deterministic_dot(median, median))
-    norms = [math.sqrt(deterministic_dot(row, row)) for row in st.matrix]
+    norms = [rows.norm(i) for i in range(len(sites))]
     med = _median(norms)
     mad = _median([abs(x - med) for x in norms])
     scale = max(MAD_TO_SIGMA * mad, floor * med)
     out: dict[str, RobustStats] = {}
     for i, site in enumerate(sites):
         denom = norms[i] * median_norm_vec
-        cosine = deterministic_dot(st.matrix[i], median) / denom if denom > 0 else 0.0
+        cosine = rows.dot(i, median) / denom if denom > 0 else 0.0
         cosine = max(-1.0, min(1.0, cosine))
         z = (norms[i] - med) / scale if scale > 0 else 0.0
         out[site] = RobustStats(cosine=cosine, norm=norms[i], norm_z=z, median_norm=med)

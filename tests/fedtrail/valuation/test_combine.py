@@ -200,6 +200,32 @@ def test_value_round_checks_layout_samples_and_duplicates() -> None:
     assert any_positive(report.sites)
 
 
+def test_duplicates_are_byte_equal_updates_not_equal_checksums() -> None:
+    """_prechecked fingerprints only the updates whose cheap checksum (per tensor, the sum of
+    its 32-bit words) an earlier one shares: updates with equal checksums but other bytes are
+    not duplicates, and copies still name the first sender, in the candidates' order."""
+    words = torch.tensor([1.0, 2.0, 3.0]).view(torch.int32)
+    twin = (words + torch.tensor([1, -1, 0], dtype=torch.int32)).view(torch.float32)
+    original = {"x": words.view(torch.float32).clone()}
+    assert not torch.equal(twin, original["x"])
+    assert round_module._checksum(round_module._float32({"x": twin}, ["x"])) == (
+        round_module._checksum(round_module._float32(original, ["x"]))
+    )
+    cands = [
+        Candidate("a", 10, original),
+        Candidate("twin", 10, {"x": twin}),
+        Candidate("c", 10, v3(2, 1, 1)),
+        Candidate("copy-of-twin", 10, {"x": twin.clone()}),
+        Candidate("copy-of-a", 10, {"x": original["x"].clone()}),
+    ]
+    out = by_site(data_free(cands).sites)
+    assert out["twin"].status is Reason.OK and out["a"].status is Reason.OK
+    assert out["copy-of-twin"].status is Reason.DUPLICATE
+    assert "same update as twin's" in out["copy-of-twin"].detail
+    assert out["copy-of-a"].status is Reason.DUPLICATE
+    assert "same update as a's" in out["copy-of-a"].detail
+
+
 def test_all_zero_round_is_reported_not_hidden() -> None:
     cands = [
         Candidate("t", 10, None, Reason.TAMPERED),
