@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -54,16 +54,20 @@ class Rows:
             offset += math.prod(shape)
         self.width: int = offset
         self._buffers: list[F64] = []
+        self._views: list[list[F64]] = []  # per buffer, each tensor's part of it
+        self._norms: list[float] | None = None
 
     @classmethod
     def of(cls, deltas: Sequence[Mapping[str, torch.Tensor]]) -> Rows:
         """The rows of ``deltas`` as :func:`~fedtrail.ml.aggregation.stack` lays them out (the
         first delta's key order). Raises stack's AggregationError when it would: differing
         layouts, non-floating-point or non-finite values, no deltas. Reads the tensors' memory
-        in place when every delta is a dict of finite, contiguous CPU float16/32/64 tensors with
-        the first one's names and shapes (the usual case); otherwise stacks them."""
+        in place when every delta is a dict of contiguous CPU float16/32/64 tensors with the
+        first one's names and shapes, and every row's norm is finite (the usual case; a NaN or
+        an infinity makes its row's norm non-finite, so this is the finiteness check too);
+        otherwise stacks them."""
         rows = cls._in_place(deltas)
-        if rows is not None:
+        if rows is not None and all(math.isfinite(n) for n in rows.norms):
             return rows
         st = stack(deltas)
         return cls([[row] for row in st.matrix], [(st.matrix.shape[1],)])
@@ -97,8 +101,6 @@ class Rows:
                     shapes.append(tuple(src.shape))
                 elif src.shape != shapes[k]:
                     return None
-                if not np.isfinite(src).all():
-                    return None
                 row.append(src)
             out.append(row)
         return cls(out, shapes)
@@ -108,26 +110,37 @@ class Rows:
 
     def _buffer(self, k: int) -> F64:
         while len(self._buffers) <= k:
-            self._buffers.append(np.empty(self.width, dtype=np.float64))
+            buf = np.empty(self.width, dtype=np.float64)
+            self._buffers.append(buf)
+            self._views.append(
+                [
+                    buf[sl].reshape(shape)
+                    for sl, shape in zip(self._slices, self._shapes, strict=True)
+                ]
+            )
         return self._buffers[k]
-
-    def _parts(self, i: int, buf: F64) -> Iterator[tuple[Source, F64]]:
-        """Row ``i``'s sources, each with its part of the flat ``buf`` shaped like it."""
-        for src, sl in zip(self._sources[i], self._slices, strict=True):
-            yield src, buf[sl].reshape(src.shape)
 
     def row(self, i: int, k: int = 0) -> F64:
         """Row ``i`` widened into reused buffer ``k`` (valid until that buffer is reused)."""
         buf = self._buffer(k)
-        for src, view in self._parts(i, buf):
+        for src, view in zip(self._sources[i], self._views[k], strict=True):
             np.copyto(view, src, casting="unsafe")
         return buf
 
+    @property
+    def norms(self) -> list[float]:
+        """Every row's ``sqrt(deterministic_dot(row, row))``, computed once."""
+        if self._norms is None:
+            self._norms = []
+            for i in range(len(self)):
+                # widened, then squared in place: measured 25% faster than a casting product
+                buf = self.row(i)
+                self._norms.append(math.sqrt(deterministic_sum(np.multiply(buf, buf, out=buf))))
+        return self._norms
+
     def norm(self, i: int) -> float:
-        """``sqrt(deterministic_dot(row, row))`` of row ``i`` (widened, then squared in place:
-        measured 25% faster than a product that casts)."""
-        buf = self.row(i)
-        return math.sqrt(deterministic_sum(np.multiply(buf, buf, out=buf)))
+        """Row ``i``'s entry of :attr:`norms`."""
+        return self.norms[i]
 
     def dot(self, i: int, vec: F64) -> float:
         """``deterministic_dot(row, vec)`` of row ``i`` and a float64 vector of the width."""
