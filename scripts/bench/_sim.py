@@ -15,10 +15,13 @@ Set-up of one run (:func:`run_method`):
   (:func:`fedtrail.ml.datasets.partition_dirichlet`); in aggregator mode sites have no validation
   split of their own;
 * the aggregator's validation split (valuation only) is the bundled ``val`` split; in peer mode
-  (``SimConfig.valuation_mode = "peers"``) each site instead holds its own shard of it, the same
-  Dirichlet partition of the val split with at least one image per site, as a node's
-  ``[data]`` shard does (``DataConfig.load``); final metrics are on the bundled ``test`` split,
-  never seen during training or valuation;
+  (``SimConfig.valuation_mode = "peers"``) each site instead holds its own shard of it
+  (:func:`validation_shards`, ``SimConfig.validation_shards``): by default a Dirichlet
+  partition of the val split drawn like the training split's (same alpha and seed, at least
+  one image per site, its sizes unrelated to the training shards'), as a node's ``[data]``
+  shard does (``DataConfig.load``); ``"proportional"``: each site holds out the same fraction
+  of its own data (its training shard's class counts scaled to the val split's); final metrics
+  are on the bundled ``test`` split, never seen during training or valuation;
 * faults (:class:`fedtrail.simulation.faults.SiteFault`): label noise changes a site's training
   data, update faults change what it sends (as the node hooks of :meth:`SiteFault.hooks` do);
   a zero delta is the ``scale`` fault with factor 0, tiny noise the ``random`` fault with a
@@ -145,12 +148,14 @@ __all__ = [
     "ONCHAIN_NOTE",
     "ROBUST_RULES",
     "VALUATION_MODES",
+    "VAL_SHARDS",
     "AdversarialValidator",
     "Method",
     "RoundRecord",
     "SimConfig",
     "SimResult",
     "Stale",
+    "ValShards",
     "krum_f_for",
     "mean_std",
     "peer_address",
@@ -173,6 +178,8 @@ METHODS: Final[tuple[Method, ...]] = (
 ROBUST_RULES: Final = ("median", "trimmed_mean", "krum", "norm_clip")
 ValuationMode = Literal["aggregator", "peers"]
 VALUATION_MODES: Final[tuple[ValuationMode, ...]] = ("aggregator", "peers")
+ValShards = Literal["dirichlet", "proportional"]
+VAL_SHARDS: Final[tuple[ValShards, ...]] = ("dirichlet", "proportional")
 AdversaryKind = Literal["invert", "collude"]
 ADVERSARY_KINDS: Final[tuple[AdversaryKind, ...]] = ("invert", "collude")
 
@@ -282,6 +289,8 @@ class SimConfig:
     validators: tuple[int, ...] | None = None
     """Peer mode: the sites that validate (a fixed committee, e.g. to time one site's scoring
     in a large federation); None: every site."""
+    validation_shards: ValShards = "dirichlet"
+    """Peer mode: how the val split is shared out among the sites (:func:`validation_shards`)."""
 
     def __post_init__(self) -> None:
         if self.sites < 1 or self.rounds < 1 or self.epochs < 1:
@@ -316,6 +325,10 @@ class SimConfig:
             for i in (a.site, a.target):
                 if i is not None and not 0 <= i < self.sites:
                     raise ConfigError(f"adversary site {i} is not a site of the federation")
+        if self.validation_shards not in VAL_SHARDS:
+            raise ConfigError(
+                f"validation_shards must be one of {VAL_SHARDS}, got {self.validation_shards!r}"
+            )
         if self.validators is not None:
             if self.valuation_mode != "peers":
                 raise ConfigError("a validator committee needs valuation_mode 'peers'")
@@ -400,6 +413,10 @@ class RoundRecord:
     """Per site that trained this round: its local training time."""
     scoring_seconds: dict[str, float] = field(default_factory=dict)
     """Peer mode: per validator, the time its :func:`peer_vector` took."""
+    training_cpu_seconds: dict[str, float] = field(default_factory=dict)
+    scoring_cpu_seconds: dict[str, float] = field(default_factory=dict)
+    """The same two as the process's CPU seconds (all threads: pin torch's threads to compare
+    them; less disturbed than wall time by other processes on a shared machine)."""
     votes: dict[str, list[int]] = field(default_factory=dict)
     """Peer mode: per validator, the vector it revealed (entries for ``submitted``)."""
     abstained: list[str] = field(default_factory=list)
@@ -502,12 +519,50 @@ def site_splits(train: ImageDataset, config: SimConfig) -> list[ImageDataset]:
     ]
 
 
-def validation_shards(val: ImageDataset, config: SimConfig) -> list[ImageDataset]:
-    """Peer mode: each site's own validation split, the Dirichlet partition of ``val`` (the
-    same alpha and seed as the training split, at least one image per site), as a node's
-    ``[data]`` shard takes its part of the file's val split."""
-    parts = partition_dirichlet(val.labels, config.sites, config.alpha, config.seed, min_size=1)
-    return [val.subset(idx) for idx in parts]
+def validation_shards(
+    val: ImageDataset, config: SimConfig, train: ImageDataset | None = None
+) -> list[ImageDataset]:
+    """Peer mode: each site's own validation split, by ``config.validation_shards``:
+
+    ``"dirichlet"``: the Dirichlet partition of ``val`` (the same alpha and seed as the training
+    split, at least one image per site), as a node's ``[data]`` shard takes its part of the
+    file's val split. Its draw is not the training split's (another ``min_size``), so a site's
+    share of ``val`` is unrelated to its share of the training data (measured, 10 sites, alpha 1,
+    seed 0: 1 to 74 images for training shards of 89 to 686);
+    ``"proportional"``: each site holds out the same fraction of its own data, as a hospital
+    keeps a fixed share of its images for validation: per class, ``val``'s images of that class
+    are shared out in proportion to the sites' training images of it (``train``'s partition,
+    :func:`site_splits`; largest remainders, ties to the lower site), so a shard has its
+    training shard's class mix and about ``len(val) / len(train)`` of its size (a small site
+    can end with one class, or none: it then abstains, as it would)."""
+    if config.validation_shards == "dirichlet":
+        parts = partition_dirichlet(val.labels, config.sites, config.alpha, config.seed, min_size=1)
+        return [val.subset(idx) for idx in parts]
+    if train is None:
+        raise ConfigError("proportional validation shards need the training split")
+    own = partition_dirichlet(
+        train.labels, config.sites, config.alpha, config.seed, min_size=config.min_size
+    )
+    train_y = np.asarray(train.labels)
+    val_y = np.asarray(val.labels)
+    rng = np.random.default_rng(config.seed)
+    chunks: list[list[np.ndarray]] = [[] for _ in range(config.sites)]
+    for c in np.unique(val_y):
+        held = np.array([int(np.sum(train_y[idx] == c)) for idx in own], dtype=np.float64)
+        pool = rng.permutation(np.flatnonzero(val_y == c))
+        if held.sum() == 0:
+            continue  # no site trains on this class: none holds it out
+        quota = held * pool.size / held.sum()
+        sizes = np.floor(quota).astype(np.int64)
+        order = sorted(range(config.sites), key=lambda s: (-(quota[s] - sizes[s]), s))
+        for s in order[: pool.size - int(sizes.sum())]:
+            sizes[s] += 1
+        for s, chunk in enumerate(np.split(pool, np.cumsum(sizes)[:-1])):
+            chunks[s].append(chunk)
+    return [
+        val.subset(np.sort(np.concatenate(p)).astype(np.int64) if p else np.zeros(0, np.int64))
+        for p in chunks
+    ]
 
 
 def krum_f_for(n_sites: int, n_faulty: int) -> int:
@@ -702,7 +757,7 @@ def _run_federated(
     valued_rounds = 0
     round_epsilon = [_round_epsilon(config, len(ds)) for ds in data]
     peers = (
-        _Peers(config, splits.val)
+        _Peers(config, splits.val, splits.train)
         if method == "valuation" and config.valuation_mode == "peers"
         else None
     )
@@ -711,6 +766,7 @@ def _run_federated(
         bytes_up = 0
         privacy: dict[str, dict[str, float]] = {}
         trained: dict[str, float] = {}
+        trained_cpu: dict[str, float] = {}
         for i, ds in enumerate(data):
             source = stale.get(i)
             if source == "own" and i in own_first:
@@ -720,13 +776,14 @@ def _run_federated(
                 sent.append((i, {k: v.clone() for k, v in last_global.items()}))
                 continue
             tc = _train_config(config, config.epochs, _sub_seed(config.seed, i, r))
-            t_train = time.perf_counter()
+            t_train, c_train = time.perf_counter(), time.process_time()
             try:
                 delta, dp = _train(config, state, ds, spec, tc, round_epsilon[i])
             except TrainingDiverged:
                 result.diverged_trainings += 1
                 continue
             trained[result.site_names[i]] = time.perf_counter() - t_train
+            trained_cpu[result.site_names[i]] = time.process_time() - c_train
             if dp is not None:
                 privacy[result.site_names[i]] = dp
             delta = faults[i].apply_to_update(delta, round_id=r)
@@ -754,6 +811,7 @@ def _run_federated(
             bytes_up=bytes_up,
             privacy=privacy,
             training_seconds=trained,
+            training_cpu_seconds=trained_cpu,
         )
         result.rounds.append(record)
         if not sent:
@@ -842,9 +900,9 @@ class _Peers:
     """The validators of a peer-mode run: their validation shards, their own histories and
     the last round's vectors, their on-chain reputations (``(reputation, rated rounds)``)."""
 
-    def __init__(self, config: SimConfig, val: ImageDataset) -> None:
+    def __init__(self, config: SimConfig, val: ImageDataset, train: ImageDataset) -> None:
         self.config = config
-        self.shards = validation_shards(val, config)
+        self.shards = validation_shards(val, config, train)
         self.addresses = [peer_address(i) for i in range(config.sites)]
         self.histories: list[History] = [History() for _ in range(config.sites)]
         self.vectors: dict[int, PeerVector] = {}
@@ -873,7 +931,10 @@ class _Peers:
         self.vectors = {}
         committee = range(config.sites) if config.validators is None else sorted(config.validators)
         for v in committee:
-            t0 = time.perf_counter()
+            if len(self.shards[v]) == 0:  # a proportional share of a tiny site: nothing held out
+                record.abstained.append(names[v])
+                continue
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 pv = peer_vector(
                     validator=self.addresses[v],
@@ -896,6 +957,7 @@ class _Peers:
                 record.abstained.append(names[v])
                 continue
             record.scoring_seconds[names[v]] = time.perf_counter() - t0
+            record.scoring_cpu_seconds[names[v]] = time.process_time() - c0
             self.vectors[v] = pv
             scores = pv.scores
             liar = self.adversaries.get(v)

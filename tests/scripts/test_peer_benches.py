@@ -129,3 +129,25 @@ def test_abstain_case_takes_the_silent_validators_out_and_is_no_bar(
     assert "5-abstain: honest weight move when 1 honest validator(s) do not vote" in printed
     assert "5-abstain: every honest site" not in printed  # a reference, not a bar
     assert rc == 0 and "0 met, 0 missed" in printed
+
+
+def test_timing_names_its_validation_shards_and_clock(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "timing.json"
+    argv = ["--cases", "", "--seeds", "1", "--timing-sites", "10", "--timing-rounds", "1"]
+    rc = peer_validators.main(
+        [*argv, "--val-shards", "proportional", "--clock", "cpu", "--out", str(out)]
+    )
+    printed = capsys.readouterr().out
+    (t,) = json.loads(out.read_text(encoding="utf-8"))["timing"]
+    assert (t["val_shards"], t["clock"]) == ("proportional", "cpu")
+    assert sum(t["validation_images"].values()) == 270
+    big = max(t["training_images"], key=t["training_images"].get)
+    small = min(t["training_images"], key=t["training_images"].get)
+    assert t["validation_images"][big] > t["validation_images"][small]
+    for v in t["per_site"].values():
+        assert v["ratio"] == v["ratio_cpu"] == v["scoring_cpu"] / v["training_cpu"]
+    assert "(cpu clock, proportional validation shards)" in printed
+    assert "load average" in printed
+    assert rc == (0 if "0 missed" in printed else 1)

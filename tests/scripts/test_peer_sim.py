@@ -78,6 +78,29 @@ def test_each_site_validates_on_its_own_shard_of_the_val_split(tiny: Splits) -> 
     )
 
 
+def test_proportional_shards_hold_out_each_sites_own_class_mix(tiny: Splits) -> None:
+    config = _config(alpha=1.0, validation_shards="proportional")
+    shards = _sim.validation_shards(tiny.val, config, tiny.train)
+    parts = _sim.site_splits(tiny.train, config)
+    assert sum(len(s) for s in shards) == len(tiny.val)
+    images = np.concatenate([s.images.reshape(len(s), -1) for s in shards])
+    assert np.unique(images, axis=0).shape[0] == len(tiny.val)  # disjoint, together the split
+    for c in (0, 1):
+        val_c = int(np.sum(tiny.val.labels == c))
+        train_c = int(np.sum(tiny.train.labels == c))
+        for shard, part in zip(shards, parts, strict=True):
+            share = int(np.sum(part.labels == c)) * val_c / train_c
+            assert abs(int(np.sum(shard.labels == c)) - share) < 1  # its own fraction, rounded
+    again = _sim.validation_shards(tiny.val, config, tiny.train)
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(shards, again, strict=True))
+    sizes = [len(s) for s in _sim.validation_shards(tiny.val, _config(alpha=1.0))]
+    assert sizes != [len(s) for s in shards]  # the default draw is another one
+    with pytest.raises(ConfigError, match="need the training split"):
+        _sim.validation_shards(tiny.val, config)
+    with pytest.raises(ConfigError, match="validation_shards must be one of"):
+        _config(validation_shards="even")
+
+
 def test_peer_scores_are_the_median_rule_over_the_revealed_vectors(
     honest: _sim.SimResult,
 ) -> None:
