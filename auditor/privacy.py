@@ -48,6 +48,10 @@ class Status:
     WRONG_DELTA = "WRONG DELTA"
     """The DP parameters account at another delta than the round's terms fix (a larger delta
     gives a smaller epsilon for the same training)."""
+    LOOSE_DELTA = "DELTA ABOVE 1/n"
+    """The DP parameters account at a delta above 1 / the site's on-chain sample count: a
+    guarantee that lets one of its images leak outright with that probability, which the
+    declared epsilon does not show (the terms' delta is the aggregator's choice)."""
     DP_REQUIRED = "DP REQUIRED"
     """The round's terms require DP training and the update carries no DP parameters."""
     UNREADABLE = "UNREADABLE"
@@ -171,7 +175,9 @@ def audit_privacy(ledger: Ledger, store: ContentStore | None) -> PrivacyAudit:
                     UpdateSpend(round_id, sub.site, declared, total, None, None, Status.NOT_READ)
                 )
                 continue
-            updates.append(reader.check(sub.site, sub.cid, sub.sha256, declared, total))
+            updates.append(
+                reader.check(sub.site, sub.cid, sub.sha256, declared, total, sub.num_samples)
+            )
     sites = tuple(_site(ledger, info.address, info.name, updates) for info in ledger.get_sites())
     return PrivacyAudit(sites=sites, updates=tuple(updates), read_blobs=store is not None)
 
@@ -230,7 +236,13 @@ class _RoundReader:
             self.why = f"cannot read round {round_id}'s terms {info.terms_cid}: {exc}"
 
     def check(
-        self, site: str, cid: str, sha256: str, declared: int, total: int | None
+        self,
+        site: str,
+        cid: str,
+        sha256: str,
+        declared: int,
+        total: int | None,
+        num_samples: int = 0,
     ) -> UpdateSpend:
         def result(
             status: str,
@@ -263,6 +275,12 @@ class _RoundReader:
             return result(
                 Status.WRONG_DELTA,
                 f"accounted at delta {params.delta!r}; the terms fix {self.privacy.delta!r}",
+                params,
+            )
+        if num_samples > 0 and params.delta > 1 / num_samples:
+            return result(
+                Status.LOOSE_DELTA,
+                f"accounted at delta {params.delta!r} > 1 / its {num_samples} samples",
                 params,
             )
         from fedtrail.ml.privacy import epsilon_spent

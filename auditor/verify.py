@@ -554,7 +554,8 @@ def _dp_params_problems(sub: Submission, params: DpParams, delta: float | None) 
     problems = []
     if delta is not None and params.delta != delta:
         problems.append(f"{who} accounted at delta {params.delta:g}, the terms' is {delta:g}")
-    if delta is None and n > 0 and params.delta > 1 / n:
+    # whoever chose the delta (the terms: the aggregator), above 1/n it lets an image leak
+    if n > 0 and params.delta > 1 / n:
         problems.append(f"{who} accounted at delta {params.delta:g} > 1 / its {n} samples")
     if params.sample_rate * n < 1 - 1e-9:
         problems.append(

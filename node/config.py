@@ -120,9 +120,11 @@ class PrivacyConfig:
     Poisson batch), ``lr`` and ``momentum`` replace ``[training]``'s: the noise is added once
     per step, so fewer, larger steps keep more signal per unit of epsilon than the non-private
     settings (the defaults are measured: README, "Differential privacy and the budget on
-    chain"). The delta is the round terms' (``privacy``); ``delta`` here is used only for rounds
-    whose terms set none. The node refuses a round whose epsilon would take its on-chain spend
-    past its budget.
+    chain"). The delta is the round terms' (``privacy``), and ``delta`` here for rounds whose
+    terms set none; it is also the site's ceiling: the node refuses a round whose terms' delta is
+    above it or above 1 / its training images (the aggregator chooses the terms, and a looser
+    delta records a smaller epsilon for the same training). The node refuses a round whose
+    epsilon would take its on-chain spend past its budget.
     """
 
     enabled: bool = False

@@ -648,6 +648,17 @@ class SiteNode:
                 )
             return None
         delta = settings.delta if asked is None else asked.delta
+        ceiling = min(settings.delta, 1 / len(self.train))
+        if delta > ceiling:
+            # the aggregator chose it: a looser delta buys a smaller recorded epsilon (or, with
+            # target_epsilon, less noise) for the same training
+            return self._skip(
+                RoundRecord(round=round_id, phase="skipped"),
+                f"DP-SGD: the round's terms account at delta {delta:g}, above this site's "
+                f"ceiling {ceiling:g} (its [privacy] delta, and 1 / its {len(self.train)} "
+                "training images): its recorded epsilon would understate the privacy spent; "
+                "not training",
+            )
         try:
             params = plan_privacy(settings.settings(), len(self.train), config, delta)
             spend = to_micro(epsilon_spent(params))

@@ -226,6 +226,22 @@ def test_declared_only_shows_the_chain_without_reading_blobs(cheating: World) ->
     assert r.exit_code == 0 and "blobs not read (--declared-only)" in r.output
 
 
+def test_a_terms_delta_above_one_over_n_is_flagged(anvil_url: str, tmp_path: Path) -> None:
+    """The terms' delta is the aggregator's choice: parameters that agree with terms of delta
+    0.05 still do not pass for a site of 100 samples (a delta above 1/n lets an image leak)."""
+    w = world(anvil_url, tmp_path)
+    a = w.fed.sites[0]
+    loose = DpParams(
+        noise_multiplier=1.1, max_grad_norm=1.0, sample_rate=0.05, steps=40, delta=0.05
+    )
+    r = w.open(PrivacyTerms(delta=0.05))
+    w.submit(r, [(a, loose, spend(loose))])
+    result = audit_privacy(w.fed.ledger, w.store)
+    assert statuses(result) == {(r, a.address): Status.LOOSE_DELTA}
+    assert result.updates[0].detail == "accounted at delta 0.05 > 1 / its 100 samples"
+    assert not result.passed
+
+
 def test_the_terms_delta_and_required_dp_are_enforced(anvil_url: str, tmp_path: Path) -> None:
     """A larger delta buys a smaller epsilon for the same training: parameters accounted at
     another delta than the terms' fail even when the declared spend matches them."""

@@ -16,6 +16,7 @@ from fedtrail.auditor.verify import RoundAudit, _check_privacy, verify_round
 from fedtrail.chain import connect, dev_account
 from fedtrail.ledger import Ledger
 from fedtrail.ml.datasets import load_bundled, partition_iid
+from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.config import PrivacyConfig
 from fedtrail.node.daemon import SiteNode
@@ -23,6 +24,7 @@ from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.privacy import to_micro
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.federation import Federation, build_federation, make_sites
+from fedtrail.storage.codec import decode_update
 from fedtrail.storage.store import LocalStore
 
 # Every federation here runs on the real Anvil node: a third of the build time of one on the
@@ -143,3 +145,27 @@ def test_rounds_without_privacy_get_no_privacy_check(tmp_path: Path, anvil_url: 
         torch.set_num_threads(before)
     names = {c.name for c in verify_round(fed.ledger, fed.store, 1).checks}
     assert "weights" in names and not {n for n in names if n.startswith("privacy")}
+
+
+def test_terms_whose_delta_is_above_one_over_n_fail_privacy_spend(
+    rounds: tuple[Ledger, LocalStore],
+) -> None:
+    """The terms' delta is the aggregator's choice: parameters that agree with terms of delta
+    0.5 still fail, a delta above 1 / the site's sample count lets one of its images leak."""
+    ledger, store = rounds
+    info = ledger.get_round(1)
+    terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+    assert terms.privacy is not None
+    loose = replace(terms, privacy=replace(terms.privacy, delta=0.5))
+    subs = ledger.get_submissions(1)
+    dp: dict[str, Any] = {}
+    for sub in subs:
+        _, meta = decode_update(store.get(sub.cid, sub.sha256), spec=ModelSpec())
+        assert meta.dp is not None
+        dp[sub.site] = replace(meta.dp, delta=0.5)
+    audit = RoundAudit(round=1)
+    _check_privacy(audit, ledger, 1, subs, dp, loose)
+    spend = next(c for c in audit.checks if c.name == "privacy.spend")
+    assert not spend.passed
+    n = subs[0].num_samples
+    assert f"{subs[0].site[:10]} accounted at delta 0.5 > 1 / its {n} samples" in spend.detail

@@ -131,3 +131,18 @@ def test_privacy_config_refuses_bad_values() -> None:
     assert own.training(TrainConfig(batch_size=32, lr=0.02, momentum=0.9)) == TrainConfig(
         batch_size=64, lr=0.3, momentum=0.5
     )
+
+
+@pytest.mark.parametrize("delta", [0.5, 2e-5])
+def test_terms_with_a_looser_delta_than_the_site_allows_are_refused_before_training(
+    embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delta: float
+) -> None:
+    """The aggregator chooses the terms' delta; one above the site's [privacy] delta (1e-5) or
+    above 1 / its training images records a smaller epsilon for the same training."""
+    _require_dp(monkeypatch, delta)
+    world = World(embedded, tmp_path)
+    node = world.node(0, privacy=DP_ON)
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "skipped"
+    assert f"delta {delta:g}" in record.note and "ceiling 1e-05" in record.note
+    assert world.ledger.get_submission(world.round, node.address) is None
