@@ -3,10 +3,10 @@
 The log's bytes are checked against the sha256 on chain, but that only proves the aggregator
 wrote them. A field is *on chain* when it equals the ledger's own record (the update's CID from
 the event, its sha256, the revealed sample count, score, reason code, weight, the site's
-registered name); it is *claimed* when the chain holds nothing to compare it with (the
-explanation text, the summary, components, metrics); it is a *mismatch* when the chain says
-otherwise. ``fedtrail audit log`` prints the mark beside every field, so nothing the aggregator
-merely claims reads as verified.
+registered name) or what the aggregator computes from it alone (the weight as a fraction); it
+is *claimed* when the chain holds nothing to compare it with (the explanation text, the summary,
+components, metrics); it is a *mismatch* when the chain says otherwise. ``fedtrail audit log``
+prints the mark beside every field, so nothing the aggregator merely claims reads as verified.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from enum import Enum
 from fedtrail.ledger import SiteInfo, Submission
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.roundlog import SiteEntry
+from fedtrail.protocol.weights import WEIGHT_SCALE
 
 __all__ = ["Mark", "SiteMarks", "mark_site"]
 
@@ -71,6 +72,8 @@ def mark_site(entry: SiteEntry, sub: Submission | None, site: SiteInfo | None) -
     compare("reason", entry.reason, sub.reason if sub else None)
     compare("reason_label", entry.reason_label, _reason_name(sub.reason) if sub else None)
     compare("weight", entry.weight, sub.weight if sub else None)
+    # exactly what the aggregator writes (roundlog.SiteEntry.of); JSON round-trips the float
+    compare("weight_fraction", entry.weight_fraction, sub.weight / WEIGHT_SCALE if sub else None)
     for claimed in ("status", "components", "explanation"):
         marks[claimed] = Mark.CLAIMED
     return SiteMarks(marks, chain)

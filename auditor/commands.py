@@ -311,6 +311,9 @@ def log_cmd(
             extra = f" (chain: {marks.chain_values[field]})" if mark is Mark.MISMATCH else ""
             return tag[mark] + extra
 
+        # the fraction shown is the log's; [chain] only when it and the integer weight both are
+        shown_weight = "weight_fraction" if "weight_fraction" in marks.mismatches else "weight"
+
         mismatches += [f"{e.site} {f}" for f in marks.mismatches]
         click.echo(f"{shown(e.name or e.site)} {t('name')} ({e.site})")
         click.echo(
@@ -321,7 +324,7 @@ def log_cmd(
         )
         click.echo(
             f"  score {e.score / SCORE_SCALE:.3f} {t('score')}  reason {e.reason_label} "
-            f"{t('reason_label')}  weight {e.weight_fraction:.2%} {t('weight')}"
+            f"{t('reason_label')}  weight {e.weight_fraction:.2%} {t(shown_weight)}"
         )
         click.echo(f"  why {t('explanation')}: {shown(e.explanation)}")
     for site in sorted(set(subs) - {e.site for e in log.sites}):

@@ -260,29 +260,24 @@ def verify_round(
             audit.add("log.schema", True, "valid explanation-log/1")
         except FedtrailError as exc:
             audit.add("log.schema", False, str(exc))
+    # the terms committed at open (checked below; the log's aggregation rule is compared with
+    # the one they make the replay use)
+    with _Timer(audit, "fetch"):
+        terms, terms_check = _read_terms(store, info, round_id)
     if log is not None:
-        _check_log(audit, log, info, subs, {site.address: site for site in ledger.get_sites()})
+        _check_log(
+            audit,
+            log,
+            info,
+            subs,
+            {site.address: site for site in ledger.get_sites()},
+            ledger,
+            _replayed_rule(terms, log),
+        )
     _check_evidence(audit, ledger, round_id, log, subs)
 
     # the terms committed at open, and the log's settings against them
-    terms: RoundTerms | None = None
-    with _Timer(audit, "fetch"):
-        fetched_terms = _fetch(store, info.terms_cid, info.terms_sha256)
-    if fetched_terms.blob is None:
-        audit.add("terms.hash", False, fetched_terms.detail)
-    else:
-        try:
-            terms = RoundTerms.from_bytes(fetched_terms.blob)
-            ok = terms.round == round_id
-            audit.add(
-                "terms.hash",
-                ok,
-                f"{info.terms_cid} matches its on-chain sha256"
-                if ok
-                else f"the committed terms name round {terms.round}",
-            )
-        except InvalidTerms as exc:
-            audit.add("terms.hash", False, f"{info.terms_cid} matches its hash but: {exc}")
+    audit.add(*terms_check)
     if terms is not None and log is not None:
         _check_terms(audit, log, terms, info)
     if terms is not None:
@@ -714,10 +709,13 @@ def _check_scores(
         return
     # the aggregator's documented override: a site with valid signed evidence against it
     # enters the valuation as CONTRADICTED (the evidence itself is checked by _check_evidence)
-    zeroed = {
-        e.site.lower()
-        for e in _valid_evidence(log.ledger.chain_id, log.ledger.address, log.round, log, subs)
-    }
+    # bound to the ledger audited, not to the one the log names (log.agrees compares them)
+    chain_id, address = (
+        (chain[0].chain_id, chain[0].address)
+        if chain is not None
+        else (log.ledger.chain_id, log.ledger.address)
+    )
+    zeroed = {e.site.lower() for e in _valid_evidence(chain_id, address, log.round, log, subs)}
     candidates = [
         Candidate(
             site=s.site,
@@ -942,22 +940,79 @@ def _spec_from(log: RoundLog) -> ModelSpec:
         ) from None
 
 
+def _read_terms(
+    store: ContentStore, info: RoundInfo, round_id: int
+) -> tuple[RoundTerms | None, tuple[str, bool, str]]:
+    """The round's terms fetched by the on-chain hash (None when unusable), and the
+    ``terms.hash`` check that says so."""
+    fetched = _fetch(store, info.terms_cid, info.terms_sha256)
+    if fetched.blob is None:
+        return None, ("terms.hash", False, fetched.detail)
+    try:
+        terms = RoundTerms.from_bytes(fetched.blob)
+    except InvalidTerms as exc:
+        return None, ("terms.hash", False, f"{info.terms_cid} matches its hash but: {exc}")
+    ok = terms.round == round_id
+    return terms, (
+        "terms.hash",
+        ok,
+        f"{info.terms_cid} matches its on-chain sha256"
+        if ok
+        else f"the committed terms name round {terms.round}",
+    )
+
+
+def _replayed_rule(terms: RoundTerms | None, log: RoundLog) -> str | None:
+    """The name of the aggregation rule ``global.recomputed`` replays: the terms' (the log's
+    settings' for a round without readable terms); None when it is no valid rule."""
+    try:
+        return AggregationRule(
+            **(terms.aggregation_rule if terms is not None else log.settings.aggregation_rule)
+        ).name
+    except (ConfigError, TypeError, ValueError):
+        return None
+
+
 def _check_log(
     audit: RoundAudit,
     log: RoundLog,
     info: RoundInfo,
     subs: list[Submission],
     sites: Mapping[str, SiteInfo],
+    ledger: Ledger,
+    rule: str | None,
 ) -> None:
     """Every log field the chain pins equals the chain (:mod:`fedtrail.auditor.claims`, the
-    same marks ``audit log`` prints); the rest is the aggregator's claim and not checked here."""
+    same marks ``audit log`` prints: each site's weight and weight fraction included), the log
+    names the ledger being audited (the valuation replay binds signed evidence to it) and the
+    start model by the chain's CID, and its aggregation rule is ``rule``, the one the replay
+    uses; the rest is the aggregator's claim and not checked here."""
     problems = []
     if log.round != info.id:
         problems.append(f"log is for round {log.round}")
+    if (log.ledger.address.lower(), log.ledger.chain_id) != (
+        ledger.address.lower(),
+        ledger.chain_id,
+    ):
+        problems.append(
+            f"log names ledger {log.ledger.address} on chain {log.ledger.chain_id}, audited: "
+            f"{ledger.address} on chain {ledger.chain_id}"
+        )
     if log.aggregation.global_sha256 != info.global_sha256:
         problems.append("log names another global model")
     if log.start_model.sha256 != info.start_sha256:
         problems.append("log names another start model")
+    if log.start_model.cid != info.start_cid:
+        problems.append(
+            f"log's start model CID {log.start_model.cid}, the chain's {info.start_cid}"
+        )
+    if rule is None:
+        problems.append(
+            f"cannot compare aggregation rule {log.aggregation.rule!r}: the rule replayed is "
+            "not a valid one"
+        )
+    elif log.aggregation.rule != rule:
+        problems.append(f"log's aggregation rule {log.aggregation.rule!r}, the replayed {rule!r}")
     by_site = {e.site: e for e in log.sites}
     if set(by_site) != {s.site for s in subs}:
         problems.append("log lists other sites than the chain")
@@ -977,8 +1032,9 @@ def _check_log(
         "log.agrees",
         not problems,
         "; ".join(problems)
-        or "log's sites, names, sample counts, CIDs, hashes, scores, reasons, weights and "
-        "included sites equal the chain's",
+        or "log's ledger, start model, sites, names, sample counts, CIDs, hashes, scores, "
+        "reasons, weights, weight fractions and included sites equal the chain's; its "
+        f"aggregation rule {rule!r} is the one replayed",
     )
 
 

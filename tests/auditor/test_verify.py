@@ -37,7 +37,9 @@ from fedtrail.ledger import Ledger
 from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.metrics import decision_threshold
 from fedtrail.ml.training import TrainConfig
+from fedtrail.protocol import roundlog
 from fedtrail.protocol.roundlog import MetricsPair, RoundLog, RoundMetrics
+from fedtrail.protocol.weights import WEIGHT_SCALE
 from fedtrail.simulation.federation import Federation, build_federation, make_sites
 from fedtrail.storage.store import ContentStore, IpfsStore, LocalStore
 
@@ -261,6 +263,100 @@ def test_verify_fails_when_the_log_disagrees_with_the_chain(
     audit = verify_round(ledger, store, 1)
     bad = {c.name: c.detail for c in audit.checks if not c.passed}
     assert set(bad) == {"log.agrees"} and "weight" in bad["log.agrees"]
+
+
+OTHER_LEDGER = "0x000000000000000000000000000000000000dEaD"
+
+
+def _lied_fraction(fraction: float) -> float:
+    return fraction + 0.25 if fraction < 0.5 else fraction - 0.25
+
+
+def _lie_weight_fraction(doc: dict[str, Any]) -> None:
+    for e in doc["sites"]:  # the integer weights stay the chain's
+        e["weight_fraction"] = _lied_fraction(e["weight_fraction"])
+
+
+def _lie_ledger(doc: dict[str, Any]) -> None:
+    doc["ledger"] = {"address": OTHER_LEDGER, "chain_id": 1}
+
+
+def _lie_start_cid(doc: dict[str, Any]) -> None:
+    doc["start_model"]["cid"] = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
+
+
+def _lie_rule(doc: dict[str, Any]) -> None:
+    doc["aggregation"]["rule"] = "median"  # the terms' (and the replayed) rule is weighted
+
+
+LOG_FIELD_LIES = {
+    "weight_fraction": (_lie_weight_fraction, "weight_fraction"),
+    "ledger": (_lie_ledger, f"log names ledger {OTHER_LEDGER} on chain 1"),
+    "start_model.cid": (_lie_start_cid, "log's start model CID QmYwAPJz"),
+    "aggregation.rule": (_lie_rule, "log's aggregation rule 'median', the replayed 'weighted'"),
+}
+
+
+def _federation_writing(
+    tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch, edit: Any
+) -> Federation:
+    """A one-round federation whose aggregator edits its log's JSON before storing it."""
+
+    def lying(log: RoundLog) -> bytes:
+        doc = log.to_json()
+        edit(doc)
+        return roundlog.to_bytes(doc)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RoundLog, "to_bytes", lying)
+        return federation(tmp_path, rounds=1, **on_anvil(anvil_url))
+
+
+@pytest.mark.parametrize("lie", list(LOG_FIELD_LIES))
+@pytest.mark.anvil
+def test_verify_fails_a_log_whose_unpinned_fields_lie(
+    lie: str, tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Log fields verify used not to compare: each site's weight fraction (it must be the
+    on-chain weight over 1e18, as the aggregator writes it), the ledger (the valuation replay
+    binds evidence to it), the start model's CID and the aggregation rule's name. A lie in any
+    of them fails log.agrees, naming the field, and nothing else."""
+    edit, needle = LOG_FIELD_LIES[lie]
+    fed = _federation_writing(tmp_path, anvil_url, monkeypatch, edit)
+    audit = verify_round(fed.ledger, fed.store, 1)
+    bad = {c.name: c.detail for c in audit.checks if c.failed}
+    assert set(bad) == {"log.agrees"}, bad
+    assert needle in bad["log.agrees"]
+
+
+@pytest.mark.anvil
+def test_audit_log_marks_a_lying_weight_fraction(
+    tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``audit log`` prints the log's weight fraction; it is marked [chain] only when it is the
+    on-chain weight's, else it shows the chain's and the command exits 1."""
+    fed = _federation_writing(tmp_path, anvil_url, monkeypatch, _lie_weight_fraction)
+    chain = [s.weight / WEIGHT_SCALE for s in fed.ledger.get_submissions(1)]
+    out = CliRunner().invoke(
+        cli,
+        [
+            "audit",
+            "log",
+            "1",
+            "--rpc-url",
+            anvil_url,
+            "--contract",
+            fed.ledger.address,
+            "--store",
+            f"local:{tmp_path / 'store'}",
+        ],
+    )
+    assert out.exit_code == 1, out.output
+    for w in chain:
+        shown = f"weight {_lied_fraction(w):.2%}"
+        assert f"{shown} [DIFFERS FROM CHAIN] (chain: {w!r})" in out.output
+        assert f"{shown} [chain]" not in out.output
+    assert "weight_fraction" in out.output  # named among the differences
 
 
 @pytest.mark.anvil
