@@ -42,7 +42,7 @@ from eth_utils.crypto import keccak
 from fedtrail.ledger import Ledger, Submission, checksum
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import InvalidVotes, PeerOutcome, PeerVote, address_key, peer_outcome
-from fedtrail.protocol.roundlog import SiteEntry
+from fedtrail.protocol.roundlog import InvalidLog, SiteEntry, ValuationSettings
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 
@@ -225,12 +225,17 @@ def check_quorum(record: PeerRecord, terms: RoundTerms | None) -> Check:
     if terms is None:
         problems.append("no readable terms to compare the chain's peer record with")
     else:
-        if terms.valuation.get("mode") != "peers":
-            problems.append("the chain holds a peer round, the terms do not say mode 'peers'")
-        if terms.valuation.get("quorum") != record.quorum:
-            problems.append(
-                f"terms' quorum {terms.valuation.get('quorum')}, the chain's {record.quorum}"
-            )
+        try:
+            # parsed as every party parses it: a quorum of true or 3.0 is none (Python's
+            # ``True == 1`` and ``3.0 == 3`` would let it pass)
+            valuation = ValuationSettings.from_json(terms.valuation)
+        except InvalidLog as exc:
+            problems.append(f"the terms' valuation block is invalid: {exc}")
+        else:
+            if valuation.mode != "peers":
+                problems.append("the chain holds a peer round, the terms do not say mode 'peers'")
+            if valuation.quorum != record.quorum:
+                problems.append(f"terms' quorum {valuation.quorum}, the chain's {record.quorum}")
         commit = record.score_commit_deadline - record.reveal_deadline
         reveal = record.score_reveal_deadline - record.score_commit_deadline
         if (commit, reveal) != (terms.score_commit_seconds, terms.score_reveal_seconds):

@@ -25,6 +25,7 @@ votes must not have been valuable (``peers.cancelled``), since anyone could have
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from collections import deque
@@ -923,8 +924,14 @@ def _standing_checks(
     if terms is not None:
         try:
             settings = ValuationSettings.from_json(terms.valuation)
-        except InvalidLog:
-            return  # terms.valuation already failed
+        except InvalidLog as exc:
+            # whether the round is valued with standing is unknown: nothing can be checked
+            audit.add(
+                "standing.chain",
+                False,
+                f"cannot check the standing: the terms' valuation block is invalid ({exc})",
+            )
+            return
     for check in check_standing(ledger, store, log, settings, ledger.get_submissions(log.round)):
         audit.add(*check)
 
@@ -1078,6 +1085,33 @@ def _check_task_fixed(
     )
 
 
+def _canonical(doc: Mapping[str, Any]) -> str:
+    """Canonical JSON: equal strings exactly when the documents are equal with their JSON types
+    (``true``, ``1`` and ``1.0`` differ, as they do to every parser of the settings)."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _compare_valuation(logged: ValuationSettings, terms: RoundTerms) -> tuple[str, bool, str]:
+    """``terms.valuation``: the terms' valuation block is settings every party reads
+    (:meth:`ValuationSettings.from_json`, as the nodes, the validators, the aggregator and the
+    replay do: a number where a flag or an integer is due is refused there, so every honest
+    node skips such a round), and the log's settings are the same, compared as canonical JSON
+    of both parsed blocks (Python's ``==`` takes ``1 == 1.0 == True``)."""
+    name = "terms.valuation"
+    try:
+        committed = ValuationSettings.from_json(terms.valuation)
+    except InvalidLog as exc:
+        return name, False, f"the terms' valuation block is not valid settings: {exc}"
+    got, want = _canonical(logged.to_json()), _canonical(committed.to_json())
+    return (
+        name,
+        got == want,
+        "valuation settings are the committed ones"
+        if got == want
+        else f"log's valuation {got} != terms' {want}",
+    )
+
+
 def _check_terms(audit: RoundAudit, log: RoundLog, terms: RoundTerms, info: RoundInfo) -> None:
     """The log's settings repeat the terms committed at open, and its terms reference is the
     chain's (logs written before references: absent, which is not a failure)."""
@@ -1089,14 +1123,7 @@ def _check_terms(audit: RoundAudit, log: RoundLog, terms: RoundTerms, info: Roun
         if dict(s.aggregation_rule) == dict(terms.aggregation_rule)
         else f"log's rule {dict(s.aggregation_rule)} != terms' {dict(terms.aggregation_rule)}",
     )
-    valuation = s.valuation.to_json()
-    audit.add(
-        "terms.valuation",
-        valuation == dict(terms.valuation),
-        "valuation settings are the committed ones"
-        if valuation == dict(terms.valuation)
-        else f"log's valuation {valuation} != terms' {dict(terms.valuation)}",
-    )
+    audit.add(*_compare_valuation(s.valuation, terms))
     same_val = (log.validation.sha256, log.validation.images) == (
         terms.validation_sha256,
         terms.validation_images,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from eth_utils.crypto import keccak
 
 from fedtrail.auditor.peers import (
@@ -219,6 +220,16 @@ def test_peers_quorum_compares_the_chain_with_the_terms_and_counts_the_votes() -
     assert (name, ok) == (QUORUM, False)
     assert "quorum 3, the chain's 5" in detail and "fewer than the quorum 5" in detail
     assert not check_quorum(record(), None)[1]
+
+
+@pytest.mark.parametrize("quorum", [3.0, True], ids=["float", "bool"])
+def test_peers_quorum_refuses_a_quorum_of_another_json_type(quorum: object) -> None:
+    """Every party reads the terms' quorum as an integer (ValuationSettings.from_json): 3.0 or
+    true is no quorum, though Python's == takes it for the chain's 3 or 1."""
+    typed = dataclasses.replace(terms(), valuation={**terms().valuation, "quorum": quorum})
+    name, ok, detail = check_quorum(record(quorum=1 if quorum is True else 3), typed)
+    assert (name, ok) == (QUORUM, False)
+    assert "the terms' valuation block is invalid" in detail and "quorum" in detail
 
 
 def test_validator_reputations_are_recomputed_from_the_earlier_ratings() -> None:

@@ -1,0 +1,131 @@
+"""``audit verify`` against the round's committed terms: a valuation block of another JSON type
+(``terms.valuation``, and the standing checks it decides)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedtrail.auditor.verify import RoundAudit, verify_round
+from fedtrail.chain import advance_time, block_timestamp
+from fedtrail.ledger import Valuation
+from fedtrail.ml.aggregation import AggregationRule
+from fedtrail.node.daemon import _unrunnable
+from fedtrail.protocol.terms import RoundTerms
+from tests.auditor.report import federation as hand
+
+pytestmark = pytest.mark.anvil
+
+
+def _open(fed: hand.Fed, model: tuple[str, str], valuation: dict[str, Any]) -> int:
+    """Opens a round under the hand-run federation's terms with ``valuation`` as their block."""
+    terms = RoundTerms(
+        round=fed.ledger.current_round() + 1,
+        aggregation_rule=asdict(AggregationRule()),
+        valuation=valuation,
+        model_spec=asdict(hand.SPEC),
+        spec_hash=hand.SPEC.spec_hash(),
+        seed=0,
+        validation_sha256=hand.VALIDATION["sha256"],
+        validation_images=hand.VALIDATION["images"],
+        commit_seconds=3600,
+        reveal_seconds=3600,
+    )
+    ref = hand.put(fed.store, terms.to_bytes())
+    fed.terms[terms.round] = ref
+    deadline = block_timestamp(fed.ledger.w3) + 3600
+    round_id, _ = fed.ledger.open_round(
+        fed.coordinator,
+        model[0],
+        model[1],
+        terms_cid=ref[0],
+        terms_sha256=ref[1],
+        commit_deadline=deadline,
+        reveal_deadline=deadline + 3600,
+    )
+    return round_id
+
+
+def _round_logged_as(
+    tmp_path: Path, anvil_url: str, terms_valuation: dict[str, Any], logged: dict[str, Any]
+) -> RoundAudit:
+    """One hand-run round under terms with ``terms_valuation``, valued with arbitrary scores,
+    whose log says the valuation settings were ``logged``; its audit without validation."""
+    fed = hand.new_federation(tmp_path, anvil_url)
+    model = hand.initial(fed)
+    r = _open(fed, model, terms_valuation)
+    hand.submit_all(fed, r, seed=1)
+    sites = fed.sites
+    fed.ledger.record_valuation(
+        fed.coordinator,
+        r,
+        [
+            Valuation(sites[0].address, 1_000_000, 0),
+            Valuation(sites[1].address, 0, 1),
+            Valuation(sites[2].address, 300_000, 0),
+        ],
+    )
+
+    def edit(doc: dict[str, Any]) -> None:
+        doc["settings"]["valuation"] = logged
+
+    hand.finalize(fed, r, model, None, edit=edit)
+    advance_time(fed.ledger.w3, 1)
+    return verify_round(fed.ledger, fed.store, r)
+
+
+@pytest.mark.parametrize(
+    ("terms_valuation", "logged"),
+    [
+        ({"method": "loo", "metric": "auc", "standing": 1}, {"standing": True}),
+        ({"method": "loo", "metric": "auc", "explanation_check": 0}, {"explanation_check": False}),
+        ({"method": "loo", "metric": "auc", "seed": 7.0}, {"seed": 7}),
+    ],
+    ids=["standing_1", "explanation_check_0", "seed_7.0"],
+)
+def test_terms_whose_valuation_block_has_another_json_type_fail_terms_valuation(
+    anvil_url: str, tmp_path: Path, terms_valuation: dict[str, Any], logged: dict[str, Any]
+) -> None:
+    """Python's ``==`` takes ``1 == 1.0 == True``, so terms saying ``"standing": 1`` (or
+    ``"explanation_check": 0``, ``"seed": 7.0``) used to pass against a log saying true (false,
+    7); every party parses the block with ValuationSettings.from_json, which refuses them (an
+    honest node skips the round). terms.valuation fails, and the standing checks, which cannot
+    know whether the round is valued with standing, fail standing.chain (they used to be
+    skipped in silence: under ``standing: 1`` the log needed no standing block)."""
+    terms = RoundTerms.from_bytes(
+        RoundTerms(
+            round=1,
+            aggregation_rule={},
+            valuation=terms_valuation,
+            model_spec={},
+            spec_hash="ab" * 32,
+            seed=0,
+            validation_sha256="cd" * 32,
+            validation_images=1,
+            commit_seconds=1,
+            reveal_seconds=1,
+        ).to_bytes()
+    )
+    assert terms.valuation == terms_valuation  # canonical: the terms themselves parse
+    assert _unrunnable(terms) is not None  # every honest node skips the round
+    audit = _round_logged_as(
+        tmp_path, anvil_url, terms_valuation, {"method": "loo", "metric": "auc", **logged}
+    )
+    bad = {c.name: c.detail for c in audit.checks if c.failed}
+    assert "the terms' valuation block is not valid settings" in bad.pop("terms.valuation")
+    assert "cannot check the standing" in bad.pop("standing.chain")
+    assert not bad, bad
+
+
+def test_terms_valuation_passes_the_same_settings_with_the_same_types(
+    anvil_url: str, tmp_path: Path
+) -> None:
+    """The control: the same settings, typed as the parser wants them, pass."""
+    valuation = {"method": "loo", "metric": "auc", "seed": 7, "explanation_check": False}
+    audit = _round_logged_as(tmp_path, anvil_url, valuation, valuation)
+    check = next(c for c in audit.checks if c.name == "terms.valuation")
+    assert check.passed, check.detail
+    assert audit.passed, [c for c in audit.checks if c.failed]
