@@ -1051,8 +1051,35 @@ def _shown(e: SiteEntry, name: str) -> object:
     return getattr(e, name)
 
 
-def _task_key(terms: RoundTerms) -> tuple[str, tuple[str, ...]]:
-    return terms.spec_hash, terms.class_names
+def _spec_key(model_spec: Mapping[str, Any]) -> str:
+    """A model spec as its canonical settings: terms written before ``ModelSpec.to_json``
+    (``asdict``, later settings at their defaults included) and after name the same spec
+    alike; a spec that is no valid one is compared as written."""
+    try:
+        return _canonical(ModelSpec(**model_spec).to_json())
+    except (TypeError, ValueError, ConfigError):
+        return "invalid " + _canonical(model_spec)
+
+
+def _task_key(terms: RoundTerms) -> tuple[str, str, tuple[str, ...]]:
+    return _spec_key(terms.model_spec), terms.spec_hash, terms.class_names
+
+
+def _spec_binding(terms: RoundTerms) -> str | None:
+    """Why the terms' ``spec_hash`` is not the hash of their ``model_spec`` (None when it is,
+    or when the spec is no valid one: ``terms.model`` fails for that where the spec is built).
+    Nodes refuse such terms (``fedtrail.ml.task.require_terms``); the auditor must too, or
+    ``terms.task_fixed`` would compare a hash the spec replayed does not have."""
+    try:
+        actual = ModelSpec(**terms.model_spec).spec_hash()
+    except (TypeError, ValueError, ConfigError):
+        return None
+    if actual == terms.spec_hash:
+        return None
+    return (
+        f"the terms' spec_hash {terms.spec_hash[:16]}… is not the hash of their model_spec "
+        f"({actual[:16]}…)"
+    )
 
 
 def _check_task_fixed(
@@ -1073,15 +1100,21 @@ def _check_task_fixed(
         audit.add("terms.task_fixed", False, f"round 1's terms are unreadable: {exc}")
         return
     same = _task_key(reference) == _task_key(terms)
+    spec_changed = _spec_key(reference.model_spec) != _spec_key(terms.model_spec)
     audit.add(
         "terms.task_fixed",
         same,
-        f"the task round 1 fixed (spec {terms.spec_hash[:16]}…, {len(terms.class_names)} "
-        "named classes)"
+        f"the task round 1 fixed (model spec and spec {terms.spec_hash[:16]}…, "
+        f"{len(terms.class_names)} named classes)"
         if same
         else f"the task changed since round 1: spec {reference.spec_hash[:16]}… -> "
-        f"{terms.spec_hash[:16]}…, classes {list(reference.class_names)} -> "
-        f"{list(terms.class_names)}",
+        f"{terms.spec_hash[:16]}…"
+        + (
+            f", model spec {_spec_key(reference.model_spec)} -> {_spec_key(terms.model_spec)}"
+            if spec_changed
+            else ""
+        )
+        + f", classes {list(reference.class_names)} -> {list(terms.class_names)}",
     )
 
 
@@ -1142,12 +1175,20 @@ def _check_terms(audit: RoundAudit, log: RoundLog, terms: RoundTerms, info: Roun
         terms.seed,
         terms.class_names,
     )
+    problems = (
+        []
+        if same_model
+        else ["log's model spec, spec hash, class names or seed differ from the terms'"]
+    )
+    unbound = _spec_binding(terms)
+    if unbound is not None:
+        problems.append(unbound)
     audit.add(
         "terms.model",
-        same_model,
-        "model spec, class names and seed are the committed ones"
-        if same_model
-        else "log's model spec, spec hash, class names or seed differ from the terms'",
+        not problems,
+        "; ".join(problems)
+        or "model spec (its hash the terms' spec_hash), class names and seed are the committed "
+        "ones",
     )
     ref = s.terms
     ok = ref is None or (ref.cid, ref.sha256) == (info.terms_cid, info.terms_sha256)

@@ -27,6 +27,7 @@ from fedtrail.auditor.verify import (
     FetchFailure,
     RoundAudit,
     _check_task_fixed,
+    _check_terms,
     _fetch,
     verify_all,
     verify_round,
@@ -36,6 +37,7 @@ from fedtrail.cli import cli
 from fedtrail.ledger import Ledger
 from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.metrics import decision_threshold
+from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainConfig
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.roundlog import MetricsPair, RoundLog, RoundMetrics
@@ -597,6 +599,34 @@ def test_verify_fails_a_round_whose_terms_change_the_task_round_1_fixed(
         (got,) = lied.checks
         assert got.name == "terms.task_fixed" and not got.passed
         assert "the task changed since round 1" in got.detail
+
+
+@pytest.mark.anvil
+def test_verify_binds_the_terms_spec_hash_to_their_model_spec(local_fed: Any) -> None:
+    """Round-2 terms that change the model (input_norm none -> zscore: the same tensor layout,
+    so every update still decodes) but repeat round 1's spec_hash, with a log repeating them:
+    terms.model fails (the hash is not the spec's: nodes refuse such terms) and
+    terms.task_fixed fails (the model spec changed since round 1). Both used to pass."""
+    ledger, store, service = local_fed
+    terms = service.round_terms(2)
+    changed = {**terms.model_spec, "input_norm": "zscore"}
+    assert ModelSpec(**changed).tensor_layout() == ModelSpec(**terms.model_spec).tensor_layout()
+    lied = dataclasses.replace(terms, model_spec=changed)  # spec_hash kept: round 1's
+    info = ledger.get_round(2)
+    log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256))
+    settings = dataclasses.replace(log.settings, model_spec=changed)
+    audit = RoundAudit(2)
+    _check_terms(audit, dataclasses.replace(log, settings=settings), lied, info)
+    _check_task_fixed(audit, ledger, store, lied)
+    bad = {c.name: c.detail for c in audit.checks if c.failed}
+    assert set(bad) == {"terms.model", "terms.task_fixed"}, bad
+    assert "is not the hash of their model_spec" in bad["terms.model"]
+    assert "differ from the terms" not in bad["terms.model"]  # the log repeats the terms
+    assert "model spec" in bad["terms.task_fixed"] and "zscore" in bad["terms.task_fixed"]
+    honest = RoundAudit(2)
+    _check_terms(honest, log, terms, info)
+    _check_task_fixed(honest, ledger, store, terms)
+    assert honest.passed, honest.checks
 
 
 @pytest.mark.anvil
