@@ -691,6 +691,8 @@ def _check_scores(
         except InvalidLog as exc:
             audit.add("scores.recomputed", False, f"the terms' valuation is unusable: {exc}")
             return
+        # the split the aggregator committed to at open, not the one its log names
+        expected_validation = terms.validation_sha256
     if settings.method not in METHODS:
         # value_round also plays a validator's game (linear_shapley) as a method, for peer
         # rounds; an aggregator plays one of METHODS (its large game only above 10 updates)
@@ -700,7 +702,6 @@ def _check_scores(
             f"the valuation method {settings.method!r} is not one an aggregator plays {METHODS}",
         )
         return
-        expected_validation = terms.validation_sha256
     if validation.content_sha256() != expected_validation:
         audit.add(
             "scores.recomputed",

@@ -362,6 +362,31 @@ def test_audit_log_marks_a_lying_weight_fraction(
 
 
 @pytest.mark.anvil
+def test_verify_rescores_against_the_validation_split_the_terms_committed(
+    tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log that names another validation split (here the test split's hash) fails
+    terms.validation; the valuation replay checks the auditor's split against the terms' hash,
+    not the log's (the line that meant to do so sat after a return): the committed split is
+    re-scored and passes, the log's split is refused."""
+    splits = load_bundled()
+    other = splits.test.content_sha256()
+
+    def edit(doc: dict[str, Any]) -> None:
+        doc["validation"]["sha256"] = other
+
+    fed = _federation_writing(tmp_path, anvil_url, monkeypatch, edit)
+    audit = verify_round(fed.ledger, fed.store, 1, validation=splits.val)
+    bad = {c.name: c.detail for c in audit.checks if c.failed}
+    assert set(bad) == {"terms.validation"}, bad
+    scores = next(c for c in audit.checks if c.name == "scores.recomputed")
+    assert scores.passed and "largest score difference 0" in scores.detail
+    audit = verify_round(fed.ledger, fed.store, 1, validation=splits.test)
+    scores = next(c for c in audit.checks if c.name == "scores.recomputed")
+    assert not scores.passed and "not the one the aggregator used" in scores.detail
+
+
+@pytest.mark.anvil
 def test_verify_fails_a_round_whose_log_names_an_invalid_model_spec(
     tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
