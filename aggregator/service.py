@@ -69,6 +69,7 @@ from fedtrail.protocol.evidence import (
 from fedtrail.protocol.peers import PeerVote, peer_outcome
 from fedtrail.protocol.terms import (
     DEFAULT_VALIDATOR_GAME,
+    OPEN_MARGIN,
     InvalidTerms,
     Personalisation,
     PrivacyTerms,
@@ -487,9 +488,9 @@ class AggregatorService:
             cid, sha = self._put(blob, keep=True)
         terms = self.round_terms(self.ledger.current_round() + 1)
         terms_cid, terms_sha = self._put(terms.to_bytes(), keep=True)
-        # +2: the opening transaction may land a second or two after the pending block's time,
-        # and the ledger refuses a window shorter than its minimum.
-        commit_deadline = next_block_timestamp(self.ledger.w3) + terms.commit_seconds + 2
+        # OPEN_MARGIN (2 s): the opening transaction may land a second or two after the pending
+        # block's time, and the ledger refuses a window shorter than its minimum.
+        commit_deadline = next_block_timestamp(self.ledger.w3) + terms.commit_seconds + OPEN_MARGIN
         reveal_deadline = commit_deadline + terms.reveal_seconds
         valuation = roundlog.ValuationSettings.from_json(terms.valuation)
         if valuation.peers:

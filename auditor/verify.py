@@ -75,7 +75,7 @@ from fedtrail.protocol.roundlog import (
     SiteEntry,
     ValuationSettings,
 )
-from fedtrail.protocol.terms import InvalidTerms, RoundTerms
+from fedtrail.protocol.terms import OPEN_MARGIN, InvalidTerms, RoundTerms
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_model, decode_update, encode_model
@@ -99,6 +99,15 @@ METRICS_TOLERANCE = 1e-9
 # an auditor whose machine has another core count fail honest logs). Normalised values are shares
 # of a round (sum of |value| <= 1); 1e-4 of one is far below any value that moves a score.
 STANDING_TOLERANCE = 1e-4
+
+# The commit window the chain holds (commitDeadline - openedAt) against the terms'
+# commit_seconds. The aggregator times its deadlines from the pending block's timestamp plus
+# OPEN_MARGIN seconds, and the opening transaction lands in that block or a later one: the
+# window is at most commit_seconds + OPEN_MARGIN, and shorter by however long the transaction
+# waited beyond the margin. WINDOW_SLACK bounds that wait (a few blocks on a public chain, an
+# interval-mining testnet's block time): an aggregator that gives sites a commit window more
+# than that shorter than its terms promise fails terms.windows.
+WINDOW_SLACK = 60
 
 # Reason codes (aggregator.valuation.base.Reason) for updates that could not be read at valuation.
 UNUSABLE_REASONS = frozenset({Reason.TAMPERED, Reason.MALFORMED})
@@ -284,6 +293,7 @@ def verify_round(
     if terms is not None:
         with _Timer(audit, "fetch"):
             _check_task_fixed(audit, ledger, store, terms)
+        audit.add(*_check_windows(info, terms))
     peer = read_peer_record(ledger, round_id)
     peers = _is_peer_round(peer, terms, log)
     if peers:
@@ -1143,6 +1153,34 @@ def _compare_valuation(logged: ValuationSettings, terms: RoundTerms) -> tuple[st
         "valuation settings are the committed ones"
         if got == want
         else f"log's valuation {got} != terms' {want}",
+    )
+
+
+def _check_windows(info: RoundInfo, terms: RoundTerms) -> tuple[str, bool, str]:
+    """``terms.windows``: the commit and reveal windows the chain gave the sites are the ones
+    the terms promised: the reveal window (``revealDeadline - commitDeadline``) exactly, the
+    commit window (``commitDeadline - openedAt``, the opening block's time) within
+    ``[commit_seconds - WINDOW_SLACK, commit_seconds + OPEN_MARGIN]``. (A peer round's score
+    windows are ``peers.quorum``'s.)"""
+    commit = info.commit_deadline - info.opened_at
+    reveal = info.reveal_deadline - info.commit_deadline
+    low, high = terms.commit_seconds - WINDOW_SLACK, terms.commit_seconds + OPEN_MARGIN
+    problems = []
+    if not low <= commit <= high:
+        problems.append(
+            f"the chain's commit window is {commit} s from the opening block, the terms' "
+            f"{terms.commit_seconds} s (accepted: {max(low, 0)}..{high} s)"
+        )
+    if reveal != terms.reveal_seconds:
+        problems.append(
+            f"the chain's reveal window is {reveal} s, the terms' {terms.reveal_seconds} s"
+        )
+    return (
+        "terms.windows",
+        not problems,
+        "; ".join(problems)
+        or f"commit window {commit} s (terms: {terms.commit_seconds} s) and reveal window "
+        f"{reveal} s are the committed ones",
     )
 
 

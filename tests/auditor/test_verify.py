@@ -120,7 +120,14 @@ def test_verify_passes_on_an_honest_federation(local_fed: Any) -> None:
     assert len(audits) == 2
     assert all(a.passed for a in audits), [c for a in audits for c in a.checks if not c.passed]
     names = {c.name for c in audits[0].checks}
-    assert {"log.hash", "log.schema", "log.agrees", "weights", "global.recomputed"} <= names
+    assert {
+        "log.hash",
+        "log.schema",
+        "log.agrees",
+        "weights",
+        "global.recomputed",
+        "terms.windows",
+    } <= names
 
 
 @pytest.mark.anvil

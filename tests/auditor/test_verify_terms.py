@@ -1,5 +1,6 @@
 """``audit verify`` against the round's committed terms: a valuation block of another JSON type
-(``terms.valuation``, and the standing checks it decides)."""
+(``terms.valuation``, and the standing checks it decides), and windows on chain other than
+the terms promised (``terms.windows``)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,14 @@ from tests.auditor.report import federation as hand
 pytestmark = pytest.mark.anvil
 
 
-def _open(fed: hand.Fed, model: tuple[str, str], valuation: dict[str, Any]) -> int:
-    """Opens a round under the hand-run federation's terms with ``valuation`` as their block."""
+def _open(
+    fed: hand.Fed,
+    model: tuple[str, str],
+    valuation: dict[str, Any],
+    windows: tuple[int, int] = (3600, 3600),
+) -> int:
+    """Opens a round under the hand-run federation's terms with ``valuation`` as their block
+    and windows of 3600 s, giving the sites the commit and reveal ``windows`` on chain."""
     terms = RoundTerms(
         round=fed.ledger.current_round() + 1,
         aggregation_rule=asdict(AggregationRule()),
@@ -36,7 +43,7 @@ def _open(fed: hand.Fed, model: tuple[str, str], valuation: dict[str, Any]) -> i
     )
     ref = hand.put(fed.store, terms.to_bytes())
     fed.terms[terms.round] = ref
-    deadline = block_timestamp(fed.ledger.w3) + 3600
+    deadline = block_timestamp(fed.ledger.w3) + windows[0]
     round_id, _ = fed.ledger.open_round(
         fed.coordinator,
         model[0],
@@ -44,19 +51,24 @@ def _open(fed: hand.Fed, model: tuple[str, str], valuation: dict[str, Any]) -> i
         terms_cid=ref[0],
         terms_sha256=ref[1],
         commit_deadline=deadline,
-        reveal_deadline=deadline + 3600,
+        reveal_deadline=deadline + windows[1],
     )
     return round_id
 
 
 def _round_logged_as(
-    tmp_path: Path, anvil_url: str, terms_valuation: dict[str, Any], logged: dict[str, Any]
+    tmp_path: Path,
+    anvil_url: str,
+    terms_valuation: dict[str, Any],
+    logged: dict[str, Any],
+    windows: tuple[int, int] = (3600, 3600),
 ) -> RoundAudit:
-    """One hand-run round under terms with ``terms_valuation``, valued with arbitrary scores,
-    whose log says the valuation settings were ``logged``; its audit without validation."""
+    """One hand-run round under terms with ``terms_valuation`` (and windows of 3600 s; the
+    chain's are ``windows``), valued with arbitrary scores, whose log says the valuation
+    settings were ``logged``; its audit without validation."""
     fed = hand.new_federation(tmp_path, anvil_url)
     model = hand.initial(fed)
-    r = _open(fed, model, terms_valuation)
+    r = _open(fed, model, terms_valuation, windows)
     hand.submit_all(fed, r, seed=1)
     sites = fed.sites
     fed.ledger.record_valuation(
@@ -129,3 +141,26 @@ def test_terms_valuation_passes_the_same_settings_with_the_same_types(
     check = next(c for c in audit.checks if c.name == "terms.valuation")
     assert check.passed, check.detail
     assert audit.passed, [c for c in audit.checks if c.failed]
+
+
+@pytest.mark.parametrize(
+    ("windows", "needle"),
+    [
+        ((600, 3600), "the chain's commit window is 6"),
+        ((3600, 600), "the chain's reveal window is 600 s, the terms' 3600 s"),
+        ((7200, 3600), "the chain's commit window is 72"),
+    ],
+    ids=["short_commit", "short_reveal", "long_commit"],
+)
+def test_windows_on_chain_other_than_the_terms_promise_fail_terms_windows(
+    anvil_url: str, tmp_path: Path, windows: tuple[int, int], needle: str
+) -> None:
+    """Terms promise sites 3600 s to commit and 3600 s to reveal; an aggregator that opens the
+    round with other deadlines (10 minutes to commit: a site that polls hourly is shut out)
+    fails terms.windows and nothing else. Nothing compared them before (peers.quorum compares
+    a peer round's score windows only)."""
+    valuation = {"method": "loo", "metric": "auc"}
+    audit = _round_logged_as(tmp_path, anvil_url, valuation, valuation, windows)
+    bad = {c.name: c.detail for c in audit.checks if c.failed}
+    assert set(bad) == {"terms.windows"}, bad
+    assert needle in bad["terms.windows"]
