@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from types import MappingProxyType
 from typing import Final
 
 import torch
@@ -47,6 +48,7 @@ from fedtrail.valuation.standing import History, global_label, reference_label
 __all__ = [
     "LATER_THRESHOLDS",
     "UNREADABLE",
+    "UNRECORDED",
     "Carried",
     "carried_history",
     "check_playable",
@@ -71,19 +73,24 @@ LATER_THRESHOLDS: Final = ("max_norm_ratio", "small_norm_ratio")
 """Combiner fields added after logs recorded every threshold: a recorded set without them was
 valued without them (0: off), whatever today's defaults say, so its replay is unchanged."""
 
+UNRECORDED: Final = MappingProxyType({"stale_distance": 0.01})
+"""Thresholds whose defaults changed, at the values a round whose settings record no
+thresholds at all (no ``combiner``: valued with the defaults of its day) was valued with."""
+
 
 def combiner_from(settings: ValuationSettings) -> Combiner:
     """The thresholds a round's valuation settings name: their ``combiner`` fields over the
     defaults (:func:`~fedtrail.valuation.combine.default_combiner`), with the
-    :data:`LATER_THRESHOLDS` a recorded set lacks off."""
+    :data:`LATER_THRESHOLDS` a recorded set lacks off; without a recorded set, the defaults with
+    the :data:`UNRECORDED` values."""
     base = default_combiner(bool(settings.standing))
+    values = {f.name: getattr(base, f.name) for f in fields(Combiner)}
     if settings.combiner is None:
-        return base
-    known = {f.name for f in fields(Combiner)}
-    unknown = sorted(set(settings.combiner) - known)
+        values.update(UNRECORDED)
+        return Combiner(**values)
+    unknown = sorted(set(settings.combiner) - set(values))
     if unknown:
         raise ConfigError(f"unknown valuation threshold(s) {', '.join(unknown)}")
-    values = {f.name: getattr(base, f.name) for f in fields(Combiner)}
     for name in LATER_THRESHOLDS:
         values[name] = 0.0
     for name, value in settings.combiner.items():

@@ -136,7 +136,9 @@ class Combiner:
     ``demote_scale`` (> 0; default 0.5): the accumulated value at which a site's score reaches 0
     (with a :class:`~fedtrail.valuation.standing.History`).
     ``free_rider_norm`` (in [0, 1); default 0.01), ``stale_cosine`` (in [0, 1]; default 0.9999),
-    ``stale_distance`` (>= 0; default 0.01): see :mod:`fedtrail.valuation.freeride`.
+    ``stale_distance`` (>= 0; default 1e6, in effect no bound: a copy of an earlier update
+    scaled by any positive factor is stale; logs written before replay with their recorded
+    0.01, which let a copy scaled by 1.05 through): see :mod:`fedtrail.valuation.freeride`.
     ``max_sample_ratio`` (> 1; default 10): a usable update whose claimed sample count is more
     than this times the median claimed by the round's other usable updates (at least two) is
     IMPLAUSIBLE_SAMPLES, weight 0. The ledger's per-site cap (set by the coordinator at
@@ -159,7 +161,7 @@ class Combiner:
     demote_scale: float = 0.5
     free_rider_norm: float = 0.01
     stale_cosine: float = 0.9999
-    stale_distance: float = 0.01
+    stale_distance: float = 1e6
     max_sample_ratio: float = 10.0
     max_norm_ratio: float = 0.0
     small_norm_ratio: float = 0.0

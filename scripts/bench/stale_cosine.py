@@ -1,0 +1,156 @@
+"""How close honest updates come to the free-rider references: a diagnosis for ``stale_cosine``.
+
+The stale free-rider screen (:mod:`fedtrail.valuation.freeride`) flags an update whose cosine to
+an earlier update (a reference: every readable update of a recent finalized round and the global
+delta it applied) is above ``stale_cosine``. A copy of a reference, scaled or not, has cosine 1;
+an honest update must stay below the threshold. This script trains the accuracy benchmark's
+simulated federations (``_sim.run_method``: the same sites, Dirichlet splits, seeds and local
+training; every site honest) and, in every round ``r``, measures each sent update's cosine to
+every reference of rounds ``r - 1`` ... ``r - lags`` (updates of other sites, the site's own
+update, the global delta), exactly as the screen computes it
+(:class:`fedtrail.valuation.rows.Rows`, the screen's exact pair computation).
+
+It prints the largest cosine per (sites, alpha), per lag and per kind of reference, and the
+honest maximum over everything. Exit status 0 (nothing is judged).
+
+    python scripts/bench/stale_cosine.py --sites 5,10 --alphas 1,100 --seeds 0,1 --rounds 6
+
+``--method valuation`` trains along the valuation's trajectory (``--valuation loo`` keeps it
+cheap) instead of FedAvg's; the updates differ only through the weights of earlier rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _sim
+from _sim import ROOT, SimConfig, parse_seeds, provenance
+
+from fedtrail.ml.datasets import load_bundled
+from fedtrail.valuation.rows import Rows
+
+Delta = Mapping[str, torch.Tensor]
+
+
+def _cosines(update: Delta, refs: Sequence[Delta]) -> list[float]:
+    """The update's cosine to each reference, as the stale screen's exact path computes it."""
+    rows = Rows.of([update, *refs])
+    norm = rows.norm(0)
+    out = []
+    for j in range(1, len(rows)):
+        dot, _ = rows.pair(0, j)
+        out.append(dot / (norm * rows.norm(j)))
+    return out
+
+
+def measure(
+    sites: int,
+    alpha: float,
+    seed: int,
+    rounds: int,
+    lags: int,
+    splits: Any,
+    method: str,
+    valuation: str,
+) -> list[dict[str, Any]]:
+    """One honest federation: a row per (update, reference) pair within ``lags`` rounds."""
+    config = SimConfig(
+        sites=sites,
+        rounds=rounds,
+        alpha=alpha,
+        seed=seed,
+        valuation=valuation,  # type: ignore[arg-type]
+    )
+    history: list[tuple[list[Delta], Delta]] = []  # per aggregated round: updates, global delta
+    rows: list[dict[str, Any]] = []
+    real = _sim.aggregate
+
+    def spy(rule: Any, deltas: Sequence[Delta], weights: Any) -> Any:
+        out = real(rule, deltas, weights)
+        r = len(history) + 1
+        if len(deltas) == sites:
+            for i, d in enumerate(deltas):
+                for lag in range(1, min(lags, len(history)) + 1):
+                    ups, glob = history[-lag]
+                    refs = [*ups, glob]
+                    kinds = ["own" if j == i else "other" for j in range(len(ups))] + ["global"]
+                    for kind, cos in zip(kinds, _cosines(d, refs), strict=True):
+                        rows.append(
+                            {"round": r, "site": i, "lag": lag, "kind": kind, "cosine": cos}
+                        )
+        history.append((list(deltas) if len(deltas) == sites else [], dict(out)))
+        return out
+
+    _sim.aggregate = spy  # type: ignore[assignment]
+    try:
+        _sim.run_method(method, config, splits)  # type: ignore[arg-type]
+    finally:
+        _sim.aggregate = real  # type: ignore[assignment]
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sites", default="5,10", help="site counts, comma-separated")
+    parser.add_argument("--alphas", default="1,100", help="Dirichlet alphas, comma-separated")
+    parser.add_argument("--seeds", default="0,1", help="a count N or a list 0,3,7-9")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--lags", type=int, default=3, help="reference rounds looked back")
+    parser.add_argument("--method", choices=("fedavg", "valuation"), default="fedavg")
+    parser.add_argument("--valuation", choices=("shapley", "mc_shapley", "loo"), default="loo")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "stale_cosine.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    splits = load_bundled()
+    seeds = parse_seeds(args.seeds)
+    started, cpu = time.perf_counter(), time.process_time()
+    doc: dict[str, Any] = {"benchmark": "stale_cosine", "argv": list(sys.argv[1:]), "runs": {}}
+    overall = -1.0
+    for n in (int(x) for x in args.sites.split(",") if x):
+        for alpha in (float(x) for x in args.alphas.split(",") if x):
+            rows: list[dict[str, Any]] = []
+            for seed in seeds:
+                got = measure(
+                    n, alpha, seed, args.rounds, args.lags, splits, args.method, args.valuation
+                )
+                rows += [{"seed": seed, **r} for r in got]
+            label = f"{n} sites, alpha {alpha:g}"
+            doc["runs"][label] = rows
+            cells = []
+            for lag in range(1, args.lags + 1):
+                for kind in ("own", "other", "global"):
+                    vals = [r["cosine"] for r in rows if r["lag"] == lag and r["kind"] == kind]
+                    if vals:
+                        cells.append(f"lag {lag} {kind} max {max(vals):.4f} (n={len(vals)})")
+            best = max((r["cosine"] for r in rows), default=-1.0)
+            overall = max(overall, best)
+            top = max(rows, key=lambda r: r["cosine"]) if rows else {}
+            print(f"{label}, seeds {seeds}, {args.rounds} rounds: max cosine {best:.4f} {top}")
+            print("  " + "\n  ".join(cells), flush=True)
+    doc["honest_max_cosine"] = overall
+    doc["wall_seconds"] = time.perf_counter() - started
+    doc["cpu_seconds"] = time.process_time() - cpu
+    doc["provenance"] = provenance()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    print(
+        f"honest maximum cosine to any reference: {overall:.4f}; wall {doc['wall_seconds']:.0f} s, "
+        f"CPU {doc['cpu_seconds']:.0f} s, load average {os.getloadavg()[0]:.2f}; JSON: {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
