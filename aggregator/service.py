@@ -625,8 +625,11 @@ class AggregatorService:
         and the previous round's log hold (:mod:`fedtrail.valuation.chained`)."""
         valuation = roundlog.ValuationSettings.from_json(self.terms(round_id)[0].valuation)
         carried: Carried | None = None
+        combiner = combiner_from(valuation)
         if valuation.standing:
-            carried = carried_history(self.ledger, self.store, round_id, self.spec)
+            carried = carried_history(
+                self.ledger, self.store, round_id, self.spec, stale_rounds=combiner.stale_rounds
+            )
         report = value_round(
             global_state=global_state,
             spec=self.spec,
@@ -636,7 +639,7 @@ class AggregatorService:
             metric=valuation.metric,
             seed=self.settings.seed + round_id if valuation.seed is None else valuation.seed,
             explanation_check=bool(valuation.explanation_check),
-            combiner=combiner_from(valuation),
+            combiner=combiner,
             history=None if carried is None else carried.history,
             large_game=valuation.large_game,
         )

@@ -8,7 +8,8 @@ values. What an auditor checks with public data alone (``standing.chain``,
 * the block continues the right log: the latest round finalized before this one, by the CID
   and sha256 the chain holds for it; ``before`` is that log's ``after``, ``valued_rounds`` one
   more than its own (0 and nothing before when there is no such round or block); the references
-  are that round's readable updates and its global delta (:mod:`fedtrail.valuation.chained`);
+  are the readable updates and global deltas of the latest ``stale_rounds`` finalized rounds
+  (the terms' threshold; 1 when they record none: :mod:`fedtrail.valuation.chained`);
 * ``after`` is exactly ``before`` plus ``normalised`` (same float arithmetic, so bit-equal);
   the normalised values are shares (their absolute values sum to at most 1) and only sites
   that passed the screening have one;
@@ -36,13 +37,8 @@ from fedtrail.ledger import Ledger, Submission
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.roundlog import RoundLog, Standing, ValuationSettings
 from fedtrail.storage.store import ContentStore
-from fedtrail.valuation.chained import (
-    combiner_from,
-    global_label,
-    previous_round,
-    reference_label,
-    reference_submissions,
-)
+from fedtrail.valuation.chained import combiner_from, previous_round, reference_labels
+from fedtrail.valuation.combine import Combiner
 from fedtrail.valuation.standing import (
     accumulate,
     demoted_score,
@@ -60,15 +56,14 @@ SCORED_FROM_STANDING = (int(Reason.OK), int(Reason.LOW_QUALITY))
 
 
 def _expected_previous(
-    ledger: Ledger, store: ContentStore, round_id: int
+    ledger: Ledger, store: ContentStore, round_id: int, stale_rounds: int
 ) -> tuple[int | None, str, str, Standing | None, list[str]]:
     prev = previous_round(ledger, round_id)
     if prev is None:
         return None, "", "", None, []
     info = ledger.get_round(prev)
     log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256))
-    refs = [reference_label(s.site, prev) for s in reference_submissions(ledger, prev)]
-    refs.append(global_label(prev))
+    refs = reference_labels(ledger, round_id, stale_rounds)
     return prev, info.log_cid, info.log_sha256, log.standing, refs
 
 
@@ -89,7 +84,14 @@ def check_standing(
         return [("standing.chain", False, "the terms value with standing; the log has none")]
     out: list[Check] = []
     try:
-        prev, cid, sha, prev_standing, refs = _expected_previous(ledger, store, log.round)
+        combiner: Combiner | None = combiner_from(settings)
+    except FedtrailError:
+        combiner = None  # standing.scores says why
+    stale_rounds = 1 if combiner is None else combiner.stale_rounds
+    try:
+        prev, cid, sha, prev_standing, refs = _expected_previous(
+            ledger, store, log.round, stale_rounds
+        )
     except FedtrailError as exc:
         return [("standing.chain", False, f"cannot read the previous round's log: {exc}")]
     problems = []
@@ -106,7 +108,10 @@ def check_standing(
     if standing.valued_rounds != valued:
         problems.append(f"valued_rounds {standing.valued_rounds}, expected {valued}")
     if list(standing.references) != refs:
-        problems.append("references are not the previous round's readable updates and delta")
+        problems.append(
+            f"references are not the readable updates and deltas of the latest {stale_rounds} "
+            "finalized round(s)"
+        )
     out.append(
         (
             "standing.chain",

@@ -741,10 +741,13 @@ def _check_scores(
     ]
     try:
         carried = None
+        combiner = combiner_from(settings)
         if settings.standing:
             if chain is None:
                 raise FedtrailError("valuation with standing needs the chain and the store")
-            carried = carried_history(chain[0], chain[1], log.round, spec)
+            carried = carried_history(
+                chain[0], chain[1], log.round, spec, stale_rounds=combiner.stale_rounds
+            )
         report = value_round(
             global_state=start,
             spec=spec,
@@ -754,7 +757,7 @@ def _check_scores(
             metric=settings.metric,
             seed=log.valuation_seed if settings.seed is None else settings.seed,
             explanation_check=bool(settings.explanation_check),
-            combiner=combiner_from(settings),
+            combiner=combiner,
             history=None if carried is None else carried.history,
             large_game=settings.large_game,
         )

@@ -57,7 +57,7 @@ from fedtrail.storage.codec import decode_model
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation import History, UnfitValidation, peer_vector
 from fedtrail.valuation.candidates import CandidateCache, revealed_candidates
-from fedtrail.valuation.chained import check_playable, previous_round, round_references
+from fedtrail.valuation.chained import check_playable, previous_rounds, round_references
 
 __all__ = ["SCORES_NAME", "STEPS", "PeerScorer", "ScoreRecord", "ScoreState"]
 
@@ -256,7 +256,11 @@ class PeerScorer:
             cache=self._cache,
             logger=log,
         )
-        history = self.history_for(round_id) if valuation.standing else None
+        history = (
+            self.history_for(round_id, stale_rounds=combiner.stale_rounds)
+            if valuation.standing
+            else None
+        )
         try:
             vector = peer_vector(
                 validator=self.address,
@@ -409,14 +413,16 @@ class PeerScorer:
             log.warning("validator history %s is unusable (%s): starting afresh", path, exc)
             return None
 
-    def history_for(self, round_id: int) -> History:
+    def history_for(self, round_id: int, *, stale_rounds: int = 1) -> History:
         """The history this validator scores ``round_id`` with: its own accumulated values from
         the latest finalized round before it that it scored (a cancelled round carries nothing,
         as for the aggregator; none: the warm-up), and as free-rider references the readable
-        updates and the global delta of the latest finalized round before it."""
-        prev = previous_round(self.ledger, round_id)
-        if prev is None:
+        updates and the global deltas of the latest ``stale_rounds`` finalized rounds before it
+        (the terms' threshold), newest first."""
+        prevs = previous_rounds(self.ledger, round_id, stale_rounds)
+        if not prevs:
             return History()
+        prev = prevs[0]
         accumulated: Mapping[str, float] = {}
         valued = 0
         for r in range(prev, 0, -1):
@@ -427,7 +433,11 @@ class PeerScorer:
         return History(
             accumulated=accumulated,
             valued_rounds=valued,
-            references=round_references(
-                self.ledger, self.store, prev, self.spec, skip_unreadable=True
-            ),
+            references={
+                label: delta
+                for r in prevs
+                for label, delta in round_references(
+                    self.ledger, self.store, r, self.spec, skip_unreadable=True
+                ).items()
+            },
         )

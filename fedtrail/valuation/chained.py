@@ -8,10 +8,15 @@ only, by the one rule here that the aggregator (to score) and the auditor (to ch
   leaves nothing behind: its values are not carried);
 * the **accumulated values** are that round's log's ``standing.after`` (none, and this round is
   the warm-up, when there is no such round or its log has no standing block);
-* the **references** are that round's readable updates (``"<address>'s update of round r"``:
-  every revealed update except those scored TAMPERED or MALFORMED, whose bytes were unusable;
-  a free-rider's own resend counts, so resending the same update again is caught again) and
-  the global delta it applied (``"the global delta of round r"``).
+* the **references** come from the latest ``stale_rounds`` finalized rounds before this one
+  (the round terms' threshold, :class:`~fedtrail.valuation.combine.Combiner`; 1 in logs
+  recorded without it), newest first: each round's readable updates (``"<address>'s update of
+  round r"``: every revealed update except those scored TAMPERED or MALFORMED, whose bytes were
+  unusable; a free-rider's own resend counts, so resending the same update again is caught
+  again), then the global delta it applied (``"the global delta of round r"``). Cost: the
+  stale screen compares each update with every reference, about ``n (n + 1) stale_rounds``
+  pairs (one Gram matrix screens them), and the references of ``stale_rounds`` rounds are
+  fetched, decoded and held in memory by whoever values or audits the round.
 
 Everything fetched is checked against its on-chain sha256 by the store; a blob that cannot be
 fetched or decoded raises (the history must be the same for everyone, so there is no skipping).
@@ -55,7 +60,9 @@ __all__ = [
     "combiner_from",
     "global_label",
     "previous_round",
+    "previous_rounds",
     "reference_label",
+    "reference_labels",
     "reference_submissions",
     "standing_of",
 ]
@@ -69,11 +76,14 @@ class Carried:
     previous: PreviousLog | None
 
 
-LATER_THRESHOLDS: Final = ("max_norm_ratio", "small_norm_ratio")
-"""Combiner fields added after logs recorded every threshold: a recorded set without them was
-valued without them (0: off), whatever today's defaults say, so its replay is unchanged."""
+LATER_THRESHOLDS: Final = MappingProxyType(
+    {"max_norm_ratio": 0.0, "small_norm_ratio": 0.0, "stale_rounds": 1}
+)
+"""Combiner fields added after logs recorded every threshold, with the value a recorded set
+without them was valued with (the norm bounds off, references from one round), whatever
+today's defaults say, so its replay is unchanged."""
 
-UNRECORDED: Final = MappingProxyType({"stale_distance": 0.01})
+UNRECORDED: Final = MappingProxyType({"stale_distance": 0.01, "stale_rounds": 1})
 """Thresholds whose defaults changed, at the values a round whose settings record no
 thresholds at all (no ``combiner``: valued with the defaults of its day) was valued with."""
 
@@ -81,8 +91,8 @@ thresholds at all (no ``combiner``: valued with the defaults of its day) was val
 def combiner_from(settings: ValuationSettings) -> Combiner:
     """The thresholds a round's valuation settings name: their ``combiner`` fields over the
     defaults (:func:`~fedtrail.valuation.combine.default_combiner`), with the
-    :data:`LATER_THRESHOLDS` a recorded set lacks off; without a recorded set, the defaults with
-    the :data:`UNRECORDED` values."""
+    :data:`LATER_THRESHOLDS` a recorded set lacks at their earlier values; without a recorded
+    set, the defaults with the :data:`UNRECORDED` values."""
     base = default_combiner(bool(settings.standing))
     values = {f.name: getattr(base, f.name) for f in fields(Combiner)}
     if settings.combiner is None:
@@ -91,8 +101,7 @@ def combiner_from(settings: ValuationSettings) -> Combiner:
     unknown = sorted(set(settings.combiner) - set(values))
     if unknown:
         raise ConfigError(f"unknown valuation threshold(s) {', '.join(unknown)}")
-    for name in LATER_THRESHOLDS:
-        values[name] = 0.0
+    values.update(LATER_THRESHOLDS)
     for name, value in settings.combiner.items():
         current = values[name]
         values[name] = int(value) if isinstance(current, int) and value == int(value) else value
@@ -138,10 +147,30 @@ def reference_submissions(ledger: Ledger, round_id: int) -> list[Submission]:
 
 def previous_round(ledger: Ledger, round_id: int) -> int | None:
     """The latest round finalized before ``round_id`` (None: there is none)."""
+    latest = previous_rounds(ledger, round_id, 1)
+    return latest[0] if latest else None
+
+
+def previous_rounds(ledger: Ledger, round_id: int, count: int) -> list[int]:
+    """The latest ``count`` rounds finalized before ``round_id``, newest first (fewer when
+    fewer were)."""
+    out: list[int] = []
     for r in range(round_id - 1, 0, -1):
+        if len(out) >= count:
+            break
         if ledger.get_round(r).phase == Phase.FINALIZED:
-            return r
-    return None
+            out.append(r)
+    return out
+
+
+def reference_labels(ledger: Ledger, round_id: int, stale_rounds: int) -> list[str]:
+    """The labels of the references ``round_id`` is valued with (see the module docstring), in
+    their order, as a round log's standing block lists them."""
+    labels: list[str] = []
+    for prev in previous_rounds(ledger, round_id, stale_rounds):
+        labels += [reference_label(s.site, prev) for s in reference_submissions(ledger, prev)]
+        labels.append(global_label(prev))
+    return labels
 
 
 def round_references(
@@ -174,16 +203,22 @@ def round_references(
     return references
 
 
-def carried_history(ledger: Ledger, store: ContentStore, round_id: int, spec: ModelSpec) -> Carried:
-    """The history ``round_id`` is valued with (see the module docstring)."""
-    prev = previous_round(ledger, round_id)
-    if prev is None:
+def carried_history(
+    ledger: Ledger, store: ContentStore, round_id: int, spec: ModelSpec, *, stale_rounds: int = 1
+) -> Carried:
+    """The history ``round_id`` is valued with (see the module docstring), its references from
+    the latest ``stale_rounds`` finalized rounds (the terms' threshold)."""
+    prevs = previous_rounds(ledger, round_id, stale_rounds)
+    if not prevs:
         return Carried(history=History(), previous=None)
+    prev = prevs[0]
     info = ledger.get_round(prev)
     log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256))
     if log.round != prev:
         raise FedtrailError(f"the log of round {prev} names round {log.round}")
-    references = round_references(ledger, store, prev, spec)
+    references: dict[str, Mapping[str, torch.Tensor]] = {}
+    for r in prevs:
+        references.update(round_references(ledger, store, r, spec))
     standing = log.standing
     history = History(
         accumulated=dict(standing.after) if standing else {},

@@ -139,6 +139,10 @@ class Combiner:
     ``stale_distance`` (>= 0; default 1e6, in effect no bound: a copy of an earlier update
     scaled by any positive factor is stale; logs written before replay with their recorded
     0.01, which let a copy scaled by 1.05 through): see :mod:`fedtrail.valuation.freeride`.
+    ``stale_rounds`` (>= 1; default 3): with a :class:`~fedtrail.valuation.standing.History`,
+    the updates and global deltas of this many latest finalized rounds are the stale screen's
+    references (:mod:`fedtrail.valuation.chained`); logs recorded without it used 1 (a copy
+    of an update two rounds back was paid 0.33-0.41 of the weight where an honest share is 0.25).
     ``max_sample_ratio`` (> 1; default 10): a usable update whose claimed sample count is more
     than this times the median claimed by the round's other usable updates (at least two) is
     IMPLAUSIBLE_SAMPLES, weight 0. The ledger's per-site cap (set by the coordinator at
@@ -162,6 +166,7 @@ class Combiner:
     free_rider_norm: float = 0.01
     stale_cosine: float = 0.9999
     stale_distance: float = 1e6
+    stale_rounds: int = 3
     max_sample_ratio: float = 10.0
     max_norm_ratio: float = 0.0
     small_norm_ratio: float = 0.0
@@ -185,6 +190,9 @@ class Combiner:
             raise ConfigError(f"stale_cosine must lie in [0, 1], got {self.stale_cosine}")
         if _number("stale_distance", self.stale_distance) < 0:
             raise ConfigError(f"stale_distance must be non-negative, got {self.stale_distance}")
+        lag = self.stale_rounds
+        if isinstance(lag, bool) or not isinstance(lag, int) or lag < 1:
+            raise ConfigError(f"stale_rounds must be a positive integer, got {lag!r}")
         if _number("max_sample_ratio", self.max_sample_ratio) <= 1.0:
             raise ConfigError(f"max_sample_ratio must be above 1, got {self.max_sample_ratio}")
         k = _number("max_norm_ratio", self.max_norm_ratio)

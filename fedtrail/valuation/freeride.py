@@ -34,19 +34,19 @@ are caught before the validation game:
 
 Copies of another site's update in the same round are the DUPLICATE check's job (exact bytes).
 
-Cost: a round of n sites with a history has about n + 1 references, so n(n + 1) stale pairs
-(10,100 at 100 sites). Every norm, cosine and distance that decides or is quoted is computed as
-always, exactly as :func:`~fedtrail.ml.aggregation.deterministic_dot` gives it (on rows read
-from the tensors one at a time, :class:`~fedtrail.valuation.rows.Rows`), but the pairs
-are first screened with one Gram matrix (torch's matrix products of the flattened updates and
-references, a block of columns at a time, on torch's threads; its last bits depend on the BLAS
-build, the blocks and the thread count): a pair is
-skipped only when its cosine or its distance is certainly on the non-stale side of its
-threshold, by a margin of ``1024 (width + 2) 2**-53`` (relative to the norms) that is about
-1000 times the worst-case rounding error of any summation order of the products (Higham's
-``gamma_width``); pairs whose norms lie outside ``[1e-100, 1e100]`` (where underflow or
-overflow could break that bound) are always computed exactly. So the decisions and the reasons
-are those of the pair-by-pair loop, bit for bit, whatever the thread count.
+Cost: a round of n sites with a history has about n + 1 references per round looked back
+(``stale_rounds``), so n(n + 1) stale pairs per such round (10,100 at 100 sites). Every norm,
+cosine and distance that decides or is quoted is computed as always, exactly as
+:func:`~fedtrail.ml.aggregation.deterministic_dot` gives it (on rows read from the tensors one
+at a time, :class:`~fedtrail.valuation.rows.Rows`), but the pairs are first screened with one
+Gram matrix (torch's matrix products of the flattened updates and references, a block of columns
+at a time, on torch's threads; its last bits depend on the BLAS build, the blocks and the thread
+count): a pair is skipped only when its cosine or its distance is certainly on the non-stale
+side of its threshold, by a margin of ``1024 (width + 2) 2**-53`` (relative to the norms) that
+is about 1000 times the worst-case rounding error of any summation order of the products
+(Higham's ``gamma_width``); pairs whose norms lie outside ``[1e-100, 1e100]`` (where underflow
+or overflow could break that bound) are always computed exactly. So the decisions and the
+reasons are those of the pair-by-pair loop, bit for bit, whatever the thread count.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.valuation.base import Candidate
 from fedtrail.valuation.combine import Combiner, RoundValuation
 from fedtrail.valuation.round import value_round
-from fedtrail.valuation.standing import History, global_label, reference_label
+from fedtrail.valuation.standing import History, global_label, reference_label, reference_round
 
 __all__ = ["VALIDATOR_GAMES", "PeerVector", "UnfitValidation", "peer_vector"]
 
@@ -76,7 +76,9 @@ class PeerVector:
     per site (0..``SCORE_SCALE``), the validator's own entry 0; ``report``: the valuation of the
     other candidates (their details, for the validator's own records); ``history``: the
     validator's standing after this round (None when it scores without one), with this round's
-    readable updates as free-rider references; :meth:`next_history` adds the global delta.
+    readable updates as free-rider references, and those of the earlier rounds its history held
+    within the thresholds' ``stale_rounds`` (by round number); :meth:`next_history` adds the
+    global delta.
     """
 
     validator: str
@@ -99,8 +101,11 @@ class PeerVector:
             return None
         if global_delta is None:
             return self.history
-        references = dict(self.history.references)
-        references[global_label(self.round_id)] = global_delta
+        refs = self.history.references
+        current = {k: v for k, v in refs.items() if reference_round(k) == self.round_id}
+        # newest first, as the aggregator's references: this round's updates and its delta
+        references = {**current, global_label(self.round_id): global_delta}
+        references.update({k: v for k, v in refs.items() if k not in current})
         return History(
             accumulated=self.history.accumulated,
             valued_rounds=self.history.valued_rounds,
@@ -202,6 +207,12 @@ def peer_vector(
             for c in candidates
             if c.delta is not None and c.status not in UNREADABLE and c.site not in unreadable
         }
+        # the references of the latest rounds stay, up to the terms' stale_rounds in all
+        lag = (combiner or Combiner()).stale_rounds
+        for label, delta in history.references.items():
+            r = reference_round(label)
+            if r is not None and round_id - lag < r < round_id:
+                references[label] = delta
         next_history = History(
             accumulated=dict(report.accumulated or {}),
             valued_rounds=history.valued_rounds + 1,

@@ -20,6 +20,7 @@ round's log, and an auditor re-derives them from the previous round's log.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ __all__ = [
     "norm_factor",
     "normalised_values",
     "reference_label",
+    "reference_round",
     "scaled_score",
 ]
 
@@ -53,6 +55,16 @@ def reference_label(site: str, round_id: int) -> str:
 def global_label(round_id: int) -> str:
     """A History reference's name for the global delta ``round_id`` applied."""
     return f"the global delta of round {round_id}"
+
+
+_LABEL_ROUND: Final = re.compile(r" of round ([0-9]+)\Z")
+
+
+def reference_round(label: str) -> int | None:
+    """The round a reference named by :func:`reference_label` or :func:`global_label` comes
+    from (None for another name)."""
+    m = _LABEL_ROUND.search(label)
+    return int(m.group(1)) if m else None
 
 
 def _empty() -> Mapping[str, float]:

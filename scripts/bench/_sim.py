@@ -52,18 +52,18 @@ Methods (:data:`METHODS`):
 ``fedavg``
     every score 1e6, so the on-chain weights are the sample-count shares.
 ``valuation``
-    scores from :func:`fedtrail.valuation.value_round` with a
-    :class:`~fedtrail.valuation.History` carried across rounds by the rule `fedtrail aggregator
-    run` uses (its defaults: ``--standing``, metric ``balanced_loss``,
-    :data:`~fedtrail.valuation.HISTORY_COMBINER`; :mod:`fedtrail.valuation.chained`): from the
-    last round that closed with weights, its accumulated values, the number of rounds valued
-    (round 1 is the warm-up), and as free-rider references its updates and the global delta
-    it applied. Exact Shapley (replaced by Monte-Carlo above 8 sites;
+    scores from :func:`fedtrail.valuation.value_round` with a :class:`~fedtrail.valuation.History`
+    carried across rounds by the rule `fedtrail aggregator run` uses (its defaults: ``--standing``,
+    metric ``balanced_loss``, :data:`~fedtrail.valuation.HISTORY_COMBINER`;
+    :mod:`fedtrail.valuation.chained`): from the last round that closed with weights, its
+    accumulated values, the number of rounds valued (round 1 is the warm-up), and as free-rider
+    references the updates and the global deltas of the latest ``stale_rounds`` (the combiner's)
+    rounds that closed with weights. Exact Shapley (replaced by Monte-Carlo above 8 sites;
     ``SimConfig.valuation`` selects ``mc_shapley`` or ``loo``), on the aggregator's validation
-    split. A round where every score is 0 is skipped (the global model stays) and carries
-    nothing on, as the service cancels it: the contract refuses a valuation of zero total
-    weight. Not simulated here: the chain's commit-then-reveal, duplicate detection in commit
-    order and canonical-encoding checks (no site in these scenarios copies another).
+    split. A round where every score is 0 is skipped (the global model stays) and carries nothing
+    on, as the service cancels it: the contract refuses a valuation of zero total weight. Not
+    simulated here: the chain's commit-then-reveal, duplicate detection in commit order and
+    canonical-encoding checks (no site in these scenarios copies another).
 ``valuation`` in peer mode (``SimConfig.valuation_mode = "peers"``, issue 14)
     every site is a validator: it scores every other submitted update on its own validation
     shard with :func:`fedtrail.valuation.peer_vector` (the same value_round settings as above
@@ -141,6 +141,7 @@ from fedtrail.valuation import (  # noqa: E402
     peer_vector,
     value_round,
 )
+from fedtrail.valuation.standing import global_label, reference_label  # noqa: E402
 
 __all__ = [
     "ADVERSARY_KINDS",
@@ -750,7 +751,9 @@ def _run_federated(
     state: dict[str, torch.Tensor] = dict(init)
     residuals: list[Mapping[str, torch.Tensor] | None] = [None] * config.sites
     stale = {st.site: st.source for st in config.stale}
-    previous: dict[int, Delta] = {}  # what each site sent in the previous round
+    # per round that closed with weights, newest last: its number, what each site sent, the
+    # global delta it applied (the free-rider references of the next stale_rounds rounds)
+    closed: list[tuple[int, dict[int, Delta], Delta]] = []
     own_first: dict[int, Delta] = {}  # a stale "own" site's update of its first round
     last_global: Delta | None = None  # the last global delta applied
     accumulated: dict[str, float] = {}
@@ -820,14 +823,14 @@ def _run_federated(
         if peers is not None:
             peers.score(record, r, state, spec, sent, result)
         elif method == "valuation":
-            # The history by the service's rule (fedtrail.valuation.chained): from the last
-            # round that closed with weights, its updates and its global delta.
-            references: dict[str, Mapping[str, torch.Tensor]] = {
-                f"{result.site_names[i]}'s update of the previous round": d
-                for i, d in sorted(previous.items())
-            }
-            if last_global is not None:
-                references["the last global delta"] = last_global
+            # The history by the service's rule (fedtrail.valuation.chained): from the latest
+            # stale_rounds rounds that closed with weights, newest first, their updates and
+            # their global deltas.
+            references: dict[str, Mapping[str, torch.Tensor]] = {}
+            for number, updates, applied in reversed(closed[-config.combiner.stale_rounds :]):
+                for i, d in sorted(updates.items()):
+                    references[reference_label(result.site_names[i], number)] = d
+                references[global_label(number)] = applied
             history = History(
                 accumulated=dict(accumulated), valued_rounds=valued_rounds, references=references
             )
@@ -868,11 +871,12 @@ def _run_federated(
             valued_rounds += 1
             accumulated = dict(record.accumulated or {})
         record.weights = onchain_weights(counts, record.scores)
-        previous = dict(sent)
         record.skipped = False
         agg = aggregate(rule, [d for _, d in sent], record.weights)
         state = apply_delta(state, agg)
         last_global = dict(agg)
+        closed.append((r, dict(sent), last_global))
+        del closed[: -config.combiner.stale_rounds]
         if peers is not None:
             peers.close(record, last_global, result)
         after = _evaluate_state(spec, state, splits.test, splits.val)

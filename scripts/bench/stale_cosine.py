@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -43,14 +44,15 @@ from fedtrail.valuation.rows import Rows
 Delta = Mapping[str, torch.Tensor]
 
 
-def _cosines(update: Delta, refs: Sequence[Delta]) -> list[float]:
-    """The update's cosine to each reference, as the stale screen's exact path computes it."""
+def _pairs(update: Delta, refs: Sequence[Delta]) -> list[tuple[float, float]]:
+    """The update's cosine to each reference and its distance relative to the reference's
+    norm, as the stale screen's exact path computes them."""
     rows = Rows.of([update, *refs])
     norm = rows.norm(0)
     out = []
     for j in range(1, len(rows)):
-        dot, _ = rows.pair(0, j)
-        out.append(dot / (norm * rows.norm(j)))
+        dot, distance2 = rows.pair(0, j)
+        out.append((dot / (norm * rows.norm(j)), math.sqrt(distance2) / rows.norm(j)))
     return out
 
 
@@ -72,6 +74,7 @@ def measure(
         seed=seed,
         valuation=valuation,  # type: ignore[arg-type]
     )
+    samples = [len(d) for d in _sim.site_splits(splits.train, config)]
     history: list[tuple[list[Delta], Delta]] = []  # per aggregated round: updates, global delta
     rows: list[dict[str, Any]] = []
     real = _sim.aggregate
@@ -85,9 +88,17 @@ def measure(
                     ups, glob = history[-lag]
                     refs = [*ups, glob]
                     kinds = ["own" if j == i else "other" for j in range(len(ups))] + ["global"]
-                    for kind, cos in zip(kinds, _cosines(d, refs), strict=True):
+                    for kind, (cos, dist) in zip(kinds, _pairs(d, refs), strict=True):
                         rows.append(
-                            {"round": r, "site": i, "lag": lag, "kind": kind, "cosine": cos}
+                            {
+                                "round": r,
+                                "site": i,
+                                "samples": samples[i],
+                                "lag": lag,
+                                "kind": kind,
+                                "cosine": cos,
+                                "distance": dist,
+                            }
                         )
         history.append((list(deltas) if len(deltas) == sites else [], dict(out)))
         return out

@@ -120,7 +120,8 @@ def test_valuation_carries_the_history_as_the_service_does(
     tiny: Splits, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Round 1 is the warm-up with no references; round 2 gets round 1's accumulated values,
-    valued_rounds 1, every site's round-1 update and the global delta applied in round 1."""
+    valued_rounds 1, every site's round-1 update and the global delta applied in round 1;
+    round 3 those of round 2, then round 1's (stale_rounds 3), as the service names them."""
     calls: list[tuple[dict[str, object], RoundValuation]] = []
 
     def spy(**kwargs: object) -> RoundValuation:
@@ -129,9 +130,9 @@ def test_valuation_carries_the_history_as_the_service_does(
         return out
 
     monkeypatch.setattr(_sim, "value_round", spy)
-    res = _sim.run_method("valuation", replace(CONFIG, rounds=2), tiny)
-    assert len(calls) == 2
-    (first, report1), (second, _) = calls
+    res = _sim.run_method("valuation", replace(CONFIG, rounds=3), tiny)
+    assert len(calls) == 3
+    (first, report1), (second, _), (third, _) = calls
     for kwargs in (first, second):
         assert kwargs["metric"] == "balanced_loss"
         assert kwargs["combiner"] is HISTORY_COMBINER
@@ -141,15 +142,18 @@ def test_valuation_carries_the_history_as_the_service_does(
     assert dict(h2.accumulated) == report1.accumulated
     sent1 = {c.site: c.delta for c in first["candidates"]}
     refs = dict(h2.references)
-    assert set(refs) == {
-        *(f"{site}'s update of the previous round" for site in res.site_names),
-        "the last global delta",
-    }
+    round1 = [
+        *(f"{site}'s update of round 1" for site in res.site_names),
+        "the global delta of round 1",
+    ]
+    assert list(refs) == round1
     for site, delta in sent1.items():
-        ref = refs[f"{site}'s update of the previous round"]
+        ref = refs[f"{site}'s update of round 1"]
         assert all(torch.equal(ref[k], delta[k]) for k in delta)
+    round2 = [r.replace("round 1", "round 2") for r in round1]
+    assert list(third["history"].references) == [*round2, *round1]
     g1, g2 = first["global_state"], second["global_state"]
-    glob = refs["the last global delta"]
+    glob = refs["the global delta of round 1"]
     for k in glob:
         assert torch.allclose(g1[k] + glob[k], g2[k], atol=1e-6)
     assert res.rounds[1].accumulated is not None

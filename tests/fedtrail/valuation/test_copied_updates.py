@@ -6,7 +6,9 @@ its own) of an earlier round, scale it and commit it for the current round. The 
 :mod:`fedtrail.valuation.chained`) must flag it FREE_RIDER with weight 0 whatever the scale,
 and ``audit verify --validation`` must re-derive that. Measured before the fix, in this
 federation of four sites (LOO, standing on): a copy of hospital-0's previous update scaled by
-1.05 scored OK with weights 0.30-0.41 (an honest share is 0.25).
+1.05 scored OK with weights 0.30-0.41 (an honest share is 0.25), and one of its update of two
+rounds before 0.33-0.41 (the references were the previous round's only; now the terms'
+``stale_rounds``, 3 by default).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ Copy = tuple[int | None, int, float]
 
 SCHEDULES: dict[str, dict[int, Copy]] = {
     "previous_round_scaled": {2: (0, 1, 1.05), 3: (1, 1, 0.5), 4: (None, 1, 3.0)},
+    "earlier_rounds": {3: (0, 2, 1.0), 4: (None, 3, 0.7)},
 }
 """Per case: round -> what the copier sends instead of its training (round 1: it trains)."""
 

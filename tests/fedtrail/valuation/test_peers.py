@@ -185,6 +185,14 @@ def test_history_chains_from_the_previous_vector(
     assert by_site[ADDRESSES[3]].reason is Reason.FREE_RIDER and second.scores[3] == 0
     assert second.scores[1] > 0 and second.scores[4] > 0
     assert second.history is not None and second.history.valued_rounds == 2
+    # the next history holds both rounds (stale_rounds 3), newest first: a site resending an
+    # update of round 1 in round 3 is still caught
+    third = second.next_history({k: v * 0.5 for k, v in global_delta.items()})
+    assert third is not None
+    labels = list(third.references)
+    newest = [f"{ADDRESSES[1]}'s update of round 2", "the global delta of round 2"]
+    older = [f"{ADDRESSES[2]}'s update of round 1", "the global delta of round 1"]
+    assert all(labels.index(n) < labels.index(o) for n in newest for o in older)
     # the same round without the chained history does not know the resent updates
     unchained = _vector(
         sites, 0, shards[0], round2, history=History(), round_id=2, global_state=state2

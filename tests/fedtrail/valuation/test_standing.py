@@ -249,7 +249,10 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
     stale distance; a recorded set replays its own value, new terms record the new default."""
     bare = combiner_from(ValuationSettings(method="shapley", metric="x", standing=True))
     assert bare.stale_distance == 0.01
-    assert replace(bare, stale_distance=HISTORY_COMBINER.stale_distance) == HISTORY_COMBINER
+    assert (
+        replace(bare, stale_distance=HISTORY_COMBINER.stale_distance, stale_rounds=3)
+        == HISTORY_COMBINER
+    )
     recorded = {**asdict(HISTORY_COMBINER), "stale_distance": 0.01}
     then = combiner_from(
         ValuationSettings(method="shapley", metric="x", standing=True, combiner=recorded)
@@ -261,6 +264,22 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
         )
     )
     assert now.stale_distance == Combiner().stale_distance == 1e6
+
+
+def test_stale_rounds_is_a_recorded_threshold_one_in_older_logs() -> None:
+    assert HISTORY_COMBINER.stale_rounds == Combiner().stale_rounds == 3
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="stale_rounds"):
+            Combiner(stale_rounds=bad)  # type: ignore[arg-type]
+    full = asdict(HISTORY_COMBINER)
+    older = {k: v for k, v in full.items() if k != "stale_rounds"}
+    for recorded, expected in ((full, 3), ({**full, "stale_rounds": 2.0}, 2), (older, 1)):
+        got = combiner_from(
+            ValuationSettings(method="shapley", metric="x", standing=True, combiner=recorded)
+        )
+        assert got.stale_rounds == expected and isinstance(got.stale_rounds, int)
+    bare = combiner_from(ValuationSettings(method="shapley", metric="x", standing=True))
+    assert bare.stale_rounds == 1
 
 
 def _round(
