@@ -83,7 +83,9 @@ LATER_THRESHOLDS: Final = MappingProxyType(
 without them was valued with (the norm bounds off, references from one round), whatever
 today's defaults say, so its replay is unchanged."""
 
-UNRECORDED: Final = MappingProxyType({"stale_distance": 0.01, "stale_rounds": 1})
+UNRECORDED: Final = MappingProxyType(
+    {"stale_cosine": 0.9999, "stale_distance": 0.01, "stale_rounds": 1}
+)
 """Thresholds whose defaults changed, at the values a round whose settings record no
 thresholds at all (no ``combiner``: valued with the defaults of its day) was valued with."""
 

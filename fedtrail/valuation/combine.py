@@ -135,10 +135,11 @@ class Combiner:
     ``min_robust_sites`` (>= 1; default 3): fewer usable updates skip the data-free thresholds.
     ``demote_scale`` (> 0; default 0.5): the accumulated value at which a site's score reaches 0
     (with a :class:`~fedtrail.valuation.standing.History`).
-    ``free_rider_norm`` (in [0, 1); default 0.01), ``stale_cosine`` (in [0, 1]; default 0.9999),
-    ``stale_distance`` (>= 0; default 1e6, in effect no bound: a copy of an earlier update
-    scaled by any positive factor is stale; logs written before replay with their recorded
-    0.01, which let a copy scaled by 1.05 through): see :mod:`fedtrail.valuation.freeride`.
+    ``free_rider_norm`` (in [0, 1); default 0.01), ``stale_cosine`` (in [0, 1]; default
+    0.99999), ``stale_distance`` (>= 0; default 1e6, in effect no bound: a copy of an earlier
+    update scaled by any positive factor is stale; logs written before replay with their
+    recorded 0.9999 and 0.01, which let a copy scaled by 1.05 through): see
+    :mod:`fedtrail.valuation.freeride` (honest updates measured up to cosine 0.99982).
     ``stale_rounds`` (>= 1; default 3): with a :class:`~fedtrail.valuation.standing.History`,
     the updates and global deltas of this many latest finalized rounds are the stale screen's
     references (:mod:`fedtrail.valuation.chained`); logs recorded without it used 1 (a copy
@@ -164,7 +165,7 @@ class Combiner:
     min_robust_sites: int = 3
     demote_scale: float = 0.5
     free_rider_norm: float = 0.01
-    stale_cosine: float = 0.9999
+    stale_cosine: float = 0.99999
     stale_distance: float = 1e6
     stale_rounds: int = 3
     max_sample_ratio: float = 10.0

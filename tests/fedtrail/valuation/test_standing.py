@@ -218,7 +218,7 @@ def test_free_riders_zero_tiny_and_stale(sites: RealSites) -> None:
 def test_default_stale_rule_catches_scaled_and_noisy_copies(sites: RealSites) -> None:
     """A copy of a reference scaled by any positive factor is stale under the default
     thresholds (the 1% distance of earlier logs let a copy scaled by 1.05 through), and so is
-    one with Gaussian noise below sqrt(1 / 0.9999**2 - 1) = 1.41% of its norm; above that it
+    one with Gaussian noise below sqrt(1 / 0.99999**2 - 1) = 0.45% of its norm; above that it
     escapes (it is no longer told from honest updates by direction)."""
     honest = {f"h{i}": d for i, d in enumerate(sites.deltas[:4])}
     earlier = sites.deltas[5]
@@ -227,8 +227,8 @@ def test_default_stale_rule_catches_scaled_and_noisy_copies(sites: RealSites) ->
     unit = _scaled(noise, _norm(earlier) / _norm(noise))
     copies = {
         **{f"x{f:g}": _scaled(earlier, f) for f in (0.1, 0.5, 0.95, 1.0, 1.05, 3.0)},
-        "noise1.3%": {k: v + 0.013 * unit[k] for k, v in earlier.items()},
-        "noise1.5%": {k: v + 0.015 * unit[k] for k, v in earlier.items()},
+        "noise0.4%": {k: v + 0.004 * unit[k] for k, v in earlier.items()},
+        "noise0.5%": {k: v + 0.005 * unit[k] for k, v in earlier.items()},
     }
     refs = {"h9's update of round 1": earlier, "the global delta of round 1": sites.deltas[6]}
     rule = {
@@ -237,33 +237,40 @@ def test_default_stale_rule_catches_scaled_and_noisy_copies(sites: RealSites) ->
         "stale_distance": HISTORY_COMBINER.stale_distance,
     }
     got = free_riders({**honest, **copies}, refs, **rule)
-    assert set(got) == set(copies) - {"noise1.5%"}
+    assert set(got) == set(copies) - {"noise0.5%"}
     assert all("stale copy of h9's update of round 1" in got[c] for c in got)
     # the thresholds of earlier logs: only copies within 1% of the reference's norm
-    older = free_riders({**honest, **copies}, refs, **{**rule, "stale_distance": 0.01})
-    assert set(older) == {"x1"}
+    older = {**rule, "stale_cosine": 0.9999, "stale_distance": 0.01}
+    assert set(free_riders({**honest, **copies}, refs, **older)) == {"x1", "noise0.4%", "noise0.5%"}
 
 
 def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> None:
     """Terms that record no thresholds were valued with the defaults of their day: the 1%
-    stale distance; a recorded set replays its own value, new terms record the new default."""
+    stale distance and 0.9999 cosine; a recorded set replays its own values, new terms record
+    the new defaults."""
     bare = combiner_from(ValuationSettings(method="shapley", metric="x", standing=True))
-    assert bare.stale_distance == 0.01
+    assert (bare.stale_cosine, bare.stale_distance) == (0.9999, 0.01)
     assert (
-        replace(bare, stale_distance=HISTORY_COMBINER.stale_distance, stale_rounds=3)
-        == HISTORY_COMBINER
+        replace(bare, stale_cosine=0.99999, stale_distance=1e6, stale_rounds=3) == HISTORY_COMBINER
     )
-    recorded = {**asdict(HISTORY_COMBINER), "stale_distance": 0.01}
+    recorded = {**asdict(HISTORY_COMBINER), "stale_cosine": 0.9999, "stale_distance": 0.01}
     then = combiner_from(
         ValuationSettings(method="shapley", metric="x", standing=True, combiner=recorded)
     )
-    assert then.stale_distance == 0.01
+    assert (then.stale_cosine, then.stale_distance) == (0.9999, 0.01)
     now = combiner_from(
         ValuationSettings(
             method="shapley", metric="x", standing=True, combiner=asdict(HISTORY_COMBINER)
         )
     )
-    assert now.stale_distance == Combiner().stale_distance == 1e6
+    assert (
+        (now.stale_cosine, now.stale_distance)
+        == (0.99999, 1e6)
+        == (
+            Combiner().stale_cosine,
+            Combiner().stale_distance,
+        )
+    )
 
 
 def test_stale_rounds_is_a_recorded_threshold_one_in_older_logs() -> None:
