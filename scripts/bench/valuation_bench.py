@@ -31,6 +31,7 @@ prints both and their ratio, and exits 1 when the ratio exceeds issue 12's bar (
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -116,6 +117,37 @@ def _synthetic_sites(
     return out
 
 
+def earlier_references(
+    sites: list[tuple[int, dict[str, torch.Tensor]]], rounds: int = 1
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Free-rider references as a round after the first has them: each site's previous update
+    and the global delta applied. Each is 0.7x an update of this round plus seeded Gaussian
+    noise of 0.3x its norm (cosine about 0.92 to it): an earlier step in a similar direction,
+    so nobody is stale (honest updates measured up to cosine 0.99982 to an earlier one:
+    ``stale_cosine.py``); a plain scaled copy is stale at any scale since ``stale_distance``
+    defaults to 1e6, and would make every site a free-rider. ``rounds``: references of that
+    many earlier rounds (``stale_rounds``), newest first, each drawn afresh."""
+
+    def earlier(delta: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+        noise = gaussian_update(delta, 1.0, seed=seed)
+        size = math.sqrt(sum(float(v.double().square().sum()) for v in delta.values()))
+        scale = (
+            0.3 * size / math.sqrt(sum(float(v.double().square().sum()) for v in noise.values()))
+        )
+        return {k: 0.7 * v + scale * noise[k] for k, v in delta.items()}
+
+    mean = {k: sum(d[k] for _, d in sites) / len(sites) for k in sites[0][1]}
+    refs = {}
+    for r in range(rounds, 0, -1):
+        base = 5000 + 1000 * r
+        for i, (_, d) in enumerate(sites):
+            refs[f"site{i:02d}'s update of round {r}"] = earlier(d, base + i)
+        refs[f"the global delta of round {r}"] = earlier(
+            {k: 0.5 * v for k, v in mean.items()}, base - 1
+        )
+    return refs
+
+
 def _timed_round(
     global_state: dict[str, torch.Tensor],
     spec: ModelSpec,
@@ -180,13 +212,7 @@ def _compare(
     missed = 0
     for n in sizes:
         cands = [Candidate(f"site{i:02d}", ns, d) for i, (ns, d) in enumerate(sites[:n])]
-        # References as a round after the first has them: each site's previous update (here a
-        # scaled copy, so nobody is stale) and the global delta applied.
-        refs = {
-            f"site{i:02d}'s update of round 1": {k: 0.7 * v for k, v in d.items()}
-            for i, (_, d) in enumerate(sites[:n])
-        }
-        refs["the global delta of round 1"] = {k: 0.5 * v for k, v in sites[0][1].items()}
+        refs = earlier_references(sites[:n])
         history = History(
             accumulated={c.site: 0.0 for c in cands}, valued_rounds=1, references=refs
         )

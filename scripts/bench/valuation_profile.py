@@ -3,18 +3,21 @@
 
     .venv/bin/python scripts/bench/valuation_profile.py [--sites 100] [--threads 1]
         [--large-game linear_shapley] [--bar 5] [--clock cpu] [--repeats 1] [--first-round]
+        [--stale-rounds 3]
 
-``--first-round``: the warm-up round instead (an empty :class:`~fedtrail.valuation.History`: no
-free-rider references, and the warm-up harm check that plays each update alone).
+``--stale-rounds K``: free-rider references from K earlier rounds (default: the preset's
+``stale_rounds``, 3). ``--first-round``: the warm-up round instead (an empty
+:class:`~fedtrail.valuation.History`: no free-rider references, and the warm-up harm check that
+plays each update alone).
 
 One round valued as the aggregator service values a round after the first with a standing
 (:func:`fedtrail.valuation.value_round` with metric ``balanced_loss``,
 :data:`~fedtrail.valuation.HISTORY_COMBINER`, a :class:`~fedtrail.valuation.History` whose
-free-rider references are every site's previous update and the last global delta, the opt-in
-large game ``linear_shapley`` unless ``--large-game none``). The sites and references are the
-ones of ``valuation_bench.py --compare`` (five real one-epoch SmallCNN updates and seeded noisy
-variations of them; each site's previous update a 0.7x copy of its update, the global delta
-0.5x the first site's).
+free-rider references are every site's updates and the global deltas of earlier rounds, the
+opt-in large game ``linear_shapley`` unless ``--large-game none``). The sites and references are
+the ones of ``valuation_bench.py --compare`` (five real one-epoch SmallCNN updates and seeded
+noisy variations of them; each site's previous update and the global delta from
+``valuation_bench.earlier_references``: near, not stale).
 
 The product's own functions are wrapped in place (``fedtrail.valuation.round``'s module globals
 and ``Combiner`` methods), each timed exclusively (time inside a nested timed call counts for the
@@ -56,7 +59,11 @@ from fedtrail.ml.models import ModelSpec, federated_state, initial_model  # noqa
 from fedtrail.protocol.codes import Reason  # noqa: E402
 from fedtrail.valuation import HISTORY_COMBINER, Candidate, History, value_round  # noqa: E402
 from fedtrail.valuation.combine import Combiner  # noqa: E402
-from scripts.bench.valuation_bench import _synthetic_sites, real_updates  # noqa: E402
+from scripts.bench.valuation_bench import (  # noqa: E402
+    _synthetic_sites,
+    earlier_references,
+    real_updates,
+)
 
 PARTS = (
     "free_riders",
@@ -130,6 +137,13 @@ def main() -> int:
     parser.add_argument("--bar", type=float, default=VALUATION_BAR)
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     parser.add_argument(
+        "--stale-rounds",
+        type=int,
+        default=HISTORY_COMBINER.stale_rounds,
+        help="earlier rounds whose updates and global delta are free-rider references "
+        "(default: the preset's stale_rounds, as a round past them has)",
+    )
+    parser.add_argument(
         "--first-round",
         action="store_true",
         help="value the warm-up round instead (an empty standing: no free-rider references, "
@@ -151,11 +165,7 @@ def main() -> int:
     n = args.sites
     sites = _synthetic_sites(real, n)
     cands = [Candidate(f"site{i:02d}", ns, d) for i, (ns, d) in enumerate(sites)]
-    refs = {
-        f"site{i:02d}'s update of round 1": {k: 0.7 * v for k, v in d.items()}
-        for i, (_, d) in enumerate(sites)
-    }
-    refs["the global delta of round 1"] = {k: 0.5 * v for k, v in sites[0][1].items()}
+    refs = earlier_references(sites, args.stale_rounds)
     history = History(accumulated={c.site: 0.0 for c in cands}, valued_rounds=1, references=refs)
     if args.first_round:
         refs, history = {}, History()
