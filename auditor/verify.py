@@ -299,7 +299,14 @@ def verify_round(
     if peers:
         _check_peers(audit, peer, terms, log, subs)
     elif log is not None:
-        _standing_checks(audit, ledger, store, log, terms)
+        _standing_checks(
+            audit,
+            ledger,
+            store,
+            log,
+            terms,
+            subs if log.round == round_id else ledger.get_submissions(log.round),
+        )
 
     # the weights, recomputed from the on-chain counts and scores
     try:
@@ -931,9 +938,11 @@ def _standing_checks(
     store: ContentStore,
     log: RoundLog,
     terms: RoundTerms | None,
+    subs: list[Submission],
 ) -> None:
     """The standing block's public checks (:mod:`fedtrail.auditor.standing`), under the terms'
-    valuation settings (the log's for a round without terms)."""
+    valuation settings (the log's for a round without terms); ``subs`` are the log's round's
+    submissions."""
     settings = log.settings.valuation
     if terms is not None:
         try:
@@ -946,7 +955,7 @@ def _standing_checks(
                 f"cannot check the standing: the terms' valuation block is invalid ({exc})",
             )
             return
-    for check in check_standing(ledger, store, log, settings, ledger.get_submissions(log.round)):
+    for check in check_standing(ledger, store, log, settings, subs):
         audit.add(*check)
 
 

@@ -41,34 +41,83 @@ def near_identical(a: torch.Tensor, b: torch.Tensor, rule: DuplicateRule) -> boo
     equal, or cosine > rule.cosine and ||b - a|| / ||a|| < rule.relative_l2."""
     if a.shape != b.shape:
         return False
+    return _near(a, b, float(a.norm()), float(b.norm()), rule)
+
+
+def _near(a: torch.Tensor, b: torch.Tensor, na: float, nb: float, rule: DuplicateRule) -> bool:
+    """:func:`near_identical` of same-shape ``a`` and ``b`` given their norms."""
     if torch.equal(a, b):
         return True
-    na, nb = float(a.norm()), float(b.norm())
     if na == 0.0 or nb == 0.0:
         return False
     cosine = float(torch.dot(a, b)) / (na * nb)
     return cosine > rule.cosine and float((b - a).norm()) / na < rule.relative_l2
 
 
+SCREEN_MARGIN = 1e-6
+"""How far below ``rule.cosine`` a pair's cosine from the screening matrix product must lie for
+the pair to be skipped. Any summation order of a dot product of n float64 products errs by at
+most about n * 2**-53 of ||a|| ||b|| (Higham's gamma_n): 1e-11 in cosine for the 100k
+parameters of the bundled SmallCNN, 1e-9 for 10M; the margin is 1,000x that, so every pair
+the exact rule could call near-identical is still decided by it, bit for bit."""
+
+
 def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, str]:
     """Site -> the earlier site whose update it repeats, for every copy. Entries are taken in
     commit order; a copy is compared with the originals before it (not with other copies), so
-    the result does not depend on addresses or on the order ``entries`` come in."""
-    originals: list[tuple[str, str, torch.Tensor | None]] = []
+    the result does not depend on addresses or on the order ``entries`` come in.
+
+    Each norm is computed once, and the pairs are first screened with one matrix product of
+    the flattened updates (:data:`SCREEN_MARGIN`): at 100 sites the 4,950 pairs took two norms
+    and a dot product each (0.6 s of a round's audit); the pairs left are decided exactly as
+    :func:`near_identical` decides them."""
+    ordered = sorted(entries, key=lambda e: (e.commit_order, e.site))
+    flats = [None if e.delta is None else _flat(e.delta) for e in ordered]
+    norms = [0.0 if f is None else float(f.norm()) for f in flats]
+    apart = _screen(flats, norms, rule)
+    originals: list[int] = []
     out: dict[str, str] = {}
-    for e in sorted(entries, key=lambda e: (e.commit_order, e.site)):
-        flat = None if e.delta is None else _flat(e.delta)
+    for j, e in enumerate(ordered):
+        flat = flats[j]
         source = next(
             (
-                site
-                for site, sha, other in originals
-                if sha == e.sha256
-                or (flat is not None and other is not None and near_identical(other, flat, rule))
+                ordered[i].site
+                for i in originals
+                if ordered[i].sha256 == e.sha256
+                or (
+                    flat is not None
+                    and (other := flats[i]) is not None
+                    and other.shape == flat.shape
+                    and (i, j) not in apart
+                    and _near(other, flat, norms[i], norms[j], rule)
+                )
             ),
             None,
         )
         if source is not None:
             out[e.site] = source
         elif flat is not None:
-            originals.append((e.site, e.sha256, flat))
+            originals.append(j)
     return out
+
+
+def _screen(
+    flats: Sequence[torch.Tensor | None], norms: Sequence[float], rule: DuplicateRule
+) -> set[tuple[int, int]]:
+    """Pairs ``(i, j)``, ``i < j``, certainly not near-identical: both of the round's common
+    shape, nonzero norms, and a screening cosine below ``rule.cosine - SCREEN_MARGIN`` (so not
+    equal either: equal updates have cosine 1 >= rule.cosine)."""
+    idx = [i for i, f in enumerate(flats) if f is not None and norms[i] > 0.0]
+    if len(idx) < 2:
+        return set()
+    shape = flats[idx[0]].shape  # type: ignore[union-attr]
+    idx = [i for i in idx if flats[i].shape == shape]  # type: ignore[union-attr]
+    if len(idx) < 2 or not all(1e-100 < norms[i] < 1e100 for i in idx):
+        return set()
+    rows = torch.stack([flats[i] for i in idx])  # type: ignore[misc]
+    scale = torch.tensor([norms[i] for i in idx], dtype=torch.float64)
+    cosines = (rows @ rows.T) / torch.outer(scale, scale)
+    below = (cosines < rule.cosine - SCREEN_MARGIN).tolist()
+    return {
+        (idx[a], idx[b]) for a in range(len(idx)) for b in range(a + 1, len(idx)) if below[a][b]
+    }
