@@ -377,7 +377,7 @@ def verify_round(
         try:
             with _Timer(audit, "decode"):
                 deltas[sub.site], meta = decode_update(blob, spec=spec, expected_round=round_id)
-                check_canonical_update(blob, spec=spec, expected_round=round_id)
+                check_canonical_update(blob, spec=spec, expected_round=round_id, meta=meta)
                 dp[sub.site] = meta.dp
             asked = terms.privacy if terms is not None else None
             if meta.dp is None and asked is not None and asked.required:

@@ -81,7 +81,7 @@ def fetch_update(
     try:
         blob = store.get(sub.cid, sub.sha256)
         delta, meta = decode_update(blob, spec=spec, expected_round=round_id)
-        check_canonical_update(blob, spec=spec, expected_round=round_id)
+        check_canonical_update(blob, spec=spec, expected_round=round_id, meta=meta)
         if meta.dp is None and terms.privacy is not None and terms.privacy.required:
             # Not an update these terms accept: verify's privacy.required would fail.
             raise InvalidUpdate("the terms require DP-SGD and the update holds no DP parameters")
