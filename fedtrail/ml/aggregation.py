@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -159,6 +159,17 @@ Source = npt.NDArray[np.floating[Any]]
 """A tensor's values as numpy (float16/32/64): widening it to float64 is exact."""
 
 
+def plain_tensor(t: object) -> TypeGuard[torch.Tensor]:
+    """Whether ``t`` is a CPU float16/32/64 tensor outside autograd: one numpy can view
+    without a copy (the fast paths' test, here and in :mod:`fedtrail.valuation.rows`)."""
+    return (
+        isinstance(t, torch.Tensor)
+        and t.is_cpu
+        and t.dtype in _NUMPY_DTYPES
+        and not t.requires_grad
+    )
+
+
 def _source(t: torch.Tensor) -> Source:
     """The tensor's values as a numpy array that widens exactly to float64.
 
@@ -255,13 +266,7 @@ def _fast_sources(delta: Mapping[str, torch.Tensor], plan: _Plan) -> list[Source
     row = []
     for name, shape in zip(plan.names, plan.shapes, strict=True):
         t = delta.get(name)
-        # _source's first branch, inlined: this runs once per tensor and update
-        if not (
-            isinstance(t, torch.Tensor)
-            and t.is_cpu
-            and t.dtype in _NUMPY_DTYPES
-            and not t.requires_grad
-        ):
+        if not plain_tensor(t):
             return None
         try:
             src = t.numpy()

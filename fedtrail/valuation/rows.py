@@ -18,20 +18,17 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from fedtrail.ml.aggregation import deterministic_sum, stack
+from fedtrail.ml.aggregation import Source, deterministic_sum, plain_tensor, stack
 
 __all__ = ["Rows"]
 
 F64 = npt.NDArray[np.float64]
-Source = npt.NDArray[np.floating[Any]]
-
-_NUMPY_DTYPES: Final = (torch.float16, torch.float32, torch.float64)
 
 BLOCK: Final = 8192
 """Columns per block of :meth:`Rows.median` and :meth:`Rows.gram` (a block of 100 rows is
@@ -85,13 +82,7 @@ class Rows:
             row: list[Source] = []
             for k, name in enumerate(names):
                 t = delta.get(name)
-                if not (
-                    isinstance(t, torch.Tensor)
-                    and t.is_cpu
-                    and t.dtype in _NUMPY_DTYPES
-                    and not t.requires_grad
-                    and t.is_contiguous()
-                ):
+                if not (plain_tensor(t) and t.is_contiguous()):
                     return None
                 try:
                     src = t.numpy()
