@@ -18,9 +18,10 @@ values. What an auditor checks with public data alone (``standing.chain``,
   scored site's when that is negative: :func:`~fedtrail.valuation.standing.demotion_reference`)
   under the terms' ``demote_scale``, and LOW_QUALITY exactly when that score is 0; an OK score
   is then weighted for the update's magnitude by the terms' ``max_norm_ratio`` and
-  ``small_norm_ratio`` (:func:`~fedtrail.valuation.standing.norm_factor`, with the norm and the
-  median norm the log records for the site when the data-free thresholds applied: ``audit
-  verify --validation`` recomputes those from the updates).
+  ``small_norm_ratio`` (:func:`~fedtrail.valuation.standing.norm_factor`, with the site's norm
+  and the median norm when the data-free thresholds applied, both recomputed from the decoded
+  updates by ``log.components``: :mod:`fedtrail.auditor.components`; the log's own numbers
+  only when the updates cannot be read, and then ``log.components`` fails).
 
 The normalised values themselves come from the validation game: with the validation set,
 ``standing.recomputed`` re-runs it (in ``audit verify --validation``); without it they are
@@ -32,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from fedtrail.auditor.components import Recomputed
 from fedtrail.errors import FedtrailError
 from fedtrail.ledger import Ledger, Submission
 from fedtrail.protocol.codes import Reason
@@ -73,8 +75,11 @@ def check_standing(
     log: RoundLog,
     settings: ValuationSettings,
     subs: list[Submission],
+    robust: Recomputed | None = None,
 ) -> list[Check]:
-    """The public checks of the module docstring (none for a round valued per round)."""
+    """The public checks of the module docstring (none for a round valued per round);
+    ``robust``: the statistics ``log.components`` recomputed from the updates (None: the
+    log's are used, as when the updates cannot be read)."""
     standing = log.standing
     if not settings.standing:
         if standing is None:
@@ -155,17 +160,15 @@ def check_standing(
     for s in scored:
         total = float(standing.after.get(s.site, 0.0))
         expected = demoted_score(total - reference, demote_scale=scale)
-        entry = log.site(s.site)
-        if expected > 0 and entry is not None and entry.components.get("robust_checked") is True:
-            size, median = entry.components.get("norm"), entry.components.get("median_norm")
-            if isinstance(size, int | float) and isinstance(median, int | float):
-                factor = norm_factor(
-                    float(size),
-                    float(median),
-                    max_norm_ratio=combiner.max_norm_ratio,
-                    small_norm_ratio=combiner.small_norm_ratio,
-                )
-                expected = scaled_score(expected, factor)
+        size, median = _norms(log, s.site, robust)
+        if expected > 0 and size is not None and median is not None:
+            factor = norm_factor(
+                size,
+                median,
+                max_norm_ratio=combiner.max_norm_ratio,
+                small_norm_ratio=combiner.small_norm_ratio,
+            )
+            expected = scaled_score(expected, factor)
         low = s.reason == int(Reason.LOW_QUALITY)
         if s.score != expected or low != (expected == 0):
             wrong.append(f"{s.site[:10]} score {s.score} reason {s.reason}, expected {expected}")
@@ -178,6 +181,26 @@ def check_standing(
         )
     )
     return out
+
+
+def _norms(
+    log: RoundLog, site: str, robust: Recomputed | None
+) -> tuple[float | None, float | None]:
+    """The norm and median norm ``site``'s score is weighted with when the data-free
+    thresholds applied to it (None, None when they did not): the recomputed ones
+    (``log.components``) when given, else (the updates could not be read) the log's."""
+    if robust is not None:
+        stats = robust.stats.get(site)
+        if not robust.checked or stats is None:
+            return None, None
+        return stats.norm, stats.median_norm
+    entry = log.site(site)
+    if entry is None or entry.components.get("robust_checked") is not True:
+        return None, None
+    size, median = entry.components.get("norm"), entry.components.get("median_norm")
+    if not isinstance(size, int | float) or not isinstance(median, int | float):
+        return None, None
+    return float(size), float(median)
 
 
 def compare_standing(claimed: Standing | None, recomputed: Standing, tolerance: float) -> Check:

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from fedtrail.auditor.claims import mark_site
+from fedtrail.auditor.components import Recomputed, check_components
 from fedtrail.auditor.peers import (
     QUORUM,
     PeerRecord,
@@ -298,15 +299,6 @@ def verify_round(
     peers = _is_peer_round(peer, terms, log)
     if peers:
         _check_peers(audit, peer, terms, log, subs)
-    elif log is not None:
-        _standing_checks(
-            audit,
-            ledger,
-            store,
-            log,
-            terms,
-            subs if log.round == round_id else ledger.get_submissions(log.round),
-        )
 
     # the weights, recomputed from the on-chain counts and scores
     try:
@@ -414,6 +406,10 @@ def verify_round(
             if not wrong
             else f"duplicate marks disagree with commit order for {', '.join(wrong)}",
         )
+
+    # the data-free valuation components, recomputed; the standing, weighed with them
+    if not peers and log is not None:
+        _valuation_checks(audit, ledger, store, log, terms, subs, deltas, unusable, spec)
 
     # the global model, recomputed bit for bit
     if start_blob is not None and log is not None and spec is None:
@@ -932,17 +928,22 @@ def _check_peers(
         )
 
 
-def _standing_checks(
+def _valuation_checks(
     audit: RoundAudit,
     ledger: Ledger,
     store: ContentStore,
     log: RoundLog,
     terms: RoundTerms | None,
     subs: list[Submission],
+    deltas: Mapping[str, Mapping[str, torch.Tensor]],
+    unusable: Mapping[str, Reason],
+    spec: ModelSpec | None,
 ) -> None:
-    """The standing block's public checks (:mod:`fedtrail.auditor.standing`), under the terms'
-    valuation settings (the log's for a round without terms); ``subs`` are the log's round's
-    submissions."""
+    """An aggregator round's public valuation checks, under the terms' valuation settings (the
+    log's for a round without terms): ``log.components``, the data-free statistics recomputed
+    from the decoded updates (:mod:`fedtrail.auditor.components`; not without a model spec to
+    decode them, which fails the round elsewhere), and the standing block's checks
+    (:mod:`fedtrail.auditor.standing`), whose scores are weighed with the recomputed norms."""
     settings = log.settings.valuation
     if terms is not None:
         try:
@@ -955,7 +956,11 @@ def _standing_checks(
                 f"cannot check the standing: the terms' valuation block is invalid ({exc})",
             )
             return
-    for check in check_standing(ledger, store, log, settings, subs):
+    robust: Recomputed | None = None
+    if spec is not None:
+        check, robust = check_components(log, subs, deltas, unusable, spec, settings)
+        audit.add(*check)
+    for check in check_standing(ledger, store, log, settings, subs, robust):
         audit.add(*check)
 
 

@@ -55,9 +55,11 @@ def federation(
     w3: Web3 | None = None,
     store: ContentStore | None = None,
     accounts: list[LocalAccount] | None = None,
+    settings: AggregatorSettings | None = None,
 ) -> Federation:
     """Three hospitals after ``rounds`` rounds; ``accounts[0]`` coordinates and aggregates.
-    Default: the embedded chain, its funded accounts and a local store in ``tmp``."""
+    Default: the embedded chain, its funded accounts and a local store in ``tmp``, valued with
+    leave-one-out (and standing, the aggregator's default)."""
     w3 = w3 or connect("embedded")
     accounts = accounts or funded_accounts(w3)[:4]
     splits = load_bundled()
@@ -75,7 +77,7 @@ def federation(
         store=store or LocalStore(tmp / "store"),
         folder=tmp,
         validation=splits.val,
-        settings=AggregatorSettings(valuation="loo"),
+        settings=settings or AggregatorSettings(valuation="loo"),
     )
     for _ in range(rounds):
         fed.run_round()

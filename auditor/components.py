@@ -1,0 +1,180 @@
+"""``log.components``: the data-free part of each site's valuation components, recomputed.
+
+The aggregator logs, for every site of a round it scored, the robust statistics of
+:mod:`fedtrail.valuation.robust` (``cosine``, ``norm``, ``norm_z``, ``median_norm``) and
+whether the data-free thresholds applied (``robust_checked``). None of them needs private data:
+they are functions of the round's usable updates, which ``audit verify`` decodes anyway. This
+module recomputes them with the product's own :func:`~fedtrail.valuation.robust.robust_statistics`
+(under the round's ``norm_scale_floor``, on the trainable parameters only: the model's running
+statistics left out) and requires them **bit for bit**: the sums are deterministic float64
+(:func:`~fedtrail.ml.aggregation.deterministic_dot`, fixed order, no BLAS), so any machine and
+thread count gives the same bits, and the JSON of the log round-trips every float exactly; a
+tolerance would only leave room to lie.
+
+Which updates count toward the median is the log's ``components.status`` (the candidate's status
+when the screen saw it: ``"OK"`` for the usable ones), held against what the chain and the
+decoded blobs fix:
+
+* a site scored OK, LOW_QUALITY or OUTLIER_DIRECTION on chain passed through the screen, so it
+  counted; a site whose update the audit found tampered, malformed or a duplicate, or whose
+  reason is one only a check before the screen gives (FREE_RIDER, IMPLAUSIBLE_SAMPLES,
+  EXPLANATION_SHIFT, CONTRADICTED, ...), did not;
+* a site that did not count has its reason as its status (the screen passes a candidate's own
+  status through), and no statistics;
+* LOW_GAIN before the screen comes only from the warm-up harm check of a round valued with
+  standing (:func:`fedtrail.valuation.round._harmful`); elsewhere a LOW_GAIN site counted.
+
+What stays the aggregator's word without the validation split: whether an OUTLIER_NORM site was
+rejected before the screen because its model alone gives non-finite outputs on the split
+(``_broken``; the 100x-the-model bound it could also be is public), and, in a warm-up round,
+whether a LOW_GAIN site failed the harm check; ``components.value`` and ``components.method``
+(the validation game's) and the explanation text. ``audit verify --validation`` re-runs the
+whole valuation (``scores.recomputed``) and so re-derives those verdicts through the scores and
+reasons they give.
+
+:func:`check_components` returns the recomputed statistics too: ``standing.scores`` weighs each
+score for its update's magnitude with them, never with the log's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from fedtrail.errors import ConfigError
+from fedtrail.ledger import Submission
+from fedtrail.ml.models import ModelSpec
+from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
+from fedtrail.valuation.chained import combiner_from
+from fedtrail.valuation.robust import RobustStats, robust_statistics
+
+__all__ = ["COUNTED", "ROBUST_FIELDS", "Recomputed", "check_components"]
+
+Check = tuple[str, bool, str]
+
+ROBUST_FIELDS = ("cosine", "norm", "norm_z", "median_norm")
+"""The components :func:`~fedtrail.valuation.robust.robust_statistics` gives."""
+
+COUNTED = frozenset({Reason.OK, Reason.LOW_QUALITY, Reason.OUTLIER_DIRECTION})
+"""On-chain reasons only an update that reached the screen (so counted) can have."""
+
+EITHER = frozenset({Reason.OUTLIER_NORM, Reason.LOW_GAIN})
+"""On-chain reasons a check before the screen or the screen (or the game) can give."""
+
+
+@dataclass(frozen=True)
+class Recomputed:
+    """The robust statistics of the updates that counted (site -> stats), and whether the
+    data-free thresholds applied (at least ``min_robust_sites`` of them)."""
+
+    stats: Mapping[str, RobustStats]
+    checked: bool
+
+
+def _same(logged: object, expected: float | bool | None) -> bool:
+    """Equal with the JSON type: a bool only equals a bool, a number only a number (exactly)."""
+    if expected is None or isinstance(expected, bool):
+        return logged is expected
+    return isinstance(logged, int | float) and not isinstance(logged, bool) and logged == expected
+
+
+def check_components(
+    log: RoundLog,
+    subs: Sequence[Submission],
+    deltas: Mapping[str, Mapping[str, torch.Tensor]],
+    unusable: Mapping[str, Reason],
+    spec: ModelSpec,
+    settings: ValuationSettings,
+) -> tuple[Check, Recomputed | None]:
+    """``log.components`` of an aggregator-scored round (see the module docstring), and the
+    recomputed statistics (None when they cannot be recomputed: the check then fails).
+    ``deltas``: the decoded updates; ``unusable``: the sites the audit found unusable
+    (tampered, malformed, duplicate)."""
+    name = "log.components"
+    try:
+        comb = combiner_from(settings)
+    except ConfigError as exc:
+        return (name, False, f"the round's thresholds are unusable: {exc}"), None
+    warm_up = bool(settings.standing) and (log.standing is None or log.standing.valued_rounds == 0)
+    problems: list[str] = []
+    members: list[str] = []
+    for s in subs:
+        entry = log.site(s.site)
+        who = s.site[:10]
+        if entry is None:  # log.agrees fails on it
+            problems.append(f"{who} has no log entry")
+            continue
+        comp = entry.components
+        status = comp.get("status")
+        counted = status == Reason.OK.name
+        try:
+            reason = Reason(s.reason)
+        except ValueError:
+            problems.append(f"{who} has no known reason code ({s.reason})")
+            continue
+        if counted:
+            if s.site in unusable:
+                problems.append(
+                    f"{who}'s update counted toward the statistics, but it is "
+                    f"{unusable[s.site].name.lower()}"
+                )
+            elif reason not in COUNTED | EITHER:
+                problems.append(
+                    f"{who}'s update counted toward the statistics, but reason {reason.name} "
+                    "is given only before the screen"
+                )
+            members.append(s.site)
+            continue
+        if reason in COUNTED:
+            problems.append(
+                f"{who} is scored {reason.name}, so its update reached the screen, but its "
+                f"status is {status!r}"
+            )
+        elif reason is Reason.LOW_GAIN and not warm_up:
+            problems.append(
+                f"{who} is LOW_GAIN before the screen, which only a warm-up round's harm "
+                "check gives"
+            )
+        elif status != reason.name:
+            problems.append(f"{who}'s status {status!r} is not its reason {reason.name}")
+        shown = {k: comp.get(k) for k in (*ROBUST_FIELDS, "robust_checked")}
+        if any(shown[k] is not None for k in ROBUST_FIELDS) or shown["robust_checked"] is not False:
+            problems.append(f"{who} did not count, yet shows statistics {shown}")
+    unreadable = [site[:10] for site in members if site not in deltas]
+    if unreadable:
+        problems.append(f"cannot recompute: unreadable update(s) of {', '.join(unreadable)}")
+        return (name, False, "; ".join(problems)), None
+    try:
+        stats = robust_statistics(
+            {site: deltas[site] for site in members},
+            norm_scale_floor=comb.norm_scale_floor,
+            statistics=spec.statistic_names(),
+        )
+    except ConfigError as exc:
+        problems.append(f"cannot recompute: {exc}")
+        return (name, False, "; ".join(problems)), None
+    checked = len(members) >= comb.min_robust_sites
+    for site in members:
+        entry = log.site(site)
+        assert entry is not None
+        want = {k: getattr(stats[site], k) for k in ROBUST_FIELDS}
+        want_checked = checked
+        wrong = [
+            f"{k} {entry.components.get(k)!r}, recomputed {v!r}"
+            for k, v in (*want.items(), ("robust_checked", want_checked))
+            if not _same(entry.components.get(k), v)
+        ]
+        if wrong:
+            problems.append(f"{site[:10]}: " + ", ".join(wrong))
+    return (
+        name,
+        not problems,
+        "; ".join(problems)
+        or f"cosine, norm, norm_z and median_norm of the {len(members)} update(s) that counted "
+        f"recomputed bit for bit (robust thresholds {'applied' if checked else 'not applied'}: "
+        f"{len(members)} of at least {comb.min_robust_sites}); every other site's status is its "
+        "reason",
+    ), Recomputed(stats, checked)

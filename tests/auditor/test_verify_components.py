@@ -1,0 +1,150 @@
+"""``audit verify`` recomputes the round log's data-free valuation components (cosine, norm,
+norm_z, median_norm, robust_checked, which updates counted) from the decoded updates, and weighs
+``standing.scores`` with its own norms: a log that lies about them fails ``log.components``
+(and ``standing.scores`` where the lie moved a score), while honest logs pass."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fedtrail.aggregator.service as service_mod
+from fedtrail.aggregator.service import AggregatorSettings
+from fedtrail.auditor.verify import verify_round
+from fedtrail.protocol import roundlog
+from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.weights import SCORE_SCALE
+from fedtrail.simulation.federation import Federation
+from fedtrail.valuation.combine import HISTORY_COMBINER
+from tests.auditor.test_verify import federation, on_anvil
+
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.anvil]
+
+Edit = Callable[[dict[str, Any]], None]
+
+
+@pytest.fixture(scope="module")
+def fed(anvil_url: str, tmp_path_factory: pytest.TempPathFactory) -> Federation:
+    """Two honest rounds valued with standing (round 2 accumulates), 3 sites: the robust
+    thresholds apply (min_robust_sites 3)."""
+    return federation(tmp_path_factory.mktemp("components"), rounds=2, **on_anvil(anvil_url))
+
+
+def _failed(audit: Any) -> dict[str, str]:
+    return {c.name: c.detail for c in audit.checks if c.failed}
+
+
+def _audit_with_log(
+    fed: Federation, round_id: int, edit: Edit, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The failed checks of ``round_id`` when the chain names a log edited by ``edit``: the
+    edited log is stored and the ledger's round record re-pointed at it (its CID and sha256),
+    as an aggregator that wrote it would have finalized it."""
+    info = fed.ledger.get_round(round_id)
+    doc = json.loads(fed.store.get(info.log_cid, info.log_sha256))
+    edit(doc)
+    blob = roundlog.to_bytes(doc)
+    forged = dataclasses.replace(
+        info, log_cid=fed.store.put(blob), log_sha256=hashlib.sha256(blob).hexdigest()
+    )
+    real = fed.ledger.get_round
+    monkeypatch.setattr(fed.ledger, "get_round", lambda r: forged if r == round_id else real(r))
+    return _failed(verify_round(fed.ledger, fed.store, round_id))
+
+
+def _ok_site(doc: dict[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = next(e for e in doc["sites"] if e["reason"] == int(Reason.OK))
+    return entry
+
+
+def test_honest_components_are_recomputed_bit_for_bit(fed: Federation) -> None:
+    for round_id in (1, 2):
+        audit = verify_round(fed.ledger, fed.store, round_id)
+        assert audit.passed, _failed(audit)
+        check = next(c for c in audit.checks if c.name == "log.components")
+        assert "of the 3 update(s) that counted recomputed bit for bit" in check.detail
+        assert "thresholds applied" in check.detail
+
+
+def _scale(key: str, factor: float) -> Edit:
+    def edit(doc: dict[str, Any]) -> None:
+        comp = _ok_site(doc)["components"]
+        comp[key] = comp[key] * factor
+
+    return edit
+
+
+def _set(key: str, value: Any) -> Edit:
+    def edit(doc: dict[str, Any]) -> None:
+        _ok_site(doc)["components"][key] = value
+
+    return edit
+
+
+def _uncounted(doc: dict[str, Any]) -> None:
+    """An OK site shown as rejected before the screen (leaving the median to the others)."""
+    comp = _ok_site(doc)["components"]
+    comp |= {k: None for k in ("cosine", "norm", "norm_z", "median_norm")}
+    comp |= {"status": "OUTLIER_NORM", "robust_checked": False}
+
+
+COMPONENT_LIES: dict[str, tuple[Edit, str]] = {
+    "norm": (_scale("norm", 0.5), "norm "),
+    "median_norm": (_scale("median_norm", 2.0), "median_norm "),
+    "cosine": (_set("cosine", -0.9), "cosine -0.9, recomputed"),
+    "norm_z": (_set("norm_z", 42.0), "norm_z 42.0, recomputed"),
+    "robust_checked": (_set("robust_checked", False), "robust_checked False, recomputed True"),
+    "status": (_uncounted, "is scored OK, so its update reached the screen"),
+}
+
+
+@pytest.mark.parametrize("lie", list(COMPONENT_LIES))
+def test_a_log_that_lies_about_a_data_free_component_fails_log_components(
+    lie: str, fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each component the chain does not pin but the updates fix: on the parent commit the
+    edited log passed every check (they were the aggregator's word); now log.components fails,
+    naming the site and the field, and nothing else does."""
+    edit, needle = COMPONENT_LIES[lie]
+    bad = _audit_with_log(fed, 2, edit, monkeypatch)
+    assert set(bad) == {"log.components"}, bad
+    assert needle in bad["log.components"]
+
+
+def test_a_norm_lie_that_keeps_a_full_score_fails_publicly(
+    tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Terms that weigh a small update down (small_norm_ratio 0.99: every update more than 1%
+    below the median norm keeps only part of its score). The aggregator pays the smallest
+    update in full and logs its norm as the median's, so the log's numbers give factor 1: on the
+    parent commit standing.scores took the norm from the log and the round passed. Now the norm
+    is recomputed from the update: log.components and standing.scores both fail, naming it."""
+    real = service_mod.value_round
+    lied: list[str] = []
+
+    def generous(**kwargs: Any) -> Any:
+        report = real(**kwargs)
+        small = [v for v in report.sites if v.reason is Reason.OK and v.score < SCORE_SCALE]
+        assert small, "no update was weighed down: the test cannot lie about one"
+        v = min(small, key=lambda v: v.score)
+        lied.append(v.site)
+        fair = dataclasses.replace(v, score=SCORE_SCALE, norm=v.median_norm, detail="full score")
+        return dataclasses.replace(report, sites=[fair if s is v else s for s in report.sites])
+
+    monkeypatch.setattr(service_mod, "value_round", generous)
+    combiner = dataclasses.replace(HISTORY_COMBINER, small_norm_ratio=0.99)
+    settings = AggregatorSettings(valuation="loo", combiner=combiner)
+    fed = federation(tmp_path, rounds=1, settings=settings, **on_anvil(anvil_url))
+    site = lied[-1]
+    sub = next(s for s in fed.ledger.get_submissions(1) if s.site == site)
+    assert sub.score == SCORE_SCALE
+    bad = _failed(verify_round(fed.ledger, fed.store, 1))
+    assert set(bad) == {"log.components", "standing.scores"}, bad
+    assert f"{site[:10]}: norm " in bad["log.components"]
+    assert f"{site[:10]} score {SCORE_SCALE}" in bad["standing.scores"]
