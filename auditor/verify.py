@@ -342,6 +342,8 @@ def verify_round(
     deltas: dict[str, dict[str, torch.Tensor]] = {}
     dp: dict[str, DpParams | None] = {}  # the DP parameters of every decoded update
     unusable: dict[str, Reason] = {}
+    # how each update reads, as the aggregator's log states it (None: this audit cannot tell)
+    read_as: dict[str, Reason | None] = {}
     updates = _fetch_in_order(store, [(sub.cid, sub.sha256) for sub in subs])
     for sub in subs:
         with _Timer(audit, "fetch"):
@@ -350,6 +352,7 @@ def verify_round(
         if blob is None:
             tampered = fetched.failure is FetchFailure.TAMPERED
             unusable[sub.site] = Reason.TAMPERED if tampered else Reason.MALFORMED
+            read_as[sub.site] = _read_as(fetched.failure)
             # Acceptable only for an update the aggregator itself found unusable and excluded.
             excluded = sub.weight == 0 and sub.reason in unusable_reasons
             audit.add(
@@ -364,8 +367,10 @@ def verify_round(
             )
             continue
         if spec is None:
+            read_as[sub.site] = None
             audit.add(f"update.{sub.site[:10]}", True, f"{sub.cid} hash ok (not decoded: no spec)")
             continue
+        read_as[sub.site] = Reason.OK
         try:
             with _Timer(audit, "decode"):
                 deltas[sub.site], meta = decode_update(blob, spec=spec, expected_round=round_id)
@@ -374,11 +379,11 @@ def verify_round(
             asked = terms.privacy if terms is not None else None
             if meta.dp is None and asked is not None and asked.required:
                 # Not an update these terms accept: the aggregator excludes it as MALFORMED too.
-                unusable[sub.site] = Reason.MALFORMED
+                unusable[sub.site] = read_as[sub.site] = Reason.MALFORMED
                 deltas.pop(sub.site, None)
             audit.add(f"update.{sub.site[:10]}", True, f"{sub.cid} hash ok, decodes, canonical")
         except InvalidUpdate as exc:
-            unusable[sub.site] = Reason.MALFORMED
+            unusable[sub.site] = read_as[sub.site] = Reason.MALFORMED
             deltas.pop(sub.site, None)
             dp.pop(sub.site, None)
             excluded = sub.weight == 0 and sub.reason in unusable_reasons
@@ -394,6 +399,8 @@ def verify_round(
         )
         for site in copies:
             unusable.setdefault(site, Reason.DUPLICATE)
+            if read_as.get(site) is Reason.OK:
+                read_as[site] = Reason.DUPLICATE
         marked = {s.site for s in subs if s.reason == Reason.DUPLICATE}
         wrong = sorted(
             {s.site[:10] for s in subs if s.site in copies and s.weight > 0}
@@ -406,6 +413,9 @@ def verify_round(
             if not wrong
             else f"duplicate marks disagree with commit order for {', '.join(wrong)}",
         )
+
+    if log is not None:
+        audit.add(*_check_status(log, subs, read_as, duplicates_known=terms is not None))
 
     # the data-free valuation components, recomputed; the standing, weighed with them
     if not peers and log is not None:
@@ -479,6 +489,51 @@ def verify_round(
                 metrics_tolerance,
             )
     return audit
+
+
+def _read_as(failure: FetchFailure | None) -> Reason | None:
+    """The status the aggregator's reading gives an update this audit could not fetch
+    (:func:`fedtrail.valuation.candidates.fetch_update`): TAMPERED for bytes that do not match
+    the on-chain sha256 and MALFORMED for a CID that is none (both fixed by the chain and the
+    content); None when the store failed here (missing, over this auditor's size limit,
+    unreachable), which says nothing about what the aggregator's store returned."""
+    if failure is FetchFailure.TAMPERED:
+        return Reason.TAMPERED
+    if failure is FetchFailure.INVALID_CID:
+        return Reason.MALFORMED
+    return None
+
+
+def _check_status(
+    log: RoundLog,
+    subs: list[Submission],
+    read_as: Mapping[str, Reason | None],
+    *,
+    duplicates_known: bool,
+) -> tuple[str, bool, str]:
+    """``log.status``: each site's ``status`` in the log (how the aggregator read its update:
+    ok, tampered, malformed or duplicate) is the one this audit's own reading gives, wherever
+    that reading is decisive. Without terms (rounds before them) no duplicate rule is
+    committed, so ``ok`` and ``duplicate`` are not told apart there."""
+    problems, compared = [], 0
+    for s in subs:
+        entry, want = log.site(s.site), read_as.get(s.site)
+        if entry is None or want is None:
+            continue  # no entry: log.agrees fails; no reading: nothing to compare
+        compared += 1
+        allowed = {want.name.lower()}
+        if not duplicates_known and want in (Reason.OK, Reason.DUPLICATE):
+            allowed = {"ok", "duplicate"}
+        if entry.status not in allowed:
+            problems.append(f"{s.site[:10]} status {entry.status!r}, read as {want.name.lower()}")
+    skipped = len(subs) - compared
+    return (
+        "log.status",
+        not problems,
+        "; ".join(problems)
+        or f"{compared} site status(es) are how this audit reads the updates"
+        + (f" ({skipped} not compared: the update is unreadable here)" if skipped else ""),
+    )
 
 
 def _check_privacy(

@@ -225,6 +225,8 @@ def peer_round(
         for entry in doc["sites"]:
             entry["reason_label"] = Reason(entry["reason"]).name
             entry["explanation"] = "median of the other validators' scores"
+            if entry["site"] == tamper:  # how the aggregator read it (log.status)
+                entry["status"] = "tampered"
         doc["peers"] = {
             "votes": [{"validator": v.validator, "scores": list(v.scores)} for v in votes]
         }
