@@ -75,6 +75,7 @@ from fedtrail.protocol.roundlog import (
     RoundMetrics,
     SiteEntry,
     ValuationSettings,
+    summary_of,
 )
 from fedtrail.protocol.terms import OPEN_MARGIN, InvalidTerms, RoundTerms
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
@@ -1109,6 +1110,10 @@ def _check_log(
     included = sorted(s.site for s in subs if s.weight > 0)
     if sorted(log.aggregation.included_sites) != included:
         problems.append("log's included_sites are not the sites with on-chain weight")
+    # the summary repeats fields checked here (sites, included sites, rule) and the metrics'
+    # AUCs (metrics.recomputed, with the validation set): it must be exactly their sentence
+    if log.summary != summary_of(log):
+        problems.append(f"log's summary {log.summary!r} is not its fields' {summary_of(log)!r}")
     for s in subs:
         e = by_site.get(s.site)
         if e is None:
@@ -1124,7 +1129,7 @@ def _check_log(
         "; ".join(problems)
         or "log's ledger, start model, sites, names, sample counts, CIDs, hashes, scores, "
         "reasons, weights, weight fractions and included sites equal the chain's; its "
-        f"aggregation rule {rule!r} is the one replayed",
+        f"aggregation rule {rule!r} is the one replayed; its summary is its fields'",
     )
 
 

@@ -50,7 +50,9 @@ __all__ = [
     "ValuationSettings",
     "build_round_log",
     "from_bytes",
+    "round_summary",
     "schema",
+    "summary_of",
     "to_bytes",
     "validate",
 ]
@@ -944,15 +946,40 @@ def build_round_log(
         sites=tuple(sites),
         aggregation=Aggregation(rule=rule, global_sha256=global_sha256, included_sites=included),
         metrics=MetricsPair(before, after),
-        summary=(
-            f"Round {round_id}: {len(included)} of {len(sites)} updates aggregated with "
-            f"the '{rule}' rule using the on-chain weights; validation AUC "
-            f"{_auc(before.auc)} -> {_auc(after.auc)}."
-        ),
+        summary=round_summary(round_id, len(included), len(sites), rule, before.auc, after.auc),
         explanations=None if explanations is None else explanations.to_json(),
         standing=standing,
         evidence=tuple(evidence),
         peer_votes=None if peer_votes is None else tuple(peer_votes),
+    )
+
+
+def round_summary(
+    round_id: int,
+    included: int,
+    sites: int,
+    rule: str,
+    before_auc: float | None,
+    after_auc: float | None,
+) -> str:
+    """The log's ``summary``, derived from its other fields (the same words since the first
+    log format): an auditor rebuilds it from them (``log.agrees``)."""
+    return (
+        f"Round {round_id}: {included} of {sites} updates aggregated with "
+        f"the '{rule}' rule using the on-chain weights; validation AUC "
+        f"{_auc(before_auc)} -> {_auc(after_auc)}."
+    )
+
+
+def summary_of(log: RoundLog) -> str:
+    """The ``summary`` the log's own fields give (:func:`round_summary`)."""
+    return round_summary(
+        log.round,
+        len(log.aggregation.included_sites),
+        len(log.sites),
+        log.aggregation.rule,
+        log.metrics.before.auc,
+        log.metrics.after.auc,
     )
 
 

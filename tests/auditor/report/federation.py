@@ -201,7 +201,16 @@ def finalize(
                 "bias": [0.0, math.log((1 - THRESHOLD) / THRESHOLD)],
             },
         },
-        "summary": f"Round {round_id}: {len(subs)} updates aggregated <b>weighted</b>.",
+        # the sentence every log's other fields give (audit verify checks it); the report's
+        # escaping of a hostile one is tested on a page rendered from an edited record
+        "summary": roundlog.round_summary(
+            round_id,
+            sum(1 for s in subs if s.weight > 0),
+            len(subs),
+            rule.name,
+            auc - 0.08,
+            auc,
+        ),
     }
     if explanations is not None:
         doc["explanations"] = explanations

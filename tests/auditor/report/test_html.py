@@ -68,12 +68,21 @@ class _Elements(HTMLParser):
         self.elements.append((tag, {k: v or "" for k, v in attrs}))
 
 
+def test_report_escapes_a_hostile_summary(fed: Fed, tmp_path: Path) -> None:
+    """The summary is read from the log as untrusted text (a lying log's summary fails
+    log.agrees, but the report shows it all the same), so it is escaped."""
+    federation = collect(fed.ledger, fed.store)
+    logged = next(rd.log for rd in federation.rounds if rd.log)
+    logged["summary"] = "Round 1: 3 updates aggregated <b>weighted</b>."
+    page = write_report(fed.ledger, fed.store, tmp_path, federation=federation).read_text()
+    assert "<b>weighted</b>" not in page and "&lt;b&gt;weighted&lt;/b&gt;" in page
+
+
 def test_report_escapes_untrusted_text(report: tuple[Path, str]) -> None:
     _, page = report
     assert EVIL_NAME not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&lt;img src=x onerror=&quot;alert(2)&quot;&gt;" in page
-    assert "<b>weighted</b>" not in page and "&lt;b&gt;weighted&lt;/b&gt;" in page
     assert "integrated_gradients &lt;i&gt;" in page
     assert "\u202e" not in page  # bidi override in a site name is neutralized
     assert "Klinikum $x^2$ Nord &amp; S\u00fcd\ufffd" in page
