@@ -4,9 +4,10 @@ method's faithfulness on the images, and (``--html``) one self-contained page of
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,6 +25,7 @@ from fedtrail.cli.output import emit, format_option
 from fedtrail.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:  # the ML, the codec and the round log load torch: imported where used
+    from fedtrail.ledger import RoundInfo
     from fedtrail.ml.datasets import ImageDataset
     from fedtrail.ml.task import Task
     from fedtrail.protocol.roundlog import RoundLog
@@ -98,15 +100,61 @@ def _decision(log: RoundLog | None, round_id: int, why_not: str, classes: int) -
     )
 
 
-def _task_of(log: RoundLog) -> Task:
-    """The task a round log repeats from its terms (logs older than class names: numbered)."""
+def _task_from(model_spec: Mapping[str, Any], class_names: Sequence[str], where: str) -> Task:
+    """A task from a document's model spec and class names (none recorded: numbered)."""
     from fedtrail.ml.task import Task
 
-    s = log.settings
-    where = f"round {log.round}'s log"
-    classes = int(s.model_spec.get("num_classes", 2))
-    names = list(s.class_names) or [f"class {i}" for i in range(classes)]
-    return Task.from_parts(s.model_spec, names, where)
+    classes = int(model_spec.get("num_classes", 2))
+    names = list(class_names) or [f"class {i}" for i in range(classes)]
+    return Task.from_parts(model_spec, names, where)
+
+
+def _task_of(log: RoundLog) -> Task:
+    """The task a round log repeats from its terms (logs older than class names: numbered)."""
+    return _task_from(log.settings.model_spec, log.settings.class_names, f"round {log.round}'s log")
+
+
+def _committed_task(store: ContentStore, info: RoundInfo, log: RoundLog | None) -> tuple[Task, str]:
+    """The task round ``info``'s model is read with: the one its terms committed at open (read
+    by the on-chain CID and sha256, their spec hash that of their model spec), never the log's,
+    which is the aggregator's word after the fact; and a note, empty unless the log names
+    another task (then the terms' is used and the note says what differs). A round opened
+    without terms (none on chain) is read with its log's task, and the note says so."""
+    from fedtrail.ml.models import ModelSpec
+    from fedtrail.protocol.terms import InvalidTerms, RoundTerms
+
+    if not info.terms_cid:
+        if log is None:
+            raise ConfigError(f"round {info.id} has neither terms nor a usable log: no task")
+        return _task_of(log), f"round {info.id} has no committed terms: the task is its log's"
+    where = f"round {info.id}'s terms"
+    try:
+        terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+    except (StoreError, InvalidTerms) as exc:
+        raise ConfigError(f"{where} are unusable: {exc}") from None
+    task = _task_from(terms.model_spec, terms.class_names, where)
+    try:
+        bound = ModelSpec(**terms.model_spec).spec_hash() == terms.spec_hash
+    except (TypeError, ValueError, ConfigError):
+        bound = False
+    if not bound:
+        raise ConfigError(f"{where}' spec_hash is not the hash of their model spec")
+    if log is None:
+        return task, ""
+    try:
+        logged = _task_of(log)
+    except ConfigError as exc:
+        return task, f"the log's task is not a valid one ({exc}): the terms' is used"
+    diffs = task.differences(logged, mine="terms", theirs="log")
+    if log.settings.spec_hash != terms.spec_hash:
+        diffs.append(
+            f"spec hash: {terms.spec_hash[:16]}… (terms) vs {log.settings.spec_hash[:16]}… (log)"
+        )
+    if not diffs:
+        return task, ""
+    return task, (
+        f"the log's task differs from the committed terms' ({'; '.join(diffs)}): the terms' is used"
+    )
 
 
 def _source_for(task: Task, validation: str | None) -> str:
@@ -252,7 +300,8 @@ def explain(
 
     A round's model decides at the threshold its round log records (fitted by the aggregator
     on its validation split); a model named by CID, or a log without one, at 0.5. The output
-    says which. A round's model is read with the task its log records; a model named by CID
+    says which. A round's model is read with the task its committed terms fix (model spec and
+    class names; the output notes a log that names another); a model named by CID
     with the task of ``--validation`` (default pneumonia) and ``--arch``/``--image-size``.
     A site's personalised model (``--personal``) with its node's task, at the decision its node
     calibrated for it on the site's validation split (without one: the round log's)."""
@@ -274,6 +323,7 @@ def explain(
         raise click.UsageError("--sha256 must be 64 hex digits")
     decision = Decision(None, "default 0.5: a model named by CID has no round log")
     task: Task | None = None
+    task_note = ""
     blob: bytes | None = None
     if personal is not None:
         task = site_task(personal)
@@ -301,11 +351,11 @@ def explain(
             raise ConfigError(f"round {rid} is {info.phase.label}: it has no global model")
         cid, sha256, title = info.global_cid, info.global_sha256, f"round {rid}: "
         log, why_not = _round_log(store, rid, info.log_cid, info.log_sha256)
+        task, task_note = _committed_task(store, info, log)
         if log is not None:
-            task = _task_of(log)
             decision = _decision(log, rid, why_not, task.num_classes)
         else:
-            decision = Decision(None, f"default 0.5: {why_not}")
+            decision = Decision(None, f"default 0.5: {why_not}", task.num_classes)
     elif personal is None:
         title = ""
     if task is None:
@@ -356,6 +406,11 @@ def explain(
         emit(
             {
                 "model": {"cid": cid, "sha256": sha256, "round": meta.round},
+                "task": {
+                    "class_names": list(task.class_names),
+                    "spec_hash": task.spec.spec_hash(),
+                    "note": task_note,
+                },
                 "decision": {
                     "threshold": decision.threshold,
                     "bias": None if decision.bias is None else list(decision.bias),
@@ -375,6 +430,8 @@ def explain(
             f"{len(rows) * len(chosen)} overlays in {out}"
         )
         click.echo(f"decision {rule} ({decision.source})")
+        if task_note:
+            click.echo(f"task: {task_note}")
         for name, f in faithful.items():
             click.echo(
                 f"{name}: deletion AUC {f['deletion_auc']:.3f} (random "

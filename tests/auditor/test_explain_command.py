@@ -162,3 +162,35 @@ def test_a_retina_model_is_explained_with_the_grades_as_captions(tmp_path: Path)
         assert "pneumonia" not in r["caption"] and "normal" not in r["caption"]
     wrong = CliRunner().invoke(cli, [*args[:-2], "--validation", "pneumonia"])
     assert wrong.exit_code != 0 and "spec" in (wrong.stderr + str(wrong.exception))
+
+
+@pytest.mark.anvil
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_rounds_model_is_read_with_the_committed_task_not_the_logs(
+    tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An aggregator whose log swaps the class names (and so every caption's truth and
+    prediction) after the fact: `explain --round` used the log's task, so on the parent
+    commit the overlays named label 0 "class 1". It now reads the model with the task the
+    round's terms committed at open, and says the log differs."""
+    from tests.auditor.test_verify import _federation_writing
+
+    def swap(doc: dict[str, object]) -> None:
+        settings = doc["settings"]
+        assert isinstance(settings, dict) and settings["class_names"] == ["class 0", "class 1"]
+        settings["class_names"] = ["class 1", "class 0"]
+
+    fed = _federation_writing(tmp_path, anvil_url, monkeypatch, swap)
+    args = ["explain", "--round", "1", "--rpc-url", anvil_url, "--contract", fed.ledger.address]
+    args += ["--store", f"local:{tmp_path / 'store'}", "--out", str(tmp_path / "out")]
+    args += ["--method", "grad_cam", "--per-class", "1", "--validation", "pneumonia"]
+    result = CliRunner().invoke(cli, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    truth = {r["label"]: r["caption"] for r in doc["images"]}
+    assert "truth class 0" in truth[0] and "truth class 1" in truth[1]
+    assert doc["task"]["class_names"] == ["class 0", "class 1"]
+    assert "the log's task differs from the committed terms' (class names:" in doc["task"]["note"]
+    table = CliRunner().invoke(cli, args)
+    assert table.exit_code == 0, table.output
+    assert "task: the log's task differs from the committed terms'" in table.stdout
