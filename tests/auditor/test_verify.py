@@ -182,12 +182,14 @@ def test_verify_fails_a_log_that_misstates_the_metrics(
     lie: str, tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The aggregator writes (and hashes on chain) a log with an inflated AUC or another
-    decision threshold: only the metrics check fails, naming the field."""
+    decision threshold, its summary stating the same (log.agrees checks that the summary is
+    the metrics'): only the metrics check fails, naming the field."""
     real = RoundLog.to_bytes
 
     def lying(log: RoundLog) -> bytes:
         metrics = MetricsPair(log.metrics.before, _lie_about(log.metrics.after, lie))
-        return real(dataclasses.replace(log, metrics=metrics))
+        forged = dataclasses.replace(log, metrics=metrics)
+        return real(dataclasses.replace(forged, summary=roundlog.summary_of(forged)))
 
     monkeypatch.setattr(RoundLog, "to_bytes", lying)
     fed = federation(tmp_path, rounds=1, **on_anvil(anvil_url))
