@@ -24,13 +24,13 @@ decoded blobs fix:
 * LOW_GAIN before the screen comes only from the warm-up harm check of a round valued with
   standing (:func:`fedtrail.valuation.round._harmful`); elsewhere a LOW_GAIN site counted.
 
-What stays the aggregator's word without the validation split: whether an OUTLIER_NORM site was
-rejected before the screen because its model alone gives non-finite outputs on the split
-(``_broken``; the 100x-the-model bound it could also be is public), and, in a warm-up round,
-whether a LOW_GAIN site failed the harm check; ``components.value`` and ``components.method``
-(the validation game's) and the explanation text. ``audit verify --validation`` re-runs the
-whole valuation (``scores.recomputed``) and so re-derives those verdicts through the scores and
-reasons they give.
+What stays the aggregator's word without the validation split: whether an OUTLIER_NORM site
+was rejected before the screen (by the 100x-the-model bound, which needs no data but is not
+re-checked here, or because its model alone gives non-finite outputs on the split) or by the
+screen; in a warm-up round, whether a LOW_GAIN site failed the harm check; ``components.value``
+and ``components.method`` (the validation game's) and the explanation text. ``audit verify
+--validation`` re-runs the whole valuation: ``scores.recomputed`` compares the reasons and
+scores, ``components.recomputed`` each site's value, method and status.
 
 :func:`check_components` returns the recomputed statistics too: ``standing.scores`` weighs each
 score for its update's magnitude with them, never with the log's.

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -82,6 +82,9 @@ from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_model, decode_update, encode_model
 from fedtrail.storage.store import ContentStore
+
+if TYPE_CHECKING:
+    from fedtrail.valuation.combine import SiteValuation
 
 # Scores are recomputed from floating-point model evaluations, whose last bits depend on the CPU
 # and thread count; weights and global models are compared exactly, scores within this (1e-3).
@@ -827,6 +830,7 @@ def _check_scores(
     if carried is not None:
         audit.add(*compare_standing(log.standing, standing_of(carried, report), STANDING_TOLERANCE))
     by_site = {v.site: v for v in recomputed}
+    audit.add(*_compare_components(log, subs, by_site))
     diffs = [abs(by_site[s.site].score - s.score) for s in subs]
     reasons_equal = all(int(by_site[s.site].reason) == s.reason for s in subs)
     worst = max(diffs, default=0)
@@ -840,6 +844,50 @@ def _check_scores(
         + ("equal" if reasons_equal else "DIFFER")
         + f", largest score difference {worst} (tolerance {tolerance}: floating-point "
         "evaluation may differ in the last bits across machines)",
+    )
+
+
+def _compare_components(
+    log: RoundLog, subs: list[Submission], recomputed: Mapping[str, SiteValuation]
+) -> tuple[str, bool, str]:
+    """``components.recomputed``: the components only the validation game gives, against the
+    re-run's: each site's ``method`` (the game played, or ``cosine`` in the data-free
+    fallback) and ``status`` exactly, its ``value`` within :data:`STANDING_TOLERANCE` of the
+    round's total absolute value (the values come from the same float evaluations as the
+    normalised values, which are these values as shares of that total; None exactly where the
+    re-run has none). The data-free components are ``log.components``'."""
+    total = math.fsum(abs(v.value) for v in recomputed.values() if v.value is not None)
+    tolerance = STANDING_TOLERANCE * total
+    problems, worst = [], 0.0
+    for s in subs:
+        entry, v = log.site(s.site), recomputed.get(s.site)
+        if entry is None or v is None:
+            continue  # log.agrees fails on a missing entry
+        comp, who = entry.components, s.site[:10]
+        if comp.get("method") != v.method:
+            problems.append(f"{who} method {comp.get('method')!r}, re-run {v.method!r}")
+        if comp.get("status") != v.status.name:
+            problems.append(f"{who} status {comp.get('status')!r}, re-run {v.status.name!r}")
+        logged = comp.get("value")
+        if v.value is None or logged is None:
+            if (v.value is None) != (logged is None):
+                problems.append(f"{who} value {logged!r}, re-run {v.value!r}")
+            continue
+        if isinstance(logged, bool) or not isinstance(logged, int | float):
+            problems.append(f"{who} value {logged!r} is not a number")
+            continue
+        gap = abs(logged - v.value)
+        worst = max(worst, gap)
+        if not gap <= tolerance:
+            problems.append(f"{who} value {logged:.6g}, re-run {v.value:.6g}")
+    return (
+        "components.recomputed",
+        not problems,
+        "; ".join(problems) + f" (value tolerance {tolerance:.3g})"
+        if problems
+        else f"each site's game value, method and status re-derived: largest value difference "
+        f"{worst:.3g} (tolerance {STANDING_TOLERANCE:g} of the round's total |value|, "
+        f"{tolerance:.3g})",
     )
 
 

@@ -17,6 +17,7 @@ import pytest
 import fedtrail.aggregator.service as service_mod
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.auditor.verify import verify_round
+from fedtrail.ml.datasets import ImageDataset, load_bundled
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.weights import SCORE_SCALE
@@ -41,11 +42,15 @@ def _failed(audit: Any) -> dict[str, str]:
 
 
 def _audit_with_log(
-    fed: Federation, round_id: int, edit: Edit, monkeypatch: pytest.MonkeyPatch
+    fed: Federation,
+    round_id: int,
+    edit: Edit,
+    monkeypatch: pytest.MonkeyPatch,
+    validation: ImageDataset | None = None,
 ) -> dict[str, str]:
-    """The failed checks of ``round_id`` when the chain names a log edited by ``edit``: the
-    edited log is stored and the ledger's round record re-pointed at it (its CID and sha256),
-    as an aggregator that wrote it would have finalized it."""
+    """The failed checks of ``round_id`` (with ``validation``, if given) when the chain names a
+    log edited by ``edit``: the edited log is stored and the ledger's round record re-pointed
+    at it (its CID and sha256), as an aggregator that wrote it would have finalized it."""
     info = fed.ledger.get_round(round_id)
     doc = json.loads(fed.store.get(info.log_cid, info.log_sha256))
     edit(doc)
@@ -55,7 +60,7 @@ def _audit_with_log(
     )
     real = fed.ledger.get_round
     monkeypatch.setattr(fed.ledger, "get_round", lambda r: forged if r == round_id else real(r))
-    return _failed(verify_round(fed.ledger, fed.store, round_id))
+    return _failed(verify_round(fed.ledger, fed.store, round_id, validation=validation))
 
 
 def _ok_site(doc: dict[str, Any]) -> dict[str, Any]:
@@ -148,3 +153,32 @@ def test_a_norm_lie_that_keeps_a_full_score_fails_publicly(
     assert set(bad) == {"log.components", "standing.scores"}, bad
     assert f"{site[:10]}: norm " in bad["log.components"]
     assert f"{site[:10]} score {SCORE_SCALE}" in bad["standing.scores"]
+
+
+def test_the_game_value_is_re_derived_with_the_validation_set(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """components.value (and method) come from the validation game: without the split they
+    stay the aggregator's claim (public verify passes a doubled value); with it, the re-run
+    compares them: on the parent commit only the scores and the standing were compared and the
+    doubled value passed; now components.recomputed fails, naming the site."""
+    val = load_bundled().val
+    site: list[str] = []
+
+    def edit(doc: dict[str, Any]) -> None:
+        entry = _ok_site(doc)
+        entry["components"]["value"] *= 2
+        site.append(entry["site"])
+
+    bad = _audit_with_log(fed, 2, edit, monkeypatch, validation=val)
+    assert set(bad) == {"components.recomputed"}, bad
+    assert bad["components.recomputed"].startswith(f"{site[0][:10]} value ")
+    monkeypatch.undo()
+    assert _audit_with_log(fed, 2, edit, monkeypatch) == {}
+    monkeypatch.undo()
+    honest = verify_round(fed.ledger, fed.store, 2, validation=val)
+    assert honest.passed, _failed(honest)
+    check = next(c for c in honest.checks if c.name == "components.recomputed")
+    # valued on the default thread count, re-run on one: the last bits differ (measured
+    # 1.2e-10 on a total |value| of 3.3e-4), far inside the tolerance
+    assert "largest value difference " in check.detail and "of the round's total" in check.detail
