@@ -55,11 +55,17 @@ def _copier(schedule: Mapping[int, Copy], honest: list[str]):  # type: ignore[no
     return hook
 
 
-@pytest.mark.parametrize("case", list(SCHEDULES))
+@pytest.mark.parametrize(
+    ("case", "mode"),
+    [*((case, "aggregator") for case in SCHEDULES), ("previous_round_scaled", "peers")],
+)
 def test_a_resent_earlier_update_is_not_paid(
-    anvil_url: str, tmp_path: Path, one_torch_thread: None, case: str
+    anvil_url: str, tmp_path: Path, one_torch_thread: None, case: str, mode: str
 ) -> None:
+    """In peer rounds every validator keeps the same references (its own standing), so the
+    median of their scores rejects the copy too."""
     schedule = SCHEDULES[case]
+    peers = mode == "peers"
     rounds = max(schedule)
     w3 = connect(anvil_url)
     accounts = [dev_account(i) for i in (0, 5, 6, 7, 8)]
@@ -73,11 +79,13 @@ def test_a_resent_earlier_update_is_not_paid(
             [splits.train.subset(parts[i]) for i in range(4)],
             names=[f"hospital-{i}" for i in range(4)],
             training=TrainConfig(epochs=1),
+            val=splits.val if peers else None,  # each validator scores on the split
         ),
         store=LocalStore(tmp_path / "store"),
         folder=tmp_path,
         validation=splits.val,
-        settings=AggregatorSettings(valuation="loo"),  # standing on (the default)
+        # standing on (the default)
+        settings=AggregatorSettings(valuation="loo", valuation_mode=mode),
     )
     honest = [n.address for n in fed.nodes[:3]]
     copier = fed.node(3, hooks=NodeHooks(transform_update=_copier(schedule, honest)))
@@ -88,6 +96,13 @@ def test_a_resent_earlier_update_is_not_paid(
     for r in range(1, rounds + 1):
         subs = {s.site: s for s in fed.ledger.get_submissions(r)}
         mine = subs[copier.address]
+        if peers:  # the chain records the median, not the validators' reasons
+            if r in schedule:
+                assert (mine.score, mine.weight) == (0, 0), r
+            else:
+                assert mine.weight > 0, r
+            assert all(subs[site].weight > 0 for site in honest), r
+            continue
         if r in schedule:
             assert (Reason(mine.reason), mine.score, mine.weight) == (Reason.FREE_RIDER, 0, 0), r
         else:
