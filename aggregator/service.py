@@ -90,7 +90,13 @@ from fedtrail.valuation import (
     value_round,
 )
 from fedtrail.valuation.candidates import CandidateCache, revealed_candidates
-from fedtrail.valuation.chained import Carried, carried_history, combiner_from, standing_of
+from fedtrail.valuation.chained import (
+    Carried,
+    References,
+    carried_history,
+    combiner_from,
+    standing_of,
+)
 
 log = logging.getLogger("fedtrail.aggregator")
 
@@ -316,6 +322,8 @@ class AggregatorService:
         self._fetched = CandidateCache()
         self._last_model: tuple[str, str, bytes] | None = None
         self._kept: dict[str, bytes] = {}
+        self._references: dict[int, References] = {}
+        """Finalized round -> its free-rider references, for the rounds the next valuation uses."""
         self._terms: dict[int, tuple[RoundTerms, roundlog.BlobRef]] = {}
         self._validation_sha256: str | None = None
         self._unusable: dict[int, tuple[tuple[tuple[str, str, str, int, int], ...], bool]] = {}
@@ -628,7 +636,12 @@ class AggregatorService:
         combiner = combiner_from(valuation)
         if valuation.standing:
             carried = carried_history(
-                self.ledger, self.store, round_id, self.spec, stale_rounds=combiner.stale_rounds
+                self.ledger,
+                self.store,
+                round_id,
+                self.spec,
+                stale_rounds=combiner.stale_rounds,
+                known=self._references,
             )
         report = value_round(
             global_state=global_state,

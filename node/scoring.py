@@ -57,7 +57,12 @@ from fedtrail.storage.codec import decode_model
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation import History, UnfitValidation, peer_vector
 from fedtrail.valuation.candidates import CandidateCache, revealed_candidates
-from fedtrail.valuation.chained import check_playable, previous_rounds, round_references
+from fedtrail.valuation.chained import (
+    References,
+    check_playable,
+    previous_rounds,
+    recent_references,
+)
 
 __all__ = ["SCORES_NAME", "STEPS", "PeerScorer", "ScoreRecord", "ScoreState"]
 
@@ -145,6 +150,8 @@ class PeerScorer:
         self.path = self.folder / SCORES_NAME
         self.state = ScoreState.load(self.path)
         self._cache = CandidateCache()
+        self._references: dict[int, References] = {}
+        """Finalized round -> its free-rider references, for the rounds the next vector uses."""
         self._peer: dict[int, bool] = {}
 
     @property
@@ -433,11 +440,12 @@ class PeerScorer:
         return History(
             accumulated=accumulated,
             valued_rounds=valued,
-            references={
-                label: delta
-                for r in prevs
-                for label, delta in round_references(
-                    self.ledger, self.store, r, self.spec, skip_unreadable=True
-                ).items()
-            },
+            references=recent_references(
+                self.ledger,
+                self.store,
+                prevs,
+                self.spec,
+                skip_unreadable=True,
+                known=self._references,
+            ),
         )

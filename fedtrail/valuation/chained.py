@@ -24,7 +24,7 @@ fetched or decoded raises (the history must be the same for everyone, so there i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Final
@@ -61,6 +61,8 @@ __all__ = [
     "global_label",
     "previous_round",
     "previous_rounds",
+    "recent_references",
+    "References",
     "reference_label",
     "reference_labels",
     "reference_submissions",
@@ -205,11 +207,50 @@ def round_references(
     return references
 
 
+References = dict[str, Mapping[str, torch.Tensor]]
+"""Reference label -> decoded update or global delta."""
+
+
+def recent_references(
+    ledger: Ledger,
+    store: ContentStore,
+    rounds: Sequence[int],
+    spec: ModelSpec,
+    *,
+    skip_unreadable: bool = False,
+    known: MutableMapping[int, References] | None = None,
+) -> References:
+    """:func:`round_references` of every round of ``rounds``, in their order. ``known``: the
+    caller's rounds already read (round -> references), kept from one round to the next: a
+    finalized round's references never change, so each is fetched and decoded once instead of
+    once for each of the ``stale_rounds`` rounds that use it; rounds no longer among ``rounds``
+    are dropped from it."""
+    out: References = {}
+    for r in rounds:
+        refs = None if known is None else known.get(r)
+        if refs is None:
+            refs = round_references(ledger, store, r, spec, skip_unreadable=skip_unreadable)
+            if known is not None:
+                known[r] = refs
+        out.update(refs)
+    if known is not None:
+        for r in [r for r in known if r not in rounds]:
+            del known[r]
+    return out
+
+
 def carried_history(
-    ledger: Ledger, store: ContentStore, round_id: int, spec: ModelSpec, *, stale_rounds: int = 1
+    ledger: Ledger,
+    store: ContentStore,
+    round_id: int,
+    spec: ModelSpec,
+    *,
+    stale_rounds: int = 1,
+    known: MutableMapping[int, References] | None = None,
 ) -> Carried:
     """The history ``round_id`` is valued with (see the module docstring), its references from
-    the latest ``stale_rounds`` finalized rounds (the terms' threshold)."""
+    the latest ``stale_rounds`` finalized rounds (the terms' threshold); ``known`` as for
+    :func:`recent_references`."""
     prevs = previous_rounds(ledger, round_id, stale_rounds)
     if not prevs:
         return Carried(history=History(), previous=None)
@@ -218,9 +259,7 @@ def carried_history(
     log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256))
     if log.round != prev:
         raise FedtrailError(f"the log of round {prev} names round {log.round}")
-    references: dict[str, Mapping[str, torch.Tensor]] = {}
-    for r in prevs:
-        references.update(round_references(ledger, store, r, spec))
+    references = recent_references(ledger, store, prevs, spec, known=known)
     standing = log.standing
     history = History(
         accumulated=dict(standing.after) if standing else {},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -31,6 +32,61 @@ class CountingStore(LocalStore):
     def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
         self.gets[cid] += 1
         return super().get(cid, sha256, max_bytes=max_bytes)
+
+
+def _rounds(
+    service: AggregatorService, store: CountingStore, sites: list[Any], n: int
+) -> list[str]:
+    """``n`` finalized rounds of small random updates; every update's CID."""
+    ledger, spec = service.ledger, ModelSpec()
+    gen = torch.Generator().manual_seed(0)
+    params = initial_model(spec, 0).state_dict()
+    cids: list[str] = []
+    for _ in range(n):
+        r = service.open_next()
+        info = ledger.get_round(r)
+        blobs = [
+            encode_update(
+                {k: 0.01 * torch.randn(v.shape, generator=gen) for k, v in params.items()},
+                spec=spec,
+                round=r,
+            ).blob
+            for _ in sites
+        ]
+        for acct, blob in zip(sites, blobs, strict=True):
+            sha = hashlib.sha256(blob).hexdigest()
+            ledger.commit_update(acct, r, commitment(acct.address, r, sha, 100))
+        advance_time(ledger.w3, info.commit_deadline - next_block_timestamp(ledger.w3) + 1)
+        for acct, blob in zip(sites, blobs, strict=True):
+            cids.append(store.put(blob))
+            ledger.reveal_update(acct, r, cids[-1], hashlib.sha256(blob).hexdigest(), 100)
+        service.step()  # value
+        service.step()  # finalize
+        assert ledger.get_round(r).phase == Phase.FINALIZED
+    return cids
+
+
+def test_free_rider_references_are_read_once_however_many_rounds_use_them(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """With standing, each round's references are the updates of the latest stale_rounds (3)
+    finalized rounds: an update is fetched once as a candidate and once as a reference, not
+    again by every later round that uses it."""
+    ledger = embedded.deploy()
+    store = CountingStore(tmp_path / "store")
+    sites = embedded.sites[:3]
+    for i, acct in enumerate(sites):
+        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
+    service = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=embedded.aggregator,
+        validation=load_bundled().val,
+        settings=AggregatorSettings(valuation="loo", explain_method=None),
+        folder=tmp_path / "agg",
+    )
+    cids = _rounds(service, store, sites, 4)
+    assert all(store.gets[c] <= 2 for c in cids), store.gets
 
 
 def test_the_service_reads_its_own_model_and_terms_from_memory(
