@@ -439,6 +439,14 @@ def _print_standing(log: RoundLog, shown: Callable[[str], str]) -> None:
     "retina; or a MedMNIST .npz) "
     "and compare the scores; it must be the set the aggregator used (its hash is in the log).",
 )
+@click.option(
+    "--accept",
+    "accept_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The strictest valuation thresholds the sites agreed to: the [accept] table of this "
+    "TOML file (a site's config.toml will do); default: the product's (terms.limits).",
+)
 @format_option("table", "json", "csv")
 def verify(
     rpc_url: str | None,
@@ -448,11 +456,15 @@ def verify(
     round_id: int | None,
     all_rounds: bool,
     validation: str | None,
+    accept_path: Path | None,
     fmt: str,
 ) -> None:
     """Recompute every weight and global model; exit 0 only when every check passes."""
     from fedtrail.auditor.verify import verify_all, verify_round
     from fedtrail.ml.catalog import load_source
+    from fedtrail.valuation.limits import load_limits
+
+    accept = None if accept_path is None else load_limits(accept_path)
 
     if round_id is not None and all_rounds:
         raise click.UsageError("give --round N or --all, not both")
@@ -462,9 +474,9 @@ def verify(
     if validation is not None:
         val = load_source(validation).splits().val
     if round_id:
-        audits = [verify_round(ledger, store, round_id, validation=val)]
+        audits = [verify_round(ledger, store, round_id, validation=val, accept=accept)]
     else:
-        audits = verify_all(ledger, store, validation=val)
+        audits = verify_all(ledger, store, validation=val, accept=accept)
     rows = [
         {"round": c.round, "check": c.name, "result": c.status, "detail": c.detail}
         for a in audits

@@ -82,6 +82,7 @@ from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_model, decode_update, encode_model
 from fedtrail.storage.store import ContentStore
+from fedtrail.valuation.limits import ThresholdLimits
 
 if TYPE_CHECKING:
     from fedtrail.valuation.combine import SiteValuation
@@ -246,8 +247,11 @@ def verify_round(
     validation: ImageDataset | None = None,
     score_tolerance: int = SCORE_TOLERANCE,
     metrics_tolerance: float = METRICS_TOLERANCE,
+    accept: ThresholdLimits | None = None,
 ) -> RoundAudit:
-    """Every check of one round. A round that is not finalized is reported, not failed."""
+    """Every check of one round. A round that is not finalized is reported, not failed.
+    ``accept``: the strictest valuation thresholds the federation's sites agreed to
+    (``terms.limits``; default :class:`~fedtrail.valuation.limits.ThresholdLimits`' defaults)."""
     audit = RoundAudit(round_id)
     info = ledger.get_round(round_id)
     if info.phase != Phase.FINALIZED:
@@ -299,6 +303,7 @@ def verify_round(
         with _Timer(audit, "fetch"):
             _check_task_fixed(audit, ledger, store, terms)
         audit.add(*_check_windows(info, terms))
+        _check_limits(audit, terms, accept or ThresholdLimits())
     peer = read_peer_record(ledger, round_id)
     peers = _is_peer_round(peer, terms, log)
     if peers:
@@ -1278,6 +1283,31 @@ def _compare_valuation(logged: ValuationSettings, terms: RoundTerms) -> tuple[st
         "valuation settings are the committed ones"
         if got == want
         else f"log's valuation {got} != terms' {want}",
+    )
+
+
+def _check_limits(audit: RoundAudit, terms: RoundTerms, accept: ThresholdLimits) -> None:
+    """``terms.limits``: no valuation threshold in the terms is stricter than ``accept``. A
+    round replayed bit for bit under thresholds that flag honest updates (a ``stale_cosine`` of
+    0.5, a ``max_norm_z`` of 0.1) would pass every other check; the sites' software refuses to
+    train under them unless the site widened its ``[accept]`` (then the auditor is given the same
+    table: ``audit verify --accept``). Not applicable to terms whose valuation block is not valid
+    settings: ``terms.valuation`` fails those."""
+    from fedtrail.valuation.chained import combiner_from
+
+    name = "terms.limits"
+    try:
+        combiner = combiner_from(ValuationSettings.from_json(terms.valuation))
+    except (InvalidLog, ConfigError) as exc:
+        audit.not_applicable(name, f"the terms' valuation settings are not valid: {exc}")
+        return
+    breaches = accept.breaches(combiner)
+    audit.add(
+        name,
+        not breaches,
+        "thresholds stricter than the sites accept: " + "; ".join(breaches)
+        if breaches
+        else "no valuation threshold is stricter than the sites accept",
     )
 
 

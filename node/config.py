@@ -33,6 +33,7 @@ from fedtrail.ml.privacy import (
 )
 from fedtrail.ml.training import TrainConfig
 from fedtrail.storage.codec import Compression
+from fedtrail.valuation.limits import ThresholdLimits
 
 CONFIG_NAME = "config.toml"
 PARTITIONS = ("iid", "dirichlet", "quantity")
@@ -175,6 +176,9 @@ class NodeConfig:
     compression: Compression = field(default_factory=Compression)
     model: ModelSpec = field(default_factory=ModelSpec)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    accept: ThresholdLimits = field(default_factory=ThresholdLimits)
+    """The strictest valuation thresholds this site trains under (``[accept]``): a round whose
+    terms are stricter is skipped before training (:mod:`fedtrail.valuation.limits`)."""
 
     def __post_init__(self) -> None:
         if self.poll_interval <= 0:
@@ -191,6 +195,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "compression": Compression,
     "model": ModelSpec,
     "privacy": PrivacyConfig,
+    "accept": ThresholdLimits,
 }
 
 

@@ -82,6 +82,7 @@ from fedtrail.storage.personal import PERSONAL_MODEL, PersonalInfo, load_persona
 from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.chained import check_playable
+from fedtrail.valuation.limits import ThresholdLimits
 
 log = logging.getLogger("fedtrail.node")
 
@@ -294,18 +295,26 @@ PERSONAL_SEED_TAG = 1
 round's training (``[seed, r]``)."""
 
 
-def _unrunnable(terms: RoundTerms) -> str | None:
-    """What in a round's terms no honest aggregator, validator or auditor could run (None:
-    nothing): an aggregation rule :class:`~fedtrail.ml.aggregation.AggregationRule` refuses, or
-    valuation settings :func:`~fedtrail.valuation.chained.check_playable` refuses."""
+def _unrunnable(terms: RoundTerms, accept: ThresholdLimits | None = None) -> str | None:
+    """What in a round's terms no honest aggregator, validator or auditor could run, or this
+    site does not accept (None: nothing): an aggregation rule
+    :class:`~fedtrail.ml.aggregation.AggregationRule` refuses, valuation settings
+    :func:`~fedtrail.valuation.chained.check_playable` refuses, or thresholds stricter than
+    ``accept`` (default: :class:`~fedtrail.valuation.limits.ThresholdLimits`' defaults)."""
     try:
         AggregationRule(**terms.aggregation_rule)
     except (TypeError, ValueError, ConfigError) as exc:
         return f"aggregation rule {dict(terms.aggregation_rule)}: {exc}"
     try:
-        check_playable(ValuationSettings.from_json(terms.valuation))
+        combiner = check_playable(ValuationSettings.from_json(terms.valuation))
     except (InvalidLog, ConfigError) as exc:
         return f"valuation: {exc}"
+    breaches = (accept or ThresholdLimits()).breaches(combiner)
+    if breaches:
+        return (
+            "valuation thresholds stricter than this site accepts ([accept] in its config.toml): "
+            + "; ".join(breaches)
+        )
     return None
 
 
@@ -355,6 +364,7 @@ class SiteNode:
             folder=self.folder,
             val=val,
             at_step=hooks.at_step,
+            accept=config.accept,
         )
         """This site's part as a validator of peer rounds (:mod:`fedtrail.node.scoring`)."""
 
@@ -462,10 +472,11 @@ class SiteNode:
             )
             return False
         require_terms(self.task, terms, mine="this site's config.toml")
-        problem = _unrunnable(terms)
+        problem = _unrunnable(terms, self.config.accept)
         if problem is not None:
             log.error(
-                "round %d: the committed terms name settings no one can run (%s); not taking part",
+                "round %d: the committed terms name settings this site cannot or will not run "
+                "(%s); not taking part",
                 round_id,
                 problem,
             )

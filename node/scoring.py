@@ -63,6 +63,7 @@ from fedtrail.valuation.chained import (
     previous_rounds,
     recent_references,
 )
+from fedtrail.valuation.limits import ThresholdLimits
 
 __all__ = ["SCORES_NAME", "STEPS", "PeerScorer", "ScoreRecord", "ScoreState"]
 
@@ -138,8 +139,12 @@ class PeerScorer:
         folder: Path,
         val: ImageDataset | None,
         at_step: StepHook = no_step,
+        accept: ThresholdLimits | None = None,
     ) -> None:
         self.ledger = ledger
+        self.accept = accept or ThresholdLimits()
+        """The strictest thresholds this validator scores under (its site's ``[accept]``):
+        scoring its peers under stricter terms would lend the round's median a vote for them."""
         self.store = store
         self.account = account
         self.spec = spec
@@ -252,6 +257,14 @@ class PeerScorer:
             combiner = check_playable(valuation)
         except (InvalidTerms, InvalidLog, ConfigError) as exc:
             return self._skip(round_id, None, f"the round's terms are unusable: {exc}")
+        breaches = self.accept.breaches(combiner)
+        if breaches:
+            return self._skip(
+                round_id,
+                None,
+                "the round's valuation thresholds are stricter than this site accepts "
+                f"([accept] in its config.toml): {'; '.join(breaches)}",
+            )
         started = time.perf_counter()
         global_state, _ = decode_model(self.store.get(start_cid, start_sha256), spec=self.spec)
         pairs = revealed_candidates(

@@ -44,6 +44,7 @@ from fedtrail.protocol.roundlog import MetricsPair, RoundLog, RoundMetrics
 from fedtrail.protocol.weights import WEIGHT_SCALE
 from fedtrail.simulation.federation import Federation, build_federation, make_sites
 from fedtrail.storage.store import ContentStore, IpfsStore, LocalStore
+from fedtrail.valuation.limits import ThresholdLimits
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -59,7 +60,8 @@ def federation(
 ) -> Federation:
     """Three hospitals after ``rounds`` rounds; ``accounts[0]`` coordinates and aggregates.
     Default: the embedded chain, its funded accounts and a local store in ``tmp``, valued with
-    leave-one-out (and standing, the aggregator's default)."""
+    leave-one-out (and standing, the aggregator's default). The sites accept the settings'
+    thresholds (``[accept]``), however strict."""
     w3 = w3 or connect("embedded")
     accounts = accounts or funded_accounts(w3)[:4]
     splits = load_bundled()
@@ -73,6 +75,9 @@ def federation(
             [splits.train.subset(parts[i]) for i in range(len(sites))],
             names=[f"hospital-{i}" for i in range(len(sites))],
             training=TrainConfig(epochs=1),
+            accept=ThresholdLimits()
+            if settings is None or settings.combiner is None
+            else ThresholdLimits.accepting(settings.combiner),
         ),
         store=store or LocalStore(tmp / "store"),
         folder=tmp,
@@ -675,7 +680,7 @@ def test_verify_fails_an_aggregator_round_valued_with_a_validator_game(
     take part under such terms; these sites run software that does not check them."""
     import fedtrail.node.daemon as daemon
 
-    monkeypatch.setattr(daemon, "_unrunnable", lambda terms: None)
+    monkeypatch.setattr(daemon, "_unrunnable", lambda terms, accept=None: None)
     chain = on_anvil(anvil_url)
     w3, accounts = chain["w3"], chain["accounts"]
     settings = AggregatorSettings(valuation="loo")

@@ -23,6 +23,7 @@ from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.simulation.federation import Federation
 from fedtrail.valuation.combine import HISTORY_COMBINER
+from fedtrail.valuation.limits import ThresholdLimits
 from tests.auditor.test_verify import federation, on_anvil
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.anvil]
@@ -150,6 +151,10 @@ def test_a_norm_lie_that_keeps_a_full_score_fails_publicly(
     sub = next(s for s in fed.ledger.get_submissions(1) if s.site == site)
     assert sub.score == SCORE_SCALE
     bad = _failed(verify_round(fed.ledger, fed.store, 1))
+    assert "small_norm_ratio 0.99" in bad.pop("terms.limits")  # stricter than the defaults
+    bad = _failed(
+        verify_round(fed.ledger, fed.store, 1, accept=ThresholdLimits.accepting(combiner))
+    )
     assert set(bad) == {"log.components", "standing.scores"}, bad
     assert f"{site[:10]}: norm " in bad["log.components"]
     assert f"{site[:10]} score {SCORE_SCALE}" in bad["standing.scores"]

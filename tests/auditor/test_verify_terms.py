@@ -1,6 +1,7 @@
 """``audit verify`` against the round's committed terms: a valuation block of another JSON type
-(``terms.valuation``, and the standing checks it decides), and windows on chain other than
-the terms promised (``terms.windows``)."""
+(``terms.valuation``, and the standing checks it decides), windows on chain other than the
+terms promised (``terms.windows``), and thresholds stricter than the sites accept
+(``terms.limits``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from fedtrail.ledger import Valuation
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.node.daemon import _unrunnable
 from fedtrail.protocol.terms import RoundTerms
+from fedtrail.valuation import Combiner
+from fedtrail.valuation.limits import ThresholdLimits
 from tests.auditor.report import federation as hand
 
 pytestmark = pytest.mark.anvil
@@ -62,10 +65,11 @@ def _round_logged_as(
     terms_valuation: dict[str, Any],
     logged: dict[str, Any],
     windows: tuple[int, int] = (3600, 3600),
+    accept: ThresholdLimits | None = None,
 ) -> RoundAudit:
     """One hand-run round under terms with ``terms_valuation`` (and windows of 3600 s; the
     chain's are ``windows``), valued with arbitrary scores, whose log says the valuation
-    settings were ``logged``; its audit without validation."""
+    settings were ``logged``; its audit without validation (under ``accept``)."""
     fed = hand.new_federation(tmp_path, anvil_url)
     model = hand.initial(fed)
     r = _open(fed, model, terms_valuation, windows)
@@ -86,7 +90,7 @@ def _round_logged_as(
 
     hand.finalize(fed, r, model, None, edit=edit)
     advance_time(fed.ledger.w3, 1)
-    return verify_round(fed.ledger, fed.store, r)
+    return verify_round(fed.ledger, fed.store, r, accept=accept)
 
 
 @pytest.mark.parametrize(
@@ -164,3 +168,44 @@ def test_windows_on_chain_other_than_the_terms_promise_fail_terms_windows(
     bad = {c.name: c.detail for c in audit.checks if c.failed}
     assert set(bad) == {"terms.windows"}, bad
     assert needle in bad["terms.windows"]
+
+
+@pytest.mark.parametrize(
+    ("threshold", "value"),
+    [("stale_cosine", 0.5), ("max_norm_z", 0.1), ("demote_scale", 1e-9)],
+)
+def test_thresholds_stricter_than_the_sites_accept_fail_terms_limits(
+    anvil_url: str, tmp_path: Path, threshold: str, value: float
+) -> None:
+    """An aggregator that commits terms whose thresholds flag honest updates (every update a
+    "copy" at stale_cosine 0.5, an "outlier" at max_norm_z 0.1, any dip in a site's record
+    demoting it to 0 at demote_scale 1e-9) has its round replayed bit for bit under them: every
+    other check passes. terms.limits fails, naming the threshold; honest nodes skip the round;
+    an auditor given the sites' wider ``[accept]`` passes it."""
+    thresholds = {**asdict(Combiner()), threshold: value}
+    valuation = {"method": "loo", "metric": "auc", "combiner": thresholds}
+    terms = RoundTerms.from_bytes(
+        RoundTerms(
+            round=1,
+            aggregation_rule={},
+            valuation=valuation,
+            model_spec={},
+            spec_hash="ab" * 32,
+            seed=0,
+            validation_sha256="cd" * 32,
+            validation_images=1,
+            commit_seconds=1,
+            reveal_seconds=1,
+        ).to_bytes()
+    )
+    refused = _unrunnable(terms)
+    assert refused is not None and f"{threshold} {value}" in refused
+    audit = _round_logged_as(tmp_path, anvil_url, valuation, valuation)
+    bad = {c.name: c.detail for c in audit.checks if c.failed}
+    assert set(bad) == {"terms.limits"}, bad
+    assert f"{threshold} {value} (accepted: at least " in bad["terms.limits"]
+
+    agreed = ThresholdLimits.accepting(Combiner(**thresholds))
+    assert _unrunnable(terms, agreed) is None
+    audit = _round_logged_as(tmp_path / "agreed", anvil_url, valuation, valuation, accept=agreed)
+    assert audit.passed, [c for c in audit.checks if c.failed]

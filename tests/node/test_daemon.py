@@ -41,6 +41,7 @@ from fedtrail.protocol.roundlog import RoundLog
 from fedtrail.simulation.federation import build_federation, make_sites
 from fedtrail.storage.codec import decode_update, encode_model
 from fedtrail.storage.store import LocalStore
+from fedtrail.valuation.limits import ThresholdLimits
 from tests.fixtures.chain import ChainEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -499,6 +500,10 @@ def _peers(valuation: dict[str, Any]) -> dict[str, Any]:
         ),
         ({"valuation": {"method": "loo", "metric": "loss", "combiner": {"nope": 1.0}}}, "nope"),
         (
+            {"valuation": {"method": "loo", "metric": "loss", "combiner": {"stale_cosine": 0.5}}},
+            "stale_cosine 0.5 (accepted: at least 0.9999)",
+        ),
+        (
             _peers(
                 {
                     "method": "loo",
@@ -520,6 +525,7 @@ def _peers(valuation: dict[str, Any]) -> dict[str, Any]:
         "validator-game",
         "bad-threshold",
         "unknown-threshold",
+        "stricter-than-accepted",
         "peer-auc-linear",
         "unknown-rule",
         "unknown-rule-setting",
@@ -534,7 +540,8 @@ def test_terms_no_one_can_run_skip_the_round_before_training(
     why: str,
 ) -> None:
     """A round whose committed aggregation rule or valuation settings no honest party can run can
-    be neither scored, aggregated nor audited: the site neither trains (no privacy budget spent)
+    be neither scored, aggregated nor audited, and one whose thresholds are stricter than the
+    site accepts would zero honest updates: the site neither trains (no privacy budget spent)
     nor commits, and says why."""
     world = World(embedded, tmp_path, edit=edit)
     node = world.node(0)
@@ -542,4 +549,19 @@ def test_terms_no_one_can_run_skip_the_round_before_training(
         assert node.participate(world.round) is None
     assert world.ledger.get_submission(world.round, node.address) is None
     assert world.round not in node.state.rounds
-    assert "no one can run" in caplog.text and why in caplog.text
+    assert "cannot or will not run" in caplog.text and why in caplog.text
+
+
+def test_a_site_that_accepts_stricter_thresholds_trains_under_them(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """The control: a site whose ``[accept]`` table takes the terms' stricter threshold trains
+    and commits as usual."""
+    world = World(
+        embedded,
+        tmp_path,
+        edit={"valuation": {"method": "loo", "metric": "loss", "combiner": {"stale_cosine": 0.5}}},
+    )
+    node = world.node(0, accept=ThresholdLimits(stale_cosine=0.5))
+    assert node.participate(world.round) is not None
+    assert world.ledger.get_submission(world.round, node.address) is not None

@@ -1,0 +1,128 @@
+"""The strictest valuation thresholds a site accepts in a round's terms.
+
+The aggregator writes the thresholds into each round's terms before any update exists, and
+``audit verify`` replays the round under them: a round valued under thresholds that zero honest
+updates (``stale_cosine`` 0.5 makes nearly every update a "copy", ``max_norm_z`` 0.1 an
+"outlier", ``demote_scale`` 1e-9 demotes any site whose record dips below zero) would replay
+bit for bit and pass every other check. So each threshold has a bound on the side that harms
+sites: a round may loosen any threshold, but tightening one beyond the product's defaults needs
+the sites' consent (``[accept]`` in a node's config.toml) and fails ``terms.limits`` for an
+auditor who was not told of it (``audit verify --accept FILE``).
+
+The defaults are the strictest of the product's own presets (:class:`Combiner` for per-round
+valuation, :data:`~fedtrail.valuation.combine.HISTORY_COMBINER` with standing), except
+``stale_cosine``, accepted down to 0.9999: honest updates were measured up to cosine 0.99982
+with their references (``scripts/bench/stale_cosine.py``), and logs written before the 0.99999
+default recorded 0.9999.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Final
+
+from fedtrail.errors import ConfigError
+from fedtrail.valuation.combine import Combiner
+
+__all__ = ["HIGHER_IS_STRICTER", "UNBOUNDED", "ThresholdLimits", "limits_from", "load_limits"]
+
+HIGHER_IS_STRICTER: Final = frozenset(
+    {"min_cosine", "min_gain", "free_rider_norm", "small_norm_ratio"}
+)
+"""Thresholds that flag or cut more updates as they rise (the others: as they fall)."""
+
+UNBOUNDED: Final = frozenset({"stale_distance", "stale_rounds"})
+"""Thresholds with no limit: ``stale_distance``'s default (1e6) is already no bound in effect,
+and ``stale_rounds`` only widens the references to rounds that exist (more fetching for the
+aggregator and auditors, no harm to an honest update, whose cosine to its own earlier updates
+stays below ``stale_cosine``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThresholdLimits:
+    """For each valuation threshold (the fields of :class:`Combiner` but those in
+    :data:`UNBOUNDED`), the strictest value a site accepts. ``max_norm_ratio`` and
+    ``small_norm_ratio`` are off at 0: a limit of 0 accepts them only off."""
+
+    min_cosine: float = -0.5
+    max_norm_z: float = 10.0
+    norm_scale_floor: float = 0.25
+    min_gain: float = 0.0
+    min_robust_sites: int = 3
+    demote_scale: float = 0.5
+    free_rider_norm: float = 0.01
+    stale_cosine: float = 0.9999
+    max_sample_ratio: float = 10.0
+    max_norm_ratio: float = 0.0
+    small_norm_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        # every limit is itself a valid threshold (same ranges, same types)
+        Combiner(**asdict(self))
+
+    @classmethod
+    def accepting(cls, combiner: Combiner) -> ThresholdLimits:
+        """Limits that accept ``combiner`` and the defaults alike: each limit the looser of
+        the default and the combiner's threshold (a simulated federation's sites consenting to
+        their aggregator's thresholds)."""
+        base = cls()
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            mine, theirs = getattr(base, f.name), getattr(combiner, f.name)
+            if f.name in {"max_norm_ratio", "small_norm_ratio"} and (mine == 0 or theirs == 0):
+                values[f.name] = mine if theirs == 0 else theirs
+            elif f.name in HIGHER_IS_STRICTER:
+                values[f.name] = max(mine, theirs)
+            else:
+                values[f.name] = min(mine, theirs)
+        return cls(**values)
+
+    def breaches(self, combiner: Combiner) -> list[str]:
+        """Each threshold of ``combiner`` stricter than its limit, as ``name value (limit L)``;
+        empty when every one is within."""
+        out: list[str] = []
+        for f in fields(self):
+            limit, value = getattr(self, f.name), getattr(combiner, f.name)
+            if f.name == "max_norm_ratio":
+                bad = value != 0 and (limit == 0 or value < limit)
+            elif f.name in HIGHER_IS_STRICTER:
+                bad = value > limit
+            else:
+                bad = value < limit
+            if not bad:
+                continue
+            if f.name in {"max_norm_ratio", "small_norm_ratio"} and limit == 0:
+                accepted = "only off (0)"
+            else:
+                side = "at most" if f.name in HIGHER_IS_STRICTER else "at least"
+                accepted = f"{side} {limit}"
+            out.append(f"{f.name} {value} (accepted: {accepted})")
+        return out
+
+
+def load_limits(path: Path) -> ThresholdLimits:
+    """The ``[accept]`` table of a TOML file (a site's config.toml, or a file holding only that
+    table); the defaults where the file has none."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no file at {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return limits_from(raw.get("accept", {}), where=f"[accept] of {path}")
+
+
+def limits_from(table: Any, *, where: str = "[accept]") -> ThresholdLimits:
+    """Limits from a parsed ``[accept]`` table: unknown names and invalid values refused."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    known = {f.name for f in fields(ThresholdLimits)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"unknown threshold(s) in {where}: {unknown}; known: {sorted(known)}")
+    try:
+        return ThresholdLimits(**table)
+    except (TypeError, ConfigError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
