@@ -101,7 +101,7 @@ def inputs(n: int, seed: int) -> tuple[list[Delta], list[int], list[tuple[NDArra
     return deltas, weights, flower
 
 
-def measure(n: int, repeats: int) -> Row:
+def measure(n: int, repeats: int, order: str = "alternate") -> Row:
     deltas, weights, flower = inputs(n, seed=n)
     rule = AggregationRule()
     calls: dict[str, Callable[[], object]] = {
@@ -112,12 +112,22 @@ def measure(n: int, repeats: int) -> Row:
         call()
     wall: dict[str, list[float]] = {k: [] for k in calls}
     cpu: dict[str, list[float]] = {k: [] for k in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            c0, t0 = time.process_time(), time.perf_counter()
+    # alternate: both sides share the machine's load of the moment, and each other's heap
+    # (a call can leave the allocator's trimmed heap for the next one to fault back in);
+    # blocks: each side's calls in a row, after its own warm-up, as a process doing only that
+    schedule = (
+        [name for _ in range(repeats) for name in calls]
+        if order == "alternate"
+        else [name for name in calls for _ in range(repeats)]
+    )
+    for i, name in enumerate(schedule):
+        call = calls[name]
+        if order == "blocks" and i % repeats == 0:
             call()
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
+        c0, t0 = time.process_time(), time.perf_counter()
+        call()
+        wall[name].append(time.perf_counter() - t0)
+        cpu[name].append(time.process_time() - c0)
 
     def ms(xs: list[float]) -> float:
         return statistics.median(xs) * 1e3
@@ -142,16 +152,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--bar", type=float, default=1.5, help="largest fedtrail/Flower ratio")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="clock of the bar")
+    ap.add_argument(
+        "--order",
+        choices=("alternate", "blocks"),
+        default="alternate",
+        help="calls alternated between the two sides, or each side's calls in one block",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = [measure(int(n), args.repeats) for n in args.clients.split(",")]
+    rows = [measure(int(n), args.repeats, args.order) for n in args.clients.split(",")]
     if args.json:
         print(json.dumps([asdict(r) for r in rows]))
     else:
         print(f"Flower side: {FLOWER}")
-        print(f"torch threads {torch.get_num_threads()}, median of {args.repeats} calls, in ms")
+        print(
+            f"torch threads {torch.get_num_threads()}, median of {args.repeats} calls "
+            f"({args.order}), in ms"
+        )
         head = ("clients", "wall fedtrail", "Flower", "ratio", "cpu fedtrail", "Flower", "ratio")
         print("  ".join(f"{h:>13}" for h in head))
         for r in rows:

@@ -487,3 +487,41 @@ def test_parameters_and_other_mappings_take_the_full_checks() -> None:
     out = weighted_mean([as_param, other, od], onchain_weights([1, 1, 2], [1, 1, 1]))
     assert val(out, "w") == [3.5, 2.0]
     assert val(out, "b") == [2.0]
+
+
+def _reference(deltas: list[Delta], weights: list[int]) -> dict[str, torch.Tensor]:
+    """The rule's definition, term by term in float64 (acc = 0; acc += w_i / 1e18 * x_i)."""
+    out = {}
+    for k in deltas[0]:
+        acc = torch.zeros(deltas[0][k].shape, dtype=torch.float64)
+        for i, w in enumerate(weights):
+            if w:
+                acc = acc + (w / E) * deltas[i][k].double()
+        out[k] = acc.float()
+    return out
+
+
+def test_reused_work_rows_leak_nothing_between_calls_layouts_or_threads() -> None:
+    """The weighted rule keeps its float64 work rows per thread between calls (fresh ones cost
+    page faults); a result must not alias them, a call with another layout or in another
+    thread must not see another's partial sums, and every result is the rule's definition."""
+    import concurrent.futures
+
+    small, big = pts(1.0, -2.0, 4.0), _smallcnn_deltas(4, seed=3)
+    cases = [(small, equal_weights(3)), (big, _pinned_weights(4, seed=3))]
+    expected = [_reference(d_, w) for d_, w in cases]
+    first = weighted_mean(*cases[1])
+    kept = {k: v.clone() for k, v in first.items()}
+    for _ in range(3):  # alternate layouts in this thread
+        for (deltas, weights), want in zip(cases, expected, strict=True):
+            got = weighted_mean(deltas, weights)
+            assert all(torch.equal(got[k], want[k]) for k in want)
+    assert all(torch.equal(first[k], kept[k]) for k in kept)  # not overwritten later
+
+    def run(i: int) -> bool:
+        deltas, weights = cases[i % 2]
+        got = weighted_mean(deltas, weights)
+        return all(torch.equal(got[k], expected[i % 2][k]) for k in got)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(run, range(64)))
