@@ -3,8 +3,11 @@
 
     python scripts/bench/overhead.py [--sites 5] [--epochs 1] [--out .run/bench/overhead.json]
 
-Both halves run in this process, one after the other, from the same initial model with the same
-seeds and thread count, so the site deltas are bit-identical:
+Both halves run in this process, one after the other, from the same model with the same seeds
+and thread count, so the site deltas are bit-identical. A first fedtrail round (untimed) warms
+both sides up, as the in-process side's warm-up call does: imports, the explainer's first
+figure, first-call allocator and kernel costs, which a daemon pays once, not every round. The
+timed round is the second, from the first round's global model:
 
 - in-process baseline: every site trains (`train_local`), then the on-chain weight rule and
   the weighted mean — training + aggregation, no chain, no store, no valuation;
@@ -16,7 +19,8 @@ seeds and thread count, so the site deltas are bit-identical:
 
 It prints both ratios: the whole fedtrail round, and the round without the valuation and the
 explanations (what the chain + store + codec add; valuation and heatmaps are features with
-their own cost, reported separately). Target of the benchmark issue: <= 1.10.
+their own cost, reported separately), and exits 1 when one of issue 18's bars for the given
+epochs is missed (:func:`bars_for`).
 """
 
 from __future__ import annotations
@@ -75,26 +79,26 @@ def main() -> int:
     trains = [splits.train.subset(p) for p in parts]
     configs = [TrainConfig(epochs=args.epochs, seed=i) for i in range(args.sites)]
 
-    global_state = federated_state(initial_model(spec, 0))
+    initial = federated_state(initial_model(spec, 0))
 
-    def baseline() -> tuple[float, float]:
-        """Training + aggregation in-process; returns (total, training) seconds."""
+    def baseline(start: dict[str, torch.Tensor], round_id: int) -> tuple[float, float]:
+        """Training + aggregation in-process from ``start`` with round ``round_id``'s seeds;
+        returns (total, training) seconds."""
+        state = {k: v.clone() for k, v in start.items()}
         t0 = time.perf_counter()
         deltas, counts = [], []
         for i in range(args.sites):
-            cfg = replace(configs[i], seed=_round_seed(configs[i].seed, 1))
-            res = train_local(global_state, trains[i], spec=spec, config=cfg)
+            cfg = replace(configs[i], seed=_round_seed(configs[i].seed, round_id))
+            res = train_local(state, trains[i], spec=spec, config=cfg)
             deltas.append(res.delta)
             counts.append(res.num_samples)
         t_train = time.perf_counter() - t0
         weights = onchain_weights(counts, [1_000_000] * args.sites)
-        apply_delta(global_state, aggregate(AggregationRule(), deltas, weights))
+        apply_delta(state, aggregate(AggregationRule(), deltas, weights))
         return time.perf_counter() - t0, t_train
 
-    baseline()  # warm-up: first-call costs (allocator, kernels) must not count for either side
-    before, train_before = baseline()
-
-    # ---- the same round through fedtrail on Anvil + IPFS
+    # ---- the rounds through fedtrail on Anvil + IPFS; round 1 warms both sides up (imports,
+    # the explainer's first figure, allocator, kernels): a daemon pays those once, not per round
     with daemons() as (rpc, api):
         fed = build_federation(
             w3=connect(rpc),
@@ -109,6 +113,12 @@ def main() -> int:
             validation=splits.val,
         )
         ledger, store, service = fed.ledger, fed.store, fed.service
+        baseline(initial, 1)
+        warm = fed.run_round()
+        assert warm is not None, "the warm-up round did not close"
+        first = ledger.get_round(warm.round)
+        start = decode_model(store.get(first.global_cid, first.global_sha256), spec=spec)[0]
+        before, train_before = baseline(start, warm.round + 1)
         clock = Stopwatch()
         service._valuate = clock.wrap("valuation", service._valuate)  # type: ignore[method-assign]
         service._explanations = clock.wrap("explanations", service._explanations)  # type: ignore[method-assign]
@@ -122,9 +132,9 @@ def main() -> int:
         info = ledger.get_round(outcome.round)
         same_start = decode_model(store.get(info.start_cid, info.start_sha256), spec=spec)[0]
         assert encode_model(same_start, spec=spec, round=0) == encode_model(
-            global_state, spec=spec, round=0
+            start, spec=spec, round=0
         ), "both halves must start from the same model"
-    after, train_after = baseline()  # bracket the fedtrail run: the machine is shared
+    after, train_after = baseline(start, warm.round + 1)  # bracket it: the machine is shared
     t_base, t_train_base = (before + after) / 2, (train_before + train_after) / 2
     features = clock.seconds.get("valuation", 0.0) + clock.seconds.get("explanations", 0.0)
     result = {
@@ -142,11 +152,28 @@ def main() -> int:
     }
     for k, v in result.items():
         print(f"{k:<42} {v}")
-    ok = result["ratio_without_valuation_and_explanations"] <= 1.10
-    print(f"target: chain + store overhead ratio <= 1.10 -> {'met' if ok else 'MISSED'}")
+    bars = bars_for(args.epochs)
+    missed = []
+    for key, bar in bars.items():
+        ok = float(result[key]) <= bar  # type: ignore[arg-type]
+        print(f"bar: {key} <= {bar} -> {'met' if ok else 'MISSED'}")
+        if not ok:
+            missed.append(key)
+    if not bars:
+        print(f"no issue-18 bar at {args.epochs} local epochs (bars at 1 and 5)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return 1 if missed else 0
+
+
+def bars_for(epochs: int) -> dict[str, float]:
+    """Issue 18's bars for a 5-site round: without valuation and heatmaps <= 1.5 at one local
+    epoch and <= 1.10 at five; the whole round <= 2.0 at five."""
+    if epochs == 1:
+        return {"ratio_without_valuation_and_explanations": 1.5}
+    if epochs == 5:
+        return {"ratio_without_valuation_and_explanations": 1.10, "ratio_full_round": 2.0}
+    return {}
 
 
 if __name__ == "__main__":

@@ -534,7 +534,7 @@ def overlay_png(
 
     Drawn with matplotlib's Agg canvas directly (no pyplot state, no display, no network);
     the PNG carries no software/date metadata, so equal inputs give equal bytes on one matplotlib
-    version.
+    and Pillow version.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -564,5 +564,13 @@ def overlay_png(
     ax.set_axis_off()
     fig.suptitle(caption, fontsize=8, y=0.985)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    # zlib level 1: the same pixels, ~20% more bytes, about half the encoding time (15 of the
+    # 35 ms a figure took at the default level 6; the aggregator draws 8 a round)
+    fig.savefig(
+        buf,
+        format="png",
+        dpi=dpi,
+        metadata={"Software": None},
+        pil_kwargs={"compress_level": 1},
+    )
     return buf.getvalue()
