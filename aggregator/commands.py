@@ -296,6 +296,17 @@ def run(
         score_commit_seconds=score_commit_seconds,
         score_reveal_seconds=score_reveal_seconds,
     )
+    from fedtrail.valuation.limits import ThresholdLimits
+
+    assert settings.combiner is not None
+    stricter = ThresholdLimits().breaches(settings.combiner)
+    if stricter:
+        log.warning(
+            "thresholds stricter than sites accept by default: %s; sites skip these rounds "
+            "unless their config.toml's [accept] takes them, and auditors need the same table "
+            "(audit verify --accept)",
+            "; ".join(stricter),
+        )
     service = AggregatorService(
         ledger=ledger,
         store=store,
