@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import jsonschema
 
+from fedtrail import safejson
 from fedtrail.errors import FedtrailError
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.evidence import Evidence, InvalidEvidence
@@ -105,8 +106,8 @@ def from_bytes(blob: bytes) -> dict[str, Any]:
     """Parses and schema-validates an (untrusted) log into a JSON dict; prefer
     :meth:`RoundLog.from_bytes`, which also checks what the schema leaves open."""
     try:
-        doc = json.loads(blob.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = safejson.loads(blob)
+    except ValueError as exc:  # not UTF-8, not JSON, nested too deep, too many digits
         raise InvalidLog(f"explanation log is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise InvalidLog("explanation log is not a JSON object")

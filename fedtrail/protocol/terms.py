@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from fedtrail import safejson
 from fedtrail.errors import FedtrailError
 
 __all__ = [
@@ -257,8 +258,8 @@ class RoundTerms:
     def from_bytes(cls, blob: bytes) -> RoundTerms:
         """Parses an untrusted terms document; :class:`InvalidTerms` names what is wrong."""
         try:
-            doc = json.loads(blob.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            doc = safejson.loads(blob)
+        except ValueError as exc:  # not UTF-8, not JSON, nested too deep, too many digits
             raise InvalidTerms(f"round terms are not JSON: {exc}") from None
         if not isinstance(doc, dict) or doc.get("format") != TERMS_FORMAT:
             raise InvalidTerms(f"round terms are not {TERMS_FORMAT}")

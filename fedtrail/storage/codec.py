@@ -34,6 +34,7 @@ import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
+from fedtrail import safejson
 from fedtrail.errors import ConfigError, InvalidUpdate
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy
@@ -465,8 +466,8 @@ def _parse_header(
     if 8 + hlen > n:
         raise InvalidUpdate(f"header size prefix says {hlen} bytes but only {n - 8} follow")
     try:
-        header = _strict_json(blob[8 : 8 + hlen].decode("utf-8"))
-    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError too
+        header = _strict_json(blob[8 : 8 + hlen])
+    except ValueError as e:  # UnicodeDecodeError, JSONDecodeError and safejson.TooDeep too
         raise InvalidUpdate(f"header is not valid UTF-8 JSON: {e}") from None
     if not isinstance(header, dict):
         raise InvalidUpdate("header is not a JSON object")
@@ -487,7 +488,7 @@ def _parse_meta(raw: object, layout: _Layout, kind: Kind, expected_round: int | 
         raise InvalidUpdate(f"header metadata {METADATA_KEY!r} is not a string")
     try:
         doc = _strict_json(text)
-    except (ValueError, RecursionError) as e:
+    except ValueError as e:
         raise InvalidUpdate(f"fedtrail metadata is not valid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise InvalidUpdate("fedtrail metadata is not a JSON object")
@@ -637,9 +638,10 @@ def decode_residual(
 # ---------------------------------------------------------------- helpers
 
 
-def _strict_json(text: str) -> Any:
-    """``json.loads`` that refuses duplicate keys and NaN/Infinity (safetensors' parser differs)."""
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+def _strict_json(text: bytes | str) -> Any:
+    """``json.loads`` that refuses duplicate keys and NaN/Infinity (safetensors' parser differs)
+    and deep nesting (``fedtrail.safejson``: a deep header would crash the process)."""
+    return safejson.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -150,6 +150,8 @@ _DELETE = object()
         (b"\xff\xfe not utf-8", "not JSON"),
         (b"{truncated", "not JSON"),
         (b"[1, 2]", "not a JSON object"),
+        (b'{"round": ' + b"9" * 5000 + b"}", "not JSON: Exceeds the limit"),  # was ValueError
+        (b"[" * 5000, "not JSON: nested 5000 levels deep"),  # was RecursionError
         (json.dumps(_set("sites/0/weight", "1.5")).encode(), "sites/0/weight"),
         (json.dumps(_set("format", "fedtrail.explanation-log/2")).encode(), "format"),
         (json.dumps(_set("round", 1.0)).encode(), "round"),

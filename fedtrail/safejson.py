@@ -1,0 +1,82 @@
+"""``json.loads`` for documents someone else chose: nesting is bounded before parsing.
+
+CPython's C JSON parser recurses once per nesting level and stops only at Python's recursion
+limit. web3's dependency ``py_ecc`` raises that limit to 100,000 when it is imported, which
+every process that talks to the ledger does; a document nested some 30,000 levels deep (a
+60 KiB string of ``[``) then overflows the C stack and the process dies with a segmentation
+fault instead of a ``RecursionError``. Lowering the limit around a parse would be process-wide
+(threads, py_ecc's own recursion), so the depth is measured first, in one linear pass that
+never recurses, and a document nested deeper than its format allows is refused outright.
+
+Every failure is a ``ValueError`` (a ``JSONDecodeError``, a ``UnicodeDecodeError``, Python's
+limit on integer digits, or :class:`TooDeep`), so a caller maps one exception type to its own
+``FedtrailError``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+import numpy as np
+
+__all__ = ["MAX_DEPTH", "TooDeep", "loads", "nesting_depth"]
+
+MAX_DEPTH: Final = 32
+"""Deepest nesting accepted. fedtrail's deepest documents nest 4 levels (a round log), a
+safetensors header 3, its metadata 2, round terms 2 (``tests/fedtrail/test_safejson.py``
+measures them); nesting 32 deep costs the C parser nothing."""
+
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+# +1 for an opening bracket, -1 for a closing one, 0 for every other byte.
+_STEP = np.zeros(256, dtype=np.int8)
+_STEP[[ord("["), ord("{")]] = 1
+_STEP[[ord("]"), ord("}")]] = -1
+
+
+class TooDeep(ValueError):
+    """A JSON document nested deeper than its format allows."""
+
+
+def nesting_depth(data: bytes) -> int:
+    """The deepest ``[``/``{`` nesting of the JSON text ``data`` (brackets inside strings do not
+    count), in one vectorized pass.
+
+    For any prefix that a JSON parser accepts, the depth counted here is the parser's own: the
+    quotes, backslashes and brackets that delimit JSON are ASCII bytes, which never occur inside
+    a multi-byte UTF-8 sequence, and a quote opens or closes a string unless an odd run of
+    backslashes precedes it. Past the first syntax error the count may differ, but the parser
+    stops there.
+    """
+    b = np.frombuffer(data, dtype=np.uint8)
+    step = _STEP[b]
+    at = np.flatnonzero(step)
+    if at.size == 0:
+        return 0
+    quote = b == _QUOTE
+    # A quote right after an odd run of backslashes is escaped: find the runs and their ends.
+    slashes = np.flatnonzero(b == _BACKSLASH)
+    if slashes.size:
+        breaks = np.flatnonzero(np.diff(slashes) != 1)
+        starts = np.concatenate((slashes[:1], slashes[breaks + 1]))
+        ends = np.concatenate((slashes[breaks], slashes[-1:]))
+        after = ends[(ends - starts) % 2 == 0] + 1  # odd length: ends - starts is even
+        quote[after[after < b.size]] = False
+    real = np.flatnonzero(quote)
+    # A bracket after an odd number of real quotes lies inside a string.
+    outside = np.searchsorted(real, at) % 2 == 0
+    return int(np.cumsum(step[at][outside], dtype=np.int64).max(initial=0))
+
+
+def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH, **kwargs: Any) -> Any:
+    """``json.loads(data, **kwargs)`` after checking that ``data`` nests at most ``max_depth``
+    levels; ``ValueError`` for anything that is not such a document."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    depth = nesting_depth(raw)
+    if depth > max_depth:
+        raise TooDeep(f"nested {depth} levels deep, over the limit of {max_depth}")
+    text = data if isinstance(data, str) else data.decode("utf-8")
+    try:
+        return json.loads(text, **kwargs)
+    except RecursionError as exc:  # not reachable below MAX_DEPTH; a ValueError all the same
+        raise TooDeep(f"nested too deep for the JSON parser: {exc}") from None
