@@ -42,6 +42,7 @@ from fedtrail.chain import next_block_timestamp
 from fedtrail.errors import (
     CommitmentMismatch,
     ConfigError,
+    ContentTooLarge,
     ContractNotFound,
     ContractRevert,
     DuplicateSubmission,
@@ -77,7 +78,7 @@ from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro, to_micro
 from fedtrail.protocol.roundlog import InvalidLog, RoundLog, ValuationSettings
 from fedtrail.protocol.terms import InvalidTerms, RoundTerms
-from fedtrail.storage.codec import decode_model, encode_update
+from fedtrail.storage.codec import decode_model, default_max_bytes, encode_update
 from fedtrail.storage.personal import PERSONAL_MODEL, PersonalInfo, load_personal, save_personal
 from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
@@ -486,7 +487,7 @@ class SiteNode:
     def _train_and_encode(self, round_id: int, cid: str, sha256: str) -> RoundRecord | None:
         spec = self.config.model
         log.info("round %d: fetching global model %s", round_id, cid)
-        blob = self.store.get(cid, sha256)
+        blob = self.store.get(cid, sha256, max_bytes=default_max_bytes(spec))
         global_state, _ = decode_model(blob, spec=spec)
         train_cfg = replace(
             self.config.training, seed=_round_seed(self.config.training.seed, round_id)
@@ -762,9 +763,12 @@ class SiteNode:
         spec = self.config.model
         try:
             global_state, _ = decode_model(
-                self.store.get(info.global_cid, info.global_sha256), spec=spec
+                self.store.get(
+                    info.global_cid, info.global_sha256, max_bytes=default_max_bytes(spec)
+                ),
+                spec=spec,
             )
-        except InvalidUpdate as exc:
+        except (InvalidUpdate, ContentTooLarge) as exc:
             return self._personal_note(record, f"the global model is unusable: {exc}")
         bias, source = self._log_bias(round_id)
         k = spec.num_classes

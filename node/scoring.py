@@ -53,7 +53,7 @@ from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.roundlog import InvalidLog, ValuationSettings
 from fedtrail.protocol.terms import InvalidTerms, RoundTerms
 from fedtrail.protocol.weights import SCORE_SCALE
-from fedtrail.storage.codec import decode_model
+from fedtrail.storage.codec import decode_model, default_max_bytes
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation import History, UnfitValidation, peer_vector
 from fedtrail.valuation.candidates import CandidateCache, revealed_candidates
@@ -266,7 +266,10 @@ class PeerScorer:
                 f"([accept] in its config.toml): {'; '.join(breaches)}",
             )
         started = time.perf_counter()
-        global_state, _ = decode_model(self.store.get(start_cid, start_sha256), spec=self.spec)
+        limit = default_max_bytes(self.spec)
+        global_state, _ = decode_model(
+            self.store.get(start_cid, start_sha256, max_bytes=limit), spec=self.spec
+        )
         pairs = revealed_candidates(
             self.ledger,
             self.store,

@@ -38,7 +38,7 @@ from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.storage.canonical import check_canonical_update
-from fedtrail.storage.codec import decode_update
+from fedtrail.storage.codec import decode_update, default_max_bytes
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.base import Candidate
 
@@ -79,7 +79,9 @@ def fetch_update(
     """Fetches and checks one revealed update (see the module docstring); never raises for
     bad content: the status says what was wrong (logged as a warning on ``logger``)."""
     try:
-        blob = store.get(sub.cid, sub.sha256)
+        # No more than the spec allows, before any byte is read: a site must not make every
+        # reader buffer (and hash) up to the store's general limit, FETCH_THREADS at a time.
+        blob = store.get(sub.cid, sub.sha256, max_bytes=default_max_bytes(spec))
         delta, meta = decode_update(blob, spec=spec, expected_round=round_id)
         check_canonical_update(blob, spec=spec, expected_round=round_id, meta=meta)
         if meta.dp is None and terms.privacy is not None and terms.privacy.required:

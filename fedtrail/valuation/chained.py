@@ -44,7 +44,7 @@ from fedtrail.ledger import Ledger, Submission
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.roundlog import PreviousLog, RoundLog, Standing, ValuationSettings
-from fedtrail.storage.codec import decode_model, decode_update
+from fedtrail.storage.codec import decode_model, decode_update, default_max_bytes
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.combine import Combiner, RoundValuation, default_combiner
 from fedtrail.valuation.round import METHODS, check_game
@@ -191,16 +191,22 @@ def round_references(
     otherwise it raises (the aggregator aggregated it, so it must be readable)."""
     info = ledger.get_round(prev)
     references: dict[str, Mapping[str, torch.Tensor]] = {}
+    limit = default_max_bytes(spec)
     for sub in reference_submissions(ledger, prev):
         try:
-            delta, _ = decode_update(store.get(sub.cid, sub.sha256), spec=spec, expected_round=prev)
+            blob = store.get(sub.cid, sub.sha256, max_bytes=limit)
+            delta, _ = decode_update(blob, spec=spec, expected_round=prev)
         except (InvalidUpdate, HashMismatch, ContentNotFound, InvalidCid, ContentTooLarge):
             if not skip_unreadable:
                 raise
             continue  # unreadable bytes are no reference (nobody can resend them usefully)
         references[reference_label(sub.site, prev)] = delta
-    start, _ = decode_model(store.get(info.start_cid, info.start_sha256), spec=spec)
-    final, _ = decode_model(store.get(info.global_cid, info.global_sha256), spec=spec)
+    start, _ = decode_model(
+        store.get(info.start_cid, info.start_sha256, max_bytes=limit), spec=spec
+    )
+    final, _ = decode_model(
+        store.get(info.global_cid, info.global_sha256, max_bytes=limit), spec=spec
+    )
     # final - start, in float32 as stored: the delta the round applied, up to rounding (the
     # stale check's tolerance is far wider than that).
     references[global_label(prev)] = {k: final[k] - start[k] for k in start}
