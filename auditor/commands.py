@@ -282,14 +282,14 @@ def log_cmd(
     (the chain holds nothing to compare) or [DIFFERS FROM CHAIN] (exit 1)."""
     from fedtrail.auditor.claims import Mark, SiteMarks, mark_site
     from fedtrail.auditor.report.text import clean_text as shown  # no control chars to a tty
-    from fedtrail.protocol.roundlog import RoundLog
+    from fedtrail.protocol.roundlog import MAX_LOG_BYTES, RoundLog
 
     ledger = _open(rpc_url, deployment_path, contract)
     info = ledger.get_round(round_id)
     if not info.log_cid:
         raise ConfigError(f"round {round_id} is {info.phase.label}: it has no explanation log yet")
     store = open_checked_store(store_location)
-    log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256))
+    log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256, max_bytes=MAX_LOG_BYTES))
     if fmt == "json":
         # sorted keys: the stored bytes are canonical JSON, so this is their order
         click.echo(json.dumps(log.to_json(), indent=2, sort_keys=True))

@@ -78,10 +78,10 @@ def _round_log(
 ) -> tuple[RoundLog | None, str]:
     """Round ``round_id``'s log (its bytes checked against the on-chain sha256), or None and
     why not."""
-    from fedtrail.protocol.roundlog import InvalidLog, RoundLog
+    from fedtrail.protocol.roundlog import MAX_LOG_BYTES, InvalidLog, RoundLog
 
     try:
-        return RoundLog.from_bytes(store.get(log_cid, log_sha256)), ""
+        return RoundLog.from_bytes(store.get(log_cid, log_sha256, max_bytes=MAX_LOG_BYTES)), ""
     except (StoreError, InvalidLog) as exc:
         return None, f"round {round_id}'s log is unusable: {exc}"
 
@@ -121,7 +121,7 @@ def _committed_task(store: ContentStore, info: RoundInfo, log: RoundLog | None) 
     another task (then the terms' is used and the note says what differs). A round opened
     without terms (none on chain) is read with its log's task, and the note says so."""
     from fedtrail.ml.models import ModelSpec
-    from fedtrail.protocol.terms import InvalidTerms, RoundTerms
+    from fedtrail.protocol.terms import MAX_TERMS_BYTES, InvalidTerms, RoundTerms
 
     if not info.terms_cid:
         if log is None:
@@ -129,7 +129,9 @@ def _committed_task(store: ContentStore, info: RoundInfo, log: RoundLog | None) 
         return _task_of(log), f"round {info.id} has no committed terms: the task is its log's"
     where = f"round {info.id}'s terms"
     try:
-        terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+        terms = RoundTerms.from_bytes(
+            store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
+        )
     except (StoreError, InvalidTerms) as exc:
         raise ConfigError(f"{where} are unusable: {exc}") from None
     task = _task_from(terms.model_spec, terms.class_names, where)

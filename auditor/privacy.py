@@ -26,7 +26,7 @@ from typing import Any
 from fedtrail.errors import FedtrailError, StoreError
 from fedtrail.ledger import Ledger
 from fedtrail.protocol.privacy import DpParams, from_micro, to_micro
-from fedtrail.protocol.terms import PrivacyTerms, RoundTerms
+from fedtrail.protocol.terms import MAX_TERMS_BYTES, PrivacyTerms, RoundTerms
 from fedtrail.storage.store import ContentStore
 
 __all__ = ["PrivacyAudit", "SitePrivacy", "UpdateSpend", "audit_privacy"]
@@ -229,7 +229,9 @@ class _RoundReader:
 
         info = ledger.get_round(round_id)
         try:
-            terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+            terms = RoundTerms.from_bytes(
+                store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
+            )
             self.spec = ModelSpec(**terms.model_spec)
             self.privacy = terms.privacy
         except (FedtrailError, TypeError, ValueError) as exc:

@@ -37,7 +37,7 @@ from fedtrail.auditor.components import Recomputed
 from fedtrail.errors import FedtrailError
 from fedtrail.ledger import Ledger, Submission
 from fedtrail.protocol.codes import Reason
-from fedtrail.protocol.roundlog import RoundLog, Standing, ValuationSettings
+from fedtrail.protocol.roundlog import MAX_LOG_BYTES, RoundLog, Standing, ValuationSettings
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.chained import combiner_from, previous_round, reference_labels
 from fedtrail.valuation.combine import Combiner
@@ -64,7 +64,7 @@ def _expected_previous(
     if prev is None:
         return None, "", "", None, []
     info = ledger.get_round(prev)
-    log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256))
+    log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256, max_bytes=MAX_LOG_BYTES))
     refs = reference_labels(ledger, round_id, stale_rounds)
     return prev, info.log_cid, info.log_sha256, log.standing, refs
 

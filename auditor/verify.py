@@ -70,6 +70,7 @@ from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.evidence import ChainUpdate, Evidence, applicable, evidence_problems
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro, to_micro
 from fedtrail.protocol.roundlog import (
+    MAX_LOG_BYTES,
     InvalidLog,
     RoundLog,
     RoundMetrics,
@@ -77,11 +78,11 @@ from fedtrail.protocol.roundlog import (
     ValuationSettings,
     summary_of,
 )
-from fedtrail.protocol.terms import OPEN_MARGIN, InvalidTerms, RoundTerms
+from fedtrail.protocol.terms import MAX_TERMS_BYTES, OPEN_MARGIN, InvalidTerms, RoundTerms
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.canonical import check_canonical_update
-from fedtrail.storage.codec import decode_model, decode_update, encode_model
-from fedtrail.storage.store import ContentStore
+from fedtrail.storage.codec import decode_model, decode_update, default_max_bytes, encode_model
+from fedtrail.storage.store import DEFAULT_MAX_BYTES, ContentStore
 from fedtrail.valuation.limits import ThresholdLimits
 
 if TYPE_CHECKING:
@@ -211,26 +212,29 @@ FETCH_THREADS = 8
 latency: three API round trips per blob on IPFS); at most twice as many are held in memory."""
 
 
-def _fetch_in_order(store: ContentStore, refs: Sequence[tuple[str, str]]) -> Iterator[Fetched]:
+def _fetch_in_order(
+    store: ContentStore, refs: Sequence[tuple[str, str]], *, max_bytes: int | None = None
+) -> Iterator[Fetched]:
     """:func:`_fetch` of every ``(cid, sha256)``, yielded in ``refs``' order, with up to
     :data:`FETCH_THREADS` requests in flight."""
     ahead = 2 * FETCH_THREADS
     with ThreadPoolExecutor(max_workers=max(1, min(FETCH_THREADS, len(refs)))) as pool:
         pending: deque[Future[Fetched]] = deque(
-            pool.submit(_fetch, store, cid, sha) for cid, sha in refs[:ahead]
+            pool.submit(_fetch, store, cid, sha, max_bytes) for cid, sha in refs[:ahead]
         )
         queued = len(pending)
         while pending:
             done = pending.popleft()
             if queued < len(refs):
-                pending.append(pool.submit(_fetch, store, *refs[queued]))
+                pending.append(pool.submit(_fetch, store, *refs[queued], max_bytes))
                 queued += 1
             yield done.result()
 
 
-def _fetch(store: ContentStore, cid: str, sha256: str) -> Fetched:
+def _fetch(store: ContentStore, cid: str, sha256: str, max_bytes: int | None = None) -> Fetched:
+    """One blob, at most ``max_bytes`` long (default the store's limit), or why not."""
     try:
-        return Fetched(store.get(cid, sha256))
+        return Fetched(store.get(cid, sha256, max_bytes=max_bytes))
     except HashMismatch as exc:
         detail = f"bytes do not match the on-chain sha256: {exc}"
         return Fetched(None, FetchFailure.TAMPERED, detail)
@@ -268,7 +272,7 @@ def verify_round(
 
     # the explanation log: hash, schema, and agreement with the chain
     with _Timer(audit, "fetch"):
-        fetched = _fetch(store, info.log_cid, info.log_sha256)
+        fetched = _fetch(store, info.log_cid, info.log_sha256, MAX_LOG_BYTES)
     log: RoundLog | None = None
     if fetched.blob is None:
         audit.add("log.hash", False, fetched.detail)
@@ -339,10 +343,16 @@ def verify_round(
         except (TypeError, ValueError, ConfigError) as exc:
             spec = None
             audit.add("terms.model", False, f"the terms name no valid model spec: {exc}")
+    # The largest blob that spec allows, and the spec itself only if the store can return a model
+    # under it: the aggregator chose it, and a topk8 update of a few bytes per tensor decodes to
+    # the spec's full dense size (gigabytes, for a spec no round could have trained).
+    limit = _blob_limit(audit, spec)
+    if limit is None:
+        spec = None
 
     # every blob against its on-chain hash
     with _Timer(audit, "fetch"):
-        start = _fetch(store, info.start_cid, info.start_sha256)
+        start = _fetch(store, info.start_cid, info.start_sha256, limit)
     start_blob = start.blob
     audit.add("start_model.hash", start_blob is not None, start.detail or info.start_cid)
     # an update nobody could read is scored 0 as unusable by the aggregator, or rejected by
@@ -353,7 +363,7 @@ def verify_round(
     unusable: dict[str, Reason] = {}
     # how each update reads, as the aggregator's log states it (None: this audit cannot tell)
     read_as: dict[str, Reason | None] = {}
-    updates = _fetch_in_order(store, [(sub.cid, sub.sha256) for sub in subs])
+    updates = _fetch_in_order(store, [(sub.cid, sub.sha256) for sub in subs], max_bytes=limit)
     for sub in subs:
         with _Timer(audit, "fetch"):
             fetched = next(updates)
@@ -458,7 +468,7 @@ def verify_round(
         except (FedtrailError, TypeError, ValueError) as exc:
             audit.add("global.recomputed", False, f"cannot replay: {exc}")
     with _Timer(audit, "fetch"):
-        glob = _fetch(store, info.global_cid, info.global_sha256)
+        glob = _fetch(store, info.global_cid, info.global_sha256, limit)
     audit.add("global.hash", glob.blob is not None, glob.detail or f"{info.global_cid} matches")
 
     if peers:
@@ -1073,6 +1083,27 @@ def _valuation_checks(
         audit.add(*check)
 
 
+def _blob_limit(audit: RoundAudit, spec: ModelSpec | None) -> int | None:
+    """``default_max_bytes(spec)``; None, with a failed ``model.size`` check, when no store
+    returns a model that large (over ``DEFAULT_MAX_BYTES``) or the codec cannot lay it out."""
+    if spec is None:
+        return None
+    try:
+        limit = default_max_bytes(spec)
+    except ConfigError as exc:
+        audit.add("model.size", False, f"the round's model spec cannot be decoded: {exc}")
+        return None
+    if limit > DEFAULT_MAX_BYTES:
+        audit.add(
+            "model.size",
+            False,
+            f"the round's model spec allows blobs of {limit} bytes, over the store's "
+            f"{DEFAULT_MAX_BYTES}-byte limit: no model of that size can be read back",
+        )
+        return None
+    return limit
+
+
 def _spec_from(log: RoundLog) -> ModelSpec:
     """The log's model spec; :class:`InvalidLog` when it is not a valid one (the updates would
     be decoded with a spec the aggregator never used)."""
@@ -1089,7 +1120,7 @@ def _read_terms(
 ) -> tuple[RoundTerms | None, tuple[str, bool, str]]:
     """The round's terms fetched by the on-chain hash (None when unusable), and the
     ``terms.hash`` check that says so."""
-    fetched = _fetch(store, info.terms_cid, info.terms_sha256)
+    fetched = _fetch(store, info.terms_cid, info.terms_sha256, MAX_TERMS_BYTES)
     if fetched.blob is None:
         return None, ("terms.hash", False, fetched.detail)
     try:
@@ -1232,7 +1263,7 @@ def _check_task_fixed(
         audit.add("terms.task_fixed", True, "round 1 fixes the federation's task")
         return
     first = ledger.get_round(1)
-    fetched = _fetch(store, first.terms_cid, first.terms_sha256)
+    fetched = _fetch(store, first.terms_cid, first.terms_sha256, MAX_TERMS_BYTES)
     try:
         if fetched.blob is None:
             raise InvalidTerms(fetched.detail)

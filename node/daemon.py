@@ -76,8 +76,8 @@ from fedtrail.node.config import NodeConfig
 from fedtrail.node.scoring import PeerScorer
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro, to_micro
-from fedtrail.protocol.roundlog import InvalidLog, RoundLog, ValuationSettings
-from fedtrail.protocol.terms import InvalidTerms, RoundTerms
+from fedtrail.protocol.roundlog import MAX_LOG_BYTES, InvalidLog, RoundLog, ValuationSettings
+from fedtrail.protocol.terms import MAX_TERMS_BYTES, InvalidTerms, RoundTerms
 from fedtrail.storage.codec import decode_model, default_max_bytes, encode_update
 from fedtrail.storage.personal import PERSONAL_MODEL, PersonalInfo, load_personal, save_personal
 from fedtrail.storage.residual import load_residual, save_residual
@@ -459,8 +459,8 @@ class SiteNode:
         (:func:`_unrunnable`: the round could be neither scored, aggregated nor audited), skip
         the round before any training or privacy budget is spent."""
         try:
-            terms = RoundTerms.from_bytes(self.store.get(cid, sha256))
-        except InvalidTerms as exc:
+            terms = RoundTerms.from_bytes(self.store.get(cid, sha256, max_bytes=MAX_TERMS_BYTES))
+        except (InvalidTerms, ContentTooLarge) as exc:
             log.error(
                 "round %d: the committed terms are unusable (%s); not taking part", round_id, exc
             )
@@ -641,7 +641,9 @@ class SiteNode:
         spend past its budget (recorded, not a crash; the next round is checked again)."""
         settings = self.config.privacy
         info = self.ledger.get_round(round_id)
-        terms = RoundTerms.from_bytes(self.store.get(info.terms_cid, info.terms_sha256))
+        terms = RoundTerms.from_bytes(
+            self.store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
+        )
         asked = terms.privacy
         account = self.ledger.privacy(self.address)
         if not settings.enabled:
@@ -712,7 +714,7 @@ class SiteNode:
         if info.global_sha256 != start_sha256:
             return None, f"{plain}: the start model is not round {last}'s global model"
         try:
-            blob = self.store.get(info.log_cid, info.log_sha256)
+            blob = self.store.get(info.log_cid, info.log_sha256, max_bytes=MAX_LOG_BYTES)
             after = RoundLog.from_bytes(blob).metrics.after
         except (StoreError, InvalidLog) as exc:
             log.warning("round %d: round %d's log is unusable: %s", round_id, last, exc)
@@ -754,8 +756,10 @@ class SiteNode:
         if info.phase != Phase.FINALIZED or not info.global_cid:
             return None
         try:
-            terms = RoundTerms.from_bytes(self.store.get(info.terms_cid, info.terms_sha256))
-        except InvalidTerms as exc:
+            terms = RoundTerms.from_bytes(
+                self.store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
+            )
+        except (InvalidTerms, ContentTooLarge) as exc:
             return self._personal_note(record, f"the round's terms are unusable: {exc}")
         plan = terms.personalisation
         if plan is None or plan.steps == 0:
@@ -901,7 +905,9 @@ class SiteNode:
         model, and where it came from (None: the plain decision)."""
         info = self.ledger.get_round(round_id)
         try:
-            after = RoundLog.from_bytes(self.store.get(info.log_cid, info.log_sha256)).metrics.after
+            after = RoundLog.from_bytes(
+                self.store.get(info.log_cid, info.log_sha256, max_bytes=MAX_LOG_BYTES)
+            ).metrics.after
         except (StoreError, InvalidLog) as exc:
             log.warning("round %d's log is unusable: %s", round_id, exc)
             return None, f"default: round {round_id}'s log is unusable"

@@ -41,6 +41,7 @@ from eth_account.signers.local import LocalAccount
 from fedtrail.chain import next_block_timestamp
 from fedtrail.errors import (
     ConfigError,
+    ContentTooLarge,
     ContractRevert,
     FedtrailError,
 )
@@ -51,7 +52,7 @@ from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.roundlog import InvalidLog, ValuationSettings
-from fedtrail.protocol.terms import InvalidTerms, RoundTerms
+from fedtrail.protocol.terms import MAX_TERMS_BYTES, InvalidTerms, RoundTerms
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.codec import decode_model, default_max_bytes
 from fedtrail.storage.store import ContentStore
@@ -244,7 +245,11 @@ class PeerScorer:
 
     def _terms(self, round_id: int) -> RoundTerms:
         info = self.ledger.get_round(round_id)
-        return RoundTerms.from_bytes(self.store.get(info.terms_cid, info.terms_sha256))
+        try:
+            blob = self.store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
+        except ContentTooLarge as exc:
+            raise InvalidTerms(str(exc)) from None
+        return RoundTerms.from_bytes(blob)
 
     def _score(self, round_id: int, start_cid: str, start_sha256: str) -> ScoreRecord:
         """Scores the round's revealed updates on this site's split; records the vector and a

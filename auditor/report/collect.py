@@ -19,7 +19,7 @@ from fedtrail.auditor.peers import PeerTable, peer_table, read_peer_record
 from fedtrail.errors import FedtrailError
 from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.protocol.roundlog import RoundLog
+from fedtrail.protocol.roundlog import MAX_LOG_BYTES, RoundLog
 from fedtrail.storage.store import ContentStore
 
 if TYPE_CHECKING:
@@ -122,7 +122,9 @@ def _read_log(store: ContentStore, info: RoundInfo) -> tuple[dict[str, Any] | No
         return None, "the chain names no explanation log for this round"
     try:
         # through the typed record, which also checks what the schema leaves open
-        return RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256)).to_json(), ""
+        return RoundLog.from_bytes(
+            store.get(info.log_cid, info.log_sha256, max_bytes=MAX_LOG_BYTES)
+        ).to_json(), ""
     except FedtrailError as exc:
         return None, f"explanation log {info.log_cid} unusable: {exc}"
 

@@ -34,6 +34,7 @@ from fedtrail.protocol.weights import WEIGHT_SCALE
 
 __all__ = [
     "FORMAT",
+    "MAX_LOG_BYTES",
     "VALUATION_MODES",
     "BlobRef",
     "Evidence",
@@ -63,6 +64,12 @@ VALUATION_MODES = ("aggregator", "peers")
 """Who scores a round: the aggregator on its validation split, or the sites on theirs."""
 
 ComponentValue = float | int | str | bool | None
+
+MAX_LOG_BYTES = 32 << 20
+"""Largest round log read (fetch it with ``max_bytes=MAX_LOG_BYTES``). A log holds some 700
+bytes per site, and a peer round's score vectors about 10 bytes per pair of sites: a 1,000-site
+peer round's log is ~11 MB. Parsing hostile JSON takes ~26 bytes of memory per byte (under
+1 GB here, against ~7 GB at the store's general 256 MiB limit)."""
 
 
 class InvalidLog(FedtrailError):
@@ -105,6 +112,8 @@ def to_bytes(doc: dict[str, Any]) -> bytes:
 def from_bytes(blob: bytes) -> dict[str, Any]:
     """Parses and schema-validates an (untrusted) log into a JSON dict; prefer
     :meth:`RoundLog.from_bytes`, which also checks what the schema leaves open."""
+    if len(blob) > MAX_LOG_BYTES:
+        raise InvalidLog(f"explanation log is {len(blob)} bytes, over the limit of {MAX_LOG_BYTES}")
     try:
         doc = safejson.loads(blob)
     except ValueError as exc:  # not UTF-8, not JSON, nested too deep, too many digits

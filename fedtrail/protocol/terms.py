@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_VALIDATOR_GAME",
     "DUPLICATE_COSINE",
     "DUPLICATE_RELATIVE_L2",
+    "MAX_TERMS_BYTES",
     "OPEN_MARGIN",
     "PERSONALISATION_METHODS",
     "TERMS_FORMAT",
@@ -37,6 +38,10 @@ __all__ = [
     "PrivacyTerms",
     "RoundTerms",
 ]
+MAX_TERMS_BYTES: Final = 1 << 20
+"""Largest terms document read (fetch it with ``max_bytes=MAX_TERMS_BYTES``). Terms are under
+1 KiB; parsing hostile JSON takes some 26 bytes of memory per byte, so 1 MiB costs at most
+~30 MB where the store's general limit (256 MiB) would cost every node ~7 GB."""
 
 TERMS_FORMAT: Final = "fedtrail.round-terms/1"
 
@@ -257,6 +262,10 @@ class RoundTerms:
     @classmethod
     def from_bytes(cls, blob: bytes) -> RoundTerms:
         """Parses an untrusted terms document; :class:`InvalidTerms` names what is wrong."""
+        if len(blob) > MAX_TERMS_BYTES:
+            raise InvalidTerms(
+                f"round terms are {len(blob)} bytes, over the limit of {MAX_TERMS_BYTES}"
+            )
         try:
             doc = safejson.loads(blob)
         except ValueError as exc:  # not UTF-8, not JSON, nested too deep, too many digits

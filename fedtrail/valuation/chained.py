@@ -43,7 +43,13 @@ from fedtrail.errors import (
 from fedtrail.ledger import Ledger, Submission
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.protocol.roundlog import PreviousLog, RoundLog, Standing, ValuationSettings
+from fedtrail.protocol.roundlog import (
+    MAX_LOG_BYTES,
+    PreviousLog,
+    RoundLog,
+    Standing,
+    ValuationSettings,
+)
 from fedtrail.storage.codec import decode_model, decode_update, default_max_bytes
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.combine import Combiner, RoundValuation, default_combiner
@@ -262,7 +268,7 @@ def carried_history(
         return Carried(history=History(), previous=None)
     prev = prevs[0]
     info = ledger.get_round(prev)
-    log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256))
+    log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256, max_bytes=MAX_LOG_BYTES))
     if log.round != prev:
         raise FedtrailError(f"the log of round {prev} names round {log.round}")
     references = recent_references(ledger, store, prevs, spec, known=known)

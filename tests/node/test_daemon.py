@@ -38,6 +38,7 @@ from fedtrail.node.daemon import (
 )
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.roundlog import RoundLog
+from fedtrail.protocol.terms import MAX_TERMS_BYTES
 from fedtrail.simulation.federation import build_federation, make_sites
 from fedtrail.storage.codec import decode_update, encode_model
 from fedtrail.storage.store import LocalStore
@@ -479,6 +480,23 @@ def test_unusable_terms_skip_the_round_without_training(embedded: ChainEnv, tmp_
     node = world.node(0)
     assert node.participate(world.round) is None
     assert world.ledger.get_submission(world.round, node.address) is None
+
+
+def test_oversized_terms_skip_the_round_unread(
+    embedded: ChainEnv, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Terms over MAX_TERMS_BYTES (here valid terms padded with spaces) are refused by the store
+    before a byte is read: on the parent the node read and parsed them (at the store's 256 MiB
+    limit, ~7 GB of memory in every node) and trained."""
+    world = World(embedded, tmp_path)
+    honest = world.fed.service.round_terms(world.round).to_bytes()
+    world = World(embedded, tmp_path / "2", terms=honest + b" " * MAX_TERMS_BYTES)
+    node = world.node(0)
+    with caplog.at_level("ERROR", logger="fedtrail.node"):
+        assert node.participate(world.round) is None
+    assert world.ledger.get_submission(world.round, node.address) is None
+    assert f"over the {MAX_TERMS_BYTES}-byte limit" in caplog.text
+    assert "not taking part" in caplog.text
 
 
 def _peers(valuation: dict[str, Any]) -> dict[str, Any]:

@@ -150,10 +150,10 @@ def test_a_diverging_fine_tune_is_recorded_not_fatal(anvil: ChainEnv, tmp_path: 
     wild = replace(terms, personalisation=Personalisation(steps=20, lr=1e6))
     real_get = node.store.get
 
-    def get(cid: str, sha256: str | None = None) -> bytes:
+    def get(cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
         if cid == info.terms_cid:
             return wild.to_bytes()
-        return real_get(cid, sha256)
+        return real_get(cid, sha256, max_bytes=max_bytes)
 
     node.store = type("S", (), {"get": staticmethod(get)})()  # type: ignore[assignment]
     record = node.personalise(1)

@@ -12,6 +12,7 @@ import pytest
 
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.roundlog import (
+    MAX_LOG_BYTES,
     BlobRef,
     HeatmapRef,
     InvalidLog,
@@ -152,6 +153,8 @@ _DELETE = object()
         (b"[1, 2]", "not a JSON object"),
         (b'{"round": ' + b"9" * 5000 + b"}", "not JSON: Exceeds the limit"),  # was ValueError
         (b"[" * 5000, "not JSON: nested 5000 levels deep"),  # was RecursionError
+        # a valid log, padded past the limit: the parent parsed it
+        ((DATA / "round-log-real.json").read_bytes() + b" " * MAX_LOG_BYTES, "over the limit"),
         (json.dumps(_set("sites/0/weight", "1.5")).encode(), "sites/0/weight"),
         (json.dumps(_set("format", "fedtrail.explanation-log/2")).encode(), "format"),
         (json.dumps(_set("round", 1.0)).encode(), "round"),

@@ -1,0 +1,73 @@
+"""``audit verify`` against blobs the aggregator chose to hurt the auditor: a round log over
+``MAX_LOG_BYTES`` is refused by the store before it is read (``log.hash``), and terms and log
+naming a model spec so large that no store returns a model under it (``model.size``) decode no
+blob with it: a topk8 update of a few bytes per tensor would expand to the spec's dense size."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from fedtrail.auditor.verify import verify_round
+from fedtrail.ml.models import ModelSpec
+from fedtrail.protocol import roundlog
+from fedtrail.protocol.roundlog import MAX_LOG_BYTES
+from fedtrail.protocol.terms import RoundTerms
+from fedtrail.simulation.federation import Federation
+from fedtrail.storage.codec import default_max_bytes
+from fedtrail.storage.store import DEFAULT_MAX_BYTES
+from tests.auditor.test_verify_components import _failed, fed
+
+__all__ = ["fed"]  # the module-scoped honest federation, shared with the components tests
+
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.anvil]
+
+ROUND = 2
+
+
+def _forge(fed: Federation, monkeypatch: pytest.MonkeyPatch, **blobs: bytes) -> None:
+    """The chain's round ``ROUND`` re-pointed at ``log`` and/or ``terms`` blobs."""
+    info = fed.ledger.get_round(ROUND)
+    changes: dict[str, str] = {}
+    for kind, blob in blobs.items():
+        changes[f"{kind}_cid"] = fed.store.put(blob)
+        changes[f"{kind}_sha256"] = hashlib.sha256(blob).hexdigest()
+    forged = dataclasses.replace(info, **changes)
+    real = fed.ledger.get_round
+    monkeypatch.setattr(fed.ledger, "get_round", lambda r: forged if r == ROUND else real(r))
+
+
+def test_an_oversized_log_fails_log_hash_unread(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = fed.ledger.get_round(ROUND)
+    doc: dict[str, Any] = json.loads(fed.store.get(info.log_cid, info.log_sha256))
+    doc["summary"] = "x" * MAX_LOG_BYTES
+    _forge(fed, monkeypatch, log=roundlog.to_bytes(doc))
+    bad = _failed(verify_round(fed.ledger, fed.store, ROUND))
+    assert f"over the {MAX_LOG_BYTES}-byte limit" in bad["log.hash"]
+
+
+def test_a_spec_no_store_can_return_decodes_nothing(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    huge = {"arch": "smallcnn", "hidden": 2**16}  # 100M-entry fc1: 786 MiB blobs
+    assert default_max_bytes(ModelSpec(**huge)) > DEFAULT_MAX_BYTES
+    info = fed.ledger.get_round(ROUND)
+    terms = json.loads(fed.store.get(info.terms_cid, info.terms_sha256))
+    terms["model_spec"] = {**terms["model_spec"], **huge}
+    log: dict[str, Any] = json.loads(fed.store.get(info.log_cid, info.log_sha256))
+    log["settings"]["model_spec"] = terms["model_spec"]
+    terms_blob = json.dumps(terms, sort_keys=True, separators=(",", ":")).encode()
+    RoundTerms.from_bytes(terms_blob)  # well-formed terms: only the size is wrong
+    _forge(fed, monkeypatch, terms=terms_blob, log=roundlog.to_bytes(log))
+    audit = verify_round(fed.ledger, fed.store, ROUND)
+    bad = _failed(audit)
+    assert "over the store's" in bad["model.size"], bad
+    assert bad["global.recomputed"] == "cannot replay: the log names no valid model spec"
+    details = [c.detail for c in audit.checks if c.name.startswith("update.")]
+    assert details and all("not decoded: no spec" in d for d in details), details
