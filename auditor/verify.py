@@ -58,6 +58,7 @@ from fedtrail.errors import (
     HashMismatch,
     InvalidCid,
     InvalidUpdate,
+    NotAFile,
     StoreError,
 )
 from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission
@@ -187,6 +188,8 @@ class FetchFailure(Enum):
     """The content exceeds the download limit."""
     INVALID_CID = "invalid cid"
     """The chain names something that is not a CID."""
+    NOT_A_FILE = "not a file"
+    """The CID names a directory or another node no blob can be read from."""
     UNAVAILABLE = "unavailable"
     """The store failed otherwise (unreachable, I/O error)."""
 
@@ -204,6 +207,7 @@ _FAILURES: tuple[tuple[type[StoreError], FetchFailure], ...] = (
     (ContentNotFound, FetchFailure.MISSING),
     (ContentTooLarge, FetchFailure.TOO_LARGE),
     (InvalidCid, FetchFailure.INVALID_CID),
+    (NotAFile, FetchFailure.NOT_A_FILE),
 )
 
 
@@ -513,12 +517,12 @@ def verify_round(
 def _read_as(failure: FetchFailure | None) -> Reason | None:
     """The status the aggregator's reading gives an update this audit could not fetch
     (:func:`fedtrail.valuation.candidates.fetch_update`): TAMPERED for bytes that do not match
-    the on-chain sha256 and MALFORMED for a CID that is none (both fixed by the chain and the
-    content); None when the store failed here (missing, over this auditor's size limit,
-    unreachable), which says nothing about what the aggregator's store returned."""
+    the on-chain sha256 and MALFORMED for a CID that is none or names no file (both fixed by the
+    chain and the content); None when the store failed here (missing, over this auditor's size
+    limit, unreachable), which says nothing about what the aggregator's store returned."""
     if failure is FetchFailure.TAMPERED:
         return Reason.TAMPERED
-    if failure is FetchFailure.INVALID_CID:
+    if failure in (FetchFailure.INVALID_CID, FetchFailure.NOT_A_FILE):
         return Reason.MALFORMED
     return None
 

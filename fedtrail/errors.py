@@ -136,6 +136,11 @@ class InvalidStoreConfig(StoreError, ConfigError):
     """
 
 
+class NotAFile(StoreError):
+    """The CID names content that is no file: a directory, or a DAG node that is not UnixFS.
+    Nothing a blob could be read from, whoever asks, so no retry can help."""
+
+
 class ContentTooLarge(StoreError):
     """The content exceeds the configured download limit."""
 

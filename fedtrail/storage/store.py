@@ -35,6 +35,7 @@ from fedtrail.errors import (
     InvalidCid,
     InvalidSha256,
     InvalidStoreConfig,
+    NotAFile,
     StoreError,
     StoreUnreachable,
 )
@@ -132,8 +133,9 @@ class ContentStore(abc.ABC):
     def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
         """Return the bytes under ``cid`` after checking them against ``sha256``.
 
-        Raises ``InvalidCid``, ``ContentNotFound``, ``ContentTooLarge`` (over ``max_bytes``,
-        default the store's limit) or ``HashMismatch``; never returns unverified bytes.
+        Raises ``InvalidCid``, ``ContentNotFound``, ``NotAFile`` (a directory's CID),
+        ``ContentTooLarge`` (over ``max_bytes``, default the store's limit) or ``HashMismatch``;
+        never returns unverified bytes.
         """
 
     @abc.abstractmethod
@@ -247,6 +249,9 @@ def _duration(seconds: float) -> str:
 
 
 _NOT_FOUND_MARKERS = ("timed out", "deadline exceeded", "not found", "could not find")
+# What a daemon answers for a CID whose node is no file (js-ipfs: "this dag node is a directory"
+# from cat, "no data in PBNode" from files/stat of a bare dag-pb node; Kubo words them alike).
+_NOT_A_FILE_MARKERS = ("directory", "pbnode", "unixfs", "protocol buffer")
 
 
 class IpfsStore(ContentStore):
@@ -326,6 +331,8 @@ class IpfsStore(ContentStore):
                     raise ContentNotFound(
                         f"{cid} not available from the IPFS API at {self.api}: {msg}"
                     ) from exc
+                if cid is not None and any(m in low for m in _NOT_A_FILE_MARKERS):
+                    raise NotAFile(f"{cid} is not a file, so no blob: {msg}") from exc
                 if "invalid" in low and ("cid" in low or "query input" in low):
                     raise InvalidCid(f"the IPFS API at {self.api} rejected {cid!r}: {msg}") from exc
                 raise StoreError(f"IPFS API at {self.api} failed {what}: {msg}") from exc
@@ -386,6 +393,9 @@ class IpfsStore(ContentStore):
                 opts={"timeout": _duration(self.probe_timeout)},
                 timeout=self.probe_timeout + 5,
             )
+            kind = st.get("Type", "file") if isinstance(st, dict) else "file"
+            if kind != "file":
+                raise NotAFile(f"{cid} is a {_short(kind)}, not a file, so no blob")
             try:
                 return int(st["Size"])
             except (KeyError, TypeError, ValueError):

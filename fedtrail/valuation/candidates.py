@@ -31,6 +31,7 @@ from fedtrail.errors import (
     HashMismatch,
     InvalidCid,
     InvalidUpdate,
+    NotAFile,
 )
 from fedtrail.ledger import Ledger, Submission
 from fedtrail.ml.models import ModelSpec
@@ -90,7 +91,7 @@ def fetch_update(
         return Reason.OK, "", delta
     except HashMismatch as exc:
         status, detail = Reason.TAMPERED, str(exc)
-    except (InvalidUpdate, InvalidCid, ContentTooLarge) as exc:
+    except (InvalidUpdate, InvalidCid, ContentTooLarge, NotAFile) as exc:
         status, detail = Reason.MALFORMED, str(exc)
     except ContentNotFound as exc:
         status, detail = Reason.MALFORMED, f"update not retrievable: {exc}"

@@ -39,6 +39,7 @@ from fedtrail.errors import (
     HashMismatch,
     InvalidCid,
     InvalidUpdate,
+    NotAFile,
 )
 from fedtrail.ledger import Ledger, Submission
 from fedtrail.ml.models import ModelSpec
@@ -202,7 +203,14 @@ def round_references(
         try:
             blob = store.get(sub.cid, sub.sha256, max_bytes=limit)
             delta, _ = decode_update(blob, spec=spec, expected_round=prev)
-        except (InvalidUpdate, HashMismatch, ContentNotFound, InvalidCid, ContentTooLarge):
+        except (
+            InvalidUpdate,
+            HashMismatch,
+            ContentNotFound,
+            InvalidCid,
+            ContentTooLarge,
+            NotAFile,
+        ):
             if not skip_unreadable:
                 raise
             continue  # unreadable bytes are no reference (nobody can resend them usefully)
