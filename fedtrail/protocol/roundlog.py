@@ -109,13 +109,25 @@ def to_bytes(doc: dict[str, Any]) -> bytes:
     return json.dumps(clean, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique. Parsers disagree on a repeated key (Python's and
+    most keep the last, others the first or refuse), so a log with one would read differently
+    to different auditors under the same on-chain hash: it is refused. No writer repeats one."""
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise InvalidLog(f"explanation log repeats the key {key!r} in one object")
+        doc[key] = value
+    return doc
+
+
 def from_bytes(blob: bytes) -> dict[str, Any]:
     """Parses and schema-validates an (untrusted) log into a JSON dict; prefer
     :meth:`RoundLog.from_bytes`, which also checks what the schema leaves open."""
     if len(blob) > MAX_LOG_BYTES:
         raise InvalidLog(f"explanation log is {len(blob)} bytes, over the limit of {MAX_LOG_BYTES}")
     try:
-        doc = safejson.loads(blob)
+        doc = safejson.loads(blob, object_pairs_hook=_unique_keys)
     except ValueError as exc:  # not UTF-8, not JSON, nested too deep, too many digits
         raise InvalidLog(f"explanation log is not JSON: {exc}") from None
     if not isinstance(doc, dict):
@@ -872,6 +884,16 @@ class RoundLog:
         s = doc["settings"]
         agg = doc["aggregation"]
         sites = doc["sites"]
+        seen: set[str] = set()
+        for i, entry in enumerate(sites):
+            # one entry per site: readers take a site's first entry (RoundLog.site), a
+            # comparison keyed by address its last, so a second entry could hide a forged one
+            address = entry["site"].lower()
+            if address in seen:
+                raise InvalidLog(
+                    f"explanation log invalid at sites/{i}/site: {entry['site']} is listed twice"
+                )
+            seen.add(address)
         return cls(
             round=_int(doc["round"], "round"),
             ledger=LedgerRef(doc["ledger"]["address"], _int(doc["ledger"]["chain_id"], "ledger")),

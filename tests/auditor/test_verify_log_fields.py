@@ -4,6 +4,9 @@ fields it is built from (``log.agrees``)."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -78,3 +81,52 @@ def test_honest_summaries_pass_log_agrees(fed: Federation) -> None:
     audit = verify_round(fed.ledger, fed.store, 1)
     check = next(c for c in audit.checks if c.name == "log.agrees")
     assert check.passed and "its summary is its fields'" in check.detail
+
+
+def test_a_site_listed_twice_fails_log_schema(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The aggregator lists a site twice: first with a made-up score, weight and explanation
+    (the entry ``RoundLog.site`` and the readers that use it take), then with the chain's
+    values. On the parent commit log.agrees compared only the last entry of each site (a dict
+    keyed by address) and the round passed; now the log is refused (log.schema), naming the
+    entry, and nothing else fails (the summary is rewritten to count the extra entry, as a
+    forger would)."""
+    site: list[str] = []
+
+    def edit(doc: dict[str, Any]) -> None:
+        honest = doc["sites"][0]
+        forged = {**honest, "explanation": "The best update of the round."}
+        forged["score"] = 999_999 if honest["score"] != 999_999 else 1
+        doc["sites"].insert(0, forged)
+        site.append(honest["site"])
+        doc["summary"] = doc["summary"].replace(
+            f"of {len(doc['sites']) - 1} updates", f"of {len(doc['sites'])} updates"
+        )
+
+    bad = _audit_with_log(fed, 2, edit, monkeypatch)
+    assert set(bad) == {"log.schema"}, bad
+    assert bad["log.schema"] == (
+        f"explanation log invalid at sites/1/site: {site[0]} is listed twice"
+    )
+
+
+def test_a_repeated_json_key_fails_log_schema(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stored log repeats a key inside a site entry: a made-up score first, the chain's
+    score last. Python's json (and the parent commit's verify) keeps the last and passed the
+    round; a reader whose parser keeps the first sees the made-up score under the same on-chain
+    hash. Now the log is refused (log.schema) and nothing else fails."""
+    info = fed.ledger.get_round(2)
+    blob = fed.store.get(info.log_cid, info.log_sha256)
+    at = blob.index(b'"score":', blob.index(b'"sites":'))
+    forged = blob[:at] + b'"score":999999,' + blob[at:]
+    assert json.loads(forged) == json.loads(blob)  # Python reads the honest value
+    fake = dataclasses.replace(
+        info, log_cid=fed.store.put(forged), log_sha256=hashlib.sha256(forged).hexdigest()
+    )
+    real = fed.ledger.get_round
+    monkeypatch.setattr(fed.ledger, "get_round", lambda r: fake if r == 2 else real(r))
+    bad = _failed(verify_round(fed.ledger, fed.store, 2))
+    assert bad == {"log.schema": "explanation log repeats the key 'score' in one object"}
