@@ -19,7 +19,9 @@ validator reputations are recomputed from the revealed score vectors on chain
 :mod:`fedtrail.auditor.peers`), with no validation split; the valuation replay
 (``scores.recomputed``) is reported not applicable there, never as passed. Weights, global
 model, blobs and log are checked as in any round. A cancelled peer round is checked too: its
-votes must not have been valuable (``peers.cancelled``), since anyone could have valued it.
+votes must not have been valuable (``peers.cancelled``), since anyone could have valued it. A
+cancelled aggregator round, given the validation split, must have had nothing to value: its
+valuation replayed under its terms scores every revealed update 0 (``cancelled.valuation``).
 """
 
 from __future__ import annotations
@@ -271,6 +273,11 @@ def verify_round(
             cancelled = read_peer_record(ledger, round_id)
             if cancelled is not None:
                 audit.add(*check_cancelled(cancelled, ledger.get_submissions(round_id)))
+            elif validation is not None:
+                # an aggregator round: only its valuation, replayed on the split, says whether
+                # the aggregator could have valued it
+                with _Timer(audit, "rescore"):
+                    audit.add(*_check_cancelled_valuation(ledger, store, info, validation))
         return audit
     subs = ledger.get_submissions(round_id)
 
@@ -863,6 +870,87 @@ def _check_scores(
         + ("equal" if reasons_equal else "DIFFER")
         + f", largest score difference {worst} (tolerance {tolerance}: floating-point "
         "evaluation may differ in the last bits across machines)",
+    )
+
+
+CANCELLED_VALUATION = "cancelled.valuation"
+
+
+def _check_cancelled_valuation(
+    ledger: Ledger, store: ContentStore, info: RoundInfo, validation: ImageDataset
+) -> tuple[str, bool, str]:
+    """``cancelled.valuation``: a cancelled aggregator round had no usable update. The contract
+    lets the aggregator cancel any open round after its reveal deadline and a cancelled round
+    has no log, so without this replay an aggregator could cancel every round in which a site
+    it wants to keep out would be paid, and verify would pass. The round's valuation is re-run
+    as the aggregator runs it (the revealed updates read and marked as by
+    :func:`~fedtrail.valuation.candidates.revealed_candidates`, the committed terms, the
+    standing carried from the chain) and no update may score above 0. Signed evidence (Flower
+    runs) is not published for a cancelled round, so an update it would have zeroed is
+    counted here as valuable."""
+    from fedtrail.valuation import METHODS, value_round
+    from fedtrail.valuation.candidates import revealed_candidates
+    from fedtrail.valuation.chained import carried_history, combiner_from
+
+    name, round_id = CANCELLED_VALUATION, info.id
+    subs = ledger.get_submissions(round_id)
+    if not subs:
+        return name, True, "no update was revealed: nothing to value"
+    terms, (_, terms_ok, terms_detail) = _read_terms(store, info, round_id)
+    if terms is None or not terms_ok:
+        return name, False, f"{len(subs)} update(s) revealed, and the terms: {terms_detail}"
+    try:
+        settings = ValuationSettings.from_json(terms.valuation)
+        spec = ModelSpec(**terms.model_spec)
+    except (InvalidLog, TypeError, ValueError, ConfigError) as exc:
+        return name, False, f"cannot replay: the terms are unusable: {exc}"
+    if settings.method not in METHODS:
+        return name, False, f"the valuation method {settings.method!r} is not an aggregator's"
+    if validation.content_sha256() != terms.validation_sha256:
+        return name, False, "the given validation set is not the one the terms committed"
+    if validation.image_size != (spec.image_size, spec.image_size):
+        validation = validation.resized(spec.image_size)
+    start = _fetch(store, info.start_cid, info.start_sha256)
+    if start.blob is None:
+        return name, False, f"cannot replay: the start model: {start.detail}"
+    try:
+        start_state, _ = decode_model(start.blob, spec=spec)
+        pairs = revealed_candidates(ledger, store, round_id, terms=terms, spec=spec)
+        combiner = combiner_from(settings)
+        carried = (
+            carried_history(ledger, store, round_id, spec, stale_rounds=combiner.stale_rounds)
+            if settings.standing
+            else None
+        )
+        report = value_round(
+            global_state=start_state,
+            spec=spec,
+            candidates=[candidate for _, candidate in pairs],
+            validation=validation,
+            method=settings.method,
+            metric=settings.metric,
+            seed=terms.seed + round_id if settings.seed is None else settings.seed,
+            explanation_check=bool(settings.explanation_check),
+            combiner=combiner,
+            history=None if carried is None else carried.history,
+            large_game=settings.large_game,
+        )
+    except (FedtrailError, KeyError, TypeError, ValueError) as exc:
+        return name, False, f"cannot re-run the valuation: {exc}"
+    paid = [v for v in report.sites if v.score > 0]
+    if paid:
+        return (
+            name,
+            False,
+            "cancelled, yet the valuation replayed under its terms scores "
+            + ", ".join(f"{v.site[:10]} {v.score}" for v in paid)
+            + ": the aggregator could have valued the round",
+        )
+    return (
+        name,
+        True,
+        f"the valuation replayed under its terms scores each of the {len(report.sites)} "
+        "revealed update(s) 0: the round could not be valued",
     )
 
 
