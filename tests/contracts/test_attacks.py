@@ -19,7 +19,7 @@ from fedtrail.errors import (
     Unauthorized,
 )
 from fedtrail.ledger import to_bytes32
-from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.codes import Phase, Reason
 from tests.contracts.federation import CID, MAX_SAMPLES, ZERO, Fed, by_address, expect, h
 from tests.fixtures.chain import ChainEnv, _env
 
@@ -292,3 +292,66 @@ def test_a_pending_coordinator_offer_can_be_withdrawn(fed: Fed) -> None:
     with expect(Unauthorized, "NotPendingCoordinator", caller=candidate.address):
         fed.ledger.accept_coordinator(candidate)
     assert fed.ledger.coordinator() == fed.coord.address
+
+
+# ------------------------------------------------------------------ review: replays, closed rounds
+
+
+def test_a_commitment_replayed_from_another_site_or_an_earlier_round_opens_nothing(
+    fed: Fed,
+) -> None:
+    """The copier posts the victim's commitment as its own (read from UpdateCommitted), hoping
+    to reveal the victim's update under it; and the victim replays its own round-1 commitment
+    in round 2 to re-submit the round-1 update without committing anew. The commitment binds
+    sender and round: neither opens, and the victim's own reveal is not blocked."""
+    victim, copier, _ = fed.sites
+    r1 = fed.open("g0")
+    fed.commit(r1, victim, "victim", 500)
+    stolen = fed.ledger.events("UpdateCommitted")[-1].args["commitment"]
+    fed.ledger.commit_update(copier, r1, stolen)  # accepted: a commitment is opaque
+    fed.past_commit(r1)
+    with expect(CommitmentMismatch, "CommitmentMismatch", round=r1, site=copier.address):
+        fed.reveal(r1, copier, "victim", 500)
+    fed.reveal(r1, victim, "victim", 500)
+    fed.past_reveal(r1)
+    fed.raw_valuation(r1, [victim.address], [1_000_000], [0])
+    fed.finalize(r1, "g1")
+
+    r2 = fed.open("g1")
+    fed.ledger.commit_update(victim, r2, stolen)
+    fed.past_commit(r2)
+    with expect(CommitmentMismatch, "NotCommitted", round=r2, site=copier.address):
+        fed.reveal(r2, copier, "victim", 500)  # round 1's commitment does not carry over
+    with expect(CommitmentMismatch, "CommitmentMismatch", round=r2, site=victim.address):
+        fed.reveal(r2, victim, "victim", 500)
+    assert fed.ledger.get_round(r2).submission_count == 0
+
+
+def test_a_closed_round_cannot_be_valued_finalized_or_cancelled_again(fed: Fed) -> None:
+    """The aggregator tries to rewrite a round it closed: a second valuation once valued, a
+    cancel of the valued round (to drop its weights), a new round before finalizing, a second
+    finalize with another global model, and a cancel of the finalized round. Each is refused
+    with the round's phase, and the first global model stays the next round's start."""
+    r = fed.open("g0")
+    fed.submit_all(r)
+    fed.past_reveal(r)
+    fed.value(r, [1, 1, 1])
+    valued = {"round": r, "actual": Phase.VALUED, "expected": Phase.OPEN}
+    with expect(RoundStateError, "WrongPhase", **valued):
+        fed.value(r, [1, 0, 0])
+    with expect(RoundStateError, "WrongPhase", **valued):
+        fed.ledger.cancel_round(fed.agg, r)
+    with expect(RoundStateError, "PreviousRoundNotClosed", round=r):
+        fed.open("g0")
+    fed.finalize(r, "g1")
+    with expect(
+        RoundStateError, "WrongPhase", round=r, actual=Phase.FINALIZED, expected=Phase.VALUED
+    ):
+        fed.finalize(r, "g-other")
+    with expect(
+        RoundStateError, "WrongPhase", round=r, actual=Phase.FINALIZED, expected=Phase.OPEN
+    ):
+        fed.ledger.cancel_round(fed.agg, r)
+    assert fed.ledger.get_round(r).global_sha256 == h("g1")
+    with expect(RoundStateError, "StartModelMismatch", expected=h("g1"), given=h("g-other")):
+        fed.open("g-other")
