@@ -11,16 +11,17 @@ prints the mark beside every field, so nothing the aggregator merely claims read
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from fedtrail.ledger import SiteInfo, Submission
+from fedtrail.ledger import Ledger, SiteInfo, Submission
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.roundlog import SiteEntry
 from fedtrail.protocol.weights import WEIGHT_SCALE
 
-__all__ = ["Mark", "SiteMarks", "mark_site"]
+__all__ = ["Mark", "SiteMarks", "mark_site", "registry_at_finalize"]
 
 
 class Mark(Enum):
@@ -77,3 +78,15 @@ def mark_site(entry: SiteEntry, sub: Submission | None, site: SiteInfo | None) -
     for claimed in ("status", "components", "explanation"):
         marks[claimed] = Mark.CLAIMED
     return SiteMarks(marks, chain)
+
+
+def registry_at_finalize(ledger: Ledger, round_id: int) -> dict[str, SiteInfo]:
+    """The registry as the aggregator read it for ``round_id``'s log: each site's record, under
+    the name it had when the round was finalized (a site removed and registered again later
+    under another name keeps its old name in that round's log, which must not read as a
+    mismatch, and a log may not use the later name)."""
+    names = ledger.names_at_finalize(round_id)
+    return {
+        site.address: dataclasses.replace(site, name=names.get(site.address, site.name))
+        for site in ledger.get_sites()
+    }

@@ -280,7 +280,7 @@ def log_cmd(
     """A round's explanation log, readable: its bytes are checked against the sha256 on chain,
     and every field is marked [chain] (equals the ledger's record), [claimed by the aggregator]
     (the chain holds nothing to compare) or [DIFFERS FROM CHAIN] (exit 1)."""
-    from fedtrail.auditor.claims import Mark, SiteMarks, mark_site
+    from fedtrail.auditor.claims import Mark, SiteMarks, mark_site, registry_at_finalize
     from fedtrail.auditor.report.text import clean_text as shown  # no control chars to a tty
     from fedtrail.protocol.roundlog import MAX_LOG_BYTES, RoundLog
 
@@ -295,7 +295,7 @@ def log_cmd(
         click.echo(json.dumps(log.to_json(), indent=2, sort_keys=True))
         return
     subs = {s.site: s for s in ledger.get_submissions(round_id)}
-    registry = {s.address: s for s in ledger.get_sites()}
+    registry = registry_at_finalize(ledger, round_id)
     tag = {Mark.CHAIN: "[chain]", Mark.CLAIMED: "[claimed]", Mark.MISMATCH: "[DIFFERS FROM CHAIN]"}
     click.echo(f"log {info.log_cid}: bytes match the sha256 on chain ({info.log_sha256[:16]}…)")
     click.echo("[chain] = equals the ledger's record; [claimed] = the aggregator's word only")

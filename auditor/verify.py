@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fedtrail.auditor.claims import mark_site
+from fedtrail.auditor.claims import mark_site, registry_at_finalize
 from fedtrail.auditor.components import Recomputed, check_components
 from fedtrail.auditor.peers import (
     QUORUM,
@@ -304,7 +304,7 @@ def verify_round(
             log,
             info,
             subs,
-            {site.address: site for site in ledger.get_sites()},
+            registry_at_finalize(ledger, round_id),
             ledger,
             _replayed_rule(terms, log),
         )

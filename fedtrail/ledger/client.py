@@ -542,6 +542,21 @@ class Ledger:
             return None
         return _site(raw)
 
+    def names_at_finalize(self, round_id: int) -> dict[str, str]:
+        """Site -> the name it was registered under when ``round_id`` was finalized (its last
+        ``SiteRegistered`` event before the round's ``RoundFinalized``; every registration so
+        far for a round not finalized). A removed site may be registered again under another
+        name, and ``getSite`` holds only the latest: a round's log names its sites as the
+        registry did when the aggregator wrote it."""
+        finalized = self.events("RoundFinalized", argument_filters={"round": round_id})
+        until = (finalized[-1].block_number, finalized[-1].log_index) if finalized else None
+        names: dict[str, str] = {}
+        for event in self.events("SiteRegistered"):  # in chain order
+            if until is not None and (event.block_number, event.log_index) > until:
+                break
+            names[checksum(event.args["site"])] = str(event.args["name"])
+        return names
+
     def get_sites(self) -> list[SiteInfo]:
         return [_site(raw) for raw in self._view(self._fn.getSites())]
 
