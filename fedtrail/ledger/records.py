@@ -167,6 +167,11 @@ class Valuation:
             raise ConfigError(f"reason code {self.reason} is not a Reason") from exc
         if reason is Reason.NOT_REVEALED:
             raise ConfigError("NOT_REVEALED is never posted: an unrevealed update is not valued")
+        if reason is Reason.PEER_REJECTED:
+            raise ConfigError(
+                "PEER_REJECTED is posted by the contract itself in a peer round, never by an "
+                "aggregator"
+            )
         if (self.score > 0) != (reason is Reason.OK):
             raise ConfigError(
                 f"score {self.score} disagrees with reason {reason.name}: the score is "

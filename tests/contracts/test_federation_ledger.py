@@ -542,7 +542,8 @@ def test_valuation_may_start_early_once_every_site_active_at_open_revealed(fed: 
 
 
 @pytest.mark.parametrize(
-    ("score", "reason"), [(-1, 0), (10**6 + 1, 0), (1, 4), (0, 0), (5, 12), (5, 13)]
+    ("score", "reason"),
+    [(-1, 0), (10**6 + 1, 0), (1, 4), (0, 0), (5, 12), (5, 13), (0, 14), (0, 15)],
 )
 def test_valuation_client_refuses_what_the_contract_would_before_sending(
     score: int, reason: int
