@@ -1,0 +1,224 @@
+"""An independent chain reader, without fedtrail's ledger views: every number a round fixes
+(who took part, sample counts, scores, reasons, weights, reputations, validator ratings, the
+start and global model hashes) follows from the contract's events alone, in chain order, plus
+the one constructor constant ``reputationAlpha()``; and the views say the same. A value that
+lived only in storage, or an event emitted with a stale value, fails here."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.peers import PeerVote, address_key, peer_outcome
+from fedtrail.protocol.weights import SCORE_SCALE, next_reputation, onchain_weights
+from tests.contracts.federation import MAX_SAMPLES, Fed, h
+from tests.fixtures.chain import ChainEnv
+
+S = SCORE_SCALE
+
+NAMES = (
+    "SiteRegistered",
+    "SiteRemoved",
+    "RoundOpened",
+    "PeerScoringOpened",
+    "UpdateCommitted",
+    "UpdateSubmitted",
+    "ScoresRevealed",
+    "UpdateValued",
+    "ValidatorRated",
+    "RoundValued",
+    "RoundFinalized",
+    "RoundCancelled",
+)
+
+
+def _stream(fed: Fed) -> list[tuple[str, dict[str, Any]]]:
+    """Every event of the kinds a reader needs, merged in chain order."""
+    merged = [(e.block_number, e.log_index, n, e.args) for n in NAMES for e in fed.ledger.events(n)]
+    return [(n, args) for _, _, n, args in sorted(merged, key=lambda x: (x[0], x[1]))]
+
+
+def _replay(fed: Fed) -> dict[str, Any]:
+    """A reader's state from the event stream alone, each derived number checked against the
+    event that states it as it goes."""
+    alpha = fed.ledger.reputation_alpha()
+    registered: set[str] = set()
+    active_from: dict[str, int] = {}
+    current = 0
+    rounds: dict[int, dict[str, Any]] = {}
+    reputation: dict[str, tuple[int, int]] = {}
+    validator_rep: dict[str, tuple[int, int]] = {}
+    for name, a in _stream(fed):
+        r = a.get("round")
+        if name == "SiteRegistered":
+            registered.add(a["site"])
+            active_from[a["site"]] = current + 1
+        elif name == "SiteRemoved":
+            registered.discard(a["site"])
+        elif name == "RoundOpened":
+            current = r
+            rounds[r] = {
+                "start": a["modelSha256"],
+                "active_at_open": sum(1 for s in registered if active_from[s] <= r),
+                "samples": {},
+                "commits": [],
+                "votes": {},
+                "phase": Phase.OPEN,
+            }
+        elif name == "UpdateCommitted":
+            rounds[r]["commits"].append(a["site"])
+        elif name == "UpdateSubmitted":
+            rounds[r]["samples"][a["site"]] = a["numSamples"]
+        elif name == "ScoresRevealed":
+            rounds[r]["votes"][a["validator"]] = tuple(a["scores"])
+        elif name == "UpdateValued":
+            rd = rounds[r]
+            if "valued" not in rd:  # the first UpdateValued of the round
+                sites = sorted(rd["samples"], key=address_key)
+                if rd["votes"]:
+                    votes = [
+                        PeerVote(validator=v, scores=rd["votes"][v])
+                        for v in sorted(rd["votes"], key=address_key)
+                    ]
+                    rd["outcome"] = peer_outcome(sites, votes)
+                rd["sites"] = sites
+                rd["valued"] = {}
+            rd["valued"][a["site"]] = (a["score"], a["reason"], a["weight"])
+            rep, n = reputation.get(a["site"], (0, 0))
+            expected = next_reputation(rep, a["score"], valued_rounds=n, alpha=alpha)
+            assert a["reputation"] == expected, (a, expected)
+            reputation[a["site"]] = (expected, n + 1)
+        elif name == "ValidatorRated":
+            outcome = rounds[r]["outcome"]
+            assert a["distance"] == outcome.distances[a["validator"]]
+            rep, n = validator_rep.get(a["validator"], (0, 0))
+            agreement = S - a["distance"]
+            expected = next_reputation(rep, agreement, valued_rounds=n, alpha=alpha)
+            assert a["validatorReputation"] == expected
+            validator_rep[a["validator"]] = (expected, n + 1)
+        elif name == "RoundValued":
+            rd = rounds[r]
+            sites = rd["sites"]
+            assert list(rd["valued"]) == sites  # every revealed update, in address order
+            scores = [rd["valued"][s][0] for s in sites]
+            samples = [rd["samples"][s] for s in sites]
+            if "outcome" in rd:
+                assert tuple(scores) == rd["outcome"].scores
+                reasons = tuple(Reason(rd["valued"][s][1]) for s in sites)
+                assert reasons == rd["outcome"].reasons
+            weights = onchain_weights(samples, scores)
+            assert [rd["valued"][s][2] for s in sites] == weights
+            assert a["totalWeightBasis"] == sum(n * s for n, s in zip(samples, scores, strict=True))
+            rd["phase"] = Phase.VALUED
+        elif name == "RoundFinalized":
+            rounds[r].update(phase=Phase.FINALIZED, global_sha=a["globalSha256"])
+        elif name == "RoundCancelled":
+            rounds[r]["phase"] = Phase.CANCELLED
+    return {"rounds": rounds, "reputation": reputation, "validator_rep": validator_rep}
+
+
+def _agrees_with_the_views(fed: Fed, seen: dict[str, Any]) -> None:
+    """The views hold exactly what the reader derived."""
+    for r, rd in seen["rounds"].items():
+        info = fed.ledger.get_round(r)
+        assert (info.phase, info.start_sha256, info.active_at_open) == (
+            rd["phase"],
+            rd["start"],
+            rd["active_at_open"],
+        )
+        assert info.submission_count == len(rd["samples"])
+        if rd["phase"] == Phase.FINALIZED:
+            assert info.global_sha256 == rd["global_sha"]
+        subs = fed.ledger.get_submissions(r, include_unrevealed=True)
+        assert sorted(s.site for s in subs) == sorted(set(rd["commits"]))
+        for sub in subs:
+            assert sub.num_samples == rd["samples"].get(sub.site, 0)
+            assert sub.commit_order == rd["commits"].index(sub.site) + 1
+            if "valued" in rd and sub.revealed:
+                assert (sub.score, sub.reason, sub.weight) == rd["valued"][sub.site]
+    for site, (rep, n) in seen["reputation"].items():
+        info = fed.ledger.get_site(site)
+        assert info is not None and (info.reputation, info.valued_rounds) == (rep, n)
+    for validator, (rep, n) in seen["validator_rep"].items():
+        standing = fed.ledger.validator_standing(validator)
+        assert (standing.reputation, standing.rated_rounds) == (rep, n)
+
+
+@pytest.fixture
+def fed(embedded: ChainEnv) -> Fed:
+    return Fed(embedded, n_sites=4)
+
+
+def test_every_number_of_valued_cancelled_and_peer_rounds_follows_from_the_events(
+    fed: Fed,
+) -> None:
+    """Four rounds with every path: an aggregator round (one site commits and never reveals),
+    a cancelled round, a peer round with self-scores and a late registration, and another
+    aggregator round after a removal."""
+    a, b, c, d = fed.sites
+    r1 = fed.open("g0")
+    for site, n in ((a, 100), (b, 250), (c, 40)):
+        fed.commit(r1, site, f"u1{site.address}", n)
+    fed.commit(r1, d, "never revealed", 10)
+    fed.past_commit(r1)
+    for site, n in ((a, 100), (b, 250), (c, 40)):
+        fed.reveal(r1, site, f"u1{site.address}", n)
+    fed.past_reveal(r1)
+    fed.raw_valuation(
+        r1,
+        sorted([a.address, b.address, c.address], key=address_key),
+        [700_000, 333_333, 0],
+        [0, 0, int(Reason.LOW_GAIN)],
+    )
+    fed.finalize(r1, "g1")
+
+    r2 = fed.open("g1")
+    fed.commit(r2, a, "u2", 77)
+    fed.past_commit(r2)
+    fed.reveal(r2, a, "u2", 77)
+    fed.past_reveal(r2)
+    fed.ledger.cancel_round(fed.agg, r2)
+
+    r3 = fed.open_peer(quorum=2, model="g1")
+    late = fed.env.sites[4]
+    fed.ledger.register_site(fed.coord, late.address, "late", MAX_SAMPLES)  # from round 4
+    sites = fed.submit(r3, [a, b, c], [10, 20, 30])
+    vectors = {
+        a.address: [S, S // 2, S // 3],
+        b.address: [S // 4, S, 0],
+        d.address: [S // 5, 3 * S // 5, 1],
+    }
+    vectors = {v: [vec[sites.index(s)] for s in sites] for v, vec in vectors.items()}
+    votes = fed.score(r3, vectors)
+    fed.past_score_reveal(r3)
+    fed.ledger.record_peer_valuation(fed.env.outsider, r3, sites, votes)
+    fed.finalize(r3, "g3")
+
+    fed.ledger.remove_site(fed.coord, c.address)
+    r4 = fed.open("g3")
+    for site, n in ((a, 5), (late, 9)):
+        fed.commit(r4, site, f"u4{site.address}", n)
+    fed.past_commit(r4)
+    for site, n in ((a, 5), (late, 9)):
+        fed.reveal(r4, site, f"u4{site.address}", n)
+    fed.past_reveal(r4)
+    fed.raw_valuation(r4, sorted([a.address, late.address], key=address_key), [S, S], [0, 0])
+    fed.finalize(r4, "g4")
+
+    seen = _replay(fed)
+    assert [seen["rounds"][r]["phase"] for r in (r1, r2, r3, r4)] == [
+        Phase.FINALIZED,
+        Phase.CANCELLED,
+        Phase.FINALIZED,
+        Phase.FINALIZED,
+    ]
+    assert seen["rounds"][r3]["active_at_open"] == 4 and seen["rounds"][r4]["active_at_open"] == 4
+    assert seen["rounds"][r4]["start"] == h("g3")
+    _agrees_with_the_views(fed, seen)
+    counts: dict[int, int] = defaultdict(int)
+    for r, rd in seen["rounds"].items():
+        counts[r] = len(rd.get("valued", {}))
+    assert dict(counts) == {r1: 3, r2: 0, r3: 3, r4: 2}
