@@ -887,7 +887,9 @@ def _check_cancelled_valuation(
     :func:`~fedtrail.valuation.candidates.revealed_candidates`, the committed terms, the
     standing carried from the chain) and no update may score above 0. Signed evidence (Flower
     runs) is not published for a cancelled round, so an update it would have zeroed is
-    counted here as valuable."""
+    counted here as valuable; and an update the aggregator could not retrieve at valuation but
+    this audit can (its site withheld it, then published it) reads as valuable here, as it
+    fails ``log.status`` in a finalized round."""
     from fedtrail.valuation import METHODS, value_round
     from fedtrail.valuation.candidates import revealed_candidates
     from fedtrail.valuation.chained import carried_history, combiner_from
