@@ -59,6 +59,24 @@ def _open(
     return round_id
 
 
+def _parsed_terms(valuation: dict[str, Any]) -> RoundTerms:
+    """Terms with ``valuation`` as their block, as a node reads them from their bytes."""
+    return RoundTerms.from_bytes(
+        RoundTerms(
+            round=1,
+            aggregation_rule={},
+            valuation=valuation,
+            model_spec={},
+            spec_hash="ab" * 32,
+            seed=0,
+            validation_sha256="cd" * 32,
+            validation_images=1,
+            commit_seconds=1,
+            reveal_seconds=1,
+        ).to_bytes()
+    )
+
+
 def _round_logged_as(
     tmp_path: Path,
     anvil_url: str,
@@ -111,20 +129,7 @@ def test_terms_whose_valuation_block_has_another_json_type_fail_terms_valuation(
     honest node skips the round). terms.valuation fails, and the standing checks, which cannot
     know whether the round is valued with standing, fail standing.chain (they used to be
     skipped in silence: under ``standing: 1`` the log needed no standing block)."""
-    terms = RoundTerms.from_bytes(
-        RoundTerms(
-            round=1,
-            aggregation_rule={},
-            valuation=terms_valuation,
-            model_spec={},
-            spec_hash="ab" * 32,
-            seed=0,
-            validation_sha256="cd" * 32,
-            validation_images=1,
-            commit_seconds=1,
-            reveal_seconds=1,
-        ).to_bytes()
-    )
+    terms = _parsed_terms(terms_valuation)
     assert terms.valuation == terms_valuation  # canonical: the terms themselves parse
     assert _unrunnable(terms) is not None  # every honest node skips the round
     audit = _round_logged_as(
@@ -184,20 +189,7 @@ def test_thresholds_stricter_than_the_sites_accept_fail_terms_limits(
     an auditor given the sites' wider ``[accept]`` passes it."""
     thresholds = {**asdict(Combiner()), threshold: value}
     valuation = {"method": "loo", "metric": "auc", "combiner": thresholds}
-    terms = RoundTerms.from_bytes(
-        RoundTerms(
-            round=1,
-            aggregation_rule={},
-            valuation=valuation,
-            model_spec={},
-            spec_hash="ab" * 32,
-            seed=0,
-            validation_sha256="cd" * 32,
-            validation_images=1,
-            commit_seconds=1,
-            reveal_seconds=1,
-        ).to_bytes()
-    )
+    terms = _parsed_terms(valuation)
     refused = _unrunnable(terms)
     assert refused is not None and f"{threshold} {value}" in refused
     audit = _round_logged_as(tmp_path, anvil_url, valuation, valuation)
