@@ -440,6 +440,14 @@ def _print_standing(log: RoundLog, shown: Callable[[str], str]) -> None:
     "and compare the scores; it must be the set the aggregator used (its hash is in the log).",
 )
 @click.option(
+    "--metrics-tolerance",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Largest difference between the log's metrics and the recomputed ones "
+    "(metrics.recomputed, with --validation; default 1e-6: last-bit noise of another thread "
+    "count). Raise it on other hardware, where a score on a tie can move AUC or F1.",
+)
+@click.option(
     "--accept",
     "accept_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -456,11 +464,12 @@ def verify(
     round_id: int | None,
     all_rounds: bool,
     validation: str | None,
+    metrics_tolerance: float | None,
     accept_path: Path | None,
     fmt: str,
 ) -> None:
     """Recompute every weight and global model; exit 0 only when every check passes."""
-    from fedtrail.auditor.verify import verify_all, verify_round
+    from fedtrail.auditor.verify import METRICS_TOLERANCE, verify_all, verify_round
     from fedtrail.ml.catalog import load_source
     from fedtrail.valuation.limits import load_limits
 
@@ -473,10 +482,15 @@ def verify(
     val = None
     if validation is not None:
         val = load_source(validation).splits().val
+    options: dict[str, Any] = {
+        "validation": val,
+        "accept": accept,
+        "metrics_tolerance": METRICS_TOLERANCE if metrics_tolerance is None else metrics_tolerance,
+    }
     if round_id:
-        audits = [verify_round(ledger, store, round_id, validation=val, accept=accept)]
+        audits = [verify_round(ledger, store, round_id, **options)]
     else:
-        audits = verify_all(ledger, store, validation=val, accept=accept)
+        audits = verify_all(ledger, store, **options)
     rows = [
         {"round": c.round, "check": c.name, "result": c.status, "detail": c.detail}
         for a in audits

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -711,3 +712,39 @@ def test_verify_fails_an_aggregator_round_valued_with_a_validator_game(
     check = next(c for c in audit.checks if c.name == "scores.recomputed")
     assert not check.passed and "not one an aggregator plays" in check.detail
     assert not audit.passed
+
+
+@pytest.mark.anvil
+@pytest.mark.ipfs
+@pytest.mark.slow
+def test_verify_cli_metrics_tolerance_on_another_thread_count(
+    anvil_fed: Any, anvil_url: str
+) -> None:
+    """The federation was valued on one torch thread; an auditor on two recomputes the metrics
+    up to last-bit noise (a testnet run failed 1e-9 by 3.7e-9). The default tolerance passes
+    it; ``--metrics-tolerance 0`` fails exactly when the audit saw a difference, and names it;
+    a negative tolerance is a usage error."""
+    ledger, _, api = anvil_fed
+    args = ["audit", "verify", "--all", "--rpc-url", anvil_url, "--contract", ledger.address]
+    args += ["--store", f"ipfs:{api}", "--validation", "pneumonia", "--format", "json"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        loose = CliRunner().invoke(cli, args)
+        strict = CliRunner().invoke(cli, [*args, "--metrics-tolerance", "0"])
+    finally:
+        torch.set_num_threads(before)
+    assert loose.exit_code == 0, loose.output
+    details = [
+        c["detail"]
+        for c in json.loads(loose.stdout)["checks"]
+        if c["check"] == "metrics.recomputed"
+    ]
+    largest = [float(re.search(r"largest difference (\S+) ", d).group(1)) for d in details]  # type: ignore[union-attr]
+    assert len(largest) == 2 and all(x <= 1e-6 for x in largest), details
+    assert strict.exit_code == (1 if max(largest) > 0 else 0), strict.output
+    if max(largest) > 0:
+        failed = [c for c in json.loads(strict.stdout)["checks"] if c["result"] == "FAIL"]
+        assert {c["check"] for c in failed} == {"metrics.recomputed"}, failed
+        assert all("tolerance 0" in c["detail"] for c in failed)
+    assert CliRunner().invoke(cli, [*args, "--metrics-tolerance", "-1"]).exit_code == 2
