@@ -245,7 +245,7 @@ def set_max_samples(
     fmt: str,
 ) -> None:
     """Coordinator helper: change the most samples a registered site may claim per update
-    (1..2**64-1; it applies from the site's next reveal on)."""
+    (1..2**48-1, the ledger's MAX_SITE_SAMPLES; it applies from the site's next reveal on)."""
     from fedtrail.ledger import checksum
 
     site = checksum(address)
