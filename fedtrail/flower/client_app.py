@@ -23,7 +23,7 @@ from flwr.clientapp import ClientApp
 
 from fedtrail.errors import ConfigError
 from fedtrail.flower.replies import SiteReply
-from fedtrail.flower.site import SiteSetup, answer, site_node
+from fedtrail.flower.site import SiteSetup, answer, check_wait, site_node
 
 log = logging.getLogger("fedtrail.flower.client")
 
@@ -62,9 +62,10 @@ def request_of(msg: Message) -> tuple[int, float]:
     round_id, wait = req.get("round"), req.get("wait-seconds", 0.0)
     if isinstance(round_id, bool) or not isinstance(round_id, int) or round_id < 1:
         raise ConfigError(f"request round must be a positive integer, got {round_id!r}")
-    if isinstance(wait, bool) or not isinstance(wait, int | float):
-        raise ConfigError(f"request wait-seconds must be a number, got {wait!r}")
-    return round_id, float(wait)
+    try:
+        return round_id, check_wait(wait)
+    except ConfigError as exc:
+        raise ConfigError(f"request {exc}") from None
 
 
 def reply_message(msg: Message, reply: SiteReply) -> Message:

@@ -38,7 +38,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from fedtrail.chain import next_block_timestamp
 from fedtrail.errors import ConfigError
 from fedtrail.flower.replies import SiteReply
-from fedtrail.flower.site import answer, site_node
+from fedtrail.flower.site import answer, check_wait, site_node
 from fedtrail.node.daemon import HandedUpdate, SiteNode
 from fedtrail.protocol.codes import Phase
 from fedtrail.storage.codec import decode_model
@@ -74,11 +74,13 @@ def _request(msg: Message) -> tuple[int, float, str, str] | None:
     arrays_key, samples_key = req.get("arrays-key", ""), req.get("samples-key", "")
     if isinstance(round_id, bool) or not isinstance(round_id, int) or round_id < 1:
         raise ConfigError(f"fedtrail request round must be a positive integer, got {round_id!r}")
-    if isinstance(wait, bool) or not isinstance(wait, int | float):
-        raise ConfigError(f"fedtrail request wait-seconds must be a number, got {wait!r}")
+    try:
+        wait = check_wait(wait)
+    except ConfigError as exc:
+        raise ConfigError(f"fedtrail request {exc}") from None
     if not isinstance(arrays_key, str) or not isinstance(samples_key, str):
         raise ConfigError("fedtrail request arrays-key and samples-key must be strings")
-    return round_id, float(wait), arrays_key, samples_key or DEFAULT_SAMPLES_KEY
+    return round_id, wait, arrays_key, samples_key or DEFAULT_SAMPLES_KEY
 
 
 def _arrays(content: RecordDict, key: str, what: str) -> ArrayRecord:

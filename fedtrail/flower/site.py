@@ -8,15 +8,16 @@ module holds no Flower types, so the logic is tested without a SuperNode.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedtrail.chain import connect
+from fedtrail.chain import connect, next_block_timestamp
 from fedtrail.cli.common import open_checked_store
-from fedtrail.errors import ConfigError, LedgerError, StoreError
+from fedtrail.errors import ConfigError, LedgerError, RoundStateError, StoreError
 from fedtrail.flower.replies import SiteReply, sign
 from fedtrail.keys import PASSPHRASE_ENV, load_keystore
 from fedtrail.ledger import Ledger
@@ -24,6 +25,39 @@ from fedtrail.node.config import load_node_config
 from fedtrail.node.daemon import FINAL_PHASES, HandedUpdate, RoundRecord, SiteNode
 
 log = logging.getLogger("fedtrail.flower.site")
+
+UNKNOWN_ROUND_WAIT = 10.0
+"""Seconds a site retries a round its chain does not know (an RPC node a block behind the
+ServerApp's) before it answers ``none``: a round id from the message alone holds no node."""
+REVEAL_SLACK = 30.0
+"""Seconds past the chain's reveal deadline a site keeps retrying a failing step (the store or
+the chain unreachable for a while): after it the ledger refuses the reveal anyway."""
+
+
+def check_wait(wait_seconds: object) -> float:
+    """``wait_seconds`` from a ServerApp's message as a finite number >= 0; raises
+    :class:`ConfigError` otherwise (NaN or infinity would keep the site retrying forever)."""
+    if isinstance(wait_seconds, bool) or not isinstance(wait_seconds, int | float):
+        raise ConfigError(f"wait-seconds must be a number, got {wait_seconds!r}")
+    if not math.isfinite(wait_seconds) or wait_seconds < 0:
+        raise ConfigError(f"wait-seconds must be a finite number >= 0, got {wait_seconds!r}")
+    return float(wait_seconds)
+
+
+def wait_limit(node: SiteNode, round_id: int, wait_seconds: float) -> float:
+    """How long the site may retry ``round_id``: what the message asks, but never past the
+    chain's reveal deadline (plus :data:`REVEAL_SLACK`), nor more than
+    :data:`UNKNOWN_ROUND_WAIT` for a round the chain does not have. The chain bounds it, not
+    the message: a ServerApp cannot hold a site's ClientApp by asking it to wait."""
+    wait = check_wait(wait_seconds)
+    try:
+        info = node.ledger.get_round(round_id)
+    except RoundStateError:
+        return min(wait, UNKNOWN_ROUND_WAIT)
+    except LedgerError:
+        return wait  # the chain unreachable: retried for as long as asked (finite)
+    left = info.reveal_deadline - next_block_timestamp(node.ledger.w3)
+    return min(wait, max(float(left), 0.0) + REVEAL_SLACK)
 
 
 def read_secret(path: str | Path | None, what: str) -> str:
@@ -136,15 +170,16 @@ def answer(
     The node's own restart-safe steps, as ``fedtrail node run`` takes them: train, encode and
     commit before the commit deadline; once the chain's clock passes it, store the update and
     reveal it. The node retries for up to ``wait_seconds`` (the ServerApp sends the time left
-    until the reveal deadline). The reply is the node's record of what it sent, which the
-    ServerApp checks against the chain anyway. The reply is signed with the site's key: what
-    it states is then the site's own statement, which the aggregator holds against it (score 0,
-    ``CONTRADICTED``) when it contradicts the chain.
+    until the reveal deadline; the chain's reveal deadline bounds it, :func:`wait_limit`, and a
+    wait that is not a finite number >= 0 raises :class:`ConfigError`). The reply is the node's
+    record of what it sent, which the ServerApp checks against the chain anyway. The reply is
+    signed with the site's key: what it states is then the site's own statement, which the
+    aggregator holds against it (score 0, ``CONTRADICTED``) when it contradicts the chain.
 
     ``update``: an update the caller trained (:mod:`fedtrail.flower.mod`), submitted in place
     of the node's own training (:meth:`~fedtrail.node.daemon.SiteNode.participate`).
     """
-    give_up = time.monotonic() + max(wait_seconds, 0.0)
+    give_up = time.monotonic() + wait_limit(node, round_id, wait_seconds)
     while True:
         try:
             record = node.participate(round_id, update=update)

@@ -1,0 +1,54 @@
+"""A site's ClientApp against a hostile ServerApp (fedtrail.flower.site): the message's round and
+wait are only requests; the chain bounds what the site does and how long it waits, and the site
+never signs a claim about its update that the chain does not hold."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+import fedtrail.flower.site as site_module
+from fedtrail.errors import ConfigError
+from fedtrail.flower.replies import check_reply
+from fedtrail.flower.site import REVEAL_SLACK, answer, check_wait, wait_limit
+from fedtrail.simulation.federation import Federation
+from tests.fixtures.chain import ChainEnv
+from tests.flower.test_rounds import _federation
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.mark.parametrize("wait", [math.nan, math.inf, -math.inf, -1.0, "5", True, None])
+def test_a_wait_that_is_not_a_finite_number_is_refused(wait: object) -> None:
+    with pytest.raises(ConfigError, match="wait-seconds"):
+        check_wait(wait)
+
+
+def _open(env: ChainEnv, tmp: Path) -> tuple[Federation, int]:
+    fed = _federation(env, tmp)
+    return fed, fed.service.open_next()
+
+
+def test_the_chain_bounds_how_long_a_site_waits(
+    embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ServerApp asking a site to wait a day (or NaN, which never compares past a deadline)
+    holds its ClientApp no longer than the chain's round allows; a round the chain does not
+    have is answered ``none`` after a short retry, signed but never evidence."""
+    fed, r = _open(embedded, tmp_path)
+    node = fed.nodes[0]
+    info = fed.ledger.get_round(r)
+    limit = wait_limit(node, r, 86_400.0)
+    assert limit <= info.reveal_deadline - info.opened_at + REVEAL_SLACK
+    assert wait_limit(node, r, 3.0) == 3.0  # an honest ServerApp's wait stays as asked
+    assert wait_limit(node, r + 7, 86_400.0) == site_module.UNKNOWN_ROUND_WAIT
+    with pytest.raises(ConfigError, match="wait-seconds"):
+        answer(node, r + 7, wait_seconds=math.nan)
+    monkeypatch.setattr(site_module, "UNKNOWN_ROUND_WAIT", 0.0)
+    reply = answer(node, r + 7, wait_seconds=86_400.0)
+    assert (reply.round, reply.phase) == (r + 7, "none") and "does not exist" in reply.note
+    assert r + 7 not in node.state.rounds  # nothing recorded, nothing trained
+    check = check_reply(fed.ledger, reply, round_id=r, sender=node.address)
+    assert check.attributable and not check.evidence and check.mismatches == ("round",)
