@@ -151,13 +151,24 @@ def _unsigned(
         why = note or (record.note if record is not None else "did not take part")
         return SiteReply(round=round_id, site=node.address, phase="none", note=why)
     if record.phase in ("revealed", "submitted"):
+        # What the site signs is its reveal as the chain holds it (a transaction under its own
+        # key), not the local record: a record rebuilt after a lost state.json has no sample
+        # count (0), and a signed claim of 0 samples would be evidence against an honest site.
+        sub = node.ledger.get_submission(round_id, node.address)
+        if sub is None or not sub.revealed:
+            return SiteReply(
+                round=round_id,
+                site=node.address,
+                phase="committed" if sub is not None else "none",
+                note="this node's record says revealed, but the chain holds no reveal of ours",
+            )
         return SiteReply(
             round=round_id,
             site=node.address,
             phase="revealed",
-            cid=record.cid,
-            sha256=record.sha256,
-            num_samples=record.num_samples,
+            cid=sub.cid,
+            sha256=sub.sha256,
+            num_samples=sub.num_samples,
         )
     return SiteReply(round=round_id, site=node.address, phase="committed", note=note)
 

@@ -15,7 +15,7 @@ from fedtrail.flower.replies import check_reply
 from fedtrail.flower.site import REVEAL_SLACK, answer, check_wait, wait_limit
 from fedtrail.simulation.federation import Federation
 from tests.fixtures.chain import ChainEnv
-from tests.flower.test_rounds import _federation
+from tests.flower.test_rounds import _close_commits, _federation
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -52,3 +52,30 @@ def test_the_chain_bounds_how_long_a_site_waits(
     assert r + 7 not in node.state.rounds  # nothing recorded, nothing trained
     check = check_reply(fed.ledger, reply, round_id=r, sender=node.address)
     assert check.attributable and not check.evidence and check.mismatches == ("round",)
+
+
+def test_a_site_that_lost_its_state_never_signs_a_lie_against_itself(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """A node whose state.json lost the round after revealing (a restored folder, a second
+    process on the same key) rebuilds a record with no sample count. Its signed reply must
+    still state the chain's reveal: a signed claim of 0 samples was evidence against the honest
+    site (score 0, CONTRADICTED)."""
+    fed, r = _open(embedded, tmp_path)
+    for node in fed.nodes:
+        assert answer(node, r, wait_seconds=0).phase == "committed"
+    _close_commits(fed.ledger, r)
+    node = fed.nodes[1]
+    assert answer(node, r, wait_seconds=0).phase == "revealed"
+    del node.state.rounds[r]  # the local record is gone; the chain still holds the reveal
+    reply = answer(node, r, wait_seconds=0)
+    sub = fed.ledger.get_submission(r, node.address)
+    assert sub is not None and sub.revealed
+    assert (reply.phase, reply.cid, reply.sha256, reply.num_samples) == (
+        "revealed",
+        sub.cid,
+        sub.sha256,
+        sub.num_samples,
+    )
+    check = check_reply(fed.ledger, reply, round_id=r, sender=node.address)
+    assert check.attributable and check.truthful and not check.evidence
