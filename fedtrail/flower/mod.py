@@ -8,8 +8,9 @@ the model and the sample count). On such a message the mod, with the site's own
 :class:`~fedtrail.node.daemon.SiteNode` (built from the SuperNode's ``--node-config
 'config="/srv/site/config.toml" passphrase-file="..."'``, as for the fedtrail ClientApp):
 
-1. checks that the model in the message is the round's start model on chain (the store's bytes
-   under the sha256 the chain holds): the ServerApp cannot make a site train on anything else;
+1. checks that the model in the message (every ArrayRecord it holds) is the round's start
+   model on chain (the store's bytes under the sha256 the chain holds): the ServerApp cannot
+   make a site train on anything else;
 2. calls the app's own train function, takes the trained model from its reply (the
    ArrayRecord) and the sample count (the MetricRecord entry ``num-examples``, or the key the
    strategy names);
@@ -175,7 +176,12 @@ def make_ledger_mod(node_for: NodeFor = node_from_config) -> Mod:
         )
         if round_id not in node.state.rounds and open_now:
             start = start_state(node, round_id)
-            check_start(_arrays(msg.content, arrays_key, "the train message"), start, round_id)
+            _arrays(msg.content, arrays_key, "the train message")
+            # Every ArrayRecord, not only the one the request names: the app's train function
+            # reads its own key, and a start model beside another model would make the site
+            # train on the other one (its update, trained - start, carrying it).
+            for record in msg.content.array_records.values():
+                check_start(record, start, round_id)
             began = time.perf_counter()
             app_reply = call_next(msg, context)
             if app_reply.has_error():

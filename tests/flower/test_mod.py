@@ -3,16 +3,21 @@ trusting its values, and the site trains only on the round's start model on chai
 
 from __future__ import annotations
 
+import copy
 import math
+from pathlib import Path
 
 import pytest
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 from torch import nn
 
 from fedtrail.errors import ConfigError
-from fedtrail.flower.mod import REQUEST, make_ledger_mod
+from fedtrail.flower.mod import REQUEST, make_ledger_mod, start_state
 from fedtrail.node.daemon import SiteNode
+from tests.fixtures.chain import ChainEnv
+from tests.flower.test_rounds import _federation
 
 
 @pytest.fixture(autouse=True)
@@ -52,3 +57,37 @@ def test_a_wait_that_is_not_finite_is_refused_before_the_node(wait: float) -> No
     )
     with pytest.raises(ConfigError, match="wait-seconds"):
         make_ledger_mod(_no_node)(msg, _context(), _no_app)
+
+
+def test_a_decoy_start_model_beside_another_model_is_refused(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """A ServerApp sends the chain's start model under the key its request names and another
+    model under the key the project's train function reads ("arrays"): the site must not train
+    on the other model (its update, ``trained - start``, would carry the ServerApp's model into
+    the site's signed submission). Every ArrayRecord in the message must be the start model."""
+    fed = _federation(embedded, tmp_path)
+    r = fed.service.open_next()
+    node = fed.nodes[0]
+    spec = fed.service.spec
+    honest = spec.build()
+    honest.load_state_dict({**honest.state_dict(), **start_state(node, r)})
+    poisoned = copy.deepcopy(honest)
+    with torch.no_grad():
+        for p in poisoned.parameters():
+            p.add_(0.5)
+    msg = Message(
+        RecordDict(
+            {
+                "arrays": ArrayRecord(poisoned.state_dict()),  # what the app loads
+                "start": ArrayRecord(honest.state_dict()),  # what the request names
+                REQUEST: ConfigRecord({"round": r, "wait-seconds": 0.0, "arrays-key": "start"}),
+            }
+        ),
+        dst_node_id=1,
+        message_type="train",
+    )
+    with pytest.raises(ConfigError, match="not the round's start model"):
+        make_ledger_mod(lambda ctx: node)(msg, _context(), _no_app)
+    assert r not in node.state.rounds  # nothing trained, encoded or committed
+    assert fed.ledger.get_submission(r, node.address) is None
