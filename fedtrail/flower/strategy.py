@@ -34,12 +34,13 @@ must cover the commit and reveal windows: :meth:`LedgerStrategy.timeout`.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
@@ -203,17 +204,27 @@ class LedgerStrategy(Strategy):
     def _metrics(self, replies: list[Message], report: RoundReport) -> MetricRecord:
         values: dict[str, Any] = {}
         if isinstance(self.inner, FedAvg):
+            key = self.inner.weighted_by_key
             contents = [
                 m.content
                 for m in replies
                 if not m.has_error() and len(m.content.metric_records) == 1
             ]
-            if contents:
+            # A reply's own weight for the project's metrics: a ClientApp stating 0, a negative
+            # or a non-finite count would divide by zero (stopping the run after the ledger
+            # round finalized) or skew the others' metrics; such replies are left out.
+            weighted = [c for c in contents if _positive(c, key)]
+            if len(weighted) < len(contents):
+                log.warning(
+                    "the inner strategy's train metrics: %d repl(ies) left out (%r not a finite "
+                    "number > 0)",
+                    len(contents) - len(weighted),
+                    key,
+                )
+            if weighted:
                 try:
-                    values.update(
-                        dict(self.inner.train_metrics_aggr_fn(contents, self.inner.weighted_by_key))
-                    )
-                except (KeyError, ValueError, TypeError) as exc:
+                    values.update(dict(self.inner.train_metrics_aggr_fn(weighted, key)))
+                except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
                     log.warning("the inner strategy's train metrics: %s", exc)
         values.update(
             {
@@ -247,6 +258,14 @@ class LedgerStrategy(Strategy):
             type(self.inner).__name__,
         )
         self.inner.summary()
+
+
+def _positive(content: RecordDict, key: str) -> bool:
+    """Whether the reply's only MetricRecord states ``key`` as a finite number > 0."""
+    value = next(iter(content.metric_records.values())).get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value > 0
 
 
 def _no_exchange(kind: str, request: Any, timeout: float) -> list[Received]:

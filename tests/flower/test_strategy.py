@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore.task_identity import TaskIdentity
 from torch import nn
 
 import fedtrail.flower.mod as mod_module
@@ -31,8 +33,9 @@ from fedtrail.errors import ConfigError
 from fedtrail.flower.local import LocalGrid, context_for, dev_clock
 from fedtrail.flower.mod import REPLY, REQUEST, check_start, make_ledger_mod
 from fedtrail.flower.replies import SiteReply
+from fedtrail.flower.rounds import RoundReport
 from fedtrail.flower.site import sign_as
-from fedtrail.flower.strategy import received
+from fedtrail.flower.strategy import LedgerStrategy, received
 from fedtrail.ml.catalog import load_source
 from fedtrail.ml.datasets import partition_iid
 from fedtrail.ml.models import federated_state
@@ -269,8 +272,40 @@ def test_the_mod_trains_only_on_the_chains_start_model() -> None:
         check_start(ArrayRecord(model.state_dict()), start, 1)
 
 
+@pytest.fixture
+def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages are made inside a Flower task (as in a ServerApp): its identity set (else such
+    a test passes only after one that ran a LocalGrid)."""
+    for name in ("_task_id", "_run_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)
+
+
+@pytest.mark.usefixtures("flower_task")
 def test_a_reply_without_the_mods_record_is_no_reply() -> None:
     msg = Message(RecordDict(), dst_node_id=7, message_type="train")
     reply = Message(RecordDict({"config": ConfigRecord({"x": 1})}), reply_to=msg)
     got = received(reply)
     assert got.reply is None and "ledger_mod" in got.error
+
+
+@pytest.mark.usefixtures("flower_task")
+def test_a_replys_sample_count_cannot_stop_the_run(embedded: ChainEnv, tmp_path: Path) -> None:
+    """The project's train metrics are FedAvg's, weighted by the count each reply states. A
+    ClientApp stating 0 (or -5 against another's 5) divided by zero in ``aggregate_train``
+    after the ledger round had finalized, and Flower's ``Strategy.start`` stopped the run: such
+    replies are left out of the metrics, and the ledger figures are reported as ever."""
+    fed = _federation(embedded, tmp_path)
+    strategy = LedgerStrategy(FedAvg(), service=fed.service)
+    msg = Message(RecordDict(), dst_node_id=7, message_type="train")
+
+    def reply(n: float, loss: float) -> Message:
+        return Message(
+            RecordDict({"metrics": MetricRecord({"num-examples": n, "loss": loss})}), reply_to=msg
+        )
+
+    report = RoundReport(round=1, phase=Phase.FINALIZED.label)
+    for replies in ([reply(5, 1.0), reply(-5, 2.0)], [reply(5, 1.0), reply(0, 9.0)]):
+        metrics = strategy._metrics(replies, report)
+        assert metrics["loss"] == 1.0 and metrics["fedtrail-finalized"] == 1
+    metrics = strategy._metrics([reply(0, 1.0), reply(float("nan"), 2.0)], report)
+    assert "loss" not in metrics and metrics["fedtrail-round"] == 1
