@@ -38,6 +38,13 @@ PHASES = ("committed", "revealed", "none")
 (after the reveal message), or nothing (the site did not take part, with a note why)."""
 
 
+MAX_FIELD_CHARS = {"cid": 256, "sha256": 66, "signature": 132, "note": 2000}
+"""The longest string a reply field may hold (a CID is under 100 characters, a sha256 64 hex
+digits with an optional 0x, a signature 65 bytes in hex). A site's signed reply that
+contradicts the chain goes into the round's log as evidence: unbounded, one signed 33 MB "CID"
+made the log larger than any auditor reads (``MAX_LOG_BYTES``) and the round unverifiable."""
+
+
 class InvalidReply(FedtrailError):
     """A ClientApp's reply that is not a well-formed fedtrail reply."""
 
@@ -67,9 +74,12 @@ class SiteReply:
         n = self.num_samples
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise InvalidReply(f"reply num_samples must be an integer >= 0, got {n!r}")
-        for name in ("cid", "sha256", "note", "signature"):
-            if not isinstance(getattr(self, name), str):
+        for name, most in MAX_FIELD_CHARS.items():
+            value = getattr(self, name)
+            if not isinstance(value, str):
                 raise InvalidReply(f"reply {name} must be a string")
+            if len(value) > most:
+                raise InvalidReply(f"reply {name} is {len(value)} characters, over {most}")
 
     def to_config(self) -> dict[str, Any]:
         """The reply as a flat mapping for a Flower ConfigRecord."""

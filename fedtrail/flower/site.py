@@ -18,7 +18,7 @@ from pathlib import Path
 from fedtrail.chain import connect, next_block_timestamp
 from fedtrail.cli.common import open_checked_store
 from fedtrail.errors import ConfigError, LedgerError, RoundStateError, StoreError
-from fedtrail.flower.replies import SiteReply, sign
+from fedtrail.flower.replies import MAX_FIELD_CHARS, SiteReply, sign
 from fedtrail.keys import PASSPHRASE_ENV, load_keystore
 from fedtrail.ledger import Ledger
 from fedtrail.node.config import load_node_config
@@ -147,8 +147,10 @@ def _reply(node: SiteNode, round_id: int, record: RoundRecord | None, note: str 
 def _unsigned(
     node: SiteNode, round_id: int, record: RoundRecord | None, note: str = ""
 ) -> SiteReply:
+    most = MAX_FIELD_CHARS["note"]
+    note = note if len(note) <= most else note[: most - 3] + "..."  # an error's text can be long
     if record is None or record.phase == "skipped":
-        why = note or (record.note if record is not None else "did not take part")
+        why = note or (record.note[:most] if record is not None else "did not take part")
         return SiteReply(round=round_id, site=node.address, phase="none", note=why)
     if record.phase in ("revealed", "submitted"):
         # What the site signs is its reveal as the chain holds it (a transaction under its own

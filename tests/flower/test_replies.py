@@ -4,12 +4,14 @@ the site's on-chain submission (the embedded chain: real contract, real commit a
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import pytest
 
 from fedtrail.chain import advance_time, next_block_timestamp
-from fedtrail.flower.replies import InvalidReply, SiteReply, check_reply
+from fedtrail.flower.replies import InvalidReply, SiteReply, check_reply, sign
 from fedtrail.ledger import Ledger, Valuation, commitment
+from fedtrail.protocol.evidence import SignedReply, sign_reply
 from tests.fixtures.chain import ChainEnv
 
 CID_A = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
@@ -99,3 +101,70 @@ def test_a_reply_round_trips_through_its_config_mapping() -> None:
     )
     assert SiteReply.from_config(reply.to_config()) == reply
     assert reply.site.startswith("0x") and reply.site != "0x" + "ab" * 20  # checksummed
+
+
+@pytest.mark.parametrize(
+    ("field", "size"), [("cid", 257), ("sha256", 67), ("signature", 133), ("note", 2001)]
+)
+def test_an_oversized_field_is_refused(field: str, size: int) -> None:
+    """A signed lie is kept in the round's log as evidence: one signed 33 MB "CID" made the log
+    larger than any auditor reads (MAX_LOG_BYTES) and the round unverifiable. Such a reply is
+    malformed (reported, ignored), so it is never evidence."""
+    doc: dict[str, object] = {"round": 1, "site": "0x" + "11" * 20, "phase": "revealed"}
+    with pytest.raises(InvalidReply, match=f"reply {field} is {size} characters"):
+        SiteReply.from_config({**doc, field: "Q" * size})
+    SiteReply.from_config({**doc, field: "Q" * (size - 1)})  # the limit itself is accepted
+
+
+def test_a_signed_oversized_lie_is_no_evidence(embedded: ChainEnv) -> None:
+    """The site's own key over a 4 KB "CID": the ServerApp refuses the reply as malformed
+    before it could be evidence (and so before it could reach the round's log)."""
+    ledger, sha, r = _round_with_reveal(embedded)
+    site = embedded.sites[0]
+    statement = SignedReply(
+        chain_id=ledger.chain_id,
+        ledger=ledger.address,
+        round=r,
+        phase="revealed",
+        site=site.address,
+        cid="Qm" + "x" * 4096,
+        sha256=sha,
+        num_samples=40,
+    )
+    doc = sign_reply(site, statement).to_json()
+    del doc["chain_id"], doc["ledger"]
+    with pytest.raises(InvalidReply, match="reply cid is 4098 characters"):
+        SiteReply.from_config(doc)
+
+
+def test_a_signed_reply_replayed_elsewhere_is_no_evidence(embedded: ChainEnv) -> None:
+    """The signature binds the chain id, the ledger and the round: the site's own signed reply
+    from another round, another ledger or another chain recovers to someone else (or names
+    another round) here, and is never evidence against it."""
+    ledger, sha, r = _round_with_reveal(embedded)
+    site = embedded.sites[0]
+    lie = SiteReply(
+        round=r, site=site.address, phase="revealed", cid=CID_B, sha256=sha, num_samples=40
+    )
+    here = sign(lie, site, chain_id=ledger.chain_id, ledger=ledger.address)
+    assert check_reply(ledger, here, round_id=r, sender=site.address).evidence  # the control
+    other_ledger = "0x" + "22" * 20
+    for replayed in (
+        sign(lie, site, chain_id=ledger.chain_id, ledger=other_ledger),
+        sign(lie, site, chain_id=ledger.chain_id + 1, ledger=ledger.address),
+    ):
+        check = check_reply(ledger, replayed, round_id=r, sender=site.address)
+        assert not check.attributable and not check.evidence
+    earlier = sign(replace(lie, round=r + 1), site, chain_id=ledger.chain_id, ledger=ledger.address)
+    check = check_reply(ledger, earlier, round_id=r, sender=site.address)
+    assert check.attributable and not check.evidence and "round" in check.mismatches
+    # another site's key over this site's claim: unattributable
+    forged = sign(
+        replace(lie, site=embedded.sites[1].address),
+        embedded.sites[1],
+        chain_id=ledger.chain_id,
+        ledger=ledger.address,
+    )
+    forged = replace(forged, site=site.address)
+    check = check_reply(ledger, forged, round_id=r, sender=site.address)
+    assert not check.attributable and not check.evidence

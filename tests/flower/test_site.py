@@ -11,7 +11,7 @@ import pytest
 
 import fedtrail.flower.site as site_module
 from fedtrail.errors import ConfigError
-from fedtrail.flower.replies import check_reply
+from fedtrail.flower.replies import MAX_FIELD_CHARS, SiteReply, check_reply
 from fedtrail.flower.site import REVEAL_SLACK, answer, check_wait, wait_limit
 from fedtrail.simulation.federation import Federation
 from tests.fixtures.chain import ChainEnv
@@ -79,3 +79,13 @@ def test_a_site_that_lost_its_state_never_signs_a_lie_against_itself(
     )
     check = check_reply(fed.ledger, reply, round_id=r, sender=node.address)
     assert check.attributable and check.truthful and not check.evidence
+
+
+def test_a_long_failure_note_is_cut_not_made_malformed(embedded: ChainEnv, tmp_path: Path) -> None:
+    """A site's reply notes why it did nothing (an exception's text, which can be long); the
+    ServerApp refuses notes over MAX_FIELD_CHARS, so the site cuts its own note to fit."""
+    fed, r = _open(embedded, tmp_path)
+    node = fed.nodes[0]
+    reply = site_module._reply(node, r, None, "failed: " + "x" * 10_000)
+    assert len(reply.note) == MAX_FIELD_CHARS["note"] and reply.note.endswith("...")
+    assert SiteReply.from_config(reply.to_config()) == reply
