@@ -29,6 +29,7 @@ Any other message (evaluate, query, a train message of another strategy) passes 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -101,8 +102,8 @@ def _samples(content: RecordDict, key: str) -> int:
             value = record[key]
             if isinstance(value, bool) or not isinstance(value, int | float):
                 break
-            if value != int(value) or value < 1:
-                break
+            if not math.isfinite(value) or value != int(value) or value < 1:
+                break  # NaN and infinity first: int() of them raises ValueError/OverflowError
             return int(value)
     raise ConfigError(f"the app's train reply states no positive integer sample count {key!r}")
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 from torch import nn
 
 from fedtrail.errors import ConfigError
-from fedtrail.flower.mod import REQUEST, make_ledger_mod, start_state
+from fedtrail.flower.mod import REQUEST, handed_update, make_ledger_mod, start_state
 from fedtrail.node.daemon import SiteNode
 from tests.fixtures.chain import ChainEnv
 from tests.flower.test_rounds import _federation
@@ -91,3 +91,23 @@ def test_a_decoy_start_model_beside_another_model_is_refused(
         make_ledger_mod(lambda ctx: node)(msg, _context(), _no_app)
     assert r not in node.state.rounds  # nothing trained, encoded or committed
     assert fed.ledger.get_submission(r, node.address) is None
+
+
+@pytest.mark.parametrize("count", [math.nan, math.inf, 0, -3, 2.5])
+def test_a_train_reply_without_a_usable_sample_count_is_refused(count: float) -> None:
+    """The count the app's train reply states is what the site submits: NaN or infinity raised
+    ValueError/OverflowError from int(); every count that is not a positive integer is a
+    ConfigError naming the key."""
+    start = {k: v.detach().clone() for k, v in nn.Linear(2, 2).state_dict().items()}
+    msg = Message(RecordDict(), dst_node_id=1, message_type="train")
+    reply = Message(
+        RecordDict(
+            {
+                "arrays": ArrayRecord(nn.Linear(2, 2).state_dict()),
+                "metrics": MetricRecord({"num-examples": count}),
+            }
+        ),
+        reply_to=msg,
+    )
+    with pytest.raises(ConfigError, match="num-examples"):
+        handed_update(reply, start, arrays_key="arrays", samples_key="num-examples")
