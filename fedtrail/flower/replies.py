@@ -45,6 +45,13 @@ contradicts the chain goes into the round's log as evidence: unbounded, one sign
 made the log larger than any auditor reads (``MAX_LOG_BYTES``) and the round unverifiable."""
 
 
+def _short(value: Any, most: int = 80) -> str:
+    """``repr(value)`` cut to ``most`` characters: an error names what a sender sent, and the
+    round report keeps the error, so a sender's megabytes stay out of both."""
+    text = repr(value)
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
 class InvalidReply(FedtrailError):
     """A ClientApp's reply that is not a well-formed fedtrail reply."""
 
@@ -65,15 +72,15 @@ class SiteReply:
 
     def __post_init__(self) -> None:
         if isinstance(self.round, bool) or not isinstance(self.round, int) or self.round < 1:
-            raise InvalidReply(f"reply round must be a positive integer, got {self.round!r}")
+            raise InvalidReply(f"reply round must be a positive integer, got {_short(self.round)}")
         if not isinstance(self.site, str) or not Web3.is_address(self.site):
-            raise InvalidReply(f"reply site is not an address: {self.site!r}")
+            raise InvalidReply(f"reply site is not an address: {_short(self.site)}")
         object.__setattr__(self, "site", str(Web3.to_checksum_address(self.site)))
         if self.phase not in PHASES:
-            raise InvalidReply(f"reply phase must be one of {PHASES}, got {self.phase!r}")
+            raise InvalidReply(f"reply phase must be one of {PHASES}, got {_short(self.phase)}")
         n = self.num_samples
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise InvalidReply(f"reply num_samples must be an integer >= 0, got {n!r}")
+            raise InvalidReply(f"reply num_samples must be an integer >= 0, got {_short(n)}")
         for name, most in MAX_FIELD_CHARS.items():
             value = getattr(self, name)
             if not isinstance(value, str):
@@ -96,7 +103,7 @@ class SiteReply:
         known = {"round", "site", "phase", "cid", "sha256", "num_samples", "note", "signature"}
         unknown = sorted(set(doc) - known)
         if unknown:
-            raise InvalidReply(f"reply has unknown fields {unknown}")
+            raise InvalidReply(f"reply has unknown fields {_short(unknown)}")
         try:
             return cls(**doc)
         except TypeError as exc:

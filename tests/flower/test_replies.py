@@ -168,3 +168,19 @@ def test_a_signed_reply_replayed_elsewhere_is_no_evidence(embedded: ChainEnv) ->
     forged = replace(forged, site=site.address)
     check = check_reply(ledger, forged, round_id=r, sender=site.address)
     assert not check.attributable and not check.evidence
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"round": 1, "site": "0x" + "1" * 100_000, "phase": "none"},
+        {"round": 1, "site": "0x" + "11" * 20, "phase": "p" * 100_000},
+        {"round": 1, "site": "0x" + "11" * 20, "phase": "none", "k" * 100_000: 1},
+    ],
+)
+def test_a_malformed_replys_error_does_not_carry_the_senders_bulk(doc: dict[str, object]) -> None:
+    """The error of a malformed reply is logged and kept in the round report: it names what was
+    sent, cut short, never the sender's megabytes."""
+    with pytest.raises(InvalidReply) as err:
+        SiteReply.from_config(doc)
+    assert len(str(err.value)) < 200
