@@ -20,7 +20,7 @@ from fedtrail.auditor.verify import verify_all
 from fedtrail.chain import advance_time, next_block_timestamp
 from fedtrail.errors import ConfigError
 from fedtrail.flower.replies import SiteReply
-from fedtrail.flower.rounds import LedgerRounds, Received
+from fedtrail.flower.rounds import LedgerRounds, Received, RoundReport
 from fedtrail.flower.site import answer, sign_as
 from fedtrail.ledger import Ledger
 from fedtrail.ml.catalog import load_source
@@ -35,6 +35,7 @@ from fedtrail.protocol.weights import onchain_weights
 from fedtrail.simulation.federation import Federation, build_federation, make_sites
 from fedtrail.storage.store import LocalStore
 from tests.fixtures.chain import ChainEnv
+from tests.flower.test_replies import CID_A, _round_with_reveal
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -249,3 +250,32 @@ def test_an_aggregator_cannot_zero_an_honest_site_with_a_forged_lie(
     detail = " ".join(c.detail for c in audit.checks if c.name == "evidence.signed")
     # the unsigned one was never kept; the other recovers to some key, not the site's
     assert "the signature recovers to 0x" in detail and "not the site" in detail
+
+
+def test_one_hostile_reply_does_not_stop_the_check_of_the_others(embedded: ChainEnv) -> None:
+    """Replies of every malformed kind (wrong types, bytes, a NaN count, missing or unknown
+    fields, no mapping at all, an error) beside one honest reply: each hostile one is reported
+    in ``ignored`` with why, and the honest one is still checked against the chain."""
+    ledger, sha, r = _round_with_reveal(embedded)
+    site = embedded.sites[0].address
+    honest = {"round": r, "site": site, "phase": "revealed", "cid": CID_A, "sha256": sha}
+    honest["num_samples"] = 40
+    hostile: list[Any] = [
+        {**honest, "num_samples": float("nan")},
+        {**honest, "cid": b"\x00" * 64},
+        {**honest, "round": [r]},
+        {**honest, "weight": 10**18},
+        {"site": site},
+        [("round", r)],
+        7,
+    ]
+    got = [Received(node_id=10 + i, reply=doc) for i, doc in enumerate(hostile)]
+    got += [Received(node_id=99, reply=None, error="boom"), Received(node_id=1, reply=honest)]
+    rounds = LedgerRounds.__new__(LedgerRounds)  # the reply check needs only the ledger
+    rounds.ledger, rounds.sites = ledger, {}
+    report = RoundReport(round=r)
+    checks, evidence = rounds._check(r, got, report)
+    assert [(n, s) for n, s, _ in checks] == [(1, site)] and evidence == []
+    assert checks[0][2].truthful and checks[0][2].attributable is False  # unsigned, but true
+    assert sorted(d["node_id"] for d in report.ignored) == [*range(10, 10 + len(hostile)), 99]
+    assert all(d["error"] for d in report.ignored)

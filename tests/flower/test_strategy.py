@@ -309,3 +309,20 @@ def test_a_replys_sample_count_cannot_stop_the_run(embedded: ChainEnv, tmp_path:
         assert metrics["loss"] == 1.0 and metrics["fedtrail-finalized"] == 1
     metrics = strategy._metrics([reply(0, 1.0), reply(float("nan"), 2.0)], report)
     assert "loss" not in metrics and metrics["fedtrail-round"] == 1
+
+
+@pytest.mark.usefixtures("flower_task")
+def test_a_replys_arrays_are_never_read() -> None:
+    """A ClientApp replying a model of the wrong shape, dtype or with NaNs beside its signed
+    fedtrail-reply: the strategy reads only the reply record (the update is on the store under
+    the chain's CID; FedAvg's own aggregate_train, which would read the arrays, is never
+    called)."""
+    msg = Message(RecordDict(), dst_node_id=7, message_type="train")
+    doc = {"round": 1, "site": "0x" + "11" * 20, "phase": "none", "note": "n"}
+    junk = ArrayRecord([np.full((3, 1000), np.nan), np.arange(5, dtype=np.int8)])
+    reply = Message(
+        RecordDict({"arrays": junk, REPLY: ConfigRecord(doc)}),  # type: ignore[arg-type]
+        reply_to=msg,
+    )
+    got = received(reply)
+    assert got.reply == doc and got.error == ""
