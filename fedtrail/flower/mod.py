@@ -82,7 +82,7 @@ def _request(msg: Message) -> tuple[int, float, str, str] | None:
         raise ConfigError(f"fedtrail request {exc}") from None
     if not isinstance(arrays_key, str) or not isinstance(samples_key, str):
         raise ConfigError("fedtrail request arrays-key and samples-key must be strings")
-    return round_id, wait, arrays_key, samples_key or DEFAULT_SAMPLES_KEY
+    return round_id, wait, arrays_key, samples_key
 
 
 def _arrays(content: RecordDict, key: str, what: str) -> ArrayRecord:
@@ -158,15 +158,31 @@ def _reply(msg: Message, app_reply: Message | None, reply: SiteReply) -> Message
     return Message(content, reply_to=msg)
 
 
-def make_ledger_mod(node_for: NodeFor = node_from_config) -> Mod:
+def make_ledger_mod(
+    node_for: NodeFor = node_from_config, *, samples_key: str = DEFAULT_SAMPLES_KEY
+) -> Mod:
     """The mod, with the site's node from ``node_for(context)`` (default: the SuperNode's
-    ``--node-config``; an in-process federation passes its own nodes)."""
+    ``--node-config``; an in-process federation passes its own nodes).
+
+    ``samples_key``: the MetricRecord entry of the app's train reply that states the sample
+    count the site submits on chain. The site's own setting, not the message's: Flower's
+    messages are not signed, so a request naming another key (a SuperLink pointing it at
+    ``"epochs": 1`` to cut the site's weight) is refused; a LedgerStrategy names the same key
+    (its ``samples_key``)."""
+    if not samples_key:
+        raise ConfigError("samples_key must name a MetricRecord entry")
 
     def ledger_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         request = _request(msg)
         if request is None:
             return call_next(msg, context)
-        round_id, wait, arrays_key, samples_key = request
+        round_id, wait, arrays_key, asked_key = request
+        if asked_key and asked_key != samples_key:
+            raise ConfigError(
+                f"the train message's samples-key is {asked_key[:80]!r}, but this site states its "
+                f"sample count under {samples_key!r} (make_ledger_mod(samples_key=...)); "
+                "not training"
+            )
         node = node_for(context)
         info = node.ledger.get_round(round_id)
         app_reply: Message | None = None

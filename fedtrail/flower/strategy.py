@@ -85,7 +85,9 @@ class LedgerStrategy(Strategy):
     builds it, e.g. :func:`fedtrail.flower.server_app.build_service`). ``folder``: where the
     round reports ``flower-round-<r>.json`` go (default: the service's folder).
     ``samples_key``: the MetricRecord entry of the app's train reply that states its sample
-    count. ``grace_seconds``: how long past the reveal deadline replies are awaited.
+    count (the sites' mods must name the same: ``make_ledger_mod(samples_key=...)``; a mod
+    refuses a message naming another). ``grace_seconds``: how long past the reveal deadline
+    replies are awaited.
     """
 
     def __init__(

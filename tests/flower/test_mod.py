@@ -111,3 +111,28 @@ def test_a_train_reply_without_a_usable_sample_count_is_refused(count: float) ->
     )
     with pytest.raises(ConfigError, match="num-examples"):
         handed_update(reply, start, arrays_key="arrays", samples_key="num-examples")
+
+
+def test_the_site_not_the_message_names_its_sample_count(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """The request's samples-key said which metric of the app's reply the site submits on chain
+    as its sample count; the message is not signed, so a SuperLink (or a ServerApp) could point
+    it at another positive metric ("epochs": 1) and cut the site's weight. The key is the
+    site's own (``make_ledger_mod(samples_key=...)``): a request naming another is refused
+    before training."""
+    fed = _federation(embedded, tmp_path)
+    r = fed.service.open_next()
+    node = fed.nodes[0]
+    spec = fed.service.spec
+    model = spec.build()
+    model.load_state_dict({**model.state_dict(), **start_state(node, r)})
+    request = {"round": r, "wait-seconds": 0.0, "arrays-key": "arrays", "samples-key": "epochs"}
+    msg = Message(
+        RecordDict({"arrays": ArrayRecord(model.state_dict()), REQUEST: ConfigRecord(request)}),
+        dst_node_id=1,
+        message_type="train",
+    )
+    with pytest.raises(ConfigError, match="samples-key"):
+        make_ledger_mod(lambda ctx: node)(msg, _context(), _no_app)
+    assert r not in node.state.rounds
