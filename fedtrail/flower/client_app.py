@@ -7,7 +7,8 @@ Start each site's SuperNode with its node folder's config (written by ``fedtrail
 
 ``passphrase-file`` is optional (else ``$FEDTRAIL_PASSPHRASE``, as for ``fedtrail node run``);
 ``threads`` (default 1) sets torch's CPU threads for training.
-The app answers one ``train`` message per round, carrying ``round`` and ``wait-seconds``: the
+The app answers one ``train`` message per round, carrying ``round`` and ``wait-seconds`` (and
+the ServerApp's ``ledger`` and ``chain-id``: a message for another ledger is refused): the
 site trains, commits on chain, waits for the commit deadline, stores the update on IPFS and
 reveals it, then replies with a ``reply`` ConfigRecord
 (:class:`~fedtrail.flower.replies.SiteReply`).
@@ -23,7 +24,7 @@ from flwr.clientapp import ClientApp
 
 from fedtrail.errors import ConfigError
 from fedtrail.flower.replies import SiteReply
-from fedtrail.flower.site import SiteSetup, answer, check_wait, site_node
+from fedtrail.flower.site import SiteSetup, answer, check_ledger, check_wait, site_node
 
 log = logging.getLogger("fedtrail.flower.client")
 
@@ -80,6 +81,7 @@ def handle(msg: Message, context: Context) -> SiteReply:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     round_id, wait = request_of(msg)
     node = site_node(setup_from(context))
+    check_ledger(node, msg.content.config_records[REQUEST])
     reply = answer(node, round_id, wait_seconds=wait)
     log.info("round %d: %s", round_id, reply)
     return reply

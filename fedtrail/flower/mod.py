@@ -40,7 +40,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from fedtrail.chain import next_block_timestamp
 from fedtrail.errors import ConfigError
 from fedtrail.flower.replies import SiteReply
-from fedtrail.flower.site import answer, check_wait, site_node
+from fedtrail.flower.site import answer, check_ledger, check_wait, site_node
 from fedtrail.node.daemon import HandedUpdate, SiteNode
 from fedtrail.protocol.codes import Phase
 from fedtrail.storage.codec import decode_model
@@ -184,6 +184,7 @@ def make_ledger_mod(
                 "not training"
             )
         node = node_for(context)
+        check_ledger(node, msg.content.config_records[REQUEST])
         info = node.ledger.get_round(round_id)
         app_reply: Message | None = None
         update: HandedUpdate | None = None

@@ -206,6 +206,8 @@ class LedgerRounds:
             "wait-seconds": float(info.reveal_deadline - self._now()),
             "start-cid": info.start_cid,
             "start-sha256": info.start_sha256,
+            "ledger": self.ledger.address,
+            "chain-id": self.ledger.chain_id,
         }
 
     def finish(self, round_id: int, got: list[Received] | None) -> RoundReport:

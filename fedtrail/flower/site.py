@@ -12,8 +12,10 @@ import math
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fedtrail.chain import connect, next_block_timestamp
 from fedtrail.cli.common import open_checked_store
@@ -42,6 +44,31 @@ def check_wait(wait_seconds: object) -> float:
     if not math.isfinite(wait_seconds) or wait_seconds < 0:
         raise ConfigError(f"wait-seconds must be a finite number >= 0, got {wait_seconds!r}")
     return float(wait_seconds)
+
+
+def check_ledger(node: SiteNode, request: Mapping[str, Any]) -> None:
+    """Raises :class:`ConfigError` when a round request names another ledger or chain than
+    the site's own (``ledger``, ``chain-id``; a SuperNode serving two federations, or a
+    ServerApp of another one). The site acts only on its own config's ledger whatever the
+    message says; this refuses such a message clearly instead of taking part in whatever
+    round of the site's own ledger has the same number."""
+    ledger, chain_id = request.get("ledger"), request.get("chain-id")
+    if ledger is not None and (
+        not isinstance(ledger, str) or ledger.lower() != node.ledger.address.lower()
+    ):
+        raise ConfigError(
+            f"the round request is for ledger {str(ledger)[:64]!r}, not this site's "
+            f"{node.ledger.address}; not taking part"
+        )
+    if chain_id is not None and (
+        isinstance(chain_id, bool)
+        or not isinstance(chain_id, int)
+        or chain_id != node.ledger.chain_id
+    ):
+        raise ConfigError(
+            f"the round request is for chain {str(chain_id)[:32]!r}, not this site's "
+            f"{node.ledger.chain_id}; not taking part"
+        )
 
 
 def wait_limit(node: SiteNode, round_id: int, wait_seconds: float) -> float:

@@ -136,3 +136,20 @@ def test_the_site_not_the_message_names_its_sample_count(
     with pytest.raises(ConfigError, match="samples-key"):
         make_ledger_mod(lambda ctx: node)(msg, _context(), _no_app)
     assert r not in node.state.rounds
+
+
+def test_a_train_message_for_another_ledger_is_refused(embedded: ChainEnv, tmp_path: Path) -> None:
+    fed = _federation(embedded, tmp_path)
+    r = fed.service.open_next()
+    node = fed.nodes[0]
+    model = fed.service.spec.build()
+    model.load_state_dict({**model.state_dict(), **start_state(node, r)})
+    request = {"round": r, "wait-seconds": 0.0, "ledger": "0x" + "22" * 20}
+    msg = Message(
+        RecordDict({"arrays": ArrayRecord(model.state_dict()), REQUEST: ConfigRecord(request)}),
+        dst_node_id=1,
+        message_type="train",
+    )
+    with pytest.raises(ConfigError, match="not this site's"):
+        make_ledger_mod(lambda ctx: node)(msg, _context(), _no_app)
+    assert r not in node.state.rounds

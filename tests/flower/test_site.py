@@ -12,7 +12,7 @@ import pytest
 import fedtrail.flower.site as site_module
 from fedtrail.errors import ConfigError
 from fedtrail.flower.replies import MAX_FIELD_CHARS, SiteReply, check_reply
-from fedtrail.flower.site import REVEAL_SLACK, answer, check_wait, wait_limit
+from fedtrail.flower.site import REVEAL_SLACK, answer, check_ledger, check_wait, wait_limit
 from fedtrail.simulation.federation import Federation
 from tests.fixtures.chain import ChainEnv
 from tests.flower.test_rounds import _close_commits, _federation
@@ -89,3 +89,20 @@ def test_a_long_failure_note_is_cut_not_made_malformed(embedded: ChainEnv, tmp_p
     reply = site_module._reply(node, r, None, "failed: " + "x" * 10_000)
     assert len(reply.note) == MAX_FIELD_CHARS["note"] and reply.note.endswith("...")
     assert SiteReply.from_config(reply.to_config()) == reply
+
+
+def test_a_request_for_another_ledger_or_chain_is_refused(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """A SuperNode serving two federations, or another federation's ServerApp: the request
+    names its ledger and chain, and a site refuses one that is not its own instead of taking
+    part in its own ledger's round of the same number."""
+    fed, r = _open(embedded, tmp_path)
+    node = fed.nodes[0]
+    own = {"round": r, "ledger": fed.ledger.address.lower(), "chain-id": fed.ledger.chain_id}
+    check_ledger(node, own)
+    check_ledger(node, {"round": r})  # a ServerApp that names neither (older): as before
+    for bad in ({"ledger": "0x" + "22" * 20}, {"chain-id": 1}, {"ledger": 5}, {"chain-id": "x"}):
+        with pytest.raises(ConfigError, match="not this site's"):
+            check_ledger(node, {**own, **bad})
+    assert r not in node.state.rounds
