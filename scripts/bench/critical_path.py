@@ -251,8 +251,8 @@ def one_round(
         clock.bytes["put"] += len(blob)
         return put(blob)
 
-    def get_counted(cid: str, sha256: str) -> bytes:
-        blob = get(cid, sha256)
+    def get_counted(cid: str, sha256: str, **kwargs: Any) -> bytes:
+        blob = get(cid, sha256, **kwargs)
         clock.bytes["got"] += len(blob)
         return blob
 
