@@ -14,9 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from web3 import EthereumTesterProvider, Web3
-from web3.types import TxParams, TxReceipt
+from web3.types import FilterParams, TxParams, TxReceipt
 
 from fedtrail.errors import (
     ChainUnreachable,
@@ -639,29 +641,41 @@ class Ledger:
         to_block: int | str = "latest",
         argument_filters: dict[str, Any] | None = None,
     ) -> list[LedgerEvent]:
-        """Decoded events of one kind, in chain order."""
+        """Decoded events of one kind, in chain order.
+
+        Read with one ``eth_getLogs`` and decoded with eth_abi directly (:class:`_EventCodec`):
+        web3's ``get_logs`` ran its formatters over every argument of every event, 0.17 of the
+        0.25 s ``get_submissions`` took for a 100-site round. Filters on indexed arguments
+        become topics; the others are compared after decoding."""
+        codec = _EventCodec.of(self.artifact.abi, name)
+        filters = dict(argument_filters or {})
         try:
-            event = getattr(self._contract.events, name)
-        except AttributeError as exc:
-            raise ConfigError(f"the ledger has no event {name!r}") from exc
-        try:
-            logs = event.get_logs(
-                from_block=self.from_block if from_block is None else from_block,
-                to_block=to_block,
-                argument_filters=argument_filters,
-            )
+            params = {
+                "address": self.address,
+                "fromBlock": self.from_block if from_block is None else from_block,
+                "toBlock": to_block,
+                "topics": codec.topics(filters),
+            }
+            raw = self.w3.eth.get_logs(cast(FilterParams, params))
         except Exception as exc:
             raise LedgerError(f"cannot read {name} events: {exc}") from exc
-        out = [
-            LedgerEvent(
-                name=name,
-                block_number=int(log["blockNumber"]),
-                tx_hash=log["transactionHash"].hex(),
-                log_index=int(log["logIndex"]),
-                args={k: _plain(v) for k, v in dict(log["args"]).items()},
+        out = []
+        for log in raw:
+            try:
+                args = codec.decode(log["topics"], log["data"])
+            except Exception as exc:
+                raise LedgerError(f"cannot decode a {name} event: {exc}") from exc
+            if any(args.get(k) != _plain(v) for k, v in filters.items()):
+                continue
+            out.append(
+                LedgerEvent(
+                    name=name,
+                    block_number=int(log["blockNumber"]),
+                    tx_hash=bytes(log["transactionHash"]).hex(),
+                    log_index=int(log["logIndex"]),
+                    args=args,
+                )
             )
-            for log in logs
-        ]
         out.sort(key=lambda e: (e.block_number, e.log_index))
         return out
 
@@ -708,6 +722,64 @@ def _score(value: int) -> int:
     if not 0 <= int(value) <= SCORE_SCALE:
         raise ConfigError(f"score {value} outside 0..{SCORE_SCALE}")
     return int(value)
+
+
+@dataclass(frozen=True)
+class _EventCodec:
+    """One event's ABI: its topic and how to decode its indexed and data arguments."""
+
+    topic0: bytes
+    indexed: tuple[tuple[str, str], ...]
+    data: tuple[tuple[str, str], ...]
+
+    _cache: ClassVar[dict[tuple[int, str], _EventCodec]] = {}
+
+    @classmethod
+    def of(cls, abi: Sequence[dict[str, Any]], name: str) -> _EventCodec:
+        key = (id(abi), name)
+        found = cls._cache.get(key)
+        if found is not None:
+            return found
+        entry = next((e for e in abi if e.get("type") == "event" and e["name"] == name), None)
+        if entry is None:
+            raise ConfigError(f"the ledger has no event {name!r}")
+        inputs = entry["inputs"]
+        types = ",".join(_abi_type(i) for i in inputs)
+        codec = cls(
+            topic0=bytes(Web3.keccak(text=f"{name}({types})")),
+            indexed=tuple((i["name"], _abi_type(i)) for i in inputs if i["indexed"]),
+            data=tuple((i["name"], _abi_type(i)) for i in inputs if not i["indexed"]),
+        )
+        if any(t in {"string", "bytes"} or t.endswith("]") for _, t in codec.indexed):
+            raise ConfigError(f"event {name!r} indexes a dynamic type: its value is hashed")
+        cls._cache[key] = codec
+        return codec
+
+    def topics(self, filters: dict[str, Any]) -> list[Any]:
+        """``[topic0, one topic or None per indexed argument]``, trailing Nones dropped."""
+        out: list[Any] = ["0x" + self.topic0.hex()]
+        for name, typ in self.indexed:
+            value = filters.get(name)
+            out.append(None if value is None else "0x" + abi_encode([typ], [value]).hex())
+        while out[-1] is None:
+            out.pop()
+        return out
+
+    def decode(self, topics: Sequence[Any], data: Any) -> dict[str, Any]:
+        if len(topics) != 1 + len(self.indexed) or bytes(topics[0]) != self.topic0:
+            raise ValueError("topics do not match the event's signature")
+        args: dict[str, Any] = {}
+        for (name, typ), topic in zip(self.indexed, topics[1:], strict=True):
+            args[name] = _plain(abi_decode([typ], bytes(topic))[0])
+        values = abi_decode([t for _, t in self.data], bytes(data))
+        for (name, _), value in zip(self.data, values, strict=True):
+            args[name] = _plain(list(value) if isinstance(value, tuple) else value)
+        return args
+
+
+def _abi_type(entry: dict[str, Any]) -> str:
+    """An ABI input's canonical type (an enum is its uint8 in the ABI already)."""
+    return str(entry["type"])
 
 
 def _plain(value: Any) -> Any:

@@ -94,12 +94,21 @@ def _clean(value: Any) -> Any:
     return value
 
 
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    """The schema's validator, built (and the schema checked against its metaschema) once:
+    ``jsonschema.validate`` does both on every call, 24 of the 25 ms it took for a 3-site log."""
+    cls = jsonschema.validators.validator_for(schema())
+    cls.check_schema(schema())
+    return cls(schema())
+
+
 def validate(doc: dict[str, Any]) -> None:
-    try:
-        jsonschema.validate(doc, schema())
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-        raise InvalidLog(f"explanation log invalid at {where}: {exc.message}") from None
+    # the error jsonschema.validate raises: the best match among all of them
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(doc))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise InvalidLog(f"explanation log invalid at {where}: {error.message}")
 
 
 def to_bytes(doc: dict[str, Any]) -> bytes:

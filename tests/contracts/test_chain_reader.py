@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
+from web3 import Web3
 
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.peers import PeerVote, address_key, peer_outcome
@@ -147,14 +148,7 @@ def _agrees_with_the_views(fed: Fed, seen: dict[str, Any]) -> None:
         assert (standing.reputation, standing.rated_rounds) == (rep, n)
 
 
-@pytest.fixture
-def fed(embedded: ChainEnv) -> Fed:
-    return Fed(embedded, n_sites=4)
-
-
-def test_every_number_of_valued_cancelled_and_peer_rounds_follows_from_the_events(
-    fed: Fed,
-) -> None:
+def _every_path(fed: Fed) -> tuple[int, int, int, int]:
     """Four rounds with every path: an aggregator round (one site commits and never reveals),
     a cancelled round, a peer round with self-scores and a late registration, and another
     aggregator round after a removal."""
@@ -207,7 +201,18 @@ def test_every_number_of_valued_cancelled_and_peer_rounds_follows_from_the_event
     fed.past_reveal(r4)
     fed.raw_valuation(r4, sorted([a.address, late.address], key=address_key), [S, S], [0, 0])
     fed.finalize(r4, "g4")
+    return r1, r2, r3, r4
 
+
+@pytest.fixture
+def fed(embedded: ChainEnv) -> Fed:
+    return Fed(embedded, n_sites=4)
+
+
+def test_every_number_of_valued_cancelled_and_peer_rounds_follows_from_the_events(
+    fed: Fed,
+) -> None:
+    r1, r2, r3, r4 = _every_path(fed)
     seen = _replay(fed)
     assert [seen["rounds"][r]["phase"] for r in (r1, r2, r3, r4)] == [
         Phase.FINALIZED,
@@ -222,3 +227,58 @@ def test_every_number_of_valued_cancelled_and_peer_rounds_follows_from_the_event
     for r, rd in seen["rounds"].items():
         counts[r] = len(rd.get("valued", {}))
     assert dict(counts) == {r1: 3, r2: 0, r3: 3, r4: 2}
+
+
+def _as_web3_reads(args: dict[str, Any]) -> dict[str, Any]:
+    """web3's decoded arguments as the ledger's events carry them (addresses checksummed,
+    bytes as hex, arrays as lists)."""
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        if isinstance(value, bytes | bytearray):
+            value = bytes(value).hex()
+        elif isinstance(value, str) and Web3.is_address(value):
+            value = Web3.to_checksum_address(value)
+        elif isinstance(value, list | tuple):
+            value = list(value)
+        out[key] = value
+    return out
+
+
+def test_the_ledgers_event_decoder_reads_what_web3_reads(fed: Fed) -> None:
+    """``Ledger.events`` decodes the raw logs itself (web3's formatters were most of a
+    100-site audit's event reading); every event of every kind the contract declares, with and
+    without filters on its indexed arguments, must read as web3's own decoder reads it."""
+    a, b, *_ = fed.sites
+    fed.ledger.set_max_samples(fed.coord, a.address, 999)
+    r1, _, r3, _ = _every_path(fed)
+    fed.ledger.set_privacy_budget(fed.coord, b.address, 8_000_000)
+    names = [e["name"] for e in fed.ledger.artifact.abi if e.get("type") == "event"]
+    seen = 0
+    for name in names:
+        event = getattr(fed.ledger._contract.events, name)
+        indexed = [i["name"] for i in event.abi["inputs"] if i["indexed"]]
+        cases: list[dict[str, Any]] = [{}]
+        if "round" in indexed:
+            cases += [{"round": r1}, {"round": r3}]
+        if "site" in indexed:
+            cases += [{"site": a.address}]
+        if "validator" in indexed:
+            cases += [{"validator": b.address}]
+        for filters in cases:
+            theirs = event.get_logs(from_block=0, argument_filters=filters or None)
+            want = sorted(
+                (
+                    int(x["blockNumber"]),
+                    int(x["logIndex"]),
+                    bytes(x["transactionHash"]).hex(),
+                    _as_web3_reads(dict(x["args"])),
+                )
+                for x in theirs
+            )
+            got = [
+                (e.block_number, e.log_index, e.tx_hash, e.args)
+                for e in fed.ledger.events(name, from_block=0, argument_filters=filters or None)
+            ]
+            assert got == [tuple(w) for w in want], (name, filters)
+            seen += len(got)
+    assert seen > 40
