@@ -665,7 +665,7 @@ class Ledger:
                 args = codec.decode(log["topics"], log["data"])
             except Exception as exc:
                 raise LedgerError(f"cannot decode a {name} event: {exc}") from exc
-            if any(args.get(k) != _plain(v) for k, v in filters.items()):
+            if any(args.get(k) != codec.filter_value(k, v) for k, v in filters.items()):
                 continue
             out.append(
                 LedgerEvent(
@@ -770,11 +770,33 @@ class _EventCodec:
             raise ValueError("topics do not match the event's signature")
         args: dict[str, Any] = {}
         for (name, typ), topic in zip(self.indexed, topics[1:], strict=True):
-            args[name] = _plain(abi_decode([typ], bytes(topic))[0])
+            args[name] = _decoded(typ, abi_decode([typ], bytes(topic))[0])
         values = abi_decode([t for _, t in self.data], bytes(data))
-        for (name, _), value in zip(self.data, values, strict=True):
-            args[name] = _plain(list(value) if isinstance(value, tuple) else value)
+        for (name, typ), value in zip(self.data, values, strict=True):
+            args[name] = _decoded(typ, value)
         return args
+
+    def filter_value(self, name: str, value: Any) -> Any:
+        """``value`` as :meth:`decode` reads argument ``name`` (a filter compares the two)."""
+        typ = dict(self.indexed + self.data).get(name)
+        if typ is None or value is None:
+            return _plain(value)
+        if typ != "address" and isinstance(value, str):
+            return value  # a string (or hex) argument is compared as given, never checksummed
+        return _decoded(typ, value)
+
+
+def _decoded(typ: str, value: Any) -> Any:
+    """A decoded argument as events carry it: addresses checksummed, bytes as hex, arrays as
+    lists. Only ``address`` values are checksummed: a string that happens to be 40 hex digits
+    (a site's name) is returned as written, as ``getSite`` returns it."""
+    if typ == "address":
+        return checksum(value)
+    if typ.endswith("]"):
+        return list(value)
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    return value
 
 
 def _abi_type(entry: dict[str, Any]) -> str:

@@ -157,3 +157,23 @@ def test_transactions_are_checked_against_the_pending_blocks_time(anvil_url: str
     tx = ledger.reveal_update(early, r, "QmU", "33" * 32, 10)
     assert w3.eth.get_block(tx.block_number)["timestamp"] == deadline + 3
     assert [s.site for s in ledger.get_submissions(r)] == [early.address]
+
+
+# ------------------------------------------------------------------ events
+
+
+@pytest.mark.parametrize("name", ["0x" + "ab" * 20, "ab" * 20, "0x" + "AB" * 20])
+def test_a_string_argument_that_looks_like_an_address_reads_as_written(
+    embedded: ChainEnv, name: str
+) -> None:
+    """Only ``address`` arguments are checksummed: a site registered under a name of 40 hex
+    digits keeps that name in its SiteRegistered event, so the registry ``audit verify``
+    compares a round's log with (``names_at_finalize``) agrees with ``getSite``."""
+    ledger = embedded.deploy()
+    site = embedded.sites[0]
+    ledger.register_site(embedded.coordinator, site.address, name, 100)
+    info = ledger.get_site(site.address)
+    assert info is not None and info.name == name
+    assert ledger.events("SiteRegistered")[-1].args["name"] == name
+    assert ledger.names_at_finalize(1) == {site.address: name}
+    assert len(ledger.events("SiteRegistered", argument_filters={"name": name})) == 1
