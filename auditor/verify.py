@@ -1428,7 +1428,7 @@ def _check_limits(audit: RoundAudit, terms: RoundTerms, accept: ThresholdLimits)
     except (InvalidLog, ConfigError) as exc:
         audit.not_applicable(name, f"the terms' valuation settings are not valid: {exc}")
         return
-    breaches = accept.breaches(combiner)
+    breaches = accept.breaches(combiner, terms.duplicates)
     audit.add(
         name,
         not breaches,

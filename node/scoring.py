@@ -262,7 +262,7 @@ class PeerScorer:
             combiner = check_playable(valuation)
         except (InvalidTerms, InvalidLog, ConfigError) as exc:
             return self._skip(round_id, None, f"the round's terms are unusable: {exc}")
-        breaches = self.accept.breaches(combiner)
+        breaches = self.accept.breaches(combiner, terms.duplicates)
         if breaches:
             return self._skip(
                 round_id,

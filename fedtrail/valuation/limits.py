@@ -23,15 +23,29 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Final
 
-from fedtrail.errors import ConfigError
+from fedtrail.errors import ConfigError, FedtrailError
+from fedtrail.protocol.terms import DUPLICATE_COSINE, DUPLICATE_RELATIVE_L2, DuplicateRule
 from fedtrail.valuation.combine import Combiner
 
-__all__ = ["HIGHER_IS_STRICTER", "UNBOUNDED", "ThresholdLimits", "limits_from", "load_limits"]
+__all__ = [
+    "DUPLICATE_LIMITS",
+    "HIGHER_IS_STRICTER",
+    "UNBOUNDED",
+    "ThresholdLimits",
+    "limits_from",
+    "load_limits",
+]
 
 HIGHER_IS_STRICTER: Final = frozenset(
-    {"min_cosine", "min_gain", "free_rider_norm", "small_norm_ratio"}
+    {"min_cosine", "min_gain", "free_rider_norm", "small_norm_ratio", "duplicate_relative_l2"}
 )
 """Thresholds that flag or cut more updates as they rise (the others: as they fall)."""
+
+DUPLICATE_LIMITS: Final = {"duplicate_cosine": "cosine", "duplicate_relative_l2": "relative_l2"}
+"""The limits on the terms' duplicate rule (:class:`~fedtrail.protocol.terms.DuplicateRule`),
+by the rule's field: a later update within both thresholds of an earlier one is a DUPLICATE,
+scored 0, so a lower ``cosine`` or a higher ``relative_l2`` zeroes more honest updates (at cosine
+0.5 and relative_l2 0.9 every honest update but the first committed is a "copy")."""
 
 UNBOUNDED: Final = frozenset({"stale_distance", "stale_rounds"})
 """Thresholds with no limit: ``stale_distance``'s default (1e6) is already no bound in effect,
@@ -44,7 +58,9 @@ stays below ``stale_cosine``)."""
 class ThresholdLimits:
     """For each valuation threshold (the fields of :class:`Combiner` but those in
     :data:`UNBOUNDED`), the strictest value a site accepts. ``max_norm_ratio`` and
-    ``small_norm_ratio`` are off at 0: a limit of 0 accepts them only off."""
+    ``small_norm_ratio`` are off at 0: a limit of 0 accepts them only off. ``duplicate_*``
+    bound the terms' duplicate rule (:data:`DUPLICATE_LIMITS`; defaults: the only rule the
+    product writes)."""
 
     min_cosine: float = -0.5
     max_norm_z: float = 10.0
@@ -57,10 +73,18 @@ class ThresholdLimits:
     max_sample_ratio: float = 10.0
     max_norm_ratio: float = 0.0
     small_norm_ratio: float = 0.0
+    duplicate_cosine: float = DUPLICATE_COSINE
+    duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
 
     def __post_init__(self) -> None:
         # every limit is itself a valid threshold (same ranges, same types)
-        Combiner(**asdict(self))
+        values = asdict(self)
+        rule = {field: values.pop(limit) for limit, field in DUPLICATE_LIMITS.items()}
+        Combiner(**values)
+        try:
+            DuplicateRule(**rule)
+        except FedtrailError as exc:
+            raise ConfigError(str(exc)) from None
 
     @classmethod
     def accepting(cls, combiner: Combiner) -> ThresholdLimits:
@@ -70,6 +94,9 @@ class ThresholdLimits:
         base = cls()
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if f.name in DUPLICATE_LIMITS:  # not a Combiner threshold: the default
+                values[f.name] = getattr(base, f.name)
+                continue
             mine, theirs = getattr(base, f.name), getattr(combiner, f.name)
             if f.name in {"max_norm_ratio", "small_norm_ratio"} and (mine == 0 or theirs == 0):
                 values[f.name] = mine if theirs == 0 else theirs
@@ -79,12 +106,18 @@ class ThresholdLimits:
                 values[f.name] = min(mine, theirs)
         return cls(**values)
 
-    def breaches(self, combiner: Combiner) -> list[str]:
-        """Each threshold of ``combiner`` stricter than its limit, as ``name value (limit L)``;
-        empty when every one is within."""
+    def breaches(self, combiner: Combiner, duplicates: DuplicateRule | None = None) -> list[str]:
+        """Each threshold of ``combiner`` (and of the terms' ``duplicates`` rule, when given)
+        stricter than its limit, as ``name value (limit L)``; empty when every one is within."""
         out: list[str] = []
         for f in fields(self):
-            limit, value = getattr(self, f.name), getattr(combiner, f.name)
+            if f.name in DUPLICATE_LIMITS:
+                if duplicates is None:
+                    continue
+                value = getattr(duplicates, DUPLICATE_LIMITS[f.name])
+            else:
+                value = getattr(combiner, f.name)
+            limit = getattr(self, f.name)
             if f.name == "max_norm_ratio":
                 bad = value != 0 and (limit == 0 or value < limit)
             elif f.name in HIGHER_IS_STRICTER:

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from fedtrail.auditor.verify import RoundAudit, verify_round
+from fedtrail.auditor.verify import RoundAudit, _check_limits, verify_round
 from fedtrail.chain import advance_time, block_timestamp
 from fedtrail.ledger import Valuation
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.node.daemon import _unrunnable
-from fedtrail.protocol.terms import RoundTerms
+from fedtrail.protocol.terms import DuplicateRule, RoundTerms
 from fedtrail.valuation import Combiner
 from fedtrail.valuation.limits import ThresholdLimits
 from tests.auditor.report import federation as hand
@@ -59,10 +59,12 @@ def _open(
     return round_id
 
 
-def _parsed_terms(valuation: dict[str, Any]) -> RoundTerms:
-    """Terms with ``valuation`` as their block, as a node reads them from their bytes."""
+def _parsed_terms(valuation: dict[str, Any], duplicates: DuplicateRule | None = None) -> RoundTerms:
+    """Terms with ``valuation`` as their block (and ``duplicates`` as their duplicate rule), as a
+    node reads them from their bytes."""
     return RoundTerms.from_bytes(
         RoundTerms(
+            duplicates=duplicates or DuplicateRule(),
             round=1,
             aggregation_rule={},
             valuation=valuation,
@@ -173,6 +175,28 @@ def test_windows_on_chain_other_than_the_terms_promise_fail_terms_windows(
     bad = {c.name: c.detail for c in audit.checks if c.failed}
     assert set(bad) == {"terms.windows"}, bad
     assert needle in bad["terms.windows"]
+
+
+def test_a_duplicate_rule_that_zeroes_honest_updates_fails_terms_limits() -> None:
+    """Terms whose duplicate rule calls every later honest update a copy of the first
+    (cosine 0.5, relative_l2 0.9: DUPLICATE, score 0; ``duplicates`` re-derives it bit for bit
+    under the same rule) are skipped by honest nodes and fail ``terms.limits``; sites that widened
+    their ``[accept]`` train under them, and an auditor given that table passes the check."""
+    valuation = {"method": "loo", "metric": "auc"}
+    terms = _parsed_terms(valuation, DuplicateRule(cosine=0.5, relative_l2=0.9))
+    refused = _unrunnable(terms)
+    assert refused is not None and "duplicate_cosine 0.5" in refused
+    assert "duplicate_relative_l2 0.9" in refused
+    audit = RoundAudit(1)
+    _check_limits(audit, terms, ThresholdLimits())
+    assert [(c.name, c.failed) for c in audit.checks] == [("terms.limits", True)]
+    assert "duplicate_cosine 0.5 (accepted: at least 0.9999)" in audit.checks[0].detail
+    wide = ThresholdLimits(duplicate_cosine=0.5, duplicate_relative_l2=0.9)
+    assert _unrunnable(terms, wide) is None
+    audit = RoundAudit(1)
+    _check_limits(audit, terms, wide)
+    assert audit.passed
+    assert _unrunnable(_parsed_terms(valuation)) is None
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,16 @@ import pytest
 from fedtrail.errors import ConfigError
 from fedtrail.node.config import NodeConfig, load_node_config, write_node_config
 from fedtrail.protocol.roundlog import ValuationSettings
+from fedtrail.protocol.terms import DuplicateRule
 from fedtrail.valuation import HISTORY_COMBINER, Combiner
 from fedtrail.valuation.chained import combiner_from
-from fedtrail.valuation.limits import UNBOUNDED, ThresholdLimits, limits_from, load_limits
+from fedtrail.valuation.limits import (
+    DUPLICATE_LIMITS,
+    UNBOUNDED,
+    ThresholdLimits,
+    limits_from,
+    load_limits,
+)
 
 STRICTER = {
     "min_cosine": 0.2,
@@ -47,7 +54,8 @@ LOOSER = {
 
 def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     names = {f.name for f in fields(Combiner)}
-    assert {f.name for f in fields(ThresholdLimits)} == names - UNBOUNDED
+    assert {f.name for f in fields(ThresholdLimits)} == names - UNBOUNDED | set(DUPLICATE_LIMITS)
+    assert set(DUPLICATE_LIMITS.values()) == {f.name for f in fields(DuplicateRule)}
     assert set(STRICTER) == set(LOOSER) == names - UNBOUNDED
 
 
@@ -130,3 +138,33 @@ def test_the_accept_table_round_trips_through_a_site_config(tmp_path: Path) -> N
     assert load_limits(none) == ThresholdLimits()
     with pytest.raises(ConfigError, match="no file"):
         load_limits(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("rule", "named"),
+    [
+        (DuplicateRule(cosine=0.5), ["duplicate_cosine 0.5 (accepted: at least 0.9999)"]),
+        (
+            DuplicateRule(relative_l2=0.9),
+            ["duplicate_relative_l2 0.9 (accepted: at most 0.001)"],
+        ),
+        (DuplicateRule(), []),
+        (DuplicateRule(cosine=1.0, relative_l2=1e-6), []),  # looser: fewer copies
+    ],
+)
+def test_a_duplicate_rule_stricter_than_the_limits_is_named(
+    rule: DuplicateRule, named: list[str]
+) -> None:
+    """The terms' duplicate rule zeroes a later update within both thresholds of an earlier one
+    (DUPLICATE): at cosine 0.5 and relative_l2 0.9 every honest update but the first committed
+    is a "copy", and the replay passes bit for bit. Its thresholds are bounded like the
+    valuation's."""
+    assert ThresholdLimits().breaches(Combiner(), rule) == named
+    wide = limits_from({"duplicate_cosine": 0.5, "duplicate_relative_l2": 0.9})
+    assert wide.breaches(Combiner(), rule) == []
+    assert ThresholdLimits.accepting(Combiner(**STRICTER)).breaches(Combiner(), rule) == named
+
+
+def test_an_invalid_duplicate_limit_is_refused() -> None:
+    with pytest.raises(ConfigError, match="duplicate thresholds out of range"):
+        limits_from({"duplicate_cosine": 0.0})
