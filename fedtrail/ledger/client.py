@@ -647,8 +647,12 @@ class Ledger:
         web3's ``get_logs`` ran its formatters over every argument of every event, 0.17 of the
         0.25 s ``get_submissions`` took for a 100-site round. Filters on indexed arguments
         become topics; the others are compared after decoding."""
-        codec = _EventCodec.of(self.artifact.abi, name)
-        filters = dict(argument_filters or {})
+        codec = _EventCodec.of(self.artifact.abi, name, key=self.artifact.sha256)
+        # None matches anything, as in web3; a name the event lacks is a caller's error
+        filters = {k: v for k, v in (argument_filters or {}).items() if v is not None}
+        unknown = sorted(set(filters) - {n for n, _ in (*codec.indexed, *codec.data)})
+        if unknown:
+            raise ConfigError(f"the {name} event has no argument(s) {unknown}")
         try:
             params = {
                 "address": self.address,
@@ -732,12 +736,14 @@ class _EventCodec:
     indexed: tuple[tuple[str, str], ...]
     data: tuple[tuple[str, str], ...]
 
-    _cache: ClassVar[dict[tuple[int, str], _EventCodec]] = {}
+    _cache: ClassVar[dict[tuple[str, str], _EventCodec]] = {}
 
     @classmethod
-    def of(cls, abi: Sequence[dict[str, Any]], name: str) -> _EventCodec:
-        key = (id(abi), name)
-        found = cls._cache.get(key)
+    def of(cls, abi: Sequence[dict[str, Any]], name: str, *, key: str) -> _EventCodec:
+        """The codec of event ``name`` of ``abi``; cached under ``key`` (the artifact's sha256:
+        one entry per artifact and event, however many ledgers are opened)."""
+        cache_key = (key, name)
+        found = cls._cache.get(cache_key)
         if found is not None:
             return found
         entry = next((e for e in abi if e.get("type") == "event" and e["name"] == name), None)
@@ -752,7 +758,7 @@ class _EventCodec:
         )
         if any(t in {"string", "bytes"} or t.endswith("]") for _, t in codec.indexed):
             raise ConfigError(f"event {name!r} indexes a dynamic type: its value is hashed")
-        cls._cache[key] = codec
+        cls._cache[cache_key] = codec
         return codec
 
     def topics(self, filters: dict[str, Any]) -> list[Any]:

@@ -229,14 +229,14 @@ def test_every_number_of_valued_cancelled_and_peer_rounds_follows_from_the_event
     assert dict(counts) == {r1: 3, r2: 0, r3: 3, r4: 2}
 
 
-def _as_web3_reads(args: dict[str, Any]) -> dict[str, Any]:
-    """web3's decoded arguments as the ledger's events carry them (addresses checksummed,
-    bytes as hex, arrays as lists)."""
+def _as_web3_reads(args: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
+    """web3's decoded arguments as the ledger's events carry them: by their ABI type, addresses
+    checksummed, bytes as hex, arrays as lists, strings as written."""
     out: dict[str, Any] = {}
     for key, value in args.items():
         if isinstance(value, bytes | bytearray):
             value = bytes(value).hex()
-        elif isinstance(value, str) and Web3.is_address(value):
+        elif types[key] == "address":
             value = Web3.to_checksum_address(value)
         elif isinstance(value, list | tuple):
             value = list(value)
@@ -257,6 +257,7 @@ def test_the_ledgers_event_decoder_reads_what_web3_reads(fed: Fed) -> None:
     for name in names:
         event = getattr(fed.ledger._contract.events, name)
         indexed = [i["name"] for i in event.abi["inputs"] if i["indexed"]]
+        types = {i["name"]: i["type"] for i in event.abi["inputs"]}
         cases: list[dict[str, Any]] = [{}]
         if "round" in indexed:
             cases += [{"round": r1}, {"round": r3}]
@@ -271,7 +272,7 @@ def test_the_ledgers_event_decoder_reads_what_web3_reads(fed: Fed) -> None:
                     int(x["blockNumber"]),
                     int(x["logIndex"]),
                     bytes(x["transactionHash"]).hex(),
-                    _as_web3_reads(dict(x["args"])),
+                    _as_web3_reads(dict(x["args"]), types),
                 )
                 for x in theirs
             )

@@ -177,3 +177,19 @@ def test_a_string_argument_that_looks_like_an_address_reads_as_written(
     assert ledger.events("SiteRegistered")[-1].args["name"] == name
     assert ledger.names_at_finalize(1) == {site.address: name}
     assert len(ledger.events("SiteRegistered", argument_filters={"name": name})) == 1
+
+
+def test_event_filters_of_none_match_anything_and_unknown_names_are_refused(
+    embedded: ChainEnv,
+) -> None:
+    """As web3's ``argument_filters``: a filter of None is no filter (it used to drop every
+    event once the decoded values were compared); a name the event does not have is a
+    caller's mistake, refused rather than answered with no events."""
+    ledger, _ = Ledger.deploy(embedded.w3, embedded.coordinator)
+    site = embedded.sites[0]
+    ledger.register_site(embedded.coordinator, site.address, "a", 10)
+    everything = ledger.events("SiteRegistered")
+    assert len(everything) == 1
+    assert ledger.events("SiteRegistered", argument_filters={"site": None}) == everything
+    with pytest.raises(ConfigError, match="no argument"):
+        ledger.events("SiteRegistered", argument_filters={"round": 1})
