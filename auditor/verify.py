@@ -914,7 +914,13 @@ def _check_cancelled_valuation(
         return name, False, "the given validation set is not the one the terms committed"
     if validation.image_size != (spec.image_size, spec.image_size):
         validation = validation.resized(spec.image_size)
-    start = _fetch(store, info.start_cid, info.start_sha256)
+    try:
+        limit = default_max_bytes(spec)
+    except ConfigError as exc:
+        return name, False, f"cannot replay: the terms' model spec: {exc}"
+    if limit > DEFAULT_MAX_BYTES:
+        return name, False, f"cannot replay: the terms' model spec allows {limit}-byte blobs"
+    start = _fetch(store, info.start_cid, info.start_sha256, limit)
     if start.blob is None:
         return name, False, f"cannot replay: the start model: {start.detail}"
     try:

@@ -79,11 +79,12 @@ def wait_limit(node: SiteNode, round_id: int, wait_seconds: float) -> float:
     wait = check_wait(wait_seconds)
     try:
         info = node.ledger.get_round(round_id)
+        now = next_block_timestamp(node.ledger.w3)
     except RoundStateError:
         return min(wait, UNKNOWN_ROUND_WAIT)
-    except LedgerError:
+    except LedgerError:  # ChainUnreachable included
         return wait  # the chain unreachable: retried for as long as asked (finite)
-    left = info.reveal_deadline - next_block_timestamp(node.ledger.w3)
+    left = info.reveal_deadline - now
     return min(wait, max(float(left), 0.0) + REVEAL_SLACK)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import fedtrail.flower.site as site_module
-from fedtrail.errors import ConfigError
+from fedtrail.errors import ChainUnreachable, ConfigError
 from fedtrail.flower.replies import MAX_FIELD_CHARS, SiteReply, check_reply
 from fedtrail.flower.site import REVEAL_SLACK, answer, check_ledger, check_wait, wait_limit
 from fedtrail.simulation.federation import Federation
@@ -52,6 +52,20 @@ def test_the_chain_bounds_how_long_a_site_waits(
     assert r + 7 not in node.state.rounds  # nothing recorded, nothing trained
     check = check_reply(fed.ledger, reply, round_id=r, sender=node.address)
     assert check.attributable and not check.evidence and check.mismatches == ("round",)
+
+
+def test_a_chain_that_stops_answering_mid_check_leaves_the_wait_as_asked(
+    embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The round read, then the chain's clock unreachable: the wait is the (finite) one asked
+    for, not an exception out of the ClientApp (review: the clock was read outside the try)."""
+    fed, r = _open(embedded, tmp_path)
+
+    def down(w3: object) -> int:
+        raise ChainUnreachable("the JSON-RPC endpoint does not answer")
+
+    monkeypatch.setattr(site_module, "next_block_timestamp", down)
+    assert wait_limit(fed.nodes[0], r, 12.0) == 12.0
 
 
 def test_a_site_that_lost_its_state_never_signs_a_lie_against_itself(
