@@ -30,6 +30,7 @@ from fedtrail.node.config import NodeConfig
 from fedtrail.node.daemon import CLOCK_SLACK, NodeHooks, SiteNode
 from fedtrail.simulation.faults import SiteFault
 from fedtrail.storage.store import ContentStore
+from fedtrail.valuation.limits import ThresholdLimits
 
 __all__ = ["Federation", "SiteSetup", "build_federation", "make_sites"]
 
@@ -199,6 +200,12 @@ def _site_node(
     )
 
 
+def _consenting(accept: ThresholdLimits, settings: AggregatorSettings) -> ThresholdLimits:
+    """``accept`` widened to take ``settings``' thresholds (each limit the looser of the two)."""
+    assert settings.combiner is not None
+    return accept.widened(settings.combiner)
+
+
 def build_federation(
     *,
     store: ContentStore,
@@ -240,6 +247,13 @@ def build_federation(
             fund(ledger.w3, coordinator, site.account.address, fund_wei)
         ledger.register_site(coordinator, site.account.address, site.name, site.sample_limit)
     folder = Path(folder)
+    if settings is not None and settings.combiner is not None:
+        # simulated sites consent to their simulated aggregator's thresholds (a real site
+        # widens its config.toml's [accept] itself; its node refuses stricter terms otherwise)
+        sites = [
+            replace(s, config=replace(s.config, accept=_consenting(s.config.accept, settings)))
+            for s in sites
+        ]
     nodes = tuple(_site_node(s, ledger, store, folder) for s in sites if s.train is not None)
     service = AggregatorService(
         ledger=ledger,

@@ -91,7 +91,13 @@ class ThresholdLimits:
         """Limits that accept ``combiner`` and the defaults alike: each limit the looser of
         the default and the combiner's threshold (a simulated federation's sites consenting to
         their aggregator's thresholds)."""
-        base = cls()
+        return cls().widened(combiner)
+
+    def widened(self, combiner: Combiner) -> ThresholdLimits:
+        """These limits, each loosened as far as ``combiner``'s threshold where that is
+        looser (the duplicate rule's limits unchanged)."""
+        cls = type(self)
+        base = self
         values: dict[str, Any] = {}
         for f in fields(cls):
             if f.name in DUPLICATE_LIMITS:  # not a Combiner threshold: the default

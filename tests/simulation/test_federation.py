@@ -25,6 +25,8 @@ from fedtrail.simulation.faults import SiteFault, copied_update, sign_flip
 from fedtrail.simulation.federation import Federation, SiteSetup, build_federation, make_sites
 from fedtrail.storage.codec import Compression, decode_update
 from fedtrail.storage.store import LocalStore
+from fedtrail.valuation import Combiner
+from fedtrail.valuation.limits import ThresholdLimits
 from tests.fixtures.chain import ChainEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -256,3 +258,19 @@ def test_make_sites_names_seeds_and_configures_each_site(embedded: ChainEnv) -> 
         make_sites(embedded.sites[:2], trains, names=["only-one"])
     with pytest.raises(ConfigError, match="not a node setting"):
         make_sites(embedded.sites[:2], trains, poll_intervall=0.5)
+
+
+def test_simulated_sites_consent_to_their_aggregators_stricter_thresholds(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """An experimenter who sets stricter thresholds for the simulated aggregator has its
+    simulated sites accept them (a real site widens its own [accept]); without that consent
+    every node would skip the round."""
+    strict = replace(Combiner(), max_sample_ratio=5.0, stale_cosine=0.999)
+    settings = AggregatorSettings(valuation="loo", explain_method=None, combiner=strict)
+    fed = _build(embedded, tmp_path, [_site(embedded, 0), _site(embedded, 1)], settings)
+    assert all(n.config.accept.breaches(strict) == [] for n in fed.nodes)
+    assert ThresholdLimits().breaches(strict)  # the defaults alone would refuse them
+    outcome = fed.run_round()
+    assert outcome is not None
+    assert len(fed.ledger.get_submissions(outcome.round)) == 2

@@ -168,3 +168,11 @@ def test_a_duplicate_rule_stricter_than_the_limits_is_named(
 def test_an_invalid_duplicate_limit_is_refused() -> None:
     with pytest.raises(ConfigError, match="duplicate thresholds out of range"):
         limits_from({"duplicate_cosine": 0.0})
+
+
+def test_widened_only_loosens() -> None:
+    """A site's own wider limit stays; a stricter one gives way to the combiner's threshold."""
+    own = ThresholdLimits(stale_cosine=0.9, max_sample_ratio=20.0)
+    wide = own.widened(replace(Combiner(), stale_cosine=0.95, max_sample_ratio=5.0))
+    assert (wide.stale_cosine, wide.max_sample_ratio) == (0.9, 5.0)
+    assert wide.widened(Combiner()) == wide.widened(Combiner()).widened(Combiner())
