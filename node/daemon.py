@@ -428,8 +428,10 @@ class SiteNode:
             if now > info.commit_deadline:
                 log.warning("round %d: commit window closed before this node committed", round_id)
                 return None
-            if not self._terms_agree(round_id, info.terms_cid, info.terms_sha256):
-                return None
+            refusal = self._terms_refusal(round_id, info.terms_cid, info.terms_sha256)
+            if refusal is not None:
+                # the terms are hash-pinned: the same answer at every poll, so recorded once
+                return self._skip(RoundRecord(round=round_id, phase="skipped"), refusal)
             if update is None:
                 record = self._train_and_encode(round_id, info.start_cid, info.start_sha256)
             else:
@@ -452,37 +454,27 @@ class SiteNode:
             self.hooks.at_step("stored")
         return self._reveal(round_id, record, info.reveal_deadline)
 
-    def _terms_agree(self, round_id: int, cid: str, sha256: str) -> bool:
-        """Whether this site can take part under the round's committed terms. Terms for another
-        task raise :class:`TaskMismatch` (the site's config or the federation must change: no
-        retry can help); unreadable terms, and terms whose valuation settings no scorer can run
-        (:func:`_unrunnable`: the round could be neither scored, aggregated nor audited), skip
-        the round before any training or privacy budget is spent."""
+    def _terms_refusal(self, round_id: int, cid: str, sha256: str) -> str | None:
+        """Why this site does not take part under the round's committed terms (None: it does).
+        Terms for another task raise :class:`TaskMismatch` (the site's config or the federation
+        must change: no retry can help); unreadable terms, terms of another round, and terms
+        this site cannot or will not run (:func:`_unrunnable`: a valuation no scorer can run,
+        or thresholds stricter than its ``[accept]``) are refused before any training or
+        privacy budget is spent. A store that does not answer raises (the daemon retries)."""
         try:
             terms = RoundTerms.from_bytes(self.store.get(cid, sha256, max_bytes=MAX_TERMS_BYTES))
         except (InvalidTerms, ContentTooLarge) as exc:
-            log.error(
-                "round %d: the committed terms are unusable (%s); not taking part", round_id, exc
-            )
-            return False
+            return f"the committed terms are unusable ({exc}); not taking part"
         if terms.round != round_id:
-            log.error(
-                "round %d: the committed terms are for round %d; not taking part",
-                round_id,
-                terms.round,
-            )
-            return False
+            return f"the committed terms are for round {terms.round}; not taking part"
         require_terms(self.task, terms, mine="this site's config.toml")
         problem = _unrunnable(terms, self.config.accept)
         if problem is not None:
-            log.error(
-                "round %d: the committed terms name settings this site cannot or will not run "
-                "(%s); not taking part",
-                round_id,
-                problem,
+            return (
+                "the committed terms name settings this site cannot or will not run "
+                f"({problem}); not taking part"
             )
-            return False
-        return True
+        return None
 
     def _train_and_encode(self, round_id: int, cid: str, sha256: str) -> RoundRecord | None:
         spec = self.config.model

@@ -478,7 +478,9 @@ def test_a_site_whose_data_does_not_fit_its_model_is_refused_at_start(world: Wor
 def test_unusable_terms_skip_the_round_without_training(embedded: ChainEnv, tmp_path: Path) -> None:
     world = World(embedded, tmp_path, terms=b'{"not":"terms"}')
     node = world.node(0)
-    assert node.participate(world.round) is None
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "skipped"
+    assert "the committed terms are unusable" in record.note
     assert world.ledger.get_submission(world.round, node.address) is None
 
 
@@ -493,9 +495,10 @@ def test_oversized_terms_skip_the_round_unread(
     world = World(embedded, tmp_path / "2", terms=honest + b" " * MAX_TERMS_BYTES)
     node = world.node(0)
     with caplog.at_level("ERROR", logger="fedtrail.node"):
-        assert node.participate(world.round) is None
+        record = node.participate(world.round)
+    assert record is not None and record.phase == "skipped"
     assert world.ledger.get_submission(world.round, node.address) is None
-    assert f"over the {MAX_TERMS_BYTES}-byte limit" in caplog.text
+    assert f"over the {MAX_TERMS_BYTES}-byte limit" in record.note
     assert "not taking part" in caplog.text
 
 
@@ -560,14 +563,20 @@ def test_terms_no_one_can_run_skip_the_round_before_training(
     """A round whose committed aggregation rule or valuation settings no honest party can run can
     be neither scored, aggregated nor audited, and one whose thresholds are stricter than the
     site accepts would zero honest updates: the site neither trains (no privacy budget spent)
-    nor commits, and says why."""
+    nor commits, and says why: once, in its log and in the round's record (``node status``),
+    which ends the round for it (the terms are hash-pinned, so no later poll can change the
+    answer: it used to fetch and refuse them again every poll until the commit window closed,
+    and ``node run --once`` never returned)."""
     world = World(embedded, tmp_path, edit=edit)
     node = world.node(0)
     with caplog.at_level("ERROR", logger="fedtrail.node"):
-        assert node.participate(world.round) is None
+        record = node.participate(world.round)
+        assert record is not None and record.phase == "skipped"
+        assert node.participate(world.round) is record  # recorded: not fetched and refused again
     assert world.ledger.get_submission(world.round, node.address) is None
-    assert world.round not in node.state.rounds
-    assert "cannot or will not run" in caplog.text and why in caplog.text
+    assert node.state.rounds[world.round].phase == "skipped"
+    assert "cannot or will not run" in record.note and why in record.note
+    assert caplog.text.count("cannot or will not run") == 1
 
 
 def test_a_site_that_accepts_stricter_thresholds_trains_under_them(
