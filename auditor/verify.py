@@ -89,7 +89,9 @@ from fedtrail.storage.store import DEFAULT_MAX_BYTES, ContentStore
 from fedtrail.valuation.limits import ThresholdLimits
 
 if TYPE_CHECKING:
-    from fedtrail.valuation.combine import SiteValuation
+    from fedtrail.valuation import Candidate
+    from fedtrail.valuation.chained import Carried
+    from fedtrail.valuation.combine import RoundValuation, SiteValuation
 
 # Scores are recomputed from floating-point model evaluations, whose last bits depend on the CPU
 # and thread count; weights and global models are compared exactly, scores within this (1e-3).
@@ -780,8 +782,8 @@ def _check_scores(
     """Re-runs the aggregator's valuation with the settings of the round's terms (the log's
     for a round without terms); with ``standing``, under the history the chain and the
     previous log hold (``chain``), and compares the log's standing block too."""
-    from fedtrail.valuation import METHODS, Candidate, value_round
-    from fedtrail.valuation.chained import carried_history, combiner_from, standing_of
+    from fedtrail.valuation import METHODS, Candidate
+    from fedtrail.valuation.chained import standing_of
 
     settings = log.settings.valuation
     expected_validation = log.validation.sha256
@@ -830,26 +832,17 @@ def _check_scores(
         for s in subs
     ]
     try:
-        carried = None
-        combiner = combiner_from(settings)
-        if settings.standing:
-            if chain is None:
-                raise FedtrailError("valuation with standing needs the chain and the store")
-            carried = carried_history(
-                chain[0], chain[1], log.round, spec, stale_rounds=combiner.stale_rounds
-            )
-        report = value_round(
-            global_state=start,
+        if settings.standing and chain is None:
+            raise FedtrailError("valuation with standing needs the chain and the store")
+        report, carried = _replay_valuation(
+            settings,
+            chain=chain,
+            round_id=log.round,
             spec=spec,
+            start=start,
             candidates=candidates,
             validation=validation,
-            method=settings.method,
-            metric=settings.metric,
-            seed=log.valuation_seed if settings.seed is None else settings.seed,
-            explanation_check=bool(settings.explanation_check),
-            combiner=combiner,
-            history=None if carried is None else carried.history,
-            large_game=settings.large_game,
+            seed=log.valuation_seed,
         )
         recomputed = report.sites
     except (FedtrailError, KeyError, TypeError, ValueError) as exc:
@@ -875,6 +868,44 @@ def _check_scores(
     )
 
 
+def _replay_valuation(
+    settings: ValuationSettings,
+    *,
+    chain: tuple[Ledger, ContentStore] | None,
+    round_id: int,
+    spec: ModelSpec,
+    start: Mapping[str, torch.Tensor],
+    candidates: Sequence[Candidate],
+    validation: ImageDataset,
+    seed: int,
+) -> tuple[RoundValuation, Carried | None]:
+    """The round's valuation re-run as the aggregator runs it: the committed settings and
+    thresholds, the standing carried from the chain (``chain`` needed with standing), and the
+    settings' seed or else ``seed`` (the terms' seed plus the round, in logs before it); with
+    the standing it was valued under."""
+    from fedtrail.valuation import value_round
+    from fedtrail.valuation.chained import carried_history, combiner_from
+
+    combiner = combiner_from(settings)
+    carried = None
+    if settings.standing and chain is not None:
+        carried = carried_history(*chain, round_id, spec, stale_rounds=combiner.stale_rounds)
+    report = value_round(
+        global_state=dict(start),
+        spec=spec,
+        candidates=list(candidates),
+        validation=validation,
+        method=settings.method,
+        metric=settings.metric,
+        seed=seed if settings.seed is None else settings.seed,
+        explanation_check=bool(settings.explanation_check),
+        combiner=combiner,
+        history=None if carried is None else carried.history,
+        large_game=settings.large_game,
+    )
+    return report, carried
+
+
 CANCELLED_VALUATION = "cancelled.valuation"
 
 
@@ -892,9 +923,8 @@ def _check_cancelled_valuation(
     counted here as valuable; and an update the aggregator could not retrieve at valuation but
     this audit can (its site withheld it, then published it) reads as valuable here, as it
     fails ``log.status`` in a finalized round."""
-    from fedtrail.valuation import METHODS, value_round
+    from fedtrail.valuation import METHODS
     from fedtrail.valuation.candidates import revealed_candidates
-    from fedtrail.valuation.chained import carried_history, combiner_from
 
     name, round_id = CANCELLED_VALUATION, info.id
     subs = ledger.get_submissions(round_id)
@@ -914,36 +944,24 @@ def _check_cancelled_valuation(
         return name, False, "the given validation set is not the one the terms committed"
     if validation.image_size != (spec.image_size, spec.image_size):
         validation = validation.resized(spec.image_size)
-    try:
-        limit = default_max_bytes(spec)
-    except ConfigError as exc:
-        return name, False, f"cannot replay: the terms' model spec: {exc}"
-    if limit > DEFAULT_MAX_BYTES:
-        return name, False, f"cannot replay: the terms' model spec allows {limit}-byte blobs"
+    limit, problem = _spec_limit(spec)
+    if limit is None:
+        return name, False, f"cannot replay: {problem}"
     start = _fetch(store, info.start_cid, info.start_sha256, limit)
     if start.blob is None:
         return name, False, f"cannot replay: the start model: {start.detail}"
     try:
         start_state, _ = decode_model(start.blob, spec=spec)
         pairs = revealed_candidates(ledger, store, round_id, terms=terms, spec=spec)
-        combiner = combiner_from(settings)
-        carried = (
-            carried_history(ledger, store, round_id, spec, stale_rounds=combiner.stale_rounds)
-            if settings.standing
-            else None
-        )
-        report = value_round(
-            global_state=start_state,
+        report, _ = _replay_valuation(
+            settings,
+            chain=(ledger, store),
+            round_id=round_id,
             spec=spec,
+            start=start_state,
             candidates=[candidate for _, candidate in pairs],
             validation=validation,
-            method=settings.method,
-            metric=settings.metric,
-            seed=terms.seed + round_id if settings.seed is None else settings.seed,
-            explanation_check=bool(settings.explanation_check),
-            combiner=combiner,
-            history=None if carried is None else carried.history,
-            large_game=settings.large_game,
+            seed=terms.seed + round_id,
         )
     except (FedtrailError, KeyError, TypeError, ValueError) as exc:
         return name, False, f"cannot re-run the valuation: {exc}"
@@ -1185,24 +1203,28 @@ def _valuation_checks(
         audit.add(*check)
 
 
-def _blob_limit(audit: RoundAudit, spec: ModelSpec | None) -> int | None:
-    """``default_max_bytes(spec)``; None, with a failed ``model.size`` check, when no store
-    returns a model that large (over ``DEFAULT_MAX_BYTES``) or the codec cannot lay it out."""
-    if spec is None:
-        return None
+def _spec_limit(spec: ModelSpec) -> tuple[int | None, str]:
+    """``(default_max_bytes(spec), "")``, or ``(None, why)`` when no store returns a model that
+    large (over ``DEFAULT_MAX_BYTES``) or the codec cannot lay it out."""
     try:
         limit = default_max_bytes(spec)
     except ConfigError as exc:
-        audit.add("model.size", False, f"the round's model spec cannot be decoded: {exc}")
-        return None
+        return None, f"the round's model spec cannot be decoded: {exc}"
     if limit > DEFAULT_MAX_BYTES:
-        audit.add(
-            "model.size",
-            False,
+        return None, (
             f"the round's model spec allows blobs of {limit} bytes, over the store's "
-            f"{DEFAULT_MAX_BYTES}-byte limit: no model of that size can be read back",
+            f"{DEFAULT_MAX_BYTES}-byte limit: no model of that size can be read back"
         )
+    return limit, ""
+
+
+def _blob_limit(audit: RoundAudit, spec: ModelSpec | None) -> int | None:
+    """:func:`_spec_limit`, recording a failed ``model.size`` check when there is none."""
+    if spec is None:
         return None
+    limit, problem = _spec_limit(spec)
+    if limit is None:
+        audit.add("model.size", False, problem)
     return limit
 
 
