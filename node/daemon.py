@@ -310,13 +310,7 @@ def _unrunnable(terms: RoundTerms, accept: ThresholdLimits | None = None) -> str
         combiner = check_playable(ValuationSettings.from_json(terms.valuation))
     except (InvalidLog, ConfigError) as exc:
         return f"valuation: {exc}"
-    breaches = (accept or ThresholdLimits()).breaches(combiner, terms.duplicates)
-    if breaches:
-        return (
-            "valuation thresholds stricter than this site accepts ([accept] in its config.toml): "
-            + "; ".join(breaches)
-        )
-    return None
+    return (accept or ThresholdLimits()).refusal(combiner, terms.duplicates)
 
 
 class SiteNode:

@@ -262,14 +262,9 @@ class PeerScorer:
             combiner = check_playable(valuation)
         except (InvalidTerms, InvalidLog, ConfigError) as exc:
             return self._skip(round_id, None, f"the round's terms are unusable: {exc}")
-        breaches = self.accept.breaches(combiner, terms.duplicates)
-        if breaches:
-            return self._skip(
-                round_id,
-                None,
-                "the round's valuation thresholds are stricter than this site accepts "
-                f"([accept] in its config.toml): {'; '.join(breaches)}",
-            )
+        refusal = self.accept.refusal(combiner, terms.duplicates)
+        if refusal is not None:
+            return self._skip(round_id, None, f"the round's {refusal}")
         started = time.perf_counter()
         limit = default_max_bytes(self.spec)
         global_state, _ = decode_model(

@@ -112,6 +112,17 @@ class ThresholdLimits:
                 values[f.name] = min(mine, theirs)
         return cls(**values)
 
+    def refusal(self, combiner: Combiner, duplicates: DuplicateRule | None = None) -> str | None:
+        """Why a site with these limits does not take part under ``combiner`` (and the terms'
+        ``duplicates`` rule); None when it does. One sentence for the node and its validator."""
+        breaches = self.breaches(combiner, duplicates)
+        if not breaches:
+            return None
+        return (
+            "valuation thresholds stricter than this site accepts ([accept] in its config.toml): "
+            + "; ".join(breaches)
+        )
+
     def breaches(self, combiner: Combiner, duplicates: DuplicateRule | None = None) -> list[str]:
         """Each threshold of ``combiner`` (and of the terms' ``duplicates`` rule, when given)
         stricter than its limit, as ``name value (limit L)``; empty when every one is within."""
