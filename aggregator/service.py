@@ -66,7 +66,7 @@ from fedtrail.protocol.evidence import (
     SignedReply,
     applicable,
 )
-from fedtrail.protocol.peers import PeerVote, peer_outcome
+from fedtrail.protocol.peers import PeerVote, default_quorum
 from fedtrail.protocol.terms import (
     DEFAULT_VALIDATOR_GAME,
     OPEN_MARGIN,
@@ -395,7 +395,7 @@ class AggregatorService:
         active now (those a round opened now counts active at open). ConfigError when it is
         above the active sites (the contract would refuse the round)."""
         active = self.ledger.active_site_count()
-        quorum = self.settings.peer_quorum or active // 2 + 1
+        quorum = self.settings.peer_quorum or default_quorum(active)
         if quorum > active:
             raise ConfigError(
                 f"peer quorum {quorum} is above the {active} active site(s): no peer round "
@@ -1009,7 +1009,7 @@ class AggregatorService:
         elif not subs:
             problem = "no update revealed"
         else:
-            outcome = peer_outcome([s.site for s in subs], votes)
+            outcome = self.ledger.peer_outcome(round_id, sites=[s.site for s in subs], votes=votes)
             try:
                 onchain_weights([s.num_samples for s in subs], list(outcome.scores))
             except ZeroTotalWeight:
@@ -1025,7 +1025,7 @@ class AggregatorService:
         assert outcome is not None
         try:
             tx = self.ledger.record_peer_valuation(
-                self.account, round_id, [s.site for s in subs], votes
+                self.account, round_id, [s.site for s in subs], votes, outcome.withheld
             )
         except ContractRevert:
             if self.ledger.get_round(round_id).phase == Phase.VALUED:
@@ -1054,7 +1054,8 @@ class AggregatorService:
         """Each site's log components in a peer round: its median and how many peers scored it,
         from the chain's votes (a median that differs from the chain's score is logged: the
         audit's peers.median check fails on it)."""
-        outcome = peer_outcome([s.site for s in subs], votes)
+        outcome = self.ledger.peer_outcome(round_id, sites=[s.site for s in subs], votes=votes)
+        gated = len(votes) - len(outcome.counted)
         out: dict[str, dict[str, Any]] = {}
         for sub, median, count in zip(subs, outcome.scores, outcome.peer_counts, strict=True):
             if median != sub.score:
@@ -1071,6 +1072,11 @@ class AggregatorService:
                     f"Scored by its peers: the median of the {count} other validator(s)' scores "
                     f"is {median / SCORE_SCALE:.3f}"
                     + ("" if count else " (no other validator scored it)")
+                    + (
+                        f" ({gated} validator(s) below the reputation gate not counted)"
+                        if gated
+                        else ""
+                    )
                     + "."
                 ),
             }

@@ -12,9 +12,11 @@ reputation with no validation split at all:
   them exactly (ascending validator order);
 * ``peers.median``: the chain's and the log's scores and reasons are
   :func:`~fedtrail.protocol.peers.peer_outcome` of those votes over the revealed updates in
-  address order, and the chain's and the log's weights the shared weight rule over those medians;
-  a log entry's ``peer_median`` and ``peer_count`` components, when given, are that median and
-  the number of other validators that scored the update;
+  address order (counting only the validators the reputation gate lets in, from the standing
+  the earlier rounds' ``ValidatorRated`` events left), and the chain's and the log's weights
+  the shared weight rule over those medians; a log entry's ``peer_median`` and ``peer_count``
+  components, when given, are that median and the number of counted other validators that
+  scored the update;
 * ``peers.quorum``: the chain's peer record is the one the terms committed (quorum, score commit
   and reveal windows after the reveal deadline) and the revealed votes meet the quorum;
 * ``peers.cancelled`` (a cancelled peer round): the round could not have been valued, i.e.
@@ -23,7 +25,8 @@ reputation with no validation split at all:
   (``recordPeerValuation`` is open to all), so cancelling it overrode the validators;
 * ``peers.reputation``: each validator's distance and reputation in this round's
   ``ValidatorRated`` events equal the contract's EMA recomputed from its earlier ratings and this
-  round's agreement, exactly the validators with another site to score are rated, and a
+  round's agreement, exactly the validators with another site to score are rated (and every
+  validator that committed a vector it never revealed, at agreement 0), and a
   validator's current ``validator_standing`` is what its latest rated round left.
 
 The checks take plain records (:class:`PeerRecord`, read once from the chain), so each can be
@@ -94,7 +97,8 @@ class PeerRecord:
     ``rated``: this round's ``ValidatorRated`` events, validator -> (distance, reputation
     after); ``before``: per validator, (reputation, rated rounds) before this round, from the
     earlier rounds' ``ValidatorRated`` events; ``standing``: the contract's current
-    (reputation, rated rounds) of each validator whose latest rating is this round's."""
+    (reputation, rated rounds) of each validator whose latest rating is this round's;
+    ``committed``: the validators of the round's ``ScoresCommitted`` events."""
 
     round: int
     quorum: int
@@ -109,10 +113,32 @@ class PeerRecord:
     before: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     standing: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     alpha: int = 0
+    committed: tuple[str, ...] = ()
 
     def sorted_votes(self) -> tuple[PeerVote, ...]:
         """The votes in ascending validator order (the order the rule and the log use)."""
         return tuple(sorted(self.votes, key=lambda v: address_key(v.validator)))
+
+    def withheld(self) -> tuple[str, ...]:
+        """The validators that committed a vector and did not reveal it (address order)."""
+        revealed = {address_key(v.validator) for v in self.votes}
+        return tuple(
+            sorted(
+                {_key(c) for c in self.committed if address_key(c) not in revealed},
+                key=address_key,
+            )
+        )
+
+    def outcome(self, sites: Sequence[str]) -> PeerOutcome:
+        """The contract's rule over these votes for the revealed updates ``sites`` (address
+        order); raises :class:`~fedtrail.protocol.peers.InvalidVotes` as it does."""
+        return peer_outcome(
+            sites,
+            self.sorted_votes(),
+            standing=self.before,
+            quorum=self.quorum,
+            withheld=self.withheld(),
+        )
 
 
 def _key(address: str) -> str:
@@ -171,7 +197,7 @@ def check_median(
     votes are not ones the contract would take)."""
     ordered = sorted(subs, key=lambda s: address_key(s.site))
     try:
-        outcome = peer_outcome([s.site for s in ordered], record.sorted_votes())
+        outcome = record.outcome([s.site for s in ordered])
     except InvalidVotes as exc:
         return (MEDIAN, False, f"the chain's votes cannot be combined: {exc}"), None
     try:
@@ -215,7 +241,14 @@ def check_median(
         not problems,
         "; ".join(problems)
         or f"{len(ordered)} score(s), reason(s) and weight(s) on chain and in the log are the "
-        f"medians of {len(record.votes)} revealed vector(s) (self entries not counted)",
+        f"medians of {len(outcome.counted)} of {len(record.votes)} revealed vector(s) (self "
+        "entries not counted"
+        + (
+            f"; {len(record.votes) - len(outcome.counted)} below the reputation gate"
+            if len(outcome.counted) < len(record.votes)
+            else ""
+        )
+        + ")",
     ), outcome
 
 
@@ -275,7 +308,7 @@ def check_cancelled(record: PeerRecord, subs: Sequence[Submission]) -> Check:
     if not revealed:
         return (CANCELLED, True, "no update was revealed: the round could not be valued")
     try:
-        outcome = peer_outcome([s.site for s in revealed], votes)
+        outcome = record.outcome([s.site for s in revealed])
         weights = onchain_weights([s.num_samples for s in revealed], outcome.scores)
     except InvalidVotes as exc:
         return (CANCELLED, True, f"the chain's votes cannot be combined: {exc}")
@@ -302,7 +335,7 @@ def check_reputation(record: PeerRecord, outcome: PeerOutcome | None) -> Check:
     rated = {_key(k): v for k, v in record.rated.items()}
     problems: list[str] = []
     for who in sorted(set(rated) - set(expected)):
-        problems.append(f"{who[:10]} rated, but it scored no other site")
+        problems.append(f"{who[:10]} rated, but it scored no other site and withheld no vector")
     for who in sorted(expected):
         want = (distances[who], expected[who])
         got = rated.get(who)
@@ -348,17 +381,17 @@ def read_peer_record(ledger: Ledger, round_id: int) -> PeerRecord | None:
     for vote in votes:  # the flag scoreVote returns marks the validator's latest round only
         stored[vote.validator] = ledger.score_vote(round_id, vote.validator)[0]
     rated: dict[str, tuple[int, int]] = {}
-    before: dict[str, tuple[int, int]] = {}
     later: set[str] = set()
     for ev in ledger.events("ValidatorRated"):
         who, r = _key(str(ev.args["validator"])), int(ev.args["round"])
-        value = (int(ev.args["distance"]), int(ev.args["validatorReputation"]))
-        if r < round_id:
-            before[who] = (value[1], before.get(who, (0, 0))[1] + 1)
-        elif r == round_id:
-            rated[who] = value
-        else:
+        if r == round_id:
+            rated[who] = (int(ev.args["distance"]), int(ev.args["validatorReputation"]))
+        elif r > round_id:
             later.add(who)
+    committed = tuple(
+        _key(str(ev.args["validator"]))
+        for ev in ledger.events("ScoresCommitted", argument_filters={"round": round_id})
+    )
     standing: dict[str, tuple[int, int]] = {}
     for who in sorted(set(rated) - later):
         now = ledger.validator_standing(who)
@@ -374,9 +407,10 @@ def read_peer_record(ledger: Ledger, round_id: int) -> PeerRecord | None:
         votes=votes,
         stored=stored,
         rated=rated,
-        before=before,
+        before=ledger.validator_ratings_before(round_id),
         standing=standing,
         alpha=ledger.reputation_alpha(),
+        committed=committed,
     )
 
 
@@ -397,11 +431,14 @@ class PeerTable:
     distances: tuple[int | None, ...]
     reputations: tuple[int | None, ...]
     quorum: int
+    counted: tuple[bool, ...] = ()
+    withheld: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "round": self.round,
             "quorum": self.quorum,
+            "withheld": list(self.withheld),
             "sites": list(self.sites),
             "median": list(self.medians),
             "reasons": [Reason(r).name for r in self.reasons],
@@ -413,13 +450,15 @@ class PeerTable:
                     "self_index": own,
                     "distance": dist,
                     "validator_reputation": rep,
+                    "counted": counted,
                 }
-                for v, vec, own, dist, rep in zip(
+                for v, vec, own, dist, rep, counted in zip(
                     self.validators,
                     self.vectors,
                     self.own,
                     self.distances,
                     self.reputations,
+                    self.counted or (True,) * len(self.validators),
                     strict=True,
                 )
             ],
@@ -431,7 +470,7 @@ def peer_table(record: PeerRecord, subs: Sequence[Submission]) -> PeerTable | No
     sites = sorted((s.site for s in subs), key=address_key)
     votes = record.sorted_votes()
     try:
-        outcome = peer_outcome(sites, votes)
+        outcome = record.outcome(sites)
     except InvalidVotes:
         return None
     index = {_key(s): i for i, s in enumerate(sites)}
@@ -450,4 +489,6 @@ def peer_table(record: PeerRecord, subs: Sequence[Submission]) -> PeerTable | No
             rated[_key(v.validator)][1] if _key(v.validator) in rated else None for v in votes
         ),
         quorum=record.quorum,
+        counted=tuple(v.validator in outcome.counted for v in votes),
+        withheld=outcome.withheld,
     )

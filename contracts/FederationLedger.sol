@@ -209,6 +209,10 @@ contract FederationLedger {
     /// @notice The largest `maxSamples` a site may be given: 2**48 - 1 (a uint48, for the same
     /// storage slot).
     uint64 public constant MAX_SITE_SAMPLES = type(uint48).max;
+    /// @notice In a peer round, a validator already rated whose validator reputation is below
+    /// REPUTATION_GATE is left out of the medians (and still rated), unless fewer than
+    /// max(quorum, 2) of the revealed validators pass the gate: then all of them count.
+    uint32 public constant REPUTATION_GATE = 500_000;
 
     // ------------------------------------------------------------------ state
 
@@ -911,15 +915,11 @@ contract FederationLedger {
         uint256 round,
         address[] calldata sites,
         address[] calldata validators,
-        uint32[][] calldata vectors
+        uint32[][] calldata vectors,
+        address[] calldata withheld
     ) external {
-        Round storage r = _peerValuable(round, sites.length, validators.length, vectors.length);
-        uint256[] memory votes = _loadVotes(round, sites.length, validators, vectors);
-        uint256[] memory selfOf = _selfIndex(sites, validators);
-        (uint32[] memory scores, uint8[] memory reasons) =
-            _medians(validators.length, votes, selfOf);
-        uint256 total = _settlePeer(r, round, sites, scores, reasons);
-        _rateValidators(round, validators, votes, selfOf, scores);
+        uint256 total = _valuePeers(round, sites, validators, vectors);
+        _rateWithheld(round, withheld);
         emit RoundValued(round, total);
     }
 
@@ -1322,14 +1322,57 @@ contract FederationLedger {
         }
     }
 
-    /// @dev Per site, the high median of the other validators' entries
+    /// @dev {recordPeerValuation} but the withheld vectors: checks, medians, weights and the
+    /// rating of every revealed validator.
+    function _valuePeers(
+        uint256 round,
+        address[] calldata sites,
+        address[] calldata validators,
+        uint32[][] calldata vectors
+    ) private returns (uint256 total) {
+        Round storage r = _peerValuable(round, sites.length, validators.length, vectors.length);
+        uint256[] memory votes = _loadVotes(round, sites.length, validators, vectors);
+        uint256[] memory selfOf = _selfIndex(sites, validators);
+        (uint32[] memory scores, uint8[] memory reasons) =
+            _medians(_counted(round, validators), votes, selfOf);
+        total = _settlePeer(r, round, sites, scores, reasons);
+        _rateValidators(round, validators, votes, selfOf, scores);
+    }
+
+    /// @dev Which revealed validators the medians count (see REPUTATION_GATE). Reads the slot
+    /// {_loadVotes} just read, so the gate costs no cold storage read.
+    function _counted(uint256 round, address[] calldata validators)
+        private
+        view
+        returns (bool[] memory counted)
+    {
+        uint256 nv = validators.length;
+        counted = new bool[](nv);
+        uint256 passed = 0;
+        for (uint256 j = 0; j < nv; ++j) {
+            Site storage s = _sites[validators[j]];
+            if (s.ratedRounds == 0 || s.validatorReputation >= REPUTATION_GATE) {
+                counted[j] = true;
+                ++passed;
+            }
+        }
+        uint256 least = _peerRounds[round].quorum;
+        if (passed < (least < 2 ? 2 : least)) {
+            for (uint256 j = 0; j < nv; ++j) {
+                counted[j] = true;
+            }
+        }
+    }
+
+    /// @dev Per site, the high median of the counted other validators' entries
     /// (fedtrail.protocol.peers): the middle value of an odd count, the higher middle of an even
     /// one, 0 when nobody else scored.
-    function _medians(uint256 nv, uint256[] memory votes, uint256[] memory selfOf)
+    function _medians(bool[] memory counted, uint256[] memory votes, uint256[] memory selfOf)
         private
         pure
         returns (uint32[] memory scores, uint8[] memory reasons)
     {
+        uint256 nv = counted.length;
         uint256 count = selfOf.length;
         scores = new uint32[](count);
         reasons = new uint8[](count);
@@ -1339,7 +1382,7 @@ contract FederationLedger {
                 uint256 self = selfOf[i];
                 uint256 m = 0;
                 for (uint256 j = 0; j < nv; ++j) {
-                    if (j == self) continue;
+                    if (j == self || !counted[j]) continue;
                     uint256 value = votes[j * count + i];
                     uint256 k = m;
                     while (k > 0 && buf[k - 1] > value) {
@@ -1382,6 +1425,25 @@ contract FederationLedger {
                 }
             }
             if (n != 0) _rateValidator(round, v, uint32(sum / n));
+        }
+    }
+
+    /// @dev Rates every validator that committed scores and did not reveal them at distance
+    /// SCORE_SCALE (agreement 0): a vector withheld after seeing the others' costs reputation.
+    /// `withheld` must list exactly those validators, strictly ascending.
+    function _rateWithheld(uint256 round, address[] calldata withheld) private {
+        PeerRound storage p = _peerRounds[round];
+        uint256 expected = p.commitCount - p.voteCount;
+        if (withheld.length != expected) {
+            revert FederationLedger__MissingVotes(round, expected, withheld.length);
+        }
+        for (uint256 j = 0; j < expected; ++j) {
+            address w = withheld[j];
+            if (j > 0 && w <= withheld[j - 1]) revert FederationLedger__ValidatorsNotSorted(j);
+            if (_scoreVotes[round][w] == bytes32(0) || _sites[w].scoredRound == round) {
+                revert FederationLedger__VoteMismatch(round, w);
+            }
+            _rateValidator(round, w, SCORE_SCALE);
         }
     }
 

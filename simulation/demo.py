@@ -33,7 +33,6 @@ from fedtrail.cli.common import (
 )
 from fedtrail.cli.output import emit, format_option, metrics_line, render_table
 from fedtrail.errors import ConfigError
-from fedtrail.protocol.peers import peer_outcome
 from fedtrail.protocol.terms import PERSONALISATION_METHODS
 from fedtrail.protocol.weights import SCORE_SCALE
 
@@ -355,8 +354,7 @@ def _add_validator_columns(
     """Each hospital as a validator of a peer round: how far its score vector sat from the
     medians (``fedtrail.protocol.peers``, from the chain's votes) and its validator reputation
     after the round; '-' where it revealed no vector."""
-    revealed = [s.site for s in ledger.get_submissions(round_id)]
-    outcome = peer_outcome(revealed, ledger.peer_votes(round_id))
+    outcome = ledger.peer_outcome(round_id)
     by_name = {names[a]: a for a in names}
     for row in rows:
         address = by_name[row["site"]]

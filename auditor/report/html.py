@@ -475,7 +475,10 @@ def _peers(page: _Page) -> Iterator[str]:
         "hash the contract stores). Each update's score is the high median of the other "
         "validators' entries (the higher of the two middle values for an even count, so a "
         "score is lowered only when more than half of them are lower; 0 when no one else "
-        "scored it); a validator's own entry (struck through) never counts. "
+        "scored it); a validator's own entry (struck through) never counts, nor do the "
+        "entries of a validator whose reputation earlier rounds left below 0.5 (unless too "
+        "few validators pass that gate to meet the quorum). A validator that commits a vector "
+        "and never reveals it is rated at the largest distance. "
         "Distance: the mean absolute difference between the validator's entries and the "
         "medians over the other sites; the validator reputation is the contract's moving "
         "average of 1 \u2212 distance (<code>ValidatorRated</code>). <code>fedtrail audit "
@@ -503,8 +506,13 @@ def _peers(page: _Page) -> Iterator[str]:
                     )
                 else:
                     cells.append(f"<td class=num>{score / SCORE_SCALE:.3f}</td>")
+            gated = (
+                ""
+                if not t.counted or t.counted[i]
+                else '<br><span class="muted">below the reputation gate: not counted</span>'
+            )
             yield (
-                f"<tr><td>{page.site_cell(validator)}</td>{''.join(cells)}"
+                f"<tr><td>{page.site_cell(validator)}{gated}</td>{''.join(cells)}"
                 f"<td class=num>{_scaled(t.distances[i])}</td>"
                 f"<td class=num>{_scaled(t.reputations[i])}</td></tr>"
             )
@@ -519,6 +527,11 @@ def _peers(page: _Page) -> Iterator[str]:
             f'<tr class="median"><td><b>Median (on chain)</b></td>{medians}'
             "<td></td><td></td></tr></tbody></table>"
         )
+        if t.withheld:
+            yield (
+                "<p class=note>Committed a vector and never revealed it (rated at distance "
+                "1.000): " + ", ".join(page.site_cell(w) for w in t.withheld) + ".</p>"
+            )
     yield "</section>"
 
 

@@ -47,7 +47,7 @@ from fedtrail.ledger.records import (
     to_bytes32,
 )
 from fedtrail.protocol.codes import DEFAULT_MIN_ROUND_WINDOW, Phase
-from fedtrail.protocol.peers import PeerVote, address_key
+from fedtrail.protocol.peers import PeerOutcome, PeerVote, address_key, peer_outcome
 from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, SCORE_SCALE
 
 
@@ -356,12 +356,17 @@ class Ledger:
         round_id: int,
         sites: Sequence[str],
         votes: Sequence[PeerVote],
+        withheld: Sequence[str] | None = None,
     ) -> TxResult:
         """Values a peer round from its revealed votes (any account may send it): ``sites``
         are the revealed updates and ``votes`` every revealed vector, each aligned with the
-        sites in address order; both are put in the contract's (address) order here."""
+        sites in address order; ``withheld`` the validators that committed scores and did not
+        reveal them (None: read from the chain, :meth:`peer_withheld`); all are put in the
+        contract's (address) order here."""
         ordered_sites = sorted((checksum(s) for s in sites), key=address_key)
         ordered = sorted(votes, key=lambda v: address_key(v.validator))
+        if withheld is None:
+            withheld = self.peer_withheld(round_id)
         return self._transact(
             signer,
             self._fn.recordPeerValuation(
@@ -369,6 +374,7 @@ class Ledger:
                 ordered_sites,
                 [checksum(v.validator) for v in ordered],
                 [[_score(x) for x in v.scores] for v in ordered],
+                sorted((checksum(w) for w in withheld), key=address_key),
             ),
         )
 
@@ -625,6 +631,57 @@ class Ledger:
                 )
             votes[validator] = PeerVote(validator=validator, scores=scores)
         return [votes[v] for v in sorted(votes, key=address_key)]
+
+    def peer_withheld(self, round_id: int) -> list[str]:
+        """The validators that committed a score vector in peer round ``round_id`` and have not
+        revealed it (ascending address order): its ScoresCommitted events less its
+        ScoresRevealed ones (each revealed one checked against the stored vote by
+        :meth:`peer_votes`)."""
+        revealed = {address_key(v.validator) for v in self.peer_votes(round_id)}
+        committed = {
+            checksum(event.args["validator"])
+            for event in self.events("ScoresCommitted", argument_filters={"round": round_id})
+        }
+        return sorted((w for w in committed if address_key(w) not in revealed), key=address_key)
+
+    def validator_ratings_before(self, round_id: int) -> dict[str, tuple[int, int]]:
+        """Each validator's (validator reputation, rated rounds) as rounds before ``round_id``
+        left it, from the ValidatorRated events (absent: never rated before): what the
+        contract's reputation gate read when it valued ``round_id``, at any later time."""
+        before: dict[str, tuple[int, int]] = {}
+        for event in self.events("ValidatorRated"):
+            if int(event.args["round"]) >= round_id:
+                continue
+            who = checksum(event.args["validator"])
+            before[who] = (int(event.args["validatorReputation"]), before.get(who, (0, 0))[1] + 1)
+        return before
+
+    def peer_outcome(
+        self,
+        round_id: int,
+        *,
+        sites: Sequence[str] | None = None,
+        votes: Sequence[PeerVote] | None = None,
+    ) -> PeerOutcome:
+        """What ``recordPeerValuation`` records (or recorded) for peer round ``round_id``: the
+        contract's rule (:func:`fedtrail.protocol.peers.peer_outcome`) over its revealed updates
+        (``sites``, default: the chain's, address order), its revealed ``votes`` (default:
+        :meth:`peer_votes`), the validator standing earlier rounds left, its quorum and the
+        vectors withheld. :class:`ConfigError` for an aggregator round."""
+        info = self.get_peer_round(round_id)
+        if info is None:
+            raise ConfigError(f"round {round_id} is not a peer round")
+        if sites is None:
+            sites = [s.site for s in self.get_submissions(round_id)]
+        if votes is None:
+            votes = self.peer_votes(round_id)
+        return peer_outcome(
+            sites,
+            votes,
+            standing=self.validator_ratings_before(round_id),
+            quorum=info.quorum,
+            withheld=self.peer_withheld(round_id),
+        )
 
     def validator_standing(self, address: str) -> ValidatorStanding:
         """``address``'s validator reputation and rated rounds (zeros when never rated)."""

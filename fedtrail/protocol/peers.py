@@ -19,14 +19,24 @@ vectors in ascending validator order:
   the mean of the two middles, one honest validator that did not vote moved an honest site's
   weight by up to 0.157 — honest validators on small label-skewed splits often split two
   against two — and with the high median by at most 0.005;
+- only *counted* validators enter the medians: a validator already rated whose validator
+  reputation (before this round) is below :data:`REPUTATION_GATE` is left out, unless fewer than
+  ``max(quorum, 2)`` revealed validators pass the gate, in which case all of them count (so a
+  federation whose validators all fell below the gate still values rounds, and every site keeps
+  at least one judge). A validator caught far from the medians thus loses its vote until it
+  agrees again: it is still rated every round. Measured (``scripts/bench/peer_validators.py``):
+  one inverting validator of five moved an honest site's weight by up to 0.063 without the gate;
 - its reason is OK when that score is positive and PEER_REJECTED otherwise;
 - a validator's distance is the floor of the mean absolute difference between its entries and
   the medians, over the sites other than itself; its agreement is ``SCORE_SCALE - distance``,
   folded into its validator reputation with the contract's EMA. A validator that scored no site
-  but itself is not rated.
+  but itself is not rated;
+- a validator that committed a score vector and did not reveal it (``withheld``) is rated at
+  distance ``SCORE_SCALE`` (agreement 0): keeping the option to withhold after seeing the
+  others' vectors costs reputation.
 
-A cartel of fewer than half the validators that score a site cannot move that site's median
-outside the range of the honest validators' entries.
+A cartel of fewer than half the counted validators that score a site cannot move that site's
+median outside the range of the honest validators' entries.
 """
 
 from __future__ import annotations
@@ -40,17 +50,31 @@ from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.weights import SCORE_SCALE, next_reputation
 
 __all__ = [
+    "REPUTATION_GATE",
     "InvalidVotes",
     "PeerOutcome",
     "PeerVote",
     "address_key",
+    "counted_validators",
+    "default_quorum",
     "median",
     "peer_outcome",
 ]
 
 
+REPUTATION_GATE = 500_000
+"""FederationLedger's ``REPUTATION_GATE``: a rated validator below it is not counted in the medians.
+Half the score scale: an honest validator on a small label-skewed split sits well above it
+(agreement ~0.7-1.0 a round), an inverting one falls to ~0.2 after its first rated round."""
+
+
 class InvalidVotes(FedtrailError):
     """Score vectors the contract would refuse: wrong length, out of range, unsorted."""
+
+
+def default_quorum(active: int) -> int:
+    """A peer round's quorum when the settings give none: a majority of the active sites."""
+    return active // 2 + 1
 
 
 def address_key(address: str) -> int:
@@ -69,7 +93,8 @@ class PeerVote:
 @dataclass(frozen=True, kw_only=True)
 class PeerOutcome:
     """What ``recordPeerValuation`` records: per site (address order) its median score, reason
-    and how many peers scored it; per rated validator its distance and agreement."""
+    and how many counted peers scored it; per rated validator its distance and agreement
+    (withheld validators at distance ``SCORE_SCALE``); which validators the medians counted."""
 
     sites: tuple[str, ...]
     scores: tuple[int, ...]
@@ -77,6 +102,8 @@ class PeerOutcome:
     peer_counts: tuple[int, ...]
     distances: Mapping[str, int]
     agreements: Mapping[str, int]
+    counted: tuple[str, ...] = ()
+    withheld: tuple[str, ...] = ()
 
     def validator_reputations(
         self, previous: Mapping[str, tuple[int, int]], *, alpha: int
@@ -100,15 +127,47 @@ def _same(a: str, b: str) -> bool:
     return address_key(a) == address_key(b)
 
 
-def peer_outcome(sites: Sequence[str], votes: Sequence[PeerVote]) -> PeerOutcome:
-    """Median scores and validator distances (see the module docstring); raises
-    :class:`InvalidVotes` for input the contract refuses."""
+def counted_validators(
+    votes: Sequence[PeerVote], *, standing: Mapping[str, tuple[int, int]], quorum: int
+) -> tuple[str, ...]:
+    """The validators whose entries the medians count (see the module docstring);
+    ``standing[validator] = (validator reputation, rated rounds)`` before this round, absent for
+    a validator never rated."""
+    by_key = {address_key(k): v for k, v in standing.items()}
+    passed = tuple(
+        v.validator
+        for v in votes
+        if by_key.get(address_key(v.validator), (0, 0))[1] == 0
+        or by_key[address_key(v.validator)][0] >= REPUTATION_GATE
+    )
+    if len(passed) < max(quorum, 2):
+        return tuple(v.validator for v in votes)
+    return passed
+
+
+def peer_outcome(
+    sites: Sequence[str],
+    votes: Sequence[PeerVote],
+    *,
+    standing: Mapping[str, tuple[int, int]],
+    quorum: int,
+    withheld: Sequence[str] = (),
+) -> PeerOutcome:
+    """Median scores and validator distances (see the module docstring): ``standing`` is each
+    validator's (validator reputation, rated rounds) before this round (absent: never rated),
+    ``quorum`` the round's, ``withheld`` the validators that committed a vector and did not
+    reveal it. Raises :class:`InvalidVotes` for input the contract refuses."""
     keys = [address_key(s) for s in sites]
     if any(b <= a for a, b in pairwise(keys)):
         raise InvalidVotes("sites must be in strictly ascending address order")
     vkeys = [address_key(v.validator) for v in votes]
     if any(b <= a for a, b in pairwise(vkeys)):
         raise InvalidVotes("validators must be in strictly ascending address order")
+    wkeys = [address_key(w) for w in withheld]
+    if any(b <= a for a, b in pairwise(wkeys)):
+        raise InvalidVotes("withheld validators must be in strictly ascending address order")
+    if set(wkeys) & set(vkeys):
+        raise InvalidVotes("a validator that revealed its vector cannot have withheld it")
     for vote in votes:
         if len(vote.scores) != len(sites):
             raise InvalidVotes(
@@ -116,10 +175,12 @@ def peer_outcome(sites: Sequence[str], votes: Sequence[PeerVote]) -> PeerOutcome
             )
         if any(not 0 <= s <= SCORE_SCALE for s in vote.scores):
             raise InvalidVotes(f"validator {vote.validator} has a score outside 0..{SCORE_SCALE}")
+    counted = counted_validators(votes, standing=standing, quorum=quorum)
+    jury = [v for v in votes if v.validator in counted]
     scores: list[int] = []
     counts: list[int] = []
     for i, site in enumerate(sites):
-        entries = [v.scores[i] for v in votes if not _same(v.validator, site)]
+        entries = [v.scores[i] for v in jury if not _same(v.validator, site)]
         scores.append(median(entries))
         counts.append(len(entries))
     distances: dict[str, int] = {}
@@ -135,6 +196,9 @@ def peer_outcome(sites: Sequence[str], votes: Sequence[PeerVote]) -> PeerOutcome
         distance = sum(diffs) // len(diffs)
         distances[vote.validator] = distance
         agreements[vote.validator] = SCORE_SCALE - distance
+    for who in withheld:
+        distances[who] = SCORE_SCALE
+        agreements[who] = 0
     return PeerOutcome(
         sites=tuple(sites),
         scores=tuple(scores),
@@ -142,4 +206,6 @@ def peer_outcome(sites: Sequence[str], votes: Sequence[PeerVote]) -> PeerOutcome
         peer_counts=tuple(counts),
         distances=distances,
         agreements=agreements,
+        counted=counted,
+        withheld=tuple(withheld),
     )

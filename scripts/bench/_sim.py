@@ -69,7 +69,8 @@ Methods (:data:`METHODS`):
     shard with :func:`fedtrail.valuation.peer_vector` (the same value_round settings as above
     but the game: ``SimConfig.validator_game``, the aggregator's default ``linear_shapley``,
     its own History chained from its previous vector; a shard of one class abstains), and each
-    update's score is the median of the other validators' entries,
+    update's score is the median of the other counted validators' entries (validators whose
+    reputation fell below the gate are not counted; quorum a majority of the committee),
     :func:`fedtrail.protocol.peers.peer_outcome` - the rule FederationLedger's
     ``recordPeerValuation`` applies; weights and aggregation as above. Validator reputation is
     tracked with the contract's EMA (``DEFAULT_REPUTATION_ALPHA``) in rounds that close with
@@ -123,7 +124,12 @@ from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_f
 from fedtrail.ml.privacy import DpSettings, epsilon_composed, plan_privacy, train_private  # noqa: E402
 from fedtrail.ml.training import TrainConfig, TrainingDiverged, train_local  # noqa: E402
 from fedtrail.node.config import PrivacyConfig  # noqa: E402
-from fedtrail.protocol.peers import PeerOutcome, PeerVote, peer_outcome  # noqa: E402
+from fedtrail.protocol.peers import (  # noqa: E402
+    PeerOutcome,
+    PeerVote,
+    default_quorum,
+    peer_outcome,
+)
 from fedtrail.protocol.weights import (  # noqa: E402
     DEFAULT_REPUTATION_ALPHA,
     SCORE_SCALE,
@@ -969,7 +975,12 @@ class _Peers:
                 scores = liar.lie(scores, indices)
             votes.append(PeerVote(validator=self.addresses[v], scores=scores))
             record.votes[names[v]] = list(scores)
-        outcome = peer_outcome([self.addresses[i] for i in indices], votes)
+        outcome = peer_outcome(
+            [self.addresses[i] for i in indices],
+            votes,
+            standing=self.standing,
+            quorum=default_quorum(len(committee)),
+        )
         self.last_outcome = outcome
         record.scores = list(outcome.scores)
         record.reasons = [reason.name for reason in outcome.reasons]

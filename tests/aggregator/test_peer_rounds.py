@@ -19,7 +19,7 @@ from fedtrail.cli import cli
 from fedtrail.errors import ConfigError, FedtrailError
 from fedtrail.node.scoring import PeerScorer
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.protocol.peers import address_key, peer_outcome
+from fedtrail.protocol.peers import address_key
 from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.faults import SiteFault
@@ -103,7 +103,8 @@ def test_peer_round_end_to_end_scores_are_the_medians_of_the_chain_votes(
         assert list(vote.scores) == n.scorer.state.rounds[r].scores
         assert len(vote.scores) == 3
         assert n.scorer.state.rounds[r].game == valuation.validator_game  # the terms' game
-    expected = peer_outcome(sites, votes)
+    expected = ledger.peer_outcome(r)
+    assert expected.sites == tuple(sites)
     assert [s.score for s in subs] == list(expected.scores)
     assert [Reason(s.reason) for s in subs] == list(expected.reasons)
     assert sum(s.weight for s in subs) == 10**18

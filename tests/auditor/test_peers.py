@@ -27,7 +27,7 @@ from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import PeerVote
 from fedtrail.protocol.roundlog import SiteEntry, UpdateRef
 from fedtrail.protocol.terms import RoundTerms
-from fedtrail.protocol.weights import onchain_weights
+from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
 
 ROUND = 3
 A, B, C, D = (checksum(f"0x{i:040x}") for i in (0xA1, 0xB2, 0xC3, 0xD4))
@@ -263,7 +263,45 @@ def test_the_report_table_marks_each_validators_own_column() -> None:
         "self_index": None,
         "distance": 133,
         "validator_reputation": 999_867,
+        "counted": True,
     }
+
+
+# D below the reputation gate (rated once, 0.4): quorum 3, and A, B, C pass, so D is left out.
+GATED_BEFORE = {**BEFORE, D: (400_000, 1)}
+GATED_MEDIANS = {A: 700, B: 800, C: 400}  # A: med(500, 700); B: med(600, 800); C: med(300, 400)
+GATED_DISTANCES = {A: 150, B: 100, C: 0, D: 250}  # D: (600 + 100 + 50) / 3
+
+
+def test_a_validator_below_the_reputation_gate_is_not_counted_in_the_medians() -> None:
+    rec = record(before=GATED_BEFORE)
+    gated = subs(GATED_MEDIANS)
+    (name, ok, detail), outcome = check_median(rec, gated, entries(gated))
+    assert (name, ok) == (MEDIAN, True), detail
+    assert "3 of 4 revealed vector(s)" in detail and "1 below the reputation gate" in detail
+    assert outcome is not None and dict(outcome.distances) == GATED_DISTANCES
+    # a chain that counted D (the medians of all four) is not what the contract computes
+    (name, ok, detail), _ = check_median(rec, subs(), entries(subs()))
+    assert (name, ok) == (MEDIAN, False) and "the median gives 700" in detail
+    table = peer_table(rec, gated)
+    assert table is not None and table.counted == (True, True, True, False)
+
+
+def test_a_withheld_vector_must_be_rated_at_the_largest_distance() -> None:
+    e = checksum(f"0x{0xE5:040x}")
+    committed = (*VECTORS, e)  # E committed and never revealed
+    rated = {v: (DISTANCES[v], REPUTATIONS[v]) for v in VECTORS}
+    rec = record(committed=committed, commit_count=5, rated={**rated, e: (SCORE_SCALE, 0)})
+    assert rec.withheld() == (e,)
+    _, outcome = check_median(rec, subs(), entries(subs()))
+    assert outcome is not None and outcome.withheld == (e,)
+    name, ok, detail = check_reputation(rec, outcome)
+    assert (name, ok) == (REPUTATION, True), detail
+    name, ok, detail = check_reputation(dataclasses.replace(rec, rated=rated), outcome)
+    assert (name, ok) == (REPUTATION, False) and f"{e[:10]} not rated" in detail
+    lenient = {**rated, e: (SCORE_SCALE // 2, SCORE_SCALE // 2)}
+    name, ok, detail = check_reputation(dataclasses.replace(rec, rated=lenient), outcome)
+    assert not ok and "recomputed 1000000 0" in detail
 
 
 def test_a_check_that_does_not_apply_is_shown_na_never_passed() -> None:

@@ -1,7 +1,8 @@
 """An independent chain reader, without fedtrail's ledger views: every number a round fixes
-(who took part, sample counts, scores, reasons, weights, reputations, validator ratings, the
-start and global model hashes) follows from the contract's events alone, in chain order, plus
-the one constructor constant ``reputationAlpha()``; and the views say the same. A value that
+(who took part, sample counts, scores, reasons, weights, reputations, validator ratings, which
+validators the reputation gate counted and which withheld their vectors, the start and global
+model hashes) follows from the contract's events alone, in chain order, plus the one
+constructor constant ``reputationAlpha()``; and the views say the same. A value that
 lived only in storage, or an event emitted with a stale value, fails here."""
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ NAMES = (
     "PeerScoringOpened",
     "UpdateCommitted",
     "UpdateSubmitted",
+    "ScoresCommitted",
     "ScoresRevealed",
     "UpdateValued",
     "ValidatorRated",
@@ -67,12 +69,18 @@ def _replay(fed: Fed) -> dict[str, Any]:
                 "samples": {},
                 "commits": [],
                 "votes": {},
+                "score_commits": [],
+                "quorum": 0,
                 "phase": Phase.OPEN,
             }
         elif name == "UpdateCommitted":
             rounds[r]["commits"].append(a["site"])
         elif name == "UpdateSubmitted":
             rounds[r]["samples"][a["site"]] = a["numSamples"]
+        elif name == "PeerScoringOpened":
+            rounds[r]["quorum"] = a["quorum"]
+        elif name == "ScoresCommitted":
+            rounds[r]["score_commits"].append(a["validator"])
         elif name == "ScoresRevealed":
             rounds[r]["votes"][a["validator"]] = tuple(a["scores"])
         elif name == "UpdateValued":
@@ -84,7 +92,16 @@ def _replay(fed: Fed) -> dict[str, Any]:
                         PeerVote(validator=v, scores=rd["votes"][v])
                         for v in sorted(rd["votes"], key=address_key)
                     ]
-                    rd["outcome"] = peer_outcome(sites, votes)
+                    withheld = sorted(set(rd["score_commits"]) - set(rd["votes"]), key=address_key)
+                    # the gate reads the validator standing earlier rounds left: what the
+                    # stream has rated so far
+                    rd["outcome"] = peer_outcome(
+                        sites,
+                        votes,
+                        standing=dict(validator_rep),
+                        quorum=rd["quorum"],
+                        withheld=withheld,
+                    )
                 rd["sites"] = sites
                 rd["valued"] = {}
             rd["valued"][a["site"]] = (a["score"], a["reason"], a["weight"])
@@ -227,6 +244,45 @@ def test_every_number_of_valued_cancelled_and_peer_rounds_follows_from_the_event
     for r, rd in seen["rounds"].items():
         counts[r] = len(rd.get("valued", {}))
     assert dict(counts) == {r1: 3, r2: 0, r3: 3, r4: 2}
+
+
+def test_a_gated_liar_and_a_withheld_vector_follow_from_the_events(embedded: ChainEnv) -> None:
+    """Round 1: validator d scores every update 0 where the others give full marks (its
+    reputation falls below the gate). Round 2: d votes but is not counted, so its 0 for b does
+    not set b's median; e commits a vector and never reveals it (rated at distance SCORE_SCALE).
+    A reader of the events alone derives both, and the views agree."""
+    fed = Fed(embedded, n_sites=5)
+    a, b, c, d, e = sorted(fed.sites, key=lambda s: address_key(s.address))
+    r1 = fed.open_peer(quorum=3, model="g0")
+    sites = fed.submit(r1, [a, b, c], [10, 20, 30])
+    honest = {v.address: [0 if s == v.address else S for s in sites] for v in (a, b, c)}
+    votes = fed.score(r1, {**honest, d.address: [0, 0, 0]})
+    fed.past_score_reveal(r1)  # e did not vote
+    fed.ledger.record_peer_valuation(fed.env.outsider, r1, sites, votes)
+    fed.finalize(r1, "g1")
+
+    r2 = fed.open_peer(quorum=3, model="g1")
+    sites = fed.submit(r2, [a, b, c], [10, 20, 30])
+    vectors = {
+        a.address: [0, 400_000, S],
+        b.address: [S, 0, S],
+        c.address: [S, 600_000, 0],
+        d.address: [S, 0, S],
+    }
+    fed.commit_scores(r2, e, [S, S, S])
+    votes = fed.score(r2, vectors)
+    fed.past_score_reveal(r2)
+    fed.ledger.record_peer_valuation(fed.env.outsider, r2, sites, votes)
+    fed.finalize(r2, "g2")
+
+    seen = _replay(fed)
+    _agrees_with_the_views(fed, seen)
+    outcome = seen["rounds"][r2]["outcome"]
+    assert outcome.counted == (a.address, b.address, c.address)
+    assert outcome.withheld == (e.address,)
+    assert seen["rounds"][r2]["valued"][b.address][0] == 600_000  # d's 0 not counted
+    assert outcome.distances[e.address] == S
+    assert seen["validator_rep"][e.address] == (0, 1)
 
 
 def _as_web3_reads(args: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:

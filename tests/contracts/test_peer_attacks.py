@@ -25,9 +25,14 @@ def fed(embedded: ChainEnv) -> Fed:
 
 
 def raw_peer_valuation(fed: Fed, round_id: int, sites: list[str], votes: list[PeerVote]) -> None:
-    """Sends exactly these votes (no client reordering), from an outsider: anyone may."""
+    """Sends exactly these votes (no client reordering; the withheld list read from the
+    chain), from an outsider: anyone may."""
     call = fed.ledger._fn.recordPeerValuation(
-        round_id, sites, [v.validator for v in votes], [list(v.scores) for v in votes]
+        round_id,
+        sites,
+        [v.validator for v in votes],
+        [list(v.scores) for v in votes],
+        fed.ledger.peer_withheld(round_id),
     )
     fed.ledger._transact(fed.env.outsider, call)
 

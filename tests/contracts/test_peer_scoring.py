@@ -23,10 +23,12 @@ from fedtrail.errors import (
 )
 from fedtrail.ledger import Valuation, score_commitment, score_vote_hash
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.protocol.peers import PeerVote, peer_outcome
+from fedtrail.protocol.peers import REPUTATION_GATE, PeerVote, peer_outcome
 from fedtrail.protocol.weights import SCORE_SCALE, next_reputation, onchain_weights
 from tests.contracts.federation import CID, MAX_SAMPLES, Fed, by_address, expect, h, last_event
 from tests.fixtures.chain import ChainEnv
+
+S2 = SCORE_SCALE // 2
 
 
 @pytest.fixture
@@ -49,9 +51,10 @@ def raw_peer_valuation(
     sites: list[str],
     validators: list[str],
     vectors: list[list[int]],
+    withheld: list[str] | None = None,
 ) -> None:
     """Bypasses the client's sorting, to reach the contract's own checks."""
-    call = fed.ledger._fn.recordPeerValuation(round_id, sites, validators, vectors)
+    call = fed.ledger._fn.recordPeerValuation(round_id, sites, validators, vectors, withheld or [])
     fed.ledger._transact(caller, call)
 
 
@@ -356,12 +359,14 @@ def test_median_weights_and_ratings_equal_peer_outcome_on_random_vectors(
             votes = [
                 PeerVote(validator=a, scores=tuple(vectors[a])) for a in by_address(list(vectors))
             ]
-            expected = peer_outcome(sites, votes)
+            # the second round's medians count only the validators the first left at or above
+            # the reputation gate (random vectors put some below it)
+            standings = {v: fed.ledger.validator_standing(v) for v in vectors}
+            before_validators = {v: (st.reputation, st.rated_rounds) for v, st in standings.items()}
+            expected = peer_outcome(sites, votes, standing=before_validators, quorum=2)
             if any(expected.scores):
                 break
         before_sites = {s: fed.ledger.get_site(s) for s in sites}
-        standings = {v: fed.ledger.validator_standing(v) for v in vectors}
-        before_validators = {v: (st.reputation, st.rated_rounds) for v, st in standings.items()}
         assert fed.score(round_id, vectors) == votes
         assert fed.ledger.peer_votes(round_id) == votes
         fed.past_score_reveal(round_id)
@@ -570,8 +575,107 @@ def test_record_peer_valuation_checks_sites_validators_and_vectors(fed: Fed) -> 
         raw_peer_valuation(fed, out, round_id, sites[::-1], validators, vecs)
     with expect(InvalidValuation, "NotRevealed", round=round_id, site=c.address):
         raw_peer_valuation(fed, out, round_id, by_address([sites[0], c.address]), validators, vecs)
-    raw_peer_valuation(fed, out, round_id, sites, validators, vecs)
+    # the withheld list names exactly the validators that committed and did not reveal (c)
+    with expect(InvalidValuation, "MissingVotes", round=round_id, expected=1, given=0):
+        raw_peer_valuation(fed, out, round_id, sites, validators, vecs, [])
+    with expect(InvalidValuation, "MissingVotes", round=round_id, expected=1, given=2):
+        raw_peer_valuation(fed, out, round_id, sites, validators, vecs, [c.address, c.address])
+    with expect(InvalidValuation, "VoteMismatch", round=round_id, validator=validators[0]):
+        raw_peer_valuation(fed, out, round_id, sites, validators, vecs, [validators[0]])
+    never = fed.env.outsider.address  # committed nothing
+    with expect(InvalidValuation, "VoteMismatch", round=round_id, validator=never):
+        raw_peer_valuation(fed, out, round_id, sites, validators, vecs, [never])
+    raw_peer_valuation(fed, out, round_id, sites, validators, vecs, [c.address])
     assert fed.ledger.get_round(round_id).phase == Phase.VALUED
+    # c is rated at the largest distance (agreement 0): its first rating sets its reputation 0
+    rated = {e["validator"]: e for e in round_events(fed, "ValidatorRated", round_id)}
+    assert (rated[c.address]["distance"], rated[c.address]["validatorReputation"]) == (
+        SCORE_SCALE,
+        0,
+    )
+    assert list(rated)[-1] == c.address  # after the validators that revealed
+    standing = fed.ledger.validator_standing(c.address)
+    assert (standing.reputation, standing.rated_rounds) == (0, 1)
+
+
+def test_withheld_validators_must_be_listed_in_ascending_order(embedded: ChainEnv) -> None:
+    fed = Fed(embedded, n_sites=4)
+    a, b, c, d = sorted(fed.sites, key=lambda s: int(s.address, 16))
+    round_id = fed.open_peer(quorum=2)
+    sites = fed.submit(round_id, [a, b], [10, 20])
+    fed.commit_scores(round_id, c, [1, 1])
+    fed.commit_scores(round_id, d, [1, 1])
+    votes = fed.score(round_id, {a.address: [0, S2], b.address: [S2, 0]})
+    fed.past_score_reveal(round_id)
+    validators, vecs = [v.validator for v in votes], [list(v.scores) for v in votes]
+    out = fed.env.outsider
+    with expect(InvalidValuation, "ValidatorsNotSorted", index=1):
+        raw_peer_valuation(fed, out, round_id, sites, validators, vecs, [d.address, c.address])
+    assert fed.ledger.peer_withheld(round_id) == [c.address, d.address]
+    fed.ledger.record_peer_valuation(out, round_id, sites, votes)  # the client reads the list
+    rated = {e["validator"]: e["distance"] for e in round_events(fed, "ValidatorRated", round_id)}
+    assert rated == {a.address: 0, b.address: 0, c.address: SCORE_SCALE, d.address: SCORE_SCALE}
+
+
+def test_a_validator_below_the_reputation_gate_is_left_out_of_the_medians(
+    embedded: ChainEnv,
+) -> None:
+    """Round 1: d scores every update 0 where the others give full marks (distance SCORE_SCALE:
+    reputation 0). Round 2 (quorum 4: only three validators pass the gate, so all count): d's 0
+    for b is the median of b's jury (400k, 600k, 0) -> 400k, and d's reputation only climbs to
+    0.26. Round 3 (quorum 3): the three pass, d is left out, b's median is the higher of 400k
+    and 600k; d is still rated."""
+    fed = Fed(embedded, n_sites=4)
+    alpha = fed.ledger.reputation_alpha()
+    a, b, c, d = sorted(fed.sites, key=lambda s: int(s.address, 16))
+    full = SCORE_SCALE
+    r1 = fed.open_peer(quorum=3)
+    sites = fed.submit(r1, [a, b, c], [10, 20, 30])
+    votes = fed.score(
+        r1,
+        {
+            a.address: [0, full, full],
+            b.address: [full, 0, full],
+            c.address: [full, full, 0],
+            d.address: [0, 0, 0],
+        },
+    )
+    fed.ledger.record_peer_valuation(fed.env.outsider, r1, sites, votes)
+    fed.finalize(r1, "g1")
+    assert fed.ledger.validator_standing(d.address).reputation == 0 < REPUTATION_GATE
+
+    second = {
+        a.address: [0, 400_000, full],
+        b.address: [full, 0, full],
+        c.address: [full, 600_000, 0],
+        d.address: [full, 0, full],
+    }
+    r2 = fed.open_peer(quorum=4, model="g1")
+    sites = fed.submit(r2, [a, b, c], [10, 20, 30])
+    votes = fed.score(r2, second)
+    fed.ledger.record_peer_valuation(fed.env.outsider, r2, sites, votes)
+    valued = {e["site"]: e["score"] for e in round_events(fed, "UpdateValued", r2)}
+    assert valued[b.address] == 400_000  # three pass the gate, fewer than quorum 4: d counts
+    # d: |0 - 400k| over three sites -> 133,333; EMA from 0
+    rep = fed.ledger.validator_standing(d.address).reputation
+    assert rep == next_reputation(0, full - 133_333, valued_rounds=1, alpha=alpha)
+    assert rep < REPUTATION_GATE
+    fed.finalize(r2, "g2")
+
+    r3 = fed.open_peer(quorum=3, model="g2")
+    sites = fed.submit(r3, [a, b, c], [10, 20, 30])
+    votes = fed.score(r3, second)
+    fed.ledger.record_peer_valuation(fed.env.outsider, r3, sites, votes)
+    valued = {e["site"]: e["score"] for e in round_events(fed, "UpdateValued", r3)}
+    assert valued[b.address] == 600_000  # d left out: b's jury is a (400k) and c (600k)
+    rated = {e["validator"]: e["distance"] for e in round_events(fed, "ValidatorRated", r3)}
+    assert rated[d.address] == 200_000  # |0 - 600k| / 3: still rated, against the gated medians
+    # the Python rule says the same from the standing round 2 left
+    expected = peer_outcome(
+        sites, votes, standing=fed.ledger.validator_ratings_before(r3), quorum=3
+    )
+    assert expected.counted == (a.address, b.address, c.address)
+    assert expected.scores == tuple(valued[s] for s in sites)
 
 
 def test_aggregator_rounds_are_unchanged_around_peer_rounds(fed: Fed) -> None:

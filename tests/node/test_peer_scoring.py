@@ -23,7 +23,6 @@ from fedtrail.node.config import CONFIG_NAME, NodeConfig, write_node_config
 from fedtrail.node.daemon import NodeHooks
 from fedtrail.node.scoring import SCORES_NAME, ScoreState
 from fedtrail.protocol.codes import Phase
-from fedtrail.protocol.peers import peer_outcome
 from fedtrail.protocol.weights import SCORE_SCALE
 from tests.aggregator.peer_setup import pass_deadline, peer_federation
 
@@ -108,7 +107,7 @@ def test_restarts_commit_and_reveal_the_recorded_vector_and_a_late_validator_is_
     outcome = service.step()
     assert outcome is not None and outcome.phase == Phase.FINALIZED
     subs = ledger.get_submissions(r)
-    assert [s.score for s in subs] == list(peer_outcome([s.site for s in subs], votes).scores)
+    assert [s.score for s in subs] == list(ledger.peer_outcome(r).scores)
     # site 2 validated nothing, yet its update was scored by the two others
     assert len(subs) == 3
 

@@ -1,4 +1,5 @@
-"""The peer-scoring rule the contract applies, in Python (median, self-exclusion, distances)."""
+"""The peer-scoring rule the contract applies, in Python (median, self-exclusion, distances, the
+reputation gate, withheld vectors)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,22 @@ import random
 import pytest
 
 from fedtrail.protocol.codes import Reason
-from fedtrail.protocol.peers import InvalidVotes, PeerVote, median, peer_outcome
+from fedtrail.protocol.peers import (
+    REPUTATION_GATE,
+    InvalidVotes,
+    PeerOutcome,
+    PeerVote,
+    median,
+    peer_outcome,
+)
 from fedtrail.protocol.weights import SCORE_SCALE
 
 A, B, C, D, E = (f"0x{i:040x}" for i in (1, 2, 3, 4, 5))
+
+
+def first_round(sites: list[str], votes: list[PeerVote]) -> PeerOutcome:
+    """The rule in a round where no validator was rated before (the gate lets everyone in)."""
+    return peer_outcome(sites, votes, standing={}, quorum=1)
 
 
 def test_median_of_odd_even_and_empty_counts() -> None:
@@ -29,7 +42,7 @@ def test_a_validator_never_counts_for_its_own_update() -> None:
         PeerVote(validator=B, scores=(0, 900_000, 800_000)),
         PeerVote(validator=C, scores=(0, 700_000, 600_000)),
     ]
-    out = peer_outcome([A, B, C], votes)
+    out = first_round([A, B, C], votes)
     assert out.peer_counts == (2, 2, 2)
     assert out.scores == (0, 700_000, 800_000)  # the higher of each pair of other entries
     assert out.reasons == (Reason.PEER_REJECTED, Reason.OK, Reason.OK)
@@ -44,14 +57,14 @@ def test_an_even_split_of_peers_keeps_the_higher_score() -> None:
     def vote(v: str, e_score: int) -> PeerVote:
         return PeerVote(validator=v, scores=(full, full, full, full, e_score))
 
-    split = peer_outcome(sites, [vote(A, 0), vote(B, 0), vote(C, full), vote(D, full)])
+    split = first_round(sites, [vote(A, 0), vote(B, 0), vote(C, full), vote(D, full)])
     assert split.scores[4] == full and split.reasons[4] is Reason.OK
-    lowered = peer_outcome(sites, [vote(A, 0), vote(B, 0), vote(C, 200_000), vote(D, full)])
+    lowered = first_round(sites, [vote(A, 0), vote(B, 0), vote(C, 200_000), vote(D, full)])
     assert lowered.scores[4] == 200_000
 
 
 def test_an_update_no_peer_scored_gets_zero() -> None:
-    out = peer_outcome([A, B], [PeerVote(validator=A, scores=(SCORE_SCALE, 500_000))])
+    out = first_round([A, B], [PeerVote(validator=A, scores=(SCORE_SCALE, 500_000))])
     assert out.scores == (0, 500_000)
     assert out.peer_counts == (0, 1)
     assert out.reasons[0] is Reason.PEER_REJECTED
@@ -64,7 +77,7 @@ def test_distances_measure_how_far_a_validator_sits_from_the_medians() -> None:
         PeerVote(validator=C, scores=(600_000, 600_000, 0)),
         PeerVote(validator=D, scores=(0, 0, 0)),  # the inverted one: scores everyone 0
     ]
-    out = peer_outcome([A, B, C], votes)
+    out = first_round([A, B, C], votes)
     # each site's peers: the two honest others (600k) and D (0) -> median 600k
     assert out.scores == (600_000, 600_000, 600_000)
     assert out.distances[A] == 0 and out.distances[B] == 0 and out.distances[C] == 0
@@ -88,7 +101,7 @@ def test_a_cartel_below_half_keeps_each_median_inside_the_honest_range(seed: int
         else:
             scores = tuple(rng.randint(200_000, 400_000) for _ in sites)
         votes.append(PeerVote(validator=v, scores=scores))
-    out = peer_outcome(sites, votes)
+    out = first_round(sites, votes)
     for i, site in enumerate(sites):
         honest = [
             votes[k].scores[i] for k in range(n_validators) if k not in cartel and sites[k] != site
@@ -98,12 +111,95 @@ def test_a_cartel_below_half_keeps_each_median_inside_the_honest_range(seed: int
 
 def test_input_the_contract_refuses_is_refused() -> None:
     with pytest.raises(InvalidVotes, match="ascending"):
-        peer_outcome([B, A], [])
+        first_round([B, A], [])
     with pytest.raises(InvalidVotes, match="ascending"):
-        peer_outcome(
+        first_round(
             [A, B], [PeerVote(validator=B, scores=(1, 1)), PeerVote(validator=A, scores=(1, 1))]
         )
     with pytest.raises(InvalidVotes, match="scored 1 updates"):
-        peer_outcome([A, B], [PeerVote(validator=C, scores=(1,))])
+        first_round([A, B], [PeerVote(validator=C, scores=(1,))])
     with pytest.raises(InvalidVotes, match="outside"):
-        peer_outcome([A], [PeerVote(validator=C, scores=(SCORE_SCALE + 1,))])
+        first_round([A], [PeerVote(validator=C, scores=(SCORE_SCALE + 1,))])
+
+
+# ------------------------------------------------------------------ reputation gate
+
+
+def _inverting_jury() -> tuple[list[str], list[PeerVote]]:
+    """Four validators score three sites; D scores B at 0 where A and C give 400k and 600k.
+    With D counted, B's jury (A, C, D) has the median 400k; without it, (A, C) -> 600k."""
+    sites = [A, B, C]
+    votes = [
+        PeerVote(validator=A, scores=(0, 400_000, SCORE_SCALE)),
+        PeerVote(validator=B, scores=(SCORE_SCALE, 0, SCORE_SCALE)),
+        PeerVote(validator=C, scores=(SCORE_SCALE, 600_000, 0)),
+        PeerVote(validator=D, scores=(SCORE_SCALE, 0, SCORE_SCALE)),
+    ]
+    return sites, votes
+
+
+def test_a_rated_validator_below_the_gate_is_not_counted_but_still_rated() -> None:
+    sites, votes = _inverting_jury()
+    honest = (SCORE_SCALE, 2)
+    below = {A: honest, B: honest, C: honest, D: (REPUTATION_GATE - 1, 1)}
+    gated = peer_outcome(sites, votes, standing=below, quorum=3)
+    assert gated.counted == (A, B, C)
+    assert gated.scores[1] == 600_000 and gated.peer_counts == (2, 2, 2)
+    assert D in gated.distances  # rated against the medians it did not move
+    at_gate = {**below, D: (REPUTATION_GATE, 1)}
+    counted = peer_outcome(sites, votes, standing=at_gate, quorum=3)
+    assert counted.counted == (A, B, C, D)
+    assert counted.scores[1] == 400_000 and counted.peer_counts == (3, 3, 3)
+
+
+def test_a_validator_never_rated_is_counted_whatever_its_standing_reads() -> None:
+    sites, votes = _inverting_jury()
+    out = peer_outcome(sites, votes, standing={D: (0, 0)}, quorum=3)
+    assert out.counted == (A, B, C, D) and out.scores[1] == 400_000
+
+
+def test_when_too_few_validators_pass_the_gate_all_of_them_count() -> None:
+    """Fewer than max(quorum, 2) above the gate: everyone counts (the federation keeps valuing
+    rounds, and no site is left without a judge)."""
+    sites, votes = _inverting_jury()
+    low = (REPUTATION_GATE - 1, 1)
+    ok = (SCORE_SCALE, 1)
+    # three pass, quorum 4: all count
+    out = peer_outcome(sites, votes, standing={A: ok, B: ok, C: ok, D: low}, quorum=4)
+    assert out.counted == (A, B, C, D) and out.scores[1] == 400_000
+    # one passes, quorum 1: the floor of two applies, all count
+    out = peer_outcome(sites, votes, standing={A: ok, B: low, C: low, D: low}, quorum=1)
+    assert out.counted == (A, B, C, D)
+    # two pass, quorum 1: the gate holds; each counted validator still has the other to judge it
+    out = peer_outcome(sites, votes, standing={A: ok, B: low, C: ok, D: low}, quorum=1)
+    assert out.counted == (A, C) and out.peer_counts == (1, 2, 1)
+
+
+def test_standing_keys_match_addresses_in_any_case() -> None:
+    """The chain's events give checksummed addresses; a vote may carry lower case."""
+    sites, votes = _inverting_jury()
+    f = "0x" + "ab" * 20
+    votes = [*votes[:3], PeerVote(validator=f, scores=votes[3].scores)]
+    standing = {"0x" + "AB" * 20: (0, 1), A: (SCORE_SCALE, 1)}
+    assert peer_outcome(sites, votes, standing=standing, quorum=2).counted == (A, B, C)
+
+
+# ------------------------------------------------------------------ withheld vectors
+
+
+def test_a_withheld_vector_is_rated_at_the_largest_distance() -> None:
+    sites, votes = _inverting_jury()
+    out = peer_outcome(sites, votes, standing={}, quorum=1, withheld=[E])
+    assert out.withheld == (E,)
+    assert out.distances[E] == SCORE_SCALE and out.agreements[E] == 0
+    reps = out.validator_reputations({E: (SCORE_SCALE, 4)}, alpha=300_000)
+    assert reps[E] == SCORE_SCALE - 300_000  # the EMA of agreement 0 from a full reputation
+    assert out.scores == first_round(sites, votes).scores  # withholding moves no median
+
+
+def test_withheld_lists_the_contract_refuses_are_refused() -> None:
+    sites, votes = _inverting_jury()
+    with pytest.raises(InvalidVotes, match="withheld validators must be in strictly ascending"):
+        peer_outcome(sites, votes, standing={}, quorum=1, withheld=[E, D])
+    with pytest.raises(InvalidVotes, match="revealed its vector cannot have withheld"):
+        peer_outcome(sites, votes, standing={}, quorum=1, withheld=[D])

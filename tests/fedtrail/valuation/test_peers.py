@@ -152,7 +152,7 @@ def test_an_inverted_validator_cannot_zero_an_honest_site(
         scores=tuple(0 if i == 0 else SCORE_SCALE - s for i, s in enumerate(inverted)),
     )
     assert min(lying.scores[1:]) < SCORE_SCALE // 10  # the lie does try to zero someone
-    out = peer_outcome(ADDRESSES, [lying, *honest[1:]])
+    out = peer_outcome(ADDRESSES, [lying, *honest[1:]], standing={}, quorum=3)
     assert all(s > 0 for s in out.scores)
     assert all(r is Reason.OK for r in out.reasons)
     assert max(out.distances, key=lambda v: out.distances[v]) == ADDRESSES[0]
