@@ -45,10 +45,13 @@ pragma solidity 0.8.28;
 /// the high median of the other validators' entries (its own never counts; the higher of the
 /// two middle values for an even count, so a score is lowered only when more than half of the
 /// entries are lower; 0 when nobody else scored it), reason Ok when positive and
-/// PeerRejected otherwise, weights and site reputation by the rule of {recordValuation}. Each
-/// validator is rated by its distance to the medians (floor of the mean absolute difference
-/// over the sites other than itself): `SCORE_SCALE - distance` is folded into its validator
-/// reputation with the same EMA. `fedtrail.protocol.peers` is this rule in Python. A peer round
+/// PeerRejected otherwise, weights and site reputation by the rule of {recordValuation}. Only
+/// validators that pass the reputation gate count in the medians: one already rated whose
+/// validator reputation is below REPUTATION_GATE is left out, unless fewer than max(quorum, 2)
+/// revealed validators pass (then all count). Each validator is rated by its distance to the
+/// medians (floor of the mean absolute difference over the sites other than itself):
+/// `SCORE_SCALE - distance` is folded into its validator reputation with the same EMA; a
+/// validator that committed a vector and did not reveal it is rated at distance SCORE_SCALE. `fedtrail.protocol.peers` is this rule in Python. A peer round
 /// refuses {recordValuation}, and can be cancelled only after its score reveal deadline.
 contract FederationLedger {
     // ------------------------------------------------------------------ types
@@ -897,11 +900,12 @@ contract FederationLedger {
     }
 
     /// @notice Values peer round `round` from its revealed score vectors: every site's score is
-    /// the high median of the other validators' entries for it (see the contract's notes), its
-    /// reason Ok when positive and PeerRejected otherwise; weights and site reputation follow as in
-    /// {recordValuation}; every validator that scored a site other than itself is rated. The
-    /// result is fixed by the revealed vectors, so anyone may post it; the aggregator then
-    /// calls {finalizeRound}.
+    /// the high median of the other counted validators' entries for it (see the contract's
+    /// notes and REPUTATION_GATE), its reason Ok when positive and PeerRejected otherwise;
+    /// weights and site reputation follow as in {recordValuation}; every validator that scored
+    /// a site other than itself is rated, and every one in `withheld` at distance SCORE_SCALE.
+    /// The result is fixed by the chain (vectors, earlier ratings, commitments), so anyone may
+    /// post it; the aggregator then calls {finalizeRound}.
     ///
     /// Requirements:
     /// - the round is Open and a peer round.
@@ -910,6 +914,8 @@ contract FederationLedger {
     /// - `sites` is strictly ascending and lists exactly the sites that revealed an update.
     /// - `validators` is strictly ascending and lists exactly the validators that revealed
     ///   scores, `vectors[j]` being the vector `validators[j]` revealed.
+    /// - `withheld` is strictly ascending and lists exactly the validators that committed scores
+    ///   in this round and did not reveal them.
     /// - at least one update has a non-zero weight basis (otherwise the aggregator cancels).
     function recordPeerValuation(
         uint256 round,
