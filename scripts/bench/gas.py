@@ -168,15 +168,18 @@ def _peer_rounds(
     w3: Any, coord: Any, agg: Any, sites: list[Any], add: Callable[[str, int], int]
 ) -> tuple[list[int], list[int]]:
     """Peer rounds on a fresh ledger (so the rows above are untouched): 5 sites, then all the
-    sites twice. Returns the whole-round totals of the all-site rounds and every validator's
-    commitScores + revealScores."""
+    sites twice, then 5 sites again with one more site committing a vector it never reveals (a
+    withheld vector, rated by recordPeerValuation). Returns the whole-round totals of the
+    all-site rounds and every validator's commitScores + revealScores."""
     ledger, _ = Ledger.deploy(w3, coord, aggregator=agg.address)
     for i, s in enumerate(sites):
         ledger.register_site(coord, s.address, f"hospital-{i}", 10**6)
     totals: list[int] = []
     per_validator: list[int] = []
     model = "p0"
-    for rnd, members in enumerate([sites[: len(sites) // 2], sites, sites]):
+    half = sites[: len(sites) // 2]
+    for rnd, members in enumerate([half, sites, sites, half]):
+        withholder = sites[len(half)] if rnd == 3 else None
         now = block_timestamp(w3)
         r, res = ledger.open_peer_round(
             agg,
@@ -213,6 +216,9 @@ def _peer_rounds(
         for v, vote in zip(members, votes, strict=True):
             digest = score_commitment(v.address, r, vote.scores, salts[v.address])
             commits.append(add("commitScores", ledger.commit_scores(v, r, digest).gas_used))
+        if withholder is not None:
+            digest = score_commitment(withholder.address, r, votes[0].scores, salts[v.address])
+            ledger.commit_scores(withholder, r, digest)
         advance_time(w3, COMMIT_WINDOW + 1)
         for k, (v, vote) in enumerate(zip(members, votes, strict=True)):
             res = ledger.reveal_scores(v, r, vote.scores, salts[v.address])
@@ -223,7 +229,8 @@ def _peer_rounds(
         if len(members) < len(sites):  # not every site validates: wait for the deadline
             advance_time(w3, REVEAL_WINDOW + 1)
         res = ledger.record_peer_valuation(agg, r, order, votes)
-        total += add(f"recordPeerValuation({len(order)} sites)", res.gas_used)
+        withheld = ", 1 withheld" if withholder is not None else ""
+        total += add(f"recordPeerValuation({len(order)} sites{withheld})", res.gas_used)
         model = f"p{rnd + 1}"
         total += ledger.finalize_round(
             agg, r, global_cid=CID, global_sha256=h(model), log_cid=CID, log_sha256=h("log")
