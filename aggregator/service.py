@@ -770,8 +770,9 @@ class AggregatorService:
         except (OSError, ValueError, KeyError, TypeError, FedtrailError):
             return {}, None
 
-    def finalize(self, round_id: int) -> RoundOutcome:
-        """Aggregates with the weights read back from the chain, stores, finalizes."""
+    def finalize(self, round_id: int) -> RoundOutcome | None:
+        """Aggregates with the weights read back from the chain, stores, finalizes. None while a
+        valued peer round waits for an unreadable update (:meth:`_unreadable`)."""
         info = self.ledger.get_round(round_id)
         global_state = self._model(info.start_cid, info.start_sha256)
         pairs = self.candidates(round_id)
@@ -783,6 +784,11 @@ class AggregatorService:
             if w > 0 and c.delta is not None
         ]
         if len(usable) != sum(1 for w in weights if w > 0):
+            if self.is_peer_round(round_id):
+                return self._unreadable(
+                    round_id,
+                    [s for (s, c), w in zip(pairs, weights, strict=True) if w and c.delta is None],
+                )
             raise FedtrailError(
                 f"round {round_id}: an update with on-chain weight > 0 cannot be read back; "
                 "refusing to aggregate without it"
@@ -1046,6 +1052,34 @@ class AggregatorService:
             ),
         )
         self._at_step("valued")
+        return None
+
+    def _unreadable(self, round_id: int, missing: Sequence[Submission]) -> RoundOutcome | None:
+        """A valued peer round in which updates the validators weighted cannot be read back:
+        their sites may withhold the blobs once scored, and no global model without them passes
+        ``audit verify``. Fetched again at every poll until the score reveal deadline, then
+        cancelled (the contract lets the aggregator cancel a valued peer round; verify's
+        ``peers.cancelled`` checks that a weighted update was unreadable)."""
+        names = ", ".join(f"{s.site[:10]} ({s.cid})" for s in missing)
+        peer = self._peer_round(round_id)
+        if next_block_timestamp(self.ledger.w3) > peer.score_reveal_deadline + CLOCK_SLACK:
+            self.ledger.cancel_round(self.account, round_id)
+            log.warning(
+                "round %d cancelled: update(s) with on-chain weight > 0 cannot be read back: %s",
+                round_id,
+                names,
+            )
+            return RoundOutcome(round=round_id, phase=Phase.CANCELLED)
+        entries = self._fetched.of(round_id)
+        for sub in missing:  # fetch them again at the next poll
+            entries.pop((sub.site, sub.sha256), None)
+        log.warning(
+            "round %d: update(s) with on-chain weight > 0 cannot be read back: %s; cancelling "
+            "after the score reveal deadline unless they become readable",
+            round_id,
+            names,
+        )
+        self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
         return None
 
     def _peer_components(

@@ -19,7 +19,8 @@ validator reputations are recomputed from the revealed score vectors on chain
 :mod:`fedtrail.auditor.peers`), with no validation split; the valuation replay
 (``scores.recomputed``) is reported not applicable there, never as passed. Weights, global
 model, blobs and log are checked as in any round. A cancelled peer round is checked too: its
-votes must not have been valuable (``peers.cancelled``), since anyone could have valued it. A
+votes must not have been valuable (``peers.cancelled``), since anyone could have valued it, and
+if it was valued before it was cancelled, an update with weight must be unreadable. A
 cancelled aggregator round, given the validation split, must have had nothing to value: its
 valuation replayed under its terms scores every revealed update 0 (``cancelled.valuation``).
 """
@@ -42,6 +43,7 @@ import torch
 from fedtrail.auditor.claims import mark_site, registry_at_finalize
 from fedtrail.auditor.components import Recomputed, check_components
 from fedtrail.auditor.peers import (
+    CANCELLED,
     QUORUM,
     PeerRecord,
     check_cancelled,
@@ -276,7 +278,11 @@ def verify_round(
             # a peer round's votes decide whether it could be valued, not the aggregator
             cancelled = read_peer_record(ledger, round_id)
             if cancelled is not None:
-                audit.add(*check_cancelled(cancelled, ledger.get_submissions(round_id)))
+                revealed = ledger.get_submissions(round_id)
+                if any(s.weight > 0 for s in revealed):  # valued, then cancelled
+                    audit.add(*_check_cancelled_unreadable(ledger, store, info))
+                else:
+                    audit.add(*check_cancelled(cancelled, revealed))
             elif validation is not None:
                 # an aggregator round: only its valuation, replayed on the split, says whether
                 # the aggregator could have valued it
@@ -979,6 +985,44 @@ def _check_cancelled_valuation(
         True,
         f"the valuation replayed under its terms scores each of the {len(report.sites)} "
         "revealed update(s) 0: the round could not be valued",
+    )
+
+
+def _check_cancelled_unreadable(
+    ledger: Ledger, store: ContentStore, info: RoundInfo
+) -> tuple[str, bool, str]:
+    """``peers.cancelled`` for a peer round cancelled *after* its valuation: the contract lets
+    the aggregator do that because a site can withhold its blob once the validators scored it,
+    and no global model without a weighted update passes this audit. So it passes only when an
+    update with on-chain weight > 0 cannot be used now (not retrievable, not matching its
+    sha256, or malformed: read as the aggregator reads it); when every weighted update reads,
+    the aggregator could have finalized the round. An update its site withheld and published
+    again later reads as usable here (the caveat of ``cancelled.valuation``)."""
+    from fedtrail.valuation.candidates import revealed_candidates
+
+    name, round_id = CANCELLED, info.id
+    terms, (_, terms_ok, terms_detail) = _read_terms(store, info, round_id)
+    if terms is None or not terms_ok:
+        return name, False, f"valued, then cancelled, and the terms: {terms_detail}"
+    try:
+        spec = ModelSpec(**terms.model_spec)
+        pairs = revealed_candidates(ledger, store, round_id, terms=terms, spec=spec)
+    except (FedtrailError, TypeError, ValueError) as exc:
+        return name, False, f"valued, then cancelled; cannot read its updates: {exc}"
+    weighted = [(sub, c) for sub, c in pairs if sub.weight > 0]
+    unusable = [(sub, c) for sub, c in weighted if c.delta is None]
+    if not unusable:
+        return (
+            name,
+            False,
+            f"valued, then cancelled, yet each of its {len(weighted)} weighted update(s) reads "
+            "and decodes: the aggregator could have finalized the round",
+        )
+    return (
+        name,
+        True,
+        "valued, then cancelled: weighted update(s) cannot be used: "
+        + "; ".join(f"{sub.site[:10]} {c.status.name} ({c.detail})" for sub, c in unusable),
     )
 
 

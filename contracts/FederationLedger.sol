@@ -52,7 +52,8 @@ pragma solidity 0.8.28;
 /// medians (floor of the mean absolute difference over the sites other than itself):
 /// `SCORE_SCALE - distance` is folded into its validator reputation with the same EMA; a
 /// validator that committed a vector and did not reveal it is rated at distance SCORE_SCALE. `fedtrail.protocol.peers` is this rule in Python. A peer round
-/// refuses {recordValuation}, and can be cancelled only after its score reveal deadline.
+/// refuses {recordValuation}, and can be cancelled only after its score reveal deadline (also
+/// once valued, when an update it weighted cannot be read back: {cancelRound}).
 contract FederationLedger {
     // ------------------------------------------------------------------ types
 
@@ -746,15 +747,19 @@ contract FederationLedger {
     }
 
     /// @notice Abandons an open round that cannot be valued (no usable update), so the
-    /// federation can open the next round from the last finalized model. The sample counts of
-    /// its revealed updates stay readable.
+    /// federation can open the next round from the last finalized model; or a valued peer round
+    /// that cannot be finalized because an update its validators weighted cannot be read back
+    /// (its site may withhold the blob once scored). The sample counts of its revealed updates,
+    /// and a valued round's scores and weights, stay readable; `audit verify` checks that the
+    /// cancellation was needed.
     ///
     /// Requirements:
     /// - caller is the aggregator.
-    /// - the round is Open and its reveal deadline passed (in a peer round: its score reveal
-    ///   deadline).
+    /// - the round is Open, or Valued and a peer round.
+    /// - its reveal deadline passed (in a peer round: its score reveal deadline).
     function cancelRound(uint256 round) external onlyAggregator {
-        Round storage r = _openRound(round);
+        Round storage r = _rounds[round];
+        if (!(r.peer && r.phase == Phase.Valued)) r = _openRound(round);
         uint64 deadline = r.peer ? _peerRounds[round].scoreRevealDeadline : r.revealDeadline;
         if (block.timestamp <= deadline) revert FederationLedger__RoundStillOpen(round, deadline);
         r.phase = Phase.Cancelled;

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -16,7 +17,7 @@ from click.testing import CliRunner, Result
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
 from fedtrail.auditor.verify import verify_all
 from fedtrail.cli import cli
-from fedtrail.errors import ConfigError, FedtrailError
+from fedtrail.errors import ConfigError, ContentNotFound, FedtrailError
 from fedtrail.node.scoring import PeerScorer
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.peers import address_key
@@ -271,3 +272,73 @@ def test_a_crash_after_the_peer_valuation_resumes_to_finalize_once(
     assert record.peer_votes == tuple(ledger.peer_votes(r))
     assert len(record.peer_votes) == 3
     assert [e.score for e in record.sites] == [s.score for s in ledger.get_submissions(r)]
+
+
+class _Withholding:
+    """The store as seen once a site withholds its blob: its CID is no longer retrievable."""
+
+    def __init__(self, store: Any, cid: str) -> None:
+        self._store, self._cid = store, cid
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def get(self, cid: str, sha256: str, **kwargs: Any) -> bytes:
+        if cid == self._cid:
+            raise ContentNotFound(f"{cid} is not retrievable (withheld)")
+        return bytes(self._store.get(cid, sha256, **kwargs))
+
+
+def test_a_weighted_update_withheld_after_the_valuation_cancels_the_round_not_the_federation(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A site's update is scored and weighted by its peers, then its blob disappears: no global
+    model without it passes the audit. The service retries until the score reveal deadline, then
+    cancels the valued round (before: it refused to aggregate forever, and the federation
+    stopped); audit verify passes that cancellation only while the weighted update is truly
+    unreadable, and the next round opens from the last finalized model."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+    ledger, service = fed.ledger, fed.service
+    r = service.open_next()
+    info, peer = ledger.get_round(r), ledger.get_peer_round(r)
+    assert peer is not None
+    for n in fed.nodes:
+        n.participate(r)
+    pass_deadline(ledger, info.commit_deadline)
+    for n in fed.nodes:
+        n.participate(r)
+    pass_deadline(ledger, info.reveal_deadline)
+    for n in fed.nodes:
+        n.scorer.score(r)
+    pass_deadline(ledger, peer.score_commit_deadline)
+    for n in fed.nodes:
+        n.scorer.score(r)
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    subs = ledger.get_submissions(r)
+    gone = max(subs, key=lambda s: s.weight)
+    assert gone.weight > 0
+    honest_store = service.store
+    service.store = _Withholding(honest_store, gone.cid)  # type: ignore[assignment]
+    # every validator revealed, so the round was valued before the score reveal deadline
+    with caplog.at_level(logging.WARNING, logger="fedtrail.aggregator"):
+        assert service.step() is None
+    assert ledger.get_round(r).phase == Phase.VALUED
+    assert "cannot be read back" in caplog.text and gone.site[:10] in caplog.text
+    pass_deadline(ledger, peer.score_reveal_deadline)
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.CANCELLED
+    assert ledger.get_round(r).phase == Phase.CANCELLED
+    after = {s.site: s for s in ledger.get_submissions(r)}
+    assert after[gone.site].weight == gone.weight  # the chain keeps the valuation it recorded
+
+    (audit,) = [a for a in verify_all(ledger, service.store) if a.round == r]
+    check = next(c for c in audit.checks if c.name == "peers.cancelled")
+    assert check.passed and gone.site[:10] in check.detail, check.detail
+    # with the blob readable again, the same cancellation is one the aggregator did not need
+    (audit,) = [a for a in verify_all(ledger, honest_store) if a.round == r]
+    check = next(c for c in audit.checks if c.name == "peers.cancelled")
+    assert not check.passed and "could have finalized" in check.detail
+
+    service.store = honest_store  # type: ignore[assignment]
+    service.step()
+    assert ledger.get_round(r + 1).start_sha256 == info.start_sha256

@@ -715,3 +715,33 @@ def test_aggregator_rounds_are_unchanged_around_peer_rounds(fed: Fed) -> None:
             [0, 0, 0],
             [int(Reason.PEER_REJECTED)] * 3,
         )
+
+
+def test_a_valued_peer_round_can_be_cancelled_after_its_score_reveal_deadline(fed: Fed) -> None:
+    """The exit from a valued peer round whose weighted update cannot be read back: the
+    aggregator only, after the score reveal deadline; a valued aggregator round cannot."""
+    a, b, c = fed.sites
+    round_id = fed.open_peer(quorum=2)
+    sites = fed.submit(round_id, [a, b], [10, 20])
+    votes = fed.score(round_id, {a.address: [0, S2], b.address: [S2, 0], c.address: [S2, S2]})
+    fed.ledger.record_peer_valuation(c, round_id, sites, votes)  # every validator revealed
+    assert fed.ledger.get_round(round_id).phase == Phase.VALUED
+    with expect(RoundStateError, "RoundStillOpen", round=round_id):
+        fed.ledger.cancel_round(fed.agg, round_id)
+    fed.past_score_reveal(round_id)
+    with expect(Unauthorized, "NotAggregator", caller=a.address):
+        fed.ledger.cancel_round(a, round_id)
+    fed.ledger.cancel_round(fed.agg, round_id)
+    assert fed.ledger.get_round(round_id).phase == Phase.CANCELLED
+    assert last_event(fed.ledger, "RoundCancelled") == {"round": round_id}
+    kept = {s.site: (s.score, s.weight) for s in fed.ledger.get_submissions(round_id)}
+    assert all(w > 0 for _, w in kept.values())  # the recorded valuation stays readable
+    with expect(RoundStateError, "WrongPhase", round=round_id):
+        fed.ledger.cancel_round(fed.agg, round_id)
+
+    aggregator_round = fed.open("g0")
+    fed.submit_all(aggregator_round)
+    fed.past_reveal(aggregator_round)
+    fed.value(aggregator_round, [S2, S2, S2])
+    with expect(RoundStateError, "WrongPhase", round=aggregator_round):
+        fed.ledger.cancel_round(fed.agg, aggregator_round)
