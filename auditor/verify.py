@@ -73,6 +73,7 @@ from fedtrail.ml.privacy import epsilon_spent
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.evidence import ChainUpdate, Evidence, applicable, evidence_problems
+from fedtrail.protocol.peers import cancelled_outcome
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro, to_micro
 from fedtrail.protocol.roundlog import (
     MAX_LOG_BYTES,
@@ -283,6 +284,8 @@ def verify_round(
                     audit.add(*_check_cancelled_unreadable(ledger, store, info))
                 else:
                     audit.add(*check_cancelled(cancelled, revealed))
+                    # cancelRound rated the vectors committed and withheld, and no one else
+                    audit.add(*check_reputation(cancelled, cancelled_outcome(cancelled.withheld())))
             elif validation is not None:
                 # an aggregator round: only its valuation, replayed on the split, says whether
                 # the aggregator could have valued it

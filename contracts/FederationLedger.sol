@@ -753,6 +753,10 @@ contract FederationLedger {
     /// and a valued round's scores and weights, stay readable; `audit verify` checks that the
     /// cancellation was needed.
     ///
+    /// Cancelling an open peer round rates every validator that committed a score vector and
+    /// did not reveal it at distance SCORE_SCALE, as {recordPeerValuation} would have: pushing a
+    /// round below its quorum by withholding costs reputation too.
+    ///
     /// Requirements:
     /// - caller is the aggregator.
     /// - the round is Open, or Valued and a peer round.
@@ -762,6 +766,8 @@ contract FederationLedger {
         if (!(r.peer && r.phase == Phase.Valued)) r = _openRound(round);
         uint64 deadline = r.peer ? _peerRounds[round].scoreRevealDeadline : r.revealDeadline;
         if (block.timestamp <= deadline) revert FederationLedger__RoundStillOpen(round, deadline);
+        // an open peer round's withheld vectors are rated here (a valued one's already were)
+        bool rateWithheld = r.peer && r.phase == Phase.Open;
         r.phase = Phase.Cancelled;
         uint256 all = _allSites.length;
         for (uint256 i = 0; i < all; ++i) {
@@ -769,6 +775,12 @@ contract FederationLedger {
             Site storage s = _sites[site];
             if (s.pendingRound == round) {
                 _submissions[round][site].numSamples = s.pendingSamples;
+            }
+            if (
+                rateWithheld && _scoreVotes[round][site] != bytes32(0)
+                    && s.scoredRound != round
+            ) {
+                _rateValidator(round, site, SCORE_SCALE);
             }
         }
         emit RoundCancelled(round);

@@ -33,7 +33,9 @@ vectors in ascending validator order:
   but itself is not rated;
 - a validator that committed a score vector and did not reveal it (``withheld``) is rated at
   distance ``SCORE_SCALE`` (agreement 0): keeping the option to withhold after seeing the
-  others' vectors costs reputation.
+  others' vectors costs reputation. So does withholding that leaves the round below its quorum:
+  ``cancelRound`` rates the withheld vectors of an open peer round the same way
+  (:func:`cancelled_outcome`).
 
 A cartel of fewer than half the counted validators that score a site cannot move that site's
 median outside the range of the honest validators' entries.
@@ -55,6 +57,7 @@ __all__ = [
     "PeerOutcome",
     "PeerVote",
     "address_key",
+    "cancelled_outcome",
     "counted_validators",
     "default_quorum",
     "median",
@@ -143,6 +146,20 @@ def counted_validators(
     if len(passed) < max(quorum, 2):
         return tuple(v.validator for v in votes)
     return passed
+
+
+def cancelled_outcome(withheld: Sequence[str]) -> PeerOutcome:
+    """What ``cancelRound`` rates when it cancels an open peer round: only the validators that
+    committed a vector and did not reveal it, at distance ``SCORE_SCALE``; no score."""
+    return PeerOutcome(
+        sites=(),
+        scores=(),
+        reasons=(),
+        peer_counts=(),
+        distances=dict.fromkeys(withheld, SCORE_SCALE),
+        agreements=dict.fromkeys(withheld, 0),
+        withheld=tuple(withheld),
+    )
 
 
 def peer_outcome(

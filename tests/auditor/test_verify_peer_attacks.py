@@ -94,6 +94,33 @@ def test_verify_accepts_a_peer_round_cancelled_for_want_of_quorum(fed: Fed, tmp_
     assert audit.passed
 
 
+def test_a_peer_round_cancelled_below_its_quorum_rates_the_withheld_vectors(
+    fed: Fed, tmp_path: Path
+) -> None:
+    """Two validators reveal, two commit and withhold, which leaves the round below its quorum
+    of 3: the cancellation rates the two withholders at the largest distance (withholding to
+    cancel a round is not free), and verify recomputes those ratings (peers.reputation)."""
+    a, b, c, d = fed.sites
+    round_id = fed.open_peer(quorum=3)
+    sites = fed.submit(round_id, [a, b, c], [100, 200, 300])
+    for v in (c, d):
+        fed.commit_scores(round_id, v, [S] * len(sites))
+    fed.score(round_id, {v.address: [S // 2] * len(sites) for v in (a, b)})
+    fed.past_score_reveal(round_id)
+    fed.ledger.cancel_round(fed.agg, round_id)
+    rated = {
+        e.args["validator"]: (e.args["distance"], e.args["validatorReputation"])
+        for e in fed.ledger.events("ValidatorRated", argument_filters={"round": round_id})
+    }
+    assert rated == {c.address: (S, 0), d.address: (S, 0)}
+    audit = verify_round(fed.ledger, LocalStore(tmp_path), round_id)
+    by_name = {ch.name: ch for ch in audit.checks}
+    assert by_name["peers.cancelled"].passed, by_name["peers.cancelled"].detail
+    assert by_name["peers.reputation"].passed, by_name["peers.reputation"].detail
+    assert "2 validator(s) rated" in by_name["peers.reputation"].detail
+    assert audit.passed
+
+
 A, B = "0x" + "aa" * 20, "0x" + "bb" * 20
 
 

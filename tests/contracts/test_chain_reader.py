@@ -14,7 +14,7 @@ import pytest
 from web3 import Web3
 
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.protocol.peers import PeerVote, address_key, peer_outcome
+from fedtrail.protocol.peers import PeerVote, address_key, cancelled_outcome, peer_outcome
 from fedtrail.protocol.weights import SCORE_SCALE, next_reputation, onchain_weights
 from tests.contracts.federation import MAX_SAMPLES, Fed, h
 from tests.fixtures.chain import ChainEnv
@@ -110,7 +110,10 @@ def _replay(fed: Fed) -> dict[str, Any]:
             assert a["reputation"] == expected, (a, expected)
             reputation[a["site"]] = (expected, n + 1)
         elif name == "ValidatorRated":
-            outcome = rounds[r]["outcome"]
+            rd = rounds[r]
+            # a cancelled open peer round rates its withheld vectors only
+            withheld = sorted(set(rd["score_commits"]) - set(rd["votes"]), key=address_key)
+            outcome = rd.get("outcome") or cancelled_outcome(withheld)
             assert a["distance"] == outcome.distances[a["validator"]]
             rep, n = validator_rep.get(a["validator"], (0, 0))
             agreement = S - a["distance"]
@@ -250,7 +253,8 @@ def test_a_gated_liar_and_a_withheld_vector_follow_from_the_events(embedded: Cha
     """Round 1: validator d scores every update 0 where the others give full marks (its
     reputation falls below the gate). Round 2: d votes but is not counted, so its 0 for b does
     not set b's median; e commits a vector and never reveals it (rated at distance SCORE_SCALE).
-    A reader of the events alone derives both, and the views agree."""
+    Round 3: c commits and withholds, the round misses its quorum and is cancelled, which rates
+    c. A reader of the events alone derives all of it, and the views agree."""
     fed = Fed(embedded, n_sites=5)
     a, b, c, d, e = sorted(fed.sites, key=lambda s: address_key(s.address))
     r1 = fed.open_peer(quorum=3, model="g0")
@@ -275,8 +279,17 @@ def test_a_gated_liar_and_a_withheld_vector_follow_from_the_events(embedded: Cha
     fed.ledger.record_peer_valuation(fed.env.outsider, r2, sites, votes)
     fed.finalize(r2, "g2")
 
+    r3 = fed.open_peer(quorum=5, model="g2")  # below quorum: c withholds, cancelled
+    sites = fed.submit(r3, [a, b], [10, 20])
+    fed.commit_scores(r3, c, [S, S])
+    fed.score(r3, {a.address: [0, S], b.address: [S, 0]})
+    fed.past_score_reveal(r3)
+    fed.ledger.cancel_round(fed.agg, r3)
+
     seen = _replay(fed)
     _agrees_with_the_views(fed, seen)
+    assert seen["rounds"][r3]["phase"] == Phase.CANCELLED
+    assert seen["validator_rep"][c.address][1] == 3  # rated in rounds 1, 2 and at the cancel
     outcome = seen["rounds"][r2]["outcome"]
     assert outcome.counted == (a.address, b.address, c.address)
     assert outcome.withheld == (e.address,)

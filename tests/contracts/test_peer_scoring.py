@@ -521,6 +521,11 @@ def test_quorum_not_met_is_refused_and_the_round_can_be_cancelled(fed: Fed) -> N
         fed.ledger.record_peer_valuation(a, round_id, sites, votes)
     fed.ledger.cancel_round(fed.agg, round_id)
     assert fed.ledger.get_round(round_id).phase == Phase.CANCELLED
+    # c committed and withheld its vector: the cancellation rates it, and only it
+    rated = {e["validator"]: e for e in round_events(fed, "ValidatorRated", round_id)}
+    assert {v: (e["distance"], e["validatorReputation"]) for v, e in rated.items()} == {
+        c.address: (SCORE_SCALE, 0)
+    }
 
 
 def test_every_median_zero_is_refused_as_zero_total_weight(fed: Fed) -> None:
@@ -731,9 +736,11 @@ def test_a_valued_peer_round_can_be_cancelled_after_its_score_reveal_deadline(fe
     fed.past_score_reveal(round_id)
     with expect(Unauthorized, "NotAggregator", caller=a.address):
         fed.ledger.cancel_round(a, round_id)
+    ratings = len(round_events(fed, "ValidatorRated", round_id))
     fed.ledger.cancel_round(fed.agg, round_id)
     assert fed.ledger.get_round(round_id).phase == Phase.CANCELLED
     assert last_event(fed.ledger, "RoundCancelled") == {"round": round_id}
+    assert len(round_events(fed, "ValidatorRated", round_id)) == ratings  # rated once, valued
     kept = {s.site: (s.score, s.weight) for s in fed.ledger.get_submissions(round_id)}
     assert all(w > 0 for _, w in kept.values())  # the recorded valuation stays readable
     with expect(RoundStateError, "WrongPhase", round=round_id):
