@@ -57,7 +57,7 @@ from fedtrail.errors import (
 )
 from fedtrail.fsutil import atomic_write
 from fedtrail.hooks import StepHook, no_step
-from fedtrail.ledger import Ledger, Submission, commitment
+from fedtrail.ledger import Ledger, RoundInfo, Submission, commitment
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.metrics import Metrics, evaluate, evaluate_calibrated
@@ -104,6 +104,14 @@ FINAL_PHASES = frozenset({"revealed", "skipped", "submitted"})
 
 class NodeNotRegistered(FedtrailError):
     """This node's account is not a registered site of the ledger."""
+
+
+class NodeStateError(FedtrailError):
+    """``state.json`` cannot be used: unreadable, corrupt, or written for another ledger's
+    rounds. Never reset silently: a record may hold a commitment only its update opens."""
+
+
+PHASES = frozenset({"encoded", "committed", "stored", "revealed", "skipped", "submitted"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,6 +254,17 @@ class RoundRecord:
     epsilon_micro: int = 0
     """The epsilon this round's update spent (DP-SGD, micro-epsilon, declared at reveal); 0:
     trained without differential privacy."""
+    opened: str = ""
+    """Which round this record is of: the ledger's address, the round's commit deadline and
+    its terms' sha256 as the chain had them (:func:`round_key`; empty in older records, which
+    are not checked). A state file of another ledger, or of a chain restarted and redeployed at
+    the same address, is refused instead of its records standing in for this ledger's rounds
+    (a round recorded ``revealed`` there would be sat out here in silence)."""
+
+
+def round_key(ledger: str, info: RoundInfo) -> str:
+    """What identifies round ``info`` of ``ledger`` across chains (:attr:`RoundRecord.opened`)."""
+    return f"{ledger}/{info.commit_deadline}/{info.terms_sha256.removeprefix('0x')}"
 
 
 @dataclass
@@ -254,13 +273,27 @@ class NodeState:
 
     @classmethod
     def load(cls, path: Path) -> NodeState:
+        """The state in ``path`` (none yet: empty); a file that cannot be read or is not a
+        node state raises :class:`NodeStateError` naming it, never an empty state."""
         if not path.exists():
             return cls()
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            return cls({int(k): RoundRecord(**v) for k, v in raw["rounds"].items()})
-        except (ValueError, KeyError, TypeError) as exc:
-            raise FedtrailError(f"node state {path} is corrupt: {exc}") from exc
+        except OSError as exc:
+            raise NodeStateError(f"node state {path} cannot be read: {exc}") from exc
+        except ValueError as exc:
+            raise NodeStateError(f"node state {path} is corrupt: {exc}") from exc
+        try:
+            rounds = {int(k): RoundRecord(**v) for k, v in raw["rounds"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise NodeStateError(f"node state {path} is corrupt: {exc!r}") from exc
+        for r, rec in rounds.items():
+            if rec.round != r or rec.phase not in PHASES:
+                raise NodeStateError(
+                    f"node state {path} is corrupt: round {r}'s record says round "
+                    f"{rec.round!r}, phase {rec.phase!r}"
+                )
+        return cls(rounds)
 
     def save(self, path: Path) -> None:
         doc = {"rounds": {str(k): asdict(v) for k, v in sorted(self.rounds.items())}}
@@ -351,6 +384,8 @@ class SiteNode:
         (self.folder / PENDING_DIR).mkdir(exist_ok=True)
         self.state_path = self.folder / STATE_NAME
         self.state = NodeState.load(self.state_path)
+        self._opened: dict[int, str] = {}
+        """:func:`round_key` of each round :meth:`participate` saw; stamped on its record."""
         self.scorer = PeerScorer(
             ledger=ledger,
             store=store,
@@ -370,7 +405,43 @@ class SiteNode:
         return str(self.account.address)
 
     def _save(self) -> None:
+        for r, key in self._opened.items():
+            rec = self.state.rounds.get(r)
+            if rec is not None and not rec.opened:
+                rec.opened = key
         self.state.save(self.state_path)
+
+    def _check_opened(
+        self,
+        round_id: int,
+        info: RoundInfo,
+        record: RoundRecord | None,
+        on_chain: Submission | None,
+    ) -> None:
+        """Refuses a record made for another ledger's round ``round_id`` (state.json of another
+        federation in this folder, or a chain restarted and redeployed at the same address):
+        by its :attr:`RoundRecord.opened`, or for an older record without one, a reveal it
+        records that the chain does not hold."""
+        key = round_key(self.ledger.address, info)
+        self._opened[round_id] = key
+        if record is None:
+            return
+        if record.opened:
+            if record.opened == key:
+                return
+            theirs = f"of another ledger or chain ({record.opened}; this ledger's is {key})"
+        elif record.phase in ("revealed", "submitted") and (
+            on_chain is None or not on_chain.revealed or on_chain.sha256 != record.sha256
+        ):
+            theirs = f"revealed with sha256 {record.sha256[:16]}, which this ledger does not hold"
+        else:
+            return
+        raise NodeStateError(
+            f"{self.state_path} records round {round_id} ({record.phase}) {theirs}: this "
+            "folder's state is not this ledger's. Give the node a folder of its own for this "
+            "ledger, or move state.json, residual.safetensors and pending/ aside if the old "
+            "federation is gone for good"
+        )
 
     def _pending_blob(self, round_id: int) -> Path:
         return self.folder / PENDING_DIR / f"update-{round_id}.safetensors"
@@ -402,6 +473,7 @@ class SiteNode:
         info = self.ledger.get_round(round_id)
         on_chain = self.ledger.get_submission(round_id, self.address)
         record = self.state.rounds.get(round_id)
+        self._check_opened(round_id, info, record, on_chain)
         if on_chain is not None and on_chain.revealed:
             return self._mark_revealed(round_id, record, on_chain.sha256, on_chain.cid)
         if record is not None and record.phase in FINAL_PHASES:
@@ -1030,11 +1102,18 @@ class SiteNode:
         while not self.stop_event.is_set():
             try:
                 current = self.ledger.current_round()
+                prior = self.state.rounds.get(current)
                 if current and current != seen:
+                    if prior is not None:  # a finished record is not participated again
+                        self._check_opened(
+                            current,
+                            self.ledger.get_round(current),
+                            prior,
+                            self.ledger.get_submission(current, self.address),
+                        )
                     seen = current
                     log.info("round %d is the ledger's latest round", current)
                 record = None
-                prior = self.state.rounds.get(current)
                 unfinished = prior is None or prior.phase not in FINAL_PHASES
                 if current and (unfinished or self._pending_residual(current).exists()):
                     record = self.participate(current)

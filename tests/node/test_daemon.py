@@ -31,6 +31,7 @@ from fedtrail.node.daemon import (
     NodeHooks,
     NodeNotRegistered,
     NodeState,
+    NodeStateError,
     Reveal,
     RoundRecord,
     SiteNode,
@@ -259,6 +260,71 @@ def test_a_node_that_lost_its_committed_update_skips_the_round(world: World) -> 
     record = world.node(0).participate(world.round)
     assert record is not None and record.phase == "skipped" and "lost" in record.note
     assert world.ledger.get_round(world.round).submission_count == 0
+
+
+def test_a_state_file_of_another_ledger_is_refused_not_taken_for_its_rounds(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """A node folder reused for a new federation (or a restarted, redeployed chain): its
+    state.json recorded round 1 as revealed, so the node sat out the new round 1 in silence."""
+    old = World(embedded, tmp_path)
+    assert old.full(old.node(0)).phase == "revealed"
+    state = tmp_path / "nodes" / "site-0" / "state.json"
+    recorded = NodeState.load(state).rounds[old.round]
+    assert recorded.opened.startswith(old.ledger.address + "/")
+    new = World(embedded, tmp_path)  # a new ledger, the same site key and node folder
+    assert new.round == old.round and new.ledger.address != old.ledger.address
+    with pytest.raises(NodeStateError, match="not this ledger's"):
+        new.node(0).participate(new.round)
+    with pytest.raises(NodeStateError, match="not this ledger's"):
+        new.node(0).run(once=True)
+    # the same address (a chain restarted and redeployed): the round's deadline differs
+    text = state.read_text().replace(old.ledger.address, new.ledger.address)
+    state.write_text(text)
+    with pytest.raises(NodeStateError, match="another ledger or chain"):
+        new.node(0).participate(new.round)
+    # a record written before records said which round they are of: its reveal is not there
+    opened = recorded.opened.replace(old.ledger.address, new.ledger.address)
+    state.write_text(text.replace(f'"opened": "{opened}"', '"opened": ""'))
+    assert NodeState.load(state).rounds[old.round].opened == ""
+    with pytest.raises(NodeStateError, match="which this ledger does not hold"):
+        new.node(0).run(once=True)
+    assert new.ledger.get_submission(new.round, new.env.sites[0].address) is None
+
+
+def test_a_record_of_this_ledger_is_accepted_after_a_restart(world: World) -> None:
+    record = world.full(world.node(0))
+    assert record.opened == f"{world.ledger.address}/" + record.opened.split("/", 1)[1]
+    assert world.node(0).participate(world.round) == record
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",
+        "{",
+        "[1]",
+        '{"rounds": null}',
+        '{"rounds": {"1": 5}}',
+        '{"rounds": {"x": {"round": 1, "phase": "encoded"}}}',
+        '{"rounds": {"1": {"round": 1, "phase": "encoded", "colour": 1}}}',
+        '{"rounds": {"1": {"round": 1, "phase": "lost"}}}',
+        '{"rounds": {"1": {"round": 2, "phase": "revealed"}}}',
+    ],
+)
+def test_a_corrupt_state_file_is_an_error_naming_it_never_an_empty_state(
+    tmp_path: Path, content: str
+) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(content)
+    with pytest.raises(NodeStateError, match=r"state\.json is corrupt"):
+        NodeState.load(path)
+
+
+def test_a_state_file_that_cannot_be_read_is_an_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "state.json").mkdir()
+    with pytest.raises(NodeStateError, match=r"state\.json cannot be read"):
+        NodeState.load(tmp_path / "state.json")
 
 
 def test_a_reveal_above_the_sample_cap_is_refused_and_the_round_skipped(world: World) -> None:
