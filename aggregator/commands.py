@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 import click
 
 from fedtrail.aggregator.clock import STALL_SECONDS, ClockWatch
+from fedtrail.chain import MAX_POLL_INTERVAL
 from fedtrail.cli.common import (
     ROUND_ID,
+    FiniteFloatRange,
     LazyChoice,
     aggregation_options,
     ledger_options,
@@ -93,16 +95,21 @@ def _large_games() -> tuple[str, ...]:
 )
 @click.option(
     "--max-sample-ratio",
-    type=click.FloatRange(1.0, min_open=True),
+    type=FiniteFloatRange(1.0, min_open=True),
     default=10.0,
     show_default=True,
     help="IMPLAUSIBLE_SAMPLES above this many times the median count of the round's other "
     "updates (raise it for a federation of very unequal hospitals; recorded in the round terms).",
 )
-@click.option("--poll-interval", type=float, default=2.0, show_default=True)
+@click.option(
+    "--poll-interval",
+    type=FiniteFloatRange(min=0, min_open=True, max=MAX_POLL_INTERVAL),
+    default=2.0,
+    show_default=True,
+)
 @click.option(
     "--clock-stall-seconds",
-    type=click.FloatRange(min=1.0),
+    type=FiniteFloatRange(min=1.0),
     default=STALL_SECONDS,
     show_default=True,
     help="Warn once when the chain's clock has stood still this many wall-clock seconds while "
@@ -171,7 +178,7 @@ def _large_games() -> tuple[str, ...]:
 )
 @click.option(
     "--personalise-lr",
-    type=click.FloatRange(min=0, min_open=True, max=10.0),
+    type=FiniteFloatRange(min=0, min_open=True, max=10.0),
     default=0.01,
     show_default=True,
     help="Learning rate of that personalisation.",
@@ -187,7 +194,7 @@ def _large_games() -> tuple[str, ...]:
 )
 @click.option(
     "--dp-delta",
-    type=click.FloatRange(min=0, min_open=True, max=1, max_open=True),
+    type=FiniteFloatRange(min=0, min_open=True, max=1, max_open=True),
     default=None,
     help="Differential privacy: the delta every site accounts its DP-SGD epsilon at (recorded "
     "in the round terms, e.g. 1e-5); unset: the terms ask for none.",

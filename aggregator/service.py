@@ -38,7 +38,7 @@ from eth_account.signers.local import LocalAccount
 
 from fedtrail.aggregator.clock import STALL_SECONDS as STALL_SECONDS
 from fedtrail.aggregator.clock import ClockWatch as ClockWatch
-from fedtrail.chain import next_block_timestamp
+from fedtrail.chain import MAX_POLL_INTERVAL, next_block_timestamp
 from fedtrail.errors import (
     ConfigError,
     ContractNotFound,
@@ -212,6 +212,10 @@ class AggregatorSettings:
             )
         if self.round_seconds < 1 or self.reveal_seconds < 1 or self.poll_interval <= 0:
             raise ConfigError("round_seconds, reveal_seconds and poll_interval must be positive")
+        if not self.poll_interval <= MAX_POLL_INTERVAL:  # NaN: a busy loop; inf: a crash
+            raise ConfigError(
+                f"poll_interval must be at most {MAX_POLL_INTERVAL} s, got {self.poll_interval}"
+            )
         if self.valuation_mode not in roundlog.VALUATION_MODES:
             raise ConfigError(
                 f"valuation_mode must be one of {roundlog.VALUATION_MODES}, "

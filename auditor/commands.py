@@ -11,6 +11,7 @@ import click
 
 from fedtrail.cli.common import (
     ROUND_ID,
+    FiniteFloatRange,
     ledger_options,
     open_checked_store,
     open_ledger,
@@ -441,7 +442,7 @@ def _print_standing(log: RoundLog, shown: Callable[[str], str]) -> None:
 )
 @click.option(
     "--metrics-tolerance",
-    type=click.FloatRange(min=0.0),
+    type=FiniteFloatRange(min=0.0),
     default=None,
     help="Largest difference between the log's metrics and the recomputed ones "
     "(metrics.recomputed, with --validation; default 1e-6: last-bit noise of another thread "

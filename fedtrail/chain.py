@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fedtrail.errors import ChainUnreachable, ConfigError
+from fedtrail.errors import ChainUnreachable, ConfigError, TransactionFailed
 
 if TYPE_CHECKING:  # web3 and eth_account load in ~1 s: imported where used, so CLI help stays fast
     from eth_account.signers.local import LocalAccount
@@ -17,6 +17,9 @@ if TYPE_CHECKING:  # web3 and eth_account load in ~1 s: imported where used, so 
 
 EMBEDDED = "embedded"
 DEFAULT_RPC_URL = "http://127.0.0.1:8545"
+MAX_POLL_INTERVAL = 3600.0
+"""Longest pause, in seconds, of a daemon between its looks at the chain (a site node's or the
+aggregator's; round windows are minutes). NaN, infinity or more are configuration errors."""
 
 
 def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 30.0) -> Web3:
@@ -125,5 +128,8 @@ def fund(w3: Web3, source: LocalAccount, target: str, wei: int) -> None:
         "maxPriorityFeePerGas": 10**9,
     }
     signed = source.sign_transaction(tx)
-    h = w3.eth.send_raw_transaction(signed.raw_transaction)
-    w3.eth.wait_for_transaction_receipt(h, poll_latency=0.01)
+    try:
+        h = w3.eth.send_raw_transaction(signed.raw_transaction)
+        w3.eth.wait_for_transaction_receipt(h, poll_latency=0.01)
+    except Exception as exc:  # web3's RPC errors (insufficient funds...) differ by node
+        raise TransactionFailed(f"sending {wei} wei to {target} failed: {exc}") from exc

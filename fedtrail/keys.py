@@ -52,6 +52,8 @@ def keystore_address(path: Path) -> str:
         return str(Web3.to_checksum_address("0x" + str(doc["address"]).removeprefix("0x")))
     except FileNotFoundError as exc:
         raise KeystoreError(f"keystore {path} does not exist") from exc
+    except OSError as exc:  # a directory, no permission
+        raise KeystoreError(f"keystore {path} cannot be read: {exc.strerror}") from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise KeystoreError(f"{path} is not a keystore file") from exc
 

@@ -12,6 +12,7 @@ import click
 
 from fedtrail.chain import connect
 from fedtrail.cli.common import (
+    FiniteFloatRange,
     LazyChoice,
     compression_methods,
     ledger_options,
@@ -181,14 +182,14 @@ def init(
 )
 @click.option(
     "--epsilon-budget",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=None,
     help="Also give the site this differential-privacy budget (total epsilon; see "
     "set-privacy-budget).",
 )
 @click.option(
     "--fund",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=0.0,
     show_default=True,
     help="Also send this much ETH for gas (local chains).",
@@ -213,6 +214,9 @@ def register(
 
     budget = None if epsilon_budget is None else _epsilon_micro(epsilon_budget)
     ledger, signer = open_signed_ledger(rpc_url, deployment_path, contract, keystore, dev_account)
+    wei = int(fund * 10**18)
+    if wei and ledger.w3.eth.get_balance(signer.address) < wei:  # before registering: all or none
+        raise ConfigError(f"--fund {fund}: {signer.address} holds less than {fund} ETH")
     tx = ledger.register_site(signer, address, name, max_samples)
     click.echo(
         f"registered {checksum(address)} as '{name}', at most {max_samples} samples per update "
@@ -223,8 +227,8 @@ def register(
         click.echo(
             f"privacy budget: epsilon {epsilon_budget:g} ({budget} micro-epsilon; tx {tx.tx_hash})"
         )
-    if fund > 0:
-        send_funds(ledger.w3, signer, address, int(fund * 10**18))
+    if wei:
+        send_funds(ledger.w3, signer, address, wei)
         click.echo(f"sent {fund} ETH to {checksum(address)}")
 
 
@@ -271,7 +275,7 @@ def set_max_samples(
 @click.argument("address")
 @click.option(
     "--epsilon",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     required=True,
     help="The site's total epsilon budget (e.g. 8), stored on chain in micro-epsilon rounded "
     "up; 0 removes the budget (only while the site has spent nothing). The ledger refuses a "

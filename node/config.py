@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import tomli_w
 
-from fedtrail.chain import DEFAULT_RPC_URL
+from fedtrail.chain import DEFAULT_RPC_URL, MAX_POLL_INTERVAL
 from fedtrail.errors import ConfigError
 from fedtrail.ml.catalog import DataSource, check_class_names, load_source
 from fedtrail.ml.datasets import (
@@ -181,8 +181,21 @@ class NodeConfig:
     terms are stricter is skipped before training (:mod:`fedtrail.valuation.limits`)."""
 
     def __post_init__(self) -> None:
-        if self.poll_interval <= 0:
-            raise ConfigError("poll_interval must be positive")
+        for name in ("name", "keystore", "rpc_url", "contract", "store"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise ConfigError(f"node.{name} must be a string, got {value!r}")
+        poll = self.poll_interval
+        # NaN made the daemon poll the chain without pause, inf crashed its wait
+        if (
+            isinstance(poll, bool)
+            or not isinstance(poll, int | float)
+            or not 0 < poll <= MAX_POLL_INTERVAL
+        ):
+            raise ConfigError(
+                f"poll_interval must be a number of seconds in (0, {MAX_POLL_INTERVAL}], "
+                f"got {poll!r}"
+            )
 
     def with_overrides(self, **changes: Any) -> NodeConfig:
         """Flags win: a copy with every non-None keyword applied."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -49,6 +50,18 @@ class LazyChoice(click.Choice[str]):
     def choices(self, value: Sequence[str]) -> None:
         if value:
             self._loaded = tuple(value)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A ``click.FloatRange`` that also refuses NaN and infinity (a usage error): a NaN passes
+    every bound of a plain range (each comparison is false), and ``--fund nan`` registered a
+    site and sent nothing, ``--poll-interval nan`` polled without pause."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{rv} is not a finite number", param, ctx)
+        return rv
 
 
 class DeferredHelpOption(click.Option):

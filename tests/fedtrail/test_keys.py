@@ -44,3 +44,11 @@ def test_missing_or_garbage_keystore(tmp_path: Path) -> None:
     bad.write_text("not json")
     with pytest.raises(KeystoreError, match="not a keystore"):
         load_keystore(bad, "x")
+
+
+def test_a_keystore_path_that_is_a_directory_is_a_keystore_error(tmp_path: Path) -> None:
+    # keystore_address raised IsADirectoryError: a traceback from `node status`
+    with pytest.raises(KeystoreError, match="cannot be read"):
+        keystore_address(tmp_path)
+    with pytest.raises(KeystoreError, match="not a keystore"):
+        load_keystore(tmp_path, "x")

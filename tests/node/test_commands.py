@@ -139,6 +139,9 @@ def test_register_status_and_run_errors(ledger: Ledger, anvil_url: str, tmp_path
         ["--max-samples", str(2**64)],
         ["--max-samples", "-5"],
         ["--max-samples", "600", "--fund", "-5"],
+        ["--max-samples", "600", "--fund", "nan"],  # registered the site, sent nothing
+        # more than the signer holds: registered, then a Web3RPCError traceback
+        ["--max-samples", "600", "--fund", "1e40"],
     ],
 )
 def test_register_refuses_a_missing_or_out_of_range_value(

@@ -33,3 +33,31 @@ def test_an_old_config_with_a_fault_section_is_refused_with_the_way_to_simulate(
     )
     with pytest.raises(ConfigError, match=r"\[fault\].*simulation-only.*fedtrail demo"):
         load_node_config(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        ("poll_interval = nan", "poll_interval"),  # polled the chain without pause
+        ("poll_interval = inf", "poll_interval"),  # OverflowError in the daemon's wait
+        ("poll_interval = 1e9", "poll_interval"),
+        ("poll_interval = true", "poll_interval"),
+        ("rpc_url = 5", "node.rpc_url must be a string"),  # AttributeError traceback
+        ("store = 5", "node.store must be a string"),
+        ("keystore = [1]", "node.keystore must be a string"),
+        ("name = 5", "node.name must be a string"),
+        ("contract = 7", "node.contract must be a string"),
+    ],
+)
+def test_a_node_setting_of_the_wrong_type_or_range_is_a_config_error(
+    tmp_path: Path, line: str, match: str
+) -> None:
+    key = line.split(" = ")[0]
+    text = dump_node_config(NodeConfig(name="h")).splitlines()
+    edited = [line if ln.startswith(f"{key} = ") else ln for ln in text]
+    if edited == text:  # a key the dump leaves out: add it to [node]
+        edited.insert(text.index("[node]") + 1, line)
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(edited) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=match):
+        load_node_config(path)

@@ -42,3 +42,31 @@ def test_the_largest_round_the_contract_holds_is_accepted_by_the_parser() -> Non
         cli, ["audit", "round", str(MAX_ROUND_ID), "--rpc-url", "http://127.0.0.1:9"]
     )
     assert "range" not in result.output
+
+
+ADDRESS = "0x000000000000000000000000000000000000bEEF"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        # a NaN passed every bound of click's FloatRange: --fund nan registered and sent nothing,
+        # --poll-interval nan polled the chain without pause, inf crashed with a traceback
+        ["node", "register", ADDRESS, "--max-samples", "5", "--fund", "nan"],
+        ["node", "register", ADDRESS, "--max-samples", "5", "--fund", "inf"],
+        ["node", "register", ADDRESS, "--max-samples", "5", "--epsilon-budget", "nan"],
+        ["node", "set-privacy-budget", ADDRESS, "--epsilon", "nan"],
+        ["aggregator", "run", "--poll-interval", "nan"],
+        ["aggregator", "run", "--poll-interval", "inf"],
+        ["aggregator", "run", "--clock-stall-seconds", "nan"],
+        ["aggregator", "run", "--max-sample-ratio", "nan"],
+        ["aggregator", "run", "--personalise-lr", "nan"],
+        ["aggregator", "run", "--dp-delta", "nan"],
+        ["audit", "verify", "--all", "--metrics-tolerance", "nan"],
+    ],
+)
+def test_non_finite_numbers_are_usage_errors_before_anything_runs(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*args, "--rpc-url", "http://127.0.0.1:9"])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "Invalid value" in result.output
+    assert "Traceback" not in result.output
