@@ -2,9 +2,11 @@
 
 The chain is trusted for what it stores; every blob is fetched by CID and checked against the
 sha256 the chain (or the hash-checked log) records. What a log names is untrusted: heatmaps are
-capped in number, bytes and pixels and must be PNGs, so a hostile log cannot make the report
-fetch or embed without bound. A problem with a log or an image is recorded as text, never raised:
-the report still shows the rest.
+capped in number, bytes and pixels and must be PNGs, per image, per round and for the whole page
+(:class:`ImageBudget`: one 4 MB image listed 32 times in every round's log embedded 170 MB of
+base64 per round), so hostile logs cannot make the report fetch or embed without bound. A
+problem with a log or an image is recorded as text, never raised: the report still shows the
+rest.
 """
 
 from __future__ import annotations
@@ -29,8 +31,40 @@ if TYPE_CHECKING:
 MAX_HEATMAPS_PER_ROUND = 32
 MAX_HEATMAP_BYTES = 4 * 1024 * 1024
 MAX_HEATMAP_PIXELS = 2048 * 2048
+MAX_REPORT_HEATMAP_BYTES = 64 * 1024 * 1024
+"""Heatmap bytes one report page embeds at most, all rounds together (an honest round's 8
+heatmaps take about 0.5 MB: over a hundred rounds fit)."""
+MAX_REPORT_HEATMAP_PIXELS = 128 * 1024 * 1024
+"""Heatmap pixels one page embeds at most (a flat PNG of a few kilobytes can hold 4 M pixels a
+browser decodes to 16 MB; an honest heatmap has 0.1 M)."""
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass
+class ImageBudget:
+    """What is left of the page's heatmap allowance (bytes and pixels); once an image does not
+    fit, no later one is fetched."""
+
+    bytes_left: int = MAX_REPORT_HEATMAP_BYTES
+    pixels_left: int = MAX_REPORT_HEATMAP_PIXELS
+    spent: bool = False
+
+    def take(self, size: int, pixels: int) -> bool:
+        """Whether an image of ``size`` bytes and ``pixels`` fits; if so it is counted."""
+        if self.spent or size > self.bytes_left or pixels > self.pixels_left:
+            self.spent = True
+            return False
+        self.bytes_left -= size
+        self.pixels_left -= pixels
+        return True
+
+    @property
+    def refusal(self) -> str:
+        return (
+            f"not shown: the page's image allowance ({MAX_REPORT_HEATMAP_BYTES // 2**20} MB, "
+            f"{MAX_REPORT_HEATMAP_PIXELS // 2**20} M pixels over all rounds) is spent"
+        )
 
 
 @dataclass(frozen=True)
@@ -129,9 +163,13 @@ def _read_log(store: ContentStore, info: RoundInfo) -> tuple[dict[str, Any] | No
         return None, f"explanation log {info.log_cid} unusable: {exc}"
 
 
-def read_heatmaps(store: ContentStore, doc: dict[str, Any]) -> tuple[str, list[Heatmap], int]:
+def read_heatmaps(
+    store: ContentStore, doc: dict[str, Any], budget: ImageBudget | None = None
+) -> tuple[str, list[Heatmap], int]:
     """The log's optional XAI heatmaps, each fetched and checked against its sha256: the method,
-    at most ``MAX_HEATMAPS_PER_ROUND`` images, and how many more the log listed."""
+    at most ``MAX_HEATMAPS_PER_ROUND`` images, and how many more the log listed. ``budget``: the
+    page's allowance, shared by every round's call (default: a fresh one)."""
+    budget = budget if budget is not None else ImageBudget()
     block = doc.get("explanations")
     if not isinstance(block, dict):
         return "", [], 0
@@ -151,7 +189,7 @@ def read_heatmaps(store: ContentStore, doc: dict[str, Any]) -> tuple[str, list[H
         if not isinstance(cid, str) or not isinstance(sha, str) or not _SHA256.fullmatch(sha):
             out.append(Heatmap(caption, str(cid or ""), None, "no valid cid/sha256 given"))
             continue
-        out.append(_fetch_png(store, caption, cid, sha))
+        out.append(_fetch_png(store, caption, cid, sha, budget))
     return method_text, out, max(0, len(images) - MAX_HEATMAPS_PER_ROUND)
 
 
@@ -179,7 +217,11 @@ def read_faithfulness(doc: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _fetch_png(store: ContentStore, caption: str, cid: str, sha: str) -> Heatmap:
+def _fetch_png(
+    store: ContentStore, caption: str, cid: str, sha: str, budget: ImageBudget
+) -> Heatmap:
+    if budget.spent:
+        return Heatmap(caption, cid, None, budget.refusal)
     try:
         blob = store.get(cid, sha, max_bytes=MAX_HEATMAP_BYTES)
     except FedtrailError as exc:
@@ -193,8 +235,11 @@ def _fetch_png(store: ContentStore, caption: str, cid: str, sha: str) -> Heatmap
             if img.format != "PNG" or img.width * img.height > MAX_HEATMAP_PIXELS:
                 return Heatmap(caption, cid, None, "not shown: not a PNG of a sensible size")
             img.verify()
+            pixels = img.width * img.height
     except Exception as exc:  # PIL raises many types for broken images
         return Heatmap(caption, cid, None, f"not shown: broken PNG ({type(exc).__name__})")
+    if not budget.take(len(blob), pixels):
+        return Heatmap(caption, cid, None, budget.refusal)
     return Heatmap(caption, cid, blob)
 
 
@@ -207,11 +252,14 @@ def collect(
 
         audits = verify_all(ledger, store)
     rounds: list[RoundData] = []
+    budget = ImageBudget()
     for info in ledger.rounds():
         rd = RoundData(info, ledger.get_submissions(info.id))
         rd.log, rd.log_problem = _read_log(store, info)
         if rd.log is not None:
-            rd.heatmap_method, rd.heatmaps, rd.heatmaps_dropped = read_heatmaps(store, rd.log)
+            rd.heatmap_method, rd.heatmaps, rd.heatmaps_dropped = read_heatmaps(
+                store, rd.log, budget
+            )
         if info.phase in (Phase.VALUED, Phase.FINALIZED):
             record = read_peer_record(ledger, info.id)
             if record is not None:

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -13,7 +14,10 @@ from fedtrail.auditor.report import (
     MAX_HEATMAP_BYTES,
     MAX_HEATMAP_PIXELS,
     MAX_HEATMAPS_PER_ROUND,
+    MAX_REPORT_HEATMAP_BYTES,
+    MAX_REPORT_HEATMAP_PIXELS,
     PNG_MAGIC,
+    ImageBudget,
     collect,
     write_report,
 )
@@ -124,6 +128,42 @@ def test_heatmap_pixel_and_byte_limits(tmp_path: Path) -> None:
     assert maps[1].png is None and maps[1].problem == "not shown: not a PNG of a sensible size"
     assert maps[2].png is None and maps[2].problem.startswith("not shown: content ")
     assert f"over the {MAX_HEATMAP_BYTES}-byte limit" in maps[2].problem
+
+
+def test_the_page_embeds_a_bounded_total_of_heatmap_bytes(tmp_path: Path) -> None:
+    """One image near the per-image byte limit, listed 32 times in each of several rounds'
+    logs: every copy passed the per-image and per-round limits, so the page embedded 170 MB of
+    base64 per round (a hostile aggregator's report bomb from one stored blob). Now the rounds
+    share the page's allowance: what does not fit is named, not fetched."""
+    store = LocalStore(tmp_path)
+    side = 1140  # random RGB: the PNG does not compress, just under MAX_HEATMAP_BYTES
+    noise = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    big = buf.getvalue()
+    assert MAX_HEATMAP_BYTES // 2 < len(big) <= MAX_HEATMAP_BYTES
+    cid, sha = put(store, big)
+    doc = {"explanations": {"images": [{"cid": cid, "sha256": sha}] * MAX_HEATMAPS_PER_ROUND}}
+    budget = ImageBudget()
+    shown = refused = 0
+    for _ in range(3):  # three rounds' logs
+        _, maps, _ = read_heatmaps(store, doc, budget)
+        shown += sum(m.png is not None for m in maps)
+        refused += sum(m.png is None for m in maps)
+        assert all(m.png is not None or "image allowance" in m.problem for m in maps)
+    assert shown == MAX_REPORT_HEATMAP_BYTES // len(big) and refused == 3 * 32 - shown
+    assert shown * len(big) <= MAX_REPORT_HEATMAP_BYTES
+
+
+def test_the_page_embeds_a_bounded_total_of_heatmap_pixels(tmp_path: Path) -> None:
+    """A flat 2048x2048 PNG is a few kilobytes that a browser decodes to 16 MB each."""
+    store = LocalStore(tmp_path)
+    flat = _png(2048, 2048)
+    assert len(flat) < 100_000
+    doc = _images(store, *[flat] * MAX_HEATMAPS_PER_ROUND)
+    budget = ImageBudget()
+    shown = sum(m.png is not None for _ in range(2) for m in read_heatmaps(store, doc, budget)[1])
+    assert shown == MAX_REPORT_HEATMAP_PIXELS // (2048 * 2048) < 2 * MAX_HEATMAPS_PER_ROUND
 
 
 @pytest.mark.parametrize(
