@@ -78,7 +78,12 @@ from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro, to_micro
 from fedtrail.protocol.roundlog import MAX_LOG_BYTES, InvalidLog, RoundLog, ValuationSettings
 from fedtrail.protocol.terms import MAX_TERMS_BYTES, InvalidTerms, RoundTerms
-from fedtrail.storage.codec import decode_model, default_max_bytes, encode_update
+from fedtrail.storage.codec import (
+    decode_model,
+    decode_update,
+    default_max_bytes,
+    encode_update,
+)
 from fedtrail.storage.personal import PERSONAL_MODEL, PersonalInfo, load_personal, save_personal
 from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
@@ -485,6 +490,9 @@ class SiteNode:
             return None
         now = next_block_timestamp(self.ledger.w3)
         have_blob = record is not None and self._pending_blob(round_id).exists()
+        if record is None and on_chain is not None:
+            record = self._recover(round_id, on_chain)  # state.json lost, pending/ kept
+            have_blob = record is not None
         if record is None or not have_blob:
             if on_chain is not None:
                 # Committed, but the update behind the commitment is gone (state or blob lost):
@@ -519,6 +527,37 @@ class SiteNode:
             log.info("round %d: stored update %s", round_id, record.cid)
             self.hooks.at_step("stored")
         return self._reveal(round_id, record, info.reveal_deadline)
+
+    def _recover(self, round_id: int, on_chain: Submission) -> RoundRecord | None:
+        """The record of a commitment the chain holds but state.json lost (deleted after it was
+        found corrupt): the pending blob opens it when it was claimed with this site's
+        training-set size, the claim the node makes for an update it trained (an update handed
+        in with another count cannot be recovered). The epsilon to declare is recomputed from
+        the DP parameters the blob carries. None: the blob is gone or does not open it."""
+        path = self._pending_blob(round_id)
+        if not path.exists() or on_chain.revealed:
+            return None
+        blob = path.read_bytes()
+        sha = hashlib.sha256(blob).hexdigest()
+        n = len(self.train)
+        if commitment(self.address, round_id, sha, n) != on_chain.commitment.removeprefix("0x"):
+            return None
+        try:
+            _, meta = decode_update(blob, spec=self.config.model, expected_round=round_id)
+        except InvalidUpdate:
+            return None
+        record = RoundRecord(
+            round=round_id,
+            phase="committed",
+            sha256=sha,
+            num_samples=n,
+            epsilon_micro=0 if meta.dp is None else to_micro(epsilon_spent(meta.dp)),
+            note="recovered from pending/ after state.json was lost",
+        )
+        self.state.rounds[round_id] = record
+        self._save()
+        log.warning("round %d: committed update recovered from %s", round_id, path)
+        return record
 
     def _terms_refusal(self, round_id: int, cid: str, sha256: str) -> str | None:
         """Why this site does not take part under the round's committed terms (None: it does).

@@ -256,10 +256,27 @@ def test_a_node_whose_state_was_lost_never_submits_twice(world: World) -> None:
 def test_a_node_that_lost_its_committed_update_skips_the_round(world: World) -> None:
     world.node(0).participate(world.round)
     (world.folder(0) / "state.json").unlink()
+    for blob in (world.folder(0) / "pending").glob("update-*"):
+        blob.unlink()
     world.close_commits()
     record = world.node(0).participate(world.round)
     assert record is not None and record.phase == "skipped" and "lost" in record.note
     assert world.ledger.get_round(world.round).submission_count == 0
+
+
+def test_a_node_that_lost_its_state_after_committing_recovers_the_update(world: World) -> None:
+    """state.json deleted (an operator's answer to a corrupt state file) after the commit: the
+    node skipped the round and deleted the pending blob that opens the commitment. Now the blob
+    is recognised by the commitment it opens and the round is revealed as committed."""
+    committed = world.node(0).participate(world.round)
+    (world.folder(0) / "state.json").unlink()
+    world.close_commits()
+    record = world.node(0).participate(world.round)
+    assert record is not None and record.phase == "revealed", record
+    assert (record.sha256, record.num_samples) == (committed.sha256, committed.num_samples)
+    on_chain = world.ledger.get_submission(world.round, world.env.sites[0].address)
+    assert on_chain is not None and on_chain.revealed and on_chain.sha256 == committed.sha256
+    assert "recovered" in record.note and (world.folder(0) / RESIDUAL_NAME).exists()
 
 
 def test_a_state_file_of_another_ledger_is_refused_not_taken_for_its_rounds(
