@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -58,10 +59,26 @@ def render_kv(record: Mapping[str, Any]) -> str:
     return "\n".join(f"{k.ljust(width)}  {_cell(v)}" for k, v in record.items())
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON's null), in nested
+    dicts, lists and tuples alike: ``json.dumps`` writes them as ``NaN``/``Infinity``, which is
+    not JSON (an AUC on a one-class validation split is NaN; jq and strict parsers refused
+    ``node status --format json``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def emit(data: Any, fmt: str, *, columns: Sequence[str] | None = None) -> None:
-    """Prints ``data`` (a record or a list of records) in ``fmt``."""
+    """Prints ``data`` (a record or a list of records) in ``fmt``; JSON is strict (no NaN)."""
     if fmt == "json":
-        click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+        click.echo(
+            json.dumps(_finite(data), indent=2, sort_keys=False, default=str, allow_nan=False)
+        )
     elif fmt == "csv":
         rows = data if isinstance(data, list) else [data]
         buf = io.StringIO()
