@@ -261,15 +261,10 @@ class RoundRecord:
     trained without differential privacy."""
     opened: str = ""
     """Which round this record is of: the ledger's address, the round's commit deadline and
-    its terms' sha256 as the chain had them (:func:`round_key`; empty in older records, which
+    its terms' sha256 as the chain had them (:meth:`RoundInfo.key`; empty in older records, which
     are not checked). A state file of another ledger, or of a chain restarted and redeployed at
     the same address, is refused instead of its records standing in for this ledger's rounds
     (a round recorded ``revealed`` there would be sat out here in silence)."""
-
-
-def round_key(ledger: str, info: RoundInfo) -> str:
-    """What identifies round ``info`` of ``ledger`` across chains (:attr:`RoundRecord.opened`)."""
-    return f"{ledger}/{info.commit_deadline}/{info.terms_sha256.removeprefix('0x')}"
 
 
 @dataclass
@@ -390,7 +385,7 @@ class SiteNode:
         self.state_path = self.folder / STATE_NAME
         self.state = NodeState.load(self.state_path)
         self._opened: dict[int, str] = {}
-        """:func:`round_key` of each round :meth:`participate` saw; stamped on its record."""
+        """:meth:`RoundInfo.key` of each round :meth:`participate` saw; stamped on its record."""
         self.scorer = PeerScorer(
             ledger=ledger,
             store=store,
@@ -427,7 +422,7 @@ class SiteNode:
         federation in this folder, or a chain restarted and redeployed at the same address):
         by its :attr:`RoundRecord.opened`, or for an older record without one, a reveal it
         records that the chain does not hold."""
-        key = round_key(self.ledger.address, info)
+        key = info.key(self.ledger.address)
         self._opened[round_id] = key
         if record is None:
             return

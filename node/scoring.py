@@ -102,6 +102,10 @@ class ScoreRecord:
     """The game the vector came from (the terms' validator game, or the method's; empty in
     records written before it was kept)."""
     note: str = ""
+    opened: str = ""
+    """Which round this record is of (:meth:`RoundInfo.key`; empty in older records): a
+    scores.json of another ledger, or of a chain restarted and redeployed at the same address,
+    is refused instead of standing in for this ledger's rounds."""
 
 
 @dataclass
@@ -114,9 +118,14 @@ class ScoreState:
             return cls()
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            return cls({int(k): ScoreRecord(**v) for k, v in raw["rounds"].items()})
-        except (ValueError, KeyError, TypeError) as exc:
-            raise FedtrailError(f"validator state {path} is corrupt: {exc}") from exc
+            rounds = {int(k): ScoreRecord(**v) for k, v in raw["rounds"].items()}
+        except OSError as exc:
+            raise FedtrailError(f"validator state {path} cannot be read: {exc}") from exc
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise FedtrailError(f"validator state {path} is corrupt: {exc!r}") from exc
+        if any(rec.round != r for r, rec in rounds.items()):
+            raise FedtrailError(f"validator state {path} is corrupt: a record of another round")
+        return cls(rounds)
 
     def save(self, path: Path) -> None:
         doc = {"rounds": {str(k): asdict(v) for k, v in sorted(self.rounds.items())}}
@@ -159,13 +168,32 @@ class PeerScorer:
         self._references: dict[int, References] = {}
         """Finalized round -> its free-rider references, for the rounds the next vector uses."""
         self._peer: dict[int, bool] = {}
+        self._opened: dict[int, str] = {}
+        """:meth:`RoundInfo.key` of each round :meth:`score` saw; stamped on its record."""
 
     @property
     def address(self) -> str:
         return str(self.account.address)
 
     def _save(self) -> None:
+        for r, key in self._opened.items():
+            rec = self.state.rounds.get(r)
+            if rec is not None and not rec.opened:
+                rec.opened = key
         self.state.save(self.path)
+
+    def _check_opened(self, round_id: int, record: ScoreRecord | None) -> None:
+        """Refuses a record made for another ledger's round ``round_id`` (once per round)."""
+        if round_id in self._opened:
+            return
+        key = self.ledger.get_round(round_id).key(self.ledger.address)
+        self._opened[round_id] = key
+        if record is not None and record.opened and record.opened != key:
+            raise FedtrailError(
+                f"{self.path} records round {round_id} ({record.phase}) of another ledger or "
+                f"chain ({record.opened}; this ledger's is {key}): this folder's validator "
+                "state is not this ledger's. Give the node a folder of its own for this ledger"
+            )
 
     def _step(self, name: str) -> None:
         self._at_step(name)
@@ -204,10 +232,13 @@ class PeerScorer:
         too early (the update reveal window is still open). A record ``scored``/``committed``
         has a step left that waits for chain time; call again later."""
         record = self.state.rounds.get(round_id)
+        if record is not None:
+            self._check_opened(round_id, record)
         if record is not None and record.phase in FINAL:
             return record
         if not self.is_peer_round(round_id):
             return None
+        self._check_opened(round_id, None)
         info = self.ledger.get_round(round_id)
         if info.phase != Phase.OPEN:
             if record is not None:

@@ -42,6 +42,12 @@ class RoundInfo:
     log_cid: str
     log_sha256: str
 
+    def key(self, ledger: str) -> str:
+        """What tells this round of ``ledger`` from round ``id`` of another ledger or of a chain
+        restarted and redeployed at the same address (a node's local records name it): the
+        ledger's address, the commit deadline and the terms' sha256."""
+        return f"{ledger}/{self.commit_deadline}/{self.terms_sha256.removeprefix('0x')}"
+
 
 @dataclass(frozen=True)
 class Submission:

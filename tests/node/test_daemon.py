@@ -5,6 +5,7 @@ reveals recorded as skipped, and the hooks a caller may give it."""
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.chain import advance_time, block_timestamp
-from fedtrail.errors import TransactionFailed
+from fedtrail.errors import FedtrailError, TransactionFailed
 from fedtrail.ledger import Valuation, commitment
 from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.metrics import decision_threshold
@@ -307,6 +308,20 @@ def test_a_state_file_of_another_ledger_is_refused_not_taken_for_its_rounds(
     with pytest.raises(NodeStateError, match="which this ledger does not hold"):
         new.node(0).run(once=True)
     assert new.ledger.get_submission(new.round, new.env.sites[0].address) is None
+
+
+def test_a_validator_state_of_another_ledger_is_refused(world: World) -> None:
+    """scores.json recorded round 1's score vector as revealed on another ledger: the
+    validator would not score this ledger's round 1 (its record was final)."""
+    folder = world.folder(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    other = {"round": 1, "phase": "revealed", "opened": f"{'0x' + '11' * 20}/5/{'ab' * 32}"}
+    (folder / "scores.json").write_text(json.dumps({"rounds": {"1": other}}))
+    with pytest.raises(FedtrailError, match="not this ledger's"):
+        world.node(0).scorer.score(world.round)
+    (folder / "scores.json").write_text('{"rounds": null}')  # AttributeError traceback before
+    with pytest.raises(FedtrailError, match=r"scores\.json is corrupt"):
+        world.node(0)
 
 
 def test_a_record_of_this_ledger_is_accepted_after_a_restart(world: World) -> None:
