@@ -27,7 +27,7 @@ from fedtrail.cli.common import (
     store_option,
     valuation_modes,
 )
-from fedtrail.cli.output import metrics_line
+from fedtrail.cli.output import metrics_line, printable
 from fedtrail.errors import ConfigError
 from fedtrail.hooks import launcher_step_hook
 from fedtrail.protocol.terms import DEFAULT_VALIDATOR_GAME, PERSONALISATION_METHODS, VALIDATOR_GAMES
@@ -329,8 +329,9 @@ def run(
     def report(outcome: RoundOutcome) -> None:
         click.echo(f"round {outcome.round}: {outcome.phase.label}")
         for v in outcome.valuations:
+            name = printable(v["name"] or v["site"])  # chosen by the coordinator
             click.echo(
-                f"  {v['name'] or v['site']:<16} samples {v['update']['num_samples']:>5}  "
+                f"  {name:<16} samples {v['update']['num_samples']:>5}  "
                 f"score {v['score'] / SCORE_SCALE:.3f}  {v['reason_label']:<18} "
                 f"weight {v['weight_fraction']:.3f}"
             )

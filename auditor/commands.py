@@ -17,7 +17,7 @@ from fedtrail.cli.common import (
     open_ledger,
     store_option,
 )
-from fedtrail.cli.output import emit, format_option, reason_label
+from fedtrail.cli.output import emit, format_option, printable, reason_label
 from fedtrail.errors import ConfigError, VerificationFailed
 from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
@@ -250,7 +250,7 @@ def site(
     columns = None
     if fmt == "table":
         click.echo(
-            f"site {address} '{info.name}' registered={info.registered} "
+            f"site {address} '{printable(info.name)}' registered={info.registered} "
             f"reputation={info.reputation / SCORE_SCALE:.4f}"
             + (f" privacy: {account.describe()}" if account.used else "")
             + (

@@ -8,23 +8,14 @@ text is cut, so no name can reorder, hide or flood what is around it.
 from __future__ import annotations
 
 import re
-import unicodedata
+
+from fedtrail.cli.output import printable
 
 
 def clean_text(value: object, limit: int = 500) -> str:
     """``value`` as display text: control, format (bidi override, zero-width) and unassigned
     characters replaced by U+FFFD, whitespace runs collapsed, cut at ``limit`` characters."""
-    text = str(value)
-    out = []
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if ch in "\t\n\r":
-            out.append(" ")
-        elif cat in ("Cc", "Cf", "Cs", "Co", "Cn"):
-            out.append("\ufffd")
-        else:
-            out.append(ch)
-    text = re.sub(r"\s+", " ", "".join(out)).strip()
+    text = re.sub(r"\s+", " ", printable(str(value))).strip()
     if len(text) > limit:
         text = text[: limit - 1] + "\u2026"
     return text

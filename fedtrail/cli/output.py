@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -56,7 +57,7 @@ def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
 
 def render_kv(record: Mapping[str, Any]) -> str:
     width = max((len(k) for k in record), default=0)
-    return "\n".join(f"{k.ljust(width)}  {_cell(v)}" for k, v in record.items())
+    return "\n".join(f"{printable(k).ljust(width)}  {_cell(v)}" for k, v in record.items())
 
 
 def _finite(value: Any) -> Any:
@@ -95,6 +96,21 @@ def emit(data: Any, fmt: str, *, columns: Sequence[str] | None = None) -> None:
         click.echo(render_kv(data))
 
 
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print to a terminal: tab, newline and carriage return as spaces, every
+    other control, format (bidi override, zero-width), surrogate, private-use or unassigned
+    character as U+FFFD. Site names are chosen by the coordinator and log texts by the
+    aggregator: raw, an escape sequence in one clears the auditor's screen, retitles the
+    terminal or moves the cursor to overwrite a column (``registered False`` read ``True``)."""
+    return "".join(
+        " " if ch in "\t\n\r" else "\ufffd" if unicodedata.category(ch) in _UNPRINTABLE else ch
+        for ch in text
+    )
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -102,7 +118,7 @@ def _cell(value: Any) -> str:
         return f"{value:.4f}"
     if isinstance(value, list | tuple):
         return ",".join(_cell(v) for v in value)
-    return str(value)
+    return printable(str(value))
 
 
 def _num(value: object) -> str:

@@ -303,3 +303,17 @@ def test_set_max_samples_refuses_out_of_range_values(
     assert "Traceback" not in r.output
     info = ledger.get_site(dev_account(3).address)
     assert info is not None and info.max_samples == 500
+
+
+def test_a_hostile_site_name_reaches_no_terminal_raw(ledger: Ledger, anvil_url: str) -> None:
+    """The coordinator chooses site names: an escape sequence in one was printed raw by chain
+    status and audit site (clearing the auditor's screen, retitling the terminal; a carriage
+    return let the name overwrite its own line)."""
+    site = "0x" + "34" * 20
+    ledger.register_site(dev_account(0), site, "evil\x1b[2J\x1b]0;pwned\x07\rok\u202e", 5)
+    where = ["--rpc-url", anvil_url, "--contract", ledger.address]
+    for args in (["chain", "status", *where], ["audit", "site", site, *where]):
+        r = invoke(*args)
+        assert r.exit_code == 0, r.output
+        assert "evil\ufffd[2J" in r.stdout and "pwned\ufffd ok\ufffd" in r.stdout, r.stdout
+        assert not any(ch in r.stdout for ch in "\x1b\x07\r\u202e"), repr(r.stdout)

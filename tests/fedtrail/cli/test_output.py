@@ -30,3 +30,20 @@ def test_non_finite_numbers_are_null_in_json_output(capsys: pytest.CaptureFixtur
         "rounds": [{"val_f1": None, "recall": [0.5, None]}],
         "nested": {"score": 0.25, "n": 3, "name": "NaN"},
     }
+
+
+HOSTILE = "evil\x1b[2J\x1b]0;pwned\x07\rregistered True\u202eABC\u200b"
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv"])
+def test_tables_print_no_control_or_bidi_characters(
+    fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A coordinator-chosen site name reached the auditor's terminal raw through chain status
+    and audit site: an escape sequence cleared the screen, retitled the terminal, and a
+    carriage return let the name overwrite its own row."""
+    emit([{"site": "0xabc", "name": HOSTILE, "registered": False}], fmt)
+    emit({"name": HOSTILE, f"key{HOSTILE}": 1}, "table")
+    out = capsys.readouterr().out.replace("\r\n", "\n")  # the csv module's line ends
+    assert not any(ch in out for ch in "\x1b\x07\r\u202e\u200b"), repr(out)
+    assert "evil\ufffd[2J\ufffd]0;pwned\ufffd registered True\ufffdABC\ufffd" in out
