@@ -88,7 +88,7 @@ def emit(data: Any, fmt: str, *, columns: Sequence[str] | None = None) -> None:
             writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
             writer.writeheader()
             for r in rows:
-                writer.writerow({c: _cell(r.get(c)) for c in cols})
+                writer.writerow({c: _csv_cell(r.get(c)) for c in cols})
         click.echo(buf.getvalue(), nl=False)
     elif isinstance(data, list):
         click.echo(render_table(data, columns))
@@ -119,6 +119,20 @@ def _cell(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(_cell(v) for v in value)
     return printable(str(value))
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> str:
+    """A CSV cell a spreadsheet shows as text: a *text* value (a site name the coordinator
+    chose, a log's explanation) starting with ``= + - @`` is prefixed with ``'`` so that opening
+    an audit CSV does not run ``=HYPERLINK(...)`` or ``=cmd|...`` (OWASP's CSV injection
+    advice). Numbers are written as numbers, negative ones included."""
+    cell = _cell(value)
+    if isinstance(value, str) and cell.startswith(_FORMULA):
+        return "'" + cell
+    return cell
 
 
 def _num(value: object) -> str:

@@ -47,3 +47,24 @@ def test_tables_print_no_control_or_bidi_characters(
     out = capsys.readouterr().out.replace("\r\n", "\n")  # the csv module's line ends
     assert not any(ch in out for ch in "\x1b\x07\r\u202e\u200b"), repr(out)
     assert "evil\ufffd[2J\ufffd]0;pwned\ufffd registered True\ufffdABC\ufffd" in out
+
+
+def test_csv_text_that_a_spreadsheet_would_run_as_a_formula_is_quoted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A coordinator-chosen site name like ``=HYPERLINK(...)`` ran as a formula when an auditor
+    opened ``audit ... --format csv`` in a spreadsheet; text cells starting with = + - @ get a
+    leading apostrophe, numbers (negative ones too) stay numbers."""
+    rows = [
+        {"name": '=HYPERLINK("http://x","click")', "score": -0.5, "delta": -3},
+        {"name": "+1+cmd|' /C calc'!A0", "score": 0.25, "delta": 2},
+        {"name": "@SUM(A1)", "score": 1.0, "delta": 0},
+        {"name": "-2", "score": 0.0, "delta": 1},
+        {"name": "hospital-A", "score": 0.5, "delta": 1},
+    ]
+    emit(rows, "csv")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "name,score,delta"
+    assert lines[1] == '"\'=HYPERLINK(""http://x"",""click"")",-0.5000,-3'
+    assert lines[2].startswith("'+1+cmd") and lines[3].startswith("'@SUM")
+    assert lines[4] == "'-2,0.0000,1" and lines[5] == "hospital-A,0.5000,1"
