@@ -1153,9 +1153,7 @@ class SiteNode:
                     record = self.participate(current)
                     if record is not None and record.phase == "revealed":
                         done += 1
-                latest = record if record is not None else prior
-                if once and current and latest is not None and latest.phase in FINAL_PHASES:
-                    # done now, or already before this start (a restart after the round)
+                if once and record is not None and record.phase in FINAL_PHASES:
                     finished = current
                 if current:
                     self.scorer.score(current)  # a peer round's validator work, update or not
