@@ -48,7 +48,7 @@ pragma solidity 0.8.28;
 /// PeerRejected otherwise, weights and site reputation by the rule of {recordValuation}. Only
 /// validators that pass the reputation gate count in the medians: one already rated whose
 /// validator reputation is below REPUTATION_GATE is left out, unless fewer than max(quorum, 2)
-/// revealed validators pass (then all count). Each validator is rated by its distance to the
+/// or than a majority of the revealed validators pass (then all count). Each validator is rated by its distance to the
 /// medians (floor of the mean absolute difference over the sites other than itself):
 /// `SCORE_SCALE - distance` is folded into its validator reputation with the same EMA; a
 /// validator that committed a vector and did not reveal it is rated at distance SCORE_SCALE. `fedtrail.protocol.peers` is this rule in Python. A peer round
@@ -215,7 +215,8 @@ contract FederationLedger {
     uint64 public constant MAX_SITE_SAMPLES = type(uint48).max;
     /// @notice In a peer round, a validator already rated whose validator reputation is below
     /// REPUTATION_GATE is left out of the medians (and still rated), unless fewer than
-    /// max(quorum, 2) of the revealed validators pass the gate: then all of them count.
+    /// max(quorum, 2), or than a majority, of the revealed validators pass the gate: then all
+    /// of them count.
     uint32 public constant REPUTATION_GATE = 500_000;
 
     // ------------------------------------------------------------------ state
@@ -1379,7 +1380,10 @@ contract FederationLedger {
                 ++passed;
             }
         }
+        // at least max(quorum, 2) and a majority of the revealed: a gate that left out half or
+        // more would hand the medians to whoever once won a majority, for good
         uint256 least = _peerRounds[round].quorum;
+        if (least <= nv / 2) least = nv / 2 + 1;
         if (passed < (least < 2 ? 2 : least)) {
             for (uint256 j = 0; j < nv; ++j) {
                 counted[j] = true;

@@ -21,11 +21,15 @@ vectors in ascending validator order:
   against two — and with the high median by at most 0.005;
 - only *counted* validators enter the medians: a validator already rated whose validator
   reputation (before this round) is below :data:`REPUTATION_GATE` is left out, unless fewer than
-  ``max(quorum, 2)`` revealed validators pass the gate, in which case all of them count (so a
-  federation whose validators all fell below the gate still values rounds, and every site keeps
-  at least one judge). A validator caught far from the medians thus loses its vote until it
-  agrees again: it is still rated every round. Measured (``scripts/bench/peer_validators.py``):
-  one inverting validator of five moved an honest site's weight by up to 0.063 without the gate;
+  ``max(quorum, 2)``, or fewer than a majority, of the revealed validators pass the gate, in
+  which case all of them count (so a federation whose validators all fell below the gate still
+  values rounds, every site keeps at least one judge, and the gate only ever leaves out a
+  minority: a cartel that once held the majority of the votes, in rounds most honest validators
+  missed, and so rated them below the gate, cannot keep the medians to itself once they vote
+  again). A validator caught far from the medians thus loses its vote until it agrees again: it
+  is still rated every round. With the default quorum (a majority of the active sites) the
+  majority condition never binds. Measured (``scripts/bench/peer_validators.py``): one
+  inverting validator of five moved an honest site's weight by up to 0.063 without the gate;
 - its reason is OK when that score is positive and PEER_REJECTED otherwise;
 - a validator's distance is the floor of the mean absolute difference between its entries and
   the medians, over the sites other than itself; its agreement is ``SCORE_SCALE - distance``,
@@ -143,7 +147,7 @@ def counted_validators(
         if by_key.get(address_key(v.validator), (0, 0))[1] == 0
         or by_key[address_key(v.validator)][0] >= REPUTATION_GATE
     )
-    if len(passed) < max(quorum, 2):
+    if len(passed) < max(quorum, 2, len(votes) // 2 + 1):
         return tuple(v.validator for v in votes)
     return passed
 

@@ -11,7 +11,7 @@ import pytest
 from fedtrail.errors import CommitmentMismatch, InvalidValuation, RoundStateError, Unauthorized
 from fedtrail.ledger import score_commitment
 from fedtrail.protocol.codes import Phase
-from fedtrail.protocol.peers import PeerVote
+from fedtrail.protocol.peers import REPUTATION_GATE, PeerVote
 from fedtrail.protocol.weights import SCORE_SCALE
 from tests.contracts.federation import MAX_SAMPLES, Fed, by_address, expect
 from tests.fixtures.chain import ChainEnv
@@ -167,3 +167,51 @@ def test_a_cartel_bound_is_half_of_the_sites_own_jury_not_of_all_validators(
         assert scores[target] == want
         assert all(score == honest for site, score in scores.items() if site != target)
         fed.finalize(round_id, f"g{liars}")
+
+
+def test_a_cartel_that_gated_the_honest_validators_once_does_not_rule_them_afterwards(
+    embedded: ChainEnv,
+) -> None:
+    """Quorum 2 (the aggregator may pick it) and a two-site cartel among five validators. In
+    rounds 1-3 only one honest validator votes beside the cartel: the cartel is the majority
+    of every jury, sets the honest sites' medians to 1 (positive, so the round is valued) and
+    each lone honest validator, scoring them in full, is rated at distance ~SCORE_SCALE: all
+    three fall below the reputation gate, the cartel stays at the top. Round 4: all five vote,
+    three honest against two. Before, only the two cartel members passed the gate, which was
+    enough (max(quorum, 2) = 2): the gate left the honest majority out of every median and the
+    cartel zeroed hospital h1 whom every honest validator scored in full, and could go on doing
+    so forever (the honest are rated against the cartel's medians, so never climb back). The
+    gate now needs a majority of the revealed validators to pass: the cartel cannot keep its
+    once-won majority, all five count and h1 keeps its full score."""
+    fed = Fed(embedded, n_sites=5)
+    full = SCORE_SCALE
+    ordered = sorted(fed.sites, key=lambda s: int(s.address, 16))
+    c1, c2, h1, h2, h3 = ordered  # any split works; address order keeps the test readable
+    honest = [h1, h2, h3]
+    model = "g0"
+    for k, lone in enumerate(honest, start=1):
+        r = fed.open_peer(quorum=2, model=model)
+        sites = fed.submit(r, honest, [10, 20, 30])
+        votes = fed.score(
+            r, {c1.address: [1, 1, 1], c2.address: [1, 1, 1], lone.address: [full] * 3}
+        )
+        fed.past_score_reveal(r)  # the other two honest validators did not vote
+        fed.ledger.record_peer_valuation(fed.env.outsider, r, sites, votes)
+        model = f"g{k}"
+        fed.finalize(r, model)
+    for h in honest:
+        assert fed.ledger.validator_standing(h.address).reputation < REPUTATION_GATE
+    for c in (c1, c2):
+        assert fed.ledger.validator_standing(c.address).reputation == full
+
+    r = fed.open_peer(quorum=2, model=model)
+    sites = fed.submit(r, honest, [10, 20, 30])
+    zero_h1 = [0 if s == h1.address else full for s in sites]
+    vectors = {c.address: zero_h1 for c in (c1, c2)} | {h.address: [full] * 3 for h in honest}
+    votes = fed.score(r, vectors)
+    expected = fed.ledger.peer_outcome(r, sites=sites, votes=votes)
+    fed.ledger.record_peer_valuation(fed.env.outsider, r, sites, votes)
+    scores = {s.site: s.score for s in fed.ledger.get_submissions(r)}
+    assert scores[h1.address] == full, "the cartel ruled through the gate"
+    assert expected.counted == tuple(by_address([v.address for v in fed.sites]))
+    assert tuple(scores[s] for s in sites) == expected.scores

@@ -159,8 +159,9 @@ def test_a_validator_never_rated_is_counted_whatever_its_standing_reads() -> Non
 
 
 def test_when_too_few_validators_pass_the_gate_all_of_them_count() -> None:
-    """Fewer than max(quorum, 2) above the gate: everyone counts (the federation keeps valuing
-    rounds, and no site is left without a judge)."""
+    """Fewer than max(quorum, 2), or than a majority of the revealed validators, above the gate:
+    everyone counts (the federation keeps valuing rounds, no site is left without a judge, and
+    the gate never leaves out a majority)."""
     sites, votes = _inverting_jury()
     low = (REPUTATION_GATE - 1, 1)
     ok = (SCORE_SCALE, 1)
@@ -170,9 +171,32 @@ def test_when_too_few_validators_pass_the_gate_all_of_them_count() -> None:
     # one passes, quorum 1: the floor of two applies, all count
     out = peer_outcome(sites, votes, standing={A: ok, B: low, C: low, D: low}, quorum=1)
     assert out.counted == (A, B, C, D)
-    # two pass, quorum 1: the gate holds; each counted validator still has the other to judge it
+    # two of four pass, quorum 1: not a majority of the revealed, all count
     out = peer_outcome(sites, votes, standing={A: ok, B: low, C: ok, D: low}, quorum=1)
-    assert out.counted == (A, C) and out.peer_counts == (1, 2, 1)
+    assert out.counted == (A, B, C, D)
+    # three of four pass, quorum 1: the gate holds
+    out = peer_outcome(sites, votes, standing={A: ok, B: ok, C: ok, D: low}, quorum=1)
+    assert out.counted == (A, B, C) and out.peer_counts == (2, 2, 2)
+
+
+def test_a_minority_that_once_gated_the_majority_does_not_keep_the_medians() -> None:
+    """Two validators (D, E) rated at the top, three (A, B, C) rated below the gate in rounds
+    where the two were the majority of the voters. With quorum 2 the two alone used to pass
+    (max(quorum, 2) = 2) and set every median: they zeroed A whom the three others scored in
+    full. A gate that leaves out a majority is not applied: all five count, A keeps its score."""
+    sites = [A, B, C]
+    votes = [
+        PeerVote(validator=A, scores=(SCORE_SCALE,) * 3),
+        PeerVote(validator=B, scores=(SCORE_SCALE,) * 3),
+        PeerVote(validator=C, scores=(SCORE_SCALE,) * 3),
+        PeerVote(validator=D, scores=(0, SCORE_SCALE, SCORE_SCALE)),
+        PeerVote(validator=E, scores=(0, SCORE_SCALE, SCORE_SCALE)),
+    ]
+    low, top = (0, 1), (SCORE_SCALE, 3)
+    standing = {A: low, B: low, C: low, D: top, E: top}
+    out = peer_outcome(sites, votes, standing=standing, quorum=2)
+    assert out.counted == (A, B, C, D, E)
+    assert out.scores == (SCORE_SCALE,) * 3
 
 
 def test_standing_keys_match_addresses_in_any_case() -> None:
