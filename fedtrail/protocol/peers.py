@@ -116,10 +116,12 @@ class PeerOutcome:
         self, previous: Mapping[str, tuple[int, int]], *, alpha: int
     ) -> dict[str, int]:
         """Each rated validator's next reputation, from ``previous[validator] = (reputation,
-        rated rounds)`` (absent: never rated)."""
+        rated rounds)`` (absent: never rated; addresses matched in any case, as the gate
+        matches them)."""
+        by_key = {address_key(k): v for k, v in previous.items()}
         out: dict[str, int] = {}
         for validator, agreement in self.agreements.items():
-            rep, rounds = previous.get(validator, (0, 0))
+            rep, rounds = by_key.get(address_key(validator), (0, 0))
             out[validator] = next_reputation(rep, agreement, valued_rounds=rounds, alpha=alpha)
         return out
 

@@ -208,6 +208,18 @@ def test_standing_keys_match_addresses_in_any_case() -> None:
     assert peer_outcome(sites, votes, standing=standing, quorum=2).counted == (A, B, C)
 
 
+def test_the_next_validator_reputation_reads_the_standing_in_any_case() -> None:
+    """The gate matched a lower-case vote to its checksummed standing, the EMA did not: it
+    took a rated validator for a new one and set its reputation to this round's agreement."""
+    sites, votes = _inverting_jury()
+    f = "0x" + "ab" * 20
+    votes = [*votes[:3], PeerVote(validator=f, scores=votes[3].scores)]
+    out = peer_outcome(sites, votes, standing={}, quorum=1)
+    standing = {"0x" + "AB" * 20: (0, 3)}
+    reps = out.validator_reputations(standing, alpha=300_000)
+    assert reps[f] == (300_000 * out.agreements[f]) // SCORE_SCALE  # the EMA from 0
+
+
 # ------------------------------------------------------------------ withheld vectors
 
 
