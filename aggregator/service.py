@@ -324,6 +324,8 @@ class AggregatorService:
         self._peer_rounds: dict[int, bool] = {}
         self._names: dict[str, str] = {}
         self._fetched = CandidateCache()
+        self._retained: dict[int, set[str]] = {}
+        """Peer round -> the CIDs of its revealed updates this service fetched and pinned."""
         self._last_model: tuple[str, str, bytes] | None = None
         self._kept: dict[str, bytes] = {}
         self._references: dict[int, References] = {}
@@ -1007,6 +1009,8 @@ class AggregatorService:
             return None
         now = next_block_timestamp(self.ledger.w3)
         past = now > peer.score_reveal_deadline + CLOCK_SLACK
+        if now > info.reveal_deadline or info.submission_count >= info.active_at_open > 0:
+            self._retain(round_id)
         if not self.ready_to_combine(round_id):
             self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
             return None
@@ -1057,6 +1061,33 @@ class AggregatorService:
         )
         self._at_step("valued")
         return None
+
+    def _retain(self, round_id: int) -> None:
+        """Fetches every revealed update of peer round ``round_id`` once the validators may
+        (the scoring window), keeps it for :meth:`finalize` and pins it in this service's store.
+        A site that serves its blob to the validators and withdraws it once scored could
+        otherwise make its weighted update unreadable to the aggregator, and have the valued
+        round cancelled at no cost to itself, round after round; fetched with the validators, it
+        stays readable here and, pinned, to auditors. An update that cannot be read now is not
+        fetched again here (its validators cannot read it either); :meth:`finalize` retries a
+        weighted one. Once per round and process."""
+        if round_id in self._retained:
+            return
+        for old in [r for r in self._retained if r < round_id]:
+            del self._retained[old]
+        pinned: set[str] = set()
+        for sub, cand in self.candidates(round_id):
+            if cand.delta is None or sub.cid in pinned:
+                continue
+            try:
+                self.store.pin(sub.cid)
+            except StoreError as exc:
+                log.warning(
+                    "round %d: cannot pin %s's update %s: %s", round_id, sub.site, sub.cid, exc
+                )
+                continue
+            pinned.add(sub.cid)
+        self._retained[round_id] = pinned
 
     def _unreadable(self, round_id: int, missing: Sequence[Submission]) -> RoundOutcome | None:
         """A valued peer round in which updates the validators weighted cannot be read back:

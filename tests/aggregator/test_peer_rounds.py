@@ -289,15 +289,9 @@ class _Withholding:
         return bytes(self._store.get(cid, sha256, **kwargs))
 
 
-def test_a_weighted_update_withheld_after_the_valuation_cancels_the_round_not_the_federation(
-    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A site's update is scored and weighted by its peers, then its blob disappears: no global
-    model without it passes the audit. The service retries until the score reveal deadline, then
-    cancels the valued round (before: it refused to aggregate forever, and the federation
-    stopped); audit verify passes that cancellation only while the weighted update is truly
-    unreadable, and the next round opens from the last finalized model."""
-    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+def _scored_peer_round(fed: Any) -> tuple[int, Any, Any]:
+    """Opens a peer round in which every node submits, scores and reveals; returns the round,
+    its info and its peer info (nothing valued yet)."""
     ledger, service = fed.ledger, fed.service
     r = service.open_next()
     info, peer = ledger.get_round(r), ledger.get_peer_round(r)
@@ -313,12 +307,27 @@ def test_a_weighted_update_withheld_after_the_valuation_cancels_the_round_not_th
     pass_deadline(ledger, peer.score_commit_deadline)
     for n in fed.nodes:
         n.scorer.score(r)
-    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
-    subs = ledger.get_submissions(r)
-    gone = max(subs, key=lambda s: s.weight)
-    assert gone.weight > 0
+    return r, info, peer
+
+
+def test_a_weighted_update_withheld_after_the_valuation_cancels_the_round_not_the_federation(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A site's update is scored and weighted by its peers, but its blob never reaches the
+    aggregator (served to the validators only, or withdrawn before the aggregator fetched it):
+    no global model without it passes the audit. The service retries until the score reveal
+    deadline, then cancels the valued round (before: it refused to aggregate forever, and the
+    federation stopped); audit verify passes that cancellation only while the weighted update
+    is truly unreadable, and the next round opens from the last finalized model."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+    ledger, service = fed.ledger, fed.service
+    r, info, peer = _scored_peer_round(fed)
+    gone = max(ledger.get_submissions(r), key=lambda s: s.num_samples)
     honest_store = service.store
     service.store = _Withholding(honest_store, gone.cid)  # type: ignore[assignment]
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    gone = next(s for s in ledger.get_submissions(r) if s.site == gone.site)
+    assert gone.weight > 0
     # every validator revealed, so the round was valued before the score reveal deadline
     with caplog.at_level(logging.WARNING, logger="fedtrail.aggregator"):
         assert service.step() is None
@@ -342,3 +351,28 @@ def test_a_weighted_update_withheld_after_the_valuation_cancels_the_round_not_th
     service.store = honest_store  # type: ignore[assignment]
     service.step()
     assert ledger.get_round(r + 1).start_sha256 == info.start_sha256
+
+
+def test_a_weighted_update_withdrawn_once_scored_does_not_stop_the_round(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    """A site serves its blob while the validators fetch it and withdraws it once its peers
+    weighted it, every round: before, the aggregator first read the updates at finalize,
+    found the weighted one gone, and cancelled the valued round after the score reveal
+    deadline: one site could cancel every round at no cost (its score and reputation stayed
+    as valued). The aggregator now fetches and pins every revealed update when the scoring
+    window opens, as the validators do: the round finalizes and verifies."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+    ledger, service = fed.ledger, fed.service
+    r, _, _ = _scored_peer_round(fed)
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    gone = max(ledger.get_submissions(r), key=lambda s: s.weight)
+    assert gone.weight > 0
+    honest_store = service.store
+    service.store = _Withholding(honest_store, gone.cid)  # type: ignore[assignment]
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    assert ledger.get_round(r).phase == Phase.FINALIZED
+    service.store = honest_store  # type: ignore[assignment]
+    (audit,) = [a for a in verify_all(ledger, honest_store) if a.round == r]
+    assert audit.passed, [c for c in audit.checks if not c.passed]
