@@ -240,7 +240,9 @@ def check_median(
         MEDIAN,
         not problems,
         "; ".join(problems)
-        or f"{len(ordered)} score(s), reason(s) and weight(s) on chain and in the log are the "
+        or f"{len(ordered)} score(s), reason(s) and weight(s) on chain"
+        + (" and in the log" if log_sites else "")
+        + " are the "
         f"medians of {len(outcome.counted)} of {len(record.votes)} revealed vector(s) (self "
         "entries not counted"
         + (

@@ -20,7 +20,8 @@ validator reputations are recomputed from the revealed score vectors on chain
 (``scores.recomputed``) is reported not applicable there, never as passed. Weights, global
 model, blobs and log are checked as in any round. A cancelled peer round is checked too: its
 votes must not have been valuable (``peers.cancelled``), since anyone could have valued it, and
-if it was valued before it was cancelled, an update with weight must be unreadable. A
+if it was valued before it was cancelled, an update with weight must be unreadable (and its
+medians and validator ratings, which stand, are recomputed as in a finalized round). A
 cancelled aggregator round, given the validation split, must have had nothing to value: its
 valuation replayed under its terms scores every revealed update 0 (``cancelled.valuation``).
 """
@@ -282,6 +283,11 @@ def verify_round(
                 revealed = ledger.get_submissions(round_id)
                 if any(s.weight > 0 for s in revealed):  # valued, then cancelled
                     audit.add(*_check_cancelled_unreadable(ledger, store, info))
+                    # its valuation and ratings stand (the ratings feed later rounds' gate):
+                    # recomputed from the votes as in a finalized round, with no log to compare
+                    median, outcome = check_median(cancelled, revealed, ())
+                    audit.add(*median)
+                    audit.add(*check_reputation(cancelled, outcome))
                 else:
                     audit.add(*check_cancelled(cancelled, revealed))
                     # cancelRound rated the vectors committed and withheld, and no one else

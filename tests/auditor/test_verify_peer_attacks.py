@@ -121,6 +121,29 @@ def test_a_peer_round_cancelled_below_its_quorum_rates_the_withheld_vectors(
     assert audit.passed
 
 
+def test_a_valued_then_cancelled_peer_rounds_medians_and_ratings_are_recomputed(
+    fed: Fed, tmp_path: Path
+) -> None:
+    """A peer round valued (one validator withheld its vector) and then cancelled: its scores
+    and validator ratings stay on chain, and the ratings feed the next rounds' reputation
+    gate. Verify recomputed neither before (only peers.cancelled); it now checks both from the
+    votes, as in a finalized round."""
+    a, b, c, d = fed.sites
+    round_id = fed.open_peer(quorum=2)
+    sites = fed.submit(round_id, [a, b, c], [100, 200, 300])
+    fed.commit_scores(round_id, d, [S] * len(sites))
+    votes = fed.score(round_id, {v.address: [S // 2, S // 3, S // 4] for v in (a, b, c)})
+    fed.past_score_reveal(round_id)
+    fed.ledger.record_peer_valuation(fed.agg, round_id, sites, votes)
+    fed.ledger.cancel_round(fed.agg, round_id)
+    audit = verify_round(fed.ledger, LocalStore(tmp_path), round_id)
+    by_name = {ch.name: ch for ch in audit.checks}
+    assert by_name["peers.median"].passed, by_name["peers.median"].detail
+    assert "in the log" not in by_name["peers.median"].detail
+    assert by_name["peers.reputation"].passed, by_name["peers.reputation"].detail
+    assert "4 validator(s) rated" in by_name["peers.reputation"].detail
+
+
 A, B = "0x" + "aa" * 20, "0x" + "bb" * 20
 
 
