@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
@@ -44,10 +44,11 @@ from fedtrail.errors import (
     ContentTooLarge,
     ContractRevert,
     FedtrailError,
+    StoreError,
 )
 from fedtrail.fsutil import atomic_write
 from fedtrail.hooks import StepHook, no_step
-from fedtrail.ledger import Ledger, score_commitment
+from fedtrail.ledger import Ledger, Submission, score_commitment
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Phase
@@ -56,7 +57,7 @@ from fedtrail.protocol.terms import MAX_TERMS_BYTES, InvalidTerms, RoundTerms
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.codec import decode_model, default_max_bytes
 from fedtrail.storage.store import ContentStore
-from fedtrail.valuation import History, UnfitValidation, peer_vector
+from fedtrail.valuation import Candidate, History, UnfitValidation, peer_vector
 from fedtrail.valuation.candidates import CandidateCache, revealed_candidates
 from fedtrail.valuation.chained import (
     References,
@@ -226,6 +227,22 @@ class PeerScorer:
         site = self.ledger.get_site(self.address)
         return site is None or not site.registered or site.active_from > round_id
 
+    def _keep(self, round_id: int, pairs: Sequence[tuple[Submission, Candidate]]) -> None:
+        """Pins every update this validator read and scored in its own store: an update its
+        peers weighted stays retrievable from them, so neither its site withdrawing the blob
+        once scored nor an aggregator that cancels the valued round as "unreadable" can make it
+        unreadable to the aggregator or an auditor (verify's ``peers.cancelled`` then fails such
+        a cancellation). A pin that fails is logged; the vector is sent regardless."""
+        for sub, cand in pairs:
+            if cand.delta is None:
+                continue
+            try:
+                self.store.pin(sub.cid)
+            except StoreError as exc:
+                log.warning(
+                    "round %d: cannot pin %s's update %s: %s", round_id, sub.site, sub.cid, exc
+                )
+
     def score(self, round_id: int) -> ScoreRecord | None:
         """Do whatever of ``round_id``'s peer scoring this site can do now; its record, or None
         when the round is not a peer round, this site is not one of its validators, or it is
@@ -337,6 +354,7 @@ class PeerScorer:
         except ConfigError as exc:  # settings this site cannot score under: said, not retried
             return self._skip(round_id, None, f"cannot score under the round's terms: {exc}")
         seconds = time.perf_counter() - started
+        self._keep(round_id, pairs)
         if vector.history is not None:
             self._save_history(round_id, vector.history)
         salt = os.urandom(32)

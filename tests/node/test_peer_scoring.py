@@ -179,3 +179,42 @@ def test_the_daemon_loop_scores_a_peer_round_and_keeps_its_standing(
         assert f"the global delta of round {r}" in history.references
         others = [s.site for s in ledger.get_submissions(r)]
         assert all(f"{s}'s update of round {r}" in history.references for s in others)
+
+
+class _PinLog:
+    """The node's store, recording every pin."""
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+        self.pins: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    def pin(self, cid: str) -> None:
+        self.pins.append(cid)
+        self._store.pin(cid)  # type: ignore[attr-defined]
+
+
+def test_a_validator_pins_every_update_it_scores(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    """A validator keeps what it scored: an update its peers weighted then stays retrievable
+    from them, whatever its site or the aggregator does with their copies (so a valued round
+    cannot be cancelled as "unreadable" while a validator still serves the blob)."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+    ledger, service = fed.ledger, fed.service
+    r = service.open_next()
+    info = ledger.get_round(r)
+    for n in fed.nodes:
+        n.participate(r)
+    pass_deadline(ledger, info.commit_deadline)
+    for n in fed.nodes:
+        n.participate(r)
+    pass_deadline(ledger, info.reveal_deadline)
+    scorer = fed.nodes[0].scorer
+    pins = _PinLog(scorer.store)
+    scorer.store = pins  # type: ignore[assignment]
+    record = scorer.score(r)
+    assert record is not None and record.phase == "committed"
+    assert sorted(pins.pins) == sorted(s.cid for s in ledger.get_submissions(r))
