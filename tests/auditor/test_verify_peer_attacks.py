@@ -220,3 +220,33 @@ def test_a_log_that_misstates_a_sites_peer_median_or_peer_count_fails_peers_medi
     forged = {"peer_median": 9 * S // 10, "peer_count": 2}
     (_, passed, detail), _ = check_median(record, subs, log(forged))
     assert not passed and f"component peer_median {9 * S // 10}, the votes give {S // 2}" in detail
+
+
+def test_a_removed_then_re_registered_validator_is_rated_once_at_cancel_as_verify_expects(
+    fed: Fed, tmp_path: Path
+) -> None:
+    """d commits a vector; the coordinator removes d and registers it again mid-round (it is
+    now registered after open and cannot reveal), c does the same without re-registration.
+    cancelRound's loop over every site ever known rates each once (no duplicate entry in the
+    site list), the events-based withheld list names the same two, and verify agrees."""
+    a, b, c, d = fed.sites
+    round_id = fed.open_peer(quorum=3)
+    sites = fed.submit(round_id, [a, b, c], [100, 200, 300])
+    for v in (c, d):
+        fed.commit_scores(round_id, v, [S] * len(sites))
+    fed.ledger.remove_site(fed.coord, c.address)
+    fed.ledger.remove_site(fed.coord, d.address)
+    fed.ledger.register_site(fed.coord, d.address, "again", 10_000)
+    fed.score(round_id, {v.address: [S // 2] * len(sites) for v in (a, b)})
+    fed.past_score_reveal(round_id)
+    assert fed.ledger.peer_withheld(round_id) == by_address([c.address, d.address])
+    fed.ledger.cancel_round(fed.agg, round_id)
+    rated = [
+        e.args["validator"]
+        for e in fed.ledger.events("ValidatorRated", argument_filters={"round": round_id})
+    ]
+    assert sorted(rated) == sorted([c.address, d.address])
+    audit = verify_round(fed.ledger, LocalStore(tmp_path), round_id)
+    by_name = {ch.name: ch for ch in audit.checks}
+    assert by_name["peers.reputation"].passed, by_name["peers.reputation"].detail
+    assert by_name["peers.cancelled"].passed, by_name["peers.cancelled"].detail

@@ -298,6 +298,47 @@ def test_a_gated_liar_and_a_withheld_vector_follow_from_the_events(embedded: Cha
     assert seen["validator_rep"][e.address] == (0, 1)
 
 
+def test_ratings_of_a_valued_then_cancelled_round_gate_the_next_one_from_the_events(
+    embedded: ChainEnv,
+) -> None:
+    """Round 1 is valued (d scores every update 0, its reputation falls below the gate; e
+    commits and withholds) and then cancelled, as the aggregator may when a weighted update
+    cannot be read back: its ratings stand, are not given again at the cancel, and gate d in
+    round 2 (three of four pass: a majority). The events alone say all of it."""
+    fed = Fed(embedded, n_sites=5)
+    a, b, c, d, e = sorted(fed.sites, key=lambda s: address_key(s.address))
+    r1 = fed.open_peer(quorum=2, model="g0")
+    sites = fed.submit(r1, [a, b, c], [10, 20, 30])
+    honest = {v.address: [0 if s == v.address else S for s in sites] for v in (a, b, c)}
+    fed.commit_scores(r1, e, [S, S, S])
+    votes = fed.score(r1, {**honest, d.address: [0, 0, 0]})
+    fed.past_score_reveal(r1)
+    fed.ledger.record_peer_valuation(fed.env.outsider, r1, sites, votes)
+    fed.ledger.cancel_round(fed.agg, r1)
+
+    r2 = fed.open_peer(quorum=2, model="g0")
+    sites = fed.submit(r2, [a, b, c], [10, 20, 30])
+    votes = fed.score(
+        r2,
+        {
+            a.address: [0, 400_000, S],
+            b.address: [S, 0, S],
+            c.address: [S, 600_000, 0],
+            d.address: [S, 0, S],
+        },
+    )
+    fed.past_score_reveal(r2)
+    fed.ledger.record_peer_valuation(fed.env.outsider, r2, sites, votes)
+
+    seen = _replay(fed)
+    _agrees_with_the_views(fed, seen)
+    assert seen["rounds"][r1]["phase"] == Phase.CANCELLED
+    assert seen["validator_rep"][e.address][1] == 1  # rated at the valuation, not again
+    assert seen["rounds"][r2]["outcome"].counted == (a.address, b.address, c.address)
+    assert seen["rounds"][r2]["valued"][b.address][0] == 600_000  # d's 0 not counted
+    assert fed.ledger.peer_outcome(r2).counted == (a.address, b.address, c.address)
+
+
 def _as_web3_reads(args: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
     """web3's decoded arguments as the ledger's events carry them: by their ABI type, addresses
     checksummed, bytes as hex, arrays as lists, strings as written."""
