@@ -48,12 +48,13 @@ pragma solidity 0.8.28;
 /// PeerRejected otherwise, weights and site reputation by the rule of {recordValuation}. Only
 /// validators that pass the reputation gate count in the medians: one already rated whose
 /// validator reputation is below REPUTATION_GATE is left out, unless fewer than max(quorum, 2)
-/// or than a majority of the revealed validators pass (then all count). Each validator is rated by its distance to the
-/// medians (floor of the mean absolute difference over the sites other than itself):
-/// `SCORE_SCALE - distance` is folded into its validator reputation with the same EMA; a
-/// validator that committed a vector and did not reveal it is rated at distance SCORE_SCALE. `fedtrail.protocol.peers` is this rule in Python. A peer round
-/// refuses {recordValuation}, and can be cancelled only after its score reveal deadline (also
-/// once valued, when an update it weighted cannot be read back: {cancelRound}).
+/// or than a majority of the revealed validators pass (then all count). Each validator is
+/// rated by its distance to the medians (floor of the mean absolute difference over the sites
+/// other than itself): `SCORE_SCALE - distance` is folded into its validator reputation with
+/// the same EMA; a validator that committed a vector and did not reveal it is rated at distance
+/// SCORE_SCALE. `fedtrail.protocol.peers` is this rule in Python. A peer round refuses
+/// {recordValuation}, and can be cancelled only after its score reveal deadline (also once
+/// valued, when an update it weighted cannot be read back: {cancelRound}).
 contract FederationLedger {
     // ------------------------------------------------------------------ types
 
