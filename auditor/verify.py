@@ -223,7 +223,7 @@ _FAILURES: tuple[tuple[type[StoreError], FetchFailure], ...] = (
 
 FETCH_THREADS = 8
 """Updates requested at once while verifying a round (a round's fetch is mostly per-request
-latency: three API round trips per blob on IPFS); at most twice as many are held in memory."""
+latency: one API round trip per blob on IPFS); at most twice as many are held in memory."""
 
 
 def _fetch_in_order(

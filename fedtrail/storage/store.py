@@ -16,17 +16,20 @@ sites and are untrusted. CIDs and hashes are validated before any disk or networ
 from __future__ import annotations
 
 import abc
+import http.client
+import json
 import os
 import re
+import socket
+import threading
 import time
-import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
-import ipfshttpclient
 from ipfshttpclient import exceptions as ipfs_exc
+from ipfshttpclient.http_common import multiaddr_to_url_data
 
 from fedtrail.errors import (
     ContentNotFound,
@@ -58,12 +61,6 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 """Largest blob ``get`` returns unless told otherwise (models here are a few MB)."""
 
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001/http"
-
-# ipfshttpclient 0.8.0a2 passes urllib3's removed `strict` argument on every request, which
-# warns each time; the warning is about the client library, not about anything we can fix.
-warnings.filterwarnings(
-    "ignore", message="The 'strict' parameter is no longer needed", category=FutureWarning
-)
 
 _T = TypeVar("_T")
 
@@ -250,8 +247,165 @@ def _duration(seconds: float) -> str:
 
 _NOT_FOUND_MARKERS = ("timed out", "deadline exceeded", "not found", "could not find")
 # What a daemon answers for a CID whose node is no file (js-ipfs: "this dag node is a directory"
-# from cat, "no data in PBNode" from files/stat of a bare dag-pb node; Kubo words them alike).
+# and "no data in PBNode" from cat; Kubo words them alike).
 _NOT_A_FILE_MARKERS = ("directory", "pbnode", "unixfs", "protocol buffer")
+
+_READ_CHUNK = 1 << 20
+_MAX_ERROR_BYTES = 64 * 1024  # an error answer's body read at most (a daemon's JSON message)
+
+
+class _Unreachable(Exception):
+    """No answer: the connection failed or broke (retried with backoff)."""
+
+
+class _TimedOut(Exception):
+    """The daemon did not answer, or stopped sending, within the wait."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no answer within {seconds:g}s")
+        self.seconds = seconds
+
+
+class _Refused(Exception):
+    """The daemon answered with an error; the message is its own."""
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (a ``/unix/...`` API multiaddr)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _Api:
+    """The daemon's RPC API over HTTP/1.1 keep-alive connections, shared by threads.
+
+    One request here costs the daemon's own latency (~1.5 ms on js-ipfs); through
+    ``ipfshttpclient`` each cost about 1 ms more (a new connection and its request machinery per
+    call), and a round makes hundreds. A pooled connection that the daemon closed while idle
+    (Node closes idle keep-alive connections after 5 s) fails on its next request before any
+    answer: that request is sent once more on a new connection (every call here is idempotent)
+    rather than counted as the daemon being down.
+    """
+
+    def __init__(self, api: str) -> None:
+        try:
+            base, self._unix, _, _ = multiaddr_to_url_data(api, "api/v0")
+            url = urlsplit(base)
+            self._host, self._port = url.hostname or "", url.port
+        except (ipfs_exc.AddressError, ValueError) as exc:
+            raise InvalidStoreConfig(f"bad IPFS API address {_short(api)}: {exc}") from exc
+        self._https = url.scheme == "https"
+        self._prefix = url.path  # "/api/v0/"
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self, wait: float, *, fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection whose next request waits ``wait`` seconds, and whether it was pooled."""
+        conn: http.client.HTTPConnection | None = None
+        if not fresh:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+        if conn is not None:
+            conn.timeout = wait
+            if conn.sock is not None:
+                conn.sock.settimeout(wait)
+            return conn, True
+        if self._unix is not None:
+            return _UnixConnection(self._unix, wait), False
+        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        return kind(self._host, self._port, timeout=wait), False
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def post(
+        self,
+        endpoint: str,
+        params: list[tuple[str, str]],
+        read: Callable[[http.client.HTTPResponse], _T],
+        *,
+        wait: float,
+        read_timeout: float,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> _T:
+        """``read`` of the daemon's 200 answer to ``POST endpoint?params``.
+
+        ``wait``: seconds to connect and for the answer's headers; ``read_timeout``: for each
+        read of its body after them. Raises ``_Unreachable``, ``_TimedOut`` or ``_Refused``;
+        whatever ``read`` raises passes through.
+        """
+        path = self._prefix + endpoint + ("?" + urlencode(params) if params else "")
+        for fresh in (False, True):
+            conn, pooled = self._connection(wait, fresh=fresh)
+            try:
+                conn.request("POST", path, body=body, headers=headers or {})
+                resp = conn.getresponse()
+            except TimeoutError as exc:
+                conn.close()
+                raise _TimedOut(wait) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                if pooled:
+                    continue  # closed by the daemon while idle: once more, on a new connection
+                raise _Unreachable(f"{type(exc).__name__}: {exc}") from exc
+            done = False
+            try:
+                if conn.sock is not None:
+                    conn.sock.settimeout(read_timeout)
+                if resp.status != 200:
+                    raise _Refused(_error_message(resp))
+                result = read(resp)
+                done = resp.isclosed()  # the answer read to its end: the connection is reusable
+                return result
+            except TimeoutError as exc:
+                raise _TimedOut(read_timeout) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                raise _Unreachable(f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                if done and not resp.will_close:
+                    with self._lock:
+                        self._idle.append(conn)
+                else:
+                    conn.close()
+        raise AssertionError("unreachable")  # the second attempt returns or raises
+
+
+def _error_message(resp: http.client.HTTPResponse) -> str:
+    """The message of a daemon's error answer (``{"Message": ...}``), or its status."""
+    raw = resp.read(_MAX_ERROR_BYTES)
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("Message"), str):
+        return str(doc["Message"])
+    text = raw.decode("utf-8", "replace").strip()
+    return f"HTTP {resp.status} {resp.reason}" + (f": {_short(text)}" if text else "")
+
+
+def _read_json(resp: http.client.HTTPResponse) -> Any:
+    """The last JSON document of an answer (``add`` may send one line per entry)."""
+    lines = [line for line in resp.read().splitlines() if line.strip()]
+    try:
+        return json.loads(lines[-1]) if lines else None
+    except ValueError:
+        return None
 
 
 class IpfsStore(ContentStore):
@@ -259,11 +413,13 @@ class IpfsStore(ContentStore):
 
     Quirks handled here:
 
-    - ``ipfshttpclient.connect()`` warns or refuses on daemons newer than 0.8 (js-ipfs reports
-      0.18.1), so the client is constructed directly and no version check runs;
+    - the RPC API is spoken directly over keep-alive connections (``_Api``), no version check
+      (js-ipfs reports 0.18.1, which ``ipfshttpclient.connect()`` refuses);
     - an offline js-ipfs node never answers "not found": a request for a missing block waits
-      forever. Every lookup therefore carries the daemon's own ``timeout`` option and a missing
-      root block is detected with a short probe (``probe_timeout``) before anything else;
+      forever. Every lookup therefore carries the daemon's own ``timeout`` option, and a missing
+      root block is detected within ``probe_timeout``: ``get``'s ``cat`` answers its first
+      bytes only once the content's first blocks are read, so no answer within
+      ``probe_timeout`` means the content is not there (``has`` and ``pin`` ask ``block/stat``);
     - connection errors are retried with exponential backoff (``retries`` extra attempts), then
       reported as ``StoreUnreachable`` naming the endpoint. Nothing else is retried.
     """
@@ -289,18 +445,14 @@ class IpfsStore(ContentStore):
         self.backoff = backoff
         self.max_bytes = _limit(max_bytes, None)
         self.probe_timeout = min(probe_timeout, timeout)
-        try:
-            # Not ipfshttpclient.connect(): that checks the daemon version (see class doc).
-            self._client: Any = ipfshttpclient.Client(self.api, timeout=timeout)
-        except ipfs_exc.AddressError as exc:
-            raise InvalidStoreConfig(f"bad IPFS API address {_short(api)}: {exc}") from exc
+        self._api = _Api(self.api)
 
     def __repr__(self) -> str:
         return f"IpfsStore({self.api!r})"
 
     def close(self) -> None:
-        """Release pooled connections (the client opens one per request unless in a session)."""
-        self._client.close()
+        """Close the pooled connections (a later call opens new ones)."""
+        self._api.close()
 
     # -------------------------------------------------------------- plumbing
 
@@ -312,19 +464,19 @@ class IpfsStore(ContentStore):
         for attempt in range(self.retries + 1):
             try:
                 return fn()
-            except (ipfs_exc.ConnectionError, ipfs_exc.ProtocolError) as exc:
+            except _Unreachable as exc:
                 last = exc
                 if attempt < self.retries:
                     time.sleep(delay)
                     delay *= 2
-            except ipfs_exc.TimeoutError as exc:
+            except _TimedOut as exc:
                 if cid is not None:
                     raise ContentNotFound(
                         f"{cid} not available from the IPFS API at {self.api} "
-                        f"within {self.timeout:g}s"
+                        f"within {exc.seconds:g}s"
                     ) from exc
                 raise StoreError(f"IPFS API at {self.api} timed out during {what}") from exc
-            except ipfs_exc.ErrorResponse as exc:
+            except _Refused as exc:
                 msg = str(exc)
                 low = msg.lower()
                 if cid is not None and any(m in low for m in _NOT_FOUND_MARKERS):
@@ -336,41 +488,64 @@ class IpfsStore(ContentStore):
                 if "invalid" in low and ("cid" in low or "query input" in low):
                     raise InvalidCid(f"the IPFS API at {self.api} rejected {cid!r}: {msg}") from exc
                 raise StoreError(f"IPFS API at {self.api} failed {what}: {msg}") from exc
-            except ipfs_exc.Error as exc:
-                raise StoreError(f"IPFS API at {self.api} failed {what}: {exc}") from exc
         raise StoreUnreachable(
             f"IPFS API at {self.api} does not answer ({what}; {self.retries + 1} attempts over "
             f"{time.monotonic() - started:.1f}s): {last}. Is the daemon running? "
             "(scripts/ipfs_daemon.sh start)"
         ) from last
 
+    def _json(self, endpoint: str, params: list[tuple[str, str]], wait: float) -> Any:
+        return self._api.post(endpoint, params, _read_json, wait=wait, read_timeout=wait)
+
     def check(self) -> str:
         """The daemon's version; ``StoreUnreachable`` naming the endpoint when it is down."""
-        info = self._call("version", lambda: self._client.version(timeout=self.probe_timeout + 5))
+        info = self._call("version", lambda: self._json("version", [], self.probe_timeout + 5))
         return str(info.get("Version", "")) if isinstance(info, dict) else ""
 
     def _probe(self, cid: str) -> None:
         """Raise ``ContentNotFound`` fast when the root block is not in the daemon's repo."""
+        params = [
+            ("arg", cid),
+            # Kubo: answer from the local repo only; js-ipfs is offline anyway
+            ("offline", "true"),
+            ("timeout", _duration(self.probe_timeout)),
+        ]
         self._call(
-            "block/stat",
-            lambda: self._client.block.stat(
-                cid,
-                offline=True,  # Kubo: answer from the local repo only; js-ipfs is offline anyway
-                opts={"timeout": _duration(self.probe_timeout)},
-                timeout=self.probe_timeout + 5,
-            ),
-            cid=cid,
+            "block/stat", lambda: self._json("block/stat", params, self.probe_timeout + 5), cid=cid
         )
 
     # -------------------------------------------------------------- interface
 
     def put(self, data: bytes) -> str:
         expected = compute_cid(data)
-        result = self._call(
-            "add",
-            lambda: self._client.add_bytes(data, opts=dict(_ADD_OPTS), timeout=self.timeout),
+        boundary = os.urandom(16).hex()  # unknown to whoever chose the bytes
+        body = b"".join(
+            (
+                f"--{boundary}\r\n".encode(),
+                b'Content-Disposition: form-data; name="file"; filename="blob"\r\n',
+                b"Content-Type: application/octet-stream\r\n\r\n",
+                data,
+                f"\r\n--{boundary}--\r\n".encode(),
+            )
         )
-        cid = str(result)
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        wait = self.timeout + 5
+
+        def add() -> Any:
+            return self._api.post(
+                "add",
+                list(_ADD_OPTS.items()),
+                _read_json,
+                wait=wait,
+                read_timeout=wait,
+                body=body,
+                headers=headers,
+            )
+
+        result = self._call("add", add)
+        cid = str(result.get("Hash", "")) if isinstance(result, dict) else ""
+        if not cid:
+            raise StoreError(f"IPFS API at {self.api} answered add without a CID: {_short(result)}")
         if cid != expected:
             # The daemon chunked differently than Kubo's default: LocalStore and auditors
             # would disagree on the address, so do not let this CID reach the chain.
@@ -383,51 +558,29 @@ class IpfsStore(ContentStore):
         check_cid(cid)
         expected = _check_sha256(sha256)
         limit = _limit(self.max_bytes, max_bytes)
+        # One request. `length` makes the daemon stop at limit + 1 bytes, and counting guards
+        # against one that ignores it; a directory or other non-file node is an error answer
+        # (NotAFile); the answer's headers come with the first bytes, so waiting for them
+        # only probe_timeout is the probe of a missing root block (see the class doc), while
+        # each read of the body may take the full timeout.
+        params = [
+            ("arg", cid),
+            ("length", str(limit + 1)),
+            ("timeout", _duration(self.timeout)),
+        ]
 
-        def stat_size() -> int:
-            # also the probe (see _probe): it needs only the root block, so it answers at once
-            # when the content is here and runs into the probe's timeout when it is not
-            st = self._client.files.stat(
-                f"/ipfs/{cid}",
-                offline=True,
-                opts={"timeout": _duration(self.probe_timeout)},
-                timeout=self.probe_timeout + 5,
-            )
-            kind = st.get("Type", "file") if isinstance(st, dict) else "file"
-            if kind != "file":
-                raise NotAFile(f"{cid} is a {_short(kind)}, not a file, so no blob")
-            try:
-                return int(st["Size"])
-            except (KeyError, TypeError, ValueError):
-                raise StoreError(
-                    f"IPFS API at {self.api} answered files/stat for {cid} without a size: "
-                    f"{_short(st)}"
-                ) from None
-
-        size = self._call("files/stat", stat_size, cid=cid)
-        if size > limit:
-            raise _too_large(cid, size, limit)
+        def capped(resp: http.client.HTTPResponse) -> bytes:
+            buf = bytearray()
+            while chunk := resp.read(min(_READ_CHUNK, limit + 1 - len(buf))):
+                buf += chunk
+                if len(buf) > limit:
+                    raise _too_large(cid, f"over {limit}", limit)
+            return bytes(buf)
 
         def fetch() -> bytes:
-            # `length` makes the daemon stop at limit + 1 bytes; counting guards against one
-            # that ignores it.
-            stream = self._client.cat(
-                cid,
-                opts={"length": str(limit + 1), "timeout": _duration(self.timeout)},
-                stream=True,
-                timeout=self.timeout + 5,
+            return self._api.post(
+                "cat", params, capped, wait=self.probe_timeout, read_timeout=self.timeout + 5
             )
-            buf = bytearray()
-            try:
-                for chunk in _as_chunks(stream):
-                    buf += chunk
-                    if len(buf) > limit:
-                        raise _too_large(cid, f"over {limit}", limit)
-            finally:
-                close = getattr(stream, "close", None)
-                if callable(close):
-                    close()
-            return bytes(buf)
 
         data = self._call("cat", fetch, cid=cid)
         return _verify(cid, data, expected)
@@ -435,13 +588,8 @@ class IpfsStore(ContentStore):
     def pin(self, cid: str) -> None:
         check_cid(cid)
         self._probe(cid)
-        self._call(
-            "pin/add",
-            lambda: self._client.pin.add(
-                cid, opts={"timeout": _duration(self.timeout)}, timeout=self.timeout + 5
-            ),
-            cid=cid,
-        )
+        params = [("arg", cid), ("timeout", _duration(self.timeout))]
+        self._call("pin/add", lambda: self._json("pin/add", params, self.timeout + 5), cid=cid)
 
     def has(self, cid: str) -> bool:
         check_cid(cid)
@@ -450,13 +598,6 @@ class IpfsStore(ContentStore):
         except ContentNotFound:
             return False
         return True
-
-
-def _as_chunks(stream: Iterable[Any]) -> Iterable[bytes]:
-    for chunk in stream:
-        if not isinstance(chunk, bytes | bytearray):
-            raise StoreError(f"unexpected chunk type from the IPFS API: {type(chunk).__name__}")
-        yield bytes(chunk)
 
 
 # ------------------------------------------------------------------ factory

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import random
 import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -288,22 +292,86 @@ def test_negative_size_limits_raise_invalid_store_config(local: LocalStore) -> N
         IpfsStore(_closed_port_api(), retries=0).get(cid, sha256_hex(b"x"), max_bytes=-1)
 
 
-def test_ipfs_stat_without_a_size_raises_store_error() -> None:
-    class Files:
-        def stat(self, path: str, **kwargs: Any) -> dict[str, Any]:
-            return {"Hash": path}  # a daemon answer without "Size"
+class _FakeDaemon:
+    """An RPC API on a loopback port whose ``cat`` answers ``body`` whatever was asked (it
+    ignores ``length``); records each request's path and client port. ``one_per_connection``:
+    it closes every connection after one answer without saying so, as a daemon closes an idle
+    keep-alive connection."""
 
-    class Block:
-        def stat(self, cid: str, **kwargs: Any) -> dict[str, Any]:
-            return {"Key": cid}
+    def __init__(self, body: bytes, *, one_per_connection: bool = False) -> None:
+        self.requests: list[tuple[str, int]] = []
+        fake = self
 
-    class Client:
-        files, block = Files(), Block()
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
 
-    store = IpfsStore(_closed_port_api(), retries=0)
-    store._client = Client()
-    with pytest.raises(StoreError, match="without a size"):
-        store.get(HELLO_WORLD_CID, sha256_hex(b"hello world\n"))
+            def do_POST(self) -> None:
+                fake.requests.append((self.path.split("?")[0], self.client_address[1]))
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = one_per_connection
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.api = f"/ip4/127.0.0.1/tcp/{self.server.server_address[1]}/http"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_daemon() -> Iterator[Callable[..., _FakeDaemon]]:
+    made: list[_FakeDaemon] = []
+
+    def make(body: bytes, **kwargs: Any) -> _FakeDaemon:
+        made.append(_FakeDaemon(body, **kwargs))
+        return made[-1]
+
+    yield make
+    for daemon in made:
+        daemon.close()
+
+
+def test_ipfs_get_is_one_request_over_one_kept_connection(
+    fake_daemon: Callable[..., _FakeDaemon],
+) -> None:
+    """A blob costs one ``cat`` (no ``files/stat`` before it: ``length`` and counting bound the
+    size, the answer's first bytes are the probe), and requests share a connection."""
+    daemon = fake_daemon(b"hello world\n")
+    store = IpfsStore(daemon.api, retries=0)
+    for _ in range(3):
+        assert store.get(HELLO_WORLD_CID, sha256_hex(b"hello world\n")) == b"hello world\n"
+    assert [path for path, _ in daemon.requests] == ["/api/v0/cat"] * 3
+    assert len({port for _, port in daemon.requests}) == 1
+    store.close()
+
+
+def test_ipfs_get_from_a_daemon_that_ignores_length_stops_at_the_limit(
+    fake_daemon: Callable[..., _FakeDaemon],
+) -> None:
+    daemon = fake_daemon(b"x" * 1000)
+    store = IpfsStore(daemon.api, retries=0)
+    with pytest.raises(ContentTooLarge, match="over 100"):
+        store.get(HELLO_WORLD_CID, sha256_hex(b"x" * 1000), max_bytes=100)
+    assert store.get(HELLO_WORLD_CID, sha256_hex(b"x" * 1000), max_bytes=1000) == b"x" * 1000
+
+
+def test_ipfs_connection_closed_by_the_daemon_while_idle_is_replaced_not_unreachable(
+    fake_daemon: Callable[..., _FakeDaemon],
+) -> None:
+    daemon = fake_daemon(b"hello world\n", one_per_connection=True)
+    store = IpfsStore(daemon.api, retries=0)  # no retry: a failure would be StoreUnreachable
+    for _ in range(3):
+        assert store.get(HELLO_WORLD_CID, sha256_hex(b"hello world\n")) == b"hello world\n"
+        time.sleep(0.05)  # let the daemon's close arrive before the next request
+    assert len({port for _, port in daemon.requests}) == 3
 
 
 # ------------------------------------------------------------------ IpfsStore, real daemon
