@@ -28,7 +28,6 @@ import logging
 import math
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -99,9 +98,6 @@ from fedtrail.valuation.chained import (
 )
 
 log = logging.getLogger("fedtrail.aggregator")
-
-PUT_THREADS = 8
-"""Heatmap PNGs stored at once (store requests in flight)."""
 
 KEPT_BLOBS = 4
 """How many of its own model and terms blobs the service keeps in memory (:meth:`_put`): the
@@ -900,10 +896,11 @@ class AggregatorService:
         overlays = explained.overlays
         faithful = explained.faithfulness
         images = []
-        # stored concurrently (each is an add and a pin, latency-bound); listed in probe order
-        with ThreadPoolExecutor(max_workers=min(PUT_THREADS, max(len(overlays), 1))) as pool:
-            refs = list(pool.map(self._put, [o.png for o in overlays]))
-        for overlay, (cid, sha) in zip(overlays, refs, strict=True):
+        # stored in one request (each add is a daemon round trip); listed in probe order
+        pngs = [o.png for o in overlays]
+        cids = self.store.put_many(pngs)
+        for overlay, cid, png in zip(overlays, cids, pngs, strict=True):
+            sha = hashlib.sha256(png).hexdigest()
             images.append(roundlog.HeatmapRef(cid=cid, sha256=sha, caption=overlay.caption))
         correct = sum(o.prediction == o.label for o in overlays)
         return roundlog.ModelExplanations(

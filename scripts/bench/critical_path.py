@@ -15,7 +15,7 @@ part only), and a part's time is the wall time its calls covered in any thread (
 concurrently are not summed; two parts running at once in different threads overlap):
 
 - chain: every JSON-RPC request (the web3 provider's ``make_request``);
-- store: ``put``/``get`` of the IPFS store (sha256 checks included);
+- store: ``put``/``put_many``/``get`` of the IPFS store (sha256 checks included);
 - codec: ``encode_update``/``decode_update``/``encode_model``/``decode_model``;
 - valuation: the service's ``_valuate`` (``value_round``); heatmaps: ``_explanations``;
 - aggregation: ``aggregate`` + ``apply_delta``; metrics: the global model's evaluation;
@@ -256,7 +256,14 @@ def one_round(
         clock.bytes["got"] += len(blob)
         return blob
 
+    put_many = store.put_many
+
+    def put_many_counted(blobs: list[bytes]) -> list[str]:
+        clock.bytes["put"] += sum(len(b) for b in blobs)
+        return put_many(blobs)
+
     store.put = clock.wrap("store", put_counted)  # type: ignore[method-assign]
+    store.put_many = clock.wrap("store", put_many_counted)  # type: ignore[method-assign]
     store.get = clock.wrap("store", get_counted)  # type: ignore[method-assign]
     saved: dict[str, Any] = {}
     for name in ("decode_model", "encode_model"):

@@ -391,6 +391,22 @@ def test_ipfs_put_get_pin_multi_mb_blob(ipfs_api: str) -> None:
 
 
 @pytest.mark.ipfs
+def test_ipfs_put_many_is_one_add_with_each_blobs_cid_pinned(ipfs_api: str) -> None:
+    blobs = [_blob(n, seed=n) for n in (0, 1, 1000, CHUNK + 1)] + [_blob(1000, seed=1000)]
+    cids = IpfsStore(ipfs_api).put_many(blobs)
+    assert cids == [compute_cid(b) for b in blobs]  # in order; a repeated blob too
+    pins = ipfshttpclient.Client(ipfs_api).pin.ls(type="recursive")["Keys"]
+    assert all(cid in pins for cid in cids)
+    assert IpfsStore(ipfs_api).put_many([]) == []
+
+
+def test_local_put_many_gives_each_blobs_cid(local: LocalStore) -> None:
+    blobs = [b"", b"a", b"a", _blob(CHUNK + 1)]
+    assert local.put_many(blobs) == [compute_cid(b) for b in blobs]
+    assert all(local.get(compute_cid(b), sha256_hex(b)) == b for b in blobs)
+
+
+@pytest.mark.ipfs
 def test_ipfs_put_alone_pins(ipfs_api: str) -> None:
     """ContentStore.put pins: callers (the aggregator's own blobs) pin nothing after it."""
     data = _blob(1000, seed=7)
