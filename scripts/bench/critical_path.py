@@ -14,7 +14,8 @@ Every call is timed once, exclusively (time inside a nested timed call counts fo
 part only), and a part's time is the wall time its calls covered in any thread (calls that run
 concurrently are not summed; two parts running at once in different threads overlap):
 
-- chain: every JSON-RPC request (the web3 provider's ``make_request``);
+- chain: every JSON-RPC request (the web3 provider's ``_make_request``, and its
+  ``make_batch_request``, one request a batch);
 - store: ``put``/``put_many``/``get`` of the IPFS store (sha256 checks included);
 - codec: ``encode_update``/``decode_update``/``encode_model``/``decode_model``;
 - valuation: the service's ``_valuate`` (``value_round``); heatmaps: ``_explanations``;
@@ -204,8 +205,15 @@ def one_round(
         requests["tx" if method == "eth_sendRawTransaction" else "other"] += 1
         return make_request(self, method, request_data)
 
-    # every JSON-RPC request of every web3 instance (the ledger's, the sites')
+    make_batch = HTTPProvider.make_batch_request
+
+    def batch_counted(self: HTTPProvider, batch: Any) -> Any:
+        requests["other"] += 1  # one round trip (a transaction's estimate, nonce and fees)
+        return make_batch(self, batch)
+
+    # every JSON-RPC request of every web3 instance (the ledger's, the sites'), batches too
     HTTPProvider._make_request = clock.wrap("chain", counted)  # type: ignore[method-assign]
+    HTTPProvider.make_batch_request = clock.wrap("chain", batch_counted)  # type: ignore[method-assign]
     sites = [dev_account(1000 + i) for i in range(n_sites)]
     splits = load_bundled()
     spec = ModelSpec()
@@ -306,6 +314,7 @@ def one_round(
         for name, fn in saved.items():
             setattr(service_mod, name, fn)
         HTTPProvider._make_request = make_request  # type: ignore[method-assign]
+        HTTPProvider.make_batch_request = make_batch  # type: ignore[method-assign]
     if ledger.get_round(r).phase != Phase.FINALIZED:
         raise SystemExit(f"round {r} was not finalized")
     parts = clock.seconds

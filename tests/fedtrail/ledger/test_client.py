@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_abi.abi import encode as abi_encode
@@ -157,6 +158,28 @@ def test_transactions_are_checked_against_the_pending_blocks_time(anvil_url: str
     tx = ledger.reveal_update(early, r, "QmU", "33" * 32, 10)
     assert w3.eth.get_block(tx.block_number)["timestamp"] == deadline + 3
     assert [s.site for s in ledger.get_submissions(r)] == [early.address]
+
+
+@pytest.mark.anvil
+def test_a_transaction_is_three_round_trips_with_web3s_fees(anvil_url: str) -> None:
+    """The gas estimate, the nonce and the fees go in one JSON-RPC batch (they were four
+    requests before the send and the receipt); the fees are web3's default rule:
+    maxFeePerGas = the node's priority fee + 2 x the latest block's base fee."""
+    w3 = connect(anvil_url)
+    coord, site = dev_account(0), dev_account(5)
+    ledger, _ = Ledger.deploy(w3, coord)
+    w3.eth.chain_id  # noqa: B018 (cached by web3 from here on, as in any long-lived client)
+    sent: list[str] = []
+    provider: Any = w3.provider
+    single, batch = provider._make_request, provider.make_batch_request
+    provider._make_request = lambda method, data: sent.append(method) or single(method, data)
+    provider.make_batch_request = lambda calls: sent.append("batch") or batch(calls)
+    tx = ledger.register_site(coord, site.address, "s", 100)
+    assert sent == ["batch", "eth_sendRawTransaction", "eth_getTransactionReceipt"]
+    got = w3.eth.get_transaction(tx.tx_hash)
+    base = w3.eth.get_block(tx.block_number - 1)["baseFeePerGas"]
+    assert got["maxFeePerGas"] == got["maxPriorityFeePerGas"] + 2 * base
+    assert ledger.get_site(site.address) is not None
 
 
 # ------------------------------------------------------------------ events
