@@ -29,12 +29,15 @@ batched);
 store = bytes put / add rate + bytes got / cat rate; codec = bytes encoded or decoded / sha256
 rate (each byte is hashed at least once). After each round, ``audit verify`` of it (no
 validation split, its own store connection: what any auditor runs), timed whole; its floor is
-every byte it fetched once through IPFS cat and sha256. Bars checked (exit 1 when one is
-missed): the chain + store + codec part of the 5-site round <= 2x its floor; valuation of the
-100-site round <= 5 s; ``audit verify`` of the 100-site round <= 2x its fetch + hash floor.
-Each size is a federation's *first* round: no history, so no free-rider references (a later
-round's valuation, with them, is ``scripts/bench/valuation_profile.py``); ``--large-game`` is the
-aggregator's setting of that name.
+every byte it fetched once through IPFS cat and sha256. Beside each of these two, the same
+floor counting every IPFS request's own cost (a 64-byte add or cat, a few ms on js-ipfs whatever
+the size) plus the bytes beyond it at the marginal rate: the byte floors make no request cost
+anything, which no daemon does. Bars checked (exit 1 when one is missed; on the byte floors,
+as issue 18 states them): the chain + store + codec part of the 5-site round <= 2x its floor;
+valuation of the 100-site round <= 5 s; ``audit verify`` of the 100-site round <= 2x its
+fetch + hash floor. Each size is a federation's *first* round: no history, so no free-rider
+references (a later round's valuation, with them, is ``scripts/bench/valuation_profile.py``);
+``--large-game`` is the aggregator's setting of that name.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ class Clock:
         self.segments: dict[str, list[tuple[float, float]]] = {p: [] for p in PARTS}
         self.calls = dict.fromkeys(PARTS, 0)
         self.bytes = {"put": 0, "got": 0, "codec": 0}
+        self.store_requests = {"add": 0, "cat": 0}
         self._local = threading.local()
         self._lock = threading.Lock()
 
@@ -135,6 +139,7 @@ class Clock:
         self.segments = {p: [] for p in PARTS}
         self.calls = dict.fromkeys(PARTS, 0)
         self.bytes = {"put": 0, "got": 0, "codec": 0}
+        self.store_requests = {"add": 0, "cat": 0}
 
 
 def _union(segments: list[tuple[float, float]]) -> float:
@@ -183,14 +188,26 @@ def floors(rpc: str, api: str) -> dict[str, float]:
         cid, sha = store.put(data), hashlib.sha256(data).hexdigest()
         puts.append(time.perf_counter() - t)
     got = _median_seconds(lambda: store.get(cid, sha), 5)
+    # one request's own cost: a new 64-byte blob added (and pinned), a 64-byte blob read
+    tiny = iter(os.urandom(64) for _ in range(10))
+    add_request = _median_seconds(lambda: store.put(next(tiny)), 10)
+    small = os.urandom(64)
+    small_cid, small_sha = store.put(small), hashlib.sha256(small).hexdigest()
+    cat_request = _median_seconds(lambda: store.get(small_cid, small_sha), 10)
     big = os.urandom(64 << 20)
     sha_seconds = _median_seconds(lambda: hashlib.sha256(big).digest(), 3)
+    put_4mib = statistics.median(puts)
     return {
         "rpc_round_trip_s": rtt,
         "transaction_s": tx_seconds,
-        "ipfs_add_mib_s": 4 / statistics.median(puts),
+        "ipfs_add_mib_s": 4 / put_4mib,
         "ipfs_cat_mib_s": 4 / got,
         "sha256_mib_s": 64 / sha_seconds,
+        "ipfs_add_request_s": add_request,
+        "ipfs_cat_request_s": cat_request,
+        # the rate of the bytes beyond one request's own cost
+        "ipfs_add_marginal_mib_s": 4 / max(put_4mib - add_request, 1e-6),
+        "ipfs_cat_marginal_mib_s": 4 / max(got - cat_request, 1e-6),
     }
 
 
@@ -257,17 +274,20 @@ def one_round(
 
     def put_counted(blob: bytes) -> str:
         clock.bytes["put"] += len(blob)
+        clock.store_requests["add"] += 1
         return put(blob)
 
     def get_counted(cid: str, sha256: str, **kwargs: Any) -> bytes:
         blob = get(cid, sha256, **kwargs)
         clock.bytes["got"] += len(blob)
+        clock.store_requests["cat"] += 1
         return blob
 
     put_many = store.put_many
 
     def put_many_counted(blobs: list[bytes]) -> list[str]:
         clock.bytes["put"] += sum(len(b) for b in blobs)
+        clock.store_requests["add"] += 1
         return put_many(blobs)
 
     store.put = clock.wrap("store", put_counted)  # type: ignore[method-assign]
@@ -330,6 +350,7 @@ def one_round(
         "transactions": requests["tx"],
         "other_requests": requests["other"],
         "bytes": dict(clock.bytes),
+        "store_requests": dict(clock.store_requests),
         "verify": verify,
     }
 
@@ -367,6 +388,15 @@ def floor_of(row: dict[str, Any], f: dict[str, float]) -> dict[str, float]:
         "codec": row["bytes"]["codec"] / mib / f["sha256_mib_s"],
         # audit verify: every blob it reads fetched and hashed once
         "verify": row["verify"]["bytes"] / mib / f["ipfs_cat_mib_s"]
+        + row["verify"]["bytes"] / mib / f["sha256_mib_s"],
+        # the same two floors counting each IPFS request's own cost too (a request of a few
+        # bytes costs the daemon milliseconds); reported beside the bars, which use the above
+        "store_with_requests": row["store_requests"]["add"] * f["ipfs_add_request_s"]
+        + row["store_requests"]["cat"] * f["ipfs_cat_request_s"]
+        + row["bytes"]["put"] / mib / f["ipfs_add_marginal_mib_s"]
+        + row["bytes"]["got"] / mib / f["ipfs_cat_marginal_mib_s"],
+        "verify_with_requests": row["verify"]["blobs"] * f["ipfs_cat_request_s"]
+        + row["verify"]["bytes"] / mib / f["ipfs_cat_marginal_mib_s"]
         + row["verify"]["bytes"] / mib / f["sha256_mib_s"],
     }
 
@@ -407,8 +437,8 @@ def main() -> int:
         "wall",
         *PARTS,
         "idle/other",
-        "chain+store+codec (floor)",
-        "audit verify (fetch+hash floor)",
+        "chain+store+codec (floor; with per-request floor)",
+        "audit verify (fetch+hash floor; with per-request floor)",
     ]
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---:|" * len(header))
@@ -419,9 +449,12 @@ def main() -> int:
         io_floor = fl["chain"] + fl["store"] + fl["codec"]
         cells = [str(row["sites"]), f"{row['wall_s']:.2f}"]
         cells += [f"{p[k]:.2f}" for k in (*PARTS, "idle/other")]
-        cells.append(f"{io:.2f} ({io_floor:.2f}, {io / io_floor:.1f}x)")
-        v, v_floor = row["verify"]["seconds"], fl["verify"]
-        cells.append(f"{v:.2f} ({v_floor:.2f}, {v / v_floor:.1f}x)")
+        io_req = io_floor - fl["store"] + fl["store_with_requests"]
+        cells.append(
+            f"{io:.2f} ({io_floor:.2f}, {io / io_floor:.1f}x; {io_req:.2f}, {io / io_req:.1f}x)"
+        )
+        v, v_floor, v_req = row["verify"]["seconds"], fl["verify"], fl["verify_with_requests"]
+        cells.append(f"{v:.2f} ({v_floor:.2f}, {v / v_floor:.1f}x; {v_req:.2f}, {v / v_req:.1f}x)")
         print("| " + " | ".join(cells) + " |")
         if row["sites"] == 100 and v > VERIFY_RATIO_BAR * v_floor:
             missed.append(f"100 sites: audit verify {v:.2f} s > {VERIFY_RATIO_BAR}x floor")
