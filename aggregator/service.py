@@ -336,8 +336,13 @@ class AggregatorService:
 
     def _site_name(self, address: str) -> str:
         if address not in self._names:
-            info = self.ledger.get_site(address)
-            self._names[address] = info.name if info else ""
+            # one read of the registry for every site (a round's log names them all), not one
+            # getSite round trip each; an address it lacks is asked for alone
+            for site in self.ledger.get_sites():
+                self._names.setdefault(site.address, site.name)
+            if address not in self._names:
+                info = self.ledger.get_site(address)
+                self._names[address] = info.name if info else ""
         return self._names[address]
 
     def _put(self, blob: bytes, *, keep: bool = False) -> tuple[str, str]:

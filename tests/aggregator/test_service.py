@@ -90,7 +90,7 @@ def commit(ledger: Ledger, site: LocalAccount, r: int, sha: str, n: int) -> None
 
 @pytest.mark.anvil
 def test_full_round_scores_bad_updates_zero_with_the_right_reason(
-    anvil: ChainEnv, tmp_path: Path
+    anvil: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = LocalStore(tmp_path / "store")
     honest = [SiteFault()] * 3
@@ -128,8 +128,15 @@ def test_full_round_scores_bad_updates_zero_with_the_right_reason(
 
     assert service.step() is None  # valued
     assert ledger.get_round(r).phase == Phase.VALUED
+    registry_reads: list[str] = []
+    for name in ("get_site", "get_sites"):
+        read = getattr(ledger, name)
+        monkeypatch.setattr(
+            ledger, name, lambda *a, read=read, name=name: registry_reads.append(name) or read(*a)
+        )
     outcome = service.step()
     assert outcome is not None and outcome.phase == Phase.FINALIZED
+    assert registry_reads == ["get_sites"]  # the log's six names in one read, not one each
     subs = {s.site: s for s in ledger.get_submissions(r)}
     assert (subs[tamperer.address].score, subs[tamperer.address].reason) == (0, Reason.TAMPERED)
     assert (subs[garbler.address].score, subs[garbler.address].reason) == (0, Reason.MALFORMED)
