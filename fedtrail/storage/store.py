@@ -338,6 +338,11 @@ class _Api:
         for conn in idle:
             conn.close()
 
+    def __del__(self) -> None:
+        # a store dropped without close(): no socket left to the GC (nor to a failed __init__)
+        for conn in getattr(self, "_idle", ()):
+            conn.close()
+
     def post(
         self,
         endpoint: str,
