@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import random
+import re
 import socket
 import threading
 import time
@@ -404,6 +405,14 @@ def test_local_put_many_gives_each_blobs_cid(local: LocalStore) -> None:
     blobs = [b"", b"a", b"a", _blob(CHUNK + 1)]
     assert local.put_many(blobs) == [compute_cid(b) for b in blobs]
     assert all(local.get(compute_cid(b), sha256_hex(b)) == b for b in blobs)
+
+
+@pytest.mark.ipfs
+def test_ipfs_check_names_the_daemons_version_or_the_unreachable_endpoint(ipfs_api: str) -> None:
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", IpfsStore(ipfs_api).check())
+    api = _closed_port_api()
+    with pytest.raises(StoreUnreachable, match=re.escape(api)):
+        IpfsStore(api, retries=0).check()
 
 
 @pytest.mark.ipfs
