@@ -76,7 +76,7 @@ from fedtrail.protocol.terms import (
 )
 from fedtrail.protocol.weights import SCORE_SCALE, ZeroTotalWeight, onchain_weights
 from fedtrail.storage.codec import decode_model, encode_model
-from fedtrail.storage.store import ContentStore
+from fedtrail.storage.store import ContentStore, compute_cid
 from fedtrail.valuation import (
     LARGE_GAMES,
     METRICS,
@@ -351,10 +351,13 @@ class AggregatorService:
         back in the same round)."""
         cid = self.store.put(blob)
         if keep:
-            self._kept[cid] = blob
-            while len(self._kept) > KEPT_BLOBS:
-                del self._kept[next(iter(self._kept))]
+            self._keep(cid, blob)
         return cid, hashlib.sha256(blob).hexdigest()
+
+    def _keep(self, cid: str, blob: bytes) -> None:
+        self._kept[cid] = blob
+        while len(self._kept) > KEPT_BLOBS:
+            del self._kept[next(iter(self._kept))]
 
     def _read(self, cid: str, sha256: str) -> bytes:
         """The bytes ``cid`` names, checked against ``sha256`` (the chain's record): a blob this
@@ -804,7 +807,7 @@ class AggregatorService:
         delta = aggregate(rule, [d for d, _ in usable], [w for _, w in usable])
         new_state = apply_delta(global_state, delta)
         blob = encode_model(new_state, spec=self.spec, round=round_id)
-        global_cid, global_sha = self._put(blob, keep=True)
+        global_sha = hashlib.sha256(blob).hexdigest()
         before, after = self._evaluate(global_state), self._evaluate(new_state)
         votes: list[PeerVote] | None = None
         if self.is_peer_round(round_id):
@@ -827,10 +830,10 @@ class AggregatorService:
                 v.site: {"components": v.components, "explanation": v.explanation}
                 for v in report.sites
             }
-        explanations = (
+        explanations, pngs = (
             self._explanations(round_id, new_state, after.bias)
             if self.settings.explain_method
-            else None
+            else (None, [])
         )
         record = self._log(
             round_id,
@@ -847,7 +850,18 @@ class AggregatorService:
             peer_votes=votes,
         )
         log_blob = record.to_bytes()
-        log_cid, log_sha = self._put(log_blob)
+        log_sha = hashlib.sha256(log_blob).hexdigest()
+        # the global model, the heatmaps and the log in one store request (each put is a daemon
+        # round trip); the log names the heatmaps by their CIDs, computed before storing them
+        blobs = [blob, *pngs, log_blob]
+        cids = self.store.put_many(blobs)
+        if cids != [compute_cid(b) for b in blobs]:
+            raise FedtrailError(
+                f"round {round_id}: the store named the global model, heatmaps or log by other "
+                "CIDs than their content gives; refusing to finalize with them"
+            )
+        global_cid, log_cid = cids[0], cids[-1]
+        self._keep(global_cid, blob)
         self.ledger.finalize_round(
             self.account,
             round_id,
@@ -882,10 +896,11 @@ class AggregatorService:
         round_id: int,
         state: dict[str, torch.Tensor],
         bias: Sequence[float] | None = None,
-    ) -> roundlog.ModelExplanations:
-        """Heatmaps of the new global model on the fixed probe set, stored as PNGs; predictions
-        at the calibrated decision (``bias``, the one the round's metrics record); and how
-        faithful the method's heatmaps are there (deletion/insertion areas)."""
+    ) -> tuple[roundlog.ModelExplanations, list[bytes]]:
+        """Heatmaps of the new global model on the fixed probe set as PNGs, named by the CIDs
+        the store gives them (the caller stores them, with the global model and the log);
+        predictions at the calibrated decision (``bias``, the one the round's metrics record);
+        and how faithful the method's heatmaps are there (deletion/insertion areas)."""
         method = self.settings.explain_method or "integrated_gradients"
         probe = probe_set(self.validation, self.settings.probe_per_class)
         (explained,) = explain_methods(
@@ -901,14 +916,14 @@ class AggregatorService:
         overlays = explained.overlays
         faithful = explained.faithfulness
         images = []
-        # stored in one request (each add is a daemon round trip); listed in probe order
-        pngs = [o.png for o in overlays]
-        cids = self.store.put_many(pngs)
-        for overlay, cid, png in zip(overlays, cids, pngs, strict=True):
+        pngs = [o.png for o in overlays]  # listed in probe order
+        for overlay, png in zip(overlays, pngs, strict=True):
             sha = hashlib.sha256(png).hexdigest()
-            images.append(roundlog.HeatmapRef(cid=cid, sha256=sha, caption=overlay.caption))
+            images.append(
+                roundlog.HeatmapRef(cid=compute_cid(png), sha256=sha, caption=overlay.caption)
+            )
         correct = sum(o.prediction == o.label for o in overlays)
-        return roundlog.ModelExplanations(
+        made = roundlog.ModelExplanations(
             method=method,
             probe_sha256=probe.content_sha256(),
             probe_images=len(probe),
@@ -916,6 +931,7 @@ class AggregatorService:
             summary=f"{correct} of {len(overlays)} probe images classified correctly",
             faithfulness=None if faithful is None else faithful.to_json(),
         )
+        return made, pngs
 
     def _log(
         self,

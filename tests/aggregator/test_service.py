@@ -134,9 +134,29 @@ def test_full_round_scores_bad_updates_zero_with_the_right_reason(
         monkeypatch.setattr(
             ledger, name, lambda *a, read=read, name=name: registry_reads.append(name) or read(*a)
         )
+    stored: list[int] = []  # blobs per store request (LocalStore's put_many is puts)
+    put, many = store.put, store.put_many
+    inside: list[bool] = []
+
+    def put_many(blobs: list[bytes]) -> list[str]:
+        stored.append(len(blobs))
+        inside.append(True)
+        try:
+            return many(blobs)
+        finally:
+            inside.pop()
+
+    def put_one(blob: bytes) -> str:
+        if not inside:
+            stored.append(1)
+        return put(blob)
+
+    monkeypatch.setattr(store, "put", put_one)
+    monkeypatch.setattr(store, "put_many", put_many)
     outcome = service.step()
     assert outcome is not None and outcome.phase == Phase.FINALIZED
     assert registry_reads == ["get_sites"]  # the log's six names in one read, not one each
+    assert stored == [1 + 8 + 1]  # global model, heatmaps and log in one request
     subs = {s.site: s for s in ledger.get_submissions(r)}
     assert (subs[tamperer.address].score, subs[tamperer.address].reason) == (0, Reason.TAMPERED)
     assert (subs[garbler.address].score, subs[garbler.address].reason) == (0, Reason.MALFORMED)
