@@ -88,7 +88,7 @@ from fedtrail.valuation import (
     default_combiner,
     value_round,
 )
-from fedtrail.valuation.candidates import CandidateCache, revealed_candidates
+from fedtrail.valuation.candidates import CandidateCache, pin_readable, revealed_candidates
 from fedtrail.valuation.chained import (
     Carried,
     References,
@@ -1093,19 +1093,9 @@ class AggregatorService:
             return
         for old in [r for r in self._retained if r < round_id]:
             del self._retained[old]
-        pinned: set[str] = set()
-        for sub, cand in self.candidates(round_id):
-            if cand.delta is None or sub.cid in pinned:
-                continue
-            try:
-                self.store.pin(sub.cid)
-            except StoreError as exc:
-                log.warning(
-                    "round %d: cannot pin %s's update %s: %s", round_id, sub.site, sub.cid, exc
-                )
-                continue
-            pinned.add(sub.cid)
-        self._retained[round_id] = pinned
+        self._retained[round_id] = pin_readable(
+            self.store, round_id, self.candidates(round_id), logger=log
+        )
 
     def _unreadable(self, round_id: int, missing: Sequence[Submission]) -> RoundOutcome | None:
         """A valued peer round in which updates the validators weighted cannot be read back:

@@ -44,7 +44,6 @@ from fedtrail.errors import (
     ContentTooLarge,
     ContractRevert,
     FedtrailError,
-    StoreError,
 )
 from fedtrail.fsutil import atomic_write
 from fedtrail.hooks import StepHook, no_step
@@ -58,7 +57,7 @@ from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.codec import decode_model, default_max_bytes
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation import Candidate, History, UnfitValidation, peer_vector
-from fedtrail.valuation.candidates import CandidateCache, revealed_candidates
+from fedtrail.valuation.candidates import CandidateCache, pin_readable, revealed_candidates
 from fedtrail.valuation.chained import (
     References,
     check_playable,
@@ -233,15 +232,7 @@ class PeerScorer:
         once scored nor an aggregator that cancels the valued round as "unreadable" can make it
         unreadable to the aggregator or an auditor (verify's ``peers.cancelled`` then fails such
         a cancellation). A pin that fails is logged; the vector is sent regardless."""
-        for sub, cand in pairs:
-            if cand.delta is None:
-                continue
-            try:
-                self.store.pin(sub.cid)
-            except StoreError as exc:
-                log.warning(
-                    "round %d: cannot pin %s's update %s: %s", round_id, sub.site, sub.cid, exc
-                )
+        pin_readable(self.store, round_id, pairs, logger=log)
 
     def score(self, round_id: int) -> ScoreRecord | None:
         """Do whatever of ``round_id``'s peer scoring this site can do now; its record, or None

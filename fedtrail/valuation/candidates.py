@@ -20,6 +20,7 @@ fetches them once; a restarted process fetches and checks them again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ from fedtrail.errors import (
     InvalidCid,
     InvalidUpdate,
     NotAFile,
+    StoreError,
 )
 from fedtrail.ledger import Ledger, Submission
 from fedtrail.ml.models import ModelSpec
@@ -43,7 +45,7 @@ from fedtrail.storage.codec import decode_update, default_max_bytes
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.base import Candidate
 
-__all__ = ["CandidateCache", "Fetched", "fetch_update", "revealed_candidates"]
+__all__ = ["CandidateCache", "Fetched", "fetch_update", "pin_readable", "revealed_candidates"]
 
 log = logging.getLogger("fedtrail.valuation.candidates")
 
@@ -154,3 +156,29 @@ def revealed_candidates(
             )
         )
     return out
+
+
+def pin_readable(
+    store: ContentStore,
+    round_id: int,
+    pairs: Sequence[tuple[Submission, Candidate]],
+    *,
+    logger: logging.Logger = log,
+) -> set[str]:
+    """Pins every update of ``pairs`` that was read and decoded, in ``store``; the CIDs pinned.
+    The aggregator and every validator keep what they scored, so a site that withdraws its blob
+    once weighted cannot make it unreadable to the aggregator or to an auditor. A pin that
+    fails is logged, not raised: the caller's round goes on."""
+    pinned: set[str] = set()
+    for sub, cand in pairs:
+        if cand.delta is None or sub.cid in pinned:
+            continue
+        try:
+            store.pin(sub.cid)
+        except StoreError as exc:
+            logger.warning(
+                "round %d: cannot pin %s's update %s: %s", round_id, sub.site, sub.cid, exc
+            )
+            continue
+        pinned.add(sub.cid)
+    return pinned
