@@ -51,8 +51,8 @@ pragma solidity 0.8.28;
 /// or than a majority of the revealed validators pass (then all count). Each validator is
 /// rated by its distance to the medians (floor of the mean absolute difference over the sites
 /// other than itself): `SCORE_SCALE - distance` is folded into its validator reputation with
-/// the same EMA; a validator that committed a vector and did not reveal it is rated at distance
-/// SCORE_SCALE. `fedtrail.protocol.peers` is this rule in Python. A peer round refuses
+/// the same EMA when it falls and a quarter of its factor when it rises; a validator that
+/// committed a vector and did not reveal it is rated at distance SCORE_SCALE. `fedtrail.protocol.peers` is this rule in Python. A peer round refuses
 /// {recordValuation}, and can be cancelled only after its score reveal deadline (also once
 /// valued, when an update it weighted cannot be read back: {cancelRound}).
 contract FederationLedger {
@@ -1475,17 +1475,19 @@ contract FederationLedger {
         }
     }
 
-    /// @dev Folds `SCORE_SCALE - distance` into `validator`'s validator reputation (the EMA of
-    /// {_applyValuation}; the first rating sets it).
+    /// @dev Folds `SCORE_SCALE - distance` into `validator`'s validator reputation: the EMA of
+    /// {_applyValuation} when it falls, a quarter of that factor when it rises (trust comes back
+    /// four times slower than it goes, so a liar that agrees every other round stays below
+    /// REPUTATION_GATE); the first rating sets it.
     function _rateValidator(uint256 round, address validator, uint32 distance) private {
         Site storage s = _sites[validator];
         uint32 agreement = SCORE_SCALE - distance;
         uint32 reputation = agreement;
         if (s.ratedRounds != 0) {
-            uint256 alpha = _reputationAlpha;
+            uint256 old = s.validatorReputation;
+            uint256 alpha = agreement < old ? _reputationAlpha : _reputationAlpha / 4;
             reputation = uint32(
-                (alpha * agreement + (uint256(SCORE_SCALE) - alpha) * s.validatorReputation)
-                    / SCORE_SCALE
+                (alpha * agreement + (uint256(SCORE_SCALE) - alpha) * old) / SCORE_SCALE
             );
         }
         s.validatorReputation = reputation;

@@ -33,8 +33,9 @@ vectors in ascending validator order:
 - its reason is OK when that score is positive and PEER_REJECTED otherwise;
 - a validator's distance is the floor of the mean absolute difference between its entries and
   the medians, over the sites other than itself; its agreement is ``SCORE_SCALE - distance``,
-  folded into its validator reputation with the contract's EMA. A validator that scored no site
-  but itself is not rated;
+  folded into its validator reputation with the contract's EMA, whose factor is a quarter as
+  large when the reputation rises (:func:`next_validator_reputation`). A validator that scored
+  no site but itself is not rated;
 - a validator that committed a score vector and did not reveal it (``withheld``) is rated at
   distance ``SCORE_SCALE`` (agreement 0): keeping the option to withhold after seeing the
   others' vectors costs reputation. So does withholding that leaves the round below its quorum:
@@ -53,7 +54,7 @@ from itertools import pairwise
 
 from fedtrail.errors import FedtrailError
 from fedtrail.protocol.codes import Reason
-from fedtrail.protocol.weights import SCORE_SCALE, next_reputation
+from fedtrail.protocol.weights import SCORE_SCALE
 
 __all__ = [
     "REPUTATION_GATE",
@@ -65,6 +66,7 @@ __all__ = [
     "counted_validators",
     "default_quorum",
     "median",
+    "next_validator_reputation",
     "peer_outcome",
 ]
 
@@ -122,8 +124,23 @@ class PeerOutcome:
         out: dict[str, int] = {}
         for validator, agreement in self.agreements.items():
             rep, rounds = by_key.get(address_key(validator), (0, 0))
-            out[validator] = next_reputation(rep, agreement, valued_rounds=rounds, alpha=alpha)
+            out[validator] = next_validator_reputation(
+                rep, agreement, rated_rounds=rounds, alpha=alpha
+            )
         return out
+
+
+def next_validator_reputation(
+    previous: int, agreement: int, *, rated_rounds: int, alpha: int
+) -> int:
+    """The contract's validator-reputation EMA: the first rating sets it; a lower agreement
+    blends in by ``alpha``, a higher one by ``alpha // 4`` (trust comes back four times slower
+    than it goes: with one factor, a liar that agrees every other round sat at ~0.59 after each
+    agreeing round and was counted every time it lied)."""
+    if rated_rounds == 0:
+        return agreement
+    factor = alpha if agreement < previous else alpha // 4
+    return (factor * agreement + (SCORE_SCALE - factor) * previous) // SCORE_SCALE
 
 
 def median(values: Sequence[int]) -> int:

@@ -14,7 +14,13 @@ import pytest
 from web3 import Web3
 
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.protocol.peers import PeerVote, address_key, cancelled_outcome, peer_outcome
+from fedtrail.protocol.peers import (
+    PeerVote,
+    address_key,
+    cancelled_outcome,
+    next_validator_reputation,
+    peer_outcome,
+)
 from fedtrail.protocol.weights import SCORE_SCALE, next_reputation, onchain_weights
 from tests.contracts.federation import MAX_SAMPLES, Fed, h
 from tests.fixtures.chain import ChainEnv
@@ -117,7 +123,7 @@ def _replay(fed: Fed) -> dict[str, Any]:
             assert a["distance"] == outcome.distances[a["validator"]]
             rep, n = validator_rep.get(a["validator"], (0, 0))
             agreement = S - a["distance"]
-            expected = next_reputation(rep, agreement, valued_rounds=n, alpha=alpha)
+            expected = next_validator_reputation(rep, agreement, rated_rounds=n, alpha=alpha)
             assert a["validatorReputation"] == expected
             validator_rep[a["validator"]] = (expected, n + 1)
         elif name == "RoundValued":

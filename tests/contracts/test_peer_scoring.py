@@ -23,7 +23,12 @@ from fedtrail.errors import (
 )
 from fedtrail.ledger import Valuation, score_commitment, score_vote_hash
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.protocol.peers import REPUTATION_GATE, PeerVote, peer_outcome
+from fedtrail.protocol.peers import (
+    REPUTATION_GATE,
+    PeerVote,
+    next_validator_reputation,
+    peer_outcome,
+)
 from fedtrail.protocol.weights import SCORE_SCALE, next_reputation, onchain_weights
 from tests.contracts.federation import CID, MAX_SAMPLES, Fed, by_address, expect, h, last_event
 from tests.fixtures.chain import ChainEnv
@@ -628,7 +633,7 @@ def test_a_validator_below_the_reputation_gate_is_left_out_of_the_medians(
     """Round 1: d scores every update 0 where the others give full marks (distance SCORE_SCALE:
     reputation 0). Round 2 (quorum 4: only three validators pass the gate, so all count): d's 0
     for b is the median of b's jury (400k, 600k, 0) -> 400k, and d's reputation only climbs to
-    0.26. Round 3 (quorum 3): the three pass, d is left out, b's median is the higher of 400k
+    0.065. Round 3 (quorum 3): the three pass, d is left out, b's median is the higher of 400k
     and 600k; d is still rated."""
     fed = Fed(embedded, n_sites=4)
     alpha = fed.ledger.reputation_alpha()
@@ -663,7 +668,7 @@ def test_a_validator_below_the_reputation_gate_is_left_out_of_the_medians(
     assert valued[b.address] == 400_000  # three pass the gate, fewer than quorum 4: d counts
     # d: |0 - 400k| over three sites -> 133,333; EMA from 0
     rep = fed.ledger.validator_standing(d.address).reputation
-    assert rep == next_reputation(0, full - 133_333, valued_rounds=1, alpha=alpha)
+    assert rep == next_validator_reputation(0, full - 133_333, rated_rounds=1, alpha=alpha)
     assert rep < REPUTATION_GATE
     fed.finalize(r2, "g2")
 
