@@ -16,6 +16,7 @@ import tomli_w
 
 from fedtrail.chain import DEFAULT_RPC_URL, MAX_POLL_INTERVAL
 from fedtrail.errors import ConfigError
+from fedtrail.fsutil import atomic_write
 from fedtrail.ml.catalog import DataSource, check_class_names, load_source
 from fedtrail.ml.datasets import (
     ImageDataset,
@@ -61,6 +62,12 @@ class DataConfig:
     class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for name in ("shard_index", "shard_count", "partition_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):  # true read as shard 1
+                raise ConfigError(f"data.{name} must be an integer, got {value!r}")
+        if not isinstance(self.path, str):
+            raise ConfigError(f"data.path must be a string, got {self.path!r}")
         names = self.class_names and check_class_names(self.class_names, "data.class_names")
         object.__setattr__(self, "class_names", tuple(names))
         if self.partition not in PARTITIONS:
@@ -261,4 +268,5 @@ def dump_node_config(config: NodeConfig) -> str:
 
 
 def write_node_config(path: Path, config: NodeConfig) -> None:
-    path.write_text(dump_node_config(config), encoding="utf-8")
+    """Written whole or not at all: a crash mid-write must not leave a site a torn config."""
+    atomic_write(path, dump_node_config(config).encode("utf-8"))

@@ -61,3 +61,45 @@ def test_a_node_setting_of_the_wrong_type_or_range_is_a_config_error(
     path.write_text("\n".join(edited) + "\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=match):
         load_node_config(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        ("shard_index = true", "data.shard_index must be an integer"),  # read as shard 1
+        ("shard_count = 2.0", "data.shard_count must be an integer"),
+        ("partition_seed = false", "data.partition_seed must be an integer"),
+        ("path = 3", "data.path must be a string"),
+    ],
+)
+def test_a_data_setting_of_the_wrong_type_is_a_config_error(
+    tmp_path: Path, line: str, match: str
+) -> None:
+    key = line.split(" = ")[0]
+    text = dump_node_config(NodeConfig(name="h")).splitlines()
+    start = text.index("[data]")
+    edited = [line if i > start and ln.startswith(f"{key} = ") else ln for i, ln in enumerate(text)]
+    assert edited != text
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(edited) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=match):
+        load_node_config(path)
+
+
+def test_a_config_is_written_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """node init rewrote config.toml in place: a crash mid-write left a torn file. A failed
+    write now leaves the old config as it was, and no temporary file behind."""
+    path = tmp_path / "config.toml"
+    write_node_config(path, NodeConfig(name="old"))
+    before = path.read_bytes()
+
+    def torn(fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.fsync", torn)
+    with pytest.raises(OSError, match="disk full"):
+        write_node_config(path, NodeConfig(name="new"))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
