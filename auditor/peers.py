@@ -384,7 +384,8 @@ def read_peer_record(ledger: Ledger, round_id: int) -> PeerRecord | None:
         stored[vote.validator] = ledger.score_vote(round_id, vote.validator)[0]
     rated: dict[str, tuple[int, int]] = {}
     later: set[str] = set()
-    for ev in ledger.events("ValidatorRated"):
+    ratings = ledger.events("ValidatorRated")
+    for ev in ratings:
         who, r = _key(str(ev.args["validator"])), int(ev.args["round"])
         if r == round_id:
             rated[who] = (int(ev.args["distance"]), int(ev.args["validatorReputation"]))
@@ -409,7 +410,7 @@ def read_peer_record(ledger: Ledger, round_id: int) -> PeerRecord | None:
         votes=votes,
         stored=stored,
         rated=rated,
-        before=ledger.validator_ratings_before(round_id),
+        before=ledger.validator_ratings_before(round_id, ratings),
         standing=standing,
         alpha=ledger.reputation_alpha(),
         committed=committed,

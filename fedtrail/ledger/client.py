@@ -634,24 +634,28 @@ class Ledger:
             votes[validator] = PeerVote(validator=validator, scores=scores)
         return [votes[v] for v in sorted(votes, key=address_key)]
 
-    def peer_withheld(self, round_id: int) -> list[str]:
+    def peer_withheld(self, round_id: int, votes: Sequence[PeerVote] | None = None) -> list[str]:
         """The validators that committed a score vector in peer round ``round_id`` and have not
-        revealed it (ascending address order): its ScoresCommitted events less its
-        ScoresRevealed ones (each revealed one checked against the stored vote by
-        :meth:`peer_votes`)."""
-        revealed = {address_key(v.validator) for v in self.peer_votes(round_id)}
+        revealed it (ascending address order): its ScoresCommitted events less its revealed
+        ``votes`` (default: :meth:`peer_votes`, each checked against the stored vote)."""
+        if votes is None:
+            votes = self.peer_votes(round_id)
+        revealed = {address_key(v.validator) for v in votes}
         committed = {
             checksum(event.args["validator"])
             for event in self.events("ScoresCommitted", argument_filters={"round": round_id})
         }
         return sorted((w for w in committed if address_key(w) not in revealed), key=address_key)
 
-    def validator_ratings_before(self, round_id: int) -> dict[str, tuple[int, int]]:
+    def validator_ratings_before(
+        self, round_id: int, rated: Sequence[LedgerEvent] | None = None
+    ) -> dict[str, tuple[int, int]]:
         """Each validator's (validator reputation, rated rounds) as rounds before ``round_id``
-        left it, from the ValidatorRated events (absent: never rated before): what the
-        contract's reputation gate read when it valued ``round_id``, at any later time."""
+        left it, from the ValidatorRated events (``rated``: those already read, in chain order;
+        absent from the answer: never rated before): what the contract's reputation gate read
+        when it valued ``round_id``, at any later time."""
         before: dict[str, tuple[int, int]] = {}
-        for event in self.events("ValidatorRated"):
+        for event in self.events("ValidatorRated") if rated is None else rated:
             if int(event.args["round"]) >= round_id:
                 continue
             who = checksum(event.args["validator"])
@@ -682,7 +686,7 @@ class Ledger:
             votes,
             standing=self.validator_ratings_before(round_id),
             quorum=info.quorum,
-            withheld=self.peer_withheld(round_id),
+            withheld=self.peer_withheld(round_id, votes),
         )
 
     def validator_standing(self, address: str) -> ValidatorStanding:
