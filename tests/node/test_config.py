@@ -35,6 +35,23 @@ def test_an_old_config_with_a_fault_section_is_refused_with_the_way_to_simulate(
         load_node_config(path)
 
 
+def _load_with(tmp_path: Path, section: str, line: str) -> None:
+    """Loads a written config whose ``line`` (``key = value``) replaces that key in
+    ``[section]``, or is added there when the dump leaves the key out."""
+    key = line.split(" = ")[0]
+    text = dump_node_config(NodeConfig(name="h")).splitlines()
+    start = text.index(f"[{section}]")
+    end = next((i for i in range(start + 1, len(text)) if text[i].startswith("[")), len(text))
+    edited = [
+        line if start < i < end and ln.startswith(f"{key} = ") else ln for i, ln in enumerate(text)
+    ]
+    if edited == text:
+        edited.insert(start + 1, line)
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(edited) + "\n", encoding="utf-8")
+    load_node_config(path)
+
+
 @pytest.mark.parametrize(
     ("line", "match"),
     [
@@ -52,15 +69,8 @@ def test_an_old_config_with_a_fault_section_is_refused_with_the_way_to_simulate(
 def test_a_node_setting_of_the_wrong_type_or_range_is_a_config_error(
     tmp_path: Path, line: str, match: str
 ) -> None:
-    key = line.split(" = ")[0]
-    text = dump_node_config(NodeConfig(name="h")).splitlines()
-    edited = [line if ln.startswith(f"{key} = ") else ln for ln in text]
-    if edited == text:  # a key the dump leaves out: add it to [node]
-        edited.insert(text.index("[node]") + 1, line)
-    path = tmp_path / "config.toml"
-    path.write_text("\n".join(edited) + "\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=match):
-        load_node_config(path)
+        _load_with(tmp_path, "node", line)
 
 
 @pytest.mark.parametrize(
@@ -75,15 +85,8 @@ def test_a_node_setting_of_the_wrong_type_or_range_is_a_config_error(
 def test_a_data_setting_of_the_wrong_type_is_a_config_error(
     tmp_path: Path, line: str, match: str
 ) -> None:
-    key = line.split(" = ")[0]
-    text = dump_node_config(NodeConfig(name="h")).splitlines()
-    start = text.index("[data]")
-    edited = [line if i > start and ln.startswith(f"{key} = ") else ln for i, ln in enumerate(text)]
-    assert edited != text
-    path = tmp_path / "config.toml"
-    path.write_text("\n".join(edited) + "\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=match):
-        load_node_config(path)
+        _load_with(tmp_path, "data", line)
 
 
 def test_a_config_is_written_whole_or_not_at_all(
