@@ -795,10 +795,14 @@ class AggregatorService:
         ]
         if len(usable) != sum(1 for w in weights if w > 0):
             if self.is_peer_round(round_id):
-                return self._unreadable(
+                outcome = self._unreadable(
                     round_id,
                     [s for (s, c), w in zip(pairs, weights, strict=True) if w and c.delta is None],
+                    subs,
                 )
+                if outcome is not None and outcome.phase == Phase.VALUED:
+                    return self.finalize(round_id)  # the rest re-weighted: finalize now
+                return outcome
             raise FedtrailError(
                 f"round {round_id}: an update with on-chain weight > 0 cannot be read back; "
                 "refusing to aggregate without it"
@@ -1097,15 +1101,31 @@ class AggregatorService:
             self.store, round_id, self.candidates(round_id), logger=log
         )
 
-    def _unreadable(self, round_id: int, missing: Sequence[Submission]) -> RoundOutcome | None:
-        """A valued peer round in which updates the validators weighted cannot be read back:
-        their sites may withhold the blobs once scored, and no global model without them passes
-        ``audit verify``. Fetched again at every poll until the score reveal deadline, then
-        cancelled (the contract lets the aggregator cancel a valued peer round; verify's
-        ``peers.cancelled`` checks that a weighted update was unreadable)."""
+    def _unreadable(
+        self, round_id: int, missing: Sequence[Submission], subs: Sequence[Submission]
+    ) -> RoundOutcome | None:
+        """A valued peer round in which updates the validators weighted (``missing``, of the
+        revealed ``subs``) cannot be read back: their sites may withhold the blobs once scored,
+        and no global model without them passes ``audit verify``. Fetched again at every poll
+        until the score reveal deadline; then dropped (``dropWithheld``: reason WITHHELD, the
+        others re-weighted; answers a VALUED outcome, the caller finalizes) while another
+        weighted update reads, else the round is cancelled. Verify's ``peers.withheld`` and
+        ``peers.cancelled`` check that each was unreadable."""
         names = ", ".join(f"{s.site[:10]} ({s.cid})" for s in missing)
         peer = self._peer_round(round_id)
         if next_block_timestamp(self.ledger.w3) > peer.score_reveal_deadline + CLOCK_SLACK:
+            gone = {s.site for s in missing}
+            if any(s.weight > 0 and s.site not in gone for s in subs):
+                self.ledger.drop_withheld(
+                    self.account, round_id, [s.site for s in subs], sorted(gone)
+                )
+                log.warning(
+                    "round %d: dropped update(s) with on-chain weight > 0 that cannot be read "
+                    "back (reason WITHHELD; the other updates re-weighted): %s",
+                    round_id,
+                    names,
+                )
+                return RoundOutcome(round=round_id, phase=Phase.VALUED)
             self.ledger.cancel_round(self.account, round_id)
             log.warning(
                 "round %d cancelled: update(s) with on-chain weight > 0 cannot be read back: %s",
@@ -1117,8 +1137,8 @@ class AggregatorService:
         for sub in missing:  # fetch them again at the next poll
             entries.pop((sub.site, sub.sha256), None)
         log.warning(
-            "round %d: update(s) with on-chain weight > 0 cannot be read back: %s; cancelling "
-            "after the score reveal deadline unless they become readable",
+            "round %d: update(s) with on-chain weight > 0 cannot be read back: %s; dropping "
+            "them after the score reveal deadline unless they become readable",
             round_id,
             names,
         )
@@ -1134,15 +1154,23 @@ class AggregatorService:
         outcome = self.ledger.peer_outcome(round_id, sites=[s.site for s in subs], votes=votes)
         gated = len(votes) - len(outcome.counted)
         out: dict[str, dict[str, Any]] = {}
-        for sub, median, count in zip(subs, outcome.scores, outcome.peer_counts, strict=True):
-            if median != sub.score:
+        for sub, score, median, count in zip(
+            subs, outcome.scores, outcome.peer_medians, outcome.peer_counts, strict=True
+        ):
+            if score != sub.score:
                 log.error(
                     "round %d: %s's on-chain score %d is not the median %d of its peers' votes",
                     round_id,
                     sub.site,
                     sub.score,
-                    median,
+                    score,
                 )
+            dropped = (
+                " It was then dropped: the aggregator could not read the update back by the "
+                "score reveal deadline (reason WITHHELD), and its weight went to the others."
+                if sub.reason == Reason.WITHHELD
+                else ""
+            )
             out[sub.site] = {
                 "components": {"peer_median": median, "peer_count": count},
                 "explanation": (
@@ -1155,6 +1183,7 @@ class AggregatorService:
                         else ""
                     )
                     + "."
+                    + dropped
                 ),
             }
         return out

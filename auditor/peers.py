@@ -23,6 +23,11 @@ reputation with no validation split at all:
   fewer revealed votes than the quorum, no revealed update, or every median 0. A peer round
   whose votes met the quorum and give some update a weight was valuable by anyone
   (``recordPeerValuation`` is open to all), so cancelling it overrode the validators;
+* ``peers.withheld`` (a round in which the aggregator dropped weighted updates as unreadable,
+  ``dropWithheld``): each dropped update cannot be used now (not retrievable, not matching its
+  sha256, or malformed). One that reads was droppable only if its site published it after the
+  score reveal deadline: the check fails, and the auditor cannot tell that from an aggregator
+  that dropped a readable update (data availability is not provable after the fact);
 * ``peers.reputation``: each validator's distance and reputation in this round's
   ``ValidatorRated`` events equal the contract's EMA recomputed from its earlier ratings and this
   round's agreement, exactly the validators with another site to score are rated (and every
@@ -44,7 +49,14 @@ from eth_utils.crypto import keccak
 
 from fedtrail.ledger import Ledger, Submission, checksum
 from fedtrail.protocol.codes import Reason
-from fedtrail.protocol.peers import InvalidVotes, PeerOutcome, PeerVote, address_key, peer_outcome
+from fedtrail.protocol.peers import (
+    InvalidVotes,
+    PeerOutcome,
+    PeerVote,
+    address_key,
+    drop_withheld,
+    peer_outcome,
+)
 from fedtrail.protocol.roundlog import InvalidLog, SiteEntry, ValuationSettings
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
@@ -55,6 +67,7 @@ __all__ = [
     "QUORUM",
     "REPUTATION",
     "VOTES",
+    "WITHHELD",
     "Check",
     "PeerRecord",
     "PeerTable",
@@ -63,6 +76,7 @@ __all__ = [
     "check_quorum",
     "check_reputation",
     "check_votes",
+    "check_withheld",
     "peer_table",
     "read_peer_record",
     "vote_hash",
@@ -73,6 +87,7 @@ MEDIAN = "peers.median"
 QUORUM = "peers.quorum"
 REPUTATION = "peers.reputation"
 CANCELLED = "peers.cancelled"
+WITHHELD = "peers.withheld"
 
 Check = tuple[str, bool, str]
 """(check name, passed, detail), as :class:`~fedtrail.auditor.verify.RoundAudit` adds them."""
@@ -98,7 +113,8 @@ class PeerRecord:
     after); ``before``: per validator, (reputation, rated rounds) before this round, from the
     earlier rounds' ``ValidatorRated`` events; ``standing``: the contract's current
     (reputation, rated rounds) of each validator whose latest rating is this round's;
-    ``committed``: the validators of the round's ``ScoresCommitted`` events."""
+    ``committed``: the validators of the round's ``ScoresCommitted`` events; ``dropped``: the
+    sites of its ``UpdateWithheld`` events (weighted, then dropped as unreadable)."""
 
     round: int
     quorum: int
@@ -114,6 +130,7 @@ class PeerRecord:
     standing: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     alpha: int = 0
     committed: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
 
     def sorted_votes(self) -> tuple[PeerVote, ...]:
         """The votes in ascending validator order (the order the rule and the log use)."""
@@ -131,14 +148,16 @@ class PeerRecord:
 
     def outcome(self, sites: Sequence[str]) -> PeerOutcome:
         """The contract's rule over these votes for the revealed updates ``sites`` (address
-        order); raises :class:`~fedtrail.protocol.peers.InvalidVotes` as it does."""
-        return peer_outcome(
+        order), then the drops; raises :class:`~fedtrail.protocol.peers.InvalidVotes` as it
+        does."""
+        outcome = peer_outcome(
             sites,
             self.sorted_votes(),
             standing=self.before,
             quorum=self.quorum,
             withheld=self.withheld(),
         )
+        return drop_withheld(outcome, self.dropped) if self.dropped else outcome
 
 
 def _key(address: str) -> str:
@@ -208,8 +227,14 @@ def check_median(
         )
     problems: list[str] = []
     entries = {_key(e.site): e for e in log_sites or ()}
-    for sub, score, reason, weight, count in zip(
-        ordered, outcome.scores, outcome.reasons, weights, outcome.peer_counts, strict=True
+    for sub, score, reason, weight, count, median in zip(
+        ordered,
+        outcome.scores,
+        outcome.reasons,
+        weights,
+        outcome.peer_counts,
+        outcome.peer_medians,
+        strict=True,
     ):
         who = sub.site[:10]
         if (sub.score, sub.reason, sub.weight) != (score, int(reason), weight):
@@ -230,7 +255,7 @@ def check_median(
         if entry is not None:
             # the aggregator's components name the median and how many peers scored the update
             # (what the site reads as its explanation): both follow from the votes too
-            for key, want in (("peer_median", score), ("peer_count", count)):
+            for key, want in (("peer_median", median), ("peer_count", count)):
                 got = entry.components.get(key, want)
                 if type(got) is not int or got != want:
                     problems.append(f"log {who} component {key} {got!r}, the votes give {want}")
@@ -326,6 +351,27 @@ def check_cancelled(record: PeerRecord, subs: Sequence[Submission]) -> Check:
     )
 
 
+def check_withheld(subs: Sequence[Submission], unusable: Mapping[str, Reason]) -> Check:
+    """``peers.withheld`` (see the module docstring): every revealed update the chain marks
+    WITHHELD is among ``unusable`` (site -> how this audit failed to use it)."""
+    dropped = [s for s in subs if s.reason == Reason.WITHHELD]
+    readable = [s.site[:10] for s in dropped if s.site not in unusable]
+    if readable:
+        return (
+            WITHHELD,
+            False,
+            f"dropped as unreadable, yet {', '.join(readable)} read(s) and decode(s) now: the "
+            "aggregator dropped a readable update, or its site published it only after the "
+            "score reveal deadline",
+        )
+    return (
+        WITHHELD,
+        True,
+        f"{len(dropped)} update(s) dropped as unreadable cannot be used here either: "
+        + "; ".join(f"{s.site[:10]} {unusable[s.site].name}" for s in dropped),
+    )
+
+
 def check_reputation(record: PeerRecord, outcome: PeerOutcome | None) -> Check:
     """``peers.reputation`` (see the module docstring)."""
     if outcome is None:
@@ -414,6 +460,7 @@ def read_peer_record(ledger: Ledger, round_id: int) -> PeerRecord | None:
         standing=standing,
         alpha=ledger.reputation_alpha(),
         committed=committed,
+        dropped=tuple(ledger.peer_dropped(round_id)),
     )
 
 

@@ -52,6 +52,7 @@ from fedtrail.auditor.peers import (
     check_quorum,
     check_reputation,
     check_votes,
+    check_withheld,
     read_peer_record,
 )
 from fedtrail.auditor.standing import check_standing, compare_standing
@@ -387,7 +388,9 @@ def verify_round(
     audit.add("start_model.hash", start_blob is not None, start.detail or info.start_cid)
     # an update nobody could read is scored 0 as unusable by the aggregator, or rejected by
     # the peers' median (validators score what they cannot read 0)
-    unusable_reasons = UNUSABLE_REASONS | ({Reason.PEER_REJECTED} if peers else set())
+    unusable_reasons = UNUSABLE_REASONS | (
+        {Reason.PEER_REJECTED, Reason.WITHHELD} if peers else set()
+    )
     deltas: dict[str, dict[str, torch.Tensor]] = {}
     dp: dict[str, DpParams | None] = {}  # the DP parameters of every decoded update
     unusable: dict[str, Reason] = {}
@@ -439,6 +442,8 @@ def verify_round(
             audit.add(f"update.{sub.site[:10]}", excluded, f"malformed: {exc.reason}")
 
     _check_privacy(audit, ledger, round_id, subs, dp, terms)
+    if peers and any(s.reason == Reason.WITHHELD for s in subs):
+        audit.add(*check_withheld(subs, unusable))
 
     # duplicates, re-derived in commit order under the terms' thresholds
     if terms is not None:

@@ -53,8 +53,11 @@ pragma solidity 0.8.28;
 /// other than itself): `SCORE_SCALE - distance` is folded into its validator reputation with
 /// the same EMA when it falls and a quarter of its factor when it rises; a validator that
 /// committed a vector and did not reveal it is rated at distance SCORE_SCALE. `fedtrail.protocol.peers` is this rule in Python. A peer round refuses
-/// {recordValuation}, and can be cancelled only after its score reveal deadline (also once
-/// valued, when an update it weighted cannot be read back: {cancelRound}).
+/// {recordValuation}, and can be cancelled only after its score reveal deadline. Once valued,
+/// an update it weighted that the aggregator cannot read back by the score reveal deadline
+/// (its site may withhold the blob once scored) is dropped with reason Withheld and the other
+/// weights re-derived ({dropWithheld}), so the round still finalizes; only when no weighted
+/// update is left is the valued round cancelled ({cancelRound}).
 contract FederationLedger {
     // ------------------------------------------------------------------ types
 
@@ -90,7 +93,8 @@ contract FederationLedger {
         ImplausibleSamples,
         NotRevealed,
         Contradicted,
-        PeerRejected
+        PeerRejected,
+        Withheld
     }
 
     /// @dev One storage slot: everything commit, reveal and the valuation checks read
@@ -291,6 +295,12 @@ contract FederationLedger {
     );
     /// @notice A round was abandoned without a new global model.
     event RoundCancelled(uint256 indexed round);
+    /// @notice The aggregator could not read back `site`'s weighted update in valued peer round
+    /// `round`: its score, reason and weight are now 0, Withheld and 0.
+    event UpdateWithheld(uint256 indexed round, address indexed site);
+    /// @notice `site`'s weight in valued round `round` changed to `weight` (after
+    /// {dropWithheld}; its score, reason and reputation are unchanged).
+    event UpdateReweighted(uint256 indexed round, address indexed site, uint64 weight);
     /// @notice The coordinator set `site`'s epsilon budget (0: no budget).
     event PrivacyBudgetSet(address indexed site, uint64 epsilonBudgetMicro);
     /// @notice `site`'s update in `round` spent `epsilonMicro`; `totalMicro` is its spend so far.
@@ -371,6 +381,7 @@ contract FederationLedger {
     error FederationLedger__MissingVotes(uint256 round, uint256 expected, uint256 given);
     error FederationLedger__VoteMismatch(uint256 round, address validator);
     error FederationLedger__QuorumNotMet(uint256 round, uint256 votes, uint256 quorum);
+    error FederationLedger__NotWeighted(uint256 round, address site);
 
     // -------------------------------------------------------------- modifiers
 
@@ -946,6 +957,59 @@ contract FederationLedger {
         uint256 total = _valuePeers(round, sites, validators, vectors);
         _rateWithheld(round, withheld);
         emit RoundValued(round, total);
+    }
+
+    /// @notice Drops from valued peer round `round` the weighted updates the aggregator could
+    /// not read back by the score reveal deadline: each gets score 0, reason Withheld and weight
+    /// 0, and the weights of the others are re-derived from their stored scores by the rule of
+    /// {recordValuation} (`UpdateReweighted` for each weight that changed, the dropped ones'
+    /// included); validator ratings and site reputations stay as valued. Without it a
+    /// site could stall every peer round by withholding its blob once scored. `audit verify`
+    /// checks that each dropped update is unreadable (`peers.withheld`).
+    ///
+    /// Requirements:
+    /// - caller is the aggregator.
+    /// - the round is Valued and a peer round; its score reveal deadline passed.
+    /// - `sites` is strictly ascending and lists exactly the sites that revealed an update.
+    /// - `dropped` is non-empty, strictly ascending, and each has a weight above 0.
+    /// - an update with a weight above 0 is left (otherwise the aggregator cancels the round).
+    function dropWithheld(uint256 round, address[] calldata sites, address[] calldata dropped)
+        external
+        onlyAggregator
+    {
+        Round storage r = _rounds[round];
+        if (!(r.peer && r.phase == Phase.Valued)) {
+            revert FederationLedger__WrongPhase(round, r.phase, Phase.Valued);
+        }
+        uint64 deadline = _peerRounds[round].scoreRevealDeadline;
+        if (block.timestamp <= deadline) revert FederationLedger__RoundStillOpen(round, deadline);
+        if (sites.length != r.revealCount) {
+            revert FederationLedger__MissingScores(round, r.revealCount, sites.length);
+        }
+        if (dropped.length == 0) revert FederationLedger__InvalidParameter("dropped");
+        for (uint256 k = 0; k < dropped.length; ++k) {
+            address site = dropped[k];
+            if (k > 0 && site <= dropped[k - 1]) revert FederationLedger__SitesNotSorted(k);
+            Submission storage sub = _submissions[round][site];
+            if (sub.weight == 0) revert FederationLedger__NotWeighted(round, site);
+            sub.score = 0;
+            sub.reason = Reason.Withheld;
+            emit UpdateWithheld(round, site);
+        }
+        uint256 count = sites.length;
+        uint32[] memory scores = new uint32[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            scores[i] = _submissions[round][sites[i]].score;
+        }
+        (uint256[] memory weights,,) = _computeWeights(round, sites, scores, new uint8[](0), false);
+        for (uint256 i = 0; i < count; ++i) {
+            Submission storage sub = _submissions[round][sites[i]];
+            uint64 weight = uint64(weights[i]);
+            if (sub.weight != weight) {
+                sub.weight = weight;
+                emit UpdateReweighted(round, sites[i], weight);
+            }
+        }
     }
 
     // ------------------------------------------------------------------ views

@@ -49,7 +49,13 @@ from fedtrail.ledger.records import (
     to_bytes32,
 )
 from fedtrail.protocol.codes import DEFAULT_MIN_ROUND_WINDOW, Phase
-from fedtrail.protocol.peers import PeerOutcome, PeerVote, address_key, peer_outcome
+from fedtrail.protocol.peers import (
+    PeerOutcome,
+    PeerVote,
+    address_key,
+    drop_withheld,
+    peer_outcome,
+)
 from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, SCORE_SCALE
 
 
@@ -416,6 +422,21 @@ class Ledger:
     def cancel_round(self, signer: LocalAccount, round_id: int) -> TxResult:
         return self._transact(signer, self._fn.cancelRound(round_id))
 
+    def drop_withheld(
+        self, signer: LocalAccount, round_id: int, sites: Sequence[str], dropped: Sequence[str]
+    ) -> TxResult:
+        """Drops the weighted updates of valued peer round ``round_id`` that cannot be read back
+        (``dropped``) and re-derives the others' weights; ``sites`` are the round's revealed
+        updates. Both are put in the contract's (address) order here."""
+        return self._transact(
+            signer,
+            self._fn.dropWithheld(
+                round_id,
+                sorted((checksum(s) for s in sites), key=address_key),
+                sorted((checksum(d) for d in dropped), key=address_key),
+            ),
+        )
+
     # ------------------------------------------------------------------ views
 
     @property
@@ -647,6 +668,17 @@ class Ledger:
         }
         return sorted((w for w in committed if address_key(w) not in revealed), key=address_key)
 
+    def peer_dropped(self, round_id: int) -> list[str]:
+        """The sites whose weighted updates the aggregator dropped from valued peer round
+        ``round_id`` as unreadable (``UpdateWithheld`` events; ascending address order)."""
+        return sorted(
+            {
+                checksum(event.args["site"])
+                for event in self.events("UpdateWithheld", argument_filters={"round": round_id})
+            },
+            key=address_key,
+        )
+
     def validator_ratings_before(
         self, round_id: int, rated: Sequence[LedgerEvent] | None = None
     ) -> dict[str, tuple[int, int]]:
@@ -673,7 +705,8 @@ class Ledger:
         contract's rule (:func:`fedtrail.protocol.peers.peer_outcome`) over its revealed updates
         (``sites``, default: the chain's, address order), its revealed ``votes`` (default:
         :meth:`peer_votes`), the validator standing earlier rounds left, its quorum and the
-        vectors withheld. :class:`ConfigError` for an aggregator round."""
+        vectors withheld, then the updates dropped as unreadable (``dropWithheld``).
+        :class:`ConfigError` for an aggregator round."""
         info = self.get_peer_round(round_id)
         if info is None:
             raise ConfigError(f"round {round_id} is not a peer round")
@@ -681,13 +714,15 @@ class Ledger:
             sites = [s.site for s in self.get_submissions(round_id)]
         if votes is None:
             votes = self.peer_votes(round_id)
-        return peer_outcome(
+        outcome = peer_outcome(
             sites,
             votes,
             standing=self.validator_ratings_before(round_id),
             quorum=info.quorum,
             withheld=self.peer_withheld(round_id, votes),
         )
+        dropped = self.peer_dropped(round_id)
+        return drop_withheld(outcome, dropped) if dropped else outcome
 
     def validator_standing(self, address: str) -> ValidatorStanding:
         """``address``'s validator reputation and rated rounds (zeros when never rated)."""

@@ -242,6 +242,9 @@ ERRORS: Mapping[str, ErrorRule] = MappingProxyType(
             InvalidValuation,
             "the vector given for {validator} is not the one it revealed in round {round}",
         ),
+        f"{PREFIX}NotWeighted": ErrorRule(
+            InvalidValuation, "{site} has no weighted update in round {round} to drop"
+        ),
         f"{PREFIX}ZeroAddress": ErrorRule(InvalidArgument, "the zero address is not allowed here"),
         f"{PREFIX}InvalidParameter": ErrorRule(InvalidArgument, "invalid {what}"),
     }

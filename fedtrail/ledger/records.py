@@ -174,9 +174,9 @@ class Valuation:
             raise ConfigError(f"reason code {self.reason} is not a Reason") from exc
         if reason is Reason.NOT_REVEALED:
             raise ConfigError("NOT_REVEALED is never posted: an unrevealed update is not valued")
-        if reason is Reason.PEER_REJECTED:
+        if reason in (Reason.PEER_REJECTED, Reason.WITHHELD):
             raise ConfigError(
-                "PEER_REJECTED is posted by the contract itself in a peer round, never by an "
+                f"{reason.name} is posted by the contract itself in a peer round, never by an "
                 "aggregator"
             )
         if (self.score > 0) != (reason is Reason.OK):

@@ -49,7 +49,9 @@ class Reason(IntEnum):
     is not valued on chain at all. CONTRADICTED (after NOT_REVEALED, so the older numbers keep
     their meaning) is posted only with signed evidence in the round's log
     (:mod:`fedtrail.protocol.evidence`). PEER_REJECTED is posted by the contract itself in a
-    peer round (:mod:`fedtrail.protocol.peers`), never by an aggregator."""
+    peer round (:mod:`fedtrail.protocol.peers`), never by an aggregator; so is WITHHELD, when
+    the aggregator drops a weighted update of a valued peer round it cannot read back
+    (``dropWithheld``)."""
 
     OK = 0
     LOW_GAIN = 1
@@ -66,6 +68,7 @@ class Reason(IntEnum):
     NOT_REVEALED = 12
     CONTRADICTED = 13
     PEER_REJECTED = 14
+    WITHHELD = 15
 
     @property
     def label(self) -> str:
@@ -114,4 +117,7 @@ _DESCRIPTIONS: dict[Reason, str] = {
     "the signed reply is in the round's log as evidence.",
     Reason.PEER_REJECTED: "In a peer-scored round, the median of the scores the other sites "
     "gave the update on their own validation splits was 0 (or no other site scored it).",
+    Reason.WITHHELD: "In a peer-scored round, the other sites weighted the update, but the "
+    "aggregator could not read it back by the score reveal deadline (its site may have withheld "
+    "the blob once scored): it was dropped and its weight went to the other updates.",
 }

@@ -41,6 +41,10 @@ vectors in ascending validator order:
   others' vectors costs reputation. So does withholding that leaves the round below its quorum:
   ``cancelRound`` rates the withheld vectors of an open peer round the same way
   (:func:`cancelled_outcome`).
+- once valued, a weighted update the aggregator cannot read back by the score reveal deadline
+  (its site may withhold the blob once scored) is dropped (``dropWithheld``): score 0, reason
+  WITHHELD, and the other sites' weights re-derived from their scores; the validators' ratings
+  stay as valued (:func:`drop_withheld`).
 
 A cartel of fewer than half the counted validators that score a site cannot move that site's
 median outside the range of the honest validators' entries.
@@ -49,7 +53,7 @@ median outside the range of the honest validators' entries.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
 from fedtrail.errors import FedtrailError
@@ -65,6 +69,7 @@ __all__ = [
     "cancelled_outcome",
     "counted_validators",
     "default_quorum",
+    "drop_withheld",
     "median",
     "next_validator_reputation",
     "peer_outcome",
@@ -103,7 +108,9 @@ class PeerVote:
 class PeerOutcome:
     """What ``recordPeerValuation`` records: per site (address order) its median score, reason
     and how many counted peers scored it; per rated validator its distance and agreement
-    (withheld validators at distance ``SCORE_SCALE``); which validators the medians counted."""
+    (withheld validators at distance ``SCORE_SCALE``); which validators the medians counted.
+    After ``dropWithheld`` (:func:`drop_withheld`) ``scores`` are the chain's (0 for a dropped
+    update) and ``medians`` the peers' medians (empty: the same as ``scores``)."""
 
     sites: tuple[str, ...]
     scores: tuple[int, ...]
@@ -113,6 +120,13 @@ class PeerOutcome:
     agreements: Mapping[str, int]
     counted: tuple[str, ...] = ()
     withheld: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    medians: tuple[int, ...] = ()
+
+    @property
+    def peer_medians(self) -> tuple[int, ...]:
+        """Each site's median of its peers' scores (its score unless it was dropped)."""
+        return self.medians or self.scores
 
     def validator_reputations(
         self, previous: Mapping[str, tuple[int, int]], *, alpha: int
@@ -182,6 +196,35 @@ def cancelled_outcome(withheld: Sequence[str]) -> PeerOutcome:
         distances=dict.fromkeys(withheld, SCORE_SCALE),
         agreements=dict.fromkeys(withheld, 0),
         withheld=tuple(withheld),
+    )
+
+
+def drop_withheld(outcome: PeerOutcome, dropped: Sequence[str]) -> PeerOutcome:
+    """The outcome after ``dropWithheld`` dropped ``dropped`` (updates weighted and then not
+    readable): their scores 0, reason WITHHELD; every other score, and every validator rating,
+    as valued. Raises :class:`InvalidVotes` for a drop the contract refuses (an unknown or
+    unweighted site)."""
+    keys = {address_key(d) for d in dropped}
+    index = {address_key(s): i for i, s in enumerate(outcome.sites)}
+    for d in dropped:
+        i = index.get(address_key(d))
+        if i is None or outcome.scores[i] == 0:
+            raise InvalidVotes(f"{d} has no weighted update in this round to drop")
+    scores = tuple(
+        0 if address_key(s) in keys else v
+        for s, v in zip(outcome.sites, outcome.scores, strict=True)
+    )
+    reasons = tuple(
+        Reason.WITHHELD if address_key(s) in keys else r
+        for s, r in zip(outcome.sites, outcome.reasons, strict=True)
+    )
+    merged = sorted({address_key(d): d for d in (*outcome.dropped, *dropped)}.items())
+    return replace(
+        outcome,
+        scores=scores,
+        reasons=reasons,
+        dropped=tuple(d for _, d in merged),
+        medians=outcome.peer_medians,
     )
 
 

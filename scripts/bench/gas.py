@@ -169,7 +169,8 @@ def _peer_rounds(
 ) -> tuple[list[int], list[int]]:
     """Peer rounds on a fresh ledger (so the rows above are untouched): 5 sites, then all the
     sites twice, then 5 sites again with one more site committing a vector it never reveals (a
-    withheld vector, rated by recordPeerValuation). Returns the whole-round totals of the
+    withheld vector, rated by recordPeerValuation; then the most weighted update is dropped as
+    unreadable, dropWithheld). Returns the whole-round totals of the
     all-site rounds and every validator's commitScores + revealScores."""
     ledger, _ = Ledger.deploy(w3, coord, aggregator=agg.address)
     for i, s in enumerate(sites):
@@ -231,6 +232,10 @@ def _peer_rounds(
         res = ledger.record_peer_valuation(agg, r, order, votes)
         withheld = ", 1 withheld" if withholder is not None else ""
         total += add(f"recordPeerValuation({len(order)} sites{withheld})", res.gas_used)
+        if withholder is not None:  # past the score reveal deadline: drop an unreadable update
+            heavy = max(ledger.get_submissions(r), key=lambda sub: sub.weight)
+            res = ledger.drop_withheld(agg, r, order, [heavy.site])
+            add(f"dropWithheld({len(order)} sites, 1 dropped)", res.gas_used)
         model = f"p{rnd + 1}"
         total += ledger.finalize_round(
             agg, r, global_cid=CID, global_sha256=h(model), log_cid=CID, log_sha256=h("log")

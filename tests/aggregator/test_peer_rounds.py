@@ -275,16 +275,16 @@ def test_a_crash_after_the_peer_valuation_resumes_to_finalize_once(
 
 
 class _Withholding:
-    """The store as seen once a site withholds its blob: its CID is no longer retrievable."""
+    """The store as seen once sites withhold their blobs: these CIDs are no longer retrievable."""
 
-    def __init__(self, store: Any, cid: str) -> None:
-        self._store, self._cid = store, cid
+    def __init__(self, store: Any, *cids: str) -> None:
+        self._store, self._cids = store, set(cids)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
     def get(self, cid: str, sha256: str, **kwargs: Any) -> bytes:
-        if cid == self._cid:
+        if cid in self._cids:
             raise ContentNotFound(f"{cid} is not retrievable (withheld)")
         return bytes(self._store.get(cid, sha256, **kwargs))
 
@@ -310,24 +310,26 @@ def _scored_peer_round(fed: Any) -> tuple[int, Any, Any]:
     return r, info, peer
 
 
-def test_a_weighted_update_withheld_after_the_valuation_cancels_the_round_not_the_federation(
+def test_a_weighted_update_withheld_after_the_valuation_is_dropped_and_the_round_finalizes(
     anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A site's update is scored and weighted by its peers, but its blob never reaches the
     aggregator (served to the validators only, or withdrawn before the aggregator fetched it):
-    no global model without it passes the audit. The service retries until the score reveal
-    deadline, then cancels the valued round (before: it refused to aggregate forever, and the
-    federation stopped); audit verify passes that cancellation only while the weighted update
-    is truly unreadable, and the next round opens from the last finalized model."""
+    no global model with it can be built. The service retries until the score reveal deadline,
+    then drops it (``dropWithheld``: reason WITHHELD, weight 0, the other weights re-derived
+    from their medians) and finalizes. Before, it cancelled the valued round: the withholding
+    site threw away every other site's round at no cost to itself, and could do it every
+    round. ``audit verify`` passes the drop only while the update is unreadable."""
     fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
     ledger, service = fed.ledger, fed.service
-    r, info, peer = _scored_peer_round(fed)
+    r, _, peer = _scored_peer_round(fed)
     gone = max(ledger.get_submissions(r), key=lambda s: s.num_samples)
     honest_store = service.store
     service.store = _Withholding(honest_store, gone.cid)  # type: ignore[assignment]
     assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
-    gone = next(s for s in ledger.get_submissions(r) if s.site == gone.site)
-    assert gone.weight > 0
+    valued = {s.site: s for s in ledger.get_submissions(r)}
+    assert valued[gone.site].weight > 0
+    assert sum(1 for s in valued.values() if s.weight > 0) >= 2
     # every validator revealed, so the round was valued before the score reveal deadline
     with caplog.at_level(logging.WARNING, logger="fedtrail.aggregator"):
         assert service.step() is None
@@ -335,15 +337,75 @@ def test_a_weighted_update_withheld_after_the_valuation_cancels_the_round_not_th
     assert "cannot be read back" in caplog.text and gone.site[:10] in caplog.text
     pass_deadline(ledger, peer.score_reveal_deadline)
     outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    after = {s.site: s for s in ledger.get_submissions(r)}
+    assert (after[gone.site].score, after[gone.site].reason, after[gone.site].weight) == (
+        0,
+        Reason.WITHHELD,
+        0,
+    )
+    assert ledger.peer_dropped(r) == [gone.site]
+    kept = {site: s for site, s in after.items() if site != gone.site}
+    assert all(s.score == valued[site].score for site, s in kept.items())  # medians stand
+    assert sum(s.weight for s in after.values()) == 10**18
+    # the weight went to the others in proportion to samples x score
+    products = {site: s.num_samples * s.score for site, s in kept.items()}
+    total = sum(products.values())
+    for site, s in kept.items():
+        assert abs(s.weight - products[site] * 10**18 // total) <= 1
+    record = RoundLog.from_bytes(
+        honest_store.get(ledger.get_round(r).log_cid, ledger.get_round(r).log_sha256)
+    )
+    entry = record.site(gone.site)
+    assert entry is not None and entry.reason == Reason.WITHHELD and entry.weight == 0
+
+    (audit,) = [a for a in verify_all(ledger, service.store) if a.round == r]
+    assert audit.passed, [c for c in audit.checks if not c.passed]
+    check = next(c for c in audit.checks if c.name == "peers.withheld")
+    assert check.passed and gone.site[:10] in check.detail, check.detail
+    # with the blob readable, the same drop is one the aggregator did not need
+    (audit,) = [a for a in verify_all(ledger, honest_store) if a.round == r]
+    failed = {c.name: c.detail for c in audit.checks if not c.passed}
+    assert "peers.withheld" in failed, failed
+    assert "read(s) and decode(s) now" in failed["peers.withheld"]
+    # the log's reading of that update (unreadable) is not this audit's either
+    assert gone.site[:10] in failed["log.status"], failed
+
+    service.store = honest_store  # type: ignore[assignment]
+    service.step()
+    final = ledger.get_round(r)
+    assert ledger.get_round(r + 1).start_sha256 == final.global_sha256
+
+
+def test_a_round_whose_every_weighted_update_is_withheld_is_cancelled_not_the_federation(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    """When no weighted update of a valued peer round can be read back, there is nothing to
+    re-weight: the service cancels the round after the score reveal deadline (before the
+    valued-round cancel, it refused to aggregate forever and the federation stopped); audit
+    verify passes that cancellation only while the weighted updates are unreadable, and the
+    next round opens from the last finalized model."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+    ledger, service = fed.ledger, fed.service
+    r, info, peer = _scored_peer_round(fed)
+    subs = ledger.get_submissions(r)
+    honest_store = service.store
+    service.store = _Withholding(honest_store, *(s.cid for s in subs))  # type: ignore[assignment]
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    weighted = [s for s in ledger.get_submissions(r) if s.weight > 0]
+    assert weighted
+    pass_deadline(ledger, peer.score_reveal_deadline)
+    outcome = service.step()
     assert outcome is not None and outcome.phase == Phase.CANCELLED
     assert ledger.get_round(r).phase == Phase.CANCELLED
+    assert ledger.peer_dropped(r) == []
     after = {s.site: s for s in ledger.get_submissions(r)}
-    assert after[gone.site].weight == gone.weight  # the chain keeps the valuation it recorded
+    assert all(after[s.site].weight == s.weight for s in weighted)  # the valuation stays
 
     (audit,) = [a for a in verify_all(ledger, service.store) if a.round == r]
     check = next(c for c in audit.checks if c.name == "peers.cancelled")
-    assert check.passed and gone.site[:10] in check.detail, check.detail
-    # with the blob readable again, the same cancellation is one the aggregator did not need
+    assert check.passed and weighted[0].site[:10] in check.detail, check.detail
+    # with the blobs readable again, the same cancellation is one the aggregator did not need
     (audit,) = [a for a in verify_all(ledger, honest_store) if a.round == r]
     check = next(c for c in audit.checks if c.name == "peers.cancelled")
     assert not check.passed and "could have finalized" in check.detail

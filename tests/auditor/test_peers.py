@@ -14,11 +14,13 @@ from fedtrail.auditor.peers import (
     QUORUM,
     REPUTATION,
     VOTES,
+    WITHHELD,
     PeerRecord,
     check_median,
     check_quorum,
     check_reputation,
     check_votes,
+    check_withheld,
     peer_table,
     vote_hash,
 )
@@ -346,3 +348,45 @@ def test_peer_terms_on_an_aggregator_round_fail_peers_quorum() -> None:
     _check_peers(audit, None, peer_terms, None, subs())
     assert [(c.name, c.status) for c in audit.checks] == [(QUORUM, "FAIL")]
     assert "aggregator round" in audit.checks[0].detail
+
+
+def _dropped_chain(site: str) -> list[Submission]:
+    """The chain after dropWithheld dropped ``site``: score 0, reason WITHHELD, the others
+    re-weighted over the medians left."""
+    scores = {**MEDIANS, site: 0}
+    return [
+        dataclasses.replace(s, reason=int(Reason.WITHHELD)) if s.site == site else s
+        for s in subs(scores)
+    ]
+
+
+def test_a_dropped_update_is_recomputed_from_the_drop_events() -> None:
+    """peers.median over a round with a drop: the chain's score 0 / WITHHELD / weight 0 for the
+    dropped update and the re-derived weights of the others pass when the record lists the
+    drop (UpdateWithheld), and fail when it does not (the chain would then be paying B
+    nothing against its median)."""
+    chain = _dropped_chain(B)
+    logged = entries(chain)
+    logged = [
+        dataclasses.replace(e, components={"peer_median": MEDIANS[e.site], "peer_count": 3})
+        for e in logged
+    ]
+    name, ok, detail = check_median(record(dropped=(B,)), chain, logged)[0]
+    assert (name, ok) == (MEDIAN, True), detail
+    name, ok, detail = check_median(record(), chain, logged)[0]
+    assert not ok and f"chain {B[:10]} score 0" in detail
+    # the dropped update's logged median is the peers' median, not 0
+    wrong = [
+        dataclasses.replace(e, components={"peer_median": 0, "peer_count": 3}) if e.site == B else e
+        for e in logged
+    ]
+    name, ok, detail = check_median(record(dropped=(B,)), chain, wrong)[0]
+    assert not ok and "peer_median 0" in detail
+
+
+def test_peers_withheld_passes_only_while_the_dropped_update_cannot_be_used() -> None:
+    chain = _dropped_chain(B)
+    name, ok, detail = check_withheld(chain, {B: Reason.MALFORMED})
+    assert (name, ok) == (WITHHELD, True) and B[:10] in detail
+    name, ok, detail = check_withheld(chain, {})
+    assert (name, ok) == (WITHHELD, False) and B[:10] in detail and "read(s)" in detail

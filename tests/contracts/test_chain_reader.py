@@ -41,6 +41,8 @@ NAMES = (
     "RoundValued",
     "RoundFinalized",
     "RoundCancelled",
+    "UpdateWithheld",
+    "UpdateReweighted",
 )
 
 
@@ -140,7 +142,25 @@ def _replay(fed: Fed) -> dict[str, Any]:
             assert [rd["valued"][s][2] for s in sites] == weights
             assert a["totalWeightBasis"] == sum(n * s for n, s in zip(samples, scores, strict=True))
             rd["phase"] = Phase.VALUED
+        elif name == "UpdateWithheld":
+            # dropped as unreadable from a valued peer round: score 0, reason Withheld
+            rd = rounds[r]
+            assert rd["phase"] == Phase.VALUED and rd["valued"][a["site"]][2] > 0
+            rd["valued"][a["site"]] = (0, int(Reason.WITHHELD), rd["valued"][a["site"]][2])
+            rd.setdefault("dropped", []).append(a["site"])
+        elif name == "UpdateReweighted":
+            rd = rounds[r]
+            score, reason, _ = rd["valued"][a["site"]]
+            rd["valued"][a["site"]] = (score, reason, a["weight"])
+            # the stated weights are the rule's over the scores left, once all are stated
+            sites = rd["sites"]
+            scores = [rd["valued"][s][0] for s in sites]
+            rd["reweighted"] = onchain_weights([rd["samples"][s] for s in sites], scores)
         elif name == "RoundFinalized":
+            rd = rounds[r]
+            if "dropped" in rd:
+                assert [rd["valued"][s][2] for s in rd["sites"]] == rd["reweighted"]
+                assert all(rd["valued"][s][2] == 0 for s in rd["dropped"])
             rounds[r].update(phase=Phase.FINALIZED, global_sha=a["globalSha256"])
         elif name == "RoundCancelled":
             rounds[r]["phase"] = Phase.CANCELLED
@@ -176,8 +196,8 @@ def _agrees_with_the_views(fed: Fed, seen: dict[str, Any]) -> None:
 
 def _every_path(fed: Fed) -> tuple[int, int, int, int]:
     """Four rounds with every path: an aggregator round (one site commits and never reveals),
-    a cancelled round, a peer round with self-scores and a late registration, and another
-    aggregator round after a removal."""
+    a cancelled round, a peer round with self-scores, a late registration and a weighted
+    update dropped as unreadable, and another aggregator round after a removal."""
     a, b, c, d = fed.sites
     r1 = fed.open("g0")
     for site, n in ((a, 100), (b, 250), (c, 40)):
@@ -215,6 +235,12 @@ def _every_path(fed: Fed) -> tuple[int, int, int, int]:
     votes = fed.score(r3, vectors)
     fed.past_score_reveal(r3)
     fed.ledger.record_peer_valuation(fed.env.outsider, r3, sites, votes)
+    # the aggregator cannot read back the most weighted update: dropped, the rest re-weighted
+    weighted = sorted(
+        (s for s in fed.ledger.get_submissions(r3) if s.weight > 0), key=lambda s: -s.weight
+    )
+    assert len(weighted) >= 2
+    fed.ledger.drop_withheld(fed.agg, r3, sites, [weighted[0].site])
     fed.finalize(r3, "g3")
 
     fed.ledger.remove_site(fed.coord, c.address)

@@ -757,3 +757,126 @@ def test_a_valued_peer_round_can_be_cancelled_after_its_score_reveal_deadline(fe
     fed.value(aggregator_round, [S2, S2, S2])
     with expect(RoundStateError, "WrongPhase", round=aggregator_round):
         fed.ledger.cancel_round(fed.agg, aggregator_round)
+
+
+def _reputation(fed: Fed, site: str) -> int:
+    info = fed.ledger.get_site(site)
+    assert info is not None
+    return info.reputation
+
+
+def _valued_peer_round(fed: Fed) -> tuple[int, list[str]]:
+    """A peer round of three updates, each weighted (samples 10 / 20 / 30 in address order),
+    valued by all three validators before the score reveal deadline."""
+    accounts = by_address([s.address for s in fed.sites])
+    by_addr = accounts_by_address(fed)
+    ordered = [by_addr[a] for a in accounts]
+    round_id = fed.open_peer(quorum=2)
+    sites = fed.submit(round_id, ordered, [10, 20, 30])
+    votes = fed.score(
+        round_id,
+        {
+            ordered[0].address: [S2, S2, SCORE_SCALE],
+            ordered[1].address: [S2, S2, SCORE_SCALE],
+            ordered[2].address: [S2, SCORE_SCALE, S2],
+        },
+    )
+    fed.ledger.record_peer_valuation(ordered[0], round_id, sites, votes)
+    assert fed.ledger.get_round(round_id).phase == Phase.VALUED
+    return round_id, sites
+
+
+def test_drop_withheld_zeroes_the_dropped_updates_and_reweights_the_rest(fed: Fed) -> None:
+    """dropWithheld: each dropped update gets score 0, reason Withheld and weight 0; the others
+    keep their scores and take the weight by the weight rule over the scores left; one
+    UpdateWithheld per dropped site and one UpdateReweighted per changed weight; reputations
+    and ratings untouched; the round stays Valued and finalizes."""
+    round_id, sites = _valued_peer_round(fed)
+    valued = {s.site: s for s in fed.ledger.get_submissions(round_id)}
+    reps = {s: _reputation(fed, s) for s in sites}
+    ratings = round_events(fed, "ValidatorRated", round_id)
+    fed.past_score_reveal(round_id)
+    gone = sites[2]
+    fed.ledger.drop_withheld(fed.agg, round_id, sites, [gone])
+    after = {s.site: s for s in fed.ledger.get_submissions(round_id)}
+    assert (after[gone].score, after[gone].reason, after[gone].weight) == (0, Reason.WITHHELD, 0)
+    kept = [s for s in sites if s != gone]
+    scores = [valued[s].score if s != gone else 0 for s in sites]
+    want = onchain_weights([valued[s].num_samples for s in sites], scores)
+    assert [after[s].weight for s in sites] == want
+    assert all(after[s].score == valued[s].score for s in kept)
+    assert sum(want) == 10**18 and want[2] == 0
+    assert round_events(fed, "UpdateWithheld", round_id) == [{"round": round_id, "site": gone}]
+    # every weight that changed, the dropped one's included, is stated; nothing is re-valued
+    assert round_events(fed, "UpdateReweighted", round_id) == [
+        {"round": round_id, "site": s, "weight": after[s].weight}
+        for s in sites
+        if after[s].weight != valued[s].weight
+    ]
+    assert len(round_events(fed, "UpdateReweighted", round_id)) == 3
+    assert len(round_events(fed, "UpdateValued", round_id)) == 3
+    assert len(round_events(fed, "RoundValued", round_id)) == 1
+    assert round_events(fed, "ValidatorRated", round_id) == ratings
+    assert {s: _reputation(fed, s) for s in sites} == reps
+    assert fed.ledger.peer_dropped(round_id) == [gone]
+    assert fed.ledger.get_round(round_id).phase == Phase.VALUED
+    fed.finalize(round_id, "g1")
+    assert fed.ledger.get_round(round_id).phase == Phase.FINALIZED
+
+
+def test_drop_withheld_refuses_what_the_contract_requires(fed: Fed) -> None:
+    """Every requirement of dropWithheld, each with its custom error."""
+    round_id, sites = _valued_peer_round(fed)
+    with expect(RoundStateError, "RoundStillOpen", round=round_id):
+        fed.ledger.drop_withheld(fed.agg, round_id, sites, [sites[0]])
+    fed.past_score_reveal(round_id)
+    site0 = accounts_by_address(fed)[sites[0]]
+    with expect(Unauthorized, "NotAggregator", caller=site0.address):
+        fed.ledger.drop_withheld(site0, round_id, sites, [sites[0]])
+
+    def raw(listed: list[str], dropped: list[str]) -> None:
+        fed.ledger._transact(fed.agg, fed.ledger._fn.dropWithheld(round_id, listed, dropped))
+
+    with expect(InvalidArgument, "InvalidParameter", what="dropped"):
+        raw(sites, [])
+    with expect(InvalidValuation, "MissingScores", round=round_id):
+        raw(sites[:2], [sites[0]])
+    with expect(InvalidValuation, "SitesNotSorted", index=1):
+        raw(sites, [sites[1], sites[0]])
+    with expect(InvalidValuation, "SitesNotSorted", index=1):
+        raw([sites[1], sites[0], sites[2]], [sites[2]])
+    with expect(InvalidValuation, "NotWeighted", round=round_id, site=fed.coord.address):
+        raw(sites, [fed.coord.address])
+    with expect(InvalidValuation, "ZeroTotalWeight", round=round_id):
+        raw(sites, sites)
+    fed.ledger.drop_withheld(fed.agg, round_id, sites, [sites[0]])
+    with expect(InvalidValuation, "NotWeighted", round=round_id, site=sites[0]):
+        fed.ledger.drop_withheld(fed.agg, round_id, sites, [sites[0]])
+    # the last weighted updates cannot all go: the aggregator cancels instead
+    with expect(InvalidValuation, "ZeroTotalWeight", round=round_id):
+        fed.ledger.drop_withheld(fed.agg, round_id, sites, sites[1:])
+    fed.ledger.cancel_round(fed.agg, round_id)
+    with expect(RoundStateError, "WrongPhase", round=round_id):
+        fed.ledger.drop_withheld(fed.agg, round_id, sites, [sites[1]])
+
+    aggregator_round = fed.open("g0")
+    fed.submit_all(aggregator_round)
+    fed.past_reveal(aggregator_round)
+    fed.value(aggregator_round, [S2, S2, S2])
+    everyone = by_address([s.address for s in fed.sites])
+    with expect(RoundStateError, "WrongPhase", round=aggregator_round):
+        fed.ledger.drop_withheld(fed.agg, aggregator_round, everyone, [everyone[0]])
+
+
+def test_an_aggregator_can_never_post_withheld(fed: Fed) -> None:
+    """Withheld is posted by dropWithheld only: recordValuation refuses it."""
+    round_id = fed.open("g0")
+    fed.submit_all(round_id)
+    fed.past_reveal(round_id)
+    with expect(InvalidValuation, "InvalidReason", reason=int(Reason.WITHHELD)):
+        fed.raw_valuation(
+            round_id,
+            by_address([s.address for s in fed.sites]),
+            [0, 0, 0],
+            [int(Reason.WITHHELD)] * 3,
+        )

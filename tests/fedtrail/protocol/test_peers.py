@@ -13,6 +13,7 @@ from fedtrail.protocol.peers import (
     InvalidVotes,
     PeerOutcome,
     PeerVote,
+    drop_withheld,
     median,
     next_validator_reputation,
     peer_outcome,
@@ -274,3 +275,45 @@ def test_validator_reputation_falls_by_alpha_and_rises_by_a_quarter_of_it() -> N
     # integer floors, as the contract's
     assert next_validator_reputation(3, 1, rated_rounds=1, alpha=300_000) == 2
     assert next_validator_reputation(1, 3, rated_rounds=1, alpha=300_000) == 1
+
+
+# ------------------------------------------------------------------ dropped updates
+
+
+def test_dropping_a_weighted_update_zeroes_it_and_keeps_every_median_and_rating() -> None:
+    """dropWithheld's rule: the dropped site's score is 0 with reason WITHHELD, every other
+    score and reason, every validator distance and the counted set stay as valued, and the
+    peers' medians stay readable (``peer_medians``)."""
+    votes = [
+        PeerVote(validator=A, scores=(0, 900_000, 800_000)),
+        PeerVote(validator=B, scores=(600_000, 0, 700_000)),
+        PeerVote(validator=C, scores=(500_000, 400_000, 0)),
+    ]
+    valued = first_round([A, B, C], votes)
+    assert valued.scores == (600_000, 900_000, 800_000)
+    out = drop_withheld(valued, [B])
+    assert out.scores == (600_000, 0, 800_000)
+    assert out.reasons == (Reason.OK, Reason.WITHHELD, Reason.OK)
+    assert out.peer_medians == valued.scores
+    assert out.dropped == (B,)
+    assert (out.distances, out.agreements, out.counted) == (
+        valued.distances,
+        valued.agreements,
+        valued.counted,
+    )
+    again = drop_withheld(out, [A])  # a second drop adds to the first
+    assert again.dropped == (A, B) and again.scores == (0, 0, 800_000)
+    assert again.peer_medians == valued.scores
+
+
+def test_a_drop_the_contract_refuses_is_refused() -> None:
+    votes = [
+        PeerVote(validator=A, scores=(0, 0)),
+        PeerVote(validator=B, scores=(SCORE_SCALE, 0)),
+    ]
+    valued = first_round([A, B], votes)
+    assert valued.scores == (SCORE_SCALE, 0)
+    with pytest.raises(InvalidVotes, match="no weighted update"):
+        drop_withheld(valued, [B])  # score 0: nothing to drop
+    with pytest.raises(InvalidVotes, match="no weighted update"):
+        drop_withheld(valued, [C])  # not in the round
