@@ -23,6 +23,7 @@ from fedtrail.cli.common import (
 )
 from fedtrail.cli.output import emit, format_option
 from fedtrail.errors import ConfigError, StoreError
+from fedtrail.fsutil import atomic_write
 
 if TYPE_CHECKING:  # the ML, the codec and the round log load torch: imported where used
     from fedtrail.ledger import RoundInfo
@@ -403,7 +404,8 @@ def explain(
     if html:
         facts = ModelFacts(cid, sha256, meta.round, rule, decision.source)
         page = out / "index.html"
-        page.write_text(render_page(facts, data, results, task.class_names), encoding="utf-8")
+        # atomic: a reader (or a crash mid-write) never sees a torn page over a good one
+        atomic_write(page, render_page(facts, data, results, task.class_names).encode("utf-8"))
     if fmt == "json":
         emit(
             {

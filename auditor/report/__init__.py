@@ -37,6 +37,7 @@ from fedtrail.auditor.report.collect import (
 )
 from fedtrail.auditor.report.html import CSP, DEFAULT_TITLE, esc, render_html
 from fedtrail.auditor.report.text import clean_text, short_hex
+from fedtrail.fsutil import atomic_write
 from fedtrail.ledger import Ledger
 from fedtrail.storage.store import ContentStore
 
@@ -68,9 +69,9 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / REPORT_FILE
-    tmp = path.with_name(f".{REPORT_FILE}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    # a unique temporary file beside it: two reports written into one folder at once cannot
+    # tear each other's page (a fixed temporary name let one rename the other's half-written file)
+    atomic_write(path, page.encode("utf-8"))
     return path
 
 

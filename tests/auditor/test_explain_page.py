@@ -132,3 +132,22 @@ def test_the_clinician_page_renders_in_headless_chromium(
     assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 50
     non_white = float((rgb.min(axis=-1) < 235).mean())
     assert 0.03 < non_white < 0.95, non_white
+
+
+def test_the_page_replaces_a_link_at_its_path_instead_of_writing_through_it(
+    tmp_path: Path,
+) -> None:
+    """`explain --html` writes a temporary file and renames it over ``index.html``. Before, it
+    wrote ``index.html`` in place: a link under that name in the output folder made it
+    overwrite the file the link pointed at (and a crash mid-write left a torn page)."""
+    args, _ = _args(tmp_path, "--html", "--method", "grad_cam")
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me", encoding="utf-8")
+    (out / "index.html").symlink_to(victim)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert victim.read_text(encoding="utf-8") == "keep me"
+    page = out / "index.html"
+    assert not page.is_symlink() and "<!DOCTYPE html>" in page.read_text(encoding="utf-8")

@@ -177,3 +177,22 @@ def test_clean_text() -> None:
     assert esc("<" * 10, 5) == "&lt;" * 4 + "\u2026"  # cut before escaping
     assert short_hex("0x" + "ab" * 20) == "0xabababab\u2026abab"
     assert short_hex("0x1234") == "0x1234"
+
+
+def test_writing_the_report_follows_no_link_planted_in_its_folder(fed: Fed, tmp_path: Path) -> None:
+    """The page is written to a fresh temporary file and renamed over ``index.html``. Before,
+    the temporary file had a fixed name (``.index.html.tmp``), opened by ``write_text``: a link
+    under that name in a shared output folder made the report overwrite whatever it pointed
+    at, and two reports written at once could rename each other's half-written page."""
+    federation = collect(fed.ledger, fed.store)
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me", encoding="utf-8")
+    (out / ".index.html.tmp").symlink_to(victim)
+    page = write_report(fed.ledger, fed.store, out, federation=federation)
+    assert victim.read_text(encoding="utf-8") == "keep me"
+    assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert not page.is_symlink()
+    leftovers = {p.name for p in out.iterdir()} - {"index.html", ".index.html.tmp"}
+    assert leftovers == set()
