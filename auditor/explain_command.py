@@ -387,7 +387,7 @@ def explain(
         files = {}
         for r in results:
             path = out / f"{i:03d}-{r.method}.png"
-            path.write_bytes(r.overlays[i].png)
+            atomic_write(path, r.overlays[i].png)
             files[r.method] = str(path)
         rows.append(
             {

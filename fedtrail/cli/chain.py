@@ -22,6 +22,7 @@ from fedtrail.cli.common import (
 )
 from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError
+from fedtrail.fsutil import atomic_write
 from fedtrail.protocol.codes import DEFAULT_MIN_ROUND_WINDOW, Phase
 from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, SCORE_SCALE, WEIGHT_SCALE
 
@@ -87,7 +88,7 @@ def deploy(
         rpc_url=rpc_url,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(deployment.to_json(), encoding="utf-8")
+    atomic_write(out, deployment.to_json().encode("utf-8"))
     if fmt == "json":
         emit({**deployment.__dict__, "deployment_file": str(out)}, fmt)
     else:

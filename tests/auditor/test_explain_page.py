@@ -146,8 +146,13 @@ def test_the_page_replaces_a_link_at_its_path_instead_of_writing_through_it(
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me", encoding="utf-8")
     (out / "index.html").symlink_to(victim)
+    overlay = tmp_path / "victim.png"
+    overlay.write_bytes(b"keep me too")
+    (out / "000-grad_cam.png").symlink_to(overlay)  # the overlays are written the same way
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert victim.read_text(encoding="utf-8") == "keep me"
+    assert overlay.read_bytes() == b"keep me too"
+    assert (out / "000-grad_cam.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = out / "index.html"
     assert not page.is_symlink() and "<!DOCTYPE html>" in page.read_text(encoding="utf-8")
