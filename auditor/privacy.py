@@ -1,12 +1,19 @@
 """`fedtrail audit privacy`: every site's privacy budget and declared spends, checked.
 
 The chain keeps what each site *declared*: its epsilon budget, one ``PrivacySpent`` per private
-reveal and the cumulative spend (basic composition, in micro-epsilon). What a site declares is
-its own word; the DP parameters inside each update blob (pinned on chain by the update's
-sha256) are what the spend must follow from. With a store, this audit reads every revealed
-update, recomputes its epsilon with the same accountant the site used
-(``fedtrail.ml.privacy.epsilon_spent``, rounded up with ``to_micro``) and compares it with the
-declaration: an update with DP parameters revealed without its spend, or with another one, a
+reveal and the cumulative spend (the sum of the declarations, in micro-epsilon). What a site
+declares is its own word; the DP parameters inside each update blob (pinned on chain by the
+update's sha256) are what the spend must follow from, under the accounting rule they name
+(``DpParams.accounting``): ``"summed"`` (absent: every blob from before the field), the
+update's own epsilon; ``"composed"``, the increment of the RDP composition of the site's earlier
+private updates (their blobs, read back) and this one, so the chain's total is the composed
+epsilon rounded up (``fedtrail.ml.privacy.declared_micro`` through
+``fedtrail.storage.privacy_history.PrivacyHistory``, the code the node declares with). With a
+store, this audit reads every revealed update, recomputes its spend under its rule and compares
+it with the declaration, exactly under both rules (the composed rule is as exact as the summed
+one: a node that follows it never differs, and a tolerance for overstating would let a site
+bank spend it could later leave undeclared): an update with DP parameters revealed without its
+spend, or with another one, a
 declared spend without parameters, parameters accounted at another delta than the round's
 terms fix, an update without parameters in a round whose terms require DP, or a blob that
 cannot be read all fail. Per site it also checks the account against the events and the
@@ -25,8 +32,9 @@ from typing import Any
 
 from fedtrail.errors import FedtrailError, StoreError
 from fedtrail.ledger import Ledger
-from fedtrail.protocol.privacy import DpParams, from_micro, to_micro
+from fedtrail.protocol.privacy import SUMMED, DpParams, from_micro
 from fedtrail.protocol.terms import MAX_TERMS_BYTES, PrivacyTerms, RoundTerms
+from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.store import ContentStore
 
 __all__ = ["PrivacyAudit", "SitePrivacy", "UpdateSpend", "audit_privacy"]
@@ -75,6 +83,11 @@ class UpdateSpend:
     detail: str = ""
 
     @property
+    def accounting(self) -> str | None:
+        """The rule the update's DP parameters name (None: it carries none)."""
+        return None if self.params is None else self.params.accounting
+
+    @property
     def ok(self) -> bool:
         return self.status in Status.PASSING
 
@@ -90,6 +103,7 @@ class UpdateSpend:
                 None if self.recomputed_micro is None else from_micro(self.recomputed_micro)
             ),
             "params": None if self.params is None else self.params.to_json(),
+            "accounting": self.accounting,
             "status": self.status,
             "ok": self.ok,
             "detail": self.detail,
@@ -162,10 +176,15 @@ def audit_privacy(ledger: Ledger, store: ContentStore | None) -> PrivacyAudit:
     """Every site's account and every revealed update's spend; with ``store``, each spend is
     recomputed from the DP parameters in the update blob (None: declarations only)."""
     spends = {(s.round, s.site): s for s in ledger.privacy_spends()}
+    history = None if store is None else PrivacyHistory(ledger, store)
     updates: list[UpdateSpend] = []
     for round_id in range(1, ledger.current_round() + 1):
         subs = ledger.get_submissions(round_id)
-        reader = _RoundReader(ledger, store, round_id) if store is not None and subs else None
+        reader = (
+            _RoundReader(ledger, store, round_id, history)
+            if store is not None and history is not None and subs
+            else None
+        )
         for sub in subs:
             spend = spends.get((round_id, sub.site))
             declared = spend.epsilon_micro if spend else 0
@@ -219,8 +238,11 @@ def _site(ledger: Ledger, site: str, name: str, updates: list[UpdateSpend]) -> S
 class _RoundReader:
     """Reads one round's update blobs with the model spec of the round's committed terms."""
 
-    def __init__(self, ledger: Ledger, store: ContentStore, round_id: int) -> None:
+    def __init__(
+        self, ledger: Ledger, store: ContentStore, round_id: int, history: PrivacyHistory
+    ) -> None:
         self.store = store
+        self.history = history
         self.round_id = round_id
         self.spec: Any = None
         self.why = ""
@@ -260,6 +282,7 @@ class _RoundReader:
             return result(Status.UNREADABLE, self.why)
         try:
             params = self._params(cid, sha256)
+            self.history.remember(self.round_id, site, params)
         except StoreError as exc:
             return result(Status.UNREADABLE, f"cannot fetch {cid}: {exc}")
         except FedtrailError as exc:  # InvalidUpdate, InvalidPrivacy: the blob's own fault
@@ -285,17 +308,20 @@ class _RoundReader:
                 f"accounted at delta {params.delta!r} > 1 / its {num_samples} samples",
                 params,
             )
-        from fedtrail.ml.privacy import epsilon_spent
-
         try:
-            recomputed = to_micro(epsilon_spent(params))
+            recomputed = self.history.expected_micro(site, self.round_id, params)
         except FedtrailError as exc:
-            return result(Status.UNREADABLE, f"cannot account {params.to_json()}: {exc}", params)
+            return result(
+                Status.UNREADABLE,
+                f"cannot account {params.to_json()} under the {params.accounting} rule: {exc}",
+                params,
+            )
         if recomputed != declared:
             how = "a plain reveal" if declared == 0 else f"declared {declared}"
+            rule = "" if params.accounting == SUMMED else f" under the {params.accounting} rule"
             return result(
                 Status.DIFFERS,
-                f"its DP parameters spend {recomputed} micro-epsilon; {how}",
+                f"its DP parameters spend {recomputed} micro-epsilon{rule}; {how}",
                 params,
                 recomputed,
             )

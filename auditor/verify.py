@@ -71,12 +71,12 @@ from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec, load_federated
-from fedtrail.ml.privacy import epsilon_spent
+from fedtrail.ml.privacy import declared_micro
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.evidence import ChainUpdate, Evidence, applicable, evidence_problems
 from fedtrail.protocol.peers import cancelled_outcome
-from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro, to_micro
+from fedtrail.protocol.privacy import SUMMED, DpParams, InvalidPrivacy, from_micro
 from fedtrail.protocol.roundlog import (
     MAX_LOG_BYTES,
     InvalidLog,
@@ -90,6 +90,7 @@ from fedtrail.protocol.terms import MAX_TERMS_BYTES, OPEN_MARGIN, InvalidTerms, 
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_model, decode_update, default_max_bytes, encode_model
+from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.store import DEFAULT_MAX_BYTES, ContentStore
 from fedtrail.valuation.limits import ThresholdLimits
 
@@ -267,10 +268,13 @@ def verify_round(
     score_tolerance: int = SCORE_TOLERANCE,
     metrics_tolerance: float = METRICS_TOLERANCE,
     accept: ThresholdLimits | None = None,
+    privacy_history: PrivacyHistory | None = None,
 ) -> RoundAudit:
     """Every check of one round. A round that is not finalized is reported, not failed.
     ``accept``: the strictest valuation thresholds the federation's sites agreed to
-    (``terms.limits``; default :class:`~fedtrail.valuation.limits.ThresholdLimits`' defaults)."""
+    (``terms.limits``; default :class:`~fedtrail.valuation.limits.ThresholdLimits`' defaults).
+    ``privacy_history``: the sites' earlier private updates, shared between the rounds of one
+    audit so each blob's DP parameters are read once (default: a fresh one)."""
     audit = RoundAudit(round_id)
     info = ledger.get_round(round_id)
     if info.phase != Phase.FINALIZED:
@@ -441,7 +445,8 @@ def verify_round(
             excluded = sub.weight == 0 and sub.reason in unusable_reasons
             audit.add(f"update.{sub.site[:10]}", excluded, f"malformed: {exc.reason}")
 
-    _check_privacy(audit, ledger, round_id, subs, dp, terms)
+    history = privacy_history if privacy_history is not None else PrivacyHistory(ledger, store)
+    _check_privacy(audit, ledger, round_id, subs, dp, terms, history)
     if peers and any(s.reason == Reason.WITHHELD for s in subs):
         audit.add(*check_withheld(subs, unusable))
 
@@ -597,10 +602,16 @@ def _check_privacy(
     subs: list[Submission],
     dp: Mapping[str, DpParams | None],
     terms: RoundTerms | None,
+    history: PrivacyHistory | None = None,
 ) -> None:
-    """``privacy.spend``: every decoded update's epsilon, recomputed with the RDP accountant
-    from the DP parameters in its blob (pinned by the on-chain sha256), equals the spend the
-    site declared on chain at reveal (``PrivacySpent``; none declared: 0); the parameters are
+    """``privacy.spend``: every decoded update's spend, recomputed under the accounting rule
+    its blob names from the DP parameters in it (pinned by the on-chain sha256) with the RDP
+    accountant, equals the spend the site declared on chain at reveal (``PrivacySpent``; none
+    declared: 0), exactly: ``"summed"``, the update's own epsilon; ``"composed"``, the
+    increment of the composition of the site's earlier private updates (read through
+    ``history`` from the chain and the store; without one the composed rule cannot be
+    recomputed and fails) and this one (:func:`~fedtrail.ml.privacy.declared_micro`); the
+    parameters are
     accounted at the terms' delta (terms without one: a delta at most 1 / the on-chain sample
     count), with an expected batch of at least one image and whole epochs of steps.
     ``privacy.required``: under terms that require DP, no update without DP parameters has
@@ -634,14 +645,23 @@ def _check_privacy(
             continue
         problems += _dp_params_problems(sub, params, asked.delta if asked else None)
         try:
-            got = to_micro(epsilon_spent(params))
-        except InvalidPrivacy as exc:
-            problems.append(f"{sub.site[:10]}: {exc}")
+            if history is not None:
+                history.remember(round_id, sub.site, params)
+                got = history.expected_micro(sub.site, round_id, params)
+            elif params.accounting == SUMMED:
+                got = declared_micro(params, [], 0)
+            else:
+                raise InvalidPrivacy("no store to read its earlier updates from")
+        except FedtrailError as exc:  # InvalidPrivacy, StoreError: an earlier blob unreadable
+            problems.append(
+                f"{sub.site[:10]}: cannot recompute its {params.accounting} spend: {exc}"
+            )
             continue
         if got != said:
+            rule = "" if params.accounting == SUMMED else f" under the {params.accounting} rule"
             problems.append(
                 f"{sub.site[:10]} declared epsilon {from_micro(said):g} ({said} micro) but its "
-                f"DP parameters give {from_micro(got):g} ({got} micro)"
+                f"DP parameters give {from_micro(got):g} ({got} micro){rule}"
             )
     unknown = sorted(site[:10] for site in set(declared) - {s.site for s in subs})
     if unknown:
@@ -650,7 +670,7 @@ def _check_privacy(
         "privacy.spend",
         not problems,
         f"{checked} update(s): every declared epsilon equals the RDP accountant's from the "
-        f"update's DP parameters ({len(spends)} spend(s) on chain)"
+        f"update's DP parameters under its accounting rule ({len(spends)} spend(s) on chain)"
         if not problems
         else "; ".join(problems),
     )
@@ -1613,4 +1633,8 @@ def _check_terms(audit: RoundAudit, log: RoundLog, terms: RoundTerms, info: Roun
 
 
 def verify_all(ledger: Ledger, store: ContentStore, **kwargs: Any) -> list[RoundAudit]:
-    return [verify_round(ledger, store, r, **kwargs) for r in range(1, ledger.current_round() + 1)]
+    history = PrivacyHistory(ledger, store)  # each earlier blob's DP parameters read once
+    return [
+        verify_round(ledger, store, r, privacy_history=history, **kwargs)
+        for r in range(1, ledger.current_round() + 1)
+    ]

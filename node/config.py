@@ -33,6 +33,7 @@ from fedtrail.ml.privacy import (
     DpSettings,
 )
 from fedtrail.ml.training import TrainConfig
+from fedtrail.protocol.privacy import COMPOSED
 from fedtrail.storage.codec import Compression
 from fedtrail.valuation.limits import ThresholdLimits
 
@@ -131,8 +132,11 @@ class PrivacyConfig:
     chain"). The delta is the round terms' (``privacy``), and ``delta`` here for rounds whose
     terms set none; it is also the site's ceiling: the node refuses a round whose terms' delta is
     above it or above 1 / its training images (the aggregator chooses the terms, and a looser
-    delta records a smaller epsilon for the same training). The node refuses a round whose
-    epsilon would take its on-chain spend past its budget.
+    delta records a smaller epsilon for the same training). ``accounting`` is the rule the
+    node declares its spend by (:func:`fedtrail.ml.privacy.declared_micro`, recorded in each
+    update's DP parameters): ``"composed"`` (default) makes the on-chain total the RDP-composed
+    epsilon of all the site's updates, ``"summed"`` the sum of their own epsilons (3-4x more).
+    The node refuses a round whose declared spend would take its on-chain spend past its budget.
     """
 
     enabled: bool = False
@@ -143,6 +147,7 @@ class PrivacyConfig:
     lr: float = DP_LR
     momentum: float = DP_MOMENTUM
     delta: float = 1e-5
+    accounting: str = COMPOSED
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -165,6 +170,7 @@ class PrivacyConfig:
             batch_size=self.batch_size,
             lr=self.lr,
             momentum=self.momentum,
+            accounting=self.accounting,
         )
 
 

@@ -75,7 +75,7 @@ from fedtrail.ml.training import (
 from fedtrail.node.config import NodeConfig
 from fedtrail.node.scoring import PeerScorer
 from fedtrail.protocol.codes import Phase
-from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro, to_micro
+from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro
 from fedtrail.protocol.roundlog import MAX_LOG_BYTES, InvalidLog, RoundLog, ValuationSettings
 from fedtrail.protocol.terms import MAX_TERMS_BYTES, InvalidTerms, RoundTerms
 from fedtrail.storage.codec import (
@@ -83,8 +83,10 @@ from fedtrail.storage.codec import (
     decode_update,
     default_max_bytes,
     encode_update,
+    read_update_meta,
 )
 from fedtrail.storage.personal import PERSONAL_MODEL, PersonalInfo, load_personal, save_personal
+from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.chained import check_playable
@@ -380,6 +382,8 @@ class SiteNode:
             self.task.check_data(val, "this site's validation split")
         self.progress = progress
         self.stop_event = stop_event or threading.Event()
+        # the DP parameters of revealed updates (immutable: a blob pinned by its sha256)
+        self._dp_params: dict[tuple[int, str], DpParams | None] = {}
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / PENDING_DIR).mkdir(exist_ok=True)
         self.state_path = self.folder / STATE_NAME
@@ -546,7 +550,7 @@ class SiteNode:
             phase="committed",
             sha256=sha,
             num_samples=n,
-            epsilon_micro=0 if meta.dp is None else to_micro(epsilon_spent(meta.dp)),
+            epsilon_micro=0 if meta.dp is None else self._declared(round_id, meta.dp),
             note="recovered from pending/ after state.json was lost",
         )
         self.state.rounds[round_id] = record
@@ -702,7 +706,7 @@ class SiteNode:
             val_recall_calibrated=None
             if metrics is None
             else [_finite(r) for r in metrics.recall_calibrated] or None,
-            epsilon_micro=0 if dp is None else to_micro(epsilon_spent(dp)),
+            epsilon_micro=0 if dp is None else self._declared(round_id, dp),
         )
         self.state.rounds[round_id] = record
         self._save()
@@ -767,27 +771,42 @@ class SiteNode:
             )
         try:
             params = plan_privacy(settings.settings(), len(self.train), config, delta)
-            spend = to_micro(epsilon_spent(params))
+            own = epsilon_spent(params)
+            spend = self._declared(round_id, params)
         except (ConfigError, InvalidPrivacy) as exc:
             return self._skip(RoundRecord(round=round_id, phase="skipped"), f"DP-SGD: {exc}")
         if account.budget_micro and account.spent_micro + spend > account.budget_micro:
             return self._skip(
                 RoundRecord(round=round_id, phase="skipped", epsilon_micro=spend),
                 f"privacy budget: this round's update would spend epsilon {from_micro(spend):g} "
-                f"and take the site's spend from {from_micro(account.spent_micro):g} past its "
-                f"budget of {from_micro(account.budget_micro):g}; not training",
+                f"({params.accounting} accounting) and take the site's spend from "
+                f"{from_micro(account.spent_micro):g} past its budget of "
+                f"{from_micro(account.budget_micro):g}; not training",
             )
         log.info(
-            "round %d: DP-SGD (noise %.4g, clip %g, q %.4g, %d steps): epsilon %.4f at delta %g",
+            "round %d: DP-SGD (noise %.4g, clip %g, q %.4g, %d steps): epsilon %.4f at delta %g "
+            "alone, declares %.6f (%s accounting)",
             round_id,
             params.noise_multiplier,
             params.max_grad_norm,
             params.sample_rate,
             params.steps,
-            from_micro(spend),
+            own,
             delta,
+            from_micro(spend),
+            params.accounting,
         )
         return params
+
+    def _declared(self, round_id: int, params: DpParams) -> int:
+        """The micro-epsilon this site declares for an update with ``params`` revealed in
+        ``round_id``, under the rule they name: computed from the chain's ``PrivacySpent``
+        events and this site's earlier blobs in the store (never from state.json), so a
+        restarted node declares what an auditor recomputes (:class:`PrivacyHistory`). Raises
+        ``InvalidPrivacy`` when an earlier update cannot be read, ``StoreError`` when the
+        store does not answer (the daemon retries)."""
+        history = PrivacyHistory(self.ledger, self.store, self._dp_params)
+        return history.expected_micro(self.address, round_id, params)
 
     def _decision(self, round_id: int, start_sha256: str) -> tuple[tuple[float, ...] | None, str]:
         """The decision rule for the model round ``round_id`` starts from: the intercept in the
@@ -1054,6 +1073,28 @@ class SiteNode:
         """Reveals the committed update (after the commit deadline). A reveal the chain already
         holds is recognised; a refused one (too many samples, mismatch, window closed) marks the
         round skipped with the reason; transient failures propagate to be retried."""
+        if record.epsilon_micro and self._pending_blob(round_id).exists():
+            # what the rule gives now, from the chain: the same as planned unless the chain
+            # moved (or state.json was written by an older node)
+            meta = read_update_meta(
+                self._pending_blob(round_id).read_bytes(),
+                spec=self.config.model,
+                expected_round=round_id,
+            )
+            if meta.dp is not None:
+                try:
+                    declared = self._declared(round_id, meta.dp)
+                except InvalidPrivacy as exc:
+                    return self._skip(record, f"reveal: DP-SGD: {exc}")
+                if declared != record.epsilon_micro:
+                    log.warning(
+                        "round %d: declaring %d micro-epsilon, not the %d planned",
+                        round_id,
+                        declared,
+                        record.epsilon_micro,
+                    )
+                    record.epsilon_micro = declared
+                    self._save()
         reveal = self.hooks.transform_reveal(
             Reveal(cid=record.cid, sha256=record.sha256, num_samples=record.num_samples),
             round_id,

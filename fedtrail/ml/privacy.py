@@ -8,6 +8,8 @@ standard deviation ``noise_multiplier * max_grad_norm`` to their sum and divides
 batch size (Opacus ``DPOptimizer``), ``steps = epochs * round(1 / sample_rate)`` times. It returns
 the same update (``delta = new - global`` of the federated tensors) plus the :class:`DpParams`
 that account for it; the update's epsilon is :func:`epsilon_spent` of those parameters alone.
+What a site declares on chain for it follows the rule its parameters name
+(:func:`declared_micro`: its own epsilon, or the increment of the site's RDP-composed total).
 
 Reproducibility. Poisson masks come from a CPU generator seeded with ``config.seed``; the noise
 from a second generator (on the training device) seeded from ``config.seed`` on a separate
@@ -23,6 +25,7 @@ gradients (and the clipping that bounds each image's influence) do not exist.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -46,7 +49,15 @@ from fedtrail.ml.training import (
     TrainingInterrupted,
     _start_model,
 )
-from fedtrail.protocol.privacy import DpParams, InvalidPrivacy
+from fedtrail.protocol.privacy import (
+    ACCOUNTING_RULES,
+    COMPOSED,
+    MAX_EPSILON_MICRO,
+    SUMMED,
+    DpParams,
+    InvalidPrivacy,
+    to_micro,
+)
 
 __all__ = [
     "DP_BATCH_SIZE",
@@ -55,9 +66,12 @@ __all__ = [
     "DP_MOMENTUM",
     "DpSettings",
     "PrivateResult",
+    "declared_micro",
     "epsilon_composed",
+    "epsilon_composed_at",
     "epsilon_spent",
     "plan_privacy",
+    "round_target",
     "train_private",
 ]
 
@@ -77,6 +91,8 @@ DP_MOMENTUM: Final = 0.0
 DP_MAX_GRAD_NORM: Final = 1.0
 """The node's default per-image clipping norm (``[privacy] max_grad_norm``)."""
 
+_ALPHAS: Final = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
+"""The RDP orders opacus' ``RDPAccountant`` converts at (its ``DEFAULT_ALPHAS``)."""
 _NOISE_STREAM: Final = 0x6E6F6973  # separates the noise stream from the sampling one
 _BATCH_NORM_FIX: Final = "--arch densenet121 --norm group"
 
@@ -97,8 +113,15 @@ class DpSettings:
     """The learning rate under DP-SGD; None: the training config's."""
     momentum: float | None = None
     """The SGD momentum under DP-SGD; None: the training config's."""
+    accounting: str = COMPOSED
+    """The rule the site declares its spend by (``DpParams.accounting``): ``"composed"``, the
+    increment of its RDP-composed total, or ``"summed"``, each update's own epsilon."""
 
     def __post_init__(self) -> None:
+        if self.accounting not in ACCOUNTING_RULES:
+            raise ConfigError(
+                f"privacy: accounting must be one of {ACCOUNTING_RULES}, got {self.accounting!r}"
+            )
         if (self.noise_multiplier is None) == (self.target_epsilon is None):
             raise ConfigError("privacy: set exactly one of noise_multiplier and target_epsilon")
         for name in ("noise_multiplier", "target_epsilon", "max_grad_norm", "lr"):
@@ -148,30 +171,104 @@ def epsilon_spent(params: DpParams) -> float:
 
 def epsilon_composed(updates: Iterable[DpParams]) -> float:
     """The RDP-composed epsilon of several updates of one site (all at one delta): tighter than
-    the sum of their epsilons, which is what the chain keeps. 0.0 for none."""
+    the sum of their epsilons (the chain's total under the ``"summed"`` rule). 0.0 for none."""
     params = list(updates)
     if not params:
         return 0.0
     deltas = sorted({p.delta for p in params})
     if len(deltas) != 1:
         raise InvalidPrivacy(f"updates composed at different deltas: {deltas}")
-    return _rdp_epsilon([(p.noise_multiplier, p.sample_rate, p.steps) for p in params], deltas[0])
+    return epsilon_composed_at(params, deltas[0])
 
 
-def _rdp_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
-    from opacus.accountants import RDPAccountant
+def epsilon_composed_at(updates: Iterable[DpParams], delta: float) -> float:
+    """The RDP-composed epsilon of ``updates`` at ``delta``, whatever delta each names: RDP
+    composes independently of delta (it enters only at the conversion to epsilon), so this is a
+    guarantee for all of them at ``delta``. 0.0 for none."""
+    params = list(updates)
+    if not params:
+        return 0.0
+    return _rdp_epsilon([(p.noise_multiplier, p.sample_rate, p.steps) for p in params], delta)
 
-    accountant = RDPAccountant()
-    accountant.history = list(history)
+
+def declared_micro(update: DpParams, earlier: Sequence[DpParams], total_before: int) -> int:
+    """The micro-epsilon a site declares at the reveal of ``update`` under the rule it names.
+
+    ``"summed"``: the update's own epsilon rounded up (``earlier`` and ``total_before`` unused).
+    ``"composed"``: ``max(1, ceil(SCALE * eps) - total_before)`` with ``eps`` the RDP
+    composition of ``earlier`` (every earlier private update of the site, read back from the
+    chain's ``PrivacySpent`` events and their blobs) and ``update`` at ``update.delta``, and
+    ``total_before`` the site's spend on chain before this reveal: the chain's total after it is
+    the composed epsilon rounded up (at least 1 more, since the contract refuses a zero spend).
+    Deterministic: the node declares it and the auditor recomputes it with this function."""
+    if update.accounting == SUMMED:
+        return to_micro(epsilon_spent(update))
+    if isinstance(total_before, bool) or not isinstance(total_before, int) or total_before < 0:
+        raise InvalidPrivacy(f"the spend before must be a non-negative integer, not {total_before}")
+    total = to_micro(epsilon_composed_at([*earlier, update], update.delta))
+    micro = max(1, total - total_before)
+    if micro > MAX_EPSILON_MICRO:
+        raise InvalidPrivacy(f"a spend of {micro} micro-epsilon does not fit the chain's uint64")
+    return micro
+
+
+def round_target(
+    n: int, config: TrainConfig, total: float, rounds: int, delta: float, dp: DpSettings
+) -> float:
+    """The per-round target epsilon whose ``rounds`` updates of a site of ``n`` images under
+    ``config`` and ``dp`` compose (RDP) to ``total`` at ``delta``: the noise for the whole run
+    is solved (identical rounds compose like one run of ``rounds * steps`` steps), and the
+    per-round target is one round's epsilon at it (what ``[privacy] target_epsilon`` takes)."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ConfigError(f"rounds must be a positive integer, got {rounds!r}")
+    base = plan_privacy(replace(dp, noise_multiplier=1.0, target_epsilon=None), n, config, delta)
     try:
         with warnings.catch_warnings():  # "optimal order is the largest alpha": still a bound
             warnings.simplefilter("ignore", UserWarning)
-            eps = float(accountant.get_epsilon(delta=delta))
+            noise = get_noise_multiplier(
+                target_epsilon=total,
+                target_delta=delta,
+                sample_rate=base.sample_rate,
+                steps=base.steps * rounds,
+                accountant="rdp",
+                epsilon_tolerance=0.001,
+            )
+    except ValueError as e:
+        raise ConfigError(f"privacy: no noise multiplier reaches epsilon {total}: {e}") from None
+    return epsilon_spent(replace(base, noise_multiplier=float(noise)))
+
+
+def _rdp_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
+    """Opacus' ``RDPAccountant.get_epsilon`` over ``history`` (same orders, same sum in the
+    same order: the same float), with each entry's RDP curve computed once per process: the
+    composed rule recomputes a site's whole history at every reveal, ~70 ms an entry."""
+    from opacus.accountants.analysis import rdp as analysis
+
+    try:
+        with warnings.catch_warnings():  # "optimal order is the largest alpha": still a bound
+            warnings.simplefilter("ignore", UserWarning)
+            rdp = sum([_rdp_curve(*entry) for entry in history])
+            eps, _ = analysis.get_privacy_spent(orders=_ALPHAS, rdp=rdp, delta=delta)
+            eps = float(eps)
     except (ValueError, ArithmeticError) as e:
         raise InvalidPrivacy(f"the RDP accountant cannot account {history}: {e}") from None
     if math.isnan(eps) or eps < 0:
         raise InvalidPrivacy(f"the RDP accountant gave epsilon {eps} for {history}")
     return eps
+
+
+@functools.lru_cache(maxsize=4096)
+def _rdp_curve(noise: float, sample_rate: float, steps: int) -> np.ndarray:
+    """One entry's RDP at every order (read-only: shared by every composition it is in)."""
+    from opacus.accountants.analysis import rdp as analysis
+
+    curve = np.asarray(
+        analysis.compute_rdp(q=sample_rate, noise_multiplier=noise, steps=steps, orders=_ALPHAS)
+    )
+    curve.flags.writeable = False
+    return curve
 
 
 def plan_privacy(settings: DpSettings, n: int, config: TrainConfig, delta: float) -> DpParams:
@@ -193,6 +290,7 @@ def plan_privacy(settings: DpSettings, n: int, config: TrainConfig, delta: float
             sample_rate=sample_rate,
             steps=steps,
             delta=delta,
+            accounting=settings.accounting,
         )
     except InvalidPrivacy as e:
         raise ConfigError(f"privacy: {e}") from None

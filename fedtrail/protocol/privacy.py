@@ -2,11 +2,23 @@
 
 Epsilon travels on chain as an integer in micro-epsilon (``EPSILON_SCALE``): a uint64 for one
 update's declared spend, a uint40 for a site's budget and cumulative spend in the contract (at
-most ``MAX_PRIVACY_MICRO``). A site's spend for one update is :func:`to_micro` of the
-accountant's epsilon for that update's training alone, rounded *up*, so the integer the contract
-sums never understates the spend. :class:`DpParams` are what the accountant needs to recompute
-that epsilon; they travel in the update blob's metadata (pinned by the update's sha256 on
-chain), so an auditor recomputes the spend from them and compares it with the declared one. They
+most ``MAX_PRIVACY_MICRO``). The contract sums what sites declare; what a site declares for
+one update follows the *accounting rule* its update names (``DpParams.accounting``):
+
+- ``"summed"`` (basic composition; every blob written before the field existed): the update's
+  own epsilon, :func:`to_micro` of the accountant's epsilon for its training alone, rounded up.
+  The chain's total is the sum, an upper bound 3-4x above the RDP-composed epsilon.
+- ``"composed"``: the increment of the site's RDP-composed total, ``max(1, ceil(SCALE *
+  eps(all the site's earlier private updates + this one, at this update's delta)) - total on
+  chain before)``; after the reveal the chain's total is the composed epsilon rounded up (the
+  contract needs a positive spend, hence the 1). Composition at one delta over the whole history
+  is a guarantee for all of it even where earlier updates named another delta: RDP composes
+  independently of delta, which only enters at the conversion to epsilon.
+
+Either way the integer on chain never understates the spend. :class:`DpParams` are what the
+accountant needs to recompute it; they travel in the update blob's metadata (pinned by the
+update's sha256 on chain), so an auditor recomputes the spend from them (and, under
+``"composed"``, from the site's earlier updates) and compares it with the declared one. They
 come from other participants: every field is validated.
 """
 
@@ -20,10 +32,13 @@ from fedtrail.errors import FedtrailError
 
 __all__ = [
     "ACCOUNTANTS",
+    "ACCOUNTING_RULES",
+    "COMPOSED",
     "EPSILON_SCALE",
     "MAX_EPSILON_MICRO",
     "MAX_PRIVACY_MICRO",
     "MAX_STEPS",
+    "SUMMED",
     "DpParams",
     "InvalidPrivacy",
     "from_micro",
@@ -40,6 +55,12 @@ there, a uint40: 1,099,511.627775 epsilon), so the account fits the slot a revea
 writes."""
 ACCOUNTANTS: Final = ("rdp",)
 """Accountants an update may name (opacus' RDP accountant; :mod:`fedtrail.ml.privacy`)."""
+SUMMED: Final = "summed"
+"""Accounting rule: declare each update's own epsilon (the contract sums them)."""
+COMPOSED: Final = "composed"
+"""Accounting rule: declare the increment of the site's RDP-composed total."""
+ACCOUNTING_RULES: Final = (SUMMED, COMPOSED)
+"""Rules an update may name; a blob without an ``accounting`` field is ``"summed"``."""
 MAX_STEPS: Final = 10_000_000
 """DP-SGD steps in one update at most (bounds the accountant's work on untrusted input)."""
 MAX_NOISE_MULTIPLIER: Final = 1_000.0
@@ -47,6 +68,7 @@ MAX_NOISE_MULTIPLIER: Final = 1_000.0
 _FIELDS: Final = frozenset(
     {"noise_multiplier", "max_grad_norm", "sample_rate", "steps", "delta", "accountant"}
 )
+_ACCOUNTING_KEY: Final = "accounting"
 
 
 class InvalidPrivacy(FedtrailError):
@@ -86,7 +108,10 @@ class DpParams:
     """One update's DP-SGD training, as the accountant needs it: Gaussian noise of
     ``noise_multiplier * max_grad_norm`` on per-sample gradients clipped to ``max_grad_norm``,
     ``steps`` steps each over a Poisson sample of the site's training split at ``sample_rate``,
-    accounted at ``delta`` (the federation's, from the round terms) with ``accountant``."""
+    accounted at ``delta`` (the federation's, from the round terms) with ``accountant``;
+    ``accounting`` is the rule the site declared its spend by (module docstring). In JSON the
+    field is written only for ``"composed"``: absent means ``"summed"``, so a summed update keeps
+    the bytes it had before the field existed (and old blobs stay canonical)."""
 
     noise_multiplier: float
     max_grad_norm: float
@@ -94,6 +119,7 @@ class DpParams:
     steps: int
     delta: float
     accountant: str = "rdp"
+    accounting: str = SUMMED
 
     def __post_init__(self) -> None:
         noise = _number(self.noise_multiplier, "noise_multiplier")
@@ -120,13 +146,18 @@ class DpParams:
             raise InvalidPrivacy(
                 f"DP parameters: accountant must be one of {ACCOUNTANTS}, not {self.accountant!r}"
             )
+        if not isinstance(self.accounting, str) or self.accounting not in ACCOUNTING_RULES:
+            raise InvalidPrivacy(
+                f"DP parameters: accounting must be one of {ACCOUNTING_RULES}, "
+                f"not {self.accounting!r}"
+            )
         object.__setattr__(self, "noise_multiplier", noise)
         object.__setattr__(self, "max_grad_norm", clip)
         object.__setattr__(self, "sample_rate", rate)
         object.__setattr__(self, "delta", delta)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "noise_multiplier": self.noise_multiplier,
             "max_grad_norm": self.max_grad_norm,
             "sample_rate": self.sample_rate,
@@ -134,20 +165,31 @@ class DpParams:
             "delta": self.delta,
             "accountant": self.accountant,
         }
+        if self.accounting != SUMMED:
+            doc[_ACCOUNTING_KEY] = self.accounting
+        return doc
 
     @classmethod
     def from_json(cls, doc: Any) -> DpParams:
-        """From an untrusted mapping (exactly the fields of :meth:`to_json`);
+        """From an untrusted mapping (exactly the fields of :meth:`to_json`: ``accounting``
+        only as ``"composed"``, since an explicit ``"summed"`` is not the canonical form);
         :class:`InvalidPrivacy` names what is wrong."""
         if not isinstance(doc, dict):
             raise InvalidPrivacy("DP parameters must be a JSON object")
-        if set(doc) != _FIELDS:
-            missing = sorted(_FIELDS - set(doc))
-            extra = sorted(str(k) for k in set(doc) - _FIELDS)
+        keys = set(doc) - {_ACCOUNTING_KEY}
+        if keys != _FIELDS:
+            missing = sorted(_FIELDS - keys)
+            extra = sorted(str(k) for k in keys - _FIELDS)
             raise InvalidPrivacy(f"DP parameters: missing {missing}, unknown {extra}")
         accountant = doc["accountant"]
         if not isinstance(accountant, str):
             raise InvalidPrivacy(f"DP parameters: accountant must be a string, not {accountant!r}")
+        accounting = doc.get(_ACCOUNTING_KEY, SUMMED)
+        if _ACCOUNTING_KEY in doc and accounting != COMPOSED:
+            raise InvalidPrivacy(
+                f"DP parameters: accounting must be {COMPOSED!r} when present (absent means "
+                f"{SUMMED!r}), not {accounting!r}"
+            )
         return cls(
             noise_multiplier=doc["noise_multiplier"],
             max_grad_norm=doc["max_grad_norm"],
@@ -155,4 +197,5 @@ class DpParams:
             steps=doc["steps"],
             delta=doc["delta"],
             accountant=accountant,
+            accounting=accounting,
         )

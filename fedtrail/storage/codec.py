@@ -56,6 +56,7 @@ __all__ = [
     "encode_model",
     "encode_residual",
     "encode_update",
+    "read_update_meta",
     "zero_state",
 ]
 
@@ -399,6 +400,20 @@ def decode_update(
     layout = _layout(spec)
     meta, entries, data_start = _parse_header(blob, layout, max_bytes, "update", expected_round)
     return _load(blob, entries, data_start, layout, meta.compression), meta
+
+
+def read_update_meta(
+    blob: bytes,
+    *,
+    spec: ModelSpec,
+    max_bytes: int | None = None,
+    expected_round: int | None = None,
+) -> BlobMeta:
+    """An untrusted update blob's metadata (its DP parameters, for one), with the header checks
+    of :func:`decode_update` but without loading the tensors: a site's privacy history needs
+    the parameters of every earlier update, not their deltas. Every failure is
+    ``InvalidUpdate``."""
+    return _parse_header(blob, _layout(spec), max_bytes, "update", expected_round)[0]
 
 
 def _decode_dense(

@@ -102,7 +102,6 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -121,7 +120,7 @@ from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta  # n
 from fedtrail.ml.datasets import ImageDataset, Splits, partition_dirichlet  # noqa: E402
 from fedtrail.ml.metrics import Metrics, evaluate, fit_intercept, predict_logits  # noqa: E402
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated  # noqa: E402
-from fedtrail.ml.privacy import DpSettings, epsilon_composed, plan_privacy, train_private  # noqa: E402
+from fedtrail.ml.privacy import round_target, train_private  # noqa: E402
 from fedtrail.ml.training import TrainConfig, TrainingDiverged, train_local  # noqa: E402
 from fedtrail.node.config import PrivacyConfig  # noqa: E402
 from fedtrail.protocol.peers import (  # noqa: E402
@@ -643,28 +642,6 @@ def run_method(
 
 def _train_config(config: SimConfig, epochs: int, seed: int) -> TrainConfig:
     return TrainConfig(epochs=epochs, lr=config.lr, batch_size=config.batch_size, seed=seed)
-
-
-def round_target(
-    n: int, config: TrainConfig, total: float, rounds: int, delta: float, dp: DpSettings
-) -> float:
-    """The per-round target epsilon whose ``rounds`` updates of a site of ``n`` images compose
-    (RDP) to ``total``: the noise for the whole run is solved (identical rounds compose like
-    one run of ``rounds * steps`` steps), and the per-round target is one round's epsilon at it."""
-    from opacus.accountants.utils import get_noise_multiplier
-
-    base = plan_privacy(replace(dp, noise_multiplier=1.0, target_epsilon=None), n, config, delta)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        noise = get_noise_multiplier(
-            target_epsilon=total,
-            target_delta=delta,
-            sample_rate=base.sample_rate,
-            steps=base.steps * rounds,
-            accountant="rdp",
-            epsilon_tolerance=0.001,
-        )
-    return epsilon_composed([replace(base, noise_multiplier=float(noise))])
 
 
 def _round_epsilon(config: SimConfig, n: int) -> float | None:

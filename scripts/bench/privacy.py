@@ -65,7 +65,6 @@ from _sim import (
     _sub_seed,
     parse_seeds,
     provenance,
-    round_target,
     site_splits,
 )
 
@@ -74,7 +73,7 @@ from fedtrail.ml.catalog import load_source
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.metrics import predict_logits
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
-from fedtrail.ml.privacy import DpSettings, epsilon_composed, train_private
+from fedtrail.ml.privacy import DpSettings, epsilon_composed, round_target, train_private
 from fedtrail.ml.training import TrainConfig, train_local
 from fedtrail.node.config import PrivacyConfig
 from fedtrail.protocol.privacy import DpParams
