@@ -623,7 +623,10 @@ def _print_privacy(result: PrivacyAudit, counts: dict[str, int]) -> None:
     from fedtrail.auditor.report.text import clean_text as shown  # names come from others
 
     names = {s.site: shown(s.name) for s in result.sites}
-    click.echo("sites (epsilon; the chain sums each update's spend, basic composition):")
+    click.echo(
+        "sites (epsilon; the chain sums the declared spends: the RDP-composed epsilon under the "
+        "composed rule, each update's own under the summed one):"
+    )
     emit(
         [
             {

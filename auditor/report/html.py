@@ -639,12 +639,15 @@ def _privacy(page: _Page) -> Iterator[str]:
         '<section id="privacy"><h2>Differential privacy</h2>'
         '<p class="note">Budgets, spends and the cumulative spend after each update are read '
         "from the contract (<code>privacyAccount</code> and the <code>PrivacySpent</code> "
-        "events, in epsilon; the chain sums each update's spend: basic composition). The DP "
-        "parameters come from each update blob, fetched by CID and checked against the sha256 "
-        "the chain records; the audit recomputes each update's epsilon from them with the "
-        "sites' RDP accountant, rounded up to a micro-epsilon as the site must declare it, and "
-        "compares it with the declared spend (<code>fedtrail audit privacy</code>). The RDP "
-        "composition of a site's updates is the tighter epsilon of all its rounds together. "
+        "events, in epsilon; the chain sums the declared spends). The DP parameters come from "
+        "each update blob, fetched by CID and checked against the sha256 the chain records, "
+        "with the accounting rule the site declared by: <em>composed</em>, the increment of "
+        "the RDP composition of the site's updates so far (the chain's total is then that "
+        "epsilon, rounded up to a micro-epsilon), or <em>summed</em> (blobs without the "
+        "field), the update's own epsilon. The audit recomputes each spend under its rule with "
+        "the sites' RDP accountant and compares it with the declared one "
+        "(<code>fedtrail audit privacy</code>). The RDP composition of a site's updates is the "
+        "tight epsilon of all its rounds together. "
         "What the audit cannot check: that the noise was really added.</p>"
     )
     yield (

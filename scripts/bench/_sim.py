@@ -32,7 +32,7 @@ Set-up of one run (:func:`run_method`):
   way the node daemon seeds it; with ``SimConfig.dp_epsilon`` every site (faulty ones too: an
   update fault then applies to the private update) trains with the node's DP-SGD,
   :func:`fedtrail.ml.privacy.train_private`, each round's update at ``dp_epsilon / rounds``
-  (``dp_accounting="summed"``, the chain's accounting) or at the per-round target whose rounds
+  (``dp_accounting="summed"``, the chain's old summed rule) or at the per-round target whose rounds
   compose (RDP) to ``dp_epsilon`` (``"composed"``, :func:`round_target`, as ``privacy.py``'s
   table; ``local``: one training at ``dp_epsilon``), with the node's ``[privacy]`` defaults
   (clipping norm, DP-SGD's batch size, lr and momentum), at ``dp_delta``, as

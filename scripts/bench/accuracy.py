@@ -57,7 +57,7 @@ several runs, over all of them) and exits 1 when one is missed.
 
 ``--dp-epsilon E``: every site, faulty ones included, trains with the node's DP-SGD
 (:func:`fedtrail.ml.privacy.train_private`) at epsilon ``E / rounds`` per round's update
-(``--dp-accounting summed``, the chain's accounting) or at the per-round target whose rounds
+(``--dp-accounting summed``, the chain's old summed rule) or at the per-round target whose rounds
 compose (RDP) to ``E`` (``--dp-accounting composed``, as ``privacy.py``'s table), clipping norm
 1, delta 1e-5 (``fedtrail demo --dp-epsilon``'s settings); valuation and weights are unchanged,
 an update fault applies to the private update. Issue 12's bars (set on plain training) are then
