@@ -786,6 +786,8 @@ class AggregatorService:
         info = self.ledger.get_round(round_id)
         global_state = self._model(info.start_cid, info.start_sha256)
         pairs = self.candidates(round_id)
+        if self.is_peer_round(round_id):
+            pairs = self._read_again(round_id, pairs)
         subs = [s for s, _ in pairs]
         weights = [s.weight for s in subs]
         usable = [
@@ -1101,13 +1103,35 @@ class AggregatorService:
             self.store, round_id, self.candidates(round_id), logger=log
         )
 
+    def _read_again(
+        self, round_id: int, pairs: list[tuple[Submission, Candidate]]
+    ) -> list[tuple[Submission, Candidate]]:
+        """``pairs`` with every weighted update that could not be read fetched afresh: a failure
+        cached earlier (the scoring window's fetch, or an earlier poll: a store timeout reads as
+        not found) is not this poll's answer, and :meth:`_unreadable` drops what fails here.
+        What reads now is pinned, as :meth:`_retain` pins what read then."""
+        stale = [s for s, c in pairs if s.weight > 0 and c.delta is None]
+        if not stale:
+            return pairs
+        entries = self._fetched.of(round_id)
+        for sub in stale:
+            entries.pop((sub.site, sub.sha256), None)
+        pairs = self.candidates(round_id)
+        # what reads now is pinned as in the scoring window (an auditor must read it too)
+        keys = {(s.site, s.sha256) for s in stale}
+        pin_readable(
+            self.store, round_id, [p for p in pairs if (p[0].site, p[0].sha256) in keys], logger=log
+        )
+        return pairs
+
     def _unreadable(
         self, round_id: int, missing: Sequence[Submission], subs: Sequence[Submission]
     ) -> RoundOutcome | None:
         """A valued peer round in which updates the validators weighted (``missing``, of the
         revealed ``subs``) cannot be read back: their sites may withhold the blobs once scored,
         and no global model without them passes ``audit verify``. Fetched again at every poll
-        until the score reveal deadline; then dropped (``dropWithheld``: reason WITHHELD, the
+        (:meth:`_read_again`, the one after the deadline included) until the score reveal
+        deadline; then dropped (``dropWithheld``: reason WITHHELD, the
         others re-weighted; answers a VALUED outcome, the caller finalizes) while another
         weighted update reads, else the round is cancelled. Verify's ``peers.withheld`` and
         ``peers.cancelled`` check that each was unreadable."""
@@ -1133,9 +1157,6 @@ class AggregatorService:
                 names,
             )
             return RoundOutcome(round=round_id, phase=Phase.CANCELLED)
-        entries = self._fetched.of(round_id)
-        for sub in missing:  # fetch them again at the next poll
-            entries.pop((sub.site, sub.sha256), None)
         log.warning(
             "round %d: update(s) with on-chain weight > 0 cannot be read back: %s; dropping "
             "them after the score reveal deadline unless they become readable",

@@ -438,3 +438,42 @@ def test_a_weighted_update_withdrawn_once_scored_does_not_stop_the_round(
     service.store = honest_store  # type: ignore[assignment]
     (audit,) = [a for a in verify_all(ledger, honest_store) if a.round == r]
     assert audit.passed, [c for c in audit.checks if not c.passed]
+
+
+class _FailsOnce(_Withholding):
+    """The store with a transient failure: the first read of each of these CIDs times out
+    (the store reports a timeout as ContentNotFound), every later one answers."""
+
+    def get(self, cid: str, sha256: str, **kwargs: Any) -> bytes:
+        if cid in self._cids:
+            self._cids.discard(cid)
+            raise ContentNotFound(f"{cid} not available within 10s (transient)")
+        return bytes(self._store.get(cid, sha256, **kwargs))
+
+
+def test_a_transient_failure_of_the_scoring_window_fetch_is_retried_before_a_drop(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    """The aggregator's scoring-window fetch of a weighted update fails once (a store timeout)
+    and the round is valued after the score reveal deadline, as it is whenever a validator
+    does not reveal: the service must read the update again before it drops it. Before, the
+    failure cached at the scoring window was the answer at finalize, with no retry at all: a
+    readable update was dropped (reason WITHHELD), its site lost its weight, and the honest
+    aggregator failed ``audit verify`` (``peers.withheld``: the update reads)."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+    ledger, service = fed.ledger, fed.service
+    r, _, peer = _scored_peer_round(fed)
+    flaky = max(ledger.get_submissions(r), key=lambda s: s.num_samples)
+    pass_deadline(ledger, peer.score_reveal_deadline)
+    honest_store = service.store
+    service.store = _FailsOnce(honest_store, flaky.cid)  # type: ignore[assignment]
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    assert {s.site: s for s in ledger.get_submissions(r)}[flaky.site].weight > 0
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    assert ledger.peer_dropped(r) == []
+    after = {s.site: s for s in ledger.get_submissions(r)}[flaky.site]
+    assert after.reason == Reason.OK and after.weight > 0
+    service.store = honest_store  # type: ignore[assignment]
+    (audit,) = [a for a in verify_all(ledger, honest_store) if a.round == r]
+    assert audit.passed, [c for c in audit.checks if not c.passed]
