@@ -785,6 +785,10 @@ class AggregatorService:
         valued peer round waits for an unreadable update (:meth:`_unreadable`)."""
         info = self.ledger.get_round(round_id)
         global_state = self._model(info.start_cid, info.start_sha256)
+        if self.is_peer_round(round_id):
+            # a process that did not see the scoring window (restarted, or anyone valued the
+            # round first) pins what it aggregates too (no second fetch: the candidates' cache)
+            self._retain(round_id)
         pairs = self.candidates(round_id)
         if self.is_peer_round(round_id):
             pairs = self._read_again(round_id, pairs)
@@ -1094,7 +1098,8 @@ class AggregatorService:
         round cancelled at no cost to itself, round after round; fetched with the validators, it
         stays readable here and, pinned, to auditors. An update that cannot be read now is not
         fetched again here (its validators cannot read it either); :meth:`finalize` retries a
-        weighted one. Once per round and process."""
+        weighted one. Once per round and process: from :meth:`combine` in the scoring window, else
+        from :meth:`finalize`."""
         if round_id in self._retained:
             return
         for old in [r for r in self._retained if r < round_id]:

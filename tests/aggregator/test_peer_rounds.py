@@ -477,3 +477,82 @@ def test_a_transient_failure_of_the_scoring_window_fetch_is_retried_before_a_dro
     service.store = honest_store  # type: ignore[assignment]
     (audit,) = [a for a in verify_all(ledger, honest_store) if a.round == r]
     assert audit.passed, [c for c in audit.checks if not c.passed]
+
+
+class _Pins(_Withholding):
+    """The store, recording each CID pinned (and withholding ``cids`` like its parent)."""
+
+    def __init__(self, store: Any, *cids: str) -> None:
+        super().__init__(store, *cids)
+        self.pins: list[str] = []
+
+    def pin(self, cid: str) -> None:
+        self._store.pin(cid)
+        self.pins.append(cid)
+
+
+def _fresh(fed: Any, store: Any, **kwargs: Any) -> AggregatorService:
+    """A new service process over the old one's folder (a restart), on ``store``."""
+    old = fed.service
+    return AggregatorService(
+        ledger=fed.ledger,
+        store=store,
+        account=old.account,
+        validation=old.validation,
+        settings=old.settings,
+        folder=old.folder,
+        **kwargs,
+    )
+
+
+def test_an_aggregator_restarted_after_the_peer_valuation_pins_what_it_aggregates(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    """The aggregator was down through the scoring window (anyone may record the valuation):
+    the process that finalizes never ran the scoring window's fetch-and-pin. It must pin the
+    weighted updates it aggregates, or a site that withdraws its blob after the round leaves
+    a finalized round auditors cannot re-aggregate. Before, nothing pinned them."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+    ledger = fed.ledger
+    r, _, peer = _scored_peer_round(fed)
+    pass_deadline(ledger, peer.score_reveal_deadline)
+    subs = ledger.get_submissions(r)
+    votes = ledger.peer_votes(r)
+    outcome = ledger.peer_outcome(r, sites=[s.site for s in subs], votes=votes)
+    ledger.record_peer_valuation(
+        fed.nodes[0].account, r, [s.site for s in subs], votes, outcome.withheld
+    )
+    store = _Pins(fed.store)
+    done = _fresh(fed, store).step()
+    assert done is not None and done.phase == Phase.FINALIZED
+    weighted = {s.cid for s in ledger.get_submissions(r) if s.weight > 0}
+    assert weighted and weighted <= set(store.pins), (weighted, store.pins)
+
+
+def test_an_aggregator_restarted_between_the_drop_and_the_finalize_finalizes_without_it(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    """dropWithheld is mined, then the process dies before finalizeRound: a fresh process
+    finalizes the round from the chain's re-derived weights (no second drop, no cancel), and
+    the round verifies while the dropped update stays unreadable."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+    ledger, service = fed.ledger, fed.service
+    r, _, peer = _scored_peer_round(fed)
+    gone = max(ledger.get_submissions(r), key=lambda s: s.num_samples)
+    withholding = _Withholding(fed.store, gone.cid)
+    service.store = withholding  # type: ignore[assignment]
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    pass_deadline(ledger, peer.score_reveal_deadline)
+
+    def die(blobs: Any) -> Any:
+        raise Crash("put_many")
+
+    withholding.put_many = die  # type: ignore[attr-defined]
+    with pytest.raises(Crash):
+        service.step()
+    assert ledger.peer_dropped(r) == [gone.site] and ledger.get_round(r).phase == Phase.VALUED
+    done = _fresh(fed, _Withholding(fed.store, gone.cid)).step()
+    assert done is not None and done.phase == Phase.FINALIZED
+    assert ledger.peer_dropped(r) == [gone.site]
+    (audit,) = [a for a in verify_all(ledger, _Withholding(fed.store, gone.cid)) if a.round == r]  # type: ignore[arg-type]
+    assert audit.passed, [c for c in audit.checks if not c.passed]
