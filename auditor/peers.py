@@ -24,10 +24,11 @@ reputation with no validation split at all:
   whose votes met the quorum and give some update a weight was valuable by anyone
   (``recordPeerValuation`` is open to all), so cancelling it overrode the validators;
 * ``peers.withheld`` (a round in which the aggregator dropped weighted updates as unreadable,
-  ``dropWithheld``): each dropped update cannot be used now (not retrievable, not matching its
-  sha256, or malformed). One that reads was droppable only if its site published it after the
-  score reveal deadline: the check fails, and the auditor cannot tell that from an aggregator
-  that dropped a readable update (data availability is not provable after the fact);
+  ``dropWithheld``, finalized or cancelled afterwards): each dropped update cannot be used now
+  (not retrievable, not matching its sha256, or malformed). One that reads was droppable only
+  if its site published it after the score reveal deadline: the check fails, and the auditor
+  cannot tell that from an aggregator that dropped a readable update (data availability is not
+  provable after the fact);
 * ``peers.reputation``: each validator's distance and reputation in this round's
   ``ValidatorRated`` events equal the contract's EMA recomputed from its earlier ratings and this
   round's agreement, exactly the validators with another site to score are rated (and every

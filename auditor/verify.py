@@ -287,7 +287,8 @@ def verify_round(
             if cancelled is not None:
                 revealed = ledger.get_submissions(round_id)
                 if any(s.weight > 0 for s in revealed):  # valued, then cancelled
-                    audit.add(*_check_cancelled_unreadable(ledger, store, info))
+                    for check in _check_cancelled_unreadable(ledger, store, info):
+                        audit.add(*check)
                     # its valuation and ratings stand (the ratings feed later rounds' gate):
                     # recomputed from the votes as in a finalized round, with no log to compare
                     median, outcome = check_median(cancelled, revealed, ())
@@ -1024,40 +1025,54 @@ def _check_cancelled_valuation(
 
 def _check_cancelled_unreadable(
     ledger: Ledger, store: ContentStore, info: RoundInfo
-) -> tuple[str, bool, str]:
+) -> list[tuple[str, bool, str]]:
     """``peers.cancelled`` for a peer round cancelled *after* its valuation: the contract lets
     the aggregator do that because a site can withhold its blob once the validators scored it,
     and no global model without a weighted update passes this audit. So it passes only when an
     update with on-chain weight > 0 cannot be used now (not retrievable, not matching its
     sha256, or malformed: read as the aggregator reads it); when every weighted update reads,
     the aggregator could have finalized the round. An update its site withheld and published
-    again later reads as usable here (the caveat of ``cancelled.valuation``)."""
+    again later reads as usable here (the caveat of ``cancelled.valuation``). Updates dropped
+    before the cancel (``dropWithheld``) must be unusable too (``peers.withheld``, as in a
+    finalized round): the cancel does not vouch for them."""
     from fedtrail.valuation.candidates import revealed_candidates
 
     name, round_id = CANCELLED, info.id
     terms, (_, terms_ok, terms_detail) = _read_terms(store, info, round_id)
     if terms is None or not terms_ok:
-        return name, False, f"valued, then cancelled, and the terms: {terms_detail}"
+        return [(name, False, f"valued, then cancelled, and the terms: {terms_detail}")]
     try:
         spec = ModelSpec(**terms.model_spec)
         pairs = revealed_candidates(ledger, store, round_id, terms=terms, spec=spec)
     except (FedtrailError, TypeError, ValueError) as exc:
-        return name, False, f"valued, then cancelled; cannot read its updates: {exc}"
+        return [(name, False, f"valued, then cancelled; cannot read its updates: {exc}")]
+    subs = [sub for sub, _ in pairs]
+    dropped = (
+        [check_withheld(subs, {sub.site: c.status for sub, c in pairs if c.delta is None})]
+        if any(sub.reason == Reason.WITHHELD for sub in subs)
+        else []
+    )
     weighted = [(sub, c) for sub, c in pairs if sub.weight > 0]
     unusable = [(sub, c) for sub, c in weighted if c.delta is None]
     if not unusable:
-        return (
+        return [
+            (
+                name,
+                False,
+                f"valued, then cancelled, yet each of its {len(weighted)} weighted update(s) "
+                "reads and decodes: the aggregator could have finalized the round",
+            ),
+            *dropped,
+        ]
+    return [
+        (
             name,
-            False,
-            f"valued, then cancelled, yet each of its {len(weighted)} weighted update(s) reads "
-            "and decodes: the aggregator could have finalized the round",
-        )
-    return (
-        name,
-        True,
-        "valued, then cancelled: weighted update(s) cannot be used: "
-        + "; ".join(f"{sub.site[:10]} {c.status.name} ({c.detail})" for sub, c in unusable),
-    )
+            True,
+            "valued, then cancelled: weighted update(s) cannot be used: "
+            + "; ".join(f"{sub.site[:10]} {c.status.name} ({c.detail})" for sub, c in unusable),
+        ),
+        *dropped,
+    ]
 
 
 def _compare_components(

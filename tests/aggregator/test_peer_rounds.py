@@ -556,3 +556,36 @@ def test_an_aggregator_restarted_between_the_drop_and_the_finalize_finalizes_wit
     assert ledger.peer_dropped(r) == [gone.site]
     (audit,) = [a for a in verify_all(ledger, _Withholding(fed.store, gone.cid)) if a.round == r]  # type: ignore[arg-type]
     assert audit.passed, [c for c in audit.checks if not c.passed]
+
+
+def test_a_readable_update_dropped_in_a_round_then_cancelled_fails_peers_withheld(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    """The aggregator drops a readable update (``dropWithheld``: the site is named WITHHELD on
+    chain), then cancels the valued round because the updates left cannot be read. The cancel
+    itself passes ``peers.cancelled`` (the weighted updates left are unreadable), so the drop
+    must be checked there too: before, a cancelled round never ran ``peers.withheld`` and an
+    honest site could be marked WITHHELD with a passing audit."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+    ledger, service = fed.ledger, fed.service
+    r, _, peer = _scored_peer_round(fed)
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    subs = ledger.get_submissions(r)
+    weighted = [s for s in subs if s.weight > 0]
+    assert len(weighted) >= 2
+    honest, *left = weighted
+    pass_deadline(ledger, peer.score_reveal_deadline)
+    ledger.drop_withheld(service.account, r, [s.site for s in subs], [honest.site])
+    ledger.cancel_round(service.account, r)
+    # the updates still weighted are withheld from the auditor; the dropped one reads
+    store = _Withholding(fed.store, *(s.cid for s in left))
+    (audit,) = [a for a in verify_all(ledger, store) if a.round == r]  # type: ignore[arg-type]
+    checks = {c.name: c for c in audit.checks}
+    assert checks["peers.cancelled"].passed, checks["peers.cancelled"].detail
+    assert "peers.withheld" in checks, sorted(checks)
+    assert not checks["peers.withheld"].passed
+    assert honest.site[:10] in checks["peers.withheld"].detail
+    # withheld from the auditor too, the same drop passes
+    store = _Withholding(fed.store, *(s.cid for s in weighted))
+    (audit,) = [a for a in verify_all(ledger, store) if a.round == r]  # type: ignore[arg-type]
+    assert audit.passed, [c for c in audit.checks if not c.passed]
