@@ -792,6 +792,7 @@ class AggregatorService:
         pairs = self.candidates(round_id)
         if self.is_peer_round(round_id):
             pairs = self._read_again(round_id, pairs)
+            self._pin_weighted(round_id, pairs)
         subs = [s for s, _ in pairs]
         weights = [s.weight for s in subs]
         usable = [
@@ -1113,21 +1114,24 @@ class AggregatorService:
     ) -> list[tuple[Submission, Candidate]]:
         """``pairs`` with every weighted update that could not be read fetched afresh: a failure
         cached earlier (the scoring window's fetch, or an earlier poll: a store timeout reads as
-        not found) is not this poll's answer, and :meth:`_unreadable` drops what fails here.
-        What reads now is pinned, as :meth:`_retain` pins what read then."""
+        not found) is not this poll's answer, and :meth:`_unreadable` drops what fails here."""
         stale = [s for s, c in pairs if s.weight > 0 and c.delta is None]
         if not stale:
             return pairs
         entries = self._fetched.of(round_id)
         for sub in stale:
             entries.pop((sub.site, sub.sha256), None)
-        pairs = self.candidates(round_id)
-        # what reads now is pinned as in the scoring window (an auditor must read it too)
-        keys = {(s.site, s.sha256) for s in stale}
-        pin_readable(
-            self.store, round_id, [p for p in pairs if (p[0].site, p[0].sha256) in keys], logger=log
-        )
-        return pairs
+        return self.candidates(round_id)
+
+    def _pin_weighted(self, round_id: int, pairs: Sequence[tuple[Submission, Candidate]]) -> None:
+        """Pins every weighted update of ``pairs`` that reads and is not pinned yet (its pin in
+        the scoring window failed, or it read only now): the global model is built from it, so
+        an auditor must be able to read it after its site withdraws the blob. A pin that fails
+        again is logged and tried at the next poll, if any."""
+        pinned = self._retained.setdefault(round_id, set())
+        todo = [(s, c) for s, c in pairs if s.weight > 0 and s.cid not in pinned]
+        if todo:
+            pinned |= pin_readable(self.store, round_id, todo, logger=log)
 
     def _unreadable(
         self, round_id: int, missing: Sequence[Submission], subs: Sequence[Submission]

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
 from fedtrail.auditor.verify import verify_all
 from fedtrail.cli import cli
-from fedtrail.errors import ConfigError, ContentNotFound, FedtrailError
+from fedtrail.errors import ConfigError, ContentNotFound, FedtrailError, StoreError
 from fedtrail.node.scoring import PeerScorer
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.peers import address_key
@@ -589,3 +589,45 @@ def test_a_readable_update_dropped_in_a_round_then_cancelled_fails_peers_withhel
     store = _Withholding(fed.store, *(s.cid for s in weighted))
     (audit,) = [a for a in verify_all(ledger, store) if a.round == r]  # type: ignore[arg-type]
     assert audit.passed, [c for c in audit.checks if not c.passed]
+
+
+class _PinFailsOnce(_Pins):
+    """The store whose first pin of each of ``flaky`` fails (a daemon timeout); ``cids`` are
+    withheld once :attr:`withdrawn` is set."""
+
+    def __init__(self, store: Any, flaky: str, *cids: str) -> None:
+        super().__init__(store)
+        self.flaky, self.later, self.withdrawn = {flaky}, set(cids), False
+
+    def pin(self, cid: str) -> None:
+        if cid in self.flaky:
+            self.flaky.discard(cid)
+            raise StoreError(f"IPFS API timed out during pin/add of {cid}")
+        super().pin(cid)
+
+    def get(self, cid: str, sha256: str, **kwargs: Any) -> bytes:
+        if self.withdrawn and cid in self.later:
+            raise ContentNotFound(f"{cid} is not retrievable (withdrawn)")
+        return bytes(self._store.get(cid, sha256, **kwargs))
+
+
+def test_a_pin_that_failed_in_the_scoring_window_is_retried_before_the_finalize(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    """The scoring window's pin of a weighted update fails once (a store timeout) and its
+    site then withdraws the blob: the aggregator still aggregates it (read before), so it must
+    pin it before it finalizes, or the finalized round may rest on an update nobody keeps.
+    Before, a failed pin was logged and never tried again."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+    ledger, service = fed.ledger, fed.service
+    r, _, _ = _scored_peer_round(fed)
+    target = max(ledger.get_submissions(r), key=lambda s: s.num_samples)
+    store = _PinFailsOnce(fed.store, target.cid, target.cid)
+    service.store = store  # type: ignore[assignment]
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    assert target.cid not in store.pins
+    store.withdrawn = True
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    assert {s.site: s for s in ledger.get_submissions(r)}[target.site].weight > 0
+    assert target.cid in store.pins

@@ -880,3 +880,20 @@ def test_an_aggregator_can_never_post_withheld(fed: Fed) -> None:
             [0, 0, 0],
             [int(Reason.WITHHELD)] * 3,
         )
+
+
+def test_after_a_drop_and_the_finalize_nothing_can_cancel_or_drop_again(fed: Fed) -> None:
+    """Drop and cancel interleaved the other way (attack review): once a valued peer round with
+    a drop is finalized, neither cancelRound nor dropWithheld reaches it, and the drop's
+    weights are the ones the round finalized with."""
+    round_id, sites = _valued_peer_round(fed)
+    fed.past_score_reveal(round_id)
+    fed.ledger.drop_withheld(fed.agg, round_id, sites, [sites[2]])
+    weights = [s.weight for s in fed.ledger.get_submissions(round_id)]
+    fed.finalize(round_id, "g1")
+    with expect(RoundStateError, "WrongPhase", round=round_id):
+        fed.ledger.cancel_round(fed.agg, round_id)
+    with expect(RoundStateError, "WrongPhase", round=round_id):
+        fed.ledger.drop_withheld(fed.agg, round_id, sites, [sites[0]])
+    assert [s.weight for s in fed.ledger.get_submissions(round_id)] == weights
+    assert fed.ledger.get_round(round_id).phase == Phase.FINALIZED
