@@ -219,25 +219,11 @@ def round_target(
     ``config`` and ``dp`` compose (RDP) to ``total`` at ``delta``: the noise for the whole run
     is solved (identical rounds compose like one run of ``rounds * steps`` steps), and the
     per-round target is one round's epsilon at it (what ``[privacy] target_epsilon`` takes)."""
-    from opacus.accountants.utils import get_noise_multiplier
-
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ConfigError(f"rounds must be a positive integer, got {rounds!r}")
     base = plan_privacy(replace(dp, noise_multiplier=1.0, target_epsilon=None), n, config, delta)
-    try:
-        with warnings.catch_warnings():  # "optimal order is the largest alpha": still a bound
-            warnings.simplefilter("ignore", UserWarning)
-            noise = get_noise_multiplier(
-                target_epsilon=total,
-                target_delta=delta,
-                sample_rate=base.sample_rate,
-                steps=base.steps * rounds,
-                accountant="rdp",
-                epsilon_tolerance=0.001,
-            )
-    except ValueError as e:
-        raise ConfigError(f"privacy: no noise multiplier reaches epsilon {total}: {e}") from None
-    return epsilon_spent(replace(base, noise_multiplier=float(noise)))
+    noise = _solve_noise(total, delta, base.sample_rate, base.steps * rounds, tolerance=0.001)
+    return epsilon_spent(replace(base, noise_multiplier=noise))
 
 
 def _rdp_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
@@ -296,7 +282,10 @@ def plan_privacy(settings: DpSettings, n: int, config: TrainConfig, delta: float
         raise ConfigError(f"privacy: {e}") from None
 
 
-def _solve_noise(target: float, delta: float, sample_rate: float, steps: int) -> float:
+def _solve_noise(
+    target: float, delta: float, sample_rate: float, steps: int, *, tolerance: float = 0.01
+) -> float:
+    """The noise multiplier opacus solves for ``target`` (to ``tolerance``, its default 0.01)."""
     from opacus.accountants.utils import get_noise_multiplier
 
     try:
@@ -308,6 +297,7 @@ def _solve_noise(target: float, delta: float, sample_rate: float, steps: int) ->
                 sample_rate=sample_rate,
                 steps=steps,
                 accountant="rdp",
+                epsilon_tolerance=tolerance,
             )
         return float(noise)
     except ValueError as e:
