@@ -31,6 +31,7 @@ def test_reason_codes_are_stable_with_labels_and_descriptions() -> None:
         ("NOT_REVEALED", 12),
         ("CONTRADICTED", 13),
         ("PEER_REJECTED", 14),
+        ("WITHHELD", 15),
     ]
     assert Reason.OUTLIER_DIRECTION.label == "outlier direction"
     for r in Reason:
