@@ -296,8 +296,9 @@ contract FederationLedger {
     /// @notice A round was abandoned without a new global model.
     event RoundCancelled(uint256 indexed round);
     /// @notice The aggregator could not read back `site`'s weighted update in valued peer round
-    /// `round`: its score, reason and weight are now 0, Withheld and 0.
-    event UpdateWithheld(uint256 indexed round, address indexed site);
+    /// `round`: its score, reason and weight are now 0, Withheld and 0, and its reputation
+    /// `reputation` (this round's credit taken back: see {dropWithheld}).
+    event UpdateWithheld(uint256 indexed round, address indexed site, uint32 reputation);
     /// @notice `site`'s weight in valued round `round` changed to `weight` (after
     /// {dropWithheld}; its score, reason and reputation are unchanged).
     event UpdateReweighted(uint256 indexed round, address indexed site, uint64 weight);
@@ -963,13 +964,15 @@ contract FederationLedger {
     /// not read back by the score reveal deadline: each gets score 0, reason Withheld and weight
     /// 0, and the weights of the others are re-derived from their stored scores by the rule of
     /// {recordValuation} (`UpdateReweighted` for each weight that changed, the dropped ones'
-    /// included); validator ratings and site reputations stay as valued. Without it a
+    /// included); validator ratings stay as valued. A dropped site's reputation loses the credit
+    /// this round's valuation gave it: `reputation - floor(alpha * median / SCORE_SCALE)` (at
+    /// least 0), and 0 when this was its first valued round (the first score sets it). Without it a
     /// site could stall every peer round by withholding its blob once scored. `audit verify`
     /// checks that each dropped update is unreadable (`peers.withheld`).
     ///
     /// Requirements:
     /// - caller is the aggregator.
-    /// - the round is Valued and a peer round; its score reveal deadline passed.
+    /// - the round exists, is a peer round and is Valued; its score reveal deadline passed.
     /// - `sites` is strictly ascending and lists exactly the sites that revealed an update.
     /// - `dropped` is non-empty, strictly ascending, and each has a weight above 0.
     /// - an update with a weight above 0 is left (otherwise the aggregator cancels the round).
@@ -978,7 +981,9 @@ contract FederationLedger {
         onlyAggregator
     {
         Round storage r = _rounds[round];
-        if (!(r.peer && r.phase == Phase.Valued)) {
+        if (r.phase == Phase.None) revert FederationLedger__UnknownRound(round);
+        if (!r.peer) revert FederationLedger__NotPeerRound(round);
+        if (r.phase != Phase.Valued) {
             revert FederationLedger__WrongPhase(round, r.phase, Phase.Valued);
         }
         uint64 deadline = _peerRounds[round].scoreRevealDeadline;
@@ -992,9 +997,14 @@ contract FederationLedger {
             if (k > 0 && site <= dropped[k - 1]) revert FederationLedger__SitesNotSorted(k);
             Submission storage sub = _submissions[round][site];
             if (sub.weight == 0) revert FederationLedger__NotWeighted(round, site);
+            Site storage s = _sites[site];
+            uint32 credit = uint32((uint256(_reputationAlpha) * sub.score) / SCORE_SCALE);
+            uint32 reputation = s.reputation;
+            reputation = s.valuedRounds == 1 || credit >= reputation ? 0 : reputation - credit;
+            s.reputation = reputation;
             sub.score = 0;
             sub.reason = Reason.Withheld;
-            emit UpdateWithheld(round, site);
+            emit UpdateWithheld(round, site, reputation);
         }
         uint256 count = sites.length;
         uint32[] memory scores = new uint32[](count);

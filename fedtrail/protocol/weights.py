@@ -61,6 +61,17 @@ def next_reputation(previous: int, score: int, *, valued_rounds: int, alpha: int
     return (alpha * score + (SCORE_SCALE - alpha) * previous) // SCORE_SCALE
 
 
+def withheld_reputation(reputation: int, score: int, *, valued_rounds: int, alpha: int) -> int:
+    """The contract's reputation of a site whose update ``dropWithheld`` dropped, from its
+    reputation after the round's valuation gave it ``score`` (the median) and its count of
+    valued rounds, this one included: the credit ``alpha * score`` took back (at least 0), and
+    0 when this was its first valued round (the first score set it)."""
+    credit = alpha * score // SCORE_SCALE
+    if valued_rounds == 1 or credit >= reputation:
+        return 0
+    return reputation - credit
+
+
 def as_floats(weights: Sequence[int]) -> list[float]:
     """Weights as float64 fractions for aggregation (the one conversion every role shares)."""
     return [w / WEIGHT_SCALE for w in weights]

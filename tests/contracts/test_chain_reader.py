@@ -21,7 +21,12 @@ from fedtrail.protocol.peers import (
     next_validator_reputation,
     peer_outcome,
 )
-from fedtrail.protocol.weights import SCORE_SCALE, next_reputation, onchain_weights
+from fedtrail.protocol.weights import (
+    SCORE_SCALE,
+    next_reputation,
+    onchain_weights,
+    withheld_reputation,
+)
 from tests.contracts.federation import MAX_SAMPLES, Fed, h
 from tests.fixtures.chain import ChainEnv
 
@@ -146,8 +151,14 @@ def _replay(fed: Fed) -> dict[str, Any]:
             # dropped as unreadable from a valued peer round: score 0, reason Withheld
             rd = rounds[r]
             assert rd["phase"] == Phase.VALUED and rd["valued"][a["site"]][2] > 0
+            median = rd["valued"][a["site"]][0]
             rd["valued"][a["site"]] = (0, int(Reason.WITHHELD), rd["valued"][a["site"]][2])
             rd.setdefault("dropped", []).append(a["site"])
+            # the round's credit taken back from its reputation
+            rep, n = reputation[a["site"]]
+            expected = withheld_reputation(rep, median, valued_rounds=n, alpha=alpha)
+            assert a["reputation"] == expected, (a, expected)
+            reputation[a["site"]] = (expected, n)
         elif name == "UpdateReweighted":
             rd = rounds[r]
             score, reason, _ = rd["valued"][a["site"]]

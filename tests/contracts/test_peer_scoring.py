@@ -29,7 +29,12 @@ from fedtrail.protocol.peers import (
     next_validator_reputation,
     peer_outcome,
 )
-from fedtrail.protocol.weights import SCORE_SCALE, next_reputation, onchain_weights
+from fedtrail.protocol.weights import (
+    SCORE_SCALE,
+    next_reputation,
+    onchain_weights,
+    withheld_reputation,
+)
 from tests.contracts.federation import CID, MAX_SAMPLES, Fed, by_address, expect, h, last_event
 from tests.fixtures.chain import ChainEnv
 
@@ -789,8 +794,9 @@ def _valued_peer_round(fed: Fed) -> tuple[int, list[str]]:
 def test_drop_withheld_zeroes_the_dropped_updates_and_reweights_the_rest(fed: Fed) -> None:
     """dropWithheld: each dropped update gets score 0, reason Withheld and weight 0; the others
     keep their scores and take the weight by the weight rule over the scores left; one
-    UpdateWithheld per dropped site and one UpdateReweighted per changed weight; reputations
-    and ratings untouched; the round stays Valued and finalizes."""
+    UpdateWithheld per dropped site and one UpdateReweighted per changed weight; the dropped
+    site's reputation loses the round's credit, the others' and every rating stay; the round
+    stays Valued and finalizes."""
     round_id, sites = _valued_peer_round(fed)
     valued = {s.site: s for s in fed.ledger.get_submissions(round_id)}
     reps = {s: _reputation(fed, s) for s in sites}
@@ -806,7 +812,11 @@ def test_drop_withheld_zeroes_the_dropped_updates_and_reweights_the_rest(fed: Fe
     assert [after[s].weight for s in sites] == want
     assert all(after[s].score == valued[s].score for s in kept)
     assert sum(want) == 10**18 and want[2] == 0
-    assert round_events(fed, "UpdateWithheld", round_id) == [{"round": round_id, "site": gone}]
+    # its reputation loses this round's credit: its first valued round, so it falls to 0
+    assert round_events(fed, "UpdateWithheld", round_id) == [
+        {"round": round_id, "site": gone, "reputation": 0}
+    ]
+    assert _reputation(fed, gone) == 0
     # every weight that changed, the dropped one's included, is stated; nothing is re-valued
     assert round_events(fed, "UpdateReweighted", round_id) == [
         {"round": round_id, "site": s, "weight": after[s].weight}
@@ -817,7 +827,7 @@ def test_drop_withheld_zeroes_the_dropped_updates_and_reweights_the_rest(fed: Fe
     assert len(round_events(fed, "UpdateValued", round_id)) == 3
     assert len(round_events(fed, "RoundValued", round_id)) == 1
     assert round_events(fed, "ValidatorRated", round_id) == ratings
-    assert {s: _reputation(fed, s) for s in sites} == reps
+    assert {s: _reputation(fed, s) for s in kept} == {s: reps[s] for s in kept}
     assert fed.ledger.peer_dropped(round_id) == [gone]
     assert fed.ledger.get_round(round_id).phase == Phase.VALUED
     fed.finalize(round_id, "g1")
@@ -864,8 +874,10 @@ def test_drop_withheld_refuses_what_the_contract_requires(fed: Fed) -> None:
     fed.past_reveal(aggregator_round)
     fed.value(aggregator_round, [S2, S2, S2])
     everyone = by_address([s.address for s in fed.sites])
-    with expect(RoundStateError, "WrongPhase", round=aggregator_round):
+    with expect(RoundStateError, "NotPeerRound", round=aggregator_round):
         fed.ledger.drop_withheld(fed.agg, aggregator_round, everyone, [everyone[0]])
+    with expect(RoundStateError, "UnknownRound", round=99):
+        fed.ledger.drop_withheld(fed.agg, 99, everyone, [everyone[0]])
 
 
 def test_an_aggregator_can_never_post_withheld(fed: Fed) -> None:
@@ -897,3 +909,39 @@ def test_after_a_drop_and_the_finalize_nothing_can_cancel_or_drop_again(fed: Fed
         fed.ledger.drop_withheld(fed.agg, round_id, sites, [sites[0]])
     assert [s.weight for s in fed.ledger.get_submissions(round_id)] == weights
     assert fed.ledger.get_round(round_id).phase == Phase.FINALIZED
+
+
+def test_a_dropped_site_loses_the_credit_of_the_round_it_withheld(fed: Fed) -> None:
+    """A site valued before: dropping its update takes back the credit the round's median
+    gave its reputation (alpha * median, floored), as fedtrail.protocol.weights says."""
+    round1, sites = _valued_peer_round(fed)
+    fed.past_score_reveal(round1)
+    fed.finalize(round1, "g1")
+    accounts = accounts_by_address(fed)
+    ordered = [accounts[a] for a in sites]
+    round2 = fed.open_peer(quorum=2, model="g1")
+    assert fed.submit(round2, ordered, [10, 20, 30]) == sites
+    votes = fed.score(
+        round2,
+        {
+            ordered[0].address: [S2, S2, 700_000],
+            ordered[1].address: [S2, S2, 700_000],
+            ordered[2].address: [S2, SCORE_SCALE, S2],
+        },
+    )
+    before = _reputation(fed, sites[2])
+    fed.ledger.record_peer_valuation(ordered[0], round2, sites, votes)
+    valued = {s.site: s for s in fed.ledger.get_submissions(round2)}
+    after_valuation = _reputation(fed, sites[2])
+    assert after_valuation != before and valued[sites[2]].score == 700_000
+    fed.past_score_reveal(round2)
+    fed.ledger.drop_withheld(fed.agg, round2, sites, [sites[2]])
+    alpha = fed.ledger.reputation_alpha()
+    want = withheld_reputation(after_valuation, 700_000, valued_rounds=2, alpha=alpha)
+    assert want == after_valuation - alpha * 700_000 // SCORE_SCALE > 0
+    assert _reputation(fed, sites[2]) == want
+    assert last_event(fed.ledger, "UpdateWithheld") == {
+        "round": round2,
+        "site": sites[2],
+        "reputation": want,
+    }
