@@ -114,7 +114,8 @@ class UpdateSpend:
 class SitePrivacy:
     """A site's account: budget and spend as the contract keeps them (micro-epsilon), the sum
     of its ``PrivacySpent`` events, and the RDP-composed epsilon of the DP parameters read
-    from its updates (None when none were read). ``problems`` empty means it passes."""
+    from its updates, at the delta of its latest one (None when none were read). ``problems``
+    empty means it passes."""
 
     site: str
     name: str
@@ -215,15 +216,14 @@ def _site(ledger: Ledger, site: str, name: str, updates: list[UpdateSpend]) -> S
         problems.append(
             f"spent {account.spent_micro} micro-epsilon, over its budget {account.budget_micro}"
         )
-    params = [u.params for u in mine if u.params is not None]
+    params = [u.params for u in sorted(mine, key=lambda u: u.round) if u.params is not None]
     composed: float | None = None
     if params:
-        from fedtrail.ml.privacy import epsilon_composed
+        from fedtrail.ml.privacy import epsilon_composed_at
 
-        try:
-            composed = epsilon_composed(params)
-        except FedtrailError as exc:  # updates at different deltas compose by the sum only
-            problems.append(f"cannot compose its updates' epsilons: {exc}")
+        # at the delta of its latest update, as the composed rule charges it: RDP composes
+        # whatever delta each update named (terms may change the delta between rounds)
+        composed = epsilon_composed_at(params, params[-1].delta)
     return SitePrivacy(
         site=site,
         name=name,
