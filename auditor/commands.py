@@ -192,10 +192,8 @@ def site(
     info = ledger.get_site(address)
     if info is None:
         raise ConfigError(f"{address} was never registered on this ledger")
-    reputation = {
-        e.args["round"]: e.args["reputation"]
-        for e in ledger.events("UpdateValued", argument_filters={"site": address})
-    }
+    # the reputation each round left (after a drop, UpdateWithheld's, not the valuation's)
+    reputation = dict(ledger.reputation_history(address).get(address, []))
     account = ledger.privacy(address)
     spends = {s.round: s for s in ledger.privacy_spends(site=address)}
     standing = ledger.validator_standing(address)

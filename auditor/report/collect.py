@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -265,9 +264,7 @@ def collect(
             if record is not None:
                 rd.peers = peer_table(record, rd.submissions)
         rounds.append(rd)
-    reputation: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for ev in ledger.events("UpdateValued"):
-        reputation[str(ev.args["site"])].append((int(ev.args["round"]), int(ev.args["reputation"])))
+    reputation = ledger.reputation_history()  # after a drop: UpdateWithheld's figure
     sites = sorted(ledger.get_sites(), key=lambda s: int(s.address, 16))
     validators: dict[str, tuple[int, int]] = {}
     if any(rd.peers is not None for rd in rounds):
@@ -283,7 +280,7 @@ def collect(
         aggregator=ledger.aggregator(),
         sites=sites,
         rounds=rounds,
-        reputation=dict(reputation),
+        reputation=reputation,
         audits=list(audits),
         privacy=read_privacy(ledger, store, audits, sites),
         validators=validators,

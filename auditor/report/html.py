@@ -354,7 +354,8 @@ def _reputation(page: _Page) -> Iterator[str]:
         plots.reputation_png(fed, page.style),
         "Line plot of each site's reputation after every valued round",
         "The contract's reputation of each site: an exponential moving average of its "
-        "scores, as emitted in the UpdateValued event of every valued round.",
+        "scores, as emitted in the UpdateValued event of every valued round (after a "
+        "dropped update, the UpdateWithheld event's, which takes the round's credit back).",
         "No valued round yet: no reputation history.",
     )
     if fed.sites:

@@ -208,7 +208,8 @@ def weights_png(fed: Federation, style: SiteStyle) -> bytes | None:
 
 
 def reputation_png(fed: Federation, style: SiteStyle) -> bytes | None:
-    """Each site's reputation after every valued round (UpdateValued events)."""
+    """Each site's reputation after every valued round (UpdateValued events; UpdateWithheld's
+    after a drop)."""
 
     def draw(ax: Axes) -> bool:
         if not fed.reputation:
@@ -235,7 +236,7 @@ def reputation_png(fed: Federation, style: SiteStyle) -> bytes | None:
             ax.set_xlim(ticks[0] - 1, ticks[0] + 1)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("reputation (0..1)")
-        ax.set_title("Site reputation after each valued round (UpdateValued events)")
+        ax.set_title("Site reputation after each valued round (contract events)")
         ax.grid(axis="y", alpha=0.3)
         _legend_below(ax, shown)
         return True

@@ -679,6 +679,19 @@ class Ledger:
             key=address_key,
         )
 
+    def reputation_history(self, site: str | None = None) -> dict[str, list[tuple[int, int]]]:
+        """Each site's reputation after every round that valued it, ``(round, reputation)`` in
+        round order (``site``: that site only): ``UpdateValued``'s, replaced by
+        ``UpdateWithheld``'s for a round whose update was dropped afterwards (the drop takes
+        the round's credit back, so the valuation's figure is not what the round left)."""
+        filters = None if site is None else {"site": checksum(site)}
+        after: dict[str, dict[int, int]] = {}
+        for name in ("UpdateValued", "UpdateWithheld"):  # a drop comes after its valuation
+            for event in self.events(name, argument_filters=filters):
+                who = checksum(event.args["site"])
+                after.setdefault(who, {})[int(event.args["round"])] = int(event.args["reputation"])
+        return {who: sorted(rounds.items()) for who, rounds in after.items()}
+
     def validator_ratings_before(
         self, round_id: int, rated: Sequence[LedgerEvent] | None = None
     ) -> dict[str, tuple[int, int]]:
