@@ -96,3 +96,31 @@ def test_one_site_with_all_the_weight_is_its_update_bit_for_bit() -> None:
     got = _ours(updates, weights)
     for name in SHAPES:
         np.testing.assert_array_equal(got[name], updates[-1][name])
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_the_next_global_model_is_the_mean_cast_then_added_and_cast(seed: int) -> None:
+    """What the aggregator and ``audit verify`` compute (``aggregate`` then ``apply_delta``):
+    ``float32(global + float32(sum_i w_i/1e18 * delta_i))``, both sums in float64: two casts.
+    Found by an independent reader that followed the README's older 'one float32 cast'
+    (``float32(global + sum_i ...)``): it missed 5-1,065 of the 105,346 values of a real round."""
+    from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
+
+    updates, ns, ss = _round(seed)
+    weights = onchain_weights(ns, ss)
+    rng = np.random.default_rng(1000 + seed)
+    start = {k: rng.standard_normal(shape).astype(np.float32) for k, shape in SHAPES.items()}
+    used = [(u, w) for u, w in zip(updates, weights, strict=True) if w]
+    delta = aggregate(
+        AggregationRule(),
+        [{k: torch.from_numpy(v.copy()) for k, v in u.items()} for u, _ in used],
+        [w for _, w in used],
+    )
+    new = apply_delta({k: torch.from_numpy(v.copy()) for k, v in start.items()}, delta)
+    for name in SHAPES:
+        acc = np.zeros(SHAPES[name], dtype=np.float64)
+        for u, w in used:
+            acc = acc + (w / 1e18) * u[name].astype(np.float64)
+        mean = acc.astype(np.float32)
+        want = (start[name].astype(np.float64) + mean.astype(np.float64)).astype(np.float32)
+        np.testing.assert_array_equal(new[name].numpy(), want)
