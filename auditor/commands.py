@@ -151,7 +151,8 @@ def _print_peers(peers: dict[str, Any]) -> None:
     click.echo("")
     click.echo(
         f"peer scores: {len(peers['validators'])} vector(s) revealed, quorum {peers['quorum']}; "
-        "[own entry] never counts; median = the chain's score"
+        "[own entry] never counts; median = the chain's score (an update dropped as WITHHELD "
+        "after it scores 0)"
     )
     rows = []
     for v in peers["validators"]:

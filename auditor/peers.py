@@ -532,7 +532,7 @@ def peer_table(record: PeerRecord, subs: Sequence[Submission]) -> PeerTable | No
         validators=tuple(v.validator for v in votes),
         vectors=tuple(tuple(v.scores) for v in votes),
         own=tuple(index.get(_key(v.validator)) for v in votes),
-        medians=outcome.scores,
+        medians=outcome.peer_medians,  # after a drop the chain's score is 0, the median is not
         reasons=tuple(int(r) for r in outcome.reasons),
         peer_counts=outcome.peer_counts,
         distances=tuple(outcome.distances.get(v.validator) for v in votes),

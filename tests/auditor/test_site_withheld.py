@@ -80,3 +80,30 @@ def test_the_report_plots_the_reputation_the_drop_left(embedded: ChainEnv, tmp_p
         assert info is not None
         assert federation.reputation[site] == [(round_id, info.reputation)]
     assert federation.reputation[sites[2]] == [(round_id, 0)]
+
+
+def test_audit_round_keeps_the_peers_median_of_a_dropped_update(
+    embedded: ChainEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer table's median row is each update's high median of the other validators'
+    entries (what the distances are measured from), also for an update dropped after it: the
+    chain's score is 0 (reason WITHHELD) but its peers' median is not (found by an independent
+    reader: the row read 0 under two votes of 1.0 and distances of 0)."""
+    import fedtrail.auditor.commands as commands
+
+    fed = Fed(embedded)
+    round_id, sites = _dropped_round(fed)
+    monkeypatch.setattr(commands, "_open", lambda *_: fed.ledger)
+    out = CliRunner().invoke(cli, ["audit", "round", str(round_id), "--format", "json"])
+    assert out.exit_code == 0, out.output
+    peers = json.loads(out.stdout)["peers"]
+    vectors = {v["validator"]: v["scores"] for v in peers["validators"]}
+    want = []
+    for i, site in enumerate(sites):
+        others = sorted(vectors[v][i] for v in vectors if v != site)
+        want.append(others[len(others) // 2])  # the high median of the others' entries
+    assert peers["median"] == want
+    assert want[2] == SCORE_SCALE  # the dropped update's peers paid it in full
+    assert peers["reasons"][2] == "WITHHELD"
+    scores = {s.site: s.score for s in fed.ledger.get_submissions(round_id)}
+    assert scores[sites[2]] == 0  # the chain's score after the drop
