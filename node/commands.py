@@ -123,6 +123,9 @@ def init(
     if not contract:
         raise ConfigError("give the ledger: --contract ADDRESS or --deployment FILE")
     contract = checksum(contract)
+    from fedtrail.storage.store import open_store
+
+    open_store(store)  # parses only (no connection): a mistyped store fails here, not at `run`
     shard_index, shard_count = 0, 1
     if shard:
         try:

@@ -74,6 +74,18 @@ def test_init_rejects_a_missing_data_path_and_bad_shard(
     assert r.exit_code == 2 and "I/N" in r.stderr
 
 
+def test_init_refuses_a_malformed_store_before_writing_anything(
+    ledger: Ledger, anvil_url: str, tmp_path: Path
+) -> None:
+    """A typo in --store was written to config.toml and only failed at `node run`."""
+    for bad, named in (("ipfs:bad", "multiaddr"), ("ftp://host:5001", "only http(s)")):
+        folder = tmp_path / bad.replace(":", "_").replace("/", "_")
+        r = init(folder, ledger, anvil_url, "--store", bad)
+        assert r.exit_code == 2 and named in r.stderr, r.output
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (folder / "config.toml").exists() and not (folder / "keystore.json").exists()
+
+
 def test_register_status_and_run_errors(ledger: Ledger, anvil_url: str, tmp_path: Path) -> None:
     folder = tmp_path / "node"
     assert init(folder, ledger, anvil_url).exit_code == 0
