@@ -6,11 +6,13 @@ auditor, simulation) registers its own group, and a command's module is imported
 command runs.
 
 Library code raises FedtrailError; this is the one place that turns errors into exit codes:
-0 ok, 1 a check or operation failed, 2 usage or configuration error.
+0 ok, 1 a check or operation failed, 2 usage or configuration error. A file-system error that
+names its path (an output folder under a file, say) is reported in one line too.
 """
 
 from __future__ import annotations
 
+import errno
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
@@ -20,6 +22,21 @@ from fedtrail import __version__
 from fedtrail.errors import ConfigError, FedtrailError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# A file error with one of these is a path the user gave that cannot be used (usage, exit 2);
+# any other (a full disk, an I/O error) is an operation that failed (exit 1).
+_BAD_PATH_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EEXIST,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+    }
+)
 ENTRY_POINT_GROUP = "fedtrail.commands"
 
 
@@ -56,6 +73,14 @@ class _Group(click.Group):
         except FedtrailError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_FAILED)
+        except OSError as exc:
+            # A folder or file the command writes or reads (--out, --workdir, --folder, a
+            # node folder) that the system refuses: one line naming it, not a traceback.
+            if exc.filename is None:
+                raise
+            where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+            click.echo(f"error: {where}: {exc.strerror or exc}", err=True)
+            ctx.exit(EXIT_USAGE if exc.errno in _BAD_PATH_ERRNOS else EXIT_FAILED)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
