@@ -47,11 +47,15 @@ answers() {
 
 running() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
+# True when something accepts TCP connections on the port (a program that is not a chain).
+port_in_use() { timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0"' "$PORT" 2>/dev/null; }
+
 case "${1:-}" in
 start)
     [[ -x "$ANVIL" ]] || die "$ANVIL is missing: run 'npm ci' in $ROOT"
     if running; then say "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; exit 0; fi
     if answers; then die "something else answers on 127.0.0.1:$PORT"; fi
+    if port_in_use; then die "127.0.0.1:$PORT is in use by another program; set FEDTRAIL_ANVIL_PORT"; fi
     mkdir -p "$DIR"
     state_args=()
     if [[ "$STATE" != "none" ]]; then

@@ -5,6 +5,7 @@ Anvil lost the ledger), and starts empty when told to; it mines a block every se
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -110,3 +111,20 @@ def test_a_bad_block_time_is_refused(tmp_path: Path) -> None:
     done = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True)
     assert done.returncode == 1
     assert "FEDTRAIL_ANVIL_BLOCK_TIME must be whole seconds" in done.stderr
+
+
+def test_a_port_another_program_holds_is_named(tmp_path: Path) -> None:
+    """Before, Anvil was started anyway and the script said only 'anvil exited; see LOG'."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        env = {**os.environ, "FEDTRAIL_ANVIL_PORT": str(port), "FEDTRAIL_ANVIL_DIR": str(tmp_path)}
+        done = subprocess.run(
+            [str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"anvil: error: 127.0.0.1:{port} is in use by another program; set FEDTRAIL_ANVIL_PORT"
+    )
+    assert not (tmp_path / f"anvil-{port}.pid").exists()
