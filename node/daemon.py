@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -91,6 +92,9 @@ from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.chained import check_playable
 from fedtrail.valuation.limits import ThresholdLimits
+
+# What `node init` also prints in the register command it suggests: the coordinator knows the size.
+MAX_SAMPLES_PLACEHOLDER = "<size of this site's training set>"
 
 log = logging.getLogger("fedtrail.node")
 
@@ -459,7 +463,8 @@ class SiteNode:
             raise NodeNotRegistered(
                 f"{self.address} is not a registered site of the ledger at "
                 f"{self.ledger.address}; ask the coordinator to run "
-                f"`fedtrail node register {self.address}`"
+                f"`fedtrail node register {self.address} --name {shlex.quote(self.config.name)} "
+                f"--max-samples {MAX_SAMPLES_PLACEHOLDER}`"
             )
 
     # ---------------------------------------------------------------- one round

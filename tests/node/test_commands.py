@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import tomllib
 from pathlib import Path
 
@@ -84,6 +85,25 @@ def test_init_refuses_a_malformed_store_before_writing_anything(
         assert r.exit_code == 2 and named in r.stderr, r.output
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert not (folder / "config.toml").exists() and not (folder / "keystore.json").exists()
+
+
+def test_the_register_command_an_unregistered_node_suggests_registers_it(
+    ledger: Ledger, anvil_url: str, tmp_path: Path
+) -> None:
+    """It said `fedtrail node register ADDRESS`, which exits 2: --max-samples is required."""
+    folder = tmp_path / "node"
+    assert init(folder, ledger, anvil_url).exit_code == 0
+    r = invoke("node", "run", str(folder), "--once")
+    assert r.exit_code == 1 and "not a registered site" in r.stderr
+    # the placeholder `node init` prints too
+    suggested = r.stderr.split("`")[1].replace("<size of this site's training set>", "100")
+    words = shlex.split(suggested)
+    assert words[:3] == ["fedtrail", "node", "register"]
+    coordinator = ["--rpc-url", anvil_url, "--contract", ledger.address, "--dev-account", "0"]
+    done = invoke(*words[1:], *coordinator)
+    assert done.exit_code == 0, done.output
+    site = ledger.get_site(keystore_address(folder / "keystore.json"))
+    assert site is not None and site.registered and site.name == "St. Mary"
 
 
 def test_register_status_and_run_errors(ledger: Ledger, anvil_url: str, tmp_path: Path) -> None:
