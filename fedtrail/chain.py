@@ -8,6 +8,7 @@ JSON-RPC endpoint (Anvil locally).
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from fedtrail.errors import ChainUnreachable, ConfigError, TransactionFailed
 
@@ -32,6 +33,13 @@ def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 30.0) -> Web3:
         return Web3(EthereumTesterProvider())
     if not rpc_url.startswith(("http://", "https://")):
         raise ConfigError(f"rpc url must be http(s)://... or {EMBEDDED!r}, got {rpc_url!r}")
+    try:  # a malformed URL is the user's typo (exit 2), not an endpoint that is down (exit 1)
+        parts = urlsplit(rpc_url)
+        parts.port  # noqa: B018 - ValueError for a port outside 0..65535 or not a number
+    except ValueError as exc:
+        raise ConfigError(f"rpc url {rpc_url!r} is not a valid URL: {exc}") from None
+    if not parts.hostname:
+        raise ConfigError(f"rpc url {rpc_url!r} names no host")
     # The chain id is asked before every eth_call, gas estimate and signature (web3's
     # validation middleware, build_transaction): 3 of every 7 requests of a transaction. It
     # cannot change under an endpoint, so the provider answers it from its cache after the

@@ -11,6 +11,7 @@ import pytest
 from web3.providers.rpc import HTTPProvider
 
 from fedtrail.chain import connect
+from fedtrail.errors import ConfigError
 
 
 @pytest.mark.anvil
@@ -35,3 +36,17 @@ def test_the_chain_id_is_asked_once_and_state_reads_every_time(
     assert sent["eth_chainId"] <= 2
     assert sent["eth_blockNumber"] == 3
     assert sent["eth_call"] == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://127.0.0.1:99999", "Port out of range"),
+        ("http://127.0.0.1:port", "not a valid URL"),
+        ("http://:8545", "names no host"),
+    ],
+)
+def test_a_malformed_url_is_a_configuration_error(url: str, said: str) -> None:
+    """Before, these were 'no JSON-RPC answer from URL (InvalidURL)': an endpoint down, exit 1."""
+    with pytest.raises(ConfigError, match=said):
+        connect(url)
