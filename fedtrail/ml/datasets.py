@@ -192,6 +192,9 @@ class Splits:
 # ---------------------------------------------------------------- MedMNIST .npz
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def load_medmnist_npz(path: str | os.PathLike[str], *, num_classes: int | None = None) -> Splits:
     """Load any MedMNIST 2D ``.npz``: keys ``{train,val,test}_images`` — uint8 ``(N, H, W)``
     grayscale or ``(N, H, W, 3)`` RGB (``(N, H, W, 1)`` and floats in ``[0, 1]`` are accepted
@@ -204,6 +207,14 @@ def load_medmnist_npz(path: str | os.PathLike[str], *, num_classes: int | None =
     if not p.is_file():
         raise ConfigError(f"dataset file not found: {p}")
     wanted = [f"{s}_{kind}" for s in _SPLITS for kind in ("images", "labels")]
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(len(_NPY_MAGIC))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p} as a .npz file: {exc}") from exc
+    if head != _NPY_MAGIC and not zipfile.is_zipfile(p):
+        # numpy takes any other file for a pickle and says so, which misleads: say what it is
+        raise ConfigError(f"cannot read {p} as a .npz file: it is not a zip archive of arrays")
     try:
         loaded = np.load(p, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -303,7 +314,10 @@ def image_folder_classes(path: str | os.PathLike[str]) -> list[str]:
     root = Path(path)
     if not root.is_dir():
         raise ConfigError(f"image folder not found: {root}")
-    return sorted(e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith("."))
+    found = sorted(e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith("."))
+    if not found:
+        raise ConfigError(f"{root} has no class sub-folders (expected root/<class>/<image files>)")
+    return found
 
 
 def load_image_folder(

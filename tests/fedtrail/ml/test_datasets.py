@@ -392,3 +392,12 @@ def test_a_subset_with_a_site_mix_follows_the_mix_and_keeps_every_class() -> Non
         subset_with_mix(test, np.array([0.0, 0.0]), seed=1)
     with pytest.raises(ConfigError, match="class mix"):
         subset_with_mix(test, np.array([1.0]), seed=1)
+
+
+def test_a_file_that_is_no_archive_is_named_so_not_a_pickle(tmp_path: Path) -> None:
+    """numpy reads any non-zip, non-.npy file as a pickle and refuses 'pickled (object) data'."""
+    junk = tmp_path / "scans.npz"
+    junk.write_text("x\n")
+    with pytest.raises(ConfigError, match="not a zip archive of arrays") as caught:
+        load_medmnist_npz(junk)
+    assert "pickle" not in str(caught.value)
