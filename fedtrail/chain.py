@@ -23,23 +23,31 @@ MAX_POLL_INTERVAL = 3600.0
 aggregator's; round windows are minutes). NaN, infinity or more are configuration errors."""
 
 
-def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 30.0) -> Web3:
-    """A connected Web3 for ``rpc_url``, or a fresh in-process chain for ``"embedded"``."""
-    from web3 import EthereumTesterProvider, Web3
-    from web3.providers.rpc import HTTPProvider
-    from web3.types import RPCEndpoint
-
+def check_rpc_url(rpc_url: str) -> str:
+    """``rpc_url`` when it is ``"embedded"`` or a well-formed http(s) URL; else ConfigError.
+    Parses only: a malformed URL is the user's typo (exit 2), not an endpoint that is down."""
     if rpc_url == EMBEDDED:
-        return Web3(EthereumTesterProvider())
+        return rpc_url
     if not rpc_url.startswith(("http://", "https://")):
         raise ConfigError(f"rpc url must be http(s)://... or {EMBEDDED!r}, got {rpc_url!r}")
-    try:  # a malformed URL is the user's typo (exit 2), not an endpoint that is down (exit 1)
+    try:
         parts = urlsplit(rpc_url)
         parts.port  # noqa: B018 - ValueError for a port outside 0..65535 or not a number
     except ValueError as exc:
         raise ConfigError(f"rpc url {rpc_url!r} is not a valid URL: {exc}") from None
     if not parts.hostname:
         raise ConfigError(f"rpc url {rpc_url!r} names no host")
+    return rpc_url
+
+
+def connect(rpc_url: str = DEFAULT_RPC_URL, *, timeout: float = 30.0) -> Web3:
+    """A connected Web3 for ``rpc_url``, or a fresh in-process chain for ``"embedded"``."""
+    from web3 import EthereumTesterProvider, Web3
+    from web3.providers.rpc import HTTPProvider
+    from web3.types import RPCEndpoint
+
+    if check_rpc_url(rpc_url) == EMBEDDED:
+        return Web3(EthereumTesterProvider())
     # The chain id is asked before every eth_call, gas estimate and signature (web3's
     # validation middleware, build_transaction): 3 of every 7 requests of a transaction. It
     # cannot change under an endpoint, so the provider answers it from its cache after the

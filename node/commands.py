@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from fedtrail.chain import connect
+from fedtrail.chain import check_rpc_url, connect
 from fedtrail.cli.common import (
     FiniteFloatRange,
     LazyChoice,
@@ -125,7 +125,9 @@ def init(
     contract = checksum(contract)
     from fedtrail.storage.store import open_store
 
-    open_store(store)  # parses only (no connection): a mistyped store fails here, not at `run`
+    # parse only (no connection): a mistyped endpoint fails here, not at `node run`
+    check_rpc_url(rpc_url)
+    open_store(store)
     shard_index, shard_count = 0, 1
     if shard:
         try:

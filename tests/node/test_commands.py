@@ -87,6 +87,19 @@ def test_init_refuses_a_malformed_store_before_writing_anything(
         assert not (folder / "config.toml").exists() and not (folder / "keystore.json").exists()
 
 
+def test_init_refuses_a_malformed_rpc_url_before_writing_anything(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """`--rpc-url notaurl` was written to config.toml and only failed at `node run`."""
+    for i, (bad, named) in enumerate(
+        (("notaurl", "must be http(s)"), ("http://127.0.0.1:99999", "Port out of range"))
+    ):
+        folder = tmp_path / f"n{i}"
+        r = init(folder, ledger, bad)
+        assert r.exit_code == 2 and named in r.stderr, r.output
+        assert not (folder / "config.toml").exists() and not (folder / "keystore.json").exists()
+
+
 def test_the_register_command_an_unregistered_node_suggests_registers_it(
     ledger: Ledger, anvil_url: str, tmp_path: Path
 ) -> None:
