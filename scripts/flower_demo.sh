@@ -50,7 +50,7 @@ while [[ $# -gt 0 ]]; do
     --reveal-seconds) REVEAL_SECONDS="$2"; shift 2 ;;
     --app) APP="$(cd "$2" && pwd)"; shift 2 ;;
     --node-config-extra) EXTRA[$2]="$3"; shift 3 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done

@@ -40,7 +40,7 @@ while [[ $# -gt 0 ]]; do
     --arch) MODEL_ARGS+=(--arch "$2"); shift 2 ;;
     --image-size) MODEL_ARGS+=(--image-size "$2"); shift 2 ;;
     --valuation-mode) VALUATION_MODE="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
