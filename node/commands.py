@@ -25,11 +25,12 @@ from fedtrail.cli.common import (
     signer_options,
     stop_on_signals,
     tx_fields,
+    unlock_keystore,
 )
 from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError
 from fedtrail.hooks import launcher_step_hook
-from fedtrail.keys import FAST_KDF_N, create_keystore, keystore_address, load_keystore
+from fedtrail.keys import FAST_KDF_N, create_keystore, keystore_address
 from fedtrail.protocol.codes import MAX_SITE_SAMPLES
 from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
@@ -535,7 +536,7 @@ def run(
     setup_logging(folder / "node.log", verbose=verbose)
     if threads:
         torch.set_num_threads(threads)
-    account = load_keystore(folder / config.keystore, read_passphrase(folder / config.keystore))
+    account = unlock_keystore(folder / config.keystore)
     content = open_checked_store(config.store)
     train, val = config.data.load(base=folder, image_size=config.model.image_size)
     stop = stop_on_signals("finishing the current step, then stopping")

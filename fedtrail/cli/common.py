@@ -17,7 +17,7 @@ import click
 
 from fedtrail.chain import DEFAULT_RPC_URL, connect, dev_account
 from fedtrail.errors import ConfigError
-from fedtrail.keys import PASSPHRASE_ENV, load_keystore, passphrase_from_env
+from fedtrail.keys import PASSPHRASE_ENV, keystore_address, load_keystore, passphrase_from_env
 from fedtrail.protocol.codes import MAX_ROUND_ID
 
 if TYPE_CHECKING:  # web3, the ledger and the store load in seconds: imported where used
@@ -304,6 +304,13 @@ def load_signer(w3: Web3, keystore: Path | None, dev_account_index: int | None) 
         return dev_account(dev_account_index)
     if keystore is None:
         raise ConfigError("a signing key is needed: pass --keystore FILE (or --dev-account N)")
+    return unlock_keystore(keystore)
+
+
+def unlock_keystore(keystore: Path) -> LocalAccount:
+    """The account of a keystore file, its passphrase from the environment or a prompt. A
+    missing file or one that is no keystore is said first, before a passphrase is asked for."""
+    keystore_address(keystore)
     return load_keystore(keystore, read_passphrase(keystore))
 
 

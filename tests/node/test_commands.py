@@ -100,6 +100,17 @@ def test_init_refuses_a_malformed_rpc_url_before_writing_anything(
         assert not (folder / "config.toml").exists() and not (folder / "keystore.json").exists()
 
 
+def test_run_names_a_missing_keystore_before_asking_for_a_passphrase(
+    ledger: Ledger, anvil_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "node"
+    assert init(folder, ledger, anvil_url).exit_code == 0
+    (folder / "keystore.json").unlink()
+    r = invoke("node", "run", str(folder), "--once", env={"FEDTRAIL_PASSPHRASE": ""})
+    assert r.exit_code == 1 and "keystore.json does not exist" in r.stderr, r.output
+    assert "passphrase" not in r.stderr
+
+
 def test_the_register_command_an_unregistered_node_suggests_registers_it(
     ledger: Ledger, anvil_url: str, tmp_path: Path
 ) -> None:

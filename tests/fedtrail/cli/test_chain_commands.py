@@ -136,6 +136,21 @@ def test_deploy_needs_a_key(anvil_url: str, tmp_path: Path) -> None:
     assert code == 2 and "--keystore" in err
 
 
+def test_a_missing_or_wrong_keystore_is_named_before_a_passphrase_is_asked(
+    anvil_url: str, tmp_path: Path
+) -> None:
+    """It said 'no passphrase for FILE: set FEDTRAIL_PASSPHRASE' for a FILE that is not there."""
+    not_a_keystore = tmp_path / "config.toml"
+    not_a_keystore.write_text("[node]\n")
+    no_passphrase = {"FEDTRAIL_PASSPHRASE": ""}
+    for keystore, said in ((tmp_path / "nope.json", "does not exist"), (not_a_keystore, "not a")):
+        out = str(tmp_path / "d.json")
+        args = ("chain", "deploy", "--rpc-url", anvil_url, "--keystore", str(keystore))
+        code, _, err = run(*args, "--out", out, env=no_passphrase)
+        assert code == 1 and said in err and str(keystore) in err, err
+        assert "passphrase" not in err
+
+
 def test_a_round_not_yet_valued_shows_no_verdict(anvil_url: str, tmp_path: Path) -> None:
     """Before recordValuation the chain reads score 0 / reason code 0; that is not an OK
     verdict, so `chain status` shows no score, reason or weight for the round's updates."""
