@@ -140,18 +140,21 @@ def init(
 
     source = load_source(data_path)
     task = task_for(source, arch=arch, image_size=image_size)
+    data = DataConfig(
+        path=data_path,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        partition=partition,
+        class_names=task.class_names,
+    )
+    if shard_count > 1:  # the partition `node run` will make: too many shards fail here
+        data.load()
     config = NodeConfig(
         name=name,
         rpc_url=rpc_url,
         contract=contract,
         store=store,
-        data=DataConfig(
-            path=data_path,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            partition=partition,
-            class_names=task.class_names,
-        ),
+        data=data,
         compression=Compression(method=compression),  # type: ignore[arg-type]
         model=task.spec,
     )

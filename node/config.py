@@ -39,6 +39,7 @@ from fedtrail.valuation.limits import ThresholdLimits
 
 CONFIG_NAME = "config.toml"
 PARTITIONS = ("iid", "dirichlet", "quantity")
+MAX_NODE_NAME = 128
 T = TypeVar("T")
 
 
@@ -198,6 +199,12 @@ class NodeConfig:
             value = getattr(self, name)
             if not isinstance(value, str):
                 raise ConfigError(f"node.{name} must be a string, got {value!r}")
+        # the name goes into logs, terminal output and the register command init prints
+        if not self.name.strip() or len(self.name) > MAX_NODE_NAME or not self.name.isprintable():
+            raise ConfigError(
+                f"node.name {self.name!r} must be a non-empty printable string of at most "
+                f"{MAX_NODE_NAME} characters"
+            )
         poll = self.poll_interval
         # NaN made the daemon poll the chain without pause, inf crashed its wait
         if (

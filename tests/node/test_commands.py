@@ -75,6 +75,22 @@ def test_init_rejects_a_missing_data_path_and_bad_shard(
     assert r.exit_code == 2 and "I/N" in r.stderr
 
 
+def test_init_refuses_an_empty_name_and_more_shards_than_images(
+    ledger: Ledger, anvil_url: str, tmp_path: Path
+) -> None:
+    """`--name ""` and `--shard 0/99999999999` were written to config.toml and the second
+    failed only at `node run`."""
+    for i, extra in enumerate(
+        (("--name", ""), ("--name", "  "), ("--name", "a\x1b[2Jb"), ("--shard", "0/99999999999"))
+    ):
+        folder = tmp_path / f"n{i}"
+        r = init(folder, ledger, anvil_url, *extra)
+        assert r.exit_code == 2, r.output
+        named = "cannot give 99999999999 sites" if extra[0] == "--shard" else "node.name"
+        assert named in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (folder / "config.toml").exists() and not (folder / "keystore.json").exists()
+
+
 def test_init_refuses_a_malformed_store_before_writing_anything(
     ledger: Ledger, anvil_url: str, tmp_path: Path
 ) -> None:

@@ -63,6 +63,8 @@ def _load_with(tmp_path: Path, section: str, line: str) -> None:
         ("store = 5", "node.store must be a string"),
         ("keystore = [1]", "node.keystore must be a string"),
         ("name = 5", "node.name must be a string"),
+        ('name = ""', "node.name '' must be a non-empty printable string"),
+        ('name = "x\\u001b[2J"', "must be a non-empty printable string"),
         ("contract = 7", "node.contract must be a string"),
     ],
 )
