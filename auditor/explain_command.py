@@ -324,6 +324,14 @@ def explain(
     chosen = _methods(method, methods, html)
     if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256.removeprefix("0x")):
         raise click.UsageError("--sha256 must be 64 hex digits")
+    if cid is not None:
+        from fedtrail.errors import InvalidCid
+        from fedtrail.storage.cid import check_cid
+
+        try:  # a mistyped CID is misuse (exit 2), not a failed check
+            check_cid(cid)
+        except InvalidCid as exc:
+            raise click.UsageError(f"--cid: {exc}") from exc
     decision = Decision(None, "default 0.5: a model named by CID has no round log")
     task: Task | None = None
     task_note = ""

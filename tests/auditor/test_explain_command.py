@@ -90,6 +90,16 @@ def test_explain_needs_cid_and_sha_together(tmp_path: Path) -> None:
     assert result.exit_code == 2
 
 
+def test_a_malformed_cid_is_a_usage_error_before_any_store_is_asked(tmp_path: Path) -> None:
+    """`explain --cid not-a-cid` exited 1 (a failed check) after asking the store."""
+    args = ["explain", "--cid", "not-a-cid", "--sha256", "ab" * 32]
+    args += ["--store", "http://127.0.0.1:9", "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "--cid: not a CID" in result.stderr and "127.0.0.1:9" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_model_named_by_cid_is_explained_at_0_5_and_says_so(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     blob = encode_model(initial_model(ModelSpec(), 1).state_dict(), spec=ModelSpec(), round=3)
