@@ -71,7 +71,8 @@ def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
 
     info = ledger.get_round(round_id)
     names = {s.address: s.name for s in ledger.get_sites()}
-    subs = ledger.get_submissions(round_id)
+    every = ledger.get_submissions(round_id, include_unrevealed=True)
+    subs = [s for s in every if s.revealed]
     record = read_peer_record(ledger, round_id) if info.phase.has_scores else None
     table = None if record is None else peer_table(record, subs)
     peers = {} if table is None else {"peers": table.to_json()}
@@ -100,6 +101,12 @@ def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
             }
             for s in subs
         ],
+        # a commitment never opened: the site saw the round and withheld its update
+        "unrevealed": [
+            {"site": s.site, "name": names.get(s.site, ""), "commit_order": s.commit_order}
+            for s in every
+            if not s.revealed
+        ],
         **peers,
     }
 
@@ -111,7 +118,8 @@ def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
 def round_cmd(
     round_id: int, rpc_url: str | None, deployment_path: Path, contract: str | None, fmt: str
 ) -> None:
-    """One round: models, and every update with score, reason and weight."""
+    """One round: models, every update with score, reason and weight, and the sites that
+    committed but never revealed."""
     doc = round_doc(_open(rpc_url, deployment_path, contract), round_id)
     if fmt == "json":
         emit(doc, "json")
@@ -140,6 +148,9 @@ def round_cmd(
         "table",
         columns=["site", "name", "num_samples", "score", "reason_label", "weight", "sha256"],
     )
+    if doc["unrevealed"]:
+        click.echo("committed, never revealed (not valued, no weight):")
+        emit(doc["unrevealed"], "table", columns=["site", "name", "commit_order"])
     if "peers" in doc:
         _print_peers(doc["peers"])
 

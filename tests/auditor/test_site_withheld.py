@@ -107,3 +107,32 @@ def test_audit_round_keeps_the_peers_median_of_a_dropped_update(
     assert peers["reasons"][2] == "WITHHELD"
     scores = {s.site: s.score for s in fed.ledger.get_submissions(round_id)}
     assert scores[sites[2]] == 0  # the chain's score after the drop
+
+
+def test_audit_round_names_the_sites_that_committed_and_never_revealed(
+    embedded: ChainEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commitment never opened is a site that saw the round and withheld its update: `audit
+    round` listed only the revealed updates, so an auditor could not see it (found by an
+    independent chain reader)."""
+    import fedtrail.auditor.commands as commands
+
+    fed = Fed(embedded)
+    round_id = fed.open()
+    first, second, third = fed.sites
+    for i, site in enumerate((first, second, third)):
+        fed.commit(round_id, site, f"u{i}")
+    fed.past_commit(round_id)
+    fed.reveal(round_id, second, "u1")
+    monkeypatch.setattr(commands, "_open", lambda *_: fed.ledger)
+    out = CliRunner().invoke(cli, ["audit", "round", str(round_id), "--format", "json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert [u["site"] for u in doc["updates"]] == [second.address]
+    orders = fed.ledger.commit_orders(round_id)
+    assert sorted((u["site"], u["commit_order"]) for u in doc["unrevealed"]) == sorted(
+        (s.address, orders[s.address]) for s in (first, third)
+    )
+    table = CliRunner().invoke(cli, ["audit", "round", str(round_id)])
+    assert "committed, never revealed" in table.stdout
+    assert first.address in table.stdout and third.address in table.stdout
