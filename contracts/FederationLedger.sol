@@ -300,7 +300,8 @@ contract FederationLedger {
     /// `reputation` (this round's credit taken back: see {dropWithheld}).
     event UpdateWithheld(uint256 indexed round, address indexed site, uint32 reputation);
     /// @notice `site`'s weight in valued round `round` changed to `weight` (after
-    /// {dropWithheld}; its score, reason and reputation are unchanged).
+    /// {dropWithheld}). A site still weighted keeps its score, reason and reputation; a dropped
+    /// site's weight is 0 and its score, reason and reputation are as its `UpdateWithheld` says.
     event UpdateReweighted(uint256 indexed round, address indexed site, uint64 weight);
     /// @notice The coordinator set `site`'s epsilon budget (0: no budget).
     event PrivacyBudgetSet(address indexed site, uint64 epsilonBudgetMicro);
