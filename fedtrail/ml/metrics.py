@@ -242,10 +242,13 @@ def expected_calibration_error(
 ) -> float:
     """Expected calibration error of the predicted class's probability (Guo et al. ICML 2017):
     ``sum_b (n_b / N) |accuracy_b - mean confidence_b|`` over ``bins`` equal-width bins of the
-    confidence, bin ``b`` holding ``edges[b] < confidence <= edges[b + 1]`` with ``edges =
-    linspace(0, 1, bins + 1)`` (the first bin also holds 0). ``probabilities`` is ``(N, K)``
-    class probabilities (predicted class: argmax, first on ties) or ``(N,)`` probabilities of
-    class 1 (predicted: 1 when ``p > 0.5``, confidence ``max(p, 1 - p)``)."""
+    confidence, bin ``b`` holding ``edges[b] < confidence <= edges[b + 1]`` with ``edges[b] =
+    b / bins`` (float64 division; the first bin also holds 0): Guo et al.'s ``((m-1)/M, m/M]``,
+    so a confidence equal to an edge is in the bin it closes (torchmetrics' bins are
+    ``[lo, hi)`` instead; the two differ only for confidences exactly on an edge).
+    ``probabilities`` is ``(N, K)`` class probabilities (predicted class: argmax, first on ties)
+    or ``(N,)`` probabilities of class 1 (predicted: 1 when ``p > 0.5``, confidence
+    ``max(p, 1 - p)``)."""
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ConfigError(f"bins must be a positive integer, got {bins!r}")
     p = _as_numpy(probabilities).astype(np.float64)
@@ -262,7 +265,8 @@ def expected_calibration_error(
         conf = p[np.arange(y.size), pred]
     else:
         raise ValueError(f"expected (N, K) or (N,) probabilities, got shape {p.shape}")
-    edges = np.linspace(0.0, 1.0, bins + 1)
+    # b / bins, not linspace: linspace's b * (1 / bins) is an ulp off some edges (7 * 0.1)
+    edges = np.arange(bins + 1, dtype=np.float64) / bins
     which = np.searchsorted(edges[1:-1], conf, side="left")
     correct = (pred == y).astype(np.float64)
     total = 0.0

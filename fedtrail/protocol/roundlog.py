@@ -520,7 +520,7 @@ class RoundMetrics:
       for K > 2) and balanced accuracy of the calibrated decision (in-sample: fitted and scored
       on the same split);
     - ``balanced_accuracy``: of the plain decision; ``ece``: expected calibration error of the
-      model's own probabilities (10 equal-width bins);
+      model's own probabilities (10 equal-width bins ``((m-1)/10, m/10]``, Guo et al. 2017);
     - ``recall``, ``recall_calibrated``: the recall of every class ``0..K-1`` under the plain
       and the calibrated decision, None for a class absent from the split (their mean over the
       present classes is the balanced accuracy). Their length is the number of classes
