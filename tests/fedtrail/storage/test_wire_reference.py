@@ -76,6 +76,14 @@ def dense(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, np.n
     return out
 
 
+def is_canonical(blob: bytes) -> bool:
+    """The blob is safetensors' serialization of its own stored tensors with the metadata as
+    compact sorted-key JSON."""
+    meta, arrays = read_blob(blob)
+    text = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return st_save(dict(arrays), metadata={"fedtrail": text}) == blob
+
+
 # ---------------------------------------------------------------- the writer
 
 
@@ -149,6 +157,11 @@ def test_reader_expands_topk8_bit_for_bit(seed: int, fraction: float) -> None:
     assert {k: v.tobytes() for k, v in st_load(blob).items()} == {
         k: v.tobytes() for k, v in arrays.items()
     }
+    assert is_canonical(blob)
+    # a header padded with spaces is still valid safetensors, but no longer canonical
+    (n,) = struct.unpack("<Q", blob[:8])
+    padded = struct.pack("<Q", n + 8) + blob[8 : 8 + n] + b" " * 8 + blob[8 + n :]
+    assert read_blob(padded)[1].keys() == arrays.keys() and not is_canonical(padded)
     mine = dense(meta, arrays)
     theirs, _ = decode_update(blob, spec=SPEC)
     assert list(theirs) == list(SHAPES)
@@ -256,12 +269,15 @@ def test_auditor_recomputes_topk8_global_models(anvil: ChainEnv, tmp_path: Path)
         assert len(used) >= 2 and sum(s.weight for s in subs) == 10**18
         acc = {k: np.zeros(s, np.float64) for k, s in SHAPES.items()}
         for s in used:
-            meta, arrays = read_blob(fed.store.get(s.cid, s.sha256))
+            update_blob = fed.store.get(s.cid, s.sha256)
+            assert is_canonical(update_blob)
+            meta, arrays = read_blob(update_blob)
             assert meta["kind"] == "update" and meta["round"] == outcome.round
             assert meta["compression"] == {"fraction": 0.05, "method": "topk8"}
             for k, v in dense(meta, arrays).items():
                 acc[k] += (s.weight / 10**18) * v.astype(np.float64)
         blob = fed.store.get(info.global_cid, info.global_sha256)
+        assert is_canonical(blob)
         meta, got = read_blob(blob)
         assert meta["kind"] == "model" and meta["round"] == outcome.round
         for k in SHAPES:
