@@ -1028,10 +1028,11 @@ def _check_cancelled_unreadable(
 ) -> list[tuple[str, bool, str]]:
     """``peers.cancelled`` for a peer round cancelled *after* its valuation: the contract lets
     the aggregator do that because a site can withhold its blob once the validators scored it,
-    and no global model without a weighted update passes this audit. So it passes only when an
-    update with on-chain weight > 0 cannot be used now (not retrievable, not matching its
+    and no global model without a weighted update passes this audit. So it passes only when
+    every update with on-chain weight > 0 cannot be used now (not retrievable, not matching its
     sha256, or malformed: read as the aggregator reads it); when every weighted update reads,
-    the aggregator could have finalized the round. An update its site withheld and published
+    the aggregator could have finalized the round, and when some do, it could have dropped the
+    others (``dropWithheld``) and finalized with those. An update its site withheld and published
     again later reads as usable here (the caveat of ``cancelled.valuation``). Updates dropped
     before the cancel (``dropWithheld``) must be unusable too (``peers.withheld``, as in a
     finalized round): the cancel does not vouch for them."""
@@ -1061,6 +1062,21 @@ def _check_cancelled_unreadable(
                 False,
                 f"valued, then cancelled, yet each of its {len(weighted)} weighted update(s) "
                 "reads and decodes: the aggregator could have finalized the round",
+            ),
+            *dropped,
+        ]
+    usable = [sub.site[:10] for sub, c in weighted if c.delta is not None]
+    if usable:
+        # the unreadable ones could have been dropped (dropWithheld) and the round finalized
+        # with these: a cancel throws away their sites' round and spares the withholder the
+        # drop's reputation cost
+        return [
+            (
+                name,
+                False,
+                f"valued, then cancelled, yet weighted update(s) {', '.join(usable)} read and "
+                "decode: the aggregator could have dropped the unreadable one(s) "
+                "(dropWithheld) and finalized the round",
             ),
             *dropped,
         ]

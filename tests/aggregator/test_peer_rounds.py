@@ -631,3 +631,29 @@ def test_a_pin_that_failed_in_the_scoring_window_is_retried_before_the_finalize(
     assert outcome is not None and outcome.phase == Phase.FINALIZED
     assert {s.site: s for s in ledger.get_submissions(r)}[target.site].weight > 0
     assert target.cid in store.pins
+
+
+def test_a_valued_round_cancelled_while_a_weighted_update_still_reads_fails_peers_cancelled(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    """Attack: one site withholds its blob once scored and the aggregator cancels the valued
+    round instead of dropping that update (``dropWithheld``) and finalizing with the others:
+    the honest sites lose the round and the withholder keeps the reputation credit the drop
+    would have taken back. The contract allows the cancel; the service only cancels when no
+    weighted update is left readable, so ``audit verify`` must hold the aggregator to that.
+    Before, ``peers.cancelled`` passed as soon as *one* weighted update was unreadable."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+    ledger, service = fed.ledger, fed.service
+    r, _, peer = _scored_peer_round(fed)
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    weighted = [s for s in ledger.get_submissions(r) if s.weight > 0]
+    assert len(weighted) >= 2
+    gone, *readable = weighted
+    pass_deadline(ledger, peer.score_reveal_deadline)
+    ledger.cancel_round(service.account, r)
+    store = _Withholding(fed.store, gone.cid)
+    (audit,) = [a for a in verify_all(ledger, store) if a.round == r]  # type: ignore[arg-type]
+    check = next(c for c in audit.checks if c.name == "peers.cancelled")
+    assert not check.passed, check.detail
+    assert all(s.site[:10] in check.detail for s in readable), check.detail
+    assert "dropWithheld" in check.detail, check.detail
