@@ -16,7 +16,7 @@ reputation with no validation split at all:
   the earlier rounds' ``ValidatorRated`` events left), and the chain's and the log's weights
   the shared weight rule over those medians; a log entry's ``peer_median`` and ``peer_count``
   components, when given, are that median and the number of counted other validators that
-  scored the update;
+  scored the update, and it gives no other component (no one could check it);
 * ``peers.quorum``: the chain's peer record is the one the terms committed (quorum, score commit
   and reveal windows after the reveal deadline) and the revealed votes meet the quorum;
 * ``peers.cancelled`` (a cancelled peer round): the round could not have been valued, i.e.
@@ -89,6 +89,9 @@ QUORUM = "peers.quorum"
 REPUTATION = "peers.reputation"
 CANCELLED = "peers.cancelled"
 WITHHELD = "peers.withheld"
+
+PEER_COMPONENTS = frozenset({"peer_median", "peer_count"})
+"""The components a peer round's log may give a site: both follow from the chain's votes."""
 
 Check = tuple[str, bool, str]
 """(check name, passed, detail), as :class:`~fedtrail.auditor.verify.RoundAudit` adds them."""
@@ -260,6 +263,14 @@ def check_median(
                 got = entry.components.get(key, want)
                 if type(got) is not int or got != want:
                     problems.append(f"log {who} component {key} {got!r}, the votes give {want}")
+            # nothing else: a peer round has no aggregator statistics, and figures such as a
+            # norm_z or cosine (recomputed in an aggregator round) would go unchecked here
+            extra = sorted(str(k) for k in entry.components if k not in PEER_COMPONENTS)
+            if extra:
+                problems.append(
+                    f"log {who} components {', '.join(extra)[:200]}: a peer round's log holds "
+                    "only peer_median and peer_count, and no one recomputes the others"
+                )
     if log_sites is None:
         problems.append("no log to compare")
     return (

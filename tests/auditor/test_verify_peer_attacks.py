@@ -222,6 +222,47 @@ def test_a_log_that_misstates_a_sites_peer_median_or_peer_count_fails_peers_medi
     assert not passed and f"component peer_median {9 * S // 10}, the votes give {S // 2}" in detail
 
 
+def test_a_peer_log_that_adds_aggregator_statistics_to_a_site_fails_peers_median(
+    fed: Fed,
+) -> None:
+    """Attack: in a peer round the aggregator computes no statistics, so verify recomputes
+    none (the data-free ones are checked in aggregator rounds only). A log that gives an honest
+    site ``norm_z`` 25 and ``cosine`` -0.9 next to its true median shows it as an outlier in the
+    report with every check passing; peers.median must refuse components the votes do not
+    give. Before, only peer_median and peer_count were compared."""
+    a, b, c, _ = fed.sites
+    round_id = fed.open_peer(quorum=2)
+    sites = fed.submit(round_id, [a, b, c], [100, 200, 300])
+    votes = fed.score(round_id, {v.address: [S // 2] * 3 for v in (a, b, c)})
+    fed.past_score_reveal(round_id)
+    fed.ledger.record_peer_valuation(fed.agg, round_id, sites, votes)
+    subs = fed.ledger.get_submissions(round_id)
+    record = read_peer_record(fed.ledger, round_id)
+    assert record is not None
+
+    def log(extra: dict[str, float]) -> list[SiteEntry]:
+        return [
+            SiteEntry.of(
+                site=sub.site,
+                name="",
+                update=UpdateRef(sub.cid, sub.sha256, sub.num_samples),
+                status=Reason.OK,
+                score=sub.score,
+                reason=sub.reason,
+                weight=sub.weight,
+                components={"peer_median": S // 2, "peer_count": 2, **(extra if i == 0 else {})},
+                explanation=None,
+            )
+            for i, sub in enumerate(subs)
+        ]
+
+    (_, passed, detail), _ = check_median(record, subs, log({}))
+    assert passed, detail
+    (_, passed, detail), _ = check_median(record, subs, log({"norm_z": 25.0, "cosine": -0.9}))
+    assert not passed, detail
+    assert f"log {subs[0].site[:10]} components cosine, norm_z" in detail, detail
+
+
 def test_a_removed_then_re_registered_validator_is_rated_once_at_cancel_as_verify_expects(
     fed: Fed, tmp_path: Path
 ) -> None:
