@@ -22,7 +22,9 @@ decoded blobs fix:
 * a site that did not count has its reason as its status (the screen passes a candidate's own
   status through), and no statistics;
 * LOW_GAIN before the screen comes only from the warm-up harm check of a round valued with
-  standing (:func:`fedtrail.valuation.round._harmful`); elsewhere a LOW_GAIN site counted.
+  standing (:func:`fedtrail.valuation.round._harmful`); elsewhere a LOW_GAIN site counted;
+* a site shows no component the valuation does not give (:data:`KNOWN_FIELDS`): an extra figure
+  beside the checked ones would read as part of them.
 
 What stays the aggregator's word without the validation split: whether an OUTLIER_NORM site
 was rejected before the screen (by the 100x-the-model bound, which needs no data but is not
@@ -51,12 +53,17 @@ from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
 from fedtrail.valuation.chained import combiner_from
 from fedtrail.valuation.robust import RobustStats, robust_statistics
 
-__all__ = ["COUNTED", "ROBUST_FIELDS", "Recomputed", "check_components"]
+__all__ = ["COUNTED", "KNOWN_FIELDS", "ROBUST_FIELDS", "Recomputed", "check_components"]
 
 Check = tuple[str, bool, str]
 
 ROBUST_FIELDS = ("cosine", "norm", "norm_z", "median_norm")
 """The components :func:`~fedtrail.valuation.robust.robust_statistics` gives."""
+
+KNOWN_FIELDS = frozenset({"status", *ROBUST_FIELDS, "robust_checked", "value", "method"})
+"""Every component an aggregator round's log gives a site
+(:attr:`~fedtrail.valuation.combine.SiteValuation.components`): any other would be an unchecked
+figure beside the checked ones."""
 
 COUNTED = frozenset({Reason.OK, Reason.LOW_QUALITY, Reason.OUTLIER_DIRECTION})
 """On-chain reasons only an update that reached the screen (so counted) can have."""
@@ -108,6 +115,12 @@ def check_components(
             problems.append(f"{who} has no log entry")
             continue
         comp = entry.components
+        extra = sorted(str(k) for k in comp if k not in KNOWN_FIELDS)
+        if extra:
+            problems.append(
+                f"{who} shows component(s) {', '.join(extra)[:200]} that no valuation gives "
+                "and no check recomputes"
+            )
         status = comp.get("status")
         counted = status == Reason.OK.name
         try:

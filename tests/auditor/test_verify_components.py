@@ -107,6 +107,8 @@ COMPONENT_LIES: dict[str, tuple[Edit, str]] = {
     "norm_z": (_set("norm_z", 42.0), "norm_z 42.0, recomputed"),
     "robust_checked": (_set("robust_checked", False), "robust_checked False, recomputed True"),
     "status": (_uncounted, "is scored OK, so its update reached the screen"),
+    # a figure no valuation gives, beside the checked ones: the report showed it unchecked
+    "extra": (_set("harm", 0.35), "shows component(s) harm that no valuation gives"),
 }
 
 
