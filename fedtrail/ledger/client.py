@@ -943,9 +943,11 @@ class _EventCodec:
         args: dict[str, Any] = {}
         for (name, typ), topic in zip(self.indexed, topics[1:], strict=True):
             args[name] = _decoded(typ, abi_decode([typ], _bytes(topic))[0])
-        values = abi_decode([t for _, t in self.data], _bytes(data))
+        # a string is read as its bytes first: the contract takes any bytes as a string (a
+        # site's CID), and one that is not UTF-8 must not make every event of its kind unreadable
+        values = abi_decode(["bytes" if t == "string" else t for _, t in self.data], _bytes(data))
         for (name, typ), value in zip(self.data, values, strict=True):
-            args[name] = _decoded(typ, value)
+            args[name] = _text(value) if typ == "string" else _decoded(typ, value)
         return args
 
     def filter_value(self, name: str, value: Any) -> Any:
@@ -956,6 +958,14 @@ class _EventCodec:
         if typ != "address" and isinstance(value, str):
             return value  # a string (or hex) argument is compared as given, never checksummed
         return _decoded(typ, value)
+
+
+def _text(raw: bytes) -> str:
+    """An event's ``string`` argument: its UTF-8 text, or, for bytes that are not UTF-8 (which the
+    contract accepts from whoever sent them), the same with each invalid byte as ``\\xNN``: every
+    reader gets the same text, which any JSON document can carry, and none of it is a valid
+    CID."""
+    return bytes(raw).decode("utf-8", errors="backslashreplace")
 
 
 def _decoded(typ: str, value: Any) -> Any:
