@@ -6,10 +6,13 @@ values. What an auditor checks with public data alone (``standing.chain``,
 ``standing.accumulated``, ``standing.scores``):
 
 * the block continues the right log: the latest round finalized before this one, by the CID
-  and sha256 the chain holds for it; ``before`` is that log's ``after``, ``valued_rounds`` one
-  more than its own (0 and nothing before when there is no such round or block); the references
-  are the readable updates and global deltas of the latest ``stale_rounds`` finalized rounds
-  (the terms' threshold; 1 when they record none: :mod:`fedtrail.valuation.chained`);
+  and sha256 the chain holds for it, or, when that log has no standing block (valued per round
+  or by the peers), the latest earlier one that has
+  (:func:`~fedtrail.valuation.chained.standing_source`: a round valued without standing does
+  not reset the records); ``before`` is that log's ``after``, ``valued_rounds`` one more than
+  its own (0 and nothing before when there is no such round or block); the references are the
+  readable updates and global deltas of the latest ``stale_rounds`` finalized rounds (the
+  terms' threshold; 1 when they record none: :mod:`fedtrail.valuation.chained`);
 * ``after`` is exactly ``before`` plus ``normalised`` (same float arithmetic, so bit-equal);
   the normalised values are shares (their absolute values sum to at most 1) and only sites
   that passed the screening have one;
@@ -37,9 +40,9 @@ from fedtrail.auditor.components import Recomputed
 from fedtrail.errors import FedtrailError
 from fedtrail.ledger import Ledger, Submission
 from fedtrail.protocol.codes import Reason
-from fedtrail.protocol.roundlog import MAX_LOG_BYTES, RoundLog, Standing, ValuationSettings
+from fedtrail.protocol.roundlog import RoundLog, Standing, ValuationSettings
 from fedtrail.storage.store import ContentStore
-from fedtrail.valuation.chained import combiner_from, previous_round, reference_labels
+from fedtrail.valuation.chained import combiner_from, reference_labels, standing_source
 from fedtrail.valuation.combine import Combiner
 from fedtrail.valuation.standing import (
     accumulate,
@@ -60,13 +63,12 @@ SCORED_FROM_STANDING = (int(Reason.OK), int(Reason.LOW_QUALITY))
 def _expected_previous(
     ledger: Ledger, store: ContentStore, round_id: int, stale_rounds: int
 ) -> tuple[int | None, str, str, Standing | None, list[str]]:
-    prev = previous_round(ledger, round_id)
-    if prev is None:
+    source = standing_source(ledger, store, round_id)
+    if source is None:
         return None, "", "", None, []
-    info = ledger.get_round(prev)
-    log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256, max_bytes=MAX_LOG_BYTES))
+    previous, standing = source
     refs = reference_labels(ledger, round_id, stale_rounds)
-    return prev, info.log_cid, info.log_sha256, log.standing, refs
+    return previous.round, previous.cid, previous.sha256, standing, refs
 
 
 def check_standing(

@@ -7,7 +7,12 @@ only, by the one rule here that the aggregator (to score) and the auditor (to ch
 * the **previous round** is the latest round finalized before this one (a cancelled round
   leaves nothing behind: its values are not carried);
 * the **accumulated values** are that round's log's ``standing.after`` (none, and this round is
-  the warm-up, when there is no such round or its log has no standing block);
+  the warm-up, when there is no such round); when its log has no standing block (a round
+  valued per round, or by the peers), the latest earlier finalized round whose log has one is
+  continued instead, and that log is the one the block names (:func:`standing_source`): before,
+  one round valued without standing reset every site's record and made the next a warm-up, so
+  an aggregator could wipe a demoted site's record with a passing audit. Only when no earlier
+  log has a block does the round start the warm-up, continuing the latest finalized round;
 * the **references** come from the latest ``stale_rounds`` finalized rounds before this one
   (the round terms' threshold, :class:`~fedtrail.valuation.combine.Combiner`; 1 in logs
   recorded without it), newest first: each round's readable updates (``"<address>'s update of
@@ -74,6 +79,7 @@ __all__ = [
     "reference_labels",
     "reference_submissions",
     "standing_of",
+    "standing_source",
 ]
 
 
@@ -259,6 +265,28 @@ def recent_references(
     return out
 
 
+def standing_source(
+    ledger: Ledger, store: ContentStore, round_id: int
+) -> tuple[PreviousLog, Standing | None] | None:
+    """The log ``round_id``'s standing continues (see the module docstring) and its standing
+    block: the latest round finalized before ``round_id`` whose log has one, else the latest
+    finalized round with None; None when no round was finalized before. Each log is read
+    under its on-chain sha256 and must name its own round."""
+    latest: PreviousLog | None = None
+    for r in range(round_id - 1, 0, -1):
+        info = ledger.get_round(r)
+        if info.phase != Phase.FINALIZED:
+            continue
+        log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256, max_bytes=MAX_LOG_BYTES))
+        if log.round != r:
+            raise FedtrailError(f"the log of round {r} names round {log.round}")
+        here = PreviousLog(round=r, cid=info.log_cid, sha256=info.log_sha256)
+        if log.standing is not None:
+            return here, log.standing
+        latest = latest or here
+    return None if latest is None else (latest, None)
+
+
 def carried_history(
     ledger: Ledger,
     store: ContentStore,
@@ -272,24 +300,17 @@ def carried_history(
     the latest ``stale_rounds`` finalized rounds (the terms' threshold); ``known`` as for
     :func:`recent_references`."""
     prevs = previous_rounds(ledger, round_id, stale_rounds)
-    if not prevs:
+    source = standing_source(ledger, store, round_id)
+    if not prevs or source is None:
         return Carried(history=History(), previous=None)
-    prev = prevs[0]
-    info = ledger.get_round(prev)
-    log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256, max_bytes=MAX_LOG_BYTES))
-    if log.round != prev:
-        raise FedtrailError(f"the log of round {prev} names round {log.round}")
+    previous, standing = source
     references = recent_references(ledger, store, prevs, spec, known=known)
-    standing = log.standing
     history = History(
         accumulated=dict(standing.after) if standing else {},
         valued_rounds=standing.valued_rounds + 1 if standing else 0,
         references=references,
     )
-    return Carried(
-        history=history,
-        previous=PreviousLog(round=prev, cid=info.log_cid, sha256=info.log_sha256),
-    )
+    return Carried(history=history, previous=previous)
 
 
 def standing_of(carried: Carried, report: RoundValuation) -> Standing:

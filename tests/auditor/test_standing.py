@@ -269,3 +269,56 @@ def test_audit_log_shows_the_standing_with_what_verify_checks(
     assert f"{site.name}: +0.000 + " in out.output and f"= {after:+.3f}" in out.output
     first = CliRunner().invoke(cli, ["audit", "log", "1", "--store", f"local:{fed.store.root}"])
     assert "warm-up: nothing accumulated" in first.output
+
+
+def test_a_round_valued_per_round_does_not_reset_the_standing(
+    anvil_url: str, tmp_path: Path
+) -> None:
+    """Attack: the aggregator values one round per round (``--per-round``: its terms say
+    ``standing: false``, which no site refuses), then goes back to standing. Before, the next
+    standing round continued that round's log, which has no standing block: every site's record
+    was wiped (a demoted site paid in full again) and the round was a second warm-up, with
+    every check passing. Now it continues the latest log with a block, and a log that starts
+    over fails standing.chain."""
+    fed = federation(tmp_path, rounds=2, **on_anvil(anvil_url))
+    kept = _log(fed, 2).standing
+    assert kept is not None and kept.after
+    standing = fed.service.settings
+    fed.service.settings = dataclasses.replace(standing, standing=False)
+    assert fed.run_round() is not None
+    assert _log(fed, 3).standing is None and _log(fed, 3).settings.valuation.standing is False
+    fed.service.settings = standing
+    assert fed.run_round() is not None
+    fourth = _log(fed, 4).standing
+    assert fourth is not None and fourth.previous is not None
+    info2 = fed.ledger.get_round(2)
+    assert (fourth.previous.round, fourth.previous.cid) == (2, info2.log_cid)
+    assert dict(fourth.before) == dict(kept.after)
+    assert fourth.valued_rounds == kept.valued_rounds + 1
+    for audit in verify_all(fed.ledger, fed.store):
+        assert audit.passed, (audit.round, _failed(audit))
+
+    # the log the aggregator wrote before: round 3's log continued, the records wiped
+    info3 = fed.ledger.get_round(3)
+    reset = dataclasses.replace(
+        fourth,
+        previous=dataclasses.replace(
+            fourth.previous, round=3, cid=info3.log_cid, sha256=info3.log_sha256
+        ),
+        before={},
+        valued_rounds=0,
+    )
+    settings = _log(fed, 4).settings.valuation
+    problems = {
+        name: detail
+        for name, passed, detail in check_standing(
+            fed.ledger,
+            fed.store,
+            dataclasses.replace(_log(fed, 4), standing=reset),
+            settings,
+            fed.ledger.get_submissions(4),
+        )
+        if not passed
+    }
+    assert "standing.chain" in problems, problems
+    assert "does not continue round 2's log" in problems["standing.chain"]
