@@ -225,6 +225,7 @@ def peer_round(
         for entry in doc["sites"]:
             entry["reason_label"] = Reason(entry["reason"]).name
             entry["explanation"] = "median of the other validators' scores"
+            entry["components"] = {}  # the aggregator's statistics have no place here
             if entry["site"] == tamper:  # how the aggregator read it (log.status)
                 entry["status"] = "tampered"
         doc["peers"] = {

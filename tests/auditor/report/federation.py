@@ -143,7 +143,7 @@ def finalize(
     names = {s.address: s.name for s in ledger.get_sites()}
     auc = 0.70 + 0.08 * round_id
     # the data-free components the audit recomputes (every update counted: none was rejected
-    # before the screen), beside a made-up validation gain
+    # before the screen), beside a made-up game value (the aggregator's claim)
     robust = robust_statistics(dict(zip([s.site for s in subs], deltas, strict=True)))
     doc: dict[str, Any] = {
         "format": roundlog.FORMAT,
@@ -166,7 +166,8 @@ def finalize(
                 "update": {"cid": s.cid, "sha256": s.sha256, "num_samples": s.num_samples},
                 "status": "ok",
                 "components": {
-                    "gain": round(s.score / 1e7, 4),
+                    "value": round(s.score / 1e7, 4),
+                    "method": "loo",
                     "status": "OK",
                     **asdict(robust[s.site]),
                     "robust_checked": True,

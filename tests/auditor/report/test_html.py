@@ -46,7 +46,7 @@ def test_report_shows_sites_reasons_and_rounds(fed: Fed, report: tuple[Path, str
     assert "<td class=num>0.900</td>" in page
     subs = fed.ledger.get_submissions(2)
     assert f'title="{subs[0].weight}">{subs[0].weight / WEIGHT_SCALE:.2%}</td>' in page
-    assert "gain=0.0900" in page  # log components
+    assert "value=0.0900" in page  # log components
     # metrics table from metrics.after, the calibrated threshold and F1 at it too
     assert "0.780</b>" in page and "0.860</b>" in page
     assert "<th class=num>Threshold before \u2192 after</th>" in page
