@@ -1268,7 +1268,16 @@ def _check_peers(
     audit.add(*median)
     audit.add(*check_quorum(peer, terms))
     audit.add(*check_reputation(peer, outcome))
-    if log is not None and (log.settings.valuation.standing or log.standing is not None):
+    if log is not None and log.standing is not None:
+        # nothing here checks it, yet the next round valued with standing would continue it:
+        # a block of made-up values would wipe or forge every site's record
+        audit.add(
+            "standing.chain",
+            False,
+            "a peer round's log has a standing block: the sites scored this round, so the "
+            "aggregator accumulated nothing, and a round valued with standing would continue it",
+        )
+    elif log is not None and log.settings.valuation.standing:
         audit.not_applicable(
             "standing.accumulated",
             "peer round: each validator keeps its own standing on its private split; the "

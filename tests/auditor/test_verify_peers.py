@@ -127,6 +127,29 @@ def test_log_weights_moved_between_sites_fail_peers_median(pf: PeerFed) -> None:
     assert "weight" in bad["peers.median"] and "weight" in bad["log.agrees"]
 
 
+def test_a_peer_log_with_a_standing_block_fails_standing_chain(pf: PeerFed) -> None:
+    """Attack: the aggregator writes a standing block into a peer round's log (it valued
+    nothing, so nothing checks it) that sets a site's accumulated value to -100. The next round
+    valued with standing continues the latest log with a block, i.e. this one, and would demote
+    the site from made-up values. Before, the block was reported N/A and the round passed."""
+    site = min((s.address for s in pf.fed.sites), key=address_key)
+
+    def forge(doc: dict[str, Any]) -> None:
+        doc["standing"] = {
+            "previous": None,
+            "valued_rounds": 0,
+            "before": {},
+            "normalised": None,
+            "after": {site: -100.0},
+            "references": [],
+        }
+
+    r = peer_round(pf, seed=8, edit=forge)
+    bad = failed(verify_round(pf.fed.ledger, pf.fed.store, r))
+    assert set(bad) == {"standing.chain"}, bad
+    assert "a peer round's log has a standing block" in bad["standing.chain"]
+
+
 def test_an_update_nobody_could_read_rejected_by_the_peers_is_consistent(pf: PeerFed) -> None:
     """A hospital reveals a CID whose bytes are not its committed update: every validator scores
     it 0, the contract rejects it (PEER_REJECTED, weight 0), and the auditor, who cannot read it
