@@ -40,6 +40,7 @@ score for its update's magnitude with them, never with the log's.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -53,7 +54,14 @@ from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
 from fedtrail.valuation.chained import combiner_from
 from fedtrail.valuation.robust import RobustStats, robust_statistics
 
-__all__ = ["COUNTED", "KNOWN_FIELDS", "ROBUST_FIELDS", "Recomputed", "check_components"]
+__all__ = [
+    "COUNTED",
+    "KNOWN_FIELDS",
+    "ROBUST_FIELDS",
+    "Recomputed",
+    "check_components",
+    "check_public_reasons",
+]
 
 Check = tuple[str, bool, str]
 
@@ -191,3 +199,70 @@ def check_components(
         f"{len(members)} of at least {comb.min_robust_sites}); every other site's status is its "
         "reason",
     ), Recomputed(stats, checked)
+
+
+def check_public_reasons(
+    subs: Sequence[Submission],
+    unusable: Mapping[str, Reason],
+    settings: ValuationSettings,
+) -> Check:
+    """``reasons.public``: the reasons of an aggregator round that the chain alone decides, as
+    the valuation gives them (:func:`fedtrail.valuation.round._implausible_samples`): a usable
+    update (read here, and not scored TAMPERED, MALFORMED, DUPLICATE, EXPLANATION_SHIFT or
+    CONTRADICTED on chain) is
+    IMPLAUSIBLE_SAMPLES exactly when its on-chain sample count is above the terms'
+    ``max_sample_ratio`` times the median count of the other usable updates (at least two), and
+    no update is LATE (no check gives it: the contract refuses a reveal after the deadline).
+    Without it an aggregator could zero an honest site for "implausible" samples, call it late,
+    or pay an ally its inflated count, with every public check passing. ``unusable``: the sites
+    this audit found tampered, malformed or duplicate."""
+    name = "reasons.public"
+    try:
+        ratio = combiner_from(settings).max_sample_ratio
+    except ConfigError as exc:
+        return (name, False, f"the round's thresholds are unusable: {exc}")
+    # unusable before the count is judged, by the chain's word (a false one fails log.status,
+    # duplicates or the evidence checks) or by this audit's reading
+    before = {
+        Reason.TAMPERED,
+        Reason.MALFORMED,
+        Reason.DUPLICATE,
+        Reason.EXPLANATION_SHIFT,
+        Reason.CONTRADICTED,
+    }
+    usable = {
+        s.site: s.num_samples for s in subs if s.site not in unusable and s.reason not in before
+    }
+    problems: list[str] = []
+    for s in subs:
+        who = s.site[:10]
+        if s.reason == Reason.LATE:
+            problems.append(f"{who} is LATE, which no check gives (its reveal is on chain)")
+            continue
+        if s.site not in usable:
+            if s.reason == Reason.IMPLAUSIBLE_SAMPLES:
+                problems.append(f"{who} is IMPLAUSIBLE_SAMPLES, but its update is not usable")
+            continue
+        others = [n for site, n in usable.items() if site != s.site]
+        median = statistics.median(others) if len(others) >= 2 else None
+        implausible = median is not None and s.num_samples > ratio * median
+        if implausible != (s.reason == Reason.IMPLAUSIBLE_SAMPLES):
+            problems.append(
+                f"{who} claims {s.num_samples} samples against the median {median} of the "
+                f"{len(others)} other usable update(s) (limit {ratio:g}x), yet is "
+                f"{_reason_name(s.reason)}"
+            )
+    return (
+        name,
+        not problems,
+        "; ".join(problems)
+        or f"sample counts against the median of the other usable updates (limit {ratio:g}x): "
+        "every IMPLAUSIBLE_SAMPLES and no other; no LATE",
+    )
+
+
+def _reason_name(code: int) -> str:
+    try:
+        return Reason(code).name
+    except ValueError:
+        return str(code)

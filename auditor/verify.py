@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fedtrail.auditor.claims import mark_site, registry_at_finalize
-from fedtrail.auditor.components import Recomputed, check_components
+from fedtrail.auditor.components import Recomputed, check_components, check_public_reasons
 from fedtrail.auditor.peers import (
     CANCELLED,
     QUORUM,
@@ -1317,6 +1317,7 @@ def _valuation_checks(
     if spec is not None:
         check, robust = check_components(log, subs, deltas, unusable, spec, settings)
         audit.add(*check)
+        audit.add(*check_public_reasons(subs, unusable, settings))
     for check in check_standing(ledger, store, log, settings, subs, robust):
         audit.add(*check)
 

@@ -20,6 +20,7 @@ from fedtrail.auditor.verify import verify_round
 from fedtrail.ml.datasets import ImageDataset, load_bundled
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.roundlog import ValuationSettings
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.simulation.federation import Federation
 from fedtrail.valuation.combine import HISTORY_COMBINER
@@ -189,3 +190,68 @@ def test_the_game_value_is_re_derived_with_the_validation_set(
     # valued on the default thread count, re-run on one: the last bits differ (measured
     # 1.2e-10 on a total |value| of 3.3e-4), far inside the tolerance
     assert "largest value difference " in check.detail and "of the round's total" in check.detail
+
+
+def _sub(site: str, n: int, reason: Reason, weight: int) -> Any:
+    from fedtrail.ledger import Submission
+
+    score = SCORE_SCALE if reason is Reason.OK else 0
+    return Submission(1, site, "Qm", "aa" * 32, n, score, int(reason), weight, "00", 1, True)
+
+
+def test_reasons_the_chain_alone_decides_are_recomputed() -> None:
+    """IMPLAUSIBLE_SAMPLES follows from the on-chain sample counts and LATE from the contract's
+    deadlines, so public verify recomputes both (``reasons.public``): a site zeroed as
+    implausible with an ordinary count, one called late, and an ally paid its tenfold count
+    each fail; the honest reading passes."""
+    from fedtrail.auditor.components import check_public_reasons
+
+    settings = ValuationSettings(method="loo", metric="auc", standing=True)
+    ok, implausible, late = Reason.OK, Reason.IMPLAUSIBLE_SAMPLES, Reason.LATE
+    honest = [_sub("0xa", 100, ok, 1), _sub("0xb", 120, ok, 1), _sub("0xc", 5000, implausible, 0)]
+    assert check_public_reasons(honest, {}, settings)[1]
+    cases = {
+        "zeroed": (
+            [_sub("0xa", 100, ok, 1), _sub("0xb", 120, ok, 1), _sub("0xc", 110, implausible, 0)],
+            "0xc claims 110",
+        ),
+        "late": ([_sub("0xa", 100, ok, 1), _sub("0xb", 120, late, 0)], "0xb is LATE"),
+        "ally": (
+            [_sub("0xa", 100, ok, 1), _sub("0xb", 120, ok, 1), _sub("0xc", 5000, ok, 1)],
+            "0xc claims 5000",
+        ),
+    }
+    for name, (subs, needle) in cases.items():
+        check, passed, detail = check_public_reasons(subs, {}, settings)
+        assert (check, passed) == ("reasons.public", False), name
+        assert needle in detail, (name, detail)
+    # an unusable update counts in no median: here two usable others are left for 0xc
+    subs = [*honest, _sub("0xd", 1, Reason.TAMPERED, 0)]
+    assert check_public_reasons(subs, {"0xd": Reason.TAMPERED}, settings)[1]
+
+
+def test_an_honest_site_zeroed_as_implausible_fails_public_verify(
+    tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack: the aggregator marks an honest site IMPLAUSIBLE_SAMPLES before the screen (its
+    count is ordinary), so the statistics and the log agree with the chain. Before, public
+    verify passed it (the reason was the aggregator's word without the validation split)."""
+    real = service_mod.value_round
+    victim: list[str] = []
+
+    def zeroing(**kwargs: Any) -> Any:
+        cands = list(kwargs["candidates"])
+        i = max(range(len(cands)), key=lambda k: cands[k].site)
+        victim.append(cands[i].site)
+        cands[i] = dataclasses.replace(
+            cands[i], status=Reason.IMPLAUSIBLE_SAMPLES, detail="claims too many samples"
+        )
+        return real(**{**kwargs, "candidates": cands})
+
+    monkeypatch.setattr(service_mod, "value_round", zeroing)
+    fed = federation(tmp_path, rounds=1, **on_anvil(anvil_url))
+    sub = next(s for s in fed.ledger.get_submissions(1) if s.site == victim[-1])
+    assert (sub.reason, sub.weight) == (int(Reason.IMPLAUSIBLE_SAMPLES), 0)
+    bad = _failed(verify_round(fed.ledger, fed.store, 1))
+    assert set(bad) == {"reasons.public"}, bad
+    assert f"{victim[-1][:10]} claims {sub.num_samples} samples" in bad["reasons.public"]
