@@ -266,3 +266,74 @@ def _reason_name(code: int) -> str:
         return Reason(code).name
     except ValueError:
         return str(code)
+
+
+def check_free_riders(
+    subs: Sequence[Submission],
+    deltas: Mapping[str, Mapping[str, torch.Tensor]],
+    unusable: Mapping[str, Reason],
+    spec: ModelSpec,
+    settings: ValuationSettings,
+    start: Mapping[str, torch.Tensor],
+    references: Mapping[str, Mapping[str, torch.Tensor]],
+) -> Check:
+    """``reasons.free_rider`` (a round valued with standing): the FREE_RIDER verdicts are the
+    valuation's own (:func:`~fedtrail.valuation.freeride.free_riders` over the usable updates
+    and the history's references, under the terms' thresholds, as
+    :func:`fedtrail.valuation.round._settle` calls it): data-free, so without it an aggregator
+    could zero an honest site as a free-rider, or pass an ally's resend, with every public check
+    passing. ``start``: the round's start model; ``references``: the history's
+    (:func:`~fedtrail.valuation.chained.carried_history`)."""
+    from fedtrail.valuation.freeride import free_riders
+    from fedtrail.valuation.robust import without_statistics
+    from fedtrail.valuation.round import MIN_UPDATE_TO_MODEL_NORM, model_norm
+
+    name = "reasons.free_rider"
+    try:
+        comb = combiner_from(settings)
+    except ConfigError as exc:
+        return (name, False, f"the round's thresholds are unusable: {exc}")
+    before = {
+        Reason.TAMPERED,
+        Reason.MALFORMED,
+        Reason.DUPLICATE,
+        Reason.EXPLANATION_SHIFT,
+        Reason.CONTRADICTED,
+        Reason.IMPLAUSIBLE_SAMPLES,
+    }
+    stats = spec.statistic_names()
+    usable = [
+        s.site
+        for s in subs
+        if s.site not in unusable and s.reason not in before and s.site in deltas
+    ]
+    try:
+        riders = free_riders(
+            {site: without_statistics(deltas[site], stats) for site in usable},
+            {label: without_statistics(t, stats) for label, t in references.items()},
+            min_norm_ratio=comb.free_rider_norm,
+            stale_cosine=comb.stale_cosine,
+            stale_distance=comb.stale_distance,
+            model_norm=model_norm(without_statistics(dict(start), stats)),
+            min_model_ratio=MIN_UPDATE_TO_MODEL_NORM,
+        )
+    except ConfigError as exc:
+        return (name, False, f"cannot recompute: {exc}")
+    marked = {s.site for s in subs if s.reason == Reason.FREE_RIDER}
+    wrong = sorted(
+        [
+            f"{site[:10]} is FREE_RIDER, but its update is no free-rider"
+            for site in marked - set(riders)
+        ]
+        + [
+            f"{site[:10]} is a free-rider ({riders[site]}), yet not FREE_RIDER"
+            for site in set(riders) - marked
+        ]
+    )
+    return (
+        name,
+        not wrong,
+        "; ".join(wrong)
+        or f"{len(riders)} free-rider(s) among {len(usable)} usable update(s) against "
+        f"{len(references)} reference(s), as the chain marks them",
+    )

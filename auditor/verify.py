@@ -42,7 +42,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fedtrail.auditor.claims import mark_site, registry_at_finalize
-from fedtrail.auditor.components import Recomputed, check_components, check_public_reasons
+from fedtrail.auditor.components import (
+    Recomputed,
+    check_components,
+    check_free_riders,
+    check_public_reasons,
+)
 from fedtrail.auditor.peers import (
     CANCELLED,
     QUORUM,
@@ -479,7 +484,9 @@ def verify_round(
 
     # the data-free valuation components, recomputed; the standing, weighed with them
     if not peers and log is not None:
-        _valuation_checks(audit, ledger, store, log, terms, subs, deltas, unusable, spec)
+        _valuation_checks(
+            audit, ledger, store, log, terms, subs, deltas, unusable, spec, start_blob
+        )
 
     # the global model, recomputed bit for bit
     if start_blob is not None and log is not None and spec is None:
@@ -1295,6 +1302,7 @@ def _valuation_checks(
     deltas: Mapping[str, Mapping[str, torch.Tensor]],
     unusable: Mapping[str, Reason],
     spec: ModelSpec | None,
+    start_blob: bytes | None = None,
 ) -> None:
     """An aggregator round's public valuation checks, under the terms' valuation settings (the
     log's for a round without terms): ``log.components``, the data-free statistics recomputed
@@ -1318,8 +1326,40 @@ def _valuation_checks(
         check, robust = check_components(log, subs, deltas, unusable, spec, settings)
         audit.add(*check)
         audit.add(*check_public_reasons(subs, unusable, settings))
+        if settings.standing and start_blob is not None:
+            audit.add(
+                *_check_free_riders(
+                    ledger, store, log, subs, deltas, unusable, spec, settings, start_blob
+                )
+            )
     for check in check_standing(ledger, store, log, settings, subs, robust):
         audit.add(*check)
+
+
+def _check_free_riders(
+    ledger: Ledger,
+    store: ContentStore,
+    log: RoundLog,
+    subs: list[Submission],
+    deltas: Mapping[str, Mapping[str, torch.Tensor]],
+    unusable: Mapping[str, Reason],
+    spec: ModelSpec,
+    settings: ValuationSettings,
+    start_blob: bytes,
+) -> tuple[str, bool, str]:
+    """``reasons.free_rider`` (:func:`~fedtrail.auditor.components.check_free_riders`) with the
+    history's references read as the aggregator reads them."""
+    from fedtrail.valuation.chained import carried_history, combiner_from
+
+    try:
+        stale_rounds = combiner_from(settings).stale_rounds
+        carried = carried_history(ledger, store, log.round, spec, stale_rounds=stale_rounds)
+        start, _ = decode_model(start_blob, spec=spec)
+    except (FedtrailError, TypeError, ValueError) as exc:
+        return ("reasons.free_rider", False, f"cannot read the history: {exc}")
+    return check_free_riders(
+        subs, deltas, unusable, spec, settings, start, carried.history.references
+    )
 
 
 def _spec_limit(spec: ModelSpec) -> tuple[int | None, str]:

@@ -426,6 +426,12 @@ def _harmful(
     ]
 
 
+def model_norm(tensors: Mapping[str, torch.Tensor]) -> float:
+    """The L2 norm of ``tensors`` as the free-rider and size checks take it (the auditor
+    recomputes the FREE_RIDER verdicts with it)."""
+    return _norm(tensors)
+
+
 def _norm(tensors: Mapping[str, torch.Tensor]) -> float:
     # pow_ in place: the same kernel as pow, one fresh tensor (the float64 copy) instead of two
     return math.sqrt(

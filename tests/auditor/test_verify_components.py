@@ -255,3 +255,35 @@ def test_an_honest_site_zeroed_as_implausible_fails_public_verify(
     bad = _failed(verify_round(fed.ledger, fed.store, 1))
     assert set(bad) == {"reasons.public"}, bad
     assert f"{victim[-1][:10]} claims {sub.num_samples} samples" in bad["reasons.public"]
+
+
+def test_an_honest_site_zeroed_as_a_free_rider_fails_public_verify(
+    tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack: in round 2 of a standing federation the aggregator marks an honest site
+    FREE_RIDER before the screen. The verdict needs no data (norms and the stale screen over
+    the updates and the history's references), yet before public verify passed it and only
+    the validation re-run caught it; now reasons.free_rider names the site."""
+    real = service_mod.value_round
+    victim: list[str] = []
+
+    def zeroing(**kwargs: Any) -> Any:
+        cands = list(kwargs["candidates"])
+        history = kwargs.get("history")
+        if history is not None and not history.warm_up:
+            i = max(range(len(cands)), key=lambda k: cands[k].site)
+            victim.append(cands[i].site)
+            cands[i] = dataclasses.replace(cands[i], status=Reason.FREE_RIDER, detail="resend")
+        return real(**{**kwargs, "candidates": cands})
+
+    monkeypatch.setattr(service_mod, "value_round", zeroing)
+    fed = federation(tmp_path, rounds=2, **on_anvil(anvil_url))
+    sub = next(s for s in fed.ledger.get_submissions(2) if s.site == victim[-1])
+    assert (sub.reason, sub.weight) == (int(Reason.FREE_RIDER), 0)
+    assert verify_round(fed.ledger, fed.store, 1).passed
+    bad = _failed(verify_round(fed.ledger, fed.store, 2))
+    assert set(bad) == {"reasons.free_rider"}, bad
+    assert (
+        f"{victim[-1][:10]} is FREE_RIDER, but its update is no free-rider"
+        in bad["reasons.free_rider"]
+    )
