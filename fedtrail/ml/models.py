@@ -49,6 +49,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -239,6 +240,11 @@ class Classifier(nn.Module):
     tensors, so the layout is that of the architecture alone.
     """
 
+    autograd_outputs_exact: ClassVar[bool] = False
+    """Whether a forward pass with autograd gives the same outputs, bit for bit, as one without
+    (the valuation's gradient pass then also gives the coalition model's outputs); False where
+    not shown."""
+
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.input_norm = spec.input_norm
@@ -265,6 +271,9 @@ class SmallCNN(Classifier):
     """Two conv blocks and two dense layers: trains on 28x28 grayscale in seconds per epoch on
     two CPU cores. No batch norm, so the state dict holds only parameters that average cleanly.
     """
+
+    autograd_outputs_exact: ClassVar[bool] = True
+    """:meth:`_pooled`'s two paths give the same values (``tests/fedtrail/ml/``)."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)

@@ -302,8 +302,9 @@ def _settle(
             ],
         ),
     )
+    global_value = None  # the global model's utility, once computed
     if history.warm_up:
-        cands = _harmful(
+        cands, global_value = _harmful(
             ctx, cands, first_order=method in LARGE_GAMES, exact_below=comb.min_robust_sites
         )
     checked_ctx = replace(ctx, candidates=cands)
@@ -319,7 +320,7 @@ def _settle(
     if not passers:
         sites = comb.settle(cands, robust, {}, previous, method=None)
         return RoundValuation(sites=sites, method=None, combiner=comb, accumulated=previous)
-    utility = CoalitionUtility(checked_ctx, passers)
+    utility = CoalitionUtility(checked_ctx, passers, global_value=global_value)
     game = _play(method, large_game, utility, ctx.seed)
     normalised = None
     if not history.warm_up:
@@ -374,7 +375,7 @@ def _harmful(
     *,
     first_order: bool = False,
     exact_below: int = 0,
-) -> list[Candidate]:
+) -> tuple[list[Candidate], float | None]:
     """LOW_GAIN for a usable candidate whose model alone is worse than the global model by more
     than :data:`WARM_UP_MAX_HARM` of the global model's validation utility (the metric the game
     uses). Needs no majority, so it also holds in a warm-up round of two updates, where nothing
@@ -389,10 +390,13 @@ def _harmful(
     curves down (an oversized update looks better than it is; the norm screen judges those),
     and catches an update that points uphill (a sign flip). When it flags enough updates to
     leave fewer than ``exact_below`` (the robust screens then judge none of the rest), the ones
-    left are checked exactly too."""
+    left are checked exactly too.
+
+    Returns the candidates and the global model's validation utility (None when no update
+    needed it): the game's empty coalition, the same model on the same split."""
     ok = [c for c in cands if c.usable and c.delta is not None]
     if ctx.validation is None or not ok:
-        return cands
+        return cands, None
     utility = CoalitionUtility(replace(ctx, candidates=cands), ok)
     linear = first_order and len(ok) >= exact_below
     if linear:
@@ -423,7 +427,7 @@ def _harmful(
     return [
         replace(c, status=Reason.LOW_GAIN, detail=bad[c.site]) if c.site in bad else c
         for c in cands
-    ]
+    ], base
 
 
 def model_norm(tensors: Mapping[str, torch.Tensor]) -> float:

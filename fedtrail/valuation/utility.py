@@ -87,10 +87,18 @@ class CoalitionUtility:
     mean cast to float32, added to the global model in float64 and cast once to float32. The
     metric itself comes from :func:`fedtrail.ml.metrics.evaluate`, whose last bits depend on the
     torch build and thread count.
+
+    ``global_value``: the empty coalition's utility when the caller already computed it with
+    another utility of the same global model, split and metric (the warm-up's harm check);
+    calling this utility with the empty coalition then returns it instead of evaluating again.
     """
 
     def __init__(
-        self, ctx: ValuationContext, candidates: Sequence[Candidate] | None = None
+        self,
+        ctx: ValuationContext,
+        candidates: Sequence[Candidate] | None = None,
+        *,
+        global_value: float | None = None,
     ) -> None:
         if ctx.validation is None:
             raise ConfigError("validation-based valuation needs a validation split")
@@ -118,6 +126,8 @@ class CoalitionUtility:
         self._global = st.matrix[0]
         self._deltas = st.matrix[1:]
         self._model = _scratch_model(ctx.spec)
+        # the empty coalition's model is the global model whoever the players are
+        self._global_value = global_value
 
     def state(self, coalition: frozenset[str]) -> dict[str, torch.Tensor]:
         """The coalition model's state dict."""
@@ -152,36 +162,56 @@ class CoalitionUtility:
         the coalition model of ``at`` (running statistics, not parameters, get no gradient).
         For ``"balanced_loss"`` the intercept is fitted first and then held fixed: at the fitted
         optimum that is the gradient of the fitted loss (envelope theorem). The utility and the
-        intercept come from one evaluation of the coalition model, then one forward and one
-        backward pass in float32 (the loss in float64), in batches of 256 images in dataset
-        order: deterministic for a torch build and thread count. ``"auc"`` has no gradient:
-        ConfigError."""
+        intercept come from one evaluation of the coalition model, then one backward pass in
+        float32 (the loss in float64), in batches of 256 images in dataset order: deterministic
+        for a torch build and thread count. The evaluation is the gradient pass's own forward
+        pass when the model's ``autograd_outputs_exact`` says that gives predict_logits' values
+        (:class:`~fedtrail.ml.models.SmallCNN`) and the split has at most
+        :data:`FUSED_IMAGES` images; else a forward pass without autograd, then another with
+        it. ``"auc"`` has no gradient: ConfigError."""
         assert self._validation is not None
         if self._metric == "auc":
             raise ConfigError("the AUC has no gradient: linearised values need a loss metric")
         where = frozenset(self.players) if at is None else at
-        logits = uninformative_where_broken(self.outputs(where))  # loads the model
+        validation = self._validation
         model = self._model
-        labels = np.array(self._validation.labels, dtype=np.int64)  # writable, for torch
-        k = logits.shape[1]
-        value, fitted = self._loss_utility(logits)
-        if fitted is not None:  # balanced_loss: the fitted intercept, held fixed
-            bias = fitted
-            counts = np.bincount(labels, minlength=k).astype(np.float64)
-            weights = 1.0 / (int((counts > 0).sum()) * counts[labels])
-        else:
-            bias = np.zeros(k)
-            weights = np.full(labels.size, 1.0 / labels.size)
-        params = dict(model.named_parameters())
+        labels = np.array(validation.labels, dtype=np.int64)  # writable, for torch
         was_training = model.training
         model.eval()
         model.zero_grad(set_to_none=True)
         try:
-            for start in range(0, labels.size, 256):
-                x = torch.tensor(self._validation.images[start : start + 256])
-                z = model(x).to(torch.float64) + torch.from_numpy(bias)
-                y = torch.from_numpy(labels[start : start + 256])
-                w = torch.from_numpy(weights[start : start + 256])
+            if getattr(model, "autograd_outputs_exact", False) and len(validation) <= FUSED_IMAGES:
+                # one forward pass with autograd gives the outputs (the same bits as
+                # predict_logits': same batches, and the model says its autograd forward
+                # computes the same values) and the graph of the gradient pass below
+                load_federated(model, self.state(where))
+                outputs = [
+                    model(torch.tensor(validation.images[start : start + _BATCH]))
+                    for start in range(0, labels.size, _BATCH)
+                ]
+                raw = torch.cat([z.detach().to(torch.float64) for z in outputs]).numpy()
+            else:
+                outputs = []
+                raw = self.outputs(where)  # loads the model
+            logits = uninformative_where_broken(raw)
+            k = logits.shape[1]
+            value, fitted = self._loss_utility(logits)
+            if fitted is not None:  # balanced_loss: the fitted intercept, held fixed
+                bias = fitted
+                counts = np.bincount(labels, minlength=k).astype(np.float64)
+                weights = 1.0 / (int((counts > 0).sum()) * counts[labels])
+            else:
+                bias = np.zeros(k)
+                weights = np.full(labels.size, 1.0 / labels.size)
+            params = dict(model.named_parameters())
+            for b, start in enumerate(range(0, labels.size, _BATCH)):
+                if outputs:
+                    out = outputs[b]
+                else:
+                    out = model(torch.tensor(validation.images[start : start + _BATCH]))
+                z = out.to(torch.float64) + torch.from_numpy(bias)
+                y = torch.from_numpy(labels[start : start + _BATCH])
+                w = torch.from_numpy(weights[start : start + _BATCH])
                 picked = torch.log_softmax(z, dim=1).gather(1, y[:, None])[:, 0]
                 torch.autograd.backward((w * picked).sum())  # d(utility) = d(-loss)
         finally:
@@ -219,6 +249,8 @@ class CoalitionUtility:
 
     def __call__(self, coalition: frozenset[str]) -> float:
         assert self._validation is not None
+        if not coalition and self._global_value is not None:
+            return self._global_value
         # An image whose outputs overflowed counts as unpredicted (zero logits, a uniform
         # guess), so a coalition holding a broken update gets a finite, poor utility instead
         # of stopping the round (value_round screens such updates out first).
@@ -234,6 +266,15 @@ class CoalitionUtility:
         # two classes: class 1's AUC; more: the macro one-vs-rest AUC
         return m.auc
 
+
+_BATCH = 256
+"""Images per forward pass of :meth:`CoalitionUtility.linearised` (predict_logits' default
+batch: the same batches give the same bits)."""
+
+FUSED_IMAGES = 1024
+"""Up to this many validation images :meth:`CoalitionUtility.linearised` keeps every batch's
+autograd graph from one forward pass (SmallCNN: ~0.1 MB an image) instead of a second forward
+pass without autograd for the outputs."""
 
 _SCRATCH = threading.local()
 
