@@ -75,7 +75,7 @@ from fedtrail.valuation.shapley import (
     mc_shapley,
 )
 from fedtrail.valuation.standing import History, accumulate, normalised_values
-from fedtrail.valuation.utility import CoalitionUtility, GameValues
+from fedtrail.valuation.utility import CoalitionUtility, GameValues, scratch_model
 
 __all__ = ["EXPLANATION_PROBES", "GAMES", "LARGE_GAMES", "METHODS", "Game", "value_round"]
 
@@ -277,6 +277,7 @@ def _settle(
     """The round with a history: free-riders out, the game, accumulated demote-only scores."""
     cands = _prechecked(ctx, comb)
     stats = ctx.spec.statistic_names()
+    model_norm = _norm(without_statistics(ctx.global_state, stats))
     riders = free_riders(
         {
             c.site: without_statistics(c.delta, stats)
@@ -287,7 +288,7 @@ def _settle(
         min_norm_ratio=comb.free_rider_norm,
         stale_cosine=comb.stale_cosine,
         stale_distance=comb.stale_distance,
-        model_norm=_norm(without_statistics(ctx.global_state, stats)),
+        model_norm=model_norm,
         min_model_ratio=MIN_UPDATE_TO_MODEL_NORM,
     )
     cands = _broken(
@@ -300,6 +301,7 @@ def _settle(
                 else c
                 for c in cands
             ],
+            scale=model_norm,
         ),
     )
     global_value = None  # the global model's utility, once computed
@@ -443,13 +445,17 @@ def _norm(tensors: Mapping[str, torch.Tensor]) -> float:
     )
 
 
-def _oversized(ctx: ValuationContext, cands: list[Candidate]) -> list[Candidate]:
+def _oversized(
+    ctx: ValuationContext, cands: list[Candidate], *, scale: float | None = None
+) -> list[Candidate]:
     """OUTLIER_NORM for a usable update larger than :data:`MAX_UPDATE_TO_MODEL_NORM` times the
     global model (data-free; a zero global model has no scale and bounds nothing), both on
     their trainable parameters: running statistics move with the data, not with learning
-    (:mod:`~fedtrail.valuation.robust`)."""
+    (:mod:`~fedtrail.valuation.robust`). ``scale``: that norm of the global model when the
+    caller has it (:func:`_norm` of its trainable parameters)."""
     stats = ctx.spec.statistic_names()
-    scale = _norm(without_statistics(ctx.global_state, stats))
+    if scale is None:
+        scale = _norm(without_statistics(ctx.global_state, stats))
     if scale == 0.0:
         return cands
     what = "norm of its trainable parameters" if stats else "norm"
@@ -479,7 +485,8 @@ def _broken(ctx: ValuationContext, cands: list[Candidate]) -> list[Candidate]:
     if not ok:
         return cands
     utility: CoalitionUtility | None = None  # built only when a forward pass is needed
-    model = ctx.spec.build()
+    # the architecture and input normalisation only: the weights are never read
+    model = scratch_model(ctx.spec)
     assert isinstance(model, Classifier)
     x_bound = _input_bound(model, ctx.validation)
     bad: dict[str, str] = {}

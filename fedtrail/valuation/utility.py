@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from fedtrail.errors import ConfigError
-from fedtrail.ml.aggregation import AggregationError, deterministic_dot, stack
+from fedtrail.ml.aggregation import AggregationError, deterministic_sum, stack
 from fedtrail.ml.metrics import classification_metrics, fit_intercept, predict_logits
 from fedtrail.ml.models import ModelSpec, initial_model, load_federated
 from fedtrail.valuation.base import Candidate, Utility, ValuationContext, usable
@@ -125,7 +125,7 @@ class CoalitionUtility:
         self._stacked = st
         self._global = st.matrix[0]
         self._deltas = st.matrix[1:]
-        self._model = _scratch_model(ctx.spec)
+        self._model = scratch_model(ctx.spec)
         # the empty coalition's model is the global model whoever the players are
         self._global_value = global_value
 
@@ -228,7 +228,11 @@ class CoalitionUtility:
         # deterministic_dot, not np.dot: OpenBLAS splits a long dot product across its own
         # threads (OPENBLAS_NUM_THREADS, not torch's), so np.dot's last bits depended on the
         # machine's core count (measured: 48 of 50 results differed between 1 and 2 threads).
-        slopes = {p: deterministic_dot(self._deltas[self._row[p]], grad) for p in self.players}
+        buf = np.empty_like(grad)  # deterministic_dot's products, in one reused buffer
+        slopes = {
+            p: deterministic_sum(np.multiply(self._deltas[self._row[p]], grad, out=buf))
+            for p in self.players
+        }
         return value, slopes
 
     def samples(self, player: str) -> int:
@@ -279,11 +283,12 @@ pass without autograd for the outputs."""
 _SCRATCH = threading.local()
 
 
-def _scratch_model(spec: ModelSpec) -> nn.Module:
+def scratch_model(spec: ModelSpec) -> nn.Module:
     """The model coalition states are loaded into: one per spec and thread, shared by the
     utilities built there (building one took ~5 ms, and a round builds two or three). Every
     evaluation loads all the federated tensors first and runs in eval mode, so nothing of one
-    coalition's model carries over to the next (integer buffers stay as built, as before)."""
+    coalition's model carries over to the next (integer buffers stay as built, as before).
+    The round's finiteness certificate reads its architecture only (``value_round``)."""
     models: dict[ModelSpec, nn.Module] = _SCRATCH.__dict__.setdefault("models", {})
     model = models.get(spec)
     if model is None:
