@@ -84,12 +84,15 @@ def free_riders(
     stale_distance: float,
     model_norm: float = 0.0,
     min_model_ratio: float = 0.0,
+    norms_out: dict[str, float] | None = None,
 ) -> dict[str, str]:
     """The free-riders among ``deltas`` (site -> update, address order), each with why, in the
     sites' order; ``references`` are earlier updates by label (a label starting with
     ``"<site>'s update"`` is that site's own previous update: :func:`own_reference`).
-    ``model_norm`` is the global model's L2 norm (0: no such scale). Raises ConfigError when the
-    layouts differ."""
+    ``model_norm`` is the global model's L2 norm (0: no such scale). ``norms_out``, when given,
+    receives each site's norm (:attr:`~fedtrail.valuation.rows.Rows.norms`), for
+    :func:`~fedtrail.valuation.robust.robust_statistics` of the same updates. Raises ConfigError
+    when the layouts differ."""
     if not deltas:
         return {}
     sites = list(deltas)
@@ -99,6 +102,8 @@ def free_riders(
     except AggregationError as exc:
         raise ConfigError(f"cannot compare the updates with the earlier ones: {exc}") from exc
     norms = [rows.norm(i) for i in range(len(rows))]
+    if norms_out is not None:
+        norms_out.update(zip(sites, norms, strict=False))
     maybe = _maybe_stale(rows, len(sites), norms, stale_cosine, stale_distance)
     own = sorted(norms[: len(sites)])
     # the lower median: with two updates, a huge one must not make the other look tiny

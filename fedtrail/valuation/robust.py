@@ -103,10 +103,13 @@ def robust_statistics(
     *,
     norm_scale_floor: float = 0.25,
     statistics: Collection[str] = (),
+    site_norms: Mapping[str, float] | None = None,
 ) -> dict[str, RobustStats]:
     """Cosine to the coordinate-wise median, norm and robust norm z-score of every update
     (site -> delta, address order), on its tensors not named in ``statistics`` (the model's
-    running statistics: see the module docstring). Raises ConfigError when the layouts
+    running statistics: see the module docstring). ``site_norms``: the sites' norms of the same
+    tensors as :func:`~fedtrail.valuation.freeride.free_riders` computed them (its
+    ``norms_out``), used when every site has one. Raises ConfigError when the layouts
     differ."""
     floor = _check_floor(norm_scale_floor)
     if not deltas:
@@ -114,7 +117,13 @@ def robust_statistics(
     sites = list(deltas)
     left_out = frozenset(statistics)
     try:
-        rows = Rows.of([without_statistics(deltas[s], left_out) for s in sites])
+        known = site_norms
+        if known is not None and any(s not in known for s in sites):
+            known = None
+        rows = Rows.of(
+            [without_statistics(deltas[s], left_out) for s in sites],
+            norms=None if known is None else [known[s] for s in sites],
+        )
     except AggregationError as exc:
         raise ConfigError(f"cannot compare the updates: {exc}") from exc
     median = rows.median(range(len(sites)))

@@ -278,6 +278,7 @@ def _settle(
     cands = _prechecked(ctx, comb)
     stats = ctx.spec.statistic_names()
     model_norm = _norm(without_statistics(ctx.global_state, stats))
+    norms: dict[str, float] = {}  # the usable updates' norms, for the robust statistics
     riders = free_riders(
         {
             c.site: without_statistics(c.delta, stats)
@@ -290,6 +291,7 @@ def _settle(
         stale_distance=comb.stale_distance,
         model_norm=model_norm,
         min_model_ratio=MIN_UPDATE_TO_MODEL_NORM,
+        norms_out=norms,
     )
     cands = _broken(
         ctx,
@@ -304,9 +306,9 @@ def _settle(
             scale=model_norm,
         ),
     )
-    global_value = None  # the global model's utility, once computed
+    harm_utility = None  # the harm check's, which knows the global model's utility
     if history.warm_up:
-        cands, global_value = _harmful(
+        cands, harm_utility = _harmful(
             ctx, cands, first_order=method in LARGE_GAMES, exact_below=comb.min_robust_sites
         )
     checked_ctx = replace(ctx, candidates=cands)
@@ -314,7 +316,8 @@ def _settle(
     robust = robust_statistics(
         {c.site: c.delta for c in ok if c.delta is not None},
         norm_scale_floor=comb.norm_scale_floor,
-        statistics=ctx.spec.statistic_names(),
+        statistics=stats,
+        site_norms=norms,
     )
     screened = comb.screen(cands, robust)
     passers = [c for c in ok if screened[c.site][0] is Reason.OK]
@@ -322,7 +325,14 @@ def _settle(
     if not passers:
         sites = comb.settle(cands, robust, {}, previous, method=None)
         return RoundValuation(sites=sites, method=None, combiner=comb, accumulated=previous)
-    utility = CoalitionUtility(checked_ctx, passers, global_value=global_value)
+    if harm_utility is not None and harm_utility.players == tuple(c.site for c in passers):
+        utility = harm_utility  # the same players: the same coalition models
+    else:
+        utility = CoalitionUtility(
+            checked_ctx,
+            passers,
+            global_value=None if harm_utility is None else harm_utility.global_value,
+        )
     game = _play(method, large_game, utility, ctx.seed)
     normalised = None
     if not history.warm_up:
@@ -377,7 +387,7 @@ def _harmful(
     *,
     first_order: bool = False,
     exact_below: int = 0,
-) -> tuple[list[Candidate], float | None]:
+) -> tuple[list[Candidate], CoalitionUtility | None]:
     """LOW_GAIN for a usable candidate whose model alone is worse than the global model by more
     than :data:`WARM_UP_MAX_HARM` of the global model's validation utility (the metric the game
     uses). Needs no majority, so it also holds in a warm-up round of two updates, where nothing
@@ -394,8 +404,9 @@ def _harmful(
     leave fewer than ``exact_below`` (the robust screens then judge none of the rest), the ones
     left are checked exactly too.
 
-    Returns the candidates and the global model's validation utility (None when no update
-    needed it): the game's empty coalition, the same model on the same split."""
+    Returns the candidates and the utility of the check's players that knows the global
+    model's value (None when no update needed one): the game's utility when every one of them
+    passes, else its empty coalition, the same model on the same split."""
     ok = [c for c in cands if c.usable and c.delta is not None]
     if ctx.validation is None or not ok:
         return cands, None
@@ -429,7 +440,7 @@ def _harmful(
     return [
         replace(c, status=Reason.LOW_GAIN, detail=bad[c.site]) if c.site in bad else c
         for c in cands
-    ], base
+    ], utility.knowing_global(base)
 
 
 def model_norm(tensors: Mapping[str, torch.Tensor]) -> float:

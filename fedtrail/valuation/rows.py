@@ -55,15 +55,23 @@ class Rows:
         self._norms: list[float] | None = None
 
     @classmethod
-    def of(cls, deltas: Sequence[Mapping[str, torch.Tensor]]) -> Rows:
+    def of(
+        cls,
+        deltas: Sequence[Mapping[str, torch.Tensor]],
+        *,
+        norms: Sequence[float] | None = None,
+    ) -> Rows:
         """The rows of ``deltas`` as :func:`~fedtrail.ml.aggregation.stack` lays them out (the
         first delta's key order). Raises stack's AggregationError when it would: differing
         layouts, non-floating-point or non-finite values, no deltas. Reads the tensors' memory
         in place when every delta is a dict of contiguous CPU float16/32/64 tensors with the
         first one's names and shapes, and every row's norm is finite (the usual case; a NaN or
         an infinity makes its row's norm non-finite, so this is the finiteness check too);
-        otherwise stacks them."""
+        otherwise stacks them. ``norms``: every row's :attr:`norms` entry when the caller has
+        them from a :class:`Rows` of the same tensors (one per delta), not computed again."""
         rows = cls._in_place(deltas)
+        if rows is not None and norms is not None and len(norms) == len(rows):
+            rows._norms = [float(n) for n in norms]
         if rows is not None and all(math.isfinite(n) for n in rows.norms):
             return rows
         st = stack(deltas)

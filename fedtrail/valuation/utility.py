@@ -21,6 +21,7 @@ Any ``Callable[[frozenset[str]], float]`` can stand in for it (see
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections.abc import Sequence
@@ -128,6 +129,18 @@ class CoalitionUtility:
         self._model = scratch_model(ctx.spec)
         # the empty coalition's model is the global model whoever the players are
         self._global_value = global_value
+
+    @property
+    def global_value(self) -> float | None:
+        """The empty coalition's utility when given or known (see the class docstring)."""
+        return self._global_value
+
+    def knowing_global(self, value: float) -> CoalitionUtility:
+        """This utility (the same players, deltas and split; nothing recomputed) with ``value``
+        as its empty coalition's utility: the value it gives for the global model."""
+        out = copy.copy(self)
+        out._global_value = value
+        return out
 
     def state(self, coalition: frozenset[str]) -> dict[str, torch.Tensor]:
         """The coalition model's state dict."""

@@ -84,3 +84,28 @@ def test_the_warm_up_game_starts_from_the_rounds_own_global_model() -> None:
         assert report.v_empty == CoalitionUtility(ctx)(frozenset())
         seen.append(report.v_empty)
     assert seen[0] != seen[1] and seen[0] == seen[2]
+
+
+def test_the_warm_up_game_reuses_the_harm_checks_utility_only_for_the_same_players() -> None:
+    """The harm check's utility serves as the game's when every update it judged passes; an
+    update screened out (here a sign-flipped one) leaves the game's grand coalition."""
+    rs = real_sites()
+    honest = _candidates(4)
+    flipped = Candidate("site-9", rs.num_samples[5], {k: -3.0 * v for k, v in rs.deltas[5].items()})
+    for cands in (honest, [*honest, flipped]):
+        ctx = _context("balanced_loss", 74)
+        report = value_round(
+            global_state=rs.global_state,
+            spec=SPEC,
+            candidates=cands,
+            validation=ctx.validation,
+            method="linear_shapley",
+            metric="balanced_loss",
+            seed=1,
+            history=History(),
+        )
+        passed = [c for c, v in zip(cands, report.sites, strict=True) if v.reason.name == "OK"]
+        assert [c.site for c in passed] == [c.site for c in honest]
+        fresh = CoalitionUtility(_context("balanced_loss", 74), passed)
+        assert report.v_full == fresh(frozenset(fresh.players))
+        assert report.v_empty == fresh(frozenset())
