@@ -79,6 +79,18 @@ COUNTED = frozenset({Reason.OK, Reason.LOW_QUALITY, Reason.OUTLIER_DIRECTION})
 EITHER = frozenset({Reason.OUTLIER_NORM, Reason.LOW_GAIN})
 """On-chain reasons a check before the screen or the screen (or the game) can give."""
 
+_UNUSABLE_BEFORE_COUNTS = frozenset(
+    {
+        Reason.TAMPERED,
+        Reason.MALFORMED,
+        Reason.DUPLICATE,
+        Reason.EXPLANATION_SHIFT,
+        Reason.CONTRADICTED,
+    }
+)
+"""On-chain reasons that take an update out before sample counts are judged (a false one fails
+log.status, the duplicate or the evidence checks)."""
+
 
 @dataclass(frozen=True)
 class Recomputed:
@@ -223,15 +235,10 @@ def check_public_reasons(
         return (name, False, f"the round's thresholds are unusable: {exc}")
     # unusable before the count is judged, by the chain's word (a false one fails log.status,
     # duplicates or the evidence checks) or by this audit's reading
-    before = {
-        Reason.TAMPERED,
-        Reason.MALFORMED,
-        Reason.DUPLICATE,
-        Reason.EXPLANATION_SHIFT,
-        Reason.CONTRADICTED,
-    }
     usable = {
-        s.site: s.num_samples for s in subs if s.site not in unusable and s.reason not in before
+        s.site: s.num_samples
+        for s in subs
+        if s.site not in unusable and s.reason not in _UNUSABLE_BEFORE_COUNTS
     }
     problems: list[str] = []
     for s in subs:
@@ -293,14 +300,7 @@ def check_free_riders(
         comb = combiner_from(settings)
     except ConfigError as exc:
         return (name, False, f"the round's thresholds are unusable: {exc}")
-    before = {
-        Reason.TAMPERED,
-        Reason.MALFORMED,
-        Reason.DUPLICATE,
-        Reason.EXPLANATION_SHIFT,
-        Reason.CONTRADICTED,
-        Reason.IMPLAUSIBLE_SAMPLES,
-    }
+    before = _UNUSABLE_BEFORE_COUNTS | {Reason.IMPLAUSIBLE_SAMPLES}
     stats = spec.statistic_names()
     usable = [
         s.site
