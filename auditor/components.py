@@ -26,13 +26,14 @@ decoded blobs fix:
 * a site shows no component the valuation does not give (:data:`KNOWN_FIELDS`): an extra figure
   beside the checked ones would read as part of them.
 
-What stays the aggregator's word without the validation split: whether an OUTLIER_NORM site
-was rejected before the screen (by the 100x-the-model bound, which needs no data but is not
-re-checked here, or because its model alone gives non-finite outputs on the split) or by the
-screen; in a warm-up round, whether a LOW_GAIN site failed the harm check; ``components.value``
-and ``components.method`` (the validation game's) and the explanation text. ``audit verify
---validation`` re-runs the whole valuation: ``scores.recomputed`` compares the reasons and
-scores, ``components.recomputed`` each site's value, method and status.
+What stays the aggregator's word without the validation split: an OUTLIER_NORM before the
+screen for an update within the 100x-the-model bound (its model alone may give non-finite
+outputs on the split; the bound itself needs no data and is re-checked by
+:func:`check_oversized`, ``reasons.oversized``); in a warm-up round, whether a LOW_GAIN
+site failed the harm check; ``components.value`` and ``components.method`` (the validation
+game's) and the explanation text. ``audit verify --validation`` re-runs the whole valuation:
+``scores.recomputed`` compares the reasons and scores, ``components.recomputed`` each site's
+value, method and status.
 
 :func:`check_components` returns the recomputed statistics too: ``standing.scores`` weighs each
 score for its update's magnitude with them, never with the log's.
@@ -40,6 +41,7 @@ score for its update's magnitude with them, never with the log's.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,7 +54,13 @@ from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
 from fedtrail.valuation.chained import combiner_from
-from fedtrail.valuation.robust import RobustStats, robust_statistics
+from fedtrail.valuation.freeride import free_riders
+from fedtrail.valuation.robust import RobustStats, robust_statistics, without_statistics
+from fedtrail.valuation.round import (
+    MAX_UPDATE_TO_MODEL_NORM,
+    MIN_UPDATE_TO_MODEL_NORM,
+    model_norm,
+)
 
 __all__ = [
     "COUNTED",
@@ -60,6 +68,8 @@ __all__ = [
     "ROBUST_FIELDS",
     "Recomputed",
     "check_components",
+    "check_free_riders",
+    "check_oversized",
     "check_public_reasons",
 ]
 
@@ -291,10 +301,6 @@ def check_free_riders(
     could zero an honest site as a free-rider, or pass an ally's resend, with every public check
     passing. ``start``: the round's start model; ``references``: the history's
     (:func:`~fedtrail.valuation.chained.carried_history`)."""
-    from fedtrail.valuation.freeride import free_riders
-    from fedtrail.valuation.robust import without_statistics
-    from fedtrail.valuation.round import MIN_UPDATE_TO_MODEL_NORM, model_norm
-
     name = "reasons.free_rider"
     try:
         comb = combiner_from(settings)
@@ -336,4 +342,68 @@ def check_free_riders(
         "; ".join(wrong)
         or f"{len(riders)} free-rider(s) among {len(usable)} usable update(s) against "
         f"{len(references)} reference(s), as the chain marks them",
+    )
+
+
+def check_oversized(
+    log: RoundLog,
+    subs: Sequence[Submission],
+    deltas: Mapping[str, Mapping[str, torch.Tensor]],
+    unusable: Mapping[str, Reason],
+    spec: ModelSpec,
+    start: Mapping[str, torch.Tensor],
+) -> Check:
+    """``reasons.oversized``: an update over :data:`~fedtrail.valuation.round.
+    MAX_UPDATE_TO_MODEL_NORM` times the round's start model (both on their trainable
+    parameters, as the valuation's size check takes them) is OUTLIER_NORM on chain and did not
+    count toward the statistics. The bound needs no data, so without this an aggregator could
+    pass an ally's oversized update (paid in a round too small for the robust screen, or
+    counted, moving every other site's norm statistics) with every public check passing. The
+    other direction, an OUTLIER_NORM before the screen for an update within the bound, can
+    come from its model's non-finite outputs on the validation split: that stays the
+    aggregator's word here (``audit verify --validation`` re-runs it). Usable: not found
+    unusable by this audit, and not zeroed by a reason given before the size check (those are
+    checked by ``log.status``, ``reasons.public`` and ``reasons.free_rider``)."""
+    name = "reasons.oversized"
+    stats = spec.statistic_names()
+    scale = model_norm(without_statistics(dict(start), stats))
+    if not math.isfinite(scale):
+        return (name, False, f"the start model's norm is {scale}: no size bound can be taken")
+    if scale == 0.0:
+        return (name, True, "the start model is zero: it bounds no update's size")
+    before = _UNUSABLE_BEFORE_COUNTS | {Reason.IMPLAUSIBLE_SAMPLES, Reason.FREE_RIDER}
+    problems: list[str] = []
+    over = 0
+    checked = 0
+    for s in subs:
+        if s.site in unusable or s.reason in before:
+            continue
+        delta = deltas.get(s.site)
+        if delta is None:  # unreadable: log.status and the evidence checks judge it
+            continue
+        checked += 1
+        ratio = model_norm(without_statistics(dict(delta), stats)) / scale
+        if not ratio > MAX_UPDATE_TO_MODEL_NORM:
+            continue
+        over += 1
+        entry = log.site(s.site)
+        status = None if entry is None else entry.components.get("status")
+        who = s.site[:10]
+        if s.reason != Reason.OUTLIER_NORM:
+            problems.append(
+                f"{who}'s update is {ratio:.3g} times the start model's norm (above "
+                f"{MAX_UPDATE_TO_MODEL_NORM:g}), yet is {_reason_name(s.reason)}, not OUTLIER_NORM"
+            )
+        elif status == Reason.OK.name:
+            problems.append(
+                f"{who}'s update is {ratio:.3g} times the start model's norm (above "
+                f"{MAX_UPDATE_TO_MODEL_NORM:g}), so it is rejected before the screen, yet it "
+                "counted toward the statistics"
+            )
+    return (
+        name,
+        not problems,
+        "; ".join(problems)
+        or f"{over} of {checked} usable update(s) above {MAX_UPDATE_TO_MODEL_NORM:g} times the "
+        "start model's norm, each OUTLIER_NORM before the screen",
     )

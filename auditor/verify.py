@@ -46,6 +46,7 @@ from fedtrail.auditor.components import (
     Recomputed,
     check_components,
     check_free_riders,
+    check_oversized,
     check_public_reasons,
 )
 from fedtrail.auditor.peers import (
@@ -1326,6 +1327,8 @@ def _valuation_checks(
         check, robust = check_components(log, subs, deltas, unusable, spec, settings)
         audit.add(*check)
         audit.add(*check_public_reasons(subs, unusable, settings))
+        if start_blob is not None:
+            audit.add(*_check_oversized(log, subs, deltas, unusable, spec, start_blob))
         if settings.standing and start_blob is not None:
             audit.add(
                 *_check_free_riders(
@@ -1334,6 +1337,23 @@ def _valuation_checks(
             )
     for check in check_standing(ledger, store, log, settings, subs, robust):
         audit.add(*check)
+
+
+def _check_oversized(
+    log: RoundLog,
+    subs: list[Submission],
+    deltas: Mapping[str, Mapping[str, torch.Tensor]],
+    unusable: Mapping[str, Reason],
+    spec: ModelSpec,
+    start_blob: bytes,
+) -> tuple[str, bool, str]:
+    """``reasons.oversized`` (:func:`~fedtrail.auditor.components.check_oversized`) against the
+    round's start model."""
+    try:
+        start, _ = decode_model(start_blob, spec=spec)
+    except (FedtrailError, TypeError, ValueError) as exc:
+        return ("reasons.oversized", False, f"cannot read the start model: {exc}")
+    return check_oversized(log, subs, deltas, unusable, spec, start)
 
 
 def _check_free_riders(

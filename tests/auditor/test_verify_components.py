@@ -10,19 +10,26 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
 
 import fedtrail.aggregator.service as service_mod
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.auditor.verify import verify_round
-from fedtrail.ml.datasets import ImageDataset, load_bundled
+from fedtrail.chain import connect, dev_account
+from fedtrail.ml.datasets import ImageDataset, load_bundled, partition_iid
+from fedtrail.ml.models import ModelSpec
+from fedtrail.ml.training import TrainConfig
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.roundlog import ValuationSettings
 from fedtrail.protocol.weights import SCORE_SCALE
-from fedtrail.simulation.federation import Federation
+from fedtrail.simulation.faults import SiteFault
+from fedtrail.simulation.federation import Federation, build_federation, make_sites
+from fedtrail.storage.store import LocalStore
 from fedtrail.valuation.combine import HISTORY_COMBINER
 from fedtrail.valuation.limits import ThresholdLimits
 from tests.auditor.test_verify import federation, on_anvil
@@ -287,3 +294,81 @@ def test_an_honest_site_zeroed_as_a_free_rider_fails_public_verify(
         f"{victim[-1][:10]} is FREE_RIDER, but its update is no free-rider"
         in bad["reasons.free_rider"]
     )
+
+
+class _Logged:
+    """A round log reduced to what ``reasons.oversized`` reads: each site's logged status."""
+
+    def __init__(self, statuses: dict[str, str]) -> None:
+        self.statuses = statuses
+
+    def site(self, site: str) -> Any:
+        return SimpleNamespace(components={"status": self.statuses[site]})
+
+
+def test_an_oversized_update_must_be_outlier_norm_before_the_screen() -> None:
+    """The 100x-the-model bound needs no data, so public verify recomputes it
+    (``reasons.oversized``): an update above it paid OK, or OUTLIER_NORM but counted toward the
+    statistics, fails; rejected before the screen it passes, as do updates within the bound,
+    whatever their reason (an OUTLIER_NORM within it may be the validation split's verdict)."""
+    from fedtrail.auditor.components import check_oversized
+
+    spec = ModelSpec()
+    start = {k: torch.full_like(v, 0.01) for k, v in spec.build().state_dict().items()}
+    small = {k: v * 0.5 for k, v in start.items()}
+    huge = {k: v * 150 for k, v in start.items()}
+    ok, outlier = Reason.OK, Reason.OUTLIER_NORM
+    deltas = {"0xa": small, "0xb": small, "0xc": huge}
+    honest = [_sub("0xa", 100, ok, 1), _sub("0xb", 100, outlier, 0), _sub("0xc", 100, outlier, 0)]
+    logged: Any = _Logged({"0xa": "OK", "0xb": "OUTLIER_NORM", "0xc": "OUTLIER_NORM"})
+    name, passed, detail = check_oversized(logged, honest, deltas, {}, spec, start)
+    assert (name, passed) == ("reasons.oversized", True), detail
+    assert "1 of 3 usable" in detail
+    all_ok: Any = _Logged({"0xa": "OK", "0xb": "OK", "0xc": "OK"})
+    paid = [_sub("0xa", 100, ok, 1), _sub("0xb", 100, ok, 1), _sub("0xc", 100, ok, 1)]
+    passed, detail = check_oversized(all_ok, paid, deltas, {}, spec, start)[1:]
+    assert not passed and "0xc's update is 150 times" in detail and "not OUTLIER_NORM" in detail
+    counted = [_sub("0xa", 100, ok, 1), _sub("0xb", 100, ok, 1), _sub("0xc", 100, outlier, 0)]
+    passed, detail = check_oversized(all_ok, counted, deltas, {}, spec, start)[1:]
+    assert not passed and "yet it counted toward the statistics" in detail
+    # an update zeroed before the size check, or found tampered, is not judged here
+    earlier = [_sub("0xa", 100, ok, 1), _sub("0xc", 100, Reason.FREE_RIDER, 0)]
+    assert check_oversized(all_ok, earlier, deltas, {}, spec, start)[1]
+    assert check_oversized(all_ok, paid, deltas, {"0xc": Reason.TAMPERED}, spec, start)[1]
+
+
+def test_an_update_let_past_the_size_bound_fails_public_verify(
+    tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack: the aggregator skips the size bound for an update 8,600x the global model's
+    norm, so the verdict on it is the data-dependent checks' (here the warm-up harm check's
+    LOW_GAIN; in a round too small for the robust screen whatever the game pays). Every public
+    check passed that before; ``reasons.oversized`` names the site."""
+    import fedtrail.valuation.round as round_mod
+
+    monkeypatch.setattr(round_mod, "MAX_UPDATE_TO_MODEL_NORM", 1e30)  # the aggregator's bound
+    splits = load_bundled()
+    parts = partition_iid(splits.train.labels, 10, seed=0)
+    accounts = [dev_account(i) for i in (0, 5, 6, 7)]
+    fed = build_federation(
+        w3=connect(anvil_url),
+        coordinator=accounts[0],
+        sites=make_sites(
+            accounts[1:],
+            [splits.train.subset(parts[i]) for i in range(3)],
+            training=TrainConfig(epochs=1),
+            faults=[SiteFault(), SiteFault(), SiteFault(kind="scale", factor=1e6)],
+        ),
+        store=LocalStore(tmp_path / "store"),
+        folder=tmp_path,
+        validation=splits.val,
+        settings=AggregatorSettings(valuation="loo"),
+    )
+    fed.run_round()
+    ally = accounts[3].address
+    audit = verify_round(fed.ledger, fed.store, 1)
+    sub = next(s for s in fed.ledger.get_submissions(1) if s.site == ally)
+    assert sub.reason != int(Reason.OUTLIER_NORM)  # the bound skipped: another verdict
+    bad = _failed(audit)
+    assert set(bad) == {"reasons.oversized"}, bad
+    assert f"{ally[:10]}'s update is" in bad["reasons.oversized"]
