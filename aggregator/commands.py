@@ -306,13 +306,17 @@ def run(
     from fedtrail.valuation.limits import ThresholdLimits
 
     assert settings.combiner is not None
-    stricter = ThresholdLimits().breaches(settings.combiner)
-    if stricter:
+    defaults = ThresholdLimits()
+    outside = [
+        *(f"{b} [stricter]" for b in defaults.breaches(settings.combiner)),
+        *(f"{b} [looser]" for b in defaults.loosest.breaches(settings.combiner)),
+    ]
+    if outside:
         log.warning(
-            "thresholds stricter than sites accept by default: %s; sites skip these rounds "
-            "unless their config.toml's [accept] takes them, and auditors need the same table "
-            "(audit verify --accept)",
-            "; ".join(stricter),
+            "thresholds outside what sites accept by default: %s; sites skip these rounds "
+            "unless their config.toml's [accept] (stricter) or [accept.loosest] (looser) takes "
+            "them, and auditors need the same table (audit verify --accept)",
+            "; ".join(outside),
         )
     service = AggregatorService(
         ledger=ledger,

@@ -1621,9 +1621,11 @@ def _compare_valuation(logged: ValuationSettings, terms: RoundTerms) -> tuple[st
 
 
 def _check_limits(audit: RoundAudit, terms: RoundTerms, accept: ThresholdLimits) -> None:
-    """``terms.limits``: no valuation threshold in the terms is stricter than ``accept``. A
-    round replayed bit for bit under thresholds that flag honest updates (a ``stale_cosine`` of
-    0.5, a ``max_norm_z`` of 0.1) would pass every other check; the sites' software refuses to
+    """``terms.limits``: no valuation threshold in the terms is stricter than ``accept``, nor
+    looser than ``accept.loosest``. A round replayed bit for bit under thresholds that flag
+    honest updates (a ``stale_cosine`` of 0.5, a ``max_norm_z`` of 0.1), or that pay copies,
+    zero updates or inflated counts (``stale_cosine`` 1.0, ``free_rider_norm`` 0,
+    ``max_sample_ratio`` 1e9), would pass every other check; the sites' software refuses to
     train under them unless the site widened its ``[accept]`` (then the auditor is given the same
     table: ``audit verify --accept``). Not applicable to terms whose valuation block is not valid
     settings: ``terms.valuation`` fails those."""
@@ -1635,13 +1637,18 @@ def _check_limits(audit: RoundAudit, terms: RoundTerms, accept: ThresholdLimits)
     except (InvalidLog, ConfigError) as exc:
         audit.not_applicable(name, f"the terms' valuation settings are not valid: {exc}")
         return
-    breaches = accept.breaches(combiner, terms.duplicates)
+    stricter = accept.breaches(combiner, terms.duplicates)
+    looser = accept.loosest.breaches(combiner, terms.duplicates)
+    problems = []
+    if stricter:
+        problems.append("thresholds stricter than the sites accept: " + "; ".join(stricter))
+    if looser:
+        problems.append("thresholds looser than the sites accept: " + "; ".join(looser))
     audit.add(
         name,
-        not breaches,
-        "thresholds stricter than the sites accept: " + "; ".join(breaches)
-        if breaches
-        else "no valuation threshold is stricter than the sites accept",
+        not problems,
+        "; and ".join(problems)
+        or "no valuation threshold is stricter or looser than the sites accept",
     )
 
 

@@ -133,7 +133,10 @@ class PrivacyConfig:
     chain"). The delta is the round terms' (``privacy``), and ``delta`` here for rounds whose
     terms set none; it is also the site's ceiling: the node refuses a round whose terms' delta is
     above it or above 1 / its training images (the aggregator chooses the terms, and a looser
-    delta records a smaller epsilon for the same training). ``accounting`` is the rule the
+    delta records a smaller epsilon for the same training), and below ``min_delta`` (a smaller
+    delta records a larger epsilon for the same training and spends the site's on-chain budget
+    faster: measured with the product's accountant, 1.3-1.4x the epsilon of 1e-5 at 1e-7, 8-16x
+    at 1e-100). ``accounting`` is the rule the
     node declares its spend by (:func:`fedtrail.ml.privacy.declared_micro`, recorded in each
     update's DP parameters): ``"composed"`` (default) makes the on-chain total the RDP-composed
     epsilon of all the site's updates, ``"summed"`` the sum of their own epsilons (3-4x more).
@@ -148,6 +151,7 @@ class PrivacyConfig:
     lr: float = DP_LR
     momentum: float = DP_MOMENTUM
     delta: float = 1e-5
+    min_delta: float = 1e-7
     accounting: str = COMPOSED
 
     def __post_init__(self) -> None:
@@ -159,6 +163,11 @@ class PrivacyConfig:
         delta = self.delta
         if isinstance(delta, bool) or not isinstance(delta, int | float) or not 0 < delta < 1:
             raise ConfigError(f"privacy.delta must lie in (0, 1), got {delta!r}")
+        floor = self.min_delta
+        if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 < floor <= delta:
+            raise ConfigError(
+                f"privacy.min_delta must lie in (0, privacy.delta = {delta!r}], got {floor!r}"
+            )
         self.settings()  # validates the rest
 
     def settings(self) -> DpSettings:

@@ -774,6 +774,15 @@ class SiteNode:
                 "training images): its recorded epsilon would understate the privacy spent; "
                 "not training",
             )
+        if delta < settings.min_delta:
+            # the aggregator chose it: a tighter delta records a larger epsilon for the same
+            # training, so tiny deltas would spend the site's budget in a few rounds
+            return self._skip(
+                RoundRecord(round=round_id, phase="skipped"),
+                f"DP-SGD: the round's terms account at delta {delta:g}, below this site's "
+                f"floor {settings.min_delta:g} ([privacy] min_delta): the same training would "
+                "record a larger epsilon and spend its privacy budget faster; not training",
+            )
         try:
             params = plan_privacy(settings.settings(), len(self.train), config, delta)
             own = epsilon_spent(params)

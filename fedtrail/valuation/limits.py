@@ -5,23 +5,31 @@ The aggregator writes the thresholds into each round's terms before any update e
 updates (``stale_cosine`` 0.5 makes nearly every update a "copy", ``max_norm_z`` 0.1 an
 "outlier", ``demote_scale`` 1e-9 demotes any site whose record dips below zero) would replay
 bit for bit and pass every other check. So each threshold has a bound on the side that harms
-sites: a round may loosen any threshold, but tightening one beyond the product's defaults needs
-the sites' consent (``[accept]`` in a node's config.toml) and fails ``terms.limits`` for an
-auditor who was not told of it (``audit verify --accept FILE``).
+sites: tightening one beyond the product's defaults needs the sites' consent (``[accept]`` in a
+node's config.toml) and fails ``terms.limits`` for an auditor who was not told of it (``audit
+verify --accept FILE``).
+
+Loosening harms them too, through the weight it hands to others: an aggregator colluding with
+some sites could write ``stale_cosine`` 1.0 (a resent copy is paid), ``free_rider_norm`` 0 (a
+zero update is paid), ``max_sample_ratio`` 1e9 (an inflated count within the site's cap takes
+the weight), ``min_robust_sites`` 1000 (no norm screen), a duplicate rule of cosine 1.0, and the
+round would replay bit for bit. So each bounded threshold has a loosest accepted value too
+(:class:`LoosestLimits`, ``[accept.loosest]``), by default the loosest of the product's presets.
 
 The defaults are the strictest of the product's own presets (:class:`Combiner` for per-round
 valuation, :data:`~fedtrail.valuation.combine.HISTORY_COMBINER` with standing), except
 ``stale_cosine``, accepted down to 0.9999: honest updates were measured up to cosine 0.99982
 with their references (``scripts/bench/stale_cosine.py``), and logs written before the 0.99999
-default recorded 0.9999.
+default recorded 0.9999. The loosest defaults are the loosest of the same presets, except
+``stale_distance``, accepted down to the 0.01 that logs written before its 1e6 default recorded.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from fedtrail.errors import ConfigError, FedtrailError
 from fedtrail.protocol.terms import DUPLICATE_COSINE, DUPLICATE_RELATIVE_L2, DuplicateRule
@@ -30,7 +38,9 @@ from fedtrail.valuation.combine import Combiner
 __all__ = [
     "DUPLICATE_LIMITS",
     "HIGHER_IS_STRICTER",
+    "LOWER_IS_LOOSER",
     "UNBOUNDED",
+    "LoosestLimits",
     "ThresholdLimits",
     "limits_from",
     "load_limits",
@@ -54,13 +64,82 @@ aggregator and auditors, no harm to an honest update, whose cosine to its own ea
 stays below ``stale_cosine``)."""
 
 
+LOWER_IS_LOOSER: Final = HIGHER_IS_STRICTER | {"stale_distance"}
+"""Thresholds that let more updates through as they fall (:class:`LoosestLimits`' sides):
+``stale_distance`` bounds the stale screen's relative distance, so 0 calls nothing stale."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoosestLimits:
+    """For each threshold whose loosening pays what the valuation should not (a copy, a zero
+    update, an inflated count, an outlier the norm screen would flag), the loosest value a site
+    accepts. Defaults: the loosest of the product's presets (``min_cosine`` -1 is already the
+    check off: no bound in effect; ``stale_distance`` 0.01, the oldest recorded). Not bounded:
+    ``max_norm_ratio`` and ``small_norm_ratio`` (off, their loosest, is the default) and
+    ``stale_rounds`` (1, its loosest, is what logs recorded before it existed)."""
+
+    min_cosine: float = -1.0
+    max_norm_z: float = 20.0
+    norm_scale_floor: float = 0.25
+    min_gain: float = 0.0
+    min_robust_sites: int = 3
+    demote_scale: float = 0.5
+    free_rider_norm: float = 0.01
+    stale_cosine: float = 0.99999
+    stale_distance: float = 0.01
+    max_sample_ratio: float = 10.0
+    duplicate_cosine: float = DUPLICATE_COSINE
+    duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
+
+    def __post_init__(self) -> None:
+        values = asdict(self)
+        rule = {field: values.pop(limit) for limit, field in DUPLICATE_LIMITS.items()}
+        Combiner(**values)  # every limit is itself a valid threshold
+        try:
+            DuplicateRule(**rule)
+        except FedtrailError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def breaches(self, combiner: Combiner, duplicates: DuplicateRule | None = None) -> list[str]:
+        """Each threshold of ``combiner`` (and of ``duplicates``, when given) looser than its
+        limit, as ``name value (accepted: ...)``; empty when every one is within."""
+        out: list[str] = []
+        for f in fields(self):
+            if f.name in DUPLICATE_LIMITS:
+                if duplicates is None:
+                    continue
+                value = getattr(duplicates, DUPLICATE_LIMITS[f.name])
+            else:
+                value = getattr(combiner, f.name)
+            limit = getattr(self, f.name)
+            lower = f.name in LOWER_IS_LOOSER
+            if value < limit if lower else value > limit:
+                side = "at least" if lower else "at most"
+                out.append(f"{f.name} {value} (accepted: {side} {limit})")
+        return out
+
+    def widened(self, combiner: Combiner) -> LoosestLimits:
+        """These limits, each loosened as far as ``combiner``'s threshold where that is looser
+        (the duplicate rule's limits unchanged)."""
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            mine = getattr(self, f.name)
+            if f.name in DUPLICATE_LIMITS:
+                values[f.name] = mine
+                continue
+            theirs = getattr(combiner, f.name)
+            values[f.name] = min(mine, theirs) if f.name in LOWER_IS_LOOSER else max(mine, theirs)
+        return type(self)(**values)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ThresholdLimits:
     """For each valuation threshold (the fields of :class:`Combiner` but those in
     :data:`UNBOUNDED`), the strictest value a site accepts. ``max_norm_ratio`` and
     ``small_norm_ratio`` are off at 0: a limit of 0 accepts them only off. ``duplicate_*``
     bound the terms' duplicate rule (:data:`DUPLICATE_LIMITS`; defaults: the only rule the
-    product writes)."""
+    product writes). ``loosest``: the other side of each bound (:class:`LoosestLimits`; a
+    table, as ``[accept.loosest]`` gives it, is read into one)."""
 
     min_cosine: float = -0.5
     max_norm_z: float = 10.0
@@ -75,16 +154,44 @@ class ThresholdLimits:
     small_norm_ratio: float = 0.0
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
+    loosest: LoosestLimits = field(default_factory=LoosestLimits)
 
     def __post_init__(self) -> None:
+        if isinstance(self.loosest, dict):
+            object.__setattr__(
+                self, "loosest", _table(LoosestLimits, self.loosest, "[accept.loosest]")
+            )
+        elif not isinstance(self.loosest, LoosestLimits):
+            raise ConfigError(f"loosest must be a table, got {self.loosest!r}")
         # every limit is itself a valid threshold (same ranges, same types)
-        values = asdict(self)
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "loosest"}
         rule = {field: values.pop(limit) for limit, field in DUPLICATE_LIMITS.items()}
         Combiner(**values)
         try:
             DuplicateRule(**rule)
         except FedtrailError as exc:
             raise ConfigError(str(exc)) from None
+        # a strictest limit set past the default loosest (a table written before the loosest
+        # existed, e.g. max_sample_ratio = 20) moves that default with it
+        default, moved = LoosestLimits(), {}
+        for name in _BOTH_SIDES:
+            mine, theirs = getattr(self, name), getattr(self.loosest, name)
+            past = mine < theirs if name in HIGHER_IS_STRICTER else mine > theirs
+            if past and theirs == getattr(default, name):
+                moved[name] = mine
+        if moved:
+            object.__setattr__(self, "loosest", replace(self.loosest, **moved))
+        # a range that accepts nothing would make the site sit out every round
+        empty = [
+            f"{name} (strictest {getattr(self, name)}, loosest {getattr(self.loosest, name)})"
+            for name in _BOTH_SIDES
+            if (getattr(self, name) < getattr(self.loosest, name)) == (name in HIGHER_IS_STRICTER)
+            and getattr(self, name) != getattr(self.loosest, name)
+        ]
+        if empty:
+            raise ConfigError(
+                "the loosest accepted value is stricter than the strictest for " + "; ".join(empty)
+            )
 
     @classmethod
     def accepting(cls, combiner: Combiner) -> ThresholdLimits:
@@ -94,12 +201,15 @@ class ThresholdLimits:
         return cls().widened(combiner)
 
     def widened(self, combiner: Combiner) -> ThresholdLimits:
-        """These limits, each loosened as far as ``combiner``'s threshold where that is
-        looser (the duplicate rule's limits unchanged)."""
+        """These limits, each moved as far as ``combiner``'s threshold where that is outside
+        them, on either side (the duplicate rule's limits unchanged)."""
         cls = type(self)
         base = self
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if f.name == "loosest":
+                values[f.name] = base.loosest.widened(combiner)
+                continue
             if f.name in DUPLICATE_LIMITS:  # not a Combiner threshold: the default
                 values[f.name] = getattr(base, f.name)
                 continue
@@ -115,19 +225,28 @@ class ThresholdLimits:
     def refusal(self, combiner: Combiner, duplicates: DuplicateRule | None = None) -> str | None:
         """Why a site with these limits does not take part under ``combiner`` (and the terms'
         ``duplicates`` rule); None when it does. One sentence for the node and its validator."""
-        breaches = self.breaches(combiner, duplicates)
-        if not breaches:
-            return None
-        return (
-            "valuation thresholds stricter than this site accepts ([accept] in its config.toml): "
-            + "; ".join(breaches)
-        )
+        parts = []
+        stricter = self.breaches(combiner, duplicates)
+        if stricter:
+            parts.append(
+                "valuation thresholds stricter than this site accepts ([accept] in its "
+                "config.toml): " + "; ".join(stricter)
+            )
+        looser = self.loosest.breaches(combiner, duplicates)
+        if looser:
+            parts.append(
+                "valuation thresholds looser than this site accepts ([accept.loosest] in its "
+                "config.toml): " + "; ".join(looser)
+            )
+        return "; and ".join(parts) or None
 
     def breaches(self, combiner: Combiner, duplicates: DuplicateRule | None = None) -> list[str]:
         """Each threshold of ``combiner`` (and of the terms' ``duplicates`` rule, when given)
         stricter than its limit, as ``name value (limit L)``; empty when every one is within."""
         out: list[str] = []
         for f in fields(self):
+            if f.name == "loosest":
+                continue
             if f.name in DUPLICATE_LIMITS:
                 if duplicates is None:
                     continue
@@ -165,14 +284,26 @@ def load_limits(path: Path) -> ThresholdLimits:
 
 
 def limits_from(table: Any, *, where: str = "[accept]") -> ThresholdLimits:
-    """Limits from a parsed ``[accept]`` table: unknown names and invalid values refused."""
+    """Limits from a parsed ``[accept]`` table (``loosest`` a sub-table): unknown names and
+    invalid values refused."""
+    return _table(ThresholdLimits, table, where)
+
+
+_T = TypeVar("_T", ThresholdLimits, LoosestLimits)
+
+
+def _table(cls: type[_T], table: Any, where: str) -> _T:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
-    known = {f.name for f in fields(ThresholdLimits)}
+    known = {f.name for f in fields(cls)}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"unknown threshold(s) in {where}: {unknown}; known: {sorted(known)}")
     try:
-        return ThresholdLimits(**table)
+        return cls(**table)
     except (TypeError, ConfigError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+_BOTH_SIDES: Final = tuple(f.name for f in fields(LoosestLimits) if f.name != "stale_distance")
+"""The thresholds bounded on both sides (``stale_distance`` only on its loose side)."""

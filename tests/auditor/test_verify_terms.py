@@ -203,6 +203,34 @@ def test_a_duplicate_rule_that_zeroes_honest_updates_fails_terms_limits() -> Non
 
 @pytest.mark.parametrize(
     ("threshold", "value"),
+    [("stale_cosine", 1.0), ("free_rider_norm", 0.0), ("max_sample_ratio", 1e9)],
+)
+def test_thresholds_looser_than_the_sites_accept_fail_terms_limits(
+    anvil_url: str, tmp_path: Path, threshold: str, value: float
+) -> None:
+    """Attack: an aggregator colluding with some sites commits terms that pay what the
+    valuation should not (a resent copy at stale_cosine 1.0, a zero update at free_rider_norm 0,
+    an inflated count at max_sample_ratio 1e9); the round replays bit for bit and, before,
+    passed every check. terms.limits fails, naming the threshold; honest nodes skip the round;
+    an auditor given the sites' wider ``[accept.loosest]`` passes it."""
+    thresholds = {**asdict(Combiner()), threshold: value}
+    valuation = {"method": "loo", "metric": "auc", "combiner": thresholds}
+    terms = _parsed_terms(valuation)
+    refused = _unrunnable(terms)
+    assert refused is not None and f"{threshold} {value}" in refused and "looser" in refused
+    audit = _round_logged_as(tmp_path, anvil_url, valuation, valuation)
+    bad = {c.name: c.detail for c in audit.checks if c.failed}
+    assert set(bad) == {"terms.limits"}, bad
+    assert f"thresholds looser than the sites accept: {threshold} {value}" in bad["terms.limits"]
+
+    agreed = ThresholdLimits.accepting(Combiner(**thresholds))
+    assert _unrunnable(terms, agreed) is None
+    audit = _round_logged_as(tmp_path / "agreed", anvil_url, valuation, valuation, accept=agreed)
+    assert audit.passed, [c for c in audit.checks if c.failed]
+
+
+@pytest.mark.parametrize(
+    ("threshold", "value"),
     [("stale_cosine", 0.5), ("max_norm_z", 0.1), ("demote_scale", 1e-9)],
 )
 def test_thresholds_stricter_than_the_sites_accept_fail_terms_limits(

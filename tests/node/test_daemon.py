@@ -40,11 +40,11 @@ from fedtrail.node.daemon import (
 )
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.roundlog import RoundLog
-from fedtrail.protocol.terms import MAX_TERMS_BYTES
+from fedtrail.protocol.terms import MAX_TERMS_BYTES, DuplicateRule
 from fedtrail.simulation.federation import build_federation, make_sites
 from fedtrail.storage.codec import decode_update, encode_model
 from fedtrail.storage.store import LocalStore
-from fedtrail.valuation.limits import ThresholdLimits
+from fedtrail.valuation.limits import LoosestLimits, ThresholdLimits
 from tests.fixtures.chain import ChainEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -623,6 +623,14 @@ def _peers(valuation: dict[str, Any]) -> dict[str, Any]:
             "stale_cosine 0.5 (accepted: at least 0.9999)",
         ),
         (
+            {"valuation": {"method": "loo", "metric": "loss", "combiner": {"stale_cosine": 1.0}}},
+            "looser than this site accepts ([accept.loosest] in its config.toml): stale_cosine 1.0",
+        ),
+        (
+            {"duplicates": DuplicateRule(cosine=1.0, relative_l2=0.0)},
+            "duplicate_cosine 1.0 (accepted: at most 0.9999)",
+        ),
+        (
             _peers(
                 {
                     "method": "loo",
@@ -645,6 +653,8 @@ def _peers(valuation: dict[str, Any]) -> dict[str, Any]:
         "bad-threshold",
         "unknown-threshold",
         "stricter-than-accepted",
+        "looser-than-accepted",
+        "duplicates-off",
         "peer-auc-linear",
         "unknown-rule",
         "unknown-rule-setting",
@@ -688,5 +698,22 @@ def test_a_site_that_accepts_stricter_thresholds_trains_under_them(
         edit={"valuation": {"method": "loo", "metric": "loss", "combiner": {"stale_cosine": 0.5}}},
     )
     node = world.node(0, accept=ThresholdLimits(stale_cosine=0.5))
+    assert node.participate(world.round) is not None
+    assert world.ledger.get_submission(world.round, node.address) is not None
+
+
+def test_a_site_that_accepts_looser_thresholds_trains_under_them(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """The control of the loose side: ``[accept.loosest]`` taking the terms' larger
+    ``max_sample_ratio`` (a federation of very unequal hospitals) lets the site train."""
+    world = World(
+        embedded,
+        tmp_path,
+        edit={
+            "valuation": {"method": "loo", "metric": "loss", "combiner": {"max_sample_ratio": 50.0}}
+        },
+    )
+    node = world.node(0, accept=ThresholdLimits(loosest=LoosestLimits(max_sample_ratio=50.0)))
     assert node.participate(world.round) is not None
     assert world.ledger.get_submission(world.round, node.address) is not None

@@ -118,6 +118,8 @@ def test_privacy_config_refuses_bad_values() -> None:
         {"target_epsilon": -1.0},
         {"max_grad_norm": -1.0},
         {"delta": 1.0},
+        {"min_delta": 0.0},
+        {"min_delta": 2e-5},  # above its delta: no delta would be accepted
         {"batch_size": 0},
         {"batch_size": 64.0},
         {"lr": 0.0},
@@ -146,3 +148,22 @@ def test_terms_with_a_looser_delta_than_the_site_allows_are_refused_before_train
     assert record is not None and record.phase == "skipped"
     assert f"delta {delta:g}" in record.note and "ceiling 1e-05" in record.note
     assert world.ledger.get_submission(world.round, node.address) is None
+
+
+@pytest.mark.parametrize("delta", [1e-100, 1e-8])
+def test_terms_with_a_tighter_delta_than_the_site_allows_are_refused_before_training(
+    embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delta: float
+) -> None:
+    """Attack: the aggregator chooses the terms' delta, and a tiny one records a larger epsilon
+    for the same training (8-16x that of 1e-5 at 1e-100), burning the site's on-chain budget.
+    Below the site's [privacy] min_delta (1e-7) the node does not train; at it, it does."""
+    _require_dp(monkeypatch, delta)
+    world = World(embedded, tmp_path)
+    node = world.node(0, privacy=DP_ON)
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "skipped"
+    assert f"delta {delta:g}, below this site's floor 1e-07" in record.note
+    assert world.ledger.get_submission(world.round, node.address) is None
+    lower = replace(DP_ON, min_delta=delta)
+    other = world.node(1, privacy=lower).participate(world.round)
+    assert other is not None and other.phase != "skipped"

@@ -1,5 +1,5 @@
-"""The strictest valuation thresholds a site accepts: which side of each threshold harms sites,
-the product's presets inside the defaults, and the ``[accept]`` table."""
+"""The strictest and loosest valuation thresholds a site accepts: which side of each threshold
+harms sites, the product's presets inside the defaults, and the ``[accept]`` table."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from fedtrail.valuation.chained import combiner_from
 from fedtrail.valuation.limits import (
     DUPLICATE_LIMITS,
     UNBOUNDED,
+    LoosestLimits,
     ThresholdLimits,
     limits_from,
     load_limits,
@@ -52,9 +53,29 @@ LOOSER = {
 }
 
 
+LOOSEST_PAST = {
+    "min_gain": -0.5,
+    "max_norm_z": 50.0,
+    "norm_scale_floor": 1.0,
+    "min_robust_sites": 1000,
+    "demote_scale": 2.0,
+    "free_rider_norm": 0.0,
+    "stale_cosine": 1.0,
+    "stale_distance": 0.0,
+    "max_sample_ratio": 1e9,
+}
+"""One value per threshold past its default loosest limit: each pays what the valuation should
+not (a copy, a zero update, an inflated count, an outlier the norm screen would flag)."""
+
+
 def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     names = {f.name for f in fields(Combiner)}
-    assert {f.name for f in fields(ThresholdLimits)} == names - UNBOUNDED | set(DUPLICATE_LIMITS)
+    limits = {f.name for f in fields(ThresholdLimits)} - {"loosest"}
+    assert limits == names - UNBOUNDED | set(DUPLICATE_LIMITS)
+    off_is_loosest = {"max_norm_ratio", "small_norm_ratio", "stale_rounds"}
+    loosest = {f.name for f in fields(LoosestLimits)}
+    assert loosest == names - off_is_loosest | set(DUPLICATE_LIMITS)
+    assert set(LOOSEST_PAST) == loosest - {"min_cosine"} - set(DUPLICATE_LIMITS)
     assert set(DUPLICATE_LIMITS.values()) == {f.name for f in fields(DuplicateRule)}
     assert set(STRICTER) == set(LOOSER) == names - UNBOUNDED
 
@@ -72,6 +93,8 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
 )
 def test_the_products_own_presets_and_older_logs_are_accepted(combiner: Combiner) -> None:
     assert ThresholdLimits().breaches(combiner) == []
+    assert ThresholdLimits().loosest.breaches(combiner, DuplicateRule()) == []
+    assert ThresholdLimits().refusal(combiner, DuplicateRule()) is None
 
 
 @pytest.mark.parametrize("name", sorted(STRICTER))
@@ -81,8 +104,59 @@ def test_each_threshold_tightened_past_its_limit_is_named(name: str) -> None:
     assert len(breaches) == 1 and breaches[0].startswith(f"{name} {value} (accepted: ")
 
 
-def test_loosening_every_threshold_is_accepted() -> None:
+def test_loosening_is_accepted_up_to_the_loosest_preset() -> None:
     assert ThresholdLimits().breaches(Combiner(**LOOSER)) == []
+    within = Combiner(min_cosine=-1.0, max_norm_z=20.0, stale_cosine=0.99999)
+    assert ThresholdLimits().refusal(within) is None
+
+
+@pytest.mark.parametrize("name", sorted(LOOSEST_PAST))
+def test_each_threshold_loosened_past_its_loosest_limit_is_named(name: str) -> None:
+    """Attack: an aggregator colluding with some sites loosens one threshold in the terms so a
+    copy, a zero update, an inflated count or an outlier is paid; the round replays bit for bit.
+    The site refuses it, naming the threshold and the bound."""
+    value = LOOSEST_PAST[name]
+    limits = ThresholdLimits()
+    loose = replace(Combiner(), **{name: value})
+    assert limits.breaches(loose) == []
+    breaches = limits.loosest.breaches(loose)
+    assert len(breaches) == 1 and breaches[0].startswith(f"{name} {value} (accepted: ")
+    refusal = limits.refusal(loose)
+    assert refusal is not None and refusal.startswith(
+        "valuation thresholds looser than this site accepts ([accept.loosest] in its "
+        f"config.toml): {name} {value}"
+    )
+    assert ThresholdLimits(loosest=LoosestLimits(**{name: value})).refusal(loose) is None
+
+
+def test_a_duplicate_rule_looser_than_the_limits_is_named() -> None:
+    """Duplicates off in effect (cosine 1.0 or relative_l2 0): a copy with a few ulps of noise
+    is paid as a second honest update."""
+    off = DuplicateRule(cosine=1.0, relative_l2=1e-6)
+    assert ThresholdLimits().loosest.breaches(Combiner(), off) == [
+        "duplicate_cosine 1.0 (accepted: at most 0.9999)",
+        "duplicate_relative_l2 1e-06 (accepted: at least 0.001)",
+    ]
+    agreed = limits_from({"loosest": {"duplicate_cosine": 1.0, "duplicate_relative_l2": 1e-6}})
+    assert agreed.refusal(Combiner(), off) is None
+
+
+def test_both_sides_are_named_together() -> None:
+    both = replace(Combiner(), stale_cosine=0.5, max_sample_ratio=1e9)
+    refusal = ThresholdLimits().refusal(both)
+    assert refusal is not None
+    stricter, looser = refusal.split("; and ")
+    assert "stricter than this site accepts" in stricter and "stale_cosine 0.5" in stricter
+    assert "looser than this site accepts" in looser and "max_sample_ratio 1000000000.0" in looser
+
+
+def test_an_empty_accepted_range_is_refused_and_an_old_strict_limit_moves_the_loosest() -> None:
+    with pytest.raises(ConfigError, match="loosest accepted value is stricter than the strictest"):
+        limits_from({"max_sample_ratio": 30.0, "loosest": {"max_sample_ratio": 20.0}})
+    # a table written before the loosest existed: a strict limit past the default loosest
+    old = limits_from({"max_sample_ratio": 20.0, "min_cosine": -1.0})
+    assert old.loosest.max_sample_ratio == 20.0 and old.loosest.min_cosine == -1.0
+    assert old.refusal(replace(HISTORY_COMBINER, max_sample_ratio=20.0)) is None
 
 
 def test_the_norm_ratios_are_accepted_only_off_by_default_and_on_above_a_set_limit() -> None:
@@ -106,6 +180,9 @@ def test_accepting_takes_the_looser_of_the_defaults_and_the_combiner() -> None:
     assert agreed.breaches(replace(strict, stale_cosine=0.4)) == [
         "stale_cosine 0.4 (accepted: at least 0.5)"
     ]
+    loose = Combiner(**{**LOOSER, **LOOSEST_PAST})
+    consenting = ThresholdLimits.accepting(loose)
+    assert consenting.refusal(loose) is None and consenting.refusal(Combiner()) is None
 
 
 @pytest.mark.parametrize(
@@ -116,6 +193,9 @@ def test_accepting_takes_the_looser_of_the_defaults_and_the_combiner() -> None:
         ({"max_norm_z": "10"}, "max_norm_z must be a number"),
         ({"min_robust_sites": 2.5}, "min_robust_sites must be a positive integer"),
         ([], "must be a table"),
+        ({"loosest": {"stale_cosine": 2.0}}, "[accept.loosest]: stale_cosine must lie in [0, 1]"),
+        ({"loosest": {"max_norm_ratio": 2.0}}, "unknown threshold(s) in [accept.loosest]"),
+        ({"loosest": 3}, "loosest must be a table"),
     ],
 )
 def test_an_invalid_accept_table_is_refused(table: object, needle: str) -> None:
@@ -126,8 +206,11 @@ def test_an_invalid_accept_table_is_refused(table: object, needle: str) -> None:
 
 def test_the_accept_table_round_trips_through_a_site_config(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
-    wide = ThresholdLimits(stale_cosine=0.9, max_norm_ratio=3.0)
+    wide = ThresholdLimits(
+        stale_cosine=0.9, max_norm_ratio=3.0, loosest=LoosestLimits(max_sample_ratio=50.0)
+    )
     write_node_config(path, NodeConfig(accept=wide))
+    assert "[accept.loosest]" in path.read_text(encoding="utf-8")
     assert load_node_config(path).accept == wide
     assert load_limits(path) == wide  # an auditor reads a site's config for `verify --accept`
     only = tmp_path / "accept.toml"
@@ -149,7 +232,7 @@ def test_the_accept_table_round_trips_through_a_site_config(tmp_path: Path) -> N
             ["duplicate_relative_l2 0.9 (accepted: at most 0.001)"],
         ),
         (DuplicateRule(), []),
-        (DuplicateRule(cosine=1.0, relative_l2=1e-6), []),  # looser: fewer copies
+        (DuplicateRule(cosine=1.0, relative_l2=1e-6), []),  # looser: the loosest limits' case
     ],
 )
 def test_a_duplicate_rule_stricter_than_the_limits_is_named(
