@@ -298,7 +298,19 @@ def log_cmd(
     ledger = _open(rpc_url, deployment_path, contract)
     info = ledger.get_round(round_id)
     if not info.log_cid:
-        raise ConfigError(f"round {round_id} is {info.phase.label}: it has no explanation log yet")
+        from fedtrail.protocol.codes import Phase
+
+        # a cancelled round is never finalized: "yet" would send an auditor waiting for nothing
+        never = info.phase == Phase.CANCELLED
+        raise ConfigError(
+            f"round {round_id} is {info.phase.label}: "
+            + (
+                "a cancelled round never gets an explanation log"
+                if never
+                else "it has no explanation log yet (the aggregator stores it when it "
+                "finalizes the round)"
+            )
+        )
     store = open_checked_store(store_location)
     log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256, max_bytes=MAX_LOG_BYTES))
     if fmt == "json":
