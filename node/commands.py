@@ -63,13 +63,19 @@ folder_argument = click.argument(
     default=None,
     help="Default: the deployment file's, else http://127.0.0.1:8545.",
 )
-@click.option("--contract", default=None, help="Ledger address.")
+@click.option(
+    "--contract",
+    envvar="FEDTRAIL_CONTRACT",
+    default=None,
+    help="Ledger address (env FEDTRAIL_CONTRACT); overrides the deployment file.",
+)
 @click.option(
     "--deployment",
     "deployment_path",
+    envvar="FEDTRAIL_DEPLOYMENT",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
-    help="Take the ledger address from a deployment file instead.",
+    help="Take the ledger address from a deployment file (env FEDTRAIL_DEPLOYMENT).",
 )
 @click.option(
     "--store",
@@ -117,8 +123,11 @@ def init(
     cfg_path = folder / CONFIG_NAME
     if cfg_path.exists():
         raise ConfigError(f"{cfg_path} exists; this folder is already a node")
-    deployment = Deployment.from_file(deployment_path) if deployment_path is not None else None
-    if deployment is not None:
+    # the address wins over the file, and then the file's URL is not read either: the rule of
+    # every other ledger command (open_ledger), so one exported FEDTRAIL_* set serves them all
+    deployment = None
+    if not contract and deployment_path is not None:
+        deployment = Deployment.from_file(deployment_path)
         contract = deployment.address
     rpc_url = resolve_rpc(rpc_url, deployment)
     if not contract:
