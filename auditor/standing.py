@@ -14,8 +14,10 @@ values. What an auditor checks with public data alone (``standing.chain``,
   readable updates and global deltas of the latest ``stale_rounds`` finalized rounds (the
   terms' threshold; 1 when they record none: :mod:`fedtrail.valuation.chained`);
 * ``after`` is exactly ``before`` plus ``normalised`` (same float arithmetic, so bit-equal);
-  the normalised values are shares (their absolute values sum to at most 1) and only sites
-  that passed the screening have one;
+  the normalised values are shares (their absolute values sum to at most 1), only sites
+  that passed the screening have one, and none is positive for a site whose update's cosine
+  to the median is below the terms' ``credit_cosine``
+  (:func:`~fedtrail.valuation.standing.credited`; the cosine recomputed as for the scores);
 * each site scored from its standing (reason OK or LOW_QUALITY) has the score
   :func:`~fedtrail.valuation.standing.demoted_score` gives its ``after`` value (less the median
   scored site's when that is negative: :func:`~fedtrail.valuation.standing.demotion_reference`)
@@ -142,6 +144,14 @@ def check_standing(
         problems.append("normalised values are not shares (sum of |value| > 1)")
     if dict(standing.after) != accumulate(standing.before, norm):
         problems.append("'after' is not 'before' plus 'normalised'")
+    if combiner is not None:
+        for site, v in norm.items():
+            cosine = _cosine(log, site, robust)
+            if v > 0 and cosine is not None and cosine < combiner.credit_cosine:
+                problems.append(
+                    f"{site[:10]} is credited {v:.4g}, but its update's cosine {cosine:.3f} "
+                    f"to the median is below credit_cosine {combiner.credit_cosine:g}"
+                )
     out.append(
         (
             "standing.accumulated",
@@ -183,6 +193,20 @@ def check_standing(
         )
     )
     return out
+
+
+def _cosine(log: RoundLog, site: str, robust: Recomputed | None) -> float | None:
+    """``site``'s cosine to the median update when the data-free thresholds applied to it
+    (None when they did not): the recomputed one when given, else the log's (as
+    :func:`_norms`)."""
+    if robust is not None:
+        stats = robust.stats.get(site)
+        return stats.cosine if robust.checked and stats is not None else None
+    entry = log.site(site)
+    if entry is None or entry.components.get("robust_checked") is not True:
+        return None
+    cosine = entry.components.get("cosine")
+    return float(cosine) if isinstance(cosine, int | float) else None
 
 
 def _norms(

@@ -25,6 +25,8 @@ the screening scores by its accumulated value, demote-only
 negative, 0 with LOW_QUALITY at ``-demote_scale`` or below (or once the score would fall below
 1% of the full score) - measured against the median scored
 site's value when that is negative (:func:`~fedtrail.valuation.standing.demotion_reference`);
+an update pointing against the consensus (cosine to the median below ``credit_cosine``) has
+its positive share withheld (:func:`~fedtrail.valuation.standing.credited`);
 then, when the data-free thresholds apply, an update far above ``max_norm_ratio`` or below
 ``small_norm_ratio`` times the median norm keeps only part of that score
 (:func:`~fedtrail.valuation.standing.norm_factor`; reason OK, the detail says so).
@@ -150,6 +152,15 @@ class Combiner:
     registration) is the hard limit; this catches a site that inflates its count within its cap
     to take the weight. A federation with a genuinely much larger hospital needs a larger ratio
     in its round terms (they are committed at open, so the auditor replays the same rule).
+    ``credit_cosine`` (in [-1, 1]; default -0.7; -1: off): with a
+    :class:`~fedtrail.valuation.standing.History`, an update whose cosine to the median update
+    is below it gets no positive share of the round's value, only its negative ones
+    (:func:`~fedtrail.valuation.standing.credited`): it points against the consensus, so a
+    positive value is the game paying it for shortening or offsetting the others' step (the
+    sign-flipped hospital of the default demo: cosine -0.81 to -0.95). Not a rejection, since
+    honest minority-class sites reach cosine -0.8 under strong label skew; below -0.7 it
+    spares the honest sites of the default demo (at worst -0.59). A recorded set of thresholds
+    without it (a log written before it existed) means -1: off.
     ``max_norm_ratio`` (0: off, else >= 1) and ``small_norm_ratio`` (in [0, 1)): with a
     :class:`~fedtrail.valuation.standing.History`, an accepted update above ``max_norm_ratio``
     or below ``small_norm_ratio`` times the median norm keeps only part of its score
@@ -171,10 +182,13 @@ class Combiner:
     max_sample_ratio: float = 10.0
     max_norm_ratio: float = 0.0
     small_norm_ratio: float = 0.0
+    credit_cosine: float = -0.7
 
     def __post_init__(self) -> None:
         if not -1.0 <= _number("min_cosine", self.min_cosine) <= 1.0:
             raise ConfigError(f"min_cosine must lie in [-1, 1], got {self.min_cosine}")
+        if not -1.0 <= _number("credit_cosine", self.credit_cosine) <= 1.0:
+            raise ConfigError(f"credit_cosine must lie in [-1, 1], got {self.credit_cosine}")
         if _number("max_norm_z", self.max_norm_z) <= 0:
             raise ConfigError(f"max_norm_z must be positive, got {self.max_norm_z}")
         if _number("norm_scale_floor", self.norm_scale_floor) <= 0:
@@ -339,6 +353,11 @@ class Combiner:
                 else:
                     detail = f"{what}: not below, full score"
                 r = robust.get(c.site)
+                if checked and r is not None and value > 0 and r.cosine < self.credit_cosine:
+                    detail = (
+                        f"{detail}; this round's positive value not credited: cosine "
+                        f"{r.cosine:.3f} to the median update is below {self.credit_cosine:g}"
+                    )
                 if score > 0 and checked and r is not None:
                     factor = norm_factor(
                         r.norm,

@@ -47,7 +47,14 @@ __all__ = [
 ]
 
 HIGHER_IS_STRICTER: Final = frozenset(
-    {"min_cosine", "min_gain", "free_rider_norm", "small_norm_ratio", "duplicate_relative_l2"}
+    {
+        "min_cosine",
+        "min_gain",
+        "free_rider_norm",
+        "small_norm_ratio",
+        "credit_cosine",
+        "duplicate_relative_l2",
+    }
 )
 """Thresholds that flag or cut more updates as they rise (the others: as they fall)."""
 
@@ -152,6 +159,7 @@ class ThresholdLimits:
     max_sample_ratio: float = 10.0
     max_norm_ratio: float = 0.0
     small_norm_ratio: float = 0.0
+    credit_cosine: float = -0.7
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     loosest: LoosestLimits = field(default_factory=LoosestLimits)

@@ -74,7 +74,7 @@ from fedtrail.valuation.shapley import (
     linear_shapley,
     mc_shapley,
 )
-from fedtrail.valuation.standing import History, accumulate, normalised_values
+from fedtrail.valuation.standing import History, accumulate, credited, normalised_values
 from fedtrail.valuation.utility import CoalitionUtility, GameValues, scratch_model
 
 __all__ = ["EXPLANATION_PROBES", "GAMES", "LARGE_GAMES", "METHODS", "Game", "value_round"]
@@ -337,6 +337,13 @@ def _settle(
     normalised = None
     if not history.warm_up:
         normalised = normalised_values(game.values)
+    if normalised is not None and sum(1 for c in cands if c.usable) >= comb.min_robust_sites:
+        # the data-free statistics apply (as in Combiner.screen): no credit against them
+        normalised = credited(
+            normalised,
+            {s: robust[s].cosine for s in normalised if s in robust},
+            credit_cosine=comb.credit_cosine,
+        )
     accumulated = accumulate(previous, normalised or {})
     return RoundValuation(
         sites=comb.settle(cands, robust, game.values, accumulated, method=game.method),

@@ -36,6 +36,7 @@ __all__ = [
     "MIN_DEMOTED_SCORE",
     "History",
     "accumulate",
+    "credited",
     "demoted_score",
     "demotion_reference",
     "global_label",
@@ -122,6 +123,34 @@ def normalised_values(values: Mapping[str, float]) -> dict[str, float] | None:
     if not total > 0:
         return None
     return {s: v / total for s, v in values.items()}
+
+
+def credited(
+    normalised: Mapping[str, float],
+    cosines: Mapping[str, float],
+    *,
+    credit_cosine: float,
+) -> dict[str, float]:
+    """``normalised`` with the positive share of every site whose update points against the
+    round's consensus (its cosine to the median update, in ``cosines``, below
+    ``credit_cosine``) withheld: such a site keeps its negative shares, never a positive one.
+
+    The validation game pays an update for what it does to the coalitions' averaged step, and
+    an update pointing against the others can lower the validation loss by shortening an
+    overshooting step or offsetting another site's error: measured on the default demo
+    (``fedtrail demo``, round 3), the sign-flipped hospital-E (cosine -0.81 to the median, 2.6x
+    its norm) had Shapley value +0.007, a share of +0.17 that cancelled its round-2 share
+    -0.18, so its score went back to 0.98 and it took the largest weight (0.35), and the next
+    global model lost 0.07 AUC. Rejecting such updates outright (``min_cosine``) rejects honest
+    minority-class sites under label skew, which reach cosine -0.8; withholding only the credit
+    costs an honest one nothing while its record is not negative. Sites missing from
+    ``cosines`` (the data-free statistics did not apply) keep their shares."""
+    out = dict(normalised)
+    for site, v in normalised.items():
+        c = cosines.get(site)
+        if v > 0 and c is not None and c < credit_cosine:
+            out[site] = 0.0
+    return out
 
 
 def accumulate(previous: Mapping[str, float], normalised: Mapping[str, float]) -> dict[str, float]:

@@ -127,6 +127,34 @@ def test_a_score_that_does_not_follow_the_standing_fails(three_rounds: Any) -> N
     assert "standing.scores" in bad and site[:10] in bad["standing.scores"]
 
 
+def test_a_positive_share_credited_against_the_consensus_fails(three_rounds: Any) -> None:
+    """A site whose update points against the consensus (cosine to the median below the
+    terms' ``credit_cosine``) gets no positive share: with a recorded cosine of -0.9 for a
+    site the log credits a positive share, standing.accumulated fails, naming it; with the
+    log's true cosines it passes."""
+    fed = three_rounds
+    log = _log(fed, 3)
+    assert log.standing is not None and log.standing.normalised is not None
+    settings = ValuationSettings.from_json(log.settings.valuation.to_json())
+    subs = fed.ledger.get_submissions(3)
+    site = next(s for s, v in log.standing.normalised.items() if v > 0)
+    entry = log.site(site)
+    assert entry is not None and entry.components["robust_checked"] is True
+    against = dataclasses.replace(entry, components={**entry.components, "cosine": -0.9})
+    forged = dataclasses.replace(
+        log, sites=tuple(against if e.site == site else e for e in log.sites)
+    )
+    bad = {
+        n: d for n, ok, d in check_standing(fed.ledger, fed.store, forged, settings, subs) if not ok
+    }
+    assert "standing.accumulated" in bad and site[:10] in bad["standing.accumulated"]
+    assert "credit_cosine -0.7" in bad["standing.accumulated"]
+    honest = {
+        n for n, ok, _ in check_standing(fed.ledger, fed.store, log, settings, subs) if not ok
+    }
+    assert "standing.accumulated" not in honest
+
+
 def test_a_score_not_weighted_for_a_tiny_norm_fails(three_rounds: Any) -> None:
     """The scores follow the terms' magnitude thresholds and the norms the log records: under
     terms with ``small_norm_ratio`` 0.05, a site whose recorded norm is 1% of the median must

@@ -35,6 +35,7 @@ STRICTER = {
     "max_sample_ratio": 1.5,
     "max_norm_ratio": 1.0,
     "small_norm_ratio": 0.9,
+    "credit_cosine": 0.5,
 }
 """One value per bounded threshold on its harmful side of the default limit."""
 
@@ -50,6 +51,7 @@ LOOSER = {
     "max_sample_ratio": 100.0,
     "max_norm_ratio": 0.0,
     "small_norm_ratio": 0.0,
+    "credit_cosine": -1.0,
 }
 
 

@@ -20,6 +20,7 @@ from fedtrail.valuation import (
     Combiner,
     History,
     RobustStats,
+    RoundValuation,
     SiteValuation,
     accumulate,
     demoted_score,
@@ -29,7 +30,7 @@ from fedtrail.valuation import (
     value_round,
 )
 from fedtrail.valuation.chained import combiner_from
-from fedtrail.valuation.standing import norm_factor, scaled_score
+from fedtrail.valuation.standing import credited, norm_factor, scaled_score
 from tests.fedtrail.valuation.real_sites import SPEC, RealSites, real_sites
 
 Delta = dict[str, torch.Tensor]
@@ -251,7 +252,8 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
     bare = combiner_from(ValuationSettings(method="shapley", metric="x", standing=True))
     assert (bare.stale_cosine, bare.stale_distance) == (0.9999, 0.01)
     assert (
-        replace(bare, stale_cosine=0.99999, stale_distance=1e6, stale_rounds=3) == HISTORY_COMBINER
+        replace(bare, stale_cosine=0.99999, stale_distance=1e6, stale_rounds=3, credit_cosine=-0.7)
+        == HISTORY_COMBINER
     )
     recorded = {**asdict(HISTORY_COMBINER), "stale_cosine": 0.9999, "stale_distance": 0.01}
     then = combiner_from(
@@ -367,3 +369,89 @@ def test_label_noise_site_accumulates_a_falling_value(sites: RealSites) -> None:
     warm = _round(sites, deltas, History())["report"]
     assert warm.normalised is None and warm.accumulated == {}
     assert all(v.score == SCORE_SCALE for v in warm.sites)
+
+
+def test_credited_withholds_only_positive_shares_against_the_consensus() -> None:
+    shares = {"honest": 0.3, "flip": 0.2, "flip_neg": -0.25, "minority": 0.1, "unchecked": 0.15}
+    cosines = {"honest": 0.9, "flip": -0.81, "flip_neg": -0.95, "minority": -0.6}
+    got = credited(shares, cosines, credit_cosine=-0.7)
+    # the sign-flipped update keeps its harm, never a gain; a minority-class site above the
+    # threshold and a site without data-free statistics keep theirs
+    assert got == {
+        "honest": 0.3,
+        "flip": 0.0,
+        "flip_neg": -0.25,
+        "minority": 0.1,
+        "unchecked": 0.15,
+    }
+    assert credited(shares, cosines, credit_cosine=-1.0) == shares  # off
+
+
+def test_a_sign_flipped_update_paid_by_the_game_is_not_credited(
+    sites: RealSites, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default demo's round 3 (measured): the game paid the sign-flipped hospital-E a
+    positive value (+0.007, share +0.17) that cancelled its earlier negative record, so it
+    took the largest weight. Here the game is fixed to pay the flipped update likewise; its
+    direction (cosine about -0.95 to the median update) comes from the real updates."""
+    import fedtrail.valuation.round as round_module
+    from fedtrail.valuation.utility import GameValues
+
+    flipped = {k: -v for k, v in sites.deltas[3].items()}
+    deltas = [*sites.deltas[:4], flipped]
+    paid = {"s0": 0.004, "s1": 0.003, "s2": 0.002, "s3": 0.003, "s4": 0.002}
+
+    def game(method: str, large_game: str | None, utility: object, seed: int) -> GameValues:
+        return GameValues(
+            values=dict(paid), method="shapley", evaluations=32, v_empty=0.0, v_full=0.0
+        )
+
+    monkeypatch.setattr(round_module, "_play", game)
+    history = History(valued_rounds=2, accumulated={"s4": -0.18})
+
+    def settled(combiner: Combiner) -> RoundValuation:
+        return value_round(
+            global_state=sites.global_state,
+            spec=SPEC,
+            candidates=[
+                Candidate(site=f"s{i}", num_samples=sites.num_samples[i], delta=d)
+                for i, d in enumerate(deltas)
+            ],
+            validation=sites.validation,
+            method="shapley",
+            metric="balanced_loss",
+            seed=0,
+            history=history,
+            combiner=combiner,
+        )
+
+    report = settled(HISTORY_COMBINER)
+    flip = report.sites[4]
+    assert flip.cosine is not None and flip.cosine < HISTORY_COMBINER.credit_cosine
+    assert report.normalised is not None and report.accumulated is not None
+    assert report.normalised["s4"] == 0.0 and report.accumulated["s4"] == -0.18
+    assert flip.reason is Reason.OK
+    assert flip.score == demoted_score(-0.18, demote_scale=0.5) < SCORE_SCALE
+    assert "not credited" in flip.detail
+    # the honest sites keep their shares of the round's value
+    total = sum(paid.values())
+    for site in ("s0", "s1", "s2", "s3"):
+        assert report.normalised[site] == pytest.approx(paid[site] / total)
+    # without the rule (a log recorded before it) the same game lifts its record back up
+    off = settled(replace(HISTORY_COMBINER, credit_cosine=-1.0))
+    assert off.normalised is not None and off.accumulated is not None
+    assert off.normalised["s4"] == pytest.approx(paid["s4"] / total)
+    assert off.accumulated["s4"] == pytest.approx(-0.18 + paid["s4"] / total)
+    assert off.sites[4].score > 0.9 * SCORE_SCALE > flip.score
+
+
+def test_recorded_thresholds_without_credit_cosine_replay_without_it() -> None:
+    older = {k: v for k, v in asdict(HISTORY_COMBINER).items() if k != "credit_cosine"}
+    then = combiner_from(
+        ValuationSettings(method="shapley", metric="x", standing=True, combiner=older)
+    )
+    assert then.credit_cosine == -1.0
+    bare = combiner_from(ValuationSettings(method="shapley", metric="x", standing=True))
+    assert bare.credit_cosine == -1.0
+    with pytest.raises(ConfigError, match="credit_cosine"):
+        Combiner(credit_cosine=-1.5)
