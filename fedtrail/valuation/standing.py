@@ -141,9 +141,10 @@ def credited(
     (``fedtrail demo``, round 3), the sign-flipped hospital-E (cosine -0.81 to the median, norm
     2.6x the median) had Shapley value +0.007, a share of +0.17 that cancelled its round-2 share
     -0.18, so its score went back to 0.98 and it took the largest weight (0.35); the global
-    AUC fell from 0.985 to 0.946 that round and to 0.874 in the next. Rejecting such updates outright (``min_cosine``) rejects honest
-    minority-class sites under label skew, which reach cosine -0.8; withholding only the credit
-    costs an honest one nothing while its record is not negative. Sites missing from
+    AUC fell from 0.985 to 0.946 that round and to 0.874 in the next. Rejecting such updates
+    outright (``min_cosine``) rejects honest minority-class sites under label skew, which reach
+    cosine -0.8; withholding only the credit costs an honest one nothing while its record is not
+    negative. Sites missing from
     ``cosines`` (the data-free statistics did not apply) keep their shares."""
     out = dict(normalised)
     for site, v in normalised.items():
