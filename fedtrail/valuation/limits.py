@@ -71,9 +71,10 @@ aggregator and auditors, no harm to an honest update, whose cosine to its own ea
 stays below ``stale_cosine``)."""
 
 
-LOWER_IS_LOOSER: Final = HIGHER_IS_STRICTER | {"stale_distance"}
+LOWER_IS_LOOSER: Final = HIGHER_IS_STRICTER | {"stale_distance", "stale_rounds"}
 """Thresholds that let more updates through as they fall (:class:`LoosestLimits`' sides):
-``stale_distance`` bounds the stale screen's relative distance, so 0 calls nothing stale."""
+``stale_distance`` bounds the stale screen's relative distance, so 0 calls nothing stale;
+``stale_rounds`` is how far back a resent update is recognised."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,8 +83,10 @@ class LoosestLimits:
     update, an inflated count, an outlier the norm screen would flag), the loosest value a site
     accepts. Defaults: the loosest of the product's presets (``min_cosine`` -1 is already the
     check off: no bound in effect; ``stale_distance`` 0.01, the oldest recorded). Not bounded:
-    ``max_norm_ratio`` and ``small_norm_ratio`` (off, their loosest, is the default) and
-    ``stale_rounds`` (1, its loosest, is what logs recorded before it existed)."""
+    ``max_norm_ratio`` and ``small_norm_ratio`` (off, their loosest, is the default).
+    ``credit_cosine`` and ``stale_rounds`` are bounded at the product's value: terms that omit
+    them read as a log recorded before they existed (-1: off; 1 round), which would turn off
+    the standing's sign-flip rule or let a resent update from two rounds back be paid."""
 
     min_cosine: float = -1.0
     max_norm_z: float = 20.0
@@ -94,7 +97,9 @@ class LoosestLimits:
     free_rider_norm: float = 0.01
     stale_cosine: float = 0.99999
     stale_distance: float = 0.01
+    stale_rounds: int = 3
     max_sample_ratio: float = 10.0
+    credit_cosine: float = -0.7
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
 
@@ -313,5 +318,8 @@ def _table(cls: type[_T], table: Any, where: str) -> _T:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-_BOTH_SIDES: Final = tuple(f.name for f in fields(LoosestLimits) if f.name != "stale_distance")
-"""The thresholds bounded on both sides (``stale_distance`` only on its loose side)."""
+_BOTH_SIDES: Final = tuple(
+    f.name for f in fields(LoosestLimits) if f.name in {g.name for g in fields(ThresholdLimits)}
+)
+"""The thresholds bounded on both sides (``stale_distance`` and ``stale_rounds`` only on their
+loose side)."""

@@ -30,6 +30,7 @@ from fedtrail.protocol.peers import PeerVote, address_key
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.storage.codec import encode_update
 from fedtrail.storage.store import ContentStore
+from fedtrail.valuation.combine import Combiner
 from tests.auditor.report.federation import (
     SPEC,
     VALIDATION,
@@ -42,7 +43,13 @@ from tests.auditor.report.federation import (
     submit_all,
 )
 
-PEER_VALUATION: dict[str, Any] = {"method": "loo", "metric": "auc", "mode": "peers", "quorum": 3}
+PEER_VALUATION: dict[str, Any] = {
+    "method": "loo",
+    "metric": "auc",
+    "mode": "peers",
+    "quorum": 3,
+    "combiner": asdict(Combiner()),
+}
 WINDOW = 3600
 SCORE_COMMIT, SCORE_REVEAL = 600, 900
 EXTRA_VALIDATOR = 4

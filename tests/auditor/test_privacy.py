@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from fedtrail.protocol.privacy import DpParams, to_micro
 from fedtrail.protocol.terms import PrivacyTerms, RoundTerms
 from fedtrail.storage.codec import encode_update, zero_state
 from fedtrail.storage.store import LocalStore
+from fedtrail.valuation.combine import Combiner
 from tests.contracts.federation import Fed
 from tests.fixtures.chain import _env
 
@@ -48,7 +49,7 @@ class World:
         terms = RoundTerms(
             round=r,
             aggregation_rule={"name": "weighted"},
-            valuation={"method": "loo", "metric": "balanced_loss"},
+            valuation={"method": "loo", "metric": "balanced_loss", "combiner": asdict(Combiner())},
             model_spec=SPEC.to_json(),
             spec_hash=SPEC.spec_hash(),
             seed=0,

@@ -172,7 +172,7 @@ def test_windows_on_chain_other_than_the_terms_promise_fail_terms_windows(
     a peer round's score windows only). The commit window is measured from the opening block,
     which may be mined a second after the deadline was set (600 reads 599): the needles name
     the terms' side."""
-    valuation = {"method": "loo", "metric": "auc"}
+    valuation = {"method": "loo", "metric": "auc", "combiner": asdict(Combiner())}
     audit = _round_logged_as(tmp_path, anvil_url, valuation, valuation, windows)
     bad = {c.name: c.detail for c in audit.checks if c.failed}
     assert set(bad) == {"terms.windows"}, bad
@@ -184,7 +184,7 @@ def test_a_duplicate_rule_that_zeroes_honest_updates_fails_terms_limits() -> Non
     (cosine 0.5, relative_l2 0.9: DUPLICATE, score 0; ``duplicates`` re-derives it bit for bit
     under the same rule) are skipped by honest nodes and fail ``terms.limits``; sites that widened
     their ``[accept]`` train under them, and an auditor given that table passes the check."""
-    valuation = {"method": "loo", "metric": "auc"}
+    valuation = {"method": "loo", "metric": "auc", "combiner": asdict(Combiner())}
     terms = _parsed_terms(valuation, DuplicateRule(cosine=0.5, relative_l2=0.9))
     refused = _unrunnable(terms)
     assert refused is not None and "duplicate_cosine 0.5" in refused

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.storage.codec import encode_model
 from fedtrail.storage.store import IpfsStore
+from fedtrail.valuation.combine import Combiner
 
 pytestmark = [pytest.mark.anvil, pytest.mark.ipfs, pytest.mark.slow]
 
@@ -69,7 +71,7 @@ def _setup(anvil_url: str, ipfs_api: str, tmp: Path) -> tuple[Ledger, Path, str,
     terms = RoundTerms(
         round=ledger.current_round() + 1,
         aggregation_rule={"name": "weighted"},
-        valuation={"method": "shapley", "metric": "balanced_loss"},
+        valuation={"method": "shapley", "metric": "balanced_loss", "combiner": asdict(Combiner())},
         model_spec=spec.to_json(),
         spec_hash=spec.spec_hash(),
         seed=0,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from fedtrail.protocol.terms import MAX_TERMS_BYTES, DuplicateRule
 from fedtrail.simulation.federation import build_federation, make_sites
 from fedtrail.storage.codec import decode_update, encode_model
 from fedtrail.storage.store import LocalStore
+from fedtrail.valuation.combine import Combiner
 from fedtrail.valuation.limits import LoosestLimits, ThresholdLimits
 from tests.fixtures.chain import ChainEnv
 
@@ -600,6 +601,11 @@ def test_oversized_terms_skip_the_round_unread(
     assert "not taking part" in caplog.text
 
 
+def _all(**thresholds: Any) -> dict[str, Any]:
+    """A terms' combiner block as this build writes it (every threshold), with ``thresholds``."""
+    return {**asdict(Combiner()), **thresholds}
+
+
 def _peers(valuation: dict[str, Any]) -> dict[str, Any]:
     return {"valuation": valuation, "score_commit_seconds": 60, "score_reveal_seconds": 60}
 
@@ -695,7 +701,7 @@ def test_a_site_that_accepts_stricter_thresholds_trains_under_them(
     world = World(
         embedded,
         tmp_path,
-        edit={"valuation": {"method": "loo", "metric": "loss", "combiner": {"stale_cosine": 0.5}}},
+        edit={"valuation": {"method": "loo", "metric": "loss", "combiner": _all(stale_cosine=0.5)}},
     )
     node = world.node(0, accept=ThresholdLimits(stale_cosine=0.5))
     assert node.participate(world.round) is not None
@@ -711,7 +717,11 @@ def test_a_site_that_accepts_looser_thresholds_trains_under_them(
         embedded,
         tmp_path,
         edit={
-            "valuation": {"method": "loo", "metric": "loss", "combiner": {"max_sample_ratio": 50.0}}
+            "valuation": {
+                "method": "loo",
+                "metric": "loss",
+                "combiner": _all(max_sample_ratio=50.0),
+            }
         },
     )
     node = world.node(0, accept=ThresholdLimits(loosest=LoosestLimits(max_sample_ratio=50.0)))

@@ -33,6 +33,7 @@ from fedtrail.protocol.terms import RoundTerms
 from fedtrail.protocol.weights import WEIGHT_SCALE
 from fedtrail.storage.codec import decode_model, decode_update, encode_model, encode_update
 from fedtrail.storage.store import LocalStore, sha256_hex
+from fedtrail.valuation.combine import Combiner
 from fedtrail.valuation.robust import robust_statistics
 
 EVIL_NAME = "<script>alert(1)</script>"
@@ -41,7 +42,8 @@ THRESHOLD = 0.412
 EVIL_EXPLANATION = 'gain -0.004 <= 0 & <img src=x onerror="alert(2)"> rejected'
 SITE_NAMES = ("St. Mary's Radiology", EVIL_NAME, "Klinikum $x^2$ Nord & S\u00fcd\u202e")
 SPEC = ModelSpec()
-VALUATION = {"method": "loo", "metric": "auc"}
+VALUATION = {"method": "loo", "metric": "auc", "combiner": asdict(Combiner())}
+"""The per-round valuation an aggregator of this build writes: every threshold recorded."""
 VALIDATION: dict[str, Any] = {"sha256": "ab" * 32, "images": 270}
 
 

@@ -65,16 +65,19 @@ LOOSEST_PAST = {
     "stale_cosine": 1.0,
     "stale_distance": 0.0,
     "max_sample_ratio": 1e9,
+    "credit_cosine": -1.0,
+    "stale_rounds": 1,
 }
 """One value per threshold past its default loosest limit: each pays what the valuation should
-not (a copy, a zero update, an inflated count, an outlier the norm screen would flag)."""
+not (a copy, a zero update, an inflated count, an outlier the norm screen would flag, a
+sign-flipped update's positive share)."""
 
 
 def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     names = {f.name for f in fields(Combiner)}
     limits = {f.name for f in fields(ThresholdLimits)} - {"loosest"}
     assert limits == names - UNBOUNDED | set(DUPLICATE_LIMITS)
-    off_is_loosest = {"max_norm_ratio", "small_norm_ratio", "stale_rounds"}
+    off_is_loosest = {"max_norm_ratio", "small_norm_ratio"}
     loosest = {f.name for f in fields(LoosestLimits)}
     assert loosest == names - off_is_loosest | set(DUPLICATE_LIMITS)
     assert set(LOOSEST_PAST) == loosest - {"min_cosine"} - set(DUPLICATE_LIMITS)
@@ -82,21 +85,35 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     assert set(STRICTER) == set(LOOSER) == names - UNBOUNDED
 
 
+@pytest.mark.parametrize("combiner", [Combiner(), HISTORY_COMBINER], ids=["per-round", "history"])
+def test_the_products_own_presets_are_accepted_on_both_sides(combiner: Combiner) -> None:
+    assert ThresholdLimits().breaches(combiner) == []
+    assert ThresholdLimits().loosest.breaches(combiner, DuplicateRule()) == []
+    assert ThresholdLimits().refusal(combiner, DuplicateRule()) is None
+
+
 @pytest.mark.parametrize(
     "combiner",
     [
-        Combiner(),
-        HISTORY_COMBINER,
         combiner_from(ValuationSettings(method="loo", metric="auc")),  # a log of before thresholds
         combiner_from(ValuationSettings(method="loo", metric="auc", combiner={})),
         combiner_from(ValuationSettings(method="loo", metric="auc", standing=True, combiner={})),
     ],
-    ids=["per-round", "history", "unrecorded", "recorded-early", "recorded-standing"],
+    ids=["unrecorded", "recorded-early", "recorded-standing"],
 )
-def test_the_products_own_presets_and_older_logs_are_accepted(combiner: Combiner) -> None:
+def test_older_logs_thresholds_are_not_stricter_but_terms_omitting_new_ones_are_looser(
+    combiner: Combiner,
+) -> None:
+    """A round recorded before ``credit_cosine`` and ``stale_rounds`` existed was valued without
+    them (off; one round of references), and that is how terms that omit them read: an
+    aggregator could turn the sign-flip rule off, or let a resent update from two rounds back be
+    paid, by leaving two keys out. Sites refuse such terms (and this build reads no ledger of
+    the builds that wrote them: the client requires its own contract code)."""
     assert ThresholdLimits().breaches(combiner) == []
-    assert ThresholdLimits().loosest.breaches(combiner, DuplicateRule()) == []
-    assert ThresholdLimits().refusal(combiner, DuplicateRule()) is None
+    assert ThresholdLimits().loosest.breaches(combiner, DuplicateRule()) == [
+        "stale_rounds 1 (accepted: at least 3)",
+        "credit_cosine -1.0 (accepted: at least -0.7)",
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(STRICTER))
