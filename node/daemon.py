@@ -24,6 +24,7 @@ simulation's crash tests, :data:`STEPS`). Production runs with the defaults, whi
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -31,7 +32,8 @@ import math
 import os
 import shlex
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -115,6 +117,36 @@ FINAL_PHASES = frozenset({"revealed", "skipped", "submitted"})
 
 class NodeNotRegistered(FedtrailError):
     """This node's account is not a registered site of the ledger."""
+
+
+LOCK_NAME = "node.lock"
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` for one daemon's lifetime (``flock`` on ``node.lock``,
+    released by the kernel when the process dies, so a killed daemon leaves no stale lock).
+    Two daemons on one folder would both train, commit and rewrite ``state.json``; the second is
+    refused, naming the first's pid."""
+    path = folder / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise NodeStateError(f"cannot open the folder lock {path}: {exc}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", errors="replace").strip() or "?"
+            raise NodeStateError(
+                f"another node daemon (pid {holder}) is running on {folder}: two on one folder "
+                "would both train, commit and rewrite state.json; stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode("ascii"))
+        yield
+    finally:
+        os.close(fd)
 
 
 class NodeStateError(FedtrailError):
@@ -1182,7 +1214,12 @@ class SiteNode:
     # ---------------------------------------------------------------- the loop
 
     def run(self, *, once: bool = False, on_idle: Callable[[], None] | None = None) -> int:
-        """Watch the chain until stopped (or one round done with ``once``); rounds taken part in."""
+        """Watch the chain until stopped (or one round done with ``once``); rounds taken part in.
+        Holds the folder's lock throughout: a second daemon on the same folder is refused."""
+        with folder_lock(self.folder):
+            return self._watch(once=once, on_idle=on_idle)
+
+    def _watch(self, *, once: bool, on_idle: Callable[[], None] | None) -> int:
         self.check_registered()
         done = 0
         seen = 0
