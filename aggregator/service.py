@@ -30,7 +30,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import torch
 from eth_account.signers.local import LocalAccount
@@ -46,7 +46,7 @@ from fedtrail.errors import (
     LedgerError,
     StoreError,
 )
-from fedtrail.fsutil import atomic_write
+from fedtrail.fsutil import atomic_write, folder_lock
 from fedtrail.hooks import StepHook, no_step
 from fedtrail.ledger import Ledger, PeerRoundInfo, RoundInfo, Submission, Valuation
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
@@ -109,6 +109,10 @@ STEPS = ("valued",)
 CLOCK_SLACK = 2
 """Seconds past the reveal deadline before valuing or cancelling on it: the block a
 transaction lands in may carry a timestamp a second or two behind the pending block's."""
+
+
+LOCK_NAME: Final = "aggregator.lock"
+"""The file :meth:`AggregatorService.run` locks in its folder."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1252,11 +1256,19 @@ class AggregatorService:
         """Runs until ``rounds`` rounds are closed (finalized or cancelled) in this run, or until
         the ledger's round ``until_round`` is closed, counted on chain so that a restarted
         aggregator stops at the same round instead of overshooting. One of the two is required.
-        """
+        Holds the folder's lock (``aggregator.lock``) throughout: a second aggregator on the
+        same folder is refused."""
         if (rounds is None) == (until_round is None):
             raise ConfigError("give exactly one of rounds and until_round")
         if (rounds is not None and rounds < 1) or (until_round is not None and until_round < 1):
             raise ConfigError("rounds and until_round must be positive")
+        harm = "two on one folder would both open, value and finalize rounds and rewrite its files"
+        with folder_lock(self.folder, LOCK_NAME, daemon="aggregator", harm=harm):
+            return self._run(rounds, until_round, on_round)
+
+    def _run(
+        self, rounds: int | None, until_round: int | None, on_round: Any
+    ) -> list[RoundOutcome]:
         outcomes: list[RoundOutcome] = []
         while not self.stop_event.is_set():
             if rounds is not None and len(outcomes) >= rounds:

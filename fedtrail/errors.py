@@ -149,6 +149,11 @@ class HashMismatch(StoreError):
     """The bytes do not hash to the sha256 recorded on chain: tampered or corrupted content."""
 
 
+class FolderLocked(FedtrailError):
+    """Another daemon holds the folder: two on one folder would both act and rewrite its
+    state."""
+
+
 # ---------------------------------------------------------------- updates and models
 
 

@@ -1,10 +1,16 @@
-"""Crash-safe file writes: a reader sees the old file or the new one, never a torn one."""
+"""Crash-safe file writes (a reader sees the old file or the new one, never a torn one) and
+one daemon per folder."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from fedtrail.errors import FolderLocked
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
@@ -20,3 +26,30 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def folder_lock(folder: Path, name: str, *, daemon: str, harm: str) -> Iterator[None]:
+    """An exclusive lock on ``folder`` for one daemon's lifetime (``flock`` on ``folder/name``,
+    released by the kernel when the process dies, so a killed daemon leaves no stale lock; the
+    file is opened without following a link planted under its name). A second holder is
+    refused with :class:`~fedtrail.errors.FolderLocked` naming the first's pid, the ``daemon``
+    and the ``harm`` two would do."""
+    path = folder / name
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise FolderLocked(f"cannot open the folder lock {path}: {exc}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", errors="replace").strip() or "?"
+            raise FolderLocked(
+                f"another {daemon} (pid {holder}) is running on {folder}: {harm}; stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode("ascii"))
+        yield
+    finally:
+        os.close(fd)

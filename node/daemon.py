@@ -24,7 +24,6 @@ simulation's crash tests, :data:`STEPS`). Production runs with the defaults, whi
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -32,8 +31,7 @@ import math
 import os
 import shlex
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -58,7 +56,7 @@ from fedtrail.errors import (
     StoreError,
     Unauthorized,
 )
-from fedtrail.fsutil import atomic_write
+from fedtrail.fsutil import atomic_write, folder_lock
 from fedtrail.hooks import StepHook, no_step
 from fedtrail.ledger import Ledger, RoundInfo, Submission, commitment
 from fedtrail.ml.aggregation import AggregationRule
@@ -120,33 +118,6 @@ class NodeNotRegistered(FedtrailError):
 
 
 LOCK_NAME = "node.lock"
-
-
-@contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
-    """An exclusive lock on ``folder`` for one daemon's lifetime (``flock`` on ``node.lock``,
-    released by the kernel when the process dies, so a killed daemon leaves no stale lock).
-    Two daemons on one folder would both train, commit and rewrite ``state.json``; the second is
-    refused, naming the first's pid."""
-    path = folder / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:
-        raise NodeStateError(f"cannot open the folder lock {path}: {exc}") from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode("ascii", errors="replace").strip() or "?"
-            raise NodeStateError(
-                f"another node daemon (pid {holder}) is running on {folder}: two on one folder "
-                "would both train, commit and rewrite state.json; stop it first"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode("ascii"))
-        yield
-    finally:
-        os.close(fd)
 
 
 class NodeStateError(FedtrailError):
@@ -1216,7 +1187,8 @@ class SiteNode:
     def run(self, *, once: bool = False, on_idle: Callable[[], None] | None = None) -> int:
         """Watch the chain until stopped (or one round done with ``once``); rounds taken part in.
         Holds the folder's lock throughout: a second daemon on the same folder is refused."""
-        with folder_lock(self.folder):
+        harm = "two on one folder would both train, commit and rewrite state.json"
+        with folder_lock(self.folder, LOCK_NAME, daemon="node daemon", harm=harm):
             return self._watch(once=once, on_idle=on_idle)
 
     def _watch(self, *, once: bool, on_idle: Callable[[], None] | None) -> int:

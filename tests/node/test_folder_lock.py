@@ -9,12 +9,19 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from fedtrail.node.daemon import LOCK_NAME, NodeStateError, folder_lock
+from fedtrail.errors import FolderLocked
+from fedtrail.fsutil import folder_lock
+from fedtrail.node.daemon import LOCK_NAME
 from tests.fixtures.chain import ChainEnv
 from tests.node.test_daemon import World
+
+
+def _lock(folder: Path) -> Any:
+    return folder_lock(folder, LOCK_NAME, daemon="node daemon", harm="test")
 
 
 @pytest.fixture
@@ -24,16 +31,16 @@ def world(embedded: ChainEnv, tmp_path: Path) -> World:
 
 def test_a_second_daemon_on_the_same_folder_is_refused(world: World) -> None:
     node = world.node(0)
-    refused = pytest.raises(NodeStateError, match=rf"another node daemon \(pid {os.getpid()}\)")
-    with folder_lock(node.folder), refused:
+    refused = pytest.raises(FolderLocked, match=rf"another node daemon \(pid {os.getpid()}\)")
+    with _lock(node.folder), refused:
         node.run(once=True)
     assert world.ledger.get_submission(world.round, node.address) is None
 
 
 def test_the_lock_is_released_on_exit_and_when_its_holder_is_killed(tmp_path: Path) -> None:
-    with folder_lock(tmp_path):
+    with _lock(tmp_path):
         pass
-    with folder_lock(tmp_path):  # released on exit: taken again
+    with _lock(tmp_path):  # released on exit: taken again
         pass
     holder = subprocess.Popen(
         [
@@ -41,8 +48,8 @@ def test_the_lock_is_released_on_exit_and_when_its_holder_is_killed(tmp_path: Pa
             "-c",
             "import sys, time\n"
             "from pathlib import Path\n"
-            "from fedtrail.node.daemon import folder_lock\n"
-            "with folder_lock(Path(sys.argv[1])):\n"
+            "from fedtrail.fsutil import folder_lock\n"
+            "with folder_lock(Path(sys.argv[1]), 'node.lock', daemon='d', harm='h'):\n"
             "    print('held', flush=True)\n"
             "    time.sleep(60)\n",
             str(tmp_path),
@@ -52,12 +59,12 @@ def test_the_lock_is_released_on_exit_and_when_its_holder_is_killed(tmp_path: Pa
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(NodeStateError, match=rf"pid {holder.pid}\)"), folder_lock(tmp_path):
+        with pytest.raises(FolderLocked, match=rf"pid {holder.pid}\)"), _lock(tmp_path):
             pass
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
-    with folder_lock(tmp_path):  # the kernel dropped the dead holder's lock
+    with _lock(tmp_path):  # the kernel dropped the dead holder's lock
         pass
 
 
@@ -65,6 +72,17 @@ def test_a_link_planted_as_the_lock_is_not_followed(tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
     target.write_text("keep", encoding="utf-8")
     (tmp_path / LOCK_NAME).symlink_to(target)
-    with pytest.raises(NodeStateError, match="cannot open the folder lock"), folder_lock(tmp_path):
+    with pytest.raises(FolderLocked, match="cannot open the folder lock"), _lock(tmp_path):
         pass
     assert target.read_text(encoding="utf-8") == "keep"
+
+
+def test_a_second_aggregator_on_the_same_folder_is_refused(world: World) -> None:
+    """The aggregator's folder holds its evidence and valuation files and its run opens,
+    values and finalizes rounds: a second ``aggregator run`` there is refused the same way."""
+    from fedtrail.aggregator.service import LOCK_NAME as AGGREGATOR_LOCK
+
+    service = world.fed.service
+    held = folder_lock(service.folder, AGGREGATOR_LOCK, daemon="aggregator", harm="test")
+    with held, pytest.raises(FolderLocked, match=r"another aggregator \(pid \d+\)"):
+        service.run(rounds=1)
