@@ -77,6 +77,16 @@ LOWER_IS_LOOSER: Final = HIGHER_IS_STRICTER | {"stale_distance", "stale_rounds"}
 ``stale_rounds`` is how far back a resent update is recognised."""
 
 
+def _valid_thresholds(values: dict[str, Any]) -> None:
+    """Every limit is itself a valid threshold (same ranges, same types): ConfigError if not."""
+    rule = {field: values.pop(limit) for limit, field in DUPLICATE_LIMITS.items()}
+    Combiner(**values)
+    try:
+        DuplicateRule(**rule)
+    except FedtrailError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 @dataclass(frozen=True, kw_only=True)
 class LoosestLimits:
     """For each threshold whose loosening pays what the valuation should not (a copy, a zero
@@ -104,13 +114,7 @@ class LoosestLimits:
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
 
     def __post_init__(self) -> None:
-        values = asdict(self)
-        rule = {field: values.pop(limit) for limit, field in DUPLICATE_LIMITS.items()}
-        Combiner(**values)  # every limit is itself a valid threshold
-        try:
-            DuplicateRule(**rule)
-        except FedtrailError as exc:
-            raise ConfigError(str(exc)) from None
+        _valid_thresholds(asdict(self))
 
     def breaches(self, combiner: Combiner, duplicates: DuplicateRule | None = None) -> list[str]:
         """Each threshold of ``combiner`` (and of ``duplicates``, when given) looser than its
@@ -176,14 +180,9 @@ class ThresholdLimits:
             )
         elif not isinstance(self.loosest, LoosestLimits):
             raise ConfigError(f"loosest must be a table, got {self.loosest!r}")
-        # every limit is itself a valid threshold (same ranges, same types)
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "loosest"}
-        rule = {field: values.pop(limit) for limit, field in DUPLICATE_LIMITS.items()}
-        Combiner(**values)
-        try:
-            DuplicateRule(**rule)
-        except FedtrailError as exc:
-            raise ConfigError(str(exc)) from None
+        _valid_thresholds(
+            {f.name: getattr(self, f.name) for f in fields(self) if f.name != "loosest"}
+        )
         # a strictest limit set past the default loosest (a table written before the loosest
         # existed, e.g. max_sample_ratio = 20) moves that default with it
         default, moved = LoosestLimits(), {}
