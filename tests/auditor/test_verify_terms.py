@@ -147,7 +147,13 @@ def test_terms_valuation_passes_the_same_settings_with_the_same_types(
     anvil_url: str, tmp_path: Path
 ) -> None:
     """The control: the same settings, typed as the parser wants them, pass."""
-    valuation = {"method": "loo", "metric": "auc", "seed": 7, "explanation_check": False}
+    valuation = {
+        "method": "loo",
+        "metric": "auc",
+        "seed": 7,
+        "explanation_check": False,
+        "combiner": asdict(Combiner()),
+    }
     audit = _round_logged_as(tmp_path, anvil_url, valuation, valuation)
     check = next(c for c in audit.checks if c.name == "terms.valuation")
     assert check.passed, check.detail
