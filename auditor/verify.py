@@ -1328,32 +1328,25 @@ def _valuation_checks(
         audit.add(*check)
         audit.add(*check_public_reasons(subs, unusable, settings))
         if start_blob is not None:
-            audit.add(*_check_oversized(log, subs, deltas, unusable, spec, start_blob))
-        if settings.standing and start_blob is not None:
+            # decoded once for both data-free checks that measure against it
+            start: Mapping[str, torch.Tensor] | Exception
+            try:
+                start = decode_model(start_blob, spec=spec)[0]
+            except (FedtrailError, TypeError, ValueError) as exc:
+                start = exc
             audit.add(
-                *_check_free_riders(
-                    ledger, store, log, subs, deltas, unusable, spec, settings, start_blob
-                )
+                *check_oversized(log, subs, deltas, unusable, spec, start)
+                if not isinstance(start, Exception)
+                else ("reasons.oversized", False, f"cannot read the start model: {start}")
             )
+            if settings.standing:
+                audit.add(
+                    *_check_free_riders(
+                        ledger, store, log, subs, deltas, unusable, spec, settings, start
+                    )
+                )
     for check in check_standing(ledger, store, log, settings, subs, robust):
         audit.add(*check)
-
-
-def _check_oversized(
-    log: RoundLog,
-    subs: list[Submission],
-    deltas: Mapping[str, Mapping[str, torch.Tensor]],
-    unusable: Mapping[str, Reason],
-    spec: ModelSpec,
-    start_blob: bytes,
-) -> tuple[str, bool, str]:
-    """``reasons.oversized`` (:func:`~fedtrail.auditor.components.check_oversized`) against the
-    round's start model."""
-    try:
-        start, _ = decode_model(start_blob, spec=spec)
-    except (FedtrailError, TypeError, ValueError) as exc:
-        return ("reasons.oversized", False, f"cannot read the start model: {exc}")
-    return check_oversized(log, subs, deltas, unusable, spec, start)
 
 
 def _check_free_riders(
@@ -1365,16 +1358,18 @@ def _check_free_riders(
     unusable: Mapping[str, Reason],
     spec: ModelSpec,
     settings: ValuationSettings,
-    start_blob: bytes,
+    start: Mapping[str, torch.Tensor] | Exception,
 ) -> tuple[str, bool, str]:
     """``reasons.free_rider`` (:func:`~fedtrail.auditor.components.check_free_riders`) with the
-    history's references read as the aggregator reads them."""
+    history's references read as the aggregator reads them. ``start``: the decoded start model,
+    or why it could not be decoded."""
     from fedtrail.valuation.chained import carried_history, combiner_from
 
+    if isinstance(start, Exception):
+        return ("reasons.free_rider", False, f"cannot read the history: {start}")
     try:
         stale_rounds = combiner_from(settings).stale_rounds
         carried = carried_history(ledger, store, log.round, spec, stale_rounds=stale_rounds)
-        start, _ = decode_model(start_blob, spec=spec)
     except (FedtrailError, TypeError, ValueError) as exc:
         return ("reasons.free_rider", False, f"cannot read the history: {exc}")
     return check_free_riders(
