@@ -19,6 +19,7 @@ from importlib.metadata import EntryPoint, entry_points
 import click
 
 from fedtrail import __version__
+from fedtrail.cli.output import printable
 from fedtrail.errors import ConfigError, FedtrailError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -68,10 +69,11 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {printable(str(exc))}", err=True)
             ctx.exit(EXIT_USAGE)
         except FedtrailError as exc:
-            click.echo(f"error: {exc}", err=True)
+            # messages quote others' strings (a CID from the chain, a tensor name from a blob)
+            click.echo(f"error: {printable(str(exc))}", err=True)
             ctx.exit(EXIT_FAILED)
         except OSError as exc:
             # A folder or file the command writes or reads (--out, --workdir, --folder, a
@@ -79,7 +81,7 @@ class _Group(click.Group):
             if exc.filename is None:
                 raise
             where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
-            click.echo(f"error: {where}: {exc.strerror or exc}", err=True)
+            click.echo(f"error: {printable(where)}: {exc.strerror or exc}", err=True)
             ctx.exit(EXIT_USAGE if exc.errno in _BAD_PATH_ERRNOS else EXIT_FAILED)
 
 

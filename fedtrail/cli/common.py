@@ -242,8 +242,11 @@ def model_options(func: F) -> F:
 
 
 def setup_logging(logfile: Path, *, verbose: bool = False) -> None:
-    """Timestamped logs to stderr and to a file in the role's folder."""
-    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    """Timestamped logs to stderr and to a file in the role's folder, one printable line a
+    record (:class:`~fedtrail.cli.output.PrintableFormatter`: they carry others' strings)."""
+    from fedtrail.cli.output import PrintableFormatter
+
+    fmt = PrintableFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     root = logging.getLogger("fedtrail")
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(logfile)):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
+import traceback
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -109,6 +111,41 @@ def printable(text: str) -> str:
         " " if ch in "\t\n\r" else "\ufffd" if unicodedata.category(ch) in _UNPRINTABLE else ch
         for ch in text
     )
+
+
+class PrintableFormatter(logging.Formatter):
+    """A log formatter whose every record is one printable line (:func:`printable`), its
+    traceback or stack printable line by line. Daemons log values other parties chose (a CID
+    from the chain, a tensor name from an update's header, a Flower error text): raw, a
+    newline forges a whole log line (``round 7: revealed ... OK``) in ``node.log`` and an
+    escape sequence clears or rewrites the operator's terminal."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        """The traceback's frames (this code's source) line by line; each exception's own
+        text, which quotes what was refused, as one line."""
+        chunks = traceback.TracebackException(*ei[:2], ei[2]).format()
+        return "\n".join(
+            _printable_lines(c.rstrip("\n")) if c.startswith("  ") else printable(c.strip("\n"))
+            for c in chunks
+        )
+
+    def formatStack(self, stack_info: str) -> str:
+        return _printable_lines(super().formatStack(stack_info))
+
+
+def basic_printable_logging(level: int = logging.INFO) -> None:
+    """``logging.basicConfig`` to stderr through :class:`PrintableFormatter` (the Flower apps,
+    which have no role folder to log to); does nothing when the root logger has a handler."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def _printable_lines(text: str) -> str:
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def _cell(value: Any) -> str:

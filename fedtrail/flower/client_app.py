@@ -22,6 +22,7 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedtrail.cli.output import basic_printable_logging
 from fedtrail.errors import ConfigError
 from fedtrail.flower.replies import SiteReply
 from fedtrail.flower.site import SiteSetup, answer, check_ledger, check_wait, site_node
@@ -75,9 +76,7 @@ def reply_message(msg: Message, reply: SiteReply) -> Message:
 
 def handle(msg: Message, context: Context) -> SiteReply:
     """What this SuperNode's site answers to a round's ``train`` message."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    basic_printable_logging()  # replies and Flower errors carry the other side's text
     logging.getLogger("httpx").setLevel(logging.WARNING)
     round_id, wait = request_of(msg)
     node = site_node(setup_from(context))

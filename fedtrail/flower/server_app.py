@@ -33,6 +33,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
 from fedtrail.chain import connect
 from fedtrail.cli.common import open_checked_store, resolve_rpc
+from fedtrail.cli.output import basic_printable_logging
 from fedtrail.errors import ConfigError
 from fedtrail.flower.rounds import Exchange, LedgerRounds, Received, RoundReport
 from fedtrail.flower.site import read_secret
@@ -197,9 +198,7 @@ def wait_for_nodes(grid: Grid, least: int, timeout: float = 120.0) -> int:
 
 def run(grid: Grid, run_config: Mapping[str, Any]) -> list[RoundReport]:
     """Runs ``num-server-rounds`` ledger rounds over ``grid``; their reports."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    basic_printable_logging()  # replies and Flower errors carry the other side's text
     logging.getLogger("httpx").setLevel(logging.WARNING)
     cfg = ServerConfig.from_run_config(run_config)
     service = build_service(cfg)
