@@ -136,13 +136,13 @@ def round_cmd(
     if fmt == "csv":
         emit(rows, "csv")
         return
+    # CIDs are any text the aggregator put in its events: printable, or one rewrites the screen
+    cid = {k: printable(doc[k]["cid"]) for k in ("start_model", "global_model", "log")}
     click.echo(f"round {doc['round']}: {doc['phase']}")
-    click.echo(f"  start model  {doc['start_model']['cid']}  sha256 {doc['start_model']['sha256']}")
+    click.echo(f"  start model  {cid['start_model']}  sha256 {doc['start_model']['sha256']}")
     if doc["global_model"]["cid"]:
-        click.echo(
-            f"  global model {doc['global_model']['cid']}  sha256 {doc['global_model']['sha256']}"
-        )
-        click.echo(f"  log          {doc['log']['cid']}  sha256 {doc['log']['sha256']}")
+        click.echo(f"  global model {cid['global_model']}  sha256 {doc['global_model']['sha256']}")
+        click.echo(f"  log          {cid['log']}  sha256 {doc['log']['sha256']}")
     emit(
         rows,
         "table",
@@ -320,7 +320,9 @@ def log_cmd(
     subs = {s.site: s for s in ledger.get_submissions(round_id)}
     registry = registry_at_finalize(ledger, round_id)
     tag = {Mark.CHAIN: "[chain]", Mark.CLAIMED: "[claimed]", Mark.MISMATCH: "[DIFFERS FROM CHAIN]"}
-    click.echo(f"log {info.log_cid}: bytes match the sha256 on chain ({info.log_sha256[:16]}…)")
+    click.echo(
+        f"log {shown(info.log_cid)}: bytes match the sha256 on chain ({info.log_sha256[:16]}…)"
+    )
     click.echo("[chain] = equals the ledger's record; [claimed] = the aggregator's word only")
     click.echo("")
     click.echo(f"summary [claimed]: {shown(log.summary)}")
@@ -331,7 +333,8 @@ def log_cmd(
 
         def t(field: str, marks: SiteMarks = marks) -> str:
             mark = marks.marks[field]
-            extra = f" (chain: {marks.chain_values[field]})" if mark is Mark.MISMATCH else ""
+            chain = shown(str(marks.chain_values[field])) if mark is Mark.MISMATCH else ""
+            extra = f" (chain: {chain})" if mark is Mark.MISMATCH else ""
             return tag[mark] + extra
 
         # the fraction shown is the log's; [chain] only when it and the integer weight both are
@@ -340,13 +343,14 @@ def log_cmd(
         mismatches += [f"{e.site} {f}" for f in marks.mismatches]
         click.echo(f"{shown(e.name or e.site)} {t('name')} ({e.site})")
         click.echo(
-            f"  update {e.update.cid} {t('cid')}, sha256 {e.update.sha256[:16]}… {t('sha256')}"
+            f"  update {shown(e.update.cid)} {t('cid')}, "
+            f"sha256 {e.update.sha256[:16]}… {t('sha256')}"
         )
         click.echo(
             f"  {e.update.num_samples} samples {t('num_samples')}, {shown(e.status)} {t('status')}"
         )
         click.echo(
-            f"  score {e.score / SCORE_SCALE:.3f} {t('score')}  reason {e.reason_label} "
+            f"  score {e.score / SCORE_SCALE:.3f} {t('score')}  reason {shown(e.reason_label)} "
             f"{t('reason_label')}  weight {e.weight_fraction:.2%} {t(shown_weight)}"
         )
         click.echo(f"  why {t('explanation')}: {shown(e.explanation)}")
@@ -431,7 +435,7 @@ def _print_standing(log: RoundLog, shown: Callable[[str], str]) -> None:
     names = {e.site: e.name or e.site for e in log.sites}
     click.echo("")
     where = (
-        f"continues round {st.previous.round}'s log {st.previous.cid}"
+        f"continues round {st.previous.round}'s log {shown(st.previous.cid)}"
         if st.previous
         else "first round: nothing carried in"
     )
