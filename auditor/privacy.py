@@ -245,8 +245,10 @@ class _RoundReader:
         self.history = history
         self.round_id = round_id
         self.spec: Any = None
+        self.limit = 0
         self.why = ""
         self.privacy: PrivacyTerms | None = None
+        from fedtrail.auditor.verify import _spec_limit
         from fedtrail.ml.models import ModelSpec
 
         info = ledger.get_round(round_id)
@@ -254,10 +256,18 @@ class _RoundReader:
             terms = RoundTerms.from_bytes(
                 store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
             )
-            self.spec = ModelSpec(**terms.model_spec)
+            spec = ModelSpec(**terms.model_spec)
             self.privacy = terms.privacy
         except (FedtrailError, TypeError, ValueError) as exc:
             self.why = f"cannot read round {round_id}'s terms {info.terms_cid}: {exc}"
+            return
+        # the spec is the aggregator's: decoding a few-byte topk8 update expands it to the
+        # spec's dense size (a 1.9 KB update to 785 MB), so it is bounded as verify bounds it
+        limit, problem = _spec_limit(spec)
+        if limit is None:
+            self.why = f"round {round_id}'s terms: {problem} (model.size)"
+            return
+        self.spec, self.limit = spec, limit
 
     def check(
         self,
@@ -330,8 +340,10 @@ class _RoundReader:
     def _params(self, cid: str, sha256: str) -> DpParams | None:
         from fedtrail.storage.codec import decode_update
 
-        blob = self.store.get(cid, sha256)
-        _, meta = decode_update(blob, spec=self.spec, expected_round=self.round_id)
+        blob = self.store.get(cid, sha256, max_bytes=self.limit)
+        _, meta = decode_update(
+            blob, spec=self.spec, max_bytes=self.limit, expected_round=self.round_id
+        )
         return meta.dp
 
 
