@@ -43,7 +43,7 @@ from fedtrail.flower.replies import SiteReply
 from fedtrail.flower.site import answer, check_ledger, check_wait, site_node
 from fedtrail.node.daemon import HandedUpdate, SiteNode
 from fedtrail.protocol.codes import Phase
-from fedtrail.storage.codec import decode_model
+from fedtrail.storage.codec import decode_model, default_max_bytes
 
 log = logging.getLogger("fedtrail.flower.mod")
 
@@ -111,9 +111,11 @@ def _samples(content: RecordDict, key: str) -> int:
 def start_state(node: SiteNode, round_id: int) -> dict[str, torch.Tensor]:
     """The round's start model (federated tensors) from the store, by the chain's sha256."""
     info = node.ledger.get_round(round_id)
-    state, _ = decode_model(
-        node.store.get(info.start_cid, info.start_sha256), spec=node.config.model
-    )
+    spec = node.config.model
+    # the aggregator chose this blob: refused after the store's size probe, not after reading
+    # up to the store's general limit (256 MiB where the SmallCNN's models are 0.9 MB)
+    blob = node.store.get(info.start_cid, info.start_sha256, max_bytes=default_max_bytes(spec))
+    state, _ = decode_model(blob, spec=spec)
     return state
 
 

@@ -153,3 +153,30 @@ def test_a_train_message_for_another_ledger_is_refused(embedded: ChainEnv, tmp_p
     with pytest.raises(ConfigError, match="not this site's"):
         make_ledger_mod(lambda ctx: node)(msg, _context(), _no_app)
     assert r not in node.state.rounds
+
+
+def test_an_oversized_start_model_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """Attack: the aggregator opens a round whose start model is a 4 MB blob (the SmallCNN's
+    models are 0.9 MB). The mod read it whole, up to the store's general 256 MiB limit, before
+    the decoder refused it (``InvalidUpdate``); now the store refuses it after its size probe,
+    with the limit the node's model spec gives, as ``node run`` does."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from fedtrail.errors import ContentTooLarge
+    from fedtrail.ml.models import ModelSpec
+    from fedtrail.storage.codec import default_max_bytes
+    from fedtrail.storage.store import LocalStore
+
+    spec = ModelSpec()
+    blob = b"\0" * (default_max_bytes(spec) * 4)
+    store = LocalStore(tmp_path / "store")
+    cid = store.put(blob)
+    info = SimpleNamespace(start_cid=cid, start_sha256=hashlib.sha256(blob).hexdigest())
+    node = SimpleNamespace(
+        ledger=SimpleNamespace(get_round=lambda _: info),
+        store=store,
+        config=SimpleNamespace(model=spec),
+    )
+    with pytest.raises(ContentTooLarge):
+        start_state(node, 1)  # type: ignore[arg-type]
