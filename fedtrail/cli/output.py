@@ -126,7 +126,7 @@ class PrintableFormatter(logging.Formatter):
     def formatException(self, ei: Any) -> str:
         """The traceback's frames (this code's source) line by line; each exception's own
         text, which quotes what was refused, as one line."""
-        chunks = traceback.TracebackException(*ei[:2], ei[2]).format()
+        chunks = traceback.TracebackException(ei[0], ei[1], ei[2]).format()
         return "\n".join(
             _printable_lines(c.rstrip("\n")) if c.startswith("  ") else printable(c.strip("\n"))
             for c in chunks
