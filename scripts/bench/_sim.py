@@ -413,6 +413,14 @@ class RoundRecord:
     """Test F1 at the decision threshold fitted on the validation split."""
     accumulated: dict[str, float] | None = None
     """``valuation``: every site's accumulated value after the round (the next round's history)."""
+    shares: dict[str, float] | None = None
+    """``valuation``: this round's normalised values as the standing credited them (after
+    ``credit_cosine``); None in the warm-up round and in rounds valued without a history."""
+    cosines: dict[str, float] = field(default_factory=dict)
+    """``valuation``: per usable update, its cosine to the round's coordinate-wise median update
+    (the robust statistics the screens and ``credit_cosine`` read)."""
+    norm_ratios: dict[str, float] = field(default_factory=dict)
+    """``valuation``: per usable update, its L2 norm over the round's median norm."""
     privacy: dict[str, dict[str, float]] = field(default_factory=dict)
     """With DP: per site that trained this round, its update's DP parameters and epsilon."""
     training_seconds: dict[str, float] = field(default_factory=dict)
@@ -836,7 +844,14 @@ def _run_federated(
                 large_game=config.large_game if config.metric != "auc" else None,
             )
             record.accumulated = dict(report.accumulated or {})
+            record.shares = None if report.normalised is None else dict(report.normalised)
             valuations = report.sites
+            record.cosines = {v.site: v.cosine for v in valuations if v.cosine is not None}
+            record.norm_ratios = {
+                v.site: v.norm / v.median_norm
+                for v in valuations
+                if v.norm is not None and v.median_norm
+            }
             record.valuation_seconds = time.perf_counter() - t0
             record.valuation_method = report.method
             record.valuation_evaluations = report.evaluations

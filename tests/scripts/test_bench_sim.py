@@ -237,3 +237,50 @@ def test_small_step_attackers_are_checked_against_fedavg_and_the_clean_run() -> 
     bars = {n: m for n, m, _ in accuracy.issue12_bars([("1", "a", clean), ("1", "f", attacked)])}
     assert bars["alpha 1 (f): small-step sites paid no more than FedAvg pays them"] is False
     assert bars["alpha 1 (f): global AUC within 0.02 of the clean run (a)"] is False
+
+
+def test_valuation_records_the_data_free_statistics_and_credited_shares(
+    tiny: Splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each valued round records every usable update's cosine to the coordinate-wise median
+    update and its norm over the median norm (re-derived here with numpy from the updates the
+    valuation saw), and the shares the standing credited (None in the warm-up round)."""
+    seen: list[dict[str, dict[str, torch.Tensor]]] = []
+
+    def spy(**kwargs: object) -> RoundValuation:
+        seen.append({c.site: c.delta for c in kwargs["candidates"]})  # type: ignore[attr-defined]
+        return value_round(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_sim, "value_round", spy)
+    five = replace(
+        CONFIG,
+        sites=5,
+        rounds=2,
+        faults=(*(SiteFault() for _ in range(4)), SiteFault(kind="sign_flip", seed=2)),
+    )
+    res = _sim.run_method("valuation", five, tiny)
+    assert len(seen) == 2
+    for record, deltas in zip(res.rounds, seen, strict=True):
+        # the statistics cover the usable updates (an update the warm-up's harm check
+        # rejected has none), every update scored OK among them
+        usable = set(record.cosines)
+        ok = {s for s, r in zip(record.submitted, record.reasons, strict=True) if r == "OK"}
+        assert ok <= usable <= set(deltas) and len(usable) >= 3
+        assert set(record.norm_ratios) == usable
+        rows = {
+            s: np.concatenate([d[k].double().numpy().ravel() for k in d])
+            for s, d in deltas.items()
+            if s in usable
+        }
+        median = np.median(np.stack(list(rows.values())), axis=0)
+        norms = {s: float(np.linalg.norm(v)) for s, v in rows.items()}
+        median_norm = float(np.median(list(norms.values())))
+        for s, v in rows.items():
+            cos = float(v @ median) / (norms[s] * float(np.linalg.norm(median)))
+            assert record.cosines[s] == pytest.approx(cos, abs=1e-9)
+            assert record.norm_ratios[s] == pytest.approx(norms[s] / median_norm, rel=1e-9)
+    warm, valued = res.rounds
+    assert warm.shares is None
+    assert valued.shares is not None and set(valued.shares) <= set(res.site_names)
+    # normalised by the round's total absolute value; credit_cosine only withholds positives
+    assert math.fsum(abs(v) for v in valued.shares.values()) <= 1.0 + 1e-12

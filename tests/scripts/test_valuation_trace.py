@@ -1,0 +1,91 @@
+"""scripts/bench/valuation_trace.py on a saved accuracy run: the per-site rows and the summary
+come from the recorded diagnostics (a hand-made run whose numbers are known)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "bench" / "valuation_trace.py"
+
+
+def _round(n: int, cos: dict[str, float], norms: dict[str, float]) -> dict[str, object]:
+    return {
+        "round": n,
+        "submitted": list(cos),
+        "scores": [1_000_000] * len(cos),
+        "shares": None if n == 1 else {s: 0.0 for s in cos},
+        "cosines": cos,
+        "norm_ratios": norms,
+    }
+
+
+def _run(tmp_path: Path) -> Path:
+    names = ["site-00", "site-01", "site-02"]
+    cosines = [
+        {"site-00": 0.9, "site-01": -0.8, "site-02": -0.95},
+        {"site-00": 0.8, "site-01": -0.75, "site-02": 0.1},
+        {"site-00": 0.7, "site-01": -0.9, "site-02": -0.99},
+    ]
+    norms = [
+        {"site-00": 1.0, "site-01": 2.0, "site-02": 9.0},
+        {"site-00": 1.0, "site-01": 4.0, "site-02": 12.0},
+        {"site-00": 1.0, "site-01": 0.5, "site-02": 10.0},
+    ]
+    run = {
+        "method": "valuation",
+        "seed": 7,
+        "test": {"auc": 0.9},
+        "site_names": names,
+        "site_samples": [10, 20, 30],
+        "site_faults": ["none", "none", "scale"],
+        "rounds": [
+            _round(i + 1, c, n) for i, (c, n) in enumerate(zip(cosines, norms, strict=True))
+        ],
+    }
+    old = dict(run, seed=8, rounds=[{"round": 1, "submitted": names, "scores": [0, 0, 0]}])
+    doc = {"settings": {"alpha": 1.0}, "scenarios": {"c": {"runs": [run, old]}}}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_summary_reads_the_recorded_statistics(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(_run(tmp_path)), "--summary-only"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "Over 1 valuation run(s)" in out  # the run without diagnostics is skipped
+    # honest norms 1, 1, 1, 2, 4, 0.5: median (nearest rank) 1.00, max 4.00
+    assert "honest norm / median norm (6 updates): median 1.00" in out
+    assert "max 4.00" in out
+    assert "scale norm / median norm (3 updates): min 9.00, median 10.00" in out
+    # site-01 is below -0.7 in all three rounds; site-02 in rounds 1 and 3, not 2
+    assert "longest honest streak below cosine -0.7: 3 round(s)" in out
+    assert "site-01, lowest cosine -0.90" in out
+    assert "site-02 (scale): longest streak 1, lowest cosine -0.99" in out
+
+
+def test_rows_show_each_round(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(_run(tmp_path)), "--seed", "7"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("site-02"))
+    assert line.split()[-3:] == ["-0.95", "+0.10", "-0.99"]
+
+
+def test_no_diagnostics_is_a_usage_error(tmp_path: Path) -> None:
+    path = _run(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(path), "--seed", "8"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "no valuation run with recorded diagnostics" in proc.stderr
