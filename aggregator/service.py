@@ -818,8 +818,13 @@ class AggregatorService:
                 f"round {round_id}: an update with on-chain weight > 0 cannot be read back; "
                 "refusing to aggregate without it"
             )
-        rule = AggregationRule(**self.terms(round_id)[0].aggregation_rule)
-        delta = aggregate(rule, [d for d, _ in usable], [w for _, w in usable])
+        rule = AggregationRule.from_terms(self.terms(round_id)[0].aggregation_rule)
+        delta = aggregate(
+            rule,
+            [d for d, _ in usable],
+            [w for _, w in usable],
+            statistics=self.spec.statistic_names(),
+        )
         new_state = apply_delta(global_state, delta)
         blob = encode_model(new_state, spec=self.spec, round=round_id)
         global_sha = hashlib.sha256(blob).hexdigest()
@@ -967,7 +972,7 @@ class AggregatorService:
         """The round's log from the chain's submissions, the saved valuation details and the
         round's committed terms (whose settings it repeats, with a reference to them)."""
         terms, terms_ref = self.terms(round_id)
-        rule = AggregationRule(**terms.aggregation_rule)
+        rule = AggregationRule.from_terms(terms.aggregation_rule)
         return roundlog.build_round_log(
             round_id=round_id,
             ledger=roundlog.LedgerRef(self.ledger.address, self.ledger.chain_id),

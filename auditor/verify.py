@@ -496,21 +496,26 @@ def verify_round(
         try:
             with _Timer(audit, "recompute"):
                 start_state, _ = decode_model(start_blob, spec=spec)
-                rule = AggregationRule(
-                    **(terms.aggregation_rule if terms else log.settings.aggregation_rule)
+                rule = AggregationRule.from_terms(
+                    terms.aggregation_rule if terms else log.settings.aggregation_rule
                 )
                 included = [s for s in subs if s.weight > 0]
                 if any(s.site not in deltas for s in included):
                     raise FedtrailError("an update with weight > 0 is unavailable")
                 delta = aggregate(
-                    rule, [deltas[s.site] for s in included], [s.weight for s in included]
+                    rule,
+                    [deltas[s.site] for s in included],
+                    [s.weight for s in included],
+                    statistics=spec.statistic_names(),
                 )
                 blob = encode_model(apply_delta(start_state, delta), spec=spec, round=round_id)
                 digest = hashlib.sha256(blob).hexdigest()
             audit.add(
                 "global.recomputed",
                 digest == info.global_sha256,
-                f"replayed '{rule.name}' aggregate sha256 {digest[:16]}… "
+                f"replayed '{rule.name}' aggregate"
+                + (f" (statistics: {rule.statistics})" if spec.statistic_names() else "")
+                + f" sha256 {digest[:16]}… "
                 + ("equals" if digest == info.global_sha256 else "DIFFERS FROM")
                 + f" the finalized {info.global_sha256[:16]}…",
             )
@@ -1439,8 +1444,8 @@ def _replayed_rule(terms: RoundTerms | None, log: RoundLog) -> str | None:
     """The name of the aggregation rule ``global.recomputed`` replays: the terms' (the log's
     settings' for a round without readable terms); None when it is no valid rule."""
     try:
-        return AggregationRule(
-            **(terms.aggregation_rule if terms is not None else log.settings.aggregation_rule)
+        return AggregationRule.from_terms(
+            terms.aggregation_rule if terms is not None else log.settings.aggregation_rule
         ).name
     except (ConfigError, TypeError, ValueError):
         return None

@@ -345,7 +345,7 @@ def _unrunnable(terms: RoundTerms, accept: ThresholdLimits | None = None) -> str
     :func:`~fedtrail.valuation.chained.check_playable` refuses, or thresholds stricter than
     ``accept`` (default: :class:`~fedtrail.valuation.limits.ThresholdLimits`' defaults)."""
     try:
-        AggregationRule(**terms.aggregation_rule)
+        AggregationRule.from_terms(terms.aggregation_rule)
     except (TypeError, ValueError, ConfigError) as exc:
         return f"aggregation rule {dict(terms.aggregation_rule)}: {exc}"
     try:

@@ -2,9 +2,10 @@
 
 Data-level: :func:`label_noise` (a low-quality site). Update-level, applied to a site's delta
 (``dict`` name -> Tensor, ``new - global``): poisoning by :func:`sign_flip`,
-:func:`scale_update` and :func:`gaussian_update`; free-riding by :func:`copy_update` (another
-site's delta) and :func:`random_update` (noise shaped like a real update). :class:`SiteFault`
-configures one of them per site by name, e.g. from a demo's TOML table, and
+:func:`scale_update`, :func:`gaussian_update` and :func:`shift_statistics`; free-riding by
+:func:`copy_update` (another site's delta) and :func:`random_update` (noise shaped like a real
+update). :class:`SiteFault` configures one of them per site by name, e.g. from a demo's TOML
+table, and
 :meth:`SiteFault.hooks` turns it into the :class:`~fedtrail.node.daemon.NodeHooks` that make a
 production :class:`~fedtrail.node.daemon.SiteNode` behave as that faulty site (the node itself
 knows nothing of faults).
@@ -43,6 +44,7 @@ __all__ = [
     "label_noise_rate",
     "random_update",
     "scale_update",
+    "shift_statistics",
     "sign_flip",
 ]
 
@@ -50,7 +52,16 @@ log = logging.getLogger(__name__)
 
 Delta = Mapping[str, torch.Tensor]
 
-FAULT_KINDS: Final = ("none", "label_noise", "sign_flip", "scale", "gaussian", "copy", "random")
+FAULT_KINDS: Final = (
+    "none",
+    "label_noise",
+    "sign_flip",
+    "scale",
+    "gaussian",
+    "copy",
+    "random",
+    "statistics",
+)
 
 
 def _number(name: str, value: object) -> float:
@@ -149,6 +160,15 @@ def gaussian_update(like: Delta, std: float, seed: int) -> dict[str, torch.Tenso
     }
 
 
+def shift_statistics(delta: Delta, shift: float) -> dict[str, torch.Tensor]:
+    """Poisoning of the running statistics only: ``shift`` added to every BatchNorm
+    ``running_mean`` (found by its state-dict name), every weight left as trained. No screen on
+    the weights sees it; a model whose statistics are averaged outputs a constant."""
+    s = _number("shift", shift)
+    _floats(delta, "shift_statistics")
+    return {k: v + s if k.endswith("running_mean") else v.clone() for k, v in delta.items()}
+
+
 def copy_update(other: Delta, *, noise_std: float = 0.0, seed: int = 0) -> dict[str, torch.Tensor]:
     """Free-riding: a copy of another site's delta. An exact copy has the same bytes, which the
     ledger refuses as a duplicate submission; ``noise_std > 0`` adds N(0, noise_std^2) noise, as
@@ -227,8 +247,9 @@ _PARAMS: Final[dict[str, frozenset[str]]] = {
     "gaussian": frozenset({"std"}),
     "copy": frozenset({"std"}),
     "random": frozenset({"factor"}),
+    "statistics": frozenset({"shift"}),
 }
-_DEFAULTS: Final = {"rate": 0.0, "factor": 1.0, "std": 0.0}
+_DEFAULTS: Final = {"rate": 0.0, "factor": 1.0, "std": 0.0, "shift": 0.0}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,6 +269,8 @@ class SiteFault:
                     open its commitment and the ledger refuses it
     ``random``      sends uniform noise of its own delta's magnitude times ``factor``
                     (default 1) instead of training on it
+    ``statistics``  adds ``shift`` (non-zero) to every BatchNorm ``running_mean`` of its
+                    delta, the weights as trained (:func:`shift_statistics`)
     ==============  =========================================================================
 
     A setting the kind does not use must keep its default, so a misspelt configuration fails
@@ -259,6 +282,7 @@ class SiteFault:
     rate: float = 0.0
     factor: float = 1.0
     std: float = 0.0
+    shift: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -278,6 +302,8 @@ class SiteFault:
             raise ConfigError("scale fault needs a factor other than 1")
         if self.kind == "gaussian" and self.std <= 0:
             raise ConfigError(f"gaussian fault needs std > 0, got {self.std}")
+        if self.kind == "statistics" and self.shift == 0:
+            raise ConfigError("statistics fault needs a non-zero shift")
         if self.kind == "copy" and self.std < 0:
             raise ConfigError(f"copy fault std must be non-negative, got {self.std}")
 
@@ -332,6 +358,8 @@ class SiteFault:
             case "random":
                 noise = random_update(delta, seed)
                 return noise if self.factor == 1.0 else scale_update(noise, self.factor)
+            case "statistics":
+                return shift_statistics(delta, self.shift)
         raise AssertionError(self.kind)  # pragma: no cover
 
     def hooks(self) -> NodeHooks:

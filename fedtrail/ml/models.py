@@ -28,9 +28,10 @@ the ReLU over its final features (after the last dense block and ``norm5``), the
 
 BatchNorm rule. The federated state of a model (:func:`federated_state`) is its floating-point
 state-dict tensors: the parameters *and* BatchNorm's ``running_mean``/``running_var``. Sites
-train and send deltas of all of them; the aggregator averages the running statistics
-deterministically with the same on-chain weights as every other tensor, and the audit replays
-that. Integer buffers (BatchNorm's ``num_batches_tracked``) are not federated: each copy keeps its
+train and send deltas of all of them; the aggregator combines the running statistics by their
+coordinate median over the weighted updates (``AggregationRule.statistics``: a shifted statistic
+changes no weight, so no screen sees it), deterministically, and the audit replays that.
+Integer buffers (BatchNorm's ``num_batches_tracked``) are not federated: each copy keeps its
 own count, and it is unused because every BatchNorm layer has a fixed ``momentum``.
 :meth:`ModelSpec.tensor_layout`, the codec, aggregation and the spec hash see federated tensors
 only; :func:`load_federated` loads them (strict on their names and shapes; a negative running

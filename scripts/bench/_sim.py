@@ -297,6 +297,8 @@ class SimConfig:
     in a large federation); None: every site."""
     validation_shards: ValShards = "dirichlet"
     """Peer mode: how the val split is shared out among the sites (:func:`validation_shards`)."""
+    statistics: str = AggregationRule.statistics
+    """How the aggregate combines running statistics (:attr:`AggregationRule.statistics`)."""
 
     def __post_init__(self) -> None:
         if self.sites < 1 or self.rounds < 1 or self.epochs < 1:
@@ -731,14 +733,17 @@ def _run_federated(
 ) -> None:
     faults = config.site_faults
     n_faulty = sum(1 for f in config.fault_labels if f != "none")
+    stats = config.statistics
     if method in ("fedavg", "valuation"):
-        rule = AggregationRule(name="weighted")
+        rule = AggregationRule(name="weighted", statistics=stats)
     elif method == "krum":
-        rule = AggregationRule(name="krum", krum_f=krum_f_for(config.sites, n_faulty))
+        rule = AggregationRule(
+            name="krum", krum_f=krum_f_for(config.sites, n_faulty), statistics=stats
+        )
     elif method == "trimmed_mean":
-        rule = AggregationRule(name="trimmed_mean", trim_ratio=config.trim_ratio)
+        rule = AggregationRule(name="trimmed_mean", trim_ratio=config.trim_ratio, statistics=stats)
     else:
-        rule = AggregationRule(name=method)
+        rule = AggregationRule(name=method, statistics=stats)
     state: dict[str, torch.Tensor] = dict(init)
     residuals: list[Mapping[str, torch.Tensor] | None] = [None] * config.sites
     stale = {st.site: st.source for st in config.stale}
@@ -870,7 +875,9 @@ def _run_federated(
             accumulated = dict(record.accumulated or {})
         record.weights = onchain_weights(counts, record.scores)
         record.skipped = False
-        agg = aggregate(rule, [d for _, d in sent], record.weights)
+        agg = aggregate(
+            rule, [d for _, d in sent], record.weights, statistics=spec.statistic_names()
+        )
         state = apply_delta(state, agg)
         last_global = dict(agg)
         closed.append((r, dict(sent), last_global))

@@ -179,8 +179,8 @@ def test_a_rule_switched_after_the_updates_fails_verify_naming_terms_rule(
     median = AggregationRule(name="median")
     real_aggregate, real_bytes = service_mod.aggregate, RoundLog.to_bytes
 
-    def switched(rule: Any, deltas: Any, weights: Any) -> Any:
-        return real_aggregate(median, deltas, weights)
+    def switched(rule: Any, deltas: Any, weights: Any, **kw: Any) -> Any:
+        return real_aggregate(median, deltas, weights, **kw)
 
     def lying(log: RoundLog) -> bytes:
         settings = dataclasses.replace(log.settings, aggregation_rule=dataclasses.asdict(median))

@@ -254,9 +254,9 @@ def test_verify_fails_when_the_aggregator_used_its_own_weights(
 ) -> None:
     real = service_mod.aggregate
 
-    def dishonest(rule: Any, deltas: Any, weights: Any) -> Any:
+    def dishonest(rule: Any, deltas: Any, weights: Any, **kw: Any) -> Any:
         # Its own weights: twice the on-chain ones (they sum to 2, not 1).
-        return {k: 2 * v for k, v in real(rule, deltas, weights).items()}
+        return {k: 2 * v for k, v in real(rule, deltas, weights, **kw).items()}
 
     monkeypatch.setattr(service_mod, "aggregate", dishonest)
     fed = federation(tmp_path, rounds=1, **on_anvil(anvil_url))

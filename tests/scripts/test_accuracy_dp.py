@@ -122,9 +122,11 @@ def test_a_sign_flipper_flips_its_private_update(
     sent: list[list[Mapping[str, torch.Tensor]]] = []
     real_aggregate = _sim.aggregate
 
-    def aggregate(rule: Any, deltas: Sequence[Mapping[str, torch.Tensor]], w: Any) -> Any:
+    def aggregate(
+        rule: Any, deltas: Sequence[Mapping[str, torch.Tensor]], w: Any, **kw: Any
+    ) -> Any:
         sent.append(list(deltas))
-        return real_aggregate(rule, deltas, w)
+        return real_aggregate(rule, deltas, w, **kw)
 
     monkeypatch.setattr(_sim, "aggregate", aggregate)
     faults = (SiteFault(), SiteFault(kind="sign_flip", seed=7))

@@ -207,3 +207,20 @@ def test_site_fault_from_mapping() -> None:
     )
     with pytest.raises(ConfigError, match=r"unknown fault settings \['facter'\]"):
         SiteFault.from_mapping({"kind": "scale", "facter": 10})
+
+
+def test_a_statistics_fault_shifts_only_the_running_means() -> None:
+    delta = {
+        "conv.weight": torch.tensor([0.5, -0.5]),
+        "bn.running_mean": torch.tensor([0.1, 0.2]),
+        "bn.running_var": torch.tensor([1.0, 2.0]),
+    }
+    sent = SiteFault(kind="statistics", shift=100.0).apply_to_update(delta, round_id=3)
+    assert sent["bn.running_mean"].tolist() == pytest.approx([100.1, 100.2])
+    assert torch.equal(sent["conv.weight"], delta["conv.weight"])
+    assert torch.equal(sent["bn.running_var"], delta["bn.running_var"])
+    assert sent["conv.weight"] is not delta["conv.weight"]
+    with pytest.raises(ConfigError, match="non-zero shift"):
+        SiteFault(kind="statistics")
+    with pytest.raises(ConfigError, match="does not use shift"):
+        SiteFault(kind="sign_flip", shift=1.0)

@@ -140,7 +140,10 @@ def finalize(
         for s in subs
     ]
     rule = AggregationRule()
-    new = apply_delta(start_state, aggregate(rule, deltas, [s.weight for s in subs]))
+    new = apply_delta(
+        start_state,
+        aggregate(rule, deltas, [s.weight for s in subs], statistics=SPEC.statistic_names()),
+    )
     global_ref = put(store, encode_model(new, spec=SPEC, round=round_id))
     names = {s.address: s.name for s in ledger.get_sites()}
     auc = 0.70 + 0.08 * round_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -220,6 +221,69 @@ def test_aggregate_dispatches_and_excludes_zero_weights() -> None:
         aggregate(AggregationRule(name="krum", krum_f=2), deltas, weights)
     with pytest.raises(ConfigError):
         aggregate("median", deltas, weights)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- running statistics
+
+
+def _bn_updates() -> tuple[list[Delta | None], list[int]]:
+    """Four updates of a weight and a running mean; the last one shifts its statistic by 1e3,
+    the third has weight 0 (excluded) and a statistic that would move the median."""
+    rows = [(0.1, 0.5), (0.2, 0.7), (9.0, -50.0), (0.3, 1000.6)]
+    deltas: list[Delta | None] = [
+        OrderedDict(
+            [
+                ("w", torch.tensor([w, -w], dtype=torch.float32)),
+                ("bn.running_mean", torch.tensor([m, m / 2], dtype=torch.float32)),
+            ]
+        )
+        for w, m in rows
+    ]
+    return deltas, [E // 4, E // 4, 0, E - 2 * (E // 4)]
+
+
+def test_statistics_are_the_median_of_the_weighted_updates_whatever_the_rule() -> None:
+    deltas, weights = _bn_updates()
+    used = [d for d, w in zip(deltas, weights, strict=True) if w > 0]
+    stats = ("bn.running_mean",)
+    for rule in (AggregationRule(), AggregationRule(name="norm_clip", max_norm=5.0)):
+        out = aggregate(rule, deltas, weights, statistics=stats)
+        plain = aggregate(dataclasses.replace(rule, statistics="weighted"), deltas, weights)
+        # the weights' tensor is the rule's; the statistic the median of the three kept rows,
+        # recomputed here with numpy (odd count: the middle value)
+        assert torch.equal(out["w"], plain["w"])
+        expected = np.median(
+            np.stack([d["bn.running_mean"].numpy().astype(np.float64) for d in used]), axis=0
+        ).astype(np.float32)
+        assert out["bn.running_mean"].numpy().tolist() == expected.tolist()
+        assert expected.tolist() == pytest.approx([0.7, 0.35])
+        assert list(out) == ["w", "bn.running_mean"]
+    # averaged, the shifted site drags the statistic to ~500
+    assert (
+        float(
+            aggregate(AggregationRule(statistics="weighted"), deltas, weights)["bn.running_mean"][0]
+        )
+        > 400
+    )
+    median_rule = AggregationRule(name="median", statistics="weighted")
+    assert val(aggregate(median_rule, deltas, weights, statistics=stats), "bn.running_mean") == [
+        pytest.approx(0.7),
+        pytest.approx(0.35),
+    ]
+    with pytest.raises(AggregationError, match="not tensors"):
+        aggregate(AggregationRule(), deltas, weights, statistics=("bn.running_var",))
+
+
+def test_terms_without_a_statistics_setting_replay_as_weighted() -> None:
+    assert AggregationRule().statistics == "median"
+    assert AggregationRule.from_terms({"name": "weighted"}).statistics == "weighted"
+    assert AggregationRule.from_terms({"name": "krum", "krum_f": 2}).krum_f == 2
+    current = dataclasses.asdict(AggregationRule(name="trimmed_mean"))
+    assert AggregationRule.from_terms(current) == AggregationRule(name="trimmed_mean")
+    with pytest.raises(ConfigError, match="statistics rule"):
+        AggregationRule(statistics="mean")
+    with pytest.raises(ConfigError, match="mu"):
+        AggregationRule.from_terms({"name": "weighted", "mu": 0.1})
 
 
 # ---------------------------------------------------------------- poisoning
