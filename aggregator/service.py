@@ -68,6 +68,7 @@ from fedtrail.protocol.evidence import (
 from fedtrail.protocol.peers import PeerVote, default_quorum
 from fedtrail.protocol.terms import (
     DEFAULT_VALIDATOR_GAME,
+    MAX_TERMS_BYTES,
     OPEN_MARGIN,
     InvalidTerms,
     Personalisation,
@@ -75,7 +76,7 @@ from fedtrail.protocol.terms import (
     RoundTerms,
 )
 from fedtrail.protocol.weights import SCORE_SCALE, ZeroTotalWeight, onchain_weights
-from fedtrail.storage.codec import decode_model, encode_model
+from fedtrail.storage.codec import decode_model, default_max_bytes, encode_model
 from fedtrail.storage.store import ContentStore, compute_cid
 from fedtrail.valuation import (
     LARGE_GAMES,
@@ -363,20 +364,22 @@ class AggregatorService:
         while len(self._kept) > KEPT_BLOBS:
             del self._kept[next(iter(self._kept))]
 
-    def _read(self, cid: str, sha256: str) -> bytes:
+    def _read(self, cid: str, sha256: str, *, max_bytes: int) -> bytes:
         """The bytes ``cid`` names, checked against ``sha256`` (the chain's record): a blob this
-        service put and kept from memory, anything else from the store."""
+        service put and kept from memory, anything else from the store, at most ``max_bytes``
+        of it (a model's or the terms' limit, not the store's 256 MiB)."""
         blob = self._kept.get(cid)
         if blob is not None and hashlib.sha256(blob).hexdigest() == sha256:
             return blob
-        return self.store.get(cid, sha256)
+        return self.store.get(cid, sha256, max_bytes=max_bytes)
 
     def _model(self, cid: str, sha256: str) -> dict[str, torch.Tensor]:
         """The model stored as ``cid`` (its bytes checked against ``sha256``). The latest
         blob is kept: valuation and finalize both start from the round's start model (a
         content address names the same bytes; each call decodes its own tensors)."""
         if self._last_model is None or self._last_model[:2] != (cid, sha256):
-            self._last_model = (cid, sha256, self._read(cid, sha256))
+            blob = self._read(cid, sha256, max_bytes=default_max_bytes(self.spec))
+            self._last_model = (cid, sha256, blob)
         state, _ = decode_model(self._last_model[2], spec=self.spec)
         return state
 
@@ -475,7 +478,7 @@ class AggregatorService:
         if round_id not in self._terms:
             info = self.ledger.get_round(round_id)
             ref = roundlog.BlobRef(info.terms_cid, info.terms_sha256)
-            blob = self._read(info.terms_cid, info.terms_sha256)
+            blob = self._read(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
             try:
                 terms = RoundTerms.from_bytes(blob)
             except InvalidTerms as exc:

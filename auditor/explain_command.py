@@ -314,7 +314,7 @@ def explain(
     from fedtrail.ml.catalog import load_source
     from fedtrail.ml.explain import explain_methods
     from fedtrail.ml.task import task_for
-    from fedtrail.storage.codec import decode_model
+    from fedtrail.storage.codec import decode_model, read_limit
     from fedtrail.storage.personal import PERSONAL_MODEL, read_personal, site_task
 
     if (cid is None) != (sha256 is None):
@@ -375,7 +375,9 @@ def explain(
         plain = _plain(task.num_classes)
         decision = Decision(None, decision.source.replace("default 0.5", plain), task.num_classes)
     assert sha256 is not None
-    state, meta = decode_model(blob or store.get(cid, sha256), spec=task.spec)
+    if blob is None:
+        blob = store.get(cid, sha256, max_bytes=read_limit(task.spec))
+    state, meta = decode_model(blob, spec=task.spec)
     data = _images(task, images, validation, per_class)
     if len(data) > limit:
         data = data.subset(np.arange(limit))

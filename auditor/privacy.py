@@ -30,7 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from fedtrail.errors import FedtrailError, StoreError
+from fedtrail.errors import ConfigError, FedtrailError, StoreError
 from fedtrail.ledger import Ledger
 from fedtrail.protocol.privacy import SUMMED, DpParams, from_micro
 from fedtrail.protocol.terms import MAX_TERMS_BYTES, PrivacyTerms, RoundTerms
@@ -248,8 +248,8 @@ class _RoundReader:
         self.limit = 0
         self.why = ""
         self.privacy: PrivacyTerms | None = None
-        from fedtrail.auditor.verify import _spec_limit
         from fedtrail.ml.models import ModelSpec
+        from fedtrail.storage.codec import read_limit
 
         info = ledger.get_round(round_id)
         try:
@@ -263,9 +263,12 @@ class _RoundReader:
             return
         # the spec is the aggregator's: decoding a few-byte topk8 update expands it to the
         # spec's dense size (a 1.9 KB update to 785 MB), so it is bounded as verify bounds it
-        limit, problem = _spec_limit(spec)
-        if limit is None:
-            self.why = f"round {round_id}'s terms: {problem} (model.size)"
+        try:
+            limit = read_limit(spec)
+        except ConfigError as exc:
+            self.why = (
+                f"round {round_id}'s terms: the model spec cannot be decoded: {exc} (model.size)"
+            )
             return
         self.spec, self.limit = spec, limit
 

@@ -95,9 +95,9 @@ from fedtrail.protocol.roundlog import (
 from fedtrail.protocol.terms import MAX_TERMS_BYTES, OPEN_MARGIN, InvalidTerms, RoundTerms
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.canonical import check_canonical_update
-from fedtrail.storage.codec import decode_model, decode_update, default_max_bytes, encode_model
+from fedtrail.storage.codec import decode_model, decode_update, encode_model, read_limit
 from fedtrail.storage.privacy_history import PrivacyHistory
-from fedtrail.storage.store import DEFAULT_MAX_BYTES, ContentStore
+from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.limits import ThresholdLimits
 
 if TYPE_CHECKING:
@@ -1383,18 +1383,12 @@ def _check_free_riders(
 
 
 def _spec_limit(spec: ModelSpec) -> tuple[int | None, str]:
-    """``(default_max_bytes(spec), "")``, or ``(None, why)`` when no store returns a model that
-    large (over ``DEFAULT_MAX_BYTES``) or the codec cannot lay it out."""
+    """``(read_limit(spec), "")``, or ``(None, why)`` when no store returns a model that large
+    or the codec cannot lay it out."""
     try:
-        limit = default_max_bytes(spec)
+        return read_limit(spec), ""
     except ConfigError as exc:
         return None, f"the round's model spec cannot be decoded: {exc}"
-    if limit > DEFAULT_MAX_BYTES:
-        return None, (
-            f"the round's model spec allows blobs of {limit} bytes, over the store's "
-            f"{DEFAULT_MAX_BYTES}-byte limit: no model of that size can be read back"
-        )
-    return limit, ""
 
 
 def _blob_limit(audit: RoundAudit, spec: ModelSpec | None) -> int | None:

@@ -19,6 +19,7 @@ from fedtrail.chain import DEFAULT_RPC_URL, connect, dev_account
 from fedtrail.errors import ConfigError
 from fedtrail.keys import PASSPHRASE_ENV, keystore_address, load_keystore, passphrase_from_env
 from fedtrail.protocol.codes import MAX_ROUND_ID
+from fedtrail.protocol.terms import MAX_IMAGE_SIZE
 
 if TYPE_CHECKING:  # web3, the ledger and the store load in seconds: imported where used
     from eth_account.signers.local import LocalAccount
@@ -229,7 +230,7 @@ def model_options(func: F) -> F:
     classes and their names — comes from the data)."""
     func = click.option(
         "--image-size",
-        type=click.IntRange(4, 1024),
+        type=click.IntRange(4, MAX_IMAGE_SIZE),
         default=None,
         help="Model input size in pixels; images are resized to it (default: the data's).",
     )(func)

@@ -50,7 +50,7 @@ from fedtrail.flower.mod import DEFAULT_SAMPLES_KEY, REPLY, REQUEST
 from fedtrail.flower.rounds import LedgerRounds, Received, RoundReport
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
 from fedtrail.protocol.codes import Phase
-from fedtrail.storage.codec import decode_model
+from fedtrail.storage.codec import decode_model, default_max_bytes
 
 log = logging.getLogger("fedtrail.flower.strategy")
 
@@ -138,7 +138,9 @@ class LedgerStrategy(Strategy):
         return model_arrays(self.service.spec, federated_state(initial))
 
     def _stored(self, cid: str, sha256: str) -> ArrayRecord:
-        state, _ = decode_model(self.service.store.get(cid, sha256), spec=self.service.spec)
+        spec = self.service.spec
+        blob = self.service.store.get(cid, sha256, max_bytes=default_max_bytes(spec))
+        state, _ = decode_model(blob, spec=spec)
         return model_arrays(self.service.spec, state)
 
     def timeout(self) -> float:

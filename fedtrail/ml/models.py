@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from fedtrail.errors import ConfigError
+from fedtrail.protocol.terms import MAX_IMAGE_SIZE
 
 __all__ = [
     "ARCHS",
@@ -102,6 +103,10 @@ class ModelSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"model {name} must be a positive integer, got {value!r}")
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise ConfigError(
+                f"model image_size must be at most {MAX_IMAGE_SIZE}, got {self.image_size}"
+            )
         if self.norm not in NORMS:
             raise ConfigError(f"model norm must be one of {NORMS}, got {self.norm!r}")
         if self.input_norm not in INPUT_NORMS:

@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_VALIDATOR_GAME",
     "DUPLICATE_COSINE",
     "DUPLICATE_RELATIVE_L2",
+    "MAX_IMAGE_SIZE",
     "MAX_TERMS_BYTES",
     "OPEN_MARGIN",
     "PERSONALISATION_METHODS",
@@ -38,6 +39,13 @@ __all__ = [
     "PrivacyTerms",
     "RoundTerms",
 ]
+MAX_IMAGE_SIZE: Final = 1024
+"""Largest model input size (pixels a side) a spec may name. The spec is the aggregator's
+choice, and every auditor resizes its validation split to it before anything else: a
+ResNet's parameter count does not grow with the input, so no byte limit caught a
+100,000-pixel spec, which would have allocated tens of GB per image. Medical imaging models
+take 28-512 px."""
+
 MAX_TERMS_BYTES: Final = 1 << 20
 """Largest terms document read (fetch it with ``max_bytes=MAX_TERMS_BYTES``). Terms are under
 1 KiB; parsing hostile JSON takes some 26 bytes of memory per byte, so 1 MiB costs at most

@@ -40,6 +40,7 @@ from fedtrail.errors import ConfigError, InvalidUpdate
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy
 from fedtrail.storage import topk8
+from fedtrail.storage.store import DEFAULT_MAX_BYTES
 
 __all__ = [
     "FORMAT_VERSION",
@@ -56,6 +57,7 @@ __all__ = [
     "encode_model",
     "encode_residual",
     "encode_update",
+    "read_limit",
     "read_update_meta",
     "zero_state",
 ]
@@ -278,6 +280,21 @@ def default_max_bytes(spec: ModelSpec) -> int:
     Every blob the encoder produces for ``spec`` fits (topk8 at fraction 1 is 5 bytes/entry).
     """
     return _layout(spec).max_bytes
+
+
+def read_limit(spec: ModelSpec) -> int:
+    """The byte limit for reading one of ``spec``'s blobs from a store: :func:`default_max_bytes`.
+    ConfigError when the codec cannot lay the spec out, or when the limit is above
+    ``DEFAULT_MAX_BYTES``: no store returns a blob that large, and a reader that decoded under
+    it would expand a few-byte topk8 update to the spec's dense size (a 1.9 KB update to
+    785 MB). For specs a reader did not choose (the aggregator's terms)."""
+    limit = default_max_bytes(spec)
+    if limit > DEFAULT_MAX_BYTES:
+        raise ConfigError(
+            f"the model spec allows blobs of {limit} bytes, over the store's "
+            f"{DEFAULT_MAX_BYTES}-byte limit: no model of that size can be read back"
+        )
+    return limit
 
 
 # ---------------------------------------------------------------- encoding
