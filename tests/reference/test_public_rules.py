@@ -1,0 +1,204 @@
+"""The README's *The public rules, exactly*, implemented from its text alone (numpy and the
+standard library, none of fedtrail's rule code), against what the product computes: weights and
+their log fractions, the reputation EMA, the robust statistics and the global model. An auditor
+who follows the README must get the same bits; each rule also has a near miss (a plausible
+misreading) that must disagree, so the comparison can fail."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytest
+import torch
+
+from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
+from fedtrail.protocol.weights import as_floats, next_reputation, onchain_weights
+from fedtrail.valuation.robust import robust_statistics
+
+# ---------------------------------------------------------------- the README's rules
+
+
+def ref_weights(n: Sequence[int], s: Sequence[int]) -> list[int]:
+    p = [a * b for a, b in zip(n, s, strict=True)]
+    total = sum(p)
+    w = [x * 10**18 // total for x in p]
+    left = 10**18 - sum(w)
+    for i, x in enumerate(p):  # ascending address order
+        if left == 0:
+            break
+        if x * 10**18 % total:
+            w[i] += 1
+            left -= 1
+    return w
+
+
+def ref_reputation(rep: int | None, score: int, alpha: int = 300_000) -> int:
+    return score if rep is None else (alpha * score + (10**6 - alpha) * rep) // 10**6
+
+
+def ref_sum(v: np.ndarray) -> float:
+    a = np.asarray(v, dtype=np.float64).ravel()
+    blocks = -(-a.size // 1024) if a.size else 1
+    padded = np.zeros(blocks * 1024)
+    padded[: a.size] = a
+    acc = np.zeros(1024)
+    for b in range(blocks):
+        acc = acc + padded[b * 1024 : (b + 1) * 1024]
+    return math.fsum(acc.tolist())
+
+
+def ref_median_rows(m: np.ndarray) -> np.ndarray:
+    s = np.sort(m + 0.0, axis=0)
+    n = m.shape[0]
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) * 0.5
+
+
+def ref_flat(delta: dict[str, torch.Tensor]) -> np.ndarray:
+    return np.concatenate([t.numpy().astype(np.float64).ravel() for t in delta.values()])
+
+
+def ref_robust(
+    rows: list[np.ndarray], floor: float = 0.25, *, total: Callable[[np.ndarray], float] = ref_sum
+) -> list[tuple[float, float, float, float]]:
+    m = ref_median_rows(np.stack(rows))
+    norms = [math.sqrt(total(r * r)) for r in rows]
+    med = _median(norms)
+    mad = _median([abs(x - med) for x in norms])
+    scale = max(1.4826 * mad, floor * med)
+    mnorm = math.sqrt(total(m * m))
+    out = []
+    for r, nr in zip(rows, norms, strict=True):
+        d = nr * mnorm
+        c = max(-1.0, min(1.0, total(r * m) / d)) if d > 0 else 0.0
+        out.append((c, nr, (nr - med) / scale if scale > 0 else 0.0, med))
+    return out
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2.0
+
+
+def ref_global(
+    start: np.ndarray,
+    rows: list[np.ndarray],
+    weights: list[int],
+    stats: np.ndarray | None = None,
+) -> np.ndarray:
+    acc = np.zeros_like(start, dtype=np.float64)
+    for r, w in zip(rows, weights, strict=True):
+        if w > 0:
+            acc = acc + (w / 10**18) * r
+    if stats is not None:
+        kept = np.stack([r for r, w in zip(rows, weights, strict=True) if w > 0])
+        acc[stats] = ref_median_rows(kept)[stats]
+    delta = acc.astype(np.float32).astype(np.float64)
+    return (start.astype(np.float64) + delta).astype(np.float32)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _deltas(seed: int, n: int) -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        scale = 10.0 ** (i % 3 - 1)
+        out.append(
+            {
+                "conv.weight": torch.randn(8, 1, 3, 3, generator=gen) * scale,
+                "bn.running_mean": torch.randn(8, generator=gen) * scale + (1e3 if i == 0 else 0),
+                "fc.weight": torch.randn(3000, generator=gen) * scale,
+                "fc.bias": -torch.randn(2, generator=gen) * scale,
+            }
+        )
+    return out
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_weights_and_their_log_fractions_follow_the_readme() -> None:
+    rng = random.Random(5)
+    differs = 0
+    for _ in range(300):
+        k = rng.randint(1, 12)
+        n = [rng.randint(1, 2**20) for _ in range(k)]
+        s = [rng.choice([0, 1, rng.randint(1, 10**6), 10**6]) for _ in range(k)]
+        if not any(a * b for a, b in zip(n, s, strict=True)):
+            continue
+        w = onchain_weights(n, s)
+        assert w == ref_weights(n, s)
+        assert as_floats(w) == [wi / 10**18 for wi in w]
+        differs += sum(float(wi) / 1e18 != wi / 10**18 for wi in w)
+    # the misreading the README warns about is not the same number
+    assert differs > 0
+
+
+def test_the_reputation_ema_follows_the_readme() -> None:
+    rng = random.Random(2)
+    rep: int | None = None
+    ours = 0
+    for valued in range(50):
+        score = rng.randint(0, 10**6)
+        ours = next_reputation(ours, score, valued_rounds=valued, alpha=300_000)
+        rep = ref_reputation(rep, score)
+        assert ours == rep
+    # rounding to nearest instead of down disagrees somewhere
+    assert any(
+        (300_000 * s + 700_000 * r) // 10**6 != round((300_000 * s + 700_000 * r) / 10**6)
+        for s, r in ((rng.randint(0, 10**6), rng.randint(0, 10**6)) for _ in range(100))
+    )
+
+
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_the_robust_statistics_follow_the_readme_bit_for_bit(n: int) -> None:
+    deltas = _deltas(n, n)
+    stats = ("bn.running_mean",)
+    ours = robust_statistics({f"0x{i:040x}": d for i, d in enumerate(deltas)}, statistics=stats)
+    rows = [ref_flat({k: v for k, v in d.items() if k not in stats}) for d in deltas]
+    ref = ref_robust(rows)
+    for (c, nr, z, med), r in zip(ref, ours.values(), strict=True):
+        assert (r.cosine, r.norm, r.norm_z, r.median_norm) == (c, nr, z, med)
+    # numpy's own pairwise sum is a plausible misreading: it moves some last bits
+    naive = ref_robust(rows, total=lambda v: float(np.sum(v)))
+    assert naive != ref
+
+
+def test_the_global_model_follows_the_readme_bit_for_bit() -> None:
+    deltas = _deltas(7, 5)
+    start = {
+        k: torch.randn(v.shape, generator=torch.Generator().manual_seed(1))
+        for k, v in deltas[0].items()
+    }
+    weights = onchain_weights([120, 80, 1, 300, 57], [10**6, 0, 700_000, 345_678, 10**6])
+    names = list(deltas[0])
+    stats_mask = np.concatenate(
+        [np.full(v.numel(), k == "bn.running_mean") for k, v in deltas[0].items()]
+    )
+    rows = [ref_flat(d) for d in deltas]
+    ours = apply_delta(
+        start,
+        aggregate(AggregationRule(), deltas, weights, statistics=("bn.running_mean",)),
+    )
+    assert list(ours) == names
+    ref = ref_global(ref_flat(start).astype(np.float32), rows, weights, stats_mask)
+    assert np.array_equal(ref_flat(ours).astype(np.float32), ref)
+    # terms without the statistics setting: averaged like the rest
+    old = apply_delta(
+        start,
+        aggregate(
+            AggregationRule.from_terms({"name": "weighted"}),
+            deltas,
+            weights,
+            statistics=("bn.running_mean",),
+        ),
+    )
+    assert np.array_equal(
+        ref_flat(old).astype(np.float32),
+        ref_global(ref_flat(start).astype(np.float32), rows, weights),
+    )
