@@ -34,7 +34,7 @@ from _sim import SimConfig, SimResult, parse_seeds, provenance, run_method
 
 from fedtrail.ml.aggregation import STATISTICS_RULES
 from fedtrail.ml.catalog import load_source
-from fedtrail.ml.models import ModelSpec
+from fedtrail.ml.task import task_for
 from fedtrail.protocol.weights import WEIGHT_SCALE
 from fedtrail.simulation.faults import SiteFault
 
@@ -74,13 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     source = load_source(args.data)
     splits = source.splits()
-    h, _ = splits.train.image_size
-    spec = ModelSpec(
-        arch=args.arch,
-        in_channels=splits.train.channels,
-        num_classes=source.num_classes,
-        image_size=h,
-    )
+    spec = task_for(source, arch=args.arch).spec
     if not spec.statistic_names():
         parser.error(f"{args.arch} has no running statistics to poison")
     poisoner = f"site-{args.sites - 1:02d}"
