@@ -9,19 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.auditor.verify import verify_all
-from fedtrail.ml.catalog import load_source
-from fedtrail.ml.datasets import partition_iid
 from fedtrail.ml.models import ModelSpec
-from fedtrail.ml.training import TrainConfig
-from fedtrail.node.config import DataConfig
 from fedtrail.protocol.terms import MAX_TERMS_BYTES, RoundTerms
 from fedtrail.simulation.faults import SiteFault
-from fedtrail.simulation.federation import build_federation, make_sites
 from fedtrail.storage.codec import decode_model, decode_update
 from fedtrail.storage.store import IpfsStore
 from tests.fixtures.chain import ChainEnv
+from tests.fixtures.federations import small_federation
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -32,29 +27,11 @@ SHIFT = 1e3
 def test_a_statistics_poisoner_cannot_move_the_global_statistics(
     anvil: ChainEnv, ipfs_api: str, tmp_path: Path
 ) -> None:
-    source = load_source("pneumonia")
-    splits = source.splits()
     spec = ModelSpec(arch="resnet10", in_channels=1, num_classes=2, image_size=28)
-    parts = partition_iid(splits.train.labels, 30, seed=2)
-    trains = [splits.train.subset(parts[i]) for i in range(4)]
     faults = [SiteFault()] * 3 + [SiteFault(kind="statistics", shift=SHIFT)]
     store = IpfsStore(ipfs_api)
-    fed = build_federation(
-        sites=make_sites(
-            anvil.sites[:4],
-            trains,
-            training=TrainConfig(epochs=1),
-            faults=faults,
-            data=DataConfig(class_names=source.class_names),
-            model=spec,
-        ),
-        store=store,
-        folder=tmp_path,
-        validation=splits.val.subset(list(range(0, len(splits.val), 3))),
-        w3=anvil.w3,
-        coordinator=anvil.coordinator,
-        aggregator=anvil.aggregator,
-        settings=AggregatorSettings(model=spec, seed=0, class_names=source.class_names),
+    fed = small_federation(
+        anvil, store, tmp_path, spec=spec, faults=faults, parts=30, seed=2, val_every=3
     )
     fed.run_round()
     ledger = fed.ledger

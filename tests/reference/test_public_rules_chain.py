@@ -14,18 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from fedtrail.aggregator.service import AggregatorSettings
-from fedtrail.ml.catalog import load_source
-from fedtrail.ml.datasets import partition_iid
 from fedtrail.ml.models import ModelSpec
-from fedtrail.ml.training import TrainConfig
-from fedtrail.node.config import DataConfig
 from fedtrail.protocol.roundlog import MAX_LOG_BYTES, RoundLog
 from fedtrail.simulation.faults import SiteFault
-from fedtrail.simulation.federation import build_federation, make_sites
 from fedtrail.storage.codec import decode_model, decode_update
 from fedtrail.storage.store import IpfsStore
 from tests.fixtures.chain import ChainEnv
+from tests.fixtures.federations import small_federation
 from tests.reference.test_public_rules import ref_flat, ref_global, ref_reputation, ref_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -37,33 +32,13 @@ ROUNDS = 3
 def test_an_independent_reader_recomputes_a_federation_from_the_readme(
     anvil: ChainEnv, ipfs_api: str, tmp_path: Path
 ) -> None:
-    source = load_source("pneumonia")
-    splits = source.splits()
     spec = ModelSpec()
-    parts = partition_iid(splits.train.labels, 12, seed=4)
-    trains = [splits.train.subset(parts[i]) for i in range(5)]
     faults = [SiteFault()] * 3 + [
         SiteFault(kind="sign_flip"),
         SiteFault(kind="label_noise", rate=0.4),
     ]
     store = IpfsStore(ipfs_api)
-    fed = build_federation(
-        sites=make_sites(
-            anvil.sites[:5],
-            trains,
-            training=TrainConfig(epochs=1),
-            faults=faults,
-            data=DataConfig(class_names=source.class_names),
-            model=spec,
-        ),
-        store=store,
-        folder=tmp_path,
-        validation=splits.val,
-        w3=anvil.w3,
-        coordinator=anvil.coordinator,
-        aggregator=anvil.aggregator,
-        settings=AggregatorSettings(model=spec, seed=1, class_names=source.class_names),
-    )
+    fed = small_federation(anvil, store, tmp_path, spec=spec, faults=faults, parts=12, seed=4)
     ledger = fed.ledger
     reputation: dict[str, int | None] = {}
     weights_seen = 0
