@@ -430,7 +430,9 @@ class AggregatorService:
         score_windows = self._score_windows() if peers else (None, None)
         return RoundTerms(
             round=round_id,
-            aggregation_rule=asdict(self.settings.rule),
+            aggregation_rule=self.settings.rule.to_terms(
+                statistics=bool(self.spec.statistic_names())
+            ),
             valuation=roundlog.ValuationSettings(
                 method=self.settings.valuation,
                 metric=self.settings.metric,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any, Final, TypeGuard
 
@@ -624,6 +624,16 @@ class AggregationRule:
             return cls(**settings)
         except TypeError as exc:
             raise ConfigError(f"aggregation rule {settings}: {exc}") from None
+
+    def to_terms(self, *, statistics: bool) -> dict[str, Any]:
+        """The rule as a round's terms carry it; ``statistics``: whether the model has running
+        statistics. Without them the ``statistics`` setting changes nothing and is left out, so
+        the terms stay byte for byte those written before the setting existed, which every
+        earlier node and auditor reads (they refuse a rule with an unknown key)."""
+        doc = asdict(self)
+        if not statistics:
+            del doc["statistics"]
+        return doc
 
     def __post_init__(self) -> None:
         if self.name not in RULE_NAMES:

@@ -16,6 +16,7 @@ import torch
 
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.roundlog import MAX_LOG_BYTES, RoundLog
+from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.faults import SiteFault
 from fedtrail.storage.codec import decode_model, decode_update
 from fedtrail.storage.store import IpfsStore
@@ -69,6 +70,10 @@ def test_an_independent_reader_recomputes_a_federation_from_the_readme(
         ref = ref_global(ref_flat(start).astype(np.float32), rows, [s.weight for s in valued])
         assert np.array_equal(ref_flat(dict(glob)).astype(np.float32), ref), r
         assert all(isinstance(t, torch.Tensor) for t in glob.values())
+    # SmallCNN has no running statistics: its terms' rule has no statistics setting, byte for
+    # byte the terms every earlier node and auditor reads
+    terms_blob = store.get(ledger.get_round(1).terms_cid, ledger.get_round(1).terms_sha256)
+    assert "statistics" not in RoundTerms.from_bytes(terms_blob).aggregation_rule
     for site in ledger.get_sites():
         assert site.reputation == reputation[site.address], site.name
     # the federation was not trivial: scores differed, so weights were not sample shares alone

@@ -274,6 +274,16 @@ def test_statistics_are_the_median_of_the_weighted_updates_whatever_the_rule() -
         aggregate(AggregationRule(), deltas, weights, statistics=("bn.running_var",))
 
 
+def test_terms_carry_the_statistics_setting_only_for_a_model_with_statistics() -> None:
+    rule = AggregationRule(name="krum", krum_f=2)
+    plain = rule.to_terms(statistics=False)
+    assert "statistics" not in plain and plain["krum_f"] == 2
+    assert rule.to_terms(statistics=True)["statistics"] == "median"
+    # read back, each means what the aggregator did for its model
+    assert AggregationRule.from_terms(rule.to_terms(statistics=True)) == rule
+    assert AggregationRule.from_terms(plain).statistics == "weighted"
+
+
 def test_terms_without_a_statistics_setting_replay_as_weighted() -> None:
     assert AggregationRule().statistics == "median"
     assert AggregationRule.from_terms({"name": "weighted"}).statistics == "weighted"
