@@ -18,7 +18,7 @@ from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.explain import explain_model, probe_set
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol.roundlog import to_bytes
-from fedtrail.storage.codec import encode_model
+from fedtrail.storage.codec import default_max_bytes, encode_model
 from fedtrail.storage.store import LocalStore
 
 LOGS = Path(__file__).parents[1] / "fedtrail" / "protocol" / "data"
@@ -82,6 +82,33 @@ def test_explain_refuses_a_model_whose_bytes_do_not_match(tmp_path: Path) -> Non
         ],
     )
     assert result.exit_code == 1 and "sha256" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_explain_refuses_an_oversized_blob_before_reading_it(tmp_path: Path) -> None:
+    """A blob larger than any model of the task (default_max_bytes) is refused by its size, as
+    every other reader refuses one (it was read whole, up to the store's 256 MiB, then
+    refused by the decoder)."""
+    store = LocalStore(tmp_path / "store")
+    blob = b"\0" * (default_max_bytes(ModelSpec()) + 1)
+    cid = store.put(blob)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "explain",
+            "--cid",
+            cid,
+            "--sha256",
+            hashlib.sha256(blob).hexdigest(),
+            "--store",
+            f"local:{tmp_path / 'store'}",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code == 1
+    # the store's refusal (it names the CID), not the decoder's after a whole read
+    assert f"content {cid} is" in result.stderr and "-byte limit" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
