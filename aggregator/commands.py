@@ -218,6 +218,7 @@ def run(
     rounds: int | None,
     until_round: int | None,
     rule: str,
+    statistics: str,
     valuation: str,
     metric: str,
     standing: bool,
@@ -279,7 +280,7 @@ def run(
         val = val.resized(task.spec.image_size)
     stop = stop_on_signals("stopping after the current step")
     settings = AggregatorSettings(
-        rule=AggregationRule(name=rule),
+        rule=AggregationRule(name=rule, statistics=statistics),
         valuation=valuation,
         metric=metric,
         standing=standing,

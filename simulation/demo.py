@@ -55,6 +55,8 @@ class Scenario:
     shortcut_sites: int = 0
     copy_sites: int = 0
     rule: str = "weighted"
+    statistics: str = "median"
+    """How the global model's running statistics are combined (BatchNorm models only)."""
     valuation: str = "shapley"
     valuation_mode: str = "aggregator"
     """``"peers"``: every hospital scores the others' updates on its own validation split and
@@ -116,6 +118,7 @@ def site_faults(scenario: Scenario) -> list[SiteFault]:
         "scale": {"factor": 10.0},
         "gaussian": {"std": 0.05},
         "random": {},
+        "statistics": {"shift": 1000.0},
     }
     for i in range(n - poison, n):
         faults[i] = SiteFault(
@@ -151,6 +154,12 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     accounts = funded_accounts(w3)
     source = load_source(scenario.data)
     task = task_for(source, arch=scenario.arch, image_size=scenario.image_size)
+    poisons_statistics = scenario.poison == "statistics" and scenario.poison_sites > 0
+    if poisons_statistics and not task.spec.statistic_names():
+        raise ConfigError(
+            f"--poison statistics shifts BatchNorm running statistics, and {task.spec.arch} has "
+            "none: use --arch resnet10, resnet18 or densenet121"
+        )
     splits = source.splits()
     if splits.train.image_size != (task.spec.image_size,) * 2:
         splits = splits.resized(task.spec.image_size)
@@ -231,7 +240,7 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
         folder=workdir,
         validation=splits.val,
         settings=AggregatorSettings(
-            rule=AggregationRule(name=scenario.rule),
+            rule=AggregationRule(name=scenario.rule, statistics=scenario.statistics),
             valuation=scenario.valuation,
             valuation_mode=scenario.valuation_mode,
             metric=scenario.metric,
@@ -460,7 +469,7 @@ def _personal_rows(
 )
 @click.option(
     "--poison",
-    type=click.Choice(["sign_flip", "scale", "gaussian", "random"]),
+    type=click.Choice(["sign_flip", "scale", "gaussian", "random", "statistics"]),
     default="sign_flip",
     show_default=True,
 )
@@ -543,6 +552,7 @@ def demo(
     copy_sites: int,
     poison: str,
     rule: str,
+    statistics: str,
     valuation: str,
     valuation_mode: str,
     compression: str,
@@ -571,6 +581,7 @@ def demo(
         copy_sites=copy_sites,
         poison=poison,
         rule=rule,
+        statistics=statistics,
         valuation=valuation,
         valuation_mode=valuation_mode,
         compression=compression,

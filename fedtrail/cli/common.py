@@ -169,14 +169,19 @@ def store_option(func: F) -> F:
 
 
 def aggregation_options(func: F) -> F:
-    """--rule, --valuation, --metric, --standing: shared by `aggregator run` and `demo`; the
-    choices are the registries' names, read when a value is parsed or help is shown (the
-    registries load torch)."""
+    """--rule, --statistics, --valuation, --metric, --standing: shared by `aggregator run` and
+    `demo`; the choices are the registries' names, read when a value is parsed or help is shown
+    (the registries load torch)."""
 
     def rule_names() -> tuple[str, ...]:
         from fedtrail.ml.aggregation import RULE_NAMES
 
         return RULE_NAMES
+
+    def statistics_rules() -> tuple[str, ...]:
+        from fedtrail.ml.aggregation import STATISTICS_RULES
+
+        return STATISTICS_RULES
 
     def valuation_methods() -> tuple[str, ...]:
         from fedtrail.valuation import METHODS
@@ -215,6 +220,15 @@ def aggregation_options(func: F) -> F:
         show_default=True,
         cls=DeferredHelpOption,
         help_text=valuation_help,
+    )(func)
+    func = click.option(
+        "--statistics",
+        type=LazyChoice(statistics_rules),
+        default="median",
+        show_default=True,
+        help="How BatchNorm running statistics are combined: their coordinate median over the "
+        "paid updates, or weighted like the weights (a site can shift a statistic without "
+        "changing a weight; recorded in the terms; models without them ignore it).",
     )(func)
     return click.option(
         "--rule",

@@ -12,7 +12,7 @@ from fedtrail.aggregator.commands import aggregator
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.auditor.explain_command import explain
 from fedtrail.errors import ConfigError
-from fedtrail.ml.aggregation import RULES, AggregationRule
+from fedtrail.ml.aggregation import RULES, STATISTICS_RULES, AggregationRule
 from fedtrail.ml.explain import METHODS as EXPLAIN_METHODS
 from fedtrail.node.commands import node
 from fedtrail.simulation.demo import demo
@@ -33,6 +33,7 @@ def sub(group: click.Group, name: str) -> click.Command:
 @pytest.mark.parametrize("command", [sub(aggregator, "run"), demo], ids=["aggregator run", "demo"])
 def test_aggregation_options_come_from_the_registries(command: click.Command) -> None:
     assert choices(command, "rule") == tuple(RULES)
+    assert choices(command, "statistics") == STATISTICS_RULES
     assert choices(command, "valuation") == tuple(GAMES)
     assert choices(command, "metric") == METRICS
 
