@@ -319,6 +319,13 @@ def run(
             "them, and auditors need the same table (audit verify --accept)",
             "; ".join(outside),
         )
+    if task.spec.statistic_names() and statistics not in defaults.statistics:
+        log.warning(
+            "running statistics combined by %r: sites skip these rounds unless their "
+            "config.toml's [accept] statistics takes it, and auditors need the same table "
+            "(audit verify --accept); one site can shift its statistics to collapse the model",
+            statistics,
+        )
     service = AggregatorService(
         ledger=ledger,
         store=store,

@@ -1638,12 +1638,29 @@ def _check_limits(audit: RoundAudit, terms: RoundTerms, accept: ThresholdLimits)
         problems.append("thresholds stricter than the sites accept: " + "; ".join(stricter))
     if looser:
         problems.append("thresholds looser than the sites accept: " + "; ".join(looser))
+    statistics = _statistics_breach(terms, accept)
+    if statistics:
+        problems.append(statistics)
     audit.add(
         name,
         not problems,
         "; and ".join(problems)
         or "no valuation threshold is stricter or looser than the sites accept",
     )
+
+
+def _statistics_breach(terms: RoundTerms, accept: ThresholdLimits) -> str | None:
+    """The terms' running-statistics rule when their model has running statistics and the
+    sites do not accept it (:func:`~fedtrail.valuation.limits.statistics_refusal`); None when
+    they do, or when the rule or the model is not valid (``terms`` checks say so)."""
+    from fedtrail.valuation.limits import statistics_refusal
+
+    try:
+        rule = AggregationRule.from_terms(terms.aggregation_rule)
+        spec = ModelSpec(**terms.model_spec)
+    except (TypeError, ValueError, ConfigError):
+        return None
+    return statistics_refusal(accept, rule, running_statistics=bool(spec.statistic_names()))
 
 
 def _check_windows(info: RoundInfo, terms: RoundTerms) -> tuple[str, bool, str]:

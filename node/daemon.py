@@ -91,7 +91,7 @@ from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.chained import check_playable
-from fedtrail.valuation.limits import ThresholdLimits
+from fedtrail.valuation.limits import ThresholdLimits, statistics_refusal
 
 # What `node init` also prints in the register command it suggests: the coordinator knows the size.
 MAX_SAMPLES_PLACEHOLDER = "<size of this site's training set>"
@@ -343,16 +343,24 @@ def _unrunnable(terms: RoundTerms, accept: ThresholdLimits | None = None) -> str
     site does not accept (None: nothing): an aggregation rule
     :class:`~fedtrail.ml.aggregation.AggregationRule` refuses, valuation settings
     :func:`~fedtrail.valuation.chained.check_playable` refuses, or thresholds stricter than
-    ``accept`` (default: :class:`~fedtrail.valuation.limits.ThresholdLimits`' defaults)."""
+    ``accept`` (default: :class:`~fedtrail.valuation.limits.ThresholdLimits`' defaults), or a
+    running-statistics rule it does not accept for a model that has them."""
     try:
-        AggregationRule.from_terms(terms.aggregation_rule)
+        rule = AggregationRule.from_terms(terms.aggregation_rule)
     except (TypeError, ValueError, ConfigError) as exc:
         return f"aggregation rule {dict(terms.aggregation_rule)}: {exc}"
     try:
         combiner = check_playable(ValuationSettings.from_json(terms.valuation))
     except (InvalidLog, ConfigError) as exc:
         return f"valuation: {exc}"
-    return (accept or ThresholdLimits()).refusal(combiner, terms.duplicates)
+    limits = accept or ThresholdLimits()
+    try:
+        running = bool(ModelSpec(**terms.model_spec).statistic_names())
+    except (TypeError, ValueError, ConfigError) as exc:
+        return f"model: {exc}"
+    return limits.refusal(combiner, terms.duplicates) or statistics_refusal(
+        limits, rule, running_statistics=running
+    )
 
 
 class SiteNode:

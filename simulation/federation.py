@@ -201,9 +201,13 @@ def _site_node(
 
 
 def _consenting(accept: ThresholdLimits, settings: AggregatorSettings) -> ThresholdLimits:
-    """``accept`` widened to take ``settings``' thresholds (each limit the looser of the two)."""
-    assert settings.combiner is not None
-    return accept.widened(settings.combiner)
+    """``accept`` widened to take ``settings``' thresholds (each limit the looser of the two;
+    none to take without a combiner) and its running-statistics rule."""
+    widened = accept if settings.combiner is None else accept.widened(settings.combiner)
+    rule = settings.rule.statistics
+    if rule in widened.statistics:
+        return widened
+    return replace(widened, statistics=(*widened.statistics, rule))
 
 
 def build_federation(
@@ -247,7 +251,7 @@ def build_federation(
             fund(ledger.w3, coordinator, site.account.address, fund_wei)
         ledger.register_site(coordinator, site.account.address, site.name, site.sample_limit)
     folder = Path(folder)
-    if settings is not None and settings.combiner is not None:
+    if settings is not None:
         # simulated sites consent to their simulated aggregator's thresholds (a real site
         # widens its config.toml's [accept] itself; its node refuses stricter terms otherwise)
         sites = [

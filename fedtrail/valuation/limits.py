@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from fedtrail.errors import ConfigError, FedtrailError
+from fedtrail.ml.aggregation import STATISTICS_RULES, AggregationRule
 from fedtrail.protocol.terms import DUPLICATE_COSINE, DUPLICATE_RELATIVE_L2, DuplicateRule
 from fedtrail.valuation.combine import Combiner
 
@@ -44,6 +45,7 @@ __all__ = [
     "ThresholdLimits",
     "limits_from",
     "load_limits",
+    "statistics_refusal",
 ]
 
 HIGHER_IS_STRICTER: Final = frozenset(
@@ -172,8 +174,25 @@ class ThresholdLimits:
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
+    statistics: tuple[str, ...] = ("median",)
+    """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site
+    accepts for a model that has them (BatchNorm): by default only ``"median"``. Averaged
+    (``"weighted"``), one site that shifts its statistics without changing a weight collapses
+    the global model to a constant output, and the valuation cannot see it once the global
+    model's statistics are poisoned (every coalition model is collapsed too), so an aggregator
+    writing ``"weighted"`` hands any one site that power. Terms without the setting (written
+    before it existed) mean ``"weighted"``. A model without running statistics ignores it."""
 
     def __post_init__(self) -> None:
+        rules = self.statistics
+        if isinstance(rules, str) or not isinstance(rules, list | tuple):
+            raise ConfigError(f"statistics must be a list of rule names, got {rules!r}")
+        unknown = [r for r in rules if r not in STATISTICS_RULES]
+        if unknown or not rules:
+            raise ConfigError(
+                f"statistics must name at least one of {list(STATISTICS_RULES)}, got {list(rules)}"
+            )
+        object.__setattr__(self, "statistics", tuple(rules))
         if isinstance(self.loosest, dict):
             object.__setattr__(
                 self, "loosest", _table(LoosestLimits, self.loosest, "[accept.loosest]")
@@ -181,7 +200,7 @@ class ThresholdLimits:
         elif not isinstance(self.loosest, LoosestLimits):
             raise ConfigError(f"loosest must be a table, got {self.loosest!r}")
         _valid_thresholds(
-            {f.name: getattr(self, f.name) for f in fields(self) if f.name != "loosest"}
+            {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_THRESHOLDS}
         )
         # a strictest limit set past the default loosest (a table written before the loosest
         # existed, e.g. max_sample_ratio = 20) moves that default with it
@@ -222,6 +241,9 @@ class ThresholdLimits:
             if f.name == "loosest":
                 values[f.name] = base.loosest.widened(combiner)
                 continue
+            if f.name == "statistics":
+                values[f.name] = base.statistics
+                continue
             if f.name in DUPLICATE_LIMITS:  # not a Combiner threshold: the default
                 values[f.name] = getattr(base, f.name)
                 continue
@@ -257,7 +279,7 @@ class ThresholdLimits:
         stricter than its limit, as ``name value (limit L)``; empty when every one is within."""
         out: list[str] = []
         for f in fields(self):
-            if f.name == "loosest":
+            if f.name in _NOT_THRESHOLDS:
                 continue
             if f.name in DUPLICATE_LIMITS:
                 if duplicates is None:
@@ -281,6 +303,20 @@ class ThresholdLimits:
                 accepted = f"{side} {limit}"
             out.append(f"{f.name} {value} (accepted: {accepted})")
         return out
+
+
+def statistics_refusal(
+    accept: ThresholdLimits, rule: AggregationRule, *, running_statistics: bool
+) -> str | None:
+    """Why a site with ``accept`` does not take part under ``rule`` (the terms' aggregation
+    rule, :meth:`~fedtrail.ml.aggregation.AggregationRule.from_terms`) for a model with
+    (``running_statistics``) or without running statistics; None when it does."""
+    if not running_statistics or rule.statistics in accept.statistics:
+        return None
+    return (
+        f"running statistics combined by {rule.statistics!r}, which this site does not accept "
+        f"(statistics = {list(accept.statistics)} under [accept] in its config.toml)"
+    )
 
 
 def load_limits(path: Path) -> ThresholdLimits:
@@ -316,6 +352,9 @@ def _table(cls: type[_T], table: Any, where: str) -> _T:
     except (TypeError, ConfigError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
 
+
+_NOT_THRESHOLDS: Final = frozenset({"loosest", "statistics"})
+""":class:`ThresholdLimits` fields that bound no :class:`Combiner` threshold."""
 
 _BOTH_SIDES: Final = tuple(
     f.name for f in fields(LoosestLimits) if f.name in {g.name for g in fields(ThresholdLimits)}

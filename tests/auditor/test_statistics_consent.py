@@ -1,0 +1,100 @@
+"""Terms that average a BatchNorm model's running statistics (``statistics = "weighted"``) hand
+any one site the power to collapse the global model (``fedtrail demo --arch resnet10 --poison
+statistics --statistics weighted``: AUC 0.500 with the poisoner paid in full). Sites refuse
+such terms unless their ``[accept] statistics`` takes them, and ``terms.limits`` fails for an
+auditor not given that table; a model without running statistics ignores the setting."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import pytest
+
+from fedtrail.auditor.verify import RoundAudit, _check_limits
+from fedtrail.errors import ConfigError
+from fedtrail.ml.aggregation import AggregationRule
+from fedtrail.ml.models import ModelSpec
+from fedtrail.node.daemon import _unrunnable
+from fedtrail.protocol.terms import DuplicateRule, RoundTerms
+from fedtrail.valuation import HISTORY_COMBINER
+from fedtrail.valuation.limits import ThresholdLimits, limits_from
+
+RESNET = ModelSpec(arch="resnet10")
+VALUATION: dict[str, Any] = {
+    "method": "shapley",
+    "metric": "balanced_loss",
+    "standing": True,
+    "combiner": asdict(HISTORY_COMBINER),
+}
+
+
+def _terms(rule: dict[str, Any], spec: ModelSpec = RESNET) -> RoundTerms:
+    """Terms as a node reads them from their bytes."""
+    return RoundTerms.from_bytes(
+        RoundTerms(
+            duplicates=DuplicateRule(),
+            round=1,
+            aggregation_rule=rule,
+            valuation=VALUATION,
+            model_spec=spec.to_json(),
+            spec_hash=spec.spec_hash(),
+            seed=0,
+            validation_sha256="cd" * 32,
+            validation_images=1,
+            commit_seconds=1,
+            reveal_seconds=1,
+        ).to_bytes()
+    )
+
+
+def _limits_check(terms: RoundTerms, accept: ThresholdLimits) -> tuple[bool, str]:
+    audit = RoundAudit(1)
+    _check_limits(audit, terms, accept)
+    [check] = audit.checks
+    assert check.name == "terms.limits"
+    return check.failed, check.detail
+
+
+def test_weighted_statistics_for_a_batchnorm_model_are_refused_by_default() -> None:
+    weighted = _terms(AggregationRule(statistics="weighted").to_terms(statistics=True))
+    refused = _unrunnable(weighted)
+    assert refused is not None and "running statistics combined by 'weighted'" in refused
+    failed, detail = _limits_check(weighted, ThresholdLimits())
+    assert failed and "'weighted'" in detail and "statistics = ['median']" in detail
+    # a site (and its auditor) that consented to averaging takes part and passes
+    consented = limits_from({"statistics": ["median", "weighted"]})
+    assert _unrunnable(weighted, consented) is None
+    assert _limits_check(weighted, consented) == (
+        False,
+        "no valuation threshold is stricter or looser than the sites accept",
+    )
+
+
+def test_terms_without_the_setting_mean_weighted_and_are_refused_too() -> None:
+    """An aggregator cannot get averaging past the sites by leaving the key out: terms written
+    before the setting existed replay as "weighted" (AggregationRule.from_terms)."""
+    legacy = _terms(AggregationRule().to_terms(statistics=False))
+    assert "statistics" not in legacy.aggregation_rule
+    refused = _unrunnable(legacy)
+    assert refused is not None and "'weighted'" in refused
+    assert _limits_check(legacy, ThresholdLimits())[0]
+
+
+def test_median_statistics_and_models_without_statistics_are_accepted() -> None:
+    median = _terms(AggregationRule().to_terms(statistics=True))
+    assert _unrunnable(median) is None
+    assert not _limits_check(median, ThresholdLimits())[0]
+    small = _terms(AggregationRule().to_terms(statistics=False), ModelSpec())
+    assert _unrunnable(small) is None
+    assert not _limits_check(small, ThresholdLimits())[0]
+    # a site that accepts only averaging refuses the median
+    only_weighted = limits_from({"statistics": ["weighted"]})
+    assert _unrunnable(median, only_weighted) is not None
+    assert _unrunnable(small, only_weighted) is None
+
+
+@pytest.mark.parametrize("value", ["weighted", [], ["mean"], [1]])
+def test_an_invalid_statistics_acceptance_is_a_config_error(value: object) -> None:
+    with pytest.raises(ConfigError, match="statistics"):
+        limits_from({"statistics": value})
