@@ -48,6 +48,7 @@ from fedtrail.errors import (
 from fedtrail.fsutil import atomic_write
 from fedtrail.hooks import StepHook, no_step
 from fedtrail.ledger import Ledger, Submission, score_commitment
+from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Phase
@@ -64,7 +65,7 @@ from fedtrail.valuation.chained import (
     previous_rounds,
     recent_references,
 )
-from fedtrail.valuation.limits import ThresholdLimits
+from fedtrail.valuation.limits import ThresholdLimits, statistics_refusal
 
 __all__ = ["SCORES_NAME", "STEPS", "PeerScorer", "ScoreRecord", "ScoreState"]
 
@@ -299,9 +300,13 @@ class PeerScorer:
             terms = self._terms(round_id)
             valuation = ValuationSettings.from_json(terms.valuation)
             combiner = check_playable(valuation)
-        except (InvalidTerms, InvalidLog, ConfigError) as exc:
+            rule = AggregationRule.from_terms(terms.aggregation_rule)
+        except (InvalidTerms, InvalidLog, ConfigError, TypeError, ValueError) as exc:
             return self._skip(round_id, None, f"the round's terms are unusable: {exc}")
-        refusal = self.accept.refusal(combiner, terms.duplicates)
+        # a site lends its votes only to a round it would train in (the same [accept])
+        refusal = self.accept.refusal(combiner, terms.duplicates) or statistics_refusal(
+            self.accept, rule, running_statistics=bool(self.spec.statistic_names())
+        )
         if refusal is not None:
             return self._skip(round_id, None, f"the round's {refusal}")
         started = time.perf_counter()
