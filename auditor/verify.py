@@ -1616,31 +1616,43 @@ def _compare_valuation(logged: ValuationSettings, terms: RoundTerms) -> tuple[st
 
 def _check_limits(audit: RoundAudit, terms: RoundTerms, accept: ThresholdLimits) -> None:
     """``terms.limits``: no valuation threshold in the terms is stricter than ``accept``, nor
-    looser than ``accept.loosest``. A round replayed bit for bit under thresholds that flag
+    looser than ``accept.loosest``, and a model with running statistics combines them by a rule
+    ``accept.statistics`` takes. A round replayed bit for bit under thresholds that flag
     honest updates (a ``stale_cosine`` of 0.5, a ``max_norm_z`` of 0.1), or that pay copies,
     zero updates or inflated counts (``stale_cosine`` 1.0, ``free_rider_norm`` 0,
-    ``max_sample_ratio`` 1e9), would pass every other check; the sites' software refuses to
-    train under them unless the site widened its ``[accept]`` (then the auditor is given the same
-    table: ``audit verify --accept``). Not applicable to terms whose valuation block is not valid
-    settings: ``terms.valuation`` fails those."""
+    ``max_sample_ratio`` 1e9), or that average a BatchNorm model's statistics, would pass every
+    other check; the sites' software refuses to train under them unless the site widened its
+    ``[accept]`` (then the auditor is given the same table: ``audit verify --accept``).
+    Thresholds or a rule that cannot be read fail too: no honest aggregator writes them, and
+    the sites refuse them (a peer round is not replayed through the combiner, so nothing else
+    would say so). A valuation block that is not valid settings at all is ``terms.valuation``'s
+    to fail: then this check is not applicable unless the statistics already fail it."""
     from fedtrail.valuation.chained import combiner_from
 
     name = "terms.limits"
-    try:
-        combiner = combiner_from(ValuationSettings.from_json(terms.valuation))
-    except (InvalidLog, ConfigError) as exc:
-        audit.not_applicable(name, f"the terms' valuation settings are not valid: {exc}")
-        return
-    stricter = accept.breaches(combiner, terms.duplicates)
-    looser = accept.loosest.breaches(combiner, terms.duplicates)
     problems = []
-    if stricter:
-        problems.append("thresholds stricter than the sites accept: " + "; ".join(stricter))
-    if looser:
-        problems.append("thresholds looser than the sites accept: " + "; ".join(looser))
     statistics = _statistics_breach(terms, accept)
     if statistics:
         problems.append(statistics)
+    try:
+        settings = ValuationSettings.from_json(terms.valuation)
+    except InvalidLog as exc:  # terms.valuation fails it
+        if not problems:
+            audit.not_applicable(name, f"the terms' valuation settings are not valid: {exc}")
+            return
+        settings = None
+    try:
+        combiner = None if settings is None else combiner_from(settings)
+    except ConfigError as exc:
+        problems.append(f"the terms' valuation thresholds are not valid settings: {exc}")
+        combiner = None
+    if combiner is not None:
+        stricter = accept.breaches(combiner, terms.duplicates)
+        looser = accept.loosest.breaches(combiner, terms.duplicates)
+        if stricter:
+            problems.append("thresholds stricter than the sites accept: " + "; ".join(stricter))
+        if looser:
+            problems.append("thresholds looser than the sites accept: " + "; ".join(looser))
     audit.add(
         name,
         not problems,
@@ -1650,16 +1662,20 @@ def _check_limits(audit: RoundAudit, terms: RoundTerms, accept: ThresholdLimits)
 
 
 def _statistics_breach(terms: RoundTerms, accept: ThresholdLimits) -> str | None:
-    """The terms' running-statistics rule when their model has running statistics and the
-    sites do not accept it (:func:`~fedtrail.valuation.limits.statistics_refusal`); None when
-    they do, or when the rule or the model is not valid (``terms`` checks say so)."""
+    """Why the terms' running-statistics rule is not one the sites accept
+    (:func:`~fedtrail.valuation.limits.statistics_refusal`), or why it cannot be read; None when
+    it is accepted or the model has no running statistics. An invalid model spec is
+    ``terms.model``'s to report."""
     from fedtrail.valuation.limits import statistics_refusal
 
     try:
-        rule = AggregationRule.from_terms(terms.aggregation_rule)
         spec = ModelSpec(**terms.model_spec)
     except (TypeError, ValueError, ConfigError):
         return None
+    try:
+        rule = AggregationRule.from_terms(terms.aggregation_rule)
+    except (TypeError, ValueError, ConfigError) as exc:
+        return f"the terms' aggregation rule is not valid: {exc}"
     return statistics_refusal(accept, rule, running_statistics=bool(spec.statistic_names()))
 
 

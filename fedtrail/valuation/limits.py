@@ -187,10 +187,12 @@ class ThresholdLimits:
         rules = self.statistics
         if isinstance(rules, str) or not isinstance(rules, list | tuple):
             raise ConfigError(f"statistics must be a list of rule names, got {rules!r}")
+        if not rules:
+            raise ConfigError(f"statistics must name at least one of {list(STATISTICS_RULES)}")
         unknown = [r for r in rules if r not in STATISTICS_RULES]
-        if unknown or not rules:
+        if unknown:
             raise ConfigError(
-                f"statistics must name at least one of {list(STATISTICS_RULES)}, got {list(rules)}"
+                f"statistics names unknown rule(s) {unknown}; known: {list(STATISTICS_RULES)}"
             )
         object.__setattr__(self, "statistics", tuple(rules))
         if isinstance(self.loosest, dict):
@@ -310,11 +312,14 @@ def statistics_refusal(
 ) -> str | None:
     """Why a site with ``accept`` does not take part under ``rule`` (the terms' aggregation
     rule, :meth:`~fedtrail.ml.aggregation.AggregationRule.from_terms`) for a model with
-    (``running_statistics``) or without running statistics; None when it does."""
-    if not running_statistics or rule.statistics in accept.statistics:
+    (``running_statistics``) or without running statistics; None when it does. The rule
+    ``median`` takes the median of every tensor, so its statistics are the median whatever
+    ``rule.statistics`` says."""
+    effective = "median" if rule.name == "median" else rule.statistics
+    if not running_statistics or effective in accept.statistics:
         return None
     return (
-        f"running statistics combined by {rule.statistics!r}, which this site does not accept "
+        f"running statistics combined by {effective!r}, which this site does not accept "
         f"(statistics = {list(accept.statistics)} under [accept] in its config.toml)"
     )
 

@@ -6,7 +6,7 @@ auditor not given that table; a model without running statistics ignores the set
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import pytest
@@ -98,3 +98,38 @@ def test_median_statistics_and_models_without_statistics_are_accepted() -> None:
 def test_an_invalid_statistics_acceptance_is_a_config_error(value: object) -> None:
     with pytest.raises(ConfigError, match="statistics"):
         limits_from({"statistics": value})
+
+
+def test_unreadable_thresholds_do_not_hide_averaged_statistics() -> None:
+    """A peer round is not replayed through the combiner, so terms.limits itself fails terms
+    whose thresholds cannot be read (an unknown one here), and still names the statistics."""
+    weighted = AggregationRule(statistics="weighted").to_terms(statistics=True)
+    terms = _terms(weighted)
+    bogus = {**VALUATION, "combiner": {**VALUATION["combiner"], "bogus": 1}}
+    terms = RoundTerms.from_bytes(replace(terms, valuation=bogus).to_bytes())
+    failed, detail = _limits_check(terms, ThresholdLimits())
+    assert failed
+    assert "'weighted'" in detail and "not valid settings" in detail and "bogus" in detail
+
+
+def test_an_unreadable_rule_fails_terms_limits() -> None:
+    terms = _terms({**AggregationRule().to_terms(statistics=True), "statistics": "Weighted"})
+    failed, detail = _limits_check(terms, ThresholdLimits())
+    assert failed and "aggregation rule is not valid" in detail
+    assert _unrunnable(terms) is not None
+
+
+def test_the_median_rule_takes_the_median_of_the_statistics_whatever_they_say() -> None:
+    """``--rule median`` aggregates every tensor, statistics included, by their median
+    (fedtrail.ml.aggregation.aggregate), so its terms are accepted with either setting."""
+    terms = _terms(AggregationRule(name="median", statistics="weighted").to_terms(statistics=True))
+    assert _unrunnable(terms) is None
+    assert not _limits_check(terms, ThresholdLimits())[0]
+    for name in ("trimmed_mean", "krum", "norm_clip"):  # the rule's own treatment: refused
+        other = AggregationRule(name=name, statistics="weighted").to_terms(statistics=True)
+        assert _unrunnable(_terms(other)) is not None
+
+
+def test_an_unknown_rule_in_the_table_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"unknown rule\(s\) \[1\]"):
+        limits_from({"statistics": ["median", 1]})
