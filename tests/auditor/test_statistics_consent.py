@@ -16,9 +16,10 @@ from fedtrail.errors import ConfigError
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.models import ModelSpec
 from fedtrail.node.daemon import _unrunnable
-from fedtrail.protocol.terms import DuplicateRule, RoundTerms
+from fedtrail.protocol.terms import RoundTerms
 from fedtrail.valuation import HISTORY_COMBINER
 from fedtrail.valuation.limits import ThresholdLimits, limits_from
+from tests.fixtures.terms import parsed_terms
 
 RESNET = ModelSpec(arch="resnet10")
 VALUATION: dict[str, Any] = {
@@ -31,20 +32,11 @@ VALUATION: dict[str, Any] = {
 
 def _terms(rule: dict[str, Any], spec: ModelSpec = RESNET) -> RoundTerms:
     """Terms as a node reads them from their bytes."""
-    return RoundTerms.from_bytes(
-        RoundTerms(
-            duplicates=DuplicateRule(),
-            round=1,
-            aggregation_rule=rule,
-            valuation=VALUATION,
-            model_spec=spec.to_json(),
-            spec_hash=spec.spec_hash(),
-            seed=0,
-            validation_sha256="cd" * 32,
-            validation_images=1,
-            commit_seconds=1,
-            reveal_seconds=1,
-        ).to_bytes()
+    return parsed_terms(
+        valuation=VALUATION,
+        aggregation_rule=rule,
+        model_spec=spec.to_json(),
+        spec_hash=spec.spec_hash(),
     )
 
 

@@ -20,6 +20,7 @@ from fedtrail.protocol.terms import DuplicateRule, RoundTerms
 from fedtrail.valuation import Combiner
 from fedtrail.valuation.limits import ThresholdLimits
 from tests.auditor.report import federation as hand
+from tests.fixtures.terms import parsed_terms
 
 pytestmark = pytest.mark.anvil
 
@@ -62,21 +63,7 @@ def _open(
 def _parsed_terms(valuation: dict[str, Any], duplicates: DuplicateRule | None = None) -> RoundTerms:
     """Terms with ``valuation`` as their block (and ``duplicates`` as their duplicate rule), as a
     node reads them from their bytes."""
-    return RoundTerms.from_bytes(
-        RoundTerms(
-            duplicates=duplicates or DuplicateRule(),
-            round=1,
-            aggregation_rule={},
-            valuation=valuation,
-            model_spec={},
-            spec_hash="ab" * 32,
-            seed=0,
-            validation_sha256="cd" * 32,
-            validation_images=1,
-            commit_seconds=1,
-            reveal_seconds=1,
-        ).to_bytes()
-    )
+    return parsed_terms(valuation=valuation, duplicates=duplicates)
 
 
 def _round_logged_as(

@@ -16,10 +16,11 @@ from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.catalog import load_source
 from fedtrail.ml.models import ModelSpec
 from fedtrail.node.scoring import PeerScorer
-from fedtrail.protocol.terms import DuplicateRule, RoundTerms
+from fedtrail.protocol.terms import RoundTerms
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation import HISTORY_COMBINER
 from fedtrail.valuation.limits import limits_from
+from tests.fixtures.terms import parsed_terms
 
 RESNET = ModelSpec(arch="resnet10")
 
@@ -31,18 +32,11 @@ def _terms(statistics: str) -> RoundTerms:
         "standing": True,
         "combiner": asdict(HISTORY_COMBINER),
     }
-    return RoundTerms(
-        duplicates=DuplicateRule(),
-        round=1,
-        aggregation_rule=AggregationRule(statistics=statistics).to_terms(statistics=True),
+    return parsed_terms(
         valuation=valuation,
+        aggregation_rule=AggregationRule(statistics=statistics).to_terms(statistics=True),
         model_spec=RESNET.to_json(),
         spec_hash=RESNET.spec_hash(),
-        seed=0,
-        validation_sha256="cd" * 32,
-        validation_images=1,
-        commit_seconds=1,
-        reveal_seconds=1,
     )
 
 
