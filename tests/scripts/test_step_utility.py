@@ -5,7 +5,6 @@ the coalition model's utility, over steps in [0, eta_max]."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,7 @@ from fedtrail.valuation.base import Candidate, ValuationContext
 from fedtrail.valuation.utility import CoalitionUtility
 from tests.fedtrail.valuation.real_sites import SPEC, RealSites, real_sites
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _scaled(sites: RealSites, i: int, scale: float) -> dict[str, torch.Tensor]:
