@@ -34,7 +34,7 @@ from fedtrail.protocol.terms import DEFAULT_VALIDATOR_GAME, PERSONALISATION_METH
 from fedtrail.protocol.weights import SCORE_SCALE
 
 if TYPE_CHECKING:  # the service, the valuation and the ML load torch: imported where used
-    from fedtrail.aggregator.service import RoundOutcome
+    from fedtrail.aggregator.service import AggregatorSettings, RoundOutcome
 
 log = logging.getLogger("fedtrail.aggregator")
 
@@ -48,6 +48,40 @@ def _large_games() -> tuple[str, ...]:
     from fedtrail.valuation import LARGE_GAMES
 
     return ("none", *LARGE_GAMES)
+
+
+def default_consent_warnings(settings: AggregatorSettings) -> list[str]:
+    """What in ``settings`` sites refuse under their default ``[accept]`` table (they skip
+    those rounds, and auditors need the same widened table), one warning each."""
+    from fedtrail.valuation.limits import ThresholdLimits, statistics_refusal
+
+    defaults = ThresholdLimits()
+    out = []
+    combiner = settings.combiner
+    outside = (
+        []
+        if combiner is None
+        else [
+            *(f"{b} [stricter]" for b in defaults.breaches(combiner)),
+            *(f"{b} [looser]" for b in defaults.loosest.breaches(combiner)),
+        ]
+    )
+    if outside:
+        out.append(
+            "thresholds outside what sites accept by default: " + "; ".join(outside) + "; sites "
+            "skip these rounds unless their config.toml's [accept] (stricter) or "
+            "[accept.loosest] (looser) takes them, and auditors need the same table (audit "
+            "verify --accept)"
+        )
+    running = bool(settings.model.statistic_names())
+    if statistics_refusal(defaults, settings.rule, running_statistics=running):
+        out.append(
+            f"running statistics combined by {settings.rule.statistics!r}: sites skip these "
+            "rounds unless their config.toml's [accept] statistics takes it, and auditors need "
+            "the same table (audit verify --accept); one site can shift its statistics to "
+            "collapse the model"
+        )
+    return out
 
 
 @aggregator.command()
@@ -304,28 +338,8 @@ def run(
         score_commit_seconds=score_commit_seconds,
         score_reveal_seconds=score_reveal_seconds,
     )
-    from fedtrail.valuation.limits import ThresholdLimits
-
-    assert settings.combiner is not None
-    defaults = ThresholdLimits()
-    outside = [
-        *(f"{b} [stricter]" for b in defaults.breaches(settings.combiner)),
-        *(f"{b} [looser]" for b in defaults.loosest.breaches(settings.combiner)),
-    ]
-    if outside:
-        log.warning(
-            "thresholds outside what sites accept by default: %s; sites skip these rounds "
-            "unless their config.toml's [accept] (stricter) or [accept.loosest] (looser) takes "
-            "them, and auditors need the same table (audit verify --accept)",
-            "; ".join(outside),
-        )
-    if task.spec.statistic_names() and statistics not in defaults.statistics:
-        log.warning(
-            "running statistics combined by %r: sites skip these rounds unless their "
-            "config.toml's [accept] statistics takes it, and auditors need the same table "
-            "(audit verify --accept); one site can shift its statistics to collapse the model",
-            statistics,
-        )
+    for warning in default_consent_warnings(settings):
+        log.warning("%s", warning)
     service = AggregatorService(
         ledger=ledger,
         store=store,
