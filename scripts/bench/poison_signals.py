@@ -12,7 +12,12 @@ every round, measures each sent update against the others of the round:
   of a skewed federation is expected to disagree mostly in the head;
 * ``norm``: the update's L2 norm over the round's median norm, raw, per local step (steps = its
   sample count / the batch size, rounded up: a larger site takes more steps) and per square root
-  of its steps.
+  of its steps;
+* ``server <group>``: cosine between the update and a *server update*, the aggregator's own
+  local training from the round's global model on its validation split (the same local training
+  settings as the sites'; FLTrust's trust score, Cao et al. NDSS 2021). It needs the validation
+  split, so it is not data-free: the question is whether a reference direction trained on
+  balanced data tells a sign flip from an honest skewed site better than the others' mean does.
 
 For each signal it prints quantiles per kind of site (``none`` = honest) and the separation: the
 share of a faulty kind's updates beyond the most extreme honest value (below the honest minimum
@@ -43,7 +48,10 @@ import _sim
 from _sim import ROOT, SimConfig, parse_seeds, provenance
 from accuracy import SCENARIOS
 
+from fedtrail.ml.aggregation import apply_delta
 from fedtrail.ml.datasets import load_bundled
+from fedtrail.ml.models import ModelSpec, federated_state, initial_model
+from fedtrail.ml.training import TrainConfig, train_local
 
 Delta = Mapping[str, torch.Tensor]
 
@@ -60,18 +68,29 @@ def _flat(delta: Delta, names: Sequence[str]) -> np.ndarray:
     return np.concatenate([delta[k].detach().to(torch.float64).reshape(-1).numpy() for k in names])
 
 
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    den = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / den if den > 0 else 0.0
+
+
 def round_signals(
-    deltas: Sequence[Delta], samples: Sequence[int], batch_size: int
+    deltas: Sequence[Delta],
+    samples: Sequence[int],
+    batch_size: int,
+    server: Delta | None = None,
 ) -> list[dict[str, float]]:
-    """Every signal of the module docstring for each update of one round."""
+    """Every signal of the module docstring for each update of one round (``server``: the
+    server update, None to leave its signals out)."""
     names = list(deltas[0])
     out: list[dict[str, float]] = [{} for _ in deltas]
     for group, keep in GROUPS.items():
-        m = np.stack([_flat(d, [k for k in names if keep(k)]) for d in deltas])
+        kept = [k for k in names if keep(k)]
+        m = np.stack([_flat(d, kept) for d in deltas])
+        ref = None if server is None else _flat(server, kept)
         for i in range(len(deltas)):
-            others = np.delete(m, i, axis=0).mean(axis=0)
-            den = float(np.linalg.norm(m[i]) * np.linalg.norm(others))
-            out[i][f"cos {group}"] = float(m[i] @ others) / den if den > 0 else 0.0
+            out[i][f"cos {group}"] = _cosine(m[i], np.delete(m, i, axis=0).mean(axis=0))
+            if ref is not None:
+                out[i][f"server {group}"] = _cosine(m[i], ref)
     norms = np.array([float(np.linalg.norm(_flat(d, names))) for d in deltas])
     steps = np.ceil(np.asarray(samples, dtype=np.float64) / batch_size)
     for key, x in {
@@ -99,14 +118,25 @@ def measure(
     rows: list[dict[str, Any]] = []
     real = _sim.aggregate
     round_no = 0
+    spec = ModelSpec()
+    # the simulation's own starting model; the spy follows the global model round by round
+    state: dict[str, torch.Tensor] = {
+        k: v.detach().clone() for k, v in federated_state(initial_model(spec, seed)).items()
+    }
 
-    def spy(rule: Any, deltas: Sequence[Delta], weights: Any) -> Any:
-        nonlocal round_no
+    def spy(rule: Any, deltas: Sequence[Delta], weights: Any, **kw: Any) -> Any:
+        nonlocal round_no, state
         round_no += 1
         if len(deltas) == len(samples):  # every site sent (FedAvg: always, barring divergence)
-            for i, sig in enumerate(round_signals(deltas, samples, config.batch_size)):
+            tc = TrainConfig(
+                epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=round_no
+            )
+            server = train_local(state, splits.val, spec=spec, config=tc).delta
+            for i, sig in enumerate(round_signals(deltas, samples, config.batch_size, server)):
                 rows.append({"round": round_no, "site": i, "kind": kinds[i], **sig})
-        return real(rule, deltas, weights)
+        agg = real(rule, deltas, weights, **kw)
+        state = apply_delta(state, agg)
+        return agg
 
     _sim.aggregate = spy  # type: ignore[assignment]
     try:
@@ -118,7 +148,7 @@ def measure(
 
 def summarise(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Quantiles per kind and signal, and each faulty kind's separation from the honest sites."""
-    signals = [k for k in rows[0] if k.startswith(("cos", "norm"))] if rows else []
+    signals = [k for k in rows[0] if k.startswith(("cos", "norm", "server"))] if rows else []
     lines = []
     for sig in signals:
         by_kind: dict[str, list[float]] = defaultdict(list)
@@ -132,7 +162,8 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             cell = " ".join(f"{x:6.2f}" for x in q)
             sep = ""
             if kind != "none" and honest.size:
-                beyond = v < honest.min() if sig.startswith("cos") else v > honest.max()
+                low = sig.startswith(("cos", "server"))
+                beyond = v < honest.min() if low else v > honest.max()
                 sep = f"  beyond every honest value: {int(beyond.sum())}/{v.size}"
             lines.append(f"  {sig:<19} {kind:<12} n={v.size:<4} {cell}{sep}")
     return lines
