@@ -79,8 +79,8 @@ def measure(
     rows: list[dict[str, Any]] = []
     real = _sim.aggregate
 
-    def spy(rule: Any, deltas: Sequence[Delta], weights: Any) -> Any:
-        out = real(rule, deltas, weights)
+    def spy(rule: Any, deltas: Sequence[Delta], weights: Any, **kw: Any) -> Any:
+        out = real(rule, deltas, weights, **kw)
         r = len(history) + 1
         if len(deltas) == sites:
             for i, d in enumerate(deltas):

@@ -61,3 +61,44 @@ def test_a_sign_flip_is_beyond_every_honest_server_cosine_in_the_summary() -> No
     assert any("server all" in ln and "beyond every honest value: 1/1" in ln for ln in flip)
     assert any("cos all" in ln and "beyond every honest value: 0/1" in ln for ln in flip)
     assert any("norm " in ln and "beyond every honest value: 1/1" in ln for ln in flip)
+
+
+def test_measure_trains_the_server_update_from_the_sites_global_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The spy takes the simulation's aggregate call as it is (keyword arguments included),
+    gives every sent update each signal every round, and trains the server update from the very
+    model the sites trained from that round (it follows the global model itself)."""
+    import _sim
+
+    from fedtrail.ml.datasets import load_bundled
+
+    torch.set_num_threads(1)
+    starts: dict[str, list[dict[str, torch.Tensor]]] = {"sites": [], "server": []}
+
+    def recorder(key: str, real):  # type: ignore[no-untyped-def]
+        def train(state, *a, **k):  # type: ignore[no-untyped-def]
+            starts[key].append({n: v.clone() for n, v in state.items()})
+            return real(state, *a, **k)
+
+        return train
+
+    monkeypatch.setattr(_sim, "train_local", recorder("sites", _sim.train_local))
+    monkeypatch.setattr(
+        poison_signals, "train_local", recorder("server", poison_signals.train_local)
+    )
+    rows = poison_signals.measure("a", 100.0, 0, 3, load_bundled())
+    assert [(r["round"], r["site"]) for r in rows] == [(r, s) for r in (1, 2, 3) for s in range(5)]
+    for r in rows:
+        assert r["kind"] == "none"
+        for group in poison_signals.GROUPS:
+            assert -1.0 - 1e-9 <= r[f"server {group}"] <= 1.0 + 1e-9
+    assert len(starts["server"]) == 3 and len(starts["sites"]) == 15
+    for rnd, server_start in enumerate(starts["server"]):
+        site_start = starts["sites"][5 * rnd]  # the first site's training of that round
+        assert server_start.keys() == site_start.keys()
+        assert all(torch.equal(server_start[k], site_start[k]) for k in site_start)
+    # the global model moved between rounds (the check above is not one model three times)
+    assert not all(
+        torch.equal(starts["server"][0][k], starts["server"][2][k]) for k in starts["server"][0]
+    )
