@@ -203,14 +203,31 @@ Delta = dict[str, torch.Tensor]
 class Stale:
     """A free-rider that resends an earlier update from round 2 on (round 1: its honest update):
     ``source`` ``"own"`` its own update of the previous round (which is then its round-1 update
-    every round), ``"global"`` the last global delta applied."""
+    every round), ``"global"`` the last global delta applied. ``noise`` > 0 adds seeded Gaussian
+    noise whose L2 norm is that fraction of the copy's (above 0.45% a copy's cosine to its
+    source falls below the stale screen's 0.99999), fresh every round."""
 
     site: int
     source: Literal["own", "global"]
+    noise: float = 0.0
+    seed: int = 0
 
     @property
     def label(self) -> str:
-        return f"stale_{self.source}"
+        return f"stale_{self.source}" + ("_noisy" if self.noise > 0 else "")
+
+    def resend(self, copy: Mapping[str, torch.Tensor], round_id: int) -> Delta:
+        """What the free-rider sends in ``round_id``: ``copy``, plus its noise."""
+        out = {k: v.clone() for k, v in copy.items()}
+        if self.noise <= 0:
+            return out
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + round_id)
+        noise = {
+            k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in out.items()
+        }
+        norm = math.sqrt(sum(float((v.to(torch.float64) ** 2).sum()) for v in out.values()))
+        scale = self.noise * norm / math.sqrt(sum(float((n**2).sum()) for n in noise.values()))
+        return {k: (v.to(torch.float64) + scale * noise[k]).to(v.dtype) for k, v in out.items()}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -746,7 +763,7 @@ def _run_federated(
         rule = AggregationRule(name=method, statistics=stats)
     state: dict[str, torch.Tensor] = dict(init)
     residuals: list[Mapping[str, torch.Tensor] | None] = [None] * config.sites
-    stale = {st.site: st.source for st in config.stale}
+    stale = {st.site: st for st in config.stale}
     # per round that closed with weights, newest last: its number, what each site sent, the
     # global delta it applied (the free-rider references of the next stale_rounds rounds)
     closed: list[tuple[int, dict[int, Delta], Delta]] = []
@@ -767,12 +784,13 @@ def _run_federated(
         trained: dict[str, float] = {}
         trained_cpu: dict[str, float] = {}
         for i, ds in enumerate(data):
-            source = stale.get(i)
-            if source == "own" and i in own_first:
-                sent.append((i, {k: v.clone() for k, v in own_first[i].items()}))
+            free_rider = stale.get(i)
+            source = None if free_rider is None else free_rider.source
+            if free_rider is not None and source == "own" and i in own_first:
+                sent.append((i, free_rider.resend(own_first[i], r)))
                 continue
-            if source == "global" and last_global is not None:
-                sent.append((i, {k: v.clone() for k, v in last_global.items()}))
+            if free_rider is not None and source == "global" and last_global is not None:
+                sent.append((i, free_rider.resend(last_global, r)))
                 continue
             tc = _train_config(config, config.epochs, _sub_seed(config.seed, i, r))
             t_train, c_train = time.perf_counter(), time.process_time()

@@ -25,6 +25,9 @@ faulty sites are the last ones of the split):
     resends the last global delta;
 (f) 5 sites, 2 of them taking small steps: one sends its update scaled x -0.3 (against its
     honest direction), the other x 0.3 (inside the honest spread).
+(h) 5 sites, 2 of them free-riding with noisy copies: one resends its round-1 update, the other
+    the last global delta, each plus fresh Gaussian noise of 2% of the copy's norm (enough to
+    pass the stale screen's cosine).
 
 Methods and the simulation are described in ``scripts/bench/_sim.py`` (weights from
 ``onchain_weights``, the contract's rule; no chain or store). Metrics: ROC AUC and F1 (class 1 =
@@ -263,6 +266,15 @@ SCENARIOS: dict[str, Scenario] = {
         "site 3 sends uniform noise at 0.5% of its update's magnitude, site 4 resends the last "
         "global delta from round 2 on",
         (Stale(4, "global"),),
+    ),
+    "h": Scenario(
+        "h",
+        "(h) 2 of 5 sites free-riding (noisy copies)",
+        5,
+        _clean(5),
+        "site 3 resends its round-1 update, site 4 the last global delta, from round 2 on, each "
+        "plus fresh Gaussian noise of 2% of the copy's norm (past the stale screen's cosine)",
+        (Stale(3, "own", noise=0.02, seed=3), Stale(4, "global", noise=0.02, seed=4)),
     ),
     "f": Scenario(
         "f",
@@ -643,7 +655,7 @@ def issue12_bars(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Bar]:
                         f"{drop:+.4f}",
                     )
                 )
-        if key in ("d", "e") and share:
+        if key in ("d", "e", "h") and share:
             out.append(
                 (
                     f"alpha {label} ({key}): free-riders' share at most half of FedAvg's in "

@@ -181,6 +181,25 @@ def test_zero_and_stale_free_riders_get_free_rider(tiny: Splits) -> None:
     assert res.weight_share(["site-01", "site-02"]) < fed.weight_share(["site-01", "site-02"])
 
 
+def test_a_noisy_stale_copy_carries_noise_of_the_given_norm_fresh_each_round() -> None:
+    copy = {"a": torch.tensor([3.0, 0.0]), "b": torch.tensor([[0.0, 4.0]])}  # norm 5
+    plain = _sim.Stale(1, "global")
+    assert plain.label == "stale_global"
+    sent = plain.resend(copy, round_id=2)
+    assert all(torch.equal(sent[k], copy[k]) for k in copy)
+    noisy = _sim.Stale(1, "global", noise=0.1, seed=7)
+    assert noisy.label == "stale_global_noisy"
+    r2, r3 = noisy.resend(copy, round_id=2), noisy.resend(copy, round_id=3)
+    for sent in (r2, r3):
+        assert {k: v.shape for k, v in sent.items()} == {k: v.shape for k, v in copy.items()}
+        gap = math.sqrt(sum(float(((sent[k] - copy[k]) ** 2).sum()) for k in copy))
+        assert gap == pytest.approx(0.5, rel=1e-5)  # 10% of the copy's norm 5 (float32 bits)
+    assert not torch.equal(r2["a"], r3["a"])  # fresh noise every round
+    again = noisy.resend(copy, round_id=2)
+    assert all(torch.equal(again[k], r2[k]) for k in copy)  # seeded
+    assert all(torch.equal(copy[k], v) for k, v in {"a": torch.tensor([3.0, 0.0])}.items())
+
+
 def test_a_stale_site_must_be_an_honest_site() -> None:
     noisy = (SiteFault(), SiteFault(kind="label_noise", rate=0.4, seed=1), SiteFault())
     with pytest.raises(ConfigError, match="stale site 1"):
@@ -225,6 +244,16 @@ def test_the_accuracy_benchmark_checks_issue_12s_bars() -> None:
     assert bars["alpha 1 (b): noisy share below FedAvg's, lower in >= 4 of 5 seeds"][0]
     assert accuracy._print_bars([("x", True, "")]) == 0
     assert accuracy._print_bars([("x", True, ""), ("y", False, "")]) == 1
+
+
+def test_noisy_copies_are_held_to_the_free_rider_bar() -> None:
+    import accuracy
+
+    paid = _figures(auc=0.0, worst=0.0, share=0.47, fed_share=0.40, lower=2)
+    cut = _figures(auc=0.0, worst=0.0, share=0.15, fed_share=0.40, lower=5)
+    bars = {n: m for n, m, _ in accuracy.issue12_bars([("1", "h", paid), ("100", "h", cut)])}
+    assert bars["alpha 1 (h): free-riders' share at most half of FedAvg's in every seed"] is False
+    assert bars["alpha 100 (h): free-riders' share at most half of FedAvg's in every seed"]
 
 
 def test_small_step_attackers_are_checked_against_fedavg_and_the_clean_run() -> None:
