@@ -316,6 +316,11 @@ class SimConfig:
     """Peer mode: how the val split is shared out among the sites (:func:`validation_shards`)."""
     statistics: str = AggregationRule.statistics
     """How the aggregate combines running statistics (:attr:`AggregationRule.statistics`)."""
+    server_momentum: float = 0.0
+    """An experiment, not a product setting: > 0 moves the global model by that fraction of the
+    last global change before each round (heavy-ball server momentum, every method alike), so
+    the sites train from, and the valuation's coalitions all start at, the moved model; the
+    "last global delta" a stale site resends is then the whole last change."""
 
     def __post_init__(self) -> None:
         if self.sites < 1 or self.rounds < 1 or self.epochs < 1:
@@ -777,7 +782,13 @@ def _run_federated(
         if method == "valuation" and config.valuation_mode == "peers"
         else None
     )
+    base: dict[str, torch.Tensor] = state
     for r in range(1, config.rounds + 1):
+        base = state
+        if config.server_momentum > 0 and last_global is not None:
+            state = apply_delta(
+                base, {k: config.server_momentum * v for k, v in last_global.items()}
+            )
         sent: list[tuple[int, Delta]] = []
         bytes_up = 0
         privacy: dict[str, dict[str, float]] = {}
@@ -832,6 +843,7 @@ def _run_federated(
         )
         result.rounds.append(record)
         if not sent:
+            state = base
             continue
         counts = [result.site_samples[i] for i, _ in sent]
         if peers is not None:
@@ -887,6 +899,7 @@ def _run_federated(
             # Cancelled, as the service does: nothing of this round is carried on.
             if log is not None:
                 log(f"  {method} round {r}: every score 0, round skipped")
+            state = base
             continue
         if method == "valuation" and peers is None:
             valued_rounds += 1
@@ -897,7 +910,9 @@ def _run_federated(
             rule, [d for _, d in sent], record.weights, statistics=spec.statistic_names()
         )
         state = apply_delta(state, agg)
-        last_global = dict(agg)
+        last_global = (
+            {k: state[k] - base[k] for k in agg} if config.server_momentum > 0 else dict(agg)
+        )
         closed.append((r, dict(sent), last_global))
         del closed[: -config.combiner.stale_rounds]
         if peers is not None:

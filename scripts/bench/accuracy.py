@@ -1064,6 +1064,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "validator_game; default: the aggregator's; none = the valuation method's)",
     )
     parser.add_argument(
+        "--server-momentum",
+        type=float,
+        default=0.0,
+        metavar="B",
+        help="an experiment: heavy-ball server momentum B in [0, 1) for every method (the "
+        "global model moves by B x its last change before each round; _sim.SimConfig); "
+        "default 0, as the product aggregates",
+    )
+    parser.add_argument(
         "--dp-epsilon",
         type=float,
         default=None,
@@ -1112,6 +1121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unknown scenario {k!r}; known: {', '.join(SCENARIOS)}")
     if args.dp_epsilon is not None and not (math.isfinite(args.dp_epsilon) and args.dp_epsilon > 0):
         parser.error(f"--dp-epsilon must be positive, got {args.dp_epsilon}")
+    if not 0.0 <= args.server_momentum < 1.0:
+        parser.error(f"--server-momentum must be in [0, 1), got {args.server_momentum}")
 
     started = time.perf_counter()
     source = load_source(args.data)
@@ -1147,6 +1158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dp_epsilon=args.dp_epsilon,
                 dp_delta=DP_DELTA,
                 dp_accounting=args.dp_accounting,
+                server_momentum=args.server_momentum,
             )
             for row in methods:
                 method = cast(Method, "valuation" if row in VALUATION_ROWS else row)

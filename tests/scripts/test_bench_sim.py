@@ -313,3 +313,37 @@ def test_valuation_records_the_data_free_statistics_and_credited_shares(
     assert valued.shares is not None and set(valued.shares) <= set(res.site_names)
     # normalised by the round's total absolute value; credit_cosine only withholds positives
     assert math.fsum(abs(v) for v in valued.shares.values()) <= 1.0 + 1e-12
+
+
+def test_server_momentum_moves_the_model_the_sites_train_from(
+    tiny: Splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With server momentum B each round after the first starts from the previous global model
+    plus B times its last change (heavy ball); B = 0 starts from the global model itself."""
+    starts: list[dict[str, torch.Tensor]] = []
+    real = _sim.train_local
+
+    def spy(state, *a, **k):  # type: ignore[no-untyped-def]
+        starts.append({n: v.clone() for n, v in state.items()})
+        return real(state, *a, **k)
+
+    monkeypatch.setattr(_sim, "train_local", spy)
+    config = replace(CONFIG, rounds=3, faults=(SiteFault(),) * 3)
+    _sim.run_method("fedavg", replace(config, server_momentum=0.5), tiny)
+    with_momentum, starts[:] = list(starts), []
+    _sim.run_method("fedavg", config, tiny)
+    plain = list(starts)
+    # round 1 (sites 0-2) is identical; each round's sites all start from one model
+    assert all(torch.equal(with_momentum[0][k], plain[0][k]) for k in plain[0])
+    r1, r2, r3 = (with_momentum[3 * i] for i in range(3))
+    for i in range(3):
+        for j in range(1, 3):
+            assert all(
+                torch.equal(with_momentum[3 * i][k], with_momentum[3 * i + j][k]) for k in r1
+            )
+    # round 2 starts at round 1's end (its start plus its aggregate, the plain run's round-2
+    # start: the same updates) plus half of that change: start + 1.5 x round 1's aggregate
+    moved = {k: plain[3][k] - plain[0][k] for k in r1}
+    for k in r1:
+        torch.testing.assert_close(r2[k], r1[k] + 1.5 * moved[k], rtol=1e-5, atol=1e-7)
+    assert not all(torch.equal(r3[k], plain[6][k]) for k in r1)
