@@ -71,6 +71,7 @@ __all__ = [
     "check_free_riders",
     "check_oversized",
     "check_public_reasons",
+    "check_screen",
 ]
 
 Check = tuple[str, bool, str]
@@ -221,6 +222,85 @@ def check_components(
         f"{len(members)} of at least {comb.min_robust_sites}); every other site's status is its "
         "reason",
     ), Recomputed(stats, checked)
+
+
+def check_screen(
+    subs: Sequence[Submission],
+    robust: Recomputed,
+    settings: ValuationSettings,
+) -> Check:
+    """``reasons.screen``: the reasons of an aggregator round that follow from the data-free
+    screen (:meth:`~fedtrail.valuation.combine.Combiner.screen`) and from the terms alone, held
+    against the statistics ``log.components`` recomputed (``robust``). For an update that
+    counted toward the statistics, with the thresholds applied (``robust.checked``):
+    ``cosine < min_cosine`` is OUTLIER_DIRECTION, else ``norm_z > max_norm_z`` is OUTLIER_NORM,
+    and neither otherwise (the one exception: in a round valued per round, the data-free
+    fallback scores an update whose cosine is at most 0 OUTLIER_DIRECTION); without the
+    thresholds applied, the screen rejects nothing. LOW_GAIN comes after the screen only in a
+    round valued per round (with standing every passer is scored from its accumulated value),
+    LOW_QUALITY and FREE_RIDER only with standing, EXPLANATION_SHIFT only under terms with the
+    explanation check. Without this an aggregator could pay an update the screen rejects (an
+    ally's x30 update, norm z ~100) or zero an honest one with a verdict its own statistics
+    contradict, and every public check would pass."""
+    name = "reasons.screen"
+    try:
+        comb = combiner_from(settings)
+    except ConfigError as exc:
+        return (name, False, f"the round's thresholds are unusable: {exc}")
+    standing = bool(settings.standing)
+    problems: list[str] = []
+    for s in subs:
+        who = s.site[:10]
+        try:
+            reason = Reason(s.reason)
+        except ValueError:
+            continue  # log.components names it
+        if reason in (Reason.FREE_RIDER, Reason.LOW_QUALITY) and not standing:
+            problems.append(
+                f"{who} is {reason.name}, which only a round valued with standing gives"
+            )
+        if reason is Reason.EXPLANATION_SHIFT and settings.explanation_check is False:
+            problems.append(f"{who} is EXPLANATION_SHIFT, but the terms run no explanation check")
+        stats = robust.stats.get(s.site)
+        if stats is None:
+            continue  # did not count: log.components and the reasons.* checks judge it
+        direction = robust.checked and stats.cosine < comb.min_cosine
+        size = robust.checked and not direction and stats.norm_z > comb.max_norm_z
+        if direction and reason is not Reason.OUTLIER_DIRECTION:
+            problems.append(
+                f"{who}'s cosine {stats.cosine!r} to the median update is below min_cosine "
+                f"{comb.min_cosine:g}, yet it is {reason.name}, not OUTLIER_DIRECTION"
+            )
+        elif size and reason is not Reason.OUTLIER_NORM:
+            problems.append(
+                f"{who}'s robust norm z {stats.norm_z!r} is above max_norm_z {comb.max_norm_z:g}, "
+                f"yet it is {reason.name}, not OUTLIER_NORM"
+            )
+        elif not direction and not size:
+            fallback = not standing and stats.cosine <= 0.0
+            applied = "applied" if robust.checked else "not applied"
+            if reason is Reason.OUTLIER_NORM or (
+                reason is Reason.OUTLIER_DIRECTION and not fallback
+            ):
+                problems.append(
+                    f"{who} passed the screen (cosine {stats.cosine:.4g}, norm z "
+                    f"{stats.norm_z:.4g}; thresholds {applied}), "
+                    f"yet it is {reason.name}"
+                )
+            elif reason is Reason.LOW_GAIN and standing:
+                problems.append(
+                    f"{who} passed the screen, yet it is LOW_GAIN, which a round valued with "
+                    "standing never gives a passer"
+                )
+    return (
+        name,
+        not problems,
+        "; ".join(problems)
+        or f"every screen verdict follows from the recomputed statistics (min_cosine "
+        f"{comb.min_cosine:g}, max_norm_z {comb.max_norm_z:g}, "
+        f"{'applied' if robust.checked else 'not applied'}) and no reason is one the terms "
+        "cannot give",
+    )
 
 
 def check_public_reasons(

@@ -48,6 +48,7 @@ from fedtrail.auditor.components import (
     check_free_riders,
     check_oversized,
     check_public_reasons,
+    check_screen,
 )
 from fedtrail.auditor.peers import (
     CANCELLED,
@@ -397,6 +398,10 @@ def verify_round(
         start = _fetch(store, info.start_cid, info.start_sha256, limit)
     start_blob = start.blob
     audit.add("start_model.hash", start_blob is not None, start.detail or info.start_cid)
+    if start_blob is not None and terms is not None and spec is not None:
+        initial = _check_initial(ledger, round_id, info, terms, spec)
+        if initial is not None:
+            audit.add(*initial)
     # an update nobody could read is scored 0 as unusable by the aggregator, or rejected by
     # the peers' median (validators score what they cannot read 0)
     unusable_reasons = UNUSABLE_REASONS | (
@@ -562,6 +567,38 @@ def verify_round(
                 metrics_tolerance,
             )
     return audit
+
+
+def _check_initial(
+    ledger: Ledger, round_id: int, info: RoundInfo, terms: RoundTerms, spec: ModelSpec
+) -> tuple[str, bool, str] | None:
+    """``start_model.initial``: a round opened before any round was finalized starts from the
+    seeded initial model the terms name (``initial_model(spec, terms.seed)``, encoded as round
+    0), as the aggregator and the Flower strategy build it. The contract pins the start model
+    only from the first finalized round on, so without this an aggregator could open the
+    federation from any model it likes (a planted backdoor, a model pre-trained to suit one
+    site) and every check would pass. None once an earlier round was finalized (the contract's
+    ``StartModelMismatch`` then binds it to that round's global model)."""
+    from fedtrail.ml.models import federated_state, initial_model
+
+    for earlier in range(1, round_id):
+        if ledger.get_round(earlier).phase == Phase.FINALIZED:
+            return None
+    try:
+        blob = encode_model(federated_state(initial_model(spec, terms.seed)), spec=spec, round=0)
+    except (FedtrailError, TypeError, ValueError, RuntimeError) as exc:
+        return ("start_model.initial", False, f"cannot build the seeded initial model: {exc}")
+    digest = hashlib.sha256(blob).hexdigest()
+    same = digest == info.start_sha256
+    return (
+        "start_model.initial",
+        same,
+        f"the first finalized round starts from the seeded initial model (seed {terms.seed}, "
+        f"sha256 {digest[:16]}…)"
+        if same
+        else f"no round was finalized before, so the start model must be the seeded initial "
+        f"model (seed {terms.seed}, sha256 {digest[:16]}…), but it is {info.start_sha256[:16]}…",
+    )
 
 
 def _read_as(failure: FetchFailure | None) -> Reason | None:
@@ -1331,6 +1368,8 @@ def _valuation_checks(
     if spec is not None:
         check, robust = check_components(log, subs, deltas, unusable, spec, settings)
         audit.add(*check)
+        if robust is not None:
+            audit.add(*check_screen(subs, robust, settings))
         audit.add(*check_public_reasons(subs, unusable, settings))
         if start_blob is not None:
             # decoded once for both data-free checks that measure against it

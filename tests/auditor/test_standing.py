@@ -247,8 +247,10 @@ def test_a_false_outlier_verdict_on_the_best_site_fails_the_re_run(
     tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 13, attack 6: the aggregator zeroes the site its own valuation liked best with a
-    made-up OUTLIER_DIRECTION. The chain accepts the form (score 0, a reason code); with the
-    validation set, the re-run of the valuation shows the reasons differ."""
+    made-up OUTLIER_DIRECTION. The chain accepts the form (score 0, a reason code); the screen
+    needs no data, and these standing terms' min_cosine is -1, so public verify names it
+    (reasons.screen; before, it passed); with the validation set, the re-run of the valuation
+    shows the reasons differ too."""
     import fedtrail.aggregator.service as service_mod
     from fedtrail.protocol.codes import Reason
 
@@ -268,8 +270,9 @@ def test_a_false_outlier_verdict_on_the_best_site_fails_the_re_run(
     monkeypatch.setattr(service_mod, "value_round", biased)
     fed = federation(tmp_path, rounds=1, **on_anvil(anvil_url))
     assert any(s.reason == int(Reason.OUTLIER_DIRECTION) for s in fed.ledger.get_submissions(1))
-    public = verify_round(fed.ledger, fed.store, 1)
-    assert public.passed, _failed(public)  # the lie is in the form the chain allows
+    public = _failed(verify_round(fed.ledger, fed.store, 1))
+    assert set(public) == {"reasons.screen"}, public
+    assert "passed the screen" in public["reasons.screen"]
     full = verify_round(fed.ledger, fed.store, 1, validation=load_bundled().val)
     bad = _failed(full)
     assert "scores.recomputed" in bad and "reasons DIFFER" in bad["scores.recomputed"]

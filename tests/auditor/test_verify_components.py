@@ -296,6 +296,65 @@ def test_an_honest_site_zeroed_as_a_free_rider_fails_public_verify(
     )
 
 
+def test_screen_verdicts_follow_from_the_recomputed_statistics() -> None:
+    """The screen is data-free: with the thresholds applied, an update that counted is
+    OUTLIER_DIRECTION exactly below min_cosine and OUTLIER_NORM exactly above max_norm_z
+    (``reasons.screen``). Attack review (attacks/a1_screen_verdict.py): an ally's x30 update
+    (norm z 114) paid OK, and an honest site (cosine 0.99) zeroed OUTLIER_DIRECTION under
+    standing terms whose min_cosine is -1, or LOW_GAIN after the screen, which a round valued
+    with standing never gives, each passed every public check."""
+    from fedtrail.auditor.components import Recomputed, check_screen
+    from fedtrail.valuation.robust import RobustStats
+
+    standing = ValuationSettings(
+        method="loo",
+        metric="balanced_loss",
+        standing=True,
+        explanation_check=False,
+        combiner=dataclasses.asdict(HISTORY_COMBINER),
+    )
+    per_round = ValuationSettings(
+        method="loo", metric="balanced_loss", standing=False, explanation_check=False
+    )
+    stats = {
+        "0xa": RobustStats(cosine=0.99, norm=1.0, norm_z=0.0, median_norm=1.0),
+        "0xb": RobustStats(cosine=0.95, norm=1.1, norm_z=0.4, median_norm=1.0),
+        "0xc": RobustStats(cosine=0.97, norm=30.0, norm_z=114.0, median_norm=1.0),
+        "0xd": RobustStats(cosine=-0.9, norm=1.0, norm_z=0.0, median_norm=1.0),
+    }
+    robust = Recomputed(stats, checked=True)
+    ok, direction, size = Reason.OK, Reason.OUTLIER_DIRECTION, Reason.OUTLIER_NORM
+
+    def run(settings: ValuationSettings, *reasons: Reason) -> tuple[bool, str]:
+        subs = [_sub(site, 100, r, 0) for site, r in zip(stats, reasons, strict=True)]
+        name, passed, detail = check_screen(subs, robust, settings)
+        assert name == "reasons.screen"
+        return passed, detail
+
+    # standing (min_cosine -1: the direction screen off; max_norm_z 20)
+    assert run(standing, ok, ok, size, ok)[0]
+    passed, detail = run(standing, ok, ok, ok, ok)  # the x30 update paid
+    assert not passed and "0xc's robust norm z 114.0 is above max_norm_z 20" in detail
+    passed, detail = run(standing, direction, ok, size, ok)  # the best site zeroed
+    assert not passed and "0xa passed the screen" in detail and "OUTLIER_DIRECTION" in detail
+    passed, detail = run(standing, Reason.LOW_GAIN, ok, size, ok)
+    assert not passed and "LOW_GAIN" in detail
+    # per round (min_cosine -0.5, max_norm_z 10)
+    assert run(per_round, ok, Reason.LOW_GAIN, size, direction)[0]
+    passed, detail = run(per_round, ok, ok, size, ok)  # the sign-flipper paid
+    assert not passed and "0xd's cosine -0.9" in detail
+    passed, detail = run(per_round, ok, ok, size, Reason.LOW_QUALITY)
+    assert not passed and "only a round valued with standing" in detail
+    # without the thresholds applied the screen rejects nothing, but the per-round data-free
+    # fallback may still call a non-positive cosine OUTLIER_DIRECTION
+    few = Recomputed(stats, checked=False)
+    subs = [_sub(site, 100, r, 0) for site, r in zip(stats, (ok, ok, ok, direction), strict=True)]
+    assert check_screen(subs, few, per_round)[1]
+    assert not check_screen(subs, few, standing)[1]
+    subs[2] = _sub("0xc", 100, size, 0)
+    assert not check_screen(subs, few, per_round)[1]
+
+
 class _Logged:
     """A round log reduced to what ``reasons.oversized`` reads: each site's logged status."""
 
