@@ -486,7 +486,11 @@ def verify_round(
         )
 
     if log is not None:
-        audit.add(*_check_status(log, subs, read_as, duplicates_known=terms is not None))
+        audit.add(
+            *_check_status(
+                log, subs, read_as, duplicates_known=terms is not None, aggregator_round=not peers
+            )
+        )
 
     # the data-free valuation components, recomputed; the standing, weighed with them
     if not peers and log is not None:
@@ -620,12 +624,36 @@ def _check_status(
     read_as: Mapping[str, Reason | None],
     *,
     duplicates_known: bool,
+    aggregator_round: bool = True,
 ) -> tuple[str, bool, str]:
     """``log.status``: each site's ``status`` in the log (how the aggregator read its update:
     ok, tampered, malformed or duplicate) is the one this audit's own reading gives, wherever
     that reading is decisive. Without terms (rounds before them) no duplicate rule is
     committed, so ``ok`` and ``duplicate`` are not told apart there."""
     problems, compared = [], 0
+    # The chain's unusable verdicts are the aggregator's reading, which the log's status states:
+    # a site zeroed TAMPERED, MALFORMED or DUPLICATE whose status says "ok" would otherwise
+    # escape the comparison below with the audit's own reading (attacks/a3_zero_then_delete.py).
+    unusable = {Reason.TAMPERED, Reason.MALFORMED} | (
+        {Reason.DUPLICATE} if duplicates_known else set()
+    )
+    for s in subs:
+        entry = log.site(s.site)
+        if entry is None:
+            continue
+        named = next((r for r in unusable if r == s.reason), None)
+        if named is not None and entry.status != named.name.lower():
+            problems.append(
+                f"{s.site[:10]} is {named.name} on chain, but its status is {entry.status!r}"
+            )
+        elif (
+            aggregator_round
+            and named is None
+            and entry.status in {r.name.lower() for r in unusable}
+        ):
+            problems.append(
+                f"{s.site[:10]} has status {entry.status!r}, but reason {s.reason} on chain"
+            )
     for s in subs:
         entry, want = log.site(s.site), read_as.get(s.site)
         if entry is None or want is None:

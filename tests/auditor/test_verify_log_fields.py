@@ -42,7 +42,11 @@ def test_a_log_that_misstates_how_an_update_read_fails_log_status(
 
     bad = _audit_with_log(fed, 2, edit, monkeypatch)
     assert set(bad) == {"log.status"}, bad
-    assert bad["log.status"] == f"{site[0][:10]} status {status!r}, read as ok"
+    # both halves: the status is no reading of the update, and not the chain's verdict (OK)
+    assert bad["log.status"] == (
+        f"{site[0][:10]} has status {status!r}, but reason 0 on chain; "
+        f"{site[0][:10]} status {status!r}, read as ok"
+    )
 
 
 def _summary(doc: dict[str, Any]) -> None:
@@ -130,3 +134,39 @@ def test_a_repeated_json_key_fails_log_schema(
     monkeypatch.setattr(fed.ledger, "get_round", lambda r: fake if r == 2 else real(r))
     bad = _failed(verify_round(fed.ledger, fed.store, 2))
     assert bad == {"log.schema": "explanation log repeats the key 'score' in one object"}
+
+
+def test_an_unusable_verdict_the_log_status_does_not_state_fails_log_status() -> None:
+    """Attack review (attacks/a3_zero_then_delete.py): the aggregator zeroed an honest,
+    readable site MALFORMED on chain while its log kept the site's status "ok", so log.status
+    (the status against the audit's own reading) compared ok with ok and public verify passed.
+    The chain's TAMPERED, MALFORMED and DUPLICATE verdicts are the aggregator's reading, so the
+    log's status must state them, and a status that says the update was unusable must have the
+    verdict on chain (aggregator rounds)."""
+    from types import SimpleNamespace
+
+    from fedtrail.auditor.verify import _check_status
+    from fedtrail.protocol.codes import Reason
+    from tests.auditor.test_verify_components import _sub
+
+    def log_with(**statuses: str) -> Any:
+        return SimpleNamespace(site=lambda a: SimpleNamespace(status=statuses[a]))
+
+    subs = [_sub("0xa", 100, Reason.OK, 1), _sub("0xb", 100, Reason.MALFORMED, 0)]
+    read = {"0xa": Reason.OK, "0xb": Reason.OK}
+    name, passed, detail = _check_status(
+        log_with(**{"0xa": "ok", "0xb": "ok"}), subs, read, duplicates_known=True
+    )
+    assert (name, passed) == ("log.status", False)
+    assert "0xb is MALFORMED on chain, but its status is 'ok'" in detail
+    # stated, and unreadable here (withheld, or deleted): the audit cannot tell, as before
+    unreadable = {"0xa": Reason.OK, "0xb": None}
+    honest = log_with(**{"0xa": "ok", "0xb": "malformed"})
+    assert _check_status(honest, subs, unreadable, duplicates_known=True)[1]
+    # a status of "malformed" for a site paid OK on chain
+    subs = [_sub("0xa", 100, Reason.OK, 1), _sub("0xb", 100, Reason.OK, 1)]
+    _, passed, detail = _check_status(honest, subs, unreadable, duplicates_known=True)
+    assert not passed and "0xb has status 'malformed', but reason 0 on chain" in detail
+    # a peer round may reject an unreadable update (PEER_REJECTED) with status "malformed"
+    subs = [_sub("0xa", 100, Reason.OK, 1), _sub("0xb", 100, Reason.PEER_REJECTED, 0)]
+    assert _check_status(honest, subs, unreadable, duplicates_known=True, aggregator_round=False)[1]
