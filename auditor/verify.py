@@ -633,7 +633,7 @@ def _check_status(
     problems, compared = [], 0
     # The chain's unusable verdicts are the aggregator's reading, which the log's status states:
     # a site zeroed TAMPERED, MALFORMED or DUPLICATE whose status says "ok" would otherwise
-    # escape the comparison below with the audit's own reading (attacks/a3_zero_then_delete.py).
+    # escape the comparison below with the audit's own reading (found by an attack review).
     unusable = {Reason.TAMPERED, Reason.MALFORMED} | (
         {Reason.DUPLICATE} if duplicates_known else set()
     )

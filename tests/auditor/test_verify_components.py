@@ -299,7 +299,7 @@ def test_an_honest_site_zeroed_as_a_free_rider_fails_public_verify(
 def test_screen_verdicts_follow_from_the_recomputed_statistics() -> None:
     """The screen is data-free: with the thresholds applied, an update that counted is
     OUTLIER_DIRECTION exactly below min_cosine and OUTLIER_NORM exactly above max_norm_z
-    (``reasons.screen``). Attack review (attacks/a1_screen_verdict.py): an ally's x30 update
+    (``reasons.screen``). Found by an attack review: an ally's x30 update
     (norm z 114) paid OK, and an honest site (cosine 0.99) zeroed OUTLIER_DIRECTION under
     standing terms whose min_cosine is -1, or LOW_GAIN after the screen, which a round valued
     with standing never gives, each passed every public check."""

@@ -2,7 +2,7 @@
 from the seeded initial model the terms name. The contract pins the start model only from the
 first finalized round on (``StartModelMismatch``), so an aggregator that opened round 1 from a
 model of its own (a planted backdoor, a model pre-trained to suit one site) passed every check
-(attack review: attacks/a2_start_model.py)."""
+(found by an attack review)."""
 
 from __future__ import annotations
 

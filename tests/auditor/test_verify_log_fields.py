@@ -137,7 +137,7 @@ def test_a_repeated_json_key_fails_log_schema(
 
 
 def test_an_unusable_verdict_the_log_status_does_not_state_fails_log_status() -> None:
-    """Attack review (attacks/a3_zero_then_delete.py): the aggregator zeroed an honest,
+    """Found by an attack review: the aggregator zeroed an honest,
     readable site MALFORMED on chain while its log kept the site's status "ok", so log.status
     (the status against the audit's own reading) compared ok with ok and public verify passed.
     The chain's TAMPERED, MALFORMED and DUPLICATE verdicts are the aggregator's reading, so the
