@@ -601,7 +601,9 @@ def _check_initial(
         f"sha256 {digest[:16]}…)"
         if same
         else f"no round was finalized before, so the start model must be the seeded initial "
-        f"model (seed {terms.seed}, sha256 {digest[:16]}…), but it is {info.start_sha256[:16]}…",
+        f"model (seed {terms.seed}, sha256 {digest[:16]}… as built by torch {torch.__version__}; "
+        "fedtrail pins its torch, whose seeded initialisation another version may not "
+        f"reproduce), but it is {info.start_sha256[:16]}…",
     )
 
 
