@@ -1,0 +1,55 @@
+"""A1: a Sybil pair. The attacker runs one real site (h0, trains honestly) and registers a second
+address (sybil) that commits, in the same round, a transformed copy of h0's update. Both are the
+attacker's, so the copy exists before the commit deadline. The duplicate rule only catches
+cosine > 0.9999 AND relative L2 < 1e-3; the stale screen only looks at earlier rounds.
+
+usage: python attacks/a1_sybil_scaled_copy.py [scale|topk|noise|exact] [rounds]
+"""
+
+import sys
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+import torch
+from harness import SPEC, Site, run
+
+from fedtrail.storage.codec import Compression, encode_update
+
+mode = sys.argv[1] if len(sys.argv) > 1 else "scale"
+rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+
+
+def sybil(ctx):
+    d = ctx.now["h0"]
+    if mode == "exact":
+        return d, 150
+    if mode == "scale":
+        return {k: v * 1.01 for k, v in d.items()}, 150
+    if mode == "noise":
+        g = torch.Generator().manual_seed(ctx.round)
+        return {
+            k: v + 0.002 * v.std() * torch.randn(v.shape, generator=g) for k, v in d.items()
+        }, 150
+    if mode == "topk":  # same numbers, other codec: topk8 at fraction 1 (int8-quantised)
+        blob = encode_update(
+            d, spec=SPEC, round=ctx.round, compression=Compression(method="topk8", fraction=1.0)
+        ).blob
+        return blob, 150
+    raise SystemExit(mode)
+
+
+res = run(
+    [
+        Site("h0", 150),
+        Site("h1", 150),
+        Site("h2", 150),
+        Site("h3", 150),
+        Site("sybil", 0, strategy=sybil, cap=150),
+    ],
+    rounds=rounds,
+)
+for i, row in enumerate(res["results"], 1):
+    both = row["h0"]["weight"] + row["sybil"]["weight"]
+    print(
+        f"round {i}: attacker (h0 + sybil) weight {both:.3f}"
+        f" vs FedAvg for its one dataset 0.250; sybil reason {row['sybil']['reason']}"
+    )

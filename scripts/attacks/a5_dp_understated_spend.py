@@ -1,0 +1,55 @@
+"""A5: a DP site under a privacy budget of 1 epsilon declares 1 micro-epsilon at reveal
+(revealPrivateUpdate) while the DP parameters in its own hash-pinned blob give several epsilon
+a round. The declared spend is not part of the commitment and the aggregator never compares it
+with the blob: it values and pays the update; the contract's budget never binds; only
+`audit verify`'s privacy.spend (and `audit privacy`) flags it, after the round is finalized.
+
+usage: python attacks/a5_dp_understated_spend.py [understate|honest] [rounds]
+"""
+
+import sys
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from harness import SPEC, Site, run
+
+from fedtrail.aggregator.service import AggregatorSettings
+from fedtrail.ml.privacy import declared_micro
+from fedtrail.protocol.privacy import DpParams
+from fedtrail.storage.codec import encode_update
+
+mode = sys.argv[1] if len(sys.argv) > 1 else "understate"
+rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+PARAMS = DpParams(
+    noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=32 / 150, steps=5, delta=1e-5
+)
+history = []
+
+
+def dp_site(ctx):
+    blob = encode_update(ctx.now["dp"], spec=SPEC, round=ctx.round, dp=PARAMS).blob
+    true = declared_micro(PARAMS, [], 0)  # summed rule: this update's own epsilon
+    history.append(true)
+    return blob, 150, (1 if mode == "understate" else true)
+
+
+def budget(fed, acct):
+    fed.ledger.set_privacy_budget(fed.coordinator, acct["dp"].address, 1_000_000)  # 1 epsilon
+    print(
+        "true epsilon per round from the blob's DP parameters:",
+        declared_micro(PARAMS, [], 0) / 1e6,
+        "; budget 1.0",
+    )
+
+
+res = run(
+    [Site("h0", 150), Site("h1", 150), Site("h2", 150), Site("dp", 150, strategy=dp_site)],
+    rounds=rounds,
+    setup=budget,
+    settings=AggregatorSettings(
+        explain_method=None, round_seconds=60, reveal_seconds=30, dp_delta=1e-5
+    ),
+)
+print(
+    "on-chain spend of dp:",
+    res["fed"].ledger.privacy(next(s.account.address for s in res["fed"].sites if s.name == "dp")),
+)

@@ -1,0 +1,221 @@
+"""Attack harness: a federation on the embedded chain + LocalStore where every site submits by
+hand (commit, pass the commit deadline, reveal), so an attacker controls its bytes, its sample
+count and its timing. Honest sites train one local epoch from the round's start model exactly
+as a node does (train_local), on an IID shard of the bundled pneumonia train split.
+
+Each run prints, per round, every site's claimed samples, score, reason and on-chain weight,
+next to the FedAvg weight (samples share over the sites that actually trained), and ends with
+`audit verify` over every round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+torch.set_num_threads(1)
+
+from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
+from fedtrail.auditor.verify import verify_all  # noqa: E402
+from fedtrail.chain import advance_time, connect, funded_accounts, next_block_timestamp  # noqa: E402
+from fedtrail.ledger import commitment  # noqa: E402
+from fedtrail.ml.datasets import load_bundled  # noqa: E402
+from fedtrail.ml.models import ModelSpec  # noqa: E402
+from fedtrail.ml.training import TrainConfig, train_local  # noqa: E402
+from fedtrail.node.daemon import CLOCK_SLACK  # noqa: E402
+from fedtrail.protocol.codes import Phase, Reason  # noqa: E402
+from fedtrail.simulation.federation import SiteSetup, build_federation  # noqa: E402
+from fedtrail.storage.codec import decode_model, decode_update, encode_update  # noqa: E402
+from fedtrail.storage.store import LocalStore  # noqa: E402
+
+SPEC = ModelSpec()
+Delta = dict[str, torch.Tensor]
+
+
+@dataclass
+class Ctx:
+    """What an attacker's strategy sees in round r: the honest updates of this round (only
+    a colluder would have them before the commit deadline), every earlier round's revealed
+    updates and global deltas, and the start model."""
+
+    round: int
+    start: Delta
+    now: dict[str, Delta]  # site name -> this round's trained delta (honest + colluders)
+    past: list[dict[str, Delta]] = field(default_factory=list)  # per finalized round: name -> delta
+    past_global: list[Delta] = field(default_factory=list)  # per finalized round: global delta
+    own_train: Callable[[], Delta] | None = None
+
+
+# strategy(ctx) -> (delta or raw blob bytes, samples) or None to skip
+Strategy = Callable[[Ctx], tuple[Any, int] | None]
+
+
+@dataclass
+class Site:
+    name: str
+    samples: int  # true training images (0: none, a pure free-rider)
+    strategy: Strategy | None = None  # None: honest
+    cap: int | None = None  # maxSamples on chain (default: samples, or 1000 for a free-rider)
+    commit_first: bool = False  # commit before the honest sites (default: after)
+
+
+def run(
+    sites: list[Site],
+    rounds: int,
+    *,
+    settings: AggregatorSettings | None = None,
+    seed: int = 0,
+    verbose: bool = True,
+    verify: bool = True,
+    setup: Callable[[Any, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    w3 = connect("embedded")
+    accts = funded_accounts(w3)
+    coordinator, aggregator = accts[0], accts[1]
+    site_accts = accts[2 : 2 + len(sites)]
+    data = load_bundled()
+    sum(s.samples for s in sites)
+    perm = np.random.default_rng(seed).permutation(len(data.train.labels))
+    trains = {}
+    k = 0
+    for s in sites:
+        if s.samples:
+            idx = perm[k : k + s.samples]
+            k += s.samples
+            trains[s.name] = data.train.subset(idx)
+    tmp = Path(tempfile.mkdtemp(prefix="fedtrail-attack-"))
+    store = LocalStore(tmp / "store")
+    fed = build_federation(
+        w3=w3,
+        coordinator=coordinator,
+        aggregator=aggregator,
+        sites=[
+            SiteSetup(account=a, name=s.name, max_samples=s.cap or s.samples or 1000)
+            for a, s in zip(site_accts, sites, strict=False)
+        ],
+        store=store,
+        folder=tmp,
+        validation=data.val,
+        settings=settings
+        or AggregatorSettings(explain_method=None, round_seconds=60, reveal_seconds=30),
+    )
+    acct = {s.name: a for a, s in zip(site_accts, sites, strict=False)}
+    if setup is not None:
+        setup(fed, acct)
+    addr = {a.address: s.name for a, s in zip(site_accts, sites, strict=False)}
+    past: list[dict[str, Delta]] = []
+    past_global: list[Delta] = []
+    results = []
+    for _r_i in range(rounds):
+        r = fed.service.open_next()
+        info = fed.ledger.get_round(r)
+        start, _ = decode_model(store.get(info.start_cid, info.start_sha256), spec=SPEC)
+        trained: dict[str, Delta] = {}
+        for j, s in enumerate(sites):
+            if s.samples:
+                trained[s.name] = train_local(
+                    start,
+                    trains[s.name],
+                    spec=SPEC,
+                    config=TrainConfig(epochs=1, seed=1000 * r + j),
+                ).delta
+        ctx = Ctx(round=r, start=start, now=trained, past=past, past_global=past_global)
+        sent: dict[str, tuple[bytes, int]] = {}
+        eps: dict[str, int] = {}
+        for s in sites:
+            if s.strategy is None:
+                d, n = trained[s.name], s.samples
+            else:
+                out = s.strategy(ctx)
+                if out is None:
+                    continue
+                d, n = out[0], out[1]
+                if len(out) > 2:
+                    eps[s.name] = out[2]
+            blob = (
+                d if isinstance(d, bytes | bytearray) else encode_update(d, spec=SPEC, round=r).blob
+            )
+            sent[s.name] = (bytes(blob), n)
+        order = sorted(
+            sent,
+            key=lambda nm: (
+                not next(s for s in sites if s.name == nm).commit_first,
+                next(s for s in sites if s.name == nm).strategy is not None,
+            ),
+        )
+        for nm in order:
+            blob, n = sent[nm]
+            sha = hashlib.sha256(blob).hexdigest()
+            fed.ledger.commit_update(acct[nm], r, commitment(acct[nm].address, r, sha, n))
+        now = next_block_timestamp(w3)
+        if now <= info.commit_deadline:
+            advance_time(w3, info.commit_deadline - now + 1 + CLOCK_SLACK)
+        for nm in order:
+            blob, n = sent[nm]
+            cid = store.put(blob)
+            fed.ledger.reveal_update(
+                acct[nm], r, cid, hashlib.sha256(blob).hexdigest(), n, epsilon_micro=eps.get(nm)
+            )
+        if not fed.service.ready_to_value(r):
+            now = next_block_timestamp(w3)
+            advance_time(w3, info.reveal_deadline - now + 1 + CLOCK_SLACK)
+        out1 = fed.service.step()
+        if out1 is None:
+            fed.service.step()
+        info = fed.ledger.get_round(r)
+        subs = {addr[s.site]: s for s in fed.ledger.get_submissions(r)}
+        honest_n = {s.name: s.samples for s in sites if s.strategy is None}
+        hn = sum(honest_n.values())
+        row = {}
+        if verbose:
+            print(f"round {r}: {info.phase.name}")
+        for nm, sub in subs.items():
+            w = sub.weight / 1e18
+            fedavg = honest_n.get(nm, 0) / hn if hn else 0
+            row[nm] = dict(
+                samples=sub.num_samples,
+                score=sub.score / 1e6,
+                reason=Reason(sub.reason).name,
+                weight=w,
+            )
+            if verbose:
+                print(
+                    f"  {nm:12s} n={sub.num_samples:5d} score={sub.score / 1e6:.3f} "
+                    f"{Reason(sub.reason).name:20s} weight={w:.3f} (honest FedAvg {fedavg:.3f})"
+                )
+        results.append(row)
+        if info.phase == Phase.FINALIZED and verbose:
+            from fedtrail.protocol.roundlog import from_bytes
+
+            doc = from_bytes(store.get(info.log_cid, info.log_sha256))
+            for e in doc.get("sites", []):
+                nm = addr.get(e.get("site") or e.get("address"), "?")
+                print(f"    why {nm}: {str(e.get('explanation', ''))[:200]}")
+        if info.phase == Phase.FINALIZED:
+            past.append(
+                {
+                    addr[s.site]: decode_update(store.get(s.cid, s.sha256), spec=SPEC)[0]
+                    for s in fed.ledger.get_submissions(r)
+                }
+            )
+            g, _ = decode_model(store.get(info.global_cid, info.global_sha256), spec=SPEC)
+            past_global.append({k2: g[k2] - start[k2] for k2 in g})
+    audit_ok = None
+    if verify:
+        audits = verify_all(fed.ledger, store)
+        audit_ok = all(a.passed for a in audits)
+        failed = [
+            (a.round, c.name, c.detail[:200])
+            for a in audits
+            for c in a.checks
+            if c.applicable and not c.passed
+        ]
+        print("audit verify:", "PASS" if audit_ok else "FAIL", failed)
+    return dict(results=results, audit_ok=audit_ok, fed=fed, store=store)
