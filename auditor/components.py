@@ -42,7 +42,6 @@ score for its update's magnitude with them, never with the log's.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -54,6 +53,7 @@ from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
 from fedtrail.valuation.chained import combiner_from
+from fedtrail.valuation.combine import sample_reference
 from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.robust import RobustStats, robust_statistics, without_statistics
 from fedtrail.valuation.round import (
@@ -313,16 +313,24 @@ def check_public_reasons(
     update (read here, and not scored TAMPERED, MALFORMED, DUPLICATE, EXPLANATION_SHIFT or
     CONTRADICTED on chain) is
     IMPLAUSIBLE_SAMPLES exactly when its on-chain sample count is above the terms'
-    ``max_sample_ratio`` times the median count of the other usable updates (at least two), and
+    ``max_sample_ratio`` times the median count of the usable updates (its own included under
+    the terms' ``sample_median_self``, the others' only in logs recorded before it; at least two
+    others: :func:`~fedtrail.valuation.combine.sample_reference`), and
     no update is LATE (no check gives it: the contract refuses a reveal after the deadline).
     Without it an aggregator could zero an honest site for "implausible" samples, call it late,
     or pay an ally its inflated count, with every public check passing. ``unusable``: the sites
     this audit found tampered, malformed or duplicate."""
     name = "reasons.public"
     try:
-        ratio = combiner_from(settings).max_sample_ratio
+        comb = combiner_from(settings)
     except ConfigError as exc:
         return (name, False, f"the round's thresholds are unusable: {exc}")
+    ratio, with_self = comb.max_sample_ratio, bool(comb.sample_median_self)
+    whose = (
+        "the usable updates, each one's own count included"
+        if with_self
+        else "the other usable updates"
+    )
     # unusable before the count is judged, by the chain's word (a false one fails log.status,
     # duplicates or the evidence checks) or by this audit's reading
     usable = {
@@ -341,19 +349,18 @@ def check_public_reasons(
                 problems.append(f"{who} is IMPLAUSIBLE_SAMPLES, but its update is not usable")
             continue
         others = [n for site, n in usable.items() if site != s.site]
-        median = statistics.median(others) if len(others) >= 2 else None
+        median = sample_reference(s.num_samples, others, with_self=with_self)
         implausible = median is not None and s.num_samples > ratio * median
         if implausible != (s.reason == Reason.IMPLAUSIBLE_SAMPLES):
             problems.append(
-                f"{who} claims {s.num_samples} samples against the median {median} of the "
-                f"{len(others)} other usable update(s) (limit {ratio:g}x), yet is "
-                f"{_reason_name(s.reason)}"
+                f"{who} claims {s.num_samples} samples against the median {median} of "
+                f"{whose} (limit {ratio:g}x), yet is {_reason_name(s.reason)}"
             )
     return (
         name,
         not problems,
         "; ".join(problems)
-        or f"sample counts against the median of the other usable updates (limit {ratio:g}x): "
+        or f"sample counts against the median of {whose} (limit {ratio:g}x): "
         "every IMPLAUSIBLE_SAMPLES and no other; no LATE",
     )
 

@@ -108,8 +108,9 @@ _DESCRIPTIONS: dict[Reason, str] = {
     "it is a stale copy of an earlier update (such as the site's previous one) or of the last "
     "global delta.",
     Reason.IMPLAUSIBLE_SAMPLES: "The claimed sample count is implausible: more than the round's "
-    "max_sample_ratio times the median count of the round's other usable updates, so the update "
-    "is not weighted by it.",
+    "max_sample_ratio times the median count of the round's usable updates (its own count "
+    "included under the terms' sample_median_self; the others' only in rounds before it), so "
+    "the update is not weighted by it.",
     Reason.NOT_REVEALED: "The site committed to an update but never revealed it within the "
     "reveal window; it is not valued on chain.",
     Reason.CONTRADICTED: "The site signed a Flower reply that contradicts its on-chain "

@@ -92,14 +92,26 @@ class Carried:
 
 
 LATER_THRESHOLDS: Final = MappingProxyType(
-    {"max_norm_ratio": 0.0, "small_norm_ratio": 0.0, "stale_rounds": 1, "credit_cosine": -1.0}
+    {
+        "max_norm_ratio": 0.0,
+        "small_norm_ratio": 0.0,
+        "stale_rounds": 1,
+        "credit_cosine": -1.0,
+        "sample_median_self": 0,
+    }
 )
 """Combiner fields added after logs recorded every threshold, with the value a recorded set
 without them was valued with (the norm bounds off, references from one round), whatever
 today's defaults say, so its replay is unchanged."""
 
 UNRECORDED: Final = MappingProxyType(
-    {"stale_cosine": 0.9999, "stale_distance": 0.01, "stale_rounds": 1, "credit_cosine": -1.0}
+    {
+        "stale_cosine": 0.9999,
+        "stale_distance": 0.01,
+        "stale_rounds": 1,
+        "credit_cosine": -1.0,
+        "sample_median_self": 0,
+    }
 )
 """Thresholds whose defaults changed, at the values a round whose settings record no
 thresholds at all (no ``combiner``: valued with the defaults of its day) was valued with."""

@@ -37,6 +37,7 @@ then, when the data-free thresholds apply, an update far above ``max_norm_ratio`
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -60,7 +61,18 @@ __all__ = [
     "SiteValuation",
     "any_positive",
     "default_combiner",
+    "sample_reference",
 ]
+
+
+def sample_reference(own: int, others: Sequence[int], *, with_self: bool) -> float | None:
+    """The count a usable update's claimed ``own`` sample count is judged against
+    (IMPLAUSIBLE_SAMPLES above ``max_sample_ratio`` times it): the median of the round's other
+    usable updates' counts ``others``, with ``own`` among them when ``with_self``
+    (:attr:`Combiner.sample_median_self`); None with fewer than two others (nothing judged)."""
+    if len(others) < 2:
+        return None
+    return float(statistics.median([*others, own] if with_self else list(others)))
 
 
 def _number(name: str, value: object) -> float:
@@ -147,11 +159,18 @@ class Combiner:
     references (:mod:`fedtrail.valuation.chained`); logs recorded without it used 1 (a copy
     of an update two rounds back was paid 0.33-0.41 of the weight where an honest share is 0.25).
     ``max_sample_ratio`` (> 1; default 10): a usable update whose claimed sample count is more
-    than this times the median claimed by the round's other usable updates (at least two) is
+    than this times the median claimed by the round's usable updates (at least two others) is
     IMPLAUSIBLE_SAMPLES, weight 0. The ledger's per-site cap (set by the coordinator at
     registration) is the hard limit; this catches a site that inflates its count within its cap
     to take the weight. A federation with a genuinely much larger hospital needs a larger ratio
     in its round terms (they are committed at open, so the auditor replays the same rule).
+    ``sample_median_self`` (0 or 1; default 1): 1 takes that median over every usable update,
+    the judged one's own count included (:func:`sample_reference`); 0 over the others only, as
+    logs recorded before it did. With the others only, sites claiming 1 sample drag the median
+    down at no cost: two colluders beside two honest 300-image sites zeroed both and took all
+    the weight, one colluder zeroed a 500-image site beside sites of 100 and 40
+    (``scripts/attacks/a3_tiny_count_sabotage.py``); with its own count in, the median falls to
+    a colluder's claim only when colluders hold more than half the round's usable updates.
     ``credit_cosine`` (in [-1, 1]; default -0.7; -1: off): with a
     :class:`~fedtrail.valuation.standing.History`, an update whose cosine to the median update
     is below it gets no positive share of the round's value, only its negative ones
@@ -183,6 +202,7 @@ class Combiner:
     max_norm_ratio: float = 0.0
     small_norm_ratio: float = 0.0
     credit_cosine: float = -0.7
+    sample_median_self: int = 1
 
     def __post_init__(self) -> None:
         if not -1.0 <= _number("min_cosine", self.min_cosine) <= 1.0:
@@ -210,6 +230,9 @@ class Combiner:
             raise ConfigError(f"stale_rounds must be a positive integer, got {lag!r}")
         if _number("max_sample_ratio", self.max_sample_ratio) <= 1.0:
             raise ConfigError(f"max_sample_ratio must be above 1, got {self.max_sample_ratio}")
+        m = self.sample_median_self
+        if isinstance(m, bool) or m not in (0, 1):
+            raise ConfigError(f"sample_median_self must be 0 or 1, got {m!r}")
         k = _number("max_norm_ratio", self.max_norm_ratio)
         if k != 0 and k < 1:
             raise ConfigError(f"max_norm_ratio must be 0 (off) or at least 1, got {k}")

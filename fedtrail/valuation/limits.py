@@ -66,11 +66,13 @@ by the rule's field: a later update within both thresholds of an earlier one is 
 scored 0, so a lower ``cosine`` or a higher ``relative_l2`` zeroes more honest updates (at cosine
 0.5 and relative_l2 0.9 every honest update but the first committed is a "copy")."""
 
-UNBOUNDED: Final = frozenset({"stale_distance", "stale_rounds"})
+UNBOUNDED: Final = frozenset({"stale_distance", "stale_rounds", "sample_median_self"})
 """Thresholds with no limit: ``stale_distance``'s default (1e6) is already no bound in effect,
-and ``stale_rounds`` only widens the references to rounds that exist (more fetching for the
+``stale_rounds`` only widens the references to rounds that exist (more fetching for the
 aggregator and auditors, no harm to an honest update, whose cosine to its own earlier updates
-stays below ``stale_cosine``)."""
+stays below ``stale_cosine``), and ``sample_median_self`` chooses between two medians the
+product has used (0, the others' counts: every log before it; 1, the default, with the judged
+count itself), each bounded by ``max_sample_ratio``."""
 
 
 LOWER_IS_LOOSER: Final = HIGHER_IS_STRICTER | {"stale_distance", "stale_rounds"}

@@ -14,7 +14,7 @@ Steps, in order:
    the service and the audit pass candidates already marked in on-chain commit order by
    :func:`~fedtrail.protocol.duplicates.find_duplicates`, so this only catches copies that reach
    it unmarked, e.g. from library callers); a sample count above
-   ``Combiner.max_sample_ratio`` times the median of the other usable updates' ->
+   ``Combiner.max_sample_ratio`` times the median of the usable updates' (``sample_median_self``) ->
    IMPLAUSIBLE_SAMPLES;
 3. an update over :data:`MAX_UPDATE_TO_MODEL_NORM` times the global model's norm, and with a
    validation split an update whose model alone gives NaN or infinite outputs -> OUTLIER_NORM
@@ -46,7 +46,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
@@ -62,7 +61,7 @@ from fedtrail.ml.models import Classifier, ModelSpec
 from fedtrail.ml.shortcuts import add_marker
 from fedtrail.protocol.codes import Reason
 from fedtrail.valuation.base import METRICS, Candidate, Metric, Utility, ValuationContext, usable
-from fedtrail.valuation.combine import Combiner, RoundValuation, any_positive
+from fedtrail.valuation.combine import Combiner, RoundValuation, any_positive, sample_reference
 from fedtrail.valuation.explanation import ExplanationScorer
 from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.loo import leave_one_out
@@ -637,7 +636,7 @@ def _checksum(values: Sequence[npt.NDArray[np.float32]]) -> tuple[int, ...]:
 def _prechecked(ctx: ValuationContext, comb: Combiner) -> list[Candidate]:
     """The candidates with the round's own checks (step 2) applied to their status: layout,
     sample count, exact duplicates, then implausible sample counts (``comb.max_sample_ratio``
-    times the median of the other usable updates' counts)."""
+    times the median of the usable updates' counts, :func:`_implausible_samples`)."""
     names = list(ctx.global_state)
     seen: dict[str, str] = {}  # fingerprint -> the first site that sent it
     # checksum -> the updates kept with it whose fingerprints are not computed yet
@@ -666,25 +665,28 @@ def _prechecked(ctx: ValuationContext, comb: Combiner) -> list[Candidate]:
                 else:
                     seen[fp] = c.site
         out.append(c)
-    return _implausible_samples(out, comb.max_sample_ratio)
+    return _implausible_samples(out, comb.max_sample_ratio, with_self=bool(comb.sample_median_self))
 
 
-def _implausible_samples(cands: list[Candidate], ratio: float) -> list[Candidate]:
+def _implausible_samples(
+    cands: list[Candidate], ratio: float, *, with_self: bool
+) -> list[Candidate]:
     """IMPLAUSIBLE_SAMPLES for a usable candidate claiming more than ``ratio`` times the median
-    count of the other usable candidates (at least two others; every candidate is judged
+    count of the usable candidates (:func:`~fedtrail.valuation.combine.sample_reference`: its
+    own count included when ``with_self``; at least two others; every candidate is judged
     against the same set, so the order of the candidates does not matter)."""
     counts = {c.site: c.num_samples for c in cands if c.usable}
     out = []
     for c in cands:
         others = [n for site, n in counts.items() if site != c.site]
-        if c.usable and len(others) >= 2:
-            median = statistics.median(others)
-            if c.num_samples > ratio * median:
-                c = replace(
-                    c,
-                    status=Reason.IMPLAUSIBLE_SAMPLES,
-                    detail=f"claims {c.num_samples} samples, {c.num_samples / median:.1f}x the "
-                    f"median {median:g} of the other updates (more than {ratio:g}x)",
-                )
+        median = sample_reference(c.num_samples, others, with_self=with_self)
+        if c.usable and median is not None and c.num_samples > ratio * median:
+            whose = "the usable updates, its own included" if with_self else "the other updates"
+            c = replace(
+                c,
+                status=Reason.IMPLAUSIBLE_SAMPLES,
+                detail=f"claims {c.num_samples} samples, {c.num_samples / median:.1f}x the "
+                f"median {median:g} of {whose} (more than {ratio:g}x)",
+            )
         out.append(c)
     return out

@@ -237,6 +237,40 @@ def test_reasons_the_chain_alone_decides_are_recomputed() -> None:
     assert check_public_reasons(subs, {"0xd": Reason.TAMPERED}, settings)[1]
 
 
+def test_reasons_public_replays_each_rounds_own_median_of_the_counts() -> None:
+    """Terms written with ``sample_median_self`` (every round from stop 38 on) judge a count
+    against the median with its own count in, so honest 300-image sites zeroed beside two
+    colluders claiming 1 fail ``reasons.public``; a log whose recorded thresholds lack the field
+    replays the older median of the others, under which the same verdicts are the rule."""
+    from dataclasses import asdict
+
+    from fedtrail.auditor.components import check_public_reasons
+    from fedtrail.valuation import HISTORY_COMBINER
+    from fedtrail.valuation.chained import combiner_from
+
+    ok, implausible = Reason.OK, Reason.IMPLAUSIBLE_SAMPLES
+    sabotaged = [
+        _sub("0xa", 300, implausible, 0),
+        _sub("0xb", 300, implausible, 0),
+        _sub("0xc", 1, ok, 1),
+        _sub("0xd", 1, ok, 1),
+    ]
+    fair = [_sub(s.site, s.num_samples, ok, 1) for s in sabotaged]
+    now = ValuationSettings(
+        method="loo", metric="auc", standing=True, combiner=asdict(HISTORY_COMBINER)
+    )
+    recorded = {k: v for k, v in asdict(HISTORY_COMBINER).items() if k != "sample_median_self"}
+    before = ValuationSettings(method="loo", metric="auc", standing=True, combiner=recorded)
+    assert combiner_from(now).sample_median_self == 1
+    assert combiner_from(before).sample_median_self == 0
+    name, passed, detail = check_public_reasons(sabotaged, {}, now)
+    assert (name, passed) == ("reasons.public", False)
+    assert "0xa claims 300 samples against the median 150.5" in detail
+    assert check_public_reasons(fair, {}, now)[1]
+    assert check_public_reasons(sabotaged, {}, before)[1]
+    assert not check_public_reasons(fair, {}, before)[1]
+
+
 def test_an_honest_site_zeroed_as_implausible_fails_public_verify(
     tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

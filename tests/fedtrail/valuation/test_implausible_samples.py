@@ -14,6 +14,7 @@ from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.weights import onchain_weights
 from fedtrail.valuation import Candidate, Combiner, RoundValuation, SiteValuation, value_round
+from fedtrail.valuation.combine import sample_reference
 from tests.fedtrail.valuation.real_sites import SPEC, real_sites
 
 
@@ -50,7 +51,9 @@ def test_a_site_claiming_fifty_times_the_median_is_flagged_and_gets_no_weight() 
     flagged = out["s3"]
     assert flagged.reason is Reason.IMPLAUSIBLE_SAMPLES and flagged.score == 0
     assert "claims 5000 samples" in flagged.detail
-    assert "50.0x the median 100" in flagged.detail and "more than 10x" in flagged.detail
+    # the median of 80, 100, 120 and its own 5000 is 110
+    assert "45.5x the median 110 of the usable updates, its own included" in flagged.detail
+    assert "more than 10x" in flagged.detail
     assert weights(out)[3] == 0
     assert all(out[s].reason is Reason.OK and out[s].score > 0 for s in ("s0", "s1", "s2"))
 
@@ -119,3 +122,33 @@ def test_a_real_round_with_validation_flags_the_inflated_site() -> None:
     honest = [out[s] for s in ("s0", "s1", "s2")]
     assert all(v.reason is not Reason.IMPLAUSIBLE_SAMPLES for v in honest)
     assert any(v.score > 0 for v in honest) and report.method == "loo"
+
+
+def test_the_reference_median_with_and_without_the_judged_count() -> None:
+    assert sample_reference(300, [300, 1, 1], with_self=True) == 150.5  # (1, 1, 300, 300)
+    assert sample_reference(300, [300, 1, 1], with_self=False) == 1.0
+    assert sample_reference(500, [100, 40, 1], with_self=True) == 70.0  # (1, 40, 100, 500)
+    assert sample_reference(500, [100, 40, 1], with_self=False) == 40.0
+    assert sample_reference(5, [7], with_self=True) is None  # fewer than two others
+
+
+def test_colluders_claiming_one_sample_cannot_zero_the_honest_sites() -> None:
+    """Attack review: sites that claim 1 sample drag the median each count is judged against.
+    Judged against the others only (logs recorded before ``sample_median_self``), two colluders
+    zeroed both honest 300-image sites and one colluder zeroed a 500-image site; with the
+    judged count in the median, neither is flagged, and an inflator still is."""
+    old = Combiner(sample_median_self=0)
+    for counts, honest in (([300, 300, 1, 1], ("s0", "s1")), ([500, 100, 40, 1], ("s0",))):
+        now, before = value(counts), value(counts, old)
+        assert all(now[s].reason is Reason.OK and now[s].score > 0 for s in honest), counts
+        assert all(before[s].reason is Reason.IMPLAUSIBLE_SAMPLES for s in honest), counts
+        assert sum(weights(now)[int(s[1])] for s in honest) > 0
+    assert value([100, 100, 100, 5000])["s3"].reason is Reason.IMPLAUSIBLE_SAMPLES
+    # colluders holding more than half of the round still set the median (honest majority)
+    assert value([300, 1, 1])["s0"].reason is Reason.IMPLAUSIBLE_SAMPLES
+
+
+def test_sample_median_self_is_zero_or_one() -> None:
+    for bad in (2, -1, 0.5, True):
+        with pytest.raises(ConfigError, match="sample_median_self must be 0 or 1"):
+            Combiner(sample_median_self=bad)  # type: ignore[arg-type]

@@ -77,7 +77,9 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     names = {f.name for f in fields(Combiner)}
     limits = {f.name for f in fields(ThresholdLimits)} - {"loosest", "statistics"}
     assert limits == names - UNBOUNDED | set(DUPLICATE_LIMITS)
-    off_is_loosest = {"max_norm_ratio", "small_norm_ratio"}
+    # unbounded on the loosening side: off is their loosest; sample_median_self's default (1,
+    # the median with the judged count in) is its loosest value and 0 its only other one
+    off_is_loosest = {"max_norm_ratio", "small_norm_ratio", "sample_median_self"}
     loosest = {f.name for f in fields(LoosestLimits)}
     assert loosest == names - off_is_loosest | set(DUPLICATE_LIMITS)
     assert set(LOOSEST_PAST) == loosest - {"min_cosine"} - set(DUPLICATE_LIMITS)

@@ -252,7 +252,14 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
     bare = combiner_from(ValuationSettings(method="shapley", metric="x", standing=True))
     assert (bare.stale_cosine, bare.stale_distance) == (0.9999, 0.01)
     assert (
-        replace(bare, stale_cosine=0.99999, stale_distance=1e6, stale_rounds=3, credit_cosine=-0.7)
+        replace(
+            bare,
+            stale_cosine=0.99999,
+            stale_distance=1e6,
+            stale_rounds=3,
+            credit_cosine=-0.7,
+            sample_median_self=1,
+        )
         == HISTORY_COMBINER
     )
     recorded = {**asdict(HISTORY_COMBINER), "stale_cosine": 0.9999, "stale_distance": 0.01}
