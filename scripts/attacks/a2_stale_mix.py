@@ -23,18 +23,10 @@ import sys
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 import torch
-from harness import Site, run
+from harness import Site, noisy, run
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "mix2"
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-
-
-def noisy(d, frac, seed):
-    g = torch.Generator().manual_seed(seed)
-    n = {k: torch.randn(v.shape, generator=g) for k, v in d.items()}
-    dn = torch.sqrt(sum((v.double() ** 2).sum() for v in d.values()))
-    nn_ = torch.sqrt(sum((v.double() ** 2).sum() for v in n.values()))
-    return {k: d[k] + (frac * dn / nn_).float() * n[k] for k in d}
 
 
 def rider(ctx):

@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 import torch
-from harness import SPEC, Site, run
+from harness import SPEC, Site, noisy, run
 
 from fedtrail.storage.codec import Compression, decode_update, encode_update
 
@@ -21,14 +21,6 @@ def residual(x, refs):
     R = torch.stack(refs, dim=1)  # (p, m)
     coef = torch.linalg.lstsq(R, x.unsqueeze(1)).solution
     return float((x - (R @ coef).squeeze(1)).norm() / x.norm())
-
-
-def noisy(d, frac, seed):
-    g = torch.Generator().manual_seed(seed)
-    n = {k: torch.randn(v.shape, generator=g) for k, v in d.items()}
-    dn = torch.sqrt(sum((v.double() ** 2).sum() for v in d.values()))
-    nn_ = torch.sqrt(sum((v.double() ** 2).sum() for v in n.values()))
-    return {k: d[k] + (frac * dn / nn_).float() * n[k] for k in d}
 
 
 def probe(ctx):

@@ -219,3 +219,12 @@ def run(
         ]
         print("audit verify:", "PASS" if audit_ok else "FAIL", failed)
     return dict(results=results, audit_ok=audit_ok, fed=fed, store=store)
+
+
+def noisy(d, frac, seed):
+    """``d`` plus seeded Gaussian noise whose L2 norm is ``frac`` of ``d``'s."""
+    g = torch.Generator().manual_seed(seed)
+    n = {k: torch.randn(v.shape, generator=g) for k, v in d.items()}
+    dn = torch.sqrt(sum((v.double() ** 2).sum() for v in d.values()))
+    nn_ = torch.sqrt(sum((v.double() ** 2).sum() for v in n.values()))
+    return {k: d[k] + (frac * dn / nn_).float() * n[k] for k in d}
