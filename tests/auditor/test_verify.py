@@ -249,6 +249,36 @@ def test_verify_fails_when_a_stored_update_was_altered(local_fed: Any, tmp_path:
 
 
 @pytest.mark.anvil
+@pytest.mark.parametrize("damage", ["altered", "missing"])
+def test_verify_fails_when_the_stored_global_model_was_altered_or_lost(
+    local_fed: Any, tmp_path: Path, damage: str
+) -> None:
+    """The finalized global model of round 1 is read back by its CID and hashed (global.hash;
+    global.recomputed compares a replayed digest with the chain and never reads the blob), and
+    it is round 2's start model (start_model.hash): a flipped byte or a lost blob fails both,
+    naming them, and nothing else of round 1 depends on it."""
+    ledger, shared, _ = local_fed
+    shutil.copytree(shared.root, tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
+    info = ledger.get_round(1)
+    assert ledger.get_round(2).start_cid == info.global_cid
+    blob_path = store.root / "blobs" / info.global_cid
+    blob_path.chmod(0o644)
+    if damage == "altered":
+        data = bytearray(blob_path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        blob_path.write_bytes(bytes(data))
+    else:
+        blob_path.unlink()
+    first = {c.name: c.detail for c in verify_round(ledger, store, 1).checks if not c.passed}
+    second = {c.name for c in verify_round(ledger, store, 2).checks if not c.passed}
+    assert set(first) == {"global.hash"}, first
+    want = "do not match the on-chain sha256" if damage == "altered" else "(missing)"
+    assert want in first["global.hash"] and info.global_cid in first["global.hash"]
+    assert second == {"start_model.hash"}, second
+
+
+@pytest.mark.anvil
 def test_verify_fails_when_the_aggregator_used_its_own_weights(
     tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -445,11 +475,38 @@ def test_fetch_says_why_a_blob_is_unusable(tmp_path: Path) -> None:
     assert _fetch(store, "not-a-cid", sha).failure is FetchFailure.INVALID_CID
 
 
-def test_audit_cli_verify_exit_codes() -> None:
-    # The embedded chain lives in this process only, so the CLI is exercised on Anvil below;
-    # here: the command's usage error.
+def test_audit_cli_verify_usage_error_exits_2() -> None:
     result = CliRunner().invoke(cli, ["audit", "verify", "--round", "1", "--all"])
     assert result.exit_code == 2
+
+
+@pytest.mark.anvil
+def test_audit_cli_verify_exits_1_naming_the_failed_check(
+    local_fed: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``audit verify`` exits 0 only when every check passes: with round 1's stored global
+    model altered it exits 1, ``passed`` false, and the JSON names the failing checks (round
+    1's global.hash, round 2's start_model.hash); the untouched copy exits 0."""
+    import fedtrail.auditor.commands as commands
+
+    ledger, shared, _ = local_fed
+    shutil.copytree(shared.root, tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
+    monkeypatch.setattr(commands, "_open", lambda *_: ledger)
+    monkeypatch.setattr(commands, "open_checked_store", lambda *_: store)
+    args = ["audit", "verify", "--all", "--format", "json"]
+    honest = CliRunner().invoke(cli, args)
+    assert honest.exit_code == 0, honest.output
+    blob_path = store.root / "blobs" / ledger.get_round(1).global_cid
+    blob_path.chmod(0o644)
+    data = bytearray(blob_path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob_path.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    failed = {(c["round"], c["check"]) for c in doc["checks"] if c["result"] == "FAIL"}
+    assert doc["passed"] is False and failed == {(1, "global.hash"), (2, "start_model.hash")}
 
 
 # ----------------------------------------------------------------- real Anvil + IPFS
