@@ -704,7 +704,8 @@ def test_a_site_that_accepts_stricter_thresholds_trains_under_them(
         edit={"valuation": {"method": "loo", "metric": "loss", "combiner": _all(stale_cosine=0.5)}},
     )
     node = world.node(0, accept=ThresholdLimits(stale_cosine=0.5))
-    assert node.participate(world.round) is not None
+    record = node.participate(world.round)
+    assert record is not None and record.phase != "skipped"
     assert world.ledger.get_submission(world.round, node.address) is not None
 
 
@@ -725,5 +726,6 @@ def test_a_site_that_accepts_looser_thresholds_trains_under_them(
         },
     )
     node = world.node(0, accept=ThresholdLimits(loosest=LoosestLimits(max_sample_ratio=50.0)))
-    assert node.participate(world.round) is not None
+    record = node.participate(world.round)
+    assert record is not None and record.phase != "skipped"
     assert world.ledger.get_submission(world.round, node.address) is not None
