@@ -480,6 +480,23 @@ def test_audit_cli_verify_usage_error_exits_2() -> None:
     assert result.exit_code == 2
 
 
+def test_audit_cli_verify_fails_a_ledger_with_no_rounds(
+    embedded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing verified is not a pass: a freshly deployed ledger exits 1 with FAIL over 0
+    rounds (in both the table and the JSON)."""
+    import fedtrail.auditor.commands as commands
+
+    ledger = embedded.deploy()
+    monkeypatch.setattr(commands, "_open", lambda *_: ledger)
+    monkeypatch.setattr(commands, "open_checked_store", lambda *_: LocalStore(tmp_path / "s"))
+    table = CliRunner().invoke(cli, ["audit", "verify", "--all"])
+    assert table.exit_code == 1, table.output
+    assert "FAIL: 0 checks over 0 round(s)" in table.output
+    doc = CliRunner().invoke(cli, ["audit", "verify", "--all", "--format", "json"])
+    assert doc.exit_code == 1 and json.loads(doc.stdout) == {"passed": False, "checks": []}
+
+
 @pytest.mark.anvil
 def test_audit_cli_verify_exits_1_naming_the_failed_check(
     local_fed: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
