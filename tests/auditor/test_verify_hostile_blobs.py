@@ -71,3 +71,50 @@ def test_a_spec_no_store_can_return_decodes_nothing(
     assert bad["global.recomputed"] == "cannot replay: the log names no valid model spec"
     details = [c.detail for c in audit.checks if c.name.startswith("update.")]
     assert details and all("not decoded: no spec" in d for d in details), details
+
+
+def _terms(fed: Federation) -> dict[str, Any]:
+    info = fed.ledger.get_round(ROUND)
+    doc: dict[str, Any] = json.loads(fed.store.get(info.terms_cid, info.terms_sha256))
+    return doc
+
+
+def _canonical(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_terms_the_chain_points_at_must_be_this_rounds_terms(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The terms blob the chain pins at open is fetched, parsed and must name the round: JSON
+    that is not terms fails ``terms.hash`` alone; the terms of round 99 fail ``terms.hash``
+    and, since the log names the terms it was written under, ``terms.reference``."""
+    _forge(fed, monkeypatch, terms=b'{"hello":"world"}')
+    bad = _failed(verify_round(fed.ledger, fed.store, ROUND))
+    assert set(bad) == {"terms.hash"}, bad
+    assert "round terms are not fedtrail.round-terms/1" in bad["terms.hash"]
+    monkeypatch.undo()
+    _forge(fed, monkeypatch, terms=_canonical({**_terms(fed), "round": 99}))
+    bad = _failed(verify_round(fed.ledger, fed.store, ROUND))
+    assert set(bad) == {"terms.hash", "terms.reference"}, bad
+    assert bad["terms.hash"] == "the committed terms name round 99"
+
+
+def test_a_log_naming_other_terms_fails_terms_reference(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log whose terms reference is not the chain's (here: the same terms with another seed,
+    stored beside them) fails ``terms.reference``, naming both hashes."""
+    info = fed.ledger.get_round(ROUND)
+    log: dict[str, Any] = json.loads(fed.store.get(info.log_cid, info.log_sha256))
+    other = _canonical({**_terms(fed), "seed": 12345})
+    log["settings"]["terms"] = {
+        "cid": fed.store.put(other),
+        "sha256": hashlib.sha256(other).hexdigest(),
+    }
+    _forge(fed, monkeypatch, log=roundlog.to_bytes(log))
+    bad = _failed(verify_round(fed.ledger, fed.store, ROUND))
+    assert set(bad) == {"terms.reference"}, bad
+    want = hashlib.sha256(other).hexdigest()[:16]
+    assert bad["terms.reference"].startswith(f"log names terms {want}")
+    assert info.terms_sha256[:16] in bad["terms.reference"]
