@@ -287,3 +287,23 @@ def test_auditor_recomputes_topk8_global_models(anvil: ChainEnv, tmp_path: Path)
         theirs, _ = decode_model(blob, spec=SPEC)
         assert all(theirs[k].numpy().tobytes() == got[k].tobytes() for k in SHAPES)
         previous = info.global_sha256
+
+
+def test_the_spec_hash_from_the_readme_text() -> None:
+    """The README's spec hash: sha256 of the canonical JSON of the spec and the tensors in
+    state-dict order (names, shapes as listed there, "float32"), written here by hand."""
+    spec = {"arch": "smallcnn", "hidden": 64, "image_size": 28, "in_channels": 1}
+    spec |= {"num_classes": 2, "width": 16}
+    layout = [
+        ["conv1.weight", [16, 1, 3, 3]],
+        ["conv1.bias", [16]],
+        ["conv2.weight", [32, 16, 3, 3]],
+        ["conv2.bias", [32]],
+        ["fc1.weight", [64, 1568]],
+        ["fc1.bias", [64]],
+        ["fc2.weight", [2, 64]],
+        ["fc2.bias", [2]],
+    ]
+    doc = {"spec": spec, "tensors": [[n, s, "float32"] for n, s in layout]}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    assert hashlib.sha256(text.encode()).hexdigest() == ModelSpec().spec_hash()
