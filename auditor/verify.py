@@ -77,7 +77,7 @@ from fedtrail.errors import (
 from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
-from fedtrail.ml.models import ModelSpec, load_federated
+from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
 from fedtrail.ml.privacy import declared_micro
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
@@ -583,8 +583,6 @@ def _check_initial(
     federation from any model it likes (a planted backdoor, a model pre-trained to suit one
     site) and every check would pass. None once an earlier round was finalized (the contract's
     ``StartModelMismatch`` then binds it to that round's global model)."""
-    from fedtrail.ml.models import federated_state, initial_model
-
     for earlier in range(1, round_id):
         if ledger.get_round(earlier).phase == Phase.FINALIZED:
             return None
@@ -639,20 +637,17 @@ def _check_status(
     unusable = {Reason.TAMPERED, Reason.MALFORMED} | (
         {Reason.DUPLICATE} if duplicates_known else set()
     )
+    unusable_statuses = {r.name.lower() for r in unusable}
     for s in subs:
         entry = log.site(s.site)
         if entry is None:
             continue
-        named = next((r for r in unusable if r == s.reason), None)
+        named = Reason(s.reason) if s.reason in unusable else None
         if named is not None and entry.status != named.name.lower():
             problems.append(
                 f"{s.site[:10]} is {named.name} on chain, but its status is {entry.status!r}"
             )
-        elif (
-            aggregator_round
-            and named is None
-            and entry.status in {r.name.lower() for r in unusable}
-        ):
+        elif aggregator_round and named is None and entry.status in unusable_statuses:
             problems.append(
                 f"{s.site[:10]} has status {entry.status!r}, but reason {s.reason} on chain"
             )

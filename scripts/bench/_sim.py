@@ -782,9 +782,8 @@ def _run_federated(
         if method == "valuation" and config.valuation_mode == "peers"
         else None
     )
-    base: dict[str, torch.Tensor] = state
     for r in range(1, config.rounds + 1):
-        base = state
+        base = state  # the global model; state moves by the server momentum when it is on
         if config.server_momentum > 0 and last_global is not None:
             state = apply_delta(
                 base, {k: config.server_momentum * v for k, v in last_global.items()}
@@ -797,11 +796,9 @@ def _run_federated(
         for i, ds in enumerate(data):
             free_rider = stale.get(i)
             source = None if free_rider is None else free_rider.source
-            if free_rider is not None and source == "own" and i in own_first:
-                sent.append((i, free_rider.resend(own_first[i], r)))
-                continue
-            if free_rider is not None and source == "global" and last_global is not None:
-                sent.append((i, free_rider.resend(last_global, r)))
+            copy = own_first.get(i) if source == "own" else last_global if source else None
+            if free_rider is not None and copy is not None:
+                sent.append((i, free_rider.resend(copy, r)))
                 continue
             tc = _train_config(config, config.epochs, _sub_seed(config.seed, i, r))
             t_train, c_train = time.perf_counter(), time.process_time()
