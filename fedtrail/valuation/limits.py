@@ -66,13 +66,11 @@ by the rule's field: a later update within both thresholds of an earlier one is 
 scored 0, so a lower ``cosine`` or a higher ``relative_l2`` zeroes more honest updates (at cosine
 0.5 and relative_l2 0.9 every honest update but the first committed is a "copy")."""
 
-UNBOUNDED: Final = frozenset({"stale_distance", "stale_rounds", "sample_median_self"})
+UNBOUNDED: Final = frozenset({"stale_distance", "stale_rounds"})
 """Thresholds with no limit: ``stale_distance``'s default (1e6) is already no bound in effect,
-``stale_rounds`` only widens the references to rounds that exist (more fetching for the
+and ``stale_rounds`` only widens the references to rounds that exist (more fetching for the
 aggregator and auditors, no harm to an honest update, whose cosine to its own earlier updates
-stays below ``stale_cosine``), and ``sample_median_self`` chooses between two medians the
-product has used (0, the others' counts: every log before it; 1, the default, with the judged
-count itself), each bounded by ``max_sample_ratio``."""
+stays below ``stale_cosine``)."""
 
 
 LOWER_IS_LOOSER: Final = HIGHER_IS_STRICTER | {"stale_distance", "stale_rounds"}
@@ -173,6 +171,12 @@ class ThresholdLimits:
     max_norm_ratio: float = 0.0
     small_norm_ratio: float = 0.0
     credit_cosine: float = -0.7
+    sample_median_self: int = 1
+    """1 accepts only the product's median of sample counts (the judged count included); 0
+    also accepts the earlier rule (the others' counts only), under which colluders claiming 1
+    sample each drag the median down and zero honest sites as IMPLAUSIBLE_SAMPLES
+    (``scripts/attacks/a3_tiny_count_sabotage.py``). Terms that omit it read as 0 (recorded
+    before it existed), so auditing such a ledger takes ``sample_median_self = 0``."""
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     loosest: LoosestLimits = field(default_factory=LoosestLimits)

@@ -36,6 +36,7 @@ STRICTER = {
     "max_norm_ratio": 1.0,
     "small_norm_ratio": 0.9,
     "credit_cosine": 0.5,
+    "sample_median_self": 0,
 }
 """One value per bounded threshold on its harmful side of the default limit."""
 
@@ -52,6 +53,7 @@ LOOSER = {
     "max_norm_ratio": 0.0,
     "small_norm_ratio": 0.0,
     "credit_cosine": -1.0,
+    "sample_median_self": 1,
 }
 
 
@@ -103,15 +105,18 @@ def test_the_products_own_presets_are_accepted_on_both_sides(combiner: Combiner)
     ],
     ids=["unrecorded", "recorded-early", "recorded-standing"],
 )
-def test_older_logs_thresholds_are_not_stricter_but_terms_omitting_new_ones_are_looser(
+def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
     combiner: Combiner,
 ) -> None:
-    """A round recorded before ``credit_cosine`` and ``stale_rounds`` existed was valued without
-    them (off; one round of references), and that is how terms that omit them read: an
-    aggregator could turn the sign-flip rule off, or let a resent update from two rounds back be
-    paid, by leaving two keys out. Sites refuse such terms (and this build reads no ledger of
-    the builds that wrote them: the client requires its own contract code)."""
-    assert ThresholdLimits().breaches(combiner) == []
+    """A round recorded before ``credit_cosine``, ``stale_rounds`` and ``sample_median_self``
+    existed was valued without them (off; one round of references; the others' counts only),
+    and that is how terms that omit them read: an aggregator could turn the sign-flip rule off,
+    let a resent update from two rounds back be paid, or bring back the count median that
+    1-sample colluders drag down to zero honest sites (attack a3), by leaving keys out. Sites
+    refuse such terms (and this build reads no ledger of the builds that wrote them: the client
+    requires its own contract code)."""
+    assert ThresholdLimits().breaches(combiner) == ["sample_median_self 0 (accepted: at least 1)"]
+    assert ThresholdLimits(sample_median_self=0).breaches(combiner) == []
     assert ThresholdLimits().loosest.breaches(combiner, DuplicateRule()) == [
         "stale_rounds 1 (accepted: at least 3)",
         "credit_cosine -1.0 (accepted: at least -0.7)",
