@@ -837,7 +837,11 @@ def _check_metrics(
                 continue
             worst = max(worst, abs(shown - value))
             if not abs(shown - value) <= tolerance:
-                problems.append(f"{label}.{key} {shown:.6g} != recomputed {value:.6g}")
+                # the gap too: a drift below 1e-6 prints as the same 6 digits on both sides
+                problems.append(
+                    f"{label}.{key} {shown:.6g} != recomputed {value:.6g} "
+                    f"(off by {abs(shown - value):.3g})"
+                )
         if claimed.n is not None and claimed.n != got.n:
             problems.append(f"{label}.n {claimed.n} != {got.n} validation images")
         if not old_format:

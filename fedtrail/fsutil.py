@@ -14,7 +14,12 @@ from fedtrail.errors import FolderLocked
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
-    """Writes ``data`` to a temporary file beside ``path``, fsyncs it, and renames it over."""
+    """Writes ``data`` to a temporary file beside ``path``, fsyncs it, and renames it over.
+
+    A symbolic link at ``path`` is replaced by the new file, never followed: the file it points
+    at is left as it was (a link planted in a shared output folder cannot redirect the write).
+    The temporary file has a fresh random name, created exclusively, so no link planted beside
+    ``path`` is followed either. A linked folder in ``path`` is followed, as any path is."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:

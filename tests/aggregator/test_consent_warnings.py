@@ -4,13 +4,22 @@ for a model that has them."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
 
+import pytest
+from click.testing import CliRunner
+
+import fedtrail.aggregator.service as service_mod
 from fedtrail.aggregator.commands import default_consent_warnings
 from fedtrail.aggregator.service import AggregatorSettings
+from fedtrail.cli import cli
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.models import ModelSpec
 from fedtrail.valuation import HISTORY_COMBINER
+from tests.fixtures.chain import ChainEnv
 
 RESNET = ModelSpec(arch="resnet10")
 
@@ -34,3 +43,65 @@ def test_thresholds_outside_the_default_table_are_named() -> None:
     loose = replace(HISTORY_COMBINER, max_sample_ratio=50.0)
     [warning] = default_consent_warnings(AggregatorSettings(combiner=loose))
     assert "max_sample_ratio 50.0" in warning and "[looser]" in warning
+
+
+class _Idle:
+    """Stands in for AggregatorService: built with the command's settings, runs no round."""
+
+    built: ClassVar[list[AggregatorSettings]] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.built.append(kwargs["settings"])
+
+    def run(self, **kwargs: Any) -> None:
+        return None
+
+
+@pytest.mark.anvil
+@pytest.mark.parametrize(
+    ("extra", "wanted"),
+    [
+        ([], []),
+        (["--max-sample-ratio", "50"], ["max_sample_ratio 50.0 (accepted: at most 10.0) [looser]"]),
+        (
+            ["--arch", "resnet10", "--statistics", "weighted"],
+            ["running statistics combined by 'weighted'"],
+        ),
+    ],
+    ids=["defaults", "looser-threshold", "averaged-statistics"],
+)
+def test_aggregator_run_prints_the_warnings_at_start(
+    anvil: ChainEnv,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    extra: list[str],
+    wanted: list[str],
+) -> None:
+    """The command itself gives ``default_consent_warnings`` of the settings it built from its
+    options: each as one WARNING line of its log (stderr and ``aggregator.log``), none with
+    the defaults."""
+    ledger = anvil.deploy()
+    monkeypatch.setattr(service_mod, "AggregatorService", _Idle)
+    _Idle.built.clear()
+    logger = logging.getLogger("fedtrail")
+    handlers = list(logger.handlers)
+    folder = tmp_path / "agg"
+    args = ["aggregator", "run", "--rpc-url", anvil.w3.provider.endpoint_uri]  # type: ignore[attr-defined]
+    args += ["--contract", ledger.address, "--dev-account", "1", "--store"]
+    args += [f"local:{tmp_path / 'store'}", "--folder", str(folder), *extra]
+    try:
+        result = CliRunner().invoke(cli, args)
+    finally:
+        for handler in set(logger.handlers) - set(handlers):
+            logger.removeHandler(handler)
+            handler.close()
+    assert result.exit_code == 0, result.output
+    [settings] = _Idle.built
+    warnings = [
+        line for line in (folder / "aggregator.log").read_text().splitlines() if " WARNING " in line
+    ]
+    assert len(warnings) == len(wanted), warnings
+    for line, text in zip(warnings, wanted, strict=True):
+        assert text in line, line
+    assert [w.split(": ", 1)[1] for w in warnings] == default_consent_warnings(settings)
+    assert [line for line in result.stderr.splitlines() if " WARNING " in line] == warnings

@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 
 from fedtrail.auditor.verify import verify_round
+from fedtrail.errors import ContentNotFound
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol import roundlog
 from fedtrail.protocol.roundlog import MAX_LOG_BYTES
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.federation import Federation
+from fedtrail.storage.cid import compute_cid
 from fedtrail.storage.codec import default_max_bytes
 from fedtrail.storage.store import DEFAULT_MAX_BYTES
 from tests.auditor.test_verify_components import _failed, fed
@@ -118,3 +120,30 @@ def test_a_log_naming_other_terms_fails_terms_reference(
     want = hashlib.sha256(other).hexdigest()[:16]
     assert bad["terms.reference"].startswith(f"log names terms {want}")
     assert info.terms_sha256[:16] in bad["terms.reference"]
+
+
+def test_terms_missing_from_the_store_fail_terms_hash(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Terms the chain pins but no store holds (the aggregator committed a hash and never put
+    the blob, or dropped it): ``terms.hash`` fails naming the CID it could not fetch, so the
+    round does not pass; no check that needs the terms passes, and the others still run."""
+    blob = _canonical({**_terms(fed), "seed": 4242})  # well-formed terms nobody stored
+    cid = compute_cid(blob)
+    with pytest.raises(ContentNotFound):
+        fed.store.get(cid, hashlib.sha256(blob).hexdigest())
+    info = fed.ledger.get_round(ROUND)
+    forged = dataclasses.replace(info, terms_cid=cid, terms_sha256=hashlib.sha256(blob).hexdigest())
+    real = fed.ledger.get_round
+    monkeypatch.setattr(fed.ledger, "get_round", lambda r: forged if r == ROUND else real(r))
+    audit = verify_round(fed.ledger, fed.store, ROUND)
+    bad = _failed(audit)
+    assert set(bad) == {"terms.hash"}, bad
+    assert bad["terms.hash"].startswith(f"cannot fetch {cid} (missing)"), bad
+    assert not audit.passed
+    # nothing that needs the terms is reported as passed (today these are left out altogether)
+    passed = {c.name for c in audit.checks if c.status == "PASS"}
+    needs_terms = {"terms.rule", "terms.valuation", "terms.reference", "terms.windows"}
+    assert not passed & (needs_terms | {"duplicates", "terms.model", "terms.limits"}), passed
+    # the rest of the round is still verified against the chain
+    assert {"log.hash", "weights", "global.recomputed", "global.hash"} <= passed

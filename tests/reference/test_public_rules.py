@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.protocol.weights import as_floats, next_reputation, onchain_weights
 from fedtrail.valuation.robust import robust_statistics
+from fedtrail.valuation.standing import demoted_score, demotion_reference
 
 # ---------------------------------------------------------------- the README's rules
 
@@ -37,6 +39,17 @@ def ref_weights(n: Sequence[int], s: Sequence[int]) -> list[int]:
 
 def ref_reputation(rep: int | None, score: int, alpha: int = 300_000) -> int:
     return score if rep is None else (alpha * score + (10**6 - alpha) * rep) // 10**6
+
+
+def ref_standing_score(after: float, passed: Sequence[float], demote_scale: float = 0.5) -> int:
+    """A passed site's score from its accumulated value (*Standing*): against ``min(0, median
+    of the passed sites' after)``; full when not below, else rounded half to even, clamped,
+    and 0 below 10,000."""
+    reference = min(0.0, statistics.median(passed))
+    if after - reference >= 0:
+        return 10**6
+    score = min(10**6, max(0, round(10**6 * (1 + (after - reference) / demote_scale))))
+    return 0 if score < 10_000 else score
 
 
 def ref_sum(v: np.ndarray) -> float:
@@ -153,6 +166,62 @@ def test_the_reputation_ema_follows_the_readme() -> None:
         (300_000 * s + 700_000 * r) // 10**6 != round((300_000 * s + 700_000 * r) / 10**6)
         for s, r in ((rng.randint(0, 10**6), rng.randint(0, 10**6)) for _ in range(100))
     )
+
+
+def test_the_reputation_ema_near_its_rounding_boundary() -> None:
+    """Just under and exactly on a whole unit: alpha 0.3 of a score of 3 over a reputation of
+    0 is 0.9 units, floored to 0 (rounding would give 1); of 5, 1.5 units, floored to 1
+    (rounding half to even: 2); of 10 over 10, exactly 10. The first valued score sets the
+    reputation instead (the EMA from 0 would give 0)."""
+    cases = [((0, 3), 0), ((0, 5), 1), ((10, 10), 10), ((999_999, 1_000_000), 999_999)]
+    for (rep, score), want in cases:
+        assert next_reputation(rep, score, valued_rounds=1, alpha=300_000) == want
+        assert ref_reputation(rep, score) == want
+    assert [round((300_000 * s + 700_000 * r) / 10**6) for (r, s), _ in cases[:2]] == [1, 2]
+    assert next_reputation(0, 3, valued_rounds=0, alpha=300_000) == 3 == ref_reputation(None, 3)
+
+
+# (after, the passed sites' after values, the score): demote_scale 0.5
+STANDING_NEAR_MISSES = [
+    (0.0, [0.0, 0.2, 0.4], 1_000_000),  # exactly not below: full
+    (-1e-7, [0.0, 0.2, 0.4], 1_000_000),  # below, but 999,999.8 rounds to full
+    (-5e-7, [0.0, 0.2, 0.4], 999_999),  # the first score under full
+    (-0.495, [-0.495, 0.2, 0.4], 10_000),  # 10,000.00000000001: at the 1% floor, kept
+    (-0.4950001, [-0.4950001, 0.2, 0.4], 10_000),  # 9,999.8 rounds up to the floor: kept
+    (-0.4950009, [-0.4950009, 0.2, 0.4], 0),  # 9,998.2: below the floor, LOW_QUALITY
+    (-0.2, [-0.3, -0.2, 0.4], 1_000_000),  # exactly the negative median -0.2: full
+    (-0.4, [-0.4, -0.1, -0.05], 400_000),  # 0.3 below the negative median -0.1
+]
+
+
+@pytest.mark.parametrize(("after", "passed", "want"), STANDING_NEAR_MISSES)
+def test_the_standing_score_near_its_thresholds(
+    after: float, passed: list[float], want: int
+) -> None:
+    """The standing's score just at, under and over its thresholds (full score at 0 below
+    the reference, the 1% floor) is the README's, and the value written here."""
+    ours = demoted_score(after - demotion_reference(passed), demote_scale=0.5)
+    assert ours == ref_standing_score(after, passed) == want
+
+
+def test_the_standing_scores_misreadings_disagree_near_the_thresholds() -> None:
+    """Flooring instead of rounding, keeping scores under the 1% floor, or measuring against
+    0 instead of a negative median each change one of the near misses above."""
+
+    def floored(after: float, passed: list[float]) -> int:
+        d = after - min(0.0, statistics.median(passed))
+        score = 10**6 if d >= 0 else max(0, math.floor(10**6 * (1 + d / 0.5)))
+        return 0 if score < 10_000 else score
+
+    def no_floor(after: float, passed: list[float]) -> int:
+        d = after - min(0.0, statistics.median(passed))
+        return 10**6 if d >= 0 else max(0, round(10**6 * (1 + d / 0.5)))
+
+    def against_zero(after: float, passed: list[float]) -> int:
+        return ref_standing_score(after, [0.0])
+
+    for misreading in (floored, no_floor, against_zero):
+        assert any(misreading(a, p) != want for a, p, want in STANDING_NEAR_MISSES), misreading
 
 
 @pytest.mark.parametrize("n", [3, 4, 5])

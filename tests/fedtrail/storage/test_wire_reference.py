@@ -307,3 +307,42 @@ def test_the_spec_hash_from_the_readme_text() -> None:
     doc = {"spec": spec, "tensors": [[n, s, "float32"] for n, s in layout]}
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     assert hashlib.sha256(text.encode()).hexdigest() == ModelSpec().spec_hash()
+
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+LAYOUT_MARKER = "<!-- layout-reference -->\n```python\n"
+
+
+def readme_layout() -> Any:
+    """The ``layout(spec)`` function of the README's *Wire format* section, run from its text."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(LAYOUT_MARKER) + len(LAYOUT_MARKER)
+    source = text[start : text.index("\n```", start)]
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "README.md layout-reference", "exec"), namespace)
+    return namespace["layout"]
+
+
+LAYOUT_SPECS = [
+    ModelSpec(),
+    ModelSpec(in_channels=3, num_classes=5, image_size=64, width=8, hidden=32),
+    ModelSpec(arch="resnet10", image_size=28),
+    ModelSpec(arch="resnet10", in_channels=3, num_classes=4, image_size=64, input_norm="zscore"),
+    ModelSpec(arch="resnet18", image_size=32),
+    ModelSpec(arch="densenet121", image_size=32),
+    ModelSpec(arch="densenet121", image_size=64, norm="group", num_classes=3),
+]
+
+
+@pytest.mark.parametrize("spec", LAYOUT_SPECS, ids=lambda s: f"{s.arch}-{s.norm}-{s.num_classes}")
+def test_the_readme_layout_is_every_models(spec: ModelSpec) -> None:
+    """The README's layout function, given only the spec's JSON, lists the model's federated
+    tensors with their shapes in state-dict order, and the spec hash computed from that list
+    is the spec's (so a reader without torch can check the terms' spec_hash)."""
+    layout = readme_layout()(spec.to_json())
+    assert layout == [[n, list(shape)] for n, (shape, _) in spec.tensor_layout().items()]
+    doc = {"spec": spec.to_json(), "tensors": [[n, s, "float32"] for n, s in layout]}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    assert hashlib.sha256(text.encode()).hexdigest() == spec.spec_hash()
+    stats = [n for n, _ in layout if n.endswith((".running_mean", ".running_var"))]
+    assert tuple(stats) == spec.statistic_names()

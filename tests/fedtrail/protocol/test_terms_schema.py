@@ -1,0 +1,149 @@
+"""The round terms' JSON Schema (``fedtrail/schemas/round-terms.schema.json``): real and fully
+optioned terms validate against it, it refuses what the reader refuses, its fields are the code's,
+and the README's field-by-field section names every one of them."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from fedtrail.ml.aggregation import AggregationRule
+from fedtrail.ml.models import ModelSpec
+from fedtrail.protocol.roundlog import ValuationSettings
+from fedtrail.protocol.terms import Personalisation, PrivacyTerms, RoundTerms
+from fedtrail.valuation.combine import Combiner
+
+DATA = Path(__file__).parent / "data"
+README = Path(__file__).resolve().parents[3] / "README.md"
+REAL = DATA / "round-terms-real.json"
+"""Round 1's terms of a testnet_demo.sh run (2 sites, 2026-12-04), as stored."""
+
+
+def schema() -> dict[str, Any]:
+    text = resources.files("fedtrail").joinpath("schemas/round-terms.schema.json").read_text()
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+def validator() -> Any:
+    cls = jsonschema.validators.validator_for(schema())
+    cls.check_schema(schema())
+    return cls(schema())
+
+
+def full_terms() -> RoundTerms:
+    """Terms with every optional field set: a peer round of a BatchNorm-free densenet with a
+    statistics rule, privacy, personalisation and class names."""
+    spec = ModelSpec(arch="densenet121", image_size=32, norm="group", input_norm="zscore")
+    valuation = ValuationSettings(
+        method="shapley",
+        metric="balanced_loss",
+        seed=8,
+        explanation_check=False,
+        standing=True,
+        combiner=asdict(Combiner()),
+        large_game="linear_shapley",
+        mode="peers",
+        quorum=2,
+        validator_game="loo",
+    )
+    return RoundTerms(
+        round=7,
+        aggregation_rule=AggregationRule().to_terms(statistics=True),
+        valuation=valuation.to_json(),
+        model_spec=spec.to_json(),
+        spec_hash=spec.spec_hash(),
+        seed=1,
+        validation_sha256="ab" * 32,
+        validation_images=270,
+        commit_seconds=60,
+        reveal_seconds=30,
+        class_names=("normal", "pneumonia"),
+        personalisation=Personalisation(method="fedbn", steps=20, lr=0.05),
+        privacy=PrivacyTerms(delta=1e-5, required=True),
+        score_commit_seconds=30,
+        score_reveal_seconds=30,
+    )
+
+
+def test_real_terms_validate() -> None:
+    """The stored bytes of a real round's terms parse, re-encode to themselves and validate."""
+    blob = REAL.read_bytes()
+    assert RoundTerms.from_bytes(blob).to_bytes() == blob
+    validator().validate(json.loads(blob))
+
+
+def test_terms_with_every_optional_field_validate() -> None:
+    """The schema covers every field the code writes (it refuses unknown ones at every level)."""
+    doc = json.loads(full_terms().to_bytes())
+    assert {"class_names", "personalisation", "privacy"} <= set(doc)
+    assert {"score_commit_seconds", "statistics", "norm", "mode"} <= _keys(doc)
+    validator().validate(doc)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("windows",), None),  # a required field missing
+        (("windows", "reveal_seconds"), "30"),
+        (("windows", "score_commit_seconds"), 30),  # without its score_reveal_seconds
+        (("duplicates", "cosine"), 0.0),
+        (("model_spec", "depth"), 18),  # an unknown key
+        (("valuation", "combiner", "max_norm_zz"), 1.0),
+        (("spec_hash",), "AB" * 32),
+    ],
+)
+def test_the_schema_refuses_what_readers_refuse(path: tuple[str, ...], value: object) -> None:
+    """Each change makes terms that ``RoundTerms.from_bytes`` or the node's own types refuse;
+    the schema refuses them too."""
+    doc = json.loads(REAL.read_bytes())
+    parent = doc
+    for key in path[:-1]:
+        parent = parent[key]
+    if value is None:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    assert list(validator().iter_errors(doc)), path
+
+
+def test_the_schema_fields_are_the_codes() -> None:
+    """The nested objects list exactly the fields of the types that read them."""
+    props = schema()["properties"]
+    assert set(props["model_spec"]["properties"]) == {f.name for f in fields(ModelSpec)}
+    assert set(props["aggregation_rule"]["properties"]) == {f.name for f in fields(AggregationRule)}
+    valuation = props["valuation"]["properties"]
+    assert set(valuation) == set(ValuationSettings._FIELDS)
+    assert set(valuation["combiner"]["properties"]) == {f.name for f in fields(Combiner)}
+
+
+def test_the_readme_names_every_field() -> None:
+    """The README's *round terms, field by field* has one bullet per top-level field, and that
+    bullet names each of the field's own fields (the combiner's in the valuation's bullet)."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("<!-- terms-fields -->")
+    section = text[start : text.index("### Wire format", start)]
+    bullets = {
+        m.group(1): m.group(0)
+        for m in re.finditer(r"^- `([a-z_]+)`.*?(?=^- |^\s*$)", section, re.M | re.S)
+    }
+    props = schema()["properties"]
+    assert set(bullets) == set(props)
+    for name, prop in props.items():
+        for child, sub in prop.get("properties", {}).items():
+            assert f"`{child}`" in bullets[name], (name, child)
+            for grandchild in sub.get("properties", {}):
+                assert f"`{grandchild}`" in bullets[name], (name, child, grandchild)
+
+
+def _keys(doc: Any) -> set[str]:
+    if not isinstance(doc, dict):
+        return set()
+    return set(doc) | {k for v in doc.values() for k in _keys(v)}
