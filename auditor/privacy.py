@@ -32,40 +32,13 @@ from typing import Any
 
 from fedtrail.errors import ConfigError, FedtrailError, StoreError
 from fedtrail.ledger import Ledger
-from fedtrail.protocol.privacy import SUMMED, DpParams, from_micro
+from fedtrail.protocol.privacy import DpParams, from_micro
 from fedtrail.protocol.terms import MAX_TERMS_BYTES, PrivacyTerms, RoundTerms
 from fedtrail.storage.privacy_history import PrivacyHistory
+from fedtrail.storage.privacy_spend import Status, check_spend
 from fedtrail.storage.store import ContentStore
 
-__all__ = ["PrivacyAudit", "SitePrivacy", "UpdateSpend", "audit_privacy"]
-
-
-class Status:
-    """How one update's declared spend compares with its blob (``ok`` says which pass)."""
-
-    AGREES = "agrees"
-    """The epsilon recomputed from the blob's DP parameters equals the declared spend."""
-    NOT_PRIVATE = "not private"
-    """No DP parameters and no declared spend: a plain update."""
-    NOT_READ = "declared only"
-    """Blobs were not read (``--declared-only``): the declaration is shown, not checked."""
-    DIFFERS = "DIFFERS"
-    """The recomputed epsilon is not the declared one (a plain reveal of a DP update too)."""
-    NO_PARAMETERS = "NO DP PARAMETERS"
-    """A spend was declared but the blob carries no DP parameters to back it."""
-    WRONG_DELTA = "WRONG DELTA"
-    """The DP parameters account at another delta than the round's terms fix (a larger delta
-    gives a smaller epsilon for the same training)."""
-    LOOSE_DELTA = "DELTA ABOVE 1/n"
-    """The DP parameters account at a delta above 1 / the site's on-chain sample count: a
-    guarantee that lets one of its images leak outright with that probability, which the
-    declared epsilon does not show (the terms' delta is the aggregator's choice)."""
-    DP_REQUIRED = "DP REQUIRED"
-    """The round's terms require DP training and the update carries no DP parameters."""
-    UNREADABLE = "UNREADABLE"
-    """The blob, its round's terms, or its DP parameters could not be read or accounted."""
-
-    PASSING = frozenset({AGREES, NOT_PRIVATE, NOT_READ})
+__all__ = ["PrivacyAudit", "SitePrivacy", "Status", "UpdateSpend", "audit_privacy"]
 
 
 @dataclass(frozen=True)
@@ -295,50 +268,21 @@ class _RoundReader:
             return result(Status.UNREADABLE, self.why)
         try:
             params = self._params(cid, sha256)
-            self.history.remember(self.round_id, site, params)
         except StoreError as exc:
             return result(Status.UNREADABLE, f"cannot fetch {cid}: {exc}")
         except FedtrailError as exc:  # InvalidUpdate, InvalidPrivacy: the blob's own fault
             return result(Status.UNREADABLE, f"{cid} is not a valid update: {exc}")
-        if params is None:
-            if declared:
-                return result(
-                    Status.NO_PARAMETERS,
-                    f"declared {declared} micro-epsilon; {cid} carries no DP parameters",
-                )
-            if self.privacy is not None and self.privacy.required:
-                return result(Status.DP_REQUIRED, f"round {self.round_id}'s terms require DP")
-            return result(Status.NOT_PRIVATE)
-        if self.privacy is not None and params.delta != self.privacy.delta:
-            return result(
-                Status.WRONG_DELTA,
-                f"accounted at delta {params.delta!r}; the terms fix {self.privacy.delta!r}",
-                params,
-            )
-        if num_samples > 0 and params.delta > 1 / num_samples:
-            return result(
-                Status.LOOSE_DELTA,
-                f"accounted at delta {params.delta!r} > 1 / its {num_samples} samples",
-                params,
-            )
-        try:
-            recomputed = self.history.expected_micro(site, self.round_id, params)
-        except FedtrailError as exc:
-            return result(
-                Status.UNREADABLE,
-                f"cannot account {params.to_json()} under the {params.accounting} rule: {exc}",
-                params,
-            )
-        if recomputed != declared:
-            how = "a plain reveal" if declared == 0 else f"declared {declared}"
-            rule = "" if params.accounting == SUMMED else f" under the {params.accounting} rule"
-            return result(
-                Status.DIFFERS,
-                f"its DP parameters spend {recomputed} micro-epsilon{rule}; {how}",
-                params,
-                recomputed,
-            )
-        return result(Status.AGREES, "", params, recomputed)
+        # the rule the aggregator scores by (fedtrail.storage.privacy_spend), reported here
+        verdict = check_spend(
+            self.history,
+            round_id=self.round_id,
+            site=site,
+            params=params,
+            declared=declared,
+            privacy=self.privacy,
+            num_samples=num_samples,
+        )
+        return result(verdict.status, verdict.detail, verdict.params, verdict.recomputed)
 
     def _params(self, cid: str, sha256: str) -> DpParams | None:
         from fedtrail.storage.codec import decode_update

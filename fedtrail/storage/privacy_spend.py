@@ -1,0 +1,155 @@
+"""One revealed update's declared privacy spend against the DP parameters in its blob.
+
+The one home of the rule that the aggregator (before valuation: a mismatch is scored 0 as
+MALFORMED, :mod:`fedtrail.valuation.candidates`), every peer validator (the same reading),
+``audit verify`` (which replays that verdict) and ``fedtrail audit privacy`` (which reports it)
+share: the spend a site declared at reveal (its ``PrivacySpent`` event; none: 0) must be the
+spend its update's DP parameters give under the accounting rule they name
+(:meth:`~fedtrail.storage.privacy_history.PrivacyHistory.expected_micro`, the code the node
+declares with), at the delta the round's terms fix and no looser than 1 / the site's on-chain
+sample count. A site that declares less than it spent keeps its contract budget unspent; one
+that reveals a DP update as a plain one escapes it altogether.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from fedtrail.errors import FedtrailError
+from fedtrail.ledger import PrivacySpend, checksum
+from fedtrail.protocol.privacy import SUMMED, DpParams
+from fedtrail.protocol.terms import PrivacyTerms
+from fedtrail.storage.privacy_history import PrivacyHistory
+
+__all__ = ["BINDING", "SpendVerdict", "Status", "check_spend", "declared_by_site"]
+
+
+class Status:
+    """How one update's declared spend compares with its blob (:data:`PASSING`: it agrees)."""
+
+    AGREES = "agrees"
+    """The epsilon recomputed from the blob's DP parameters equals the declared spend."""
+    NOT_PRIVATE = "not private"
+    """No DP parameters and no declared spend: a plain update."""
+    NOT_READ = "declared only"
+    """Blobs were not read (``--declared-only``): the declaration is shown, not checked."""
+    DIFFERS = "DIFFERS"
+    """The recomputed epsilon is not the declared one (a plain reveal of a DP update too)."""
+    NO_PARAMETERS = "NO DP PARAMETERS"
+    """A spend was declared but the blob carries no DP parameters to back it."""
+    WRONG_DELTA = "WRONG DELTA"
+    """The DP parameters account at another delta than the round's terms fix (a larger delta
+    gives a smaller epsilon for the same training)."""
+    LOOSE_DELTA = "DELTA ABOVE 1/n"
+    """The DP parameters account at a delta above 1 / the site's on-chain sample count: a
+    guarantee that lets one of its images leak outright with that probability, which the
+    declared epsilon does not show (the terms' delta is the aggregator's choice)."""
+    DP_REQUIRED = "DP REQUIRED"
+    """The round's terms require DP training and the update carries no DP parameters."""
+    UNREADABLE = "UNREADABLE"
+    """The blob, its round's terms, or its DP parameters could not be read or accounted."""
+
+    PASSING = frozenset({AGREES, NOT_PRIVATE, NOT_READ})
+
+
+BINDING: Final = frozenset(
+    {
+        Status.DIFFERS,
+        Status.NO_PARAMETERS,
+        Status.WRONG_DELTA,
+        Status.LOOSE_DELTA,
+        Status.DP_REQUIRED,
+    }
+)
+"""The statuses that score an update 0 (MALFORMED) at valuation, under terms whose
+``dp_spend_check`` is on: each follows from the update's own blob, the chain and the terms.
+Not UNREADABLE: an earlier blob the composed rule needs may be missing from one store and not
+another, so that verdict is not the same for every reader (``audit privacy`` still fails it)."""
+
+
+@dataclass(frozen=True)
+class SpendVerdict:
+    """What :func:`check_spend` found: ``status`` (a :class:`Status`), why, the parameters
+    read and the spend recomputed from them (None where none was)."""
+
+    status: str
+    detail: str = ""
+    params: DpParams | None = None
+    recomputed: int | None = None
+
+    @property
+    def binding(self) -> bool:
+        """Whether the update is scored 0 for it (:data:`BINDING`)."""
+        return self.status in BINDING
+
+    @property
+    def reason(self) -> str:
+        """The verdict as the round log's explanation of a zeroed update states it."""
+        return f"privacy spend {self.status}" + (f": {self.detail}" if self.detail else "")
+
+
+def declared_by_site(spends: Iterable[PrivacySpend]) -> dict[str, int]:
+    """Each site's declared spend (micro-epsilon) from one round's ``PrivacySpent`` events,
+    keyed by checksummed address (the contract takes one per reveal; a repeat adds up)."""
+    out: dict[str, int] = {}
+    for spend in spends:
+        site = checksum(spend.site)
+        out[site] = out.get(site, 0) + spend.epsilon_micro
+    return out
+
+
+def check_spend(
+    history: PrivacyHistory,
+    *,
+    round_id: int,
+    site: str,
+    params: DpParams | None,
+    declared: int,
+    privacy: PrivacyTerms | None,
+    num_samples: int = 0,
+) -> SpendVerdict:
+    """``site``'s update of ``round_id`` carrying ``params`` (read from its hash-checked blob)
+    against the ``declared`` micro-epsilon, under the round's ``privacy`` terms (None: none).
+    Never raises: a spend that cannot be recomputed is UNREADABLE."""
+    history.remember(round_id, site, params)
+    if params is None:
+        if declared:
+            return SpendVerdict(
+                Status.NO_PARAMETERS,
+                f"declared {declared} micro-epsilon; the update carries no DP parameters",
+            )
+        if privacy is not None and privacy.required:
+            return SpendVerdict(Status.DP_REQUIRED, f"round {round_id}'s terms require DP")
+        return SpendVerdict(Status.NOT_PRIVATE)
+    if privacy is not None and params.delta != privacy.delta:
+        return SpendVerdict(
+            Status.WRONG_DELTA,
+            f"accounted at delta {params.delta!r}; the terms fix {privacy.delta!r}",
+            params,
+        )
+    if num_samples > 0 and params.delta > 1 / num_samples:
+        return SpendVerdict(
+            Status.LOOSE_DELTA,
+            f"accounted at delta {params.delta!r} > 1 / its {num_samples} samples",
+            params,
+        )
+    try:
+        recomputed = history.expected_micro(site, round_id, params)
+    except FedtrailError as exc:  # InvalidPrivacy, StoreError: an earlier blob unreadable
+        return SpendVerdict(
+            Status.UNREADABLE,
+            f"cannot account {params.to_json()} under the {params.accounting} rule: {exc}",
+            params,
+        )
+    if recomputed != declared:
+        how = "a plain reveal" if declared == 0 else f"declared {declared}"
+        rule = "" if params.accounting == SUMMED else f" under the {params.accounting} rule"
+        return SpendVerdict(
+            Status.DIFFERS,
+            f"its DP parameters spend {recomputed} micro-epsilon{rule}; {how}",
+            params,
+            recomputed,
+        )
+    return SpendVerdict(Status.AGREES, "", params, recomputed)
