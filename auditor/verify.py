@@ -99,6 +99,7 @@ from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_model, decode_update, encode_model, read_limit
 from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.store import ContentStore
+from fedtrail.valuation.candidates import SpendChecker, checks_spend
 from fedtrail.valuation.limits import ThresholdLimits
 
 if TYPE_CHECKING:
@@ -485,6 +486,15 @@ def verify_round(
             else f"duplicate marks disagree with commit order for {', '.join(wrong)}",
         )
 
+    if terms is not None and checks_spend(terms):
+        # the aggregator's reading scores a readable update whose declared spend its blob
+        # contradicts MALFORMED (fedtrail.storage.privacy_spend), its delta kept
+        breaches = _spend_breaches(ledger, store, round_id, terms, subs, read_as, dp, history)
+        for site in breaches:
+            unusable[site] = read_as[site] = Reason.MALFORMED
+        if not peers:
+            audit.add(*_check_spend_scored(subs, read_as, breaches))
+
     if log is not None:
         audit.add(
             *_check_status(
@@ -760,6 +770,59 @@ def _check_privacy(
             else f"the terms require DP-SGD but weighted updates without DP parameters come "
             f"from {', '.join(plain)}",
         )
+
+
+def _spend_breaches(
+    ledger: Ledger,
+    store: ContentStore,
+    round_id: int,
+    terms: RoundTerms,
+    subs: list[Submission],
+    read_as: Mapping[str, Reason | None],
+    dp: Mapping[str, DpParams | None],
+    history: PrivacyHistory,
+) -> dict[str, str]:
+    """Each update this audit reads as usable (not unreadable, malformed or a duplicate) whose
+    declared spend its blob contradicts, with why: the rule the aggregator scores by
+    (:class:`~fedtrail.valuation.candidates.SpendChecker`), replayed on the same data."""
+    checker = SpendChecker(ledger, store, round_id, terms, history)
+    out: dict[str, str] = {}
+    for sub in subs:
+        if read_as.get(sub.site) is not Reason.OK or sub.site not in dp:
+            continue
+        why = checker.breach(sub, dp[sub.site])
+        if why is not None:
+            out[sub.site] = why
+    return out
+
+
+def _check_spend_scored(
+    subs: list[Submission], read_as: Mapping[str, Reason | None], breaches: Mapping[str, str]
+) -> tuple[str, bool, str]:
+    """``privacy.scored``: under terms whose ``dp_spend_check`` is on, every update whose
+    declared privacy spend its blob contradicts is scored 0 as MALFORMED, and no update whose
+    declaration stands (and that this audit reads as usable) is: a site cannot be paid for a
+    spend it did not declare, nor an honest DP site zeroed under that pretext."""
+    problems = []
+    for sub in subs:
+        why = breaches.get(sub.site)
+        if why is not None and (sub.weight > 0 or sub.reason != Reason.MALFORMED):
+            problems.append(
+                f"{sub.site[:10]} is weighted {sub.weight} with reason {Reason(sub.reason).name}"
+                f" but its {why}"
+            )
+        elif why is None and read_as.get(sub.site) is Reason.OK and sub.reason == Reason.MALFORMED:
+            problems.append(
+                f"{sub.site[:10]} is MALFORMED on chain, but its update reads and its declared "
+                "privacy spend is the one its DP parameters give"
+            )
+    return (
+        "privacy.scored",
+        not problems,
+        "; ".join(problems)
+        or f"{len(breaches)} update(s) whose declared privacy spend the blob contradicts, each "
+        "scored 0 as MALFORMED; no other readable update is",
+    )
 
 
 def _dp_params_problems(sub: Submission, params: DpParams, delta: float | None) -> list[str]:

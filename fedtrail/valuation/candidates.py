@@ -9,7 +9,14 @@ round (to score the others' updates) read from the chain and the store before a 
   canonical encoding of its tensors, and carry DP parameters when the round's terms require
   DP-SGD (any failure, or a blob the store cannot return: MALFORMED);
 - later copies (in commit order) of an earlier readable update are marked DUPLICATE under the
-  terms' duplicate thresholds.
+  terms' duplicate thresholds;
+- under terms whose ``dp_spend_check`` is on (:class:`~fedtrail.valuation.combine.Combiner`;
+  off in terms written before it), every other readable update's declared privacy spend is
+  checked against the DP parameters in its blob
+  (:func:`fedtrail.storage.privacy_spend.check_spend`, what ``audit privacy`` and ``audit
+  verify`` recompute): a binding mismatch makes it MALFORMED, its delta kept (a peer round's
+  validators may still weight it, and the aggregator then aggregates it as the chain says),
+  with the check that failed as its detail.
 
 The submissions come in the ledger's order (ascending site address: the aggregation order and
 the order of a peer round's score vectors). A :class:`CandidateCache` keeps each round's fetched
@@ -27,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fedtrail.errors import (
+    ConfigError,
     ContentNotFound,
     ContentTooLarge,
     HashMismatch,
@@ -39,18 +47,33 @@ from fedtrail.ledger import Ledger, Submission
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
+from fedtrail.protocol.privacy import DpParams
+from fedtrail.protocol.roundlog import InvalidLog, ValuationSettings
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_update, default_max_bytes
+from fedtrail.storage.privacy_history import PrivacyHistory
+from fedtrail.storage.privacy_spend import check_spend, declared_by_site
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.base import Candidate
 
-__all__ = ["CandidateCache", "Fetched", "fetch_update", "pin_readable", "revealed_candidates"]
+__all__ = [
+    "CandidateCache",
+    "Fetched",
+    "checks_spend",
+    "fetch_update",
+    "pin_readable",
+    "revealed_candidates",
+]
 
 log = logging.getLogger("fedtrail.valuation.candidates")
 
 Fetched = tuple[Reason, str, dict[str, torch.Tensor] | None]
 """One fetched update: its status (OK, TAMPERED or MALFORMED), why, and its delta when OK."""
+
+Read = tuple[Reason, str, dict[str, torch.Tensor] | None, DpParams | None]
+"""A fetched update as the cache keeps it: :data:`Fetched` and the DP parameters its blob
+carries (None: none, or it was not read)."""
 
 
 FETCH_THREADS = 8
@@ -61,9 +84,9 @@ FETCH_THREADS = 8
 class CandidateCache:
     """Fetched updates by round, then by (site, sha256); only the latest round is kept."""
 
-    rounds: dict[int, dict[tuple[str, str], Fetched]] = field(default_factory=dict)
+    rounds: dict[int, dict[tuple[str, str], Read]] = field(default_factory=dict)
 
-    def of(self, round_id: int) -> dict[tuple[str, str], Fetched]:
+    def of(self, round_id: int) -> dict[tuple[str, str], Read]:
         """The round's entries; entries of earlier rounds are dropped."""
         for old in [r for r in self.rounds if r < round_id]:
             del self.rounds[old]
@@ -81,6 +104,22 @@ def fetch_update(
 ) -> Fetched:
     """Fetches and checks one revealed update (see the module docstring); never raises for
     bad content: the status says what was wrong (logged as a warning on ``logger``)."""
+    status, detail, delta, _ = _read_update(
+        store, sub, round_id=round_id, terms=terms, spec=spec, logger=logger
+    )
+    return status, detail, delta
+
+
+def _read_update(
+    store: ContentStore,
+    sub: Submission,
+    *,
+    round_id: int,
+    terms: RoundTerms,
+    spec: ModelSpec,
+    logger: logging.Logger = log,
+) -> Read:
+    """:func:`fetch_update`, with the DP parameters of a readable blob."""
     try:
         # No more than the spec allows, before any byte is read: a site must not make every
         # reader buffer (and hash) up to the store's general limit, FETCH_THREADS at a time.
@@ -90,7 +129,7 @@ def fetch_update(
         if meta.dp is None and terms.privacy is not None and terms.privacy.required:
             # Not an update these terms accept: verify's privacy.required would fail.
             raise InvalidUpdate("the terms require DP-SGD and the update holds no DP parameters")
-        return Reason.OK, "", delta
+        return Reason.OK, "", delta, meta.dp
     except HashMismatch as exc:
         status, detail = Reason.TAMPERED, str(exc)
     except (InvalidUpdate, InvalidCid, ContentTooLarge, NotAFile) as exc:
@@ -98,7 +137,19 @@ def fetch_update(
     except ContentNotFound as exc:
         status, detail = Reason.MALFORMED, f"update not retrievable: {exc}"
     logger.warning("round %d: %s's update unusable: %s", round_id, sub.site, detail)
-    return status, detail, None
+    return status, detail, None, None
+
+
+def checks_spend(terms: RoundTerms) -> bool:
+    """Whether ``terms`` score an update whose declared privacy spend its blob contradicts 0
+    (their thresholds' ``dp_spend_check``; off in terms written before it). Valuation settings
+    that cannot be read check nothing here: the valuation itself refuses them."""
+    from fedtrail.valuation.chained import combiner_from
+
+    try:
+        return bool(combiner_from(ValuationSettings.from_json(terms.valuation)).dp_spend_check)
+    except (InvalidLog, ConfigError):
+        return False
 
 
 def revealed_candidates(
@@ -122,8 +173,8 @@ def revealed_candidates(
         # Fetched concurrently: each update is a few store round trips (probe, stat, cat) and
         # a decode, and the store's latency, not its bandwidth, dominates. Each result depends
         # on its own bytes only, so the order of completion changes nothing.
-        def fetch(sub: Submission) -> Fetched:
-            return fetch_update(
+        def fetch(sub: Submission) -> Read:
+            return _read_update(
                 store, sub, round_id=round_id, terms=terms, spec=spec, logger=logger
             )
 
@@ -134,15 +185,23 @@ def revealed_candidates(
     copies = find_duplicates(
         [
             Entry(sub.site, sub.commit_order, sub.sha256, delta if status is Reason.OK else None)
-            for sub, status, _, delta in fetched
+            for sub, status, _, delta, _ in fetched
         ],
         terms.duplicates,
     )
+    spends: SpendChecker | None = None
+    if checks_spend(terms):
+        spends = SpendChecker(ledger, store, round_id, terms)
     out = []
-    for sub, status, detail, delta in fetched:
+    for sub, status, detail, delta, dp in fetched:
         if status is Reason.OK and sub.site in copies:
             status = Reason.DUPLICATE
             detail = f"repeats the update {copies[sub.site]} committed earlier"
+        if status is Reason.OK and spends is not None:
+            broken = spends.breach(sub, dp)
+            if broken is not None:
+                status, detail = Reason.MALFORMED, broken
+                logger.warning("round %d: %s's update scored 0: %s", round_id, sub.site, broken)
         out.append(
             (
                 sub,
@@ -156,6 +215,38 @@ def revealed_candidates(
             )
         )
     return out
+
+
+class SpendChecker:
+    """One round's declared privacy spends, checked against the updates' DP parameters
+    (:func:`~fedtrail.storage.privacy_spend.check_spend`); the chain's events are read once."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        store: ContentStore,
+        round_id: int,
+        terms: RoundTerms,
+        history: PrivacyHistory | None = None,
+    ) -> None:
+        self.round_id = round_id
+        self.privacy = terms.privacy
+        self.history = history if history is not None else PrivacyHistory(ledger, store)
+        self.declared = declared_by_site(ledger.privacy_spends(round_id))
+
+    def breach(self, sub: Submission, params: DpParams | None) -> str | None:
+        """Why ``sub``'s readable update, carrying ``params``, is scored 0 (the failed check
+        and its detail, as the round log states it); None when its declaration stands."""
+        verdict = check_spend(
+            self.history,
+            round_id=self.round_id,
+            site=sub.site,
+            params=params,
+            declared=self.declared.get(sub.site, 0),
+            privacy=self.privacy,
+            num_samples=sub.num_samples,
+        )
+        return verdict.reason if verdict.binding else None
 
 
 def pin_readable(

@@ -98,10 +98,12 @@ LATER_THRESHOLDS: Final = MappingProxyType(
         "stale_rounds": 1,
         "credit_cosine": -1.0,
         "sample_median_self": 0,
+        "dp_spend_check": 0,
     }
 )
 """Combiner fields added after logs recorded every threshold, with the value a recorded set
-without them was valued with (the norm bounds off, references from one round), whatever
+without them was valued with (the norm bounds off, references from one round, declared privacy
+spends not checked before valuation), whatever
 today's defaults say, so its replay is unchanged."""
 
 UNRECORDED: Final = MappingProxyType(
@@ -111,6 +113,7 @@ UNRECORDED: Final = MappingProxyType(
         "stale_rounds": 1,
         "credit_cosine": -1.0,
         "sample_median_self": 0,
+        "dp_spend_check": 0,
     }
 )
 """Thresholds whose defaults changed, at the values a round whose settings record no

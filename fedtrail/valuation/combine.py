@@ -186,6 +186,14 @@ class Combiner:
     (:func:`~fedtrail.valuation.standing.norm_factor`). A recorded set of thresholds without
     them (a log written before they existed) means 0: off
     (:func:`~fedtrail.valuation.chained.combiner_from`).
+    ``dp_spend_check`` (0 or 1; default 1): 1 scores 0, as MALFORMED, an update whose declared
+    privacy spend is not the one the DP parameters in its blob give (or that names another
+    delta than the terms, one above 1 / its sample count, or a spend without parameters:
+    :data:`fedtrail.storage.privacy_spend.BINDING`), before the valuation
+    (:func:`~fedtrail.valuation.candidates.revealed_candidates`); otherwise a site that declares
+    less than it spent is paid like anyone else and only the audit flags it afterwards
+    (``scripts/attacks/a5_dp_understated_spend.py``). A recorded set of thresholds without it
+    (a log written before it existed) means 0: off.
     """
 
     min_cosine: float = -0.5
@@ -203,6 +211,7 @@ class Combiner:
     small_norm_ratio: float = 0.0
     credit_cosine: float = -0.7
     sample_median_self: int = 1
+    dp_spend_check: int = 1
 
     def __post_init__(self) -> None:
         if not -1.0 <= _number("min_cosine", self.min_cosine) <= 1.0:
@@ -233,6 +242,9 @@ class Combiner:
         m = self.sample_median_self
         if isinstance(m, bool) or m not in (0, 1):
             raise ConfigError(f"sample_median_self must be 0 or 1, got {m!r}")
+        d = self.dp_spend_check
+        if isinstance(d, bool) or d not in (0, 1):
+            raise ConfigError(f"dp_spend_check must be 0 or 1, got {d!r}")
         k = _number("max_norm_ratio", self.max_norm_ratio)
         if k != 0 and k < 1:
             raise ConfigError(f"max_norm_ratio must be 0 (off) or at least 1, got {k}")

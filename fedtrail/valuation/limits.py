@@ -66,17 +66,20 @@ by the rule's field: a later update within both thresholds of an earlier one is 
 scored 0, so a lower ``cosine`` or a higher ``relative_l2`` zeroes more honest updates (at cosine
 0.5 and relative_l2 0.9 every honest update but the first committed is a "copy")."""
 
-UNBOUNDED: Final = frozenset({"stale_distance", "stale_rounds"})
+UNBOUNDED: Final = frozenset({"stale_distance", "stale_rounds", "dp_spend_check"})
 """Thresholds with no limit: ``stale_distance``'s default (1e6) is already no bound in effect,
 and ``stale_rounds`` only widens the references to rounds that exist (more fetching for the
 aggregator and auditors, no harm to an honest update, whose cosine to its own earlier updates
-stays below ``stale_cosine``)."""
+stays below ``stale_cosine``). ``dp_spend_check`` has no strictest side (on, it zeroes only
+an update whose own blob contradicts its declared privacy spend); its loosest is bounded
+(:class:`LoosestLimits`: off pays a site that understates its spend)."""
 
 
-LOWER_IS_LOOSER: Final = HIGHER_IS_STRICTER | {"stale_distance", "stale_rounds"}
+LOWER_IS_LOOSER: Final = HIGHER_IS_STRICTER | {"stale_distance", "stale_rounds", "dp_spend_check"}
 """Thresholds that let more updates through as they fall (:class:`LoosestLimits`' sides):
 ``stale_distance`` bounds the stale screen's relative distance, so 0 calls nothing stale;
-``stale_rounds`` is how far back a resent update is recognised."""
+``stale_rounds`` is how far back a resent update is recognised; ``dp_spend_check`` 0 pays an
+update whose declared privacy spend its blob contradicts."""
 
 
 def _valid_thresholds(values: dict[str, Any]) -> None:
@@ -98,7 +101,9 @@ class LoosestLimits:
     ``max_norm_ratio`` and ``small_norm_ratio`` (off, their loosest, is the default).
     ``credit_cosine`` and ``stale_rounds`` are bounded at the product's value: terms that omit
     them read as a log recorded before they existed (-1: off; 1 round), which would turn off
-    the standing's sign-flip rule or let a resent update from two rounds back be paid."""
+    the standing's sign-flip rule or let a resent update from two rounds back be paid.
+    ``dp_spend_check`` is bounded at 1 (on) for the same reason: terms that omit it read as
+    written before it (off), which pays a site that understates its privacy spend."""
 
     min_cosine: float = -1.0
     max_norm_z: float = 20.0
@@ -112,6 +117,7 @@ class LoosestLimits:
     stale_rounds: int = 3
     max_sample_ratio: float = 10.0
     credit_cosine: float = -0.7
+    dp_spend_check: int = 1
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
 

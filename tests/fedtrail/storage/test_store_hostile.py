@@ -64,7 +64,10 @@ def test_an_update_cid_naming_no_file_is_malformed_and_the_round_goes_on(ipfs_ap
         for i, (cid, sha) in enumerate(refs)
     ]
     ledger: Any = SimpleNamespace(get_submissions=lambda round_id: list(subs))
-    terms: Any = SimpleNamespace(duplicates=DuplicateRule(), privacy=None)
+    # valuation settings recording no thresholds: no privacy spend check (no events to read)
+    terms: Any = SimpleNamespace(
+        duplicates=DuplicateRule(), privacy=None, valuation={"method": "loo", "metric": "auc"}
+    )
     pairs = revealed_candidates(ledger, store, 1, terms=terms, spec=SPEC)
     assert [c.status for _, c in pairs] == [Reason.OK, Reason.MALFORMED, Reason.MALFORMED]
     assert all("not a file" in c.detail for _, c in pairs[1:])

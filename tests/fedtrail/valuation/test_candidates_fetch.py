@@ -67,7 +67,10 @@ def _round(tmp_path: Path) -> tuple[LocalStore, list[Submission]]:
 def test_updates_are_fetched_concurrently_and_as_one_by_one(tmp_path: Path) -> None:
     store, subs = _round(tmp_path)
     ledger: Any = SimpleNamespace(get_submissions=lambda round_id: list(subs))
-    terms: Any = SimpleNamespace(duplicates=DuplicateRule(), privacy=None)
+    # valuation settings recording no thresholds: no privacy spend check (no events to read)
+    terms: Any = SimpleNamespace(
+        duplicates=DuplicateRule(), privacy=None, valuation={"method": "loo", "metric": "auc"}
+    )
     meeting: Any = MeetingStore(store, parties=SITES)
     pairs = revealed_candidates(ledger, meeting, ROUND, terms=terms, spec=SPEC)
     assert [sub for sub, _ in pairs] == subs

@@ -69,6 +69,7 @@ LOOSEST_PAST = {
     "max_sample_ratio": 1e9,
     "credit_cosine": -1.0,
     "stale_rounds": 1,
+    "dp_spend_check": 0,
 }
 """One value per threshold past its default loosest limit: each pays what the valuation should
 not (a copy, a zero update, an inflated count, an outlier the norm screen would flag, a
@@ -81,6 +82,7 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     assert limits == names - UNBOUNDED | set(DUPLICATE_LIMITS)
     # unbounded on the loosening side: off is their loosest; sample_median_self's default (1,
     # the median with the judged count in) is its loosest value and 0 its only other one
+    # (dp_spend_check is bounded on its loose side only: off pays an understated spend)
     off_is_loosest = {"max_norm_ratio", "small_norm_ratio", "sample_median_self"}
     loosest = {f.name for f in fields(LoosestLimits)}
     assert loosest == names - off_is_loosest | set(DUPLICATE_LIMITS)
@@ -108,18 +110,20 @@ def test_the_products_own_presets_are_accepted_on_both_sides(combiner: Combiner)
 def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
     combiner: Combiner,
 ) -> None:
-    """A round recorded before ``credit_cosine``, ``stale_rounds`` and ``sample_median_self``
-    existed was valued without them (off; one round of references; the others' counts only),
-    and that is how terms that omit them read: an aggregator could turn the sign-flip rule off,
-    let a resent update from two rounds back be paid, or bring back the count median that
-    1-sample colluders drag down to zero honest sites (attack a3), by leaving keys out. Sites
-    refuse such terms (and this build reads no ledger of the builds that wrote them: the client
-    requires its own contract code)."""
+    """A round recorded before ``credit_cosine``, ``stale_rounds``, ``sample_median_self`` and
+    ``dp_spend_check`` existed was valued without them (off; one round of references; the
+    others' counts only; no privacy spend check), and that is how terms that omit them read: an
+    aggregator could turn the sign-flip rule off, let a resent update from two rounds back be
+    paid, bring back the count median that 1-sample colluders drag down to zero honest sites
+    (attack a3), or pay a site that understates its privacy spend (attack a5), by leaving keys
+    out. Sites refuse such terms (and this build reads no ledger of the builds that wrote them:
+    the client requires its own contract code)."""
     assert ThresholdLimits().breaches(combiner) == ["sample_median_self 0 (accepted: at least 1)"]
     assert ThresholdLimits(sample_median_self=0).breaches(combiner) == []
     assert ThresholdLimits().loosest.breaches(combiner, DuplicateRule()) == [
         "stale_rounds 1 (accepted: at least 3)",
         "credit_cosine -1.0 (accepted: at least -0.7)",
+        "dp_spend_check 0 (accepted: at least 1)",
     ]
 
 

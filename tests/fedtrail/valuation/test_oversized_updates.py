@@ -67,7 +67,10 @@ def test_an_oversized_update_is_malformed_and_never_read(tmp_path: Path) -> None
     bomb = honest + b"\0" * (limit + 1 - len(honest))  # what a 256 MiB blob would be, smaller
     subs = [_sub(store, 0, honest), _sub(store, 1, bomb), _sub(store, 2, sparse)]
     ledger: Any = SimpleNamespace(get_submissions=lambda round_id: list(subs))
-    terms: Any = SimpleNamespace(duplicates=DuplicateRule(), privacy=None)
+    # valuation settings recording no thresholds: no privacy spend check (no events to read)
+    terms: Any = SimpleNamespace(
+        duplicates=DuplicateRule(), privacy=None, valuation={"method": "loo", "metric": "auc"}
+    )
     counting: Any = CountingStore(store)
     pairs = revealed_candidates(ledger, counting, ROUND, terms=terms, spec=SPEC)
     status = {sub.site: cand.status for sub, cand in pairs}
