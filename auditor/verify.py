@@ -492,7 +492,8 @@ def verify_round(
         breaches = _spend_breaches(ledger, store, round_id, terms, subs, read_as, dp, history)
         for site in breaches:
             unusable[site] = read_as[site] = Reason.MALFORMED
-        if not peers:
+        private = terms.privacy is not None or any(p is not None for p in dp.values())
+        if not peers and (private or breaches):  # as privacy.spend: none in a plain round
             audit.add(*_check_spend_scored(subs, read_as, breaches))
 
     if log is not None:

@@ -26,6 +26,7 @@ from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.federation import Federation, build_federation, make_sites
 from fedtrail.storage.codec import decode_update
 from fedtrail.storage.store import LocalStore
+from fedtrail.valuation import default_combiner
 
 # Every federation here runs on the real Anvil node: a third of the build time of one on the
 # embedded chain (see tests.auditor.test_verify.on_anvil).
@@ -33,8 +34,9 @@ pytestmark = pytest.mark.anvil
 
 
 def _federation(tmp: Path, anvil_url: str) -> Federation:
-    """Two DP hospitals (100 images each) under terms that require DP at delta 1e-5; hospital-0
-    holds a budget of epsilon 100, hospital-1 none. On Anvil: development accounts 0, 5, 6."""
+    """Two DP hospitals (100 images each) under terms that require DP at delta 1e-5 and do not
+    check declared spends before valuation; hospital-0 holds a budget of epsilon 100,
+    hospital-1 none. On Anvil: development accounts 0, 5, 6."""
     w3 = connect(anvil_url)
     accounts = [dev_account(i) for i in (0, 5, 6)]
     splits = load_bundled()
@@ -52,7 +54,14 @@ def _federation(tmp: Path, anvil_url: str) -> Federation:
         store=LocalStore(tmp / "store"),
         folder=tmp,
         validation=splits.val,
-        settings=AggregatorSettings(valuation="loo", dp_delta=1e-5, dp_required=True),
+        # terms from before dp_spend_check: the aggregator pays an understated spend, and the
+        # audit is what catches it (tests/aggregator/test_dp_spend.py: the rule on)
+        settings=AggregatorSettings(
+            valuation="loo",
+            dp_delta=1e-5,
+            dp_required=True,
+            combiner=replace(default_combiner(True), dp_spend_check=0),
+        ),
     )
     fed.ledger.set_privacy_budget(accounts[0], accounts[1].address, to_micro(100.0))
     return fed
