@@ -93,7 +93,10 @@ _DESCRIPTIONS: dict[Reason, str] = {
     "(robust z-score above the threshold), as a scaled or boosted update's is.",
     Reason.TAMPERED: "The stored bytes do not match the sha256 recorded on chain.",
     Reason.MALFORMED: "The blob failed validation (format, names, shapes, dtypes, "
-    "non-finite values or model spec) or claims no training samples.",
+    "non-finite values or model spec) or claims no training samples, or its DP parameters "
+    "contradict the privacy spend the site declared on chain (another epsilon, another delta "
+    "than the round's terms, a delta above 1 / its samples, a spend without DP parameters, or "
+    "none under terms that require DP).",
     Reason.DUPLICATE: "The update repeats an update committed earlier in the round (by on-chain "
     "commit order), byte for byte or numerically near-identical.",
     Reason.LATE: "The update arrived after the round's deadline.",

@@ -1,13 +1,21 @@
 """A5: a DP site under a privacy budget of 1 epsilon declares 1 micro-epsilon at reveal
-(revealPrivateUpdate) while the DP parameters in its own hash-pinned blob give several epsilon
-a round. The declared spend is not part of the commitment and the aggregator never compares it
-with the blob: it values and pays the update; the contract's budget never binds; only
-`audit verify`'s privacy.spend (and `audit privacy`) flags it, after the round is finalized.
+(revealPrivateUpdate) while the DP parameters in its own hash-pinned blob give 4.74 epsilon a
+round. The declared spend is not part of the commitment, and the contract charges only what is
+declared, so its budget never binds.
 
-usage: python attacks/a5_dp_understated_spend.py [understate|honest] [rounds]
+Defended (terms with dp_spend_check 1, the default): the aggregator recomputes the spend from
+the blob before valuation (fedtrail.storage.privacy_spend.check_spend) and scores the update 0 as
+MALFORMED, the log naming the check (privacy spend DIFFERS); `audit verify` replays it and still
+fails privacy.spend for the site's own declaration. `unbound` runs the same attack under terms
+without the check (dp_spend_check 0, as every round before it): the update is valued and paid
+like any other, and only privacy.spend flags it afterwards. `honest` declares the true spend:
+the contract refuses the reveal over the budget.
+
+usage: python attacks/a5_dp_understated_spend.py [understate|unbound|honest] [rounds]
 """
 
 import sys
+from dataclasses import replace
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from harness import SPEC, Site, run
@@ -16,6 +24,7 @@ from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.ml.privacy import declared_micro
 from fedtrail.protocol.privacy import DpParams
 from fedtrail.storage.codec import encode_update
+from fedtrail.valuation import default_combiner
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "understate"
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
@@ -29,7 +38,7 @@ def dp_site(ctx):
     blob = encode_update(ctx.now["dp"], spec=SPEC, round=ctx.round, dp=PARAMS).blob
     true = declared_micro(PARAMS, [], 0)  # summed rule: this update's own epsilon
     history.append(true)
-    return blob, 150, (1 if mode == "understate" else true)
+    return blob, 150, (true if mode == "honest" else 1)
 
 
 def budget(fed, acct):
@@ -46,7 +55,12 @@ res = run(
     rounds=rounds,
     setup=budget,
     settings=AggregatorSettings(
-        explain_method=None, round_seconds=60, reveal_seconds=30, dp_delta=1e-5
+        explain_method=None,
+        round_seconds=60,
+        reveal_seconds=30,
+        dp_delta=1e-5,
+        # unbound: terms as before the rule (the aggregator does not check declared spends)
+        combiner=replace(default_combiner(True), dp_spend_check=0) if mode == "unbound" else None,
     ),
 )
 print(
