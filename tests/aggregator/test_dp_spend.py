@@ -266,3 +266,24 @@ def test_the_shared_rule_names_each_binding_check(federation: Any) -> None:
     assert status(None, 5) == "binds: NO DP PARAMETERS"
     assert status(None, 0, privacy=PrivacyTerms(delta=1e-5, required=True)) == "binds: DP REQUIRED"
     assert status(None, 0) == "not private"
+
+
+def test_every_validator_reads_an_understated_spend_as_malformed_with_its_delta(
+    federation: Any,
+) -> None:
+    """Peer rounds: the aggregator cannot zero an update, but every validator reads the round
+    through the same ``revealed_candidates`` and so scores an understated spend 0; the delta is
+    kept, so an update the validators' median weights anyway is still aggregated as the chain
+    says (the aggregator's finalize and verify's replay need it)."""
+    from fedtrail.protocol.terms import RoundTerms
+    from fedtrail.valuation.candidates import revealed_candidates
+
+    ledger, store, names = federation
+    info = ledger.get_round(2)
+    terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+    read = {c.site: c for _, c in revealed_candidates(ledger, store, 2, terms=terms, spec=SPEC)}
+    liar = read[names["dp-liar"]]
+    assert liar.status is Reason.MALFORMED and liar.delta is not None and not liar.usable
+    assert liar.detail.startswith("privacy spend DIFFERS")
+    others = [read[names[n]] for n in ("plain-0", "plain-1", "dp-honest")]
+    assert all(c.usable for c in others)

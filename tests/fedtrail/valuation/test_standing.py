@@ -260,6 +260,7 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
             stale_rounds=3,
             credit_cosine=-0.7,
             sample_median_self=1,
+            dp_spend_check=1,
         )
         == HISTORY_COMBINER
     )
