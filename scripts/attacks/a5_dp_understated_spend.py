@@ -8,7 +8,8 @@ the blob before valuation (fedtrail.storage.privacy_spend.check_spend) and score
 MALFORMED, the log naming the check (privacy spend DIFFERS); `audit verify` replays it and still
 fails privacy.spend for the site's own declaration. `unbound` runs the same attack under terms
 without the check (dp_spend_check 0, as every round before it): the update is valued and paid
-like any other, and only privacy.spend flags it afterwards. `honest` declares the true spend:
+like any other, and only privacy.spend (and terms.limits, since sites refuse such terms unless
+they widen [accept.loosest]) flags it afterwards. `honest` declares the true spend:
 the contract refuses the reveal over the budget.
 
 usage: python attacks/a5_dp_understated_spend.py [understate|unbound|honest] [rounds]
