@@ -82,15 +82,25 @@ FETCH_THREADS = 8
 
 @dataclass
 class CandidateCache:
-    """Fetched updates by round, then by (site, sha256); only the latest round is kept."""
+    """Fetched updates by round, then by (site, sha256), and the spend verdicts of the readable
+    ones (why one is scored 0, or None); only the latest round is kept. A verdict follows from
+    the blob, the round's terms and ``PrivacySpent`` events fixed by the reveal, so it is read
+    once per process (not at every valuation poll and again at finalize)."""
 
     rounds: dict[int, dict[tuple[str, str], Read]] = field(default_factory=dict)
+    spends: dict[int, dict[tuple[str, str], str | None]] = field(default_factory=dict)
 
     def of(self, round_id: int) -> dict[tuple[str, str], Read]:
         """The round's entries; entries of earlier rounds are dropped."""
         for old in [r for r in self.rounds if r < round_id]:
             del self.rounds[old]
+        for old in [r for r in self.spends if r < round_id]:
+            del self.spends[old]
         return self.rounds.setdefault(round_id, {})
+
+    def verdicts(self, round_id: int) -> dict[tuple[str, str], str | None]:
+        """The round's spend verdicts (after :meth:`of`, which drops earlier rounds')."""
+        return self.spends.setdefault(round_id, {})
 
 
 def fetch_update(
@@ -166,7 +176,8 @@ def revealed_candidates(
     or the reason it cannot be used; later copies (in commit order) of an earlier update are
     marked DUPLICATE. ``terms`` are the round's committed terms (the duplicate thresholds, the
     DP requirement); ``spec`` the federation's model."""
-    entries = (cache or CandidateCache()).of(round_id)
+    cache = cache if cache is not None else CandidateCache()
+    entries = cache.of(round_id)
     subs = ledger.get_submissions(round_id)
     missing = {(sub.site, sub.sha256): sub for sub in subs if (sub.site, sub.sha256) not in entries}
     if missing:
@@ -189,19 +200,26 @@ def revealed_candidates(
         ],
         terms.duplicates,
     )
+    check = checks_spend(terms)
+    verdicts = cache.verdicts(round_id)
     spends: SpendChecker | None = None
-    if checks_spend(terms):
-        spends = SpendChecker(ledger, store, round_id, terms)
     out = []
     for sub, status, detail, delta, dp in fetched:
         if status is Reason.OK and sub.site in copies:
             status = Reason.DUPLICATE
             detail = f"repeats the update {copies[sub.site]} committed earlier"
-        if status is Reason.OK and spends is not None:
-            broken = spends.breach(sub, dp)
+        key = (sub.site, sub.sha256)
+        if status is Reason.OK and check:
+            if key not in verdicts:
+                spends = spends or SpendChecker(ledger, store, round_id, terms)
+                verdicts[key] = spends.breach(sub, dp)
+                if verdicts[key] is not None:
+                    logger.warning(
+                        "round %d: %s's update scored 0: %s", round_id, sub.site, verdicts[key]
+                    )
+            broken = verdicts[key]
             if broken is not None:
                 status, detail = Reason.MALFORMED, broken
-                logger.warning("round %d: %s's update scored 0: %s", round_id, sub.site, broken)
         out.append(
             (
                 sub,
