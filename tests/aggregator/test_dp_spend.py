@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,15 @@ from fedtrail.ml.training import TrainConfig, train_local
 from fedtrail.node.daemon import CLOCK_SLACK
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.privacy import DpParams
-from fedtrail.protocol.roundlog import RoundLog
+from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
+from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.federation import Federation, SiteSetup, build_federation
 from fedtrail.storage.codec import decode_model, encode_update
-from fedtrail.storage.privacy_spend import check_spend
 from fedtrail.storage.store import ContentStore, LocalStore
-from fedtrail.valuation.candidates import SpendChecker
+from fedtrail.valuation import default_combiner
+from fedtrail.valuation.candidates import SpendChecker, checks_spend, revealed_candidates
+from fedtrail.valuation.chained import combiner_from
+from fedtrail.valuation.limits import ThresholdLimits
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -124,7 +128,8 @@ def federation(
 ) -> Iterator[tuple[Ledger, ContentStore, dict[str, str]]]:
     """Round 1 honest; round 2 the liar declares 1 micro-epsilon (the aggregator's rule as
     shipped); round 3 the same, with an aggregator that pays it; round 4 every declaration is
-    right, with an aggregator that zeroes the honest DP update."""
+    right, with an aggregator that zeroes the honest DP update; round 5 the liar again, under
+    terms without the rule (``dp_spend_check`` 0: every round valued before it)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -146,6 +151,9 @@ def federation(
         _round(fed, sites, 1, None)
         _round(fed, sites, 1, pays)
         _round(fed, sites, TRUE_SPEND, zeroes_honest)
+        unbound = replace(default_combiner(True), dp_spend_check=0)
+        fed.service.settings = replace(fed.service.settings, combiner=unbound)
+        _round(fed, sites, 1, None)
         yield fed.ledger, fed.store, {n: a.address for n, a in sites.items()}
     finally:
         torch.set_num_threads(before)
@@ -209,63 +217,36 @@ def test_verify_fails_an_aggregator_that_zeroes_an_honest_dp_update(federation: 
     assert f"{honest.site[:10]} is MALFORMED on chain" in failed["privacy.scored"]
 
 
-def test_terms_recorded_before_the_rule_do_not_check_spends(federation: Any) -> None:
-    """A round whose terms record thresholds without ``dp_spend_check`` (written before it)
-    is replayed without it: its understated spend was paid, and that replays."""
-    from fedtrail.protocol.roundlog import ValuationSettings
-    from fedtrail.protocol.terms import RoundTerms
-    from fedtrail.valuation.candidates import checks_spend
-
-    ledger, store, _ = federation
-    info = ledger.get_round(2)
-    terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
-    assert checks_spend(terms)
-    settings = ValuationSettings.from_json(terms.valuation)
-    assert settings.combiner is not None
-    older = {k: v for k, v in settings.combiner.items() if k != "dp_spend_check"}
-    doc = dict(terms.valuation)
-    doc["combiner"] = older
-    from dataclasses import replace
-
-    assert not checks_spend(replace(terms, valuation=doc))
-    doc.pop("combiner")
-    assert not checks_spend(replace(terms, valuation=doc))
-
-
-def test_the_shared_rule_names_each_binding_check(federation: Any) -> None:
-    """check_spend, the one rule the aggregator, verify and audit privacy use, on one site's
-    history: the true spend agrees; a smaller one, another delta, a delta above 1/n, a spend
-    without parameters and a plain update under required DP each bind."""
-    from fedtrail.protocol.terms import PrivacyTerms
-    from fedtrail.storage.privacy_history import PrivacyHistory
-
+def test_a_round_under_terms_before_the_rule_pays_the_understated_spend_and_replays(
+    federation: Any,
+) -> None:
+    """Round 5's terms carry ``dp_spend_check`` 0, as every round valued before the rule
+    (terms that omit it read the same): the understated spend is paid, and ``audit verify``
+    replays the round as it did then: only the site's declaration (privacy.spend) fails, once
+    the auditor accepts those thresholds (``--accept``: sites refuse them by default)."""
     ledger, store, names = federation
-    history = PrivacyHistory(ledger, store)
-    terms = PrivacyTerms(delta=1e-5)
-    site = names["plain-0"]
+    info = ledger.get_round(5)
+    terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+    assert not checks_spend(terms)
+    liar = _subs(ledger, 5, names)["dp-liar"]
+    assert liar.weight > 0 and liar.reason == Reason.OK
+    combiner = combiner_from(ValuationSettings.from_json(terms.valuation))
+    accept = ThresholdLimits.accepting(combiner)
+    failed = _failed(verify_round(ledger, store, 5, accept=accept))
+    assert set(failed) == {"privacy.spend"}, failed
+    assert "terms.limits" in _failed(verify_round(ledger, store, 5))  # the default [accept]
+    # a recorded set of thresholds without the key, or none at all, reads the same
+    recorded = ValuationSettings.from_json(_terms(ledger, store, 2).valuation).combiner
+    assert recorded is not None and recorded["dp_spend_check"] == 1
+    older = {k: v for k, v in recorded.items() if k != "dp_spend_check"}
+    assert not checks_spend(replace(terms, valuation={**terms.valuation, "combiner": older}))
+    bare = {k: v for k, v in terms.valuation.items() if k != "combiner"}
+    assert not checks_spend(replace(terms, valuation=bare))
 
-    def status(params: DpParams | None, declared: int, **kw: Any) -> str:
-        verdict = check_spend(
-            history,
-            round_id=5,
-            site=site,
-            params=params,
-            declared=declared,
-            privacy=kw.get("privacy", terms),
-            num_samples=kw.get("n", SAMPLES),
-        )
-        return verdict.status if not verdict.binding else f"binds: {verdict.status}"
 
-    from dataclasses import replace
-
-    assert status(PARAMS, TRUE_SPEND) == "agrees"
-    assert status(PARAMS, TRUE_SPEND - 1) == "binds: DIFFERS"
-    assert status(PARAMS, 0) == "binds: DIFFERS"
-    assert status(replace(PARAMS, delta=1e-3), TRUE_SPEND) == "binds: WRONG DELTA"
-    assert status(PARAMS, TRUE_SPEND, privacy=None, n=10**6) == "binds: DELTA ABOVE 1/n"
-    assert status(None, 5) == "binds: NO DP PARAMETERS"
-    assert status(None, 0, privacy=PrivacyTerms(delta=1e-5, required=True)) == "binds: DP REQUIRED"
-    assert status(None, 0) == "not private"
+def _terms(ledger: Ledger, store: ContentStore, r: int) -> RoundTerms:
+    info = ledger.get_round(r)
+    return RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
 
 
 def test_every_validator_reads_an_understated_spend_as_malformed_with_its_delta(
@@ -275,12 +256,8 @@ def test_every_validator_reads_an_understated_spend_as_malformed_with_its_delta(
     through the same ``revealed_candidates`` and so scores an understated spend 0; the delta is
     kept, so an update the validators' median weights anyway is still aggregated as the chain
     says (the aggregator's finalize and verify's replay need it)."""
-    from fedtrail.protocol.terms import RoundTerms
-    from fedtrail.valuation.candidates import revealed_candidates
-
     ledger, store, names = federation
-    info = ledger.get_round(2)
-    terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+    terms = _terms(ledger, store, 2)
     read = {c.site: c for _, c in revealed_candidates(ledger, store, 2, terms=terms, spec=SPEC)}
     liar = read[names["dp-liar"]]
     assert liar.status is Reason.MALFORMED and liar.delta is not None and not liar.usable

@@ -1,0 +1,124 @@
+"""The one rule binding a declared privacy spend to the DP parameters in the update's blob
+(``fedtrail.storage.privacy_spend``): which verdicts score an update 0 at valuation."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from fedtrail.ledger import PrivacySpend
+from fedtrail.ml.privacy import declared_micro
+from fedtrail.protocol.privacy import DpParams
+from fedtrail.protocol.terms import PrivacyTerms
+from fedtrail.storage.privacy_history import PrivacyHistory
+from fedtrail.storage.privacy_spend import BINDING, Status, check_spend, declared_by_site
+
+SITE = "0x1efF47bc3a10a45D4B230B5d10E37751FE6AA718"
+OTHER = "0x6813Eb9362372EEF6200f3b1dbC3f819671cBA69"
+PARAMS = DpParams(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.2, steps=5, delta=1e-5)
+TRUE = declared_micro(PARAMS, [], 0)
+TERMS = PrivacyTerms(delta=1e-5)
+
+
+def _history(spends: list[PrivacySpend]) -> PrivacyHistory:
+    """A history over a chain holding ``spends`` and no store (the summed rule reads none)."""
+    ledger: Any = SimpleNamespace(privacy_spends=lambda: list(spends))
+    store: Any = None
+    return PrivacyHistory(ledger, store)
+
+
+def _status(
+    params: DpParams | None,
+    declared: int,
+    privacy: PrivacyTerms | None = TERMS,
+    num_samples: int = 150,
+) -> str:
+    verdict = check_spend(
+        _history([]),
+        round_id=3,
+        site=SITE,
+        params=params,
+        declared=declared,
+        privacy=privacy,
+        num_samples=num_samples,
+    )
+    assert verdict.binding == (verdict.status in BINDING)
+    return verdict.status
+
+
+@pytest.mark.parametrize(
+    ("params", "declared", "privacy", "n", "status"),
+    [
+        (PARAMS, TRUE, TERMS, 150, Status.AGREES),
+        (PARAMS, TRUE - 1, TERMS, 150, Status.DIFFERS),  # understated by one micro-epsilon
+        (PARAMS, TRUE + 1, TERMS, 150, Status.DIFFERS),  # exact, either way
+        (PARAMS, 0, TERMS, 150, Status.DIFFERS),  # a DP update revealed plainly
+        (replace(PARAMS, delta=1e-3), TRUE, TERMS, 150, Status.WRONG_DELTA),
+        (PARAMS, TRUE, None, 10**6, Status.LOOSE_DELTA),  # 1e-5 > 1 / 10^6
+        (None, 5, TERMS, 150, Status.NO_PARAMETERS),
+        (None, 0, PrivacyTerms(delta=1e-5, required=True), 150, Status.DP_REQUIRED),
+        (None, 0, TERMS, 150, Status.NOT_PRIVATE),
+        (None, 0, None, 150, Status.NOT_PRIVATE),
+    ],
+)
+def test_each_verdict(
+    params: DpParams | None, declared: int, privacy: PrivacyTerms | None, n: int, status: str
+) -> None:
+    assert _status(params, declared, privacy, n) == status
+
+
+def test_only_the_passing_statuses_do_not_bind() -> None:
+    assert BINDING.isdisjoint(Status.PASSING) and Status.UNREADABLE not in BINDING
+    assert {
+        Status.DIFFERS,
+        Status.NO_PARAMETERS,
+        Status.WRONG_DELTA,
+        Status.LOOSE_DELTA,
+        Status.DP_REQUIRED,
+    } == BINDING
+
+
+def test_the_summed_rule_is_this_updates_own_epsilon_after_earlier_spends() -> None:
+    """Earlier spends on chain do not change a summed update's spend (the contract adds it)."""
+    earlier = [PrivacySpend(round=1, site=SITE, epsilon_micro=7, total_micro=7)]
+    verdict = check_spend(
+        _history(earlier), round_id=3, site=SITE, params=PARAMS, declared=TRUE, privacy=TERMS
+    )
+    assert (verdict.status, verdict.recomputed, verdict.reason) == (
+        Status.AGREES,
+        TRUE,
+        "privacy spend agrees",
+    )
+
+
+def test_a_composed_spend_whose_history_cannot_be_read_does_not_bind() -> None:
+    """An earlier composed blob missing from this reader's store is UNREADABLE, not a verdict
+    every reader shares: it is reported (``audit privacy``), not scored 0."""
+    earlier = [PrivacySpend(round=1, site=SITE, epsilon_micro=7, total_micro=7)]
+    ledger: Any = SimpleNamespace(
+        privacy_spends=lambda: list(earlier),
+        get_submission=lambda round_id, site: None,
+    )
+    store: Any = None
+    history = PrivacyHistory(ledger, store)
+    verdict = check_spend(
+        history,
+        round_id=3,
+        site=SITE,
+        params=replace(PARAMS, accounting="composed"),
+        declared=1,
+        privacy=TERMS,
+    )
+    assert verdict.status == Status.UNREADABLE and not verdict.binding
+
+
+def test_declared_spends_are_summed_per_site_by_checksummed_address() -> None:
+    spends = [
+        PrivacySpend(round=2, site=SITE.lower(), epsilon_micro=3, total_micro=3),
+        PrivacySpend(round=2, site=OTHER, epsilon_micro=4, total_micro=4),
+        PrivacySpend(round=2, site=SITE, epsilon_micro=5, total_micro=8),
+    ]
+    assert declared_by_site(spends) == {SITE: 8, OTHER: 4}
