@@ -51,6 +51,8 @@ def _near(a: torch.Tensor, b: torch.Tensor, na: float, nb: float, rule: Duplicat
     if na == 0.0 or nb == 0.0:
         return False
     cosine = float(torch.dot(a, b)) / (na * nb)
+    if rule.scaled_cosine is not None and cosine > rule.scaled_cosine:
+        return True
     return cosine > rule.cosine and float((b - a).norm()) / na < rule.relative_l2
 
 
@@ -105,8 +107,9 @@ def _screen(
     flats: Sequence[torch.Tensor | None], norms: Sequence[float], rule: DuplicateRule
 ) -> set[tuple[int, int]]:
     """Pairs ``(i, j)``, ``i < j``, certainly not near-identical: both of the round's common
-    shape, nonzero norms, and a screening cosine below ``rule.cosine - SCREEN_MARGIN`` (so not
-    equal either: equal updates have cosine 1 >= rule.cosine)."""
+    shape, nonzero norms, and a screening cosine below the lower of ``rule.cosine`` and
+    ``rule.scaled_cosine``, less :data:`SCREEN_MARGIN` (so not equal either: equal updates have
+    cosine 1)."""
     idx = [i for i, f in enumerate(flats) if f is not None and norms[i] > 0.0]
     if len(idx) < 2:
         return set()
@@ -117,7 +120,8 @@ def _screen(
     rows = torch.stack([flats[i] for i in idx])  # type: ignore[misc]
     scale = torch.tensor([norms[i] for i in idx], dtype=torch.float64)
     cosines = (rows @ rows.T) / torch.outer(scale, scale)
-    below = (cosines < rule.cosine - SCREEN_MARGIN).tolist()
+    floor = rule.cosine if rule.scaled_cosine is None else min(rule.cosine, rule.scaled_cosine)
+    below = (cosines < floor - SCREEN_MARGIN).tolist()
     return {
         (idx[a], idx[b]) for a in range(len(idx)) for b in range(a + 1, len(idx)) if below[a][b]
     }

@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_VALIDATOR_GAME",
     "DUPLICATE_COSINE",
     "DUPLICATE_RELATIVE_L2",
+    "DUPLICATE_SCALED_COSINE",
     "MAX_IMAGE_SIZE",
     "MAX_TERMS_BYTES",
     "OPEN_MARGIN",
@@ -59,6 +60,11 @@ DUPLICATE_RELATIVE_L2: Final = 1e-3
 """... and ``||b - a|| / ||a||`` below this are the same update (a near-copy: a few ulps, a
 re-encoding, tiny noise). Honest sites training on different data are orders of magnitude
 further apart (cosine well below 0.99 on the bundled data)."""
+DUPLICATE_SCALED_COSINE: Final = 0.9995
+"""A later update whose cosine to an earlier one is above this is a copy whatever the two
+norms (:attr:`DuplicateRule.scaled_cosine`): a copy scaled by 1.01 or 0.5, recoded through
+``topk8`` or with 1% Gaussian noise keeps a cosine above 0.9999, while two honest updates of the
+same round were measured at most PLACEHOLDER on the bundled data (``scripts/bench/dup_cosine.py``)."""
 
 PERSONALISATION_METHODS: Final = ("finetune", "fedbn", "fedrep")
 """How a site may adapt the round's global model to its own data (the result never leaves it)."""
@@ -92,20 +98,38 @@ def _is_sha256(value: object) -> bool:
 @dataclass(frozen=True, kw_only=True)
 class DuplicateRule:
     """When a later update (in commit order) repeats an earlier one: byte-identical, or cosine
-    above ``cosine`` with relative L2 distance below ``relative_l2`` (decoded tensors)."""
+    above ``cosine`` with relative L2 distance below ``relative_l2``, or cosine above
+    ``scaled_cosine`` whatever the norms (decoded tensors).
+
+    ``scaled_cosine`` closes the Sybil's way past the first two: a copy scaled by 1.01, recoded
+    or with a little noise is 1% away in L2 but still points the same way. None (terms written
+    before it, which lack the key) is the rule of those rounds, cosine and distance together,
+    so their replay is unchanged."""
 
     cosine: float = DUPLICATE_COSINE
     relative_l2: float = DUPLICATE_RELATIVE_L2
+    scaled_cosine: float | None = DUPLICATE_SCALED_COSINE
 
     def __post_init__(self) -> None:
-        if not (0.0 < self.cosine <= 1.0 and 0.0 <= self.relative_l2 < 1.0):
+        scaled = self.scaled_cosine
+        if not (
+            0.0 < self.cosine <= 1.0
+            and 0.0 <= self.relative_l2 < 1.0
+            and (scaled is None or 0.0 < scaled <= 1.0)
+        ):
             raise InvalidTerms(
                 f"duplicate thresholds out of range: cosine {self.cosine}, "
-                f"relative_l2 {self.relative_l2}"
+                f"relative_l2 {self.relative_l2}, scaled_cosine {scaled}"
             )
 
     def to_json(self) -> dict[str, Any]:
-        return {"cosine": self.cosine, "relative_l2": self.relative_l2}
+        """The terms' ``duplicates`` object; ``scaled_cosine`` only when set, so terms
+        without it keep their bytes."""
+        return {
+            "cosine": self.cosine,
+            "relative_l2": self.relative_l2,
+            **({} if self.scaled_cosine is None else {"scaled_cosine": self.scaled_cosine}),
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -302,6 +326,9 @@ class RoundTerms:
                 duplicates=DuplicateRule(
                     cosine=_float(dup["cosine"], "duplicates/cosine"),
                     relative_l2=_float(dup["relative_l2"], "duplicates/relative_l2"),
+                    scaled_cosine=None
+                    if "scaled_cosine" not in dup
+                    else _float(dup["scaled_cosine"], "duplicates/scaled_cosine"),
                 ),
                 canonical_encoding=doc["canonical_encoding"] is True,
                 class_names=_names(doc.get("class_names", [])),
