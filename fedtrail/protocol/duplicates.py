@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import torch
 
 from fedtrail.protocol.terms import DuplicateRule
 
-__all__ = ["Entry", "find_duplicates", "near_identical"]
+__all__ = ["CODE_LEVELS", "Entry", "codes", "find_duplicates", "near_identical"]
+
+CODE_LEVELS: Final = 127.0
+"""``topk8``'s int8 levels: :func:`codes` maps each tensor's largest magnitude to this."""
 
 
 @dataclass(frozen=True)
@@ -36,23 +40,64 @@ def _flat(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([delta[n].detach().to("cpu", torch.float64).reshape(-1) for n in names])
 
 
-def near_identical(a: torch.Tensor, b: torch.Tensor, rule: DuplicateRule) -> bool:
+def codes(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The update's int8 codes, flat in name order: each tensor divided by its largest
+    magnitude, times :data:`CODE_LEVELS`, rounded (zeros for a zero tensor), as ``topk8`` at
+    fraction 1 quantises it, in float64. Scaling a tensor leaves its codes unchanged and a
+    recoded copy has exactly its original's codes, so :attr:`DuplicateRule.scaled_cosine`
+    compares them too: the int8 rounding moves a recoded copy's plain cosine by up to 2.4e-4,
+    as far as two honest updates of skewed sites are apart. Their dot products are sums of
+    integers below 2**53, exact in any order."""
+    out = []
+    for name in sorted(delta):
+        t = delta[name].detach().to("cpu", torch.float64).reshape(-1)
+        amax = float(t.abs().max()) if t.numel() else 0.0
+        out.append(torch.round(t * (CODE_LEVELS / amax)) if amax > 0.0 else torch.zeros_like(t))
+    return torch.cat(out)
+
+
+def near_identical(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    rule: DuplicateRule,
+    codes_a: torch.Tensor | None = None,
+    codes_b: torch.Tensor | None = None,
+) -> bool:
     """Whether flat updates ``a`` (the earlier) and ``b`` are the same update under ``rule``:
-    equal, or cosine > rule.cosine and ||b - a|| / ||a|| < rule.relative_l2."""
+    equal, or cosine > rule.cosine and ||b - a|| / ||a|| < rule.relative_l2, or (when the rule
+    has a ``scaled_cosine``) cosine, or cosine of their :func:`codes` ``codes_a`` and
+    ``codes_b``, > rule.scaled_cosine."""
     if a.shape != b.shape:
         return False
-    return _near(a, b, float(a.norm()), float(b.norm()), rule)
+    coded = None
+    if rule.scaled_cosine is not None and codes_a is not None and codes_b is not None:
+        coded = (codes_a, codes_b, float(codes_a.norm()), float(codes_b.norm()))
+    return _near(a, b, float(a.norm()), float(b.norm()), rule, coded)
 
 
-def _near(a: torch.Tensor, b: torch.Tensor, na: float, nb: float, rule: DuplicateRule) -> bool:
-    """:func:`near_identical` of same-shape ``a`` and ``b`` given their norms."""
+def _near(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    na: float,
+    nb: float,
+    rule: DuplicateRule,
+    coded: tuple[torch.Tensor, torch.Tensor, float, float] | None = None,
+) -> bool:
+    """:func:`near_identical` of same-shape ``a`` and ``b`` given their norms (and, for a rule
+    with ``scaled_cosine``, their codes and the codes' norms)."""
     if torch.equal(a, b):
         return True
     if na == 0.0 or nb == 0.0:
         return False
     cosine = float(torch.dot(a, b)) / (na * nb)
-    if rule.scaled_cosine is not None and cosine > rule.scaled_cosine:
-        return True
+    scaled = rule.scaled_cosine
+    if scaled is not None:
+        if cosine > scaled:
+            return True
+        if coded is not None:
+            ca, cb, nca, ncb = coded
+            if nca > 0.0 and ncb > 0.0 and float(torch.dot(ca, cb)) / (nca * ncb) > scaled:
+                return True
     return cosine > rule.cosine and float((b - a).norm()) / na < rule.relative_l2
 
 
@@ -77,6 +122,12 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
     flats = [None if e.delta is None else _flat(e.delta) for e in ordered]
     norms = [0.0 if f is None else float(f.norm()) for f in flats]
     apart = _screen(flats, norms, rule)
+    coded: list[torch.Tensor | None] = [None] * len(ordered)
+    code_norms = [0.0] * len(ordered)
+    if rule.scaled_cosine is not None:
+        coded = [None if e.delta is None else codes(e.delta) for e in ordered]
+        code_norms = [0.0 if c is None else float(c.norm()) for c in coded]
+        apart &= _screen(coded, code_norms, rule)
     originals: list[int] = []
     out: dict[str, str] = {}
     for j, e in enumerate(ordered):
@@ -91,7 +142,7 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
                     and (other := flats[i]) is not None
                     and other.shape == flat.shape
                     and (i, j) not in apart
-                    and _near(other, flat, norms[i], norms[j], rule)
+                    and _near(other, flat, norms[i], norms[j], rule, _pair(coded, code_norms, i, j))
                 )
             ),
             None,
@@ -101,6 +152,14 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
         elif flat is not None:
             originals.append(j)
     return out
+
+
+def _pair(
+    coded: Sequence[torch.Tensor | None], norms: Sequence[float], i: int, j: int
+) -> tuple[torch.Tensor, torch.Tensor, float, float] | None:
+    """The codes of entries ``i`` and ``j`` with their norms, for :func:`_near`."""
+    ci, cj = coded[i], coded[j]
+    return None if ci is None or cj is None else (ci, cj, norms[i], norms[j])
 
 
 def _screen(

@@ -33,7 +33,12 @@ from typing import Any, Final, TypeVar
 
 from fedtrail.errors import ConfigError, FedtrailError
 from fedtrail.ml.aggregation import STATISTICS_RULES, AggregationRule
-from fedtrail.protocol.terms import DUPLICATE_COSINE, DUPLICATE_RELATIVE_L2, DuplicateRule
+from fedtrail.protocol.terms import (
+    DUPLICATE_COSINE,
+    DUPLICATE_RELATIVE_L2,
+    DUPLICATE_SCALED_COSINE,
+    DuplicateRule,
+)
 from fedtrail.valuation.combine import Combiner
 
 __all__ = [
@@ -60,11 +65,25 @@ HIGHER_IS_STRICTER: Final = frozenset(
 )
 """Thresholds that flag or cut more updates as they rise (the others: as they fall)."""
 
-DUPLICATE_LIMITS: Final = {"duplicate_cosine": "cosine", "duplicate_relative_l2": "relative_l2"}
+DUPLICATE_LIMITS: Final = {
+    "duplicate_cosine": "cosine",
+    "duplicate_relative_l2": "relative_l2",
+    "duplicate_scaled_cosine": "scaled_cosine",
+}
 """The limits on the terms' duplicate rule (:class:`~fedtrail.protocol.terms.DuplicateRule`),
-by the rule's field: a later update within both thresholds of an earlier one is a DUPLICATE,
-scored 0, so a lower ``cosine`` or a higher ``relative_l2`` zeroes more honest updates (at cosine
-0.5 and relative_l2 0.9 every honest update but the first committed is a "copy")."""
+by the rule's field: a later update within both thresholds of an earlier one, or above its
+``scaled_cosine``, is a DUPLICATE, scored 0, so a lower ``cosine`` or ``scaled_cosine`` or a
+higher ``relative_l2`` zeroes more honest updates (at cosine 0.5 and relative_l2 0.9 every
+honest update but the first committed is a "copy"; two honest updates of the same round were
+measured up to cosine 0.99921). Terms without ``scaled_cosine`` (the rule before it, which a
+copy scaled by 1.01 passes) read as 1.0: looser than the loosest default, so refused."""
+
+
+def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
+    """The rule's threshold bounded by ``limit``; an absent ``scaled_cosine`` (the rule of
+    terms written before it: no cosine alone marks a copy) reads as 1.0, the check off."""
+    value = getattr(duplicates, DUPLICATE_LIMITS[limit])
+    return 1.0 if value is None else float(value)
 
 UNBOUNDED: Final = frozenset({"stale_distance", "stale_rounds", "dp_spend_check"})
 """Thresholds with no limit: ``stale_distance``'s default (1e6) is already no bound in effect,
@@ -120,6 +139,7 @@ class LoosestLimits:
     dp_spend_check: int = 1
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
+    duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
 
     def __post_init__(self) -> None:
         _valid_thresholds(asdict(self))
@@ -132,7 +152,7 @@ class LoosestLimits:
             if f.name in DUPLICATE_LIMITS:
                 if duplicates is None:
                     continue
-                value = getattr(duplicates, DUPLICATE_LIMITS[f.name])
+                value = _duplicate_value(duplicates, f.name)
             else:
                 value = getattr(combiner, f.name)
             limit = getattr(self, f.name)
@@ -185,6 +205,7 @@ class ThresholdLimits:
     before it existed), so auditing such a ledger takes ``sample_median_self = 0``."""
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
+    duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("median",)
     """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site
@@ -298,7 +319,7 @@ class ThresholdLimits:
             if f.name in DUPLICATE_LIMITS:
                 if duplicates is None:
                     continue
-                value = getattr(duplicates, DUPLICATE_LIMITS[f.name])
+                value = _duplicate_value(duplicates, f.name)
             else:
                 value = getattr(combiner, f.name)
             limit = getattr(self, f.name)
