@@ -60,7 +60,7 @@ DUPLICATE_RELATIVE_L2: Final = 1e-3
 """... and ``||b - a|| / ||a||`` below this are the same update (a near-copy: a few ulps, a
 re-encoding, tiny noise). Honest sites training on different data are orders of magnitude
 further apart (cosine well below 0.99 on the bundled data)."""
-DUPLICATE_SCALED_COSINE: Final = 0.9995
+DUPLICATE_SCALED_COSINE: Final = 0.99999
 """A later update whose cosine to an earlier one is above this is a copy whatever the two
 norms (:attr:`DuplicateRule.scaled_cosine`): a copy scaled by 1.01 or 0.5, recoded through
 ``topk8`` or with 1% Gaussian noise keeps a cosine above 0.9999, while two honest updates of the

@@ -1,34 +1,50 @@
-"""find_duplicates: its screened search decides every pair as the pair-by-pair rule does."""
+"""find_duplicates: its screened search decides every pair as the pair-by-pair rule does, and
+the scale-free rule (``scaled_cosine``) catches a Sybil's scaled, recoded or noisy copy."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import pytest
 import torch
 
-from fedtrail.protocol.duplicates import Entry, _flat, find_duplicates, near_identical
-from fedtrail.protocol.terms import DuplicateRule
+from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.protocol.duplicates import Entry, _flat, codes, find_duplicates, near_identical
+from fedtrail.protocol.terms import DuplicateRule, RoundTerms
+from fedtrail.storage.codec import Compression, decode_update, encode_update
 
 RULE = DuplicateRule()
+OLD = DuplicateRule(scaled_cosine=None)
+"""The rule of terms written before ``scaled_cosine``: cosine and distance together."""
+HONEST_MAX = 0.999756
+"""The largest cosine of two honest updates of one round that ``scripts/bench/dup_cosine.py``
+measured (10 sites, Dirichlet alpha 0.3, dense)."""
 
 
 def _reference(entries: list[Entry], rule: DuplicateRule) -> dict[str, str]:
     """The rule pair by pair, every norm and dot recomputed (the code before the screen)."""
-    originals: list[tuple[str, str, torch.Tensor | None]] = []
+    originals: list[tuple[str, str, torch.Tensor | None, torch.Tensor | None]] = []
     out: dict[str, str] = {}
     for e in sorted(entries, key=lambda e: (e.commit_order, e.site)):
         flat = None if e.delta is None else _flat(e.delta)
+        code = None if e.delta is None else codes(e.delta)
         source = next(
             (
                 site
-                for site, sha, other in originals
+                for site, sha, other, other_code in originals
                 if sha == e.sha256
-                or (flat is not None and other is not None and near_identical(other, flat, rule))
+                or (
+                    flat is not None
+                    and other is not None
+                    and near_identical(other, flat, rule, other_code, code)
+                )
             ),
             None,
         )
         if source is not None:
             out[e.site] = source
         elif flat is not None:
-            originals.append((e.site, e.sha256, flat))
+            originals.append((e.site, e.sha256, flat, code))
     return out
 
 
@@ -62,12 +78,20 @@ def test_screened_search_equals_the_pair_by_pair_rule() -> None:
     entries.append(Entry("s98", 98, "e" * 64, None))  # unusable
     entries.append(Entry("s99", 99, entries[3].sha256, {"w": torch.ones(7)}))  # same bytes
     entries.append(Entry("s97", 97, "f" * 64, {"w": torch.ones(7)}))  # another shape
-    for rule in (RULE, DuplicateRule(cosine=0.5, relative_l2=0.9), DuplicateRule(cosine=1.0)):
+    for rule in (
+        RULE,
+        OLD,
+        DuplicateRule(cosine=0.5, relative_l2=0.9, scaled_cosine=None),
+        DuplicateRule(cosine=1.0, scaled_cosine=None),
+        DuplicateRule(cosine=1.0, scaled_cosine=0.5),
+    ):
         got = find_duplicates(entries, rule)
         assert got == _reference(entries, rule)
-    marks = find_duplicates(entries, RULE)
+    marks = find_duplicates(entries, OLD)
     assert marks["s06"] == "s00" and marks["s07"] == "s01" and marks["s99"] == "s03"
     assert marks["s13"] == "s12" and "s11" not in marks and "s10" not in marks
+    # the scale-free rule: the copy 1.5x as long is one; 1e-3 off in cosine is not
+    assert find_duplicates(entries, RULE) == marks | {"s11": "s05"}
 
 
 def test_the_screen_is_the_rule_on_every_pair_of_real_sized_random_rounds() -> None:
@@ -83,4 +107,121 @@ def test_the_screen_is_the_rule_on_every_pair_of_real_sized_random_rounds() -> N
             )
             for i in range(12)
         ]
-        assert find_duplicates(entries, RULE) == _reference(entries, RULE)
+        for rule in (RULE, OLD):
+            assert find_duplicates(entries, rule) == _reference(entries, rule)
+
+
+def _update(seed: int) -> dict[str, torch.Tensor]:
+    """A model-shaped update (the bundled SmallCNN's tensors) with heavy tails, as trained
+    updates have: a few large entries set each tensor's int8 scale."""
+    gen = torch.Generator().manual_seed(seed)
+    spec = ModelSpec()
+    shapes = {k: v.shape for k, v in initial_model(spec, 0).state_dict().items()}
+    out = {}
+    for name, shape in shapes.items():
+        t = torch.randn(shape, generator=gen)
+        out[name] = (t * t.abs() * 1e-3).to(torch.float32)  # squared: heavy-tailed
+    return out
+
+
+def _marked(original: Mapping[str, torch.Tensor], copy: Mapping[str, torch.Tensor]) -> list[str]:
+    """Under which of (the default rule, the old rule) ``copy``, committed second, is a
+    DUPLICATE of ``original``."""
+    entries = [Entry("h0", 1, "a" * 64, original), Entry("sybil", 2, "b" * 64, copy)]
+    return [
+        label
+        for label, rule in (("new", RULE), ("old", OLD))
+        if find_duplicates(entries, rule) == {"sybil": "h0"}
+    ]
+
+
+def _cos(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+    fa, fb = _flat(a), _flat(b)
+    return float(fa @ fb / (fa.norm() * fb.norm()))
+
+
+@pytest.mark.parametrize("scale", [1.01, 0.5, 3.0])
+def test_a_scaled_copy_is_a_duplicate_that_the_old_rule_paid(scale: float) -> None:
+    """a1 ``scale``: 1% longer is 1% away in L2, past the old rule's 0.1%."""
+    d = _update(0)
+    assert _marked(d, {k: v * scale for k, v in d.items()}) == ["new"]
+
+
+def test_a_topk8_recoded_copy_is_a_duplicate_by_its_codes() -> None:
+    """a1 ``topk``: the int8 rounding moves the plain cosine below ``scaled_cosine`` (real
+    updates: 0.99976, as close as honest ones come), but the copy's codes are its original's."""
+    d = _update(1)
+    spec = ModelSpec()
+    for scale in (1.0, 1.01):
+        blob = encode_update(
+            {k: v * scale for k, v in d.items()},
+            spec=spec,
+            round=1,
+            compression=Compression(method="topk8", fraction=1.0),
+        ).blob
+        copy, _ = decode_update(blob, spec=spec, expected_round=1)
+        assert RULE.scaled_cosine is not None and _cos(d, copy) < RULE.scaled_cosine
+        assert torch.equal(codes(copy), codes(d))
+        assert _marked(d, copy) == ["new"]
+
+
+@pytest.mark.parametrize(("level", "caught"), [(0.002, True), (0.004, True), (0.01, False)])
+def test_a_noisy_copy_is_a_duplicate_up_to_the_noise_the_margin_allows(
+    level: float, caught: bool
+) -> None:
+    """a1 ``noise``: Gaussian noise of ``level`` times each tensor's std. 0.2% and 0.4% are
+    caught; 1% (cosine 0.99995) is not: so close to the honest maximum (0.99976) no cosine can
+    tell it from two honest skewed sites without zeroing some of them."""
+    d = _update(2)
+    gen = torch.Generator().manual_seed(7)
+    noisy = {k: v + level * v.std() * torch.randn(v.shape, generator=gen) for k, v in d.items()}
+    assert _marked(d, noisy) == (["new"] if caught else [])
+
+
+def test_two_honest_updates_at_the_measured_worst_case_are_not_duplicates() -> None:
+    """The closest honest pair measured: cosine 0.999756, the later 2.3x as long (two sites
+    of one class each). Neither its cosine nor its codes' reaches ``scaled_cosine``."""
+    a = _update(3)
+    gen = torch.Generator().manual_seed(3)
+    flat = _toward(_flat(a), HONEST_MAX, gen) * 2.3
+    b, at = {}, 0
+    for name in sorted(a):
+        n = a[name].numel()
+        b[name] = flat[at : at + n].reshape(a[name].shape).to(torch.float32)
+        at += n
+    assert abs(_cos(a, b) - HONEST_MAX) < 1e-6
+    assert _marked(a, b) == []
+
+
+def test_terms_without_scaled_cosine_keep_their_bytes_and_the_old_rule() -> None:
+    """Terms written before ``scaled_cosine`` lack the key: they read as the old rule (a 1.01x
+    copy is paid, as it was when the round was valued), and their bytes round-trip; terms
+    written now carry it."""
+    old = _terms(DuplicateRule(scaled_cosine=None))
+    blob = old.to_bytes()
+    assert b'"duplicates":{"cosine":0.9999,"relative_l2":0.001}' in blob
+    parsed = RoundTerms.from_bytes(blob)
+    assert parsed.duplicates == OLD and parsed.to_bytes() == blob
+    d = _update(4)
+    copy = {k: v * 1.01 for k, v in d.items()}
+    entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, copy)]
+    assert find_duplicates(entries, parsed.duplicates) == {}
+    new = RoundTerms.from_bytes(_terms(DuplicateRule()).to_bytes())
+    assert new.duplicates.scaled_cosine == RULE.scaled_cosine is not None
+    assert find_duplicates(entries, new.duplicates) == {"sybil": "h0"}
+
+
+def _terms(rule: DuplicateRule) -> RoundTerms:
+    return RoundTerms(
+        round=1,
+        aggregation_rule={"name": "weighted"},
+        valuation={"method": "loo", "metric": "auc"},
+        model_spec={},
+        spec_hash="0" * 64,
+        seed=0,
+        validation_sha256="1" * 64,
+        validation_images=10,
+        commit_seconds=60,
+        reveal_seconds=60,
+        duplicates=rule,
+    )
