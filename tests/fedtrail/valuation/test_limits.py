@@ -160,15 +160,36 @@ def test_each_threshold_loosened_past_its_loosest_limit_is_named(name: str) -> N
 
 
 def test_a_duplicate_rule_looser_than_the_limits_is_named() -> None:
-    """Duplicates off in effect (cosine 1.0 or relative_l2 0): a copy with a few ulps of noise
-    is paid as a second honest update."""
-    off = DuplicateRule(cosine=1.0, relative_l2=1e-6)
+    """Duplicates off in effect (cosine 1.0 or relative_l2 0, no scaled_cosine): a copy with a
+    few ulps of noise is paid as a second honest update."""
+    off = DuplicateRule(cosine=1.0, relative_l2=1e-6, scaled_cosine=None)
     assert ThresholdLimits().loosest.breaches(Combiner(), off) == [
         "duplicate_cosine 1.0 (accepted: at most 0.9999)",
         "duplicate_relative_l2 1e-06 (accepted: at least 0.001)",
+        "duplicate_scaled_cosine 1.0 (accepted: at most 0.99999)",
     ]
-    agreed = limits_from({"loosest": {"duplicate_cosine": 1.0, "duplicate_relative_l2": 1e-6}})
+    agreed = limits_from(
+        {
+            "loosest": {
+                "duplicate_cosine": 1.0,
+                "duplicate_relative_l2": 1e-6,
+                "duplicate_scaled_cosine": 1.0,
+            }
+        }
+    )
     assert agreed.refusal(Combiner(), off) is None
+
+
+def test_terms_without_scaled_cosine_are_refused_as_looser() -> None:
+    """Terms that lack ``scaled_cosine`` replay the rule before it, which pays a copy scaled by
+    1.01 (attack a1): an aggregator could turn the scale-free rule off by leaving one key out,
+    so such terms read as 1.0 and are refused, like those omitting ``credit_cosine``."""
+    old = DuplicateRule(scaled_cosine=None)
+    assert ThresholdLimits().breaches(Combiner(), old) == []
+    assert ThresholdLimits().loosest.breaches(Combiner(), old) == [
+        "duplicate_scaled_cosine 1.0 (accepted: at most 0.99999)"
+    ]
+    assert ThresholdLimits().refusal(Combiner(), DuplicateRule()) is None
 
 
 def test_both_sides_are_named_together() -> None:
@@ -261,6 +282,10 @@ def test_the_accept_table_round_trips_through_a_site_config(tmp_path: Path) -> N
             DuplicateRule(relative_l2=0.9),
             ["duplicate_relative_l2 0.9 (accepted: at most 0.001)"],
         ),
+        (
+            DuplicateRule(scaled_cosine=0.999),
+            ["duplicate_scaled_cosine 0.999 (accepted: at least 0.99999)"],
+        ),
         (DuplicateRule(), []),
         (DuplicateRule(cosine=1.0, relative_l2=1e-6), []),  # looser: the loosest limits' case
     ],
@@ -273,7 +298,9 @@ def test_a_duplicate_rule_stricter_than_the_limits_is_named(
     is a "copy", and the replay passes bit for bit. Its thresholds are bounded like the
     valuation's."""
     assert ThresholdLimits().breaches(Combiner(), rule) == named
-    wide = limits_from({"duplicate_cosine": 0.5, "duplicate_relative_l2": 0.9})
+    wide = limits_from(
+        {"duplicate_cosine": 0.5, "duplicate_relative_l2": 0.9, "duplicate_scaled_cosine": 0.99}
+    )
     assert wide.breaches(Combiner(), rule) == []
     assert ThresholdLimits.accepting(Combiner(**STRICTER)).breaches(Combiner(), rule) == named
 
