@@ -58,13 +58,19 @@ DUPLICATE_COSINE: Final = 0.9999
 """Two decoded updates with cosine similarity above this ..."""
 DUPLICATE_RELATIVE_L2: Final = 1e-3
 """... and ``||b - a|| / ||a||`` below this are the same update (a near-copy: a few ulps, a
-re-encoding, tiny noise). Honest sites training on different data are orders of magnitude
-further apart (cosine well below 0.99 on the bundled data)."""
+re-encoding, tiny noise). Honest sites training on different data are further apart: up
+to cosine 0.999756 on the bundled data, but then 3% apart or more in L2 (their norms differ);
+a copy scaled by 1.01 is 1% apart, which is what :data:`DUPLICATE_SCALED_COSINE` catches."""
 DUPLICATE_SCALED_COSINE: Final = 0.99999
-"""A later update whose cosine to an earlier one is above this is a copy whatever the two
-norms (:attr:`DuplicateRule.scaled_cosine`): a copy scaled by 1.01 or 0.5, recoded through
-``topk8`` or with 1% Gaussian noise keeps a cosine above 0.9999, while two honest updates of the
-same round were measured at most PLACEHOLDER on the bundled data (``scripts/bench/dup_cosine.py``)."""
+"""A later update whose cosine to an earlier one, or whose int8 codes' cosine to the earlier
+one's (:func:`fedtrail.protocol.duplicates.codes`), is above this is a copy whatever the two
+norms (:attr:`DuplicateRule.scaled_cosine`). Measured on the bundled data
+(``scripts/bench/dup_cosine.py``): a copy scaled by 1.01 or 0.5 has cosine 1, one recoded
+through ``topk8`` at fraction 1 has its original's codes (codes cosine 1; plain 0.99976), one
+with 0.2% Gaussian noise cosine 0.999998; two honest updates of the same round came up to
+0.999756 (sites of one class each, Dirichlet alpha 0.3), 24 times further from 1 than this.
+Noise of about 0.45% of each tensor's std or more (1%: cosine 0.99995) escapes: no cosine
+threshold catches it without coming within 5x of that honest maximum."""
 
 PERSONALISATION_METHODS: Final = ("finetune", "fedbn", "fedrep")
 """How a site may adapt the round's global model to its own data (the result never leaves it)."""

@@ -12,8 +12,9 @@ verify --accept FILE``).
 Loosening harms them too, through the weight it hands to others: an aggregator colluding with
 some sites could write ``stale_cosine`` 1.0 (a resent copy is paid), ``free_rider_norm`` 0 (a
 zero update is paid), ``max_sample_ratio`` 1e9 (an inflated count within the site's cap takes
-the weight), ``min_robust_sites`` 1000 (no norm screen), a duplicate rule of cosine 1.0, and the
-round would replay bit for bit. So each bounded threshold has a loosest accepted value too
+the weight), ``min_robust_sites`` 1000 (no norm screen), a duplicate rule of cosine 1.0 or
+without ``scaled_cosine`` (a copy scaled by 1.01 is paid), and the round would replay bit for
+bit. So each bounded threshold has a loosest accepted value too
 (:class:`LoosestLimits`, ``[accept.loosest]``), by default the loosest of the product's presets.
 
 The defaults are the strictest of the product's own presets (:class:`Combiner` for per-round
@@ -84,6 +85,7 @@ def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
     terms written before it: no cosine alone marks a copy) reads as 1.0, the check off."""
     value = getattr(duplicates, DUPLICATE_LIMITS[limit])
     return 1.0 if value is None else float(value)
+
 
 UNBOUNDED: Final = frozenset({"stale_distance", "stale_rounds", "dp_spend_check"})
 """Thresholds with no limit: ``stale_distance``'s default (1e6) is already no bound in effect,
@@ -182,8 +184,10 @@ class ThresholdLimits:
     :data:`UNBOUNDED`), the strictest value a site accepts. ``max_norm_ratio`` and
     ``small_norm_ratio`` are off at 0: a limit of 0 accepts them only off. ``duplicate_*``
     bound the terms' duplicate rule (:data:`DUPLICATE_LIMITS`; defaults: the only rule the
-    product writes). ``loosest``: the other side of each bound (:class:`LoosestLimits`; a
-    table, as ``[accept.loosest]`` gives it, is read into one)."""
+    product writes; ``duplicate_scaled_cosine`` 0.99999 is 24x closer to 1 than the closest
+    honest pair measured, ``scripts/bench/dup_cosine.py``). ``loosest``: the other side of
+    each bound (:class:`LoosestLimits`; a table, as ``[accept.loosest]`` gives it, is read into
+    one)."""
 
     min_cosine: float = -0.5
     max_norm_z: float = 10.0

@@ -139,11 +139,11 @@ def measure(config: SimConfig, splits: Any, fraction: float) -> dict[str, Any]:
             )
         return real(rule, deltas, weights, **kw)
 
-    _sim.aggregate = spy  # type: ignore[assignment]
+    _sim.aggregate = spy
     try:
         _sim.run_method("fedavg", config, splits)
     finally:
-        _sim.aggregate = real  # type: ignore[assignment]
+        _sim.aggregate = real
     return {"honest": honest, "attack": attack}
 
 
@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     started, cpu = time.perf_counter(), time.process_time()
     doc: dict[str, Any] = {"benchmark": "dup_cosine", "argv": list(sys.argv[1:]), "runs": {}}
-    overall, worst_copy = -1.0, {}
+    overall, worst_copy = -1.0, dict[str, float]()
     for n in (int(x) for x in args.sites.split(",") if x):
         for alpha in (float(x) for x in args.alphas.split(",") if x):
             honest: list[dict[str, Any]] = []
