@@ -1,9 +1,12 @@
 """A1: a Sybil pair. The attacker runs one real site (h0, trains honestly) and registers a second
 address (sybil) that commits, in the same round, a transformed copy of h0's update. Both are the
-attacker's, so the copy exists before the commit deadline. The duplicate rule only catches
-cosine > 0.9999 AND relative L2 < 1e-3; the stale screen only looks at earlier rounds.
+attacker's, so the copy exists before the commit deadline. The duplicate rule before
+``scaled_cosine`` only caught cosine > 0.9999 AND relative L2 < 1e-3 (all four modes were paid);
+with it (terms' ``scaled_cosine`` 0.99999) the scaled, recoded and 0.2%-noise copies are
+DUPLICATE, and noise of 1% (``noise 3 0.01``) still escapes. The stale screen only looks at
+earlier rounds.
 
-usage: python attacks/a1_sybil_scaled_copy.py [scale|topk|noise|exact] [rounds]
+usage: python attacks/a1_sybil_scaled_copy.py [scale|topk|noise|exact] [rounds] [noise level]
 """
 
 import sys
@@ -16,6 +19,7 @@ from fedtrail.storage.codec import Compression, encode_update
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "scale"
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+level = float(sys.argv[3]) if len(sys.argv) > 3 else 0.002  # noise: times each tensor's std
 
 
 def sybil(ctx):
@@ -27,7 +31,7 @@ def sybil(ctx):
     if mode == "noise":
         g = torch.Generator().manual_seed(ctx.round)
         return {
-            k: v + 0.002 * v.std() * torch.randn(v.shape, generator=g) for k, v in d.items()
+            k: v + level * v.std() * torch.randn(v.shape, generator=g) for k, v in d.items()
         }, 150
     if mode == "topk":  # same numbers, other codec: topk8 at fraction 1 (int8-quantised)
         blob = encode_update(
