@@ -1,6 +1,7 @@
 """The README's *The public rules, exactly*, implemented from its text alone (numpy and the
 standard library, none of fedtrail's rule code), against what the product computes: weights and
-their log fractions, the reputation EMA, the robust statistics and the global model. An auditor
+their log fractions, the reputation EMA, the robust statistics, the global model and the
+duplicate rule. An auditor
 who follows the README must get the same bits; each rule also has a near miss (a plausible
 misreading) that must disagree, so the comparison can fail."""
 
@@ -271,3 +272,104 @@ def test_the_global_model_follows_the_readme_bit_for_bit() -> None:
         ref_flat(old).astype(np.float32),
         ref_global(ref_flat(start).astype(np.float32), rows, weights),
     )
+
+
+def ref_codes(delta: dict[str, np.ndarray]) -> np.ndarray:
+    """The README's codes: per tensor, in sorted name order, round(t * (127 / max|t|))."""
+    out = []
+    for name in sorted(delta):
+        t = delta[name].astype(np.float64).reshape(-1)
+        amax = float(np.abs(t).max()) if t.size else 0.0
+        out.append(np.round(t * (127 / amax)) if amax > 0 else np.zeros_like(t))
+    return np.concatenate(out)
+
+
+def ref_copies(
+    ups: list[tuple[str, str, dict[str, np.ndarray]]],
+    cosine: float,
+    relative_l2: float,
+    scaled: float | None,
+) -> dict[str, str]:
+    """The README's duplicate rule over (site, sha256, tensors) in commit order."""
+
+    def cos(a: np.ndarray, b: np.ndarray) -> float:
+        return float(a @ b) / (float(np.linalg.norm(a)) * float(np.linalg.norm(b)))
+
+    def flat(d: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([d[k].astype(np.float64).reshape(-1) for k in sorted(d)])
+
+    originals: list[tuple[str, str, dict[str, np.ndarray]]] = []
+    out: dict[str, str] = {}
+    for site, sha, d in ups:
+        b = flat(d)
+        for osite, osha, od in originals:
+            a = flat(od)
+            same = osha == sha or np.array_equal(a, b)
+            if not same and np.linalg.norm(a) > 0 and np.linalg.norm(b) > 0:
+                c = cos(a, b)
+                same = c > cosine and np.linalg.norm(b - a) / np.linalg.norm(a) < relative_l2
+                if scaled is not None:
+                    same = same or c > scaled or cos(ref_codes(od), ref_codes(d)) > scaled
+            if same:
+                out[site] = osite
+                break
+        else:
+            originals.append((site, sha, d))
+    return out
+
+
+def test_the_duplicate_rule_follows_the_readme() -> None:
+    """Scaled, recoded and noisy copies and near-honest pairs, decided by the README's text and
+    by find_duplicates alike; under the rule of terms without ``scaled_cosine`` as well."""
+    from fedtrail.ml.models import ModelSpec
+    from fedtrail.protocol.duplicates import Entry, codes, find_duplicates
+    from fedtrail.protocol.terms import DuplicateRule
+    from fedtrail.storage.codec import Compression, decode_update, encode_update
+
+    spec = ModelSpec()
+    gen = torch.Generator().manual_seed(5)
+    shapes: dict[str, tuple[int, ...]] = {
+        "conv1.weight": (16, 1, 3, 3),
+        "conv1.bias": (16,),
+        "conv2.weight": (32, 16, 3, 3),
+        "conv2.bias": (32,),
+        "fc1.weight": (64, 1568),
+        "fc1.bias": (64,),
+        "fc2.weight": (2, 64),
+        "fc2.bias": (2,),
+    }
+
+    def noisy(d: dict[str, torch.Tensor], level: float) -> dict[str, torch.Tensor]:
+        return {k: v + level * v.std() * torch.randn(v.shape, generator=gen) for k, v in d.items()}
+
+    base = {}
+    for name, shape in shapes.items():
+        t = torch.randn(shape, generator=gen)
+        base[name] = t * t.abs() * 1e-3  # heavy-tailed, as trained updates are
+    blob = encode_update(
+        base, spec=spec, round=1, compression=Compression(method="topk8", fraction=1.0)
+    ).blob
+    recoded = decode_update(blob, spec=spec, expected_round=1)[0]
+    other = noisy(base, 0.02)  # 2% apart: not a copy under any rule here
+    ups = {
+        "a": base,
+        "b": {k: v * 1.01 for k, v in base.items()},
+        "c": recoded,
+        "d": noisy(base, 0.002),
+        "e": other,
+        "f": {k: v * 3 for k, v in other.items()},
+    }
+    assert np.array_equal(
+        ref_codes({k: v.numpy() for k, v in recoded.items()}), codes(recoded).numpy()
+    )
+    entries = []
+    ref_in = []
+    for i, (site, d) in enumerate(ups.items()):
+        entries.append(Entry(site, i + 1, f"{i:064x}", d))
+        ref_in.append((site, f"{i:064x}", {k: v.numpy() for k, v in d.items()}))
+    for rule in (DuplicateRule(), DuplicateRule(scaled_cosine=None)):
+        ours = find_duplicates(entries, rule)
+        assert ours == ref_copies(ref_in, rule.cosine, rule.relative_l2, rule.scaled_cosine)
+    assert find_duplicates(entries, DuplicateRule()) == {"b": "a", "c": "a", "d": "a", "f": "e"}
+    # the near miss: the rule without scaled_cosine (terms before it) pays every copy
+    assert find_duplicates(entries, DuplicateRule(scaled_cosine=None)) == {}
