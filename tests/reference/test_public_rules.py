@@ -1,9 +1,8 @@
 """The README's *The public rules, exactly*, implemented from its text alone (numpy and the
 standard library, none of fedtrail's rule code), against what the product computes: weights and
 their log fractions, the reputation EMA, the robust statistics, the global model and the
-duplicate rule. An auditor
-who follows the README must get the same bits; each rule also has a near miss (a plausible
-misreading) that must disagree, so the comparison can fail."""
+duplicate rule. An auditor who follows the README must get the same bits; each rule also has a
+near miss (a plausible misreading) that must disagree, so the comparison can fail."""
 
 from __future__ import annotations
 
