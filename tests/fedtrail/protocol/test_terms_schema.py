@@ -17,7 +17,7 @@ import pytest
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.roundlog import ValuationSettings
-from fedtrail.protocol.terms import Personalisation, PrivacyTerms, RoundTerms
+from fedtrail.protocol.terms import DuplicateRule, Personalisation, PrivacyTerms, RoundTerms
 from fedtrail.valuation.combine import Combiner
 
 DATA = Path(__file__).parent / "data"
@@ -76,7 +76,10 @@ def full_terms() -> RoundTerms:
 def test_real_terms_validate() -> None:
     """The stored bytes of a real round's terms parse, re-encode to themselves and validate."""
     blob = REAL.read_bytes()
-    assert RoundTerms.from_bytes(blob).to_bytes() == blob
+    terms = RoundTerms.from_bytes(blob)
+    assert terms.to_bytes() == blob
+    # written before scaled_cosine: the rule of its day, cosine and distance together
+    assert terms.duplicates == DuplicateRule(scaled_cosine=None)
     validator().validate(json.loads(blob))
 
 
@@ -95,6 +98,7 @@ def test_terms_with_every_optional_field_validate() -> None:
         (("windows", "reveal_seconds"), "30"),
         (("windows", "score_commit_seconds"), 30),  # without its score_reveal_seconds
         (("duplicates", "cosine"), 0.0),
+        (("duplicates", "scaled_cosine"), 1.5),
         (("model_spec", "depth"), 18),  # an unknown key
         (("valuation", "combiner", "max_norm_zz"), 1.0),
         (("spec_hash",), "AB" * 32),
@@ -122,6 +126,7 @@ def test_the_schema_fields_are_the_codes() -> None:
     valuation = props["valuation"]["properties"]
     assert set(valuation) == set(ValuationSettings._FIELDS)
     assert set(valuation["combiner"]["properties"]) == {f.name for f in fields(Combiner)}
+    assert set(props["duplicates"]["properties"]) == {f.name for f in fields(DuplicateRule)}
 
 
 def test_the_readme_names_every_field() -> None:
