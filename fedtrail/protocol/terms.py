@@ -59,18 +59,20 @@ DUPLICATE_COSINE: Final = 0.9999
 DUPLICATE_RELATIVE_L2: Final = 1e-3
 """... and ``||b - a|| / ||a||`` below this are the same update (a near-copy: a few ulps, a
 re-encoding, tiny noise). Honest sites training on different data are further apart: up
-to cosine 0.999756 on the bundled data, but then 3% apart or more in L2 (their norms differ);
-a copy scaled by 1.01 is 1% apart, which is what :data:`DUPLICATE_SCALED_COSINE` catches."""
-DUPLICATE_SCALED_COSINE: Final = 0.99999
+to cosine 0.99993 on the bundled data, but then 1.2% apart or more in L2; a copy scaled by
+1.01 is 1% apart, which is what :data:`DUPLICATE_SCALED_COSINE` catches."""
+DUPLICATE_SCALED_COSINE: Final = 0.999995
 """A later update whose cosine to an earlier one, or whose int8 codes' cosine to the earlier
 one's (:func:`fedtrail.protocol.duplicates.codes`), is above this is a copy whatever the two
 norms (:attr:`DuplicateRule.scaled_cosine`). Measured on the bundled data
 (``scripts/bench/dup_cosine.py``): a copy scaled by 1.01 or 0.5 has cosine 1, one recoded
 through ``topk8`` at fraction 1 has its original's codes (codes cosine 1; plain 0.99976), one
 with 0.2% Gaussian noise cosine 0.999998; two honest updates of the same round came up to
-0.999756 (sites of one class each, Dirichlet alpha 0.3), 24 times further from 1 than this.
-Noise of about 0.45% of each tensor's std or more (1%: cosine 0.99995) escapes: no cosine
-threshold catches it without coming within 5x of that honest maximum."""
+0.999930 (20 sites of mostly one class each, Dirichlet alpha 0.3), 14 times further from 1
+than this (3.7 times in angle); the honest maximum rose with the number of sites (5: 0.99921,
+10: 0.99976, 20: 0.99993). Noise above about 0.3% of each tensor's std (1 - cosine is about
+half the squared level; 1%: cosine 0.99995) escapes: a cosine that caught it would come within
+a few times of two honest sites."""
 
 PERSONALISATION_METHODS: Final = ("finetune", "fedbn", "fedrep")
 """How a site may adapt the round's global model to its own data (the result never leaves it)."""

@@ -76,7 +76,7 @@ by the rule's field: a later update within both thresholds of an earlier one, or
 ``scaled_cosine``, is a DUPLICATE, scored 0, so a lower ``cosine`` or ``scaled_cosine`` or a
 higher ``relative_l2`` zeroes more honest updates (at cosine 0.5 and relative_l2 0.9 every
 honest update but the first committed is a "copy"; two honest updates of the same round were
-measured up to cosine 0.99921). Terms without ``scaled_cosine`` (the rule before it, which a
+measured up to cosine 0.99993). Terms without ``scaled_cosine`` (the rule before it, which a
 copy scaled by 1.01 passes) read as 1.0: looser than the loosest default, so refused."""
 
 
@@ -184,7 +184,7 @@ class ThresholdLimits:
     :data:`UNBOUNDED`), the strictest value a site accepts. ``max_norm_ratio`` and
     ``small_norm_ratio`` are off at 0: a limit of 0 accepts them only off. ``duplicate_*``
     bound the terms' duplicate rule (:data:`DUPLICATE_LIMITS`; defaults: the only rule the
-    product writes; ``duplicate_scaled_cosine`` 0.99999 is 24x closer to 1 than the closest
+    product writes; ``duplicate_scaled_cosine`` 0.999995 is 14x closer to 1 than the closest
     honest pair measured, ``scripts/bench/dup_cosine.py``). ``loosest``: the other side of
     each bound (:class:`LoosestLimits`; a table, as ``[accept.loosest]`` gives it, is read into
     one)."""

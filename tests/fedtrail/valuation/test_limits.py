@@ -166,7 +166,7 @@ def test_a_duplicate_rule_looser_than_the_limits_is_named() -> None:
     assert ThresholdLimits().loosest.breaches(Combiner(), off) == [
         "duplicate_cosine 1.0 (accepted: at most 0.9999)",
         "duplicate_relative_l2 1e-06 (accepted: at least 0.001)",
-        "duplicate_scaled_cosine 1.0 (accepted: at most 0.99999)",
+        "duplicate_scaled_cosine 1.0 (accepted: at most 0.999995)",
     ]
     agreed = limits_from(
         {
@@ -187,7 +187,7 @@ def test_terms_without_scaled_cosine_are_refused_as_looser() -> None:
     old = DuplicateRule(scaled_cosine=None)
     assert ThresholdLimits().breaches(Combiner(), old) == []
     assert ThresholdLimits().loosest.breaches(Combiner(), old) == [
-        "duplicate_scaled_cosine 1.0 (accepted: at most 0.99999)"
+        "duplicate_scaled_cosine 1.0 (accepted: at most 0.999995)"
     ]
     assert ThresholdLimits().refusal(Combiner(), DuplicateRule()) is None
 
@@ -284,7 +284,7 @@ def test_the_accept_table_round_trips_through_a_site_config(tmp_path: Path) -> N
         ),
         (
             DuplicateRule(scaled_cosine=0.999),
-            ["duplicate_scaled_cosine 0.999 (accepted: at least 0.99999)"],
+            ["duplicate_scaled_cosine 0.999 (accepted: at least 0.999995)"],
         ),
         (DuplicateRule(), []),
         (DuplicateRule(cosine=1.0, relative_l2=1e-6), []),  # looser: the loosest limits' case
