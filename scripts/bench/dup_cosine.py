@@ -194,13 +194,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             common = max((h["common"] for h in honest if not math.isnan(h["common"])), default=-1)
             coded = max(h["codes"] for h in honest)
             overall = max(overall, top["cosine"], coded)
-            above = sum(max(h["cosine"], h["codes"]) > 0.9995 for h in honest)
+            limit = DuplicateRule().scaled_cosine or 1.0
+            above = sum(max(h["cosine"], h["codes"]) > limit for h in honest)
+            near = sum(max(h["cosine"], h["codes"]) > 0.9995 for h in honest)
             print(
                 f"{label}, seeds {seeds}, {args.rounds} rounds, {len(honest)} honest pairs: "
                 f"max cosine {top['cosine']:.6f} (round {top['round']}, relative L2 "
                 f"{top['distance']:.3f}); max codes cosine {coded:.6f}; max common-support "
                 f"cosine {common:.6f}; min relative L2 {min(h['distance'] for h in honest):.3f}; "
-                f"pairs above 0.9995 (cosine or codes): {above}",
+                f"pairs above 0.9995 (cosine or codes): {near}, above the default "
+                f"scaled_cosine {limit}: {above}",
                 flush=True,
             )
             for name in dict.fromkeys(a["copy"] for a in attack):
