@@ -45,9 +45,9 @@ def codes(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
     magnitude, times :data:`CODE_LEVELS`, rounded (zeros for a zero tensor), as ``topk8`` at
     fraction 1 quantises it, in float64. Scaling a tensor leaves its codes unchanged and a
     recoded copy has exactly its original's codes, so :attr:`DuplicateRule.scaled_cosine`
-    compares them too: the int8 rounding moves a recoded copy's plain cosine by up to 2.4e-4,
-    as far as two honest updates of skewed sites are apart. Their dot products are sums of
-    integers below 2**53, exact in any order."""
+    compares them too: the int8 rounding moved a recoded copy's plain cosine as far as 2.4e-4
+    from 1, further than two honest updates of skewed sites came (7e-5). Their dot products
+    are sums of integers below 2**53, exact in any order."""
     out = []
     for name in sorted(delta):
         t = delta[name].detach().to("cpu", torch.float64).reshape(-1)
@@ -117,7 +117,8 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
     Each norm is computed once, and the pairs are first screened with one matrix product of
     the flattened updates (:data:`SCREEN_MARGIN`): at 100 sites the 4,950 pairs took two norms
     and a dot product each (0.6 s of a round's audit); the pairs left are decided exactly as
-    :func:`near_identical` decides them."""
+    :func:`near_identical` decides them. A rule with ``scaled_cosine`` screens the codes
+    (:func:`codes`) the same way: 100 SmallCNN updates took 0.42 s instead of 0.20 s."""
     ordered = sorted(entries, key=lambda e: (e.commit_order, e.site))
     flats = [None if e.delta is None else _flat(e.delta) for e in ordered]
     norms = [0.0 if f is None else float(f.norm()) for f in flats]
