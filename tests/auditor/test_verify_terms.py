@@ -194,6 +194,29 @@ def test_a_duplicate_rule_that_zeroes_honest_updates_fails_terms_limits() -> Non
     assert _unrunnable(_parsed_terms(valuation)) is None
 
 
+def test_terms_without_scaled_cosine_fail_terms_limits_unless_the_sites_widened() -> None:
+    """Terms whose duplicate rule lacks ``scaled_cosine`` (the rule before it, which paid a
+    Sybil's copy scaled by 1.01: attack a1) replay that rule, and the sites refuse them: the
+    node does not take part and ``terms.limits`` fails. Sites that accept the old rule
+    (``duplicate_scaled_cosine = 1.0`` under ``[accept.loosest]``) take part, and an auditor
+    given that table passes the check."""
+    valuation = {"method": "loo", "metric": "auc", "combiner": asdict(Combiner())}
+    terms = _parsed_terms(valuation, DuplicateRule(scaled_cosine=None))
+    assert terms.duplicates.scaled_cosine is None
+    refused = _unrunnable(terms)
+    assert refused is not None and "duplicate_scaled_cosine 1.0" in refused
+    audit = RoundAudit(1)
+    _check_limits(audit, terms, ThresholdLimits())
+    assert [(c.name, c.failed) for c in audit.checks] == [("terms.limits", True)]
+    assert "duplicate_scaled_cosine 1.0 (accepted: at most 0.999995)" in audit.checks[0].detail
+    old = ThresholdLimits(loosest={"duplicate_scaled_cosine": 1.0})  # type: ignore[arg-type]
+    assert _unrunnable(terms, old) is None
+    audit = RoundAudit(1)
+    _check_limits(audit, terms, old)
+    assert audit.passed
+    assert _unrunnable(_parsed_terms(valuation)) is None  # the terms written now
+
+
 @pytest.mark.parametrize(
     ("threshold", "value"),
     [("stale_cosine", 1.0), ("free_rider_norm", 0.0), ("max_sample_ratio", 1e9)],
