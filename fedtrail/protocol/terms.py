@@ -106,8 +106,9 @@ def _is_sha256(value: object) -> bool:
 @dataclass(frozen=True, kw_only=True)
 class DuplicateRule:
     """When a later update (in commit order) repeats an earlier one: byte-identical, or cosine
-    above ``cosine`` with relative L2 distance below ``relative_l2``, or cosine above
-    ``scaled_cosine`` whatever the norms (decoded tensors).
+    above ``cosine`` with relative L2 distance below ``relative_l2``, or cosine (or the int8
+    codes' cosine, :func:`fedtrail.protocol.duplicates.codes`) above ``scaled_cosine`` whatever
+    the norms (decoded tensors).
 
     ``scaled_cosine`` closes the Sybil's way past the first two: a copy scaled by 1.01, recoded
     or with a little noise is 1% away in L2 but still points the same way. None (terms written
