@@ -22,6 +22,14 @@ valuation, :data:`~fedtrail.valuation.combine.HISTORY_COMBINER` with standing), 
 with their references (``scripts/bench/stale_cosine.py``), and logs written before the 0.99999
 default recorded 0.9999. The loosest defaults are the loosest of the same presets, except
 ``stale_distance``, accepted down to the 0.01 that logs written before its 1e6 default recorded.
+
+``norm_size_cap`` and ``tiny_size_power`` (the allowance the norm and free-rider screens make
+for a site's claimed sample count) loosen as they rise: their loosest accepted values are the
+product's defaults (10, 2), since a larger allowance lets an update claiming a large count
+through the norm screen longer, or one claiming a small count through the free-rider floor
+shorter; their strictest accepted values are the rule before them (1 and 0: no allowance), which
+logs written before they existed replay (:data:`~fedtrail.valuation.chained.LATER_THRESHOLDS`). A
+site that wants the allowance guaranteed raises them in its ``[accept]``.
 """
 
 from __future__ import annotations
@@ -114,6 +122,8 @@ class LoosestLimits:
     stale_rounds: int = 3
     max_sample_ratio: float = 10.0
     credit_cosine: float = -0.7
+    norm_size_cap: float = 10.0
+    tiny_size_power: float = 2.0
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
 
@@ -173,6 +183,8 @@ class ThresholdLimits:
     max_norm_ratio: float = 0.0
     small_norm_ratio: float = 0.0
     credit_cosine: float = -0.7
+    norm_size_cap: float = 1.0
+    tiny_size_power: float = 0.0
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     loosest: LoosestLimits = field(default_factory=LoosestLimits)

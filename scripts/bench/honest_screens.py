@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -110,14 +110,25 @@ def run_one(others: tuple[int, ...], probe: int, codec: str, seed: int, rounds: 
                 "to_model": norms["probe"] / sender.model[r],
                 "to_median": norms["probe"] / lower_median,
                 "z": _z(norms["probe"], list(norms.values())),
-                "honest_to_model": min(v / sender.model[r] for k, v in norms.items() if k != "probe"),
-                "n_ratio": probe / med_n,
-                "others_zeroed": sum(
-                    1 for k, v in row.items() if k != "probe" and v["reason"] != "OK"
+                "honest_to_model": min(
+                    v / sender.model[r] for k, v in norms.items() if k != "probe"
                 ),
+                "n_ratio": probe / med_n,
+                "others_zeroed": [
+                    v["reason"] for k, v in row.items() if k != "probe" and v["reason"] != "OK"
+                ],
             }
         )
     return rows
+
+
+def _counted(reasons: Iterable[list[str]]) -> str:
+    """``REASON:count,...`` over every round's list of reasons; ``-`` for none."""
+    counts: dict[str, int] = defaultdict(int)
+    for rs in reasons:
+        for r in rs:
+            counts[r] += 1
+    return ",".join(f"{k}:{v}" for k, v in sorted(counts.items())) or "-"
 
 
 def main() -> None:
@@ -141,7 +152,9 @@ def main() -> None:
     for codec in args.codecs.split(","):
         for scen, others, probe in grid:
             rows = [
-                r for seed in ints(args.seeds) for r in run_one(others, probe, codec, seed, args.rounds)
+                r
+                for seed in ints(args.seeds)
+                for r in run_one(others, probe, codec, seed, args.rounds)
             ]
             why = defaultdict(int)
             for r in rows:
@@ -154,7 +167,7 @@ def main() -> None:
             print(
                 f"{scen:5s} {'/'.join(map(str, others)):15s} {codec:5s} {probe:5d} {len(rows):3d} "
                 f"{fr + on + rest:3d} ({fr}/{on}/{rest}{' ' + str(dict(why)) if why else ''}) "
-                f"{sum(r['others_zeroed'] for r in rows):3d} "
+                f"{_counted(r['others_zeroed'] for r in rows)} "
                 f"{min(tm):.4%}..{max(tm):.4%} {min(r['honest_to_model'] for r in rows):.4%} "
                 f"{min(tmed):.3f}..{max(tmed):.3f} {max(r['z'] for r in rows):6.1f} "
                 f"{statistics.mean(r['weight'] / r['fedavg'] for r in rows):.3f}",

@@ -39,6 +39,10 @@ STRICTER = {
 }
 """One value per bounded threshold on its harmful side of the default limit."""
 
+OFF_IS_STRICTEST = {"norm_size_cap", "tiny_size_power"}
+"""Thresholds whose default strictest limit is the rule off (the rule of the logs written before
+them), so nothing is stricter than it by default; a site raises it in its ``[accept]``."""
+
 LOOSER = {
     "min_cosine": -1.0,
     "max_norm_z": 50.0,
@@ -52,6 +56,8 @@ LOOSER = {
     "max_norm_ratio": 0.0,
     "small_norm_ratio": 0.0,
     "credit_cosine": -1.0,
+    "norm_size_cap": 5.0,
+    "tiny_size_power": 1.0,
 }
 
 
@@ -67,6 +73,8 @@ LOOSEST_PAST = {
     "max_sample_ratio": 1e9,
     "credit_cosine": -1.0,
     "stale_rounds": 1,
+    "norm_size_cap": 1e6,
+    "tiny_size_power": 8.0,
 }
 """One value per threshold past its default loosest limit: each pays what the valuation should
 not (a copy, a zero update, an inflated count, an outlier the norm screen would flag, a
@@ -84,7 +92,8 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     assert loosest == names - off_is_loosest | set(DUPLICATE_LIMITS)
     assert set(LOOSEST_PAST) == loosest - {"min_cosine"} - set(DUPLICATE_LIMITS)
     assert set(DUPLICATE_LIMITS.values()) == {f.name for f in fields(DuplicateRule)}
-    assert set(STRICTER) == set(LOOSER) == names - UNBOUNDED
+    assert set(LOOSER) == names - UNBOUNDED
+    assert set(STRICTER) == names - UNBOUNDED - OFF_IS_STRICTEST
 
 
 @pytest.mark.parametrize("combiner", [Combiner(), HISTORY_COMBINER], ids=["per-round", "history"])
@@ -116,6 +125,22 @@ def test_older_logs_thresholds_are_not_stricter_but_terms_omitting_new_ones_are_
         "stale_rounds 1 (accepted: at least 3)",
         "credit_cosine -1.0 (accepted: at least -0.7)",
     ]
+
+
+def test_a_site_demanding_the_size_allowances_refuses_terms_without_them() -> None:
+    """Terms with the norm screen's and the free-rider floor's allowance for a site's claimed
+    count off (``norm_size_cap`` 1, ``tiny_size_power`` 0: the rule that zeroed an honest
+    1,000-image site as OUTLIER_NORM and a 20-image one as FREE_RIDER) are accepted by default,
+    as logs before them replay; a site that raises the limits refuses them."""
+    old = combiner_from(ValuationSettings(method="loo", metric="auc", standing=True, combiner={}))
+    assert (old.norm_size_cap, old.tiny_size_power) == (1.0, 0.0)
+    assert ThresholdLimits().breaches(old) == []
+    demanding = limits_from({"norm_size_cap": 10.0, "tiny_size_power": 2.0})
+    assert demanding.breaches(old) == [
+        "norm_size_cap 1.0 (accepted: at least 10.0)",
+        "tiny_size_power 0.0 (accepted: at least 2.0)",
+    ]
+    assert demanding.breaches(HISTORY_COMBINER) == []
 
 
 @pytest.mark.parametrize("name", sorted(STRICTER))
