@@ -17,7 +17,11 @@ round's lower median and its robust norm z, so the thresholds can be read off th
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench/honest_screens.py --seeds 0,1 --rounds 5
 
-``--codecs dense`` or ``--small ''`` narrow the grid. Exit status 0 (a measurement).
+``--codecs dense`` or ``--small ''`` narrow the grid. ``--rule before`` values every round under
+the thresholds before the size allowance (``norm_size_cap`` 1, ``tiny_size_power`` 0: what the
+false positives were measured with); ``--max-sample-ratio R`` raises ``max_sample_ratio`` (a
+2,000-image site beside sites of 90-200 claims 12.5x the median: IMPLAUSIBLE_SAMPLES at the
+default 10). Exit status 0 (a measurement).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +45,9 @@ sys.path.insert(0, str(ROOT / "scripts" / "attacks"))
 import harness  # noqa: E402
 from harness import SPEC, Ctx, Site  # noqa: E402
 
+from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
 from fedtrail.storage.codec import Compression, decode_update, encode_update  # noqa: E402
+from fedtrail.valuation import HISTORY_COMBINER, Combiner  # noqa: E402
 from fedtrail.valuation.robust import MAD_TO_SIGMA  # noqa: E402
 
 Delta = Mapping[str, torch.Tensor]
@@ -90,11 +97,16 @@ def _z(norm: float, norms: list[float], floor: float = 0.25) -> float:
     return (norm - med) / max(MAD_TO_SIGMA * mad, floor * med)
 
 
-def run_one(others: tuple[int, ...], probe: int, codec: str, seed: int, rounds: int) -> list[dict]:
+def run_one(
+    others: tuple[int, ...], probe: int, codec: str, seed: int, rounds: int, comb: Combiner
+) -> list[dict]:
     sender = Sender(codec)
     sizes = {"probe": probe, **{f"h{i}": n for i, n in enumerate(others)}}
     sites = [Site(nm, n, strategy=sender.strategy(nm, n)) for nm, n in sizes.items()]
-    res = harness.run(sites, rounds, seed=seed, verbose=False, verify=False)
+    settings = AggregatorSettings(
+        explain_method=None, round_seconds=60, reveal_seconds=30, combiner=comb
+    )
+    res = harness.run(sites, rounds, settings=settings, seed=seed, verbose=False, verify=False)
     rows = []
     for r, row in enumerate(res["results"], start=1):
         norms = sender.norms[r]
@@ -138,7 +150,13 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--codecs", default="dense,topk8")
+    ap.add_argument("--rule", choices=("now", "before"), default="now")
+    ap.add_argument("--max-sample-ratio", type=float, default=HISTORY_COMBINER.max_sample_ratio)
     args = ap.parse_args()
+    comb = replace(HISTORY_COMBINER, max_sample_ratio=args.max_sample_ratio)
+    if args.rule == "before":
+        comb = replace(comb, norm_size_cap=1.0, tiny_size_power=0.0)
+    print(f"# rule {args.rule}: {comb}")
     torch.set_num_threads(1)
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     grid = [("small", SMALL_OTHERS, p) for p in ints(args.small)]
@@ -154,7 +172,7 @@ def main() -> None:
             rows = [
                 r
                 for seed in ints(args.seeds)
-                for r in run_one(others, probe, codec, seed, args.rounds)
+                for r in run_one(others, probe, codec, seed, args.rounds, comb)
             ]
             why = defaultdict(int)
             for r in rows:
