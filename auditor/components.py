@@ -233,7 +233,9 @@ def check_screen(
     screen (:meth:`~fedtrail.valuation.combine.Combiner.screen`) and from the terms alone, held
     against the statistics ``log.components`` recomputed (``robust``). For an update that
     counted toward the statistics, with the thresholds applied (``robust.checked``):
-    ``cosine < min_cosine`` is OUTLIER_DIRECTION, else ``norm_z > max_norm_z`` is OUTLIER_NORM,
+    ``cosine < min_cosine`` is OUTLIER_DIRECTION, else a ``norm_z`` above ``max_norm_z`` after
+    the allowance of the update's claimed count (:func:`~fedtrail.valuation.combine.
+    size_adjusted_z`, up to the terms' ``norm_size_cap``; 1 in logs before it) is OUTLIER_NORM,
     and neither otherwise (the one exception: in a round valued per round, the data-free
     fallback scores an update whose cosine is at most 0 OUTLIER_DIRECTION); without the
     thresholds applied, the screen rejects nothing. LOW_GAIN comes after the screen only in a
