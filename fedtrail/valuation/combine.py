@@ -216,10 +216,13 @@ class Combiner:
     steps, so its honest update is about k times longer. Measured with
     ``scripts/bench/honest_screens.py``: without it an honest 1,000-image site beside sites of
     90-200 images was OUTLIER_NORM (norm up to 11x the lower median, robust z up to 41). A
-    claimed count is bounded by the ledger's per-site cap and by ``max_sample_ratio``, and an
-    update boosted x10 or more stays an outlier whatever it claims (x10 of an honest norm is
-    10x its allowance). A recorded set of thresholds without it (a log written before it
-    existed) means 1: off.
+    claimed count is bounded by the ledger's per-site cap and by ``max_sample_ratio``, and the
+    allowance only takes off the length the claimed count explains: an honest update boosted
+    by b is judged at about b times the median whatever its size, so x10 and x30 stay outliers
+    (with the 0.25 scale floor and ``max_norm_z`` 20, anything above about 6x). A site that
+    inflates its count by f within its cap may boost f times more; its weight grows f times
+    anyway, which is ``max_sample_ratio``'s and the cap's to bound. A recorded set of
+    thresholds without it (a log written before it existed) means 1: off.
     ``tiny_size_power`` (>= 0; default 2; 0: off): with a
     :class:`~fedtrail.valuation.standing.History`, the free-rider screen's floor against the
     global model's norm (:data:`~fedtrail.valuation.round.MIN_UPDATE_TO_MODEL_NORM`) is lowered
@@ -309,18 +312,14 @@ class Combiner:
             r = robust.get(c.site)
             if r is None:
                 raise ConfigError(f"no robust statistics for usable candidate {c.site}")
+            allowance = self.norm_allowance(c.num_samples, counts)
+            z = size_adjusted_z(r, allowance)
             if checked and r.cosine < self.min_cosine:
                 out[c.site] = (
                     Reason.OUTLIER_DIRECTION,
                     f"cosine {r.cosine:.3f} to the median update is below {self.min_cosine}",
                 )
-            elif (
-                checked
-                and (
-                    z := size_adjusted_z(r, allowance := self.norm_allowance(c.num_samples, counts))
-                )
-                > self.max_norm_z
-            ):
+            elif checked and z > self.max_norm_z:
                 excused = (
                     f", {z:.1f} after the {allowance:.3g}x its {c.num_samples} claimed samples "
                     "excuse"
