@@ -214,8 +214,10 @@ class Combiner:
     claimed sample count and ``m`` the median count of the round's usable updates (its own
     among them): a hospital with k times the median site's data takes about k times the local
     steps, so its honest update is about k times longer. Measured with
-    ``scripts/bench/honest_screens.py``: without it an honest 1,000-image site beside sites of
-    90-200 images was OUTLIER_NORM (norm up to 11x the lower median, robust z up to 41). A
+    ``scripts/bench/honest_screens.py`` (4 seeds x rounds 1-5): without it an honest
+    1,000-image site beside sites of 90, 120 and 200 images was OUTLIER_NORM in 4 of 20 rounds
+    dense and 3 of 20 topk8 (norm up to 34x the round's lower median, robust z up to 28; a
+    600-image site reached z 17.9 of the 20 allowed). A
     claimed count is bounded by the ledger's per-site cap and by ``max_sample_ratio``, and the
     allowance only takes off the length the claimed count explains: an honest update boosted
     by b is judged at about b times the median whatever its size, so x10 and x30 stay outliers
@@ -229,9 +231,11 @@ class Combiner:
     by ``min(1, n / m) ** tiny_size_power`` for an update claiming fewer samples than the
     median (:func:`~fedtrail.valuation.freeride.free_riders`): a site of 20 images takes one
     local step where a 150-image site takes five, and momentum makes that a 13x shorter update,
-    not 7.5x (measured: a 20-image site down to 0.023% of the model's norm, zeroed FREE_RIDER
-    in 7 of 20 rounds). Its weight shrinks with the same claimed count, and a zero update is
-    FREE_RIDER whatever it claims. A recorded set without it means 0: off.
+    not 7.5x (measured beside four 150-image sites: a 20-image site down to 0.023% of the
+    model's norm, zeroed FREE_RIDER in 7 of 20 rounds dense and topk8; 40 images 3 and 2 of
+    20, 60 images 8 and 1 of 20, 100 images none). Its weight shrinks with the same claimed
+    count, and a zero update is FREE_RIDER whatever it claims. A recorded set without it means
+    0: off.
     """
 
     min_cosine: float = -0.5
