@@ -53,7 +53,7 @@ from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
 from fedtrail.valuation.chained import combiner_from
-from fedtrail.valuation.combine import sample_reference
+from fedtrail.valuation.combine import sample_reference, size_adjusted_z
 from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.robust import RobustStats, robust_statistics, without_statistics
 from fedtrail.valuation.round import (
@@ -233,7 +233,9 @@ def check_screen(
     screen (:meth:`~fedtrail.valuation.combine.Combiner.screen`) and from the terms alone, held
     against the statistics ``log.components`` recomputed (``robust``). For an update that
     counted toward the statistics, with the thresholds applied (``robust.checked``):
-    ``cosine < min_cosine`` is OUTLIER_DIRECTION, else ``norm_z > max_norm_z`` is OUTLIER_NORM,
+    ``cosine < min_cosine`` is OUTLIER_DIRECTION, else a ``norm_z`` above ``max_norm_z`` after
+    the allowance of the update's claimed count (:func:`~fedtrail.valuation.combine.
+    size_adjusted_z`, up to the terms' ``norm_size_cap``; 1 in logs before it) is OUTLIER_NORM,
     and neither otherwise (the one exception: in a round valued per round, the data-free
     fallback scores an update whose cosine is at most 0 OUTLIER_DIRECTION); without the
     thresholds applied, the screen rejects nothing. LOW_GAIN comes after the screen only in a
@@ -249,6 +251,7 @@ def check_screen(
         return (name, False, f"the round's thresholds are unusable: {exc}")
     standing = bool(settings.standing)
     problems: list[str] = []
+    counts = [s.num_samples for s in subs if s.site in robust.stats]
     for s in subs:
         who = s.site[:10]
         try:
@@ -265,7 +268,9 @@ def check_screen(
         if stats is None:
             continue  # did not count: log.components and the reasons.* checks judge it
         direction = robust.checked and stats.cosine < comb.min_cosine
-        size = robust.checked and not direction and stats.norm_z > comb.max_norm_z
+        allowance = comb.norm_allowance(s.num_samples, counts)
+        z = size_adjusted_z(stats, allowance)
+        size = robust.checked and not direction and z > comb.max_norm_z
         if direction and reason is not Reason.OUTLIER_DIRECTION:
             problems.append(
                 f"{who}'s cosine {stats.cosine!r} to the median update is below min_cosine "
@@ -273,7 +278,9 @@ def check_screen(
             )
         elif size and reason is not Reason.OUTLIER_NORM:
             problems.append(
-                f"{who}'s robust norm z {stats.norm_z!r} is above max_norm_z {comb.max_norm_z:g}, "
+                f"{who}'s robust norm z {z!r}"
+                + (f" (its {allowance:.3g}x size allowance applied)" if allowance > 1.0 else "")
+                + f" is above max_norm_z {comb.max_norm_z:g}, "
                 f"yet it is {reason.name}, not OUTLIER_NORM"
             )
         elif not direction and not size:
@@ -409,6 +416,8 @@ def check_free_riders(
             stale_distance=comb.stale_distance,
             model_norm=model_norm(without_statistics(dict(start), stats)),
             min_model_ratio=MIN_UPDATE_TO_MODEL_NORM,
+            samples={s.site: s.num_samples for s in subs},
+            size_power=comb.tiny_size_power,
         )
     except ConfigError as exc:
         return (name, False, f"cannot recompute: {exc}")

@@ -99,12 +99,14 @@ LATER_THRESHOLDS: Final = MappingProxyType(
         "credit_cosine": -1.0,
         "sample_median_self": 0,
         "dp_spend_check": 0,
+        "norm_size_cap": 1.0,
+        "tiny_size_power": 0.0,
     }
 )
 """Combiner fields added after logs recorded every threshold, with the value a recorded set
 without them was valued with (the norm bounds off, references from one round, declared privacy
-spends not checked before valuation), whatever
-today's defaults say, so its replay is unchanged."""
+spends not checked before valuation, no allowance for a site's claimed count in the norm and
+free-rider screens), whatever today's defaults say, so its replay is unchanged."""
 
 UNRECORDED: Final = MappingProxyType(
     {
@@ -114,6 +116,8 @@ UNRECORDED: Final = MappingProxyType(
         "credit_cosine": -1.0,
         "sample_median_self": 0,
         "dp_spend_check": 0,
+        "norm_size_cap": 1.0,
+        "tiny_size_power": 0.0,
     }
 )
 """Thresholds whose defaults changed, at the values a round whose settings record no

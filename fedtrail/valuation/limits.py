@@ -23,6 +23,15 @@ valuation, :data:`~fedtrail.valuation.combine.HISTORY_COMBINER` with standing), 
 with their references (``scripts/bench/stale_cosine.py``), and logs written before the 0.99999
 default recorded 0.9999. The loosest defaults are the loosest of the same presets, except
 ``stale_distance``, accepted down to the 0.01 that logs written before its 1e6 default recorded.
+
+``norm_size_cap`` and ``tiny_size_power`` (the allowance the norm and free-rider screens make
+for a site's claimed sample count) loosen as they rise: their loosest accepted values are the
+product's defaults (10, 2), since a larger allowance lets an update claiming a large count
+through the norm screen longer, or one claiming a small count through the free-rider floor
+shorter; their strictest accepted values are the defaults too: the rule before them (1 and 0:
+no allowance), which terms that omit them read as, zeroes honest small and large hospitals, so
+an aggregator writes it only with its sites' consent (``norm_size_cap = 1.0``,
+``tiny_size_power = 0.0`` under ``[accept]``, as auditing a ledger written before them needs).
 """
 
 from __future__ import annotations
@@ -139,6 +148,8 @@ class LoosestLimits:
     max_sample_ratio: float = 10.0
     credit_cosine: float = -0.7
     dp_spend_check: int = 1
+    norm_size_cap: float = 10.0
+    tiny_size_power: float = 2.0
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
@@ -201,6 +212,15 @@ class ThresholdLimits:
     max_norm_ratio: float = 0.0
     small_norm_ratio: float = 0.0
     credit_cosine: float = -0.7
+    norm_size_cap: float = 10.0
+    """At least 10 by default: a lower cap (1, the rule before it) zeroes an honest large
+    hospital as OUTLIER_NORM for the length its data explains (4 of 20 rounds for a
+    1,000-image site beside 90-300-image sites, ``scripts/bench/honest_screens.py``). Terms
+    that omit it read as 1."""
+    tiny_size_power: float = 2.0
+    """At least 2 by default: a lower power (0, the rule before it) zeroes an honest small
+    hospital as FREE_RIDER (7 of 20 rounds for a 20-image site beside 150-image sites). Terms
+    that omit it read as 0."""
     sample_median_self: int = 1
     """1 accepts only the product's median of sample counts (the judged count included); 0
     also accepts the earlier rule (the others' counts only), under which colluders claiming 1

@@ -465,3 +465,55 @@ def test_an_update_let_past_the_size_bound_fails_public_verify(
     bad = _failed(audit)
     assert set(bad) == {"reasons.oversized"}, bad
     assert f"{ally[:10]}'s update is" in bad["reasons.oversized"]
+
+
+def test_screen_verdicts_replay_the_size_allowance_of_the_terms() -> None:
+    """A 1,000-image site beside sites of 90-200 images, norm 12x the others' (robust z 41.7):
+    under terms with ``norm_size_cap`` its claimed count (6.25x the median 160) excuses it, so
+    OUTLIER_NORM is a verdict its statistics contradict; under terms recorded before the
+    allowance (no such field) it must be OUTLIER_NORM, and paying it fails."""
+    from fedtrail.auditor.components import Recomputed, check_screen
+    from fedtrail.valuation.robust import RobustStats
+
+    now = dataclasses.asdict(HISTORY_COMBINER)
+    before = {k: v for k, v in now.items() if k not in {"norm_size_cap", "tiny_size_power"}}
+    median, scale = 1.05, 0.25 * 1.05
+
+    def stats(norm: float) -> RobustStats:
+        return RobustStats(
+            cosine=0.9, norm=norm, norm_z=(norm - median) / scale, median_norm=median
+        )
+
+    robust = Recomputed(
+        {"0xa": stats(1.0), "0xb": stats(1.0), "0xc": stats(1.1), "0xd": stats(12.0)},
+        checked=True,
+    )
+    counts = {"0xa": 90, "0xb": 120, "0xc": 200, "0xd": 1000}
+
+    def run(combiner: dict[str, Any], big: Reason) -> tuple[bool, str]:
+        settings = ValuationSettings(
+            method="loo",
+            metric="balanced_loss",
+            standing=True,
+            explanation_check=False,
+            combiner=combiner,
+        )
+        reasons = {"0xa": Reason.OK, "0xb": Reason.OK, "0xc": Reason.OK, "0xd": big}
+        subs = [_sub(s, n, reasons[s], 0) for s, n in counts.items()]
+        _, passed, detail = check_screen(subs, robust, settings)
+        return passed, detail
+
+    assert run(now, Reason.OK)[0]
+    passed, detail = run(now, Reason.OUTLIER_NORM)
+    assert not passed and "0xd passed the screen" in detail
+    assert run(before, Reason.OUTLIER_NORM)[0]
+    passed, detail = run(before, Reason.OK)
+    assert not passed and "above max_norm_z 20, yet it is OK, not OUTLIER_NORM" in detail
+    # x10 of it is an outlier under either terms
+    boosted = Recomputed({**robust.stats, "0xd": stats(120.0)}, checked=True)
+    subs = [_sub(s, n, Reason.OK, 0) for s, n in counts.items()]
+    settings = ValuationSettings(
+        method="loo", metric="balanced_loss", standing=True, explanation_check=False, combiner=now
+    )
+    _, passed, detail = check_screen(subs, boosted, settings)
+    assert not passed and "(its 6.25x size allowance applied) is above max_norm_z 20" in detail

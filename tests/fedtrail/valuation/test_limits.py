@@ -37,6 +37,8 @@ STRICTER = {
     "small_norm_ratio": 0.9,
     "credit_cosine": 0.5,
     "sample_median_self": 0,
+    "norm_size_cap": 1.0,
+    "tiny_size_power": 0.0,
 }
 """One value per bounded threshold on its harmful side of the default limit."""
 
@@ -54,6 +56,8 @@ LOOSER = {
     "small_norm_ratio": 0.0,
     "credit_cosine": -1.0,
     "sample_median_self": 1,
+    "norm_size_cap": 10.0,
+    "tiny_size_power": 2.0,
 }
 
 
@@ -70,6 +74,8 @@ LOOSEST_PAST = {
     "credit_cosine": -1.0,
     "stale_rounds": 1,
     "dp_spend_check": 0,
+    "norm_size_cap": 1e6,
+    "tiny_size_power": 8.0,
 }
 """One value per threshold past its default loosest limit: each pays what the valuation should
 not (a copy, a zero update, an inflated count, an outlier the norm screen would flag, a
@@ -88,7 +94,8 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     assert loosest == names - off_is_loosest | set(DUPLICATE_LIMITS)
     assert set(LOOSEST_PAST) == loosest - {"min_cosine"} - set(DUPLICATE_LIMITS)
     assert set(DUPLICATE_LIMITS.values()) == {f.name for f in fields(DuplicateRule)}
-    assert set(STRICTER) == set(LOOSER) == names - UNBOUNDED
+    assert set(LOOSER) == names - UNBOUNDED
+    assert set(STRICTER) == names - UNBOUNDED
 
 
 @pytest.mark.parametrize("combiner", [Combiner(), HISTORY_COMBINER], ids=["per-round", "history"])
@@ -110,21 +117,43 @@ def test_the_products_own_presets_are_accepted_on_both_sides(combiner: Combiner)
 def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
     combiner: Combiner,
 ) -> None:
-    """A round recorded before ``credit_cosine``, ``stale_rounds``, ``sample_median_self`` and
-    ``dp_spend_check`` existed was valued without them (off; one round of references; the
-    others' counts only; no privacy spend check), and that is how terms that omit them read: an
-    aggregator could turn the sign-flip rule off, let a resent update from two rounds back be
-    paid, bring back the count median that 1-sample colluders drag down to zero honest sites
-    (attack a3), or pay a site that understates its privacy spend (attack a5), by leaving keys
-    out. Sites refuse such terms (and this build reads no ledger of the builds that wrote them:
+    """A round recorded before ``credit_cosine``, ``stale_rounds``, ``sample_median_self``,
+    ``dp_spend_check`` and the size allowances existed was valued without them (off; one round
+    of references; the others' counts only; no privacy spend check; no allowance), and that is
+    how terms that omit them read: an aggregator could turn the sign-flip rule off, let a resent
+    update from two rounds back be paid, bring back the count median that 1-sample colluders
+    drag down to zero honest sites (attack a3), pay a site that understates its privacy spend
+    (attack a5), or zero honest small and large hospitals again, by leaving keys out. Sites refuse such terms (and this build reads no ledger of the builds that wrote them:
     the client requires its own contract code)."""
-    assert ThresholdLimits().breaches(combiner) == ["sample_median_self 0 (accepted: at least 1)"]
-    assert ThresholdLimits(sample_median_self=0).breaches(combiner) == []
+    assert sorted(ThresholdLimits().breaches(combiner)) == [
+        "norm_size_cap 1.0 (accepted: at least 10.0)",
+        "sample_median_self 0 (accepted: at least 1)",
+        "tiny_size_power 0.0 (accepted: at least 2.0)",
+    ]
+    old_rules = {"sample_median_self": 0, "norm_size_cap": 1.0, "tiny_size_power": 0.0}
+    assert limits_from(old_rules).breaches(combiner) == []
     assert ThresholdLimits().loosest.breaches(combiner, DuplicateRule()) == [
         "stale_rounds 1 (accepted: at least 3)",
         "credit_cosine -1.0 (accepted: at least -0.7)",
         "dp_spend_check 0 (accepted: at least 1)",
     ]
+
+
+def test_terms_without_the_size_allowances_need_the_sites_consent() -> None:
+    """Terms with the norm screen's and the free-rider floor's allowance for a site's claimed
+    count off (``norm_size_cap`` 1, ``tiny_size_power`` 0: the rule that zeroed an honest
+    1,000-image site as OUTLIER_NORM and a 20-image one as FREE_RIDER, and how terms written
+    before them read) are refused by default; a site (or an auditor of an older ledger) that
+    lowers the limits accepts them."""
+    old = combiner_from(ValuationSettings(method="loo", metric="auc", standing=True, combiner={}))
+    assert (old.norm_size_cap, old.tiny_size_power) == (1.0, 0.0)
+    assert ThresholdLimits().breaches(HISTORY_COMBINER) == []
+    assert [b for b in ThresholdLimits().breaches(old) if "size" in b] == [
+        "norm_size_cap 1.0 (accepted: at least 10.0)",
+        "tiny_size_power 0.0 (accepted: at least 2.0)",
+    ]
+    consenting = limits_from({"norm_size_cap": 1.0, "tiny_size_power": 0.0})
+    assert [b for b in consenting.breaches(old) if "size" in b] == []
 
 
 @pytest.mark.parametrize("name", sorted(STRICTER))
