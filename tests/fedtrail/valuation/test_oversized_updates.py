@@ -60,8 +60,10 @@ def test_an_oversized_update_is_malformed_and_never_read(tmp_path: Path) -> None
     delta = {k: 0.01 * torch.randn(v.shape, generator=gen) for k, v in shapes.items()}
     limit = default_max_bytes(SPEC)
     honest = encode_update(delta, spec=SPEC, round=ROUND).blob
+    other = {k: 0.01 * torch.randn(v.shape, generator=gen) for k, v in shapes.items()}
+    # another update (a topk8 re-encoding of ``delta`` itself is a DUPLICATE of it)
     sparse = encode_update(
-        delta, spec=SPEC, round=ROUND, compression=Compression(method="topk8", fraction=1.0)
+        other, spec=SPEC, round=ROUND, compression=Compression(method="topk8", fraction=1.0)
     ).blob
     assert max(len(honest), len(sparse)) <= limit < 2 * 1024 * 1024  # the spec's own bound
     bomb = honest + b"\0" * (limit + 1 - len(honest))  # what a 256 MiB blob would be, smaller
