@@ -123,8 +123,9 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
     how terms that omit them read: an aggregator could turn the sign-flip rule off, let a resent
     update from two rounds back be paid, bring back the count median that 1-sample colluders
     drag down to zero honest sites (attack a3), pay a site that understates its privacy spend
-    (attack a5), or zero honest small and large hospitals again, by leaving keys out. Sites refuse such terms (and this build reads no ledger of the builds that wrote them:
-    the client requires its own contract code)."""
+    (attack a5), or zero honest small and large hospitals again, by leaving keys out. Sites
+    refuse such terms (and this build reads no ledger of the builds that wrote them: the client
+    requires its own contract code)."""
     assert sorted(ThresholdLimits().breaches(combiner)) == [
         "norm_size_cap 1.0 (accepted: at least 10.0)",
         "sample_median_self 0 (accepted: at least 1)",
