@@ -26,6 +26,7 @@ import torch
 
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.valuation import HISTORY_COMBINER, Combiner
+from fedtrail.valuation.limits import ThresholdLimits
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -54,7 +55,11 @@ def _run(sites: list[Any], rounds: int, seed: int, comb: Combiner) -> dict[str, 
     settings = AggregatorSettings(
         explain_method=None, round_seconds=60, reveal_seconds=30, combiner=comb
     )
-    out: dict[str, Any] = _harness().run(sites, rounds, settings=settings, seed=seed, verbose=False)
+    # the sites consent to the thresholds (under the old rule's, only with [accept] lowered)
+    accept = ThresholdLimits.accepting(comb)
+    out: dict[str, Any] = _harness().run(
+        sites, rounds, settings=settings, seed=seed, verbose=False, accept=accept
+    )
     assert out["audit_ok"] is True
     return out
 
