@@ -35,7 +35,7 @@ rule = sys.argv[4] if len(sys.argv) > 4 else "now"
 
 
 def attacker(ctx):
-    return {k: v * b for k, v in ctx.now["att"].items()}, int(round(150 * f))
+    return {k: v * b for k, v in ctx.now["att"].items()}, round(150 * f)
 
 
 combiner = None
@@ -65,7 +65,7 @@ for i, row in enumerate(res["results"], 1):
     info = fed.ledger.get_round(i)
     start, _ = decode_model(store.get(info.start_cid, info.start_sha256), spec=SPEC)
     new, _ = decode_model(store.get(info.global_cid, info.global_sha256), spec=SPEC)
-    g = flat({k: new[k] - start[k] for k in SPEC_KEYS}) if (SPEC_KEYS := sorted(new)) else None
+    g = flat({k: new[k] - start[k] for k in new})
     terms = {}
     for sub in fed.ledger.get_submissions(i):
         d = flat(decode_update(store.get(sub.cid, sub.sha256), spec=SPEC)[0])
@@ -76,5 +76,5 @@ for i, row in enumerate(res["results"], 1):
         f"round {i}: att n={row['att']['samples']} {row['att']['reason']} weight "
         f"{row['att']['weight']:.3f} (FedAvg 0.250); share of the global step: "
         + ", ".join(f"{nm} {s:.3f}" for nm, s in sorted(shares.items()))
-        + f"; |g| {gg ** 0.5:.4g}"
+        + f"; |g| {gg**0.5:.4g}"
     )
