@@ -1,0 +1,64 @@
+"""A11: escape ``dp_spend_check`` for good by poisoning one's own composed-accounting history.
+
+The check (``fedtrail.storage.privacy_spend.check_spend``) recomputes a ``"composed"`` update's
+spend over every earlier ``PrivacySpent`` event of the site, reading each one's DP parameters
+from its blob; when an earlier blob carries none it raises, the verdict is UNREADABLE, and
+UNREADABLE is not binding (the update is valued and paid like a correct one). So a DP site under
+a budget of 1 epsilon sacrifices round 1: it reveals a plain update declaring 1 micro-epsilon
+(scored 0 as ``NO DP PARAMETERS``, but the contract records the spend). From round 2 on, every
+update it sends names the composed rule and declares 1 micro-epsilon for 4.7 epsilon of DP
+training, and is paid a full share; its budget never binds.
+
+usage: python attacks/a11_dp_unreadable_history.py [poison|control] [rounds]
+  poison: round 1 a plain reveal with a declared spend, then composed updates declaring 1
+  control: composed updates declaring 1 from round 1 (no poisoned history: DIFFERS, zeroed)
+"""
+
+import sys
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from harness import SPEC, Site, run
+
+from fedtrail.aggregator.service import AggregatorSettings
+from fedtrail.ml.privacy import declared_micro
+from fedtrail.protocol.privacy import COMPOSED, DpParams
+from fedtrail.storage.codec import encode_update
+
+mode = sys.argv[1] if len(sys.argv) > 1 else "poison"
+rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+PARAMS = DpParams(
+    noise_multiplier=1.0,
+    max_grad_norm=1.0,
+    sample_rate=32 / 150,
+    steps=5,
+    delta=1e-5,
+    accounting=COMPOSED,
+)
+
+
+def dp_site(ctx):
+    if mode == "poison" and ctx.round == 1:
+        return ctx.now["dp"], 150, 1  # plain update, declared spend: NO DP PARAMETERS
+    blob = encode_update(ctx.now["dp"], spec=SPEC, round=ctx.round, dp=PARAMS).blob
+    return blob, 150, 1
+
+
+def budget(fed, acct):
+    fed.ledger.set_privacy_budget(fed.coordinator, acct["dp"].address, 1_000_000)  # 1 epsilon
+    print("one round's epsilon from the blob's DP parameters:", declared_micro(PARAMS, [], 0) / 1e6)
+
+
+res = run(
+    [Site("h0", 150), Site("h1", 150), Site("h2", 150), Site("dp", 150, strategy=dp_site)],
+    rounds=rounds,
+    setup=budget,
+    settings=AggregatorSettings(
+        explain_method=None, round_seconds=60, reveal_seconds=30, dp_delta=1e-5
+    ),
+)
+for i, row in enumerate(res["results"], 1):
+    print(f"round {i}: dp {row['dp']['reason']} weight {row['dp']['weight']:.3f} (FedAvg 0.250)")
+print(
+    "on-chain spend of dp:",
+    res["fed"].ledger.privacy(next(s.account.address for s in res["fed"].sites if s.name == "dp")),
+)
