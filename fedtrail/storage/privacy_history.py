@@ -23,7 +23,14 @@ from fedtrail.protocol.terms import MAX_TERMS_BYTES, RoundTerms
 from fedtrail.storage.codec import default_max_bytes, read_update_meta
 from fedtrail.storage.store import ContentStore
 
-__all__ = ["PrivacyHistory"]
+__all__ = ["PrivacyHistory", "UnbackedSpend"]
+
+
+class UnbackedSpend(InvalidPrivacy):
+    """An earlier spend of the site's was declared for an update whose blob (read and
+    hash-checked) carries no DP parameters or cannot be decoded: the composed total cannot be
+    recomputed, and every reader who holds that blob finds the same (unlike a blob missing
+    from one store, a ``StoreError``)."""
 
 
 class PrivacyHistory:
@@ -72,8 +79,8 @@ class PrivacyHistory:
             blob = self._store.get(sub.cid, sub.sha256, max_bytes=default_max_bytes(spec))
             try:
                 meta = read_update_meta(blob, spec=spec, expected_round=round_id)
-            except InvalidUpdate as exc:
-                raise InvalidPrivacy(
+            except InvalidUpdate as exc:  # the hash-checked bytes: every holder reads the same
+                raise UnbackedSpend(
                     f"round {round_id}'s update {sub.cid} of {site} cannot be read: {exc}"
                 ) from None
             self._params[key] = meta.dp
@@ -96,7 +103,7 @@ class PrivacyHistory:
         for spend in earlier:
             params = self.params(spend.round, site)
             if params is None:
-                raise InvalidPrivacy(
+                raise UnbackedSpend(
                     f"round {spend.round}'s update of {site} declared a spend but carries no DP "
                     "parameters: its composed total cannot be recomputed"
                 )

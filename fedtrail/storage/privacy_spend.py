@@ -21,7 +21,7 @@ from fedtrail.errors import FedtrailError
 from fedtrail.ledger import PrivacySpend, checksum
 from fedtrail.protocol.privacy import SUMMED, DpParams
 from fedtrail.protocol.terms import PrivacyTerms
-from fedtrail.storage.privacy_history import PrivacyHistory
+from fedtrail.storage.privacy_history import PrivacyHistory, UnbackedSpend
 
 __all__ = ["BINDING", "SpendVerdict", "Status", "check_spend", "declared_by_site"]
 
@@ -48,6 +48,13 @@ class Status:
     declared epsilon does not show (the terms' delta is the aggregator's choice)."""
     DP_REQUIRED = "DP REQUIRED"
     """The round's terms require DP training and the update carries no DP parameters."""
+    UNBACKED_HISTORY = "EARLIER SPEND UNBACKED"
+    """A ``"composed"`` update whose history holds a spend the site declared for an update
+    whose blob carries no DP parameters or cannot be decoded: the site broke its own history (a
+    plain or garbage reveal declaring a spend, scored 0 in its round), so its composed spend can
+    never be recomputed; were that
+    UNREADABLE, every later declaration of the site would go unchecked and be paid
+    (``scripts/attacks/a11_dp_unreadable_history.py``)."""
     UNREADABLE = "UNREADABLE"
     """The blob, its round's terms, or its DP parameters could not be read or accounted."""
 
@@ -61,12 +68,14 @@ BINDING: Final = frozenset(
         Status.WRONG_DELTA,
         Status.LOOSE_DELTA,
         Status.DP_REQUIRED,
+        Status.UNBACKED_HISTORY,
     }
 )
 """The statuses that score an update 0 (MALFORMED) at valuation, under terms whose
 ``dp_spend_check`` is on: each follows from the update's own blob, the chain and the terms.
 Not UNREADABLE: an earlier blob the composed rule needs may be missing from one store and not
-another, so that verdict is not the same for every reader (``audit privacy`` still fails it)."""
+another, so that verdict is not the same for every reader (``audit privacy`` still fails it).
+UNBACKED_HISTORY is: it follows from the chain and a blob that was read."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,8 @@ def check_spend(
         )
     try:
         recomputed = history.expected_micro(site, round_id, params)
+    except UnbackedSpend as exc:
+        return SpendVerdict(Status.UNBACKED_HISTORY, str(exc), params)
     except FedtrailError as exc:  # InvalidPrivacy, StoreError: an earlier blob unreadable
         return SpendVerdict(
             Status.UNREADABLE,

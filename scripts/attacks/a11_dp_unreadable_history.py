@@ -7,10 +7,16 @@ UNREADABLE is not binding (the update is valued and paid like a correct one). So
 a budget of 1 epsilon sacrifices round 1: it reveals a plain update declaring 1 micro-epsilon
 (scored 0 as ``NO DP PARAMETERS``, but the contract records the spend). From round 2 on, every
 update it sends names the composed rule and declares 1 micro-epsilon for 4.7 epsilon of DP
-training, and is paid a full share; its budget never binds.
+training, and was paid a full share (0.250 in rounds 2 and 3, 3 micro-epsilon on chain against
+a budget of 1 epsilon); its budget never bound. ``garbage`` does the same with an undecodable
+blob in round 1. Fixed: such a history is ``EARLIER SPEND UNBACKED``, which binds (the blob was
+read and hash-checked, so every holder finds the same): dp is MALFORMED every round, and
+``audit verify`` fails only ``privacy.spend`` (the site's own declarations). Still open: a
+round-1 blob the site never publishes (a store's state, UNREADABLE, not binding).
 
 usage: python attacks/a11_dp_unreadable_history.py [poison|control] [rounds]
   poison: round 1 a plain reveal with a declared spend, then composed updates declaring 1
+  garbage: round 1 an undecodable blob with a declared spend, then the same composed updates
   control: composed updates declaring 1 from round 1 (no poisoned history: DIFFERS, zeroed)
 """
 
@@ -39,6 +45,8 @@ PARAMS = DpParams(
 def dp_site(ctx):
     if mode == "poison" and ctx.round == 1:
         return ctx.now["dp"], 150, 1  # plain update, declared spend: NO DP PARAMETERS
+    if mode == "garbage" and ctx.round == 1:
+        return b"not an update", 150, 1  # undecodable blob, declared spend
     blob = encode_update(ctx.now["dp"], spec=SPEC, round=ctx.round, dp=PARAMS).blob
     return blob, 150, 1
 

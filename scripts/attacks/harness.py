@@ -25,6 +25,7 @@ torch.set_num_threads(1)
 from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
 from fedtrail.auditor.verify import verify_all  # noqa: E402
 from fedtrail.chain import advance_time, connect, funded_accounts, next_block_timestamp  # noqa: E402
+from fedtrail.errors import InvalidUpdate  # noqa: E402
 from fedtrail.ledger import commitment  # noqa: E402
 from fedtrail.ml.datasets import load_bundled  # noqa: E402
 from fedtrail.ml.models import ModelSpec  # noqa: E402
@@ -200,12 +201,13 @@ def run(
                 nm = addr.get(e.get("site") or e.get("address"), "?")
                 print(f"    why {nm}: {str(e.get('explanation', ''))[:200]}")
         if info.phase == Phase.FINALIZED:
-            past.append(
-                {
-                    addr[s.site]: decode_update(store.get(s.cid, s.sha256), spec=SPEC)[0]
-                    for s in fed.ledger.get_submissions(r)
-                }
-            )
+            readable = {}
+            for s in fed.ledger.get_submissions(r):
+                try:  # an attacker's undecodable blob is nobody's reference
+                    readable[addr[s.site]] = decode_update(store.get(s.cid, s.sha256), spec=SPEC)[0]
+                except InvalidUpdate:
+                    continue
+            past.append(readable)
             g, _ = decode_model(store.get(info.global_cid, info.global_sha256), spec=SPEC)
             past_global.append({k2: g[k2] - start[k2] for k2 in g})
     audit_ok = None

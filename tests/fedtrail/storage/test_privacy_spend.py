@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from fedtrail.ledger import PrivacySpend
+from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.privacy import declared_micro
 from fedtrail.protocol.privacy import DpParams
-from fedtrail.protocol.terms import PrivacyTerms
+from fedtrail.protocol.terms import PrivacyTerms, RoundTerms
 from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.privacy_spend import BINDING, Status, check_spend, declared_by_site
+from fedtrail.storage.store import LocalStore
 
 SITE = "0x1efF47bc3a10a45D4B230B5d10E37751FE6AA718"
 OTHER = "0x6813Eb9362372EEF6200f3b1dbC3f819671cBA69"
@@ -78,6 +82,7 @@ def test_only_the_passing_statuses_do_not_bind() -> None:
         Status.WRONG_DELTA,
         Status.LOOSE_DELTA,
         Status.DP_REQUIRED,
+        Status.UNBACKED_HISTORY,
     } == BINDING
 
 
@@ -113,6 +118,71 @@ def test_a_composed_spend_whose_history_cannot_be_read_does_not_bind() -> None:
         privacy=TERMS,
     )
     assert verdict.status == Status.UNREADABLE and not verdict.binding
+
+
+def test_a_composed_spend_over_a_spend_declared_for_a_plain_update_binds() -> None:
+    """A site that once declared a spend for a plain update (scored 0 in that round) cannot
+    make every later composed declaration unchecked: the history it broke is read from its
+    own blob, so the verdict binds (``scripts/attacks/a11_dp_unreadable_history.py``)."""
+    earlier = [PrivacySpend(round=1, site=SITE, epsilon_micro=1, total_micro=1)]
+    history = _history(earlier)
+    history.remember(1, SITE, None)  # round 1's blob was read: no DP parameters
+    verdict = check_spend(
+        history,
+        round_id=2,
+        site=SITE,
+        params=replace(PARAMS, accounting="composed"),
+        declared=1,
+        privacy=TERMS,
+        num_samples=150,
+    )
+    assert verdict.status == Status.UNBACKED_HISTORY and verdict.binding
+    assert "round 1's update" in verdict.reason
+
+
+def test_a_composed_spend_over_a_spend_declared_for_an_undecodable_blob_binds(
+    tmp_path: Path,
+) -> None:
+    """The same with garbage bytes revealed for the earlier spend: the blob is in the store
+    and hash-checked, so every reader fails to decode it alike; only a missing blob (a
+    store's, not the site's, state) is UNREADABLE."""
+    store = LocalStore(tmp_path / "store")
+    garbage = b"not an update"
+    cid = store.put(garbage)
+    spec = ModelSpec()
+    terms = RoundTerms(
+        round=1,
+        aggregation_rule={"name": "weighted"},
+        valuation={"method": "loo", "metric": "balanced_loss"},
+        model_spec=spec.to_json(),
+        spec_hash=spec.spec_hash(),
+        seed=0,
+        validation_sha256="0" * 64,
+        validation_images=1,
+        commit_seconds=600,
+        reveal_seconds=600,
+    ).to_bytes()
+    terms_cid = store.put(terms)
+    ledger: Any = SimpleNamespace(
+        privacy_spends=lambda: [PrivacySpend(round=1, site=SITE, epsilon_micro=1, total_micro=1)],
+        get_submission=lambda round_id, site: SimpleNamespace(
+            revealed=True, cid=cid, sha256=hashlib.sha256(garbage).hexdigest()
+        ),
+        get_round=lambda round_id: SimpleNamespace(
+            terms_cid=terms_cid, terms_sha256=hashlib.sha256(terms).hexdigest()
+        ),
+    )
+    verdict = check_spend(
+        PrivacyHistory(ledger, store),
+        round_id=2,
+        site=SITE,
+        params=replace(PARAMS, accounting="composed"),
+        declared=1,
+        privacy=TERMS,
+        num_samples=150,
+    )
+    assert verdict.status == Status.UNBACKED_HISTORY and verdict.binding
+    assert "cannot be read" in verdict.detail
 
 
 def test_declared_spends_are_summed_per_site_by_checksummed_address() -> None:
