@@ -7,7 +7,7 @@ claimed / median count)). The attacker trains honestly on 150 images beside thre
 Prints each round's weights and, for the global step g (the new global model minus the start),
 the share of g along the attacker's own (unboosted) delta: ``pull`` = <g, b d_att> w_att /
 <g, g>, i.e. how much of the global step the attacker's term makes up; FedAvg for its data is
-0.25 of the weight and about 0.25 of the step.
+0.25 of the weight and about 0.25 of the step (without BIG).
 
 usage: python attacks/a10_inflate_boost.py F B [rounds] [rule]
   F: count inflation (1: honest count), B: boost of the update (1: honest update)
@@ -15,6 +15,8 @@ usage: python attacks/a10_inflate_boost.py F B [rounds] [rule]
   screens before the allowance)
   e.g. ``10 10 2`` (inflate and boost), ``10 1 2`` (count only), ``1 10 2`` (boost only),
   ``1 1 2`` (control), ``10 10 2 before``
+  BIG (5th argument): an honest large site of that many images beside them, e.g. ``10 30 3 now
+  600`` (the attacker's claimed 1500 against a real 600-image hospital)
 """
 
 import sys
@@ -32,6 +34,7 @@ f = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
 b = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
 rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 2
 rule = sys.argv[4] if len(sys.argv) > 4 else "now"
+big = int(sys.argv[5]) if len(sys.argv) > 5 else 0  # an honest large site's images (0: none)
 
 
 def attacker(ctx):
@@ -47,6 +50,7 @@ res = run(
         Site("h1", 150),
         Site("h2", 150),
         Site("att", 150, strategy=attacker, cap=1500),
+        *([Site("big", big)] if big else []),
     ],
     rounds=rounds,
     settings=AggregatorSettings(
@@ -74,7 +78,7 @@ for i, row in enumerate(res["results"], 1):
     shares = {nm: float(g @ t) / gg for nm, t in terms.items()}
     print(
         f"round {i}: att n={row['att']['samples']} {row['att']['reason']} weight "
-        f"{row['att']['weight']:.3f} (FedAvg 0.250); share of the global step: "
+        f"{row['att']['weight']:.3f} (FedAvg {150 / (600 + big):.3f}); share of the global step: "
         + ", ".join(f"{nm} {s:.3f}" for nm, s in sorted(shares.items()))
         + f"; |g| {gg**0.5:.4g}"
     )
