@@ -11,12 +11,14 @@ training, and was paid a full share (0.250 in rounds 2 and 3, 3 micro-epsilon on
 a budget of 1 epsilon); its budget never bound. ``garbage`` does the same with an undecodable
 blob in round 1. Fixed: such a history is ``EARLIER SPEND UNBACKED``, which binds (the blob was
 read and hash-checked, so every holder finds the same): dp is MALFORMED every round, and
-``audit verify`` fails only ``privacy.spend`` (the site's own declarations). Still open: a
-round-1 blob the site never publishes (a store's state, UNREADABLE, not binding).
+``audit verify`` fails only ``privacy.spend`` (the site's own declarations). Still open
+(``withhold``): a round-1 blob the site never publishes (a store's state, UNREADABLE, not
+binding): paid 0.250 in rounds 2 and 3.
 
 usage: python attacks/a11_dp_unreadable_history.py [poison|control] [rounds]
   poison: round 1 a plain reveal with a declared spend, then composed updates declaring 1
   garbage: round 1 an undecodable blob with a declared spend, then the same composed updates
+  withhold: round 1 a DP blob declaring 1 that the site never publishes (still open)
   control: composed updates declaring 1 from round 1 (no poisoned history: DIFFERS, zeroed)
 """
 
@@ -45,6 +47,8 @@ PARAMS = DpParams(
 def dp_site(ctx):
     if mode == "poison" and ctx.round == 1:
         return ctx.now["dp"], 150, 1  # plain update, declared spend: NO DP PARAMETERS
+    if mode == "withhold" and ctx.round == 1:  # a DP blob, declared 1, never published
+        return encode_update(ctx.now["dp"], spec=SPEC, round=1, dp=PARAMS).blob, 150, 1
     if mode == "garbage" and ctx.round == 1:
         return b"not an update", 150, 1  # undecodable blob, declared spend
     blob = encode_update(ctx.now["dp"], spec=SPEC, round=ctx.round, dp=PARAMS).blob
@@ -57,7 +61,12 @@ def budget(fed, acct):
 
 
 res = run(
-    [Site("h0", 150), Site("h1", 150), Site("h2", 150), Site("dp", 150, strategy=dp_site)],
+    [
+        Site("h0", 150),
+        Site("h1", 150),
+        Site("h2", 150),
+        Site("dp", 150, strategy=dp_site, withhold=(1,) if mode == "withhold" else ()),
+    ],
     rounds=rounds,
     setup=budget,
     settings=AggregatorSettings(

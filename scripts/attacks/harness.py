@@ -25,7 +25,7 @@ torch.set_num_threads(1)
 from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
 from fedtrail.auditor.verify import verify_all  # noqa: E402
 from fedtrail.chain import advance_time, connect, funded_accounts, next_block_timestamp  # noqa: E402
-from fedtrail.errors import InvalidUpdate  # noqa: E402
+from fedtrail.errors import InvalidUpdate, StoreError  # noqa: E402
 from fedtrail.ledger import commitment  # noqa: E402
 from fedtrail.ml.datasets import load_bundled  # noqa: E402
 from fedtrail.ml.models import ModelSpec  # noqa: E402
@@ -65,6 +65,7 @@ class Site:
     strategy: Strategy | None = None  # None: honest
     cap: int | None = None  # maxSamples on chain (default: samples, or 1000 for a free-rider)
     commit_first: bool = False  # commit before the honest sites (default: after)
+    withhold: tuple[int, ...] = ()  # rounds whose blob it reveals but never publishes
 
 
 def run(
@@ -162,6 +163,8 @@ def run(
         for nm in order:
             blob, n = sent[nm]
             cid = store.put(blob)
+            if r in next(s for s in sites if s.name == nm).withhold:
+                (store.root / "blobs" / cid).unlink()  # revealed, never published
             fed.ledger.reveal_update(
                 acct[nm], r, cid, hashlib.sha256(blob).hexdigest(), n, epsilon_micro=eps.get(nm)
             )
@@ -205,7 +208,7 @@ def run(
             for s in fed.ledger.get_submissions(r):
                 try:  # an attacker's undecodable blob is nobody's reference
                     readable[addr[s.site]] = decode_update(store.get(s.cid, s.sha256), spec=SPEC)[0]
-                except InvalidUpdate:
+                except (InvalidUpdate, StoreError):
                     continue
             past.append(readable)
             g, _ = decode_model(store.get(info.global_cid, info.global_sha256), spec=SPEC)
