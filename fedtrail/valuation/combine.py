@@ -217,7 +217,8 @@ class Combiner:
     less than it spent is paid like anyone else and only the audit flags it afterwards
     (``scripts/attacks/a5_dp_understated_spend.py``). A recorded set of thresholds without it
     (a log written before it existed) means 0: off.
-    ``norm_size_cap`` (>= 1; default 10; 1: off): the norm screen judges an update's norm
+    ``norm_size_cap`` (>= 1; default 1: off; an opt-in, 10 where a federation's sites consent
+    under ``[accept.loosest]``): the norm screen judges an update's norm
     divided by ``min(norm_size_cap, max(1, n / m))`` (:func:`size_adjusted_z`), ``n`` its
     claimed sample count and ``m`` the median count of the round's usable updates (its own
     among them): a hospital with k times the median site's data takes about k times the local
@@ -229,10 +230,13 @@ class Combiner:
     claimed count is bounded by the ledger's per-site cap and by ``max_sample_ratio``, and the
     allowance only takes off the length the claimed count explains: an honest update boosted
     by b is judged at about b times the median whatever its size, so x10 and x30 stay outliers
-    (with the 0.25 scale floor and ``max_norm_z`` 20, anything above about 6x). A site that
-    inflates its count by f within its cap may boost f times more; its weight grows f times
-    anyway, which is ``max_sample_ratio``'s and the cap's to bound. A recorded set of
-    thresholds without it (a log written before it existed) means 1: off.
+    (with the 0.25 scale floor and ``max_norm_z`` 20, anything above about 6x). But a site
+    that inflates its count by f within its cap may boost f times more, and its weight grows f
+    times too: ``scripts/attacks/a10_inflate_boost.py 10 30 3 optin`` (claims 1,500 beside
+    three 150-image sites, update x30) was paid 0.769 in round 1 and made 0.989 of a global step
+    20x an honest one, where without the allowance it is OUTLIER_NORM. So it is off by default:
+    only a federation whose coordinator caps every site's count near its real cohort should
+    turn it on. A recorded set of thresholds without it (a log written before it) means 1.
     ``tiny_size_power`` (>= 0; default 2; 0: off): with a
     :class:`~fedtrail.valuation.standing.History`, the free-rider screen's floor against the
     global model's norm (:data:`~fedtrail.valuation.round.MIN_UPDATE_TO_MODEL_NORM`) is lowered
@@ -262,7 +266,7 @@ class Combiner:
     credit_cosine: float = -0.7
     sample_median_self: int = 1
     dp_spend_check: int = 1
-    norm_size_cap: float = 10.0
+    norm_size_cap: float = 1.0
     tiny_size_power: float = 2.0
 
     def __post_init__(self) -> None:

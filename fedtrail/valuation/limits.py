@@ -25,13 +25,14 @@ default recorded 0.9999. The loosest defaults are the loosest of the same preset
 ``stale_distance``, accepted down to the 0.01 that logs written before its 1e6 default recorded.
 
 ``norm_size_cap`` and ``tiny_size_power`` (the allowance the norm and free-rider screens make
-for a site's claimed sample count) loosen as they rise: their loosest accepted values are the
-product's defaults (10, 2), since a larger allowance lets an update claiming a large count
-through the norm screen longer, or one claiming a small count through the free-rider floor
-shorter; their strictest accepted values are the defaults too: the rule before them (1 and 0:
-no allowance), which terms that omit them read as, zeroes honest small and large hospitals, so
-an aggregator writes it only with its sites' consent (``norm_size_cap = 1.0``,
-``tiny_size_power = 0.0`` under ``[accept]``, as auditing a ledger written before them needs).
+for a site's claimed sample count) loosen as they rise. ``tiny_size_power``'s limits are both
+its default (2): the rule before it (0, what terms that omit it read as) zeroes honest small
+hospitals as FREE_RIDER, so an aggregator writes it only with its sites' consent
+(``tiny_size_power = 0.0`` under ``[accept]``, as auditing a ledger written before it needs).
+``norm_size_cap``'s limits are both its default, 1 (off): above it a site that inflates its
+claimed count within its cap may also boost its update as many times
+(``scripts/attacks/a10_inflate_boost.py``), so turning it on takes the sites' consent under
+``[accept.loosest]``.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ class LoosestLimits:
     max_sample_ratio: float = 10.0
     credit_cosine: float = -0.7
     dp_spend_check: int = 1
-    norm_size_cap: float = 10.0
+    norm_size_cap: float = 1.0
     tiny_size_power: float = 2.0
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
@@ -212,11 +213,8 @@ class ThresholdLimits:
     max_norm_ratio: float = 0.0
     small_norm_ratio: float = 0.0
     credit_cosine: float = -0.7
-    norm_size_cap: float = 10.0
-    """At least 10 by default: a lower cap (1, the rule before it) zeroes an honest large
-    hospital as OUTLIER_NORM for the length its data explains (4 of 20 rounds for a
-    1,000-image site beside 90-300-image sites, ``scripts/bench/honest_screens.py``). Terms
-    that omit it read as 1."""
+    norm_size_cap: float = 1.0
+    """1, its least value: no strict bound (the cap off is the default, see the loose side)."""
     tiny_size_power: float = 2.0
     """At least 2 by default: a lower power (0, the rule before it) zeroes an honest small
     hospital as FREE_RIDER (7 of 20 rounds for a 20-image site beside 150-image sites). Terms

@@ -1,7 +1,8 @@
 """A10: a count inflated f-fold within the site's cap plus an update boosted b-fold, against the
-norm screen's size allowance (``norm_size_cap``, default 10: the screen judges norm / min(10,
-claimed / median count)). The attacker trains honestly on 150 images beside three honest
-150-image sites, is registered with a cap of 1500, claims 150 * f and sends its delta * b.
+norm screen's size allowance (``norm_size_cap`` 10, an opt-in since this attack: the screen
+judges norm / min(10, claimed / median count); the default, 1, is off). The attacker trains
+honestly on 150 images beside three honest 150-image sites, is registered with a cap of 1500,
+claims 150 * f and sends its delta * b.
 ``max_sample_ratio`` 10 lets f up to 10 through (the median includes its own count).
 
 Prints each round's weights and, for the global step g (the new global model minus the start),
@@ -11,12 +12,13 @@ the share of g along the attacker's own (unboosted) delta: ``pull`` = <g, b d_at
 
 usage: python attacks/a10_inflate_boost.py F B [rounds] [rule]
   F: count inflation (1: honest count), B: boost of the update (1: honest update)
-  rule: ``now`` (the default terms) or ``before`` (norm_size_cap 1, tiny_size_power 0: the
-  screens before the allowance)
+  rule: ``now`` (the default terms: norm allowance off), ``optin`` (norm_size_cap 10, the
+  allowance on, as the default was when this attack was found) or ``before`` (norm_size_cap 1,
+  tiny_size_power 0: the screens before either allowance)
   e.g. ``10 10 2`` (inflate and boost), ``10 1 2`` (count only), ``1 10 2`` (boost only),
   ``1 1 2`` (control), ``10 10 2 before``
-  BIG (5th argument): an honest large site of that many images beside them, e.g. ``10 30 3 now
-  600`` (the attacker's claimed 1500 against a real 600-image hospital)
+  BIG (5th argument): an honest large site of that many images beside them, e.g. ``10 30 3
+  optin 600`` (the attacker's claimed 1500 against a real 600-image hospital)
 """
 
 import sys
@@ -29,6 +31,7 @@ from harness import SPEC, Site, run
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.storage.codec import decode_model, decode_update
 from fedtrail.valuation import default_combiner
+from fedtrail.valuation.limits import ThresholdLimits
 
 f = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
 b = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
@@ -44,6 +47,8 @@ def attacker(ctx):
 combiner = None
 if rule == "before":
     combiner = replace(default_combiner(True), norm_size_cap=1.0, tiny_size_power=0.0)
+elif rule == "optin":
+    combiner = replace(default_combiner(True), norm_size_cap=10.0)
 res = run(
     [
         Site("h0", 150),
@@ -53,6 +58,8 @@ res = run(
         *([Site("big", big)] if big else []),
     ],
     rounds=rounds,
+    # opted in: the sites consented to the allowance ([accept.loosest] norm_size_cap = 10.0)
+    accept=ThresholdLimits.accepting(combiner) if rule == "optin" and combiner else None,
     settings=AggregatorSettings(
         explain_method=None, round_seconds=60, reveal_seconds=30, combiner=combiner
     ),

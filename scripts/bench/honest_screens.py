@@ -150,12 +150,14 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--codecs", default="dense,topk8")
-    ap.add_argument("--rule", choices=("now", "before"), default="now")
+    ap.add_argument("--rule", choices=("now", "optin", "before"), default="now")
     ap.add_argument("--max-sample-ratio", type=float, default=HISTORY_COMBINER.max_sample_ratio)
     args = ap.parse_args()
     comb = replace(HISTORY_COMBINER, max_sample_ratio=args.max_sample_ratio)
     if args.rule == "before":
         comb = replace(comb, norm_size_cap=1.0, tiny_size_power=0.0)
+    elif args.rule == "optin":  # the norm allowance on (off by default since attack a10)
+        comb = replace(comb, norm_size_cap=10.0)
     print(f"# rule {args.rule}: {comb}")
     torch.set_num_threads(1)
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731

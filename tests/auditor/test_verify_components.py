@@ -469,13 +469,13 @@ def test_an_update_let_past_the_size_bound_fails_public_verify(
 
 def test_screen_verdicts_replay_the_size_allowance_of_the_terms() -> None:
     """A 1,000-image site beside sites of 90-200 images, norm 12x the others' (robust z 41.7):
-    under terms with ``norm_size_cap`` its claimed count (6.25x the median 160) excuses it, so
+    under terms with ``norm_size_cap`` 10 its claimed count (6.25x the median 160) excuses it, so
     OUTLIER_NORM is a verdict its statistics contradict; under terms recorded before the
     allowance (no such field) it must be OUTLIER_NORM, and paying it fails."""
     from fedtrail.auditor.components import Recomputed, check_screen
     from fedtrail.valuation.robust import RobustStats
 
-    now = dataclasses.asdict(HISTORY_COMBINER)
+    now = dataclasses.asdict(dataclasses.replace(HISTORY_COMBINER, norm_size_cap=10.0))
     before = {k: v for k, v in now.items() if k not in {"norm_size_cap", "tiny_size_power"}}
     median, scale = 1.05, 0.25 * 1.05
 

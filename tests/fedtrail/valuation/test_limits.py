@@ -37,10 +37,13 @@ STRICTER = {
     "small_norm_ratio": 0.9,
     "credit_cosine": 0.5,
     "sample_median_self": 0,
-    "norm_size_cap": 1.0,
     "tiny_size_power": 0.0,
 }
 """One value per bounded threshold on its harmful side of the default limit."""
+
+OFF_IS_STRICTEST = {"norm_size_cap"}
+"""Thresholds whose default strictest limit is their least value (the rule off), so nothing is
+stricter than it."""
 
 LOOSER = {
     "min_cosine": -1.0,
@@ -56,7 +59,7 @@ LOOSER = {
     "small_norm_ratio": 0.0,
     "credit_cosine": -1.0,
     "sample_median_self": 1,
-    "norm_size_cap": 10.0,
+    "norm_size_cap": 1.0,
     "tiny_size_power": 2.0,
 }
 
@@ -95,7 +98,7 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     assert set(LOOSEST_PAST) == loosest - {"min_cosine"} - set(DUPLICATE_LIMITS)
     assert set(DUPLICATE_LIMITS.values()) == {f.name for f in fields(DuplicateRule)}
     assert set(LOOSER) == names - UNBOUNDED
-    assert set(STRICTER) == names - UNBOUNDED
+    assert set(STRICTER) == names - UNBOUNDED - OFF_IS_STRICTEST
 
 
 @pytest.mark.parametrize("combiner", [Combiner(), HISTORY_COMBINER], ids=["per-round", "history"])
@@ -127,11 +130,10 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
     refuse such terms (and this build reads no ledger of the builds that wrote them: the client
     requires its own contract code)."""
     assert sorted(ThresholdLimits().breaches(combiner)) == [
-        "norm_size_cap 1.0 (accepted: at least 10.0)",
         "sample_median_self 0 (accepted: at least 1)",
         "tiny_size_power 0.0 (accepted: at least 2.0)",
     ]
-    old_rules = {"sample_median_self": 0, "norm_size_cap": 1.0, "tiny_size_power": 0.0}
+    old_rules = {"sample_median_self": 0, "tiny_size_power": 0.0}
     assert limits_from(old_rules).breaches(combiner) == []
     assert ThresholdLimits().loosest.breaches(combiner, DuplicateRule()) == [
         "stale_rounds 1 (accepted: at least 3)",
@@ -140,21 +142,25 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
     ]
 
 
-def test_terms_without_the_size_allowances_need_the_sites_consent() -> None:
-    """Terms with the norm screen's and the free-rider floor's allowance for a site's claimed
-    count off (``norm_size_cap`` 1, ``tiny_size_power`` 0: the rule that zeroed an honest
-    1,000-image site as OUTLIER_NORM and a 20-image one as FREE_RIDER, and how terms written
-    before them read) are refused by default; a site (or an auditor of an older ledger) that
-    lowers the limits accepts them."""
+def test_the_size_allowances_need_the_sites_consent_to_change() -> None:
+    """``tiny_size_power`` 0 (the free-rider floor's allowance off: the rule that zeroed an
+    honest 20-image site as FREE_RIDER, and how terms written before it read) is refused by
+    default, as is ``norm_size_cap`` above 1 (the norm screen excusing a count inflated within
+    the cap for as many times the boost, attack a10); a site (or an auditor of an older
+    ledger) that moves the limits accepts them."""
     old = combiner_from(ValuationSettings(method="loo", metric="auc", standing=True, combiner={}))
     assert (old.norm_size_cap, old.tiny_size_power) == (1.0, 0.0)
-    assert ThresholdLimits().breaches(HISTORY_COMBINER) == []
+    assert ThresholdLimits().refusal(HISTORY_COMBINER, DuplicateRule()) is None
     assert [b for b in ThresholdLimits().breaches(old) if "size" in b] == [
-        "norm_size_cap 1.0 (accepted: at least 10.0)",
-        "tiny_size_power 0.0 (accepted: at least 2.0)",
+        "tiny_size_power 0.0 (accepted: at least 2.0)"
     ]
-    consenting = limits_from({"norm_size_cap": 1.0, "tiny_size_power": 0.0})
+    consenting = limits_from({"tiny_size_power": 0.0})
     assert [b for b in consenting.breaches(old) if "size" in b] == []
+    opted_in = replace(HISTORY_COMBINER, norm_size_cap=10.0)
+    assert ThresholdLimits().loosest.breaches(opted_in) == [
+        "norm_size_cap 10.0 (accepted: at most 1.0)"
+    ]
+    assert limits_from({"loosest": {"norm_size_cap": 10.0}}).refusal(opted_in) is None
 
 
 @pytest.mark.parametrize("name", sorted(STRICTER))

@@ -20,6 +20,8 @@ WIDTH = 64
 MODEL_NORM = 1000.0
 OFF = replace(HISTORY_COMBINER, norm_size_cap=1.0, tiny_size_power=0.0)
 """The rule before the allowance (what a log recorded without the two fields replays)."""
+ON = replace(HISTORY_COMBINER, norm_size_cap=10.0)
+"""The norm allowance turned on (off by default: attack a10; the free-rider one is on)."""
 
 
 def _update(norm: float, seed: int) -> dict[str, torch.Tensor]:
@@ -84,9 +86,11 @@ LARGE_N = {"h90": 90, "h120": 120, "h200": 200, "big": 1000}
 def test_a_large_honest_site_is_no_norm_outlier() -> None:
     """Measured: a 1,000-image site beside sites of 90-200 images reached 12x the lower median
     norm (robust z 41 > 20) and was OUTLIER_NORM. It claims 6.25x the median count (160), so
-    its norm is judged at 12 / 6.25 = 1.9x: robust z 3.3."""
+    its norm is judged at 12 / 6.25 = 1.9x: robust z 3.3, where the terms turn the allowance on
+    (``norm_size_cap`` 10); under the defaults it is off, and the false positive stays."""
     assert _screen(LARGE, LARGE_N, OFF)["big"] is Reason.OUTLIER_NORM
-    assert set(_screen(LARGE, LARGE_N).values()) == {Reason.OK}
+    assert _screen(LARGE, LARGE_N)["big"] is Reason.OUTLIER_NORM
+    assert set(_screen(LARGE, LARGE_N, ON).values()) == {Reason.OK}
 
 
 def test_boosted_updates_stay_norm_outliers_whatever_they_claim() -> None:
@@ -95,15 +99,15 @@ def test_boosted_updates_stay_norm_outliers_whatever_they_claim() -> None:
     one: each is still above max_norm_z once its allowance is taken off, as before it."""
     norms = {**LARGE, "h150": 0.95, "c150": 1.0}
     samples = {**LARGE_N, "h150": 150, "c150": 150}
-    assert set(_screen(norms, samples).values()) == {Reason.OK}
+    assert set(_screen(norms, samples, ON).values()) == {Reason.OK}
     for factor in (10.0, 30.0):
-        for comb in (HISTORY_COMBINER, OFF):
+        for comb in (ON, OFF):
             boosted = _screen({**norms, "c150": factor}, samples, comb)
             assert boosted["c150"] is Reason.OUTLIER_NORM
             big = _screen({**norms, "big": 12.0 * factor}, samples, comb)
             assert big["big"] is Reason.OUTLIER_NORM
     # the allowance is capped: a count 6.67x the median excuses no more than norm_size_cap
-    capped = replace(HISTORY_COMBINER, norm_size_cap=1.5)
+    capped = replace(ON, norm_size_cap=1.5)
     assert _screen(LARGE, LARGE_N, capped)["big"] is Reason.OUTLIER_NORM
 
 
@@ -116,9 +120,10 @@ def test_the_adjusted_z_uses_the_rounds_own_median_and_scale() -> None:
     assert size_adjusted_z(below, 4.0) == -2.0
     assert size_factor(1000, [90, 120, 200, 1000]) == 1000 / 160
     assert size_factor(5, [0, 0, 5]) == 1.0
-    assert HISTORY_COMBINER.norm_allowance(1000, [90, 120, 200, 1000]) == 6.25
-    assert HISTORY_COMBINER.norm_allowance(90, [90, 120, 200, 1000]) == 1.0
-    assert HISTORY_COMBINER.norm_allowance(10_000, [100, 100, 10_000]) == 10.0
+    assert ON.norm_allowance(1000, [90, 120, 200, 1000]) == 6.25
+    assert ON.norm_allowance(90, [90, 120, 200, 1000]) == 1.0
+    assert ON.norm_allowance(10_000, [100, 100, 10_000]) == 10.0
+    assert HISTORY_COMBINER.norm_allowance(1000, [90, 120, 200, 1000]) == 1.0  # off by default
 
 
 def test_logs_recorded_before_the_allowance_replay_without_it() -> None:
@@ -126,7 +131,12 @@ def test_logs_recorded_before_the_allowance_replay_without_it() -> None:
     that recorded none replay the old rule; new terms record the new defaults."""
     full = asdict(HISTORY_COMBINER)
     older = {k: v for k, v in full.items() if k not in {"norm_size_cap", "tiny_size_power"}}
-    for recorded, expected in ((full, (10.0, 2.0)), (older, (1.0, 0.0)), (None, (1.0, 0.0))):
+    for recorded, expected in (
+        (full, (1.0, 2.0)),
+        (asdict(ON), (10.0, 2.0)),
+        (older, (1.0, 0.0)),
+        (None, (1.0, 0.0)),
+    ):
         comb = combiner_from(
             ValuationSettings(method="shapley", metric="x", standing=True, combiner=recorded)
         )

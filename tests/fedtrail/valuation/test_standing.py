@@ -261,7 +261,7 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
             credit_cosine=-0.7,
             sample_median_self=1,
             dp_spend_check=1,
-            norm_size_cap=10.0,
+            norm_size_cap=1.0,
             tiny_size_power=2.0,
         )
         == HISTORY_COMBINER
