@@ -21,7 +21,8 @@ base = default_combiner(True)
 dup = DuplicateRule()
 CASES = {
     "norm_size_cap 1e6 (any boost excused by a count)": (replace(base, norm_size_cap=1e6), dup),
-    "norm_size_cap 1.0 (allowance off)": (replace(base, norm_size_cap=1.0), dup),
+    # the default since a10: the allowance on needs the sites' consent ([accept.loosest])
+    "norm_size_cap 10 (the opt-in allowance, a10)": (replace(base, norm_size_cap=10.0), dup),
     "tiny_size_power 50 (free-rider floor ~0 below the median)": (
         replace(base, tiny_size_power=50.0),
         dup,
