@@ -11,6 +11,7 @@ score and :class:`Reason`.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -28,6 +29,7 @@ __all__ = [
     "Metric",
     "Utility",
     "ValuationContext",
+    "size_factor",
     "usable",
 ]
 
@@ -114,3 +116,11 @@ class ValuationContext:
 def usable(ctx: ValuationContext) -> list[Candidate]:
     """The candidates the valuation looks at (status OK with a delta), in address order."""
     return [c for c in ctx.candidates if c.usable]
+
+
+def size_factor(own: int, counts: Sequence[int]) -> float:
+    """``own`` claimed samples over the median of ``counts`` (the round's usable updates' claimed
+    counts, ``own`` among them): how many times the median site's data the update claims to be
+    trained on. 1 when the median is not positive (nothing to compare with)."""
+    median = float(statistics.median(counts)) if counts else 0.0
+    return own / median if median > 0 else 1.0

@@ -45,7 +45,7 @@ from typing import Any, Final
 from fedtrail.errors import ConfigError
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.weights import SCORE_SCALE
-from fedtrail.valuation.base import Candidate
+from fedtrail.valuation.base import Candidate, size_factor
 from fedtrail.valuation.robust import RobustStats
 from fedtrail.valuation.standing import (
     demoted_score,
@@ -75,14 +75,6 @@ def sample_reference(own: int, others: Sequence[int], *, with_self: bool) -> flo
     if len(others) < 2:
         return None
     return float(statistics.median([*others, own] if with_self else list(others)))
-
-
-def size_factor(own: int, counts: Sequence[int]) -> float:
-    """``own`` claimed samples over the median of ``counts`` (the round's usable updates' claimed
-    counts, ``own`` among them): how many times the median site's data the update claims to be
-    trained on. 1 when the median is not positive (nothing to compare with)."""
-    median = float(statistics.median(counts)) if counts else 0.0
-    return own / median if median > 0 else 1.0
 
 
 def size_adjusted_z(stats: RobustStats, allowance: float) -> float:

@@ -74,6 +74,7 @@ import torch
 
 from fedtrail.errors import ConfigError
 from fedtrail.ml.aggregation import AggregationError
+from fedtrail.valuation.base import size_factor
 from fedtrail.valuation.rows import Rows
 
 __all__ = ["free_riders", "own_reference"]
@@ -123,7 +124,8 @@ def free_riders(
     own = sorted(norms[: len(sites)])
     # the lower median: with two updates, a huge one must not make the other look tiny
     median = own[(len(own) - 1) // 2]
-    counts = [] if samples is None or size_power <= 0 else [samples[s] for s in sites]
+    claimed: Mapping[str, int] = {} if samples is None or size_power <= 0 else samples
+    counts = [claimed[s] for s in sites] if claimed else []
     median_count = float(statistics.median(counts)) if counts else 0.0
     out: dict[str, str] = {}
     for i, site in enumerate(sites):
@@ -138,10 +140,11 @@ def free_riders(
             )
             continue
         ratio, scaled = min_model_ratio, ""
-        if median_count > 0 and samples is not None and samples[site] < median_count:
-            ratio = min_model_ratio * (samples[site] / median_count) ** size_power
+        factor = size_factor(claimed[site], counts) if counts else 1.0
+        if factor < 1.0:
+            ratio = min_model_ratio * factor**size_power
             scaled = (
-                f" x ({samples[site]} claimed / median {median_count:g}) ** {size_power:g} = "
+                f" x ({claimed[site]} claimed / median {median_count:g}) ** {size_power:g} = "
                 f"{ratio:.3g}"
             )
         if norm < ratio * model_norm:
