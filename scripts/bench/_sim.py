@@ -97,7 +97,9 @@ a given torch build and thread count (the scripts set ``torch.set_num_threads(1)
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -1068,3 +1070,18 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
         return math.nan, math.nan, 0
     sd = statistics.stdev(finite) if len(finite) > 1 else 0.0
     return statistics.fmean(finite), sd, len(finite)
+
+
+def write_run(doc: dict[str, Any], out: Path, started: float, cpu: float) -> str:
+    """Stamps ``doc`` with the run's wall and CPU seconds (since ``started`` /
+    ``cpu``, from ``time.perf_counter`` / ``time.process_time``) and its provenance, writes it
+    to ``out`` as JSON, and returns the timing line the measurement scripts print."""
+    doc["wall_seconds"] = time.perf_counter() - started
+    doc["cpu_seconds"] = time.process_time() - cpu
+    doc["provenance"] = provenance()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    return (
+        f"wall {doc['wall_seconds']:.0f} s, CPU {doc['cpu_seconds']:.0f} s, load average "
+        f"{os.getloadavg()[0]:.2f}; JSON: {out}"
+    )

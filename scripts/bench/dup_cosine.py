@@ -28,9 +28,7 @@ each site's error feedback, as a node does); ``--dp-epsilon`` trains every site 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -42,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _sim
-from _sim import ROOT, SimConfig, parse_seeds, provenance
+from _sim import ROOT, SimConfig, parse_seeds, write_run
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.models import ModelSpec
@@ -222,17 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
     doc["honest_max_cosine"] = overall
     doc["copy_min_cosine"] = worst_copy
-    doc["wall_seconds"] = time.perf_counter() - started
-    doc["cpu_seconds"] = time.process_time() - cpu
-    doc["provenance"] = provenance()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    timing = write_run(doc, args.out, started, cpu)
     print(
         f"honest maximum same-round cosine (plain or codes): {overall:.6f}; copies' minimum "
         "max(cosine, codes cosine): "
         + ", ".join(f"{k} {v:.6f}" for k, v in worst_copy.items())
-        + f"; wall {doc['wall_seconds']:.0f} s, CPU {doc['cpu_seconds']:.0f} s, load average "
-        f"{os.getloadavg()[0]:.2f}; JSON: {args.out}"
+        + f"; {timing}"
     )
     return 0
 

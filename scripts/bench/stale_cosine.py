@@ -22,9 +22,7 @@ cheap) instead of FedAvg's; the updates differ only through the weights of earli
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -36,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _sim
-from _sim import ROOT, SimConfig, parse_seeds, provenance
+from _sim import ROOT, SimConfig, parse_seeds, write_run
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.valuation.rows import Rows
@@ -151,15 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{label}, seeds {seeds}, {args.rounds} rounds: max cosine {best:.4f} {top}")
             print("  " + "\n  ".join(cells), flush=True)
     doc["honest_max_cosine"] = overall
-    doc["wall_seconds"] = time.perf_counter() - started
-    doc["cpu_seconds"] = time.process_time() - cpu
-    doc["provenance"] = provenance()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    print(
-        f"honest maximum cosine to any reference: {overall:.4f}; wall {doc['wall_seconds']:.0f} s, "
-        f"CPU {doc['cpu_seconds']:.0f} s, load average {os.getloadavg()[0]:.2f}; JSON: {args.out}"
-    )
+    timing = write_run(doc, args.out, started, cpu)
+    print(f"honest maximum cosine to any reference: {overall:.4f}; {timing}")
     return 0
 
 
