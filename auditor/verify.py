@@ -28,6 +28,7 @@ valuation replayed under its terms scores every revealed update 0 (``cancelled.v
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -267,6 +268,51 @@ def _fetch(store: ContentStore, cid: str, sha256: str, max_bytes: int | None = N
         return Fetched(None, failure, f"cannot fetch {cid} ({failure.value}): {exc}")
 
 
+TERMS_AGAINST_LOG = ("terms.rule", "terms.valuation", "terms.validation", "terms.model")
+"""The checks that compare the log's settings with the committed terms: each needs both."""
+
+NO_SPEC = "no valid model spec to decode the round's blobs with (log.model_spec, terms.model)"
+
+
+def _unchecked(audit: RoundAudit, names: Sequence[str], why: str) -> None:
+    """Records each check of ``names`` as failed because an input it needs is unavailable or
+    unusable (``why``, naming the check that says so): a withheld or broken document never
+    leaves a check out silently, so the checks an honest round passes are all listed, as
+    failed, in the round that lacks the input."""
+    for name in names:
+        audit.add(name, False, f"not checked: {why}")
+
+
+def _valuation_check_names(terms: RoundTerms | None) -> tuple[str, ...]:
+    """The data-free valuation checks of an aggregator round (:func:`_valuation_checks`),
+    with the standing ones where the terms value with standing (or cannot be read to say)."""
+    standing = True
+    if terms is not None:
+        # an invalid block fails terms.valuation; whether standing applies is then unknown
+        with contextlib.suppress(InvalidLog):
+            standing = bool(ValuationSettings.from_json(terms.valuation).standing)
+    return (
+        "log.components",
+        "reasons.screen",
+        "reasons.public",
+        "reasons.oversized",
+        *(
+            ("reasons.free_rider", "standing.chain", "standing.accumulated", "standing.scores")
+            if standing
+            else ()
+        ),
+    )
+
+
+def _rule_doc(terms: RoundTerms | None, log: RoundLog | None) -> Mapping[str, Any]:
+    """The aggregation rule the replay uses: the terms', else the log's settings'."""
+    if terms is not None:
+        return terms.aggregation_rule
+    if log is not None:
+        return log.settings.aggregation_rule
+    raise FedtrailError("neither the terms nor the log is readable to name the rule")
+
+
 def verify_round(
     ledger: Ledger,
     store: ContentStore,
@@ -318,8 +364,11 @@ def verify_round(
     with _Timer(audit, "fetch"):
         fetched = _fetch(store, info.log_cid, info.log_sha256, MAX_LOG_BYTES)
     log: RoundLog | None = None
+    no_log = ""  # why the log is unusable, for each check that needs it
     if fetched.blob is None:
         audit.add("log.hash", False, fetched.detail)
+        no_log = "the round's log is unavailable (log.hash)"
+        _unchecked(audit, ("log.schema",), no_log)
     else:
         audit.add("log.hash", True, f"{info.log_cid} matches its on-chain sha256")
         try:
@@ -327,10 +376,12 @@ def verify_round(
             audit.add("log.schema", True, "valid explanation-log/1")
         except FedtrailError as exc:
             audit.add("log.schema", False, str(exc))
+            no_log = "the round's log is not a valid explanation log (log.schema)"
     # the terms committed at open (checked below; the log's aggregation rule is compared with
     # the one they make the replay use)
     with _Timer(audit, "fetch"):
         terms, terms_check = _read_terms(store, info, round_id)
+    no_terms = "" if terms is not None else "the round's terms are unreadable (terms.hash)"
     if log is not None:
         _check_log(
             audit,
@@ -341,17 +392,27 @@ def verify_round(
             ledger,
             _replayed_rule(terms, log),
         )
+    else:
+        _unchecked(audit, ("log.agrees",), no_log)
     _check_evidence(audit, ledger, round_id, log, subs)
 
     # the terms committed at open, and the log's settings against them
     audit.add(*terms_check)
     if terms is not None and log is not None:
-        _check_terms(audit, log, terms, info)
+        _check_terms(audit, log, terms)
+    else:
+        _unchecked(audit, TERMS_AGAINST_LOG, " and ".join(w for w in (no_terms, no_log) if w))
+    if log is not None:
+        audit.add(*_check_terms_reference(log, info))
+    else:
+        _unchecked(audit, ("terms.reference",), no_log)
     if terms is not None:
         with _Timer(audit, "fetch"):
             _check_task_fixed(audit, ledger, store, terms)
         audit.add(*_check_windows(info, terms))
         _check_limits(audit, terms, accept or ThresholdLimits())
+    else:
+        _unchecked(audit, ("terms.task_fixed", "terms.windows", "terms.limits"), no_terms)
     peer = read_peer_record(ledger, round_id)
     peers = _is_peer_round(peer, terms, log)
     if peers:
@@ -372,8 +433,9 @@ def verify_round(
     )
 
     # the model spec the blobs are decoded with: the log's, which must be a valid one
-    # (the terms' when the round has terms: the log's must equal it, checked above)
-    spec: ModelSpec | None = ModelSpec()  # no log: the round failed above; default to decode
+    # (the terms' when the round has terms: the log's must equal it, checked above); neither
+    # readable: none (no update is decoded with a spec the round may not have used)
+    spec: ModelSpec | None = None
     if log is not None:
         try:
             spec = _spec_from(log)
@@ -381,6 +443,8 @@ def verify_round(
         except InvalidLog as exc:
             spec = None
             audit.add("log.model_spec", False, str(exc))
+    else:
+        _unchecked(audit, ("log.model_spec",), no_log)
     if terms is not None:
         try:
             spec = ModelSpec(**terms.model_spec)
@@ -399,10 +463,12 @@ def verify_round(
         start = _fetch(store, info.start_cid, info.start_sha256, limit)
     start_blob = start.blob
     audit.add("start_model.hash", start_blob is not None, start.detail or info.start_cid)
-    if start_blob is not None and terms is not None and spec is not None:
-        initial = _check_initial(ledger, round_id, info, terms, spec)
-        if initial is not None:
-            audit.add(*initial)
+    no_start = "" if start_blob is not None else "the start model is unavailable (start_model.hash)"
+    if _first_round(ledger, round_id):
+        if start_blob is not None and terms is not None and spec is not None:
+            audit.add(*_check_initial(info, terms, spec))
+        else:
+            _unchecked(audit, ("start_model.initial",), no_start or no_terms or NO_SPEC)
     # an update nobody could read is scored 0 as unusable by the aggregator, or rejected by
     # the peers' median (validators score what they cannot read 0)
     unusable_reasons = UNUSABLE_REASONS | (
@@ -485,6 +551,8 @@ def verify_round(
             if not wrong
             else f"duplicate marks disagree with commit order for {', '.join(wrong)}",
         )
+    else:
+        _unchecked(audit, ("duplicates",), no_terms)
 
     if terms is not None and checks_spend(terms):
         # the aggregator's reading scores a readable update whose declared spend its blob
@@ -502,23 +570,34 @@ def verify_round(
                 log, subs, read_as, duplicates_known=terms is not None, aggregator_round=not peers
             )
         )
+    else:
+        _unchecked(audit, ("log.status",), no_log)
 
     # the data-free valuation components, recomputed; the standing, weighed with them
     if not peers and log is not None:
         _valuation_checks(
             audit, ledger, store, log, terms, subs, deltas, unusable, spec, start_blob
         )
+    elif not peers:
+        _unchecked(audit, _valuation_check_names(terms), no_log)
 
-    # the global model, recomputed bit for bit
-    if start_blob is not None and log is not None and spec is None:
-        audit.add("global.recomputed", False, "cannot replay: the log names no valid model spec")
-    elif start_blob is not None and log is not None and spec is not None:
+    # the global model, recomputed bit for bit (from the terms' rule and spec: the log is not
+    # needed, only named in the round's other checks)
+    if start_blob is None:
+        _unchecked(audit, ("global.recomputed",), no_start)
+    elif spec is None:
+        audit.add(
+            "global.recomputed",
+            False,
+            "cannot replay: the log names no valid model spec"
+            if log is not None
+            else f"cannot replay: {NO_SPEC}",
+        )
+    else:
         try:
             with _Timer(audit, "recompute"):
                 start_state, _ = decode_model(start_blob, spec=spec)
-                rule = AggregationRule.from_terms(
-                    terms.aggregation_rule if terms else log.settings.aggregation_rule
-                )
+                rule = AggregationRule.from_terms(_rule_doc(terms, log))
                 included = [s for s in subs if s.weight > 0]
                 if any(s.site not in deltas for s in included):
                     raise FedtrailError("an update with weight > 0 is unavailable")
@@ -544,12 +623,21 @@ def verify_round(
     with _Timer(audit, "fetch"):
         glob = _fetch(store, info.global_cid, info.global_sha256, limit)
     audit.add("global.hash", glob.blob is not None, glob.detail or f"{info.global_cid} matches")
+    if log is not None and log.explanations is not None:
+        with _Timer(audit, "fetch"):
+            audit.add(*_check_heatmaps(store, log.explanations))
 
     if peers:
         audit.not_applicable(
             "scores.recomputed",
             "peer round: the scores are the medians of the validators' revealed vectors "
             "(peers.median), not a valuation on a split the aggregator holds",
+        )
+    if validation is not None and not (log is not None and start_blob is not None and spec):
+        _unchecked(
+            audit,
+            ("metrics.recomputed",) if peers else ("scores.recomputed", "metrics.recomputed"),
+            no_log or no_start or NO_SPEC,
         )
     if validation is not None and log is not None and start_blob is not None and spec:
         if validation.image_size != (spec.image_size, spec.image_size):
@@ -584,19 +672,61 @@ def verify_round(
     return audit
 
 
-def _check_initial(
-    ledger: Ledger, round_id: int, info: RoundInfo, terms: RoundTerms, spec: ModelSpec
-) -> tuple[str, bool, str] | None:
-    """``start_model.initial``: a round opened before any round was finalized starts from the
-    seeded initial model the terms name (``initial_model(spec, terms.seed)``, encoded as round
-    0), as the aggregator and the Flower strategy build it. The contract pins the start model
-    only from the first finalized round on, so without this an aggregator could open the
-    federation from any model it likes (a planted backdoor, a model pre-trained to suit one
-    site) and every check would pass. None once an earlier round was finalized (the contract's
-    ``StartModelMismatch`` then binds it to that round's global model)."""
-    for earlier in range(1, round_id):
-        if ledger.get_round(earlier).phase == Phase.FINALIZED:
-            return None
+HEATMAP_FAILURES_SHOWN = 8
+"""``log.heatmaps`` stops fetching after this many unusable heatmaps (the check has failed; a
+log naming thousands of missing blobs would otherwise cost a store timeout each)."""
+
+
+def _check_heatmaps(store: ContentStore, block: Mapping[str, Any]) -> tuple[str, bool, str]:
+    """``log.heatmaps``: every explanation heatmap the log's ``explanations`` block names is in
+    the store under its CID, matches its sha256 and is a PNG image. The heatmaps are the
+    aggregator's statement (their probe set is its private split, so no one recomputes them),
+    but the log publishes them as the round's explanation for clinicians: a log that names
+    heatmaps nobody can fetch withholds that explanation, and must not pass. A log without the
+    block claims none (the aggregator may run without explanations) and gets no check."""
+    from fedtrail.auditor.report.collect import MAX_HEATMAP_BYTES, PNG_MAGIC
+
+    name = "log.heatmaps"
+    images = block.get("images")
+    if not isinstance(images, list):
+        return name, False, "the log's explanations block lists no images array"
+    problems: list[str] = []
+    for i, item in enumerate(images):
+        if len(problems) >= HEATMAP_FAILURES_SHOWN:
+            problems.append(f"{len(images) - i} more not fetched")
+            break
+        cid = item.get("cid") if isinstance(item, dict) else None
+        sha = item.get("sha256") if isinstance(item, dict) else None
+        if not isinstance(cid, str) or not isinstance(sha, str):
+            problems.append(f"image {i + 1}: no cid and sha256 given")
+            continue
+        got = _fetch(store, cid, sha, MAX_HEATMAP_BYTES)
+        if got.blob is None:
+            problems.append(f"image {i + 1}: {got.detail}")
+        elif not got.blob.startswith(PNG_MAGIC):
+            problems.append(f"image {i + 1}: {cid} is not a PNG image")
+    return (
+        name,
+        not problems,
+        "; ".join(problems)
+        or f"{len(images)} heatmap(s) the log names are in the store, match their sha256 and "
+        "are PNG images",
+    )
+
+
+def _first_round(ledger: Ledger, round_id: int) -> bool:
+    """Whether no round before ``round_id`` was finalized (``start_model.initial`` applies:
+    after one, the contract's ``StartModelMismatch`` binds the start model to its global)."""
+    return all(ledger.get_round(earlier).phase != Phase.FINALIZED for earlier in range(1, round_id))
+
+
+def _check_initial(info: RoundInfo, terms: RoundTerms, spec: ModelSpec) -> tuple[str, bool, str]:
+    """``start_model.initial``: a round opened before any round was finalized
+    (:func:`_first_round`) starts from the seeded initial model the terms name
+    (``initial_model(spec, terms.seed)``, encoded as round 0), as the aggregator and the Flower
+    strategy build it. The contract pins the start model only from the first finalized round
+    on, so without this an aggregator could open the federation from any model it likes (a
+    planted backdoor, a model pre-trained to suit one site) and every check would pass."""
     try:
         blob = encode_model(federated_state(initial_model(spec, terms.seed)), spec=spec, round=0)
     except (FedtrailError, TypeError, ValueError, RuntimeError) as exc:
@@ -1458,13 +1588,28 @@ def _valuation_checks(
             )
             return
     robust: Recomputed | None = None
-    if spec is not None:
+    if spec is None:
+        names = ["log.components", "reasons.screen", "reasons.public", "reasons.oversized"]
+        _unchecked(audit, [*names, *(["reasons.free_rider"] if settings.standing else [])], NO_SPEC)
+    else:
         check, robust = check_components(log, subs, deltas, unusable, spec, settings)
         audit.add(*check)
         if robust is not None:
             audit.add(*check_screen(subs, robust, settings))
+        else:
+            _unchecked(
+                audit,
+                ("reasons.screen",),
+                "the updates' statistics cannot be recomputed (log.components)",
+            )
         audit.add(*check_public_reasons(subs, unusable, settings))
-        if start_blob is not None:
+        if start_blob is None:
+            _unchecked(
+                audit,
+                ["reasons.oversized", *(["reasons.free_rider"] if settings.standing else [])],
+                "the start model is unavailable (start_model.hash)",
+            )
+        else:
             # decoded once for both data-free checks that measure against it
             start: Mapping[str, torch.Tensor] | Exception
             try:
@@ -1839,9 +1984,8 @@ def _check_windows(info: RoundInfo, terms: RoundTerms) -> tuple[str, bool, str]:
     )
 
 
-def _check_terms(audit: RoundAudit, log: RoundLog, terms: RoundTerms, info: RoundInfo) -> None:
-    """The log's settings repeat the terms committed at open, and its terms reference is the
-    chain's (logs written before references: absent, which is not a failure)."""
+def _check_terms(audit: RoundAudit, log: RoundLog, terms: RoundTerms) -> None:
+    """The log's settings repeat the terms committed at open (:data:`TERMS_AGAINST_LOG`)."""
     s = log.settings
     audit.add(
         "terms.rule",
@@ -1884,9 +2028,14 @@ def _check_terms(audit: RoundAudit, log: RoundLog, terms: RoundTerms, info: Roun
         or "model spec (its hash the terms' spec_hash), class names and seed are the committed "
         "ones",
     )
-    ref = s.terms
+
+
+def _check_terms_reference(log: RoundLog, info: RoundInfo) -> tuple[str, bool, str]:
+    """``terms.reference``: the log's terms reference is the chain's (logs written before
+    references: absent, which is not a failure). Needs the log, not the terms' bytes."""
+    ref = log.settings.terms
     ok = ref is None or (ref.cid, ref.sha256) == (info.terms_cid, info.terms_sha256)
-    audit.add(
+    return (
         "terms.reference",
         ok,
         "log names the committed terms"

@@ -30,6 +30,18 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.anvil]
 
 ROUND = 2
 
+NEEDS_TERMS = {
+    "terms.rule",
+    "terms.valuation",
+    "terms.validation",
+    "terms.model",
+    "terms.task_fixed",
+    "terms.windows",
+    "terms.limits",
+    "duplicates",
+}
+"""The checks of round ``ROUND`` (not a first round) that fail as not checked without terms."""
+
 
 def _forge(fed: Federation, monkeypatch: pytest.MonkeyPatch, **blobs: bytes) -> None:
     """The chain's round ``ROUND`` re-pointed at ``log`` and/or ``terms`` blobs."""
@@ -89,11 +101,13 @@ def test_terms_the_chain_points_at_must_be_this_rounds_terms(
     fed: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The terms blob the chain pins at open is fetched, parsed and must name the round: JSON
-    that is not terms fails ``terms.hash`` alone; the terms of round 99 fail ``terms.hash``
-    and, since the log names the terms it was written under, ``terms.reference``."""
+    that is not terms fails ``terms.hash``, and every check that needs the terms fails as not
+    checked; the terms of round 99 fail ``terms.hash`` and, since the log names the terms it
+    was written under, ``terms.reference``."""
     _forge(fed, monkeypatch, terms=b'{"hello":"world"}')
     bad = _failed(verify_round(fed.ledger, fed.store, ROUND))
-    assert set(bad) == {"terms.hash"}, bad
+    # the log names the terms it ran under, not these (terms.reference needs only the log)
+    assert set(bad) == {"terms.hash", "terms.reference"} | NEEDS_TERMS, bad
     assert "round terms are not fedtrail.round-terms/1" in bad["terms.hash"]
     monkeypatch.undo()
     _forge(fed, monkeypatch, terms=_canonical({**_terms(fed), "round": 99}))
@@ -127,7 +141,9 @@ def test_terms_missing_from_the_store_fail_terms_hash(
 ) -> None:
     """Terms the chain pins but no store holds (the aggregator committed a hash and never put
     the blob, or dropped it): ``terms.hash`` fails naming the CID it could not fetch, so the
-    round does not pass; no check that needs the terms passes, and the others still run."""
+    round does not pass; every check that needs the terms is listed as failed, not checked
+    (none is left out: a withheld document cannot shrink the audit), and the others still
+    run."""
     blob = _canonical({**_terms(fed), "seed": 4242})  # well-formed terms nobody stored
     cid = compute_cid(blob)
     with pytest.raises(ContentNotFound):
@@ -138,12 +154,12 @@ def test_terms_missing_from_the_store_fail_terms_hash(
     monkeypatch.setattr(fed.ledger, "get_round", lambda r: forged if r == ROUND else real(r))
     audit = verify_round(fed.ledger, fed.store, ROUND)
     bad = _failed(audit)
-    assert set(bad) == {"terms.hash"}, bad
+    # the log names the terms it ran under, not the missing ones the chain was re-pointed at
+    assert set(bad) == {"terms.hash", "terms.reference"} | NEEDS_TERMS, bad
     assert bad["terms.hash"].startswith(f"cannot fetch {cid} (missing)"), bad
     assert not audit.passed
-    # nothing that needs the terms is reported as passed (today these are left out altogether)
-    passed = {c.name for c in audit.checks if c.status == "PASS"}
-    needs_terms = {"terms.rule", "terms.valuation", "terms.reference", "terms.windows"}
-    assert not passed & (needs_terms | {"duplicates", "terms.model", "terms.limits"}), passed
+    for name in NEEDS_TERMS:
+        assert bad[name] == "not checked: the round's terms are unreadable (terms.hash)", name
     # the rest of the round is still verified against the chain
+    passed = {c.name for c in audit.checks if c.status == "PASS"}
     assert {"log.hash", "weights", "global.recomputed", "global.hash"} <= passed
