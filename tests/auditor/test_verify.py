@@ -256,7 +256,8 @@ def test_verify_fails_when_the_stored_global_model_was_altered_or_lost(
     """The finalized global model of round 1 is read back by its CID and hashed (global.hash;
     global.recomputed compares a replayed digest with the chain and never reads the blob), and
     it is round 2's start model (start_model.hash): a flipped byte or a lost blob fails both,
-    naming them, and nothing else of round 1 depends on it."""
+    naming them, and nothing else of round 1 depends on it (round 2's checks that need its
+    start model fail as not checked)."""
     ledger, shared, _ = local_fed
     shutil.copytree(shared.root, tmp_path / "store")
     store = LocalStore(tmp_path / "store")
@@ -275,7 +276,13 @@ def test_verify_fails_when_the_stored_global_model_was_altered_or_lost(
     assert set(first) == {"global.hash"}, first
     want = "do not match the on-chain sha256" if damage == "altered" else "(missing)"
     assert want in first["global.hash"] and info.global_cid in first["global.hash"]
-    assert second == {"start_model.hash"}, second
+    # round 2 starts from it: what needs the start model is listed as not checked
+    assert second == {
+        "start_model.hash",
+        "global.recomputed",
+        "reasons.oversized",
+        "reasons.free_rider",
+    }, second
 
 
 @pytest.mark.anvil
