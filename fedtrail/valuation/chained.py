@@ -217,10 +217,13 @@ def round_references(
     *,
     skip_unreadable: bool = False,
 ) -> dict[str, Mapping[str, torch.Tensor]]:
-    """The free-rider references finalized round ``prev`` leaves its successor: its weighted
-    updates (:func:`reference_submissions`) and the global delta it applied. With
-    ``skip_unreadable`` an update whose bytes cannot be read is left out (a validator's view);
-    otherwise it raises (the aggregator aggregated it, so it must be readable)."""
+    """The free-rider references finalized round ``prev`` leaves its successor: its revealed
+    updates whose bytes the round could use (:func:`reference_submissions`: every one not
+    scored TAMPERED, MALFORMED or NOT_REVEALED, weighted or not: a zeroed free-rider's resend
+    counts too) and the global delta it applied. With ``skip_unreadable`` an update whose bytes
+    cannot be read is left out (a validator's view); otherwise it raises (the round read it,
+    so it must be readable: an update its site withdrew from the store after the round makes
+    every later round's history unreadable, ``reasons.free_rider`` fails there)."""
     info = ledger.get_round(prev)
     references: dict[str, Mapping[str, torch.Tensor]] = {}
     limit = default_max_bytes(spec)

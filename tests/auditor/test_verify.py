@@ -510,7 +510,8 @@ def test_audit_cli_verify_exits_1_naming_the_failed_check(
 ) -> None:
     """``audit verify`` exits 0 only when every check passes: with round 1's stored global
     model altered it exits 1, ``passed`` false, and the JSON names the failing checks (round
-    1's global.hash, round 2's start_model.hash); the untouched copy exits 0."""
+    1's global.hash, round 2's start_model.hash and the checks that need round 2's start
+    model); the untouched copy exits 0."""
     import fedtrail.auditor.commands as commands
 
     ledger, shared, _ = local_fed
@@ -530,7 +531,11 @@ def test_audit_cli_verify_exits_1_naming_the_failed_check(
     assert result.exit_code == 1, result.output
     doc = json.loads(result.stdout)
     failed = {(c["round"], c["check"]) for c in doc["checks"] if c["result"] == "FAIL"}
-    assert doc["passed"] is False and failed == {(1, "global.hash"), (2, "start_model.hash")}
+    # round 2 starts from it: its checks that need the start model are listed, not checked
+    needs_start = {"global.recomputed", "reasons.oversized", "reasons.free_rider"}
+    assert doc["passed"] is False and failed == {(1, "global.hash"), (2, "start_model.hash")} | {
+        (2, name) for name in needs_start
+    }
 
 
 # ----------------------------------------------------------------- real Anvil + IPFS
@@ -739,7 +744,7 @@ def test_verify_binds_the_terms_spec_hash_to_their_model_spec(local_fed: Any) ->
     log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256))
     settings = dataclasses.replace(log.settings, model_spec=changed)
     audit = RoundAudit(2)
-    _check_terms(audit, dataclasses.replace(log, settings=settings), lied, info)
+    _check_terms(audit, dataclasses.replace(log, settings=settings), lied)
     _check_task_fixed(audit, ledger, store, lied)
     bad = {c.name: c.detail for c in audit.checks if c.failed}
     assert set(bad) == {"terms.model", "terms.task_fixed"}, bad
@@ -747,7 +752,7 @@ def test_verify_binds_the_terms_spec_hash_to_their_model_spec(local_fed: Any) ->
     assert "differ from the terms" not in bad["terms.model"]  # the log repeats the terms
     assert "model spec" in bad["terms.task_fixed"] and "zscore" in bad["terms.task_fixed"]
     honest = RoundAudit(2)
-    _check_terms(honest, log, terms, info)
+    _check_terms(honest, log, terms)
     _check_task_fixed(honest, ledger, store, terms)
     assert honest.passed, honest.checks
 

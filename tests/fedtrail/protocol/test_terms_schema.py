@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from fedtrail.errors import FedtrailError
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.roundlog import ValuationSettings
@@ -152,3 +153,40 @@ def _keys(doc: Any) -> set[str]:
     if not isinstance(doc, dict):
         return set()
     return set(doc) | {k for v in doc.values() for k in _keys(v)}
+
+
+def _integer_paths(node: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    kind = node.get("type")
+    own = [prefix] if kind == "integer" or (isinstance(kind, list) and "integer" in kind) else []
+    return own + [
+        path
+        for key, child in node.get("properties", {}).items()
+        for path in _integer_paths(child, (*prefix, key))
+    ]
+
+
+def test_every_integer_field_refuses_a_float() -> None:
+    """``30.0`` where the schema says integer: JSON Schema's ``integer`` accepts it (its data
+    model counts a number with a zero fraction as an integer; the schema's description says
+    so), so the readers must refuse it: ``RoundTerms.from_bytes`` for its own fields, the
+    node's types for the blocks it rebuilds (``aggregation_rule``, ``valuation``,
+    ``model_spec``). Every integer field of fully optioned terms, written as a float, is
+    refused by one of them."""
+    doc = json.loads(full_terms().to_bytes())
+    doc["aggregation_rule"]["krum_m"] = 2  # null in full_terms: an integer to turn into 2.0
+    paths = _integer_paths(schema())
+    assert len(paths) >= 15, paths
+    for path in paths:
+        changed = json.loads(json.dumps(doc))
+        parent = changed
+        for key in path[:-1]:
+            parent = parent[key]
+        assert type(parent[path[-1]]) is int, path
+        parent[path[-1]] = float(parent[path[-1]])
+        validator().validate(changed)  # the schema cannot tell 30.0 from 30
+        blob = json.dumps(changed, sort_keys=True, separators=(",", ":")).encode()
+        with pytest.raises((FedtrailError, TypeError, ValueError)):
+            terms = RoundTerms.from_bytes(blob)
+            AggregationRule.from_terms(terms.aggregation_rule)
+            ModelSpec(**terms.model_spec)
+            ValuationSettings.from_json(terms.valuation)
