@@ -701,7 +701,9 @@ def _check_heatmaps(store: ContentStore, block: Mapping[str, Any]) -> tuple[str,
             problems.append(f"image {i + 1}: no cid and sha256 given")
             continue
         got = _fetch(store, cid, sha, MAX_HEATMAP_BYTES)
-        if got.blob is None:
+        if got.failure is FetchFailure.TAMPERED:
+            problems.append(f"image {i + 1}: {cid}'s bytes do not match the sha256 the log names")
+        elif got.blob is None:
             problems.append(f"image {i + 1}: {got.detail}")
         elif not got.blob.startswith(PNG_MAGIC):
             problems.append(f"image {i + 1}: {cid} is not a PNG image")

@@ -241,7 +241,8 @@ def test_withheld_heatmaps_fail_log_heatmaps(fed: Federation, tmp_path: Path) ->
     bad = _failed(verify_round(fed.ledger, store, 2))
     assert set(bad) == {"log.heatmaps"}, bad
     assert f"image 1: cannot fetch {images[0]['cid']} (missing)" in bad["log.heatmaps"]
-    assert "image 2: bytes do not match the on-chain sha256" in bad["log.heatmaps"]
+    want = f"image 2: {images[1]['cid']}'s bytes do not match the sha256 the log names"
+    assert want in bad["log.heatmaps"], bad
 
 
 def test_the_cli_names_the_checks_and_exits_1(

@@ -32,9 +32,22 @@ def _fixture_ledger(fed: Fed, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(commands, "_open", lambda *_: fed.ledger)
 
 
-def test_cli_report_json(fed: Fed, tmp_path: Path) -> None:
+def test_cli_report_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-round honest federation (the shared fixture's round 2 names a tampered heatmap,
+    which fails log.heatmaps): the report is written, verification passes, exit 0."""
+    import fedtrail.auditor.commands as commands
+
+    honest = new_federation(tmp_path / "fed")
+    monkeypatch.setattr(commands, "_open", lambda *_: honest.ledger)
+    model = initial(honest)
+    r = open_round(honest, model)
+    submit_all(honest, r, seed=9)
+    honest.ledger.record_valuation(
+        honest.coordinator, r, [Valuation(s.address, 500_000, 0) for s in honest.sites]
+    )
+    finalize(honest, r, model, None)
     out = tmp_path / "r"
-    args = ["audit", "report", "--out", str(out), "--store", f"local:{fed.store.root}"]
+    args = ["audit", "report", "--out", str(out), "--store", f"local:{honest.store.root}"]
     result = CliRunner().invoke(cli, [*args, "--format", "json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
@@ -49,7 +62,8 @@ def test_cli_report_json(fed: Fed, tmp_path: Path) -> None:
 
 
 def test_cli_report_exits_1_when_verification_fails(fed: Fed, tmp_path: Path) -> None:
-    # round 1's explanation log is missing from the store: its verification fails
+    # round 1's explanation log is missing from the store: its verification fails (round 2's
+    # fails too: its log names a tampered heatmap, log.heatmaps)
     store = store_without(fed, tmp_path / "store", fed.ledger.get_round(1).log_cid)
     out = tmp_path / "r"
     args = ["audit", "report", "--out", str(out), "--store", f"local:{store.root}"]
@@ -58,7 +72,7 @@ def test_cli_report_exits_1_when_verification_fails(fed: Fed, tmp_path: Path) ->
     assert result.exit_code == 1, result.output
     assert result.stdout.startswith(f"report written to {out / 'index.html'}\nverification: FAIL")
     assert result.stderr == (
-        f"error: verification failed in round(s) 1; see {out / 'index.html'}\n"
+        f"error: verification failed in round(s) 1, 2; see {out / 'index.html'}\n"
     )
     page = (out / "index.html").read_text()
     assert '<p class="verdict fail">Verification FAILED' in page  # written all the same

@@ -119,7 +119,13 @@ def test_heatmaps_are_hash_checked(fed: Fed, report: tuple[Path, str]) -> None:
 
 def test_verification_table_pass_and_fail(fed: Fed, tmp_path: Path) -> None:
     audits = verify_all(fed.ledger, fed.store)
-    assert all(a.passed for a in audits), [c for a in audits for c in a.checks if not c.passed]
+    # round 2's log names a tampered heatmap and an entry that is none: log.heatmaps fails it,
+    # and nothing else fails in the fixture's history
+    failed = {(c.round, c.name): c.detail for a in audits for c in a.checks if c.failed}
+    assert set(failed) == {(2, "log.heatmaps")}, failed
+    assert "bytes do not match the sha256 the log names" in failed[2, "log.heatmaps"]
+    assert "image 3: no cid and sha256 given" in failed[2, "log.heatmaps"]
+    audits = [a for a in audits if a.passed]
     page = write_report(fed.ledger, fed.store, tmp_path / "ok", audits=audits).read_text()
     assert '<p class="verdict pass">Verification PASSED' in page
     assert "global.recomputed" in page and '<span class="badge pass">PASS</span>' in page
