@@ -24,6 +24,13 @@ if it was valued before it was cancelled, an update with weight must be unreadab
 medians and validator ratings, which stand, are recomputed as in a finalized round). A
 cancelled aggregator round, given the validation split, must have had nothing to value: its
 valuation replayed under its terms scores every revealed update 0 (``cancelled.valuation``).
+
+No check passes, or is left out, because an input is missing: a document the round needs (its
+terms, its log, its start model, a valid model spec) that the store does not hold, holds
+damaged, or that does not parse fails the check that reads it, and every check that needs it
+is recorded as failed, ``not checked: ...`` naming that check (:func:`_unchecked`), so
+withholding a document cannot shrink the audit. The one absence the protocol allows: an update
+the chain already scores 0 as unusable (``update.0x...`` says so).
 """
 
 from __future__ import annotations

@@ -110,3 +110,32 @@ def test_a_composed_spend_whose_history_is_gone_cannot_pass(fed: World, tmp_path
     status = {(u.round, u.site): u.status for u in result.updates}
     assert status[(1, a)] == Status.UNREADABLE
     assert status[(2, a)] == Status.UNREADABLE  # its history includes round 1
+
+
+def test_verify_fails_a_composed_spend_whose_earlier_blob_is_withheld(fed: World) -> None:
+    """verify's ``privacy.spend``, as ``audit privacy``: round 2's composed declarations hold
+    with every earlier blob in the store; with hospital-0's round-1 blob withheld, its round-2
+    spend cannot be recomputed, and the check fails naming the site, not passes without it."""
+    ledger, store = fed.fed.ledger, fed.store
+    a = fed.fed.sites[0].address
+    subs = ledger.get_submissions(2)
+    dp = {s.site: decode_update(store.get(s.cid, s.sha256), spec=SPEC)[1].dp for s in subs}
+
+    def spend_check() -> tuple[bool, str]:
+        audit = RoundAudit(round=2)
+        _check_privacy(audit, ledger, 2, subs, dp, None, PrivacyHistory(ledger, store))
+        check = next(c for c in audit.checks if c.name == "privacy.spend")
+        return check.passed, check.detail
+
+    assert spend_check()[0], spend_check()
+    first = ledger.get_submission(1, a)
+    assert first is not None
+    blob = fed.store_dir / "blobs" / first.cid
+    kept = blob.read_bytes()
+    blob.unlink()
+    try:
+        passed, detail = spend_check()
+    finally:
+        blob.write_bytes(kept)
+    assert not passed
+    assert f"{a[:10]}: cannot recompute its composed spend" in detail, detail

@@ -22,6 +22,7 @@ from fedtrail.auditor.verify import RoundAudit, verify_round
 from fedtrail.cli import cli
 from fedtrail.simulation.federation import Federation
 from fedtrail.storage.store import LocalStore
+from tests.auditor.peer_federation import PeerFed, new_peer_federation, peer_round
 from tests.auditor.test_verify_components import fed
 
 __all__ = ["fed"]  # the module-scoped honest federation of the components tests
@@ -269,3 +270,51 @@ def test_the_cli_names_the_checks_and_exits_1(
     assert "terms.hash" in failed and "(missing)" in failed["terms.hash"]
     assert failed["terms.limits"] == "not checked: the round's terms are unreadable (terms.hash)"
     assert {"terms.windows", "terms.task_fixed", "duplicates"} <= set(failed), failed
+
+
+@pytest.fixture(scope="module")
+def peer_fed(anvil_url: str, tmp_path_factory: pytest.TempPathFactory) -> PeerFed:
+    """Round 1 valued by the aggregator, round 2 by the sites (hand-run, a local store)."""
+    tmp = tmp_path_factory.mktemp("peers-withheld")
+    pf = new_peer_federation(tmp, anvil_url, LocalStore(tmp / "store"))
+    peer_round(pf, seed=2)
+    return pf
+
+
+def test_a_withheld_peer_log_or_terms_fail_the_peer_checks(
+    peer_fed: PeerFed, tmp_path: Path
+) -> None:
+    """A peer round's scores follow from the revealed vectors on chain, which no store can
+    withhold; its log (which must repeat them) and its terms (which fix the quorum) can be.
+    Withheld log: peers.votes and peers.median fail saying so, and the log's checks are not
+    checked (no aggregator valuation checks: the sites scored the round). Withheld terms:
+    peers.quorum fails for want of them. Present: the round passes."""
+    ledger = peer_fed.fed.ledger
+    shutil.copytree(Path(peer_fed.fed.store.root), tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
+    honest = verify_round(ledger, store, 2)
+    assert honest.passed, _failed(honest)
+    info = ledger.get_round(2)
+    _withhold(store, info.log_cid)
+    bad = _failed(verify_round(ledger, store, 2))
+    assert "the log has no peers block" in bad["peers.votes"], bad
+    assert "no log to compare" in bad["peers.median"], bad
+    needs_log = {
+        "log.schema",
+        "log.agrees",
+        "terms.rule",
+        "terms.valuation",
+        "terms.validation",
+        "terms.model",
+        "terms.reference",
+        "log.model_spec",
+        "log.status",
+    }
+    assert _unchecked(bad) == needs_log, bad
+    assert set(bad) == {"log.hash", "peers.votes", "peers.median"} | needs_log, bad
+    shutil.rmtree(tmp_path / "store")
+    shutil.copytree(Path(peer_fed.fed.store.root), tmp_path / "store")
+    _withhold(store, info.terms_cid)
+    bad = _failed(verify_round(ledger, store, 2))
+    assert "no readable terms" in bad["peers.quorum"], bad
+    assert "terms.hash" in bad and "terms.limits" in _unchecked(bad), bad
