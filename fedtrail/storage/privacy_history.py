@@ -8,13 +8,26 @@ included: their blobs were published all the same. The spend on chain before the
 previous event's ``totalMicro`` (0 for the first). Node and auditor both compute the declared
 spend through :meth:`PrivacyHistory.expected_micro`, from public data only, so a node that
 restarts (or lost its state) declares what an auditor recomputes.
+
+An earlier blob the store does not give is a store's state (``StoreError``) unless the chain
+already scored that update 0 as one its round's scorers could not use either
+(:data:`UNAVAILABLE_VERDICTS`): then the spend is :class:`UnavailableSpend`, a verdict every
+reader whose store lacks the blob reaches from the chain alike (attack a11 ``withhold``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fedtrail.errors import FedtrailError, InvalidUpdate, StoreError
+from fedtrail.errors import (
+    ContentNotFound,
+    ContentTooLarge,
+    FedtrailError,
+    HashMismatch,
+    InvalidCid,
+    InvalidUpdate,
+    NotAFile,
+)
 from fedtrail.ledger import Ledger, PrivacySpend, Submission, checksum
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.privacy import declared_micro
@@ -37,6 +50,13 @@ not read back, PEER_REJECTED the validators' median (each scores an update it ca
 Any other reason, a weighted update (which the aggregator and the validators pinned), or a round
 cancelled before it was valued (no verdict on chain) leaves a missing blob a store's state:
 UNREADABLE, not binding."""
+
+
+_NOT_GIVEN = (ContentNotFound, HashMismatch, InvalidCid, NotAFile, ContentTooLarge)
+"""The store's answers that say it does not give the blob, as the aggregator's reading of a
+round's own updates turns them into a verdict (MALFORMED or TAMPERED,
+:mod:`fedtrail.valuation.candidates`); any other ``StoreError`` (the store unreachable) is
+raised as it is, to be retried."""
 
 
 class UnbackedSpend(InvalidPrivacy):
@@ -91,8 +111,10 @@ class PrivacyHistory:
 
     def params(self, round_id: int, site: str) -> DpParams | None:
         """The DP parameters in ``site``'s revealed update of ``round_id`` (None: it carries
-        none). Raises ``StoreError`` when the store does not give the blob (or the round's
-        terms) and :class:`InvalidPrivacy` when they cannot be read."""
+        none). Raises :class:`UnavailableSpend` when the store does not give the blob and the
+        chain scored the update 0 as unusable, ``StoreError`` when it does not give the blob
+        otherwise (or the round's terms), and :class:`InvalidPrivacy` when they cannot be
+        read."""
         key = (round_id, checksum(site))
         if key not in self._params:
             sub = self._ledger.get_submission(round_id, site)
@@ -101,7 +123,7 @@ class PrivacyHistory:
             spec = self._spec(round_id)
             try:
                 blob = self._store.get(sub.cid, sub.sha256, max_bytes=default_max_bytes(spec))
-            except StoreError as exc:
+            except _NOT_GIVEN as exc:
                 if _scored_unavailable(sub):
                     raise UnavailableSpend(
                         f"round {round_id}'s update {sub.cid} of {site} declared a spend, was "

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from fedtrail.errors import StoreError
 from fedtrail.ledger import PrivacySpend
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.privacy import declared_micro
@@ -283,6 +284,22 @@ def test_a_missing_earlier_blob_without_an_unusable_verdict_stays_unreadable(
     missing here is this store's state, not the site's: UNREADABLE, not binding."""
     verdict = _round2(_earlier_round(tmp_path, reason=reason, weight=weight, published=False), 1)
     assert verdict.status == Status.UNREADABLE and not verdict.binding
+
+
+def test_a_store_that_fails_otherwise_is_no_verdict(tmp_path: Path) -> None:
+    """Only the answers the aggregator's reading of a round's own updates turns into a verdict
+    (not found, hash mismatch, not a CID or a file, too large) meet the chain's: a store that
+    cannot be reached is this reader's failure, UNREADABLE (and the caller may retry)."""
+    history = _earlier_round(tmp_path, reason=Reason.MALFORMED, weight=0, published=False)
+    store: Any = history._store
+
+    def unreachable(cid: str, sha256: str, **kw: Any) -> bytes:
+        raise StoreError(f"cannot reach the store for {cid}")
+
+    history._specs[1] = ModelSpec()  # the terms were read before the store went away
+    store.get = unreachable
+    verdict = _round2(history, 1)
+    assert verdict.status == Status.UNREADABLE and "cannot reach the store" in verdict.detail
 
 
 def test_a_reader_that_holds_a_blob_scored_unavailable_composes_over_it(tmp_path: Path) -> None:
