@@ -8,22 +8,55 @@ included: their blobs were published all the same. The spend on chain before the
 previous event's ``totalMicro`` (0 for the first). Node and auditor both compute the declared
 spend through :meth:`PrivacyHistory.expected_micro`, from public data only, so a node that
 restarts (or lost its state) declares what an auditor recomputes.
+
+An earlier blob the store does not give is a store's state (``StoreError``) unless the chain
+already scored that update 0 as one its round's scorers could not use either
+(:data:`UNAVAILABLE_VERDICTS`): then the spend is :class:`UnavailableSpend`, a verdict every
+reader whose store lacks the blob reaches from the chain alike (attack a11 ``withhold``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fedtrail.errors import FedtrailError, InvalidUpdate
-from fedtrail.ledger import Ledger, PrivacySpend, checksum
+from fedtrail.errors import (
+    ContentNotFound,
+    ContentTooLarge,
+    FedtrailError,
+    HashMismatch,
+    InvalidCid,
+    InvalidUpdate,
+    NotAFile,
+)
+from fedtrail.ledger import Ledger, PrivacySpend, Submission, checksum
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.privacy import declared_micro
+from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.privacy import SUMMED, DpParams, InvalidPrivacy
 from fedtrail.protocol.terms import MAX_TERMS_BYTES, RoundTerms
 from fedtrail.storage.codec import default_max_bytes, read_update_meta
 from fedtrail.storage.store import ContentStore
 
-__all__ = ["PrivacyHistory", "UnbackedSpend"]
+__all__ = ["UNAVAILABLE_VERDICTS", "PrivacyHistory", "UnavailableSpend", "UnbackedSpend"]
+
+UNAVAILABLE_VERDICTS: frozenset[Reason] = frozenset(
+    {Reason.TAMPERED, Reason.MALFORMED, Reason.WITHHELD, Reason.PEER_REJECTED}
+)
+"""The reasons (posted on chain with weight 0) under which an earlier update the store does not
+give backs no spend (:class:`UnavailableSpend`): the round's scorers could not use it either.
+TAMPERED and MALFORMED are the aggregator's verdict (an update it could not fetch is MALFORMED,
+``update not retrievable``), WITHHELD the aggregator's drop of a weighted peer update it could
+not read back, PEER_REJECTED the validators' median (each scores an update it cannot read 0).
+Any other reason, a weighted update (which the aggregator and the validators pinned), or a round
+cancelled before it was valued (no verdict on chain) leaves a missing blob a store's state:
+UNREADABLE, not binding."""
+
+
+_NOT_GIVEN = (ContentNotFound, HashMismatch, InvalidCid, NotAFile, ContentTooLarge)
+"""The store's answers that say it does not give the blob, as the aggregator's reading of a
+round's own updates turns them into a verdict (MALFORMED or TAMPERED,
+:mod:`fedtrail.valuation.candidates`); any other ``StoreError`` (the store unreachable) is
+raised as it is, to be retried."""
 
 
 class UnbackedSpend(InvalidPrivacy):
@@ -31,6 +64,16 @@ class UnbackedSpend(InvalidPrivacy):
     hash-checked) carries no DP parameters or cannot be decoded: the composed total cannot be
     recomputed, and every reader who holds that blob finds the same (unlike a blob missing
     from one store, a ``StoreError``)."""
+
+
+class UnavailableSpend(InvalidPrivacy):
+    """An earlier spend of the site's was declared for an update that this reader's store does
+    not give and that its round's scorers already scored 0 as unusable on chain
+    (:data:`UNAVAILABLE_VERDICTS`): the site never showed anyone the DP parameters the spend
+    claims, so its composed total cannot be recomputed, and the verdict rests on the chain,
+    which every reader shares, not on this store alone. A reader whose store does give the
+    blob composes over it instead (so a dishonest aggregator that marks a readable update
+    unavailable is caught by every auditor who reads it, in that round and in each later one)."""
 
 
 class PrivacyHistory:
@@ -68,15 +111,26 @@ class PrivacyHistory:
 
     def params(self, round_id: int, site: str) -> DpParams | None:
         """The DP parameters in ``site``'s revealed update of ``round_id`` (None: it carries
-        none). Raises ``StoreError`` when the store does not give the blob (or the round's
-        terms) and :class:`InvalidPrivacy` when they cannot be read."""
+        none). Raises :class:`UnavailableSpend` when the store does not give the blob and the
+        chain scored the update 0 as unusable, ``StoreError`` when it does not give the blob
+        otherwise (or the round's terms), and :class:`InvalidPrivacy` when they cannot be
+        read."""
         key = (round_id, checksum(site))
         if key not in self._params:
             sub = self._ledger.get_submission(round_id, site)
             if sub is None or not sub.revealed:
                 raise InvalidPrivacy(f"{site} revealed no update in round {round_id}")
             spec = self._spec(round_id)
-            blob = self._store.get(sub.cid, sub.sha256, max_bytes=default_max_bytes(spec))
+            try:
+                blob = self._store.get(sub.cid, sub.sha256, max_bytes=default_max_bytes(spec))
+            except _NOT_GIVEN as exc:
+                if _scored_unavailable(sub):
+                    raise UnavailableSpend(
+                        f"round {round_id}'s update {sub.cid} of {site} declared a spend, was "
+                        f"scored 0 as {Reason(sub.reason).name} on chain and cannot be read "
+                        f"here ({exc}): the DP parameters it claims were never shown"
+                    ) from None
+                raise
             try:
                 meta = read_update_meta(blob, spec=spec, expected_round=round_id)
             except InvalidUpdate as exc:  # the hash-checked bytes: every holder reads the same
@@ -121,3 +175,9 @@ class PrivacyHistory:
             except (FedtrailError, TypeError, ValueError) as exc:
                 raise InvalidPrivacy(f"round {round_id}'s terms name no model: {exc}") from None
         return self._specs[round_id]
+
+
+def _scored_unavailable(sub: Submission) -> bool:
+    """Whether the chain holds a verdict that ``sub``'s scorers could not use it: weight 0 and
+    a reason in :data:`UNAVAILABLE_VERDICTS` (a round cancelled before valuation posts none)."""
+    return sub.weight == 0 and sub.reason in UNAVAILABLE_VERDICTS

@@ -21,7 +21,7 @@ from fedtrail.errors import FedtrailError
 from fedtrail.ledger import PrivacySpend, checksum
 from fedtrail.protocol.privacy import SUMMED, DpParams
 from fedtrail.protocol.terms import PrivacyTerms
-from fedtrail.storage.privacy_history import PrivacyHistory, UnbackedSpend
+from fedtrail.storage.privacy_history import PrivacyHistory, UnavailableSpend, UnbackedSpend
 
 __all__ = ["BINDING", "SpendVerdict", "Status", "check_spend", "declared_by_site"]
 
@@ -55,8 +55,19 @@ class Status:
     never be recomputed; were that
     UNREADABLE, every later declaration of the site would go unchecked and be paid
     (``scripts/attacks/a11_dp_unreadable_history.py``)."""
+    UNAVAILABLE_HISTORY = "EARLIER SPEND UNAVAILABLE"
+    """A ``"composed"`` update whose history holds a spend the site declared for an update
+    this reader's store does not give and that its round already scored 0 on chain as one its
+    scorers could not use (:data:`~fedtrail.storage.privacy_history.UNAVAILABLE_VERDICTS`: the
+    aggregator's MALFORMED ``not retrievable``, the validators' PEER_REJECTED, a WITHHELD drop):
+    the site revealed a DP update declaring a spend and never published it, so its composed
+    spend can never be recomputed; were that UNREADABLE, every later declaration of the site
+    would go unchecked and be paid (``a11_dp_unreadable_history.py withhold``). The verdict
+    rests on the chain, not on one store; a reader that does hold the blob composes over it."""
     UNREADABLE = "UNREADABLE"
-    """The blob, its round's terms, or its DP parameters could not be read or accounted."""
+    """The blob, its round's terms, or its DP parameters could not be read or accounted, and
+    no verdict on chain says the blob was unusable (a weighted update, a round cancelled
+    before it was valued): a store's state, not the site's."""
 
     PASSING = frozenset({AGREES, NOT_PRIVATE, NOT_READ})
 
@@ -69,13 +80,17 @@ BINDING: Final = frozenset(
         Status.LOOSE_DELTA,
         Status.DP_REQUIRED,
         Status.UNBACKED_HISTORY,
+        Status.UNAVAILABLE_HISTORY,
     }
 )
 """The statuses that score an update 0 (MALFORMED) at valuation, under terms whose
 ``dp_spend_check`` is on: each follows from the update's own blob, the chain and the terms.
 Not UNREADABLE: an earlier blob the composed rule needs may be missing from one store and not
 another, so that verdict is not the same for every reader (``audit privacy`` still fails it).
-UNBACKED_HISTORY is: it follows from the chain and a blob that was read."""
+UNBACKED_HISTORY is: it follows from the chain and a blob that was read. So is
+UNAVAILABLE_HISTORY: a missing earlier blob whose round the chain already records as scored 0
+for an update its scorers could not use; only a reader that holds the blob reads otherwise,
+and it composes over it (its verdict then follows from the blob)."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +163,8 @@ def check_spend(
         recomputed = history.expected_micro(site, round_id, params)
     except UnbackedSpend as exc:
         return SpendVerdict(Status.UNBACKED_HISTORY, str(exc), params)
+    except UnavailableSpend as exc:
+        return SpendVerdict(Status.UNAVAILABLE_HISTORY, str(exc), params)
     except FedtrailError as exc:  # InvalidPrivacy, StoreError: an earlier blob unreadable
         return SpendVerdict(
             Status.UNREADABLE,

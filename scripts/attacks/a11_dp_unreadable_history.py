@@ -11,14 +11,18 @@ training, and was paid a full share (0.250 in rounds 2 and 3, 3 micro-epsilon on
 a budget of 1 epsilon); its budget never bound. ``garbage`` does the same with an undecodable
 blob in round 1. Fixed: such a history is ``EARLIER SPEND UNBACKED``, which binds (the blob was
 read and hash-checked, so every holder finds the same): dp is MALFORMED every round, and
-``audit verify`` fails only ``privacy.spend`` (the site's own declarations). Still open
-(``withhold``): a round-1 blob the site never publishes (a store's state, UNREADABLE, not
-binding): paid 0.250 in rounds 2 and 3.
+``audit verify`` fails only ``privacy.spend`` (the site's own declarations). ``withhold``: a
+round-1 DP blob declaring 1 that the site never publishes (round 1 MALFORMED, not retrievable)
+was UNREADABLE in rounds 2 and 3 (a store's state, not binding) and paid 0.250 in each. Fixed:
+a missing earlier blob whose round scored it 0 on chain as unusable is ``EARLIER SPEND
+UNAVAILABLE``, which binds (the verdict is the chain's, the same for every reader): MALFORMED
+every round, ``audit verify`` fails only ``privacy.spend``. Still open: the same blob withheld
+in a round that is cancelled unvalued (no verdict on chain; see README, *Differential privacy*).
 
-usage: python attacks/a11_dp_unreadable_history.py [poison|control] [rounds]
+usage: python attacks/a11_dp_unreadable_history.py [poison|garbage|withhold|control] [rounds]
   poison: round 1 a plain reveal with a declared spend, then composed updates declaring 1
   garbage: round 1 an undecodable blob with a declared spend, then the same composed updates
-  withhold: round 1 a DP blob declaring 1 that the site never publishes (still open)
+  withhold: round 1 a DP blob declaring 1 that the site never publishes, then the same
   control: composed updates declaring 1 from round 1 (no poisoned history: DIFFERS, zeroed)
 """
 
