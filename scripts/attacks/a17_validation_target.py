@@ -13,10 +13,11 @@ Honest sites train as usual (IID shards of 150 images); the target is h0.
 Pool: the bundled validation and test splits (738 images, 367 of each class); round 1 uses
 the bundled validation split (270 images) in every mode.
 
-usage: python attacks/a17_validation_target.py MODE [rounds] [per_class]
+usage: python attacks/a17_validation_target.py MODE [rounds] [per_class] [target]
   target: the targeted subset from round 2 on (per_class default 40)
   random: a seeded random subset of the same size each round (control for the size)
   full: the bundled validation split every round (control)
+  target (4th argument): the site to demote (default h0)
 Prints each round's split (images, sha256 prefix) and h0's reason/score/weight and standing,
 then ``audit verify`` (public: no split is given).
 """
@@ -37,7 +38,7 @@ from fedtrail.storage.codec import decode_model, decode_update
 mode = sys.argv[1] if len(sys.argv) > 1 else "target"
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 per_class = int(sys.argv[3]) if len(sys.argv) > 3 else 40
-TARGET = "h0"
+TARGET = sys.argv[4] if len(sys.argv) > 4 else "h0"
 
 data = load_bundled()
 pool = ImageDataset(
