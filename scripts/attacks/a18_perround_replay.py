@@ -22,6 +22,7 @@ Prints per round the ally's reason/score/weight (FedAvg share of its data: 0), t
 """
 
 import sys
+from dataclasses import replace
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from harness import Site, run
@@ -48,9 +49,7 @@ def setup(fed, acct):
 
     def open_next():
         opened.append(1)
-        svc.settings = __import__("dataclasses").replace(
-            svc.settings, standing=len(opened) % 2 == 1
-        )
+        svc.settings = replace(svc.settings, standing=len(opened) % 2 == 1)
         return plain()
 
     svc.open_next = open_next

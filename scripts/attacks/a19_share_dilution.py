@@ -58,6 +58,12 @@ def syb(ctx):
 sites = [Site(f"h{i}", 150) for i in range(3)] + [Site("att", 150, strategy=att)]
 if mode == "dilute":
     sites.append(Site("syb", 0, strategy=syb, cap=150))
+
+
+def fmt(x):
+    return "None" if x is None else f"{x:+.4f}"
+
+
 res = run(sites, rounds=rounds)
 fed, store = res["fed"], res["store"]
 addr = {s.name: s.account.address for s in fed.sites}
@@ -71,14 +77,14 @@ for i, row in enumerate(res["results"], 1):
             r = row[nm]
             share = (st.get("normalised") or {}).get(addr[nm])
             after = (st.get("after") or {}).get(addr[nm])
-            fmt = (lambda x: "None" if x is None else f"{x:+.4f}")
             parts.append(
                 f"{nm} {r['reason']} score {r['score']:.3f} weight {r['weight']:.3f} "
                 f"share {fmt(share)} standing {fmt(after)}"
             )
     honest = [(st.get("normalised") or {}).get(addr[f"h{j}"]) for j in range(3)]
     print(
-        f"round {i}: " + "; ".join(parts)
+        f"round {i}: "
+        + "; ".join(parts)
         + f"; honest shares {[None if x is None else round(x, 4) for x in honest]}"
         + f"; global val AUC {doc['metrics']['after']['auc']:.4f}"
     )
