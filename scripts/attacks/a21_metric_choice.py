@@ -10,7 +10,9 @@ trains honestly in round 1, then sends its delta times -B (default 1) beside thr
 
 usage: python attacks/a21_metric_choice.py METRIC [METHOD] [rounds] [B]
   e.g. ``auc shapley 6``, ``loss shapley 6``, ``balanced_loss loo 6``; the default terms
-  (``balanced_loss shapley``) are a19's ``alone`` run
+  (``balanced_loss shapley``) are a19's ``alone`` run. B = -1 makes att honest (its delta
+  times +1): ``balanced_loss loo 6 -1`` is four honest sites under leave-one-out terms,
+  ``balanced_loss shapley 6 -1`` the same under the default terms (control)
 Prints att's reason/score/weight/standing per round and the global validation AUC, then
 ``audit verify``.
 """
