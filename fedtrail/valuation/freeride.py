@@ -99,6 +99,7 @@ def free_riders(
     norms_out: dict[str, float] | None = None,
     samples: Mapping[str, int] | None = None,
     size_power: float = 0.0,
+    reference_norms: Mapping[str, float] | None = None,
 ) -> dict[str, str]:
     """The free-riders among ``deltas`` (site -> update, address order), each with why, in the
     sites' order; ``references`` are earlier updates by label (a label starting with
@@ -108,13 +109,20 @@ def free_riders(
     :func:`~fedtrail.valuation.robust.robust_statistics` of the same updates. ``samples``: each
     site's claimed count; with ``size_power`` above 0 the floor against ``model_norm`` is
     ``min(1, n / median) ** size_power`` of itself for a site claiming ``n`` (the median of
-    ``samples`` over ``deltas``' sites). Raises ConfigError when the layouts differ."""
+    ``samples`` over ``deltas``' sites). ``reference_norms``: label -> a reference's norm as
+    this screen computed it in an earlier round (:attr:`~fedtrail.valuation.standing.History.
+    reference_norms`), taken instead of computing it again. Raises ConfigError when the layouts
+    differ."""
     if not deltas:
         return {}
     sites = list(deltas)
     labels = list(references)
+    known = {} if reference_norms is None else reference_norms
     try:
-        rows = Rows.of([*(deltas[s] for s in sites), *(references[r] for r in labels)])
+        rows = Rows.of(
+            [*(deltas[s] for s in sites), *(references[r] for r in labels)],
+            norms=[*(None for _ in sites), *(known.get(r) for r in labels)],
+        )
     except AggregationError as exc:
         raise ConfigError(f"cannot compare the updates with the earlier ones: {exc}") from exc
     norms = [rows.norm(i) for i in range(len(rows))]

@@ -110,6 +110,7 @@ class PeerVector:
             accumulated=self.history.accumulated,
             valued_rounds=self.history.valued_rounds,
             references=references,
+            reference_norms=self.history.reference_norms,
         )
 
 
@@ -207,16 +208,26 @@ def peer_vector(
             for c in candidates
             if c.delta is not None and c.status not in UNREADABLE and c.site not in unreadable
         }
+        # the norms the free-rider screen took of this round's updates (the robust statistics'
+        # norms are those), for its next round's screen of them as references
+        norms = {
+            reference_label(v.site, round_id): v.norm
+            for v in report.sites
+            if v.norm is not None and reference_label(v.site, round_id) in references
+        }
         # the references of the latest rounds stay, up to the terms' stale_rounds in all
         lag = (combiner or Combiner()).stale_rounds
         for label, delta in history.references.items():
             r = reference_round(label)
             if r is not None and round_id - lag < r < round_id:
                 references[label] = delta
+                if label in history.reference_norms:
+                    norms[label] = history.reference_norms[label]
         next_history = History(
             accumulated=dict(report.accumulated or {}),
             valued_rounds=history.valued_rounds + 1,
             references=references,
+            reference_norms=norms,
         )
     return PeerVector(
         validator=own,

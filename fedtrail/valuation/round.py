@@ -291,6 +291,7 @@ def _settle(
         model_norm=model_norm,
         min_model_ratio=MIN_UPDATE_TO_MODEL_NORM,
         norms_out=norms,
+        reference_norms=history.reference_norms,
         samples={c.site: c.num_samples for c in cands},
         size_power=comb.tiny_size_power,
     )

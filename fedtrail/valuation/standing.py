@@ -85,12 +85,19 @@ class History:
     round the warm-up (values computed and reported, not accumulated: the first round's models
     overshoot, so every update's value is mostly noise). ``references``: earlier updates a
     free-rider could resend, by a label naming them (a site's previous update, the last global
-    delta); see :mod:`fedtrail.valuation.freeride`.
+    delta); see :mod:`fedtrail.valuation.freeride`. ``reference_norms``: label -> the L2 norm
+    of that reference's trainable tensors exactly as the free-rider screen computed it in an
+    earlier round (:attr:`~fedtrail.valuation.rows.Rows.norms`; a peer validator chains its
+    own from its vector's report, :meth:`~fedtrail.valuation.PeerVector.next_history`): the
+    screen takes it instead of reading the reference again, and computes the norms of the
+    others. It must be that computation's value for the same tensors (the screen's verdicts
+    and details quote it); leave a label out when unsure.
     """
 
     accumulated: Mapping[str, float] = field(default_factory=_empty)
     valued_rounds: int = 0
     references: Mapping[str, Mapping[str, torch.Tensor]] = field(default_factory=_no_references)
+    reference_norms: Mapping[str, float] = field(default_factory=_empty)
 
     def __post_init__(self) -> None:
         r = self.valued_rounds

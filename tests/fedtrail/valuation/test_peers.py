@@ -6,6 +6,7 @@ its own shard of the bundled validation split, as a site does in a peer round.""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -200,6 +201,52 @@ def test_history_chains_from_the_previous_vector(
     reasons = {v.site: v.reason for v in unchained.report.sites}
     assert reasons[ADDRESSES[2]] is not Reason.FREE_RIDER
     assert reasons[ADDRESSES[3]] is not Reason.FREE_RIDER
+
+
+def test_the_chained_history_carries_the_screens_norms_of_its_references(
+    sites: RealSites, shards: list[ImageDataset]
+) -> None:
+    """A validator's next history holds, for each other site's update of the round, the norm
+    the free-rider screen computed (the screen of a later round takes it instead of reading
+    the reference again); its own update and the global delta have none, and the next round
+    scores the same bits as with every norm computed again."""
+    cands = _candidates(sites)
+    first = _vector(sites, 0, shards[0], cands, history=History())
+    assert first.history is not None
+    global_delta = {k: sum(d[k] for d in sites.deltas[:5]) / 5 for k in sites.deltas[0]}
+    chained = first.next_history(global_delta)
+    assert chained is not None
+    carried = chained.reference_norms
+    assert set(carried) == {f"{a}'s update of round 1" for a in ADDRESSES[1:]}
+    for label, norm in carried.items():  # each one the update's own norm
+        tensors = chained.references[label]
+        direct = torch.cat([t.to(torch.float64).reshape(-1) for t in tensors.values()])
+        assert norm == pytest.approx(float(direct.norm()), rel=1e-12)
+    state2 = {k: v + global_delta[k] for k, v in sites.global_state.items()}
+    round2 = _candidates(
+        sites, [sites.deltas[5], sites.deltas[6], *sites.deltas[2:4], global_delta]
+    )
+    with_norms = _vector(
+        sites, 0, shards[0], round2, history=chained, round_id=2, global_state=state2
+    )
+    recomputed = _vector(
+        sites,
+        0,
+        shards[0],
+        round2,
+        history=replace(chained, reference_norms={}),
+        round_id=2,
+        global_state=state2,
+    )
+    assert repr(with_norms.report) == repr(recomputed.report)
+    assert with_norms.scores == recomputed.scores
+    # the carried norms of round 1 stay with their references, round 2's join them
+    assert with_norms.history is not None and recomputed.history is not None
+    later = with_norms.history.reference_norms
+    assert {k: later[k] for k in carried} == dict(carried)
+    fresh = recomputed.history.reference_norms  # round 2's own, the same either way
+    assert fresh and {k: later[k] for k in fresh} == dict(fresh)
+    assert f"{ADDRESSES[1]}'s update of round 2" in later
 
 
 @pytest.mark.parametrize(
