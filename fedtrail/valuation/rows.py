@@ -24,7 +24,13 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from fedtrail.ml.aggregation import Source, deterministic_sum, plain_tensor, stack
+from fedtrail.ml.aggregation import (
+    Source,
+    deterministic_partials,
+    deterministic_sum,
+    plain_tensor,
+    stack,
+)
 
 __all__ = ["Rows"]
 
@@ -54,6 +60,7 @@ class Rows:
         self._views: list[list[F64]] = []  # per buffer, each tensor's part of it
         self._norms: list[float] | None = None
         self._known: list[float | None] | None = None  # given norms, None where not known
+        self._squares: dict[int, F64] = {}  # row -> its squares' partial sums, once computed
 
     @classmethod
     def of(
@@ -138,10 +145,21 @@ class Rows:
                 if known is not None:
                     self._norms.append(known)
                     continue
-                # widened, then squared in place: measured 25% faster than a casting product
-                buf = self.row(i)
-                self._norms.append(math.sqrt(deterministic_sum(np.multiply(buf, buf, out=buf))))
+                parts = self.square_partials(i)
+                self._norms.append(math.sqrt(math.fsum(parts.tolist())))
         return self._norms
+
+    def square_partials(self, i: int) -> F64:
+        """The 1024 partial sums of row ``i``'s squares
+        (:func:`~fedtrail.ml.aggregation.deterministic_partials`; their :func:`math.fsum` is
+        the square of its :attr:`norms` entry when that was computed here), computed once:
+        entry ``j`` sums the squares of the values ``j``, ``j + 1024``, ... of the row."""
+        parts = self._squares.get(i)
+        if parts is None:
+            # widened, then squared in place: measured 25% faster than a casting product
+            buf = self.row(i)
+            parts = self._squares[i] = deterministic_partials(np.multiply(buf, buf, out=buf))
+        return parts
 
     def norm(self, i: int) -> float:
         """Row ``i``'s entry of :attr:`norms`."""
