@@ -105,7 +105,8 @@ def free_riders(
     norms_out: dict[str, float] | None = None,
     samples: Mapping[str, int] | None = None,
     size_power: float = 0.0,
-    reference_norms: Mapping[str, float] | None = None,
+    reference_squares: Mapping[str, npt.NDArray[np.float64]] | None = None,
+    squares_out: dict[str, npt.NDArray[np.float64]] | None = None,
 ) -> dict[str, str]:
     """The free-riders among ``deltas`` (site -> update, address order), each with why, in the
     sites' order; ``references`` are earlier updates by label (a label starting with
@@ -115,25 +116,28 @@ def free_riders(
     :func:`~fedtrail.valuation.robust.robust_statistics` of the same updates. ``samples``: each
     site's claimed count; with ``size_power`` above 0 the floor against ``model_norm`` is
     ``min(1, n / median) ** size_power`` of itself for a site claiming ``n`` (the median of
-    ``samples`` over ``deltas``' sites). ``reference_norms``: label -> a reference's norm as
-    this screen computed it in an earlier round (:attr:`~fedtrail.valuation.standing.History.
-    reference_norms`), taken instead of computing it again. Raises ConfigError when the layouts
-    differ."""
+    ``samples`` over ``deltas``' sites). ``reference_squares``: label -> a reference's partial
+    sums of squares as this screen computed them in an earlier round
+    (:attr:`~fedtrail.valuation.standing.History.reference_squares`), taken instead of reading
+    the reference again; ``squares_out``, when given, receives each site's. Raises ConfigError
+    when the layouts differ."""
     if not deltas:
         return {}
     sites = list(deltas)
     labels = list(references)
-    known = {} if reference_norms is None else reference_norms
+    known = {} if reference_squares is None else reference_squares
     try:
         rows = Rows.of(
             [*(deltas[s] for s in sites), *(references[r] for r in labels)],
-            norms=[*(None for _ in sites), *(known.get(r) for r in labels)],
+            squares=[*(None for _ in sites), *(known.get(r) for r in labels)],
         )
     except AggregationError as exc:
         raise ConfigError(f"cannot compare the updates with the earlier ones: {exc}") from exc
     norms = [rows.norm(i) for i in range(len(rows))]
     if norms_out is not None:
         norms_out.update(zip(sites, norms, strict=False))
+    if squares_out is not None:
+        squares_out.update((s, rows.square_partials(i)) for i, s in enumerate(sites))
     maybe = _maybe_stale(rows, len(sites), norms, stale_cosine, stale_distance)
     own = sorted(norms[: len(sites)])
     # the lower median: with two updates, a huge one must not make the other look tiny

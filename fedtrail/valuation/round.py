@@ -278,6 +278,7 @@ def _settle(
     stats = ctx.spec.statistic_names()
     model_norm = _norm(without_statistics(ctx.global_state, stats))
     norms: dict[str, float] = {}  # the usable updates' norms, for the robust statistics
+    squares: dict[str, npt.NDArray[np.float64]] = {}  # their partial sums, for the next round
     riders = free_riders(
         {
             c.site: without_statistics(c.delta, stats)
@@ -291,7 +292,8 @@ def _settle(
         model_norm=model_norm,
         min_model_ratio=MIN_UPDATE_TO_MODEL_NORM,
         norms_out=norms,
-        reference_norms=history.reference_norms,
+        reference_squares=history.reference_squares,
+        squares_out=squares,
         samples={c.site: c.num_samples for c in cands},
         size_power=comb.tiny_size_power,
     )
@@ -327,7 +329,13 @@ def _settle(
     previous = dict(history.accumulated)
     if not passers:
         sites = comb.settle(cands, robust, {}, previous, method=None)
-        return RoundValuation(sites=sites, method=None, combiner=comb, accumulated=previous)
+        return RoundValuation(
+            sites=sites,
+            method=None,
+            combiner=comb,
+            accumulated=previous,
+            square_partials=squares,
+        )
     if harm_utility is not None and harm_utility.players == tuple(c.site for c in passers):
         utility = harm_utility  # the same players: the same coalition models
     else:
@@ -358,6 +366,7 @@ def _settle(
         combiner=comb,
         accumulated=accumulated,
         normalised=normalised,
+        square_partials=squares,
     )
 
 

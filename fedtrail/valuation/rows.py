@@ -59,7 +59,6 @@ class Rows:
         self._buffers: list[F64] = []
         self._views: list[list[F64]] = []  # per buffer, each tensor's part of it
         self._norms: list[float] | None = None
-        self._known: list[float | None] | None = None  # given norms, None where not known
         self._squares: dict[int, F64] = {}  # row -> its squares' partial sums, once computed
 
     @classmethod
@@ -67,7 +66,8 @@ class Rows:
         cls,
         deltas: Sequence[Mapping[str, torch.Tensor]],
         *,
-        norms: Sequence[float | None] | None = None,
+        norms: Sequence[float] | None = None,
+        squares: Sequence[F64 | None] | None = None,
     ) -> Rows:
         """The rows of ``deltas`` as :func:`~fedtrail.ml.aggregation.stack` lays them out (the
         first delta's key order). Raises stack's AggregationError when it would: differing
@@ -76,11 +76,15 @@ class Rows:
         first one's names and shapes, and every row's norm is finite (the usual case; a NaN or
         an infinity makes its row's norm non-finite, so this is the finiteness check too);
         otherwise stacks them. ``norms``: every row's :attr:`norms` entry when the caller has
-        them from a :class:`Rows` of the same tensors (one per delta; None where not known: that
-        row's norm is computed), not computed again."""
+        them from a :class:`Rows` of the same tensors (one per delta), not computed again.
+        ``squares``: per delta, its :meth:`square_partials` when the caller has them from a
+        :class:`Rows` of the same tensors (None where not), not computed again (its norm is
+        then theirs, the same bits)."""
         rows = cls._in_place(deltas)
         if rows is not None and norms is not None and len(norms) == len(rows):
-            rows._known = [None if n is None else float(n) for n in norms]
+            rows._norms = [float(n) for n in norms]
+        if rows is not None and squares is not None and len(squares) == len(rows):
+            rows._squares = {i: p for i, p in enumerate(squares) if p is not None}
         if rows is not None and all(math.isfinite(n) for n in rows.norms):
             return rows
         st = stack(deltas)
@@ -141,10 +145,6 @@ class Rows:
         if self._norms is None:
             self._norms = []
             for i in range(len(self)):
-                known = None if self._known is None else self._known[i]
-                if known is not None:
-                    self._norms.append(known)
-                    continue
                 parts = self.square_partials(i)
                 self._norms.append(math.sqrt(math.fsum(parts.tolist())))
         return self._norms

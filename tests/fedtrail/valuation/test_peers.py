@@ -203,30 +203,35 @@ def test_history_chains_from_the_previous_vector(
     assert reasons[ADDRESSES[3]] is not Reason.FREE_RIDER
 
 
-def test_the_chained_history_carries_the_screens_norms_of_its_references(
+def test_the_chained_history_carries_the_screens_squares_of_its_references(
     sites: RealSites, shards: list[ImageDataset]
 ) -> None:
-    """A validator's next history holds, for each other site's update of the round, the norm
-    the free-rider screen computed (the screen of a later round takes it instead of reading
-    the reference again); its own update and the global delta have none, and the next round
-    scores the same bits as with every norm computed again."""
+    """A validator's next history holds, for each other site's update of the round, the partial
+    sums of squares the free-rider screen computed (a later round's screen takes them instead
+    of reading the reference again); its own update and the global delta have none, and the
+    next round scores the same bits as with every one computed again."""
     cands = _candidates(sites)
     first = _vector(sites, 0, shards[0], cands, history=History())
     assert first.history is not None
     global_delta = {k: sum(d[k] for d in sites.deltas[:5]) / 5 for k in sites.deltas[0]}
     chained = first.next_history(global_delta)
     assert chained is not None
-    carried = chained.reference_norms
+    carried = chained.reference_squares
     assert set(carried) == {f"{a}'s update of round 1" for a in ADDRESSES[1:]}
-    for label, norm in carried.items():  # each one the update's own norm
-        tensors = chained.references[label]
-        direct = torch.cat([t.to(torch.float64).reshape(-1) for t in tensors.values()])
-        assert norm == pytest.approx(float(direct.norm()), rel=1e-12)
+    for label, parts in carried.items():  # each one the update's own squares, by group
+        flat = torch.cat(
+            [t.to(torch.float64).reshape(-1) for t in chained.references[label].values()]
+        )
+        padded = torch.zeros(-(-flat.numel() // 1024) * 1024, dtype=torch.float64)
+        padded[: flat.numel()] = flat
+        groups = (padded.reshape(-1, 1024) ** 2).sum(dim=0).numpy()
+        assert parts.shape == (1024,)
+        np.testing.assert_allclose(parts, groups, rtol=1e-12, atol=0.0)
     state2 = {k: v + global_delta[k] for k, v in sites.global_state.items()}
     round2 = _candidates(
         sites, [sites.deltas[5], sites.deltas[6], *sites.deltas[2:4], global_delta]
     )
-    with_norms = _vector(
+    with_squares = _vector(
         sites, 0, shards[0], round2, history=chained, round_id=2, global_state=state2
     )
     recomputed = _vector(
@@ -234,19 +239,20 @@ def test_the_chained_history_carries_the_screens_norms_of_its_references(
         0,
         shards[0],
         round2,
-        history=replace(chained, reference_norms={}),
+        history=replace(chained, reference_squares={}),
         round_id=2,
         global_state=state2,
     )
-    assert repr(with_norms.report) == repr(recomputed.report)
-    assert with_norms.scores == recomputed.scores
-    # the carried norms of round 1 stay with their references, round 2's join them
-    assert with_norms.history is not None and recomputed.history is not None
-    later = with_norms.history.reference_norms
-    assert {k: later[k] for k in carried} == dict(carried)
-    fresh = recomputed.history.reference_norms  # round 2's own, the same either way
-    assert fresh and {k: later[k] for k in fresh} == dict(fresh)
-    assert f"{ADDRESSES[1]}'s update of round 2" in later
+    assert repr(with_squares.report) == repr(recomputed.report)
+    assert with_squares.scores == recomputed.scores
+    by_site = {v.site: v for v in with_squares.report.sites}
+    assert by_site[ADDRESSES[2]].reason is Reason.FREE_RIDER  # resent: the screen decided
+    # round 1's stay with their references, round 2's join them, the same either way
+    assert with_squares.history is not None and recomputed.history is not None
+    later = with_squares.history.reference_squares
+    assert all(later[k] is carried[k] for k in carried)
+    fresh = recomputed.history.reference_squares
+    assert fresh and all(np.array_equal(later[k], fresh[k]) for k in fresh)
 
 
 @pytest.mark.parametrize(
