@@ -73,8 +73,9 @@ def capture(sites: int, seed: int, val_shards: _sim.ValShards) -> list[dict[str,
     return calls
 
 
-def wrap(owner: Any, name: str, label: str, totals: dict[str, float]) -> None:
-    """Replace ``owner.name`` with a wrapper adding its CPU seconds to ``totals[label]``."""
+def wrap(owner: Any, name: str, label: str, totals: dict[str, float]) -> Callable[..., Any]:
+    """Replace ``owner.name`` with a wrapper adding its CPU seconds to ``totals[label]``;
+    returns the original (put it back with ``setattr``)."""
     inner: Callable[..., Any] = getattr(owner, name)
 
     def timed(*args: Any, **kwargs: Any) -> Any:
@@ -85,6 +86,7 @@ def wrap(owner: Any, name: str, label: str, totals: dict[str, float]) -> None:
             totals[label] += time.process_time() - c0
 
     setattr(owner, name, timed)
+    return inner
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,22 +110,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"site {args.site} did not validate round {args.round}", file=sys.stderr)
         return 1
     totals: dict[str, float] = collections.defaultdict(float)
-    for name in PARTS:
-        wrap(round_mod, name, name.lstrip("_"), totals)
-    for name in ("__init__", "linearised", "__call__"):
-        wrap(CoalitionUtility, name, f"CoalitionUtility.{name}", totals)
-    for name in ("screen", "settle"):
-        wrap(Combiner, name, f"Combiner.{name}", totals)
+    targets = [(round_mod, name, name.lstrip("_")) for name in PARTS]
+    targets += [
+        (CoalitionUtility, name, f"CoalitionUtility.{name}")
+        for name in ("__init__", "linearised", "__call__")
+    ]
+    targets += [(Combiner, name, f"Combiner.{name}") for name in ("screen", "settle")]
+    originals = [(owner, name, wrap(owner, name, label, totals)) for owner, name, label in targets]
     load = os.getloadavg()[0]
     total = 0.0
-    for _ in range(args.repeats):
-        c0 = time.process_time()
-        try:
+    try:
+        for _ in range(args.repeats):
+            c0 = time.process_time()
             peers_mod.peer_vector(**calls[0])
-        except UnfitValidation:
-            print(f"site {args.site} abstains (one class in its split)", file=sys.stderr)
-            return 1
-        total += time.process_time() - c0
+            total += time.process_time() - c0
+    except UnfitValidation:
+        print(f"site {args.site} abstains (one class in its split)", file=sys.stderr)
+        return 1
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
     n = args.repeats
     images = len(calls[0]["validation"])
     print(
