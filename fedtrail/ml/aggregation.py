@@ -53,6 +53,7 @@ __all__ = [
     "apply_delta",
     "coordinate_median",
     "deterministic_dot",
+    "deterministic_partials",
     "deterministic_sum",
     "median_rows",
     "multi_krum",
@@ -83,23 +84,32 @@ def deterministic_sum(v: F64) -> float:
     """Sum of a 1-D float64 array that is the same bit for bit on every machine.
 
     The array is cut into 1024-wide blocks (zero-padded) that are added element-wise, block
-    after block, and the 1024 partial sums are added with :func:`math.fsum` (exactly rounded).
+    after block, and the 1024 partial sums (:func:`deterministic_partials`) are added with
+    :func:`math.fsum` (exactly rounded).
     """
     a = np.ascontiguousarray(v, dtype=np.float64).ravel()
     if a.size == 0:
         return 0.0
+    return math.fsum(deterministic_partials(a).tolist())
+
+
+def deterministic_partials(v: F64) -> F64:
+    """The 1024 partial sums :func:`deterministic_sum` adds (a fresh array): entry ``j`` is the
+    sum of ``v[j]``, ``v[j + 1024]``, ``v[j + 2048]``, ... in that order (zeros past the end;
+    all zeros for an empty ``v``)."""
+    a = np.ascontiguousarray(v, dtype=np.float64).ravel()
     full, tail = divmod(a.size, _BLOCK)
     if not full:
-        acc = np.zeros(_BLOCK, dtype=np.float64)
-        acc[:tail] = a
-        return math.fsum(acc.tolist())
+        padded: F64 = np.zeros(_BLOCK, dtype=np.float64)
+        padded[:tail] = a
+        return padded
     # numpy reduces a C-ordered (rows, 1024) array over axis 0 row after row, the same
     # additions in the same order as a Python loop over the blocks, in one call
-    acc = np.add.reduce(a[: full * _BLOCK].reshape(full, _BLOCK), axis=0)
+    acc: F64 = np.add.reduce(a[: full * _BLOCK].reshape(full, _BLOCK), axis=0)
     if tail:  # the zero-padded last block, padding included (0.0 turns a -0.0 into 0.0)
         acc[:tail] += a[full * _BLOCK :]
         acc[tail:] += 0.0
-    return math.fsum(acc.tolist())
+    return acc
 
 
 def deterministic_dot(a: F64, b: F64) -> float:

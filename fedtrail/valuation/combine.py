@@ -42,6 +42,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import numpy as np
+import numpy.typing as npt
+
 from fedtrail.errors import ConfigError
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.weights import SCORE_SCALE
@@ -576,6 +579,12 @@ class RoundValuation:
     """With a :class:`~fedtrail.valuation.standing.History`: every site's accumulated value after
     this round (the previous ones plus this round's normalised values), for the next round's
     history and the round log; None without one."""
+    square_partials: dict[str, npt.NDArray[np.float64]] | None = field(
+        default=None, repr=False, compare=False
+    )
+    """With a history: site -> the free-rider screen's partial sums of the squares of its
+    update's trainable values (:meth:`~fedtrail.valuation.rows.Rows.square_partials`), for the
+    screen of a later round that holds the update as a reference; None without one."""
     normalised: dict[str, float] | None = None
     """This round's normalised values as accumulated (None: not accumulated — the warm-up round,
     no history, or a round whose values are all zero)."""

@@ -110,6 +110,7 @@ class PeerVector:
             accumulated=self.history.accumulated,
             valued_rounds=self.history.valued_rounds,
             references=references,
+            reference_squares=self.history.reference_squares,
         )
 
 
@@ -207,16 +208,26 @@ def peer_vector(
             for c in candidates
             if c.delta is not None and c.status not in UNREADABLE and c.site not in unreadable
         }
+        # the partial sums of squares the free-rider screen took of this round's updates, for
+        # its next round's screen of them as references
+        squares = {
+            reference_label(site, round_id): parts
+            for site, parts in (report.square_partials or {}).items()
+            if reference_label(site, round_id) in references
+        }
         # the references of the latest rounds stay, up to the terms' stale_rounds in all
         lag = (combiner or Combiner()).stale_rounds
         for label, delta in history.references.items():
             r = reference_round(label)
             if r is not None and round_id - lag < r < round_id:
                 references[label] = delta
+                if label in history.reference_squares:
+                    squares[label] = history.reference_squares[label]
         next_history = History(
             accumulated=dict(report.accumulated or {}),
             valued_rounds=history.valued_rounds + 1,
             references=references,
+            reference_squares=squares,
         )
     return PeerVector(
         validator=own,

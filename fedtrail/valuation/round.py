@@ -278,6 +278,7 @@ def _settle(
     stats = ctx.spec.statistic_names()
     model_norm = _norm(without_statistics(ctx.global_state, stats))
     norms: dict[str, float] = {}  # the usable updates' norms, for the robust statistics
+    squares: dict[str, npt.NDArray[np.float64]] = {}  # their partial sums, for the next round
     riders = free_riders(
         {
             c.site: without_statistics(c.delta, stats)
@@ -291,6 +292,8 @@ def _settle(
         model_norm=model_norm,
         min_model_ratio=MIN_UPDATE_TO_MODEL_NORM,
         norms_out=norms,
+        reference_squares=history.reference_squares,
+        squares_out=squares,
         samples={c.site: c.num_samples for c in cands},
         size_power=comb.tiny_size_power,
     )
@@ -305,6 +308,7 @@ def _settle(
                 for c in cands
             ],
             scale=model_norm,
+            known_norms=norms,
         ),
     )
     harm_utility = None  # the harm check's, which knows the global model's utility
@@ -325,7 +329,13 @@ def _settle(
     previous = dict(history.accumulated)
     if not passers:
         sites = comb.settle(cands, robust, {}, previous, method=None)
-        return RoundValuation(sites=sites, method=None, combiner=comb, accumulated=previous)
+        return RoundValuation(
+            sites=sites,
+            method=None,
+            combiner=comb,
+            accumulated=previous,
+            square_partials=squares,
+        )
     if harm_utility is not None and harm_utility.players == tuple(c.site for c in passers):
         utility = harm_utility  # the same players: the same coalition models
     else:
@@ -356,6 +366,7 @@ def _settle(
         combiner=comb,
         accumulated=accumulated,
         normalised=normalised,
+        square_partials=squares,
     )
 
 
@@ -467,22 +478,45 @@ def _norm(tensors: Mapping[str, torch.Tensor]) -> float:
     )
 
 
+KNOWN_NORM_MARGIN: Final = 1e-6
+"""Relative margin by which :func:`_oversized` trusts another exact-to-rounding computation of
+an update's norm to clear :data:`MAX_UPDATE_TO_MODEL_NORM`: the free-rider screen's
+:attr:`~fedtrail.valuation.rows.Rows.norms` and :func:`_norm` sum the same exactly squared
+float32 values in float64 in two orders, so they differ by at most ``width * 2**-53``
+relative (about 1e-11 for SmallCNN), far inside it, while no square underflows."""
+
+
 def _oversized(
-    ctx: ValuationContext, cands: list[Candidate], *, scale: float | None = None
+    ctx: ValuationContext,
+    cands: list[Candidate],
+    *,
+    scale: float | None = None,
+    known_norms: Mapping[str, float] | None = None,
 ) -> list[Candidate]:
     """OUTLIER_NORM for a usable update larger than :data:`MAX_UPDATE_TO_MODEL_NORM` times the
     global model (data-free; a zero global model has no scale and bounds nothing), both on
     their trainable parameters: running statistics move with the data, not with learning
     (:mod:`~fedtrail.valuation.robust`). ``scale``: that norm of the global model when the
-    caller has it (:func:`_norm` of its trainable parameters)."""
+    caller has it (:func:`_norm` of its trainable parameters). ``known_norms``: site -> the
+    norm of the same tensors as the free-rider screen computed it (``free_riders``'
+    ``norms_out``); an update whose known norm is below the limit by more than
+    :data:`KNOWN_NORM_MARGIN` is not oversized, and :func:`_norm` is computed only for the
+    others (its value decides and is quoted, as before: the same verdicts and details)."""
     stats = ctx.spec.statistic_names()
     if scale is None:
         scale = _norm(without_statistics(ctx.global_state, stats))
     if scale == 0.0:
         return cands
+    # a scale below 1e-100 could leave the known norms' squares in float64's underflow range,
+    # where the margin does not hold: every ratio is then computed exactly
+    clear = MAX_UPDATE_TO_MODEL_NORM * scale * (1.0 - KNOWN_NORM_MARGIN) if scale > 1e-100 else 0.0
     what = "norm of its trainable parameters" if stats else "norm"
     out = []
     for c in cands:
+        known = None if known_norms is None else known_norms.get(c.site)
+        if known is not None and 0.0 <= known < clear:
+            out.append(c)  # certainly within the limit: the exact ratio is below it too
+            continue
         if c.usable and c.delta is not None:
             ratio = _norm(without_statistics(c.delta, stats)) / scale
             if ratio > MAX_UPDATE_TO_MODEL_NORM:

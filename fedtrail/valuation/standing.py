@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 from fedtrail.errors import ConfigError
@@ -76,6 +78,10 @@ def _no_references() -> Mapping[str, Mapping[str, torch.Tensor]]:
     return MappingProxyType({})
 
 
+def _no_squares() -> Mapping[str, npt.NDArray[np.float64]]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class History:
     """What a round's valuation carries over from the earlier rounds.
@@ -85,12 +91,20 @@ class History:
     round the warm-up (values computed and reported, not accumulated: the first round's models
     overshoot, so every update's value is mostly noise). ``references``: earlier updates a
     free-rider could resend, by a label naming them (a site's previous update, the last global
-    delta); see :mod:`fedtrail.valuation.freeride`.
+    delta); see :mod:`fedtrail.valuation.freeride`. ``reference_squares``: label -> the 1024
+    partial sums of the squares of that reference's trainable values exactly as the free-rider
+    screen computed them in an earlier round (:meth:`~fedtrail.valuation.rows.Rows.
+    square_partials`; a peer validator chains its own from its vector's report,
+    :meth:`~fedtrail.valuation.PeerVector.next_history`): the screen takes them (and the norm
+    they give) instead of reading the reference again, and computes those of the others. They
+    must be that computation's values for the same tensors (the screen's verdicts and details
+    quote the norm); leave a label out when unsure.
     """
 
     accumulated: Mapping[str, float] = field(default_factory=_empty)
     valued_rounds: int = 0
     references: Mapping[str, Mapping[str, torch.Tensor]] = field(default_factory=_no_references)
+    reference_squares: Mapping[str, npt.NDArray[np.float64]] = field(default_factory=_no_squares)
 
     def __post_init__(self) -> None:
         r = self.valued_rounds

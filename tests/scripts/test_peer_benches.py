@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
 
 import accuracy
+import peer_replay
 import peer_validators
 from _sim import RoundRecord, SimResult
 
@@ -151,3 +152,20 @@ def test_timing_names_its_validation_shards_and_clock(
     assert "(cpu clock, proportional validation shards)" in printed
     assert "load average" in printed
     assert rc == (0 if "0 missed" in printed else 1)
+
+
+def test_peer_replay_splits_one_validators_round_and_unwraps(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import fedtrail.valuation.round as round_mod
+
+    before = round_mod.free_riders
+    rc = peer_replay.main(["--sites", "5", "--site", "0", "--round", "2", "--repeats", "2"])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "site 0, round 2" in printed and "2 replays" in printed
+    assert "free_riders" in printed and "CoalitionUtility.linearised" in printed
+    assert round_mod.free_riders is before  # the product's functions are put back
+    # a validator whose split holds one class abstains: no split to print
+    assert peer_replay.main(["--sites", "5", "--site", "3", "--round", "2", "--repeats", "1"]) == 1
+    assert round_mod.free_riders is before

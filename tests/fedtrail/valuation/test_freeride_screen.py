@@ -13,6 +13,7 @@ import torch
 
 from fedtrail.ml.aggregation import deterministic_dot
 from fedtrail.valuation.freeride import free_riders
+from fedtrail.valuation.rows import Rows
 
 Delta = dict[str, torch.Tensor]
 SHAPES = {"conv.weight": (7, 3, 5, 5), "conv.bias": (7,), "fc.weight": (10, 131), "fc.bias": (10,)}
@@ -156,3 +157,26 @@ def test_model_norm_rule_and_no_references() -> None:
     assert any("global model" in r for r in expected.values())
     assert free_riders(deltas, references, **rule, **extra) == expected
     assert free_riders(deltas, {}, **rule) == reference_rule(deltas, {}, **rule)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_unrelated_updates_are_settled_by_the_groups_bound_without_the_gram(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No update near a copy of a reference: the groups' Cauchy-Schwarz bound rules out every
+    pair, so the Gram matrix is never computed, and the decisions are the plain rule's."""
+    deltas, references, _ = _round(seed)
+    honest = {s: d for s, d in deltas.items() if int(s[1:]) % 4 == 0}
+    assert len(honest) == 3
+    rule = {"min_norm_ratio": 0.01, "stale_cosine": 0.9999, "stale_distance": 0.01}
+    expected = reference_rule(honest, references, **rule)
+
+    def no_gram(*args: object) -> None:
+        raise AssertionError("the Gram matrix was computed")
+
+    monkeypatch.setattr(Rows, "gram", no_gram)
+    assert free_riders(honest, references, **rule) == expected
+    # a copy among them cannot be settled by the bound: the Gram (here refused) is consulted
+    copied = {**honest, "copy": references["s2's update of round 3"]}
+    with pytest.raises(AssertionError, match="Gram matrix"):
+        free_riders(copied, references, **rule)

@@ -6,6 +6,7 @@ its own shard of the bundled validation split, as a site does in a peer round.""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -200,6 +201,58 @@ def test_history_chains_from_the_previous_vector(
     reasons = {v.site: v.reason for v in unchained.report.sites}
     assert reasons[ADDRESSES[2]] is not Reason.FREE_RIDER
     assert reasons[ADDRESSES[3]] is not Reason.FREE_RIDER
+
+
+def test_the_chained_history_carries_the_screens_squares_of_its_references(
+    sites: RealSites, shards: list[ImageDataset]
+) -> None:
+    """A validator's next history holds, for each other site's update of the round, the partial
+    sums of squares the free-rider screen computed (a later round's screen takes them instead
+    of reading the reference again); its own update and the global delta have none, and the
+    next round scores the same bits as with every one computed again."""
+    cands = _candidates(sites)
+    first = _vector(sites, 0, shards[0], cands, history=History())
+    assert first.history is not None
+    global_delta = {k: sum(d[k] for d in sites.deltas[:5]) / 5 for k in sites.deltas[0]}
+    chained = first.next_history(global_delta)
+    assert chained is not None
+    carried = chained.reference_squares
+    assert set(carried) == {f"{a}'s update of round 1" for a in ADDRESSES[1:]}
+    for label, parts in carried.items():  # each one the update's own squares, by group
+        flat = torch.cat(
+            [t.to(torch.float64).reshape(-1) for t in chained.references[label].values()]
+        )
+        padded = torch.zeros(-(-flat.numel() // 1024) * 1024, dtype=torch.float64)
+        padded[: flat.numel()] = flat
+        groups = (padded.reshape(-1, 1024) ** 2).sum(dim=0).numpy()
+        assert parts.shape == (1024,)
+        np.testing.assert_allclose(parts, groups, rtol=1e-12, atol=0.0)
+    state2 = {k: v + global_delta[k] for k, v in sites.global_state.items()}
+    round2 = _candidates(
+        sites, [sites.deltas[5], sites.deltas[6], *sites.deltas[2:4], global_delta]
+    )
+    with_squares = _vector(
+        sites, 0, shards[0], round2, history=chained, round_id=2, global_state=state2
+    )
+    recomputed = _vector(
+        sites,
+        0,
+        shards[0],
+        round2,
+        history=replace(chained, reference_squares={}),
+        round_id=2,
+        global_state=state2,
+    )
+    assert repr(with_squares.report) == repr(recomputed.report)
+    assert with_squares.scores == recomputed.scores
+    by_site = {v.site: v for v in with_squares.report.sites}
+    assert by_site[ADDRESSES[2]].reason is Reason.FREE_RIDER  # resent: the screen decided
+    # round 1's stay with their references, round 2's join them, the same either way
+    assert with_squares.history is not None and recomputed.history is not None
+    later = with_squares.history.reference_squares
+    assert all(later[k] is carried[k] for k in carried)
+    fresh = recomputed.history.reference_squares
+    assert fresh and all(np.array_equal(later[k], fresh[k]) for k in fresh)
 
 
 @pytest.mark.parametrize(

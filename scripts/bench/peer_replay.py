@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Where one validator's peer scoring time goes, part by part (issue 14's time bar).
+
+    .venv/bin/python scripts/bench/peer_replay.py [--sites 10] [--site 6] [--round 2]
+        [--repeats 30] [--val-shards dirichlet] [--seed 0] [--threads 1]
+
+Runs the peer-mode federation of ``peer_validators.py``'s timing (``--sites`` sites, alpha 1,
+every site a validator, two rounds), keeping every validator's :func:`~fedtrail.valuation.
+peer_vector` arguments; then replays site ``--site``'s call of round ``--round`` ``--repeats``
+times with the product's own functions wrapped in place (``fedtrail.valuation.round``'s module
+globals, :class:`~fedtrail.valuation.utility.CoalitionUtility` and ``Combiner`` methods), and
+prints the mean CPU milliseconds per call of each (inclusive: a nested wrapped call counts in
+both), the total first. Round 1 is the warm-up (its harm check adds a gradient pass at the
+global model; no free-rider references); later rounds are the steady state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import _sim
+import torch
+
+import fedtrail.valuation.peers as peers_mod
+import fedtrail.valuation.round as round_mod
+from fedtrail.ml.datasets import load_bundled
+from fedtrail.valuation.combine import Combiner
+from fedtrail.valuation.peers import UnfitValidation
+from fedtrail.valuation.utility import CoalitionUtility
+
+PARTS = (
+    "_prechecked",
+    "free_riders",
+    "_oversized",
+    "_broken",
+    "_harmful",
+    "robust_statistics",
+    "_play",
+    "_norm",
+)
+
+
+def capture(sites: int, seed: int, val_shards: _sim.ValShards) -> list[dict[str, Any]]:
+    """Every validator's peer_vector arguments of the timing federation, in call order."""
+    calls: list[dict[str, Any]] = []
+    original = _sim.peer_vector
+
+    def keep(**kwargs: Any) -> Any:
+        calls.append(dict(kwargs))
+        return original(**kwargs)
+
+    _sim.peer_vector = keep
+    try:
+        splits = load_bundled()
+        config = _sim.SimConfig(
+            sites=sites,
+            rounds=2,
+            alpha=1.0,
+            min_size=min(50, len(splits.train) // (2 * sites)),
+            seed=seed,
+            valuation_mode="peers",
+            validation_shards=val_shards,
+        )
+        _sim.run_method("valuation", config, splits)
+    finally:
+        _sim.peer_vector = original
+    return calls
+
+
+def wrap(owner: Any, name: str, label: str, totals: dict[str, float]) -> Callable[..., Any]:
+    """Replace ``owner.name`` with a wrapper adding its CPU seconds to ``totals[label]``;
+    returns the original (put it back with ``setattr``)."""
+    inner: Callable[..., Any] = getattr(owner, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        c0 = time.process_time()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            totals[label] += time.process_time() - c0
+
+    setattr(owner, name, timed)
+    return inner
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sites", type=int, default=10)
+    parser.add_argument("--site", type=int, default=6, help="the validator's site index")
+    parser.add_argument("--round", type=int, default=2, choices=(1, 2))
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--val-shards", choices=("dirichlet", "proportional"), default="dirichlet")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    address = _sim.peer_address(args.site)
+    calls = [
+        c
+        for c in capture(args.sites, args.seed, args.val_shards)
+        if c["validator"] == address and c["round_id"] == args.round
+    ]
+    if not calls or len(calls[0]["validation"]) == 0:
+        print(f"site {args.site} did not validate round {args.round}", file=sys.stderr)
+        return 1
+    totals: dict[str, float] = collections.defaultdict(float)
+    targets = [(round_mod, name, name.lstrip("_")) for name in PARTS]
+    targets += [
+        (CoalitionUtility, name, f"CoalitionUtility.{name}")
+        for name in ("__init__", "linearised", "__call__")
+    ]
+    targets += [(Combiner, name, f"Combiner.{name}") for name in ("screen", "settle")]
+    originals = [(owner, name, wrap(owner, name, label, totals)) for owner, name, label in targets]
+    load = os.getloadavg()[0]
+    total = 0.0
+    try:
+        for _ in range(args.repeats):
+            c0 = time.process_time()
+            peers_mod.peer_vector(**calls[0])
+            total += time.process_time() - c0
+    except UnfitValidation:
+        print(f"site {args.site} abstains (one class in its split)", file=sys.stderr)
+        return 1
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+    n = args.repeats
+    images = len(calls[0]["validation"])
+    print(
+        f"site {args.site}, round {args.round}, {images} validation images, {n} replays, "
+        f"load {load:.1f}: {total / n * 1e3:.2f} ms CPU per call"
+    )
+    for label, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"  {label:30s} {seconds / n * 1e3:7.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
