@@ -7,8 +7,9 @@ claims 150 * f and sends its delta * b.
 
 Prints each round's weights and, for the global step g (the new global model minus the start),
 the share of g along the attacker's own (unboosted) delta: ``pull`` = <g, b d_att> w_att /
-<g, g>, i.e. how much of the global step the attacker's term makes up; FedAvg for its data is
-0.25 of the weight and about 0.25 of the step (without BIG).
+<g, g>, i.e. how much of the global step the attacker's term makes up (under ``norm_clip`` its
+term is clipped as the aggregate clips it, so the sites' shares sum to 1); FedAvg for its data
+is 0.25 of the weight and about 0.25 of the step (without BIG).
 
 usage: python attacks/a10_inflate_boost.py F B [rounds] [rule]
   F: count inflation (1: honest count), B: boost of the update (1: honest update)
