@@ -6,7 +6,9 @@ start model's norm (the README measured one such site claiming 20 at 0.005%: pai
 Four honest 150-image sites. Prints the Sybils' total weight per round (their FedAvg share: 0).
 
 usage: python attacks/a15_tiny_noise_sybils.py K [N] [LEVEL] [rounds] [rule]
-  e.g. ``3 20 5e-5 3`` (``before``: tiny_size_power 0, the floor before the allowance)
+  e.g. ``3 20 5e-5 3`` (``before``: tiny_size_power 0, the floor before the allowance;
+  ``clip``: the norm allowance on, norm_size_cap 10, and the aggregation rule ``norm_clip``,
+  every positive-weight update clipped to the round's median norm)
   K + 4 <= 8: the embedded chain funds 8 site accounts.
 """
 
@@ -18,7 +20,9 @@ import torch
 from harness import Site, run
 
 from fedtrail.aggregator.service import AggregatorSettings
+from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.valuation import default_combiner
+from fedtrail.valuation.limits import ThresholdLimits
 
 k = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 20
@@ -41,13 +45,17 @@ def noise(i):
 combiner = None
 if rule == "before":
     combiner = replace(default_combiner(True), tiny_size_power=0.0)
+elif rule == "clip":
+    combiner = replace(default_combiner(True), norm_size_cap=10.0)
+agg = AggregationRule(name="norm_clip") if rule == "clip" else AggregationRule()
 res = run(
     [Site(f"h{i}", 150) for i in range(4)]
     + [Site(f"syb{i}", 0, strategy=noise(i), cap=n) for i in range(k)],
     rounds=rounds,
     verbose=False,
+    accept=ThresholdLimits.accepting(combiner) if rule == "clip" and combiner else None,
     settings=AggregatorSettings(
-        explain_method=None, round_seconds=60, reveal_seconds=30, combiner=combiner
+        explain_method=None, round_seconds=60, reveal_seconds=30, combiner=combiner, rule=agg
     ),
 )
 for i, row in enumerate(res["results"], 1):

@@ -19,9 +19,11 @@ round's lower median and its robust norm z, so the thresholds can be read off th
 
 ``--codecs dense`` or ``--small ''`` narrow the grid. ``--rule before`` values every round under
 the thresholds before the size allowance (``norm_size_cap`` 1, ``tiny_size_power`` 0: what the
-false positives were measured with); ``--max-sample-ratio R`` raises ``max_sample_ratio`` (a
-2,000-image site beside sites of 90-200 claims 12.5x the median: IMPLAUSIBLE_SAMPLES at the
-default 10). Exit status 0 (a measurement).
+false positives were measured with); ``--rule clip`` turns the norm allowance on
+(``norm_size_cap`` 10) and aggregates by ``norm_clip`` (every positive-weight update clipped to
+the round's median norm: the allowance's count cannot buy a longer step);
+``--max-sample-ratio R`` raises ``max_sample_ratio`` (a 2,000-image site beside sites of 90-200
+claims 12.5x the median: IMPLAUSIBLE_SAMPLES at the default 10). Exit status 0 (a measurement).
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ import harness  # noqa: E402
 from harness import SPEC, Ctx, Site  # noqa: E402
 
 from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
+from fedtrail.ml.aggregation import AggregationRule  # noqa: E402
 from fedtrail.storage.codec import Compression, decode_update, encode_update  # noqa: E402
 from fedtrail.valuation import HISTORY_COMBINER, Combiner  # noqa: E402
+from fedtrail.valuation.limits import ThresholdLimits  # noqa: E402
 from fedtrail.valuation.robust import MAD_TO_SIGMA  # noqa: E402
 
 Delta = Mapping[str, torch.Tensor]
@@ -98,15 +102,24 @@ def _z(norm: float, norms: list[float], floor: float = 0.25) -> float:
 
 
 def run_one(
-    others: tuple[int, ...], probe: int, codec: str, seed: int, rounds: int, comb: Combiner
+    others: tuple[int, ...],
+    probe: int,
+    codec: str,
+    seed: int,
+    rounds: int,
+    comb: Combiner,
+    rule: AggregationRule,
 ) -> list[dict]:
     sender = Sender(codec)
     sizes = {"probe": probe, **{f"h{i}": n for i, n in enumerate(others)}}
     sites = [Site(nm, n, strategy=sender.strategy(nm, n)) for nm, n in sizes.items()]
     settings = AggregatorSettings(
-        explain_method=None, round_seconds=60, reveal_seconds=30, combiner=comb
+        explain_method=None, round_seconds=60, reveal_seconds=30, combiner=comb, rule=rule
     )
-    res = harness.run(sites, rounds, settings=settings, seed=seed, verbose=False, verify=False)
+    accept = ThresholdLimits.accepting(comb) if comb.norm_size_cap > 1 else None
+    res = harness.run(
+        sites, rounds, settings=settings, seed=seed, verbose=False, verify=False, accept=accept
+    )
     rows = []
     for r, row in enumerate(res["results"], start=1):
         norms = sender.norms[r]
@@ -150,15 +163,16 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--codecs", default="dense,topk8")
-    ap.add_argument("--rule", choices=("now", "optin", "before"), default="now")
+    ap.add_argument("--rule", choices=("now", "optin", "before", "clip"), default="now")
     ap.add_argument("--max-sample-ratio", type=float, default=HISTORY_COMBINER.max_sample_ratio)
     args = ap.parse_args()
     comb = replace(HISTORY_COMBINER, max_sample_ratio=args.max_sample_ratio)
     if args.rule == "before":
         comb = replace(comb, norm_size_cap=1.0, tiny_size_power=0.0)
-    elif args.rule == "optin":  # the norm allowance on (off by default since attack a10)
+    elif args.rule in ("optin", "clip"):  # the allowance on (off by default since attack a10)
         comb = replace(comb, norm_size_cap=10.0)
-    print(f"# rule {args.rule}: {comb}")
+    agg = AggregationRule(name="norm_clip") if args.rule == "clip" else AggregationRule()
+    print(f"# rule {args.rule}: {comb}, {agg}")
     torch.set_num_threads(1)
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     grid = [("small", SMALL_OTHERS, p) for p in ints(args.small)]
@@ -174,7 +188,7 @@ def main() -> None:
             rows = [
                 r
                 for seed in ints(args.seeds)
-                for r in run_one(others, probe, codec, seed, args.rounds, comb)
+                for r in run_one(others, probe, codec, seed, args.rounds, comb, agg)
             ]
             why = defaultdict(int)
             for r in rows:
