@@ -9,7 +9,9 @@ next to the FedAvg weight (samples share over the sites that actually trained), 
 
 ``SHARE_CLIP=C`` in the environment (an experiment, attack a19): the standing's round shares
 with every |value| clipped at C x the round's median |value| (``scripts/bench/share_clip.py``),
-for the aggregator and the audit's re-run alike; unset, the product's rule.
+for the aggregator and the audit's re-run alike; unset, the product's rule. ``ZEROED_OUT=1``
+(another experiment, ``scripts/bench/zeroed_out.py``): updates the standing already zeroes are
+left out of the other players' game.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ if os.environ.get("SHARE_CLIP"):
 
     share_clip.install(float(os.environ["SHARE_CLIP"]))
     print(f"EXPERIMENT: shares with |values| clipped at {os.environ['SHARE_CLIP']} x the median")
+if os.environ.get("ZEROED_OUT"):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import zeroed_out
+
+    zeroed_out.install()
+    print("EXPERIMENT: updates the standing already zeroes left out of the others' game")
 
 from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
 from fedtrail.auditor.verify import verify_all  # noqa: E402
