@@ -15,8 +15,10 @@ the median norm of the previous round's revealed updates (S default 4), claiming
 
 usage: python attacks/a19_share_dilution.py MODE [rounds] [B] [S]
   dilute: att and syb; alone: att without the Sybil (control)
-Prints per round att's and syb's reason/score/weight and standing, the global model's
-validation AUC, then ``audit verify``.
+  ``SHARE_CLIP=C`` in the environment: an experiment (``harness.py``), the shares' |values|
+  clipped at C x the round's median |value| (``scripts/bench/share_clip.py``)
+Prints per round every site's game value (the log's ``components.value``), att's and syb's
+reason/score/weight and standing, the global model's validation AUC, then ``audit verify``.
 """
 
 import sys
@@ -82,6 +84,11 @@ for i, row in enumerate(res["results"], 1):
                 f"share {fmt(share)} standing {fmt(after)}"
             )
     honest = [(st.get("normalised") or {}).get(addr[f"h{j}"]) for j in range(3)]
+    by_addr = {e["site"]: e for e in doc["sites"]}
+    values = {
+        nm: (by_addr.get(a) or {}).get("components", {}).get("value") for nm, a in addr.items()
+    }
+    print(f"round {i} game values " + " ".join(f"{k} {v!r}" for k, v in values.items()))
     print(
         f"round {i}: "
         + "; ".join(parts)

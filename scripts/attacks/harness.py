@@ -6,11 +6,19 @@ as a node does (train_local), on an IID shard of the bundled pneumonia train spl
 Each run prints, per round, every site's claimed samples, score, reason and on-chain weight,
 next to the FedAvg weight (samples share over the sites that actually trained), and ends with
 `audit verify` over every round.
+
+``SHARE_CLIP=C`` in the environment (an experiment, attack a19): the standing's round shares
+with every |value| clipped at C x the round's median |value| (``scripts/bench/share_clip.py``),
+for the aggregator and the audit's re-run alike; unset, the product's rule. ``ZEROED_OUT=1``
+(another experiment, ``scripts/bench/zeroed_out.py``): updates the standing already zeroes are
+left out of the other players' game.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +29,19 @@ import numpy as np
 import torch
 
 torch.set_num_threads(1)
+
+if os.environ.get("SHARE_CLIP"):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import share_clip
+
+    share_clip.install(float(os.environ["SHARE_CLIP"]))
+    print(f"EXPERIMENT: shares with |values| clipped at {os.environ['SHARE_CLIP']} x the median")
+if os.environ.get("ZEROED_OUT"):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import zeroed_out
+
+    zeroed_out.install()
+    print("EXPERIMENT: updates the standing already zeroes left out of the others' game")
 
 from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
 from fedtrail.auditor.verify import verify_all  # noqa: E402

@@ -85,7 +85,9 @@ from typing import Any, cast
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _sim
+import share_clip
 import torch
+import zeroed_out
 from _sim import (
     METHODS,
     ONCHAIN_NOTE,
@@ -1088,6 +1090,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "accounting; default) or composed (each site's per-round target whose rounds compose, "
         "RDP, to E: privacy.py's table)",
     )
+    parser.add_argument(
+        "--share-clip",
+        type=float,
+        default=None,
+        metavar="C",
+        help="an experiment (attack a19): the standing's round shares with every |value| "
+        "clipped at C x the round's median |value| (share_clip.py); default: the product's rule",
+    )
+    parser.add_argument(
+        "--zeroed-out",
+        action="store_true",
+        help="an experiment (attack a19): updates the standing already zeroes are left out of "
+        "the other players' game (zeroed_out.py); default: the product's game",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "accuracy.json")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 2 rounds")
@@ -1123,6 +1139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--dp-epsilon must be positive, got {args.dp_epsilon}")
     if not 0.0 <= args.server_momentum < 1.0:
         parser.error(f"--server-momentum must be in [0, 1), got {args.server_momentum}")
+
+    if args.share_clip is not None:
+        if not (math.isfinite(args.share_clip) and args.share_clip >= 1):
+            parser.error(f"--share-clip must be a finite number >= 1, got {args.share_clip}")
+        share_clip.install(args.share_clip)
+    if args.zeroed_out:
+        zeroed_out.install()
 
     started = time.perf_counter()
     source = load_source(args.data)
@@ -1204,6 +1227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dp_epsilon": args.dp_epsilon,
             "dp_delta": None if args.dp_epsilon is None else DP_DELTA,
             "dp_accounting": None if args.dp_epsilon is None else args.dp_accounting,
+            "share_clip": args.share_clip,
+            "zeroed_out": args.zeroed_out,
         },
         "environment": {
             "torch": torch.__version__,
