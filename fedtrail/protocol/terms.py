@@ -392,11 +392,12 @@ the sites active at open, which registrations change)."""
 def payment_differences(first: RoundTerms, later: RoundTerms) -> list[str]:
     """What in ``later``'s terms differs from round 1's (``first``) among the settings that
     decide payment: the validation split's commitment (sha256 and size), the valuation
-    settings (method, metric, standing, combiner thresholds, games, mode; the seed's offset
-    from the round number), the aggregation rule with its parameters, the duplicate rule and
-    canonical encoding. Empty: the same. The windows, the round, the start model, the privacy
-    and personalisation blocks and a peer round's quorum may change per round. A deployment
-    that must change a payment setting starts a new ledger."""
+    settings (method, metric, standing, combiner thresholds, games; the seed's offset from the
+    round number; while the valuation ``mode`` stays round 1's), the aggregation rule with its
+    parameters, the duplicate rule and canonical encoding. Empty: the same. The windows, the
+    round, the start model, the privacy and personalisation blocks and a peer round's quorum
+    may change per round. A deployment that must change a payment setting starts a new
+    ledger."""
     out = []
     if (first.validation_sha256, first.validation_images) != (
         later.validation_sha256,
@@ -410,13 +411,18 @@ def payment_differences(first: RoundTerms, later: RoundTerms) -> list[str]:
         out.append(
             f"aggregation rule {_canon(first.aggregation_rule)} -> {_canon(later.aggregation_rule)}"
         )
-    ours = {k: v for k, v in first.valuation.items() if k not in PAYMENT_FREE_VALUATION}
-    theirs = {k: v for k, v in later.valuation.items() if k not in PAYMENT_FREE_VALUATION}
-    if _canon(ours) != _canon(theirs):
-        out.append(f"valuation {_canon(ours)} -> {_canon(theirs)}")
-    offsets = [_seed_offset(t) for t in (first, later)]
-    if offsets[0] != offsets[1]:
-        out.append(f"valuation seed minus round {offsets[0]} -> {offsets[1]} (a re-chosen seed)")
+    # a federation that moved from the aggregator's scoring to the sites' (``mode``) is held
+    # to round 1's split, rule and duplicates only: its valuation is the peers' (open)
+    if first.valuation.get("mode") == later.valuation.get("mode"):
+        ours = {k: v for k, v in first.valuation.items() if k not in PAYMENT_FREE_VALUATION}
+        theirs = {k: v for k, v in later.valuation.items() if k not in PAYMENT_FREE_VALUATION}
+        if _canon(ours) != _canon(theirs):
+            out.append(f"valuation {_canon(ours)} -> {_canon(theirs)}")
+        offsets = [_seed_offset(t) for t in (first, later)]
+        if offsets[0] != offsets[1]:
+            out.append(
+                f"valuation seed minus round {offsets[0]} -> {offsets[1]} (a re-chosen seed)"
+            )
     if first.duplicates != later.duplicates:
         out.append(f"duplicate rule {first.duplicates.to_json()} -> {later.duplicates.to_json()}")
     if first.canonical_encoding != later.canonical_encoding:
