@@ -43,7 +43,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -101,7 +101,13 @@ from fedtrail.protocol.roundlog import (
     ValuationSettings,
     summary_of,
 )
-from fedtrail.protocol.terms import MAX_TERMS_BYTES, OPEN_MARGIN, InvalidTerms, RoundTerms
+from fedtrail.protocol.terms import (
+    MAX_TERMS_BYTES,
+    OPEN_MARGIN,
+    InvalidTerms,
+    RoundTerms,
+    payment_differences,
+)
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_model, decode_update, encode_model, read_limit
@@ -1840,10 +1846,15 @@ def _spec_binding(terms: RoundTerms) -> str | None:
 def _check_task_fixed(
     audit: RoundAudit, ledger: Ledger, store: ContentStore, terms: RoundTerms
 ) -> None:
-    """The federation's task (model spec and class names) is the one round 1's terms fixed:
-    an aggregator cannot swap the model or relabel the classes mid-federation."""
+    """``terms.task_fixed``: the federation's task (model spec and class names) and the
+    settings that decide payment (:func:`~fedtrail.protocol.terms.payment_differences`: the
+    validation split's commitment, the valuation settings, the aggregation rule, the duplicate
+    rule) are the ones round 1's terms fixed: an aggregator cannot swap the model, relabel the
+    classes, or re-choose per round the split, the standing or the rule that pays the sites."""
     if terms.round == 1:
-        audit.add("terms.task_fixed", True, "round 1 fixes the federation's task")
+        audit.add(
+            "terms.task_fixed", True, "round 1 fixes the federation's task and payment settings"
+        )
         return
     first = ledger.get_round(1)
     fetched = _fetch(store, first.terms_cid, first.terms_sha256, MAX_TERMS_BYTES)
@@ -1854,22 +1865,31 @@ def _check_task_fixed(
     except InvalidTerms as exc:
         audit.add("terms.task_fixed", False, f"round 1's terms are unreadable: {exc}")
         return
-    same = _task_key(reference) == _task_key(terms)
-    spec_changed = _spec_key(reference.model_spec) != _spec_key(terms.model_spec)
+    problems = []
+    if _task_key(reference) != _task_key(terms):
+        spec_changed = _spec_key(reference.model_spec) != _spec_key(terms.model_spec)
+        problems.append(
+            f"the task changed since round 1: spec {reference.spec_hash[:16]}… -> "
+            f"{terms.spec_hash[:16]}…"
+            + (
+                f", model spec {_spec_key(reference.model_spec)} -> {_spec_key(terms.model_spec)}"
+                if spec_changed
+                else ""
+            )
+            + f", classes {list(reference.class_names)} -> {list(terms.class_names)}"
+        )
+    # the seed is bound to the chain's round: terms naming another round fail terms.hash
+    named = terms if terms.round == audit.round else replace(terms, round=audit.round)
+    payment = payment_differences(reference, named)
+    if payment:
+        problems.append("the payment settings changed since round 1: " + "; ".join(payment))
     audit.add(
         "terms.task_fixed",
-        same,
-        f"the task round 1 fixed (model spec and spec {terms.spec_hash[:16]}…, "
-        f"{len(terms.class_names)} named classes)"
-        if same
-        else f"the task changed since round 1: spec {reference.spec_hash[:16]}… -> "
-        f"{terms.spec_hash[:16]}…"
-        + (
-            f", model spec {_spec_key(reference.model_spec)} -> {_spec_key(terms.model_spec)}"
-            if spec_changed
-            else ""
-        )
-        + f", classes {list(reference.class_names)} -> {list(terms.class_names)}",
+        not problems,
+        "; and ".join(problems)
+        or f"the task round 1 fixed (model spec and spec {terms.spec_hash[:16]}…, "
+        f"{len(terms.class_names)} named classes) and its payment settings (validation split, "
+        "valuation, aggregation rule, duplicate rule)",
     )
 
 

@@ -78,7 +78,12 @@ from fedtrail.node.scoring import PeerScorer
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro
 from fedtrail.protocol.roundlog import MAX_LOG_BYTES, InvalidLog, RoundLog, ValuationSettings
-from fedtrail.protocol.terms import MAX_TERMS_BYTES, InvalidTerms, RoundTerms
+from fedtrail.protocol.terms import (
+    MAX_TERMS_BYTES,
+    InvalidTerms,
+    RoundTerms,
+    payment_differences,
+)
 from fedtrail.storage.codec import (
     decode_model,
     decode_update,
@@ -588,6 +593,9 @@ class SiteNode:
         if terms.round != round_id:
             return f"the committed terms are for round {terms.round}; not taking part"
         require_terms(self.task, terms, mine="this site's config.toml")
+        changed = self._payment_refusal(terms)
+        if changed is not None:
+            return changed
         problem = _unrunnable(terms, self.config.accept)
         if problem is not None:
             return (
@@ -595,6 +603,28 @@ class SiteNode:
                 f"({problem}); not taking part"
             )
         return None
+
+    def _payment_refusal(self, terms: RoundTerms) -> str | None:
+        """Why a later round's terms are refused for re-choosing what round 1's fixed for the
+        deployment (:func:`~fedtrail.protocol.terms.payment_differences`: the validation split,
+        the valuation settings, the aggregation rule; ``audit verify`` fails such a round's
+        ``terms.task_fixed``), or round 1's terms cannot be read. None: round 1, or the same."""
+        if terms.round == 1:
+            return None
+        first = self.ledger.get_round(1)
+        try:
+            reference = RoundTerms.from_bytes(
+                self.store.get(first.terms_cid, first.terms_sha256, max_bytes=MAX_TERMS_BYTES)
+            )
+        except (InvalidTerms, ContentTooLarge) as exc:
+            return f"round 1's terms are unusable ({exc}), so nothing binds these; not taking part"
+        changed = payment_differences(reference, terms)
+        if not changed:
+            return None
+        return (
+            "the committed terms change settings that decide payment, which round 1's terms "
+            "fixed for this deployment (" + "; ".join(changed) + "); not taking part"
+        )
 
     def _train_and_encode(self, round_id: int, cid: str, sha256: str) -> RoundRecord | None:
         spec = self.config.model

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_IMAGE_SIZE",
     "MAX_TERMS_BYTES",
     "OPEN_MARGIN",
+    "PAYMENT_FREE_VALUATION",
     "PERSONALISATION_METHODS",
     "TERMS_FORMAT",
     "VALIDATOR_GAMES",
@@ -39,6 +40,7 @@ __all__ = [
     "Personalisation",
     "PrivacyTerms",
     "RoundTerms",
+    "payment_differences",
 ]
 MAX_IMAGE_SIZE: Final = 1024
 """Largest model input size (pixels a side) a spec may name. The spec is the aggregator's
@@ -379,3 +381,62 @@ def _map(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidTerms(f"round terms: {where} is not an object")
     return dict(value)
+
+
+PAYMENT_FREE_VALUATION: Final = ("seed", "quorum")
+"""The valuation keys a later round's terms may change from round 1's: the Monte-Carlo seed
+(bound instead to ``seed - round``, which is fixed) and a peer round's quorum (a majority of
+the sites active at open, which registrations change)."""
+
+
+def payment_differences(first: RoundTerms, later: RoundTerms) -> list[str]:
+    """What in ``later``'s terms differs from round 1's (``first``) among the settings that
+    decide payment: the validation split's commitment (sha256 and size), the valuation
+    settings (method, metric, standing, combiner thresholds, games; the seed's offset from the
+    round number; while the valuation ``mode`` stays round 1's), the aggregation rule with its
+    parameters, the duplicate rule and canonical encoding. Empty: the same. The windows, the
+    round, the start model, the privacy and personalisation blocks and a peer round's quorum
+    may change per round. A deployment that must change a payment setting starts a new
+    ledger."""
+    out = []
+    if (first.validation_sha256, first.validation_images) != (
+        later.validation_sha256,
+        later.validation_images,
+    ):
+        out.append(
+            f"validation split {first.validation_sha256[:16]}… ({first.validation_images} "
+            f"images) -> {later.validation_sha256[:16]}… ({later.validation_images} images)"
+        )
+    if _canon(first.aggregation_rule) != _canon(later.aggregation_rule):
+        out.append(
+            f"aggregation rule {_canon(first.aggregation_rule)} -> {_canon(later.aggregation_rule)}"
+        )
+    # a federation that moved from the aggregator's scoring to the sites' (``mode``) is held
+    # to round 1's split, rule and duplicates only: its valuation is the peers' (open)
+    if first.valuation.get("mode") == later.valuation.get("mode"):
+        ours = {k: v for k, v in first.valuation.items() if k not in PAYMENT_FREE_VALUATION}
+        theirs = {k: v for k, v in later.valuation.items() if k not in PAYMENT_FREE_VALUATION}
+        if _canon(ours) != _canon(theirs):
+            out.append(f"valuation {_canon(ours)} -> {_canon(theirs)}")
+        offsets = [_seed_offset(t) for t in (first, later)]
+        if offsets[0] != offsets[1]:
+            out.append(
+                f"valuation seed minus round {offsets[0]} -> {offsets[1]} (a re-chosen seed)"
+            )
+    if first.duplicates != later.duplicates:
+        out.append(f"duplicate rule {first.duplicates.to_json()} -> {later.duplicates.to_json()}")
+    if first.canonical_encoding != later.canonical_encoding:
+        out.append(f"canonical encoding {first.canonical_encoding} -> {later.canonical_encoding}")
+    return out
+
+
+def _seed_offset(terms: RoundTerms) -> object:
+    seed = terms.valuation.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed - terms.round
+    return seed
+
+
+def _canon(doc: Mapping[str, Any]) -> str:
+    """Canonical JSON: equal exactly when the documents are, with their JSON types."""
+    return json.dumps(dict(doc), sort_keys=True, separators=(",", ":"), allow_nan=False)

@@ -223,7 +223,8 @@ def test_a_round_under_terms_before_the_rule_pays_the_understated_spend_and_repl
     """Round 5's terms carry ``dp_spend_check`` 0, as every round valued before the rule
     (terms that omit it read the same): the understated spend is paid, and ``audit verify``
     replays the round as it did then: only the site's declaration (privacy.spend) fails, once
-    the auditor accepts those thresholds (``--accept``: sites refuse them by default)."""
+    the auditor accepts those thresholds (``--accept``: sites refuse them by default), and the
+    switch from round 1's thresholds (terms.task_fixed)."""
     ledger, store, names = federation
     info = ledger.get_round(5)
     terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
@@ -233,7 +234,10 @@ def test_a_round_under_terms_before_the_rule_pays_the_understated_spend_and_repl
     combiner = combiner_from(ValuationSettings.from_json(terms.valuation))
     accept = ThresholdLimits.accepting(combiner)
     failed = _failed(verify_round(ledger, store, 5, accept=accept))
-    assert set(failed) == {"privacy.spend"}, failed
+    # this federation switched thresholds at round 5 (one started before the rule had them
+    # from round 1): the payment settings round 1 fixed changed, which terms.task_fixed names
+    assert set(failed) == {"privacy.spend", "terms.task_fixed"}, failed
+    assert '"dp_spend_check":0' in failed["terms.task_fixed"], failed
     assert "terms.limits" in _failed(verify_round(ledger, store, 5))  # the default [accept]
     # a recorded set of thresholds without the key, or none at all, reads the same
     recorded = ValuationSettings.from_json(_terms(ledger, store, 2).valuation).combiner

@@ -303,14 +303,18 @@ def test_audit_log_shows_the_standing_with_what_verify_checks(
 
 
 def test_a_round_valued_per_round_does_not_reset_the_standing(
-    anvil_url: str, tmp_path: Path
+    anvil_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Attack: the aggregator values one round per round (``--per-round``: its terms say
-    ``standing: false``, which no site refuses), then goes back to standing. Before, the next
-    standing round continued that round's log, which has no standing block: every site's record
-    was wiped (a demoted site paid in full again) and the round was a second warm-up, with
-    every check passing. Now it continues the latest log with a block, and a log that starts
-    over fails standing.chain."""
+    ``standing: false``), then goes back to standing. Before, the next standing round continued
+    that round's log, which has no standing block: every site's record was wiped (a demoted site
+    paid in full again) and the round was a second warm-up, with every check passing. Now
+    honest sites refuse the round (standing is fixed from round 1) and verify fails its
+    ``terms.task_fixed``; with sites that do not check (forced here), the next standing round
+    continues the latest log with a block, and a log that starts over fails standing.chain."""
+    import fedtrail.node.daemon as daemon
+
+    monkeypatch.setattr(daemon.SiteNode, "_payment_refusal", lambda self, terms: None)
     fed = federation(tmp_path, rounds=2, **on_anvil(anvil_url))
     kept = _log(fed, 2).standing
     assert kept is not None and kept.after
@@ -327,7 +331,12 @@ def test_a_round_valued_per_round_does_not_reset_the_standing(
     assert dict(fourth.before) == dict(kept.after)
     assert fourth.valued_rounds == kept.valued_rounds + 1
     for audit in verify_all(fed.ledger, fed.store):
-        assert audit.passed, (audit.round, _failed(audit))
+        failed = _failed(audit)
+        if audit.round == 3:  # standing re-chosen: fixed by round 1's terms
+            assert set(failed) == {"terms.task_fixed"}, failed
+            assert '"standing":false' in failed["terms.task_fixed"], failed
+        else:
+            assert audit.passed, (audit.round, failed)
 
     # the log the aggregator wrote before: round 3's log continued, the records wiped
     info3 = fed.ledger.get_round(3)

@@ -730,6 +730,50 @@ def test_verify_fails_a_round_whose_terms_change_the_task_round_1_fixed(
 
 
 @pytest.mark.anvil
+def test_verify_fails_a_round_whose_terms_rechoose_the_payment_settings(
+    local_fed: Any,
+) -> None:
+    """Attacks a17, a18, a20: round 2's terms with another validation split, standing off,
+    another valuation method, or another aggregation rule or rule parameter fail
+    terms.task_fixed, naming what changed; the honest round-2 terms (another valuation seed,
+    windows and round number) pass."""
+    ledger, store, service = local_fed
+    terms = service.round_terms(2)
+    honest = RoundAudit(2)
+    _check_task_fixed(honest, ledger, store, terms)
+    (ok,) = honest.checks
+    assert ok.passed, ok.detail
+    assert terms.valuation.get("seed") != service.round_terms(1).valuation.get("seed")
+    changes = {
+        "validation split": dataclasses.replace(terms, validation_sha256="cd" * 32),
+        "standing": dataclasses.replace(terms, valuation={**terms.valuation, "standing": False}),
+        "method": dataclasses.replace(
+            terms,
+            valuation={
+                **terms.valuation,
+                "method": "shapley" if terms.valuation["method"] == "loo" else "loo",
+            },
+        ),
+        "seed minus round": dataclasses.replace(
+            terms, valuation={**terms.valuation, "seed": 12345}
+        ),
+        "aggregation rule": dataclasses.replace(
+            terms, aggregation_rule={**terms.aggregation_rule, "name": "krum"}
+        ),
+        "max_norm": dataclasses.replace(
+            terms, aggregation_rule={**terms.aggregation_rule, "max_norm": 1e-12}
+        ),
+    }
+    for what, changed in changes.items():
+        lied = RoundAudit(2)
+        _check_task_fixed(lied, ledger, store, changed)
+        (got,) = lied.checks
+        assert got.name == "terms.task_fixed" and not got.passed, what
+        assert "the payment settings changed since round 1" in got.detail, got.detail
+        assert what.split()[0] in got.detail, (what, got.detail)
+
+
+@pytest.mark.anvil
 def test_verify_binds_the_terms_spec_hash_to_their_model_spec(local_fed: Any) -> None:
     """Round-2 terms that change the model (input_norm none -> zscore: the same tensor layout,
     so every update still decodes) but repeat round 1's spec_hash, with a log repeating them:

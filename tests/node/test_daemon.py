@@ -40,7 +40,7 @@ from fedtrail.node.daemon import (
 )
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.roundlog import RoundLog
-from fedtrail.protocol.terms import MAX_TERMS_BYTES, DuplicateRule
+from fedtrail.protocol.terms import MAX_TERMS_BYTES, DuplicateRule, RoundTerms
 from fedtrail.simulation.federation import build_federation, make_sites
 from fedtrail.storage.codec import decode_update, encode_model
 from fedtrail.storage.store import LocalStore
@@ -599,6 +599,37 @@ def test_oversized_terms_skip_the_round_unread(
     assert world.ledger.get_submission(world.round, node.address) is None
     assert f"over the {MAX_TERMS_BYTES}-byte limit" in record.note
     assert "not taking part" in caplog.text
+
+
+def test_a_later_round_that_rechooses_the_payment_settings_is_refused(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """Attacks a17, a18, a20 at the site: round-2 terms that change round 1's validation split,
+    standing or aggregation rule are refused, naming what changed; round-2 terms that change
+    only what may change per round (the round, the valuation seed with it, the windows) are
+    not."""
+    world = World(embedded, tmp_path)
+    node = world.node(0)
+    first = RoundTerms.from_bytes(
+        world.store.get(world.ledger.get_round(1).terms_cid, world.ledger.get_round(1).terms_sha256)
+    )
+    seed = first.valuation["seed"]
+    honest = replace(
+        first,
+        round=2,
+        valuation={**first.valuation, "seed": seed + 1},
+        commit_seconds=first.commit_seconds + 7,
+    )
+    assert node._payment_refusal(first) is None
+    assert node._payment_refusal(honest) is None
+    for edit, named in (
+        ({"validation_sha256": "cd" * 32}, "validation split"),
+        ({"valuation": {**honest.valuation, "standing": False}}, '"standing":false'),
+        ({"aggregation_rule": {**first.aggregation_rule, "name": "krum"}}, "krum"),
+    ):
+        why = node._payment_refusal(replace(honest, **edit))
+        assert why is not None and "settings that decide payment" in why, why
+        assert named in why and "not taking part" in why, why
 
 
 def _all(**thresholds: Any) -> dict[str, Any]:

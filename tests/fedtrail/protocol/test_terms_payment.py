@@ -1,0 +1,64 @@
+"""The settings that decide payment are fixed by round 1's terms (``payment_differences``):
+what may change per round does not count, what decides payment is named when it changes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from fedtrail.protocol.terms import DuplicateRule, PrivacyTerms, RoundTerms, payment_differences
+
+ZERO = "0" * 64
+FIRST = RoundTerms(
+    round=1,
+    aggregation_rule={"name": "weighted", "max_norm": None},
+    valuation={"method": "mc_shapley", "metric": "loss", "seed": 8, "standing": True},
+    model_spec={"arch": "smallcnn"},
+    spec_hash=ZERO,
+    seed=7,
+    validation_sha256=ZERO,
+    validation_images=270,
+    commit_seconds=60,
+    reveal_seconds=60,
+)
+
+
+def _later(**changes: object) -> RoundTerms:
+    """Round 3 as an honest aggregator writes it: the valuation seed moved with the round."""
+    base = replace(FIRST, round=3, valuation={**FIRST.valuation, "seed": 10})
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_what_may_change_per_round_is_no_difference() -> None:
+    later = _later(
+        commit_seconds=90,
+        reveal_seconds=45,
+        seed=99,
+        privacy=PrivacyTerms(delta=1e-5, required=False),
+    )
+    assert payment_differences(FIRST, later) == []
+
+
+def test_each_payment_setting_is_named_when_it_changes() -> None:
+    cases = {
+        "validation split": _later(validation_images=80),
+        "aggregation rule": _later(aggregation_rule={"name": "norm_clip", "max_norm": 1e-12}),
+        '"standing":false': _later(valuation={**_later().valuation, "standing": False}),
+        '"metric":"auc"': _later(valuation={**_later().valuation, "metric": "auc"}),
+        "seed minus round 7 -> 0": _later(valuation={**_later().valuation, "seed": 3}),
+        "duplicate rule": _later(duplicates=DuplicateRule(cosine=1.0, relative_l2=0.0)),
+        "canonical encoding": _later(canonical_encoding=False),
+    }
+    for named, later in cases.items():
+        (got,) = payment_differences(FIRST, later)
+        assert named in got, (named, got)
+
+
+def test_a_move_to_peer_scoring_is_held_to_the_split_and_rule_only() -> None:
+    peers = {"method": "loo", "metric": "auc", "mode": "peers", "quorum": 3}
+    moved = _later(valuation=peers, score_commit_seconds=60, score_reveal_seconds=60)
+    assert payment_differences(FIRST, moved) == []
+    assert (
+        payment_differences(moved, replace(moved, round=4, valuation={**peers, "quorum": 2})) == []
+    )
+    (got,) = payment_differences(FIRST, replace(moved, validation_sha256="ab" * 32))
+    assert "validation split" in got
