@@ -20,13 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 from fedtrail.errors import (
-    ContentNotFound,
-    ContentTooLarge,
     FedtrailError,
-    HashMismatch,
-    InvalidCid,
     InvalidUpdate,
-    NotAFile,
 )
 from fedtrail.ledger import Ledger, PrivacySpend, Submission, checksum
 from fedtrail.ml.models import ModelSpec
@@ -35,7 +30,7 @@ from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.privacy import SUMMED, DpParams, InvalidPrivacy
 from fedtrail.protocol.terms import MAX_TERMS_BYTES, RoundTerms
 from fedtrail.storage.codec import default_max_bytes, read_update_meta
-from fedtrail.storage.store import ContentStore
+from fedtrail.storage.store import NOT_GIVEN, ContentStore
 
 __all__ = ["UNAVAILABLE_VERDICTS", "PrivacyHistory", "UnavailableSpend", "UnbackedSpend"]
 
@@ -50,13 +45,6 @@ not read back, PEER_REJECTED the validators' median (each scores an update it ca
 Any other reason, a weighted update (which the aggregator and the validators pinned), or a round
 cancelled before it was valued (no verdict on chain) leaves a missing blob a store's state:
 UNREADABLE, not binding."""
-
-
-_NOT_GIVEN = (ContentNotFound, HashMismatch, InvalidCid, NotAFile, ContentTooLarge)
-"""The store's answers that say it does not give the blob, as the aggregator's reading of a
-round's own updates turns them into a verdict (MALFORMED or TAMPERED,
-:mod:`fedtrail.valuation.candidates`); any other ``StoreError`` (the store unreachable) is
-raised as it is, to be retried."""
 
 
 class UnbackedSpend(InvalidPrivacy):
@@ -123,7 +111,7 @@ class PrivacyHistory:
             spec = self._spec(round_id)
             try:
                 blob = self._store.get(sub.cid, sub.sha256, max_bytes=default_max_bytes(spec))
-            except _NOT_GIVEN as exc:
+            except NOT_GIVEN as exc:
                 if _scored_unavailable(sub):
                     raise UnavailableSpend(
                         f"round {round_id}'s update {sub.cid} of {site} declared a spend, was "

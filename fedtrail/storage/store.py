@@ -48,6 +48,7 @@ from fedtrail.storage.cid import check_cid, compute_cid, sha256_hex
 __all__ = [
     "DEFAULT_API",
     "DEFAULT_MAX_BYTES",
+    "NOT_GIVEN",
     "ContentStore",
     "IpfsStore",
     "LocalStore",
@@ -61,6 +62,11 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 """Largest blob ``get`` returns unless told otherwise (models here are a few MB)."""
 
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001/http"
+
+NOT_GIVEN = (ContentNotFound, HashMismatch, InvalidCid, NotAFile, ContentTooLarge)
+"""The answers of ``get`` that say the store does not give this blob (a verdict on the blob:
+the aggregator scores a round's own update MALFORMED or TAMPERED for them), unlike any other
+``StoreError`` (the store unreachable: retried)."""
 
 _T = TypeVar("_T")
 

@@ -38,13 +38,8 @@ import torch
 
 from fedtrail.errors import (
     ConfigError,
-    ContentNotFound,
-    ContentTooLarge,
     FedtrailError,
-    HashMismatch,
-    InvalidCid,
     InvalidUpdate,
-    NotAFile,
 )
 from fedtrail.ledger import Ledger, Submission
 from fedtrail.ml.models import ModelSpec
@@ -57,7 +52,7 @@ from fedtrail.protocol.roundlog import (
     ValuationSettings,
 )
 from fedtrail.storage.codec import decode_model, decode_update, default_max_bytes
-from fedtrail.storage.store import ContentStore
+from fedtrail.storage.store import NOT_GIVEN, ContentStore
 from fedtrail.valuation.combine import Combiner, RoundValuation, default_combiner
 from fedtrail.valuation.round import METHODS, check_game
 from fedtrail.valuation.standing import History, global_label, reference_label
@@ -231,14 +226,7 @@ def round_references(
         try:
             blob = store.get(sub.cid, sub.sha256, max_bytes=limit)
             delta, _ = decode_update(blob, spec=spec, expected_round=prev)
-        except (
-            InvalidUpdate,
-            HashMismatch,
-            ContentNotFound,
-            InvalidCid,
-            ContentTooLarge,
-            NotAFile,
-        ):
+        except (InvalidUpdate, *NOT_GIVEN):
             if not skip_unreadable:
                 raise
             continue  # unreadable bytes are no reference (nobody can resend them usefully)
