@@ -412,8 +412,13 @@ def payment_differences(first: RoundTerms, later: RoundTerms) -> list[str]:
             f"aggregation rule {_canon(first.aggregation_rule)} -> {_canon(later.aggregation_rule)}"
         )
     # a federation that moved from the aggregator's scoring to the sites' (``mode``) is held
-    # to round 1's split, rule and duplicates only: its valuation is the peers' (open)
-    if first.valuation.get("mode") == later.valuation.get("mode"):
+    # to round 1's split, rule and duplicates only: its valuation is the peers' (open). The
+    # other way is no free move: it would hand the aggregator a valuation of its choosing
+    # (standing off, another method) that round 1 never fixed.
+    modes = [t.valuation.get("mode") for t in (first, later)]
+    if modes[0] != modes[1] and modes[1] != "peers":
+        out.append(f"valuation mode {modes[0]} -> {modes[1]} (only a move to the peers' is free)")
+    if modes[0] == modes[1]:
         ours = {k: v for k, v in first.valuation.items() if k not in PAYMENT_FREE_VALUATION}
         theirs = {k: v for k, v in later.valuation.items() if k not in PAYMENT_FREE_VALUATION}
         if _canon(ours) != _canon(theirs):

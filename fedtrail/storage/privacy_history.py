@@ -19,10 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedtrail.errors import (
-    FedtrailError,
-    InvalidUpdate,
-)
+from fedtrail.errors import FedtrailError, InvalidUpdate
 from fedtrail.ledger import Ledger, PrivacySpend, Submission, checksum
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.privacy import declared_micro

@@ -62,3 +62,11 @@ def test_a_move_to_peer_scoring_is_held_to_the_split_and_rule_only() -> None:
     )
     (got,) = payment_differences(FIRST, replace(moved, validation_sha256="ab" * 32))
     assert "validation split" in got
+
+
+def test_a_move_from_peer_scoring_back_to_the_aggregator_is_named() -> None:
+    peers = {"method": "loo", "metric": "auc", "mode": "peers", "quorum": 3}
+    first = _later(round=1, valuation=peers, score_commit_seconds=60, score_reveal_seconds=60)
+    unbound = _later(valuation={**_later().valuation, "standing": False})
+    (got,) = payment_differences(first, unbound)
+    assert "valuation mode peers -> " in got
