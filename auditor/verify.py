@@ -70,6 +70,7 @@ from fedtrail.auditor.peers import (
     check_withheld,
     read_peer_record,
 )
+from fedtrail.auditor.report.collect import MAX_HEATMAP_BYTES, PNG_MAGIC
 from fedtrail.auditor.standing import check_standing, compare_standing
 from fedtrail.errors import (
     ConfigError,
@@ -697,8 +698,6 @@ def _check_heatmaps(store: ContentStore, block: Mapping[str, Any]) -> tuple[str,
     but the log publishes them as the round's explanation for clinicians: a log that names
     heatmaps nobody can fetch withholds that explanation, and must not pass. A log without the
     block claims none (the aggregator may run without explanations) and gets no check."""
-    from fedtrail.auditor.report.collect import MAX_HEATMAP_BYTES, PNG_MAGIC
-
     name = "log.heatmaps"
     images = block.get("images")
     if not isinstance(images, list):
