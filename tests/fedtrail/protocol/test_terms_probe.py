@@ -61,11 +61,7 @@ def test_round_1_fixes_the_probe_set() -> None:
     later = replace(FIRST, round=2, valuation={**FIRST.valuation, "seed": 2})
     assert payment_differences(FIRST, later) == []
     other = replace(PROBE, cid="QmOther", sha256="cd" * 32)
-    moved = replace(
-        later, valuation=replace(CHECKED, seed=2, explanation_probe=other).to_json()
-    )
+    moved = replace(later, valuation=replace(CHECKED, seed=2, explanation_probe=other).to_json())
     assert any("explanation_probe" in d for d in payment_differences(FIRST, moved))
-    dropped = replace(
-        later, valuation=replace(CHECKED, seed=2, explanation_probe=None).to_json()
-    )
+    dropped = replace(later, valuation=replace(CHECKED, seed=2, explanation_probe=None).to_json())
     assert any("explanation_probe" in d for d in payment_differences(FIRST, dropped))
