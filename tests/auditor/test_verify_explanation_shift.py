@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,16 @@ def test_a_paid_shift_and_a_log_reason_that_is_not_the_recomputed_one_fail(
     ]
     _, ok, detail = check_explanation_shift(fed.store, **{**parts, "subs": marked})
     assert not ok and f"the log's explanation of {moved.site[:10]} is not the recomputed" in detail
+
+
+def test_a_withheld_start_model_leaves_the_check_not_checked(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """The verdicts are recomputed against the start model: withheld, the check is listed as
+    failed, ``not checked``, like the other checks that need it (never left out)."""
+    assert isinstance(fed.store, LocalStore)
+    shutil.copytree(fed.store.root, tmp_path / "store")
+    (tmp_path / "store" / "blobs" / fed.ledger.get_round(1).start_cid).unlink()
+    bad = _failed(verify_round(fed.ledger, LocalStore(tmp_path / "store"), 1))
+    assert bad[NAME].startswith("not checked: the start model is unavailable"), bad
+    assert "start_model.hash" in bad
