@@ -77,6 +77,7 @@ from fedtrail.protocol.terms import (
 )
 from fedtrail.protocol.weights import SCORE_SCALE, ZeroTotalWeight, onchain_weights
 from fedtrail.storage.codec import decode_model, default_max_bytes, encode_model
+from fedtrail.storage.probe import MAX_PROBE_BYTES, decode_probe, encode_probe
 from fedtrail.storage.store import ContentStore, compute_cid
 from fedtrail.valuation import (
     LARGE_GAMES,
@@ -97,6 +98,7 @@ from fedtrail.valuation.chained import (
     combiner_from,
     standing_of,
 )
+from fedtrail.valuation.round import explanation_probe
 
 log = logging.getLogger("fedtrail.aggregator")
 
@@ -154,7 +156,10 @@ class AggregatorSettings:
     explanation_check: bool = False
     """Flag updates whose models move attribution into the image corners (burned-in labels):
     such an update scores 0 with reason EXPLANATION_SHIFT. Probes carry a corner tag, since a
-    shortcut only shows on images that have it."""
+    shortcut only shows on images that have it. The probe images (the first 32 of the
+    validation split, tagged) are PUBLISHED on the content store and committed in the terms
+    (``valuation.explanation_probe``) so anyone can recompute each verdict: with the check on,
+    the split's first 32 images must be consented, public or synthetic."""
     personalise_steps: int = 0
     """Sites personalise each finalized global model with this many SGD steps on their own data
     and keep the result (recorded in the round terms); 0: no personalisation."""
@@ -333,6 +338,7 @@ class AggregatorService:
         """Finalized round -> its free-rider references, for the rounds the next valuation uses."""
         self._terms: dict[int, tuple[RoundTerms, roundlog.BlobRef]] = {}
         self._validation_sha256: str | None = None
+        self._probe: roundlog.ExplanationProbe | None = None
         self._unusable: dict[int, tuple[tuple[tuple[str, str, str, int, int], ...], bool]] = {}
         """Round -> the reveals (and whether past the reveal deadline) last valued with no
         usable update: a poll that sees the same is not valued again (issue 18)."""
@@ -428,6 +434,7 @@ class AggregatorService:
         commit_s, reveal_s = self._windows()
         peers = self.settings.valuation_mode == "peers"
         score_windows = self._score_windows() if peers else (None, None)
+        check = self.settings.explanation_check
         return RoundTerms(
             round=round_id,
             aggregation_rule=self.settings.rule.to_terms(
@@ -445,6 +452,7 @@ class AggregatorService:
                 mode="peers" if peers else None,
                 quorum=self.peer_quorum() if peers else None,
                 validator_game=self._validator_game() if peers else None,
+                explanation_probe=self._published_probe() if check and not peers else None,
             ).to_json(),
             model_spec=self.spec.to_json(),
             spec_hash=self.spec.spec_hash(),
@@ -459,6 +467,24 @@ class AggregatorService:
             score_commit_seconds=score_windows[0],
             score_reveal_seconds=score_windows[1],
         )
+
+    def _published_probe(self) -> roundlog.ExplanationProbe:
+        """The explanation check's probe batch (:func:`~fedtrail.valuation.round.
+        explanation_probe` of the validation split), stored once and kept: the terms commit its
+        CID and sha256, so every verdict can be recomputed from public data."""
+        if self._probe is None:
+            blob = encode_probe(explanation_probe(self.validation))
+            cid, sha256 = self._put(blob, keep=True)
+            self._probe = roundlog.ExplanationProbe(
+                cid=cid, sha256=sha256, images=int(decode_probe(blob).shape[0])
+            )
+        return self._probe
+
+    def _probe_of(self, ref: roundlog.ExplanationProbe) -> torch.Tensor:
+        """The probe batch the round's terms commit, read back by its CID and checked as any
+        reader checks it: the check runs on exactly the published bytes."""
+        blob = self._read(ref.cid, ref.sha256, max_bytes=MAX_PROBE_BYTES)
+        return decode_probe(blob, channels=self.spec.in_channels, size=self.spec.image_size)
 
     def _validator_game(self) -> str | None:
         """The terms' validator game: the setting's, or None (the method's) when it needs a
@@ -674,6 +700,9 @@ class AggregatorService:
             combiner=combiner,
             history=None if carried is None else carried.history,
             large_game=valuation.large_game,
+            probe=None
+            if valuation.explanation_probe is None
+            else self._probe_of(valuation.explanation_probe),
         )
         return report, None if carried is None else standing_of(carried, report)
 

@@ -58,6 +58,7 @@ from fedtrail.auditor.components import (
     check_public_reasons,
     check_screen,
 )
+from fedtrail.auditor.explanation_check import EXPLANATION_SHIFT_CHECK, check_explanation_shift
 from fedtrail.auditor.peers import (
     CANCELLED,
     QUORUM,
@@ -300,16 +301,19 @@ def _unchecked(audit: RoundAudit, names: Sequence[str], why: str) -> None:
 def _valuation_check_names(terms: RoundTerms | None) -> tuple[str, ...]:
     """The data-free valuation checks of an aggregator round (:func:`_valuation_checks`),
     with the standing ones where the terms value with standing (or cannot be read to say)."""
-    standing = True
+    standing = explained = True
     if terms is not None:
         # an invalid block fails terms.valuation; whether standing applies is then unknown
         with contextlib.suppress(InvalidLog):
-            standing = bool(ValuationSettings.from_json(terms.valuation).standing)
+            settings = ValuationSettings.from_json(terms.valuation)
+            standing = bool(settings.standing)
+            explained = bool(settings.explanation_check)
     return (
         "log.components",
         "reasons.screen",
         "reasons.public",
         "reasons.oversized",
+        *((EXPLANATION_SHIFT_CHECK,) if explained else ()),
         *(
             ("reasons.free_rider", "standing.chain", "standing.accumulated", "standing.scores")
             if standing
@@ -1602,8 +1606,15 @@ def _valuation_checks(
             )
             return
     robust: Recomputed | None = None
+    explained = [EXPLANATION_SHIFT_CHECK] if settings.explanation_check else []
     if spec is None:
-        names = ["log.components", "reasons.screen", "reasons.public", "reasons.oversized"]
+        names = [
+            "log.components",
+            "reasons.screen",
+            "reasons.public",
+            "reasons.oversized",
+            *explained,
+        ]
         _unchecked(audit, [*names, *(["reasons.free_rider"] if settings.standing else [])], NO_SPEC)
     else:
         check, robust = check_components(log, subs, deltas, unusable, spec, settings)
@@ -1620,7 +1631,11 @@ def _valuation_checks(
         if start_blob is None:
             _unchecked(
                 audit,
-                ["reasons.oversized", *(["reasons.free_rider"] if settings.standing else [])],
+                [
+                    "reasons.oversized",
+                    *explained,
+                    *(["reasons.free_rider"] if settings.standing else []),
+                ],
                 "the start model is unavailable (start_model.hash)",
             )
         else:
@@ -1635,6 +1650,14 @@ def _valuation_checks(
                 if not isinstance(start, Exception)
                 else ("reasons.oversized", False, f"cannot read the start model: {start}")
             )
+            if explained:
+                audit.add(
+                    *check_explanation_shift(
+                        store, log, subs, deltas, unusable, spec, settings, start
+                    )
+                    if not isinstance(start, Exception)
+                    else (EXPLANATION_SHIFT_CHECK, False, f"cannot read the start model: {start}")
+                )
             if settings.standing:
                 audit.add(
                     *_check_free_riders(

@@ -38,6 +38,7 @@ __all__ = [
     "VALUATION_MODES",
     "BlobRef",
     "Evidence",
+    "ExplanationProbe",
     "HeatmapRef",
     "InvalidLog",
     "LedgerRef",
@@ -208,6 +209,46 @@ class LedgerRef:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExplanationProbe:
+    """The public probe set the explanation check runs on: a safetensors blob on the content
+    store (:mod:`fedtrail.storage.probe`), its CID, sha256 and image count. Committed in the
+    round terms' valuation block, so round 1 fixes it (``terms.task_fixed``) and anyone can
+    recompute every ``EXPLANATION_SHIFT`` verdict (``reasons.explanation_shift``). The images
+    are public: consented, public or synthetic images only, never patients' private scans."""
+
+    cid: str
+    sha256: str
+    images: int
+
+    _FIELDS: ClassVar[tuple[str, ...]] = ("cid", "sha256", "images")
+
+    def __post_init__(self) -> None:
+        if not self.cid or len(self.cid) > 128:
+            raise InvalidLog("the explanation probe's cid must be 1-128 characters")
+        if len(self.sha256) != 64 or set(self.sha256) - set("0123456789abcdef"):
+            raise InvalidLog("the explanation probe's sha256 must be 64 lowercase hex digits")
+        if self.images < 1:
+            raise InvalidLog(f"the explanation probe must hold images, not {self.images}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cid": self.cid, "sha256": self.sha256, "images": self.images}
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> ExplanationProbe:
+        if not isinstance(doc, Mapping):
+            raise InvalidLog(f"explanation log invalid at {where}: not an object")
+        _only(doc, cls._FIELDS, where)
+        for key in cls._FIELDS:
+            if key not in doc:
+                raise InvalidLog(f"explanation log invalid at {where}: '{key}' is missing")
+        return cls(
+            cid=_str(doc["cid"], f"{where}/cid"),
+            sha256=_str(doc["sha256"], f"{where}/sha256"),
+            images=_int(doc["images"], f"{where}/images"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class ValuationSettings:
     """How the round's scores were computed, so an auditor can re-run the valuation.
 
@@ -225,6 +266,10 @@ class ValuationSettings:
     (``fedtrail.valuation.VALIDATOR_GAMES``: ``"linear_shapley"``, ``"loo"``); absent:
     ``method`` (and ``large_game``), as the aggregator plays. No one can replay a validator's
     game (its split is private), but every honest validator plays the one the terms name.
+    ``explanation_probe`` (only with ``explanation_check`` true): the public probe set the check
+    runs on (:class:`ExplanationProbe`); absent: the check's probes come from the private
+    validation split, and its verdicts are the aggregator's word (verify fails them as not
+    checked).
     """
 
     method: str
@@ -237,6 +282,7 @@ class ValuationSettings:
     mode: str | None = None
     quorum: int | None = None
     validator_game: str | None = None
+    explanation_probe: ExplanationProbe | None = None
 
     _FIELDS: ClassVar[tuple[str, ...]] = (
         "method",
@@ -249,6 +295,7 @@ class ValuationSettings:
         "mode",
         "quorum",
         "validator_game",
+        "explanation_probe",
     )
 
     def __post_init__(self) -> None:
@@ -268,6 +315,8 @@ class ValuationSettings:
             )
         if self.validator_game == "linear_shapley" and self.metric == "auc":
             raise InvalidLog("the validator game 'linear_shapley' needs a loss metric, not the AUC")
+        if self.explanation_probe is not None and self.explanation_check is not True:
+            raise InvalidLog("an explanation probe is set only with the explanation check on")
 
     @property
     def peers(self) -> bool:
@@ -292,6 +341,8 @@ class ValuationSettings:
             doc["quorum"] = self.quorum
         if self.validator_game is not None:
             doc["validator_game"] = self.validator_game
+        if self.explanation_probe is not None:
+            doc["explanation_probe"] = self.explanation_probe.to_json()
         return doc
 
     @classmethod
@@ -329,6 +380,9 @@ class ValuationSettings:
             validator_game=None
             if doc.get("validator_game") is None
             else _str(doc["validator_game"], f"{where}/validator_game"),
+            explanation_probe=None
+            if doc.get("explanation_probe") is None
+            else ExplanationProbe.from_json(doc["explanation_probe"], f"{where}/explanation_probe"),
         )
 
 

@@ -54,7 +54,8 @@ such a candidate 0; :func:`fedtrail.valuation.value_round` runs it with ``explan
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Final
 
@@ -73,6 +74,7 @@ __all__ = [
     "DEFAULT_SHIFT_THRESHOLD",
     "ExplanationScorer",
     "SiteExplanationShift",
+    "one_thread",
     "rank_correlation",
     "top_k_overlap",
 ]
@@ -210,14 +212,15 @@ class ExplanationScorer:
         candidate order)."""
         probe = self._probe(ctx)
         mask = self._mask(tuple(probe.shape[2:]))
-        base = self._explain(_build(ctx.spec, ctx.global_state), probe, ctx.seed)
-        base_share = float(region_share(base.heatmaps, mask).mean())
         out: dict[str, SiteExplanationShift] = {}
-        for cand in usable(ctx):
-            assert cand.delta is not None  # usable() guarantees it
-            model = _build(ctx.spec, _add(ctx.global_state, cand.delta, cand.site))
-            exp = self._explain(model, probe, ctx.seed)
-            out[cand.site] = self._compare(cand.site, base, base_share, exp, mask)
+        with one_thread():
+            base = self._explain(_build(ctx.spec, ctx.global_state), probe, ctx.seed)
+            base_share = float(region_share(base.heatmaps, mask).mean())
+            for cand in usable(ctx):
+                assert cand.delta is not None  # usable() guarantees it
+                model = _build(ctx.spec, _add(ctx.global_state, cand.delta, cand.site))
+                exp = self._explain(model, probe, ctx.seed)
+                out[cand.site] = self._compare(cand.site, base, base_share, exp, mask)
         return out
 
     def flag(self, ctx: ValuationContext) -> list[Candidate]:
@@ -297,6 +300,19 @@ class ExplanationScorer:
             threshold=self.shift_threshold,
             reason=reason,
         )
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one intra-op thread, restored after: attributions are sums whose last bits
+    change with the thread count, and an auditor on another machine must recompute the
+    aggregator's components bit for bit (``reasons.explanation_shift``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _probe_tensor(probe: ImageDataset | np.ndarray | torch.Tensor) -> torch.Tensor:

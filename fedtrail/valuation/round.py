@@ -76,7 +76,15 @@ from fedtrail.valuation.shapley import (
 from fedtrail.valuation.standing import History, accumulate, credited, normalised_values
 from fedtrail.valuation.utility import CoalitionUtility, GameValues, scratch_model
 
-__all__ = ["EXPLANATION_PROBES", "GAMES", "LARGE_GAMES", "METHODS", "Game", "value_round"]
+__all__ = [
+    "EXPLANATION_PROBES",
+    "GAMES",
+    "LARGE_GAMES",
+    "METHODS",
+    "Game",
+    "explanation_probe",
+    "value_round",
+]
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +151,18 @@ EXPLANATION_PROBES: Final = 32
 """Validation images (the first ones, tagged) the explanation check explains."""
 
 
+def explanation_probe(images: ImageDataset) -> torch.Tensor:
+    """The explanation check's probe batch built from ``images``: the first
+    :data:`EXPLANATION_PROBES` of them, stamped with the corner tag (a shortcut only shows on
+    images that have one). The aggregator publishes it (:mod:`fedtrail.storage.probe`), so the
+    images it is built from become public."""
+    if len(images) == 0:
+        raise ConfigError("the explanation check needs at least one probe image")
+    n = min(EXPLANATION_PROBES, len(images))
+    tagged = add_marker(images.subset(np.arange(n)), label=None)
+    return torch.from_numpy(np.array(tagged.images, dtype=np.float32))
+
+
 def check_game(*, method: str, metric: str, large_game: str | None) -> None:
     """ConfigError naming what :func:`value_round` cannot play: an unknown ``method``, ``metric``
     or ``large_game``, or a linearised game under the AUC (it needs a gradient). Callers that
@@ -174,12 +194,15 @@ def value_round(
     combiner: Combiner | None = None,
     history: History | None = None,
     large_game: str | None = None,
+    probe: torch.Tensor | None = None,
 ) -> RoundValuation:
     """Score every candidate of a round (see the module docstring): one
     :class:`~fedtrail.valuation.combine.SiteValuation` per candidate in ``report.sites``, in the
     candidates' (address) order, ready for ``recordValuation``; deterministic for its inputs.
 
-    ``validation`` None scores data-free (cosine) only; the explanation check needs a split.
+    ``validation`` None scores data-free (cosine) only. The explanation check runs on
+    ``probe`` (the published probe batch the terms commit); without one, on
+    :func:`explanation_probe` of the split (private: nobody without it can check the verdict).
     When the data-free fallback decides, every site's detail says so and ``report.fallback`` is
     set. When every candidate ends at 0 (all rejected, or nothing positive), the sites still hold
     every candidate with its reason — useful for the log — but must not be recorded on chain:
@@ -208,10 +231,10 @@ def value_round(
         seed=seed,
     )
     if explanation_check:
-        if validation is None:
-            raise ConfigError("the explanation check needs a validation split for its probes")
-        n = min(EXPLANATION_PROBES, len(validation))
-        probe = add_marker(validation.subset(np.arange(n)), label=None)
+        if probe is None:
+            if validation is None:
+                raise ConfigError("the explanation check needs a probe set or a validation split")
+            probe = explanation_probe(validation)
         ctx = replace(ctx, candidates=ExplanationScorer(probe).flag(ctx))
     if history is not None:
         if validation is None:

@@ -17,7 +17,7 @@ import pytest
 from fedtrail.errors import FedtrailError
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.models import ModelSpec
-from fedtrail.protocol.roundlog import ValuationSettings
+from fedtrail.protocol.roundlog import ExplanationProbe, ValuationSettings
 from fedtrail.protocol.terms import DuplicateRule, Personalisation, PrivacyTerms, RoundTerms
 from fedtrail.valuation.combine import Combiner
 
@@ -47,13 +47,14 @@ def full_terms() -> RoundTerms:
         method="shapley",
         metric="balanced_loss",
         seed=8,
-        explanation_check=False,
+        explanation_check=True,
         standing=True,
         combiner=asdict(Combiner()),
         large_game="linear_shapley",
         mode="peers",
         quorum=2,
         validator_game="loo",
+        explanation_probe=ExplanationProbe(cid="QmProbe", sha256="cd" * 32, images=32),
     )
     return RoundTerms(
         round=7,

@@ -255,7 +255,7 @@ def test_all_zero_round_is_reported_not_hidden() -> None:
             metric="f1",
             seed=0,
         )
-    with pytest.raises(ConfigError, match="explanation check needs a validation split"):
+    with pytest.raises(ConfigError, match="explanation check needs a probe set or a validation"):
         value_round(
             global_state=D,
             spec=ModelSpec(),
