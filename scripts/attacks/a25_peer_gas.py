@@ -14,7 +14,8 @@ real Anvil (the contract's own gas, 30M block gas limit; EIP-7825's per-transact
   (entries 900,000..1,000,000, random order);
 - ``cartel K``: as honest, but the K validators with the highest addresses give every site
   1,000,000 - 1,000 * (their rank), lowest last (each insertion shifts every earlier entry);
-- ``worst``: every validator is in the cartel (an upper bound).
+- ``worst``: every validator is in the cartel (an upper bound);
+- ``full``: every entry 1,000,000 (no sort moves anything: a lower bound).
 
 usage: python attacks/a25_peer_gas.py MODE N1 [N2 ...]   (e.g. honest 10 40 80; cartel 0.33 80)
 For ``cartel`` the first number after the mode is the cartel's fraction of the validators.
@@ -83,7 +84,10 @@ def one_round(w3, n: int) -> tuple[int | str, int]:
         if j >= n - k:  # the cartel: the last k addresses, each lower than the one before
             row = tuple(1_000_000 - 1_000 * (j - (n - k) + 1) for _ in order)
         else:
-            row = tuple(rng.choice((1_000_000,) * 8 + (900_000, 950_000)) for _ in order)
+            row = tuple(
+                1_000_000 if mode == "full" else rng.choice((1_000_000,) * 8 + (900_000, 950_000))
+                for _ in order
+            )
         votes.append(PeerVote(validator=v.address, scores=row))
     salt = {v.address: bytes.fromhex(h(f"s{v.address}")) for v in validators}
     for v, vote in zip(validators, votes, strict=True):
