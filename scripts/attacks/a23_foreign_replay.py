@@ -10,15 +10,16 @@ commits, in each round r, the bytes of A's site h0's round-r update, claiming 15
 duplicate and stale screens only compare B's own updates, and ``audit verify`` reads only B's
 chain and store.
 
-usage: python attacks/a23_foreign_replay.py MODE [rounds]
+usage: python attacks/a23_foreign_replay.py MODE [rounds] [claim]
   replay: A's h0 update of the same round number, every round
   first:  A's round-1 update in round 1 only, then nothing (what a site with no access to a
           federation in step with B could take)
   noise:  seeded Gaussian noise with the norm of A's update, claiming 150 (control: a data-less
           update that is not a real one)
   absent: the alien sends nothing (control: B's three honest sites alone)
-Prints each round's weights and the alien's cosine to B's honest mean, then
-``audit verify`` over B.
+``claim``: the count the alien claims (default 150; its cap is set to it, so 1500 is ten times
+the honest sites' median, the most ``max_sample_ratio`` 10 lets pass). Prints each round's
+weights and the alien's cosine to B's honest mean, then ``audit verify`` over B.
 """
 
 import hashlib
@@ -35,6 +36,7 @@ from fedtrail.storage.codec import decode_update, encode_update
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "replay"
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+claim = int(sys.argv[3]) if len(sys.argv) > 3 else 150
 
 print("== federation A (another deployment, same spec, default seed; images: permutation seed 1)")
 a = run([Site(f"h{i}", 150) for i in range(4)], rounds=rounds, seed=1, verbose=False, verify=False)
@@ -76,11 +78,11 @@ def alien(ctx: Ctx):
     for nm, v in ctx.now.items():  # reference: an honest site against the other two
         rest = sum(flat(w) for k, w in ctx.now.items() if k != nm) / (len(ctx.now) - 1)
         ref[ctx.round].append(float(torch.dot(flat(v), rest) / (flat(v).norm() * rest.norm())))
-    return blob, 150
+    return blob, claim
 
 
 print("== federation B (the attacked one; images: permutation seed 0)")
-res = run([Site(f"h{i}", 150) for i in range(3)] + [Site("alien", 0, alien, cap=150)], rounds)
+res = run([Site(f"h{i}", 150) for i in range(3)] + [Site("alien", 0, alien, cap=claim)], rounds)
 fb = res["fed"]
 for r in range(1, rounds + 1):
     same = fa.ledger.get_round(r).start_sha256 == fb.ledger.get_round(r).start_sha256
