@@ -310,11 +310,11 @@ class ThresholdLimits:
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "statistics", _names_in("statistics", self.statistics, STATISTICS_RULES)
+            self, "statistics", _names_in("statistics", self.statistics, STATISTICS_RULES, "rule")
         )
-        object.__setattr__(self, "methods", _names_in("methods", self.methods, GAME_NAMES))
-        object.__setattr__(self, "metrics", _names_in("metrics", self.metrics, METRICS))
-        object.__setattr__(self, "rules", _names_in("rules", self.rules, RULE_NAMES))
+        object.__setattr__(self, "methods", _names_in("methods", self.methods, GAME_NAMES, "game"))
+        object.__setattr__(self, "metrics", _names_in("metrics", self.metrics, METRICS, "metric"))
+        object.__setattr__(self, "rules", _names_in("rules", self.rules, RULE_NAMES, "rule"))
         if not isinstance(self.per_round, bool):
             raise ConfigError(f"per_round must be true or false, got {self.per_round!r}")
         clip, trim, krum_m = self.min_clip_norm, self.max_trim_ratio, self.min_krum_m
@@ -537,15 +537,16 @@ def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _names_in(key: str, names: Any, known: tuple[str, ...]) -> tuple[str, ...]:
-    """``names`` (a list of names, at least one, each in ``known``) as a tuple: ConfigError."""
+def _names_in(key: str, names: Any, known: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """``names`` (a list of ``what`` names, at least one, each in ``known``) as a tuple:
+    ConfigError."""
     if isinstance(names, str) or not isinstance(names, list | tuple):
-        raise ConfigError(f"{key} must be a list of names, got {names!r}")
+        raise ConfigError(f"{key} must be a list of {what} names, got {names!r}")
     if not names:
         raise ConfigError(f"{key} must name at least one of {list(known)}")
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ConfigError(f"{key} names unknown value(s) {unknown}; known: {list(known)}")
+        raise ConfigError(f"{key} names unknown {what}(s) {unknown}; known: {list(known)}")
     return tuple(names)
 
 
