@@ -35,6 +35,7 @@ from fedtrail.protocol.weights import SCORE_SCALE
 
 if TYPE_CHECKING:  # the service, the valuation and the ML load torch: imported where used
     from fedtrail.aggregator.service import AggregatorSettings, RoundOutcome
+    from fedtrail.protocol.roundlog import ValuationSettings
 
 log = logging.getLogger("fedtrail.aggregator")
 
@@ -73,6 +74,13 @@ def default_consent_warnings(settings: AggregatorSettings) -> list[str]:
             "[accept.loosest] (looser) takes them, and auditors need the same table (audit "
             "verify --accept)"
         )
+    payment = defaults.payment_breaches(settings.rule, _valuation_terms(settings))
+    if payment:
+        out.append(
+            "payment settings outside what sites accept by default: " + "; ".join(payment) + "; "
+            "sites skip these rounds unless their config.toml's [accept] takes them, and "
+            "auditors need the same table (audit verify --accept)"
+        )
     running = bool(settings.model.statistic_names())
     if statistics_refusal(defaults, settings.rule, running_statistics=running):
         out.append(
@@ -82,6 +90,25 @@ def default_consent_warnings(settings: AggregatorSettings) -> list[str]:
             "collapse the model"
         )
     return out
+
+
+def _valuation_terms(settings: AggregatorSettings) -> ValuationSettings:
+    """The valuation block ``settings`` write into a round's terms, as far as the sites' payment
+    limits read it (the peer quorum a placeholder: the sites active at open decide it)."""
+    from fedtrail.protocol.roundlog import ValuationSettings
+
+    peers = settings.valuation_mode == "peers"
+    auc = settings.metric == "auc"
+    game = settings.validator_game
+    return ValuationSettings(
+        method=settings.valuation,
+        metric=settings.metric,
+        standing=settings.standing,
+        large_game=None if auc else settings.large_game,
+        mode="peers" if peers else None,
+        quorum=1 if peers else None,
+        validator_game=None if not peers or (auc and game == "linear_shapley") else game,
+    )
 
 
 @aggregator.command()

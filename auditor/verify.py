@@ -1954,7 +1954,8 @@ def _check_limits(audit: RoundAudit, terms: RoundTerms, accept: ThresholdLimits)
     Thresholds or a rule that cannot be read fail too: no honest aggregator writes them, and
     the sites refuse them (a peer round is not replayed through the combiner, so nothing else
     would say so). A valuation block that is not valid settings at all is ``terms.valuation``'s
-    to fail: then this check is not applicable unless the statistics already fail it."""
+    to fail: then this check is not applicable unless the statistics already fail it. Payment
+    settings outside ``accept`` are named without failing it (:func:`_payment_note`)."""
     from fedtrail.valuation.chained import combiner_from
 
     name = "terms.limits"
@@ -1981,11 +1982,36 @@ def _check_limits(audit: RoundAudit, terms: RoundTerms, accept: ThresholdLimits)
             problems.append("thresholds stricter than the sites accept: " + "; ".join(stricter))
         if looser:
             problems.append("thresholds looser than the sites accept: " + "; ".join(looser))
+    note = "" if settings is None else _payment_note(terms, settings, accept)
     audit.add(
         name,
         not problems,
-        "; and ".join(problems)
-        or "no valuation threshold is stricter or looser than the sites accept",
+        (
+            "; and ".join(problems)
+            or "no valuation threshold is stricter or looser than the sites accept"
+        )
+        + note,
+    )
+
+
+def _payment_note(terms: RoundTerms, settings: ValuationSettings, accept: ThresholdLimits) -> str:
+    """The terms' payment settings outside ``accept``
+    (:meth:`~fedtrail.valuation.limits.ThresholdLimits.payment_breaches`: standing off,
+    leave-one-out, a freezing clip norm...), as a note on ``terms.limits`` that does not fail
+    it: only a site's own table says whether it opted in (``per_round``, ``methods``,
+    ``rules``...), and federations that chose such settings with consenting sites (per-round
+    valuation, leave-one-out) would otherwise fail every round for an auditor not handed the
+    sites' table. Empty when none is outside (or the rule is ``terms.rule``'s to report)."""
+    try:
+        rule = AggregationRule.from_terms(terms.aggregation_rule)
+    except (TypeError, ValueError, ConfigError):
+        return ""
+    breaches = accept.payment_breaches(rule, settings)
+    if not breaches:
+        return ""
+    return (
+        "; noted, not failed: payment settings an honest site's node refuses unless its "
+        "[accept] opts in: " + "; ".join(breaches)
     )
 
 

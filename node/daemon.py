@@ -96,7 +96,7 @@ from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.chained import check_playable
-from fedtrail.valuation.limits import ThresholdLimits, statistics_refusal
+from fedtrail.valuation.limits import ThresholdLimits, payment_refusal, statistics_refusal
 
 # What `node init` also prints in the register command it suggests: the coordinator knows the size.
 MAX_SAMPLES_PLACEHOLDER = "<size of this site's training set>"
@@ -347,15 +347,19 @@ def _unrunnable(terms: RoundTerms, accept: ThresholdLimits | None = None) -> str
     """What in a round's terms no honest aggregator, validator or auditor could run, or this
     site does not accept (None: nothing): an aggregation rule
     :class:`~fedtrail.ml.aggregation.AggregationRule` refuses, valuation settings
-    :func:`~fedtrail.valuation.chained.check_playable` refuses, or thresholds stricter than
-    ``accept`` (default: :class:`~fedtrail.valuation.limits.ThresholdLimits`' defaults), or a
-    running-statistics rule it does not accept for a model that has them."""
+    :func:`~fedtrail.valuation.chained.check_playable` refuses, payment settings outside
+    ``accept`` (:func:`~fedtrail.valuation.limits.payment_refusal`: standing off, leave-one-out,
+    a rule or rule parameter it does not take; every round, round 1's choice included),
+    thresholds stricter than ``accept`` (default: :class:`~fedtrail.valuation.limits.
+    ThresholdLimits`' defaults), or a running-statistics rule it does not accept for a model
+    that has them."""
     try:
         rule = AggregationRule.from_terms(terms.aggregation_rule)
     except (TypeError, ValueError, ConfigError) as exc:
         return f"aggregation rule {dict(terms.aggregation_rule)}: {exc}"
     try:
-        combiner = check_playable(ValuationSettings.from_json(terms.valuation))
+        settings = ValuationSettings.from_json(terms.valuation)
+        combiner = check_playable(settings)
     except (InvalidLog, ConfigError) as exc:
         return f"valuation: {exc}"
     limits = accept or ThresholdLimits()
@@ -363,8 +367,10 @@ def _unrunnable(terms: RoundTerms, accept: ThresholdLimits | None = None) -> str
         running = bool(ModelSpec(**terms.model_spec).statistic_names())
     except (TypeError, ValueError, ConfigError) as exc:
         return f"model: {exc}"
-    return limits.refusal(combiner, terms.duplicates) or statistics_refusal(
-        limits, rule, running_statistics=running
+    return (
+        payment_refusal(limits, rule, settings)
+        or limits.refusal(combiner, terms.duplicates)
+        or statistics_refusal(limits, rule, running_statistics=running)
     )
 
 

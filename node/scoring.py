@@ -65,7 +65,7 @@ from fedtrail.valuation.chained import (
     previous_rounds,
     recent_references,
 )
-from fedtrail.valuation.limits import ThresholdLimits, statistics_refusal
+from fedtrail.valuation.limits import ThresholdLimits, payment_refusal, statistics_refusal
 
 __all__ = ["SCORES_NAME", "STEPS", "PeerScorer", "ScoreRecord", "ScoreState"]
 
@@ -304,8 +304,12 @@ class PeerScorer:
         except (InvalidTerms, InvalidLog, ConfigError, TypeError, ValueError) as exc:
             return self._skip(round_id, None, f"the round's terms are unusable: {exc}")
         # a site lends its votes only to a round it would train in (the same [accept])
-        refusal = self.accept.refusal(combiner, terms.duplicates) or statistics_refusal(
-            self.accept, rule, running_statistics=bool(self.spec.statistic_names())
+        refusal = (
+            payment_refusal(self.accept, rule, valuation)
+            or self.accept.refusal(combiner, terms.duplicates)
+            or statistics_refusal(
+                self.accept, rule, running_statistics=bool(self.spec.statistic_names())
+            )
         )
         if refusal is not None:
             return self._skip(round_id, None, f"the round's {refusal}")

@@ -202,7 +202,13 @@ def _site_node(
 
 def _consenting(accept: ThresholdLimits, settings: AggregatorSettings) -> ThresholdLimits:
     """``accept`` widened to take ``settings``' thresholds (each limit the looser of the two;
-    none to take without a combiner) and its running-statistics rule."""
+    none to take without a combiner), its payment settings (standing off, its games, metric
+    and rule) and its running-statistics rule."""
+    optional = (settings.large_game, settings.validator_game)
+    games = (settings.valuation, *(g for g in optional if g is not None))
+    accept = accept.taking(
+        rule=settings.rule, standing=settings.standing, games=games, metric=settings.metric
+    )
     widened = accept if settings.combiner is None else accept.widened(settings.combiner)
     rule = settings.rule.statistics
     if rule in widened.statistics:

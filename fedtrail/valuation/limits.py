@@ -33,36 +33,80 @@ hospitals as FREE_RIDER, so an aggregator writes it only with its sites' consent
 claimed count within its cap may also boost its update as many times
 (``scripts/attacks/a10_inflate_boost.py``), so turning it on takes the sites' consent under
 ``[accept.loosest]``.
+
+The payment settings round 1 fixes for a deployment (:func:`~fedtrail.protocol.terms.
+payment_differences`) are bounded here too, every round alike (later rounds must equal round
+1's anyway): whether scores come from standing (``per_round``), the games and metrics a site
+accepts (``methods``, ``metrics``), and the aggregation rules with floors on their parameters
+(``rules``, ``min_clip_norm``, ``max_trim_ratio``, ``min_krum_m``); :meth:`ThresholdLimits.
+payment_breaches`. Without them an aggregator could open round 1 with terms that turn standing
+off (a data-less ally replaying the global delta took 0.784 of the weight,
+``scripts/attacks/a18_perround_replay.py``), freeze the model with ``norm_clip`` at 1e-12
+(``a20_rule_freeze.py``) or demote honest sites with leave-one-out (``a21_metric_choice.py``).
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from fedtrail.errors import ConfigError, FedtrailError
-from fedtrail.ml.aggregation import STATISTICS_RULES, AggregationRule
+from fedtrail.ml.aggregation import RULE_NAMES, STATISTICS_RULES, AggregationRule
+from fedtrail.protocol.roundlog import ValuationSettings
 from fedtrail.protocol.terms import (
     DUPLICATE_COSINE,
     DUPLICATE_RELATIVE_L2,
     DUPLICATE_SCALED_COSINE,
+    VALIDATOR_GAMES,
     DuplicateRule,
 )
+from fedtrail.valuation.base import METRICS
 from fedtrail.valuation.combine import Combiner
+from fedtrail.valuation.round import LARGE_GAMES, METHODS
 
 __all__ = [
+    "ACCEPTED_GAMES",
     "DUPLICATE_LIMITS",
+    "GAME_NAMES",
     "HIGHER_IS_STRICTER",
     "LOWER_IS_LOOSER",
+    "PAYMENT_LIMITS",
     "UNBOUNDED",
     "LoosestLimits",
     "ThresholdLimits",
     "limits_from",
     "load_limits",
+    "payment_refusal",
+    "played_games",
     "statistics_refusal",
 ]
+
+PAYMENT_LIMITS: Final = frozenset(
+    {"per_round", "methods", "metrics", "rules", "min_clip_norm", "max_trim_ratio", "min_krum_m"}
+)
+""":class:`ThresholdLimits` fields that bound a round's payment settings
+(:meth:`ThresholdLimits.payment_breaches`), not a :class:`Combiner` threshold."""
+
+GAME_NAMES: Final = tuple(dict.fromkeys((*METHODS, *LARGE_GAMES, *VALIDATOR_GAMES)))
+"""Every game a round's terms can name (``method``, ``large_game``, ``validator_game``)."""
+ACCEPTED_GAMES: Final = tuple(g for g in GAME_NAMES if g != "loo")
+"""The games a site accepts by default: all but leave-one-out, whose values (1e-5..2e-4 of
+both signs among four honest IID sites) become shares of +-0.05..0.4 under the standing and
+demoted two honest sites to weight 0 (``scripts/attacks/a21_metric_choice.py balanced_loss
+loo 6 -1``; Shapley: 0.250 each in every round)."""
+
+
+def played_games(settings: ValuationSettings) -> tuple[str, ...]:
+    """The games a round under ``settings`` plays: a peer round's validator game, or else the
+    method and the large game (when set)."""
+    if settings.peers and settings.validator_game is not None:
+        return (settings.validator_game,)
+    large = () if settings.large_game is None else (settings.large_game,)
+    return (settings.method, *large)
+
 
 HIGHER_IS_STRICTER: Final = frozenset(
     {
@@ -237,19 +281,49 @@ class ThresholdLimits:
     model's statistics are poisoned (every coalition model is collapsed too), so an aggregator
     writing ``"weighted"`` hands any one site that power. Terms without the setting (written
     before it existed) mean ``"weighted"``. A model without running statistics ignores it."""
+    per_round: bool = False
+    """False: only terms whose scores come from standing (``valuation.standing``) are accepted.
+    Without standing the free-rider screen does not run and scores are ``value / best``: a
+    data-less ally resending 2x the previous global delta took 0.389, then 0.784 of the weight
+    (``scripts/attacks/a18_perround_replay.py perround 3``). A federation that values each round
+    on its own (``--per-round``) needs its sites' ``per_round = true``."""
+    methods: tuple[str, ...] = ACCEPTED_GAMES
+    """The valuation games accepted (:data:`GAME_NAMES`; each the round plays,
+    :func:`played_games`); by default all but ``"loo"`` (:data:`ACCEPTED_GAMES`)."""
+    metrics: tuple[str, ...] = METRICS
+    """The validation metrics accepted (:data:`~fedtrail.valuation.METRICS`; default: all, the
+    AUC too: a sign-flipper under it was zeroed from round 2, ``a21_metric_choice.py auc``)."""
+    rules: tuple[str, ...] = RULE_NAMES
+    """The aggregation rules accepted (:data:`~fedtrail.ml.aggregation.RULE_NAMES`; default:
+    all), each within the parameter limits below."""
+    min_clip_norm: float = 0.0
+    """``norm_clip``'s fixed ``max_norm``, at least this; 0 (default): only the median norm
+    (``max_norm`` unset) is accepted. A fixed norm is set before any update exists, so nothing
+    ties it to their scale: at 1e-12 the model never moved while every site was paid
+    (``a20_rule_freeze.py clip 3``: validation AUC 0.5088 every round)."""
+    max_trim_ratio: float = 0.3
+    """``trimmed_mean``'s ``trim_ratio``, at most this (the product's 0.2 with a margin; near
+    0.5 the rule is the median's and ignores all but the middle updates)."""
+    min_krum_m: int = 2
+    """``krum``'s ``krum_m`` (updates averaged), unset (``n - krum_f``) or at least this: at 1
+    the global step is one site's update (``a20_rule_freeze.py krum 3``)."""
 
     def __post_init__(self) -> None:
-        rules = self.statistics
-        if isinstance(rules, str) or not isinstance(rules, list | tuple):
-            raise ConfigError(f"statistics must be a list of rule names, got {rules!r}")
-        if not rules:
-            raise ConfigError(f"statistics must name at least one of {list(STATISTICS_RULES)}")
-        unknown = [r for r in rules if r not in STATISTICS_RULES]
-        if unknown:
-            raise ConfigError(
-                f"statistics names unknown rule(s) {unknown}; known: {list(STATISTICS_RULES)}"
-            )
-        object.__setattr__(self, "statistics", tuple(rules))
+        object.__setattr__(
+            self, "statistics", _names_in("statistics", self.statistics, STATISTICS_RULES, "rule")
+        )
+        object.__setattr__(self, "methods", _names_in("methods", self.methods, GAME_NAMES, "game"))
+        object.__setattr__(self, "metrics", _names_in("metrics", self.metrics, METRICS, "metric"))
+        object.__setattr__(self, "rules", _names_in("rules", self.rules, RULE_NAMES, "rule"))
+        if not isinstance(self.per_round, bool):
+            raise ConfigError(f"per_round must be true or false, got {self.per_round!r}")
+        clip, trim, krum_m = self.min_clip_norm, self.max_trim_ratio, self.min_krum_m
+        if not (_number(clip) and clip >= 0 and math.isfinite(clip)):
+            raise ConfigError(f"min_clip_norm must be a finite number >= 0, got {clip!r}")
+        if not (_number(trim) and 0 <= trim < 0.5):
+            raise ConfigError(f"max_trim_ratio must lie in [0, 0.5), got {trim!r}")
+        if isinstance(krum_m, bool) or not isinstance(krum_m, int) or krum_m < 1:
+            raise ConfigError(f"min_krum_m must be an integer >= 1, got {krum_m!r}")
         if isinstance(self.loosest, dict):
             object.__setattr__(
                 self, "loosest", _table(LoosestLimits, self.loosest, "[accept.loosest]")
@@ -298,8 +372,8 @@ class ThresholdLimits:
             if f.name == "loosest":
                 values[f.name] = base.loosest.widened(combiner)
                 continue
-            if f.name == "statistics":
-                values[f.name] = base.statistics
+            if f.name in _NOT_THRESHOLDS:  # statistics and the payment settings: as they are
+                values[f.name] = getattr(base, f.name)
                 continue
             if f.name in DUPLICATE_LIMITS:  # not a Combiner threshold: the default
                 values[f.name] = getattr(base, f.name)
@@ -312,6 +386,72 @@ class ThresholdLimits:
             else:
                 values[f.name] = min(mine, theirs)
         return cls(**values)
+
+    def taking(
+        self, *, rule: AggregationRule, standing: bool, games: tuple[str, ...], metric: str
+    ) -> ThresholdLimits:
+        """These limits widened to accept an aggregator's payment settings (a simulated
+        federation's sites consenting to their aggregator's choices, or a test's)."""
+        return replace(
+            self,
+            per_round=self.per_round or not standing,
+            methods=tuple(dict.fromkeys((*self.methods, *games))),
+            metrics=tuple(dict.fromkeys((*self.metrics, metric))),
+            rules=tuple(dict.fromkeys((*self.rules, rule.name))),
+            min_clip_norm=self.min_clip_norm
+            if rule.name != "norm_clip" or rule.max_norm is None
+            else min(self.min_clip_norm or math.inf, rule.max_norm),
+            max_trim_ratio=max(self.max_trim_ratio, rule.trim_ratio)
+            if rule.name == "trimmed_mean"
+            else self.max_trim_ratio,
+            min_krum_m=min(self.min_krum_m, rule.krum_m)
+            if rule.name == "krum" and rule.krum_m is not None
+            else self.min_krum_m,
+        )
+
+    def taking_terms(self, rule: AggregationRule, settings: ValuationSettings) -> ThresholdLimits:
+        """These limits widened to accept the payment settings of a round's terms."""
+        return self.taking(
+            rule=rule,
+            standing=bool(settings.standing),
+            games=played_games(settings),
+            metric=settings.metric,
+        )
+
+    def payment_breaches(self, rule: AggregationRule, settings: ValuationSettings) -> list[str]:
+        """Each payment setting of a round's terms (its aggregation ``rule`` and valuation
+        ``settings``) outside these limits, as ``setting value (accepted: ...)``; empty when
+        every one is within."""
+        out = []
+        if not settings.standing and not self.per_round:
+            out.append("standing off (accepted: only with per_round = true)")
+        for game in played_games(settings):
+            if game not in self.methods:
+                out.append(f"valuation game {game!r} (accepted: methods = {list(self.methods)})")
+        if settings.metric not in self.metrics:
+            out.append(
+                f"valuation metric {settings.metric!r} (accepted: metrics = {list(self.metrics)})"
+            )
+        if rule.name not in self.rules:
+            out.append(f"aggregation rule {rule.name!r} (accepted: rules = {list(self.rules)})")
+        elif rule.name == "norm_clip" and rule.max_norm is not None:
+            if self.min_clip_norm == 0 or rule.max_norm < self.min_clip_norm:
+                floor = self.min_clip_norm
+                accepted = f"at least {floor}" if floor else "unset, the median norm"
+                out.append(
+                    f"norm_clip max_norm {rule.max_norm} (accepted: {accepted}; min_clip_norm)"
+                )
+        elif rule.name == "trimmed_mean" and rule.trim_ratio > self.max_trim_ratio:
+            out.append(
+                f"trimmed_mean trim_ratio {rule.trim_ratio} (accepted: at most "
+                f"{self.max_trim_ratio}; max_trim_ratio)"
+            )
+        elif rule.name == "krum" and rule.krum_m is not None and rule.krum_m < self.min_krum_m:
+            out.append(
+                f"krum krum_m {rule.krum_m} (accepted: unset or at least {self.min_krum_m}; "
+                "min_krum_m)"
+            )
+        return out
 
     def refusal(self, combiner: Combiner, duplicates: DuplicateRule | None = None) -> str | None:
         """Why a site with these limits does not take part under ``combiner`` (and the terms'
@@ -379,6 +519,37 @@ def statistics_refusal(
     )
 
 
+def payment_refusal(
+    accept: ThresholdLimits, rule: AggregationRule, settings: ValuationSettings
+) -> str | None:
+    """Why a site with ``accept`` does not take part under a round's payment settings (its
+    aggregation ``rule`` and valuation ``settings``, :meth:`ThresholdLimits.payment_breaches`);
+    None when it does. One sentence for the node and its validator."""
+    breaches = accept.payment_breaches(rule, settings)
+    if not breaches:
+        return None
+    return "payment settings this site does not accept ([accept] in its config.toml): " + (
+        "; ".join(breaches)
+    )
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _names_in(key: str, names: Any, known: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """``names`` (a list of ``what`` names, at least one, each in ``known``) as a tuple:
+    ConfigError."""
+    if isinstance(names, str) or not isinstance(names, list | tuple):
+        raise ConfigError(f"{key} must be a list of {what} names, got {names!r}")
+    if not names:
+        raise ConfigError(f"{key} must name at least one of {list(known)}")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"{key} names unknown {what}(s) {unknown}; known: {list(known)}")
+    return tuple(names)
+
+
 def load_limits(path: Path) -> ThresholdLimits:
     """The ``[accept]`` table of a TOML file (a site's config.toml, or a file holding only that
     table); the defaults where the file has none."""
@@ -413,7 +584,7 @@ def _table(cls: type[_T], table: Any, where: str) -> _T:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-_NOT_THRESHOLDS: Final = frozenset({"loosest", "statistics"})
+_NOT_THRESHOLDS: Final = frozenset({"loosest", "statistics"}) | PAYMENT_LIMITS
 """:class:`ThresholdLimits` fields that bound no :class:`Combiner` threshold."""
 
 _BOTH_SIDES: Final = tuple(

@@ -1,8 +1,9 @@
 """A18: an aggregator turns the free-rider screen off by writing per-round terms.
 
-``valuation.standing`` is the aggregator's choice in each round's terms, and no ``[accept]``
-limit bounds it: a site's default limits accept the per-round preset (:class:`Combiner`'s
-defaults) as readily as the standing one. Without standing no update is ever ``FREE_RIDER``
+``valuation.standing`` is the aggregator's choice in each round's terms; until stop 41 no
+``[accept]`` limit bounded it (since then ``per_round`` is false by default and an honest node
+refuses such terms; the harness commits for every site itself and prints that refusal).
+Without standing no update is ever ``FREE_RIDER``
 (``reasons.free_rider`` then requires that none is), so the stale screen (cosine above
 ``stale_cosine`` 0.99999 to an update or a global delta of the last ``stale_rounds`` rounds)
 does not run, and a per-round score is ``value / best`` of the round's validation game. A round

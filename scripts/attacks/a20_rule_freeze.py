@@ -1,8 +1,10 @@
 """A20: an aggregator freezes (or hands to one update) the global model with a legal rule.
 
-The terms' aggregation rule is the aggregator's choice: a site's ``[accept]`` bounds only how a
-BatchNorm model's running statistics are combined, and ``_unrunnable`` refuses only a rule
-:class:`~fedtrail.ml.aggregation.AggregationRule` cannot parse. ``norm_clip`` takes any positive
+The terms' aggregation rule is the aggregator's choice: until stop 41 a site's ``[accept]``
+bounded only how a BatchNorm model's running statistics are combined, and ``_unrunnable`` refused
+only a rule :class:`~fedtrail.ml.aggregation.AggregationRule` cannot parse (since then
+``min_clip_norm`` and ``min_krum_m`` refuse both terms below; the harness commits for every site
+itself and prints that refusal). ``norm_clip`` takes any positive
 finite ``max_norm``, so ``1e-12`` clips every update to nothing: the global model never moves,
 every site is still valued and paid by its samples, and ``audit verify`` replays the rule bit for
 bit. ``krum`` with ``krum_f`` 0 and ``krum_m`` 1 makes the global step one site's update.

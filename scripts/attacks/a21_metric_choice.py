@@ -1,8 +1,10 @@
 """A21: an aggregator picks the valuation metric (or method) that pays its ally's sign flip.
 
 ``valuation.metric`` (``auc``, ``loss``, ``balanced_loss``) and ``valuation.method``
-(``shapley``, ``mc_shapley``, ``loo``) are the aggregator's choice in each round's terms; no
-``[accept]`` limit bounds them (a site refuses only what no scorer can run). The product chose
+(``shapley``, ``mc_shapley``, ``loo``) are the aggregator's choice in each round's terms; until
+stop 41 no ``[accept]`` limit bounded them (since then ``methods`` leaves out ``loo`` by default
+and an honest node refuses such terms; the harness commits for every site itself and prints
+that refusal). The product chose
 the balanced loss because AUC ignores calibration: a sign-flipped update can keep the model's
 ranking while wrecking its outputs (README, *Scores from standing*). Here ``att`` (150 images)
 trains honestly in round 1, then sends its delta times -B (default 1) beside three honest

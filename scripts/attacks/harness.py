@@ -51,7 +51,7 @@ from fedtrail.ledger import commitment  # noqa: E402
 from fedtrail.ml.datasets import load_bundled  # noqa: E402
 from fedtrail.ml.models import ModelSpec  # noqa: E402
 from fedtrail.ml.training import TrainConfig, train_local  # noqa: E402
-from fedtrail.node.daemon import CLOCK_SLACK  # noqa: E402
+from fedtrail.node.daemon import CLOCK_SLACK, _unrunnable  # noqa: E402
 from fedtrail.protocol.codes import Phase, Reason  # noqa: E402
 from fedtrail.simulation.federation import SiteSetup, build_federation  # noqa: E402
 from fedtrail.storage.codec import decode_model, decode_update, encode_update  # noqa: E402
@@ -140,6 +140,13 @@ def run(
     for _r_i in range(rounds):
         r = fed.service.open_next()
         info = fed.ledger.get_round(r)
+        if verbose:
+            # the harness commits for every site itself; what an honest site's own node would do
+            # under these terms with the [accept] table given (None: the defaults)
+            refusal = _unrunnable(fed.service.terms(r)[0], accept)
+            print(
+                f"round {r}: an honest node " + (f"refuses: {refusal}" if refusal else "takes part")
+            )
         start, _ = decode_model(store.get(info.start_cid, info.start_sha256), spec=SPEC)
         trained: dict[str, Delta] = {}
         for j, s in enumerate(sites):

@@ -45,6 +45,26 @@ def test_thresholds_outside_the_default_table_are_named() -> None:
     assert "max_sample_ratio 50.0" in warning and "[looser]" in warning
 
 
+def test_payment_settings_outside_the_default_table_are_named() -> None:
+    """Attacks a18, a20, a21: the aggregator stays free to choose them, and is told sites
+    refuse them by default."""
+    [warning] = default_consent_warnings(
+        AggregatorSettings(
+            standing=False,
+            valuation="loo",
+            rule=AggregationRule(name="norm_clip", max_norm=1e-12),
+        )
+    )
+    assert warning.startswith("payment settings outside what sites accept by default: ")
+    for named in ("standing off", "valuation game 'loo'", "norm_clip max_norm 1e-12"):
+        assert named in warning, warning
+    # peer rounds' default validator game (linear Shapley), and the AUC's fallback to the method
+    assert default_consent_warnings(AggregatorSettings(valuation_mode="peers")) == []
+    auc = AggregatorSettings(valuation_mode="peers", metric="auc", valuation="loo")
+    [warning] = default_consent_warnings(auc)
+    assert "valuation game 'loo'" in warning
+
+
 class _Idle:
     """Stands in for AggregatorService: built with the command's settings, runs no round."""
 

@@ -18,7 +18,7 @@ from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.node.daemon import _unrunnable
 from fedtrail.protocol.terms import DuplicateRule, RoundTerms
 from fedtrail.valuation import Combiner
-from fedtrail.valuation.limits import ThresholdLimits
+from fedtrail.valuation.limits import ACCEPTED_GAMES, ThresholdLimits
 from tests.auditor.report import federation as hand
 from tests.fixtures.terms import parsed_terms
 
@@ -58,6 +58,13 @@ def _open(
         reveal_deadline=deadline + windows[1],
     )
     return round_id
+
+
+HONEST: dict[str, Any] = {"method": "shapley", "metric": "loss", "standing": True}
+"""Payment settings every default ``[accept]`` takes (what a test of thresholds leaves alone)."""
+PER_ROUND_LOO = ThresholdLimits(per_round=True, methods=(*ACCEPTED_GAMES, "loo"))
+"""The ``[accept]`` of sites in a per-round leave-one-out federation (the replayed rounds
+here): they opted in to those payment settings, not to the thresholds under test."""
 
 
 def _parsed_terms(valuation: dict[str, Any], duplicates: DuplicateRule | None = None) -> RoundTerms:
@@ -177,7 +184,7 @@ def test_a_duplicate_rule_that_zeroes_honest_updates_fails_terms_limits() -> Non
     (cosine 0.5, relative_l2 0.9: DUPLICATE, score 0; ``duplicates`` re-derives it bit for bit
     under the same rule) are skipped by honest nodes and fail ``terms.limits``; sites that widened
     their ``[accept]`` train under them, and an auditor given that table passes the check."""
-    valuation = {"method": "loo", "metric": "auc", "combiner": asdict(Combiner())}
+    valuation = {**HONEST, "combiner": asdict(Combiner())}
     terms = _parsed_terms(valuation, DuplicateRule(cosine=0.5, relative_l2=0.9))
     refused = _unrunnable(terms)
     assert refused is not None and "duplicate_cosine 0.5" in refused
@@ -200,7 +207,7 @@ def test_terms_without_scaled_cosine_fail_terms_limits_unless_the_sites_widened(
     node does not take part and ``terms.limits`` fails. Sites that accept the old rule
     (``duplicate_scaled_cosine = 1.0`` under ``[accept.loosest]``) take part, and an auditor
     given that table passes the check."""
-    valuation = {"method": "loo", "metric": "auc", "combiner": asdict(Combiner())}
+    valuation = {**HONEST, "combiner": asdict(Combiner())}
     terms = _parsed_terms(valuation, DuplicateRule(scaled_cosine=None))
     assert terms.duplicates.scaled_cosine is None
     refused = _unrunnable(terms)
@@ -232,14 +239,14 @@ def test_thresholds_looser_than_the_sites_accept_fail_terms_limits(
     thresholds = {**asdict(Combiner()), threshold: value}
     valuation = {"method": "loo", "metric": "auc", "combiner": thresholds}
     terms = _parsed_terms(valuation)
-    refused = _unrunnable(terms)
+    refused = _unrunnable(terms, PER_ROUND_LOO)
     assert refused is not None and f"{threshold} {value}" in refused and "looser" in refused
     audit = _round_logged_as(tmp_path, anvil_url, valuation, valuation)
     bad = {c.name: c.detail for c in audit.checks if c.failed}
     assert set(bad) == {"terms.limits"}, bad
     assert f"thresholds looser than the sites accept: {threshold} {value}" in bad["terms.limits"]
 
-    agreed = ThresholdLimits.accepting(Combiner(**thresholds))
+    agreed = PER_ROUND_LOO.widened(Combiner(**thresholds))
     assert _unrunnable(terms, agreed) is None
     audit = _round_logged_as(tmp_path / "agreed", anvil_url, valuation, valuation, accept=agreed)
     assert audit.passed, [c for c in audit.checks if c.failed]
@@ -260,14 +267,14 @@ def test_thresholds_stricter_than_the_sites_accept_fail_terms_limits(
     thresholds = {**asdict(Combiner()), threshold: value}
     valuation = {"method": "loo", "metric": "auc", "combiner": thresholds}
     terms = _parsed_terms(valuation)
-    refused = _unrunnable(terms)
+    refused = _unrunnable(terms, PER_ROUND_LOO)
     assert refused is not None and f"{threshold} {value}" in refused
     audit = _round_logged_as(tmp_path, anvil_url, valuation, valuation)
     bad = {c.name: c.detail for c in audit.checks if c.failed}
     assert set(bad) == {"terms.limits"}, bad
     assert f"{threshold} {value} (accepted: at least " in bad["terms.limits"]
 
-    agreed = ThresholdLimits.accepting(Combiner(**thresholds))
+    agreed = PER_ROUND_LOO.widened(Combiner(**thresholds))
     assert _unrunnable(terms, agreed) is None
     audit = _round_logged_as(tmp_path / "agreed", anvil_url, valuation, valuation, accept=agreed)
     assert audit.passed, [c for c in audit.checks if c.failed]

@@ -71,7 +71,12 @@ def _setup(anvil_url: str, ipfs_api: str, tmp: Path) -> tuple[Ledger, Path, str,
     terms = RoundTerms(
         round=ledger.current_round() + 1,
         aggregation_rule={"name": "weighted"},
-        valuation={"method": "shapley", "metric": "balanced_loss", "combiner": asdict(Combiner())},
+        valuation={
+            "method": "shapley",
+            "metric": "balanced_loss",
+            "standing": True,
+            "combiner": asdict(Combiner()),
+        },
         model_spec=spec.to_json(),
         spec_hash=spec.spec_hash(),
         seed=0,

@@ -637,6 +637,11 @@ def _all(**thresholds: Any) -> dict[str, Any]:
     return {**asdict(Combiner()), **thresholds}
 
 
+def _standing(**valuation: Any) -> dict[str, Any]:
+    """A terms' valuation block every default ``[accept]`` takes but for ``valuation``."""
+    return {"method": "shapley", "metric": "loss", "standing": True, **valuation}
+
+
 def _peers(valuation: dict[str, Any]) -> dict[str, Any]:
     return {"valuation": valuation, "score_commit_seconds": 60, "score_reveal_seconds": 60}
 
@@ -656,11 +661,11 @@ def _peers(valuation: dict[str, Any]) -> dict[str, Any]:
         ),
         ({"valuation": {"method": "loo", "metric": "loss", "combiner": {"nope": 1.0}}}, "nope"),
         (
-            {"valuation": {"method": "loo", "metric": "loss", "combiner": {"stale_cosine": 0.5}}},
+            {"valuation": _standing(combiner={"stale_cosine": 0.5})},
             "stale_cosine 0.5 (accepted: at least 0.9999)",
         ),
         (
-            {"valuation": {"method": "loo", "metric": "loss", "combiner": {"stale_cosine": 1.0}}},
+            {"valuation": _standing(combiner={"stale_cosine": 1.0})},
             "looser than this site accepts ([accept.loosest] in its config.toml): stale_cosine 1.0",
         ),
         (
@@ -732,7 +737,7 @@ def test_a_site_that_accepts_stricter_thresholds_trains_under_them(
     world = World(
         embedded,
         tmp_path,
-        edit={"valuation": {"method": "loo", "metric": "loss", "combiner": _all(stale_cosine=0.5)}},
+        edit={"valuation": _standing(combiner=_all(stale_cosine=0.5))},
     )
     node = world.node(0, accept=ThresholdLimits(stale_cosine=0.5))
     record = node.participate(world.round)
@@ -748,13 +753,7 @@ def test_a_site_that_accepts_looser_thresholds_trains_under_them(
     world = World(
         embedded,
         tmp_path,
-        edit={
-            "valuation": {
-                "method": "loo",
-                "metric": "loss",
-                "combiner": _all(max_sample_ratio=50.0),
-            }
-        },
+        edit={"valuation": _standing(combiner=_all(max_sample_ratio=50.0))},
     )
     node = world.node(0, accept=ThresholdLimits(loosest=LoosestLimits(max_sample_ratio=50.0)))
     record = node.participate(world.round)

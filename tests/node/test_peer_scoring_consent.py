@@ -4,7 +4,7 @@ is skipped before anything is fetched or scored."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -76,3 +76,39 @@ def test_a_validator_that_consented_goes_on_to_score(tmp_path: Path) -> None:
     scorer = _scorer(tmp_path, _terms("weighted"), accept=consented)
     with pytest.raises(Fetched):  # past the terms, it fetches the start model
         scorer._score(1, "cid", "ab" * 32)
+
+
+def _loo_peer_terms(*, standing: bool) -> RoundTerms:
+    """A peer round whose validators play leave-one-out (attack a21's game), with or without
+    standing (a18's)."""
+    valuation: dict[str, Any] = {
+        "method": "shapley",
+        "metric": "balanced_loss",
+        "standing": standing,
+        "combiner": asdict(HISTORY_COMBINER),
+    }
+    aggregator_round = parsed_terms(
+        valuation=valuation,
+        aggregation_rule=AggregationRule().to_terms(statistics=True),
+        model_spec=RESNET.to_json(),
+        spec_hash=RESNET.spec_hash(),
+    )
+    peers = {"mode": "peers", "quorum": 2, "validator_game": "loo"}
+    return replace(
+        aggregator_round,
+        valuation={**valuation, **peers},
+        score_commit_seconds=1,
+        score_reveal_seconds=1,
+    )
+
+
+def test_a_validator_skips_payment_settings_outside_its_table_until_it_opts_in(
+    tmp_path: Path,
+) -> None:
+    terms = _loo_peer_terms(standing=False)
+    record = _scorer(tmp_path, terms)._score(1, "cid", "ab" * 32)  # no fetch
+    assert record.phase == "skipped"
+    assert "standing off" in record.note and "valuation game 'loo'" in record.note
+    opted = limits_from({"per_round": True, "methods": ["linear_shapley", "loo"]})
+    with pytest.raises(Fetched):
+        _scorer(tmp_path, terms, accept=opted)._score(1, "cid", "ab" * 32)

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fedtrail.errors import ConfigError
+from fedtrail.ml.aggregation import RULE_NAMES, AggregationRule
 from fedtrail.node.config import NodeConfig, load_node_config, write_node_config
 from fedtrail.protocol.roundlog import ValuationSettings
 from fedtrail.protocol.terms import DuplicateRule
 from fedtrail.valuation import HISTORY_COMBINER, Combiner
+from fedtrail.valuation.base import METRICS
 from fedtrail.valuation.chained import combiner_from
 from fedtrail.valuation.limits import (
     DUPLICATE_LIMITS,
+    PAYMENT_LIMITS,
     UNBOUNDED,
     LoosestLimits,
     ThresholdLimits,
@@ -88,6 +92,7 @@ sign-flipped update's positive share)."""
 def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     names = {f.name for f in fields(Combiner)}
     limits = {f.name for f in fields(ThresholdLimits)} - {"loosest", "statistics"}
+    limits -= PAYMENT_LIMITS
     assert limits == names - UNBOUNDED | set(DUPLICATE_LIMITS)
     # unbounded on the loosening side: off is their loosest; sample_median_self's default (1,
     # the median with the judged count in) is its loosest value and 0 its only other one
@@ -283,6 +288,14 @@ def test_accepting_takes_the_looser_of_the_defaults_and_the_combiner() -> None:
         ({"loosest": {"stale_cosine": 2.0}}, "[accept.loosest]: stale_cosine must lie in [0, 1]"),
         ({"loosest": {"max_norm_ratio": 2.0}}, "unknown threshold(s) in [accept.loosest]"),
         ({"loosest": 3}, "loosest must be a table"),
+        ({"per_round": 1}, "per_round must be true or false"),
+        ({"methods": "shapley"}, "methods must be a list of game names"),
+        ({"methods": ["banzhaf"]}, "methods names unknown game(s) ['banzhaf']"),
+        ({"rules": []}, "rules must name at least one of"),
+        ({"metrics": ["accuracy"]}, "metrics names unknown metric(s) ['accuracy']"),
+        ({"min_clip_norm": -1.0}, "min_clip_norm must be a finite number >= 0"),
+        ({"max_trim_ratio": 0.5}, "max_trim_ratio must lie in [0, 0.5)"),
+        ({"min_krum_m": 0}, "min_krum_m must be an integer >= 1"),
     ],
 )
 def test_an_invalid_accept_table_is_refused(table: object, needle: str) -> None:
@@ -308,6 +321,62 @@ def test_the_accept_table_round_trips_through_a_site_config(tmp_path: Path) -> N
     assert load_limits(none) == ThresholdLimits()
     with pytest.raises(ConfigError, match="no file"):
         load_limits(tmp_path / "missing.toml")
+    opted = ThresholdLimits(per_round=True, methods=("shapley", "loo"), min_clip_norm=0.5)
+    write_node_config(path, NodeConfig(accept=opted))
+    assert load_node_config(path).accept == opted
+
+
+def _valuation(**settings: Any) -> ValuationSettings:
+    return ValuationSettings(
+        **{"method": "shapley", "metric": "loss", "standing": True, **settings}
+    )
+
+
+@pytest.mark.parametrize(
+    ("rule", "settings", "named"),
+    [
+        (AggregationRule(), _valuation(standing=False), "standing off"),
+        (AggregationRule(), _valuation(standing=None), "standing off"),  # absent: off
+        (AggregationRule(), _valuation(method="loo"), "valuation game 'loo'"),
+        (AggregationRule(), _valuation(large_game="linear_shapley", method="loo"), "'loo'"),
+        (
+            AggregationRule(),
+            _valuation(mode="peers", quorum=2, validator_game="loo"),
+            "valuation game 'loo'",
+        ),
+        (AggregationRule(name="norm_clip", max_norm=1e-12), _valuation(), "max_norm 1e-12"),
+        (AggregationRule(name="krum", krum_m=1), _valuation(), "krum_m 1"),
+        (AggregationRule(name="trimmed_mean", trim_ratio=0.45), _valuation(), "trim_ratio 0.45"),
+    ],
+)
+def test_payment_settings_outside_the_defaults_are_named_and_taken_after_consent(
+    rule: AggregationRule, settings: ValuationSettings, named: str
+) -> None:
+    [breach] = ThresholdLimits().payment_breaches(rule, settings)
+    assert named in breach
+    assert ThresholdLimits().taking_terms(rule, settings).payment_breaches(rule, settings) == []
+
+
+def test_the_products_payment_defaults_are_accepted() -> None:
+    """Standing, Shapley (exact, Monte-Carlo, linearised as a peer round's validator game),
+    every metric, every rule at its default parameters, the median norm for ``norm_clip``."""
+    limits = ThresholdLimits()
+    for name in RULE_NAMES:
+        for metric in METRICS:
+            assert (
+                limits.payment_breaches(AggregationRule(name=name), _valuation(metric=metric)) == []
+            )
+    peers = _valuation(mode="peers", quorum=3, validator_game="linear_shapley")
+    assert limits.payment_breaches(AggregationRule(), peers) == []
+    assert limits.payment_breaches(AggregationRule(), _valuation(method="mc_shapley")) == []
+    # a peer round without a validator game plays the method (leave-one-out here: refused)
+    assert limits.payment_breaches(
+        AggregationRule(), _valuation(mode="peers", quorum=3, method="loo")
+    )
+    # a fixed clip norm at or above a site's floor is taken
+    clip = AggregationRule(name="norm_clip", max_norm=0.5)
+    assert ThresholdLimits(min_clip_norm=0.5).payment_breaches(clip, _valuation()) == []
+    assert ThresholdLimits(min_clip_norm=0.6).payment_breaches(clip, _valuation())
 
 
 @pytest.mark.parametrize(
