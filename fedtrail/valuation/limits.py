@@ -432,6 +432,17 @@ class ThresholdLimits:
             out.append(
                 f"valuation metric {settings.metric!r} (accepted: metrics = {list(self.metrics)})"
             )
+        if (
+            settings.explanation_check
+            and settings.mode != "peers"
+            and settings.explanation_probe is None
+        ):
+            # without a committed probe set the EXPLANATION_SHIFT verdicts are the aggregator's
+            # word (attack a22): no table opts into that
+            out.append(
+                "explanation check without a public probe set (accepted: only with "
+                "valuation.explanation_probe, which lets anyone recompute the verdicts)"
+            )
         if rule.name not in self.rules:
             out.append(f"aggregation rule {rule.name!r} (accepted: rules = {list(self.rules)})")
         elif rule.name == "norm_clip" and rule.max_norm is not None:

@@ -86,3 +86,18 @@ def test_the_default_aggregators_terms_are_taken_by_the_default_table(
     record = node.participate(world.round)
     assert record is not None and record.phase != "skipped"
     assert world.ledger.get_submission(world.round, node.address) is not None
+
+
+def test_an_explanation_check_without_a_public_probe_is_refused_by_every_table(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """Attack a22: without a committed probe set the ``EXPLANATION_SHIFT`` verdicts are the
+    aggregator's word; no ``[accept]`` opts into that, the loosest included."""
+    world = World(embedded, tmp_path, edit={"valuation": {**SHAPLEY, "explanation_check": True}})
+    loosest = ThresholdLimits(per_round=True, methods=(*ACCEPTED_GAMES, "loo"))
+    for i, accept in ((0, None), (1, loosest)):
+        node = world.node(i) if accept is None else world.node(i, accept=accept)
+        record = node.participate(world.round)
+        assert record is not None and record.phase == "skipped", record
+        assert "explanation check without a public probe set" in record.note, record.note
+        assert world.ledger.get_submission(world.round, node.address) is None
