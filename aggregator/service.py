@@ -44,6 +44,7 @@ from fedtrail.errors import (
     ContractRevert,
     FedtrailError,
     LedgerError,
+    PaymentSettingsChanged,
     StoreError,
 )
 from fedtrail.fsutil import atomic_write, folder_lock
@@ -74,6 +75,7 @@ from fedtrail.protocol.terms import (
     Personalisation,
     PrivacyTerms,
     RoundTerms,
+    payment_differences,
 )
 from fedtrail.protocol.weights import SCORE_SCALE, ZeroTotalWeight, onchain_weights
 from fedtrail.storage.codec import decode_model, default_max_bytes, encode_model
@@ -540,6 +542,14 @@ class AggregatorService:
             blob = encode_model(initial, spec=self.spec, round=0)
             cid, sha = self._put(blob, keep=True)
         terms = self.round_terms(self.ledger.current_round() + 1)
+        changed = self._payment_changes(terms)
+        if changed:
+            raise PaymentSettingsChanged(
+                f"round {terms.round} not opened: this aggregator's settings change what round "
+                "1's terms fixed for the deployment (" + "; ".join(changed) + "); every honest "
+                "node would refuse the round and audit verify would fail it. Run with round 1's "
+                "settings, or deploy a new ledger for new ones"
+            )
         terms_cid, terms_sha = self._put(terms.to_bytes(), keep=True)
         # OPEN_MARGIN (2 s): the opening transaction may land a second or two after the pending
         # block's time, and the ledger refuses a window shorter than its minimum.
@@ -591,6 +601,21 @@ class AggregatorService:
             tx.tx_hash,
         )
         return round_id
+
+    def _payment_changes(self, terms: RoundTerms) -> list[str]:
+        """What ``terms`` (a round after the first) changes among the payment settings round
+        1's terms fixed (:func:`~fedtrail.protocol.terms.payment_differences`, the rule nodes
+        and ``audit verify`` apply); empty for round 1 or the same settings. Round 1's terms
+        are read back by their on-chain hash, as a node reads them."""
+        if terms.round <= 1:
+            return []
+        first = self.ledger.get_round(1)
+        blob = self._read(first.terms_cid, first.terms_sha256, max_bytes=MAX_TERMS_BYTES)
+        try:
+            reference = RoundTerms.from_bytes(blob)
+        except InvalidTerms as exc:
+            raise FedtrailError(f"round 1's committed terms are unusable: {exc}") from None
+        return payment_differences(reference, terms)
 
     def ready_to_value(self, round_id: int, *, info: RoundInfo | None = None) -> bool:
         """After the reveal deadline, or once every site active at open has revealed (``info``:

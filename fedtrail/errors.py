@@ -154,6 +154,13 @@ class FolderLocked(FedtrailError):
     state."""
 
 
+class PaymentSettingsChanged(ConfigError):
+    """An aggregator's settings would open a later round whose terms change what round 1's
+    fixed for the deployment (the validation split, valuation, aggregation rule, duplicate
+    rule): honest nodes refuse such terms and ``audit verify`` fails them, so the round is
+    not opened."""
+
+
 # ---------------------------------------------------------------- updates and models
 
 
