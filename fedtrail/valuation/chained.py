@@ -16,8 +16,9 @@ only, by the one rule here that the aggregator (to score) and the auditor (to ch
 * the **references** come from the latest ``stale_rounds`` finalized rounds before this one
   (the round terms' threshold, :class:`~fedtrail.valuation.combine.Combiner`; 1 in logs
   recorded without it), newest first: each round's readable updates (``"<address>'s update of
-  round r"``: every revealed update except those scored TAMPERED or MALFORMED, whose bytes were
-  unusable; a free-rider's own resend counts, so resending the same update again is caught
+  round r"``: every revealed update except those scored TAMPERED, MALFORMED, PEER_REJECTED or
+  WITHHELD, whose bytes were unusable or refused (:data:`UNREADABLE`); a free-rider's own
+  resend counts, so resending the same update again is caught
   again), then the global delta it applied (``"the global delta of round r"``). Cost: the
   stale screen compares each update with every reference, about ``n (n + 1) stale_rounds``
   pairs (one Gram matrix screens them), and the references of ``stale_rounds`` rounds are
@@ -166,9 +167,21 @@ def check_playable(settings: ValuationSettings) -> Combiner:
 
 
 UNREADABLE: Final = frozenset(
-    {int(Reason.TAMPERED), int(Reason.MALFORMED), int(Reason.NOT_REVEALED)}
+    {
+        int(Reason.TAMPERED),
+        int(Reason.MALFORMED),
+        int(Reason.NOT_REVEALED),
+        int(Reason.PEER_REJECTED),
+        int(Reason.WITHHELD),
+    }
 )
-"""Reasons of updates whose bytes the round could not use: never references."""
+"""Reasons of updates whose bytes the round could not use, or that the chain already refused:
+never references. PEER_REJECTED (a peer round's median of 0, also the verdict on a blob no
+validator could read) and WITHHELD (a weighted update the aggregator could not read back) come
+from a peer round; an aggregator round after it (the move back is allowed when round 1 was the
+aggregator's) would otherwise need a blob that no reader may have, and ``audit verify``
+already accepts such a blob as missing. The chain decides, not the reader's store, so every
+reader takes the same references."""
 
 
 def reference_submissions(ledger: Ledger, round_id: int) -> list[Submission]:
@@ -214,8 +227,9 @@ def round_references(
 ) -> dict[str, Mapping[str, torch.Tensor]]:
     """The free-rider references finalized round ``prev`` leaves its successor: its revealed
     updates whose bytes the round could use (:func:`reference_submissions`: every one not
-    scored TAMPERED, MALFORMED or NOT_REVEALED, weighted or not: a zeroed free-rider's resend
-    counts too) and the global delta it applied. With ``skip_unreadable`` an update whose bytes
+    scored TAMPERED, MALFORMED, NOT_REVEALED, PEER_REJECTED or WITHHELD, weighted or not: a
+    zeroed free-rider's resend counts too) and the global delta it applied. With
+    ``skip_unreadable`` an update whose bytes
     cannot be read is left out (a validator's view); otherwise it raises (the round read it,
     so it must be readable: an update its site withdrew from the store after the round makes
     every later round's history unreadable, ``reasons.free_rider`` fails there)."""

@@ -153,6 +153,8 @@ def federation(
         _round(fed, sites, TRUE_SPEND, zeroes_honest)
         unbound = replace(default_combiner(True), dp_spend_check=0)
         fed.service.settings = replace(fed.service.settings, combiner=unbound)
+        # the aggregator that turns the check off skips its own pre-flight (a payment change)
+        fed.service._payment_changes = lambda terms: []  # type: ignore[method-assign]
         _round(fed, sites, 1, None)
         yield fed.ledger, fed.store, {n: a.address for n, a in sites.items()}
     finally:

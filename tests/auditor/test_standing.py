@@ -320,6 +320,8 @@ def test_a_round_valued_per_round_does_not_reset_the_standing(
     fed = federation(tmp_path, rounds=2, **on_anvil(anvil_url))
     kept = _log(fed, 2).standing
     assert kept is not None and kept.after
+    # a dishonest aggregator skips its service's own pre-flight (PaymentSettingsChanged)
+    monkeypatch.setattr(fed.service, "_payment_changes", lambda terms: [])
     standing = fed.service.settings
     fed.service.settings = dataclasses.replace(standing, standing=False)
     assert fed.run_round() is not None
