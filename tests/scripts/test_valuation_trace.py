@@ -89,3 +89,71 @@ def test_no_diagnostics_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "no valuation run with recorded diagnostics" in proc.stderr
+
+
+def _what_if_run(tmp_path: Path) -> Path:
+    """Four sites of 10 samples: honest A and B, C sign-flipped (cosine -0.9, its positive
+    value withheld by credit_cosine), D scaled (3x the median norm every round); round 1 is the
+    warm-up (no shares), every recorded score full."""
+    names = ["A", "B", "C", "D"]
+    cos = {"A": 0.9, "B": 0.8, "C": -0.9, "D": 0.9}
+    norms = {"A": 1.0, "B": 1.0, "C": 1.0, "D": 3.0}
+    values = {"A": 0.2, "B": 0.3, "C": 0.5, "D": 0.0}
+
+    def rnd(n: int) -> dict[str, object]:
+        return {
+            "round": n,
+            "submitted": names,
+            "scores": [1_000_000] * 4,
+            "weights": [25 * 10**16] * 4,
+            "skipped": False,
+            "shares": None if n == 1 else {"A": 0.2, "B": 0.3, "C": 0.0, "D": 0.0},
+            "cosines": cos,
+            "norm_ratios": norms,
+            "values": values,
+        }
+
+    run = {
+        "method": "valuation",
+        "seed": 7,
+        "test": {"auc": 0.9},
+        "site_names": names,
+        "site_samples": [10] * 4,
+        "site_faults": ["none", "none", "sign_flip", "scale"],
+        "rounds": [rnd(n) for n in (1, 2, 3)],
+    }
+    doc = {"settings": {"alpha": 1.0}, "scenarios": {"c": {"runs": [run]}}}
+    path = tmp_path / "whatif.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_what_if_replays_the_candidate_rules(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(_what_if_run(tmp_path)), "--summary-only", "--what-if"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = {x.split(":")[0].strip(): x for x in out.splitlines() if "faulty share mean" in x}
+    # today's rule: C's +0.5 withheld (0), nobody demoted: C and D hold half the weight
+    assert "faulty share mean 0.5000, honest zeroed 0/6" in lines["recorded rule"]
+    assert "(recorded 0.500)" in lines["recorded rule"]
+    # withheld as -0.5: C reaches -demote_scale after round 2, so rounds 2-3 pay D alone of 3
+    assert "faulty share mean 0.3889" in lines["withheld negative"]
+    # D's running median ratio 3 > 2.5 from its third update: zeroed in round 3 only
+    assert "faulty share mean 0.4444" in lines["norm persist 2.5"]
+    # both: round 2 pays D (1/3), round 3 neither
+    assert "faulty share mean 0.2778, honest zeroed 0/6" in lines["both (2.5)"]
+    # a higher bound spares D
+    args = [str(_what_if_run(tmp_path)), "--summary-only", "--what-if", "--norm-persist", "3.5"]
+    higher = subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert any(
+        x.strip().startswith("norm persist 3.5: faulty share mean 0.5000")
+        for x in higher.splitlines()
+    )
