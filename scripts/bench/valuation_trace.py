@@ -26,7 +26,8 @@ prints, per run, the faulty sites' weight share and the honest site-rounds score
   share negative (demote-only evidence against an update pointing away from the consensus);
 * ``norm persist T``: a site whose running median, from its third update on, of its norm
   over the round's median norm, divided by ``max(1, n / m)`` (its claimed samples over the
-  median claimed), is above ``T`` scores 0.
+  median claimed), is above ``T`` scores 0 (``--norm-window N``: the median of its latest N
+  updates only, as a rule reading the stale screen's references of the latest rounds could).
 
 The replay is first order: the same trajectory (the recorded updates, cosines and values), so
 what a rule would have changed in later models is not in it; the ``recorded rule`` row
@@ -111,6 +112,8 @@ class Rule:
     withheld_negative: bool = False
     norm_persist: float = 0.0
     """0: off."""
+    norm_window: int = 0
+    """How many of the site's latest updates the running median reads (0: all)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,8 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
             if site in values:
                 score = demoted_score(after.get(site, 0.0) - reference, demote_scale=DEMOTE_SCALE)
                 history = seen.get(site, [])
+                if rule.norm_window:
+                    history = history[-rule.norm_window :]
                 if (
                     rule.norm_persist > 0
                     and len(norms) >= MIN_ROBUST_SITES
@@ -231,6 +236,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--what-if", action="store_true", help="replay candidate rules")
     parser.add_argument("--norm-persist", type=float, default=2.5)
+    parser.add_argument(
+        "--norm-window",
+        type=int,
+        default=0,
+        help="the persistent norm rule reads the site's latest N updates (0: all of them)",
+    )
     args = parser.parse_args(argv)
 
     honest_norms: list[float] = []
@@ -311,11 +322,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             [
                 Rule("recorded rule"),
                 Rule("withheld negative", withheld_negative=True),
-                Rule(f"norm persist {args.norm_persist:g}", norm_persist=args.norm_persist),
+                Rule(
+                    f"norm persist {args.norm_persist:g}",
+                    norm_persist=args.norm_persist,
+                    norm_window=args.norm_window,
+                ),
                 Rule(
                     f"both ({args.norm_persist:g})",
                     withheld_negative=True,
                     norm_persist=args.norm_persist,
+                    norm_window=args.norm_window,
                 ),
             ],
             args.credit_cosine,
