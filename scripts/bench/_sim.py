@@ -447,6 +447,9 @@ class RoundRecord:
     (the robust statistics the screens and ``credit_cosine`` read)."""
     norm_ratios: dict[str, float] = field(default_factory=dict)
     """``valuation``: per usable update, its L2 norm over the round's median norm."""
+    values: dict[str, float] = field(default_factory=dict)
+    """``valuation``: per update the game valued, its raw value (before normalising and
+    ``credit_cosine``), so a what-if of another standing rule can be read from a saved run."""
     privacy: dict[str, dict[str, float]] = field(default_factory=dict)
     """With DP: per site that trained this round, its update's DP parameters and epsilon."""
     training_seconds: dict[str, float] = field(default_factory=dict)
@@ -886,6 +889,7 @@ def _run_federated(
                 for v in valuations
                 if v.norm is not None and v.median_norm
             }
+            record.values = {v.site: v.value for v in valuations if v.value is not None}
             record.valuation_seconds = time.perf_counter() - t0
             record.valuation_method = report.method
             record.valuation_evaluations = report.evaluations

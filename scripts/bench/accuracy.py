@@ -85,6 +85,7 @@ from typing import Any, cast
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _sim
+import norm_persist
 import share_clip
 import torch
 import zeroed_out
@@ -1104,6 +1105,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="an experiment (attack a19): updates the standing already zeroes are left out of "
         "the other players' game (zeroed_out.py); default: the product's game",
     )
+    parser.add_argument(
+        "--norm-persist",
+        type=float,
+        default=None,
+        metavar="T",
+        help="an experiment (issue 12 (c)): a site whose median size-adjusted norm ratio over "
+        "its updates (from its third) is above T scores 0 (norm_persist.py); default: the "
+        "product's rule",
+    )
+    parser.add_argument(
+        "--norm-window",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --norm-persist: the median of the site's latest N updates only (0: all)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "accuracy.json")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 2 rounds")
@@ -1146,6 +1163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         share_clip.install(args.share_clip)
     if args.zeroed_out:
         zeroed_out.install()
+    if args.norm_persist is not None:
+        if not (math.isfinite(args.norm_persist) and args.norm_persist > 0):
+            parser.error(f"--norm-persist must be a positive number, got {args.norm_persist}")
+        if args.norm_window < 0:
+            parser.error(f"--norm-window must be 0 (all) or positive, got {args.norm_window}")
+        norm_persist.install(args.norm_persist, args.norm_window)
 
     started = time.perf_counter()
     source = load_source(args.data)
@@ -1229,6 +1252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dp_accounting": None if args.dp_epsilon is None else args.dp_accounting,
             "share_clip": args.share_clip,
             "zeroed_out": args.zeroed_out,
+            "norm_persist": args.norm_persist,
+            "norm_window": args.norm_window if args.norm_persist is not None else None,
         },
         "environment": {
             "torch": torch.__version__,

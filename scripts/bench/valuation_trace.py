@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python scripts/bench/valuation_trace.py RUN.json [RUN.json ...]
        [--scenario c] [--seed 1] [--credit-cosine -0.7] [--summary-only]
+       [--what-if] [--norm-persist 2.5]
 
 Reads the JSON that ``scripts/bench/accuracy.py --out RUN.json`` writes (its ``valuation``
 runs; runs saved before the diagnostics were recorded have no cosines or norms and are
@@ -17,6 +18,22 @@ data-free statistics:
   combiner's ``credit_cosine``, -0.7 by default): a rule that penalised repeated opposition
   would have to spare the honest sites' longest streak.
 
+With ``--what-if`` (runs that recorded the game's raw ``values``), it also replays the
+standing on the recorded values under two candidate rules for issue 12's scenario (c) and
+prints, per run, the faulty sites' weight share and the honest site-rounds scored 0:
+
+* ``withheld negative``: a positive share withheld by ``credit_cosine`` counts as the same
+  share negative (demote-only evidence against an update pointing away from the consensus);
+* ``norm persist T``: a site whose running median, from its third update on, of its norm
+  over the round's median norm, divided by ``max(1, n / m)`` (its claimed samples over the
+  median claimed), is above ``T`` scores 0 (``--norm-window N``: the median of its latest N
+  updates only, as a rule reading the stale screen's references of the latest rounds could).
+
+The replay is first order: the same trajectory (the recorded updates, cosines and values), so
+what a rule would have changed in later models is not in it; the ``recorded rule`` row
+replays today's rule on the same records and should give the recorded shares, a check on the
+replay itself.
+
 No bar: the script describes where the valuation's signal is, it does not judge it.
 """
 
@@ -27,8 +44,21 @@ import json
 import statistics
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from fedtrail.valuation.standing import (
+    accumulate,
+    demoted_score,
+    demotion_reference,
+    normalised_values,
+)
+
+DEMOTE_SCALE = 0.5
+"""The combiner's ``demote_scale`` (HISTORY_COMBINER's, the accuracy bench's)."""
+MIN_ROBUST_SITES = 3
+"""The combiner's ``min_robust_sites``: fewer usable updates, no credit rule."""
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -74,6 +104,129 @@ def _score(record: dict[str, Any], site: str) -> float | None:
     return float(record["scores"][record["submitted"].index(site)]) / 1e6
 
 
+@dataclass(frozen=True)
+class Rule:
+    """A standing rule replayed on a saved run (see the module docstring)."""
+
+    label: str
+    withheld_negative: bool = False
+    norm_persist: float = 0.0
+    """0: off."""
+    norm_window: int = 0
+    """How many of the site's latest updates the running median reads (0: all)."""
+
+
+@dataclass(frozen=True)
+class Replay:
+    """One run under one rule: the faulty sites' mean weight share over the rounds that
+    closed, and the honest site-rounds scored 0 out of those submitted."""
+
+    faulty_share: float
+    honest_zeroed: int
+    honest_total: int
+
+
+def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay | None:
+    """``run``'s scores and weights re-derived from its recorded game values under ``rule``
+    (None when the run recorded no values). A round whose every score is 0 is cancelled, as
+    the aggregator cancels it: nothing of it is carried on."""
+    rounds = run["rounds"]
+    if not rounds or "values" not in rounds[0]:
+        return None
+    samples = dict(zip(run["site_names"], run["site_samples"], strict=True))
+    faulty = {n for n, f in zip(run["site_names"], run["site_faults"], strict=True) if f != "none"}
+    accumulated: dict[str, float] = {}
+    ratios: dict[str, list[float]] = {}
+    shares: list[float] = []
+    zeroed = total = 0
+    for r in rounds:
+        if r["skipped"]:
+            continue
+        values: dict[str, float] = r["values"]
+        cosines: dict[str, float] = r["cosines"]
+        normalised = normalised_values(values) if r["shares"] is not None else None
+        if normalised is not None and len(cosines) >= MIN_ROBUST_SITES:
+            for site, v in list(normalised.items()):
+                c = cosines.get(site)
+                if v > 0 and c is not None and c < credit_cosine:
+                    normalised[site] = -v if rule.withheld_negative else 0.0
+        after = accumulate(accumulated, normalised or {})
+        reference = demotion_reference(after.get(s, 0.0) for s in values)
+        norms: dict[str, float] = r["norm_ratios"]
+        median_n = statistics.median([samples[s] for s in norms]) if norms else 0
+        seen = dict(ratios)
+        for site, ratio in norms.items():
+            allowance = max(1.0, samples[site] / median_n) if median_n > 0 else 1.0
+            seen[site] = [*seen.get(site, []), ratio / allowance]
+        scores: dict[str, int] = {}
+        for site in r["submitted"]:
+            score = 0
+            if site in values:
+                score = demoted_score(after.get(site, 0.0) - reference, demote_scale=DEMOTE_SCALE)
+                history = seen.get(site, [])
+                if rule.norm_window:
+                    history = history[-rule.norm_window :]
+                if (
+                    rule.norm_persist > 0
+                    and len(norms) >= MIN_ROBUST_SITES
+                    and len(history) >= 3
+                    and statistics.median(history) > rule.norm_persist
+                ):
+                    score = 0
+            scores[site] = score
+        weights = {s: samples[s] * sc for s, sc in scores.items()}
+        weight = sum(weights.values())
+        if weight == 0:
+            continue  # cancelled
+        accumulated, ratios = after, seen
+        shares.append(sum(w for s, w in weights.items() if s in faulty) / weight)
+        for site, score in scores.items():
+            if site not in faulty:
+                total += 1
+                zeroed += score == 0
+    if not shares:
+        return None
+    return Replay(statistics.fmean(shares), zeroed, total)
+
+
+def recorded_share(run: dict[str, Any]) -> float:
+    """The faulty sites' mean weight share over the rounds that closed, as recorded."""
+    faulty = {n for n, f in zip(run["site_names"], run["site_faults"], strict=True) if f != "none"}
+    shares = [
+        sum(w for s, w in zip(r["submitted"], r["weights"], strict=True) if s in faulty)
+        / sum(r["weights"])
+        for r in run["rounds"]
+        if not r["skipped"] and sum(r["weights"]) > 0
+    ]
+    return statistics.fmean(shares) if shares else float("nan")
+
+
+def _print_what_if(
+    runs: Sequence[tuple[str, dict[str, Any]]], rules: Sequence[Rule], credit_cosine: float
+) -> None:
+    print(
+        "\nWhat-if (first order: the same trajectory, scores re-derived from the recorded values):"
+    )
+    for rule in rules:
+        replays = [
+            (label, run, replay(run, rule, credit_cosine=credit_cosine)) for label, run in runs
+        ]
+        done = [(label, run, x) for label, run, x in replays if x is not None]
+        if not done:
+            print("  no run recorded the game's values")
+            return
+        cells = "; ".join(
+            f"{label} seed {run['seed']} {x.faulty_share:.3f} (recorded {recorded_share(run):.3f})"
+            for label, run, x in done
+        )
+        zeroed = sum(x.honest_zeroed for _, _, x in done)
+        total = sum(x.honest_total for _, _, x in done)
+        mean = statistics.fmean(x.faulty_share for _, _, x in done)
+        print(
+            f"  {rule.label}: faulty share mean {mean:.4f}, honest zeroed {zeroed}/{total}: {cells}"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -81,12 +234,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="only this seed")
     parser.add_argument("--credit-cosine", type=float, default=-0.7)
     parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument("--what-if", action="store_true", help="replay candidate rules")
+    parser.add_argument("--norm-persist", type=float, default=2.5)
+    parser.add_argument(
+        "--norm-window",
+        type=int,
+        default=0,
+        help="the persistent norm rule reads the site's latest N updates (0: all of them)",
+    )
     args = parser.parse_args(argv)
 
     honest_norms: list[float] = []
     fault_norms: dict[str, list[float]] = {}
     streaks: list[tuple[str, int, str, str, int, float]] = []
     shown = 0
+    replayed: list[tuple[str, dict[str, Any]]] = []
     for path in args.runs:
         doc = json.loads(path.read_text())
         alpha = doc["settings"]["alpha"]
@@ -103,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 shown += 1
                 label = f"alpha {alpha:g} ({key})"
+                replayed.append((label, run))
                 if not args.summary_only:
                     _print_run(label, run)
                 for name, fault in zip(run["site_names"], run["site_faults"], strict=True):
@@ -153,6 +316,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  {s[0]} seed {s[1]} {s[2]} ({s[3]}): longest streak {s[4]}, lowest cosine "
                 f"{s[5]:+.2f}"
             )
+    if args.what_if:
+        _print_what_if(
+            replayed,
+            [
+                Rule("recorded rule"),
+                Rule("withheld negative", withheld_negative=True),
+                Rule(
+                    f"norm persist {args.norm_persist:g}",
+                    norm_persist=args.norm_persist,
+                    norm_window=args.norm_window,
+                ),
+                Rule(
+                    f"both ({args.norm_persist:g})",
+                    withheld_negative=True,
+                    norm_persist=args.norm_persist,
+                    norm_window=args.norm_window,
+                ),
+            ],
+            args.credit_cosine,
+        )
     return 0
 
 

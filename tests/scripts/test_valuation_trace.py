@@ -89,3 +89,88 @@ def test_no_diagnostics_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "no valuation run with recorded diagnostics" in proc.stderr
+
+
+def _what_if_run(tmp_path: Path, d_norms: tuple[float, ...] = (3.0, 3.0, 3.0)) -> Path:
+    """Four sites of 10 samples: honest A and B, C sign-flipped (cosine -0.9, its positive
+    value withheld by credit_cosine), D scaled (``d_norms`` times the median norm, one a
+    round); round 1 is the warm-up (no shares), every recorded score full."""
+    names = ["A", "B", "C", "D"]
+    cos = {"A": 0.9, "B": 0.8, "C": -0.9, "D": 0.9}
+    values = {"A": 0.2, "B": 0.3, "C": 0.5, "D": 0.0}
+
+    def rnd(n: int) -> dict[str, object]:
+        return {
+            "round": n,
+            "submitted": names,
+            "scores": [1_000_000] * 4,
+            "weights": [25 * 10**16] * 4,
+            "skipped": False,
+            "shares": None if n == 1 else {"A": 0.2, "B": 0.3, "C": 0.0, "D": 0.0},
+            "cosines": cos,
+            "norm_ratios": {"A": 1.0, "B": 1.0, "C": 1.0, "D": d_norms[n - 1]},
+            "values": values,
+        }
+
+    run = {
+        "method": "valuation",
+        "seed": 7,
+        "test": {"auc": 0.9},
+        "site_names": names,
+        "site_samples": [10] * 4,
+        "site_faults": ["none", "none", "sign_flip", "scale"],
+        "rounds": [rnd(n) for n in range(1, len(d_norms) + 1)],
+    }
+    doc = {"settings": {"alpha": 1.0}, "scenarios": {"c": {"runs": [run]}}}
+    path = tmp_path / "whatif.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_what_if_replays_the_candidate_rules(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(_what_if_run(tmp_path)), "--summary-only", "--what-if"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = {x.split(":")[0].strip(): x for x in out.splitlines() if "faulty share mean" in x}
+    # today's rule: C's +0.5 withheld (0), nobody demoted: C and D hold half the weight
+    assert "faulty share mean 0.5000, honest zeroed 0/6" in lines["recorded rule"]
+    assert "(recorded 0.500)" in lines["recorded rule"]
+    # withheld as -0.5: C reaches -demote_scale after round 2, so rounds 2-3 pay D alone of 3
+    assert "faulty share mean 0.3889" in lines["withheld negative"]
+    # D's running median ratio 3 > 2.5 from its third update: zeroed in round 3 only
+    assert "faulty share mean 0.4444" in lines["norm persist 2.5"]
+    # both: round 2 pays D (1/3), round 3 neither
+    assert "faulty share mean 0.2778, honest zeroed 0/6" in lines["both (2.5)"]
+    # a higher bound spares D
+    args = [str(_what_if_run(tmp_path)), "--summary-only", "--what-if", "--norm-persist", "3.5"]
+    higher = subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert any(
+        x.strip().startswith("norm persist 3.5: faulty share mean 0.5000")
+        for x in higher.splitlines()
+    )
+
+
+def test_norm_window_reads_only_the_latest_updates(tmp_path: Path) -> None:
+    path = _what_if_run(tmp_path, d_norms=(9.0, 9.0, 1.0, 1.0))
+
+    def norm_line(*extra: str) -> str:
+        out = subprocess.run(
+            [sys.executable, str(SCRIPT), str(path), "--summary-only", "--what-if", *extra],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return next(x for x in out.splitlines() if x.strip().startswith("norm persist"))
+
+    # all updates: medians 9 (round 3) and 5 (round 4), D zeroed in both: (.5+.5+1/3+1/3)/4
+    assert "faulty share mean 0.4167" in norm_line()
+    # the latest 3: round 4 reads 9, 1, 1 (median 1), so D is paid again: (.5+.5+1/3+.5)/4
+    assert "faulty share mean 0.4583" in norm_line("--norm-window", "3")

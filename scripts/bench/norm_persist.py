@@ -1,0 +1,94 @@
+"""An experiment, not the product's rule (issue 12 (c)): a site whose updates are persistently
+long for its claimed data scores 0.
+
+One round's norm does not separate a scaled update from an honest skewed one (the x10 site of
+the accuracy bench's scenario (c) at 1.7-4.3x the round's median norm, honest sites up to 7.6x),
+but an honest site's long update is a one-off or comes with more data. Each round, every usable
+update's norm over the round's median norm, divided by ``max(1, n / m)`` (its claimed samples
+over the median claimed by the round's usable updates: a larger site takes more local steps),
+is added to its site's record; from its third recorded update on, a site whose median over its
+latest ``window`` records (0: all of them) is above ``threshold`` scores 0 (``LOW_QUALITY``).
+Its update still plays the game and its values still accumulate, as a rule in
+:meth:`~fedtrail.valuation.combine.Combiner.settle` would leave them.
+
+:func:`install` wraps the accuracy bench's :func:`fedtrail.valuation.value_round` (``_sim``'s
+name for it, aggregator mode), in this process only. The records restart at every run's
+warm-up round (``History.warm_up``): single-threaded use only.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import _sim
+
+from fedtrail.protocol.codes import Reason
+from fedtrail.valuation.base import size_factor
+from fedtrail.valuation.combine import RoundValuation, SiteValuation
+
+MIN_RECORDS = 3
+"""A site's records needed before the rule judges it (one or two long updates are honest)."""
+
+_records: dict[str, list[float]] = {}
+
+
+def persistent(records: Sequence[float], threshold: float, window: int) -> float | None:
+    """The median of the latest ``window`` (0: all) ``records`` when there are at least
+    :data:`MIN_RECORDS` of them and it is above ``threshold``; None otherwise."""
+    recent = list(records[-window:] if window else records)
+    if len(recent) < MIN_RECORDS:
+        return None
+    median = statistics.median(recent)
+    return median if median > threshold else None
+
+
+def record(sites: Sequence[SiteValuation]) -> None:
+    """Add each usable update's size-adjusted norm ratio of this round to its site's record."""
+    counts = [v.num_samples for v in sites if v.norm is not None]
+    for v in sites:
+        if v.norm is None or not v.median_norm:
+            continue
+        allowance = max(1.0, size_factor(v.num_samples, counts))
+        _records.setdefault(v.site, []).append(v.norm / v.median_norm / allowance)
+
+
+def judged(sites: Sequence[SiteValuation], threshold: float, window: int) -> list[SiteValuation]:
+    """``sites`` with every positively scored, robust-checked site whose record is persistently
+    above ``threshold`` scored 0."""
+    out = []
+    for v in sites:
+        median = persistent(_records.get(v.site, []), threshold, window)
+        if v.score > 0 and v.robust_checked and median is not None:
+            v = replace(
+                v,
+                score=0,
+                reason=Reason.LOW_QUALITY,
+                detail=f"{v.detail}; median size-adjusted norm ratio {median:.3g} over its "
+                f"latest updates is above {threshold:g} (norm_persist experiment)",
+            )
+        out.append(v)
+    return out
+
+
+def install(threshold: float, window: int) -> None:
+    """Make the bench's valuation score 0 a site persistently above ``threshold`` (see the
+    module docstring)."""
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"the threshold must be a positive number, got {threshold!r}")
+    if window < 0:
+        raise ValueError(f"the window must be 0 (all) or positive, got {window!r}")
+    original = _sim.value_round
+
+    def wrapped(**kwargs: Any) -> RoundValuation:
+        history = kwargs.get("history")
+        if history is None or history.warm_up:
+            _records.clear()
+        report: RoundValuation = original(**kwargs)
+        record(report.sites)
+        return replace(report, sites=judged(report.sites, threshold, window))
+
+    _sim.value_round = wrapped
