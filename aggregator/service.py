@@ -475,10 +475,10 @@ class AggregatorService:
         explanation_probe` of the validation split), stored once and kept: the terms commit its
         CID and sha256, so every verdict can be recomputed from public data."""
         if self._probe is None:
-            blob = encode_probe(explanation_probe(self.validation))
-            cid, sha256 = self._put(blob, keep=True)
+            images = explanation_probe(self.validation)
+            cid, sha256 = self._put(encode_probe(images), keep=True)
             self._probe = roundlog.ExplanationProbe(
-                cid=cid, sha256=sha256, images=int(decode_probe(blob).shape[0])
+                cid=cid, sha256=sha256, images=int(images.shape[0])
             )
         return self._probe
 
