@@ -74,7 +74,7 @@ def default_consent_warnings(settings: AggregatorSettings) -> list[str]:
             "[accept.loosest] (looser) takes them, and auditors need the same table (audit "
             "verify --accept)"
         )
-    payment = defaults.payment_breaches(settings.rule, _valuation_terms(settings))
+    payment = defaults.payment_breaches(settings.rule, _offered_valuation(settings))
     if payment:
         out.append(
             "payment settings outside what sites accept by default: " + "; ".join(payment) + "; "
@@ -92,22 +92,17 @@ def default_consent_warnings(settings: AggregatorSettings) -> list[str]:
     return out
 
 
-def _valuation_terms(settings: AggregatorSettings) -> ValuationSettings:
-    """The valuation block ``settings`` write into a round's terms, as far as the sites' payment
-    limits read it (the peer quorum a placeholder: the sites active at open decide it)."""
-    from fedtrail.protocol.roundlog import ValuationSettings
+def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
+    """The valuation block ``settings`` write into round 1's terms (the terms' own function),
+    with placeholders for what only the open round decides: the peer quorum (the sites active
+    then) and the explanation probe set (published at open)."""
+    from fedtrail.protocol.roundlog import ExplanationProbe
 
+    pending = ExplanationProbe(cid="published-at-open", sha256="0" * 64, images=1)
     peers = settings.valuation_mode == "peers"
-    auc = settings.metric == "auc"
-    game = settings.validator_game
-    return ValuationSettings(
-        method=settings.valuation,
-        metric=settings.metric,
-        standing=settings.standing,
-        large_game=None if auc else settings.large_game,
-        mode="peers" if peers else None,
-        quorum=1 if peers else None,
-        validator_game=None if not peers or (auc and game == "linear_shapley") else game,
+    check = settings.explanation_check and not peers
+    return settings.valuation_terms(
+        1, quorum=1 if peers else None, probe=pending if check else None
     )
 
 

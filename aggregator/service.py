@@ -255,6 +255,36 @@ class AggregatorSettings:
             return None
         return PrivacyTerms(delta=self.dp_delta, required=self.dp_required)
 
+    def valuation_terms(
+        self,
+        round_id: int,
+        *,
+        quorum: int | None,
+        probe: roundlog.ExplanationProbe | None,
+    ) -> roundlog.ValuationSettings:
+        """The valuation block of the terms these settings offer for round ``round_id``: one
+        home for it, so the terms written at open and the consent warnings at start read the
+        same settings. ``quorum``: a peer round's (None otherwise); ``probe``: the published
+        explanation probe set (None when the check is off or the round is a peer round)."""
+        peers = self.valuation_mode == "peers"
+        auc = self.metric == "auc"
+        game = self.validator_game
+        combiner = self.combiner if self.combiner is not None else default_combiner(self.standing)
+        return roundlog.ValuationSettings(
+            method=self.valuation,
+            metric=self.metric,
+            seed=self.seed + round_id,
+            explanation_check=self.explanation_check,
+            standing=self.standing,
+            combiner=asdict(combiner),
+            # the linearised game needs a gradient: none for the AUC
+            large_game=None if auc else self.large_game,
+            mode="peers" if peers else None,
+            quorum=quorum if peers else None,
+            validator_game=(None if auc and game == "linear_shapley" else game) if peers else None,
+            explanation_probe=probe,
+        )
+
 
 @dataclass
 class RoundOutcome:
@@ -442,19 +472,10 @@ class AggregatorService:
             aggregation_rule=self.settings.rule.to_terms(
                 statistics=bool(self.spec.statistic_names())
             ),
-            valuation=roundlog.ValuationSettings(
-                method=self.settings.valuation,
-                metric=self.settings.metric,
-                seed=self.settings.seed + round_id,
-                explanation_check=self.settings.explanation_check,
-                standing=self.settings.standing,
-                combiner=asdict(self._combiner()),
-                # the linearised game needs a gradient: none for the AUC
-                large_game=self.settings.large_game if self.settings.metric != "auc" else None,
-                mode="peers" if peers else None,
+            valuation=self.settings.valuation_terms(
+                round_id,
                 quorum=self.peer_quorum() if peers else None,
-                validator_game=self._validator_game() if peers else None,
-                explanation_probe=self._published_probe() if check and not peers else None,
+                probe=self._published_probe() if check and not peers else None,
             ).to_json(),
             model_spec=self.spec.to_json(),
             spec_hash=self.spec.spec_hash(),
@@ -487,19 +508,6 @@ class AggregatorService:
         reader checks it: the check runs on exactly the published bytes."""
         blob = self._read(ref.cid, ref.sha256, max_bytes=MAX_PROBE_BYTES)
         return decode_probe(blob, channels=self.spec.in_channels, size=self.spec.image_size)
-
-    def _validator_game(self) -> str | None:
-        """The terms' validator game: the setting's, or None (the method's) when it needs a
-        gradient and the metric is the AUC."""
-        game = self.settings.validator_game
-        if game == "linear_shapley" and self.settings.metric == "auc":
-            return None
-        return game
-
-    def _combiner(self) -> Combiner:
-        if self.settings.combiner is not None:
-            return self.settings.combiner
-        return default_combiner(self.settings.standing)
 
     def terms(self, round_id: int) -> tuple[RoundTerms, roundlog.BlobRef]:
         """The terms the chain committed ``round_id`` to, read back by their on-chain hash.

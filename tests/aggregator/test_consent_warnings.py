@@ -19,6 +19,7 @@ from fedtrail.cli import cli
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.models import ModelSpec
 from fedtrail.valuation import HISTORY_COMBINER
+from fedtrail.valuation.limits import ThresholdLimits
 from tests.fixtures.chain import ChainEnv
 
 RESNET = ModelSpec(arch="resnet10")
@@ -63,6 +64,15 @@ def test_payment_settings_outside_the_default_table_are_named() -> None:
     auc = AggregatorSettings(valuation_mode="peers", metric="auc", valuation="loo")
     [warning] = default_consent_warnings(auc)
     assert "valuation game 'loo'" in warning
+
+
+def test_the_explanation_check_draws_no_warning_where_the_aggregator_publishes_its_probe() -> None:
+    """In aggregator rounds the terms commit the probe set the aggregator publishes at open, so
+    the check is within the default table; its bare form (no probe) is what sites refuse."""
+    assert default_consent_warnings(AggregatorSettings(explanation_check=True)) == []
+    bare = AggregatorSettings(explanation_check=True).valuation_terms(1, quorum=None, probe=None)
+    [breach] = ThresholdLimits().payment_breaches(AggregationRule(), bare)
+    assert breach.startswith("explanation check without a public probe set")
 
 
 class _Idle:
