@@ -550,14 +550,7 @@ class AggregatorService:
             blob = encode_model(initial, spec=self.spec, round=0)
             cid, sha = self._put(blob, keep=True)
         terms = self.round_terms(self.ledger.current_round() + 1)
-        changed = self._payment_changes(terms)
-        if changed:
-            raise PaymentSettingsChanged(
-                f"round {terms.round} not opened: this aggregator's settings change what round "
-                "1's terms fixed for the deployment (" + "; ".join(changed) + "); every honest "
-                "node would refuse the round and audit verify would fail it. Run with round 1's "
-                "settings, or deploy a new ledger for new ones"
-            )
+        self._refuse_changed_payment(terms)
         terms_cid, terms_sha = self._put(terms.to_bytes(), keep=True)
         # OPEN_MARGIN (2 s): the opening transaction may land a second or two after the pending
         # block's time, and the ledger refuses a window shorter than its minimum.
@@ -609,6 +602,30 @@ class AggregatorService:
             tx.tx_hash,
         )
         return round_id
+
+    def _refuse_changed_payment(self, terms: RoundTerms) -> None:
+        """Raises :class:`PaymentSettingsChanged` when ``terms`` change what round 1's fixed."""
+        changed = self._payment_changes(terms)
+        if changed:
+            raise PaymentSettingsChanged(
+                f"round {terms.round} not opened: this aggregator's settings change what round "
+                "1's terms fixed for the deployment (" + "; ".join(changed) + "); every honest "
+                "node would refuse the round and audit verify would fail it. Run with round 1's "
+                "settings, or deploy a new ledger for new ones"
+            )
+
+    def preflight(self) -> None:
+        """At start, before any round work: refuses settings that change round 1's payment
+        terms (the check :meth:`open_next` makes again before each opening), so an operator
+        learns it now and not when the next round is due. A store or chain that cannot be read
+        yet is logged and left to the check at open."""
+        current = self.ledger.current_round()
+        if current < 1:
+            return
+        try:
+            self._refuse_changed_payment(self.round_terms(current + 1))
+        except (StoreError, LedgerError) as exc:
+            log.warning("payment settings not checked at start (checked at open): %s", exc)
 
     def _payment_changes(self, terms: RoundTerms) -> list[str]:
         """What ``terms`` (a round after the first) changes among the payment settings round
@@ -1336,6 +1353,7 @@ class AggregatorService:
             raise ConfigError("rounds and until_round must be positive")
         harm = "two on one folder would both open, value and finalize rounds and rewrite its files"
         with folder_lock(self.folder, LOCK_NAME, daemon="aggregator", harm=harm):
+            self.preflight()
             return self._run(rounds, until_round, on_round)
 
     def _run(
