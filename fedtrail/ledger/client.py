@@ -378,6 +378,7 @@ class Ledger:
         :meth:`peer_medians`. The vectors travel packed, 4 bytes an entry."""
         ordered_sites = sorted((checksum(s) for s in sites), key=address_key)
         ordered = sorted(votes, key=lambda v: address_key(v.validator))
+        packed = [pack_scores(v.scores) for v in ordered]  # refuses a bad entry before any read
         if withheld is None:
             withheld = self.peer_withheld(round_id)
         if medians is None:
@@ -388,7 +389,7 @@ class Ledger:
                 round_id,
                 ordered_sites,
                 [checksum(v.validator) for v in ordered],
-                [pack_scores(v.scores) for v in ordered],
+                packed,
                 [_score(m) for m in medians],
                 sorted((checksum(w) for w in withheld), key=address_key),
             ),

@@ -1,21 +1,24 @@
-"""A25: how many sites a peer round can value, and how much a cartel's vote order adds.
+"""A25: how many sites a peer round can value, and whether a cartel's vote order adds gas.
 
 ``recordPeerValuation`` takes every revealed vector (n entries from each of v validators, all in
-calldata), re-hashes each against its commitment, and per site sorts the other validators'
-entries by insertion (``_medians``): the work per site is linear in v when the entries arrive in
-order and quadratic when each new entry is lower than those before it. Validators are taken in
-ascending address order, and a site's key (its address) is its own choice at registration, so a
-cartel whose addresses sort last, giving every site entries that fall with each cartel member,
-makes each of its entries shift every earlier one. This script runs one peer round per size on a
-real Anvil (the contract's own gas, 30M block gas limit; EIP-7825's per-transaction cap of
-2**24 = 16,777,216 gas is on Ethereum mainnet since Fusaka) and prints recordPeerValuation's gas:
+calldata). Before issue 14's fix it re-hashed each vector (32 bytes an entry) and per site
+sorted the other validators' entries by insertion: linear in v per site when the entries
+arrived in order, quadratic when each new entry was lower than those before it. Validators are
+taken in ascending address order, and a site's key (its address) is its own choice at
+registration, so a cartel whose addresses sort last, giving every site entries that fall with
+each cartel member, made each of its entries shift every earlier one. Now the vectors travel
+packed (4 bytes an entry) and the caller supplies each median, which the contract checks by
+counting in one pass: the same operations per entry whatever the values, so the cartel rows
+should cost what the honest ones do. This script runs one peer round per size on a real Anvil
+(the contract's own gas, 30M block gas limit; EIP-7825's per-transaction cap of 2**24 =
+16,777,216 gas is on Ethereum mainnet since Fusaka) and prints recordPeerValuation's gas:
 
 - ``honest``: every validator gives every site 1,000,000 but a few honest disagreements
   (entries 900,000..1,000,000, random order);
 - ``cartel K``: as honest, but the K validators with the highest addresses give every site
-  1,000,000 - 1,000 * (their rank), lowest last (each insertion shifts every earlier entry);
-- ``worst``: every validator is in the cartel (an upper bound);
-- ``full``: every entry 1,000,000 (no sort moves anything: a lower bound).
+  1,000,000 - 1,000 * (their rank), lowest last (each insertion shifted every earlier entry);
+- ``worst``: every validator is in the cartel (the old sort's upper bound);
+- ``full``: every entry 1,000,000 (no sort moved anything: the old lower bound).
 
 usage: python attacks/a25_peer_gas.py MODE N1 [N2 ...]   (e.g. honest 10 40 80; cartel 0.33 80)
 For ``cartel`` the first number after the mode is the cartel's fraction of the validators.
