@@ -22,12 +22,18 @@ should cost what the honest ones do. This script runs one peer round per size on
 
 usage: python attacks/a25_peer_gas.py MODE N1 [N2 ...]   (e.g. honest 10 40 80; cartel 0.33 80)
 For ``cartel`` the first number after the mode is the cartel's fraction of the validators.
+With ``A25_PROFILE=1`` Anvil records every step (``--steps-tracing``, no state file: a traced
+chain's state dump runs to gigabytes) and each round's gas is split from
+``debug_traceTransaction``: the intrinsic part (21,000 + calldata), storage (SSTORE, SLOAD),
+events (LOG*), hashing (KECCAK256) and the rest of the execution. Keep N at 60 or below there:
+the trace of one transaction is held in memory (~100 bytes a step, ~100 steps an entry).
 """
 
 import os
 import random
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,8 +111,36 @@ def one_round(w3, n: int) -> tuple[int | str, int]:
         return f"FAILED: {str(e)[:160]}", reveal
 
 
+def breakdown(w3, n: int) -> str:
+    """The last transaction's gas by part, from Anvil's step trace (``A25_PROFILE=1``)."""
+    tx = w3.eth.get_block("latest", full_transactions=True)["transactions"][-1]
+    data = bytes(tx["input"])
+    zeros = data.count(0)
+    calldata = 4 * zeros + 16 * (len(data) - zeros)
+    trace = w3.provider.make_request(
+        "debug_traceTransaction",
+        [tx["hash"].to_0x_hex(), {"disableStack": True, "disableMemory": True}],
+    )
+    steps = trace["result"]["structLogs"]
+    by_op: Counter[str] = Counter()
+    for step in steps:
+        by_op[step["op"]] += step["gasCost"]
+    execution = sum(by_op.values())
+    storage = by_op["SSTORE"] + by_op["SLOAD"]
+    events = sum(g for op, g in by_op.items() if op.startswith("LOG"))
+    rest = execution - storage - events - by_op["KECCAK256"]
+    return (
+        f"      calldata {calldata:,} ({len(data):,} bytes); storage {storage:,}; events "
+        f"{events:,}; keccak {by_op['KECCAK256']:,}; other execution {rest:,} "
+        f"({len(steps):,} steps, {len(steps) / (n * n):.0f} a vector entry)"
+    )
+
+
+PROFILE = os.environ.get("A25_PROFILE") == "1"
 port = free_port()
 env = {**os.environ, "FEDTRAIL_ANVIL_PORT": str(port), "FEDTRAIL_ANVIL_BLOCK_TIME": "0"}
+if PROFILE:
+    env |= {"FEDTRAIL_ANVIL_ARGS": "--steps-tracing", "FEDTRAIL_ANVIL_STATE": "none"}
 subprocess.run([str(ROOT / "scripts" / "anvil.sh"), "start"], check=True, env=env)
 try:
     w3 = connect(f"http://127.0.0.1:{port}")
@@ -119,6 +153,8 @@ try:
             print(
                 f"{n:4d} sites: recordPeerValuation {gas:,} gas{over}; revealScores max {reveal:,}"
             )
+            if PROFILE:
+                print(breakdown(w3, n))
         else:
             print(f"{n:4d} sites: recordPeerValuation {gas}; revealScores max {reveal:,}")
 finally:
