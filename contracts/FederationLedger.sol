@@ -1401,7 +1401,9 @@ contract FederationLedger {
         for (uint256 i = 0; i < count; ++i) {
             address site = sites[i];
             if (i > 0 && site <= sites[i - 1]) revert FederationLedger__SitesNotSorted(i);
-            if (_sites[site].pendingRound != round) revert FederationLedger__NotRevealed(round, site);
+            if (_sites[site].pendingRound != round) {
+                revert FederationLedger__NotRevealed(round, site);
+            }
             while (j < nv && validators[j] < site) {
                 siteOf[j] = count;
                 ++j;

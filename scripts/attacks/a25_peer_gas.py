@@ -35,11 +35,14 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 sys.path.insert(0, str(ROOT))
 from gas import CID, COMMIT_WINDOW, REVEAL_WINDOW, free_port, h  # noqa: E402
+from web3 import Web3  # noqa: E402
+from web3.types import RPCEndpoint  # noqa: E402
 
 from fedtrail.chain import advance_time, block_timestamp, connect, dev_account, fund  # noqa: E402
 from fedtrail.errors import FedtrailError  # noqa: E402
@@ -57,7 +60,7 @@ sizes = [int(a) for a in args] or [10, 40]
 CAP_7825 = 2**24
 
 
-def one_round(w3, n: int) -> tuple[int | str, int]:
+def one_round(w3: Web3, n: int) -> tuple[int | str, int]:
     coord, agg = dev_account(0), dev_account(1)
     sites = [dev_account(200 + i) for i in range(n)]
     for s in sites:
@@ -111,14 +114,14 @@ def one_round(w3, n: int) -> tuple[int | str, int]:
         return f"FAILED: {str(e)[:160]}", reveal
 
 
-def breakdown(w3, n: int) -> str:
+def breakdown(w3: Web3, n: int) -> str:
     """The last transaction's gas by part, from Anvil's step trace (``A25_PROFILE=1``)."""
-    tx = w3.eth.get_block("latest", full_transactions=True)["transactions"][-1]
+    tx: Any = w3.eth.get_block("latest", full_transactions=True)["transactions"][-1]
     data = bytes(tx["input"])
     zeros = data.count(0)
     calldata = 4 * zeros + 16 * (len(data) - zeros)
     trace = w3.provider.make_request(
-        "debug_traceTransaction",
+        RPCEndpoint("debug_traceTransaction"),
         [tx["hash"].to_0x_hex(), {"disableStack": True, "disableMemory": True}],
     )
     steps = trace["result"]["structLogs"]
