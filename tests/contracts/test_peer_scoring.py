@@ -612,6 +612,28 @@ def test_a_supplied_median_other_than_the_high_median_is_refused(embedded: Chain
     assert rated[s0.address] == 0  # its own entry (full marks) never counts
 
 
+def test_the_valuation_costs_the_same_whatever_the_vote_order(embedded: ChainEnv) -> None:
+    """a25: every median is checked by counting, so entries that fall with the validators'
+    addresses (each lower than every earlier one: the order that made the old per-site
+    insertion sort shift every earlier entry, ~360 gas a shift, 105 shifts here) cost what
+    equal entries do, up to the absolute-difference branch (a few gas an entry). Two fresh
+    ledgers, 7 sites each submitting and validating every update."""
+    gas = []
+    for falling in (False, True):
+        fed = Fed(embedded, n_sites=7)
+        order = sorted(fed.sites, key=lambda s: int(s.address, 16))
+        round_id = fed.open_peer(quorum=4)
+        sites = fed.submit(round_id, order, [10] * 7)
+        vectors = {
+            v.address: [SCORE_SCALE - 1_000 * (rank + 1) if falling else SCORE_SCALE] * 7
+            for rank, v in enumerate(order)
+        }
+        votes = fed.score(round_id, vectors)
+        result = fed.ledger.record_peer_valuation(fed.env.outsider, round_id, sites, votes)
+        gas.append(result.gas_used)
+    assert abs(gas[1] - gas[0]) <= 20 * 7 * 7, gas
+
+
 def test_a_site_no_other_validator_scored_takes_only_median_zero(fed: Fed) -> None:
     a, b, _ = sorted(fed.sites, key=lambda s: int(s.address, 16))
     round_id = fed.open_peer(quorum=1)
