@@ -390,6 +390,18 @@ def test_median_weights_and_ratings_equal_peer_outcome_on_random_vectors(
         assert fed.score(round_id, vectors) == votes
         assert fed.ledger.peer_votes(round_id) == votes
         fed.past_score_reveal(round_id)
+        # the contract takes the rule's medians (below) and nothing one off any of them
+        for i, site in enumerate(sites):
+            for wrong in (expected.scores[i] - 1, expected.scores[i] + 1):
+                if not 0 <= wrong <= SCORE_SCALE:
+                    continue
+                medians = [*expected.scores[:i], wrong, *expected.scores[i + 1 :]]
+                with expect(
+                    InvalidValuation, "WrongMedian", round=round_id, site=site, supplied=wrong
+                ):
+                    fed.ledger.record_peer_valuation(
+                        fed.env.outsider, round_id, sites, votes, medians=medians
+                    )
         fed.ledger.record_peer_valuation(fed.env.outsider, round_id, sites, votes)
 
         weights = onchain_weights([ns[s] for s in sites], list(expected.scores))
