@@ -1161,7 +1161,12 @@ class AggregatorService:
         assert outcome is not None
         try:
             tx = self.ledger.record_peer_valuation(
-                self.account, round_id, [s.site for s in subs], votes, outcome.withheld
+                self.account,
+                round_id,
+                [s.site for s in subs],
+                votes,
+                outcome.withheld,
+                medians=outcome.peer_medians,
             )
         except ContractRevert:
             if self.ledger.get_round(round_id).phase == Phase.VALUED:

@@ -45,7 +45,10 @@ pragma solidity 0.8.28;
 /// the high median of the other validators' entries (its own never counts; the higher of the
 /// two middle values for an even count, so a score is lowered only when more than half of the
 /// entries are lower; 0 when nobody else scored it), reason Ok when positive and
-/// PeerRejected otherwise, weights and site reputation by the rule of {recordValuation}. Only
+/// PeerRejected otherwise, weights and site reputation by the rule of {recordValuation}. The
+/// caller supplies the medians and the vectors packed (4 bytes an entry); the contract checks
+/// each median by counting the entries below and at or below it, one pass over the vectors
+/// whose cost no vote order or address choice can raise (a sort could be made quadratic). Only
 /// validators that pass the reputation gate count in the medians: one already rated whose
 /// validator reputation is below REPUTATION_GATE is left out, unless fewer than max(quorum, 2)
 /// or than a majority of the revealed validators pass (then all count). Each validator is
@@ -384,6 +387,7 @@ contract FederationLedger {
     error FederationLedger__VoteMismatch(uint256 round, address validator);
     error FederationLedger__QuorumNotMet(uint256 round, uint256 votes, uint256 quorum);
     error FederationLedger__NotWeighted(uint256 round, address site);
+    error FederationLedger__WrongMedian(uint256 round, address site, uint32 supplied);
 
     // -------------------------------------------------------------- modifiers
 
@@ -945,7 +949,13 @@ contract FederationLedger {
     /// - at least `quorum` validators revealed.
     /// - `sites` is strictly ascending and lists exactly the sites that revealed an update.
     /// - `validators` is strictly ascending and lists exactly the validators that revealed
-    ///   scores, `vectors[j]` being the vector `validators[j]` revealed.
+    ///   scores, `vectors[j]` being the vector `validators[j]` revealed, packed: 4 bytes per
+    ///   entry, big-endian, in site order (`abi.encodePacked` of its uint32 entries).
+    /// - `medians[i]` is the high median of the counted other validators' entries for
+    ///   `sites[i]` (0 when there are none): the contract checks it by counting, at most
+    ///   floor(k/2) of the k entries below it and at least floor(k/2) + 1 at or below it
+    ///   (`WrongMedian` otherwise), so its cost is linear in the entries and no entry order or
+    ///   address choice can raise it.
     /// - `withheld` is strictly ascending and lists exactly the validators that committed scores
     ///   in this round and did not reveal them.
     /// - at least one update has a non-zero weight basis (otherwise the aggregator cancels).
@@ -953,10 +963,11 @@ contract FederationLedger {
         uint256 round,
         address[] calldata sites,
         address[] calldata validators,
-        uint32[][] calldata vectors,
+        bytes[] calldata vectors,
+        uint32[] calldata medians,
         address[] calldata withheld
     ) external {
-        uint256 total = _valuePeers(round, sites, validators, vectors);
+        uint256 total = _valuePeers(round, sites, validators, vectors, medians);
         _rateWithheld(round, withheld);
         emit RoundValued(round, total);
     }
@@ -1264,11 +1275,13 @@ contract FederationLedger {
     }
 
     /// @dev The checks of {recordPeerValuation} on the round and the list lengths.
-    function _peerValuable(uint256 round, uint256 count, uint256 voters, uint256 vectors)
-        private
-        view
-        returns (Round storage r)
-    {
+    function _peerValuable(
+        uint256 round,
+        uint256 count,
+        uint256 voters,
+        uint256 vectors,
+        uint256 medians
+    ) private view returns (Round storage r) {
         r = _openRound(round);
         if (!r.peer) revert FederationLedger__NotPeerRound(round);
         PeerRound storage p = _peerRounds[round];
@@ -1280,6 +1293,7 @@ contract FederationLedger {
         if (count != r.revealCount) {
             revert FederationLedger__MissingScores(round, r.revealCount, count);
         }
+        if (medians != count) revert FederationLedger__MissingScores(round, count, medians);
         if (voters != votes) revert FederationLedger__MissingVotes(round, votes, voters);
         if (vectors != votes) revert FederationLedger__MissingVotes(round, votes, vectors);
     }
@@ -1336,121 +1350,25 @@ contract FederationLedger {
         }
     }
 
-    /// @dev `keccak256(abi.encode(round, validator, vector))` straight from calldata. A vector
-    /// with a dirty entry hashes differently from the clean one its reveal stored, so it can
-    /// only fail the comparison.
-    function _voteHash(uint256 round, address validator, uint32[] calldata vector)
-        private
-        pure
-        returns (bytes32 digest)
-    {
-        assembly ("memory-safe") {
-            let ptr := mload(0x40)
-            let size := mul(vector.length, 0x20)
-            mstore(ptr, round)
-            mstore(add(ptr, 0x20), validator)
-            mstore(add(ptr, 0x40), 0x60)
-            mstore(add(ptr, 0x60), vector.length)
-            calldatacopy(add(ptr, 0x80), vector.offset, size)
-            digest := keccak256(ptr, add(0x80, size))
-        }
-    }
-
-    /// @dev Validators strictly ascending, each one's vector the one it revealed; returns the
-    /// vectors as one matrix in memory, entry (j, i) at `j * count + i`. A vector that matches
-    /// its stored hash has `count` entries, each at most SCORE_SCALE (checked at the reveal).
-    function _loadVotes(
+    /// @dev Validators strictly ascending, each one that revealed scores in this round given
+    /// with a packed vector of `count` entries; which of them the medians count (see
+    /// REPUTATION_GATE). The gate reads the slot the reveal check just read.
+    function _counted(
         uint256 round,
         uint256 count,
         address[] calldata validators,
-        uint32[][] calldata vectors
-    ) private view returns (uint256[] memory votes) {
-        uint256 nv = validators.length;
-        votes = new uint256[](nv * count);
-        for (uint256 j = 0; j < nv; ++j) {
-            address v = validators[j];
-            if (j > 0 && v <= validators[j - 1]) revert FederationLedger__ValidatorsNotSorted(j);
-            uint32[] calldata vector = vectors[j];
-            if (
-                _sites[v].scoredRound != round || vector.length != count
-                    || _voteHash(round, v, vector) != _scoreVotes[round][v]
-            ) {
-                revert FederationLedger__VoteMismatch(round, v);
-            }
-            unchecked {
-                uint256 row = j * count;
-                for (uint256 i = 0; i < count; ++i) {
-                    votes[row + i] = vector[i];
-                }
-            }
-        }
-    }
-
-    /// @dev For every site (index i), the index of the validator with its address, or
-    /// `validators.length` when it did not validate: one merge walk over the two ascending
-    /// lists (the sites' order is enforced by {_computeWeights} before anything is stored).
-    function _selfIndex(address[] calldata sites, address[] calldata validators)
-        private
-        pure
-        returns (uint256[] memory selfOf)
-    {
-        uint256 count = sites.length;
-        uint256 nv = validators.length;
-        selfOf = new uint256[](count);
-        uint256 i = 0;
-        uint256 j = 0;
-        unchecked {
-            while (i < count) {
-                if (j == nv) {
-                    selfOf[i] = nv;
-                    ++i;
-                    continue;
-                }
-                address site = sites[i];
-                address v = validators[j];
-                if (site == v) {
-                    selfOf[i] = j;
-                    ++i;
-                    ++j;
-                } else if (site < v) {
-                    selfOf[i] = nv;
-                    ++i;
-                } else {
-                    ++j;
-                }
-            }
-        }
-    }
-
-    /// @dev {recordPeerValuation} but the withheld vectors: checks, medians, weights and the
-    /// rating of every revealed validator.
-    function _valuePeers(
-        uint256 round,
-        address[] calldata sites,
-        address[] calldata validators,
-        uint32[][] calldata vectors
-    ) private returns (uint256 total) {
-        Round storage r = _peerValuable(round, sites.length, validators.length, vectors.length);
-        uint256[] memory votes = _loadVotes(round, sites.length, validators, vectors);
-        uint256[] memory selfOf = _selfIndex(sites, validators);
-        (uint32[] memory scores, uint8[] memory reasons) =
-            _medians(_counted(round, validators), votes, selfOf);
-        total = _settlePeer(r, round, sites, scores, reasons);
-        _rateValidators(round, validators, votes, selfOf, scores);
-    }
-
-    /// @dev Which revealed validators the medians count (see REPUTATION_GATE). Reads the slot
-    /// {_loadVotes} just read, so the gate costs no cold storage read.
-    function _counted(uint256 round, address[] calldata validators)
-        private
-        view
-        returns (bool[] memory counted)
-    {
+        bytes[] calldata vectors
+    ) private view returns (bool[] memory counted) {
         uint256 nv = validators.length;
         counted = new bool[](nv);
         uint256 passed = 0;
         for (uint256 j = 0; j < nv; ++j) {
-            Site storage s = _sites[validators[j]];
+            address v = validators[j];
+            if (j > 0 && v <= validators[j - 1]) revert FederationLedger__ValidatorsNotSorted(j);
+            Site storage s = _sites[v];
+            if (s.scoredRound != round || vectors[j].length != count * 4) {
+                revert FederationLedger__VoteMismatch(round, v);
+            }
             if (s.ratedRounds == 0 || s.validatorReputation >= REPUTATION_GATE) {
                 counted[j] = true;
                 ++passed;
@@ -1467,67 +1385,177 @@ contract FederationLedger {
         }
     }
 
-    /// @dev Per site, the high median of the counted other validators' entries
-    /// (fedtrail.protocol.peers): the middle value of an odd count, the higher middle of an even
-    /// one, 0 when nobody else scored.
-    function _medians(bool[] memory counted, uint256[] memory votes, uint256[] memory selfOf)
+    /// @dev Sites strictly ascending, each with an update revealed in this round (checked here,
+    /// before the medians, and again by {_computeWeights}); for every validator (index j) the
+    /// index of the site with its address, `sites.length` when it has none: one merge walk
+    /// over the two ascending lists.
+    function _siteOf(uint256 round, address[] calldata sites, address[] calldata validators)
         private
-        pure
-        returns (uint32[] memory scores, uint8[] memory reasons)
+        view
+        returns (uint256[] memory siteOf)
     {
-        uint256 nv = counted.length;
-        uint256 count = selfOf.length;
-        scores = new uint32[](count);
-        reasons = new uint8[](count);
-        uint256[] memory buf = new uint256[](nv);
-        unchecked {
-            for (uint256 i = 0; i < count; ++i) {
-                uint256 self = selfOf[i];
-                uint256 m = 0;
-                for (uint256 j = 0; j < nv; ++j) {
-                    if (j == self || !counted[j]) continue;
-                    uint256 value = votes[j * count + i];
-                    uint256 k = m;
-                    while (k > 0 && buf[k - 1] > value) {
-                        buf[k] = buf[k - 1];
-                        --k;
-                    }
-                    buf[k] = value;
-                    ++m;
-                }
-                uint256 med = m > 0 ? buf[m / 2] : 0;
-                scores[i] = uint32(med); // at most SCORE_SCALE
-                reasons[i] = med > 0 ? uint8(Reason.Ok) : uint8(Reason.PeerRejected);
+        uint256 count = sites.length;
+        uint256 nv = validators.length;
+        siteOf = new uint256[](nv);
+        uint256 j = 0;
+        for (uint256 i = 0; i < count; ++i) {
+            address site = sites[i];
+            if (i > 0 && site <= sites[i - 1]) revert FederationLedger__SitesNotSorted(i);
+            if (_sites[site].pendingRound != round) {
+                revert FederationLedger__NotRevealed(round, site);
             }
+            while (j < nv && validators[j] < site) {
+                siteOf[j] = count;
+                ++j;
+            }
+            if (j < nv && validators[j] == site) {
+                siteOf[j] = i;
+                ++j;
+            }
+        }
+        for (; j < nv; ++j) {
+            siteOf[j] = count;
+        }
+    }
+
+    /// @dev One validator's packed vector (`count * 4` bytes, checked by {_counted}) in one
+    /// pass: checked against the hash its reveal stored, `keccak256(abi.encode(round,
+    /// validator, scores))` rebuilt in `buf` (count + 4 words, reused for every vector); when
+    /// the validator `counts`, each entry for a site other than its own (`self`; `count`:
+    /// none) is added to that site's tally (bits 0-63: entries below the median, 64-127: at or
+    /// below it, 128-191: entries). Returns the sum of |entry - median| over those sites. The
+    /// same few operations per entry whatever the values: nothing is sorted or moved.
+    function _scanVote(
+        uint256 round,
+        address validator,
+        bytes calldata vector,
+        uint32[] memory medians,
+        uint256[] memory tally,
+        bool counts,
+        uint256 self,
+        uint256[] memory buf
+    ) private view returns (uint256 sum) {
+        bytes32 digest;
+        assembly ("memory-safe") {
+            let count := mload(medians)
+            let head := add(buf, 0x20)
+            mstore(head, round)
+            mstore(add(head, 0x20), validator)
+            mstore(add(head, 0x40), 0x60)
+            mstore(add(head, 0x60), count)
+            let out := add(head, 0x80)
+            let src := vector.offset
+            let med := add(medians, 0x20)
+            let tal := add(tally, 0x20)
+            // every entry, its own site's included: that one is taken back after the loop
+            for { let left := count } left { left := sub(left, 1) } {
+                let e := shr(224, calldataload(src))
+                mstore(out, e)
+                let m := mload(med)
+                let d := sub(e, m)
+                if gt(m, e) { d := sub(m, e) }
+                sum := add(sum, d)
+                if counts {
+                    let step := or(shl(128, 1), or(lt(e, m), shl(64, iszero(gt(e, m)))))
+                    mstore(tal, add(mload(tal), step))
+                }
+                src := add(src, 4)
+                out := add(out, 0x20)
+                med := add(med, 0x20)
+                tal := add(tal, 0x20)
+            }
+            if lt(self, count) {
+                let at := shl(5, self)
+                let e := mload(add(add(head, 0x80), at))
+                let m := mload(add(add(medians, 0x20), at))
+                let d := sub(e, m)
+                if gt(m, e) { d := sub(m, e) }
+                sum := sub(sum, d)
+                if counts {
+                    let slot := add(add(tally, 0x20), at)
+                    let step := or(shl(128, 1), or(lt(e, m), shl(64, iszero(gt(e, m)))))
+                    mstore(slot, sub(mload(slot), step))
+                }
+            }
+            digest := keccak256(head, add(0x80, shl(5, count)))
+        }
+        if (digest != _scoreVotes[round][validator]) {
+            revert FederationLedger__VoteMismatch(round, validator);
+        }
+    }
+
+    /// @dev {recordPeerValuation} but the withheld vectors: checks, medians, weights and the
+    /// rating of every revealed validator. Linear in the entries: one pass over the packed
+    /// vectors checks each against its stored hash, tallies every supplied median's rank and
+    /// sums each validator's distance; nothing is stored before every median is checked.
+    function _valuePeers(
+        uint256 round,
+        address[] calldata sites,
+        address[] calldata validators,
+        bytes[] calldata vectors,
+        uint32[] calldata medians
+    ) private returns (uint256 total) {
+        uint256 count = sites.length;
+        uint256 nv = validators.length;
+        Round storage r = _peerValuable(round, count, nv, vectors.length, medians.length);
+        bool[] memory counted = _counted(round, count, validators, vectors);
+        uint256[] memory siteOf = _siteOf(round, sites, validators);
+        uint32[] memory scores = new uint32[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            scores[i] = medians[i];
+        }
+        uint256[] memory tally = new uint256[](count);
+        uint256[] memory sums = new uint256[](nv);
+        uint256[] memory buf = new uint256[](count + 4);
+        for (uint256 j = 0; j < nv; ++j) {
+            sums[j] = _scanVote(
+                round, validators[j], vectors[j], scores, tally, counted[j], siteOf[j], buf
+            );
+        }
+        uint8[] memory reasons = _checkMedians(round, sites, scores, tally);
+        total = _settlePeer(r, round, sites, scores, reasons);
+        _rateValidators(round, validators, sums, siteOf, count);
+    }
+
+    /// @dev Each supplied median against its site's tally (k counted entries from the other
+    /// validators): it is the high median, the entry at index floor(k/2) of the sorted
+    /// entries, exactly when at most floor(k/2) entries are below it and at least
+    /// floor(k/2) + 1 are at or below it; with no entry it is 0. Returns the reasons: Ok for a
+    /// positive median, PeerRejected for 0.
+    function _checkMedians(
+        uint256 round,
+        address[] calldata sites,
+        uint32[] memory medians,
+        uint256[] memory tally
+    ) private pure returns (uint8[] memory reasons) {
+        uint256 count = medians.length;
+        reasons = new uint8[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            uint256 t = tally[i];
+            uint256 half = (t >> 128) / 2;
+            uint32 m = medians[i];
+            bool valid = t >> 128 == 0
+                ? m == 0
+                : uint64(t) <= half && uint64(t >> 64) > half;
+            if (!valid) revert FederationLedger__WrongMedian(round, sites[i], m);
+            reasons[i] = m > 0 ? uint8(Reason.Ok) : uint8(Reason.PeerRejected);
         }
     }
 
     /// @dev Rates every validator that scored a site other than itself: distance = floor of
-    /// the mean |entry - median| over those sites, folded into its validator reputation as
-    /// `SCORE_SCALE - distance` with the reputation EMA.
+    /// the mean |entry - median| over those sites (`sums[j]` over `count` sites, less its own
+    /// when it has one), folded into its validator reputation as `SCORE_SCALE - distance`
+    /// with the reputation EMA.
     function _rateValidators(
         uint256 round,
         address[] calldata validators,
-        uint256[] memory votes,
-        uint256[] memory selfOf,
-        uint32[] memory medians
+        uint256[] memory sums,
+        uint256[] memory siteOf,
+        uint256 count
     ) private {
-        uint256 count = selfOf.length;
         for (uint256 j = 0; j < validators.length; ++j) {
-            address v = validators[j];
-            uint256 sum = 0;
-            uint256 n = 0;
-            unchecked {
-                uint256 row = j * count;
-                for (uint256 i = 0; i < count; ++i) {
-                    if (selfOf[i] == j) continue;
-                    uint256 a = votes[row + i];
-                    uint256 b = medians[i];
-                    sum += a > b ? a - b : b - a;
-                    ++n;
-                }
-            }
-            if (n != 0) _rateValidator(round, v, uint32(sum / n));
+            uint256 n = siteOf[j] < count ? count - 1 : count;
+            if (n != 0) _rateValidator(round, validators[j], uint32(sums[j] / n));
         }
     }
 

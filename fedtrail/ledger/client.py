@@ -45,11 +45,13 @@ from fedtrail.ledger.records import (
     Valuation,
     checksum,
     from_bytes32,
+    pack_scores,
     score_vote_hash,
     to_bytes32,
 )
 from fedtrail.protocol.codes import DEFAULT_MIN_ROUND_WINDOW, Phase
 from fedtrail.protocol.peers import (
+    InvalidVotes,
     PeerOutcome,
     PeerVote,
     address_key,
@@ -365,26 +367,52 @@ class Ledger:
         sites: Sequence[str],
         votes: Sequence[PeerVote],
         withheld: Sequence[str] | None = None,
+        medians: Sequence[int] | None = None,
     ) -> TxResult:
         """Values a peer round from its revealed votes (any account may send it): ``sites``
         are the revealed updates and ``votes`` every revealed vector, each aligned with the
         sites in address order; ``withheld`` the validators that committed scores and did not
         reveal them (None: read from the chain, :meth:`peer_withheld`); all are put in the
-        contract's (address) order here."""
+        contract's (address) order here. ``medians`` (aligned with the sites in address order)
+        are what the contract checks, not computes, so that its cost stays linear; None:
+        :meth:`peer_medians`. The vectors travel packed, 4 bytes an entry."""
         ordered_sites = sorted((checksum(s) for s in sites), key=address_key)
         ordered = sorted(votes, key=lambda v: address_key(v.validator))
+        packed = [pack_scores(v.scores) for v in ordered]  # refuses a bad entry before any read
         if withheld is None:
             withheld = self.peer_withheld(round_id)
+        if medians is None:
+            medians = self.peer_medians(round_id, ordered_sites, ordered)
         return self._transact(
             signer,
             self._fn.recordPeerValuation(
                 round_id,
                 ordered_sites,
                 [checksum(v.validator) for v in ordered],
-                [[_score(x) for x in v.scores] for v in ordered],
+                packed,
+                [_score(m) for m in medians],
                 sorted((checksum(w) for w in withheld), key=address_key),
             ),
         )
+
+    def peer_medians(
+        self, round_id: int, sites: Sequence[str], votes: Sequence[PeerVote]
+    ) -> list[int]:
+        """Each site's median as ``recordPeerValuation`` checks it: the rule of
+        :func:`fedtrail.protocol.peers.peer_outcome` over ``sites`` and ``votes`` (address
+        order) with the validator standing earlier rounds left and the round's quorum. Zeros
+        for input the rule refuses (or an aggregator round): the contract then names the
+        problem with its own error."""
+        info = self.get_peer_round(round_id)
+        if info is None:
+            return [0] * len(sites)
+        try:
+            outcome = peer_outcome(
+                sites, votes, standing=self.validator_ratings_before(round_id), quorum=info.quorum
+            )
+        except InvalidVotes:
+            return [0] * len(sites)
+        return list(outcome.scores)
 
     def record_valuation(
         self, signer: LocalAccount, round_id: int, valuations: Sequence[Valuation]

@@ -245,6 +245,11 @@ ERRORS: Mapping[str, ErrorRule] = MappingProxyType(
         f"{PREFIX}NotWeighted": ErrorRule(
             InvalidValuation, "{site} has no weighted update in round {round} to drop"
         ),
+        f"{PREFIX}WrongMedian": ErrorRule(
+            InvalidValuation,
+            "{supplied} is not the high median of the counted validators' entries for {site} in "
+            "round {round}",
+        ),
         f"{PREFIX}ZeroAddress": ErrorRule(InvalidArgument, "the zero address is not allowed here"),
         f"{PREFIX}InvalidParameter": ErrorRule(InvalidArgument, "invalid {what}"),
     }

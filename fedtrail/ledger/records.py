@@ -305,3 +305,13 @@ def score_vote_hash(round_id: int, validator: str, scores: Sequence[int]) -> str
         [round_id, checksum(validator), [int(x) for x in scores]],
     )
     return keccak(encoded).hex()
+
+
+def pack_scores(scores: Sequence[int]) -> bytes:
+    """A score vector as ``recordPeerValuation`` takes it: 4 bytes an entry, big-endian
+    (``abi.encodePacked`` of the uint32 entries); the contract rebuilds
+    :func:`score_vote_hash`'s encoding from it. One 32-byte ABI word an entry cost 8 times the
+    calldata."""
+    if any(not 0 <= int(x) <= SCORE_SCALE for x in scores):
+        raise ConfigError(f"a score is outside 0..{SCORE_SCALE}")
+    return b"".join(int(x).to_bytes(4, "big") for x in scores)

@@ -4,8 +4,9 @@ In a peer round (``[valuation] mode = "peers"``) every site registered when the 
 act as a validator: after the update reveal window it scores every revealed update on its own
 validation split, commits to its score vector, then reveals it. FederationLedger's
 ``recordPeerValuation`` turns the revealed vectors into scores; this module is that rule in
-Python, the one home the aggregator (to predict), the simulation (to play peer rounds in
-process) and the auditor (to recompute from the chain alone) share.
+Python, the one home the aggregator (to predict, and to supply the medians the contract checks
+by counting rather than sorting), the simulation (to play peer rounds in process) and the
+auditor (to recompute from the chain alone) share.
 
 The rule, for the revealed updates in ascending address order (``sites``) and the revealed
 vectors in ascending validator order:

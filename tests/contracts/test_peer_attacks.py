@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fedtrail.errors import CommitmentMismatch, InvalidValuation, RoundStateError, Unauthorized
-from fedtrail.ledger import score_commitment
+from fedtrail.ledger import pack_scores, score_commitment
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.peers import REPUTATION_GATE, PeerVote
 from fedtrail.protocol.weights import SCORE_SCALE
@@ -25,13 +25,14 @@ def fed(embedded: ChainEnv) -> Fed:
 
 
 def raw_peer_valuation(fed: Fed, round_id: int, sites: list[str], votes: list[PeerVote]) -> None:
-    """Sends exactly these votes (no client reordering; the withheld list read from the
-    chain), from an outsider: anyone may."""
+    """Sends exactly these votes (no client reordering; the medians the rule's over them, the
+    withheld list read from the chain), from an outsider: anyone may."""
     call = fed.ledger._fn.recordPeerValuation(
         round_id,
         sites,
         [v.validator for v in votes],
-        [list(v.scores) for v in votes],
+        [pack_scores(v.scores) for v in votes],
+        fed.ledger.peer_medians(round_id, sites, votes),
         fed.ledger.peer_withheld(round_id),
     )
     fed.ledger._transact(fed.env.outsider, call)

@@ -21,7 +21,7 @@ from fedtrail.errors import (
     RoundStateError,
     Unauthorized,
 )
-from fedtrail.ledger import Valuation, score_commitment, score_vote_hash
+from fedtrail.ledger import Valuation, pack_scores, score_commitment, score_vote_hash
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.peers import (
     REPUTATION_GATE,
@@ -62,9 +62,19 @@ def raw_peer_valuation(
     validators: list[str],
     vectors: list[list[int]],
     withheld: list[str] | None = None,
+    medians: list[int] | None = None,
 ) -> None:
-    """Bypasses the client's sorting, to reach the contract's own checks."""
-    call = fed.ledger._fn.recordPeerValuation(round_id, sites, validators, vectors, withheld or [])
+    """Bypasses the client's sorting, to reach the contract's own checks; the medians are the
+    rule's over exactly these lists (zeros where the rule refuses them), unless given."""
+    votes = [
+        PeerVote(validator=v, scores=tuple(x)) for v, x in zip(validators, vectors, strict=False)
+    ]
+    if medians is None:
+        medians = fed.ledger.peer_medians(round_id, sites, votes)
+    packed = [pack_scores(x) for x in vectors]
+    call = fed.ledger._fn.recordPeerValuation(
+        round_id, sites, validators, packed, medians, withheld or []
+    )
     fed.ledger._transact(caller, call)
 
 
@@ -380,6 +390,18 @@ def test_median_weights_and_ratings_equal_peer_outcome_on_random_vectors(
         assert fed.score(round_id, vectors) == votes
         assert fed.ledger.peer_votes(round_id) == votes
         fed.past_score_reveal(round_id)
+        # the contract takes the rule's medians (below) and nothing one off any of them
+        for i, site in enumerate(sites):
+            for wrong in (expected.scores[i] - 1, expected.scores[i] + 1):
+                if not 0 <= wrong <= SCORE_SCALE:
+                    continue
+                medians = [*expected.scores[:i], wrong, *expected.scores[i + 1 :]]
+                with expect(
+                    InvalidValuation, "WrongMedian", round=round_id, site=site, supplied=wrong
+                ):
+                    fed.ledger.record_peer_valuation(
+                        fed.env.outsider, round_id, sites, votes, medians=medians
+                    )
         fed.ledger.record_peer_valuation(fed.env.outsider, round_id, sites, votes)
 
         weights = onchain_weights([ns[s] for s in sites], list(expected.scores))
@@ -559,6 +581,86 @@ def test_every_median_zero_is_refused_as_zero_total_weight(fed: Fed) -> None:
         fed.ledger.record_peer_valuation(c, round2, sites, votes)
 
 
+def test_a_supplied_median_other_than_the_high_median_is_refused(embedded: ChainEnv) -> None:
+    """The caller supplies the medians and the contract counts. s0's jury gives 100k, 200k,
+    300k, 400k (k = 4): only 300k has at most 2 entries below it and at least 3 at or below
+    it; the low median, the mean, the next entry up and 0 are refused (WrongMedian), and so
+    is 700k for s1, whose jury ties at 500k (500k, 500k, 500k, 700k). Nothing is stored until
+    every median is right; then the events carry exactly the supplied medians."""
+    fed = Fed(embedded, n_sites=5)
+    s0, s1, s2, s3, s4 = sorted(fed.sites, key=lambda s: int(s.address, 16))
+    round_id = fed.open_peer(quorum=5)
+    sites = fed.submit(round_id, [s0, s1], [10, 20])
+    votes = fed.score(
+        round_id,
+        {
+            s0.address: [SCORE_SCALE, 500_000],
+            s1.address: [100_000, SCORE_SCALE],
+            s2.address: [400_000, 500_000],
+            s3.address: [200_000, 700_000],
+            s4.address: [300_000, 500_000],
+        },
+    )
+    out = fed.env.outsider
+    for wrong in (200_000, 250_000, 400_000, 0):
+        with expect(
+            InvalidValuation, "WrongMedian", round=round_id, site=s0.address, supplied=wrong
+        ):
+            fed.ledger.record_peer_valuation(out, round_id, sites, votes, medians=[wrong, 500_000])
+    with expect(InvalidValuation, "WrongMedian", round=round_id, site=s1.address, supplied=700_000):
+        fed.ledger.record_peer_valuation(out, round_id, sites, votes, medians=[300_000, 700_000])
+    with expect(InvalidValuation, "MissingScores", round=round_id, expected=2, given=1):
+        fed.ledger.record_peer_valuation(out, round_id, sites, votes, medians=[300_000])
+    assert fed.ledger.get_round(round_id).phase == Phase.OPEN
+    assert round_events(fed, "UpdateValued", round_id) == []
+    assert fed.ledger.peer_medians(round_id, sites, votes) == [300_000, 500_000]
+    fed.ledger.record_peer_valuation(out, round_id, sites, votes, medians=[300_000, 500_000])
+    valued = {e["site"]: e for e in round_events(fed, "UpdateValued", round_id)}
+    assert [valued[s]["score"] for s in sites] == [300_000, 500_000]
+    assert [valued[s]["reason"] for s in sites] == [Reason.OK, Reason.OK]
+    # distances against the checked medians: s3 |200k - 300k| and |700k - 500k| -> 150k
+    rated = {e["validator"]: e["distance"] for e in round_events(fed, "ValidatorRated", round_id)}
+    assert rated[s3.address] == 150_000
+    assert rated[s0.address] == 0  # its own entry (full marks) never counts
+
+
+def test_the_valuation_costs_the_same_whatever_the_vote_order(embedded: ChainEnv) -> None:
+    """a25: every median is checked by counting, so entries that fall with the validators'
+    addresses (each lower than every earlier one: the order that made the old per-site
+    insertion sort shift every earlier entry, ~360 gas a shift, 105 shifts here) cost what
+    equal entries do, up to the absolute-difference branch (a few gas an entry). Two fresh
+    ledgers, 7 sites each submitting and validating every update."""
+    gas = []
+    for falling in (False, True):
+        fed = Fed(embedded, n_sites=7)
+        order = sorted(fed.sites, key=lambda s: int(s.address, 16))
+        round_id = fed.open_peer(quorum=4)
+        sites = fed.submit(round_id, order, [10] * 7)
+        vectors = {
+            v.address: [SCORE_SCALE - 1_000 * (rank + 1) if falling else SCORE_SCALE] * 7
+            for rank, v in enumerate(order)
+        }
+        votes = fed.score(round_id, vectors)
+        result = fed.ledger.record_peer_valuation(fed.env.outsider, round_id, sites, votes)
+        gas.append(result.gas_used)
+    assert abs(gas[1] - gas[0]) <= 20 * 7 * 7, gas
+
+
+def test_a_site_no_other_validator_scored_takes_only_median_zero(fed: Fed) -> None:
+    a, b, _ = sorted(fed.sites, key=lambda s: int(s.address, 16))
+    round_id = fed.open_peer(quorum=1)
+    sites = fed.submit(round_id, [a, b], [10, 20])
+    votes = fed.score(round_id, {a.address: [SCORE_SCALE, 600_000]})
+    fed.past_score_reveal(round_id)
+    out = fed.env.outsider
+    with expect(InvalidValuation, "WrongMedian", round=round_id, site=a.address, supplied=1):
+        fed.ledger.record_peer_valuation(out, round_id, sites, votes, medians=[1, 600_000])
+    fed.ledger.record_peer_valuation(out, round_id, sites, votes, medians=[0, 600_000])
+    valued = {e["site"]: e for e in round_events(fed, "UpdateValued", round_id)}
+    assert (valued[a.address]["score"], valued[a.address]["reason"]) == (0, Reason.PEER_REJECTED)
+    assert (valued[b.address]["score"], valued[b.address]["reason"]) == (600_000, Reason.OK)
+
+
 def test_record_peer_valuation_checks_sites_validators_and_vectors(fed: Fed) -> None:
     a, b, c = fed.sites
     round_id = fed.open_peer(quorum=1)
@@ -680,6 +782,11 @@ def test_a_validator_below_the_reputation_gate_is_left_out_of_the_medians(
     r3 = fed.open_peer(quorum=3, model="g2")
     sites = fed.submit(r3, [a, b, c], [10, 20, 30])
     votes = fed.score(r3, second)
+    # the medians with d counted (no gate: everyone unrated) are refused: the check gates too
+    ungated = peer_outcome(sites, votes, standing={}, quorum=3).scores
+    assert ungated[1] == 400_000
+    with expect(InvalidValuation, "WrongMedian", round=r3, site=b.address, supplied=400_000):
+        fed.ledger.record_peer_valuation(fed.env.outsider, r3, sites, votes, medians=ungated)
     fed.ledger.record_peer_valuation(fed.env.outsider, r3, sites, votes)
     valued = {e["site"]: e["score"] for e in round_events(fed, "UpdateValued", r3)}
     assert valued[b.address] == 600_000  # d left out: b's jury is a (400k) and c (600k)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from fedtrail.errors import CommitmentMismatch, ConfigError, LedgerError
-from fedtrail.ledger import PeerRoundInfo, ValidatorStanding, score_commitment
+from fedtrail.ledger import PeerRoundInfo, ValidatorStanding, pack_scores, score_commitment
 from fedtrail.protocol.peers import PeerVote
 from tests.contracts.federation import Fed, by_address
 from tests.fixtures.chain import ChainEnv
@@ -32,6 +32,17 @@ def test_score_commitment_depends_on_every_input() -> None:
         score_commitment(VALIDATOR, 1, [1, 2, 3], b"\x00" * 32),
     }
     assert base not in variants and len(variants) == 5
+
+
+def test_pack_scores_is_four_big_endian_bytes_an_entry_and_refuses_out_of_range() -> None:
+    """What recordPeerValuation takes for a vector: abi.encodePacked of its uint32 entries."""
+    scores = [0, 1, 256, 1_000_000]
+    packed = pack_scores(scores)
+    assert [int.from_bytes(packed[4 * i : 4 * i + 4], "big") for i in range(4)] == scores
+    assert len(packed) == 16 and packed[4:8] == b"\x00\x00\x00\x01"
+    for bad in ([1_000_001], [-1]):
+        with pytest.raises(ConfigError):
+            pack_scores(bad)
 
 
 @pytest.mark.parametrize(
