@@ -575,6 +575,18 @@ def verify_round(
     else:
         _unchecked(audit, ("duplicates",), no_terms)
 
+    # the aggregator's reading scores a readable DP update that lacks its declared noise
+    # MALFORMED (fedtrail.ml.dp_noise), its delta kept; read before the spend rule marks any,
+    # as each verdict stands alone (either one zeroes the update)
+    quiet: dict[str, str] = {}
+    if terms is not None and checks_noise(terms):
+        for sub in subs:
+            if read_as.get(sub.site) is Reason.OK and sub.site in deltas:
+                delta, method = deltas[sub.site], methods[sub.site]
+                why = noise_breach(delta, dp.get(sub.site), sub.num_samples, method)
+                if why is not None:
+                    quiet[sub.site] = why
+
     if terms is not None and checks_spend(terms):
         # the aggregator's reading scores a readable update whose declared spend its blob
         # contradicts MALFORMED (fedtrail.storage.privacy_spend), its delta kept
@@ -583,20 +595,9 @@ def verify_round(
             unusable[site] = read_as[site] = Reason.MALFORMED
         private = terms.privacy is not None or any(p is not None for p in dp.values())
         if not peers and (private or breaches):  # as privacy.spend: none in a plain round
-            audit.add(*_check_spend_scored(subs, read_as, breaches))
+            audit.add(*_check_spend_scored(subs, read_as, breaches, quiet))
 
     if terms is not None and checks_noise(terms):
-        # the aggregator's reading scores a readable DP update that lacks its declared noise
-        # MALFORMED (fedtrail.ml.dp_noise), its delta kept
-        quiet = {
-            sub.site: why
-            for sub in subs
-            if read_as.get(sub.site) is Reason.OK and sub.site in deltas
-            for why in [
-                noise_breach(deltas[sub.site], dp.get(sub.site), sub.num_samples, methods[sub.site])
-            ]
-            if why is not None
-        }
         for site in quiet:
             unusable[site] = read_as[site] = Reason.MALFORMED
         if not peers and any(p is not None for p in dp.values()):
@@ -966,12 +967,16 @@ def _spend_breaches(
 
 
 def _check_spend_scored(
-    subs: list[Submission], read_as: Mapping[str, Reason | None], breaches: Mapping[str, str]
+    subs: list[Submission],
+    read_as: Mapping[str, Reason | None],
+    breaches: Mapping[str, str],
+    quiet: Mapping[str, str],
 ) -> tuple[str, bool, str]:
     """``privacy.scored``: under terms whose ``dp_spend_check`` is on, every update whose
     declared privacy spend its blob contradicts is scored 0 as MALFORMED, and no update whose
     declaration stands (and that this audit reads as usable) is: a site cannot be paid for a
-    spend it did not declare, nor an honest DP site zeroed under that pretext."""
+    spend it did not declare, nor an honest DP site zeroed under that pretext. An update zeroed
+    for lacking its noise (``quiet``, ``privacy.noise``) is that check's to judge."""
     problems = []
     for sub in subs:
         why = breaches.get(sub.site)
@@ -980,7 +985,12 @@ def _check_spend_scored(
                 f"{sub.site[:10]} is weighted {sub.weight} with reason {Reason(sub.reason).name}"
                 f" but its {why}"
             )
-        elif why is None and read_as.get(sub.site) is Reason.OK and sub.reason == Reason.MALFORMED:
+        elif (
+            why is None
+            and sub.site not in quiet
+            and read_as.get(sub.site) is Reason.OK
+            and sub.reason == Reason.MALFORMED
+        ):
             problems.append(
                 f"{sub.site[:10]} is MALFORMED on chain, but its update reads and its declared "
                 "privacy spend is the one its DP parameters give"

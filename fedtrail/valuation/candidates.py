@@ -148,6 +148,8 @@ def _read_update(
             # Not an update these terms accept: verify's privacy.required would fail.
             raise InvalidUpdate("the terms require DP-SGD and the update holds no DP parameters")
         noise = noise_breach(delta, meta.dp, sub.num_samples, meta.compression.method)
+        if noise is not None and checks_noise(terms):  # logged once per fetch, as scored
+            logger.warning("round %d: %s's update scored 0: %s", round_id, sub.site, noise)
         return Reason.OK, "", delta, meta.dp, noise
     except HashMismatch as exc:
         status, detail = Reason.TAMPERED, str(exc)
@@ -242,7 +244,6 @@ def revealed_candidates(
             if broken is not None:
                 status, detail = Reason.MALFORMED, broken
         if status is Reason.OK and noise_check and noise is not None:
-            logger.warning("round %d: %s's update scored 0: %s", round_id, sub.site, noise)
             status, detail = Reason.MALFORMED, noise
         out.append(
             (
