@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,11 @@ from fedtrail.node.daemon import CLOCK_SLACK
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.privacy import DpParams
 from fedtrail.protocol.roundlog import RoundLog
+from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.federation import Federation, SiteSetup, build_federation
 from fedtrail.storage.codec import decode_model, encode_update
 from fedtrail.storage.store import ContentStore, LocalStore
+from fedtrail.valuation.candidates import checks_noise, revealed_candidates
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -196,3 +199,24 @@ def test_an_aggregator_that_zeroes_the_honest_dp_update_fails_privacy_noise(
     failed = _failed(verify_round(ledger, store, 3))
     assert "carries the noise" in failed["privacy.noise"], failed
     assert names["dp-honest"][:10] in failed["privacy.noise"]
+
+
+def test_every_validator_reads_a_noiseless_dp_update_as_malformed_with_its_delta(
+    federation: Any,
+) -> None:
+    """Peer rounds: every validator reads the round through the same ``revealed_candidates``,
+    so it scores the noiseless update 0 too; the delta is kept, as for a contradicted spend."""
+    ledger, store, names = federation
+    info = ledger.get_round(1)
+    terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+    assert checks_noise(terms)
+    read = {c.site: c for _, c in revealed_candidates(ledger, store, 1, terms=terms, spec=SPEC)}
+    liar = read[names["dp-liar"]]
+    assert liar.status is Reason.MALFORMED and liar.delta is not None and not liar.usable
+    assert liar.detail.startswith("privacy noise MISSING")
+    assert all(read[names[n]].usable for n in ("plain-0", "plain-1", "dp-honest"))
+    older = {k: v for k, v in terms.valuation["combiner"].items() if k != "dp_noise_check"}
+    before = replace(terms, valuation={**terms.valuation, "combiner": older})
+    assert not checks_noise(before)  # terms written before the rule read as off
+    again = {c.site: c for _, c in revealed_candidates(ledger, store, 1, terms=before, spec=SPEC)}
+    assert again[names["dp-liar"]].usable
