@@ -128,14 +128,15 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
     combiner: Combiner,
 ) -> None:
     """A round recorded before ``credit_cosine``, ``stale_rounds``, ``sample_median_self``,
-    ``dp_spend_check``, ``dp_noise_check`` and the size allowances existed was valued without them (off; one round
-    of references; the others' counts only; no privacy spend check; no allowance), and that is
-    how terms that omit them read: an aggregator could turn the sign-flip rule off, let a resent
-    update from two rounds back be paid, bring back the count median that 1-sample colluders
-    drag down to zero honest sites (attack a3), pay a site that understates its privacy spend
-    (attack a5), or zero honest small and large hospitals again, by leaving keys out. Sites
-    refuse such terms (and this build reads no ledger of the builds that wrote them: the client
-    requires its own contract code)."""
+    ``dp_spend_check``, ``dp_noise_check`` and the size allowances existed was valued without
+    them (off; one round of references; the others' counts only; no privacy spend or noise
+    check; no allowance), and that is how terms that omit them read: an aggregator could turn
+    the sign-flip rule off, let a resent update from two rounds back be paid, bring back the
+    count median that 1-sample colluders drag down to zero honest sites (attack a3), pay a site
+    that understates its privacy spend (attack a5) or declares DP-SGD and adds no noise (a24),
+    or zero honest small and large hospitals again, by leaving keys out. Sites refuse such
+    terms (and this build reads no ledger of the builds that wrote them: the client requires
+    its own contract code)."""
     assert sorted(ThresholdLimits().breaches(combiner)) == [
         "sample_median_self 0 (accepted: at least 1)",
         "tiny_size_power 0.0 (accepted: at least 2.0)",
