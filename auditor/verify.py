@@ -87,6 +87,7 @@ from fedtrail.errors import (
 from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
+from fedtrail.ml.dp_noise import noise_breach
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
 from fedtrail.ml.privacy import declared_micro
 from fedtrail.protocol.codes import Phase, Reason
@@ -115,7 +116,7 @@ from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import decode_model, decode_update, encode_model, read_limit
 from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.store import ContentStore
-from fedtrail.valuation.candidates import SpendChecker, checks_spend
+from fedtrail.valuation.candidates import SpendChecker, checks_noise, checks_spend
 from fedtrail.valuation.limits import ThresholdLimits
 
 if TYPE_CHECKING:
@@ -494,6 +495,7 @@ def verify_round(
     )
     deltas: dict[str, dict[str, torch.Tensor]] = {}
     dp: dict[str, DpParams | None] = {}  # the DP parameters of every decoded update
+    methods: dict[str, str] = {}  # the compression method of every decoded update
     unusable: dict[str, Reason] = {}
     # how each update reads, as the aggregator's log states it (None: this audit cannot tell)
     read_as: dict[str, Reason | None] = {}
@@ -529,6 +531,7 @@ def verify_round(
                 deltas[sub.site], meta = decode_update(blob, spec=spec, expected_round=round_id)
                 check_canonical_update(blob, spec=spec, expected_round=round_id, meta=meta)
                 dp[sub.site] = meta.dp
+                methods[sub.site] = meta.compression.method
             asked = terms.privacy if terms is not None else None
             if meta.dp is None and asked is not None and asked.required:
                 # Not an update these terms accept: the aggregator excludes it as MALFORMED too.
@@ -572,6 +575,18 @@ def verify_round(
     else:
         _unchecked(audit, ("duplicates",), no_terms)
 
+    # the aggregator's reading scores a readable DP update that lacks its declared noise
+    # MALFORMED (fedtrail.ml.dp_noise), its delta kept; read before the spend rule marks any,
+    # as each verdict stands alone (either one zeroes the update)
+    quiet: dict[str, str] = {}
+    if terms is not None and checks_noise(terms):
+        for sub in subs:
+            if read_as.get(sub.site) is Reason.OK and sub.site in deltas:
+                delta, method = deltas[sub.site], methods[sub.site]
+                why = noise_breach(delta, dp.get(sub.site), sub.num_samples, method)
+                if why is not None:
+                    quiet[sub.site] = why
+
     if terms is not None and checks_spend(terms):
         # the aggregator's reading scores a readable update whose declared spend its blob
         # contradicts MALFORMED (fedtrail.storage.privacy_spend), its delta kept
@@ -580,7 +595,13 @@ def verify_round(
             unusable[site] = read_as[site] = Reason.MALFORMED
         private = terms.privacy is not None or any(p is not None for p in dp.values())
         if not peers and (private or breaches):  # as privacy.spend: none in a plain round
-            audit.add(*_check_spend_scored(subs, read_as, breaches))
+            audit.add(*_check_spend_scored(subs, read_as, breaches, quiet))
+
+    if terms is not None and checks_noise(terms):
+        for site in quiet:
+            unusable[site] = read_as[site] = Reason.MALFORMED
+        if not peers and any(p is not None for p in dp.values()):
+            audit.add(*_check_noise_scored(subs, read_as, dp, quiet))
 
     if log is not None:
         audit.add(
@@ -946,12 +967,16 @@ def _spend_breaches(
 
 
 def _check_spend_scored(
-    subs: list[Submission], read_as: Mapping[str, Reason | None], breaches: Mapping[str, str]
+    subs: list[Submission],
+    read_as: Mapping[str, Reason | None],
+    breaches: Mapping[str, str],
+    quiet: Mapping[str, str],
 ) -> tuple[str, bool, str]:
     """``privacy.scored``: under terms whose ``dp_spend_check`` is on, every update whose
     declared privacy spend its blob contradicts is scored 0 as MALFORMED, and no update whose
     declaration stands (and that this audit reads as usable) is: a site cannot be paid for a
-    spend it did not declare, nor an honest DP site zeroed under that pretext."""
+    spend it did not declare, nor an honest DP site zeroed under that pretext. An update zeroed
+    for lacking its noise (``quiet``, ``privacy.noise``) is that check's to judge."""
     problems = []
     for sub in subs:
         why = breaches.get(sub.site)
@@ -960,7 +985,12 @@ def _check_spend_scored(
                 f"{sub.site[:10]} is weighted {sub.weight} with reason {Reason(sub.reason).name}"
                 f" but its {why}"
             )
-        elif why is None and read_as.get(sub.site) is Reason.OK and sub.reason == Reason.MALFORMED:
+        elif (
+            why is None
+            and sub.site not in quiet
+            and read_as.get(sub.site) is Reason.OK
+            and sub.reason == Reason.MALFORMED
+        ):
             problems.append(
                 f"{sub.site[:10]} is MALFORMED on chain, but its update reads and its declared "
                 "privacy spend is the one its DP parameters give"
@@ -971,6 +1001,44 @@ def _check_spend_scored(
         "; ".join(problems)
         or f"{len(breaches)} update(s) whose declared privacy spend the blob contradicts, each "
         "scored 0 as MALFORMED; no other readable update is",
+    )
+
+
+def _check_noise_scored(
+    subs: list[Submission],
+    read_as: Mapping[str, Reason | None],
+    dp: Mapping[str, DpParams | None],
+    quiet: Mapping[str, str],
+) -> tuple[str, bool, str]:
+    """``privacy.noise``: under terms whose ``dp_noise_check`` is on, every update whose DP
+    parameters its own bytes contradict (no noise of one scale in every coordinate, or a
+    compressed DP update: :func:`~fedtrail.ml.dp_noise.noise_breach`) is scored 0 as MALFORMED,
+    and no readable DP update that carries its noise is: a site cannot be paid for a privacy it
+    did not add, nor an honest DP site zeroed under that pretext."""
+    problems = []
+    for sub in subs:
+        why = quiet.get(sub.site)
+        if why is not None and (sub.weight > 0 or sub.reason != Reason.MALFORMED):
+            problems.append(
+                f"{sub.site[:10]} is weighted {sub.weight} with reason {Reason(sub.reason).name}"
+                f" but its {why}"
+            )
+        elif (
+            why is None
+            and dp.get(sub.site) is not None
+            and read_as.get(sub.site) is Reason.OK
+            and sub.reason == Reason.MALFORMED
+        ):
+            problems.append(
+                f"{sub.site[:10]} is MALFORMED on chain, but its DP update reads and carries the "
+                "noise its DP parameters add"
+            )
+    return (
+        "privacy.noise",
+        not problems,
+        "; ".join(problems)
+        or f"{len(quiet)} DP update(s) without the noise their parameters add, each scored 0 as "
+        "MALFORMED; no DP update that carries it is",
     )
 
 

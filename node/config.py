@@ -225,6 +225,14 @@ class NodeConfig:
                 f"poll_interval must be a number of seconds in (0, {MAX_POLL_INTERVAL}], "
                 f"got {poll!r}"
             )
+        if self.privacy.enabled and self.compression.method != "none":
+            # the aggregator zeroes it (dp_noise_check): a topk8 update is the top of (delta +
+            # the residual of earlier rounds), so nobody can check the noise it declares
+            raise ConfigError(
+                f'[privacy] enabled needs [compression] method = "none", not '
+                f"{self.compression.method!r}: a compressed DP update carries no noise anyone "
+                "can check, and aggregators score it 0 (dp_noise_check)"
+            )
 
     def with_overrides(self, **changes: Any) -> NodeConfig:
         """Flags win: a copy with every non-None keyword applied."""

@@ -96,7 +96,8 @@ _DESCRIPTIONS: dict[Reason, str] = {
     "non-finite values or model spec) or claims no training samples, or its DP parameters "
     "contradict the privacy spend the site declared on chain (another epsilon, another delta "
     "than the round's terms, a delta above 1 / its samples, a spend without DP parameters, or "
-    "none under terms that require DP).",
+    "none under terms that require DP), or the update lacks the Gaussian noise its DP "
+    "parameters add (or is compressed, so that noise cannot be checked).",
     Reason.DUPLICATE: "The update repeats an update committed earlier in the round (by on-chain "
     "commit order), byte for byte or numerically near-identical.",
     Reason.LATE: "The update arrived after the round's deadline.",

@@ -16,7 +16,11 @@ round (to score the others' updates) read from the chain and the store before a 
   (:func:`fedtrail.storage.privacy_spend.check_spend`, what ``audit privacy`` and ``audit
   verify`` recompute): a binding mismatch makes it MALFORMED, its delta kept (a peer round's
   validators may still weight it, and the aggregator then aggregates it as the chain says),
-  with the check that failed as its detail.
+  with the check that failed as its detail;
+- under terms whose ``dp_noise_check`` is on, every other readable update that carries DP
+  parameters but not the Gaussian noise they add (or is compressed) is MALFORMED the same way
+  (:func:`fedtrail.ml.dp_noise.noise_breach`, what ``audit verify``'s ``privacy.noise``
+  recomputes).
 
 The submissions come in the ledger's order (ascending site address: the aggregation order and
 the order of a peer round's score vectors). A :class:`CandidateCache` keeps each round's fetched
@@ -44,6 +48,7 @@ from fedtrail.errors import (
     StoreError,
 )
 from fedtrail.ledger import Ledger, Submission
+from fedtrail.ml.dp_noise import noise_breach
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
@@ -60,6 +65,7 @@ from fedtrail.valuation.base import Candidate
 __all__ = [
     "CandidateCache",
     "Fetched",
+    "checks_noise",
     "checks_spend",
     "fetch_update",
     "pin_readable",
@@ -71,9 +77,11 @@ log = logging.getLogger("fedtrail.valuation.candidates")
 Fetched = tuple[Reason, str, dict[str, torch.Tensor] | None]
 """One fetched update: its status (OK, TAMPERED or MALFORMED), why, and its delta when OK."""
 
-Read = tuple[Reason, str, dict[str, torch.Tensor] | None, DpParams | None]
-"""A fetched update as the cache keeps it: :data:`Fetched` and the DP parameters its blob
-carries (None: none, or it was not read)."""
+Read = tuple[Reason, str, dict[str, torch.Tensor] | None, DpParams | None, str | None]
+"""A fetched update as the cache keeps it: :data:`Fetched`, the DP parameters its blob
+carries (None: none, or it was not read) and why it fails the noise check
+(:func:`~fedtrail.ml.dp_noise.noise_breach`; None: it passes, carries no DP parameters, or was
+not read)."""
 
 
 FETCH_THREADS = 8
@@ -114,7 +122,7 @@ def fetch_update(
 ) -> Fetched:
     """Fetches and checks one revealed update (see the module docstring); never raises for
     bad content: the status says what was wrong (logged as a warning on ``logger``)."""
-    status, detail, delta, _ = _read_update(
+    status, detail, delta, _, _ = _read_update(
         store, sub, round_id=round_id, terms=terms, spec=spec, logger=logger
     )
     return status, detail, delta
@@ -139,7 +147,10 @@ def _read_update(
         if meta.dp is None and terms.privacy is not None and terms.privacy.required:
             # Not an update these terms accept: verify's privacy.required would fail.
             raise InvalidUpdate("the terms require DP-SGD and the update holds no DP parameters")
-        return Reason.OK, "", delta, meta.dp
+        noise = noise_breach(delta, meta.dp, sub.num_samples, meta.compression.method)
+        if noise is not None and checks_noise(terms):  # logged once per fetch, as scored
+            logger.warning("round %d: %s's update scored 0: %s", round_id, sub.site, noise)
+        return Reason.OK, "", delta, meta.dp, noise
     except HashMismatch as exc:
         status, detail = Reason.TAMPERED, str(exc)
     except (InvalidUpdate, InvalidCid, ContentTooLarge, NotAFile) as exc:
@@ -147,7 +158,18 @@ def _read_update(
     except ContentNotFound as exc:
         status, detail = Reason.MALFORMED, f"update not retrievable: {exc}"
     logger.warning("round %d: %s's update unusable: %s", round_id, sub.site, detail)
-    return status, detail, None, None
+    return status, detail, None, None, None
+
+
+def checks_noise(terms: RoundTerms) -> bool:
+    """Whether ``terms`` score an update that lacks the noise its DP parameters add 0 (their
+    thresholds' ``dp_noise_check``; off in terms written before it), as :func:`checks_spend`."""
+    from fedtrail.valuation.chained import combiner_from
+
+    try:
+        return bool(combiner_from(ValuationSettings.from_json(terms.valuation)).dp_noise_check)
+    except (InvalidLog, ConfigError):
+        return False
 
 
 def checks_spend(terms: RoundTerms) -> bool:
@@ -196,15 +218,16 @@ def revealed_candidates(
     copies = find_duplicates(
         [
             Entry(sub.site, sub.commit_order, sub.sha256, delta if status is Reason.OK else None)
-            for sub, status, _, delta, _ in fetched
+            for sub, status, _, delta, _, _ in fetched
         ],
         terms.duplicates,
     )
     check = checks_spend(terms)
+    noise_check = checks_noise(terms)
     verdicts = cache.verdicts(round_id)
     spends: SpendChecker | None = None
     out = []
-    for sub, status, detail, delta, dp in fetched:
+    for sub, status, detail, delta, dp, noise in fetched:
         if status is Reason.OK and sub.site in copies:
             status = Reason.DUPLICATE
             detail = f"repeats the update {copies[sub.site]} committed earlier"
@@ -220,6 +243,8 @@ def revealed_candidates(
             broken = verdicts[key]
             if broken is not None:
                 status, detail = Reason.MALFORMED, broken
+        if status is Reason.OK and noise_check and noise is not None:
+            status, detail = Reason.MALFORMED, noise
         out.append(
             (
                 sub,

@@ -97,12 +97,13 @@ LATER_THRESHOLDS: Final = MappingProxyType(
         "dp_spend_check": 0,
         "norm_size_cap": 1.0,
         "tiny_size_power": 0.0,
+        "dp_noise_check": 0,
     }
 )
 """Combiner fields added after logs recorded every threshold, with the value a recorded set
 without them was valued with (the norm bounds off, references from one round, declared privacy
-spends not checked before valuation, no allowance for a site's claimed count in the norm and
-free-rider screens), whatever today's defaults say, so its replay is unchanged."""
+spends and their noise not checked before valuation, no allowance for a site's claimed count in
+the norm and free-rider screens), whatever today's defaults say, so its replay is unchanged."""
 
 UNRECORDED: Final = MappingProxyType(
     {
@@ -114,6 +115,7 @@ UNRECORDED: Final = MappingProxyType(
         "dp_spend_check": 0,
         "norm_size_cap": 1.0,
         "tiny_size_power": 0.0,
+        "dp_noise_check": 0,
     }
 )
 """Thresholds whose defaults changed, at the values a round whose settings record no

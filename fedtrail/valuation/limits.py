@@ -141,20 +141,27 @@ def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
     return 1.0 if value is None else float(value)
 
 
-UNBOUNDED: Final = frozenset({"stale_distance", "stale_rounds", "dp_spend_check"})
+UNBOUNDED: Final = frozenset({"stale_distance", "stale_rounds", "dp_spend_check", "dp_noise_check"})
 """Thresholds with no limit: ``stale_distance``'s default (1e6) is already no bound in effect,
 and ``stale_rounds`` only widens the references to rounds that exist (more fetching for the
 aggregator and auditors, no harm to an honest update, whose cosine to its own earlier updates
 stays below ``stale_cosine``). ``dp_spend_check`` has no strictest side (on, it zeroes only
 an update whose own blob contradicts its declared privacy spend); its loosest is bounded
-(:class:`LoosestLimits`: off pays a site that understates its spend)."""
+(:class:`LoosestLimits`: off pays a site that understates its spend). So is ``dp_noise_check``
+(on, it zeroes only an update that does not carry the noise its own DP parameters add)."""
 
 
-LOWER_IS_LOOSER: Final = HIGHER_IS_STRICTER | {"stale_distance", "stale_rounds", "dp_spend_check"}
+LOWER_IS_LOOSER: Final = HIGHER_IS_STRICTER | {
+    "stale_distance",
+    "stale_rounds",
+    "dp_spend_check",
+    "dp_noise_check",
+}
 """Thresholds that let more updates through as they fall (:class:`LoosestLimits`' sides):
 ``stale_distance`` bounds the stale screen's relative distance, so 0 calls nothing stale;
 ``stale_rounds`` is how far back a resent update is recognised; ``dp_spend_check`` 0 pays an
-update whose declared privacy spend its blob contradicts."""
+update whose declared privacy spend its blob contradicts; ``dp_noise_check`` 0 one that declares
+DP-SGD and carries no noise."""
 
 
 def _valid_thresholds(values: dict[str, Any]) -> None:
@@ -178,7 +185,8 @@ class LoosestLimits:
     them read as a log recorded before they existed (-1: off; 1 round), which would turn off
     the standing's sign-flip rule or let a resent update from two rounds back be paid.
     ``dp_spend_check`` is bounded at 1 (on) for the same reason: terms that omit it read as
-    written before it (off), which pays a site that understates its privacy spend."""
+    written before it (off), which pays a site that understates its privacy spend; so is
+    ``dp_noise_check``: off pays a site that declares DP-SGD and sends a plain update."""
 
     min_cosine: float = -1.0
     max_norm_z: float = 20.0
@@ -195,6 +203,7 @@ class LoosestLimits:
     dp_spend_check: int = 1
     norm_size_cap: float = 1.0
     tiny_size_power: float = 2.0
+    dp_noise_check: int = 1
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE

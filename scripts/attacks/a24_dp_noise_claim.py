@@ -15,7 +15,10 @@ of ``T`` steps (``z_t`` standard normal in all ``P`` coordinates, ``B`` the expe
 the noise is at least ``rho = sigma * sqrt(P) / (B * sqrt(T))`` times the signal, and the update's
 cosine to anything independent of its noise (the other sites' mean) is at most
 ``1 / sqrt(1 + rho**2)`` (momentum 0, the node's DP default). The script prints that bound
-beside the measured cosine: a check nobody runs yet.
+beside the measured cosine (not a check the product runs), and the verdict of the check it does
+run under terms with ``dp_noise_check`` 1 (the default; :mod:`fedtrail.ml.dp_noise`): the
+signal, in units of the noise, the update's block norms need, against the most the parameters
+allow.
 
 usage: python attacks/a24_dp_noise_claim.py MODE [sigma] [rounds]
   liar: parameters and spend of sigma, no noise; honest: DP-SGD at sigma (control)
@@ -32,6 +35,7 @@ from harness import SPEC, Ctx, Site, run
 
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.ml.datasets import load_bundled
+from fedtrail.ml.dp_noise import check_noise
 from fedtrail.ml.privacy import (
     DP_BATCH_SIZE,
     DP_LR,
@@ -57,7 +61,7 @@ DP = DpSettings(
 )  # a node's [privacy] defaults
 PLAN = plan_privacy(DP, N, TrainConfig(), DELTA)
 EPS = declared_micro(PLAN, [], 0) / 1e6
-seen: dict[int, tuple[float, float, float]] = {}
+seen: dict[int, tuple[float, float, float, float, float]] = {}
 history: list = []  # earlier DpParams (the composed rule declares the increment)
 spent = [0]
 
@@ -87,7 +91,8 @@ def dp_site(ctx: Ctx):
     rho = (
         params.noise_multiplier * math.sqrt(p) / (params.sample_rate * N * math.sqrt(params.steps))
     )
-    seen[ctx.round] = (cos, 1 / math.sqrt(1 + rho**2), float(d.norm()))
+    check = check_noise(delta, params, N)
+    seen[ctx.round] = (cos, 1 / math.sqrt(1 + rho**2), float(d.norm()), check.needed, check.allowed)
     micro = declared_micro(params, history, spent[0])
     history.append(params)
     spent[0] += micro
@@ -111,12 +116,12 @@ res = run(
     ),
 )
 for i, row in enumerate(res["results"], 1):
-    cos, bound, norm = seen[i]
+    cos, bound, norm, needed, allowed = seen[i]
     print(
         f"round {i}: "
         + ", ".join(f"{nm} {r['reason']} {r['weight']:.3f}" for nm, r in sorted(row.items()))
         + f" | dp cosine to the others' mean {cos:.3f}, bound for its declared noise {bound:.3f},"
-        f" norm {norm:.4f}"
+        f" norm {norm:.4f}; noise check: needs {needed:.1f}, allowed {allowed:.1f}"
     )
 dp_addr = next(s.account.address for s in res["fed"].sites if s.name == "dp")
 print("on-chain spend of dp:", res["fed"].ledger.privacy(dp_addr))

@@ -7,7 +7,8 @@ Defended (terms with dp_spend_check 1, the default): the aggregator recomputes t
 the blob before valuation (fedtrail.storage.privacy_spend.check_spend) and scores the update 0 as
 MALFORMED, the log naming the check (privacy spend DIFFERS); `audit verify` replays it and still
 fails privacy.spend for the site's own declaration. `unbound` runs the same attack under terms
-without the check (dp_spend_check 0, as every round before it): the update is valued and paid
+without the check (dp_spend_check 0, as every round before it, and dp_noise_check 0, since the
+site's DP blobs carry plain updates): the update is valued and paid
 like any other, and only privacy.spend (and terms.limits, since sites refuse such terms unless
 they widen [accept.loosest]) flags it afterwards. `honest` declares the true spend:
 the contract refuses the reveal over the budget.
@@ -60,8 +61,11 @@ res = run(
         round_seconds=60,
         reveal_seconds=30,
         dp_delta=1e-5,
-        # unbound: terms as before the rule (the aggregator does not check declared spends)
-        combiner=replace(default_combiner(True), dp_spend_check=0) if mode == "unbound" else None,
+        # unbound: terms as before the rule (the aggregator does not check declared spends, nor
+        # the noise: this site's DP blobs carry a plain update, which dp_noise_check zeroes too)
+        combiner=replace(default_combiner(True), dp_spend_check=0, dp_noise_check=0)
+        if mode == "unbound"
+        else None,
     ),
 )
 print(

@@ -15,6 +15,7 @@ fails both rounds.
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from fedtrail.chain import advance_time, connect, funded_accounts, next_block_ti
 from fedtrail.errors import ContentNotFound
 from fedtrail.ledger import Ledger, Submission, commitment
 from fedtrail.ml.datasets import load_bundled
+from fedtrail.ml.dp_noise import allowed_signal
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainConfig, train_local
 from fedtrail.node.daemon import CLOCK_SLACK
@@ -78,6 +80,15 @@ def _federation(tmp: Path) -> tuple[Federation, dict[str, LocalAccount]]:
     return fed, sites
 
 
+def _with_noise(delta: dict[str, torch.Tensor], *, seed: int) -> dict[str, torch.Tensor]:
+    """``delta`` with i.i.d. Gaussian noise at the ratio ``PARAMS`` declare (its norm at most
+    0.8 of the signal the noise check allows): the noise check passes, the spend rule decides."""
+    norm = math.sqrt(sum(float((v.double() ** 2).sum()) for v in delta.values()))
+    s = norm / (0.8 * allowed_signal(PARAMS, SAMPLES))
+    gen = torch.Generator().manual_seed(seed)
+    return {k: v + s * torch.randn(v.shape, generator=gen) for k, v in delta.items()}
+
+
 def _blobs(fed: Federation, r: int) -> dict[str, bytes]:
     """One local epoch each on the site's own shard of the bundled training split; the DP
     sites' blobs carry ``PARAMS`` (the composed rule)."""
@@ -92,6 +103,8 @@ def _blobs(fed: Federation, r: int) -> dict[str, bytes]:
             start, shard, spec=SPEC, config=TrainConfig(epochs=1, seed=1000 * r + j)
         ).delta
         dp = PARAMS if name.startswith("dp") else None
+        if dp is not None:
+            delta = _with_noise(delta, seed=1000 * r + j)
         out[name] = encode_update(delta, spec=SPEC, round=r, dp=dp).blob
     return out
 

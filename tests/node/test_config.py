@@ -10,10 +10,12 @@ from fedtrail.errors import ConfigError
 from fedtrail.node.config import (
     DataConfig,
     NodeConfig,
+    PrivacyConfig,
     dump_node_config,
     load_node_config,
     write_node_config,
 )
+from fedtrail.storage.codec import Compression
 
 
 def test_a_written_config_loads_back_unchanged(tmp_path: Path) -> None:
@@ -108,3 +110,13 @@ def test_a_config_is_written_whole_or_not_at_all(
         write_node_config(path, NodeConfig(name="new"))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+
+
+def test_dp_training_with_compression_is_refused() -> None:
+    """A topk8 DP update carries no noise anyone can check (top-k with error feedback), and
+    aggregators score it 0 under ``dp_noise_check``: the node refuses the pair up front."""
+    private = PrivacyConfig(enabled=True, noise_multiplier=1.0)
+    assert NodeConfig(privacy=private).compression.method == "none"
+    with pytest.raises(ConfigError, match="compression"):
+        NodeConfig(privacy=private, compression=Compression(method="topk8"))
+    assert NodeConfig(compression=Compression(method="topk8")).privacy.enabled is False

@@ -83,6 +83,7 @@ LOOSEST_PAST = {
     "dp_spend_check": 0,
     "norm_size_cap": 1e6,
     "tiny_size_power": 8.0,
+    "dp_noise_check": 0,
 }
 """One value per threshold past its default loosest limit: each pays what the valuation should
 not (a copy, a zero update, an inflated count, an outlier the norm screen would flag, a
@@ -96,7 +97,8 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     assert limits == names - UNBOUNDED | set(DUPLICATE_LIMITS)
     # unbounded on the loosening side: off is their loosest; sample_median_self's default (1,
     # the median with the judged count in) is its loosest value and 0 its only other one
-    # (dp_spend_check is bounded on its loose side only: off pays an understated spend)
+    # (dp_spend_check and dp_noise_check are bounded on their loose side only: off pays an
+    # understated spend, a DP declaration without its noise)
     off_is_loosest = {"max_norm_ratio", "small_norm_ratio", "sample_median_self"}
     loosest = {f.name for f in fields(LoosestLimits)}
     assert loosest == names - off_is_loosest | set(DUPLICATE_LIMITS)
@@ -126,14 +128,15 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
     combiner: Combiner,
 ) -> None:
     """A round recorded before ``credit_cosine``, ``stale_rounds``, ``sample_median_self``,
-    ``dp_spend_check`` and the size allowances existed was valued without them (off; one round
-    of references; the others' counts only; no privacy spend check; no allowance), and that is
-    how terms that omit them read: an aggregator could turn the sign-flip rule off, let a resent
-    update from two rounds back be paid, bring back the count median that 1-sample colluders
-    drag down to zero honest sites (attack a3), pay a site that understates its privacy spend
-    (attack a5), or zero honest small and large hospitals again, by leaving keys out. Sites
-    refuse such terms (and this build reads no ledger of the builds that wrote them: the client
-    requires its own contract code)."""
+    ``dp_spend_check``, ``dp_noise_check`` and the size allowances existed was valued without
+    them (off; one round of references; the others' counts only; no privacy spend or noise
+    check; no allowance), and that is how terms that omit them read: an aggregator could turn
+    the sign-flip rule off, let a resent update from two rounds back be paid, bring back the
+    count median that 1-sample colluders drag down to zero honest sites (attack a3), pay a site
+    that understates its privacy spend (attack a5) or declares DP-SGD and adds no noise (a24),
+    or zero honest small and large hospitals again, by leaving keys out. Sites refuse such
+    terms (and this build reads no ledger of the builds that wrote them: the client requires
+    its own contract code)."""
     assert sorted(ThresholdLimits().breaches(combiner)) == [
         "sample_median_self 0 (accepted: at least 1)",
         "tiny_size_power 0.0 (accepted: at least 2.0)",
@@ -144,6 +147,7 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
         "stale_rounds 1 (accepted: at least 3)",
         "credit_cosine -1.0 (accepted: at least -0.7)",
         "dp_spend_check 0 (accepted: at least 1)",
+        "dp_noise_check 0 (accepted: at least 1)",
     ]
 
 

@@ -263,6 +263,7 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
             dp_spend_check=1,
             norm_size_cap=1.0,
             tiny_size_power=2.0,
+            dp_noise_check=1,
         )
         == HISTORY_COMBINER
     )

@@ -1,0 +1,168 @@
+"""Public noise check: does an update carry the Gaussian noise its declared DP-SGD parameters add?
+
+A site that declares DP-SGD parameters (:class:`~fedtrail.protocol.privacy.DpParams`) and sends
+a plain update is paid like everyone and its spend passes ``privacy.spend``: the spend follows
+from the parameters, not from the update (``scripts/attacks/a24_dp_noise_claim.py``). This check
+reads the update alone, with the parameters and the site's on-chain sample count, so the
+aggregator, every validator and an auditor reach the same verdict from chain + IPFS.
+
+The model. :func:`~fedtrail.ml.privacy.train_private` runs SGD (any momentum, learning rate,
+FedProx term) on ``g_t = (sum of the batch's per-image gradients clipped to C + sigma*C*z_t) /
+B`` with ``z_t`` standard normal in every coordinate, ``B = round(q*n)`` the expected Poisson
+batch. Every such optimizer is linear with coefficients that do not depend on the data, so the
+update is ``U = S + N`` with ``N = (sigma*C/B) * sum_t c_t z_t``: i.i.d. Gaussian of one
+standard deviation ``s = (sigma*C/B) * sqrt(sum c_t^2)`` in *every* coordinate, and ``S = (C/B)
+* sum_t c_t G_t`` with ``|G_t| <= L_t`` (the images of step t). By Cauchy-Schwarz ``|S| <= (C/B)
+* sqrt(sum c_t^2) * sqrt(T) * max L_t``, so ``|S| <= Lambda * s`` with ``Lambda = sqrt(T) *
+L_max / sigma``, whatever the learning rate or momentum (which the blob does not carry).
+Weight decay (0 in ``TrainConfig`` and the node's DP defaults) adds a drift along the global
+model that this bound does not cover.
+
+The check. The update's coordinates (tensors in the codec's order) are cut into blocks of
+:data:`BLOCK` (a tensor's last block shorter). In block b of k coordinates, ``|N_b|^2 / s^2`` is
+chi-square with k degrees of freedom, so with probability ``>= 1 - e^-x`` each side (Laurent and
+Massart 2000) ``|N_b| / s`` lies in ``[lo_b, hi_b] = [sqrt(k - 2 sqrt(k x)), sqrt(k + 2 sqrt(k
+x) + 2x)]``; and ``|U_b - N_b| = |S_b|``. Hence for the true ``t = 1/s``: ``sum_b dist(t *
+|U_b|, [lo_b, hi_b])^2 <= |S|^2 / s^2 <= Lambda^2``. The check minimizes the left side over
+``t > 0`` (convex in t: bisection on its derivative) and fails the update when even the best
+``t`` needs a signal longer than ``Lambda``. With ``x`` split by a union bound over every block
+(both sides) and ``L_max`` a Bernstein bound on the largest of the T Poisson batches (capped at
+n), an honest DP-SGD update fails with probability at most :data:`FALSE_POSITIVE` (1e-9).
+
+What it catches: a plain update (block norms of a gradient vary by orders of magnitude; no
+noise at all); "noise" of the right total norm concentrated in some layers (the other blocks
+lack it). What it accepts: any update that is noise of one scale in every coordinate plus at
+most ``Lambda`` of that scale of anything else, e.g. a plain update with Gaussian noise added
+at the end (output perturbation). That is not a DP guarantee (the plain signal was not
+clipped), but it carries the same noise-to-signal ratio as honest DP-SGD at the declared
+parameters, so the lie buys no accuracy. What no check of one update sees: colluding sites
+whose "noise" cancels in the sum. Where ``Lambda`` is close to ``sqrt(P)`` (many steps, small
+noise multiplier) the noise is too small to tell from a signal and nothing fails.
+
+Only dense updates: a ``topk8`` update is the top of (delta + the site's private residual of
+earlier rounds), so what it sends is no per-round noise claim anyone can check.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import torch
+
+from fedtrail.protocol.privacy import DpParams
+
+__all__ = ["BLOCK", "FALSE_POSITIVE", "NoiseVerdict", "check_noise", "noise_breach"]
+
+BLOCK: Final = 1024
+"""Coordinates per block: large enough that the chi-square bounds are tight (about +-30% of
+the norm at 1e-9), small enough that a layer's structure shows (a gradient's rows and channels
+differ by orders of magnitude)."""
+FALSE_POSITIVE: Final = 1e-9
+"""The probability, at most, that an honest DP-SGD update fails: half for the block norms,
+half for the batch sizes."""
+_BISECTIONS: Final = 200
+
+
+@dataclass(frozen=True)
+class NoiseVerdict:
+    """What :func:`check_noise` found: the signal, in noise units, the update's block norms
+    need at the best noise scale (``needed``), the most the parameters allow (``allowed``)."""
+
+    needed: float
+    allowed: float
+    blocks: int
+
+    @property
+    def ok(self) -> bool:
+        """Whether the update is consistent with the declared noise."""
+        return self.needed <= self.allowed
+
+    @property
+    def reason(self) -> str:
+        """The verdict as the round log's explanation of a zeroed update states it."""
+        return (
+            f"privacy noise MISSING: the update is not the Gaussian noise its DP parameters add "
+            f"plus a clipped signal (its {self.blocks} blocks need a signal of {self.needed:.1f} "
+            f"noise units, the parameters allow {self.allowed:.1f})"
+        )
+
+
+def allowed_signal(params: DpParams, num_samples: int) -> float:
+    """``Lambda``: the longest signal DP-SGD at ``params`` on ``num_samples`` images can add,
+    in units of its noise's per-coordinate standard deviation (module docstring)."""
+    n = max(1, num_samples)
+    q, t = params.sample_rate, params.steps
+    x = math.log(2 * t / FALSE_POSITIVE)
+    mean = n * q
+    batch = min(float(n), mean + math.sqrt(2 * mean * (1 - q) * x) + 2 * x / 3)
+    return math.sqrt(t) * batch / params.noise_multiplier
+
+
+def check_noise(
+    delta: Mapping[str, torch.Tensor], params: DpParams, num_samples: int
+) -> NoiseVerdict:
+    """The noise check of one dense update (module docstring); deterministic (float64)."""
+    sizes: list[int] = []
+    norms: list[float] = []
+    for tensor in delta.values():
+        flat = tensor.detach().to("cpu", torch.float64).flatten().numpy()
+        for start in range(0, flat.size, BLOCK):
+            part = flat[start : start + BLOCK]
+            sizes.append(part.size)
+            norms.append(math.sqrt(float(np.sum(part * part))))  # numpy's sum, not BLAS
+    k = np.asarray(sizes, dtype=np.float64)
+    u = np.asarray(norms, dtype=np.float64)
+    x = math.log(2 * 2 * max(1, len(sizes)) / FALSE_POSITIVE)
+    lo = np.sqrt(np.maximum(0.0, k - 2 * np.sqrt(k * x)))
+    hi = np.sqrt(k + 2 * np.sqrt(k * x) + 2 * x)
+    needed = math.sqrt(_min_excess(u, lo, hi))
+    return NoiseVerdict(
+        needed=needed, allowed=allowed_signal(params, num_samples), blocks=len(sizes)
+    )
+
+
+def _excess(t: float, u: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    v = u * t
+    return float(np.sum(np.maximum(0.0, np.maximum(v - hi, lo - v)) ** 2))
+
+
+def _min_excess(u: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    """``min over t > 0 of sum_b dist(t u_b, [lo_b, hi_b])^2``: convex and differentiable in
+    t, so bisection on the sign of its derivative over ``[0, max hi_b / u_b]``."""
+    live = u > 0
+    if not live.any():
+        return _excess(0.0, u, lo, hi)
+    a, b = 0.0, float(np.max(hi[live] / u[live]))
+    for _ in range(_BISECTIONS):
+        mid = (a + b) / 2
+        v = u * mid
+        slope = float(np.sum(u * (np.maximum(0.0, v - hi) - np.maximum(0.0, lo - v))))
+        if slope < 0:
+            a = mid
+        else:
+            b = mid
+    return _excess((a + b) / 2, u, lo, hi)
+
+
+def noise_breach(
+    delta: Mapping[str, torch.Tensor],
+    params: DpParams | None,
+    num_samples: int,
+    compression: str,
+) -> str | None:
+    """Why an update carrying ``params`` fails the noise check (the round log's detail), or
+    None: an update without DP parameters has nothing to check; a compressed one cannot be
+    checked, and fails (module docstring)."""
+    if params is None:
+        return None
+    if compression != "none":
+        return (
+            f"privacy noise UNCHECKABLE: a {compression} update (top-k with error feedback) "
+            "carries no per-round noise anyone can check; send DP updates dense"
+        )
+    verdict = check_noise(delta, params, num_samples)
+    return None if verdict.ok else verdict.reason

@@ -1,0 +1,167 @@
+"""The public DP noise check (attack a24): honest DP-SGD updates pass, a plain update under the
+same declaration fails, and so does the right amount of "noise" placed in part of the model."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from fedtrail.ml.datasets import ImageDataset, load_bundled
+from fedtrail.ml.dp_noise import allowed_signal, check_noise, noise_breach
+from fedtrail.ml.models import ModelSpec, federated_state, initial_model
+from fedtrail.ml.privacy import (
+    DP_BATCH_SIZE,
+    DP_LR,
+    DP_MOMENTUM,
+    DpSettings,
+    PrivateResult,
+    train_private,
+)
+from fedtrail.ml.training import TrainConfig, train_local
+from fedtrail.protocol.privacy import DpParams
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SPEC = ModelSpec()
+N = 150
+SETTINGS = DpSettings(
+    noise_multiplier=2.0, batch_size=DP_BATCH_SIZE, lr=DP_LR, momentum=DP_MOMENTUM
+)  # the node's [privacy] defaults, as attack a24 declares them
+Delta = dict[str, torch.Tensor]
+
+
+@pytest.fixture(scope="module")
+def shard() -> ImageDataset:
+    data = load_bundled()
+    perm = np.random.default_rng(0).permutation(len(data.train.labels))
+    return data.train.subset(perm[:N])
+
+
+@pytest.fixture(scope="module")
+def start() -> Delta:
+    return federated_state(initial_model(SPEC, 0))
+
+
+def _private(
+    start: Delta, shard: ImageDataset, seed: int, settings: DpSettings = SETTINGS
+) -> PrivateResult:
+    return train_private(
+        start, shard, spec=SPEC, config=TrainConfig(seed=seed), settings=settings, delta=1e-5
+    )
+
+
+@pytest.fixture(scope="module")
+def honest(start: Delta, shard: ImageDataset) -> Iterator[PrivateResult]:
+    yield _private(start, shard, 0)
+
+
+@pytest.fixture(scope="module")
+def plain(start: Delta, shard: ImageDataset) -> Delta:
+    return train_local(start, shard, spec=SPEC, config=TrainConfig(seed=1)).delta
+
+
+def _norm(delta: Delta) -> float:
+    return math.sqrt(sum(float((v.double() ** 2).sum()) for v in delta.values()))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_honest_dp_sgd_updates_pass(start: Delta, shard: ImageDataset, seed: int) -> None:
+    out = _private(start, shard, seed)
+    verdict = check_noise(out.local.delta, out.params, N)
+    assert verdict.ok, verdict.reason
+    assert noise_breach(out.local.delta, out.params, N, "none") is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_honest_dp_sgd_passes_with_momentum_and_several_steps(
+    start: Delta, shard: ImageDataset, seed: int
+) -> None:
+    """The bound holds for any data-independent SGD coefficients: momentum 0.9, batch 32
+    (5 steps), as ``[training]``'s settings under DP."""
+    out = _private(start, shard, seed, replace(SETTINGS, batch_size=32, lr=0.02, momentum=0.9))
+    assert out.params.steps == 5
+    verdict = check_noise(out.local.delta, out.params, N)
+    assert verdict.ok, verdict.reason
+
+
+def test_a_plain_update_under_the_same_declaration_fails(
+    honest: PrivateResult, plain: Delta
+) -> None:
+    verdict = check_noise(plain, honest.params, N)
+    assert not verdict.ok
+    assert verdict.needed > verdict.allowed
+    why = noise_breach(plain, honest.params, N, "none")
+    assert why is not None and why.startswith("privacy noise MISSING")
+
+
+def test_a_zero_update_fails(honest: PrivateResult) -> None:
+    zero = {k: torch.zeros_like(v) for k, v in honest.local.delta.items()}
+    assert not check_noise(zero, honest.params, N).ok
+
+
+def test_noise_of_the_right_norm_in_half_the_model_fails(
+    honest: PrivateResult, plain: Delta
+) -> None:
+    """The plain update plus Gaussian "noise" as long as the honest update, but only in the first
+    half of the largest layer's rows: the other blocks carry no noise."""
+    big = max(plain, key=lambda k: plain[k].numel())
+    fake = {k: v.clone() for k, v in plain.items()}
+    rows = fake[big].shape[0] // 2
+    z = torch.randn(fake[big][:rows].shape, generator=torch.Generator().manual_seed(3))
+    fake[big][:rows] += z * (_norm(honest.local.delta) / float(z.norm()))
+    assert not check_noise(fake, honest.params, N).ok
+
+
+def test_output_perturbation_of_the_declared_ratio_is_accepted(
+    honest: PrivateResult, plain: Delta
+) -> None:
+    """Documented: a plain update with i.i.d. noise at least 1 / Lambda of its norm per
+    coordinate carries the declared noise-to-signal ratio, and passes; less noise fails."""
+    allowed = allowed_signal(honest.params, N)
+    gen = torch.Generator().manual_seed(4)
+    z = {k: torch.randn(v.shape, generator=gen) for k, v in plain.items()}
+    s = _norm(plain) / allowed
+    assert check_noise({k: v + s * z[k] for k, v in plain.items()}, honest.params, N).ok
+    assert not check_noise({k: v + s / 10 * z[k] for k, v in plain.items()}, honest.params, N).ok
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-2, 10.0])
+def test_pure_gaussian_noise_of_any_scale_passes(honest: PrivateResult, scale: float) -> None:
+    """The check has no unit (the learning rate is not declared): 200 draws of i.i.d. noise
+    in the model's shapes pass at any scale, and so does the longest signal the parameters
+    allow, all in one block."""
+    gen = torch.Generator().manual_seed(5)
+    shapes = {k: v.shape for k, v in honest.local.delta.items()}
+    for _ in range(200):
+        noise = {k: scale * torch.randn(s, generator=gen) for k, s in shapes.items()}
+        assert check_noise(noise, honest.params, N).ok
+    first = next(iter(shapes))
+    signal = torch.zeros(shapes[first]).flatten()
+    signal[0] = 0.99 * scale * allowed_signal(honest.params, N)
+    noise[first] = noise[first] + signal.reshape(shapes[first])
+    assert check_noise(noise, honest.params, N).ok
+    signal[0] *= 3
+    noise[first] = noise[first] + signal.reshape(shapes[first])
+    assert not check_noise(noise, honest.params, N).ok
+
+
+def test_the_allowed_signal_grows_with_steps_and_falls_with_noise() -> None:
+    """Lambda = sqrt(T) * (largest Poisson batch) / sigma; the batch is capped at n."""
+    base = DpParams(noise_multiplier=2.0, max_grad_norm=1.0, sample_rate=0.9, steps=1, delta=1e-5)
+    assert allowed_signal(base, N) == pytest.approx(N / 2.0)  # 0.9 * 150 + margin > 150
+    small = DpParams(noise_multiplier=2.0, max_grad_norm=1.0, sample_rate=0.01, steps=4, delta=1e-5)
+    lam = allowed_signal(small, 10_000)
+    assert 2 * 100 / 2.0 < lam < 2 * 200 / 2.0  # above the mean batch of 100, far below n
+
+
+def test_compressed_or_plain_updates(honest: PrivateResult, plain: Delta) -> None:
+    """A compressed DP update cannot be checked (top-k with error feedback): it fails; an
+    update without DP parameters has nothing to check."""
+    why = noise_breach(honest.local.delta, honest.params, N, "topk8")
+    assert why is not None and "UNCHECKABLE" in why
+    assert noise_breach(plain, None, N, "none") is None
