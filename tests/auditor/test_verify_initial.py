@@ -32,10 +32,8 @@ def _failed(audit: Any) -> dict[str, str]:
 def test_a_first_round_opened_from_another_model_fails_start_model_initial(
     tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = service_mod.initial_model
-
     def crafted(spec: Any, seed: int) -> Any:
-        model = real(spec, seed)
+        model: Any = initial_model(spec, seed)
         with torch.no_grad():
             model.fc2.bias[1] += 4.0
         return model
