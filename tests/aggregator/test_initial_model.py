@@ -8,8 +8,11 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import torch
+from flwr.serverapp.strategy import FedAvg
 
 from fedtrail.chain import connect
+from fedtrail.flower.strategy import LedgerStrategy
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.storage.codec import encode_model
@@ -50,3 +53,18 @@ def test_a_deployment_rebuilds_its_start_model_bit_for_bit(tmp_path: Path) -> No
     assert seed == fed.service.initial_seed() != fed.service.settings.seed
     info = fed.ledger.get_round(fed.service.open_next())
     assert info.start_sha256 == _sha(fed.service.spec, seed)
+
+
+def test_the_flower_strategy_starts_from_the_model_the_service_opens(tmp_path: Path) -> None:
+    """Before any round, ``LedgerStrategy.start_arrays`` builds the deployment's start model
+    (the one ``open_next`` puts on the chain), not the unbound seed-0 one."""
+    fed = federation(tmp_path, rounds=0)
+    strategy = LedgerStrategy(FedAvg(), service=fed.service)
+    before = strategy.start_arrays().to_torch_state_dict()
+    info = fed.ledger.get_round(fed.service.open_next())
+    opened = strategy.start_arrays().to_torch_state_dict()  # the open round's stored start model
+    assert fed.ledger.get_round(1).start_sha256 == info.start_sha256
+    assert set(before) == set(opened)
+    assert all(torch.equal(before[k], opened[k]) for k in before)
+    unbound = federated_state(initial_model(fed.service.spec, 0))
+    assert not all(torch.equal(before[k], unbound[k]) for k in unbound)
