@@ -69,12 +69,14 @@ from fedtrail.protocol.evidence import (
 from fedtrail.protocol.peers import PeerVote, default_quorum
 from fedtrail.protocol.terms import (
     DEFAULT_VALIDATOR_GAME,
+    INITIAL_MODEL_DEPLOYMENT,
     MAX_TERMS_BYTES,
     OPEN_MARGIN,
     InvalidTerms,
     Personalisation,
     PrivacyTerms,
     RoundTerms,
+    deployment_seed,
     payment_differences,
 )
 from fedtrail.protocol.weights import SCORE_SCALE, ZeroTotalWeight, onchain_weights
@@ -468,7 +470,14 @@ class AggregatorService:
             privacy=self.settings.privacy(),
             score_commit_seconds=score_windows[0],
             score_reveal_seconds=score_windows[1],
+            initial_model=INITIAL_MODEL_DEPLOYMENT,
         )
+
+    def initial_seed(self) -> int:
+        """The torch seed of this deployment's round-1 model (the terms declare
+        ``initial_model: "deployment"``): bound to the chain and the contract, so another
+        federation's updates are not aligned with it (attack a23)."""
+        return deployment_seed(self.settings.seed, self.ledger.chain_id, self.ledger.address)
 
     def _published_probe(self) -> roundlog.ExplanationProbe:
         """The explanation check's probe batch (:func:`~fedtrail.valuation.round.
@@ -531,14 +540,15 @@ class AggregatorService:
         return self._terms[round_id]
 
     def open_next(self) -> int:
-        """Opens the next round from the last finalized model (or the seeded initial one),
+        """Opens the next round from the last finalized model (or the deployment's seeded
+        initial one, :meth:`initial_seed`),
         under terms put on the store first."""
         last = self.ledger.last_finalized_round()
         if last:
             info = self.ledger.get_round(last)
             cid, sha = info.global_cid, info.global_sha256
         else:
-            initial = federated_state(initial_model(self.spec, self.settings.seed))
+            initial = federated_state(initial_model(self.spec, self.initial_seed()))
             blob = encode_model(initial, spec=self.spec, round=0)
             cid, sha = self._put(blob, keep=True)
         terms = self.round_terms(self.ledger.current_round() + 1)

@@ -14,6 +14,7 @@ rebuild them and handle a bad one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ __all__ = [
     "DUPLICATE_COSINE",
     "DUPLICATE_RELATIVE_L2",
     "DUPLICATE_SCALED_COSINE",
+    "INITIAL_MODEL_DEPLOYMENT",
     "MAX_IMAGE_SIZE",
     "MAX_TERMS_BYTES",
     "OPEN_MARGIN",
@@ -40,6 +42,7 @@ __all__ = [
     "Personalisation",
     "PrivacyTerms",
     "RoundTerms",
+    "deployment_seed",
     "payment_differences",
 ]
 MAX_IMAGE_SIZE: Final = 1024
@@ -48,6 +51,22 @@ choice, and every auditor resizes its validation split to it before anything els
 ResNet's parameter count does not grow with the input, so no byte limit caught a
 100,000-pixel spec, which would have allocated tens of GB per image. Medical imaging models
 take 28-512 px."""
+
+INITIAL_MODEL_DEPLOYMENT: Final = "deployment"
+"""The terms' ``initial_model`` value that binds the round-1 start model to the deployment
+(:func:`deployment_seed`); terms without the field use the legacy rule (the bare ``seed``)."""
+
+_INITIAL_MODEL_DOMAIN: Final = b"fedtrail/initial-model/v1\x00"
+
+
+def deployment_seed(seed: int, chain_id: int, contract: str) -> int:
+    """The torch seed of a deployment's round-1 model: the first 8 bytes (big-endian) of
+    sha256 over a domain tag, the chain id, the contract address (lower case) and the terms'
+    seed. Two federations with the same seed then start from different models, so another
+    federation's update, replayed byte for byte, is no well-aligned update here (attack a23)."""
+    text = f"{int(chain_id)}:{contract.lower()}:{int(seed)}".encode("ascii")
+    return int.from_bytes(hashlib.sha256(_INITIAL_MODEL_DOMAIN + text).digest()[:8], "big")
+
 
 MAX_TERMS_BYTES: Final = 1 << 20
 """Largest terms document read (fetch it with ``max_bytes=MAX_TERMS_BYTES``). Terms are under
@@ -254,8 +273,17 @@ class RoundTerms:
     to commit their score vectors after the reveal deadline, then to reveal them; written (in
     ``windows``) only when set, so terms of aggregator rounds keep their bytes."""
     score_reveal_seconds: int | None = None
+    initial_model: str | None = None
+    """How the round-1 start model is seeded: ``"deployment"`` (:func:`deployment_seed` of
+    ``seed``, the chain id and the contract) or None, the legacy rule (``seed`` itself) of
+    terms written before the field existed; written only when set, so those keep their bytes."""
 
     def __post_init__(self) -> None:
+        if self.initial_model not in (None, INITIAL_MODEL_DEPLOYMENT):
+            raise InvalidTerms(
+                f"round terms: initial_model must be {INITIAL_MODEL_DEPLOYMENT!r} or absent, "
+                f"not {self.initial_model!r}"
+            )
         peers = self.valuation.get("mode") == "peers"
         windows = (self.score_commit_seconds, self.score_reveal_seconds)
         if peers and any(w is None or w < 1 for w in windows):
@@ -294,7 +322,14 @@ class RoundTerms:
                 else {}
             ),
             **({"privacy": self.privacy.to_json()} if self.privacy is not None else {}),
+            **({"initial_model": self.initial_model} if self.initial_model is not None else {}),
         }
+
+    def initial_seed(self, chain_id: int, contract: str) -> int:
+        """The torch seed of the round-1 start model these terms declare on this deployment."""
+        if self.initial_model == INITIAL_MODEL_DEPLOYMENT:
+            return deployment_seed(self.seed, chain_id, contract)
+        return self.seed
 
     def to_bytes(self) -> bytes:
         """Canonical bytes: what is stored and whose sha256 goes into ``openRound``."""
@@ -347,6 +382,7 @@ class RoundTerms:
                 if "personalisation" not in doc
                 else Personalisation.from_json(doc["personalisation"]),
                 privacy=None if "privacy" not in doc else PrivacyTerms.from_json(doc["privacy"]),
+                initial_model=doc.get("initial_model"),
             )
         except (KeyError, TypeError) as exc:
             raise InvalidTerms(f"round terms lack or mistype a field: {exc}") from None

@@ -1,0 +1,70 @@
+"""The round-1 start model is bound to the deployment (attack a23): two federations with the
+same aggregator seed used to start from the same model, so one federation's update, replayed
+byte for byte in the other, was a well-aligned update there and was paid."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from flwr.serverapp.strategy import FedAvg
+
+from fedtrail.chain import connect
+from fedtrail.flower.strategy import LedgerStrategy
+from fedtrail.ml.models import ModelSpec, federated_state, initial_model
+from fedtrail.protocol.terms import RoundTerms
+from fedtrail.storage.codec import encode_model
+from tests.auditor.test_verify import federation
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _sha(spec: ModelSpec, seed: int) -> str:
+    blob = encode_model(federated_state(initial_model(spec, seed)), spec=spec, round=0)
+    return hashlib.sha256(blob).hexdigest()
+
+
+def test_two_deployments_with_the_same_seed_start_from_different_models(tmp_path: Path) -> None:
+    # one chain, two contracts (two fresh embedded chains deploy the same address: same
+    # deployer, same nonce, same chain id, so the same deployment identity)
+    w3 = connect("embedded")
+    a = federation(tmp_path / "a", rounds=0, w3=w3)
+    b = federation(tmp_path / "b", rounds=0, w3=w3)
+    assert a.service.settings.seed == b.service.settings.seed == 0
+    assert a.ledger.address != b.ledger.address
+    starts = []
+    for fed in (a, b):
+        round_id = fed.service.open_next()
+        info = fed.ledger.get_round(round_id)
+        terms = RoundTerms.from_bytes(fed.store.get(info.terms_cid, info.terms_sha256))
+        assert terms.initial_model == "deployment"
+        assert terms.seed == 0
+        starts.append(info.start_sha256)
+    assert starts[0] != starts[1]
+    # neither is the model every seed-0 deployment used to share
+    assert _sha(a.service.spec, 0) not in starts
+
+
+def test_a_deployment_rebuilds_its_start_model_bit_for_bit(tmp_path: Path) -> None:
+    fed = federation(tmp_path, rounds=0)
+    seed = fed.service.initial_seed()
+    assert seed == fed.service.initial_seed() != fed.service.settings.seed
+    info = fed.ledger.get_round(fed.service.open_next())
+    assert info.start_sha256 == _sha(fed.service.spec, seed)
+
+
+def test_the_flower_strategy_starts_from_the_model_the_service_opens(tmp_path: Path) -> None:
+    """Before any round, ``LedgerStrategy.start_arrays`` builds the deployment's start model
+    (the one ``open_next`` puts on the chain), not the unbound seed-0 one."""
+    fed = federation(tmp_path, rounds=0)
+    strategy = LedgerStrategy(FedAvg(), service=fed.service)
+    before = strategy.start_arrays().to_torch_state_dict()
+    info = fed.ledger.get_round(fed.service.open_next())
+    opened = strategy.start_arrays().to_torch_state_dict()  # the open round's stored start model
+    assert fed.ledger.get_round(1).start_sha256 == info.start_sha256
+    assert set(before) == set(opened)
+    assert all(torch.equal(before[k], opened[k]) for k in before)
+    unbound = federated_state(initial_model(fed.service.spec, 0))
+    assert not all(torch.equal(before[k], unbound[k]) for k in unbound)
