@@ -14,9 +14,12 @@ Since the fix, a deployment's round-1 model is seeded from the terms' seed, the 
 the contract address (terms ``initial_model: "deployment"``). A is therefore deployed after
 its coordinator has sent one transaction (another contract address, as any other deployment
 has); ``twin`` as the fourth argument deploys A as B is (a fresh chain, the same deployer at
-nonce 0: the same chain id and address, so the same start model: the residual case).
+nonce 0: the same chain id and address). Each aggregator draws its own ``initial_salt`` (as
+``aggregator run`` does by default; here two fixed salts, so the figures repeat), which parts
+twins too; ``seeded`` as the fifth argument gives both the salt derived from the seed
+(``--initial-salt seeded``, what the demos use): a twin then shares B's start model again.
 
-usage: python attacks/a23_foreign_replay.py MODE [rounds] [claim] [twin]
+usage: python attacks/a23_foreign_replay.py MODE [rounds] [claim] [twin|other] [seeded]
   replay: A's h0 update of the same round number, every round
   first:  A's round-1 update in round 1 only, then nothing (what a site with no access to a
           federation in step with B could take)
@@ -37,6 +40,7 @@ import torch
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from harness import SPEC, Ctx, Site, run
 
+from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.chain import connect, funded_accounts
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.storage.codec import decode_update, encode_update
@@ -45,6 +49,15 @@ mode = sys.argv[1] if len(sys.argv) > 1 else "replay"
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 claim = int(sys.argv[3]) if len(sys.argv) > 3 else 150
 twin = len(sys.argv) > 4 and sys.argv[4] == "twin"
+seeded = len(sys.argv) > 5 and sys.argv[5] == "seeded"
+
+
+def settings(name: bytes) -> AggregatorSettings:
+    """The harness's settings with this aggregator's salt: None is the seeded one."""
+    salt = None if seeded else hashlib.sha256(b"a23 salt " + name).hexdigest()
+    return AggregatorSettings(
+        explain_method=None, round_seconds=60, reveal_seconds=30, initial_salt=salt
+    )
 
 
 def other_deployment():
@@ -73,6 +86,7 @@ a = run(
     verbose=False,
     verify=False,
     w3=None if twin else other_deployment(),
+    settings=settings(b"A"),
 )
 fa, sa = a["fed"], a["store"]
 h0 = next(s for s in fa.ledger.get_sites() if s.name == "h0").address
@@ -116,7 +130,11 @@ def alien(ctx: Ctx):
 
 
 print("== federation B (the attacked one; images: permutation seed 0)")
-res = run([Site(f"h{i}", 150) for i in range(3)] + [Site("alien", 0, alien, cap=claim)], rounds)
+res = run(
+    [Site(f"h{i}", 150) for i in range(3)] + [Site("alien", 0, alien, cap=claim)],
+    rounds,
+    settings=settings(b"B"),
+)
 fb = res["fed"]
 print(f"A: chain {fa.ledger.chain_id} contract {fa.ledger.address}")
 print(f"B: chain {fb.ledger.chain_id} contract {fb.ledger.address}")

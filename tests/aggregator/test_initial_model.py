@@ -11,10 +11,12 @@ import pytest
 import torch
 from flwr.serverapp.strategy import FedAvg
 
+from fedtrail.aggregator.service import AggregatorSettings, fresh_or_recorded_salt
 from fedtrail.chain import connect
 from fedtrail.flower.strategy import LedgerStrategy
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model
-from fedtrail.protocol.terms import RoundTerms
+from fedtrail.protocol.terms import RoundTerms, seeded_salt
+from fedtrail.simulation.federation import Federation
 from fedtrail.storage.codec import encode_model
 from tests.auditor.test_verify import federation
 
@@ -47,6 +49,39 @@ def test_two_deployments_with_the_same_seed_start_from_different_models(tmp_path
     assert _sha(a.service.spec, 0) not in starts
 
 
+def _opened(fed: Federation) -> tuple[str, RoundTerms]:
+    info = fed.ledger.get_round(fed.service.open_next())
+    return info.start_sha256, RoundTerms.from_bytes(
+        fed.store.get(info.terms_cid, info.terms_sha256)
+    )
+
+
+def test_twin_deployments_with_other_salts_start_from_different_models(tmp_path: Path) -> None:
+    """Two fresh embedded chains deploy the same contract address on the same chain id (a
+    twin, like any fresh Anvil's first contract): only the terms' ``initial_salt`` parts
+    their start models. The seeded salt (the default) is shared, so the twins are too."""
+    salts = ("11" * 32, "22" * 32, None, None)
+    feds = [
+        federation(
+            tmp_path / str(i),
+            rounds=0,
+            settings=AggregatorSettings(valuation="loo", initial_salt=salt),
+        )
+        for i, salt in enumerate(salts)
+    ]
+    assert len({(f.ledger.chain_id, f.ledger.address) for f in feds}) == 1  # twins
+    opened = [_opened(f) for f in feds]
+    assert [t.initial_salt for _, t in opened] == [
+        "11" * 32,
+        "22" * 32,
+        seeded_salt(0),
+        seeded_salt(0),
+    ]
+    starts = [start for start, _ in opened]
+    assert starts[0] != starts[1]
+    assert starts[2] == starts[3] not in starts[:2]  # the seeded salt: reproducible, shared
+
+
 def test_a_deployment_rebuilds_its_start_model_bit_for_bit(tmp_path: Path) -> None:
     fed = federation(tmp_path, rounds=0)
     seed = fed.service.initial_seed()
@@ -68,3 +103,18 @@ def test_the_flower_strategy_starts_from_the_model_the_service_opens(tmp_path: P
     assert all(torch.equal(before[k], opened[k]) for k in before)
     unbound = federated_state(initial_model(fed.service.spec, 0))
     assert not all(torch.equal(before[k], unbound[k]) for k in unbound)
+
+
+def test_a_restarted_aggregator_keeps_the_recorded_salt_and_a_new_ledger_draws_one(
+    tmp_path: Path,
+) -> None:
+    """``aggregator run``'s default salt: fresh random bytes before any round (two draws
+    differ), the latest round's terms' salt once one is open (a restart must not move the start
+    model of a round 1 it reopens)."""
+    fed = federation(
+        tmp_path, rounds=0, settings=AggregatorSettings(valuation="loo", initial_salt="33" * 32)
+    )
+    first, second = (fresh_or_recorded_salt(fed.ledger, fed.store) for _ in range(2))
+    assert first != second and all(len(s) == 64 and int(s, 16) >= 0 for s in (first, second))
+    fed.service.open_next()
+    assert fresh_or_recorded_salt(fed.ledger, fed.store) == "33" * 32

@@ -19,6 +19,7 @@ from fedtrail.auditor.verify import verify_round
 from fedtrail.ml.models import federated_state, initial_model
 from fedtrail.protocol.terms import RoundTerms, deployment_seed
 from fedtrail.storage.codec import encode_model
+from fedtrail.valuation.limits import ThresholdLimits
 from tests.auditor.test_verify import federation, on_anvil
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -72,7 +73,8 @@ def test_a_first_round_from_the_unbound_model_fails_naming_both_hashes(
     info = fed.ledger.get_round(1)
     spec = fed.service.spec
     shared = encode_model(federated_state(initial_model(spec, 0)), spec=spec, round=0)
-    bound_seed = deployment_seed(0, fed.ledger.chain_id, fed.ledger.address)
+    salt = fed.service.initial_salt()
+    bound_seed = deployment_seed(0, fed.ledger.chain_id, fed.ledger.address, salt)
     bound = encode_model(federated_state(initial_model(spec, bound_seed)), spec=spec, round=0)
     assert info.start_sha256 == hashlib.sha256(shared).hexdigest()
     bad = _failed(verify_round(fed.ledger, fed.store, 1))
@@ -91,14 +93,15 @@ def test_legacy_terms_are_held_to_the_bare_seed(
     real = service_mod.AggregatorService.round_terms
 
     def legacy(self: service_mod.AggregatorService, round_id: int) -> RoundTerms:
-        return replace(real(self, round_id), initial_model=None)
+        return replace(real(self, round_id), initial_model=None, initial_salt=None)
 
     def unbound(self: service_mod.AggregatorService) -> int:
         return self.settings.seed
 
     monkeypatch.setattr(service_mod.AggregatorService, "round_terms", legacy)
     monkeypatch.setattr(service_mod.AggregatorService, "initial_seed", unbound)
-    fed = federation(tmp_path, rounds=1)
+    # the sites of such a ledger opted into unbound start models (nodes refuse them otherwise)
+    fed = federation(tmp_path, rounds=1, accept=ThresholdLimits(unbound_start=True))
     audit = verify_round(fed.ledger, fed.store, 1)
     assert audit.passed, _failed(audit)
     check = next(c for c in audit.checks if c.name == "start_model.initial")
