@@ -118,3 +118,22 @@ def test_a_restarted_aggregator_keeps_the_recorded_salt_and_a_new_ledger_draws_o
     assert first != second and all(len(s) == 64 and int(s, 16) >= 0 for s in (first, second))
     fed.service.open_next()
     assert fresh_or_recorded_salt(fed.ledger, fed.store) == "33" * 32
+
+
+def test_the_initial_salt_option_takes_seeded_hex_or_random_and_refuses_other_text(
+    tmp_path: Path,
+) -> None:
+    """``aggregator run --initial-salt``: 'seeded' is the seed's reproducible salt, 64 hex
+    digits are taken as given, 'random' draws, anything else is a usage error (exit 2)."""
+    import click
+
+    from fedtrail.aggregator.commands import _initial_salt
+
+    fed = federation(tmp_path, rounds=0)
+    assert _initial_salt("seeded", fed.ledger, fed.store, 5) == seeded_salt(5) != seeded_salt(0)
+    assert _initial_salt("ab" * 32, fed.ledger, fed.store, 0) == "ab" * 32
+    drawn = _initial_salt("random", fed.ledger, fed.store, 0)
+    assert drawn not in (seeded_salt(0), _initial_salt("random", fed.ledger, fed.store, 0))
+    for bad in ("AB" * 32, "ab" * 31, "yes"):
+        with pytest.raises(click.BadParameter):
+            _initial_salt(bad, fed.ledger, fed.store, 0)
