@@ -35,7 +35,9 @@ from fedtrail.protocol.weights import SCORE_SCALE
 
 if TYPE_CHECKING:  # the service, the valuation and the ML load torch: imported where used
     from fedtrail.aggregator.service import AggregatorSettings, RoundOutcome
+    from fedtrail.ledger.client import Ledger
     from fedtrail.protocol.roundlog import ValuationSettings
+    from fedtrail.storage.store import ContentStore
 
 log = logging.getLogger("fedtrail.aggregator")
 
@@ -49,6 +51,24 @@ def _large_games() -> tuple[str, ...]:
     from fedtrail.valuation import LARGE_GAMES
 
     return ("none", *LARGE_GAMES)
+
+
+def _initial_salt(choice: str, ledger: Ledger, store: ContentStore, seed: int) -> str:
+    """``--initial-salt``: 'seeded' (:func:`~fedtrail.protocol.terms.seeded_salt`), 64 hex
+    digits as given, or 'random' (:func:`~fedtrail.aggregator.service.fresh_or_recorded_salt`:
+    the latest round's salt when its terms carry one, else 32 fresh bytes)."""
+    from fedtrail.aggregator.service import fresh_or_recorded_salt
+    from fedtrail.protocol.terms import seeded_salt, valid_salt
+
+    if choice == "seeded":
+        return seeded_salt(seed)
+    if choice == "random":
+        return fresh_or_recorded_salt(ledger, store)
+    if not valid_salt(choice):
+        raise click.BadParameter(
+            "give 'random', 'seeded' or 64 lowercase hex digits", param_hint="--initial-salt"
+        )
+    return choice
 
 
 def default_consent_warnings(settings: AggregatorSettings) -> list[str]:
@@ -173,6 +193,15 @@ def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
 )
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option(
+    "--initial-salt",
+    default="random",
+    show_default=True,
+    help="The round terms' initial_salt, folded into the round-1 start model's seed with the "
+    "chain id and the contract: 'random' (32 bytes from os.urandom; a restart reuses the "
+    "latest round's), 'seeded' (derived from --seed: reproducible, but a twin deployment with "
+    "the same seed shares the start model) or 64 lowercase hex digits.",
+)
+@click.option(
     "--large-game",
     type=LazyChoice(_large_games),
     default="none",
@@ -285,6 +314,7 @@ def run(
     poll_interval: float,
     clock_stall_seconds: float,
     seed: int,
+    initial_salt: str,
     large_game: str,
     valuation_mode: str,
     validator_game: str,
@@ -346,6 +376,7 @@ def run(
         reveal_seconds=reveal_seconds,
         poll_interval=poll_interval,
         seed=seed,
+        initial_salt=_initial_salt(initial_salt, ledger, store, seed),
         large_game=None if large_game == "none" else large_game,
         model=task.spec,
         class_names=task.class_names,

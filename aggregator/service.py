@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -69,13 +70,17 @@ from fedtrail.protocol.evidence import (
 from fedtrail.protocol.peers import PeerVote, default_quorum
 from fedtrail.protocol.terms import (
     DEFAULT_VALIDATOR_GAME,
+    INITIAL_MODEL_DEPLOYMENT,
     MAX_TERMS_BYTES,
     OPEN_MARGIN,
     InvalidTerms,
     Personalisation,
     PrivacyTerms,
     RoundTerms,
+    deployment_seed,
     payment_differences,
+    seeded_salt,
+    valid_salt,
 )
 from fedtrail.protocol.weights import SCORE_SCALE, ZeroTotalWeight, onchain_weights
 from fedtrail.storage.codec import decode_model, default_max_bytes, encode_model
@@ -148,6 +153,13 @@ class AggregatorSettings:
     """The reveal window after it (chain seconds; at least the ledger's minimum)."""
     poll_interval: float = 2.0
     seed: int = 0
+    initial_salt: str | None = None
+    """The round terms' ``initial_salt`` (64 lowercase hex digits), folded with the chain id
+    and the contract into the round-1 start model's seed (:func:`~fedtrail.protocol.terms.
+    deployment_seed`). None: :func:`~fedtrail.protocol.terms.seeded_salt` of ``seed``, which is
+    reproducible (simulations, demos, tests) but predictable, so a twin deployment (the same
+    chain id and contract address) with the same seed shares the start model; ``aggregator
+    run`` passes 32 random bytes unless told otherwise (attack a23)."""
     model: ModelSpec = field(default_factory=ModelSpec)
     class_names: tuple[str, ...] = ()
     """One name per class of the model (the task, written into every round's terms); empty:
@@ -206,6 +218,10 @@ class AggregatorSettings:
             raise ConfigError(str(exc)) from None
         if self.dp_required and not self.dp_delta:
             raise ConfigError("dp_required needs a dp_delta (the delta sites account at)")
+        if self.initial_salt is not None and not valid_salt(self.initial_salt):
+            raise ConfigError(
+                f"initial_salt must be 64 lowercase hex digits, not {self.initial_salt!r}"
+            )
         if plan is not None:
             personal_part(plan.method, self.model)  # the federation's model must have the part
         if self.valuation not in ("shapley", "mc_shapley", "loo"):
@@ -295,6 +311,24 @@ class RoundOutcome:
     valuations: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     global_sha256: str = ""
+
+
+def fresh_or_recorded_salt(ledger: Ledger, store: ContentStore) -> str:
+    """An ``initial_salt`` for an aggregator that starts on ``ledger``: the latest round's when
+    its terms carry one (a restart keeps the federation's, so a round-1 reopened after a crash
+    starts from the same model), else 32 fresh bytes from ``os.urandom``, unknown before round
+    1 opens, so no twin deployment's earlier updates fit the start model (attack a23)."""
+    current = ledger.current_round()
+    if current:
+        info = ledger.get_round(current)
+        blob = store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
+        try:
+            salt = RoundTerms.from_bytes(blob).initial_salt
+        except InvalidTerms:
+            salt = None
+        if salt is not None:
+            return salt
+    return os.urandom(32).hex()
 
 
 def _metrics_record(m: Metrics) -> roundlog.RoundMetrics:
@@ -489,6 +523,21 @@ class AggregatorService:
             privacy=self.settings.privacy(),
             score_commit_seconds=score_windows[0],
             score_reveal_seconds=score_windows[1],
+            initial_model=INITIAL_MODEL_DEPLOYMENT,
+            initial_salt=self.initial_salt(),
+        )
+
+    def initial_salt(self) -> str:
+        """The terms' ``initial_salt``: the settings', else the seed's reproducible one."""
+        return self.settings.initial_salt or seeded_salt(self.settings.seed)
+
+    def initial_seed(self) -> int:
+        """The torch seed of this deployment's round-1 model (the terms declare
+        ``initial_model: "deployment"``): bound to the chain, the contract and the salt, so
+        another federation's updates, a twin deployment's included, are not aligned with it
+        (attack a23)."""
+        return deployment_seed(
+            self.settings.seed, self.ledger.chain_id, self.ledger.address, self.initial_salt()
         )
 
     def _published_probe(self) -> roundlog.ExplanationProbe:
@@ -539,14 +588,15 @@ class AggregatorService:
         return self._terms[round_id]
 
     def open_next(self) -> int:
-        """Opens the next round from the last finalized model (or the seeded initial one),
+        """Opens the next round from the last finalized model (or the deployment's seeded
+        initial one, :meth:`initial_seed`),
         under terms put on the store first."""
         last = self.ledger.last_finalized_round()
         if last:
             info = self.ledger.get_round(last)
             cid, sha = info.global_cid, info.global_sha256
         else:
-            initial = federated_state(initial_model(self.spec, self.settings.seed))
+            initial = federated_state(initial_model(self.spec, self.initial_seed()))
             blob = encode_model(initial, spec=self.spec, round=0)
             cid, sha = self._put(blob, keep=True)
         terms = self.round_terms(self.ledger.current_round() + 1)

@@ -96,7 +96,12 @@ from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.chained import check_playable
-from fedtrail.valuation.limits import ThresholdLimits, payment_refusal, statistics_refusal
+from fedtrail.valuation.limits import (
+    ThresholdLimits,
+    payment_refusal,
+    start_refusal,
+    statistics_refusal,
+)
 
 # What `node init` also prints in the register command it suggests: the coordinator knows the size.
 MAX_SAMPLES_PLACEHOLDER = "<size of this site's training set>"
@@ -602,6 +607,10 @@ class SiteNode:
         changed = self._payment_refusal(terms)
         if changed is not None:
             return changed
+        if self.ledger.last_finalized_round() == 0:  # the round starts from the initial model
+            unbound = start_refusal(self.config.accept, terms)
+            if unbound is not None:
+                return f"{unbound}; not taking part"
         problem = _unrunnable(terms, self.config.accept)
         if problem is not None:
             return (

@@ -90,6 +90,7 @@ for i in $(seq 0 $((SITES - 1))); do
     echo "  $name daemon pid $!"
 done
 "$FEDTRAIL" aggregator run --rpc-url "$RPC" --deployment "$DEPLOYMENT" --dev-account 0 \
+    --initial-salt seeded \
     --store "$STORE" --rounds "$ROUNDS" --round-seconds "$ROUND_SECONDS" \
     --reveal-seconds "$REVEAL_SECONDS" --poll-interval 1 --threads 1 \
     --validation "$DATA" ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"} ${PEER_ARGS[@]+"${PEER_ARGS[@]}"} \

@@ -30,7 +30,11 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
+from fedtrail.aggregator.service import (
+    AggregatorService,
+    AggregatorSettings,
+    fresh_or_recorded_salt,
+)
 from fedtrail.chain import connect
 from fedtrail.cli.common import open_checked_store, resolve_rpc
 from fedtrail.cli.output import basic_printable_logging
@@ -129,6 +133,7 @@ def build_service(cfg: ServerConfig) -> AggregatorService:
     val = source.splits().val
     if val.image_size != (task.spec.image_size, task.spec.image_size):
         val = val.resized(task.spec.image_size)
+    store = open_checked_store(cfg.store)
     settings = AggregatorSettings(
         rule=AggregationRule(name=cfg.rule),
         valuation=cfg.valuation,
@@ -137,13 +142,15 @@ def build_service(cfg: ServerConfig) -> AggregatorService:
         reveal_seconds=cfg.reveal_seconds,
         poll_interval=1.0,
         seed=cfg.seed,
+        # unknown before round 1 opens: a twin deployment must not share the start model
+        initial_salt=fresh_or_recorded_salt(ledger, store),
         model=task.spec,
         class_names=task.class_names,
         explain_method="integrated_gradients" if cfg.explain else None,
     )
     return AggregatorService(
         ledger=ledger,
-        store=open_checked_store(cfg.store),
+        store=store,
         account=account,
         validation=val,
         settings=settings,

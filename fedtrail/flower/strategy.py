@@ -134,7 +134,7 @@ class LedgerStrategy(Strategy):
         if last:
             info = ledger.get_round(last)
             return self._stored(info.global_cid, info.global_sha256)
-        initial = initial_model(self.service.spec, self.service.settings.seed)
+        initial = initial_model(self.service.spec, self.service.initial_seed())
         return model_arrays(self.service.spec, federated_state(initial))
 
     def _stored(self, cid: str, sha256: str) -> ArrayRecord:

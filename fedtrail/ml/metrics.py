@@ -70,6 +70,7 @@ __all__ = [
     "macro_roc_auc",
     "predict_logits",
     "roc_auc",
+    "roc_auc_bounds",
 ]
 
 _EPS = 1e-12
@@ -149,6 +150,32 @@ def roc_auc(scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor
     avg_rank = ends - (counts - 1) / 2.0
     rank_sum = float(avg_rank[inverse.ravel()][pos].sum())
     return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def roc_auc_bounds(
+    scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, slack: float
+) -> tuple[float, float]:
+    """The least and the greatest ROC AUC (:func:`roc_auc`) of 0/1 ``labels`` when every
+    positive-negative pair whose scores lie within ``slack`` of each other may rank either way.
+
+    Why: a ranking is not continuous in the scores, so last-bit noise (another thread count)
+    that flips one near-tied pair moves the AUC by ``1 / (P*N)`` (5.5e-5 on 270 images), far
+    beyond a float tolerance; an untrained model's near-constant logits hold such pairs. An
+    auditor accepts a claimed AUC inside these bounds. (NaN, NaN) when only one class is
+    present."""
+    s = _as_numpy(scores).astype(np.float64).ravel()
+    y = _as_numpy(labels).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"{s.size} scores but {y.size} labels")
+    if np.isnan(s).any() or not slack >= 0:
+        raise ValueError("scores contain NaN or slack is not >= 0")
+    pos, neg = s[y == 1], np.sort(s[y != 1])
+    if pos.size == 0 or neg.size == 0:
+        return math.nan, math.nan
+    pairs = pos.size * neg.size
+    sure = int(np.searchsorted(neg, pos - slack, side="left").sum())  # negatives below by > slack
+    maybe = int(np.searchsorted(neg, pos + slack, side="right").sum())  # below or within slack
+    return sure / pairs, maybe / pairs
 
 
 def macro_roc_auc(scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> float:

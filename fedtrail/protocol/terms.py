@@ -14,6 +14,7 @@ rebuild them and handle a bad one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ __all__ = [
     "DUPLICATE_COSINE",
     "DUPLICATE_RELATIVE_L2",
     "DUPLICATE_SCALED_COSINE",
+    "INITIAL_MODEL_DEPLOYMENT",
     "MAX_IMAGE_SIZE",
     "MAX_TERMS_BYTES",
     "OPEN_MARGIN",
@@ -40,7 +42,10 @@ __all__ = [
     "Personalisation",
     "PrivacyTerms",
     "RoundTerms",
+    "deployment_seed",
     "payment_differences",
+    "seeded_salt",
+    "valid_salt",
 ]
 MAX_IMAGE_SIZE: Final = 1024
 """Largest model input size (pixels a side) a spec may name. The spec is the aggregator's
@@ -48,6 +53,39 @@ choice, and every auditor resizes its validation split to it before anything els
 ResNet's parameter count does not grow with the input, so no byte limit caught a
 100,000-pixel spec, which would have allocated tens of GB per image. Medical imaging models
 take 28-512 px."""
+
+INITIAL_MODEL_DEPLOYMENT: Final = "deployment"
+"""The terms' ``initial_model`` value that binds the round-1 start model to the deployment
+and the terms' ``initial_salt`` (:func:`deployment_seed`); terms without the field use the
+legacy rule (the bare ``seed``)."""
+
+_INITIAL_MODEL_DOMAIN: Final = b"fedtrail/initial-model/v1\x00"
+_SEEDED_SALT_DOMAIN: Final = b"fedtrail/initial-salt/seeded\x00"
+_SALT_DIGITS: Final = frozenset("0123456789abcdef")
+
+
+def deployment_seed(seed: int, chain_id: int, contract: str, salt: str) -> int:
+    """The torch seed of a deployment's round-1 model: the first 8 bytes (big-endian) of
+    sha256 over a domain tag, then ``<chain id>:<contract, lower case>:<seed>:<salt>``. The
+    chain and the contract part federations on different deployments; the salt (chosen at
+    random by ``aggregator run``) parts twin deployments too (the same chain id and contract
+    address, e.g. any fresh Anvil's first contract), whose updates would otherwise be aligned
+    with each other's start model and could be replayed for pay (attack a23)."""
+    text = f"{int(chain_id)}:{contract.lower()}:{int(seed)}:{salt}".encode("ascii")
+    return int.from_bytes(hashlib.sha256(_INITIAL_MODEL_DOMAIN + text).digest()[:8], "big")
+
+
+def seeded_salt(seed: int) -> str:
+    """A reproducible ``initial_salt`` derived from a base seed (sha256 over a domain tag and
+    the seed, hex): what simulations, the demos and tests use so their figures repeat. Anyone
+    can compute it, so it parts no twin deployment that uses the same seed."""
+    return hashlib.sha256(_SEEDED_SALT_DOMAIN + str(int(seed)).encode("ascii")).hexdigest()
+
+
+def valid_salt(salt: object) -> bool:
+    """Whether ``salt`` is an ``initial_salt``: 64 lowercase hex digits (32 bytes)."""
+    return isinstance(salt, str) and len(salt) == 64 and set(salt) <= _SALT_DIGITS
+
 
 MAX_TERMS_BYTES: Final = 1 << 20
 """Largest terms document read (fetch it with ``max_bytes=MAX_TERMS_BYTES``). Terms are under
@@ -254,8 +292,28 @@ class RoundTerms:
     to commit their score vectors after the reveal deadline, then to reveal them; written (in
     ``windows``) only when set, so terms of aggregator rounds keep their bytes."""
     score_reveal_seconds: int | None = None
+    initial_model: str | None = None
+    """How the round-1 start model is seeded: ``"deployment"`` (:func:`deployment_seed` of
+    ``seed``, the chain id, the contract and ``initial_salt``) or None, the legacy rule
+    (``seed`` itself) of terms written before the field existed; written only when set, so
+    those keep their bytes."""
+    initial_salt: str | None = None
+    """32 bytes (64 lowercase hex digits) folded into :func:`deployment_seed`: present exactly
+    when ``initial_model`` is ``"deployment"``."""
 
     def __post_init__(self) -> None:
+        if self.initial_model not in (None, INITIAL_MODEL_DEPLOYMENT):
+            raise InvalidTerms(
+                f"round terms: initial_model must be {INITIAL_MODEL_DEPLOYMENT!r} or absent, "
+                f"not {self.initial_model!r}"
+            )
+        if self.initial_model is None and self.initial_salt is not None:
+            raise InvalidTerms("round terms: initial_salt without initial_model 'deployment'")
+        if self.initial_model is not None and not valid_salt(self.initial_salt):
+            raise InvalidTerms(
+                "round terms: initial_model 'deployment' needs an initial_salt of 64 lowercase "
+                f"hex digits, not {self.initial_salt!r}"
+            )
         peers = self.valuation.get("mode") == "peers"
         windows = (self.score_commit_seconds, self.score_reveal_seconds)
         if peers and any(w is None or w < 1 for w in windows):
@@ -294,7 +352,15 @@ class RoundTerms:
                 else {}
             ),
             **({"privacy": self.privacy.to_json()} if self.privacy is not None else {}),
+            **({"initial_model": self.initial_model} if self.initial_model is not None else {}),
+            **({"initial_salt": self.initial_salt} if self.initial_salt is not None else {}),
         }
+
+    def initial_seed(self, chain_id: int, contract: str) -> int:
+        """The torch seed of the round-1 start model these terms declare on this deployment."""
+        if self.initial_model == INITIAL_MODEL_DEPLOYMENT and self.initial_salt is not None:
+            return deployment_seed(self.seed, chain_id, contract, self.initial_salt)
+        return self.seed
 
     def to_bytes(self) -> bytes:
         """Canonical bytes: what is stored and whose sha256 goes into ``openRound``."""
@@ -347,6 +413,8 @@ class RoundTerms:
                 if "personalisation" not in doc
                 else Personalisation.from_json(doc["personalisation"]),
                 privacy=None if "privacy" not in doc else PrivacyTerms.from_json(doc["privacy"]),
+                initial_model=doc.get("initial_model"),
+                initial_salt=doc.get("initial_salt"),
             )
         except (KeyError, TypeError) as exc:
             raise InvalidTerms(f"round terms lack or mistype a field: {exc}") from None

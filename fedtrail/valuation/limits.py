@@ -60,8 +60,10 @@ from fedtrail.protocol.terms import (
     DUPLICATE_COSINE,
     DUPLICATE_RELATIVE_L2,
     DUPLICATE_SCALED_COSINE,
+    INITIAL_MODEL_DEPLOYMENT,
     VALIDATOR_GAMES,
     DuplicateRule,
+    RoundTerms,
 )
 from fedtrail.valuation.base import METRICS
 from fedtrail.valuation.combine import Combiner
@@ -74,6 +76,7 @@ __all__ = [
     "HIGHER_IS_STRICTER",
     "LOWER_IS_LOOSER",
     "PAYMENT_LIMITS",
+    "START_LIMITS",
     "UNBOUNDED",
     "LoosestLimits",
     "ThresholdLimits",
@@ -81,6 +84,7 @@ __all__ = [
     "load_limits",
     "payment_refusal",
     "played_games",
+    "start_refusal",
     "statistics_refusal",
 ]
 
@@ -89,6 +93,10 @@ PAYMENT_LIMITS: Final = frozenset(
 )
 """:class:`ThresholdLimits` fields that bound a round's payment settings
 (:meth:`ThresholdLimits.payment_breaches`), not a :class:`Combiner` threshold."""
+
+START_LIMITS: Final = frozenset({"unbound_start"})
+""":class:`ThresholdLimits` fields that bound a round-1 start model (:func:`start_refusal`),
+not a :class:`Combiner` threshold."""
 
 GAME_NAMES: Final = tuple(dict.fromkeys((*METHODS, *LARGE_GAMES, *VALIDATOR_GAMES)))
 """Every game a round's terms can name (``method``, ``large_game``, ``validator_game``)."""
@@ -316,6 +324,13 @@ class ThresholdLimits:
     min_krum_m: int = 2
     """``krum``'s ``krum_m`` (updates averaged), unset (``n - krum_f``) or at least this: at 1
     the global step is one site's update (``a20_rule_freeze.py krum 3``)."""
+    unbound_start: bool = False
+    """False: a round opened before any round was finalized is taken part in only when its
+    terms bind the start model to the deployment (``initial_model: "deployment"`` with an
+    ``initial_salt``). Under the legacy rule every deployment with the same seed starts from the
+    same model, so a data-less site replaying another federation's round-r update was paid
+    0.250 in five of six rounds (``scripts/attacks/a23_foreign_replay.py replay 6``). True also
+    accepts such terms (a ledger opened by an aggregator before this version)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -326,6 +341,8 @@ class ThresholdLimits:
         object.__setattr__(self, "rules", _names_in("rules", self.rules, RULE_NAMES, "rule"))
         if not isinstance(self.per_round, bool):
             raise ConfigError(f"per_round must be true or false, got {self.per_round!r}")
+        if not isinstance(self.unbound_start, bool):
+            raise ConfigError(f"unbound_start must be true or false, got {self.unbound_start!r}")
         clip, trim, krum_m = self.min_clip_norm, self.max_trim_ratio, self.min_krum_m
         if not (_number(clip) and clip >= 0 and math.isfinite(clip)):
             raise ConfigError(f"min_clip_norm must be a finite number >= 0, got {clip!r}")
@@ -553,6 +570,22 @@ def payment_refusal(
     )
 
 
+def start_refusal(accept: ThresholdLimits, terms: RoundTerms) -> str | None:
+    """Why a site with ``accept`` does not take part in a round opened before any round was
+    finalized under ``terms`` (the round starts from the seeded initial model): terms that do
+    not bind that model to the deployment (:attr:`ThresholdLimits.unbound_start`). None: it
+    does. Whether the start model matches the terms is ``audit verify``'s
+    ``start_model.initial``."""
+    if accept.unbound_start or terms.initial_model == INITIAL_MODEL_DEPLOYMENT:
+        return None
+    return (
+        "the round starts from the initial model of the bare seed, which every deployment with "
+        "this seed shares (another federation's updates can be replayed here for pay); this "
+        "site accepts only terms with initial_model 'deployment' (unbound_start = true under "
+        "[accept] in its config.toml accepts them)"
+    )
+
+
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -604,7 +637,7 @@ def _table(cls: type[_T], table: Any, where: str) -> _T:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-_NOT_THRESHOLDS: Final = frozenset({"loosest", "statistics"}) | PAYMENT_LIMITS
+_NOT_THRESHOLDS: Final = frozenset({"loosest", "statistics"}) | PAYMENT_LIMITS | START_LIMITS
 """:class:`ThresholdLimits` fields that bound no :class:`Combiner` threshold."""
 
 _BOTH_SIDES: Final = tuple(

@@ -99,8 +99,9 @@ def run(
     verify: bool = True,
     setup: Callable[[Any, dict[str, Any]], None] | None = None,
     accept: Any = None,
+    w3: Any = None,
 ) -> dict[str, Any]:
-    w3 = connect("embedded")
+    w3 = w3 or connect("embedded")
     accts = funded_accounts(w3)
     coordinator, aggregator = accts[0], accts[1]
     site_accts = accts[2 : 2 + len(sites)]

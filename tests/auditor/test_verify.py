@@ -58,11 +58,12 @@ def federation(
     store: ContentStore | None = None,
     accounts: list[LocalAccount] | None = None,
     settings: AggregatorSettings | None = None,
+    accept: ThresholdLimits | None = None,
 ) -> Federation:
     """Three hospitals after ``rounds`` rounds; ``accounts[0]`` coordinates and aggregates.
     Default: the embedded chain, its funded accounts and a local store in ``tmp``, valued with
     leave-one-out (and standing, the aggregator's default). The sites accept the settings'
-    thresholds (``[accept]``), however strict."""
+    thresholds (``[accept]``), however strict, or ``accept`` when given."""
     w3 = w3 or connect("embedded")
     accounts = accounts or funded_accounts(w3)[:4]
     splits = load_bundled()
@@ -76,9 +77,12 @@ def federation(
             [splits.train.subset(parts[i]) for i in range(len(sites))],
             names=[f"hospital-{i}" for i in range(len(sites))],
             training=TrainConfig(epochs=1),
-            accept=ThresholdLimits()
-            if settings is None or settings.combiner is None
-            else ThresholdLimits.accepting(settings.combiner),
+            accept=accept
+            or (
+                ThresholdLimits()
+                if settings is None or settings.combiner is None
+                else ThresholdLimits.accepting(settings.combiner)
+            ),
         ),
         store=store or LocalStore(tmp / "store"),
         folder=tmp,

@@ -101,3 +101,22 @@ def test_an_explanation_check_without_a_public_probe_is_refused_by_every_table(
         assert record is not None and record.phase == "skipped", record
         assert "explanation check without a public probe set" in record.note, record.note
         assert world.ledger.get_submission(world.round, node.address) is None
+
+
+def test_a_first_round_with_an_unbound_start_model_is_refused_until_the_site_opts_in(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """Attack a23: terms without ``initial_model: "deployment"`` (the legacy rule) start the
+    federation from the model every deployment with that seed shares, where another
+    federation's updates can be replayed for pay; ``unbound_start = true`` takes them."""
+    world = World(embedded, tmp_path, edit={"initial_model": None, "initial_salt": None})
+    assert world.ledger.last_finalized_round() == 0
+    refused = world.node(0).participate(world.round)
+    assert refused is not None and refused.phase == "skipped", refused
+    assert "initial model of the bare seed" in refused.note, refused.note
+    assert "unbound_start = true" in refused.note
+    assert world.ledger.get_submission(world.round, world.node(0).address) is None
+    taking = world.node(1, accept=ThresholdLimits(unbound_start=True))
+    record = taking.participate(world.round)
+    assert record is not None and record.phase != "skipped", record
+    assert world.ledger.get_submission(world.round, taking.address) is not None

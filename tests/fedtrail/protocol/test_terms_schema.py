@@ -72,6 +72,8 @@ def full_terms() -> RoundTerms:
         privacy=PrivacyTerms(delta=1e-5, required=True),
         score_commit_seconds=30,
         score_reveal_seconds=30,
+        initial_model="deployment",
+        initial_salt="0f" * 32,
     )
 
 
@@ -88,7 +90,9 @@ def test_real_terms_validate() -> None:
 def test_terms_with_every_optional_field_validate() -> None:
     """The schema covers every field the code writes (it refuses unknown ones at every level)."""
     doc = json.loads(full_terms().to_bytes())
-    assert {"class_names", "personalisation", "privacy"} <= set(doc)
+    assert {"class_names", "personalisation", "privacy", "initial_model", "initial_salt"} <= set(
+        doc
+    )
     assert {"score_commit_seconds", "statistics", "norm", "mode"} <= _keys(doc)
     validator().validate(doc)
 
@@ -97,6 +101,9 @@ def test_terms_with_every_optional_field_validate() -> None:
     ("path", "value"),
     [
         (("windows",), None),  # a required field missing
+        (("initial_model",), "legacy"),
+        (("initial_salt",), "0F" * 32),
+        (("initial_model",), "deployment"),  # without its initial_salt
         (("windows", "reveal_seconds"), "30"),
         (("windows", "score_commit_seconds"), 30),  # without its score_reveal_seconds
         (("duplicates", "cosine"), 0.0),
