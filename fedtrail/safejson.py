@@ -13,21 +13,26 @@ every reader checks its numbers with ``math.isfinite`` or ``float()``, which rai
 ``OverflowError``, not ``ValueError``, on such an integer, so a 400-digit DP parameter in an
 update's metadata, a terms threshold or a log value crashed the aggregator, every node and
 ``audit verify`` instead of being refused (attack review after stop 41, a29). No fedtrail
-document holds an integer above 2**256.
+document holds an integer above 2**256. For the same reason ``NaN``, ``Infinity`` and number
+literals too large for a float (``1e999``, which Python reads as infinity) are refused
+(:class:`NotFinite`): every fedtrail writer refuses them (``allow_nan=False``), and a terms
+document holding one in its free-form ``valuation`` raised ``ValueError`` from its canonical
+re-encoding instead of ``InvalidTerms`` (a31).
 
 Every failure is a ``ValueError`` (a ``JSONDecodeError``, a ``UnicodeDecodeError``, Python's
-limit on integer digits, :class:`TooDeep` or :class:`TooLarge`), so a caller maps one exception
-type to its own ``FedtrailError``.
+limit on integer digits, :class:`TooDeep`, :class:`TooLarge` or :class:`NotFinite`), so a
+caller maps one exception type to its own ``FedtrailError``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Final
 
 import numpy as np
 
-__all__ = ["MAX_DEPTH", "TooDeep", "TooLarge", "loads", "nesting_depth"]
+__all__ = ["MAX_DEPTH", "NotFinite", "TooDeep", "TooLarge", "loads", "nesting_depth"]
 
 MAX_DEPTH: Final = 32
 """Deepest nesting accepted. fedtrail's deepest documents nest 4 levels (a round log), a
@@ -64,6 +69,21 @@ def _parse_int(text: str) -> int:
     return value
 
 
+class NotFinite(ValueError):
+    """``NaN``, ``Infinity`` or a number literal beyond the float range (``1e999``)."""
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NotFinite(f"the number {text[:40]} is not a finite float")
+    return value
+
+
+def _parse_constant(name: str) -> float:
+    raise NotFinite(f"{name} is not a JSON number")
+
+
 def nesting_depth(data: bytes) -> int:
     """The deepest ``[``/``{`` nesting of the JSON text ``data`` (brackets inside strings do not
     count), in one vectorized pass.
@@ -96,7 +116,8 @@ def nesting_depth(data: bytes) -> int:
 
 def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH, **kwargs: Any) -> Any:
     """``json.loads(data, **kwargs)`` after checking that ``data`` nests at most ``max_depth``
-    levels, with integers a float can hold (unless ``kwargs`` names its own ``parse_int``);
+    levels, with integers a float can hold and finite floats only (unless ``kwargs`` names its
+    own ``parse_int``, ``parse_float`` or ``parse_constant``);
     ``ValueError`` for anything that is not such a document."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     depth = nesting_depth(raw)
@@ -104,6 +125,8 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH, **kwargs: Any) -> An
         raise TooDeep(f"nested {depth} levels deep, over the limit of {max_depth}")
     text = data if isinstance(data, str) else data.decode("utf-8")
     kwargs.setdefault("parse_int", _parse_int)
+    kwargs.setdefault("parse_float", _parse_float)
+    kwargs.setdefault("parse_constant", _parse_constant)
     try:
         return json.loads(text, **kwargs)
     except RecursionError as exc:  # not reachable below MAX_DEPTH; a ValueError all the same

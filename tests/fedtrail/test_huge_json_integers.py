@@ -1,7 +1,9 @@
-"""Integers no float can hold, in documents someone else chose, are refused as the document's own
-error instead of crashing the reader with ``OverflowError`` (attack a29: a site's update whose DP
-noise multiplier is a 400-digit integer stopped the aggregator's valuation; the same in round
-terms or a round log stopped every node and ``audit verify``)."""
+"""Numbers no float can hold, in documents someone else chose, are refused as the document's own
+error instead of crashing the reader: integers beyond the float range raised ``OverflowError``
+(attack a29: a site's update whose DP noise multiplier is a 400-digit integer stopped the
+aggregator's valuation; the same in round terms or a round log stopped every node and ``audit
+verify``), and ``NaN`` / ``Infinity`` / ``1e999`` in round terms raised ``ValueError`` from their
+canonical re-encoding (a31); none is written by any fedtrail writer."""
 
 from __future__ import annotations
 
@@ -72,3 +74,31 @@ def test_an_update_with_a_huge_dp_parameter_is_invalid() -> None:
     forged = struct.pack("<Q", len(hostile)) + hostile + blob[8 + n :]
     with pytest.raises(InvalidUpdate, match="too large for a float"):
         decode_update(forged, spec=spec, expected_round=3)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+def test_safejson_refuses_numbers_that_are_not_finite(literal: str) -> None:
+    with pytest.raises(safejson.NotFinite):
+        safejson.loads(f'{{"x": {literal}}}')
+    assert safejson.loads('{"x": 1.7976931348623157e308}') == {"x": 1.7976931348623157e308}
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "1e999"])
+def test_terms_with_a_non_finite_valuation_entry_are_invalid_terms(literal: str) -> None:
+    """The valuation block is a free-form mapping, read by ``ValuationSettings`` only later: a
+    non-finite entry there used to escape ``from_bytes`` as the ``ValueError`` of its
+    canonical re-encoding (``allow_nan=False``), which ``audit verify`` does not catch."""
+    doc = json.loads((DATA / "round-terms-real.json").read_bytes())
+    doc["valuation"]["combiner"]["max_norm_z"] = 987654321
+    blob = _canonical(doc).replace(b"987654321", literal.encode())
+    with pytest.raises(InvalidTerms, match="not"):
+        RoundTerms.from_bytes(blob)
+
+
+def test_a_log_with_a_nan_component_is_an_invalid_log() -> None:
+    """Logs are written with NaN as null; a NaN a reader would take as a number is refused."""
+    doc = json.loads((DATA / "round-log-real.json").read_bytes())
+    doc["sites"][0]["components"]["cosine"] = 987654321
+    blob = _canonical(doc).replace(b"987654321", b"NaN")
+    with pytest.raises(InvalidLog, match="NaN is not a JSON number"):
+        RoundLog.from_bytes(blob)
