@@ -2,8 +2,9 @@
 
 The contract lets a round stay ``Valued`` for good: only the next ``openRound`` needs it closed,
 and an aggregator round cannot be cancelled once valued. Its weights are on chain (what the
-federation pays), but ``audit verify`` replays only finalized rounds: a valued one gets one
-check, ``phase``, which passes ("nothing to replay"; README *audit verify*). Here the
+federation pays), but ``audit verify`` replays only finalized rounds: a valued one got one
+check, ``phase``, which passed ("nothing to replay"). Now ``phase`` fails for a valued
+aggregator round ("valued but not finalized ... not verified"). Here the
 production service runs ROUNDS - 1 honest rounds; in the last one it records a valuation that
 scores honest h0 0 as ``LOW_QUALITY`` (the others full) and never publishes a log or global model.
 Four honest IID sites of 150 images.
