@@ -13,7 +13,9 @@ the value as it was).
 Found: ``standing.after`` set to -1e308 crashed verify with ``OverflowError`` in
 ``demoted_score`` (``standing.scores``); fixed (the score is 0 at or below ``-demote_scale``).
 
-usage: python attacks/a34_log_fuzz.py [N] [SEED]   (default 400 1; about 3 minutes)
+usage: python attacks/a34_log_fuzz.py [N] [SEED] [report]   (default 400 1; about 3 minutes)
+  report: render the HTML report (``collect`` + ``render_html``, no verify) of each mutated log
+  instead, counting crashes only (held: 0 of 400 with seed 2, about 5 minutes)
 """
 
 import collections
@@ -28,11 +30,13 @@ import traceback
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from harness import Site, run
 
+from fedtrail.auditor.report import collect, render_html
 from fedtrail.auditor.verify import verify_round
 from fedtrail.errors import FedtrailError
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 400
 rng = random.Random(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+report = len(sys.argv) > 3 and sys.argv[3] == "report"
 ROUND = 2
 res = run([Site(f"h{i}", 100) for i in range(3)], rounds=ROUND, verify=False, verbose=False)
 fed, store = res["fed"], res["store"]
@@ -97,6 +101,10 @@ for _ in range(n):
     )
     fed.ledger.get_round = lambda r, f=forged: f if r == ROUND else real_get_round(r)
     try:
+        if report:
+            render_html(collect(fed.ledger, store, []))
+            passed += 1
+            continue
         audit = verify_round(fed.ledger, store, ROUND)
         if any(c.name == "log.schema" and not c.passed for c in audit.checks):
             refused += 1
