@@ -352,6 +352,20 @@ def verify_round(
     audit = RoundAudit(round_id)
     info = ledger.get_round(round_id)
     if info.phase != Phase.FINALIZED:
+        if info.phase == Phase.VALUED and ledger.get_peer_round(round_id) is None:
+            # the aggregator's scores are on chain and weigh the sites, but nothing justifies
+            # them until the log is published, and the contract lets a round stay valued for
+            # good (the next round cannot open, so it is the last): passing it let an
+            # aggregator pay a lie that no check ever saw (attack a33)
+            weighted = sum(1 for s in ledger.get_submissions(round_id) if s.weight > 0)
+            audit.add(
+                "phase",
+                False,
+                f"round is valued but not finalized: its scores give {weighted} update(s) "
+                "weight on chain, yet no round log or global model is published to check them "
+                "against; not verified (run verify again once it is finalized)",
+            )
+            return audit
         audit.add(
             "phase", info.phase != Phase.NONE, f"round is {info.phase.label}; nothing to replay"
         )

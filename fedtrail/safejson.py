@@ -8,19 +8,31 @@ fault instead of a ``RecursionError``. Lowering the limit around a parse would b
 (threads, py_ecc's own recursion), so the depth is measured first, in one linear pass that
 never recurses, and a document nested deeper than its format allows is refused outright.
 
+Integers no float can hold (about 309 digits and more) are refused too (:class:`TooLarge`):
+every reader checks its numbers with ``math.isfinite`` or ``float()``, which raise
+``OverflowError``, not ``ValueError``, on such an integer, so a 400-digit DP parameter in an
+update's metadata, a terms threshold or a log value crashed the aggregator, every node and
+``audit verify`` instead of being refused (attack review after stop 41, a29). No fedtrail
+document holds an integer above 2**256. For the same reason ``NaN``, ``Infinity`` and number
+literals too large for a float (``1e999``, which Python reads as infinity) are refused
+(:class:`NotFinite`): every fedtrail writer refuses them (``allow_nan=False``), and a terms
+document holding one in its free-form ``valuation`` raised ``ValueError`` from its canonical
+re-encoding instead of ``InvalidTerms`` (a31).
+
 Every failure is a ``ValueError`` (a ``JSONDecodeError``, a ``UnicodeDecodeError``, Python's
-limit on integer digits, or :class:`TooDeep`), so a caller maps one exception type to its own
-``FedtrailError``.
+limit on integer digits, :class:`TooDeep`, :class:`TooLarge` or :class:`NotFinite`), so a
+caller maps one exception type to its own ``FedtrailError``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Final
 
 import numpy as np
 
-__all__ = ["MAX_DEPTH", "TooDeep", "loads", "nesting_depth"]
+__all__ = ["MAX_DEPTH", "NotFinite", "TooDeep", "TooLarge", "loads", "nesting_depth"]
 
 MAX_DEPTH: Final = 32
 """Deepest nesting accepted. fedtrail's deepest documents nest 4 levels (a round log), a
@@ -36,6 +48,40 @@ _STEP[[ord("]"), ord("}")]] = -1
 
 class TooDeep(ValueError):
     """A JSON document nested deeper than its format allows."""
+
+
+class TooLarge(ValueError):
+    """A JSON integer too large for a float (``float()`` would raise ``OverflowError``)."""
+
+
+_FLOAT_SAFE_DIGITS: Final = 300
+"""Integers of at most this many characters always convert to a float (the largest finite
+float is about 1.8e308); longer ones are converted once to find out."""
+
+
+def _parse_int(text: str) -> int:
+    value = int(text)
+    if len(text) > _FLOAT_SAFE_DIGITS:
+        try:
+            float(value)
+        except OverflowError:
+            raise TooLarge(f"an integer of {len(text)} digits, too large for a float") from None
+    return value
+
+
+class NotFinite(ValueError):
+    """``NaN``, ``Infinity`` or a number literal beyond the float range (``1e999``)."""
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NotFinite(f"the number {text[:40]} is not a finite float")
+    return value
+
+
+def _parse_constant(name: str) -> float:
+    raise NotFinite(f"{name} is not a JSON number")
 
 
 def nesting_depth(data: bytes) -> int:
@@ -70,12 +116,17 @@ def nesting_depth(data: bytes) -> int:
 
 def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH, **kwargs: Any) -> Any:
     """``json.loads(data, **kwargs)`` after checking that ``data`` nests at most ``max_depth``
-    levels; ``ValueError`` for anything that is not such a document."""
+    levels, with integers a float can hold and finite floats only (unless ``kwargs`` names its
+    own ``parse_int``, ``parse_float`` or ``parse_constant``);
+    ``ValueError`` for anything that is not such a document."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     depth = nesting_depth(raw)
     if depth > max_depth:
         raise TooDeep(f"nested {depth} levels deep, over the limit of {max_depth}")
     text = data if isinstance(data, str) else data.decode("utf-8")
+    kwargs.setdefault("parse_int", _parse_int)
+    kwargs.setdefault("parse_float", _parse_float)
+    kwargs.setdefault("parse_constant", _parse_constant)
     try:
         return json.loads(text, **kwargs)
     except RecursionError as exc:  # not reachable below MAX_DEPTH; a ValueError all the same

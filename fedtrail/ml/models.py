@@ -78,6 +78,13 @@ INPUT_NORMS = ("none", "zscore")
 
 _GROUPS = 32  # GroupNorm groups; every channel count of the MONAI nets is a multiple of 32
 
+MAX_SPEC_DIMENSION = 1 << 20
+"""Largest ``in_channels``, ``num_classes``, ``width`` or ``hidden`` a spec may name. The spec is
+the aggregator's choice (the round terms), and a value beyond a 64-bit integer (``1e30``
+channels) made torch's layout raise ``TypeError`` inside ``audit verify`` (``terms.limits``)
+instead of a named failure (attack review a35); sizes far below it are refused by bytes already
+(``read_limit``: ``hidden`` 2**16 is a 786 MiB model)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
@@ -103,6 +110,8 @@ class ModelSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"model {name} must be a positive integer, got {value!r}")
+            if name != "image_size" and value > MAX_SPEC_DIMENSION:
+                raise ConfigError(f"model {name} must be at most {MAX_SPEC_DIMENSION}, got {value}")
         if self.image_size > MAX_IMAGE_SIZE:
             raise ConfigError(
                 f"model image_size must be at most {MAX_IMAGE_SIZE}, got {self.image_size}"

@@ -460,8 +460,9 @@ the sites active at open, which registrations change)."""
 def payment_differences(first: RoundTerms, later: RoundTerms) -> list[str]:
     """What in ``later``'s terms differs from round 1's (``first``) among the settings that
     decide payment: the validation split's commitment (sha256 and size), the valuation
-    settings (method, metric, standing, combiner thresholds, games; the seed's offset from the
-    round number; while the valuation ``mode`` stays round 1's), the aggregation rule with its
+    settings (method, metric, standing, combiner thresholds, games; the valuation seed's offset
+    from the round number, the base ``seed``'s where the valuation names none; while the
+    valuation ``mode`` stays round 1's), the aggregation rule with its
     parameters, the duplicate rule and canonical encoding. Empty: the same. The windows, the
     round, the start model, the privacy and personalisation blocks and a peer round's quorum
     may change per round. A deployment that must change a payment setting starts a new
@@ -504,7 +505,14 @@ def payment_differences(first: RoundTerms, later: RoundTerms) -> list[str]:
 
 
 def _seed_offset(terms: RoundTerms) -> object:
+    """The valuation seed's offset from the round number. Terms whose valuation names no seed
+    (written before it had one, or by an aggregator that leaves it out) are valued with the
+    base ``seed`` plus the round (``RoundLog.valuation_seed``, as the aggregator and the replay
+    run them), so their offset is that base seed: comparing only ``valuation.seed`` let such
+    terms re-choose the Monte-Carlo seed every round through the base seed (attack a30)."""
     seed = terms.valuation.get("seed")
+    if seed is None:
+        return terms.seed
     if isinstance(seed, int) and not isinstance(seed, bool):
         return seed - terms.round
     return seed

@@ -206,6 +206,10 @@ def demoted_score(accumulated: float, *, demote_scale: float) -> int:
     at ``-demote_scale``; a score below :data:`MIN_DEMOTED_SCORE` is 0."""
     if accumulated >= 0:
         return SCORE_SCALE
+    if accumulated <= -demote_scale:
+        # 0 either way; and a log's -1e308 over a 0.5 scale overflowed to -inf, whose round()
+        # raised OverflowError in audit verify's standing.scores (attack review a34)
+        return 0
     score = max(0, min(SCORE_SCALE, round(SCORE_SCALE * (1.0 + accumulated / demote_scale))))
     return 0 if score < MIN_DEMOTED_SCORE else score
 

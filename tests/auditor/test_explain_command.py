@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from fedtrail.auditor.explain_command import Decision, _decision, _round_log
@@ -15,10 +16,10 @@ from fedtrail.cli import cli
 from fedtrail.errors import ConfigError
 from fedtrail.ml.catalog import load_source
 from fedtrail.ml.datasets import load_bundled
-from fedtrail.ml.explain import explain_model, probe_set
+from fedtrail.ml.explain import UnexplainableModel, explain_model, probe_set
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol.roundlog import to_bytes
-from fedtrail.storage.codec import default_max_bytes, encode_model
+from fedtrail.storage.codec import decode_model, default_max_bytes, encode_model
 from fedtrail.storage.store import LocalStore
 
 LOGS = Path(__file__).parents[1] / "fedtrail" / "protocol" / "data"
@@ -231,3 +232,34 @@ def test_a_rounds_model_is_read_with_the_committed_task_not_the_logs(
     table = CliRunner().invoke(cli, args)
     assert table.exit_code == 0, table.output
     assert "task: the log's task differs from the committed terms'" in table.stdout
+
+
+def _overflowing_model() -> bytes:
+    """A decodable model (every weight finite) whose outputs overflow to NaN / infinity."""
+    spec = ModelSpec()
+    state = {
+        k: torch.full_like(v, 3e38) if v.is_floating_point() else v
+        for k, v in initial_model(spec, 1).state_dict().items()
+    }
+    return encode_model(state, spec=spec, round=3)
+
+
+def test_a_model_whose_outputs_overflow_is_refused_by_name(tmp_path: Path) -> None:
+    """Attack review a32: such a model was captioned "predicted normal (nan%)" with every
+    figure NaN (exit 0), and with a round log's bias the decision rule's ``ValueError`` ended
+    the command in a traceback; now it fails (exit 1) saying why, before any file is written."""
+    store = LocalStore(tmp_path / "store")
+    blob = _overflowing_model()
+    cid = store.put(blob)
+    out = tmp_path / "out"
+    args = ["explain", "--cid", cid, "--sha256", hashlib.sha256(blob).hexdigest()]
+    args += ["--store", f"local:{tmp_path / 'store'}", "--out", str(out), "--per-class", "1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert "NaN or infinite on 2 of 2 images" in result.stderr
+    assert "no decision to explain" in result.stderr
+    assert not out.exists()
+    spec = ModelSpec()
+    state, _ = decode_model(blob, spec=spec)
+    with pytest.raises(UnexplainableModel):
+        explain_model(state, spec, probe_set(load_bundled().val, 1), bias=(0.0, 0.0))

@@ -125,3 +125,19 @@ def test_the_median_rule_takes_the_median_of_the_statistics_whatever_they_say() 
 def test_an_unknown_rule_in_the_table_is_named() -> None:
     with pytest.raises(ConfigError, match=r"unknown rule\(s\) \[1\]"):
         limits_from({"statistics": ["median", 1]})
+
+
+@pytest.mark.parametrize("field", ["in_channels", "num_classes", "width", "hidden"])
+def test_a_spec_dimension_beyond_any_model_is_refused_not_a_crash(field: str) -> None:
+    """Attack review a35: terms naming ``1e30`` channels (beyond a 64-bit integer) made torch's
+    layout raise ``TypeError`` inside ``terms.limits`` (the running statistics are read from the
+    built model); the spec is now refused by its own bound and the check says why."""
+    huge: dict[str, Any] = {field: 10**30}
+    with pytest.raises(ConfigError, match=f"model {field} must be at most"):
+        ModelSpec(**huge)
+    terms = _terms({"name": "weighted"}, RESNET)
+    hostile = replace(terms, model_spec={**terms.model_spec, field: 10**30})
+    audit = RoundAudit(1)
+    _check_limits(audit, hostile, ThresholdLimits())  # no exception: the spec is terms.model's
+    (limits,) = audit.checks
+    assert limits.name == "terms.limits"

@@ -22,6 +22,7 @@ from fedtrail.ml.explain.faithfulness import Faithfulness, measure_faithfulness
 from fedtrail.ml.explain.model import (
     MethodExplanation,
     Overlay,
+    UnexplainableModel,
     explain_methods,
     explain_model,
     probe_set,
@@ -34,6 +35,7 @@ __all__ = [
     "Faithfulness",
     "MethodExplanation",
     "Overlay",
+    "UnexplainableModel",
     "check_method",
     "corners_mask",
     "explain_methods",

@@ -17,12 +17,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedtrail.errors import ConfigError
+from fedtrail.errors import ConfigError, FedtrailError
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain.attribution import Explainer, overlay_png
 from fedtrail.ml.explain.faithfulness import STEPS, Faithfulness, measure_faithfulness
 from fedtrail.ml.metrics import decide, predict_logits
 from fedtrail.ml.models import ModelSpec, load_federated
+
+
+class UnexplainableModel(FedtrailError):
+    """A model whose outputs on the images are NaN or infinite (weights that overflow): it has
+    no decision to explain. A global model or a blob named by CID is someone else's choice, so
+    this is refused by name rather than captioned "predicted normal (nan%)" or left to the
+    decision rule's ``ValueError``."""
 
 
 def probe_set(validation: ImageDataset, per_class: int = 4) -> ImageDataset:
@@ -111,12 +118,19 @@ def explain_methods(
     model = spec.build()
     load_federated(model, state)
     inputs = torch.tensor(np.array(images.images, dtype=np.float32))
+    logits = predict_logits(model, images)
+    if not np.isfinite(logits).all():
+        bad = int((~np.isfinite(logits).all(axis=1)).sum())
+        raise UnexplainableModel(
+            f"the model's outputs are NaN or infinite on {bad} of {len(images)} images (its "
+            "weights overflow): it has no decision to explain"
+        )
     predictions: np.ndarray | None = None
     confidences: np.ndarray | None = None
     if bias is not None:
         if len(bias) != spec.num_classes or not all(math.isfinite(float(b)) for b in bias):
             raise ConfigError(f"bias must be {spec.num_classes} finite numbers, got {bias!r}")
-        z = predict_logits(model, images) + np.asarray(bias, dtype=np.float64)
+        z = logits + np.asarray(bias, dtype=np.float64)
         z -= z.max(axis=1, keepdims=True)
         probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
         predictions = decide(z)  # the one decision rule (bias already added)

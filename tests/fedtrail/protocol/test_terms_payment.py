@@ -70,3 +70,18 @@ def test_a_move_from_peer_scoring_back_to_the_aggregator_is_named() -> None:
     unbound = _later(valuation={**_later().valuation, "standing": False})
     (got,) = payment_differences(first, unbound)
     assert "valuation mode peers -> " in got
+
+
+def test_without_a_valuation_seed_the_base_seed_is_the_valuation_seed() -> None:
+    """Terms whose valuation names no seed are valued with the base ``seed`` plus the round
+    (``RoundLog.valuation_seed``): re-choosing the base seed then re-chooses the Monte-Carlo
+    permutations, which is named (attack a30); keeping it, or moving to a valuation seed at the
+    same offset, is no difference."""
+    unseeded = {k: v for k, v in FIRST.valuation.items() if k != "seed"}
+    first = replace(FIRST, valuation=unseeded)
+    same = replace(first, round=3)
+    assert payment_differences(first, same) == []
+    (got,) = payment_differences(first, replace(same, seed=1234))
+    assert "valuation seed minus round 7 -> 1234" in got, got
+    # the same effective seed written as a valuation seed (an upgraded aggregator): 3 + 7
+    assert payment_differences(first, replace(same, valuation={**unseeded, "seed": 10})) == []

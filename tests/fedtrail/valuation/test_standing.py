@@ -66,6 +66,16 @@ def test_demoted_score_only_demotes_negative_standing() -> None:
     assert demoted_score(-9.0, demote_scale=0.5) == 0
 
 
+def test_demoted_score_of_a_hostile_accumulated_value_is_zero_not_an_overflow() -> None:
+    """A round log is the aggregator's: an accumulated value of -1e308 (finite, so the log
+    reads) over a 0.5 scale overflowed to -inf and ``round`` raised ``OverflowError`` inside
+    ``audit verify``'s ``standing.scores`` (attack review a34, a fuzz of round 2's log)."""
+    assert demoted_score(-1e308, demote_scale=0.5) == 0
+    assert demoted_score(-1.7e308, demote_scale=1e-300) == 0
+    assert demoted_score(-1e-301, demote_scale=1e-300) == 900_000
+    assert demoted_score(1e308, demote_scale=0.5) == SCORE_SCALE
+
+
 def test_a_lone_harmful_site_offset_by_the_others_reaches_low_quality_in_one_round() -> None:
     """Its share tends to -0.5 from above (the others' gains cancel its harm): measured -0.4999989
     with a BatchNorm net's sign-flipper, which kept reason OK with score 2 of 1e6."""
