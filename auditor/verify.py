@@ -112,13 +112,7 @@ from fedtrail.protocol.terms import (
 )
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.canonical import check_canonical_update
-from fedtrail.storage.codec import (
-    BlobMeta,
-    decode_model,
-    decode_update,
-    encode_model,
-    read_limit,
-)
+from fedtrail.storage.codec import decode_model, decode_update, encode_model, read_limit
 from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.candidates import SpendChecker, checks_spend
@@ -258,59 +252,21 @@ FETCH_THREADS = 8
 latency: one API round trip per blob on IPFS); at most twice as many are held in memory."""
 
 
-@dataclass(frozen=True)
-class _Decoded:
-    """An update decoded and checked canonical on a fetch thread, or why it is not valid."""
-
-    delta: dict[str, torch.Tensor] | None
-    meta: BlobMeta | None
-    invalid: InvalidUpdate | None
-    seconds: float
-    """How long the decode and the canonical check took (on the fetch thread)."""
-
-
-def _decode_checked(blob: bytes, spec: ModelSpec, round_id: int) -> _Decoded:
-    """``decode_update`` of ``blob`` and ``check_canonical_update`` of it, the ``InvalidUpdate``
-    either raises kept for the audit's own thread to report (anything else propagates)."""
-    t = time.perf_counter()
-    try:
-        delta, meta = decode_update(blob, spec=spec, expected_round=round_id)
-        check_canonical_update(blob, spec=spec, expected_round=round_id, meta=meta)
-    except InvalidUpdate as exc:
-        return _Decoded(None, None, exc, time.perf_counter() - t)
-    return _Decoded(delta, meta, None, time.perf_counter() - t)
-
-
 def _fetch_in_order(
-    store: ContentStore,
-    refs: Sequence[tuple[str, str]],
-    *,
-    max_bytes: int | None = None,
-    decode: tuple[ModelSpec, int] | None = None,
-) -> Iterator[tuple[Fetched, _Decoded | None]]:
+    store: ContentStore, refs: Sequence[tuple[str, str]], *, max_bytes: int | None = None
+) -> Iterator[Fetched]:
     """:func:`_fetch` of every ``(cid, sha256)``, yielded in ``refs``' order, with up to
-    :data:`FETCH_THREADS` requests in flight. With ``decode`` (the spec and round), each blob
-    that hashes right is also decoded and checked canonical on its fetch thread
-    (:func:`_decode_checked`), as soon as its bytes arrive: the CPU work overlaps the other
-    requests' waits instead of following them (numpy, torch, hashlib and the socket reads let
-    the other threads run)."""
-
-    def job(cid: str, sha: str) -> tuple[Fetched, _Decoded | None]:
-        fetched = _fetch(store, cid, sha, max_bytes)
-        if decode is None or fetched.blob is None:
-            return fetched, None
-        return fetched, _decode_checked(fetched.blob, *decode)
-
+    :data:`FETCH_THREADS` requests in flight."""
     ahead = 2 * FETCH_THREADS
     with ThreadPoolExecutor(max_workers=max(1, min(FETCH_THREADS, len(refs)))) as pool:
-        pending: deque[Future[tuple[Fetched, _Decoded | None]]] = deque(
-            pool.submit(job, cid, sha) for cid, sha in refs[:ahead]
+        pending: deque[Future[Fetched]] = deque(
+            pool.submit(_fetch, store, cid, sha, max_bytes) for cid, sha in refs[:ahead]
         )
         queued = len(pending)
         while pending:
             done = pending.popleft()
             if queued < len(refs):
-                pending.append(pool.submit(job, *refs[queued]))
+                pending.append(pool.submit(_fetch, store, *refs[queued], max_bytes))
                 queued += 1
             yield done.result()
 
@@ -541,15 +497,10 @@ def verify_round(
     unusable: dict[str, Reason] = {}
     # how each update reads, as the aggregator's log states it (None: this audit cannot tell)
     read_as: dict[str, Reason | None] = {}
-    updates = _fetch_in_order(
-        store,
-        [(sub.cid, sub.sha256) for sub in subs],
-        max_bytes=limit,
-        decode=None if spec is None else (spec, round_id),
-    )
+    updates = _fetch_in_order(store, [(sub.cid, sub.sha256) for sub in subs], max_bytes=limit)
     for sub in subs:
         with _Timer(audit, "fetch"):
-            fetched, decoded = next(updates)
+            fetched = next(updates)
         blob = fetched.blob
         if blob is None:
             tampered = fetched.failure is FetchFailure.TAMPERED
@@ -568,28 +519,28 @@ def verify_round(
                 ),
             )
             continue
-        if spec is None or decoded is None:
+        if spec is None:
             read_as[sub.site] = None
             audit.add(f"update.{sub.site[:10]}", True, f"{sub.cid} hash ok (not decoded: no spec)")
             continue
         read_as[sub.site] = Reason.OK
-        # decoded on the fetch thread; its time summed over threads (it overlaps "fetch")
-        audit.seconds["decode"] = audit.seconds.get("decode", 0.0) + decoded.seconds
-        if decoded.invalid is not None or decoded.delta is None or decoded.meta is None:
-            unusable[sub.site] = read_as[sub.site] = Reason.MALFORMED
-            excluded = sub.weight == 0 and sub.reason in unusable_reasons
-            reason = decoded.invalid.reason if decoded.invalid is not None else "not decoded"
-            audit.add(f"update.{sub.site[:10]}", excluded, f"malformed: {reason}")
-            continue
-        meta = decoded.meta
-        deltas[sub.site] = decoded.delta
-        dp[sub.site] = meta.dp
-        asked = terms.privacy if terms is not None else None
-        if meta.dp is None and asked is not None and asked.required:
-            # Not an update these terms accept: the aggregator excludes it as MALFORMED too.
+        try:
+            with _Timer(audit, "decode"):
+                deltas[sub.site], meta = decode_update(blob, spec=spec, expected_round=round_id)
+                check_canonical_update(blob, spec=spec, expected_round=round_id, meta=meta)
+                dp[sub.site] = meta.dp
+            asked = terms.privacy if terms is not None else None
+            if meta.dp is None and asked is not None and asked.required:
+                # Not an update these terms accept: the aggregator excludes it as MALFORMED too.
+                unusable[sub.site] = read_as[sub.site] = Reason.MALFORMED
+                deltas.pop(sub.site, None)
+            audit.add(f"update.{sub.site[:10]}", True, f"{sub.cid} hash ok, decodes, canonical")
+        except InvalidUpdate as exc:
             unusable[sub.site] = read_as[sub.site] = Reason.MALFORMED
             deltas.pop(sub.site, None)
-        audit.add(f"update.{sub.site[:10]}", True, f"{sub.cid} hash ok, decodes, canonical")
+            dp.pop(sub.site, None)
+            excluded = sub.weight == 0 and sub.reason in unusable_reasons
+            audit.add(f"update.{sub.site[:10]}", excluded, f"malformed: {exc.reason}")
 
     history = privacy_history if privacy_history is not None else PrivacyHistory(ledger, store)
     _check_privacy(audit, ledger, round_id, subs, dp, terms, history)
