@@ -114,7 +114,12 @@ from fedtrail.protocol.terms import (
 )
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.canonical import check_canonical_update
-from fedtrail.storage.codec import decode_model, decode_update, encode_model, read_limit
+from fedtrail.storage.codec import (
+    decode_model,
+    decode_update_stored,
+    encode_model,
+    read_limit,
+)
 from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.candidates import SpendChecker, checks_noise, checks_spend
@@ -543,8 +548,11 @@ def verify_round(
         read_as[sub.site] = Reason.OK
         try:
             with _Timer(audit, "decode"):
-                deltas[sub.site], meta = decode_update(blob, spec=spec, expected_round=round_id)
-                check_canonical_update(blob, spec=spec, expected_round=round_id, meta=meta)
+                delta, meta, stored = decode_update_stored(blob, spec=spec, expected_round=round_id)
+                check_canonical_update(
+                    blob, spec=spec, expected_round=round_id, meta=meta, parts=stored
+                )
+                deltas[sub.site] = delta
                 dp[sub.site] = meta.dp
                 methods[sub.site] = meta.compression.method
             asked = terms.privacy if terms is not None else None

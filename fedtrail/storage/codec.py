@@ -53,6 +53,7 @@ __all__ = [
     "decode_model",
     "decode_residual",
     "decode_update",
+    "decode_update_stored",
     "default_max_bytes",
     "encode_model",
     "encode_residual",
@@ -419,6 +420,23 @@ def decode_update(
     return _load(blob, entries, data_start, layout, meta.compression), meta
 
 
+def decode_update_stored(
+    blob: bytes,
+    *,
+    spec: ModelSpec,
+    max_bytes: int | None = None,
+    expected_round: int | None = None,
+) -> tuple[dict[str, torch.Tensor], BlobMeta, dict[str, torch.Tensor]]:
+    """:func:`decode_update`, plus the blob's stored tensors as safetensors read them (before
+    any expansion): what :func:`~fedtrail.storage.canonical.check_canonical_update` serializes
+    again, so an audit parses each update's tensors once, not twice. The stored tensors may
+    share memory with the deltas: re-encode them before changing either."""
+    layout = _layout(spec)
+    meta, entries, data_start = _parse_header(blob, layout, max_bytes, "update", expected_round)
+    deltas, parts = _load_parts(blob, entries, data_start, layout, meta.compression)
+    return deltas, meta, parts
+
+
 def read_update_meta(
     blob: bytes,
     *,
@@ -455,6 +473,17 @@ def _load(
     compression: Compression,
 ) -> dict[str, torch.Tensor]:
     """Check the entries against what the method declares, then load and expand each tensor."""
+    return _load_parts(blob, entries, data_start, layout, compression)[0]
+
+
+def _load_parts(
+    blob: bytes,
+    entries: dict[str, _Entry],
+    data_start: int,
+    layout: _Layout,
+    compression: Compression,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """:func:`_load`, with the stored tensors it expanded (as safetensors read them)."""
     expect: Parts = {}
     for name, shape in layout.shapes.items():
         expect.update(_method(layout, name, compression).parts(name, shape, compression.fraction))
@@ -466,7 +495,7 @@ def _load(
         dense = method.decode(name, shape, compression.fraction, parts)
         _check_finite(dense, f"tensor {name}")
         out[name] = dense
-    return out
+    return out, parts
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,16 @@ import pytest
 import torch
 
 from fedtrail.ml.models import ModelSpec, initial_model
-from fedtrail.protocol.duplicates import Entry, _flat, codes, find_duplicates, near_identical
+from fedtrail.protocol.duplicates import (
+    Entry,
+    _fill_codes,
+    _fill_flat,
+    _flat,
+    _rows,
+    codes,
+    find_duplicates,
+    near_identical,
+)
 from fedtrail.protocol.terms import DuplicateRule, RoundTerms
 from fedtrail.storage.codec import Compression, decode_update, encode_update
 
@@ -53,7 +62,35 @@ def _toward(a: torch.Tensor, cosine: float, gen: torch.Generator) -> torch.Tenso
     noise = torch.randn(a.shape, generator=gen, dtype=torch.float64)
     noise -= (noise @ a) / (a @ a) * a
     noise *= a.norm() / noise.norm()
-    return cosine * a + (1 - cosine**2) ** 0.5 * noise
+    out: torch.Tensor = cosine * a + (1 - cosine**2) ** 0.5 * noise
+    return out
+
+
+def test_the_screens_rows_are_flat_and_codes_bit_for_bit() -> None:
+    """find_duplicates writes every update into one matrix (no stacked copy); each row must
+    hold exactly the values ``_flat`` and ``codes`` give, whatever the dtype, for the exact rule
+    to decide the pairs as before."""
+    gen = torch.Generator().manual_seed(3)
+    deltas: list[dict[str, torch.Tensor] | None] = [
+        {
+            "b": torch.randn(3, 4, generator=gen, dtype=dtype) * 1e-3,
+            "a": torch.randn(7, generator=gen, dtype=dtype),
+            "z": torch.zeros(5, dtype=dtype),
+            "e": torch.empty(0, dtype=dtype),
+        }
+        for dtype in (torch.float32, torch.float16, torch.float64, torch.float32)
+    ]
+    deltas.insert(1, None)
+    deltas.append({"w": torch.randn(9, generator=gen)})  # another length: stands alone
+    for fill, reference in ((_fill_flat, _flat), (_fill_codes, codes)):
+        rows = _rows(deltas, fill)
+        assert rows.matrix is not None and rows.matrix.shape == (4, 24)
+        assert rows.flats[1] is None and sorted(rows.row_of) == [0, 2, 3, 4]
+        for d, row in zip(deltas, rows.flats, strict=True):
+            if d is not None:
+                assert row is not None and row.dtype == torch.float64
+                assert torch.equal(row, reference(d))
+                assert row.abs().sum() > 0  # not a row of zeros compared with zeros
 
 
 def test_screened_search_equals_the_pair_by_pair_rule() -> None:

@@ -19,6 +19,7 @@ from fedtrail.storage.codec import (
     Compression,
     decode_model,
     decode_update,
+    decode_update_stored,
     encode_model,
     encode_update,
     zero_state,
@@ -98,3 +99,24 @@ def test_only_updates_may_carry_dp() -> None:
     doc["dp"] = DP.to_json()
     with pytest.raises(InvalidUpdate, match="keys"):
         decode_model(_with_meta(blob, doc), spec=SPEC)
+
+
+@pytest.mark.parametrize("compression", [Compression(), Compression(method="topk8")])
+def test_the_canonical_check_on_the_decoders_stored_tensors_judges_as_on_the_blob(
+    compression: Compression,
+) -> None:
+    """An audit hands ``check_canonical_update`` the tensors ``decode_update_stored`` already
+    read (no second parse): a canonical blob still passes and a padded header still fails."""
+    blob = encode_update(_delta(), spec=SPEC, round=3, compression=compression, dp=DP).blob
+    delta, meta, stored = decode_update_stored(blob, spec=SPEC, expected_round=3)
+    plain, plain_meta = decode_update(blob, spec=SPEC, expected_round=3)
+    assert meta == plain_meta and all(torch.equal(delta[k], plain[k]) for k in plain)
+    check_canonical_update(blob, spec=SPEC, expected_round=3, meta=meta, parts=stored)
+    n = int.from_bytes(blob[:8], "little")
+    padded_header = blob[8 : 8 + n] + b" " * 8  # same JSON, 8 more bytes: still decodes
+    padded = (n + 8).to_bytes(8, "little") + padded_header + blob[8 + n :]
+    _, padded_meta, padded_stored = decode_update_stored(padded, spec=SPEC, expected_round=3)
+    with pytest.raises(InvalidUpdate, match="canonical"):
+        check_canonical_update(
+            padded, spec=SPEC, expected_round=3, meta=padded_meta, parts=padded_stored
+        )
