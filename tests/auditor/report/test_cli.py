@@ -63,7 +63,8 @@ def test_cli_report_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_cli_report_exits_1_when_verification_fails(fed: Fed, tmp_path: Path) -> None:
     # round 1's explanation log is missing from the store: its verification fails (round 2's
-    # fails too: its log names a tampered heatmap, log.heatmaps)
+    # fails too: its log names a tampered heatmap, log.heatmaps; and round 4's, valued but not
+    # finalized: phase, attack a33)
     store = store_without(fed, tmp_path / "store", fed.ledger.get_round(1).log_cid)
     out = tmp_path / "r"
     args = ["audit", "report", "--out", str(out), "--store", f"local:{store.root}"]
@@ -72,7 +73,7 @@ def test_cli_report_exits_1_when_verification_fails(fed: Fed, tmp_path: Path) ->
     assert result.exit_code == 1, result.output
     assert result.stdout.startswith(f"report written to {out / 'index.html'}\nverification: FAIL")
     assert result.stderr == (
-        f"error: verification failed in round(s) 1, 2; see {out / 'index.html'}\n"
+        f"error: verification failed in round(s) 1, 2, 4; see {out / 'index.html'}\n"
     )
     page = (out / "index.html").read_text()
     assert '<p class="verdict fail">Verification FAILED' in page  # written all the same

@@ -119,10 +119,12 @@ def test_heatmaps_are_hash_checked(fed: Fed, report: tuple[Path, str]) -> None:
 
 def test_verification_table_pass_and_fail(fed: Fed, tmp_path: Path) -> None:
     audits = verify_all(fed.ledger, fed.store)
-    # round 2's log names a tampered heatmap and an entry that is none: log.heatmaps fails it,
-    # and nothing else fails in the fixture's history
+    # round 2's log names a tampered heatmap and an entry that is none: log.heatmaps fails it;
+    # round 4 is valued, not finalized: its on-chain scores have no log to be checked against,
+    # so phase fails it (attack a33); nothing else fails in the fixture's history
     failed = {(c.round, c.name): c.detail for a in audits for c in a.checks if c.failed}
-    assert set(failed) == {(2, "log.heatmaps")}, failed
+    assert set(failed) == {(2, "log.heatmaps"), (4, "phase")}, failed
+    assert "valued but not finalized" in failed[4, "phase"]
     assert "bytes do not match the sha256 the log names" in failed[2, "log.heatmaps"]
     assert "image 3: no cid and sha256 given" in failed[2, "log.heatmaps"]
     audits = [a for a in audits if a.passed]
