@@ -3,10 +3,12 @@
 honest sites train one local epoch on IID shards of the bundled data, every site submits by
 commit and reveal), then ``audit verify`` over every round.
 
-The two rounds are the false positives ``scripts/bench/honest_screens.py`` found: seed 3's
-20-image site beside four 150-image sites was FREE_RIDER in round 1 (its update under 0.1% of
-the model's norm), seed 1's 1,000-image site beside sites of 90-200 images OUTLIER_NORM in
-round 1 (robust norm z above 20). Under the terms' thresholds before the size allowance
+The two rounds are the false positives ``scripts/bench/honest_screens.py`` found: a 20-image
+site beside four 150-image sites FREE_RIDER in round 1 (its update under 0.1% of the model's
+norm), a 1,000-image site beside sites of 90-200 images OUTLIER_NORM in round 1 (robust norm z
+above 20). Their seeds (0 and 6) were found again after the a23 fix bound the start model to
+the deployment (this harness's chain, contract and seeded salt): over seeds 0-13 the small
+site's false positive came back in 8, the large one's in 2 of 0-11. Under the terms' thresholds before the size allowance
 (``norm_size_cap`` 1, ``tiny_size_power`` 0) each is zeroed again, so the test can fail; the
 attack controls (a x10 and x30 boosted update, a zero update, resent and scaled copies of
 earlier updates) are still zeroed with both allowances on (the norm one is off by default:
@@ -70,8 +72,8 @@ def _run(sites: list[Any], rounds: int, seed: int, comb: Combiner) -> dict[str, 
 @pytest.mark.parametrize(
     ("sizes", "seed", "before", "now_rule"),
     [
-        ({"probe": 20, "h0": 150, "h1": 150, "h2": 150, "h3": 150}, 3, "FREE_RIDER", None),
-        ({"probe": 1000, "h0": 90, "h1": 120, "h2": 200}, 1, "OUTLIER_NORM", ON),
+        ({"probe": 20, "h0": 150, "h1": 150, "h2": 150, "h3": 150}, 0, "FREE_RIDER", None),
+        ({"probe": 1000, "h0": 90, "h1": 120, "h2": 200}, 6, "OUTLIER_NORM", ON),
     ],
     ids=["small-20-among-150", "large-1000-among-90-200"],
 )
