@@ -1,8 +1,9 @@
 """a37: `recordPeerValuation` (issue 14, packed vectors and caller-supplied medians) probed by
 an outsider on a real Anvil node: vectors packed to another byte length or re-packed with an
 entry the reveal never allowed, a median above SCORE_SCALE, and a front-runner's second try.
-Each is refused with the contract's own error and nothing is stored. Last, the reputation
-gate at exactly half: a gated cartel that is half of the revealed validators counts again."""
+Each is refused with the contract's own error and nothing is stored. Last, two open edges of
+the reputation gate: a gated cartel that is half of the revealed validators counts again, and a
+gated minority counts again when the ungated majority is below the round's quorum."""
 
 from __future__ import annotations
 
@@ -158,3 +159,58 @@ def test_a_gated_cartel_that_is_half_of_the_revealed_validators_counts_again(
     gated = peer_outcome(sites, kept, standing={}, quorum=1).scores
     assert [gated[sites.index(h.address)] for h in (h1, h2)] == [S, S]
     assert h3.address not in sites
+
+
+def test_a_gated_pair_of_stampers_pays_a_poisoner_in_full_below_the_quorum(
+    anvil: ChainEnv,
+) -> None:
+    """Open (peer mode): the gate's quorum term re-admits a gated minority. Seven sites, the
+    default quorum 4. Round 1, all seven vote; two stampers score every other site 0 (distance
+    SCORE_SCALE: validator reputation 0, gated). Round 2, two honest sites abstain; five reveal:
+    the poisoner (validates honestly), the two stampers (full marks for everyone) and two honest
+    validators (0 for the poisoner). Three pass the gate, a majority of the five, but fewer
+    than the quorum: everyone counts and the poisoner's jury of four splits two against two, so
+    the high median pays it in full. With the gate at a strict majority alone, its jury is the
+    two honest validators and its score 0."""
+    fed = Fed(anvil, n_sites=7)
+    ordered = sorted(fed.sites, key=lambda s: int(s.address, 16))
+    poisoner, s1, s2, h1, h2, h3, h4 = ordered
+    stampers = {s1.address, s2.address}
+
+    r1 = fed.open_peer(quorum=4)
+    sites = fed.submit(r1, fed.sites, [100] * 7)
+    first: dict[str, list[int]] = {
+        v.address: [0 if v.address in stampers else S for _ in sites] for v in fed.sites
+    }
+    votes = fed.score(r1, first)
+    fed.ledger.record_peer_valuation(fed.env.outsider, r1, sites, votes)
+    assert {s.site: s.score for s in fed.ledger.get_submissions(r1)} == dict.fromkeys(sites, S)
+    for s in (s1, s2):
+        assert fed.ledger.validator_standing(s.address).reputation < REPUTATION_GATE
+    fed.finalize(r1, "g1")
+
+    r2 = fed.open_peer(quorum=4, model="g1")
+    present = [poisoner, s1, s2, h1, h2]  # h3 and h4 abstain
+    sites = fed.submit(r2, present, [100] * 5)
+    second: dict[str, list[int]] = {
+        v.address: [
+            0 if s == poisoner.address and v.address in {h1.address, h2.address} else S
+            for s in sites
+        ]
+        for v in present
+    }
+    votes = fed.score(r2, second)
+    fed.past_score_reveal(r2)
+    fed.ledger.record_peer_valuation(fed.env.outsider, r2, sites, votes)
+    subs = {s.site: s for s in fed.ledger.get_submissions(r2)}
+    assert subs[poisoner.address].score == S
+    assert subs[poisoner.address].weight > 0
+    # the Python rule agrees; at quorum 3 (three pass: a majority and the quorum) the stampers
+    # are left out and the poisoner's median is its honest jury's 0
+    standing = fed.ledger.validator_ratings_before(r2)
+    at_quorum = peer_outcome(sites, votes, standing=standing, quorum=4)
+    assert at_quorum.scores[sites.index(poisoner.address)] == S
+    majority_only = peer_outcome(sites, votes, standing=standing, quorum=3)
+    assert majority_only.counted == tuple(by_address([poisoner.address, h1.address, h2.address]))
+    assert majority_only.scores[sites.index(poisoner.address)] == 0
+    assert h3.address not in sites and h4.address not in sites
