@@ -5,6 +5,7 @@ round, never finalized, and every check passed)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,13 +71,16 @@ def test_a_valued_round_is_not_verified_until_it_is_finalized(tmp_path: Path) ->
     assert "phase" not in {c.name for c in finalized.checks}
 
 
-def test_a_valued_peer_round_is_checked_from_its_votes(anvil_url: str, tmp_path: Path) -> None:
+def test_a_valued_peer_round_is_checked_from_its_votes(
+    anvil_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A peer round valued and left so (attack a33, peer mode): its weights follow from the
     revealed vectors on chain, so verify checks them now and passes ``phase`` when they agree
-    (reporting the round as valued, not finalized). What the aggregator alone can still change
-    before finalizing is a drop (``dropWithheld``): dropping a readable update takes its site's
-    pay and reputation, and ``peers.withheld`` fails (the medians are re-derived with the drop,
-    so ``peers.median`` still agrees with the chain)."""
+    (reporting the round as valued, not finalized), and a chain weight the medians do not give
+    fails ``peers.median``. What the aggregator alone can still change before finalizing is a
+    drop (``dropWithheld``): dropping a readable update takes its site's pay and reputation,
+    and ``peers.withheld`` fails (the medians are re-derived with the drop, so
+    ``peers.median`` still agrees with the chain)."""
     store = LocalStore(tmp_path / "store")
     pf = new_peer_federation(tmp_path, anvil_url, store)
     ledger = pf.fed.ledger
@@ -90,6 +94,15 @@ def test_a_valued_peer_round_is_checked_from_its_votes(anvil_url: str, tmp_path:
     assert valued.passed, [(c.name, c.detail) for c in valued.checks if not c.passed]
     assert {"phase", "terms.hash", "peers.votes", "peers.median", "peers.quorum"} <= set(checks)
     assert "valued, not finalized: its 3 on-chain weight(s)" in checks["phase"].detail
+
+    # a weight the medians do not give (the contract refuses one; a chain that held one all
+    # the same, here a reader's view of it) fails peers.median
+    real = ledger.get_submissions
+    skewed = [replace(s, weight=s.weight + 1) if i == 0 else s for i, s in enumerate(real(r))]
+    monkeypatch.setattr(ledger, "get_submissions", lambda round_id: skewed)
+    lied = {c.name: c for c in verify_round(ledger, store, r).checks}
+    assert not lied["peers.median"].passed and "the median gives" in lied["peers.median"].detail
+    monkeypatch.undo()
 
     peer = ledger.get_peer_round(r)
     assert peer is not None
