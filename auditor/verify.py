@@ -62,6 +62,7 @@ from fedtrail.auditor.explanation_check import EXPLANATION_SHIFT_CHECK, check_ex
 from fedtrail.auditor.peers import (
     CANCELLED,
     QUORUM,
+    WITHHELD,
     PeerRecord,
     check_cancelled,
     check_median,
@@ -357,7 +358,12 @@ def verify_round(
     audit = RoundAudit(round_id)
     info = ledger.get_round(round_id)
     if info.phase != Phase.FINALIZED:
-        if info.phase == Phase.VALUED and ledger.get_peer_round(round_id) is None:
+        if info.phase == Phase.VALUED and ledger.get_peer_round(round_id) is not None:
+            # a peer round's scores are the medians of vectors all public on chain: checked now,
+            # as in a finalized round, rather than passed unseen (attack a33, peer mode)
+            _check_valued_peer(audit, ledger, store, info)
+            return audit
+        if info.phase == Phase.VALUED:
             # the aggregator's scores are on chain and weigh the sites, but nothing justifies
             # them until the log is published, and the contract lets a round stay valued for
             # good (the next round cannot open, so it is the last): passing it let an
@@ -1529,6 +1535,53 @@ def _check_cancelled_unreadable(
         ),
         *dropped,
     ]
+
+
+def _check_valued_peer(
+    audit: RoundAudit, ledger: Ledger, store: ContentStore, info: RoundInfo
+) -> None:
+    """A peer round valued, not yet finalized: its weights on chain (what the federation pays
+    if it stays valued) follow from the revealed vectors and events alone, so ``peers.votes``,
+    ``peers.median``, ``peers.quorum``, ``peers.reputation`` and, after a ``dropWithheld``,
+    ``peers.withheld`` are checked as in a finalized round, with no log to compare; ``phase``
+    passes when they do (there is no global model yet to replay)."""
+    from fedtrail.valuation.candidates import revealed_candidates
+
+    round_id = info.id
+    record = read_peer_record(ledger, round_id)
+    if record is None:  # the chain said it is a peer round: unreachable unless it is lying
+        audit.add("phase", False, "round is valued as a peer round, yet it has no peer record")
+        return
+    subs = ledger.get_submissions(round_id)
+    terms, terms_check = _read_terms(store, info, round_id)
+    audit.add(*terms_check)
+    audit.add(*check_votes(record, None, with_log=False))
+    median, outcome = check_median(record, subs, ())
+    audit.add(*median)
+    audit.add(*check_quorum(record, terms))
+    audit.add(*check_reputation(record, outcome))
+    if any(s.reason == Reason.WITHHELD for s in subs):
+        # a drop says the update cannot be read: true now, or the aggregator dropped a
+        # readable update (and its site's pay) before anyone could see the round's model
+        if terms is None or not terms_check[1]:
+            audit.add(WITHHELD, False, f"updates dropped, and the terms: {terms_check[2]}")
+        else:
+            try:
+                spec = ModelSpec(**terms.model_spec)
+                pairs = revealed_candidates(ledger, store, round_id, terms=terms, spec=spec)
+            except (FedtrailError, TypeError, ValueError) as exc:
+                audit.add(WITHHELD, False, f"updates dropped; cannot read the updates: {exc}")
+            else:
+                unusable = {sub.site: c.status for sub, c in pairs if c.delta is None}
+                audit.add(*check_withheld([sub for sub, _ in pairs], unusable))
+    weighted = sum(1 for s in subs if s.weight > 0)
+    audit.add(
+        "phase",
+        True,
+        f"round is valued, not finalized: its {weighted} on-chain weight(s) are checked against "
+        "the revealed vectors (peers.*); no global model yet to replay (run verify again once "
+        "it is finalized)",
+    )
 
 
 def _compare_components(

@@ -463,10 +463,10 @@ def payment_differences(first: RoundTerms, later: RoundTerms) -> list[str]:
     settings (method, metric, standing, combiner thresholds, games; the valuation seed's offset
     from the round number, the base ``seed``'s where the valuation names none; while the
     valuation ``mode`` stays round 1's), the aggregation rule with its
-    parameters, the duplicate rule and canonical encoding. Empty: the same. The windows, the
-    round, the start model, the privacy and personalisation blocks and a peer round's quorum
-    may change per round. A deployment that must change a payment setting starts a new
-    ledger."""
+    parameters, the duplicate rule and canonical encoding, and whether DP is required
+    (``privacy.required``). Empty: the same. The windows, the round, the start model, the
+    privacy delta, the personalisation block and a peer round's quorum may change per round.
+    A deployment that must change a payment setting starts a new ledger."""
     out = []
     if (first.validation_sha256, first.validation_images) != (
         later.validation_sha256,
@@ -501,7 +501,16 @@ def payment_differences(first: RoundTerms, later: RoundTerms) -> list[str]:
         out.append(f"duplicate rule {first.duplicates.to_json()} -> {later.duplicates.to_json()}")
     if first.canonical_encoding != later.canonical_encoding:
         out.append(f"canonical encoding {first.canonical_encoding} -> {later.canonical_encoding}")
+    # required DP decides who can be paid at all: free per round, it let the aggregator keep
+    # its plain (non-DP) sites out of the rounds it chose, MALFORMED or skipped (attack a36)
+    if _dp_required(first) != _dp_required(later):
+        out.append(f"privacy required {_dp_required(first)} -> {_dp_required(later)}")
     return out
+
+
+def _dp_required(terms: RoundTerms) -> bool:
+    """Whether the terms require every update to be DP-trained (no privacy block: no)."""
+    return terms.privacy is not None and terms.privacy.required
 
 
 def _seed_offset(terms: RoundTerms) -> object:

@@ -163,7 +163,7 @@ def hand_vectors(
     every entry for the ``unreadable`` update."""
     sites = sorted((s.site for s in pf.fed.ledger.get_submissions(round_id)), key=address_key)
     base = [500_000 + 90_000 * i + 7_000 * round_id for i in range(len(sites))]
-    out = {}
+    out: dict[str, tuple[int, ...]] = {}
     for k, v in enumerate(pf.validators):
         out[v.address] = tuple(
             0 if site in (v.address, unreadable) else b + 13_000 * k

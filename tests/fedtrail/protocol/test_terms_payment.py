@@ -47,6 +47,7 @@ def test_each_payment_setting_is_named_when_it_changes() -> None:
         "seed minus round 7 -> 0": _later(valuation={**_later().valuation, "seed": 3}),
         "duplicate rule": _later(duplicates=DuplicateRule(cosine=1.0, relative_l2=0.0)),
         "canonical encoding": _later(canonical_encoding=False),
+        "privacy required False -> True": _later(privacy=PrivacyTerms(delta=1e-5, required=True)),
     }
     for named, later in cases.items():
         (got,) = payment_differences(FIRST, later)
@@ -85,3 +86,17 @@ def test_without_a_valuation_seed_the_base_seed_is_the_valuation_seed() -> None:
     assert "valuation seed minus round 7 -> 1234" in got, got
     # the same effective seed written as a valuation seed (an upgraded aggregator): 3 + 7
     assert payment_differences(first, replace(same, valuation={**unseeded, "seed": 10})) == []
+
+
+def test_required_dp_is_fixed_by_round_1_its_delta_is_not() -> None:
+    """Required DP turned off after round 1 is named (attack a36: the aggregator kept its plain
+    sites out of the rounds it chose by turning it on and off); another delta is no
+    difference, nor is an absent privacy block beside one that requires nothing."""
+    private = replace(FIRST, privacy=PrivacyTerms(delta=1e-5, required=True))
+    (got,) = payment_differences(private, _later(privacy=PrivacyTerms(delta=1e-5, required=False)))
+    assert "privacy required True -> False" in got
+    (got,) = payment_differences(private, _later())
+    assert "privacy required True -> False" in got
+    assert (
+        payment_differences(private, _later(privacy=PrivacyTerms(delta=1e-6, required=True))) == []
+    )
