@@ -8,8 +8,9 @@ site beside four 150-image sites FREE_RIDER in round 1 (its update under 0.1% of
 norm), a 1,000-image site beside sites of 90-200 images OUTLIER_NORM in round 1 (robust norm z
 above 20). Their seeds (0 and 6) were found again after the a23 fix bound the start model to
 the deployment (this harness's chain, contract and seeded salt): over seeds 0-13 the small
-site's false positive came back in 8, the large one's in 2 of 0-11. Under the terms' thresholds before the size allowance
-(``norm_size_cap`` 1, ``tiny_size_power`` 0) each is zeroed again, so the test can fail; the
+site's false positive came back in 8, the large one's in 2 of 0-11. Under the terms'
+thresholds before the size allowance (``norm_size_cap`` 1, ``tiny_size_power`` 0) each is
+zeroed again, so the test can fail; the
 attack controls (a x10 and x30 boosted update, a zero update, resent and scaled copies of
 earlier updates) are still zeroed with both allowances on (the norm one is off by default:
 a count inflated within the cap buys as many times the boost, attack a10)."""
