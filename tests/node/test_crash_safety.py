@@ -25,7 +25,12 @@ from fedtrail.ledger import Ledger, Valuation
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.node.daemon import CLOCK_SLACK
 from fedtrail.protocol.codes import Phase
-from fedtrail.protocol.terms import RoundTerms
+from fedtrail.protocol.terms import (
+    INITIAL_MODEL_DEPLOYMENT,
+    RoundTerms,
+    deployment_seed,
+    seeded_salt,
+)
 from fedtrail.storage.codec import encode_model
 from fedtrail.storage.store import IpfsStore
 from fedtrail.valuation.combine import Combiner
@@ -67,7 +72,10 @@ def _setup(anvil_url: str, ipfs_api: str, tmp: Path) -> tuple[Ledger, Path, str,
     fund(w3, coord, address, 10**18)
     spec = ModelSpec()
     store = IpfsStore(ipfs_api)
-    blob = encode_model(initial_model(spec, 0).state_dict(), spec=spec, round=0)
+    # round 1 starts from the model bound to this deployment (attack a23), as nodes require
+    salt = seeded_salt(0)
+    start = initial_model(spec, deployment_seed(0, ledger.chain_id, ledger.address, salt))
+    blob = encode_model(start.state_dict(), spec=spec, round=0)
     terms = RoundTerms(
         round=ledger.current_round() + 1,
         aggregation_rule={"name": "weighted"},
@@ -85,6 +93,8 @@ def _setup(anvil_url: str, ipfs_api: str, tmp: Path) -> tuple[Ledger, Path, str,
         commit_seconds=600,
         reveal_seconds=3600,
         class_names=("normal", "pneumonia"),
+        initial_model=INITIAL_MODEL_DEPLOYMENT,
+        initial_salt=salt,
     ).to_bytes()
     commit_deadline = next_block_timestamp(w3) + 600  # passed by moving the clock, not waiting
     round_id, _ = ledger.open_round(
