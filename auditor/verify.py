@@ -350,7 +350,9 @@ def verify_round(
     accept: ThresholdLimits | None = None,
     privacy_history: PrivacyHistory | None = None,
 ) -> RoundAudit:
-    """Every check of one round. A round that is not finalized is reported, not failed.
+    """Every check of one round. A round that is open or cancelled unvalued is reported, not
+    failed; an aggregator round valued but not finalized fails ``phase`` (its on-chain scores
+    have no log to be checked against, a33); a valued peer round is checked from its votes.
     ``accept``: the strictest valuation thresholds the federation's sites agreed to
     (``terms.limits``; default :class:`~fedtrail.valuation.limits.ThresholdLimits`' defaults).
     ``privacy_history``: the sites' earlier private updates, shared between the rounds of one
