@@ -41,7 +41,7 @@ import json
 import math
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -1026,6 +1026,28 @@ def _spend_breaches(
     return out
 
 
+def _malformed_problems(
+    subs: list[Submission],
+    flagged: Mapping[str, str],
+    clean: Callable[[Submission], bool],
+    clean_detail: str,
+) -> list[str]:
+    """The rule of a check that zeroes updates as MALFORMED for what their own bytes contradict
+    (``flagged[site]``: why): each flagged update is scored 0 as MALFORMED, and no update the
+    check clears (``clean``) is; each breach as one sentence."""
+    problems = []
+    for sub in subs:
+        why = flagged.get(sub.site)
+        if why is not None and (sub.weight > 0 or sub.reason != Reason.MALFORMED):
+            problems.append(
+                f"{sub.site[:10]} is weighted {sub.weight} with reason {Reason(sub.reason).name}"
+                f" but its {why}"
+            )
+        elif why is None and clean(sub) and sub.reason == Reason.MALFORMED:
+            problems.append(f"{sub.site[:10]} is MALFORMED on chain, but {clean_detail}")
+    return problems
+
+
 def _check_spend_scored(
     subs: list[Submission],
     read_as: Mapping[str, Reason | None],
@@ -1037,24 +1059,12 @@ def _check_spend_scored(
     declaration stands (and that this audit reads as usable) is: a site cannot be paid for a
     spend it did not declare, nor an honest DP site zeroed under that pretext. An update zeroed
     for lacking its noise (``quiet``, ``privacy.noise``) is that check's to judge."""
-    problems = []
-    for sub in subs:
-        why = breaches.get(sub.site)
-        if why is not None and (sub.weight > 0 or sub.reason != Reason.MALFORMED):
-            problems.append(
-                f"{sub.site[:10]} is weighted {sub.weight} with reason {Reason(sub.reason).name}"
-                f" but its {why}"
-            )
-        elif (
-            why is None
-            and sub.site not in quiet
-            and read_as.get(sub.site) is Reason.OK
-            and sub.reason == Reason.MALFORMED
-        ):
-            problems.append(
-                f"{sub.site[:10]} is MALFORMED on chain, but its update reads and its declared "
-                "privacy spend is the one its DP parameters give"
-            )
+    problems = _malformed_problems(
+        subs,
+        breaches,
+        lambda sub: sub.site not in quiet and read_as.get(sub.site) is Reason.OK,
+        "its update reads and its declared privacy spend is the one its DP parameters give",
+    )
     return (
         "privacy.scored",
         not problems,
@@ -1075,24 +1085,12 @@ def _check_noise_scored(
     compressed DP update: :func:`~fedtrail.ml.dp_noise.noise_breach`) is scored 0 as MALFORMED,
     and no readable DP update that carries its noise is: a site cannot be paid for a privacy it
     did not add, nor an honest DP site zeroed under that pretext."""
-    problems = []
-    for sub in subs:
-        why = quiet.get(sub.site)
-        if why is not None and (sub.weight > 0 or sub.reason != Reason.MALFORMED):
-            problems.append(
-                f"{sub.site[:10]} is weighted {sub.weight} with reason {Reason(sub.reason).name}"
-                f" but its {why}"
-            )
-        elif (
-            why is None
-            and dp.get(sub.site) is not None
-            and read_as.get(sub.site) is Reason.OK
-            and sub.reason == Reason.MALFORMED
-        ):
-            problems.append(
-                f"{sub.site[:10]} is MALFORMED on chain, but its DP update reads and carries the "
-                "noise its DP parameters add"
-            )
+    problems = _malformed_problems(
+        subs,
+        quiet,
+        lambda sub: dp.get(sub.site) is not None and read_as.get(sub.site) is Reason.OK,
+        "its DP update reads and carries the noise its DP parameters add",
+    )
     return (
         "privacy.noise",
         not problems,
