@@ -67,7 +67,7 @@ from fedtrail.protocol.evidence import (
     SignedReply,
     applicable,
 )
-from fedtrail.protocol.peers import PeerVote, default_quorum
+from fedtrail.protocol.peers import GateUndecided, PeerVote, default_quorum
 from fedtrail.protocol.terms import (
     DEFAULT_VALIDATOR_GAME,
     INITIAL_MODEL_DEPLOYMENT,
@@ -1174,8 +1174,8 @@ class AggregatorService:
 
         None while waiting or once recorded (by this service or anyone else: the call is open to
         all, and its result is fixed by the votes); the Cancelled outcome when the round cannot
-        be valued (quorum not met, no update revealed, every median 0), after the score reveal
-        deadline, with the reason logged."""
+        be valued (quorum not met, no update revealed, the reputation gate undecided, every
+        median 0), after the score reveal deadline, with the reason logged."""
         info, peer = self.ledger.get_round(round_id), self._peer_round(round_id)
         if info.phase != Phase.OPEN:
             return None
@@ -1195,9 +1195,13 @@ class AggregatorService:
         elif not subs:
             problem = "no update revealed"
         else:
-            outcome = self.ledger.peer_outcome(round_id, sites=[s.site for s in subs], votes=votes)
             try:
+                outcome = self.ledger.peer_outcome(
+                    round_id, sites=[s.site for s in subs], votes=votes
+                )
                 onchain_weights([s.num_samples for s in subs], list(outcome.scores))
+            except GateUndecided as exc:
+                outcome, problem = None, str(exc)
             except ZeroTotalWeight:
                 problem = "every revealed update's peer median is 0 (zero total weight)"
         if problem:

@@ -50,8 +50,10 @@ pragma solidity 0.8.28;
 /// each median by counting the entries below and at or below it, one pass over the vectors
 /// whose cost no vote order or address choice can raise (a sort could be made quadratic). Only
 /// validators that pass the reputation gate count in the medians: one already rated whose
-/// validator reputation is below REPUTATION_GATE is left out, unless fewer than max(quorum, 2)
-/// or than a majority of the revealed validators pass (then all count). Each validator is
+/// validator reputation is below REPUTATION_GATE is left out when those that pass are a
+/// majority of the revealed validators and at least the quorum; all count when those that
+/// pass are fewer than half; otherwise (exactly half pass, or a majority below the quorum) the
+/// round cannot be valued (`GateUndecided`) and is cancelled. Each validator is
 /// rated by its distance to the medians (floor of the mean absolute difference over the sites
 /// other than itself): `SCORE_SCALE - distance` is folded into its validator reputation with
 /// the same EMA when it falls and a quarter of its factor when it rises; a validator that
@@ -222,9 +224,12 @@ contract FederationLedger {
     /// storage slot).
     uint64 public constant MAX_SITE_SAMPLES = type(uint48).max;
     /// @notice In a peer round, a validator already rated whose validator reputation is below
-    /// REPUTATION_GATE is left out of the medians (and still rated), unless fewer than
-    /// max(quorum, 2), or than a majority, of the revealed validators pass the gate: then all
-    /// of them count.
+    /// REPUTATION_GATE fails the gate. When more than half of the revealed validators pass it
+    /// and at least the round's quorum do, only they count in the medians (the others are
+    /// still rated); when fewer than half pass, all count (the gate never leaves out a
+    /// majority: a cartel that once won one and rated the others below the gate cannot keep
+    /// the medians); when exactly half pass, or a majority below the quorum (a gated vote is no
+    /// vote towards the quorum), {recordPeerValuation} reverts `GateUndecided`.
     uint32 public constant REPUTATION_GATE = 500_000;
 
     // ------------------------------------------------------------------ state
@@ -386,6 +391,12 @@ contract FederationLedger {
     error FederationLedger__MissingVotes(uint256 round, uint256 expected, uint256 given);
     error FederationLedger__VoteMismatch(uint256 round, address validator);
     error FederationLedger__QuorumNotMet(uint256 round, uint256 votes, uint256 quorum);
+    /// @dev The reputation gate cannot fix the medians' validators (see REPUTATION_GATE):
+    /// `passed` of the `votes` revealed validators pass it, exactly half, or a majority below
+    /// the round's `quorum`. The round cannot be valued; the aggregator cancels it.
+    error FederationLedger__GateUndecided(
+        uint256 round, uint256 passed, uint256 votes, uint256 quorum
+    );
     error FederationLedger__NotWeighted(uint256 round, address site);
     error FederationLedger__WrongMedian(uint256 round, address site, uint32 supplied);
 
@@ -765,10 +776,11 @@ contract FederationLedger {
         emit RoundFinalized(round, globalCid, globalSha256, logCid, logSha256);
     }
 
-    /// @notice Abandons an open round that cannot be valued (no usable update), so the
-    /// federation can open the next round from the last finalized model; or a valued peer round
-    /// that cannot be finalized because an update its validators weighted cannot be read back
-    /// (its site may withhold the blob once scored). The sample counts of its revealed updates,
+    /// @notice Abandons an open round that cannot be valued (no usable update; a peer round
+    /// below its quorum or undecided by the reputation gate), so the federation can open the
+    /// next round from the last finalized model; or a valued peer round that cannot be
+    /// finalized because an update its validators weighted cannot be read back (its site may
+    /// withhold the blob once scored). The sample counts of its revealed updates,
     /// and a valued round's scores and weights, stay readable; `audit verify` checks that the
     /// cancellation was needed.
     ///
@@ -946,7 +958,9 @@ contract FederationLedger {
     /// Requirements:
     /// - the round is Open and a peer round.
     /// - its score reveal deadline passed, or every site active at open revealed its scores.
-    /// - at least `quorum` validators revealed.
+    /// - at least `quorum` validators revealed; the reputation gate decides (see
+    ///   REPUTATION_GATE: not exactly half of them pass it, nor a majority below `quorum`;
+    ///   `GateUndecided` otherwise, and the aggregator cancels the round).
     /// - `sites` is strictly ascending and lists exactly the sites that revealed an update.
     /// - `validators` is strictly ascending and lists exactly the validators that revealed
     ///   scores, `vectors[j]` being the vector `validators[j]` revealed, packed: 4 bytes per
@@ -1374,14 +1388,19 @@ contract FederationLedger {
                 ++passed;
             }
         }
-        // at least max(quorum, 2) and a majority of the revealed: a gate that left out half or
-        // more would hand the medians to whoever once won a majority, for good
-        uint256 least = _peerRounds[round].quorum;
-        if (least <= nv / 2) least = nv / 2 + 1;
-        if (passed < (least < 2 ? 2 : least)) {
+        if (passed * 2 > nv) {
+            // a gated minority is left out, but a gated vote is no vote towards the quorum
+            uint256 quorum = _peerRounds[round].quorum;
+            if (passed < quorum) revert FederationLedger__GateUndecided(round, passed, nv, quorum);
+        } else if (passed * 2 < nv) {
+            // a gated majority counts again: the gate never hands the medians to a minority
+            // (one that once won a majority and rated the others below the gate)
             for (uint256 j = 0; j < nv; ++j) {
                 counted[j] = true;
             }
+        } else {
+            // exactly half pass: the chain cannot tell a caught cartel from a capturing one
+            revert FederationLedger__GateUndecided(round, passed, nv, _peerRounds[round].quorum);
         }
     }
 

@@ -213,6 +213,12 @@ ERRORS: Mapping[str, ErrorRule] = MappingProxyType(
             RoundStateError,
             "round {round} has {votes} revealed score vectors; its quorum is {quorum}",
         ),
+        f"{PREFIX}GateUndecided": ErrorRule(
+            RoundStateError,
+            "round {round}: {passed} of its {votes} revealed validators pass the reputation gate, "
+            "exactly half or a majority below its quorum {quorum}; it cannot be valued (cancel it "
+            "after the score reveal deadline)",
+        ),
         f"{PREFIX}ScoresAlreadyCommitted": ErrorRule(
             DuplicateSubmission, "{validator} already committed to scores in round {round}"
         ),

@@ -20,16 +20,26 @@ vectors in ascending validator order:
   the mean of the two middles, one honest validator that did not vote moved an honest site's
   weight by up to 0.157 — honest validators on small label-skewed splits often split two
   against two — and with the high median by at most 0.005;
-- only *counted* validators enter the medians: a validator already rated whose validator
-  reputation (before this round) is below :data:`REPUTATION_GATE` is left out, unless fewer than
-  ``max(quorum, 2)``, or fewer than a majority, of the revealed validators pass the gate, in
-  which case all of them count (so a federation whose validators all fell below the gate still
-  values rounds, every site keeps at least one judge, and the gate only ever leaves out a
-  minority: a cartel that once held the majority of the votes, in rounds most honest validators
-  missed, and so rated them below the gate, cannot keep the medians to itself once they vote
-  again). A validator caught far from the medians thus loses its vote until it agrees again: it
-  is still rated every round. With the default quorum (a majority of the active sites) the
-  majority condition never binds. Measured (``scripts/bench/peer_validators.py``): one
+- only *counted* validators enter the medians. A validator already rated whose validator
+  reputation (before this round) is below :data:`REPUTATION_GATE` fails the gate; of the
+  revealed validators (there are at least ``quorum``, or the round is refused),
+
+  * when more than half pass and at least ``quorum`` do, only those that pass count (the
+    others are still rated): a validator caught far from the medians loses its vote until it
+    agrees again;
+  * when fewer than half pass, all count: the gate never leaves out a majority, so a cartel
+    that once held the majority of the votes, in rounds most honest validators missed, and so
+    rated them below the gate, cannot keep the medians once they vote again (and a federation
+    whose validators all fell below the gate still values rounds);
+  * otherwise, exactly half pass, or a majority below ``quorum``, the round cannot be valued
+    (:class:`GateUndecided`, the contract's ``GateUndecided``; the aggregator cancels it). At
+    exactly half the chain cannot tell a caught cartel from one that gated the honest
+    validators, and counting everyone handed the medians to a gated half (each honest site's
+    jury of the others then held a gated majority); and a gated vote is no vote towards the
+    quorum, since re-admitting a gated minority to reach it let two gated stampers split a
+    poisoner's jury two against two, which the high median pays in full.
+
+  Measured (``scripts/bench/peer_validators.py``): one
   inverting validator of five moved an honest site's weight by up to 0.063 without the gate;
 - its reason is OK when that score is positive and PEER_REJECTED otherwise;
 - a validator's distance is the floor of the mean absolute difference between its entries and
@@ -63,6 +73,7 @@ from fedtrail.protocol.weights import SCORE_SCALE
 
 __all__ = [
     "REPUTATION_GATE",
+    "GateUndecided",
     "InvalidVotes",
     "PeerOutcome",
     "PeerVote",
@@ -84,7 +95,22 @@ Half the score scale: an honest validator on a small label-skewed split sits wel
 
 
 class InvalidVotes(FedtrailError):
-    """Score vectors the contract would refuse: wrong length, out of range, unsorted."""
+    """Score vectors the contract would refuse: wrong length, out of range, unsorted, fewer
+    than the quorum, or a round the reputation gate cannot decide (:class:`GateUndecided`)."""
+
+
+class GateUndecided(InvalidVotes):
+    """The contract's ``GateUndecided``: exactly half of the revealed validators pass the
+    reputation gate, or a majority of them below the round's quorum; the round cannot be
+    valued (see the module docstring)."""
+
+    def __init__(self, *, passed: int, votes: int, quorum: int) -> None:
+        self.passed, self.votes, self.quorum = passed, votes, quorum
+        why = "exactly half" if 2 * passed == votes else f"a majority below the quorum {quorum}"
+        super().__init__(
+            f"{passed} of {votes} revealed validator(s) pass the reputation gate ({why}): the "
+            "round cannot be valued"
+        )
 
 
 def default_quorum(active: int) -> int:
@@ -173,7 +199,7 @@ def counted_validators(
 ) -> tuple[str, ...]:
     """The validators whose entries the medians count (see the module docstring);
     ``standing[validator] = (validator reputation, rated rounds)`` before this round, absent for
-    a validator never rated."""
+    a validator never rated. Raises :class:`GateUndecided` where the contract reverts so."""
     by_key = {address_key(k): v for k, v in standing.items()}
     passed = tuple(
         v.validator
@@ -181,9 +207,13 @@ def counted_validators(
         if by_key.get(address_key(v.validator), (0, 0))[1] == 0
         or by_key[address_key(v.validator)][0] >= REPUTATION_GATE
     )
-    if len(passed) < max(quorum, 2, len(votes) // 2 + 1):
+    if 2 * len(passed) > len(votes):
+        if len(passed) < quorum:
+            raise GateUndecided(passed=len(passed), votes=len(votes), quorum=quorum)
+        return passed
+    if 2 * len(passed) < len(votes):
         return tuple(v.validator for v in votes)
-    return passed
+    raise GateUndecided(passed=len(passed), votes=len(votes), quorum=quorum)
 
 
 def cancelled_outcome(withheld: Sequence[str]) -> PeerOutcome:
@@ -259,6 +289,8 @@ def peer_outcome(
             )
         if any(not 0 <= s <= SCORE_SCALE for s in vote.scores):
             raise InvalidVotes(f"validator {vote.validator} has a score outside 0..{SCORE_SCALE}")
+    if len(votes) < quorum:
+        raise InvalidVotes(f"{len(votes)} revealed score vector(s), fewer than the quorum {quorum}")
     counted = counted_validators(votes, standing=standing, quorum=quorum)
     jury = [v for v in votes if v.validator in counted]
     scores: list[int] = []

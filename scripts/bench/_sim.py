@@ -126,6 +126,7 @@ from fedtrail.ml.privacy import round_target, train_private  # noqa: E402
 from fedtrail.ml.training import TrainConfig, TrainingDiverged, train_local  # noqa: E402
 from fedtrail.node.config import PrivacyConfig  # noqa: E402
 from fedtrail.protocol.peers import (  # noqa: E402
+    InvalidVotes,
     PeerOutcome,
     PeerVote,
     default_quorum,
@@ -468,6 +469,9 @@ class RoundRecord:
     """Peer mode: per rated validator, its distance from the medians."""
     validator_reputations: dict[str, int] = field(default_factory=dict)
     """Peer mode, rounds closed with weights: every rated validator's reputation after it."""
+    refused: str = ""
+    """Peer mode: why the contract would refuse this round's valuation (below the quorum, or
+    the reputation gate undecided; the round is skipped, as the service cancels it)."""
 
 
 @dataclass
@@ -901,7 +905,8 @@ def _run_federated(
         if not any(record.scores):
             # Cancelled, as the service does: nothing of this round is carried on.
             if log is not None:
-                log(f"  {method} round {r}: every score 0, round skipped")
+                why = record.refused or "every score 0"
+                log(f"  {method} round {r}: {why}, round skipped")
             state = base
             continue
         if method == "valuation" and peers is None:
@@ -1010,12 +1015,19 @@ class _Peers:
                 scores = liar.lie(scores, indices)
             votes.append(PeerVote(validator=self.addresses[v], scores=scores))
             record.votes[names[v]] = list(scores)
-        outcome = peer_outcome(
-            [self.addresses[i] for i in indices],
-            votes,
-            standing=self.standing,
-            quorum=default_quorum(len(committee)),
-        )
+        try:
+            outcome = peer_outcome(
+                [self.addresses[i] for i in indices],
+                votes,
+                standing=self.standing,
+                quorum=default_quorum(len(committee)),
+            )
+        except InvalidVotes as exc:
+            # below the quorum, or the gate undecided: the contract refuses the valuation and
+            # the service cancels the round (no score, nobody rated; skipped by the caller)
+            record.refused = str(exc)
+            self.last_outcome = None
+            return
         self.last_outcome = outcome
         record.scores = list(outcome.scores)
         record.reasons = [reason.name for reason in outcome.reasons]

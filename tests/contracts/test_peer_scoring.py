@@ -738,10 +738,10 @@ def test_a_validator_below_the_reputation_gate_is_left_out_of_the_medians(
     embedded: ChainEnv,
 ) -> None:
     """Round 1: d scores every update 0 where the others give full marks (distance SCORE_SCALE:
-    reputation 0). Round 2 (quorum 4: only three validators pass the gate, so all count): d's 0
-    for b is the median of b's jury (400k, 600k, 0) -> 400k, and d's reputation only climbs to
-    0.065. Round 3 (quorum 3): the three pass, d is left out, b's median is the higher of 400k
-    and 600k; d is still rated."""
+    reputation 0). Round 2 (quorum 4: only three validators pass the gate, a majority below the
+    quorum): the round cannot be valued (GateUndecided; before, all four counted and d's 0 made
+    b's median 400k), nobody is rated, and the aggregator cancels it. Round 3 (quorum 3): the
+    three pass, d is left out, b's median is the higher of 400k and 600k; d is still rated."""
     fed = Fed(embedded, n_sites=4)
     alpha = fed.ledger.reputation_alpha()
     a, b, c, d = sorted(fed.sites, key=lambda s: int(s.address, 16))
@@ -770,16 +770,14 @@ def test_a_validator_below_the_reputation_gate_is_left_out_of_the_medians(
     r2 = fed.open_peer(quorum=4, model="g1")
     sites = fed.submit(r2, [a, b, c], [10, 20, 30])
     votes = fed.score(r2, second)
-    fed.ledger.record_peer_valuation(fed.env.outsider, r2, sites, votes)
-    valued = {e["site"]: e["score"] for e in round_events(fed, "UpdateValued", r2)}
-    assert valued[b.address] == 400_000  # three pass the gate, fewer than quorum 4: d counts
-    # d: |0 - 400k| over three sites -> 133,333; EMA from 0
-    rep = fed.ledger.validator_standing(d.address).reputation
-    assert rep == next_validator_reputation(0, full - 133_333, rated_rounds=1, alpha=alpha)
-    assert rep < REPUTATION_GATE
-    fed.finalize(r2, "g2")
+    fed.past_score_reveal(r2)
+    with expect(RoundStateError, "GateUndecided", round=r2, passed=3, votes=4, quorum=4):
+        fed.ledger.record_peer_valuation(fed.env.outsider, r2, sites, votes)
+    assert round_events(fed, "UpdateValued", r2) == []
+    assert round_events(fed, "ValidatorRated", r2) == []
+    fed.ledger.cancel_round(fed.agg, r2)
 
-    r3 = fed.open_peer(quorum=3, model="g2")
+    r3 = fed.open_peer(quorum=3, model="g1")
     sites = fed.submit(r3, [a, b, c], [10, 20, 30])
     votes = fed.score(r3, second)
     # the medians with d counted (no gate: everyone unrated) are refused: the check gates too
@@ -792,6 +790,9 @@ def test_a_validator_below_the_reputation_gate_is_left_out_of_the_medians(
     assert valued[b.address] == 600_000  # d left out: b's jury is a (400k) and c (600k)
     rated = {e["validator"]: e["distance"] for e in round_events(fed, "ValidatorRated", r3)}
     assert rated[d.address] == 200_000  # |0 - 600k| / 3: still rated, against the gated medians
+    rep = fed.ledger.validator_standing(d.address).reputation
+    assert rep == next_validator_reputation(0, full - 200_000, rated_rounds=1, alpha=alpha)
+    assert rep < REPUTATION_GATE
     # the Python rule says the same from the standing round 2 left
     expected = peer_outcome(
         sites, votes, standing=fed.ledger.validator_ratings_before(r3), quorum=3

@@ -1,9 +1,11 @@
 """a37: `recordPeerValuation` (issue 14, packed vectors and caller-supplied medians) probed by
 an outsider on a real Anvil node: vectors packed to another byte length or re-packed with an
 entry the reveal never allowed, a median above SCORE_SCALE, and a front-runner's second try.
-Each is refused with the contract's own error and nothing is stored. Last, two open edges of
-the reputation gate: a gated cartel that is half of the revealed validators counts again, and a
-gated minority counts again when the ungated majority is below the round's quorum."""
+Each is refused with the contract's own error and nothing is stored. Last, two edges of the
+reputation gate that paid a cartel before the GateUndecided rule: a gated cartel that is half
+of the revealed validators (it counted again and took every honest jury), and a gated minority
+re-admitted to reach the quorum (it paid a poisoner in full); both rounds are now refused and
+cancelled."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from eth_account.signers.local import LocalAccount
 from fedtrail.errors import InvalidValuation, RoundStateError
 from fedtrail.ledger import pack_scores
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.protocol.peers import REPUTATION_GATE, PeerVote, peer_outcome
+from fedtrail.protocol.peers import REPUTATION_GATE, GateUndecided, PeerVote, peer_outcome
 from fedtrail.protocol.weights import SCORE_SCALE
 from tests.contracts.federation import Fed, by_address, expect
 from tests.fixtures.chain import ChainEnv
@@ -111,16 +113,18 @@ def test_a_front_runner_records_the_only_valuation_and_no_second_post_lands(
     assert {(s.site, s.score, s.weight) for s in fed.ledger.get_submissions(round_id)} == first
 
 
-def test_a_gated_cartel_that_is_half_of_the_revealed_validators_counts_again(
+def test_a_gated_cartel_that_is_half_of_the_revealed_validators_gets_the_round_refused(
     anvil: ChainEnv,
 ) -> None:
-    """Open (peer mode, documented trade-off): five sites, default quorum 3. Round 1, all five
-    vote; a cartel of two zeroes everyone else: half of each honest jury of four, so the high
-    median keeps the honest scores, and both fall to validator reputation 0 (gated). Round 2,
-    one honest site submits nothing and abstains from scoring: four reveal, two pass the gate,
-    fewer than the quorum (3) and not a majority, so everyone counts and each remaining honest
-    site's jury of three holds two cartel zeros: both honest submitters are PEER_REJECTED and
-    the cartel takes all the weight. With the gate in force they would keep their scores."""
+    """Five sites, default quorum 3. Round 1, all five vote; a cartel of two zeroes everyone
+    else: half of each honest jury of four, so the high median keeps the honest scores, and
+    both fall to validator reputation 0 (gated). Round 2, one honest site submits nothing and
+    abstains from scoring: four reveal, two pass the gate, exactly half. Counting everyone (the
+    rule before) gave each honest submitter a jury of three with two cartel zeros: both
+    PEER_REJECTED, the cartel took all the weight. Now the round cannot be valued
+    (GateUndecided, nothing stored, nobody rated) and the aggregator cancels it; once the
+    abstainer votes again (round 3: three of five pass) the gate holds and every honest site
+    keeps its full score."""
     fed = Fed(anvil, n_sites=5)
     c1, c2, h1, h2, h3 = sorted(fed.sites, key=lambda s: int(s.address, 16))
     cartel = [c1, c2]
@@ -147,31 +151,47 @@ def test_a_gated_cartel_that_is_half_of_the_revealed_validators_counts_again(
     sites = fed.submit(r2, present, [100] * 4)
     votes = fed.score(r2, vectors(sites, present))
     fed.past_score_reveal(r2)
-    outcome = fed.ledger.peer_outcome(r2, sites=sites, votes=votes)
-    assert outcome.counted == tuple(by_address([v.address for v in present]))
-    fed.ledger.record_peer_valuation(fed.env.outsider, r2, sites, votes)
-    subs = {s.site: s for s in fed.ledger.get_submissions(r2)}
-    for h in (h1, h2):
-        assert (subs[h.address].score, subs[h.address].reason) == (0, Reason.PEER_REJECTED)
-    assert sum(subs[c.address].weight for c in cartel) == sum(s.weight for s in subs.values())
-    # the same round with the cartel left out, as a strict-majority gate would do
-    kept = [v for v in votes if v.validator in {h1.address, h2.address}]
-    gated = peer_outcome(sites, kept, standing={}, quorum=1).scores
-    assert [gated[sites.index(h.address)] for h in (h1, h2)] == [S, S]
-    assert h3.address not in sites
+    with pytest.raises(GateUndecided) as undecided:
+        fed.ledger.peer_outcome(r2, sites=sites, votes=votes)
+    assert (undecided.value.passed, undecided.value.votes, undecided.value.quorum) == (2, 4, 3)
+    standing = {c.address: fed.ledger.validator_standing(c.address) for c in present}
+    # whatever medians the poster supplies, the gate refuses before any of them is read
+    everyone = peer_outcome(sites, votes, standing={}, quorum=3).scores
+    for medians in (None, list(everyone)):
+        with expect(RoundStateError, "GateUndecided", round=r2, passed=2, votes=4, quorum=3):
+            send(fed, r2, sites, votes, [pack_scores(v.scores) for v in votes], medians)
+    assert fed.ledger.get_round(r2).phase == Phase.OPEN
+    assert all((s.score, s.weight) == (0, 0) for s in fed.ledger.get_submissions(r2))
+    assert {c.address: fed.ledger.validator_standing(c.address) for c in present} == standing
+    # the existing cancel path unsticks it (the aggregator, after the score reveal deadline)
+    fed.ledger.cancel_round(fed.agg, r2)
+    assert fed.ledger.get_round(r2).phase == Phase.CANCELLED
+    assert fed.ledger.events("ValidatorRated", argument_filters={"round": r2}) == []
+
+    r3 = fed.open_peer(quorum=3, model="g1")
+    sites = fed.submit(r3, fed.sites, [100] * 5)
+    votes = fed.score(r3, vectors(sites, fed.sites))
+    fed.ledger.record_peer_valuation(fed.env.outsider, r3, sites, votes)
+    assert fed.ledger.peer_outcome(r3).counted == tuple(
+        by_address([h1.address, h2.address, h3.address])
+    )
+    subs = {s.site: s for s in fed.ledger.get_submissions(r3)}
+    for h in (h1, h2, h3):
+        assert (subs[h.address].score, subs[h.address].reason) == (S, Reason.OK)
+    assert sum(subs[c.address].weight for c in cartel) < sum(s.weight for s in subs.values()) // 2
 
 
-def test_a_gated_pair_of_stampers_pays_a_poisoner_in_full_below_the_quorum(
-    anvil: ChainEnv,
-) -> None:
-    """Open (peer mode): the gate's quorum term re-admits a gated minority. Seven sites, the
-    default quorum 4. Round 1, all seven vote; two stampers score every other site 0 (distance
-    SCORE_SCALE: validator reputation 0, gated). Round 2, two honest sites abstain; five reveal:
-    the poisoner (validates honestly), the two stampers (full marks for everyone) and two honest
-    validators (0 for the poisoner). Three pass the gate, a majority of the five, but fewer
-    than the quorum: everyone counts and the poisoner's jury of four splits two against two, so
-    the high median pays it in full. With the gate at a strict majority alone, its jury is the
-    two honest validators and its score 0."""
+def test_gated_stampers_do_not_make_the_quorum_that_pays_a_poisoner(anvil: ChainEnv) -> None:
+    """Seven sites, the default quorum 4. Round 1, all seven vote; two stampers score every
+    other site 0 (distance SCORE_SCALE: validator reputation 0, gated). Round 2, two honest
+    sites abstain; five reveal: the poisoner (validates honestly), the two stampers (full marks
+    for everyone) and two honest validators (0 for the poisoner). Three pass the gate, a
+    majority of the five but fewer than the quorum. Re-admitting the stampers to reach it (the
+    rule before) split the poisoner's jury two against two and the high median paid it in
+    full. Now a gated vote is no vote towards the quorum: the round cannot be valued
+    (GateUndecided) and is cancelled, the poisoner unpaid. The same votes in a round at quorum
+    3 are valued with the stampers left out: the poisoner's jury is the two honest validators,
+    its score 0."""
     fed = Fed(anvil, n_sites=7)
     ordered = sorted(fed.sites, key=lambda s: int(s.address, 16))
     poisoner, s1, s2, h1, h2, h3, h4 = ordered
@@ -189,28 +209,38 @@ def test_a_gated_pair_of_stampers_pays_a_poisoner_in_full_below_the_quorum(
         assert fed.ledger.validator_standing(s.address).reputation < REPUTATION_GATE
     fed.finalize(r1, "g1")
 
-    r2 = fed.open_peer(quorum=4, model="g1")
     present = [poisoner, s1, s2, h1, h2]  # h3 and h4 abstain
+
+    def second(sites: list[str]) -> dict[str, list[int]]:
+        return {
+            v.address: [
+                0 if s == poisoner.address and v.address in {h1.address, h2.address} else S
+                for s in sites
+            ]
+            for v in present
+        }
+
+    r2 = fed.open_peer(quorum=4, model="g1")
     sites = fed.submit(r2, present, [100] * 5)
-    second: dict[str, list[int]] = {
-        v.address: [
-            0 if s == poisoner.address and v.address in {h1.address, h2.address} else S
-            for s in sites
-        ]
-        for v in present
-    }
-    votes = fed.score(r2, second)
+    votes = fed.score(r2, second(sites))
     fed.past_score_reveal(r2)
-    fed.ledger.record_peer_valuation(fed.env.outsider, r2, sites, votes)
-    subs = {s.site: s for s in fed.ledger.get_submissions(r2)}
-    assert subs[poisoner.address].score == S
-    assert subs[poisoner.address].weight > 0
-    # the Python rule agrees; at quorum 3 (three pass: a majority and the quorum) the stampers
-    # are left out and the poisoner's median is its honest jury's 0
+    with expect(RoundStateError, "GateUndecided", round=r2, passed=3, votes=5, quorum=4):
+        fed.ledger.record_peer_valuation(fed.env.outsider, r2, sites, votes)
     standing = fed.ledger.validator_ratings_before(r2)
-    at_quorum = peer_outcome(sites, votes, standing=standing, quorum=4)
-    assert at_quorum.scores[sites.index(poisoner.address)] == S
-    majority_only = peer_outcome(sites, votes, standing=standing, quorum=3)
-    assert majority_only.counted == tuple(by_address([poisoner.address, h1.address, h2.address]))
-    assert majority_only.scores[sites.index(poisoner.address)] == 0
+    with pytest.raises(GateUndecided, match="a majority below the quorum 4"):
+        peer_outcome(sites, votes, standing=standing, quorum=4)
+    assert all(s.weight == 0 for s in fed.ledger.get_submissions(r2))
+    fed.ledger.cancel_round(fed.agg, r2)
+    assert fed.ledger.get_round(r2).phase == Phase.CANCELLED
+
+    r3 = fed.open_peer(quorum=3, model="g1")
+    sites = fed.submit(r3, present, [100] * 5)
+    votes = fed.score(r3, second(sites))
+    fed.past_score_reveal(r3)
+    fed.ledger.record_peer_valuation(fed.env.outsider, r3, sites, votes)
+    subs = {s.site: s for s in fed.ledger.get_submissions(r3)}
+    assert (subs[poisoner.address].score, subs[poisoner.address].weight) == (0, 0)
+    assert subs[poisoner.address].reason == Reason.PEER_REJECTED
+    outcome = fed.ledger.peer_outcome(r3)
+    assert outcome.counted == tuple(by_address([poisoner.address, h1.address, h2.address]))
     assert h3.address not in sites and h4.address not in sites

@@ -10,9 +10,11 @@ import pytest
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import (
     REPUTATION_GATE,
+    GateUndecided,
     InvalidVotes,
     PeerOutcome,
     PeerVote,
+    counted_validators,
     drop_withheld,
     median,
     next_validator_reputation,
@@ -160,25 +162,41 @@ def test_a_validator_never_rated_is_counted_whatever_its_standing_reads() -> Non
     assert out.counted == (A, B, C, D) and out.scores[1] == 400_000
 
 
-def test_when_too_few_validators_pass_the_gate_all_of_them_count() -> None:
-    """Fewer than max(quorum, 2), or than a majority of the revealed validators, above the gate:
-    everyone counts (the federation keeps valuing rounds, no site is left without a judge, and
-    the gate never leaves out a majority)."""
+def test_the_gate_holds_for_a_majority_at_the_quorum_and_lets_a_gated_majority_count() -> None:
+    """More than half pass and at least the quorum: only they count. Fewer than half pass:
+    everyone counts (the gate never leaves out a majority, and a federation whose validators
+    all fell below the gate still values rounds)."""
     sites, votes = _inverting_jury()
     low = (REPUTATION_GATE - 1, 1)
     ok = (SCORE_SCALE, 1)
-    # three pass, quorum 4: all count
-    out = peer_outcome(sites, votes, standing={A: ok, B: ok, C: ok, D: low}, quorum=4)
-    assert out.counted == (A, B, C, D) and out.scores[1] == 400_000
-    # one passes, quorum 1: the floor of two applies, all count
-    out = peer_outcome(sites, votes, standing={A: ok, B: low, C: low, D: low}, quorum=1)
-    assert out.counted == (A, B, C, D)
-    # two of four pass, quorum 1: not a majority of the revealed, all count
-    out = peer_outcome(sites, votes, standing={A: ok, B: low, C: ok, D: low}, quorum=1)
-    assert out.counted == (A, B, C, D)
-    # three of four pass, quorum 1: the gate holds
-    out = peer_outcome(sites, votes, standing={A: ok, B: ok, C: ok, D: low}, quorum=1)
+    # three of four pass, quorum 3: the gate holds, D is left out
+    out = peer_outcome(sites, votes, standing={A: ok, B: ok, C: ok, D: low}, quorum=3)
     assert out.counted == (A, B, C) and out.peer_counts == (2, 2, 2)
+    # one of four passes: a gated majority, all count
+    out = peer_outcome(sites, votes, standing={A: ok, B: low, C: low, D: low}, quorum=1)
+    assert out.counted == (A, B, C, D) and out.scores[1] == 400_000
+    # none passes: all count
+    out = peer_outcome(sites, votes, standing=dict.fromkeys((A, B, C, D), low), quorum=4)
+    assert out.counted == (A, B, C, D)
+
+
+def test_the_round_is_refused_when_the_gate_cannot_decide() -> None:
+    """Exactly half pass (whatever the quorum), or a majority below the quorum (a gated vote
+    is no vote towards it): the contract reverts GateUndecided and the rule raises it; before,
+    everyone counted in both cases."""
+    sites, votes = _inverting_jury()
+    low = (REPUTATION_GATE - 1, 1)
+    ok = (SCORE_SCALE, 1)
+    with pytest.raises(GateUndecided, match=r"2 of 4 .*\(exactly half\)") as half:
+        peer_outcome(sites, votes, standing={A: ok, B: low, C: ok, D: low}, quorum=1)
+    assert (half.value.passed, half.value.votes, half.value.quorum) == (2, 4, 1)
+    with pytest.raises(GateUndecided, match=r"3 of 4 .*a majority below the quorum 4"):
+        peer_outcome(sites, votes, standing={A: ok, B: ok, C: ok, D: low}, quorum=4)
+    with pytest.raises(GateUndecided):
+        counted_validators(votes, standing={A: ok, B: ok, C: ok, D: low}, quorum=4)
+    # fewer revealed vectors than the quorum: refused before the gate (QuorumNotMet)
+    with pytest.raises(InvalidVotes, match=r"3 revealed score vector.*fewer than the quorum 4"):
+        peer_outcome(sites, votes[:3], standing={}, quorum=4)
 
 
 def test_a_minority_that_once_gated_the_majority_does_not_keep_the_medians() -> None:
