@@ -20,7 +20,7 @@ from fedtrail.cli import cli
 from fedtrail.errors import ConfigError, ContentNotFound, FedtrailError, StoreError
 from fedtrail.node.scoring import PeerScorer
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.protocol.peers import address_key
+from fedtrail.protocol.peers import GateUndecided, address_key
 from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.faults import SiteFault
@@ -173,6 +173,36 @@ def test_quorum_not_met_cancels_after_the_score_deadline(
     assert outcome is not None and outcome.phase == Phase.CANCELLED
     assert ledger.get_round(r).phase == Phase.CANCELLED
     assert "quorum not met: 1 score vector(s) revealed, quorum 3" in caplog.text
+
+
+def test_a_round_the_reputation_gate_cannot_decide_is_cancelled_after_the_score_deadline(
+    anvil_url: str,
+    ipfs_api: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the rule raises GateUndecided (the contract's revert: exactly half of the voters
+    pass the reputation gate, or a majority below the quorum) the service posts no valuation
+    and cancels the round once the score reveal deadline passed, with the reason logged. The
+    chain's standing here passes everyone, so the refusal is injected into the ledger's rule;
+    the contract's own refusal is tested in tests/contracts/test_peer_valuation_probes.py."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+    ledger, service = fed.ledger, fed.service
+    r, _, peer = _scored_peer_round(fed)
+
+    def undecided(*args: Any, **kwargs: Any) -> Any:
+        raise GateUndecided(passed=1, votes=2, quorum=2)
+
+    monkeypatch.setattr(ledger, "peer_outcome", undecided)
+    assert service.step() is None  # every validator revealed, but the round is not valued
+    assert ledger.get_round(r).phase == Phase.OPEN
+    pass_deadline(ledger, peer.score_reveal_deadline)
+    with caplog.at_level(logging.WARNING, logger="fedtrail.aggregator"):
+        outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.CANCELLED
+    assert ledger.get_round(r).phase == Phase.CANCELLED
+    assert "1 of 2 revealed validator(s) pass the reputation gate (exactly half)" in caplog.text
 
 
 def test_a_quorum_above_the_active_sites_is_refused_before_opening(

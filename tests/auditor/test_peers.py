@@ -10,12 +10,14 @@ import pytest
 from eth_utils.crypto import keccak
 
 from fedtrail.auditor.peers import (
+    CANCELLED,
     MEDIAN,
     QUORUM,
     REPUTATION,
     VOTES,
     WITHHELD,
     PeerRecord,
+    check_cancelled,
     check_median,
     check_quorum,
     check_reputation,
@@ -287,6 +289,27 @@ def test_a_validator_below_the_reputation_gate_is_not_counted_in_the_medians() -
     assert (name, ok) == (MEDIAN, False) and "the median gives 700" in detail
     table = peer_table(rec, gated)
     assert table is not None and table.counted == (True, True, True, False)
+
+
+def test_a_round_the_reputation_gate_cannot_decide_is_one_to_cancel_not_to_value() -> None:
+    """Two of the four validators below the gate (exactly half), or one below it at quorum 4
+    (three pass: a majority below the quorum): the contract refuses the valuation
+    (GateUndecided), so ``peers.cancelled`` passes a cancellation and ``peers.median`` fails
+    any valuation recorded from those votes. With one below the gate at quorum 3 the gate
+    holds and the cancellation fails the check."""
+    low = (400_000, 1)
+    for rec in (
+        record(before={**BEFORE, A: low, D: low}),
+        record(before={**BEFORE, D: low}, quorum=4),
+    ):
+        name, ok, detail = check_cancelled(rec, subs())
+        assert (name, ok) == (CANCELLED, True), detail
+        assert "pass the reputation gate" in detail and "cannot be valued" in detail
+        (name, ok, detail), outcome = check_median(rec, subs(), entries(subs()))
+        assert (name, ok, outcome) == (MEDIAN, False, None)
+        assert "pass the reputation gate" in detail
+    name, ok, detail = check_cancelled(record(before=GATED_BEFORE), subs(GATED_MEDIANS))
+    assert (name, ok) == (CANCELLED, False), detail
 
 
 def test_a_withheld_vector_must_be_rated_at_the_largest_distance() -> None:
