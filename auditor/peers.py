@@ -20,7 +20,9 @@ reputation with no validation split at all:
 * ``peers.quorum``: the chain's peer record is the one the terms committed (quorum, score commit
   and reveal windows after the reveal deadline) and the revealed votes meet the quorum;
 * ``peers.cancelled`` (a cancelled peer round): the round could not have been valued, i.e.
-  fewer revealed votes than the quorum, no revealed update, or every median 0. A peer round
+  fewer revealed votes than the quorum, no revealed update, the reputation gate undecided
+  (exactly half of the voters pass it, or a majority below the quorum: ``GateUndecided``), or
+  every median 0. A peer round
   whose votes met the quorum and give some update a weight was valuable by anyone
   (``recordPeerValuation`` is open to all), so cancelling it overrode the validators;
 * ``peers.withheld`` (a round in which the aggregator dropped weighted updates as unreadable,
