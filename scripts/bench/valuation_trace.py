@@ -1,7 +1,7 @@
 """Per-site, per-round valuation traces of a saved accuracy run (issue 12's mechanisms).
 
 Usage: .venv/bin/python scripts/bench/valuation_trace.py RUN.json [RUN.json ...]
-       [--scenario c] [--seed 1] [--credit-cosine -0.7] [--summary-only]
+       [--scenario c] [--seed 1] [--credit-cosine -0.7] [--relief-cosine -0.7] [--summary-only]
        [--what-if] [--norm-persist 2.5]
 
 Reads the JSON that ``scripts/bench/accuracy.py --out RUN.json`` writes (its ``valuation``
@@ -24,6 +24,9 @@ prints, per run, the faulty sites' weight share and the honest site-rounds score
 
 * ``withheld negative``: a positive share withheld by ``credit_cosine`` counts as the same
   share negative (demote-only evidence against an update pointing away from the consensus);
+* ``relief_cosine C``: a site whose cosine this round is below ``C`` is measured against 0,
+  not the median site's negative accumulated value (the combiner's ``relief_cosine``; the
+  recorded rule uses ``--relief-cosine``, -1 for runs saved before it);
 * ``norm persist T``: a site whose running median, from its third update on, of its norm
   over the round's median norm, divided by ``max(1, n / m)`` (its claimed samples over the
   median claimed), is above ``T`` scores 0 (``--norm-window N``: the median of its latest N
@@ -114,6 +117,10 @@ class Rule:
     """0: off."""
     norm_window: int = 0
     """How many of the site's latest updates the running median reads (0: all)."""
+    relief_cosine: float = -0.7
+    """A site whose cosine this round is below it is measured against 0, not the median
+    site's negative accumulated value (the combiner's ``relief_cosine``; -1: off, as runs
+    saved before it)."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,13 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
         for site in r["submitted"]:
             score = 0
             if site in values:
-                score = demoted_score(after.get(site, 0.0) - reference, demote_scale=DEMOTE_SCALE)
+                c = cosines.get(site)
+                own = (
+                    0.0
+                    if c is not None and len(cosines) >= MIN_ROBUST_SITES and c < rule.relief_cosine
+                    else reference
+                )
+                score = demoted_score(after.get(site, 0.0) - own, demote_scale=DEMOTE_SCALE)
                 history = seen.get(site, [])
                 if rule.norm_window:
                     history = history[-rule.norm_window :]
@@ -233,6 +246,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenario", help="only this scenario key (a, b, c, ...)")
     parser.add_argument("--seed", type=int, help="only this seed")
     parser.add_argument("--credit-cosine", type=float, default=-0.7)
+    parser.add_argument(
+        "--relief-cosine",
+        type=float,
+        default=-0.7,
+        help="the combiner's relief_cosine the runs were valued with (the recorded rule's; "
+        "-1 for runs saved before it)",
+    )
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--what-if", action="store_true", help="replay candidate rules")
     parser.add_argument("--norm-persist", type=float, default=2.5)
@@ -320,15 +340,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_what_if(
             replayed,
             [
-                Rule("recorded rule"),
-                Rule("withheld negative", withheld_negative=True),
+                Rule("recorded rule", relief_cosine=args.relief_cosine),
+                Rule(
+                    "withheld negative",
+                    withheld_negative=True,
+                    relief_cosine=args.relief_cosine,
+                ),
+                Rule("relief_cosine -1 (off)", relief_cosine=-1.0),
+                Rule("relief_cosine -0.7", relief_cosine=-0.7),
+                Rule("relief_cosine -0.5", relief_cosine=-0.5),
+                Rule("relief -0.7 + withheld negative", relief_cosine=-0.7, withheld_negative=True),
                 Rule(
                     f"norm persist {args.norm_persist:g}",
                     norm_persist=args.norm_persist,
                     norm_window=args.norm_window,
+                    relief_cosine=args.relief_cosine,
                 ),
                 Rule(
                     f"both ({args.norm_persist:g})",
+                    relief_cosine=args.relief_cosine,
                     withheld_negative=True,
                     norm_persist=args.norm_persist,
                     norm_window=args.norm_window,
