@@ -214,6 +214,27 @@ def recorded_share(run: dict[str, Any]) -> float:
     return statistics.fmean(shares) if shares else float("nan")
 
 
+def _count_relief(run: dict[str, Any], relief_cosine: float, counts: list[int]) -> None:
+    """Adds to ``counts`` (honest site-rounds below ``relief_cosine``, those of them whose
+    record after the round is negative beside a negative median record of the round's valued
+    sites, honest site-rounds) over ``run``'s valued rounds (those with shares; the data-free
+    statistics applied: at least :data:`MIN_ROBUST_SITES` cosines)."""
+    faulty = {n for n, f in zip(run["site_names"], run["site_faults"], strict=True) if f != "none"}
+    for r in run["rounds"]:
+        if r.get("skipped") or r.get("shares") is None or len(r["cosines"]) < MIN_ROBUST_SITES:
+            continue
+        after: dict[str, float] = r.get("accumulated") or {}
+        valued = r.get("values") or r["shares"]
+        median = statistics.median([after.get(s, 0.0) for s in valued]) if valued else 0.0
+        for site, c in r["cosines"].items():
+            if site in faulty or site not in valued:
+                continue
+            counts[2] += 1
+            if c < relief_cosine:
+                counts[0] += 1
+                counts[1] += median < 0 and after.get(site, 0.0) < 0
+
+
 def _print_what_if(
     runs: Sequence[tuple[str, dict[str, Any]]], rules: Sequence[Rule], credit_cosine: float
 ) -> None:
@@ -267,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     honest_norms: list[float] = []
     fault_norms: dict[str, list[float]] = {}
     streaks: list[tuple[str, int, str, str, int, float]] = []
+    relief: dict[str, list[int]] = {}  # label -> [honest below, of them relieved, honest]
     shown = 0
     replayed: list[tuple[str, dict[str, Any]]] = []
     for path in args.runs:
@@ -288,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 replayed.append((label, run))
                 if not args.summary_only:
                     _print_run(label, run)
+                _count_relief(run, args.relief_cosine, relief.setdefault(label, [0, 0, 0]))
                 for name, fault in zip(run["site_names"], run["site_faults"], strict=True):
                     ratios = [r["norm_ratios"][name] for r in rounds if name in r["norm_ratios"]]
                     (honest_norms if fault == "none" else fault_norms.setdefault(fault, [])).extend(
@@ -329,6 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({longest[0]} seed {longest[1]} {longest[2]}, lowest cosine {longest[5]:+.2f}); "
             f"honest sites with a streak of 2 or more: "
             f"{sum(1 for s in honest if s[4] >= 2)} of {len(honest)}"
+        )
+    for label, (below, relieved, total) in relief.items():
+        print(
+            f"  {label}: honest site-rounds (valued rounds) below cosine {args.relief_cosine:g}: "
+            f"{below}/{total}; of them with a negative record beside a negative median record "
+            f"(where relief_cosine acts): {relieved}"
         )
     for s in streaks:
         if s[3] != "none":
