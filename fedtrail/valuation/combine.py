@@ -24,7 +24,9 @@ the screening scores by its accumulated value, demote-only
 (:func:`~fedtrail.valuation.standing.demoted_score`): full score unless the accumulated value is
 negative, 0 with LOW_QUALITY at ``-demote_scale`` or below (or once the score would fall below
 1% of the full score) - measured against the median scored
-site's value when that is negative (:func:`~fedtrail.valuation.standing.demotion_reference`);
+site's value when that is negative (:func:`~fedtrail.valuation.standing.demotion_reference`),
+except for an update whose cosine to the median is below ``relief_cosine``, measured against 0
+(:func:`~fedtrail.valuation.standing.relieved_reference`);
 an update pointing against the consensus (cosine to the median below ``credit_cosine``) has
 its positive share withheld (:func:`~fedtrail.valuation.standing.credited`);
 then, when the data-free thresholds apply, an update far above ``max_norm_ratio`` or below
