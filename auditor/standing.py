@@ -20,7 +20,9 @@ values. What an auditor checks with public data alone (``standing.chain``,
   (:func:`~fedtrail.valuation.standing.credited`; the cosine recomputed as for the scores);
 * each site scored from its standing (reason OK or LOW_QUALITY) has the score
   :func:`~fedtrail.valuation.standing.demoted_score` gives its ``after`` value (less the median
-  scored site's when that is negative: :func:`~fedtrail.valuation.standing.demotion_reference`)
+  scored site's when that is negative: :func:`~fedtrail.valuation.standing.demotion_reference`,
+  unless the update's cosine to the median, recomputed as above, is below the terms'
+  ``relief_cosine``: :func:`~fedtrail.valuation.standing.relieved_reference`)
   under the terms' ``demote_scale``, and LOW_QUALITY exactly when that score is 0; an OK score
   is then weighted for the update's magnitude by the terms' ``max_norm_ratio`` and
   ``small_norm_ratio`` (:func:`~fedtrail.valuation.standing.norm_factor`, with the site's norm
@@ -51,6 +53,7 @@ from fedtrail.valuation.standing import (
     demoted_score,
     demotion_reference,
     norm_factor,
+    relieved_reference,
     scaled_score,
 )
 
@@ -171,7 +174,10 @@ def check_standing(
     scale = combiner.demote_scale
     for s in scored:
         total = float(standing.after.get(s.site, 0.0))
-        expected = demoted_score(total - reference, demote_scale=scale)
+        own = relieved_reference(
+            reference, _cosine(log, s.site, robust), relief_cosine=combiner.relief_cosine
+        )
+        expected = demoted_score(total - own, demote_scale=scale)
         size, median = _norms(log, s.site, robust)
         if expected > 0 and size is not None and median is not None:
             factor = norm_factor(

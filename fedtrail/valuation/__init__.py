@@ -45,6 +45,7 @@ from fedtrail.valuation.standing import (
     demoted_score,
     demotion_reference,
     normalised_values,
+    relieved_reference,
 )
 from fedtrail.valuation.utility import CachedUtility, CoalitionUtility, GameValues
 
@@ -86,6 +87,7 @@ __all__ = [
     "mc_shapley",
     "normalised_values",
     "peer_vector",
+    "relieved_reference",
     "robust_statistics",
     "usable",
     "value_round",

@@ -98,6 +98,7 @@ LATER_THRESHOLDS: Final = MappingProxyType(
         "norm_size_cap": 1.0,
         "tiny_size_power": 0.0,
         "dp_noise_check": 0,
+        "relief_cosine": -1.0,
     }
 )
 """Combiner fields added after logs recorded every threshold, with the value a recorded set
@@ -116,6 +117,7 @@ UNRECORDED: Final = MappingProxyType(
         "norm_size_cap": 1.0,
         "tiny_size_power": 0.0,
         "dp_noise_check": 0,
+        "relief_cosine": -1.0,
     }
 )
 """Thresholds whose defaults changed, at the values a round whose settings record no

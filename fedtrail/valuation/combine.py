@@ -24,7 +24,9 @@ the screening scores by its accumulated value, demote-only
 (:func:`~fedtrail.valuation.standing.demoted_score`): full score unless the accumulated value is
 negative, 0 with LOW_QUALITY at ``-demote_scale`` or below (or once the score would fall below
 1% of the full score) - measured against the median scored
-site's value when that is negative (:func:`~fedtrail.valuation.standing.demotion_reference`);
+site's value when that is negative (:func:`~fedtrail.valuation.standing.demotion_reference`),
+except for an update whose cosine to the median is below ``relief_cosine``, measured against 0
+(:func:`~fedtrail.valuation.standing.relieved_reference`);
 an update pointing against the consensus (cosine to the median below ``credit_cosine``) has
 its positive share withheld (:func:`~fedtrail.valuation.standing.credited`);
 then, when the data-free thresholds apply, an update far above ``max_norm_ratio`` or below
@@ -54,6 +56,7 @@ from fedtrail.valuation.standing import (
     demoted_score,
     demotion_reference,
     norm_factor,
+    relieved_reference,
     scaled_score,
 )
 
@@ -198,6 +201,13 @@ class Combiner:
     honest minority-class sites reach cosine -0.8 under strong label skew; below -0.7 it
     spares the honest sites of the default demo (at worst -0.59). A recorded set of thresholds
     without it (a log written before it existed) means -1: off.
+    ``relief_cosine`` (in [-1, 1]; default -0.7; -1: off): with a
+    :class:`~fedtrail.valuation.standing.History`, an update whose cosine to the median update
+    is below it is scored against 0, not against the median scored site's negative accumulated
+    value (:func:`~fedtrail.valuation.standing.relieved_reference`): the median's relief is
+    for sites the game values like the typical one, not for one pointing against the
+    consensus (the sign-flipped hospital of the default demo took the largest weight in rounds
+    2-3 through it). A recorded set of thresholds without it means -1: off.
     ``max_norm_ratio`` (0: off, else >= 1) and ``small_norm_ratio`` (in [0, 1)): with a
     :class:`~fedtrail.valuation.standing.History`, an accepted update above ``max_norm_ratio``
     or below ``small_norm_ratio`` times the median norm keeps only part of its score
@@ -271,12 +281,15 @@ class Combiner:
     norm_size_cap: float = 1.0
     tiny_size_power: float = 2.0
     dp_noise_check: int = 1
+    relief_cosine: float = -0.7
 
     def __post_init__(self) -> None:
         if not -1.0 <= _number("min_cosine", self.min_cosine) <= 1.0:
             raise ConfigError(f"min_cosine must lie in [-1, 1], got {self.min_cosine}")
         if not -1.0 <= _number("credit_cosine", self.credit_cosine) <= 1.0:
             raise ConfigError(f"credit_cosine must lie in [-1, 1], got {self.credit_cosine}")
+        if not -1.0 <= _number("relief_cosine", self.relief_cosine) <= 1.0:
+            raise ConfigError(f"relief_cosine must lie in [-1, 1], got {self.relief_cosine}")
         if _number("max_norm_z", self.max_norm_z) <= 0:
             raise ConfigError(f"max_norm_z must be positive, got {self.max_norm_z}")
         if _number("norm_scale_floor", self.norm_scale_floor) <= 0:
@@ -457,9 +470,23 @@ class Combiner:
                 if value is None or not math.isfinite(value):
                     raise ConfigError(f"no finite validation value for {c.site}")
                 total = float(accumulated.get(c.site, 0.0))
-                score = demoted_score(total - reference, demote_scale=self.demote_scale)
+                r = robust.get(c.site)
+                own = relieved_reference(
+                    reference,
+                    r.cosine if checked and r is not None else None,
+                    relief_cosine=self.relief_cosine,
+                )
+                score = demoted_score(total - own, demote_scale=self.demote_scale)
+                unrelieved = (
+                    ""
+                    if own == reference
+                    else f" (not against the median site's {reference:.4g}: cosine "
+                    f"{r.cosine if r is not None else math.nan:.3f} to the median update is "
+                    f"below {self.relief_cosine:g})"
+                )
                 what = (
-                    f"{method or 'validation'} value {value:.4g}, accumulated {total:.4g}{against}"
+                    f"{method or 'validation'} value {value:.4g}, accumulated {total:.4g}"
+                    f"{against if own == reference else ''}{unrelieved}"
                 )
                 if score == 0:
                     reason = Reason.LOW_QUALITY
@@ -468,7 +495,6 @@ class Combiner:
                     detail = f"{what}: below, demoted to {score / SCORE_SCALE:.1%}"
                 else:
                     detail = f"{what}: not below, full score"
-                r = robust.get(c.site)
                 if checked and r is not None and value > 0 and r.cosine < self.credit_cosine:
                     detail = (
                         f"{detail}; this round's positive value not credited: cosine "

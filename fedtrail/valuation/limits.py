@@ -123,6 +123,7 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "free_rider_norm",
         "small_norm_ratio",
         "credit_cosine",
+        "relief_cosine",
         "duplicate_relative_l2",
     }
 )
@@ -189,9 +190,10 @@ class LoosestLimits:
     accepts. Defaults: the loosest of the product's presets (``min_cosine`` -1 is already the
     check off: no bound in effect; ``stale_distance`` 0.01, the oldest recorded). Not bounded:
     ``max_norm_ratio`` and ``small_norm_ratio`` (off, their loosest, is the default).
-    ``credit_cosine`` and ``stale_rounds`` are bounded at the product's value: terms that omit
-    them read as a log recorded before they existed (-1: off; 1 round), which would turn off
-    the standing's sign-flip rule or let a resent update from two rounds back be paid.
+    ``credit_cosine``, ``relief_cosine`` and ``stale_rounds`` are bounded at the product's value:
+    terms that omit them read as a log recorded before they existed (-1: off; 1 round), which
+    would turn off the standing's sign-flip rules or let a resent update from two rounds back be
+    paid.
     ``dp_spend_check`` is bounded at 1 (on) for the same reason: terms that omit it read as
     written before it (off), which pays a site that understates its privacy spend; so is
     ``dp_noise_check``: off pays a site that declares DP-SGD and sends a plain update."""
@@ -212,6 +214,7 @@ class LoosestLimits:
     norm_size_cap: float = 1.0
     tiny_size_power: float = 2.0
     dp_noise_check: int = 1
+    relief_cosine: float = -0.7
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
@@ -280,6 +283,10 @@ class ThresholdLimits:
     """At least 2 by default: a lower power (0, the rule before it) zeroes an honest small
     hospital as FREE_RIDER (7 of 20 rounds for a 20-image site beside 150-image sites). Terms
     that omit it read as 0."""
+    relief_cosine: float = -0.7
+    """At least -0.7 by default, as ``credit_cosine``: lower gives an update pointing against
+    the consensus the median site's relief (:func:`~fedtrail.valuation.standing.
+    relieved_reference`); terms that omit it read as -1 (off)."""
     sample_median_self: int = 1
     """1 accepts only the product's median of sample counts (the judged count included); 0
     also accepts the earlier rule (the others' counts only), under which colluders claiming 1

@@ -46,6 +46,7 @@ __all__ = [
     "normalised_values",
     "reference_label",
     "reference_round",
+    "relieved_reference",
     "scaled_score",
 ]
 
@@ -190,6 +191,28 @@ def demotion_reference(accumulated: Iterable[float]) -> float:
     """
     values = list(accumulated)
     return min(0.0, statistics.median(values)) if values else 0.0
+
+
+def relieved_reference(reference: float, cosine: float | None, *, relief_cosine: float) -> float:
+    """The reference one site's accumulated value is measured against: the round's
+    ``reference`` (:func:`demotion_reference`), or 0 when the site's update points against the
+    consensus (``cosine`` to the median update, None when the data-free statistics did not
+    apply, below ``relief_cosine``; -1: never).
+
+    The median reference spares honest sites when the game values the *typical* site
+    negatively, but it spares a harmful one just as much: measured on the default demo
+    (``fedtrail demo``, round 3), honest hospitals A and C were valued below zero, the median
+    accumulated value fell from -0.053 to -0.140, and the sign-flipping hospital-E (cosine
+    -0.91 to the median update, accumulated -0.150, its positive value withheld by
+    ``credit_cosine``) rose from score 0.81 to 0.98 and took the largest weight (0.329) without
+    any evidence for it. An update pointing against the consensus gets no such relief in that
+    round: its record is measured against 0, as when the median is not negative. Demote-only
+    and per round: an honest minority-class site whose cosine dips below it loses only the
+    relief, and only in that round (nothing is accumulated), so a non-negative record keeps
+    its full score."""
+    if cosine is not None and cosine < relief_cosine:
+        return 0.0
+    return reference
 
 
 MIN_DEMOTED_SCORE: Final = SCORE_SCALE // 100

@@ -1053,6 +1053,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Combiner() (direction screen at cosine -0.5, norm screen at robust z 10)",
     )
     parser.add_argument(
+        "--relief-cosine",
+        type=float,
+        default=None,
+        help="the combiner's relief_cosine (an update whose cosine to the median is below it is "
+        "scored against 0, not the median site's negative record); default: the combiner's "
+        "(-0.7); -1 = the rule before it",
+    )
+    parser.add_argument(
         "--large-game",
         choices=("linear_shapley", "none"),
         default=_sim.SimConfig.large_game or "none",
@@ -1188,6 +1196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in scenario_keys:
         sc = SCENARIOS[key]
         results[key] = []
+        combiner = COMBINERS[args.combiner]
+        if args.relief_cosine is not None:
+            combiner = replace(combiner, relief_cosine=args.relief_cosine)
         for seed in seeds:
             config = SimConfig(
                 sites=sc.sites,
@@ -1198,7 +1209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 faults=sc.faults(seed),
                 valuation=args.valuation,
                 stale=sc.stale,
-                combiner=COMBINERS[args.combiner],
+                combiner=combiner,
                 large_game=None if args.large_game == "none" else args.large_game,
                 validator_game=None if args.validator_game == "none" else args.validator_game,
                 dp_epsilon=args.dp_epsilon,
@@ -1245,6 +1256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "valuation_mode": args.valuation_mode,
             "validator_game": None if args.validator_game == "none" else args.validator_game,
             "combiner": args.combiner,
+            "relief_cosine": args.relief_cosine,
             "threads": args.threads,
             "methods": methods,
             "dp_epsilon": args.dp_epsilon,

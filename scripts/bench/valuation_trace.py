@@ -1,7 +1,7 @@
 """Per-site, per-round valuation traces of a saved accuracy run (issue 12's mechanisms).
 
 Usage: .venv/bin/python scripts/bench/valuation_trace.py RUN.json [RUN.json ...]
-       [--scenario c] [--seed 1] [--credit-cosine -0.7] [--summary-only]
+       [--scenario c] [--seed 1] [--credit-cosine -0.7] [--relief-cosine -0.7] [--summary-only]
        [--what-if] [--norm-persist 2.5]
 
 Reads the JSON that ``scripts/bench/accuracy.py --out RUN.json`` writes (its ``valuation``
@@ -24,6 +24,9 @@ prints, per run, the faulty sites' weight share and the honest site-rounds score
 
 * ``withheld negative``: a positive share withheld by ``credit_cosine`` counts as the same
   share negative (demote-only evidence against an update pointing away from the consensus);
+* ``relief_cosine C``: a site whose cosine this round is below ``C`` is measured against 0,
+  not the median site's negative accumulated value (the combiner's ``relief_cosine``; the
+  recorded rule uses ``--relief-cosine``, -1 for runs saved before it);
 * ``norm persist T``: a site whose running median, from its third update on, of its norm
   over the round's median norm, divided by ``max(1, n / m)`` (its claimed samples over the
   median claimed), is above ``T`` scores 0 (``--norm-window N``: the median of its latest N
@@ -114,6 +117,10 @@ class Rule:
     """0: off."""
     norm_window: int = 0
     """How many of the site's latest updates the running median reads (0: all)."""
+    relief_cosine: float = -0.7
+    """A site whose cosine this round is below it is measured against 0, not the median
+    site's negative accumulated value (the combiner's ``relief_cosine``; -1: off, as runs
+    saved before it)."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,13 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
         for site in r["submitted"]:
             score = 0
             if site in values:
-                score = demoted_score(after.get(site, 0.0) - reference, demote_scale=DEMOTE_SCALE)
+                c = cosines.get(site)
+                own = (
+                    0.0
+                    if c is not None and len(cosines) >= MIN_ROBUST_SITES and c < rule.relief_cosine
+                    else reference
+                )
+                score = demoted_score(after.get(site, 0.0) - own, demote_scale=DEMOTE_SCALE)
                 history = seen.get(site, [])
                 if rule.norm_window:
                     history = history[-rule.norm_window :]
@@ -201,6 +214,27 @@ def recorded_share(run: dict[str, Any]) -> float:
     return statistics.fmean(shares) if shares else float("nan")
 
 
+def _count_relief(run: dict[str, Any], relief_cosine: float, counts: list[int]) -> None:
+    """Adds to ``counts`` (honest site-rounds below ``relief_cosine``, those of them whose
+    record after the round is negative beside a negative median record of the round's valued
+    sites, honest site-rounds) over ``run``'s valued rounds (those with shares; the data-free
+    statistics applied: at least :data:`MIN_ROBUST_SITES` cosines)."""
+    faulty = {n for n, f in zip(run["site_names"], run["site_faults"], strict=True) if f != "none"}
+    for r in run["rounds"]:
+        if r.get("skipped") or r.get("shares") is None or len(r["cosines"]) < MIN_ROBUST_SITES:
+            continue
+        after: dict[str, float] = r.get("accumulated") or {}
+        valued = r.get("values") or r["shares"]
+        median = statistics.median([after.get(s, 0.0) for s in valued]) if valued else 0.0
+        for site, c in r["cosines"].items():
+            if site in faulty or site not in valued:
+                continue
+            counts[2] += 1
+            if c < relief_cosine:
+                counts[0] += 1
+                counts[1] += median < 0 and after.get(site, 0.0) < 0
+
+
 def _print_what_if(
     runs: Sequence[tuple[str, dict[str, Any]]], rules: Sequence[Rule], credit_cosine: float
 ) -> None:
@@ -233,6 +267,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenario", help="only this scenario key (a, b, c, ...)")
     parser.add_argument("--seed", type=int, help="only this seed")
     parser.add_argument("--credit-cosine", type=float, default=-0.7)
+    parser.add_argument(
+        "--relief-cosine",
+        type=float,
+        default=-0.7,
+        help="the combiner's relief_cosine the runs were valued with (the recorded rule's; "
+        "-1 for runs saved before it)",
+    )
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--what-if", action="store_true", help="replay candidate rules")
     parser.add_argument("--norm-persist", type=float, default=2.5)
@@ -247,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     honest_norms: list[float] = []
     fault_norms: dict[str, list[float]] = {}
     streaks: list[tuple[str, int, str, str, int, float]] = []
+    relief: dict[str, list[int]] = {}  # label -> [honest below, of them relieved, honest]
     shown = 0
     replayed: list[tuple[str, dict[str, Any]]] = []
     for path in args.runs:
@@ -268,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 replayed.append((label, run))
                 if not args.summary_only:
                     _print_run(label, run)
+                _count_relief(run, args.relief_cosine, relief.setdefault(label, [0, 0, 0]))
                 for name, fault in zip(run["site_names"], run["site_faults"], strict=True):
                     ratios = [r["norm_ratios"][name] for r in rounds if name in r["norm_ratios"]]
                     (honest_norms if fault == "none" else fault_norms.setdefault(fault, [])).extend(
@@ -310,6 +353,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"honest sites with a streak of 2 or more: "
             f"{sum(1 for s in honest if s[4] >= 2)} of {len(honest)}"
         )
+    for label, (below, relieved, total) in relief.items():
+        print(
+            f"  {label}: honest site-rounds (valued rounds) below cosine {args.relief_cosine:g}: "
+            f"{below}/{total}; of them with a negative record beside a negative median record "
+            f"(where relief_cosine acts): {relieved}"
+        )
     for s in streaks:
         if s[3] != "none":
             print(
@@ -320,15 +369,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_what_if(
             replayed,
             [
-                Rule("recorded rule"),
-                Rule("withheld negative", withheld_negative=True),
+                Rule("recorded rule", relief_cosine=args.relief_cosine),
+                Rule(
+                    "withheld negative",
+                    withheld_negative=True,
+                    relief_cosine=args.relief_cosine,
+                ),
+                Rule("relief_cosine -1 (off)", relief_cosine=-1.0),
+                Rule("relief_cosine -0.7", relief_cosine=-0.7),
+                Rule("relief_cosine -0.5", relief_cosine=-0.5),
+                Rule("relief -0.7 + withheld negative", relief_cosine=-0.7, withheld_negative=True),
                 Rule(
                     f"norm persist {args.norm_persist:g}",
                     norm_persist=args.norm_persist,
                     norm_window=args.norm_window,
+                    relief_cosine=args.relief_cosine,
                 ),
                 Rule(
                     f"both ({args.norm_persist:g})",
+                    relief_cosine=args.relief_cosine,
                     withheld_negative=True,
                     norm_persist=args.norm_persist,
                     norm_window=args.norm_window,

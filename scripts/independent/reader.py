@@ -750,7 +750,10 @@ def main(argv=None):
             sc_ok = True
             det = []
             for a in share:
-                d = after[a] - ref
+                cos_a = lsites[a]["components"].get("cosine")
+                relief = cc.get("relief_cosine", -1.0)
+                checked_a = lsites[a]["components"].get("robust_checked") is True
+                d = after[a] - (0.0 if checked_a and cos_a is not None and cos_a < relief else ref)
                 sc = (
                     SCORE_SCALE
                     if d >= 0

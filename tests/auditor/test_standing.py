@@ -14,6 +14,7 @@ import torch
 from fedtrail.auditor.standing import check_standing
 from fedtrail.auditor.verify import verify_all, verify_round
 from fedtrail.ml.datasets import load_bundled
+from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
 from tests.auditor.test_verify import federation, on_anvil
 
@@ -153,6 +154,45 @@ def test_a_positive_share_credited_against_the_consensus_fails(three_rounds: Any
         n for n, ok, _ in check_standing(fed.ledger, fed.store, log, settings, subs) if not ok
     }
     assert "standing.accumulated" not in honest
+
+
+def test_a_score_relieved_against_the_consensus_fails(three_rounds: Any) -> None:
+    """The median's relief (a negative median accumulated value is the reference) is not for
+    an update pointing against the consensus (cosine below the terms' ``relief_cosine``): with
+    every OK site's record at -0.3, the median, every full score follows; with a recorded
+    cosine of -0.9 for one site its record is measured against 0, so its full score on the
+    chain fails standing.scores, naming it and the score expected (0.4 of the full)."""
+    fed = three_rounds
+    log = _log(fed, 3)
+    assert log.standing is not None
+    settings = ValuationSettings.from_json(log.settings.valuation.to_json())
+    subs = fed.ledger.get_submissions(3)
+    scored = [s for s in subs if s.reason == 0]
+    demoted = [s for s in subs if s.reason == int(Reason.LOW_QUALITY)]
+    assert len(scored) > len(demoted) and all(s.score == 1_000_000 for s in scored)
+    # the median record is -0.3; a LOW_QUALITY site's -0.9 keeps its score 0 either way
+    low = {
+        **log.standing.after,
+        **{s.site: -0.3 for s in scored},
+        **{s.site: -0.9 for s in demoted},
+    }
+    sunk = dataclasses.replace(log, standing=dataclasses.replace(log.standing, after=low))
+
+    def failed(forged: RoundLog) -> dict[str, str]:
+        checks = check_standing(fed.ledger, fed.store, forged, settings, subs)
+        return {n: d for n, ok, d in checks if not ok}
+
+    assert "standing.scores" not in failed(sunk)
+    site = scored[0].site
+    entry = log.site(site)
+    assert entry is not None and entry.components["robust_checked"] is True
+    against = dataclasses.replace(entry, components={**entry.components, "cosine": -0.9})
+    forged = dataclasses.replace(
+        sunk, sites=tuple(against if e.site == site else e for e in sunk.sites)
+    )
+    bad = failed(forged)
+    assert "standing.scores" in bad and site[:10] in bad["standing.scores"]
+    assert "expected 400000" in bad["standing.scores"]
 
 
 def test_a_score_not_weighted_for_a_tiny_norm_fails(three_rounds: Any) -> None:

@@ -18,7 +18,7 @@ import torch
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.protocol.weights import as_floats, next_reputation, onchain_weights
 from fedtrail.valuation.robust import robust_statistics
-from fedtrail.valuation.standing import demoted_score, demotion_reference
+from fedtrail.valuation.standing import demoted_score, demotion_reference, relieved_reference
 
 # ---------------------------------------------------------------- the README's rules
 
@@ -41,11 +41,20 @@ def ref_reputation(rep: int | None, score: int, alpha: int = 300_000) -> int:
     return score if rep is None else (alpha * score + (10**6 - alpha) * rep) // 10**6
 
 
-def ref_standing_score(after: float, passed: Sequence[float], demote_scale: float = 0.5) -> int:
+def ref_standing_score(
+    after: float,
+    passed: Sequence[float],
+    demote_scale: float = 0.5,
+    cosine: float | None = None,
+    relief_cosine: float = -0.7,
+) -> int:
     """A passed site's score from its accumulated value (*Standing*): against ``min(0, median
-    of the passed sites' after)``; full when not below, else rounded half to even, clamped,
-    and 0 below 10,000."""
+    of the passed sites' after)``, or 0 when its ``cosine`` (None: not judged) is below
+    ``relief_cosine``; full when not below, else rounded half to even, clamped, and 0 below
+    10,000."""
     reference = min(0.0, statistics.median(passed))
+    if cosine is not None and cosine < relief_cosine:
+        reference = 0.0
     if after - reference >= 0:
         return 10**6
     score = min(10**6, max(0, round(10**6 * (1 + (after - reference) / demote_scale))))
@@ -202,6 +211,26 @@ def test_the_standing_score_near_its_thresholds(
     the reference, the 1% floor) is the README's, and the value written here."""
     ours = demoted_score(after - demotion_reference(passed), demote_scale=0.5)
     assert ours == ref_standing_score(after, passed) == want
+
+
+# (after, the passed sites' after values, the site's cosine, the score): relief_cosine -0.7
+RELIEF_NEAR_MISSES = [
+    (-0.4, [-0.4, -0.1, -0.05], -0.7, 400_000),  # at relief_cosine, not below: the median's
+    (-0.4, [-0.4, -0.1, -0.05], -0.7000001, 200_000),  # just below: against 0
+    (-0.4, [-0.4, -0.1, -0.05], None, 400_000),  # not judged (too few updates): the median's
+    (0.1, [0.1, -0.1, -0.05], -0.95, 1_000_000),  # a record not negative keeps full score
+]
+
+
+@pytest.mark.parametrize(("after", "passed", "cosine", "want"), RELIEF_NEAR_MISSES)
+def test_the_median_relief_near_its_threshold(
+    after: float, passed: list[float], cosine: float | None, want: int
+) -> None:
+    """No relief from a negative median for an update whose cosine is below ``relief_cosine``
+    (*Standing*), at and just past the threshold, is the README's and the value written here."""
+    reference = relieved_reference(demotion_reference(passed), cosine, relief_cosine=-0.7)
+    ours = demoted_score(after - reference, demote_scale=0.5)
+    assert ours == ref_standing_score(after, passed, cosine=cosine) == want
 
 
 def test_the_standing_scores_misreadings_disagree_near_the_thresholds() -> None:

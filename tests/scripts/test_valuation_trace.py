@@ -46,6 +46,8 @@ def _run(tmp_path: Path) -> Path:
             _round(i + 1, c, n) for i, (c, n) in enumerate(zip(cosines, norms, strict=True))
         ],
     }
+    # round 3's records: the median (-0.2) and site-01's are negative
+    run["rounds"][2]["accumulated"] = {"site-00": -0.1, "site-01": -0.2, "site-02": -0.3}
     old = dict(run, seed=8, rounds=[{"round": 1, "submitted": names, "scores": [0, 0, 0]}])
     doc = {"settings": {"alpha": 1.0}, "scenarios": {"c": {"runs": [run, old]}}}
     path = tmp_path / "run.json"
@@ -68,6 +70,12 @@ def test_summary_reads_the_recorded_statistics(tmp_path: Path) -> None:
     # site-01 is below -0.7 in all three rounds; site-02 in rounds 1 and 3, not 2
     assert "longest honest streak below cosine -0.7: 3 round(s)" in out
     assert "site-01, lowest cosine -0.90" in out
+    # valued rounds 2-3, honest site-00 and site-01: site-01 below -0.7 in both, and in round 3
+    # its record and the median record are negative
+    assert (
+        "alpha 1 (c): honest site-rounds (valued rounds) below cosine -0.7: 2/4; of them with a "
+        "negative record beside a negative median record (where relief_cosine acts): 1"
+    ) in out
     assert "site-02 (scale): longest streak 1, lowest cosine -0.99" in out
 
 

@@ -41,6 +41,7 @@ STRICTER = {
     "max_norm_ratio": 1.0,
     "small_norm_ratio": 0.9,
     "credit_cosine": 0.5,
+    "relief_cosine": 0.5,
     "sample_median_self": 0,
     "tiny_size_power": 0.0,
 }
@@ -63,6 +64,7 @@ LOOSER = {
     "max_norm_ratio": 0.0,
     "small_norm_ratio": 0.0,
     "credit_cosine": -1.0,
+    "relief_cosine": -1.0,
     "sample_median_self": 1,
     "norm_size_cap": 1.0,
     "tiny_size_power": 2.0,
@@ -85,6 +87,7 @@ LOOSEST_PAST = {
     "norm_size_cap": 1e6,
     "tiny_size_power": 8.0,
     "dp_noise_check": 0,
+    "relief_cosine": -1.0,
 }
 """One value per threshold past its default loosest limit: each pays what the valuation should
 not (a copy, a zero update, an inflated count, an outlier the norm screen would flag, a
@@ -128,16 +131,16 @@ def test_the_products_own_presets_are_accepted_on_both_sides(combiner: Combiner)
 def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
     combiner: Combiner,
 ) -> None:
-    """A round recorded before ``credit_cosine``, ``stale_rounds``, ``sample_median_self``,
-    ``dp_spend_check``, ``dp_noise_check`` and the size allowances existed was valued without
-    them (off; one round of references; the others' counts only; no privacy spend or noise
-    check; no allowance), and that is how terms that omit them read: an aggregator could turn
-    the sign-flip rule off, let a resent update from two rounds back be paid, bring back the
-    count median that 1-sample colluders drag down to zero honest sites (attack a3), pay a site
-    that understates its privacy spend (attack a5) or declares DP-SGD and adds no noise (a24),
-    or zero honest small and large hospitals again, by leaving keys out. Sites refuse such
-    terms (and this build reads no ledger of the builds that wrote them: the client requires
-    its own contract code)."""
+    """A round recorded before ``credit_cosine``, ``relief_cosine``, ``stale_rounds``,
+    ``sample_median_self``, ``dp_spend_check``, ``dp_noise_check`` and the size allowances
+    existed was valued without them (off; one round of references; the others' counts only; no
+    privacy spend or noise check; no allowance), and that is how terms that omit them read: an
+    aggregator could turn the sign-flip rules off, let a resent update from two rounds back be
+    paid, bring back the count median that 1-sample colluders drag down to zero honest sites
+    (attack a3), pay a site that understates its privacy spend (attack a5) or declares DP-SGD
+    and adds no noise (a24), or zero honest small and large hospitals again, by leaving keys
+    out. Sites refuse such terms (and this build reads no ledger of the builds that wrote them:
+    the client requires its own contract code)."""
     assert sorted(ThresholdLimits().breaches(combiner)) == [
         "sample_median_self 0 (accepted: at least 1)",
         "tiny_size_power 0.0 (accepted: at least 2.0)",
@@ -149,6 +152,7 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
         "credit_cosine -1.0 (accepted: at least -0.7)",
         "dp_spend_check 0 (accepted: at least 1)",
         "dp_noise_check 0 (accepted: at least 1)",
+        "relief_cosine -1.0 (accepted: at least -0.7)",
     ]
 
 

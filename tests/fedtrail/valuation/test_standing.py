@@ -30,7 +30,12 @@ from fedtrail.valuation import (
     value_round,
 )
 from fedtrail.valuation.chained import combiner_from
-from fedtrail.valuation.standing import credited, norm_factor, scaled_score
+from fedtrail.valuation.standing import (
+    credited,
+    norm_factor,
+    relieved_reference,
+    scaled_score,
+)
 from tests.fedtrail.valuation.real_sites import SPEC, RealSites, real_sites
 
 Delta = dict[str, torch.Tensor]
@@ -269,6 +274,7 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
             stale_distance=1e6,
             stale_rounds=3,
             credit_cosine=-0.7,
+            relief_cosine=-0.7,
             sample_median_self=1,
             dp_spend_check=1,
             norm_size_cap=1.0,
@@ -465,6 +471,88 @@ def test_a_sign_flipped_update_paid_by_the_game_is_not_credited(
     assert off.normalised["s4"] == pytest.approx(paid["s4"] / total)
     assert off.accumulated["s4"] == pytest.approx(-0.18 + paid["s4"] / total)
     assert off.sites[4].score > 0.9 * SCORE_SCALE > flip.score
+
+
+def test_relieved_reference_is_zero_only_against_the_consensus() -> None:
+    # the median's relief for a site whose update agrees with the others (or was not judged)
+    assert relieved_reference(-0.2, 0.9, relief_cosine=-0.7) == -0.2
+    assert relieved_reference(-0.2, -0.6, relief_cosine=-0.7) == -0.2
+    assert relieved_reference(-0.2, None, relief_cosine=-0.7) == -0.2
+    # none for one pointing against them: its record is measured against 0
+    assert relieved_reference(-0.2, -0.9, relief_cosine=-0.7) == 0.0
+    assert relieved_reference(-0.2, -0.9, relief_cosine=-1.0) == -0.2  # off
+    assert relieved_reference(0.0, -0.9, relief_cosine=-0.7) == 0.0
+
+
+def test_a_sign_flipped_update_gets_no_relief_from_the_median_site(
+    sites: RealSites, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default demo's round 3 (measured before ``relief_cosine``): honest hospitals were
+    valued below zero, the median accumulated value fell, and the sign-flipped hospital-E,
+    its positive value withheld, rose from score 0.81 to 0.98 by the median's relief alone.
+    Here every honest site's record is negative (-0.4) and the flipped one's lower (-0.45);
+    the game pays everyone alike, the flipped update's share withheld. Its direction (cosine
+    about -0.95 to the median update) comes from the real updates."""
+    import fedtrail.valuation.round as round_module
+    from fedtrail.valuation.utility import GameValues
+
+    flipped = {k: -v for k, v in sites.deltas[3].items()}
+    deltas = [*sites.deltas[:4], flipped]
+    paid = {f"s{i}": 0.001 for i in range(5)}
+
+    def game(method: str, large_game: str | None, utility: object, seed: int) -> GameValues:
+        return GameValues(
+            values=dict(paid), method="shapley", evaluations=32, v_empty=0.0, v_full=0.0
+        )
+
+    monkeypatch.setattr(round_module, "_play", game)
+    history = History(
+        valued_rounds=2, accumulated={"s0": -0.4, "s1": -0.4, "s2": -0.4, "s3": -0.4, "s4": -0.45}
+    )
+
+    def settled(combiner: Combiner) -> RoundValuation:
+        return value_round(
+            global_state=sites.global_state,
+            spec=SPEC,
+            candidates=[
+                Candidate(site=f"s{i}", num_samples=sites.num_samples[i], delta=d)
+                for i, d in enumerate(deltas)
+            ],
+            validation=sites.validation,
+            method="shapley",
+            metric="balanced_loss",
+            seed=0,
+            history=history,
+            combiner=combiner,
+        )
+
+    report = settled(HISTORY_COMBINER)
+    flip = report.sites[4]
+    assert flip.cosine is not None and flip.cosine < HISTORY_COMBINER.relief_cosine
+    assert report.accumulated is not None and report.accumulated["s4"] == -0.45
+    honest = [report.accumulated[f"s{i}"] for i in range(4)]
+    assert all(a == pytest.approx(-0.2) for a in honest)  # the median site's record
+    # the honest sites sit at the median: full score; the flipped one against 0
+    assert all(v.score == SCORE_SCALE and v.reason is Reason.OK for v in report.sites[:4])
+    assert flip.score == demoted_score(-0.45, demote_scale=0.5)
+    assert flip.reason is Reason.OK and "not against the median site's" in flip.detail
+    # without the rule (a log recorded before it) the median's relief lifts it back up
+    off = settled(replace(HISTORY_COMBINER, relief_cosine=-1.0))
+    assert off.accumulated == report.accumulated
+    assert off.sites[4].score == demoted_score(-0.45 - honest[2], demote_scale=0.5)
+    assert off.sites[4].score > 4 * flip.score
+
+
+def test_recorded_thresholds_without_relief_cosine_replay_without_it() -> None:
+    older = {k: v for k, v in asdict(HISTORY_COMBINER).items() if k != "relief_cosine"}
+    then = combiner_from(
+        ValuationSettings(method="shapley", metric="x", standing=True, combiner=older)
+    )
+    assert then.relief_cosine == -1.0
+    bare = combiner_from(ValuationSettings(method="shapley", metric="x", standing=True))
+    assert bare.relief_cosine == -1.0
+    with pytest.raises(ConfigError, match="relief_cosine"):
+        Combiner(relief_cosine=1.5)
 
 
 def test_recorded_thresholds_without_credit_cosine_replay_without_it() -> None:
