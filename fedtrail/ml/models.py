@@ -290,6 +290,14 @@ class SmallCNN(Classifier):
     autograd_outputs_exact: ClassVar[bool] = True
     """:meth:`_pooled`'s two paths give the same values (``tests/fedtrail/ml/``)."""
 
+    channels_last_pool: bool = False
+    """With autograd, pool a channels-last copy of the activations (then back to contiguous):
+    torch's ``max_pool2d`` gives the same values and the same input gradient, bit for bit, and
+    both ways took about half the time of its contiguous NCHW kernel (measured on 39 images,
+    one thread: 0.75 against 1.46 ms for the first block, 0.45 against 0.75 ms for the second).
+    Set on the valuation's scratch model (:func:`~fedtrail.valuation.utility.scratch_model`,
+    the gradient pass of a validator's game); local training keeps the contiguous kernel."""
+
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         w = spec.width
@@ -315,11 +323,15 @@ class SmallCNN(Classifier):
         2x2 pooling is element-wise maxima of strided views, then ReLU in place: torch's
         ``max_pool2d`` on contiguous NCHW also builds int64 indices and took longer than the
         convolution before it (measured: 10.7 ms against 1.7 ms for the first block on 256
-        images, one thread). With autograd it is ``max_pool2d``, whose gradient goes to the
+        images, one thread). With autograd it is ``max_pool2d`` (on a channels-last copy when
+        :attr:`channels_last_pool`), whose gradient goes to the
         first maximum of each window (``torch.maximum``'s splits ties): training and input
         gradients (Grad-CAM) are unchanged, since a window's first maximum is the same before
         and after ReLU whenever it is positive, and the gradient is zero otherwise."""
         n, c, h, w = x.shape
+        if x.requires_grad and self.channels_last_pool and not (h % 2 or w % 2):
+            pooled = self.pool(x.contiguous(memory_format=torch.channels_last))
+            return self.act(pooled).contiguous()  # type: ignore[no-any-return]
         if x.requires_grad or h % 2 or w % 2 or not x.is_contiguous():
             return self.act(self.pool(x))  # type: ignore[no-any-return]
         rows = x.view(n, c, h // 2, 2, w)
