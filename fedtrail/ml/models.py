@@ -52,6 +52,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -273,12 +275,14 @@ class Classifier(nn.Module):
         return (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
 
     def activation_bound(
-        self, magnitude: Callable[[str], torch.Tensor | None], x_bound: float
+        self, row_bound: Callable[[str], npt.NDArray[np.float64] | None], x_bound: float
     ) -> float:
         """An upper bound on the absolute value of every activation of the network (after the
-        input normalisation) for inputs bounded by ``x_bound``, given ``magnitude(name)``: an
-        upper bound, element by element, on the absolute value of that parameter (None: not
-        known). ``math.inf`` where the architecture gives no such bound (the default)."""
+        input normalisation) for inputs bounded by ``x_bound``, given ``row_bound(name)``: a 1-D
+        array, per output unit of that parameter (its first dimension), an upper bound on the
+        sum of the absolute values of the unit's weights (for a bias: on its absolute value);
+        None: not known. ``math.inf`` where the architecture gives no such bound (the
+        default)."""
         return math.inf
 
 
@@ -339,18 +343,17 @@ class SmallCNN(Classifier):
         return torch.maximum(pairs[..., 0], pairs[..., 1]).relu_()
 
     def activation_bound(
-        self, magnitude: Callable[[str], torch.Tensor | None], x_bound: float
+        self, row_bound: Callable[[str], npt.NDArray[np.float64] | None], x_bound: float
     ) -> float:
         """Layer by layer in :meth:`forward`'s order: a convolution or dense layer's outputs are
-        at most (its largest row L1 norm) x (the bound on its inputs) + (its largest bias) in
-        absolute value; ReLU and max pooling never raise the largest absolute value."""
+        at most (its largest row bound) x (the bound on its inputs) + (its largest bias bound)
+        in absolute value; ReLU and max pooling never raise the largest absolute value."""
         bound, largest = x_bound, 0.0
         for layer in ("conv1", "conv2", "fc1", "fc2"):
-            w, b = magnitude(f"{layer}.weight"), magnitude(f"{layer}.bias")
+            w, b = row_bound(f"{layer}.weight"), row_bound(f"{layer}.bias")
             if w is None or b is None:
                 return math.inf
-            rows = w.to(torch.float64).reshape(w.shape[0], -1).sum(dim=1)
-            bound = float(rows.max()) * bound + float(b.to(torch.float64).max())
+            bound = float(w.max()) * bound + float(b.max())
             if not bound < math.inf:  # also NaN
                 return math.inf
             largest = max(largest, bound)
