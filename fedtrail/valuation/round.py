@@ -147,6 +147,13 @@ def _play(method: str, large_game: str | None, utility: CoalitionUtility, seed: 
     return GAMES[method](utility.players, utility, seed)
 
 
+WARM_UP_ALONE: Final = "warm_up_alone"
+"""The method a warm-up round valued without a game names (:func:`value_round`'s
+``warm_up_game`` False, a peer validator's): each passer's value is its update alone's gain over
+the global model's utility as the warm-up's harm check measured it (to first order when the
+round's game is linearised, else the model alone), for the validator's own record; the warm-up's
+scores never depend on it."""
+
 EXPLANATION_PROBES: Final = 32
 """Validation images (the first ones, tagged) the explanation check explains."""
 
@@ -195,6 +202,7 @@ def value_round(
     history: History | None = None,
     large_game: str | None = None,
     probe: torch.Tensor | None = None,
+    warm_up_game: bool = True,
 ) -> RoundValuation:
     """Score every candidate of a round (see the module docstring): one
     :class:`~fedtrail.valuation.combine.SiteValuation` per candidate in ``report.sites``, in the
@@ -219,6 +227,14 @@ def value_round(
     ``large_game`` (one of :data:`LARGE_GAMES`, or None) is the game played instead of
     ``"mc_shapley"`` when more than :data:`~fedtrail.valuation.shapley.LARGE_GAME_SITES` updates
     pass the screening; smaller rounds are valued the same either way.
+
+    ``warm_up_game`` False (a peer validator, :func:`~fedtrail.valuation.peer_vector`): in the
+    warm-up round of a history no game is played. Its values are not accumulated and its
+    demote-only scores come from the accumulated values alone, so the scores, reasons and the
+    next history are those the game would have given; each passer's value is instead
+    :data:`WARM_UP_ALONE`'s, its update alone's gain over the global model as the harm check
+    measured it (first order with a linearised game), and ``v_full`` is None. The aggregator
+    keeps True: its log records the game's values and the audit replays them.
     """
     check_game(method=method, metric=metric, large_game=large_game)
     comb = Combiner() if combiner is None else combiner
@@ -239,7 +255,7 @@ def value_round(
     if history is not None:
         if validation is None:
             raise ConfigError("valuation with a history needs a validation split")
-        return _settle(ctx, method, comb, history, large_game)
+        return _settle(ctx, method, comb, history, large_game, warm_up_game=warm_up_game)
     report = _value(ctx, method, comb, large_game)
     if validation is None or any_positive(report.sites):
         return report
@@ -295,8 +311,11 @@ def _settle(
     comb: Combiner,
     history: History,
     large_game: str | None,
+    *,
+    warm_up_game: bool = True,
 ) -> RoundValuation:
-    """The round with a history: free-riders out, the game, accumulated demote-only scores."""
+    """The round with a history: free-riders out, the game, accumulated demote-only scores
+    (``warm_up_game`` False: no game in the warm-up, see :func:`value_round`)."""
     cands = _prechecked(ctx, comb)
     stats = ctx.spec.statistic_names()
     model_norm = _norm(without_statistics(ctx.global_state, stats))
@@ -335,9 +354,14 @@ def _settle(
         ),
     )
     harm_utility = None  # the harm check's, which knows the global model's utility
+    alone: dict[str, tuple[float, int]] = {}  # the harm check's: each update alone, evaluations
     if history.warm_up:
         cands, harm_utility = _harmful(
-            ctx, cands, first_order=method in LARGE_GAMES, exact_below=comb.min_robust_sites
+            ctx,
+            cands,
+            first_order=method in LARGE_GAMES,
+            exact_below=comb.min_robust_sites,
+            alone_out=alone,
         )
     checked_ctx = replace(ctx, candidates=cands)
     ok = usable(checked_ctx)
@@ -357,6 +381,22 @@ def _settle(
             method=None,
             combiner=comb,
             accumulated=previous,
+            square_partials=squares,
+        )
+    base = None if harm_utility is None else harm_utility.global_value
+    if not warm_up_game and base is not None and all(c.site in alone for c in passers):
+        # the warm-up's scores do not depend on its values (nothing accumulates): no game
+        values = {c.site: alone[c.site][0] - base for c in passers}
+        kept = accumulate(previous, {})  # as the game's path accumulates in the warm-up
+        return RoundValuation(
+            sites=comb.settle(cands, robust, values, kept, method=WARM_UP_ALONE),
+            method=WARM_UP_ALONE,
+            evaluations=max(n for _, n in alone.values()),
+            v_empty=base,
+            v_full=None,
+            combiner=comb,
+            accumulated=kept,
+            normalised=None,
             square_partials=squares,
         )
     if harm_utility is not None and harm_utility.players == tuple(c.site for c in passers):
@@ -432,6 +472,7 @@ def _harmful(
     *,
     first_order: bool = False,
     exact_below: int = 0,
+    alone_out: dict[str, tuple[float, int]] | None = None,
 ) -> tuple[list[Candidate], CoalitionUtility | None]:
     """LOW_GAIN for a usable candidate whose model alone is worse than the global model by more
     than :data:`WARM_UP_MAX_HARM` of the global model's validation utility (the metric the game
@@ -463,8 +504,11 @@ def _harmful(
         base, slopes = utility(frozenset()), {}
     floor = base - WARM_UP_MAX_HARM * abs(base)
     bad: dict[str, str] = {}
+    evaluations = 2 if linear else 1  # the global model (and its gradient pass)
 
     def check(c: Candidate, alone: float, order: str) -> None:
+        if alone_out is not None:
+            alone_out[c.site] = (alone, evaluations)
         if alone < floor:
             bad[c.site] = (
                 f"warm-up round: the model with this update alone has validation {ctx.metric} "
@@ -476,11 +520,13 @@ def _harmful(
         if linear:
             check(c, base + slopes[c.site], " to first order")
         else:
+            evaluations += 1
             check(c, utility(frozenset({c.site})), "")
     if linear and len(ok) - len(bad) < exact_below:
         # the robust screens count the updates left, and now skip them: the first-order
         # check passes an oversized update, so the ones left are checked exactly
         for c in [c for c in ok if c.site not in bad]:
+            evaluations += 1
             check(c, utility(frozenset({c.site})), "")
     return [
         replace(c, status=Reason.LOW_GAIN, detail=bad[c.site]) if c.site in bad else c
