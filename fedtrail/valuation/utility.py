@@ -155,7 +155,8 @@ class CoalitionUtility:
         total = sum(self._n[s] for s in members)
         acc = np.zeros_like(self._global)
         for s in members:
-            acc += (self._n[s] / total) * self._delta(s)
+            row = self._delta(s)  # scaled in the reused row: the same products, no fresh array
+            acc += np.multiply(row, self._n[s] / total, out=row)
         mean32 = acc.astype(np.float32).astype(np.float64)
         return self._stacked.unflatten(self._global + mean32)
 
