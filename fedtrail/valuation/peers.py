@@ -16,6 +16,13 @@ Why it is built this way:
   method's, because a validator's scoring must fit within its own local training time
   (issue 14: Monte-Carlo Shapley over 9 peers took ~300 coalition evaluations, 25-77x a site's
   training; the linearised game takes 2 and one gradient pass);
+- **no game in the validator's warm-up round** (a history's first, ``History()``): the
+  warm-up accumulates no values and its demote-only scores come from the accumulated values
+  alone, so the vote is the one a game would give; the report's values are each update alone's
+  gain from the warm-up's harm check (method
+  :data:`~fedtrail.valuation.round.WARM_UP_ALONE`), which saves the gradient pass at the full
+  coalition (~9 of a 10-site validator's ~33 ms in that round). The aggregator still plays it
+  (its log records the values and the audit replays them);
 - **the validator's own update is left out of the game** (a site never scores itself, and its
   own update in the coalitions would move every other site's Shapley value); its entry in the
   vector is 0, which the contract and :func:`~fedtrail.protocol.peers.peer_outcome` ignore;
@@ -193,6 +200,7 @@ def peer_vector(
         combiner=combiner,
         history=history,
         large_game=large_game if validator_game is None else None,
+        warm_up_game=False,  # the warm-up's vote does not depend on a game (value_round)
     )
     by_site = {v.site: v for v in report.sites}
     scores = tuple(

@@ -147,6 +147,13 @@ def _play(method: str, large_game: str | None, utility: CoalitionUtility, seed: 
     return GAMES[method](utility.players, utility, seed)
 
 
+WARM_UP_ALONE: Final = "warm_up_alone"
+"""The method a warm-up round valued without a game names (:func:`value_round`'s
+``warm_up_game`` False, a peer validator's): each passer's value is its update alone's gain over
+the global model's utility as the warm-up's harm check measured it (to first order when the
+round's game is linearised, else the model alone), for the validator's own record; the warm-up's
+scores never depend on it."""
+
 EXPLANATION_PROBES: Final = 32
 """Validation images (the first ones, tagged) the explanation check explains."""
 
@@ -195,6 +202,7 @@ def value_round(
     history: History | None = None,
     large_game: str | None = None,
     probe: torch.Tensor | None = None,
+    warm_up_game: bool = True,
 ) -> RoundValuation:
     """Score every candidate of a round (see the module docstring): one
     :class:`~fedtrail.valuation.combine.SiteValuation` per candidate in ``report.sites``, in the
@@ -219,6 +227,14 @@ def value_round(
     ``large_game`` (one of :data:`LARGE_GAMES`, or None) is the game played instead of
     ``"mc_shapley"`` when more than :data:`~fedtrail.valuation.shapley.LARGE_GAME_SITES` updates
     pass the screening; smaller rounds are valued the same either way.
+
+    ``warm_up_game`` False (a peer validator, :func:`~fedtrail.valuation.peer_vector`): in the
+    warm-up round of a history no game is played. Its values are not accumulated and its
+    demote-only scores come from the accumulated values alone, so the scores, reasons and the
+    next history are those the game would have given; each passer's value is instead
+    :data:`WARM_UP_ALONE`'s, its update alone's gain over the global model as the harm check
+    measured it (first order with a linearised game), and ``v_full`` is None. The aggregator
+    keeps True: its log records the game's values and the audit replays them.
     """
     check_game(method=method, metric=metric, large_game=large_game)
     comb = Combiner() if combiner is None else combiner
@@ -239,7 +255,7 @@ def value_round(
     if history is not None:
         if validation is None:
             raise ConfigError("valuation with a history needs a validation split")
-        return _settle(ctx, method, comb, history, large_game)
+        return _settle(ctx, method, comb, history, large_game, warm_up_game=warm_up_game)
     report = _value(ctx, method, comb, large_game)
     if validation is None or any_positive(report.sites):
         return report
@@ -295,8 +311,11 @@ def _settle(
     comb: Combiner,
     history: History,
     large_game: str | None,
+    *,
+    warm_up_game: bool = True,
 ) -> RoundValuation:
-    """The round with a history: free-riders out, the game, accumulated demote-only scores."""
+    """The round with a history: free-riders out, the game, accumulated demote-only scores
+    (``warm_up_game`` False: no game in the warm-up, see :func:`value_round`)."""
     cands = _prechecked(ctx, comb)
     stats = ctx.spec.statistic_names()
     model_norm = _norm(without_statistics(ctx.global_state, stats))
@@ -335,9 +354,14 @@ def _settle(
         ),
     )
     harm_utility = None  # the harm check's, which knows the global model's utility
+    alone: dict[str, tuple[float, int]] = {}  # the harm check's: each update alone, evaluations
     if history.warm_up:
         cands, harm_utility = _harmful(
-            ctx, cands, first_order=method in LARGE_GAMES, exact_below=comb.min_robust_sites
+            ctx,
+            cands,
+            first_order=method in LARGE_GAMES,
+            exact_below=comb.min_robust_sites,
+            alone_out=alone,
         )
     checked_ctx = replace(ctx, candidates=cands)
     ok = usable(checked_ctx)
@@ -357,6 +381,22 @@ def _settle(
             method=None,
             combiner=comb,
             accumulated=previous,
+            square_partials=squares,
+        )
+    base = None if harm_utility is None else harm_utility.global_value
+    if not warm_up_game and base is not None and all(c.site in alone for c in passers):
+        # the warm-up's scores do not depend on its values (nothing accumulates): no game
+        values = {c.site: alone[c.site][0] - base for c in passers}
+        kept = accumulate(previous, {})  # as the game's path accumulates in the warm-up
+        return RoundValuation(
+            sites=comb.settle(cands, robust, values, kept, method=WARM_UP_ALONE),
+            method=WARM_UP_ALONE,
+            evaluations=max(n for _, n in alone.values()),
+            v_empty=base,
+            v_full=None,
+            combiner=comb,
+            accumulated=kept,
+            normalised=None,
             square_partials=squares,
         )
     if harm_utility is not None and harm_utility.players == tuple(c.site for c in passers):
@@ -432,6 +472,7 @@ def _harmful(
     *,
     first_order: bool = False,
     exact_below: int = 0,
+    alone_out: dict[str, tuple[float, int]] | None = None,
 ) -> tuple[list[Candidate], CoalitionUtility | None]:
     """LOW_GAIN for a usable candidate whose model alone is worse than the global model by more
     than :data:`WARM_UP_MAX_HARM` of the global model's validation utility (the metric the game
@@ -463,8 +504,11 @@ def _harmful(
         base, slopes = utility(frozenset()), {}
     floor = base - WARM_UP_MAX_HARM * abs(base)
     bad: dict[str, str] = {}
+    evaluations = 2 if linear else 1  # the global model (and its gradient pass)
 
     def check(c: Candidate, alone: float, order: str) -> None:
+        if alone_out is not None:
+            alone_out[c.site] = (alone, evaluations)
         if alone < floor:
             bad[c.site] = (
                 f"warm-up round: the model with this update alone has validation {ctx.metric} "
@@ -476,11 +520,13 @@ def _harmful(
         if linear:
             check(c, base + slopes[c.site], " to first order")
         else:
+            evaluations += 1
             check(c, utility(frozenset({c.site})), "")
     if linear and len(ok) - len(bad) < exact_below:
         # the robust screens count the updates left, and now skip them: the first-order
         # check passes an oversized update, so the ones left are checked exactly
         for c in [c for c in ok if c.site not in bad]:
+            evaluations += 1
             check(c, utility(frozenset({c.site})), "")
     return [
         replace(c, status=Reason.LOW_GAIN, detail=bad[c.site]) if c.site in bad else c
@@ -569,10 +615,10 @@ def _broken(ctx: ValuationContext, cands: list[Candidate]) -> list[Candidate]:
     assert isinstance(model, Classifier)
     x_bound = _input_bound(model, ctx.validation)
     bad: dict[str, str] = {}
-    magnitudes: dict[str, torch.Tensor] = {}  # the global model's, shared by every update
+    global_rows: dict[str, npt.NDArray[np.float64]] = {}  # the global model's, for every update
     for c in ok:
         if c.delta is not None and _certainly_finite(
-            model, ctx.global_state, c.delta, x_bound, global_magnitudes=magnitudes
+            model, ctx.global_state, c.delta, x_bound, global_rows=global_rows
         ):
             continue  # the forward pass below could only find finite outputs
         if utility is None:
@@ -603,42 +649,88 @@ def _input_bound(model: Classifier, validation: ImageDataset) -> float:
     return bound if math.isfinite(bound) else math.inf
 
 
+ROW_SUM_MARGIN: Final = 1.0 + 2.0**-8
+"""Factor by which :func:`_certainly_finite` raises its float32 row sums of ``|delta|``
+(and the float64 ones of ``|global|``) to make them upper bounds: a float32 sum of n
+non-negative values is below the exact one by at most about ``n * 2**-24`` relative (8e-5 for
+SmallCNN's widest rows of 1568 weights), far inside 2**-8."""
+
+
 def _certainly_finite(
     model: Classifier,
     global_state: Mapping[str, torch.Tensor],
     delta: Mapping[str, torch.Tensor],
     x_bound: float,
     *,
-    global_magnitudes: dict[str, torch.Tensor] | None = None,
+    global_rows: dict[str, npt.NDArray[np.float64]] | None = None,
 ) -> bool:
-    """Whether ``model``'s architecture with the weights ``global_state + delta`` provably gives
-    finite outputs on inputs bounded by ``x_bound`` (False: not proven, e.g. an architecture
-    without :meth:`~fedtrail.ml.models.Classifier.activation_bound`; run the forward pass).
+    """Whether :func:`_activation_bound` is below :data:`FINITE_BOUND` (see there)."""
+    bound = _activation_bound(model, global_state, delta, x_bound, global_rows=global_rows)
+    return bound < FINITE_BOUND
+
+
+def _activation_bound(
+    model: Classifier,
+    global_state: Mapping[str, torch.Tensor],
+    delta: Mapping[str, torch.Tensor],
+    x_bound: float,
+    *,
+    global_rows: dict[str, npt.NDArray[np.float64]] | None = None,
+) -> float:
+    """The bound on every activation :func:`_certainly_finite` compares. It certifies when
+    ``model``'s architecture with the weights ``global_state + delta`` provably gives
+    finite outputs on inputs bounded by ``x_bound`` (infinite where not bounded, e.g. an
+    architecture without :meth:`~fedtrail.ml.models.Classifier.activation_bound`: the forward
+    pass runs).
 
     The weights are bounded by ``|global| + |delta|`` (the coalition model rounds their sum to
-    float32 once: a relative change of 6e-8, far inside the margin); the architecture bounds
-    its activations from them (SmallCNN: layer by layer). When every bound stays below
-    :data:`FINITE_BOUND`, no float32 sum of the forward pass can overflow, so its outputs are
-    finite: the same verdict :func:`_broken`'s forward pass would reach, without running it
-    (one forward pass per update was most of a 100-site round's checks).
+    float32 once: a relative change of 6e-8, far inside the margin), so each output unit's sum
+    of absolute weights by the sum over ``|global|``'s row plus that over ``|delta|``'s (the
+    triangle inequality): the latter is one float32 reduction of the update's own tensor, raised
+    by :data:`ROW_SUM_MARGIN` (before, a float64 copy of it with ``|global|`` added, then
+    reduced: 2.6 of a 10-site validator's ~30 ms a round). A float32 sum that overflows is
+    infinite: not certified. The architecture bounds its activations from the row bounds
+    (SmallCNN: layer by layer). When every bound stays below :data:`FINITE_BOUND`, no float32
+    sum of the forward pass can overflow, so its outputs are finite: the same verdict
+    :func:`_broken`'s forward pass would reach, without running it (one forward pass per update
+    was most of a 100-site round's checks). An update the bound does not certify goes through
+    that forward pass, so a looser bound changes no verdict and no detail, only the time.
 
-    ``global_magnitudes`` (name -> ``|global|`` in float64), when given, keeps the global
-    model's part for the next update of the round: the same values, computed once."""
+    ``global_rows`` (name -> the global model's row sums), when given, keeps the global model's
+    part for the next update of the round: the same values, computed once."""
     if not math.isfinite(x_bound):
-        return False
+        return math.inf
 
-    def magnitude(name: str) -> torch.Tensor | None:
+    def row_bound(name: str) -> npt.NDArray[np.float64] | None:
         if name not in global_state or name not in delta:
             return None
-        g = None if global_magnitudes is None else global_magnitudes.get(name)
+        g = None if global_rows is None else global_rows.get(name)
         if g is None:
-            g = global_state[name].detach().to(torch.float64).abs()
-            if global_magnitudes is not None:
-                global_magnitudes[name] = g
-        # one fresh tensor instead of three (|d| + |g| is |g| + |d|, bit for bit)
-        return delta[name].detach().to(torch.float64, copy=True).abs_().add_(g)
+            whole = _array(global_state[name]).astype(np.float64)
+            g = np.abs(whole).reshape(whole.shape[0] if whole.ndim else 1, -1).sum(axis=1)
+            g *= ROW_SUM_MARGIN
+            if global_rows is not None:
+                global_rows[name] = g
+        d = _array(delta[name])
+        if d.shape != tuple(global_state[name].shape):
+            return None
+        wide = np.float64 if d.dtype == np.float64 else np.float32  # float16 too
+        with np.errstate(over="ignore"):  # an overflowing sum is infinite: not certified
+            rows = np.abs(d).reshape(d.shape[0] if d.ndim else 1, -1).sum(axis=1, dtype=wide)
+        out: npt.NDArray[np.float64] = g + rows.astype(np.float64) * ROW_SUM_MARGIN
+        return out
 
-    return model.activation_bound(magnitude, x_bound) < FINITE_BOUND
+    return model.activation_bound(row_bound, x_bound)
+
+
+def _array(t: torch.Tensor) -> npt.NDArray[np.floating]:
+    """``t``'s values as a numpy array (its own memory when numpy can read it)."""
+    if t.is_cpu and t.dtype in _NUMPY_DTYPES and not t.requires_grad:
+        try:
+            return t.numpy()
+        except (RuntimeError, TypeError):  # a lazily negated view and the like
+            pass
+    return t.detach().to("cpu", torch.float64).numpy()
 
 
 def _fits(delta: Mapping[str, torch.Tensor], global_state: Mapping[str, torch.Tensor]) -> str:

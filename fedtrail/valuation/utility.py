@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from fedtrail.errors import ConfigError
-from fedtrail.ml.aggregation import AggregationError, deterministic_sum, stack
+from fedtrail.ml.aggregation import AggregationError, deterministic_sum, unstacked
 from fedtrail.ml.metrics import classification_metrics, fit_intercept, predict_logits
-from fedtrail.ml.models import ModelSpec, initial_model, load_federated
+from fedtrail.ml.models import ModelSpec, SmallCNN, initial_model, load_federated
 from fedtrail.valuation.base import Candidate, Utility, ValuationContext, usable
 
 __all__ = ["CachedUtility", "CoalitionUtility", "GameValues"]
@@ -120,12 +120,14 @@ class CoalitionUtility:
             )
         self._metric = ctx.metric
         try:
-            st = stack([ctx.global_state, *[c.delta for c in players if c.delta is not None]])
+            st = unstacked([ctx.global_state, *[c.delta for c in players if c.delta is not None]])
         except AggregationError as exc:
             raise ConfigError(f"cannot build coalition models: {exc}") from exc
+        # the updates stay in their own memory: each is widened to float64 when a sum or a
+        # slope reads it, into one reused row (the same values as stack's matrix, bit for bit)
         self._stacked = st
-        self._global = st.matrix[0]
-        self._deltas = st.matrix[1:]
+        self._global = st.row(0, np.empty(st.width, dtype=np.float64))
+        self._buffer: np.ndarray | None = None
         self._model = scratch_model(ctx.spec)
         # the empty coalition's model is the global model whoever the players are
         self._global_value = global_value
@@ -153,9 +155,17 @@ class CoalitionUtility:
         total = sum(self._n[s] for s in members)
         acc = np.zeros_like(self._global)
         for s in members:
-            acc += (self._n[s] / total) * self._deltas[self._row[s]]
+            row = self._delta(s)  # scaled in the reused row: the same products, no fresh array
+            acc += np.multiply(row, self._n[s] / total, out=row)
         mean32 = acc.astype(np.float32).astype(np.float64)
         return self._stacked.unflatten(self._global + mean32)
+
+    def _delta(self, player: str) -> np.ndarray:
+        """The player's update as a float64 row, in the reused buffer (valid until the next
+        call)."""
+        if self._buffer is None:
+            self._buffer = np.empty_like(self._global)
+        return self._stacked.row(1 + self._row[player], self._buffer)
 
     def outputs(self, coalition: frozenset[str]) -> np.ndarray:
         """The coalition model's raw outputs on the validation split."""
@@ -241,11 +251,10 @@ class CoalitionUtility:
         # deterministic_dot, not np.dot: OpenBLAS splits a long dot product across its own
         # threads (OPENBLAS_NUM_THREADS, not torch's), so np.dot's last bits depended on the
         # machine's core count (measured: 48 of 50 results differed between 1 and 2 threads).
-        buf = np.empty_like(grad)  # deterministic_dot's products, in one reused buffer
-        slopes = {
-            p: deterministic_sum(np.multiply(self._deltas[self._row[p]], grad, out=buf))
-            for p in self.players
-        }
+        slopes = {}
+        for p in self.players:
+            row = self._delta(p)  # deterministic_dot's products, in the reused buffer
+            slopes[p] = deterministic_sum(np.multiply(row, grad, out=row))
         return value, slopes
 
     def samples(self, player: str) -> int:
@@ -306,6 +315,8 @@ def scratch_model(spec: ModelSpec) -> nn.Module:
     model = models.get(spec)
     if model is None:
         model = models[spec] = initial_model(spec, seed=0)
+        if isinstance(model, SmallCNN):
+            model.channels_last_pool = True  # the gradient pass's pooling: the same bits, faster
     return model
 
 

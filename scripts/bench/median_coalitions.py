@@ -34,9 +34,11 @@ def _median_init(self: CoalitionUtility, ctx: Any, *args: Any, **kwargs: Any) ->
     st = self._stacked
     layout = zip(st.names, st.shapes, strict=True)
     mask = np.concatenate([np.full(int(np.prod(shape)), name in names) for name, shape in layout])
-    if not mask.any() or not len(self._deltas):
+    if not mask.any() or not self.players:
         return
-    median = median_rows(self._deltas[:, mask]).astype(np.float32).astype(np.float64)
+    # the players' float64 rows (the utility widens them on demand, without a matrix)
+    deltas = np.stack([self._delta(s).copy() for s in self.players])
+    median = median_rows(deltas[:, mask]).astype(np.float32).astype(np.float64)
 
     def state(coalition: frozenset[str]) -> dict[str, torch.Tensor]:
         members = [s for s in self.players if s in coalition]
@@ -45,7 +47,7 @@ def _median_init(self: CoalitionUtility, ctx: Any, *args: Any, **kwargs: Any) ->
         total = sum(self.samples(s) for s in members)
         acc = np.zeros_like(self._global)
         for s in members:
-            acc += (self.samples(s) / total) * self._deltas[self.players.index(s)]
+            acc += (self.samples(s) / total) * deltas[self.players.index(s)]
         mean = acc.astype(np.float32).astype(np.float64)
         mean[mask] = median
         return st.unflatten(self._global + mean)

@@ -10,8 +10,9 @@ peer_vector` arguments; then replays site ``--site``'s call of round ``--round``
 times with the product's own functions wrapped in place (``fedtrail.valuation.round``'s module
 globals, :class:`~fedtrail.valuation.utility.CoalitionUtility` and ``Combiner`` methods), and
 prints the mean CPU milliseconds per call of each (inclusive: a nested wrapped call counts in
-both), the total first. Round 1 is the warm-up (its harm check adds a gradient pass at the
-global model; no free-rider references); later rounds are the steady state.
+both), the total first. Round 1 is the warm-up (its harm check's gradient pass at the global
+model, and no game: a validator plays none in its warm-up; no free-rider references); later
+rounds are the steady state (the game's gradient pass at the full coalition).
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ from fedtrail.ml.aggregation import (
     multi_krum,
     norm_clipped_mean,
     sample_weighted_mean,
+    stack,
     trimmed_mean,
+    unstacked,
     weighted_mean,
 )
 from fedtrail.protocol.weights import WEIGHT_SCALE, onchain_weights
@@ -599,3 +601,35 @@ def test_reused_work_rows_leak_nothing_between_calls_layouts_or_threads() -> Non
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         assert all(pool.map(run, range(64)))
+
+
+def test_unstacked_rows_are_stacks_rows_bit_for_bit_and_it_refuses_what_stack_refuses() -> None:
+    """Each row :class:`Unstacked` widens is the same float64 bits as that delta's row of
+    :func:`stack`'s matrix (float16, float32 and float64 tensors, another key order, a
+    non-contiguous view, signed zeros and subnormals), its layout is stack's, and a layout or
+    finiteness error is stack's error, message included."""
+    gen = torch.Generator().manual_seed(11)
+    first = {"a": torch.randn(3, 4, generator=gen), "b": torch.randn(5, generator=gen)}
+    first["a"][0, 0] = -0.0
+    first["b"][1] = 1e-40  # a float32 subnormal
+    deltas = [
+        first,
+        {"b": torch.randn(5, generator=gen).double(), "a": torch.randn(4, 3, generator=gen).T},
+        {k: v.half() for k, v in first.items()},
+    ]
+    stacked, flat = stack(deltas), unstacked(deltas)
+    assert (flat.names, flat.shapes, flat.width) == (stacked.names, stacked.shapes, 17)
+    assert len(flat) == 3
+    out = np.full(flat.width, np.nan)
+    for i in range(3):
+        assert flat.row(i, out) is out
+        assert out.tobytes() == stacked.matrix[i].tobytes()
+    assert flat.unflatten(stacked.matrix[1])["a"].dtype == torch.float32
+    bad = [first, {"a": first["a"], "b": torch.full((5,), math.inf)}]
+    wrong = [first, {"a": first["a"], "b": torch.zeros(6)}]
+    for refused in (bad, wrong):
+        with pytest.raises(AggregationError) as want:
+            stack(refused)
+        with pytest.raises(AggregationError) as got:
+            unstacked(refused)
+        assert str(got.value) == str(want.value)

@@ -43,10 +43,11 @@ def _model(spec: ModelSpec, seed: int) -> nn.Module:
 
 
 @pytest.mark.parametrize("side", [28, 32])
-@pytest.mark.parametrize("mode", ["inference", "no_grad", "grad"])
+@pytest.mark.parametrize("mode", ["inference", "no_grad", "grad", "grad_channels_last"])
 def test_outputs_are_those_of_relu_then_max_pool2d(side: int, mode: str) -> None:
     spec = ModelSpec(image_size=side, width=8, hidden=16)
     model = _model(spec, seed=1).eval()
+    model.channels_last_pool = mode == "grad_channels_last"
     x = _images(300, side, seed=2)
     with torch.inference_mode():
         want = _reference(model, x)
@@ -56,7 +57,7 @@ def test_outputs_are_those_of_relu_then_max_pool2d(side: int, mode: str) -> None
     elif mode == "no_grad":
         with torch.no_grad():
             got = model(x)
-    else:
+    else:  # both autograd modes
         got = model(x)
         assert got.requires_grad
     assert _bits(got) == _bits(want)
@@ -76,13 +77,19 @@ def test_non_finite_values_propagate_as_before() -> None:
     assert _bits(got[finite]) == _bits(want[finite])
 
 
-def test_parameter_and_input_gradients_are_those_of_relu_then_max_pool2d() -> None:
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_parameter_and_input_gradients_are_those_of_relu_then_max_pool2d(
+    channels_last: bool,
+) -> None:
     """Training and Grad-CAM/integrated gradients differentiate the network: max_pool2d's
-    gradient goes to a window's first maximum, which pooling before ReLU keeps."""
+    gradient goes to a window's first maximum, which pooling before ReLU keeps; pooling a
+    channels-last copy (the valuation's gradient pass, ``channels_last_pool``) gives the same
+    gradients."""
     spec = ModelSpec()
     grads = []
     for forward in (_reference, lambda m, x: m(x)):
         model = _model(spec, seed=5).train()
+        model.channels_last_pool = channels_last
         x = _images(64, 28, seed=6).requires_grad_(True)
         labels = torch.arange(64) % 2
         F.cross_entropy(forward(model, x), labels).backward()

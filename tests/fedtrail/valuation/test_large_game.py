@@ -180,6 +180,53 @@ def test_the_certificate_never_passes_a_model_whose_outputs_are_not_finite() -> 
     assert certified >= 2
 
 
+def _elementwise_bound(
+    global_state: dict[str, torch.Tensor], delta: dict[str, torch.Tensor], x_bound: float
+) -> float:
+    """SmallCNN's layer-by-layer bound from the float64 element-wise ``|global| + |delta|``,
+    each row summed in float64 (the certificate's bound before its row sums)."""
+    bound, largest = x_bound, 0.0
+    for layer in ("conv1", "conv2", "fc1", "fc2"):
+        mags = [
+            global_state[n].to(torch.float64).abs() + delta[n].to(torch.float64).abs()
+            for n in (f"{layer}.weight", f"{layer}.bias")
+        ]
+        rows = mags[0].reshape(mags[0].shape[0], -1).sum(dim=1)
+        bound = float(rows.max()) * bound + float(mags[1].max())
+        largest = max(largest, bound)
+    return largest
+
+
+def test_the_certificates_row_bound_covers_the_element_wise_bound_and_stays_close() -> None:
+    """The row-sum bound (float32 sums of ``|delta|`` raised by ROW_SUM_MARGIN, plus the global
+    model's) is never below the bound of the element-wise float64 magnitudes, and within the
+    margin (compounded over the four layers) of it: it certifies what that one certified, over
+    real updates scaled up to overflow, float16 and float64 copies of them, and a round's
+    shared global rows."""
+    rs = real_sites()
+    model = SPEC.build()
+    assert isinstance(model, Classifier)
+    x_bound = round_mod._input_bound(model, rs.validation)
+    shared: dict[str, np.ndarray] = {}
+    checked = 0
+    for cand in _many(9):
+        for scale in (1.0, 1e4, 1e9, 1e15):
+            for dtype in (torch.float32, torch.float16, torch.float64):
+                delta = {k: (v * scale).to(dtype) for k, v in (cand.delta or {}).items()}
+                reference = _elementwise_bound(rs.global_state, delta, x_bound)
+                got = round_mod._activation_bound(
+                    model, rs.global_state, delta, x_bound, global_rows=shared
+                )
+                if not math.isfinite(reference):
+                    assert got == math.inf
+                    continue
+                assert got >= reference
+                # the margin compounds over SmallCNN's four layers, at most
+                assert got <= reference * round_mod.ROW_SUM_MARGIN**4 * (1.0 + 1e-6)
+                checked += 1
+    assert checked >= 27
+
+
 def test_deterministic_sum_matches_the_block_by_block_loop() -> None:
     """The one-call reduction adds the same numbers in the same order as a loop over the
     zero-padded 1024-wide blocks (signed zeros included)."""

@@ -25,7 +25,9 @@ from fedtrail.valuation import (
     PeerVector,
     UnfitValidation,
     peer_vector,
+    value_round,
 )
+from fedtrail.valuation.round import WARM_UP_ALONE
 from tests.fedtrail.valuation.real_sites import SPEC, RealSites, real_sites
 
 Delta = dict[str, torch.Tensor]
@@ -337,3 +339,78 @@ def test_the_linear_warm_up_check_rejects_an_uphill_update_to_first_order(
     assert pv.scores[3] == 0
     for i in (0, 1, 2):
         assert by_site[ADDRESSES[i]].reason is Reason.OK and pv.scores[i] > 0
+
+
+@pytest.mark.parametrize("game", ["linear_shapley", None])
+def test_the_warm_up_vote_is_the_one_the_game_would_give(
+    sites: RealSites, shards: list[ImageDataset], game: str | None
+) -> None:
+    """A validator plays no game in its warm-up round (value_round's warm_up_game False): its
+    scores, reasons, accumulated values and next history are those of the round valued with
+    the game, its values each update alone's gain from the harm check, and the next round,
+    chained from either, scores the same bits."""
+    deltas = list(sites.deltas[:5])
+    deltas[3] = {k: -10.0 * v for k, v in deltas[3].items()}  # rejected in the warm-up
+    cands = _candidates(sites, deltas)
+    kwargs = {
+        "global_state": sites.global_state,
+        "spec": SPEC,
+        "validation": shards[0],
+        "metric": "balanced_loss",
+        "seed": 7,
+        "combiner": HISTORY_COMBINER,
+        "history": History(),
+    }
+    pv = peer_vector(
+        validator=ADDRESSES[0],
+        round_id=1,
+        candidates=cands,
+        method="shapley",
+        validator_game=game,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    played = value_round(
+        candidates=cands[1:], method=game or "shapley", warm_up_game=True, **kwargs
+    )
+    assert pv.report.method == WARM_UP_ALONE and played.method == (game or "shapley")
+    assert pv.report.v_full is None and pv.report.v_empty == played.v_empty
+    got = {v.site: v for v in pv.report.sites}
+    want = {v.site: v for v in played.sites}
+    assert set(got) == set(want) == set(ADDRESSES[1:])
+    for site, v in want.items():
+        assert (got[site].score, got[site].reason, got[site].status) == (
+            v.score,
+            v.reason,
+            v.status,
+        )
+        assert (got[site].value is None) == (v.value is None)
+    assert got[ADDRESSES[3]].score == 0 and got[ADDRESSES[3]].reason is not Reason.OK
+    assert any(v.value is not None and v.value != got[s].value for s, v in want.items())
+    assert pv.report.accumulated == played.accumulated
+    # round 2, chained from the vector and from the round valued with the game
+    global_delta = {k: sum(d[k] for d in sites.deltas[:5]) / 5 for k in sites.deltas[0]}
+    state2 = {k: v + global_delta[k] for k, v in sites.global_state.items()}
+    round2 = _candidates(sites, [sites.deltas[5], sites.deltas[6], *sites.deltas[2:5]])
+    assert pv.history is not None
+    chained = pv.next_history(global_delta)
+    from_game = replace(pv.history, accumulated=dict(played.accumulated or {}))
+    seconds = [
+        peer_vector(
+            validator=ADDRESSES[0],
+            round_id=2,
+            global_state=state2,
+            spec=SPEC,
+            candidates=round2,
+            validation=shards[0],
+            method="shapley",
+            metric="balanced_loss",
+            seed=7,
+            combiner=HISTORY_COMBINER,
+            history=h,
+            validator_game=game,
+        )
+        for h in (chained, PeerVector.next_history(replace(pv, history=from_game), global_delta))
+    ]
+    assert seconds[0].report.method == (game or "shapley")
+    assert repr(seconds[0].report) == repr(seconds[1].report)
+    assert seconds[0].scores == seconds[1].scores
