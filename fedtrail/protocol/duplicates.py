@@ -53,10 +53,12 @@ their magnitudes, in any summation order (Higham), so a block's error stays belo
 integers of magnitude <= 127, so a block of their products sums to below 512 * 127**2 < 2**24:
 exact in float32, in any order."""
 
-_SCREEN_RANGE = (1e-15, 1e15)
+_SCREEN_RANGE = (1e-10, 1e15)
 """A row joins the float32 screen only when its largest magnitude lies in this range: no
-product overflows float32 and products lost to underflow (at most ``2**-149`` each) move a
-cosine by less than 1e-9; rows outside it are left to the exact rule."""
+product or block sum overflows float32 (512 * 1e30), and values and products lost to underflow
+(at most ``2**-150`` each, so ``n * 2**-150`` in a dot product of ``n`` terms) move a cosine by
+at most ``n * 2**-150 / 1e-20``, below 1e-16 for any model that fits in memory; rows outside it
+are left to the exact rule."""
 
 
 def _screen_margin(chunk: int) -> float:

@@ -94,6 +94,7 @@ def test_the_screens_rows_are_flat_and_codes_bit_for_bit() -> None:
     zero = {"w": torch.zeros(24)}
     assert not _fill_plain(zero, torch.empty(24)) and not _fill_codes(zero, torch.empty(24))
     assert not _fill_plain({"w": torch.full((24,), 1e20)}, torch.empty(24))  # out of range
+    assert not _fill_plain({"w": torch.full((24,), 1e-12)}, torch.empty(24))  # too small
 
 
 def test_the_blocked_float32_gram_is_within_its_stated_error() -> None:
