@@ -120,7 +120,10 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH, **kwargs: Any) -> An
     own ``parse_int``, ``parse_float`` or ``parse_constant``);
     ``ValueError`` for anything that is not such a document."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    depth = nesting_depth(raw)
+    # no deeper than it has openers: a document with few needs no scan (an update blob's
+    # header, 28 openers: 78 us to scan, 3 us to count, 28 us to parse, measured here)
+    openers = raw.count(b"[") + raw.count(b"{")
+    depth = openers if openers <= max_depth else nesting_depth(raw)
     if depth > max_depth:
         raise TooDeep(f"nested {depth} levels deep, over the limit of {max_depth}")
     text = data if isinstance(data, str) else data.decode("utf-8")

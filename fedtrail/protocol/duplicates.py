@@ -10,6 +10,7 @@ same public data, with the thresholds the round's terms name
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -44,68 +45,118 @@ def _numel(delta: Mapping[str, torch.Tensor]) -> int:
     return sum(t.numel() for t in delta.values())
 
 
-def _fill_flat(delta: Mapping[str, torch.Tensor], row: torch.Tensor) -> None:
-    """:func:`_flat` of ``delta`` written into ``row`` (float64, its length): the same values
-    (float32 and float16 widen to float64 exactly)."""
+SCREEN_CHUNK = 512
+"""Columns per float32 block of the screen's Gram products (:func:`_gram`). A dot product of
+``c`` float32 products errs by at most gamma_c = c * 2**-24 / (1 - c * 2**-24) of the sum of
+their magnitudes, in any summation order (Higham), so a block's error stays below 3.1e-5 of
+``||a|| ||b||`` whatever the model's size; the blocks' sums are added in float64. ``codes`` are
+integers of magnitude <= 127, so a block of their products sums to below 512 * 127**2 < 2**24:
+exact in float32, in any order."""
+
+_SCREEN_RANGE = (1e-10, 1e15)
+"""A row joins the float32 screen only when its largest magnitude lies in this range: no
+product or block sum overflows float32 (512 * 1e30), and values and products lost to underflow
+(at most ``2**-150`` each, so ``n * 2**-150`` in a dot product of ``n`` terms) move a cosine by
+at most ``n * 2**-150 / 1e-20``, below 1e-16 for any model that fits in memory; rows outside it
+are left to the exact rule."""
+
+
+def _screen_margin(chunk: int) -> float:
+    """How far below the rule's threshold a screened cosine must lie for its pair to be skipped:
+    a float32 block's error in ``a.b`` and in each squared norm (2 gamma in cosine), float64
+    values rounded to float32 (at most 2**-24 relative per value: 4 * 2**-24 in cosine),
+    underflow (1e-9), and the exact rule's own float64 rounding (:data:`SCREEN_MARGIN`)."""
+    gamma = chunk * 2.0**-24 / (1 - chunk * 2.0**-24)
+    return 2 * gamma / (1 - gamma) + 4 * 2.0**-24 + 1e-9 + SCREEN_MARGIN
+
+
+def _gram(matrix: torch.Tensor, chunk: int = SCREEN_CHUNK) -> torch.Tensor:
+    """``matrix @ matrix.T`` (float32 rows), in float64: one float32 product per block of
+    ``chunk`` columns, the blocks added in float64 (see :data:`SCREEN_CHUNK`)."""
+    k, width = matrix.shape
+    gram = torch.zeros((k, k), dtype=torch.float64)
+    for at in range(0, width, chunk):
+        block = matrix[:, at : at + chunk]
+        gram += (block @ block.T).to(torch.float64)
+    return gram
+
+
+def _fill_plain(delta: Mapping[str, torch.Tensor], row: torch.Tensor) -> bool:
+    """``delta`` flat in name order written into float32 ``row`` (float16 and float32 values
+    exactly, float64 ones rounded); whether the row may be screened (:data:`_SCREEN_RANGE`)."""
     at = 0
     for name in sorted(delta):
         t = delta[name].detach().reshape(-1)
         row[at : at + t.numel()].copy_(t)
         at += t.numel()
+    if not row.numel():
+        return False
+    low, high = torch.aminmax(row)
+    amax = max(-float(low), float(high))
+    return _SCREEN_RANGE[0] <= amax <= _SCREEN_RANGE[1]
 
 
-def _fill_codes(delta: Mapping[str, torch.Tensor], row: torch.Tensor) -> None:
-    """:func:`codes` of ``delta`` written into ``row`` (float64, its length), the same
-    operations in the same order, so the same values."""
-    at = 0
+def _fill_codes(
+    delta: Mapping[str, torch.Tensor], row: torch.Tensor, scratch: torch.Tensor | None = None
+) -> bool:
+    """:func:`codes` of ``delta`` written into float32 ``row`` (integers of magnitude <= 127:
+    exact), computed in float64 ``scratch`` (of the row's length) with the same operations in
+    the same order, so the same values; whether the row may be screened (not all zeros)."""
+    if scratch is None:
+        scratch = torch.empty(row.numel(), dtype=torch.float64)
+    at, nonzero = 0, False
     for name in sorted(delta):
         t = delta[name].detach().reshape(-1)
-        part = row[at : at + t.numel()]
+        part = scratch[at : at + t.numel()]
         part.copy_(t)  # widened exactly, as codes' .to(float64)
+        amax = 0.0
         if t.numel():
             low, high = torch.aminmax(part)  # the largest magnitude, exactly (no arithmetic)
             amax = max(-float(low), float(high))
-        else:
-            amax = 0.0
         if amax > 0.0:
             part.mul_(CODE_LEVELS / amax).round_()
+            nonzero = True
         else:
             part.zero_()
         at += t.numel()
+    row.copy_(scratch)
+    return nonzero
 
 
-@dataclass(frozen=True)
-class _Rows:
-    """Every usable update as one float64 row of one matrix (those of the first usable
-    update's length; an update of another length stands alone): the screen's matrix product
-    reads the matrix itself, with no stacked copy of the rows."""
-
-    flats: list[torch.Tensor | None]
-    """Entry i's row (a view into ``matrix``) or standalone tensor; None when unusable."""
-    matrix: torch.Tensor | None
-    row_of: dict[int, int]
-    """Entry index -> its row in ``matrix``."""
-
-
-def _rows(
+def _screen(
     deltas: Sequence[Mapping[str, torch.Tensor] | None],
-    fill: Callable[[Mapping[str, torch.Tensor], torch.Tensor], None],
-) -> _Rows:
-    sizes = [None if d is None else _numel(d) for d in deltas]
-    width = next((n for n in sizes if n is not None), None)
-    if width is None:
-        return _Rows([None] * len(deltas), None, {})
-    row_of = {i: k for k, i in enumerate(i for i, n in enumerate(sizes) if n == width)}
-    matrix = torch.empty((len(row_of), width), dtype=torch.float64)
-    flats: list[torch.Tensor | None] = []
-    for i, d in enumerate(deltas):
-        if d is None:
-            flats.append(None)
-            continue
-        row = matrix[row_of[i]] if i in row_of else torch.empty(sizes[i] or 0, dtype=torch.float64)
-        fill(d, row)
-        flats.append(row)
-    return _Rows(flats, matrix, row_of)
+    width: int,
+    fill: Callable[[Mapping[str, torch.Tensor], torch.Tensor], bool],
+    floor: float,
+    buffer: torch.Tensor | None = None,
+) -> tuple[set[tuple[int, int]], torch.Tensor | None]:
+    """Pairs ``(i, j)``, ``i < j``, certainly not near-identical: both of length ``width``,
+    both screenable rows (``fill``), and a screening cosine of their float32 rows below
+    ``floor`` less :func:`_screen_margin`, so below ``floor`` exactly as well (not equal
+    either: equal updates have cosine 1). Returns the pairs and the float32 buffer the rows were
+    written into (``buffer`` when given and large enough), for the next screen to reuse."""
+    candidates = [i for i, d in enumerate(deltas) if d is not None and _numel(d) == width]
+    if len(candidates) < 2 or width == 0:
+        return set(), buffer
+    if buffer is None or buffer.shape[0] < len(candidates) or buffer.shape[1] != width:
+        buffer = torch.empty((len(candidates), width), dtype=torch.float32)
+    idx: list[int] = []
+    for i in candidates:
+        delta = deltas[i]
+        if delta is not None and fill(delta, buffer[len(idx)]):
+            idx.append(i)
+    if len(idx) < 2:
+        return set(), buffer
+    gram = _gram(buffer[: len(idx)])
+    scale = gram.diagonal().sqrt()
+    if not bool((scale > 0).all()) or not bool(torch.isfinite(gram).all()):
+        return set(), buffer
+    cosines = gram / torch.outer(scale, scale)
+    below = (cosines < floor - _screen_margin(SCREEN_CHUNK)).tolist()
+    pairs = {
+        (idx[a], idx[b]) for a in range(len(idx)) for b in range(a + 1, len(idx)) if below[a][b]
+    }
+    return pairs, buffer
 
 
 def codes(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -182,82 +233,72 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
     commit order; a copy is compared with the originals before it (not with other copies), so
     the result does not depend on addresses or on the order ``entries`` come in.
 
-    Each norm is computed once, and the pairs are first screened with one matrix product of
-    the flattened updates (:data:`SCREEN_MARGIN`): at 100 sites the 4,950 pairs took two norms
-    and a dot product each (0.6 s of a round's audit); the pairs left are decided exactly as
-    :func:`near_identical` decides them. A rule with ``scaled_cosine`` screens the codes
-    (:func:`codes`) the same way: 100 SmallCNN updates took 0.42 s instead of 0.20 s."""
+    The pairs are first screened with float32 Gram products of the updates (and of their
+    :func:`codes` for a rule with ``scaled_cosine``), in blocks whose rounding error is bounded
+    (:data:`SCREEN_CHUNK`, :func:`_screen_margin`): at 100 sites the 4,950 pairs took two norms
+    and a dot product each (0.6 s of a round's audit), and float64 copies of every update for
+    the screen 0.2 s. The pairs left are decided exactly as :func:`near_identical` decides them,
+    on float64 flats and norms computed for those updates only."""
     ordered = sorted(entries, key=lambda e: (e.commit_order, e.site))
-    rows = _rows([e.delta for e in ordered], _fill_flat)
-    flats = rows.flats
-    norms = [0.0 if f is None else float(f.norm()) for f in flats]
-    apart = _screen(rows, norms, rule)
-    coded: list[torch.Tensor | None] = [None] * len(ordered)
-    code_norms = [0.0] * len(ordered)
-    if rule.scaled_cosine is not None:
-        code_rows = _rows([e.delta for e in ordered], _fill_codes)
-        coded = code_rows.flats
-        code_norms = [0.0 if c is None else float(c.norm()) for c in coded]
-        apart &= _screen(code_rows, code_norms, rule)
+    deltas = [e.delta for e in ordered]
+    sizes = [None if d is None else _numel(d) for d in deltas]
+    width = next((n for n in sizes if n is not None), None)
+    apart: set[tuple[int, int]] = set()
+    use_screen = width is not None and torch.get_float32_matmul_precision() == "highest"
+    if use_screen and width is not None:
+        floor = rule.cosine if rule.scaled_cosine is None else min(rule.cosine, rule.scaled_cosine)
+        apart, buffer = _screen(deltas, width, _fill_plain, floor)
+        if rule.scaled_cosine is not None:
+            scratch = torch.empty(width, dtype=torch.float64)
+            fill = functools.partial(_fill_codes, scratch=scratch)
+            coded_apart, _ = _screen(deltas, width, fill, floor, buffer)
+            apart &= coded_apart
+    exact: dict[int, tuple[torch.Tensor, float]] = {}
+    coded: dict[int, tuple[torch.Tensor, float]] = {}
+
+    def flat(i: int) -> tuple[torch.Tensor, float]:
+        if i not in exact:
+            delta = deltas[i]
+            assert delta is not None
+            f = _flat(delta)
+            exact[i] = (f, float(f.norm()))
+        return exact[i]
+
+    def code(i: int) -> tuple[torch.Tensor, float]:
+        if i not in coded:
+            delta = deltas[i]
+            assert delta is not None
+            c = codes(delta)
+            coded[i] = (c, float(c.norm()))
+        return coded[i]
+
+    def near(i: int, j: int) -> bool:
+        (a, na), (b, nb) = flat(i), flat(j)
+        pair = None
+        if rule.scaled_cosine is not None:
+            (ca, nca), (cb, ncb) = code(i), code(j)
+            pair = (ca, cb, nca, ncb)
+        return _near(a, b, na, nb, rule, pair)
+
     originals: list[int] = []
     out: dict[str, str] = {}
     for j, e in enumerate(ordered):
-        flat = flats[j]
         source = next(
             (
                 ordered[i].site
                 for i in originals
                 if ordered[i].sha256 == e.sha256
                 or (
-                    flat is not None
-                    and (other := flats[i]) is not None
-                    and other.shape == flat.shape
+                    e.delta is not None
+                    and sizes[i] == sizes[j]
                     and (i, j) not in apart
-                    and _near(other, flat, norms[i], norms[j], rule, _pair(coded, code_norms, i, j))
+                    and near(i, j)
                 )
             ),
             None,
         )
         if source is not None:
             out[e.site] = source
-        elif flat is not None:
+        elif e.delta is not None:
             originals.append(j)
     return out
-
-
-def _pair(
-    coded: Sequence[torch.Tensor | None], norms: Sequence[float], i: int, j: int
-) -> tuple[torch.Tensor, torch.Tensor, float, float] | None:
-    """The codes of entries ``i`` and ``j`` with their norms, for :func:`_near`."""
-    ci, cj = coded[i], coded[j]
-    return None if ci is None or cj is None else (ci, cj, norms[i], norms[j])
-
-
-def _screen(rows: _Rows, norms: Sequence[float], rule: DuplicateRule) -> set[tuple[int, int]]:
-    """Pairs ``(i, j)``, ``i < j``, certainly not near-identical: both of the round's common
-    shape, nonzero norms, and a screening cosine below the lower of ``rule.cosine`` and
-    ``rule.scaled_cosine``, less :data:`SCREEN_MARGIN` (so not equal either: equal updates have
-    cosine 1)."""
-    flats = rows.flats
-    idx = [i for i, f in enumerate(flats) if f is not None and norms[i] > 0.0]
-    if len(idx) < 2:
-        return set()
-    shape = flats[idx[0]].shape  # type: ignore[union-attr]
-    idx = [i for i in idx if flats[i].shape == shape]  # type: ignore[union-attr]
-    if len(idx) < 2 or not all(1e-100 < norms[i] < 1e100 for i in idx):
-        return set()
-    scale = torch.tensor([norms[i] for i in idx], dtype=torch.float64)
-    if rows.matrix is not None and all(i in rows.row_of for i in idx):
-        # the product of every row of the matrix, then the screened rows' entries: any
-        # summation order errs far less than SCREEN_MARGIN, and the exact rule decides the rest
-        at = torch.tensor([rows.row_of[i] for i in idx])
-        gram = (rows.matrix @ rows.matrix.T)[at][:, at]
-    else:
-        stacked = torch.stack([flats[i] for i in idx])  # type: ignore[misc]
-        gram = stacked @ stacked.T
-    cosines = gram / torch.outer(scale, scale)
-    floor = rule.cosine if rule.scaled_cosine is None else min(rule.cosine, rule.scaled_cosine)
-    below = (cosines < floor - SCREEN_MARGIN).tolist()
-    return {
-        (idx[a], idx[b]) for a in range(len(idx)) for b in range(a + 1, len(idx)) if below[a][b]
-    }

@@ -1,6 +1,6 @@
 """A13 (measurement): the duplicate check's cost on adversarial inputs.
 
-``find_duplicates`` screens every pair with one matrix product (plain and int8 codes) and
+``find_duplicates`` screens every pair with blocked float32 Gram products (plain and int8 codes) and
 decides the pairs it cannot rule out exactly (two norms and a dot product each, plus a codes
 dot product). The screen's floor is the lower of ``cosine`` (0.9999) and ``scaled_cosine``, so
 Sybils that register many addresses and send updates whose pairwise cosines all lie between
@@ -55,7 +55,12 @@ for n in ns:
         es = entries(n, eps, n)
         flats = [duplicates._flat(e.delta) for e in es]
         c = float(flats[0] @ flats[1]) / float(flats[0].norm() * flats[1].norm())
-        apart = screened(flats, [float(f.norm()) for f in flats], rule)
+        floor = min(rule.cosine, rule.scaled_cosine or rule.cosine)
+        width = flats[0].numel()
+        deltas = [e.delta for e in es]
+        apart, buffer = screened(deltas, width, duplicates._fill_plain, floor)
+        if rule.scaled_cosine is not None:
+            apart &= screened(deltas, width, duplicates._fill_codes, floor, buffer)[0]
         t0 = time.perf_counter()
         copies = duplicates.find_duplicates(es, rule)
         dt = time.perf_counter() - t0

@@ -296,3 +296,37 @@ def test_event_filters_of_none_match_anything_and_unknown_names_are_refused(
     assert ledger.events("SiteRegistered", argument_filters={"site": None}) == everything
     with pytest.raises(ConfigError, match="no argument"):
         ledger.events("SiteRegistered", argument_filters={"round": 1})
+
+
+def test_event_words_decode_as_eth_abi_decodes_them() -> None:
+    """The static-word fast path of event decoding gives eth_abi's values and refuses what
+    eth_abi refuses (nonzero padding, a bool above 1), for every type it reads itself."""
+    import os
+
+    from eth_abi.abi import decode as abi_decode
+
+    from fedtrail.ledger.client import _word_decode
+
+    words = [
+        bytes(32),
+        b"\xff" * 32,
+        bytes(12) + os.urandom(20),
+        bytes(31) + b"\x01",
+        bytes(31) + b"\x02",
+        bytes(30) + b"\x01\x00",
+        os.urandom(32),
+        b"\x01" + bytes(31),
+    ]
+    for typ in ("address", "bytes32", "bool", "uint8", "uint16", "uint64", "uint256"):
+        for word in words:
+            try:
+                want: Any = abi_decode([typ], word)[0]
+            except Exception:
+                with pytest.raises(ValueError):
+                    _word_decode(typ, word)
+                continue
+            got = _word_decode(typ, word)
+            if typ == "address":
+                assert got.lower() == want.lower()
+            else:
+                assert got == want and type(got) is type(want)

@@ -10,11 +10,14 @@ import torch
 
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol.duplicates import (
+    SCREEN_CHUNK,
     Entry,
     _fill_codes,
-    _fill_flat,
+    _fill_plain,
     _flat,
-    _rows,
+    _gram,
+    _screen,
+    _screen_margin,
     codes,
     find_duplicates,
     near_identical,
@@ -67,30 +70,65 @@ def _toward(a: torch.Tensor, cosine: float, gen: torch.Generator) -> torch.Tenso
 
 
 def test_the_screens_rows_are_flat_and_codes_bit_for_bit() -> None:
-    """find_duplicates writes every update into one matrix (no stacked copy); each row must
-    hold exactly the values ``_flat`` and ``codes`` give, whatever the dtype, for the exact rule
-    to decide the pairs as before."""
+    """The screen's float32 rows hold ``_flat`` rounded to float32 (float16 and float32 values
+    exactly) and ``codes`` exactly, whatever the dtype; a zero update is not screened."""
     gen = torch.Generator().manual_seed(3)
-    deltas: list[dict[str, torch.Tensor] | None] = [
+    deltas: list[dict[str, torch.Tensor]] = [
         {
             "b": torch.randn(3, 4, generator=gen, dtype=dtype) * 1e-3,
             "a": torch.randn(7, generator=gen, dtype=dtype),
             "z": torch.zeros(5, dtype=dtype),
             "e": torch.empty(0, dtype=dtype),
         }
-        for dtype in (torch.float32, torch.float16, torch.float64, torch.float32)
+        for dtype in (torch.float32, torch.float16, torch.float64)
     ]
-    deltas.insert(1, None)
-    deltas.append({"w": torch.randn(9, generator=gen)})  # another length: stands alone
-    for fill, reference in ((_fill_flat, _flat), (_fill_codes, codes)):
-        rows = _rows(deltas, fill)
-        assert rows.matrix is not None and rows.matrix.shape == (4, 24)
-        assert rows.flats[1] is None and sorted(rows.row_of) == [0, 2, 3, 4]
-        for d, row in zip(deltas, rows.flats, strict=True):
-            if d is not None:
-                assert row is not None and row.dtype == torch.float64
-                assert torch.equal(row, reference(d))
-                assert row.abs().sum() > 0  # not a row of zeros compared with zeros
+    for d in deltas:
+        row = torch.empty(24, dtype=torch.float32)
+        assert _fill_plain(d, row)
+        assert torch.equal(row, _flat(d).to(torch.float32))
+        if d["a"].dtype != torch.float64:
+            assert torch.equal(row.to(torch.float64), _flat(d))
+        assert _fill_codes(d, row)
+        assert torch.equal(row.to(torch.float64), codes(d))
+        assert row.abs().sum() > 0  # not a row of zeros compared with zeros
+    zero = {"w": torch.zeros(24)}
+    assert not _fill_plain(zero, torch.empty(24)) and not _fill_codes(zero, torch.empty(24))
+    assert not _fill_plain({"w": torch.full((24,), 1e20)}, torch.empty(24))  # out of range
+    assert not _fill_plain({"w": torch.full((24,), 1e-12)}, torch.empty(24))  # too small
+
+
+def test_the_blocked_float32_gram_is_within_its_stated_error() -> None:
+    """Each entry of ``_gram`` lies within gamma_c * sum |a_k b_k| of the float64 product (the
+    bound the screen's margin rests on), and the codes' Gram is exact."""
+    gen = torch.Generator().manual_seed(5)
+    rows = torch.randn(6, 3 * SCREEN_CHUNK + 17, generator=gen) ** 3  # heavy-tailed
+    exact = rows.to(torch.float64) @ rows.to(torch.float64).T
+    magnitudes = rows.abs().to(torch.float64) @ rows.abs().to(torch.float64).T
+    gamma = SCREEN_CHUNK * 2.0**-24 / (1 - SCREEN_CHUNK * 2.0**-24)
+    error = (_gram(rows) - exact).abs()
+    assert bool((error <= gamma * magnitudes).all())
+    assert float(error.max()) > 0  # float32 blocks, not a float64 product
+    code_rows = torch.randint(-127, 128, (6, 4 * SCREEN_CHUNK), generator=gen)
+    as_f32 = code_rows.to(torch.float32)
+    want = code_rows.to(torch.float64) @ code_rows.to(torch.float64).T
+    assert torch.equal(_gram(as_f32), want)
+
+
+def test_the_screen_skips_pairs_clearly_apart_and_keeps_those_near_its_margin() -> None:
+    gen = torch.Generator().manual_seed(6)
+    base = torch.randn(50_000, generator=gen, dtype=torch.float64)
+    floor = RULE.cosine
+    margin = _screen_margin(SCREEN_CHUNK)
+    assert margin < 1e-4
+    vectors = [
+        base,
+        _toward(base, floor - 2 * margin, gen),  # clearly apart: skipped
+        _toward(base, floor - margin / 4, gen),  # inside the margin: left to the exact rule
+        torch.randn(50_000, generator=gen, dtype=torch.float64),  # unrelated: skipped
+    ]
+    deltas: list[Mapping[str, torch.Tensor] | None] = [{"w": v.to(torch.float32)} for v in vectors]
+    apart, _ = _screen(deltas, 50_000, _fill_plain, floor)
+    assert (0, 1) in apart and (0, 3) in apart and (0, 2) not in apart
 
 
 def test_screened_search_equals_the_pair_by_pair_rule() -> None:
