@@ -1,0 +1,89 @@
+"""``log.heatmaps`` binds the images the round's heatmaps explain (attack a38): the log's
+``explanations`` block names the probe set by its hash and size, and the aggregator chose it from
+its private split. Free per round, it could show each round only the images the new global model
+classifies correctly (or the attribution method whose maps look best), and verify passed. Now a
+later round's probe set and method must be the earlier rounds' (public), and with the split the
+probe set must be ``probe_set`` of it (its first images of each class)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fedtrail.auditor.verify import verify_round
+from fedtrail.ml.datasets import load_bundled
+from fedtrail.ml.explain import probe_set
+from fedtrail.simulation.federation import Federation
+from tests.auditor.test_verify_components import _audit_with_log, _failed, fed
+
+__all__ = ["fed"]  # the module-scoped honest federation of the components tests
+
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.anvil]
+
+
+def _other_probe(doc: dict[str, Any]) -> tuple[str, int]:
+    """The hash and size of a probe set of the split other than the one the log names: the
+    split's images from the 20th on, first of each class (what a cherry-picking aggregator
+    would show instead: other images of the same split)."""
+    val = load_bundled().val
+    probe = probe_set(val.subset(list(range(20, len(val)))), 2)
+    assert probe.content_sha256() != doc["explanations"]["probe_sha256"]
+    return probe.content_sha256(), len(probe)
+
+
+def test_a_later_round_explaining_other_images_fails_log_heatmaps(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 2's log naming another probe set of the same split than round 1's fails
+    log.heatmaps naming round 1 (before: no check failed); the honest log passes."""
+    honest = verify_round(fed.ledger, fed.store, 2)
+    assert honest.passed, _failed(honest)
+
+    def edit(doc: dict[str, Any]) -> None:
+        sha, n = _other_probe(doc)
+        doc["explanations"]["probe_sha256"] = sha
+        doc["explanations"]["probe_images"] = n
+
+    bad = _audit_with_log(fed, 2, edit, monkeypatch)
+    assert set(bad) == {"log.heatmaps"}, bad
+    assert "round 1's with" in bad["log.heatmaps"], bad
+    assert "the probe set and method are fixed" in bad["log.heatmaps"], bad
+
+
+def test_a_later_round_explaining_with_another_method_fails_log_heatmaps(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attribution method is bound the same way: round 2 naming grad_cam after round 1's
+    method fails log.heatmaps."""
+
+    def edit(doc: dict[str, Any]) -> None:
+        assert doc["explanations"]["method"] != "grad_cam"
+        doc["explanations"]["method"] = "grad_cam"
+
+    bad = _audit_with_log(fed, 2, edit, monkeypatch)
+    assert set(bad) == {"log.heatmaps"}, bad
+    assert "'grad_cam'" in bad["log.heatmaps"], bad
+
+
+def test_round_1s_probe_set_must_be_the_splits_first_images_with_the_split(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 1 has no earlier round to be bound to: without the split a probe set the aggregator
+    picked passes (its statement), with it log.heatmaps fails; the honest probe set passes
+    with the split."""
+    val = load_bundled().val
+
+    def edit(doc: dict[str, Any]) -> None:
+        sha, n = _other_probe(doc)
+        doc["explanations"]["probe_sha256"] = sha
+        doc["explanations"]["probe_images"] = n
+
+    bad = _audit_with_log(fed, 1, edit, monkeypatch, validation=val)
+    assert "log.heatmaps" in bad, bad
+    assert "is not the validation split's first images of each class" in bad["log.heatmaps"]
+    monkeypatch.undo()
+    assert "log.heatmaps" not in _audit_with_log(fed, 1, edit, monkeypatch)
+    monkeypatch.undo()
+    honest = {c.name: c for c in verify_round(fed.ledger, fed.store, 1, validation=val).checks}
+    assert honest["log.heatmaps"].status == "PASS", honest["log.heatmaps"]
