@@ -465,9 +465,10 @@ def payment_differences(first: RoundTerms, later: RoundTerms) -> list[str]:
     valuation ``mode`` stays round 1's), the aggregation rule with its
     parameters, the duplicate rule and canonical encoding, and the privacy block (whether DP is
     required, ``privacy.required``, and the delta every site accounts at, ``privacy.delta``,
-    or that the terms set none). Empty: the same. The windows, the round, the start model, the
-    personalisation block and a peer round's quorum may change per round. A deployment that
-    must change a payment setting starts a new ledger."""
+    or that the terms set none), and a commit or reveal window shorter than round 1's. Empty:
+    the same. Longer windows, the round, the start model, the personalisation block and a peer
+    round's quorum and score windows may change per round. A deployment that must change a
+    payment setting starts a new ledger."""
     out = []
     if (first.validation_sha256, first.validation_images) != (
         later.validation_sha256,
@@ -512,6 +513,14 @@ def payment_differences(first: RoundTerms, later: RoundTerms) -> list[str]:
     # block let a site account at any delta up to 1 / its samples (attack a39)
     if _dp_delta(first) != _dp_delta(later):
         out.append(f"privacy delta {_dp_delta(first)} -> {_dp_delta(later)}")
+    # a window shortened for a chosen round shuts out the sites that train (or reveal) slowest,
+    # with no trace on chain but their absence (attack a40); a longer one shuts out no one
+    for name, was, now in (
+        ("commit", first.commit_seconds, later.commit_seconds),
+        ("reveal", first.reveal_seconds, later.reveal_seconds),
+    ):
+        if now < was:
+            out.append(f"{name} window {was} s -> {now} s (shorter than round 1's)")
     return out
 
 

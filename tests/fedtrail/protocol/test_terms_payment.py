@@ -29,7 +29,7 @@ def _later(**changes: object) -> RoundTerms:
 
 
 def test_what_may_change_per_round_is_no_difference() -> None:
-    later = _later(commit_seconds=90, reveal_seconds=45, seed=99)
+    later = _later(commit_seconds=90, reveal_seconds=600, seed=99)
     assert payment_differences(FIRST, later) == []
 
 
@@ -43,6 +43,8 @@ def test_each_payment_setting_is_named_when_it_changes() -> None:
         "duplicate rule": _later(duplicates=DuplicateRule(cosine=1.0, relative_l2=0.0)),
         "canonical encoding": _later(canonical_encoding=False),
         "privacy delta None -> 1e-05": _later(privacy=PrivacyTerms(delta=1e-5, required=False)),
+        "commit window 60 s -> 10 s (shorter than round 1's)": _later(commit_seconds=10),
+        "reveal window 60 s -> 59 s (shorter than round 1's)": _later(reveal_seconds=59),
     }
     for named, later in cases.items():
         (got,) = payment_differences(FIRST, later)
