@@ -694,6 +694,11 @@ def verify_round(
     with _Timer(audit, "fetch"):
         glob = _fetch(store, info.global_cid, info.global_sha256, limit)
     audit.add("global.hash", glob.blob is not None, glob.detail or f"{info.global_cid} matches")
+    if log is not None and log.explanations is None:
+        with _Timer(audit, "fetch"):
+            dropped = _dropped_heatmaps(ledger, store, round_id)
+        if dropped is not None:
+            audit.add("log.heatmaps", False, dropped)
     if log is not None and log.explanations is not None:
         with _Timer(audit, "fetch"):
             split = validation
@@ -822,6 +827,32 @@ def _earlier_explanations(
             continue
         if log.explanations is not None:
             return earlier, log.explanations
+    return None
+
+
+def _dropped_heatmaps(ledger: Ledger, store: ContentStore, round_id: int) -> str | None:
+    """Why a round whose log has no ``explanations`` block fails ``log.heatmaps`` (None: it
+    claims none, as before): the latest finalized round before it published heatmaps. Left out
+    for a chosen round, the block let the aggregator withhold the explanation of a model that
+    looked bad with verify passing (attack a41). Only that one earlier round's log is read, so a
+    deployment without heatmaps pays one fetch a round."""
+    for earlier in range(round_id - 1, 0, -1):
+        info = ledger.get_round(earlier)
+        if info.phase != Phase.FINALIZED:
+            continue
+        fetched = _fetch(store, info.log_cid, info.log_sha256, MAX_LOG_BYTES)
+        if fetched.blob is None:
+            return None  # that round fails its own log.hash
+        try:
+            log = RoundLog.from_bytes(fetched.blob)
+        except FedtrailError:
+            return None  # and its own log.schema
+        if log.explanations is None:
+            return None
+        return (
+            f"the log names no explanation heatmaps, but round {earlier}'s did: an aggregator "
+            "that publishes them publishes them every round"
+        )
     return None
 
 

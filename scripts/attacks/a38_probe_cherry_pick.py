@@ -15,7 +15,12 @@ Three honest sites, 150 images each, ``integrated_gradients`` heatmaps on 4 imag
 ``pick``: the aggregator's probe each round is the first 4 images per class that the new
 model classifies correctly (at the log's calibrated decision); ``honest``: the service as it is.
 
-usage: python attacks/a38_probe_cherry_pick.py MODE [rounds]   (MODE pick|honest; default 3)
+``drop`` (attack a41): round 2's log carries no explanations block at all (the aggregator
+withholds the heatmaps of the round it chooses); a log without the block claimed none and got
+no check, now ``log.heatmaps`` fails it when the latest earlier finalized round had heatmaps.
+
+usage: python attacks/a38_probe_cherry_pick.py MODE [rounds] [images]
+(MODE pick|honest|drop; default 3 rounds, 30 images a site)
 Prints each round's heatmap summary next to the fixed probe's, then ``audit verify`` (public)
 and round 1's ``log.heatmaps`` with the validation split.
 """
@@ -58,6 +63,8 @@ def explanations(self, round_id, state, bias=None):
     fixed = probe_set(self.validation, PER_CLASS)
     right = _predictions(state, fixed, bias) == fixed.labels
     fixed_correct.append(f"{int(right.sum())} of {len(fixed)}")
+    if mode == "drop" and round_id == 2:
+        return None, []  # a41: no explanations block for the chosen round
     if mode != "pick":
         return real_explanations(self, round_id, state, bias)
     val = self.validation
@@ -90,7 +97,10 @@ for r in range(1, rounds + 1):
     info = fed.ledger.get_round(r)
     from fedtrail.protocol.roundlog import from_bytes
 
-    block = from_bytes(store.get(info.log_cid, info.log_sha256))["explanations"]
+    block = from_bytes(store.get(info.log_cid, info.log_sha256)).get("explanations")
+    if block is None:
+        print(f"round {r} ({mode}): no heatmaps; the fixed probe set: {fixed_correct[r - 1]}")
+        continue
     print(
         f"round {r} ({mode}): heatmaps say '{block['summary']}' (probe "
         f"{block['probe_sha256'][:12]}); the fixed probe set: {fixed_correct[r - 1]} correct"

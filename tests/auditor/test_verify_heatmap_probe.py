@@ -87,3 +87,21 @@ def test_round_1s_probe_set_must_be_the_splits_first_images_with_the_split(
     monkeypatch.undo()
     honest = {c.name: c for c in verify_round(fed.ledger, fed.store, 1, validation=val).checks}
     assert honest["log.heatmaps"].status == "PASS", honest["log.heatmaps"]
+
+
+def test_a_later_round_without_heatmaps_fails_log_heatmaps(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack a41: round 2's log with its explanations block left out (the aggregator withholds
+    the heatmaps of a model that looked bad) fails log.heatmaps naming round 1, which had them
+    (before: the log claimed none and got no check); round 1's log without the block has no
+    earlier round to answer to and passes."""
+
+    def drop(doc: dict[str, Any]) -> None:
+        del doc["explanations"]
+
+    bad = _audit_with_log(fed, 2, drop, monkeypatch)
+    assert set(bad) == {"log.heatmaps"}, bad
+    assert "names no explanation heatmaps, but round 1's did" in bad["log.heatmaps"], bad
+    monkeypatch.undo()
+    assert _audit_with_log(fed, 1, drop, monkeypatch) == {}
