@@ -47,6 +47,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from fedtrail.auditor.claims import mark_site, registry_at_finalize
@@ -90,6 +91,7 @@ from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.dp_noise import noise_breach
 from fedtrail.ml.explain import probe_set
+from fedtrail.ml.metrics import decide, predict_logits
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
 from fedtrail.ml.privacy import declared_micro
 from fedtrail.protocol.codes import Phase, Reason
@@ -704,11 +706,21 @@ def verify_round(
             split = validation
             if split is not None and spec is not None:
                 split = split.resized(spec.image_size)
+            committed = terms.validation_sha256 if terms is not None else log.validation.sha256
+            if split is not None and split.content_sha256() != committed:
+                split = None  # not the committed split: metrics.recomputed says so
             audit.add(
                 *_check_heatmaps(
                     store,
                     log.explanations,
-                    _probe_problems(ledger, store, round_id, log.explanations, split),
+                    _probe_problems(
+                        ledger,
+                        store,
+                        round_id,
+                        log.explanations,
+                        split,
+                        _GlobalModel(spec, glob.blob),
+                    ),
                 )
             )
 
@@ -862,8 +874,11 @@ def _probe_problems(
     round_id: int,
     block: Mapping[str, Any],
     validation: ImageDataset | None,
+    model: _GlobalModel | None = None,
 ) -> list[str]:
-    """Why a round's heatmaps do not show the federation's fixed probe set (empty: they do).
+    """Why a round's heatmaps do not show the federation's fixed probe set (empty: they do);
+    with the split and the round's global ``model``, also whether the summary counts the
+    images the model classifies correctly there (:func:`_summary_problems`).
 
     The heatmaps are of the new global model on images of the aggregator's private split, so
     which images (and which attribution method) is its choice; free per round, it could show
@@ -886,12 +901,54 @@ def _probe_problems(
         )
     if validation is not None:
         sha, n = block.get("probe_sha256"), block.get("probe_images")
-        if not _is_split_probe(validation, sha, n):
+        probe = _split_probe(validation, sha, n)
+        if probe is None:
             problems.append(
                 f"the heatmaps' probe set {_short(sha)} ({_short(n)} images) is not the "
                 "validation split's first images of each class (probe_set)"
             )
+        elif model is not None:
+            problems += _summary_problems(block, probe, model, validation)
     return problems
+
+
+@dataclass(frozen=True)
+class _GlobalModel:
+    """The round's global model as verify holds it, for the heatmaps' summary: its spec and its
+    blob (None: unavailable)."""
+
+    spec: ModelSpec | None
+    blob: bytes | None
+
+
+def _summary_problems(
+    block: Mapping[str, Any], probe: ImageDataset, model: _GlobalModel, split: ImageDataset
+) -> list[str]:
+    """The heatmaps' ``summary`` ("K of N probe images classified correctly") recomputed: the
+    global model's calibrated decisions on the probe set (``argmax(logits + bias)`` with the
+    bias fitted on the split, as the aggregator decides: its metrics' own bias is checked by
+    ``metrics.recomputed``). Without the split the summary is the aggregator's claim; with it,
+    a summary that counts more correct images than the model gets right would pass off a bound
+    probe set with a flattering caption (attack a38)."""
+    from fedtrail.ml.metrics import evaluate_calibrated
+
+    if model.spec is None or model.blob is None:
+        return []  # global.hash or log.schema fails: nothing to count
+    try:
+        net = model.spec.build()
+        load_federated(net, decode_model(model.blob, spec=model.spec)[0])
+        bias = evaluate_calibrated(net, split).bias
+        z = predict_logits(net, probe)
+        if bias is not None:
+            z = z + np.asarray(bias, dtype=np.float64)
+    except (FedtrailError, RuntimeError, ValueError) as exc:
+        return [f"cannot recount the heatmaps' summary: {exc}"]
+    correct = int((decide(z) == probe.labels).sum())
+    want = f"{correct} of {len(probe)} probe images classified correctly"
+    if block.get("summary") != want:
+        said = str(block.get("summary"))[:80]
+        return [f"the heatmaps' summary {said!r} is not {want!r}"]
+    return []
 
 
 def _short(value: object) -> str:
@@ -900,20 +957,20 @@ def _short(value: object) -> str:
     return text if len(text) <= 24 else text[:23] + "…"
 
 
-def _is_split_probe(validation: ImageDataset, sha: object, n: object) -> bool:
-    """Whether ``sha`` and ``n`` are the hash and size of ``probe_set(validation, k)`` for some
-    number ``k`` of images per class."""
+def _split_probe(validation: ImageDataset, sha: object, n: object) -> ImageDataset | None:
+    """``probe_set(validation, k)`` whose hash and size are ``sha`` and ``n``, for some number
+    ``k`` of images per class (None: no such ``k``)."""
     if not isinstance(sha, str) or isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        return False
+        return None
     size = 0
     for per_class in range(1, n + 1):
         probe = probe_set(validation, per_class)
         if len(probe) > n or len(probe) == size:
-            return False
+            return None
         size = len(probe)
         if size == n and probe.content_sha256() == sha:
-            return True
-    return False
+            return probe
+    return None
 
 
 def _first_round(ledger: Ledger, round_id: int) -> bool:

@@ -15,16 +15,20 @@ Three honest sites, 150 images each, ``integrated_gradients`` heatmaps on 4 imag
 ``pick``: the aggregator's probe each round is the first 4 images per class that the new
 model classifies correctly (at the log's calibrated decision); ``honest``: the service as it is.
 
+``caption``: the fixed probe set, but every round's summary says all of it is classified
+correctly: without the split that is the aggregator's claim; with it, ``log.heatmaps`` recounts
+the global model's calibrated decisions on the probe set and fails the summary.
 ``drop`` (attack a41): round 2's log carries no explanations block at all (the aggregator
 withholds the heatmaps of the round it chooses); a log without the block claimed none and got
 no check, now ``log.heatmaps`` fails it when the latest earlier finalized round had heatmaps.
 
 usage: python attacks/a38_probe_cherry_pick.py MODE [rounds] [images]
-(MODE pick|honest|drop; default 3 rounds, 30 images a site)
+(MODE pick|caption|honest|drop; default 3 rounds, 30 images a site)
 Prints each round's heatmap summary next to the fixed probe's, then ``audit verify`` (public)
-and round 1's ``log.heatmaps`` with the validation split.
+and each round's ``log.heatmaps`` with the validation split.
 """
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -44,6 +48,7 @@ mode = sys.argv[1] if len(sys.argv) > 1 else "pick"
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 30
 PER_CLASS = 8
+SUMMARY = "probe images classified correctly"
 fixed_correct: list[str] = []
 
 
@@ -65,6 +70,10 @@ def explanations(self, round_id, state, bias=None):
     fixed_correct.append(f"{int(right.sum())} of {len(fixed)}")
     if mode == "drop" and round_id == 2:
         return None, []  # a41: no explanations block for the chosen round
+    if mode == "caption":  # the fixed probe set, and a summary of the aggregator's choosing
+        made, pngs = real_explanations(self, round_id, state, bias)
+        n = made.probe_images
+        return dataclasses.replace(made, summary=f"{n} of {n} {SUMMARY}"), pngs
     if mode != "pick":
         return real_explanations(self, round_id, state, bias)
     val = self.validation
@@ -105,6 +114,8 @@ for r in range(1, rounds + 1):
         f"round {r} ({mode}): heatmaps say '{block['summary']}' (probe "
         f"{block['probe_sha256'][:12]}); the fixed probe set: {fixed_correct[r - 1]} correct"
     )
-audit = verify_round(fed.ledger, store, 1, validation=load_bundled().val)
-heat = next(c for c in audit.checks if c.name == "log.heatmaps")
-print(f"round 1 with --validation: log.heatmaps {heat.status}: {heat.detail[:200]}")
+for r in range(1, rounds + 1):
+    audit = verify_round(fed.ledger, store, r, validation=load_bundled().val)
+    heat = next((c for c in audit.checks if c.name == "log.heatmaps"), None)
+    if heat is not None:
+        print(f"round {r} with --validation: log.heatmaps {heat.status}: {heat.detail[:200]}")

@@ -7,6 +7,7 @@ probe set must be ``probe_set`` of it (its first images of each class)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -105,3 +106,29 @@ def test_a_later_round_without_heatmaps_fails_log_heatmaps(
     assert "names no explanation heatmaps, but round 1's did" in bad["log.heatmaps"], bad
     monkeypatch.undo()
     assert _audit_with_log(fed, 1, drop, monkeypatch) == {}
+
+
+def test_the_heatmaps_summary_is_recounted_with_the_split(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack a38 with the probe hash left honest: round 2's summary naming another count of
+    correctly classified probe images than the model's fails log.heatmaps with the split (the
+    model's calibrated decisions on probe_set of it, recounted), and passes without it (the
+    aggregator's claim); the honest summary passes with the split."""
+    val = load_bundled().val
+    honest = {c.name: c for c in verify_round(fed.ledger, fed.store, 2, validation=val).checks}
+    assert honest["log.heatmaps"].status == "PASS", honest["log.heatmaps"]
+    info = fed.ledger.get_round(2)
+    block = json.loads(fed.store.get(info.log_cid, info.log_sha256))["explanations"]
+    n = block["probe_images"]
+    right = int(block["summary"].split(" of ")[0])
+    other = f"{(right + 1) % (n + 1)} of {n} probe images classified correctly"
+
+    def edit(doc: dict[str, Any]) -> None:
+        doc["explanations"]["summary"] = other
+
+    bad = _audit_with_log(fed, 2, edit, monkeypatch, validation=val)
+    assert "log.heatmaps" in bad, bad
+    assert f"summary {other!r} is not {block['summary']!r}" in bad["log.heatmaps"], bad
+    monkeypatch.undo()
+    assert "log.heatmaps" not in _audit_with_log(fed, 2, edit, monkeypatch)
