@@ -17,7 +17,11 @@ between transactions, so wall time spent training does not count by itself). ``t
 window 60 s in rounds 1 and 3, 10 s (the ledger's minimum) in round 2; ``fixed``: 60 s every
 round (control). The script's aggregator skips its own refusal to re-choose round 1's settings.
 
-usage: python attacks/a40_short_window.py MODE [rounds]   (MODE toggle|fixed; default 3)
+``slack`` (open): the terms keep 60 s every round, but round 2's chain deadlines are set 50 s
+earlier (commit window 12 s, reveal window exact): ``terms.windows`` accepts a chain commit
+window up to ``WINDOW_SLACK`` (60 s) shorter than the terms', so the a40 fix is bypassed.
+
+usage: python attacks/a40_short_window.py MODE [rounds]   (MODE toggle|fixed|slack; default 3)
 Prints each round's weights and node outcomes, then ``audit verify``.
 """
 
@@ -52,6 +56,9 @@ def window_of(round_id: int) -> int:
     return SHORT if mode == "toggle" and round_id == 2 else LONG
 
 
+CUT = LONG - SHORT  # "slack": round 2's chain deadlines this much earlier than the terms'
+
+
 def slow(delta, round_id, ctx):
     # a site with more images (or DP-SGD) trains longer: the chain's clock moves on meanwhile
     # (the embedded chain's clock stands still between transactions)
@@ -69,6 +76,22 @@ def open_next(self, *args, **kwargs):
 
 
 AggregatorService.open_next = open_next
+if mode == "slack":
+    # the terms keep round 1's 60 s, the chain's commit window is cut to 10 s: the reveal
+    # window stays exact, and terms.windows accepts a commit window up to WINDOW_SLACK (60 s)
+    # shorter than the terms' (the opening transaction's wait on a public chain)
+    from fedtrail.ledger import Ledger
+
+    real_ledger_open = Ledger.open_round
+
+    def cut_open(self, *args, commit_deadline, reveal_deadline, **kwargs):
+        if self.current_round() + 1 == 2:
+            commit_deadline, reveal_deadline = commit_deadline - CUT, reveal_deadline - CUT
+        return real_ledger_open(
+            self, *args, commit_deadline=commit_deadline, reveal_deadline=reveal_deadline, **kwargs
+        )
+
+    Ledger.open_round = cut_open
 # a lying aggregator skips its own refusal to change round 1's payment settings
 AggregatorService._payment_changes = lambda self, terms: []
 
