@@ -824,8 +824,10 @@ def _earlier_explanations(
     ledger: Ledger, store: ContentStore, round_id: int
 ) -> tuple[int, Mapping[str, Any]] | None:
     """The ``explanations`` block of the latest finalized round before ``round_id`` whose log
-    is readable and has one (None: no such round). A round whose log is unreadable fails its
-    own checks and is passed over here."""
+    is readable (None: no such round, or its log has no block: a round that left its heatmaps
+    out after one that had them fails ``log.heatmaps`` itself, a41, and reading no further keeps
+    this to one log a round). A round whose log is unreadable fails its own checks and is
+    passed over here."""
     for earlier in range(round_id - 1, 0, -1):
         info = ledger.get_round(earlier)
         if info.phase != Phase.FINALIZED:
@@ -837,8 +839,7 @@ def _earlier_explanations(
             log = RoundLog.from_bytes(fetched.blob)
         except FedtrailError:
             continue
-        if log.explanations is not None:
-            return earlier, log.explanations
+        return None if log.explanations is None else (earlier, log.explanations)
     return None
 
 
@@ -884,8 +885,8 @@ def _probe_problems(
     which images (and which attribution method) is its choice; free per round, it could show
     each round only the images the new model gets right, or the method whose maps look best, and
     the log would still pass (attack a38). So the block's method, probe hash and probe size must
-    be the ones of the latest earlier finalized round with heatmaps (by induction, the first
-    one's), and with the split (``validation``, at the model's size) the probe set must be
+    be the ones of the latest earlier finalized round when it has heatmaps (by induction, the
+    first one's), and with the split (``validation``, at the model's size) the probe set must be
     :func:`~fedtrail.ml.explain.probe_set` of it (its first images of each class, for some
     number per class): the split's commitment is fixed by round 1's terms, before any global
     model exists to pick images for."""
