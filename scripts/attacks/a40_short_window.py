@@ -113,7 +113,7 @@ setups = [
     )
     for i, nm in enumerate(names)
 ]
-tmp = Path(tempfile.mkdtemp(prefix="fedtrail-a39-"))
+tmp = Path(tempfile.mkdtemp(prefix="fedtrail-a40-"))
 store = LocalStore(tmp / "store")
 fed = build_federation(
     sites=setups,
