@@ -47,6 +47,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from fedtrail.auditor.claims import mark_site, registry_at_finalize
@@ -89,6 +90,8 @@ from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.dp_noise import noise_breach
+from fedtrail.ml.explain import probe_set
+from fedtrail.ml.metrics import decide, predict_logits
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
 from fedtrail.ml.privacy import declared_micro
 from fedtrail.protocol.codes import Phase, Reason
@@ -693,9 +696,33 @@ def verify_round(
     with _Timer(audit, "fetch"):
         glob = _fetch(store, info.global_cid, info.global_sha256, limit)
     audit.add("global.hash", glob.blob is not None, glob.detail or f"{info.global_cid} matches")
+    if log is not None and log.explanations is None:
+        with _Timer(audit, "fetch"):
+            dropped = _dropped_heatmaps(ledger, store, round_id)
+        if dropped is not None:
+            audit.add("log.heatmaps", False, dropped)
     if log is not None and log.explanations is not None:
         with _Timer(audit, "fetch"):
-            audit.add(*_check_heatmaps(store, log.explanations))
+            split = validation
+            if split is not None and spec is not None:
+                split = split.resized(spec.image_size)
+            committed = terms.validation_sha256 if terms is not None else log.validation.sha256
+            if split is not None and split.content_sha256() != committed:
+                split = None  # not the committed split: metrics.recomputed says so
+            audit.add(
+                *_check_heatmaps(
+                    store,
+                    log.explanations,
+                    _probe_problems(
+                        ledger,
+                        store,
+                        round_id,
+                        log.explanations,
+                        split,
+                        _GlobalModel(spec, glob.blob),
+                    ),
+                )
+            )
 
     if peers:
         audit.not_applicable(
@@ -747,18 +774,22 @@ HEATMAP_FAILURES_SHOWN = 8
 log naming thousands of missing blobs would otherwise cost a store timeout each)."""
 
 
-def _check_heatmaps(store: ContentStore, block: Mapping[str, Any]) -> tuple[str, bool, str]:
+def _check_heatmaps(
+    store: ContentStore, block: Mapping[str, Any], bound: Sequence[str] = ()
+) -> tuple[str, bool, str]:
     """``log.heatmaps``: every explanation heatmap the log's ``explanations`` block names is in
-    the store under its CID, matches its sha256 and is a PNG image. The heatmaps are the
-    aggregator's statement (their probe set is its private split, so no one recomputes them),
-    but the log publishes them as the round's explanation for clinicians: a log that names
-    heatmaps nobody can fetch withholds that explanation, and must not pass. A log without the
-    block claims none (the aggregator may run without explanations) and gets no check."""
+    the store under its CID, matches its sha256 and is a PNG image, and ``bound`` (the
+    :func:`_probe_problems` of the block: its probe set and method against the earlier rounds'
+    and the split's) is empty. The heatmaps are the aggregator's statement (their probe set is
+    its private split, so no one recomputes them), but the log publishes them as the round's
+    explanation for clinicians: a log that names heatmaps nobody can fetch withholds that
+    explanation, and must not pass. A log without the block claims none (the aggregator may run
+    without explanations) and gets no check."""
     name = "log.heatmaps"
     images = block.get("images")
     if not isinstance(images, list):
         return name, False, "the log's explanations block lists no images array"
-    problems: list[str] = []
+    problems: list[str] = list(bound)
     for i, item in enumerate(images):
         if len(problems) >= HEATMAP_FAILURES_SHOWN:
             problems.append(f"{len(images) - i} more not fetched")
@@ -782,6 +813,165 @@ def _check_heatmaps(store: ContentStore, block: Mapping[str, Any]) -> tuple[str,
         or f"{len(images)} heatmap(s) the log names are in the store, match their sha256 and "
         "are PNG images",
     )
+
+
+def _probe_key(block: Mapping[str, Any]) -> tuple[object, object, object]:
+    """What an ``explanations`` block says it explained: its method, probe set hash and size."""
+    return block.get("method"), block.get("probe_sha256"), block.get("probe_images")
+
+
+def _earlier_explanations(
+    ledger: Ledger, store: ContentStore, round_id: int
+) -> tuple[int, Mapping[str, Any]] | None:
+    """The ``explanations`` block of the latest finalized round before ``round_id`` whose log
+    is readable (None: no such round, or its log has no block: a round that left its heatmaps
+    out after one that had them fails ``log.heatmaps`` itself, a41, and reading no further keeps
+    this to one log a round). A round whose log is unreadable fails its own checks and is
+    passed over here."""
+    for earlier in range(round_id - 1, 0, -1):
+        info = ledger.get_round(earlier)
+        if info.phase != Phase.FINALIZED:
+            continue
+        fetched = _fetch(store, info.log_cid, info.log_sha256, MAX_LOG_BYTES)
+        if fetched.blob is None:
+            continue
+        try:
+            log = RoundLog.from_bytes(fetched.blob)
+        except FedtrailError:
+            continue
+        return None if log.explanations is None else (earlier, log.explanations)
+    return None
+
+
+def _dropped_heatmaps(ledger: Ledger, store: ContentStore, round_id: int) -> str | None:
+    """Why a round whose log has no ``explanations`` block fails ``log.heatmaps`` (None: it
+    claims none, as before): the latest finalized round before it published heatmaps. Left out
+    for a chosen round, the block let the aggregator withhold the explanation of a model that
+    looked bad with verify passing (attack a41). Only that one earlier round's log is read, so a
+    deployment without heatmaps pays one fetch a round."""
+    for earlier in range(round_id - 1, 0, -1):
+        info = ledger.get_round(earlier)
+        if info.phase != Phase.FINALIZED:
+            continue
+        fetched = _fetch(store, info.log_cid, info.log_sha256, MAX_LOG_BYTES)
+        if fetched.blob is None:
+            return None  # that round fails its own log.hash
+        try:
+            log = RoundLog.from_bytes(fetched.blob)
+        except FedtrailError:
+            return None  # and its own log.schema
+        if log.explanations is None:
+            return None
+        return (
+            f"the log names no explanation heatmaps, but round {earlier}'s did: an aggregator "
+            "that publishes them publishes them every round"
+        )
+    return None
+
+
+def _probe_problems(
+    ledger: Ledger,
+    store: ContentStore,
+    round_id: int,
+    block: Mapping[str, Any],
+    validation: ImageDataset | None,
+    model: _GlobalModel | None = None,
+) -> list[str]:
+    """Why a round's heatmaps do not show the federation's fixed probe set (empty: they do);
+    with the split and the round's global ``model``, also whether the summary counts the
+    images the model classifies correctly there (:func:`_summary_problems`).
+
+    The heatmaps are of the new global model on images of the aggregator's private split, so
+    which images (and which attribution method) is its choice; free per round, it could show
+    each round only the images the new model gets right, or the method whose maps look best, and
+    the log would still pass (attack a38). So the block's method, probe hash and probe size must
+    be the ones of the latest earlier finalized round when it has heatmaps (by induction, the
+    first one's), and with the split (``validation``, at the model's size) the probe set must be
+    :func:`~fedtrail.ml.explain.probe_set` of it (its first images of each class, for some
+    number per class): the split's commitment is fixed by round 1's terms, before any global
+    model exists to pick images for."""
+    problems: list[str] = []
+    earlier = _earlier_explanations(ledger, store, round_id)
+    if earlier is not None and _probe_key(earlier[1]) != _probe_key(block):
+        (method, sha, n), (was_method, was_sha, was_n) = _probe_key(block), _probe_key(earlier[1])
+        problems.append(
+            f"the heatmaps explain with {_short(method)} on probe set {_short(sha)} "
+            f"({_short(n)} images), round {earlier[0]}'s with {_short(was_method)} on "
+            f"{_short(was_sha)} ({_short(was_n)} images): the probe set and method are fixed "
+            "by the first round with heatmaps"
+        )
+    if validation is not None:
+        sha, n = block.get("probe_sha256"), block.get("probe_images")
+        probe = _split_probe(validation, sha, n)
+        if probe is None:
+            problems.append(
+                f"the heatmaps' probe set {_short(sha)} ({_short(n)} images) is not the "
+                "validation split's first images of each class (probe_set)"
+            )
+        elif model is not None:
+            problems += _summary_problems(block, probe, model, validation)
+    return problems
+
+
+@dataclass(frozen=True)
+class _GlobalModel:
+    """The round's global model as verify holds it, for the heatmaps' summary: its spec and its
+    blob (None: unavailable)."""
+
+    spec: ModelSpec | None
+    blob: bytes | None
+
+
+def _summary_problems(
+    block: Mapping[str, Any], probe: ImageDataset, model: _GlobalModel, split: ImageDataset
+) -> list[str]:
+    """The heatmaps' ``summary`` ("K of N probe images classified correctly") recomputed: the
+    global model's calibrated decisions on the probe set (``argmax(logits + bias)`` with the
+    bias fitted on the split, as the aggregator decides: its metrics' own bias is checked by
+    ``metrics.recomputed``). Without the split the summary is the aggregator's claim; with it,
+    a summary that counts more correct images than the model gets right would pass off a bound
+    probe set with a flattering caption (attack a38)."""
+    from fedtrail.ml.metrics import evaluate_calibrated
+
+    if model.spec is None or model.blob is None:
+        return []  # global.hash or log.schema fails: nothing to count
+    try:
+        net = model.spec.build()
+        load_federated(net, decode_model(model.blob, spec=model.spec)[0])
+        bias = evaluate_calibrated(net, split).bias
+        z = predict_logits(net, probe)
+        if bias is not None:
+            z = z + np.asarray(bias, dtype=np.float64)
+    except (FedtrailError, RuntimeError, ValueError) as exc:
+        return [f"cannot recount the heatmaps' summary: {exc}"]
+    correct = int((decide(z) == probe.labels).sum())
+    want = f"{correct} of {len(probe)} probe images classified correctly"
+    if block.get("summary") != want:
+        said = str(block.get("summary"))[:80]
+        return [f"the heatmaps' summary {said!r} is not {want!r}"]
+    return []
+
+
+def _short(value: object) -> str:
+    """A value from a log, quoted (controls escaped) and cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 24 else text[:23] + "…"
+
+
+def _split_probe(validation: ImageDataset, sha: object, n: object) -> ImageDataset | None:
+    """``probe_set(validation, k)`` whose hash and size are ``sha`` and ``n``, for some number
+    ``k`` of images per class (None: no such ``k``)."""
+    if not isinstance(sha, str) or isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        return None
+    size = 0
+    for per_class in range(1, n + 1):
+        probe = probe_set(validation, per_class)
+        if len(probe) > n or len(probe) == size:
+            return None
+        size = len(probe)
+        if size == n and probe.content_sha256() == sha:
+            return probe
+    return None
 
 
 def _first_round(ledger: Ledger, round_id: int) -> bool:

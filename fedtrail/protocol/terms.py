@@ -463,10 +463,12 @@ def payment_differences(first: RoundTerms, later: RoundTerms) -> list[str]:
     settings (method, metric, standing, combiner thresholds, games; the valuation seed's offset
     from the round number, the base ``seed``'s where the valuation names none; while the
     valuation ``mode`` stays round 1's), the aggregation rule with its
-    parameters, the duplicate rule and canonical encoding, and whether DP is required
-    (``privacy.required``). Empty: the same. The windows, the round, the start model, the
-    privacy delta, the personalisation block and a peer round's quorum may change per round.
-    A deployment that must change a payment setting starts a new ledger."""
+    parameters, the duplicate rule and canonical encoding, and the privacy block (whether DP is
+    required, ``privacy.required``, and the delta every site accounts at, ``privacy.delta``,
+    or that the terms set none), and a commit or reveal window shorter than round 1's. Empty:
+    the same. Longer windows, the round, the start model, the personalisation block and a peer
+    round's quorum and score windows may change per round. A deployment that must change a
+    payment setting starts a new ledger."""
     out = []
     if (first.validation_sha256, first.validation_images) != (
         later.validation_sha256,
@@ -505,7 +507,27 @@ def payment_differences(first: RoundTerms, later: RoundTerms) -> list[str]:
     # its plain (non-DP) sites out of the rounds it chose, MALFORMED or skipped (attack a36)
     if _dp_required(first) != _dp_required(later):
         out.append(f"privacy required {_dp_required(first)} -> {_dp_required(later)}")
+    # the delta decides which DP sites take part (a node refuses a delta above its [privacy]
+    # delta or 1 / its images, or below its min_delta) and what each is charged: free per
+    # round, it let the aggregator keep chosen DP sites out of chosen rounds, and terms with no
+    # block let a site account at any delta up to 1 / its samples (attack a39)
+    if _dp_delta(first) != _dp_delta(later):
+        out.append(f"privacy delta {_dp_delta(first)} -> {_dp_delta(later)}")
+    # a window shortened for a chosen round shuts out the sites that train (or reveal) slowest,
+    # with no trace on chain but their absence (attack a40); a longer one shuts out no one
+    for name, was, now in (
+        ("commit", first.commit_seconds, later.commit_seconds),
+        ("reveal", first.reveal_seconds, later.reveal_seconds),
+    ):
+        if now < was:
+            out.append(f"{name} window {was} s -> {now} s (shorter than round 1's)")
     return out
+
+
+def _dp_delta(terms: RoundTerms) -> float | None:
+    """The delta the terms have every site account at (None: no privacy block, each site's
+    own)."""
+    return None if terms.privacy is None else terms.privacy.delta
 
 
 def _dp_required(terms: RoundTerms) -> bool:

@@ -40,7 +40,7 @@ from fedtrail.node.daemon import (
 )
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.roundlog import RoundLog
-from fedtrail.protocol.terms import MAX_TERMS_BYTES, DuplicateRule, RoundTerms
+from fedtrail.protocol.terms import MAX_TERMS_BYTES, DuplicateRule, PrivacyTerms, RoundTerms
 from fedtrail.simulation.federation import build_federation, make_sites
 from fedtrail.storage.codec import decode_update, encode_model
 from fedtrail.storage.store import LocalStore
@@ -604,10 +604,10 @@ def test_oversized_terms_skip_the_round_unread(
 def test_a_later_round_that_rechooses_the_payment_settings_is_refused(
     embedded: ChainEnv, tmp_path: Path
 ) -> None:
-    """Attacks a17, a18, a20 at the site: round-2 terms that change round 1's validation split,
-    standing or aggregation rule are refused, naming what changed; round-2 terms that change
-    only what may change per round (the round, the valuation seed with it, the windows) are
-    not."""
+    """Attacks a17, a18, a20, a39, a40 at the site: round-2 terms that change round 1's
+    validation split, standing, aggregation rule or DP delta, or shorten its commit window, are
+    refused, naming what changed; round-2 terms that change only what may change per round (the
+    round, the valuation seed with it, a longer window) are not."""
     world = World(embedded, tmp_path)
     node = world.node(0)
     first = RoundTerms.from_bytes(
@@ -626,6 +626,10 @@ def test_a_later_round_that_rechooses_the_payment_settings_is_refused(
         ({"validation_sha256": "cd" * 32}, "validation split"),
         ({"valuation": {**honest.valuation, "standing": False}}, '"standing":false'),
         ({"aggregation_rule": {**first.aggregation_rule, "name": "krum"}}, "krum"),
+        # a39: a DP delta set (or moved) after round 1 keeps out the sites it does not suit
+        ({"privacy": PrivacyTerms(delta=1e-5, required=False)}, "privacy delta None -> 1e-05"),
+        # a40: a commit window shortened for a chosen round shuts out the slowest sites
+        ({"commit_seconds": first.commit_seconds - 1}, "shorter than round 1's"),
     ):
         why = node._payment_refusal(replace(honest, **edit))
         assert why is not None and "settings that decide payment" in why, why

@@ -29,12 +29,7 @@ def _later(**changes: object) -> RoundTerms:
 
 
 def test_what_may_change_per_round_is_no_difference() -> None:
-    later = _later(
-        commit_seconds=90,
-        reveal_seconds=45,
-        seed=99,
-        privacy=PrivacyTerms(delta=1e-5, required=False),
-    )
+    later = _later(commit_seconds=90, reveal_seconds=600, seed=99)
     assert payment_differences(FIRST, later) == []
 
 
@@ -47,11 +42,17 @@ def test_each_payment_setting_is_named_when_it_changes() -> None:
         "seed minus round 7 -> 0": _later(valuation={**_later().valuation, "seed": 3}),
         "duplicate rule": _later(duplicates=DuplicateRule(cosine=1.0, relative_l2=0.0)),
         "canonical encoding": _later(canonical_encoding=False),
-        "privacy required False -> True": _later(privacy=PrivacyTerms(delta=1e-5, required=True)),
+        "privacy delta None -> 1e-05": _later(privacy=PrivacyTerms(delta=1e-5, required=False)),
+        "commit window 60 s -> 10 s (shorter than round 1's)": _later(commit_seconds=10),
+        "reveal window 60 s -> 59 s (shorter than round 1's)": _later(reveal_seconds=59),
     }
     for named, later in cases.items():
         (got,) = payment_differences(FIRST, later)
         assert named in got, (named, got)
+    # required DP switched on under round 1's delta (a36)
+    plain = replace(FIRST, privacy=PrivacyTerms(delta=1e-5, required=False))
+    (got,) = payment_differences(plain, _later(privacy=PrivacyTerms(delta=1e-5, required=True)))
+    assert "privacy required False -> True" in got
 
 
 def test_a_move_to_peer_scoring_is_held_to_the_split_and_rule_only() -> None:
@@ -88,15 +89,22 @@ def test_without_a_valuation_seed_the_base_seed_is_the_valuation_seed() -> None:
     assert payment_differences(first, replace(same, valuation={**unseeded, "seed": 10})) == []
 
 
-def test_required_dp_is_fixed_by_round_1_its_delta_is_not() -> None:
+def test_required_dp_and_its_delta_are_fixed_by_round_1() -> None:
     """Required DP turned off after round 1 is named (attack a36: the aggregator kept its plain
-    sites out of the rounds it chose by turning it on and off); another delta is no
-    difference, nor is an absent privacy block beside one that requires nothing."""
+    sites out of the rounds it chose by turning it on and off), and so is another delta or a
+    dropped privacy block (attack a39: a delta moved for chosen rounds keeps out the DP sites
+    whose [privacy] delta or min_delta refuses it, and with no block each site accounts at a
+    delta of its own, up to 1 / its samples); round 1's block repeated is no difference."""
     private = replace(FIRST, privacy=PrivacyTerms(delta=1e-5, required=True))
     (got,) = payment_differences(private, _later(privacy=PrivacyTerms(delta=1e-5, required=False)))
     assert "privacy required True -> False" in got
-    (got,) = payment_differences(private, _later())
-    assert "privacy required True -> False" in got
-    assert (
-        payment_differences(private, _later(privacy=PrivacyTerms(delta=1e-6, required=True))) == []
-    )
+    got = payment_differences(private, _later())
+    assert any("privacy required True -> False" in g for g in got), got
+    assert any("privacy delta 1e-05 -> None" in g for g in got), got
+    (got,) = payment_differences(private, _later(privacy=PrivacyTerms(delta=1e-6, required=True)))
+    assert "privacy delta 1e-05 -> 1e-06" in got
+    plain = replace(FIRST, privacy=PrivacyTerms(delta=1e-6, required=False))
+    (got,) = payment_differences(plain, _later(privacy=PrivacyTerms(delta=1e-5, required=False)))
+    assert "privacy delta 1e-06 -> 1e-05" in got
+    same = _later(privacy=PrivacyTerms(delta=1e-5, required=True))
+    assert payment_differences(private, same) == []

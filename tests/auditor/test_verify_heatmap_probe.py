@@ -1,0 +1,134 @@
+"""``log.heatmaps`` binds the images the round's heatmaps explain (attack a38): the log's
+``explanations`` block names the probe set by its hash and size, and the aggregator chose it from
+its private split. Free per round, it could show each round only the images the new global model
+classifies correctly (or the attribution method whose maps look best), and verify passed. Now a
+later round's probe set and method must be the earlier rounds' (public), and with the split the
+probe set must be ``probe_set`` of it (its first images of each class)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from fedtrail.auditor.verify import verify_round
+from fedtrail.ml.datasets import load_bundled
+from fedtrail.ml.explain import probe_set
+from fedtrail.simulation.federation import Federation
+from tests.auditor.test_verify_components import _audit_with_log, _failed, fed
+
+__all__ = ["fed"]  # the module-scoped honest federation of the components tests
+
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.anvil]
+
+
+def _other_probe(doc: dict[str, Any]) -> tuple[str, int]:
+    """The hash and size of a probe set of the split other than the one the log names: the
+    split's images from the 20th on, first of each class (what a cherry-picking aggregator
+    would show instead: other images of the same split)."""
+    val = load_bundled().val
+    probe = probe_set(val.subset(list(range(20, len(val)))), 2)
+    assert probe.content_sha256() != doc["explanations"]["probe_sha256"]
+    return probe.content_sha256(), len(probe)
+
+
+def test_a_later_round_explaining_other_images_fails_log_heatmaps(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 2's log naming another probe set of the same split than round 1's fails
+    log.heatmaps naming round 1 (before: no check failed); the honest log passes."""
+    honest = verify_round(fed.ledger, fed.store, 2)
+    assert honest.passed, _failed(honest)
+
+    def edit(doc: dict[str, Any]) -> None:
+        sha, n = _other_probe(doc)
+        doc["explanations"]["probe_sha256"] = sha
+        doc["explanations"]["probe_images"] = n
+
+    bad = _audit_with_log(fed, 2, edit, monkeypatch)
+    assert set(bad) == {"log.heatmaps"}, bad
+    assert "round 1's with" in bad["log.heatmaps"], bad
+    assert "the probe set and method are fixed" in bad["log.heatmaps"], bad
+
+
+def test_a_later_round_explaining_with_another_method_fails_log_heatmaps(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attribution method is bound the same way: round 2 naming grad_cam after round 1's
+    method fails log.heatmaps."""
+
+    def edit(doc: dict[str, Any]) -> None:
+        assert doc["explanations"]["method"] != "grad_cam"
+        doc["explanations"]["method"] = "grad_cam"
+
+    bad = _audit_with_log(fed, 2, edit, monkeypatch)
+    assert set(bad) == {"log.heatmaps"}, bad
+    assert "'grad_cam'" in bad["log.heatmaps"], bad
+
+
+def test_round_1s_probe_set_must_be_the_splits_first_images_with_the_split(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 1 has no earlier round to be bound to: without the split a probe set the aggregator
+    picked passes (its statement), with it log.heatmaps fails; the honest probe set passes
+    with the split."""
+    val = load_bundled().val
+
+    def edit(doc: dict[str, Any]) -> None:
+        sha, n = _other_probe(doc)
+        doc["explanations"]["probe_sha256"] = sha
+        doc["explanations"]["probe_images"] = n
+
+    bad = _audit_with_log(fed, 1, edit, monkeypatch, validation=val)
+    assert "log.heatmaps" in bad, bad
+    assert "is not the validation split's first images of each class" in bad["log.heatmaps"]
+    monkeypatch.undo()
+    assert "log.heatmaps" not in _audit_with_log(fed, 1, edit, monkeypatch)
+    monkeypatch.undo()
+    honest = {c.name: c for c in verify_round(fed.ledger, fed.store, 1, validation=val).checks}
+    assert honest["log.heatmaps"].status == "PASS", honest["log.heatmaps"]
+
+
+def test_a_later_round_without_heatmaps_fails_log_heatmaps(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack a41: round 2's log with its explanations block left out (the aggregator withholds
+    the heatmaps of a model that looked bad) fails log.heatmaps naming round 1, which had them
+    (before: the log claimed none and got no check); round 1's log without the block has no
+    earlier round to answer to and passes."""
+
+    def drop(doc: dict[str, Any]) -> None:
+        del doc["explanations"]
+
+    bad = _audit_with_log(fed, 2, drop, monkeypatch)
+    assert set(bad) == {"log.heatmaps"}, bad
+    assert "names no explanation heatmaps, but round 1's did" in bad["log.heatmaps"], bad
+    monkeypatch.undo()
+    assert _audit_with_log(fed, 1, drop, monkeypatch) == {}
+
+
+def test_the_heatmaps_summary_is_recounted_with_the_split(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack a38 with the probe hash left honest: round 2's summary naming another count of
+    correctly classified probe images than the model's fails log.heatmaps with the split (the
+    model's calibrated decisions on probe_set of it, recounted), and passes without it (the
+    aggregator's claim); the honest summary passes with the split."""
+    val = load_bundled().val
+    honest = {c.name: c for c in verify_round(fed.ledger, fed.store, 2, validation=val).checks}
+    assert honest["log.heatmaps"].status == "PASS", honest["log.heatmaps"]
+    info = fed.ledger.get_round(2)
+    block = json.loads(fed.store.get(info.log_cid, info.log_sha256))["explanations"]
+    n = block["probe_images"]
+    right = int(block["summary"].split(" of ")[0])
+    other = f"{(right + 1) % (n + 1)} of {n} probe images classified correctly"
+
+    def edit(doc: dict[str, Any]) -> None:
+        doc["explanations"]["summary"] = other
+
+    bad = _audit_with_log(fed, 2, edit, monkeypatch, validation=val)
+    assert "log.heatmaps" in bad, bad
+    assert f"summary {other!r} is not {block['summary']!r}" in bad["log.heatmaps"], bad
+    monkeypatch.undo()
+    assert "log.heatmaps" not in _audit_with_log(fed, 2, edit, monkeypatch)
