@@ -72,7 +72,6 @@ from fedtrail.protocol.terms import (
     DEFAULT_VALIDATOR_GAME,
     INITIAL_MODEL_DEPLOYMENT,
     MAX_TERMS_BYTES,
-    OPEN_MARGIN,
     InvalidTerms,
     Personalisation,
     PrivacyTerms,
@@ -602,35 +601,31 @@ class AggregatorService:
         terms = self.round_terms(self.ledger.current_round() + 1)
         self._refuse_changed_payment(terms)
         terms_cid, terms_sha = self._put(terms.to_bytes(), keep=True)
-        # OPEN_MARGIN (2 s): the opening transaction may land a second or two after the pending
-        # block's time, and the ledger refuses a window shorter than its minimum.
-        commit_deadline = next_block_timestamp(self.ledger.w3) + terms.commit_seconds + OPEN_MARGIN
-        reveal_deadline = commit_deadline + terms.reveal_seconds
+        # The contract sets the deadlines from the block that mines the open: the chain's
+        # windows are exactly the terms' (what terms.windows checks), however long it waited.
         valuation = roundlog.ValuationSettings.from_json(terms.valuation)
         if valuation.peers:
             assert terms.score_commit_seconds and terms.score_reveal_seconds  # peer terms have them
             assert valuation.quorum is not None
-            score_commit = reveal_deadline + terms.score_commit_seconds
-            score_reveal = score_commit + terms.score_reveal_seconds
             round_id, tx = self.ledger.open_peer_round(
                 self.account,
                 model_cid=cid,
                 model_sha256=sha,
                 terms_cid=terms_cid,
                 terms_sha256=terms_sha,
-                commit_deadline=commit_deadline,
-                reveal_deadline=reveal_deadline,
-                score_commit_deadline=score_commit,
-                score_reveal_deadline=score_reveal,
+                commit_seconds=terms.commit_seconds,
+                reveal_seconds=terms.reveal_seconds,
+                score_commit_seconds=terms.score_commit_seconds,
+                score_reveal_seconds=terms.score_reveal_seconds,
                 quorum=valuation.quorum,
             )
             log.info(
-                "round %d: peer scoring (quorum %d of the active sites; scores committed until "
-                "%d, revealed until %d)",
+                "round %d: peer scoring (quorum %d of the active sites; scores committed for "
+                "%d s, revealed for %d s after the reveal deadline)",
                 round_id,
                 valuation.quorum,
-                score_commit,
-                score_reveal,
+                terms.score_commit_seconds,
+                terms.score_reveal_seconds,
             )
         else:
             round_id, tx = self.ledger.open_round(
@@ -639,16 +634,17 @@ class AggregatorService:
                 sha,
                 terms_cid=terms_cid,
                 terms_sha256=terms_sha,
-                commit_deadline=commit_deadline,
-                reveal_deadline=reveal_deadline,
+                commit_seconds=terms.commit_seconds,
+                reveal_seconds=terms.reveal_seconds,
             )
+        opened = self.ledger.get_round(round_id)
         log.info(
             "round %d opened from %s under terms %s (commit until %d, reveal until %d, tx %s)",
             round_id,
             cid,
             terms_cid,
-            commit_deadline,
-            reveal_deadline,
+            opened.commit_deadline,
+            opened.reveal_deadline,
             tx.tx_hash,
         )
         return round_id

@@ -111,7 +111,6 @@ from fedtrail.protocol.roundlog import (
 from fedtrail.protocol.terms import (
     INITIAL_MODEL_DEPLOYMENT,
     MAX_TERMS_BYTES,
-    OPEN_MARGIN,
     InvalidTerms,
     RoundTerms,
     payment_differences,
@@ -154,15 +153,6 @@ METRICS_TOLERANCE = 1e-6
 # an auditor whose machine has another core count fail honest logs). Normalised values are shares
 # of a round (sum of |value| <= 1); 1e-4 of one is far below any value that moves a score.
 STANDING_TOLERANCE = 1e-4
-
-# The commit window the chain holds (commitDeadline - openedAt) against the terms'
-# commit_seconds. The aggregator times its deadlines from the pending block's timestamp plus
-# OPEN_MARGIN seconds, and the opening transaction lands in that block or a later one: the
-# window is at most commit_seconds + OPEN_MARGIN, and shorter by however long the transaction
-# waited beyond the margin. WINDOW_SLACK bounds that wait (a few blocks on a public chain, an
-# interval-mining testnet's block time): an aggregator that gives sites a commit window more
-# than that shorter than its terms promise fails terms.windows.
-WINDOW_SLACK = 60
 
 # Reason codes (aggregator.valuation.base.Reason) for updates that could not be read at valuation.
 UNUSABLE_REASONS = frozenset({Reason.TAMPERED, Reason.MALFORMED})
@@ -2426,19 +2416,19 @@ def _statistics_breach(terms: RoundTerms, accept: ThresholdLimits) -> str | None
 
 
 def _check_windows(info: RoundInfo, terms: RoundTerms) -> tuple[str, bool, str]:
-    """``terms.windows``: the commit and reveal windows the chain gave the sites are the ones
-    the terms promised: the reveal window (``revealDeadline - commitDeadline``) exactly, the
-    commit window (``commitDeadline - openedAt``, the opening block's time) within
-    ``[commit_seconds - WINDOW_SLACK, commit_seconds + OPEN_MARGIN]``. (A peer round's score
-    windows are ``peers.quorum``'s.)"""
+    """``terms.windows``: the commit and reveal windows the chain gave the sites are exactly
+    the ones the terms promised: the commit window (``commitDeadline - openedAt``, the opening
+    block's time) is ``commit_seconds`` and the reveal window (``revealDeadline -
+    commitDeadline``) ``reveal_seconds``. The contract sets both deadlines from the opening
+    block and the lengths it is given, so an honest open has no slack to allow for. (A peer
+    round's score windows are ``peers.quorum``'s, exact too.)"""
     commit = info.commit_deadline - info.opened_at
     reveal = info.reveal_deadline - info.commit_deadline
-    low, high = terms.commit_seconds - WINDOW_SLACK, terms.commit_seconds + OPEN_MARGIN
     problems = []
-    if not low <= commit <= high:
+    if commit != terms.commit_seconds:
         problems.append(
             f"the chain's commit window is {commit} s from the opening block, the terms' "
-            f"{terms.commit_seconds} s (accepted: {max(low, 0)}..{high} s)"
+            f"{terms.commit_seconds} s"
         )
     if reveal != terms.reveal_seconds:
         problems.append(

@@ -348,8 +348,8 @@ contract FederationLedger {
     error FederationLedger__WrongPhase(uint256 round, Phase actual, Phase expected);
     error FederationLedger__PreviousRoundNotClosed(uint256 round);
     error FederationLedger__StartModelMismatch(bytes32 expected, bytes32 given);
-    error FederationLedger__CommitWindowTooShort(uint64 commitDeadline, uint256 earliest);
-    error FederationLedger__RevealWindowTooShort(uint64 revealDeadline, uint256 earliest);
+    error FederationLedger__CommitWindowTooShort(uint64 commitSeconds, uint256 minimum);
+    error FederationLedger__RevealWindowTooShort(uint64 revealSeconds, uint256 minimum);
     error FederationLedger__CommitClosed(uint256 round, uint64 commitDeadline);
     error FederationLedger__RevealNotOpen(uint256 round, uint64 commitDeadline);
     error FederationLedger__RevealClosed(uint256 round, uint64 revealDeadline);
@@ -374,8 +374,8 @@ contract FederationLedger {
     error FederationLedger__PrivacyBudgetExceeded(
         address site, uint64 spent, uint64 requested, uint64 budget
     );
-    error FederationLedger__ScoreCommitWindowTooShort(uint64 scoreCommitDeadline, uint256 earliest);
-    error FederationLedger__ScoreRevealWindowTooShort(uint64 scoreRevealDeadline, uint256 earliest);
+    error FederationLedger__ScoreCommitWindowTooShort(uint64 scoreCommitSeconds, uint256 minimum);
+    error FederationLedger__ScoreRevealWindowTooShort(uint64 scoreRevealSeconds, uint256 minimum);
     error FederationLedger__NotPeerRound(uint256 round);
     error FederationLedger__PeerRound(uint256 round);
     error FederationLedger__ScoringNotOpen(uint256 round, uint64 revealDeadline);
@@ -566,9 +566,12 @@ contract FederationLedger {
 
     /// @notice Opens the next round, starting from the global model `modelCid` / `modelSha256`
     /// under the terms document `termsCid` / `termsSha256` (aggregation rule, valuation
-    /// settings, validation-set hash: everything an audit replays). Sites commit until
-    /// `commitDeadline` and reveal after it until `revealDeadline`. The sites registered now
-    /// are the round's participants; their number is frozen as `activeAtOpen`.
+    /// settings, validation-set hash: everything an audit replays). The contract sets the
+    /// deadlines from this block: sites commit until `commitDeadline` = block.timestamp +
+    /// `commitSeconds` and reveal after it until `revealDeadline` = `commitDeadline` +
+    /// `revealSeconds` (both in RoundOpened), so the chain's windows are exactly the lengths
+    /// given, however long the transaction waited to be mined. The sites registered now are
+    /// the round's participants; their number is frozen as `activeAtOpen`.
     /// @return round The id of the new round (1 for the first).
     ///
     /// Requirements:
@@ -576,56 +579,60 @@ contract FederationLedger {
     /// - the previous round, if any, is Finalized or Cancelled.
     /// - both hashes are non-zero and both CIDs non-empty; after the first finalized round
     ///   `modelSha256` equals the last finalized global model's sha256.
-    /// - `commitDeadline` is at least max(minRoundWindow, 1) seconds after the current block,
-    ///   and `revealDeadline` at least as long after `commitDeadline`.
+    /// - `commitSeconds` and `revealSeconds` are each at least max(minRoundWindow, 1), and the
+    ///   resulting deadlines fit a uint64.
     function openRound(
         string calldata modelCid,
         bytes32 modelSha256,
         string calldata termsCid,
         bytes32 termsSha256,
-        uint64 commitDeadline,
-        uint64 revealDeadline
+        uint64 commitSeconds,
+        uint64 revealSeconds
     ) external onlyAggregator returns (uint256 round) {
-        round = _open(modelCid, modelSha256, termsCid, termsSha256, commitDeadline, revealDeadline);
+        (round,) = _open(modelCid, modelSha256, termsCid, termsSha256, commitSeconds, revealSeconds);
     }
 
     /// @notice Opens the next round like {openRound}, as a peer round: no aggregator values
     /// it. After `revealDeadline` every site registered now scores every revealed update and
-    /// commits to its score vector until `scoreCommitDeadline` ({commitScores}), then reveals it
-    /// until `scoreRevealDeadline` ({revealScores}); {recordPeerValuation} turns at least
-    /// `quorum` revealed vectors into scores and weights.
+    /// commits to its score vector until `scoreCommitDeadline` = `revealDeadline` +
+    /// `scoreCommitSeconds` ({commitScores}), then reveals it until `scoreRevealDeadline` =
+    /// `scoreCommitDeadline` + `scoreRevealSeconds` ({revealScores}; both deadlines in
+    /// PeerScoringOpened); {recordPeerValuation} turns at least `quorum` revealed vectors into
+    /// scores and weights.
     /// @return round The id of the new round.
     ///
     /// Requirements:
     /// - every requirement of {openRound}.
-    /// - `scoreCommitDeadline` is at least max(minRoundWindow, 1) seconds after
-    ///   `revealDeadline`, and `scoreRevealDeadline` at least as long after
-    ///   `scoreCommitDeadline`.
+    /// - `scoreCommitSeconds` and `scoreRevealSeconds` are each at least max(minRoundWindow, 1),
+    ///   and the resulting deadlines fit a uint64.
     /// - `quorum` is in [1, the number of registered sites].
     function openPeerRound(
         string calldata modelCid,
         bytes32 modelSha256,
         string calldata termsCid,
         bytes32 termsSha256,
-        uint64 commitDeadline,
-        uint64 revealDeadline,
-        uint64 scoreCommitDeadline,
-        uint64 scoreRevealDeadline,
+        uint64 commitSeconds,
+        uint64 revealSeconds,
+        uint64 scoreCommitSeconds,
+        uint64 scoreRevealSeconds,
         uint32 quorum
     ) external onlyAggregator returns (uint256 round) {
-        round = _open(modelCid, modelSha256, termsCid, termsSha256, commitDeadline, revealDeadline);
-        _openPeer(round, revealDeadline, scoreCommitDeadline, scoreRevealDeadline, quorum);
+        uint64 revealDeadline;
+        (round, revealDeadline) =
+            _open(modelCid, modelSha256, termsCid, termsSha256, commitSeconds, revealSeconds);
+        _openPeer(round, revealDeadline, scoreCommitSeconds, scoreRevealSeconds, quorum);
     }
 
-    /// @dev Every check and effect of {openRound}; emits RoundOpened.
+    /// @dev Every check and effect of {openRound}; emits RoundOpened. Returns the reveal
+    /// deadline it set.
     function _open(
         string calldata modelCid,
         bytes32 modelSha256,
         string calldata termsCid,
         bytes32 termsSha256,
-        uint64 commitDeadline,
-        uint64 revealDeadline
-    ) private returns (uint256 round) {
+        uint64 commitSeconds,
+        uint64 revealSeconds
+    ) private returns (uint256 round, uint64 revealDeadline) {
         uint256 previous = _currentRound;
         if (previous != 0) {
             Phase p = _rounds[previous].phase;
@@ -645,14 +652,17 @@ contract FederationLedger {
             }
         }
         uint256 window = _minRoundWindow == 0 ? 1 : _minRoundWindow;
-        uint256 earliest = block.timestamp + window;
-        if (commitDeadline < earliest) {
-            revert FederationLedger__CommitWindowTooShort(commitDeadline, earliest);
+        if (commitSeconds < window) {
+            revert FederationLedger__CommitWindowTooShort(commitSeconds, window);
         }
-        earliest = uint256(commitDeadline) + window;
-        if (revealDeadline < earliest) {
-            revert FederationLedger__RevealWindowTooShort(revealDeadline, earliest);
+        if (revealSeconds < window) {
+            revert FederationLedger__RevealWindowTooShort(revealSeconds, window);
         }
+        uint256 commitEnd = block.timestamp + commitSeconds;
+        uint256 revealEnd = commitEnd + revealSeconds;
+        if (revealEnd > type(uint64).max) revert FederationLedger__InvalidParameter("window");
+        uint64 commitDeadline = uint64(commitEnd);
+        revealDeadline = uint64(revealEnd);
         round = previous + 1;
         if (round > type(uint32).max) revert FederationLedger__InvalidParameter("round");
         _currentRound = round;
@@ -673,19 +683,22 @@ contract FederationLedger {
     function _openPeer(
         uint256 round,
         uint64 revealDeadline,
-        uint64 scoreCommitDeadline,
-        uint64 scoreRevealDeadline,
+        uint64 scoreCommitSeconds,
+        uint64 scoreRevealSeconds,
         uint32 quorum
     ) private {
         uint256 window = _minRoundWindow == 0 ? 1 : _minRoundWindow;
-        uint256 earliest = uint256(revealDeadline) + window;
-        if (scoreCommitDeadline < earliest) {
-            revert FederationLedger__ScoreCommitWindowTooShort(scoreCommitDeadline, earliest);
+        if (scoreCommitSeconds < window) {
+            revert FederationLedger__ScoreCommitWindowTooShort(scoreCommitSeconds, window);
         }
-        earliest = uint256(scoreCommitDeadline) + window;
-        if (scoreRevealDeadline < earliest) {
-            revert FederationLedger__ScoreRevealWindowTooShort(scoreRevealDeadline, earliest);
+        if (scoreRevealSeconds < window) {
+            revert FederationLedger__ScoreRevealWindowTooShort(scoreRevealSeconds, window);
         }
+        uint256 commitEnd = uint256(revealDeadline) + scoreCommitSeconds;
+        uint256 revealEnd = commitEnd + scoreRevealSeconds;
+        if (revealEnd > type(uint64).max) revert FederationLedger__InvalidParameter("window");
+        uint64 scoreCommitDeadline = uint64(commitEnd);
+        uint64 scoreRevealDeadline = uint64(revealEnd);
         if (quorum == 0 || quorum > _activeSiteCount) {
             revert FederationLedger__InvalidParameter("quorum");
         }

@@ -256,12 +256,14 @@ class Ledger:
         *,
         terms_cid: str,
         terms_sha256: str,
-        commit_deadline: int,
-        reveal_deadline: int,
+        commit_seconds: int,
+        reveal_seconds: int,
     ) -> tuple[int, TxResult]:
-        """Opens the next round under the terms document ``terms_cid``/``terms_sha256``:
-        commits until ``commit_deadline``, reveals after it until ``reveal_deadline`` (chain
-        timestamps). Returns the round id (read from the RoundOpened event)."""
+        """Opens the next round under the terms document ``terms_cid``/``terms_sha256``: the
+        contract sets the commit deadline ``commit_seconds`` after the block that mines this
+        transaction and the reveal deadline ``reveal_seconds`` after that (read them back from
+        RoundOpened or :meth:`get_round`). Returns the round id (read from the RoundOpened
+        event)."""
         result = self._transact(
             signer,
             self._fn.openRound(
@@ -269,8 +271,8 @@ class Ledger:
                 to_bytes32(model_sha256),
                 terms_cid,
                 to_bytes32(terms_sha256),
-                _uint64(commit_deadline, "commit_deadline"),
-                _uint64(reveal_deadline, "reveal_deadline"),
+                _uint64(commit_seconds, "commit_seconds"),
+                _uint64(reveal_seconds, "reveal_seconds"),
             ),
         )
         return self._opened(result, "openRound"), result
@@ -283,15 +285,16 @@ class Ledger:
         model_sha256: str,
         terms_cid: str,
         terms_sha256: str,
-        commit_deadline: int,
-        reveal_deadline: int,
-        score_commit_deadline: int,
-        score_reveal_deadline: int,
+        commit_seconds: int,
+        reveal_seconds: int,
+        score_commit_seconds: int,
+        score_reveal_seconds: int,
         quorum: int,
     ) -> tuple[int, TxResult]:
         """Opens the next round as a peer round: like :meth:`open_round`, then validators
-        commit score vectors until ``score_commit_deadline`` and reveal them until
-        ``score_reveal_deadline``; ``quorum`` revealed vectors value it. Returns the round id."""
+        commit score vectors for ``score_commit_seconds`` after the reveal deadline and reveal
+        them for ``score_reveal_seconds`` after that (the contract sets both deadlines);
+        ``quorum`` revealed vectors value it. Returns the round id."""
         if not 0 < int(quorum) < 2**32:
             raise ConfigError(f"quorum {quorum} does not fit the contract's uint32 (at least 1)")
         result = self._transact(
@@ -301,10 +304,10 @@ class Ledger:
                 to_bytes32(model_sha256),
                 terms_cid,
                 to_bytes32(terms_sha256),
-                _uint64(commit_deadline, "commit_deadline"),
-                _uint64(reveal_deadline, "reveal_deadline"),
-                _uint64(score_commit_deadline, "score_commit_deadline"),
-                _uint64(score_reveal_deadline, "score_reveal_deadline"),
+                _uint64(commit_seconds, "commit_seconds"),
+                _uint64(reveal_seconds, "reveal_seconds"),
+                _uint64(score_commit_seconds, "score_commit_seconds"),
+                _uint64(score_reveal_seconds, "score_reveal_seconds"),
                 int(quorum),
             ),
         )

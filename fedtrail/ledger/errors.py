@@ -79,13 +79,13 @@ ERRORS: Mapping[str, ErrorRule] = MappingProxyType(
         ),
         f"{PREFIX}CommitWindowTooShort": ErrorRule(
             RoundStateError,
-            "commit deadline {commitDeadline} is before {earliest}, the earliest the ledger's "
-            "minimum round window allows",
+            "a commit window of {commitSeconds} s is shorter than the ledger's minimum round "
+            "window, {minimum} s",
         ),
         f"{PREFIX}RevealWindowTooShort": ErrorRule(
             RoundStateError,
-            "reveal deadline {revealDeadline} is before {earliest}, the earliest the ledger's "
-            "minimum round window allows after the commit deadline",
+            "a reveal window of {revealSeconds} s is shorter than the ledger's minimum round "
+            "window, {minimum} s",
         ),
         f"{PREFIX}CommitClosed": ErrorRule(
             RoundStateError, "round {round} closed for commitments at {commitDeadline}"
@@ -178,13 +178,13 @@ ERRORS: Mapping[str, ErrorRule] = MappingProxyType(
         ),
         f"{PREFIX}ScoreCommitWindowTooShort": ErrorRule(
             RoundStateError,
-            "score commit deadline {scoreCommitDeadline} is before {earliest}, the earliest the "
-            "ledger's minimum round window allows after the reveal deadline",
+            "a score commit window of {scoreCommitSeconds} s is shorter than the ledger's "
+            "minimum round window, {minimum} s",
         ),
         f"{PREFIX}ScoreRevealWindowTooShort": ErrorRule(
             RoundStateError,
-            "score reveal deadline {scoreRevealDeadline} is before {earliest}, the earliest the "
-            "ledger's minimum round window allows after the score commit deadline",
+            "a score reveal window of {scoreRevealSeconds} s is shorter than the ledger's "
+            "minimum round window, {minimum} s",
         ),
         f"{PREFIX}NotPeerRound": ErrorRule(
             RoundStateError, "round {round} is not a peer round: its aggregator values it"

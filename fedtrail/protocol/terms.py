@@ -32,7 +32,6 @@ __all__ = [
     "INITIAL_MODEL_DEPLOYMENT",
     "MAX_IMAGE_SIZE",
     "MAX_TERMS_BYTES",
-    "OPEN_MARGIN",
     "PAYMENT_FREE_VALUATION",
     "PERSONALISATION_METHODS",
     "TERMS_FORMAT",
@@ -126,11 +125,6 @@ DEFAULT_VALIDATOR_GAME: Final = "linear_shapley"
 """The aggregator's default for peer rounds: 2 coalition models and one gradient pass a
 validator (Monte-Carlo Shapley over 9 peers costs ~300 models)."""
 MAX_PERSONALISATION_STEPS: Final = 10_000
-OPEN_MARGIN: Final = 2
-"""Seconds the aggregator adds to ``commit_seconds`` when it times the commit deadline from
-the pending block's timestamp: the opening transaction may land a second or two later, and
-the ledger refuses a window shorter than its minimum. The chain's commit window
-(``commitDeadline - openedAt``) is thus at most ``commit_seconds + OPEN_MARGIN``."""
 
 _SHA256_HEX: Final = frozenset("0123456789abcdef")
 

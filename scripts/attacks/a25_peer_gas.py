@@ -44,7 +44,7 @@ from gas import CID, COMMIT_WINDOW, REVEAL_WINDOW, free_port, h  # noqa: E402
 from web3 import Web3  # noqa: E402
 from web3.types import RPCEndpoint  # noqa: E402
 
-from fedtrail.chain import advance_time, block_timestamp, connect, dev_account, fund  # noqa: E402
+from fedtrail.chain import advance_time, connect, dev_account, fund  # noqa: E402
 from fedtrail.errors import FedtrailError  # noqa: E402
 from fedtrail.ledger import Ledger, commitment, score_commitment  # noqa: E402
 from fedtrail.protocol.peers import PeerVote, address_key  # noqa: E402
@@ -68,17 +68,16 @@ def one_round(w3: Web3, n: int) -> tuple[int | str, int]:
     ledger, _ = Ledger.deploy(w3, coord, aggregator=agg.address)
     for i, s in enumerate(sites):
         ledger.register_site(coord, s.address, f"site-{i}", 10**6)
-    now = block_timestamp(w3)
     r, _ = ledger.open_peer_round(
         agg,
         model_cid=CID,
         model_sha256=h("m"),
         terms_cid=CID,
         terms_sha256=h("t"),
-        commit_deadline=now + COMMIT_WINDOW,
-        reveal_deadline=now + COMMIT_WINDOW + REVEAL_WINDOW,
-        score_commit_deadline=now + 2 * COMMIT_WINDOW + REVEAL_WINDOW,
-        score_reveal_deadline=now + 2 * (COMMIT_WINDOW + REVEAL_WINDOW),
+        commit_seconds=COMMIT_WINDOW,
+        reveal_seconds=REVEAL_WINDOW,
+        score_commit_seconds=COMMIT_WINDOW,
+        score_reveal_seconds=REVEAL_WINDOW,
         quorum=n // 2 + 1,
     )
     for i, s in enumerate(sites):

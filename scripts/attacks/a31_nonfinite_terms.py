@@ -43,8 +43,8 @@ fed.ledger.open_round(
     info.global_sha256,
     terms_cid=cid,
     terms_sha256=sha,
-    commit_deadline=now + 120,
-    reveal_deadline=now + 180,
+    commit_seconds=120,
+    reveal_seconds=60,
 )
 print(f"round 2 opened under terms with max_norm_z {literal}")
 try:

@@ -17,9 +17,12 @@ between transactions, so wall time spent training does not count by itself). ``t
 window 60 s in rounds 1 and 3, 10 s (the ledger's minimum) in round 2; ``fixed``: 60 s every
 round (control). The script's aggregator skips its own refusal to re-choose round 1's settings.
 
-``slack`` (open): the terms keep 60 s every round, but round 2's chain deadlines are set 50 s
-earlier (commit window 12 s, reveal window exact): ``terms.windows`` accepts a chain commit
-window up to ``WINDOW_SLACK`` (60 s) shorter than the terms', so the a40 fix is bypassed.
+``slack`` (closed): the terms keep 60 s every round, but round 2 is opened on chain with a
+10 s commit window (reveal window exact). Before, ``openRound`` took absolute deadlines and
+``terms.windows`` accepted a chain commit window up to ``WINDOW_SLACK`` (60 s) shorter than the
+terms' (for the opening transaction's wait), so deadlines set 50 s early passed. Now
+``openRound`` takes the window lengths and the contract sets the deadlines from the opening
+block: no wait shortens them, there is no slack, and the cut window fails ``terms.windows``.
 
 usage: python attacks/a40_short_window.py MODE [rounds]   (MODE toggle|fixed|slack; default 3)
 Prints each round's weights and node outcomes, then ``audit verify``.
@@ -56,7 +59,7 @@ def window_of(round_id: int) -> int:
     return SHORT if mode == "toggle" and round_id == 2 else LONG
 
 
-CUT = LONG - SHORT  # "slack": round 2's chain deadlines this much earlier than the terms'
+CUT = LONG - SHORT  # "slack": round 2's chain commit window this much shorter than the terms'
 
 
 def slow(delta, round_id, ctx):
@@ -77,19 +80,17 @@ def open_next(self, *args, **kwargs):
 
 AggregatorService.open_next = open_next
 if mode == "slack":
-    # the terms keep round 1's 60 s, the chain's commit window is cut to 10 s: the reveal
-    # window stays exact, and terms.windows accepts a commit window up to WINDOW_SLACK (60 s)
-    # shorter than the terms' (the opening transaction's wait on a public chain)
+    # the terms keep round 1's 60 s, the chain's commit window is cut to 10 s (the reveal
+    # window stays exact): the contract takes window lengths, so the cut is all an aggregator
+    # can do, and terms.windows compares the chain's windows with the terms' exactly
     from fedtrail.ledger import Ledger
 
     real_ledger_open = Ledger.open_round
 
-    def cut_open(self, *args, commit_deadline, reveal_deadline, **kwargs):
+    def cut_open(self, *args, commit_seconds, **kwargs):
         if self.current_round() + 1 == 2:
-            commit_deadline, reveal_deadline = commit_deadline - CUT, reveal_deadline - CUT
-        return real_ledger_open(
-            self, *args, commit_deadline=commit_deadline, reveal_deadline=reveal_deadline, **kwargs
-        )
+            commit_seconds -= CUT
+        return real_ledger_open(self, *args, commit_seconds=commit_seconds, **kwargs)
 
     Ledger.open_round = cut_open
 # a lying aggregator skips its own refusal to change round 1's payment settings

@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from fedtrail.chain import advance_time, block_timestamp, connect, dev_account, fund  # noqa: E402
+from fedtrail.chain import advance_time, connect, dev_account, fund  # noqa: E402
 from fedtrail.ledger import Ledger, Valuation, commitment, score_commitment  # noqa: E402
 from fedtrail.protocol.codes import Reason  # noqa: E402
 from fedtrail.protocol.peers import PeerVote, address_key  # noqa: E402
@@ -83,15 +83,14 @@ def measure(rpc_url: str, n_sites: int) -> dict[str, object]:
     per_site: list[int] = []
     model = "g0"
     for rnd in range(2):
-        now = block_timestamp(w3)
         r, res = ledger.open_round(
             agg,
             CID,
             h(model),
             terms_cid=CID,
             terms_sha256=h(f"terms{rnd}"),
-            commit_deadline=now + COMMIT_WINDOW,
-            reveal_deadline=now + COMMIT_WINDOW + REVEAL_WINDOW,
+            commit_seconds=COMMIT_WINDOW,
+            reveal_seconds=REVEAL_WINDOW,
         )
         total = add("openRound", res.gas_used)
         commits = []
@@ -118,15 +117,14 @@ def measure(rpc_url: str, n_sites: int) -> dict[str, object]:
             ).gas_used,
         )
         rounds.append(total)
-    now = block_timestamp(w3)
     r, _ = ledger.open_round(
         agg,
         CID,
         h(model),
         terms_cid=CID,
         terms_sha256=h("terms"),
-        commit_deadline=now + COMMIT_WINDOW,
-        reveal_deadline=now + COMMIT_WINDOW + REVEAL_WINDOW,
+        commit_seconds=COMMIT_WINDOW,
+        reveal_seconds=REVEAL_WINDOW,
     )
     advance_time(w3, COMMIT_WINDOW + REVEAL_WINDOW + 1)
     add(f"cancelRound({n_sites} sites)", ledger.cancel_round(agg, r).gas_used)
@@ -135,15 +133,14 @@ def measure(rpc_url: str, n_sites: int) -> dict[str, object]:
     # sites get a budget, every site reveals privately (a spend the same size as one epsilon)
     for s in sites[: n_sites // 2]:
         add("setPrivacyBudget", ledger.set_privacy_budget(heir, s.address, 8_000_000).gas_used)
-    now = block_timestamp(w3)
     r, _ = ledger.open_round(
         agg,
         CID,
         h(model),
         terms_cid=CID,
         terms_sha256=h("terms-dp"),
-        commit_deadline=now + COMMIT_WINDOW,
-        reveal_deadline=now + COMMIT_WINDOW + REVEAL_WINDOW,
+        commit_seconds=COMMIT_WINDOW,
+        reveal_seconds=REVEAL_WINDOW,
     )
     for i, s in enumerate(sites):
         ledger.commit_update(s, r, commitment(s.address, r, h(f"{r}-{i}"), 100 + i))
@@ -181,17 +178,16 @@ def _peer_rounds(
     half = sites[: len(sites) // 2]
     for rnd, members in enumerate([half, sites, sites, half]):
         withholder = sites[len(half)] if rnd == 3 else None
-        now = block_timestamp(w3)
         r, res = ledger.open_peer_round(
             agg,
             model_cid=CID,
             model_sha256=h(model),
             terms_cid=CID,
             terms_sha256=h(f"peer-terms{rnd}"),
-            commit_deadline=now + COMMIT_WINDOW,
-            reveal_deadline=now + COMMIT_WINDOW + REVEAL_WINDOW,
-            score_commit_deadline=now + COMMIT_WINDOW + REVEAL_WINDOW + COMMIT_WINDOW,
-            score_reveal_deadline=now + 2 * (COMMIT_WINDOW + REVEAL_WINDOW),
+            commit_seconds=COMMIT_WINDOW,
+            reveal_seconds=REVEAL_WINDOW,
+            score_commit_seconds=COMMIT_WINDOW,
+            score_reveal_seconds=REVEAL_WINDOW,
             quorum=len(members),
         )
         total = add("openPeerRound", res.gas_used)

@@ -106,18 +106,16 @@ def open_peer_round(pf: PeerFed, chain_quorum: int | None = None) -> int:
     )
     ref = put(fed.store, terms.to_bytes())
     fed.terms[terms.round] = ref
-    commit_deadline = block_timestamp(fed.ledger.w3) + WINDOW
-    reveal_deadline = commit_deadline + WINDOW
     opened = fed.ledger.open_peer_round(
         fed.coordinator,
         model_cid=pf.model[0],
         model_sha256=pf.model[1],
         terms_cid=ref[0],
         terms_sha256=ref[1],
-        commit_deadline=commit_deadline,
-        reveal_deadline=reveal_deadline,
-        score_commit_deadline=reveal_deadline + SCORE_COMMIT,
-        score_reveal_deadline=reveal_deadline + SCORE_COMMIT + SCORE_REVEAL,
+        commit_seconds=WINDOW,
+        reveal_seconds=WINDOW,
+        score_commit_seconds=SCORE_COMMIT,
+        score_reveal_seconds=SCORE_REVEAL,
         quorum=PEER_VALUATION["quorum"] if chain_quorum is None else chain_quorum,
     )
     round_id = opened[0] if isinstance(opened, tuple) else opened

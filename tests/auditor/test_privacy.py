@@ -59,15 +59,15 @@ class World:
             reveal_seconds=600,
             privacy=privacy,
         ).to_bytes()
-        now = self.fed.w3.eth.get_block("latest")["timestamp"]
+        self.fed.w3.eth.get_block("latest")["timestamp"]
         round_id, _ = self.fed.ledger.open_round(
             self.fed.agg,
             self.store.put(b"start model"),
             hashlib.sha256(b"start model").hexdigest(),
             terms_cid=self.store.put(terms),
             terms_sha256=hashlib.sha256(terms).hexdigest(),
-            commit_deadline=now + 600,
-            reveal_deadline=now + 1200,
+            commit_seconds=600,
+            reveal_seconds=600,
         )
         assert round_id == r
         return r

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fedtrail.auditor.verify import RoundAudit, _check_limits, verify_round
-from fedtrail.chain import advance_time, block_timestamp
+from fedtrail.chain import advance_time
 from fedtrail.ledger import Valuation
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.node.daemon import _unrunnable
@@ -47,15 +47,14 @@ def _open(
     )
     ref = hand.put(fed.store, terms.to_bytes())
     fed.terms[terms.round] = ref
-    deadline = block_timestamp(fed.ledger.w3) + windows[0]
     round_id, _ = fed.ledger.open_round(
         fed.coordinator,
         model[0],
         model[1],
         terms_cid=ref[0],
         terms_sha256=ref[1],
-        commit_deadline=deadline,
-        reveal_deadline=deadline + windows[1],
+        commit_seconds=windows[0],
+        reveal_seconds=windows[1],
     )
     return round_id
 
@@ -157,21 +156,22 @@ def test_terms_valuation_passes_the_same_settings_with_the_same_types(
 @pytest.mark.parametrize(
     ("windows", "needle"),
     [
-        ((600, 3600), "the terms' 3600 s (accepted: 3540..3602 s)"),
+        ((600, 3600), "the chain's commit window is 600 s from the opening block, the terms' 3600"),
+        ((3550, 3600), "the chain's commit window is 3550 s from the opening block, the terms'"),
+        ((3599, 3600), "the chain's commit window is 3599 s from the opening block, the terms'"),
         ((3600, 600), "the chain's reveal window is 600 s, the terms' 3600 s"),
-        ((7200, 3600), "the terms' 3600 s (accepted: 3540..3602 s)"),
+        ((7200, 3600), "the chain's commit window is 7200 s from the opening block, the terms'"),
     ],
-    ids=["short_commit", "short_reveal", "long_commit"],
+    ids=["short_commit", "a40_slack", "one_second_short", "short_reveal", "long_commit"],
 )
 def test_windows_on_chain_other_than_the_terms_promise_fail_terms_windows(
     anvil_url: str, tmp_path: Path, windows: tuple[int, int], needle: str
 ) -> None:
     """Terms promise sites 3600 s to commit and 3600 s to reveal; an aggregator that opens the
-    round with other deadlines (10 minutes to commit: a site that polls hourly is shut out)
-    fails terms.windows and nothing else. Nothing compared them before (peers.quorum compares
-    a peer round's score windows only). The commit window is measured from the opening block,
-    which may be mined a second after the deadline was set (600 reads 599): the needles name
-    the terms' side."""
+    round with other windows (10 minutes to commit: a site that polls hourly is shut out)
+    fails terms.windows and nothing else. The contract sets the deadlines from the opening
+    block and the lengths given, so the check is exact: a window 50 s short (a40's ``slack``,
+    once inside verify's 60 s slack) or 1 s short fails too."""
     valuation = {"method": "loo", "metric": "auc", "combiner": asdict(Combiner())}
     audit = _round_logged_as(tmp_path, anvil_url, valuation, valuation, windows)
     bad = {c.name: c.detail for c in audit.checks if c.failed}

@@ -63,15 +63,14 @@ class Fed:
             self.ledger.register_site(self.coord, site.address, f"hospital-{i}", MAX_SAMPLES)
 
     def open(self, model: str = "g0", commit: int = 600, reveal: int = 600) -> int:
-        commit_deadline = block_timestamp(self.w3) + commit
         round_id, _ = self.ledger.open_round(
             self.agg,
             CID,
             h(model),
             terms_cid=CID,
             terms_sha256=h("terms" + model),
-            commit_deadline=commit_deadline,
-            reveal_deadline=commit_deadline + reveal,
+            commit_seconds=commit,
+            reveal_seconds=reveal,
         )
         return round_id
 
@@ -136,18 +135,16 @@ class Fed:
         score_commit: int = 600,
         score_reveal: int = 600,
     ) -> int:
-        commit_deadline = block_timestamp(self.w3) + commit
-        reveal_deadline = commit_deadline + reveal
         round_id, _ = self.ledger.open_peer_round(
             self.agg,
             model_cid=CID,
             model_sha256=h(model),
             terms_cid=CID,
             terms_sha256=h("peer-terms" + model),
-            commit_deadline=commit_deadline,
-            reveal_deadline=reveal_deadline,
-            score_commit_deadline=reveal_deadline + score_commit,
-            score_reveal_deadline=reveal_deadline + score_commit + score_reveal,
+            commit_seconds=commit,
+            reveal_seconds=reveal,
+            score_commit_seconds=score_commit,
+            score_reveal_seconds=score_reveal,
             quorum=quorum,
         )
         return round_id

@@ -166,16 +166,17 @@ def test_set_aggregator_errors(fed: Fed) -> None:
 
 
 def test_open_round_records_model_terms_deadlines_and_active_set_and_emits(fed: Fed) -> None:
-    now = block_timestamp(fed.w3)
-    round_id, _ = fed.ledger.open_round(
+    """The contract sets the deadlines from the mining block and the lengths given (a40)."""
+    round_id, result = fed.ledger.open_round(
         fed.agg,
         CID,
         h("g0"),
         terms_cid="QmTerms",
         terms_sha256=h("terms"),
-        commit_deadline=now + 600,
-        reveal_deadline=now + 900,
+        commit_seconds=600,
+        reveal_seconds=300,
     )
+    mined = fed.w3.eth.get_block(result.block_number)["timestamp"]
     assert round_id == 1 and fed.ledger.current_round() == 1
     assert last_event(fed.ledger, "RoundOpened") == {
         "round": 1,
@@ -183,27 +184,25 @@ def test_open_round_records_model_terms_deadlines_and_active_set_and_emits(fed: 
         "modelSha256": h("g0"),
         "termsCid": "QmTerms",
         "termsSha256": h("terms"),
-        "commitDeadline": now + 600,
-        "revealDeadline": now + 900,
+        "commitDeadline": mined + 600,
+        "revealDeadline": mined + 900,
     }
     info = fed.ledger.get_round(1)
     assert info.phase == Phase.OPEN
-    assert (info.commit_deadline, info.reveal_deadline) == (now + 600, now + 900)
-    assert info.opened_at > now and info.active_at_open == 3
+    assert (info.commit_deadline, info.reveal_deadline) == (mined + 600, mined + 900)
+    assert info.opened_at == mined and info.active_at_open == 3
     assert (info.start_cid, info.start_sha256) == (CID, h("g0"))
     assert (info.terms_cid, info.terms_sha256) == ("QmTerms", h("terms"))
     assert info.submission_count == 0 and info.global_cid == ""
 
 
 def test_open_round_errors(fed: Fed) -> None:
-    now = block_timestamp(fed.w3)
-
     def open_(signer: object = None, **kw: object) -> None:
         args: dict[str, object] = {
             "terms_cid": CID,
             "terms_sha256": h("t"),
-            "commit_deadline": now + 600,
-            "reveal_deadline": now + 1200,
+            "commit_seconds": 600,
+            "reveal_seconds": 600,
         }
         model = kw.pop("model_cid", CID), kw.pop("model_sha256", h("g0"))
         args.update(kw)
@@ -219,46 +218,41 @@ def test_open_round_errors(fed: Fed) -> None:
         open_(terms_cid="")
     with expect(InvalidArgument, "InvalidParameter", what="termsSha256"):
         open_(terms_sha256="00" * 32)
-    with expect(RoundStateError, "CommitWindowTooShort", commitDeadline=now - 1):
-        open_(commit_deadline=now - 1)
-    with expect(RoundStateError, "RevealWindowTooShort", revealDeadline=now + 600):
-        open_(reveal_deadline=now + 600)
+    with expect(RoundStateError, "CommitWindowTooShort", commitSeconds=0):
+        open_(commit_seconds=0)
+    with expect(RoundStateError, "RevealWindowTooShort", revealSeconds=9):
+        open_(reveal_seconds=9)
+    with expect(InvalidArgument, "InvalidParameter", what="window"):
+        open_(commit_seconds=2**64 - 1)
     fed.open()
     with expect(RoundStateError, "PreviousRoundNotClosed", round=1):
         fed.open()
 
 
 def test_minimum_round_window_set_at_deploy_bounds_both_windows(embedded: ChainEnv) -> None:
-    """The aggregator may not set a deadline 2 s ahead (issue 13, point 7)."""
+    """The aggregator may not give a 2 s window (issue 13, point 7)."""
     fed = Fed(embedded, min_round_window=300)
-    now = block_timestamp(fed.w3)
-    with expect(RoundStateError, "CommitWindowTooShort", commitDeadline=now + 2):
+    with expect(RoundStateError, "CommitWindowTooShort", commitSeconds=2, minimum=300):
         fed.ledger.open_round(
             fed.agg,
             CID,
             h("g0"),
             terms_cid=CID,
             terms_sha256=h("t"),
-            commit_deadline=now + 2,
-            reveal_deadline=now + 10_000,
+            commit_seconds=2,
+            reveal_seconds=10_000,
         )
-    commit_deadline = now + 1_000
-    with expect(
-        RoundStateError,
-        "RevealWindowTooShort",
-        revealDeadline=commit_deadline + 299,
-        earliest=commit_deadline + 300,
-    ):
+    with expect(RoundStateError, "RevealWindowTooShort", revealSeconds=299, minimum=300):
         fed.ledger.open_round(
             fed.agg,
             CID,
             h("g0"),
             terms_cid=CID,
             terms_sha256=h("t"),
-            commit_deadline=commit_deadline,
-            reveal_deadline=commit_deadline + 299,
+            commit_seconds=1_000,
+            reveal_seconds=299,
         )
-    assert fed.open(commit=1_000, reveal=300) == 1
+    assert fed.open(commit=300, reveal=300) == 1
 
 
 def test_open_round_must_start_from_last_finalized_model(fed: Fed) -> None:

@@ -12,7 +12,6 @@ from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 
-from fedtrail.chain import block_timestamp
 from fedtrail.errors import (
     CommitmentMismatch,
     DuplicateSubmission,
@@ -82,32 +81,33 @@ def raw_peer_valuation(
 
 
 def test_open_peer_round_records_scoring_terms_and_emits_both_events(fed: Fed) -> None:
-    now = block_timestamp(fed.w3)
-    round_id, _ = fed.ledger.open_peer_round(
+    """Every deadline is the mining block's time plus the lengths given, in order (a40)."""
+    round_id, result = fed.ledger.open_peer_round(
         fed.agg,
         model_cid=CID,
         model_sha256=h("g0"),
         terms_cid=CID,
         terms_sha256=h("terms"),
-        commit_deadline=now + 100,
-        reveal_deadline=now + 200,
-        score_commit_deadline=now + 300,
-        score_reveal_deadline=now + 400,
+        commit_seconds=100,
+        reveal_seconds=200,
+        score_commit_seconds=300,
+        score_reveal_seconds=400,
         quorum=2,
     )
+    mined = fed.w3.eth.get_block(result.block_number)["timestamp"]
     assert round_id == 1
     opened = last_event(fed.ledger, "RoundOpened")
-    assert opened["round"] == 1 and opened["commitDeadline"] == now + 100
-    assert opened["revealDeadline"] == now + 200 and opened["modelSha256"] == h("g0")
+    assert opened["round"] == 1 and opened["commitDeadline"] == mined + 100
+    assert opened["revealDeadline"] == mined + 300 and opened["modelSha256"] == h("g0")
     assert last_event(fed.ledger, "PeerScoringOpened") == {
         "round": 1,
-        "scoreCommitDeadline": now + 300,
-        "scoreRevealDeadline": now + 400,
+        "scoreCommitDeadline": mined + 600,
+        "scoreRevealDeadline": mined + 1000,
         "quorum": 2,
     }
     peer = fed.ledger.get_peer_round(1)
     assert peer is not None
-    assert (peer.score_commit_deadline, peer.score_reveal_deadline) == (now + 300, now + 400)
+    assert (peer.score_commit_deadline, peer.score_reveal_deadline) == (mined + 600, mined + 1000)
     assert (peer.quorum, peer.commit_count, peer.vote_count) == (2, 0, 0)
     info = fed.ledger.get_round(1)
     assert info.phase == Phase.OPEN and info.active_at_open == 3
@@ -123,53 +123,36 @@ def test_aggregator_round_has_no_peer_record(fed: Fed) -> None:
 def test_open_peer_round_refuses_short_score_windows_bad_quorum_and_non_aggregator(
     fed: Fed,
 ) -> None:
-    now = block_timestamp(fed.w3)
     base = {
         "model_cid": CID,
         "model_sha256": h("g0"),
         "terms_cid": CID,
         "terms_sha256": h("terms"),
-        "commit_deadline": now + 100,
-        "reveal_deadline": now + 200,
-        "score_commit_deadline": now + 300,
-        "score_reveal_deadline": now + 400,
+        "commit_seconds": 100,
+        "reveal_seconds": 100,
+        "score_commit_seconds": 100,
+        "score_reveal_seconds": 100,
         "quorum": 2,
     }
-    # min_round_window is 10: the score commit deadline must be >= reveal deadline + 10
-    with expect(
-        RoundStateError,
-        "ScoreCommitWindowTooShort",
-        scoreCommitDeadline=now + 209,
-        earliest=now + 210,
-    ):
-        fed.ledger.open_peer_round(fed.agg, **{**base, "score_commit_deadline": now + 209})
-    with expect(
-        RoundStateError,
-        "ScoreRevealWindowTooShort",
-        scoreRevealDeadline=now + 305,
-        earliest=now + 310,
-    ):
-        fed.ledger.open_peer_round(fed.agg, **{**base, "score_reveal_deadline": now + 305})
+    # min_round_window is 10: each score window must be at least 10 s long
+    with expect(RoundStateError, "ScoreCommitWindowTooShort", scoreCommitSeconds=9, minimum=10):
+        fed.ledger.open_peer_round(fed.agg, **{**base, "score_commit_seconds": 9})
+    with expect(RoundStateError, "ScoreRevealWindowTooShort", scoreRevealSeconds=5, minimum=10):
+        fed.ledger.open_peer_round(fed.agg, **{**base, "score_reveal_seconds": 5})
+    with expect(InvalidArgument, "InvalidParameter", what="window"):
+        fed.ledger.open_peer_round(fed.agg, **{**base, "score_reveal_seconds": 2**64 - 1})
     with expect(InvalidArgument, "InvalidParameter", what="quorum"):
         fed.ledger.open_peer_round(fed.agg, **{**base, "quorum": 4})  # 3 sites registered
     with expect(InvalidArgument, "InvalidParameter", what="quorum"):
         call = fed.ledger._fn.openPeerRound(
-            CID,
-            bytes.fromhex(h("g0")),
-            CID,
-            bytes.fromhex(h("t")),
-            now + 100,
-            now + 200,
-            now + 300,
-            now + 400,
-            0,
-        )  # fmt: skip  (the client refuses quorum 0 itself)
+            CID, bytes.fromhex(h("g0")), CID, bytes.fromhex(h("t")), 100, 100, 100, 100, 0
+        )  # (the client refuses quorum 0 itself)
         fed.ledger._transact(fed.agg, call)
     with expect(Unauthorized, "NotAggregator", caller=fed.coord.address):
         fed.ledger.open_peer_round(fed.coord, **base)
     # the checks of openRound come first: a too short commit window
-    with expect(RoundStateError, "CommitWindowTooShort", commitDeadline=now + 1):
-        fed.ledger.open_peer_round(fed.agg, **{**base, "commit_deadline": now + 1})
+    with expect(RoundStateError, "CommitWindowTooShort", commitSeconds=1):
+        fed.ledger.open_peer_round(fed.agg, **{**base, "commit_seconds": 1})
     assert fed.ledger.current_round() == 0
 
 

@@ -12,7 +12,7 @@ from fractions import Fraction
 
 import pytest
 
-from fedtrail.chain import advance_time, block_timestamp
+from fedtrail.chain import advance_time
 from fedtrail.ledger import MAX_SITE_SAMPLES, Ledger, Valuation, commitment
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.weights import onchain_weights
@@ -81,15 +81,14 @@ def test_contract_weights_on_edge_cases_equal_the_readme_rule(
     sites = sorted(env.sites, key=lambda a: int(a.address, 16))[: len(ns)]
     last = ledger.last_finalized_round()
     model = hashlib.sha256(str(last).encode()).hexdigest()
-    now = block_timestamp(env.w3)
     r, _ = ledger.open_round(
         env.aggregator,
         CID,
         model,
         terms_cid=CID,
         terms_sha256=model,
-        commit_deadline=now + 100,
-        reveal_deadline=now + 200,
+        commit_seconds=100,
+        reveal_seconds=100,
     )
     digests = [hashlib.sha256(f"{r}-{i}".encode()).hexdigest() for i in range(len(ns))]
     for site, n, digest in zip(sites, ns, digests, strict=True):

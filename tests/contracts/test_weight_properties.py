@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedtrail.chain import advance_time, block_timestamp, connect
+from fedtrail.chain import advance_time, connect
 from fedtrail.ledger import Ledger, Valuation, commitment
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.weights import WEIGHT_SCALE, exact_shares, next_reputation, onchain_weights
@@ -68,15 +68,14 @@ class _Federation:
 
     def round(self, ns: list[int], ss: list[int]) -> None:
         sha = hashlib.sha256(self.model.encode()).hexdigest()
-        now = block_timestamp(self.w3)
         r, _ = self.ledger.open_round(
             self.agg,
             CID,
             sha,
             terms_cid=CID,
             terms_sha256=sha,
-            commit_deadline=now + 100,
-            reveal_deadline=now + 200,
+            commit_seconds=100,
+            reveal_seconds=100,
         )
         chosen = self.sites[: len(ns)]
         digests = [hashlib.sha256(f"{r}-{i}".encode()).hexdigest() for i in range(len(ns))]

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from fedtrail.chain import advance_time, next_block_timestamp
+from fedtrail.chain import advance_time
 from fedtrail.flower.replies import InvalidReply, SiteReply, check_reply, sign
 from fedtrail.ledger import Ledger, Valuation, commitment
 from fedtrail.protocol.evidence import SignedReply, sign_reply
@@ -24,7 +24,6 @@ def _round_with_reveal(env: ChainEnv) -> tuple[Ledger, str, int]:
     ledger = env.deploy(min_round_window=1)
     for i, site in enumerate(env.sites[:2]):
         ledger.register_site(env.coordinator, site.address, f"site-{i}", 1000)
-    now = next_block_timestamp(env.w3)
     sha = hashlib.sha256(b"update").hexdigest()
     r, _ = ledger.open_round(
         env.aggregator,
@@ -32,8 +31,8 @@ def _round_with_reveal(env: ChainEnv) -> tuple[Ledger, str, int]:
         hashlib.sha256(b"start").hexdigest(),
         terms_cid=CID_B,
         terms_sha256=hashlib.sha256(b"terms").hexdigest(),
-        commit_deadline=now + 20,
-        reveal_deadline=now + 40,
+        commit_seconds=20,
+        reveal_seconds=20,
     )
     site = env.sites[0]
     ledger.commit_update(site, r, commitment(site.address, r, sha, 40))

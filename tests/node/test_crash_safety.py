@@ -96,15 +96,14 @@ def _setup(anvil_url: str, ipfs_api: str, tmp: Path) -> tuple[Ledger, Path, str,
         initial_model=INITIAL_MODEL_DEPLOYMENT,
         initial_salt=salt,
     ).to_bytes()
-    commit_deadline = next_block_timestamp(w3) + 600  # passed by moving the clock, not waiting
     round_id, _ = ledger.open_round(
         coord,
         store.put(blob),
         hashlib.sha256(blob).hexdigest(),
         terms_cid=store.put(terms),
         terms_sha256=hashlib.sha256(terms).hexdigest(),
-        commit_deadline=commit_deadline,
-        reveal_deadline=commit_deadline + 3600,
+        commit_seconds=600,  # passed by moving the clock, not waiting
+        reveal_seconds=3600,
     )
     return ledger, folder, address, round_id
 

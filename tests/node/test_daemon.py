@@ -93,15 +93,14 @@ class World:
             if edit is not None:  # the aggregator's terms edited by hand
                 own = replace(own, **edit)
             terms = own.to_bytes()
-        commit_deadline = block_timestamp(env.w3) + 60
         self.round, _ = self.ledger.open_round(
             env.aggregator,
             cid,
             hashlib.sha256(blob).hexdigest(),
             terms_cid=self.store.put(terms),
             terms_sha256=hashlib.sha256(terms).hexdigest(),
-            commit_deadline=commit_deadline,
-            reveal_deadline=commit_deadline + 3600,
+            commit_seconds=60,
+            reveal_seconds=3600,
         )
 
     def close_commits(self) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from fedtrail.chain import advance_time, block_timestamp, connect, dev_account
+from fedtrail.chain import advance_time, connect, dev_account
 from fedtrail.cli import cli
 from fedtrail.keys import keystore_address, load_keystore
 from fedtrail.ledger import Ledger, commitment
@@ -50,10 +50,9 @@ def world(anvil_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Led
     ledger.register_site(coord, dev_account(3).address, "plain", 600)
     site = load_keystore(folder / "keystore.json", PASS["FEDTRAIL_PASSPHRASE"])
     for spend in SPENDS:
-        deadline = block_timestamp(ledger.w3) + 600
         r_id, _ = ledger.open_round(
             coord, CID, h("start"), terms_cid=CID, terms_sha256=h("terms"),
-            commit_deadline=deadline, reveal_deadline=deadline + 600,
+            commit_seconds=600, reveal_seconds=600,
         )  # fmt: skip
         sha = h(f"update {r_id}")
         ledger.commit_update(site, r_id, commitment(site.address, r_id, sha, 100))

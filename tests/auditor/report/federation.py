@@ -110,15 +110,14 @@ def open_round(fed: Fed, model: tuple[str, str], seconds: int = 3600) -> int:
     )
     terms = put(fed.store, round_terms.to_bytes())
     fed.terms[round_terms.round] = terms
-    commit_deadline = block_timestamp(fed.ledger.w3) + seconds
     round_id, _ = fed.ledger.open_round(
         fed.coordinator,
         model[0],
         model[1],
         terms_cid=terms[0],
         terms_sha256=terms[1],
-        commit_deadline=commit_deadline,
-        reveal_deadline=commit_deadline + seconds,
+        commit_seconds=seconds,
+        reveal_seconds=seconds,
     )
     return round_id
 

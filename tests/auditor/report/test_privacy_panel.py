@@ -55,15 +55,14 @@ def _open(fed: Fed, start: tuple[str, str]) -> int:
         privacy=PrivacyTerms(delta=1e-5),
     )
     fed.terms[r] = put(fed.store, terms.to_bytes())
-    deadline = block_timestamp(fed.ledger.w3) + 3600
     fed.ledger.open_round(
         fed.coordinator,
         start[0],
         start[1],
         terms_cid=fed.terms[r][0],
         terms_sha256=fed.terms[r][1],
-        commit_deadline=deadline,
-        reveal_deadline=deadline + 3600,
+        commit_seconds=3600,
+        reveal_seconds=3600,
     )
     return r
 

@@ -166,15 +166,15 @@ def test_a_round_not_yet_valued_shows_no_verdict(anvil_url: str, tmp_path: Path)
     ledger = Ledger.at(w3, dep)
     site = dev_account(3)
     ledger.register_site(dev_account(0), site.address, "hospital-x", 500)
-    now = w3.eth.get_block("latest")["timestamp"]
+    w3.eth.get_block("latest")["timestamp"]
     r, _ = ledger.open_round(
         dev_account(0),
         "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
         "11" * 32,
         terms_cid="QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
         terms_sha256="22" * 32,
-        commit_deadline=now + 60,
-        reveal_deadline=now + 120,
+        commit_seconds=60,
+        reveal_seconds=60,
     )
     ledger.commit_update(site, r, commitment(site.address, r, "33" * 32, 10))
     code, stdout, _ = run(

@@ -83,15 +83,14 @@ def test_commitment_opens_on_the_contract(embedded: ChainEnv) -> None:
     ledger = embedded.deploy(min_round_window=1)
     coord, agg, site = embedded.coordinator, embedded.aggregator, embedded.sites[0]
     ledger.register_site(coord, site.address, "s", MAX_SITE_SAMPLES)
-    now = block_timestamp(embedded.w3)
     r, _ = ledger.open_round(
         agg,
         "QmM",
         "11" * 32,
         terms_cid="QmT",
         terms_sha256="22" * 32,
-        commit_deadline=now + 5,
-        reveal_deadline=now + 50,
+        commit_seconds=5,
+        reveal_seconds=45,
     )
     c = commitment(site.address, r, "33" * 32, MAX_SITE_SAMPLES)
     ledger.commit_update(site, r, c)
@@ -136,16 +135,16 @@ def test_transactions_are_checked_against_the_pending_blocks_time(anvil_url: str
     ledger, _ = Ledger.deploy(w3, coord, min_round_window=1)
     for site in (early, late):
         ledger.register_site(coord, site.address, "s", 100)
-    deadline = next_block_timestamp(w3) + 5
     r, _ = ledger.open_round(
         coord,
         "QmM",
         "11" * 32,
         terms_cid="QmT",
         terms_sha256="22" * 32,
-        commit_deadline=deadline,
-        reveal_deadline=deadline + 100,
+        commit_seconds=5,
+        reveal_seconds=100,
     )
+    deadline = ledger.get_round(r).commit_deadline
     ledger.commit_update(early, r, commitment(early.address, r, "33" * 32, 10))
     w3.provider.make_request("evm_setNextBlockTimestamp", [deadline + 3])  # type: ignore[arg-type]
     assert block_timestamp(w3) <= deadline < next_block_timestamp(w3)
@@ -202,15 +201,14 @@ def test_every_view_reads_as_web3s_call_returns_it(embedded: ChainEnv) -> None:
     coord, agg, site = embedded.coordinator, embedded.aggregator, embedded.sites[0]
     ledger.register_site(coord, site.address, "0x" + "ab" * 20, 100)  # a name like an address
     ledger.register_site(coord, embedded.sites[1].address, "other", 50)
-    deadline = next_block_timestamp(embedded.w3) + 300
     r, _ = ledger.open_round(
         agg,
         "QmM",
         "11" * 32,
         terms_cid="QmT",
         terms_sha256="22" * 32,
-        commit_deadline=deadline,
-        reveal_deadline=deadline + 300,
+        commit_seconds=300,
+        reveal_seconds=300,
     )
     ledger.commit_update(site, r, commitment(site.address, r, "33" * 32, 10))
     advance_time(embedded.w3, 301)
@@ -239,15 +237,14 @@ def test_events_read_from_the_nodes_hex_equal_web3s_formatted_logs(
     ledger = anvil.deploy()
     coord, agg, site = anvil.coordinator, anvil.aggregator, anvil.sites[0]
     ledger.register_site(coord, site.address, "0x" + "ab" * 20, 100)
-    deadline = next_block_timestamp(anvil.w3) + 300
     r, _ = ledger.open_round(
         agg,
         "QmM",
         "11" * 32,
         terms_cid="QmT",
         terms_sha256="22" * 32,
-        commit_deadline=deadline,
-        reveal_deadline=deadline + 300,
+        commit_seconds=300,
+        reveal_seconds=300,
     )
     ledger.commit_update(site, r, commitment(site.address, r, "33" * 32, 10))
     advance_time(anvil.w3, 301)
