@@ -810,6 +810,24 @@ def _probe_key(block: Mapping[str, Any]) -> tuple[object, object, object]:
     return block.get("method"), block.get("probe_sha256"), block.get("probe_images")
 
 
+def _finalized_logs_before(
+    ledger: Ledger, store: ContentStore, round_id: int
+) -> Iterator[tuple[int, RoundLog | None]]:
+    """The finalized rounds before ``round_id``, latest first, each with its log (None: the
+    log cannot be fetched or parsed, and that round fails its own ``log.hash`` or
+    ``log.schema``). The heatmap checks read as few of them as they can."""
+    for earlier in range(round_id - 1, 0, -1):
+        info = ledger.get_round(earlier)
+        if info.phase != Phase.FINALIZED:
+            continue
+        fetched = _fetch(store, info.log_cid, info.log_sha256, MAX_LOG_BYTES)
+        log = None
+        if fetched.blob is not None:
+            with contextlib.suppress(FedtrailError):
+                log = RoundLog.from_bytes(fetched.blob)
+        yield earlier, log
+
+
 def _earlier_explanations(
     ledger: Ledger, store: ContentStore, round_id: int
 ) -> tuple[int, Mapping[str, Any]] | None:
@@ -818,18 +836,9 @@ def _earlier_explanations(
     out after one that had them fails ``log.heatmaps`` itself, a41, and reading no further keeps
     this to one log a round). A round whose log is unreadable fails its own checks and is
     passed over here."""
-    for earlier in range(round_id - 1, 0, -1):
-        info = ledger.get_round(earlier)
-        if info.phase != Phase.FINALIZED:
-            continue
-        fetched = _fetch(store, info.log_cid, info.log_sha256, MAX_LOG_BYTES)
-        if fetched.blob is None:
-            continue
-        try:
-            log = RoundLog.from_bytes(fetched.blob)
-        except FedtrailError:
-            continue
-        return None if log.explanations is None else (earlier, log.explanations)
+    for earlier, log in _finalized_logs_before(ledger, store, round_id):
+        if log is not None:
+            return None if log.explanations is None else (earlier, log.explanations)
     return None
 
 
@@ -839,19 +848,9 @@ def _dropped_heatmaps(ledger: Ledger, store: ContentStore, round_id: int) -> str
     for a chosen round, the block let the aggregator withhold the explanation of a model that
     looked bad with verify passing (attack a41). Only that one earlier round's log is read, so a
     deployment without heatmaps pays one fetch a round."""
-    for earlier in range(round_id - 1, 0, -1):
-        info = ledger.get_round(earlier)
-        if info.phase != Phase.FINALIZED:
-            continue
-        fetched = _fetch(store, info.log_cid, info.log_sha256, MAX_LOG_BYTES)
-        if fetched.blob is None:
-            return None  # that round fails its own log.hash
-        try:
-            log = RoundLog.from_bytes(fetched.blob)
-        except FedtrailError:
-            return None  # and its own log.schema
-        if log.explanations is None:
-            return None
+    for earlier, log in _finalized_logs_before(ledger, store, round_id):
+        if log is None or log.explanations is None:
+            return None  # an unreadable log fails that round's own checks
         return (
             f"the log names no explanation heatmaps, but round {earlier}'s did: an aggregator "
             "that publishes them publishes them every round"
