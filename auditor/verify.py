@@ -114,6 +114,7 @@ from fedtrail.protocol.terms import (
     InvalidTerms,
     RoundTerms,
     payment_differences,
+    window_differences,
 )
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.canonical import check_canonical_update
@@ -2421,18 +2422,14 @@ def _check_windows(info: RoundInfo, terms: RoundTerms) -> tuple[str, bool, str]:
     commitDeadline``) ``reveal_seconds``. The contract sets both deadlines from the opening
     block and the lengths it is given, so an honest open has no slack to allow for. (A peer
     round's score windows are ``peers.quorum``'s, exact too.)"""
+    problems = window_differences(
+        terms,
+        opened_at=info.opened_at,
+        commit_deadline=info.commit_deadline,
+        reveal_deadline=info.reveal_deadline,
+    )
     commit = info.commit_deadline - info.opened_at
     reveal = info.reveal_deadline - info.commit_deadline
-    problems = []
-    if commit != terms.commit_seconds:
-        problems.append(
-            f"the chain's commit window is {commit} s from the opening block, the terms' "
-            f"{terms.commit_seconds} s"
-        )
-    if reveal != terms.reveal_seconds:
-        problems.append(
-            f"the chain's reveal window is {reveal} s, the terms' {terms.reveal_seconds} s"
-        )
     return (
         "terms.windows",
         not problems,

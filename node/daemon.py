@@ -83,6 +83,7 @@ from fedtrail.protocol.terms import (
     InvalidTerms,
     RoundTerms,
     payment_differences,
+    window_differences,
 )
 from fedtrail.storage.codec import (
     decode_model,
@@ -533,7 +534,7 @@ class SiteNode:
             if now > info.commit_deadline:
                 log.warning("round %d: commit window closed before this node committed", round_id)
                 return None
-            refusal = self._terms_refusal(round_id, info.terms_cid, info.terms_sha256)
+            refusal = self._terms_refusal(round_id, info)
             if refusal is not None:
                 # the terms are hash-pinned: the same answer at every poll, so recorded once
                 return self._skip(RoundRecord(round=round_id, phase="skipped"), refusal)
@@ -590,20 +591,35 @@ class SiteNode:
         log.warning("round %d: committed update recovered from %s", round_id, path)
         return record
 
-    def _terms_refusal(self, round_id: int, cid: str, sha256: str) -> str | None:
+    def _terms_refusal(self, round_id: int, info: RoundInfo) -> str | None:
         """Why this site does not take part under the round's committed terms (None: it does).
         Terms for another task raise :class:`TaskMismatch` (the site's config or the federation
         must change: no retry can help); unreadable terms, terms of another round, and terms
         this site cannot or will not run (:func:`_unrunnable`: a valuation no scorer can run,
         or thresholds stricter than its ``[accept]``) are refused before any training or
-        privacy budget is spent. A store that does not answer raises (the daemon retries)."""
+        privacy budget is spent; so are windows on chain other than the terms' (a commit window
+        cut below the promised one shuts out the slowest sites: a40). A store that does not
+        answer raises (the daemon retries)."""
         try:
-            terms = RoundTerms.from_bytes(self.store.get(cid, sha256, max_bytes=MAX_TERMS_BYTES))
+            terms = RoundTerms.from_bytes(
+                self.store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
+            )
         except (InvalidTerms, ContentTooLarge) as exc:
             return f"the committed terms are unusable ({exc}); not taking part"
         if terms.round != round_id:
             return f"the committed terms are for round {terms.round}; not taking part"
         require_terms(self.task, terms, mine="this site's config.toml")
+        windows = window_differences(
+            terms,
+            opened_at=info.opened_at,
+            commit_deadline=info.commit_deadline,
+            reveal_deadline=info.reveal_deadline,
+        )
+        if windows:
+            return (
+                "the round's windows on chain are not its terms' (" + "; ".join(windows) + "); "
+                "not taking part"
+            )
         changed = self._payment_refusal(terms)
         if changed is not None:
             return changed

@@ -45,6 +45,7 @@ __all__ = [
     "payment_differences",
     "seeded_salt",
     "valid_salt",
+    "window_differences",
 ]
 MAX_IMAGE_SIZE: Final = 1024
 """Largest model input size (pixels a side) a spec may name. The spec is the aggregator's
@@ -546,3 +547,26 @@ def _seed_offset(terms: RoundTerms) -> object:
 def _canon(doc: Mapping[str, Any]) -> str:
     """Canonical JSON: equal exactly when the documents are, with their JSON types."""
     return json.dumps(dict(doc), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def window_differences(
+    terms: RoundTerms, *, opened_at: int, commit_deadline: int, reveal_deadline: int
+) -> list[str]:
+    """How the windows the chain gave a round differ from its terms' (empty: not at all). The
+    contract sets both deadlines from the opening block and the lengths the aggregator passes,
+    so an honest open has no slack: a commit window shorter than the terms promise shuts out
+    the slowest sites (attack a40), and both ``audit verify`` (``terms.windows``) and every node
+    (before it trains) hold the chain to the terms."""
+    commit = commit_deadline - opened_at
+    reveal = reveal_deadline - commit_deadline
+    problems = []
+    if commit != terms.commit_seconds:
+        problems.append(
+            f"the chain's commit window is {commit} s from the opening block, the terms' "
+            f"{terms.commit_seconds} s"
+        )
+    if reveal != terms.reveal_seconds:
+        problems.append(
+            f"the chain's reveal window is {reveal} s, the terms' {terms.reveal_seconds} s"
+        )
+    return problems

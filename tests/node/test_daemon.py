@@ -4,6 +4,7 @@ reveals recorded as skipped, and the hooks a caller may give it."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -40,7 +41,13 @@ from fedtrail.node.daemon import (
 )
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.roundlog import RoundLog
-from fedtrail.protocol.terms import MAX_TERMS_BYTES, DuplicateRule, PrivacyTerms, RoundTerms
+from fedtrail.protocol.terms import (
+    MAX_TERMS_BYTES,
+    DuplicateRule,
+    InvalidTerms,
+    PrivacyTerms,
+    RoundTerms,
+)
 from fedtrail.simulation.federation import build_federation, make_sites
 from fedtrail.storage.codec import decode_update, encode_model
 from fedtrail.storage.store import LocalStore
@@ -63,6 +70,7 @@ class World:
         tmp: Path,
         terms: bytes | None = None,
         edit: dict[str, Any] | None = None,
+        windows: tuple[int, int] | None = None,
     ) -> None:
         self.env = env
         self.tmp = tmp
@@ -89,18 +97,27 @@ class World:
         self.global_blob = blob
         cid = self.store.put(blob)
         if terms is None:
-            own = self.fed.service.round_terms(self.ledger.current_round() + 1)
+            own = replace(
+                self.fed.service.round_terms(self.ledger.current_round() + 1),
+                commit_seconds=60,
+                reveal_seconds=3600,
+            )
             if edit is not None:  # the aggregator's terms edited by hand
                 own = replace(own, **edit)
             terms = own.to_bytes()
+        if windows is None:  # the terms' own windows, as an honest aggregator opens them
+            windows = (60, 3600)
+            with contextlib.suppress(InvalidTerms):
+                parsed = RoundTerms.from_bytes(terms)
+                windows = (parsed.commit_seconds, parsed.reveal_seconds)
         self.round, _ = self.ledger.open_round(
             env.aggregator,
             cid,
             hashlib.sha256(blob).hexdigest(),
             terms_cid=self.store.put(terms),
             terms_sha256=hashlib.sha256(terms).hexdigest(),
-            commit_seconds=60,
-            reveal_seconds=3600,
+            commit_seconds=windows[0],
+            reveal_seconds=windows[1],
         )
 
     def close_commits(self) -> None:
@@ -633,6 +650,29 @@ def test_a_later_round_that_rechooses_the_payment_settings_is_refused(
         why = node._payment_refusal(replace(honest, **edit))
         assert why is not None and "settings that decide payment" in why, why
         assert named in why and "not taking part" in why, why
+
+
+@pytest.mark.parametrize(
+    ("windows", "named"),
+    [((50, 3600), "commit window is 50 s"), ((60, 30), "reveal window is 30 s")],
+)
+def test_a_round_whose_chain_windows_are_not_its_terms_is_refused_before_training(
+    embedded: ChainEnv, tmp_path: Path, windows: tuple[int, int], named: str
+) -> None:
+    """a40's bypass at the site: terms promise a 60 s commit window and a 3,600 s reveal window
+    while the aggregator opened the round on chain with other lengths (a commit window cut to
+    shut out the slowest sites). The node neither trains nor commits, and says why; verify's
+    ``terms.windows`` fails such a round too, but only after the slow site was kept out."""
+    world = World(embedded, tmp_path, windows=windows)
+    node = world.node(0)
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "skipped"
+    assert "windows on chain are not its terms'" in record.note and named in record.note
+    assert "not taking part" in record.note
+    assert world.ledger.get_submission(world.round, node.address) is None
+    honest = World(embedded, tmp_path / "honest")
+    kept = honest.node(0).participate(honest.round)
+    assert kept is not None and kept.phase == "committed", kept
 
 
 def _all(**thresholds: Any) -> dict[str, Any]:
