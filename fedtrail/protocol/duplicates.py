@@ -253,24 +253,25 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
             fill = functools.partial(_fill_codes, scratch=scratch)
             coded_apart, _ = _screen(deltas, width, fill, floor, buffer)
             apart &= coded_apart
-    exact: dict[int, tuple[torch.Tensor, float]] = {}
-    coded: dict[int, tuple[torch.Tensor, float]] = {}
 
-    def flat(i: int) -> tuple[torch.Tensor, float]:
-        if i not in exact:
-            delta = deltas[i]
-            assert delta is not None
-            f = _flat(delta)
-            exact[i] = (f, float(f.norm()))
-        return exact[i]
+    def built_once(
+        make: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
+    ) -> Callable[[int], tuple[torch.Tensor, float]]:
+        """Update ``i``'s ``make`` vector and its norm, built for the first pair that needs it."""
+        cache: dict[int, tuple[torch.Tensor, float]] = {}
 
-    def code(i: int) -> tuple[torch.Tensor, float]:
-        if i not in coded:
-            delta = deltas[i]
-            assert delta is not None
-            c = codes(delta)
-            coded[i] = (c, float(c.norm()))
-        return coded[i]
+        def get(i: int) -> tuple[torch.Tensor, float]:
+            if i not in cache:
+                delta = deltas[i]
+                assert delta is not None
+                v = make(delta)
+                cache[i] = (v, float(v.norm()))
+            return cache[i]
+
+        return get
+
+    flat = built_once(_flat)  # exact float64 flats
+    code = built_once(codes)  # int8 codes
 
     def near(i: int, j: int) -> bool:
         (a, na), (b, nb) = flat(i), flat(j)
