@@ -96,6 +96,7 @@ from fedtrail.storage.personal import PERSONAL_MODEL, PersonalInfo, load_persona
 from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
+from fedtrail.valuation.candidates import checks_noise
 from fedtrail.valuation.chained import check_playable
 from fedtrail.valuation.limits import (
     ThresholdLimits,
@@ -834,6 +835,18 @@ class SiteNode:
                     f"{why}, and this node's [privacy] is not enabled; not training",
                 )
             return None
+        method = self.config.compression.method
+        if method != "none" and checks_noise(terms):
+            # the aggregator would score the update 0 (privacy noise UNCHECKABLE): the site
+            # would spend its privacy budget on an update that earns nothing
+            return self._skip(
+                RoundRecord(round=round_id, phase="skipped"),
+                f"DP-SGD: the round's terms check each DP update's noise (dp_noise_check 1), "
+                f"which a {method} update (the top of delta + the residual of earlier rounds) "
+                "cannot show, so it would be scored 0 after spending privacy budget; not "
+                'training (send DP updates with [compression] method = "none" to join rounds '
+                "that keep the check)",
+            )
         delta = settings.delta if asked is None else asked.delta
         ceiling = min(settings.delta, 1 / len(self.train))
         if delta > ceiling:

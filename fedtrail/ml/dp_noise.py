@@ -40,7 +40,9 @@ whose "noise" cancels in the sum. Where ``Lambda`` is close to ``sqrt(P)`` (many
 noise multiplier) the noise is too small to tell from a signal and nothing fails.
 
 Only dense updates: a ``topk8`` update is the top of (delta + the site's private residual of
-earlier rounds), so what it sends is no per-round noise claim anyone can check.
+earlier rounds), so what it sends is no per-round noise claim anyone can check. Such an update
+stays differentially private (post-processing of the noised deltas), but only terms that waive
+this check (``dp_noise_check`` 0) pay it; a DP topk8 node skips rounds whose terms keep it.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from fedtrail.node.config import (
     write_node_config,
 )
 from fedtrail.storage.codec import Compression
+from fedtrail.valuation.limits import LoosestLimits, ThresholdLimits
 
 
 def test_a_written_config_loads_back_unchanged(tmp_path: Path) -> None:
@@ -112,11 +113,29 @@ def test_a_config_is_written_whole_or_not_at_all(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
 
 
-def test_dp_training_with_compression_is_refused() -> None:
-    """A topk8 DP update carries no noise anyone can check (top-k with error feedback), and
-    aggregators score it 0 under ``dp_noise_check``: the node refuses the pair up front."""
+def test_dp_training_with_compression_needs_terms_without_the_noise_check(
+    tmp_path: Path,
+) -> None:
+    """A topk8 DP update stays private (it is computed from the DP-noised deltas alone) but
+    carries no noise anyone can check, so aggregators score it 0 under ``dp_noise_check`` 1:
+    the node refuses the pair unless its ``[accept.loosest] dp_noise_check`` is 0 (it joins
+    only terms that waive the check), and then the config is accepted and round-trips."""
     private = PrivacyConfig(enabled=True, noise_multiplier=1.0)
+    topk8 = Compression(method="topk8")
     assert NodeConfig(privacy=private).compression.method == "none"
-    with pytest.raises(ConfigError, match="compression"):
-        NodeConfig(privacy=private, compression=Compression(method="topk8"))
-    assert NodeConfig(compression=Compression(method="topk8")).privacy.enabled is False
+    with pytest.raises(ConfigError, match=r"\[accept.loosest\] dp_noise_check = 0.*score it 0"):
+        NodeConfig(privacy=private, compression=topk8)
+    assert NodeConfig(compression=topk8).privacy.enabled is False
+    waived = ThresholdLimits(loosest=LoosestLimits(dp_noise_check=0))
+    config = NodeConfig(name="h", privacy=private, compression=topk8, accept=waived)
+    assert (config.privacy.enabled, config.compression.method) == (True, "topk8")
+    write_node_config(tmp_path / "config.toml", config)
+    assert load_node_config(tmp_path / "config.toml") == config
+    # the same file with the loosest limit back at 1 is refused on load
+    text = (tmp_path / "config.toml").read_text(encoding="utf-8")
+    assert "dp_noise_check = 0" in text
+    (tmp_path / "config.toml").write_text(
+        text.replace("dp_noise_check = 0", "dp_noise_check = 1"), encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match="dp_noise_check = 0"):
+        load_node_config(tmp_path / "config.toml")
