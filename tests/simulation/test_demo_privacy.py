@@ -31,6 +31,31 @@ def test_the_demo_trains_privately_within_each_budget_and_verifies(tmp_path: Pat
     )
 
 
+def test_the_demo_trains_privately_with_topk8_under_terms_without_the_noise_check(
+    tmp_path: Path,
+) -> None:
+    """``--dp-epsilon 8 --compression topk8``: the hospitals send topk8-compressed DP updates,
+    the terms waive the per-update noise check (which no compressed update passes), nobody is
+    scored MALFORMED, the spends stay within budget and the audit passes."""
+    scenario = Scenario(
+        sites=2,
+        rounds=2,
+        noisy_sites=0,
+        poison_sites=0,
+        epochs=1,
+        dp_epsilon=8,
+        compression="topk8",
+    )
+    lines: list[str] = []
+    result = run_demo(scenario, tmp_path, echo=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert result["verified"] is True
+    assert any("waive the per-update noise check" in line for line in lines)
+    reasons = {row["reason"] for r in result["rounds"] for row in r["sites"]}
+    assert "MALFORMED" not in reasons
+    for row in result["privacy"]:
+        assert 7.5 < row["epsilon_spent"] <= 8.0
+
+
 def test_the_demo_refuses_a_non_positive_budget() -> None:
     with pytest.raises(ConfigError, match="dp_epsilon"):
         Scenario(dp_epsilon=0.0)
