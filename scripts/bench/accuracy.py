@@ -5,6 +5,7 @@ source), over several seeds.
 Usage: .venv/bin/python scripts/bench/accuracy.py [--data pneumonia|retina|NPZ] [--seeds 5]
        [--rounds 10] [--epochs 1] [--alpha 1.0] [--scenarios a,b,c,d,e,f]
        [--valuation shapley] [--valuation-mode aggregator|peers|both] [--dp-epsilon E]
+       [--metric balanced_loss|loss|auc]
        [--out .run/bench/accuracy.json] [--quick] [--render JSON [JSON ...]]
 
 ``--data`` is a data source of :func:`fedtrail.ml.catalog.load_source`: a shipped dataset
@@ -450,9 +451,11 @@ def _run_label(settings: dict[str, Any]) -> str:
     epsilon (``dpE``) of a DP run."""
     combiner = settings.get("combiner", "history")
     eps = settings.get("dp_epsilon")
+    metric = settings.get("metric", "balanced_loss")
     return (
         f"{settings['alpha']:g}"
         + ("" if combiner == "history" else f" {combiner}")
+        + ("" if metric == "balanced_loss" else f" {metric}")
         + ("" if eps is None else f" dp{eps:g}")
         + ("c" if eps is not None and settings.get("dp_accounting") == "composed" else "")
     )
@@ -1092,6 +1095,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "E over the run (see --dp-accounting), clipping norm 1, delta 1e-5; default: plain",
     )
     parser.add_argument(
+        "--metric",
+        choices=("balanced_loss", "loss", "auc"),
+        default="balanced_loss",
+        help="the valuation's utility metric (the terms' valuation.metric; default the "
+        "aggregator's, balanced_loss)",
+    )
+    parser.add_argument(
         "--dp-accounting",
         choices=("summed", "composed"),
         default="summed",
@@ -1216,6 +1226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dp_delta=DP_DELTA,
                 dp_accounting=args.dp_accounting,
                 server_momentum=args.server_momentum,
+                metric=args.metric,
             )
             for row in methods:
                 method = cast(Method, "valuation" if row in VALUATION_ROWS else row)
@@ -1257,6 +1268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "validator_game": None if args.validator_game == "none" else args.validator_game,
             "combiner": args.combiner,
             "relief_cosine": args.relief_cosine,
+            "metric": args.metric,
             "threads": args.threads,
             "methods": methods,
             "dp_epsilon": args.dp_epsilon,

@@ -195,3 +195,14 @@ def test_composed_accounting_trains_each_site_at_the_target_that_composes_to_the
 def test_dp_accounting_must_be_known() -> None:
     with pytest.raises(ConfigError, match="dp_accounting"):
         _config(dp_accounting="rdp")  # type: ignore[arg-type]
+
+
+def test_a_run_under_another_valuation_metric_is_labelled_and_still_judged_as_dp() -> None:
+    """``--metric auc`` (the terms' valuation.metric) names itself in the run's label, which
+    issue 16's bar still reads as a DP run at its epsilon; the default adds nothing."""
+    settings = {"alpha": 1.0, "combiner": "history", "dp_epsilon": 8.0, "dp_accounting": "composed"}
+    label = accuracy._run_label({**settings, "metric": "auc"})
+    assert label == "1 auc dp8c" and accuracy._dp_of(label) == 8.0
+    assert accuracy._run_label({**settings, "metric": "balanced_loss"}) == "1 dp8c"
+    above = accuracy._all_bars([(label, "b", _figures([0.5, 0.45], [0.4, 0.4]))])
+    assert [passed for _, passed, _ in above] == [False]
