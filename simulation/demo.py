@@ -552,7 +552,8 @@ def _personal_rows(
     default=None,
     help="Every hospital trains with DP-SGD under this on-chain epsilon budget for the whole "
     "run (each hospital's rounds compose (RDP) to it at delta 1e-5, declared on chain as the "
-    "composed total; the terms require DP).",
+    "composed total; the terms require DP). With --compression topk8 the terms waive the "
+    "per-update noise check (dp_noise_check 0), which no compressed update can pass.",
 )
 @click.option(
     "--workdir",
