@@ -12,7 +12,7 @@ with every validator honest.
 
 Open with the product's high median (2 of 5: the poisoner paid 0.806 over 4 rounds against 0.266).
 The same votes, relabelled, are two colluders of five zeroing an honest rival (``a26 ... one
---cartel 2``), so a jury rule that closes this reopens that: ``JURY_RULE=low`` pays 0.266 here and
+--cartel 2``), so a jury rule that closes this reopens that: ``JURY_RULE=low`` pays 0.267 here and
 zeroes the rival; ``JURY_RULE=true`` halves both (0.564 here); ``JURY_RULE=cos`` (low only for an
 update whose cosine to the median update is below -0.7) closes ``2`` but not ``3 --sites 7
 --factor 3`` (0.415; the flip's cosine -0.36 and -0.28 in two rounds) nor ``2 --alpha 1``
