@@ -19,7 +19,10 @@ vectors in ascending validator order:
   peer_validators.py``, 5 sites, Dirichlet alpha 1, 4 rounds, seeds 0 and 1): with the floor of
   the mean of the two middles, one honest validator that did not vote moved an honest site's
   weight by up to 0.157 — honest validators on small label-skewed splits often split two
-  against two — and with the high median by at most 0.005;
+  against two — and with the high median by at most 0.005. The tie's other side: two of five
+  validators that score everyone full keep a poisoner at full score (attack a27, open); those
+  votes are, relabelled, two colluders zeroing an honest rival, so no rule on the votes alone
+  closes one without opening the other (``scripts/bench/jury_rules.py``, README);
 - only *counted* validators enter the medians. A validator already rated whose validator
   reputation (before this round) is below :data:`REPUTATION_GATE` fails the gate; of the
   revealed validators (there are at least ``quorum``, or the round is refused),

@@ -14,15 +14,25 @@ the last site (or the last ``--cartel K`` sites, who spare each other) lying abo
   distance, and its reputation's fall, stay small);
 - ``pile``: only rivals it already scores below full are scored 0 (it piles on where honest
   validators are most likely split);
+- ``one``: only site 0 is scored 0, every other rival its honest entry (the bar's "colluding to
+  zero one honest site"; with ``--cartel 2`` of 5 the mirror image of a27's two stampers: the
+  same vote matrix with the sites relabelled);
 - ``clean``: no lie (the control; printed beside each run anyway).
+
+``one --cartel 2 --alpha 100``: +0.000 with the high median (the colluders fall to 0.75 against
+the honest 0.998); ``JURY_RULE=low`` zeroes the rival every round (+0.423) and ``zero --cartel 2``
+then takes every honest site (+2.326): the price of closing a27 by the jury rule.
 
 usage: python attacks/a26_selfish_validator.py MODE [F] [--sites 5] [--rounds 4] [--seed 0]
        [--alpha 1.0] [--cartel 1]
 Prints per round the selfish site's weight with and without its lie, the largest honest weight
 move, its final validator reputation against the honest validators' mean, and test AUC.
+``JURY_RULE=high|low|true|cos`` in the environment (an experiment): both runs score every jury
+with that rule (``scripts/bench/jury_rules.py``); unset, the product's high median.
 """
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -34,11 +44,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import _sim  # noqa: E402
 from _sim import AdversarialValidator, SimConfig  # noqa: E402
 
+if os.environ.get("JURY_RULE"):
+    import jury_rules
+
+    jury_rules.install(os.environ["JURY_RULE"])
+    print(f"EXPERIMENT: every jury scored with the {os.environ['JURY_RULE']!r} median")
+
 from fedtrail.ml.datasets import load_bundled  # noqa: E402
 from fedtrail.protocol.weights import SCORE_SCALE  # noqa: E402
 
 ap = argparse.ArgumentParser()
-ap.add_argument("mode", choices=("zero", "shade", "pile", "clean"))
+ap.add_argument("mode", choices=("zero", "shade", "pile", "one", "clean"))
 ap.add_argument("factor", nargs="?", type=float, default=0.9)
 ap.add_argument("--sites", type=int, default=5)
 ap.add_argument("--rounds", type=int, default=4)
@@ -61,6 +77,8 @@ def lie(self, honest, sites):
             out.append(0)
         elif args.mode == "shade":
             out.append(int(s * args.factor))
+        elif args.mode == "one":
+            out.append(0 if i == 0 else s)
         elif args.mode == "pile":
             out.append(0 if s < SCORE_SCALE else s)
         else:

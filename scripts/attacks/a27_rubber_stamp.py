@@ -10,13 +10,26 @@ its own entry never counts). In the benchmarks' in-process peer simulation
 (``scripts/bench/_sim.py``, the contract's rule through ``peer_outcome``), against the same seed
 with every validator honest.
 
+Open with the product's high median (2 of 5: the poisoner paid 0.806 over 4 rounds against 0.266).
+The same votes, relabelled, are two colluders of five zeroing an honest rival (``a26 ... one
+--cartel 2``), so a jury rule that closes this reopens that: ``JURY_RULE=low`` pays 0.267 here and
+zeroes the rival; ``JURY_RULE=true`` halves both (0.564 here); ``JURY_RULE=cos`` (low only for an
+update whose cosine to the median update is below -0.7) closes ``2`` but not ``3 --sites 7
+--factor 3`` (0.415; the flip's cosine -0.36 and -0.28 in two rounds) nor ``2 --alpha 1``
+(0.867, the flip at cosine +0.85), and needs a cosine the chain cannot compute (README, peer
+scoring, *Not built / limits*).
+
 usage: python attacks/a27_rubber_stamp.py K [--factor 1] [--sites 5] [--rounds 4] [--seed 0]
        [--alpha 100]
 K 0 is the control (honest validators only). Prints per round the poisoner's weight with and
-without the stampers, the medians, the stampers' reputations and test AUC.
+without the stampers, the medians (with ``JURY_RULE``, the poisoner's cosine to the median
+update), the stampers' reputations and test AUC.
+``JURY_RULE=high|low|true|cos`` in the environment (an experiment): both runs score every jury
+with that rule (``scripts/bench/jury_rules.py``); unset, the product's high median.
 """
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +40,12 @@ torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import _sim  # noqa: E402
 from _sim import AdversarialValidator, SimConfig  # noqa: E402
+
+if os.environ.get("JURY_RULE"):
+    import jury_rules
+
+    jury_rules.install(os.environ["JURY_RULE"])
+    print(f"EXPERIMENT: every jury scored with the {os.environ['JURY_RULE']!r} median")
 
 from fedtrail.ml.datasets import load_bundled  # noqa: E402
 from fedtrail.protocol.weights import SCORE_SCALE  # noqa: E402
@@ -84,9 +103,11 @@ for r, (c, a) in enumerate(zip(weights(clean), weights(attacked), strict=True), 
     paid_c += c[bad]
     paid_a += a[bad]
     rec = attacked.rounds[r - 1]
+    cosine = f"; its cosine {rec.cosines[bad]:+.2f}" if bad in rec.cosines else ""
     print(
         f"round {r}: poisoner {bad} weight {c[bad]:.3f} -> {a[bad]:.3f}; medians {rec.scores} "
         f"(honest validators only {clean.rounds[r - 1].scores}); abstained {rec.abstained}"
+        f"{cosine}"
     )
 reps = next(
     rec.validator_reputations for rec in reversed(attacked.rounds) if rec.validator_reputations

@@ -14,6 +14,8 @@ validation split with :func:`fedtrail.valuation.peer_vector` (playing ``--valida
 round terms' validator game; default the aggregator's), and each update's score is the
 median of its peers' scores (:func:`fedtrail.protocol.peers.peer_outcome`, the contract's rule);
 weights are ``onchain_weights``, aggregation the product's weighted rule.
+``JURY_RULE=high|low|true|cos`` in the environment (an experiment, attack a27): every jury
+scored with that rule (``scripts/bench/jury_rules.py``) in both runs of every case.
 
 Cases (``--cases``; the adversaries are the last sites, they still train and send honest
 updates):
@@ -83,6 +85,12 @@ from fedtrail.ml.datasets import Splits, load_bundled
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.ml.training import TrainConfig, train_local
 from fedtrail.valuation import VALIDATOR_GAMES
+
+if os.environ.get("JURY_RULE"):
+    import jury_rules
+
+    jury_rules.install(os.environ["JURY_RULE"])
+    print(f"EXPERIMENT: every jury scored with the {os.environ['JURY_RULE']!r} median")
 
 WEIGHT_BAR = 0.05
 """Largest allowed move of an honest site's weight (issue 14)."""
