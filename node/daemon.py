@@ -59,7 +59,6 @@ from fedtrail.errors import (
 from fedtrail.fsutil import atomic_write, folder_lock
 from fedtrail.hooks import StepHook, no_step
 from fedtrail.ledger import Ledger, RoundInfo, Submission, commitment, decline_commitment
-from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.metrics import Metrics, evaluate, evaluate_calibrated
 from fedtrail.ml.models import ModelSpec, load_federated
@@ -77,7 +76,7 @@ from fedtrail.node.config import NodeConfig
 from fedtrail.node.scoring import PeerScorer
 from fedtrail.protocol.codes import Decline, Phase
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro
-from fedtrail.protocol.roundlog import MAX_LOG_BYTES, InvalidLog, RoundLog, ValuationSettings
+from fedtrail.protocol.roundlog import MAX_LOG_BYTES, InvalidLog, RoundLog
 from fedtrail.protocol.terms import (
     MAX_TERMS_BYTES,
     InvalidTerms,
@@ -96,13 +95,10 @@ from fedtrail.storage.personal import PERSONAL_MODEL, PersonalInfo, load_persona
 from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
-from fedtrail.valuation.chained import check_playable
 from fedtrail.valuation.consent import unrunnable
 from fedtrail.valuation.limits import (
     ThresholdLimits,
-    payment_refusal,
     start_refusal,
-    statistics_refusal,
     window_refusal,
 )
 
@@ -589,7 +585,10 @@ class SiteNode:
                 self.store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
             )
         except (InvalidTerms, ContentTooLarge) as exc:
-            return Decline.TERMS_UNUSABLE, f"the committed terms are unusable ({exc}); not taking part"
+            return (
+                Decline.TERMS_UNUSABLE,
+                f"the committed terms are unusable ({exc}); not taking part",
+            )
         if terms.round != round_id:
             return (
                 Decline.TERMS_UNUSABLE,
