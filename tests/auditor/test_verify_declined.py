@@ -97,3 +97,20 @@ def test_a_site_that_declared_nothing_is_named_by_no_decline(
     assert detail.startswith("no site declared it refuses the round's terms"), detail
     assert ("1 other commitment(s) never revealed" in detail) == (third == "crash"), detail
     assert hand.SITE_NAMES[2] not in detail
+
+
+def test_audit_round_labels_a_decline_among_the_unrevealed(anvil_url: str, tmp_path: Path) -> None:
+    """``audit round``'s unrevealed commitments say which one is a decline and why; an update
+    commitment never revealed has no label."""
+    from fedtrail.auditor.commands import round_doc
+
+    fed = hand.new_federation(tmp_path, anvil_url)
+    r = terms_tests._open(fed, hand.initial(fed), LOO)
+    terms_sha = fed.ledger.get_round(r).terms_sha256
+    decliner, crashed = fed.sites[1], fed.sites[2]
+    fed.ledger.commit_update(
+        decliner, r, decline_commitment(decliner.address, r, terms_sha, Decline.PRIVACY)
+    )
+    fed.ledger.commit_update(crashed, r, commitment(crashed.address, r, "ab" * 32, 10))
+    rows = {u["site"]: u["declined"] for u in round_doc(fed.ledger, r)["unrevealed"]}
+    assert rows == {decliner.address: "privacy", crashed.address: ""}
