@@ -109,6 +109,14 @@ def default_consent_warnings(settings: AggregatorSettings) -> list[str]:
             "the same table (audit verify --accept); one site can shift its statistics to "
             "collapse the model"
         )
+    if settings.round_seconds < defaults.min_commit_seconds:
+        out.append(
+            f"a commit window of {settings.round_seconds} s: sites decline rounds whose window "
+            f"is shorter than their [accept] min_commit_seconds ({defaults.min_commit_seconds} "
+            "s by default) on chain, and later rounds may not be shorter than round 1's; "
+            "auditors fail it in terms.windows unless given the same table (audit verify "
+            "--accept)"
+        )
     return out
 
 
