@@ -119,6 +119,13 @@ CLOCK_SLACK = 2
 timestamp a second or two behind the pending block's (Anvil)."""
 # Phases after which nothing is left to do in a round ("submitted": state files written before
 # commit-then-reveal).
+MEASURED_ROUNDS = 3
+"""How many of its latest trained rounds' chain times a node compares a commit window with (the
+least of them: one slow round alone does not make it decline)."""
+MEASURE_HORIZON = 5
+"""Rounds after which a measure no longer counts: a node that declined for a slow spell trains
+again (and measures again) within this many rounds."""
+
 FINAL_PHASES = frozenset({"revealed", "skipped", "submitted"})
 
 
@@ -511,7 +518,7 @@ class SiteNode:
             if now > info.commit_deadline:
                 log.warning("round %d: commit window closed before this node committed", round_id)
                 return None
-            refusal = self._terms_refusal(round_id, info) or self._window_refusal(info, now)
+            refusal = self._terms_refusal(round_id, info) or self._window_refusal(info)
             if refusal is not None:
                 # the terms are hash-pinned: the same answer at every poll, so recorded once,
                 # and declared on chain (a42: a refusal used to leave no trace)
@@ -626,26 +633,37 @@ class SiteNode:
             )
         return None
 
-    def _window_refusal(self, info: RoundInfo, now: int) -> tuple[Decline, str] | None:
-        """Why this site cannot make the round's commit deadline: the chain time its latest
-        trained round took (:attr:`RoundRecord.chain_seconds`) is more than the window leaves.
-        Declined on chain instead of trained and missed: before, a site slower than round 1's
-        window (which bounds every later round's) was shut out of every round with no trace
-        (attack a43). Round 1 of a site has no measure: its ``[accept] min_commit_seconds``
-        floor is what bounds it."""
-        measured = [r for r in self.state.rounds.values() if r.chain_seconds > 0]
-        if not measured:
+    def _window_refusal(self, info: RoundInfo) -> tuple[Decline, str] | None:
+        """Why this site cannot make the round's commit deadline: its commit window (from the
+        opening block) is shorter than the chain time training took in each of this site's
+        latest trained rounds (:attr:`RoundRecord.chain_seconds`: the least of the last
+        :data:`MEASURED_ROUNDS` measures within :data:`MEASURE_HORIZON` rounds). Declined on
+        chain instead of trained and missed: before, a site slower than round 1's window (which
+        bounds every later round's) was shut out of every round with no trace (attack a43).
+        Measures older than the horizon are dropped, so a site that declined for a slow spell
+        trains again (and measures again) within that many rounds. A site's first round has no
+        measure: its ``[accept] min_commit_seconds`` floor is what bounds it."""
+        recent = sorted(
+            (
+                r
+                for r in self.state.rounds.values()
+                if r.chain_seconds > 0 and info.id - MEASURE_HORIZON <= r.round < info.id
+            ),
+            key=lambda r: r.round,
+        )[-MEASURED_ROUNDS:]
+        if not recent:
             return None
-        last = max(measured, key=lambda r: r.round)
-        left = info.commit_deadline - now
-        if left >= last.chain_seconds:
+        need = min(r.chain_seconds for r in recent)
+        window = info.commit_deadline - info.opened_at
+        if window >= need:
             return None
+        rounds = ", ".join(str(r.round) for r in recent)
         return (
             Decline.SHORT_WINDOW,
-            f"the commit window leaves {left} s and this site's training took "
-            f"{last.chain_seconds} s of chain time in round {last.round}: it cannot commit in "
-            "time; not taking part (raise the round's window, or min_commit_seconds under "
-            "[accept] to see it before training)",
+            f"the commit window is {window} s and this site's training took at least {need} s "
+            f"of chain time in its latest rounds ({rounds}): it cannot commit in time; not "
+            "taking part (a longer window, or min_commit_seconds under [accept], says so "
+            "before training)",
         )
 
     def _payment_refusal(self, terms: RoundTerms) -> str | None:

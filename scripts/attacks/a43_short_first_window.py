@@ -58,7 +58,7 @@ if mode == "silent":  # the node before the fix: no measure, refusals kept on th
         return self._skip(RoundRecord(round=round_id, phase="skipped"), note)
 
     SiteNode._decline = _quiet
-    SiteNode._window_refusal = lambda self, info, now: None
+    SiteNode._window_refusal = lambda self, info: None
 
 
 def slow(delta, round_id, ctx):

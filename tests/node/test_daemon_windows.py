@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fedtrail.chain import advance_time
-from fedtrail.node.daemon import NodeHooks, RoundRecord
+from fedtrail.node.daemon import MEASURE_HORIZON, NodeHooks, RoundRecord
 from fedtrail.protocol.codes import Decline
 from fedtrail.valuation.limits import DEFAULT_MIN_COMMIT_SECONDS, ThresholdLimits
 from tests.fixtures.chain import ChainEnv
@@ -44,28 +44,42 @@ def test_a_window_below_the_floor_is_declined_before_training(
 def test_a_window_shorter_than_the_sites_measured_training_is_declined(
     embedded: ChainEnv, tmp_path: Path
 ) -> None:
-    """A node whose training took 120 s of chain time in an earlier round (recorded as it
-    trained) declines a round whose 60 s window leaves less, before training; with a measure
-    that fits (45 s) it trains and commits, and the round's own record carries the chain time
-    its training took (7 s, moved by its update hook)."""
+    """A node whose training took 120 s of chain time in its latest trained round (recorded
+    as it trained; here a record put in place of an earlier round's) declines a round whose
+    60 s window is shorter, before training. The least of its latest measures counts (one
+    slow round beside a 45 s one does not make it decline), and a measure older than the
+    horizon does not count at all (it trains again and measures again); a round it trains
+    records the chain time its training took (7 s, moved by its update hook)."""
     world = World(embedded, tmp_path)
+    r = world.round
     node = world.node(0)
-    node.state.rounds[world.round + 5] = RoundRecord(
-        round=world.round + 5, phase="revealed", chain_seconds=120
-    )
-    record = node.participate(world.round)
+    node.state.rounds[r - 1] = RoundRecord(round=r - 1, phase="revealed", chain_seconds=120)
+    record = node.participate(r)
     assert record is not None and record.phase == "skipped"
-    assert "this site's training took 120 s of chain time" in record.note, record.note
-    assert world.ledger.declines(world.round) == {node.address: Decline.SHORT_WINDOW}
+    assert "commit window is 60 s and this site's training took at least 120 s" in record.note
+    assert world.ledger.declines(r) == {node.address: Decline.SHORT_WINDOW}
 
     def slow(delta: Any, round_id: int, context: Any) -> Any:
         advance_time(embedded.w3, 7)  # training that takes 7 s of chain time
         return delta
 
     other = world.node(1, hooks=NodeHooks(transform_update=slow))
-    other.state.rounds[world.round + 5] = RoundRecord(
-        round=world.round + 5, phase="revealed", chain_seconds=45
+    other.state.rounds[r - 2] = RoundRecord(round=r - 2, phase="revealed", chain_seconds=120)
+    other.state.rounds[r - 1] = RoundRecord(round=r - 1, phase="revealed", chain_seconds=45)
+    other.state.rounds[r - 1 - MEASURE_HORIZON] = RoundRecord(
+        round=r - 1 - MEASURE_HORIZON, phase="revealed", chain_seconds=10_000
     )
-    kept = other.participate(world.round)
+    kept = other.participate(r)
     assert kept is not None and kept.phase == "committed", kept
     assert 7 <= kept.chain_seconds < 45, kept.chain_seconds
+    assert other.address not in world.ledger.declines(r)
+
+
+def test_an_old_measure_alone_does_not_decline(embedded: ChainEnv, tmp_path: Path) -> None:
+    """A slow measure older than the horizon is no reason to decline: the node trains."""
+    world = World(embedded, tmp_path)
+    node = world.node(0)
+    old = world.round - 1 - MEASURE_HORIZON
+    node.state.rounds[old] = RoundRecord(round=old, phase="revealed", chain_seconds=10_000)
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "committed", record
