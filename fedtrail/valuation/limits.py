@@ -617,15 +617,22 @@ def start_refusal(accept: ThresholdLimits, terms: RoundTerms) -> str | None:
 
 
 def window_refusal(accept: ThresholdLimits, terms: RoundTerms) -> str | None:
-    """Why a site with ``accept`` does not take part under ``terms``' commit window: shorter
-    than its ``min_commit_seconds`` (attack a43: round 1's windows, which bound every later
-    round's, opened at the contract's minimum to shut out the slowest sites). None: it does."""
-    if terms.commit_seconds >= accept.min_commit_seconds:
+    """Why a site with ``accept`` does not take part under ``terms``' commit window, or a peer
+    round's score commit window: shorter than its ``min_commit_seconds`` (attack a43: round
+    1's windows, which bound every later round's, opened at the contract's minimum to shut out
+    the slowest sites; a score window that short shuts out the slowest validators, whose
+    vectors then never count). None: it does."""
+    floor = accept.min_commit_seconds
+    windows = [("commit", terms.commit_seconds)]
+    if terms.score_commit_seconds is not None:  # a peer round's validators commit their scores
+        windows.append(("score commit", terms.score_commit_seconds))
+    short = [f"{name} window is {seconds} s" for name, seconds in windows if seconds < floor]
+    if not short:
         return None
     return (
-        f"the terms' commit window is {terms.commit_seconds} s, shorter than the "
-        f"{accept.min_commit_seconds} s this site accepts (min_commit_seconds under [accept] "
-        "in its config.toml): too short a window shuts out the slowest sites"
+        f"the terms' {' and '.join(short)}, shorter than the {floor} s this site accepts "
+        "(min_commit_seconds under [accept] in its config.toml): too short a window shuts out "
+        "the slowest sites"
     )
 
 

@@ -143,3 +143,17 @@ def test_a_commit_window_below_the_default_floor_is_named() -> None:
     [warning] = default_consent_warnings(AggregatorSettings(round_seconds=10))
     assert "a commit window of 10 s" in warning and "min_commit_seconds (30 s" in warning
     assert default_consent_warnings(AggregatorSettings(round_seconds=30)) == []
+
+
+def test_a_peer_rounds_short_score_window_is_named() -> None:
+    """A peer round's score commit window below the floor shuts out the slowest validators:
+    named (by default it is the reveal window, 120 s: nothing to say)."""
+    [warning] = default_consent_warnings(
+        AggregatorSettings(valuation_mode="peers", score_commit_seconds=10)
+    )
+    assert "a score commit window of 10 s" in warning
+    [warning] = default_consent_warnings(
+        AggregatorSettings(valuation_mode="peers", reveal_seconds=20)
+    )
+    assert "a score commit window of 20 s" in warning
+    assert default_consent_warnings(AggregatorSettings(score_commit_seconds=10)) == []

@@ -447,6 +447,19 @@ def test_min_commit_seconds_is_read_from_the_table_and_refuses_a_shorter_window(
     assert refused is not None and "commit window is 1 s, shorter than the 30 s" in refused
     assert window_refusal(ThresholdLimits(min_commit_seconds=1), terms) is None
     assert window_refusal(ThresholdLimits(min_commit_seconds=0), terms) is None
+    # a peer round's score commit window is held to the same floor
+    peers = {**terms.valuation, "mode": "peers", "quorum": 2}
+    scored = replace(
+        terms,
+        valuation=peers,
+        commit_seconds=60,
+        score_commit_seconds=10,
+        score_reveal_seconds=60,
+    )
+    refused = window_refusal(ThresholdLimits(), scored)
+    assert refused is not None and "score commit window is 10 s, shorter than the 30 s" in refused
+    assert "the terms' commit window" not in refused
+    assert window_refusal(ThresholdLimits(), replace(scored, score_commit_seconds=30)) is None
     for bad in (-1, 1.5, True, "30"):
         with pytest.raises(ConfigError, match="min_commit_seconds"):
             ThresholdLimits(min_commit_seconds=bad)  # type: ignore[arg-type]
