@@ -23,6 +23,7 @@ Prints each round's weights and node outcomes and ``audit verify``; exits 1 whil
 absent from a round that paid others and ``terms.declined`` does not name it (the hole).
 """
 
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -96,8 +97,11 @@ fed = build_federation(
     w3=w3,
     coordinator=acc[0],
     aggregator=acc[1],
-    settings=AggregatorSettings(explain_method=None, round_seconds=WINDOW, reveal_seconds=30),
+    settings=AggregatorSettings(explain_method=None, round_seconds=60, reveal_seconds=30),
 )
+# the aggregator's window is chosen after the sites' tables (build_federation's simulated
+# sites consent to whatever windows it is given)
+fed.service.settings = dataclasses.replace(fed.service.settings, round_seconds=WINDOW)
 fed = type(fed)(
     **{
         **fed.__dict__,
