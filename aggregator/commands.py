@@ -109,6 +109,24 @@ def default_consent_warnings(settings: AggregatorSettings) -> list[str]:
             "the same table (audit verify --accept); one site can shift its statistics to "
             "collapse the model"
         )
+    # a peer round's score commit window (default: the reveal window, as the service opens it)
+    peers = settings.valuation_mode == "peers"
+    scored = (settings.score_commit_seconds or settings.reveal_seconds) if peers else None
+    if scored is not None and scored < defaults.min_commit_seconds:
+        out.append(
+            f"a score commit window of {scored} s: sites decline peer rounds whose score "
+            f"window is shorter than their [accept] min_commit_seconds "
+            f"({defaults.min_commit_seconds} s by default) on chain, and auditors fail it in "
+            "terms.windows unless given the same table (audit verify --accept)"
+        )
+    if settings.round_seconds < defaults.min_commit_seconds:
+        out.append(
+            f"a commit window of {settings.round_seconds} s: sites decline rounds whose window "
+            f"is shorter than their [accept] min_commit_seconds ({defaults.min_commit_seconds} "
+            "s by default) on chain, and later rounds may not be shorter than round 1's; "
+            "auditors fail it in terms.windows unless given the same table (audit verify "
+            "--accept)"
+        )
     return out
 
 

@@ -73,6 +73,7 @@ def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
     names = {s.address: s.name for s in ledger.get_sites()}
     every = ledger.get_submissions(round_id, include_unrevealed=True)
     subs = [s for s in every if s.revealed]
+    declines = ledger.declines(round_id) if len(subs) < len(every) else {}
     record = read_peer_record(ledger, round_id) if info.phase.has_scores else None
     table = None if record is None else peer_table(record, subs)
     peers = {} if table is None else {"peers": table.to_json()}
@@ -101,9 +102,15 @@ def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
             }
             for s in subs
         ],
-        # a commitment never opened: the site saw the round and withheld its update
+        # a commitment never opened: the site saw the round and withheld its update, or
+        # declared that it refuses the round's terms (``declined``: its reason; a42)
         "unrevealed": [
-            {"site": s.site, "name": names.get(s.site, ""), "commit_order": s.commit_order}
+            {
+                "site": s.site,
+                "name": names.get(s.site, ""),
+                "commit_order": s.commit_order,
+                "declined": declines[s.site].label if s.site in declines else "",
+            }
             for s in every
             if not s.revealed
         ],
@@ -149,8 +156,10 @@ def round_cmd(
         columns=["site", "name", "num_samples", "score", "reason_label", "weight", "sha256"],
     )
     if doc["unrevealed"]:
-        click.echo("committed, never revealed (not valued, no weight):")
-        emit(doc["unrevealed"], "table", columns=["site", "name", "commit_order"])
+        click.echo(
+            "committed, never revealed (not valued, no weight; declined: the terms refused):"
+        )
+        emit(doc["unrevealed"], "table", columns=["site", "name", "commit_order", "declined"])
     if "peers" in doc:
         _print_peers(doc["peers"])
 

@@ -94,7 +94,7 @@ from fedtrail.ml.explain import probe_set
 from fedtrail.ml.metrics import decide, predict_logits
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
 from fedtrail.ml.privacy import declared_micro
-from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.codes import Decline, Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.evidence import ChainUpdate, Evidence, applicable, evidence_problems
 from fedtrail.protocol.peers import cancelled_outcome
@@ -376,6 +376,9 @@ def verify_round(
         audit.add(
             "phase", info.phase != Phase.NONE, f"round is {info.phase.label}; nothing to replay"
         )
+        if info.phase != Phase.NONE:
+            declined_terms, _ = _read_terms(store, info, round_id)
+            audit.add(*_check_declined(ledger, info, declined_terms, accept or ThresholdLimits()))
         if info.phase == Phase.CANCELLED:
             # a peer round's votes decide whether it could be valued, not the aggregator
             cancelled = read_peer_record(ledger, round_id)
@@ -450,10 +453,11 @@ def verify_round(
     if terms is not None:
         with _Timer(audit, "fetch"):
             _check_task_fixed(audit, ledger, store, terms)
-        audit.add(*_check_windows(info, terms))
+        audit.add(*_check_windows(info, terms, accept or ThresholdLimits()))
         _check_limits(audit, terms, accept or ThresholdLimits())
     else:
         _unchecked(audit, ("terms.task_fixed", "terms.windows", "terms.limits"), no_terms)
+    audit.add(*_check_declined(ledger, info, terms, accept or ThresholdLimits()))
     peer = read_peer_record(ledger, round_id)
     peers = _is_peer_round(peer, terms, log)
     if peers:
@@ -2415,19 +2419,29 @@ def _statistics_breach(terms: RoundTerms, accept: ThresholdLimits) -> str | None
     return statistics_refusal(accept, rule, running_statistics=bool(spec.statistic_names()))
 
 
-def _check_windows(info: RoundInfo, terms: RoundTerms) -> tuple[str, bool, str]:
+def _check_windows(
+    info: RoundInfo, terms: RoundTerms, accept: ThresholdLimits
+) -> tuple[str, bool, str]:
     """``terms.windows``: the commit and reveal windows the chain gave the sites are exactly
     the ones the terms promised: the commit window (``commitDeadline - openedAt``, the opening
     block's time) is ``commit_seconds`` and the reveal window (``revealDeadline -
     commitDeadline``) ``reveal_seconds``. The contract sets both deadlines from the opening
     block and the lengths it is given, so an honest open has no slack to allow for. (A peer
-    round's score windows are ``peers.quorum``'s, exact too.)"""
+    round's score windows are ``peers.quorum``'s, exact too.) A commit window shorter than
+    ``accept``'s ``min_commit_seconds`` fails too (attack a43: round 1's window, which bounds
+    every later round's, opened at the contract's minimum shuts out the slowest sites; honest
+    nodes decline it, ``terms.declined``)."""
+    from fedtrail.valuation.limits import window_refusal
+
     problems = window_differences(
         terms,
         opened_at=info.opened_at,
         commit_deadline=info.commit_deadline,
         reveal_deadline=info.reveal_deadline,
     )
+    short = window_refusal(accept, terms)
+    if short is not None:
+        problems.append(short.replace("this site accepts", "the sites accept"))
     commit = info.commit_deadline - info.opened_at
     reveal = info.reveal_deadline - info.commit_deadline
     return (
@@ -2437,6 +2451,72 @@ def _check_windows(info: RoundInfo, terms: RoundTerms) -> tuple[str, bool, str]:
         or f"commit window {commit} s (terms: {terms.commit_seconds} s) and reveal window "
         f"{reveal} s are the committed ones",
     )
+
+
+def _check_declined(
+    ledger: Ledger, info: RoundInfo, terms: RoundTerms | None, accept: ThresholdLimits
+) -> tuple[str, bool, str]:
+    """``terms.declined``: which sites declared on chain that they refuse the round's
+    committed terms, and why (:meth:`~fedtrail.ledger.Ledger.declines`: a site's node commits
+    a :func:`~fedtrail.ledger.decline_commitment` instead of an update). Before, a refusal
+    left no trace: an aggregator could write terms some sites refuse (payment settings outside
+    their ``[accept]``, a DP delta outside their bounds, too short a commit window) and pay the
+    rest, and the round read as one those sites missed (attack a42). It fails when a site
+    declined for a reason ``accept`` (the auditor's table of what the sites accept) confirms:
+    settings it refuses (:func:`~fedtrail.valuation.consent.unrunnable`), a commit window
+    below its ``min_commit_seconds`` (:func:`~fedtrail.valuation.limits.window_refusal`) or
+    chain windows that are not the terms', in a finalized round that paid someone. Any other
+    decline is named, not failed (in a cancelled round nobody was paid): only the site's own
+    table says what it refuses, and a site may decline any round. Commitments never
+    revealed that are no decline are counted apart."""
+    from fedtrail.valuation.consent import unrunnable
+    from fedtrail.valuation.limits import window_refusal
+
+    names = {s.address: s.name for s in ledger.get_sites()}
+    declines = ledger.declines(info.id)
+    silent = sum(
+        1
+        for s in ledger.get_submissions(info.id, include_unrevealed=True)
+        if not s.revealed and s.site not in declines
+    )
+    tail = f"; {silent} other commitment(s) never revealed" if silent else ""
+    if not declines:
+        return "terms.declined", True, f"no site declared it refuses the round's terms{tail}"
+    confirmed: dict[Decline, str | None] = {}
+    if terms is not None:
+        confirmed[Decline.UNACCEPTED] = unrunnable(terms, accept)
+        confirmed[Decline.SHORT_WINDOW] = window_refusal(accept, terms)
+        windows = window_differences(
+            terms,
+            opened_at=info.opened_at,
+            commit_deadline=info.commit_deadline,
+            reveal_deadline=info.reveal_deadline,
+        )
+        confirmed[Decline.WINDOWS] = "; ".join(windows) or None
+    ordered = sorted(declines.items(), key=lambda kv: int(kv[0], 16))
+    listed = "; ".join(
+        f"{names.get(site, '') or site} ({site[:10]}…): {reason.label}" for site, reason in ordered
+    )
+    why = {
+        f"{reason.label}: {confirmed[reason]}"
+        for _, reason in ordered
+        if confirmed.get(reason) is not None
+    }
+    head = (
+        f"{len(declines)} of the {info.active_at_open} site(s) active at open declared on chain "
+        f"that they refuse these terms: {listed}{tail}"
+    )
+    paid = info.phase == Phase.FINALIZED and any(
+        s.weight > 0 for s in ledger.get_submissions(info.id)
+    )
+    if why and paid:
+        return (
+            "terms.declined",
+            False,
+            f"{head}; this audit's [accept] refuses them too ({'; '.join(sorted(why))}): the "
+            "round paid only the sites that took terms the others refused",
+        )
+    return "terms.declined", True, f"noted, not failed: {head}"
 
 
 def _check_terms(audit: RoundAudit, log: RoundLog, terms: RoundTerms) -> None:

@@ -58,8 +58,7 @@ from fedtrail.errors import (
 )
 from fedtrail.fsutil import atomic_write, folder_lock
 from fedtrail.hooks import StepHook, no_step
-from fedtrail.ledger import Ledger, RoundInfo, Submission, commitment
-from fedtrail.ml.aggregation import AggregationRule
+from fedtrail.ledger import Ledger, RoundInfo, Submission, commitment, decline_commitment
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.metrics import Metrics, evaluate, evaluate_calibrated
 from fedtrail.ml.models import ModelSpec, load_federated
@@ -75,9 +74,9 @@ from fedtrail.ml.training import (
 )
 from fedtrail.node.config import NodeConfig
 from fedtrail.node.scoring import PeerScorer
-from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.codes import Decline, Phase
 from fedtrail.protocol.privacy import DpParams, InvalidPrivacy, from_micro
-from fedtrail.protocol.roundlog import MAX_LOG_BYTES, InvalidLog, RoundLog, ValuationSettings
+from fedtrail.protocol.roundlog import MAX_LOG_BYTES, InvalidLog, RoundLog
 from fedtrail.protocol.terms import (
     MAX_TERMS_BYTES,
     InvalidTerms,
@@ -97,12 +96,11 @@ from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.residual import load_residual, save_residual
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.candidates import checks_noise
-from fedtrail.valuation.chained import check_playable
+from fedtrail.valuation.consent import unrunnable
 from fedtrail.valuation.limits import (
     ThresholdLimits,
-    payment_refusal,
     start_refusal,
-    statistics_refusal,
+    window_refusal,
 )
 
 # What `node init` also prints in the register command it suggests: the coordinator knows the size.
@@ -122,6 +120,13 @@ CLOCK_SLACK = 2
 timestamp a second or two behind the pending block's (Anvil)."""
 # Phases after which nothing is left to do in a round ("submitted": state files written before
 # commit-then-reveal).
+MEASURED_ROUNDS = 3
+"""How many of its latest trained rounds' chain times a node compares a commit window with (the
+least of them: one slow round alone does not make it decline)."""
+MEASURE_HORIZON = 5
+"""Rounds after which a measure no longer counts: a node that declined for a slow spell trains
+again (and measures again) within this many rounds."""
+
 FINAL_PHASES = frozenset({"revealed", "skipped", "submitted"})
 
 
@@ -277,6 +282,10 @@ class RoundRecord:
     """Whether the personalised model's validation AUC is at least the global model's: the
     model this site should use (None without a validation split). At strong label skew
     fine-tuning can hurt (measured: scripts/bench/personalisation.py), so the site checks."""
+    chain_seconds: int = 0
+    """Chain time (s) that passed from the round's first look until its update was encoded:
+    the commit window this site needs. A later round whose window leaves less is declined on
+    chain (``SHORT_WINDOW``) before training, rather than trained and missed unseen (a43)."""
     epsilon_micro: int = 0
     """The epsilon this round's update spent (DP-SGD, micro-epsilon, declared at reveal); 0:
     trained without differential privacy."""
@@ -351,34 +360,9 @@ round's training (``[seed, r]``)."""
 
 
 def _unrunnable(terms: RoundTerms, accept: ThresholdLimits | None = None) -> str | None:
-    """What in a round's terms no honest aggregator, validator or auditor could run, or this
-    site does not accept (None: nothing): an aggregation rule
-    :class:`~fedtrail.ml.aggregation.AggregationRule` refuses, valuation settings
-    :func:`~fedtrail.valuation.chained.check_playable` refuses, payment settings outside
-    ``accept`` (:func:`~fedtrail.valuation.limits.payment_refusal`: standing off, leave-one-out,
-    a rule or rule parameter it does not take; every round, round 1's choice included),
-    thresholds stricter than ``accept`` (default: :class:`~fedtrail.valuation.limits.
-    ThresholdLimits`' defaults), or a running-statistics rule it does not accept for a model
-    that has them."""
-    try:
-        rule = AggregationRule.from_terms(terms.aggregation_rule)
-    except (TypeError, ValueError, ConfigError) as exc:
-        return f"aggregation rule {dict(terms.aggregation_rule)}: {exc}"
-    try:
-        settings = ValuationSettings.from_json(terms.valuation)
-        combiner = check_playable(settings)
-    except (InvalidLog, ConfigError) as exc:
-        return f"valuation: {exc}"
-    limits = accept or ThresholdLimits()
-    try:
-        running = bool(ModelSpec(**terms.model_spec).statistic_names())
-    except (TypeError, ValueError, ConfigError) as exc:
-        return f"model: {exc}"
-    return (
-        payment_refusal(limits, rule, settings)
-        or limits.refusal(combiner, terms.duplicates)
-        or statistics_refusal(limits, rule, running_statistics=running)
-    )
+    """:func:`fedtrail.valuation.consent.unrunnable`, the rule ``audit verify`` shares
+    (``terms.declined``)."""
+    return unrunnable(terms, accept)
 
 
 class SiteNode:
@@ -535,16 +519,19 @@ class SiteNode:
             if now > info.commit_deadline:
                 log.warning("round %d: commit window closed before this node committed", round_id)
                 return None
-            refusal = self._terms_refusal(round_id, info)
+            refusal = self._terms_refusal(round_id, info) or self._window_refusal(info)
             if refusal is not None:
-                # the terms are hash-pinned: the same answer at every poll, so recorded once
-                return self._skip(RoundRecord(round=round_id, phase="skipped"), refusal)
+                # the terms are hash-pinned: the same answer at every poll, so recorded once,
+                # and declared on chain (a42: a refusal used to leave no trace)
+                return self._decline(round_id, info, *refusal)
             if update is None:
                 record = self._train_and_encode(round_id, info.start_cid, info.start_sha256)
             else:
                 record = self._encode_handed(round_id, update)
             if record is None or record.phase in FINAL_PHASES:
                 return record
+            record.chain_seconds = max(0, next_block_timestamp(self.ledger.w3) - now)
+            self._save()
             self.hooks.at_step("encoded")
         if record.phase == "encoded":
             outcome = self._commit(round_id, record, on_chain, now, info.commit_deadline)
@@ -592,7 +579,7 @@ class SiteNode:
         log.warning("round %d: committed update recovered from %s", round_id, path)
         return record
 
-    def _terms_refusal(self, round_id: int, info: RoundInfo) -> str | None:
+    def _terms_refusal(self, round_id: int, info: RoundInfo) -> tuple[Decline, str] | None:
         """Why this site does not take part under the round's committed terms (None: it does).
         Terms for another task raise :class:`TaskMismatch` (the site's config or the federation
         must change: no retry can help); unreadable terms, terms of another round, and terms
@@ -606,9 +593,15 @@ class SiteNode:
                 self.store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
             )
         except (InvalidTerms, ContentTooLarge) as exc:
-            return f"the committed terms are unusable ({exc}); not taking part"
+            return (
+                Decline.TERMS_UNUSABLE,
+                f"the committed terms are unusable ({exc}); not taking part",
+            )
         if terms.round != round_id:
-            return f"the committed terms are for round {terms.round}; not taking part"
+            return (
+                Decline.TERMS_UNUSABLE,
+                f"the committed terms are for round {terms.round}; not taking part",
+            )
         require_terms(self.task, terms, mine="this site's config.toml")
         windows = window_differences(
             terms,
@@ -618,23 +611,61 @@ class SiteNode:
         )
         if windows:
             return (
+                Decline.WINDOWS,
                 "the round's windows on chain are not its terms' (" + "; ".join(windows) + "); "
-                "not taking part"
+                "not taking part",
             )
         changed = self._payment_refusal(terms)
         if changed is not None:
-            return changed
+            return Decline.PAYMENT_CHANGED, changed
+        short = window_refusal(self.config.accept, terms)
+        if short is not None:
+            return Decline.SHORT_WINDOW, f"{short}; not taking part"
         if self.ledger.last_finalized_round() == 0:  # the round starts from the initial model
             unbound = start_refusal(self.config.accept, terms)
             if unbound is not None:
-                return f"{unbound}; not taking part"
+                return Decline.UNBOUND_START, f"{unbound}; not taking part"
         problem = _unrunnable(terms, self.config.accept)
         if problem is not None:
             return (
+                Decline.UNACCEPTED,
                 "the committed terms name settings this site cannot or will not run "
-                f"({problem}); not taking part"
+                f"({problem}); not taking part",
             )
         return None
+
+    def _window_refusal(self, info: RoundInfo) -> tuple[Decline, str] | None:
+        """Why this site cannot make the round's commit deadline: its commit window (from the
+        opening block) is shorter than the chain time training took in each of this site's
+        latest trained rounds (:attr:`RoundRecord.chain_seconds`: the least of the last
+        :data:`MEASURED_ROUNDS` measures within :data:`MEASURE_HORIZON` rounds). Declined on
+        chain instead of trained and missed: before, a site slower than round 1's window (which
+        bounds every later round's) was shut out of every round with no trace (attack a43).
+        Measures older than the horizon are dropped, so a site that declined for a slow spell
+        trains again (and measures again) within that many rounds. A site's first round has no
+        measure: its ``[accept] min_commit_seconds`` floor is what bounds it."""
+        recent = sorted(
+            (
+                r
+                for r in self.state.rounds.values()
+                if r.chain_seconds > 0 and info.id - MEASURE_HORIZON <= r.round < info.id
+            ),
+            key=lambda r: r.round,
+        )[-MEASURED_ROUNDS:]
+        if not recent:
+            return None
+        need = min(r.chain_seconds for r in recent)
+        window = info.commit_deadline - info.opened_at
+        if window >= need:
+            return None
+        rounds = ", ".join(str(r.round) for r in recent)
+        return (
+            Decline.SHORT_WINDOW,
+            f"the commit window is {window} s and this site's training took at least {need} s "
+            f"of chain time in its latest rounds ({rounds}): it cannot commit in time; not "
+            "taking part (a longer window, or min_commit_seconds under [accept], says so "
+            "before training)",
+        )
 
     def _payment_refusal(self, terms: RoundTerms) -> str | None:
         """Why a later round's terms are refused for re-choosing what round 1's fixed for the
@@ -830,10 +861,10 @@ class SiteNode:
                 else ""
             )
             if why:
-                return self._skip(
-                    RoundRecord(round=round_id, phase="skipped"),
-                    f"{why}, and this node's [privacy] is not enabled; not training",
-                )
+                note = f"{why}, and this node's [privacy] is not enabled; not training"
+                if asked is not None and asked.required:  # the terms' demand, not the coordinator's
+                    return self._decline(round_id, info, Decline.PRIVACY, note)
+                return self._skip(RoundRecord(round=round_id, phase="skipped"), note)
             return None
         method = self.config.compression.method
         if method != "none" and checks_noise(terms):
@@ -852,8 +883,10 @@ class SiteNode:
         if delta > ceiling:
             # the aggregator chose it: a looser delta buys a smaller recorded epsilon (or, with
             # target_epsilon, less noise) for the same training
-            return self._skip(
-                RoundRecord(round=round_id, phase="skipped"),
+            return self._decline(
+                round_id,
+                info,
+                Decline.PRIVACY,
                 f"DP-SGD: the round's terms account at delta {delta:g}, above this site's "
                 f"ceiling {ceiling:g} (its [privacy] delta, and 1 / its {len(self.train)} "
                 "training images): its recorded epsilon would understate the privacy spent; "
@@ -862,8 +895,10 @@ class SiteNode:
         if delta < settings.min_delta:
             # the aggregator chose it: a tighter delta records a larger epsilon for the same
             # training, so tiny deltas would spend the site's budget in a few rounds
-            return self._skip(
-                RoundRecord(round=round_id, phase="skipped"),
+            return self._decline(
+                round_id,
+                info,
+                Decline.PRIVACY,
                 f"DP-SGD: the round's terms account at delta {delta:g}, below this site's "
                 f"floor {settings.min_delta:g} ([privacy] min_delta): the same training would "
                 "record a larger epsilon and spend its privacy budget faster; not training",
@@ -1224,6 +1259,30 @@ class SiteNode:
         log.info("round %d: revealed in tx %s (%d gas)", round_id, tx.tx_hash, tx.gas_used)
         self.hooks.at_step("revealed")
         return self._mark_revealed(round_id, record, reveal.sha256, reveal.cid)
+
+    def _decline(self, round_id: int, info: RoundInfo, reason: Decline, note: str) -> RoundRecord:
+        """Gives up a round whose committed terms this site refuses, and says so on chain: the
+        site's one commitment of the round becomes its :func:`~fedtrail.ledger.
+        decline_commitment` of these terms with ``reason``, which no reveal can open and
+        ``audit verify`` reads back (``terms.declined``). Before, a refusal left no trace but
+        the site's absence (attack a42). Nothing is declared once the commit window is closed
+        or the site already committed; a refused transaction is noted, not raised."""
+        record = RoundRecord(round=round_id, phase="skipped")
+        declared = "not declared on chain: "
+        if self.ledger.get_submission(round_id, self.address) is not None:
+            declared += "this site already committed in this round"
+        elif next_block_timestamp(self.ledger.w3) > info.commit_deadline:
+            declared += "the commit window is closed"
+        else:
+            ours = decline_commitment(self.address, round_id, info.terms_sha256, reason)
+            try:
+                tx = self.ledger.commit_update(self.account, round_id, ours)
+            except (RoundStateError, DuplicateSubmission, Unauthorized) as exc:
+                declared += str(exc)
+            else:
+                record.tx_hash = tx.tx_hash
+                declared = f"declined on chain ({reason.label}) in tx {tx.tx_hash}"
+        return self._skip(record, f"{note} [{declared}]")
 
     def _skip(self, record: RoundRecord, note: str) -> RoundRecord:
         """Gives up the round for good: recorded, with why; the pending residual is dropped

@@ -203,13 +203,21 @@ def _site_node(
 def _consenting(accept: ThresholdLimits, settings: AggregatorSettings) -> ThresholdLimits:
     """``accept`` widened to take ``settings``' thresholds (each limit the looser of the two;
     none to take without a combiner), its payment settings (standing off, its games, metric
-    and rule) and its running-statistics rule."""
+    and rule), its running-statistics rule and its commit windows (``min_commit_seconds``)."""
     optional = (settings.large_game, settings.validator_game)
     games = (settings.valuation, *(g for g in optional if g is not None))
     accept = accept.taking(
         rule=settings.rule, standing=settings.standing, games=games, metric=settings.metric
     )
     widened = accept if settings.combiner is None else accept.widened(settings.combiner)
+    # the windows the aggregator opens (a peer round's score commit window: the reveal window
+    # by default), down to which the sites' floor goes
+    windows = [settings.round_seconds]
+    if settings.valuation_mode == "peers":
+        windows.append(settings.score_commit_seconds or settings.reveal_seconds)
+    floor = min(widened.min_commit_seconds, *windows)
+    if floor != widened.min_commit_seconds:
+        widened = replace(widened, min_commit_seconds=floor)
     rule = settings.rule.statistics
     if rule in widened.statistics:
         return widened

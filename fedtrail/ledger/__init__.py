@@ -7,8 +7,9 @@ imports anything above it.
 - ``records``: the frozen records it hands out (rounds, submissions, sites, valuations,
   privacy accounts and spends, transaction results, events, deployments), the
   bytes32/address conversions, and ``commitment``, the hash a site commits to before
-  revealing its update, ``score_commitment``, the hash a validator of a peer round commits to
-  before revealing its score vector (``PeerRoundInfo``, ``ValidatorStanding``);
+  revealing its update, ``decline_commitment``, the one it posts instead when it refuses the
+  round's terms (``read_decline``), ``score_commitment``, the hash a validator of a peer
+  round commits to before revealing its score vector (``PeerRoundInfo``, ``ValidatorStanding``);
 - ``artifact``: the compiled contract (ABI, bytecode) shipped with the package; no chain needed;
 - ``errors``: the one table from each custom error of the contract to our exception class, and
   the one decoder that finds revert data in what a provider raised;
@@ -39,8 +40,10 @@ from fedtrail.ledger.records import (
     Valuation,
     checksum,
     commitment,
+    decline_commitment,
     from_bytes32,
     pack_scores,
+    read_decline,
     score_commitment,
     score_vote_hash,
     to_bytes32,
@@ -70,8 +73,10 @@ __all__ = [
     "Valuation",
     "checksum",
     "commitment",
+    "decline_commitment",
     "from_bytes32",
     "pack_scores",
+    "read_decline",
     "revert_data",
     "score_commitment",
     "score_vote_hash",

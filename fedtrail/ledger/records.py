@@ -15,7 +15,7 @@ from eth_utils.crypto import keccak
 from web3 import Web3
 
 from fedtrail.errors import ConfigError
-from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.codes import Decline, Phase, Reason
 from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE
 
@@ -278,6 +278,37 @@ def commitment(site: str, round_id: int, sha256: str, num_samples: int) -> str:
         [checksum(site), round_id, to_bytes32(sha256), num_samples],
     )
     return keccak(encoded).hex()
+
+
+DECLINE_TAG = keccak(b"fedtrail.decline/1")
+"""The first word of a decline commitment's preimage: five words where an update commitment has
+four, so no reveal (which recomputes the four-word hash) can open a decline."""
+
+
+def decline_commitment(site: str, round_id: int, terms_sha256: str, reason: Decline) -> str:
+    """The commitment a site posts instead of an update when it refuses the round's terms: hex
+    of ``keccak256(abi.encode(tag, site, round, termsSha256, reason))`` (bytes32, address,
+    uint256, bytes32, uint8). It takes the site's one commitment of the round, is never
+    revealed, and anyone can read the reason back (:func:`read_decline`)."""
+    if not 0 < round_id < 2**256:
+        raise ConfigError(f"round {round_id} is not a round id")
+    encoded = abi_encode(
+        ["bytes32", "address", "uint256", "bytes32", "uint8"],
+        [DECLINE_TAG, checksum(site), round_id, to_bytes32(terms_sha256), int(reason)],
+    )
+    return keccak(encoded).hex()
+
+
+def read_decline(
+    commitment_hex: str, site: str, round_id: int, terms_sha256: str
+) -> Decline | None:
+    """The reason a commitment declares, when it is ``site``'s decline of ``round_id``'s terms
+    (None: it is not one: an update's commitment, or a decline of other terms)."""
+    want = commitment_hex.removeprefix("0x").lower()
+    for reason in Decline:
+        if decline_commitment(site, round_id, terms_sha256, reason) == want:
+            return reason
+    return None
 
 
 def score_commitment(validator: str, round_id: int, scores: Sequence[int], salt: bytes) -> str:

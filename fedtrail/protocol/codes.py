@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["DEFAULT_MIN_ROUND_WINDOW", "MAX_ROUND_ID", "MAX_SITE_SAMPLES", "Phase", "Reason"]
+__all__ = [
+    "DEFAULT_MIN_ROUND_WINDOW",
+    "MAX_ROUND_ID",
+    "MAX_SITE_SAMPLES",
+    "Decline",
+    "Phase",
+    "Reason",
+]
 
 MAX_ROUND_ID = 2**32 - 1
 """FederationLedger numbers rounds from 1 and packs the id in 32 bits."""
@@ -126,3 +133,34 @@ _DESCRIPTIONS: dict[Reason, str] = {
     "aggregator could not read it back by the score reveal deadline (its site may have withheld "
     "the blob once scored): it was dropped and its weight went to the other updates.",
 }
+
+
+class Decline(IntEnum):
+    """Why a site refused a round's committed terms, as its node declares it on chain: a
+    commitment (:func:`fedtrail.ledger.decline_commitment`) that no reveal can open, binding
+    the site, the round, the terms' sha256 and this code. Without it a refusal left no trace
+    but the site's absence, so an aggregator that wrote terms some sites refuse and paid the
+    rest was indistinguishable from one whose sites were offline (attack a42); ``audit
+    verify``'s ``terms.declined`` now names each declining site and its reason."""
+
+    TERMS_UNUSABLE = 1
+    """The terms could not be read, or are another round's."""
+    WINDOWS = 2
+    """The chain's commit or reveal window is not the terms' (``terms.windows``)."""
+    PAYMENT_CHANGED = 3
+    """A later round changes what round 1's terms fixed (``terms.task_fixed``)."""
+    UNBOUND_START = 4
+    """Round 1's start model is not bound to the deployment (``start_model.initial``)."""
+    UNACCEPTED = 5
+    """Settings this site cannot run or does not accept (its ``[accept]``: ``terms.limits``)."""
+    SHORT_WINDOW = 6
+    """A commit window shorter than this site's ``[accept] min_commit_seconds`` (attack a43:
+    round 1's windows, which bound every later round's, opened short enough to shut out the
+    slowest sites)."""
+    PRIVACY = 7
+    """The terms' privacy block: DP required of a site whose ``[privacy]`` is off, or a DP
+    ``delta`` outside its ``[privacy]`` bounds (attack a39's refusal)."""
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", " ")

@@ -461,8 +461,9 @@ def payment_differences(first: RoundTerms, later: RoundTerms) -> list[str]:
     parameters, the duplicate rule and canonical encoding, and the privacy block (whether DP is
     required, ``privacy.required``, and the delta every site accounts at, ``privacy.delta``,
     or that the terms set none), and a commit or reveal window shorter than round 1's. Empty:
-    the same. Longer windows, the round, the start model, the personalisation block and a peer
-    round's quorum and score windows may change per round. A deployment that must change a
+    the same. Longer windows, the round, the start model, the personalisation block, a peer
+    round's quorum, and its score windows when round 1 had none, may change per round; a
+    score window shorter than a peer round 1's may not. A deployment that must change a
     payment setting starts a new ledger."""
     out = []
     if (first.validation_sha256, first.validation_images) != (
@@ -510,11 +511,15 @@ def payment_differences(first: RoundTerms, later: RoundTerms) -> list[str]:
         out.append(f"privacy delta {_dp_delta(first)} -> {_dp_delta(later)}")
     # a window shortened for a chosen round shuts out the sites that train (or reveal) slowest,
     # with no trace on chain but their absence (attack a40); a longer one shuts out no one
+    # a peer round's score windows likewise decide which validators' vectors count: bound by
+    # round 1's when round 1 was a peer round
     for name, was, now in (
         ("commit", first.commit_seconds, later.commit_seconds),
         ("reveal", first.reveal_seconds, later.reveal_seconds),
+        ("score commit", first.score_commit_seconds, later.score_commit_seconds),
+        ("score reveal", first.score_reveal_seconds, later.score_reveal_seconds),
     ):
-        if now < was:
+        if was is not None and now is not None and now < was:
             out.append(f"{name} window {was} s -> {now} s (shorter than round 1's)")
     return out
 

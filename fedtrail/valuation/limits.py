@@ -71,6 +71,7 @@ from fedtrail.valuation.round import LARGE_GAMES, METHODS
 
 __all__ = [
     "ACCEPTED_GAMES",
+    "DEFAULT_MIN_COMMIT_SECONDS",
     "DUPLICATE_LIMITS",
     "GAME_NAMES",
     "HIGHER_IS_STRICTER",
@@ -78,6 +79,7 @@ __all__ = [
     "PAYMENT_LIMITS",
     "START_LIMITS",
     "UNBOUNDED",
+    "WINDOW_LIMITS",
     "LoosestLimits",
     "ThresholdLimits",
     "limits_from",
@@ -86,6 +88,7 @@ __all__ = [
     "played_games",
     "start_refusal",
     "statistics_refusal",
+    "window_refusal",
 ]
 
 PAYMENT_LIMITS: Final = frozenset(
@@ -97,6 +100,18 @@ PAYMENT_LIMITS: Final = frozenset(
 START_LIMITS: Final = frozenset({"unbound_start"})
 """:class:`ThresholdLimits` fields that bound a round-1 start model (:func:`start_refusal`),
 not a :class:`Combiner` threshold."""
+
+WINDOW_LIMITS: Final = frozenset({"min_commit_seconds"})
+""":class:`ThresholdLimits` fields that bound a round's windows (:func:`window_refusal`), not
+a :class:`Combiner` threshold."""
+
+DEFAULT_MIN_COMMIT_SECONDS: Final = 30
+"""Seconds: the shortest commit window a site's node takes by default (``[accept]
+min_commit_seconds``). The contract's own floor (``minRoundWindow``, 10 s by default) bounds
+only the aggregator's open; later rounds may not be shorter than round 1's (a40), but round 1's
+window is the aggregator's choice, and one shorter than a site's training shuts that site out
+of every round with no trace (attack a43). 30 s is the Flower app's default window; a site
+whose training takes longer sets its own floor above its training time."""
 
 GAME_NAMES: Final = tuple(dict.fromkeys((*METHODS, *LARGE_GAMES, *VALIDATOR_GAMES)))
 """Every game a round's terms can name (``method``, ``large_game``, ``validator_game``)."""
@@ -338,6 +353,11 @@ class ThresholdLimits:
     same model, so a data-less site replaying another federation's round-r update was paid
     0.250 in five of six rounds (``scripts/attacks/a23_foreign_replay.py replay 6``). True also
     accepts such terms (a ledger opened by an aggregator before this version)."""
+    min_commit_seconds: int = DEFAULT_MIN_COMMIT_SECONDS
+    """The shortest commit window (the terms' ``commit_seconds``, which the chain's must equal:
+    ``terms.windows``) this site takes part in; a shorter one is declined on chain
+    (``SHORT_WINDOW``) before training. Set it above the site's training time: a window the
+    site accepts but cannot train in still shuts it out unseen (:func:`window_refusal`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -357,6 +377,9 @@ class ThresholdLimits:
             raise ConfigError(f"max_trim_ratio must lie in [0, 0.5), got {trim!r}")
         if isinstance(krum_m, bool) or not isinstance(krum_m, int) or krum_m < 1:
             raise ConfigError(f"min_krum_m must be an integer >= 1, got {krum_m!r}")
+        floor = self.min_commit_seconds
+        if isinstance(floor, bool) or not isinstance(floor, int) or not 0 <= floor < 2**64:
+            raise ConfigError(f"min_commit_seconds must be an integer >= 0, got {floor!r}")
         if isinstance(self.loosest, dict):
             object.__setattr__(
                 self, "loosest", _table(LoosestLimits, self.loosest, "[accept.loosest]")
@@ -593,6 +616,26 @@ def start_refusal(accept: ThresholdLimits, terms: RoundTerms) -> str | None:
     )
 
 
+def window_refusal(accept: ThresholdLimits, terms: RoundTerms) -> str | None:
+    """Why a site with ``accept`` does not take part under ``terms``' commit window, or a peer
+    round's score commit window: shorter than its ``min_commit_seconds`` (attack a43: round
+    1's windows, which bound every later round's, opened at the contract's minimum to shut out
+    the slowest sites; a score window that short shuts out the slowest validators, whose
+    vectors then never count). None: it does."""
+    floor = accept.min_commit_seconds
+    windows = [("commit", terms.commit_seconds)]
+    if terms.score_commit_seconds is not None:  # a peer round's validators commit their scores
+        windows.append(("score commit", terms.score_commit_seconds))
+    short = [f"{name} window is {seconds} s" for name, seconds in windows if seconds < floor]
+    if not short:
+        return None
+    return (
+        f"the terms' {' and '.join(short)}, shorter than the {floor} s this site accepts "
+        "(min_commit_seconds under [accept] in its config.toml): too short a window shuts out "
+        "the slowest sites"
+    )
+
+
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -644,7 +687,9 @@ def _table(cls: type[_T], table: Any, where: str) -> _T:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-_NOT_THRESHOLDS: Final = frozenset({"loosest", "statistics"}) | PAYMENT_LIMITS | START_LIMITS
+_NOT_THRESHOLDS: Final = (
+    frozenset({"loosest", "statistics"}) | PAYMENT_LIMITS | START_LIMITS | WINDOW_LIMITS
+)
 """:class:`ThresholdLimits` fields that bound no :class:`Combiner` threshold."""
 
 _BOTH_SIDES: Final = tuple(

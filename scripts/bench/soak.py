@@ -38,12 +38,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
+
+import tomli_w
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -296,6 +299,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                         ],
                         {**env, "FEDTRAIL_PASSPHRASE": f"soak-{name}"},
                     )
+                    _accept_windows(run_dir / name / "config.toml", args.round_seconds)
                     keystore = json.loads((run_dir / name / "keystore.json").read_text())
                     return "0x" + str(keystore["address"])
 
@@ -398,6 +402,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 [
                     *(FEDTRAIL, "audit", "verify", "--all", "--rpc-url", rpc),
                     *("--deployment", str(deployment), "--store", store),
+                    # the sites' table: they took the soak's short windows
+                    *("--accept", str(run_dir / names[0] / "config.toml")),
                 ],
                 env=env,
                 stdout=vlog,
@@ -459,6 +465,17 @@ def print_table(doc: dict[str, Any]) -> None:
             print(f"  - {f}")
     else:
         print("PASS: every round closed once, one commit and one reveal per site per round")
+
+
+def _accept_windows(config: Path, seconds: int) -> None:
+    """The site takes commit windows down to ``seconds`` (the soak's are shorter than a node's
+    default ``[accept] min_commit_seconds``, 30 s), as a federation that agreed to them writes
+    into each site's config.toml."""
+    doc = tomllib.loads(config.read_text(encoding="utf-8"))
+    doc.setdefault("accept", {})["min_commit_seconds"] = min(
+        seconds, doc.get("accept", {}).get("min_commit_seconds", seconds)
+    )
+    config.write_text(tomli_w.dumps(doc), encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

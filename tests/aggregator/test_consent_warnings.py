@@ -135,3 +135,25 @@ def test_aggregator_run_prints_the_warnings_at_start(
         assert text in line, line
     assert [w.split(": ", 1)[1] for w in warnings] == default_consent_warnings(settings)
     assert [line for line in result.stderr.splitlines() if " WARNING " in line] == warnings
+
+
+def test_a_commit_window_below_the_default_floor_is_named() -> None:
+    """a43: round 1's window bounds every later round's, and sites decline one below their
+    ``[accept] min_commit_seconds`` (30 s by default): the aggregator is told at start."""
+    [warning] = default_consent_warnings(AggregatorSettings(round_seconds=10))
+    assert "a commit window of 10 s" in warning and "min_commit_seconds (30 s" in warning
+    assert default_consent_warnings(AggregatorSettings(round_seconds=30)) == []
+
+
+def test_a_peer_rounds_short_score_window_is_named() -> None:
+    """A peer round's score commit window below the floor shuts out the slowest validators:
+    named (by default it is the reveal window, 120 s: nothing to say)."""
+    [warning] = default_consent_warnings(
+        AggregatorSettings(valuation_mode="peers", score_commit_seconds=10)
+    )
+    assert "a score commit window of 10 s" in warning
+    [warning] = default_consent_warnings(
+        AggregatorSettings(valuation_mode="peers", reveal_seconds=20)
+    )
+    assert "a score commit window of 20 s" in warning
+    assert default_consent_warnings(AggregatorSettings(score_commit_seconds=10)) == []

@@ -39,7 +39,7 @@ from fedtrail.node.daemon import (
     SiteNode,
     UpdateContext,
 )
-from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.codes import Decline, Phase
 from fedtrail.protocol.roundlog import RoundLog
 from fedtrail.protocol.terms import (
     MAX_TERMS_BYTES,
@@ -596,7 +596,8 @@ def test_unusable_terms_skip_the_round_without_training(embedded: ChainEnv, tmp_
     record = node.participate(world.round)
     assert record is not None and record.phase == "skipped"
     assert "the committed terms are unusable" in record.note
-    assert world.ledger.get_submission(world.round, node.address) is None
+    # declined on chain (a42), not silently absent: no update committed
+    assert world.ledger.declines(world.round).get(node.address) is Decline.TERMS_UNUSABLE
 
 
 def test_oversized_terms_skip_the_round_unread(
@@ -612,7 +613,8 @@ def test_oversized_terms_skip_the_round_unread(
     with caplog.at_level("ERROR", logger="fedtrail.node"):
         record = node.participate(world.round)
     assert record is not None and record.phase == "skipped"
-    assert world.ledger.get_submission(world.round, node.address) is None
+    # declined on chain (a42), not silently absent: no update committed
+    assert world.ledger.declines(world.round).get(node.address) is Decline.TERMS_UNUSABLE
     assert f"over the {MAX_TERMS_BYTES}-byte limit" in record.note
     assert "not taking part" in caplog.text
 
@@ -669,7 +671,8 @@ def test_a_round_whose_chain_windows_are_not_its_terms_is_refused_before_trainin
     assert record is not None and record.phase == "skipped"
     assert "windows on chain are not its terms'" in record.note and named in record.note
     assert "not taking part" in record.note
-    assert world.ledger.get_submission(world.round, node.address) is None
+    # declined on chain (a42), not silently absent: no update committed
+    assert world.ledger.declines(world.round).get(node.address) is Decline.WINDOWS
     honest = World(embedded, tmp_path / "honest")
     kept = honest.node(0).participate(honest.round)
     assert kept is not None and kept.phase == "committed", kept
@@ -766,7 +769,8 @@ def test_terms_no_one_can_run_skip_the_round_before_training(
         record = node.participate(world.round)
         assert record is not None and record.phase == "skipped"
         assert node.participate(world.round) is record  # recorded: not fetched and refused again
-    assert world.ledger.get_submission(world.round, node.address) is None
+    # declined on chain (a42), not silently absent: no update committed
+    assert world.ledger.declines(world.round).get(node.address) is Decline.UNACCEPTED
     assert node.state.rounds[world.round].phase == "skipped"
     assert "cannot or will not run" in record.note and why in record.note
     assert caplog.text.count("cannot or will not run") == 1

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from fedtrail.protocol.codes import Decline
 from fedtrail.valuation.combine import Combiner
 from fedtrail.valuation.limits import ACCEPTED_GAMES, ThresholdLimits
 from tests.fixtures.chain import ChainEnv
@@ -58,7 +59,8 @@ def test_terms_outside_the_payment_limits_are_refused_until_the_site_opts_in(
     assert refused is not None and refused.phase == "skipped"
     assert "payment settings this site does not accept ([accept]" in refused.note
     assert named in refused.note, refused.note
-    assert world.ledger.get_submission(world.round, world.node(0).address) is None
+    # declined on chain (a42), not silently absent: no update committed
+    assert world.ledger.declines(world.round).get(world.node(0).address) is Decline.UNACCEPTED
     # the other site, whose table takes the setting, trains and commits under the same terms
     taking = world.node(1, accept=opt_in)
     record = taking.participate(world.round)
@@ -100,7 +102,8 @@ def test_an_explanation_check_without_a_public_probe_is_refused_by_every_table(
         record = node.participate(world.round)
         assert record is not None and record.phase == "skipped", record
         assert "explanation check without a public probe set" in record.note, record.note
-        assert world.ledger.get_submission(world.round, node.address) is None
+        # declined on chain (a42), not silently absent: no update committed
+        assert world.ledger.declines(world.round).get(node.address) is Decline.UNACCEPTED
 
 
 def test_a_first_round_with_an_unbound_start_model_is_refused_until_the_site_opts_in(
@@ -115,7 +118,8 @@ def test_a_first_round_with_an_unbound_start_model_is_refused_until_the_site_opt
     assert refused is not None and refused.phase == "skipped", refused
     assert "initial model of the bare seed" in refused.note, refused.note
     assert "unbound_start = true" in refused.note
-    assert world.ledger.get_submission(world.round, world.node(0).address) is None
+    # declined on chain (a42), not silently absent: no update committed
+    assert world.ledger.declines(world.round).get(world.node(0).address) is Decline.UNBOUND_START
     taking = world.node(1, accept=ThresholdLimits(unbound_start=True))
     record = taking.participate(world.round)
     assert record is not None and record.phase != "skipped", record

@@ -13,6 +13,7 @@ from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.privacy import epsilon_spent
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.config import PrivacyConfig
+from fedtrail.protocol.codes import Decline
 from fedtrail.protocol.privacy import from_micro, to_micro
 from fedtrail.protocol.terms import PrivacyTerms, RoundTerms
 from fedtrail.storage.codec import decode_update
@@ -147,7 +148,8 @@ def test_terms_with_a_looser_delta_than_the_site_allows_are_refused_before_train
     record = node.participate(world.round)
     assert record is not None and record.phase == "skipped"
     assert f"delta {delta:g}" in record.note and "ceiling 1e-05" in record.note
-    assert world.ledger.get_submission(world.round, node.address) is None
+    # declined on chain (a42), not silently absent: no update committed
+    assert world.ledger.declines(world.round).get(node.address) is Decline.PRIVACY
 
 
 @pytest.mark.parametrize("delta", [1e-100, 1e-8])
@@ -163,7 +165,8 @@ def test_terms_with_a_tighter_delta_than_the_site_allows_are_refused_before_trai
     record = node.participate(world.round)
     assert record is not None and record.phase == "skipped"
     assert f"delta {delta:g}, below this site's floor 1e-07" in record.note
-    assert world.ledger.get_submission(world.round, node.address) is None
+    # declined on chain (a42), not silently absent: no update committed
+    assert world.ledger.declines(world.round).get(node.address) is Decline.PRIVACY
     lower = replace(DP_ON, min_delta=delta)
     other = world.node(1, privacy=lower).participate(world.round)
     assert other is not None and other.phase != "skipped"

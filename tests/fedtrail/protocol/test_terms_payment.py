@@ -108,3 +108,21 @@ def test_required_dp_and_its_delta_are_fixed_by_round_1() -> None:
     assert "privacy delta 1e-06 -> 1e-05" in got
     same = _later(privacy=PrivacyTerms(delta=1e-5, required=True))
     assert payment_differences(private, same) == []
+
+
+def test_a_peer_round_1s_score_windows_bound_the_later_peer_rounds() -> None:
+    """A score window shortened for a chosen round shuts out the slowest validators, whose
+    vectors then never count (session 44, next to a40): named when round 1 was a peer round;
+    longer is free. Open: a federation whose round 1 was the aggregator's sets its score
+    windows with its first peer round, unbound by round 1 (each site's ``[accept]
+    min_commit_seconds`` bounds them instead)."""
+    peers = {"method": "loo", "metric": "auc", "mode": "peers", "quorum": 3}
+    first = _later(round=1, valuation=peers, score_commit_seconds=60, score_reveal_seconds=60)
+    later = replace(first, round=3)
+    assert payment_differences(first, replace(later, score_commit_seconds=90)) == []
+    (got,) = payment_differences(first, replace(later, score_commit_seconds=10))
+    assert "score commit window 60 s -> 10 s (shorter than round 1's)" in got
+    (got,) = payment_differences(first, replace(later, score_reveal_seconds=59))
+    assert "score reveal window 60 s -> 59 s (shorter than round 1's)" in got
+    moved = _later(valuation=peers, score_commit_seconds=10, score_reveal_seconds=10)
+    assert payment_differences(FIRST, moved) == []

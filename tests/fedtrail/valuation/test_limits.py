@@ -22,6 +22,7 @@ from fedtrail.valuation.limits import (
     PAYMENT_LIMITS,
     START_LIMITS,
     UNBOUNDED,
+    WINDOW_LIMITS,
     LoosestLimits,
     ThresholdLimits,
     limits_from,
@@ -97,7 +98,7 @@ sign-flipped update's positive share)."""
 def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     names = {f.name for f in fields(Combiner)}
     limits = {f.name for f in fields(ThresholdLimits)} - {"loosest", "statistics"}
-    limits -= PAYMENT_LIMITS | START_LIMITS
+    limits -= PAYMENT_LIMITS | START_LIMITS | WINDOW_LIMITS
     assert limits == names - UNBOUNDED | set(DUPLICATE_LIMITS)
     # unbounded on the loosening side: off is their loosest; sample_median_self's default (1,
     # the median with the judged count in) is its loosest value and 0 its only other one
@@ -430,3 +431,35 @@ def test_widened_only_loosens() -> None:
     wide = own.widened(replace(Combiner(), stale_cosine=0.95, max_sample_ratio=5.0))
     assert (wide.stale_cosine, wide.max_sample_ratio) == (0.9, 5.0)
     assert wide.widened(Combiner()) == wide.widened(Combiner()).widened(Combiner())
+
+
+def test_min_commit_seconds_is_read_from_the_table_and_refuses_a_shorter_window() -> None:
+    """a43: ``[accept] min_commit_seconds`` (default 30 s) bounds the terms' commit window,
+    round 1's included; a table may lower it (0: any window the contract takes) but not make it
+    negative, fractional or boolean."""
+    from fedtrail.errors import ConfigError
+    from fedtrail.valuation.limits import window_refusal
+    from tests.fixtures.terms import parsed_terms
+
+    terms = parsed_terms(valuation={"method": "shapley", "metric": "loss", "standing": True})
+    assert terms.commit_seconds == 1
+    refused = window_refusal(ThresholdLimits(), terms)
+    assert refused is not None and "commit window is 1 s, shorter than the 30 s" in refused
+    assert window_refusal(ThresholdLimits(min_commit_seconds=1), terms) is None
+    assert window_refusal(ThresholdLimits(min_commit_seconds=0), terms) is None
+    # a peer round's score commit window is held to the same floor
+    peers = {**terms.valuation, "mode": "peers", "quorum": 2}
+    scored = replace(
+        terms,
+        valuation=peers,
+        commit_seconds=60,
+        score_commit_seconds=10,
+        score_reveal_seconds=60,
+    )
+    refused = window_refusal(ThresholdLimits(), scored)
+    assert refused is not None and "score commit window is 10 s, shorter than the 30 s" in refused
+    assert "the terms' commit window" not in refused
+    assert window_refusal(ThresholdLimits(), replace(scored, score_commit_seconds=30)) is None
+    for bad in (-1, 1.5, True, "30"):
+        with pytest.raises(ConfigError, match="min_commit_seconds"):
+            ThresholdLimits(min_commit_seconds=bad)  # type: ignore[arg-type]
