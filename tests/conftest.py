@@ -9,6 +9,7 @@ import pytest
 import torch
 
 pytest_plugins = [
+    "pytester",  # tests/fixtures/test_chain.py runs the chain fixtures in an inner pytest
     "tests.fixtures.chain",
     "tests.fixtures.ipfs",
 ]
