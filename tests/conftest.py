@@ -1,5 +1,13 @@
 """Shared fixtures. Real daemons (Anvil, IPFS) are started by the plugins below on free
-loopback ports, or taken from FEDTRAIL_TEST_RPC_URL / FEDTRAIL_TEST_IPFS_API when set."""
+loopback ports, or taken from FEDTRAIL_TEST_RPC_URL / FEDTRAIL_TEST_IPFS_API when set.
+
+Order independence: the session shares one Anvil node, and a federation's round-1 start model
+is derived from its contract's address, i.e. from the deployer and its nonce. So that adding or
+reordering tests changes no other test's start model, every test deploys from a deployer of its
+own: the ``anvil`` / ``any_chain`` coordinator and the ``deployer`` fixture are a key derived from
+the test's node id (nonce 0 at the start), and development account 0, which many tests still
+deploy from, has its nonce pinned per test and per wider-scoped fixture. Details in
+``tests/fixtures/chain.py``; ``tests/fixtures/test_chain.py`` proves it."""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ import pytest
 import torch
 
 pytest_plugins = [
+    "pytester",  # tests/fixtures/test_chain.py runs the chain fixtures in an inner pytest
     "tests.fixtures.chain",
     "tests.fixtures.ipfs",
 ]
