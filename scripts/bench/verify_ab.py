@@ -12,6 +12,12 @@ linear_shapley`` above 10 sites). The parent's side is its ``auditor/verify.py``
 tree's, so the A/B covers changes to those two modules only. Every run must pass every check,
 with the same results and details on both sides (exit 1 otherwise); prints each side's runs and
 median, and the load average.
+
+``--memory`` also times each side against a store holding in memory every blob a first verify
+fetched (``get`` still checks each blob's sha256): verify with its fetches made free, the part
+of it no fetch concurrency can hide, printed beside the byte floor it is compared with (every
+byte of those blobs through one IPFS cat, measured as ``critical_path.floors`` does, plus
+sha256).
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ import torch  # noqa: E402
 
 import fedtrail.auditor.verify as this_verify  # noqa: E402
 import scripts.bench.critical_path as cp  # noqa: E402
-from fedtrail.storage.store import IpfsStore  # noqa: E402
+from fedtrail.storage.cid import sha256_hex  # noqa: E402
+from fedtrail.storage.store import ContentStore, IpfsStore  # noqa: E402
 from scripts.bench._daemons import daemons  # noqa: E402
 
 
@@ -47,11 +54,39 @@ def _load(name: str, path: Path) -> ModuleType:
     return module
 
 
+class MemoryStore(ContentStore):
+    """Blobs another store returned, held in memory; ``get`` checks the sha256 like any store."""
+
+    def __init__(self, inner: ContentStore) -> None:
+        self.inner = inner
+        self.blobs: dict[str, bytes] = {}
+
+    def put(self, data: bytes) -> str:
+        raise NotImplementedError
+
+    def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
+        blob = self.blobs.get(cid)
+        if blob is None:
+            blob = self.blobs[cid] = self.inner.get(cid, sha256, max_bytes=max_bytes)
+        if sha256_hex(blob) != sha256:
+            raise SystemExit(f"{cid}: the memory store's blob does not match")
+        return blob
+
+    def pin(self, cid: str) -> None:
+        raise NotImplementedError
+
+    def has(self, cid: str) -> bool:
+        return cid in self.blobs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parent", type=Path, required=True, help="an exported parent checkout")
     ap.add_argument("--sites", type=int, default=100)
     ap.add_argument("--runs", type=int, default=8, help="runs of each side, alternated")
+    ap.add_argument(
+        "--memory", action="store_true", help="also time both sides with every blob in memory"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     parent_dup = _load("_parent_duplicates", args.parent / "fedtrail/protocol/duplicates.py")
@@ -69,13 +104,27 @@ def main() -> int:
         large = "linear_shapley" if args.sites > 10 else None
         cp.one_round(rpc, api, args.sites, cp.Clock(), large_game=large)
         times: dict[str, list[float]] = {name: [] for name in sides}
+        memory = MemoryStore(IpfsStore(api))
+        if args.memory:
+            this_verify.verify_round(got["ledger"], memory, got["round"])
+            size = sum(len(b) for b in memory.blobs.values()) / (1 << 20)
+            f = cp.floors(rpc, api)
+            floor = size / f["ipfs_cat_mib_s"] + size / f["sha256_mib_s"]
+            print(
+                f"{len(memory.blobs)} blobs, {size:.1f} MiB; byte floor {floor:.3f} s (cat "
+                f"{f['ipfs_cat_mib_s']:.0f} MiB/s, sha256 {f['sha256_mib_s']:.0f} MiB/s)"
+            )
+            times.update({f"{name}, blobs in memory": [] for name in sides})
         reference = None
         for i in range(args.runs):
             order = list(sides) if i % 2 == 0 else list(reversed(sides))
+            if args.memory:
+                order += [f"{name}, blobs in memory" for name in order]
             for name in order:
-                store = IpfsStore(api)
+                store: ContentStore = memory if name.endswith("in memory") else IpfsStore(api)
                 t = time.perf_counter()
-                audit = sides[name].verify_round(got["ledger"], store, got["round"])
+                side = sides[name.removesuffix(", blobs in memory")]
+                audit = side.verify_round(got["ledger"], store, got["round"])
                 times[name].append(time.perf_counter() - t)
                 checks = [(c.name, c.passed, c.detail, c.applicable) for c in audit.checks]
                 if not audit.passed or (reference is not None and checks != reference):
