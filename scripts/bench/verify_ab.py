@@ -14,10 +14,10 @@ with the same results and details on both sides (exit 1 otherwise); prints each 
 median, and the load average.
 
 ``--memory`` also times each side against a store holding in memory every blob a first verify
-fetched (``get`` still checks each blob's sha256): verify with its fetches made free, the part
-of it no fetch concurrency can hide, printed beside the byte floor it is compared with (every
-byte of those blobs through one IPFS cat, measured as ``critical_path.floors`` does, plus
-sha256).
+fetched (``critical_path.MemoryStore``: ``get`` still checks each blob's sha256): verify with
+its fetches made free, the part of it no fetch concurrency can hide, printed beside the byte
+floor it is compared with (every byte of those blobs through one IPFS cat, measured as
+``critical_path.floors`` does, plus sha256).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import torch  # noqa: E402
 
 import fedtrail.auditor.verify as this_verify  # noqa: E402
 import scripts.bench.critical_path as cp  # noqa: E402
-from fedtrail.storage.cid import sha256_hex  # noqa: E402
 from fedtrail.storage.store import ContentStore, IpfsStore  # noqa: E402
 from scripts.bench._daemons import daemons  # noqa: E402
 
@@ -52,31 +51,6 @@ def _load(name: str, path: Path) -> ModuleType:
     sys.modules[name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
-
-
-class MemoryStore(ContentStore):
-    """Blobs another store returned, held in memory; ``get`` checks the sha256 like any store."""
-
-    def __init__(self, inner: ContentStore) -> None:
-        self.inner = inner
-        self.blobs: dict[str, bytes] = {}
-
-    def put(self, data: bytes) -> str:
-        raise NotImplementedError
-
-    def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
-        blob = self.blobs.get(cid)
-        if blob is None:
-            blob = self.blobs[cid] = self.inner.get(cid, sha256, max_bytes=max_bytes)
-        if sha256_hex(blob) != sha256:
-            raise SystemExit(f"{cid}: the memory store's blob does not match")
-        return blob
-
-    def pin(self, cid: str) -> None:
-        raise NotImplementedError
-
-    def has(self, cid: str) -> bool:
-        return cid in self.blobs
 
 
 def main() -> int:
@@ -97,14 +71,20 @@ def main() -> int:
 
     def grab(ledger: Any, api: str, round_id: int, repeats: int = 1) -> dict[str, Any]:
         got.update(ledger=ledger, round=round_id)
-        return {"seconds": 0.0, "runs_s": [], "parts_s": {}, "threaded_fetch_s": 0.0}
+        return {
+            "seconds": 0.0,
+            "runs_s": [],
+            "parts_s": {},
+            "threaded_fetch_s": 0.0,
+            "in_memory_s": 0.0,
+        }
 
     cp._verify = grab  # the round only; this script times verify itself
     with daemons() as (rpc, api):
         large = "linear_shapley" if args.sites > 10 else None
         cp.one_round(rpc, api, args.sites, cp.Clock(), large_game=large)
         times: dict[str, list[float]] = {name: [] for name in sides}
-        memory = MemoryStore(IpfsStore(api))
+        memory = cp.MemoryStore(IpfsStore(api))
         if args.memory:
             this_verify.verify_round(got["ledger"], memory, got["round"])
             size = sum(len(b) for b in memory.blobs.values()) / (1 << 20)
