@@ -254,91 +254,23 @@ FETCH_THREADS = 8
 latency: one API round trip per blob on IPFS); at most twice as many are held in memory."""
 
 
-class _InOrder:
-    """:func:`_fetch` of every ``(cid, sha256)`` of ``refs`` under one ``max_bytes``, started on
-    a bounded pool as soon as this is made (at most :data:`FETCH_THREADS` requests in flight and
-    twice as many blobs held ahead of the reader), handed out by :meth:`next` in ``refs``' order
-    whatever order they complete in. A blob that cannot be fetched is its own
-    :class:`Fetched` (failure and a detail naming its CID), never another's and never an
-    exception. :meth:`close` (or leaving the ``with``) cancels the fetches not begun and waits
-    for those in flight."""
-
-    def __init__(
-        self, store: ContentStore, refs: Sequence[tuple[str, str]], max_bytes: int | None
-    ) -> None:
-        self.max_bytes = max_bytes
-        self._store = store
-        self._refs = list(refs)
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, min(FETCH_THREADS, len(self._refs))),
-            thread_name_prefix="verify-fetch",
+def _fetch_in_order(
+    store: ContentStore, refs: Sequence[tuple[str, str]], *, max_bytes: int | None = None
+) -> Iterator[Fetched]:
+    """:func:`_fetch` of every ``(cid, sha256)``, yielded in ``refs``' order, with up to
+    :data:`FETCH_THREADS` requests in flight."""
+    ahead = 2 * FETCH_THREADS
+    with ThreadPoolExecutor(max_workers=max(1, min(FETCH_THREADS, len(refs)))) as pool:
+        pending: deque[Future[Fetched]] = deque(
+            pool.submit(_fetch, store, cid, sha, max_bytes) for cid, sha in refs[:ahead]
         )
-        self._pending: deque[Future[Fetched]] = deque()
-        self._queued = 0
-        while self._queued < min(2 * FETCH_THREADS, len(self._refs)):
-            self._submit()
-
-    def _submit(self) -> None:
-        cid, sha = self._refs[self._queued]
-        self._queued += 1
-        self._pending.append(self._pool.submit(_fetch, self._store, cid, sha, self.max_bytes))
-
-    def next(self) -> Fetched:
-        """The next blob in ``refs``' order (waiting for it); IndexError past the last."""
-        done = self._pending.popleft()
-        if self._queued < len(self._refs):
-            self._submit()
-        return done.result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> _InOrder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _round_blobs(
-    store: ContentStore,
-    info: RoundInfo,
-    subs: Sequence[Submission],
-    log: RoundLog | None,
-    terms: RoundTerms | None,
-) -> _InOrder:
-    """The fetches of a finalized round's model blobs, in the order verify reads them (start
-    model, every update in ``subs``' order, global model), begun now under the byte limit of
-    :func:`_decoding_spec`: the limit verify_round derives from the same log and terms."""
-    spec = _decoding_spec(log, terms)
-    limit = None if spec is None else _spec_limit(spec)[0]
-    return _InOrder(store, _blob_refs(info, subs), limit)
-
-
-def _blob_refs(info: RoundInfo, subs: Sequence[Submission]) -> list[tuple[str, str]]:
-    """``(cid, sha256)`` of the start model, every update in ``subs``' order, the global model."""
-    refs = [(info.start_cid, info.start_sha256)]
-    refs += [(sub.cid, sub.sha256) for sub in subs]
-    refs.append((info.global_cid, info.global_sha256))
-    return refs
-
-
-def _decoding_spec(log: RoundLog | None, terms: RoundTerms | None) -> ModelSpec | None:
-    """The model spec verify_round decodes a round's blobs with, as it picks it (the terms' when
-    the round has terms, else the log's; None when that one is not a valid spec), without
-    recording the checks that say so: readable terms alone decide it, so the blobs' fetches can
-    begin before the log is read."""
-    if terms is not None:
-        try:
-            return ModelSpec(**terms.model_spec)
-        except (TypeError, ValueError, ConfigError):
-            return None
-    if log is not None:
-        try:
-            return _spec_from(log)
-        except InvalidLog:
-            return None
-    return None
+        queued = len(pending)
+        while pending:
+            done = pending.popleft()
+            if queued < len(refs):
+                pending.append(pool.submit(_fetch, store, *refs[queued], max_bytes))
+                queued += 1
+            yield done.result()
 
 
 def _fetch(store: ContentStore, cid: str, sha256: str, max_bytes: int | None = None) -> Fetched:
@@ -467,50 +399,7 @@ def verify_round(
                 with _Timer(audit, "rescore"):
                     audit.add(*_check_cancelled_valuation(ledger, store, info, validation))
         return audit
-    with contextlib.ExitStack() as fetches:
-        return _verify_finalized(
-            audit,
-            ledger,
-            store,
-            info,
-            round_id,
-            fetches,
-            validation=validation,
-            score_tolerance=score_tolerance,
-            metrics_tolerance=metrics_tolerance,
-            accept=accept,
-            privacy_history=privacy_history,
-        )
-
-
-def _verify_finalized(
-    audit: RoundAudit,
-    ledger: Ledger,
-    store: ContentStore,
-    info: RoundInfo,
-    round_id: int,
-    fetches: contextlib.ExitStack,
-    *,
-    validation: ImageDataset | None,
-    score_tolerance: int,
-    metrics_tolerance: float,
-    accept: ThresholdLimits | None,
-    privacy_history: PrivacyHistory | None,
-) -> RoundAudit:
-    """:func:`verify_round` of a finalized round. The round's model blobs (start model,
-    updates, global model) are fetched on a bounded pool from as soon as their byte limit is
-    known (:func:`_round_blobs`, closed with ``fetches``): with the terms read first, before the
-    log is fetched and parsed and the chain-only checks run; checks and their order as before."""
     subs = ledger.get_submissions(round_id)
-
-    # the terms committed at open (checked below; the log's aggregation rule is compared with
-    # the one they make the replay use); read first, as they alone name the model spec whose
-    # byte limit the round's blobs are fetched under
-    with _Timer(audit, "fetch"):
-        terms, terms_check = _read_terms(store, info, round_id)
-    blobs: _InOrder | None = None
-    if terms is not None:
-        blobs = fetches.enter_context(_round_blobs(store, info, subs, None, terms))
 
     # the explanation log: hash, schema, and agreement with the chain
     with _Timer(audit, "fetch"):
@@ -529,8 +418,10 @@ def _verify_finalized(
         except FedtrailError as exc:
             audit.add("log.schema", False, str(exc))
             no_log = "the round's log is not a valid explanation log (log.schema)"
-    if blobs is None:
-        blobs = fetches.enter_context(_round_blobs(store, info, subs, log, terms))
+    # the terms committed at open (checked below; the log's aggregation rule is compared with
+    # the one they make the replay use)
+    with _Timer(audit, "fetch"):
+        terms, terms_check = _read_terms(store, info, round_id)
     no_terms = "" if terms is not None else "the round's terms are unreadable (terms.hash)"
     if log is not None:
         _check_log(
@@ -607,13 +498,10 @@ def _verify_finalized(
     limit = _blob_limit(audit, spec)
     if limit is None:
         spec = None
-    if blobs.max_bytes != limit:  # not expected (_decoding_spec makes this choice): fetch anew
-        blobs.close()
-        blobs = fetches.enter_context(_InOrder(store, _blob_refs(info, subs), limit))
 
     # every blob against its on-chain hash
     with _Timer(audit, "fetch"):
-        start = blobs.next()
+        start = _fetch(store, info.start_cid, info.start_sha256, limit)
     start_blob = start.blob
     audit.add("start_model.hash", start_blob is not None, start.detail or info.start_cid)
     no_start = "" if start_blob is not None else "the start model is unavailable (start_model.hash)"
@@ -633,9 +521,10 @@ def _verify_finalized(
     unusable: dict[str, Reason] = {}
     # how each update reads, as the aggregator's log states it (None: this audit cannot tell)
     read_as: dict[str, Reason | None] = {}
+    updates = _fetch_in_order(store, [(sub.cid, sub.sha256) for sub in subs], max_bytes=limit)
     for sub in subs:
         with _Timer(audit, "fetch"):
-            fetched = blobs.next()
+            fetched = next(updates)
         blob = fetched.blob
         if blob is None:
             tampered = fetched.failure is FetchFailure.TAMPERED
@@ -796,7 +685,7 @@ def _verify_finalized(
         except (FedtrailError, TypeError, ValueError) as exc:
             audit.add("global.recomputed", False, f"cannot replay: {exc}")
     with _Timer(audit, "fetch"):
-        glob = blobs.next()
+        glob = _fetch(store, info.global_cid, info.global_sha256, limit)
     audit.add("global.hash", glob.blob is not None, glob.detail or f"{info.global_cid} matches")
     if log is not None and log.explanations is None:
         with _Timer(audit, "fetch"):

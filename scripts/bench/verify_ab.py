@@ -16,13 +16,16 @@ median, and the load average.
 ``--memory`` also times each side against a store holding in memory every blob a first verify
 fetched (``critical_path.MemoryStore``: ``get`` still checks each blob's sha256): verify with
 its fetches made free, the part of it no fetch concurrency can hide, printed beside the byte
-floor it is compared with (every byte of those blobs through one IPFS cat, measured as
-``critical_path.floors`` does, plus sha256).
+floor it is compared with (every byte of those blobs through one IPFS cat, at the rate of a
+4 MiB blob's cat, plus sha256), measured again before each alternation: the floor moves with the
+load as much as verify does, so each run's ratio is to the floor of its moment (median and range
+printed per side).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import os
 import statistics
@@ -51,6 +54,21 @@ def _load(name: str, path: Path) -> ModuleType:
     sys.modules[name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def _byte_floor(store: IpfsStore, cid: str, sha: str, mib: float) -> float:
+    """Seconds for ``mib`` MiB through IPFS cat (the median rate of three cats of the 4 MiB blob
+    ``cid``) plus sha256 (16 MiB hashed), measured now."""
+    cats = []
+    for _ in range(3):
+        t = time.perf_counter()
+        store.get(cid, sha)
+        cats.append(time.perf_counter() - t)
+    data = bytes(16 << 20)
+    t = time.perf_counter()
+    hashlib.sha256(data).digest()
+    sha_s = time.perf_counter() - t
+    return mib * statistics.median(cats) / 4 + mib * sha_s / 16
 
 
 def main() -> int:
@@ -85,27 +103,31 @@ def main() -> int:
         cp.one_round(rpc, api, args.sites, cp.Clock(), large_game=large)
         times: dict[str, list[float]] = {name: [] for name in sides}
         memory = cp.MemoryStore(IpfsStore(api))
+        floors: list[float] = []
+        ratios: dict[str, list[float]] = {}
         if args.memory:
             this_verify.verify_round(got["ledger"], memory, got["round"])
             size = sum(len(b) for b in memory.blobs.values()) / (1 << 20)
-            f = cp.floors(rpc, api)
-            floor = size / f["ipfs_cat_mib_s"] + size / f["sha256_mib_s"]
-            print(
-                f"{len(memory.blobs)} blobs, {size:.1f} MiB; byte floor {floor:.3f} s (cat "
-                f"{f['ipfs_cat_mib_s']:.0f} MiB/s, sha256 {f['sha256_mib_s']:.0f} MiB/s)"
-            )
+            plain = IpfsStore(api)
+            probe = os.urandom(4 << 20)
+            probe_ref = (plain.put(probe), hashlib.sha256(probe).hexdigest())
+            print(f"{len(memory.blobs)} blobs, {size:.1f} MiB")
             times.update({f"{name}, blobs in memory": [] for name in sides})
+            ratios = {name: [] for name in times}
         reference = None
         for i in range(args.runs):
             order = list(sides) if i % 2 == 0 else list(reversed(sides))
             if args.memory:
                 order += [f"{name}, blobs in memory" for name in order]
+                floors.append(_byte_floor(plain, *probe_ref, size))
             for name in order:
                 store: ContentStore = memory if name.endswith("in memory") else IpfsStore(api)
                 t = time.perf_counter()
                 side = sides[name.removesuffix(", blobs in memory")]
                 audit = side.verify_round(got["ledger"], store, got["round"])
                 times[name].append(time.perf_counter() - t)
+                if args.memory:
+                    ratios[name].append(times[name][-1] / floors[-1])
                 checks = [(c.name, c.passed, c.detail, c.applicable) for c in audit.checks]
                 if not audit.passed or (reference is not None and checks != reference):
                     print(f"{name}: checks fail or differ from the other side's")
@@ -115,6 +137,16 @@ def main() -> int:
     for name, runs in times.items():
         each = " / ".join(f"{t:.2f}" for t in runs)
         print(f"{name}: median {statistics.median(runs):.3f} s ({each})")
+    if floors:
+        each = " / ".join(f"{t:.2f}" for t in floors)
+        print(
+            f"byte floor before each alternation: median {statistics.median(floors):.3f} s ({each})"
+        )
+        for name, rs in ratios.items():
+            print(
+                f"{name}: x the byte floor of its moment, median {statistics.median(rs):.2f} "
+                f"({min(rs):.2f}-{max(rs):.2f})"
+            )
     return 0
 
 

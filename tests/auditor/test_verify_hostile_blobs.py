@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import threading
 from typing import Any
 
 import pytest
@@ -164,40 +163,3 @@ def test_terms_missing_from_the_store_fail_terms_hash(
     # the rest of the round is still verified against the chain
     passed = {c.name for c in audit.checks if c.status == "PASS"}
     assert {"log.hash", "weights", "global.recomputed", "global.hash"} <= passed
-
-
-@pytest.mark.parametrize("terms", ["readable", "missing"])
-def test_each_model_blob_is_fetched_once_under_the_specs_limit(
-    fed: Federation, monkeypatch: pytest.MonkeyPatch, terms: str
-) -> None:
-    """The round's start model, updates and global model are fetched ahead on verify's pool
-    (begun from the terms' spec, or from the log's when the terms are unreadable), each once,
-    under the byte limit of the spec verify decodes them with: none is fetched again under
-    another limit. (Other checks may read a model blob again, e.g. as an earlier round's
-    reference; those reads are not the pool's.)"""
-    limit = default_max_bytes(ModelSpec(**_terms(fed)["model_spec"]))
-    if terms == "missing":
-        blob = _canonical({**_terms(fed), "seed": 4343})  # terms nobody stored
-        info = fed.ledger.get_round(ROUND)
-        forged = dataclasses.replace(
-            info, terms_cid=compute_cid(blob), terms_sha256=hashlib.sha256(blob).hexdigest()
-        )
-        real_round = fed.ledger.get_round
-        monkeypatch.setattr(
-            fed.ledger, "get_round", lambda r: forged if r == ROUND else real_round(r)
-        )
-    info = fed.ledger.get_round(ROUND)
-    pooled: list[tuple[str, int | None]] = []
-    real_get = fed.store.get
-
-    def counted(cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
-        if threading.current_thread().name.startswith("verify-fetch"):
-            pooled.append((cid, max_bytes))
-        return real_get(cid, sha256, max_bytes=max_bytes)
-
-    monkeypatch.setattr(fed.store, "get", counted)
-    audit = verify_round(fed.ledger, fed.store, ROUND)
-    assert audit.passed == (terms == "readable"), _failed(audit)
-    models = [info.start_cid, *(s.cid for s in fed.ledger.get_submissions(ROUND))]
-    models.append(info.global_cid)
-    assert sorted(pooled) == sorted((cid, limit) for cid in models)
