@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -48,3 +49,4 @@ def daemons() -> Iterator[tuple[str, str]]:
     finally:
         subprocess.run([str(ipfs), "stop"], env=env, check=False, capture_output=True)
         subprocess.run([str(anvil), "stop"], env=env, check=False, capture_output=True)
+        shutil.rmtree(run, ignore_errors=True)  # the chain and repo (~50 MB a bench run)

@@ -12,11 +12,20 @@ linear_shapley`` above 10 sites). The parent's side is its ``auditor/verify.py``
 tree's, so the A/B covers changes to those two modules only. Every run must pass every check,
 with the same results and details on both sides (exit 1 otherwise); prints each side's runs and
 median, and the load average.
+
+``--memory`` also times each side against a store holding in memory every blob a first verify
+fetched (``critical_path.MemoryStore``: ``get`` still checks each blob's sha256): verify with
+its fetches made free, the part of it no fetch concurrency can hide, printed beside the byte
+floor it is compared with (every byte of those blobs through one IPFS cat, at the rate of a
+4 MiB blob's cat, plus sha256), measured again before each alternation: the floor moves with the
+load as much as verify does, so each run's ratio is to the floor of its moment (median and range
+printed per side).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import os
 import statistics
@@ -33,7 +42,7 @@ import torch  # noqa: E402
 
 import fedtrail.auditor.verify as this_verify  # noqa: E402
 import scripts.bench.critical_path as cp  # noqa: E402
-from fedtrail.storage.store import IpfsStore  # noqa: E402
+from fedtrail.storage.store import ContentStore, IpfsStore  # noqa: E402
 from scripts.bench._daemons import daemons  # noqa: E402
 
 
@@ -47,11 +56,29 @@ def _load(name: str, path: Path) -> ModuleType:
     return module
 
 
+def _byte_floor(store: IpfsStore, cid: str, sha: str, mib: float) -> float:
+    """Seconds for ``mib`` MiB through IPFS cat (the median rate of three cats of the 4 MiB blob
+    ``cid``) plus sha256 (16 MiB hashed), measured now."""
+    cats = []
+    for _ in range(3):
+        t = time.perf_counter()
+        store.get(cid, sha)
+        cats.append(time.perf_counter() - t)
+    data = bytes(16 << 20)
+    t = time.perf_counter()
+    hashlib.sha256(data).digest()
+    sha_s = time.perf_counter() - t
+    return mib * statistics.median(cats) / 4 + mib * sha_s / 16
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parent", type=Path, required=True, help="an exported parent checkout")
     ap.add_argument("--sites", type=int, default=100)
     ap.add_argument("--runs", type=int, default=8, help="runs of each side, alternated")
+    ap.add_argument(
+        "--memory", action="store_true", help="also time both sides with every blob in memory"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     parent_dup = _load("_parent_duplicates", args.parent / "fedtrail/protocol/duplicates.py")
@@ -62,21 +89,45 @@ def main() -> int:
 
     def grab(ledger: Any, api: str, round_id: int, repeats: int = 1) -> dict[str, Any]:
         got.update(ledger=ledger, round=round_id)
-        return {"seconds": 0.0, "runs_s": [], "parts_s": {}, "threaded_fetch_s": 0.0}
+        return {
+            "seconds": 0.0,
+            "runs_s": [],
+            "parts_s": {},
+            "threaded_fetch_s": 0.0,
+            "in_memory_s": 0.0,
+        }
 
     cp._verify = grab  # the round only; this script times verify itself
     with daemons() as (rpc, api):
         large = "linear_shapley" if args.sites > 10 else None
         cp.one_round(rpc, api, args.sites, cp.Clock(), large_game=large)
         times: dict[str, list[float]] = {name: [] for name in sides}
+        memory = cp.MemoryStore(IpfsStore(api))
+        floors: list[float] = []
+        ratios: dict[str, list[float]] = {}
+        if args.memory:
+            this_verify.verify_round(got["ledger"], memory, got["round"])
+            size = sum(len(b) for b in memory.blobs.values()) / (1 << 20)
+            plain = IpfsStore(api)
+            probe = os.urandom(4 << 20)
+            probe_ref = (plain.put(probe), hashlib.sha256(probe).hexdigest())
+            print(f"{len(memory.blobs)} blobs, {size:.1f} MiB")
+            times.update({f"{name}, blobs in memory": [] for name in sides})
+            ratios = {name: [] for name in times}
         reference = None
         for i in range(args.runs):
             order = list(sides) if i % 2 == 0 else list(reversed(sides))
+            if args.memory:
+                order += [f"{name}, blobs in memory" for name in order]
+                floors.append(_byte_floor(plain, *probe_ref, size))
             for name in order:
-                store = IpfsStore(api)
+                store: ContentStore = memory if name.endswith("in memory") else IpfsStore(api)
                 t = time.perf_counter()
-                audit = sides[name].verify_round(got["ledger"], store, got["round"])
+                side = sides[name.removesuffix(", blobs in memory")]
+                audit = side.verify_round(got["ledger"], store, got["round"])
                 times[name].append(time.perf_counter() - t)
+                if args.memory:
+                    ratios[name].append(times[name][-1] / floors[-1])
                 checks = [(c.name, c.passed, c.detail, c.applicable) for c in audit.checks]
                 if not audit.passed or (reference is not None and checks != reference):
                     print(f"{name}: checks fail or differ from the other side's")
@@ -86,6 +137,16 @@ def main() -> int:
     for name, runs in times.items():
         each = " / ".join(f"{t:.2f}" for t in runs)
         print(f"{name}: median {statistics.median(runs):.3f} s ({each})")
+    if floors:
+        each = " / ".join(f"{t:.2f}" for t in floors)
+        print(
+            f"byte floor before each alternation: median {statistics.median(floors):.3f} s ({each})"
+        )
+        for name, rs in ratios.items():
+            print(
+                f"{name}: x the byte floor of its moment, median {statistics.median(rs):.2f} "
+                f"({min(rs):.2f}-{max(rs):.2f})"
+            )
     return 0
 
 
