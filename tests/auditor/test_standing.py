@@ -356,7 +356,9 @@ def test_a_round_valued_per_round_does_not_reset_the_standing(
 
     monkeypatch.setattr(daemon.SiteNode, "_payment_refusal", lambda self, terms: None)
     # nor refuse a round without standing under their [accept] (per_round false by default)
-    monkeypatch.setattr(daemon, "payment_refusal", lambda accept, rule, settings: None)
+    import fedtrail.valuation.consent as consent
+
+    monkeypatch.setattr(consent, "payment_refusal", lambda accept, rule, settings: None)
     fed = federation(tmp_path, rounds=2, **on_anvil(anvil_url))
     kept = _log(fed, 2).standing
     assert kept is not None and kept.after
