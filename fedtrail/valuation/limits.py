@@ -66,7 +66,7 @@ from fedtrail.protocol.terms import (
     RoundTerms,
 )
 from fedtrail.valuation.base import METRICS
-from fedtrail.valuation.combine import Combiner
+from fedtrail.valuation.combine import BOOST_CLIP, Combiner
 from fedtrail.valuation.round import LARGE_GAMES, METHODS
 
 __all__ = [
@@ -124,6 +124,7 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "small_norm_ratio",
         "credit_cosine",
         "relief_cosine",
+        "boost_clip",
         "duplicate_relative_l2",
     }
 )
@@ -190,7 +191,8 @@ class LoosestLimits:
     accepts. Defaults: the loosest of the product's presets (``min_cosine`` -1 is already the
     check off: no bound in effect; ``stale_distance`` 0.01, the oldest recorded). Not bounded:
     ``max_norm_ratio`` and ``small_norm_ratio`` (off, their loosest, is the default).
-    ``credit_cosine``, ``relief_cosine`` and ``stale_rounds`` are bounded at the product's value:
+    ``credit_cosine``, ``relief_cosine``, ``boost_clip`` and ``stale_rounds`` are bounded at the
+    product's value:
     terms that omit them read as a log recorded before they existed (-1: off; 1 round), which
     would turn off the standing's sign-flip rules or let a resent update from two rounds back be
     paid.
@@ -215,6 +217,7 @@ class LoosestLimits:
     tiny_size_power: float = 2.0
     dp_noise_check: int = 1
     relief_cosine: float = -0.7
+    boost_clip: float = BOOST_CLIP
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
@@ -287,6 +290,11 @@ class ThresholdLimits:
     """At least -0.7 by default, as ``credit_cosine``: lower gives an update pointing against
     the consensus the median site's relief (:func:`~fedtrail.valuation.standing.
     relieved_reference`); terms that omit it read as -1 (off)."""
+    boost_clip: float = BOOST_CLIP
+    """At most the product's by default: higher cuts honest sites' long updates closer to the
+    median (:func:`~fedtrail.valuation.standing.boost_factor`); the loosest side is bounded at
+    the same value (:class:`LoosestLimits`), since terms that omit it read as 0 (off), which
+    pays a scaled update in full."""
     sample_median_self: int = 1
     """1 accepts only the product's median of sample counts (the judged count included); 0
     also accepts the earlier rule (the others' counts only), under which colluders claiming 1

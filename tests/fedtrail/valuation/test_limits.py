@@ -42,6 +42,7 @@ STRICTER = {
     "small_norm_ratio": 0.9,
     "credit_cosine": 0.5,
     "relief_cosine": 0.5,
+    "boost_clip": 0.9,
     "sample_median_self": 0,
     "tiny_size_power": 0.0,
 }
@@ -65,6 +66,7 @@ LOOSER = {
     "small_norm_ratio": 0.0,
     "credit_cosine": -1.0,
     "relief_cosine": -1.0,
+    "boost_clip": 0.0,
     "sample_median_self": 1,
     "norm_size_cap": 1.0,
     "tiny_size_power": 2.0,
@@ -88,6 +90,7 @@ LOOSEST_PAST = {
     "tiny_size_power": 8.0,
     "dp_noise_check": 0,
     "relief_cosine": -1.0,
+    "boost_clip": 0.0,
 }
 """One value per threshold past its default loosest limit: each pays what the valuation should
 not (a copy, a zero update, an inflated count, an outlier the norm screen would flag, a
@@ -153,6 +156,7 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
         "dp_spend_check 0 (accepted: at least 1)",
         "dp_noise_check 0 (accepted: at least 1)",
         "relief_cosine -1.0 (accepted: at least -0.7)",
+        "boost_clip 0.0 (accepted: at least 0.5)",
     ]
 
 
