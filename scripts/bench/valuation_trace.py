@@ -123,6 +123,8 @@ class Rule:
     """A site whose cosine this round is below it is measured against 0, not the median
     site's negative accumulated value (the combiner's ``relief_cosine``; -1: off, as runs
     saved before it)."""
+    boost_clip: float = 0.0
+    """The combiner's ``boost_clip`` (0: off, as runs saved before it)."""
 
 
 @dataclass(frozen=True)
@@ -291,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--boost-clips",
-        default="0.25,0.33,0.5,0.67",
+        default="0.25,0.33,0.5,0.67,1",
         help="boost_clip values to replay (comma-separated)",
     )
     parser.add_argument("--summary-only", action="store_true")
