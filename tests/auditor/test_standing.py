@@ -227,15 +227,17 @@ def test_a_score_not_weighted_for_a_tiny_norm_fails(three_rounds: Any) -> None:
 
 
 def test_a_boosted_update_paid_in_full_fails(three_rounds: Any) -> None:
-    """Under the terms' ``boost_clip`` (the preset's 0.5), a site whose update is 8 median
+    """Under terms with ``boost_clip`` 0.5 (an opt-in), a site whose update is 8 median
     norms long along the median update (recorded norm 8x the median, cosine 1) keeps
     (2 / 8)^2 of its score, so the chain's full score fails standing.scores, naming the site
-    and the 62,500 expected; the same log under terms without it (0, off) passes."""
+    and the 62,500 expected; the same log under its recorded terms (0, off) passes."""
     fed = three_rounds
     log = _log(fed, 3)
     recorded = log.settings.valuation.to_json()
-    assert recorded["combiner"]["boost_clip"] == 0.5  # the preset
-    settings = ValuationSettings.from_json(recorded)
+    assert recorded["combiner"]["boost_clip"] == 0.0  # the preset: off
+    settings = ValuationSettings.from_json(
+        {**recorded, "combiner": {**recorded["combiner"], "boost_clip": 0.5}}
+    )
     subs = fed.ledger.get_submissions(3)
     site = next(s.site for s in subs if s.reason == 0 and s.score == 1_000_000)
     entry = log.site(site)
@@ -256,10 +258,7 @@ def test_a_boosted_update_paid_in_full_fails(three_rounds: Any) -> None:
     bad = failed(settings)
     assert "standing.scores" in bad and site[:10] in bad["standing.scores"]
     assert "expected 62500" in bad["standing.scores"]
-    off = ValuationSettings.from_json(
-        {**recorded, "combiner": {**recorded["combiner"], "boost_clip": 0.0}}
-    )
-    assert "standing.scores" not in failed(off)
+    assert "standing.scores" not in failed(ValuationSettings.from_json(recorded))
 
 
 def test_made_up_normalised_values_fail_only_the_re_run(

@@ -90,7 +90,6 @@ LOOSEST_PAST = {
     "tiny_size_power": 8.0,
     "dp_noise_check": 0,
     "relief_cosine": -1.0,
-    "boost_clip": 0.0,
 }
 """One value per threshold past its default loosest limit: each pays what the valuation should
 not (a copy, a zero update, an inflated count, an outlier the norm screen would flag, a
@@ -106,7 +105,7 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     # the median with the judged count in) is its loosest value and 0 its only other one
     # (dp_spend_check and dp_noise_check are bounded on their loose side only: off pays an
     # understated spend, a DP declaration without its noise)
-    off_is_loosest = {"max_norm_ratio", "small_norm_ratio", "sample_median_self"}
+    off_is_loosest = {"max_norm_ratio", "small_norm_ratio", "boost_clip", "sample_median_self"}
     loosest = {f.name for f in fields(LoosestLimits)}
     assert loosest == names - off_is_loosest | set(DUPLICATE_LIMITS)
     assert set(LOOSEST_PAST) == loosest - {"min_cosine"} - set(DUPLICATE_LIMITS)
@@ -156,7 +155,6 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
         "dp_spend_check 0 (accepted: at least 1)",
         "dp_noise_check 0 (accepted: at least 1)",
         "relief_cosine -1.0 (accepted: at least -0.7)",
-        "boost_clip 0.0 (accepted: at least 0.5)",
     ]
 
 

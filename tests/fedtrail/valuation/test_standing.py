@@ -201,7 +201,7 @@ def test_boost_factor_cuts_length_along_the_consensus_not_sideways_length() -> N
 
 
 def test_settle_cuts_a_boosted_update_and_keeps_long_sideways_ones() -> None:
-    """Under the preset: the boosted site (5x the median norm along the median update) keeps
+    """At ``boost_clip`` 0.5: the boosted site (5x the median norm along the median update) keeps
     (2 / 5)^2 of its score, reason OK, the detail naming the rule; an honest site 6x the
     median norm but sideways (cosine 0.2: along 1.2) keeps its full score; with fewer than
     ``min_robust_sites`` updates nothing is cut."""
@@ -215,20 +215,17 @@ def test_settle_cuts_a_boosted_update_and_keeps_long_sideways_ones() -> None:
     }
     values = {s: 0.1 for s in robust}
     accumulated = {s: 0.2 for s in robust}
-    out = {
-        v.site: v
-        for v in HISTORY_COMBINER.settle(cands, robust, values, accumulated, method="shapley")
-    }
-    assert HISTORY_COMBINER.boost_clip == 0.5
+    boosting = replace(HISTORY_COMBINER, boost_clip=0.5)
+    out = {v.site: v for v in boosting.settle(cands, robust, values, accumulated, method="shapley")}
+    assert HISTORY_COMBINER.boost_clip == 0.0  # an opt-in: the preset is off
     assert out["d"].score == round(SCORE_SCALE * 0.4**2) and out["d"].reason is Reason.OK
     assert "along the median update 5x" in out["d"].detail and "boost_clip" in out["d"].detail
     assert all(out[s].score == SCORE_SCALE for s in "abce")
-    off = replace(HISTORY_COMBINER, boost_clip=0.0)
     assert all(
         v.score == SCORE_SCALE
-        for v in off.settle(cands, robust, values, accumulated, method="shapley")
+        for v in HISTORY_COMBINER.settle(cands, robust, values, accumulated, method="shapley")
     )
-    two = HISTORY_COMBINER.settle(
+    two = boosting.settle(
         cands[2:4], {s: robust[s] for s in "cd"}, values, accumulated, method="shapley"
     )
     assert all(v.score == SCORE_SCALE for v in two)
@@ -239,7 +236,7 @@ def test_a_real_x10_update_is_cut_and_its_honest_peers_are_not(
 ) -> None:
     """Real local updates, one sent x3 (a booster inside the norm screen: these sites are
     alike, so x10 is OUTLIER_NORM here): the game pays everyone alike (a longer step helps an
-    undertrained model); the preset cuts the boosted update's score to about (2 / 3)^2 and
+    undertrained model); ``boost_clip`` 0.5 cuts the boosted update's score to (2 / along)^2 and
     leaves the honest ones whole; its along-consensus length is recomputed from the updates,
     not given."""
     import fedtrail.valuation.round as round_module
@@ -266,7 +263,7 @@ def test_a_real_x10_update_is_cut_and_its_honest_peers_are_not(
         metric="balanced_loss",
         seed=0,
         history=History(valued_rounds=2, accumulated={f"s{i}": 0.1 for i in range(5)}),
-        combiner=HISTORY_COMBINER,
+        combiner=replace(HISTORY_COMBINER, boost_clip=0.5),
     )
     boosted = report.sites[4]
     assert boosted.cosine is not None and boosted.norm is not None and boosted.median_norm
@@ -376,7 +373,6 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
             stale_rounds=3,
             credit_cosine=-0.7,
             relief_cosine=-0.7,
-            boost_clip=0.5,
             sample_median_self=1,
             dp_spend_check=1,
             norm_size_cap=1.0,
