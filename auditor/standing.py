@@ -25,7 +25,9 @@ values. What an auditor checks with public data alone (``standing.chain``,
   ``relief_cosine``: :func:`~fedtrail.valuation.standing.relieved_reference`)
   under the terms' ``demote_scale``, and LOW_QUALITY exactly when that score is 0; an OK score
   is then weighted for the update's magnitude by the terms' ``max_norm_ratio`` and
-  ``small_norm_ratio`` (:func:`~fedtrail.valuation.standing.norm_factor`, with the site's norm
+  ``small_norm_ratio`` (:func:`~fedtrail.valuation.standing.norm_factor`) and for its length
+  along the median update by ``boost_clip`` (:func:`~fedtrail.valuation.standing.boost_factor`,
+  with the recomputed cosine), with the site's norm
   and the median norm when the data-free thresholds applied, both recomputed from the decoded
   updates by ``log.components``: :mod:`fedtrail.auditor.components`; the log's own numbers
   only when the updates cannot be read, and then ``log.components`` fails).
@@ -50,6 +52,7 @@ from fedtrail.valuation.chained import combiner_from, reference_labels, standing
 from fedtrail.valuation.combine import Combiner
 from fedtrail.valuation.standing import (
     accumulate,
+    boost_factor,
     demoted_score,
     demotion_reference,
     norm_factor,
@@ -187,6 +190,10 @@ def check_standing(
                 small_norm_ratio=combiner.small_norm_ratio,
             )
             expected = scaled_score(expected, factor)
+            boost = boost_factor(
+                size, median, _cosine(log, s.site, robust), boost_clip=combiner.boost_clip
+            )
+            expected = scaled_score(expected, boost)
         low = s.reason == int(Reason.LOW_QUALITY)
         if s.score != expected or low != (expected == 0):
             wrong.append(f"{s.site[:10]} score {s.score} reason {s.reason}, expected {expected}")

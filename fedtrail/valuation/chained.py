@@ -99,6 +99,7 @@ LATER_THRESHOLDS: Final = MappingProxyType(
         "tiny_size_power": 0.0,
         "dp_noise_check": 0,
         "relief_cosine": -1.0,
+        "boost_clip": 0.0,
     }
 )
 """Combiner fields added after logs recorded every threshold, with the value a recorded set
@@ -118,6 +119,7 @@ UNRECORDED: Final = MappingProxyType(
         "tiny_size_power": 0.0,
         "dp_noise_check": 0,
         "relief_cosine": -1.0,
+        "boost_clip": 0.0,
     }
 )
 """Thresholds whose defaults changed, at the values a round whose settings record no

@@ -66,7 +66,7 @@ from fedtrail.protocol.terms import (
     RoundTerms,
 )
 from fedtrail.valuation.base import METRICS
-from fedtrail.valuation.combine import Combiner
+from fedtrail.valuation.combine import BOOST_CLIP, Combiner
 from fedtrail.valuation.round import LARGE_GAMES, METHODS
 
 __all__ = [
@@ -139,6 +139,7 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "small_norm_ratio",
         "credit_cosine",
         "relief_cosine",
+        "boost_clip",
         "duplicate_relative_l2",
     }
 )
@@ -204,7 +205,8 @@ class LoosestLimits:
     update, an inflated count, an outlier the norm screen would flag), the loosest value a site
     accepts. Defaults: the loosest of the product's presets (``min_cosine`` -1 is already the
     check off: no bound in effect; ``stale_distance`` 0.01, the oldest recorded). Not bounded:
-    ``max_norm_ratio`` and ``small_norm_ratio`` (off, their loosest, is the default).
+    ``max_norm_ratio``, ``small_norm_ratio`` and ``boost_clip`` (off, their loosest, is the
+    default).
     ``credit_cosine``, ``relief_cosine`` and ``stale_rounds`` are bounded at the product's value:
     terms that omit them read as a log recorded before they existed (-1: off; 1 round), which
     would turn off the standing's sign-flip rules or let a resent update from two rounds back be
@@ -302,6 +304,13 @@ class ThresholdLimits:
     """At least -0.7 by default, as ``credit_cosine``: lower gives an update pointing against
     the consensus the median site's relief (:func:`~fedtrail.valuation.standing.
     relieved_reference`); terms that omit it read as -1 (off)."""
+    boost_clip: float = BOOST_CLIP
+    """Only off (0) by default, the product's default: on, it cuts honest sites' long updates
+    along the consensus too (:func:`~fedtrail.valuation.standing.boost_factor`; at 0.5 it cut 9
+    of 240 honest updates of the accuracy bench's scenario (c) at alpha 1 to 0.31-0.93 of their
+    score), so turning it on takes the sites'
+    consent (``boost_clip = 0.5`` under ``[accept]``). Not bounded on the loose side (off, its
+    loosest, is the default), as ``max_norm_ratio``."""
     sample_median_self: int = 1
     """1 accepts only the product's median of sample counts (the judged count included); 0
     also accepts the earlier rule (the others' counts only), under which colluders claiming 1

@@ -38,6 +38,7 @@ __all__ = [
     "MIN_DEMOTED_SCORE",
     "History",
     "accumulate",
+    "boost_factor",
     "credited",
     "demoted_score",
     "demotion_reference",
@@ -270,6 +271,43 @@ def norm_factor(
     if small_norm_ratio > 0 and ratio < small_norm_ratio:
         return max(ratio, 0.0) / small_norm_ratio
     return 1.0
+
+
+def boost_factor(
+    norm: float | None,
+    median_norm: float | None,
+    cosine: float | None,
+    *,
+    boost_clip: float,
+) -> float:
+    """The share of its score an update keeps for its length *along the consensus*, in (0, 1]:
+    ``along = cosine * norm / median_norm`` (its projection on the round's coordinate-wise
+    median update, in median norms; the robust statistics of the data-free screens). Above
+    ``1 / boost_clip`` (0: off) it keeps ``(1 / (boost_clip * along)) ** 2``; no scale (a
+    median norm of 0 or None, no cosine) or ``along`` within the bound: 1.
+
+    A scaled ("boosted") honest update points with the consensus and is k times longer along
+    it; an honest skewed site's update is long too, but sideways or against (its class prior
+    drifts): measured with ``scripts/bench/poison_signals.py`` (FedAvg trajectories of the
+    accuracy bench), ``along`` separates the x10 site of scenario (c) from honest sites where
+    the norm alone does not. The projection is linear in the update, so noise or a sideways
+    component added to a boosted update does not lower it. Squared, the factor makes a boost
+    cost the booster: a site k times over the bound keeps 1/k^2 of its weight, so its pull
+    along the consensus (weight times length) falls as 1/k instead of staying at the bound's.
+    Not a rejection (reason OK, at least score 1: :func:`scaled_score`): an honest site over
+    the bound loses weight in proportion, never its place."""
+    if (
+        not boost_clip > 0
+        or norm is None
+        or median_norm is None
+        or cosine is None
+        or not median_norm > 0
+    ):
+        return 1.0
+    along = cosine * norm / median_norm
+    if along * boost_clip <= 1.0:
+        return 1.0
+    return float((1.0 / (along * boost_clip)) ** 2)
 
 
 def scaled_score(score: int, factor: float) -> int:

@@ -1064,6 +1064,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(-0.7); -1 = the rule before it",
     )
     parser.add_argument(
+        "--boost-clip",
+        type=float,
+        default=None,
+        help="the combiner's boost_clip (an update longer than 1/C median norms along the median "
+        "update keeps (1/(C*along))^2 of its score); default: the combiner's (0, off)",
+    )
+    parser.add_argument(
         "--large-game",
         choices=("linear_shapley", "none"),
         default=_sim.SimConfig.large_game or "none",
@@ -1209,6 +1216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         combiner = COMBINERS[args.combiner]
         if args.relief_cosine is not None:
             combiner = replace(combiner, relief_cosine=args.relief_cosine)
+        if args.boost_clip is not None:
+            combiner = replace(combiner, boost_clip=args.boost_clip)
         for seed in seeds:
             config = SimConfig(
                 sites=sc.sites,
@@ -1269,6 +1278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "combiner": args.combiner,
             "relief_cosine": args.relief_cosine,
             "metric": args.metric,
+            "boost_clip": args.boost_clip,
             "threads": args.threads,
             "methods": methods,
             "dp_epsilon": args.dp_epsilon,

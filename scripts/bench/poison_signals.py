@@ -17,7 +17,11 @@ every round, measures each sent update against the others of the round:
   local training from the round's global model on its validation split (the same local training
   settings as the sites'; FLTrust's trust score, Cao et al. NDSS 2021). It needs the validation
   split, so it is not data-free: the question is whether a reference direction trained on
-  balanced data tells a sign flip from an honest skewed site better than the others' mean does.
+  balanced data tells a sign flip from an honest skewed site better than the others' mean does;
+* ``along``: the update's length along the round's coordinate-wise median update, over the
+  median norm (``cosine * norm / median_norm`` of the product's robust statistics,
+  :func:`fedtrail.valuation.robust.robust_statistics`): what a scaled honest direction inflates
+  and an honest skewed site's long but sideways update does not.
 
 For each signal it prints quantiles per kind of site (``none`` = honest) and the separation: the
 share of a faulty kind's updates beyond the most extreme honest value (below the honest minimum
@@ -52,6 +56,7 @@ from fedtrail.ml.aggregation import apply_delta
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.ml.training import TrainConfig, train_local
+from fedtrail.valuation.robust import robust_statistics
 
 Delta = Mapping[str, torch.Tensor]
 
@@ -91,6 +96,10 @@ def round_signals(
             out[i][f"cos {group}"] = _cosine(m[i], np.delete(m, i, axis=0).mean(axis=0))
             if ref is not None:
                 out[i][f"server {group}"] = _cosine(m[i], ref)
+    stats = robust_statistics({f"{i:04d}": d for i, d in enumerate(deltas)})
+    for i in range(len(deltas)):
+        r = stats[f"{i:04d}"]
+        out[i]["along"] = r.cosine * r.norm / r.median_norm if r.median_norm > 0 else math.nan
     norms = np.array([float(np.linalg.norm(_flat(d, names))) for d in deltas])
     steps = np.ceil(np.asarray(samples, dtype=np.float64) / batch_size)
     for key, x in {
@@ -148,7 +157,9 @@ def measure(
 
 def summarise(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Quantiles per kind and signal, and each faulty kind's separation from the honest sites."""
-    signals = [k for k in rows[0] if k.startswith(("cos", "norm", "server"))] if rows else []
+    signals = (
+        [k for k in rows[0] if k.startswith(("cos", "norm", "server", "along"))] if rows else []
+    )
     lines = []
     for sig in signals:
         by_kind: dict[str, list[float]] = defaultdict(list)

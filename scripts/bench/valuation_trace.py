@@ -53,9 +53,11 @@ from typing import Any
 
 from fedtrail.valuation.standing import (
     accumulate,
+    boost_factor,
     demoted_score,
     demotion_reference,
     normalised_values,
+    scaled_score,
 )
 
 DEMOTE_SCALE = 0.5
@@ -121,6 +123,8 @@ class Rule:
     """A site whose cosine this round is below it is measured against 0, not the median
     site's negative accumulated value (the combiner's ``relief_cosine``; -1: off, as runs
     saved before it)."""
+    boost_clip: float = 0.0
+    """The combiner's ``boost_clip`` (0: off, as runs saved before it)."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,12 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                     and statistics.median(history) > rule.norm_persist
                 ):
                     score = 0
+                c = cosines.get(site)
+                ratio = norms.get(site)
+                if score > 0 and len(cosines) >= MIN_ROBUST_SITES and ratio is not None:
+                    score = scaled_score(
+                        score, boost_factor(ratio, 1.0, c, boost_clip=rule.boost_clip)
+                    )
             scores[site] = score
         weights = {s: samples[s] * sc for s, sc in scores.items()}
         weight = sum(weights.values())
@@ -273,6 +283,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=-0.7,
         help="the combiner's relief_cosine the runs were valued with (the recorded rule's; "
         "-1 for runs saved before it)",
+    )
+    parser.add_argument(
+        "--boost-clip",
+        type=float,
+        default=0.0,
+        help="the combiner's boost_clip the runs were valued with (the recorded rule's; 0 for "
+        "runs saved before it)",
+    )
+    parser.add_argument(
+        "--boost-clips",
+        default="0.25,0.33,0.5,0.67,1",
+        help="boost_clip values to replay (comma-separated)",
     )
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--what-if", action="store_true", help="replay candidate rules")
@@ -369,7 +391,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_what_if(
             replayed,
             [
-                Rule("recorded rule", relief_cosine=args.relief_cosine),
+                Rule("recorded rule", relief_cosine=args.relief_cosine, boost_clip=args.boost_clip),
+                Rule("boost_clip 0 (off)", relief_cosine=args.relief_cosine),
+                *(
+                    Rule(f"boost_clip {c:g}", relief_cosine=args.relief_cosine, boost_clip=c)
+                    for c in (float(x) for x in args.boost_clips.split(",") if x)
+                ),
                 Rule(
                     "withheld negative",
                     withheld_negative=True,

@@ -761,6 +761,17 @@ def main(argv=None):
                 )
                 if sc < 10_000:
                     sc = 0
+                # boost_clip: an update longer along the median update than 1/boost_clip median
+                # norms keeps (1 / (boost_clip * along))**2 of its score, at least 1
+                clip = cc.get("boost_clip", 0.0)
+                comp_a = lsites[a]["components"]
+                if sc > 0 and clip > 0 and checked_a and cos_a is not None:
+                    med_a = comp_a.get("median_norm")
+                    if med_a:
+                        along = cos_a * comp_a["norm"] / med_a
+                        if along * clip > 1.0:
+                            f = (1.0 / (along * clip)) ** 2
+                            sc = max(1, min(sc, round(sc * f)))
                 sc_ok &= sc == onchain[a][2]
                 det.append(
                     f"{names.get(a)} share {share[a]:.6g} after {after[a]:.6g} score {sc} (chain {onchain[a][2]})"

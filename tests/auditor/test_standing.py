@@ -226,6 +226,41 @@ def test_a_score_not_weighted_for_a_tiny_norm_fails(three_rounds: Any) -> None:
     assert "standing.scores" not in honest
 
 
+def test_a_boosted_update_paid_in_full_fails(three_rounds: Any) -> None:
+    """Under terms with ``boost_clip`` 0.5 (an opt-in), a site whose update is 8 median
+    norms long along the median update (recorded norm 8x the median, cosine 1) keeps
+    (2 / 8)^2 of its score, so the chain's full score fails standing.scores, naming the site
+    and the 62,500 expected; the same log under its recorded terms (0, off) passes."""
+    fed = three_rounds
+    log = _log(fed, 3)
+    recorded = log.settings.valuation.to_json()
+    assert recorded["combiner"]["boost_clip"] == 0.0  # the preset: off
+    settings = ValuationSettings.from_json(
+        {**recorded, "combiner": {**recorded["combiner"], "boost_clip": 0.5}}
+    )
+    subs = fed.ledger.get_submissions(3)
+    site = next(s.site for s in subs if s.reason == 0 and s.score == 1_000_000)
+    entry = log.site(site)
+    assert entry is not None and entry.components["robust_checked"] is True
+    median = entry.components["median_norm"]
+    assert isinstance(median, float) and median > 0
+    boosted = dataclasses.replace(
+        entry, components={**entry.components, "norm": 8.0 * median, "cosine": 1.0}
+    )
+    forged = dataclasses.replace(
+        log, sites=tuple(boosted if e.site == site else e for e in log.sites)
+    )
+
+    def failed(under: ValuationSettings) -> dict[str, str]:
+        checks = check_standing(fed.ledger, fed.store, forged, under, subs)
+        return {n: d for n, ok, d in checks if not ok}
+
+    bad = failed(settings)
+    assert "standing.scores" in bad and site[:10] in bad["standing.scores"]
+    assert "expected 62500" in bad["standing.scores"]
+    assert "standing.scores" not in failed(ValuationSettings.from_json(recorded))
+
+
 def test_made_up_normalised_values_fail_only_the_re_run(
     three_rounds: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, anvil_url: str
 ) -> None:

@@ -50,6 +50,17 @@ def test_norms_over_the_median_raw_and_per_step() -> None:
     assert not any(k.startswith("server") for k in sig[0])  # no server update given
 
 
+def test_along_is_the_length_on_the_median_update_over_the_median_norm() -> None:
+    # coordinate-wise median of (1,0), (2,0), (0,3) is (1,0); median norm 2
+    a = _delta([1.0], [0.0])
+    b = _delta([2.0], [0.0])
+    c = _delta([0.0], [3.0])
+    sig = poison_signals.round_signals([a, b, c], [32, 32, 32], batch_size=32)
+    assert sig[0]["along"] == pytest.approx(0.5)
+    assert sig[1]["along"] == pytest.approx(1.0)  # twice a's length on the same direction
+    assert sig[2]["along"] == pytest.approx(0.0)  # longest norm, but sideways
+
+
 def test_a_sign_flip_is_beyond_every_honest_server_cosine_in_the_summary() -> None:
     rows = [
         {"kind": "none", "server all": 0.5, "cos all": 0.2, "norm": 1.0},

@@ -152,6 +152,11 @@ def test_what_if_replays_the_candidate_rules(tmp_path: Path) -> None:
     assert "faulty share mean 0.4444" in lines["norm persist 2.5"]
     # both: round 2 pays D (1/3), round 3 neither
     assert "faulty share mean 0.2778, honest zeroed 0/6" in lines["both (2.5)"]
+    # boost_clip 0.5: D is 0.9 x 3 = 2.7 median norms along the consensus, over the bound of 2,
+    # so it keeps (2 / 2.7)^2 of its score in every round (the warm-up too): C and D hold
+    # (1 + 0.5487) / 3.5487 of the weight; off, the recorded half
+    assert "faulty share mean 0.4364, honest zeroed 0/6" in lines["boost_clip 0.5"]
+    assert "faulty share mean 0.5000" in lines["boost_clip 0 (off)"]
     # a higher bound spares D
     args = [str(_what_if_run(tmp_path)), "--summary-only", "--what-if", "--norm-persist", "3.5"]
     higher = subprocess.run(

@@ -31,6 +31,7 @@ from fedtrail.valuation import (
 )
 from fedtrail.valuation.chained import combiner_from
 from fedtrail.valuation.standing import (
+    boost_factor,
     credited,
     norm_factor,
     relieved_reference,
@@ -157,7 +158,9 @@ def test_settle_weights_a_scaled_update_like_one_clipped_to_the_bound() -> None:
     keeps a share of its score in proportion; the others keep theirs; both stay OK (lowered,
     not rejected)."""
     norms = {"a": 1.0, "b": 0.9, "c": 1.1, "big": 10.0, "tiny": 0.02}
-    bounded = replace(HISTORY_COMBINER, max_norm_ratio=1.0, small_norm_ratio=0.05)
+    # boost_clip off: the norm bounds alone (the boost rule has its own tests below)
+    unboosted = replace(HISTORY_COMBINER, boost_clip=0.0)
+    bounded = replace(unboosted, max_norm_ratio=1.0, small_norm_ratio=0.05)
     out = _settled(norms, bounded)
     assert out["big"].score == SCORE_SCALE // 10 and out["big"].reason is Reason.OK
     assert "10x the median" in out["big"].detail and "above 1x" in out["big"].detail
@@ -166,14 +169,109 @@ def test_settle_weights_a_scaled_update_like_one_clipped_to_the_bound() -> None:
     assert out["c"].score == round(SCORE_SCALE / 1.1)
     assert out["a"].score == SCORE_SCALE and out["b"].score == SCORE_SCALE
     # a lower bound alone leaves large updates alone; the presets bound nothing
-    lower = _settled(norms, replace(HISTORY_COMBINER, small_norm_ratio=0.05))
+    lower = _settled(norms, replace(unboosted, small_norm_ratio=0.05))
     assert lower["big"].score == SCORE_SCALE and lower["tiny"].score == out["tiny"].score
     assert HISTORY_COMBINER.max_norm_ratio == 0.0 and HISTORY_COMBINER.small_norm_ratio == 0.0
-    assert all(v.score == SCORE_SCALE for v in _settled(norms, HISTORY_COMBINER).values())
-    assert all(v.score == SCORE_SCALE for v in _settled(norms, Combiner()).values())
+    assert all(v.score == SCORE_SCALE for v in _settled(norms, unboosted).values())
+    assert all(
+        v.score == SCORE_SCALE
+        for v in _settled(norms, replace(Combiner(), boost_clip=0.0)).values()
+    )
     # without enough updates for a median, nothing is bounded
     two = _settled({"a": 1.0, "big": 10.0}, bounded)
     assert two["big"].score == SCORE_SCALE
+
+
+def test_boost_factor_cuts_length_along_the_consensus_not_sideways_length() -> None:
+    """``along = cosine * norm / median``: within ``1 / boost_clip`` the full score; k times
+    beyond it 1/k^2; a long update pointing sideways (an honest skewed site) or against the
+    consensus is not touched; off at 0 and without a scale."""
+    assert boost_factor(2.0, 1.0, 1.0, boost_clip=0.5) == 1.0  # at the bound: full
+    assert boost_factor(4.0, 1.0, 1.0, boost_clip=0.5) == pytest.approx(0.25)  # 2x over
+    assert boost_factor(10.0, 2.0, 0.8, boost_clip=0.5) == pytest.approx(0.25)  # along 4
+    assert boost_factor(8.0, 1.0, 0.2, boost_clip=0.5) == 1.0  # 8x the norm, along 1.6
+    assert boost_factor(8.0, 1.0, -0.9, boost_clip=0.5) == 1.0  # against: not a boost
+    assert boost_factor(40.0, 1.0, 1.0, boost_clip=0.0) == 1.0  # off
+    assert boost_factor(40.0, 0.0, 1.0, boost_clip=0.5) == 1.0  # no scale
+    assert boost_factor(40.0, 1.0, None, boost_clip=0.5) == 1.0
+    assert boost_factor(None, 1.0, 1.0, boost_clip=0.5) == 1.0
+    # the pull along the consensus (factor times along) falls as the boost grows past the bound
+    pulls = [boost_factor(k, 1.0, 1.0, boost_clip=0.5) * k for k in (2.0, 4.0, 8.0, 16.0)]
+    assert pulls == sorted(pulls, reverse=True) and pulls[0] == 2.0
+
+
+def test_settle_cuts_a_boosted_update_and_keeps_long_sideways_ones() -> None:
+    """At ``boost_clip`` 0.5: the boosted site (5x the median norm along the median update) keeps
+    (2 / 5)^2 of its score, reason OK, the detail naming the rule; an honest site 6x the
+    median norm but sideways (cosine 0.2: along 1.2) keeps its full score; with fewer than
+    ``min_robust_sites`` updates nothing is cut."""
+    cands = [Candidate(site=s, num_samples=100, delta={"w": torch.ones(1)}) for s in "abcde"]
+    robust = {
+        "a": RobustStats(cosine=0.8, norm=1.0, norm_z=0.0, median_norm=1.0),
+        "b": RobustStats(cosine=0.7, norm=0.9, norm_z=0.0, median_norm=1.0),
+        "c": RobustStats(cosine=0.9, norm=1.1, norm_z=0.0, median_norm=1.0),
+        "d": RobustStats(cosine=1.0, norm=5.0, norm_z=9.0, median_norm=1.0),
+        "e": RobustStats(cosine=0.2, norm=6.0, norm_z=9.0, median_norm=1.0),
+    }
+    values = {s: 0.1 for s in robust}
+    accumulated = {s: 0.2 for s in robust}
+    boosting = replace(HISTORY_COMBINER, boost_clip=0.5)
+    out = {v.site: v for v in boosting.settle(cands, robust, values, accumulated, method="shapley")}
+    assert HISTORY_COMBINER.boost_clip == 0.0  # an opt-in: the preset is off
+    assert out["d"].score == round(SCORE_SCALE * 0.4**2) and out["d"].reason is Reason.OK
+    assert "along the median update 5x" in out["d"].detail and "boost_clip" in out["d"].detail
+    assert all(out[s].score == SCORE_SCALE for s in "abce")
+    assert all(
+        v.score == SCORE_SCALE
+        for v in HISTORY_COMBINER.settle(cands, robust, values, accumulated, method="shapley")
+    )
+    two = boosting.settle(
+        cands[2:4], {s: robust[s] for s in "cd"}, values, accumulated, method="shapley"
+    )
+    assert all(v.score == SCORE_SCALE for v in two)
+
+
+def test_a_real_x10_update_is_cut_and_its_honest_peers_are_not(
+    sites: RealSites, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real local updates, one sent x3 (a booster inside the norm screen: these sites are
+    alike, so x10 is OUTLIER_NORM here): the game pays everyone alike (a longer step helps an
+    undertrained model); ``boost_clip`` 0.5 cuts the boosted update's score to (2 / along)^2 and
+    leaves the honest ones whole; its along-consensus length is recomputed from the updates,
+    not given."""
+    import fedtrail.valuation.round as round_module
+    from fedtrail.valuation.utility import GameValues
+
+    deltas = [*sites.deltas[:4], _scaled(sites.deltas[3], 3.0)]
+    paid = {f"s{i}": 0.001 for i in range(5)}
+
+    def game(method: str, large_game: str | None, utility: object, seed: int) -> GameValues:
+        return GameValues(
+            values=dict(paid), method="shapley", evaluations=32, v_empty=0.0, v_full=0.0
+        )
+
+    monkeypatch.setattr(round_module, "_play", game)
+    report = value_round(
+        global_state=sites.global_state,
+        spec=SPEC,
+        candidates=[
+            Candidate(site=f"s{i}", num_samples=sites.num_samples[i], delta=d)
+            for i, d in enumerate(deltas)
+        ],
+        validation=sites.validation,
+        method="shapley",
+        metric="balanced_loss",
+        seed=0,
+        history=History(valued_rounds=2, accumulated={f"s{i}": 0.1 for i in range(5)}),
+        combiner=replace(HISTORY_COMBINER, boost_clip=0.5),
+    )
+    boosted = report.sites[4]
+    assert boosted.cosine is not None and boosted.norm is not None and boosted.median_norm
+    along = boosted.cosine * boosted.norm / boosted.median_norm
+    assert along > 2.5
+    assert boosted.reason is Reason.OK and boosted.score == round(SCORE_SCALE * (2 / along) ** 2)
+    assert boosted.score < 0.65 * SCORE_SCALE
+    assert all(v.score == SCORE_SCALE for v in report.sites[:4])
 
 
 def test_recorded_thresholds_without_the_norm_bounds_replay_without_them() -> None:
@@ -541,6 +639,18 @@ def test_a_sign_flipped_update_gets_no_relief_from_the_median_site(
     assert off.accumulated == report.accumulated
     assert off.sites[4].score == demoted_score(-0.45 - honest[2], demote_scale=0.5)
     assert off.sites[4].score > 4 * flip.score
+
+
+def test_recorded_thresholds_without_boost_clip_replay_without_it() -> None:
+    older = {k: v for k, v in asdict(HISTORY_COMBINER).items() if k != "boost_clip"}
+    then = combiner_from(
+        ValuationSettings(method="shapley", metric="x", standing=True, combiner=older)
+    )
+    assert then.boost_clip == 0.0
+    bare = combiner_from(ValuationSettings(method="shapley", metric="x", standing=True))
+    assert bare.boost_clip == 0.0
+    with pytest.raises(ConfigError, match="boost_clip"):
+        Combiner(boost_clip=1.5)
 
 
 def test_recorded_thresholds_without_relief_cosine_replay_without_it() -> None:
