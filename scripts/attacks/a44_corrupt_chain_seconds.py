@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from node.daemon import NodeState, NodeStateError
+from fedtrail.node.daemon import NodeState, NodeStateError
 
 BAD: list[object] = ["x", None, -5, True, 1.5, [30]]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from node.daemon import NodeState, NodeStateError
+from fedtrail.node.daemon import NodeState, NodeStateError
 
 
 def _write(path: Path, value: object) -> None:
