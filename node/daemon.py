@@ -323,6 +323,14 @@ class NodeState:
                     f"node state {path} is corrupt: round {r}'s record says round "
                     f"{rec.round!r}, phase {rec.phase!r}"
                 )
+            seconds = rec.chain_seconds
+            if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0:
+                # a44: a value that is not a whole number of seconds either crashed the window
+                # check later (TypeError) or was silently taken as a measure
+                raise NodeStateError(
+                    f"node state {path} is corrupt: round {r}'s chain_seconds is "
+                    f"{seconds!r}, not a whole number of seconds >= 0"
+                )
         return cls(rounds)
 
     def save(self, path: Path) -> None:

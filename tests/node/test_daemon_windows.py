@@ -83,3 +83,31 @@ def test_an_old_measure_alone_does_not_decline(embedded: ChainEnv, tmp_path: Pat
     node.state.rounds[old] = RoundRecord(round=old, phase="revealed", chain_seconds=10_000)
     record = node.participate(world.round)
     assert record is not None and record.phase == "committed", record
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (README trust model, a45): chain_seconds is chain time, and whoever runs a "
+    "local chain (Anvil) can move its clock while a site trains",
+)
+def test_a_clock_jump_while_training_does_not_shut_the_site_out(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """Whoever controls the chain's clock (an aggregator running Anvil) moves it 100000 s while
+    the site trains: the site records that as its training time and declines the next round's
+    window (every round's for MEASURE_HORIZON rounds) as too short, a self-exclusion verify
+    notes but does not fail. Desired: the measure is not taken from a clock another
+    party moves."""
+    world = World(embedded, tmp_path)
+    r = world.round
+
+    def jump(delta: Any, round_id: int, context: Any) -> Any:
+        advance_time(embedded.w3, 100_000)  # the chain's clock, not the site's training
+        return delta
+
+    node = world.node(0, hooks=NodeHooks(transform_update=jump))
+    record = node.participate(r)  # the jump passes the deadline: this round is missed
+    assert record is not None
+    # ...and the jump is kept as the site's training time, so it declines every round with a
+    # window under 100000 s until the measure ages out (MEASURE_HORIZON rounds)
+    assert record.chain_seconds < 1_000, record.chain_seconds
