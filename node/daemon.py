@@ -31,6 +31,7 @@ import math
 import os
 import shlex
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -126,6 +127,11 @@ least of them: one slow round alone does not make it decline)."""
 MEASURE_HORIZON = 5
 """Rounds after which a measure no longer counts: a node that declined for a slow spell trains
 again (and measures again) within this many rounds."""
+MEASURE_OWN_SLACK = 10
+"""Seconds a training measure may exceed this node's own clock over the same span: the measure
+is chain time (what the deadlines are in), capped at the node's own elapsed time plus this
+slack, so whoever moves a local chain's clock while a site trains (``evm_increaseTime``)
+inflates the measure by at most this much instead of shutting the site out (attack a45)."""
 
 FINAL_PHASES = frozenset({"revealed", "skipped", "submitted"})
 
@@ -514,6 +520,7 @@ class SiteNode:
                 return self._skip(record, f"round {info.phase.label} before our reveal")
             return None
         now = next_block_timestamp(self.ledger.w3)
+        started = time.monotonic()  # this node's own clock over the same span (a45)
         have_blob = record is not None and self._pending_blob(round_id).exists()
         if record is None and on_chain is not None:
             record = self._recover(round_id, on_chain)  # state.json lost, pending/ kept
@@ -538,7 +545,9 @@ class SiteNode:
                 record = self._encode_handed(round_id, update)
             if record is None or record.phase in FINAL_PHASES:
                 return record
-            record.chain_seconds = max(0, next_block_timestamp(self.ledger.w3) - now)
+            chain = next_block_timestamp(self.ledger.w3) - now
+            own = math.ceil(time.monotonic() - started) + MEASURE_OWN_SLACK
+            record.chain_seconds = max(0, min(chain, own))
             self._save()
             self.hooks.at_step("encoded")
         if record.phase == "encoded":
@@ -651,7 +660,9 @@ class SiteNode:
         bounds every later round's) was shut out of every round with no trace (attack a43).
         Measures older than the horizon are dropped, so a site that declined for a slow spell
         trains again (and measures again) within that many rounds. A site's first round has no
-        measure: its ``[accept] min_commit_seconds`` floor is what bounds it."""
+        measure: its ``[accept] min_commit_seconds`` floor is what bounds it. A measure is
+        chain time capped at the node's own elapsed time plus :data:`MEASURE_OWN_SLACK`, so a
+        chain clock moved while the site trained does not shut it out (a45)."""
         recent = sorted(
             (
                 r
