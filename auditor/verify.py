@@ -86,7 +86,7 @@ from fedtrail.errors import (
     NotAFile,
     StoreError,
 )
-from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission
+from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission, declines_among
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.dp_noise import noise_breach
@@ -2473,12 +2473,9 @@ def _check_declined(
     from fedtrail.valuation.limits import window_refusal
 
     names = {s.address: s.name for s in ledger.get_sites()}
-    declines = ledger.declines(info.id)
-    silent = sum(
-        1
-        for s in ledger.get_submissions(info.id, include_unrevealed=True)
-        if not s.revealed and s.site not in declines
-    )
+    every = ledger.get_submissions(info.id, include_unrevealed=True)  # one read for all three
+    declines = declines_among(every, info.id, info.terms_sha256)
+    silent = sum(1 for s in every if not s.revealed and s.site not in declines)
     tail = f"; {silent} other commitment(s) never revealed" if silent else ""
     if not declines:
         return "terms.declined", True, f"no site declared it refuses the round's terms{tail}"
@@ -2506,9 +2503,7 @@ def _check_declined(
         f"{len(declines)} of the {info.active_at_open} site(s) active at open declared on chain "
         f"that they refuse these terms: {listed}{tail}"
     )
-    paid = info.phase == Phase.FINALIZED and any(
-        s.weight > 0 for s in ledger.get_submissions(info.id)
-    )
+    paid = info.phase == Phase.FINALIZED and any(s.revealed and s.weight > 0 for s in every)
     if why and paid:
         return (
             "terms.declined",

@@ -44,9 +44,9 @@ from fedtrail.ledger.records import (
     ValidatorStanding,
     Valuation,
     checksum,
+    declines_among,
     from_bytes32,
     pack_scores,
-    read_decline,
     score_vote_hash,
     to_bytes32,
 )
@@ -571,19 +571,13 @@ class Ledger:
         return [self._submission(round_id, item, cids, orders) for item in raw]
 
     def declines(self, round_id: int) -> dict[str, Decline]:
-        """Site -> the reason it declared for refusing ``round_id``'s committed terms: each
-        unrevealed commitment that is the site's :func:`~fedtrail.ledger.records.
-        decline_commitment` of the round's terms (a commitment never revealed that is not one
-        stays unexplained: a crash, or a site that gave up)."""
-        terms_sha256 = self.get_round(round_id).terms_sha256
-        out: dict[str, Decline] = {}
-        for sub in self.get_submissions(round_id, include_unrevealed=True):
-            if sub.revealed:
-                continue
-            reason = read_decline(sub.commitment, sub.site, round_id, terms_sha256)
-            if reason is not None:
-                out[sub.site] = reason
-        return out
+        """Site -> the reason it declared for refusing ``round_id``'s committed terms
+        (:func:`~fedtrail.ledger.records.declines_among` of every commitment of the round)."""
+        return declines_among(
+            self.get_submissions(round_id, include_unrevealed=True),
+            round_id,
+            self.get_round(round_id).terms_sha256,
+        )
 
     def get_submission(self, round_id: int, site: str) -> Submission | None:
         """``site``'s commitment (and update, once revealed) in the round; None without one."""

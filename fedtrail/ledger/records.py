@@ -4,7 +4,7 @@ between our hex digests / addresses and the contract's bytes32 / checksummed add
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -309,6 +309,21 @@ def read_decline(
         if decline_commitment(site, round_id, terms_sha256, reason) == want:
             return reason
     return None
+
+
+def declines_among(
+    submissions: Iterable[Submission], round_id: int, terms_sha256: str
+) -> dict[str, Decline]:
+    """Site -> the reason declared by each unrevealed commitment in ``submissions`` that is
+    its site's :func:`decline_commitment` of ``round_id``'s terms (a commitment never revealed
+    that is not one stays unexplained: a crash, or a site that gave up)."""
+    out: dict[str, Decline] = {}
+    for sub in submissions:
+        if not sub.revealed:
+            reason = read_decline(sub.commitment, sub.site, round_id, terms_sha256)
+            if reason is not None:
+                out[sub.site] = reason
+    return out
 
 
 def score_commitment(validator: str, round_id: int, scores: Sequence[int], salt: bytes) -> str:
