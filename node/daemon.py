@@ -119,8 +119,6 @@ STEPS = ("encoded", "committed", "stored", "revealed")
 CLOCK_SLACK = 2
 """Seconds past a deadline before acting on it: the block a transaction lands in may carry a
 timestamp a second or two behind the pending block's (Anvil)."""
-# Phases after which nothing is left to do in a round ("submitted": state files written before
-# commit-then-reveal).
 MEASURED_ROUNDS = 3
 """How many of its latest trained rounds' chain times a node compares a commit window with (the
 least of them: one slow round alone does not make it decline)."""
@@ -132,7 +130,8 @@ MEASURE_OWN_SLACK = 10
 is chain time (what the deadlines are in), capped at the node's own elapsed time plus this
 slack, so whoever moves a local chain's clock while a site trains (``evm_increaseTime``)
 inflates the measure by at most this much instead of shutting the site out (attack a45)."""
-
+# Phases after which nothing is left to do in a round ("submitted": state files written before
+# commit-then-reveal).
 FINAL_PHASES = frozenset({"revealed", "skipped", "submitted"})
 
 
