@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 
+import fedtrail.aggregator.service as service_mod
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
 from fedtrail.chain import advance_time, next_block_timestamp
 from fedtrail.ledger import commitment
@@ -133,3 +134,59 @@ def test_the_service_reads_its_own_model_and_terms_from_memory(
         assert ledger.get_round(r).phase == Phase.FINALIZED
         assert store.gets[info.start_cid] == 0 and store.gets[info.terms_cid] == 0
         assert all(store.gets[c] == 1 for c in cids), store.gets
+
+
+def test_each_step_reads_the_round_and_the_chains_clock_once(
+    embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The round the step just read is what valuation, the terms and finalize use (the
+    ledger fixes its start model, terms and deadlines at open), and one read of the pending
+    block's time serves both the readiness check and the valuation (issue 18: each was read
+    twice per step)."""
+    ledger = embedded.deploy()
+    store = CountingStore(tmp_path / "store")
+    sites = embedded.sites[:2]
+    for i, acct in enumerate(sites):
+        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
+    spec = ModelSpec()
+    service = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=embedded.aggregator,
+        validation=load_bundled().val,
+        settings=AggregatorSettings(valuation="loo", standing=False, explain_method=None),
+        folder=tmp_path / "agg",
+    )
+    r = service.open_next()
+    info = ledger.get_round(r)
+    params = initial_model(spec, 0).state_dict()
+    gen = torch.Generator().manual_seed(1)
+    blobs = [
+        encode_update(
+            {k: 0.01 * torch.randn(v.shape, generator=gen) for k, v in params.items()},
+            spec=spec,
+            round=r,
+        ).blob
+        for _ in sites
+    ]
+    for acct, blob in zip(sites, blobs, strict=True):
+        ledger.commit_update(
+            acct, r, commitment(acct.address, r, hashlib.sha256(blob).hexdigest(), 100)
+        )
+    advance_time(ledger.w3, info.commit_deadline - next_block_timestamp(ledger.w3) + 1)
+    for acct, blob in zip(sites, blobs, strict=True):
+        ledger.reveal_update(acct, r, store.put(blob), hashlib.sha256(blob).hexdigest(), 100)
+    service._terms.clear()  # as after a restart: the terms are read from the chain's record
+    reads: Counter[str] = Counter()
+    get_round = ledger.get_round
+    monkeypatch.setattr(ledger, "get_round", lambda rid: reads.update(["round"]) or get_round(rid))
+    clock = service_mod.next_block_timestamp
+    monkeypatch.setattr(
+        service_mod, "next_block_timestamp", lambda w3: reads.update(["clock"]) or clock(w3)
+    )
+    service.step()  # value
+    assert reads == {"round": 1, "clock": 1}
+    reads.clear()
+    service.step()  # finalize
+    assert reads == {"round": 1}
+    assert get_round(r).phase == Phase.FINALIZED
