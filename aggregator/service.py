@@ -96,7 +96,12 @@ from fedtrail.valuation import (
     default_combiner,
     value_round,
 )
-from fedtrail.valuation.candidates import CandidateCache, pin_readable, revealed_candidates
+from fedtrail.valuation.candidates import (
+    CandidateCache,
+    pin_readable,
+    prefetch_revealed,
+    revealed_candidates,
+)
 from fedtrail.valuation.chained import (
     Carried,
     References,
@@ -723,6 +728,29 @@ class AggregatorService:
             cache=self._fetched,
             logger=log,
         )
+
+    def prefetch(self, round_id: int, *, info: RoundInfo) -> None:
+        """While the reveal window is open, fetches and checks the updates revealed since the
+        last poll (:func:`~fedtrail.valuation.candidates.prefetch_revealed`), so that once the
+        round is ready only the last reveals are fetched. ``info``: the round as the poll just
+        read it; its reveal count says whether anything new landed (no read otherwise). Never
+        changes the poll's outcome: a failure here is logged and left to the valuation's own
+        read."""
+        if info.submission_count <= len(self._fetched.of(round_id)):
+            return
+        try:
+            terms, _ = self.terms(round_id, info=info)
+            prefetch_revealed(
+                self.ledger,
+                self.store,
+                round_id,
+                terms=terms,
+                spec=self.spec,
+                cache=self._fetched,
+                logger=log,
+            )
+        except FedtrailError as exc:
+            log.debug("round %d: prefetching the revealed updates failed: %s", round_id, exc)
 
     def value(
         self, round_id: int, *, info: RoundInfo | None = None, now: int | None = None
@@ -1397,6 +1425,7 @@ class AggregatorService:
                 return self.combine(current)
             now = next_block_timestamp(self.ledger.w3)  # one read for both checks
             if not self.ready_to_value(current, info=info, now=now):
+                self.prefetch(current, info=info)
                 self.clock_watch.observe(self.ledger.w3, current, info.reveal_deadline)
                 return None
             if self.value(current, info=info, now=now) is None:
