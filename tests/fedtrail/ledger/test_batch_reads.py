@@ -179,3 +179,39 @@ def test_the_embedded_chain_reads_one_by_one(embedded: ChainEnv) -> None:
     ledger = embedded.deploy()
     assert ledger._batch([ledger._fn.currentRound()], []) is None
     assert ledger.current_round() == 0
+
+
+_SAMPLE = {
+    "address": "0x" + "12" * 20,
+    "bytes32": b"\x11" * 32,
+    "bytes": b"\x01\x02",
+    "string": "QmX",
+    "bool": True,
+}
+
+
+def _sample(typ: str) -> Any:
+    if typ.endswith("]"):
+        return [_sample(typ[: typ.rindex("[")])] * 2
+    if typ.startswith(("uint", "int")):
+        return 7
+    return _SAMPLE[typ]
+
+
+def test_call_data_is_web3s_encoding_for_every_function(embedded: ChainEnv) -> None:
+    """Views and transactions are encoded from the function's public selector and argument
+    types with eth_abi: the same bytes as web3's ``Contract.encode_abi``, for every function
+    of the contract."""
+    from fedtrail.ledger.client import _calldata
+
+    ledger = embedded.deploy()
+    contract = ledger._contract
+    checked = 0
+    for entry in ledger.artifact.abi:
+        if entry.get("type") != "function":
+            continue
+        args = [_sample(str(i["type"])) for i in entry["inputs"]]
+        call = getattr(ledger._fn, entry["name"])(*args)
+        assert _calldata(contract, call) == contract.encode_abi(entry["name"], args=args)
+        checked += 1
+    assert checked >= 30
