@@ -22,6 +22,10 @@ concurrently are not summed; two parts running at once in different threads over
 - aggregation: ``aggregate`` + ``apply_delta``; metrics: the global model's evaluation;
 - idle/other: the round's wall time covered by no part (Python glue, waiting, logging).
 
+The bench's own calls (moving the chain's clock past the commit deadline, checking the round was
+valued) are neither timed nor counted, and the heap is collected and frozen (``gc.freeze``)
+before the timed round, so that a full collection of it does not land inside by chance.
+
 Floors, measured in the same run: the Anvil JSON-RPC round trip (``eth_blockNumber``) and a
 signed transaction to its receipt; IPFS add and cat throughput (a 4 MiB blob); sha256
 throughput. Floor of chain = transactions x transaction time + one round trip (the reads,
