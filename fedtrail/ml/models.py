@@ -294,15 +294,13 @@ class SmallCNN(Classifier):
     autograd_outputs_exact: ClassVar[bool] = True
     """:meth:`_pooled`'s two paths give the same values (``tests/fedtrail/ml/``)."""
 
-    channels_last_pool: bool = True
+    channels_last_pool: bool = False
     """With autograd, pool a channels-last copy of the activations (then back to contiguous):
     torch's ``max_pool2d`` gives the same values and the same input gradient, bit for bit, and
     both ways took about half the time of its contiguous NCHW kernel (measured on 39 images,
     one thread: 0.75 against 1.46 ms for the first block, 0.45 against 0.75 ms for the second).
-    On by default since stop 45, local training included: the same update bits (sha256 of a
-    2-epoch delta on the bundled train split and of a 1-epoch one on RetinaMNIST identical
-    both ways) and 18-22% less time an epoch on one thread (0.85 against 1.04 s, 0.19 against
-    0.24 s). False gives the contiguous kernel (the tests compare both)."""
+    Set on the valuation's scratch model (:func:`~fedtrail.valuation.utility.scratch_model`,
+    the gradient pass of a validator's game); local training keeps the contiguous kernel."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
