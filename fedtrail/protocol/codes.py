@@ -158,8 +158,9 @@ class Decline(IntEnum):
     round 1's windows, which bound every later round's, opened short enough to shut out the
     slowest sites)."""
     PRIVACY = 7
-    """The terms' privacy block: DP required of a site whose ``[privacy]`` is off, or a DP
-    ``delta`` outside its ``[privacy]`` bounds (attack a39's refusal)."""
+    """The terms' privacy block: DP required of a site whose ``[privacy]`` is off, a DP
+    ``delta`` outside its ``[privacy]`` bounds (attack a39's refusal), or a per-update noise
+    check (``dp_noise_check`` 1) that this site's compressed DP updates cannot pass (a47)."""
 
     @property
     def label(self) -> str:
