@@ -13,15 +13,13 @@ names, so once the header is byte for byte the one ``safetensors.torch.save`` wr
 names, dtypes and shapes and the blob's metadata (which fixes every range), and the blob is as
 long as that header plus the tensors' bytes, the data section is the bytes ``save`` would write
 after it: the blob equals its re-encoding. :func:`canonical_header` writes that header as
-safetensors 0.8 does (tensors by dtype, descending in safetensors' order, then by name; compact
-JSON; ``__metadata__`` first; space padding); a test compares it with ``save`` on every dtype a
-method stores and checks that a corpus of non-canonical blobs is judged as a full re-encoding
-judges it. A dtype it does not know falls back to the full re-encoding.
+safetensors 0.8 does (``fedtrail.storage.codec.safetensors_header``); a test compares it with
+``save`` on every dtype a method stores and checks that a corpus of non-canonical blobs is
+judged as a full re-encoding judges it. A dtype it does not know falls back to the full re-encoding.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Final
 
@@ -31,18 +29,17 @@ from safetensors.torch import save as _st_save
 
 from fedtrail.errors import InvalidUpdate
 from fedtrail.ml.models import ModelSpec
-from fedtrail.storage.codec import METADATA_KEY, BlobMeta, decode_update
+from fedtrail.storage.codec import METADATA_KEY, BlobMeta, decode_update, safetensors_header
 
 __all__ = ["canonical_header", "check_canonical_update"]
 
-# safetensors' name of each torch dtype a compression method stores, with its rank in
-# safetensors' ``Dtype`` order (a header lists larger ranks first).
-_DTYPES: Final[Mapping[torch.dtype, tuple[str, int]]] = {
-    torch.uint8: ("U8", 0),
-    torch.int8: ("I8", 1),
-    torch.uint16: ("U16", 2),
-    torch.uint32: ("U32", 3),
-    torch.float32: ("F32", 4),
+# safetensors' code of each torch dtype a compression method stores
+_CODES: Final[Mapping[torch.dtype, str]] = {
+    torch.uint8: "U8",
+    torch.int8: "I8",
+    torch.uint16: "U16",
+    torch.uint32: "U32",
+    torch.float32: "F32",
 }
 
 _NOT_CANONICAL: Final = (
@@ -51,34 +48,18 @@ _NOT_CANONICAL: Final = (
 )
 
 
-def _json_str(text: str) -> str:
-    # serde_json's escapes: '"', '\\' and the control characters; everything else as is
-    return json.dumps(text, ensure_ascii=False)
-
-
 def canonical_header(parts: Mapping[str, torch.Tensor], metadata: str) -> bytes | None:
     """The header (padding included, length prefix excluded) that ``safetensors.torch.save``
     writes for ``parts`` with metadata ``{METADATA_KEY: metadata}``, without copying any tensor
-    data; ``None`` when a tensor's dtype is not one a compression method stores."""
-    ranked: list[tuple[int, str, str, tuple[int, ...], int]] = []
+    data (:func:`~fedtrail.storage.codec.safetensors_header`); ``None`` when a tensor's dtype is
+    not one a compression method stores."""
+    tensors: dict[str, tuple[str, tuple[int, ...]]] = {}
     for name, t in parts.items():
-        known = _DTYPES.get(t.dtype)
-        if known is None:
+        code = _CODES.get(t.dtype)
+        if code is None:
             return None
-        ranked.append((-known[1], name, known[0], tuple(t.shape), t.numel() * t.element_size()))
-    ranked.sort()
-    out = ['{"__metadata__":{', _json_str(METADATA_KEY), ":", _json_str(metadata), "}"]
-    pos = 0
-    for _, name, dtype, shape, size in ranked:
-        dims = ",".join(str(d) for d in shape)
-        out.append(
-            f',{_json_str(name)}:{{"dtype":"{dtype}","shape":[{dims}],'
-            f'"data_offsets":[{pos},{pos + size}]}}'
-        )
-        pos += size
-    out.append("}")
-    header = "".join(out).encode("utf-8")
-    return header + b" " * (-len(header) % 8)
+        tensors[name] = (code, tuple(t.shape))
+    return safetensors_header(tensors, metadata)
 
 
 def check_canonical_update(

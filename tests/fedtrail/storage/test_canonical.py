@@ -281,3 +281,41 @@ def _insert(raw: bytes, rng: random.Random) -> bytes:
     spots = [i + 1 for i, c in enumerate(raw) if c in b"{}[],:"]
     i = rng.choice(spots)
     return raw[:i] + rng.choice([b" ", b"\n", b"\t ", b"\r"]) + raw[i:]
+
+
+def _outcome(blob: bytes, spec: ModelSpec, direct: bool) -> object:
+    """What ``decode_update_stored`` returns (tensors as dtype, shape and bytes) or refuses."""
+    try:
+        deltas, meta, parts = decode_update_stored(
+            blob, spec=spec, expected_round=3, direct_if_canonical=direct
+        )
+    except InvalidUpdate as e:
+        return e.reason
+
+    def dump(ts: dict[str, torch.Tensor]) -> list[tuple[str, object, object, bytes]]:
+        return [(k, t.dtype, tuple(t.shape), t.numpy().tobytes()) for k, t in sorted(ts.items())]
+
+    return meta, dump(deltas), dump(parts)
+
+
+@pytest.mark.parametrize("spec", [TINY, SPEC], ids=["tiny", "smallcnn"])
+@pytest.mark.parametrize("compression", SETTINGS, ids=["none", "topk8", "topk8-all"])
+def test_reading_a_canonical_blob_directly_gives_what_safetensors_gives(
+    spec: ModelSpec, compression: Compression
+) -> None:
+    """The audit's direct read: the same tensors, bit for bit, and for every variant (most not
+    canonical: those take safetensors' parse) the same result or the same refusal."""
+    blob = _blob(spec, compression, DP)
+    direct = _outcome(blob, spec, True)
+    assert not isinstance(direct, str) and direct == _outcome(blob, spec, False)
+    _, _, parts = decode_update_stored(blob, spec=spec, direct_if_canonical=True)
+    for t in parts.values():
+        t.add_(1)  # writable, and no tensor shares memory with another or with the blob
+    assert _outcome(blob, spec, True) == direct
+    for label, variant in _variants(blob).items():
+        assert _outcome(variant, spec, True) == _outcome(variant, spec, False), label
+    rng = random.Random(5)
+    header, data = _split(blob)
+    for _ in range(200):
+        edited = _join(_replace(header.encode(), rng, b' "0123456789,:[]FUI'), data)
+        assert _outcome(edited, spec, True) == _outcome(edited, spec, False)
