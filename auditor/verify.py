@@ -554,7 +554,9 @@ def verify_round(
         read_as[sub.site] = Reason.OK
         try:
             with _Timer(audit, "decode"):
-                delta, meta, stored = decode_update_stored(blob, spec=spec, expected_round=round_id)
+                delta, meta, stored = decode_update_stored(
+                    blob, spec=spec, expected_round=round_id, direct_if_canonical=True
+                )
                 check_canonical_update(
                     blob, spec=spec, expected_round=round_id, meta=meta, parts=stored
                 )
