@@ -2187,6 +2187,13 @@ def _check_log(
         )
     elif log.aggregation.rule != rule:
         problems.append(f"log's aggregation rule {log.aggregation.rule!r}, the replayed {rule!r}")
+    if log.aggregation.detail is not None:
+        # free-form, written by no fedtrail writer and read by no check: a claim about the
+        # aggregation (a site "clipped as a poisoner") that nothing could bind (attack a55)
+        problems.append(
+            f"log's aggregation detail {_short(log.aggregation.detail)} is no field a round "
+            "writes (nothing checks it)"
+        )
     by_site = {e.site: e for e in log.sites}
     if set(by_site) != {s.site for s in subs}:
         problems.append("log lists other sites than the chain")

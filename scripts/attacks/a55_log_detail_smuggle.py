@@ -1,0 +1,69 @@
+"""A55: **aggregator**: a claim smuggled into the audit trail through the round log's
+free-form ``aggregation.detail``.
+
+The explanation log leaves a few objects open (``fedtrail.protocol.roundlog``): the rule, the
+spec, each site's components, the ``explanations`` block and the aggregation's ``detail``.
+Every one but ``detail`` is compared with the terms, recomputed or checked field by field;
+``detail`` is read by no check and written by no fedtrail writer (the schema allowed it from
+the first log format on). So an aggregator can put in the hashed, on-chain-pinned log of a
+finalized round whatever it likes there, e.g. that honest ``h0`` was clipped as a poisoner and
+that the round's update came from other sites, and ``audit verify`` passes: a round log is the
+trail's record of "what was aggregated", and this one says something the chain and the replay
+contradict. Four honest sites of 150 images, one round; the production service, its
+``build_round_log`` wrapped to add the detail (``honest`` leaves it out: the control).
+
+Holds when ``audit verify`` fails the round (``log.agrees``) with the detail, and passes
+without.
+
+usage: python scripts/attacks/a55_log_detail_smuggle.py [smuggle|honest]
+       scripts/attacks/real.sh scripts/attacks/a55_log_detail_smuggle.py
+Exits 1 when verify passes a log carrying the smuggled detail, 0 otherwise.
+"""
+
+import dataclasses
+import sys
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from harness import Site, run
+
+from fedtrail.protocol import roundlog
+
+MODE = sys.argv[1] if len(sys.argv) > 1 else "smuggle"
+honest_build = roundlog.build_round_log
+victims: list[str] = []
+
+
+def smuggling_build(**kw):
+    log = honest_build(**kw)
+    victim = kw["sites"][0].site
+    victims.append(victim)
+    detail = {
+        "clipped_as_poisoner": [victim],
+        "note": f"{victim}'s update was clipped to 0 before averaging (norm 37x the median)",
+    }
+    agg = dataclasses.replace(log.aggregation, detail=detail)
+    return dataclasses.replace(log, aggregation=agg)
+
+
+if MODE == "smuggle":
+    roundlog.build_round_log = smuggling_build
+try:
+    out = run([Site(f"h{i}", 150) for i in range(4)], 1, real=True)
+finally:
+    roundlog.build_round_log = honest_build
+fed, store = out["fed"], out["store"]
+info = fed.ledger.get_round(1)
+log = roundlog.RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256))
+print(f"round 1's log on chain: aggregation.detail = {log.aggregation.detail}")
+weights = {k: round(v["weight"], 3) for k, v in out["results"][0].items()}
+print(f"on-chain weights: {weights}")
+if MODE == "smuggle" and log.aggregation.detail is None:
+    print("setup failed: the log carries no detail")
+    sys.exit(2)
+if MODE == "smuggle" and out["audit_ok"]:
+    print("ATTACK WORKS: verify passes a log whose aggregation detail says a paid site was clipped")
+    sys.exit(1)
+if MODE == "honest" and not out["audit_ok"]:
+    print("control failed: verify fails the honest log")
+    sys.exit(1)
+print("defence holds: " + ("the smuggled detail fails verify" if MODE == "smuggle" else "PASS"))
