@@ -15,7 +15,10 @@ contradict. Four honest sites of 150 images, one round; the production service, 
 Holds when ``audit verify`` fails the round (``log.agrees``) with the detail, and passes
 without.
 
-usage: python scripts/attacks/a55_log_detail_smuggle.py [smuggle|honest]
+``explain``: the same claim as an extra key (``flagged``) of the ``explanations`` block, with
+heatmaps on (integrated gradients), which no check reads either.
+
+usage: python scripts/attacks/a55_log_detail_smuggle.py [smuggle|explain|honest]
        scripts/attacks/real.sh scripts/attacks/a55_log_detail_smuggle.py
 Exits 1 when verify passes a log carrying the smuggled detail, 0 otherwise.
 """
@@ -26,6 +29,7 @@ import sys
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from harness import Site, run
 
+from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.protocol import roundlog
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "smuggle"
@@ -41,29 +45,40 @@ def smuggling_build(**kw):
         "clipped_as_poisoner": [victim],
         "note": f"{victim}'s update was clipped to 0 before averaging (norm 37x the median)",
     }
+    if MODE == "explain":  # the same claim as an extra key of the explanations block
+        block = {**dict(log.to_json()["explanations"]), "flagged": detail}
+        return dataclasses.replace(log, explanations=block)
     agg = dataclasses.replace(log.aggregation, detail=detail)
     return dataclasses.replace(log, aggregation=agg)
 
 
-if MODE == "smuggle":
+if MODE != "honest":
     roundlog.build_round_log = smuggling_build
+settings = None
+if MODE != "smuggle":  # heatmaps on: the log has an explanations block
+    settings = AggregatorSettings(
+        explain_method="integrated_gradients", round_seconds=60, reveal_seconds=30
+    )
 try:
-    out = run([Site(f"h{i}", 150) for i in range(4)], 1, real=True)
+    out = run([Site(f"h{i}", 150) for i in range(4)], 1, real=True, settings=settings)
 finally:
     roundlog.build_round_log = honest_build
 fed, store = out["fed"], out["store"]
 info = fed.ledger.get_round(1)
 log = roundlog.RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256))
 print(f"round 1's log on chain: aggregation.detail = {log.aggregation.detail}")
+if log.explanations is not None:
+    print(f"  explanations keys: {sorted(log.explanations)}")
 weights = {k: round(v["weight"], 3) for k, v in out["results"][0].items()}
 print(f"on-chain weights: {weights}")
-if MODE == "smuggle" and log.aggregation.detail is None:
-    print("setup failed: the log carries no detail")
+smuggled = log.aggregation.detail is not None or "flagged" in (log.explanations or {})
+if MODE != "honest" and not smuggled:
+    print("setup failed: the log carries no smuggled claim")
     sys.exit(2)
-if MODE == "smuggle" and out["audit_ok"]:
+if MODE != "honest" and out["audit_ok"]:
     print("ATTACK WORKS: verify passes a log whose aggregation detail says a paid site was clipped")
     sys.exit(1)
 if MODE == "honest" and not out["audit_ok"]:
     print("control failed: verify fails the honest log")
     sys.exit(1)
-print("defence holds: " + ("the smuggled detail fails verify" if MODE == "smuggle" else "PASS"))
+print("defence holds: " + ("the smuggled claim fails verify" if MODE != "honest" else "PASS"))
