@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import torch
@@ -766,6 +766,15 @@ def verify_round(
     return audit
 
 
+EXPLANATION_KEYS: Final = frozenset(
+    {"method", "probe_sha256", "probe_images", "images", "summary", "faithfulness"}
+)
+"""The keys of a log's ``explanations`` block (``roundlog.ModelExplanations``; ``faithfulness``
+only when measured): ``log.heatmaps`` fails any other."""
+
+HEATMAP_KEYS: Final = frozenset({"cid", "sha256", "caption"})
+"""The keys of one heatmap of the block (``roundlog.HeatmapRef``)."""
+
 HEATMAP_FAILURES_SHOWN = 8
 """``log.heatmaps`` stops fetching after this many unusable heatmaps (the check has failed; a
 log naming thousands of missing blobs would otherwise cost a store timeout each)."""
@@ -787,10 +796,17 @@ def _check_heatmaps(
     if not isinstance(images, list):
         return name, False, "the log's explanations block lists no images array"
     problems: list[str] = list(bound)
+    # a key no writer produces is read by no check: a claim smuggled into the trail (a55)
+    unknown = sorted(set(block) - EXPLANATION_KEYS)
+    if unknown:
+        problems.append(f"the explanations block has keys no round writes: {_short(unknown)}")
     for i, item in enumerate(images):
         if len(problems) >= HEATMAP_FAILURES_SHOWN:
             problems.append(f"{len(images) - i} more not fetched")
             break
+        if isinstance(item, dict) and set(item) - HEATMAP_KEYS:
+            extra = sorted(set(item) - HEATMAP_KEYS)
+            problems.append(f"image {i + 1} has keys no round writes: {_short(extra)}")
         cid = item.get("cid") if isinstance(item, dict) else None
         sha = item.get("sha256") if isinstance(item, dict) else None
         if not isinstance(cid, str) or not isinstance(sha, str):
@@ -2187,6 +2203,13 @@ def _check_log(
         )
     elif log.aggregation.rule != rule:
         problems.append(f"log's aggregation rule {log.aggregation.rule!r}, the replayed {rule!r}")
+    if log.aggregation.detail is not None:
+        # free-form, written by no fedtrail writer and read by no check: a claim about the
+        # aggregation (a site "clipped as a poisoner") that nothing could bind (attack a55)
+        problems.append(
+            f"log's aggregation detail {_short(log.aggregation.detail)} is no field a round "
+            "writes (nothing checks it)"
+        )
     by_site = {e.site: e for e in log.sites}
     if set(by_site) != {s.site for s in subs}:
         problems.append("log lists other sites than the chain")

@@ -491,16 +491,21 @@ def decode_update_stored(
     the same either way."""
     layout = _layout(spec)
     meta, entries, data_start = _parse_header(blob, layout, max_bytes, "update", expected_round)
-    direct = direct_if_canonical and _canonical_header(blob, entries, data_start, meta)
-    deltas, parts = _load_parts(blob, entries, data_start, layout, meta.compression, direct)
+    deltas, parts = _load_parts(
+        blob, entries, data_start, layout, meta.compression, meta if direct_if_canonical else None
+    )
     return deltas, meta, parts
 
 
 def _canonical_header(
     blob: bytes, entries: dict[str, _Entry], data_start: int, meta: BlobMeta
 ) -> bool:
-    """Whether ``blob``'s header is the one safetensors writes for its entries and metadata
-    (before the entries are checked against the spec)."""
+    """Whether ``blob``'s header is the one safetensors writes for its entries and metadata;
+    only for entries :func:`_check_entries` passed. Before that check a hostile header's extra
+    entry crashed the writer instead of being refused (attack a52): a name holding a lone
+    surrogate (``"\\ud800"``, valid JSON that no UTF-8 encodes: ``UnicodeEncodeError``) or a
+    shape whose byte offsets run past Python's 4,300-digit integer-to-string limit
+    (``ValueError``); the auditor's decode raised them out of ``audit verify``."""
     header = safetensors_header({k: (e.dtype, e.shape) for k, e in entries.items()}, meta._json())
     return header is not None and blob[8:data_start] == header
 
@@ -550,15 +555,17 @@ def _load_parts(
     data_start: int,
     layout: _Layout,
     compression: Compression,
-    direct: bool = False,
+    direct_meta: BlobMeta | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """:func:`_load`, with the stored tensors it expanded (as safetensors read them).
-    ``direct``: the header is canonical (``_canonical_header``); read each tensor from its
-    checked byte range instead of through safetensors."""
+    ``direct_meta``: the blob's metadata, to read each tensor from its checked byte range
+    instead of through safetensors when the header is canonical (``_canonical_header``,
+    asked once the entries passed ``_check_entries``)."""
     expect: Parts = {}
     for name, shape in layout.shapes.items():
         expect.update(_method(layout, name, compression).parts(name, shape, compression.fraction))
     _check_entries(entries, expect, len(blob) - data_start)
+    direct = direct_meta is not None and _canonical_header(blob, entries, data_start, direct_meta)
     parts = _read_direct(blob, entries, data_start) if direct else _st_load_checked(blob)
     out: dict[str, torch.Tensor] = {}
     for name, shape in layout.shapes.items():

@@ -319,3 +319,29 @@ def test_reading_a_canonical_blob_directly_gives_what_safetensors_gives(
     for _ in range(200):
         edited = _join(_replace(header.encode(), rng, b' "0123456789,:[]FUI'), data)
         assert _outcome(edited, spec, True) == _outcome(edited, spec, False)
+
+
+@pytest.mark.parametrize(
+    ("name", "entry"),
+    [
+        ("\ud800", {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}),
+        ("zz", {"dtype": "F32", "shape": [10**299] * 16, "data_offsets": [0, 0]}),
+    ],
+    ids=["lone-surrogate-name", "offsets-past-4300-digits"],
+)
+def test_an_extra_entry_the_header_writer_cannot_write_is_refused_not_raised(
+    name: str, entry: dict[str, object]
+) -> None:
+    """Attack a52: the direct read asked for the canonical header before the entries were
+    checked against the model, so an extra entry the writer cannot write (a name no UTF-8
+    encodes, offsets past Python's integer-to-string limit) raised ``UnicodeEncodeError`` /
+    ``ValueError`` out of the audit; now it is refused as safetensors' path refuses it."""
+    blob = _blob(SPEC, Compression(), None)
+    header, data = _split(blob)
+    doc = json.loads(header)
+    doc[name] = entry
+    text = json.dumps(doc, separators=(",", ":"))
+    hostile = _join(text + " " * (-len(text.encode()) % 8), data)
+    refused = _outcome(hostile, SPEC, False)
+    assert isinstance(refused, str) and "unexpected tensor" in refused
+    assert _outcome(hostile, SPEC, True) == refused
