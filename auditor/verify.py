@@ -646,7 +646,17 @@ def verify_round(
     # the data-free valuation components, recomputed; the standing, weighed with them
     if not peers and log is not None:
         _valuation_checks(
-            audit, ledger, store, log, terms, subs, deltas, unusable, spec, start_blob
+            audit,
+            ledger,
+            store,
+            log,
+            terms,
+            subs,
+            deltas,
+            unusable,
+            spec,
+            start_blob,
+            declared_noise=frozenset(site for site, p in dp.items() if p is not None),
         )
     elif not peers:
         _unchecked(audit, _valuation_check_names(terms), no_log)
@@ -1975,12 +1985,16 @@ def _valuation_checks(
     unusable: Mapping[str, Reason],
     spec: ModelSpec | None,
     start_blob: bytes | None = None,
+    *,
+    declared_noise: frozenset[str] = frozenset(),
 ) -> None:
     """An aggregator round's public valuation checks, under the terms' valuation settings (the
     log's for a round without terms): ``log.components``, the data-free statistics recomputed
     from the decoded updates (:mod:`fedtrail.auditor.components`; not without a model spec to
     decode them, which fails the round elsewhere), and the standing block's checks
-    (:mod:`fedtrail.auditor.standing`), whose scores are weighed with the recomputed norms."""
+    (:mod:`fedtrail.auditor.standing`), whose scores are weighed with the recomputed norms.
+    ``declared_noise``: the sites whose updates carry DP parameters (exempt from the free-rider
+    screen's white-noise test)."""
     settings = log.settings.valuation
     if terms is not None:
         try:
@@ -2049,7 +2063,16 @@ def _valuation_checks(
             if settings.standing:
                 audit.add(
                     *_check_free_riders(
-                        ledger, store, log, subs, deltas, unusable, spec, settings, start
+                        ledger,
+                        store,
+                        log,
+                        subs,
+                        deltas,
+                        unusable,
+                        spec,
+                        settings,
+                        start,
+                        declared_noise,
                     )
                 )
     for check in check_standing(ledger, store, log, settings, subs, robust):
@@ -2066,10 +2089,11 @@ def _check_free_riders(
     spec: ModelSpec,
     settings: ValuationSettings,
     start: Mapping[str, torch.Tensor] | Exception,
+    declared_noise: frozenset[str] = frozenset(),
 ) -> tuple[str, bool, str]:
     """``reasons.free_rider`` (:func:`~fedtrail.auditor.components.check_free_riders`) with the
     history's references read as the aggregator reads them. ``start``: the decoded start model,
-    or why it could not be decoded."""
+    or why it could not be decoded; ``declared_noise``: the sites whose updates declare DP-SGD."""
     from fedtrail.valuation.chained import carried_history, combiner_from
 
     if isinstance(start, Exception):
@@ -2080,7 +2104,14 @@ def _check_free_riders(
     except (FedtrailError, TypeError, ValueError) as exc:
         return ("reasons.free_rider", False, f"cannot read the history: {exc}")
     return check_free_riders(
-        subs, deltas, unusable, spec, settings, start, carried.history.references
+        subs,
+        deltas,
+        unusable,
+        spec,
+        settings,
+        start,
+        carried.history.references,
+        declared_noise=declared_noise,
     )
 
 
