@@ -42,7 +42,7 @@ are caught before the validation game:
   0.99999 leaves a margin of 18x in ``1 - cosine`` over that. A copy plus Gaussian noise escapes
   once the noise reaches ``sqrt(1 / stale_cosine**2 - 1)`` of the copy's norm (0.45%; 1.41% at
   0.9999, 1% under the old distance bound): noise costs a copier nothing, so this screen stops
-  plain and scaled resends only, and a noisy copy is left to the validation game.
+  plain and scaled resends only; a copy plus white noise is the next check's.
 
 * **white noise**: with ``white_z`` above 0, an update whose own structure statistic
   (:func:`structure_z`), or that of its residual from the reference it is closest to (the update
