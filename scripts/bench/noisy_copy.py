@@ -28,7 +28,8 @@ flagged or a white copy passes (the stated target); shaped copies are reported, 
 ``--dp-epsilon E``: every site trains with DP-SGD (``_sim``'s, epsilon ``E / rounds`` per round's
 update) and the honest updates go through the screen *without* the exemption updates that
 declare DP-SGD get (``declared_noise``): the count flagged is what the exemption spares (not
-judged; the exit status then only checks the white copies).
+judged; the exit status then only checks the white copies). ``--compression topk8``: every
+honest update goes through the product's codec (sparse, int8) before the screen.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import _sim
 from _sim import ROOT, SimConfig, parse_seeds, write_run
 
 from fedtrail.ml.datasets import load_bundled
+from fedtrail.storage.codec import Compression
 from fedtrail.valuation import Combiner
 from fedtrail.valuation.freeride import free_riders, structure_z
 from fedtrail.valuation.rows import Rows
@@ -92,9 +94,16 @@ def measure(
     levels: Sequence[float],
     splits: Any,
     dp_epsilon: float | None = None,
+    compression: str = "",
 ) -> dict[str, Any]:
     config = SimConfig(
-        sites=sites, rounds=rounds, alpha=alpha, seed=seed, valuation="loo", dp_epsilon=dp_epsilon
+        sites=sites,
+        rounds=rounds,
+        alpha=alpha,
+        seed=seed,
+        valuation="loo",
+        dp_epsilon=dp_epsilon,
+        compression=Compression(method=compression) if compression else None,  # type: ignore[arg-type]
     )
     comb = Combiner()
     history: list[tuple[list[Delta], Delta]] = []
@@ -154,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--levels", default="0.02,0.2,1", help="noise / copy norm, comma-separated")
     parser.add_argument("--dp-epsilon", type=float, default=None, help="DP-SGD for every site")
+    parser.add_argument(
+        "--compression", default="", help="every update through this codec (topk8; default none)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "noisy_copy.json")
     args = parser.parse_args(argv)
@@ -167,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for n in (int(x) for x in args.sites.split(",") if x):
         for alpha in (float(x) for x in args.alphas.split(",") if x):
             runs = [
-                measure(n, alpha, s, args.rounds, levels, splits, args.dp_epsilon) for s in seeds
+                measure(n, alpha, s, args.rounds, levels, splits, args.dp_epsilon, args.compression)
+                for s in seeds
             ]
             label = f"{n} sites, alpha {alpha:g}"
             doc["runs"][label] = runs
