@@ -761,6 +761,7 @@ def verify_round(
                     score_tolerance,
                     terms,
                     (ledger, store),
+                    declared_noise=frozenset(site for site, p in dp.items() if p is not None),
                 )
         with _Timer(audit, "metrics"):
             _check_metrics(
@@ -1461,10 +1462,14 @@ def _check_scores(
     tolerance: int,
     terms: RoundTerms | None = None,
     chain: tuple[Ledger, ContentStore] | None = None,
+    *,
+    declared_noise: frozenset[str] = frozenset(),
 ) -> None:
     """Re-runs the aggregator's valuation with the settings of the round's terms (the log's
     for a round without terms); with ``standing``, under the history the chain and the
-    previous log hold (``chain``), and compares the log's standing block too."""
+    previous log hold (``chain``), and compares the log's standing block too.
+    ``declared_noise``: the sites whose updates carry DP parameters (their candidates say so,
+    as the aggregator's do: the free-rider screen's white-noise test leaves them out)."""
     from fedtrail.valuation import METHODS, Candidate
     from fedtrail.valuation.chained import standing_of
 
@@ -1511,6 +1516,7 @@ def _check_scores(
             status=Reason.CONTRADICTED
             if s.site.lower() in zeroed
             else unusable.get(s.site, Reason.OK),
+            noise_declared=s.site in declared_noise,
         )
         for s in subs
     ]
