@@ -646,7 +646,17 @@ def verify_round(
     # the data-free valuation components, recomputed; the standing, weighed with them
     if not peers and log is not None:
         _valuation_checks(
-            audit, ledger, store, log, terms, subs, deltas, unusable, spec, start_blob
+            audit,
+            ledger,
+            store,
+            log,
+            terms,
+            subs,
+            deltas,
+            unusable,
+            spec,
+            start_blob,
+            declared_noise=frozenset(site for site, p in dp.items() if p is not None),
         )
     elif not peers:
         _unchecked(audit, _valuation_check_names(terms), no_log)
@@ -751,6 +761,7 @@ def verify_round(
                     score_tolerance,
                     terms,
                     (ledger, store),
+                    declared_noise=frozenset(site for site, p in dp.items() if p is not None),
                 )
         with _Timer(audit, "metrics"):
             _check_metrics(
@@ -1467,10 +1478,14 @@ def _check_scores(
     tolerance: int,
     terms: RoundTerms | None = None,
     chain: tuple[Ledger, ContentStore] | None = None,
+    *,
+    declared_noise: frozenset[str] = frozenset(),
 ) -> None:
     """Re-runs the aggregator's valuation with the settings of the round's terms (the log's
     for a round without terms); with ``standing``, under the history the chain and the
-    previous log hold (``chain``), and compares the log's standing block too."""
+    previous log hold (``chain``), and compares the log's standing block too.
+    ``declared_noise``: the sites whose updates carry DP parameters (their candidates say so,
+    as the aggregator's do: the free-rider screen's white-noise test leaves them out)."""
     from fedtrail.valuation import METHODS, Candidate
     from fedtrail.valuation.chained import standing_of
 
@@ -1517,6 +1532,7 @@ def _check_scores(
             status=Reason.CONTRADICTED
             if s.site.lower() in zeroed
             else unusable.get(s.site, Reason.OK),
+            noise_declared=s.site in declared_noise,
         )
         for s in subs
     ]
@@ -1991,12 +2007,16 @@ def _valuation_checks(
     unusable: Mapping[str, Reason],
     spec: ModelSpec | None,
     start_blob: bytes | None = None,
+    *,
+    declared_noise: frozenset[str] = frozenset(),
 ) -> None:
     """An aggregator round's public valuation checks, under the terms' valuation settings (the
     log's for a round without terms): ``log.components``, the data-free statistics recomputed
     from the decoded updates (:mod:`fedtrail.auditor.components`; not without a model spec to
     decode them, which fails the round elsewhere), and the standing block's checks
-    (:mod:`fedtrail.auditor.standing`), whose scores are weighed with the recomputed norms."""
+    (:mod:`fedtrail.auditor.standing`), whose scores are weighed with the recomputed norms.
+    ``declared_noise``: the sites whose updates carry DP parameters (exempt from the free-rider
+    screen's white-noise test)."""
     settings = log.settings.valuation
     if terms is not None:
         try:
@@ -2065,7 +2085,16 @@ def _valuation_checks(
             if settings.standing:
                 audit.add(
                     *_check_free_riders(
-                        ledger, store, log, subs, deltas, unusable, spec, settings, start
+                        ledger,
+                        store,
+                        log,
+                        subs,
+                        deltas,
+                        unusable,
+                        spec,
+                        settings,
+                        start,
+                        declared_noise,
                     )
                 )
     for check in check_standing(ledger, store, log, settings, subs, robust):
@@ -2082,10 +2111,11 @@ def _check_free_riders(
     spec: ModelSpec,
     settings: ValuationSettings,
     start: Mapping[str, torch.Tensor] | Exception,
+    declared_noise: frozenset[str] = frozenset(),
 ) -> tuple[str, bool, str]:
     """``reasons.free_rider`` (:func:`~fedtrail.auditor.components.check_free_riders`) with the
     history's references read as the aggregator reads them. ``start``: the decoded start model,
-    or why it could not be decoded."""
+    or why it could not be decoded; ``declared_noise``: the sites whose updates declare DP-SGD."""
     from fedtrail.valuation.chained import carried_history, combiner_from
 
     if isinstance(start, Exception):
@@ -2096,7 +2126,14 @@ def _check_free_riders(
     except (FedtrailError, TypeError, ValueError) as exc:
         return ("reasons.free_rider", False, f"cannot read the history: {exc}")
     return check_free_riders(
-        subs, deltas, unusable, spec, settings, start, carried.history.references
+        subs,
+        deltas,
+        unusable,
+        spec,
+        settings,
+        start,
+        carried.history.references,
+        declared_noise=declared_noise,
     )
 
 

@@ -306,6 +306,7 @@ def revealed_candidates(
                     delta=delta,
                     status=status,
                     detail=detail,
+                    noise_declared=dp is not None,
                 ),
             )
         )

@@ -151,6 +151,7 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "credit_cosine",
         "relief_cosine",
         "boost_clip",
+        "white_noise_z",
         "duplicate_relative_l2",
     }
 )
@@ -322,6 +323,11 @@ class ThresholdLimits:
     score), so turning it on takes the sites'
     consent (``boost_clip = 0.5`` under ``[accept]``). Not bounded on the loose side (off, its
     loosest, is the default), as ``max_norm_ratio``."""
+    white_noise_z: float = 1000.0
+    """At most the default: higher moves the white-noise screen toward honest updates
+    (measured at 1e4 and more, README *Noisy copies*). Not bounded on the loose side (off is
+    what terms written before it read as, and a copier who shapes its noise passes it anyway,
+    README *Noisy copies*)."""
     sample_median_self: int = 1
     """1 accepts only the product's median of sample counts (the judged count included); 0
     also accepts the earlier rule (the others' counts only), under which colluders claiming 1

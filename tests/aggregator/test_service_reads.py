@@ -39,17 +39,24 @@ class CountingStore(LocalStore):
 def _rounds(
     service: AggregatorService, store: CountingStore, sites: list[Any], n: int
 ) -> list[str]:
-    """``n`` finalized rounds of small random updates; every update's CID."""
+    """``n`` finalized rounds of small random updates; every update's CID. Each value's noise is
+    scaled by a ramp over its tensor, so the updates have a per-row and per-column profile:
+    plain i.i.d. noise is a free-rider (the screen's white-noise test) and the round would be
+    cancelled."""
     ledger, spec = service.ledger, ModelSpec()
     gen = torch.Generator().manual_seed(0)
     params = initial_model(spec, 0).state_dict()
+    ramps = {k: torch.linspace(0.1, 2.0, v.numel()).reshape(v.shape) for k, v in params.items()}
     cids: list[str] = []
     for _ in range(n):
         r = service.open_next()
         info = ledger.get_round(r)
         blobs = [
             encode_update(
-                {k: 0.01 * torch.randn(v.shape, generator=gen) for k, v in params.items()},
+                {
+                    k: 0.01 * ramps[k] * torch.randn(v.shape, generator=gen)
+                    for k, v in params.items()
+                },
                 spec=spec,
                 round=r,
             ).blob
