@@ -49,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _sim
 from _sim import ROOT, SimConfig, parse_seeds, write_run
 
-from fedtrail.ml.datasets import load_bundled
+from fedtrail.ml.catalog import load_source
+from fedtrail.ml.models import ModelSpec
 from fedtrail.storage.codec import Compression
 from fedtrail.valuation import Combiner
 from fedtrail.valuation.freeride import free_riders, structure_z
@@ -95,6 +96,7 @@ def measure(
     splits: Any,
     dp_epsilon: float | None = None,
     compression: str = "",
+    spec: ModelSpec | None = None,
 ) -> dict[str, Any]:
     config = SimConfig(
         sites=sites,
@@ -149,7 +151,7 @@ def measure(
 
     _sim.aggregate = spy  # type: ignore[assignment]
     try:
-        _sim.run_method("fedavg", config, splits)
+        _sim.run_method("fedavg", config, splits, spec=spec)
     finally:
         _sim.aggregate = real  # type: ignore[assignment]
     return out
@@ -167,10 +169,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--compression", default="", help="every update through this codec (topk8; default none)"
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--data",
+        default="pneumonia",
+        help="a shipped dataset (pneumonia, retina) or a MedMNIST .npz",
+    )
+    parser.add_argument(
+        "--arch", default="smallcnn", help="the model's architecture (smallcnn, resnet10, ...)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "noisy_copy.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    splits = load_bundled()
+    source = load_source(args.data)
+    splits = source.splits()
+    spec = ModelSpec(
+        arch=args.arch,
+        in_channels=splits.train.images.shape[1],
+        num_classes=len(source.class_names),
+    )
     seeds = parse_seeds(args.seeds)
     levels = [float(x) for x in args.levels.split(",") if x]
     started, cpu = time.perf_counter(), time.process_time()
@@ -179,7 +195,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for n in (int(x) for x in args.sites.split(",") if x):
         for alpha in (float(x) for x in args.alphas.split(",") if x):
             runs = [
-                measure(n, alpha, s, args.rounds, levels, splits, args.dp_epsilon, args.compression)
+                measure(
+                    n,
+                    alpha,
+                    s,
+                    args.rounds,
+                    levels,
+                    splits,
+                    args.dp_epsilon,
+                    args.compression,
+                    spec,
+                )
                 for s in seeds
             ]
             label = f"{n} sites, alpha {alpha:g}"
