@@ -27,8 +27,13 @@ usage: python scripts/attacks/a56_deployment_block.py
 Exits 1 when a shifted deployment file passes verify (the attack works), 0 otherwise.
 """
 
+import contextlib
 import dataclasses
+import io
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from harness import Site, run
@@ -97,6 +102,28 @@ for label, block in files.items():
     )
     if label not in ("true", "earlier") and got["passed"]:
         problems.append(f"verify passes under block_number {label} (hiding {hidden})")
+# the independent reader (scripts/independent, no fedtrail import) under the same files
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "independent"))
+import reader  # noqa: E402
+
+rpc, api = os.environ.get("FEDTRAIL_ATTACK_RPC"), os.environ.get("FEDTRAIL_ATTACK_IPFS")
+if rpc and api:
+    folder = Path(tempfile.mkdtemp(prefix="a56-"))
+    for label in ("true", "before round 1"):
+        path = folder / "deployment.json"
+        path.write_text(dataclasses.replace(deployment, block_number=files[label]).to_json())
+        argv = ["--rpc-url", rpc, "--deployment", str(path), "--ipfs", "ipfs:" + api]
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            try:
+                rc = reader.main(argv)
+            except SystemExit as exc:
+                rc = exc.code
+        fails = [line for line in printed.getvalue().splitlines() if "FAIL" in line]
+        print(f"  independent reader, {label}: exit {rc!r} {fails[:2]}")
+        if label != "true" and rc == 0:
+            problems.append(f"the independent reader passes block_number {label}")
+        if label == "true" and rc != 0:
+            problems.append("the independent reader fails the true file")
 if problems:
     print("ATTACK WORKS: " + "; ".join(problems))
     sys.exit(1)
