@@ -256,7 +256,7 @@ def run(
 
             try:
                 doc = from_bytes(store.get(info.log_cid, info.log_sha256))
-            except InvalidLog as exc:  # an attacking aggregator's log
+            except (InvalidLog, StoreError) as exc:  # an attacking aggregator's log
                 print(f"    the round's log is refused: {exc}")
                 doc = {}
             for e in doc.get("sites", []):
