@@ -7,12 +7,13 @@ tree, and nonces come from one lock per sender so concurrent threads never colli
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Final, cast
 
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
@@ -1085,8 +1086,12 @@ def _returned_by(call: Any, raw: bytes, *, strict: bool = False) -> Any:
     answer eth_abi cannot decode is asked again through ``call.call()``, or with ``strict``
     raises eth_abi's error."""
     outputs = call.abi.get("outputs", [])
+    # a ``string`` decoded as the ``bytes`` it is encoded as, then read as events read it
+    # (:func:`_text`): the contract stores whatever bytes a sender gave (a site's name), and a
+    # strict UTF-8 decode of one name made every ``getSites`` reader raise (attack a58)
+    types = [_STRING.sub("bytes", collapse_if_tuple(o)) for o in outputs]
     try:
-        values = abi_decode([collapse_if_tuple(o) for o in outputs], raw)
+        values = abi_decode(types, raw)
     except Exception:
         if strict:
             raise
@@ -1106,7 +1111,13 @@ def _returned(output: dict[str, Any], value: Any) -> Any:
         return tuple(_returned(c, v) for c, v in zip(output["components"], value, strict=True))
     if typ == "address":
         return checksum(value)
+    if typ == "string":
+        return _text(value)
     return value
+
+
+_STRING: Final = re.compile(r"\bstring\b")
+"""The ``string`` type in an ABI type string (``string``, ``string[]``, inside a tuple)."""
 
 
 def _round(raw: Any, opened: Sequence[LedgerEvent], finalized: Sequence[LedgerEvent]) -> RoundInfo:
