@@ -40,6 +40,7 @@ import hashlib
 import json
 import math
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -2256,7 +2257,9 @@ def _check_log(
             continue
         marks = mark_site(e, s, sites.get(s.site))
         problems += [
-            f"{s.site[:10]} {name} {_shown(e, name)!r} != chain {marks.chain_values[name]!r}"
+            "{} {} {} != chain {}".format(
+                s.site[:10], name, *_unalike(_shown(e, name), marks.chain_values[name])
+            )
             for name in marks.mismatches
         ]
     audit.add(
@@ -2267,6 +2270,19 @@ def _check_log(
         "reasons, weights, weight fractions and included sites equal the chain's; its "
         f"aggregation rule {rule!r} is the one replayed; its summary is its fields'",
     )
+
+
+def _unalike(logged: object, chain: object) -> tuple[str, str]:
+    """The two values as a mismatch message shows them: ``repr``, or ``ascii`` when both are
+    texts that read alike (Unicode-normalization equivalents, confusables NFKC folds: ``ô`` and
+    ``o`` + U+0302), so the message shows how they differ (attack a59)."""
+    if (
+        isinstance(logged, str)
+        and isinstance(chain, str)
+        and unicodedata.normalize("NFKC", logged) == unicodedata.normalize("NFKC", chain)
+    ):
+        return ascii(logged), ascii(chain)
+    return repr(logged), repr(chain)
 
 
 def _shown(e: SiteEntry, name: str) -> object:
