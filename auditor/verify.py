@@ -40,6 +40,7 @@ import hashlib
 import json
 import math
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -2240,13 +2241,6 @@ def _check_log(
         )
     elif log.aggregation.rule != rule:
         problems.append(f"log's aggregation rule {log.aggregation.rule!r}, the replayed {rule!r}")
-    if log.aggregation.detail is not None:
-        # free-form, written by no fedtrail writer and read by no check: a claim about the
-        # aggregation (a site "clipped as a poisoner") that nothing could bind (attack a55)
-        problems.append(
-            f"log's aggregation detail {_short(log.aggregation.detail)} is no field a round "
-            "writes (nothing checks it)"
-        )
     by_site = {e.site: e for e in log.sites}
     if set(by_site) != {s.site for s in subs}:
         problems.append("log lists other sites than the chain")
@@ -2263,7 +2257,9 @@ def _check_log(
             continue
         marks = mark_site(e, s, sites.get(s.site))
         problems += [
-            f"{s.site[:10]} {name} {_shown(e, name)!r} != chain {marks.chain_values[name]!r}"
+            "{} {} {} != chain {}".format(
+                s.site[:10], name, *_unalike(_shown(e, name), marks.chain_values[name])
+            )
             for name in marks.mismatches
         ]
     audit.add(
@@ -2274,6 +2270,19 @@ def _check_log(
         "reasons, weights, weight fractions and included sites equal the chain's; its "
         f"aggregation rule {rule!r} is the one replayed; its summary is its fields'",
     )
+
+
+def _unalike(logged: object, chain: object) -> tuple[str, str]:
+    """The two values as a mismatch message shows them: ``repr``, or ``ascii`` when both are
+    texts that read alike (Unicode-normalization equivalents, confusables NFKC folds: ``ô`` and
+    ``o`` + U+0302), so the message shows how they differ (attack a59)."""
+    if (
+        isinstance(logged, str)
+        and isinstance(chain, str)
+        and unicodedata.normalize("NFKC", logged) == unicodedata.normalize("NFKC", chain)
+    ):
+        return ascii(logged), ascii(chain)
+    return repr(logged), repr(chain)
 
 
 def _shown(e: SiteEntry, name: str) -> object:
@@ -2641,6 +2650,9 @@ def _check_terms_reference(log: RoundLog, info: RoundInfo) -> tuple[str, bool, s
 
 
 def verify_all(ledger: Ledger, store: ContentStore, **kwargs: Any) -> list[RoundAudit]:
+    """Every round opened so far; refuses (``DeploymentMismatch``) a ledger whose event reads
+    start after the contract's creation, which would hide events from every check."""
+    ledger.check_from_block()
     history = PrivacyHistory(ledger, store)  # each earlier blob's DP parameters read once
     return [
         verify_round(ledger, store, r, privacy_history=history, **kwargs)

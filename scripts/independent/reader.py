@@ -325,6 +325,17 @@ def main(argv=None):
         address = dep["address"]
         from_block = int(dep.get("block_number", 0))
     w3 = Web3(Web3.HTTPProvider(args.rpc_url))
+    if args.deployment and not args.contract:
+        # a later block_number would hide every event before it (attack a56): the deploying
+        # transaction's receipt must show this contract created in that very block
+        receipt = w3.eth.get_transaction_receipt("0x" + str(dep["tx_hash"]).removeprefix("0x"))
+        created = receipt["contractAddress"] or ""
+        if created.lower() != address.lower() or receipt["blockNumber"] != from_block:
+            sys.exit(
+                f"deployment file disagrees with the chain: tx {dep['tx_hash']} created "
+                f"{created or 'no contract'} in block {receipt['blockNumber']}, the file says "
+                f"{address} in block {from_block}"
+            )
     abi = json.loads(ARTIFACT.read_text())["abi"]
     c = w3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
     ipfs = Ipfs(ipfs_url(args.ipfs))

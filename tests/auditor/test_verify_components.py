@@ -56,14 +56,22 @@ def _audit_with_log(
     edit: Edit,
     monkeypatch: pytest.MonkeyPatch,
     validation: ImageDataset | None = None,
+    *,
+    unchecked: bool = False,
 ) -> dict[str, str]:
     """The failed checks of ``round_id`` (with ``validation``, if given) when the chain names a
     log edited by ``edit``: the edited log is stored and the ledger's round record re-pointed
-    at it (its CID and sha256), as an aggregator that wrote it would have finalized it."""
+    at it (its CID and sha256), as an aggregator that wrote it would have finalized it.
+    ``unchecked``: written as canonical JSON without the schema (a log fedtrail's writer
+    refuses to write)."""
     info = fed.ledger.get_round(round_id)
     doc = json.loads(fed.store.get(info.log_cid, info.log_sha256))
     edit(doc)
-    blob = roundlog.to_bytes(doc)
+    blob = (
+        json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        if unchecked
+        else roundlog.to_bytes(doc)
+    )
     forged = dataclasses.replace(
         info, log_cid=fed.store.put(blob), log_sha256=hashlib.sha256(blob).hexdigest()
     )
