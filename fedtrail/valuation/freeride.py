@@ -294,11 +294,12 @@ def _structure(parts: Mapping[str, npt.NDArray[np.float64]]) -> float:
     arrays = [a for a in parts.values() if a.size]
     count = sum(a.size for a in arrays)
     squares = [np.multiply(a, a) for a in arrays]
-    total = math.fsum(deterministic_sum(s.ravel()) for s in squares)
+    sums = [deterministic_sum(s.ravel()) for s in squares]  # each tensor's, once
+    total = math.fsum(sums)
     if count == 0 or not total > 0 or not math.isfinite(total):
         return math.inf
     mean = total / count
-    tensors = np.asarray([deterministic_sum(s.ravel()) for s in squares], dtype=np.float64)
+    tensors = np.asarray(sums, dtype=np.float64)
     families = [(tensors, np.asarray([a.size for a in arrays], dtype=np.float64))]
     lines: list[npt.NDArray[np.float64]] = []
     line_sizes: list[npt.NDArray[np.float64]] = []
