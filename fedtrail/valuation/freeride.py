@@ -329,17 +329,19 @@ def _structure(parts: Mapping[str, npt.NDArray[np.float64]]) -> float:
     if not scores:
         return math.inf
     num, left, right, pairs = [], [], [], 0
-    for a in arrays:
+    for a, sq in zip(arrays, squares, strict=True):
         if a.ndim != 4:
             continue
-        for x, y in ((a[..., :-1], a[..., 1:]), (a[..., :-1, :], a[..., 1:, :])):
-            if x.size == 0:
+        for x, y in ((np.s_[..., :-1], np.s_[..., 1:]), (np.s_[..., :-1, :], np.s_[..., 1:, :])):
+            if a[x].size == 0:
                 continue
-            x, y = np.ascontiguousarray(x).ravel(), np.ascontiguousarray(y).ravel()
-            num.append(deterministic_sum(x * y))
-            left.append(deterministic_sum(x * x))
-            right.append(deterministic_sum(y * y))
-            pairs += x.size
+            # the neighbours' products in C order (a fresh array of the view's shape), and the
+            # squares of each side read from ``squares``: the same products, in the same order,
+            # as those of contiguous copies of the two sides
+            num.append(deterministic_sum(np.multiply(a[x], a[y]).ravel()))
+            left.append(deterministic_sum(sq[x]))
+            right.append(deterministic_sum(sq[y]))
+            pairs += a[x].size
     if pairs:
         den = math.sqrt(math.fsum(left) * math.fsum(right))
         if den > 0:
