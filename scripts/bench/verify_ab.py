@@ -10,11 +10,11 @@ The round is built as ``critical_path.py`` builds it (its ``one_round``; ``--lar
 linear_shapley`` above 10 sites). The parent's side is its ``auditor/verify.py`` with its
 ``fedtrail/protocol/duplicates.py``'s ``find_duplicates`` and its
 ``fedtrail/storage/canonical.py``'s ``check_canonical_update``; everything else they import is
-this tree's. The data-free checks' modules (``SWAPPED``: the deterministic sums, ``Rows``, the
-robust statistics, the free-rider screen) are this tree's objects running the parent's code: on
-the parent's turn each of their functions and methods that the parent also defines takes the
-parent's code object (swapped back after). So the A/B covers changes to those modules too, as
-long as their names stay. Every run must pass every check,
+this tree's. The modules of ``SWAPPED`` (the deterministic sums, ``Rows``, the robust
+statistics, the free-rider screen, the ledger client's decoding) are this tree's objects running
+the parent's code: on the parent's turn each of their functions and methods that the parent also
+defines takes the parent's code object (swapped back after). So the A/B covers changes to those
+modules too, as long as their names stay. Every run must pass every check,
 with the same results and details on both sides (exit 1 otherwise); prints each side's runs and
 median, and the load average.
 
@@ -66,6 +66,7 @@ SWAPPED = (
     "fedtrail/valuation/rows.py",
     "fedtrail/valuation/robust.py",
     "fedtrail/valuation/freeride.py",
+    "fedtrail/ledger/client.py",
 )
 """Modules whose functions run the parent's code on the parent's turn (see the docstring)."""
 
