@@ -403,7 +403,11 @@ def verify_round(
                 with _Timer(audit, "rescore"):
                     audit.add(*_check_cancelled_valuation(ledger, store, info, validation))
         return audit
-    subs = ledger.get_submissions(round_id)
+    # every commitment, read once: the revealed ones are the valuation's submissions (what
+    # get_submissions returns without include_unrevealed), all of them terms.declined's
+    every = ledger.get_submissions(round_id, include_unrevealed=True)
+    subs = [s for s in every if s.revealed]
+    registry = ledger.get_sites()  # read once for log.agrees and terms.declined
 
     # the explanation log: hash, schema, and agreement with the chain
     with _Timer(audit, "fetch"):
@@ -433,7 +437,7 @@ def verify_round(
             log,
             info,
             subs,
-            registry_at_finalize(ledger, round_id),
+            registry_at_finalize(ledger, round_id, registry),
             ledger,
             _replayed_rule(terms, log),
         )
@@ -458,7 +462,7 @@ def verify_round(
         _check_limits(audit, terms, accept or ThresholdLimits())
     else:
         _unchecked(audit, ("terms.task_fixed", "terms.windows", "terms.limits"), no_terms)
-    audit.add(*_check_declined(ledger, info, terms, accept or ThresholdLimits()))
+    audit.add(*_check_declined(ledger, info, terms, accept or ThresholdLimits(), every, registry))
     peer = read_peer_record(ledger, round_id)
     peers = _is_peer_round(peer, terms, log)
     if peers:
@@ -2071,7 +2075,15 @@ def _valuation_checks(
             except (FedtrailError, TypeError, ValueError) as exc:
                 start = exc
             audit.add(
-                *check_oversized(log, subs, deltas, unusable, spec, start)
+                *check_oversized(
+                    log,
+                    subs,
+                    deltas,
+                    unusable,
+                    spec,
+                    start,
+                    None if robust is None else {k: v.norm for k, v in robust.stats.items()},
+                )
                 if not isinstance(start, Exception)
                 else ("reasons.oversized", False, f"cannot read the start model: {start}")
             )
@@ -2525,7 +2537,12 @@ def _check_windows(
 
 
 def _check_declined(
-    ledger: Ledger, info: RoundInfo, terms: RoundTerms | None, accept: ThresholdLimits
+    ledger: Ledger,
+    info: RoundInfo,
+    terms: RoundTerms | None,
+    accept: ThresholdLimits,
+    every: Sequence[Submission] | None = None,
+    registry: Sequence[SiteInfo] | None = None,
 ) -> tuple[str, bool, str]:
     """``terms.declined``: which sites declared on chain that they refuse the round's
     committed terms, and why (:meth:`~fedtrail.ledger.Ledger.declines`: a site's node commits
@@ -2539,12 +2556,17 @@ def _check_declined(
     chain windows that are not the terms', in a finalized round that paid someone. Any other
     decline is named, not failed (in a cancelled round nobody was paid): only the site's own
     table says what it refuses, and a site may decline any round. Commitments never
-    revealed that are no decline are counted apart."""
+    revealed that are no decline are counted apart. ``every`` (the round's commitments,
+    :meth:`~fedtrail.ledger.Ledger.get_submissions` with ``include_unrevealed``) and
+    ``registry`` (:meth:`~fedtrail.ledger.Ledger.get_sites`): the caller's reads, read here
+    when not given."""
     from fedtrail.valuation.consent import unrunnable
     from fedtrail.valuation.limits import window_refusal
 
-    names = {s.address: s.name for s in ledger.get_sites()}
-    every = ledger.get_submissions(info.id, include_unrevealed=True)  # one read for all three
+    sites = ledger.get_sites() if registry is None else registry
+    names = {s.address: s.name for s in sites}
+    if every is None:  # one read for all three
+        every = ledger.get_submissions(info.id, include_unrevealed=True)
     declines = declines_among(every, info.id, info.terms_sha256)
     silent = sum(1 for s in every if not s.revealed and s.site not in declines)
     tail = f"; {silent} other commitment(s) never revealed" if silent else ""

@@ -1089,15 +1089,44 @@ def _returned_by(call: Any, raw: bytes, *, strict: bool = False) -> Any:
     # a ``string`` decoded as the ``bytes`` it is encoded as, then read as events read it
     # (:func:`_text`): the contract stores whatever bytes a sender gave (a site's name), and a
     # strict UTF-8 decode of one name made every ``getSites`` reader raise (attack a58)
-    types = [_STRING.sub("bytes", collapse_if_tuple(o)) for o in outputs]
-    try:
-        values = abi_decode(types, raw)
-    except Exception:
-        if strict:
-            raise
-        return call.call()
+    values: Sequence[Any] | None = _static_rows(outputs, raw)
+    if values is None:
+        types = [_STRING.sub("bytes", collapse_if_tuple(o)) for o in outputs]
+        try:
+            values = abi_decode(types, raw)
+        except Exception:
+            if strict:
+                raise
+            return call.call()
     out = [_returned(o, v) for o, v in zip(outputs, values, strict=True)]
     return out[0] if len(out) == 1 else out
+
+
+def _static_rows(outputs: Sequence[dict[str, Any]], raw: bytes) -> list[Any] | None:
+    """eth_abi's decode of ``raw`` when ``outputs`` is one array of structs of static words
+    (``getSubmissions``: eight a site) in its canonical encoding (offset 32, the length, then
+    the words, nothing after them), each word read by :func:`_word_decode` (eth_abi's strict
+    refusals); None for any other output or layout, or a word eth_abi refuses, which eth_abi
+    itself then decodes or refuses. eth_abi's generic decoder took 16 ms for 100 sites,
+    this 2.5."""
+    if len(outputs) != 1 or outputs[0].get("type") != "tuple[]":
+        return None
+    types = [str(c.get("type")) for c in outputs[0].get("components", [])]
+    if not types or not all(_is_word(t) for t in types) or len(raw) < 64:
+        return None
+    if int.from_bytes(raw[:32], "big") != 32:
+        return None
+    size = 32 * len(types)
+    if len(raw) != 64 + int.from_bytes(raw[32:64], "big") * size:
+        return None
+    try:
+        rows = [
+            tuple(_word_decode(t, raw[at + 32 * k : at + 32 * k + 32]) for k, t in enumerate(types))
+            for at in range(64, len(raw), size)
+        ]
+    except ValueError:
+        return None
+    return [rows]
 
 
 def _returned(output: dict[str, Any], value: Any) -> Any:

@@ -294,11 +294,12 @@ def _structure(parts: Mapping[str, npt.NDArray[np.float64]]) -> float:
     arrays = [a for a in parts.values() if a.size]
     count = sum(a.size for a in arrays)
     squares = [np.multiply(a, a) for a in arrays]
-    total = math.fsum(deterministic_sum(s.ravel()) for s in squares)
+    sums = [deterministic_sum(s.ravel()) for s in squares]  # each tensor's, once
+    total = math.fsum(sums)
     if count == 0 or not total > 0 or not math.isfinite(total):
         return math.inf
     mean = total / count
-    tensors = np.asarray([deterministic_sum(s.ravel()) for s in squares], dtype=np.float64)
+    tensors = np.asarray(sums, dtype=np.float64)
     families = [(tensors, np.asarray([a.size for a in arrays], dtype=np.float64))]
     lines: list[npt.NDArray[np.float64]] = []
     line_sizes: list[npt.NDArray[np.float64]] = []
@@ -328,17 +329,19 @@ def _structure(parts: Mapping[str, npt.NDArray[np.float64]]) -> float:
     if not scores:
         return math.inf
     num, left, right, pairs = [], [], [], 0
-    for a in arrays:
+    for a, sq in zip(arrays, squares, strict=True):
         if a.ndim != 4:
             continue
-        for x, y in ((a[..., :-1], a[..., 1:]), (a[..., :-1, :], a[..., 1:, :])):
-            if x.size == 0:
+        for x, y in ((np.s_[..., :-1], np.s_[..., 1:]), (np.s_[..., :-1, :], np.s_[..., 1:, :])):
+            if a[x].size == 0:
                 continue
-            x, y = np.ascontiguousarray(x).ravel(), np.ascontiguousarray(y).ravel()
-            num.append(deterministic_sum(x * y))
-            left.append(deterministic_sum(x * x))
-            right.append(deterministic_sum(y * y))
-            pairs += x.size
+            # the neighbours' products in C order (a fresh array of the view's shape), and the
+            # squares of each side read from ``squares``: the same products, in the same order,
+            # as those of contiguous copies of the two sides
+            num.append(deterministic_sum(np.multiply(a[x], a[y]).ravel()))
+            left.append(deterministic_sum(sq[x]))
+            right.append(deterministic_sum(sq[y]))
+            pairs += a[x].size
     if pairs:
         den = math.sqrt(math.fsum(left) * math.fsum(right))
         if den > 0:
