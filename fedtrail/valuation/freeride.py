@@ -58,9 +58,19 @@ are caught before the validation game:
   scored far above any white copy (see README, *Noisy copies*), copies plus white noise of 2% to
   100% of their norm below 5. Updates that declare DP-SGD (``declared_noise``) are exempt:
   their Gaussian noise is declared, and :func:`fedtrail.ml.dp_noise.noise_breach` judges it
-  (an honest DP-SGD update at epsilon 1 scored below 10). Not a defence against a copier who
-  shapes its noise: noise scaled coordinate by coordinate to the copy's magnitude, or a copy
-  of other rows, has the copy's structure and passes (README, *Noisy copies*).
+  (an honest DP-SGD update at epsilon 1 scored below 10).
+
+* **shaped noise**: with ``shaped_z`` above 0, the same residual (from the closest reference,
+  best-scaled) divided coordinate by coordinate by that reference's magnitude (where it is not
+  0; :func:`shaped_residual_z`) has a structure statistic below ``shaped_z``: a copy plus
+  Gaussian noise scaled to the copy's magnitude there (the adaptive copier of scenario (i),
+  whose noise has the copy's per-tensor, per-row and per-column profile and passes the white
+  test) leaves i.i.d. values, an honest update's residual does not (measured with
+  ``scripts/bench/noisy_copy.py``; README, *Noisy copies*). DP-declared updates are exempt
+  as above. Not a defence against noise of another shape (a smoothed magnitude, a copy of
+  other rows), against a copy of a linear mixture of references (the closest single
+  reference leaves the mixture's other part, structured), or against noise so large that
+  another reference is the closest.
 
 Copies of another site's update in the same round are the DUPLICATE check's job (exact bytes).
 
@@ -101,7 +111,7 @@ from fedtrail.ml.aggregation import AggregationError, deterministic_sum
 from fedtrail.valuation.base import size_factor
 from fedtrail.valuation.rows import Rows
 
-__all__ = ["free_riders", "own_reference", "structure_z"]
+__all__ = ["free_riders", "own_reference", "shaped_residual_z", "structure_z"]
 
 _SLACK: Final = 1024.0
 """The screen's margin, in units of the worst-case relative rounding error of a dot product."""
@@ -127,6 +137,7 @@ def free_riders(
     squares_out: dict[str, npt.NDArray[np.float64]] | None = None,
     white_z: float = 0.0,
     declared_noise: Collection[str] = frozenset(),
+    shaped_z: float = 0.0,
 ) -> dict[str, str]:
     """The free-riders among ``deltas`` (site -> update, address order), each with why, in the
     sites' order; ``references`` are earlier updates by label (a label starting with
@@ -141,8 +152,10 @@ def free_riders(
     (:attr:`~fedtrail.valuation.standing.History.reference_squares`), taken instead of reading
     the reference again; ``squares_out``, when given, receives each site's. ``white_z`` above
     0 turns on the white-noise screen (see the module docstring) for every site not in
-    ``declared_noise`` (the sites whose updates declare DP-SGD). Raises ConfigError when the
-    layouts differ."""
+    ``declared_noise`` (the sites whose updates declare DP-SGD); ``shaped_z`` above 0 the
+    shaped-noise screen for the same sites (:func:`shaped_residual_z` of the update and the
+    reference it is closest to, below ``shaped_z``). Raises ConfigError when the layouts
+    differ."""
     if not deltas:
         return {}
     sites = list(deltas)
@@ -216,12 +229,13 @@ def free_riders(
                     f"{distance:.2%} of its norm)"
                 )
                 break
-        if site in out or white_z <= 0 or site in declared_noise:
+        if site in out or (white_z <= 0 and shaped_z <= 0) or site in declared_noise:
             continue
-        own_z = structure_z(deltas[site])
-        if own_z < white_z:
-            out[site] = f"white noise (structure {own_z:.3g}, below {white_z:g})"
-            continue
+        if white_z > 0:
+            own_z = structure_z(deltas[site])
+            if own_z < white_z:
+                out[site] = f"white noise (structure {own_z:.3g}, below {white_z:g})"
+                continue
         if not labels:
             continue
         if approx is None:
@@ -230,15 +244,62 @@ def free_riders(
         if j < 0:
             continue
         label = labels[j - len(sites)]
-        reference = references[label]
-        residual = {k: _wide(v) - scale * _wide(reference[k]) for k, v in deltas[site].items()}
-        z = _structure(residual)
-        if z < white_z:
-            out[site] = (
-                f"a copy of {label} plus white noise (cosine {cosine:.6f}; the rest's "
-                f"structure {z:.3g}, below {white_z:g})"
-            )
+        reference = {k: _wide(v) for k, v in references[label].items()}
+        residual = {k: _wide(v) - scale * reference[k] for k, v in deltas[site].items()}
+        if white_z > 0:
+            z = _structure(residual)
+            if z < white_z:
+                out[site] = (
+                    f"a copy of {label} plus white noise (cosine {cosine:.6f}; the rest's "
+                    f"structure {z:.3g}, below {white_z:g})"
+                )
+                continue
+        if shaped_z > 0:
+            z = _shaped(residual, reference)
+            if z < shaped_z:
+                out[site] = (
+                    f"a copy of {label} plus noise shaped like it (cosine {cosine:.6f}; the "
+                    f"rest over its magnitude has structure {z:.3g}, below {shaped_z:g})"
+                )
     return out
+
+
+def shaped_residual_z(
+    update: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]
+) -> float:
+    """How far ``update``'s residual from ``reference`` (the update minus the reference scaled
+    to fit it best, ``dot / |reference|**2`` with the screen's exact dot product) is from noise
+    shaped like the reference: :func:`structure_z` of the residual divided, coordinate by
+    coordinate, by the reference's magnitude there, over the coordinates where the reference
+    is not 0. A copy plus Gaussian noise scaled to the copy's magnitude (the adaptive copier of
+    scenario (i) of ``scripts/bench/accuracy.py``) leaves i.i.d. values; an honest update's
+    residual does not. ``inf`` when the reference is zero or the layouts differ in keys."""
+    if set(update) != set(reference):
+        return math.inf
+    rows = Rows.of([update, reference])
+    norm = rows.norm(1)
+    if norm == 0.0:
+        return math.inf
+    dot, _ = rows.pair(0, 1)
+    scale = dot / (norm * norm)
+    wide = {k: _wide(v) for k, v in reference.items()}
+    return _shaped({k: _wide(v) - scale * wide[k] for k, v in update.items()}, wide)
+
+
+def _shaped(
+    residual: Mapping[str, npt.NDArray[np.float64]],
+    reference: Mapping[str, npt.NDArray[np.float64]],
+) -> float:
+    """:func:`_structure` of ``residual / |reference|`` where ``reference`` is not 0 (element
+    by element, IEEE division: the same bits on every machine)."""
+    ratios: dict[str, npt.NDArray[np.float64]] = {}
+    present: dict[str, npt.NDArray[np.bool_]] = {}
+    for k, r in residual.items():
+        size = np.abs(reference[k])
+        mask = size > 0
+        ratios[k] = np.divide(r, size, out=np.zeros_like(r), where=mask)
+        present[k] = mask
+    return _structure(ratios, present)
 
 
 _TIE: Final = 1e-9
@@ -289,35 +350,53 @@ def structure_z(update: Mapping[str, torch.Tensor]) -> float:
     return _structure({k: _wide(v) for k, v in update.items()})
 
 
-def _structure(parts: Mapping[str, npt.NDArray[np.float64]]) -> float:
-    """:func:`structure_z` of float64 arrays."""
-    arrays = [a for a in parts.values() if a.size]
-    count = sum(a.size for a in arrays)
+def _structure(
+    parts: Mapping[str, npt.NDArray[np.float64]],
+    present: Mapping[str, npt.NDArray[np.bool_]] | None = None,
+) -> float:
+    """:func:`structure_z` of float64 arrays; with ``present`` (key -> a mask of the array's
+    shape), only the values where the mask is True count (the others are set to 0 by the
+    caller): every group's size is its count of such values, and neighbouring taps pair only
+    where both are present."""
+    keys = [k for k, a in parts.items() if a.size]
+    arrays = [parts[k] for k in keys]
+    masks = [None if present is None else present[k] for k in keys]
+    count = sum(
+        a.size if m is None else int(np.count_nonzero(m))
+        for a, m in zip(arrays, masks, strict=True)
+    )
     squares = [np.multiply(a, a) for a in arrays]
     total = math.fsum(deterministic_sum(s.ravel()) for s in squares)
     if count == 0 or not total > 0 or not math.isfinite(total):
         return math.inf
     mean = total / count
+    ones = [
+        np.ones(a.shape, dtype=np.float64) if m is None else m.astype(np.float64)
+        for a, m in zip(arrays, masks, strict=True)
+    ]
     tensors = np.asarray([deterministic_sum(s.ravel()) for s in squares], dtype=np.float64)
-    families = [(tensors, np.asarray([a.size for a in arrays], dtype=np.float64))]
+    families = [(tensors, np.asarray([float(o.sum()) for o in ones], dtype=np.float64))]
     lines: list[npt.NDArray[np.float64]] = []
     line_sizes: list[npt.NDArray[np.float64]] = []
     columns: list[npt.NDArray[np.float64]] = []
     column_sizes: list[npt.NDArray[np.float64]] = []
-    for s in squares:
+    for s, o in zip(squares, ones, strict=True):
         if s.ndim < 2:
             continue
         m = np.ascontiguousarray(s.reshape(s.shape[0], -1))
+        c = np.ascontiguousarray(o.reshape(o.shape[0], -1))
         # np.add.reduce over axis 0 of a C-ordered matrix adds row after row: a fixed order
         lines.append(np.add.reduce(np.ascontiguousarray(m.T), axis=0))
-        line_sizes.append(np.full(m.shape[0], m.shape[1], dtype=np.float64))
+        line_sizes.append(np.add.reduce(np.ascontiguousarray(c.T), axis=0))
         columns.append(np.add.reduce(m, axis=0))
-        column_sizes.append(np.full(m.shape[1], m.shape[0], dtype=np.float64))
+        column_sizes.append(np.add.reduce(c, axis=0))
     if lines:
         families.append((np.concatenate(lines), np.concatenate(line_sizes)))
         families.append((np.concatenate(columns), np.concatenate(column_sizes)))
     scores: list[float] = []
     for groups, sizes in families:
+        keep = sizes > 0
+        groups, sizes = groups[keep], sizes[keep]
         if groups.size < 2:
             continue
         dispersion = math.fsum(
@@ -328,17 +407,22 @@ def _structure(parts: Mapping[str, npt.NDArray[np.float64]]) -> float:
     if not scores:
         return math.inf
     num, left, right, pairs = [], [], [], 0
-    for a in arrays:
+    for a, o in zip(arrays, ones, strict=True):
         if a.ndim != 4:
             continue
-        for x, y in ((a[..., :-1], a[..., 1:]), (a[..., :-1, :], a[..., 1:, :])):
+        for x, y, both in (
+            (a[..., :-1], a[..., 1:], o[..., :-1] * o[..., 1:]),
+            (a[..., :-1, :], a[..., 1:, :], o[..., :-1, :] * o[..., 1:, :]),
+        ):
             if x.size == 0:
                 continue
-            x, y = np.ascontiguousarray(x).ravel(), np.ascontiguousarray(y).ravel()
+            both = np.ascontiguousarray(both).ravel()
+            x = np.ascontiguousarray(x).ravel() * both
+            y = np.ascontiguousarray(y).ravel() * both
             num.append(deterministic_sum(x * y))
             left.append(deterministic_sum(x * x))
             right.append(deterministic_sum(y * y))
-            pairs += x.size
+            pairs += int(np.count_nonzero(both))
     if pairs:
         den = math.sqrt(math.fsum(left) * math.fsum(right))
         if den > 0:

@@ -1,6 +1,7 @@
 """The free-rider screen's white-noise test: a copy of a reference plus fresh Gaussian noise
-(past the stale cosine) is FREE_RIDER, structured updates are not, shaped noise passes (the
-known limit), and updates that declare DP-SGD are left to the DP checks."""
+(past the stale cosine) is FREE_RIDER, structured updates are not, shaped noise passes it but
+not the shaped-noise test (``shaped_z``), and updates that declare DP-SGD are left to the DP
+checks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from fedtrail.valuation import Combiner
-from fedtrail.valuation.freeride import free_riders, structure_z
+from fedtrail.valuation.freeride import free_riders, shaped_residual_z, structure_z
 
 Delta = dict[str, torch.Tensor]
 SHAPES = {"conv.weight": (8, 4, 3, 3), "conv.bias": (8,), "fc.weight": (16, 200), "fc.bias": (16,)}
@@ -89,3 +90,45 @@ def test_the_statistic_is_small_for_white_noise_and_large_for_structure() -> Non
         assert structure_z(_structured(gen)) > 1e3
     assert structure_z({"w": torch.randn(100, generator=gen)}) == math.inf  # nothing to compare
     assert structure_z({k: torch.zeros(s) for k, s in SHAPES.items()}) == math.inf
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_copies_plus_shaped_noise_are_flagged_by_the_shaped_test_only(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    refs = {
+        "h1's update of round 1": _structured(gen),
+        "the global delta of round 1": _structured(gen),
+    }
+    honest = {f"h{i}": _structured(gen) for i in range(2, 5)}
+    source = refs["the global delta of round 1"]
+    shaped = {f"shaped{level:g}": _plus(source, level, gen, shaped=True) for level in (0.02, 0.2)}
+    white = {"white0.02": _plus(source, 0.02, gen)}
+    both = {**honest, **shaped, **white}
+    got = _screen(both, refs, shaped_z=Combiner().shaped_noise_z)
+    assert set(got) == set(shaped) | set(white)
+    assert "plus white noise" in got["white0.02"]
+    for name in shaped:
+        assert got[name].startswith("a copy of the global delta of round 1 plus noise shaped")
+    # off (the value terms written before it read as): shaped copies pass, as before
+    assert set(_screen(both, refs, shaped_z=0.0)) == set(white)
+    # the white test off, the shaped one on: it does not flag white copies' structure for them
+    only = _screen(both, refs, white_z=0.0, shaped_z=1000.0)
+    assert set(only) == set(shaped)
+    # DP-declared updates are exempt from both
+    declared = _screen(both, refs, shaped_z=1000.0, declared_noise=set(shaped) | set(white))
+    assert declared == {}
+
+
+def test_shaped_residual_statistic_separates_shaped_noise_from_structure() -> None:
+    gen = torch.Generator().manual_seed(11)
+    for _ in range(3):
+        ref = _structured(gen)
+        copy = _plus(ref, 0.05, gen, shaped=True)
+        assert shaped_residual_z(copy, ref) < 10.0
+        assert shaped_residual_z(_structured(gen), ref) > 1e3
+    # a reference zero in a whole tensor: the copy's values there are left out, not divided by 0
+    ref = _structured(gen)
+    ref["fc.bias"] = torch.zeros(SHAPES["fc.bias"])
+    assert shaped_residual_z(_plus(ref, 0.05, gen, shaped=True), ref) < 10.0
+    zero = {k: torch.zeros(s) for k, s in SHAPES.items()}
+    assert shaped_residual_z(ref, zero) == math.inf
