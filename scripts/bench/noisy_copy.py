@@ -59,7 +59,7 @@ from fedtrail.ml.catalog import load_source
 from fedtrail.ml.models import ModelSpec
 from fedtrail.storage.codec import Compression
 from fedtrail.valuation import Combiner
-from fedtrail.valuation.freeride import free_riders, structure_z
+from fedtrail.valuation.freeride import free_riders, shaped_residual_z, structure_z
 from fedtrail.valuation.rows import Rows
 
 Delta = Mapping[str, torch.Tensor]
@@ -136,9 +136,10 @@ def noisy(copy: Delta, level: float, kind: str, gen: torch.Generator) -> dict[st
     return {k: (v + scale * noise[k]).to(copy[k].dtype) for k, v in wide.items()}
 
 
-def smallest_structure(update: Delta, refs: Mapping[str, Delta]) -> float:
+def smallest_structure(update: Delta, refs: Mapping[str, Delta]) -> tuple[float, float]:
     """The smaller of the update's own structure statistic and its residual's from the
-    reference of largest cosine (best-scaled), as the screen computes them."""
+    reference of largest cosine (best-scaled), as the screen computes them, and the
+    shaped-noise statistic against that reference (:func:`shaped_residual_z`)."""
     labels = list(refs)
     rows = Rows.of([update, *(refs[r] for r in labels)])
     best, scale, label = -math.inf, 0.0, ""
@@ -148,7 +149,8 @@ def smallest_structure(update: Delta, refs: Mapping[str, Delta]) -> float:
         if cosine > best:
             best, scale, label = cosine, dot / rows.norm(j) ** 2, r
     residual = {k: update[k].to(torch.float64) - scale * refs[label][k].double() for k in update}
-    return min(structure_z(update), structure_z(residual))
+    white = min(structure_z(update), structure_z(residual))
+    return white, shaped_residual_z(update, refs[label])
 
 
 def measure(
@@ -212,8 +214,14 @@ def measure(
             )
             r = len(history) + 1
             for name, d in sent.items():
-                stat = smallest_structure(d, refs)
-                row = {"round": r, "name": name, "structure": stat, "reason": found.get(name)}
+                stat, shaped = smallest_structure(d, refs)
+                row = {
+                    "round": r,
+                    "name": name,
+                    "structure": stat,
+                    "shaped": shaped,
+                    "reason": found.get(name),
+                }
                 if candidates_on:
                     row.update(candidates(d, refs))
                 if name.startswith("copy|"):
@@ -295,9 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             honest = [h for r in runs for h in r["honest"]]
             flagged = [h for r in runs for h in r["flagged"]]
             low = min(h["structure"] for h in honest)
+            low_shaped = min(h["shaped"] for h in honest)
             print(
                 f"{label}, seeds {seeds}, rounds 2-{args.rounds}: honest flagged "
-                f"{len(flagged)}/{len(honest)}, smallest honest structure {low:.3g}"
+                f"{len(flagged)}/{len(honest)}, smallest honest structure {low:.3g}, "
+                f"smallest honest shaped statistic {low_shaped:.3g}"
             )
             if args.dp_epsilon is None:
                 for f in flagged:
@@ -315,9 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ]
                     caught = sum(1 for c in mine if c["reason"])
                     top = max(c["structure"] for c in mine)
+                    top_shaped = max(c["shaped"] for c in mine)
                     print(
                         f"  copy + {kind} noise {level:g}: flagged {caught}/{len(mine)}, "
-                        f"largest structure {top:.3g}"
+                        f"largest structure {top:.3g}, largest shaped statistic {top_shaped:.3g}"
                     )
                     if (kind == "white" or level < 1) and caught < len(mine):
                         failed = True
