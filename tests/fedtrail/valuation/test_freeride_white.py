@@ -132,3 +132,20 @@ def test_shaped_residual_statistic_separates_shaped_noise_from_structure() -> No
     assert shaped_residual_z(_plus(ref, 0.05, gen, shaped=True), ref) < 10.0
     zero = {k: torch.zeros(s) for k, s in SHAPES.items()}
     assert shaped_residual_z(ref, zero) == math.inf
+
+
+def test_sparse_updates_are_left_out_of_the_shaped_test() -> None:
+    """More than half of the values exactly 0 (a ``topk8`` update): honest sparse updates score
+    like copies on the shaped test (their quotient is minus the scale times a sign wherever
+    they are 0), so it leaves them out, copies included (the known limit)."""
+    gen = torch.Generator().manual_seed(5)
+    ref = _structured(gen)
+    copy = _plus(ref, 0.05, gen, shaped=True)
+    assert shaped_residual_z(copy, ref) < 10.0
+    keep = {k: (torch.rand(v.shape, generator=gen) < 0.4).to(v.dtype) for k, v in ref.items()}
+    sparse_ref = {k: v * keep[k] for k, v in ref.items()}
+    sparse_copy = _plus(sparse_ref, 0.05, gen, shaped=True)
+    assert shaped_residual_z(sparse_copy, sparse_ref) == math.inf
+    refs = {"the global delta of round 1": sparse_ref}
+    assert _screen({"copy": sparse_copy}, refs, white_z=0.0, shaped_z=1000.0) == {}
+    assert set(_screen({"copy": copy}, {"g": ref}, white_z=0.0, shaped_z=1000.0)) == {"copy"}
