@@ -297,7 +297,8 @@ class Combiner:
     closest to, divided coordinate by coordinate by that reference's magnitude, has a
     structure statistic below it is FREE_RIDER
     (:func:`~fedtrail.valuation.freeride.shaped_residual_z`; scenario (i) of
-    ``scripts/bench/accuracy.py``). A recorded set without it means 0: off.
+    ``scripts/bench/accuracy.py``); sparse updates (more than half exact zeros) are left out.
+    A recorded set without it means 0: off.
     """
 
     min_cosine: float = -0.5

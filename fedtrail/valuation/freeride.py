@@ -67,10 +67,11 @@ are caught before the validation game:
   whose noise has the copy's per-tensor, per-row and per-column profile and passes the white
   test) leaves i.i.d. values, an honest update's residual does not (measured with
   ``scripts/bench/noisy_copy.py``; README, *Noisy copies*). DP-declared updates are exempt
-  as above. Not a defence against noise of another shape (a smoothed magnitude, a copy of
-  other rows), against a copy of a linear mixture of references (the closest single
-  reference leaves the mixture's other part, structured), or against noise so large that
-  another reference is the closest.
+  as above, and so are sparse updates (more than half exact zeros, ``topk8``: honest ones
+  score like copies on it). Not a defence against a sparse copier, noise of another shape (a
+  smoothed magnitude, a copy of other rows), a copy of a linear mixture of references (the
+  closest single reference leaves the mixture's other part, structured), or noise so large
+  that another reference is the closest.
 
 Copies of another site's update in the same round are the DUPLICATE check's job (exact bytes).
 
