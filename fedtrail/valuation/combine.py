@@ -292,6 +292,13 @@ class Combiner:
     noise, or a copy plus white noise (scenario (h) of ``scripts/bench/accuracy.py``). Honest
     updates measured at 1e4 and more, copies plus white noise below 5 (README, *Noisy
     copies*). A recorded set without it means 0: off.
+    ``shaped_noise_z`` (>= 0; default 1000; 0: off): the same, for noise shaped like the copy:
+    an update that does not declare DP-SGD whose residual from the free-rider reference it is
+    closest to, divided coordinate by coordinate by that reference's magnitude, has a
+    structure statistic below it is FREE_RIDER
+    (:func:`~fedtrail.valuation.freeride.shaped_residual_z`; scenario (i) of
+    ``scripts/bench/accuracy.py``); sparse updates (more than half exact zeros) are left out.
+    A recorded set without it means 0: off.
     """
 
     min_cosine: float = -0.5
@@ -316,8 +323,11 @@ class Combiner:
     relief_cosine: float = -0.7
     boost_clip: float = BOOST_CLIP
     white_noise_z: float = 1000.0
+    shaped_noise_z: float = 1000.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= _number("shaped_noise_z", self.shaped_noise_z) < math.inf:
+            raise ConfigError(f"shaped_noise_z must be finite and >= 0, got {self.shaped_noise_z}")
         if not 0.0 <= _number("white_noise_z", self.white_noise_z) < math.inf:
             raise ConfigError(f"white_noise_z must be finite and >= 0, got {self.white_noise_z}")
         if not -1.0 <= _number("min_cosine", self.min_cosine) <= 1.0:

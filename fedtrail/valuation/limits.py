@@ -152,6 +152,7 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "relief_cosine",
         "boost_clip",
         "white_noise_z",
+        "shaped_noise_z",
         "duplicate_relative_l2",
     }
 )
@@ -328,6 +329,10 @@ class ThresholdLimits:
     (measured at 1e4 and more, README *Noisy copies*). Not bounded on the loose side (off is
     what terms written before it read as, and a copier who shapes its noise passes it anyway,
     README *Noisy copies*)."""
+    shaped_noise_z: float = 1000.0
+    """At most the default, as ``white_noise_z``: higher moves the shaped-noise screen toward
+    honest updates (measured at 1e4 and more, README *Noisy copies*). Not bounded on the loose
+    side (off is what terms written before it read as)."""
     sample_median_self: int = 1
     """1 accepts only the product's median of sample counts (the judged count included); 0
     also accepts the earlier rule (the others' counts only), under which colluders claiming 1

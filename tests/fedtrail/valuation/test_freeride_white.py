@@ -1,6 +1,7 @@
 """The free-rider screen's white-noise test: a copy of a reference plus fresh Gaussian noise
-(past the stale cosine) is FREE_RIDER, structured updates are not, shaped noise passes (the
-known limit), and updates that declare DP-SGD are left to the DP checks."""
+(past the stale cosine) is FREE_RIDER, structured updates are not, shaped noise passes it but
+not the shaped-noise test (``shaped_z``), and updates that declare DP-SGD are left to the DP
+checks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from fedtrail.valuation import Combiner
-from fedtrail.valuation.freeride import free_riders, structure_z
+from fedtrail.valuation.freeride import free_riders, shaped_residual_z, structure_z
 
 Delta = dict[str, torch.Tensor]
 SHAPES = {"conv.weight": (8, 4, 3, 3), "conv.bias": (8,), "fc.weight": (16, 200), "fc.bias": (16,)}
@@ -167,3 +168,62 @@ def test_the_statistic_is_the_plainly_written_one_bit_for_bit(dtype: torch.dtype
         update = {n: (t * 10.0 ** (k - 3)).to(dtype) for n, t in base.items()}
         update["conv.weight"][0, 0] = 0.0  # zeros (and their products) on the neighbour path
         assert structure_z(update) == _reference_z(update)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_copies_plus_shaped_noise_are_flagged_by_the_shaped_test_only(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    refs = {
+        "h1's update of round 1": _structured(gen),
+        "the global delta of round 1": _structured(gen),
+    }
+    honest = {f"h{i}": _structured(gen) for i in range(2, 5)}
+    source = refs["the global delta of round 1"]
+    shaped = {f"shaped{level:g}": _plus(source, level, gen, shaped=True) for level in (0.02, 0.2)}
+    white = {"white0.02": _plus(source, 0.02, gen)}
+    both = {**honest, **shaped, **white}
+    got = _screen(both, refs, shaped_z=Combiner().shaped_noise_z)
+    assert set(got) == set(shaped) | set(white)
+    assert "plus white noise" in got["white0.02"]
+    for name in shaped:
+        assert got[name].startswith("a copy of the global delta of round 1 plus noise shaped")
+    # off (the value terms written before it read as): shaped copies pass, as before
+    assert set(_screen(both, refs, shaped_z=0.0)) == set(white)
+    # the white test off, the shaped one on: it does not flag white copies' structure for them
+    only = _screen(both, refs, white_z=0.0, shaped_z=1000.0)
+    assert set(only) == set(shaped)
+    # DP-declared updates are exempt from both
+    declared = _screen(both, refs, shaped_z=1000.0, declared_noise=set(shaped) | set(white))
+    assert declared == {}
+
+
+def test_shaped_residual_statistic_separates_shaped_noise_from_structure() -> None:
+    gen = torch.Generator().manual_seed(11)
+    for _ in range(3):
+        ref = _structured(gen)
+        copy = _plus(ref, 0.05, gen, shaped=True)
+        assert shaped_residual_z(copy, ref) < 10.0
+        assert shaped_residual_z(_structured(gen), ref) > 1e3
+    # a reference zero in a whole tensor: the copy's values there are left out, not divided by 0
+    ref = _structured(gen)
+    ref["fc.bias"] = torch.zeros(SHAPES["fc.bias"])
+    assert shaped_residual_z(_plus(ref, 0.05, gen, shaped=True), ref) < 10.0
+    zero = {k: torch.zeros(s) for k, s in SHAPES.items()}
+    assert shaped_residual_z(ref, zero) == math.inf
+
+
+def test_sparse_updates_are_left_out_of_the_shaped_test() -> None:
+    """More than half of the values exactly 0 (a ``topk8`` update): honest sparse updates score
+    like copies on the shaped test (their quotient is minus the scale times a sign wherever
+    they are 0), so it leaves them out, copies included (the known limit)."""
+    gen = torch.Generator().manual_seed(5)
+    ref = _structured(gen)
+    copy = _plus(ref, 0.05, gen, shaped=True)
+    assert shaped_residual_z(copy, ref) < 10.0
+    keep = {k: (torch.rand(v.shape, generator=gen) < 0.4).to(v.dtype) for k, v in ref.items()}
+    sparse_ref = {k: v * keep[k] for k, v in ref.items()}
+    sparse_copy = _plus(sparse_ref, 0.05, gen, shaped=True)
+    assert shaped_residual_z(sparse_copy, sparse_ref) == math.inf
+    refs = {"the global delta of round 1": sparse_ref}
+    assert _screen({"copy": sparse_copy}, refs, white_z=0.0, shaped_z=1000.0) == {}
+    assert set(_screen({"copy": copy}, {"g": ref}, white_z=0.0, shaped_z=1000.0)) == {"copy"}

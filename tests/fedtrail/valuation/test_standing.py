@@ -379,6 +379,7 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
             tiny_size_power=2.0,
             dp_noise_check=1,
             white_noise_z=1000.0,
+            shaped_noise_z=1000.0,
         )
         == HISTORY_COMBINER
     )
