@@ -55,9 +55,11 @@ from fedtrail.valuation.standing import (
     boost_factor,
     demoted_score,
     demotion_reference,
+    floored_score,
     norm_factor,
     relieved_reference,
     scaled_score,
+    warm_up_shares,
 )
 
 __all__ = ["Check", "check_standing", "compare_standing"]
@@ -173,14 +175,25 @@ def check_standing(
         return out
     wrong = []
     scored = [s for s in subs if s.reason in SCORED_FROM_STANDING]
-    reference = demotion_reference(float(standing.after.get(s.site, 0.0)) for s in scored)
+    after: Mapping[str, float] = standing.after
+    provisional = standing.valued_rounds == 0 and combiner.warm_up_floor < 1.0
+    if provisional:
+        # the warm-up's provisional scores: the round's own values as shares, not accumulated
+        values = {s.site: _value(log, s.site) for s in scored}
+        missing = sorted(site[:10] for site, v in values.items() if v is None)
+        if missing:
+            wrong.append(f"no finite value in the log for {', '.join(missing)} (warm-up)")
+        after = warm_up_shares({k: v for k, v in values.items() if v is not None})
+    reference = demotion_reference(float(after.get(s.site, 0.0)) for s in scored)
     scale = combiner.demote_scale
     for s in scored:
-        total = float(standing.after.get(s.site, 0.0))
+        total = float(after.get(s.site, 0.0))
         own = relieved_reference(
             reference, _cosine(log, s.site, robust), relief_cosine=combiner.relief_cosine
         )
         expected = demoted_score(total - own, demote_scale=scale)
+        if provisional:
+            expected = floored_score(expected, combiner.warm_up_floor)
         size, median = _norms(log, s.site, robust)
         if expected > 0 and size is not None and median is not None:
             factor = norm_factor(
@@ -202,10 +215,25 @@ def check_standing(
             "standing.scores",
             not wrong,
             "; ".join(wrong)
-            or f"every score follows from the accumulated value (demote_scale {scale:g})",
+            or (
+                f"every score follows from the round's own shares, floored at "
+                f"{combiner.warm_up_floor:g} (warm-up, demote_scale {scale:g})"
+                if provisional
+                else f"every score follows from the accumulated value (demote_scale {scale:g})"
+            ),
         )
     )
     return out
+
+
+def _value(log: RoundLog, site: str) -> float | None:
+    """``site``'s validation value of the round as its log entry records it (None when absent
+    or not finite)."""
+    entry = log.site(site)
+    v = None if entry is None else entry.components.get("value")
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        return None
+    return float(v)
 
 
 def _cosine(log: RoundLog, site: str, robust: Recomputed | None) -> float | None:

@@ -100,6 +100,7 @@ LATER_THRESHOLDS: Final = MappingProxyType(
         "dp_noise_check": 0,
         "relief_cosine": -1.0,
         "boost_clip": 0.0,
+        "warm_up_floor": 1.0,
     }
 )
 """Combiner fields added after logs recorded every threshold, with the value a recorded set
@@ -120,6 +121,7 @@ UNRECORDED: Final = MappingProxyType(
         "dp_noise_check": 0,
         "relief_cosine": -1.0,
         "boost_clip": 0.0,
+        "warm_up_floor": 1.0,
     }
 )
 """Thresholds whose defaults changed, at the values a round whose settings record no

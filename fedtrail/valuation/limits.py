@@ -66,7 +66,7 @@ from fedtrail.protocol.terms import (
     RoundTerms,
 )
 from fedtrail.valuation.base import METRICS
-from fedtrail.valuation.combine import BOOST_CLIP, Combiner
+from fedtrail.valuation.combine import BOOST_CLIP, WARM_UP_FLOOR, Combiner
 from fedtrail.valuation.round import LARGE_GAMES, METHODS
 
 __all__ = [
@@ -311,6 +311,11 @@ class ThresholdLimits:
     score), so turning it on takes the sites'
     consent (``boost_clip = 0.5`` under ``[accept]``). Not bounded on the loose side (off, its
     loosest, is the default), as ``max_norm_ratio``."""
+    warm_up_floor: float = WARM_UP_FLOOR
+    """Only off (1) by default, the product's default: below 1 the warm-up round scores
+    updates provisionally from its own values (:func:`~fedtrail.valuation.standing.
+    floored_score`), so turning it on takes the sites' consent (``warm_up_floor = 0.5`` under
+    ``[accept]``). Not bounded on the loose side (off, 1, is the default)."""
     sample_median_self: int = 1
     """1 accepts only the product's median of sample counts (the judged count included); 0
     also accepts the earlier rule (the others' counts only), under which colluders claiming 1

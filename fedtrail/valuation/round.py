@@ -389,7 +389,7 @@ def _settle(
         values = {c.site: alone[c.site][0] - base for c in passers}
         kept = accumulate(previous, {})  # as the game's path accumulates in the warm-up
         return RoundValuation(
-            sites=comb.settle(cands, robust, values, kept, method=WARM_UP_ALONE),
+            sites=comb.settle(cands, robust, values, kept, method=WARM_UP_ALONE, warm_up=True),
             method=WARM_UP_ALONE,
             evaluations=max(n for _, n in alone.values()),
             v_empty=base,
@@ -420,7 +420,14 @@ def _settle(
         )
     accumulated = accumulate(previous, normalised or {})
     return RoundValuation(
-        sites=comb.settle(cands, robust, game.values, accumulated, method=game.method),
+        sites=comb.settle(
+            cands,
+            robust,
+            game.values,
+            accumulated,
+            method=game.method,
+            warm_up=history.warm_up,
+        ),
         method=game.method,
         evaluations=game.evaluations,
         permutations=game.permutations,

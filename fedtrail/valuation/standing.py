@@ -42,6 +42,7 @@ __all__ = [
     "credited",
     "demoted_score",
     "demotion_reference",
+    "floored_score",
     "global_label",
     "norm_factor",
     "normalised_values",
@@ -49,6 +50,7 @@ __all__ = [
     "reference_round",
     "relieved_reference",
     "scaled_score",
+    "warm_up_shares",
 ]
 
 
@@ -139,6 +141,13 @@ def normalised_values(values: Mapping[str, float]) -> dict[str, float] | None:
     if not total > 0:
         return None
     return {s: v / total for s, v in values.items()}
+
+
+def warm_up_shares(values: Mapping[str, float]) -> dict[str, float]:
+    """The warm-up round's provisional standing: each accepted update's value as a share of the
+    round's total absolute value (:func:`normalised_values`; no shares when every value is 0),
+    scored as an accumulated value would be (:func:`floored_score`) and never accumulated."""
+    return normalised_values(values) or {}
 
 
 def credited(
@@ -236,6 +245,22 @@ def demoted_score(accumulated: float, *, demote_scale: float) -> int:
         return 0
     score = max(0, min(SCORE_SCALE, round(SCORE_SCALE * (1.0 + accumulated / demote_scale))))
     return 0 if score < MIN_DEMOTED_SCORE else score
+
+
+def floored_score(score: int, floor: float) -> int:
+    """A warm-up round's provisional score: ``score`` (:func:`demoted_score` of the round's own
+    normalised value against its reference) raised to at least ``floor`` of the full score;
+    ``floor`` 1 (off, the rule before it) gives every passer the full score.
+
+    In the warm-up nothing accumulates, so before this rule every update that passed the screens
+    scored 1 and was weighted by its sample count alone: measured on the default demo
+    (``fedtrail demo``), the 45%-noisy hospital-D, the largest site, took the largest weight of
+    round 1 (0.2817) although its Shapley value was the lowest. The provisional score uses the
+    round's evidence only for that round (it is not accumulated: round 2 starts from 0 as
+    before), and the floor bounds what one noisy round can take from an honest skewed site."""
+    if score >= SCORE_SCALE or floor >= 1.0:
+        return SCORE_SCALE
+    return max(score, round(SCORE_SCALE * max(0.0, floor)))
 
 
 def norm_factor(
