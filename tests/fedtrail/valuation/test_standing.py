@@ -33,9 +33,11 @@ from fedtrail.valuation.chained import combiner_from
 from fedtrail.valuation.standing import (
     boost_factor,
     credited,
+    floored_score,
     norm_factor,
     relieved_reference,
     scaled_score,
+    warm_up_shares,
 )
 from tests.fedtrail.valuation.real_sites import SPEC, RealSites, real_sites
 
@@ -180,6 +182,41 @@ def test_settle_weights_a_scaled_update_like_one_clipped_to_the_bound() -> None:
     # without enough updates for a median, nothing is bounded
     two = _settled({"a": 1.0, "big": 10.0}, bounded)
     assert two["big"].score == SCORE_SCALE
+
+
+def test_floored_score_raises_a_demoted_warm_up_score_to_the_floor() -> None:
+    """Off at 1 (every passer full, the rule before it); below 1 a demoted score keeps at
+    least the floor; 0 is reachable only with a floor of 0."""
+    assert floored_score(0, 1.0) == SCORE_SCALE and floored_score(300_000, 1.0) == SCORE_SCALE
+    assert floored_score(300_000, 0.5) == SCORE_SCALE // 2
+    assert floored_score(800_000, 0.5) == 800_000
+    assert floored_score(0, 0.0) == 0 and floored_score(SCORE_SCALE, 0.5) == SCORE_SCALE
+
+
+def test_warm_up_settle_scores_from_the_rounds_own_shares_with_a_floor() -> None:
+    """In the warm-up with ``warm_up_floor`` 0.5 each passer is scored from its share of the
+    round's values (not from ``accumulated``, which the warm-up leaves at 0): a slightly
+    negative site is demoted in proportion, a strongly negative one stops at the floor, the
+    positive ones keep the full score; off (the preset) or outside the warm-up, every site
+    with a non-negative accumulated value keeps the full score."""
+    sites = "abcde"
+    cands = [Candidate(site=s, num_samples=100, delta={"w": torch.ones(1)}) for s in sites]
+    robust = {s: RobustStats(cosine=0.5, norm=1.0, norm_z=0.0, median_norm=1.0) for s in sites}
+    values = {"a": 0.3, "b": 0.2, "c": 0.1, "d": -0.05, "e": -2.0}
+    kept = {s: 0.0 for s in sites}
+    floored = replace(HISTORY_COMBINER, warm_up_floor=0.5)
+    out = {v.site: v for v in floored.settle(cands, robust, values, kept, method="s", warm_up=True)}
+    shares = warm_up_shares(values)
+    assert shares == normalised_values(values)
+    assert out["d"].score == demoted_score(shares["d"], demote_scale=0.5) < SCORE_SCALE
+    assert out["e"].score == SCORE_SCALE // 2 and out["e"].reason is Reason.OK
+    assert "warm-up share" in out["e"].detail and "floor 0.5" in out["e"].detail
+    assert all(out[s].score == SCORE_SCALE for s in "abc")
+    assert HISTORY_COMBINER.warm_up_floor == 1.0  # an opt-in: the preset is off
+    for combiner, warm_up in ((HISTORY_COMBINER, True), (floored, False)):
+        got = combiner.settle(cands, robust, values, kept, method="s", warm_up=warm_up)
+        assert all(v.score == SCORE_SCALE for v in got)
+    assert warm_up_shares({"a": 0.0}) == {}
 
 
 def test_boost_factor_cuts_length_along_the_consensus_not_sideways_length() -> None:
