@@ -205,7 +205,8 @@ class LoosestLimits:
     update, an inflated count, an outlier the norm screen would flag), the loosest value a site
     accepts. Defaults: the loosest of the product's presets (``min_cosine`` -1 is already the
     check off: no bound in effect; ``stale_distance`` 0.01, the oldest recorded). Not bounded:
-    ``max_norm_ratio``, ``small_norm_ratio`` and ``boost_clip`` (off, their loosest, is the
+    ``max_norm_ratio``, ``small_norm_ratio``, ``boost_clip`` and ``warm_up_floor`` (off, their
+    loosest, is the
     default).
     ``credit_cosine``, ``relief_cosine`` and ``stale_rounds`` are bounded at the product's value:
     terms that omit them read as a log recorded before they existed (-1: off; 1 round), which

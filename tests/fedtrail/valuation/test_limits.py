@@ -44,6 +44,7 @@ STRICTER = {
     "credit_cosine": 0.5,
     "relief_cosine": 0.5,
     "boost_clip": 0.9,
+    "warm_up_floor": 0.5,
     "sample_median_self": 0,
     "tiny_size_power": 0.0,
 }
@@ -68,6 +69,7 @@ LOOSER = {
     "credit_cosine": -1.0,
     "relief_cosine": -1.0,
     "boost_clip": 0.0,
+    "warm_up_floor": 1.0,
     "sample_median_self": 1,
     "norm_size_cap": 1.0,
     "tiny_size_power": 2.0,
@@ -106,7 +108,13 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
     # the median with the judged count in) is its loosest value and 0 its only other one
     # (dp_spend_check and dp_noise_check are bounded on their loose side only: off pays an
     # understated spend, a DP declaration without its noise)
-    off_is_loosest = {"max_norm_ratio", "small_norm_ratio", "boost_clip", "sample_median_self"}
+    off_is_loosest = {
+        "max_norm_ratio",
+        "small_norm_ratio",
+        "boost_clip",
+        "warm_up_floor",
+        "sample_median_self",
+    }
     loosest = {f.name for f in fields(LoosestLimits)}
     assert loosest == names - off_is_loosest | set(DUPLICATE_LIMITS)
     assert set(LOOSEST_PAST) == loosest - {"min_cosine"} - set(DUPLICATE_LIMITS)
