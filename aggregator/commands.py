@@ -127,6 +127,16 @@ def default_consent_warnings(settings: AggregatorSettings) -> list[str]:
             "auditors fail it in terms.windows unless given the same table (audit verify "
             "--accept)"
         )
+    reveals = [settings.reveal_seconds]
+    if peers:
+        reveals.append(settings.score_reveal_seconds or settings.reveal_seconds)
+    if min(reveals) < defaults.min_reveal_seconds:
+        out.append(
+            f"a reveal window of {min(reveals)} s: sites decline rounds whose reveal (or score "
+            f"reveal) window is shorter than their [accept] min_reveal_seconds "
+            f"({defaults.min_reveal_seconds} s by default) on chain; auditors fail it in "
+            "terms.windows unless given the same table (audit verify --accept)"
+        )
     return out
 
 

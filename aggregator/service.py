@@ -96,7 +96,12 @@ from fedtrail.valuation import (
     default_combiner,
     value_round,
 )
-from fedtrail.valuation.candidates import CandidateCache, pin_readable, revealed_candidates
+from fedtrail.valuation.candidates import (
+    CandidateCache,
+    pin_readable,
+    prefetch_revealed,
+    revealed_candidates,
+)
 from fedtrail.valuation.chained import (
     Carried,
     References,
@@ -557,12 +562,15 @@ class AggregatorService:
         blob = self._read(ref.cid, ref.sha256, max_bytes=MAX_PROBE_BYTES)
         return decode_probe(blob, channels=self.spec.in_channels, size=self.spec.image_size)
 
-    def terms(self, round_id: int) -> tuple[RoundTerms, roundlog.BlobRef]:
+    def terms(
+        self, round_id: int, *, info: RoundInfo | None = None
+    ) -> tuple[RoundTerms, roundlog.BlobRef]:
         """The terms the chain committed ``round_id`` to, read back by their on-chain hash.
         Kept for the latest round asked (the ledger fixes a round's terms when it opens, so
-        valuation, finalize and the log read them from the chain once)."""
+        valuation, finalize and the log read them from the chain once). ``info``: the round
+        as the caller just read it, else read here."""
         if round_id not in self._terms:
-            info = self.ledger.get_round(round_id)
+            info = self.ledger.get_round(round_id) if info is None else info
             ref = roundlog.BlobRef(info.terms_cid, info.terms_sha256)
             blob = self._read(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
             try:
@@ -688,15 +696,21 @@ class AggregatorService:
             raise FedtrailError(f"round 1's committed terms are unusable: {exc}") from None
         return payment_differences(reference, terms)
 
-    def ready_to_value(self, round_id: int, *, info: RoundInfo | None = None) -> bool:
+    def ready_to_value(
+        self, round_id: int, *, info: RoundInfo | None = None, now: int | None = None
+    ) -> bool:
         """After the reveal deadline, or once every site active at open has revealed (``info``:
-        the round as the caller just read it, else read here)."""
+        the round as the caller just read it, else read here; ``now``: the pending block's
+        timestamp as the caller just read it, else read here)."""
         info = self.ledger.get_round(round_id) if info is None else info
-        if next_block_timestamp(self.ledger.w3) > info.reveal_deadline + CLOCK_SLACK:
+        now = next_block_timestamp(self.ledger.w3) if now is None else now
+        if now > info.reveal_deadline + CLOCK_SLACK:
             return True
         return info.submission_count >= info.active_at_open > 0
 
-    def candidates(self, round_id: int) -> list[tuple[Submission, Candidate]]:
+    def candidates(
+        self, round_id: int, *, info: RoundInfo | None = None
+    ) -> list[tuple[Submission, Candidate]]:
         """Every revealed update with its decoded delta, or the reason it cannot be used; later
         copies (in commit order) of an earlier update are marked DUPLICATE
         (:func:`fedtrail.valuation.candidates.revealed_candidates`, the nodes' reading too).
@@ -704,7 +718,7 @@ class AggregatorService:
         Fetched and decoded once per round and process (valuation and finalize both need them);
         after a restart they are fetched again and verified against the chain as before.
         """
-        terms, _ = self.terms(round_id)
+        terms, _ = self.terms(round_id, info=info)
         return revealed_candidates(
             self.ledger,
             self.store,
@@ -715,7 +729,32 @@ class AggregatorService:
             logger=log,
         )
 
-    def value(self, round_id: int, *, info: RoundInfo | None = None) -> list[SiteValuation] | None:
+    def prefetch(self, round_id: int, *, info: RoundInfo) -> None:
+        """While the reveal window is open, fetches and checks the updates revealed since the
+        last poll (:func:`~fedtrail.valuation.candidates.prefetch_revealed`), so that once the
+        round is ready only the last reveals are fetched. ``info``: the round as the poll just
+        read it; its reveal count says whether anything new landed (no read otherwise). Never
+        changes the poll's outcome: a failure here is logged and left to the valuation's own
+        read."""
+        if info.submission_count <= len(self._fetched.of(round_id)):
+            return
+        try:
+            terms, _ = self.terms(round_id, info=info)
+            prefetch_revealed(
+                self.ledger,
+                self.store,
+                round_id,
+                terms=terms,
+                spec=self.spec,
+                cache=self._fetched,
+                logger=log,
+            )
+        except FedtrailError as exc:
+            log.debug("round %d: prefetching the revealed updates failed: %s", round_id, exc)
+
+    def value(
+        self, round_id: int, *, info: RoundInfo | None = None, now: int | None = None
+    ) -> list[SiteValuation] | None:
         """Scores the round and records the valuation; None when no update is usable. ``info``:
         the round as the caller just read it (only its start model and reveal deadline are used,
         which the ledger fixes when the round opens), else read here.
@@ -730,7 +769,8 @@ class AggregatorService:
                 f"round {round_id} is a peer round: its sites score it, not the aggregator"
             )
         info = self.ledger.get_round(round_id) if info is None else info
-        past = next_block_timestamp(self.ledger.w3) > info.reveal_deadline + CLOCK_SLACK
+        now = next_block_timestamp(self.ledger.w3) if now is None else now
+        past = now > info.reveal_deadline + CLOCK_SLACK
         unusable = self._unusable.get(round_id)
         if unusable is not None and unusable == (
             _reveals(self.ledger.get_submissions(round_id)),
@@ -739,7 +779,7 @@ class AggregatorService:
             log.debug("round %d: the same reveals, already valued: no usable update", round_id)
             return None
         global_state = self._model(info.start_cid, info.start_sha256)
-        pairs = self.candidates(round_id)
+        pairs = self.candidates(round_id, info=info)
         report, standing = self._valuate(round_id, global_state, pairs)
         valuations = report.sites
         self._save_valuation(round_id, valuations, standing)
@@ -914,16 +954,18 @@ class AggregatorService:
         except (OSError, ValueError, KeyError, TypeError, FedtrailError):
             return {}, None
 
-    def finalize(self, round_id: int) -> RoundOutcome | None:
+    def finalize(self, round_id: int, *, info: RoundInfo | None = None) -> RoundOutcome | None:
         """Aggregates with the weights read back from the chain, stores, finalizes. None while a
-        valued peer round waits for an unreadable update (:meth:`_unreadable`)."""
-        info = self.ledger.get_round(round_id)
+        valued peer round waits for an unreadable update (:meth:`_unreadable`). ``info``: the
+        round as the caller just read it (only its start model is used, which the ledger fixes
+        when the round opens), else read here."""
+        info = self.ledger.get_round(round_id) if info is None else info
         global_state = self._model(info.start_cid, info.start_sha256)
         if self.is_peer_round(round_id):
             # a process that did not see the scoring window (restarted, or anyone valued the
             # round first) pins what it aggregates too (no second fetch: the candidates' cache)
             self._retain(round_id)
-        pairs = self.candidates(round_id)
+        pairs = self.candidates(round_id, info=info)
         if self.is_peer_round(round_id):
             pairs = self._read_again(round_id, pairs)
             self._pin_weighted(round_id, pairs)
@@ -1381,10 +1423,12 @@ class AggregatorService:
         if info.phase == Phase.OPEN:
             if self.is_peer_round(current):
                 return self.combine(current)
-            if not self.ready_to_value(current, info=info):
+            now = next_block_timestamp(self.ledger.w3)  # one read for both checks
+            if not self.ready_to_value(current, info=info, now=now):
+                self.prefetch(current, info=info)
                 self.clock_watch.observe(self.ledger.w3, current, info.reveal_deadline)
                 return None
-            if self.value(current, info=info) is None:
+            if self.value(current, info=info, now=now) is None:
                 if next_block_timestamp(self.ledger.w3) > info.reveal_deadline + CLOCK_SLACK:
                     self.ledger.cancel_round(self.account, current)
                     log.warning("round %d cancelled: no usable update", current)
@@ -1392,7 +1436,7 @@ class AggregatorService:
                 self.clock_watch.observe(self.ledger.w3, current, info.reveal_deadline)
                 return None
             return None
-        return self.finalize(current)
+        return self.finalize(current, info=info)
 
     def run(
         self, *, rounds: int | None = None, until_round: int | None = None, on_round: Any = None

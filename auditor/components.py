@@ -42,7 +42,7 @@ score for its update's magnitude with them, never with the log's.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -387,6 +387,8 @@ def check_free_riders(
     settings: ValuationSettings,
     start: Mapping[str, torch.Tensor],
     references: Mapping[str, Mapping[str, torch.Tensor]],
+    *,
+    declared_noise: Collection[str] = frozenset(),
 ) -> Check:
     """``reasons.free_rider`` (a round valued with standing): the FREE_RIDER verdicts are the
     valuation's own (:func:`~fedtrail.valuation.freeride.free_riders` over the usable updates
@@ -394,7 +396,8 @@ def check_free_riders(
     :func:`fedtrail.valuation.round._settle` calls it): data-free, so without it an aggregator
     could zero an honest site as a free-rider, or pass an ally's resend, with every public check
     passing. ``start``: the round's start model; ``references``: the history's
-    (:func:`~fedtrail.valuation.chained.carried_history`)."""
+    (:func:`~fedtrail.valuation.chained.carried_history`); ``declared_noise``: the sites whose
+    updates carry DP parameters (exempt from the white-noise test, as the valuation's)."""
     name = "reasons.free_rider"
     try:
         comb = combiner_from(settings)
@@ -418,6 +421,8 @@ def check_free_riders(
             min_model_ratio=MIN_UPDATE_TO_MODEL_NORM,
             samples={s.site: s.num_samples for s in subs},
             size_power=comb.tiny_size_power,
+            white_z=comb.white_noise_z,
+            declared_noise=declared_noise,
         )
     except ConfigError as exc:
         return (name, False, f"cannot recompute: {exc}")

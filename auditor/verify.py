@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import torch
@@ -554,7 +554,9 @@ def verify_round(
         read_as[sub.site] = Reason.OK
         try:
             with _Timer(audit, "decode"):
-                delta, meta, stored = decode_update_stored(blob, spec=spec, expected_round=round_id)
+                delta, meta, stored = decode_update_stored(
+                    blob, spec=spec, expected_round=round_id, direct_if_canonical=True
+                )
                 check_canonical_update(
                     blob, spec=spec, expected_round=round_id, meta=meta, parts=stored
                 )
@@ -644,7 +646,17 @@ def verify_round(
     # the data-free valuation components, recomputed; the standing, weighed with them
     if not peers and log is not None:
         _valuation_checks(
-            audit, ledger, store, log, terms, subs, deltas, unusable, spec, start_blob
+            audit,
+            ledger,
+            store,
+            log,
+            terms,
+            subs,
+            deltas,
+            unusable,
+            spec,
+            start_blob,
+            declared_noise=frozenset(site for site, p in dp.items() if p is not None),
         )
     elif not peers:
         _unchecked(audit, _valuation_check_names(terms), no_log)
@@ -749,6 +761,7 @@ def verify_round(
                     score_tolerance,
                     terms,
                     (ledger, store),
+                    declared_noise=frozenset(site for site, p in dp.items() if p is not None),
                 )
         with _Timer(audit, "metrics"):
             _check_metrics(
@@ -763,6 +776,15 @@ def verify_round(
             )
     return audit
 
+
+EXPLANATION_KEYS: Final = frozenset(
+    {"method", "probe_sha256", "probe_images", "images", "summary", "faithfulness"}
+)
+"""The keys of a log's ``explanations`` block (``roundlog.ModelExplanations``; ``faithfulness``
+only when measured): ``log.heatmaps`` fails any other."""
+
+HEATMAP_KEYS: Final = frozenset({"cid", "sha256", "caption"})
+"""The keys of one heatmap of the block (``roundlog.HeatmapRef``)."""
 
 HEATMAP_FAILURES_SHOWN = 8
 """``log.heatmaps`` stops fetching after this many unusable heatmaps (the check has failed; a
@@ -785,10 +807,17 @@ def _check_heatmaps(
     if not isinstance(images, list):
         return name, False, "the log's explanations block lists no images array"
     problems: list[str] = list(bound)
+    # a key no writer produces is read by no check: a claim smuggled into the trail (a55)
+    unknown = sorted(set(block) - EXPLANATION_KEYS)
+    if unknown:
+        problems.append(f"the explanations block has keys no round writes: {_short(unknown)}")
     for i, item in enumerate(images):
         if len(problems) >= HEATMAP_FAILURES_SHOWN:
             problems.append(f"{len(images) - i} more not fetched")
             break
+        if isinstance(item, dict) and set(item) - HEATMAP_KEYS:
+            extra = sorted(set(item) - HEATMAP_KEYS)
+            problems.append(f"image {i + 1} has keys no round writes: {_short(extra)}")
         cid = item.get("cid") if isinstance(item, dict) else None
         sha = item.get("sha256") if isinstance(item, dict) else None
         if not isinstance(cid, str) or not isinstance(sha, str):
@@ -1449,10 +1478,14 @@ def _check_scores(
     tolerance: int,
     terms: RoundTerms | None = None,
     chain: tuple[Ledger, ContentStore] | None = None,
+    *,
+    declared_noise: frozenset[str] = frozenset(),
 ) -> None:
     """Re-runs the aggregator's valuation with the settings of the round's terms (the log's
     for a round without terms); with ``standing``, under the history the chain and the
-    previous log hold (``chain``), and compares the log's standing block too."""
+    previous log hold (``chain``), and compares the log's standing block too.
+    ``declared_noise``: the sites whose updates carry DP parameters (their candidates say so,
+    as the aggregator's do: the free-rider screen's white-noise test leaves them out)."""
     from fedtrail.valuation import METHODS, Candidate
     from fedtrail.valuation.chained import standing_of
 
@@ -1499,6 +1532,7 @@ def _check_scores(
             status=Reason.CONTRADICTED
             if s.site.lower() in zeroed
             else unusable.get(s.site, Reason.OK),
+            noise_declared=s.site in declared_noise,
         )
         for s in subs
     ]
@@ -1973,12 +2007,16 @@ def _valuation_checks(
     unusable: Mapping[str, Reason],
     spec: ModelSpec | None,
     start_blob: bytes | None = None,
+    *,
+    declared_noise: frozenset[str] = frozenset(),
 ) -> None:
     """An aggregator round's public valuation checks, under the terms' valuation settings (the
     log's for a round without terms): ``log.components``, the data-free statistics recomputed
     from the decoded updates (:mod:`fedtrail.auditor.components`; not without a model spec to
     decode them, which fails the round elsewhere), and the standing block's checks
-    (:mod:`fedtrail.auditor.standing`), whose scores are weighed with the recomputed norms."""
+    (:mod:`fedtrail.auditor.standing`), whose scores are weighed with the recomputed norms.
+    ``declared_noise``: the sites whose updates carry DP parameters (exempt from the free-rider
+    screen's white-noise test)."""
     settings = log.settings.valuation
     if terms is not None:
         try:
@@ -2047,7 +2085,16 @@ def _valuation_checks(
             if settings.standing:
                 audit.add(
                     *_check_free_riders(
-                        ledger, store, log, subs, deltas, unusable, spec, settings, start
+                        ledger,
+                        store,
+                        log,
+                        subs,
+                        deltas,
+                        unusable,
+                        spec,
+                        settings,
+                        start,
+                        declared_noise,
                     )
                 )
     for check in check_standing(ledger, store, log, settings, subs, robust):
@@ -2064,10 +2111,11 @@ def _check_free_riders(
     spec: ModelSpec,
     settings: ValuationSettings,
     start: Mapping[str, torch.Tensor] | Exception,
+    declared_noise: frozenset[str] = frozenset(),
 ) -> tuple[str, bool, str]:
     """``reasons.free_rider`` (:func:`~fedtrail.auditor.components.check_free_riders`) with the
     history's references read as the aggregator reads them. ``start``: the decoded start model,
-    or why it could not be decoded."""
+    or why it could not be decoded; ``declared_noise``: the sites whose updates declare DP-SGD."""
     from fedtrail.valuation.chained import carried_history, combiner_from
 
     if isinstance(start, Exception):
@@ -2078,7 +2126,14 @@ def _check_free_riders(
     except (FedtrailError, TypeError, ValueError) as exc:
         return ("reasons.free_rider", False, f"cannot read the history: {exc}")
     return check_free_riders(
-        subs, deltas, unusable, spec, settings, start, carried.history.references
+        subs,
+        deltas,
+        unusable,
+        spec,
+        settings,
+        start,
+        carried.history.references,
+        declared_noise=declared_noise,
     )
 
 
@@ -2185,6 +2240,13 @@ def _check_log(
         )
     elif log.aggregation.rule != rule:
         problems.append(f"log's aggregation rule {log.aggregation.rule!r}, the replayed {rule!r}")
+    if log.aggregation.detail is not None:
+        # free-form, written by no fedtrail writer and read by no check: a claim about the
+        # aggregation (a site "clipped as a poisoner") that nothing could bind (attack a55)
+        problems.append(
+            f"log's aggregation detail {_short(log.aggregation.detail)} is no field a round "
+            "writes (nothing checks it)"
+        )
     by_site = {e.site: e for e in log.sites}
     if set(by_site) != {s.site for s in subs}:
         problems.append("log lists other sites than the chain")

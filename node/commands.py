@@ -99,6 +99,7 @@ folder_argument = click.argument(
 @click.option("--compression", type=LazyChoice(compression_methods), default="none")
 @model_options
 @click.option("--fast-kdf", is_flag=True, hidden=True, help="Light scrypt (tests/demos only).")
+@format_option()
 def init(
     folder: Path,
     name: str,
@@ -113,6 +114,7 @@ def init(
     arch: str | None,
     image_size: int | None,
     fast_kdf: bool,
+    fmt: str,
 ) -> None:
     """Create a node folder: an encrypted keystore and config.toml."""
     from fedtrail.ledger import Deployment, checksum
@@ -173,6 +175,26 @@ def init(
         folder / config.keystore, passphrase, kdf_n=FAST_KDF_N if fast_kdf else None
     )
     write_node_config(cfg_path, config)
+    if fmt == "json":
+        emit(
+            {
+                "name": name,
+                "folder": str(folder),
+                "address": account.address,
+                "keystore": str(folder / config.keystore),
+                "config": str(cfg_path),
+                "contract": contract,
+                "rpc_url": rpc_url,
+                "store": store,
+                "arch": task.spec.arch,
+                "in_channels": task.spec.in_channels,
+                "image_size": task.spec.image_size,
+                "num_classes": task.num_classes,
+                "class_names": list(task.class_names),
+            },
+            "json",
+        )
+        return
     click.echo(f"node '{name}' created in {folder}")
     click.echo(f"  address  {account.address}")
     click.echo(f"  keystore {folder / config.keystore} (encrypted)")
@@ -214,6 +236,7 @@ def init(
 )
 @ledger_options
 @signer_options
+@format_option()
 def register(
     address: str,
     name: str,
@@ -225,6 +248,7 @@ def register(
     contract: str | None,
     keystore: Path | None,
     dev_account: int | None,
+    fmt: str,
 ) -> None:
     """Coordinator helper: register a site's address on the ledger."""
     from fedtrail.chain import fund as send_funds
@@ -236,18 +260,36 @@ def register(
     if wei and ledger.w3.eth.get_balance(signer.address) < wei:  # before registering: all or none
         raise ConfigError(f"--fund {fund}: {signer.address} holds less than {fund} ETH")
     tx = ledger.register_site(signer, address, name, max_samples)
-    click.echo(
-        f"registered {checksum(address)} as '{name}', at most {max_samples} samples per update "
-        f"(tx {tx.tx_hash})"
-    )
+    doc: dict[str, Any] = {
+        "site": checksum(address),
+        "name": name,
+        "max_samples": max_samples,
+        **tx_fields(tx),
+    }
+    if fmt != "json":
+        click.echo(
+            f"registered {checksum(address)} as '{name}', at most {max_samples} samples per "
+            f"update (tx {tx.tx_hash})"
+        )
     if budget is not None:
         tx = ledger.set_privacy_budget(signer, address, budget)
-        click.echo(
-            f"privacy budget: epsilon {epsilon_budget:g} ({budget} micro-epsilon; tx {tx.tx_hash})"
-        )
+        doc["privacy_budget"] = {
+            "epsilon": epsilon_budget,
+            "epsilon_micro": budget,
+            **tx_fields(tx),
+        }
+        if fmt != "json":
+            click.echo(
+                f"privacy budget: epsilon {epsilon_budget:g} ({budget} micro-epsilon; "
+                f"tx {tx.tx_hash})"
+            )
     if wei:
         send_funds(ledger.w3, signer, address, wei)
-        click.echo(f"sent {fund} ETH to {checksum(address)}")
+        doc["funded_eth"] = fund
+        if fmt != "json":
+            click.echo(f"sent {fund} ETH to {checksum(address)}")
+    if fmt == "json":
+        emit(doc, "json")
 
 
 @node.command("set-max-samples")

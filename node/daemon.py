@@ -378,6 +378,11 @@ def _unrunnable(terms: RoundTerms, accept: ThresholdLimits | None = None) -> str
     return unrunnable(terms, accept)
 
 
+TERMS_KEPT = 4
+"""Terms documents a node keeps in memory (this round's and round 1's, which every later
+round's payment check compares with, and a few more)."""
+
+
 class SiteNode:
     """One site's participation logic over a ledger and a content store."""
 
@@ -420,6 +425,8 @@ class SiteNode:
         self.state = NodeState.load(self.state_path)
         self._opened: dict[int, str] = {}
         """:meth:`RoundInfo.key` of each round :meth:`participate` saw; stamped on its record."""
+        self._terms: dict[str, RoundTerms] = {}
+        """Terms read, by their sha256 (:meth:`_terms_of`)."""
         self.scorer = PeerScorer(
             ledger=ledger,
             store=store,
@@ -437,6 +444,19 @@ class SiteNode:
     @property
     def address(self) -> str:
         return str(self.account.address)
+
+    def _terms_of(self, info: RoundInfo) -> RoundTerms:
+        """The terms ``info`` commits to, read by their on-chain hash (:class:`InvalidTerms`,
+        or the store's error, when they cannot be). Kept by that hash, which pins their bytes:
+        the checks before training and the privacy plan read a round's terms once, not once
+        each (issue 18); the latest few are kept."""
+        found = self._terms.get(info.terms_sha256)
+        if found is None:
+            blob = self.store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
+            found = RoundTerms.from_bytes(blob)
+            kept = list(self._terms.items())[-(TERMS_KEPT - 1) :]
+            self._terms = {**dict(kept), info.terms_sha256: found}
+        return found
 
     def _save(self) -> None:
         for r, key in self._opened.items():
@@ -605,9 +625,7 @@ class SiteNode:
         cut below the promised one shuts out the slowest sites: a40). A store that does not
         answer raises (the daemon retries)."""
         try:
-            terms = RoundTerms.from_bytes(
-                self.store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
-            )
+            terms = self._terms_of(info)
         except (InvalidTerms, ContentTooLarge) as exc:
             return (
                 Decline.TERMS_UNUSABLE,
@@ -694,9 +712,7 @@ class SiteNode:
             return None
         first = self.ledger.get_round(1)
         try:
-            reference = RoundTerms.from_bytes(
-                self.store.get(first.terms_cid, first.terms_sha256, max_bytes=MAX_TERMS_BYTES)
-            )
+            reference = self._terms_of(first)
         except (InvalidTerms, ContentTooLarge) as exc:
             return f"round 1's terms are unusable ({exc}), so nothing binds these; not taking part"
         changed = payment_differences(reference, terms)
@@ -864,9 +880,7 @@ class SiteNode:
         spend past its budget (recorded, not a crash; the next round is checked again)."""
         settings = self.config.privacy
         info = self.ledger.get_round(round_id)
-        terms = RoundTerms.from_bytes(
-            self.store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
-        )
+        terms = self._terms_of(info)
         asked = terms.privacy
         account = self.ledger.privacy(self.address)
         if not settings.enabled:
@@ -887,9 +901,13 @@ class SiteNode:
         method = self.config.compression.method
         if method != "none" and checks_noise(terms):
             # the aggregator would score the update 0 (privacy noise UNCHECKABLE): the site
-            # would spend its privacy budget on an update that earns nothing
-            return self._skip(
-                RoundRecord(round=round_id, phase="skipped"),
+            # would spend its privacy budget on an update that earns nothing. Declared on chain
+            # (a47): dp_noise_check 1 is the default, so terms that keep it shut every DP topk8
+            # site out, which a silent skip left looking like sites that were offline
+            return self._decline(
+                round_id,
+                info,
+                Decline.PRIVACY,
                 f"DP-SGD: the round's terms check each DP update's noise (dp_noise_check 1), "
                 f"which a {method} update (the top of delta + the residual of earlier rounds) "
                 "cannot show, so it would be scored 0 after spending privacy budget; not "
@@ -1019,9 +1037,7 @@ class SiteNode:
         if info.phase != Phase.FINALIZED or not info.global_cid:
             return None
         try:
-            terms = RoundTerms.from_bytes(
-                self.store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
-            )
+            terms = self._terms_of(info)
         except (InvalidTerms, ContentTooLarge) as exc:
             return self._personal_note(record, f"the round's terms are unusable: {exc}")
         plan = terms.personalisation

@@ -203,7 +203,8 @@ def _site_node(
 def _consenting(accept: ThresholdLimits, settings: AggregatorSettings) -> ThresholdLimits:
     """``accept`` widened to take ``settings``' thresholds (each limit the looser of the two;
     none to take without a combiner), its payment settings (standing off, its games, metric
-    and rule), its running-statistics rule and its commit windows (``min_commit_seconds``)."""
+    and rule), its running-statistics rule and its windows (``min_commit_seconds``,
+    ``min_reveal_seconds``)."""
     optional = (settings.large_game, settings.validator_game)
     games = (settings.valuation, *(g for g in optional if g is not None))
     accept = accept.taking(
@@ -218,6 +219,12 @@ def _consenting(accept: ThresholdLimits, settings: AggregatorSettings) -> Thresh
     floor = min(widened.min_commit_seconds, *windows)
     if floor != widened.min_commit_seconds:
         widened = replace(widened, min_commit_seconds=floor)
+    reveals = [settings.reveal_seconds]
+    if settings.valuation_mode == "peers":
+        reveals.append(settings.score_reveal_seconds or settings.reveal_seconds)
+    floor = min(widened.min_reveal_seconds, *reveals)
+    if floor != widened.min_reveal_seconds:
+        widened = replace(widened, min_reveal_seconds=floor)
     rule = settings.rule.statistics
     if rule in widened.statistics:
         return widened

@@ -111,6 +111,8 @@ class Ledger:
         address = Web3.to_checksum_address(self.address)
         self._contract = self.w3.eth.contract(address=address, abi=self.artifact.abi)
         self._errors = RevertDecoder(self.artifact.abi)
+        self._terminal: dict[int, RoundInfo] = {}
+        """Finalized and cancelled rounds as read (their records no longer change)."""
 
     @classmethod
     def connect(
@@ -200,6 +202,7 @@ class Ledger:
             decoder=self._errors,
             poll_latency=self.poll_latency,
             timeout=self.receipt_timeout,
+            contract=self._contract,
         )
         return TxResult(
             tx_hash=receipt["transactionHash"].hex(),
@@ -477,7 +480,7 @@ class Ledger:
 
     def _view(self, call: Any) -> Any:
         try:
-            return _call(self.w3, self.address, call)
+            return _call(self.w3, self.address, call, self._contract)
         except Exception as exc:
             cause = _with_revert_data(exc, call, {})
             what = f"call to the ledger at {self.address} failed"
@@ -510,64 +513,66 @@ class Ledger:
         return int(self._view(self._fn.activeSiteCount()))
 
     def get_round(self, round_id: int) -> RoundInfo:
-        """One round; CIDs come from its RoundOpened/RoundFinalized events."""
-        raw = self._view(self._fn.getRound(round_id))
-        phase = Phase(raw[1])
-        opened = self.events("RoundOpened", argument_filters={"round": round_id})
-        start_cid = str(opened[-1].args["modelCid"]) if opened else ""
-        terms_cid = str(opened[-1].args["termsCid"]) if opened else ""
-        global_cid = log_cid = ""
-        if phase == Phase.FINALIZED:
-            finalized = self.events("RoundFinalized", argument_filters={"round": round_id})
-            if finalized:
-                global_cid = str(finalized[-1].args["globalCid"])
-                log_cid = str(finalized[-1].args["logCid"])
-        return RoundInfo(
-            id=int(raw[0]),
-            phase=phase,
-            commit_deadline=int(raw[2]),
-            reveal_deadline=int(raw[3]),
-            opened_at=int(raw[4]),
-            active_at_open=int(raw[5]),
-            submission_count=int(raw[6]),
-            start_cid=start_cid,
-            start_sha256=from_bytes32(raw[7]),
-            terms_cid=terms_cid,
-            terms_sha256=from_bytes32(raw[8]),
-            global_cid=global_cid,
-            global_sha256=from_bytes32(raw[9]),
-            log_cid=log_cid,
-            log_sha256=from_bytes32(raw[10]),
-        )
+        """One round; CIDs come from its RoundOpened/RoundFinalized events. The view and both
+        event queries go in one JSON-RPC batch (:meth:`_batch`; one by one where the provider
+        takes no batch). A finalized or cancelled round's record can no longer change (the
+        contract moves it out of neither phase): it is kept and answered without a read."""
+        done = self._terminal.get(round_id)
+        if done is not None:
+            return done
+        view = self._fn.getRound(round_id)
+        queries = [
+            self._log_query(name, argument_filters={"round": round_id})
+            for name in ("RoundOpened", "RoundFinalized")
+        ]
+        batch = self._batch([view], queries)
+        if batch is None:
+            raw = self._view(view)
+            opened = self.events("RoundOpened", argument_filters={"round": round_id})
+            finalized = (
+                self.events("RoundFinalized", argument_filters={"round": round_id})
+                if Phase(raw[1]) == Phase.FINALIZED
+                else []
+            )
+        else:
+            raw, (opened, finalized) = batch.views[0], batch.events
+        info = _round(raw, opened, finalized)
+        if info.phase in (Phase.FINALIZED, Phase.CANCELLED):
+            self._terminal[round_id] = info
+        return info
 
     def rounds(self) -> list[RoundInfo]:
         return [self.get_round(r) for r in range(1, self.current_round() + 1)]
 
     def update_cids(self, round_id: int) -> dict[str, str]:
         """Site -> CID of its revealed update in ``round_id`` (CIDs live in event data only)."""
-        events = self.events("UpdateSubmitted", argument_filters={"round": round_id})
-        return {checksum(e.args["site"]): str(e.args["cid"]) for e in events}
+        return _update_cids(self.events("UpdateSubmitted", argument_filters={"round": round_id}))
 
     def commit_orders(self, round_id: int) -> dict[str, int]:
         """Site -> 1-based commit order in ``round_id``: the chain order (block, log index) of
         the round's UpdateCommitted events, which the contract does not store."""
-        events = self.events("UpdateCommitted", argument_filters={"round": round_id})
-        order: dict[str, int] = {}
-        for event in events:  # already in chain order; a site commits once per round
-            order.setdefault(checksum(event.args["site"]), len(order) + 1)
-        return order
+        return _commit_orders(self.events("UpdateCommitted", argument_filters={"round": round_id}))
 
     def get_submissions(
         self, round_id: int, *, include_unrevealed: bool = False
     ) -> list[Submission]:
         """The revealed updates of the round (what its valuation covers), ordered by site
         address (the aggregation order); with ``include_unrevealed``, every commitment."""
-        raw = self._view(self._fn.getSubmissions(round_id))
+        view = self._fn.getSubmissions(round_id)
+        queries = [
+            self._log_query(name, argument_filters={"round": round_id})
+            for name in ("UpdateSubmitted", "UpdateCommitted")
+        ]
+        batch = self._batch([view], queries)  # the view and both event queries, one round trip
+        raw = self._view(view) if batch is None else batch.views[0]
         if not include_unrevealed:
             raw = [item for item in raw if item[1]]
         if not raw:
             return []
-        cids, orders = self.update_cids(round_id), self.commit_orders(round_id)
+        if batch is None:
+            cids, orders = self.update_cids(round_id), self.commit_orders(round_id)
+        else:
+            cids, orders = _update_cids(batch.events[0]), _commit_orders(batch.events[1])
         return [self._submission(round_id, item, cids, orders) for item in raw]
 
     def declines(self, round_id: int) -> dict[str, Decline]:
@@ -799,6 +804,23 @@ class Ledger:
         web3's ``get_logs`` ran its formatters over every argument of every event, 0.17 of the
         0.25 s ``get_submissions`` took for a 100-site round. Filters on indexed arguments
         become topics; the others are compared after decoding."""
+        query = self._log_query(
+            name, from_block=from_block, to_block=to_block, argument_filters=argument_filters
+        )
+        try:
+            raw = _get_logs(self.w3, query.params)
+        except Exception as exc:
+            raise LedgerError(f"cannot read {name} events: {exc}") from exc
+        return query.decode(raw)
+
+    def _log_query(
+        self,
+        name: str,
+        *,
+        from_block: int | None = None,
+        to_block: int | str = "latest",
+        argument_filters: dict[str, Any] | None = None,
+    ) -> _LogQuery:
         codec = _EventCodec.of(self.artifact.abi, name, key=self.artifact.sha256)
         # None matches anything, as in web3; a name the event lacks is a caller's error
         filters = {k: v for k, v in (argument_filters or {}).items() if v is not None}
@@ -812,26 +834,70 @@ class Ledger:
                 "toBlock": to_block,
                 "topics": codec.topics(filters),
             }
-            raw = _get_logs(self.w3, params)
         except Exception as exc:
             raise LedgerError(f"cannot read {name} events: {exc}") from exc
-        out = []
-        for log in raw:
-            try:
-                args = codec.decode(log["topics"], log["data"])
-                block, index = _int(log["blockNumber"]), _int(log["logIndex"])
-                tx_hash = _bytes(log["transactionHash"]).hex()
-            except Exception as exc:
-                raise LedgerError(f"cannot decode a {name} event: {exc}") from exc
-            if any(args.get(k) != codec.filter_value(k, v) for k, v in filters.items()):
-                continue
-            out.append(
-                LedgerEvent(
-                    name=name, block_number=block, tx_hash=tx_hash, log_index=index, args=args
-                )
+        return _LogQuery(name, codec, filters, params)
+
+    def _batch(self, calls: Sequence[Any], queries: Sequence[_LogQuery]) -> _Batch | None:
+        """The views ``calls`` (``eth_call``, decoded as :meth:`_view` decodes them) and the
+        event ``queries`` (``eth_getLogs``) asked in one JSON-RPC batch: one round trip instead
+        of one each. None where the provider is not the node's HTTP endpoint (the embedded
+        chain), the node refuses batches (a single error answer), or any entry answered with an
+        error (a revert, a node without the method): the caller then asks one by one, which
+        raises that error as a single request does (a revert as the contract's own error).
+        ``ChainUnreachable`` when the endpoint does not answer, ``LedgerError`` when the answer
+        is malformed (not one entry per request, an entry with neither result nor error, a
+        result that is not what the request returns)."""
+        provider = self.w3.provider
+        if not isinstance(provider, HTTPProvider):
+            return None
+        requests: list[tuple[RPCEndpoint, Any]] = [
+            (
+                RPCEndpoint("eth_call"),
+                [{"to": self.address, "data": _calldata(self._contract, c)}, "latest"],
             )
-        out.sort(key=lambda e: (e.block_number, e.log_index))
-        return out
+            for c in calls
+        ]
+        requests += [
+            (
+                RPCEndpoint("eth_getLogs"),
+                [{k: hex(v) if isinstance(v, int) else v for k, v in q.params.items()}],
+            )
+            for q in queries
+        ]
+        what = f"the node's answer to a batch of {len(requests)} requests"
+        try:
+            answers = provider.make_batch_request(requests)
+        except OSError as exc:  # requests' connection errors and timeouts are OSErrors
+            raise ChainUnreachable(
+                f"cannot read the ledger at {self.address} (a batch of {len(requests)} "
+                f"requests): {exc}"
+            ) from exc
+        except Exception as exc:
+            raise LedgerError(f"{what} is unreadable: {exc}") from exc
+        if isinstance(answers, dict) and "error" in answers:
+            return None  # a node that takes no batch: one error for the whole batch
+        if not isinstance(answers, list) or len(answers) != len(requests):
+            raise LedgerError(f"{what} is malformed: {str(answers)[:300]}")
+        if any(
+            not isinstance(a, dict) or ("result" not in a and "error" not in a) for a in answers
+        ):
+            raise LedgerError(f"{what} has an entry without result or error: {str(answers)[:300]}")
+        if any("error" in a for a in answers):
+            return None
+        results = [a["result"] for a in answers]
+        try:
+            views = [
+                _returned_by(c, _bytes(r), strict=True)
+                for c, r in zip(calls, results, strict=False)
+            ]
+        except Exception as exc:
+            raise LedgerError(f"{what} holds an unreadable view result: {exc}") from exc
+        logs = results[len(calls) :]
+        for query, raw in zip(queries, logs, strict=True):
+            if not isinstance(raw, list):
+                raise LedgerError(f"{what} answers {query.name} events with {str(raw)[:300]}")
+        return _Batch(views, [q.decode(raw) for q, raw in zip(queries, logs, strict=True)])
 
     def wait_for(
         self,
@@ -849,6 +915,44 @@ class Ledger:
             if time.monotonic() >= end or (stop is not None and stop()):
                 return False
             time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class _LogQuery:
+    """One ``eth_getLogs`` of :meth:`Ledger.events`: its parameters, and how to decode and
+    filter what the node answers."""
+
+    name: str
+    codec: _EventCodec
+    filters: dict[str, Any]
+    params: dict[str, Any]
+
+    def decode(self, raw: Sequence[Any]) -> list[LedgerEvent]:
+        out = []
+        for log in raw:
+            try:
+                args = self.codec.decode(log["topics"], log["data"])
+                block, index = _int(log["blockNumber"]), _int(log["logIndex"])
+                tx_hash = _bytes(log["transactionHash"]).hex()
+            except Exception as exc:
+                raise LedgerError(f"cannot decode a {self.name} event: {exc}") from exc
+            if any(args.get(k) != self.codec.filter_value(k, v) for k, v in self.filters.items()):
+                continue
+            out.append(
+                LedgerEvent(
+                    name=self.name, block_number=block, tx_hash=tx_hash, log_index=index, args=args
+                )
+            )
+        out.sort(key=lambda e: (e.block_number, e.log_index))
+        return out
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What :meth:`Ledger._batch` read: each view's value, each query's events."""
+
+    views: list[Any]
+    events: list[list[LedgerEvent]]
 
 
 def _get_logs(w3: Web3, params: dict[str, Any]) -> list[Any]:
@@ -876,18 +980,38 @@ def _bytes(value: Any) -> bytes:
     return bytes.fromhex(value.removeprefix("0x")) if isinstance(value, str) else bytes(value)
 
 
-def _call(w3: Web3, address: str, call: Any) -> Any:
+def _calldata(contract: Any, call: Any) -> str:
+    """``call``'s transaction data: its public ``selector`` and its arguments encoded by eth_abi
+    for its ``argument_types``, the bytes web3's public ``Contract.encode_abi`` gives (which
+    looks the function up in the ABI again: 0.5 ms a call, ~50 calls a round), or that when
+    eth_abi refuses an argument web3 would normalize first (a hex string for bytes)."""
+    try:
+        data = abi_encode(list(call.argument_types), list(call.args))
+        return "0x" + str(call.selector).removeprefix("0x") + data.hex()
+    except Exception:
+        return str(contract.encode_abi(call.abi_element_identifier, args=call.args))
+
+
+def _call(w3: Web3, address: str, call: Any, contract: Any) -> Any:
     """``call.call()``: the same ``eth_call``, its answer decoded with eth_abi and given back as
     web3 gives it (:func:`_returned`). web3's return normalizers walk every value through a
     dozen generic formatters and checksum every address afresh (a keccak each): 15 of the 17
     ms ``getSubmissions`` took for 100 sites. An answer eth_abi cannot decode (no contract at
     the address: empty) goes to ``call.call()``, which raises what it raised before."""
+    tx = cast(TxParams, {"to": address, "data": _calldata(contract, call)})
+    return _returned_by(call, bytes(w3.eth.call(tx)))
+
+
+def _returned_by(call: Any, raw: bytes, *, strict: bool = False) -> Any:
+    """What ``call.call()`` returns for the ``eth_call`` answer ``raw`` (:func:`_call`); an
+    answer eth_abi cannot decode is asked again through ``call.call()``, or with ``strict``
+    raises eth_abi's error."""
     outputs = call.abi.get("outputs", [])
-    tx = cast(TxParams, {"to": address, "data": call._encode_transaction_data()})
-    raw = w3.eth.call(tx)
     try:
-        values = abi_decode([collapse_if_tuple(o) for o in outputs], bytes(raw))
+        values = abi_decode([collapse_if_tuple(o) for o in outputs], raw)
     except Exception:
+        if strict:
+            raise
         return call.call()
     out = [_returned(o, v) for o, v in zip(outputs, values, strict=True)]
     return out[0] if len(out) == 1 else out
@@ -905,6 +1029,48 @@ def _returned(output: dict[str, Any], value: Any) -> Any:
     if typ == "address":
         return checksum(value)
     return value
+
+
+def _round(raw: Any, opened: Sequence[LedgerEvent], finalized: Sequence[LedgerEvent]) -> RoundInfo:
+    """A round from its ``getRound`` view and its RoundOpened and RoundFinalized events (the
+    latter read only for a finalized round)."""
+    phase = Phase(raw[1])
+    start_cid = str(opened[-1].args["modelCid"]) if opened else ""
+    terms_cid = str(opened[-1].args["termsCid"]) if opened else ""
+    global_cid = log_cid = ""
+    if phase == Phase.FINALIZED and finalized:
+        global_cid = str(finalized[-1].args["globalCid"])
+        log_cid = str(finalized[-1].args["logCid"])
+    return RoundInfo(
+        id=int(raw[0]),
+        phase=phase,
+        commit_deadline=int(raw[2]),
+        reveal_deadline=int(raw[3]),
+        opened_at=int(raw[4]),
+        active_at_open=int(raw[5]),
+        submission_count=int(raw[6]),
+        start_cid=start_cid,
+        start_sha256=from_bytes32(raw[7]),
+        terms_cid=terms_cid,
+        terms_sha256=from_bytes32(raw[8]),
+        global_cid=global_cid,
+        global_sha256=from_bytes32(raw[9]),
+        log_cid=log_cid,
+        log_sha256=from_bytes32(raw[10]),
+    )
+
+
+def _update_cids(submitted: Sequence[LedgerEvent]) -> dict[str, str]:
+    """Site -> CID of its revealed update, from a round's UpdateSubmitted events."""
+    return {checksum(e.args["site"]): str(e.args["cid"]) for e in submitted}
+
+
+def _commit_orders(committed: Sequence[LedgerEvent]) -> dict[str, int]:
+    """Site -> 1-based commit order, from a round's UpdateCommitted events in chain order."""
+    order: dict[str, int] = {}
+    for event in committed:  # already in chain order; a site commits once per round
+        order.setdefault(checksum(event.args["site"]), len(order) + 1)
+    return order
 
 
 def _site(raw: Any) -> SiteInfo:
@@ -1122,7 +1288,9 @@ def _estimate_block(w3: Web3) -> str:
     return "latest" if isinstance(w3.provider, EthereumTesterProvider) else "pending"
 
 
-def _preflight(w3: Web3, call: Any, sender: str) -> tuple[int, int, dict[str, int]] | None:
+def _preflight(
+    w3: Web3, call: Any, sender: str, contract: Any
+) -> tuple[int, int, dict[str, int]] | None:
     """The gas estimate (against the pending block, as :func:`_estimate_block`), the sender's
     pending nonce and the fees web3 would fill (``maxPriorityFeePerGas`` from the node,
     ``maxFeePerGas`` = that + 2 x the latest block's base fee, web3's own default) in one
@@ -1131,16 +1299,16 @@ def _preflight(w3: Web3, call: Any, sender: str) -> tuple[int, int, dict[str, in
     (a revert, a node without the method, a chain without base fee): the caller then asks one
     by one, which raises what failed exactly as before."""
     provider = w3.provider
-    if isinstance(provider, EthereumTesterProvider) or not hasattr(provider, "make_batch_request"):
+    if contract is None or not isinstance(provider, HTTPProvider):
         return None
     try:
-        tx = {"from": sender, "to": call.address, "data": call._encode_transaction_data()}
+        tx = {"from": sender, "to": call.address, "data": _calldata(contract, call)}
         answers = provider.make_batch_request(
             [
-                ("eth_estimateGas", [tx, "pending"]),
-                ("eth_getTransactionCount", [sender, "pending"]),
-                ("eth_maxPriorityFeePerGas", []),
-                ("eth_getBlockByNumber", ["latest", False]),
+                (RPCEndpoint("eth_estimateGas"), [tx, "pending"]),
+                (RPCEndpoint("eth_getTransactionCount"), [sender, "pending"]),
+                (RPCEndpoint("eth_maxPriorityFeePerGas"), []),
+                (RPCEndpoint("eth_getBlockByNumber"), ["latest", False]),
             ]
         )
         if not isinstance(answers, list) or len(answers) != 4:
@@ -1162,8 +1330,11 @@ def _send(
     decoder: RevertDecoder,
     poll_latency: float,
     timeout: float,
+    contract: Any = None,
 ) -> TxReceipt:
-    """Estimate (surfacing reverts as our errors), sign locally, send, wait for the receipt."""
+    """Estimate (surfacing reverts as our errors), sign locally, send, wait for the receipt.
+    ``contract``: the contract ``call`` belongs to (its gas estimate, nonce and fees are then
+    asked in one batch, :func:`_preflight`)."""
 
     def fail(exc: BaseException, what: str) -> LedgerError:
         return ledger_error(exc, decoder, what, reverted=TransactionFailed)
@@ -1179,7 +1350,8 @@ def _send(
     for attempt in range(4):
         with _SenderLocks.hold(key):
             fees: dict[str, int] = {}
-            ready = _preflight(w3, call, sender) if gas is None and attempt == 0 else None
+            first = gas is None and attempt == 0
+            ready = _preflight(w3, call, sender, contract) if first else None
             if ready is not None:
                 gas, nonce, fees = ready
             else:

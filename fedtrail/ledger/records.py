@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -224,13 +224,31 @@ class Deployment:
     def from_file(cls, path: Path) -> Deployment:
         try:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(**raw)
         except FileNotFoundError as exc:
             raise ConfigError(f"deployment file {path} does not exist") from exc
-        except (json.JSONDecodeError, TypeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(
-                f"deployment file {path} is not a fedtrail deployment: {exc}"
+                f"deployment file {path} is not a fedtrail deployment: not JSON ({exc})"
             ) from exc
+        except OSError as exc:
+            raise ConfigError(f"deployment file {path} cannot be read: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(
+                f"deployment file {path} is not a fedtrail deployment: "
+                f"a JSON {type(raw).__name__}, not an object"
+            )
+        known = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        missing = sorted(required - set(raw))
+        unknown = sorted(set(raw) - known)
+        if missing or unknown:
+            parts = [f"missing {missing}"] if missing else []
+            parts += [f"unknown {unknown}"] if unknown else []
+            raise ConfigError(
+                f"deployment file {path} is not a fedtrail deployment: "
+                f"field(s) {'; '.join(parts)} (`fedtrail chain deploy --out` writes one)"
+            )
+        return cls(**raw)
 
 
 def to_bytes32(hex_digest: str) -> bytes:

@@ -300,7 +300,10 @@ class SmallCNN(Classifier):
     both ways took about half the time of its contiguous NCHW kernel (measured on 39 images,
     one thread: 0.75 against 1.46 ms for the first block, 0.45 against 0.75 ms for the second).
     Set on the valuation's scratch model (:func:`~fedtrail.valuation.utility.scratch_model`,
-    the gradient pass of a validator's game); local training keeps the contiguous kernel."""
+    the gradient pass of a validator's game), where every validator and auditor runs the same
+    path; local training keeps the contiguous kernel. Not bit-identical for every input: with
+    it in local training too, ``fedtrail demo`` matched in rounds 1-3 and differed from round 4
+    (stop 45), most likely a tie inside a pooling window routed to another position."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)

@@ -156,10 +156,11 @@ class Decline(IntEnum):
     SHORT_WINDOW = 6
     """A commit window shorter than this site's ``[accept] min_commit_seconds`` (attack a43:
     round 1's windows, which bound every later round's, opened short enough to shut out the
-    slowest sites)."""
+    slowest sites), or a reveal window shorter than its ``min_reveal_seconds`` (attack a50)."""
     PRIVACY = 7
-    """The terms' privacy block: DP required of a site whose ``[privacy]`` is off, or a DP
-    ``delta`` outside its ``[privacy]`` bounds (attack a39's refusal)."""
+    """The terms' privacy block: DP required of a site whose ``[privacy]`` is off, a DP
+    ``delta`` outside its ``[privacy]`` bounds (attack a39's refusal), or a per-update noise
+    check (``dp_noise_check`` 1) that this site's compressed DP updates cannot pass (a47)."""
 
     @property
     def label(self) -> str:

@@ -60,6 +60,7 @@ __all__ = [
     "encode_update",
     "read_limit",
     "read_update_meta",
+    "safetensors_header",
     "zero_state",
 ]
 
@@ -390,6 +391,55 @@ def _serialize(tensors: dict[str, torch.Tensor], meta: BlobMeta) -> bytes:
     return _st_save(tensors, metadata={METADATA_KEY: meta._json()})
 
 
+# ---------------------------------------------------------------- canonical headers
+
+# safetensors' dtype codes a compression method stores: numpy's dtype of each and its rank in
+# safetensors' ``Dtype`` order (a header lists larger ranks first).
+_STORED: Final[Mapping[str, tuple[np.dtype[Any], int]]] = {
+    "U8": (np.dtype("u1"), 0),
+    "I8": (np.dtype("i1"), 1),
+    "U16": (np.dtype("<u2"), 2),
+    "U32": (np.dtype("<u4"), 3),
+    "F32": (np.dtype("<f4"), 4),
+}
+
+
+def _json_str(text: str) -> str:
+    # serde_json's escapes: '"', '\\' and the control characters; everything else as is
+    return json.dumps(text, ensure_ascii=False)
+
+
+def safetensors_header(
+    tensors: Mapping[str, tuple[str, tuple[int, ...]]], metadata: str
+) -> bytes | None:
+    """The header (padding included, length prefix excluded) that ``safetensors.torch.save``
+    (0.8) writes for tensors of these names, safetensors dtype codes and shapes with metadata
+    ``{METADATA_KEY: metadata}``: tensors by dtype, descending in safetensors' order, then by
+    name; compact JSON, ``__metadata__`` first; spaces to a multiple of 8 bytes. ``None`` for a
+    dtype no compression method stores. Tested against ``save`` (``tests/fedtrail/storage/
+    test_canonical.py``)."""
+    ranked: list[tuple[int, str, str, tuple[int, ...]]] = []
+    for name, (dtype, shape) in tensors.items():
+        known = _STORED.get(dtype)
+        if known is None:
+            return None
+        ranked.append((-known[1], name, dtype, shape))
+    ranked.sort()
+    out = ['{"__metadata__":{', _json_str(METADATA_KEY), ":", _json_str(metadata), "}"]
+    pos = 0
+    for _, name, dtype, shape in ranked:
+        size = math.prod(shape) * _STORED[dtype][0].itemsize
+        dims = ",".join(str(d) for d in shape)
+        out.append(
+            f',{_json_str(name)}:{{"dtype":"{dtype}","shape":[{dims}],'
+            f'"data_offsets":[{pos},{pos + size}]}}'
+        )
+        pos += size
+    out.append("}")
+    header = "".join(out).encode("utf-8")
+    return header + b" " * (-len(header) % 8)
+
+
 # ---------------------------------------------------------------- decoding
 
 
@@ -426,15 +476,38 @@ def decode_update_stored(
     spec: ModelSpec,
     max_bytes: int | None = None,
     expected_round: int | None = None,
+    direct_if_canonical: bool = False,
 ) -> tuple[dict[str, torch.Tensor], BlobMeta, dict[str, torch.Tensor]]:
     """:func:`decode_update`, plus the blob's stored tensors as safetensors read them (before
     any expansion): what :func:`~fedtrail.storage.canonical.check_canonical_update` serializes
     again, so an audit parses each update's tensors once, not twice. The stored tensors may
-    share memory with the deltas: re-encode them before changing either."""
+    share memory with the deltas: re-encode them before changing either.
+
+    ``direct_if_canonical``: when the blob's header is the one safetensors writes for its
+    tensors and metadata (:func:`safetensors_header`), read each stored tensor straight from
+    its byte range (one copy) instead of through safetensors' parse (a copy, a view and a
+    clone); safetensors reads such a blob, the canonical form of its own output, as the same
+    tensors. Any other header takes safetensors' parse, so every result and every refusal is
+    the same either way."""
     layout = _layout(spec)
     meta, entries, data_start = _parse_header(blob, layout, max_bytes, "update", expected_round)
-    deltas, parts = _load_parts(blob, entries, data_start, layout, meta.compression)
+    deltas, parts = _load_parts(
+        blob, entries, data_start, layout, meta.compression, meta if direct_if_canonical else None
+    )
     return deltas, meta, parts
+
+
+def _canonical_header(
+    blob: bytes, entries: dict[str, _Entry], data_start: int, meta: BlobMeta
+) -> bool:
+    """Whether ``blob``'s header is the one safetensors writes for its entries and metadata;
+    only for entries :func:`_check_entries` passed. Before that check a hostile header's extra
+    entry crashed the writer instead of being refused (attack a52): a name holding a lone
+    surrogate (``"\\ud800"``, valid JSON that no UTF-8 encodes: ``UnicodeEncodeError``) or a
+    shape whose byte offsets run past Python's 4,300-digit integer-to-string limit
+    (``ValueError``); the auditor's decode raised them out of ``audit verify``."""
+    header = safetensors_header({k: (e.dtype, e.shape) for k, e in entries.items()}, meta._json())
+    return header is not None and blob[8:data_start] == header
 
 
 def read_update_meta(
@@ -482,13 +555,18 @@ def _load_parts(
     data_start: int,
     layout: _Layout,
     compression: Compression,
+    direct_meta: BlobMeta | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """:func:`_load`, with the stored tensors it expanded (as safetensors read them)."""
+    """:func:`_load`, with the stored tensors it expanded (as safetensors read them).
+    ``direct_meta``: the blob's metadata, to read each tensor from its checked byte range
+    instead of through safetensors when the header is canonical (``_canonical_header``,
+    asked once the entries passed ``_check_entries``)."""
     expect: Parts = {}
     for name, shape in layout.shapes.items():
         expect.update(_method(layout, name, compression).parts(name, shape, compression.fraction))
     _check_entries(entries, expect, len(blob) - data_start)
-    parts = _st_load_checked(blob)
+    direct = direct_meta is not None and _canonical_header(blob, entries, data_start, direct_meta)
+    parts = _read_direct(blob, entries, data_start) if direct else _st_load_checked(blob)
     out: dict[str, torch.Tensor] = {}
     for name, shape in layout.shapes.items():
         method = _method(layout, name, compression)
@@ -659,6 +737,20 @@ def _check_entries(
         pos = e.end
     if pos != data_len:
         raise InvalidUpdate(f"tensors cover {pos} bytes but the data section holds {data_len}")
+
+
+def _read_direct(
+    blob: bytes, entries: dict[str, _Entry], data_start: int
+) -> dict[str, torch.Tensor]:
+    """Each entry's tensor copied from its byte range (little-endian, as safetensors stores
+    it); for entries :func:`_check_entries` passed (dtype known, size and ranges right)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, e in entries.items():
+        dtype = _STORED[e.dtype][0]
+        count = (e.end - e.begin) // dtype.itemsize
+        arr = np.frombuffer(blob, dtype=dtype, count=count, offset=data_start + e.begin)
+        out[name] = torch.from_numpy(arr.reshape(e.shape).copy())
+    return out
 
 
 def _st_load_checked(blob: bytes) -> dict[str, torch.Tensor]:

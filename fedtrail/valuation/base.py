@@ -47,7 +47,9 @@ class Candidate:
 
     ``delta`` is None when the blob could not be used; then ``status`` says why (it must not be
     OK). A candidate may keep its delta with a non-OK status (a late update, a duplicate); it is
-    scored 0 with that status either way.
+    scored 0 with that status either way. ``noise_declared``: the update declares DP-SGD (its
+    blob carries DP parameters), so its Gaussian noise is declared and the free-rider screen's
+    white-noise test leaves it to the DP checks.
     """
 
     site: str
@@ -55,6 +57,7 @@ class Candidate:
     delta: Mapping[str, torch.Tensor] | None
     status: Reason = Reason.OK
     detail: str = ""
+    noise_declared: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.site, str) or not self.site:

@@ -69,6 +69,7 @@ __all__ = [
     "checks_spend",
     "fetch_update",
     "pin_readable",
+    "prefetch_revealed",
     "revealed_candidates",
 ]
 
@@ -86,6 +87,9 @@ not read)."""
 
 FETCH_THREADS = 8
 """Updates of a round fetched at once (store requests in flight)."""
+
+FETCH_WINDOW = 4 * FETCH_THREADS
+"""Updates fetched before they are decoded (the blobs held in memory at once)."""
 
 
 @dataclass
@@ -138,10 +142,52 @@ def _read_update(
     logger: logging.Logger = log,
 ) -> Read:
     """:func:`fetch_update`, with the DP parameters of a readable blob."""
+    blob = _get_blob(store, sub, round_id=round_id, spec=spec, logger=logger)
+    if not isinstance(blob, bytes):
+        return blob
+    return _check_blob(blob, sub, round_id=round_id, terms=terms, spec=spec, logger=logger)
+
+
+def _get_blob(
+    store: ContentStore,
+    sub: Submission,
+    *,
+    round_id: int,
+    spec: ModelSpec,
+    logger: logging.Logger = log,
+    absent_raises: bool = False,
+) -> bytes | Read:
+    """``sub``'s blob as the store gives it (checked against its sha256), or the :data:`Read`
+    of a store that does not give it (TAMPERED or MALFORMED, as :func:`_read_update`); with
+    ``absent_raises``, a blob the store does not hold (yet) raises its ``ContentNotFound``."""
     try:
         # No more than the spec allows, before any byte is read: a site must not make every
         # reader buffer (and hash) up to the store's general limit, FETCH_THREADS at a time.
-        blob = store.get(sub.cid, sub.sha256, max_bytes=default_max_bytes(spec))
+        return store.get(sub.cid, sub.sha256, max_bytes=default_max_bytes(spec))
+    except HashMismatch as exc:
+        status, detail = Reason.TAMPERED, str(exc)
+    except (InvalidCid, ContentTooLarge, NotAFile) as exc:
+        status, detail = Reason.MALFORMED, str(exc)
+    except ContentNotFound as exc:
+        if absent_raises:
+            raise
+        status, detail = Reason.MALFORMED, f"update not retrievable: {exc}"
+    logger.warning("round %d: %s's update unusable: %s", round_id, sub.site, detail)
+    return status, detail, None, None, None
+
+
+def _check_blob(
+    blob: bytes,
+    sub: Submission,
+    *,
+    round_id: int,
+    terms: RoundTerms,
+    spec: ModelSpec,
+    logger: logging.Logger = log,
+) -> Read:
+    """The :data:`Read` of ``sub``'s fetched ``blob``: decoded, canonical, DP as the terms
+    require (MALFORMED otherwise, as :func:`_read_update`)."""
+    try:
         delta, meta = decode_update(blob, spec=spec, expected_round=round_id)
         check_canonical_update(blob, spec=spec, expected_round=round_id, meta=meta)
         if meta.dp is None and terms.privacy is not None and terms.privacy.required:
@@ -151,12 +197,8 @@ def _read_update(
         if noise is not None and checks_noise(terms):  # logged once per fetch, as scored
             logger.warning("round %d: %s's update scored 0: %s", round_id, sub.site, noise)
         return Reason.OK, "", delta, meta.dp, noise
-    except HashMismatch as exc:
-        status, detail = Reason.TAMPERED, str(exc)
-    except (InvalidUpdate, InvalidCid, ContentTooLarge, NotAFile) as exc:
+    except InvalidUpdate as exc:
         status, detail = Reason.MALFORMED, str(exc)
-    except ContentNotFound as exc:
-        status, detail = Reason.MALFORMED, f"update not retrievable: {exc}"
     logger.warning("round %d: %s's update unusable: %s", round_id, sub.site, detail)
     return status, detail, None, None, None
 
@@ -203,17 +245,27 @@ def revealed_candidates(
     subs = ledger.get_submissions(round_id)
     missing = {(sub.site, sub.sha256): sub for sub in subs if (sub.site, sub.sha256) not in entries}
     if missing:
-        # Fetched concurrently: each update is a few store round trips (probe, stat, cat) and
-        # a decode, and the store's latency, not its bandwidth, dominates. Each result depends
-        # on its own bytes only, so the order of completion changes nothing.
-        def fetch(sub: Submission) -> Read:
-            return _read_update(
-                store, sub, round_id=round_id, terms=terms, spec=spec, logger=logger
-            )
+        # Fetched concurrently (the store's latency, not its bandwidth, dominates), then
+        # decoded and checked in this thread, FETCH_WINDOW blobs at a time (the memory held):
+        # on a busy machine a decode in the fetch threads competes with the other fetches for
+        # the GIL and the cores the store serves them on. Each result depends on its own
+        # bytes only, so the order of completion changes nothing.
+        def fetch(sub: Submission) -> bytes | Read:
+            return _get_blob(store, sub, round_id=round_id, spec=spec, logger=logger)
 
+        todo = list(missing.items())
         with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(missing))) as pool:
-            for key, result in zip(missing, pool.map(fetch, missing.values()), strict=True):
-                entries[key] = result
+            for start in range(0, len(todo), FETCH_WINDOW):
+                window = todo[start : start + FETCH_WINDOW]
+                blobs = list(pool.map(fetch, [sub for _, sub in window]))
+                for (key, sub), blob in zip(window, blobs, strict=True):
+                    entries[key] = (
+                        _check_blob(
+                            blob, sub, round_id=round_id, terms=terms, spec=spec, logger=logger
+                        )
+                        if isinstance(blob, bytes)
+                        else blob
+                    )
     fetched = [(sub, *entries[(sub.site, sub.sha256)]) for sub in subs]
     copies = find_duplicates(
         [
@@ -254,10 +306,58 @@ def revealed_candidates(
                     delta=delta,
                     status=status,
                     detail=detail,
+                    noise_declared=dp is not None,
                 ),
             )
         )
     return out
+
+
+def prefetch_revealed(
+    ledger: Ledger,
+    store: ContentStore,
+    round_id: int,
+    *,
+    terms: RoundTerms,
+    spec: ModelSpec,
+    cache: CandidateCache,
+    logger: logging.Logger = log,
+) -> int:
+    """Fetches and checks into ``cache`` the updates of ``round_id`` revealed so far that it
+    lacks, as :func:`revealed_candidates` would (same checks, same entries), so that a later
+    :func:`revealed_candidates` fetches only the reveals that landed after it: called while
+    the reveal window is open, the fetches are off the round's critical path. An update the
+    store does not hold yet is not recorded (it may arrive before the deadline: the read once
+    the round is ready decides). Returns how many updates it recorded."""
+    entries = cache.of(round_id)
+    missing = [
+        sub for sub in ledger.get_submissions(round_id) if (sub.site, sub.sha256) not in entries
+    ]
+    if not missing:
+        return 0
+
+    def fetch(sub: Submission) -> bytes | Read | None:
+        try:
+            return _get_blob(
+                store, sub, round_id=round_id, spec=spec, logger=logger, absent_raises=True
+            )
+        except ContentNotFound:
+            return None
+
+    done = 0
+    with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(missing))) as pool:
+        for start in range(0, len(missing), FETCH_WINDOW):
+            window = missing[start : start + FETCH_WINDOW]
+            for sub, blob in zip(window, pool.map(fetch, window), strict=True):
+                if blob is None:
+                    continue
+                entries[(sub.site, sub.sha256)] = (
+                    _check_blob(blob, sub, round_id=round_id, terms=terms, spec=spec, logger=logger)
+                    if isinstance(blob, bytes)
+                    else blob
+                )
+                done += 1
+    return done
 
 
 class SpendChecker:

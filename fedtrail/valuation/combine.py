@@ -300,6 +300,13 @@ class Combiner:
     20, 60 images 8 and 1 of 20, 100 images none). Its weight shrinks with the same claimed
     count, and a zero update is FREE_RIDER whatever it claims. A recorded set without it means
     0: off.
+    ``white_noise_z`` (>= 0; default 1000; 0: off): with a
+    :class:`~fedtrail.valuation.standing.History`, an update that does not declare DP-SGD whose
+    structure statistic (:func:`~fedtrail.valuation.freeride.structure_z`), or that of its
+    residual from the free-rider reference it is closest to, is below it is FREE_RIDER: white
+    noise, or a copy plus white noise (scenario (h) of ``scripts/bench/accuracy.py``). Honest
+    updates measured at 1e4 and more, copies plus white noise below 5 (README, *Noisy
+    copies*). A recorded set without it means 0: off.
     """
 
     min_cosine: float = -0.5
@@ -324,8 +331,11 @@ class Combiner:
     relief_cosine: float = -0.7
     boost_clip: float = BOOST_CLIP
     warm_up_floor: float = WARM_UP_FLOOR
+    white_noise_z: float = 1000.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= _number("white_noise_z", self.white_noise_z) < math.inf:
+            raise ConfigError(f"white_noise_z must be finite and >= 0, got {self.white_noise_z}")
         if not -1.0 <= _number("min_cosine", self.min_cosine) <= 1.0:
             raise ConfigError(f"min_cosine must lie in [-1, 1], got {self.min_cosine}")
         if not -1.0 <= _number("credit_cosine", self.credit_cosine) <= 1.0:

@@ -42,7 +42,25 @@ are caught before the validation game:
   0.99999 leaves a margin of 18x in ``1 - cosine`` over that. A copy plus Gaussian noise escapes
   once the noise reaches ``sqrt(1 / stale_cosine**2 - 1)`` of the copy's norm (0.45%; 1.41% at
   0.9999, 1% under the old distance bound): noise costs a copier nothing, so this screen stops
-  plain and scaled resends only, and a noisy copy is left to the validation game.
+  plain and scaled resends only; a copy plus white noise is the next check's.
+
+* **white noise**: with ``white_z`` above 0, an update whose own structure statistic
+  (:func:`structure_z`), or that of its residual from the reference it is closest to (the update
+  minus the reference scaled to fit it best), is below ``white_z`` is white noise or a copy plus
+  white noise: the stale screen's cosine misses a copy plus Gaussian noise of more than 0.45% of
+  its norm, and noise costs a copier nothing (scenario (h) of ``scripts/bench/accuracy.py``:
+  a copy of the last global delta plus 2% or 20% noise was paid above its sample share in every
+  seed). Fresh Gaussian noise has the same variance in every coordinate, no per-tensor, per-row
+  or per-column profile and no correlation between neighbouring kernel taps; an honest
+  update's residual from any earlier update has all of them. Measured with
+  ``scripts/bench/noisy_copy.py`` (honest FedAvg trajectories of the bundled data, the
+  statistic against each update's closest reference up to 3 rounds back): honest updates
+  scored far above any white copy (see README, *Noisy copies*), copies plus white noise of 2% to
+  100% of their norm below 5. Updates that declare DP-SGD (``declared_noise``) are exempt:
+  their Gaussian noise is declared, and :func:`fedtrail.ml.dp_noise.noise_breach` judges it
+  (an honest DP-SGD update at epsilon 1 scored below 10). Not a defence against a copier who
+  shapes its noise: noise scaled coordinate by coordinate to the copy's magnitude, or a copy
+  of other rows, has the copy's structure and passes (README, *Noisy copies*).
 
 Copies of another site's update in the same round are the DUPLICATE check's job (exact bytes).
 
@@ -71,7 +89,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Final
 
 import numpy as np
@@ -79,11 +97,11 @@ import numpy.typing as npt
 import torch
 
 from fedtrail.errors import ConfigError
-from fedtrail.ml.aggregation import AggregationError
+from fedtrail.ml.aggregation import AggregationError, deterministic_sum
 from fedtrail.valuation.base import size_factor
 from fedtrail.valuation.rows import Rows
 
-__all__ = ["free_riders", "own_reference"]
+__all__ = ["free_riders", "own_reference", "structure_z"]
 
 _SLACK: Final = 1024.0
 """The screen's margin, in units of the worst-case relative rounding error of a dot product."""
@@ -107,6 +125,8 @@ def free_riders(
     size_power: float = 0.0,
     reference_squares: Mapping[str, npt.NDArray[np.float64]] | None = None,
     squares_out: dict[str, npt.NDArray[np.float64]] | None = None,
+    white_z: float = 0.0,
+    declared_noise: Collection[str] = frozenset(),
 ) -> dict[str, str]:
     """The free-riders among ``deltas`` (site -> update, address order), each with why, in the
     sites' order; ``references`` are earlier updates by label (a label starting with
@@ -119,8 +139,10 @@ def free_riders(
     ``samples`` over ``deltas``' sites). ``reference_squares``: label -> a reference's partial
     sums of squares as this screen computed them in an earlier round
     (:attr:`~fedtrail.valuation.standing.History.reference_squares`), taken instead of reading
-    the reference again; ``squares_out``, when given, receives each site's. Raises ConfigError
-    when the layouts differ."""
+    the reference again; ``squares_out``, when given, receives each site's. ``white_z`` above
+    0 turns on the white-noise screen (see the module docstring) for every site not in
+    ``declared_noise`` (the sites whose updates declare DP-SGD). Raises ConfigError when the
+    layouts differ."""
     if not deltas:
         return {}
     sites = list(deltas)
@@ -139,6 +161,7 @@ def free_riders(
     if squares_out is not None:
         squares_out.update((s, rows.square_partials(i)) for i, s in enumerate(sites))
     maybe = _maybe_stale(rows, len(sites), norms, stale_cosine, stale_distance)
+    approx: npt.NDArray[np.float64] | None = None  # the Gram matrix, once the white screen needs it
     own = sorted(norms[: len(sites)])
     # the lower median: with two updates, a huge one must not make the other look tiny
     median = own[(len(own) - 1) // 2]
@@ -193,7 +216,134 @@ def free_riders(
                     f"{distance:.2%} of its norm)"
                 )
                 break
+        if site in out or white_z <= 0 or site in declared_noise:
+            continue
+        own_z = structure_z(deltas[site])
+        if own_z < white_z:
+            out[site] = f"white noise (structure {own_z:.3g}, below {white_z:g})"
+            continue
+        if not labels:
+            continue
+        if approx is None:
+            approx = rows.gram(range(len(sites)), range(len(sites), len(rows)))
+        j, cosine, scale = _closest(rows, i, len(sites), norms, approx[i])
+        if j < 0:
+            continue
+        label = labels[j - len(sites)]
+        reference = references[label]
+        residual = {k: _wide(v) - scale * _wide(reference[k]) for k, v in deltas[site].items()}
+        z = _structure(residual)
+        if z < white_z:
+            out[site] = (
+                f"a copy of {label} plus white noise (cosine {cosine:.6f}; the rest's "
+                f"structure {z:.3g}, below {white_z:g})"
+            )
     return out
+
+
+_TIE: Final = 1e-9
+"""References whose approximate cosine (the Gram matrix's) is within this of the best one's are
+compared exactly: the Gram matrix's error is about 1e-12 relative, so the exact closest one is
+always among them, and the choice is the same on every machine."""
+
+
+def _closest(
+    rows: Rows, i: int, count: int, norms: Sequence[float], approx: npt.NDArray[np.float64]
+) -> tuple[int, float, float]:
+    """The reference row closest to row ``i`` by exact cosine (the first in order on a tie),
+    that cosine and the scale fitting it best to row ``i`` (dot / its squared norm); ``(-1, 0,
+    0)`` when no reference is at a positive cosine."""
+    theirs = np.asarray(norms[count:], dtype=np.float64)
+    with np.errstate(all="ignore"):
+        cos = np.where(theirs > 0, approx / (norms[i] * theirs), -np.inf)
+    cos = np.nan_to_num(cos, nan=-np.inf)
+    top = float(cos.max()) if cos.size else -math.inf
+    if not top > 0:
+        return -1, 0.0, 0.0
+    best = (-1, 0.0, 0.0)
+    for k in np.flatnonzero(cos >= top - _TIE).tolist():
+        j = count + int(k)
+        dot, _ = rows.pair(i, j)
+        cosine = dot / (norms[i] * norms[j])
+        if cosine > best[1]:
+            best = (j, cosine, dot / (norms[j] * norms[j]))
+    return best
+
+
+def _wide(t: torch.Tensor) -> npt.NDArray[np.float64]:
+    """The tensor's values widened exactly to float64 (numpy's cast, as :class:`Rows`)."""
+    return np.asarray(t.detach().cpu().numpy(), dtype=np.float64)
+
+
+def structure_z(update: Mapping[str, torch.Tensor]) -> float:
+    """How far ``update``'s values are from white noise (i.i.d. with one variance), in standard
+    deviations of the statistic under white Gaussian noise: the largest of four z-scores.
+    Three compare the sums of squares of groups of values with what one variance gives them
+    (the dispersion ``sum (G - n v)^2 / (2 n v^2)`` over the groups, ``v`` the mean square of
+    all values, against its mean and standard deviation for Gaussian values): each tensor, each
+    row of a tensor of two or more dimensions (its first index), each column (the rest); the
+    fourth is the correlation of horizontally and vertically neighbouring taps of 4-D
+    (convolution) tensors, times the square root of the pairs. Every sum is in a fixed order
+    (the same bits on every machine). ``inf`` for a zero update or a layout with no group to
+    compare (a single 1-D tensor: nothing would tell its noise from a signal)."""
+    return _structure({k: _wide(v) for k, v in update.items()})
+
+
+def _structure(parts: Mapping[str, npt.NDArray[np.float64]]) -> float:
+    """:func:`structure_z` of float64 arrays."""
+    arrays = [a for a in parts.values() if a.size]
+    count = sum(a.size for a in arrays)
+    squares = [np.multiply(a, a) for a in arrays]
+    total = math.fsum(deterministic_sum(s.ravel()) for s in squares)
+    if count == 0 or not total > 0 or not math.isfinite(total):
+        return math.inf
+    mean = total / count
+    tensors = np.asarray([deterministic_sum(s.ravel()) for s in squares], dtype=np.float64)
+    families = [(tensors, np.asarray([a.size for a in arrays], dtype=np.float64))]
+    lines: list[npt.NDArray[np.float64]] = []
+    line_sizes: list[npt.NDArray[np.float64]] = []
+    columns: list[npt.NDArray[np.float64]] = []
+    column_sizes: list[npt.NDArray[np.float64]] = []
+    for s in squares:
+        if s.ndim < 2:
+            continue
+        m = np.ascontiguousarray(s.reshape(s.shape[0], -1))
+        # np.add.reduce over axis 0 of a C-ordered matrix adds row after row: a fixed order
+        lines.append(np.add.reduce(np.ascontiguousarray(m.T), axis=0))
+        line_sizes.append(np.full(m.shape[0], m.shape[1], dtype=np.float64))
+        columns.append(np.add.reduce(m, axis=0))
+        column_sizes.append(np.full(m.shape[1], m.shape[0], dtype=np.float64))
+    if lines:
+        families.append((np.concatenate(lines), np.concatenate(line_sizes)))
+        families.append((np.concatenate(columns), np.concatenate(column_sizes)))
+    scores: list[float] = []
+    for groups, sizes in families:
+        if groups.size < 2:
+            continue
+        dispersion = math.fsum(
+            ((groups - sizes * mean) ** 2 / (2.0 * sizes * mean * mean)).tolist()
+        )
+        spread = math.sqrt(math.fsum((2.0 + 12.0 / sizes).tolist()))
+        scores.append((dispersion - groups.size) / spread)
+    if not scores:
+        return math.inf
+    num, left, right, pairs = [], [], [], 0
+    for a in arrays:
+        if a.ndim != 4:
+            continue
+        for x, y in ((a[..., :-1], a[..., 1:]), (a[..., :-1, :], a[..., 1:, :])):
+            if x.size == 0:
+                continue
+            x, y = np.ascontiguousarray(x).ravel(), np.ascontiguousarray(y).ravel()
+            num.append(deterministic_sum(x * y))
+            left.append(deterministic_sum(x * x))
+            right.append(deterministic_sum(y * y))
+            pairs += x.size
+    if pairs:
+        den = math.sqrt(math.fsum(left) * math.fsum(right))
+        if den > 0:
+            scores.append(abs(math.fsum(num) / den) * math.sqrt(pairs))
+    return max(scores)
 
 
 def _maybe_stale(

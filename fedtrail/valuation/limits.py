@@ -72,6 +72,7 @@ from fedtrail.valuation.round import LARGE_GAMES, METHODS
 __all__ = [
     "ACCEPTED_GAMES",
     "DEFAULT_MIN_COMMIT_SECONDS",
+    "DEFAULT_MIN_REVEAL_SECONDS",
     "DUPLICATE_LIMITS",
     "GAME_NAMES",
     "HIGHER_IS_STRICTER",
@@ -101,7 +102,7 @@ START_LIMITS: Final = frozenset({"unbound_start"})
 """:class:`ThresholdLimits` fields that bound a round-1 start model (:func:`start_refusal`),
 not a :class:`Combiner` threshold."""
 
-WINDOW_LIMITS: Final = frozenset({"min_commit_seconds"})
+WINDOW_LIMITS: Final = frozenset({"min_commit_seconds", "min_reveal_seconds"})
 """:class:`ThresholdLimits` fields that bound a round's windows (:func:`window_refusal`), not
 a :class:`Combiner` threshold."""
 
@@ -112,6 +113,16 @@ only the aggregator's open; later rounds may not be shorter than round 1's (a40)
 window is the aggregator's choice, and one shorter than a site's training shuts that site out
 of every round with no trace (attack a43). 30 s is the Flower app's default window; a site
 whose training takes longer sets its own floor above its training time."""
+
+DEFAULT_MIN_REVEAL_SECONDS: Final = 20
+"""Seconds: the shortest reveal window (and a peer round's score reveal window) a site's node
+takes by default (``[accept] min_reveal_seconds``). A node reveals no earlier than
+``CLOCK_SLACK`` (2 s) after the commit deadline, at its next poll, then puts its blob on the
+store and sends one transaction; a reveal window shorter than that shuts a committed site out
+of every round, read by verify as a commitment the site withheld (attack a50: a site whose
+reveal took 15 s missed a 10 s window in every round while the others were paid, and ``audit
+verify`` passed). 20 s is the Flower app's default reveal window; a site whose reveal takes
+longer (a large blob, a slow link, a chain with slow blocks) sets its own floor above it."""
 
 GAME_NAMES: Final = tuple(dict.fromkeys((*METHODS, *LARGE_GAMES, *VALIDATOR_GAMES)))
 """Every game a round's terms can name (``method``, ``large_game``, ``validator_game``)."""
@@ -140,6 +151,7 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "credit_cosine",
         "relief_cosine",
         "boost_clip",
+        "white_noise_z",
         "duplicate_relative_l2",
     }
 )
@@ -317,6 +329,11 @@ class ThresholdLimits:
     updates provisionally from its own values (:func:`~fedtrail.valuation.standing.
     floored_score`), so turning it on takes the sites' consent (``warm_up_floor = 0.5`` under
     ``[accept]``). Not bounded on the loose side (off, 1, is the default)."""
+    white_noise_z: float = 1000.0
+    """At most the default: higher moves the white-noise screen toward honest updates
+    (measured at 1e4 and more, README *Noisy copies*). Not bounded on the loose side (off is
+    what terms written before it read as, and a copier who shapes its noise passes it anyway,
+    README *Noisy copies*)."""
     sample_median_self: int = 1
     """1 accepts only the product's median of sample counts (the judged count included); 0
     also accepts the earlier rule (the others' counts only), under which colluders claiming 1
@@ -373,6 +390,10 @@ class ThresholdLimits:
     ``terms.windows``) this site takes part in; a shorter one is declined on chain
     (``SHORT_WINDOW``) before training. Set it above the site's training time: a window the
     site accepts but cannot train in still shuts it out unseen (:func:`window_refusal`)."""
+    min_reveal_seconds: int = DEFAULT_MIN_REVEAL_SECONDS
+    """The shortest reveal window (the terms' ``reveal_seconds``, and a peer round's
+    ``score_reveal_seconds``) this site takes part in; a shorter one is declined on chain
+    (``SHORT_WINDOW``) before training (attack a50, :data:`DEFAULT_MIN_REVEAL_SECONDS`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -392,9 +413,10 @@ class ThresholdLimits:
             raise ConfigError(f"max_trim_ratio must lie in [0, 0.5), got {trim!r}")
         if isinstance(krum_m, bool) or not isinstance(krum_m, int) or krum_m < 1:
             raise ConfigError(f"min_krum_m must be an integer >= 1, got {krum_m!r}")
-        floor = self.min_commit_seconds
-        if isinstance(floor, bool) or not isinstance(floor, int) or not 0 <= floor < 2**64:
-            raise ConfigError(f"min_commit_seconds must be an integer >= 0, got {floor!r}")
+        for name in ("min_commit_seconds", "min_reveal_seconds"):
+            floor = getattr(self, name)
+            if isinstance(floor, bool) or not isinstance(floor, int) or not 0 <= floor < 2**64:
+                raise ConfigError(f"{name} must be an integer >= 0, got {floor!r}")
         if isinstance(self.loosest, dict):
             object.__setattr__(
                 self, "loosest", _table(LoosestLimits, self.loosest, "[accept.loosest]")
@@ -632,23 +654,29 @@ def start_refusal(accept: ThresholdLimits, terms: RoundTerms) -> str | None:
 
 
 def window_refusal(accept: ThresholdLimits, terms: RoundTerms) -> str | None:
-    """Why a site with ``accept`` does not take part under ``terms``' commit window, or a peer
-    round's score commit window: shorter than its ``min_commit_seconds`` (attack a43: round
-    1's windows, which bound every later round's, opened at the contract's minimum to shut out
-    the slowest sites; a score window that short shuts out the slowest validators, whose
-    vectors then never count). None: it does."""
-    floor = accept.min_commit_seconds
-    windows = [("commit", terms.commit_seconds)]
+    """Why a site with ``accept`` does not take part under ``terms``' windows: a commit window
+    (or a peer round's score commit window) shorter than its ``min_commit_seconds`` (attack
+    a43: round 1's windows, which bound every later round's, opened at the contract's minimum
+    to shut out the slowest sites; a score window that short shuts out the slowest validators,
+    whose vectors then never count), or a reveal window (or score reveal window) shorter than
+    its ``min_reveal_seconds`` (attack a50: a committed site whose reveal is slower misses it in
+    every round, read as a withheld update). None: it does."""
+    commit, reveal = accept.min_commit_seconds, accept.min_reveal_seconds
+    floors = [("commit", terms.commit_seconds, commit, "min_commit_seconds")]
     if terms.score_commit_seconds is not None:  # a peer round's validators commit their scores
-        windows.append(("score commit", terms.score_commit_seconds))
-    short = [f"{name} window is {seconds} s" for name, seconds in windows if seconds < floor]
+        floors.append(("score commit", terms.score_commit_seconds, commit, "min_commit_seconds"))
+    floors.append(("reveal", terms.reveal_seconds, reveal, "min_reveal_seconds"))
+    if terms.score_reveal_seconds is not None:
+        floors.append(("score reveal", terms.score_reveal_seconds, reveal, "min_reveal_seconds"))
+    short = [
+        f"{name} window is {seconds} s, shorter than the {floor} s this site accepts ({key} "
+        "under [accept] in its config.toml)"
+        for name, seconds, floor, key in floors
+        if seconds < floor
+    ]
     if not short:
         return None
-    return (
-        f"the terms' {' and '.join(short)}, shorter than the {floor} s this site accepts "
-        "(min_commit_seconds under [accept] in its config.toml): too short a window shuts out "
-        "the slowest sites"
-    )
+    return f"the terms' {' and '.join(short)}: too short a window shuts out the slowest sites"
 
 
 def _number(value: object) -> bool:

@@ -338,6 +338,8 @@ def _settle(
         squares_out=squares,
         samples={c.site: c.num_samples for c in cands},
         size_power=comb.tiny_size_power,
+        white_z=comb.white_noise_z,
+        declared_noise={c.site for c in cands if c.noise_declared},
     )
     cands = _broken(
         ctx,

@@ -7,6 +7,12 @@ Each run prints, per round, every site's claimed samples, score, reason and on-c
 next to the FedAvg weight (samples share over the sites that actually trained), and ends with
 `audit verify` over every round.
 
+Real daemons: with ``FEDTRAIL_ATTACK_RPC`` (an Anvil JSON-RPC URL) and ``FEDTRAIL_ATTACK_IPFS``
+(an IPFS RPC API multiaddr) set, :func:`backends` gives a connection to that chain, its
+development accounts and an ``IpfsStore`` instead of the embedded chain and a ``LocalStore``;
+``scripts/attacks/real.sh SCRIPT [ARGS]`` starts both on free loopback ports (as
+``scripts/run_tests.sh``), runs the script and stops them. a52 on use it through ``run``.
+
 ``SHARE_CLIP=C`` in the environment (an experiment, attack a19): the standing's round shares
 with every |value| clipped at C x the round's median |value| (``scripts/bench/share_clip.py``),
 for the aggregator and the audit's re-run alike; unset, the product's rule. ``ZEROED_OUT=1``
@@ -61,6 +67,21 @@ SPEC = ModelSpec()
 Delta = dict[str, torch.Tensor]
 
 
+def backends(tmp: Path) -> tuple[Any, list[Any], Any]:
+    """(web3, funded accounts, content store): Anvil + IPFS when ``FEDTRAIL_ATTACK_RPC`` and
+    ``FEDTRAIL_ATTACK_IPFS`` are set (``scripts/attacks/real.sh``), else the embedded chain and
+    a ``LocalStore`` under ``tmp``."""
+    rpc, api = os.environ.get("FEDTRAIL_ATTACK_RPC"), os.environ.get("FEDTRAIL_ATTACK_IPFS")
+    if rpc and api:
+        from fedtrail.chain import dev_account
+        from fedtrail.storage.store import IpfsStore
+
+        print(f"backends: Anvil at {rpc}, IPFS at {api}")
+        return connect(rpc), [dev_account(i) for i in range(10)], IpfsStore(api)
+    w3 = connect("embedded")
+    return w3, funded_accounts(w3), LocalStore(tmp / "store")
+
+
 @dataclass
 class Ctx:
     """What an attacker's strategy sees in round r: the honest updates of this round (only
@@ -100,9 +121,16 @@ def run(
     setup: Callable[[Any, dict[str, Any]], None] | None = None,
     accept: Any = None,
     w3: Any = None,
+    real: bool = False,
 ) -> dict[str, Any]:
-    w3 = w3 or connect("embedded")
-    accts = funded_accounts(w3)
+    """``real``: on :func:`backends` (Anvil + IPFS when the environment names them)."""
+    tmp = Path(tempfile.mkdtemp(prefix="fedtrail-attack-"))
+    if real:
+        w3, accts, store = backends(tmp)
+    else:
+        w3 = w3 or connect("embedded")
+        accts = funded_accounts(w3)
+        store = LocalStore(tmp / "store")
     coordinator, aggregator = accts[0], accts[1]
     site_accts = accts[2 : 2 + len(sites)]
     data = load_bundled()
@@ -115,8 +143,6 @@ def run(
             idx = perm[k : k + s.samples]
             k += s.samples
             trains[s.name] = data.train.subset(idx)
-    tmp = Path(tempfile.mkdtemp(prefix="fedtrail-attack-"))
-    store = LocalStore(tmp / "store")
     fed = build_federation(
         w3=w3,
         coordinator=coordinator,

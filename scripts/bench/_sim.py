@@ -208,16 +208,22 @@ class Stale:
     ``source`` ``"own"`` its own update of the previous round (which is then its round-1 update
     every round), ``"global"`` the last global delta applied. ``noise`` > 0 adds seeded Gaussian
     noise whose L2 norm is that fraction of the copy's (above 0.45% a copy's cosine to its
-    source falls below the stale screen's 0.99999), fresh every round."""
+    source falls below the stale screen's 0.99999), fresh every round. ``shape`` ``"white"``:
+    i.i.d. noise (the white-noise screen's target); ``"shaped"``: each coordinate's Gaussian
+    scaled by the copy's magnitude there (the adaptive copier: its noise has the copy's
+    structure, :func:`fedtrail.valuation.freeride.structure_z`)."""
 
     site: int
     source: Literal["own", "global"]
     noise: float = 0.0
     seed: int = 0
+    shape: Literal["white", "shaped"] = "white"
 
     @property
     def label(self) -> str:
-        return f"stale_{self.source}" + ("_noisy" if self.noise > 0 else "")
+        if self.noise <= 0:
+            return f"stale_{self.source}"
+        return f"stale_{self.source}_" + ("noisy" if self.shape == "white" else "shaped")
 
     def resend(self, copy: Mapping[str, torch.Tensor], round_id: int) -> Delta:
         """What the free-rider sends in ``round_id``: ``copy``, plus its noise."""
@@ -228,6 +234,8 @@ class Stale:
         noise = {
             k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in out.items()
         }
+        if self.shape == "shaped":
+            noise = {k: n * out[k].to(torch.float64).abs() for k, n in noise.items()}
         norm = math.sqrt(sum(float((v.to(torch.float64) ** 2).sum()) for v in out.values()))
         scale = self.noise * norm / math.sqrt(sum(float((n**2).sum()) for n in noise.values()))
         return {k: (v.to(torch.float64) + scale * noise[k]).to(v.dtype) for k, v in out.items()}
@@ -872,7 +880,10 @@ def _run_federated(
                 spec=spec,
                 candidates=[
                     Candidate(
-                        site=result.site_names[i], num_samples=result.site_samples[i], delta=d
+                        site=result.site_names[i],
+                        num_samples=result.site_samples[i],
+                        delta=d,
+                        noise_declared=result.site_names[i] in privacy,
                     )
                     for i, d in sent
                 ],
@@ -973,7 +984,12 @@ class _Peers:
         config = self.config
         names = result.site_names
         candidates = [
-            Candidate(site=self.addresses[i], num_samples=result.site_samples[i], delta=d)
+            Candidate(
+                site=self.addresses[i],
+                num_samples=result.site_samples[i],
+                delta=d,
+                noise_declared=result.site_names[i] in record.privacy,
+            )
             for i, d in sent
         ]
         indices = [i for i, _ in sent]

@@ -29,6 +29,8 @@ faulty sites are the last ones of the split):
 (h) 5 sites, 2 of them free-riding with noisy copies: one resends its round-1 update, the other
     the last global delta, each plus fresh Gaussian noise of 2% of the copy's norm (enough to
     pass the stale screen's cosine).
+(i) (h) with shaped noise: each coordinate's Gaussian scaled by the copy's magnitude there, so
+    the noise has the copy's structure (the copier adapted to the white-noise screen).
 
 Methods and the simulation are described in ``scripts/bench/_sim.py`` (weights from
 ``onchain_weights``, the contract's rule; no chain or store). Metrics: ROC AUC and F1 (class 1 =
@@ -279,6 +281,18 @@ SCENARIOS: dict[str, Scenario] = {
         "site 3 resends its round-1 update, site 4 the last global delta, from round 2 on, each "
         "plus fresh Gaussian noise of 2% of the copy's norm (past the stale screen's cosine)",
         (Stale(3, "own", noise=0.02, seed=3), Stale(4, "global", noise=0.02, seed=4)),
+    ),
+    "i": Scenario(
+        "i",
+        "(i) 2 of 5 sites free-riding (shaped noisy copies)",
+        5,
+        _clean(5),
+        "(h) with shaped noise: each coordinate's Gaussian scaled by the copy's magnitude there "
+        "(the copier adapted to the white-noise screen: its noise has the copy's structure)",
+        (
+            Stale(3, "own", noise=0.02, seed=3, shape="shaped"),
+            Stale(4, "global", noise=0.02, seed=4, shape="shaped"),
+        ),
     ),
     "f": Scenario(
         "f",
@@ -661,7 +675,7 @@ def issue12_bars(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Bar]:
                         f"{drop:+.4f}",
                     )
                 )
-        if key in ("d", "e", "h") and share:
+        if key in ("d", "e", "h", "i") and share:
             out.append(
                 (
                     f"alpha {label} ({key}): free-riders' share at most half of FedAvg's in "

@@ -299,7 +299,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                         ],
                         {**env, "FEDTRAIL_PASSPHRASE": f"soak-{name}"},
                     )
-                    _accept_windows(run_dir / name / "config.toml", args.round_seconds)
+                    _accept_windows(
+                        run_dir / name / "config.toml", args.round_seconds, args.reveal_seconds
+                    )
                     keystore = json.loads((run_dir / name / "keystore.json").read_text())
                     return "0x" + str(keystore["address"])
 
@@ -467,14 +469,15 @@ def print_table(doc: dict[str, Any]) -> None:
         print("PASS: every round closed once, one commit and one reveal per site per round")
 
 
-def _accept_windows(config: Path, seconds: int) -> None:
-    """The site takes commit windows down to ``seconds`` (the soak's are shorter than a node's
-    default ``[accept] min_commit_seconds``, 30 s), as a federation that agreed to them writes
-    into each site's config.toml."""
+def _accept_windows(config: Path, seconds: int, reveal: int) -> None:
+    """The site takes commit windows down to ``seconds`` and reveal windows down to
+    ``reveal`` (the soak's are shorter than a node's default ``[accept] min_commit_seconds``,
+    30 s, and ``min_reveal_seconds``, 20 s), as a federation that agreed to them writes into
+    each site's config.toml."""
     doc = tomllib.loads(config.read_text(encoding="utf-8"))
-    doc.setdefault("accept", {})["min_commit_seconds"] = min(
-        seconds, doc.get("accept", {}).get("min_commit_seconds", seconds)
-    )
+    table = doc.setdefault("accept", {})
+    for key, value in (("min_commit_seconds", seconds), ("min_reveal_seconds", reveal)):
+        table[key] = min(value, table.get(key, value))
     config.write_text(tomli_w.dumps(doc), encoding="utf-8")
 
 

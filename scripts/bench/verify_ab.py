@@ -8,8 +8,9 @@ see different loads, which moved a 100-site verify by 0.5 s between runs of the 
 
 The round is built as ``critical_path.py`` builds it (its ``one_round``; ``--large-game
 linear_shapley`` above 10 sites). The parent's side is its ``auditor/verify.py`` with its
-``fedtrail/protocol/duplicates.py``'s ``find_duplicates``; everything else they import is this
-tree's, so the A/B covers changes to those two modules only. Every run must pass every check,
+``fedtrail/protocol/duplicates.py``'s ``find_duplicates`` and its
+``fedtrail/storage/canonical.py``'s ``check_canonical_update``; everything else they import is
+this tree's, so the A/B covers changes to those three modules only. Every run must pass every check,
 with the same results and details on both sides (exit 1 otherwise); prints each side's runs and
 median, and the load average.
 
@@ -84,6 +85,8 @@ def main() -> int:
     parent_dup = _load("_parent_duplicates", args.parent / "fedtrail/protocol/duplicates.py")
     parent = _load("_parent_verify", args.parent / "auditor/verify.py")
     parent.find_duplicates = parent_dup.find_duplicates  # type: ignore[attr-defined]
+    parent_canonical = _load("_parent_canonical", args.parent / "fedtrail/storage/canonical.py")
+    parent.check_canonical_update = parent_canonical.check_canonical_update  # type: ignore[attr-defined]
     sides = {"parent": parent, "this tree": this_verify}
     got: dict[str, Any] = {}
 

@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 import torch
 
+import fedtrail.aggregator.service as service_mod
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
 from fedtrail.chain import advance_time, next_block_timestamp
 from fedtrail.ledger import commitment
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol.codes import Phase
+from fedtrail.storage.cid import compute_cid
 from fedtrail.storage.codec import encode_update
 from fedtrail.storage.store import LocalStore
 from tests.fixtures.chain import ChainEnv
@@ -37,17 +39,24 @@ class CountingStore(LocalStore):
 def _rounds(
     service: AggregatorService, store: CountingStore, sites: list[Any], n: int
 ) -> list[str]:
-    """``n`` finalized rounds of small random updates; every update's CID."""
+    """``n`` finalized rounds of small random updates; every update's CID. Each value's noise is
+    scaled by a ramp over its tensor, so the updates have a per-row and per-column profile:
+    plain i.i.d. noise is a free-rider (the screen's white-noise test) and the round would be
+    cancelled."""
     ledger, spec = service.ledger, ModelSpec()
     gen = torch.Generator().manual_seed(0)
     params = initial_model(spec, 0).state_dict()
+    ramps = {k: torch.linspace(0.1, 2.0, v.numel()).reshape(v.shape) for k, v in params.items()}
     cids: list[str] = []
     for _ in range(n):
         r = service.open_next()
         info = ledger.get_round(r)
         blobs = [
             encode_update(
-                {k: 0.01 * torch.randn(v.shape, generator=gen) for k, v in params.items()},
+                {
+                    k: 0.01 * ramps[k] * torch.randn(v.shape, generator=gen)
+                    for k, v in params.items()
+                },
                 spec=spec,
                 round=r,
             ).blob
@@ -133,3 +142,139 @@ def test_the_service_reads_its_own_model_and_terms_from_memory(
         assert ledger.get_round(r).phase == Phase.FINALIZED
         assert store.gets[info.start_cid] == 0 and store.gets[info.terms_cid] == 0
         assert all(store.gets[c] == 1 for c in cids), store.gets
+
+
+def test_each_step_reads_the_round_and_the_chains_clock_once(
+    embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The round the step just read is what valuation, the terms and finalize use (the
+    ledger fixes its start model, terms and deadlines at open), and one read of the pending
+    block's time serves both the readiness check and the valuation (issue 18: each was read
+    twice per step)."""
+    ledger = embedded.deploy()
+    store = CountingStore(tmp_path / "store")
+    sites = embedded.sites[:2]
+    for i, acct in enumerate(sites):
+        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
+    spec = ModelSpec()
+    service = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=embedded.aggregator,
+        validation=load_bundled().val,
+        settings=AggregatorSettings(valuation="loo", standing=False, explain_method=None),
+        folder=tmp_path / "agg",
+    )
+    r = service.open_next()
+    info = ledger.get_round(r)
+    params = initial_model(spec, 0).state_dict()
+    gen = torch.Generator().manual_seed(1)
+    blobs = [
+        encode_update(
+            {k: 0.01 * torch.randn(v.shape, generator=gen) for k, v in params.items()},
+            spec=spec,
+            round=r,
+        ).blob
+        for _ in sites
+    ]
+    for acct, blob in zip(sites, blobs, strict=True):
+        ledger.commit_update(
+            acct, r, commitment(acct.address, r, hashlib.sha256(blob).hexdigest(), 100)
+        )
+    advance_time(ledger.w3, info.commit_deadline - next_block_timestamp(ledger.w3) + 1)
+    for acct, blob in zip(sites, blobs, strict=True):
+        ledger.reveal_update(acct, r, store.put(blob), hashlib.sha256(blob).hexdigest(), 100)
+    service._terms.clear()  # as after a restart: the terms are read from the chain's record
+    reads: Counter[str] = Counter()
+    get_round = ledger.get_round
+    monkeypatch.setattr(ledger, "get_round", lambda rid: reads.update(["round"]) or get_round(rid))
+    clock = service_mod.next_block_timestamp
+    monkeypatch.setattr(
+        service_mod, "next_block_timestamp", lambda w3: reads.update(["clock"]) or clock(w3)
+    )
+    service.step()  # value
+    assert reads == {"round": 1, "clock": 1}
+    reads.clear()
+    service.step()  # finalize
+    assert reads == {"round": 1}
+    assert get_round(r).phase == Phase.FINALIZED
+
+
+def test_updates_are_fetched_as_their_reveals_land_not_all_after_the_window(
+    embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll during the reveal window fetches and checks the updates revealed since the last
+    one; a poll with no new reveal reads nothing more; an update the store does not hold yet is
+    left for a later read; once the round is ready only what is left is fetched, and the
+    valuation is the one the round gets without polls."""
+    ledger = embedded.deploy()
+    store = CountingStore(tmp_path / "store")
+    sites = embedded.sites[:3]
+    for i, acct in enumerate(sites):
+        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
+    spec = ModelSpec()
+    service = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=embedded.aggregator,
+        validation=load_bundled().val,
+        settings=AggregatorSettings(valuation="loo", standing=False, explain_method=None),
+        folder=tmp_path / "agg",
+    )
+    r = service.open_next()
+    info = ledger.get_round(r)
+    params = initial_model(spec, 0).state_dict()
+    gen = torch.Generator().manual_seed(2)
+    blobs = [
+        encode_update(
+            {k: 0.01 * torch.randn(v.shape, generator=gen) for k, v in params.items()},
+            spec=spec,
+            round=r,
+        ).blob
+        for _ in sites
+    ]
+    shas = [hashlib.sha256(b).hexdigest() for b in blobs]
+    for acct, sha in zip(sites, shas, strict=True):
+        ledger.commit_update(acct, r, commitment(acct.address, r, sha, 100))
+    advance_time(ledger.w3, info.commit_deadline - next_block_timestamp(ledger.w3) + 1)
+    reads: Counter[str] = Counter()
+    get_submissions = ledger.get_submissions
+    monkeypatch.setattr(
+        ledger,
+        "get_submissions",
+        lambda rid, **kw: reads.update(["submissions"]) or get_submissions(rid, **kw),
+    )
+    cid0 = store.put(blobs[0])
+    ledger.reveal_update(sites[0], r, cid0, shas[0], 100)
+    assert service.step() is None  # still open: the first update is fetched now
+    assert store.gets[cid0] == 1 and reads["submissions"] == 1
+    assert service.step() is None  # nothing new: no read
+    assert reads["submissions"] == 1 and store.gets[cid0] == 1
+    cid1 = compute_cid(blobs[1])  # revealed before its blob reaches the store
+    ledger.reveal_update(sites[1], r, cid1, shas[1], 100)
+    assert service.step() is None
+    assert store.gets[cid1] == 1  # asked, not there yet: not recorded
+    assert (sites[1].address, shas[1]) not in service._fetched.of(r)
+    assert store.put(blobs[1]) == cid1
+    cid2 = store.put(blobs[2])
+    ledger.reveal_update(sites[2], r, cid2, shas[2], 100)
+    store.gets.clear()
+    service.step()  # every site revealed: valued, reading only what was not fetched yet
+    assert ledger.get_round(r).phase == Phase.VALUED
+    assert store.gets[cid0] == 0 and store.gets[cid1] == 1 and store.gets[cid2] == 1
+    # the same round read by a service that never polled during the window: same candidates
+    fresh = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=embedded.aggregator,
+        validation=load_bundled().val,
+        settings=AggregatorSettings(valuation="loo", standing=False, explain_method=None),
+        folder=tmp_path / "agg2",
+    )
+    pairs = fresh.candidates(r)
+    assert [(s.site, c.status) for s, c in pairs] == [
+        (s.site, c.status) for s, c in service.candidates(r)
+    ]
+    for (_, a), (_, b) in zip(pairs, service.candidates(r), strict=True):
+        assert a.delta is not None and b.delta is not None
+        assert all(torch.equal(a.delta[k], b.delta[k]) for k in a.delta)

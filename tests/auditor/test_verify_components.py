@@ -517,3 +517,62 @@ def test_screen_verdicts_replay_the_size_allowance_of_the_terms() -> None:
     )
     _, passed, detail = check_screen(subs, boosted, settings)
     assert not passed and "(its 6.25x size allowance applied) is above max_norm_z 20" in detail
+
+
+def _noise_federation(tmp: Path, anvil_url: str) -> Federation:
+    """Three hospitals on Anvil for 2 rounds, valued with leave-one-out and standing; the third
+    sends i.i.d. Gaussian noise (std 0.002: its norm is no tiny one) instead of training."""
+    chain = on_anvil(anvil_url)
+    accounts = chain["accounts"]
+    splits = load_bundled()
+    parts = partition_iid(splits.train.labels, 10, seed=0)
+    sites = accounts[1:]
+    fed = build_federation(
+        w3=chain["w3"],
+        coordinator=accounts[0],
+        sites=make_sites(
+            sites,
+            [splits.train.subset(parts[i]) for i in range(len(sites))],
+            names=[f"hospital-{i}" for i in range(len(sites))],
+            training=TrainConfig(epochs=1),
+            faults=[SiteFault(), SiteFault(), SiteFault(kind="gaussian", std=0.002, seed=5)],
+            accept=ThresholdLimits(),
+        ),
+        store=LocalStore(tmp / "store"),
+        folder=tmp,
+        validation=splits.val,
+        settings=AggregatorSettings(valuation="loo"),
+    )
+    for _ in range(2):
+        fed.run_round()
+    return fed
+
+
+def test_white_noise_is_free_rider_and_an_aggregator_that_pays_it_fails_public_verify(
+    tmp_path: Path, anvil_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The free-rider screen's white-noise test (``white_noise_z``) is data-free, so verify
+    recomputes it: an honest aggregator marks the noise site FREE_RIDER and passes; one that
+    values the round with the test off (paying the noise) fails ``reasons.free_rider``, which
+    names the site."""
+    honest = _noise_federation(tmp_path / "honest", anvil_url)
+    noise_site = honest.sites[2].account.address
+    for r in (1, 2):
+        sub = next(s for s in honest.ledger.get_submissions(r) if s.site == noise_site)
+        assert (sub.reason, sub.weight) == (int(Reason.FREE_RIDER), 0)
+        assert not _failed(verify_round(honest.ledger, honest.store, r))
+
+    real = service_mod.value_round
+
+    def lenient(**kwargs: Any) -> Any:
+        comb = dataclasses.replace(kwargs["combiner"], white_noise_z=0.0)
+        return real(**{**kwargs, "combiner": comb})
+
+    monkeypatch.setattr(service_mod, "value_round", lenient)
+    fed = _noise_federation(tmp_path / "lenient", anvil_url)
+    noise_site = fed.sites[2].account.address
+    sub = next(s for s in fed.ledger.get_submissions(2) if s.site == noise_site)
+    assert sub.reason != int(Reason.FREE_RIDER)
+    bad = _failed(verify_round(fed.ledger, fed.store, 2))
+    assert "reasons.free_rider" in bad, bad
+    assert f"{noise_site[:10]} is a free-rider (white noise" in bad["reasons.free_rider"]

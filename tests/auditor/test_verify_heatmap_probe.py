@@ -132,3 +132,21 @@ def test_the_heatmaps_summary_is_recounted_with_the_split(
     assert f"summary {other!r} is not {block['summary']!r}" in bad["log.heatmaps"], bad
     monkeypatch.undo()
     assert "log.heatmaps" not in _audit_with_log(fed, 2, edit, monkeypatch)
+
+
+@pytest.mark.parametrize("where", ["block", "image"])
+def test_a_key_no_round_writes_in_the_explanations_fails_log_heatmaps(
+    where: str, fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack a55: the explanations block was read only for the fields a check uses, so an
+    extra key (a claim that a paid site was flagged as a poisoner) passed; now log.heatmaps
+    fails it, in the block or in one heatmap's entry, and nothing else does."""
+
+    def edit(doc: dict[str, Any]) -> None:
+        block = doc["explanations"]
+        target = block if where == "block" else block["images"][0]
+        target["flagged"] = [doc["sites"][0]["site"]]
+
+    bad = _audit_with_log(fed, 2, edit, monkeypatch)
+    assert set(bad) == {"log.heatmaps"}, bad
+    assert "has keys no round writes: ['flagged']" in bad["log.heatmaps"]

@@ -5,7 +5,7 @@ terms promised (``terms.windows``), and thresholds stricter than the sites accep
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -278,3 +278,22 @@ def test_thresholds_stricter_than_the_sites_accept_fail_terms_limits(
     assert _unrunnable(terms, agreed) is None
     audit = _round_logged_as(tmp_path / "agreed", anvil_url, valuation, valuation, accept=agreed)
     assert audit.passed, [c for c in audit.checks if c.failed]
+
+
+def test_a_reveal_window_below_the_sites_floor_fails_terms_windows() -> None:
+    """a50: a round whose chain windows are exactly the terms' but whose reveal window (10 s,
+    the contract's default minimum) is below the auditor's ``min_reveal_seconds`` (20 s by
+    default) fails ``terms.windows``; an auditor given a table that lowered it passes it."""
+    from fedtrail.auditor.verify import _check_windows
+    from fedtrail.ledger.records import RoundInfo
+    from fedtrail.protocol.codes import Phase
+
+    terms = replace(_parsed_terms(HONEST, DuplicateRule()), commit_seconds=60, reveal_seconds=10)
+    info = RoundInfo(
+        *(1, Phase.FINALIZED, 1060, 1070, 1000, 3, 3),
+        *("cid", "ab" * 32, "cid", "cd" * 32, "cid", "ef" * 32, "cid", "01" * 32),
+    )
+    name, passed, detail = _check_windows(info, terms, ThresholdLimits())
+    assert (name, passed) == ("terms.windows", False)
+    assert "reveal window is 10 s, shorter than the 20 s the sites accept" in detail
+    assert _check_windows(info, terms, ThresholdLimits(min_reveal_seconds=10))[1] is True

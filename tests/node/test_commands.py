@@ -389,3 +389,77 @@ def test_a_hostile_site_name_reaches_no_terminal_raw(ledger: Ledger, anvil_url: 
         assert r.exit_code == 0, r.output
         assert "evil\ufffd[2J" in r.stdout and "pwned\ufffd ok\ufffd" in r.stdout, r.stdout
         assert not any(ch in r.stdout for ch in "\x1b\x07\r\u202e"), repr(r.stdout)
+
+
+def test_init_and_register_print_one_json_object_with_the_real_values(
+    ledger: Ledger, anvil_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "node"
+    r = init(folder, ledger, anvil_url, "--format", "json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    address = keystore_address(folder / "keystore.json")
+    assert doc["address"] == address
+    assert doc["keystore"] == str(folder / "keystore.json")
+    assert doc["config"] == str(folder / "config.toml")
+    assert doc["folder"] == str(folder)
+    config = tomllib.loads((folder / "config.toml").read_text())
+    assert doc["contract"] == ledger.address == config["node"]["contract"]
+    assert doc["rpc_url"] == anvil_url and doc["store"] == config["node"]["store"]
+    assert doc["name"] == "St. Mary" and doc["num_classes"] == len(doc["class_names"])
+
+    r = invoke(
+        "node",
+        "register",
+        address,
+        "--name",
+        "St. Mary",
+        "--max-samples",
+        "600",
+        "--epsilon-budget",
+        "8",
+        "--fund",
+        "1",
+        "--rpc-url",
+        anvil_url,
+        "--contract",
+        ledger.address,
+        "--dev-account",
+        "0",
+        "--format",
+        "json",
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["site"] == address and doc["name"] == "St. Mary" and doc["max_samples"] == 600
+    receipt = ledger.w3.eth.get_transaction_receipt(doc["tx"])
+    assert receipt["blockNumber"] == doc["block"] and receipt["gasUsed"] == doc["gas_used"]
+    assert doc["privacy_budget"]["epsilon_micro"] == ledger.privacy(address).budget_micro
+    assert doc["funded_eth"] == 1
+    assert connect(anvil_url).eth.get_balance(address) == 10**18  # type: ignore[arg-type]
+
+
+def test_init_and_register_refuse_an_unknown_format_with_exit_2(
+    ledger: Ledger, anvil_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "node"
+    r = init(folder, ledger, anvil_url, "--format", "yaml")
+    assert r.exit_code == 2 and "--format" in r.stderr
+    assert not (folder / "config.toml").exists()
+    r = invoke(
+        "node",
+        "register",
+        dev_account(3).address,
+        "--max-samples",
+        "5",
+        "--rpc-url",
+        anvil_url,
+        "--contract",
+        ledger.address,
+        "--dev-account",
+        "0",
+        "--format",
+        "yaml",
+    )
+    assert r.exit_code == 2 and "--format" in r.stderr
+    assert ledger.get_site(dev_account(3).address) is None

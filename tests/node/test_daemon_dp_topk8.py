@@ -23,6 +23,7 @@ from fedtrail.auditor.privacy import audit_privacy
 from fedtrail.auditor.verify import RoundAudit, verify_round
 from fedtrail.chain import advance_time, block_timestamp, connect, funded_accounts
 from fedtrail.ledger import Ledger
+from fedtrail.ledger.records import read_decline
 from fedtrail.ml.datasets import ImageDataset, load_bundled, partition_iid
 from fedtrail.ml.dp_noise import noise_breach
 from fedtrail.ml.models import ModelSpec
@@ -30,7 +31,7 @@ from fedtrail.ml.privacy import declared_micro, plan_privacy
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.config import PrivacyConfig
 from fedtrail.node.daemon import CLOCK_SLACK, RESIDUAL_NAME, NodeHooks, RoundRecord
-from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.codes import Decline, Phase, Reason
 from fedtrail.protocol.privacy import DpParams
 from fedtrail.protocol.roundlog import RoundLog
 from fedtrail.simulation.federation import Federation, build_federation, make_sites
@@ -220,14 +221,22 @@ def test_terms_that_check_the_noise_are_refused_before_training(
     embedded: ChainEnv, tmp_path: Path
 ) -> None:
     """Under the default terms (dp_noise_check 1) a topk8 DP update would be scored 0 as
-    UNCHECKABLE after spending budget: the node skips the round and spends nothing; the same
-    node sending dense updates takes part."""
+    UNCHECKABLE after spending budget: the node skips the round, spends nothing and declares
+    its refusal on chain (a47: before, the skip left no trace, and terms keeping the default
+    check shut every DP topk8 site out unseen); the same node sending dense updates takes
+    part."""
     world = World(embedded, tmp_path)
     node = world.node(0, privacy=DP_ON, compression=TOPK8, accept=WAIVED)
     record = node.participate(world.round)
     assert record is not None and record.phase == "skipped"
     assert "dp_noise_check 1" in record.note and "topk8" in record.note
-    assert world.ledger.get_submission(world.round, node.address) is None
+    declared = world.ledger.get_submission(world.round, node.address)
+    assert declared is not None and not declared.revealed
+    info = world.ledger.get_round(world.round)
+    assert (
+        read_decline(declared.commitment, node.address, world.round, info.terms_sha256)
+        is Decline.PRIVACY
+    )
     assert world.ledger.privacy(node.address).spent_micro == 0
     assert not (world.folder(0) / "pending").exists() or not any(
         (world.folder(0) / "pending").iterdir()

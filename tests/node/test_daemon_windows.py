@@ -16,7 +16,11 @@ import pytest
 from fedtrail.chain import advance_time
 from fedtrail.node.daemon import MEASURE_HORIZON, MEASURE_OWN_SLACK, NodeHooks, RoundRecord
 from fedtrail.protocol.codes import Decline
-from fedtrail.valuation.limits import DEFAULT_MIN_COMMIT_SECONDS, ThresholdLimits
+from fedtrail.valuation.limits import (
+    DEFAULT_MIN_COMMIT_SECONDS,
+    DEFAULT_MIN_REVEAL_SECONDS,
+    ThresholdLimits,
+)
 from tests.fixtures.chain import ChainEnv
 from tests.node.test_daemon import World
 
@@ -38,6 +42,26 @@ def test_a_window_below_the_floor_is_declined_before_training(
     assert "declined on chain (short window)" in record.note, record.note
     assert world.ledger.declines(world.round) == {node.address: Decline.SHORT_WINDOW}
     opted = world.node(1, accept=ThresholdLimits(min_commit_seconds=10))
+    kept = opted.participate(world.round)
+    assert kept is not None and kept.phase == "committed", kept
+    assert opted.address not in world.ledger.declines(world.round)
+
+
+def test_a_reveal_window_below_the_floor_is_declined_before_training(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """a50: terms (and chain) with a 10 s reveal window, the contract's default minimum: a
+    node with the default reveal floor of 20 s declines on chain before training instead of
+    committing an update it may not reveal in time; a site that lowered its floor takes part."""
+    assert DEFAULT_MIN_REVEAL_SECONDS == 20
+    world = World(embedded, tmp_path, edit={"reveal_seconds": 10})
+    node = world.node(0)
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "skipped"
+    assert "reveal window is 10 s, shorter than the 20 s this site accepts" in record.note
+    assert "declined on chain (short window)" in record.note, record.note
+    assert world.ledger.declines(world.round) == {node.address: Decline.SHORT_WINDOW}
+    opted = world.node(1, accept=ThresholdLimits(min_reveal_seconds=10))
     kept = opted.participate(world.round)
     assert kept is not None and kept.phase == "committed", kept
     assert opted.address not in world.ledger.declines(world.round)

@@ -45,6 +45,7 @@ STRICTER = {
     "relief_cosine": 0.5,
     "boost_clip": 0.9,
     "warm_up_floor": 0.5,
+    "white_noise_z": 1e5,
     "sample_median_self": 0,
     "tiny_size_power": 0.0,
 }
@@ -70,6 +71,7 @@ LOOSER = {
     "relief_cosine": -1.0,
     "boost_clip": 0.0,
     "warm_up_floor": 1.0,
+    "white_noise_z": 0.0,
     "sample_median_self": 1,
     "norm_size_cap": 1.0,
     "tiny_size_power": 2.0,
@@ -114,6 +116,7 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
         "boost_clip",
         "warm_up_floor",
         "sample_median_self",
+        "white_noise_z",
     }
     loosest = {f.name for f in fields(LoosestLimits)}
     assert loosest == names - off_is_loosest | set(DUPLICATE_LIMITS)
@@ -451,7 +454,10 @@ def test_min_commit_seconds_is_read_from_the_table_and_refuses_a_shorter_window(
     from fedtrail.valuation.limits import window_refusal
     from tests.fixtures.terms import parsed_terms
 
-    terms = parsed_terms(valuation={"method": "shapley", "metric": "loss", "standing": True})
+    terms = replace(
+        parsed_terms(valuation={"method": "shapley", "metric": "loss", "standing": True}),
+        reveal_seconds=60,
+    )
     assert terms.commit_seconds == 1
     refused = window_refusal(ThresholdLimits(), terms)
     assert refused is not None and "commit window is 1 s, shorter than the 30 s" in refused
@@ -473,3 +479,38 @@ def test_min_commit_seconds_is_read_from_the_table_and_refuses_a_shorter_window(
     for bad in (-1, 1.5, True, "30"):
         with pytest.raises(ConfigError, match="min_commit_seconds"):
             ThresholdLimits(min_commit_seconds=bad)  # type: ignore[arg-type]
+
+
+def test_min_reveal_seconds_refuses_a_shorter_reveal_or_score_reveal_window() -> None:
+    """a50: ``[accept] min_reveal_seconds`` (default 20 s) bounds the terms' reveal window and
+    a peer round's score reveal window: a committed site whose reveal is slower than the window
+    missed it in every round, read as a withheld update, while verify passed. A table may lower
+    it (0: any window the contract takes) but not make it negative, fractional or boolean."""
+    from fedtrail.errors import ConfigError
+    from fedtrail.valuation.limits import DEFAULT_MIN_REVEAL_SECONDS, window_refusal
+    from tests.fixtures.terms import parsed_terms
+
+    assert DEFAULT_MIN_REVEAL_SECONDS == 20
+    base = parsed_terms(valuation={"method": "shapley", "metric": "loss", "standing": True})
+    terms = replace(base, commit_seconds=60, reveal_seconds=10)
+    refused = window_refusal(ThresholdLimits(), terms)
+    assert refused is not None and "reveal window is 10 s, shorter than the 20 s" in refused
+    assert "min_reveal_seconds" in refused and "commit window" not in refused
+    assert window_refusal(ThresholdLimits(), replace(terms, reveal_seconds=20)) is None
+    assert window_refusal(ThresholdLimits(min_reveal_seconds=10), terms) is None
+    assert window_refusal(ThresholdLimits(min_reveal_seconds=0), terms) is None
+    peers = {**terms.valuation, "mode": "peers", "quorum": 2}
+    scored = replace(
+        terms,
+        valuation=peers,
+        reveal_seconds=60,
+        score_commit_seconds=60,
+        score_reveal_seconds=5,
+    )
+    refused = window_refusal(ThresholdLimits(), scored)
+    assert refused is not None and "score reveal window is 5 s, shorter than the 20 s" in refused
+    assert window_refusal(ThresholdLimits(), replace(scored, score_reveal_seconds=20)) is None
+    assert limits_from({"min_reveal_seconds": 5}).min_reveal_seconds == 5
+    for bad in (-1, 1.5, True, "30"):
+        with pytest.raises(ConfigError, match="min_reveal_seconds"):
+            ThresholdLimits(min_reveal_seconds=bad)  # type: ignore[arg-type]

@@ -1,0 +1,71 @@
+"""Deployment.from_file: a file that is not a deployment is a one-line ConfigError."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedtrail.errors import ConfigError
+from fedtrail.ledger.records import Deployment
+
+_GOOD = {
+    "address": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+    "aggregator": "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+    "artifact_sha256": "c944956f4e8db0959be713b1d2596d2c99bbe9b3ffe2f3851f0482fd37435c69",
+    "block_number": 2,
+    "chain_id": 31337,
+    "coordinator": "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+    "min_round_window": 10,
+    "reputation_alpha": 300000,
+    "rpc_url": "http://127.0.0.1:8545",
+    "tx_hash": "2f45556b3f1a161bb6b81c9bebed0b6e9f4249253aded04a308264129d100b6d",
+}
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "deployment.json"
+    path.write_text(json.dumps(_GOOD), encoding="utf-8")
+    deployment = Deployment.from_file(path)
+    assert deployment.address == _GOOD["address"]
+    assert Deployment.from_file(_write(tmp_path, deployment.to_json())) == deployment
+
+
+def _write(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "other.json"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_binary_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not JSON"):
+        Deployment.from_file(_write(tmp_path, b"\xb1\xff\x00garbage"))
+
+
+def test_json_that_is_not_an_object(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="a JSON list, not an object"):
+        Deployment.from_file(_write(tmp_path, "[1, 2]"))
+
+
+def test_missing_and_unknown_fields_are_named(tmp_path: Path) -> None:
+    raw = {k: v for k, v in _GOOD.items() if k != "chain_id"} | {"adress": "0x0"}
+    with pytest.raises(ConfigError) as info:
+        Deployment.from_file(_write(tmp_path, json.dumps(raw)))
+    message = str(info.value)
+    assert "missing ['chain_id']" in message
+    assert "unknown ['adress']" in message
+    assert "__init__" not in message
+
+
+def test_optional_rpc_url_may_be_absent(tmp_path: Path) -> None:
+    raw = {k: v for k, v in _GOOD.items() if k != "rpc_url"}
+    assert Deployment.from_file(_write(tmp_path, json.dumps(raw))).rpc_url == ""
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        Deployment.from_file(tmp_path / "absent.json")
