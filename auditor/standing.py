@@ -59,7 +59,6 @@ from fedtrail.valuation.standing import (
     norm_factor,
     relieved_reference,
     scaled_score,
-    warm_up_shares,
 )
 
 __all__ = ["Check", "check_standing", "compare_standing"]
@@ -144,7 +143,8 @@ def check_standing(
     norm = dict(standing.normalised or {})
     passed_sites = {s.site for s in subs if s.reason in SCORED_FROM_STANDING}
     problems = []
-    if standing.valued_rounds == 0 and standing.normalised is not None:
+    carries = combiner is not None and combiner.warm_up_floor < 1.0
+    if standing.valued_rounds == 0 and standing.normalised is not None and not carries:
         problems.append("the warm-up round accumulates nothing, yet normalised values are shown")
     if not set(norm) <= passed_sites:
         problems.append("normalised values for sites not scored from standing")
@@ -177,13 +177,6 @@ def check_standing(
     scored = [s for s in subs if s.reason in SCORED_FROM_STANDING]
     after: Mapping[str, float] = standing.after
     provisional = standing.valued_rounds == 0 and combiner.warm_up_floor < 1.0
-    if provisional:
-        # the warm-up's provisional scores: the round's own values as shares, not accumulated
-        values = {s.site: _value(log, s.site) for s in scored}
-        missing = sorted(site[:10] for site, v in values.items() if v is None)
-        if missing:
-            wrong.append(f"no finite value in the log for {', '.join(missing)} (warm-up)")
-        after = warm_up_shares({k: v for k, v in values.items() if v is not None})
     reference = demotion_reference(float(after.get(s.site, 0.0)) for s in scored)
     scale = combiner.demote_scale
     for s in scored:
@@ -216,7 +209,7 @@ def check_standing(
             not wrong,
             "; ".join(wrong)
             or (
-                f"every score follows from the round's own shares, floored at "
+                f"every score follows from the accumulated value, floored at "
                 f"{combiner.warm_up_floor:g} (warm-up, demote_scale {scale:g})"
                 if provisional
                 else f"every score follows from the accumulated value (demote_scale {scale:g})"
@@ -224,16 +217,6 @@ def check_standing(
         )
     )
     return out
-
-
-def _value(log: RoundLog, site: str) -> float | None:
-    """``site``'s validation value of the round as its log entry records it (None when absent
-    or not finite)."""
-    entry = log.site(site)
-    v = None if entry is None else entry.components.get("value")
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        return None
-    return float(v)
 
 
 def _cosine(log: RoundLog, site: str, robust: Recomputed | None) -> float | None:

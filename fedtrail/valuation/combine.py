@@ -62,7 +62,6 @@ from fedtrail.valuation.standing import (
     norm_factor,
     relieved_reference,
     scaled_score,
-    warm_up_shares,
 )
 
 __all__ = [
@@ -510,15 +509,13 @@ class Combiner:
         """Scores and reasons for every candidate from the accumulated values (see the module
         docstring): ``values`` holds this round's validation value of every update that passed
         :meth:`screen`, ``accumulated`` every site's value after this round (0 when absent).
-        ``warm_up`` with ``warm_up_floor`` below 1: the scores come from this round's
-        normalised ``values`` instead (provisional, floored; ``accumulated`` is unchanged)."""
+        ``warm_up`` with ``warm_up_floor`` below 1: ``accumulated`` holds the warm-up's own
+        shares (the caller accumulates them, :func:`~fedtrail.valuation.round.value_round`)
+        and each score below the full one is raised to at least ``warm_up_floor`` of it
+        (:func:`~fedtrail.valuation.standing.floored_score`)."""
         checked = sum(1 for c in candidates if c.usable) >= self.min_robust_sites
         screened = self.screen(candidates, robust)
         provisional = warm_up and self.warm_up_floor < 1.0
-        if provisional:
-            accumulated = warm_up_shares(
-                {c.site: values[c.site] for c in candidates if screened[c.site][0] is Reason.OK}
-            )
         reference = demotion_reference(
             float(accumulated.get(c.site, 0.0))
             for c in candidates
@@ -551,8 +548,7 @@ class Combiner:
                     f"below {self.relief_cosine:g})"
                 )
                 what = (
-                    f"{method or 'validation'} value {value:.4g}, "
-                    f"{'warm-up share' if provisional else 'accumulated'} {total:.4g}"
+                    f"{method or 'validation'} value {value:.4g}, accumulated {total:.4g}"
                     f"{against if own == reference else ''}{unrelieved}"
                 )
                 if score == 0:
@@ -561,7 +557,7 @@ class Combiner:
                 elif score < SCORE_SCALE:
                     detail = f"{what}: below, demoted to {score / SCORE_SCALE:.1%}"
                     if provisional:
-                        detail += f" (warm-up: not accumulated, floor {self.warm_up_floor:g})"
+                        detail += f" (warm-up: floor {self.warm_up_floor:g})"
                 else:
                     detail = f"{what}: not below, full score"
                 if checked and r is not None and value > 0 and r.cosine < self.credit_cosine:

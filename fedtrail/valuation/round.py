@@ -65,7 +65,7 @@ from fedtrail.valuation.combine import Combiner, RoundValuation, any_positive, s
 from fedtrail.valuation.explanation import ExplanationScorer
 from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.loo import leave_one_out
-from fedtrail.valuation.robust import robust_statistics, without_statistics
+from fedtrail.valuation.robust import RobustStats, robust_statistics, without_statistics
 from fedtrail.valuation.shapley import (
     AUTO_EXACT_SITES,
     LARGE_GAME_SITES,
@@ -305,6 +305,26 @@ def _value(
     )
 
 
+def _standing_shares(
+    values: Mapping[str, float],
+    cands: Sequence[Candidate],
+    robust: Mapping[str, RobustStats],
+    comb: Combiner,
+) -> dict[str, float] | None:
+    """This round's shares as the standing accumulates them: :func:`normalised_values`, then,
+    with at least ``min_robust_sites`` usable updates, :func:`credited` (no positive share for
+    an update pointing against the consensus)."""
+    normalised = normalised_values(values)
+    if normalised is not None and sum(1 for c in cands if c.usable) >= comb.min_robust_sites:
+        # the data-free statistics apply (as in Combiner.screen): no credit against them
+        normalised = credited(
+            normalised,
+            {s: robust[s].cosine for s in normalised if s in robust},
+            credit_cosine=comb.credit_cosine,
+        )
+    return normalised
+
+
 def _settle(
     ctx: ValuationContext,
     method: str,
@@ -389,7 +409,10 @@ def _settle(
     if not warm_up_game and base is not None and all(c.site in alone for c in passers):
         # the warm-up's scores do not depend on its values (nothing accumulates): no game
         values = {c.site: alone[c.site][0] - base for c in passers}
-        kept = accumulate(previous, {})  # as the game's path accumulates in the warm-up
+        carried = None  # as the game's path accumulates in the warm-up
+        if comb.warm_up_floor < 1.0:
+            carried = _standing_shares(values, cands, robust, comb)
+        kept = accumulate(previous, carried or {})
         return RoundValuation(
             sites=comb.settle(cands, robust, values, kept, method=WARM_UP_ALONE, warm_up=True),
             method=WARM_UP_ALONE,
@@ -398,7 +421,7 @@ def _settle(
             v_full=None,
             combiner=comb,
             accumulated=kept,
-            normalised=None,
+            normalised=carried,
             square_partials=squares,
         )
     if harm_utility is not None and harm_utility.players == tuple(c.site for c in passers):
@@ -411,15 +434,9 @@ def _settle(
         )
     game = _play(method, large_game, utility, ctx.seed)
     normalised = None
-    if not history.warm_up:
-        normalised = normalised_values(game.values)
-    if normalised is not None and sum(1 for c in cands if c.usable) >= comb.min_robust_sites:
-        # the data-free statistics apply (as in Combiner.screen): no credit against them
-        normalised = credited(
-            normalised,
-            {s: robust[s].cosine for s in normalised if s in robust},
-            credit_cosine=comb.credit_cosine,
-        )
+    if not history.warm_up or comb.warm_up_floor < 1.0:
+        # warm_up_floor below 1: the warm-up's shares count in the standing too
+        normalised = _standing_shares(game.values, cands, robust, comb)
     accumulated = accumulate(previous, normalised or {})
     return RoundValuation(
         sites=comb.settle(

@@ -50,7 +50,6 @@ __all__ = [
     "reference_round",
     "relieved_reference",
     "scaled_score",
-    "warm_up_shares",
 ]
 
 
@@ -141,13 +140,6 @@ def normalised_values(values: Mapping[str, float]) -> dict[str, float] | None:
     if not total > 0:
         return None
     return {s: v / total for s, v in values.items()}
-
-
-def warm_up_shares(values: Mapping[str, float]) -> dict[str, float]:
-    """The warm-up round's provisional standing: each accepted update's value as a share of the
-    round's total absolute value (:func:`normalised_values`; no shares when every value is 0),
-    scored as an accumulated value would be (:func:`floored_score`) and never accumulated."""
-    return normalised_values(values) or {}
 
 
 def credited(

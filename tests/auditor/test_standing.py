@@ -261,12 +261,12 @@ def test_a_boosted_update_paid_in_full_fails(three_rounds: Any) -> None:
     assert "standing.scores" not in failed(ValuationSettings.from_json(recorded))
 
 
-def test_a_warm_up_score_that_ignores_the_rounds_values_fails(three_rounds: Any) -> None:
-    """Under terms with ``warm_up_floor`` 0.5 (an opt-in), round 1's scores follow from the
-    round's own values: a log whose site value is far below the others' (a share below -0.5)
-    gives that site the floor, 500,000, so the chain's full score fails standing.scores,
-    naming the site and the score expected; the same log under its recorded terms (1, off)
-    passes."""
+def test_a_warm_up_score_that_ignores_the_accumulated_shares_fails(three_rounds: Any) -> None:
+    """Under terms with ``warm_up_floor`` 0.5 (an opt-in) the warm-up accumulates its shares:
+    a round-1 log whose standing shows one site's share at -0.6 (after = before + normalised)
+    passes standing.accumulated and expects that site to keep the floor, 500,000, so the
+    chain's full score fails standing.scores, naming the site; under its recorded terms (1,
+    off) the same log fails standing.accumulated instead (the warm-up accumulates nothing)."""
     fed = three_rounds
     log = _log(fed, 1)
     assert log.standing is not None and log.standing.valued_rounds == 0
@@ -276,27 +276,23 @@ def test_a_warm_up_score_that_ignores_the_rounds_values_fails(three_rounds: Any)
         {**recorded, "combiner": {**recorded["combiner"], "warm_up_floor": 0.5}}
     )
     subs = fed.ledger.get_submissions(1)
-    site = next(s.site for s in subs if s.reason == 0 and s.score == 1_000_000)
-    others = [
-        abs(float(e.components["value"]))  # type: ignore[arg-type]
-        for e in log.sites
-        if e.site != site and isinstance(e.components.get("value"), float)
-    ]
-    entry = log.site(site)
-    assert entry is not None and others
-    sunk = dataclasses.replace(
-        entry, components={**entry.components, "value": -10.0 * (sum(others) + 1e-6)}
+    passed = [s.site for s in subs if s.reason == 0 and s.score == 1_000_000]
+    site = passed[0]
+    shares = {s: (-0.6 if s == site else 0.05) for s in passed}
+    forged = dataclasses.replace(
+        log, standing=dataclasses.replace(log.standing, normalised=shares, after=dict(shares))
     )
-    forged = dataclasses.replace(log, sites=tuple(sunk if e.site == site else e for e in log.sites))
 
     def failed(under: ValuationSettings) -> dict[str, str]:
         checks = check_standing(fed.ledger, fed.store, forged, under, subs)
         return {n: d for n, ok, d in checks if not ok}
 
     bad = failed(settings)
+    assert "standing.accumulated" not in bad
     assert "standing.scores" in bad and site[:10] in bad["standing.scores"]
     assert "expected 500000" in bad["standing.scores"]
-    assert "standing.scores" not in failed(ValuationSettings.from_json(recorded))
+    off = failed(ValuationSettings.from_json(recorded))
+    assert "accumulates nothing" in off["standing.accumulated"]
 
 
 def test_made_up_normalised_values_fail_only_the_re_run(

@@ -233,12 +233,17 @@ def test_the_median_relief_near_its_threshold(
     assert ours == ref_standing_score(after, passed, cosine=cosine) == want
 
 
-def ref_warm_up_scores(values: dict[str, float], floor: float) -> dict[str, int]:
-    """The warm-up's provisional scores (*Standing*, ``warm_up_floor``): each passed update's
-    value as a share of the round's total absolute value, scored as an accumulated value
-    against the median of the shares, then raised to at least ``floor`` of the full score."""
+def ref_warm_up_shares(values: dict[str, float]) -> dict[str, float]:
+    """The warm-up's shares under ``warm_up_floor`` below 1 (*Standing*): each passed update's
+    value as a share of the round's total absolute value (no ``credit_cosine`` case here)."""
     total = math.fsum(abs(v) for v in values.values())
-    shares = {k: v / total for k, v in values.items()}
+    return {k: v / total for k, v in values.items()}
+
+
+def ref_warm_up_scores(values: dict[str, float], floor: float) -> dict[str, int]:
+    """The warm-up's scores (*Standing*, ``warm_up_floor``): the shares, accumulated, scored
+    against the median of the shares, then raised to at least ``floor`` of the full score."""
+    shares = ref_warm_up_shares(values)
     out = {}
     for k, share in shares.items():
         score = ref_standing_score(share, list(shares.values()))
@@ -271,7 +276,7 @@ def test_the_warm_up_scores_follow_the_readme(
     got = {
         v.site: v.score
         for v in combiner.settle(
-            cands, robust, values, {s: 0.0 for s in values}, method="s", warm_up=True
+            cands, robust, values, ref_warm_up_shares(values), method="s", warm_up=True
         )
     }
     want = ref_warm_up_scores(values, floor)

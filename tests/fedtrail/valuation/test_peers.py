@@ -420,20 +420,23 @@ def test_a_validators_warm_up_scores_its_alone_gains_under_warm_up_floor(
     sites: RealSites, shards: list[ImageDataset]
 ) -> None:
     """With ``warm_up_floor`` 0.5 a validator's warm-up vote (no game: each update's alone-gain)
-    scores every accepted update from its share of those gains against the median share,
-    floored at half the full score (a half sign-flipped update is demoted); nothing is
-    accumulated. Honest updates' alone-gains over the initial model are all positive, so only
-    an update that makes the model worse alone is demoted in a validator's warm-up."""
+    accumulates those gains' shares (credited, as a game's values would be: the standing's
+    first) and scores every accepted update from them against the median share, floored at
+    half the full score (a half sign-flipped update is demoted). Honest updates' alone-gains
+    over the initial model are all positive, so only an update that makes the model worse
+    alone is demoted in a validator's warm-up."""
     from fedtrail.valuation.standing import (
+        credited,
         demoted_score,
         demotion_reference,
         floored_score,
-        warm_up_shares,
+        normalised_values,
     )
 
     deltas = list(sites.deltas[:5])
     deltas[4] = {k: -0.5 * v for k, v in deltas[4].items()}  # harmful, within the harm check
     cands = _candidates(sites, deltas)
+    combiner = replace(HISTORY_COMBINER, warm_up_floor=0.5)
     pv = peer_vector(
         validator=ADDRESSES[0],
         round_id=1,
@@ -444,16 +447,19 @@ def test_a_validators_warm_up_scores_its_alone_gains_under_warm_up_floor(
         validation=shards[0],
         metric="balanced_loss",
         seed=7,
-        combiner=replace(HISTORY_COMBINER, warm_up_floor=0.5),
+        combiner=combiner,
         history=History(),
     )
     assert pv.report.method == WARM_UP_ALONE
     ok = [v for v in pv.report.sites if v.reason is Reason.OK and v.value is not None]
     assert len(ok) >= 3
-    shares = warm_up_shares({v.site: v.value for v in ok if v.value is not None})
-    ref = demotion_reference(shares.values())
+    shares = normalised_values({v.site: v.value for v in ok if v.value is not None})
+    assert shares is not None
+    cosines = {v.site: v.cosine for v in ok if v.cosine is not None}
+    want_acc = credited(shares, cosines, credit_cosine=combiner.credit_cosine)
+    assert pv.report.normalised == want_acc and pv.report.accumulated == want_acc
+    ref = demotion_reference(want_acc.values())
     for v in ok:
-        want = floored_score(demoted_score(shares[v.site] - ref, demote_scale=0.5), 0.5)
+        want = floored_score(demoted_score(want_acc[v.site] - ref, demote_scale=0.5), 0.5)
         assert v.score == want
-    assert all(v == 0.0 for v in (pv.report.accumulated or {}).values())
     assert any(v.score < SCORE_SCALE for v in ok), [(v.value, v.score) for v in ok]
