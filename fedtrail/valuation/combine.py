@@ -111,8 +111,9 @@ def _number(name: str, value: object) -> float:
 
 WARM_UP_FLOOR: Final = 1.0
 """The default ``warm_up_floor`` of :class:`Combiner`: 1, off (every update that passes the
-screens in the warm-up round scores 1, as before the rule); below 1 the warm-up's passers get a
-provisional score from the round's own normalised values, at least this share of the full score
+screens in the warm-up round scores 1, as before the rule); below 1 the warm-up's shares are
+accumulated as a later round's (the standing starts in round 1) and its passers' scores are
+raised to at least this share of the full score
 (:func:`~fedtrail.valuation.standing.floored_score`). An opt-in: see README *Scores from
 standing* for what 0.5 measured."""
 
@@ -248,11 +249,11 @@ class Combiner:
     inside the honest spread under label skew, but its length along the consensus does not.
     A recorded set of thresholds without it means 0: off.
     ``warm_up_floor`` (in [0, 1]; default 1: off, an opt-in, see :data:`WARM_UP_FLOOR`): in the
-    warm-up round (``settle(..., warm_up=True)``) an accepted update's score is
-    :func:`~fedtrail.valuation.standing.floored_score` of the demoted score its share of the
-    round's values (:func:`~fedtrail.valuation.standing.normalised_values`, not accumulated)
-    gets against the round's reference, as a later round's accumulated value would. A recorded
-    set of thresholds without it means 1: off.
+    warm-up round the round's shares are accumulated as a later round's
+    (:func:`~fedtrail.valuation.round.value_round`) and an accepted update's score
+    (``settle(..., warm_up=True)``) is :func:`~fedtrail.valuation.standing.floored_score` of
+    the demoted score its accumulated value gets. A recorded set of thresholds without it
+    means 1: off.
     ``dp_spend_check`` (0 or 1; default 1): 1 scores 0, as MALFORMED, an update whose declared
     privacy spend is not the one the DP parameters in its blob give (or that names another
     delta than the terms, one above 1 / its sample count, or a spend without parameters:

@@ -325,9 +325,9 @@ class ThresholdLimits:
     consent (``boost_clip = 0.5`` under ``[accept]``). Not bounded on the loose side (off, its
     loosest, is the default), as ``max_norm_ratio``."""
     warm_up_floor: float = WARM_UP_FLOOR
-    """Only off (1) by default, the product's default: below 1 the warm-up round scores
-    updates provisionally from its own values (:func:`~fedtrail.valuation.standing.
-    floored_score`), so turning it on takes the sites' consent (``warm_up_floor = 0.5`` under
+    """Only off (1) by default, the product's default: below 1 the warm-up round's shares are
+    accumulated and its scores floored (:func:`~fedtrail.valuation.standing.floored_score`),
+    so turning it on takes the sites' consent (``warm_up_floor = 0.5`` under
     ``[accept]``). Not bounded on the loose side (off, 1, is the default)."""
     white_noise_z: float = 1000.0
     """At most the default: higher moves the white-noise screen toward honest updates

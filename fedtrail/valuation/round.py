@@ -152,7 +152,7 @@ WARM_UP_ALONE: Final = "warm_up_alone"
 ``warm_up_game`` False, a peer validator's): each passer's value is its update alone's gain over
 the global model's utility as the warm-up's harm check measured it (to first order when the
 round's game is linearised, else the model alone), for the validator's own record; the warm-up's
-scores never depend on it."""
+scores depend on it only under ``warm_up_floor`` below 1 (its shares are then accumulated)."""
 
 EXPLANATION_PROBES: Final = 32
 """Validation images (the first ones, tagged) the explanation check explains."""
@@ -233,8 +233,10 @@ def value_round(
     demote-only scores come from the accumulated values alone, so the scores, reasons and the
     next history are those the game would have given; each passer's value is instead
     :data:`WARM_UP_ALONE`'s, its update alone's gain over the global model as the harm check
-    measured it (first order with a linearised game), and ``v_full`` is None. The aggregator
-    keeps True: its log records the game's values and the audit replays them.
+    measured it (first order with a linearised game), and ``v_full`` is None. Under
+    ``warm_up_floor`` below 1, where the warm-up accumulates, the scores and the next history
+    come from those values' shares instead (floored). The aggregator keeps True: its log
+    records the game's values and the audit replays them.
     """
     check_game(method=method, metric=metric, large_game=large_game)
     comb = Combiner() if combiner is None else combiner
