@@ -12,6 +12,7 @@ import click
 
 from fedtrail.chain import check_rpc_url, connect
 from fedtrail.cli.common import (
+    DEFAULT_DEPLOYMENT,
     FiniteFloatRange,
     LazyChoice,
     compression_methods,
@@ -75,7 +76,8 @@ folder_argument = click.argument(
     envvar="FEDTRAIL_DEPLOYMENT",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
-    help="Take the ledger address from a deployment file (env FEDTRAIL_DEPLOYMENT).",
+    help="Take the ledger address from a deployment file (env FEDTRAIL_DEPLOYMENT; default: "
+    f"./{DEFAULT_DEPLOYMENT} when it exists and no --contract is given).",
 )
 @click.option(
     "--store",
@@ -128,12 +130,16 @@ def init(
     # the address wins over the file, and then the file's URL is not read either: the rule of
     # every other ledger command (open_ledger), so one exported FEDTRAIL_* set serves them all
     deployment = None
+    if not contract and deployment_path is None and Path(DEFAULT_DEPLOYMENT).is_file():
+        deployment_path = Path(DEFAULT_DEPLOYMENT)  # where every other ledger command looks
     if not contract and deployment_path is not None:
         deployment = Deployment.from_file(deployment_path)
         contract = deployment.address
     rpc_url = resolve_rpc(rpc_url, deployment)
     if not contract:
-        raise ConfigError("give the ledger: --contract ADDRESS or --deployment FILE")
+        raise ConfigError(
+            f"give the ledger: --contract ADDRESS or --deployment FILE (no ./{DEFAULT_DEPLOYMENT})"
+        )
     contract = checksum(contract)
     from fedtrail.storage.store import open_store
 

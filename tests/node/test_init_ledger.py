@@ -9,6 +9,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from fedtrail.cli import cli
@@ -64,4 +65,19 @@ def test_an_explicit_contract_wins_over_the_deployment_file(tmp_path: Path) -> N
     code, out, node = _init(tmp_path / "a", *args, env={})
     assert code == 0, out
     # the file's URL goes with its address: neither is read
+    assert node["contract"] == OTHER_LEDGER and node["rpc_url"] == "http://127.0.0.1:8545"
+
+
+def test_init_reads_deployment_json_in_the_working_folder_like_every_ledger_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, node = _init(tmp_path / "none", env={})
+    assert code == 2 and "no ./deployment.json" in out and node == {}
+    _deployment(tmp_path)  # writes tmp_path/deployment.json
+    code, out, node = _init(tmp_path / "a", env={})
+    assert code == 0, out
+    assert node["contract"] == FILE_LEDGER and node["rpc_url"] == FILE_RPC
+    code, out, node = _init(tmp_path / "b", "--contract", OTHER_LEDGER, env={})
+    assert code == 0, out
     assert node["contract"] == OTHER_LEDGER and node["rpc_url"] == "http://127.0.0.1:8545"
