@@ -44,3 +44,19 @@ def test_a_name_that_is_not_utf8_reads_as_the_events_read_it(any_chain: ChainEnv
     site = ledger.get_site(odd)
     assert site is not None and site.name == "St \\xffMary\\xc3"
     assert ledger.names_at_finalize(1) == names  # the events' reading, the same text
+
+
+def test_a_byte_and_its_escape_text_read_apart(any_chain: ChainEnv) -> None:
+    """The byte 0xff and the four characters ``\\xff`` were one text (a58's left-over): a
+    reader could not tell the two names apart. Backslashes now read doubled, escapes single."""
+    ledger = any_chain.deploy()
+    byte, text, both = (s.address for s in any_chain.sites[:3])
+    _register_raw(ledger, any_chain, byte, b"h\xff")
+    _register_raw(ledger, any_chain, text, b"h\\xff")
+    _register_raw(ledger, any_chain, both, b"\\\xc3\xa9\xff")
+    names = {s.address: s.name for s in ledger.get_sites()}
+    assert names[byte] == "h\\xff"
+    assert names[text] == "h\\\\xff"
+    assert names[both] == "\\\\\u00e9\\xff"  # UTF-8 é kept, the bare byte escaped
+    assert len(set(names.values())) == 3
+    assert ledger.names_at_finalize(1) == names  # events read the same
