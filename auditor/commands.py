@@ -19,6 +19,7 @@ from fedtrail.cli.common import (
 )
 from fedtrail.cli.output import emit, format_option, printable, reason_label
 from fedtrail.errors import ConfigError, VerificationFailed
+from fedtrail.protocol.names import shown as shown_name
 from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 
@@ -269,7 +270,7 @@ def site(
     columns = None
     if fmt == "table":
         click.echo(
-            f"site {address} '{printable(info.name)}' registered={info.registered} "
+            f"site {address} '{printable(shown_name(info.name))}' registered={info.registered} "
             f"reputation={info.reputation / SCORE_SCALE:.4f}"
             + (f" privacy: {account.describe()}" if account.used else "")
             + (
@@ -350,7 +351,7 @@ def log_cmd(
         shown_weight = "weight_fraction" if "weight_fraction" in marks.mismatches else "weight"
 
         mismatches += [f"{e.site} {f}" for f in marks.mismatches]
-        click.echo(f"{shown(e.name or e.site)} {t('name')} ({e.site})")
+        click.echo(f"{shown(shown_name(e.name) or e.site)} {t('name')} ({e.site})")
         click.echo(
             f"  update {shown(e.update.cid)} {t('cid')}, "
             f"sha256 {e.update.sha256[:16]}… {t('sha256')}"
@@ -657,7 +658,7 @@ def privacy(
 def _print_privacy(result: PrivacyAudit, counts: dict[str, int]) -> None:
     from fedtrail.auditor.report.text import clean_text as shown  # names come from others
 
-    names = {s.site: shown(s.name) for s in result.sites}
+    names = {s.site: shown(shown_name(s.name)) for s in result.sites}
     click.echo(
         "sites (epsilon; the chain sums the declared spends: the RDP-composed epsilon under the "
         "composed rule, each update's own under the summed one):"

@@ -20,6 +20,7 @@ from fedtrail.auditor.peers import PeerTable, peer_table, read_peer_record
 from fedtrail.errors import FedtrailError
 from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission
 from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.names import shown as shown_name
 from fedtrail.protocol.roundlog import MAX_LOG_BYTES, RoundLog
 from fedtrail.storage.store import ContentStore
 
@@ -129,9 +130,11 @@ class Federation:
         return [rd.peers for rd in self.rounds if rd.peers is not None]
 
     def site_name(self, address: str) -> str:
+        """``address``'s registered name as shown (``fedtrail.protocol.names.shown``: escaped
+        where it mixes scripts or holds characters that print as nothing)."""
         for s in self.sites:
             if s.address == address:
-                return s.name
+                return shown_name(s.name)
         return ""
 
     def site_order(self) -> list[str]:

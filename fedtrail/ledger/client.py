@@ -1338,7 +1338,11 @@ def _text(raw: bytes) -> str:
         except UnicodeDecodeError:
             pass
     return "".join(
-        "\\\\" if ch == "\\" else f"\\x{ord(ch) - 0xDC00:02x}" if 0xDC80 <= ord(ch) <= 0xDCFF else ch
+        "\\\\"
+        if ch == "\\"
+        else f"\\x{ord(ch) - 0xDC00:02x}"
+        if 0xDC80 <= ord(ch) <= 0xDCFF
+        else ch
         for ch in data.decode("utf-8", errors="surrogateescape")
     )
 

@@ -2,7 +2,7 @@
 
 A site's identity is its address; its name is what a coordinator typed at ``registerSite`` and
 what every table, log and report shows beside the address. Two names that render alike
-(``hospital-a`` with a Latin ``a`` and ``hospital-а`` with Cyrillic U+0430) let a reader credit
+(``hospital-a`` with a Latin ``a`` and ``hospital-\\u0430`` with a Cyrillic one) let a reader credit
 one site with the other's weight without any check noticing (attack a59). The rule here is
 fedtrail's own, small and fixed, so an independent reader can apply it without a confusables
 database:
@@ -31,60 +31,60 @@ from collections.abc import Iterable, Mapping
 
 HOMOGLYPHS: dict[str, str] = {
     # Cyrillic, lower case
-    "\u0430": "a",  # а
-    "\u0441": "c",  # с
-    "\u0501": "d",  # ԁ
-    "\u0435": "e",  # е
-    "\u0456": "i",  # і
-    "\u0458": "j",  # ј
-    "\u04cf": "l",  # ӏ
-    "\u043e": "o",  # о
-    "\u0440": "p",  # р
-    "\u051b": "q",  # ԛ
-    "\u0455": "s",  # ѕ
-    "\u051d": "w",  # ԝ
-    "\u0445": "x",  # х
-    "\u0443": "y",  # у
-    "\u04bb": "h",  # һ
+    "\u0430": "a",  # cyrillic small letter a
+    "\u0441": "c",  # cyrillic small letter es
+    "\u0501": "d",  # cyrillic small letter komi de
+    "\u0435": "e",  # cyrillic small letter ie
+    "\u0456": "i",  # cyrillic small letter byelorussian-ukrainian i
+    "\u0458": "j",  # cyrillic small letter je
+    "\u04cf": "l",  # cyrillic small letter palochka
+    "\u043e": "o",  # cyrillic small letter o
+    "\u0440": "p",  # cyrillic small letter er
+    "\u051b": "q",  # cyrillic small letter qa
+    "\u0455": "s",  # cyrillic small letter dze
+    "\u051d": "w",  # cyrillic small letter we
+    "\u0445": "x",  # cyrillic small letter ha
+    "\u0443": "y",  # cyrillic small letter u
+    "\u04bb": "h",  # cyrillic small letter shha
     # Cyrillic, upper case
-    "\u0410": "a",  # А
-    "\u0412": "b",  # В
-    "\u0421": "c",  # С
-    "\u0415": "e",  # Е
-    "\u041d": "h",  # Н
-    "\u0406": "i",  # І
-    "\u0408": "j",  # Ј
-    "\u041a": "k",  # К
-    "\u041c": "m",  # М
-    "\u041e": "o",  # О
-    "\u0420": "p",  # Р
-    "\u0405": "s",  # Ѕ
-    "\u0422": "t",  # Т
-    "\u0425": "x",  # Х
-    "\u04ae": "y",  # Ү
+    "\u0410": "a",  # cyrillic capital letter a
+    "\u0412": "b",  # cyrillic capital letter ve
+    "\u0421": "c",  # cyrillic capital letter es
+    "\u0415": "e",  # cyrillic capital letter ie
+    "\u041d": "h",  # cyrillic capital letter en
+    "\u0406": "i",  # cyrillic capital letter byelorussian-ukrainian i
+    "\u0408": "j",  # cyrillic capital letter je
+    "\u041a": "k",  # cyrillic capital letter ka
+    "\u041c": "m",  # cyrillic capital letter em
+    "\u041e": "o",  # cyrillic capital letter o
+    "\u0420": "p",  # cyrillic capital letter er
+    "\u0405": "s",  # cyrillic capital letter dze
+    "\u0422": "t",  # cyrillic capital letter te
+    "\u0425": "x",  # cyrillic capital letter ha
+    "\u04ae": "y",  # cyrillic capital letter straight u
     # Greek, lower case
-    "\u03bf": "o",  # ο
-    "\u03b9": "i",  # ι
-    "\u03ba": "k",  # κ
-    "\u03bd": "v",  # ν
-    "\u03c1": "p",  # ρ
-    "\u03c5": "u",  # υ
-    "\u03b1": "a",  # α
+    "\u03bf": "o",  # greek small letter omicron
+    "\u03b9": "i",  # greek small letter iota
+    "\u03ba": "k",  # greek small letter kappa
+    "\u03bd": "v",  # greek small letter nu
+    "\u03c1": "p",  # greek small letter rho
+    "\u03c5": "u",  # greek small letter upsilon
+    "\u03b1": "a",  # greek small letter alpha
     # Greek, upper case
-    "\u0391": "a",  # Α
-    "\u0392": "b",  # Β
-    "\u0395": "e",  # Ε
-    "\u0396": "z",  # Ζ
-    "\u0397": "h",  # Η
-    "\u0399": "i",  # Ι
-    "\u039a": "k",  # Κ
-    "\u039c": "m",  # Μ
-    "\u039d": "n",  # Ν
-    "\u039f": "o",  # Ο
-    "\u03a1": "p",  # Ρ
-    "\u03a4": "t",  # Τ
-    "\u03a5": "y",  # Υ
-    "\u03a7": "x",  # Χ
+    "\u0391": "a",  # greek capital letter alpha
+    "\u0392": "b",  # greek capital letter beta
+    "\u0395": "e",  # greek capital letter epsilon
+    "\u0396": "z",  # greek capital letter zeta
+    "\u0397": "h",  # greek capital letter eta
+    "\u0399": "i",  # greek capital letter iota
+    "\u039a": "k",  # greek capital letter kappa
+    "\u039c": "m",  # greek capital letter mu
+    "\u039d": "n",  # greek capital letter nu
+    "\u039f": "o",  # greek capital letter omicron
+    "\u03a1": "p",  # greek capital letter rho
+    "\u03a4": "t",  # greek capital letter tau
+    "\u03a5": "y",  # greek capital letter upsilon
+    "\u03a7": "x",  # greek capital letter chi
 }
 """Letters drawn like a Latin letter in common fonts, each mapped to that (lower-case) Latin
 letter by :func:`skeleton`. A documented subset of Unicode's confusables table: the Cyrillic
@@ -116,13 +116,11 @@ def _script(ch: str) -> str | None:
 def scripts(name: str) -> frozenset[str]:
     """The scripts of ``name``'s letters (NFKC first, so a compatibility form counts as its
     letter)."""
-    return frozenset(
-        s for s in map(_script, unicodedata.normalize("NFKC", name)) if s is not None
-    )
+    return frozenset(s for s in map(_script, unicodedata.normalize("NFKC", name)) if s is not None)
 
 
 def mixed_script(name: str) -> bool:
-    """Letters of two or more scripts (``hospital-а``: Latin and Cyrillic)."""
+    """Letters of two or more scripts (``hospital-\\u0430``: Latin and Cyrillic)."""
     return len(scripts(name)) > 1
 
 
@@ -151,21 +149,20 @@ def shown(name: str) -> str:
 
 def confusable_groups(names: Mapping[str, str]) -> list[list[str]]:
     """Addresses whose names (``names``: address -> name) are confusable with another's, one
-    sorted list per shared skeleton, groups in order of their first address."""
+    sorted list per shared skeleton, groups in order of their first address. Names that fold
+    to nothing (no name: shown as the address) are no group."""
     by_skeleton: dict[str, list[str]] = {}
     for address in sorted(names, key=str.lower):
         by_skeleton.setdefault(skeleton(names[address]), []).append(address)
-    return [group for group in by_skeleton.values() if len(group) > 1]
+    return [group for key, group in by_skeleton.items() if key and len(group) > 1]
 
 
 def name_problems(name: str, others: Iterable[str]) -> list[str]:
     """Why a coordinator's tooling refuses to register ``name`` beside the names ``others``
-    (every other site's): empty, a character that prints as nothing or as something else,
-    a backslash (chain readers escape with it), letters of two scripts, or a skeleton another
-    name has. Empty when none applies."""
+    (every other site's): a character that prints as nothing or as something else, a
+    backslash (chain readers escape with it), letters of two scripts, or a skeleton another
+    name has. Empty when none applies; an empty name (shown as its address) is allowed."""
     problems: list[str] = []
-    if not name.strip():
-        problems.append("the name is empty")
     if any(unicodedata.category(ch) in _INVISIBLE for ch in name):
         problems.append("it holds control, format or unassigned characters")
     if "\\" in name:
@@ -173,7 +170,7 @@ def name_problems(name: str, others: Iterable[str]) -> list[str]:
     if mixed_script(name):
         problems.append(f"it mixes scripts ({', '.join(sorted(scripts(name)))}): {shown(name)}")
     mine = skeleton(name)
-    alike = sorted({o for o in others if skeleton(o) == mine})
+    alike = sorted({o for o in others if mine and skeleton(o) == mine})
     if alike:
         problems.append(
             "it reads like the registered name(s) " + ", ".join(repr(shown(o)) for o in alike)

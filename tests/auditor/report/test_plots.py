@@ -87,6 +87,6 @@ def test_long_histories_and_many_sites() -> None:
 
 def test_site_label() -> None:
     fed = _federation(1, 0, {0: "_under\u202escore"})
-    assert site_label(fed, _address(0)) == f" _under\ufffdscore ({_address(0)[:8]}\u2026)"
+    assert site_label(fed, _address(0)) == f" _under\\u202escore ({_address(0)[:8]}\u2026)"
     fed.sites[0] = SiteInfo(_address(0), True, "", 0, 0, 10_000, 1)
     assert site_label(fed, _address(0)).startswith("(no name) (")

@@ -68,4 +68,5 @@ def test_registration_refuses_lookalikes_and_odd_characters() -> None:
     assert any("reads like" in p for p in problems)
     assert any("backslash" in p for p in name_problems("a\\xff", []))
     assert any("control" in p for p in name_problems("a\u202eb", []))
-    assert name_problems("  ", []) == ["the name is empty"]
+    assert name_problems("", [""]) == []  # no name: shown as its address, no look-alike
+    assert confusable_groups({"0xA": "", "0xB": "\u200b"}) == []
