@@ -97,7 +97,7 @@ from fedtrail.ml.privacy import declared_micro
 from fedtrail.protocol.codes import Decline, Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.evidence import ChainUpdate, Evidence, applicable, evidence_problems
-from fedtrail.protocol.names import confusable_groups, skeleton
+from fedtrail.protocol.names import confusable_groups, escaped, skeleton
 from fedtrail.protocol.names import shown as shown_name
 from fedtrail.protocol.peers import cancelled_outcome
 from fedtrail.protocol.privacy import SUMMED, DpParams, InvalidPrivacy, from_micro
@@ -2292,8 +2292,9 @@ def check_names(names: Mapping[str, str]) -> tuple[str, bool, str]:
     :mod:`fedtrail.protocol.names`' rule: ``hospital-a`` and ``hospital-\\u0430``, or ``Site-1``
     and ``site-l``). Weights are paid to addresses and every check compares addresses, but the
     log, the report and every table show names: a coordinator who registers a look-alike
-    beside a site lets a reader credit one with the other's weight. Each pair is named with
-    its addresses, its names shown escaped where they mix scripts."""
+    beside a site lets a reader credit one with the other's weight. Each group is named with
+    its addresses, each name with every non-ASCII character escaped (``escaped``), so the
+    names differ on screen as they do in bytes."""
     groups = confusable_groups(names)
     if not groups:
         return (
@@ -2302,7 +2303,7 @@ def check_names(names: Mapping[str, str]) -> tuple[str, bool, str]:
             f"the {len(names)} registered name(s) read apart (no two share a skeleton)",
         )
     listed = "; ".join(
-        " ~ ".join(f"'{shown_name(names[a])}' ({a})" for a in group) for group in groups
+        " ~ ".join(f"'{escaped(names[a])}' ({a})" for a in group) for group in groups
     )
     return (
         "sites.names",

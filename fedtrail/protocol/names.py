@@ -147,6 +147,13 @@ def shown(name: str) -> str:
     )
 
 
+def escaped(name: str) -> str:
+    """``name`` with every character outside printable ASCII as ``\\uNNNN``: how names that
+    read alike are told apart side by side (``H\\u00f4pital`` and ``Ho\\u0302pital``, which
+    :func:`shown` leaves as written, being one script each)."""
+    return "".join(ch if " " <= ch <= "~" else _escape(ch) for ch in name)
+
+
 def confusable_groups(names: Mapping[str, str]) -> list[list[str]]:
     """Addresses whose names (``names``: address -> name) are confusable with another's, one
     sorted list per shared skeleton, groups in order of their first address. Names that fold

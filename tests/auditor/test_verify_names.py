@@ -26,6 +26,8 @@ def test_check_names_names_each_lookalike_pair() -> None:
     assert (name, passed) == ("sites.names", False)
     assert "'hospital-a' (0xA) ~ 'hospital-\\u0430' (0xB)" in detail
     assert "clinic" not in detail
+    _, _, detail = check_names({"0xA": "H\u00f4pital", "0xB": "Ho\u0302pital"})  # NFC, NFD
+    assert "'H\\u00f4pital' (0xA) ~ 'Ho\\u0302pital' (0xB)" in detail
     name, passed, detail = check_names({"0xA": LATIN, "0xC": "clinic", "0xD": ""})
     assert passed and "3 registered name(s) read apart" in detail
 

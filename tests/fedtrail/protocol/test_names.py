@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fedtrail.protocol.names import (
     confusable_groups,
+    escaped,
     mixed_script,
     name_problems,
     scripts,
@@ -57,6 +58,12 @@ def test_shown_escapes_what_would_hide_a_difference() -> None:
     # chain texts (backslash doubled, bad bytes as \xNN) stay apart from what shown adds
     chain_texts = ["h\\xff", "h\\\\xff", "a\\\\u200bb", "a\u200bb", "\\\\\\xff"]
     assert len({shown(t) for t in chain_texts}) == len(chain_texts)
+
+
+def test_escaped_tells_normalization_twins_apart() -> None:
+    assert escaped("H\u00f4pital") == "H\\u00f4pital"
+    assert escaped("Ho\u0302pital") == "Ho\\u0302pital"
+    assert escaped("a\U0001d41a\t~") == "a\\U0001d41a\\u0009~"
 
 
 def test_registration_refuses_lookalikes_and_odd_characters() -> None:
