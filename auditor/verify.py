@@ -97,7 +97,7 @@ from fedtrail.ml.privacy import declared_micro
 from fedtrail.protocol.codes import Decline, Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.evidence import ChainUpdate, Evidence, applicable, evidence_problems
-from fedtrail.protocol.names import confusable_groups, escaped, skeleton
+from fedtrail.protocol.names import confusable, confusable_groups, escaped
 from fedtrail.protocol.names import shown as shown_name
 from fedtrail.protocol.peers import cancelled_outcome
 from fedtrail.protocol.privacy import SUMMED, DpParams, InvalidPrivacy, from_micro
@@ -2300,7 +2300,7 @@ def check_names(names: Mapping[str, str]) -> tuple[str, bool, str]:
         return (
             "sites.names",
             True,
-            f"the {len(names)} registered name(s) read apart (no two share a skeleton)",
+            f"the {len(names)} registered name(s) read apart (no two are confusable)",
         )
     listed = "; ".join(
         " ~ ".join(f"'{escaped(names[a])}' ({a})" for a in group) for group in groups
@@ -2308,7 +2308,7 @@ def check_names(names: Mapping[str, str]) -> tuple[str, bool, str]:
     return (
         "sites.names",
         False,
-        f"registered names read alike (one skeleton under fedtrail.protocol.names): {listed}; "
+        f"registered names read alike (fedtrail.protocol.names.confusable): {listed}; "
         "a reader who goes by name can credit one site with another's weight (addresses are "
         "the identity)",
     )
@@ -2319,7 +2319,7 @@ def _unalike(logged: object, chain: object) -> tuple[str, str]:
     texts that read alike (one skeleton under :mod:`fedtrail.protocol.names`: ``ô`` and ``o`` +
     U+0302, a Cyrillic ``a`` (U+0430) and a Latin one), so the message shows how they differ
     (a59)."""
-    if isinstance(logged, str) and isinstance(chain, str) and skeleton(logged) == skeleton(chain):
+    if isinstance(logged, str) and isinstance(chain, str) and confusable(logged, chain):
         return ascii(logged), ascii(chain)
     return repr(logged), repr(chain)
 

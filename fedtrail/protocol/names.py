@@ -7,10 +7,12 @@ one site with the other's weight without any check noticing (attack a59). The ru
 fedtrail's own, small and fixed, so an independent reader can apply it without a confusables
 database:
 
-- :func:`skeleton`: NFKC, format characters (zero-width, bidi) dropped, each letter of
-  :data:`HOMOGLYPHS` (Cyrillic and Greek letters drawn like a Latin one) replaced by that Latin
-  letter, casefolded, ``1``/``|`` read as ``l`` and ``0`` as ``o``, whitespace runs as one
-  space, stripped. Two names with one skeleton are *confusable*.
+- :func:`skeleton`: NFKC, format characters (zero-width, bidi) dropped, dashes (U+2010-2015,
+  U+2212, ...) as ``-``, each letter of :data:`HOMOGLYPHS` (Cyrillic, Greek, Armenian and a
+  few Latin letters drawn like a Latin one) replaced by that Latin letter, casefolded,
+  ``1``/``|`` read as ``l`` and ``0`` as ``o``, whitespace runs as one space, stripped;
+  :func:`visual_skeleton` the same without casefolding and with a capital ``I`` read as ``l``.
+  Two names with one skeleton or one visual skeleton are *confusable* (:func:`confusable`).
 - :func:`scripts`: the scripts of a name's letters (the first word of each letter's Unicode
   name: ``LATIN``, ``CYRILLIC``, ...; Han, Hiragana and Katakana count as one, ``CJK``).
   A name with letters of two or more scripts is *mixed-script*.
@@ -85,25 +87,69 @@ HOMOGLYPHS: dict[str, str] = {
     "\u03a4": "t",  # greek capital letter tau
     "\u03a5": "y",  # greek capital letter upsilon
     "\u03a7": "x",  # greek capital letter chi
+    # Armenian (a61)
+    "\u0585": "o",  # armenian small letter oh
+    "\u057d": "u",  # armenian small letter seh
+    "\u0578": "n",  # armenian small letter vo
+    "\u0570": "h",  # armenian small letter ho
+    "\u0581": "g",  # armenian small letter co
+    "\u0566": "q",  # armenian small letter za
+    "\u054d": "u",  # armenian capital letter seh
+    "\u0555": "o",  # armenian capital letter oh
+    # Latin letters drawn like other Latin letters (a61)
+    "\u0251": "a",  # latin small letter alpha
+    "\u0131": "i",  # latin small letter dotless i
+    "\u0237": "j",  # latin small letter dotless j
+    "\u0261": "g",  # latin small letter script g
 }
 """Letters drawn like a Latin letter in common fonts, each mapped to that (lower-case) Latin
-letter by :func:`skeleton`. A documented subset of Unicode's confusables table: the Cyrillic
-and Greek letters a coordinator can type in place of Latin ones."""
+letter by :func:`skeleton`. A documented subset of Unicode's confusables table: the Cyrillic,
+Greek and Armenian letters a coordinator can type in place of Latin ones, and four Latin
+letters drawn like others (a61)."""
 
 _AFTER_CASEFOLD = str.maketrans({"1": "l", "|": "l", "0": "o"})
+_VISUAL = str.maketrans({"I": "l", "1": "l", "|": "l", "0": "O"})
+_DASHES = re.compile(r"[\u2010-\u2015\u2212\u2043\ufe58\ufe63\uff0d]")
 _INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 _EAST_ASIAN = frozenset({"CJK", "HIRAGANA", "KATAKANA", "HANGUL"})
 
 
-def skeleton(name: str) -> str:
-    """``name`` as :mod:`fedtrail.protocol.names` folds it (the module's rule): two names with
-    one skeleton read alike."""
-    text = unicodedata.normalize("NFKC", name)
-    text = "".join(
-        HOMOGLYPHS.get(ch, ch) for ch in text if unicodedata.category(ch) not in _INVISIBLE
+def _letters(name: str, upper: bool) -> str:
+    """NFKC, invisibles dropped, dashes as ``-``, :data:`HOMOGLYPHS` applied (their upper-case
+    sources to the upper-case letter when ``upper``)."""
+    text = _DASHES.sub("-", unicodedata.normalize("NFKC", name))
+    return "".join(
+        (HOMOGLYPHS[ch].upper() if upper and ch.isupper() else HOMOGLYPHS[ch])
+        if ch in HOMOGLYPHS
+        else ch
+        for ch in text
+        if unicodedata.category(ch) not in _INVISIBLE
     )
-    text = text.casefold().translate(_AFTER_CASEFOLD)
+
+
+def _spaced(text: str) -> str:
     return unicodedata.normalize("NFKC", re.sub(r"\s+", " ", text).strip())
+
+
+def skeleton(name: str) -> str:
+    """``name`` as :mod:`fedtrail.protocol.names` folds it, case ignored (the module's rule):
+    two names with one skeleton read alike."""
+    return _spaced(_letters(name, upper=False).casefold().translate(_AFTER_CASEFOLD))
+
+
+def visual_skeleton(name: str) -> str:
+    """``name``'s case-kept fold: as :func:`skeleton` but without casefolding, and with a
+    capital ``I`` read as ``l`` (drawn alike in sans-serif fonts; casefolding makes it an
+    ``i``). Two names with one visual skeleton read alike too."""
+    return _spaced(_letters(name, upper=True).translate(_VISUAL))
+
+
+def confusable(a: str, b: str) -> bool:
+    """Whether two names read alike: one :func:`skeleton` or one :func:`visual_skeleton`
+    (neither empty)."""
+    return bool(skeleton(a)) and (
+        skeleton(a) == skeleton(b) or visual_skeleton(a) == visual_skeleton(b)
+    )
 
 
 def _script(ch: str) -> str | None:
@@ -158,10 +204,19 @@ def confusable_groups(names: Mapping[str, str]) -> list[list[str]]:
     """Addresses whose names (``names``: address -> name) are confusable with another's, one
     sorted list per shared skeleton, groups in order of their first address. Names that fold
     to nothing (no name: shown as the address) are no group."""
-    by_skeleton: dict[str, list[str]] = {}
-    for address in sorted(names, key=str.lower):
-        by_skeleton.setdefault(skeleton(names[address]), []).append(address)
-    return [group for key, group in by_skeleton.items() if key and len(group) > 1]
+    order = sorted(names, key=str.lower)
+    group_of: dict[str, int] = {}  # address -> index of its group's first address
+    for i, address in enumerate(order):
+        for earlier in order[:i]:
+            if confusable(names[address], names[earlier]):
+                group_of[address] = group_of.get(earlier, order.index(earlier))
+                group_of.setdefault(earlier, group_of[address])
+                break
+    groups: dict[int, list[str]] = {}
+    for address in order:
+        if address in group_of:
+            groups.setdefault(group_of[address], []).append(address)
+    return [groups[k] for k in sorted(groups)]
 
 
 def name_problems(name: str, others: Iterable[str]) -> list[str]:
@@ -176,8 +231,7 @@ def name_problems(name: str, others: Iterable[str]) -> list[str]:
         problems.append("it holds a backslash (chain readers show escapes with it)")
     if mixed_script(name):
         problems.append(f"it mixes scripts ({', '.join(sorted(scripts(name)))}): {shown(name)}")
-    mine = skeleton(name)
-    alike = sorted({o for o in others if mine and skeleton(o) == mine})
+    alike = sorted({o for o in others if confusable(name, o)})
     if alike:
         problems.append(
             "it reads like the registered name(s) " + ", ".join(repr(shown(o)) for o in alike)

@@ -4,6 +4,7 @@ registration refusals and the display that tells names apart."""
 from __future__ import annotations
 
 from fedtrail.protocol.names import (
+    confusable,
     confusable_groups,
     escaped,
     mixed_script,
@@ -11,6 +12,7 @@ from fedtrail.protocol.names import (
     scripts,
     shown,
     skeleton,
+    visual_skeleton,
 )
 
 LATIN, CYRILLIC = "hospital-a", "hospital-\u0430"  # Latin a, Cyrillic a (U+0430)
@@ -40,9 +42,26 @@ def test_case_digits_invisibles_and_normalization_fold_together() -> None:
     assert skeleton("Site North") != skeleton("Site South")
 
 
+def test_dashes_armenian_latin_lookalikes_and_capital_i_fold_too() -> None:
+    """a61's misses on the first rule: each now reads like ``hospital-a``."""
+    for variant in (
+        "hospital\u2010a",  # hyphen
+        "hospital\u2011a",  # non-breaking hyphen
+        "h\u0585spital-a",  # Armenian oh
+        "hospit\u0251l-a",  # Latin alpha
+        "hosp\u0131tal-a",  # dotless i
+        "hospitaI-a",  # capital I for l: only the case-kept fold sees it
+    ):
+        assert confusable(variant, "hospital-a"), variant
+    assert skeleton("hospitaI-a") != skeleton("hospital-a")
+    assert visual_skeleton("hospitaI-a") == visual_skeleton("hospital-a")
+    assert not confusable("ian", "lan") and confusable("Ian", "lan")
+    assert not confusable("hospital-b", "hospital-a") and not confusable("", "")
+
+
 def test_groups_name_every_address_of_a_shared_skeleton() -> None:
-    names = {"0xB": CYRILLIC, "0xA": LATIN, "0xC": "clinic", "0xD": "Clinic"}
-    assert confusable_groups(names) == [["0xA", "0xB"], ["0xC", "0xD"]]
+    names = {"0xB": CYRILLIC, "0xA": LATIN, "0xC": "clinic", "0xD": "Clinic", "0xE": "hospitaI-a"}
+    assert confusable_groups(names) == [["0xA", "0xB", "0xE"], ["0xC", "0xD"]]
     assert confusable_groups({"0xA": LATIN, "0xC": "clinic"}) == []
 
 
