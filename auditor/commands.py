@@ -534,8 +534,13 @@ def verify(
         for c in a.checks
     ]
     ok = all(a.passed for a in audits) and bool(audits)
+    from fedtrail.protocol.names import registry_warning
+
+    warning = registry_warning({s.address: s.name for s in ledger.get_sites()})
+    if warning is not None:  # a62: a look-alike registered after the last finalized round
+        click.echo(f"warning: {printable(warning)}", err=True)
     if fmt == "json":
-        emit({"passed": ok, "checks": rows}, "json")
+        emit({"passed": ok, "checks": rows, "warnings": [w for w in [warning] if w]}, "json")
     else:
         emit(rows, fmt)
         if fmt == "table":

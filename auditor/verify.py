@@ -381,6 +381,7 @@ def verify_round(
         if info.phase != Phase.NONE:
             declined_terms, _ = _read_terms(store, info, round_id)
             audit.add(*_check_declined(ledger, info, declined_terms, accept or ThresholdLimits()))
+            audit.add(*check_names(ledger.names_at_finalize(round_id)))  # the names so far
         if info.phase == Phase.CANCELLED:
             # a peer round's votes decide whether it could be valued, not the aggregator
             cancelled = read_peer_record(ledger, round_id)

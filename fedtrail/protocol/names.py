@@ -237,3 +237,19 @@ def name_problems(name: str, others: Iterable[str]) -> list[str]:
             "it reads like the registered name(s) " + ", ".join(repr(shown(o)) for o in alike)
         )
     return problems
+
+
+def registry_warning(names: Mapping[str, str]) -> str | None:
+    """The registry as it stands (``names``: address -> current name) when it holds names that
+    read alike, as one line naming each group; None otherwise. ``audit verify``'s
+    ``sites.names`` judges each round by the names it was finalized under, so a look-alike
+    registered after the last finalized round fails no check, yet every table and the report
+    show it beside the site it imitates (attack a62): ``audit verify`` and the report warn
+    with this line."""
+    groups = confusable_groups(names)
+    if not groups:
+        return None
+    listed = "; ".join(
+        " ~ ".join(f"'{escaped(names[a])}' ({a})" for a in group) for group in groups
+    )
+    return f"registered names read alike: {listed}"

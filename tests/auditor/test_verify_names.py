@@ -60,3 +60,46 @@ def test_verify_fails_a_round_registered_with_a_lookalike(anvil_url: str, tmp_pa
     latin, cyrillic = accounts[1].address, accounts[2].address
     assert f"'hospital-a' ({latin})" in failed[0].detail
     assert f"'hospital-\\u0430' ({cyrillic})" in failed[0].detail
+
+
+@pytest.mark.anvil
+def test_a_lookalike_registered_late_is_flagged_where_no_round_holds_it(
+    anvil_url: str, tmp_path: Path
+) -> None:
+    """a62: registered while round 1 is open, the look-alike fails that round's sites.names;
+    ``audit verify`` warns about the registry as it stands (exit 1 here: round 1 fails)."""
+    from click.testing import CliRunner
+
+    from fedtrail.cli import cli
+    from fedtrail.ledger import Ledger
+
+    ledger, _ = Ledger.deploy(connect(anvil_url), dev_account(0))
+    latin, cyrillic = dev_account(5).address, dev_account(6).address
+    ledger.register_site(dev_account(0), latin, LATIN, 100)
+    store = LocalStore(tmp_path / "store")
+    terms = store.put(b"{}")
+    ledger.open_round(
+        dev_account(0),
+        store.put(b"model"),
+        "ab" * 32,
+        terms_cid=terms,
+        terms_sha256="cd" * 32,
+        commit_seconds=600,
+        reveal_seconds=600,
+    )
+    before = verify_round(ledger, store, 1)
+    assert not any(c.failed for c in before.checks if c.name == "sites.names")
+    ledger.register_site(dev_account(0), cyrillic, CYRILLIC, 100)
+    after = {c.name: c for c in verify_round(ledger, store, 1).checks}
+    assert after["sites.names"].failed
+    r = CliRunner().invoke(
+        cli,
+        [
+            "audit", "verify", "--rpc-url", anvil_url, "--contract", ledger.address,
+            "--store", f"local:{tmp_path / 'store'}",
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 1
+    assert r.stderr.startswith("warning: registered names read alike: ")
+    assert f"'hospital-a' ({latin})" in r.stderr
+    assert f"'hospital-\\u0430' ({cyrillic})" in r.stderr

@@ -9,6 +9,7 @@ from fedtrail.protocol.names import (
     escaped,
     mixed_script,
     name_problems,
+    registry_warning,
     scripts,
     shown,
     skeleton,
@@ -96,3 +97,9 @@ def test_registration_refuses_lookalikes_and_odd_characters() -> None:
     assert any("control" in p for p in name_problems("a\u202eb", []))
     assert name_problems("", [""]) == []  # no name: shown as its address, no look-alike
     assert confusable_groups({"0xA": "", "0xB": "\u200b"}) == []
+
+
+def test_registry_warning_names_each_group_or_nothing() -> None:
+    assert registry_warning({"0xA": LATIN, "0xB": "clinic"}) is None
+    warning = registry_warning({"0xA": LATIN, "0xB": CYRILLIC})
+    assert warning == "registered names read alike: 'hospital-a' (0xA) ~ 'hospital-\\u0430' (0xB)"
