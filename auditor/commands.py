@@ -540,7 +540,8 @@ def verify(
     if warning is not None:  # a62: a look-alike registered after the last finalized round
         click.echo(f"warning: {printable(warning)}", err=True)
     if fmt == "json":
-        emit({"passed": ok, "checks": rows, "warnings": [w for w in [warning] if w]}, "json")
+        extra = {} if warning is None else {"warnings": [warning]}  # the key only when any
+        emit({"passed": ok, "checks": rows, **extra}, "json")
     else:
         emit(rows, fmt)
         if fmt == "table":

@@ -60,3 +60,24 @@ def test_a_byte_and_its_escape_text_read_apart(any_chain: ChainEnv) -> None:
     assert names[both] == "\\\\\u00e9\\xff"  # UTF-8 é kept, the bare byte escaped
     assert len(set(names.values())) == 3
     assert ledger.names_at_finalize(1) == names  # events read the same
+
+
+def test_the_independent_reader_reads_names_as_the_ledger_does(anvil: ChainEnv) -> None:
+    """``scripts/independent/reader.py`` took names from web3's event decoder, which raises on a
+    name that is not UTF-8 (a58's registration stopped it); it now decodes the raw logs by the
+    README's *Strings* rule, and reads every name as fedtrail's client does."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "scripts" / "independent" / "reader.py"
+    spec = importlib.util.spec_from_file_location("independent_reader", path)
+    assert spec is not None and spec.loader is not None
+    reader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reader)
+    ledger = anvil.deploy()
+    names = [b"h\xff", b"h\\xff", b"\\\xc3\xa9\xff", "Klinikum S\u00fcd".encode()]
+    for site, name in zip(anvil.sites, names, strict=False):
+        _register_raw(ledger, anvil, site.address, name)
+    independent = reader.registered_names(anvil.w3, ledger.address, 0)
+    assert {k.lower(): v for k, v in ledger.names_at_finalize(1).items()} == independent
+    assert len(set(independent.values())) == len(names)
