@@ -205,18 +205,28 @@ def confusable_groups(names: Mapping[str, str]) -> list[list[str]]:
     sorted list per shared skeleton, groups in order of their first address. Names that fold
     to nothing (no name: shown as the address) are no group."""
     order = sorted(names, key=str.lower)
-    group_of: dict[str, int] = {}  # address -> index of its group's first address
-    for i, address in enumerate(order):
-        for earlier in order[:i]:
-            if confusable(names[address], names[earlier]):
-                group_of[address] = group_of.get(earlier, order.index(earlier))
-                group_of.setdefault(earlier, group_of[address])
-                break
-    groups: dict[int, list[str]] = {}
+    parent = {a: a for a in order}  # union-find over the addresses, linked by shared keys
+
+    def root(a: str) -> str:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    first: dict[tuple[str, str], str] = {}  # (kind, key) -> the first address holding it
     for address in order:
-        if address in group_of:
-            groups.setdefault(group_of[address], []).append(address)
-    return [groups[k] for k in sorted(groups)]
+        name = names[address]
+        if not skeleton(name):
+            continue
+        for key in (("fold", skeleton(name)), ("visual", visual_skeleton(name))):
+            if key in first:
+                parent[root(address)] = root(first[key])
+            else:
+                first[key] = address
+    groups: dict[str, list[str]] = {}
+    for address in order:
+        groups.setdefault(root(address), []).append(address)
+    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: order.index(g[0]))
 
 
 def name_problems(name: str, others: Iterable[str]) -> list[str]:
