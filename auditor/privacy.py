@@ -17,7 +17,8 @@ spend, or with another one, a
 declared spend without parameters, parameters accounted at another delta than the round's
 terms fix, an update without parameters in a round whose terms require DP, or a blob that
 cannot be read all fail; a blob that cannot be read whose update the chain already scored 0 as
-unusable (``Status.UNUSED``: it reached no model) is named and does not fail, and the round's
+unusable and that declared no spend (``Status.UNUSED``: it reached no model) is named and does
+not fail, and the round's
 other spends are checked as ever. Per site it also checks the account against the events and the
 budget, and shows the tighter RDP-composed epsilon of its updates next to the chain's sum.
 
@@ -184,16 +185,17 @@ def audit_privacy(ledger: Ledger, store: ContentStore | None) -> PrivacyAudit:
 
 def _unused(checked: UpdateSpend, sub: Submission) -> UpdateSpend:
     """An update whose blob this audit cannot read: :data:`Status.UNUSED` (named, passing) when
-    the chain scored it 0 as unusable (``scored_unavailable``: its scorers could not read it
-    either, so it reached no model, and its declared spend stands on chain), else as it is
-    (UNREADABLE: the blob is missing from this store only, or was weighted)."""
-    if not scored_unavailable(sub):
-        return checked
+    it declared no spend and the chain scored it 0 as unusable (``scored_unavailable``: its
+    scorers could not read it either, so it reached no model), else as it is (UNREADABLE: the
+    blob is missing from this store only, or was weighted, or a spend was declared for it that
+    no one can check: ``audit verify``'s ``privacy.spend`` fails that too, attack a11)."""
+    if not scored_unavailable(sub) or checked.declared_micro:
+        return checked  # a spend declared for a blob no one can read fails, as in verify (a11)
     return dataclasses.replace(
         checked,
         status=Status.UNUSED,
         detail=f"{checked.detail}; scored {Reason(sub.reason).name} with weight 0 on chain, "
-        f"so it reached no model; its declared spend {checked.declared_micro} stands",
+        "so it reached no model, and it declared no spend",
     )
 
 

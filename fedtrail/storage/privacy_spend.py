@@ -69,10 +69,11 @@ class Status:
     no verdict on chain says the blob was unusable (a weighted update, a round cancelled
     before it was valued): a store's state, not the site's."""
     UNUSED = "unreadable, unused"
-    """The blob cannot be fetched or decoded, and the chain already scored the update 0 as one
-    its round's scorers could not use either (weight 0 under a reason of
-    :data:`~fedtrail.storage.privacy_history.UNAVAILABLE_VERDICTS`): it reached no model, and
-    its declared spend, whatever it is, stands on chain in the site's total. Named, not failed:
+    """The blob cannot be fetched or decoded, the reveal declared no spend, and the chain
+    already scored the update 0 as one its round's scorers could not use either (weight 0
+    under a reason of :data:`~fedtrail.storage.privacy_history.UNAVAILABLE_VERDICTS`): it
+    reached no model and claims nothing to check. Named, not failed (a spend declared for such
+    a blob stays UNREADABLE, as ``audit verify``'s ``privacy.spend`` fails it, a11):
     one reveal under a CID that is no CID made ``audit privacy`` fail for every reader
     (``scripts/attacks/a58_abi_edges.py``) though every other spend was checked. A later
     composed update of the site's that needs this blob's parameters is

@@ -266,15 +266,17 @@ def test_the_terms_delta_and_required_dp_are_enforced(anvil_url: str, tmp_path: 
 
 
 def _valued_with_a_lost_blob(
-    anvil_url: str, tmp: Path, *, lost_reason: Reason, a_declares: int
+    anvil_url: str, tmp: Path, *, lost_reason: Reason, a_declares: int, c_private: bool = False
 ) -> tuple[World, PrivacyAudit]:
-    """One round: a (DP, declaring ``a_declares``), b (plain) and c (DP, honest) reveal; c's
-    blob then disappears from the store (a58: a reveal under a CID no store gives) and the
-    aggregator values the round, c under ``lost_reason`` (weight 0 unless OK)."""
+    """One round: a (DP, declaring ``a_declares``), b (plain) and c (plain, or DP declaring its
+    spend with ``c_private``) reveal; c's blob then disappears from the store (a58: a reveal
+    under a CID no store gives) and the aggregator values the round, c under ``lost_reason``
+    (weight 0 unless OK)."""
     w = world(anvil_url, tmp)
     a, b, c = w.fed.sites
     r = w.open()
-    w.submit(r, [(a, P1, a_declares), (b, None, None), (c, P2, spend(P2))])
+    c_plan = (c, P2, spend(P2)) if c_private else (c, None, None)
+    w.submit(r, [(a, P1, a_declares), (b, None, None), c_plan])
     sub = w.fed.ledger.get_submission(r, c.address)
     assert sub is not None
     (w.store_dir / "blobs" / sub.cid).unlink()
@@ -300,7 +302,7 @@ def test_an_unreadable_update_scored_unusable_is_named_and_the_rest_checked(
     assert result.passed, result.problems
     (lost,) = [u for u in result.updates if u.site == c]
     assert "scored MALFORMED with weight 0 on chain" in lost.detail
-    assert f"its declared spend {spend(P2)} stands" in lost.detail
+    assert "it declared no spend" in lost.detail
     r = w.cli()
     assert r.exit_code == 0 and Status.UNUSED in r.output, r.output
     # the other sites' spends are still checked: a misreport beside the lost blob fails alone
@@ -312,13 +314,21 @@ def test_an_unreadable_update_scored_unusable_is_named_and_the_rest_checked(
     assert [p.split(":")[0] for p in result.problems] == [f"round 1 {a}"]
 
 
-def test_an_unreadable_update_the_chain_weighted_still_fails(
+def test_an_unreadable_update_the_chain_weighted_or_that_declared_a_spend_still_fails(
     anvil_url: str, tmp_path: Path
 ) -> None:
     """The aggregator read it (weight > 0): the blob is missing from this store only, so its
-    spend is unchecked, and that fails as before."""
+    spend is unchecked, and that fails as before; so does an unpaid one declaring a spend."""
     w, result = _valued_with_a_lost_blob(
         anvil_url, tmp_path, lost_reason=Reason.OK, a_declares=spend(P1)
     )
+    c = w.fed.sites[2].address
+    assert statuses(result)[(1, c)] == Status.UNREADABLE and not result.passed
+    # a spend declared for a blob no one can read fails even when unpaid (as verify's
+    # privacy.spend does: a11's withheld DP blob)
+    w, result = _valued_with_a_lost_blob(
+        anvil_url, tmp_path / "declared", lost_reason=Reason.MALFORMED, a_declares=spend(P1),
+        c_private=True,
+    )  # fmt: skip
     c = w.fed.sites[2].address
     assert statuses(result)[(1, c)] == Status.UNREADABLE and not result.passed
