@@ -19,6 +19,7 @@ from fedtrail.cli.common import (
 )
 from fedtrail.cli.output import emit, format_option, printable, reason_label
 from fedtrail.errors import ConfigError, VerificationFailed
+from fedtrail.protocol.names import shown as shown_name
 from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 
@@ -269,7 +270,7 @@ def site(
     columns = None
     if fmt == "table":
         click.echo(
-            f"site {address} '{printable(info.name)}' registered={info.registered} "
+            f"site {address} '{printable(shown_name(info.name))}' registered={info.registered} "
             f"reputation={info.reputation / SCORE_SCALE:.4f}"
             + (f" privacy: {account.describe()}" if account.used else "")
             + (
@@ -350,7 +351,7 @@ def log_cmd(
         shown_weight = "weight_fraction" if "weight_fraction" in marks.mismatches else "weight"
 
         mismatches += [f"{e.site} {f}" for f in marks.mismatches]
-        click.echo(f"{shown(e.name or e.site)} {t('name')} ({e.site})")
+        click.echo(f"{shown(shown_name(e.name) or e.site)} {t('name')} ({e.site})")
         click.echo(
             f"  update {shown(e.update.cid)} {t('cid')}, "
             f"sha256 {e.update.sha256[:16]}… {t('sha256')}"
@@ -533,8 +534,14 @@ def verify(
         for c in a.checks
     ]
     ok = all(a.passed for a in audits) and bool(audits)
+    from fedtrail.protocol.names import registry_warning
+
+    warning = registry_warning({s.address: s.name for s in ledger.get_sites()})
+    if warning is not None:  # a62: a look-alike registered after the last finalized round
+        click.echo(f"warning: {printable(warning)}", err=True)
     if fmt == "json":
-        emit({"passed": ok, "checks": rows}, "json")
+        extra = {} if warning is None else {"warnings": [warning]}  # the key only when any
+        emit({"passed": ok, "checks": rows, **extra}, "json")
     else:
         emit(rows, fmt)
         if fmt == "table":
@@ -657,7 +664,7 @@ def privacy(
 def _print_privacy(result: PrivacyAudit, counts: dict[str, int]) -> None:
     from fedtrail.auditor.report.text import clean_text as shown  # names come from others
 
-    names = {s.site: shown(s.name) for s in result.sites}
+    names = {s.site: shown(shown_name(s.name)) for s in result.sites}
     click.echo(
         "sites (epsilon; the chain sums the declared spends: the RDP-composed epsilon under the "
         "composed rule, each update's own under the summed one):"

@@ -16,7 +16,10 @@ bank spend it could later leave undeclared): an update with DP parameters reveal
 spend, or with another one, a
 declared spend without parameters, parameters accounted at another delta than the round's
 terms fix, an update without parameters in a round whose terms require DP, or a blob that
-cannot be read all fail. Per site it also checks the account against the events and the
+cannot be read all fail; a blob that cannot be read whose update the chain already scored 0 as
+unusable and that declared no spend (``Status.UNUSED``: it reached no model) is named and does
+not fail, and the round's
+other spends are checked as ever. Per site it also checks the account against the events and the
 budget, and shows the tighter RDP-composed epsilon of its updates next to the chain's sum.
 
 Not checked here: whether ``sample_rate`` and ``steps`` are the ones the site really trained
@@ -26,15 +29,17 @@ them against the on-chain sample count as far as it can.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 from fedtrail.errors import ConfigError, FedtrailError, StoreError
-from fedtrail.ledger import Ledger
+from fedtrail.ledger import Ledger, Submission
+from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.privacy import DpParams, from_micro
 from fedtrail.protocol.terms import MAX_TERMS_BYTES, PrivacyTerms, RoundTerms
-from fedtrail.storage.privacy_history import PrivacyHistory
+from fedtrail.storage.privacy_history import PrivacyHistory, scored_unavailable
 from fedtrail.storage.privacy_spend import Status, check_spend
 from fedtrail.storage.store import ContentStore
 
@@ -170,11 +175,28 @@ def audit_privacy(ledger: Ledger, store: ContentStore | None) -> PrivacyAudit:
                     UpdateSpend(round_id, sub.site, declared, total, None, None, Status.NOT_READ)
                 )
                 continue
-            updates.append(
-                reader.check(sub.site, sub.cid, sub.sha256, declared, total, sub.num_samples)
-            )
+            checked = reader.check(sub.site, sub.cid, sub.sha256, declared, total, sub.num_samples)
+            if checked.status == Status.UNREADABLE and reader.spec and checked.params is None:
+                checked = _unused(checked, sub)  # the blob itself unreadable, not the terms
+            updates.append(checked)
     sites = tuple(_site(ledger, info.address, info.name, updates) for info in ledger.get_sites())
     return PrivacyAudit(sites=sites, updates=tuple(updates), read_blobs=store is not None)
+
+
+def _unused(checked: UpdateSpend, sub: Submission) -> UpdateSpend:
+    """An update whose blob this audit cannot read: :data:`Status.UNUSED` (named, passing) when
+    it declared no spend and the chain scored it 0 as unusable (``scored_unavailable``: its
+    scorers could not read it either, so it reached no model), else as it is (UNREADABLE: the
+    blob is missing from this store only, or was weighted, or a spend was declared for it that
+    no one can check: ``audit verify``'s ``privacy.spend`` fails that too, attack a11)."""
+    if not scored_unavailable(sub) or checked.declared_micro:
+        return checked  # a spend declared for a blob no one can read fails, as in verify (a11)
+    return dataclasses.replace(
+        checked,
+        status=Status.UNUSED,
+        detail=f"{checked.detail}; scored {Reason(sub.reason).name} with weight 0 on chain, "
+        "so it reached no model, and it declared no spend",
+    )
 
 
 def _site(ledger: Ledger, site: str, name: str, updates: list[UpdateSpend]) -> SitePrivacy:

@@ -40,7 +40,6 @@ import hashlib
 import json
 import math
 import time
-import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -98,6 +97,8 @@ from fedtrail.ml.privacy import declared_micro
 from fedtrail.protocol.codes import Decline, Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.evidence import ChainUpdate, Evidence, applicable, evidence_problems
+from fedtrail.protocol.names import confusable, confusable_groups, escaped
+from fedtrail.protocol.names import shown as shown_name
 from fedtrail.protocol.peers import cancelled_outcome
 from fedtrail.protocol.privacy import SUMMED, DpParams, InvalidPrivacy, from_micro
 from fedtrail.protocol.roundlog import (
@@ -380,6 +381,7 @@ def verify_round(
         if info.phase != Phase.NONE:
             declined_terms, _ = _read_terms(store, info, round_id)
             audit.add(*_check_declined(ledger, info, declined_terms, accept or ThresholdLimits()))
+            audit.add(*check_names(ledger.names_at_finalize(round_id)))  # the names so far
         if info.phase == Phase.CANCELLED:
             # a peer round's votes decide whether it could be valued, not the aggregator
             cancelled = read_peer_record(ledger, round_id)
@@ -443,6 +445,7 @@ def verify_round(
         )
     else:
         _unchecked(audit, ("log.agrees",), no_log)
+    audit.add(*check_names(ledger.names_at_finalize(round_id)))
     _check_evidence(audit, ledger, round_id, log, subs)
 
     # the terms committed at open, and the log's settings against them
@@ -2284,15 +2287,40 @@ def _check_log(
     )
 
 
+def check_names(names: Mapping[str, str]) -> tuple[str, bool, str]:
+    """``sites.names``: no two sites registered when the round was finalized (``names``:
+    address -> name then) have names that read alike (one skeleton under
+    :mod:`fedtrail.protocol.names`' rule: ``hospital-a`` and ``hospital-\\u0430``, or ``Site-1``
+    and ``site-l``). Weights are paid to addresses and every check compares addresses, but the
+    log, the report and every table show names: a coordinator who registers a look-alike
+    beside a site lets a reader credit one with the other's weight. Each group is named with
+    its addresses, each name with every non-ASCII character escaped (``escaped``), so the
+    names differ on screen as they do in bytes."""
+    groups = confusable_groups(names)
+    if not groups:
+        return (
+            "sites.names",
+            True,
+            f"the {len(names)} registered name(s) read apart (no two are confusable)",
+        )
+    listed = "; ".join(
+        " ~ ".join(f"'{escaped(names[a])}' ({a})" for a in group) for group in groups
+    )
+    return (
+        "sites.names",
+        False,
+        f"registered names read alike (fedtrail.protocol.names.confusable): {listed}; "
+        "a reader who goes by name can credit one site with another's weight (addresses are "
+        "the identity)",
+    )
+
+
 def _unalike(logged: object, chain: object) -> tuple[str, str]:
     """The two values as a mismatch message shows them: ``repr``, or ``ascii`` when both are
-    texts that read alike (Unicode-normalization equivalents, confusables NFKC folds: ``ô`` and
-    ``o`` + U+0302), so the message shows how they differ (attack a59)."""
-    if (
-        isinstance(logged, str)
-        and isinstance(chain, str)
-        and unicodedata.normalize("NFKC", logged) == unicodedata.normalize("NFKC", chain)
-    ):
+    texts that read alike (one skeleton under :mod:`fedtrail.protocol.names`: ``ô`` and ``o`` +
+    U+0302, a Cyrillic ``a`` (U+0430) and a Latin one), so the message shows how they differ
+    (a59)."""
+    if isinstance(logged, str) and isinstance(chain, str) and confusable(logged, chain):
         return ascii(logged), ascii(chain)
     return repr(logged), repr(chain)
 
@@ -2585,7 +2613,8 @@ def _check_declined(
         confirmed[Decline.WINDOWS] = "; ".join(windows) or None
     ordered = sorted(declines.items(), key=lambda kv: int(kv[0], 16))
     listed = "; ".join(
-        f"{names.get(site, '') or site} ({site[:10]}…): {reason.label}" for site, reason in ordered
+        f"{shown_name(names.get(site, '')) or site} ({site[:10]}…): {reason.label}"
+        for site, reason in ordered
     )
     why = {
         f"{reason.label}: {confirmed[reason]}"

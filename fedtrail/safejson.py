@@ -19,20 +19,36 @@ literals too large for a float (``1e999``, which Python reads as infinity) are r
 document holding one in its free-form ``valuation`` raised ``ValueError`` from its canonical
 re-encoding instead of ``InvalidTerms`` (a31).
 
+A string holding a lone UTF-16 surrogate (an unpaired ``\\ud800`` escape: JSON's grammar allows
+it, I-JSON, RFC 7493, does not) is refused too (:class:`LoneSurrogate`): Python reads it as a
+``str`` that no UTF-8 stream can write, so any reader that printed such a log text without
+escaping it crashed (the attack harness did), and parsers of other languages (Rust's
+``serde_json``) refuse the whole document where Python's reads it: one pinned log, two
+readings (a63). No fedtrail writer produces one (every writer encodes ``str`` from UTF-8).
+
 Every failure is a ``ValueError`` (a ``JSONDecodeError``, a ``UnicodeDecodeError``, Python's
-limit on integer digits, :class:`TooDeep`, :class:`TooLarge` or :class:`NotFinite`), so a
-caller maps one exception type to its own ``FedtrailError``.
+limit on integer digits, :class:`TooDeep`, :class:`TooLarge`, :class:`NotFinite` or
+:class:`LoneSurrogate`), so a caller maps one exception type to its own ``FedtrailError``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Final
 
 import numpy as np
 
-__all__ = ["MAX_DEPTH", "NotFinite", "TooDeep", "TooLarge", "loads", "nesting_depth"]
+__all__ = [
+    "MAX_DEPTH",
+    "LoneSurrogate",
+    "NotFinite",
+    "TooDeep",
+    "TooLarge",
+    "loads",
+    "nesting_depth",
+]
 
 MAX_DEPTH: Final = 32
 """Deepest nesting accepted. fedtrail's deepest documents nest 4 levels (a round log), a
@@ -67,6 +83,28 @@ def _parse_int(text: str) -> int:
         except OverflowError:
             raise TooLarge(f"an integer of {len(text)} digits, too large for a float") from None
     return value
+
+
+class LoneSurrogate(ValueError):
+    """A string holds a UTF-16 surrogate with no partner (from a ``\\uD800``-``\\uDFFF``
+    escape): no UTF-8 text can hold it."""
+
+
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_surrogates(value: Any, where: str = "") -> None:
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise LoneSurrogate(f"a string at {where or '/'} holds a lone UTF-16 surrogate")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_surrogates(key, where)
+            _refuse_surrogates(item, f"{where}/{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_surrogates(item, f"{where}/{i}")
 
 
 class NotFinite(ValueError):
@@ -131,6 +169,9 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH, **kwargs: Any) -> An
     kwargs.setdefault("parse_float", _parse_float)
     kwargs.setdefault("parse_constant", _parse_constant)
     try:
-        return json.loads(text, **kwargs)
+        doc = json.loads(text, **kwargs)
     except RecursionError as exc:  # not reachable below MAX_DEPTH; a ValueError all the same
         raise TooDeep(f"nested too deep for the JSON parser: {exc}") from None
+    if _SURROGATE_ESCAPE.search(raw):  # only an escape makes one: strict UTF-8 cannot (a63)
+        _refuse_surrogates(doc)
+    return doc

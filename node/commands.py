@@ -265,6 +265,12 @@ def register(
     wei = int(fund * 10**18)
     if wei and ledger.w3.eth.get_balance(signer.address) < wei:  # before registering: all or none
         raise ConfigError(f"--fund {fund}: {signer.address} holds less than {fund} ETH")
+    from fedtrail.protocol.names import name_problems, shown
+
+    others = [s.name for s in ledger.get_sites() if s.address != checksum(address)]
+    problems = name_problems(name, others)
+    if problems:  # before any transaction: a look-alike name misleads every reader (a59)
+        raise ConfigError(f"site name '{shown(name)}' refused: " + "; ".join(problems))
     tx = ledger.register_site(signer, address, name, max_samples)
     doc: dict[str, Any] = {
         "site": checksum(address),

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from fedtrail.auditor.peers import PeerTable, peer_table, read_peer_record
 from fedtrail.errors import FedtrailError
-from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission
+from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission, checksum
 from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.names import shown as shown_name
 from fedtrail.protocol.roundlog import MAX_LOG_BYTES, RoundLog
 from fedtrail.storage.store import ContentStore
 
@@ -124,14 +125,25 @@ class Federation:
     validators: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Each site rated as a validator in a peer round: (validator reputation, rated rounds)
     from the contract; empty for a federation without peer rounds."""
+    former_names: dict[str, list[str]] = field(default_factory=dict)
+    """Each site registered earlier under other names (``SiteRegistered`` events, oldest
+    first, its current name left out): shown beside its name, since every table of the report
+    names sites by their current registration (attack a64)."""
 
     def peer_rounds(self) -> list[PeerTable]:
         return [rd.peers for rd in self.rounds if rd.peers is not None]
 
     def site_name(self, address: str) -> str:
+        """``address``'s registered name as shown (``fedtrail.protocol.names.shown``: escaped
+        where it mixes scripts or holds characters that print as nothing), with the names it
+        was registered under before (``hospital-z (formerly hospital-a)``): a coordinator
+        who re-registers a paid site under another name and gives its old name to a new site
+        would otherwise have the report credit the old rounds to the new name (a64)."""
         for s in self.sites:
             if s.address == address:
-                return s.name
+                former = self.former_names.get(address, [])
+                tail = f" (formerly {', '.join(map(shown_name, former))})" if former else ""
+                return shown_name(s.name) + tail
         return ""
 
     def site_order(self) -> list[str]:
@@ -286,7 +298,22 @@ def collect(
         audits=list(audits),
         privacy=read_privacy(ledger, store, audits, sites),
         validators=validators,
+        former_names=former_names(ledger, sites),
     )
+
+
+def former_names(ledger: Ledger, sites: list[SiteInfo]) -> dict[str, list[str]]:
+    """Each site's earlier registered names (oldest first, none twice, its current one left
+    out), from the ``SiteRegistered`` events; sites never renamed are left out."""
+    current = {s.address: s.name for s in sites}
+    earlier: dict[str, list[str]] = {}
+    for event in ledger.events("SiteRegistered"):
+        address = checksum(str(event.args["site"]))
+        name = str(event.args["name"])
+        seen = earlier.setdefault(address, [])
+        if name != current.get(address) and name not in seen:
+            seen.append(name)
+    return {a: names for a, names in earlier.items() if names}
 
 
 def used_dp(ledger: Ledger, audits: list[RoundAudit], sites: list[SiteInfo]) -> bool:

@@ -34,6 +34,7 @@ from fedtrail.auditor.report.style import CSS
 from fedtrail.auditor.report.text import clean_text, number, short_hex
 from fedtrail.ledger import Submission
 from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.names import registry_warning
 from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 
@@ -178,6 +179,9 @@ def _header(page: _Page) -> Iterator[str]:
     yield "<header>"
     yield f"<h1>{esc(page.title, 200)}</h1>"
     yield f'<p class="verdict {"pass" if ok else "fail"}">{esc(verdict, 2000)}</p>'
+    warning = registry_warning({s.address: s.name for s in fed.sites})
+    if warning is not None:  # a62: no finalized round holds the look-alike yet
+        yield f'<p class="verdict fail">Warning: {esc(warning, 2000)}</p>'
     yield '<dl class="facts">'
     yield f"<dt>Ledger</dt><dd><code>{esc(fed.address)}</code></dd>"
     yield f"<dt>Chain id</dt><dd>{fed.chain_id}</dd>"

@@ -29,7 +29,13 @@ from fedtrail.protocol.terms import MAX_TERMS_BYTES, RoundTerms
 from fedtrail.storage.codec import default_max_bytes, read_update_meta
 from fedtrail.storage.store import NOT_GIVEN, ContentStore
 
-__all__ = ["UNAVAILABLE_VERDICTS", "PrivacyHistory", "UnavailableSpend", "UnbackedSpend"]
+__all__ = [
+    "UNAVAILABLE_VERDICTS",
+    "PrivacyHistory",
+    "UnavailableSpend",
+    "UnbackedSpend",
+    "scored_unavailable",
+]
 
 UNAVAILABLE_VERDICTS: frozenset[Reason] = frozenset(
     {Reason.TAMPERED, Reason.MALFORMED, Reason.WITHHELD, Reason.PEER_REJECTED}
@@ -109,7 +115,7 @@ class PrivacyHistory:
             try:
                 blob = self._store.get(sub.cid, sub.sha256, max_bytes=default_max_bytes(spec))
             except NOT_GIVEN as exc:
-                if _scored_unavailable(sub):
+                if scored_unavailable(sub):
                     raise UnavailableSpend(
                         f"round {round_id}'s update {sub.cid} of {site} declared a spend, was "
                         f"scored 0 as {Reason(sub.reason).name} on chain and cannot be read "
@@ -162,7 +168,7 @@ class PrivacyHistory:
         return self._specs[round_id]
 
 
-def _scored_unavailable(sub: Submission) -> bool:
+def scored_unavailable(sub: Submission) -> bool:
     """Whether the chain holds a verdict that ``sub``'s scorers could not use it: weight 0 and
     a reason in :data:`UNAVAILABLE_VERDICTS` (a round cancelled before valuation posts none)."""
     return sub.weight == 0 and sub.reason in UNAVAILABLE_VERDICTS

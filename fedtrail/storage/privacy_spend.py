@@ -68,8 +68,18 @@ class Status:
     """The blob, its round's terms, or its DP parameters could not be read or accounted, and
     no verdict on chain says the blob was unusable (a weighted update, a round cancelled
     before it was valued): a store's state, not the site's."""
+    UNUSED = "unreadable, unused"
+    """The blob cannot be fetched or decoded, the reveal declared no spend, and the chain
+    already scored the update 0 as one its round's scorers could not use either (weight 0
+    under a reason of :data:`~fedtrail.storage.privacy_history.UNAVAILABLE_VERDICTS`): it
+    reached no model and claims nothing to check. Named, not failed (a spend declared for such
+    a blob stays UNREADABLE, as ``audit verify``'s ``privacy.spend`` fails it, a11):
+    one reveal under a CID that is no CID made ``audit privacy`` fail for every reader
+    (``scripts/attacks/a58_abi_edges.py``) though every other spend was checked. A later
+    composed update of the site's that needs this blob's parameters is
+    :data:`UNAVAILABLE_HISTORY`, which fails."""
 
-    PASSING = frozenset({AGREES, NOT_PRIVATE, NOT_READ})
+    PASSING = frozenset({AGREES, NOT_PRIVATE, NOT_READ, UNUSED})
 
 
 BINDING: Final = frozenset(

@@ -15,8 +15,10 @@ two non-participating sites whose names are the invalid byte ``0xff`` and the 4-
 ``\\xff``: event readers that replace invalid bytes may show both the same. Then ``audit verify``,
 ``audit privacy`` and the report run over the round.
 
-Holds when every probe reverts, the non-UTF-8 CID is scored unusable (not paid), and the
-readers neither crash nor pass a paid unreadable update.
+Holds when every probe reverts, the non-UTF-8 CID is scored unusable (not paid), the
+readers neither crash nor pass a paid unreadable update, the two idle names read apart (since
+session 48: backslashes read doubled) and ``audit privacy`` names att's unreadable, unpaid
+update without failing the round (since session 48: ``unreadable, unused``).
 
 usage: scripts/attacks/real.sh scripts/attacks/a58_abi_edges.py
 Exits 1 when a probe is accepted or a reader crashes / disagrees, 0 otherwise.
@@ -143,13 +145,20 @@ if att is None or att["weight"] > 0:
 if not out["audit_ok"]:
     problems.append("verify fails the round")
 names = {s.address: s.name for s in fed.ledger.get_sites()}
-shown = [names[a] for a in names if a[:4] != "0x00" and names[a] in ("\\xff",)]
-print(f"registry names as read: {sorted(set(names.values()))}")
-if len(shown) > 1:
-    print("  note: the byte 0xff and the text '\\xff' read the same (backslashreplace)")
+from fedtrail.chain import dev_account  # noqa: E402
+
+byte_name, text_name = (names[dev_account(i).address] for i in (8, 9))
+print(f"registry names as read: byte 0xff {byte_name!r}, text \\xff {text_name!r}")
+if byte_name == text_name:
+    problems.append("the byte 0xff and the text '\\xff' read as one name")
 try:
     privacy = audit_privacy(fed.ledger, store)
     print(f"audit privacy: {'PASS' if privacy.passed else 'FAIL'} {privacy.problems[:2]}")
+    for u in privacy.updates:
+        if u.site == attacker[0]:
+            print(f"  att's update: {u.status} ({u.detail})")
+    if not privacy.passed:
+        problems.append("audit privacy fails over one unreadable, unpaid reveal")
     page = write_report(fed.ledger, store, Path(tempfile.mkdtemp(prefix="a58-")))
     print(f"report written: {page}")
 except FedtrailError as exc:

@@ -10,7 +10,9 @@ site's registered name beside its address; verify compares them (``log.agrees``)
 - ``honest``: the control.
 
 Holds when verify fails ``swap`` and ``nfc`` (exact comparison with the chain's names, no
-normalization anywhere) and passes ``honest``. Three sites of 150 images (one plain), one round.
+normalization anywhere, ``log.agrees``) and, since session 48, every mode fails ``sites.names``
+(the two registered names share a skeleton, ``fedtrail.protocol.names``), ``honest`` nothing
+else. Three sites of 150 images (one plain), one round.
 
 usage: scripts/attacks/real.sh scripts/attacks/a59_confusable_names.py swap|nfc|honest
 Exits 1 when verify passes a log whose names are not the chain's, 0 otherwise.
@@ -52,10 +54,15 @@ info = fed.ledger.get_round(1)
 doc = json.loads(out["store"].get(info.log_cid, info.log_sha256))
 print("log names:", [ascii(e["name"]) for e in doc["sites"]])
 print("chain names:", sorted(ascii(s.name) for s in fed.ledger.get_sites()))
+failed = {name for _, name, _ in out["failed"]}
+# since session 48 the two registered names (one skeleton) fail sites.names in every mode
+if "sites.names" not in failed:
+    print("ATTACK WORKS: two names that read alike are registered and sites.names passes")
+    sys.exit(1)
 if MODE == "honest":
-    print("control:", "PASS" if out["audit_ok"] else "FAIL")
-    sys.exit(0 if out["audit_ok"] else 1)
-if out["audit_ok"]:
+    print("control:", "only sites.names fails" if failed == {"sites.names"} else failed)
+    sys.exit(0 if failed == {"sites.names"} else 1)
+if "log.agrees" not in failed:
     print(f"ATTACK WORKS: verify passes a log whose names are not the chain's ({MODE})")
     sys.exit(1)
-print(f"defence holds: verify fails the {MODE} log")
+print(f"defence holds: verify fails the {MODE} log (log.agrees) and the names (sites.names)")

@@ -273,6 +273,7 @@ def run(
             g, _ = decode_model(store.get(info.global_cid, info.global_sha256), spec=SPEC)
             past_global.append({k2: g[k2] - start[k2] for k2 in g})
     audit_ok = None
+    failed: list[tuple[int, str, str]] = []
     if verify:
         # accept: the [accept] limits the sites agreed to (None: the defaults, as a new site's)
         audits = verify_all(fed.ledger, store, accept=accept)
@@ -284,7 +285,7 @@ def run(
             if c.applicable and not c.passed
         ]
         print("audit verify:", "PASS" if audit_ok else "FAIL", failed)
-    return dict(results=results, audit_ok=audit_ok, fed=fed, store=store)
+    return dict(results=results, audit_ok=audit_ok, fed=fed, store=store, failed=failed)
 
 
 def noisy(d, frac, seed):

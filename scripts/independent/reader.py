@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from safetensors.numpy import save as st_save
 from web3 import Web3
@@ -302,6 +303,33 @@ def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
+def chain_text(raw: bytes) -> str:
+    """A ``string`` from the chain per README 'The public rules, exactly' (*Strings*): UTF-8, each
+    backslash doubled, each byte that is not UTF-8 as ``\\xNN``."""
+    out = []
+    for ch in raw.decode("utf-8", errors="surrogateescape"):
+        if ch == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def registered_names(w3, address, from_block):
+    """site -> latest registered name, from the raw ``SiteRegistered`` logs: web3's decoder
+    refuses a name that is not UTF-8 (the contract keeps any bytes a coordinator sends)."""
+    topic = Web3.keccak(text="SiteRegistered(address,string,uint64)")
+    logs = w3.eth.get_logs({"address": address, "topics": [topic], "fromBlock": from_block})
+    names = {}
+    for log in sorted(logs, key=lambda e: (e["blockNumber"], e["logIndex"])):
+        site = "0x" + bytes(log["topics"][1])[-20:].hex()
+        raw, _ = abi_decode(["bytes", "uint64"], bytes(log["data"]))
+        names[site.lower()] = chain_text(raw)
+    return names
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -352,7 +380,6 @@ def main(argv=None):
     ev = {
         n: events(n)
         for n in [
-            "SiteRegistered",
             "SiteRemoved",
             "RoundOpened",
             "UpdateCommitted",
@@ -367,7 +394,7 @@ def main(argv=None):
         ]
     }
     alpha = c.functions.reputationAlpha().call()
-    names = {e.args.site.lower(): e.args.name for e in ev["SiteRegistered"]}
+    names = registered_names(w3, c.address, from_block)
     print(
         f"ledger {c.address} chain {w3.eth.chain_id}; reputationAlpha {alpha}; "
         f"{len(names)} site(s): " + ", ".join(f"{n} {a}" for a, n in names.items())

@@ -1,7 +1,8 @@
 """`fedtrail audit privacy` (issue 16): every declared spend is recomputed from the DP
 parameters in its update blob. An honest federation passes; a misreported epsilon, a DP update
 revealed without its spend, a spend declared without parameters and an unreadable blob each
-fail, naming the round and the site; so do DP parameters accounted at another delta than the
+fail, naming the round and the site (an unreadable blob the chain scored 0 as unusable is named
+and passes: it reached no model, a58); so do DP parameters accounted at another delta than the
 round's terms fix, and an update without them when the terms require DP; exit 1 then."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fedtrail.cli import cli
 from fedtrail.ledger import commitment
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.privacy import epsilon_composed, epsilon_spent
+from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.privacy import DpParams, to_micro
 from fedtrail.protocol.terms import PrivacyTerms, RoundTerms
 from fedtrail.storage.codec import encode_update, zero_state
@@ -261,3 +263,72 @@ def test_the_terms_delta_and_required_dp_are_enforced(anvil_url: str, tmp_path: 
     details = {u.site: u.detail for u in result.updates}
     assert details[b.address] == "accounted at delta 0.1; the terms fix 1e-05"
     assert not result.passed and len(result.problems) == 2
+
+
+def _valued_with_a_lost_blob(
+    anvil_url: str, tmp: Path, *, lost_reason: Reason, a_declares: int, c_private: bool = False
+) -> tuple[World, PrivacyAudit]:
+    """One round: a (DP, declaring ``a_declares``), b (plain) and c (plain, or DP declaring its
+    spend with ``c_private``) reveal; c's blob then disappears from the store (a58: a reveal
+    under a CID no store gives) and the aggregator values the round, c under ``lost_reason``
+    (weight 0 unless OK)."""
+    w = world(anvil_url, tmp)
+    a, b, c = w.fed.sites
+    r = w.open()
+    c_plan = (c, P2, spend(P2)) if c_private else (c, None, None)
+    w.submit(r, [(a, P1, a_declares), (b, None, None), c_plan])
+    sub = w.fed.ledger.get_submission(r, c.address)
+    assert sub is not None
+    (w.store_dir / "blobs" / sub.cid).unlink()
+    w.fed.past_reveal(r)
+    ok = int(Reason.OK)
+    score_c = 900_000 if lost_reason == Reason.OK else 0
+    w.fed.value(r, [900_000, 900_000, score_c], [ok, ok, int(lost_reason)])
+    return w, audit_privacy(w.fed.ledger, w.store)
+
+
+def test_an_unreadable_update_scored_unusable_is_named_and_the_rest_checked(
+    anvil_url: str, tmp_path: Path
+) -> None:
+    w, result = _valued_with_a_lost_blob(
+        anvil_url, tmp_path / "honest", lost_reason=Reason.MALFORMED, a_declares=spend(P1)
+    )
+    a, b, c = (s.address for s in w.fed.sites)
+    assert statuses(result) == {
+        (1, a): Status.AGREES,
+        (1, b): Status.NOT_PRIVATE,
+        (1, c): Status.UNUSED,  # was UNREADABLE: the whole audit failed on it
+    }
+    assert result.passed, result.problems
+    (lost,) = [u for u in result.updates if u.site == c]
+    assert "scored MALFORMED with weight 0 on chain" in lost.detail
+    assert "it declared no spend" in lost.detail
+    r = w.cli()
+    assert r.exit_code == 0 and Status.UNUSED in r.output, r.output
+    # the other sites' spends are still checked: a misreport beside the lost blob fails alone
+    _, result = _valued_with_a_lost_blob(
+        anvil_url, tmp_path / "misreport", lost_reason=Reason.MALFORMED, a_declares=1
+    )
+    assert statuses(result)[(1, a)] == Status.DIFFERS
+    assert statuses(result)[(1, c)] == Status.UNUSED
+    assert [p.split(":")[0] for p in result.problems] == [f"round 1 {a}"]
+
+
+def test_an_unreadable_update_the_chain_weighted_or_that_declared_a_spend_still_fails(
+    anvil_url: str, tmp_path: Path
+) -> None:
+    """The aggregator read it (weight > 0): the blob is missing from this store only, so its
+    spend is unchecked, and that fails as before; so does an unpaid one declaring a spend."""
+    w, result = _valued_with_a_lost_blob(
+        anvil_url, tmp_path, lost_reason=Reason.OK, a_declares=spend(P1)
+    )
+    c = w.fed.sites[2].address
+    assert statuses(result)[(1, c)] == Status.UNREADABLE and not result.passed
+    # a spend declared for a blob no one can read fails even when unpaid (as verify's
+    # privacy.spend does: a11's withheld DP blob)
+    w, result = _valued_with_a_lost_blob(
+        anvil_url, tmp_path / "declared", lost_reason=Reason.MALFORMED, a_declares=spend(P1),
+        c_private=True,
+    )  # fmt: skip
+    c = w.fed.sites[2].address
+    assert statuses(result)[(1, c)] == Status.UNREADABLE and not result.passed

@@ -16,6 +16,7 @@ from fedtrail.auditor.verify import RoundAudit, verify_round
 from fedtrail.chain import advance_time, block_timestamp
 from fedtrail.ledger import Valuation, commitment, decline_commitment
 from fedtrail.protocol.codes import Decline
+from fedtrail.protocol.names import shown
 from fedtrail.valuation import Combiner
 from tests.auditor import test_verify_terms as terms_tests
 from tests.auditor.report import federation as hand
@@ -76,13 +77,13 @@ def test_a_decline_of_terms_the_auditor_refuses_too_fails_terms_declined(
     failed = {c.name: c.detail for c in audit.checks if c.failed}
     assert set(failed) == {"terms.declined"}, failed
     detail = failed["terms.declined"]
-    assert f"{hand.SITE_NAMES[2]} (" in detail and ": unaccepted" in detail, detail
+    assert f"{shown(hand.SITE_NAMES[2])} (" in detail and ": unaccepted" in detail, detail
     assert "1 of the 3 site(s) active at open" in detail, detail
     assert "valuation game 'loo'" in detail, detail
     opted = _round(tmp_path / "opted", anvil_url, "decline", terms_tests.PER_ROUND_LOO)
     passed, detail = _declined(opted)
     assert passed and opted.passed, detail
-    assert detail.startswith("noted, not failed") and f"{hand.SITE_NAMES[2]} (" in detail
+    assert detail.startswith("noted, not failed") and f"{shown(hand.SITE_NAMES[2])} (" in detail
 
 
 @pytest.mark.parametrize("third", ["crash", "absent"])
@@ -96,7 +97,7 @@ def test_a_site_that_declared_nothing_is_named_by_no_decline(
     assert passed, detail
     assert detail.startswith("no site declared it refuses the round's terms"), detail
     assert ("1 other commitment(s) never revealed" in detail) == (third == "crash"), detail
-    assert hand.SITE_NAMES[2] not in detail
+    assert shown(hand.SITE_NAMES[2]) not in detail
 
 
 def test_audit_round_labels_a_decline_among_the_unrevealed(anvil_url: str, tmp_path: Path) -> None:

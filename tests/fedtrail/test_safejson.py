@@ -152,3 +152,25 @@ def test_a_deeply_nested_blob_is_refused_in_a_ledger_process() -> None:
         ("log", "InvalidLog"),
     ]
     assert all("levels deep, over the limit of 32" in why for _, _, why in lines)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b'{"summary": "ok\\ud800"}',  # a lone high surrogate in a value
+        b'{"x": ["\\uDC00"]}',  # a lone low surrogate, upper-case hex, in a list
+        b'{"\\udbff": 1}',  # in a key
+        b'{"a": "\\ude00\\ud83d"}',  # a pair in the wrong order is two lone ones
+    ],
+)
+def test_a_lone_surrogate_is_refused(doc: bytes) -> None:
+    """a63: Python reads ``"\\ud800"`` as a str no UTF-8 stream can write (the reader that
+    printed a log text crashed) and other parsers refuse the document."""
+    assert "\ud800" in json.loads('"\\ud800"')  # what the plain parser gives
+    with pytest.raises(safejson.LoneSurrogate):
+        safejson.loads(doc)
+
+
+def test_surrogate_pairs_and_escaped_backslashes_still_read() -> None:
+    assert safejson.loads(b'{"a": "\\ud83d\\ude00"}') == {"a": "\U0001f600"}
+    assert safejson.loads(b'{"a": "\\\\ud800"}') == {"a": "\\ud800"}  # the text, no surrogate

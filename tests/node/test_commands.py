@@ -384,10 +384,16 @@ def test_a_hostile_site_name_reaches_no_terminal_raw(ledger: Ledger, anvil_url: 
     site = "0x" + "34" * 20
     ledger.register_site(dev_account(0), site, "evil\x1b[2J\x1b]0;pwned\x07\rok\u202e", 5)
     where = ["--rpc-url", anvil_url, "--contract", ledger.address]
+    # chain status replaces them (U+FFFD); audit site shows the name escaped, each hidden
+    # character as \uNNNN, so two names differing only in them read apart (session 48)
+    expected = {
+        "chain": ("evil\ufffd[2J", "pwned\ufffd ok\ufffd"),
+        "audit": ("evil\\u001b[2J", "pwned\\u0007\\u000dok\\u202e"),
+    }
     for args in (["chain", "status", *where], ["audit", "site", site, *where]):
         r = invoke(*args)
         assert r.exit_code == 0, r.output
-        assert "evil\ufffd[2J" in r.stdout and "pwned\ufffd ok\ufffd" in r.stdout, r.stdout
+        assert all(part in r.stdout for part in expected[args[0]]), r.stdout
         assert not any(ch in r.stdout for ch in "\x1b\x07\r\u202e"), repr(r.stdout)
 
 

@@ -25,6 +25,7 @@ from fedtrail.auditor.report.collect import read_heatmaps, reason_codes
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.storage.store import LocalStore
 from tests.auditor.report.federation import Fed, heatmap_png, put, store_without
+from tests.fixtures.chain import ChainEnv
 
 
 def test_collect_reads_rounds_logs_and_reputation(fed: Fed) -> None:
@@ -182,3 +183,20 @@ def test_malformed_explanations_block(
     method, maps, dropped = read_heatmaps(LocalStore(tmp_path), {"explanations": block})
     assert (method, len(maps), dropped) == (*expected, 0)
     assert all(m.png is None and m.problem == "no valid cid/sha256 given" for m in maps)
+
+
+@pytest.mark.anvil
+def test_former_names_lists_each_earlier_registration(anvil: ChainEnv) -> None:
+    """a64: the SiteRegistered events' earlier names per site, oldest first, none twice, the
+    current one left out; a site never renamed has none."""
+    from fedtrail.auditor.report.collect import former_names
+
+    ledger = anvil.deploy()
+    a, b = anvil.sites[0].address, anvil.sites[1].address
+    coord = anvil.coordinator
+    ledger.register_site(coord, a, "hospital-a", 10)
+    ledger.register_site(coord, b, "clinic", 10)
+    for name in ("hospital-y", "hospital-a", "hospital-z"):
+        ledger.remove_site(coord, a)
+        ledger.register_site(coord, a, name, 10)
+    assert former_names(ledger, ledger.get_sites()) == {a: ["hospital-a", "hospital-y"]}

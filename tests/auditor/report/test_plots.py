@@ -87,6 +87,15 @@ def test_long_histories_and_many_sites() -> None:
 
 def test_site_label() -> None:
     fed = _federation(1, 0, {0: "_under\u202escore"})
-    assert site_label(fed, _address(0)) == f" _under\ufffdscore ({_address(0)[:8]}\u2026)"
+    assert site_label(fed, _address(0)) == f" _under\\u202escore ({_address(0)[:8]}\u2026)"
     fed.sites[0] = SiteInfo(_address(0), True, "", 0, 0, 10_000, 1)
     assert site_label(fed, _address(0)).startswith("(no name) (")
+
+
+def test_site_label_names_a_renamed_sites_earlier_names() -> None:
+    """a64: a paid site re-registered under another name keeps its earlier one beside it, so
+    the report does not credit its old rounds to the new name alone."""
+    fed = _federation(2, 1, {0: "hospital-z", 1: "hospital-a"})
+    fed.former_names = {_address(0): ["hospital-a"]}
+    assert fed.site_name(_address(0)) == "hospital-z (formerly hospital-a)"
+    assert fed.site_name(_address(1)) == "hospital-a"

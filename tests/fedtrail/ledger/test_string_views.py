@@ -44,3 +44,40 @@ def test_a_name_that_is_not_utf8_reads_as_the_events_read_it(any_chain: ChainEnv
     site = ledger.get_site(odd)
     assert site is not None and site.name == "St \\xffMary\\xc3"
     assert ledger.names_at_finalize(1) == names  # the events' reading, the same text
+
+
+def test_a_byte_and_its_escape_text_read_apart(any_chain: ChainEnv) -> None:
+    """The byte 0xff and the four characters ``\\xff`` were one text (a58's left-over): a
+    reader could not tell the two names apart. Backslashes now read doubled, escapes single."""
+    ledger = any_chain.deploy()
+    byte, text, both = (s.address for s in any_chain.sites[:3])
+    _register_raw(ledger, any_chain, byte, b"h\xff")
+    _register_raw(ledger, any_chain, text, b"h\\xff")
+    _register_raw(ledger, any_chain, both, b"\\\xc3\xa9\xff")
+    names = {s.address: s.name for s in ledger.get_sites()}
+    assert names[byte] == "h\\xff"
+    assert names[text] == "h\\\\xff"
+    assert names[both] == "\\\\\u00e9\\xff"  # UTF-8 é kept, the bare byte escaped
+    assert len(set(names.values())) == 3
+    assert ledger.names_at_finalize(1) == names  # events read the same
+
+
+def test_the_independent_reader_reads_names_as_the_ledger_does(anvil: ChainEnv) -> None:
+    """``scripts/independent/reader.py`` took names from web3's event decoder, which raises on a
+    name that is not UTF-8 (a58's registration stopped it); it now decodes the raw logs by the
+    README's *Strings* rule, and reads every name as fedtrail's client does."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "scripts" / "independent" / "reader.py"
+    spec = importlib.util.spec_from_file_location("independent_reader", path)
+    assert spec is not None and spec.loader is not None
+    reader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reader)
+    ledger = anvil.deploy()
+    names = [b"h\xff", b"h\\xff", b"\\\xc3\xa9\xff", "Klinikum S\u00fcd".encode()]
+    for site, name in zip(anvil.sites, names, strict=False):
+        _register_raw(ledger, anvil, site.address, name)
+    independent = reader.registered_names(anvil.w3, ledger.address, 0)
+    assert {k.lower(): v for k, v in ledger.names_at_finalize(1).items()} == independent
+    assert len(set(independent.values())) == len(names)

@@ -222,3 +222,17 @@ def test_calibrated_metrics_are_written_read_back_and_optional() -> None:
 def test_malformed_calibrated_metrics_are_refused(key: str, value: Any) -> None:
     with pytest.raises(InvalidLog, match=f"metrics/after/{key}"):
         RoundLog.from_bytes(json.dumps(_set(f"metrics/after/{key}", value)).encode())
+
+
+def test_a_log_text_holding_a_lone_surrogate_is_invalid() -> None:
+    """a63: an explanation ending in an unpaired ``\\ud800`` escape (pure-ASCII bytes, valid to
+    JSON's grammar, not to I-JSON) read as a str no UTF-8 output can hold; the golden log
+    with one such escape is now refused by name, the same log without it still reads."""
+    golden = (Path(__file__).parent / "data" / "round-log-real.json").read_bytes()
+    doc = json.loads(golden)
+    doc["sites"][0]["explanation"] += "\ud800"
+    bad = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    assert b"\\ud800" in bad
+    with pytest.raises(InvalidLog, match="lone UTF-16 surrogate"):
+        RoundLog.from_bytes(bad)
+    RoundLog.from_bytes(golden)

@@ -1,0 +1,120 @@
+"""A61: **coordinator**: which look-alike names get past ``fedtrail.protocol.names``.
+
+A coordinator registers an imposter beside ``hospital-a`` under a name drawn to read alike, so
+a reader who goes by name credits one site with the other's weight (a59's left-over). This
+script tries a fixed list of look-alike variants, each two ways:
+
+- the auditor's rule: is the variant confusable with ``hospital-a`` (one skeleton or one
+  visual skeleton, ``fedtrail.protocol.names.confusable``: ``audit verify``'s ``sites.names``
+  then fails every finalized round of a registry holding both;
+  ``tests/auditor/test_verify_names.py`` runs that on a chain);
+- the coordinator's tooling: ``fedtrail node register`` of the variant beside a registered
+  ``hospital-a`` on the chain (Anvil under ``real.sh``, else the embedded chain) must refuse it
+  before sending anything.
+
+Controls (names that should pass both): ``hospital-b``, ``clinic-a``, an all-Cyrillic name.
+The variants each have a class: ``caught`` (expected caught), ``open`` (known not caught:
+outside the rule; printed, not failed).
+
+usage: scripts/attacks/real.sh scripts/attacks/a61_lookalike_coverage.py
+Exits 1 when an expected-caught variant passes either way or a control is refused, 0 otherwise.
+
+Session 48: on the first rule (skeleton only, Cyrillic and Greek table) 17 of 22 were caught:
+U+2011 and U+2010 hyphens, Armenian oh, Latin alpha and dotless i and a capital I for l got
+past; dashes, Armenian and four Latin letters were added to the fold and a case-kept visual
+skeleton (capital I as l): 23 of 23.
+"""
+
+import os
+import sys
+
+from click.testing import CliRunner
+
+from fedtrail.chain import connect, dev_account
+from fedtrail.cli import cli
+from fedtrail.ledger import Ledger
+from fedtrail.protocol.names import confusable, escaped, name_problems
+
+BASE = "hospital-a"
+VARIANTS = [
+    # (name, expected: caught | open | control, what)
+    ("hospital-\u0430", "caught", "Cyrillic a"),
+    ("h\u043espital-a", "caught", "Cyrillic o"),
+    ("\u04bbospital-a", "caught", "Cyrillic shha for h"),
+    ("hos\u0440ital-a", "caught", "Cyrillic er for p"),
+    ("hosp\u0456tal-a", "caught", "Cyrillic i"),
+    ("h\u03bfspital-a", "caught", "Greek omicron"),
+    ("hospit\u03b1l-a", "caught", "Greek alpha"),
+    ("HOSPITAL-A", "caught", "upper case"),
+    ("Hospital-A", "caught", "title case"),
+    ("hospita1-a", "caught", "digit 1 for l"),
+    ("h0spital-a", "caught", "digit 0 for o"),
+    ("\uff48\uff4f\uff53\uff50\uff49\uff54\uff41\uff4c-\uff41", "caught", "fullwidth (NFKC)"),
+    ("\U0001d421ospital-a", "caught", "mathematical bold h (NFKC)"),
+    ("hospital\u200b-a", "caught", "zero-width space"),
+    ("hospital-a\u00ad", "caught", "soft hyphen (format)"),
+    ("hospital-a ", "caught", "trailing space"),
+    ("hospital -a", "open", "inserted space"),
+    ("hospital\u2010a", "caught", "Unicode hyphen U+2010 for -"),
+    ("hospital\u2011a", "caught", "non-breaking hyphen U+2011"),
+    ("h\u0585spital-a", "caught", "Armenian oh for o"),
+    ("hospit\u0251l-a", "caught", "Latin alpha U+0251 for a"),
+    ("hosp\u0131tal-a", "caught", "Latin dotless i"),
+    ("hospita\u217c-a", "caught", "Roman numeral fifty (NFKC: l)"),
+    ("hospitaI-a", "caught", "capital I for l"),
+    ("hospital-a\u0301", "open", "combining acute after a (a different letter)"),
+    ("hosbital-a", "open", "b for p (a different word)"),
+    ("hospital-b", "control", "another name"),
+    ("clinic-a", "control", "another name"),
+    ("\u0431\u043e\u043b\u044c\u043d\u0438\u0446\u0430", "control", "all Cyrillic"),
+]
+
+
+def register(ledger: Ledger, rpc: str, i: int, name: str) -> tuple[int, str, str]:
+    site = dev_account(10 + i).address
+    r = CliRunner().invoke(
+        cli,
+        [
+            "node", "register", site, "--name", name, "--max-samples", "100",
+            "--rpc-url", rpc, "--contract", ledger.address, "--dev-account", "0",
+        ],
+    )  # fmt: skip
+    info = ledger.get_site(site)
+    registered = info is not None and info.registered
+    if registered:  # back to a clean registry for the next variant
+        ledger.remove_site(dev_account(0), site)
+    return r.exit_code, "sent" if registered else "refused", r.output
+
+
+rpc = os.environ.get("FEDTRAIL_ATTACK_RPC")
+if rpc is None:
+    sys.exit("run through scripts/attacks/real.sh (the CLI needs a JSON-RPC chain)")
+ledger, _ = Ledger.deploy(connect(rpc), dev_account(0))
+ledger.register_site(dev_account(0), dev_account(1).address, BASE, 100)
+problems, open_ones = [], []
+caught_n = sum(1 for _, kind, _ in VARIANTS if kind == "caught")
+hits = 0
+for i, (name, kind, what) in enumerate(VARIANTS):
+    alike = confusable(name, BASE)
+    refused_why = name_problems(name, [BASE])
+    code, sent, output = register(ledger, rpc, i, name)
+    print(
+        f"  {kind:7} {what:44} '{escaped(name)}': skeleton "
+        f"{'ALIKE' if alike else 'apart'}, register {sent} (exit {code})"
+        + (f": {refused_why[0][:70]}" if refused_why else "")
+    )
+    if sent == "refused" and not refused_why:
+        print(f"    refused otherwise: {output.strip().splitlines()[-1][:160]}")
+    if kind == "caught":
+        hits += alike and sent == "refused"
+        if not alike or sent != "refused":
+            problems.append(f"{what} ('{escaped(name)}') gets past")
+    elif kind == "control" and (alike or sent != "sent"):
+        problems.append(f"control {what} ('{escaped(name)}') refused")
+    elif kind == "open" and not alike:
+        open_ones.append(what)
+print(f"caught {hits} of {caught_n} expected; open (outside the rule): {open_ones}")
+if problems:
+    print("ATTACK WORKS: " + "; ".join(problems))
+    sys.exit(1)
+print("defence holds: every expected look-alike is caught by verify's rule and by node register")
