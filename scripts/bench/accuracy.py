@@ -1168,6 +1168,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="with --norm-persist: the median of the site's latest N updates only (0: all)",
     )
+    parser.add_argument(
+        "--persist-measure",
+        choices=norm_persist.MEASURES,
+        default="norm",
+        help="with --norm-persist: record the size-adjusted norm ratio (norm) or the "
+        "size-adjusted length along the round's median update (along)",
+    )
+    parser.add_argument(
+        "--persist-from",
+        type=int,
+        default=norm_persist.MIN_RECORDS,
+        metavar="K",
+        help="with --norm-persist: judge a site from its K-th recorded update on (1: round 1)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "accuracy.json")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 2 rounds")
@@ -1215,7 +1229,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--norm-persist must be a positive number, got {args.norm_persist}")
         if args.norm_window < 0:
             parser.error(f"--norm-window must be 0 (all) or positive, got {args.norm_window}")
-        norm_persist.install(args.norm_persist, args.norm_window)
+        if args.persist_from < 1:
+            parser.error(f"--persist-from must be at least 1, got {args.persist_from}")
+        norm_persist.install(
+            args.norm_persist,
+            args.norm_window,
+            measure=args.persist_measure,
+            min_records=args.persist_from,
+        )
 
     started = time.perf_counter()
     source = load_source(args.data)
@@ -1313,6 +1334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "zeroed_out": args.zeroed_out,
             "norm_persist": args.norm_persist,
             "norm_window": args.norm_window if args.norm_persist is not None else None,
+            "persist_measure": args.persist_measure if args.norm_persist is not None else None,
+            "persist_from": args.persist_from if args.norm_persist is not None else None,
         },
         "environment": {
             "torch": torch.__version__,

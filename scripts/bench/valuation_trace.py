@@ -30,7 +30,11 @@ prints, per run, the faulty sites' weight share and the honest site-rounds score
 * ``norm persist T``: a site whose running median, from its third update on, of its norm
   over the round's median norm, divided by ``max(1, n / m)`` (its claimed samples over the
   median claimed), is above ``T`` scores 0 (``--norm-window N``: the median of its latest N
-  updates only, as a rule reading the stale screen's references of the latest rounds could).
+  updates only, as a rule reading the stale screen's references of the latest rounds could);
+* ``oracle: KINDS zeroed from round R``: the sites of those fault kinds (``scale``: scenario
+  (c)'s x10 site; ``sign_flip``: its sign-flipper) score 0 from round R on, everything else as
+  the recorded rule: a bound on what any rule that recognised them from round R could reach
+  (round 1, the warm-up, pays every update that passes the screens).
 
 The replay is first order: the same trajectory (the recorded updates, cosines and values), so
 what a rule would have changed in later models is not in it; the ``recorded rule`` row
@@ -125,6 +129,10 @@ class Rule:
     saved before it)."""
     boost_clip: float = 0.0
     """The combiner's ``boost_clip`` (0: off, as runs saved before it)."""
+    oracle: frozenset[str] = frozenset()
+    """Fault kinds whose sites score 0 from round ``oracle_from`` on, whatever their record: a
+    bound on what any rule that recognised them could do (empty: none)."""
+    oracle_from: int = 2
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,8 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
     if not rounds or "values" not in rounds[0]:
         return None
     samples = dict(zip(run["site_names"], run["site_samples"], strict=True))
-    faulty = {n for n, f in zip(run["site_names"], run["site_faults"], strict=True) if f != "none"}
+    kinds = dict(zip(run["site_names"], run["site_faults"], strict=True))
+    faulty = {n for n, f in kinds.items() if f != "none"}
     accumulated: dict[str, float] = {}
     ratios: dict[str, list[float]] = {}
     shares: list[float] = []
@@ -196,6 +205,8 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                     score = scaled_score(
                         score, boost_factor(ratio, 1.0, c, boost_clip=rule.boost_clip)
                     )
+            if kinds[site] in rule.oracle and r["round"] >= rule.oracle_from:
+                score = 0
             scores[site] = score
         weights = {s: samples[s] * sc for s, sc in scores.items()}
         weight = sum(weights.values())
@@ -418,6 +429,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                     withheld_negative=True,
                     norm_persist=args.norm_persist,
                     norm_window=args.norm_window,
+                ),
+                *(
+                    Rule(
+                        f"oracle: {'+'.join(sorted(kinds))} zeroed from round {start}",
+                        relief_cosine=args.relief_cosine,
+                        boost_clip=args.boost_clip,
+                        oracle=kinds,
+                        oracle_from=start,
+                    )
+                    for kinds, start in (
+                        (frozenset({"scale"}), 2),
+                        (frozenset({"scale"}), 1),
+                        (frozenset({"scale", "sign_flip"}), 2),
+                    )
                 ),
             ],
             args.credit_cosine,

@@ -5,6 +5,7 @@ threshold; one long update or a larger site's longer one is not enough."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,35 @@ def test_a_site_already_at_zero_keeps_its_reason() -> None:
         norm_persist.record(sites)
     c = next(v for v in norm_persist.judged(sites, 2.5, 0) if v.site == "c")
     assert c.reason is Reason.OK and c.score == 0
+
+
+def _along(site: str, n: int, norm: float, cosine: float) -> SiteValuation:
+    return replace(_site(site, n, norm), cosine=cosine)
+
+
+def test_along_judges_from_the_first_update_and_spares_a_long_update_off_the_consensus() -> None:
+    sites = [
+        _along("median", 100, 1.0, 0.9),
+        _along("other", 100, 1.0, 0.9),
+        _along("boosted", 100, 3.0, 0.9),  # 2.7 median norms along the median update
+        _along("skewed", 100, 5.0, 0.1),  # longer, but 0.5 along the median update
+        _along("large", 400, 3.0, 0.9),  # 2.7 along on 4x the median count: 0.675 adjusted
+    ]
+    norm_persist.record(sites, "along")
+    out = {v.site: v for v in norm_persist.judged(sites, 1.5, 0, 1, "along")}
+    assert out["boosted"].score == 0
+    assert out["boosted"].reason is Reason.LOW_QUALITY
+    assert "length along the median update 2.7 " in out["boosted"].detail
+    for honest in ("median", "other", "skewed", "large"):
+        assert out[honest].score == 1_000_000, honest
+    assert norm_persist._records["skewed"] == pytest.approx([0.5])
+    assert norm_persist._records["large"] == pytest.approx([0.675])
+
+
+def test_along_measure_skips_an_update_without_a_cosine() -> None:
+    sites = [_along("a", 100, 1.0, 0.9), _along("b", 100, 1.0, 0.9), _site("c", 100, 4.0)]
+    sites[2] = replace(sites[2], cosine=None)
+    norm_persist.record(sites, "along")
+    assert "c" not in norm_persist._records
+    with pytest.raises(ValueError, match="measure"):
+        norm_persist.record(sites, "cosine")

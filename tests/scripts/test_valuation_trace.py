@@ -187,3 +187,26 @@ def test_norm_window_reads_only_the_latest_updates(tmp_path: Path) -> None:
     assert "faulty share mean 0.4167" in norm_line()
     # the latest 3: round 4 reads 9, 1, 1 (median 1), so D is paid again: (.5+.5+1/3+.5)/4
     assert "faulty share mean 0.4583" in norm_line("--norm-window", "3")
+
+
+def test_oracle_rows_bound_what_recognising_the_faulty_sites_could_reach(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(_what_if_run(tmp_path)), "--summary-only", "--what-if"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = {
+        x.split(": faulty share")[0].strip(): x for x in out.splitlines() if "faulty share" in x
+    }
+    # the warm-up pays C and D half the weight; from round 2 on D (scale) is zeroed and C holds
+    # 1/3: (1/2 + 1/3 + 1/3) / 3
+    assert (
+        "faulty share mean 0.3889, honest zeroed 0/6" in lines["oracle: scale zeroed from round 2"]
+    )
+    assert "faulty share mean 0.3333" in lines["oracle: scale zeroed from round 1"]
+    # both zeroed from round 2: only the warm-up's half is left, (1/2 + 0 + 0) / 3
+    assert (
+        "faulty share mean 0.1667, honest zeroed 0/6"
+        in lines["oracle: scale+sign_flip zeroed from round 2"]
+    )
