@@ -423,6 +423,7 @@ def check_free_riders(
             size_power=comb.tiny_size_power,
             white_z=comb.white_noise_z,
             declared_noise=declared_noise,
+            dp_copy_z=comb.dp_copy_z,
         )
     except ConfigError as exc:
         return (name, False, f"cannot recompute: {exc}")

@@ -101,6 +101,7 @@ LATER_THRESHOLDS: Final = MappingProxyType(
         "relief_cosine": -1.0,
         "boost_clip": 0.0,
         "white_noise_z": 0.0,
+        "dp_copy_z": 0.0,
     }
 )
 """Combiner fields added after logs recorded every threshold, with the value a recorded set
@@ -122,6 +123,7 @@ UNRECORDED: Final = MappingProxyType(
         "relief_cosine": -1.0,
         "boost_clip": 0.0,
         "white_noise_z": 0.0,
+        "dp_copy_z": 0.0,
     }
 )
 """Thresholds whose defaults changed, at the values a round whose settings record no

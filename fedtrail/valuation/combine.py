@@ -292,6 +292,14 @@ class Combiner:
     noise, or a copy plus white noise (scenario (h) of ``scripts/bench/accuracy.py``). Honest
     updates measured at 1e4 and more, copies plus white noise below 5 (README, *Noisy
     copies*). A recorded set without it means 0: off.
+    ``dp_copy_z`` (>= 0; default 5; 0: off): with a
+    :class:`~fedtrail.valuation.standing.History`, an update that declares DP-SGD (exempt from
+    the white-noise test) is FREE_RIDER when it lies along the free-rider references
+    (``|cosine| sqrt(P)`` to one at least
+    :data:`~fedtrail.valuation.freeride.DP_COPY_GATE`) and what is left once they are taken out
+    does not correlate with the round's other updates (``|cosine| sqrt(P)`` below it): a copy
+    plus the declared noise (:func:`~fedtrail.valuation.freeride.dp_copy_statistics`; attack
+    a56). A recorded set without it means 0: off.
     """
 
     min_cosine: float = -0.5
@@ -316,8 +324,11 @@ class Combiner:
     relief_cosine: float = -0.7
     boost_clip: float = BOOST_CLIP
     white_noise_z: float = 1000.0
+    dp_copy_z: float = 60.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= _number("dp_copy_z", self.dp_copy_z) < math.inf:
+            raise ConfigError(f"dp_copy_z must be finite and >= 0, got {self.dp_copy_z}")
         if not 0.0 <= _number("white_noise_z", self.white_noise_z) < math.inf:
             raise ConfigError(f"white_noise_z must be finite and >= 0, got {self.white_noise_z}")
         if not -1.0 <= _number("min_cosine", self.min_cosine) <= 1.0:

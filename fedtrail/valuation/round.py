@@ -340,6 +340,7 @@ def _settle(
         size_power=comb.tiny_size_power,
         white_z=comb.white_noise_z,
         declared_noise={c.site for c in cands if c.noise_declared},
+        dp_copy_z=comb.dp_copy_z,
     )
     cands = _broken(
         ctx,

@@ -45,6 +45,7 @@ STRICTER = {
     "relief_cosine": 0.5,
     "boost_clip": 0.9,
     "white_noise_z": 1e5,
+    "dp_copy_z": 30.0,
     "sample_median_self": 0,
     "tiny_size_power": 0.0,
 }
@@ -70,6 +71,7 @@ LOOSER = {
     "relief_cosine": -1.0,
     "boost_clip": 0.0,
     "white_noise_z": 0.0,
+    "dp_copy_z": 0.0,
     "sample_median_self": 1,
     "norm_size_cap": 1.0,
     "tiny_size_power": 2.0,
@@ -114,6 +116,7 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
         "boost_clip",
         "sample_median_self",
         "white_noise_z",
+        "dp_copy_z",
     }
     loosest = {f.name for f in fields(LoosestLimits)}
     assert loosest == names - off_is_loosest | set(DUPLICATE_LIMITS)
