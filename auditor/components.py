@@ -57,6 +57,7 @@ from fedtrail.valuation.combine import sample_reference, size_adjusted_z
 from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.robust import RobustStats, robust_statistics, without_statistics
 from fedtrail.valuation.round import (
+    KNOWN_NORM_MARGIN,
     MAX_UPDATE_TO_MODEL_NORM,
     MIN_UPDATE_TO_MODEL_NORM,
     model_norm,
@@ -422,6 +423,7 @@ def check_free_riders(
             samples={s.site: s.num_samples for s in subs},
             size_power=comb.tiny_size_power,
             white_z=comb.white_noise_z,
+            shaped_z=comb.shaped_noise_z,
             declared_noise=declared_noise,
             dp_copy_z=comb.dp_copy_z,
         )
@@ -454,6 +456,7 @@ def check_oversized(
     unusable: Mapping[str, Reason],
     spec: ModelSpec,
     start: Mapping[str, torch.Tensor],
+    known_norms: Mapping[str, float] | None = None,
 ) -> Check:
     """``reasons.oversized``: an update over :data:`~fedtrail.valuation.round.
     MAX_UPDATE_TO_MODEL_NORM` times the round's start model (both on their trainable
@@ -465,7 +468,12 @@ def check_oversized(
     come from its model's non-finite outputs on the validation split: that stays the
     aggregator's word here (``audit verify --validation`` re-runs it). Usable: not found
     unusable by this audit, and not zeroed by a reason given before the size check (those are
-    checked by ``log.status``, ``reasons.public`` and ``reasons.free_rider``)."""
+    checked by ``log.status``, ``reasons.public`` and ``reasons.free_rider``).
+    ``known_norms``: site -> the norm of the same tensors as :class:`~fedtrail.valuation.rows.
+    Rows` computed it (the recomputed :attr:`RobustStats.norm`); as the valuation's own size
+    check (:data:`~fedtrail.valuation.round.KNOWN_NORM_MARGIN`), an update whose known norm is
+    below the bound by more than that margin is within it, and ``model_norm`` is computed only
+    for the others: the same verdicts and details."""
     name = "reasons.oversized"
     stats = spec.statistic_names()
     scale = model_norm(without_statistics(dict(start), stats))
@@ -473,6 +481,8 @@ def check_oversized(
         return (name, False, f"the start model's norm is {scale}: no size bound can be taken")
     if scale == 0.0:
         return (name, True, "the start model is zero: it bounds no update's size")
+    # below 1e-100 the known norms' squares may underflow, where the margin does not hold
+    clear = MAX_UPDATE_TO_MODEL_NORM * scale * (1.0 - KNOWN_NORM_MARGIN) if scale > 1e-100 else 0.0
     before = _UNUSABLE_BEFORE_COUNTS | {Reason.IMPLAUSIBLE_SAMPLES, Reason.FREE_RIDER}
     problems: list[str] = []
     over = 0
@@ -484,6 +494,9 @@ def check_oversized(
         if delta is None:  # unreadable: log.status and the evidence checks judge it
             continue
         checked += 1
+        known = None if known_norms is None else known_norms.get(s.site)
+        if known is not None and 0.0 <= known < clear:
+            continue  # certainly within the bound: its exact ratio is below it too
         ratio = model_norm(without_statistics(dict(delta), stats)) / scale
         if not ratio > MAX_UPDATE_TO_MODEL_NORM:
             continue

@@ -148,7 +148,9 @@ class PrivacyAudit:
 
 def audit_privacy(ledger: Ledger, store: ContentStore | None) -> PrivacyAudit:
     """Every site's account and every revealed update's spend; with ``store``, each spend is
-    recomputed from the DP parameters in the update blob (None: declarations only)."""
+    recomputed from the DP parameters in the update blob (None: declarations only). Refuses a
+    ledger whose event reads start after the contract's creation (hidden spends)."""
+    ledger.check_from_block()
     spends = {(s.round, s.site): s for s in ledger.privacy_spends()}
     history = None if store is None else PrivacyHistory(ledger, store)
     updates: list[UpdateSpend] = []

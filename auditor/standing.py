@@ -55,6 +55,7 @@ from fedtrail.valuation.standing import (
     boost_factor,
     demoted_score,
     demotion_reference,
+    floored_score,
     norm_factor,
     relieved_reference,
     scaled_score,
@@ -142,7 +143,8 @@ def check_standing(
     norm = dict(standing.normalised or {})
     passed_sites = {s.site for s in subs if s.reason in SCORED_FROM_STANDING}
     problems = []
-    if standing.valued_rounds == 0 and standing.normalised is not None:
+    carries = combiner is not None and combiner.warm_up_floor < 1.0
+    if standing.valued_rounds == 0 and standing.normalised is not None and not carries:
         problems.append("the warm-up round accumulates nothing, yet normalised values are shown")
     if not set(norm) <= passed_sites:
         problems.append("normalised values for sites not scored from standing")
@@ -173,14 +175,18 @@ def check_standing(
         return out
     wrong = []
     scored = [s for s in subs if s.reason in SCORED_FROM_STANDING]
-    reference = demotion_reference(float(standing.after.get(s.site, 0.0)) for s in scored)
+    after: Mapping[str, float] = standing.after
+    provisional = standing.valued_rounds == 0 and combiner.warm_up_floor < 1.0
+    reference = demotion_reference(float(after.get(s.site, 0.0)) for s in scored)
     scale = combiner.demote_scale
     for s in scored:
-        total = float(standing.after.get(s.site, 0.0))
+        total = float(after.get(s.site, 0.0))
         own = relieved_reference(
             reference, _cosine(log, s.site, robust), relief_cosine=combiner.relief_cosine
         )
         expected = demoted_score(total - own, demote_scale=scale)
+        if provisional:
+            expected = floored_score(expected, combiner.warm_up_floor)
         size, median = _norms(log, s.site, robust)
         if expected > 0 and size is not None and median is not None:
             factor = norm_factor(
@@ -202,7 +208,12 @@ def check_standing(
             "standing.scores",
             not wrong,
             "; ".join(wrong)
-            or f"every score follows from the accumulated value (demote_scale {scale:g})",
+            or (
+                f"every score follows from the accumulated value, floored at "
+                f"{combiner.warm_up_floor:g} (warm-up, demote_scale {scale:g})"
+                if provisional
+                else f"every score follows from the accumulated value (demote_scale {scale:g})"
+            ),
         )
     )
     return out

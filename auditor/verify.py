@@ -40,6 +40,7 @@ import hashlib
 import json
 import math
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -402,7 +403,11 @@ def verify_round(
                 with _Timer(audit, "rescore"):
                     audit.add(*_check_cancelled_valuation(ledger, store, info, validation))
         return audit
-    subs = ledger.get_submissions(round_id)
+    # every commitment, read once: the revealed ones are the valuation's submissions (what
+    # get_submissions returns without include_unrevealed), all of them terms.declined's
+    every = ledger.get_submissions(round_id, include_unrevealed=True)
+    subs = [s for s in every if s.revealed]
+    registry = ledger.get_sites()  # read once for log.agrees and terms.declined
 
     # the explanation log: hash, schema, and agreement with the chain
     with _Timer(audit, "fetch"):
@@ -432,7 +437,7 @@ def verify_round(
             log,
             info,
             subs,
-            registry_at_finalize(ledger, round_id),
+            registry_at_finalize(ledger, round_id, registry),
             ledger,
             _replayed_rule(terms, log),
         )
@@ -457,7 +462,7 @@ def verify_round(
         _check_limits(audit, terms, accept or ThresholdLimits())
     else:
         _unchecked(audit, ("terms.task_fixed", "terms.windows", "terms.limits"), no_terms)
-    audit.add(*_check_declined(ledger, info, terms, accept or ThresholdLimits()))
+    audit.add(*_check_declined(ledger, info, terms, accept or ThresholdLimits(), every, registry))
     peer = read_peer_record(ledger, round_id)
     peers = _is_peer_round(peer, terms, log)
     if peers:
@@ -2070,7 +2075,15 @@ def _valuation_checks(
             except (FedtrailError, TypeError, ValueError) as exc:
                 start = exc
             audit.add(
-                *check_oversized(log, subs, deltas, unusable, spec, start)
+                *check_oversized(
+                    log,
+                    subs,
+                    deltas,
+                    unusable,
+                    spec,
+                    start,
+                    None if robust is None else {k: v.norm for k, v in robust.stats.items()},
+                )
                 if not isinstance(start, Exception)
                 else ("reasons.oversized", False, f"cannot read the start model: {start}")
             )
@@ -2240,13 +2253,6 @@ def _check_log(
         )
     elif log.aggregation.rule != rule:
         problems.append(f"log's aggregation rule {log.aggregation.rule!r}, the replayed {rule!r}")
-    if log.aggregation.detail is not None:
-        # free-form, written by no fedtrail writer and read by no check: a claim about the
-        # aggregation (a site "clipped as a poisoner") that nothing could bind (attack a55)
-        problems.append(
-            f"log's aggregation detail {_short(log.aggregation.detail)} is no field a round "
-            "writes (nothing checks it)"
-        )
     by_site = {e.site: e for e in log.sites}
     if set(by_site) != {s.site for s in subs}:
         problems.append("log lists other sites than the chain")
@@ -2263,7 +2269,9 @@ def _check_log(
             continue
         marks = mark_site(e, s, sites.get(s.site))
         problems += [
-            f"{s.site[:10]} {name} {_shown(e, name)!r} != chain {marks.chain_values[name]!r}"
+            "{} {} {} != chain {}".format(
+                s.site[:10], name, *_unalike(_shown(e, name), marks.chain_values[name])
+            )
             for name in marks.mismatches
         ]
     audit.add(
@@ -2274,6 +2282,19 @@ def _check_log(
         "reasons, weights, weight fractions and included sites equal the chain's; its "
         f"aggregation rule {rule!r} is the one replayed; its summary is its fields'",
     )
+
+
+def _unalike(logged: object, chain: object) -> tuple[str, str]:
+    """The two values as a mismatch message shows them: ``repr``, or ``ascii`` when both are
+    texts that read alike (Unicode-normalization equivalents, confusables NFKC folds: ``ô`` and
+    ``o`` + U+0302), so the message shows how they differ (attack a59)."""
+    if (
+        isinstance(logged, str)
+        and isinstance(chain, str)
+        and unicodedata.normalize("NFKC", logged) == unicodedata.normalize("NFKC", chain)
+    ):
+        return ascii(logged), ascii(chain)
+    return repr(logged), repr(chain)
 
 
 def _shown(e: SiteEntry, name: str) -> object:
@@ -2516,7 +2537,12 @@ def _check_windows(
 
 
 def _check_declined(
-    ledger: Ledger, info: RoundInfo, terms: RoundTerms | None, accept: ThresholdLimits
+    ledger: Ledger,
+    info: RoundInfo,
+    terms: RoundTerms | None,
+    accept: ThresholdLimits,
+    every: Sequence[Submission] | None = None,
+    registry: Sequence[SiteInfo] | None = None,
 ) -> tuple[str, bool, str]:
     """``terms.declined``: which sites declared on chain that they refuse the round's
     committed terms, and why (:meth:`~fedtrail.ledger.Ledger.declines`: a site's node commits
@@ -2530,12 +2556,17 @@ def _check_declined(
     chain windows that are not the terms', in a finalized round that paid someone. Any other
     decline is named, not failed (in a cancelled round nobody was paid): only the site's own
     table says what it refuses, and a site may decline any round. Commitments never
-    revealed that are no decline are counted apart."""
+    revealed that are no decline are counted apart. ``every`` (the round's commitments,
+    :meth:`~fedtrail.ledger.Ledger.get_submissions` with ``include_unrevealed``) and
+    ``registry`` (:meth:`~fedtrail.ledger.Ledger.get_sites`): the caller's reads, read here
+    when not given."""
     from fedtrail.valuation.consent import unrunnable
     from fedtrail.valuation.limits import window_refusal
 
-    names = {s.address: s.name for s in ledger.get_sites()}
-    every = ledger.get_submissions(info.id, include_unrevealed=True)  # one read for all three
+    sites = ledger.get_sites() if registry is None else registry
+    names = {s.address: s.name for s in sites}
+    if every is None:  # one read for all three
+        every = ledger.get_submissions(info.id, include_unrevealed=True)
     declines = declines_among(every, info.id, info.terms_sha256)
     silent = sum(1 for s in every if not s.revealed and s.site not in declines)
     tail = f"; {silent} other commitment(s) never revealed" if silent else ""
@@ -2641,6 +2672,9 @@ def _check_terms_reference(log: RoundLog, info: RoundInfo) -> tuple[str, bool, s
 
 
 def verify_all(ledger: Ledger, store: ContentStore, **kwargs: Any) -> list[RoundAudit]:
+    """Every round opened so far; refuses (``DeploymentMismatch``) a ledger whose event reads
+    start after the contract's creation, which would hide events from every check."""
+    ledger.check_from_block()
     history = PrivacyHistory(ledger, store)  # each earlier blob's DP parameters read once
     return [
         verify_round(ledger, store, r, privacy_history=history, **kwargs)

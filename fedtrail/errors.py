@@ -40,6 +40,11 @@ class ContractNotFound(LedgerError):
     """No FederationLedger code at the configured address."""
 
 
+class DeploymentMismatch(LedgerError):
+    """A deployment file disagrees with the chain about the contract's creation (its block or
+    transaction): a later block would hide every event before it from the readers."""
+
+
 class TransactionFailed(LedgerError):
     """A transaction was mined but failed, or was never mined."""
 

@@ -40,22 +40,33 @@ ROUND_SECONDS=45
 REVEAL_SECONDS=20
 APP="$ROOT/fedtrail/flower/app"
 declare -A EXTRA=()
+usage_error() { echo "$*" >&2; exit 2; }
+# An option that takes a value: one line and exit 2 when it is missing (not bash's "unbound variable").
+need() { [[ $# -ge 2 && -n "$2" ]] || usage_error "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
-    --sites) SITES="$2"; shift 2 ;;
-    --rounds) ROUNDS="$2"; shift 2 ;;
-    --dir) DIR="$2"; shift 2 ;;
-    --data) DATA="$2"; shift 2 ;;
-    --round-seconds) ROUND_SECONDS="$2"; shift 2 ;;
-    --reveal-seconds) REVEAL_SECONDS="$2"; shift 2 ;;
-    --app) APP="$(cd "$2" && pwd)"; shift 2 ;;
-    --node-config-extra) EXTRA[$2]="$3"; shift 3 ;;
+    --sites) need "$@"; SITES="$2"; shift 2 ;;
+    --rounds) need "$@"; ROUNDS="$2"; shift 2 ;;
+    --dir) need "$@"; DIR="$2"; shift 2 ;;
+    --data) need "$@"; DATA="$2"; shift 2 ;;
+    --round-seconds) need "$@"; ROUND_SECONDS="$2"; shift 2 ;;
+    --reveal-seconds) need "$@"; REVEAL_SECONDS="$2"; shift 2 ;;
+    --app)
+        need "$@"
+        [[ -d "$2" ]] || usage_error "--app $2: no such folder"
+        APP="$(cd "$2" && pwd)"; shift 2 ;;
+    --node-config-extra)
+        [[ $# -ge 3 && "$2" =~ ^[0-9]+$ ]] || usage_error "--node-config-extra needs a site index and its settings: I 'key=\"value\" ...'"
+        EXTRA[$2]="$3"; shift 3 ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
+    *) usage_error "unknown argument $1" ;;
     esac
 done
-[[ "$SITES" =~ ^[0-9]+$ && "$SITES" -ge 1 && "$SITES" -le 8 ]] || { echo "--sites must be 1..8" >&2; exit 2; }
-[[ "$ROUNDS" =~ ^[0-9]+$ && "$ROUNDS" -ge 1 ]] || { echo "--rounds must be >= 1" >&2; exit 2; }
+# Checked before anything starts.
+[[ "$SITES" =~ ^[0-9]+$ && "$SITES" -ge 1 && "$SITES" -le 8 ]] || usage_error "--sites must be 1..8"
+[[ "$ROUNDS" =~ ^[0-9]+$ && "$ROUNDS" -ge 1 ]] || usage_error "--rounds must be >= 1"
+[[ "$ROUND_SECONDS" =~ ^[0-9]+$ && "$ROUND_SECONDS" -ge 1 ]] || usage_error "--round-seconds must be a whole number of seconds >= 1"
+[[ "$REVEAL_SECONDS" =~ ^[0-9]+$ && "$REVEAL_SECONDS" -ge 1 ]] || usage_error "--reveal-seconds must be a whole number of seconds >= 1"
 
 DIR="${DIR:-$(mktemp -d "${TMPDIR:-/tmp}/fedtrail-flower.XXXXXX")}"
 mkdir -p "$DIR"
@@ -164,6 +175,9 @@ round-seconds = $ROUND_SECONDS
 reveal-seconds = $REVEAL_SECONDS
 threads = 1
 min-nodes = $SITES
+# the seeded salt (as testnet_demo.sh's --initial-salt seeded): the same start model every run,
+# so a run's figures repeat; a real federation keeps the default, a fresh random salt
+initial-salt = "seeded"
 TOML
 budget=$(( ROUNDS * (ROUND_SECONDS + REVEAL_SECONDS + 90) + 120 ))
 set +e

@@ -28,24 +28,32 @@ REVEAL_SECONDS=60
 DATA=pneumonia
 VALUATION_MODE=aggregator
 MODEL_ARGS=()
+usage_error() { echo "$*" >&2; exit 2; }
+# An option that takes a value: one line and exit 2 when it is missing (not bash's "unbound variable").
+need() { [[ $# -ge 2 && -n "$2" ]] || usage_error "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
-    --sites) SITES="$2"; shift 2 ;;
-    --rounds) ROUNDS="$2"; shift 2 ;;
-    --dir) DIR="$2"; shift 2 ;;
-    --compression) COMPRESSION="$2"; shift 2 ;;
-    --round-seconds) ROUND_SECONDS="$2"; shift 2 ;;
-    --reveal-seconds) REVEAL_SECONDS="$2"; shift 2 ;;
-    --data) DATA="$2"; shift 2 ;;
-    --arch) MODEL_ARGS+=(--arch "$2"); shift 2 ;;
-    --image-size) MODEL_ARGS+=(--image-size "$2"); shift 2 ;;
-    --valuation-mode) VALUATION_MODE="$2"; shift 2 ;;
+    --sites) need "$@"; SITES="$2"; shift 2 ;;
+    --rounds) need "$@"; ROUNDS="$2"; shift 2 ;;
+    --dir) need "$@"; DIR="$2"; shift 2 ;;
+    --compression) need "$@"; COMPRESSION="$2"; shift 2 ;;
+    --round-seconds) need "$@"; ROUND_SECONDS="$2"; shift 2 ;;
+    --reveal-seconds) need "$@"; REVEAL_SECONDS="$2"; shift 2 ;;
+    --data) need "$@"; DATA="$2"; shift 2 ;;
+    --arch) need "$@"; MODEL_ARGS+=(--arch "$2"); shift 2 ;;
+    --image-size) need "$@"; MODEL_ARGS+=(--image-size "$2"); shift 2 ;;
+    --valuation-mode) need "$@"; VALUATION_MODE="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
+    *) usage_error "unknown argument $1" ;;
     esac
 done
-[[ "$SITES" =~ ^[0-9]+$ && "$SITES" -ge 1 && "$SITES" -le 8 ]] || { echo "--sites must be 1..8" >&2; exit 2; }
-[[ "$VALUATION_MODE" == aggregator || "$VALUATION_MODE" == peers ]] || { echo "--valuation-mode must be aggregator or peers" >&2; exit 2; }
+# Checked before anything starts (a bad value used to surface after Anvil and IPFS were up).
+[[ "$SITES" =~ ^[0-9]+$ && "$SITES" -ge 1 && "$SITES" -le 8 ]] || usage_error "--sites must be 1..8"
+[[ "$ROUNDS" =~ ^[0-9]+$ && "$ROUNDS" -ge 1 ]] || usage_error "--rounds must be a whole number >= 1"
+[[ "$ROUND_SECONDS" =~ ^[0-9]+$ && "$ROUND_SECONDS" -ge 1 ]] || usage_error "--round-seconds must be a whole number of seconds >= 1"
+[[ "$REVEAL_SECONDS" =~ ^[0-9]+$ && "$REVEAL_SECONDS" -ge 1 ]] || usage_error "--reveal-seconds must be a whole number of seconds >= 1"
+[[ "$COMPRESSION" == none || "$COMPRESSION" == topk8 ]] || usage_error "--compression must be none or topk8"
+[[ "$VALUATION_MODE" == aggregator || "$VALUATION_MODE" == peers ]] || usage_error "--valuation-mode must be aggregator or peers"
 PEER_ARGS=()
 if [[ "$VALUATION_MODE" == peers ]]; then
     PEER_ARGS=(--valuation-mode peers --score-commit-seconds "$REVEAL_SECONDS" --score-reveal-seconds "$REVEAL_SECONDS")

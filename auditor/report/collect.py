@@ -245,7 +245,9 @@ def _fetch_png(
 def collect(
     ledger: Ledger, store: ContentStore, audits: list[RoundAudit] | None = None
 ) -> Federation:
-    """Reads everything the report shows (and runs ``verify_all`` when ``audits`` is None)."""
+    """Reads everything the report shows (and runs ``verify_all`` when ``audits`` is None);
+    refuses a ledger whose event reads start after the contract's creation."""
+    ledger.check_from_block()
     if audits is None:
         from fedtrail.auditor.verify import verify_all
 

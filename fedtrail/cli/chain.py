@@ -11,10 +11,12 @@ import click
 from fedtrail.chain import connect
 from fedtrail.cli.common import (
     ROUND_ID,
+    FiniteFloatRange,
     ledger_options,
     load_signer,
     open_ledger,
     open_signed_ledger,
+    read_passphrase,
     resolve_rpc,
     rpc_option,
     signer_options,
@@ -23,6 +25,7 @@ from fedtrail.cli.common import (
 from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError
 from fedtrail.fsutil import atomic_write
+from fedtrail.keys import FAST_KDF_N
 from fedtrail.protocol.codes import DEFAULT_MIN_ROUND_WINDOW, Phase
 from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, SCORE_SCALE, WEIGHT_SCALE
 
@@ -261,3 +264,74 @@ def accept_coordinator(
         emit(doc, "json")
     else:
         click.echo(f"{doc['coordinator']} is now the coordinator (was {previous}; tx {tx.tx_hash})")
+
+
+@chain.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--fast-kdf", is_flag=True, hidden=True, help="Light scrypt (tests/demos only).")
+@format_option()
+def keystore(path: Path, fast_kdf: bool, fmt: str) -> None:
+    """Create an encrypted keystore for a new account (a coordinator's or an aggregator's; a
+    site's comes with `fedtrail node init`). The passphrase comes from $FEDTRAIL_PASSPHRASE or
+    a prompt asked twice; an existing file is never overwritten."""
+    from fedtrail.keys import create_keystore
+
+    if path.exists():
+        raise ConfigError(f"{path} exists; refusing to overwrite a key")
+    account = create_keystore(
+        path, read_passphrase(path, confirm=True), kdf_n=FAST_KDF_N if fast_kdf else None
+    )
+    doc = {"address": account.address, "keystore": str(path)}
+    if fmt == "json":
+        emit(doc, "json")
+    else:
+        click.echo(f"keystore {path} (encrypted) for {account.address}")
+        click.echo(
+            f"fund it for gas before it deploys or aggregates: "
+            f"fedtrail chain fund {account.address} --eth N"
+        )
+
+
+@chain.command()
+@click.argument("address", metavar="ADDRESS")
+@click.option(
+    "--eth",
+    type=FiniteFloatRange(min=0, min_open=True),
+    required=True,
+    help="How much ETH to send (for gas).",
+)
+@rpc_option
+@signer_options
+@format_option()
+def fund(
+    address: str,
+    eth: float,
+    rpc_url: str | None,
+    keystore: Path | None,
+    dev_account: int | None,
+    fmt: str,
+) -> None:
+    """Send ETH for gas from the signer to ADDRESS (an aggregator's or coordinator's account;
+    `node register --fund` does it for sites)."""
+    from web3 import Web3
+
+    from fedtrail.chain import fund as send_funds
+    from fedtrail.ledger import checksum
+
+    target = checksum(address)
+    wei = int(eth * 10**18)
+    if wei == 0:
+        raise ConfigError(f"--eth {eth}: less than one wei")
+    w3 = connect(resolve_rpc(rpc_url))
+    signer = load_signer(w3, keystore, dev_account)
+    if w3.eth.get_balance(signer.address) < wei:
+        raise ConfigError(f"--eth {eth}: {signer.address} holds less than {eth} ETH")
+    send_funds(w3, signer, target, wei)
+    balance = int(w3.eth.get_balance(Web3.to_checksum_address(target)))
+    doc = {"from": signer.address, "to": target, "wei": wei, "balance_wei": balance}
+    if fmt == "json":
+        emit(doc, "json")
+    else:
+        click.echo(
+            f"sent {eth} ETH from {signer.address} to {target} (balance {balance / 1e18:g} ETH)"
+        )

@@ -15,6 +15,8 @@ chain alone. Its settings are the run config (the app's ``pyproject.toml``
     folder              valuation records and the Flower round reports
     round-seconds / reveal-seconds  commit and reveal windows (chain seconds)
     rule, valuation, metric, seed, explain, threads, min-nodes, grace-seconds
+    initial-salt        'random' (default), 'seeded' or 64 hex digits: as
+                        ``fedtrail aggregator run --initial-salt``
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from fedtrail.ledger import Deployment, Ledger
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.catalog import load_source
 from fedtrail.ml.task import task_for
+from fedtrail.protocol.terms import seeded_salt, valid_salt
+from fedtrail.storage.store import ContentStore
 
 log = logging.getLogger("fedtrail.flower.server")
 
@@ -76,6 +80,12 @@ class ServerConfig:
     threads: int = 0
     min_nodes: int = 1
     grace_seconds: float = 30.0
+    initial_salt: str = "random"
+    """Round 1's terms' ``initial_salt``, as ``fedtrail aggregator run --initial-salt``:
+    'random' (the latest round's salt, else 32 fresh bytes: no twin deployment shares the start
+    model, attack a23), 'seeded' (:func:`~fedtrail.protocol.terms.seeded_salt` of ``seed``: the
+    start model repeats run after run, for demos whose figures must repeat) or 64 lowercase hex
+    digits."""
 
     def __post_init__(self) -> None:
         if self.num_server_rounds < 1:
@@ -86,6 +96,11 @@ class ServerConfig:
             raise ConfigError("the run config names no aggregator-keystore")
         if self.min_nodes < 1 or self.threads < 0 or self.grace_seconds < 0:
             raise ConfigError("min-nodes must be >= 1, threads and grace-seconds >= 0")
+        if self.initial_salt not in ("random", "seeded") and not valid_salt(self.initial_salt):
+            raise ConfigError(
+                "initial-salt must be 'random', 'seeded' or 64 lowercase hex digits, "
+                f"not {self.initial_salt!r}"
+            )
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any], *, prefix: str = "") -> ServerConfig:
@@ -110,6 +125,15 @@ class ServerConfig:
                 raise ConfigError(f"run config {key} must be a {want.__name__}, got {value!r}")
             values[name] = value
         return cls(**values)
+
+
+def initial_salt(cfg: ServerConfig, ledger: Ledger, store: ContentStore) -> str:
+    """The ``initial_salt`` ``cfg.initial_salt`` names (see :class:`ServerConfig`)."""
+    if cfg.initial_salt == "seeded":
+        return seeded_salt(cfg.seed)
+    if cfg.initial_salt == "random":
+        return fresh_or_recorded_salt(ledger, store)
+    return cfg.initial_salt
 
 
 def build_service(cfg: ServerConfig) -> AggregatorService:
@@ -142,8 +166,9 @@ def build_service(cfg: ServerConfig) -> AggregatorService:
         reveal_seconds=cfg.reveal_seconds,
         poll_interval=1.0,
         seed=cfg.seed,
-        # unknown before round 1 opens: a twin deployment must not share the start model
-        initial_salt=fresh_or_recorded_salt(ledger, store),
+        # 'random' (default): unknown before round 1 opens, so a twin deployment does not
+        # share the start model
+        initial_salt=initial_salt(cfg, ledger, store),
         model=task.spec,
         class_names=task.class_names,
         explain_method="integrated_gradients" if cfg.explain else None,

@@ -92,6 +92,10 @@ def deterministic_sum(v: F64) -> float:
     a = np.ascontiguousarray(v, dtype=np.float64).ravel()
     if a.size == 0:
         return 0.0
+    if a.size < _BLOCK:
+        # one zero-padded block: its partial sums are the values and +0.0s, and fsum (exactly
+        # rounded) of them is fsum of the values; + 0.0 gives the padding's sign of a zero sum
+        return math.fsum(a.tolist()) + 0.0
     return math.fsum(deterministic_partials(a).tolist())
 
 

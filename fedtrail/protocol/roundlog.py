@@ -7,9 +7,9 @@ the record's JSON shape is format ``fedtrail.explanation-log/1`` exactly (the JS
 ``fedtrail/schemas``): any change to the fields here changes every future log's hash.
 
 Objects whose content the format leaves open stay JSON mappings: the aggregation rule and model
-spec (typed by the layers above, which know them), a site's valuation components, the
-aggregation ``detail`` and the ``explanations`` block (read back untyped: a reader must treat
-its content as untrusted and check every field it uses).
+spec (typed by the layers above, which know them), a site's valuation components and the
+``explanations`` block (read back untyped: a reader must treat its content as untrusted and check
+every field it uses; the schema admits exactly the keys the aggregator writes there).
 """
 
 from __future__ import annotations
@@ -539,17 +539,15 @@ class Aggregation:
     rule: str
     global_sha256: str
     included_sites: tuple[str, ...]
-    detail: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
+        # a free-form ``detail`` the schema once admitted was written by no writer; refused since
+        # stop 47 (a claim no check could bind, attack a55)
+        return {
             "rule": self.rule,
             "global_sha256": self.global_sha256,
             "included_sites": list(self.included_sites),
         }
-        if self.detail is not None:
-            doc["detail"] = dict(self.detail)
-        return doc
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -978,7 +976,6 @@ class RoundLog:
                 rule=agg["rule"],
                 global_sha256=agg["global_sha256"],
                 included_sites=tuple(agg["included_sites"]),
-                detail=dict(agg["detail"]) if "detail" in agg else None,
             ),
             metrics=MetricsPair(
                 RoundMetrics.from_json(doc["metrics"]["before"], "metrics/before"),

@@ -100,7 +100,9 @@ LATER_THRESHOLDS: Final = MappingProxyType(
         "dp_noise_check": 0,
         "relief_cosine": -1.0,
         "boost_clip": 0.0,
+        "warm_up_floor": 1.0,
         "white_noise_z": 0.0,
+        "shaped_noise_z": 0.0,
         "dp_copy_z": 0.0,
     }
 )
@@ -122,7 +124,9 @@ UNRECORDED: Final = MappingProxyType(
         "dp_noise_check": 0,
         "relief_cosine": -1.0,
         "boost_clip": 0.0,
+        "warm_up_floor": 1.0,
         "white_noise_z": 0.0,
+        "shaped_noise_z": 0.0,
         "dp_copy_z": 0.0,
     }
 )

@@ -58,6 +58,7 @@ from fedtrail.valuation.standing import (
     boost_factor,
     demoted_score,
     demotion_reference,
+    floored_score,
     norm_factor,
     relieved_reference,
     scaled_score,
@@ -107,6 +108,14 @@ def _number(name: str, value: object) -> float:
         raise ConfigError(f"{name} must be finite, got {value!r}")
     return v
 
+
+WARM_UP_FLOOR: Final = 1.0
+"""The default ``warm_up_floor`` of :class:`Combiner`: 1, off (every update that passes the
+screens in the warm-up round scores 1, as before the rule); below 1 the warm-up's shares are
+accumulated as a later round's (the standing starts in round 1) and its passers' scores are
+raised to at least this share of the full score
+(:func:`~fedtrail.valuation.standing.floored_score`). An opt-in: see README *Scores from
+standing* for what 0.5 measured."""
 
 BOOST_CLIP: Final = 0.0
 """The default ``boost_clip`` of :class:`Combiner`: 0, off (an opt-in; at 0.5 an update longer
@@ -239,6 +248,12 @@ class Combiner:
     the validation game (a longer step helps an undertrained model), and its norm alone sits
     inside the honest spread under label skew, but its length along the consensus does not.
     A recorded set of thresholds without it means 0: off.
+    ``warm_up_floor`` (in [0, 1]; default 1: off, an opt-in, see :data:`WARM_UP_FLOOR`): in the
+    warm-up round the round's shares are accumulated as a later round's
+    (:func:`~fedtrail.valuation.round.value_round`) and an accepted update's score
+    (``settle(..., warm_up=True)``) is :func:`~fedtrail.valuation.standing.floored_score` of
+    the demoted score its accumulated value gets. A recorded set of thresholds without it
+    means 1: off.
     ``dp_spend_check`` (0 or 1; default 1): 1 scores 0, as MALFORMED, an update whose declared
     privacy spend is not the one the DP parameters in its blob give (or that names another
     delta than the terms, one above 1 / its sample count, or a spend without parameters:
@@ -292,14 +307,19 @@ class Combiner:
     noise, or a copy plus white noise (scenario (h) of ``scripts/bench/accuracy.py``). Honest
     updates measured at 1e4 and more, copies plus white noise below 5 (README, *Noisy
     copies*). A recorded set without it means 0: off.
-    ``dp_copy_z`` (>= 0; default 5; 0: off): with a
+    ``shaped_noise_z`` (>= 0; default 1000; 0: off): the same, for noise shaped like the copy:
+    an update that does not declare DP-SGD whose residual from the free-rider reference it is
+    closest to, divided coordinate by coordinate by that reference's magnitude, has a
+    structure statistic below it is FREE_RIDER
+    (:func:`~fedtrail.valuation.freeride.shaped_residual_z`; scenario (i) of
+    ``scripts/bench/accuracy.py``); sparse updates (more than half exact zeros) are left out.
+    A recorded set without it means 0: off.
+    ``dp_copy_z`` (>= 0; default 60; 0: off): with a
     :class:`~fedtrail.valuation.standing.History`, an update that declares DP-SGD (exempt from
-    the white-noise test) is FREE_RIDER when it lies along the free-rider references
-    (``|cosine| sqrt(P)`` to one at least
-    :data:`~fedtrail.valuation.freeride.DP_COPY_GATE`) and what is left once they are taken out
-    does not correlate with the round's other updates (``|cosine| sqrt(P)`` below it): a copy
-    plus the declared noise (:func:`~fedtrail.valuation.freeride.dp_copy_statistics`; attack
-    a56). A recorded set without it means 0: off.
+    the white-noise and shaped-noise tests) is FREE_RIDER when it lies along the free-rider
+    references: its :func:`~fedtrail.valuation.freeride.dp_copy_statistic` (``|cosine|
+    sqrt(P)``, matching pursuit over up to 8 references) is at least it: a copy plus the
+    declared noise (attack a60). A recorded set without it means 0: off.
     """
 
     min_cosine: float = -0.5
@@ -323,10 +343,14 @@ class Combiner:
     dp_noise_check: int = 1
     relief_cosine: float = -0.7
     boost_clip: float = BOOST_CLIP
+    warm_up_floor: float = WARM_UP_FLOOR
     white_noise_z: float = 1000.0
+    shaped_noise_z: float = 1000.0
     dp_copy_z: float = 60.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= _number("shaped_noise_z", self.shaped_noise_z) < math.inf:
+            raise ConfigError(f"shaped_noise_z must be finite and >= 0, got {self.shaped_noise_z}")
         if not 0.0 <= _number("dp_copy_z", self.dp_copy_z) < math.inf:
             raise ConfigError(f"dp_copy_z must be finite and >= 0, got {self.dp_copy_z}")
         if not 0.0 <= _number("white_noise_z", self.white_noise_z) < math.inf:
@@ -374,6 +398,8 @@ class Combiner:
             raise ConfigError(f"small_norm_ratio must lie in [0, 1), got {self.small_norm_ratio}")
         if not 0.0 <= _number("boost_clip", self.boost_clip) <= 1.0:
             raise ConfigError(f"boost_clip must lie in [0, 1], got {self.boost_clip}")
+        if not 0.0 <= _number("warm_up_floor", self.warm_up_floor) <= 1.0:
+            raise ConfigError(f"warm_up_floor must lie in [0, 1], got {self.warm_up_floor}")
         if _number("norm_size_cap", self.norm_size_cap) < 1.0:
             raise ConfigError(f"norm_size_cap must be at least 1, got {self.norm_size_cap}")
         if _number("tiny_size_power", self.tiny_size_power) < 0.0:
@@ -498,12 +524,18 @@ class Combiner:
         accumulated: Mapping[str, float],
         *,
         method: str | None,
+        warm_up: bool = False,
     ) -> list[SiteValuation]:
         """Scores and reasons for every candidate from the accumulated values (see the module
         docstring): ``values`` holds this round's validation value of every update that passed
-        :meth:`screen`, ``accumulated`` every site's value after this round (0 when absent)."""
+        :meth:`screen`, ``accumulated`` every site's value after this round (0 when absent).
+        ``warm_up`` with ``warm_up_floor`` below 1: ``accumulated`` holds the warm-up's own
+        shares (the caller accumulates them, :func:`~fedtrail.valuation.round.value_round`)
+        and each score below the full one is raised to at least ``warm_up_floor`` of it
+        (:func:`~fedtrail.valuation.standing.floored_score`)."""
         checked = sum(1 for c in candidates if c.usable) >= self.min_robust_sites
         screened = self.screen(candidates, robust)
+        provisional = warm_up and self.warm_up_floor < 1.0
         reference = demotion_reference(
             float(accumulated.get(c.site, 0.0))
             for c in candidates
@@ -526,6 +558,8 @@ class Combiner:
                     relief_cosine=self.relief_cosine,
                 )
                 score = demoted_score(total - own, demote_scale=self.demote_scale)
+                if provisional:
+                    score = floored_score(score, self.warm_up_floor)
                 unrelieved = (
                     ""
                     if own == reference
@@ -542,6 +576,8 @@ class Combiner:
                     detail = f"{what}: {self.demote_scale:g} or more below, consistently harmful"
                 elif score < SCORE_SCALE:
                     detail = f"{what}: below, demoted to {score / SCORE_SCALE:.1%}"
+                    if provisional:
+                        detail += f" (warm-up: floor {self.warm_up_floor:g})"
                 else:
                     detail = f"{what}: not below, full score"
                 if checked and r is not None and value > 0 and r.cosine < self.credit_cosine:

@@ -58,9 +58,20 @@ are caught before the validation game:
   scored far above any white copy (see README, *Noisy copies*), copies plus white noise of 2% to
   100% of their norm below 5. Updates that declare DP-SGD (``declared_noise``) are exempt:
   their Gaussian noise is declared, and :func:`fedtrail.ml.dp_noise.noise_breach` judges it
-  (an honest DP-SGD update at epsilon 1 scored below 10). Not a defence against a copier who
-  shapes its noise: noise scaled coordinate by coordinate to the copy's magnitude, or a copy
-  of other rows, has the copy's structure and passes (README, *Noisy copies*).
+  (an honest DP-SGD update at epsilon 1 scored below 10).
+
+* **shaped noise**: with ``shaped_z`` above 0, the same residual (from the closest reference,
+  best-scaled) divided coordinate by coordinate by that reference's magnitude (where it is not
+  0; :func:`shaped_residual_z`) has a structure statistic below ``shaped_z``: a copy plus
+  Gaussian noise scaled to the copy's magnitude there (the adaptive copier of scenario (i),
+  whose noise has the copy's per-tensor, per-row and per-column profile and passes the white
+  test) leaves i.i.d. values, an honest update's residual does not (measured with
+  ``scripts/bench/noisy_copy.py``; README, *Noisy copies*). DP-declared updates are exempt
+  as above, and so are sparse updates (more than half exact zeros, ``topk8``: honest ones
+  score like copies on it). Not a defence against a sparse copier, noise of another shape (a
+  smoothed magnitude, a copy of other rows), a copy of a linear mixture of references (the
+  closest single reference leaves the mixture's other part, structured), or noise so large
+  that another reference is the closest.
 
 Copies of another site's update in the same round are the DUPLICATE check's job (exact bytes).
 
@@ -101,7 +112,14 @@ from fedtrail.ml.aggregation import AggregationError, deterministic_dot, determi
 from fedtrail.valuation.base import size_factor
 from fedtrail.valuation.rows import Rows
 
-__all__ = ["DP_COPY_STEP", "dp_copy_statistic", "free_riders", "own_reference", "structure_z"]
+__all__ = [
+    "DP_COPY_STEP",
+    "dp_copy_statistic",
+    "free_riders",
+    "own_reference",
+    "shaped_residual_z",
+    "structure_z",
+]
 
 _SLACK: Final = 1024.0
 """The screen's margin, in units of the worst-case relative rounding error of a dot product."""
@@ -128,6 +146,7 @@ def free_riders(
     white_z: float = 0.0,
     declared_noise: Collection[str] = frozenset(),
     dp_copy_z: float = 0.0,
+    shaped_z: float = 0.0,
 ) -> dict[str, str]:
     """The free-riders among ``deltas`` (site -> update, address order), each with why, in the
     sites' order; ``references`` are earlier updates by label (a label starting with
@@ -142,10 +161,12 @@ def free_riders(
     (:attr:`~fedtrail.valuation.standing.History.reference_squares`), taken instead of reading
     the reference again; ``squares_out``, when given, receives each site's. ``white_z`` above
     0 turns on the white-noise screen (see the module docstring) for every site not in
-    ``declared_noise`` (the sites whose updates declare DP-SGD). ``dp_copy_z`` above 0 turns
-    on the DP copy test for the sites in ``declared_noise``: an update whose
-    :func:`dp_copy_statistic` against the references is at least ``dp_copy_z`` is a copy plus
-    its declared noise. Raises ConfigError when the layouts differ."""
+    ``declared_noise`` (the sites whose updates declare DP-SGD); ``shaped_z`` above 0 the
+    shaped-noise screen for the same sites (:func:`shaped_residual_z` of the update and the
+    reference it is closest to, below ``shaped_z``). ``dp_copy_z`` above 0 turns on the DP
+    copy test for the sites in ``declared_noise``: an update whose :func:`dp_copy_statistic`
+    against the references is at least ``dp_copy_z`` is a copy plus its declared noise. Raises
+    ConfigError when the layouts differ."""
     if not deltas:
         return {}
     sites = list(deltas)
@@ -235,12 +256,13 @@ def free_riders(
                     f"{dp_copy_z:g})"
                 )
             continue
-        if white_z <= 0:
+        if white_z <= 0 and shaped_z <= 0:
             continue
-        own_z = structure_z(deltas[site])
-        if own_z < white_z:
-            out[site] = f"white noise (structure {own_z:.3g}, below {white_z:g})"
-            continue
+        if white_z > 0:
+            own_z = structure_z(deltas[site])
+            if own_z < white_z:
+                out[site] = f"white noise (structure {own_z:.3g}, below {white_z:g})"
+                continue
         if not labels:
             continue
         if approx is None:
@@ -249,15 +271,96 @@ def free_riders(
         if j < 0:
             continue
         label = labels[j - len(sites)]
-        reference = references[label]
-        residual = {k: _wide(v) - scale * _wide(reference[k]) for k, v in deltas[site].items()}
-        z = _structure(residual)
-        if z < white_z:
-            out[site] = (
-                f"a copy of {label} plus white noise (cosine {cosine:.6f}; the rest's "
-                f"structure {z:.3g}, below {white_z:g})"
-            )
+        reference = {k: _wide(v) for k, v in references[label].items()}
+        residual = {k: _wide(v) - scale * reference[k] for k, v in deltas[site].items()}
+        if white_z > 0:
+            z = _structure(residual)
+            if z < white_z:
+                out[site] = (
+                    f"a copy of {label} plus white noise (cosine {cosine:.6f}; the rest's "
+                    f"structure {z:.3g}, below {white_z:g})"
+                )
+                continue
+        values = {k: _wide(v) for k, v in deltas[site].items()}
+        if shaped_z > 0 and not _sparse(values):
+            z = _shaped(residual, reference, values)
+            if z < shaped_z:
+                out[site] = (
+                    f"a copy of {label} plus noise shaped like it (cosine {cosine:.6f}; the "
+                    f"rest over its magnitude has structure {z:.3g}, below {shaped_z:g})"
+                )
     return out
+
+
+def shaped_residual_z(
+    update: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]
+) -> float:
+    """How far ``update``'s residual from ``reference`` (the update minus the reference scaled
+    to fit it best, ``dot / |reference|**2`` with the screen's exact dot product) is from noise
+    shaped like the reference: :func:`structure_z` of the residual divided, coordinate by
+    coordinate, by the reference's magnitude there, over the coordinates where the reference
+    is not 0. A copy plus Gaussian noise scaled to the copy's magnitude (the adaptive copier of
+    scenario (i) of ``scripts/bench/accuracy.py``) leaves i.i.d. values; an honest update's
+    residual does not. ``inf`` when the reference is zero, the layouts differ in keys, or more
+    than half of the update's values are exactly 0 (a sparse, ``topk8``, update: left out, as
+    honest sparse updates score like copies on it)."""
+    if set(update) != set(reference):
+        return math.inf
+    rows = Rows.of([update, reference])
+    norm = rows.norm(1)
+    if norm == 0.0:
+        return math.inf
+    dot, _ = rows.pair(0, 1)
+    scale = dot / (norm * norm)
+    wide = {k: _wide(v) for k, v in reference.items()}
+    mine = {k: _wide(v) for k, v in update.items()}
+    if _sparse(mine):
+        return math.inf
+    return _shaped({k: v - scale * wide[k] for k, v in mine.items()}, wide, mine)
+
+
+_SPARSE: Final = 0.5
+"""The shaped-noise test leaves out an update with more than this share of exact zeros outside
+its all-zero rows and columns (a ``topk8`` update, 5% of its values by default): measured with
+``scripts/bench/noisy_copy.py --compression topk8``, honest sparse updates scored 8.8 to 776
+on it (14 to 46 of 15 to 50 flagged at the default 1000), inside the copies' range. Whole zero
+rows and columns are not counted: a dense update's dead units zero them (more than half of
+some honest SmallCNN updates' values), a sparse codec's zeros are scattered."""
+
+
+def _sparse(update: Mapping[str, npt.NDArray[np.float64]]) -> bool:
+    """Whether more than ``_SPARSE`` of ``update``'s values outside its all-zero rows and
+    columns (of each tensor of two or more dimensions seen as a matrix: its first index by the
+    rest) are exactly 0."""
+    total = zeros = 0
+    for a in update.values():
+        nz = a != 0
+        if a.ndim >= 2:
+            m = nz.reshape(a.shape[0], -1)
+            nz = m[m.any(axis=1)][:, m.any(axis=0)]
+        total += nz.size
+        zeros += nz.size - int(np.count_nonzero(nz))
+    return total > 0 and zeros > _SPARSE * total
+
+
+def _shaped(
+    residual: Mapping[str, npt.NDArray[np.float64]],
+    reference: Mapping[str, npt.NDArray[np.float64]],
+    update: Mapping[str, npt.NDArray[np.float64]],
+) -> float:
+    """:func:`_structure` of ``residual / |reference|`` where neither ``reference`` nor
+    ``update`` is 0 (element by element, IEEE division: the same bits on every machine). Where
+    a sparse (``topk8``) update is 0 and its reference is not, the quotient is minus the scale
+    times the reference's sign, the same magnitude everywhere, which would look white; a copy
+    plus shaped noise is non-zero wherever its reference is."""
+    ratios: dict[str, npt.NDArray[np.float64]] = {}
+    present: dict[str, npt.NDArray[np.bool_]] = {}
+    for k, r in residual.items():
+        size = np.abs(reference[k])
+        mask = (size > 0) & (update[k] != 0)
+        ratios[k] = np.divide(r, size, out=np.zeros_like(r), where=mask)
+        present[k] = mask
+    return _structure(ratios, present)
 
 
 _TIE: Final = 1e-9
@@ -369,35 +472,67 @@ def structure_z(update: Mapping[str, torch.Tensor]) -> float:
     return _structure({k: _wide(v) for k, v in update.items()})
 
 
-def _structure(parts: Mapping[str, npt.NDArray[np.float64]]) -> float:
-    """:func:`structure_z` of float64 arrays."""
-    arrays = [a for a in parts.values() if a.size]
-    count = sum(a.size for a in arrays)
+def _structure(
+    parts: Mapping[str, npt.NDArray[np.float64]],
+    present: Mapping[str, npt.NDArray[np.bool_]] | None = None,
+) -> float:
+    """:func:`structure_z` of float64 arrays; with ``present`` (key -> a mask of the array's
+    shape), only the values where the mask is True count (the others are set to 0 by the
+    caller): every group's size is its count of such values, and neighbouring taps pair only
+    where both are present."""
+    keys = [k for k, a in parts.items() if a.size]
+    arrays = [parts[k] for k in keys]
+    masks = [None if present is None else present[k] for k in keys]
+    count = sum(
+        a.size if m is None else int(np.count_nonzero(m))
+        for a, m in zip(arrays, masks, strict=True)
+    )
     squares = [np.multiply(a, a) for a in arrays]
-    total = math.fsum(deterministic_sum(s.ravel()) for s in squares)
+    sums = [deterministic_sum(s.ravel()) for s in squares]  # each tensor's, once
+    total = math.fsum(sums)
     if count == 0 or not total > 0 or not math.isfinite(total):
         return math.inf
     mean = total / count
-    tensors = np.asarray([deterministic_sum(s.ravel()) for s in squares], dtype=np.float64)
-    families = [(tensors, np.asarray([a.size for a in arrays], dtype=np.float64))]
+    tensors = np.asarray(sums, dtype=np.float64)
+    # a mask's count of True values, or the whole size: exact in float64 either way
+    ones = [None if m is None else m.astype(np.float64) for m in masks]
+    families = [
+        (
+            tensors,
+            np.asarray(
+                [
+                    a.size if m is None else int(np.count_nonzero(m))
+                    for a, m in zip(arrays, masks, strict=True)
+                ],
+                dtype=np.float64,
+            ),
+        )
+    ]
     lines: list[npt.NDArray[np.float64]] = []
     line_sizes: list[npt.NDArray[np.float64]] = []
     columns: list[npt.NDArray[np.float64]] = []
     column_sizes: list[npt.NDArray[np.float64]] = []
-    for s in squares:
+    for s, o in zip(squares, ones, strict=True):
         if s.ndim < 2:
             continue
         m = np.ascontiguousarray(s.reshape(s.shape[0], -1))
         # np.add.reduce over axis 0 of a C-ordered matrix adds row after row: a fixed order
         lines.append(np.add.reduce(np.ascontiguousarray(m.T), axis=0))
-        line_sizes.append(np.full(m.shape[0], m.shape[1], dtype=np.float64))
         columns.append(np.add.reduce(m, axis=0))
-        column_sizes.append(np.full(m.shape[1], m.shape[0], dtype=np.float64))
+        if o is None:
+            line_sizes.append(np.full(m.shape[0], m.shape[1], dtype=np.float64))
+            column_sizes.append(np.full(m.shape[1], m.shape[0], dtype=np.float64))
+        else:
+            c = np.ascontiguousarray(o.reshape(o.shape[0], -1))
+            line_sizes.append(np.add.reduce(np.ascontiguousarray(c.T), axis=0))
+            column_sizes.append(np.add.reduce(c, axis=0))
     if lines:
         families.append((np.concatenate(lines), np.concatenate(line_sizes)))
         families.append((np.concatenate(columns), np.concatenate(column_sizes)))
     scores: list[float] = []
     for groups, sizes in families:
+        keep = sizes > 0
+        groups, sizes = groups[keep], sizes[keep]
         if groups.size < 2:
             continue
         dispersion = math.fsum(
@@ -408,17 +543,37 @@ def _structure(parts: Mapping[str, npt.NDArray[np.float64]]) -> float:
     if not scores:
         return math.inf
     num, left, right, pairs = [], [], [], 0
-    for a in arrays:
+    for a, sq, o in zip(arrays, squares, ones, strict=True):
         if a.ndim != 4:
             continue
-        for x, y in ((a[..., :-1], a[..., 1:]), (a[..., :-1, :], a[..., 1:, :])):
-            if x.size == 0:
+        if o is None:
+            for x, y in (
+                (np.s_[..., :-1], np.s_[..., 1:]),
+                (np.s_[..., :-1, :], np.s_[..., 1:, :]),
+            ):
+                if a[x].size == 0:
+                    continue
+                # the neighbours' products in C order (a fresh array of the view's shape), and
+                # the squares of each side read from ``squares``: the same products, in the
+                # same order, as those of contiguous copies of the two sides
+                num.append(deterministic_sum(np.multiply(a[x], a[y]).ravel()))
+                left.append(deterministic_sum(sq[x]))
+                right.append(deterministic_sum(sq[y]))
+                pairs += a[x].size
+            continue
+        for xs, ys, both in (
+            (a[..., :-1], a[..., 1:], o[..., :-1] * o[..., 1:]),
+            (a[..., :-1, :], a[..., 1:, :], o[..., :-1, :] * o[..., 1:, :]),
+        ):
+            if xs.size == 0:
                 continue
-            x, y = np.ascontiguousarray(x).ravel(), np.ascontiguousarray(y).ravel()
-            num.append(deterministic_sum(x * y))
-            left.append(deterministic_sum(x * x))
-            right.append(deterministic_sum(y * y))
-            pairs += x.size
+            both = np.ascontiguousarray(both).ravel()
+            xs = np.ascontiguousarray(xs).ravel() * both
+            ys = np.ascontiguousarray(ys).ravel() * both
+            num.append(deterministic_sum(xs * ys))
+            left.append(deterministic_sum(xs * xs))
+            right.append(deterministic_sum(ys * ys))
+            pairs += int(np.count_nonzero(both))
     if pairs:
         den = math.sqrt(math.fsum(left) * math.fsum(right))
         if den > 0:

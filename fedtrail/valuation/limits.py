@@ -66,7 +66,7 @@ from fedtrail.protocol.terms import (
     RoundTerms,
 )
 from fedtrail.valuation.base import METRICS
-from fedtrail.valuation.combine import BOOST_CLIP, Combiner
+from fedtrail.valuation.combine import BOOST_CLIP, WARM_UP_FLOOR, Combiner
 from fedtrail.valuation.round import LARGE_GAMES, METHODS
 
 __all__ = [
@@ -152,6 +152,7 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "relief_cosine",
         "boost_clip",
         "white_noise_z",
+        "shaped_noise_z",
         "duplicate_relative_l2",
     }
 )
@@ -217,7 +218,8 @@ class LoosestLimits:
     update, an inflated count, an outlier the norm screen would flag), the loosest value a site
     accepts. Defaults: the loosest of the product's presets (``min_cosine`` -1 is already the
     check off: no bound in effect; ``stale_distance`` 0.01, the oldest recorded). Not bounded:
-    ``max_norm_ratio``, ``small_norm_ratio`` and ``boost_clip`` (off, their loosest, is the
+    ``max_norm_ratio``, ``small_norm_ratio``, ``boost_clip`` and ``warm_up_floor`` (off, their
+    loosest, is the
     default).
     ``credit_cosine``, ``relief_cosine`` and ``stale_rounds`` are bounded at the product's value:
     terms that omit them read as a log recorded before they existed (-1: off; 1 round), which
@@ -323,11 +325,20 @@ class ThresholdLimits:
     score), so turning it on takes the sites'
     consent (``boost_clip = 0.5`` under ``[accept]``). Not bounded on the loose side (off, its
     loosest, is the default), as ``max_norm_ratio``."""
+    warm_up_floor: float = WARM_UP_FLOOR
+    """Only off (1) by default, the product's default: below 1 the warm-up round's shares are
+    accumulated and its scores floored (:func:`~fedtrail.valuation.standing.floored_score`),
+    so turning it on takes the sites' consent (``warm_up_floor = 0.5`` under
+    ``[accept]``). Not bounded on the loose side (off, 1, is the default)."""
     white_noise_z: float = 1000.0
     """At most the default: higher moves the white-noise screen toward honest updates
     (measured at 1e4 and more, README *Noisy copies*). Not bounded on the loose side (off is
     what terms written before it read as, and a copier who shapes its noise passes it anyway,
     README *Noisy copies*)."""
+    shaped_noise_z: float = 1000.0
+    """At most the default, as ``white_noise_z``: higher moves the shaped-noise screen toward
+    honest updates (measured at 1e4 and more, README *Noisy copies*). Not bounded on the loose
+    side (off is what terms written before it read as)."""
     dp_copy_z: float = 60.0
     """At least the default, or 0 (off), as ``max_norm_ratio``: a lower threshold moves the DP
     copy test toward honest DP-SGD updates (measured below 30, README *DP-declared copies*).

@@ -65,7 +65,7 @@ from fedtrail.valuation.combine import Combiner, RoundValuation, any_positive, s
 from fedtrail.valuation.explanation import ExplanationScorer
 from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.loo import leave_one_out
-from fedtrail.valuation.robust import robust_statistics, without_statistics
+from fedtrail.valuation.robust import RobustStats, robust_statistics, without_statistics
 from fedtrail.valuation.shapley import (
     AUTO_EXACT_SITES,
     LARGE_GAME_SITES,
@@ -152,7 +152,7 @@ WARM_UP_ALONE: Final = "warm_up_alone"
 ``warm_up_game`` False, a peer validator's): each passer's value is its update alone's gain over
 the global model's utility as the warm-up's harm check measured it (to first order when the
 round's game is linearised, else the model alone), for the validator's own record; the warm-up's
-scores never depend on it."""
+scores depend on it only under ``warm_up_floor`` below 1 (its shares are then accumulated)."""
 
 EXPLANATION_PROBES: Final = 32
 """Validation images (the first ones, tagged) the explanation check explains."""
@@ -233,8 +233,10 @@ def value_round(
     demote-only scores come from the accumulated values alone, so the scores, reasons and the
     next history are those the game would have given; each passer's value is instead
     :data:`WARM_UP_ALONE`'s, its update alone's gain over the global model as the harm check
-    measured it (first order with a linearised game), and ``v_full`` is None. The aggregator
-    keeps True: its log records the game's values and the audit replays them.
+    measured it (first order with a linearised game), and ``v_full`` is None. Under
+    ``warm_up_floor`` below 1, where the warm-up accumulates, the scores and the next history
+    come from those values' shares instead (floored). The aggregator keeps True: its log
+    records the game's values and the audit replays them.
     """
     check_game(method=method, metric=metric, large_game=large_game)
     comb = Combiner() if combiner is None else combiner
@@ -305,6 +307,26 @@ def _value(
     )
 
 
+def _standing_shares(
+    values: Mapping[str, float],
+    cands: Sequence[Candidate],
+    robust: Mapping[str, RobustStats],
+    comb: Combiner,
+) -> dict[str, float] | None:
+    """This round's shares as the standing accumulates them: :func:`normalised_values`, then,
+    with at least ``min_robust_sites`` usable updates, :func:`credited` (no positive share for
+    an update pointing against the consensus)."""
+    normalised = normalised_values(values)
+    if normalised is not None and sum(1 for c in cands if c.usable) >= comb.min_robust_sites:
+        # the data-free statistics apply (as in Combiner.screen): no credit against them
+        normalised = credited(
+            normalised,
+            {s: robust[s].cosine for s in normalised if s in robust},
+            credit_cosine=comb.credit_cosine,
+        )
+    return normalised
+
+
 def _settle(
     ctx: ValuationContext,
     method: str,
@@ -339,6 +361,7 @@ def _settle(
         samples={c.site: c.num_samples for c in cands},
         size_power=comb.tiny_size_power,
         white_z=comb.white_noise_z,
+        shaped_z=comb.shaped_noise_z,
         declared_noise={c.site for c in cands if c.noise_declared},
         dp_copy_z=comb.dp_copy_z,
     )
@@ -390,16 +413,19 @@ def _settle(
     if not warm_up_game and base is not None and all(c.site in alone for c in passers):
         # the warm-up's scores do not depend on its values (nothing accumulates): no game
         values = {c.site: alone[c.site][0] - base for c in passers}
-        kept = accumulate(previous, {})  # as the game's path accumulates in the warm-up
+        carried = None  # as the game's path accumulates in the warm-up
+        if comb.warm_up_floor < 1.0:
+            carried = _standing_shares(values, cands, robust, comb)
+        kept = accumulate(previous, carried or {})
         return RoundValuation(
-            sites=comb.settle(cands, robust, values, kept, method=WARM_UP_ALONE),
+            sites=comb.settle(cands, robust, values, kept, method=WARM_UP_ALONE, warm_up=True),
             method=WARM_UP_ALONE,
             evaluations=max(n for _, n in alone.values()),
             v_empty=base,
             v_full=None,
             combiner=comb,
             accumulated=kept,
-            normalised=None,
+            normalised=carried,
             square_partials=squares,
         )
     if harm_utility is not None and harm_utility.players == tuple(c.site for c in passers):
@@ -412,18 +438,19 @@ def _settle(
         )
     game = _play(method, large_game, utility, ctx.seed)
     normalised = None
-    if not history.warm_up:
-        normalised = normalised_values(game.values)
-    if normalised is not None and sum(1 for c in cands if c.usable) >= comb.min_robust_sites:
-        # the data-free statistics apply (as in Combiner.screen): no credit against them
-        normalised = credited(
-            normalised,
-            {s: robust[s].cosine for s in normalised if s in robust},
-            credit_cosine=comb.credit_cosine,
-        )
+    if not history.warm_up or comb.warm_up_floor < 1.0:
+        # warm_up_floor below 1: the warm-up's shares count in the standing too
+        normalised = _standing_shares(game.values, cands, robust, comb)
     accumulated = accumulate(previous, normalised or {})
     return RoundValuation(
-        sites=comb.settle(cands, robust, game.values, accumulated, method=game.method),
+        sites=comb.settle(
+            cands,
+            robust,
+            game.values,
+            accumulated,
+            method=game.method,
+            warm_up=history.warm_up,
+        ),
         method=game.method,
         evaluations=game.evaluations,
         permutations=game.permutations,

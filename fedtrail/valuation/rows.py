@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -177,8 +177,11 @@ class Rows:
         diff = np.subtract(a, b, out=self._buffer(0))
         return dot, deterministic_sum(np.multiply(diff, diff, out=diff))
 
-    def columns(self, rows: Sequence[int], lo: int, hi: int, out: F64) -> F64:
-        """Columns ``lo:hi`` of ``rows``, written into ``out[:len(rows), :hi - lo]``."""
+    def columns(
+        self, rows: Sequence[int], lo: int, hi: int, out: npt.NDArray[np.floating[Any]]
+    ) -> npt.NDArray[np.floating[Any]]:
+        """Columns ``lo:hi`` of ``rows``, written into ``out[:len(rows), :hi - lo]`` (float64,
+        or float32 when every value is a float32 or float16 one: exact either way)."""
         block = out[: len(rows), : hi - lo]
         for t, sl in enumerate(self._slices):
             a, b = max(sl.start, lo), min(sl.stop, hi)
@@ -197,20 +200,28 @@ class Rows:
         if n == 0:
             raise ValueError("no rows to take the median of")
         mid = np.empty(self.width, dtype=np.float64)
-        buf = np.empty((n, min(BLOCK, self.width)), dtype=np.float64)
         network = _median_network(n) if n <= NETWORK_ROWS else None
+        # sorted as float32 when every value is one: widening is exact and keeps the order, so
+        # the middle values, widened, are the float64 sort's (measured, 100 rows of 8192
+        # columns: 1.3 against 1.9 ms a sort); their mean is taken in float64 as before
+        narrow = network is None and all(
+            src.dtype in _NARROW for i in rows for src in self._sources[i]
+        )
+        dtype = np.float32 if narrow else np.float64
+        buf = np.empty((n, min(BLOCK, self.width)), dtype=dtype)
         for lo in range(0, self.width, BLOCK):
             hi = min(lo + BLOCK, self.width)
             block = self.columns(rows, lo, hi, buf)
             np.add(block, 0.0, out=block)  # -0.0 -> +0.0: equal values then have equal bits
             if network is not None:
-                mid[lo:hi] = _select(block, network)
+                mid[lo:hi] = _select(cast(F64, block), network)  # float64: not narrow
                 continue
             s = np.sort(np.ascontiguousarray(block.T), axis=1)
             if n % 2:
                 mid[lo:hi] = s[:, n // 2]
             else:
-                mid[lo:hi] = (s[:, n // 2 - 1] + s[:, n // 2]) * 0.5
+                low = s[:, n // 2 - 1].astype(np.float64)
+                mid[lo:hi] = (low + s[:, n // 2].astype(np.float64)) * 0.5
         return mid
 
     def gram(self, left: Sequence[int], right: Sequence[int]) -> F64:
@@ -228,6 +239,9 @@ class Rows:
         out: F64 = gram.numpy()
         return out
 
+
+_NARROW: Final = (np.dtype(np.float32), np.dtype(np.float16))
+"""Source dtypes whose values :meth:`Rows.median` may sort as float32 (exactly)."""
 
 NETWORK_ROWS: Final = 64
 """Up to this many rows :meth:`Rows.median` selects the middle values with a comparator network

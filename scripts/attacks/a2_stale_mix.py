@@ -9,6 +9,8 @@ usage: python attacks/a2_stale_mix.py MODE [rounds]
            equal-weight sites, but not bit-equal to the stored global delta)
   gnoise   previous global delta + Gaussian noise at 0.5% of its norm
   copynoise h0's previous-round update + Gaussian noise at 0.5% of its norm
+  copyshaped h0's previous-round update + 2% noise shaped like it (each coordinate's Gaussian
+           scaled by the copy's magnitude there: the adaptive copier of accuracy.py's (i))
   twoago   the sum of the last two global deltas (a 'momentum' step)
   old      h1's update from 4 rounds back (stale_rounds = 3); needs rounds >= 6
   scaled   h0's previous-round update x 1.3 (control: the stale screen's job)
@@ -45,6 +47,8 @@ def rider(ctx):
         return noisy(ctx.past_global[-1], 0.005, ctx.round), 150
     if mode == "copynoise":
         return noisy(last["h0"], 0.005, ctx.round), 150
+    if mode == "copyshaped":
+        return _shaped(last["h0"], 0.02, ctx.round), 150
     if mode == "twoago":
         if len(ctx.past_global) < 2:
             return None
@@ -73,6 +77,14 @@ def rider(ctx):
     if mode == "random":
         return _random_like(last["h0"], ctx.round), 150
     raise SystemExit(mode)
+
+
+def _shaped(d, frac, seed):
+    g = torch.Generator().manual_seed(seed)
+    n = {k: torch.randn(v.shape, generator=g) * v.abs() for k, v in d.items()}
+    dn = torch.sqrt(sum((v.double() ** 2).sum() for v in d.values()))
+    nn_ = torch.sqrt(sum((v.double() ** 2).sum() for v in n.values()))
+    return {k: d[k] + (frac * dn / nn_).float() * n[k] for k in d}
 
 
 def _random_like(d, seed):

@@ -252,9 +252,13 @@ def run(
                 )
         results.append(row)
         if info.phase == Phase.FINALIZED and verbose:
-            from fedtrail.protocol.roundlog import from_bytes
+            from fedtrail.protocol.roundlog import InvalidLog, from_bytes
 
-            doc = from_bytes(store.get(info.log_cid, info.log_sha256))
+            try:
+                doc = from_bytes(store.get(info.log_cid, info.log_sha256))
+            except (InvalidLog, StoreError) as exc:  # an attacking aggregator's log
+                print(f"    the round's log is refused: {exc}")
+                doc = {}
             for e in doc.get("sites", []):
                 nm = addr.get(e.get("site") or e.get("address"), "?")
                 print(f"    why {nm}: {str(e.get('explanation', ''))[:200]}")

@@ -1085,6 +1085,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "update keeps (1/(C*along))^2 of its score); default: the combiner's (0, off)",
     )
     parser.add_argument(
+        "--warm-up-floor",
+        type=float,
+        default=None,
+        help="the combiner's warm_up_floor (below 1 the warm-up round scores updates from its own "
+        "normalised values, at least this share of the full score); default: the combiner's "
+        "(1, off)",
+    )
+    parser.add_argument(
         "--large-game",
         choices=("linear_shapley", "none"),
         default=_sim.SimConfig.large_game or "none",
@@ -1232,6 +1240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             combiner = replace(combiner, relief_cosine=args.relief_cosine)
         if args.boost_clip is not None:
             combiner = replace(combiner, boost_clip=args.boost_clip)
+        if args.warm_up_floor is not None:
+            combiner = replace(combiner, warm_up_floor=args.warm_up_floor)
         for seed in seeds:
             config = SimConfig(
                 sites=sc.sites,
@@ -1293,6 +1303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "relief_cosine": args.relief_cosine,
             "metric": args.metric,
             "boost_clip": args.boost_clip,
+            "warm_up_floor": args.warm_up_floor,
             "threads": args.threads,
             "methods": methods,
             "dp_epsilon": args.dp_epsilon,

@@ -325,6 +325,17 @@ def main(argv=None):
         address = dep["address"]
         from_block = int(dep.get("block_number", 0))
     w3 = Web3(Web3.HTTPProvider(args.rpc_url))
+    if args.deployment and not args.contract:
+        # a later block_number would hide every event before it (attack a56): the deploying
+        # transaction's receipt must show this contract created in that very block
+        receipt = w3.eth.get_transaction_receipt("0x" + str(dep["tx_hash"]).removeprefix("0x"))
+        created = receipt["contractAddress"] or ""
+        if created.lower() != address.lower() or receipt["blockNumber"] != from_block:
+            sys.exit(
+                f"deployment file disagrees with the chain: tx {dep['tx_hash']} created "
+                f"{created or 'no contract'} in block {receipt['blockNumber']}, the file says "
+                f"{address} in block {from_block}"
+            )
     abi = json.loads(ARTIFACT.read_text())["abi"]
     c = w3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
     ipfs = Ipfs(ipfs_url(args.ipfs))
@@ -728,7 +739,11 @@ def main(argv=None):
                 )
         # standing: shares, after, reference, scores
         st = log.get("standing")
-        if isinstance(st, dict) and st.get("normalised"):
+        # warm_up_floor below 1: the warm-up round (valued_rounds 0, nothing accumulated) scores
+        # each OK update from its own share of the round's values, not credited, at least the floor
+        wfloor = terms.get("valuation", {}).get("combiner", {}).get("warm_up_floor", 1.0)
+        warm = isinstance(st, dict) and st.get("valued_rounds") == 0 and wfloor < 1.0
+        if isinstance(st, dict) and (st.get("normalised") or warm):
             phi = {
                 a: lsites[a]["components"]["value"]
                 for a in vals
@@ -738,7 +753,7 @@ def main(argv=None):
             tot = math.fsum(abs(v) for v in phi.values())
             share = {a: v / tot for a, v in phi.items()}
             cc = terms["valuation"]["combiner"]
-            if len(phi) >= cc.get("min_robust_sites", 3):
+            if len(phi) >= cc.get("min_robust_sites", 3) and not warm:
                 for a in share:
                     if share[a] > 0 and lsites[a]["components"]["cosine"] < cc["credit_cosine"]:
                         share[a] = 0.0
@@ -761,6 +776,8 @@ def main(argv=None):
                 )
                 if sc < 10_000:
                     sc = 0
+                if warm and sc < SCORE_SCALE:
+                    sc = max(sc, round(SCORE_SCALE * wfloor))
                 # boost_clip: an update longer along the median update than 1/boost_clip median
                 # norms keeps (1 / (boost_clip * along))**2 of its score, at least 1
                 clip = cc.get("boost_clip", 0.0)

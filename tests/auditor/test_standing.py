@@ -261,6 +261,40 @@ def test_a_boosted_update_paid_in_full_fails(three_rounds: Any) -> None:
     assert "standing.scores" not in failed(ValuationSettings.from_json(recorded))
 
 
+def test_a_warm_up_score_that_ignores_the_accumulated_shares_fails(three_rounds: Any) -> None:
+    """Under terms with ``warm_up_floor`` 0.5 (an opt-in) the warm-up accumulates its shares:
+    a round-1 log whose standing shows one site's share at -0.6 (after = before + normalised)
+    passes standing.accumulated and expects that site to keep the floor, 500,000, so the
+    chain's full score fails standing.scores, naming the site; under its recorded terms (1,
+    off) the same log fails standing.accumulated instead (the warm-up accumulates nothing)."""
+    fed = three_rounds
+    log = _log(fed, 1)
+    assert log.standing is not None and log.standing.valued_rounds == 0
+    recorded = log.settings.valuation.to_json()
+    assert recorded["combiner"]["warm_up_floor"] == 1.0  # the preset: off
+    settings = ValuationSettings.from_json(
+        {**recorded, "combiner": {**recorded["combiner"], "warm_up_floor": 0.5}}
+    )
+    subs = fed.ledger.get_submissions(1)
+    passed = [s.site for s in subs if s.reason == 0 and s.score == 1_000_000]
+    site = passed[0]
+    shares = {s: (-0.6 if s == site else 0.05) for s in passed}
+    forged = dataclasses.replace(
+        log, standing=dataclasses.replace(log.standing, normalised=shares, after=dict(shares))
+    )
+
+    def failed(under: ValuationSettings) -> dict[str, str]:
+        checks = check_standing(fed.ledger, fed.store, forged, under, subs)
+        return {n: d for n, ok, d in checks if not ok}
+
+    bad = failed(settings)
+    assert "standing.accumulated" not in bad
+    assert "standing.scores" in bad and site[:10] in bad["standing.scores"]
+    assert "expected 500000" in bad["standing.scores"]
+    off = failed(ValuationSettings.from_json(recorded))
+    assert "accumulates nothing" in off["standing.accumulated"]
+
+
 def test_made_up_normalised_values_fail_only_the_re_run(
     three_rounds: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, anvil_url: str
 ) -> None:

@@ -56,14 +56,22 @@ def _audit_with_log(
     edit: Edit,
     monkeypatch: pytest.MonkeyPatch,
     validation: ImageDataset | None = None,
+    *,
+    unchecked: bool = False,
 ) -> dict[str, str]:
     """The failed checks of ``round_id`` (with ``validation``, if given) when the chain names a
     log edited by ``edit``: the edited log is stored and the ledger's round record re-pointed
-    at it (its CID and sha256), as an aggregator that wrote it would have finalized it."""
+    at it (its CID and sha256), as an aggregator that wrote it would have finalized it.
+    ``unchecked``: written as canonical JSON without the schema (a log fedtrail's writer
+    refuses to write)."""
     info = fed.ledger.get_round(round_id)
     doc = json.loads(fed.store.get(info.log_cid, info.log_sha256))
     edit(doc)
-    blob = roundlog.to_bytes(doc)
+    blob = (
+        json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        if unchecked
+        else roundlog.to_bytes(doc)
+    )
     forged = dataclasses.replace(
         info, log_cid=fed.store.put(blob), log_sha256=hashlib.sha256(blob).hexdigest()
     )
@@ -428,6 +436,67 @@ def test_an_oversized_update_must_be_outlier_norm_before_the_screen() -> None:
     earlier = [_sub("0xa", 100, ok, 1), _sub("0xc", 100, Reason.FREE_RIDER, 0)]
     assert check_oversized(all_ok, earlier, deltas, {}, spec, start)[1]
     assert check_oversized(all_ok, paid, deltas, {"0xc": Reason.TAMPERED}, spec, start)[1]
+
+
+def test_known_norms_spare_the_exact_norm_only_for_updates_clearly_within_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``check_oversized`` with the robust statistics' norms (another exact-to-rounding sum of
+    the same squares): the same verdicts and details as without them; the exact norm is taken
+    only for an update whose known norm is not below the bound by KNOWN_NORM_MARGIN (a known
+    norm just under the bound, or none, still gets it)."""
+    import fedtrail.auditor.components as components
+    from fedtrail.valuation.round import KNOWN_NORM_MARGIN, MAX_UPDATE_TO_MODEL_NORM, model_norm
+    from fedtrail.valuation.rows import Rows
+
+    spec = ModelSpec()
+    start = {k: torch.full_like(v, 0.01) for k, v in spec.build().state_dict().items()}
+    deltas = {
+        "0xa": {k: v * 0.5 for k, v in start.items()},
+        "0xb": {k: v * 3 for k, v in start.items()},
+        "0xc": {k: v * 150 for k, v in start.items()},
+    }
+    rows = Rows.of(list(deltas.values()))
+    known = {site: rows.norm(i) for i, site in enumerate(deltas)}
+    ok = Reason.OK
+    cases: list[tuple[Any, list[Any]]] = [
+        (_Logged({s: "OK" for s in deltas}), [_sub(s, 100, ok, 1) for s in deltas]),
+        (
+            _Logged({"0xa": "OK", "0xb": "OK", "0xc": "OUTLIER_NORM"}),
+            [
+                _sub("0xa", 100, ok, 1),
+                _sub("0xb", 100, ok, 1),
+                _sub("0xc", 100, Reason.OUTLIER_NORM, 0),
+            ],
+        ),
+    ]
+    exact: list[float] = []
+
+    def counted(tensors: Any) -> float:
+        exact.append(model_norm(tensors))
+        return exact[-1]
+
+    monkeypatch.setattr(components, "model_norm", counted)
+    for logged, subs in cases:
+        exact.clear()
+        plain = check_oversized_of(logged, subs, deltas, spec, start, None)
+        assert len(exact) == 4  # the start model's and each update's
+        exact.clear()
+        assert check_oversized_of(logged, subs, deltas, spec, start, known) == plain
+        assert len(exact) == 2  # the start model's and the oversized one's
+    scale = model_norm(start)
+    edge = {**known, "0xb": MAX_UPDATE_TO_MODEL_NORM * scale * (1.0 - KNOWN_NORM_MARGIN / 2)}
+    exact.clear()
+    check_oversized_of(cases[0][0], cases[0][1], deltas, spec, start, edge)
+    assert len(exact) == 3  # within the margin of the bound: computed exactly
+
+
+def check_oversized_of(
+    logged: Any, subs: list[Any], deltas: Any, spec: ModelSpec, start: Any, known: Any
+) -> Any:
+    from fedtrail.auditor.components import check_oversized
+
+    return check_oversized(logged, subs, deltas, {}, spec, start, known)
 
 
 def test_an_update_let_past_the_size_bound_fails_public_verify(

@@ -17,6 +17,7 @@ from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.explain import probe_set
 from fedtrail.simulation.federation import Federation
 from tests.auditor.test_verify_components import _audit_with_log, _failed, fed
+from tests.auditor.test_verify_log_fields import _only_log_schema
 
 __all__ = ["fed"]  # the module-scoped honest federation of the components tests
 
@@ -135,18 +136,23 @@ def test_the_heatmaps_summary_is_recounted_with_the_split(
 
 
 @pytest.mark.parametrize("where", ["block", "image"])
-def test_a_key_no_round_writes_in_the_explanations_fails_log_heatmaps(
+def test_a_key_no_round_writes_in_the_explanations_fails_log_schema(
     where: str, fed: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Attack a55: the explanations block was read only for the fields a check uses, so an
-    extra key (a claim that a paid site was flagged as a poisoner) passed; now log.heatmaps
-    fails it, in the block or in one heatmap's entry, and nothing else does."""
+    extra key (a claim that a paid site was flagged as a poisoner) passed (then log.heatmaps
+    failed it); since stop 47 the schema refuses it, in the block or in one heatmap's entry:
+    log.schema fails, and nothing else but the checks the refused log takes away."""
 
     def edit(doc: dict[str, Any]) -> None:
         block = doc["explanations"]
         target = block if where == "block" else block["images"][0]
         target["flagged"] = [doc["sites"][0]["site"]]
 
-    bad = _audit_with_log(fed, 2, edit, monkeypatch)
-    assert set(bad) == {"log.heatmaps"}, bad
-    assert "has keys no round writes: ['flagged']" in bad["log.heatmaps"]
+    bad = _audit_with_log(fed, 2, edit, monkeypatch, unchecked=True)
+    assert _only_log_schema(bad), bad
+    at = "explanations" if where == "block" else "explanations/images/0"
+    assert bad["log.schema"] == (
+        f"explanation log invalid at {at}: Additional properties are not allowed "
+        "('flagged' was unexpected)"
+    )

@@ -87,21 +87,24 @@ def test_honest_summaries_pass_log_agrees(fed: Federation) -> None:
     assert check.passed and "its summary is its fields'" in check.detail
 
 
-def test_an_aggregation_detail_fails_log_agrees(
+def test_an_aggregation_detail_fails_log_schema(
     fed: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Attack a55: the log's free-form ``aggregation.detail`` is written by no fedtrail writer
-    and was read by no check, so a log claiming a paid site was clipped as a poisoner passed;
-    now log.agrees fails on any detail, and nothing else does."""
+    """Attack a55: the log's free-form ``aggregation.detail`` was written by no fedtrail writer
+    and read by no check, so a log claiming a paid site was clipped as a poisoner passed (then
+    log.agrees failed it); since stop 47 the schema refuses the key: log.schema fails, and
+    nothing else but the checks the refused log takes away."""
 
     def edit(doc: dict[str, Any]) -> None:
         assert "detail" not in doc["aggregation"]  # the honest log has none
         doc["aggregation"]["detail"] = {"clipped_as_poisoner": [doc["sites"][0]["site"]]}
 
-    bad = _audit_with_log(fed, 2, edit, monkeypatch)
-    assert set(bad) == {"log.agrees"}, bad
-    assert bad["log.agrees"].startswith("log's aggregation detail {'clipped_as_poison")
-    assert bad["log.agrees"].endswith("is no field a round writes (nothing checks it)")
+    bad = _audit_with_log(fed, 2, edit, monkeypatch, unchecked=True)
+    assert _only_log_schema(bad), bad
+    assert bad["log.schema"] == (
+        "explanation log invalid at aggregation: Additional properties are not allowed "
+        "('detail' was unexpected)"
+    )
 
 
 def test_a_site_listed_twice_fails_log_schema(

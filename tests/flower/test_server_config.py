@@ -71,3 +71,26 @@ def test_a_prefix_reads_only_fedtrails_keys_beside_a_projects_own() -> None:
         ServerConfig.from_run_config(run | {"fedtrail-lr": 0.1}, prefix="fedtrail-")
     with pytest.raises(ConfigError, match="unknown run config"):
         ServerConfig.from_run_config(run)
+
+
+def test_initial_salt_seeded_or_given_makes_the_start_model_repeat() -> None:
+    # `aggregator run --initial-salt seeded` has a run-config twin, so a scripted Flower run
+    # starts from the same round-1 model every time (its README figures repeat); the default
+    # stays a fresh random salt (attack a23).
+    from typing import Any, cast
+
+    from fedtrail.flower.server_app import initial_salt
+    from fedtrail.protocol.terms import seeded_salt
+
+    none = cast(Any, None)  # seeded and given salts read neither the ledger nor the store
+    base = {"deployment": "d.json", "aggregator-keystore": "k.json"}
+    assert ServerConfig.from_run_config(base).initial_salt == "random"
+    seeded = ServerConfig.from_run_config(base | {"initial-salt": "seeded", "seed": 3})
+    assert initial_salt(seeded, none, none) == seeded_salt(3) != seeded_salt(0)
+    given = "ab" * 32
+    cfg = ServerConfig.from_run_config(base | {"initial-salt": given})
+    assert initial_salt(cfg, none, none) == given
+    with pytest.raises(ConfigError, match="initial-salt"):
+        ServerConfig.from_run_config(base | {"initial-salt": "AB" * 32})
+    with pytest.raises(ConfigError, match="initial-salt"):
+        ServerConfig.from_run_config(base | {"initial-salt": "sometimes"})

@@ -233,6 +233,57 @@ def test_the_median_relief_near_its_threshold(
     assert ours == ref_standing_score(after, passed, cosine=cosine) == want
 
 
+def ref_warm_up_shares(values: dict[str, float]) -> dict[str, float]:
+    """The warm-up's shares under ``warm_up_floor`` below 1 (*Standing*): each passed update's
+    value as a share of the round's total absolute value (no ``credit_cosine`` case here)."""
+    total = math.fsum(abs(v) for v in values.values())
+    return {k: v / total for k, v in values.items()}
+
+
+def ref_warm_up_scores(values: dict[str, float], floor: float) -> dict[str, int]:
+    """The warm-up's scores (*Standing*, ``warm_up_floor``): the shares, accumulated, scored
+    against the median of the shares, then raised to at least ``floor`` of the full score."""
+    shares = ref_warm_up_shares(values)
+    out = {}
+    for k, share in shares.items():
+        score = ref_standing_score(share, list(shares.values()))
+        out[k] = score if score >= 10**6 else max(score, round(10**6 * floor))
+    return out
+
+
+# (the passed updates' values in the warm-up, the floor, whether the floor binds for a site)
+WARM_UP_CASES = [
+    ({"a": 0.3, "b": 0.2, "c": 0.1, "d": -0.05, "e": -2.0}, 0.5, True),
+    ({"a": 0.01, "b": 0.02, "c": -0.004, "d": -0.008, "e": 0.001}, 0.5, False),
+    ({"a": -0.3, "b": -0.2, "c": -0.1, "d": 0.05, "e": -2.0}, 0.25, True),  # negative median
+]
+
+
+@pytest.mark.parametrize(("values", "floor", "binds"), WARM_UP_CASES)
+def test_the_warm_up_scores_follow_the_readme(
+    values: dict[str, float], floor: float, binds: bool
+) -> None:
+    """The product's warm-up scores (``Combiner.settle(..., warm_up=True)`` under
+    ``warm_up_floor``) are the README's, demoting someone in each case; ignoring the floor
+    changes a score exactly where it binds."""
+    from dataclasses import replace as _replace
+
+    from fedtrail.valuation import HISTORY_COMBINER, Candidate, RobustStats
+
+    cands = [Candidate(site=s, num_samples=100, delta={"w": torch.ones(1)}) for s in values]
+    robust = {s: RobustStats(cosine=0.5, norm=1.0, norm_z=0.0, median_norm=1.0) for s in values}
+    combiner = _replace(HISTORY_COMBINER, warm_up_floor=floor)
+    got = {
+        v.site: v.score
+        for v in combiner.settle(
+            cands, robust, values, ref_warm_up_shares(values), method="s", warm_up=True
+        )
+    }
+    want = ref_warm_up_scores(values, floor)
+    assert got == want and any(v < 10**6 for v in want.values())
+    assert (want != ref_warm_up_scores(values, 0.0)) is binds
+
+
 def test_the_standing_scores_misreadings_disagree_near_the_thresholds() -> None:
     """Flooring instead of rounding, keeping scores under the 1% floor, or measuring against
     0 instead of a negative median each change one of the near misses above."""

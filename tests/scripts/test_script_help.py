@@ -26,3 +26,35 @@ def test_help_is_the_whole_header_comment(name: str) -> None:
     assert done.returncode == 0
     assert done.stdout == _header(script)
     assert "set -euo pipefail" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("testnet_demo.sh", ["--sites"], "--sites needs a value"),
+        ("testnet_demo.sh", ["--rounds", "0"], "--rounds must be"),
+        ("testnet_demo.sh", ["--compression", "zip"], "--compression must be none or topk8"),
+        ("testnet_demo.sh", ["--round-seconds", "soon"], "--round-seconds must be"),
+        ("flower_demo.sh", ["--rounds"], "--rounds needs a value"),
+        ("flower_demo.sh", ["--node-config-extra", "0"], "--node-config-extra needs"),
+        ("flower_demo.sh", ["--app", "/nonexistent-app"], "--app /nonexistent-app"),
+        ("flower_demo.sh", ["--reveal-seconds", "-5"], "--reveal-seconds must be"),
+    ],
+)
+def test_usage_error_is_one_line_exit_2_before_anything_starts(
+    name: str, args: list[str], message: str, tmp_path: Path
+) -> None:
+    # A new user's typo: one line naming the option, exit 2, and no daemon started (the run
+    # folder, made before Anvil starts, is never created).
+    folder = tmp_path / "run"
+    done = subprocess.run(
+        [str(ROOT / "scripts" / name), "--dir", str(folder), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    assert done.stdout == ""
+    assert not folder.exists()

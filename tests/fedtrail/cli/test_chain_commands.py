@@ -238,3 +238,92 @@ def test_transfer_coordinator_refuses_a_bad_address(anvil_url: str) -> None:
     )
     assert code == 2 and "not an Ethereum address" in err
     assert ledger.pending_coordinator() is None
+
+
+def test_a_new_keystore_funded_from_the_dev_account_deploys_the_ledger(
+    anvil_url: str, tmp_path: Path
+) -> None:
+    """The coordinator's path without a site folder: create a keystore, fund it, deploy."""
+    key = tmp_path / "coordinator.json"
+    env = {"FEDTRAIL_PASSPHRASE": "coordinator pass"}
+    code, stdout, _ = run("chain", "keystore", str(key), "--fast-kdf", "--format", "json", env=env)
+    assert code == 0
+    address = json.loads(stdout)["address"]
+    assert key.stat().st_mode & 0o077 == 0  # owner-only
+    assert connect(anvil_url).eth.get_balance(address) == 0
+
+    code, stdout, _ = run(
+        "chain",
+        "fund",
+        address,
+        "--eth",
+        "2.5",
+        "--rpc-url",
+        anvil_url,
+        "--dev-account",
+        "0",
+        "--format",
+        "json",
+    )
+    assert code == 0
+    doc = json.loads(stdout)
+    assert doc["to"] == address and doc["wei"] == 25 * 10**17
+    assert connect(anvil_url).eth.get_balance(address) == 25 * 10**17 == doc["balance_wei"]
+
+    out = tmp_path / "deployment.json"
+    code, _, _ = run(
+        "chain",
+        "deploy",
+        "--rpc-url",
+        anvil_url,
+        "--keystore",
+        str(key),
+        "--out",
+        str(out),
+        env=env,
+    )
+    assert code == 0
+    assert Deployment.from_file(out).coordinator == address
+
+
+def test_keystore_refuses_to_overwrite_and_needs_a_passphrase(tmp_path: Path) -> None:
+    key = tmp_path / "k.json"
+    key.write_text("precious")
+    code, _, stderr = run("chain", "keystore", str(key), env={"FEDTRAIL_PASSPHRASE": "p"})
+    assert code == 2 and "refusing to overwrite" in stderr
+    assert key.read_text() == "precious"
+    fresh = tmp_path / "fresh.json"
+    code, _, stderr = run("chain", "keystore", str(fresh), env={"FEDTRAIL_PASSPHRASE": ""})
+    assert code == 2 and "no passphrase" in stderr and not fresh.exists()
+
+
+def test_fund_refuses_bad_amounts_addresses_and_empty_signers(
+    anvil_url: str, tmp_path: Path
+) -> None:
+    target = dev_account(5).address
+    before = connect(anvil_url).eth.get_balance(target)
+    for args in (["--eth", "0"], ["--eth", "-1"], ["--eth", "nan"], ["--eth", "1e-30"]):
+        code, _, _ = run(
+            "chain", "fund", target, *args, "--rpc-url", anvil_url, "--dev-account", "0"
+        )
+        assert code == 2, args
+    code, _, stderr = run(
+        "chain", "fund", "0x123", "--eth", "1", "--rpc-url", anvil_url, "--dev-account", "0"
+    )
+    assert code == 2 and "not an Ethereum address" in stderr
+    empty = tmp_path / "empty.json"
+    create_keystore(empty, "p", kdf_n=FAST_KDF_N)
+    code, _, stderr = run(
+        "chain",
+        "fund",
+        target,
+        "--eth",
+        "1",
+        "--rpc-url",
+        anvil_url,
+        "--keystore",
+        str(empty),
+        env={"FEDTRAIL_PASSPHRASE": "p"},
+    )
+    assert code == 2 and "holds less than 1.0 ETH" in stderr
+    assert connect(anvil_url).eth.get_balance(target) == before

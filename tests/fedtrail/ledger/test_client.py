@@ -327,3 +327,60 @@ def test_event_words_decode_as_eth_abi_decodes_them() -> None:
                 assert got.lower() == want.lower()
             else:
                 assert got == want and type(got) is type(want)
+
+
+def test_a_view_of_static_structs_decodes_as_eth_abi_decodes_it() -> None:
+    """``getSubmissions``' answer (an array of structs of static words) read word by word gives
+    what eth_abi's decode gives, as web3 returns it; any other layout (an offset other than
+    32, bytes after the words, a length the bytes do not hold) or a word eth_abi refuses goes
+    to eth_abi: the same values, or the same refusal."""
+    import os
+    from types import SimpleNamespace
+
+    from eth_abi.abi import decode as abi_decode
+    from eth_abi.abi import encode as abi_encode
+
+    from fedtrail.ledger.artifact import Artifact
+    from fedtrail.ledger.client import _returned_by, _static_rows
+
+    abi = next(e for e in Artifact.load().abi if e.get("name") == "getSubmissions")
+    call = SimpleNamespace(abi=abi)
+    typ = "(address,bool,bytes32,bytes32,uint64,uint32,uint8,uint64)[]"
+    for n in (0, 1, 3, 100):
+        items = [
+            (
+                "0x" + os.urandom(20).hex(),
+                k % 2 == 0,
+                os.urandom(32),
+                os.urandom(32),
+                int.from_bytes(os.urandom(8), "big"),
+                k,
+                k % 7,
+                2**64 - 1 - k,
+            )
+            for k in range(n)
+        ]
+        raw = abi_encode([typ], [items])
+        assert _static_rows(abi["outputs"], raw) is not None
+        want = [
+            tuple(Web3.to_checksum_address(v) if j == 0 else v for j, v in enumerate(item))
+            for item in abi_decode([typ], raw)[0]
+        ]
+        assert _returned_by(call, raw, strict=True) == want
+    one = abi_encode([typ], [items[:1]])
+    word = 32 * 8
+    bad_bool = one[:64] + one[64 : 64 + 32] + bytes(31) + b"\x02" + one[128:]
+    bad_address = one[:64] + b"\x01" + one[65:]
+    moved = (64).to_bytes(32, "big") + bytes(32) + one[32:]  # offset 64, a padding word
+    for raw in (bad_bool, bad_address, moved, one + bytes(32), one[: 64 + word - 32]):
+        assert _static_rows(abi["outputs"], raw) is None
+        try:
+            want = abi_decode([typ], raw)[0]
+        except Exception as exc:
+            with pytest.raises(type(exc)):
+                _returned_by(call, raw, strict=True)
+            continue
+        assert _returned_by(call, raw, strict=True) == [
+            tuple(Web3.to_checksum_address(v) if j == 0 else v for j, v in enumerate(item))
+            for item in want
+        ]

@@ -335,3 +335,49 @@ def test_a_drop_the_contract_refuses_is_refused() -> None:
         drop_withheld(valued, [B])  # score 0: nothing to drop
     with pytest.raises(InvalidVotes, match="no weighted update"):
         drop_withheld(valued, [C])  # not in the round
+
+
+SEVEN = [f"0x{i:040x}" for i in range(1, 8)]
+"""Issue 14's 2-of-7 bar: sites S0..S6, the liars S5 and S6 (the bench's last sites)."""
+
+
+def test_two_liars_among_six_scorers_move_the_high_median_one_honest_rank_at_most() -> None:
+    # Every site validates: each update has 6 scorers, 4 honest and the 2 liars (a third).
+    honest = [600_000, 700_000, 800_000, 900_000]  # S1..S4's entries for S0
+    votes = [PeerVote(validator=SEVEN[0], scores=(0,) * 7)]  # S0's own entry never counts
+    votes += [
+        PeerVote(validator=SEVEN[1 + i], scores=(e,) + (500_000,) * 6) for i, e in enumerate(honest)
+    ]
+    zeroed = first_round(
+        SEVEN, [*votes, *(PeerVote(validator=s, scores=(0,) * 7) for s in SEVEN[5:])]
+    )
+    fair = first_round(
+        SEVEN,
+        [*votes, *(PeerVote(validator=s, scores=(750_000,) + (500_000,) * 6) for s in SEVEN[5:])],
+    )
+    # The even count's higher middle: [0, 0, 600k, 700k, 800k, 900k] -> 700k, the second-lowest
+    # honest entry; with the liars honest (750k each) it was 750k: one rank down, not below.
+    assert zeroed.scores[0] == sorted(honest)[1] == 700_000
+    assert fair.scores[0] == 750_000
+    assert min(honest) <= zeroed.scores[0] <= max(honest)
+
+
+def test_two_colluders_holding_two_of_three_scorers_zero_a_site_and_out_agree_the_honest() -> None:
+    # Seed 0's jury shape: S2..S4 cannot vote (one-class shards), so the voters are S0, S1 and the
+    # colluders S5, S6, and S0's update is scored by S1, S5, S6: the colluders are 2 of its 3.
+    s0 = PeerVote(
+        validator=SEVEN[0], scores=(0, 800_000, 700_000, 600_000, 900_000, 750_000, 850_000)
+    )
+    s1 = PeerVote(
+        validator=SEVEN[1], scores=(800_000, 0, 650_000, 700_000, 850_000, 800_000, 800_000)
+    )
+    c5 = PeerVote(validator=SEVEN[5], scores=(0, 780_000, 680_000, 640_000, 880_000, 0, 820_000))
+    c6 = PeerVote(validator=SEVEN[6], scores=(0, 790_000, 670_000, 650_000, 870_000, 770_000, 0))
+    out = peer_outcome(SEVEN, [s0, s1, c5, c6], standing={}, quorum=4)
+    assert out.scores[0] == 0 and out.reasons[0] == Reason.PEER_REJECTED
+    # They set S0's median, so on S0 their distance is 0 and the honest S1's is 800k: each
+    # colluder sits closer to the medians than S1, and its reputation cannot fall below S1's.
+    assert max(out.distances[SEVEN[5]], out.distances[SEVEN[6]]) < out.distances[SEVEN[1]]
+    # With the colluders silent (the abstain reference) 2 votes miss the quorum of 4: refused.
+    with pytest.raises(InvalidVotes, match="fewer than the quorum"):
+        peer_outcome(SEVEN, [s0, s1], standing={}, quorum=4)

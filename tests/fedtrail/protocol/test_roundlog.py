@@ -163,6 +163,11 @@ _DELETE = object()
         (json.dumps(_set("settings/valuation/explanation_check", "yes")).encode(), "valuation"),
         (json.dumps(_set("metrics/after/brier", 0.1)).encode(), "metrics/after"),
         (json.dumps(_set("sites/1/update/num_samples", 0)).encode(), "sites/1/update"),
+        # keys no writer ever wrote (attack a55; the schema admitted them until stop 47)
+        (json.dumps(_set("aggregation/detail", {"clipped": [A]})).encode(), "at aggregation:"),
+        (json.dumps(_set("explanations/flagged", [A])).encode(), "at explanations:"),
+        (json.dumps(_set("explanations/images/0/flagged", [A])).encode(), "explanations/images/0"),
+        (json.dumps(_set("explanations/method", 7)).encode(), "explanations/method"),
     ],
 )
 def test_untrusted_input_is_refused_naming_what_is_wrong(blob: bytes, where: str) -> None:

@@ -247,8 +247,20 @@ def test_deterministic_sum_matches_the_block_by_block_loop() -> None:
         x[rng.random(size) < 0.2] = -0.0
         got, want = deterministic_sum(x), loop(x)
         assert got == want and math.copysign(1, got) == math.copysign(1, want)
-    zeros = -np.zeros(3000)
-    assert math.copysign(1, deterministic_sum(zeros)) == math.copysign(1, loop(zeros))
+    for size in (3000, 5, 1):
+        zeros = -np.zeros(size)
+        assert math.copysign(1, deterministic_sum(zeros)) == math.copysign(1, loop(zeros))
+    # below one block the values are summed without their padding: the same sum, cancellations,
+    # infinities and NaN included
+    for size in range(1, 1024, 7):
+        x = rng.standard_normal(size) * 10.0 ** rng.integers(-300, 300, size)
+        x[rng.random(size) < 0.3] = -0.0
+        x = np.concatenate([x, -x[: size // 3]])  # exact cancellations
+        got, want = deterministic_sum(x), loop(x)
+        assert got == want and math.copysign(1, got) == math.copysign(1, want)
+    special = np.array([1.0, np.inf, -2.0])
+    assert deterministic_sum(special) == loop(special) == np.inf
+    assert math.isnan(deterministic_sum(np.array([1.0, np.nan])))
 
 
 def test_valuation_settings_record_the_large_game_and_old_logs_have_none() -> None:

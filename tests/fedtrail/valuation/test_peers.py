@@ -414,3 +414,52 @@ def test_the_warm_up_vote_is_the_one_the_game_would_give(
     assert seconds[0].report.method == (game or "shapley")
     assert repr(seconds[0].report) == repr(seconds[1].report)
     assert seconds[0].scores == seconds[1].scores
+
+
+def test_a_validators_warm_up_scores_its_alone_gains_under_warm_up_floor(
+    sites: RealSites, shards: list[ImageDataset]
+) -> None:
+    """With ``warm_up_floor`` 0.5 a validator's warm-up vote (no game: each update's alone-gain)
+    accumulates those gains' shares (credited, as a game's values would be: the standing's
+    first) and scores every accepted update from them against the median share, floored at
+    half the full score (a half sign-flipped update is demoted). Honest updates' alone-gains
+    over the initial model are all positive, so only an update that makes the model worse
+    alone is demoted in a validator's warm-up."""
+    from fedtrail.valuation.standing import (
+        credited,
+        demoted_score,
+        demotion_reference,
+        floored_score,
+        normalised_values,
+    )
+
+    deltas = list(sites.deltas[:5])
+    deltas[4] = {k: -0.5 * v for k, v in deltas[4].items()}  # harmful, within the harm check
+    cands = _candidates(sites, deltas)
+    combiner = replace(HISTORY_COMBINER, warm_up_floor=0.5)
+    pv = peer_vector(
+        validator=ADDRESSES[0],
+        round_id=1,
+        candidates=cands,
+        method="shapley",
+        global_state=sites.global_state,
+        spec=SPEC,
+        validation=shards[0],
+        metric="balanced_loss",
+        seed=7,
+        combiner=combiner,
+        history=History(),
+    )
+    assert pv.report.method == WARM_UP_ALONE
+    ok = [v for v in pv.report.sites if v.reason is Reason.OK and v.value is not None]
+    assert len(ok) >= 3
+    shares = normalised_values({v.site: v.value for v in ok if v.value is not None})
+    assert shares is not None
+    cosines = {v.site: v.cosine for v in ok if v.cosine is not None}
+    want_acc = credited(shares, cosines, credit_cosine=combiner.credit_cosine)
+    assert pv.report.normalised == want_acc and pv.report.accumulated == want_acc
+    ref = demotion_reference(want_acc.values())
+    for v in ok:
+        want = floored_score(demoted_score(want_acc[v.site] - ref, demote_scale=0.5), 0.5)
+        assert v.score == want
+    assert any(v.score < SCORE_SCALE for v in ok), [(v.value, v.score) for v in ok]

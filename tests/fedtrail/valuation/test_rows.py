@@ -38,7 +38,7 @@ def _bits(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float64).view(np.int64)
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 8, 9, 10, 17, NETWORK_ROWS, NETWORK_ROWS + 1, 99])
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 9, 10, 17, NETWORK_ROWS, NETWORK_ROWS + 1, 99, 100])
 @pytest.mark.parametrize("width", [7, BLOCK + 5])
 def test_median_norms_and_dots_are_stacks_bit_for_bit(n: int, width: int) -> None:
     deltas = _deltas(n, width, seed=n + width)
@@ -58,6 +58,29 @@ def test_median_norms_and_dots_are_stacks_bit_for_bit(n: int, width: int) -> Non
             deterministic_dot(matrix[0], matrix[n - 1]),
             deterministic_dot(diff, diff),
         )
+
+
+@pytest.mark.parametrize("n", [NETWORK_ROWS + 1, 100])
+@pytest.mark.parametrize(
+    "dtypes", [(torch.float16,), (torch.float32, torch.float16), (torch.float32, torch.float64)]
+)
+def test_the_median_of_narrow_and_mixed_rows_is_stacks(
+    n: int, dtypes: tuple[torch.dtype, ...]
+) -> None:
+    """Past the comparator network the median sorts float32 when every value is float32 or
+    float16 (a float64 value anywhere: float64): the same bits as stack's median either way."""
+    deltas = [
+        {k: t.to(dtypes[i % len(dtypes)]) for k, t in d.items()}
+        for i, d in enumerate(_deltas(n, BLOCK + 5, seed=n))
+    ]
+    for i in range(0, n, 7):  # values float16 cannot tell apart: ties after widening
+        deltas[i] = {k: (t * 1e4).to(t.dtype) for k, t in deltas[i].items()}
+    matrix = stack(deltas).matrix
+    want = median_rows(matrix)
+    assert np.array_equal(_bits(Rows.of(deltas).median(range(n))), _bits(want))
+    subset = list(range(1, n, 2))
+    got = Rows.of(deltas).median(subset)
+    assert np.array_equal(_bits(got), _bits(median_rows(matrix[subset])))
 
 
 def test_the_gram_matrix_approximates_the_exact_dots() -> None:

@@ -33,6 +33,7 @@ from fedtrail.valuation.chained import combiner_from
 from fedtrail.valuation.standing import (
     boost_factor,
     credited,
+    floored_score,
     norm_factor,
     relieved_reference,
     scaled_score,
@@ -182,6 +183,45 @@ def test_settle_weights_a_scaled_update_like_one_clipped_to_the_bound() -> None:
     assert two["big"].score == SCORE_SCALE
 
 
+def test_floored_score_raises_a_demoted_warm_up_score_to_the_floor() -> None:
+    """Off at 1 (every passer full, the rule before it); below 1 a demoted score keeps at
+    least the floor; 0 is reachable only with a floor of 0."""
+    assert floored_score(0, 1.0) == SCORE_SCALE and floored_score(300_000, 1.0) == SCORE_SCALE
+    assert floored_score(300_000, 0.5) == SCORE_SCALE // 2
+    assert floored_score(800_000, 0.5) == 800_000
+    assert floored_score(0, 0.0) == 0 and floored_score(SCORE_SCALE, 0.5) == SCORE_SCALE
+
+
+def test_warm_up_settle_floors_the_scores_of_the_accumulated_shares() -> None:
+    """In the warm-up with ``warm_up_floor`` 0.5 each passer is scored from its accumulated
+    value (the warm-up's own shares, which the caller accumulates) against the median, as in a
+    later round, then raised to the floor: a slightly negative site is demoted in proportion, a
+    strongly negative one stops at the floor, the positive ones keep the full score. Off (the
+    preset) the warm-up accumulates nothing and every passer keeps the full score; outside the
+    warm-up the floor does not apply and the strongly negative site is LOW_QUALITY."""
+    sites = "abcde"
+    cands = [Candidate(site=s, num_samples=100, delta={"w": torch.ones(1)}) for s in sites]
+    robust = {s: RobustStats(cosine=0.5, norm=1.0, norm_z=0.0, median_norm=1.0) for s in sites}
+    values = {"a": 0.3, "b": 0.2, "c": 0.1, "d": -0.05, "e": -2.0}
+    shares = normalised_values(values)
+    assert shares is not None
+    floored = replace(HISTORY_COMBINER, warm_up_floor=0.5)
+    out = {
+        v.site: v for v in floored.settle(cands, robust, values, shares, method="s", warm_up=True)
+    }
+    assert out["d"].score == demoted_score(shares["d"], demote_scale=0.5) < SCORE_SCALE
+    assert out["e"].score == SCORE_SCALE // 2 and out["e"].reason is Reason.OK
+    assert "accumulated" in out["e"].detail and "floor 0.5" in out["e"].detail
+    assert all(out[s].score == SCORE_SCALE for s in "abc")
+    assert HISTORY_COMBINER.warm_up_floor == 1.0  # an opt-in: the preset is off
+    kept = {s: 0.0 for s in sites}  # off, the warm-up accumulates nothing
+    off = HISTORY_COMBINER.settle(cands, robust, values, kept, method="s", warm_up=True)
+    assert all(v.score == SCORE_SCALE for v in off)
+    later = {v.site: v for v in floored.settle(cands, robust, values, shares, method="s")}
+    assert later["e"].score == 0 and later["e"].reason is Reason.LOW_QUALITY
+    assert later["d"].score == out["d"].score
+
+
 def test_boost_factor_cuts_length_along_the_consensus_not_sideways_length() -> None:
     """``along = cosine * norm / median``: within ``1 / boost_clip`` the full score; k times
     beyond it 1/k^2; a long update pointing sideways (an honest skewed site) or against the
@@ -272,6 +312,52 @@ def test_a_real_x10_update_is_cut_and_its_honest_peers_are_not(
     assert boosted.reason is Reason.OK and boosted.score == round(SCORE_SCALE * (2 / along) ** 2)
     assert boosted.score < 0.65 * SCORE_SCALE
     assert all(v.score == SCORE_SCALE for v in report.sites[:4])
+
+
+def test_the_warm_up_accumulates_its_shares_only_under_warm_up_floor(
+    sites: RealSites, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The aggregator's warm-up (a game played, ``History()``): with ``warm_up_floor`` 0.5 its
+    shares are the standing's first (``normalised``, ``accumulated``: the next round starts
+    from them) and the site the game values far below the others keeps the floor; off (the
+    preset) nothing accumulates and every passer keeps the full score."""
+    import fedtrail.valuation.round as round_module
+    from fedtrail.valuation.utility import GameValues
+
+    paid = {"s0": 0.004, "s1": 0.003, "s2": 0.002, "s3": 0.001, "s4": -0.02}
+
+    def game(method: str, large_game: str | None, utility: object, seed: int) -> GameValues:
+        return GameValues(
+            values=dict(paid), method="shapley", evaluations=32, v_empty=0.0, v_full=0.0
+        )
+
+    monkeypatch.setattr(round_module, "_play", game)
+
+    def warm_up(combiner: Combiner) -> RoundValuation:
+        return value_round(
+            global_state=sites.global_state,
+            spec=SPEC,
+            candidates=[
+                Candidate(site=f"s{i}", num_samples=sites.num_samples[i], delta=d)
+                for i, d in enumerate(sites.deltas[:5])
+            ],
+            validation=sites.validation,
+            method="shapley",
+            metric="balanced_loss",
+            seed=0,
+            history=History(),
+            combiner=combiner,
+        )
+
+    on = warm_up(replace(HISTORY_COMBINER, warm_up_floor=0.5))
+    assert [v.reason for v in on.sites] == [Reason.OK] * 5
+    shares = normalised_values(paid)
+    assert on.normalised == shares and on.accumulated == shares
+    assert on.sites[4].score == SCORE_SCALE // 2  # its share -0.667: the floor binds
+    assert all(v.score == SCORE_SCALE for v in on.sites[:4])
+    off = warm_up(HISTORY_COMBINER)
+    assert off.normalised is None and off.accumulated == {}
+    assert all(v.score == SCORE_SCALE for v in off.sites)
 
 
 def test_recorded_thresholds_without_the_norm_bounds_replay_without_them() -> None:
@@ -379,6 +465,7 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
             tiny_size_power=2.0,
             dp_noise_check=1,
             white_noise_z=1000.0,
+            shaped_noise_z=1000.0,
         )
         == HISTORY_COMBINER
     )

@@ -1,0 +1,80 @@
+"""Cost of the free-rider screen's noise tests per round (issue 12): the product's
+:func:`fedtrail.valuation.freeride.free_riders` on synthetic SmallCNN-sized updates (each
+tensor Gaussian with a random scale per row: structured enough to pass every test, so every
+test runs on every update) against ``stale_rounds`` rounds of references (each site's update and
+a global delta per round), timed in one process with the white test alone (``white_z`` 1000)
+and with the shaped test too (``shaped_z`` 1000), alternating, ``--repeats`` times.
+
+    python scripts/bench/freeride_cost.py --sites 10,100 --repeats 2
+
+Prints seconds per round and their ratio; no target (a measurement: the whole valuation's time
+is ``scripts/bench/valuation_time.py``'s)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+
+import torch
+
+from fedtrail.ml.models import ModelSpec, federated_state
+from fedtrail.valuation import Combiner
+from fedtrail.valuation.freeride import free_riders
+
+Delta = dict[str, torch.Tensor]
+
+
+def _update(state: Delta, gen: torch.Generator) -> Delta:
+    out: Delta = {}
+    for k, v in state.items():
+        if v.dim() == 0:
+            out[k] = torch.randn((), generator=gen).to(v.dtype)
+            continue
+        scale = torch.rand(v.shape[0], *([1] * (v.dim() - 1)), generator=gen)
+        out[k] = (torch.randn(v.shape, generator=gen) * scale).to(v.dtype)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sites", default="10,100", help="site counts, comma-separated")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    comb = Combiner()
+    state = federated_state(ModelSpec().build())
+    print(f"SmallCNN: {sum(v.numel() for v in state.values()):,} values per update")
+    for n in (int(x) for x in args.sites.split(",") if x):
+        gen = torch.Generator().manual_seed(n)
+        deltas = {f"s{i:03d}": _update(state, gen) for i in range(n)}
+        refs = {
+            f"s{i:03d}'s update of round {r}": _update(state, gen)
+            for r in range(comb.stale_rounds)
+            for i in range(n)
+        }
+        refs.update({f"global delta of round {r}": _update(state, gen) for r in range(3)})
+        times: dict[float, list[float]] = {0.0: [], comb.shaped_noise_z: []}
+        for _ in range(args.repeats):
+            for shaped in times:
+                started = time.perf_counter()
+                free_riders(
+                    deltas,
+                    refs,
+                    min_norm_ratio=comb.free_rider_norm,
+                    stale_cosine=comb.stale_cosine,
+                    stale_distance=comb.stale_distance,
+                    white_z=comb.white_noise_z,
+                    shaped_z=shaped,
+                )
+                times[shaped].append(time.perf_counter() - started)
+        white, both = (min(v) for v in times.values())
+        print(
+            f"{n} sites, {len(refs)} references: white test {white:.3f} s, white + shaped "
+            f"{both:.3f} s per round (x{both / white:.2f}; fastest of {args.repeats})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
