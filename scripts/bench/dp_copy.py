@@ -1,9 +1,9 @@
-"""DP-declared copies against the free-rider screen's DP copy test (``dp_copy_z``; attack a56).
+"""DP-declared copies against the free-rider screen's DP copy test (``dp_copy_z``; attack a60).
 
 Updates that declare DP-SGD are exempt from the white-noise test (their Gaussian noise is
 declared), so a data-less free-rider that declares DP-SGD and sends a copy of an earlier update
 plus Gaussian noise at an honest update's scale passes it and the noise check
-(``scripts/attacks/a56_dp_declared_copy.py``). The DP copy test
+(``scripts/attacks/a60_dp_declared_copy.py``). The DP copy test
 (:func:`fedtrail.valuation.freeride.dp_copy_statistic`) measures how far the update lies along
 the references (``|cosine| sqrt(P)``, references taken out by matching pursuit); a DP-declared
 update at or above the terms' ``dp_copy_z`` is FREE_RIDER.

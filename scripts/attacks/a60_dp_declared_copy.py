@@ -1,4 +1,4 @@
-"""A56: a data-less free-rider that declares DP-SGD, so the white-noise screen exempts it.
+"""A60: a data-less free-rider that declares DP-SGD, so the white-noise screen exempts it.
 
 The free-rider screen's white-noise test (``white_noise_z``) flags a copy of an earlier update
 plus fresh Gaussian noise, and pure noise; updates that declare DP-SGD are exempt (their noise is
@@ -26,8 +26,8 @@ copied reference, and the declared spend; at the end the rider's on-chain epsilo
 of its weights against 0.250 a round. Exit 1 when the rider (not in ``honest``) is paid more
 than half of FedAvg's share over the rounds (the issue's bar), 0 otherwise.
 
-usage: python scripts/attacks/a56_dp_declared_copy.py MODE [sigma] [rounds]
-  (or ``scripts/attacks/real.sh scripts/attacks/a56_dp_declared_copy.py MODE ...`` on Anvil +
+usage: python scripts/attacks/a60_dp_declared_copy.py MODE [sigma] [rounds]
+  (or ``scripts/attacks/real.sh scripts/attacks/a60_dp_declared_copy.py MODE ...`` on Anvil +
   IPFS)
 """
 
