@@ -26,13 +26,17 @@ copied reference, and the declared spend; at the end the rider's on-chain epsilo
 of its weights against 0.250 a round. Exit 1 when the rider (not in ``honest``) is paid more
 than half of FedAvg's share over the rounds (the issue's bar), 0 otherwise.
 
-usage: python scripts/attacks/a60_dp_declared_copy.py MODE [sigma] [rounds]
+The terms' ``dp_copy_z`` is the default (0: off) unless the fourth argument sets it (60: the
+lowest a site accepts).
+
+usage: python scripts/attacks/a60_dp_declared_copy.py MODE [sigma] [rounds] [dp_copy_z]
   (or ``scripts/attacks/real.sh scripts/attacks/a60_dp_declared_copy.py MODE ...`` on Anvil +
   IPFS)
 """
 
 import math
 import sys
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -54,12 +58,16 @@ from fedtrail.ml.privacy import (
 )
 from fedtrail.ml.training import TrainConfig
 from fedtrail.storage.codec import encode_update
+from fedtrail.valuation import default_combiner
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "copy"
 if mode not in ("copy", "gcopy", "noise", "honest"):
     raise SystemExit(__doc__)
 sigma = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
 rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 4
+COMBINER = default_combiner(AggregatorSettings().standing)
+if len(sys.argv) > 4:
+    COMBINER = replace(COMBINER, dp_copy_z=float(sys.argv[4]))
 DELTA = 1e-5
 N = 150
 NAMES = ("h0", "h1", "h2", "fr")
@@ -146,6 +154,7 @@ res = run(
         reveal_seconds=30,
         dp_delta=DELTA,
         dp_required=True,
+        combiner=COMBINER,
     ),
     real=True,
 )
@@ -172,7 +181,7 @@ fed = res["fed"]
 fr_addr = next(s.account.address for s in fed.sites if s.name == "fr")
 acct = fed.ledger.privacy(fr_addr)
 print(
-    f"fr ({mode}): weight {total:.3f} over {rounds} rounds against FedAvg's {0.25 * rounds:.3f} "
+    f"fr ({mode}, dp_copy_z {COMBINER.dp_copy_z:g}): weight {total:.3f} over {rounds} rounds against FedAvg's {0.25 * rounds:.3f} "
     f"({total / (0.25 * rounds):.2f}x); on-chain spend {acct.spent_micro / 1e6:.4f} of "
     f"{acct.budget_micro / 1e6:.1f} epsilon"
 )

@@ -1,7 +1,8 @@
 """The free-rider screen's DP copy test (``dp_copy_z``): an update that declares DP-SGD (exempt
 from the white-noise test) and is an earlier update, or a mix of a few, plus Gaussian noise at
-an honest update's scale is FREE_RIDER; an honest DP-SGD update (its own small signal plus
-fresh noise) and pure noise are not; the test is off at 0 and for updates without DP."""
+an honest update's scale is FREE_RIDER at the lowest threshold a site accepts (60); an honest
+DP-SGD update (its own small signal plus fresh noise) and pure noise are not; the test is off at
+0 (the terms' default) and for updates without DP."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 
 from fedtrail.valuation import Combiner
 from fedtrail.valuation.freeride import DP_COPY_STEP, dp_copy_statistic, free_riders
+from fedtrail.valuation.limits import ThresholdLimits
 
 Delta = dict[str, torch.Tensor]
 SHAPES = {
@@ -49,7 +51,7 @@ def _screen(deltas: dict[str, Delta], refs: dict[str, Delta], **kw: object) -> d
         "stale_distance": comb.stale_distance,
         "white_z": comb.white_noise_z,
         "declared_noise": set(deltas),
-        "dp_copy_z": comb.dp_copy_z,
+        "dp_copy_z": ThresholdLimits().dp_copy_z,
     }
     args.update(kw)
     return free_riders(deltas, refs, **args)  # type: ignore[arg-type]
@@ -83,6 +85,8 @@ def test_dp_declared_copies_are_flagged_and_honest_dp_updates_are_not(seed: int)
     assert all("plus its declared DP noise" in got[c] for c in copies)
     # off: nothing (every update here declares DP, so the white-noise test skips them all)
     assert _screen({**honest, **copies, **noise}, refs, dp_copy_z=0.0) == {}
+    # the terms' default is off: the copies are paid unless the terms turn the test on
+    assert _screen(copies, refs, dp_copy_z=Combiner().dp_copy_z) == {}
     # updates that do not declare DP-SGD are the white-noise test's, not this one's
     plain = _screen({**honest, **copies}, refs, declared_noise=set())
     assert set(plain) == set(honest) | set(copies)
