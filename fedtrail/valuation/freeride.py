@@ -73,6 +73,13 @@ are caught before the validation game:
   closest single reference leaves the mixture's other part, structured), or noise so large
   that another reference is the closest.
 
+* **DP-declared copies**: with ``dp_copy_z`` above 0, an update that declares DP-SGD (exempt
+  from the two tests above) whose :func:`dp_copy_statistic` against the references is at least
+  ``dp_copy_z`` is a copy plus its declared noise (attack a60). Off by default: measured with
+  ``scripts/bench/dp_copy.py``, honest DP-SGD updates at epsilon 8 reached 64.5 (their own
+  previous update, small skewed sites, 3 rounds) while copies of the last global delta plus
+  one update's noise fell to 69 at 20 sites (README, *DP-declared copies*).
+
 Copies of another site's update in the same round are the DUPLICATE check's job (exact bytes).
 
 Cost: a round of n sites with a history has about n + 1 references per round looked back

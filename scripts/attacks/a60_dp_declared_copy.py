@@ -181,7 +181,8 @@ fed = res["fed"]
 fr_addr = next(s.account.address for s in fed.sites if s.name == "fr")
 acct = fed.ledger.privacy(fr_addr)
 print(
-    f"fr ({mode}, dp_copy_z {COMBINER.dp_copy_z:g}): weight {total:.3f} over {rounds} rounds against FedAvg's {0.25 * rounds:.3f} "
+    f"fr ({mode}, dp_copy_z {COMBINER.dp_copy_z:g}): weight {total:.3f} over {rounds} rounds "
+    f"against FedAvg's {0.25 * rounds:.3f} "
     f"({total / (0.25 * rounds):.2f}x); on-chain spend {acct.spent_micro / 1e6:.4f} of "
     f"{acct.budget_micro / 1e6:.1f} epsilon"
 )

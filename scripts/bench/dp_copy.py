@@ -121,6 +121,13 @@ def measure(
             for i, u in enumerate(ups):
                 z, steps = dp_copy_statistic(u, refs)
                 w, j = residual_white(u, refs, shapes)
+                # a candidate, measured only: the statistic without the site's own updates
+                others = [
+                    ref
+                    for k, ref in enumerate(refs)
+                    if k % (sites + 1) != i or len(refs) % (sites + 1)
+                ]
+                z_others, _ = dp_copy_statistic(u, others)
                 back, at = divmod(j, sites + 1)
                 ref = "global" if at == sites else "own" if at == i else "other"
                 out["honest"].append(
@@ -132,6 +139,7 @@ def measure(
                         "white": w,
                         "ref": f"{ref}-{back + 1}",
                         "rms": float(np.linalg.norm(u)) / math.sqrt(u.size),
+                        "z_others": z_others,
                     }
                 )
             sd = float(np.median([np.linalg.norm(u) / math.sqrt(u.size) for u in ups]))
@@ -202,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{len(bad)}/{len(honest)}, largest honest statistic "
                 f"{max(h['z'] for h in honest):.1f} (median "
                 f"{float(np.median([h['z'] for h in honest])):.1f}); its residual's white "
-                f"statistic smallest {min(h['white'] for h in honest):.3g}"
+                f"statistic smallest {min(h['white'] for h in honest):.3g}; without its own "
+                f"updates, largest {max(h['z_others'] for h in honest):.1f}"
             )
             failed |= bool(bad)
             copies = [c for r in runs for c in r["copies"]]
