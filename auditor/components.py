@@ -425,6 +425,7 @@ def check_free_riders(
             white_z=comb.white_noise_z,
             shaped_z=comb.shaped_noise_z,
             declared_noise=declared_noise,
+            dp_copy_z=comb.dp_copy_z,
         )
     except ConfigError as exc:
         return (name, False, f"cannot recompute: {exc}")

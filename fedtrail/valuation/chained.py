@@ -103,6 +103,7 @@ LATER_THRESHOLDS: Final = MappingProxyType(
         "warm_up_floor": 1.0,
         "white_noise_z": 0.0,
         "shaped_noise_z": 0.0,
+        "dp_copy_z": 0.0,
     }
 )
 """Combiner fields added after logs recorded every threshold, with the value a recorded set
@@ -126,6 +127,7 @@ UNRECORDED: Final = MappingProxyType(
         "warm_up_floor": 1.0,
         "white_noise_z": 0.0,
         "shaped_noise_z": 0.0,
+        "dp_copy_z": 0.0,
     }
 )
 """Thresholds whose defaults changed, at the values a round whose settings record no

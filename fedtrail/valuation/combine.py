@@ -314,6 +314,14 @@ class Combiner:
     (:func:`~fedtrail.valuation.freeride.shaped_residual_z`; scenario (i) of
     ``scripts/bench/accuracy.py``); sparse updates (more than half exact zeros) are left out.
     A recorded set without it means 0: off.
+    ``dp_copy_z`` (>= 0; default 0, off; 60 measured): with a
+    :class:`~fedtrail.valuation.standing.History`, an update that declares DP-SGD (exempt from
+    the white-noise and shaped-noise tests) is FREE_RIDER when it lies along the free-rider
+    references: its :func:`~fedtrail.valuation.freeride.dp_copy_statistic` (``|cosine|
+    sqrt(P)``, matching pursuit over up to 8 references) is at least it: a copy plus the
+    declared noise (attack a60). Off by default: at epsilon 8 honest DP-SGD updates scored
+    up to 48.8 and copies of the last global delta down to 69.1 (README, *DP-declared
+    copies*), no margin to default on. A recorded set without it means 0: off.
     """
 
     min_cosine: float = -0.5
@@ -340,10 +348,13 @@ class Combiner:
     warm_up_floor: float = WARM_UP_FLOOR
     white_noise_z: float = 1000.0
     shaped_noise_z: float = 1000.0
+    dp_copy_z: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= _number("shaped_noise_z", self.shaped_noise_z) < math.inf:
             raise ConfigError(f"shaped_noise_z must be finite and >= 0, got {self.shaped_noise_z}")
+        if not 0.0 <= _number("dp_copy_z", self.dp_copy_z) < math.inf:
+            raise ConfigError(f"dp_copy_z must be finite and >= 0, got {self.dp_copy_z}")
         if not 0.0 <= _number("white_noise_z", self.white_noise_z) < math.inf:
             raise ConfigError(f"white_noise_z must be finite and >= 0, got {self.white_noise_z}")
         if not -1.0 <= _number("min_cosine", self.min_cosine) <= 1.0:

@@ -363,6 +363,7 @@ def _settle(
         white_z=comb.white_noise_z,
         shaped_z=comb.shaped_noise_z,
         declared_noise={c.site for c in cands if c.noise_declared},
+        dp_copy_z=comb.dp_copy_z,
     )
     cands = _broken(
         ctx,
