@@ -403,6 +403,9 @@ class AggregatorService:
         self._retained: dict[int, set[str]] = {}
         """Peer round -> the CIDs of its revealed updates this service fetched and pinned."""
         self._last_model: tuple[str, str, bytes] | None = None
+        self._last_metrics: tuple[str, CalibratedMetrics] | None = None
+        """The sha256 of the global model this service last finalized and its metrics on the
+        validation split: the next round's start metrics (issue 18: evaluated again before)."""
         self._kept: dict[str, bytes] = {}
         self._references: dict[int, References] = {}
         """Finalized round -> its free-rider references, for the rounds the next valuation uses."""
@@ -1000,7 +1003,15 @@ class AggregatorService:
         new_state = apply_delta(global_state, delta)
         blob = encode_model(new_state, spec=self.spec, round=round_id)
         global_sha = hashlib.sha256(blob).hexdigest()
-        before, after = self._evaluate(global_state), self._evaluate(new_state)
+        # the start model's metrics: computed at the finalize that made it when this process
+        # did (the same bytes, split and code give the same numbers), else here
+        last = self._last_metrics
+        before = (
+            last[1]
+            if last is not None and last[0] == info.start_sha256
+            else self._evaluate(global_state)
+        )
+        after = self._evaluate(new_state)
         votes: list[PeerVote] | None = None
         if self.is_peer_round(round_id):
             # The sites scored: the components are the chain's medians, no standing of ours.
@@ -1054,6 +1065,7 @@ class AggregatorService:
             )
         global_cid, log_cid = cids[0], cids[-1]
         self._keep(global_cid, blob)
+        self._last_metrics = (global_sha, after)
         self.ledger.finalize_round(
             self.account,
             round_id,
