@@ -403,6 +403,9 @@ class AggregatorService:
         self._retained: dict[int, set[str]] = {}
         """Peer round -> the CIDs of its revealed updates this service fetched and pinned."""
         self._last_model: tuple[str, str, bytes] | None = None
+        self._valued = False
+        """Whether the last :meth:`step` recorded a valuation (the run loop then goes on to
+        finalize without waiting a poll interval)."""
         self._last_metrics: tuple[str, CalibratedMetrics] | None = None
         """The sha256 of the global model this service last finalized and its metrics on the
         validation split: the next round's start metrics (issue 18: evaluated again before)."""
@@ -1424,6 +1427,7 @@ class AggregatorService:
 
     def step(self) -> RoundOutcome | None:
         """Advances the latest round by one phase if it can; the outcome of a finished round."""
+        self._valued = False
         current = self.ledger.current_round()
         if current == 0:
             self.open_next()
@@ -1447,6 +1451,7 @@ class AggregatorService:
                     return RoundOutcome(round=current, phase=Phase.CANCELLED)
                 self.clock_watch.observe(self.ledger.w3, current, info.reveal_deadline)
                 return None
+            self._valued = True  # finalize can follow at once
             return None
         return self.finalize(current, info=info)
 
@@ -1497,6 +1502,10 @@ class AggregatorService:
                 outcomes.append(outcome)
                 if on_round is not None:
                     on_round(outcome)
+                continue
+            if self._valued:
+                # valued just now: the next step finalizes, nothing to wait for (issue 18: a
+                # whole poll interval, 2 s by default, sat between the two on every round)
                 continue
             if current == self.ledger.current_round():
                 self.stop_event.wait(self.settings.poll_interval)
