@@ -403,6 +403,12 @@ class AggregatorService:
         self._retained: dict[int, set[str]] = {}
         """Peer round -> the CIDs of its revealed updates this service fetched and pinned."""
         self._last_model: tuple[str, str, bytes] | None = None
+        self._valued = False
+        """Whether the last :meth:`step` recorded a valuation (the run loop then goes on to
+        finalize without waiting a poll interval)."""
+        self._last_metrics: tuple[str, CalibratedMetrics] | None = None
+        """The sha256 of the global model this service last finalized and its metrics on the
+        validation split: the next round's start metrics (issue 18: evaluated again before)."""
         self._kept: dict[str, bytes] = {}
         self._references: dict[int, References] = {}
         """Finalized round -> its free-rider references, for the rounds the next valuation uses."""
@@ -1000,7 +1006,15 @@ class AggregatorService:
         new_state = apply_delta(global_state, delta)
         blob = encode_model(new_state, spec=self.spec, round=round_id)
         global_sha = hashlib.sha256(blob).hexdigest()
-        before, after = self._evaluate(global_state), self._evaluate(new_state)
+        # the start model's metrics: computed at the finalize that made it when this process
+        # did (the same bytes, split and code give the same numbers), else here
+        last = self._last_metrics
+        before = (
+            last[1]
+            if last is not None and last[0] == info.start_sha256
+            else self._evaluate(global_state)
+        )
+        after = self._evaluate(new_state)
         votes: list[PeerVote] | None = None
         if self.is_peer_round(round_id):
             # The sites scored: the components are the chain's medians, no standing of ours.
@@ -1054,6 +1068,7 @@ class AggregatorService:
             )
         global_cid, log_cid = cids[0], cids[-1]
         self._keep(global_cid, blob)
+        self._last_metrics = (global_sha, after)
         self.ledger.finalize_round(
             self.account,
             round_id,
@@ -1412,6 +1427,7 @@ class AggregatorService:
 
     def step(self) -> RoundOutcome | None:
         """Advances the latest round by one phase if it can; the outcome of a finished round."""
+        self._valued = False
         current = self.ledger.current_round()
         if current == 0:
             self.open_next()
@@ -1435,6 +1451,7 @@ class AggregatorService:
                     return RoundOutcome(round=current, phase=Phase.CANCELLED)
                 self.clock_watch.observe(self.ledger.w3, current, info.reveal_deadline)
                 return None
+            self._valued = True  # finalize can follow at once
             return None
         return self.finalize(current, info=info)
 
@@ -1485,6 +1502,10 @@ class AggregatorService:
                 outcomes.append(outcome)
                 if on_round is not None:
                     on_round(outcome)
+                continue
+            if self._valued:
+                # valued just now: the next step finalizes, nothing to wait for (issue 18: a
+                # whole poll interval, 2 s by default, sat between the two on every round)
                 continue
             if current == self.ledger.current_round():
                 self.stop_event.wait(self.settings.poll_interval)

@@ -59,7 +59,14 @@ from fedtrail.errors import (
 )
 from fedtrail.fsutil import atomic_write, folder_lock
 from fedtrail.hooks import StepHook, no_step
-from fedtrail.ledger import Ledger, RoundInfo, Submission, commitment, decline_commitment
+from fedtrail.ledger import (
+    Ledger,
+    RoundInfo,
+    SiteRoundView,
+    Submission,
+    commitment,
+    decline_commitment,
+)
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.metrics import Metrics, evaluate, evaluate_calibrated
 from fedtrail.ml.models import ModelSpec, load_federated
@@ -525,8 +532,10 @@ class SiteNode:
         ``update``: an update trained elsewhere, encoded and submitted in place of training
         (only when this round has nothing encoded yet: once encoded, the blob on disk is what
         is committed and revealed, as after a restart)."""
-        info = self.ledger.get_round(round_id)
-        on_chain = self.ledger.get_submission(round_id, self.address)
+        # the round, this site's commitment, the chain's clock, the last finalized round and the
+        # privacy account, read in one batch at each step (issue 18: five to nine requests)
+        view = self.ledger.site_round(round_id, self.address)
+        info, on_chain = view.info, view.submission
         record = self.state.rounds.get(round_id)
         self._check_opened(round_id, info, record, on_chain)
         if on_chain is not None and on_chain.revealed:
@@ -538,8 +547,9 @@ class SiteNode:
             if record is not None and on_chain is not None:
                 return self._skip(record, f"round {info.phase.label} before our reveal")
             return None
-        now = next_block_timestamp(self.ledger.w3)
+        now = view.pending_timestamp
         started = time.monotonic()  # this node's own clock over the same span (a45)
+        acted = False  # trained or sent a transaction since `now` was read
         have_blob = record is not None and self._pending_blob(round_id).exists()
         if record is None and on_chain is not None:
             record = self._recover(round_id, on_chain)  # state.json lost, pending/ kept
@@ -553,15 +563,18 @@ class SiteNode:
             if now > info.commit_deadline:
                 log.warning("round %d: commit window closed before this node committed", round_id)
                 return None
-            refusal = self._terms_refusal(round_id, info) or self._window_refusal(info)
+            refusal = self._terms_refusal(
+                round_id, info, last_finalized=view.last_finalized
+            ) or self._window_refusal(info)
             if refusal is not None:
                 # the terms are hash-pinned: the same answer at every poll, so recorded once,
                 # and declared on chain (a42: a refusal used to leave no trace)
                 return self._decline(round_id, info, *refusal)
+            acted = True
             if update is None:
-                record = self._train_and_encode(round_id, info.start_cid, info.start_sha256)
+                record = self._train_and_encode(round_id, view)
             else:
-                record = self._encode_handed(round_id, update)
+                record = self._encode_handed(round_id, update, view)
             if record is None or record.phase in FINAL_PHASES:
                 return record
             chain = next_block_timestamp(self.ledger.w3) - now
@@ -570,10 +583,13 @@ class SiteNode:
             self._save()
             self.hooks.at_step("encoded")
         if record.phase == "encoded":
+            acted = True
             outcome = self._commit(round_id, record, on_chain, now, info.commit_deadline)
             if outcome is not record or record.phase != "committed":
                 return outcome
-        if next_block_timestamp(self.ledger.w3) <= info.commit_deadline + CLOCK_SLACK:
+        # the clock read with the round when nothing took time since (the reveal step's call)
+        clock = next_block_timestamp(self.ledger.w3) if acted else now
+        if clock <= info.commit_deadline + CLOCK_SLACK:
             return record  # reveal only once the commit window has closed
         if record.phase == "committed":
             # The daemon may have crashed between the store's put and recording it: put again.
@@ -615,7 +631,9 @@ class SiteNode:
         log.warning("round %d: committed update recovered from %s", round_id, path)
         return record
 
-    def _terms_refusal(self, round_id: int, info: RoundInfo) -> tuple[Decline, str] | None:
+    def _terms_refusal(
+        self, round_id: int, info: RoundInfo, *, last_finalized: int | None = None
+    ) -> tuple[Decline, str] | None:
         """Why this site does not take part under the round's committed terms (None: it does).
         Terms for another task raise :class:`TaskMismatch` (the site's config or the federation
         must change: no retry can help); unreadable terms, terms of another round, and terms
@@ -655,7 +673,9 @@ class SiteNode:
         short = window_refusal(self.config.accept, terms)
         if short is not None:
             return Decline.SHORT_WINDOW, f"{short}; not taking part"
-        if self.ledger.last_finalized_round() == 0:  # the round starts from the initial model
+        if last_finalized is None:
+            last_finalized = self.ledger.last_finalized_round()
+        if last_finalized == 0:  # the round starts from the initial model
             unbound = start_refusal(self.config.accept, terms)
             if unbound is not None:
                 return Decline.UNBOUND_START, f"{unbound}; not taking part"
@@ -723,16 +743,23 @@ class SiteNode:
             "fixed for this deployment (" + "; ".join(changed) + "); not taking part"
         )
 
-    def _train_and_encode(self, round_id: int, cid: str, sha256: str) -> RoundRecord | None:
+    def _train_and_encode(self, round_id: int, view: SiteRoundView) -> RoundRecord | None:
+        """Trains from the round's start model and encodes the update (``view``: the round and
+        this site's privacy account as :meth:`participate` just read them)."""
         spec = self.config.model
+        cid, sha256 = view.info.start_cid, view.info.start_sha256
         log.info("round %d: fetching global model %s", round_id, cid)
         blob = self.store.get(cid, sha256, max_bytes=default_max_bytes(spec))
         global_state, _ = decode_model(blob, spec=spec)
         train_cfg = replace(
             self.config.training, seed=_round_seed(self.config.training.seed, round_id)
         )
-        bias, threshold_from = (None, "") if self.val is None else self._decision(round_id, sha256)
-        dp = self._privacy_plan(round_id, train_cfg)
+        bias, threshold_from = (
+            (None, "")
+            if self.val is None
+            else self._decision(round_id, sha256, last_finalized=view.last_finalized)
+        )
+        dp = self._privacy_plan(round_id, train_cfg, view=view)
         if isinstance(dp, RoundRecord):
             return dp  # refused: recorded as skipped
         log.info("round %d: training on %d images", round_id, len(self.train))
@@ -777,10 +804,12 @@ class SiteNode:
             threshold_from=threshold_from,
         )
 
-    def _encode_handed(self, round_id: int, update: HandedUpdate) -> RoundRecord | None:
+    def _encode_handed(
+        self, round_id: int, update: HandedUpdate, view: SiteRoundView
+    ) -> RoundRecord | None:
         """Encodes an update trained elsewhere (:class:`HandedUpdate`). DP-SGD accounting is
         the node's own training's: a round or a site that needs it gets no handed update."""
-        dp = self._privacy_plan(round_id, self.config.training)
+        dp = self._privacy_plan(round_id, self.config.training, view=view)
         if isinstance(dp, RoundRecord):
             return dp  # refused: recorded as skipped
         if dp is not None:
@@ -873,16 +902,19 @@ class SiteNode:
         )
         return record
 
-    def _privacy_plan(self, round_id: int, config: TrainConfig) -> DpParams | RoundRecord | None:
+    def _privacy_plan(
+        self, round_id: int, config: TrainConfig, *, view: SiteRoundView | None = None
+    ) -> DpParams | RoundRecord | None:
         """The DP parameters this round's training will have (None: train without DP), or the
         round's skipped record when this site must not train it: its terms require DP and the
         node's ``[privacy]`` is off, or the update's epsilon would take the site's on-chain
-        spend past its budget (recorded, not a crash; the next round is checked again)."""
+        spend past its budget (recorded, not a crash; the next round is checked again).
+        ``view``: the round and the site's privacy account as just read (else read here)."""
         settings = self.config.privacy
-        info = self.ledger.get_round(round_id)
+        info = self.ledger.get_round(round_id) if view is None else view.info
         terms = self._terms_of(info)
         asked = terms.privacy
-        account = self.ledger.privacy(self.address)
+        account = self.ledger.privacy(self.address) if view is None else view.privacy
         if not settings.enabled:
             why = (
                 "the round's terms require DP-SGD training"
@@ -978,17 +1010,20 @@ class SiteNode:
         history = PrivacyHistory(self.ledger, self.store, self._dp_params)
         return history.expected_micro(self.address, round_id, params)
 
-    def _decision(self, round_id: int, start_sha256: str) -> tuple[tuple[float, ...] | None, str]:
+    def _decision(
+        self, round_id: int, start_sha256: str, *, last_finalized: int | None = None
+    ) -> tuple[tuple[float, ...] | None, str]:
         """The decision rule for the model round ``round_id`` starts from: the intercept in the
         log of the round that finalized it (the aggregator fitted it on its validation split,
         the log's bytes are checked against the chain's sha256), and where it came from; None
         (the plain decision: the 0.5 threshold, or the most probable of more classes) and why,
-        when there is none."""
+        when there is none. ``last_finalized``: the chain's last finalized round as just read
+        (else read here)."""
         k = self.config.model.num_classes
         plain, wanted = (
             ("default 0.5", "threshold") if k == 2 else ("default argmax", f"bias for {k} classes")
         )
-        last = self.ledger.last_finalized_round()
+        last = self.ledger.last_finalized_round() if last_finalized is None else last_finalized
         if not last or last >= round_id:
             return None, f"{plain}: no earlier round finalized"
         info = self.ledger.get_round(last)

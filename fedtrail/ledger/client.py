@@ -41,6 +41,7 @@ from fedtrail.ledger.records import (
     PrivacySpend,
     RoundInfo,
     SiteInfo,
+    SiteRoundView,
     Submission,
     TxResult,
     ValidatorStanding,
@@ -664,12 +665,76 @@ class Ledger:
         )
 
     def get_submission(self, round_id: int, site: str) -> Submission | None:
-        """``site``'s commitment (and update, once revealed) in the round; None without one."""
-        raw = self._view(self._fn.getSubmission(round_id, checksum(site)))
+        """``site``'s commitment (and update, once revealed) in the round; None without one.
+        The view and the two event queries go in one JSON-RPC batch (:meth:`_batch`)."""
+        view = self._fn.getSubmission(round_id, checksum(site))
+        batch = self._batch([view], self._submission_queries(round_id, site))
+        if batch is None:
+            raw = self._view(view)
+            if int(raw[0], 16) == 0:
+                return None
+            return self._submission(
+                round_id, raw, self.update_cids(round_id), self.commit_orders(round_id)
+            )
+        return self._submission_of(round_id, batch.views[0], batch.events)
+
+    def _submission_queries(self, round_id: int, site: str) -> list[_LogQuery]:
+        """The events :meth:`_submission_of` reads: ``site``'s reveal of ``round_id`` (its CID)
+        and every commitment of the round (the commit order is the site's place among them)."""
+        return [
+            self._log_query(
+                "UpdateSubmitted", argument_filters={"round": round_id, "site": checksum(site)}
+            ),
+            self._log_query("UpdateCommitted", argument_filters={"round": round_id}),
+        ]
+
+    def _submission_of(
+        self, round_id: int, raw: Any, events: Sequence[list[LedgerEvent]]
+    ) -> Submission | None:
         if int(raw[0], 16) == 0:
             return None
-        return self._submission(
-            round_id, raw, self.update_cids(round_id), self.commit_orders(round_id)
+        return self._submission(round_id, raw, _update_cids(events[0]), _commit_orders(events[1]))
+
+    def site_round(self, round_id: int, site: str) -> SiteRoundView:
+        """What a site node reads at each step of ``round_id`` (:class:`SiteRoundView`): the
+        round (as :meth:`get_round`), ``site``'s commitment (as :meth:`get_submission`), the
+        pending block's timestamp, the last finalized round and ``site``'s privacy account,
+        in one JSON-RPC batch of four views, four event queries and the pending block; one by
+        one where the provider takes no batch or an entry answers with an error (which the
+        single request then raises)."""
+        views = [
+            self._fn.getRound(round_id),
+            self._fn.getSubmission(round_id, checksum(site)),
+            self._fn.lastFinalizedRound(),
+            self._fn.privacyAccount(checksum(site)),
+        ]
+        queries = [
+            self._log_query(name, argument_filters={"round": round_id})
+            for name in ("RoundOpened", "RoundFinalized")
+        ] + self._submission_queries(round_id, site)
+        pending = (RPCEndpoint("eth_getBlockByNumber"), ["pending", False])
+        batch = self._batch(views, queries, extra=[pending])
+        timestamp = None if batch is None else _block_timestamp(batch.extra[0])
+        if batch is None or timestamp is None:
+            budget, spent = self._view(views[3])
+            return SiteRoundView(
+                info=self.get_round(round_id),
+                submission=self.get_submission(round_id, site),
+                pending_timestamp=int(self.w3.eth.get_block("pending")["timestamp"]),
+                last_finalized=self.last_finalized_round(),
+                privacy=PrivacyAccount(budget_micro=int(budget), spent_micro=int(spent)),
+            )
+        raw_round, raw_sub, last, (budget, spent) = batch.views
+        opened, finalized, *submitted = batch.events
+        info = _round(raw_round, opened, finalized)
+        if info.phase in (Phase.FINALIZED, Phase.CANCELLED):
+            self._terminal[round_id] = info
+        return SiteRoundView(
+            info=info,
+            submission=self._submission_of(round_id, raw_sub, submitted),
+            pending_timestamp=timestamp,
+            last_finalized=int(last),
+            privacy=PrivacyAccount(budget_micro=int(budget), spent_micro=int(spent)),
         )
 
     @staticmethod
@@ -917,7 +982,13 @@ class Ledger:
             raise LedgerError(f"cannot read {name} events: {exc}") from exc
         return _LogQuery(name, codec, filters, params)
 
-    def _batch(self, calls: Sequence[Any], queries: Sequence[_LogQuery]) -> _Batch | None:
+    def _batch(
+        self,
+        calls: Sequence[Any],
+        queries: Sequence[_LogQuery],
+        *,
+        extra: Sequence[tuple[RPCEndpoint, Any]] = (),
+    ) -> _Batch | None:
         """The views ``calls`` (``eth_call``, decoded as :meth:`_view` decodes them) and the
         event ``queries`` (``eth_getLogs``) asked in one JSON-RPC batch: one round trip instead
         of one each. None where the provider is not the node's HTTP endpoint (the embedded
@@ -926,7 +997,8 @@ class Ledger:
         raises that error as a single request does (a revert as the contract's own error).
         ``ChainUnreachable`` when the endpoint does not answer, ``LedgerError`` when the answer
         is malformed (not one entry per request, an entry with neither result nor error, a
-        result that is not what the request returns)."""
+        result that is not what the request returns). ``extra``: other requests asked after
+        them in the same batch, their results given back undecoded (:attr:`_Batch.extra`)."""
         provider = self.w3.provider
         if not isinstance(provider, HTTPProvider):
             return None
@@ -944,6 +1016,7 @@ class Ledger:
             )
             for q in queries
         ]
+        requests += extra
         what = f"the node's answer to a batch of {len(requests)} requests"
         try:
             answers = provider.make_batch_request(requests)
@@ -972,11 +1045,15 @@ class Ledger:
             ]
         except Exception as exc:
             raise LedgerError(f"{what} holds an unreadable view result: {exc}") from exc
-        logs = results[len(calls) :]
+        logs = results[len(calls) : len(calls) + len(queries)]
         for query, raw in zip(queries, logs, strict=True):
             if not isinstance(raw, list):
                 raise LedgerError(f"{what} answers {query.name} events with {str(raw)[:300]}")
-        return _Batch(views, [q.decode(raw) for q, raw in zip(queries, logs, strict=True)])
+        return _Batch(
+            views,
+            [q.decode(raw) for q, raw in zip(queries, logs, strict=True)],
+            results[len(calls) + len(queries) :],
+        )
 
     def wait_for(
         self,
@@ -1032,6 +1109,16 @@ class _Batch:
 
     views: list[Any]
     events: list[list[LedgerEvent]]
+    extra: list[Any]
+
+
+def _block_timestamp(block: Any) -> int | None:
+    """The timestamp of a block as ``eth_getBlockByNumber`` answers it (a hex quantity); None
+    when the answer is not a block with one (the caller then asks again the usual way)."""
+    stamp = block.get("timestamp") if isinstance(block, dict) else None
+    if not isinstance(stamp, str) or not re.fullmatch(r"0x[0-9a-fA-F]{1,16}", stamp):
+        return None
+    return int(stamp, 16)
 
 
 def _get_logs(w3: Web3, params: dict[str, Any]) -> list[Any]:

@@ -109,6 +109,20 @@ class ValidatorStanding:
 
 
 @dataclass(frozen=True)
+class SiteRoundView:
+    """What a site node reads at each step of a round (:meth:`Ledger.site_round`), read at one
+    moment: the round, the site's commitment in it (None: none), the pending block's timestamp
+    (the one a transaction sent now is mined with), the last finalized round and the site's
+    privacy account."""
+
+    info: RoundInfo
+    submission: Submission | None
+    pending_timestamp: int
+    last_finalized: int
+    privacy: PrivacyAccount
+
+
+@dataclass(frozen=True)
 class PrivacyAccount:
     """A site's privacy account on chain, in micro-epsilon (``EPSILON_SCALE`` per epsilon):
     its budget (0: none, the spend is recorded but not capped) and its cumulative declared

@@ -19,7 +19,9 @@ timed round is the second, from the first round's global model:
 
 It prints both ratios: the whole fedtrail round, and the round without the valuation and the
 explanations (what the chain + store + codec add; valuation and heatmaps are features with
-their own cost, reported separately), and exits 1 when one of issue 18's bars for the given
+their own cost, reported separately), the seconds that part adds beyond the round's own training
+(``seconds_beyond_training``: on one clock, so less moved by load than the ratios, whose
+in-process side is another run), and exits 1 when one of issue 18's bars for the given
 epochs is missed (:func:`bars_for`).
 """
 
@@ -154,6 +156,9 @@ def main() -> int:
         "fedtrail_training_seconds": round(clock.seconds.get("training", 0.0), 3),
         "valuation_seconds": round(clock.seconds.get("valuation", 0.0), 3),
         "explanation_seconds": round(clock.seconds.get("explanations", 0.0), 3),
+        # what the chain, the store, the codec and the glue add, on the round's own clock: the
+        # fedtrail round less its training, valuation and heatmaps (no in-process side in it)
+        "seconds_beyond_training": round(t_ft - features - clock.seconds.get("training", 0.0), 3),
         "ratio_full_round": round(t_ft / t_base, 3),
         "ratio_without_valuation_and_explanations": round((t_ft - features) / t_base, 3),
     }

@@ -130,28 +130,15 @@ def main() -> int:
     swaps = _code_swaps(args.parent)
     changed = sum(1 for _, theirs, mine in swaps if theirs.co_code != mine.co_code)
     print(f"{len(swaps)} functions of {len(SWAPPED)} shared modules swapped, {changed} differ")
-    got: dict[str, Any] = {}
-
-    def grab(ledger: Any, api: str, round_id: int, repeats: int = 1) -> dict[str, Any]:
-        got.update(ledger=ledger, round=round_id)
-        return {
-            "seconds": 0.0,
-            "runs_s": [],
-            "parts_s": {},
-            "threaded_fetch_s": 0.0,
-            "in_memory_s": 0.0,
-        }
-
-    cp._verify = grab  # the round only; this script times verify itself
     with daemons() as (rpc, api):
         large = "linear_shapley" if args.sites > 10 else None
-        cp.one_round(rpc, api, args.sites, cp.Clock(), large_game=large)
+        ledger, round_id = cp.round_to_verify(rpc, api, args.sites, large_game=large)
         times: dict[str, list[float]] = {name: [] for name in sides}
         memory = cp.MemoryStore(IpfsStore(api))
         floors: list[float] = []
         ratios: dict[str, list[float]] = {}
         if args.memory:
-            this_verify.verify_round(got["ledger"], memory, got["round"])
+            this_verify.verify_round(ledger, memory, round_id)
             size = sum(len(b) for b in memory.blobs.values()) / (1 << 20)
             plain = IpfsStore(api)
             probe = os.urandom(4 << 20)
@@ -172,7 +159,7 @@ def main() -> int:
                 for f, theirs, mine in swaps:
                     f.__code__ = theirs if side is parent else mine
                 try:
-                    audit = side.verify_round(got["ledger"], store, got["round"])
+                    audit = side.verify_round(ledger, store, round_id)
                 finally:
                     for f, _, mine in swaps:
                         f.__code__ = mine

@@ -76,32 +76,19 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=6)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    got: dict[str, Any] = {}
-
-    def grab(ledger: Any, api: str, round_id: int, repeats: int = 1) -> dict[str, Any]:
-        got.update(ledger=ledger, round=round_id)
-        return {
-            "seconds": 0.0,
-            "runs_s": [],
-            "parts_s": {},
-            "threaded_fetch_s": 0.0,
-            "in_memory_s": 0.0,
-        }
-
-    cp._verify = grab  # the round only; this script times verify itself
     spent: dict[str, float] = collections.defaultdict(float)
     with daemons() as (rpc, api):
         large = "linear_shapley" if args.sites > 10 else None
-        cp.one_round(rpc, api, args.sites, cp.Clock(), large_game=large)
+        ledger, round_id = cp.round_to_verify(rpc, api, args.sites, large_game=large)
         memory = cp.MemoryStore(IpfsStore(api))
-        verify.verify_round(got["ledger"], memory, got["round"])  # fills the memory store
+        verify.verify_round(ledger, memory, round_id)  # fills the memory store
         for owner, name in PARTS:
             label = f"{getattr(owner, '__name__', '')}.{name}".removeprefix("fedtrail.")
             setattr(owner, name, _timed(spent, label, getattr(owner, name)))
         runs = []
         for _ in range(args.runs):
             start = time.perf_counter()
-            audit = verify.verify_round(got["ledger"], memory, got["round"])
+            audit = verify.verify_round(ledger, memory, round_id)
             runs.append(time.perf_counter() - start)
             if not audit.passed:
                 print(f"verify failed: {[c.name for c in audit.checks if c.failed]}")

@@ -7,17 +7,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 import fedtrail.aggregator.service as service_module
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
 from fedtrail.chain import advance_time, next_block_timestamp
 from fedtrail.ledger import commitment
 from fedtrail.ml.datasets import load_bundled
+from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.storage.codec import encode_update
 from fedtrail.storage.store import LocalStore
 from tests.fixtures.chain import ChainEnv
 
@@ -83,3 +87,48 @@ def test_an_unchanged_set_of_reveals_is_valued_once_until_the_deadline(
     assert calls == [1, 2, 2]
     saved = json.loads((tmp_path / "agg" / f"valuation-{r}.json").read_text())
     assert [(v["score"], v["reason"]) for v in saved["sites"]] == [(0, Reason.MALFORMED)] * 2
+
+
+def test_the_run_loop_finalizes_right_after_valuing(embedded: ChainEnv, tmp_path: Path) -> None:
+    """Once a step has recorded the valuation, the run loop finalizes without waiting a poll
+    interval first (issue 18: a whole interval sat between the two on every round)."""
+    ledger = embedded.deploy()
+    store = LocalStore(tmp_path / "store")
+    sites = embedded.sites[:3]
+    for i, acct in enumerate(sites):
+        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
+    service = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=embedded.aggregator,
+        validation=load_bundled().val,
+        settings=AggregatorSettings(
+            valuation="loo", standing=False, explain_method=None, poll_interval=60.0
+        ),
+        folder=tmp_path / "agg",
+    )
+    spec = ModelSpec()
+    params = initial_model(spec, 0).state_dict()
+    gen = torch.Generator().manual_seed(0)
+    ramps = {k: torch.linspace(0.1, 2.0, v.numel()).reshape(v.shape) for k, v in params.items()}
+    r = service.open_next()
+    blobs = [
+        encode_update(
+            {k: 0.01 * ramps[k] * torch.randn(v.shape, generator=gen) for k, v in params.items()},
+            spec=spec,
+            round=r,
+        ).blob
+        for _ in sites
+    ]
+    for acct, blob in zip(sites, blobs, strict=True):
+        ledger.commit_update(
+            acct, r, commitment(acct.address, r, hashlib.sha256(blob).hexdigest(), 100)
+        )
+    info = ledger.get_round(r)
+    advance_time(ledger.w3, info.commit_deadline - next_block_timestamp(ledger.w3) + 1)
+    for acct, blob in zip(sites, blobs, strict=True):
+        ledger.reveal_update(acct, r, store.put(blob), hashlib.sha256(blob).hexdigest(), 100)
+    started = time.monotonic()
+    outcomes = service.run(rounds=1)
+    assert [o.phase for o in outcomes] == [Phase.FINALIZED]
+    assert time.monotonic() - started < 30  # valued and finalized, no 60 s poll between

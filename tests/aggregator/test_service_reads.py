@@ -4,6 +4,7 @@ terms come from this process, not the store; the sites' updates are fetched once
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol.codes import Phase
 from fedtrail.storage.cid import compute_cid
-from fedtrail.storage.codec import encode_update
+from fedtrail.storage.codec import decode_model, encode_model, encode_update
 from fedtrail.storage.store import LocalStore
 from tests.fixtures.chain import ChainEnv
 
@@ -278,3 +279,42 @@ def test_updates_are_fetched_as_their_reveals_land_not_all_after_the_window(
     for (_, a), (_, b) in zip(pairs, service.candidates(r), strict=True):
         assert a.delta is not None and b.delta is not None
         assert all(torch.equal(a.delta[k], b.delta[k]) for k in a.delta)
+
+
+def test_a_rounds_start_metrics_are_the_ones_its_start_models_finalize_computed(
+    embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finalize evaluates the start model only when this process did not finalize it (issue
+    18): round 2's log records as its start metrics exactly what evaluating its start model
+    gives, and round 1's log as its new model's."""
+    ledger = embedded.deploy()
+    store = CountingStore(tmp_path / "store")
+    sites = embedded.sites[:3]
+    for i, acct in enumerate(sites):
+        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
+    service = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=embedded.aggregator,
+        validation=load_bundled().val,
+        settings=AggregatorSettings(valuation="loo", standing=False, explain_method=None),
+        folder=tmp_path / "agg",
+    )
+    evaluate = service._evaluate
+    evaluated: list[str] = []
+
+    def counted(state: dict[str, torch.Tensor]) -> Any:
+        evaluated.append(
+            hashlib.sha256(encode_model(state, spec=service.spec, round=0)).hexdigest()
+        )
+        return evaluate(state)
+
+    monkeypatch.setattr(service, "_evaluate", counted)
+    _rounds(service, store, sites, 2)
+    first, second = ledger.get_round(1), ledger.get_round(2)
+    assert second.start_sha256 == first.global_sha256
+    assert len(evaluated) == 3  # round 1: start and new model; round 2: its new model only
+    logs = [json.loads(store.get(r.log_cid, r.log_sha256)) for r in (first, second)]
+    start = decode_model(store.get(second.start_cid, second.start_sha256), spec=service.spec)[0]
+    fresh = service_mod._metrics_record(evaluate(start)).to_json()
+    assert logs[1]["metrics"]["before"] == fresh == logs[0]["metrics"]["after"]

@@ -86,8 +86,8 @@ def rounds(anvil_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Le
                 kwargs["epsilon_micro"] -= 1
             return reveal(self, signer, *args, **kwargs)
 
-        def no_dp(self: SiteNode, round_id: int, config: TrainConfig) -> Any:
-            return None if self.address == plain else plan(self, round_id, config)
+        def no_dp(self: SiteNode, round_id: int, config: TrainConfig, **kwargs: Any) -> Any:
+            return None if self.address == plain else plan(self, round_id, config, **kwargs)
 
         mp.setattr(Ledger, "reveal_update", under_declare)
         mp.setattr(SiteNode, "_privacy_plan", no_dp)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.fedtrail.ledger.test_batch_reads import _sent
 from tests.fixtures.chain import ChainEnv
 from tests.node.test_daemon import World
 
@@ -37,3 +38,29 @@ def test_a_rounds_terms_are_read_once_by_a_node(
     terms_cid = world.ledger.get_round(world.round).terms_cid
     assert world.full(node).phase == "revealed"
     assert gets[terms_cid] == 1, gets
+
+
+_TRANSACTION = {"batch:4", "eth_sendRawTransaction", "eth_getTransactionReceipt", "eth_chainId"}
+
+
+def test_each_step_reads_the_round_in_one_batch(
+    anvil: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step reads the round, the site's commitment, the chain's clock, the last finalized
+    round and the privacy account in one batch (issue 18: five to nine requests before). The
+    commit step asks the clock again after training (its chain-time measure) and after its
+    commitment (whether reveals are open yet); the reveal step reads nothing else beside its
+    transaction."""
+    world = World(anvil, tmp_path)
+    node = world.node(0)
+    sent = _sent(anvil.w3)
+    assert node.participate(world.round).phase == "committed"
+    assert sent[0] == "batch:9"
+    reads = [m for m in sent[1:] if m not in _TRANSACTION]
+    assert reads == ["eth_getBlockByNumber", "eth_getBlockByNumber"], sent
+    world.close_commits()
+    sent.clear()
+    assert node.participate(world.round).phase == "revealed"
+    assert sent[0] == "batch:9"
+    assert [m for m in sent[1:] if m not in _TRANSACTION] == [], sent
+    assert sent.count("eth_sendRawTransaction") == 1

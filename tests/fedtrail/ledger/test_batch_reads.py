@@ -10,7 +10,7 @@ import pytest
 from web3 import Web3
 from web3.providers.rpc import HTTPProvider
 
-from fedtrail.chain import advance_time
+from fedtrail.chain import advance_time, next_block_timestamp
 from fedtrail.errors import ChainUnreachable, LedgerError, RoundStateError
 from fedtrail.ledger import Artifact, Ledger, commitment
 from fedtrail.protocol.codes import Phase
@@ -53,7 +53,7 @@ def _sent(w3: Web3) -> list[str]:
 
 
 def _one_by_one(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ledger, "_batch", lambda calls, queries: None)
+    monkeypatch.setattr(ledger, "_batch", lambda calls, queries, **kwargs: None)
 
 
 def test_a_round_and_its_submissions_are_one_batch_each_and_read_as_one_by_one(
@@ -74,6 +74,69 @@ def test_a_round_and_its_submissions_are_one_batch_each_and_read_as_one_by_one(
     assert ledger.get_submissions(r) == revealed
     assert ledger.get_submissions(r, include_unrevealed=True) == every
     assert len(sent) == 2 + 3 + 3  # view + RoundOpened; view + two event queries, twice
+
+
+def test_a_sites_view_of_a_round_is_one_batch_and_reads_as_one_by_one(
+    anvil: ChainEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``site_round`` (what a site node reads at each step) and ``get_submission`` are one
+    batch each, and give what the single reads give, for a site that revealed, one that only
+    committed and one with no commitment."""
+    ledger, r = _round(anvil)
+    revealed, committed, absent = (s.address for s in anvil.sites[:3])
+    ledger.set_privacy_budget(anvil.coordinator, committed, 7_000_000)
+    sent = _sent(anvil.w3)
+    views = {site: ledger.site_round(r, site) for site in (revealed, committed, absent)}
+    subs = {site: ledger.get_submission(r, site) for site in (revealed, committed, absent)}
+    clock = next_block_timestamp(anvil.w3)
+    assert sent == ["batch:9"] * 3 + ["batch:3"] * 3 + ["eth_getBlockByNumber"]
+    assert views[revealed].submission is not None and views[revealed].submission.cid == "QmU"
+    assert views[committed].submission is not None
+    assert not views[committed].submission.revealed
+    assert views[committed].submission.commit_order == 2
+    assert views[absent].submission is None
+    assert views[committed].privacy.budget_micro == 7_000_000
+    _one_by_one(ledger, monkeypatch)
+    for site, view in views.items():
+        assert view.info == ledger.get_round(r)
+        assert view.submission == subs[site] == ledger.get_submission(r, site)
+        assert view.last_finalized == ledger.last_finalized_round() == 0
+        assert view.privacy == ledger.privacy(site)
+        assert view.pending_timestamp <= clock <= view.pending_timestamp + 2
+        alone = ledger.site_round(r, site)
+        assert (alone.info, alone.submission, alone.privacy) == (
+            view.info,
+            view.submission,
+            view.privacy,
+        )
+
+
+def test_a_sites_view_without_the_pending_blocks_time_is_read_one_by_one(
+    anvil: ChainEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pending block answered without a readable timestamp is never taken as a time: the
+    whole view is read again one by one."""
+    ledger, r = _round(anvil)
+    site = anvil.sites[0].address
+    expected = ledger.site_round(r, site)
+    _answer(
+        ledger,
+        monkeypatch,
+        lambda answers: (
+            [*answers[:-1], {**answers[-1], "result": {"timestamp": "soon"}}]
+            if len(answers) == 9  # the view's batch; the single reads' batches as answered
+            else answers
+        ),
+    )
+    sent = _sent(anvil.w3)
+    again = ledger.site_round(r, site)
+    assert (again.info, again.submission, again.privacy) == (
+        expected.info,
+        expected.submission,
+        expected.privacy,
+    )
+    assert again.pending_timestamp >= expected.pending_timestamp
+    assert "eth_getBlockByNumber" in sent  # the clock asked alone
 
 
 def test_a_finalized_round_is_read_once_an_open_one_every_time(anvil: ChainEnv) -> None:
