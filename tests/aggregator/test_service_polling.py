@@ -15,14 +15,14 @@ import pytest
 import torch
 
 import fedtrail.aggregator.service as service_module
-from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
+from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.chain import advance_time, next_block_timestamp
 from fedtrail.ledger import commitment
-from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.storage.codec import encode_update
 from fedtrail.storage.store import LocalStore
+from tests.aggregator.service_setup import service_with_sites
 from tests.fixtures.chain import ChainEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -31,19 +31,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_an_unchanged_set_of_reveals_is_valued_once_until_the_deadline(
     embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ledger = embedded.deploy()
     store = LocalStore(tmp_path / "store")
-    sites = embedded.sites[:2]
-    for i, acct in enumerate(sites):
-        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
-    service = AggregatorService(
-        ledger=ledger,
-        store=store,
-        account=embedded.aggregator,
-        validation=load_bundled().val,
-        settings=AggregatorSettings(standing=False, explain_method=None),
-        folder=tmp_path / "agg",
+    service, sites = service_with_sites(
+        embedded,
+        store,
+        2,
+        AggregatorSettings(standing=False, explain_method=None),
+        tmp_path / "agg",
     )
+    ledger = service.ledger
     calls: list[int] = []
     real = service_module.value_round
 
@@ -92,21 +88,17 @@ def test_an_unchanged_set_of_reveals_is_valued_once_until_the_deadline(
 def test_the_run_loop_finalizes_right_after_valuing(embedded: ChainEnv, tmp_path: Path) -> None:
     """Once a step has recorded the valuation, the run loop finalizes without waiting a poll
     interval first (issue 18: a whole interval sat between the two on every round)."""
-    ledger = embedded.deploy()
     store = LocalStore(tmp_path / "store")
-    sites = embedded.sites[:3]
-    for i, acct in enumerate(sites):
-        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
-    service = AggregatorService(
-        ledger=ledger,
-        store=store,
-        account=embedded.aggregator,
-        validation=load_bundled().val,
-        settings=AggregatorSettings(
+    service, sites = service_with_sites(
+        embedded,
+        store,
+        3,
+        AggregatorSettings(
             valuation="loo", standing=False, explain_method=None, poll_interval=60.0
         ),
-        folder=tmp_path / "agg",
+        tmp_path / "agg",
     )
+    ledger = service.ledger
     spec = ModelSpec()
     params = initial_model(spec, 0).state_dict()
     gen = torch.Generator().manual_seed(0)

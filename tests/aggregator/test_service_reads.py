@@ -22,6 +22,7 @@ from fedtrail.protocol.codes import Phase
 from fedtrail.storage.cid import compute_cid
 from fedtrail.storage.codec import decode_model, encode_model, encode_update
 from fedtrail.storage.store import LocalStore
+from tests.aggregator.service_setup import service_with_sites
 from tests.fixtures.chain import ChainEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -82,18 +83,13 @@ def test_free_rider_references_are_read_once_however_many_rounds_use_them(
     """With standing, each round's references are the updates of the latest stale_rounds (3)
     finalized rounds: an update is fetched once as a candidate and once as a reference, not
     again by every later round that uses it."""
-    ledger = embedded.deploy()
     store = CountingStore(tmp_path / "store")
-    sites = embedded.sites[:3]
-    for i, acct in enumerate(sites):
-        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
-    service = AggregatorService(
-        ledger=ledger,
-        store=store,
-        account=embedded.aggregator,
-        validation=load_bundled().val,
-        settings=AggregatorSettings(valuation="loo", explain_method=None),
-        folder=tmp_path / "agg",
+    service, sites = service_with_sites(
+        embedded,
+        store,
+        3,
+        AggregatorSettings(valuation="loo", explain_method=None),
+        tmp_path / "agg",
     )
     cids = _rounds(service, store, sites, 4)
     assert all(store.gets[c] <= 2 for c in cids), store.gets
@@ -102,20 +98,16 @@ def test_free_rider_references_are_read_once_however_many_rounds_use_them(
 def test_the_service_reads_its_own_model_and_terms_from_memory(
     embedded: ChainEnv, tmp_path: Path
 ) -> None:
-    ledger = embedded.deploy()
     store = CountingStore(tmp_path / "store")
-    sites = embedded.sites[:3]
-    for i, acct in enumerate(sites):
-        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
     spec = ModelSpec()
-    service = AggregatorService(
-        ledger=ledger,
-        store=store,
-        account=embedded.aggregator,
-        validation=load_bundled().val,
-        settings=AggregatorSettings(valuation="loo", standing=False, explain_method=None),
-        folder=tmp_path / "agg",
+    service, sites = service_with_sites(
+        embedded,
+        store,
+        3,
+        AggregatorSettings(valuation="loo", standing=False, explain_method=None),
+        tmp_path / "agg",
     )
+    ledger = service.ledger
     gen = torch.Generator().manual_seed(0)
     params = initial_model(spec, 0).state_dict()
     for _ in range(2):  # the second round starts from the model the first finalized
@@ -152,20 +144,16 @@ def test_each_step_reads_the_round_and_the_chains_clock_once(
     ledger fixes its start model, terms and deadlines at open), and one read of the pending
     block's time serves both the readiness check and the valuation (issue 18: each was read
     twice per step)."""
-    ledger = embedded.deploy()
     store = CountingStore(tmp_path / "store")
-    sites = embedded.sites[:2]
-    for i, acct in enumerate(sites):
-        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
     spec = ModelSpec()
-    service = AggregatorService(
-        ledger=ledger,
-        store=store,
-        account=embedded.aggregator,
-        validation=load_bundled().val,
-        settings=AggregatorSettings(valuation="loo", standing=False, explain_method=None),
-        folder=tmp_path / "agg",
+    service, sites = service_with_sites(
+        embedded,
+        store,
+        2,
+        AggregatorSettings(valuation="loo", standing=False, explain_method=None),
+        tmp_path / "agg",
     )
+    ledger = service.ledger
     r = service.open_next()
     info = ledger.get_round(r)
     params = initial_model(spec, 0).state_dict()
@@ -208,20 +196,16 @@ def test_updates_are_fetched_as_their_reveals_land_not_all_after_the_window(
     one; a poll with no new reveal reads nothing more; an update the store does not hold yet is
     left for a later read; once the round is ready only what is left is fetched, and the
     valuation is the one the round gets without polls."""
-    ledger = embedded.deploy()
     store = CountingStore(tmp_path / "store")
-    sites = embedded.sites[:3]
-    for i, acct in enumerate(sites):
-        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
     spec = ModelSpec()
-    service = AggregatorService(
-        ledger=ledger,
-        store=store,
-        account=embedded.aggregator,
-        validation=load_bundled().val,
-        settings=AggregatorSettings(valuation="loo", standing=False, explain_method=None),
-        folder=tmp_path / "agg",
+    service, sites = service_with_sites(
+        embedded,
+        store,
+        3,
+        AggregatorSettings(valuation="loo", standing=False, explain_method=None),
+        tmp_path / "agg",
     )
+    ledger = service.ledger
     r = service.open_next()
     info = ledger.get_round(r)
     params = initial_model(spec, 0).state_dict()
@@ -287,19 +271,15 @@ def test_a_rounds_start_metrics_are_the_ones_its_start_models_finalize_computed(
     """Finalize evaluates the start model only when this process did not finalize it (issue
     18): round 2's log records as its start metrics exactly what evaluating its start model
     gives, and round 1's log as its new model's."""
-    ledger = embedded.deploy()
     store = CountingStore(tmp_path / "store")
-    sites = embedded.sites[:3]
-    for i, acct in enumerate(sites):
-        ledger.register_site(embedded.coordinator, acct.address, f"site-{i}", 100)
-    service = AggregatorService(
-        ledger=ledger,
-        store=store,
-        account=embedded.aggregator,
-        validation=load_bundled().val,
-        settings=AggregatorSettings(valuation="loo", standing=False, explain_method=None),
-        folder=tmp_path / "agg",
+    service, sites = service_with_sites(
+        embedded,
+        store,
+        3,
+        AggregatorSettings(valuation="loo", standing=False, explain_method=None),
+        tmp_path / "agg",
     )
+    ledger = service.ledger
     evaluate = service._evaluate
     evaluated: list[str] = []
 
