@@ -332,10 +332,19 @@ class SimConfig:
     last global change before each round (heavy-ball server momentum, every method alike), so
     the sites train from, and the valuation's coalitions all start at, the moved model; the
     "last global delta" a stale site resends is then the whole last change."""
+    value_window: int = 1
+    """An experiment, not a product setting (issue 16, valuing what DP noise averages out): the
+    valuation values each site's mean of its last ``value_window`` updates (this round's
+    included; earlier rounds' as it sent them, whatever their score) instead of this round's
+    alone; the weights still apply to this round's updates. 1: the product's valuation."""
+    value_window_sum: bool = False
+    """With ``value_window`` above 1: the sum of those updates instead of their mean."""
 
     def __post_init__(self) -> None:
         if self.sites < 1 or self.rounds < 1 or self.epochs < 1:
             raise ConfigError("sites, rounds and epochs must be positive")
+        if self.value_window < 1:
+            raise ConfigError(f"value_window must be at least 1, got {self.value_window!r}")
         if self.dp_epsilon is not None and not (
             math.isfinite(self.dp_epsilon) and self.dp_epsilon > 0
         ):
@@ -417,6 +426,8 @@ class SimConfig:
             "adversaries": [asdict(a) for a in self.adversaries],
             "validators": None if self.validators is None else list(self.validators),
             "validator_game": self.validator_game,
+            "value_window": self.value_window,
+            "value_window_sum": self.value_window_sum,
         }
 
 
@@ -793,6 +804,7 @@ def _run_federated(
     last_global: Delta | None = None  # the last global delta applied
     accumulated: dict[str, float] = {}
     valued_rounds = 0
+    window: dict[int, list[Delta]] = {}  # value_window: each site's latest updates, oldest first
     round_epsilon = [_round_epsilon(config, len(ds)) for ds in data]
     peers = (
         _Peers(config, splits.val, splits.train)
@@ -882,7 +894,7 @@ def _run_federated(
                     Candidate(
                         site=result.site_names[i],
                         num_samples=result.site_samples[i],
-                        delta=d,
+                        delta=_windowed(window.setdefault(i, []), d, config),
                         noise_declared=result.site_names[i] in privacy,
                     )
                     for i, d in sent
@@ -955,6 +967,18 @@ def _run_federated(
                 f"F1 {record.test_f1:.3f} (calibrated {record.test_f1_calibrated:.3f}){extra}"
             )
     result.test = _evaluate_state(spec, state, splits.test, splits.val)
+
+
+def _windowed(past: list[Delta], delta: Delta, config: SimConfig) -> Delta:
+    """What the valuation values for a site sending ``delta`` (:attr:`SimConfig.value_window`):
+    ``delta`` itself, or the mean (sum) of it and the site's earlier updates in ``past``, which
+    it joins (``past`` keeps the latest ``value_window``)."""
+    if config.value_window <= 1:
+        return delta
+    past.append(delta)
+    del past[: -config.value_window]
+    div = 1.0 if config.value_window_sum else float(len(past))
+    return {k: torch.stack([p[k] for p in past]).sum(dim=0) / div for k in delta}
 
 
 class _Peers:

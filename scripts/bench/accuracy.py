@@ -1093,6 +1093,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(1, off)",
     )
     parser.add_argument(
+        "--value-window",
+        type=int,
+        default=1,
+        help="an experiment (issue 16): the valuation values each site's mean of its last N "
+        "updates instead of this round's alone; weights still apply to this round's (default 1: "
+        "the product's valuation)",
+    )
+    parser.add_argument(
+        "--value-window-sum",
+        action="store_true",
+        help="with --value-window: the sum of those updates instead of their mean",
+    )
+    parser.add_argument(
         "--large-game",
         choices=("linear_shapley", "none"),
         default=_sim.SimConfig.large_game or "none",
@@ -1281,6 +1294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dp_accounting=args.dp_accounting,
                 server_momentum=args.server_momentum,
                 metric=args.metric,
+                value_window=args.value_window,
+                value_window_sum=args.value_window_sum,
             )
             for row in methods:
                 method = cast(Method, "valuation" if row in VALUATION_ROWS else row)
@@ -1325,6 +1340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "metric": args.metric,
             "boost_clip": args.boost_clip,
             "warm_up_floor": args.warm_up_floor,
+            "value_window": args.value_window,
+            "value_window_sum": args.value_window_sum,
             "threads": args.threads,
             "methods": methods,
             "dp_epsilon": args.dp_epsilon,

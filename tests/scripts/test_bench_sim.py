@@ -347,3 +347,21 @@ def test_server_momentum_moves_the_model_the_sites_train_from(
     for k in r1:
         torch.testing.assert_close(r2[k], r1[k] + 1.5 * moved[k], rtol=1e-5, atol=1e-7)
     assert not all(torch.equal(r3[k], plain[6][k]) for k in r1)
+
+
+def test_value_window_values_the_mean_or_sum_of_a_sites_latest_updates() -> None:
+    """Issue 16's experiment: with value_window 3 the valued update is the mean (or sum) of the
+    site's last three, older ones dropped; window 1 values the update itself."""
+    updates = [{"w": torch.full((2,), float(v))} for v in (1.0, 2.0, 4.0, 8.0)]
+    mean = _sim.SimConfig(value_window=3)
+    past: list[_sim.Delta] = []
+    got = [_sim._windowed(past, u, mean)["w"][0].item() for u in updates]
+    assert got == pytest.approx([1.0, 1.5, 7.0 / 3.0, 14.0 / 3.0])
+    assert len(past) == 3
+    summed = replace(mean, value_window_sum=True)
+    past = []
+    assert [_sim._windowed(past, u, summed)["w"][1].item() for u in updates] == [1, 3, 7, 14]
+    one = _sim.SimConfig()
+    assert _sim._windowed([], updates[0], one) is updates[0]
+    with pytest.raises(ConfigError):
+        _sim.SimConfig(value_window=0)
