@@ -93,7 +93,13 @@ norms' own partial sums of squares split each row into 1024 groups (values ``j``
 ...), and by Cauchy-Schwarz within each group ``u . r <= sum_j |u_j| |r_j|``, a product of two
 small matrices. Unrelated updates are far from parallel in most groups (measured at 10 sites,
 the bundled SmallCNN: at most 0.994 against the threshold 0.99999), so the Gram matrix is
-computed only when a pair is left (a copy; saved ~2 ms of a 10-site validator round).
+computed only when a pair is left (a copy; saved ~2 ms of a 10-site validator round); the
+white-noise screen's closest reference reads the same Gram matrix (computed then if the bound
+settled every pair). The structure statistics stop at the first of their four scores that
+reaches the screen's threshold (:func:`_structure`'s ``stop``): a statistic at or above it is
+neither quoted nor used, one below it is computed in full, so the reasons are the same bit for
+bit (``tests/fedtrail/valuation/test_freeride_reference.py``; measured x0.70 the time of the
+screen before at 10 and 100 sites, ``scripts/bench/freeride_cost.py --against``).
 """
 
 from __future__ import annotations
