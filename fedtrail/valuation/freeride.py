@@ -100,15 +100,22 @@ norms' own partial sums of squares split each row into 1024 groups (values ``j``
 ...), and by Cauchy-Schwarz within each group ``u . r <= sum_j |u_j| |r_j|``, a product of two
 small matrices. Unrelated updates are far from parallel in most groups (measured at 10 sites,
 the bundled SmallCNN: at most 0.994 against the threshold 0.99999), so the Gram matrix is
-computed only when a pair is left (a copy; saved ~2 ms of a 10-site validator round).
+computed only when a pair is left (a copy; saved ~2 ms of a 10-site validator round); the
+white-noise screen's closest reference reads the same Gram matrix (computed then if the bound
+settled every pair). The structure statistics stop at the first of their four scores that
+reaches the screen's threshold (:func:`_structure`'s ``stop``): a statistic at or above it is
+neither quoted nor used, one below it is computed in full, so the reasons are the same bit for
+bit (``tests/fedtrail/valuation/test_freeride_reference.py``; measured x0.70 the time of the
+screen before at 10 and 100 sites, ``scripts/bench/freeride_cost.py --against``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Collection, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -191,8 +198,9 @@ def free_riders(
         norms_out.update(zip(sites, norms, strict=False))
     if squares_out is not None:
         squares_out.update((s, rows.square_partials(i)) for i, s in enumerate(sites))
-    maybe = _maybe_stale(rows, len(sites), norms, stale_cosine, stale_distance)
-    approx: npt.NDArray[np.float64] | None = None  # the Gram matrix, once the white screen needs it
+    maybe, approx = _maybe_stale(rows, len(sites), norms, stale_cosine, stale_distance)
+    # approx: the Gram matrix, when the stale screen computed it; else once the white screen
+    # needs it
     flat_refs: list[npt.NDArray[np.float64]] | None = None  # once the DP copy test needs them
     own = sorted(norms[: len(sites)])
     # the lower median: with two updates, a huge one must not make the other look tiny
@@ -235,9 +243,12 @@ def free_riders(
                 f"{norms[j]:.3g} ({labels[j - len(sites)]}; below {min_norm_ratio:.0%})"
             )
             continue
-        for j, label in enumerate(labels, start=len(sites)):
+        # the references the Gram screen left, in order (the others cannot be stale)
+        for k in np.flatnonzero(maybe[i]).tolist():
+            j = len(sites) + int(k)
+            label = labels[k]
             ref_norm = norms[j]
-            if ref_norm == 0.0 or not maybe[i, j - len(sites)]:
+            if ref_norm == 0.0:
                 continue
             dot, distance2 = rows.pair(i, j)
             cosine = dot / (norm * ref_norm)
@@ -265,8 +276,12 @@ def free_riders(
             continue
         if white_z <= 0 and shaped_z <= 0:
             continue
+        # widened once: the update's own statistic, its residual and the shaped test read it
+        values = {k: _wide(v) for k, v in deltas[site].items()}
         if white_z > 0:
-            own_z = structure_z(deltas[site])
+            # stop=white_z: a statistic that reaches the threshold is not computed to the end
+            # (its value is neither quoted nor used), one below it is the exact one
+            own_z = _structure(values, stop=white_z)
             if own_z < white_z:
                 out[site] = f"white noise (structure {own_z:.3g}, below {white_z:g})"
                 continue
@@ -279,18 +294,17 @@ def free_riders(
             continue
         label = labels[j - len(sites)]
         reference = {k: _wide(v) for k, v in references[label].items()}
-        residual = {k: _wide(v) - scale * reference[k] for k, v in deltas[site].items()}
+        residual = {k: v - scale * reference[k] for k, v in values.items()}
         if white_z > 0:
-            z = _structure(residual)
+            z = _structure(residual, stop=white_z)
             if z < white_z:
                 out[site] = (
                     f"a copy of {label} plus white noise (cosine {cosine:.6f}; the rest's "
                     f"structure {z:.3g}, below {white_z:g})"
                 )
                 continue
-        values = {k: _wide(v) for k, v in deltas[site].items()}
         if shaped_z > 0 and not _sparse(values):
-            z = _shaped(residual, reference, values)
+            z = _shaped(residual, reference, values, stop=shaped_z)
             if z < shaped_z:
                 out[site] = (
                     f"a copy of {label} plus noise shaped like it (cosine {cosine:.6f}; the "
@@ -354,9 +368,12 @@ def _shaped(
     residual: Mapping[str, npt.NDArray[np.float64]],
     reference: Mapping[str, npt.NDArray[np.float64]],
     update: Mapping[str, npt.NDArray[np.float64]],
+    *,
+    stop: float = math.inf,
 ) -> float:
     """:func:`_structure` of ``residual / |reference|`` where neither ``reference`` nor
-    ``update`` is 0 (element by element, IEEE division: the same bits on every machine). Where
+    ``update`` is 0 (element by element, IEEE division: the same bits on every machine), with
+    its ``stop``. Where
     a sparse (``topk8``) update is 0 and its reference is not, the quotient is minus the scale
     times the reference's sign, the same magnitude everywhere, which would look white; a copy
     plus shaped noise is non-zero wherever its reference is."""
@@ -367,7 +384,7 @@ def _shaped(
         mask = (size > 0) & (update[k] != 0)
         ratios[k] = np.divide(r, size, out=np.zeros_like(r), where=mask)
         present[k] = mask
-    return _structure(ratios, present)
+    return _structure(ratios, present, stop=stop)
 
 
 _TIE: Final = 1e-9
@@ -392,7 +409,7 @@ def _closest(
     best = (-1, 0.0, 0.0)
     for k in np.flatnonzero(cos >= top - _TIE).tolist():
         j = count + int(k)
-        dot, _ = rows.pair(i, j)
+        dot = rows.pair_dot(i, j)
         cosine = dot / (norms[i] * norms[j])
         if cosine > best[1]:
             best = (j, cosine, dot / (norms[j] * norms[j]))
@@ -482,14 +499,22 @@ def structure_z(update: Mapping[str, torch.Tensor]) -> float:
 def _structure(
     parts: Mapping[str, npt.NDArray[np.float64]],
     present: Mapping[str, npt.NDArray[np.bool_]] | None = None,
+    *,
+    stop: float = math.inf,
 ) -> float:
     """:func:`structure_z` of float64 arrays; with ``present`` (key -> a mask of the array's
     shape), only the values where the mask is True count (the others are set to 0 by the
     caller): every group's size is its count of such values, and neighbouring taps pair only
-    where both are present."""
+    where both are present.
+
+    ``stop`` (finite): the four scores are computed in order (tensors, rows, columns,
+    neighbours) and the first that reaches ``stop`` is returned without the rest, so the value
+    is the statistic itself when it is below ``stop`` and some value at least ``stop``
+    otherwise (the screen compares it with its threshold and quotes it only below). A mask
+    that is True everywhere counts as no mask (the same groups, sizes and products)."""
     keys = [k for k, a in parts.items() if a.size]
     arrays = [parts[k] for k in keys]
-    masks = [None if present is None else present[k] for k in keys]
+    masks = [None if present is None else _partial(present[k]) for k in keys]
     count = sum(
         a.size if m is None else int(np.count_nonzero(m))
         for a, m in zip(arrays, masks, strict=True)
@@ -500,57 +525,36 @@ def _structure(
     if count == 0 or not total > 0 or not math.isfinite(total):
         return math.inf
     mean = total / count
-    tensors = np.asarray(sums, dtype=np.float64)
-    # a mask's count of True values, or the whole size: exact in float64 either way
-    ones = [None if m is None else m.astype(np.float64) for m in masks]
-    families = [
-        (
-            tensors,
-            np.asarray(
-                [
-                    a.size if m is None else int(np.count_nonzero(m))
-                    for a, m in zip(arrays, masks, strict=True)
-                ],
-                dtype=np.float64,
-            ),
-        )
-    ]
-    lines: list[npt.NDArray[np.float64]] = []
-    line_sizes: list[npt.NDArray[np.float64]] = []
-    columns: list[npt.NDArray[np.float64]] = []
-    column_sizes: list[npt.NDArray[np.float64]] = []
-    for s, o in zip(squares, ones, strict=True):
-        if s.ndim < 2:
-            continue
-        m = np.ascontiguousarray(s.reshape(s.shape[0], -1))
-        # np.add.reduce over axis 0 of a C-ordered matrix adds row after row: a fixed order
-        lines.append(np.add.reduce(np.ascontiguousarray(m.T), axis=0))
-        columns.append(np.add.reduce(m, axis=0))
-        if o is None:
-            line_sizes.append(np.full(m.shape[0], m.shape[1], dtype=np.float64))
-            column_sizes.append(np.full(m.shape[1], m.shape[0], dtype=np.float64))
-        else:
-            c = np.ascontiguousarray(o.reshape(o.shape[0], -1))
-            line_sizes.append(np.add.reduce(np.ascontiguousarray(c.T), axis=0))
-            column_sizes.append(np.add.reduce(c, axis=0))
-    if lines:
-        families.append((np.concatenate(lines), np.concatenate(line_sizes)))
-        families.append((np.concatenate(columns), np.concatenate(column_sizes)))
+    finite_stop = stop < math.inf
+    # without masks the groups' sizes, and so their spreads, are the layout's: computed once
+    layout = (
+        _layout_sizes(tuple(a.shape for a in arrays)) if all(m is None for m in masks) else None
+    )
     scores: list[float] = []
-    for groups, sizes in families:
-        keep = sizes > 0
-        groups, sizes = groups[keep], sizes[keep]
-        if groups.size < 2:
-            continue
+    for family in range(3):
+        if layout is not None:
+            known = layout[family]
+            if known is None:
+                continue
+            sizes, spread = known
+            groups = _groups(family, squares, sums)
+        else:
+            groups, sizes = _groups(family, squares, sums), _sizes(family, arrays, masks)
+            keep = sizes > 0
+            groups, sizes = groups[keep], sizes[keep]
+            if groups.size < 2:
+                continue
+            spread = _spread(sizes)
         dispersion = math.fsum(
             ((groups - sizes * mean) ** 2 / (2.0 * sizes * mean * mean)).tolist()
         )
-        spread = math.sqrt(math.fsum((2.0 + 12.0 / sizes).tolist()))
         scores.append((dispersion - groups.size) / spread)
+        if finite_stop and scores[-1] >= stop:
+            return scores[-1]
     if not scores:
         return math.inf
     num, left, right, pairs = [], [], [], 0
-    for a, sq, o in zip(arrays, squares, ones, strict=True):
+    for a, sq, o in zip(arrays, squares, masks, strict=True):
         if a.ndim != 4:
             continue
         if o is None:
@@ -568,24 +572,110 @@ def _structure(
                 right.append(deterministic_sum(sq[y]))
                 pairs += a[x].size
             continue
-        for xs, ys, both in (
-            (a[..., :-1], a[..., 1:], o[..., :-1] * o[..., 1:]),
-            (a[..., :-1, :], a[..., 1:, :], o[..., :-1, :] * o[..., 1:, :]),
+        for xs, ys, pair in (
+            (a[..., :-1], a[..., 1:], o[..., :-1] & o[..., 1:]),
+            (a[..., :-1, :], a[..., 1:, :], o[..., :-1, :] & o[..., 1:, :]),
         ):
             if xs.size == 0:
                 continue
-            both = np.ascontiguousarray(both).ravel()
+            # 1.0 where both are present, 0.0 elsewhere, in C order
+            both = pair.astype(np.float64).ravel()
             xs = np.ascontiguousarray(xs).ravel() * both
             ys = np.ascontiguousarray(ys).ravel() * both
             num.append(deterministic_sum(xs * ys))
             left.append(deterministic_sum(xs * xs))
             right.append(deterministic_sum(ys * ys))
-            pairs += int(np.count_nonzero(both))
+            pairs += int(np.count_nonzero(pair))
     if pairs:
         den = math.sqrt(math.fsum(left) * math.fsum(right))
         if den > 0:
             scores.append(abs(math.fsum(num) / den) * math.sqrt(pairs))
     return max(scores)
+
+
+def _partial(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_] | None:
+    """``mask``, or None when it is True everywhere (then it leaves out nothing)."""
+    return None if bool(mask.all()) else mask
+
+
+def _matrix(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """A tensor of two or more dimensions as a C-ordered matrix: its first index by the rest."""
+    return np.ascontiguousarray(a.reshape(a.shape[0], -1))
+
+
+def _groups(
+    family: int, squares: Sequence[npt.NDArray[np.float64]], sums: Sequence[float]
+) -> npt.NDArray[np.float64]:
+    """The sums of squares of one family's groups: each tensor's (0), each row's (1: each
+    in order along the row) or each column's (2: row after row) of the tensors of two or more
+    dimensions, concatenated in the tensors' order."""
+    if family == 0:
+        return np.asarray(sums, dtype=np.float64)
+    out: list[npt.NDArray[np.float64]] = []
+    for s in squares:
+        if s.ndim < 2:
+            continue
+        m = _matrix(s)
+        # np.add.reduce over axis 0 of a C-ordered matrix adds row after row: a fixed order
+        out.append(np.add.reduce(np.ascontiguousarray(m.T) if family == 1 else m, axis=0))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float64)
+
+
+def _sizes(
+    family: int,
+    arrays: Sequence[npt.NDArray[np.float64]],
+    masks: Sequence[npt.NDArray[np.bool_] | None],
+) -> npt.NDArray[np.float64]:
+    """The groups' sizes of :func:`_groups`' family: their counts of values (of present ones
+    under a mask; integers, exact in float64)."""
+    if family == 0:
+        return np.asarray(
+            [
+                a.size if m is None else int(np.count_nonzero(m))
+                for a, m in zip(arrays, masks, strict=True)
+            ],
+            dtype=np.float64,
+        )
+    out: list[npt.NDArray[np.float64]] = []
+    for a, m in zip(arrays, masks, strict=True):
+        if a.ndim < 2:
+            continue
+        rows, cols = a.shape[0], a.size // a.shape[0]
+        if m is None:
+            out.append(
+                np.full(
+                    rows if family == 1 else cols, cols if family == 1 else rows, dtype=np.float64
+                )
+            )
+        else:
+            c = m.reshape(rows, -1)
+            out.append(np.count_nonzero(c, axis=2 - family).astype(np.float64))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float64)
+
+
+def _spread(sizes: npt.NDArray[np.float64]) -> float:
+    """The standard deviation of a family's dispersion under white Gaussian noise."""
+    return math.sqrt(math.fsum((2.0 + 12.0 / sizes).tolist()))
+
+
+@functools.lru_cache(maxsize=16)
+def _layout_sizes(
+    shapes: tuple[tuple[int, ...], ...],
+) -> tuple[tuple[npt.NDArray[np.float64], float] | None, ...]:
+    """Per family, the groups' sizes and :func:`_spread` of a layout of non-empty tensors
+    without masks (None for a family of fewer than 2 groups): read-only, shared by calls."""
+    arrays = [np.zeros(shape, dtype=np.float64) for shape in shapes]
+    masks: list[npt.NDArray[np.bool_] | None] = [None] * len(arrays)
+    out: list[tuple[npt.NDArray[np.float64], float] | None] = []
+    for family in range(3):
+        sizes = _sizes(family, arrays, masks)
+        sizes = sizes[sizes > 0]
+        if sizes.size < 2:
+            out.append(None)
+            continue
+        sizes.flags.writeable = False
+        out.append((sizes, _spread(sizes)))
+    return tuple(out)
 
 
 def _maybe_stale(
@@ -594,7 +684,7 @@ def _maybe_stale(
     norms: Sequence[float],
     stale_cosine: float,
     stale_distance: float,
-) -> npt.NDArray[np.bool_]:
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64] | None]:
     """``(count, references)``: False where update ``i`` is certainly not a stale copy of
     reference ``j`` (its exact cosine at most ``stale_cosine`` or its exact distance at least
     ``stale_distance``), True where the exact pair computation must decide. ``rows`` holds the
@@ -603,12 +693,15 @@ def _maybe_stale(
     One Gram matrix ``G = U R^T`` (torch's BLAS, any summation order) approximates every exact dot
     product within ``gamma |u| |r|``, ``gamma = width 2**-53 / (1 - width 2**-53)``; the exact
     cosine and distance carry errors of the same order. The margin ``slack`` is ``_SLACK`` times
-    larger, so a pair ruled out here is ruled out by the exact computation too."""
+    larger, so a pair ruled out here is ruled out by the exact computation too.
+
+    Also the Gram matrix when it was computed (None when the groups' bound settled every
+    pair): the white-noise screen's closest reference reads the same matrix."""
     refs = len(rows) - count
     width = rows.width
     slack = _SLACK * (width + 2) * 2.0**-53
     if refs == 0 or slack >= 1e-3:
-        return np.ones((count, refs), dtype=np.bool_)
+        return np.ones((count, refs), dtype=np.bool_), None
     mine = np.asarray(norms[:count], dtype=np.float64)[:, None]
     theirs = np.asarray(norms[count:], dtype=np.float64)[None, :]
     low, high = _SAFE_NORMS
@@ -638,12 +731,12 @@ def _maybe_stale(
         group_high = (groups_u @ groups_r.T).numpy()
     settled = safe & ruled_out(group_high)
     if (settled | ~safe).all():  # the unsafe pairs are computed exactly, Gram or not
-        return ~settled
+        return ~settled, None
     # torch's BLAS on torch's (pinned) threads: numpy's OpenBLAS starts its own pool,
     # which on a busy 2-core machine spun for 3 CPU-s on a product torch does in 0.09
     gram = rows.gram(range(count), range(count, len(rows)))
     maybe: npt.NDArray[np.bool_] = ~(settled | (safe & ruled_out(gram)))
-    return maybe
+    return maybe, gram
 
 
 def own_reference(label: str, site: str) -> bool:

@@ -177,6 +177,12 @@ class Rows:
         diff = np.subtract(a, b, out=self._buffer(0))
         return dot, deterministic_sum(np.multiply(diff, diff, out=diff))
 
+    def pair_dot(self, i: int, j: int) -> float:
+        """The first value of :meth:`pair` alone (the same products and sum, the same bits),
+        without the difference's."""
+        a, b = self.row(i, 1), self.row(j, 2)
+        return deterministic_sum(np.multiply(a, b, out=a))
+
     def columns(
         self, rows: Sequence[int], lo: int, hi: int, out: npt.NDArray[np.floating[Any]]
     ) -> npt.NDArray[np.floating[Any]]:

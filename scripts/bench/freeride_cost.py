@@ -6,15 +6,23 @@ a global delta per round), timed in one process with the white test alone (``whi
 and with the shaped test too (``shaped_z`` 1000), alternating, ``--repeats`` times.
 
     python scripts/bench/freeride_cost.py --sites 10,100 --repeats 2
+    python scripts/bench/freeride_cost.py --sites 10,100 --repeats 3 --against ../main
 
 Prints seconds per round and their ratio; no target (a measurement: the whole valuation's time
-is ``scripts/bench/valuation_time.py``'s)."""
+is ``scripts/bench/valuation_profile.py``'s). ``--against TREE``: also loads ``TREE``'s
+``fedtrail/valuation/freeride.py`` (another checkout, e.g. main's, on this tree's other
+modules) and times it against this tree's, both screens on, calls alternating in one process,
+after checking that both give the same free-riders and reasons on these updates (exit 1 when
+they differ)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -36,11 +44,23 @@ def _update(state: Delta, gen: torch.Generator) -> Delta:
     return out
 
 
+def _load(tree: str) -> ModuleType:
+    path = Path(tree) / "fedtrail" / "valuation" / "freeride.py"
+    spec = importlib.util.spec_from_file_location("freeride_against", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sites", default="10,100", help="site counts, comma-separated")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--against", default="", help="another tree whose screen to time")
     args = parser.parse_args(argv)
+    other = _load(args.against) if args.against else None
     torch.set_num_threads(1)
     comb = Combiner()
     state = federated_state(ModelSpec().build())
@@ -54,6 +74,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i in range(n)
         }
         refs.update({f"global delta of round {r}": _update(state, gen) for r in range(3)})
+        if other is not None:
+            screens: dict[str, Callable[..., dict[str, str]]] = {
+                "this tree": free_riders,
+                args.against: other.free_riders,
+            }
+            kw = {
+                "min_norm_ratio": comb.free_rider_norm,
+                "stale_cosine": comb.stale_cosine,
+                "stale_distance": comb.stale_distance,
+                "white_z": comb.white_noise_z,
+                "shaped_z": comb.shaped_noise_z,
+            }
+            got = [fn(deltas, refs, **kw) for fn in screens.values()]
+            if got[0] != got[1]:
+                print(f"{n} sites: the two screens differ: {got[0]} against {got[1]}")
+                return 1
+            spent: dict[str, list[float]] = {name: [] for name in screens}
+            for _ in range(args.repeats):
+                for name, fn in screens.items():
+                    started = time.perf_counter()
+                    fn(deltas, refs, **kw)
+                    spent[name].append(time.perf_counter() - started)
+            mine, theirs = (min(v) for v in spent.values())
+            print(
+                f"{n} sites, {len(refs)} references, both tests: this tree {mine:.3f} s, "
+                f"{args.against} {theirs:.3f} s per round (x{mine / theirs:.2f}; fastest of "
+                f"{args.repeats}, alternating; same {len(got[0])} free-riders and reasons)"
+            )
+            continue
         times: dict[float, list[float]] = {0.0: [], comb.shaped_noise_z: []}
         for _ in range(args.repeats):
             for shaped in times:

@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/bench/valuation_profile.py [--sites 100] [--threads 1]
         [--large-game linear_shapley] [--bar 5] [--clock cpu] [--repeats 1] [--first-round]
-        [--stale-rounds 3]
+        [--stale-rounds 3] [--against TREE]
 
 ``--stale-rounds K``: free-rider references from K earlier rounds (default: the preset's
 ``stale_rounds``, 3). ``--first-round``: the warm-up round instead (an empty
@@ -31,6 +31,13 @@ inner part only) in both wall seconds and the process's CPU seconds (all threads
 - strip statistics: ``without_statistics``; model norm: ``_norm``;
 - robust statistics: ``robust_statistics``; screen / settle: ``Combiner.screen`` / ``settle``;
 - other: the rest of ``value_round``.
+
+``--against TREE``: A/B of the free-rider screen inside the whole valuation: the rounds alternate
+between this tree's :func:`~fedtrail.valuation.freeride.free_riders` and ``TREE``'s (that
+checkout's ``fedtrail/valuation/freeride.py`` on this tree's other modules, put in
+``fedtrail.valuation.round``'s place), ``--repeats`` rounds each, in this one process; each
+side's total per round is printed (the split table counts both), and it exits 1 when the two
+sides' reports differ.
 
 Prints the split, the load average before and after, and exits 1 when the round's total on
 ``--clock`` exceeds ``--bar`` seconds (issue 18: valuation of 100 sites <= 5 s per round).
@@ -149,6 +156,7 @@ def main() -> int:
         help="value the warm-up round instead (an empty standing: no free-rider references, "
         "the warm-up harm check)",
     )
+    parser.add_argument("--against", default="", help="another tree's free-rider screen (A/B)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -175,9 +183,19 @@ def main() -> int:
     top = clock.wrap("other", value_round)
     walls, cpus = [], []
     report = None
-    for _ in range(args.repeats):
+    sides: dict[str, Callable[..., Any]] = {"this tree": round_mod.free_riders}
+    if args.against:
+        from scripts.bench.freeride_cost import _load
+
+        sides[args.against] = clock.wrap("free_riders", _load(args.against).free_riders)
+    side_cpu = dict.fromkeys(sides, 0.0)
+    side_wall = dict.fromkeys(sides, 0.0)
+    reports: dict[str, Any] = {}
+    for r in range(args.repeats * len(sides)):
+        side = list(sides)[r % len(sides)]
+        round_mod.free_riders = sides[side]  # type: ignore[attr-defined]
         w, c = time.perf_counter(), time.process_time()
-        report = top(
+        report = reports[side] = top(
             global_state=global_state,
             spec=spec,
             candidates=cands,
@@ -191,11 +209,23 @@ def main() -> int:
         )
         walls.append(time.perf_counter() - w)
         cpus.append(time.process_time() - c)
+        side_wall[side] += walls[-1]
+        side_cpu[side] += cpus[-1]
     assert report is not None
+    if args.against:
+        for side in sides:
+            print(
+                f"{side}: {side_cpu[side] / args.repeats:.2f} CPU-s, "
+                f"{side_wall[side] / args.repeats:.2f} wall s per round ({args.repeats} rounds)"
+            )
+        same = reports["this tree"] == reports[args.against]
+        print(f"the two sides' reports are {'the same' if same else 'DIFFERENT'}")
+        if not same:
+            return 1
     riders = sum(1 for v in report.sites if v.reason is Reason.FREE_RIDER)
     print(
         f"\n{n} sites, {len(refs)} free-rider references, game {report.method}, "
-        f"{report.evaluations} evaluations, {riders} free-riders, {args.repeats} round(s)"
+        f"{report.evaluations} evaluations, {riders} free-riders, {len(walls)} round(s)"
     )
     print("| part | calls | CPU s | wall s | share of CPU |")
     print("|---|---:|---:|---:|---:|")
@@ -206,8 +236,9 @@ def main() -> int:
             f"| {part} | {clock.calls[part]} | {clock.cpu[part]:.2f} | {clock.wall[part]:.2f} "
             f"| {share:.0%} |"
         )
-    print(f"| total | {args.repeats} | {total_cpu:.2f} | {sum(walls):.2f} | 100% |")
-    per_round = (total_cpu if args.clock == "cpu" else sum(walls)) / args.repeats
+    print(f"| total | {len(walls)} | {total_cpu:.2f} | {sum(walls):.2f} | 100% |")
+    mine = side_cpu["this tree"] if args.clock == "cpu" else side_wall["this tree"]
+    per_round = mine / args.repeats  # this tree's rounds
     print(f"load average after: {os.getloadavg()}")
     ok = per_round <= args.bar
     print(
