@@ -322,15 +322,20 @@ def test_reading_a_canonical_blob_directly_gives_what_safetensors_gives(
 
 
 @pytest.mark.parametrize(
-    ("name", "entry"),
+    ("name", "entry", "why"),
     [
-        ("\ud800", {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}),
-        ("zz", {"dtype": "F32", "shape": [10**299] * 16, "data_offsets": [0, 0]}),
+        # since a63 every JSON reader refuses a lone surrogate before the entries are read
+        ("\ud800", {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}, "lone UTF-16 surrogate"),
+        (
+            "zz",
+            {"dtype": "F32", "shape": [10**299] * 16, "data_offsets": [0, 0]},
+            "unexpected tensor",
+        ),
     ],
     ids=["lone-surrogate-name", "offsets-past-4300-digits"],
 )
 def test_an_extra_entry_the_header_writer_cannot_write_is_refused_not_raised(
-    name: str, entry: dict[str, object]
+    name: str, entry: dict[str, object], why: str
 ) -> None:
     """Attack a52: the direct read asked for the canonical header before the entries were
     checked against the model, so an extra entry the writer cannot write (a name no UTF-8
@@ -343,5 +348,5 @@ def test_an_extra_entry_the_header_writer_cannot_write_is_refused_not_raised(
     text = json.dumps(doc, separators=(",", ":"))
     hostile = _join(text + " " * (-len(text.encode()) % 8), data)
     refused = _outcome(hostile, SPEC, False)
-    assert isinstance(refused, str) and "unexpected tensor" in refused
+    assert isinstance(refused, str) and why in refused
     assert _outcome(hostile, SPEC, True) == refused
