@@ -18,6 +18,7 @@ import torch
 
 from fedtrail.valuation import Combiner
 from fedtrail.valuation.freeride import free_riders, own_reference, shaped_residual_z, structure_z
+from tests.fedtrail.valuation.noisy_inputs import plus_noise
 
 Delta = dict[str, torch.Tensor]
 SHAPES = {"conv.weight": (8, 4, 3, 3), "conv.bias": (8,), "fc.weight": (16, 200), "fc.bias": (16,)}
@@ -229,15 +230,6 @@ def _structured(gen: torch.Generator, dead: int = 0) -> Delta:
     return out
 
 
-def _plus(copy: Delta, level: float, gen: torch.Generator, *, shaped: bool = False) -> Delta:
-    noise = {k: torch.randn(v.shape, generator=gen) for k, v in copy.items()}
-    if shaped:
-        noise = {k: nz * copy[k].abs() for k, nz in noise.items()}
-    norm = math.sqrt(sum(float((v.double() ** 2).sum()) for v in copy.values()))
-    size = math.sqrt(sum(float((nz.double() ** 2).sum()) for nz in noise.values()))
-    return {k: (v + level * norm / size * noise[k]).contiguous() for k, v in copy.items()}
-
-
 def _round(seed: int, mix: str) -> tuple[dict[str, Delta], dict[str, Delta], set[str]]:
     gen = torch.Generator().manual_seed(seed)
     refs = {
@@ -249,19 +241,19 @@ def _round(seed: int, mix: str) -> tuple[dict[str, Delta], dict[str, Delta], set
     deltas = {f"h{i}": _structured(gen, dead=i % 2) for i in range(1, 5)}
     deltas.update(
         {
-            "white": _plus(source, 0.05, gen),
-            "shaped": _plus(source, 0.05, gen, shaped=True),
-            "shaped_big": _plus(source, 0.6, gen, shaped=True),
+            "white": plus_noise(source, 0.05, gen),
+            "shaped": plus_noise(source, 0.05, gen, shaped=True),
+            "shaped_big": plus_noise(source, 0.6, gen, shaped=True),
             "stale": {k: (v * 1.5).contiguous() for k, v in refs["h2's update of round 1"].items()},
             "noise": {k: torch.randn(v.shape, generator=gen) for k, v in source.items()},
             "zero": {k: torch.zeros(v.shape) for k, v in source.items()},
-            "dp": _plus(source, 0.05, gen),
+            "dp": plus_noise(source, 0.05, gen),
         }
     )
     # sparse (topk-like: 5% of values kept): an honest one and a shaped copy
     for name, base in (
         ("sparse", _structured(gen)),
-        ("sparse_copy", _plus(source, 0.05, gen, shaped=True)),
+        ("sparse_copy", plus_noise(source, 0.05, gen, shaped=True)),
     ):
         keep = {k: (torch.rand(v.shape, generator=gen) < 0.05).to(v.dtype) for k, v in base.items()}
         deltas[name] = {k: (v * keep[k]).contiguous() for k, v in base.items()}

@@ -12,6 +12,7 @@ import torch
 
 from fedtrail.valuation import Combiner
 from fedtrail.valuation.freeride import free_riders, shaped_residual_z, structure_z
+from tests.fedtrail.valuation.noisy_inputs import plus_noise
 
 Delta = dict[str, torch.Tensor]
 SHAPES = {"conv.weight": (8, 4, 3, 3), "conv.bias": (8,), "fc.weight": (16, 200), "fc.bias": (16,)}
@@ -31,15 +32,6 @@ def _structured(gen: torch.Generator) -> Delta:
             t = t + torch.roll(t, 1, dims=-1) + torch.roll(t, 1, dims=-2)
         out[name] = t.contiguous()
     return out
-
-
-def _plus(copy: Delta, level: float, gen: torch.Generator, *, shaped: bool = False) -> Delta:
-    noise = {k: torch.randn(v.shape, generator=gen) for k, v in copy.items()}
-    if shaped:
-        noise = {k: n * copy[k].abs() for k, n in noise.items()}
-    norm = math.sqrt(sum(float((v.double() ** 2).sum()) for v in copy.values()))
-    size = math.sqrt(sum(float((n.double() ** 2).sum()) for n in noise.values()))
-    return {k: (v + level * norm / size * noise[k]).contiguous() for k, v in copy.items()}
 
 
 def _screen(deltas: dict[str, Delta], refs: dict[str, Delta], **kw: object) -> dict[str, str]:
@@ -63,8 +55,10 @@ def test_copies_plus_white_noise_are_flagged_and_structured_updates_are_not(seed
     }
     honest = {f"h{i}": _structured(gen) for i in range(2, 5)}
     source = refs["the global delta of round 1"]
-    copies = {f"white{level:g}": _plus(source, level, gen) for level in (0.02, 0.2, 1.0)}
-    shaped = {f"shaped{level:g}": _plus(source, level, gen, shaped=True) for level in (0.02, 0.2)}
+    copies = {f"white{level:g}": plus_noise(source, level, gen) for level in (0.02, 0.2, 1.0)}
+    shaped = {
+        f"shaped{level:g}": plus_noise(source, level, gen, shaped=True) for level in (0.02, 0.2)
+    }
     got = _screen({**honest, **copies, **shaped}, refs)
     assert set(got) == set(copies)
     assert all("plus white noise" in got[c] or "white noise" in got[c] for c in copies)
@@ -179,8 +173,10 @@ def test_copies_plus_shaped_noise_are_flagged_by_the_shaped_test_only(seed: int)
     }
     honest = {f"h{i}": _structured(gen) for i in range(2, 5)}
     source = refs["the global delta of round 1"]
-    shaped = {f"shaped{level:g}": _plus(source, level, gen, shaped=True) for level in (0.02, 0.2)}
-    white = {"white0.02": _plus(source, 0.02, gen)}
+    shaped = {
+        f"shaped{level:g}": plus_noise(source, level, gen, shaped=True) for level in (0.02, 0.2)
+    }
+    white = {"white0.02": plus_noise(source, 0.02, gen)}
     both = {**honest, **shaped, **white}
     got = _screen(both, refs, shaped_z=Combiner().shaped_noise_z)
     assert set(got) == set(shaped) | set(white)
@@ -201,13 +197,13 @@ def test_shaped_residual_statistic_separates_shaped_noise_from_structure() -> No
     gen = torch.Generator().manual_seed(11)
     for _ in range(3):
         ref = _structured(gen)
-        copy = _plus(ref, 0.05, gen, shaped=True)
+        copy = plus_noise(ref, 0.05, gen, shaped=True)
         assert shaped_residual_z(copy, ref) < 10.0
         assert shaped_residual_z(_structured(gen), ref) > 1e3
     # a reference zero in a whole tensor: the copy's values there are left out, not divided by 0
     ref = _structured(gen)
     ref["fc.bias"] = torch.zeros(SHAPES["fc.bias"])
-    assert shaped_residual_z(_plus(ref, 0.05, gen, shaped=True), ref) < 10.0
+    assert shaped_residual_z(plus_noise(ref, 0.05, gen, shaped=True), ref) < 10.0
     zero = {k: torch.zeros(s) for k, s in SHAPES.items()}
     assert shaped_residual_z(ref, zero) == math.inf
 
@@ -218,11 +214,11 @@ def test_sparse_updates_are_left_out_of_the_shaped_test() -> None:
     they are 0), so it leaves them out, copies included (the known limit)."""
     gen = torch.Generator().manual_seed(5)
     ref = _structured(gen)
-    copy = _plus(ref, 0.05, gen, shaped=True)
+    copy = plus_noise(ref, 0.05, gen, shaped=True)
     assert shaped_residual_z(copy, ref) < 10.0
     keep = {k: (torch.rand(v.shape, generator=gen) < 0.4).to(v.dtype) for k, v in ref.items()}
     sparse_ref = {k: v * keep[k] for k, v in ref.items()}
-    sparse_copy = _plus(sparse_ref, 0.05, gen, shaped=True)
+    sparse_copy = plus_noise(sparse_ref, 0.05, gen, shaped=True)
     assert shaped_residual_z(sparse_copy, sparse_ref) == math.inf
     refs = {"the global delta of round 1": sparse_ref}
     assert _screen({"copy": sparse_copy}, refs, white_z=0.0, shaped_z=1000.0) == {}
