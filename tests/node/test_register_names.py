@@ -32,6 +32,10 @@ def ledger(anvil_url: str) -> Ledger:
         ("Hospital-A", "reads like the registered name(s) 'hospital-a'"),
         ("hospital\u200b-a", "control, format or unassigned"),
         ("h\\xff", "backslash"),
+        ("clinic  north", "whitespace other than single spaces"),
+        ("Ho\u0302pital", "not in Unicode NFC form"),
+        ("hospital-\u13aa", "reads like the registered name(s) 'hospital-a'"),  # Cherokee GO
+        ("hospital -a", "reads like the registered name(s) 'hospital-a'"),
     ],
 )
 def test_register_refuses_a_lookalike_name(
