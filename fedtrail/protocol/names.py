@@ -334,6 +334,16 @@ def shown(name: str) -> str:
     )
 
 
+def with_former(name: str, former: Iterable[str] = ()) -> str:
+    """``name`` as :func:`shown` renders it, followed by the names its site was registered
+    under before (``former``, oldest first), each rendered alike: ``hospital-z (formerly
+    hospital-a)``. Every table that names a site by its current registration shows this, or a
+    coordinator who re-registers a paid site under another name and gives the old name to a
+    new address has the old rounds read as the new name's (attack a64)."""
+    earlier = [shown(n) for n in former]
+    return shown(name) + (f" (formerly {', '.join(earlier)})" if earlier else "")
+
+
 def escaped(name: str) -> str:
     """``name`` with every character outside printable ASCII as ``\\uNNNN``: how names that
     read alike are told apart side by side (``H\\u00f4pital`` and ``Ho\\u0302pital``, which
