@@ -195,15 +195,14 @@ CASED: dict[str, str] = {
     "\ua4f2": "l",  # lisu letter i
     "\ua4f3": "O",  # lisu letter o
     "\ua4f4": "U",  # lisu letter u
-    # Latin letters drawn like other Latin letters, with no name-derived base
+    # Latin letters drawn like other Latin letters that the name rule (_MODIFIED) leaves
     "\u0269": "i",  # latin small letter iota
-    "\ua731": "s",  # latin letter small capital s
     "\u1d11": "o",  # latin small letter sideways o
 }
 """Letters drawn like a Latin letter, each with that letter in the case it is drawn in (read by
 :func:`visual_skeleton` as given, casefolded by :func:`skeleton`): the Cherokee, Coptic and
 Lisu entries of Unicode's confusables data (TR39 ``confusables.txt``) whose target is one Latin
-letter, and three Latin letters; checked against their Unicode names in
+letter, and two Latin letters from it; checked against their Unicode names in
 ``tests/fedtrail/protocol/test_names.py``."""
 
 _MODIFIED = re.compile(
