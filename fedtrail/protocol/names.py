@@ -8,8 +8,9 @@ fedtrail's own, small and fixed, so an independent reader can apply it without a
 database:
 
 - :func:`skeleton`: NFKC, format characters (zero-width, bidi) dropped, dashes (U+2010-2015,
-  U+2212, ...) as ``-``, canonically decomposed (NFD) with every mark of the *Combining
-  Diacritical Marks* blocks dropped (``a`` + U+0301 and ``\u00e1`` read as ``a``), a letter
+  U+2212, ...) as ``-``, Hangul fillers and the blank Braille pattern dropped, canonically
+  decomposed (NFD) with every nonspacing or enclosing mark dropped (``a`` + U+0301 and
+  ``\u00e1`` read as ``a``; so do a variation selector and another script's accent), a letter
   whose Unicode name is another letter of its script "WITH" something, "DOTLESS", "SCRIPT" or a
   "SMALL CAPITAL" read as that letter (``\u0142``, L WITH STROKE, as ``l``: derived from
   :mod:`unicodedata`, no list), then each letter of :data:`CASED` (Cherokee, Coptic, Lisu:
@@ -19,17 +20,19 @@ database:
   ``d`` read as ``rn``, ``vv``, ``cl``; :func:`visual_skeleton` the same without casefolding
   and with a capital ``I`` read as ``l``. Two names with one skeleton or one visual skeleton
   are *confusable* (:func:`confusable`). The rule errs towards "alike": ``Hopital`` and
-  ``H\u00f4pital``, or two Cyrillic names apart only by a breve, are confusable too.
+  ``H\u00f4pital``, two Cyrillic names apart only by a breve, or two Hindi names apart only by
+  a nonspacing vowel sign are confusable too.
 - :func:`scripts`: the scripts of a name's letters (the first word of each letter's Unicode
   name: ``LATIN``, ``CYRILLIC``, ...; Han, Hiragana and Katakana count as one, ``CJK``).
   A name with letters of two or more scripts is *mixed-script*.
 
 :func:`shown` renders a name as an auditor sees it: characters that would print as nothing or
-as something else (controls, format, unassigned, whitespace other than the space) as
-``\\uNNNN``, and in a mixed-script name every non-ASCII letter too, so ``hospital-\\u0430``
-stands apart from ``hospital-a``. A name read from the chain has every backslash of its bytes
-doubled and each byte that is not UTF-8 as ``\\xNN`` (``fedtrail.ledger``'s reading), so on such
-names the rendering is injective: two different byte strings never show alike.
+as something else (controls, format, unassigned, blank letters, whitespace other than the
+space) as ``\\uNNNN``, and in a mixed-script name every non-ASCII letter too, so
+``hospital-\\u0430`` stands apart from ``hospital-a``. A name read from the chain has every
+backslash of its bytes doubled and each byte that is not UTF-8 as ``\\xNN`` (``fedtrail.ledger``'s
+reading), so on such names the rendering is injective: two different byte strings never show
+alike.
 """
 
 from __future__ import annotations
@@ -213,10 +216,19 @@ _MODIFIED = re.compile(
 HOOK``, ``... L WITH STROKE``, ``... DOTLESS J``, ``... SCRIPT G``, ``LATIN LETTER SMALL
 CAPITAL L``: read as the letter the name leaves (``d``, ``l``, ``j``, ``g``, ``l``)."""
 
-_DIACRITICS = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
-"""The five *Combining Diacritical Marks* blocks: accents any script's letter can carry (not a
-script's own vowel signs), dropped after the canonical decomposition: ``a`` + U+0301 and
-``\u00e1`` read as ``a``."""
+_MARKS = frozenset({"Mn", "Me"})
+"""Nonspacing and enclosing marks (accents, points, variation selectors, the combining grapheme
+joiner), dropped after the canonical decomposition: ``a`` + U+0301 and ``\u00e1`` read as
+``a``, and so does ``a`` + U+0483 (a Cyrillic titlo) or + U+FE00 (a variation selector).
+Spacing marks (``Mc``, which take room of their own) are kept."""
+
+_BLANK = frozenset(
+    {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800", "\u034f", "\u180b", "\u180c", "\u180d"}
+    | {"\u180f", *map(chr, range(0xFE00, 0xFE10)), *map(chr, range(0xE0100, 0xE01F0))}
+)
+"""Characters drawn as nothing that are not format characters: the Hangul fillers, the blank
+Braille pattern, the combining grapheme joiner and the variation selectors. Read as the
+invisibles are (dropped, escaped when shown, refused at registration)."""
 
 _DIGRAPHS = str.maketrans({"m": "rn", "w": "vv", "d": "cl"})
 """Lower-case letters drawn like two others side by side (TR39's ``m`` -> ``rn``; ``w`` and
@@ -227,6 +239,12 @@ _VISUAL = str.maketrans({"I": "l", "1": "l", "|": "l", "0": "O"})
 _DASHES = re.compile(r"[\u2010-\u2015\u2212\u2043\ufe58\ufe63\uff0d]")
 _INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 _EAST_ASIAN = frozenset({"CJK", "HIRAGANA", "KATAKANA", "HANGUL"})
+
+
+def _hidden(ch: str) -> bool:
+    """Prints as nothing or as something else: a control, format, surrogate, private-use or
+    unassigned character, or one of :data:`_BLANK`."""
+    return unicodedata.category(ch) in _INVISIBLE or ch in _BLANK
 
 
 @functools.lru_cache(maxsize=4096)
@@ -258,12 +276,14 @@ def _letter(ch: str, upper: bool) -> str:
 
 def _letters(name: str, upper: bool) -> str:
     """NFKC, invisibles dropped, dashes as ``-``, canonically decomposed with its diacritics
-    (:data:`_DIACRITICS`) dropped, each letter read as its :data:`_MODIFIED` base, then
+    (:data:`_MARKS`) dropped, each letter read as its :data:`_MODIFIED` base, then
     :data:`CASED` and :data:`HOMOGLYPHS` applied (the latter's upper-case sources to the
     upper-case letter when ``upper``)."""
     text = _DASHES.sub("-", unicodedata.normalize("NFKC", name))
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in _INVISIBLE)
-    text = _DIACRITICS.sub("", unicodedata.normalize("NFD", text))
+    text = "".join(ch for ch in text if not _hidden(ch))
+    text = "".join(
+        ch for ch in unicodedata.normalize("NFD", text) if unicodedata.category(ch) not in _MARKS
+    )
     return "".join(_letter(ch, upper) for ch in text)
 
 
@@ -316,18 +336,14 @@ def _escape(ch: str) -> str:
 
 
 def shown(name: str) -> str:
-    """``name`` for display: each control, format, surrogate, private-use or unassigned
-    character and each whitespace other than the space as ``\\uNNNN``; in a mixed-script name,
-    every non-ASCII character as well. Injective on names read from the chain (their
-    backslashes come doubled)."""
+    """``name`` for display: each control, format, surrogate, private-use, unassigned or blank
+    (:data:`_BLANK`) character and each whitespace other than the space as ``\\uNNNN``; in a
+    mixed-script name, every non-ASCII character as well. Injective on names read from the
+    chain (their backslashes come doubled)."""
     mixed = mixed_script(name)
     return "".join(
         _escape(ch)
-        if (
-            unicodedata.category(ch) in _INVISIBLE
-            or (ch.isspace() and ch != " ")
-            or (mixed and not ch.isascii())
-        )
+        if (_hidden(ch) or (ch.isspace() and ch != " ") or (mixed and not ch.isascii()))
         else ch
         for ch in name
     )
@@ -387,8 +403,8 @@ def name_problems(name: str, others: Iterable[str]) -> list[str]:
     scripts, or a skeleton another name has. Empty when none applies; an empty name (shown
     as its address) is allowed."""
     problems: list[str] = []
-    if any(unicodedata.category(ch) in _INVISIBLE for ch in name):
-        problems.append("it holds control, format or unassigned characters")
+    if any(_hidden(ch) for ch in name):
+        problems.append("it holds control, format, unassigned or blank characters")
     if "\\" in name:
         problems.append("it holds a backslash (chain readers show escapes with it)")
     if name != " ".join(name.split()):

@@ -26,14 +26,15 @@ U+2011 and U+2010 hyphens, Armenian oh, Latin alpha and dotless i and a capital 
 past; dashes, Armenian and four Latin letters were added to the fold and a case-kept visual
 skeleton (capital I as l): 23 of 23.
 
-Session 49: 18 more variants (marked ``s49``: combining marks, an inserted, no-break or
-ideographic space, Cherokee, Coptic and Lisu letters, Latin letters with a stroke or tilde or
-as small capitals, ``vv``/``rn``/``cl``); on session 48's rule (81ac70c's names.py) 23 of 41
-were caught, every s49 variant passed verify's rule (exit 1); after the skeleton dropped
-diacritics and whitespace, read letters by their Unicode names, took Cherokee, Coptic and Lisu
-letters from Unicode's confusables data and read ``m``/``w``/``d`` as ``rn``/``vv``/``cl``:
-41 of 41, the 5 controls registered, exit 0. Still open (printed): ``b`` for ``p``, ``_`` for
-``-``, ``l`` for ``i``.
+Session 49: 21 more variants (marked ``s49``: combining marks, a Cyrillic titlo, a variation
+selector, a Hangul filler, an inserted, no-break or ideographic space, Cherokee, Coptic and
+Lisu letters, Latin letters with a stroke or tilde or as small capitals, ``vv``/``rn``/``cl``);
+on session 48's rule (81ac70c's names.py) 23 of 44 were caught, every s49 variant passed
+verify's rule (exit 1); after the skeleton dropped every nonspacing mark, blank character and
+whitespace, read letters by their Unicode names, took Cherokee, Coptic and Lisu letters from
+Unicode's confusables data and read ``m``/``w``/``d`` as ``rn``/``vv``/``cl``: 44 of 44, the 5
+controls registered, exit 0. Still open (printed): ``b`` for ``p``, ``_`` for ``-``, ``l`` for
+``i``.
 """
 
 import os
@@ -78,6 +79,9 @@ VARIANTS = [
     # session 49: letters outside the first table, marks, spaces, letter pairs
     ("hospital-\u00e1", "caught", "precomposed a acute (s49)"),
     ("hospital-a\u0308\u0301", "caught", "two combining marks (s49)"),
+    ("hospital-a\u0483", "caught", "Cyrillic titlo (a mark) after a (s49)"),
+    ("hospital-a\ufe00", "caught", "variation selector after a (s49)"),
+    ("hospital-a\u3164", "caught", "Hangul filler (drawn as nothing) (s49)"),
     ("hospital\u00a0-a", "caught", "no-break space (s49)"),
     ("hospital\u3000-a", "caught", "ideographic space (NFKC, s49)"),
     ("hospital-\u13aa", "caught", "Cherokee GO for a (s49)"),

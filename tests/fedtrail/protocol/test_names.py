@@ -174,3 +174,21 @@ def test_register_refuses_odd_whitespace_and_decomposed_text() -> None:
     assert "NFC" in nfc and "H\\u00f4pital" in nfc
     assert name_problems("H\u00f4pital Nord", ["clinic"]) == []
     assert name_problems("hospital-a\u0301", ["hospital-a"]) != []  # composes, then alike
+
+
+def test_any_nonspacing_mark_and_blank_characters_read_as_nothing() -> None:
+    """A mark from outside the Latin diacritics (a Cyrillic titlo, an enclosing circle), a
+    variation selector, the combining grapheme joiner and the blank letters (Hangul filler,
+    blank Braille pattern) each leave the name reading as before; the ones drawn as nothing
+    are escaped when shown and refused at registration."""
+    base = "hospital-a"
+    for variant in ("hospital-a\u0483", "hospital-a\u20dd"):
+        assert confusable(variant, base), ascii(variant)
+    for blank in ("\ufe00", "\u034f", "\u3164", "\u2800", "\U000e0100"):
+        variant = f"hospital-a{blank}"
+        assert confusable(variant, base), ascii(variant)
+        assert shown(variant) == base + escaped(blank), ascii(variant)
+        assert any("blank" in p for p in name_problems(variant, [])), ascii(variant)
+    assert skeleton("\u3164") == ""  # a name of blanks only: no name, no look-alike
+    # erring towards alike: Devanagari KA and KE (a nonspacing vowel sign) read as one
+    assert confusable("\u0915\u0947", "\u0915")
