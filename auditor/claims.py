@@ -81,14 +81,19 @@ def mark_site(entry: SiteEntry, sub: Submission | None, site: SiteInfo | None) -
 
 
 def registry_at_finalize(
-    ledger: Ledger, round_id: int, sites: Sequence[SiteInfo] | None = None
+    ledger: Ledger,
+    round_id: int,
+    sites: Sequence[SiteInfo] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, SiteInfo]:
     """The registry as the aggregator read it for ``round_id``'s log: each site's record, under
     the name it had when the round was finalized (a site removed and registered again later
     under another name keeps its old name in that round's log, which must not read as a
     mismatch, and a log may not use the later name). ``sites``: the caller's
-    :meth:`~fedtrail.ledger.Ledger.get_sites` read, read here when not given."""
-    names = ledger.names_at_finalize(round_id)
+    :meth:`~fedtrail.ledger.Ledger.get_sites` read, ``names`` its
+    :meth:`~fedtrail.ledger.Ledger.names_at_finalize`, each read here when not given."""
+    if names is None:
+        names = ledger.names_at_finalize(round_id)
     return {
         site.address: dataclasses.replace(site, name=names.get(site.address, site.name))
         for site in (ledger.get_sites() if sites is None else sites)

@@ -64,6 +64,18 @@ def rounds(rpc_url: str | None, deployment_path: Path, contract: str | None, fmt
     emit(round_rows(_open(rpc_url, deployment_path, contract)), fmt)
 
 
+def _display_names(ledger: Ledger) -> Callable[[str, str], str]:
+    """``(address, name) -> name as a table shows it``: escaped where characters would print
+    as nothing or as something else (``fedtrail.protocol.names.shown``, not U+FFFD: two
+    names stay apart on screen as in bytes), with the names the site was registered under
+    before (``hospital-z (formerly hospital-a)``, as the report; attack a64)."""
+    from fedtrail.protocol.names import with_former
+
+    sites = {s.address: s.name for s in ledger.get_sites()}
+    former = ledger.registrations().former_names(sites)
+    return lambda address, name: with_former(name, former.get(address, []))
+
+
 def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
     """A round as the chain holds it; a valued peer round adds ``peers``: each validator's
     revealed vector, its distance from the medians and its validator reputation, and the
@@ -128,13 +140,16 @@ def round_cmd(
 ) -> None:
     """One round: models, every update with score, reason and weight, and the sites that
     committed but never revealed."""
-    doc = round_doc(_open(rpc_url, deployment_path, contract), round_id)
+    ledger = _open(rpc_url, deployment_path, contract)
+    doc = round_doc(ledger, round_id)
     if fmt == "json":
         emit(doc, "json")
         return
+    named = _display_names(ledger)
     rows = [
         {
             **u,
+            "name": named(u["site"], u["name"]),
             "score": u["score"] / SCORE_SCALE,
             "weight": int(u["weight"]) / WEIGHT_SCALE,
             "sha256": u["sha256"][:16],
@@ -160,7 +175,8 @@ def round_cmd(
         click.echo(
             "committed, never revealed (not valued, no weight; declined: the terms refused):"
         )
-        emit(doc["unrevealed"], "table", columns=["site", "name", "commit_order", "declined"])
+        unrevealed = [{**u, "name": named(u["site"], u["name"])} for u in doc["unrevealed"]]
+        emit(unrevealed, "table", columns=["site", "name", "commit_order", "declined"])
     if "peers" in doc:
         _print_peers(doc["peers"])
 
@@ -214,6 +230,8 @@ def site(
     info = ledger.get_site(address)
     if info is None:
         raise ConfigError(f"{address} was never registered on this ledger")
+    # its earlier names (a64): the rounds below were taken part in under them
+    former = ledger.registrations().former_names({address: info.name}).get(address, [])
     # the reputation each round left (after a drop, UpdateWithheld's, not the valuation's)
     reputation = dict(ledger.reputation_history(address).get(address, []))
     account = ledger.privacy(address)
@@ -249,6 +267,7 @@ def site(
             {
                 "site": address,
                 "name": info.name,
+                "former_names": former,
                 "registered": info.registered,
                 "reputation": info.reputation / SCORE_SCALE,
                 "privacy": account.to_json(),
@@ -270,7 +289,9 @@ def site(
     columns = None
     if fmt == "table":
         click.echo(
-            f"site {address} '{printable(shown_name(info.name))}' registered={info.registered} "
+            f"site {address} '{printable(shown_name(info.name))}'"
+            + (f" (formerly {', '.join(map(shown_name, former))})" if former else "")
+            + f" registered={info.registered} "
             f"reputation={info.reputation / SCORE_SCALE:.4f}"
             + (f" privacy: {account.describe()}" if account.used else "")
             + (

@@ -86,7 +86,14 @@ from fedtrail.errors import (
     NotAFile,
     StoreError,
 )
-from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission, declines_among
+from fedtrail.ledger import (
+    Ledger,
+    Registrations,
+    RoundInfo,
+    SiteInfo,
+    Submission,
+    declines_among,
+)
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.dp_noise import noise_breach
@@ -345,6 +352,7 @@ def verify_round(
     metrics_tolerance: float = METRICS_TOLERANCE,
     accept: ThresholdLimits | None = None,
     privacy_history: PrivacyHistory | None = None,
+    registrations: Registrations | None = None,
 ) -> RoundAudit:
     """Every check of one round. A round that is open or cancelled unvalued is reported, not
     failed; an aggregator round valued but not finalized fails ``phase`` (its on-chain scores
@@ -352,7 +360,9 @@ def verify_round(
     ``accept``: the strictest valuation thresholds the federation's sites agreed to
     (``terms.limits``; default :class:`~fedtrail.valuation.limits.ThresholdLimits`' defaults).
     ``privacy_history``: the sites' earlier private updates, shared between the rounds of one
-    audit so each blob's DP parameters are read once (default: a fresh one)."""
+    audit so each blob's DP parameters are read once (default: a fresh one).
+    ``registrations``: the registry's history (:meth:`~fedtrail.ledger.Ledger.registrations`),
+    read once for all the rounds of one audit (default: this round's, read here)."""
     audit = RoundAudit(round_id)
     info = ledger.get_round(round_id)
     if info.phase != Phase.FINALIZED:
@@ -381,7 +391,8 @@ def verify_round(
         if info.phase != Phase.NONE:
             declined_terms, _ = _read_terms(store, info, round_id)
             audit.add(*_check_declined(ledger, info, declined_terms, accept or ThresholdLimits()))
-            audit.add(*check_names(ledger.names_at_finalize(round_id)))  # the names so far
+            names = (registrations or ledger.registrations(round_id)).names_at(round_id)
+            audit.add(*check_names(names))  # the names so far
         if info.phase == Phase.CANCELLED:
             # a peer round's votes decide whether it could be valued, not the aggregator
             cancelled = read_peer_record(ledger, round_id)
@@ -410,6 +421,7 @@ def verify_round(
     every = ledger.get_submissions(round_id, include_unrevealed=True)
     subs = [s for s in every if s.revealed]
     registry = ledger.get_sites()  # read once for log.agrees and terms.declined
+    names = (registrations or ledger.registrations(round_id)).names_at(round_id)
 
     # the explanation log: hash, schema, and agreement with the chain
     with _Timer(audit, "fetch"):
@@ -439,13 +451,13 @@ def verify_round(
             log,
             info,
             subs,
-            registry_at_finalize(ledger, round_id, registry),
+            registry_at_finalize(ledger, round_id, registry, names),
             ledger,
             _replayed_rule(terms, log),
         )
     else:
         _unchecked(audit, ("log.agrees",), no_log)
-    audit.add(*check_names(ledger.names_at_finalize(round_id)))
+    audit.add(*check_names(names))
     _check_evidence(audit, ledger, round_id, log, subs)
 
     # the terms committed at open, and the log's settings against them
@@ -2705,7 +2717,10 @@ def verify_all(ledger: Ledger, store: ContentStore, **kwargs: Any) -> list[Round
     start after the contract's creation, which would hide events from every check."""
     ledger.check_from_block()
     history = PrivacyHistory(ledger, store)  # each earlier blob's DP parameters read once
+    registrations = ledger.registrations()  # every round's names from one read
     return [
-        verify_round(ledger, store, r, privacy_history=history, **kwargs)
+        verify_round(
+            ledger, store, r, privacy_history=history, registrations=registrations, **kwargs
+        )
         for r in range(1, ledger.current_round() + 1)
     ]

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from fedtrail.auditor.peers import PeerTable, peer_table, read_peer_record
 from fedtrail.errors import FedtrailError
-from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission, checksum
+from fedtrail.ledger import Ledger, RoundInfo, SiteInfo, Submission
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.protocol.names import shown as shown_name
+from fedtrail.protocol.names import with_former
 from fedtrail.protocol.roundlog import MAX_LOG_BYTES, RoundLog
 from fedtrail.storage.store import ContentStore
 
@@ -141,9 +141,7 @@ class Federation:
         would otherwise have the report credit the old rounds to the new name (a64)."""
         for s in self.sites:
             if s.address == address:
-                former = self.former_names.get(address, [])
-                tail = f" (formerly {', '.join(map(shown_name, former))})" if former else ""
-                return shown_name(s.name) + tail
+                return with_former(s.name, self.former_names.get(address, []))
         return ""
 
     def site_order(self) -> list[str]:
@@ -305,15 +303,7 @@ def collect(
 def former_names(ledger: Ledger, sites: list[SiteInfo]) -> dict[str, list[str]]:
     """Each site's earlier registered names (oldest first, none twice, its current one left
     out), from the ``SiteRegistered`` events; sites never renamed are left out."""
-    current = {s.address: s.name for s in sites}
-    earlier: dict[str, list[str]] = {}
-    for event in ledger.events("SiteRegistered"):
-        address = checksum(str(event.args["site"]))
-        name = str(event.args["name"])
-        seen = earlier.setdefault(address, [])
-        if name != current.get(address) and name not in seen:
-            seen.append(name)
-    return {a: names for a, names in earlier.items() if names}
+    return ledger.registrations().former_names({s.address: s.name for s in sites})
 
 
 def used_dp(ledger: Ledger, audits: list[RoundAudit], sites: list[SiteInfo]) -> bool:

@@ -27,6 +27,7 @@ from fedtrail.errors import ConfigError
 from fedtrail.fsutil import atomic_write
 from fedtrail.keys import FAST_KDF_N
 from fedtrail.protocol.codes import DEFAULT_MIN_ROUND_WINDOW, Phase
+from fedtrail.protocol.names import with_former
 from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, SCORE_SCALE, WEIGHT_SCALE
 
 if TYPE_CHECKING:  # the ledger loads web3 (about a second): imported where used
@@ -108,9 +109,12 @@ def _time(ts: int) -> str:
 
 
 def ledger_status(ledger: Ledger, round_id: int | None = None) -> dict[str, Any]:
-    """Everything `chain status` shows, as one JSON-able record."""
+    """Everything `chain status` shows, as one JSON-able record (each site's ``former_names``:
+    the names it was registered under before, oldest first)."""
     current = ledger.current_round()
     rid = current if round_id is None else round_id
+    sites = ledger.get_sites()
+    former = ledger.registrations().former_names({s.address: s.name for s in sites})
     doc: dict[str, Any] = {
         "contract": ledger.address,
         "chain_id": ledger.chain_id,
@@ -123,12 +127,13 @@ def ledger_status(ledger: Ledger, round_id: int | None = None) -> dict[str, Any]
             {
                 "site": s.address,
                 "name": s.name,
+                "former_names": former.get(s.address, []),
                 "registered": s.registered,
                 "reputation": s.reputation / SCORE_SCALE,
                 "valued_rounds": s.valued_rounds,
                 "max_samples": s.max_samples,
             }
-            for s in ledger.get_sites()
+            for s in sites
         ],
         "round": None,
     }
@@ -170,7 +175,9 @@ def print_status(doc: dict[str, Any]) -> None:
     click.echo(f"rounds      {doc['current_round']} (last finalized {doc['last_finalized_round']})")
     click.echo("")
     click.echo("sites")
-    emit(doc["sites"], "table")
+    # names as the report shows them: hidden characters escaped, earlier names beside (a64)
+    sites = [{**s, "name": with_former(s["name"], s["former_names"])} for s in doc["sites"]]
+    emit(sites, "table", columns=[k for k in sites[0] if k != "former_names"] if sites else None)
     rnd = doc["round"]
     if rnd:
         click.echo("")

@@ -39,6 +39,7 @@ from fedtrail.ledger.records import (
     PeerRoundInfo,
     PrivacyAccount,
     PrivacySpend,
+    Registrations,
     RoundInfo,
     SiteInfo,
     SiteRoundView,
@@ -768,15 +769,27 @@ class Ledger:
         ``SiteRegistered`` event before the round's ``RoundFinalized``; every registration so
         far for a round not finalized). A removed site may be registered again under another
         name, and ``getSite`` holds only the latest: a round's log names its sites as the
-        registry did when the aggregator wrote it."""
-        finalized = self.events("RoundFinalized", argument_filters={"round": round_id})
-        until = (finalized[-1].block_number, finalized[-1].log_index) if finalized else None
-        names: dict[str, str] = {}
-        for event in self.events("SiteRegistered"):  # in chain order
-            if until is not None and (event.block_number, event.log_index) > until:
-                break
-            names[checksum(event.args["site"])] = str(event.args["name"])
-        return names
+        registry did when the aggregator wrote it. Reads every registration: an audit of
+        many rounds reads :meth:`registrations` once and asks it (``names_at``)."""
+        return self.registrations(round_id).names_at(round_id)
+
+    def registrations(self, round_id: int | None = None) -> Registrations:
+        """Every ``SiteRegistered`` event and every round's finalization (``round_id``'s only,
+        when given), in two event reads; the finalizations first, so a registration mined
+        between the two reads comes after every finalization read and no round's names gain
+        it."""
+        filters = None if round_id is None else {"round": round_id}
+        finalized = {
+            int(e.args["round"]): (e.block_number, e.log_index)
+            for e in self.events("RoundFinalized", argument_filters=filters)
+        }
+        return Registrations(
+            events=tuple(
+                ((e.block_number, e.log_index), checksum(e.args["site"]), str(e.args["name"]))
+                for e in self.events("SiteRegistered")  # in chain order
+            ),
+            finalized=finalized,
+        )
 
     def get_sites(self) -> list[SiteInfo]:
         return [_site(raw) for raw in self._view(self._fn.getSites())]

@@ -86,6 +86,41 @@ class SiteInfo:
 
 
 @dataclass(frozen=True)
+class Registrations:
+    """Every ``SiteRegistered`` event, in chain order, and where each round was finalized:
+    the registry's history read once (:meth:`fedtrail.ledger.Ledger.registrations`), so an
+    audit of many rounds does not read every registration again for each (``names_at``).
+
+    ``events``: ((block number, log index), site address, name) per registration;
+    ``finalized``: round -> (block number, log index) of its last ``RoundFinalized``."""
+
+    events: tuple[tuple[tuple[int, int], str, str], ...]
+    finalized: dict[int, tuple[int, int]]
+
+    def names_at(self, round_id: int) -> dict[str, str]:
+        """Site -> its name when ``round_id`` was finalized (its last registration before the
+        round's ``RoundFinalized``; every registration read for a round not finalized):
+        :meth:`fedtrail.ledger.Ledger.names_at_finalize`'s rule."""
+        until = self.finalized.get(round_id)
+        names: dict[str, str] = {}
+        for position, site, name in self.events:
+            if until is not None and position > until:
+                break
+            names[site] = name
+        return names
+
+    def former_names(self, current: dict[str, str]) -> dict[str, list[str]]:
+        """Each site's earlier registered names (oldest first, none twice, its ``current``
+        name left out; ``current``: address -> name now); sites never renamed left out."""
+        earlier: dict[str, list[str]] = {}
+        for _, site, name in self.events:
+            seen = earlier.setdefault(site, [])
+            if name != current.get(site) and name not in seen:
+                seen.append(name)
+        return {site: names for site, names in earlier.items() if names}
+
+
+@dataclass(frozen=True)
 class PeerRoundInfo:
     """A peer round's scoring record: validators commit to their score vectors until
     ``score_commit_deadline`` and reveal them until ``score_reveal_deadline``; at least

@@ -30,8 +30,13 @@ def ledger(anvil_url: str) -> Ledger:
     [
         ("hospital-\u0430", "mixes scripts (CYRILLIC, LATIN)"),
         ("Hospital-A", "reads like the registered name(s) 'hospital-a'"),
-        ("hospital\u200b-a", "control, format or unassigned"),
+        ("hospital\u200b-a", "control, format, unassigned or blank"),
+        ("hospital-a\u3164", "control, format, unassigned or blank"),  # a Hangul filler
         ("h\\xff", "backslash"),
+        ("clinic  north", "whitespace other than single spaces"),
+        ("Ho\u0302pital", "not in Unicode NFC form"),
+        ("hospital-\u13aa", "reads like the registered name(s) 'hospital-a'"),  # Cherokee GO
+        ("hospital -a", "reads like the registered name(s) 'hospital-a'"),
     ],
 )
 def test_register_refuses_a_lookalike_name(

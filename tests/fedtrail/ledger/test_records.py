@@ -69,3 +69,25 @@ def test_optional_rpc_url_may_be_absent(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         Deployment.from_file(tmp_path / "absent.json")
+
+
+def test_registrations_name_each_round_as_at_its_finalization() -> None:
+    """``Registrations.names_at``: the last name before the round's finalization; a round not
+    finalized gets every registration; ``former_names``: earlier names, oldest first, once."""
+    from fedtrail.ledger import Registrations
+
+    a, b = "0xA", "0xB"
+    regs = Registrations(
+        events=(
+            ((1, 0), a, "hospital-a"),
+            ((1, 1), b, "clinic"),
+            ((5, 0), a, "hospital-y"),  # after round 1's finalization (block 3)
+            ((7, 2), a, "hospital-a"),
+            ((8, 0), a, "hospital-z"),
+        ),
+        finalized={1: (3, 4), 2: (7, 2)},
+    )
+    assert regs.names_at(1) == {a: "hospital-a", b: "clinic"}
+    assert regs.names_at(2) == {a: "hospital-a", b: "clinic"}  # the event at its position
+    assert regs.names_at(3) == {a: "hospital-z", b: "clinic"}  # not finalized: all so far
+    assert regs.former_names({a: "hospital-z", b: "clinic"}) == {a: ["hospital-a", "hospital-y"]}
