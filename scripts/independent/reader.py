@@ -83,18 +83,27 @@ DTYPES = {
 }
 
 RESULTS: list[dict] = []
-# README line 1858 gives only "conv1.weight, ..., fc2.bias": this order is a guess (PyTorch's
-# module order, weight before bias) and is compared with the log bit for bit below.
-STATE_DICT_ORDER = [
-    "conv1.weight",
-    "conv1.bias",
-    "conv2.weight",
-    "conv2.bias",
-    "fc1.weight",
-    "fc1.bias",
-    "fc2.weight",
-    "fc2.bias",
-]
+README = ROOT / "README.md"
+LAYOUT_MARKER = "<!-- layout-reference -->\n```python\n"
+
+
+def readme_layout():
+    """The ``layout(spec)`` function printed in the README's *Wire format* section, run from its
+    text (state-dict order and shapes of every architecture's federated tensors)."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(LAYOUT_MARKER) + len(LAYOUT_MARKER)
+    source = text[start : text.index("```", start)]
+    namespace: dict = {}
+    exec(compile(source, "README.md layout-reference", "exec"), namespace)
+    return namespace["layout"]
+
+
+def spec_hash_of(spec: dict) -> str:
+    """README *Wire format*: sha256 of the canonical JSON of the spec and its tensors in
+    state-dict order, each ``[name, shape, "float32"]``."""
+    tensors = [[name, shape, "float32"] for name, shape in readme_layout()(spec)]
+    text = json.dumps({"spec": spec, "tensors": tensors}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def report(rnd, check, ok, detail):
@@ -298,6 +307,144 @@ def aggregate_weighted(start: dict, deltas: dict, weights: dict):
     return out
 
 
+# ---------------------------------------------------------------- the reasons' public rules
+STATS = ("running_mean", "running_var")
+# README *The round terms, field by field* (combiner): a threshold a block lacks takes its value
+# from before it existed
+LATER_THRESHOLDS = {
+    "max_norm_ratio": 0.0,
+    "small_norm_ratio": 0.0,
+    "stale_rounds": 1,
+    "credit_cosine": -1.0,
+    "sample_median_self": 0,
+    "dp_spend_check": 0,
+    "norm_size_cap": 1.0,
+    "tiny_size_power": 0.0,
+    "dp_noise_check": 0,
+    "relief_cosine": -1.0,
+    "boost_clip": 0.0,
+    "warm_up_floor": 1.0,
+    "white_noise_z": 0.0,
+    "shaped_noise_z": 0.0,
+    "dp_copy_z": 0.0,
+}
+
+
+def trainable(name: str) -> bool:
+    return not name.endswith(STATS)
+
+
+def flat_of(update: dict, order, only_trainable: bool) -> np.ndarray:
+    return np.concatenate(
+        [update[n].astype(np.float64).ravel() for n in order if not only_trainable or trainable(n)]
+    )
+
+
+def tensor_norm(update: dict) -> float:
+    """README *Size bound*: sqrt(fsum(per-tensor sums of float64 squares)), trainable only."""
+    return math.sqrt(
+        math.fsum(
+            math.fsum((v.astype(np.float64).ravel() ** 2).tolist())
+            for n, v in update.items()
+            if trainable(n)
+        )
+    )
+
+
+def duplicate_copies(items, dup: dict) -> dict:
+    """README *Duplicates*: items = [(site, sha256, {name: array} or None)] in commit order;
+    returns {site: the original's site} for every copy."""
+
+    def codes(upd):
+        out = []
+        for n in sorted(upd):
+            t = upd[n].astype(np.float64).ravel()
+            m = np.max(np.abs(t)) if t.size else 0.0
+            out.append(np.zeros_like(t) if m == 0 else np.round(t * (127 / m)))
+        return np.concatenate(out)
+
+    cos_t, l2_t, scaled = dup.get("cosine"), dup.get("relative_l2"), dup.get("scaled_cosine")
+    originals = []
+    copies = {}
+    for site, digest, upd in items:
+        flat = None if upd is None else flat_of(upd, sorted(upd), False)
+        code = None if upd is None or scaled is None else codes(upd)
+        found = None
+        for o_site, o_digest, o_flat, o_code in originals:
+            if digest == o_digest:
+                found = o_site
+                break
+            if flat is None or len(flat) != len(o_flat):
+                continue
+            a, b = o_flat, flat
+            if np.array_equal(a, b):
+                found = o_site
+                break
+            na, nb = math.sqrt(float(np.dot(a, a))), math.sqrt(float(np.dot(b, b)))
+            if na > 0 and nb > 0:
+                cos = float(np.dot(a, b)) / (na * nb)
+                if cos > cos_t and math.sqrt(float(np.dot(b - a, b - a))) / na < l2_t:
+                    found = o_site
+                    break
+                if scaled is not None and cos > scaled:
+                    found = o_site
+                    break
+            if scaled is not None:
+                ca, cb = o_code, code
+                nca, ncb = math.sqrt(float(np.dot(ca, ca))), math.sqrt(float(np.dot(cb, cb)))
+                if nca > 0 and ncb > 0 and float(np.dot(ca, cb)) / (nca * ncb) > scaled:
+                    found = o_site
+                    break
+        if found is not None:
+            copies[site] = found
+        elif upd is not None:
+            originals.append((site, digest, flat, code))
+    return copies
+
+
+def free_rider_rule(sites, flats, refs, counts, cc, model_norm, checksum):
+    """README *Free-riders and stale copies* (and the size allowance of *Screens*): sites in
+    address order, flats {site: trainable float64 vector}, refs [(label, vector)]; returns
+    {site: why} for the tests the README defines (the white-noise, shaped-noise and DP-copy
+    tests excepted)."""
+    frn = cc.get("free_rider_norm", 0.01)
+    stale_cos = cc.get("stale_cosine", 0.99999)
+    stale_dist = cc.get("stale_distance", 1e6)
+    power = cc.get("tiny_size_power", LATER_THRESHOLDS["tiny_size_power"])
+    norms = {a: math.sqrt(block_sum(flats[a] * flats[a])) for a in sites}
+    ref_norms = [math.sqrt(block_sum(v * v)) for _, v in refs]
+    own = sorted(norms.values())
+    med = own[(len(own) - 1) // 2] if own else 0.0
+    m = float(statistics.median([counts[a] for a in sites])) if sites else 0.0
+    out = {}
+    for a in sites:
+        x, nx = flats[a], norms[a]
+        if nx == 0.0:
+            out[a] = "zero"
+            continue
+        if nx < frn * med:
+            out[a] = f"norm below {frn} x median"
+            continue
+        factor = counts[a] / m if m > 0 else 1.0
+        ratio = 0.001 * (factor**power if power > 0 and factor < 1.0 else 1.0)
+        if nx < ratio * model_norm:
+            out[a] = f"norm below {ratio:.3g} x the start model's"
+            continue
+        mine = [k for k, (lab, _) in enumerate(refs) if lab.startswith(f"{checksum(a)}'s update")]
+        if any(nx < frn * ref_norms[k] for k in mine):
+            out[a] = "norm below free_rider_norm x its own earlier update's"
+            continue
+        for k, (lab, r) in enumerate(refs):
+            if ref_norms[k] == 0.0:
+                continue
+            cos = block_sum(x * r) / (nx * ref_norms[k])
+            dist = math.sqrt(block_sum((x - r) * (x - r))) / ref_norms[k]
+            if cos > stale_cos and dist < stale_dist:
+                out[a] = f"stale copy of {lab}"
+                break
+    return out, norms
+
+
 # ---------------------------------------------------------------- chain
 def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
@@ -405,6 +552,7 @@ def main(argv=None):
     )
 
     reputation: dict[str, int | None] = {}
+    history: dict[int, dict] = {}  # finalized round -> its free-rider references
     summary = []
     for ro in ev["RoundOpened"]:
         r = ro.args.round
@@ -473,40 +621,27 @@ def main(argv=None):
             f"metadata {stext}; canonical",
         )
         spec_hash = terms.get("spec_hash")
-        # NOT in the README (gap): read from fedtrail/ml/models.py ModelSpec.spec_hash after noting
-        # the gap: sha256 of canonical JSON {"spec": model_spec, "tensors": [[name, shape, dtype],
-        # ...] in state-dict order}. The state-dict order is itself not in the README; the guessed
-        # STATE_DICT_ORDER (SmallCNN only) reproduces the hash, which confirms the guess.
-        if set(STATE_DICT_ORDER) == set(start):
-            layout = [[nm, list(start[nm].shape), "float32"] for nm in STATE_DICT_ORDER]
-            mine_spec = sha(
-                json.dumps(
-                    {"spec": terms.get("model_spec"), "tensors": layout},
-                    sort_keys=True,
-                    separators=(",", ":"),
-                ).encode()
-            )
-            report(
-                r,
-                "terms.spec_hash",
-                mine_spec == spec_hash == sdoc.get("spec_hash"),
-                f"recomputed {mine_spec[:16]} (rule from source, not README); terms {spec_hash[:16]}; "
-                f"start model header {sdoc.get('spec_hash', '')[:16]}",
-            )
-        else:
-            report(
-                r,
-                "terms.spec_hash",
-                "NOTE",
-                "state-dict order unknown for this model: spec_hash not recomputed",
-            )
+        # README *Wire format*: the spec hash and the state-dict order come from its layout(spec)
+        spec = terms.get("model_spec") or {}
+        order = [name for name, _ in readme_layout()(spec)]
+        mine_spec = spec_hash_of(spec)
+        report(
+            r,
+            "terms.spec_hash",
+            mine_spec == spec_hash == sdoc.get("spec_hash")
+            and {n: list(sh) for n, sh in readme_layout()(spec)}
+            == {k: list(v.shape) for k, v in start.items()},
+            f"recomputed from README layout(spec) {mine_spec[:16]}; terms {spec_hash[:16]}; "
+            f"start model header {sdoc.get('spec_hash', '')[:16]}; start model's tensors as layout",
+        )
         win = terms.get("windows", {})
         cw, rw = commit_dl - opened_at, reveal_dl - commit_dl
         report(
             r,
             "terms.windows",
-            rw == win.get("reveal_seconds")
-            and win.get("commit_seconds", 0) - 60 <= cw <= win.get("commit_seconds", 0) + 2,
+            # README field list: commitDeadline - openedAt and revealDeadline - commitDeadline,
+            # exactly
+            cw == win.get("commit_seconds") and rw == win.get("reveal_seconds"),
             f"commit window {cw} s (terms {win.get('commit_seconds')}), reveal window {rw} s (terms {win.get('reveal_seconds')})",
         )
         rule = terms.get("aggregation_rule")
@@ -519,6 +654,7 @@ def main(argv=None):
         valued = {e.args.site.lower(): e for e in ev["UpdateValued"] if e.args.round == r}
         print(f"   commit order: {[names.get(e.args.site.lower(), e.args.site) for e in commits]}")
         deltas = {}
+        hdrs = {}
         onchain = {}
         for e in commits:
             a = e.args.site.lower()
@@ -561,6 +697,7 @@ def main(argv=None):
                     and udoc.get("spec_hash") == spec_hash
                 )
                 deltas[a] = decode_update(ut, udoc, shapes)
+                hdrs[a] = udoc
                 report(
                     r,
                     tag,
@@ -598,31 +735,117 @@ def main(argv=None):
             bool(rvd) and rvd[0].args.totalWeightBasis == T,
             f"RoundValued.totalWeightBasis {rvd[0].args.totalWeightBasis if rvd else None} vs sum n*s {T}",
         )
-        # ---- IMPLAUSIBLE_SAMPLES per the reason table (README line 2413): n above max_sample_ratio
-        # times the median of the round's other usable updates (at least two). "Usable" is not
-        # defined there; taken as: revealed, decoded, and not TAMPERED/MALFORMED/DUPLICATE.
-        ratio = terms.get("valuation", {}).get("combiner", {}).get("max_sample_ratio", 10.0)
+        # ---- the reasons' public rules (README *Usable*, *Duplicates*, *IMPLAUSIBLE_SAMPLES*,
+        # *Free-riders and stale copies*, *Size bound*, *Screens*), in the README's order
+        onlabel = {a: REASONS[onchain[a][3]] for a in vals}
+        cc = dict(LATER_THRESHOLDS)
+        cc.update((terms.get("valuation") or {}).get("combiner") or {})
+        standing_on = bool((terms.get("valuation") or {}).get("standing"))
+        predicted: dict[str, str] = {}
+        pending_refs: list[str] | None = None
+        why: dict[str, str] = {}
+        items = [
+            (
+                e.args.site.lower(),
+                reveals[e.args.site.lower()].args.sha256,
+                deltas.get(e.args.site.lower()),
+            )
+            for e in commits
+            if e.args.site.lower() in reveals
+        ]
+        copies = duplicate_copies(items, terms.get("duplicates") or {})
+        dup_ok = all(
+            (a in copies) == (onlabel.get(a) == "DUPLICATE") for a, _, _ in items if a in onlabel
+        )
+        report(
+            r,
+            "duplicates",
+            dup_ok,
+            f"copies by the documented rule: {[(names.get(a), names.get(o)) for a, o in copies.items()] or 'none'}",
+        )
+        for a in copies:
+            predicted[a], why[a] = "DUPLICATE", f"copy of {names.get(copies[a])}"
+        need_dp = bool((terms.get("privacy") or {}).get("required"))
         usable = [
             a
             for a in vals
-            if a in deltas and REASONS[onchain[a][3]] not in ("TAMPERED", "MALFORMED", "DUPLICATE")
+            if a in deltas
+            and a not in copies
+            and onchain[a][1] >= 1
+            and (not need_dp or "dp" in hdrs.get(a, {}))
+            and onlabel[a] not in ("TAMPERED", "MALFORMED", "EXPLANATION_SHIFT", "CONTRADICTED")
         ]
-        imp_ok, imp = True, []
-        for a in vals:
+        ratio = cc.get("max_sample_ratio", 10.0)
+        self_in = bool(cc.get("sample_median_self"))
+        for a in usable:
             others = [onchain[b][1] for b in usable if b != a]
-            flag = (
-                a in usable
-                and len(others) >= 2
-                and onchain[a][1] > ratio * statistics.median(others)
+            pool = [*others, onchain[a][1]] if self_in else others
+            if len(others) >= 2 and onchain[a][1] > ratio * statistics.median(pool):
+                predicted[a], why[a] = "IMPLAUSIBLE_SAMPLES", f"n above {ratio} x median"
+        usable = [a for a in usable if a not in predicted]
+        start_norm = tensor_norm(start)
+        notes = []
+        if standing_on:
+            refs, labels = [], []
+            prevs = [q for q in sorted(history, reverse=True) if q < r][: int(cc["stale_rounds"])]
+            for q in prevs:
+                for site_q, d_q in history[q]["updates"]:
+                    labels.append(f"{Web3.to_checksum_address(site_q)}'s update of round {q}")
+                    refs.append((labels[-1], flat_of(d_q, order, True)))
+                labels.append(f"the global delta of round {q}")
+                refs.append((labels[-1], flat_of(history[q]["global_delta"], order, True)))
+            flats_fr = {a: flat_of(deltas[a], order, True) for a in usable}
+            counts = {a: onchain[a][1] for a in usable}
+            riders, _ = free_rider_rule(
+                usable, flats_fr, refs, counts, cc, start_norm, Web3.to_checksum_address
             )
-            imp_ok &= flag == (REASONS[onchain[a][3]] == "IMPLAUSIBLE_SAMPLES")
-            if flag:
-                imp.append(names.get(a))
+            for a, text in riders.items():
+                predicted[a], why[a] = "FREE_RIDER", text
+            usable = [a for a in usable if a not in riders]
+            # the tests the README names without a rule an outsider can run
+            unreplayable = [
+                k for k in ("white_noise_z", "shaped_noise_z", "dp_copy_z") if cc.get(k, 0) > 0
+            ]
+            for a in usable:
+                if onlabel[a] == "FREE_RIDER":
+                    notes.append(a)
+                    why[a] = f"FREE_RIDER by a test the README does not define ({unreplayable})"
+            if notes and not unreplayable:
+                report(
+                    r,
+                    "reasons.free_rider",
+                    False,
+                    f"FREE_RIDER with every other test off: {[names.get(a) for a in notes]}",
+                )
+            pending_refs = labels
+        for a in list(usable):
+            if start_norm > 0 and tensor_norm(deltas[a]) > 100 * start_norm:
+                predicted[a], why[a] = "OUTLIER_NORM", "over 100 x the start model's norm"
+                usable.remove(a)
+        screened = set()
+        if len(usable) >= cc.get("min_robust_sites", 3):
+            screened = set(usable)
+        rule_reasons = {
+            "DUPLICATE",
+            "IMPLAUSIBLE_SAMPLES",
+            "FREE_RIDER",
+            "OUTLIER_NORM",
+            "OUTLIER_DIRECTION",
+        }
+        mismatch = [
+            f"{names.get(a)} chain {onlabel[a]} rules {predicted.get(a, '-')}"
+            for a in vals
+            if a not in notes
+            and a not in screened
+            and (predicted.get(a) != onlabel[a] if a in predicted else onlabel[a] in rule_reasons)
+        ]
         report(
             r,
-            "reasons.implausible",
-            imp_ok,
-            f"flagged by the documented rule: {imp or 'none'} (limit {ratio}x)",
+            "reasons.public",
+            not mismatch,
+            f"by the documented rules: {[(names.get(a), predicted[a], why[a]) for a in predicted] or 'none flagged'}"
+            + (f"; disagree: {mismatch}" if mismatch else "")
+            + (f"; not replayable: {[names.get(a) for a in notes]}" if notes else ""),
         )
         # ---- reputation (EMA; the first valued score sets it)
         rep_ok = True
@@ -656,6 +879,19 @@ def main(argv=None):
             sha(gblob) == global_sha.hex() == f.globalSha256.hex(),
             f"{f.globalCid} {sha(gblob)[:16]} vs chain {global_sha.hex()[:16]}",
         )
+        # this round's free-rider references for the next ones (README *Free-riders and stale
+        # copies*): revealed updates in ascending address order, not TAMPERED / MALFORMED / NOT_REVEALED /
+        # PEER_REJECTED / WITHHELD, then the global delta (global - start, float32)
+        _, _, g_tensors = parse_safetensors(gblob)
+        history[r] = {
+            "updates": [
+                (a, deltas[a])
+                for a in sorted(deltas, key=lambda x: int(x, 16))
+                if REASONS[onchain[a][3]]
+                not in ("TAMPERED", "MALFORMED", "NOT_REVEALED", "PEER_REJECTED", "WITHHELD")
+            ],
+            "global_delta": {k: (g_tensors[k] - start[k]).astype(np.float32) for k in start},
+        }
         lblob = ipfs.cat(f.logCid)
         report(
             r,
@@ -703,15 +939,21 @@ def main(argv=None):
                 )
                 continue
 
-            # README line 1694 says "canonical JSON, types included"; fedtrail itself compares the
-            # combiner's numbers as floats (the log writes 3.0 where the terms have 3).
-            def floats(d):
+            # README (*The round terms, field by field*, `valuation`): the log's block must equal
+            # the terms' "as parsed", the combiner being "an object of numbers": its values compare
+            # as numbers (the log may write 3.0 where the terms have 3); everything else exactly.
+            def parsed(d):
                 d = json.loads(json.dumps(d))
                 if isinstance(d, dict) and isinstance(d.get("combiner"), dict):
-                    d["combiner"] = {k: float(v) for k, v in d["combiner"].items()}
+                    d["combiner"] = {
+                        k: float(v)
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)
+                        else v
+                        for k, v in d["combiner"].items()
+                    }
                 return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
-            eq = floats(lset.get(key)) == floats(terms.get(tkey))
+            eq = parsed(lset.get(key)) == parsed(terms.get(tkey))
             diff = [
                 k
                 for k in (terms.get(tkey) or {}).get("combiner", {})
@@ -721,9 +963,8 @@ def main(argv=None):
             report(
                 r,
                 f"log.settings.{key}",
-                "MISMATCH-DOC" if eq else False,
-                f"not equal as canonical JSON (README 1694: 'types included'), equal with combiner numbers as floats: {eq}; "
-                f"differing keys {diff}",
+                eq,
+                f"equal as parsed (combiner values as numbers): {eq}; written differently: {diff}",
             )
         # robust components over the updates the log says counted, in state-dict order
         counted = [
@@ -735,7 +976,7 @@ def main(argv=None):
         ]
         floor = terms.get("valuation", {}).get("combiner", {}).get("norm_scale_floor", 0.25)
         for label, names_order in (
-            ("state-dict order (guessed)", STATE_DICT_ORDER),
+            ("state-dict order (README layout)", order),
             ("blob order", sorted(shapes)),
         ):
             if set(names_order) != set(shapes):
@@ -764,6 +1005,55 @@ def main(argv=None):
                     exact,
                     f"{len(counted)} update(s); largest difference {worst:.3g}",
                 )
+        # names: README *Strings*: a round log's `name` is the chain's text of the registered name
+        names_ok = all(lsites[a].get("name") == names.get(a) for a in vals)
+        report(
+            r,
+            "log.names",
+            names_ok,
+            "each site's log name equals its SiteRegistered name read by the Strings rule",
+        )
+        if pending_refs is not None:
+            logged = (log.get("standing") or {}).get("references")
+            report(
+                r,
+                "standing.references",
+                logged == pending_refs,
+                f"{len(pending_refs)} reference(s) by the documented rule equal the log's: {logged == pending_refs}",
+            )
+        # screens (README *Screens*) on the components checked bit-equal above
+        if screened:
+            cs = [onchain[a][1] for a in screened]
+            m_c = statistics.median(cs)
+            bad = []
+            for a in sorted(screened):
+                comp_a = lsites[a].get("components") or {}
+                cos_a, z_a = comp_a.get("cosine"), comp_a.get("norm_z")
+                nrm, med_n = comp_a.get("norm"), comp_a.get("median_norm")
+                k = min(cc.get("norm_size_cap", 1.0), max(1.0, onchain[a][1] / m_c if m_c else 1.0))
+                z = z_a if k == 1 or z_a <= 0 else z_a * (nrm / k - med_n) / (nrm - med_n)
+                want = (
+                    "OUTLIER_DIRECTION"
+                    if cos_a < cc["min_cosine"]
+                    else ("OUTLIER_NORM" if z > cc["max_norm_z"] else None)
+                )
+                got = onlabel[a] if onlabel[a] in ("OUTLIER_DIRECTION", "OUTLIER_NORM") else None
+                if want != got and not (got == "OUTLIER_NORM" and want is None):
+                    bad.append(f"{names.get(a)} rule {want} chain {onlabel[a]}")
+                elif got == "OUTLIER_NORM" and want is None:
+                    report(
+                        r,
+                        "reasons.screen",
+                        "NOTE",
+                        f"{names.get(a)} OUTLIER_NORM without the screen: non-finite outputs (--validation only)",
+                    )
+            report(
+                r,
+                "reasons.screen",
+                not bad,
+                f"{len(screened)} screened update(s), claimed-count median {m_c}"
+                + (f"; disagree: {bad}" if bad else ""),
+            )
         # standing: shares, after, reference, scores
         st = log.get("standing")
         # warm_up_floor below 1: the warm-up round (valued_rounds 0, nothing accumulated) scores
