@@ -83,3 +83,118 @@ variants = {
 for k, g in variants.items():
     print(f"{H(g) == onchain!s:<5} {H(g)[:16]}  {k}")
 print(f"on-chain {onchain[:16]}")
+
+# ---------------------------------------------------------------- the reasons' rules (h-167)
+# Each documented rule must flag a planted case and leave the real round alone; each misreading
+# named below must give a different answer (else the check it backs would be vacuous).
+print(f"\nrule controls (round {r})")
+spec = terms["model_spec"]
+layout = R.readme_layout()(spec)
+order_l = [n for n, _ in layout]
+by_name = json.dumps(
+    {"spec": spec, "tensors": [[n, list(start[n].shape), "float32"] for n in sorted(start)]},
+    sort_keys=True,
+    separators=(",", ":"),
+)
+print(
+    f"{R.spec_hash_of(spec) == terms['spec_hash']!s:<5} spec hash from README layout(spec)\n"
+    f"{R.sha(by_name.encode()) == terms['spec_hash']!s:<5} spec hash with tensors in sorted-name order (misreading)"
+)
+cc = dict(R.LATER_THRESHOLDS)
+cc.update(terms["valuation"].get("combiner", {}))
+dup = terms.get("duplicates", {})
+sites = order
+first = sites[0]
+x = deltas[first]
+items = [(s, s, deltas[s]) for s in sites]  # (site, sha256 stand-in, update)
+print(f"{not R.duplicate_copies(items, dup)!s:<5} duplicates: the real updates are no copies")
+same = R.duplicate_copies([*items, ("copy", "other", dict(x))], dup)
+print(f"{same.get('copy') == first!s:<5} duplicates: a re-encoded exact copy is one")
+scaled = {k: v * np.float32(1.5) for k, v in x.items()}
+with_s = R.duplicate_copies([*items, ("scaled", "other", scaled)], dup)
+without_s = R.duplicate_copies(
+    [*items, ("scaled", "other", scaled)], {k: v for k, v in dup.items() if k != "scaled_cosine"}
+)
+print(
+    f"{'scaled' in with_s and 'scaled' not in without_s!s:<5} duplicates: x1.5 copy caught only "
+    f"by scaled_cosine (with {'scaled' in with_s}, without {'scaled' in without_s})"
+)
+if r < 2:
+    sys.exit("rule controls need a round with a finalized round before it (--round 2 or later)")
+# free-rider references: the previous finalized round's updates and global delta
+prev = r - 1
+fin = [e for e in c.events.RoundFinalized.get_logs(from_block=dep["block_number"])]
+prev_fin = next(e for e in fin if e.args.round == prev)
+ro_p = next(
+    e for e in c.events.RoundOpened.get_logs(from_block=dep["block_number"]) if e.args.round == prev
+)
+_, _, start_p = R.parse_safetensors(ipfs.cat(ro_p.args.modelCid))
+_, _, glob_p = R.parse_safetensors(ipfs.cat(prev_fin.args.globalCid))
+prev_sub = {}
+commit_order = []
+for e in c.events.UpdateSubmitted.get_logs(from_block=dep["block_number"]):
+    if e.args.round == prev:
+        _, meta, t = R.parse_safetensors(ipfs.cat(e.args.cid))
+        prev_sub[e.args.site.lower()] = R.decode_update(t, json.loads(meta["fedtrail"]), shapes)
+        commit_order.append(e.args.site.lower())
+cs = Web3.to_checksum_address
+refs = [
+    (f"{cs(s)}'s update of round {prev}", R.flat_of(prev_sub[s], order_l, True))
+    for s in sorted(prev_sub, key=lambda v: int(v, 16))
+]
+gd = {k: (glob_p[k] - start_p[k]).astype(np.float32) for k in start_p}
+refs.append((f"the global delta of round {prev}", R.flat_of(gd, order_l, True)))
+counts = {s: c.functions.getSubmission(r, cs(s)).call()[4] for s in sites}
+start_norm = R.tensor_norm(start)
+
+
+def riders(planted):
+    flats = {s: R.flat_of(deltas[s], order_l, True) for s in sites}
+    flats.update({s: R.flat_of(u, order_l, True) for s, u in planted.items()})
+    return R.free_rider_rule(sites, flats, refs, counts, cc, start_norm, cs)[0]
+
+
+print(f"{not riders({})!s:<5} free riders: none among the real updates")
+if first in prev_sub:
+    got = riders({first: prev_sub[first]})
+    print(
+        f"{first in got!s:<5} free riders: resending its previous update is caught ({got.get(first)})"
+    )
+    half = {k: v * np.float32(0.5) for k, v in prev_sub[first].items()}
+    got = riders({first: half})
+    print(f"{first in got!s:<5} free riders: half its previous update is caught ({got.get(first)})")
+tiny = {k: v * np.float32(1e-3) for k, v in x.items()}
+got = riders({first: tiny})
+print(f"{first in got!s:<5} free riders: its update x 1e-3 is caught ({got.get(first)})")
+this_log = json.loads(ipfs.cat(next(e for e in fin if e.args.round == r).args.logCid))["standing"][
+    "references"
+]
+by_commit = [f"{cs(s)}'s update of round {prev}" for s in commit_order] + [
+    f"the global delta of round {prev}"
+]
+print(
+    f"{[lab for lab, _ in refs] == this_log!s:<5} references in ascending address order equal the log's\n"
+    f"{by_commit == this_log!s:<5} references in commit order (the README's old 'chain order') equal the log's"
+)
+big = {k: v * np.float32(1e4) for k, v in x.items()}
+print(
+    f"{R.tensor_norm(big) > 100 * start_norm and not any(R.tensor_norm(deltas[s]) > 100 * start_norm for s in sites)!s:<5} "
+    f"size bound: x1e4 update over 100 x the start model's norm {start_norm:.4g}, real ones under"
+)
+
+
+def implausible(ns, self_in):
+    out = []
+    for i, n in enumerate(ns):
+        others = ns[:i] + ns[i + 1 :]
+        pool = [*others, n] if self_in else others
+        if len(others) >= 2 and n > 10 * R.statistics.median(pool):
+            out.append(i)
+    return out
+
+
+ns = [1, 3, 25]
+print(
+    f"{implausible(ns, True) != implausible(ns, False)!s:<5} IMPLAUSIBLE_SAMPLES: counts {ns} flag "
+    f"{implausible(ns, True)} with sample_median_self 1, {implausible(ns, False)} with 0 (the old reader's)"
+)
