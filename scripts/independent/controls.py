@@ -198,3 +198,19 @@ print(
     f"{implausible(ns, True) != implausible(ns, False)!s:<5} IMPLAUSIBLE_SAMPLES: counts {ns} flag "
     f"{implausible(ns, True)} with sample_median_self 1, {implausible(ns, False)} with 0 (the old reader's)"
 )
+
+# sites.names: the README's rule (table parsed from README) flags the look-alikes of attack a59,
+# the rule without the table misses the Cyrillic one
+table = R.readme_homoglyphs()
+planted = {"0x01": "hospital-a", "0x02": "hospital-\u0430", "0x03": "Site-1", "0x04": "site-l"}
+pairs = R.alike_pairs(planted)
+plain = [
+    (a, b)
+    for a, b in [("0x01", "0x02"), ("0x03", "0x04")]
+    if R.name_keys(planted[a], {})[0] == R.name_keys(planted[b], {})[0]
+]
+print(
+    f"{pairs == [('0x01', '0x02'), ('0x03', '0x04')]!s:<5} sites.names: hospital-a ~ hospital-\\u0430 "
+    f"and Site-1 ~ site-l by the README's rule ({len(table)} letters)\n"
+    f"{('0x01', '0x02') in plain!s:<5} sites.names: without the table (misreading) the Cyrillic a is caught"
+)

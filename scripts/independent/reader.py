@@ -27,9 +27,11 @@ import argparse
 import hashlib
 import json
 import math
+import re
 import statistics
 import struct
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -445,6 +447,60 @@ def free_rider_rule(sites, flats, refs, counts, cc, model_norm, checksum):
     return out, norms
 
 
+# ---------------------------------------------------------------- names that look alike
+HOMOGLYPH_MARKER = "<!-- homoglyphs -->\n```\n"
+
+
+def readme_homoglyphs() -> dict:
+    """README *Names that look alike*: the table, parsed from its text."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(HOMOGLYPH_MARKER) + len(HOMOGLYPH_MARKER)
+    block = text[start : text.index("```", start)]
+    return {chr(int(cp, 16)): latin for cp, latin in re.findall(r"U\+([0-9A-F]{4}) ([a-z])", block)}
+
+
+NAME_DASHES = {chr(c) for c in range(0x2010, 0x2016)} | {
+    "\u2043",
+    "\u2212",
+    "\ufe58",
+    "\ufe63",
+    "\uff0d",
+}
+NAME_DROPPED = {"Cc", "Cf", "Cs", "Co", "Cn"}
+
+
+def name_keys(name: str, table: dict) -> tuple:
+    """(skeleton, visual skeleton) by the README's rule."""
+
+    def f(upper):
+        t = "".join("-" if ch in NAME_DASHES else ch for ch in unicodedata.normalize("NFKC", name))
+        return "".join(
+            (table[ch].upper() if upper and ch.isupper() else table[ch]) if ch in table else ch
+            for ch in t
+            if unicodedata.category(ch) not in NAME_DROPPED
+        )
+
+    def s(t):
+        return unicodedata.normalize("NFKC", re.sub(r"\s+", " ", t).strip())
+
+    return (
+        s(f(False).casefold().translate(str.maketrans("1|0", "llo"))),
+        s(f(True).translate(str.maketrans("I1|0", "lllO"))),
+    )
+
+
+def alike_pairs(names: dict) -> list:
+    table = readme_homoglyphs()
+    keys = {a: name_keys(n, table) for a, n in names.items()}
+    order = sorted(names, key=lambda x: int(x, 16))
+    return [
+        (a, b)
+        for i, a in enumerate(order)
+        for b in order[i + 1 :]
+        if keys[a][0] and (keys[a][0] == keys[b][0] or keys[a][1] == keys[b][1])
+    ]
+
+
 # ---------------------------------------------------------------- chain
 def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
@@ -462,6 +518,18 @@ def chain_text(raw: bytes) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def registrations(w3, address, from_block):
+    """Every ``SiteRegistered`` log in chain order: (blockNumber, logIndex, site, text)."""
+    topic = Web3.keccak(text="SiteRegistered(address,string,uint64)")
+    logs = w3.eth.get_logs({"address": address, "topics": [topic], "fromBlock": from_block})
+    out = []
+    for log in sorted(logs, key=lambda e: (e["blockNumber"], e["logIndex"])):
+        site = "0x" + bytes(log["topics"][1])[-20:].hex()
+        raw, _ = abi_decode(["bytes", "uint64"], bytes(log["data"]))
+        out.append((log["blockNumber"], log["logIndex"], site.lower(), chain_text(raw)))
+    return out
 
 
 def registered_names(w3, address, from_block):
@@ -542,6 +610,7 @@ def main(argv=None):
     }
     alpha = c.functions.reputationAlpha().call()
     names = registered_names(w3, c.address, from_block)
+    regs = registrations(w3, c.address, from_block)
     print(
         f"ledger {c.address} chain {w3.eth.chain_id}; reputationAlpha {alpha}; "
         f"{len(names)} site(s): " + ", ".join(f"{n} {a}" for a, n in names.items())
@@ -1005,6 +1074,21 @@ def main(argv=None):
                     exact,
                     f"{len(counted)} update(s); largest difference {worst:.3g}",
                 )
+        # sites.names: README *Names that look alike*: the names at the round's RoundFinalized
+        # (each site's last SiteRegistered at or before it, removed sites included)
+        until = (fin[0]["blockNumber"], fin[0]["logIndex"])
+        at_fin = {}
+        for bn, li, site, text in regs:
+            if (bn, li) <= until:
+                at_fin[site] = text
+        pairs = alike_pairs(at_fin)
+        report(
+            r,
+            "sites.names",
+            not pairs,
+            f"{len(at_fin)} registered name(s) at finalization; confusable pairs: "
+            + (", ".join(f"{at_fin[a]!a} ~ {at_fin[b]!a}" for a, b in pairs) or "none"),
+        )
         # names: README *Strings*: a round log's `name` is the chain's text of the registered name
         names_ok = all(lsites[a].get("name") == names.get(a) for a in vals)
         report(
