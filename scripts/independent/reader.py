@@ -501,6 +501,54 @@ def alike_pairs(names: dict) -> list:
     ]
 
 
+# ---------------------------------------------------------------- peer rounds
+REPUTATION_GATE = 500_000
+
+
+def high_median(values):
+    """README *Peer rounds*: the middle value, the higher middle of an even count, 0 if empty."""
+    s = sorted(values)
+    return s[len(s) // 2] if s else 0
+
+
+def peer_rule(sites, votes, before, quorum, withheld, alpha):
+    """README *Peer rounds*: sites (revealed updates, ascending address), votes [(validator,
+    scores)] ascending validator, before {validator: (reputation, rated rounds)}; returns
+    (medians, counts, {validator: (distance, reputation)}) or raises ValueError (GateUndecided)."""
+    passed = [
+        v for v, _ in votes if before.get(v, (0, 0))[1] == 0 or before[v][0] >= REPUTATION_GATE
+    ]
+    if 2 * len(passed) > len(votes) and len(passed) >= quorum:
+        counted = set(passed)
+    elif 2 * len(passed) < len(votes):
+        counted = {v for v, _ in votes}
+    else:
+        raise ValueError(f"GateUndecided: {len(passed)} of {len(votes)} pass, quorum {quorum}")
+    medians, counts = [], []
+    for i, site in enumerate(sites):
+        entries = [sc[i] for v, sc in votes if v in counted and v != site]
+        medians.append(high_median(entries))
+        counts.append(len(entries))
+    rated = {}
+    for v, sc in votes:
+        diffs = [abs(sc[i] - medians[i]) for i, site in enumerate(sites) if site != v]
+        if diffs:
+            rated[v] = sum(diffs) // len(diffs)
+    for w in withheld:
+        rated[w] = SCORE_SCALE
+    out = {}
+    for v, distance in rated.items():
+        agreement = SCORE_SCALE - distance
+        rep, rounds = before.get(v, (0, 0))
+        if rounds == 0:
+            new = agreement
+        else:
+            f = alpha if agreement < rep else alpha // 4
+            new = (f * agreement + (SCORE_SCALE - f) * rep) // SCORE_SCALE
+        out[v] = (distance, new)
+    return medians, counts, out
+
+
 # ---------------------------------------------------------------- chain
 def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
@@ -606,6 +654,9 @@ def main(argv=None):
             "UpdateReweighted",
             "UpdateWithheld",
             "PeerScoringOpened",
+            "ScoresCommitted",
+            "ScoresRevealed",
+            "ValidatorRated",
         ]
     }
     alpha = c.functions.reputationAlpha().call()
@@ -658,7 +709,7 @@ def main(argv=None):
                 r,
                 "peer_round",
                 "NOTE",
-                "peer round: scores from ScoresRevealed medians (not replayed here)",
+                "peer round: scores are the medians of the ScoresRevealed vectors (peers.median below)",
             )
 
         # ---- start model and terms
@@ -804,12 +855,77 @@ def main(argv=None):
             bool(rvd) and rvd[0].args.totalWeightBasis == T,
             f"RoundValued.totalWeightBasis {rvd[0].args.totalWeightBasis if rvd else None} vs sum n*s {T}",
         )
+        # ---- peer rounds (README *Peer rounds*): the medians of the revealed vectors
+        peer_meds: dict = {}
+        if peer:
+            psites = sorted(reveals, key=lambda x: int(x, 16))
+            votes = sorted(
+                (
+                    (e.args.validator.lower(), list(e.args.scores))
+                    for e in ev["ScoresRevealed"]
+                    if e.args.round == r
+                ),
+                key=lambda v: int(v[0], 16),
+            )
+            voted = {v for v, _ in votes}
+            withheld = sorted(
+                {
+                    e.args.validator.lower()
+                    for e in ev["ScoresCommitted"]
+                    if e.args.round == r and e.args.validator.lower() not in voted
+                },
+                key=lambda x: int(x, 16),
+            )
+            before = {}
+            for e in ev["ValidatorRated"]:
+                if e.args.round < r:
+                    v = e.args.validator.lower()
+                    before[v] = (e.args.validatorReputation, before.get(v, (0, 0))[1] + 1)
+            quorum = int((terms.get("valuation") or {}).get("quorum", 1))
+            try:
+                meds, cnts, rated = peer_rule(psites, votes, before, quorum, withheld, alpha)
+                bad = [
+                    f"{names.get(a)} median {meds[i]} chain {onchain[a][2]} {REASONS[onchain[a][3]]}"
+                    for i, a in enumerate(psites)
+                    if a in onchain
+                    and REASONS[onchain[a][3]] != "WITHHELD"
+                    and (
+                        onchain[a][2] != meds[i]
+                        or REASONS[onchain[a][3]] != ("OK" if meds[i] > 0 else "PEER_REJECTED")
+                    )
+                ]
+                report(
+                    r,
+                    "peers.median",
+                    not bad,
+                    f"{len(votes)} revealed vector(s), quorum {quorum}: medians {meds} (entries {cnts})"
+                    + (f"; disagree: {bad}" if bad else ""),
+                )
+                chain_rated = {
+                    e.args.validator.lower(): (e.args.distance, e.args.validatorReputation)
+                    for e in ev["ValidatorRated"]
+                    if e.args.round == r
+                }
+                report(
+                    r,
+                    "peers.reputation",
+                    chain_rated == rated,
+                    "validator (distance, reputation): "
+                    + "; ".join(
+                        f"{names.get(v)} {rated[v]} chain {chain_rated.get(v)}" for v in rated
+                    ),
+                )
+                peer_meds = dict(zip(psites, zip(meds, cnts, strict=True), strict=True))
+            except ValueError as exc:
+                report(r, "peers.median", "NOTE", str(exc))
+                peer_meds = {}
         # ---- the reasons' public rules (README *Usable*, *Duplicates*, *IMPLAUSIBLE_SAMPLES*,
         # *Free-riders and stale copies*, *Size bound*, *Screens*), in the README's order
         onlabel = {a: REASONS[onchain[a][3]] for a in vals}
         cc = dict(LATER_THRESHOLDS)
         cc.update((terms.get("valuation") or {}).get("combiner") or {})
-        standing_on = bool((terms.get("valuation") or {}).get("standing"))
+        # aggregator rounds only: in a peer round the scores and reasons are the medians above
+        standing_on = bool((terms.get("valuation") or {}).get("standing")) and not peer
         predicted: dict[str, str] = {}
         pending_refs: list[str] | None = None
         why: dict[str, str] = {}
@@ -823,9 +939,16 @@ def main(argv=None):
             if e.args.site.lower() in reveals
         ]
         copies = duplicate_copies(items, terms.get("duplicates") or {})
-        dup_ok = all(
-            (a in copies) == (onlabel.get(a) == "DUPLICATE") for a, _, _ in items if a in onlabel
-        )
+        if peer:  # README *Peer rounds*: a copy weighted 0, no other DUPLICATE
+            dup_ok = all(onchain[a][4] == 0 for a in copies if a in onchain) and all(
+                a in copies for a in onlabel if onlabel[a] == "DUPLICATE"
+            )
+        else:
+            dup_ok = all(
+                (a in copies) == (onlabel.get(a) == "DUPLICATE")
+                for a, _, _ in items
+                if a in onlabel
+            )
         report(
             r,
             "duplicates",
@@ -911,8 +1034,9 @@ def main(argv=None):
         report(
             r,
             "reasons.public",
-            not mismatch,
-            f"by the documented rules: {[(names.get(a), predicted[a], why[a]) for a in predicted] or 'none flagged'}"
+            "NOTE" if peer else not mismatch,
+            ("peer round: the aggregator's reason rules do not apply; " if peer else "")
+            + f"by the documented rules: {[(names.get(a), predicted[a], why[a]) for a in predicted] or 'none flagged'}"
             + (f"; disagree: {mismatch}" if mismatch else "")
             + (f"; not replayable: {[names.get(a) for a in notes]}" if notes else ""),
         )
@@ -1048,7 +1172,7 @@ def main(argv=None):
             ("state-dict order (README layout)", order),
             ("blob order", sorted(shapes)),
         ):
-            if set(names_order) != set(shapes):
+            if set(names_order) != set(shapes) or not counted:
                 continue
             flats = {
                 a: np.concatenate([deltas[a][nm].astype(np.float64).ravel() for nm in names_order])
@@ -1105,8 +1229,21 @@ def main(argv=None):
                 logged == pending_refs,
                 f"{len(pending_refs)} reference(s) by the documented rule equal the log's: {logged == pending_refs}",
             )
+        if peer and peer_meds:
+            ok_c = all(
+                lsites[a].get("components")
+                == {"peer_count": peer_meds[a][1], "peer_median": peer_meds[a][0]}
+                for a in vals
+                if a in peer_meds
+            )
+            report(
+                r,
+                "log.components [peers]",
+                ok_c,
+                "each site's components are exactly its peer_median and peer_count",
+            )
         # screens (README *Screens*) on the components checked bit-equal above
-        if screened:
+        if screened and not peer:
             cs = [onchain[a][1] for a in screened]
             m_c = statistics.median(cs)
             bad = []
