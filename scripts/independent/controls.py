@@ -166,16 +166,18 @@ if first in prev_sub:
 tiny = {k: v * np.float32(1e-3) for k, v in x.items()}
 got = riders({first: tiny})
 print(f"{first in got!s:<5} free riders: its update x 1e-3 is caught ({got.get(first)})")
-this_log = json.loads(ipfs.cat(next(e for e in fin if e.args.round == r).args.logCid))["standing"][
-    "references"
-]
-by_commit = [f"{cs(s)}'s update of round {prev}" for s in commit_order] + [
-    f"the global delta of round {prev}"
-]
-print(
-    f"{[lab for lab, _ in refs] == this_log!s:<5} references in ascending address order equal the log's\n"
-    f"{by_commit == this_log!s:<5} references in commit order (the README's old 'chain order') equal the log's"
+standing_block = json.loads(ipfs.cat(next(e for e in fin if e.args.round == r).args.logCid)).get(
+    "standing"
 )
+if standing_block:  # aggregator rounds valued by standing (a peer round's log has none)
+    this_log = standing_block["references"]
+    by_commit = [f"{cs(s)}'s update of round {prev}" for s in commit_order] + [
+        f"the global delta of round {prev}"
+    ]
+    print(
+        f"{[lab for lab, _ in refs] == this_log!s:<5} references in ascending address order equal the log's\n"
+        f"{by_commit == this_log!s:<5} references in commit order (the README's old 'chain order') equal the log's"
+    )
 big = {k: v * np.float32(1e4) for k, v in x.items()}
 print(
     f"{R.tensor_norm(big) > 100 * start_norm and not any(R.tensor_norm(deltas[s]) > 100 * start_norm for s in sites)!s:<5} "
@@ -214,3 +216,36 @@ print(
     f"and Site-1 ~ site-l by the README's rule ({len(table)} letters)\n"
     f"{('0x01', '0x02') in plain!s:<5} sites.names: without the table (misreading) the Cyrillic a is caught"
 )
+
+# peer rounds: the README's rule reproduces the chain's scores; the low median or counting a
+# validator's entry for its own update (misreadings) must not
+votes = sorted(
+    (
+        (e.args.validator.lower(), list(e.args.scores))
+        for e in c.events.ScoresRevealed.get_logs(from_block=dep["block_number"])
+        if e.args.round == r
+    ),
+    key=lambda v: int(v[0], 16),
+)
+if votes:
+    psites = sorted(deltas, key=lambda v: int(v, 16))
+    chain = [c.functions.getSubmission(r, cs(s)).call()[5] for s in psites]
+    quorum = int(terms["valuation"].get("quorum", 1))
+    before = {}
+    for e in c.events.ValidatorRated.get_logs(from_block=dep["block_number"]):
+        if e.args.round < r:
+            v = e.args.validator.lower()
+            before[v] = (e.args.validatorReputation, before.get(v, (0, 0))[1] + 1)
+    meds = R.peer_rule(psites, votes, before, quorum, [], 300_000)[0]
+    low = [
+        sorted(e)[(len(e) - 1) // 2] if e else 0
+        for e in ([sc[i] for v, sc in votes if v != s] for i, s in enumerate(psites))
+    ]
+    with_self = [
+        sorted(e)[len(e) // 2] for e in ([sc[i] for _, sc in votes] for i in range(len(psites)))
+    ]
+    print(
+        f"{meds == chain!s:<5} peers: README's high median of the others' entries {meds} (chain {chain})\n"
+        f"{low == chain!s:<5} peers: low median (misreading) {low}\n"
+        f"{with_self == chain!s:<5} peers: own entry counted (misreading) {with_self}"
+    )
