@@ -148,10 +148,26 @@ counts = {s: c.functions.getSubmission(r, cs(s)).call()[4] for s in sites}
 start_norm = R.tensor_norm(start)
 
 
+ref_updates = [prev_sub[s] for s in sorted(prev_sub, key=lambda v: int(v, 16))] + [gd]
+
+
+def wide(u):
+    return {n: u[n].astype(np.float64) for n in order_l if R.trainable(n)}
+
+
 def riders(planted):
-    flats = {s: R.flat_of(deltas[s], order_l, True) for s in sites}
-    flats.update({s: R.flat_of(u, order_l, True) for s, u in planted.items()})
-    return R.free_rider_rule(sites, flats, refs, counts, cc, start_norm, cs)[0]
+    now = {s: planted.get(s, deltas[s]) for s in sites}
+    return R.free_rider_rule(
+        sites,
+        {s: R.flat_of(u, order_l, True) for s, u in now.items()},
+        refs,
+        counts,
+        cc,
+        start_norm,
+        cs,
+        tensors={s: wide(u) for s, u in now.items()},
+        ref_tensors=[wide(u) for u in ref_updates],
+    )[0]
 
 
 print(f"{not riders({})!s:<5} free riders: none among the real updates")
@@ -163,6 +179,25 @@ if first in prev_sub:
     half = {k: v * np.float32(0.5) for k, v in prev_sub[first].items()}
     got = riders({first: half})
     print(f"{first in got!s:<5} free riders: half its previous update is caught ({got.get(first)})")
+noise = np.random.default_rng(0)
+gd_flat = R.flat_of(gd, order_l, True)
+sigma = 0.2 * float(np.linalg.norm(gd_flat)) / np.sqrt(gd_flat.size)  # 20% of its norm, i.i.d.
+white = {k: (v + sigma * noise.standard_normal(v.shape)).astype(np.float32) for k, v in gd.items()}
+got = riders({first: white})
+print(
+    f"{first in got!s:<5} free riders: the last global delta plus 20% white noise is caught "
+    f"(white_noise_z {cc['white_noise_z']}: {got.get(first)})"
+)
+shaped = {
+    k: (v + np.float32(0.2) * np.abs(v) * noise.standard_normal(v.shape)).astype(np.float32)
+    for k, v in gd.items()
+}
+got = riders({first: shaped})
+print(
+    f"{first in got!s:<5} free riders: the last global delta plus 20% noise shaped like it is caught "
+    f"(shaped_noise_z {cc['shaped_noise_z']}: {got.get(first)}; sparse, so left out by the rule: "
+    f"{R.sparse(wide(shaped))})"
+)
 tiny = {k: v * np.float32(1e-3) for k, v in x.items()}
 got = riders({first: tiny})
 print(f"{first in got!s:<5} free riders: its update x 1e-3 is caught ({got.get(first)})")

@@ -404,7 +404,18 @@ def duplicate_copies(items, dup: dict) -> dict:
     return copies
 
 
-def free_rider_rule(sites, flats, refs, counts, cc, model_norm, checksum):
+def free_rider_rule(
+    sites,
+    flats,
+    refs,
+    counts,
+    cc,
+    model_norm,
+    checksum,
+    tensors=None,
+    ref_tensors=None,
+    declared=(),
+):
     """README *Free-riders and stale copies* (and the size allowance of *Screens*): sites in
     address order, flats {site: trainable float64 vector}, refs [(label, vector)]; returns
     {site: why} for the tests the README defines (the white-noise, shaped-noise and DP-copy
@@ -444,6 +455,11 @@ def free_rider_rule(sites, flats, refs, counts, cc, model_norm, checksum):
             if cos > stale_cos and dist < stale_dist:
                 out[a] = f"stale copy of {lab}"
                 break
+        if a in out or tensors is None:
+            continue
+        why = noise_tests(tensors[a], x, [v for _, v in refs], ref_tensors or [], a in declared, cc)
+        if why:
+            out[a] = why
     return out, norms
 
 
@@ -499,6 +515,183 @@ def alike_pairs(names: dict) -> list:
         for b in order[i + 1 :]
         if keys[a][0] and (keys[a][0] == keys[b][0] or keys[a][1] == keys[b][1])
     ]
+
+
+# ---------------------------------------------------------------- noise tests of the free-rider
+# screen (README *Free-riders and stale copies*: white noise, shaped noise, DP copies)
+def seq_rows(m: np.ndarray, axis: int) -> np.ndarray:
+    """Sums of a matrix's rows (axis 1) or columns (axis 0), each added left to right / top to
+    bottom one value after another."""
+    if axis == 1:
+        m = m.T
+    acc = np.zeros(m.shape[1])
+    for row in m:
+        acc = acc + row
+    return acc
+
+
+def structure(parts: dict, present: dict | None = None) -> float:
+    """README: the structure statistic of float64 arrays (optionally only where ``present``)."""
+    keys = [k for k, a in parts.items() if a.size]
+    arrays = [parts[k] for k in keys]
+    masks = [None if present is None or present[k].all() else present[k] for k in keys]
+    count = sum(
+        a.size if m is None else int(np.count_nonzero(m))
+        for a, m in zip(arrays, masks, strict=False)
+    )
+    squares = [a * a for a in arrays]
+    sums = [block_sum(q.ravel()) for q in squares]
+    total = math.fsum(sums)
+    if count == 0 or not total > 0 or not math.isfinite(total):
+        return math.inf
+    mean = total / count
+    scores = []
+    for family in range(3):
+        groups, sizes = [], []
+        for a, q, m, t in zip(arrays, squares, masks, sums, strict=False):
+            if family == 0:
+                groups.append(np.array([t]))
+                sizes.append(np.array([a.size if m is None else np.count_nonzero(m)], float))
+                continue
+            if a.ndim < 2:
+                continue
+            mat = q.reshape(a.shape[0], -1)
+            groups.append(seq_rows(mat, 1 if family == 1 else 0))
+            mm = np.ones(mat.shape, bool) if m is None else m.reshape(a.shape[0], -1)
+            sizes.append(np.count_nonzero(mm, axis=1 if family == 1 else 0).astype(float))
+        if not groups:
+            continue
+        g, n = np.concatenate(groups), np.concatenate(sizes)
+        g, n = g[n > 0], n[n > 0]
+        if g.size < 2:
+            continue
+        spread = math.sqrt(math.fsum((2.0 + 12.0 / n).tolist()))
+        dispersion = math.fsum(((g - n * mean) ** 2 / (2.0 * n * mean * mean)).tolist())
+        scores.append((dispersion - g.size) / spread)
+    if not scores:
+        return math.inf
+    num, left, right, pairs = [], [], [], 0
+    for a, m in zip(arrays, masks, strict=False):
+        if a.ndim != 4:
+            continue
+        for x, y in ((np.s_[..., :-1], np.s_[..., 1:]), (np.s_[..., :-1, :], np.s_[..., 1:, :])):
+            if a[x].size == 0:
+                continue
+            both = np.ones(a[x].shape, bool) if m is None else m[x] & m[y]
+            xs = np.where(both, a[x], 0.0).ravel()
+            ys = np.where(both, a[y], 0.0).ravel()
+            num.append(block_sum(xs * ys))
+            left.append(block_sum(xs * xs))
+            right.append(block_sum(ys * ys))
+            pairs += int(np.count_nonzero(both))
+    if pairs:
+        den = math.sqrt(math.fsum(left) * math.fsum(right))
+        if den > 0:
+            scores.append(abs(math.fsum(num) / den) * math.sqrt(pairs))
+    return max(scores)
+
+
+def sparse(update: dict) -> bool:
+    total = zeros = 0
+    for a in update.values():
+        nz = a != 0
+        if a.ndim >= 2:
+            m = nz.reshape(a.shape[0], -1)
+            nz = m[m.any(axis=1)][:, m.any(axis=0)]
+        total += nz.size
+        zeros += nz.size - int(np.count_nonzero(nz))
+    return total > 0 and zeros > 0.5 * total
+
+
+def shaped(residual: dict, reference: dict, update: dict) -> float:
+    ratios, present = {}, {}
+    for k, r in residual.items():
+        size = np.abs(reference[k])
+        mask = (size > 0) & (update[k] != 0)
+        ratios[k] = np.divide(r, size, out=np.zeros_like(r), where=mask)
+        present[k] = mask
+    return structure(ratios, present)
+
+
+def dp_copy_z(x: np.ndarray, refs: list) -> float:
+    root = math.sqrt(x.size)
+    ref_norms = [math.sqrt(block_sum(r * r)) for r in refs]
+    total = math.sqrt(block_sum(x * x))
+    if not total > 0:
+        return 0.0
+    res = x.copy()
+    first, steps = 0.0, 0
+    for _ in range(8):
+        norm = math.sqrt(block_sum(res * res))
+        if not norm > 0:
+            break
+        best, best_j, best_dot = -1.0, -1, 0.0
+        for j, r in enumerate(refs):
+            if not ref_norms[j] > 0:
+                continue
+            dot = block_sum(res * r)
+            z = abs(dot) / (norm * ref_norms[j]) * root
+            if z > best:
+                best, best_j, best_dot = z, j, dot
+        if steps == 0:
+            first = max(best, 0.0)
+        if best < 10.0:
+            break
+        res = res - (best_dot / (ref_norms[best_j] * ref_norms[best_j])) * refs[best_j]
+        steps += 1
+    left = math.sqrt(block_sum(res * res)) / total
+    return max(first, math.sqrt(max(0.0, 1.0 - left * left)) * root)
+
+
+def noise_tests(
+    update: dict, flat: np.ndarray, refs: list, ref_tensors: list, declared: bool, cc: dict
+):
+    """README: the white-noise, shaped-noise and DP-copy tests of one update that passed the
+    norm and stale tests; ``update`` its trainable tensors (float64), ``refs`` the references'
+    flat vectors and ``ref_tensors`` their tensors, in the references' order. Returns why it
+    is FREE_RIDER, or None."""
+    white, shaped_z, dp_z = (
+        cc.get("white_noise_z", 0),
+        cc.get("shaped_noise_z", 0),
+        cc.get("dp_copy_z", 0),
+    )
+    if declared:
+        if dp_z > 0 and refs:
+            z = dp_copy_z(flat, refs)
+            if z >= dp_z:
+                return f"DP copy ({z:.3g} >= {dp_z})"
+        return None
+    if white <= 0 and shaped_z <= 0:
+        return None
+    if white > 0:
+        z = structure(update)
+        if z < white:
+            return f"white noise ({z:.3g})"
+    if not refs:
+        return None
+    nx = math.sqrt(block_sum(flat * flat))
+    best = (-1, 0.0, 0.0)
+    for j, r in enumerate(refs):
+        nr = math.sqrt(block_sum(r * r))
+        if nr == 0:
+            continue
+        dot = block_sum(flat * r)
+        cos = dot / (nx * nr)
+        if cos > best[1]:
+            best = (j, cos, dot / (nr * nr))
+    if best[0] < 0:
+        return None
+    reference = ref_tensors[best[0]]
+    residual = {k: v - best[2] * reference[k] for k, v in update.items()}
+    if white > 0:
+        z = structure(residual)
+        if z < white:
+            return f"copy plus white noise ({z:.3g})"
+    if shaped_z > 0 and not sparse(update):
+        z = shaped(residual, reference, update)
+        if z < shaped_z:
+            return f"copy plus shaped noise ({z:.3g})"
+    return None
 
 
 # ---------------------------------------------------------------- peer rounds
@@ -976,39 +1169,40 @@ def main(argv=None):
                 predicted[a], why[a] = "IMPLAUSIBLE_SAMPLES", f"n above {ratio} x median"
         usable = [a for a in usable if a not in predicted]
         start_norm = tensor_norm(start)
-        notes = []
         if standing_on:
             refs, labels = [], []
             prevs = [q for q in sorted(history, reverse=True) if q < r][: int(cc["stale_rounds"])]
+            ref_wide = []
             for q in prevs:
                 for site_q, d_q in history[q]["updates"]:
                     labels.append(f"{Web3.to_checksum_address(site_q)}'s update of round {q}")
                     refs.append((labels[-1], flat_of(d_q, order, True)))
+                    ref_wide.append({n: d_q[n].astype(np.float64) for n in order if trainable(n)})
+                gd_q = history[q]["global_delta"]
                 labels.append(f"the global delta of round {q}")
-                refs.append((labels[-1], flat_of(history[q]["global_delta"], order, True)))
+                refs.append((labels[-1], flat_of(gd_q, order, True)))
+                ref_wide.append({n: gd_q[n].astype(np.float64) for n in order if trainable(n)})
             flats_fr = {a: flat_of(deltas[a], order, True) for a in usable}
             counts = {a: onchain[a][1] for a in usable}
+            wide = {
+                a: {n: deltas[a][n].astype(np.float64) for n in order if trainable(n)}
+                for a in usable
+            }
             riders, _ = free_rider_rule(
-                usable, flats_fr, refs, counts, cc, start_norm, Web3.to_checksum_address
+                usable,
+                flats_fr,
+                refs,
+                counts,
+                cc,
+                start_norm,
+                Web3.to_checksum_address,
+                tensors=wide,
+                ref_tensors=ref_wide,
+                declared={a for a in usable if "dp" in hdrs.get(a, {})},
             )
             for a, text in riders.items():
                 predicted[a], why[a] = "FREE_RIDER", text
             usable = [a for a in usable if a not in riders]
-            # the tests the README names without a rule an outsider can run
-            unreplayable = [
-                k for k in ("white_noise_z", "shaped_noise_z", "dp_copy_z") if cc.get(k, 0) > 0
-            ]
-            for a in usable:
-                if onlabel[a] == "FREE_RIDER":
-                    notes.append(a)
-                    why[a] = f"FREE_RIDER by a test the README does not define ({unreplayable})"
-            if notes and not unreplayable:
-                report(
-                    r,
-                    "reasons.free_rider",
-                    False,
-                    f"FREE_RIDER with every other test off: {[names.get(a) for a in notes]}",
-                )
             pending_refs = labels
         for a in list(usable):
             if start_norm > 0 and tensor_norm(deltas[a]) > 100 * start_norm:
@@ -1027,8 +1221,7 @@ def main(argv=None):
         mismatch = [
             f"{names.get(a)} chain {onlabel[a]} rules {predicted.get(a, '-')}"
             for a in vals
-            if a not in notes
-            and a not in screened
+            if a not in screened
             and (predicted.get(a) != onlabel[a] if a in predicted else onlabel[a] in rule_reasons)
         ]
         report(
@@ -1037,8 +1230,7 @@ def main(argv=None):
             "NOTE" if peer else not mismatch,
             ("peer round: the aggregator's reason rules do not apply; " if peer else "")
             + f"by the documented rules: {[(names.get(a), predicted[a], why[a]) for a in predicted] or 'none flagged'}"
-            + (f"; disagree: {mismatch}" if mismatch else "")
-            + (f"; not replayable: {[names.get(a) for a in notes]}" if notes else ""),
+            + (f"; disagree: {mismatch}" if mismatch else ""),
         )
         # ---- reputation (EMA; the first valued score sets it)
         rep_ok = True
