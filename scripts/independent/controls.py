@@ -284,3 +284,17 @@ if votes:
         f"{low == chain!s:<5} peers: low median (misreading) {low}\n"
         f"{with_self == chain!s:<5} peers: own entry counted (misreading) {with_self}"
     )
+
+# round terms: the real bytes are canonical; a float where an integer is, spaces, or an unknown
+# field must not pass
+blob = ipfs.cat(ro.args.termsCid)
+as_float = blob.replace(b'"round":%d' % r, b'"round":%d.0' % r)
+spaced = json.dumps(json.loads(blob), sort_keys=True).encode()
+extra = json.loads(blob)
+extra["note"] = "x"
+print(
+    f"{R.canonical_terms(blob)!s:<5} terms: the committed bytes are canonical\n"
+    f"{R.canonical_terms(as_float) and not R.float_integers(json.loads(as_float))!s:<5} terms: round written as {r}.0 (refused)\n"
+    f"{R.canonical_terms(spaced)!s:<5} terms: default json.dumps spacing (refused)\n"
+    f"{not set(extra) - R.TERMS_FIELDS!s:<5} terms: an unknown top-level field (refused)"
+)

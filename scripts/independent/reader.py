@@ -742,6 +742,115 @@ def peer_rule(sites, votes, before, quorum, withheld, alpha):
     return medians, counts, out
 
 
+# ---------------------------------------------------------------- round terms
+# README *The round terms, field by field*: every top-level field it lists
+TERMS_FIELDS = {
+    "format",
+    "round",
+    "aggregation_rule",
+    "valuation",
+    "model_spec",
+    "spec_hash",
+    "seed",
+    "initial_model",
+    "initial_salt",
+    "validation",
+    "windows",
+    "duplicates",
+    "canonical_encoding",
+    "class_names",
+    "personalisation",
+    "privacy",
+}
+# fixed from round 1 (terms.task_fixed); valuation's seed (its difference from round is fixed)
+# and quorum are free
+TASK_FIXED = (
+    "model_spec",
+    "spec_hash",
+    "class_names",
+    "validation",
+    "aggregation_rule",
+    "duplicates",
+    "canonical_encoding",
+)
+
+
+def canonical_terms(blob: bytes) -> bool:
+    """The bytes are the canonical form of what they parse to (1 MiB at most)."""
+    if len(blob) > 1 << 20:
+        return False
+    doc = json.loads(blob)
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8") == blob
+
+
+# the fields the README's field list calls integers (JSON numbers without a fraction or
+# exponent: Python ints after json.loads; `true`/`false` are not integers)
+INT_FIELDS = (
+    ("round",),
+    ("seed",),
+    ("validation", "images"),
+    ("windows", "commit_seconds"),
+    ("windows", "reveal_seconds"),
+    ("windows", "score_commit_seconds"),
+    ("windows", "score_reveal_seconds"),
+    ("model_spec", "in_channels"),
+    ("model_spec", "image_size"),
+    ("model_spec", "num_classes"),
+    ("model_spec", "width"),
+    ("model_spec", "hidden"),
+    ("aggregation_rule", "krum_f"),
+    ("aggregation_rule", "krum_m"),
+    ("valuation", "seed"),
+    ("valuation", "quorum"),
+    ("personalisation", "steps"),
+)
+
+
+# the fields whose type is a float: a float written `1` reads back as `1.0`, not these bytes
+FLOAT_FIELDS = (
+    ("duplicates", "cosine"),
+    ("duplicates", "relative_l2"),
+    ("duplicates", "scaled_cosine"),
+    ("personalisation", "lr"),
+    ("privacy", "delta"),
+)
+
+
+def float_integers(terms: dict) -> list:
+    """The integer fields present and not written as integers (``krum_m`` may be null), and the
+    float fields not written as floats."""
+    bad = []
+    for path in FLOAT_FIELDS:
+        node = terms.get(path[0])
+        if isinstance(node, dict) and path[1] in node and not isinstance(node[path[1]], float):
+            bad.append(".".join(path))
+    for path in INT_FIELDS:
+        node = terms
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or path[-1] not in node:
+            continue
+        v = node[path[-1]]
+        if path == ("aggregation_rule", "krum_m") and v is None:
+            continue
+        if not isinstance(v, int) or isinstance(v, bool):
+            bad.append(".".join(path))
+    return bad
+
+
+def fixed_view(terms: dict) -> dict:
+    """What round 1 fixes: the fixed fields and the valuation block (its seed as seed - round,
+    quorum left out)."""
+    out = {k: terms.get(k) for k in TASK_FIXED}
+    val = dict(terms.get("valuation") or {})
+    val.pop("quorum", None)
+    if "seed" in val:
+        val["seed"] = val["seed"] - terms.get("round", 0)
+    out["valuation"] = val
+    return out
+
+
 # ---------------------------------------------------------------- chain
 def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
@@ -866,6 +975,7 @@ def main(argv=None):
 
     reputation: dict[str, int | None] = {}
     history: dict[int, dict] = {}  # finalized round -> its free-rider references
+    first_terms: dict | None = None
     summary = []
     for ro in ev["RoundOpened"]:
         r = ro.args.round
@@ -921,6 +1031,38 @@ def main(argv=None):
             f"{ro.args.termsCid} {sha(terms_blob)[:16]}",
         )
         terms = json.loads(terms_blob)
+        unknown = sorted(set(terms) - TERMS_FIELDS)
+        floats = float_integers(terms)
+        report(
+            r,
+            "terms.canonical",
+            canonical_terms(terms_blob)
+            and not unknown
+            and not floats
+            and terms.get("format") == "fedtrail.round-terms/1"
+            and terms.get("round") == r,
+            f"canonical bytes {canonical_terms(terms_blob)}, unknown fields {unknown or 'none'}, "
+            f"integers written otherwise {floats or 'none'}, "
+            f"format {terms.get('format')}, round {terms.get('round')}",
+        )
+        if first_terms is None:
+            first_terms = terms
+        else:
+            a_fix, b_fix = fixed_view(first_terms), fixed_view(terms)
+            same_mode = (first_terms.get("valuation") or {}).get("mode") == (
+                terms.get("valuation") or {}
+            ).get("mode")
+            report(
+                r,
+                "terms.task_fixed",
+                a_fix == b_fix or not same_mode,
+                "the fields round 1 fixes are round 1's"
+                + (
+                    ""
+                    if a_fix == b_fix
+                    else f": {[k for k in a_fix if a_fix[k] != b_fix[k]]} differ"
+                ),
+            )
         if dump:
             (dump / f"terms-{r}.json").write_bytes(terms_blob)
         _, smeta, start = parse_safetensors(start_blob)
