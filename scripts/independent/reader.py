@@ -19,6 +19,16 @@ Checks per round (each printed PASS/FAIL/NOTE):
   - reputations recomputed with the documented EMA
   - global model recomputed with the documented two casts, re-encoded as a `model` blob and its
     sha256 compared with the on-chain globalSha256
+  - terms: canonical bytes, known fields, field types, exact windows, the spec hash and tensor
+    layout from README's `layout(spec)` (run from the README's text), task_fixed
+  - the reasons' rules in the README's order: duplicates, usable, IMPLAUSIBLE_SAMPLES, free
+    riders (norm, own, stale, white-noise, shaped-noise and DP-copy tests, against the
+    references the README lists, which must equal the log's), the size bound, the screens
+  - the log: weights, settings (as parsed), robust components bit for bit, standing shares and
+    scores, names (README *Strings*); `sites.names` by the README's rule and table
+  - peer rounds: the medians of the revealed vectors, the validators' distances and reputations
+Not replayed (README *Not given here*): the privacy spend and noise checks, the explanation
+check, the values themselves (private validation split).
 """
 
 from __future__ import annotations
