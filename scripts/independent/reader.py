@@ -26,7 +26,8 @@ Checks per round (each printed PASS/FAIL/NOTE):
     references the README lists, which must equal the log's), the size bound, the screens
   - the log: weights, settings (as parsed), robust components bit for bit, standing shares and
     scores, names (README *Strings*); `sites.names` by the README's rule and table
-  - peer rounds: the medians of the revealed vectors, the validators' distances and reputations
+  - peer rounds: score windows and quorum, the medians of the revealed vectors, the
+    validators' distances and reputations
 Not replayed (README *Not given here*): the privacy spend and noise checks, the explanation
 check, the values themselves (private validation split).
 """
@@ -1227,6 +1228,18 @@ def main(argv=None):
                     v = e.args.validator.lower()
                     before[v] = (e.args.validatorReputation, before.get(v, (0, 0))[1] + 1)
             quorum = int((terms.get("valuation") or {}).get("quorum", 1))
+            po = peer[0].args
+            report(
+                r,
+                "peers.windows",
+                po.scoreCommitDeadline - reveal_dl == win.get("score_commit_seconds")
+                and po.scoreRevealDeadline - po.scoreCommitDeadline
+                == win.get("score_reveal_seconds")
+                and po.quorum == quorum,
+                f"score windows {po.scoreCommitDeadline - reveal_dl} s and "
+                f"{po.scoreRevealDeadline - po.scoreCommitDeadline} s, quorum {po.quorum} "
+                f"(terms {win.get('score_commit_seconds')}, {win.get('score_reveal_seconds')}, {quorum})",
+            )
             try:
                 meds, cnts, rated = peer_rule(psites, votes, before, quorum, withheld, alpha)
                 bad = [
