@@ -19,6 +19,17 @@ Checks per round (each printed PASS/FAIL/NOTE):
   - reputations recomputed with the documented EMA
   - global model recomputed with the documented two casts, re-encoded as a `model` blob and its
     sha256 compared with the on-chain globalSha256
+  - terms: canonical bytes, known fields, field types, exact windows, the spec hash and tensor
+    layout from README's `layout(spec)` (run from the README's text), task_fixed
+  - the reasons' rules in the README's order: duplicates, usable, IMPLAUSIBLE_SAMPLES, free
+    riders (norm, own, stale, white-noise, shaped-noise and DP-copy tests, against the
+    references the README lists, which must equal the log's), the size bound, the screens
+  - the log: weights, settings (as parsed), robust components bit for bit, standing shares and
+    scores, names (README *Strings*); `sites.names` by the README's rule and table
+  - peer rounds: score windows and quorum, the medians of the revealed vectors, the
+    validators' distances and reputations
+Not replayed (README *Not given here*): the privacy spend and noise checks, the explanation
+check, the values themselves (private validation split).
 """
 
 from __future__ import annotations
@@ -27,9 +38,11 @@ import argparse
 import hashlib
 import json
 import math
+import re
 import statistics
 import struct
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -83,18 +96,27 @@ DTYPES = {
 }
 
 RESULTS: list[dict] = []
-# README line 1858 gives only "conv1.weight, ..., fc2.bias": this order is a guess (PyTorch's
-# module order, weight before bias) and is compared with the log bit for bit below.
-STATE_DICT_ORDER = [
-    "conv1.weight",
-    "conv1.bias",
-    "conv2.weight",
-    "conv2.bias",
-    "fc1.weight",
-    "fc1.bias",
-    "fc2.weight",
-    "fc2.bias",
-]
+README = ROOT / "README.md"
+LAYOUT_MARKER = "<!-- layout-reference -->\n```python\n"
+
+
+def readme_layout():
+    """The ``layout(spec)`` function printed in the README's *Wire format* section, run from its
+    text (state-dict order and shapes of every architecture's federated tensors)."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(LAYOUT_MARKER) + len(LAYOUT_MARKER)
+    source = text[start : text.index("```", start)]
+    namespace: dict = {}
+    exec(compile(source, "README.md layout-reference", "exec"), namespace)
+    return namespace["layout"]
+
+
+def spec_hash_of(spec: dict) -> str:
+    """README *Wire format*: sha256 of the canonical JSON of the spec and its tensors in
+    state-dict order, each ``[name, shape, "float32"]``."""
+    tensors = [[name, shape, "float32"] for name, shape in readme_layout()(spec)]
+    text = json.dumps({"spec": spec, "tensors": tensors}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def report(rnd, check, ok, detail):
@@ -298,6 +320,548 @@ def aggregate_weighted(start: dict, deltas: dict, weights: dict):
     return out
 
 
+# ---------------------------------------------------------------- the reasons' public rules
+STATS = ("running_mean", "running_var")
+# README *The round terms, field by field* (combiner): a threshold a block lacks takes its value
+# from before it existed
+LATER_THRESHOLDS = {
+    "max_norm_ratio": 0.0,
+    "small_norm_ratio": 0.0,
+    "stale_rounds": 1,
+    "credit_cosine": -1.0,
+    "sample_median_self": 0,
+    "dp_spend_check": 0,
+    "norm_size_cap": 1.0,
+    "tiny_size_power": 0.0,
+    "dp_noise_check": 0,
+    "relief_cosine": -1.0,
+    "boost_clip": 0.0,
+    "warm_up_floor": 1.0,
+    "white_noise_z": 0.0,
+    "shaped_noise_z": 0.0,
+    "dp_copy_z": 0.0,
+}
+
+
+def trainable(name: str) -> bool:
+    return not name.endswith(STATS)
+
+
+def flat_of(update: dict, order, only_trainable: bool) -> np.ndarray:
+    return np.concatenate(
+        [update[n].astype(np.float64).ravel() for n in order if not only_trainable or trainable(n)]
+    )
+
+
+def tensor_norm(update: dict) -> float:
+    """README *Size bound*: sqrt(fsum(per-tensor sums of float64 squares)), trainable only."""
+    return math.sqrt(
+        math.fsum(
+            math.fsum((v.astype(np.float64).ravel() ** 2).tolist())
+            for n, v in update.items()
+            if trainable(n)
+        )
+    )
+
+
+def duplicate_copies(items, dup: dict) -> dict:
+    """README *Duplicates*: items = [(site, sha256, {name: array} or None)] in commit order;
+    returns {site: the original's site} for every copy."""
+
+    def codes(upd):
+        out = []
+        for n in sorted(upd):
+            t = upd[n].astype(np.float64).ravel()
+            m = np.max(np.abs(t)) if t.size else 0.0
+            out.append(np.zeros_like(t) if m == 0 else np.round(t * (127 / m)))
+        return np.concatenate(out)
+
+    cos_t, l2_t, scaled = dup.get("cosine"), dup.get("relative_l2"), dup.get("scaled_cosine")
+    originals = []
+    copies = {}
+    for site, digest, upd in items:
+        flat = None if upd is None else flat_of(upd, sorted(upd), False)
+        code = None if upd is None or scaled is None else codes(upd)
+        found = None
+        for o_site, o_digest, o_flat, o_code in originals:
+            if digest == o_digest:
+                found = o_site
+                break
+            if flat is None or len(flat) != len(o_flat):
+                continue
+            a, b = o_flat, flat
+            if np.array_equal(a, b):
+                found = o_site
+                break
+            na, nb = math.sqrt(float(np.dot(a, a))), math.sqrt(float(np.dot(b, b)))
+            if na > 0 and nb > 0:
+                cos = float(np.dot(a, b)) / (na * nb)
+                if cos > cos_t and math.sqrt(float(np.dot(b - a, b - a))) / na < l2_t:
+                    found = o_site
+                    break
+                if scaled is not None and cos > scaled:
+                    found = o_site
+                    break
+            if scaled is not None:
+                ca, cb = o_code, code
+                nca, ncb = math.sqrt(float(np.dot(ca, ca))), math.sqrt(float(np.dot(cb, cb)))
+                if nca > 0 and ncb > 0 and float(np.dot(ca, cb)) / (nca * ncb) > scaled:
+                    found = o_site
+                    break
+        if found is not None:
+            copies[site] = found
+        elif upd is not None:
+            originals.append((site, digest, flat, code))
+    return copies
+
+
+def free_rider_rule(
+    sites,
+    flats,
+    refs,
+    counts,
+    cc,
+    model_norm,
+    checksum,
+    tensors=None,
+    ref_tensors=None,
+    declared=(),
+):
+    """README *Free-riders and stale copies* (and the size allowance of *Screens*): sites in
+    address order, flats {site: trainable float64 vector}, refs [(label, vector)]; returns
+    {site: why} for the tests the README defines (the white-noise, shaped-noise and DP-copy
+    tests excepted)."""
+    frn = cc.get("free_rider_norm", 0.01)
+    stale_cos = cc.get("stale_cosine", 0.99999)
+    stale_dist = cc.get("stale_distance", 1e6)
+    power = cc.get("tiny_size_power", LATER_THRESHOLDS["tiny_size_power"])
+    norms = {a: math.sqrt(block_sum(flats[a] * flats[a])) for a in sites}
+    ref_norms = [math.sqrt(block_sum(v * v)) for _, v in refs]
+    own = sorted(norms.values())
+    med = own[(len(own) - 1) // 2] if own else 0.0
+    m = float(statistics.median([counts[a] for a in sites])) if sites else 0.0
+    out = {}
+    for a in sites:
+        x, nx = flats[a], norms[a]
+        if nx == 0.0:
+            out[a] = "zero"
+            continue
+        if nx < frn * med:
+            out[a] = f"norm below {frn} x median"
+            continue
+        factor = counts[a] / m if m > 0 else 1.0
+        ratio = 0.001 * (factor**power if power > 0 and factor < 1.0 else 1.0)
+        if nx < ratio * model_norm:
+            out[a] = f"norm below {ratio:.3g} x the start model's"
+            continue
+        mine = [k for k, (lab, _) in enumerate(refs) if lab.startswith(f"{checksum(a)}'s update")]
+        if any(nx < frn * ref_norms[k] for k in mine):
+            out[a] = "norm below free_rider_norm x its own earlier update's"
+            continue
+        for k, (lab, r) in enumerate(refs):
+            if ref_norms[k] == 0.0:
+                continue
+            cos = block_sum(x * r) / (nx * ref_norms[k])
+            dist = math.sqrt(block_sum((x - r) * (x - r))) / ref_norms[k]
+            if cos > stale_cos and dist < stale_dist:
+                out[a] = f"stale copy of {lab}"
+                break
+        if a in out or tensors is None:
+            continue
+        why = noise_tests(tensors[a], x, [v for _, v in refs], ref_tensors or [], a in declared, cc)
+        if why:
+            out[a] = why
+    return out, norms
+
+
+# ---------------------------------------------------------------- names that look alike
+HOMOGLYPH_MARKER = "<!-- homoglyphs -->\n```\n"
+
+
+def readme_homoglyphs() -> dict:
+    """README *Names that look alike*: the table, parsed from its text."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(HOMOGLYPH_MARKER) + len(HOMOGLYPH_MARKER)
+    block = text[start : text.index("```", start)]
+    return {chr(int(cp, 16)): latin for cp, latin in re.findall(r"U\+([0-9A-F]{4}) ([a-z])", block)}
+
+
+NAME_DASHES = {chr(c) for c in range(0x2010, 0x2016)} | {
+    "\u2043",
+    "\u2212",
+    "\ufe58",
+    "\ufe63",
+    "\uff0d",
+}
+NAME_DROPPED = {"Cc", "Cf", "Cs", "Co", "Cn"}
+
+
+def name_keys(name: str, table: dict) -> tuple:
+    """(skeleton, visual skeleton) by the README's rule."""
+
+    def f(upper):
+        t = "".join("-" if ch in NAME_DASHES else ch for ch in unicodedata.normalize("NFKC", name))
+        return "".join(
+            (table[ch].upper() if upper and ch.isupper() else table[ch]) if ch in table else ch
+            for ch in t
+            if unicodedata.category(ch) not in NAME_DROPPED
+        )
+
+    def s(t):
+        return unicodedata.normalize("NFKC", re.sub(r"\s+", " ", t).strip())
+
+    return (
+        s(f(False).casefold().translate(str.maketrans("1|0", "llo"))),
+        s(f(True).translate(str.maketrans("I1|0", "lllO"))),
+    )
+
+
+def alike_pairs(names: dict) -> list:
+    table = readme_homoglyphs()
+    keys = {a: name_keys(n, table) for a, n in names.items()}
+    order = sorted(names, key=lambda x: int(x, 16))
+    return [
+        (a, b)
+        for i, a in enumerate(order)
+        for b in order[i + 1 :]
+        if keys[a][0] and (keys[a][0] == keys[b][0] or keys[a][1] == keys[b][1])
+    ]
+
+
+# ---------------------------------------------------------------- noise tests of the free-rider
+# screen (README *Free-riders and stale copies*: white noise, shaped noise, DP copies)
+def seq_rows(m: np.ndarray, axis: int) -> np.ndarray:
+    """Sums of a matrix's rows (axis 1) or columns (axis 0), each added left to right / top to
+    bottom one value after another."""
+    if axis == 1:
+        m = m.T
+    acc = np.zeros(m.shape[1])
+    for row in m:
+        acc = acc + row
+    return acc
+
+
+def structure(parts: dict, present: dict | None = None) -> float:
+    """README: the structure statistic of float64 arrays (optionally only where ``present``)."""
+    keys = [k for k, a in parts.items() if a.size]
+    arrays = [parts[k] for k in keys]
+    masks = [None if present is None or present[k].all() else present[k] for k in keys]
+    count = sum(
+        a.size if m is None else int(np.count_nonzero(m))
+        for a, m in zip(arrays, masks, strict=False)
+    )
+    squares = [a * a for a in arrays]
+    sums = [block_sum(q.ravel()) for q in squares]
+    total = math.fsum(sums)
+    if count == 0 or not total > 0 or not math.isfinite(total):
+        return math.inf
+    mean = total / count
+    scores = []
+    for family in range(3):
+        groups, sizes = [], []
+        for a, q, m, t in zip(arrays, squares, masks, sums, strict=False):
+            if family == 0:
+                groups.append(np.array([t]))
+                sizes.append(np.array([a.size if m is None else np.count_nonzero(m)], float))
+                continue
+            if a.ndim < 2:
+                continue
+            mat = q.reshape(a.shape[0], -1)
+            groups.append(seq_rows(mat, 1 if family == 1 else 0))
+            mm = np.ones(mat.shape, bool) if m is None else m.reshape(a.shape[0], -1)
+            sizes.append(np.count_nonzero(mm, axis=1 if family == 1 else 0).astype(float))
+        if not groups:
+            continue
+        g, n = np.concatenate(groups), np.concatenate(sizes)
+        g, n = g[n > 0], n[n > 0]
+        if g.size < 2:
+            continue
+        spread = math.sqrt(math.fsum((2.0 + 12.0 / n).tolist()))
+        dispersion = math.fsum(((g - n * mean) ** 2 / (2.0 * n * mean * mean)).tolist())
+        scores.append((dispersion - g.size) / spread)
+    if not scores:
+        return math.inf
+    num, left, right, pairs = [], [], [], 0
+    for a, m in zip(arrays, masks, strict=False):
+        if a.ndim != 4:
+            continue
+        for x, y in ((np.s_[..., :-1], np.s_[..., 1:]), (np.s_[..., :-1, :], np.s_[..., 1:, :])):
+            if a[x].size == 0:
+                continue
+            both = np.ones(a[x].shape, bool) if m is None else m[x] & m[y]
+            xs = np.where(both, a[x], 0.0).ravel()
+            ys = np.where(both, a[y], 0.0).ravel()
+            num.append(block_sum(xs * ys))
+            left.append(block_sum(xs * xs))
+            right.append(block_sum(ys * ys))
+            pairs += int(np.count_nonzero(both))
+    if pairs:
+        den = math.sqrt(math.fsum(left) * math.fsum(right))
+        if den > 0:
+            scores.append(abs(math.fsum(num) / den) * math.sqrt(pairs))
+    return max(scores)
+
+
+def sparse(update: dict) -> bool:
+    total = zeros = 0
+    for a in update.values():
+        nz = a != 0
+        if a.ndim >= 2:
+            m = nz.reshape(a.shape[0], -1)
+            nz = m[m.any(axis=1)][:, m.any(axis=0)]
+        total += nz.size
+        zeros += nz.size - int(np.count_nonzero(nz))
+    return total > 0 and zeros > 0.5 * total
+
+
+def shaped(residual: dict, reference: dict, update: dict) -> float:
+    ratios, present = {}, {}
+    for k, r in residual.items():
+        size = np.abs(reference[k])
+        mask = (size > 0) & (update[k] != 0)
+        ratios[k] = np.divide(r, size, out=np.zeros_like(r), where=mask)
+        present[k] = mask
+    return structure(ratios, present)
+
+
+def dp_copy_z(x: np.ndarray, refs: list) -> float:
+    root = math.sqrt(x.size)
+    ref_norms = [math.sqrt(block_sum(r * r)) for r in refs]
+    total = math.sqrt(block_sum(x * x))
+    if not total > 0:
+        return 0.0
+    res = x.copy()
+    first, steps = 0.0, 0
+    for _ in range(8):
+        norm = math.sqrt(block_sum(res * res))
+        if not norm > 0:
+            break
+        best, best_j, best_dot = -1.0, -1, 0.0
+        for j, r in enumerate(refs):
+            if not ref_norms[j] > 0:
+                continue
+            dot = block_sum(res * r)
+            z = abs(dot) / (norm * ref_norms[j]) * root
+            if z > best:
+                best, best_j, best_dot = z, j, dot
+        if steps == 0:
+            first = max(best, 0.0)
+        if best < 10.0:
+            break
+        res = res - (best_dot / (ref_norms[best_j] * ref_norms[best_j])) * refs[best_j]
+        steps += 1
+    left = math.sqrt(block_sum(res * res)) / total
+    return max(first, math.sqrt(max(0.0, 1.0 - left * left)) * root)
+
+
+def noise_tests(
+    update: dict, flat: np.ndarray, refs: list, ref_tensors: list, declared: bool, cc: dict
+):
+    """README: the white-noise, shaped-noise and DP-copy tests of one update that passed the
+    norm and stale tests; ``update`` its trainable tensors (float64), ``refs`` the references'
+    flat vectors and ``ref_tensors`` their tensors, in the references' order. Returns why it
+    is FREE_RIDER, or None."""
+    white, shaped_z, dp_z = (
+        cc.get("white_noise_z", 0),
+        cc.get("shaped_noise_z", 0),
+        cc.get("dp_copy_z", 0),
+    )
+    if declared:
+        if dp_z > 0 and refs:
+            z = dp_copy_z(flat, refs)
+            if z >= dp_z:
+                return f"DP copy ({z:.3g} >= {dp_z})"
+        return None
+    if white <= 0 and shaped_z <= 0:
+        return None
+    if white > 0:
+        z = structure(update)
+        if z < white:
+            return f"white noise ({z:.3g})"
+    if not refs:
+        return None
+    nx = math.sqrt(block_sum(flat * flat))
+    best = (-1, 0.0, 0.0)
+    for j, r in enumerate(refs):
+        nr = math.sqrt(block_sum(r * r))
+        if nr == 0:
+            continue
+        dot = block_sum(flat * r)
+        cos = dot / (nx * nr)
+        if cos > best[1]:
+            best = (j, cos, dot / (nr * nr))
+    if best[0] < 0:
+        return None
+    reference = ref_tensors[best[0]]
+    residual = {k: v - best[2] * reference[k] for k, v in update.items()}
+    if white > 0:
+        z = structure(residual)
+        if z < white:
+            return f"copy plus white noise ({z:.3g})"
+    if shaped_z > 0 and not sparse(update):
+        z = shaped(residual, reference, update)
+        if z < shaped_z:
+            return f"copy plus shaped noise ({z:.3g})"
+    return None
+
+
+# ---------------------------------------------------------------- peer rounds
+REPUTATION_GATE = 500_000
+
+
+def high_median(values):
+    """README *Peer rounds*: the middle value, the higher middle of an even count, 0 if empty."""
+    s = sorted(values)
+    return s[len(s) // 2] if s else 0
+
+
+def peer_rule(sites, votes, before, quorum, withheld, alpha):
+    """README *Peer rounds*: sites (revealed updates, ascending address), votes [(validator,
+    scores)] ascending validator, before {validator: (reputation, rated rounds)}; returns
+    (medians, counts, {validator: (distance, reputation)}) or raises ValueError (GateUndecided)."""
+    passed = [
+        v for v, _ in votes if before.get(v, (0, 0))[1] == 0 or before[v][0] >= REPUTATION_GATE
+    ]
+    if 2 * len(passed) > len(votes) and len(passed) >= quorum:
+        counted = set(passed)
+    elif 2 * len(passed) < len(votes):
+        counted = {v for v, _ in votes}
+    else:
+        raise ValueError(f"GateUndecided: {len(passed)} of {len(votes)} pass, quorum {quorum}")
+    medians, counts = [], []
+    for i, site in enumerate(sites):
+        entries = [sc[i] for v, sc in votes if v in counted and v != site]
+        medians.append(high_median(entries))
+        counts.append(len(entries))
+    rated = {}
+    for v, sc in votes:
+        diffs = [abs(sc[i] - medians[i]) for i, site in enumerate(sites) if site != v]
+        if diffs:
+            rated[v] = sum(diffs) // len(diffs)
+    for w in withheld:
+        rated[w] = SCORE_SCALE
+    out = {}
+    for v, distance in rated.items():
+        agreement = SCORE_SCALE - distance
+        rep, rounds = before.get(v, (0, 0))
+        if rounds == 0:
+            new = agreement
+        else:
+            f = alpha if agreement < rep else alpha // 4
+            new = (f * agreement + (SCORE_SCALE - f) * rep) // SCORE_SCALE
+        out[v] = (distance, new)
+    return medians, counts, out
+
+
+# ---------------------------------------------------------------- round terms
+# README *The round terms, field by field*: every top-level field it lists
+TERMS_FIELDS = {
+    "format",
+    "round",
+    "aggregation_rule",
+    "valuation",
+    "model_spec",
+    "spec_hash",
+    "seed",
+    "initial_model",
+    "initial_salt",
+    "validation",
+    "windows",
+    "duplicates",
+    "canonical_encoding",
+    "class_names",
+    "personalisation",
+    "privacy",
+}
+# fixed from round 1 (terms.task_fixed); valuation's seed (its difference from round is fixed)
+# and quorum are free
+TASK_FIXED = (
+    "model_spec",
+    "spec_hash",
+    "class_names",
+    "validation",
+    "aggregation_rule",
+    "duplicates",
+    "canonical_encoding",
+)
+
+
+def canonical_terms(blob: bytes) -> bool:
+    """The bytes are the canonical form of what they parse to (1 MiB at most)."""
+    if len(blob) > 1 << 20:
+        return False
+    doc = json.loads(blob)
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8") == blob
+
+
+# the fields the README's field list calls integers (JSON numbers without a fraction or
+# exponent: Python ints after json.loads; `true`/`false` are not integers)
+INT_FIELDS = (
+    ("round",),
+    ("seed",),
+    ("validation", "images"),
+    ("windows", "commit_seconds"),
+    ("windows", "reveal_seconds"),
+    ("windows", "score_commit_seconds"),
+    ("windows", "score_reveal_seconds"),
+    ("model_spec", "in_channels"),
+    ("model_spec", "image_size"),
+    ("model_spec", "num_classes"),
+    ("model_spec", "width"),
+    ("model_spec", "hidden"),
+    ("aggregation_rule", "krum_f"),
+    ("aggregation_rule", "krum_m"),
+    ("valuation", "seed"),
+    ("valuation", "quorum"),
+    ("personalisation", "steps"),
+)
+
+
+# the fields whose type is a float: a float written `1` reads back as `1.0`, not these bytes
+FLOAT_FIELDS = (
+    ("duplicates", "cosine"),
+    ("duplicates", "relative_l2"),
+    ("duplicates", "scaled_cosine"),
+    ("personalisation", "lr"),
+    ("privacy", "delta"),
+)
+
+
+def float_integers(terms: dict) -> list:
+    """The integer fields present and not written as integers (``krum_m`` may be null), and the
+    float fields not written as floats."""
+    bad = []
+    for path in FLOAT_FIELDS:
+        node = terms.get(path[0])
+        if isinstance(node, dict) and path[1] in node and not isinstance(node[path[1]], float):
+            bad.append(".".join(path))
+    for path in INT_FIELDS:
+        node = terms
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or path[-1] not in node:
+            continue
+        v = node[path[-1]]
+        if path == ("aggregation_rule", "krum_m") and v is None:
+            continue
+        if not isinstance(v, int) or isinstance(v, bool):
+            bad.append(".".join(path))
+    return bad
+
+
+def fixed_view(terms: dict) -> dict:
+    """What round 1 fixes: the fixed fields and the valuation block (its seed as seed - round,
+    quorum left out)."""
+    out = {k: terms.get(k) for k in TASK_FIXED}
+    val = dict(terms.get("valuation") or {})
+    val.pop("quorum", None)
+    if "seed" in val:
+        val["seed"] = val["seed"] - terms.get("round", 0)
+    out["valuation"] = val
+    return out
+
+
 # ---------------------------------------------------------------- chain
 def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
@@ -315,6 +879,18 @@ def chain_text(raw: bytes) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def registrations(w3, address, from_block):
+    """Every ``SiteRegistered`` log in chain order: (blockNumber, logIndex, site, text)."""
+    topic = Web3.keccak(text="SiteRegistered(address,string,uint64)")
+    logs = w3.eth.get_logs({"address": address, "topics": [topic], "fromBlock": from_block})
+    out = []
+    for log in sorted(logs, key=lambda e: (e["blockNumber"], e["logIndex"])):
+        site = "0x" + bytes(log["topics"][1])[-20:].hex()
+        raw, _ = abi_decode(["bytes", "uint64"], bytes(log["data"]))
+        out.append((log["blockNumber"], log["logIndex"], site.lower(), chain_text(raw)))
+    return out
 
 
 def registered_names(w3, address, from_block):
@@ -391,10 +967,14 @@ def main(argv=None):
             "UpdateReweighted",
             "UpdateWithheld",
             "PeerScoringOpened",
+            "ScoresCommitted",
+            "ScoresRevealed",
+            "ValidatorRated",
         ]
     }
     alpha = c.functions.reputationAlpha().call()
     names = registered_names(w3, c.address, from_block)
+    regs = registrations(w3, c.address, from_block)
     print(
         f"ledger {c.address} chain {w3.eth.chain_id}; reputationAlpha {alpha}; "
         f"{len(names)} site(s): " + ", ".join(f"{n} {a}" for a, n in names.items())
@@ -405,6 +985,8 @@ def main(argv=None):
     )
 
     reputation: dict[str, int | None] = {}
+    history: dict[int, dict] = {}  # finalized round -> its free-rider references
+    first_terms: dict | None = None
     summary = []
     for ro in ev["RoundOpened"]:
         r = ro.args.round
@@ -441,7 +1023,7 @@ def main(argv=None):
                 r,
                 "peer_round",
                 "NOTE",
-                "peer round: scores from ScoresRevealed medians (not replayed here)",
+                "peer round: scores are the medians of the ScoresRevealed vectors (peers.median below)",
             )
 
         # ---- start model and terms
@@ -460,6 +1042,38 @@ def main(argv=None):
             f"{ro.args.termsCid} {sha(terms_blob)[:16]}",
         )
         terms = json.loads(terms_blob)
+        unknown = sorted(set(terms) - TERMS_FIELDS)
+        floats = float_integers(terms)
+        report(
+            r,
+            "terms.canonical",
+            canonical_terms(terms_blob)
+            and not unknown
+            and not floats
+            and terms.get("format") == "fedtrail.round-terms/1"
+            and terms.get("round") == r,
+            f"canonical bytes {canonical_terms(terms_blob)}, unknown fields {unknown or 'none'}, "
+            f"integers written otherwise {floats or 'none'}, "
+            f"format {terms.get('format')}, round {terms.get('round')}",
+        )
+        if first_terms is None:
+            first_terms = terms
+        else:
+            a_fix, b_fix = fixed_view(first_terms), fixed_view(terms)
+            same_mode = (first_terms.get("valuation") or {}).get("mode") == (
+                terms.get("valuation") or {}
+            ).get("mode")
+            report(
+                r,
+                "terms.task_fixed",
+                a_fix == b_fix or not same_mode,
+                "the fields round 1 fixes are round 1's"
+                + (
+                    ""
+                    if a_fix == b_fix
+                    else f": {[k for k in a_fix if a_fix[k] != b_fix[k]]} differ"
+                ),
+            )
         if dump:
             (dump / f"terms-{r}.json").write_bytes(terms_blob)
         _, smeta, start = parse_safetensors(start_blob)
@@ -473,40 +1087,27 @@ def main(argv=None):
             f"metadata {stext}; canonical",
         )
         spec_hash = terms.get("spec_hash")
-        # NOT in the README (gap): read from fedtrail/ml/models.py ModelSpec.spec_hash after noting
-        # the gap: sha256 of canonical JSON {"spec": model_spec, "tensors": [[name, shape, dtype],
-        # ...] in state-dict order}. The state-dict order is itself not in the README; the guessed
-        # STATE_DICT_ORDER (SmallCNN only) reproduces the hash, which confirms the guess.
-        if set(STATE_DICT_ORDER) == set(start):
-            layout = [[nm, list(start[nm].shape), "float32"] for nm in STATE_DICT_ORDER]
-            mine_spec = sha(
-                json.dumps(
-                    {"spec": terms.get("model_spec"), "tensors": layout},
-                    sort_keys=True,
-                    separators=(",", ":"),
-                ).encode()
-            )
-            report(
-                r,
-                "terms.spec_hash",
-                mine_spec == spec_hash == sdoc.get("spec_hash"),
-                f"recomputed {mine_spec[:16]} (rule from source, not README); terms {spec_hash[:16]}; "
-                f"start model header {sdoc.get('spec_hash', '')[:16]}",
-            )
-        else:
-            report(
-                r,
-                "terms.spec_hash",
-                "NOTE",
-                "state-dict order unknown for this model: spec_hash not recomputed",
-            )
+        # README *Wire format*: the spec hash and the state-dict order come from its layout(spec)
+        spec = terms.get("model_spec") or {}
+        order = [name for name, _ in readme_layout()(spec)]
+        mine_spec = spec_hash_of(spec)
+        report(
+            r,
+            "terms.spec_hash",
+            mine_spec == spec_hash == sdoc.get("spec_hash")
+            and {n: list(sh) for n, sh in readme_layout()(spec)}
+            == {k: list(v.shape) for k, v in start.items()},
+            f"recomputed from README layout(spec) {mine_spec[:16]}; terms {spec_hash[:16]}; "
+            f"start model header {sdoc.get('spec_hash', '')[:16]}; start model's tensors as layout",
+        )
         win = terms.get("windows", {})
         cw, rw = commit_dl - opened_at, reveal_dl - commit_dl
         report(
             r,
             "terms.windows",
-            rw == win.get("reveal_seconds")
-            and win.get("commit_seconds", 0) - 60 <= cw <= win.get("commit_seconds", 0) + 2,
+            # README field list: commitDeadline - openedAt and revealDeadline - commitDeadline,
+            # exactly
+            cw == win.get("commit_seconds") and rw == win.get("reveal_seconds"),
             f"commit window {cw} s (terms {win.get('commit_seconds')}), reveal window {rw} s (terms {win.get('reveal_seconds')})",
         )
         rule = terms.get("aggregation_rule")
@@ -519,6 +1120,7 @@ def main(argv=None):
         valued = {e.args.site.lower(): e for e in ev["UpdateValued"] if e.args.round == r}
         print(f"   commit order: {[names.get(e.args.site.lower(), e.args.site) for e in commits]}")
         deltas = {}
+        hdrs = {}
         onchain = {}
         for e in commits:
             a = e.args.site.lower()
@@ -561,6 +1163,7 @@ def main(argv=None):
                     and udoc.get("spec_hash") == spec_hash
                 )
                 deltas[a] = decode_update(ut, udoc, shapes)
+                hdrs[a] = udoc
                 report(
                     r,
                     tag,
@@ -598,31 +1201,201 @@ def main(argv=None):
             bool(rvd) and rvd[0].args.totalWeightBasis == T,
             f"RoundValued.totalWeightBasis {rvd[0].args.totalWeightBasis if rvd else None} vs sum n*s {T}",
         )
-        # ---- IMPLAUSIBLE_SAMPLES per the reason table (README line 2413): n above max_sample_ratio
-        # times the median of the round's other usable updates (at least two). "Usable" is not
-        # defined there; taken as: revealed, decoded, and not TAMPERED/MALFORMED/DUPLICATE.
-        ratio = terms.get("valuation", {}).get("combiner", {}).get("max_sample_ratio", 10.0)
+        # ---- peer rounds (README *Peer rounds*): the medians of the revealed vectors
+        peer_meds: dict = {}
+        if peer:
+            psites = sorted(reveals, key=lambda x: int(x, 16))
+            votes = sorted(
+                (
+                    (e.args.validator.lower(), list(e.args.scores))
+                    for e in ev["ScoresRevealed"]
+                    if e.args.round == r
+                ),
+                key=lambda v: int(v[0], 16),
+            )
+            voted = {v for v, _ in votes}
+            withheld = sorted(
+                {
+                    e.args.validator.lower()
+                    for e in ev["ScoresCommitted"]
+                    if e.args.round == r and e.args.validator.lower() not in voted
+                },
+                key=lambda x: int(x, 16),
+            )
+            before = {}
+            for e in ev["ValidatorRated"]:
+                if e.args.round < r:
+                    v = e.args.validator.lower()
+                    before[v] = (e.args.validatorReputation, before.get(v, (0, 0))[1] + 1)
+            quorum = int((terms.get("valuation") or {}).get("quorum", 1))
+            po = peer[0].args
+            report(
+                r,
+                "peers.windows",
+                po.scoreCommitDeadline - reveal_dl == win.get("score_commit_seconds")
+                and po.scoreRevealDeadline - po.scoreCommitDeadline
+                == win.get("score_reveal_seconds")
+                and po.quorum == quorum,
+                f"score windows {po.scoreCommitDeadline - reveal_dl} s and "
+                f"{po.scoreRevealDeadline - po.scoreCommitDeadline} s, quorum {po.quorum} "
+                f"(terms {win.get('score_commit_seconds')}, {win.get('score_reveal_seconds')}, {quorum})",
+            )
+            try:
+                meds, cnts, rated = peer_rule(psites, votes, before, quorum, withheld, alpha)
+                bad = [
+                    f"{names.get(a)} median {meds[i]} chain {onchain[a][2]} {REASONS[onchain[a][3]]}"
+                    for i, a in enumerate(psites)
+                    if a in onchain
+                    and REASONS[onchain[a][3]] != "WITHHELD"
+                    and (
+                        onchain[a][2] != meds[i]
+                        or REASONS[onchain[a][3]] != ("OK" if meds[i] > 0 else "PEER_REJECTED")
+                    )
+                ]
+                report(
+                    r,
+                    "peers.median",
+                    not bad,
+                    f"{len(votes)} revealed vector(s), quorum {quorum}: medians {meds} (entries {cnts})"
+                    + (f"; disagree: {bad}" if bad else ""),
+                )
+                chain_rated = {
+                    e.args.validator.lower(): (e.args.distance, e.args.validatorReputation)
+                    for e in ev["ValidatorRated"]
+                    if e.args.round == r
+                }
+                report(
+                    r,
+                    "peers.reputation",
+                    chain_rated == rated,
+                    "validator (distance, reputation): "
+                    + "; ".join(
+                        f"{names.get(v)} {rated[v]} chain {chain_rated.get(v)}" for v in rated
+                    ),
+                )
+                peer_meds = dict(zip(psites, zip(meds, cnts, strict=True), strict=True))
+            except ValueError as exc:
+                report(r, "peers.median", "NOTE", str(exc))
+                peer_meds = {}
+        # ---- the reasons' public rules (README *Usable*, *Duplicates*, *IMPLAUSIBLE_SAMPLES*,
+        # *Free-riders and stale copies*, *Size bound*, *Screens*), in the README's order
+        onlabel = {a: REASONS[onchain[a][3]] for a in vals}
+        cc = dict(LATER_THRESHOLDS)
+        cc.update((terms.get("valuation") or {}).get("combiner") or {})
+        # aggregator rounds only: in a peer round the scores and reasons are the medians above
+        standing_on = bool((terms.get("valuation") or {}).get("standing")) and not peer
+        predicted: dict[str, str] = {}
+        pending_refs: list[str] | None = None
+        why: dict[str, str] = {}
+        items = [
+            (
+                e.args.site.lower(),
+                reveals[e.args.site.lower()].args.sha256,
+                deltas.get(e.args.site.lower()),
+            )
+            for e in commits
+            if e.args.site.lower() in reveals
+        ]
+        copies = duplicate_copies(items, terms.get("duplicates") or {})
+        if peer:  # README *Peer rounds*: a copy weighted 0, no other DUPLICATE
+            dup_ok = all(onchain[a][4] == 0 for a in copies if a in onchain) and all(
+                a in copies for a in onlabel if onlabel[a] == "DUPLICATE"
+            )
+        else:
+            dup_ok = all(
+                (a in copies) == (onlabel.get(a) == "DUPLICATE")
+                for a, _, _ in items
+                if a in onlabel
+            )
+        report(
+            r,
+            "duplicates",
+            dup_ok,
+            f"copies by the documented rule: {[(names.get(a), names.get(o)) for a, o in copies.items()] or 'none'}",
+        )
+        for a in copies:
+            predicted[a], why[a] = "DUPLICATE", f"copy of {names.get(copies[a])}"
+        need_dp = bool((terms.get("privacy") or {}).get("required"))
         usable = [
             a
             for a in vals
-            if a in deltas and REASONS[onchain[a][3]] not in ("TAMPERED", "MALFORMED", "DUPLICATE")
+            if a in deltas
+            and a not in copies
+            and onchain[a][1] >= 1
+            and (not need_dp or "dp" in hdrs.get(a, {}))
+            and onlabel[a] not in ("TAMPERED", "MALFORMED", "EXPLANATION_SHIFT", "CONTRADICTED")
         ]
-        imp_ok, imp = True, []
-        for a in vals:
+        ratio = cc.get("max_sample_ratio", 10.0)
+        self_in = bool(cc.get("sample_median_self"))
+        for a in usable:
             others = [onchain[b][1] for b in usable if b != a]
-            flag = (
-                a in usable
-                and len(others) >= 2
-                and onchain[a][1] > ratio * statistics.median(others)
+            pool = [*others, onchain[a][1]] if self_in else others
+            if len(others) >= 2 and onchain[a][1] > ratio * statistics.median(pool):
+                predicted[a], why[a] = "IMPLAUSIBLE_SAMPLES", f"n above {ratio} x median"
+        usable = [a for a in usable if a not in predicted]
+        start_norm = tensor_norm(start)
+        if standing_on:
+            refs, labels = [], []
+            prevs = [q for q in sorted(history, reverse=True) if q < r][: int(cc["stale_rounds"])]
+            ref_wide = []
+            for q in prevs:
+                for site_q, d_q in history[q]["updates"]:
+                    labels.append(f"{Web3.to_checksum_address(site_q)}'s update of round {q}")
+                    refs.append((labels[-1], flat_of(d_q, order, True)))
+                    ref_wide.append({n: d_q[n].astype(np.float64) for n in order if trainable(n)})
+                gd_q = history[q]["global_delta"]
+                labels.append(f"the global delta of round {q}")
+                refs.append((labels[-1], flat_of(gd_q, order, True)))
+                ref_wide.append({n: gd_q[n].astype(np.float64) for n in order if trainable(n)})
+            flats_fr = {a: flat_of(deltas[a], order, True) for a in usable}
+            counts = {a: onchain[a][1] for a in usable}
+            wide = {
+                a: {n: deltas[a][n].astype(np.float64) for n in order if trainable(n)}
+                for a in usable
+            }
+            riders, _ = free_rider_rule(
+                usable,
+                flats_fr,
+                refs,
+                counts,
+                cc,
+                start_norm,
+                Web3.to_checksum_address,
+                tensors=wide,
+                ref_tensors=ref_wide,
+                declared={a for a in usable if "dp" in hdrs.get(a, {})},
             )
-            imp_ok &= flag == (REASONS[onchain[a][3]] == "IMPLAUSIBLE_SAMPLES")
-            if flag:
-                imp.append(names.get(a))
+            for a, text in riders.items():
+                predicted[a], why[a] = "FREE_RIDER", text
+            usable = [a for a in usable if a not in riders]
+            pending_refs = labels
+        for a in list(usable):
+            if start_norm > 0 and tensor_norm(deltas[a]) > 100 * start_norm:
+                predicted[a], why[a] = "OUTLIER_NORM", "over 100 x the start model's norm"
+                usable.remove(a)
+        screened = set()
+        if len(usable) >= cc.get("min_robust_sites", 3):
+            screened = set(usable)
+        rule_reasons = {
+            "DUPLICATE",
+            "IMPLAUSIBLE_SAMPLES",
+            "FREE_RIDER",
+            "OUTLIER_NORM",
+            "OUTLIER_DIRECTION",
+        }
+        mismatch = [
+            f"{names.get(a)} chain {onlabel[a]} rules {predicted.get(a, '-')}"
+            for a in vals
+            if a not in screened
+            and (predicted.get(a) != onlabel[a] if a in predicted else onlabel[a] in rule_reasons)
+        ]
         report(
             r,
-            "reasons.implausible",
-            imp_ok,
-            f"flagged by the documented rule: {imp or 'none'} (limit {ratio}x)",
+            "reasons.public",
+            "NOTE" if peer else not mismatch,
+            ("peer round: the aggregator's reason rules do not apply; " if peer else "")
+            + f"by the documented rules: {[(names.get(a), predicted[a], why[a]) for a in predicted] or 'none flagged'}"
+            + (f"; disagree: {mismatch}" if mismatch else ""),
         )
         # ---- reputation (EMA; the first valued score sets it)
         rep_ok = True
@@ -656,6 +1429,19 @@ def main(argv=None):
             sha(gblob) == global_sha.hex() == f.globalSha256.hex(),
             f"{f.globalCid} {sha(gblob)[:16]} vs chain {global_sha.hex()[:16]}",
         )
+        # this round's free-rider references for the next ones (README *Free-riders and stale
+        # copies*): revealed updates in ascending address order, not TAMPERED / MALFORMED / NOT_REVEALED /
+        # PEER_REJECTED / WITHHELD, then the global delta (global - start, float32)
+        _, _, g_tensors = parse_safetensors(gblob)
+        history[r] = {
+            "updates": [
+                (a, deltas[a])
+                for a in sorted(deltas, key=lambda x: int(x, 16))
+                if REASONS[onchain[a][3]]
+                not in ("TAMPERED", "MALFORMED", "NOT_REVEALED", "PEER_REJECTED", "WITHHELD")
+            ],
+            "global_delta": {k: (g_tensors[k] - start[k]).astype(np.float32) for k in start},
+        }
         lblob = ipfs.cat(f.logCid)
         report(
             r,
@@ -703,15 +1489,21 @@ def main(argv=None):
                 )
                 continue
 
-            # README line 1694 says "canonical JSON, types included"; fedtrail itself compares the
-            # combiner's numbers as floats (the log writes 3.0 where the terms have 3).
-            def floats(d):
+            # README (*The round terms, field by field*, `valuation`): the log's block must equal
+            # the terms' "as parsed", the combiner being "an object of numbers": its values compare
+            # as numbers (the log may write 3.0 where the terms have 3); everything else exactly.
+            def parsed(d):
                 d = json.loads(json.dumps(d))
                 if isinstance(d, dict) and isinstance(d.get("combiner"), dict):
-                    d["combiner"] = {k: float(v) for k, v in d["combiner"].items()}
+                    d["combiner"] = {
+                        k: float(v)
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)
+                        else v
+                        for k, v in d["combiner"].items()
+                    }
                 return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
-            eq = floats(lset.get(key)) == floats(terms.get(tkey))
+            eq = parsed(lset.get(key)) == parsed(terms.get(tkey))
             diff = [
                 k
                 for k in (terms.get(tkey) or {}).get("combiner", {})
@@ -721,9 +1513,8 @@ def main(argv=None):
             report(
                 r,
                 f"log.settings.{key}",
-                "MISMATCH-DOC" if eq else False,
-                f"not equal as canonical JSON (README 1694: 'types included'), equal with combiner numbers as floats: {eq}; "
-                f"differing keys {diff}",
+                eq,
+                f"equal as parsed (combiner values as numbers): {eq}; written differently: {diff}",
             )
         # robust components over the updates the log says counted, in state-dict order
         counted = [
@@ -735,10 +1526,10 @@ def main(argv=None):
         ]
         floor = terms.get("valuation", {}).get("combiner", {}).get("norm_scale_floor", 0.25)
         for label, names_order in (
-            ("state-dict order (guessed)", STATE_DICT_ORDER),
+            ("state-dict order (README layout)", order),
             ("blob order", sorted(shapes)),
         ):
-            if set(names_order) != set(shapes):
+            if set(names_order) != set(shapes) or not counted:
                 continue
             flats = {
                 a: np.concatenate([deltas[a][nm].astype(np.float64).ravel() for nm in names_order])
@@ -764,6 +1555,83 @@ def main(argv=None):
                     exact,
                     f"{len(counted)} update(s); largest difference {worst:.3g}",
                 )
+        # sites.names: README *Names that look alike*: the names at the round's RoundFinalized
+        # (each site's last SiteRegistered at or before it, removed sites included)
+        until = (fin[0]["blockNumber"], fin[0]["logIndex"])
+        at_fin = {}
+        for bn, li, site, text in regs:
+            if (bn, li) <= until:
+                at_fin[site] = text
+        pairs = alike_pairs(at_fin)
+        report(
+            r,
+            "sites.names",
+            not pairs,
+            f"{len(at_fin)} registered name(s) at finalization; confusable pairs: "
+            + (", ".join(f"{at_fin[a]!a} ~ {at_fin[b]!a}" for a, b in pairs) or "none"),
+        )
+        # names: README *Strings*: a round log's `name` is the chain's text of the registered name
+        names_ok = all(lsites[a].get("name") == names.get(a) for a in vals)
+        report(
+            r,
+            "log.names",
+            names_ok,
+            "each site's log name equals its SiteRegistered name read by the Strings rule",
+        )
+        if pending_refs is not None:
+            logged = (log.get("standing") or {}).get("references")
+            report(
+                r,
+                "standing.references",
+                logged == pending_refs,
+                f"{len(pending_refs)} reference(s) by the documented rule equal the log's: {logged == pending_refs}",
+            )
+        if peer and peer_meds:
+            ok_c = all(
+                lsites[a].get("components")
+                == {"peer_count": peer_meds[a][1], "peer_median": peer_meds[a][0]}
+                for a in vals
+                if a in peer_meds
+            )
+            report(
+                r,
+                "log.components [peers]",
+                ok_c,
+                "each site's components are exactly its peer_median and peer_count",
+            )
+        # screens (README *Screens*) on the components checked bit-equal above
+        if screened and not peer:
+            cs = [onchain[a][1] for a in screened]
+            m_c = statistics.median(cs)
+            bad = []
+            for a in sorted(screened):
+                comp_a = lsites[a].get("components") or {}
+                cos_a, z_a = comp_a.get("cosine"), comp_a.get("norm_z")
+                nrm, med_n = comp_a.get("norm"), comp_a.get("median_norm")
+                k = min(cc.get("norm_size_cap", 1.0), max(1.0, onchain[a][1] / m_c if m_c else 1.0))
+                z = z_a if k == 1 or z_a <= 0 else z_a * (nrm / k - med_n) / (nrm - med_n)
+                want = (
+                    "OUTLIER_DIRECTION"
+                    if cos_a < cc["min_cosine"]
+                    else ("OUTLIER_NORM" if z > cc["max_norm_z"] else None)
+                )
+                got = onlabel[a] if onlabel[a] in ("OUTLIER_DIRECTION", "OUTLIER_NORM") else None
+                if want != got and not (got == "OUTLIER_NORM" and want is None):
+                    bad.append(f"{names.get(a)} rule {want} chain {onlabel[a]}")
+                elif got == "OUTLIER_NORM" and want is None:
+                    report(
+                        r,
+                        "reasons.screen",
+                        "NOTE",
+                        f"{names.get(a)} OUTLIER_NORM without the screen: non-finite outputs (--validation only)",
+                    )
+            report(
+                r,
+                "reasons.screen",
+                not bad,
+                f"{len(screened)} screened update(s), claimed-count median {m_c}"
+                + (f"; disagree: {bad}" if bad else ""),
+            )
         # standing: shares, after, reference, scores
         st = log.get("standing")
         # warm_up_floor below 1: the warm-up round (valued_rounds 0, nothing accumulated) scores

@@ -1,0 +1,166 @@
+"""The README's white-noise, shaped-noise and DP-copy tests of the free-rider screen
+(*Free-riders and stale copies*), as ``scripts/independent/reader.py`` implements them from the
+README's text alone (numpy, no fedtrail), against fedtrail.valuation.freeride: the statistics
+must be the same bits and the verdicts the same. Misreadings (rows summed pairwise, the
+statistic without the neighbour score) must differ, so the comparison can fail."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import torch
+
+from fedtrail.valuation.freeride import (
+    dp_copy_statistic,
+    free_riders,
+    shaped_residual_z,
+    structure_z,
+)
+
+READER = Path(__file__).resolve().parents[2] / "scripts" / "independent" / "reader.py"
+SPEC = {"arch": "smallcnn", "hidden": 64, "image_size": 28, "in_channels": 1, "num_classes": 2}
+F32 = npt.NDArray[np.float32]
+
+
+def _reader() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("independent_reader", READER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+R = _reader()
+LAYOUT: list[tuple[str, list[int]]] = R.readme_layout()({**SPEC, "width": 16})
+
+
+def _update(rng: np.random.Generator, scale: float, structured: bool) -> dict[str, F32]:
+    out: dict[str, F32] = {}
+    for name, shape in LAYOUT:
+        a = rng.standard_normal(shape).astype(np.float32) * np.float32(scale)
+        if structured and len(shape) >= 2:  # each row its own variance, as trained weights
+            rows = rng.standard_normal([shape[0]] + [1] * (len(shape) - 1)).astype(np.float32)
+            a = a * (np.float32(1) + np.float32(3) * np.abs(rows))
+        out[name] = a
+    return out
+
+
+def _wide(u: dict[str, F32]) -> dict[str, npt.NDArray[np.float64]]:
+    return {k: v.astype(np.float64) for k, v in u.items()}
+
+
+def _flat(u: dict[str, F32]) -> npt.NDArray[np.float64]:
+    return np.concatenate([u[name].astype(np.float64).ravel() for name, _ in LAYOUT])
+
+
+def _torch(u: dict[str, F32]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in u.items()}
+
+
+@pytest.mark.parametrize("structured", [False, True])
+def test_structure_is_the_same_bits(structured: bool) -> None:
+    u = _update(np.random.default_rng(1), 0.01, structured)
+    assert R.structure(_wide(u)) == structure_z(_torch(u))
+
+
+def test_shaped_residual_is_the_same_bits() -> None:
+    rng = np.random.default_rng(2)
+    ref = _update(rng, 0.01, True)
+    copy = {
+        k: (
+            v * np.float32(0.7) + np.float32(0.05) * np.abs(v) * rng.standard_normal(v.shape)
+        ).astype(np.float32)
+        for k, v in ref.items()
+    }
+    x, r = _flat(copy), _flat(ref)
+    scale = R.block_sum(x * r) / R.block_sum(r * r)
+    residual = {k: v - scale * _wide(ref)[k] for k, v in _wide(copy).items()}
+    mine = R.shaped(residual, _wide(ref), _wide(copy))
+    assert mine == shaped_residual_z(_torch(copy), _torch(ref))
+    assert mine < 1000  # the shaped copy is one by the README's rule
+
+
+def test_dp_copy_statistic_is_the_same_bits() -> None:
+    rng = np.random.default_rng(3)
+    refs = [_flat(_update(rng, 0.01, True)) for _ in range(3)]
+    copy = refs[1] * 0.5 + 0.01 * rng.standard_normal(refs[1].size)
+    fresh = 0.01 * rng.standard_normal(refs[1].size)
+    for x in (copy, fresh):
+        assert R.dp_copy_z(x, refs) == dp_copy_statistic(x, refs)[0]
+    assert R.dp_copy_z(copy, refs) > 60 > R.dp_copy_z(fresh, refs)
+
+
+def test_verdicts_match_the_screen() -> None:
+    """Honest-looking updates, a copy plus white noise and a copy plus shaped noise through
+    the README's rule and through free_riders: the same sites flagged."""
+    rng = np.random.default_rng(4)
+    ref = _update(rng, 0.01, True)
+    honest = {f"0x{i:040x}": _update(rng, 0.01, True) for i in (1, 2, 3)}
+    white = {
+        k: (v + np.float32(0.02) * rng.standard_normal(v.shape)).astype(np.float32)
+        for k, v in ref.items()
+    }
+    shaped = {
+        k: (v + np.float32(0.2) * np.abs(v) * rng.standard_normal(v.shape)).astype(np.float32)
+        for k, v in ref.items()
+    }
+    sites = {**honest, "0x" + "4" * 40: white, "0x" + "5" * 40: shaped}
+    cc = {
+        "free_rider_norm": 0.01,
+        "stale_cosine": 0.99999,
+        "stale_distance": 1e6,
+        "tiny_size_power": 0.0,
+        "white_noise_z": 1000.0,
+        "shaped_noise_z": 1000.0,
+    }
+    theirs = free_riders(
+        {s: _torch(u) for s, u in sites.items()},
+        {"the global delta of round 1": _torch(ref)},
+        min_norm_ratio=0.01,
+        stale_cosine=0.99999,
+        stale_distance=1e6,
+        white_z=1000.0,
+        shaped_z=1000.0,
+    )
+    order = sorted(sites, key=lambda a: int(a, 16))
+    mine, _ = R.free_rider_rule(
+        order,
+        {s: _flat(sites[s]) for s in order},
+        [("the global delta of round 1", _flat(ref))],
+        {s: 1 for s in order},
+        cc,
+        0.0,
+        str,
+        tensors={s: _wide(sites[s]) for s in order},
+        ref_tensors=[_wide(ref)],
+    )
+    assert set(mine) == set(theirs)
+    assert "0x" + "4" * 40 in mine and "0x" + "5" * 40 in mine
+    assert not set(honest) & set(mine)
+
+
+def test_misreadings_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows summed pairwise (numpy's default) instead of one value after another, or the shaped
+    test's quotient with its absent positions counted as values, give other bits."""
+    rng = np.random.default_rng(5)
+    u = _update(rng, 0.01, True)
+    exact = structure_z(_torch(u))
+    with monkeypatch.context() as m:
+        m.setattr(R, "seq_rows", lambda mat, axis: mat.sum(axis=axis))
+        pairwise = R.structure(_wide(u))
+    assert pairwise != exact and math.isfinite(exact)
+    ref = _wide(_update(rng, 0.01, True))
+    ref["conv1.weight"][0] = 0.0  # absent positions: the reference is 0 there
+    x = {k: v * 0.5 + 0.01 * rng.standard_normal(v.shape) for k, v in ref.items()}
+    residual = {k: v - 0.5 * ref[k] for k, v in x.items()}
+    ratios = {
+        k: np.divide(v, np.abs(ref[k]), out=np.zeros_like(v), where=ref[k] != 0)
+        for k, v in residual.items()
+    }
+    assert R.shaped(residual, ref, x) != R.structure(ratios)
