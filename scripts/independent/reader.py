@@ -475,15 +475,24 @@ def free_rider_rule(
 
 
 # ---------------------------------------------------------------- names that look alike
-HOMOGLYPH_MARKER = "<!-- homoglyphs -->\n```\n"
+def readme_table(marker: str, letters: str) -> dict:
+    """README *Names that look alike*: a table (code point, Latin letter), parsed from its text."""
+    text = README.read_text(encoding="utf-8")
+    head = f"<!-- {marker} -->\n```\n"
+    start = text.index(head) + len(head)
+    block = text[start : text.index("```", start)]
+    return {
+        chr(int(cp, 16)): latin
+        for cp, latin in re.findall(rf"U\+([0-9A-F]{{4}}) ([{letters}])", block)
+    }
 
 
 def readme_homoglyphs() -> dict:
-    """README *Names that look alike*: the table, parsed from its text."""
-    text = README.read_text(encoding="utf-8")
-    start = text.index(HOMOGLYPH_MARKER) + len(HOMOGLYPH_MARKER)
-    block = text[start : text.index("```", start)]
-    return {chr(int(cp, 16)): latin for cp, latin in re.findall(r"U\+([0-9A-F]{4}) ([a-z])", block)}
+    return readme_table("homoglyphs", "a-z")
+
+
+def readme_cased() -> dict:
+    return readme_table("cased", "A-Za-z")
 
 
 NAME_DASHES = {chr(c) for c in range(0x2010, 0x2016)} | {
@@ -494,31 +503,72 @@ NAME_DASHES = {chr(c) for c in range(0x2010, 0x2016)} | {
     "\uff0d",
 }
 NAME_DROPPED = {"Cc", "Cf", "Cs", "Co", "Cn"}
+NAME_BLANK = (
+    {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800", "\u034f", "\u180b", "\u180c", "\u180d"}
+    | {"\u180f"}
+    | {chr(c) for c in range(0xFE00, 0xFE10)}
+    | {chr(c) for c in range(0xE0100, 0xE01F0)}
+)
+NAME_MARKS = {"Mn", "Me"}
+NAME_MODIFIED = re.compile(
+    r"([A-Z]+) (SMALL|CAPITAL) LETTER (?:DOTLESS |SCRIPT )?([A-Z]+)(?: WITH .+)?"
+)
+NAME_SMALL_CAPITAL = re.compile(r"([A-Z]+) LETTER SMALL CAPITAL ([A-Z]+)")
 
 
-def name_keys(name: str, table: dict) -> tuple:
+def name_base(ch: str) -> str:
+    """README: a letter named as another of its script with a modification reads as that one."""
+    label = unicodedata.name(ch, "")
+    m = NAME_MODIFIED.fullmatch(label)
+    try:
+        if m:
+            return unicodedata.lookup(f"{m[1]} {m[2]} LETTER {m[3]}")
+        m = NAME_SMALL_CAPITAL.fullmatch(label)
+        if m:
+            return unicodedata.lookup(f"{m[1]} CAPITAL LETTER {m[2]}").lower()
+    except KeyError:
+        pass
+    return ch
+
+
+def name_keys(name: str, table: dict, cased: dict | None = None) -> tuple:
     """(skeleton, visual skeleton) by the README's rule."""
+    cased = readme_cased() if cased is None else cased
 
-    def f(upper):
+    def letters(upper):
         t = "".join("-" if ch in NAME_DASHES else ch for ch in unicodedata.normalize("NFKC", name))
-        return "".join(
-            (table[ch].upper() if upper and ch.isupper() else table[ch]) if ch in table else ch
-            for ch in t
-            if unicodedata.category(ch) not in NAME_DROPPED
+        t = "".join(
+            ch for ch in t if unicodedata.category(ch) not in NAME_DROPPED and ch not in NAME_BLANK
         )
+        t = "".join(
+            ch
+            for ch in unicodedata.normalize("NFD", t)
+            if unicodedata.category(ch) not in NAME_MARKS
+        )
+        out = []
+        for ch in t:
+            ch = name_base(ch)
+            if ch in cased:
+                out.append(cased[ch])
+            elif ch in table:
+                out.append(table[ch].upper() if upper and ch.isupper() else table[ch])
+            else:
+                out.append(ch)
+        return "".join(out)
 
     def s(t):
-        return unicodedata.normalize("NFKC", re.sub(r"\s+", " ", t).strip())
+        t = unicodedata.normalize("NFKC", re.sub(r"\s+", "", t))
+        return t.translate(str.maketrans({"m": "rn", "w": "vv", "d": "cl"}))
 
     return (
-        s(f(False).casefold().translate(str.maketrans("1|0", "llo"))),
-        s(f(True).translate(str.maketrans("I1|0", "lllO"))),
+        s(letters(False).casefold().translate(str.maketrans("1|0", "llo"))),
+        s(letters(True).translate(str.maketrans("I1|0", "lllO"))),
     )
 
 
 def alike_pairs(names: dict) -> list:
-    table = readme_homoglyphs()
-    keys = {a: name_keys(n, table) for a, n in names.items()}
+    table, cased = readme_homoglyphs(), readme_cased()
+    keys = {a: name_keys(n, table, cased) for a, n in names.items()}
     order = sorted(names, key=lambda x: int(x, 16))
     return [
         (a, b)
