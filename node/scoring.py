@@ -22,7 +22,10 @@ scoring ``skipped`` with the reason.
 The validator's standing (its values accumulated across rounds on its private split, when the
 round's terms ask for standing) is kept in ``validator/history-<round>.json``; the free-rider
 references that go with it (the previous finalized round's readable updates and its global
-delta) are public and are read back from the chain and the store, as the aggregator's are.
+delta) are public and are read back from the chain and the store, as the aggregator's are, except
+the blobs this validator already read when it scored that round (its updates and start model,
+kept decoded by sha256: :class:`~fedtrail.valuation.chained.Decoded`), which are not fetched and
+decoded a second time.
 """
 
 from __future__ import annotations
