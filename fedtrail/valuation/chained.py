@@ -241,7 +241,11 @@ class Decoded:
     :func:`~fedtrail.storage.codec.decode_update` gave for that round; ``models``: sha256 ->
     the state :func:`~fedtrail.storage.codec.decode_model` gave. The sha256 binds the bytes
     and decoding is a function of them, so a reused value is the one a fresh read gives.
-    Entries are shared, not copied: their readers must not modify them."""
+    Entries are shared, not copied: their readers must not modify them. One difference from a
+    fresh read: an update withdrawn from the store after the reader read it (a validator pins
+    what it scores, so only where that pin failed) stays a reference here, where a validator's
+    fresh read (``skip_unreadable``) would leave it out; the aggregator's and the audit's reads
+    count it as a reference either way (they do not skip)."""
 
     updates: dict[tuple[int, str], Mapping[str, torch.Tensor]] = field(default_factory=dict)
     models: dict[str, Mapping[str, torch.Tensor]] = field(default_factory=dict)
