@@ -245,7 +245,7 @@ class Decoded:
     fresh read: an update withdrawn from the store after the reader read it (a validator pins
     what it scores, so only where that pin failed) stays a reference here, where a validator's
     fresh read (``skip_unreadable``) would leave it out; the aggregator's and the audit's reads
-    count it as a reference either way (they do not skip)."""
+    never leave it out (they need it as a reference, and fail when it cannot be read)."""
 
     updates: dict[tuple[int, str], Mapping[str, torch.Tensor]] = field(default_factory=dict)
     models: dict[str, Mapping[str, torch.Tensor]] = field(default_factory=dict)
