@@ -22,7 +22,10 @@ scoring ``skipped`` with the reason.
 The validator's standing (its values accumulated across rounds on its private split, when the
 round's terms ask for standing) is kept in ``validator/history-<round>.json``; the free-rider
 references that go with it (the previous finalized round's readable updates and its global
-delta) are public and are read back from the chain and the store, as the aggregator's are.
+delta) are public and are read back from the chain and the store, as the aggregator's are, except
+the blobs this validator already read when it scored that round (its updates and start model,
+kept decoded by sha256: :class:`~fedtrail.valuation.chained.Decoded`), which are not fetched and
+decoded a second time.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
 
+import torch
 from eth_account.signers.local import LocalAccount
 
 from fedtrail.chain import next_block_timestamp
@@ -60,6 +64,7 @@ from fedtrail.storage.store import ContentStore
 from fedtrail.valuation import Candidate, History, UnfitValidation, peer_vector
 from fedtrail.valuation.candidates import CandidateCache, pin_readable, revealed_candidates
 from fedtrail.valuation.chained import (
+    Decoded,
     References,
     check_playable,
     previous_rounds,
@@ -168,6 +173,9 @@ class PeerScorer:
         self._cache = CandidateCache()
         self._references: dict[int, References] = {}
         """Finalized round -> its free-rider references, for the rounds the next vector uses."""
+        self._decoded = Decoded()
+        """The updates of the rounds this validator scored and the start models it read, kept
+        for the next rounds' references (read once, not fetched and decoded again)."""
         self._peer: dict[int, bool] = {}
         self._opened: dict[int, str] = {}
         """:meth:`RoundInfo.key` of each round :meth:`score` saw; stamped on its record."""
@@ -315,9 +323,14 @@ class PeerScorer:
             return self._skip(round_id, None, f"the round's {refusal}")
         started = time.perf_counter()
         limit = default_max_bytes(self.spec)
-        global_state, _ = decode_model(
-            self.store.get(start_cid, start_sha256, max_bytes=limit), spec=self.spec
-        )
+        global_state: Mapping[str, torch.Tensor]
+        known_start = self._decoded.models.get(start_sha256)
+        if known_start is None:
+            global_state, _ = decode_model(
+                self.store.get(start_cid, start_sha256, max_bytes=limit), spec=self.spec
+            )
+        else:
+            global_state = known_start
         pairs = revealed_candidates(
             self.ledger,
             self.store,
@@ -327,6 +340,8 @@ class PeerScorer:
             cache=self._cache,
             logger=log,
         )
+        # this round's start model is the previous round's global one (its references' end)
+        self._remember(round_id, start_sha256, global_state, pairs, combiner.stale_rounds)
         history = (
             self.history_for(round_id, stale_rounds=combiner.stale_rounds)
             if valuation.standing
@@ -455,6 +470,29 @@ class PeerScorer:
         self._save()
         return record
 
+    def _remember(
+        self,
+        round_id: int,
+        start_sha256: str,
+        start: Mapping[str, torch.Tensor],
+        pairs: Sequence[tuple[Submission, Candidate]],
+        stale_rounds: int,
+    ) -> None:
+        """Keeps what scoring ``round_id`` decoded for the next rounds' references: its readable
+        updates by (round, sha256), and its start model by sha256 (the global models of the
+        rounds a reference list spans, two at most kept per round: start and end). Rounds
+        older than the references reach are dropped."""
+        updates = self._decoded.updates
+        for key in [k for k in updates if k[0] < round_id - max(stale_rounds, 1)]:
+            del updates[key]
+        for sub, c in pairs:
+            if c.delta is not None:  # decoded (whatever its status): the bytes' delta
+                updates[(round_id, sub.sha256)] = c.delta
+        models = self._decoded.models
+        models[start_sha256] = start
+        while len(models) > 2 * max(stale_rounds, 1) + 1:  # oldest first
+            del models[next(iter(models))]
+
     # ---------------------------------------------------------------- the validator's history
 
     def _history_path(self, round_id: int) -> Path:
@@ -512,5 +550,6 @@ class PeerScorer:
                 self.spec,
                 skip_unreadable=True,
                 known=self._references,
+                decoded=self._decoded,
             ),
         )

@@ -31,7 +31,7 @@ fetched or decoded raises (the history must be the same for everyone, so there i
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Final
 
@@ -63,6 +63,7 @@ __all__ = [
     "UNREADABLE",
     "UNRECORDED",
     "Carried",
+    "Decoded",
     "References",
     "carried_history",
     "check_playable",
@@ -231,6 +232,36 @@ def reference_labels(ledger: Ledger, round_id: int, stale_rounds: int) -> list[s
     return labels
 
 
+@dataclass
+class Decoded:
+    """Blobs a reader already fetched, checked against their sha256 and decoded, so that a
+    later read of the same bytes reuses them (a validator reads each round's updates when it
+    scores the round, then again as the next round's free-rider references; the next round's
+    start model is the round's global one). ``updates``: ``(round, sha256)`` -> the delta
+    :func:`~fedtrail.storage.codec.decode_update` gave for that round; ``models``: sha256 ->
+    the state :func:`~fedtrail.storage.codec.decode_model` gave. The sha256 binds the bytes
+    and decoding is a function of them, so a reused value is the one a fresh read gives.
+    Entries are shared, not copied: their readers must not modify them. One difference from a
+    fresh read: an update withdrawn from the store after the reader read it (a validator pins
+    what it scores, so only where that pin failed) stays a reference here, where a validator's
+    fresh read (``skip_unreadable``) would leave it out; the aggregator's and the audit's reads
+    never leave it out (they need it as a reference, and fail when it cannot be read)."""
+
+    updates: dict[tuple[int, str], Mapping[str, torch.Tensor]] = field(default_factory=dict)
+    models: dict[str, Mapping[str, torch.Tensor]] = field(default_factory=dict)
+
+
+def _model(
+    store: ContentStore, cid: str, sha256: str, spec: ModelSpec, decoded: Decoded | None
+) -> Mapping[str, torch.Tensor]:
+    state = None if decoded is None else decoded.models.get(sha256)
+    if state is None:
+        state, _ = decode_model(
+            store.get(cid, sha256, max_bytes=default_max_bytes(spec)), spec=spec
+        )
+    return state
+
+
 def round_references(
     ledger: Ledger,
     store: ContentStore,
@@ -238,6 +269,7 @@ def round_references(
     spec: ModelSpec,
     *,
     skip_unreadable: bool = False,
+    decoded: Decoded | None = None,
 ) -> dict[str, Mapping[str, torch.Tensor]]:
     """The free-rider references finalized round ``prev`` leaves its successor: its revealed
     updates whose bytes the round could use (:func:`reference_submissions`: every one not
@@ -246,11 +278,16 @@ def round_references(
     ``skip_unreadable`` an update whose bytes
     cannot be read is left out (a validator's view); otherwise it raises (the round read it,
     so it must be readable: an update its site withdrew from the store after the round makes
-    every later round's history unreadable, ``reasons.free_rider`` fails there)."""
+    every later round's history unreadable, ``reasons.free_rider`` fails there).
+    ``decoded``: blobs already read (:class:`Decoded`), taken instead of reading them again."""
     info = ledger.get_round(prev)
     references: dict[str, Mapping[str, torch.Tensor]] = {}
     limit = default_max_bytes(spec)
     for sub in reference_submissions(ledger, prev):
+        known = None if decoded is None else decoded.updates.get((prev, sub.sha256))
+        if known is not None:
+            references[reference_label(sub.site, prev)] = known
+            continue
         try:
             blob = store.get(sub.cid, sub.sha256, max_bytes=limit)
             delta, _ = decode_update(blob, spec=spec, expected_round=prev)
@@ -259,12 +296,8 @@ def round_references(
                 raise
             continue  # unreadable bytes are no reference (nobody can resend them usefully)
         references[reference_label(sub.site, prev)] = delta
-    start, _ = decode_model(
-        store.get(info.start_cid, info.start_sha256, max_bytes=limit), spec=spec
-    )
-    final, _ = decode_model(
-        store.get(info.global_cid, info.global_sha256, max_bytes=limit), spec=spec
-    )
+    start = _model(store, info.start_cid, info.start_sha256, spec, decoded)
+    final = _model(store, info.global_cid, info.global_sha256, spec, decoded)
     # final - start, in float32 as stored: the delta the round applied, up to rounding (the
     # stale check's tolerance is far wider than that).
     references[global_label(prev)] = {k: final[k] - start[k] for k in start}
@@ -283,17 +316,20 @@ def recent_references(
     *,
     skip_unreadable: bool = False,
     known: MutableMapping[int, References] | None = None,
+    decoded: Decoded | None = None,
 ) -> References:
     """:func:`round_references` of every round of ``rounds``, in their order. ``known``: the
     caller's rounds already read (round -> references), kept from one round to the next: a
     finalized round's references never change, so each is fetched and decoded once instead of
     once for each of the ``stale_rounds`` rounds that use it; rounds no longer among ``rounds``
-    are dropped from it."""
+    are dropped from it. ``decoded``: as :func:`round_references`'."""
     out: References = {}
     for r in rounds:
         refs = None if known is None else known.get(r)
         if refs is None:
-            refs = round_references(ledger, store, r, spec, skip_unreadable=skip_unreadable)
+            refs = round_references(
+                ledger, store, r, spec, skip_unreadable=skip_unreadable, decoded=decoded
+            )
             if known is not None:
                 known[r] = refs
         out.update(refs)

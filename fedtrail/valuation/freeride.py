@@ -277,7 +277,8 @@ def free_riders(
         if white_z <= 0 and shaped_z <= 0:
             continue
         # widened once: the update's own statistic, its residual and the shaped test read it
-        values = {k: _wide(v) for k, v in deltas[site].items()}
+        # (and the closest reference's exact dot product: ``flat``, the row they view)
+        values, flat = _widened(rows, i, deltas[site])
         if white_z > 0:
             # stop=white_z: a statistic that reaches the threshold is not computed to the end
             # (its value is neither quoted nor used), one below it is the exact one
@@ -289,12 +290,12 @@ def free_riders(
             continue
         if approx is None:
             approx = rows.gram(range(len(sites)), range(len(sites), len(rows)))
-        j, cosine, scale = _closest(rows, i, len(sites), norms, approx[i])
+        j, cosine, scale = _closest(rows, i, len(sites), norms, approx[i], flat)
         if j < 0:
             continue
         label = labels[j - len(sites)]
-        reference = {k: _wide(v) for k, v in references[label].items()}
-        residual = {k: v - scale * reference[k] for k, v in values.items()}
+        reference, _ = _widened(rows, j, references[label])
+        residual = {k: _minus_scaled(v, scale, reference[k]) for k, v in values.items()}
         if white_z > 0:
             z = _structure(residual, stop=white_z)
             if z < white_z:
@@ -311,6 +312,14 @@ def free_riders(
                     f"rest over its magnitude has structure {z:.3g}, below {shaped_z:g})"
                 )
     return out
+
+
+def _minus_scaled(
+    v: npt.NDArray[np.float64], scale: float, r: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """``v - scale * r`` in one fresh array (the same products and differences)."""
+    out = np.multiply(r, scale)
+    return np.subtract(v, out, out=out)
 
 
 def shaped_residual_z(
@@ -355,12 +364,17 @@ def _sparse(update: Mapping[str, npt.NDArray[np.float64]]) -> bool:
     rest) are exactly 0."""
     total = zeros = 0
     for a in update.values():
-        nz = a != 0
-        if a.ndim >= 2:
-            m = nz.reshape(a.shape[0], -1)
-            nz = m[m.any(axis=1)][:, m.any(axis=0)]
-        total += nz.size
-        zeros += nz.size - int(np.count_nonzero(nz))
+        nonzero = int(np.count_nonzero(a))
+        if a.ndim < 2:
+            size = a.size
+        else:
+            # every non-zero value lies in a row and a column that are not all zero, so the
+            # kept block (those rows by those columns) holds them all: its size minus them is
+            # its zeros (the same integers as counting the block's zeros; no copy of it)
+            m = (a != 0).reshape(a.shape[0], -1)
+            size = int(np.count_nonzero(m.any(axis=1))) * int(np.count_nonzero(m.any(axis=0)))
+        total += size
+        zeros += size - nonzero
     return total > 0 and zeros > _SPARSE * total
 
 
@@ -394,11 +408,17 @@ always among them, and the choice is the same on every machine."""
 
 
 def _closest(
-    rows: Rows, i: int, count: int, norms: Sequence[float], approx: npt.NDArray[np.float64]
+    rows: Rows,
+    i: int,
+    count: int,
+    norms: Sequence[float],
+    approx: npt.NDArray[np.float64],
+    flat: npt.NDArray[np.float64] | None = None,
 ) -> tuple[int, float, float]:
     """The reference row closest to row ``i`` by exact cosine (the first in order on a tie),
     that cosine and the scale fitting it best to row ``i`` (dot / its squared norm); ``(-1, 0,
-    0)`` when no reference is at a positive cosine."""
+    0)`` when no reference is at a positive cosine. ``flat``: row ``i`` already widened (its
+    exact dot products are then taken from it: the same bits)."""
     theirs = np.asarray(norms[count:], dtype=np.float64)
     with np.errstate(all="ignore"):
         cos = np.where(theirs > 0, approx / (norms[i] * theirs), -np.inf)
@@ -409,7 +429,7 @@ def _closest(
     best = (-1, 0.0, 0.0)
     for k in np.flatnonzero(cos >= top - _TIE).tolist():
         j = count + int(k)
-        dot = rows.pair_dot(i, j)
+        dot = rows.pair_dot(i, j) if flat is None else rows.dot_with(flat, j)
         cosine = dot / (norms[i] * norms[j])
         if cosine > best[1]:
             best = (j, cosine, dot / (norms[j] * norms[j]))
@@ -477,6 +497,19 @@ def _flat(update: Mapping[str, torch.Tensor]) -> npt.NDArray[np.float64]:
     return np.concatenate([_wide(v).ravel() for v in update.values()])
 
 
+def _widened(
+    rows: Rows, i: int, update: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, npt.NDArray[np.float64]], npt.NDArray[np.float64] | None]:
+    """Row ``i`` of ``rows`` (``update``'s values) widened to float64 once, as ``update``'s
+    tensors by name in its own order (the values :func:`_wide` gives each), and the flat row
+    they view (None when ``rows`` stacked the updates: then each tensor is widened alone)."""
+    if not rows.names or set(rows.names) != set(update):
+        return {k: _wide(v) for k, v in update.items()}, None
+    flat, views = rows.widened(i)
+    by_name = dict(zip(rows.names, views, strict=True))
+    return {k: by_name[k] for k in update}, flat
+
+
 def _wide(t: torch.Tensor) -> npt.NDArray[np.float64]:
     """The tensor's values widened exactly to float64 (numpy's cast, as :class:`Rows`)."""
     return np.asarray(t.detach().cpu().numpy(), dtype=np.float64)
@@ -514,11 +547,16 @@ def _structure(
     that is True everywhere counts as no mask (the same groups, sizes and products)."""
     keys = [k for k, a in parts.items() if a.size]
     arrays = [parts[k] for k in keys]
-    masks = [None if present is None else _partial(present[k]) for k in keys]
-    count = sum(
-        a.size if m is None else int(np.count_nonzero(m))
-        for a, m in zip(arrays, masks, strict=True)
-    )
+    # each tensor's count of present values, once (a mask True everywhere counts as none)
+    present_counts = [
+        a.size if present is None else int(np.count_nonzero(present[k]))
+        for k, a in zip(keys, arrays, strict=True)
+    ]
+    masks = [
+        None if present is None or c == a.size else present[k]
+        for k, a, c in zip(keys, arrays, present_counts, strict=True)
+    ]
+    count = sum(present_counts)
     squares = [np.multiply(a, a) for a in arrays]
     sums = [deterministic_sum(s.ravel()) for s in squares]  # each tensor's, once
     total = math.fsum(sums)
@@ -539,7 +577,12 @@ def _structure(
             sizes, spread = known
             groups = _groups(family, squares, sums)
         else:
-            groups, sizes = _groups(family, squares, sums), _sizes(family, arrays, masks)
+            groups = _groups(family, squares, sums)
+            sizes = (
+                np.asarray(present_counts, dtype=np.float64)
+                if family == 0
+                else _sizes(family, arrays, masks)
+            )
             keep = sizes > 0
             groups, sizes = groups[keep], sizes[keep]
             if groups.size < 2:
@@ -591,11 +634,6 @@ def _structure(
         if den > 0:
             scores.append(abs(math.fsum(num) / den) * math.sqrt(pairs))
     return max(scores)
-
-
-def _partial(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_] | None:
-    """``mask``, or None when it is True everywhere (then it leaves out nothing)."""
-    return None if bool(mask.all()) else mask
 
 
 def _matrix(a: npt.NDArray[Any]) -> npt.NDArray[Any]:

@@ -60,6 +60,8 @@ class Rows:
         self._views: list[list[F64]] = []  # per buffer, each tensor's part of it
         self._norms: list[float] | None = None
         self._squares: dict[int, F64] = {}  # row -> its squares' partial sums, once computed
+        self.names: tuple[str, ...] = ()
+        """The tensors' names in a row's order (empty when :meth:`of` stacked the updates)."""
 
     @classmethod
     def of(
@@ -115,7 +117,9 @@ class Rows:
                     return None
                 row.append(src)
             out.append(row)
-        return cls(out, shapes)
+        rows = cls(out, shapes)
+        rows.names = tuple(names)
+        return rows
 
     def __len__(self) -> int:
         return len(self._sources)
@@ -169,6 +173,25 @@ class Rows:
         """``deterministic_dot(row, vec)`` of row ``i`` and a float64 vector of the width."""
         buf = self.row(i)
         return deterministic_sum(np.multiply(buf, vec, out=buf))
+
+    def widened(self, i: int) -> tuple[F64, list[F64]]:
+        """Row ``i`` widened into a fresh array (one allocation; the values :meth:`row` gives)
+        and a view of each of its tensors, in :attr:`names`' order and their shapes (one flat
+        view when :meth:`of` stacked the updates)."""
+        flat = np.empty(self.width, dtype=np.float64)
+        views = [
+            flat[sl].reshape(shape) for sl, shape in zip(self._slices, self._shapes, strict=True)
+        ]
+        for src, view in zip(self._sources[i], views, strict=True):
+            np.copyto(view, src, casting="unsafe")
+        return flat, views
+
+    def dot_with(self, flat: F64, j: int) -> float:
+        """:meth:`pair_dot` of a row already widened (``flat``: row ``i``'s values, e.g. the
+        base of :meth:`widened`'s views) and row ``j``: the same products, in the same order,
+        the same bits."""
+        b = self.row(j, 2)
+        return deterministic_sum(np.multiply(flat, b, out=self._buffer(1)))
 
     def pair(self, i: int, j: int) -> tuple[float, float]:
         """``deterministic_dot`` of rows ``i`` and ``j``, and of their difference with itself."""

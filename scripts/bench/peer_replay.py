@@ -10,7 +10,8 @@ peer_vector` arguments; then replays site ``--site``'s call of round ``--round``
 times with the product's own functions wrapped in place (``fedtrail.valuation.round``'s module
 globals, :class:`~fedtrail.valuation.utility.CoalitionUtility` and ``Combiner`` methods), and
 prints the mean CPU milliseconds per call of each (inclusive: a nested wrapped call counts in
-both), the total first. Round 1 is the warm-up (its harm check's gradient pass at the global
+both), the total first; last, what reading the round's blobs costs a node beside the call
+(:func:`reads`). Round 1 is the warm-up (its harm check's gradient pass at the global
 model, and no game: a validator plays none in its warm-up; no free-rider references); later
 rounds are the steady state (the game's gradient pass at the full coalition).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import os
 import sys
 import time
@@ -31,6 +33,7 @@ import torch
 import fedtrail.valuation.peers as peers_mod
 import fedtrail.valuation.round as round_mod
 from fedtrail.ml.datasets import load_bundled
+from fedtrail.storage.codec import decode_model, decode_update, encode_model, encode_update
 from fedtrail.valuation.combine import Combiner
 from fedtrail.valuation.peers import UnfitValidation
 from fedtrail.valuation.utility import CoalitionUtility
@@ -139,7 +142,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for label, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"  {label:30s} {seconds / n * 1e3:7.2f} ms")
+    print(reads(calls[0], n))
     return 0
+
+
+def reads(call: dict[str, Any], repeats: int) -> str:
+    """What a node's reading of the round's blobs costs beside the call (not in it, nor in
+    ``peer_validators.py``'s figures): each update encoded as a site sends it, then its sha256
+    and :func:`~fedtrail.storage.codec.decode_update` timed (CPU, per blob, mean of
+    ``repeats``), and the start model's :func:`~fedtrail.storage.codec.decode_model`. A node
+    reads each of them when it scores the round and, before the validator kept them
+    (``Decoded``), read the updates and the start model again as the next round's free-rider
+    references."""
+    spec, round_id = call["spec"], call["round_id"]
+    blobs = [
+        encode_update(c.delta, spec=spec, round=round_id).blob
+        for c in call["candidates"]
+        if c.delta is not None
+    ]
+    model = encode_model(call["global_state"], spec=spec, round=round_id)
+    c0 = time.process_time()
+    for _ in range(repeats):
+        for blob in blobs:
+            hashlib.sha256(blob).digest()
+    hashing = (time.process_time() - c0) / repeats
+    c0 = time.process_time()
+    for _ in range(repeats):
+        for blob in blobs:
+            decode_update(blob, spec=spec, expected_round=round_id)
+    decoding = (time.process_time() - c0) / repeats
+    c0 = time.process_time()
+    for _ in range(repeats):
+        decode_model(model, spec=spec)
+    start = (time.process_time() - c0) / repeats
+    size = sum(len(b) for b in blobs) / max(len(blobs), 1)
+    return (
+        f"reading the round's {len(blobs)} updates ({size:,.0f} B each; not in the call): "
+        f"sha256 {hashing * 1e3:.2f} ms, decode_update {decoding * 1e3:.2f} ms, the start "
+        f"model's decode_model {start * 1e3:.2f} ms (CPU, all of them, mean of {repeats})"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from fedtrail.cli import cli
@@ -24,6 +25,7 @@ from fedtrail.node.daemon import NodeHooks
 from fedtrail.node.scoring import SCORES_NAME, ScoreState
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.weights import SCORE_SCALE
+from fedtrail.valuation.chained import round_references
 from tests.aggregator.peer_setup import pass_deadline, peer_federation
 
 pytestmark = [
@@ -179,6 +181,15 @@ def test_the_daemon_loop_scores_a_peer_round_and_keeps_its_standing(
         assert f"the global delta of round {r}" in history.references
         others = [s.site for s in ledger.get_submissions(r)]
         assert all(f"{s}'s update of round {r}" in history.references for s in others)
+        # the round's updates and start model it scored with were kept, not read again, and
+        # are the references a fresh read gives, bit for bit
+        kept = n.scorer._decoded.updates
+        assert all((r, s.sha256) in kept for s in ledger.get_submissions(r))
+        fresh = round_references(ledger, n.scorer.store, r, n.scorer.spec, skip_unreadable=True)
+        assert list(fresh) == list(history.references)
+        for label, delta in fresh.items():
+            assert list(history.references[label]) == list(delta)
+            assert all(torch.equal(history.references[label][k], v) for k, v in delta.items())
 
 
 class _PinLog:

@@ -165,6 +165,8 @@ def test_peer_replay_splits_one_validators_round_and_unwraps(
     assert rc == 0
     assert "site 0, round 2" in printed and "2 replays" in printed
     assert "free_riders" in printed and "CoalitionUtility.linearised" in printed
+    # the node's reads beside the call: 5 sites, so the round's 5 updates (or fewer)
+    assert "reading the round's" in printed and "decode_update" in printed
     assert round_mod.free_riders is before  # the product's functions are put back
     # a validator whose split holds one class abstains: no split to print
     assert peer_replay.main(["--sites", "5", "--site", "3", "--round", "2", "--repeats", "1"]) == 1

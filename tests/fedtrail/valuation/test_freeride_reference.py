@@ -17,7 +17,15 @@ import pytest
 import torch
 
 from fedtrail.valuation import Combiner
-from fedtrail.valuation.freeride import free_riders, own_reference, shaped_residual_z, structure_z
+from fedtrail.valuation.freeride import (
+    _sparse as screen_sparse,
+)
+from fedtrail.valuation.freeride import (
+    free_riders,
+    own_reference,
+    shaped_residual_z,
+    structure_z,
+)
 from tests.fedtrail.valuation.noisy_inputs import plus_noise
 
 Delta = dict[str, torch.Tensor]
@@ -320,3 +328,24 @@ def test_the_reasons_do_not_depend_on_the_thread_count() -> None:
         torch.set_num_threads(before)
     assert got[0] == got[1] == got[2]
     assert got[0]
+
+
+def test_the_sparse_exemption_counts_the_plain_blocks_zeros() -> None:
+    """The screen's sparse test (zeros outside all-zero rows and columns, counted without
+    copying the block) decides as the plain one (the block copied, its zeros counted) on
+    dense, dead-unit, topk-like and all-zero tensors, around the 50% threshold."""
+    gen = np.random.default_rng(5)
+    for trial in range(200):
+        values: dict[str, np.ndarray] = {}
+        for name, shape in SHAPES.items():
+            a = gen.standard_normal(shape)
+            keep = gen.random(shape) < gen.choice([0.03, 0.45, 0.5, 0.55, 1.0])
+            a = np.where(keep, a, 0.0)
+            if a.ndim >= 2 and trial % 3 == 0:
+                m = a.reshape(a.shape[0], -1)
+                m[gen.random(m.shape[0]) < 0.3] = 0.0  # dead units: zero rows
+                m[:, gen.random(m.shape[1]) < 0.3] = 0.0  # and zero columns
+            if trial % 17 == 0:
+                a = np.zeros(shape)
+            values[name] = a
+        assert screen_sparse(values) == _sparse(values), trial

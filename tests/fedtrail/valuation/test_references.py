@@ -3,6 +3,8 @@ peer round refused (PEER_REJECTED) or the aggregator dropped (WITHHELD)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from fedtrail.errors import ContentNotFound
@@ -10,8 +12,8 @@ from fedtrail.ledger import Submission
 from fedtrail.ledger.records import RoundInfo
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.storage.codec import encode_model, encode_update
-from fedtrail.valuation.chained import reference_labels, round_references
+from fedtrail.storage.codec import decode_model, decode_update, encode_model, encode_update
+from fedtrail.valuation.chained import Decoded, reference_labels, round_references
 from fedtrail.valuation.standing import global_label, reference_label
 
 SPEC = ModelSpec()
@@ -95,3 +97,51 @@ def test_references_of_a_peer_round_with_withdrawn_refused_blobs_read_without_sk
     """Before, the aggregator round after such a peer round raised on the withdrawn blob."""
     refs = round_references(_Ledger(), _Store(), 1, SPEC)  # type: ignore[arg-type]
     assert list(refs) == [reference_label("0xok", 1), global_label(1)]
+
+
+class _CountingStore(_Store):
+    """The store above, counting the reads of each cid."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: dict[str, int] = {}
+
+    def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
+        self.reads[cid] = self.reads.get(cid, 0) + 1
+        return super().get(cid, sha256, max_bytes=max_bytes)
+
+
+class _HashedLedger(_Ledger):
+    """The ledger above with a sha256 of its own for each blob (as real ones have)."""
+
+    def get_round(self, round_id: int) -> RoundInfo:
+        return replace(super().get_round(round_id), start_sha256="aa", global_sha256="bb")
+
+    def get_submissions(self, round_id: int) -> list[Submission]:
+        return [replace(s, sha256=f"sha-{s.site}") for s in super().get_submissions(round_id)]
+
+
+def test_references_already_decoded_are_reused_not_read_again() -> None:
+    """A validator keeps the updates it scored and the start model it read (``Decoded``): the
+    next round's references take them instead of fetching and decoding the same bytes, and are
+    the references a fresh read gives, bit for bit; what it does not hold is still read."""
+    fresh_store = _CountingStore()
+    fresh = round_references(_HashedLedger(), fresh_store, 1, SPEC)  # type: ignore[arg-type]
+    assert fresh_store.reads == {"cid-0xok": 1, "start": 1, "global": 1}
+    update, _ = decode_update(fresh_store.blobs["cid-0xok"], spec=SPEC, expected_round=1)
+    start, _ = decode_model(fresh_store.blobs["start"], spec=SPEC)
+    decoded = Decoded(updates={(1, "sha-0xok"): update}, models={"aa": start})
+    store = _CountingStore()
+    reused = round_references(_HashedLedger(), store, 1, SPEC, decoded=decoded)  # type: ignore[arg-type]
+    assert store.reads == {"global": 1}  # the end model is not held: read
+    assert reused[reference_label("0xok", 1)] is update
+    assert list(reused) == list(fresh)
+    for label, delta in fresh.items():
+        assert list(reused[label]) == list(delta)
+        for k, v in delta.items():
+            assert torch.equal(reused[label][k], v), (label, k)
+    # decoded for another round: read again
+    other = Decoded(updates={(2, "sha-0xok"): update})
+    store = _CountingStore()
+    round_references(_HashedLedger(), store, 1, SPEC, decoded=other)  # type: ignore[arg-type]
+    assert store.reads == {"cid-0xok": 1, "start": 1, "global": 1}

@@ -94,6 +94,34 @@ def test_the_gram_matrix_approximates_the_exact_dots() -> None:
     assert np.all(np.abs(gram - exact) <= 1e-12 * scale)
 
 
+@pytest.mark.parametrize("width", [7, BLOCK + 5])
+def test_a_widened_row_is_stacks_row_and_gives_its_dots(width: int) -> None:
+    deltas = _deltas(5, width, seed=width)
+    matrix = stack(deltas).matrix
+    rows = Rows.of(deltas)
+    assert rows.names == ("a", "b")
+    for i in range(5):
+        flat, views = rows.widened(i)
+        assert np.array_equal(_bits(flat), _bits(matrix[i]))
+        assert [v.shape for v in views] == [tuple(deltas[i][k].shape) for k in rows.names]
+        for k, v in zip(rows.names, views, strict=True):
+            assert np.shares_memory(v, flat)
+            assert np.array_equal(_bits(v), _bits(deltas[i][k].numpy()))
+        for j in range(5):
+            assert rows.dot_with(flat, j) == rows.pair_dot(i, j)
+            assert rows.dot_with(flat, j) == deterministic_dot(matrix[i], matrix[j])
+
+
+def test_stacked_rows_have_no_names() -> None:
+    deltas = _deltas(3, 20, seed=4)
+    mixed = [deltas[0], _unusual(deltas[1])[2], deltas[2]]  # a non-contiguous tensor
+    rows = Rows.of(mixed)
+    assert rows.names == ()
+    flat, views = rows.widened(1)
+    assert len(views) == 1
+    assert np.array_equal(_bits(flat), _bits(stack(mixed).matrix[1]))
+
+
 def _unusual(delta: Delta) -> list[Delta]:
     """``delta``'s values in every form the in-place path leaves to stack: a non-dict mapping,
     another key order, a non-contiguous tensor, bfloat16, a tensor needing grad."""
