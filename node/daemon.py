@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from eth_account.signers.local import LocalAccount
 
-from fedtrail.chain import next_block_timestamp
+from fedtrail.chain import Wake, next_block_timestamp, wake_delay
 from fedtrail.errors import (
     CommitmentMismatch,
     ConfigError,
@@ -140,31 +140,6 @@ inflates the measure by at most this much instead of shutting the site out (atta
 # Phases after which nothing is left to do in a round ("submitted": state files written before
 # commit-then-reveal).
 FINAL_PHASES = frozenset({"revealed", "skipped", "submitted"})
-MIN_WAKE = 0.25
-"""The shortest wait between two polls when a deadline is near (:func:`wake_delay`): a chain
-whose clock lags the wall's is not polled more often than this while the node waits for it."""
-
-
-@dataclass(frozen=True)
-class Wake:
-    """A step that waits for the chain's clock: it can be taken once the clock reaches ``due``
-    (chain seconds); the clock read ``clock`` at ``at`` (this node's monotonic time)."""
-
-    due: int
-    clock: int
-    at: float
-
-
-def wake_delay(poll_interval: float, wake: Wake | None, now: float) -> float:
-    """Seconds to wait before the next poll at monotonic time ``now``: ``poll_interval``, or less
-    when ``wake``'s deadline comes sooner (the chain's clock taken to run with this node's, from
-    its last read), but at least :data:`MIN_WAKE` (issue 18: a site revealed at its first poll
-    after the commit deadline, up to a whole ``poll_interval`` late). Waking early only costs a
-    poll: the step checks the chain's clock again."""
-    if wake is None:
-        return poll_interval
-    left = wake.due - wake.clock - (now - wake.at)
-    return min(poll_interval, max(MIN_WAKE, left))
 
 
 class NodeNotRegistered(FedtrailError):
