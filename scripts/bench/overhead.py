@@ -28,8 +28,10 @@ epochs is missed (:func:`bars_for`).
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -109,6 +111,8 @@ def main() -> int:
 
     # ---- the rounds through fedtrail on Anvil + IPFS; round 1 warms both sides up (imports,
     # the explainer's first figure, allocator, kernels): a daemon pays those once, not per round
+    folder = Path(tempfile.mkdtemp(prefix="fedtrail-overhead-"))  # ~2 MB of site state a run
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     with daemons() as (rpc, api):
         fed = build_federation(
             w3=connect(rpc),
@@ -119,7 +123,7 @@ def main() -> int:
                 training=TrainConfig(epochs=args.epochs),  # seeded i, as `configs`
             ),
             store=IpfsStore(api),
-            folder=Path(tempfile.mkdtemp()),
+            folder=folder,
             validation=splits.val,
         )
         ledger, store, service = fed.ledger, fed.store, fed.service
