@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -38,7 +39,7 @@ from eth_account.signers.local import LocalAccount
 
 from fedtrail.aggregator.clock import STALL_SECONDS as STALL_SECONDS
 from fedtrail.aggregator.clock import ClockWatch as ClockWatch
-from fedtrail.chain import MAX_POLL_INTERVAL, next_block_timestamp
+from fedtrail.chain import MAX_POLL_INTERVAL, Wake, next_block_timestamp, wake_delay
 from fedtrail.errors import (
     ConfigError,
     ContractNotFound,
@@ -406,6 +407,9 @@ class AggregatorService:
         self._valued = False
         """Whether the last :meth:`step` recorded a valuation (the run loop then goes on to
         finalize without waiting a poll interval)."""
+        self.wake: Wake | None = None
+        """When the round the last :meth:`step` left waiting can next move by the chain's clock
+        (:meth:`_next_wake`); None: at the next poll."""
         self._last_metrics: tuple[str, CalibratedMetrics] | None = None
         """The sha256 of the global model this service last finalized and its metrics on the
         validation split: the next round's start metrics (issue 18: evaluated again before)."""
@@ -1428,6 +1432,7 @@ class AggregatorService:
     def step(self) -> RoundOutcome | None:
         """Advances the latest round by one phase if it can; the outcome of a finished round."""
         self._valued = False
+        self.wake = None
         current = self.ledger.current_round()
         if current == 0:
             self.open_next()
@@ -1440,16 +1445,21 @@ class AggregatorService:
             if self.is_peer_round(current):
                 return self.combine(current)
             now = next_block_timestamp(self.ledger.w3)  # one read for both checks
+            read_at = time.monotonic()
             if not self.ready_to_value(current, info=info, now=now):
                 self.prefetch(current, info=info)
                 self.clock_watch.observe(self.ledger.w3, current, info.reveal_deadline)
+                self.wake = _next_wake(info, now, read_at)
                 return None
             if self.value(current, info=info, now=now) is None:
-                if next_block_timestamp(self.ledger.w3) > info.reveal_deadline + CLOCK_SLACK:
+                now = next_block_timestamp(self.ledger.w3)
+                read_at = time.monotonic()
+                if now > info.reveal_deadline + CLOCK_SLACK:
                     self.ledger.cancel_round(self.account, current)
                     log.warning("round %d cancelled: no usable update", current)
                     return RoundOutcome(round=current, phase=Phase.CANCELLED)
                 self.clock_watch.observe(self.ledger.w3, current, info.reveal_deadline)
+                self.wake = _next_wake(info, now, read_at)
                 return None
             self._valued = True  # finalize can follow at once
             return None
@@ -1508,5 +1518,23 @@ class AggregatorService:
                 # whole poll interval, 2 s by default, sat between the two on every round)
                 continue
             if current == self.ledger.current_round():
-                self.stop_event.wait(self.settings.poll_interval)
+                self.stop_event.wait(
+                    wake_delay(self.settings.poll_interval, self.wake, time.monotonic())
+                )
         return outcomes
+
+
+REVEAL_GRACE = 1
+"""Seconds after the first second the sites may reveal (the commit deadline plus
+``CLOCK_SLACK`` plus one, when a site's run loop wakes for it) that the aggregator looks for
+their reveals: their store put and reveal transaction take that long."""
+
+
+def _next_wake(info: RoundInfo, now: int, read_at: float) -> Wake:
+    """When a round still open at chain time ``now`` (read at monotonic ``read_at``) can next be
+    ready to value by the chain's clock: once the sites' reveals can have landed, before that;
+    after it, once the reveal deadline has passed. Reveals landing earlier are seen at the next
+    poll, as before (issue 18: the round was valued up to a whole poll interval after these)."""
+    reveals = info.commit_deadline + CLOCK_SLACK + 1 + REVEAL_GRACE
+    due = reveals if now < reveals else info.reveal_deadline + CLOCK_SLACK + 1
+    return Wake(due=due, clock=now, at=read_at)

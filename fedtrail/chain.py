@@ -7,6 +7,7 @@ JSON-RPC endpoint (Anvil locally).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -149,3 +150,31 @@ def fund(w3: Web3, source: LocalAccount, target: str, wei: int) -> None:
         w3.eth.wait_for_transaction_receipt(h, poll_latency=0.01)
     except Exception as exc:  # web3's RPC errors (insufficient funds...) differ by node
         raise TransactionFailed(f"sending {wei} wei to {target} failed: {exc}") from exc
+
+
+MIN_WAKE = 0.25
+"""The shortest wait between two polls when a deadline is near (:func:`wake_delay`): a chain
+whose clock lags the wall's is not polled more often than this while a daemon waits for it."""
+
+
+@dataclass(frozen=True)
+class Wake:
+    """A step that waits for the chain's clock: it can be taken once the clock reaches ``due``
+    (chain seconds); the clock read ``clock`` at ``at`` (this process's monotonic time)."""
+
+    due: int
+    clock: int
+    at: float
+
+
+def wake_delay(poll_interval: float, wake: Wake | None, now: float) -> float:
+    """Seconds a daemon waits before its next poll at monotonic time ``now``: ``poll_interval``,
+    or less when ``wake``'s deadline comes sooner (the chain's clock taken to run with this
+    process's, from its last read), but at least :data:`MIN_WAKE` (issue 18: a site revealed at
+    its first poll after the commit deadline, and the aggregator valued at its first poll after
+    the reveals or the reveal deadline, each up to a whole ``poll_interval`` late). Waking early
+    only costs a poll: the step checks the chain's clock again."""
+    if wake is None:
+        return poll_interval
+    left = wake.due - wake.clock - (now - wake.at)
+    return min(poll_interval, max(MIN_WAKE, left))

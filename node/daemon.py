@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from eth_account.signers.local import LocalAccount
 
-from fedtrail.chain import next_block_timestamp
+from fedtrail.chain import Wake, next_block_timestamp, wake_delay
 from fedtrail.errors import (
     CommitmentMismatch,
     ConfigError,
@@ -434,6 +434,9 @@ class SiteNode:
         """:meth:`RoundInfo.key` of each round :meth:`participate` saw; stamped on its record."""
         self._terms: dict[str, RoundTerms] = {}
         """Terms read, by their sha256 (:meth:`_terms_of`)."""
+        self.wake: Wake | None = None
+        """When the step :meth:`participate` last left waiting can be taken (the reveal, once
+        the commit window has closed); None: nothing waits on a deadline."""
         self.scorer = PeerScorer(
             ledger=ledger,
             store=store,
@@ -534,7 +537,9 @@ class SiteNode:
         is committed and revealed, as after a restart)."""
         # the round, this site's commitment, the chain's clock, the last finalized round and the
         # privacy account, read in one batch at each step (issue 18: five to nine requests)
+        self.wake = None
         view = self.ledger.site_round(round_id, self.address)
+        view_at = time.monotonic()  # the chain's clock was read no later than this
         info, on_chain = view.info, view.submission
         record = self.state.rounds.get(round_id)
         self._check_opened(round_id, info, record, on_chain)
@@ -577,10 +582,14 @@ class SiteNode:
                 record = self._encode_handed(round_id, update, view)
             if record is None or record.phase in FINAL_PHASES:
                 return record
-            chain = next_block_timestamp(self.ledger.w3) - now
-            own = math.ceil(time.monotonic() - started) + MEASURE_OWN_SLACK
-            record.chain_seconds = max(0, min(chain, own))
-            self._save()
+            # the encoded record and its chain-time measure reach state.json in one write (one
+            # fsync a round fewer, issue 18); written even when the clock cannot be read
+            try:
+                chain = next_block_timestamp(self.ledger.w3) - now
+                own = math.ceil(time.monotonic() - started) + MEASURE_OWN_SLACK
+                record.chain_seconds = max(0, min(chain, own))
+            finally:
+                self._save()
             self.hooks.at_step("encoded")
         if record.phase == "encoded":
             acted = True
@@ -588,9 +597,14 @@ class SiteNode:
             if outcome is not record or record.phase != "committed":
                 return outcome
         # the clock read with the round when nothing took time since (the reveal step's call)
-        clock = next_block_timestamp(self.ledger.w3) if acted else now
+        clock, read_at = now, view_at
+        if acted:
+            clock = next_block_timestamp(self.ledger.w3)
+            read_at = time.monotonic()
         if clock <= info.commit_deadline + CLOCK_SLACK:
-            return record  # reveal only once the commit window has closed
+            # reveal only once the commit window has closed: the run loop wakes then
+            self.wake = Wake(due=info.commit_deadline + CLOCK_SLACK + 1, clock=clock, at=read_at)
+            return record
         if record.phase == "committed":
             # The daemon may have crashed between the store's put and recording it: put again.
             record.cid = self.store.put(self._pending_blob(round_id).read_bytes())  # put pins
@@ -842,7 +856,8 @@ class SiteNode:
         threshold_from: str,
     ) -> RoundRecord | None:
         """Encodes ``trained`` (after the update hook) with the residual and records the round
-        as ``encoded``: blob and pending residual on disk, state.json written."""
+        as ``encoded``: blob and pending residual on disk; the caller (:meth:`participate`)
+        writes state.json once it has added the round's chain-time measure."""
         spec = self.config.model
         delta = self.hooks.transform_update(trained, round_id, self._context())
         if delta is None:
@@ -881,7 +896,6 @@ class SiteNode:
             epsilon_micro=0 if dp is None else self._declared(round_id, dp),
         )
         self.state.rounds[round_id] = record
-        self._save()
         multi = (record.val_classes or 2) > 2
         log.info(
             "round %d: encoded update %s (%d bytes, %.1f s training, val %sAUC %s, %sF1 %s at "
@@ -1440,6 +1454,7 @@ class SiteNode:
                 log.error("will retry: %s", exc)
             if on_idle is not None:
                 on_idle()
-            self.stop_event.wait(self.config.poll_interval)
+            self.stop_event.wait(wake_delay(self.config.poll_interval, self.wake, time.monotonic()))
+            self.wake = None
         log.info("stopping")
         return done

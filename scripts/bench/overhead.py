@@ -28,13 +28,16 @@ epochs is missed (:func:`bars_for`).
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import json
+import shutil
 import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -74,6 +77,12 @@ def main() -> int:
     ap.add_argument("--sites", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "overhead.json")
+    ap.add_argument(
+        "--parts",
+        action="store_true",
+        help="also time the timed round's parts exclusively (chain requests, store calls, "
+        "crash-safe file writes, codec, metrics; :class:`Parts`) and print them",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     spec = ModelSpec()
@@ -102,6 +111,8 @@ def main() -> int:
 
     # ---- the rounds through fedtrail on Anvil + IPFS; round 1 warms both sides up (imports,
     # the explainer's first figure, allocator, kernels): a daemon pays those once, not per round
+    folder = Path(tempfile.mkdtemp(prefix="fedtrail-overhead-"))  # ~2 MB of site state a run
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     with daemons() as (rpc, api):
         fed = build_federation(
             w3=connect(rpc),
@@ -112,7 +123,7 @@ def main() -> int:
                 training=TrainConfig(epochs=args.epochs),  # seeded i, as `configs`
             ),
             store=IpfsStore(api),
-            folder=Path(tempfile.mkdtemp()),
+            folder=folder,
             validation=splits.val,
         )
         ledger, store, service = fed.ledger, fed.store, fed.service
@@ -128,6 +139,9 @@ def main() -> int:
         import fedtrail.node.daemon as daemon_mod
 
         daemon_mod.train_local = clock.wrap("training", daemon_mod.train_local)  # type: ignore[assignment]
+        parts = Parts() if args.parts else None
+        if parts is not None:
+            parts.install(service)
         # the heap so far collected and frozen (gc.freeze: later full collections skip it): a
         # full collection of it costs 0.3-0.5 s (torch, the explainer's figures, web3) and
         # landed inside one side's timed round and after the other's as unrelated changes
@@ -162,6 +176,14 @@ def main() -> int:
         "ratio_full_round": round(t_ft / t_base, 3),
         "ratio_without_valuation_and_explanations": round((t_ft - features) / t_base, 3),
     }
+    if parts is not None:
+        beyond = float(result["seconds_beyond_training"])
+        named = {k: v for k, v in parts.seconds.items() if k not in Parts.FEATURES}
+        for key, seconds in sorted(named.items()):
+            result[f"part_{key}_seconds"] = round(seconds, 3)
+            result[f"part_{key}_calls"] = parts.calls[key]
+        # beyond training: what no timed part covers (Python glue, logging, the steps' own work)
+        result["part_other_seconds"] = round(beyond - sum(named.values()), 3)
     for k, v in result.items():
         print(f"{k:<42} {v}")
     bars = bars_for(args.epochs)
@@ -176,6 +198,76 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 1 if missed else 0
+
+
+class Parts:
+    """Exclusive wall time of the timed round's calls by part, one thread (a nested timed call
+    counts for the inner part only): ``chain`` every JSON-RPC request or batch; ``store.get``,
+    ``store.put`` (``put`` and ``put_many``) the IPFS store's calls; ``state_writes`` the
+    crash-safe file writes (``atomic_write``: write, fsync, rename) of the sites and the
+    service; ``codec`` encoding and decoding updates and models; ``metrics`` evaluations of a
+    model. What training, valuation and heatmaps (:data:`FEATURES`) call counts for them (the
+    valuation's reads of earlier rounds' blobs are not the store part), and they are left out of
+    the breakdown, as out of ``seconds_beyond_training``."""
+
+    FEATURES = ("training", "valuation", "explanations")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._stack: list[float] = []
+        self._in_feature = 0
+
+    def wrap(self, key: str, fn):  # type: ignore[no-untyped-def]
+        self.seconds.setdefault(key, 0.0)
+        self.calls.setdefault(key, 0)
+
+        feature = key in self.FEATURES
+
+        def timed(*a, **k):  # type: ignore[no-untyped-def]
+            if self._in_feature and not feature:
+                return fn(*a, **k)
+            t = time.perf_counter()
+            self._stack.append(0.0)
+            self._in_feature += feature
+            try:
+                return fn(*a, **k)
+            finally:
+                self._in_feature -= feature
+                elapsed = time.perf_counter() - t
+                inner = self._stack.pop()
+                self.seconds[key] += elapsed - inner
+                self.calls[key] += 1
+                if self._stack:
+                    self._stack[-1] += elapsed
+
+        return timed
+
+    def install(self, service: Any) -> None:
+        from web3.providers.rpc import HTTPProvider
+
+        import fedtrail.aggregator.service as service_mod
+        import fedtrail.node.daemon as daemon_mod
+        import fedtrail.storage.residual as residual_mod
+
+        HTTPProvider.make_request = self.wrap("chain", HTTPProvider.make_request)  # type: ignore[method-assign]
+        HTTPProvider.make_batch_request = self.wrap("chain", HTTPProvider.make_batch_request)  # type: ignore[method-assign]
+        IpfsStore.get = self.wrap("store.get", IpfsStore.get)  # type: ignore[method-assign]
+        IpfsStore.put = self.wrap("store.put", IpfsStore.put)  # type: ignore[method-assign]
+        IpfsStore.put_many = self.wrap("store.put", IpfsStore.put_many)  # type: ignore[method-assign]
+        write = self.wrap("state_writes", daemon_mod.atomic_write)
+        for mod in (daemon_mod, residual_mod, service_mod):
+            mod.atomic_write = write  # type: ignore[attr-defined]
+        for mod in (daemon_mod, service_mod):
+            for name in ("encode_update", "decode_update", "encode_model", "decode_model"):
+                if hasattr(mod, name):
+                    setattr(mod, name, self.wrap("codec", getattr(mod, name)))
+            for name in ("evaluate", "evaluate_calibrated"):
+                if hasattr(mod, name):
+                    setattr(mod, name, self.wrap("metrics", getattr(mod, name)))
+        service._valuate = self.wrap("valuation", service._valuate)
+        service._explanations = self.wrap("explanations", service._explanations)
+        daemon_mod.train_local = self.wrap("training", daemon_mod.train_local)  # type: ignore[attr-defined]
 
 
 def bars_for(epochs: int) -> dict[str, float]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -15,8 +16,8 @@ import pytest
 import torch
 
 import fedtrail.aggregator.service as service_module
-from fedtrail.aggregator.service import AggregatorSettings
-from fedtrail.chain import advance_time, next_block_timestamp
+from fedtrail.aggregator.service import CLOCK_SLACK, REVEAL_GRACE, AggregatorSettings
+from fedtrail.chain import MIN_WAKE, advance_time, next_block_timestamp
 from fedtrail.ledger import commitment
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol.codes import Phase, Reason
@@ -124,3 +125,95 @@ def test_the_run_loop_finalizes_right_after_valuing(embedded: ChainEnv, tmp_path
     outcomes = service.run(rounds=1)
     assert [o.phase for o in outcomes] == [Phase.FINALIZED]
     assert time.monotonic() - started < 30  # valued and finalized, no 60 s poll between
+
+
+def _committed_round(
+    embedded: ChainEnv, tmp_path: Path, poll_interval: float
+) -> tuple[Any, Any, int, list[Any], list[bytes]]:
+    """A service with three sites that committed to its first round (none revealed yet)."""
+    store = LocalStore(tmp_path / "store")
+    service, sites = service_with_sites(
+        embedded,
+        store,
+        3,
+        AggregatorSettings(
+            valuation="loo",
+            standing=False,
+            explain_method=None,
+            poll_interval=poll_interval,
+            round_seconds=60,
+            reveal_seconds=120,
+        ),
+        tmp_path / "agg",
+    )
+    ledger = service.ledger
+    params = initial_model(ModelSpec(), 0).state_dict()
+    gen = torch.Generator().manual_seed(0)
+    r = service.open_next()
+    blobs = [
+        encode_update(
+            {k: 0.01 * torch.randn(v.shape, generator=gen) for k, v in params.items()},
+            spec=ModelSpec(),
+            round=r,
+        ).blob
+        for _ in sites
+    ]
+    for acct, blob in zip(sites, blobs, strict=True):
+        ledger.commit_update(
+            acct, r, commitment(acct.address, r, hashlib.sha256(blob).hexdigest(), 100)
+        )
+    return service, store, r, sites, blobs
+
+
+def test_the_run_loop_wakes_when_the_sites_can_have_revealed(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """Before the commit deadline, the loop's next look is when the sites' own loops reveal
+    (the deadline, CLOCK_SLACK and REVEAL_GRACE later), not a poll interval away (issue 18)."""
+    service, store, r, sites, blobs = _committed_round(embedded, tmp_path, 600.0)
+    ledger = service.ledger
+    info = ledger.get_round(r)
+    waits: list[float] = []
+
+    def wait(timeout: float | None = None) -> bool:
+        assert timeout is not None
+        waits.append(timeout)
+        advance_time(ledger.w3, math.ceil(timeout))
+        if len(waits) == 1:  # the sites' loops woke at the commit deadline and revealed
+            for acct, blob in zip(sites, blobs, strict=True):
+                sha = hashlib.sha256(blob).hexdigest()
+                ledger.reveal_update(acct, r, store.put(blob), sha, 100)
+        return False
+
+    service.stop_event.wait = wait  # type: ignore[method-assign]
+    outcomes = service.run(rounds=1)
+    assert [o.phase for o in outcomes] == [Phase.FINALIZED]
+    assert len(waits) == 1, waits
+    most = info.commit_deadline + CLOCK_SLACK + 1 + REVEAL_GRACE - info.opened_at
+    assert MIN_WAKE <= waits[0] <= most
+
+
+def test_the_run_loop_wakes_at_the_reveal_deadline(embedded: ChainEnv, tmp_path: Path) -> None:
+    """A site that never reveals: the round is valued once the reveal deadline has passed,
+    not at the first poll after it (issue 18)."""
+    service, store, r, sites, blobs = _committed_round(embedded, tmp_path, 600.0)
+    ledger = service.ledger
+    info = ledger.get_round(r)
+    reveals = info.commit_deadline + CLOCK_SLACK + 1 + REVEAL_GRACE  # past the sites' wake
+    advance_time(ledger.w3, reveals - next_block_timestamp(ledger.w3))
+    for acct, blob in zip(sites[:2], blobs[:2], strict=True):
+        ledger.reveal_update(acct, r, store.put(blob), hashlib.sha256(blob).hexdigest(), 100)
+    waits: list[float] = []
+
+    def wait(timeout: float | None = None) -> bool:
+        assert timeout is not None
+        waits.append(timeout)
+        advance_time(ledger.w3, math.ceil(timeout))
+        return False
+
+    service.stop_event.wait = wait  # type: ignore[method-assign]
+    outcomes = service.run(rounds=1)
+    assert [o.phase for o in outcomes] == [Phase.FINALIZED]
+    assert len(waits) == 1, waits
+    assert MIN_WAKE <= waits[0] <= info.reveal_deadline + CLOCK_SLACK + 1 - info.commit_deadline
+    assert ledger.get_round(r).submission_count == 2
