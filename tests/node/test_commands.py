@@ -384,12 +384,10 @@ def test_a_hostile_site_name_reaches_no_terminal_raw(ledger: Ledger, anvil_url: 
     site = "0x" + "34" * 20
     ledger.register_site(dev_account(0), site, "evil\x1b[2J\x1b]0;pwned\x07\rok\u202e", 5)
     where = ["--rpc-url", anvil_url, "--contract", ledger.address]
-    # chain status replaces them (U+FFFD); audit site shows the name escaped, each hidden
-    # character as \uNNNN, so two names differing only in them read apart (session 48)
-    expected = {
-        "chain": ("evil\ufffd[2J", "pwned\ufffd ok\ufffd"),
-        "audit": ("evil\\u001b[2J", "pwned\\u0007\\u000dok\\u202e"),
-    }
+    # both show the name escaped, each hidden character as \uNNNN, so two names differing only
+    # in them read apart (chain status replaced them with U+FFFD before session 49)
+    escaped = ("evil\\u001b[2J", "pwned\\u0007\\u000dok\\u202e")
+    expected = {"chain": escaped, "audit": escaped}
     for args in (["chain", "status", *where], ["audit", "site", site, *where]):
         r = invoke(*args)
         assert r.exit_code == 0, r.output
