@@ -1401,7 +1401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"delta clip {run_key}: honest updates clipped {st['honest_clipped']}/"
                 f"{st['honest_used']} (largest honest norm {st['honest_ratio_max'] or 0:.2f}x the "
                 f"median), faulty clipped {st['faulty_clipped']}/{st['faulty_used']}, "
-                f"faulty influence share {st['influence_share'] if st['influence_share'] is not None else float('nan'):.3f}"
+                f"faulty influence share {st['influence_share']:.3f}"
             )
     doc["claims"] = _report(doc, results)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,7 @@ def summary() -> dict[str, dict[str, Any]]:
             "honest_used": st.honest_used,
             "faulty_clipped": st.faulty_clipped,
             "faulty_used": st.faulty_used,
-            "influence_share": statistics.fmean(st.influence) if st.influence else None,
+            "influence_share": statistics.fmean(st.influence) if st.influence else math.nan,
             "influence_per_round": st.influence,
             "honest_ratio_max": max(st.honest_ratios, default=None),
             "faulty_ratios": st.faulty_ratios,
@@ -168,3 +168,109 @@ def install(c: float, *, game: bool = False) -> None:
     _sim._run_federated = wrapped_run
     _sim.value_round = wrapped_value_round
     _sim.aggregate = wrapped_aggregate
+
+
+CLIP_MULTIPLES = (1.0, 1.5, 2.0, 3.0)
+"""The multiples of the median norm the summary counts honest updates above."""
+
+SHARE_BAR = 0.05
+"""Issue 12's bar (c): the poisoned sites' weight share at most this."""
+
+
+def _read(paths: Sequence[str]) -> list[dict[str, Any]]:
+    import json
+    from pathlib import Path
+
+    return [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+
+
+def report(paths: Sequence[str]) -> int:
+    """Print, per run file, scenario and seed: the faulty sites' weight share, test AUC and
+    calibrated F1 (FedAvg's beside them from the same file, or from another file of the same
+    alpha), honest site-rounds scored 0, honest updates above each of :data:`CLIP_MULTIPLES`
+    x the median norm (the recorded ratios: for an unclipped run, what a clip at that multiple
+    would have cut) and, for a ``--delta-clip`` run, the clip's own counts and the faulty
+    influence share. Exit status 1 when a scenario (c) valuation run's mean poisoned share is
+    above :data:`SHARE_BAR`."""
+    docs = _read(paths)
+    fedavg: dict[tuple[float, str, int], dict[str, Any]] = {}
+    for doc in docs:
+        alpha = doc["settings"]["alpha"]
+        for sk, sc in doc["scenarios"].items():
+            for run in sc["runs"]:
+                if run["method"] == "fedavg":
+                    fedavg[(alpha, sk, run["seed"])] = run
+    missed = False
+    for path, doc in zip(paths, docs, strict=True):
+        st = doc["settings"]
+        clip = st.get("delta_clip")
+        label = "off" if clip is None else f"{clip:g}x" + (" game" if st.get("clip_game") else "")
+        clipped = doc.get("delta_clip", {})
+        for sk, sc in doc["scenarios"].items():
+            shares = []
+            for run in sc["runs"]:
+                if run["method"] != "valuation":
+                    continue
+                names, faults = run["site_names"], run["site_faults"]
+                faulty = {n for n, f in zip(names, faults, strict=True) if f != "none"}
+                rounds = [r for r in run["rounds"] if not r["skipped"]]
+                share = statistics.fmean(
+                    sum(w for s, w in zip(r["submitted"], r["weights"], strict=True) if s in faulty)
+                    / 1e18
+                    for r in rounds
+                )
+                honest = [
+                    (s, sc_)
+                    for r in rounds
+                    for s, sc_ in zip(r["submitted"], r["scores"], strict=True)
+                    if s not in faulty
+                ]
+                ratios = [v for r in rounds for s, v in r["norm_ratios"].items() if s not in faulty]
+                above = " ".join(f"{c:g}x:{sum(v > c for v in ratios)}" for c in CLIP_MULTIPLES)
+                base = fedavg.get((st["alpha"], sk, run["seed"]))
+                fa = ""
+                if base is not None:
+                    b_rounds = [r for r in base["rounds"] if not r["skipped"]]
+                    b_share = statistics.fmean(
+                        sum(
+                            w
+                            for s, w in zip(r["submitted"], r["weights"], strict=True)
+                            if s in faulty
+                        )
+                        / 1e18
+                        for r in b_rounds
+                    )
+                    fa = (
+                        f" | FedAvg share {b_share:.3f} AUC {base['test']['auc']:.4f} "
+                        f"F1cal {base['test']['f1_calibrated']:.4f}"
+                    )
+                key = f"seed {run['seed']} faults {','.join(faults)}"
+                own = clipped.get(key)
+                extra = ""
+                if own is not None:
+                    extra = (
+                        f" | clipped honest {own['honest_clipped']}/{own['honest_used']} "
+                        f"faulty {own['faulty_clipped']}/{own['faulty_used']} influence "
+                        f"{own['influence_share']:.3f}"
+                    )
+                print(
+                    f"{path} alpha {st['alpha']:g} ({sk}) clip {label} seed {run['seed']}: "
+                    f"share {share:.3f} AUC {run['test']['auc']:.4f} F1cal "
+                    f"{run['test']['f1_calibrated']:.4f} honest zeroed "
+                    f"{sum(1 for _, s in honest if s == 0)}/{len(honest)} honest norm ratios "
+                    f"above {above} of {len(ratios)}{fa}{extra}"
+                )
+                shares.append(share)
+            if sk == "c" and shares:
+                mean = statistics.fmean(shares)
+                print(
+                    f"  ({sk}) alpha {st['alpha']:g} clip {label}: mean poisoned share {mean:.3f}"
+                )
+                missed |= mean > SHARE_BAR
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(report(sys.argv[1:]))
