@@ -227,6 +227,22 @@ def report(paths: Sequence[str]) -> int:
                 ]
                 ratios = [v for r in rounds for s, v in r["norm_ratios"].items() if s not in faulty]
                 above = " ".join(f"{c:g}x:{sum(v > c for v in ratios)}" for c in CLIP_MULTIPLES)
+                if clip is None:
+                    # the unclipped aggregate's influence, from the recorded norm ratios
+                    infl = []
+                    for r in rounds:
+                        terms = {
+                            s: w * r["norm_ratios"].get(s, 0.0)
+                            for s, w in zip(r["submitted"], r["weights"], strict=True)
+                        }
+                        total = math.fsum(terms.values())
+                        if total > 0:
+                            infl.append(
+                                math.fsum(v for s, v in terms.items() if s in faulty) / total
+                            )
+                    unclipped = f" influence {statistics.fmean(infl):.3f}" if infl else ""
+                else:
+                    unclipped = ""
                 base = fedavg.get((st["alpha"], sk, run["seed"]))
                 fa = ""
                 if base is not None:
@@ -258,7 +274,7 @@ def report(paths: Sequence[str]) -> int:
                     f"share {share:.3f} AUC {run['test']['auc']:.4f} F1cal "
                     f"{run['test']['f1_calibrated']:.4f} honest zeroed "
                     f"{sum(1 for _, s in honest if s == 0)}/{len(honest)} honest norm ratios "
-                    f"above {above} of {len(ratios)}{fa}{extra}"
+                    f"above {above} of {len(ratios)}{unclipped}{fa}{extra}"
                 )
                 shares.append(share)
             if sk == "c" and shares:
