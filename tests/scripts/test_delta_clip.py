@@ -3,6 +3,7 @@ update clipped to c x the round's median norm; FedAvg runs and other code stay u
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -72,3 +73,38 @@ def test_a_valuation_round_aggregates_through_norm_clip_and_counts_clipped_updat
     assert (stats.faulty_clipped, stats.faulty_used) == (1, 1)
     # influence: w * factor * norm = 1, 2, 3 and 0.5 * 10 for the faulty site
     assert stats.influence == [pytest.approx(5.0 / 11.0)]
+
+
+def _doc(faulty_weight: int) -> dict[str, object]:
+    honest = 10**18 - faulty_weight
+    run = {
+        "method": "valuation",
+        "seed": 0,
+        "site_names": ["a", "x10"],
+        "site_faults": ["none", "scale"],
+        "test": {"auc": 0.9, "f1_calibrated": 0.8},
+        "rounds": [
+            {
+                "skipped": False,
+                "submitted": ["a", "x10"],
+                "weights": [honest, faulty_weight],
+                "scores": [1_000_000, 1_000_000],
+                "norm_ratios": {"a": 1.0, "x10": 4.0},
+            }
+        ],
+    }
+    return {"settings": {"alpha": 3.0}, "scenarios": {"c": {"runs": [run]}}}
+
+
+@pytest.mark.parametrize(("faulty_weight", "rc"), [(10**17, 1), (2 * 10**16, 0)])
+def test_the_report_exits_1_when_the_poisoned_share_is_above_the_bar(
+    tmp_path: Path, faulty_weight: int, rc: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(_doc(faulty_weight)), encoding="utf-8")
+    assert delta_clip.report([str(path)]) == rc
+    out = capsys.readouterr().out
+    assert f"share {faulty_weight / 1e18:.3f}" in out
+    # the unclipped aggregate's influence: 4 x the weight against 1 x the rest
+    influence = 4 * faulty_weight / (4 * faulty_weight + 10**18 - faulty_weight)
+    assert f"influence {influence:.3f}" in out
