@@ -19,6 +19,10 @@ updates) and the trajectory. So each run also records, per round, the faulty sit
 aggregate's *influence*, ``sum_faulty w_i f_i ||delta_i|| / sum_j w_j f_j ||delta_j||``
 (``f_i`` the clip factor), and how many honest positive-weight updates were clipped.
 :func:`install` wraps :mod:`_sim`'s names in this process only (single-threaded use).
+
+Measured (h-168, README *Accuracy*, "Clipping each update instead of zeroing it"): at C 1-3 the
+mean poisoned weight share did not fall at alpha 1, 3 or 100 (2 seeds x 5 rounds), so no round
+term was built; the worst seed's test AUC of (c) rose.
 """
 
 from __future__ import annotations
