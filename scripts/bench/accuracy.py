@@ -88,6 +88,7 @@ from typing import Any, cast
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _sim
+import delta_clip
 import norm_persist
 import share_clip
 import torch
@@ -1160,6 +1161,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clipped at C x the round's median |value| (share_clip.py); default: the product's rule",
     )
     parser.add_argument(
+        "--delta-clip",
+        type=float,
+        default=None,
+        metavar="C",
+        help="an experiment (issue 12 (c)): valuation runs aggregate with every update's delta "
+        "clipped to C x the round's median norm (delta_clip.py); default: the product's rule",
+    )
+    parser.add_argument(
+        "--clip-game",
+        action="store_true",
+        help="with --delta-clip: the valuation's game values the clipped updates too",
+    )
+    parser.add_argument(
         "--zeroed-out",
         action="store_true",
         help="an experiment (attack a19): updates the standing already zeroes are left out of "
@@ -1235,6 +1249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (math.isfinite(args.share_clip) and args.share_clip >= 1):
             parser.error(f"--share-clip must be a finite number >= 1, got {args.share_clip}")
         share_clip.install(args.share_clip)
+    if args.delta_clip is not None:
+        if not (math.isfinite(args.delta_clip) and args.delta_clip >= 1):
+            parser.error(f"--delta-clip must be a finite number >= 1, got {args.delta_clip}")
+        delta_clip.install(args.delta_clip, game=args.clip_game)
+    elif args.clip_game:
+        parser.error("--clip-game needs --delta-clip")
     if args.zeroed_out:
         zeroed_out.install()
     if args.norm_persist is not None:
@@ -1349,6 +1369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dp_accounting": None if args.dp_epsilon is None else args.dp_accounting,
             "share_clip": args.share_clip,
             "zeroed_out": args.zeroed_out,
+            "delta_clip": args.delta_clip,
+            "clip_game": args.clip_game if args.delta_clip is not None else None,
             "norm_persist": args.norm_persist,
             "norm_window": args.norm_window if args.norm_persist is not None else None,
             "persist_measure": args.persist_measure if args.norm_persist is not None else None,
@@ -1372,6 +1394,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             for k in scenario_keys
         },
     }
+    if args.delta_clip is not None:
+        doc["delta_clip"] = delta_clip.summary()
+        for run_key, st in doc["delta_clip"].items():
+            log(
+                f"delta clip {run_key}: honest updates clipped {st['honest_clipped']}/"
+                f"{st['honest_used']} (largest honest norm {st['honest_ratio_max'] or 0:.2f}x the "
+                f"median), faulty clipped {st['faulty_clipped']}/{st['faulty_used']}, "
+                f"faulty influence share {st['influence_share']:.3f}"
+            )
     doc["claims"] = _report(doc, results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1, default=float, allow_nan=True), encoding="utf-8")
