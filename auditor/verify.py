@@ -466,6 +466,7 @@ def verify_round(
     else:
         _unchecked(audit, ("terms.task_fixed", "terms.windows", "terms.limits"), no_terms)
     audit.add(*_check_declined(ledger, info, terms, accept or ThresholdLimits(), every, registry))
+    audit.add(*_check_registry(ledger, info, every, registry))
     peer = read_peer_record(ledger, round_id)
     peers = _is_peer_round(peer, terms, log)
     if peers:
@@ -2634,6 +2635,74 @@ def _check_declined(
             "round paid only the sites that took terms the others refused",
         )
     return "terms.declined", True, f"noted, not failed: {head}"
+
+
+_MOVE_WORDS: Final = {
+    "removed": lambda value: "removed",
+    "cap": lambda value: f"cap set to {value}",
+    "budget": lambda value: f"privacy budget set to {value} micro-epsilon",
+}
+
+
+def _check_registry(
+    ledger: Ledger,
+    info: RoundInfo,
+    every: Sequence[Submission],
+    registry: Sequence[SiteInfo],
+) -> tuple[str, bool, str]:
+    """``sites.registry``: no site the round's participants counted (registered when it
+    opened) was kept out of it by the coordinator's own move inside its windows. A removal, a
+    cap or a privacy budget set after ``RoundOpened`` and by the reveal deadline applies to
+    the site's next commitment or reveal (:meth:`~fedtrail.ledger.Ledger.registry_moves`), so
+    one made once a site has committed voids its commitment: its reveal reverts (removed,
+    even if registered again at once; a cap below the count its commitment binds; a budget on
+    a site that revealed plainly), and the round read as one the site committed to and never
+    revealed, its own failure (attack a65). Fails a finalized round that paid someone when a
+    participant that revealed no update and declared no refusal was moved so; a move on a site
+    that revealed anyway (a cap raised, a budget changed) is named, not failed."""
+    moves = ledger.registry_moves(info.id, info.reveal_deadline)
+    if not moves:
+        return "sites.registry", True, "no site's registry entry changed inside the round"
+    names = {s.address: s.name for s in registry}
+    revealed = {s.site for s in every if s.revealed}
+    declined = set(declines_among(every, info.id, info.terms_sha256))
+    participants = ledger.participants_at_open(info.id)
+    by_site: dict[str, list[str]] = {}
+    for move in moves:
+        if move.site in participants:
+            by_site.setdefault(move.site, []).append(_MOVE_WORDS[move.kind](move.value))
+
+    def listed(sites: Sequence[str]) -> str:
+        return "; ".join(
+            f"{shown_name(names.get(site, '')) or site} ({site[:10]}…): " + ", ".join(by_site[site])
+            for site in sorted(sites, key=lambda a: int(a, 16))
+        )
+
+    kept_out = [site for site in by_site if site not in revealed and site not in declined]
+    others = [site for site in by_site if site not in kept_out]
+    paid = info.phase == Phase.FINALIZED and any(s.revealed and s.weight > 0 for s in every)
+    note = f"; moved but revealed or declined: {listed(others)}" if others else ""
+    if kept_out and paid:
+        return (
+            "sites.registry",
+            False,
+            f"the coordinator changed the registry entry of {len(kept_out)} participant(s) "
+            f"inside the round, which then revealed no update: {listed(kept_out)}{note}; a "
+            "change made after a site committed voids its commitment, so the round paid only "
+            "the others (registry changes belong between rounds)",
+        )
+    if not by_site:
+        return (
+            "sites.registry",
+            True,
+            "registry changes inside the round touched no site registered when it opened",
+        )
+    kept = f"kept out, nobody paid: {listed(kept_out)}" if kept_out else ""
+    return (
+        "sites.registry",
+        True,
+        "noted, not failed: " + "; ".join(part for part in (kept, note.removeprefix("; ")) if part),
+    )
 
 
 def _check_terms(audit: RoundAudit, log: RoundLog, terms: RoundTerms) -> None:

@@ -39,6 +39,7 @@ from fedtrail.ledger.records import (
     PeerRoundInfo,
     PrivacyAccount,
     PrivacySpend,
+    RegistryMove,
     RoundInfo,
     SiteInfo,
     SiteRoundView,
@@ -777,6 +778,70 @@ class Ledger:
                 break
             names[checksum(event.args["site"])] = str(event.args["name"])
         return names
+
+    def participants_at_open(self, round_id: int) -> set[str]:
+        """The sites registered when ``round_id`` opened (those the contract lets take part in
+        it): the ``SiteRegistered`` / ``SiteRemoved`` events before its ``RoundOpened``, in
+        chain order. Empty for a round never opened."""
+        opened = self.events("RoundOpened", argument_filters={"round": round_id})
+        if not opened:
+            return set()
+        at = (opened[0].block_number, opened[0].log_index)
+        moves = self.events("SiteRegistered", to_block=at[0]) + self.events(
+            "SiteRemoved", to_block=at[0]
+        )
+        registered: set[str] = set()
+        for event in sorted(moves, key=lambda e: (e.block_number, e.log_index)):
+            if (event.block_number, event.log_index) > at:
+                break
+            site = checksum(event.args["site"])
+            if event.name == "SiteRegistered":
+                registered.add(site)
+            else:
+                registered.discard(site)
+        return registered
+
+    def registry_moves(self, round_id: int, until: int) -> list[RegistryMove]:
+        """The coordinator's changes to site entries (removal, cap, privacy budget) after
+        ``round_id``'s ``RoundOpened`` in blocks stamped at or before ``until`` (a chain
+        timestamp: the round's reveal deadline), in chain order: each binds the next commitment
+        or reveal of its site, so one made inside the round can void a commitment already on
+        chain (attack a65)."""
+        opened = self.events("RoundOpened", argument_filters={"round": round_id})
+        if not opened:
+            return []
+        at = (opened[0].block_number, opened[0].log_index)
+        found = [
+            event
+            for name in ("SiteRemoved", "MaxSamplesSet", "PrivacyBudgetSet")
+            for event in self.events(name, from_block=at[0])
+            if (event.block_number, event.log_index) > at
+        ]
+        stamps: dict[int, int] = {}
+        moves = []
+        for event in sorted(found, key=lambda e: (e.block_number, e.log_index)):
+            if event.block_number not in stamps:
+                stamps[event.block_number] = int(
+                    self.w3.eth.get_block(event.block_number)["timestamp"]
+                )
+            stamp = stamps[event.block_number]
+            if stamp > until:
+                break  # blocks are stamped in order: every later one is past the deadline
+            kind, value = {
+                "SiteRemoved": ("removed", None),
+                "MaxSamplesSet": ("cap", event.args.get("maxSamples")),
+                "PrivacyBudgetSet": ("budget", event.args.get("epsilonBudgetMicro")),
+            }[event.name]
+            moves.append(
+                RegistryMove(
+                    site=checksum(event.args["site"]),
+                    kind=kind,
+                    value=None if value is None else int(value),
+                    block_number=event.block_number,
+                    timestamp=stamp,
+                )
+            )
+        return moves
 
     def get_sites(self) -> list[SiteInfo]:
         return [_site(raw) for raw in self._view(self._fn.getSites())]

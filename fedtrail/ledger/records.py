@@ -217,6 +217,22 @@ class LedgerEvent:
 
 
 @dataclass(frozen=True)
+class RegistryMove:
+    """A coordinator's change to a site's registry entry inside a round's windows (after its
+    ``RoundOpened``, in a block stamped at or before its reveal deadline): ``kind`` is
+    ``"removed"`` (``SiteRemoved``; a site registered again in the round takes part only from
+    the next), ``"cap"`` (``MaxSamplesSet``, ``value`` the new cap) or ``"budget"``
+    (``PrivacyBudgetSet``, ``value`` in micro-epsilon). Each applies to the site's next
+    commitment or reveal, so a site that committed before it may no longer reveal (attack a65)."""
+
+    site: str
+    kind: str
+    value: int | None
+    block_number: int
+    timestamp: int
+
+
+@dataclass(frozen=True)
 class Deployment:
     """What an operator needs to reach a deployed ledger; written as JSON by ``chain deploy``."""
 
