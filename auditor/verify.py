@@ -2637,11 +2637,13 @@ def _check_declined(
     return "terms.declined", True, f"noted, not failed: {head}"
 
 
-_MOVE_WORDS: Final = {
-    "removed": lambda value: "removed",
-    "cap": lambda value: f"cap set to {value}",
-    "budget": lambda value: f"privacy budget set to {value} micro-epsilon",
-}
+def _move_words(kind: str, value: int | None) -> str:
+    """A :class:`~fedtrail.ledger.RegistryMove` in words."""
+    if kind == "cap":
+        return f"cap set to {value}"
+    if kind == "budget":
+        return f"privacy budget set to {value} micro-epsilon"
+    return "removed"
 
 
 def _check_registry(
@@ -2670,7 +2672,7 @@ def _check_registry(
     by_site: dict[str, list[str]] = {}
     for move in moves:
         if move.site in participants:
-            by_site.setdefault(move.site, []).append(_MOVE_WORDS[move.kind](move.value))
+            by_site.setdefault(move.site, []).append(_move_words(move.kind, move.value))
 
     def listed(sites: Sequence[str]) -> str:
         return "; ".join(
