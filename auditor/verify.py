@@ -83,6 +83,7 @@ from fedtrail.errors import (
     HashMismatch,
     InvalidCid,
     InvalidUpdate,
+    LedgerError,
     NotAFile,
     StoreError,
 )
@@ -2654,33 +2655,58 @@ def _check_registry(
 ) -> tuple[str, bool, str]:
     """``sites.registry``: no site the round's participants counted (registered when it
     opened) was kept out of it by the coordinator's own move inside its windows. A removal, a
-    cap or a privacy budget set after ``RoundOpened`` and by the reveal deadline applies to
-    the site's next commitment or reveal (:meth:`~fedtrail.ledger.Ledger.registry_moves`), so
-    one made once a site has committed voids its commitment: its reveal reverts (removed,
-    even if registered again at once; a cap below the count its commitment binds; a budget on
-    a site that revealed plainly), and the round read as one the site committed to and never
-    revealed, its own failure (attack a65). Fails a finalized round that paid someone when a
-    participant that revealed no update and declared no refusal was moved so; a move on a site
-    that revealed anyway (a cap raised, a budget changed) is named, not failed."""
-    moves = ledger.registry_moves(info.id, info.reveal_deadline)
+    cap or a privacy budget set after ``RoundOpened`` applies to the site's next commitment or
+    reveal (:meth:`~fedtrail.ledger.Ledger.registry_moves`), so one made once a site has
+    committed voids its commitment: its reveal reverts (removed, even if registered again at
+    once; a cap below the count its commitment binds; a budget on a site that revealed
+    plainly), and the round read as one the site committed to and never revealed, its own
+    failure (attack a65). In a peer round a removal up to the score reveal deadline voids a
+    validator's committed score vector the same way, and with it its say in every median.
+    Fails a finalized round that paid someone when a participant was moved so by the reveal
+    deadline and revealed no update (declaring no refusal), or, in a peer round, by the score
+    reveal deadline and revealed no score vector; a move on a site that revealed anyway (a
+    cap raised, a budget changed) is named, not failed."""
+    peer = ledger.get_peer_round(info.id)
+    until = info.reveal_deadline if peer is None else peer.score_reveal_deadline
+    moves = ledger.registry_moves(info.id, max(until, info.reveal_deadline))
     if not moves:
         return "sites.registry", True, "no site's registry entry changed inside the round"
     names = {s.address: s.name for s in registry}
     revealed = {s.site for s in every if s.revealed}
     declined = set(declines_among(every, info.id, info.terms_sha256))
+    voted: set[str] | None = set()
+    if peer is not None:
+        try:
+            voted = {v.validator for v in ledger.peer_votes(info.id)}
+        except LedgerError:  # peers.votes fails it; no vote is then read as voided here
+            voted = None
     participants = ledger.participants_at_open(info.id)
     by_site: dict[str, list[str]] = {}
+    voided: dict[str, set[str]] = {}  # site -> what it could no longer reveal
     for move in moves:
-        if move.site in participants:
-            by_site.setdefault(move.site, []).append(_move_words(move.kind, move.value))
+        if move.site not in participants:
+            continue
+        by_site.setdefault(move.site, []).append(_move_words(move.kind, move.value))
+        lost = voided.setdefault(move.site, set())
+        if move.timestamp <= info.reveal_deadline and move.site not in revealed | declined:
+            lost.add("no update")
+        if (
+            voted is not None
+            and peer is not None
+            and move.kind == "removed"
+            and move.site not in voted
+        ):
+            lost.add("no score vector")
 
-    def listed(sites: Sequence[str]) -> str:
+    def listed(sites: Sequence[str], with_lost: bool = False) -> str:
         return "; ".join(
-            f"{shown_name(names.get(site, '')) or site} ({site[:10]}…): " + ", ".join(by_site[site])
+            f"{shown_name(names.get(site, '')) or site} ({site[:10]}…): "
+            + ", ".join(by_site[site])
+            + (f", then revealed {' and '.join(sorted(voided[site]))}" if with_lost else "")
             for site in sorted(sites, key=lambda a: int(a, 16))
         )
 
-    kept_out = [site for site in by_site if site not in revealed and site not in declined]
+    kept_out = [site for site in by_site if voided[site]]
     others = [site for site in by_site if site not in kept_out]
     paid = info.phase == Phase.FINALIZED and any(s.revealed and s.weight > 0 for s in every)
     note = f"; moved but revealed or declined: {listed(others)}" if others else ""
@@ -2689,9 +2715,9 @@ def _check_registry(
             "sites.registry",
             False,
             f"the coordinator changed the registry entry of {len(kept_out)} participant(s) "
-            f"inside the round, which then revealed no update: {listed(kept_out)}{note}; a "
-            "change made after a site committed voids its commitment, so the round paid only "
-            "the others (registry changes belong between rounds)",
+            f"inside the round: {listed(kept_out, with_lost=True)}{note}; a change made after a "
+            "site committed voids its commitment, so the round paid only the others (registry "
+            "changes belong between rounds)",
         )
     if not by_site:
         return (
@@ -2699,12 +2725,9 @@ def _check_registry(
             True,
             "registry changes inside the round touched no site registered when it opened",
         )
-    kept = f"kept out, nobody paid: {listed(kept_out)}" if kept_out else ""
-    return (
-        "sites.registry",
-        True,
-        "noted, not failed: " + "; ".join(part for part in (kept, note.removeprefix("; ")) if part),
-    )
+    kept = f"kept out, nobody paid: {listed(kept_out, with_lost=True)}" if kept_out else ""
+    parts = (kept, note.removeprefix("; "))
+    return "sites.registry", True, "noted, not failed: " + "; ".join(p for p in parts if p)
 
 
 def _check_terms(audit: RoundAudit, log: RoundLog, terms: RoundTerms) -> None:

@@ -6,6 +6,7 @@ fails; a move outside the windows, or on a site that revealed anyway, does not."
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,12 @@ from fedtrail.auditor.verify import RoundAudit, verify_round
 from fedtrail.chain import advance_time, block_timestamp
 from fedtrail.errors import LedgerError
 from fedtrail.ledger import Valuation, commitment
+from fedtrail.ledger.records import score_commitment
+from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.names import shown
+from fedtrail.protocol.peers import PeerVote, address_key
+from fedtrail.storage.store import LocalStore
+from tests.auditor import peer_federation as peers
 from tests.auditor import test_verify_declined as declined_tests
 from tests.auditor import test_verify_terms as terms_tests
 from tests.auditor.report import federation as hand
@@ -128,3 +134,73 @@ def test_a_move_after_the_round_or_on_a_site_that_revealed_is_not_failed(
     assert passed, detail
     assert detail.startswith("noted, not failed: moved but revealed or declined: "), detail
     assert f"{shown(hand.SITE_NAMES[0])} (" in detail and "cap set to 20000" in detail, detail
+
+
+def _peer_round(tmp_path: Path, anvil_url: str, remove: bool) -> RoundAudit:
+    """Round 2 of the hand-run peer federation (quorum 3 of 4 validators): every validator
+    commits its score vector; with ``remove`` the coordinator then removes the first hospital
+    (and registers it again at once), whose score reveal reverts; the rest reveal, the peer
+    valuation is recorded from the revealed vectors and the round finalized and audited."""
+    pf = peers.new_peer_federation(tmp_path, anvil_url, LocalStore(tmp_path / "peer-store"))
+    fed, ledger = pf.fed, pf.fed.ledger
+    r = peers.open_peer_round(pf)
+    peers.submit(pf, r, seed=2)
+    vectors = peers.hand_vectors(pf, r)
+    advance_time(ledger.w3, ledger.get_round(r).reveal_deadline - block_timestamp(ledger.w3) + 1)
+    salts = {v.address: secrets.token_bytes(32) for v in pf.validators}
+    for v in pf.validators:
+        ledger.commit_scores(
+            v, r, score_commitment(v.address, r, vectors[v.address], salts[v.address])
+        )
+    victim = pf.validators[0]
+    if remove:
+        ledger.remove_site(fed.coordinator, victim.address)
+        ledger.register_site(fed.coordinator, victim.address, hand.SITE_NAMES[0], 10_000)
+    advance_time(ledger.w3, peers.SCORE_COMMIT + 1)
+    votes = []
+    for v in pf.validators:
+        if remove and v is victim:
+            with pytest.raises(LedgerError):  # its committed vector can no longer be revealed
+                ledger.reveal_scores(v, r, list(vectors[v.address]), salts[v.address])
+            continue
+        ledger.reveal_scores(v, r, list(vectors[v.address]), salts[v.address])
+        votes.append(PeerVote(validator=v.address, scores=vectors[v.address]))
+    votes.sort(key=lambda x: address_key(x.validator))
+    if remove:  # not every validator revealed: the valuation waits for the score reveal deadline
+        deadline = ledger.get_peer_round(r).score_reveal_deadline  # type: ignore[union-attr]
+        advance_time(ledger.w3, deadline - block_timestamp(ledger.w3) + 1)
+    sites = sorted((s.site for s in ledger.get_submissions(r)), key=address_key)
+    ledger.record_peer_valuation(pf.validators[-1], r, sites, votes)
+
+    def peer_log(doc: dict[str, Any]) -> None:
+        doc["settings"]["valuation"] = dict(peers.PEER_VALUATION)
+        for entry in doc["sites"]:
+            entry["reason_label"] = Reason(entry["reason"]).name
+            entry["explanation"] = "median of the other validators' scores"
+            entry["components"] = {}
+        doc["peers"] = {
+            "votes": [{"validator": v.validator, "scores": list(v.scores)} for v in votes]
+        }
+
+    hand.finalize(fed, r, pf.model, None, peer_log)
+    advance_time(ledger.w3, 1)
+    return verify_round(ledger, fed.store, r)
+
+
+def test_a_validator_removed_after_committing_its_scores_fails_sites_registry(
+    anvil_url: str, tmp_path: Path
+) -> None:
+    """a65 in a peer round: the coordinator removes an honest validator after it committed its
+    score vector (after the update reveal deadline, so its update stands) and the medians are
+    taken without it; ``sites.registry`` fails naming the lost vector, and nothing else fails
+    that the same round without the removal passes."""
+    attacked = _peer_round(tmp_path / "attacked", anvil_url, remove=True)
+    control = _peer_round(tmp_path / "control", anvil_url, remove=False)
+    passed, detail = _registry(attacked)
+    assert not passed, detail
+    assert f"{shown(hand.SITE_NAMES[0])} (" in detail, detail
+    assert ": removed, then revealed no score vector" in detail, detail
+    failed = {c.name for c in attacked.checks if c.failed}
+    control_failed = {c.name for c in control.checks if c.failed}
+    assert failed - control_failed == {"sites.registry"}, (failed, control_failed)
+    assert _registry(control)[0]
