@@ -779,6 +779,34 @@ class Ledger:
             names[checksum(event.args["site"])] = str(event.args["name"])
         return names
 
+    def names_while_finalizing(self, round_id: int) -> dict[str, set[str]]:
+        """Site -> every name it was registered under from ``round_id``'s valuation
+        (``RoundValued``) to its ``RoundFinalized``: the name it had when the round was valued
+        and any it was registered under before the finalize. The aggregator reads the names
+        for the round's log in between, so a rename there (attack a66: the coordinator's, even
+        front-running the finalize) leaves an honest log with either. Empty for a round not
+        finalized or not valued."""
+        valued = self.events("RoundValued", argument_filters={"round": round_id})
+        finalized = self.events("RoundFinalized", argument_filters={"round": round_id})
+        if not valued or not finalized:
+            return {}
+        start = (valued[0].block_number, valued[0].log_index)
+        end = (finalized[-1].block_number, finalized[-1].log_index)
+        names: dict[str, set[str]] = {}
+        held: dict[str, str] = {}
+        for event in self.events("SiteRegistered", to_block=end[0]):  # in chain order
+            at = (event.block_number, event.log_index)
+            if at > end:
+                break
+            site, name = checksum(event.args["site"]), str(event.args["name"])
+            if at < start:
+                held[site] = name
+            else:
+                names.setdefault(site, set()).add(name)
+        for site, name in held.items():
+            names.setdefault(site, set()).add(name)
+        return names
+
     def participants_at_open(self, round_id: int) -> set[str]:
         """The sites registered when ``round_id`` opened (those the contract lets take part in
         it): the ``SiteRegistered`` / ``SiteRemoved`` events before its ``RoundOpened``, in

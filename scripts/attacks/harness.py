@@ -123,11 +123,13 @@ def run(
     w3: Any = None,
     real: bool = False,
     between: Callable[[Any, dict[str, Any], int], None] | None = None,
+    after_reveals: Callable[[Any, dict[str, Any], int], None] | None = None,
 ) -> dict[str, Any]:
     """``real``: on :func:`backends` (Anvil + IPFS when the environment names them).
     ``between(fed, accounts, round)``: called once every commitment of a round is mined and
     before anyone reveals (a coordinator's move in the round, a65); a reveal the chain then
-    refuses is printed and skipped instead of ending the run."""
+    refuses is printed and skipped instead of ending the run. ``after_reveals(fed, accounts,
+    round)``: called once the reveals are sent, before the aggregator values the round (a66)."""
     tmp = Path(tempfile.mkdtemp(prefix="fedtrail-attack-"))
     if real:
         w3, accts, store = backends(tmp)
@@ -234,6 +236,8 @@ def run(
                 if between is None:
                     raise
                 print(f"round {r}: {nm}'s reveal refused: {str(exc)[:160]}")
+        if after_reveals is not None:
+            after_reveals(fed, acct, r)
         if not fed.service.ready_to_value(r):
             now = next_block_timestamp(w3)
             advance_time(w3, info.reveal_deadline - now + 1 + CLOCK_SLACK)

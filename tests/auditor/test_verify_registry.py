@@ -204,3 +204,38 @@ def test_a_validator_removed_after_committing_its_scores_fails_sites_registry(
     control_failed = {c.name for c in control.checks if c.failed}
     assert failed - control_failed == {"sites.registry"}, (failed, control_failed)
     assert _registry(control)[0]
+
+
+@pytest.mark.parametrize(
+    ("logged", "passes"),
+    [("old", True), ("new", True), ("never registered", False)],
+)
+def test_a_rename_between_valuation_and_finalize_leaves_either_name_in_the_log(
+    anvil_url: str, tmp_path: Path, logged: str, passes: bool
+) -> None:
+    """a66: the round is valued, the coordinator renames site 2 (removes it, registers it
+    again) before the aggregator's finalize: a log naming it by the name it had at valuation
+    (read before the rename) or by the new one agrees with the chain; a name it never held in
+    that span does not."""
+    fed = hand.new_federation(tmp_path, anvil_url)
+    model = hand.initial(fed)
+    r = hand.open_round(fed, model)
+    hand.submit_all(fed, r, seed=1)
+    fed.ledger.record_valuation(
+        fed.coordinator, r, [Valuation(s.address, 500_000, 0) for s in fed.sites]
+    )
+    target = fed.sites[2]
+    fed.ledger.remove_site(fed.coordinator, target.address)
+    fed.ledger.register_site(fed.coordinator, target.address, "renamed", 10_000)
+    name = {"old": hand.SITE_NAMES[2], "new": "renamed"}.get(logged, logged)
+
+    def edit(doc: dict[str, Any]) -> None:
+        for entry in doc["sites"]:
+            if entry["site"] == target.address:
+                entry["name"] = name
+
+    hand.finalize(fed, r, model, None, edit=edit)
+    advance_time(fed.ledger.w3, 1)
+    audit = verify_round(fed.ledger, fed.store, r)
+    agrees = next(c for c in audit.checks if c.name == "log.agrees")
+    assert agrees.passed == passes, agrees.detail
