@@ -571,6 +571,12 @@ class SiteNode:
                 # and declared on chain (a42: a refusal used to leave no trace)
                 return self._decline(round_id, info, *refusal)
             acted = True
+            claim = len(self.train) if update is None else update.num_samples
+            over = self._over_cap(claim, view.max_samples)
+            if over is not None:
+                # the reveal would revert (TooManySamples) after training, committing and
+                # storing the update (a DP one published with no spend on chain): a66
+                return self._skip(RoundRecord(round=round_id, phase="skipped"), over)
             if update is None:
                 record = self._train_and_encode(round_id, view)
             else:
@@ -1352,6 +1358,19 @@ class SiteNode:
                 record.tx_hash = tx.tx_hash
                 declared = f"declined on chain ({reason.label}) in tx {tx.tx_hash}"
         return self._skip(record, f"{note} [{declared}]")
+
+    def _over_cap(self, claim: int, cap: int | None) -> str | None:
+        """Why this site cannot claim ``claim`` samples (its cap on chain, ``maxSamples``, as
+        the step's :class:`~fedtrail.ledger.SiteRoundView` read it, is lower: the contract
+        refuses the reveal), or None. The coordinator sets the cap at registration and may
+        lower it between rounds."""
+        if cap is None or claim <= cap:
+            return None
+        return (
+            f"this site's cap on chain is {cap} samples, below the {claim} its update would "
+            "claim: the ledger would refuse the reveal, so it does not train; ask the "
+            f"coordinator to run `fedtrail node set-max-samples {self.address} {claim}`"
+        )
 
     def _skip(self, record: RoundRecord, note: str) -> RoundRecord:
         """Gives up the round for good: recorded, with why; the pending residual is dropped

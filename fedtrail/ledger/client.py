@@ -699,15 +699,16 @@ class Ledger:
     def site_round(self, round_id: int, site: str) -> SiteRoundView:
         """What a site node reads at each step of ``round_id`` (:class:`SiteRoundView`): the
         round (as :meth:`get_round`), ``site``'s commitment (as :meth:`get_submission`), the
-        pending block's timestamp, the last finalized round and ``site``'s privacy account,
-        in one JSON-RPC batch of four views, four event queries and the pending block; one by
-        one where the provider takes no batch or an entry answers with an error (which the
-        single request then raises)."""
+        pending block's timestamp, the last finalized round, ``site``'s privacy account and its
+        cap (as :meth:`get_site`), in one JSON-RPC batch of five views, four event queries and
+        the pending block; one by one where the provider takes no batch or an entry answers
+        with an error (which the single request then raises)."""
         views = [
             self._fn.getRound(round_id),
             self._fn.getSubmission(round_id, checksum(site)),
             self._fn.lastFinalizedRound(),
             self._fn.privacyAccount(checksum(site)),
+            self._fn.getSite(checksum(site)),
         ]
         queries = [
             self._log_query(name, argument_filters={"round": round_id})
@@ -718,14 +719,16 @@ class Ledger:
         timestamp = None if batch is None else _block_timestamp(batch.extra[0])
         if batch is None or timestamp is None:
             budget, spent = self._view(views[3])
+            known = self.get_site(site)
             return SiteRoundView(
                 info=self.get_round(round_id),
                 submission=self.get_submission(round_id, site),
                 pending_timestamp=int(self.w3.eth.get_block("pending")["timestamp"]),
                 last_finalized=self.last_finalized_round(),
                 privacy=PrivacyAccount(budget_micro=int(budget), spent_micro=int(spent)),
+                max_samples=None if known is None else known.max_samples,
             )
-        raw_round, raw_sub, last, (budget, spent) = batch.views
+        raw_round, raw_sub, last, (budget, spent), raw_site = batch.views
         opened, finalized, *submitted = batch.events
         info = _round(raw_round, opened, finalized)
         if info.phase in (Phase.FINALIZED, Phase.CANCELLED):
@@ -736,6 +739,7 @@ class Ledger:
             pending_timestamp=timestamp,
             last_finalized=int(last),
             privacy=PrivacyAccount(budget_micro=int(budget), spent_micro=int(spent)),
+            max_samples=None if int(raw_site[0], 16) == 0 else _site(raw_site).max_samples,
         )
 
     @staticmethod

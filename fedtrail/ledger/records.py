@@ -112,14 +112,17 @@ class ValidatorStanding:
 class SiteRoundView:
     """What a site node reads at each step of a round (:meth:`Ledger.site_round`), read at one
     moment: the round, the site's commitment in it (None: none), the pending block's timestamp
-    (the one a transaction sent now is mined with), the last finalized round and the site's
-    privacy account."""
+    (the one a transaction sent now is mined with), the last finalized round, the site's
+    privacy account and its cap."""
 
     info: RoundInfo
     submission: Submission | None
     pending_timestamp: int
     last_finalized: int
     privacy: PrivacyAccount
+    max_samples: int | None = None
+    """The site's cap on chain (``maxSamples``: the most samples a reveal may claim); None
+    for an address the ledger does not know."""
 
 
 @dataclass(frozen=True)
