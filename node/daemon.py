@@ -755,7 +755,7 @@ class SiteNode:
         spec = self.config.model
         cid, sha256 = view.info.start_cid, view.info.start_sha256
         log.info("round %d: fetching global model %s", round_id, cid)
-        blob = self.store.get(cid, sha256, max_bytes=default_max_bytes(spec))
+        blob = self._start_model(round_id, cid, sha256, view.last_finalized)
         global_state, _ = decode_model(blob, spec=spec)
         train_cfg = replace(
             self.config.training, seed=_round_seed(self.config.training.seed, round_id)
@@ -1358,6 +1358,33 @@ class SiteNode:
                 record.tx_hash = tx.tx_hash
                 declared = f"declined on chain ({reason.label}) in tx {tx.tx_hash}"
         return self._skip(record, f"{note} [{declared}]")
+
+    def _start_model(self, round_id: int, cid: str, sha256: str, last_finalized: int) -> bytes:
+        """The round's start model by the CID ``openRound`` named; where the store cannot give
+        it there, by the CID the last finalized round's global model was published under, when
+        its sha256 is the start model's (which the contract requires once a round is
+        finalized). An aggregator that opened a round under a CID nobody can resolve (another
+        encoding of the same bytes, published only later) otherwise kept every honest node out
+        of it while its allies trained from the earlier CID (a67)."""
+        limit = default_max_bytes(self.config.model)
+        try:
+            return self.store.get(cid, sha256, max_bytes=limit)
+        except StoreError as first:
+            if not last_finalized or last_finalized >= round_id:
+                raise
+            last = self.ledger.get_round(last_finalized)
+            if last.global_sha256 != sha256 or last.global_cid == cid:
+                raise
+            log.warning(
+                "round %d: the start model is not available as %s (%s); fetching it as round "
+                "%d's global model %s, the same sha256",
+                round_id,
+                cid,
+                first,
+                last_finalized,
+                last.global_cid,
+            )
+            return self.store.get(last.global_cid, sha256, max_bytes=limit)
 
     def _over_cap(self, claim: int, cap: int | None) -> str | None:
         """Why this site cannot claim ``claim`` samples (its cap on chain, ``maxSamples``, as
