@@ -970,6 +970,11 @@ class AggregatorService:
         round as the caller just read it (only its start model is used, which the ledger fixes
         when the round opens), else read here."""
         info = self.ledger.get_round(round_id) if info is None else info
+        # the log names each site as the registry does now, not as this process first read it:
+        # a site removed and registered again under another name (between rounds, or inside
+        # this one) otherwise kept its old name in every later log, and each such round failed
+        # log.agrees (attack a66); one get_sites read a round
+        self._names.clear()
         global_state = self._model(info.start_cid, info.start_sha256)
         if self.is_peer_round(round_id):
             # a process that did not see the scoring window (restarted, or anyone valued the

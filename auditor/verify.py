@@ -83,6 +83,7 @@ from fedtrail.errors import (
     HashMismatch,
     InvalidCid,
     InvalidUpdate,
+    LedgerError,
     NotAFile,
     StoreError,
 )
@@ -478,6 +479,7 @@ def verify_round(
     else:
         _unchecked(audit, ("terms.task_fixed", "terms.windows", "terms.limits"), no_terms)
     audit.add(*_check_declined(ledger, info, terms, accept or ThresholdLimits(), every, registry))
+    audit.add(*_check_registry(ledger, info, every, registry))
     peer = read_peer_record(ledger, round_id)
     peers = _is_peer_round(peer, terms, log)
     if peers:
@@ -2278,11 +2280,17 @@ def _check_log(
     # AUCs (metrics.recomputed, with the validation set): it must be exactly their sentence
     if log.summary != summary_of(log):
         problems.append(f"log's summary {log.summary!r} is not its fields' {summary_of(log)!r}")
+    # a name the site held from the valuation to the finalize is the registry as the aggregator
+    # could have read it for this log (a rename in between, a66); any other name mismatches
+    held = ledger.names_while_finalizing(info.id)
     for s in subs:
         e = by_site.get(s.site)
         if e is None:
             continue
-        marks = mark_site(e, s, sites.get(s.site))
+        site = sites.get(s.site)
+        if site is not None and e.name != site.name and e.name in held.get(s.site, set()):
+            site = replace(site, name=e.name)
+        marks = mark_site(e, s, site)
         problems += [
             "{} {} {} != chain {}".format(
                 s.site[:10], name, *_unalike(_shown(e, name), marks.chain_values[name])
@@ -2646,6 +2654,98 @@ def _check_declined(
             "round paid only the sites that took terms the others refused",
         )
     return "terms.declined", True, f"noted, not failed: {head}"
+
+
+def _move_words(kind: str, value: int | None) -> str:
+    """A :class:`~fedtrail.ledger.RegistryMove` in words."""
+    if kind == "cap":
+        return f"cap set to {value}"
+    if kind == "budget":
+        return f"privacy budget set to {value} micro-epsilon"
+    return "removed"
+
+
+def _check_registry(
+    ledger: Ledger,
+    info: RoundInfo,
+    every: Sequence[Submission],
+    registry: Sequence[SiteInfo],
+) -> tuple[str, bool, str]:
+    """``sites.registry``: no site the round's participants counted (registered when it
+    opened) was kept out of it by the coordinator's own move inside its windows. A removal, a
+    cap or a privacy budget set after ``RoundOpened`` applies to the site's next commitment or
+    reveal (:meth:`~fedtrail.ledger.Ledger.registry_moves`), so one made once a site has
+    committed voids its commitment: its reveal reverts (removed, even if registered again at
+    once; a cap below the count its commitment binds; a budget on a site that revealed
+    plainly), and the round read as one the site committed to and never revealed, its own
+    failure (attack a65). In a peer round a removal up to the score reveal deadline voids a
+    validator's committed score vector the same way, and with it its say in every median.
+    Fails a finalized round that paid someone when a participant was moved so by the reveal
+    deadline and revealed no update (declaring no refusal), or, in a peer round, by the score
+    reveal deadline and revealed no score vector; a move on a site that revealed anyway (a
+    cap raised, a budget changed) is named, not failed."""
+    peer = ledger.get_peer_round(info.id)
+    until = info.reveal_deadline if peer is None else peer.score_reveal_deadline
+    moves = ledger.registry_moves(info.id, max(until, info.reveal_deadline))
+    if not moves:
+        return "sites.registry", True, "no site's registry entry changed inside the round"
+    names = {s.address: s.name for s in registry}
+    revealed = {s.site for s in every if s.revealed}
+    declined = set(declines_among(every, info.id, info.terms_sha256))
+    voted: set[str] | None = set()
+    if peer is not None:
+        try:
+            voted = {v.validator for v in ledger.peer_votes(info.id)}
+        except LedgerError:  # peers.votes fails it; no vote is then read as voided here
+            voted = None
+    participants = ledger.participants_at_open(info.id)
+    by_site: dict[str, list[str]] = {}
+    voided: dict[str, set[str]] = {}  # site -> what it could no longer reveal
+    for move in moves:
+        if move.site not in participants:
+            continue
+        by_site.setdefault(move.site, []).append(_move_words(move.kind, move.value))
+        lost = voided.setdefault(move.site, set())
+        if move.timestamp <= info.reveal_deadline and move.site not in revealed | declined:
+            lost.add("no update")
+        if (
+            voted is not None
+            and peer is not None
+            and move.kind == "removed"
+            and move.site not in voted
+        ):
+            lost.add("no score vector")
+
+    def listed(sites: Sequence[str], with_lost: bool = False) -> str:
+        return "; ".join(
+            f"{shown_name(names.get(site, '')) or site} ({site[:10]}…): "
+            + ", ".join(by_site[site])
+            + (f", then revealed {' and '.join(sorted(voided[site]))}" if with_lost else "")
+            for site in sorted(sites, key=lambda a: int(a, 16))
+        )
+
+    kept_out = [site for site in by_site if voided[site]]
+    others = [site for site in by_site if site not in kept_out]
+    paid = info.phase == Phase.FINALIZED and any(s.revealed and s.weight > 0 for s in every)
+    note = f"; moved but revealed or declined: {listed(others)}" if others else ""
+    if kept_out and paid:
+        return (
+            "sites.registry",
+            False,
+            f"the coordinator changed the registry entry of {len(kept_out)} participant(s) "
+            f"inside the round: {listed(kept_out, with_lost=True)}{note}; a change made after a "
+            "site committed voids its commitment, so the round paid only the others (registry "
+            "changes belong between rounds)",
+        )
+    if not by_site:
+        return (
+            "sites.registry",
+            True,
+            "registry changes inside the round touched no site registered when it opened",
+        )
+    kept = f"kept out, nobody paid: {listed(kept_out, with_lost=True)}" if kept_out else ""
+    parts = (kept, note.removeprefix("; "))
+    return "sites.registry", True, "noted, not failed: " + "; ".join(p for p in parts if p)
 
 
 def _check_terms(audit: RoundAudit, log: RoundLog, terms: RoundTerms) -> None:

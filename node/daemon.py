@@ -576,6 +576,12 @@ class SiteNode:
                 # and declared on chain (a42: a refusal used to leave no trace)
                 return self._decline(round_id, info, *refusal)
             acted = True
+            claim = len(self.train) if update is None else update.num_samples
+            over = self._over_cap(claim, view.max_samples)
+            if over is not None:
+                # the reveal would revert (TooManySamples) after training, committing and
+                # storing the update (a DP one published with no spend on chain): a66
+                return self._skip(RoundRecord(round=round_id, phase="skipped"), over)
             if update is None:
                 record = self._train_and_encode(round_id, view)
             else:
@@ -763,7 +769,7 @@ class SiteNode:
         spec = self.config.model
         cid, sha256 = view.info.start_cid, view.info.start_sha256
         log.info("round %d: fetching global model %s", round_id, cid)
-        blob = self.store.get(cid, sha256, max_bytes=default_max_bytes(spec))
+        blob = self._start_model(round_id, cid, sha256, view.last_finalized)
         global_state, _ = decode_model(blob, spec=spec)
         train_cfg = replace(
             self.config.training, seed=_round_seed(self.config.training.seed, round_id)
@@ -1366,6 +1372,46 @@ class SiteNode:
                 record.tx_hash = tx.tx_hash
                 declared = f"declined on chain ({reason.label}) in tx {tx.tx_hash}"
         return self._skip(record, f"{note} [{declared}]")
+
+    def _start_model(self, round_id: int, cid: str, sha256: str, last_finalized: int) -> bytes:
+        """The round's start model by the CID ``openRound`` named; where the store cannot give
+        it there, by the CID the last finalized round's global model was published under, when
+        its sha256 is the start model's (which the contract requires once a round is
+        finalized). An aggregator that opened a round under a CID nobody can resolve (another
+        encoding of the same bytes, published only later) otherwise kept every honest node out
+        of it while its allies trained from the earlier CID (a67)."""
+        limit = default_max_bytes(self.config.model)
+        try:
+            return self.store.get(cid, sha256, max_bytes=limit)
+        except StoreError as first:
+            if not last_finalized or last_finalized >= round_id:
+                raise
+            last = self.ledger.get_round(last_finalized)
+            if last.global_sha256 != sha256 or last.global_cid == cid:
+                raise
+            log.warning(
+                "round %d: the start model is not available as %s (%s); fetching it as round "
+                "%d's global model %s, the same sha256",
+                round_id,
+                cid,
+                first,
+                last_finalized,
+                last.global_cid,
+            )
+            return self.store.get(last.global_cid, sha256, max_bytes=limit)
+
+    def _over_cap(self, claim: int, cap: int | None) -> str | None:
+        """Why this site cannot claim ``claim`` samples (its cap on chain, ``maxSamples``, as
+        the step's :class:`~fedtrail.ledger.SiteRoundView` read it, is lower: the contract
+        refuses the reveal), or None. The coordinator sets the cap at registration and may
+        lower it between rounds."""
+        if cap is None or claim <= cap:
+            return None
+        return (
+            f"this site's cap on chain is {cap} samples, below the {claim} its update would "
+            "claim: the ledger would refuse the reveal, so it does not train; ask the "
+            f"coordinator to run `fedtrail node set-max-samples {self.address} {claim}`"
+        )
 
     def _skip(self, record: RoundRecord, note: str) -> RoundRecord:
         """Gives up the round for good: recorded, with why; the pending residual is dropped

@@ -40,6 +40,7 @@ from fedtrail.ledger.records import (
     PrivacyAccount,
     PrivacySpend,
     Registrations,
+    RegistryMove,
     RoundInfo,
     SiteInfo,
     SiteRoundView,
@@ -699,15 +700,16 @@ class Ledger:
     def site_round(self, round_id: int, site: str) -> SiteRoundView:
         """What a site node reads at each step of ``round_id`` (:class:`SiteRoundView`): the
         round (as :meth:`get_round`), ``site``'s commitment (as :meth:`get_submission`), the
-        pending block's timestamp, the last finalized round and ``site``'s privacy account,
-        in one JSON-RPC batch of four views, four event queries and the pending block; one by
-        one where the provider takes no batch or an entry answers with an error (which the
-        single request then raises)."""
+        pending block's timestamp, the last finalized round, ``site``'s privacy account and its
+        cap (as :meth:`get_site`), in one JSON-RPC batch of five views, four event queries and
+        the pending block; one by one where the provider takes no batch or an entry answers
+        with an error (which the single request then raises)."""
         views = [
             self._fn.getRound(round_id),
             self._fn.getSubmission(round_id, checksum(site)),
             self._fn.lastFinalizedRound(),
             self._fn.privacyAccount(checksum(site)),
+            self._fn.getSite(checksum(site)),
         ]
         queries = [
             self._log_query(name, argument_filters={"round": round_id})
@@ -718,14 +720,16 @@ class Ledger:
         timestamp = None if batch is None else _block_timestamp(batch.extra[0])
         if batch is None or timestamp is None:
             budget, spent = self._view(views[3])
+            known = self.get_site(site)
             return SiteRoundView(
                 info=self.get_round(round_id),
                 submission=self.get_submission(round_id, site),
                 pending_timestamp=int(self.w3.eth.get_block("pending")["timestamp"]),
                 last_finalized=self.last_finalized_round(),
                 privacy=PrivacyAccount(budget_micro=int(budget), spent_micro=int(spent)),
+                max_samples=None if known is None else known.max_samples,
             )
-        raw_round, raw_sub, last, (budget, spent) = batch.views
+        raw_round, raw_sub, last, (budget, spent), raw_site = batch.views
         opened, finalized, *submitted = batch.events
         info = _round(raw_round, opened, finalized)
         if info.phase in (Phase.FINALIZED, Phase.CANCELLED):
@@ -736,6 +740,7 @@ class Ledger:
             pending_timestamp=timestamp,
             last_finalized=int(last),
             privacy=PrivacyAccount(budget_micro=int(budget), spent_micro=int(spent)),
+            max_samples=None if int(raw_site[0], 16) == 0 else _site(raw_site).max_samples,
         )
 
     @staticmethod
@@ -790,6 +795,98 @@ class Ledger:
             ),
             finalized=finalized,
         )
+
+    def names_while_finalizing(self, round_id: int) -> dict[str, set[str]]:
+        """Site -> every name it was registered under from ``round_id``'s valuation
+        (``RoundValued``) to its ``RoundFinalized``: the name it had when the round was valued
+        and any it was registered under before the finalize. The aggregator reads the names
+        for the round's log in between, so a rename there (attack a66: the coordinator's, even
+        front-running the finalize) leaves an honest log with either. Empty for a round not
+        finalized or not valued."""
+        valued = self.events("RoundValued", argument_filters={"round": round_id})
+        finalized = self.events("RoundFinalized", argument_filters={"round": round_id})
+        if not valued or not finalized:
+            return {}
+        start = (valued[0].block_number, valued[0].log_index)
+        end = (finalized[-1].block_number, finalized[-1].log_index)
+        names: dict[str, set[str]] = {}
+        held: dict[str, str] = {}
+        for event in self.events("SiteRegistered", to_block=end[0]):  # in chain order
+            at = (event.block_number, event.log_index)
+            if at > end:
+                break
+            site, name = checksum(event.args["site"]), str(event.args["name"])
+            if at < start:
+                held[site] = name
+            else:
+                names.setdefault(site, set()).add(name)
+        for site, name in held.items():
+            names.setdefault(site, set()).add(name)
+        return names
+
+    def participants_at_open(self, round_id: int) -> set[str]:
+        """The sites registered when ``round_id`` opened (those the contract lets take part in
+        it): the ``SiteRegistered`` / ``SiteRemoved`` events before its ``RoundOpened``, in
+        chain order. Empty for a round never opened."""
+        opened = self.events("RoundOpened", argument_filters={"round": round_id})
+        if not opened:
+            return set()
+        at = (opened[0].block_number, opened[0].log_index)
+        moves = self.events("SiteRegistered", to_block=at[0]) + self.events(
+            "SiteRemoved", to_block=at[0]
+        )
+        registered: set[str] = set()
+        for event in sorted(moves, key=lambda e: (e.block_number, e.log_index)):
+            if (event.block_number, event.log_index) > at:
+                break
+            site = checksum(event.args["site"])
+            if event.name == "SiteRegistered":
+                registered.add(site)
+            else:
+                registered.discard(site)
+        return registered
+
+    def registry_moves(self, round_id: int, until: int) -> list[RegistryMove]:
+        """The coordinator's changes to site entries (removal, cap, privacy budget) after
+        ``round_id``'s ``RoundOpened`` in blocks stamped at or before ``until`` (a chain
+        timestamp: the round's reveal deadline), in chain order: each binds the next commitment
+        or reveal of its site, so one made inside the round can void a commitment already on
+        chain (attack a65)."""
+        opened = self.events("RoundOpened", argument_filters={"round": round_id})
+        if not opened:
+            return []
+        at = (opened[0].block_number, opened[0].log_index)
+        found = [
+            event
+            for name in ("SiteRemoved", "MaxSamplesSet", "PrivacyBudgetSet")
+            for event in self.events(name, from_block=at[0])
+            if (event.block_number, event.log_index) > at
+        ]
+        stamps: dict[int, int] = {}
+        moves = []
+        for event in sorted(found, key=lambda e: (e.block_number, e.log_index)):
+            if event.block_number not in stamps:
+                stamps[event.block_number] = int(
+                    self.w3.eth.get_block(event.block_number)["timestamp"]
+                )
+            stamp = stamps[event.block_number]
+            if stamp > until:
+                break  # blocks are stamped in order: every later one is past the deadline
+            kind, value = {
+                "SiteRemoved": ("removed", None),
+                "MaxSamplesSet": ("cap", event.args.get("maxSamples")),
+                "PrivacyBudgetSet": ("budget", event.args.get("epsilonBudgetMicro")),
+            }[event.name]
+            moves.append(
+                RegistryMove(
+                    site=checksum(event.args["site"]),
+                    kind=kind,
+                    value=None if value is None else int(value),
+                    block_number=event.block_number,
+                    timestamp=stamp,
+                )
+            )
+        return moves
 
     def get_sites(self) -> list[SiteInfo]:
         return [_site(raw) for raw in self._view(self._fn.getSites())]

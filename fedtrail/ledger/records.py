@@ -147,14 +147,17 @@ class ValidatorStanding:
 class SiteRoundView:
     """What a site node reads at each step of a round (:meth:`Ledger.site_round`), read at one
     moment: the round, the site's commitment in it (None: none), the pending block's timestamp
-    (the one a transaction sent now is mined with), the last finalized round and the site's
-    privacy account."""
+    (the one a transaction sent now is mined with), the last finalized round, the site's
+    privacy account and its cap."""
 
     info: RoundInfo
     submission: Submission | None
     pending_timestamp: int
     last_finalized: int
     privacy: PrivacyAccount
+    max_samples: int | None = None
+    """The site's cap on chain (``maxSamples``: the most samples a reveal may claim); None
+    for an address the ledger does not know."""
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,22 @@ class LedgerEvent:
     tx_hash: str
     log_index: int
     args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RegistryMove:
+    """A coordinator's change to a site's registry entry inside a round's windows (after its
+    ``RoundOpened``, in a block stamped at or before its reveal deadline): ``kind`` is
+    ``"removed"`` (``SiteRemoved``; a site registered again in the round takes part only from
+    the next), ``"cap"`` (``MaxSamplesSet``, ``value`` the new cap) or ``"budget"``
+    (``PrivacyBudgetSet``, ``value`` in micro-epsilon). Each applies to the site's next
+    commitment or reveal, so a site that committed before it may no longer reveal (attack a65)."""
+
+    site: str
+    kind: str
+    value: int | None
+    block_number: int
+    timestamp: int
 
 
 @dataclass(frozen=True)

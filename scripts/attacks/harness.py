@@ -52,7 +52,7 @@ if os.environ.get("ZEROED_OUT"):
 from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
 from fedtrail.auditor.verify import verify_all  # noqa: E402
 from fedtrail.chain import advance_time, connect, funded_accounts, next_block_timestamp  # noqa: E402
-from fedtrail.errors import InvalidUpdate, StoreError  # noqa: E402
+from fedtrail.errors import InvalidUpdate, LedgerError, StoreError  # noqa: E402
 from fedtrail.ledger import commitment  # noqa: E402
 from fedtrail.ml.datasets import load_bundled  # noqa: E402
 from fedtrail.ml.models import ModelSpec  # noqa: E402
@@ -122,8 +122,14 @@ def run(
     accept: Any = None,
     w3: Any = None,
     real: bool = False,
+    between: Callable[[Any, dict[str, Any], int], None] | None = None,
+    after_reveals: Callable[[Any, dict[str, Any], int], None] | None = None,
 ) -> dict[str, Any]:
-    """``real``: on :func:`backends` (Anvil + IPFS when the environment names them)."""
+    """``real``: on :func:`backends` (Anvil + IPFS when the environment names them).
+    ``between(fed, accounts, round)``: called once every commitment of a round is mined and
+    before anyone reveals (a coordinator's move in the round, a65); a reveal the chain then
+    refuses is printed and skipped instead of ending the run. ``after_reveals(fed, accounts,
+    round)``: called once the reveals are sent, before the aggregator values the round (a66)."""
     tmp = Path(tempfile.mkdtemp(prefix="fedtrail-attack-"))
     if real:
         w3, accts, store = backends(tmp)
@@ -212,6 +218,8 @@ def run(
             blob, n = sent[nm]
             sha = hashlib.sha256(blob).hexdigest()
             fed.ledger.commit_update(acct[nm], r, commitment(acct[nm].address, r, sha, n))
+        if between is not None:
+            between(fed, acct, r)
         now = next_block_timestamp(w3)
         if now <= info.commit_deadline:
             advance_time(w3, info.commit_deadline - now + 1 + CLOCK_SLACK)
@@ -220,9 +228,16 @@ def run(
             cid = store.put(blob)
             if r in next(s for s in sites if s.name == nm).withhold:
                 (store.root / "blobs" / cid).unlink()  # revealed, never published
-            fed.ledger.reveal_update(
-                acct[nm], r, cid, hashlib.sha256(blob).hexdigest(), n, epsilon_micro=eps.get(nm)
-            )
+            try:
+                fed.ledger.reveal_update(
+                    acct[nm], r, cid, hashlib.sha256(blob).hexdigest(), n, epsilon_micro=eps.get(nm)
+                )
+            except LedgerError as exc:
+                if between is None:
+                    raise
+                print(f"round {r}: {nm}'s reveal refused: {str(exc)[:160]}")
+        if after_reveals is not None:
+            after_reveals(fed, acct, r)
         if not fed.service.ready_to_value(r):
             now = next_block_timestamp(w3)
             advance_time(w3, info.reveal_deadline - now + 1 + CLOCK_SLACK)

@@ -89,7 +89,7 @@ def test_a_sites_view_of_a_round_is_one_batch_and_reads_as_one_by_one(
     views = {site: ledger.site_round(r, site) for site in (revealed, committed, absent)}
     subs = {site: ledger.get_submission(r, site) for site in (revealed, committed, absent)}
     clock = next_block_timestamp(anvil.w3)
-    assert sent == ["batch:9"] * 3 + ["batch:3"] * 3 + ["eth_getBlockByNumber"]
+    assert sent == ["batch:10"] * 3 + ["batch:3"] * 3 + ["eth_getBlockByNumber"]
     assert views[revealed].submission is not None and views[revealed].submission.cid == "QmU"
     assert views[committed].submission is not None
     assert not views[committed].submission.revealed
@@ -102,12 +102,15 @@ def test_a_sites_view_of_a_round_is_one_batch_and_reads_as_one_by_one(
         assert view.submission == subs[site] == ledger.get_submission(r, site)
         assert view.last_finalized == ledger.last_finalized_round() == 0
         assert view.privacy == ledger.privacy(site)
+        known = ledger.get_site(site)
+        assert view.max_samples == (known.max_samples if known is not None else None)
         assert view.pending_timestamp <= clock <= view.pending_timestamp + 2
         alone = ledger.site_round(r, site)
-        assert (alone.info, alone.submission, alone.privacy) == (
+        assert (alone.info, alone.submission, alone.privacy, alone.max_samples) == (
             view.info,
             view.submission,
             view.privacy,
+            view.max_samples,
         )
 
 
@@ -124,16 +127,17 @@ def test_a_sites_view_without_the_pending_blocks_time_is_read_one_by_one(
         monkeypatch,
         lambda answers: (
             [*answers[:-1], {**answers[-1], "result": {"timestamp": "soon"}}]
-            if len(answers) == 9  # the view's batch; the single reads' batches as answered
+            if len(answers) == 10  # the view's batch; the single reads' batches as answered
             else answers
         ),
     )
     sent = _sent(anvil.w3)
     again = ledger.site_round(r, site)
-    assert (again.info, again.submission, again.privacy) == (
+    assert (again.info, again.submission, again.privacy, again.max_samples) == (
         expected.info,
         expected.submission,
         expected.privacy,
+        expected.max_samples,
     )
     assert again.pending_timestamp >= expected.pending_timestamp
     assert "eth_getBlockByNumber" in sent  # the clock asked alone
