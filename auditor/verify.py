@@ -89,7 +89,7 @@ from fedtrail.errors import (
 )
 from fedtrail.ledger import (
     Ledger,
-    Registrations,
+    RegistryHistory,
     RoundInfo,
     SiteInfo,
     Submission,
@@ -353,7 +353,7 @@ def verify_round(
     metrics_tolerance: float = METRICS_TOLERANCE,
     accept: ThresholdLimits | None = None,
     privacy_history: PrivacyHistory | None = None,
-    registrations: Registrations | None = None,
+    registry_history: RegistryHistory | None = None,
 ) -> RoundAudit:
     """Every check of one round. A round that is open or cancelled unvalued is reported, not
     failed; an aggregator round valued but not finalized fails ``phase`` (its on-chain scores
@@ -362,8 +362,10 @@ def verify_round(
     (``terms.limits``; default :class:`~fedtrail.valuation.limits.ThresholdLimits`' defaults).
     ``privacy_history``: the sites' earlier private updates, shared between the rounds of one
     audit so each blob's DP parameters are read once (default: a fresh one).
-    ``registrations``: the registry's history (:meth:`~fedtrail.ledger.Ledger.registrations`),
-    read once for all the rounds of one audit (default: this round's, read here)."""
+    ``registry_history``: the registry's history
+    (:meth:`~fedtrail.ledger.Ledger.registry_history`: names, removals, caps, budgets, and
+    where rounds opened, were valued and finalized), read once for all the rounds of one audit
+    (default: this round's, read here; only its registrations for a round not finalized)."""
     audit = RoundAudit(round_id)
     info = ledger.get_round(round_id)
     if info.phase != Phase.FINALIZED:
@@ -392,7 +394,11 @@ def verify_round(
         if info.phase != Phase.NONE:
             declined_terms, _ = _read_terms(store, info, round_id)
             audit.add(*_check_declined(ledger, info, declined_terms, accept or ThresholdLimits()))
-            names = (registrations or ledger.registrations(round_id)).names_at(round_id)
+            names = (
+                registry_history.registrations
+                if registry_history is not None
+                else ledger.registrations(round_id)
+            ).names_at(round_id)
             audit.add(*check_names(names))  # the names so far
         if info.phase == Phase.CANCELLED:
             # a peer round's votes decide whether it could be valued, not the aggregator
@@ -422,7 +428,9 @@ def verify_round(
     every = ledger.get_submissions(round_id, include_unrevealed=True)
     subs = [s for s in every if s.revealed]
     registry = ledger.get_sites()  # read once for log.agrees and terms.declined
-    names = (registrations or ledger.registrations(round_id)).names_at(round_id)
+    # the registry's history, read once: names, a66's rename window and sites.registry's moves
+    reg_history = registry_history or ledger.registry_history(round_id)
+    names = reg_history.names_at(round_id)
 
     # the explanation log: hash, schema, and agreement with the chain
     with _Timer(audit, "fetch"):
@@ -455,6 +463,7 @@ def verify_round(
             registry_at_finalize(ledger, round_id, registry, names),
             ledger,
             _replayed_rule(terms, log),
+            reg_history.names_while_finalizing(round_id),
         )
     else:
         _unchecked(audit, ("log.agrees",), no_log)
@@ -479,7 +488,7 @@ def verify_round(
     else:
         _unchecked(audit, ("terms.task_fixed", "terms.windows", "terms.limits"), no_terms)
     audit.add(*_check_declined(ledger, info, terms, accept or ThresholdLimits(), every, registry))
-    audit.add(*_check_registry(ledger, info, every, registry))
+    audit.add(*_check_registry(ledger, info, every, registry, reg_history))
     peer = read_peer_record(ledger, round_id)
     peers = _is_peer_round(peer, terms, log)
     if peers:
@@ -2238,6 +2247,7 @@ def _check_log(
     sites: Mapping[str, SiteInfo],
     ledger: Ledger,
     rule: str | None,
+    held: Mapping[str, set[str]],
 ) -> None:
     """Every log field the chain pins equals the chain (:mod:`fedtrail.auditor.claims`, the
     same marks ``audit log`` prints: each site's weight and weight fraction included), the log
@@ -2281,8 +2291,8 @@ def _check_log(
     if log.summary != summary_of(log):
         problems.append(f"log's summary {log.summary!r} is not its fields' {summary_of(log)!r}")
     # a name the site held from the valuation to the finalize is the registry as the aggregator
-    # could have read it for this log (a rename in between, a66); any other name mismatches
-    held = ledger.names_while_finalizing(info.id)
+    # could have read it for this log (a rename in between, a66: ``held``,
+    # RegistryHistory.names_while_finalizing); any other name mismatches
     for s in subs:
         e = by_site.get(s.site)
         if e is None:
@@ -2670,23 +2680,24 @@ def _check_registry(
     info: RoundInfo,
     every: Sequence[Submission],
     registry: Sequence[SiteInfo],
+    history: RegistryHistory,
 ) -> tuple[str, bool, str]:
-    """``sites.registry``: no site the round's participants counted (registered when it
-    opened) was kept out of it by the coordinator's own move inside its windows. A removal, a
-    cap or a privacy budget set after ``RoundOpened`` applies to the site's next commitment or
-    reveal (:meth:`~fedtrail.ledger.Ledger.registry_moves`), so one made once a site has
-    committed voids its commitment: its reveal reverts (removed, even if registered again at
-    once; a cap below the count its commitment binds; a budget on a site that revealed
-    plainly), and the round read as one the site committed to and never revealed, its own
-    failure (attack a65). In a peer round a removal up to the score reveal deadline voids a
-    validator's committed score vector the same way, and with it its say in every median.
-    Fails a finalized round that paid someone when a participant was moved so by the reveal
-    deadline and revealed no update (declaring no refusal), or, in a peer round, by the score
-    reveal deadline and revealed no score vector; a move on a site that revealed anyway (a
-    cap raised, a budget changed) is named, not failed."""
+    """``sites.registry``: no site the round's participants counted (registered when it opened) was
+    kept out of it by the coordinator's own move inside its windows. A removal, a cap or a privacy
+    budget set after ``RoundOpened`` applies to the site's next commitment or reveal
+    (:meth:`~fedtrail.ledger.RegistryHistory.registry_moves`, from ``history``), so one made once a
+    site has committed voids its commitment: its reveal reverts (removed, even if registered again
+    at once; a cap below the count its commitment binds; a budget on a site that revealed plainly),
+    and the round read as one the site committed to and never revealed, its own failure (attack
+    a65). In a peer round a removal up to the score reveal deadline voids a validator's committed
+    score vector the same way, and with it its say in every median. Fails a finalized round that
+    paid someone when a participant was moved so by the reveal deadline and revealed no update
+    (declaring no refusal), or, in a peer round, by the score reveal deadline and revealed no score
+    vector; a move on a site that revealed anyway (a cap raised, a budget changed) is named, not
+    failed."""
     peer = ledger.get_peer_round(info.id)
     until = info.reveal_deadline if peer is None else peer.score_reveal_deadline
-    moves = ledger.registry_moves(info.id, max(until, info.reveal_deadline))
+    moves = history.registry_moves(info.id, max(until, info.reveal_deadline))
     if not moves:
         return "sites.registry", True, "no site's registry entry changed inside the round"
     names = {s.address: s.name for s in registry}
@@ -2698,7 +2709,7 @@ def _check_registry(
             voted = {v.validator for v in ledger.peer_votes(info.id)}
         except LedgerError:  # peers.votes fails it; no vote is then read as voided here
             voted = None
-    participants = ledger.participants_at_open(info.id)
+    participants = history.participants_at_open(info.id)
     by_site: dict[str, list[str]] = {}
     voided: dict[str, set[str]] = {}  # site -> what it could no longer reveal
     for move in moves:
@@ -2817,10 +2828,8 @@ def verify_all(ledger: Ledger, store: ContentStore, **kwargs: Any) -> list[Round
     start after the contract's creation, which would hide events from every check."""
     ledger.check_from_block()
     history = PrivacyHistory(ledger, store)  # each earlier blob's DP parameters read once
-    registrations = ledger.registrations()  # every round's names from one read
+    registry = ledger.registry_history()  # every round's names and registry moves, one read
     return [
-        verify_round(
-            ledger, store, r, privacy_history=history, registrations=registrations, **kwargs
-        )
+        verify_round(ledger, store, r, privacy_history=history, registry_history=registry, **kwargs)
         for r in range(1, ledger.current_round() + 1)
     ]

@@ -40,6 +40,7 @@ from fedtrail.ledger.records import (
     PrivacyAccount,
     PrivacySpend,
     Registrations,
+    RegistryHistory,
     RegistryMove,
     RoundInfo,
     SiteInfo,
@@ -796,97 +797,67 @@ class Ledger:
             finalized=finalized,
         )
 
+    def registry_history(self, round_id: int | None = None) -> RegistryHistory:
+        """The registry's history (:class:`RegistryHistory`) for every round, or only for
+        ``round_id`` when given, read once: each of ``RoundOpened``, ``RoundValued``,
+        ``RoundFinalized`` (filtered by round when given), ``SiteRegistered``, ``SiteRemoved``,
+        ``MaxSamplesSet`` and ``PrivacyBudgetSet`` in one event read, and the timestamp of each
+        block holding a removal, cap or budget set after a round read opened, once per block.
+        The rounds' events first (as in :meth:`registrations`), so a registry change mined
+        between the reads comes after every opening, valuation and finalization read."""
+        filters = None if round_id is None else {"round": round_id}
+        opened: dict[int, tuple[int, int]] = {}
+        valued: dict[int, tuple[int, int]] = {}
+        for name, first in (("RoundOpened", opened), ("RoundValued", valued)):
+            for e in self.events(name, argument_filters=filters):
+                first.setdefault(int(e.args["round"]), (e.block_number, e.log_index))
+        registrations = self.registrations(round_id)
+        earliest = min(opened.values(), default=None)
+        kinds = {
+            "SiteRemoved": ("removed", None),
+            "MaxSamplesSet": ("cap", "maxSamples"),
+            "PrivacyBudgetSet": ("budget", "epsilonBudgetMicro"),
+        }
+        found = []
+        for name, (kind, field) in kinds.items():
+            # a removal before any opening still decides who took part; a cap or budget set
+            # before the first opening read is no round's move
+            from_block = None if kind == "removed" or earliest is None else earliest[0]
+            for e in self.events(name, from_block=from_block):
+                value = None if field is None else e.args.get(field)
+                found.append(
+                    (
+                        (e.block_number, e.log_index),
+                        kind,
+                        checksum(e.args["site"]),
+                        None if value is None else int(value),
+                    )
+                )
+        changes = tuple(sorted(found, key=lambda c: c[0]))
+        stamps: dict[int, int] = {}
+        for at, *_ in changes:
+            if earliest is not None and at > earliest and at[0] not in stamps:
+                stamps[at[0]] = int(self.w3.eth.get_block(at[0])["timestamp"])
+        return RegistryHistory(
+            registrations=registrations,
+            changes=changes,
+            opened=opened,
+            valued=valued,
+            stamps=stamps,
+        )
+
     def names_while_finalizing(self, round_id: int) -> dict[str, set[str]]:
-        """Site -> every name it was registered under from ``round_id``'s valuation
-        (``RoundValued``) to its ``RoundFinalized``: the name it had when the round was valued
-        and any it was registered under before the finalize. The aggregator reads the names
-        for the round's log in between, so a rename there (attack a66: the coordinator's, even
-        front-running the finalize) leaves an honest log with either. Empty for a round not
-        finalized or not valued."""
-        valued = self.events("RoundValued", argument_filters={"round": round_id})
-        finalized = self.events("RoundFinalized", argument_filters={"round": round_id})
-        if not valued or not finalized:
-            return {}
-        start = (valued[0].block_number, valued[0].log_index)
-        end = (finalized[-1].block_number, finalized[-1].log_index)
-        names: dict[str, set[str]] = {}
-        held: dict[str, str] = {}
-        for event in self.events("SiteRegistered", to_block=end[0]):  # in chain order
-            at = (event.block_number, event.log_index)
-            if at > end:
-                break
-            site, name = checksum(event.args["site"]), str(event.args["name"])
-            if at < start:
-                held[site] = name
-            else:
-                names.setdefault(site, set()).add(name)
-        for site, name in held.items():
-            names.setdefault(site, set()).add(name)
-        return names
+        """:meth:`RegistryHistory.names_while_finalizing` for one round, read here; an audit
+        of many rounds reads :meth:`registry_history` once and asks it."""
+        return self.registry_history(round_id).names_while_finalizing(round_id)
 
     def participants_at_open(self, round_id: int) -> set[str]:
-        """The sites registered when ``round_id`` opened (those the contract lets take part in
-        it): the ``SiteRegistered`` / ``SiteRemoved`` events before its ``RoundOpened``, in
-        chain order. Empty for a round never opened."""
-        opened = self.events("RoundOpened", argument_filters={"round": round_id})
-        if not opened:
-            return set()
-        at = (opened[0].block_number, opened[0].log_index)
-        moves = self.events("SiteRegistered", to_block=at[0]) + self.events(
-            "SiteRemoved", to_block=at[0]
-        )
-        registered: set[str] = set()
-        for event in sorted(moves, key=lambda e: (e.block_number, e.log_index)):
-            if (event.block_number, event.log_index) > at:
-                break
-            site = checksum(event.args["site"])
-            if event.name == "SiteRegistered":
-                registered.add(site)
-            else:
-                registered.discard(site)
-        return registered
+        """:meth:`RegistryHistory.participants_at_open` for one round, read here."""
+        return self.registry_history(round_id).participants_at_open(round_id)
 
     def registry_moves(self, round_id: int, until: int) -> list[RegistryMove]:
-        """The coordinator's changes to site entries (removal, cap, privacy budget) after
-        ``round_id``'s ``RoundOpened`` in blocks stamped at or before ``until`` (a chain
-        timestamp: the round's reveal deadline), in chain order: each binds the next commitment
-        or reveal of its site, so one made inside the round can void a commitment already on
-        chain (attack a65)."""
-        opened = self.events("RoundOpened", argument_filters={"round": round_id})
-        if not opened:
-            return []
-        at = (opened[0].block_number, opened[0].log_index)
-        found = [
-            event
-            for name in ("SiteRemoved", "MaxSamplesSet", "PrivacyBudgetSet")
-            for event in self.events(name, from_block=at[0])
-            if (event.block_number, event.log_index) > at
-        ]
-        stamps: dict[int, int] = {}
-        moves = []
-        for event in sorted(found, key=lambda e: (e.block_number, e.log_index)):
-            if event.block_number not in stamps:
-                stamps[event.block_number] = int(
-                    self.w3.eth.get_block(event.block_number)["timestamp"]
-                )
-            stamp = stamps[event.block_number]
-            if stamp > until:
-                break  # blocks are stamped in order: every later one is past the deadline
-            kind, value = {
-                "SiteRemoved": ("removed", None),
-                "MaxSamplesSet": ("cap", event.args.get("maxSamples")),
-                "PrivacyBudgetSet": ("budget", event.args.get("epsilonBudgetMicro")),
-            }[event.name]
-            moves.append(
-                RegistryMove(
-                    site=checksum(event.args["site"]),
-                    kind=kind,
-                    value=None if value is None else int(value),
-                    block_number=event.block_number,
-                    timestamp=stamp,
-                )
-            )
-        return moves
+        """:meth:`RegistryHistory.registry_moves` for one round, read here."""
+        return self.registry_history(round_id).registry_moves(round_id, until)
 
     def get_sites(self) -> list[SiteInfo]:
         return [_site(raw) for raw in self._view(self._fn.getSites())]

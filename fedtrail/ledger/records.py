@@ -120,6 +120,97 @@ class Registrations:
         return {site: names for site, names in earlier.items() if names}
 
 
+Position = tuple[int, int]
+"""Where an event is in the chain: (block number, log index)."""
+
+
+@dataclass(frozen=True)
+class RegistryHistory:
+    """The registry's whole history, read once (:meth:`fedtrail.ledger.Ledger.registry_history`)
+    so that an audit of many rounds asks it for each round rather than reading the same events
+    again per round: the names (``registrations``), every removal, cap and privacy budget the
+    coordinator set, and where each round was opened, valued and finalized.
+
+    ``changes``: (position, kind, site, value) per ``SiteRemoved`` (``"removed"``, no value),
+    ``MaxSamplesSet`` (``"cap"``) and ``PrivacyBudgetSet`` (``"budget"``, micro-epsilon), in
+    chain order; ``opened`` / ``valued``: round -> position of its first ``RoundOpened`` /
+    ``RoundValued``; ``stamps``: block number -> timestamp of each block holding a change made
+    after some round read here opened (the only ones :meth:`registry_moves` can return)."""
+
+    registrations: Registrations
+    changes: tuple[tuple[Position, str, str, int | None], ...]
+    opened: dict[int, Position]
+    valued: dict[int, Position]
+    stamps: dict[int, int]
+
+    def names_at(self, round_id: int) -> dict[str, str]:
+        """:meth:`Registrations.names_at`."""
+        return self.registrations.names_at(round_id)
+
+    def names_while_finalizing(self, round_id: int) -> dict[str, set[str]]:
+        """Site -> every name it was registered under from ``round_id``'s valuation (its first
+        ``RoundValued``) to its ``RoundFinalized``: the name it had when the round was valued
+        and any it was registered under before the finalize. The aggregator reads the names
+        for the round's log in between, so a rename there (attack a66: the coordinator's, even
+        front-running the finalize) leaves an honest log with either. Empty for a round not
+        finalized or not valued."""
+        start = self.valued.get(round_id)
+        end = self.registrations.finalized.get(round_id)
+        if start is None or end is None:
+            return {}
+        names: dict[str, set[str]] = {}
+        held: dict[str, str] = {}
+        for at, site, name in self.registrations.events:  # in chain order
+            if at > end:
+                break
+            if at < start:
+                held[site] = name
+            else:
+                names.setdefault(site, set()).add(name)
+        for site, name in held.items():
+            names.setdefault(site, set()).add(name)
+        return names
+
+    def participants_at_open(self, round_id: int) -> set[str]:
+        """The sites registered when ``round_id`` opened (those the contract lets take part in
+        it): its registrations and removals before its ``RoundOpened``, in chain order. Empty
+        for a round never opened."""
+        at = self.opened.get(round_id)
+        if at is None:
+            return set()
+        moves = [(p, site, True) for p, site, _ in self.registrations.events] + [
+            (p, site, False) for p, kind, site, _ in self.changes if kind == "removed"
+        ]
+        registered: set[str] = set()
+        for position, site, added in sorted(moves, key=lambda m: m[0]):
+            if position > at:
+                break
+            if added:
+                registered.add(site)
+            else:
+                registered.discard(site)
+        return registered
+
+    def registry_moves(self, round_id: int, until: int) -> list[RegistryMove]:
+        """The coordinator's changes to site entries (removal, cap, privacy budget) after
+        ``round_id``'s ``RoundOpened`` in blocks stamped at or before ``until`` (a chain
+        timestamp: the round's reveal deadline), in chain order: each binds the next commitment
+        or reveal of its site, so one made inside the round can void a commitment already on
+        chain (attack a65). Empty for a round never opened."""
+        at = self.opened.get(round_id)
+        if at is None:
+            return []
+        moves = []
+        for position, kind, site, value in self.changes:
+            if position <= at:
+                continue
+            stamp = self.stamps[position[0]]
+            if stamp > until:
+                break  # blocks are stamped in order: every later one is past the deadline
+            moves.append(RegistryMove(site, kind, value, position[0], stamp))
+        return moves
+
+
 @dataclass(frozen=True)
 class PeerRoundInfo:
     """A peer round's scoring record: validators commit to their score vectors until

@@ -91,3 +91,40 @@ def test_registrations_name_each_round_as_at_its_finalization() -> None:
     assert regs.names_at(2) == {a: "hospital-a", b: "clinic"}  # the event at its position
     assert regs.names_at(3) == {a: "hospital-z", b: "clinic"}  # not finalized: all so far
     assert regs.former_names({a: "hospital-z", b: "clinic"}) == {a: ["hospital-a", "hospital-y"]}
+
+
+def test_registry_history_answers_each_round_from_one_read() -> None:
+    """``RegistryHistory``: the sites registered when a round opened (a removal before it
+    drops a site, a registration after it does not count), the coordinator's moves after the
+    opening up to a timestamp (stopping at the first block stamped later), and the names a
+    site held from the valuation to the finalization."""
+    from fedtrail.ledger import Registrations, RegistryHistory, RegistryMove
+
+    a, b, c = "0xA", "0xB", "0xC"
+    history = RegistryHistory(
+        registrations=Registrations(
+            events=(((1, 0), a, "alpha"), ((1, 1), b, "beta"), ((6, 0), b, "beta-2")),
+            finalized={1: (8, 0)},
+        ),
+        changes=(
+            ((2, 0), "removed", a, None),  # before round 1 opened
+            ((5, 0), "cap", b, 40),
+            ((7, 0), "budget", c, 9),
+            ((9, 0), "removed", b, None),
+        ),
+        opened={1: (3, 0), 2: (7, 5)},
+        valued={1: (5, 1)},
+        stamps={5: 50, 7: 70, 9: 90},
+    )
+    assert history.participants_at_open(1) == {b}
+    assert history.participants_at_open(2) == {b}  # b's second registration keeps b in
+    assert history.participants_at_open(3) == set()  # never opened
+    assert history.registry_moves(1, 70) == [
+        RegistryMove(b, "cap", 40, 5, 50),
+        RegistryMove(c, "budget", 9, 7, 70),
+    ]
+    assert history.registry_moves(2, 1000) == [RegistryMove(b, "removed", None, 9, 90)]
+    assert history.registry_moves(3, 1000) == []
+    assert history.names_while_finalizing(1) == {a: {"alpha"}, b: {"beta", "beta-2"}}
+    assert history.names_while_finalizing(2) == {}  # not valued, not finalized
+    assert history.names_at(1) == {a: "alpha", b: "beta-2"}
