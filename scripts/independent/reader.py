@@ -1620,13 +1620,25 @@ def main(argv=None):
             f"{len(at_fin)} registered name(s) at finalization; confusable pairs: "
             + (", ".join(f"{at_fin[a]!a} ~ {at_fin[b]!a}" for a, b in pairs) or "none"),
         )
-        # names: README *Strings*: a round log's `name` is the chain's text of the registered name
-        names_ok = all(lsites[a].get("name") == names.get(a) for a in vals)
+        # names: README *Strings*: a round log's `name` is the chain's text of the name the site
+        # held when the round was valued or any it was registered under from the round's
+        # RoundValued to its RoundFinalized (a66: a rename can front-run the finalize)
+        valued_at = (rvd[0]["blockNumber"], rvd[0]["logIndex"]) if rvd else until
+        held: dict = {}
+        for bn, li, site, text in regs:
+            if (bn, li) > until:
+                break
+            if (bn, li) < valued_at:
+                held[site] = {text}
+            else:
+                held.setdefault(site, set()).add(text)
+        names_ok = all(lsites[a].get("name") in held.get(a, set()) for a in vals)
         report(
             r,
             "log.names",
             names_ok,
-            "each site's log name equals its SiteRegistered name read by the Strings rule",
+            "each site's log name is a SiteRegistered name it held from the round's valuation "
+            "to its finalization, read by the Strings rule",
         )
         if pending_refs is not None:
             logged = (log.get("standing") or {}).get("references")
