@@ -41,7 +41,6 @@ from fedtrail.ledger.records import (
     PrivacySpend,
     Registrations,
     RegistryHistory,
-    RegistryMove,
     RoundInfo,
     SiteInfo,
     SiteRoundView,
@@ -845,19 +844,6 @@ class Ledger:
             valued=valued,
             stamps=stamps,
         )
-
-    def names_while_finalizing(self, round_id: int) -> dict[str, set[str]]:
-        """:meth:`RegistryHistory.names_while_finalizing` for one round, read here; an audit
-        of many rounds reads :meth:`registry_history` once and asks it."""
-        return self.registry_history(round_id).names_while_finalizing(round_id)
-
-    def participants_at_open(self, round_id: int) -> set[str]:
-        """:meth:`RegistryHistory.participants_at_open` for one round, read here."""
-        return self.registry_history(round_id).participants_at_open(round_id)
-
-    def registry_moves(self, round_id: int, until: int) -> list[RegistryMove]:
-        """:meth:`RegistryHistory.registry_moves` for one round, read here."""
-        return self.registry_history(round_id).registry_moves(round_id, until)
 
     def get_sites(self) -> list[SiteInfo]:
         return [_site(raw) for raw in self._view(self._fn.getSites())]
