@@ -708,12 +708,14 @@ def _structure(
 
 _BOUND_ROOM: Final = 1e-6
 """The room the lower bound of :func:`_bound` leaves each group, relative to its scaled sum of
-squares plus its size: far above the error of the sums it takes (at most ``1024 (width + 2)
-2**-53`` relative, or it is not used) and of the exact statistic's own arithmetic."""
+squares plus its size: far above the error of the sums it takes (at most ``gamma_width``
+relative; the bound is used only while four times that is below a tenth of this room, up to
+about 2 10**8 values) and of the exact statistic's own arithmetic."""
 
-_SAFE_TOTAL: Final = (1e-200, 1e200)
-"""Totals of squares for which :func:`_bound`'s relative error bound holds (no overflow; the
-squares' underflow is negligible against the total)."""
+_SAFE_MEAN: Final = (1e-140, 1e140)
+"""Mean squares for which :func:`_bound` is used: the exact score's arithmetic neither
+overflows nor underflows (its squared mean, its squared differences up to a width of 10**10
+values), and the squares' underflow is negligible against the total."""
 
 
 def _bound(
@@ -738,14 +740,14 @@ def _bound(
     reason. The honest updates of the bundled SmallCNN score 10**4 to 10**7 against the
     default threshold of 1000, so the fixed-order sums are taken only for updates near it."""
     width = sum(a.size for a in arrays)
-    error = _SLACK * (width + 2) * 2.0**-53
+    error = 4.0 * (width + 2) * 2.0**-53  # four times gamma_width
     if count == 0 or error >= _BOUND_ROOM / 10 or not all(a.flags.c_contiguous for a in arrays):
         return -math.inf
     flats = [torch.from_numpy(a.reshape(-1)) for a in arrays]
     sums = [float(torch.dot(f, f)) for f in flats]
     total = math.fsum(sums)
-    low, high = _SAFE_TOTAL
-    if not low < total < high:  # NaN included
+    low, high = _SAFE_MEAN
+    if not low < total / count < high:  # NaN included
         return -math.inf
     scale = count / total  # a group's sum of squares over the mean square
     no_masks = all(m is None for m in masks)
