@@ -843,8 +843,10 @@ def _sizes(
                 )
             )
         else:
-            c = m.reshape(rows, -1)
-            out.append(np.count_nonzero(c, axis=2 - family).astype(np.float64))
+            # the mask's bytes (0 or 1) added as integers: np.count_nonzero's counts, exactly
+            # (measured, the bundled SmallCNN's masks: twice as fast as it along an axis)
+            c = m.reshape(rows, -1).view(np.uint8)
+            out.append(np.add.reduce(c, axis=2 - family, dtype=np.int64).astype(np.float64))
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float64)
 
 
