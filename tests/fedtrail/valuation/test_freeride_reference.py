@@ -21,6 +21,9 @@ from fedtrail.valuation.freeride import (
     _sparse as screen_sparse,
 )
 from fedtrail.valuation.freeride import (
+    _structure as screen_structure,
+)
+from fedtrail.valuation.freeride import (
     free_riders,
     own_reference,
     shaped_residual_z,
@@ -348,4 +351,50 @@ def test_the_sparse_exemption_counts_the_plain_blocks_zeros() -> None:
             if trial % 17 == 0:
                 a = np.zeros(shape)
             values[name] = a
-        assert screen_sparse(values) == _sparse(values), trial
+        nonzero = {k: v != 0 for k, v in values.items()}
+        assert screen_sparse(values, nonzero) == _sparse(values), trial
+
+
+def test_the_early_stop_on_a_lower_bound_decides_as_the_plain_statistic() -> None:
+    """The statistics' early stop (a lower bound from sums in any order, then the fixed-order
+    score only when the bound falls short): at every threshold around the plain statistic,
+    just below, at and just above it, and at the screen's 1000, the screen's statistic is below
+    the threshold exactly when the plain one is, and then it is the plain one, bit for bit;
+    with and without masks, on structured (scores far above 1000), white and near-white
+    values, and values of extreme scale."""
+    gen = torch.Generator().manual_seed(11)
+    rng = np.random.default_rng(11)
+    cases: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]] = []
+    for trial in range(24):
+        base = (
+            _wide(_structured(gen, dead=trial % 3))
+            if trial % 3
+            else {k: rng.standard_normal(shape) for k, shape in SHAPES.items()}
+        )
+        if trial % 4 == 1:  # near-white: a little structure on white noise
+            base = {k: rng.standard_normal(v.shape) + 0.02 * v for k, v in base.items()}
+        scale = (1e-60, 1e-20, 1.0, 1e20, 1e60)[trial % 5]
+        parts = {k: v * scale for k, v in base.items()}
+        present = None
+        if trial % 2:
+            present = {k: rng.random(v.shape) < 0.9 for k, v in parts.items()}
+            parts = {k: np.where(present[k], v, 0.0) for k, v in parts.items()}
+        cases.append((parts, present))
+    for n, (parts, present) in enumerate(cases):
+        plain = _plain_z(parts, present)
+        assert math.isfinite(plain), n
+        stops = [
+            plain * (1 - 1e-3),
+            plain * (1 - 1e-7),
+            math.nextafter(plain, -math.inf),
+            plain,
+            math.nextafter(plain, math.inf),
+            plain * (1 + 1e-7),
+            plain * (1 + 1e-3),
+            1000.0,
+        ]
+        for stop in stops:
+            got = screen_structure(parts, present, stop=stop)
+            assert (got < stop) == (plain < stop), (n, stop, got, plain)
+            if plain < stop:
+                assert got == plain, (n, stop)
