@@ -133,6 +133,19 @@ class Rule:
     """Fault kinds whose sites score 0 from round ``oracle_from`` on, whatever their record: a
     bound on what any rule that recognised them could do (empty: none)."""
     oracle_from: int = 2
+    credit_norm: float = 0.0
+    """A positive share of an update longer than this many median norms is withheld (0: off):
+    the mirror of ``credit_cosine`` for over-long updates."""
+    harm_norm: float = 0.0
+    """A negative share of an update longer than this many median norms counts ``ratio /
+    harm_norm`` times (its say in the averaged step; 0: off)."""
+    slope_negative: bool = False
+    """A positive share of an update whose recorded slope at the global model is negative (it
+    points uphill on the validation utility alone: ``accuracy.py --game-probe``) counts as the
+    same share negative."""
+    screened_harmful: float = 0.0
+    """A submitted update the data-free screens zeroed (it has a norm ratio but no value)
+    accumulates this negative share (0: off)."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +183,24 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                 c = cosines.get(site)
                 if v > 0 and c is not None and c < credit_cosine:
                     normalised[site] = -v if rule.withheld_negative else 0.0
+                slope = (r.get("slopes") or {}).get(site)
+                if rule.slope_negative and slope is not None and slope < 0:
+                    normalised[site] = -abs(normalised[site])
+                ratio = r["norm_ratios"].get(site)
+                if ratio is not None and rule.credit_norm > 0 and ratio > rule.credit_norm:
+                    normalised[site] = min(normalised[site], 0.0)
+                if (
+                    ratio is not None
+                    and rule.harm_norm > 0
+                    and ratio > rule.harm_norm
+                    and normalised[site] < 0
+                ):
+                    normalised[site] *= ratio / rule.harm_norm
+        if rule.screened_harmful > 0 and r["shares"] is not None:
+            normalised = dict(normalised or {})
+            for site in r["submitted"]:
+                if site in r["norm_ratios"] and site not in values:
+                    normalised[site] = -rule.screened_harmful
         after = accumulate(accumulated, normalised or {})
         reference = demotion_reference(after.get(s, 0.0) for s in values)
         norms: dict[str, float] = r["norm_ratios"]
@@ -282,6 +313,17 @@ def _print_what_if(
         )
 
 
+def _attach_slopes(doc: dict[str, Any]) -> None:
+    """Each valuation run's rounds get ``slopes`` (site -> slope at the global model) from the
+    document's ``game_probe`` records (``accuracy.py --game-probe``; the k-th probe run is the
+    k-th valuation run in the document's order), when it has them."""
+    runs = [r for sc in doc["scenarios"].values() for r in sc["runs"] if r["method"] == "valuation"]
+    for rec in doc.get("game_probe") or []:
+        rounds = [x for x in runs[rec["run"]]["rounds"] if x["round"] == rec["round"]]
+        if rounds:
+            rounds[0].setdefault("slopes", {})[rec["site"]] = rec["slope"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -327,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in args.runs:
         doc = json.loads(path.read_text())
         alpha = doc["settings"]["alpha"]
+        _attach_slopes(doc)
         for key, sc in doc["scenarios"].items():
             if args.scenario is not None and key != args.scenario:
                 continue
@@ -413,6 +456,39 @@ def main(argv: Sequence[str] | None = None) -> int:
                     withheld_negative=True,
                     relief_cosine=args.relief_cosine,
                 ),
+                *(
+                    Rule(f"credit_norm {k:g}", relief_cosine=args.relief_cosine, credit_norm=k)
+                    for k in (1.5, 2.0, 3.0)
+                ),
+                *(
+                    Rule(f"harm_norm {k:g}", relief_cosine=args.relief_cosine, harm_norm=k)
+                    for k in (1.0, 1.5, 2.0)
+                ),
+                *(
+                    Rule(
+                        f"credit_norm + harm_norm {k:g}",
+                        relief_cosine=args.relief_cosine,
+                        credit_norm=k,
+                        harm_norm=k,
+                    )
+                    for k in (1.5, 2.0)
+                ),
+                Rule(
+                    "slope negative",
+                    relief_cosine=args.relief_cosine,
+                    slope_negative=True,
+                ),
+                Rule(
+                    "slope negative + withheld negative",
+                    relief_cosine=args.relief_cosine,
+                    slope_negative=True,
+                    withheld_negative=True,
+                ),
+                Rule(
+                    "screened harmful 0.5",
+                    relief_cosine=args.relief_cosine,
+                    screened_harmful=DEMOTE_SCALE,
+                ),
                 Rule("relief_cosine -1 (off)", relief_cosine=-1.0),
                 Rule("relief_cosine -0.7", relief_cosine=-0.7),
                 Rule("relief_cosine -0.5", relief_cosine=-0.5),
@@ -441,6 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for kinds, start in (
                         (frozenset({"scale"}), 2),
                         (frozenset({"scale"}), 1),
+                        (frozenset({"sign_flip"}), 2),
                         (frozenset({"scale", "sign_flip"}), 2),
                     )
                 ),
