@@ -7,7 +7,8 @@ Usage: .venv/bin/python scripts/bench/valuation_trace.py RUN.json [RUN.json ...]
 Reads the JSON that ``scripts/bench/accuracy.py --out RUN.json`` writes (its ``valuation``
 runs; runs saved before the diagnostics were recorded have no cosines or norms and are
 skipped) and prints, for each run, every site's cosine to the round's median update, its norm
-over the median norm, the share the standing credited it and its on-chain score, round by
+over the median norm, the share the standing credited it, its on-chain score and its share of
+the round's weight, round by
 round; then, over all runs, what separates the faulty sites from the honest ones on the
 data-free statistics:
 
@@ -31,6 +32,12 @@ prints, per run, the faulty sites' weight share and the honest site-rounds score
   over the round's median norm, divided by ``max(1, n / m)`` (its claimed samples over the
   median claimed), is above ``T`` scores 0 (``--norm-window N``: the median of its latest N
   updates only, as a rule reading the stale screen's references of the latest rounds could);
+* ``credit_norm K`` / ``harm_norm K``: a positive share of an update longer than ``K`` median
+  norms is withheld / a negative one counts ``ratio / K`` times (its say in the averaged step);
+* ``slope negative``: a positive share of an update whose slope at the global model is
+  negative (runs recorded with ``accuracy.py --game-probe``) counts as the same share negative;
+* ``screened harmful S``: an update the data-free screens rejected (in any round, the warm-up
+  included) sets its site's record to ``min(0, record) - S``;
 * ``oracle: KINDS zeroed from round R``: the sites of those fault kinds (``scale``: scenario
   (c)'s x10 site; ``sign_flip``: its sign-flipper) score 0 from round R on, everything else as
   the recorded rule: a bound on what any rule that recognised them from round R could reach
@@ -101,6 +108,7 @@ def _print_run(label: str, run: dict[str, Any]) -> None:
             "norm": [_fmt(r["norm_ratios"].get(name), "6.2f", "     -") for r in rounds],
             "share": [_fmt((r["shares"] or {}).get(name), "+6.2f", "     .") for r in rounds],
             "score": [_fmt(_score(r, name), "6.2f", "     -") for r in rounds],
+            "weight": [_fmt(_weight(r, name), "6.3f", "     -") for r in rounds],
         }
         for i, (row, cells) in enumerate(rows.items()):
             head = f"{name:9} {fault:12}" if i == 0 else " " * 22
@@ -111,6 +119,15 @@ def _score(record: dict[str, Any], site: str) -> float | None:
     if site not in record["submitted"]:
         return None
     return float(record["scores"][record["submitted"].index(site)]) / 1e6
+
+
+def _weight(record: dict[str, Any], site: str) -> float | None:
+    """The site's share of the round's on-chain weight (None: not submitted or no weight)."""
+    weights = record.get("weights") or []
+    total = sum(weights)
+    if site not in record["submitted"] or not total:
+        return None
+    return float(weights[record["submitted"].index(site)]) / total
 
 
 @dataclass(frozen=True)
@@ -144,8 +161,9 @@ class Rule:
     points uphill on the validation utility alone: ``accuracy.py --game-probe``) counts as the
     same share negative."""
     screened_harmful: float = 0.0
-    """A submitted update the data-free screens zeroed (it has a norm ratio but no value)
-    accumulates this negative share (0: off)."""
+    """A submitted update the data-free screens zeroed (it has a norm ratio but no value), in
+    any round, the warm-up included, sets its site's accumulated value to ``min(0, it)`` minus
+    this (0: off): a strike that one later positive share does not undo."""
 
 
 @dataclass(frozen=True)
@@ -196,12 +214,11 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                     and normalised[site] < 0
                 ):
                     normalised[site] *= ratio / rule.harm_norm
-        if rule.screened_harmful > 0 and r["shares"] is not None:
-            normalised = dict(normalised or {})
+        after = accumulate(accumulated, normalised or {})
+        if rule.screened_harmful > 0:  # in the warm-up round too
             for site in r["submitted"]:
                 if site in r["norm_ratios"] and site not in values:
-                    normalised[site] = -rule.screened_harmful
-        after = accumulate(accumulated, normalised or {})
+                    after[site] = min(after.get(site, 0.0), 0.0) - rule.screened_harmful
         reference = demotion_reference(after.get(s, 0.0) for s in values)
         norms: dict[str, float] = r["norm_ratios"]
         median_n = statistics.median([samples[s] for s in norms]) if norms else 0
@@ -484,10 +501,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     slope_negative=True,
                     withheld_negative=True,
                 ),
-                Rule(
-                    "screened harmful 0.5",
-                    relief_cosine=args.relief_cosine,
-                    screened_harmful=DEMOTE_SCALE,
+                *(
+                    Rule(
+                        f"screened harmful {k:g}",
+                        relief_cosine=args.relief_cosine,
+                        screened_harmful=k,
+                    )
+                    for k in (0.5, 1.0)
                 ),
                 Rule("relief_cosine -1 (off)", relief_cosine=-1.0),
                 Rule("relief_cosine -0.7", relief_cosine=-0.7),
