@@ -8,7 +8,7 @@ model as :func:`fedtrail.valuation.value_round`:
 * ``slope``: the utility's gradient at the global model dotted with the update
   (:meth:`~fedtrail.valuation.utility.CoalitionUtility.slopes` at the empty coalition): the
   update's first-order effect alone, linear in it (a sign-flipped update has minus its honest
-  slope; a x10 one ten times it);
+  slope; a x10 one ten times it); None under the metric ``"auc"``, which has no gradient;
 * ``u1``, ``uh``, ``um``: the utility of the global model plus the update, plus half of it,
   minus it (``global + t * delta`` for ``t`` 1, 0.5, -1: singletons of the mean game).
 
@@ -65,7 +65,8 @@ def probe(kwargs: Mapping[str, Any], report: RoundValuation, round_id: int) -> N
     )
     utility = CoalitionUtility(ctx, [*players, *variants])
     u0 = utility(frozenset())
-    slopes = utility.slopes(frozenset())
+    # the AUC has no gradient: no slope under that metric
+    slopes = utility.slopes(frozenset()) if kwargs["metric"] != "auc" else {}
     for c in players:
         v = valued[c.site]
         row: dict[str, Any] = {
@@ -78,7 +79,7 @@ def probe(kwargs: Mapping[str, Any], report: RoundValuation, round_id: int) -> N
             "norm_ratio": (v.norm / v.median_norm) if v.norm and v.median_norm else None,
             "score": v.score,
             "u0": u0,
-            "slope": slopes[c.site],
+            "slope": slopes.get(c.site),
         }
         for name, _ in STEPS:
             row[name] = utility(frozenset({f"{c.site}~{name}"}))

@@ -22,7 +22,7 @@ from typing import Any
 
 TESTS = {
     "reverse": lambda r: r["u1"] < r["um"],
-    "slope<0": lambda r: r["slope"] < 0,
+    "slope<0": lambda r: r["slope"] is not None and r["slope"] < 0,
     "overshoot": lambda r: r["u1"] < r["uh"],
     "alone<0": lambda r: r["u1"] < r["u0"],
 }
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"alpha {doc['settings']['alpha']:g} ({key}) seed {run['seed']} round "
                     f"{r['round']} {r['site']} {fault}: norm {r['norm_ratio'] or 0:.2f} cos "
-                    f"{r['cosine'] or 0:+.2f} value {r['value']:+.4f} slope {r['slope']:+.4f} "
+                    f"{r['cosine'] or 0:+.2f} value {r['value']:+.4f} slope {r['slope'] or 0:+.4f} "
                     f"u1-u0 {r['u1'] - r['u0']:+.4f} uh-u0 {r['uh'] - r['u0']:+.4f} "
                     f"um-u0 {r['um'] - r['u0']:+.4f}"
                 )

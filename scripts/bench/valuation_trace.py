@@ -337,7 +337,7 @@ def _attach_slopes(doc: dict[str, Any]) -> None:
     runs = [r for sc in doc["scenarios"].values() for r in sc["runs"] if r["method"] == "valuation"]
     for rec in doc.get("game_probe") or []:
         rounds = [x for x in runs[rec["run"]]["rounds"] if x["round"] == rec["round"]]
-        if rounds:
+        if rounds and rec.get("slope") is not None:
             rounds[0].setdefault("slopes", {})[rec["site"]] = rec["slope"]
 
 
