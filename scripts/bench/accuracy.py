@@ -89,6 +89,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _sim
 import delta_clip
+import game_probe
 import norm_persist
 import share_clip
 import torch
@@ -1180,6 +1181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the other players' game (zeroed_out.py); default: the product's game",
     )
     parser.add_argument(
+        "--game-probe",
+        action="store_true",
+        help="an experiment (issue 12 (c)): record each valued update's utility alone (its "
+        "slope at the global model; the global model plus 1, 0.5, -1 times it) in the JSON's "
+        "game_probe list (game_probe.py); changes no score",
+    )
+    parser.add_argument(
         "--norm-persist",
         type=float,
         default=None,
@@ -1257,6 +1265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--clip-game needs --delta-clip")
     if args.zeroed_out:
         zeroed_out.install()
+    if args.game_probe:
+        game_probe.install()
     if args.norm_persist is not None:
         if not (math.isfinite(args.norm_persist) and args.norm_persist > 0):
             parser.error(f"--norm-persist must be a positive number, got {args.norm_persist}")
@@ -1403,6 +1413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"median), faulty clipped {st['faulty_clipped']}/{st['faulty_used']}, "
                 f"faulty influence share {st['influence_share']:.3f}"
             )
+    if args.game_probe:
+        doc["game_probe"] = game_probe.records()
     doc["claims"] = _report(doc, results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1, default=float, allow_nan=True), encoding="utf-8")

@@ -7,7 +7,8 @@ Usage: .venv/bin/python scripts/bench/valuation_trace.py RUN.json [RUN.json ...]
 Reads the JSON that ``scripts/bench/accuracy.py --out RUN.json`` writes (its ``valuation``
 runs; runs saved before the diagnostics were recorded have no cosines or norms and are
 skipped) and prints, for each run, every site's cosine to the round's median update, its norm
-over the median norm, the share the standing credited it and its on-chain score, round by
+over the median norm, the share the standing credited it, its on-chain score and its share of
+the round's weight, round by
 round; then, over all runs, what separates the faulty sites from the honest ones on the
 data-free statistics:
 
@@ -31,6 +32,12 @@ prints, per run, the faulty sites' weight share and the honest site-rounds score
   over the round's median norm, divided by ``max(1, n / m)`` (its claimed samples over the
   median claimed), is above ``T`` scores 0 (``--norm-window N``: the median of its latest N
   updates only, as a rule reading the stale screen's references of the latest rounds could);
+* ``credit_norm K`` / ``harm_norm K``: a positive share of an update longer than ``K`` median
+  norms is withheld / a negative one counts ``ratio / K`` times (its say in the averaged step);
+* ``slope negative``: a positive share of an update whose slope at the global model is
+  negative (runs recorded with ``accuracy.py --game-probe``) counts as the same share negative;
+* ``screened harmful S``: an update the data-free screens rejected (in any round, the warm-up
+  included) sets its site's record to ``min(0, record) - S``;
 * ``oracle: KINDS zeroed from round R``: the sites of those fault kinds (``scale``: scenario
   (c)'s x10 site; ``sign_flip``: its sign-flipper) score 0 from round R on, everything else as
   the recorded rule: a bound on what any rule that recognised them from round R could reach
@@ -101,6 +108,7 @@ def _print_run(label: str, run: dict[str, Any]) -> None:
             "norm": [_fmt(r["norm_ratios"].get(name), "6.2f", "     -") for r in rounds],
             "share": [_fmt((r["shares"] or {}).get(name), "+6.2f", "     .") for r in rounds],
             "score": [_fmt(_score(r, name), "6.2f", "     -") for r in rounds],
+            "weight": [_fmt(_weight(r, name), "6.3f", "     -") for r in rounds],
         }
         for i, (row, cells) in enumerate(rows.items()):
             head = f"{name:9} {fault:12}" if i == 0 else " " * 22
@@ -111,6 +119,15 @@ def _score(record: dict[str, Any], site: str) -> float | None:
     if site not in record["submitted"]:
         return None
     return float(record["scores"][record["submitted"].index(site)]) / 1e6
+
+
+def _weight(record: dict[str, Any], site: str) -> float | None:
+    """The site's share of the round's on-chain weight (None: not submitted or no weight)."""
+    weights = record.get("weights") or []
+    total = sum(weights)
+    if site not in record["submitted"] or not total:
+        return None
+    return float(weights[record["submitted"].index(site)]) / total
 
 
 @dataclass(frozen=True)
@@ -133,6 +150,20 @@ class Rule:
     """Fault kinds whose sites score 0 from round ``oracle_from`` on, whatever their record: a
     bound on what any rule that recognised them could do (empty: none)."""
     oracle_from: int = 2
+    credit_norm: float = 0.0
+    """A positive share of an update longer than this many median norms is withheld (0: off):
+    the mirror of ``credit_cosine`` for over-long updates."""
+    harm_norm: float = 0.0
+    """A negative share of an update longer than this many median norms counts ``ratio /
+    harm_norm`` times (its say in the averaged step; 0: off)."""
+    slope_negative: bool = False
+    """A positive share of an update whose recorded slope at the global model is negative (it
+    points uphill on the validation utility alone: ``accuracy.py --game-probe``) counts as the
+    same share negative."""
+    screened_harmful: float = 0.0
+    """A submitted update the data-free screens zeroed (it has a norm ratio but no value), in
+    any round, the warm-up included, sets its site's accumulated value to ``min(0, it)`` minus
+    this (0: off): a strike that one later positive share does not undo."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +201,24 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                 c = cosines.get(site)
                 if v > 0 and c is not None and c < credit_cosine:
                     normalised[site] = -v if rule.withheld_negative else 0.0
+                slope = (r.get("slopes") or {}).get(site)
+                if rule.slope_negative and slope is not None and slope < 0:
+                    normalised[site] = -abs(normalised[site])
+                ratio = r["norm_ratios"].get(site)
+                if ratio is not None and rule.credit_norm > 0 and ratio > rule.credit_norm:
+                    normalised[site] = min(normalised[site], 0.0)
+                if (
+                    ratio is not None
+                    and rule.harm_norm > 0
+                    and ratio > rule.harm_norm
+                    and normalised[site] < 0
+                ):
+                    normalised[site] *= ratio / rule.harm_norm
         after = accumulate(accumulated, normalised or {})
+        if rule.screened_harmful > 0:  # in the warm-up round too
+            for site in r["submitted"]:
+                if site in r["norm_ratios"] and site not in values:
+                    after[site] = min(after.get(site, 0.0), 0.0) - rule.screened_harmful
         reference = demotion_reference(after.get(s, 0.0) for s in values)
         norms: dict[str, float] = r["norm_ratios"]
         median_n = statistics.median([samples[s] for s in norms]) if norms else 0
@@ -282,6 +330,17 @@ def _print_what_if(
         )
 
 
+def _attach_slopes(doc: dict[str, Any]) -> None:
+    """Each valuation run's rounds get ``slopes`` (site -> slope at the global model) from the
+    document's ``game_probe`` records (``accuracy.py --game-probe``; the k-th probe run is the
+    k-th valuation run in the document's order), when it has them."""
+    runs = [r for sc in doc["scenarios"].values() for r in sc["runs"] if r["method"] == "valuation"]
+    for rec in doc.get("game_probe") or []:
+        rounds = [x for x in runs[rec["run"]]["rounds"] if x["round"] == rec["round"]]
+        if rounds and rec.get("slope") is not None:
+            rounds[0].setdefault("slopes", {})[rec["site"]] = rec["slope"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -327,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in args.runs:
         doc = json.loads(path.read_text())
         alpha = doc["settings"]["alpha"]
+        _attach_slopes(doc)
         for key, sc in doc["scenarios"].items():
             if args.scenario is not None and key != args.scenario:
                 continue
@@ -413,6 +473,42 @@ def main(argv: Sequence[str] | None = None) -> int:
                     withheld_negative=True,
                     relief_cosine=args.relief_cosine,
                 ),
+                *(
+                    Rule(f"credit_norm {k:g}", relief_cosine=args.relief_cosine, credit_norm=k)
+                    for k in (1.5, 2.0, 3.0)
+                ),
+                *(
+                    Rule(f"harm_norm {k:g}", relief_cosine=args.relief_cosine, harm_norm=k)
+                    for k in (1.0, 1.5, 2.0)
+                ),
+                *(
+                    Rule(
+                        f"credit_norm + harm_norm {k:g}",
+                        relief_cosine=args.relief_cosine,
+                        credit_norm=k,
+                        harm_norm=k,
+                    )
+                    for k in (1.5, 2.0)
+                ),
+                Rule(
+                    "slope negative",
+                    relief_cosine=args.relief_cosine,
+                    slope_negative=True,
+                ),
+                Rule(
+                    "slope negative + withheld negative",
+                    relief_cosine=args.relief_cosine,
+                    slope_negative=True,
+                    withheld_negative=True,
+                ),
+                *(
+                    Rule(
+                        f"screened harmful {k:g}",
+                        relief_cosine=args.relief_cosine,
+                        screened_harmful=k,
+                    )
+                    for k in (0.5, 1.0)
+                ),
                 Rule("relief_cosine -1 (off)", relief_cosine=-1.0),
                 Rule("relief_cosine -0.7", relief_cosine=-0.7),
                 Rule("relief_cosine -0.5", relief_cosine=-0.5),
@@ -441,6 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for kinds, start in (
                         (frozenset({"scale"}), 2),
                         (frozenset({"scale"}), 1),
+                        (frozenset({"sign_flip"}), 2),
                         (frozenset({"scale", "sign_flip"}), 2),
                     )
                 ),

@@ -210,3 +210,104 @@ def test_oracle_rows_bound_what_recognising_the_faulty_sites_could_reach(tmp_pat
         "faulty share mean 0.1667, honest zeroed 0/6"
         in lines["oracle: scale+sign_flip zeroed from round 2"]
     )
+
+
+def test_rows_show_each_rounds_weight_share(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(_what_if_run(tmp_path))],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    weights = [x.split() for x in out.splitlines() if x.strip().startswith("weight")]
+    assert len(weights) == 4  # one row per site
+    assert all(row[1:] == ["0.250", "0.250", "0.250"] for row in weights)
+
+
+def _norm_rules_run(tmp_path: Path, *, screened_first: bool = False) -> Path:
+    """Four sites of 10 samples, every cosine positive: honest A and B, C valued below zero
+    (-0.1, then -0.2 of the round's share), D three median norms long, valued +0.4 in round 2
+    and -0.2 in round 3; with ``screened_first`` D is rejected by a screen in the warm-up (a
+    norm ratio, no value, score 0). Round 2 carries a game_probe record of A with a negative
+    slope."""
+    names = ["A", "B", "C", "D"]
+    values = [
+        {"A": 0.2, "B": 0.3, "C": -0.1, "D": 0.4},
+        {"A": 0.2, "B": 0.3, "C": -0.1, "D": 0.4},
+        {"A": 0.3, "B": 0.3, "C": -0.2, "D": -0.2},
+    ]
+    if screened_first:
+        values[0] = {"A": 0.2, "B": 0.3, "C": -0.1}
+    rounds = []
+    for n, v in enumerate(values, start=1):
+        scores = [1_000_000 if s in v else 0 for s in names]
+        rounds.append(
+            {
+                "round": n,
+                "submitted": names,
+                "scores": scores,
+                "weights": [10 * x for x in scores],
+                "skipped": False,
+                "shares": None if n == 1 else v,
+                "cosines": {"A": 0.9, "B": 0.8, "C": 0.5, "D": 0.9},
+                "norm_ratios": {"A": 1.0, "B": 1.0, "C": 1.0, "D": 3.0},
+                "values": v,
+            }
+        )
+    run = {
+        "method": "valuation",
+        "seed": 7,
+        "test": {"auc": 0.9},
+        "site_names": names,
+        "site_samples": [10] * 4,
+        "site_faults": ["none", "none", "sign_flip", "scale"],
+        "rounds": rounds,
+    }
+    probe = [{"run": 0, "round": 2, "site": "A", "samples": 10, "slope": -0.01}]
+    doc = {"settings": {"alpha": 1.0}, "scenarios": {"c": {"runs": [run]}}, "game_probe": probe}
+    path = tmp_path / "norm_rules.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _what_if_lines(path: Path) -> dict[str, str]:
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(path), "--summary-only", "--what-if"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {x.split(": faulty share")[0].strip(): x for x in out.splitlines() if "faulty sh" in x}
+
+
+def test_norm_and_slope_rules_replay_by_hand(tmp_path: Path) -> None:
+    lines = _what_if_lines(_norm_rules_run(tmp_path))
+    # today's rule: C at 0.8 then 0.4 of its score, D full: (1/2 + 18/38 + 14/34) / 3
+    assert "faulty share mean 0.4618, honest zeroed 0/6" in lines["recorded rule"]
+    # credit_norm 2: D's +0.4 withheld, its -0.2 demotes it to 0.6 in round 3:
+    # (1/2 + 18/38 + 10/30) / 3
+    assert "faulty share mean 0.4357" in lines["credit_norm 2"]
+    # harm_norm 1: D's -0.2 counts 3 times: -0.6 against its +0.4, the same 0.6 in round 3
+    assert "faulty share mean 0.4357" in lines["harm_norm 1"]
+    # harm_norm 2 alone: -0.3 against +0.4 leaves D's record positive: today's figure
+    assert "faulty share mean 0.4618" in lines["harm_norm 2"]
+    # both at 2: D's record 0, then -0.3: 0.4 of its score in round 3: (1/2 + 18/38 + 8/28) / 3
+    assert "faulty share mean 0.4198" in lines["credit_norm + harm_norm 2"]
+    # slope negative: A's round-2 share counts -0.2 (score 0.6 that round), back in round 3:
+    # (1/2 + 18/34 + 14/34) / 3
+    assert "faulty share mean 0.4804, honest zeroed 0/6" in lines["slope negative"]
+    # no screen rejected anyone: the strike rule changes nothing
+    assert "faulty share mean 0.4618" in lines["screened harmful 1"]
+
+
+def test_screened_harmful_is_a_strike_a_later_positive_share_may_not_undo(
+    tmp_path: Path,
+) -> None:
+    lines = _what_if_lines(_norm_rules_run(tmp_path, screened_first=True))
+    # D rejected in the warm-up (C holds 1/3), then full again: (1/3 + 18/38 + 14/34) / 3
+    assert "faulty share mean 0.4063" in lines["recorded rule"]
+    # strike 0.5: D's record -0.5 + 0.4 = -0.1 (0.8), then -0.3 (0.4), as C's:
+    # (1/3 + 16/36 + 8/28) / 3
+    assert "faulty share mean 0.3545" in lines["screened harmful 0.5"]
+    # strike 1: -0.6 and -0.8, D scores 0 in rounds 2-3: (1/3 + 8/28 + 4/24) / 3
+    assert "faulty share mean 0.2619, honest zeroed 0/6" in lines["screened harmful 1"]
