@@ -28,6 +28,8 @@ Checks per round (each printed PASS/FAIL/NOTE):
     scores, names (README *Strings*); `sites.names` by the README's rule and table
   - peer rounds: score windows and quorum, the medians of the revealed vectors, the
     validators' distances and reputations
+  - sites.registry: removals, caps and budgets the coordinator set on a participant inside the
+    round's windows (README *Registry changes inside a round*, a65)
 Not replayed (README *Not given here*): the privacy spend and noise checks, the explanation
 check, the values themselves (private validation split).
 """
@@ -755,6 +757,71 @@ def noise_tests(
     return None
 
 
+# ---------------------------------------------------------------- registry changes (a65)
+DECLINE_TAG = Web3.keccak(text="fedtrail.decline/1")
+DECLINE_REASONS = range(1, 8)  # README *Refusals are declared on chain*: reason codes 1..7
+
+
+def is_decline(commitment: bytes, site: str, rnd: int, terms_sha: bytes) -> bool:
+    """README *Refusals are declared on chain*: keccak256(abi.encode(keccak256("fedtrail.decline/1"),
+    site, round, termsSha256, reason)) for one of the reason codes."""
+    return any(
+        Web3.keccak(
+            abi_encode(
+                ["bytes32", "address", "uint256", "bytes32", "uint8"],
+                [DECLINE_TAG, Web3.to_checksum_address(site), rnd, terms_sha, reason],
+            )
+        )
+        == bytes(commitment)
+        for reason in DECLINE_REASONS
+    )
+
+
+def registry_rule(
+    opened, events, stamps, reveal_dl, until, revealed, declined, voted, phase, paid, peer
+):
+    """README 'The public rules, exactly', *Registry changes inside a round* (`sites.registry`).
+
+    opened: (block, logIndex) of the round's first RoundOpened; events: [(position, kind, site,
+    value)] with kind "registered", "removed", "cap", "budget"; stamps: block -> timestamp;
+    revealed / declined / voted: sets of sites; voted None: a ScoresRevealed event that does not
+    match the stored vote (no one counted as having lost a vector). Returns (ok, detail)."""
+    participants = set()
+    for pos, kind, site, _ in sorted(events, key=lambda e: e[0]):
+        if pos >= opened:
+            break
+        if kind == "registered":
+            participants.add(site)
+        elif kind == "removed":
+            participants.discard(site)
+    moves = [
+        e
+        for e in sorted(events, key=lambda e: e[0])
+        if e[0] > opened
+        and e[1] in ("removed", "cap", "budget")
+        and e[2] in participants
+        and stamps[e[0][0]] <= until
+    ]
+    lost: dict = {}
+    for pos, kind, site, _value in moves:
+        got = lost.setdefault(site, set())
+        if stamps[pos[0]] <= reveal_dl and site not in revealed | declined:
+            got.add("no update")
+        if peer and voted is not None and kind == "removed" and site not in voted:
+            got.add("no score vector")
+    words = "; ".join(
+        f"{site} {kind}{'' if value is None else ' ' + str(value)} (block {pos[0]}, t {stamps[pos[0]]})"
+        for pos, kind, site, value in moves
+    )
+    kept_out = sorted((s for s in lost if lost[s]), key=lambda a: int(a, 16))
+    detail = (
+        f"{len(participants)} participant(s) at open; moves up to {until}: {words or 'none'}; "
+        f"kept out: {', '.join(f'{s} ({sorted(lost[s])})' for s in kept_out) or 'none'}; "
+        f"finalized {phase == 3}, paid {paid}"
+    )
+    return not (kept_out and phase == 3 and paid), detail
+
+
 # ---------------------------------------------------------------- peer rounds
 REPUTATION_GATE = 500_000
 
@@ -1007,6 +1074,8 @@ def main(argv=None):
         n: events(n)
         for n in [
             "SiteRemoved",
+            "MaxSamplesSet",
+            "PrivacyBudgetSet",
             "RoundOpened",
             "UpdateCommitted",
             "UpdateSubmitted",
@@ -1033,6 +1102,28 @@ def main(argv=None):
         f"rounds opened: {[e.args.round for e in ev['RoundOpened']]}; currentRound() "
         f"{c.functions.currentRound().call()}, lastFinalizedRound() {c.functions.lastFinalizedRound().call()}"
     )
+
+    # README *Registry changes inside a round*: every registration, removal, cap and budget
+    reg_events = [((b, i), "registered", site, None) for b, i, site, _ in regs]
+    for name, kind, field in (
+        ("SiteRemoved", "removed", None),
+        ("MaxSamplesSet", "cap", "maxSamples"),
+        ("PrivacyBudgetSet", "budget", "epsilonBudgetMicro"),
+    ):
+        reg_events += [
+            (
+                (e["blockNumber"], e["logIndex"]),
+                kind,
+                e.args.site.lower(),
+                None if field is None else int(e.args[field]),
+            )
+            for e in ev[name]
+        ]
+    stamps = {
+        pos[0]: w3.eth.get_block(pos[0])["timestamp"]
+        for pos, kind, _, _ in reg_events
+        if kind != "registered"
+    }
 
     reputation: dict[str, int | None] = {}
     history: dict[int, dict] = {}  # finalized round -> its free-rider references
@@ -1172,11 +1263,13 @@ def main(argv=None):
         deltas = {}
         hdrs = {}
         onchain = {}
+        commitments = {}
         for e in commits:
             a = e.args.site.lower()
             sub = c.functions.getSubmission(r, e.args.site).call()
             (_, revealed, commitment, sub_sha, n, score, reason, weight) = sub
             onchain[a] = (revealed, n, score, reason, weight)
+            commitments[a] = commitment
             rev = reveals.get(a)
             tag = f"update.{names.get(a, a)}"
             if rev is None:
@@ -1228,6 +1321,42 @@ def main(argv=None):
                     False,
                     f"{rev.args.cid} sha256 {'ok' if ok_hash else 'MISMATCH'}; does not decode: {exc}",
                 )
+
+        # ---- sites.registry (README *Registry changes inside a round*, a65)
+        voted: set | None = set()
+        for e in ev["ScoresRevealed"]:
+            if e.args.round != r:
+                continue
+            stored, _ = c.functions.scoreVote(r, e.args.validator).call()
+            expect = Web3.keccak(
+                abi_encode(
+                    ["uint256", "address", "uint32[]"],
+                    [r, e.args.validator, list(e.args.scores)],
+                )
+            )
+            if voted is not None and stored == expect:
+                voted.add(e.args.validator.lower())
+            else:
+                voted = None
+        until = max([reveal_dl] + [e.args.scoreRevealDeadline for e in peer])
+        reg_ok, reg_detail = registry_rule(
+            (ro["blockNumber"], ro["logIndex"]),
+            reg_events,
+            stamps,
+            reveal_dl,
+            until,
+            {a for a in onchain if onchain[a][0]},
+            {
+                a
+                for a in onchain
+                if not onchain[a][0] and is_decline(commitments[a], a, r, terms_sha)
+            },
+            voted,
+            phase,
+            any(onchain[a][0] and onchain[a][4] > 0 for a in onchain),
+            bool(peer),
+        )
+        report(r, "sites.registry", reg_ok, reg_detail)
 
         # ---- weights
         vals = sorted(valued)
