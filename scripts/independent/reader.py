@@ -113,6 +113,122 @@ def readme_layout():
     return namespace["layout"]
 
 
+RDP_MARKER = "<!-- rdp-reference -->\n```python\n"
+
+
+def readme_accountant():
+    """The privacy accountant printed in the README (*The privacy accountant, exactly*), run from
+    its text: ``declared_micro(dp, earlier, total_before)``."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(RDP_MARKER) + len(RDP_MARKER)
+    source = text[start : text.index("```", start)]
+    namespace: dict = {}
+    exec(compile(source, "README.md rdp-reference", "exec"), namespace)
+    return namespace
+
+
+DP_FIELDS = {"noise_multiplier", "max_grad_norm", "sample_rate", "steps", "delta", "accountant"}
+
+
+def valid_dp(doc) -> bool:
+    """README *Privacy spend*: the header's "dp" object is valid DP parameters."""
+
+    def num(v):
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not isinstance(doc, dict) or set(doc) - {"accounting"} != DP_FIELDS:
+        return False
+    if "accounting" in doc and doc["accounting"] != "composed":
+        return False
+    steps = doc["steps"]
+    return (
+        all(num(doc[k]) for k in ("noise_multiplier", "max_grad_norm", "sample_rate", "delta"))
+        and 0 < doc["noise_multiplier"] <= 1000
+        and doc["max_grad_norm"] > 0
+        and 0 < doc["sample_rate"] <= 1
+        and 0 < doc["delta"] < 1
+        and isinstance(steps, int)
+        and not isinstance(steps, bool)
+        and 1 <= steps <= 10_000_000
+        and doc["accountant"] == "rdp"
+    )
+
+
+def privacy_rule(acct, terms, revealed, readable, dp, samples, weights, spends, earlier_of):
+    """README *Privacy spend*. revealed: sites with a revealed update; readable: those whose
+    update reads; dp: site -> "dp" object or None (readable ones); samples / weights: on-chain
+    numSamples / weight; spends: [(site, epsilonMicro)] of the round's PrivacySpent events;
+    earlier_of(site) -> (list of earlier "dp" objects or None when one cannot be read,
+    total_before). Returns [(check, ok, detail)] (empty: neither check applies)."""
+    asked = terms.get("privacy")
+    if asked is None and not any(dp.get(a) is not None for a in readable):
+        return []
+    declared: dict = {}
+    problems = []
+    for site, micro in spends:
+        if site in declared:
+            problems.append(f"{site[:10]} declared twice")
+        declared[site] = declared.get(site, 0) + micro
+    checked = 0
+    for a in sorted(revealed, key=lambda x: int(x, 16)):
+        said = declared.get(a, 0)
+        if a not in readable:
+            if a in declared:
+                problems.append(f"{a[:10]} declared a spend for an unreadable update")
+            continue
+        checked += 1
+        p = dp.get(a)
+        if p is None:
+            if said:
+                problems.append(f"{a[:10]} declared {said} micro but its update has no dp")
+            continue
+        n = samples[a]
+        if asked is not None and p["delta"] != asked.get("delta"):
+            problems.append(f"{a[:10]} delta {p['delta']} is not the terms' {asked.get('delta')}")
+        if n > 0 and p["delta"] > 1 / n:
+            problems.append(f"{a[:10]} delta {p['delta']} > 1 / its {n} samples")
+        if p["sample_rate"] * n < 1 - 1e-9:
+            problems.append(f"{a[:10]} sample rate {p['sample_rate']} over {n} samples")
+        per_epoch = max(1, round(1 / p["sample_rate"]))
+        if p["steps"] % per_epoch:
+            problems.append(f"{a[:10]} {p['steps']} steps are not whole epochs of {per_epoch}")
+        earlier, before = earlier_of(a) if p.get("accounting") == "composed" else ([], 0)
+        if earlier is None:
+            problems.append(f"{a[:10]}: an earlier private update cannot be read or has no dp")
+            continue
+        got = acct["declared_micro"](p, earlier, before)
+        if got != said:
+            problems.append(
+                f"{a[:10]} declared {said} micro, its dp ({p.get('accounting', 'summed')}) gives {got}"
+            )
+    unknown = sorted(s[:10] for s in set(declared) - set(revealed))
+    if unknown:
+        problems.append(f"spends declared by sites without an update: {', '.join(unknown)}")
+    out = [
+        (
+            "privacy.spend",
+            not problems,
+            "; ".join(problems)
+            or f"{checked} update(s): every declared spend is the README accountant's "
+            f"({len(spends)} spend(s) on chain: {dict(declared)})",
+        )
+    ]
+    if asked is not None and asked.get("required"):
+        plain = sorted(
+            a[:10] for a in revealed if weights[a] > 0 and (a not in readable or dp.get(a) is None)
+        )
+        out.append(
+            (
+                "privacy.required",
+                not plain,
+                f"weighted updates without dp: {', '.join(plain)}"
+                if plain
+                else "every weighted update carries dp",
+            )
+        )
+    return out
+
+
 def spec_hash_of(spec: dict) -> str:
     """README *Wire format*: sha256 of the canonical JSON of the spec and its tensors in
     state-dict order, each ``[name, shape, "float32"]``."""
@@ -1079,6 +1195,7 @@ def main(argv=None):
             "RoundOpened",
             "UpdateCommitted",
             "UpdateSubmitted",
+            "PrivacySpent",
             "UpdateValued",
             "RoundValued",
             "RoundFinalized",
@@ -1125,6 +1242,8 @@ def main(argv=None):
         if kind != "registered"
     }
 
+    acct = readme_accountant()
+    dp_seen: dict = {}  # (round, site) -> the "dp" object of a readable revealed update, or None
     reputation: dict[str, int | None] = {}
     history: dict[int, dict] = {}  # finalized round -> its free-rider references
     first_terms: dict | None = None
@@ -1264,6 +1383,7 @@ def main(argv=None):
         hdrs = {}
         onchain = {}
         commitments = {}
+        readable = set()
         for e in commits:
             a = e.args.site.lower()
             sub = c.functions.getSubmission(r, e.args.site).call()
@@ -1307,6 +1427,9 @@ def main(argv=None):
                 )
                 deltas[a] = decode_update(ut, udoc, shapes)
                 hdrs[a] = udoc
+                if ok_hash and canon and hdr_ok and ("dp" not in udoc or valid_dp(udoc["dp"])):
+                    readable.add(a)
+                    dp_seen[(r, a)] = udoc.get("dp")
                 report(
                     r,
                     tag,
@@ -1321,6 +1444,29 @@ def main(argv=None):
                     False,
                     f"{rev.args.cid} sha256 {'ok' if ok_hash else 'MISMATCH'}; does not decode: {exc}",
                 )
+
+        # ---- privacy.spend / privacy.required (README *Privacy spend*)
+        spends_all = ev["PrivacySpent"]
+
+        def earlier_of(site, r=r, spends_all=spends_all):
+            mine = [e for e in spends_all if e.args.site.lower() == site and e.args.round < r]
+            params = [dp_seen.get((e.args.round, site)) for e in mine]
+            if any(p is None for p in params):
+                return None, 0
+            return params, mine[-1].args.totalMicro if mine else 0
+
+        for check, ok, detail in privacy_rule(
+            acct,
+            terms,
+            {a for a in reveals if onchain.get(a, (False,))[0]},
+            readable,
+            {a: hdrs[a].get("dp") for a in readable},
+            {a: onchain[a][1] for a in onchain},
+            {a: onchain[a][4] for a in onchain},
+            [(e.args.site.lower(), e.args.epsilonMicro) for e in spends_all if e.args.round == r],
+            earlier_of,
+        ):
+            report(r, check, ok, detail)
 
         # ---- sites.registry (README *Registry changes inside a round*, a65)
         voted: set | None = set()
@@ -1701,7 +1847,9 @@ def main(argv=None):
             for a in vals
             if a in deltas
             and isinstance(lsites[a].get("components"), dict)
-            and "norm" in lsites[a]["components"]
+            # README *Robust statistics*: counted = a number in `norm` (null: not counted, e.g.
+            # an update zeroed MALFORMED by privacy.noise, which this reader does not replay)
+            and isinstance(lsites[a]["components"].get("norm"), float | int)
         ]
         floor = terms.get("valuation", {}).get("combiner", {}).get("norm_scale_floor", 0.25)
         for label, names_order in (
