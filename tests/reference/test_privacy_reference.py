@@ -104,6 +104,8 @@ def test_near_misses_disagree() -> None:
 
 def test_readme_states_the_rounding() -> None:
     """The micro-epsilon is the epsilon times 10**6 rounded up, as fedtrail.protocol.privacy."""
-    assert re.search(r"math\.ceil\(epsilon\(\[entry\(update\)\], update\[\"delta\"\]\) \* 10\*\*6\)", TEXT)
+    assert re.search(
+        r"math\.ceil\(epsilon\(\[entry\(update\)\], update\[\"delta\"\]\) \* 10\*\*6\)", TEXT
+    )
     eps = product.epsilon_spent(params(1.0, 32 / 150, 5, 1e-5))
     assert declared(params(1.0, 32 / 150, 5, 1e-5).to_json(), [], 0) == math.ceil(eps * 10**6)
