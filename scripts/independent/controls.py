@@ -475,4 +475,66 @@ expect(
     True,
     "sites.registry: peer round, a cap after the reveal deadline voids no vector: passes",
 )
+
+# privacy.spend (README *Privacy spend*, *The privacy accountant, exactly*): planted declarations
+ACCT = R.readme_accountant()
+DP = {
+    "accountant": "rdp",
+    "delta": 1e-05,
+    "max_grad_norm": 1.0,
+    "noise_multiplier": 1.0,
+    "sample_rate": 32 / 150,
+    "steps": 5,
+}
+TRUE = ACCT["declared_micro"](DP, [], 0)
+COMP = [{**DP, "accounting": "composed", "noise_multiplier": m} for m in (1.2, 0.8)]
+FIRST = ACCT["declared_micro"](COMP[0], [], 0)
+SECOND = ACCT["declared_micro"](COMP[1], COMP[:1], FIRST)
+
+
+def spend(declared, dp=DP, samples=150, terms_delta=1e-05, earlier=([], 0)):
+    out = R.privacy_rule(
+        ACCT,
+        {"privacy": {"delta": terms_delta, "required": False}},
+        {"0xa"},
+        {"0xa"},
+        {"0xa": dp},
+        {"0xa": samples},
+        {"0xa": 1},
+        [("0xa", declared)],
+        lambda site: earlier,
+    )
+    return out[0][1]
+
+
+expect(spend(TRUE), True, f"privacy.spend: the true summed spend ({TRUE} micro) passes")
+expect(not spend(TRUE - 1), True, "privacy.spend: one micro-epsilon less fails")
+expect(
+    not spend(TRUE, terms_delta=1e-4), True, "privacy.spend: another delta than the terms' fails"
+)
+expect(not spend(TRUE, samples=10**6), True, "privacy.spend: delta above 1 / n fails")
+expect(
+    not spend(ACCT["declared_micro"]({**DP, "steps": 7}, [], 0), dp={**DP, "steps": 7}),
+    True,
+    "privacy.spend: steps that are not whole epochs fail",
+)
+expect(
+    spend(SECOND, dp=COMP[1], earlier=(COMP[:1], FIRST)),
+    True,
+    f"privacy.spend: the composed increment ({SECOND} micro after {FIRST}) passes",
+)
+expect(
+    not spend(
+        ACCT["declared_micro"]({**COMP[1], "accounting": "summed"}, [], 0),
+        dp=COMP[1],
+        earlier=(COMP[:1], FIRST),
+    ),
+    True,
+    "privacy.spend: a composed update declaring its own epsilon (summed) fails",
+)
+expect(
+    not spend(SECOND, dp=COMP[1], earlier=(None, 0)),
+    True,
+    "privacy.spend: a composed history with an unreadable earlier update fails",
+)
 finish()

@@ -30,7 +30,9 @@ Checks per round (each printed PASS/FAIL/NOTE):
     validators' distances and reputations
   - sites.registry: removals, caps and budgets the coordinator set on a participant inside the
     round's windows (README *Registry changes inside a round*, a65)
-Not replayed (README *Not given here*): the privacy spend and noise checks, the explanation
+  - privacy.spend / privacy.required: every declared spend recomputed with the README's accountant
+    (*The privacy accountant, exactly*, run from its text), summed and composed rules
+Not replayed (README *Not given here*): the privacy noise and scoring checks, the explanation
 check, the values themselves (private validation split).
 """
 
