@@ -50,7 +50,7 @@ def params(noise: float, rate: float, steps: int, delta: float, rule: str = SUMM
 
 
 def test_orders_are_the_products() -> None:
-    assert ACCT["ORDERS"] == product._ALPHAS  # noqa: SLF001 (the orders opacus converts at)
+    assert ACCT["ORDERS"] == product._ALPHAS  # the orders opacus converts at
     assert len(ACCT["ORDERS"]) == 151
 
 
