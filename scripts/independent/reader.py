@@ -1504,6 +1504,12 @@ def main(argv=None):
             any(onchain[a][0] and onchain[a][4] > 0 for a in onchain),
             bool(peer),
         )
+        if peer:
+            reg_detail += (
+                "; a ScoresRevealed differs from its stored vote"
+                if voted is None
+                else f"; {len(voted)} score vector(s), each its stored vote"
+            )
         report(r, "sites.registry", reg_ok, reg_detail)
 
         # ---- weights
