@@ -4,6 +4,9 @@
 README's rules must NOT reproduce the on-chain global hash (else the check would be vacuous).
 
     scripts/independent/controls.py --rpc-url URL --deployment deployment.json --ipfs http://HOST:PORT --round R
+
+Exits 1 when a documented reading does not reproduce the chain or a planted fault is not caught
+(each marked MISSED); a misreading that these data happen not to tell apart is a note, not a miss.
 """
 
 import argparse
