@@ -4,6 +4,9 @@
 README's rules must NOT reproduce the on-chain global hash (else the check would be vacuous).
 
     scripts/independent/controls.py --rpc-url URL --deployment deployment.json --ipfs http://HOST:PORT --round R
+
+Exits 1 when a documented reading does not reproduce the chain or a planted fault is not caught
+(each marked MISSED); a misreading that these data happen not to tell apart is a note, not a miss.
 """
 
 import argparse
@@ -28,6 +31,32 @@ w3 = Web3(Web3.HTTPProvider(a.rpc_url))
 c = w3.eth.contract(address=dep["address"], abi=json.loads(R.ARTIFACT.read_text())["abi"])
 ipfs = R.Ipfs(R.ipfs_url(a.ipfs))
 r = a.round
+MISSED: list[str] = []  # a documented rule that does not reproduce, or a planted fault not caught
+
+
+def expect(value, want, text, *, fatal=True):
+    """Print one control: ``value`` (True/False, as before) and whether it is the one the rule
+    needs. ``fatal``: a planted fault (or the documented reading) that must come out as ``want``;
+    otherwise a misreading that these data may not exercise (a note, not a miss)."""
+    value = bool(value)
+    if value == want:
+        mark = ""
+    elif fatal:
+        mark = "  <- MISSED"
+        MISSED.append(text)
+    else:
+        mark = "  (not exercised by these data)"
+    print(f"{value!s:<5} {text}{mark}")
+
+
+def finish():
+    print(
+        f"\n{'FAIL' if MISSED else 'PASS'}: {len(MISSED)} control(s) missed"
+        + "".join(f"\n  - {m}" for m in MISSED)
+    )
+    sys.exit(1 if MISSED else 0)
+
+
 ro = next(
     e for e in c.events.RoundOpened.get_logs(from_block=dep["block_number"]) if e.args.round == r
 )
@@ -80,8 +109,9 @@ variants = {
     "commit/reverse address order": agg(lambda w: w / 10**18, order[::-1]),
     "one cast only (no float32 of the delta)": agg(lambda w: w / 10**18, order, cast_once=True),
 }
-for k, g in variants.items():
-    print(f"{H(g) == onchain!s:<5} {H(g)[:16]}  {k}")
+for i, (k, g) in enumerate(variants.items()):
+    # the first is the documented rule (must reproduce), the rest misreadings (must not)
+    expect(H(g) == onchain, i == 0, f"{H(g)[:16]}  {k}", fatal=i == 0)
 print(f"on-chain {onchain[:16]}")
 
 # ---------------------------------------------------------------- the reasons' rules (h-167)
@@ -96,9 +126,12 @@ by_name = json.dumps(
     sort_keys=True,
     separators=(",", ":"),
 )
-print(
-    f"{R.spec_hash_of(spec) == terms['spec_hash']!s:<5} spec hash from README layout(spec)\n"
-    f"{R.sha(by_name.encode()) == terms['spec_hash']!s:<5} spec hash with tensors in sorted-name order (misreading)"
+expect(R.spec_hash_of(spec) == terms["spec_hash"], True, "spec hash from README layout(spec)")
+expect(
+    R.sha(by_name.encode()) == terms["spec_hash"],
+    False,
+    "spec hash with tensors in sorted-name order (misreading)",
+    fatal=False,
 )
 cc = dict(R.LATER_THRESHOLDS)
 cc.update(terms["valuation"].get("combiner", {}))
@@ -107,20 +140,28 @@ sites = order
 first = sites[0]
 x = deltas[first]
 items = [(s, s, deltas[s]) for s in sites]  # (site, sha256 stand-in, update)
-print(f"{not R.duplicate_copies(items, dup)!s:<5} duplicates: the real updates are no copies")
+expect(not R.duplicate_copies(items, dup), True, "duplicates: the real updates are no copies")
 same = R.duplicate_copies([*items, ("copy", "other", dict(x))], dup)
-print(f"{same.get('copy') == first!s:<5} duplicates: a re-encoded exact copy is one")
+expect(same.get("copy") == first, True, "duplicates: a re-encoded exact copy is one")
 scaled = {k: v * np.float32(1.5) for k, v in x.items()}
 with_s = R.duplicate_copies([*items, ("scaled", "other", scaled)], dup)
 without_s = R.duplicate_copies(
     [*items, ("scaled", "other", scaled)], {k: v for k, v in dup.items() if k != "scaled_cosine"}
 )
-print(
-    f"{'scaled' in with_s and 'scaled' not in without_s!s:<5} duplicates: x1.5 copy caught only "
-    f"by scaled_cosine (with {'scaled' in with_s}, without {'scaled' in without_s})"
+expect(
+    "scaled" in with_s,
+    "scaled_cosine" in dup,
+    f"duplicates: x1.5 copy caught by scaled_cosine (terms name it: {'scaled_cosine' in dup})",
+)
+expect(
+    "scaled" in without_s,
+    False,
+    "duplicates: x1.5 copy caught without scaled_cosine (misreading)",
+    fatal=False,
 )
 if r < 2:
-    sys.exit("rule controls need a round with a finalized round before it (--round 2 or later)")
+    print("rule controls need a round with a finalized round before it (--round 2 or later)")
+    finish()
 # free-rider references: the previous finalized round's updates and global delta
 prev = r - 1
 fin = [e for e in c.events.RoundFinalized.get_logs(from_block=dep["block_number"])]
@@ -170,37 +211,48 @@ def riders(planted):
     )[0]
 
 
-print(f"{not riders({})!s:<5} free riders: none among the real updates")
+expect(not riders({}), True, "free riders: none among the real updates")
 if first in prev_sub:
     got = riders({first: prev_sub[first]})
-    print(
-        f"{first in got!s:<5} free riders: resending its previous update is caught ({got.get(first)})"
+    expect(
+        first in got,
+        True,
+        f"free riders: resending its previous update is caught ({got.get(first)})",
     )
     half = {k: v * np.float32(0.5) for k, v in prev_sub[first].items()}
     got = riders({first: half})
-    print(f"{first in got!s:<5} free riders: half its previous update is caught ({got.get(first)})")
+    expect(
+        first in got, True, f"free riders: half its previous update is caught ({got.get(first)})"
+    )
 noise = np.random.default_rng(0)
 gd_flat = R.flat_of(gd, order_l, True)
 sigma = 0.2 * float(np.linalg.norm(gd_flat)) / np.sqrt(gd_flat.size)  # 20% of its norm, i.i.d.
 white = {k: (v + sigma * noise.standard_normal(v.shape)).astype(np.float32) for k, v in gd.items()}
 got = riders({first: white})
-print(
-    f"{first in got!s:<5} free riders: the last global delta plus 20% white noise is caught "
-    f"(white_noise_z {cc['white_noise_z']}: {got.get(first)})"
+expect(
+    first in got,
+    cc["white_noise_z"] > 0,
+    f"free riders: the last global delta plus 20% white noise is caught "
+    f"(white_noise_z {cc['white_noise_z']}: {got.get(first)})",
 )
 shaped = {
     k: (v + np.float32(0.2) * np.abs(v) * noise.standard_normal(v.shape)).astype(np.float32)
     for k, v in gd.items()
 }
 got = riders({first: shaped})
-print(
-    f"{first in got!s:<5} free riders: the last global delta plus 20% noise shaped like it is caught "
+caught_or_exempt = (
+    first in got or cc["shaped_noise_z"] <= 0 or R.sparse(wide(shaped))
+)  # README: the shaped test skips a sparse update (the white test may still catch it)
+expect(
+    caught_or_exempt,
+    True,
+    f"free riders: the last global delta plus 20% noise shaped like it is caught unless sparse "
     f"(shaped_noise_z {cc['shaped_noise_z']}: {got.get(first)}; sparse, so left out by the rule: "
-    f"{R.sparse(wide(shaped))})"
+    f"{R.sparse(wide(shaped))})",
 )
 tiny = {k: v * np.float32(1e-3) for k, v in x.items()}
 got = riders({first: tiny})
-print(f"{first in got!s:<5} free riders: its update x 1e-3 is caught ({got.get(first)})")
+expect(first in got, True, f"free riders: its update x 1e-3 is caught ({got.get(first)})")
 standing_block = json.loads(ipfs.cat(next(e for e in fin if e.args.round == r).args.logCid)).get(
     "standing"
 )
@@ -209,14 +261,23 @@ if standing_block:  # aggregator rounds valued by standing (a peer round's log h
     by_commit = [f"{cs(s)}'s update of round {prev}" for s in commit_order] + [
         f"the global delta of round {prev}"
     ]
-    print(
-        f"{[lab for lab, _ in refs] == this_log!s:<5} references in ascending address order equal the log's\n"
-        f"{by_commit == this_log!s:<5} references in commit order (the README's old 'chain order') equal the log's"
+    expect(
+        [lab for lab, _ in refs] == this_log,
+        True,
+        "references in ascending address order equal the log's",
+    )
+    expect(
+        by_commit == this_log,
+        False,
+        "references in commit order (the README's old 'chain order') equal the log's",
+        fatal=False,
     )
 big = {k: v * np.float32(1e4) for k, v in x.items()}
-print(
-    f"{R.tensor_norm(big) > 100 * start_norm and not any(R.tensor_norm(deltas[s]) > 100 * start_norm for s in sites)!s:<5} "
-    f"size bound: x1e4 update over 100 x the start model's norm {start_norm:.4g}, real ones under"
+expect(
+    R.tensor_norm(big) > 100 * start_norm
+    and not any(R.tensor_norm(deltas[s]) > 100 * start_norm for s in sites),
+    True,
+    f"size bound: x1e4 update over 100 x the start model's norm {start_norm:.4g}, real ones under",
 )
 
 
@@ -231,9 +292,11 @@ def implausible(ns, self_in):
 
 
 ns = [1, 3, 25]
-print(
-    f"{implausible(ns, True) != implausible(ns, False)!s:<5} IMPLAUSIBLE_SAMPLES: counts {ns} flag "
-    f"{implausible(ns, True)} with sample_median_self 1, {implausible(ns, False)} with 0 (the old reader's)"
+expect(
+    implausible(ns, True) != implausible(ns, False),
+    True,
+    f"IMPLAUSIBLE_SAMPLES: counts {ns} flag "
+    f"{implausible(ns, True)} with sample_median_self 1, {implausible(ns, False)} with 0 (the old reader's)",
 )
 
 # sites.names: the README's rule (table parsed from README) flags the look-alikes of attack a59,
@@ -246,10 +309,17 @@ plain = [
     for a, b in [("0x01", "0x02"), ("0x03", "0x04")]
     if R.name_keys(planted[a], {})[0] == R.name_keys(planted[b], {})[0]
 ]
-print(
-    f"{pairs == [('0x01', '0x02'), ('0x03', '0x04')]!s:<5} sites.names: hospital-a ~ hospital-\\u0430 "
-    f"and Site-1 ~ site-l by the README's rule ({len(table)} letters)\n"
-    f"{('0x01', '0x02') in plain!s:<5} sites.names: without the table (misreading) the Cyrillic a is caught"
+expect(
+    pairs == [("0x01", "0x02"), ("0x03", "0x04")],
+    True,
+    f"sites.names: hospital-a ~ hospital-\\u0430 and Site-1 ~ site-l by the README's rule "
+    f"({len(table)} letters)",
+)
+expect(
+    ("0x01", "0x02") in plain,
+    False,
+    "sites.names: without the table (misreading) the Cyrillic a is caught",
+    fatal=False,
 )
 
 # peer rounds: the README's rule reproduces the chain's scores; the low median or counting a
@@ -279,10 +349,14 @@ if votes:
     with_self = [
         sorted(e)[len(e) // 2] for e in ([sc[i] for _, sc in votes] for i in range(len(psites)))
     ]
-    print(
-        f"{meds == chain!s:<5} peers: README's high median of the others' entries {meds} (chain {chain})\n"
-        f"{low == chain!s:<5} peers: low median (misreading) {low}\n"
-        f"{with_self == chain!s:<5} peers: own entry counted (misreading) {with_self}"
+    expect(
+        meds == chain,
+        True,
+        f"peers: README's high median of the others' entries {meds} (chain {chain})",
+    )
+    expect(low == chain, False, f"peers: low median (misreading) {low}", fatal=False)
+    expect(
+        with_self == chain, False, f"peers: own entry counted (misreading) {with_self}", fatal=False
     )
 
 # round terms: the real bytes are canonical; a float where an integer is, spaces, or an unknown
@@ -292,9 +366,178 @@ as_float = blob.replace(b'"round":%d' % r, b'"round":%d.0' % r)
 spaced = json.dumps(json.loads(blob), sort_keys=True).encode()
 extra = json.loads(blob)
 extra["note"] = "x"
-print(
-    f"{R.canonical_terms(blob)!s:<5} terms: the committed bytes are canonical\n"
-    f"{R.canonical_terms(as_float) and not R.float_integers(json.loads(as_float))!s:<5} terms: round written as {r}.0 (refused)\n"
-    f"{R.canonical_terms(spaced)!s:<5} terms: default json.dumps spacing (refused)\n"
-    f"{not set(extra) - R.TERMS_FIELDS!s:<5} terms: an unknown top-level field (refused)"
+expect(R.canonical_terms(blob), True, "terms: the committed bytes are canonical")
+expect(
+    R.canonical_terms(as_float) and not R.float_integers(json.loads(as_float)),
+    False,
+    f"terms: round written as {r}.0 (refused)",
 )
+expect(R.canonical_terms(spaced), False, "terms: default json.dumps spacing (refused)")
+expect(not set(extra) - R.TERMS_FIELDS, False, "terms: an unknown top-level field (refused)")
+
+# sites.registry (README *Registry changes inside a round*, a65): planted registry histories.
+# Sites a, b, c registered in block 1, the round opened at (5, 0), reveal deadline 100.
+REG = [((1, 0), "registered", "0xa", None), ((1, 1), "registered", "0xb", None)]
+REG.append(((1, 2), "registered", "0xc", None))
+STAMPS = {1: 10, 4: 40, 5: 50, 6: 60, 7: 100, 8: 101, 9: 160, 10: 161}
+
+
+def registry(moves, revealed=("0xa", "0xb"), declined=(), voted=(), phase=3, paid=True, peer=False):
+    until = 160 if peer else 100
+    ok, _detail = R.registry_rule(
+        (5, 0),
+        REG + moves,
+        STAMPS,
+        100,
+        until,
+        set(revealed),
+        set(declined),
+        set(voted),
+        phase,
+        paid,
+        peer,
+    )
+    return ok
+
+
+expect(registry([]), True, "sites.registry: no move passes")
+expect(
+    not registry([((6, 0), "removed", "0xc", None)]),
+    True,
+    "sites.registry: c removed inside the round, no reveal, round paid: fails",
+)
+expect(
+    not registry([((5, 1), "cap", "0xc", 1)]),
+    True,
+    "sites.registry: a cap in the opening block after RoundOpened's log counts",
+)
+expect(
+    not registry([((7, 0), "budget", "0xc", 10**6)]),
+    True,
+    "sites.registry: a budget in a block stamped exactly at the reveal deadline counts",
+)
+expect(
+    registry([((8, 0), "removed", "0xc", None)]),
+    True,
+    "sites.registry: a removal in the next block (stamped past the deadline) does not",
+)
+expect(
+    registry([((6, 0), "cap", "0xb", 300)]),
+    True,
+    "sites.registry: a cap raised on a site that revealed is named, not failed (a65 raise)",
+)
+expect(
+    registry([((4, 0), "removed", "0xc", None)]),
+    True,
+    "sites.registry: a removal before the round opened is no move (c takes no part)",
+)
+expect(
+    registry([((5, 1), "registered", "0xd", None), ((6, 0), "removed", "0xd", None)]),
+    True,
+    "sites.registry: a site registered after RoundOpened is no participant",
+)
+expect(
+    registry([((6, 0), "removed", "0xc", None)], declined=("0xc",)),
+    True,
+    "sites.registry: a site that declined the terms is not kept out",
+)
+expect(
+    registry([((6, 0), "removed", "0xc", None)], paid=False),
+    True,
+    "sites.registry: a round that paid nobody only names the move",
+)
+expect(
+    registry([((6, 0), "removed", "0xc", None)], phase=4),
+    True,
+    "sites.registry: a cancelled round only names the move",
+)
+expect(
+    not registry(
+        [((9, 0), "removed", "0xa", None)],
+        revealed=("0xa", "0xb", "0xc"),
+        voted=("0xb", "0xc"),
+        peer=True,
+    ),
+    True,
+    "sites.registry: peer round, validator a removed at the score reveal deadline, no vector: fails",
+)
+expect(
+    registry(
+        [((10, 0), "removed", "0xa", None)],
+        revealed=("0xa", "0xb", "0xc"),
+        voted=("0xb", "0xc"),
+        peer=True,
+    ),
+    True,
+    "sites.registry: peer round, removed after the score reveal deadline: passes",
+)
+expect(
+    registry(
+        [((9, 0), "cap", "0xa", 5)], revealed=("0xa", "0xb", "0xc"), voted=("0xb", "0xc"), peer=True
+    ),
+    True,
+    "sites.registry: peer round, a cap after the reveal deadline voids no vector: passes",
+)
+
+# privacy.spend (README *Privacy spend*, *The privacy accountant, exactly*): planted declarations
+ACCT = R.readme_accountant()
+DP = {
+    "accountant": "rdp",
+    "delta": 1e-05,
+    "max_grad_norm": 1.0,
+    "noise_multiplier": 1.0,
+    "sample_rate": 32 / 150,
+    "steps": 5,
+}
+TRUE = ACCT["declared_micro"](DP, [], 0)
+COMP = [{**DP, "accounting": "composed", "noise_multiplier": m} for m in (1.2, 0.8)]
+FIRST = ACCT["declared_micro"](COMP[0], [], 0)
+SECOND = ACCT["declared_micro"](COMP[1], COMP[:1], FIRST)
+
+
+def spend(declared, dp=DP, samples=150, terms_delta=1e-05, earlier=([], 0)):
+    out = R.privacy_rule(
+        ACCT,
+        {"privacy": {"delta": terms_delta, "required": False}},
+        {"0xa"},
+        {"0xa"},
+        {"0xa": dp},
+        {"0xa": samples},
+        {"0xa": 1},
+        [("0xa", declared)],
+        lambda site: earlier,
+    )
+    return out[0][1]
+
+
+expect(spend(TRUE), True, f"privacy.spend: the true summed spend ({TRUE} micro) passes")
+expect(not spend(TRUE - 1), True, "privacy.spend: one micro-epsilon less fails")
+expect(
+    not spend(TRUE, terms_delta=1e-4), True, "privacy.spend: another delta than the terms' fails"
+)
+expect(not spend(TRUE, samples=10**6), True, "privacy.spend: delta above 1 / n fails")
+expect(
+    not spend(ACCT["declared_micro"]({**DP, "steps": 7}, [], 0), dp={**DP, "steps": 7}),
+    True,
+    "privacy.spend: steps that are not whole epochs fail",
+)
+expect(
+    spend(SECOND, dp=COMP[1], earlier=(COMP[:1], FIRST)),
+    True,
+    f"privacy.spend: the composed increment ({SECOND} micro after {FIRST}) passes",
+)
+expect(
+    not spend(
+        ACCT["declared_micro"]({**COMP[1], "accounting": "summed"}, [], 0),
+        dp=COMP[1],
+        earlier=(COMP[:1], FIRST),
+    ),
+    True,
+    "privacy.spend: a composed update declaring its own epsilon (summed) fails",
+)
+expect(
+    not spend(SECOND, dp=COMP[1], earlier=(None, 0)),
+    True,
+    "privacy.spend: a composed history with an unreadable earlier update fails",
+)
+finish()

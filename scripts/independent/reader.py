@@ -28,7 +28,11 @@ Checks per round (each printed PASS/FAIL/NOTE):
     scores, names (README *Strings*); `sites.names` by the README's rule and table
   - peer rounds: score windows and quorum, the medians of the revealed vectors, the
     validators' distances and reputations
-Not replayed (README *Not given here*): the privacy spend and noise checks, the explanation
+  - sites.registry: removals, caps and budgets the coordinator set on a participant inside the
+    round's windows (README *Registry changes inside a round*, a65)
+  - privacy.spend / privacy.required: every declared spend recomputed with the README's accountant
+    (*The privacy accountant, exactly*, run from its text), summed and composed rules
+Not replayed (README *Not given here*): the privacy noise and scoring checks, the explanation
 check, the values themselves (private validation split).
 """
 
@@ -109,6 +113,122 @@ def readme_layout():
     namespace: dict = {}
     exec(compile(source, "README.md layout-reference", "exec"), namespace)
     return namespace["layout"]
+
+
+RDP_MARKER = "<!-- rdp-reference -->\n```python\n"
+
+
+def readme_accountant():
+    """The privacy accountant printed in the README (*The privacy accountant, exactly*), run from
+    its text: ``declared_micro(dp, earlier, total_before)``."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(RDP_MARKER) + len(RDP_MARKER)
+    source = text[start : text.index("```", start)]
+    namespace: dict = {}
+    exec(compile(source, "README.md rdp-reference", "exec"), namespace)
+    return namespace
+
+
+DP_FIELDS = {"noise_multiplier", "max_grad_norm", "sample_rate", "steps", "delta", "accountant"}
+
+
+def valid_dp(doc) -> bool:
+    """README *Privacy spend*: the header's "dp" object is valid DP parameters."""
+
+    def num(v):
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not isinstance(doc, dict) or set(doc) - {"accounting"} != DP_FIELDS:
+        return False
+    if "accounting" in doc and doc["accounting"] != "composed":
+        return False
+    steps = doc["steps"]
+    return (
+        all(num(doc[k]) for k in ("noise_multiplier", "max_grad_norm", "sample_rate", "delta"))
+        and 0 < doc["noise_multiplier"] <= 1000
+        and doc["max_grad_norm"] > 0
+        and 0 < doc["sample_rate"] <= 1
+        and 0 < doc["delta"] < 1
+        and isinstance(steps, int)
+        and not isinstance(steps, bool)
+        and 1 <= steps <= 10_000_000
+        and doc["accountant"] == "rdp"
+    )
+
+
+def privacy_rule(acct, terms, revealed, readable, dp, samples, weights, spends, earlier_of):
+    """README *Privacy spend*. revealed: sites with a revealed update; readable: those whose
+    update reads; dp: site -> "dp" object or None (readable ones); samples / weights: on-chain
+    numSamples / weight; spends: [(site, epsilonMicro)] of the round's PrivacySpent events;
+    earlier_of(site) -> (list of earlier "dp" objects or None when one cannot be read,
+    total_before). Returns [(check, ok, detail)] (empty: neither check applies)."""
+    asked = terms.get("privacy")
+    if asked is None and not any(dp.get(a) is not None for a in readable):
+        return []
+    declared: dict = {}
+    problems = []
+    for site, micro in spends:
+        if site in declared:
+            problems.append(f"{site[:10]} declared twice")
+        declared[site] = declared.get(site, 0) + micro
+    checked = 0
+    for a in sorted(revealed, key=lambda x: int(x, 16)):
+        said = declared.get(a, 0)
+        if a not in readable:
+            if a in declared:
+                problems.append(f"{a[:10]} declared a spend for an unreadable update")
+            continue
+        checked += 1
+        p = dp.get(a)
+        if p is None:
+            if said:
+                problems.append(f"{a[:10]} declared {said} micro but its update has no dp")
+            continue
+        n = samples[a]
+        if asked is not None and p["delta"] != asked.get("delta"):
+            problems.append(f"{a[:10]} delta {p['delta']} is not the terms' {asked.get('delta')}")
+        if n > 0 and p["delta"] > 1 / n:
+            problems.append(f"{a[:10]} delta {p['delta']} > 1 / its {n} samples")
+        if p["sample_rate"] * n < 1 - 1e-9:
+            problems.append(f"{a[:10]} sample rate {p['sample_rate']} over {n} samples")
+        per_epoch = max(1, round(1 / p["sample_rate"]))
+        if p["steps"] % per_epoch:
+            problems.append(f"{a[:10]} {p['steps']} steps are not whole epochs of {per_epoch}")
+        earlier, before = earlier_of(a) if p.get("accounting") == "composed" else ([], 0)
+        if earlier is None:
+            problems.append(f"{a[:10]}: an earlier private update cannot be read or has no dp")
+            continue
+        got = acct["declared_micro"](p, earlier, before)
+        if got != said:
+            problems.append(
+                f"{a[:10]} declared {said} micro, its dp ({p.get('accounting', 'summed')}) gives {got}"
+            )
+    unknown = sorted(s[:10] for s in set(declared) - set(revealed))
+    if unknown:
+        problems.append(f"spends declared by sites without an update: {', '.join(unknown)}")
+    out = [
+        (
+            "privacy.spend",
+            not problems,
+            "; ".join(problems)
+            or f"{checked} update(s): every declared spend is the README accountant's "
+            f"({len(spends)} spend(s) on chain: {dict(declared)})",
+        )
+    ]
+    if asked is not None and asked.get("required"):
+        plain = sorted(
+            a[:10] for a in revealed if weights[a] > 0 and (a not in readable or dp.get(a) is None)
+        )
+        out.append(
+            (
+                "privacy.required",
+                not plain,
+                f"weighted updates without dp: {', '.join(plain)}"
+                if plain
+                else "every weighted update carries dp",
+            )
+        )
+    return out
 
 
 def spec_hash_of(spec: dict) -> str:
@@ -755,6 +875,71 @@ def noise_tests(
     return None
 
 
+# ---------------------------------------------------------------- registry changes (a65)
+DECLINE_TAG = Web3.keccak(text="fedtrail.decline/1")
+DECLINE_REASONS = range(1, 8)  # README *Refusals are declared on chain*: reason codes 1..7
+
+
+def is_decline(commitment: bytes, site: str, rnd: int, terms_sha: bytes) -> bool:
+    """README *Refusals are declared on chain*: keccak256(abi.encode(keccak256("fedtrail.decline/1"),
+    site, round, termsSha256, reason)) for one of the reason codes."""
+    return any(
+        Web3.keccak(
+            abi_encode(
+                ["bytes32", "address", "uint256", "bytes32", "uint8"],
+                [DECLINE_TAG, Web3.to_checksum_address(site), rnd, terms_sha, reason],
+            )
+        )
+        == bytes(commitment)
+        for reason in DECLINE_REASONS
+    )
+
+
+def registry_rule(
+    opened, events, stamps, reveal_dl, until, revealed, declined, voted, phase, paid, peer
+):
+    """README 'The public rules, exactly', *Registry changes inside a round* (`sites.registry`).
+
+    opened: (block, logIndex) of the round's first RoundOpened; events: [(position, kind, site,
+    value)] with kind "registered", "removed", "cap", "budget"; stamps: block -> timestamp;
+    revealed / declined / voted: sets of sites; voted None: a ScoresRevealed event that does not
+    match the stored vote (no one counted as having lost a vector). Returns (ok, detail)."""
+    participants = set()
+    for pos, kind, site, _ in sorted(events, key=lambda e: e[0]):
+        if pos >= opened:
+            break
+        if kind == "registered":
+            participants.add(site)
+        elif kind == "removed":
+            participants.discard(site)
+    moves = [
+        e
+        for e in sorted(events, key=lambda e: e[0])
+        if e[0] > opened
+        and e[1] in ("removed", "cap", "budget")
+        and e[2] in participants
+        and stamps[e[0][0]] <= until
+    ]
+    lost: dict = {}
+    for pos, kind, site, _value in moves:
+        got = lost.setdefault(site, set())
+        if stamps[pos[0]] <= reveal_dl and site not in revealed | declined:
+            got.add("no update")
+        if peer and voted is not None and kind == "removed" and site not in voted:
+            got.add("no score vector")
+    words = "; ".join(
+        f"{site} {kind}{'' if value is None else ' ' + str(value)} (block {pos[0]}, t {stamps[pos[0]]})"
+        for pos, kind, site, value in moves
+    )
+    kept_out = sorted((s for s in lost if lost[s]), key=lambda a: int(a, 16))
+    detail = (
+        f"{len(participants)} participant(s) at open; moves up to {until}: {words or 'none'}; "
+        f"kept out: {', '.join(f'{s} ({sorted(lost[s])})' for s in kept_out) or 'none'}; "
+        f"finalized {phase == 3}, paid {paid}"
+    )
+    return not (kept_out and phase == 3 and paid), detail
+
+
 # ---------------------------------------------------------------- peer rounds
 REPUTATION_GATE = 500_000
 
@@ -1007,9 +1192,12 @@ def main(argv=None):
         n: events(n)
         for n in [
             "SiteRemoved",
+            "MaxSamplesSet",
+            "PrivacyBudgetSet",
             "RoundOpened",
             "UpdateCommitted",
             "UpdateSubmitted",
+            "PrivacySpent",
             "UpdateValued",
             "RoundValued",
             "RoundFinalized",
@@ -1034,6 +1222,30 @@ def main(argv=None):
         f"{c.functions.currentRound().call()}, lastFinalizedRound() {c.functions.lastFinalizedRound().call()}"
     )
 
+    # README *Registry changes inside a round*: every registration, removal, cap and budget
+    reg_events = [((b, i), "registered", site, None) for b, i, site, _ in regs]
+    for name, kind, field in (
+        ("SiteRemoved", "removed", None),
+        ("MaxSamplesSet", "cap", "maxSamples"),
+        ("PrivacyBudgetSet", "budget", "epsilonBudgetMicro"),
+    ):
+        reg_events += [
+            (
+                (e["blockNumber"], e["logIndex"]),
+                kind,
+                e.args.site.lower(),
+                None if field is None else int(e.args[field]),
+            )
+            for e in ev[name]
+        ]
+    stamps = {
+        pos[0]: w3.eth.get_block(pos[0])["timestamp"]
+        for pos, kind, _, _ in reg_events
+        if kind != "registered"
+    }
+
+    acct = readme_accountant()
+    dp_seen: dict = {}  # (round, site) -> the "dp" object of a readable revealed update, or None
     reputation: dict[str, int | None] = {}
     history: dict[int, dict] = {}  # finalized round -> its free-rider references
     first_terms: dict | None = None
@@ -1172,11 +1384,14 @@ def main(argv=None):
         deltas = {}
         hdrs = {}
         onchain = {}
+        commitments = {}
+        readable = set()
         for e in commits:
             a = e.args.site.lower()
             sub = c.functions.getSubmission(r, e.args.site).call()
             (_, revealed, commitment, sub_sha, n, score, reason, weight) = sub
             onchain[a] = (revealed, n, score, reason, weight)
+            commitments[a] = commitment
             rev = reveals.get(a)
             tag = f"update.{names.get(a, a)}"
             if rev is None:
@@ -1214,6 +1429,9 @@ def main(argv=None):
                 )
                 deltas[a] = decode_update(ut, udoc, shapes)
                 hdrs[a] = udoc
+                if ok_hash and canon and hdr_ok and ("dp" not in udoc or valid_dp(udoc["dp"])):
+                    readable.add(a)
+                    dp_seen[(r, a)] = udoc.get("dp")
                 report(
                     r,
                     tag,
@@ -1228,6 +1446,71 @@ def main(argv=None):
                     False,
                     f"{rev.args.cid} sha256 {'ok' if ok_hash else 'MISMATCH'}; does not decode: {exc}",
                 )
+
+        # ---- privacy.spend / privacy.required (README *Privacy spend*)
+        spends_all = ev["PrivacySpent"]
+
+        def earlier_of(site, r=r, spends_all=spends_all):
+            mine = [e for e in spends_all if e.args.site.lower() == site and e.args.round < r]
+            params = [dp_seen.get((e.args.round, site)) for e in mine]
+            if any(p is None for p in params):
+                return None, 0
+            return params, mine[-1].args.totalMicro if mine else 0
+
+        for check, ok, detail in privacy_rule(
+            acct,
+            terms,
+            {a for a in reveals if onchain.get(a, (False,))[0]},
+            readable,
+            {a: hdrs[a].get("dp") for a in readable},
+            {a: onchain[a][1] for a in onchain},
+            {a: onchain[a][4] for a in onchain},
+            [(e.args.site.lower(), e.args.epsilonMicro) for e in spends_all if e.args.round == r],
+            earlier_of,
+        ):
+            report(r, check, ok, detail)
+
+        # ---- sites.registry (README *Registry changes inside a round*, a65)
+        voted: set | None = set()
+        for e in ev["ScoresRevealed"]:
+            if e.args.round != r:
+                continue
+            stored, _ = c.functions.scoreVote(r, e.args.validator).call()
+            expect = Web3.keccak(
+                abi_encode(
+                    ["uint256", "address", "uint32[]"],
+                    [r, e.args.validator, list(e.args.scores)],
+                )
+            )
+            if voted is not None and stored == expect:
+                voted.add(e.args.validator.lower())
+            else:
+                voted = None
+        until = max([reveal_dl] + [e.args.scoreRevealDeadline for e in peer])
+        reg_ok, reg_detail = registry_rule(
+            (ro["blockNumber"], ro["logIndex"]),
+            reg_events,
+            stamps,
+            reveal_dl,
+            until,
+            {a for a in onchain if onchain[a][0]},
+            {
+                a
+                for a in onchain
+                if not onchain[a][0] and is_decline(commitments[a], a, r, terms_sha)
+            },
+            voted,
+            phase,
+            any(onchain[a][0] and onchain[a][4] > 0 for a in onchain),
+            bool(peer),
+        )
+        if peer:
+            reg_detail += (
+                "; a ScoresRevealed differs from its stored vote"
+                if voted is None
+                else f"; {len(voted)} score vector(s), each its stored vote"
+            )
+        report(r, "sites.registry", reg_ok, reg_detail)
 
         # ---- weights
         vals = sorted(valued)
@@ -1572,7 +1855,9 @@ def main(argv=None):
             for a in vals
             if a in deltas
             and isinstance(lsites[a].get("components"), dict)
-            and "norm" in lsites[a]["components"]
+            # README *Robust statistics*: counted = a number in `norm` (null: not counted, e.g.
+            # an update zeroed MALFORMED by privacy.noise, which this reader does not replay)
+            and isinstance(lsites[a]["components"].get("norm"), float | int)
         ]
         floor = terms.get("valuation", {}).get("combiner", {}).get("norm_scale_floor", 0.25)
         for label, names_order in (
