@@ -15,7 +15,9 @@ that never falls below about 2x/3 (x = log(2T / 1e-9), ~19 images) however small
 Modes (``h0``..``h2`` honest, 150 images; ``dp`` 150 images, a budget of 10 epsilon, trains
 the plain way as the honest sites do, then declares):
 - ``tiny``: the cheapest parameters over any sample rate (1e-9 and up);
-- ``batch1``: the same search with an expected batch of at least one image (``q * n >= 1``);
+- ``batch1``: the same search within what ``audit verify``'s ``privacy.spend`` already
+  requires of DP parameters: an expected batch of at least one image (``q * n >= 1``) and
+  whole epochs of steps (a multiple of ``round(1 / q)``);
 - ``honest``: control, the parameters an honest node plans (noise 1.0, one epoch) for the
   same plain update (a24's liar: the check must catch it).
 
@@ -25,7 +27,8 @@ declaring under half the epsilon an honest node's default plan spends a round (4
 images) and ``audit verify`` passes; the defence holds when the update is ``MALFORMED``, the
 cheapest parameters that pass declare at least that much, or verify fails.
 
-usage: scripts/attacks/real.sh scripts/attacks/a68_dp_small_batch_claim.py tiny|batch1|honest [rounds]
+usage: scripts/attacks/real.sh scripts/attacks/a68_dp_small_batch_claim.py MODE [rounds]
+  MODE: tiny, batch1 or honest
 Exits 1 when the attack works, else 0.
 """
 
@@ -69,8 +72,17 @@ RATES = {
     "tiny": [1e-9, 1e-6, 1e-4, 1e-3] + [k / N for k in (1, 2, 4, 8, 16, 32, 64, 128)],
     "batch1": [k / N for k in (1, 2, 4, 8, 16, 32, 64, 128)],
 }
-SIGMAS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.0, 10.0]
+SIGMAS = [0.5, 0.7, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0]
 STEPS = [1, 3, 10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000]
+EPOCHS = [1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 300]
+
+
+def step_counts(q: float) -> list[int]:
+    """``tiny``: any count; ``batch1``: whole epochs of ``round(1 / q)`` steps, as a node plans
+    (``audit verify``'s ``privacy.spend`` fails other counts)."""
+    if MODE == "tiny":
+        return STEPS
+    return [e * max(1, round(1 / q)) for e in EPOCHS]
 
 
 def cheapest(delta) -> DpParams | None:
@@ -80,7 +92,7 @@ def cheapest(delta) -> DpParams | None:
     needed = check_noise(delta, DEFAULT, N).needed  # the update's alone; allowed: the params'
     for q in RATES[MODE]:
         for sigma in SIGMAS:
-            for steps in STEPS:
+            for steps in step_counts(q):
                 p = DpParams(
                     noise_multiplier=sigma,
                     max_grad_norm=1.0,
