@@ -139,6 +139,8 @@ failed = [(c.name, c.detail[:160]) for c in audit.checks if c.applicable and not
 print("audit verify:", "PASS" if audit.passed else "FAIL", failed)
 zeroed = subs[target.address].reason == Reason.CONTRADICTED
 works = zeroed and audit.passed
-print(f"t {'CONTRADICTED on the endpoint word' if zeroed else 'not contradicted'}: attack "
-      + ("WORKS" if works else "held"))
+print(
+    f"t {'CONTRADICTED on the endpoint word' if zeroed else 'not contradicted'}: attack "
+    + ("WORKS" if works else "held")
+)
 sys.exit(1 if works else 0)
