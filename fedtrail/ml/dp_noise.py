@@ -13,8 +13,9 @@ batch. Every such optimizer is linear with coefficients that do not depend on th
 update is ``U = S + N`` with ``N = (sigma*C/B) * sum_t c_t z_t``: i.i.d. Gaussian of one
 standard deviation ``s = (sigma*C/B) * sqrt(sum c_t^2)`` in *every* coordinate, and ``S = (C/B)
 * sum_t c_t G_t`` with ``|G_t| <= L_t`` (the images of step t). By Cauchy-Schwarz ``|S| <= (C/B)
-* sqrt(sum c_t^2) * sqrt(T) * max L_t``, so ``|S| <= Lambda * s`` with ``Lambda = sqrt(T) *
-L_max / sigma``, whatever the learning rate or momentum (which the blob does not carry).
+* sqrt(sum c_t^2) * sqrt(sum_t L_t^2)``, so ``|S| <= Lambda * s`` with ``Lambda = sqrt(sum_t
+L_t^2) / sigma`` bounded as :func:`allowed_signal` says, whatever the learning rate or momentum
+(which the blob does not carry).
 Weight decay (0 in ``TrainConfig`` and the node's DP defaults) adds a drift along the global
 model that this bound does not cover.
 
@@ -26,8 +27,8 @@ x) + 2x)]``; and ``|U_b - N_b| = |S_b|``. Hence for the true ``t = 1/s``: ``sum_
 |U_b|, [lo_b, hi_b])^2 <= |S|^2 / s^2 <= Lambda^2``. The check minimizes the left side over
 ``t > 0`` (convex in t: bisection on its derivative) and fails the update when even the best
 ``t`` needs a signal longer than ``Lambda``. With ``x`` split by a union bound over every block
-(both sides) and ``L_max`` a Bernstein bound on the largest of the T Poisson batches (capped at
-n), an honest DP-SGD update fails with probability at most :data:`FALSE_POSITIVE` (1e-9).
+(both sides) and the batch sizes bounded with the other half (:func:`allowed_signal`), an
+honest DP-SGD update fails with probability at most :data:`FALSE_POSITIVE` (1e-9).
 
 What it catches: a plain update (block norms of a gradient vary by orders of magnitude; no
 noise at all); "noise" of the right total norm concentrated in some layers (the other blocks
