@@ -21,11 +21,12 @@ the plain way as the honest sites do, then declares):
 - ``honest``: control, the parameters an honest node plans (noise 1.0, one epoch) for the
   same plain update (a24's liar: the check must catch it).
 
-The site declares exactly the spend its parameters give (``privacy.spend`` agrees) and its
-blob carries them. The attack works when the plain update is paid (``OK``, weight > 0) while
-declaring under half the epsilon an honest node's default plan spends a round (4.54 at 150
-images) and ``audit verify`` passes; the defence holds when the update is ``MALFORMED``, the
-cheapest parameters that pass declare at least that much, or verify fails.
+The site declares exactly the spend its parameters give and its blob carries them. The attack
+works when the plain update is paid (``OK``, weight > 0) while declaring under half the epsilon
+an honest node's default plan spends a round (4.54 at 150 images), whatever ``audit verify``
+says afterwards (before the fix it named ``tiny``'s sampling in ``privacy.spend`` once the
+aggregator had paid it); the defence holds when the update is ``MALFORMED`` or the cheapest
+parameters that pass declare at least that much.
 
 usage: scripts/attacks/real.sh scripts/attacks/a68_dp_small_batch_claim.py MODE [rounds]
   MODE: tiny, batch1 or honest
@@ -170,7 +171,9 @@ for i, row in enumerate(res["results"], 1):
         paid_cheap.append(i)
 dp_addr = next(s.account.address for s in res["fed"].sites if s.name == "dp")
 print("on-chain spend of dp:", res["fed"].ledger.privacy(dp_addr))
-works = bool(paid_cheap) and bool(res["audit_ok"])
+# paid is the harm: a privacy.spend failure afterwards (what verify said of ``tiny`` before
+# the fix) names the site but does not take its weight back
+works = bool(paid_cheap)
 print(
     f"plain update paid while declaring under {DEFAULT_EPS / 2:.3f} epsilon in round(s) "
     f"{paid_cheap or 'none'}; audit {'PASS' if res['audit_ok'] else 'FAIL'}: attack "
