@@ -135,6 +135,7 @@ from fedtrail.storage.codec import (
     read_limit,
 )
 from fedtrail.storage.privacy_history import PrivacyHistory
+from fedtrail.storage.privacy_spend import sampling_problem
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.candidates import SpendChecker, checks_noise, checks_spend
 from fedtrail.valuation.limits import ThresholdLimits
@@ -1353,13 +1354,9 @@ def _dp_params_problems(sub: Submission, params: DpParams, delta: float | None) 
     # whoever chose the delta (the terms: the aggregator), above 1/n it lets an image leak
     if n > 0 and params.delta > 1 / n:
         problems.append(f"{who} accounted at delta {params.delta:g} > 1 / its {n} samples")
-    if params.sample_rate * n < 1 - 1e-9:
-        problems.append(
-            f"{who}'s sample rate {params.sample_rate:g} over {n} samples expects no image a step"
-        )
-    per_epoch = max(1, round(1 / params.sample_rate))
-    if params.steps % per_epoch:
-        problems.append(f"{who}'s {params.steps} steps are not whole epochs of {per_epoch}")
+    implausible = sampling_problem(params, n)
+    if implausible is not None:
+        problems.append(f"{who}'s {implausible}")
     return problems
 
 

@@ -22,7 +22,7 @@ from fedtrail.cli.common import open_checked_store
 from fedtrail.errors import ConfigError, LedgerError, RoundStateError, StoreError
 from fedtrail.flower.replies import MAX_FIELD_CHARS, SiteReply, sign
 from fedtrail.keys import PASSPHRASE_ENV, load_keystore
-from fedtrail.ledger import Ledger
+from fedtrail.ledger import Ledger, Submission
 from fedtrail.node.config import load_node_config
 from fedtrail.node.daemon import FINAL_PHASES, HandedUpdate, RoundRecord, SiteNode
 
@@ -184,6 +184,7 @@ def _unsigned(
         # What the site signs is its reveal as the chain holds it (a transaction under its own
         # key), not the local record: a record rebuilt after a lost state.json has no sample
         # count (0), and a signed claim of 0 samples would be evidence against an honest site.
+        # But only where the chain's record agrees with every field the local record holds.
         sub = node.ledger.get_submission(round_id, node.address)
         if sub is None or not sub.revealed:
             return SiteReply(
@@ -191,6 +192,18 @@ def _unsigned(
                 site=node.address,
                 phase="committed" if sub is not None else "none",
                 note="this node's record says revealed, but the chain holds no reveal of ours",
+            )
+        differ = _unlike_record(record, sub)
+        if differ:
+            # a69: the endpoint reports a reveal other than the one this node sent (an endpoint
+            # the aggregator runs can answer one read falsely); signed, that read would be
+            # evidence against the site. A claim of a commitment is never evidence.
+            return SiteReply(
+                round=round_id,
+                site=node.address,
+                phase="committed",
+                note=f"the chain's reveal as this node's endpoint reports it differs from the "
+                f"update this node sent in {', '.join(differ)}; not signing it",
             )
         return SiteReply(
             round=round_id,
@@ -201,6 +214,24 @@ def _unsigned(
             num_samples=sub.num_samples,
         )
     return SiteReply(round=round_id, site=node.address, phase="committed", note=note)
+
+
+def _unlike_record(record: RoundRecord, sub: Submission) -> tuple[str, ...]:
+    """The fields in which the reveal ``sub`` (as the node's endpoint reports it) differs from
+    what the node's own ``record`` says it sent; a field the record lacks (rebuilt after a lost
+    state.json: no sample count) is not compared."""
+    out = []
+    if record.cid and record.cid != sub.cid:
+        out.append("cid")
+    if record.sha256 and _hex(record.sha256) != _hex(sub.sha256):
+        out.append("sha256")
+    if record.num_samples and record.num_samples != sub.num_samples:
+        out.append("num_samples")
+    return tuple(out)
+
+
+def _hex(value: str) -> str:
+    return value.lower().removeprefix("0x")
 
 
 def answer(

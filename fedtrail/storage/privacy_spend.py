@@ -23,7 +23,14 @@ from fedtrail.protocol.privacy import SUMMED, DpParams
 from fedtrail.protocol.terms import PrivacyTerms
 from fedtrail.storage.privacy_history import PrivacyHistory, UnavailableSpend, UnbackedSpend
 
-__all__ = ["BINDING", "SpendVerdict", "Status", "check_spend", "declared_by_site"]
+__all__ = [
+    "BINDING",
+    "SpendVerdict",
+    "Status",
+    "check_spend",
+    "declared_by_site",
+    "sampling_problem",
+]
 
 
 class Status:
@@ -46,6 +53,14 @@ class Status:
     """The DP parameters account at a delta above 1 / the site's on-chain sample count: a
     guarantee that lets one of its images leak outright with that probability, which the
     declared epsilon does not show (the terms' delta is the aggregator's choice)."""
+    IMPLAUSIBLE_SAMPLING = "SAMPLING IMPLAUSIBLE"
+    """The DP parameters sample fewer than one image a step on average (``sample_rate`` times
+    the on-chain sample count below 1) or count steps that are no whole number of epochs
+    (``steps`` not a multiple of ``max(1, round(1 / sample_rate))``), which no node's plan gives
+    (:func:`~fedtrail.ml.privacy.plan_privacy`): such parameters shrink the spend the site
+    declares and widen what the noise check lets through (a68: a plain update paid 0.250
+    declaring 0.103 epsilon at a sample rate of 1e-9, where ``audit verify`` named it only
+    afterwards)."""
     DP_REQUIRED = "DP REQUIRED"
     """The round's terms require DP training and the update carries no DP parameters."""
     UNBACKED_HISTORY = "EARLIER SPEND UNBACKED"
@@ -88,6 +103,7 @@ BINDING: Final = frozenset(
         Status.NO_PARAMETERS,
         Status.WRONG_DELTA,
         Status.LOOSE_DELTA,
+        Status.IMPLAUSIBLE_SAMPLING,
         Status.DP_REQUIRED,
         Status.UNBACKED_HISTORY,
         Status.UNAVAILABLE_HISTORY,
@@ -134,6 +150,21 @@ def declared_by_site(spends: Iterable[PrivacySpend]) -> dict[str, int]:
     return out
 
 
+def sampling_problem(params: DpParams, num_samples: int) -> str | None:
+    """What is implausible in ``params``' sampling for a site of ``num_samples`` images (its
+    on-chain count; 0: not known, the batch is not checked), or None
+    (:data:`Status.IMPLAUSIBLE_SAMPLING`)."""
+    problems = []
+    if num_samples > 0 and params.sample_rate * num_samples < 1 - 1e-9:
+        problems.append(
+            f"sample rate {params.sample_rate:g} over {num_samples} samples expects no image a step"
+        )
+    per_epoch = max(1, round(1 / params.sample_rate))
+    if params.steps % per_epoch:
+        problems.append(f"{params.steps} steps are not whole epochs of {per_epoch}")
+    return "; ".join(problems) or None
+
+
 def check_spend(
     history: PrivacyHistory,
     *,
@@ -169,6 +200,9 @@ def check_spend(
             f"accounted at delta {params.delta!r} > 1 / its {num_samples} samples",
             params,
         )
+    implausible = sampling_problem(params, num_samples)
+    if implausible is not None:
+        return SpendVerdict(Status.IMPLAUSIBLE_SAMPLING, implausible, params)
     try:
         recomputed = history.expected_micro(site, round_id, params)
     except UnbackedSpend as exc:

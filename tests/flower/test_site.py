@@ -5,6 +5,7 @@ never signs a claim about its update that the chain does not hold."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import fedtrail.flower.site as site_module
 from fedtrail.errors import ChainUnreachable, ConfigError
 from fedtrail.flower.replies import MAX_FIELD_CHARS, SiteReply, check_reply
 from fedtrail.flower.site import REVEAL_SLACK, answer, check_ledger, check_wait, wait_limit
+from fedtrail.ledger import Submission
 from fedtrail.simulation.federation import Federation
 from tests.fixtures.chain import ChainEnv
 from tests.flower.test_rounds import _close_commits, _federation
@@ -120,3 +122,44 @@ def test_a_request_for_another_ledger_or_chain_is_refused(
         with pytest.raises(ConfigError, match="not this site's"):
             check_ledger(node, {**own, **bad})
     assert r not in node.state.rounds
+
+
+@pytest.mark.parametrize("field", ["num_samples", "cid", "sha256"])
+def test_a_site_never_signs_a_reveal_its_endpoint_misreports(
+    embedded: ChainEnv, tmp_path: Path, field: str
+) -> None:
+    """a69: an endpoint (one the aggregator runs) that reports the site's reveal with another
+    sample count, CID or sha256 than the node sent: signed, that read was evidence against the
+    honest site (score 0, CONTRADICTED, audit verify passing). The site now claims only its
+    commitment, noting why, and the reply is no evidence."""
+    fed, r = _open(embedded, tmp_path)
+    node = fed.nodes[1]
+    for n in fed.nodes:
+        answer(n, r, wait_seconds=0)
+    _close_commits(fed.ledger, r)
+    assert answer(node, r, wait_seconds=0).phase == "revealed"
+    real = fed.ledger.get_submission(r, node.address)
+    assert real is not None and real.revealed
+    wrong = {
+        "num_samples": real.num_samples * 10,
+        "cid": "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
+        "sha256": "ab" * 32,
+    }[field]
+    honest_read = node.ledger.get_submission
+
+    def misreported(round_id: int, site: str) -> Submission | None:
+        sub = honest_read(round_id, site)
+        return replace(sub, **{field: wrong}) if sub is not None else None
+
+    node.ledger.get_submission = misreported  # type: ignore[method-assign]
+    reply = answer(node, r, wait_seconds=0)
+    assert reply.phase == "committed" and field in reply.note and reply.signature
+    check = check_reply(fed.ledger, reply, round_id=r, sender=node.address)
+    assert check.attributable and not check.evidence
+    node.ledger.get_submission = honest_read  # type: ignore[method-assign]
+    truthful = answer(node, r, wait_seconds=0)
+    assert (truthful.phase, truthful.num_samples, truthful.cid) == (
+        "revealed",
+        real.num_samples,
+        real.cid,
+    )

@@ -165,3 +165,65 @@ def test_compressed_or_plain_updates(honest: PrivateResult, plain: Delta) -> Non
     why = noise_breach(honest.local.delta, honest.params, N, "topk8")
     assert why is not None and "UNCHECKABLE" in why
     assert noise_breach(plain, None, N, "none") is None
+
+
+# a68: the cheapest declaration whose allowance covered a plain update under the bound before
+# (every step's batch bounded by the largest): expected batch 1, noise 5, 10 epochs, 0.19 epsilon
+BATCH1 = DpParams(
+    noise_multiplier=5.0, max_grad_norm=1.0, sample_rate=1 / N, steps=1500, delta=1e-5
+)
+
+
+def _largest_batch_bound(params: DpParams, n: int) -> float:
+    """The bound before a68, ``sqrt(T) * L_max / sigma`` (written out here, not the product's)."""
+    q, t = params.sample_rate, params.steps
+    x = math.log(2 * t / 1e-9)
+    mean = n * q
+    batch = min(float(n), mean + math.sqrt(2 * mean * (1 - q) * x) + 2 * x / 3)
+    return math.sqrt(t) * batch / params.noise_multiplier
+
+
+def test_a_plain_update_under_a_batch_of_one_declaration_fails(plain: Delta) -> None:
+    """a68: at an expected batch of one image, the largest of 1,500 batches (19.4 by its
+    Bernstein bound) bounded every step, allowing 215 noise units, and the plain update (about
+    200) passed; the steps' total and squares bound the signal at about 32."""
+    assert _largest_batch_bound(BATCH1, N) > 200
+    verdict = check_noise(plain, BATCH1, N)
+    assert verdict.allowed < 40 < verdict.needed
+    why = noise_breach(plain, BATCH1, N, "none")
+    assert why is not None and why.startswith("privacy noise MISSING")
+
+
+@pytest.mark.parametrize(
+    ("q", "steps", "sigma", "n"),
+    [
+        (1 / N, 1500, 5.0, N),
+        (1e-9, 300, 1.5, N),
+        (0.9, 1, 2.0, N),
+        (128 / 912, 7, 2.0, 912),
+        (0.01, 4, 2.0, 10_000),
+        (0.5, 2000, 0.7, 1000),
+    ],
+)
+def test_the_allowed_signal_never_exceeds_the_largest_batch_bound(
+    q: float, steps: int, sigma: float, n: int
+) -> None:
+    """The least of three bounds on ``sum_t L_t^2``, each at a sixth of the false-positive rate
+    (the largest batch alone had half of it): never looser than the rule before, beyond the
+    largest batch's own bound at the smaller share (at most 2% here)."""
+    p = DpParams(noise_multiplier=sigma, max_grad_norm=1.0, sample_rate=q, steps=steps, delta=1e-5)
+    assert allowed_signal(p, n) <= 1.02 * _largest_batch_bound(p, n)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_honest_dp_sgd_with_batches_of_one_image_passes(
+    start: Delta, shard: ImageDataset, seed: int
+) -> None:
+    """The bound a68 tightened most (expected batch 1) still passes honest DP-SGD there: batch
+    1, one epoch of 150 steps, at noise 1.0 and 5.0 (under 1e-9 by construction)."""
+    for sigma in (1.0, 5.0):
+        settings = replace(SETTINGS, noise_multiplier=sigma, batch_size=1)
+        out = _private(start, shard, seed, settings)
+        assert (out.params.sample_rate, out.params.steps) == (1 / N, N)
+        verdict = check_noise(out.local.delta, out.params, N)
+        assert verdict.ok, verdict.reason

@@ -64,6 +64,17 @@ def _status(
         (PARAMS, 0, TERMS, 150, Status.DIFFERS),  # a DP update revealed plainly
         (replace(PARAMS, delta=1e-3), TRUE, TERMS, 150, Status.WRONG_DELTA),
         (PARAMS, TRUE, None, 10**6, Status.LOOSE_DELTA),  # 1e-5 > 1 / 10^6
+        # a68: an expected batch below one image (0.2 * 4), or steps that are no whole epochs
+        (PARAMS, TRUE, TERMS, 4, Status.IMPLAUSIBLE_SAMPLING),
+        (replace(PARAMS, steps=6), TRUE, TERMS, 150, Status.IMPLAUSIBLE_SAMPLING),
+        (
+            replace(PARAMS, sample_rate=1e-9, steps=300),
+            TRUE,
+            TERMS,
+            150,
+            Status.IMPLAUSIBLE_SAMPLING,
+        ),
+        (replace(PARAMS, sample_rate=1 / 150, steps=1500), TRUE, TERMS, 150, Status.DIFFERS),
         (None, 5, TERMS, 150, Status.NO_PARAMETERS),
         (None, 0, PrivacyTerms(delta=1e-5, required=True), 150, Status.DP_REQUIRED),
         (None, 0, TERMS, 150, Status.NOT_PRIVATE),
@@ -83,6 +94,7 @@ def test_only_the_passing_statuses_do_not_bind() -> None:
         Status.NO_PARAMETERS,
         Status.WRONG_DELTA,
         Status.LOOSE_DELTA,
+        Status.IMPLAUSIBLE_SAMPLING,
         Status.DP_REQUIRED,
         Status.UNBACKED_HISTORY,
         Status.UNAVAILABLE_HISTORY,
