@@ -21,6 +21,7 @@ faulty sites are the last ones of the split):
 (a) clean non-IID, 5 sites;
 (b) 5 sites, 2 of them low-quality: 40% of their training labels flipped;
 (c) 10 sites, 2 of them poisoning: one sends its update sign-flipped, the other scaled x10;
+(j) 10 sites, 2 of them poisoning as issue 12 words (c): both send their update x -10;
 (d) 5 sites, 2 of them free-riding: one sends a zero delta, the other resends its round-1 update;
 (e) 5 sites, 2 of them free-riding: one sends noise at 0.5% of an update's magnitude, the other
     resends the last global delta;
@@ -212,6 +213,15 @@ def _poisoned(seed: int) -> tuple[SiteFault, ...]:
     return (*honest, flip, scale)
 
 
+def _flipped10(seed: int) -> tuple[SiteFault, ...]:
+    honest = [SiteFault() for _ in range(8)]
+    return (
+        *honest,
+        SiteFault(kind="scale", factor=-10.0, seed=seed * 1000 + 8),
+        SiteFault(kind="scale", factor=-10.0, seed=seed * 1000 + 9),
+    )
+
+
 def _poisoned12(seed: int) -> tuple[SiteFault, ...]:
     honest = [SiteFault() for _ in range(10)]
     flip = SiteFault(kind="sign_flip", seed=seed * 1000 + 10)
@@ -249,6 +259,14 @@ SCENARIOS: dict[str, Scenario] = {
         10,
         _poisoned,
         "site 8 sends its update sign-flipped (x -1), site 9 scaled x10",
+    ),
+    "j": Scenario(
+        "j",
+        "(j) 2 of 10 sites sign-flip x10",
+        10,
+        _flipped10,
+        "issue 12's (c) as worded: sites 8 and 9 both send their update sign-flipped and scaled "
+        "x10 (x -10)",
     ),
     "g": Scenario(
         "g",
@@ -644,17 +662,17 @@ def issue12_bars(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Bar]:
                     f"{f1c['diff_mean']:+.4f}",
                 )
             )
-        if key == "c" and share:
+        if key in ("c", "j") and share:
             out.append(
                 (
-                    f"alpha {label} (c): poisoned weight share <= 5%",
+                    f"alpha {label} ({key}): poisoned weight share <= 5%",
                     share["valuation_mean"] <= 0.05,
                     f"{share['valuation_mean']:.3f}",
                 )
             )
             out.append(
                 (
-                    f"alpha {label} (c): AUC >= 0.85 in every seed",
+                    f"alpha {label} ({key}): AUC >= 0.85 in every seed",
                     f["auc"]["valuation_min"] >= 0.85,
                     f"worst seed {f['auc']['valuation_min']:.3f}",
                 )

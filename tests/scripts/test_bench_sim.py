@@ -365,3 +365,19 @@ def test_value_window_values_the_mean_or_sum_of_a_sites_latest_updates() -> None
     assert _sim._windowed([], updates[0], one) is updates[0]
     with pytest.raises(ConfigError):
         _sim.SimConfig(value_window=0)
+
+
+def test_issue_12s_c_as_worded_sends_two_updates_at_minus_ten_and_is_held_to_cs_bars() -> None:
+    """(j) is issue 12's (c) read literally (both poisoners x -10; the bench's (c) is one
+    sign flip and one x10 boost): its faults and the two (c) bars, decided by its own figures."""
+    import accuracy
+
+    faults = accuracy.SCENARIOS["j"].faults(3)
+    assert accuracy.SCENARIOS["j"].sites == len(faults) == 10
+    assert [(f.kind, f.factor) for f in faults[8:]] == [("scale", -10.0), ("scale", -10.0)]
+    assert all(f.kind != "scale" for f in faults[:8])
+    low = _figures(auc=0.0, worst=0.0, share=0.035, fed_share=0.28, lower=5)
+    low["auc"]["valuation_min"] = 0.763
+    bars = {n: m for n, m, _ in accuracy.issue12_bars([("1", "j", low)])}
+    assert bars["alpha 1 (j): poisoned weight share <= 5%"] is True
+    assert bars["alpha 1 (j): AUC >= 0.85 in every seed"] is False
