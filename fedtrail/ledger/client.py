@@ -174,16 +174,16 @@ class Ledger:
             poll_latency=0.01,
             timeout=120.0,
         )
-        address = receipt.contract_address
+        address = receipt["contractAddress"]
         assert address is not None
-        ledger = cls.connect(w3, address, from_block=receipt.block_number, artifact=art)
+        ledger = cls.connect(w3, address, from_block=int(receipt["blockNumber"]), artifact=art)
         ledger._created = ledger.from_block
-        ledger._creation_tx = receipt.tx_hash
+        ledger._creation_tx = receipt["transactionHash"].hex()
         deployment = Deployment(
             address=ledger.address,
             chain_id=ledger.chain_id,
-            block_number=receipt.block_number,
-            tx_hash=receipt.tx_hash,
+            block_number=int(receipt["blockNumber"]),
+            tx_hash=receipt["transactionHash"].hex(),
             coordinator=checksum(deployer.address),
             aggregator=agg,
             reputation_alpha=reputation_alpha,
@@ -287,7 +287,9 @@ class Ledger:
             contract=self._contract,
         )
         return TxResult(
-            tx_hash=receipt.tx_hash, block_number=receipt.block_number, gas_used=receipt.gas_used
+            tx_hash=receipt["transactionHash"].hex(),
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
         )
 
     def register_site(
@@ -1640,7 +1642,7 @@ def _send(
     poll_latency: float,
     timeout: float,
     contract: Any = None,
-) -> _Mined:
+) -> TxReceipt:
     """Estimate (surfacing reverts as our errors), sign locally, send, wait for the receipt.
     ``contract``: the contract ``call`` belongs to (its gas estimate, nonce and fees are then
     asked in one batch, :func:`_preflight`)."""
@@ -1696,69 +1698,17 @@ def _send(
                 raise fail(exc, "sending the transaction failed") from exc
     assert tx_hash is not None
     try:
-        receipt = _mined_now(w3, tx_hash.hex()) or _Mined.of(
-            w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=poll_latency)
+        receipt = w3.eth.wait_for_transaction_receipt(
+            tx_hash, timeout=timeout, poll_latency=poll_latency
         )
     except Exception as exc:
         raise TransactionFailed(f"transaction {tx_hash.hex()} not mined: {exc}") from exc
-    if receipt.status != 1:
+    if receipt["status"] != 1:
         # Replay before the mined block to recover the custom error (state changed since the
         # estimate); a gas estimate carries the revert data on every provider.
         try:
-            call.estimate_gas({"from": sender}, block_identifier=receipt.block_number - 1)
+            call.estimate_gas({"from": sender}, block_identifier=receipt["blockNumber"] - 1)
         except Exception as exc:
             raise fail(exc, f"transaction {tx_hash.hex()} reverted") from exc
         raise TransactionFailed(f"transaction {tx_hash.hex()} reverted")
     return receipt
-
-
-@dataclass(frozen=True)
-class _Mined:
-    """What :func:`_send` reads of a transaction's receipt."""
-
-    tx_hash: str
-    """Hex, without 0x (as ``HexBytes.hex()`` writes it)."""
-    block_number: int
-    gas_used: int
-    status: int
-    contract_address: str | None
-
-    @classmethod
-    def of(cls, receipt: TxReceipt) -> _Mined:
-        created = receipt.get("contractAddress")
-        return cls(
-            tx_hash=receipt["transactionHash"].hex(),
-            block_number=int(receipt["blockNumber"]),
-            gas_used=int(receipt["gasUsed"]),
-            status=int(receipt["status"]),
-            contract_address=None if created is None else checksum(str(created)),
-        )
-
-
-def _mined_now(w3: Web3, tx_hash: str) -> _Mined | None:
-    """The receipt of ``tx_hash`` (hex) when the node has it at once (an automining chain: every
-    transaction of a round in the benches), read as the node sends it; None where the provider
-    is not HTTP, the transaction is not mined yet, or the answer is not a receipt as expected:
-    the caller then waits for it through web3, as before. web3's receipt formatters and polling
-    loop cost about the request's own time again (~1 ms at load 8)."""
-    provider = w3.provider
-    if not isinstance(provider, HTTPProvider):
-        return None
-    try:
-        answer = provider.make_request(
-            RPCEndpoint("eth_getTransactionReceipt"), ["0x" + tx_hash.removeprefix("0x")]
-        )
-        raw = answer.get("result") if isinstance(answer, dict) else None
-        if not isinstance(raw, dict) or "error" in answer:
-            return None
-        created = raw.get("contractAddress")
-        mined = _Mined(
-            tx_hash=_bytes(raw["transactionHash"]).hex(),
-            block_number=int(raw["blockNumber"], 16),
-            gas_used=int(raw["gasUsed"], 16),
-            status=int(raw["status"], 16),
-            contract_address=None if created is None else checksum(str(created)),
-        )
-    except Exception:
-        return None
-    return mined if mined.tx_hash == tx_hash.removeprefix("0x").lower() else None

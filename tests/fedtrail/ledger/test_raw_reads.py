@@ -1,7 +1,7 @@
-"""Over HTTP the ledger reads views, block timestamps and a mined receipt as the node sends them,
-and builds a transaction's fields itself (issue 18: web3's middleware, formatters and
-``build_transaction`` cost about as much as the requests). The values, the transactions and
-the errors are web3's: an error answer is asked again through web3, which raises it as before."""
+"""Over HTTP the ledger reads views and block timestamps as the node sends them, and builds a
+transaction's fields itself (issue 18: web3's middleware, formatters and ``build_transaction``
+cost about as much as the requests). The values, the transactions and the errors are web3's: an
+error answer is asked again through web3, which raises it as before."""
 
 from __future__ import annotations
 
@@ -94,28 +94,6 @@ def test_a_transaction_signs_the_bytes_web3s_build_transaction_gives(
     receipt = anvil.w3.eth.get_transaction_receipt(result.tx_hash)
     assert (result.block_number, result.gas_used) == (receipt["blockNumber"], receipt["gasUsed"])
     assert result.tx_hash == receipt["transactionHash"].hex()
-
-
-def test_a_receipt_not_there_at_once_is_waited_for_through_web3(
-    anvil: ChainEnv, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A chain that mines on a timer has no receipt at the first ask: web3's wait polls on."""
-    ledger = anvil.deploy()
-    provider: Any = anvil.w3.provider
-    make_request = provider.make_request
-    first = [True]
-
-    def not_yet(method: str, params: Any) -> Any:
-        if method == "eth_getTransactionReceipt" and first[0]:
-            first[0] = False
-            return {"jsonrpc": "2.0", "id": 0, "result": None}
-        return make_request(method, params)
-
-    monkeypatch.setattr(provider, "make_request", not_yet)
-    result = ledger.register_site(anvil.coordinator, anvil.sites[1].address, "t", 100)
-    assert not first[0]
-    receipt = anvil.w3.eth.get_transaction_receipt(result.tx_hash)
-    assert (result.block_number, result.gas_used) == (receipt["blockNumber"], receipt["gasUsed"])
 
 
 def test_a_deployment_reads_its_address_from_the_receipt(anvil: ChainEnv) -> None:
