@@ -1232,7 +1232,21 @@ def _call(w3: Web3, address: str, call: Any, contract: Any) -> Any:
     ms ``getSubmissions`` took for 100 sites. An answer eth_abi cannot decode (no contract at
     the address: empty) goes to ``call.call()``, which raises what it raised before."""
     tx = cast(TxParams, {"to": address, "data": _calldata(contract, call)})
+    provider = w3.provider
+    if isinstance(provider, HTTPProvider):
+        # as the node sends it, as :meth:`Ledger._batch` reads its views: web3's ``eth.call``
+        # runs the request through its middleware and formatters (the chain id checked eight
+        # times over, the parameters formatted twice), ~2 ms a view at load 8 beside the
+        # request's own ~2 ms. An error answer is asked again through web3, which raises it
+        # as before (a revert with the contract's error).
+        answer = provider.make_request(RPCEndpoint("eth_call"), [tx, "latest"])
+        found = answer.get("result") if isinstance(answer, dict) else None
+        if "error" not in answer and isinstance(found, str) and _HEX.fullmatch(found):
+            return _returned_by(call, bytes.fromhex(found[2:]))
     return _returned_by(call, bytes(w3.eth.call(tx)))
+
+
+_HEX: Final = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
 
 
 def _returned_by(call: Any, raw: bytes, *, strict: bool = False) -> Any:
@@ -1575,9 +1589,18 @@ def _estimate_block(w3: Web3) -> str:
     return "latest" if isinstance(w3.provider, EthereumTesterProvider) else "pending"
 
 
-def _preflight(
-    w3: Web3, call: Any, sender: str, contract: Any
-) -> tuple[int, int, dict[str, int]] | None:
+@dataclass(frozen=True)
+class _Preflight:
+    """What :func:`_preflight` read for a transaction, and its data."""
+
+    gas: int
+    nonce: int
+    fees: dict[str, int]
+    to: str
+    data: str
+
+
+def _preflight(w3: Web3, call: Any, sender: str, contract: Any) -> _Preflight | None:
     """The gas estimate (against the pending block, as :func:`_estimate_block`), the sender's
     pending nonce and the fees web3 would fill (``maxPriorityFeePerGas`` from the node,
     ``maxFeePerGas`` = that + 2 x the latest block's base fee, web3's own default) in one
@@ -1606,7 +1629,8 @@ def _preflight(
         base = int(answers[3]["result"]["baseFeePerGas"], 16)
     except Exception:
         return None
-    return gas, nonce, {"maxPriorityFeePerGas": tip, "maxFeePerGas": tip + 2 * base}
+    fees = {"maxPriorityFeePerGas": tip, "maxFeePerGas": tip + 2 * base}
+    return _Preflight(gas, nonce, fees, tx["to"], tx["data"])
 
 
 def _send(
@@ -1640,7 +1664,7 @@ def _send(
             first = gas is None and attempt == 0
             ready = _preflight(w3, call, sender, contract) if first else None
             if ready is not None:
-                gas, nonce, fees = ready
+                gas, nonce, fees = ready.gas, ready.nonce, ready.fees
             else:
                 if gas is None:
                     try:
@@ -1649,16 +1673,21 @@ def _send(
                     except Exception as exc:
                         raise fail(exc, "the transaction would fail") from exc
                 nonce = int(w3.eth.get_transaction_count(sender, "pending"))
+            fields: dict[str, Any] = {
+                "from": sender,
+                "nonce": nonce,
+                "gas": gas + gas // 5 + 10_000,
+                "chainId": chain_id,
+                **fees,
+            }
             try:
-                tx = call.build_transaction(
-                    {
-                        "from": sender,
-                        "nonce": nonce,
-                        "gas": gas + gas // 5 + 10_000,
-                        "chainId": chain_id,
-                        **fees,
-                    }
-                )
+                if ready is not None:
+                    # the fields web3's ``build_transaction`` gives with these (value 0, to,
+                    # data), with the data the estimate ran: it encodes the call again and
+                    # validates it against the ABI (2.4 ms a transaction at load 8)
+                    tx: Any = {"value": 0, **fields, "to": ready.to, "data": ready.data}
+                else:
+                    tx = call.build_transaction(cast(TxParams, fields))
                 signed = signer.sign_transaction(tx)
                 tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
                 break

@@ -11,7 +11,8 @@ import pytest
 from web3.providers.rpc import HTTPProvider
 
 from fedtrail.chain import connect
-from fedtrail.errors import ConfigError
+from fedtrail.errors import ChainUnreachable, ConfigError
+from tests.fixtures.chain import free_port
 
 
 @pytest.mark.anvil
@@ -50,3 +51,21 @@ def test_a_malformed_url_is_a_configuration_error(url: str, said: str) -> None:
     """Before, these were 'no JSON-RPC answer from URL (InvalidURL)': an endpoint down, exit 1."""
     with pytest.raises(ConfigError, match=said):
         connect(url)
+
+
+@pytest.mark.anvil
+def test_the_environment_is_read_once_when_connecting(
+    anvil_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy (and ``NO_PROXY``) in the environment is honoured as requests honours it, but
+    read once, when connecting: requests read it again at every request (issue 18)."""
+    for name in ("HTTP_PROXY", "NO_PROXY", "REQUEST_METHOD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(ChainUnreachable):
+        connect(anvil_url)  # through the proxy, which does not answer
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    w3 = connect(anvil_url)  # the chain itself
+    monkeypatch.delenv("no_proxy")
+    assert w3.eth.block_number >= 0  # still the chain itself: the environment was read once
