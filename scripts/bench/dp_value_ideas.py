@@ -57,7 +57,8 @@ def truncated(layers: int) -> round_mod.Game:
             means = []
             for k in range(n - 1, max(n - 1 - layers, -1), -1):
                 gains = [
-                    u(frozenset(s) | {p}) - u(frozenset(s)) for s in itertools.combinations(others, k)
+                    u(frozenset(s) | {p}) - u(frozenset(s))
+                    for s in itertools.combinations(others, k)
                 ]
                 means.append(sum(gains) / len(gains))
             values[p] = sum(means) / len(means)
