@@ -44,6 +44,7 @@ from fedtrail.chain import Wake, next_block_timestamp, wake_delay
 from fedtrail.errors import (
     CommitmentMismatch,
     ConfigError,
+    ContentNotFound,
     ContentTooLarge,
     ContractNotFound,
     ContractRevert,
@@ -102,7 +103,7 @@ from fedtrail.storage.codec import (
 from fedtrail.storage.personal import PERSONAL_MODEL, PersonalInfo, load_personal, save_personal
 from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.residual import load_residual, save_residual
-from fedtrail.storage.store import ContentStore
+from fedtrail.storage.store import NOT_GIVEN, ContentStore
 from fedtrail.valuation.candidates import checks_noise
 from fedtrail.valuation.consent import unrunnable
 from fedtrail.valuation.limits import (
@@ -569,7 +570,7 @@ class SiteNode:
                 log.warning("round %d: commit window closed before this node committed", round_id)
                 return None
             refusal = self._terms_refusal(
-                round_id, info, last_finalized=view.last_finalized
+                round_id, info, last_finalized=view.last_finalized, now=now
             ) or self._window_refusal(info)
             if refusal is not None:
                 # the terms are hash-pinned: the same answer at every poll, so recorded once,
@@ -652,7 +653,12 @@ class SiteNode:
         return record
 
     def _terms_refusal(
-        self, round_id: int, info: RoundInfo, *, last_finalized: int | None = None
+        self,
+        round_id: int,
+        info: RoundInfo,
+        *,
+        last_finalized: int | None = None,
+        now: int | None = None,
     ) -> tuple[Decline, str] | None:
         """Why this site does not take part under the round's committed terms (None: it does).
         Terms for another task raise :class:`TaskMismatch` (the site's config or the federation
@@ -661,13 +667,34 @@ class SiteNode:
         or thresholds stricter than its ``[accept]``) are refused before any training or
         privacy budget is spent; so are windows on chain other than the terms' (a commit window
         cut below the promised one shuts out the slowest sites: a40). A store that does not
-        answer raises (the daemon retries)."""
+        answer raises (the daemon retries). Terms the store does not give are refused too:
+        at once for a verdict on the CID (other bytes than the chain's sha256, not a CID, a
+        directory), and, when no node serves them (``ContentNotFound``, retried), once the
+        chain's clock ``now`` has passed half the commit window: an aggregator that opened a
+        round under terms only its allies were handed (published after the round, so every
+        audit reads them) otherwise shut every honest node out leaving no trace on chain but
+        its absence (attack a80)."""
         try:
             terms = self._terms_of(info)
         except (InvalidTerms, ContentTooLarge) as exc:
             return (
                 Decline.TERMS_UNUSABLE,
                 f"the committed terms are unusable ({exc}); not taking part",
+            )
+        except ContentNotFound as exc:
+            window = info.commit_deadline - info.opened_at
+            if now is None or 2 * (now - info.opened_at) < window:
+                raise  # perhaps not yet reached this node: retried
+            return (
+                Decline.TERMS_UNUSABLE,
+                f"the committed terms {info.terms_cid} could not be fetched for half the "
+                f"commit window ({exc}); not taking part",
+            )
+        except NOT_GIVEN as exc:
+            return (
+                Decline.TERMS_UNUSABLE,
+                f"the store does not give the committed terms {info.terms_cid} ({exc}); not "
+                "taking part",
             )
         if terms.round != round_id:
             return (

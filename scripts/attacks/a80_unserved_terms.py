@@ -174,8 +174,10 @@ if mode == "honest":
     print("control:", "all three paid in round 2, verify passes" if ok else "UNEXPECTED")
     sys.exit(0 if ok else 1)
 if paid and not {"h1", "h2"} & paid and not honest_declines and not failed:
-    print("ATTACK WORKS: only the ally took part in round 2, the honest nodes left no trace, "
-          "and verify passes it")
+    print(
+        "ATTACK WORKS: only the ally took part in round 2, the honest nodes left no trace, "
+        "and verify passes it"
+    )
     sys.exit(1)
 if honest_declines == {"h1", "h2"} and "terms unusable" in declined.detail:
     print("defence holds: each honest node's refusal is on chain and terms.declined names it")
