@@ -48,9 +48,9 @@ if mode not in ("attack", "honest"):
 if os.environ.get("BEFORE"):
     original = SiteNode._terms_refusal
 
-    def old_refusal(self, round_id, info, *, last_finalized=None):
+    def old_refusal(self, round_id, info, *, last_finalized=None, now=None):
         self._terms_of(info)  # the old node: the store's error propagates, the daemon retries
-        return original(self, round_id, info, last_finalized=last_finalized)
+        return original(self, round_id, info, last_finalized=last_finalized, now=now)
 
     SiteNode._terms_refusal = old_refusal
     print("BEFORE: nodes retry unreadable terms until the commit window closes")
