@@ -796,7 +796,20 @@ class SiteNode:
         spec = self.config.model
         cid, sha256 = view.info.start_cid, view.info.start_sha256
         log.info("round %d: fetching global model %s", round_id, cid)
-        blob = self._start_model(round_id, cid, sha256, view.last_finalized)
+        try:
+            blob = self._start_model(round_id, cid, sha256, view.last_finalized)
+        except NOT_GIVEN as exc:
+            info = view.info
+            window = info.commit_deadline - info.opened_at
+            early = 2 * (view.pending_timestamp - info.opened_at) < window
+            if isinstance(exc, ContentNotFound) and early:
+                raise  # perhaps not yet reached this node: retried
+            return self._decline(
+                round_id,
+                info,
+                Decline.START_UNAVAILABLE,
+                f"the start model {cid} cannot be fetched ({exc}); not taking part",
+            )
         global_state, _ = decode_model(blob, spec=spec)
         train_cfg = replace(
             self.config.training, seed=_round_seed(self.config.training.seed, round_id)

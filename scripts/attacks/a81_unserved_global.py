@@ -212,7 +212,7 @@ if paid and not {"h1", "h2"} & paid and not honest_declines and not failed:
         "and verify passes it"
     )
     sys.exit(1)
-if honest_declines == {"h1", "h2"} and "start model unavailable" in declined.detail:
+if honest_declines == {"h1", "h2"} and "start unavailable" in declined.detail:
     print("defence holds: each honest node's refusal is on chain and terms.declined names it")
     sys.exit(0)
 print("UNEXPECTED outcome")
