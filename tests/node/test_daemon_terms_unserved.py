@@ -20,7 +20,7 @@ from fedtrail.protocol.codes import Decline
 from fedtrail.simulation.faults import SiteFault
 from fedtrail.storage.cid import check_cid
 from fedtrail.storage.store import LocalStore
-from tests.aggregator.test_service import _federation
+from tests.aggregator.test_service import _federation, close_commits
 from tests.fixtures.chain import ChainEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -76,3 +76,58 @@ def test_terms_the_store_does_not_give_are_declined_on_chain(
     assert record is not None and record.phase == "skipped", record
     assert "terms" in record.note and "declined on chain (terms unusable)" in record.note
     assert ledger.declines(r) == {node.address: Decline.TERMS_UNUSABLE}
+
+
+@pytest.mark.parametrize("served", ["nothing", "other bytes"])
+def test_a_start_model_the_store_does_not_give_is_declined_on_chain(
+    embedded: ChainEnv, tmp_path: Path, served: str
+) -> None:
+    """Round 1 is finalized under a global-model CID that names ``nothing`` the store holds
+    (the raw CIDv1 of its bytes: attack a81) or ``other bytes``, and round 2 opens from it, so
+    the last global's CID (a67's fallback) is the same one. The node retries an unserved one
+    until half the commit window has passed and declines at once a CID serving other bytes;
+    either way it commits no update and its ``START_UNAVAILABLE`` decline is on chain."""
+    store = LocalStore(tmp_path / "store")
+    fed = _federation(
+        store,
+        list(embedded.sites[:1]),
+        [SiteFault()],
+        tmp_path,
+        w3=embedded.w3,
+        coordinator=embedded.coordinator,
+    )
+    ledger, node = fed.ledger, fed.nodes[0]
+    real_finalize = ledger.finalize_round
+
+    def finalize_round(signer: Any, round_id: int, **kwargs: Any) -> Any:
+        blob = store.get(kwargs["global_cid"], kwargs["global_sha256"])
+        if served == "nothing":
+            hidden = _raw_cid(kwargs["global_sha256"])
+        else:
+            hidden = store.put(b"not the model")
+        fed.service._kept[hidden] = blob  # the aggregator reads its own model
+        return real_finalize(signer, round_id, **{**kwargs, "global_cid": hidden})
+
+    ledger.finalize_round = finalize_round  # type: ignore[method-assign]
+    r1 = fed.service.open_next()
+    node.participate(r1)
+    close_commits(ledger, r1)
+    node.participate(r1)
+    for _ in range(3):
+        if fed.service.step() is not None:
+            break
+    assert ledger.get_round(r1).phase.name == "FINALIZED"
+    r2 = fed.service.open_next()
+    info = ledger.get_round(r2)
+    assert info.start_cid == ledger.get_round(r1).global_cid
+    if served == "nothing":
+        with pytest.raises(ContentNotFound):  # early in the window: retried, nothing declared
+            node.participate(r2)
+        assert ledger.get_submission(r2, node.address) is None
+        middle = info.opened_at + (info.commit_deadline - info.opened_at + 1) // 2
+        advance_time(ledger.w3, max(0, middle - next_block_timestamp(ledger.w3)))
+        assert next_block_timestamp(ledger.w3) <= info.commit_deadline
+    record = node.participate(r2)
+    assert record is not None and record.phase == "skipped", record
+    assert "start model" in record.note and "(start unavailable)" in record.note
+    assert ledger.declines(r2) == {node.address: Decline.START_UNAVAILABLE}
