@@ -674,6 +674,10 @@ class SiteNode:
         round under terms only its allies were handed (published after the round, so every
         audit reads them) otherwise shut every honest node out leaving no trace on chain but
         its absence (attack a80)."""
+        # past half the commit window: terms no node serves are refused, no longer retried
+        late = (
+            now is not None and 2 * (now - info.opened_at) >= info.commit_deadline - info.opened_at
+        )
         try:
             terms = self._terms_of(info)
         except (InvalidTerms, ContentTooLarge) as exc:
@@ -682,8 +686,7 @@ class SiteNode:
                 f"the committed terms are unusable ({exc}); not taking part",
             )
         except ContentNotFound as exc:
-            window = info.commit_deadline - info.opened_at
-            if now is None or 2 * (now - info.opened_at) < window:
+            if not late:
                 raise  # perhaps not yet reached this node: retried
             return (
                 Decline.TERMS_UNUSABLE,
@@ -714,7 +717,7 @@ class SiteNode:
                 "the round's windows on chain are not its terms' (" + "; ".join(windows) + "); "
                 "not taking part",
             )
-        changed = self._payment_refusal(terms)
+        changed = self._payment_refusal(terms, late=late)
         if changed is not None:
             return Decline.PAYMENT_CHANGED, changed
         short = window_refusal(self.config.accept, terms)
@@ -770,11 +773,15 @@ class SiteNode:
             "before training)",
         )
 
-    def _payment_refusal(self, terms: RoundTerms) -> str | None:
+    def _payment_refusal(self, terms: RoundTerms, *, late: bool = True) -> str | None:
         """Why a later round's terms are refused for re-choosing what round 1's fixed for the
         deployment (:func:`~fedtrail.protocol.terms.payment_differences`: the validation split,
         the valuation settings, the aggregation rule; ``audit verify`` fails such a round's
-        ``terms.task_fixed``), or round 1's terms cannot be read. None: round 1, or the same."""
+        ``terms.task_fixed``), or round 1's terms cannot be read. None: round 1, or the same.
+        Round 1's terms that no node serves (``ContentNotFound``) are retried (raised) until
+        ``late`` (half the commit window gone), then refused like unusable ones: an aggregator
+        that stopped serving them otherwise shut out every node that had not kept them (a
+        restarted or newly registered one) with no trace on chain (a80's variant)."""
         if terms.round == 1:
             return None
         first = self.ledger.get_round(1)
@@ -782,6 +789,13 @@ class SiteNode:
             reference = self._terms_of(first)
         except (InvalidTerms, ContentTooLarge) as exc:
             return f"round 1's terms are unusable ({exc}), so nothing binds these; not taking part"
+        except NOT_GIVEN as exc:
+            if isinstance(exc, ContentNotFound) and not late:
+                raise
+            return (
+                f"round 1's terms {first.terms_cid} cannot be fetched ({exc}), so nothing binds "
+                "these; not taking part"
+            )
         changed = payment_differences(reference, terms)
         if not changed:
             return None

@@ -131,3 +131,45 @@ def test_a_start_model_the_store_does_not_give_is_declined_on_chain(
     assert record is not None and record.phase == "skipped", record
     assert "start model" in record.note and "(start unavailable)" in record.note
     assert ledger.declines(r2) == {node.address: Decline.START_UNAVAILABLE}
+
+
+def test_round_one_terms_no_longer_served_are_declined_on_chain(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """Round 1 is finalized; then round 1's terms, which bind every later round's payment
+    settings, stop being served (gone from the store) and the node has not kept them (a restart
+    clears its cache). Round 2's own terms are served: the node retries until half the commit
+    window has passed, then declines on chain (``PAYMENT_CHANGED``, as for unusable round-1
+    terms) instead of missing the round with no trace."""
+    store = LocalStore(tmp_path / "store")
+    fed = _federation(
+        store,
+        list(embedded.sites[:1]),
+        [SiteFault()],
+        tmp_path,
+        w3=embedded.w3,
+        coordinator=embedded.coordinator,
+    )
+    ledger, node = fed.ledger, fed.nodes[0]
+    r1 = fed.service.open_next()
+    node.participate(r1)
+    close_commits(ledger, r1)
+    node.participate(r1)
+    for _ in range(3):
+        if fed.service.step() is not None:
+            break
+    first = ledger.get_round(r1)
+    assert first.phase.name == "FINALIZED"
+    r2 = fed.service.open_next()
+    (tmp_path / "store" / "blobs" / first.terms_cid).unlink()  # no longer served
+    node._terms = {}  # a restarted node keeps no terms in memory
+    info = ledger.get_round(r2)
+    with pytest.raises(ContentNotFound):  # early in the window: retried, nothing declared
+        node.participate(r2)
+    assert ledger.get_submission(r2, node.address) is None
+    middle = info.opened_at + (info.commit_deadline - info.opened_at + 1) // 2
+    advance_time(ledger.w3, max(0, middle - next_block_timestamp(ledger.w3)))
+    record = node.participate(r2)
+    assert record is not None and record.phase == "skipped", record
+    assert "round 1's terms" in record.note and "(payment changed)" in record.note
+    assert ledger.declines(r2) == {node.address: Decline.PAYMENT_CHANGED}
