@@ -44,6 +44,7 @@ from fedtrail.chain import Wake, next_block_timestamp, wake_delay
 from fedtrail.errors import (
     CommitmentMismatch,
     ConfigError,
+    ContentNotFound,
     ContentTooLarge,
     ContractNotFound,
     ContractRevert,
@@ -102,7 +103,7 @@ from fedtrail.storage.codec import (
 from fedtrail.storage.personal import PERSONAL_MODEL, PersonalInfo, load_personal, save_personal
 from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.residual import load_residual, save_residual
-from fedtrail.storage.store import ContentStore
+from fedtrail.storage.store import NOT_GIVEN, ContentStore
 from fedtrail.valuation.candidates import checks_noise
 from fedtrail.valuation.consent import unrunnable
 from fedtrail.valuation.limits import (
@@ -569,7 +570,7 @@ class SiteNode:
                 log.warning("round %d: commit window closed before this node committed", round_id)
                 return None
             refusal = self._terms_refusal(
-                round_id, info, last_finalized=view.last_finalized
+                round_id, info, last_finalized=view.last_finalized, now=now
             ) or self._window_refusal(info)
             if refusal is not None:
                 # the terms are hash-pinned: the same answer at every poll, so recorded once,
@@ -652,7 +653,12 @@ class SiteNode:
         return record
 
     def _terms_refusal(
-        self, round_id: int, info: RoundInfo, *, last_finalized: int | None = None
+        self,
+        round_id: int,
+        info: RoundInfo,
+        *,
+        last_finalized: int | None = None,
+        now: int | None = None,
     ) -> tuple[Decline, str] | None:
         """Why this site does not take part under the round's committed terms (None: it does).
         Terms for another task raise :class:`TaskMismatch` (the site's config or the federation
@@ -661,13 +667,37 @@ class SiteNode:
         or thresholds stricter than its ``[accept]``) are refused before any training or
         privacy budget is spent; so are windows on chain other than the terms' (a commit window
         cut below the promised one shuts out the slowest sites: a40). A store that does not
-        answer raises (the daemon retries)."""
+        answer raises (the daemon retries). Terms the store does not give are refused too:
+        at once for a verdict on the CID (other bytes than the chain's sha256, not a CID, a
+        directory), and, when no node serves them (``ContentNotFound``, retried), once the
+        chain's clock ``now`` has passed half the commit window: an aggregator that opened a
+        round under terms only its allies were handed (published after the round, so every
+        audit reads them) otherwise shut every honest node out leaving no trace on chain but
+        its absence (attack a80)."""
+        # past half the commit window: terms no node serves are refused, no longer retried
+        late = (
+            now is not None and 2 * (now - info.opened_at) >= info.commit_deadline - info.opened_at
+        )
         try:
             terms = self._terms_of(info)
         except (InvalidTerms, ContentTooLarge) as exc:
             return (
                 Decline.TERMS_UNUSABLE,
                 f"the committed terms are unusable ({exc}); not taking part",
+            )
+        except ContentNotFound as exc:
+            if not late:
+                raise  # perhaps not yet reached this node: retried
+            return (
+                Decline.TERMS_UNUSABLE,
+                f"the committed terms {info.terms_cid} could not be fetched for half the "
+                f"commit window ({exc}); not taking part",
+            )
+        except NOT_GIVEN as exc:
+            return (
+                Decline.TERMS_UNUSABLE,
+                f"the store does not give the committed terms {info.terms_cid} ({exc}); not "
+                "taking part",
             )
         if terms.round != round_id:
             return (
@@ -687,7 +717,7 @@ class SiteNode:
                 "the round's windows on chain are not its terms' (" + "; ".join(windows) + "); "
                 "not taking part",
             )
-        changed = self._payment_refusal(terms)
+        changed = self._payment_refusal(terms, late=late)
         if changed is not None:
             return Decline.PAYMENT_CHANGED, changed
         short = window_refusal(self.config.accept, terms)
@@ -743,11 +773,15 @@ class SiteNode:
             "before training)",
         )
 
-    def _payment_refusal(self, terms: RoundTerms) -> str | None:
+    def _payment_refusal(self, terms: RoundTerms, *, late: bool = True) -> str | None:
         """Why a later round's terms are refused for re-choosing what round 1's fixed for the
         deployment (:func:`~fedtrail.protocol.terms.payment_differences`: the validation split,
         the valuation settings, the aggregation rule; ``audit verify`` fails such a round's
-        ``terms.task_fixed``), or round 1's terms cannot be read. None: round 1, or the same."""
+        ``terms.task_fixed``), or round 1's terms cannot be read. None: round 1, or the same.
+        Round 1's terms that no node serves (``ContentNotFound``) are retried (raised) until
+        ``late`` (half the commit window gone), then refused like unusable ones: an aggregator
+        that stopped serving them otherwise shut out every node that had not kept them (a
+        restarted or newly registered one) with no trace on chain (a80's variant)."""
         if terms.round == 1:
             return None
         first = self.ledger.get_round(1)
@@ -755,6 +789,13 @@ class SiteNode:
             reference = self._terms_of(first)
         except (InvalidTerms, ContentTooLarge) as exc:
             return f"round 1's terms are unusable ({exc}), so nothing binds these; not taking part"
+        except NOT_GIVEN as exc:
+            if isinstance(exc, ContentNotFound) and not late:
+                raise
+            return (
+                f"round 1's terms {first.terms_cid} cannot be fetched ({exc}), so nothing binds "
+                "these; not taking part"
+            )
         changed = payment_differences(reference, terms)
         if not changed:
             return None
@@ -769,7 +810,20 @@ class SiteNode:
         spec = self.config.model
         cid, sha256 = view.info.start_cid, view.info.start_sha256
         log.info("round %d: fetching global model %s", round_id, cid)
-        blob = self._start_model(round_id, cid, sha256, view.last_finalized)
+        try:
+            blob = self._start_model(round_id, cid, sha256, view.last_finalized)
+        except NOT_GIVEN as exc:
+            info = view.info
+            window = info.commit_deadline - info.opened_at
+            early = 2 * (view.pending_timestamp - info.opened_at) < window
+            if isinstance(exc, ContentNotFound) and early:
+                raise  # perhaps not yet reached this node: retried
+            return self._decline(
+                round_id,
+                info,
+                Decline.START_UNAVAILABLE,
+                f"the start model {cid} cannot be fetched ({exc}); not taking part",
+            )
         global_state, _ = decode_model(blob, spec=spec)
         train_cfg = replace(
             self.config.training, seed=_round_seed(self.config.training.seed, round_id)

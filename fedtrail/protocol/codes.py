@@ -144,7 +144,8 @@ class Decline(IntEnum):
     verify``'s ``terms.declined`` now names each declining site and its reason."""
 
     TERMS_UNUSABLE = 1
-    """The terms could not be read, or are another round's."""
+    """The terms could not be read (for a CID nobody serves: for half the commit window,
+    attack a80), or are another round's."""
     WINDOWS = 2
     """The chain's commit or reveal window is not the terms' (``terms.windows``)."""
     PAYMENT_CHANGED = 3
@@ -161,6 +162,11 @@ class Decline(IntEnum):
     """The terms' privacy block: DP required of a site whose ``[privacy]`` is off, a DP
     ``delta`` outside its ``[privacy]`` bounds (attack a39's refusal), or a per-update noise
     check (``dp_noise_check`` 1) that this site's compressed DP updates cannot pass (a47)."""
+    START_UNAVAILABLE = 8
+    """The round's start model could not be fetched (not under the CID ``openRound`` named,
+    nor as the last finalized global model) for half the commit window, or its CID serves
+    other bytes (attack a81: a global model finalized under a CID nobody serves, published
+    after the next round, shut every honest node out of it leaving no trace on chain)."""
 
     @property
     def label(self) -> str:
