@@ -13,6 +13,7 @@ that reveals a DP update as a plain one escapes it altogether.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -159,8 +160,11 @@ def sampling_problem(params: DpParams, num_samples: int) -> str | None:
         problems.append(
             f"sample rate {params.sample_rate:g} over {num_samples} samples expects no image a step"
         )
-    per_epoch = max(1, round(1 / params.sample_rate))
-    if params.steps % per_epoch:
+    inverse = 1 / params.sample_rate  # inf for a subnormal rate: round() would raise
+    per_epoch = max(1, round(inverse)) if math.isfinite(inverse) else 0
+    if per_epoch == 0 or per_epoch > params.steps:
+        problems.append(f"{params.steps} steps are less than one epoch of {inverse:.6g}")
+    elif params.steps % per_epoch:
         problems.append(f"{params.steps} steps are not whole epochs of {per_epoch}")
     return "; ".join(problems) or None
 

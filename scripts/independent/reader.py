@@ -191,8 +191,9 @@ def privacy_rule(acct, terms, revealed, readable, dp, samples, weights, spends, 
             problems.append(f"{a[:10]} delta {p['delta']} > 1 / its {n} samples")
         if p["sample_rate"] * n < 1 - 1e-9:
             problems.append(f"{a[:10]} sample rate {p['sample_rate']} over {n} samples")
-        per_epoch = max(1, round(1 / p["sample_rate"]))
-        if p["steps"] % per_epoch:
+        inverse = 1 / p["sample_rate"]
+        per_epoch = max(1, round(inverse)) if math.isfinite(inverse) else 0
+        if per_epoch == 0 or p["steps"] % per_epoch:
             problems.append(f"{a[:10]} {p['steps']} steps are not whole epochs of {per_epoch}")
         earlier, before = earlier_of(a) if p.get("accounting") == "composed" else ([], 0)
         if earlier is None:
@@ -877,7 +878,7 @@ def noise_tests(
 
 # ---------------------------------------------------------------- registry changes (a65)
 DECLINE_TAG = Web3.keccak(text="fedtrail.decline/1")
-DECLINE_REASONS = range(1, 8)  # README *Refusals are declared on chain*: reason codes 1..7
+DECLINE_REASONS = range(1, 9)  # README *Refusals are declared on chain*: reason codes 1..8
 
 
 def is_decline(commitment: bytes, site: str, rnd: int, terms_sha: bytes) -> bool:

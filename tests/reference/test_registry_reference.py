@@ -83,7 +83,7 @@ def _case(rng: random.Random) -> dict[str, Any]:
         revealed = roll > 0.45
         declines = not revealed and rng.random() < 0.4
         commitment = (
-            decline_commitment(site, ROUND, TERMS, Decline(rng.randrange(1, 8)))
+            decline_commitment(site, ROUND, TERMS, rng.choice(list(Decline)))
             if declines
             else f"{rng.getrandbits(256):064x}"
         )
@@ -204,6 +204,6 @@ def test_the_readers_rule_gives_verifys_verdict() -> None:
     verdicts = [_product(c) for c in cases]
     mine = [_independent(c) for c in cases]
     assert [i for i, (a, b) in enumerate(zip(verdicts, mine, strict=True)) if a != b] == []
-    assert 30 <= verdicts.count(False) <= 570, verdicts.count(False)  # both verdicts occur
+    assert 10 <= verdicts.count(False) <= 590, verdicts.count(False)  # both verdicts occur
     # a misreading (moves counted only up to the commit deadline) disagrees somewhere
     assert any(_independent(c, bound="commit") != v for c, v in zip(cases, verdicts, strict=True))

@@ -87,6 +87,18 @@ def test_each_verdict(
     assert _status(params, declared, privacy, n) == status
 
 
+@pytest.mark.parametrize("rate", [5e-324, 1e-300])
+def test_a_subnormal_or_tiny_sample_rate_is_implausible_not_a_crash(rate: float) -> None:
+    """1 / 5e-324 is infinite and ``round`` of it raises: the aggregator values every update
+    through this check, so one site's blob must not stop the round; the reason stays short."""
+    params = replace(PARAMS, sample_rate=rate, steps=300)
+    verdict = check_spend(
+        _history([]), round_id=3, site=SITE, params=params, declared=TRUE, privacy=TERMS
+    )
+    assert verdict.status == Status.IMPLAUSIBLE_SAMPLING
+    assert "less than one epoch" in verdict.detail and len(verdict.detail) < 120
+
+
 def test_only_the_passing_statuses_do_not_bind() -> None:
     assert BINDING.isdisjoint(Status.PASSING) and Status.UNREADABLE not in BINDING
     assert {
