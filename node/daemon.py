@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import torch
@@ -391,6 +392,11 @@ TERMS_KEPT = 4
 round's payment check compares with, and a few more)."""
 
 
+MISSES_BEFORE_DECLINE: Final = 3
+"""Polls on which the store must fail to give a round's terms or start model before the node
+declines the round for it (:meth:`SiteNode._missed`)."""
+
+
 class SiteNode:
     """One site's participation logic over a ledger and a content store."""
 
@@ -436,6 +442,8 @@ class SiteNode:
         self._terms: dict[str, RoundTerms] = {}
         """Terms read, by their sha256 (:meth:`_terms_of`)."""
         self.wake: Wake | None = None
+        self._misses: dict[str, int] = {}
+        """Polls of this process on which the store did not give a CID (:meth:`_missed`)."""
         """When the step :meth:`participate` last left waiting can be taken (the reveal, once
         the commit window has closed); None: nothing waits on a deadline."""
         self.scorer = PeerScorer(
@@ -686,7 +694,7 @@ class SiteNode:
                 f"the committed terms are unusable ({exc}); not taking part",
             )
         except ContentNotFound as exc:
-            if not late:
+            if not (self._missed(info.terms_cid) and late):
                 raise  # perhaps not yet reached this node: retried
             return (
                 Decline.TERMS_UNUSABLE,
@@ -694,6 +702,8 @@ class SiteNode:
                 f"commit window ({exc}); not taking part",
             )
         except NOT_GIVEN as exc:
+            if not self._missed(info.terms_cid):
+                raise  # a truncated answer reads as other bytes: asked again first
             return (
                 Decline.TERMS_UNUSABLE,
                 f"the store does not give the committed terms {info.terms_cid} ({exc}); not "
@@ -773,6 +783,16 @@ class SiteNode:
             "before training)",
         )
 
+    def _missed(self, cid: str) -> bool:
+        """Counts one more poll on which the store did not give ``cid``; True from the
+        :data:`MISSES_BEFORE_DECLINE`-th. A decline spends the round's one commitment, and the
+        IPFS client reads a timed-out or hung daemon as ``ContentNotFound`` (a cut answer as
+        other bytes), so a node declines only what it failed to read on several polls: never
+        on a restart's first read, nor on one hiccup of its own daemon."""
+        seen = self._misses.get(cid, 0) + 1
+        self._misses[cid] = seen
+        return seen >= MISSES_BEFORE_DECLINE
+
     def _payment_refusal(self, terms: RoundTerms, *, late: bool = True) -> str | None:
         """Why a later round's terms are refused for re-choosing what round 1's fixed for the
         deployment (:func:`~fedtrail.protocol.terms.payment_differences`: the validation split,
@@ -790,7 +810,7 @@ class SiteNode:
         except (InvalidTerms, ContentTooLarge) as exc:
             return f"round 1's terms are unusable ({exc}), so nothing binds these; not taking part"
         except NOT_GIVEN as exc:
-            if isinstance(exc, ContentNotFound) and not late:
+            if not self._missed(first.terms_cid) or (isinstance(exc, ContentNotFound) and not late):
                 raise
             return (
                 f"round 1's terms {first.terms_cid} cannot be fetched ({exc}), so nothing binds "
@@ -816,8 +836,8 @@ class SiteNode:
             info = view.info
             window = info.commit_deadline - info.opened_at
             early = 2 * (view.pending_timestamp - info.opened_at) < window
-            if isinstance(exc, ContentNotFound) and early:
-                raise  # perhaps not yet reached this node: retried
+            if not self._missed(cid) or (isinstance(exc, ContentNotFound) and early):
+                raise  # perhaps not yet reached this node, or a daemon's hiccup: retried
             return self._decline(
                 round_id,
                 info,

@@ -35,7 +35,7 @@ from fedtrail.ml.catalog import load_source
 from fedtrail.ml.datasets import partition_iid
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.config import DataConfig
-from fedtrail.node.daemon import CLOCK_SLACK, SiteNode
+from fedtrail.node.daemon import CLOCK_SLACK, MISSES_BEFORE_DECLINE, SiteNode
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.faults import SiteFault
@@ -130,7 +130,8 @@ def play(r: int) -> dict[str, str]:
     now = next_block_timestamp(w3)
     if middle > now:
         advance_time(w3, middle - now)
-    poll(status)
+    for _ in range(MISSES_BEFORE_DECLINE):  # a running node polls every few seconds
+        poll(status)
     now = next_block_timestamp(w3)
     advance_time(w3, info.commit_deadline - now + 1 + CLOCK_SLACK)
     poll(status)

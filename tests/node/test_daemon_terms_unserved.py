@@ -3,7 +3,10 @@ terms by their sha256, not by whether anyone serves them, so an aggregator could
 under terms it hands only to its allies (publishing them after the round, so every audit reads
 them). The node retried the store's ``ContentNotFound`` until the commit window closed and left
 no trace on chain but its absence. It now declines on chain (``TERMS_UNUSABLE``) once half the
-commit window has passed without the terms, and at once for a CID that serves other bytes."""
+commit window has passed without the terms, and at once for a CID that serves other bytes; in
+either case only after the store failed it on ``MISSES_BEFORE_DECLINE`` polls (the IPFS client
+reads a hung daemon as ``ContentNotFound`` and a cut answer as other bytes, and a decline spends
+the round)."""
 
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ from fedtrail.errors import ContentNotFound
 from fedtrail.protocol.codes import Decline
 from fedtrail.simulation.faults import SiteFault
 from fedtrail.storage.cid import check_cid
-from fedtrail.storage.store import LocalStore
+from fedtrail.storage.store import NOT_GIVEN, LocalStore
+from node.daemon import MISSES_BEFORE_DECLINE
 from tests.aggregator.test_service import _federation, close_commits
 from tests.fixtures.chain import ChainEnv
 
@@ -31,6 +35,17 @@ def _raw_cid(sha256_hex: str) -> str:
     prefix = bytes([0x01, 0x55, 0x12, 0x20])  # CIDv1, raw, sha2-256, 32 bytes
     body = base64.b32encode(prefix + bytes.fromhex(sha256_hex)).decode().lower().rstrip("=")
     return check_cid("b" + body)
+
+
+def _after_misses(node: Any, round_id: int, missed: int) -> Any:
+    """Polls ``round_id`` until the node's verdict: every poll before the
+    ``MISSES_BEFORE_DECLINE``-th miss (``missed`` of them already) raises the store's refusal
+    and declares nothing."""
+    for _ in range(MISSES_BEFORE_DECLINE - 1 - missed):
+        with pytest.raises(NOT_GIVEN):
+            node.participate(round_id)
+        assert node.ledger.get_submission(round_id, node.address) is None
+    return node.participate(round_id)
 
 
 @pytest.mark.parametrize("served", ["nothing", "other bytes"])
@@ -72,7 +87,7 @@ def test_terms_the_store_does_not_give_are_declined_on_chain(
         middle = info.opened_at + (info.commit_deadline - info.opened_at + 1) // 2
         advance_time(ledger.w3, max(0, middle - next_block_timestamp(ledger.w3)))
         assert next_block_timestamp(ledger.w3) <= info.commit_deadline
-    record = node.participate(r)
+    record = _after_misses(node, r, missed=1 if served == "nothing" else 0)
     assert record is not None and record.phase == "skipped", record
     assert "terms" in record.note and "declined on chain (terms unusable)" in record.note
     assert ledger.declines(r) == {node.address: Decline.TERMS_UNUSABLE}
@@ -127,7 +142,7 @@ def test_a_start_model_the_store_does_not_give_is_declined_on_chain(
         middle = info.opened_at + (info.commit_deadline - info.opened_at + 1) // 2
         advance_time(ledger.w3, max(0, middle - next_block_timestamp(ledger.w3)))
         assert next_block_timestamp(ledger.w3) <= info.commit_deadline
-    record = node.participate(r2)
+    record = _after_misses(node, r2, missed=1 if served == "nothing" else 0)
     assert record is not None and record.phase == "skipped", record
     assert "start model" in record.note and "(start unavailable)" in record.note
     assert ledger.declines(r2) == {node.address: Decline.START_UNAVAILABLE}
@@ -169,7 +184,46 @@ def test_round_one_terms_no_longer_served_are_declined_on_chain(
     assert ledger.get_submission(r2, node.address) is None
     middle = info.opened_at + (info.commit_deadline - info.opened_at + 1) // 2
     advance_time(ledger.w3, max(0, middle - next_block_timestamp(ledger.w3)))
-    record = node.participate(r2)
+    record = _after_misses(node, r2, missed=1)
     assert record is not None and record.phase == "skipped", record
     assert "round 1's terms" in record.note and "(payment changed)" in record.note
     assert ledger.declines(r2) == {node.address: Decline.PAYMENT_CHANGED}
+
+
+def test_a_store_that_fails_on_fewer_polls_than_the_limit_costs_no_round(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """Past half the commit window, the node's own daemon answers the round's terms with a
+    timeout (``ContentNotFound``) and then a cut answer (other bytes) before it recovers: the
+    node takes part instead of declining on the first (it declined at once before)."""
+    from fedtrail.errors import HashMismatch
+
+    store = LocalStore(tmp_path / "store")
+    fed = _federation(
+        store,
+        list(embedded.sites[:1]),
+        [SiteFault()],
+        tmp_path,
+        w3=embedded.w3,
+        coordinator=embedded.coordinator,
+    )
+    ledger, node = fed.ledger, fed.nodes[0]
+    r = fed.service.open_next()
+    info = ledger.get_round(r)
+    middle = info.opened_at + (info.commit_deadline - info.opened_at + 1) // 2
+    advance_time(ledger.w3, max(0, middle - next_block_timestamp(ledger.w3)))
+    hiccups: list[Exception] = [ContentNotFound("timed out"), HashMismatch("cut short")]
+    real_get = node.store.get
+
+    def get(cid: str, sha256: str, **kwargs: Any) -> bytes:
+        if cid == info.terms_cid and hiccups:
+            raise hiccups.pop(0)
+        return real_get(cid, sha256, **kwargs)
+
+    node.store.get = get
+    for _ in range(2):  # two polls' failures: retried, nothing declared
+        with pytest.raises(NOT_GIVEN):
+            node.participate(r)
+    record = node.participate(r)
+    assert record is not None and record.phase == "committed", record
+    assert ledger.declines(r) == {}
