@@ -423,7 +423,7 @@ def test_a_round_valued_per_round_does_not_reset_the_standing(
     continues the latest log with a block, and a log that starts over fails standing.chain."""
     import fedtrail.node.daemon as daemon
 
-    monkeypatch.setattr(daemon.SiteNode, "_payment_refusal", lambda self, terms: None)
+    monkeypatch.setattr(daemon.SiteNode, "_payment_refusal", lambda self, terms, **_: None)
     # nor refuse a round without standing under their [accept] (per_round false by default)
     import fedtrail.valuation.consent as consent
 
