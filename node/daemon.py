@@ -394,7 +394,13 @@ round's payment check compares with, and a few more)."""
 
 MISSES_BEFORE_DECLINE: Final = 3
 """Polls on which the store must fail to give a round's terms or start model before the node
-declines the round for it (:meth:`SiteNode._missed`)."""
+declines the round for it (:meth:`SiteNode._gives_up`)."""
+
+
+def _half_window_gone(info: RoundInfo, now: int) -> bool:
+    """Whether the chain clock ``now`` has passed half of ``info``'s commit window: from then
+    on blobs no node serves are declined, no longer retried (attacks a80, a81)."""
+    return 2 * (now - info.opened_at) >= info.commit_deadline - info.opened_at
 
 
 class SiteNode:
@@ -442,10 +448,10 @@ class SiteNode:
         self._terms: dict[str, RoundTerms] = {}
         """Terms read, by their sha256 (:meth:`_terms_of`)."""
         self.wake: Wake | None = None
-        self._misses: dict[str, int] = {}
-        """Polls of this process on which the store did not give a CID (:meth:`_missed`)."""
         """When the step :meth:`participate` last left waiting can be taken (the reveal, once
         the commit window has closed); None: nothing waits on a deadline."""
+        self._misses: dict[str, int] = {}
+        """Polls of this process on which the store did not give a CID (:meth:`_gives_up`)."""
         self.scorer = PeerScorer(
             ledger=ledger,
             store=store,
@@ -682,10 +688,7 @@ class SiteNode:
         round under terms only its allies were handed (published after the round, so every
         audit reads them) otherwise shut every honest node out leaving no trace on chain but
         its absence (attack a80)."""
-        # past half the commit window: terms no node serves are refused, no longer retried
-        late = (
-            now is not None and 2 * (now - info.opened_at) >= info.commit_deadline - info.opened_at
-        )
+        late = now is not None and _half_window_gone(info, now)
         try:
             terms = self._terms_of(info)
         except (InvalidTerms, ContentTooLarge) as exc:
@@ -693,22 +696,15 @@ class SiteNode:
                 Decline.TERMS_UNUSABLE,
                 f"the committed terms are unusable ({exc}); not taking part",
             )
-        except ContentNotFound as exc:
-            if not (self._missed(info.terms_cid) and late):
-                raise  # perhaps not yet reached this node: retried
-            return (
-                Decline.TERMS_UNUSABLE,
-                f"the committed terms {info.terms_cid} could not be fetched for half the "
-                f"commit window ({exc}); not taking part",
-            )
         except NOT_GIVEN as exc:
-            if not self._missed(info.terms_cid):
-                raise  # a truncated answer reads as other bytes: asked again first
-            return (
-                Decline.TERMS_UNUSABLE,
-                f"the store does not give the committed terms {info.terms_cid} ({exc}); not "
-                "taking part",
-            )
+            if not self._gives_up(info.terms_cid, exc, late=late):
+                raise  # retried
+            if isinstance(exc, ContentNotFound):
+                why = f"the committed terms {info.terms_cid} could not be fetched for half the "
+                why += f"commit window ({exc})"
+            else:
+                why = f"the store does not give the committed terms {info.terms_cid} ({exc})"
+            return Decline.TERMS_UNUSABLE, f"{why}; not taking part"
         if terms.round != round_id:
             return (
                 Decline.TERMS_UNUSABLE,
@@ -783,15 +779,18 @@ class SiteNode:
             "before training)",
         )
 
-    def _missed(self, cid: str) -> bool:
-        """Counts one more poll on which the store did not give ``cid``; True from the
-        :data:`MISSES_BEFORE_DECLINE`-th. A decline spends the round's one commitment, and the
-        IPFS client reads a timed-out or hung daemon as ``ContentNotFound`` (a cut answer as
-        other bytes), so a node declines only what it failed to read on several polls: never
-        on a restart's first read, nor on one hiccup of its own daemon."""
+    def _gives_up(self, cid: str, exc: Exception, *, late: bool) -> bool:
+        """Counts one more poll on which the store did not give ``cid`` (``exc``, one of
+        ``NOT_GIVEN``) and says whether the node now declines the round for it: from the
+        :data:`MISSES_BEFORE_DECLINE`-th miss, and for ``ContentNotFound`` (perhaps not yet
+        reached this node) only once ``late``, half the commit window gone. A decline spends the
+        round's one commitment, and the IPFS client reads a timed-out or hung daemon as
+        ``ContentNotFound`` (a cut answer as other bytes), so a node declines only what it
+        failed to read on several polls: never on a restart's first read, nor on one hiccup of
+        its own daemon."""
         seen = self._misses.get(cid, 0) + 1
         self._misses[cid] = seen
-        return seen >= MISSES_BEFORE_DECLINE
+        return seen >= MISSES_BEFORE_DECLINE and (late or not isinstance(exc, ContentNotFound))
 
     def _payment_refusal(self, terms: RoundTerms, *, late: bool = True) -> str | None:
         """Why a later round's terms are refused for re-choosing what round 1's fixed for the
@@ -810,8 +809,8 @@ class SiteNode:
         except (InvalidTerms, ContentTooLarge) as exc:
             return f"round 1's terms are unusable ({exc}), so nothing binds these; not taking part"
         except NOT_GIVEN as exc:
-            if not self._missed(first.terms_cid) or (isinstance(exc, ContentNotFound) and not late):
-                raise
+            if not self._gives_up(first.terms_cid, exc, late=late):
+                raise  # retried
             return (
                 f"round 1's terms {first.terms_cid} cannot be fetched ({exc}), so nothing binds "
                 "these; not taking part"
@@ -834,10 +833,8 @@ class SiteNode:
             blob = self._start_model(round_id, cid, sha256, view.last_finalized)
         except NOT_GIVEN as exc:
             info = view.info
-            window = info.commit_deadline - info.opened_at
-            early = 2 * (view.pending_timestamp - info.opened_at) < window
-            if not self._missed(cid) or (isinstance(exc, ContentNotFound) and early):
-                raise  # perhaps not yet reached this node, or a daemon's hiccup: retried
+            if not self._gives_up(cid, exc, late=_half_window_gone(info, view.pending_timestamp)):
+                raise  # retried
             return self._decline(
                 round_id,
                 info,
