@@ -55,7 +55,7 @@ class Scenario:
     shortcut_sites: int = 0
     copy_sites: int = 0
     rule: str = "weighted"
-    statistics: str = "median"
+    statistics: str = "anchored_median"
     """How the global model's running statistics are combined (BatchNorm models only)."""
     valuation: str = "shapley"
     valuation_mode: str = "aggregator"

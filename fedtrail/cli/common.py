@@ -224,11 +224,13 @@ def aggregation_options(func: F) -> F:
     func = click.option(
         "--statistics",
         type=LazyChoice(statistics_rules),
-        default="median",
+        default="anchored_median",
         show_default=True,
         help="How BatchNorm running statistics are combined: their coordinate median over the "
-        "paid updates, or weighted like the weights (a site can shift a statistic without "
-        "changing a weight; recorded in the terms; models without them ignore it).",
+        "paid updates with the start model's as votes up to three (anchored_median), over the "
+        "paid updates alone (median), or weighted like the weights (a site can shift a "
+        "statistic without changing a weight; recorded in the terms; models without them "
+        "ignore it).",
     )(func)
     return click.option(
         "--rule",

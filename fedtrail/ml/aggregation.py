@@ -647,9 +647,13 @@ class AggregationRule:
     then ignore the weights' sizes (every kept update counts once).
 
     ``statistics`` is how the running statistics (BatchNorm's ``running_mean``/``running_var``,
-    :meth:`~fedtrail.ml.models.ModelSpec.statistic_names`) are combined: ``median`` (default)
-    takes their coordinate median over the positive-weight updates whatever ``name`` is;
-    ``weighted`` treats them like every other tensor. A statistic is not a gradient step: a
+    :meth:`~fedtrail.ml.models.ModelSpec.statistic_names`) are combined: ``anchored_median``
+    (default since session 51) takes their coordinate median over the positive-weight updates
+    and, while fewer than three are paid, the start model's statistics as the missing votes,
+    whatever ``name`` is; ``median`` the median over the positive-weight updates alone (the
+    default before: with two paid updates their mean, so one paid poisoner of two moved the
+    statistics by half its shift, and the only one paid by all of it); ``weighted`` treats
+    them like every other tensor. A statistic is not a gradient step: a
     site can shift it by any amount without changing one weight, and the valuation pays the
     shift a round late. Measured (``scripts/bench/bn_poison.py``: resnet10, 28 px, 5 sites,
     alpha 3, seed 0, 3 rounds, one site adding 1e3 to every ``running_mean``): with
@@ -665,7 +669,7 @@ class AggregationRule:
     krum_f: int = 1
     krum_m: int | None = None
     max_norm: float | None = None
-    statistics: str = "median"
+    statistics: str = "anchored_median"
 
     @classmethod
     def from_terms(cls, doc: Mapping[str, Any]) -> AggregationRule:
@@ -716,7 +720,8 @@ def aggregate(
 
     ``statistics`` names the running-statistic tensors (the spec's
     :meth:`~fedtrail.ml.models.ModelSpec.statistic_names`); under ``rule.statistics ==
-    "median"`` they become the coordinate median of the positive-weight updates' values.
+    "median"`` they become the coordinate median of the positive-weight updates' values (with
+    the start model's as votes up to three under ``"anchored_median"``).
     Zero-weight updates are excluded by every rule and may be ``None``. Raises
     :class:`AggregationError` when the weights are not valid on-chain weights (integers >= 0
     summing to 1e18), when a positive-weight update is missing or differs in layout, when a
@@ -726,12 +731,19 @@ def aggregate(
     if not isinstance(rule, AggregationRule):
         raise ConfigError(f"rule must be an AggregationRule, got {type(rule).__name__}")
     out = RULES[rule.name](rule, deltas, weights)
-    if statistics and rule.statistics == "median" and rule.name != "median":
+    anchored = rule.statistics == "anchored_median"
+    if statistics and (anchored or (rule.statistics == "median" and rule.name != "median")):
         missing = [name for name in statistics if name not in out]
         if missing:
             raise AggregationError(f"statistics {missing[:3]} are not tensors of the updates")
-        used = _used(deltas, weights)[1]
-        out.update(coordinate_median([{name: d[name] for name in statistics} for d in used]))
+        votes = [{name: d[name] for name in statistics} for d in _used(deltas, weights)[1]]
+        if anchored and len(votes) < ANCHOR_VOTES:
+            # the start model's statistics (a zero delta) vote until there are three votes, so
+            # one paid update can never move them outside what another paid update or the
+            # start model says: the median of two is their mean, the poisoner's half
+            zero = {name: torch.zeros_like(t) for name, t in votes[0].items()} if votes else {}
+            votes += [zero] * (ANCHOR_VOTES - len(votes))
+        out.update(coordinate_median(votes))
     return out
 
 
@@ -793,5 +805,9 @@ RULES: Final[Mapping[str, Rule]] = MappingProxyType(
 
 RULE_NAMES: Final[tuple[str, ...]] = tuple(RULES)
 
-STATISTICS_RULES: Final[tuple[str, ...]] = ("median", "weighted")
+STATISTICS_RULES: Final[tuple[str, ...]] = ("anchored_median", "median", "weighted")
 """How :func:`aggregate` combines running statistics (:attr:`AggregationRule.statistics`)."""
+
+ANCHOR_VOTES: Final = 3
+"""``anchored_median``: the fewest votes its median is taken over; while fewer updates are paid,
+the start model's statistics (a zero delta) fill the rest."""

@@ -354,9 +354,9 @@ class ThresholdLimits:
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
-    statistics: tuple[str, ...] = ("median",)
+    statistics: tuple[str, ...] = ("anchored_median", "median")
     """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site
-    accepts for a model that has them (BatchNorm): by default only ``"median"``. Averaged
+    accepts for a model that has them (BatchNorm): by default the two medians. Averaged
     (``"weighted"``), one site that shifts its statistics without changing a weight collapses
     the global model to a constant output, and the valuation cannot see it once the global
     model's statistics are poisoned (every coalition model is collapsed too), so an aggregator
@@ -626,7 +626,8 @@ def statistics_refusal(
     (``running_statistics``) or without running statistics; None when it does. The rule
     ``median`` takes the median of every tensor, so its statistics are the median whatever
     ``rule.statistics`` says."""
-    effective = "median" if rule.name == "median" else rule.statistics
+    plain = rule.name == "median" and rule.statistics != "anchored_median"
+    effective = "median" if plain else rule.statistics
     if not running_statistics or effective in accept.statistics:
         return None
     return (

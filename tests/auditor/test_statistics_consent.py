@@ -53,7 +53,9 @@ def test_weighted_statistics_for_a_batchnorm_model_are_refused_by_default() -> N
     refused = _unrunnable(weighted)
     assert refused is not None and "running statistics combined by 'weighted'" in refused
     failed, detail = _limits_check(weighted, ThresholdLimits())
-    assert failed and "'weighted'" in detail and "statistics = ['median']" in detail
+    assert (
+        failed and "'weighted'" in detail and "statistics = ['anchored_median', 'median']" in detail
+    )
     # a site (and its auditor) that consented to averaging takes part and passes
     consented = limits_from({"statistics": ["median", "weighted"]})
     assert _unrunnable(weighted, consented) is None

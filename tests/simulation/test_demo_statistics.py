@@ -1,7 +1,7 @@
 """``fedtrail demo --poison statistics --statistics RULE``: a hospital that shifts its BatchNorm
 running means (its weights trained honestly) collapses the global model to a constant output
-when the statistics are averaged, and not when their median is taken; both rules are recorded
-in the terms and the audit replays either."""
+when the statistics are averaged, and not when their median is taken; every rule is recorded
+in the terms and the audit replays each."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from fedtrail.simulation.demo import Scenario, run_demo
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _round_one(statistics: str, workdir: Path) -> dict[str, object]:
-    # 6 sites: the median is taken over the positive-weight updates, so it needs three of them
-    # to outvote the poisoner; with 4 sites round 1's valuation zeroed 2 of the 3 honest ones on
-    # an AMD EPYC (float order differs by CPU), and the median of 2 is their mean, poisoned.
+def _round_one(statistics: str, workdir: Path, sites: int = 6) -> dict[str, object]:
+    # 6 sites: the plain median is taken over the positive-weight updates, so it needs three of
+    # them to outvote the poisoner; with 4 sites round 1's valuation zeroed 2 of the 3 honest ones
+    # on an AMD EPYC (float order differs by CPU), and the median of 2 is their mean, poisoned.
     scenario = Scenario(
-        sites=6,
+        sites=sites,
         rounds=1,
         noisy_sites=0,
         poison_sites=1,
@@ -58,6 +58,15 @@ def test_median_statistics_keep_the_model_informative_and_weighted_ones_collapse
     assert weighted["auc"] == 0.5
     assert median["auc"] > 0.55
     assert median["logged"] == {"median"} and weighted["logged"] == {"weighted"}
+
+
+def test_anchored_statistics_hold_where_few_updates_are_paid(tmp_path: Path) -> None:
+    """The default: the start model's statistics vote while fewer than three updates are paid.
+    With 4 sites the warm-up may pay only one honest update beside the poisoner (it did on an
+    AMD EPYC: the plain median of the two was their mean and the AUC 0.5)."""
+    anchored = _round_one("anchored_median", tmp_path / "anchored", sites=4)
+    assert anchored["auc"] > 0.55
+    assert anchored["logged"] == {"anchored_median"}
 
 
 def test_poisoning_statistics_needs_a_model_that_has_them() -> None:

@@ -276,18 +276,46 @@ def test_statistics_are_the_median_of_the_weighted_updates_whatever_the_rule() -
         aggregate(AggregationRule(), deltas, weights, statistics=("bn.running_var",))
 
 
+def test_anchored_statistics_keep_one_paid_poisoner_of_two_inside_the_honest_range() -> None:
+    deltas, _ = _bn_updates()
+    # only the honest first and the shifted last update paid (each half of the weight)
+    weights = [E // 2, 0, 0, E - E // 2]
+    stats = ("bn.running_mean",)
+    for name in ("weighted", "median", "norm_clip", "trimmed_mean"):
+        anchored = aggregate(AggregationRule(name=name), deltas, weights, statistics=stats)
+        # the median of {0.5, 1000.6, 0 (the start model)}: the honest value, not their mean
+        assert val(anchored, "bn.running_mean") == [pytest.approx(0.5), pytest.approx(0.25)]
+        plain = aggregate(
+            AggregationRule(name=name, statistics="median"), deltas, weights, statistics=stats
+        )
+        # the median of the two paid updates alone is their mean: half the poisoner's shift
+        assert float(plain["bn.running_mean"][0]) == pytest.approx(500.55)
+    # the only paid update: its statistics meet two start-model votes and move nothing
+    alone = aggregate(AggregationRule(), deltas, [0, 0, 0, E], statistics=stats)
+    assert val(alone, "bn.running_mean") == [0.0, 0.0]
+    assert val(alone, "w") == [pytest.approx(0.3), pytest.approx(-0.3)]
+    # three or more paid: the start model has no vote, exactly the plain median
+    deltas3, weights3 = _bn_updates()
+    for name in ("weighted", "median"):
+        a = aggregate(AggregationRule(name=name), deltas3, weights3, statistics=stats)
+        m = aggregate(
+            AggregationRule(name=name, statistics="median"), deltas3, weights3, statistics=stats
+        )
+        assert torch.equal(a["bn.running_mean"], m["bn.running_mean"])
+
+
 def test_terms_carry_the_statistics_setting_only_for_a_model_with_statistics() -> None:
     rule = AggregationRule(name="krum", krum_f=2)
     plain = rule.to_terms(statistics=False)
     assert "statistics" not in plain and plain["krum_f"] == 2
-    assert rule.to_terms(statistics=True)["statistics"] == "median"
+    assert rule.to_terms(statistics=True)["statistics"] == "anchored_median"
     # read back, each means what the aggregator did for its model
     assert AggregationRule.from_terms(rule.to_terms(statistics=True)) == rule
     assert AggregationRule.from_terms(plain).statistics == "weighted"
 
 
 def test_terms_without_a_statistics_setting_replay_as_weighted() -> None:
-    assert AggregationRule().statistics == "median"
+    assert AggregationRule().statistics == "anchored_median"
     assert AggregationRule.from_terms({"name": "weighted"}).statistics == "weighted"
     assert AggregationRule.from_terms({"name": "krum", "krum_f": 2}).krum_f == 2
     current = dataclasses.asdict(AggregationRule(name="trimmed_mean"))
