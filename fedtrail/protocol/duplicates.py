@@ -19,7 +19,14 @@ import torch
 
 from fedtrail.protocol.terms import DuplicateRule
 
-__all__ = ["CODE_LEVELS", "Entry", "codes", "find_duplicates", "near_identical"]
+__all__ = [
+    "CODE_LEVELS",
+    "Entry",
+    "codes",
+    "find_duplicates",
+    "near_identical",
+    "support_copy",
+]
 
 CODE_LEVELS: Final = 127.0
 """``topk8``'s int8 levels: :func:`codes` maps each tensor's largest magnitude to this."""
@@ -220,6 +227,50 @@ def _near(
     return cosine > rule.cosine and float((b - a).norm()) / na < rule.relative_l2
 
 
+def _flat_codes(flat: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """:func:`codes` of a float64 flat update whose tensors (in sorted name order) have
+    ``sizes`` entries: the same operations, tensor by tensor."""
+    out = torch.zeros_like(flat)
+    at = 0
+    for size in sizes:
+        t = flat[at : at + size]
+        amax = float(t.abs().max()) if size else 0.0
+        if amax > 0.0:
+            out[at : at + size] = torch.round(t * (CODE_LEVELS / amax))
+        at += size
+    return out
+
+
+def support_copy(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    sizes: Sequence[int],
+    threshold: float,
+    codes_b: torch.Tensor | None = None,
+) -> bool:
+    """Whether the later flat update ``b`` repeats the earlier ``a`` on the entries it carries
+    (:attr:`DuplicateRule.support_cosine` ``threshold``): ``a`` with every entry where ``b`` is
+    0 set to 0 (``a'``) differs from ``a`` (``b`` leaves some of its nonzero entries out), is
+    nonzero, and has cosine to ``b``, or codes' cosine (:func:`codes`, tensor by tensor of
+    ``sizes`` entries, of ``a'`` itself) to ``b``'s, above ``threshold``. A copy sent through
+    ``topk8`` at a fraction below 1 keeps the largest entries of each tensor, so its codes are
+    its original's there exactly (a90)."""
+    if a.shape != b.shape:
+        return False
+    kept = torch.where(b != 0, a, torch.zeros((), dtype=a.dtype))
+    if torch.equal(kept, a):
+        return False  # nothing left out: the other tests already compared a and b
+    na, nb = float(kept.norm()), float(b.norm())
+    if na == 0.0 or nb == 0.0:
+        return False
+    if float(torch.dot(kept, b)) / (na * nb) > threshold:
+        return True
+    ca = _flat_codes(kept, sizes)
+    cb = _flat_codes(b, sizes) if codes_b is None else codes_b
+    nca, ncb = float(ca.norm()), float(cb.norm())
+    return nca > 0.0 and ncb > 0.0 and float(torch.dot(ca, cb)) / (nca * ncb) > threshold
+
+
 SCREEN_MARGIN = 1e-6
 """How far below ``rule.cosine`` a pair's cosine from the screening matrix product must lie for
 the pair to be skipped. Any summation order of a dot product of n float64 products errs by at
@@ -272,6 +323,16 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
 
     flat = built_once(_flat)  # exact float64 flats
     code = built_once(codes)  # int8 codes
+    support = rule.support_cosine
+
+    def left_out(i: int, j: int) -> bool:
+        """Whether update ``j`` repeats original ``i`` on the entries it carries."""
+        if support is None:
+            return False
+        delta = deltas[j]
+        assert delta is not None
+        sizes = [delta[n].numel() for n in sorted(delta)]
+        return support_copy(flat(i)[0], flat(j)[0], sizes, support, code(j)[0])
 
     def near(i: int, j: int) -> bool:
         (a, na), (b, nb) = flat(i), flat(j)
@@ -292,8 +353,7 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
                 or (
                     e.delta is not None
                     and sizes[i] == sizes[j]
-                    and (i, j) not in apart
-                    and near(i, j)
+                    and (((i, j) not in apart and near(i, j)) or left_out(i, j))
                 )
             ),
             None,
