@@ -11,6 +11,7 @@ same public data, with the thresholds the round's terms name
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -271,6 +272,120 @@ def support_copy(
     return nca > 0.0 and ncb > 0.0 and float(torch.dot(ca, cb)) / (nca * ncb) > threshold
 
 
+SUPPORT_CHUNK = 8192
+"""Columns per float64 block of the support screen's products (:func:`_cross`): a float64 dot
+product of ``c`` terms errs by at most ``c * 2**-53`` of the sum of their magnitudes (1e-12
+here), far inside :data:`SCREEN_MARGIN`; codes' products are integers, exact."""
+
+
+def _cross(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    fx: Callable[[torch.Tensor], torch.Tensor],
+    fy: Callable[[torch.Tensor], torch.Tensor],
+    chunk: int = SUPPORT_CHUNK,
+) -> torch.Tensor:
+    """``fx(x) @ fy(y).T`` in float64, block by block of ``chunk`` columns (rows widened to
+    float64 in each block, ``fx`` and ``fy`` applied there: no full transformed copy)."""
+    out = torch.zeros((x.shape[0], y.shape[0]), dtype=torch.float64)
+    for at in range(0, x.shape[1], chunk):
+        xb = x[:, at : at + chunk].to(torch.float64)
+        yb = xb if y is x else y[:, at : at + chunk].to(torch.float64)
+        out += fx(xb) @ fy(yb).T
+    return out
+
+
+def _support_screen(
+    deltas: Sequence[Mapping[str, torch.Tensor] | None], width: int, threshold: float
+) -> set[tuple[int, int]]:
+    """Pairs ``(i, j)``, ``i < j``, that :func:`support_copy` certainly rejects (``j`` the
+    later): ``j`` leaves none of ``i``'s nonzero entries out (counted exactly), or both
+    screened cosines lie below ``threshold`` by more than their error. The plain cosine of
+    ``a'`` and ``b`` is ``a.b / (|a'| |b|)`` (``b`` is 0 where ``a'`` was cut) with ``|a'|^2``
+    the sum of ``a``'s squares on ``b``'s nonzero entries: float64 products in blocks
+    (:data:`SUPPORT_CHUNK`), their error relative to ``|a| |b|`` scaled to ``|a'| |b|``. The
+    codes of ``a'``, tensor by tensor: where ``b`` keeps an entry of largest magnitude of
+    ``a``'s tensor they are ``a``'s codes on ``b``'s entries (integer products, exact); in the
+    other tensors (on honest ``topk8`` pairs mostly biases and small layers) they are
+    computed."""
+    idx = [i for i, d in enumerate(deltas) if d is not None and _numel(d) == width]
+    if len(idx) < 2 or width == 0:
+        return set()
+    first = deltas[idx[0]]
+    assert first is not None
+    segments, at = [], 0
+    for name in sorted(first):
+        segments.append((at, at + first[name].numel()))
+        at += first[name].numel()
+    plain = torch.empty((len(idx), width), dtype=torch.float32)
+    coded = torch.empty((len(idx), width), dtype=torch.float32)
+    scratch = torch.empty(width, dtype=torch.float64)
+    ok = []
+    for row, i in enumerate(idx):
+        delta = deltas[i]
+        assert delta is not None
+        ok.append(_fill_plain(delta, plain[row]) and _fill_codes(delta, coded[row], scratch))
+
+    def nonzero(t: torch.Tensor) -> torch.Tensor:
+        return (t != 0).to(t.dtype)
+
+    def zero(t: torch.Tensor) -> torch.Tensor:
+        return (t == 0).to(t.dtype)
+
+    def square(t: torch.Tensor) -> torch.Tensor:
+        return t * t
+
+    def same(t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    left = _cross(plain, plain, nonzero, zero)  # [i, j]: entries a_i != 0 where b_j == 0
+    dots = _cross(plain, plain, same, same)
+    kept_sq = _cross(plain, plain, square, nonzero)  # [i, j]: |a_i'|^2 on b_j's entries
+    # per tensor: codes' products, a's codes squared on b's entries, whether b keeps a's max
+    per_tensor = []
+    for lo, hi in segments:
+        c, p = coded[:, lo:hi], plain[:, lo:hi]
+        if hi == lo:
+            continue
+        top = (p.abs() == p.abs().amax(dim=1, keepdim=True)).to(torch.float32)
+        keeps = (top @ nonzero(p).T) > 0  # exact: a sum of positive terms is positive
+        per_tensor.append((lo, hi, _cross(c, c, same, same), _cross(c, p, square, nonzero), keeps))
+    # float64 blocks (SUPPORT_CHUNK); rows of float64 updates were rounded to float32 (at most
+    # 2**-24 relative each: 4 * 2**-24 in a cosine, as the Gram screen's margin counts)
+    margin = SCREEN_MARGIN + 4 * 2.0**-24
+    out: set[tuple[int, int]] = set()
+    for a in range(len(idx)):
+        for b in range(a + 1, len(idx)):
+            if float(left[a, b]) == 0.0:
+                out.add((idx[a], idx[b]))  # nothing left out: the rule does not apply
+                continue
+            kept, nb, full = float(kept_sq[a, b]), float(dots[b, b]), float(dots[a, a])
+            if not (ok[a] and ok[b] and kept > 0.0 and nb > 0.0):
+                continue
+            dot_c = sq_a = sq_b = 0.0
+            for lo, hi, gram_c, kept_c, keeps in per_tensor:
+                sq_b += float(gram_c[b, b])
+                if bool(keeps[a, b]):
+                    dot_c += float(gram_c[a, b])
+                    sq_a += float(kept_c[a, b])
+                    continue
+                mine = plain[a, lo:hi].to(torch.float64)
+                cut = torch.where(plain[b, lo:hi] != 0, mine, torch.zeros((), dtype=mine.dtype))
+                amax = float(cut.abs().max())
+                if amax > 0.0:
+                    ca = torch.round(cut * (CODE_LEVELS / amax))
+                    dot_c += float(torch.dot(ca, coded[b, lo:hi].to(torch.float64)))
+                    sq_a += float(torch.dot(ca, ca))
+            if not (sq_a > 0.0 and sq_b > 0.0):
+                continue
+            scale = math.sqrt(full / kept)  # errors relative to |a| |b|, the cosine's to |a'| |b|
+            cos_p = float(dots[a, b]) / math.sqrt(kept * nb)
+            cos_c = dot_c / math.sqrt(sq_a * sq_b)
+            if cos_p < threshold - margin * scale and cos_c < threshold - margin:
+                out.add((idx[a], idx[b]))
+    return out
+
+
 SCREEN_MARGIN = 1e-6
 """How far below ``rule.cosine`` a pair's cosine from the screening matrix product must lie for
 the pair to be skipped. Any summation order of a dot product of n float64 products errs by at
@@ -296,6 +411,9 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
     width = next((n for n in sizes if n is not None), None)
     apart: set[tuple[int, int]] = set()
     use_screen = width is not None and torch.get_float32_matmul_precision() == "highest"
+    support_apart: set[tuple[int, int]] = set()
+    if use_screen and width is not None and rule.support_cosine is not None:
+        support_apart = _support_screen(deltas, width, rule.support_cosine)
     if use_screen and width is not None:
         floor = rule.cosine if rule.scaled_cosine is None else min(rule.cosine, rule.scaled_cosine)
         apart, buffer = _screen(deltas, width, _fill_plain, floor)
@@ -353,7 +471,10 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
                 or (
                     e.delta is not None
                     and sizes[i] == sizes[j]
-                    and (((i, j) not in apart and near(i, j)) or left_out(i, j))
+                    and (
+                        ((i, j) not in apart and near(i, j))
+                        or ((i, j) not in support_apart and left_out(i, j))
+                    )
                 )
             ),
             None,

@@ -355,6 +355,49 @@ def test_an_honest_sparse_update_is_no_copy_of_another_update() -> None:
     assert not support_copy(sparse, flat, sizes, 0.999995)
 
 
+def test_the_support_screen_skips_only_pairs_the_support_rule_rejects() -> None:
+    """Rounds of sparse and dense updates, copies sent sparser with and without noise near the
+    threshold, a copy that drops each tensor's largest entry before recoding (so its codes are
+    not the original's restricted) and honest ones: the screened search marks exactly what the
+    pair-by-pair rule marks."""
+    gen = torch.Generator().manual_seed(11)
+    a, b, c = _update(20), _update(21), _update(22)
+
+    def drop_max(d: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for k, v in d.items():
+            flat = v.reshape(-1).clone()
+            flat[flat.abs().argmax()] = 0.0
+            out[k] = flat.reshape(v.shape)
+        return out
+
+    def noisy_on_support(d: Mapping[str, torch.Tensor], level: float) -> dict[str, torch.Tensor]:
+        return {
+            k: torch.where(v != 0, v + level * v.std() * torch.randn(v.shape, generator=gen), 0.0)
+            for k, v in d.items()
+        }
+
+    half = _sparse(a, 0.5)
+    updates = [
+        a,
+        _sparse(b, 0.05),
+        half,  # a's copy at 0.5
+        _sparse(drop_max(a), 1.0),  # a without its maxima, recoded: codes recomputed match
+        noisy_on_support(half, 1e-4),  # near the threshold from above
+        noisy_on_support(half, 0.03),  # below it: noisy copies escape, as a1's
+        c,
+        _sparse(c, 0.05),
+        _sparse(b, 0.3),
+    ]
+    entries = [Entry(f"s{i:02d}", i + 1, f"{i:064x}", d) for i, d in enumerate(updates)]
+    for rule in (RULE, DuplicateRule(support_cosine=0.999), DuplicateRule(support_cosine=0.99)):
+        assert find_duplicates(entries, rule) == _reference(entries, rule)
+    got = find_duplicates(entries, RULE)
+    assert got["s02"] == "s00" and got["s03"] == "s00" and got["s07"] == "s06"
+    assert got["s04"] == "s00" and "s05" not in got
+    assert find_duplicates(entries, DuplicateRule(support_cosine=0.999))["s05"] == "s00"
+
+
 def test_terms_without_support_cosine_keep_their_bytes_and_pay_a_sparse_copy() -> None:
     """Terms written before ``support_cosine`` lack the key and replay the rule of their day
     (a copy at fraction 0.5 paid); terms written now carry it."""
