@@ -11,18 +11,38 @@ Modes: ``attack [FRACTION] [ROUNDS]`` (default 0.5, 2 rounds) and ``honest`` (th
 on 150 images of its own and sends them through ``topk8`` at the same fraction: a control that
 a sparse update of other data is not marked). Four honest sites of 150 beside it.
 
+``BEFORE=1``: the duplicate rule before ``support_cosine`` (the aggregator's and the audit's
+``find_duplicates`` called with it dropped from the terms' rule), to measure the old behaviour
+on this tree; ``BEFORE=aggregator``: the aggregator's only (an aggregator on the old rule under
+terms that name the key, against today's ``audit verify``).
+
 usage: scripts/attacks/real.sh scripts/attacks/a90_sparse_copy.py attack [0.5] [2]
 Exits 1 when the sybil's copy is paid (weight > 0) in any round with ``audit verify`` passing
 (the attack works undetected), 0 otherwise; ``honest`` exits 0 when the sybil is paid and
 verify passes, 1 otherwise.
 """
 
+import os
 import sys
+from dataclasses import replace
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from harness import SPEC, Site, run
 
+import fedtrail.auditor.verify as verify
+import fedtrail.valuation.candidates as candidates
 from fedtrail.storage.codec import Compression, encode_update
+
+if os.environ.get("BEFORE"):  # BEFORE=aggregator: the aggregator's only (verify's rule is new)
+    _find = candidates.find_duplicates
+
+    def _old_rule(entries, rule):  # the rule of terms without support_cosine
+        return _find(entries, replace(rule, support_cosine=None))
+
+    candidates.find_duplicates = _old_rule
+    if os.environ["BEFORE"] != "aggregator":
+        verify.find_duplicates = _old_rule
+    print(f"BEFORE={os.environ['BEFORE']}: duplicates judged without support_cosine")
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "attack"
 if MODE not in ("attack", "honest"):
