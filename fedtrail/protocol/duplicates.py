@@ -11,11 +11,11 @@ same public data, with the thresholds the round's terms name
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import numpy as np
 import torch
 
 from fedtrail.protocol.terms import DuplicateRule
@@ -278,20 +278,31 @@ product of ``c`` terms errs by at most ``c * 2**-53`` of the sum of their magnit
 here), far inside :data:`SCREEN_MARGIN`; codes' products are integers, exact."""
 
 
+COUNT_CHUNK = 1024
+"""Columns per float32 block of the support screen's integer products (entry counts, and codes
+whose squares are at most 127**2): a block sums to below 1024 * 127**2 < 2**24, exact in
+float32 in any order."""
+
+
 def _cross(
     x: torch.Tensor,
     y: torch.Tensor,
     fx: Callable[[torch.Tensor], torch.Tensor],
     fy: Callable[[torch.Tensor], torch.Tensor],
     chunk: int = SUPPORT_CHUNK,
+    exact_integers: bool = False,
 ) -> torch.Tensor:
     """``fx(x) @ fy(y).T`` in float64, block by block of ``chunk`` columns (rows widened to
-    float64 in each block, ``fx`` and ``fy`` applied there: no full transformed copy)."""
+    float64 in each block, ``fx`` and ``fy`` applied there: no full transformed copy);
+    ``exact_integers``: products of small integers, in float32 blocks of :data:`COUNT_CHUNK`."""
     out = torch.zeros((x.shape[0], y.shape[0]), dtype=torch.float64)
+    if exact_integers:
+        chunk = COUNT_CHUNK
     for at in range(0, x.shape[1], chunk):
-        xb = x[:, at : at + chunk].to(torch.float64)
-        yb = xb if y is x else y[:, at : at + chunk].to(torch.float64)
-        out += fx(xb) @ fy(yb).T
+        xb, yb = x[:, at : at + chunk], y[:, at : at + chunk]
+        if not exact_integers:
+            xb, yb = xb.to(torch.float64), yb.to(torch.float64)
+        out += (fx(xb) @ fy(yb).T).to(torch.float64)
     return out
 
 
@@ -338,7 +349,7 @@ def _support_screen(
     def same(t: torch.Tensor) -> torch.Tensor:
         return t
 
-    left = _cross(plain, plain, nonzero, zero)  # [i, j]: entries a_i != 0 where b_j == 0
+    left = _cross(plain, plain, nonzero, zero, exact_integers=True)  # a_i != 0 where b_j == 0
     dots = _cross(plain, plain, same, same)
     kept_sq = _cross(plain, plain, square, nonzero)  # [i, j]: |a_i'|^2 on b_j's entries
     # per tensor: codes' products, a's codes squared on b's entries, whether b keeps a's max
@@ -349,40 +360,52 @@ def _support_screen(
             continue
         top = (p.abs() == p.abs().amax(dim=1, keepdim=True)).to(torch.float32)
         keeps = (top @ nonzero(p).T) > 0  # exact: a sum of positive terms is positive
-        per_tensor.append((lo, hi, _cross(c, c, same, same), _cross(c, p, square, nonzero), keeps))
+        gram_c = _cross(c, c, same, same, exact_integers=True)
+        kept_c = _cross(c, p, square, nonzero, exact_integers=True)
+        per_tensor.append((lo, hi, gram_c, kept_c, keeps))
     # float64 blocks (SUPPORT_CHUNK); rows of float64 updates were rounded to float32 (at most
     # 2**-24 relative each: 4 * 2**-24 in a cosine, as the Gram screen's margin counts)
     margin = SCREEN_MARGIN + 4 * 2.0**-24
+    lefts, kept_all, dot_all = left.numpy(), kept_sq.numpy(), dots.numpy()
+    screenable = np.array(ok, dtype=bool)
     out: set[tuple[int, int]] = set()
-    for a in range(len(idx)):
-        for b in range(a + 1, len(idx)):
-            if float(left[a, b]) == 0.0:
-                out.add((idx[a], idx[b]))  # nothing left out: the rule does not apply
-                continue
-            kept, nb, full = float(kept_sq[a, b]), float(dots[b, b]), float(dots[a, a])
-            if not (ok[a] and ok[b] and kept > 0.0 and nb > 0.0):
-                continue
-            dot_c = sq_a = sq_b = 0.0
-            for lo, hi, gram_c, kept_c, keeps in per_tensor:
-                sq_b += float(gram_c[b, b])
-                if bool(keeps[a, b]):
-                    dot_c += float(gram_c[a, b])
-                    sq_a += float(kept_c[a, b])
-                    continue
-                mine = plain[a, lo:hi].to(torch.float64)
-                cut = torch.where(plain[b, lo:hi] != 0, mine, torch.zeros((), dtype=mine.dtype))
-                amax = float(cut.abs().max())
-                if amax > 0.0:
-                    ca = torch.round(cut * (CODE_LEVELS / amax))
-                    dot_c += float(torch.dot(ca, coded[b, lo:hi].to(torch.float64)))
-                    sq_a += float(torch.dot(ca, ca))
-            if not (sq_a > 0.0 and sq_b > 0.0):
-                continue
-            scale = math.sqrt(full / kept)  # errors relative to |a| |b|, the cosine's to |a'| |b|
-            cos_p = float(dots[a, b]) / math.sqrt(kept * nb)
-            cos_c = dot_c / math.sqrt(sq_a * sq_b)
-            if cos_p < threshold - margin * scale and cos_c < threshold - margin:
-                out.add((idx[a], idx[b]))
+    for b in range(1, len(idx)):
+        # every earlier row against row b at once; codes tensor by tensor
+        dot_c, sq_a = np.zeros(b), np.zeros(b)
+        sq_b = 0.0
+        for lo, hi, gram_c, kept_c, keeps in per_tensor:
+            sq_b += float(gram_c[b, b])
+            keep = keeps[:b, b].numpy()
+            dot_c += np.where(keep, gram_c[:b, b].numpy(), 0.0)
+            sq_a += np.where(keep, kept_c[:b, b].numpy(), 0.0)
+            miss = np.flatnonzero(~keep)
+            carried = torch.nonzero(plain[b, lo:hi]).reshape(-1) + lo
+            if miss.size and carried.numel():
+                # b drops these rows' largest entry here: their codes, recomputed on b's entries
+                part = plain[:b].index_select(1, carried)[torch.from_numpy(miss)].double()
+                amax = part.abs().amax(dim=1, keepdim=True)
+                per = torch.where(amax > 0, CODE_LEVELS / amax.clamp_min(1e-300), 0.0)
+                ca = torch.round(part * per)
+                dot_c[miss] += (ca @ coded[b, carried].to(torch.float64)).numpy()
+                sq_a[miss] += (ca * ca).sum(dim=1).numpy()
+        kept, full, nb = kept_all[:b, b], np.diag(dot_all)[:b], float(dot_all[b, b])
+        nothing_left = lefts[:b, b] == 0.0  # the rule does not apply
+        judged = (
+            ~nothing_left
+            & screenable[:b]
+            & bool(screenable[b])
+            & (kept > 0.0)
+            & (nb > 0.0)
+            & (sq_a > 0.0)
+            & (sq_b > 0.0)
+        )
+        safe_kept = np.where(judged, kept, 1.0)
+        cos_p = dot_all[:b, b] / np.sqrt(safe_kept * max(nb, 1e-300))
+        cos_c = dot_c / np.sqrt(np.where(judged, sq_a, 1.0) * max(sq_b, 1e-300))
+        scale = np.sqrt(np.where(judged, full, 1.0) / safe_kept)  # relative to |a'| |b|
+        below = (cos_p < threshold - margin * scale) & (cos_c < threshold - margin)
+        for a in np.flatnonzero(nothing_left | (judged & below)).tolist():
+            out.add((idx[a], idx[b]))
     return out
 
 
@@ -404,7 +427,10 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
     (:data:`SCREEN_CHUNK`, :func:`_screen_margin`): at 100 sites the 4,950 pairs took two norms
     and a dot product each (0.6 s of a round's audit), and float64 copies of every update for
     the screen 0.2 s. The pairs left are decided exactly as :func:`near_identical` decides them,
-    on float64 flats and norms computed for those updates only."""
+    on float64 flats and norms computed for those updates only. A rule with ``support_cosine``
+    adds :func:`_support_screen` and :func:`support_copy` for the pairs it leaves (100
+    updates: 1.5-2.7 s against 0.2-0.5 s without, ``scripts/bench/support_cost.py``, load
+    10-12)."""
     ordered = sorted(entries, key=lambda e: (e.commit_order, e.site))
     deltas = [e.delta for e in ordered]
     sizes = [None if d is None else _numel(d) for d in deltas]
