@@ -15,11 +15,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import numpy as np
 import torch
 
 from fedtrail.protocol.terms import DuplicateRule
 
-__all__ = ["CODE_LEVELS", "Entry", "codes", "find_duplicates", "near_identical"]
+__all__ = [
+    "CODE_LEVELS",
+    "Entry",
+    "codes",
+    "find_duplicates",
+    "near_identical",
+    "support_copy",
+]
 
 CODE_LEVELS: Final = 127.0
 """``topk8``'s int8 levels: :func:`codes` maps each tensor's largest magnitude to this."""
@@ -220,6 +228,187 @@ def _near(
     return cosine > rule.cosine and float((b - a).norm()) / na < rule.relative_l2
 
 
+def _flat_codes(flat: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """:func:`codes` of a float64 flat update whose tensors (in sorted name order) have
+    ``sizes`` entries: the same operations, tensor by tensor."""
+    out = torch.zeros_like(flat)
+    at = 0
+    for size in sizes:
+        t = flat[at : at + size]
+        amax = float(t.abs().max()) if size else 0.0
+        if amax > 0.0:
+            out[at : at + size] = torch.round(t * (CODE_LEVELS / amax))
+        at += size
+    return out
+
+
+def support_copy(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    sizes: Sequence[int],
+    threshold: float,
+    codes_b: torch.Tensor | None = None,
+) -> bool:
+    """Whether the later flat update ``b`` repeats the earlier ``a`` on the entries it carries
+    (:attr:`DuplicateRule.support_cosine` ``threshold``): ``a`` with every entry where ``b`` is
+    0 set to 0 (``a'``) differs from ``a`` (``b`` leaves some of its nonzero entries out), is
+    nonzero, and has cosine to ``b``, or codes' cosine (:func:`codes`, tensor by tensor of
+    ``sizes`` entries, of ``a'`` itself) to ``b``'s, above ``threshold``. A copy sent through
+    ``topk8`` at a fraction below 1 keeps the largest entries of each tensor, so its codes are
+    its original's there exactly (a90)."""
+    if a.shape != b.shape:
+        return False
+    kept = torch.where(b != 0, a, torch.zeros((), dtype=a.dtype))
+    if torch.equal(kept, a):
+        return False  # nothing left out: the other tests already compared a and b
+    na, nb = float(kept.norm()), float(b.norm())
+    if na == 0.0 or nb == 0.0:
+        return False
+    if float(torch.dot(kept, b)) / (na * nb) > threshold:
+        return True
+    ca = _flat_codes(kept, sizes)
+    cb = _flat_codes(b, sizes) if codes_b is None else codes_b
+    nca, ncb = float(ca.norm()), float(cb.norm())
+    return nca > 0.0 and ncb > 0.0 and float(torch.dot(ca, cb)) / (nca * ncb) > threshold
+
+
+SUPPORT_CHUNK = 8192
+"""Columns per float64 block of the support screen's products (:func:`_cross`): a float64 dot
+product of ``c`` terms errs by at most ``c * 2**-53`` of the sum of their magnitudes (1e-12
+here), far inside :data:`SCREEN_MARGIN`; codes' products are integers, exact."""
+
+
+COUNT_CHUNK = 1024
+"""Columns per float32 block of the support screen's integer products (entry counts, and codes
+whose squares are at most 127**2): a block sums to below 1024 * 127**2 < 2**24, exact in
+float32 in any order."""
+
+
+def _cross(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    fx: Callable[[torch.Tensor], torch.Tensor],
+    fy: Callable[[torch.Tensor], torch.Tensor],
+    chunk: int = SUPPORT_CHUNK,
+    exact_integers: bool = False,
+) -> torch.Tensor:
+    """``fx(x) @ fy(y).T`` in float64, block by block of ``chunk`` columns (rows widened to
+    float64 in each block, ``fx`` and ``fy`` applied there: no full transformed copy);
+    ``exact_integers``: products of small integers, in float32 blocks of :data:`COUNT_CHUNK`."""
+    out = torch.zeros((x.shape[0], y.shape[0]), dtype=torch.float64)
+    if exact_integers:
+        chunk = COUNT_CHUNK
+    for at in range(0, x.shape[1], chunk):
+        xb, yb = x[:, at : at + chunk], y[:, at : at + chunk]
+        if not exact_integers:
+            xb, yb = xb.to(torch.float64), yb.to(torch.float64)
+        out += (fx(xb) @ fy(yb).T).to(torch.float64)
+    return out
+
+
+def _support_screen(
+    deltas: Sequence[Mapping[str, torch.Tensor] | None], width: int, threshold: float
+) -> set[tuple[int, int]]:
+    """Pairs ``(i, j)``, ``i < j``, that :func:`support_copy` certainly rejects (``j`` the
+    later): ``j`` leaves none of ``i``'s nonzero entries out (counted exactly), or both
+    screened cosines lie below ``threshold`` by more than their error. The plain cosine of
+    ``a'`` and ``b`` is ``a.b / (|a'| |b|)`` (``b`` is 0 where ``a'`` was cut) with ``|a'|^2``
+    the sum of ``a``'s squares on ``b``'s nonzero entries: float64 products in blocks
+    (:data:`SUPPORT_CHUNK`), their error relative to ``|a| |b|`` scaled to ``|a'| |b|``. The
+    codes of ``a'``, tensor by tensor: where ``b`` keeps an entry of largest magnitude of
+    ``a``'s tensor they are ``a``'s codes on ``b``'s entries (integer products, exact); in the
+    other tensors (on honest ``topk8`` pairs mostly biases and small layers) they are
+    computed."""
+    idx = [i for i, d in enumerate(deltas) if d is not None and _numel(d) == width]
+    if len(idx) < 2 or width == 0:
+        return set()
+    first = deltas[idx[0]]
+    assert first is not None
+    segments, at = [], 0
+    for name in sorted(first):
+        segments.append((at, at + first[name].numel()))
+        at += first[name].numel()
+    plain = torch.empty((len(idx), width), dtype=torch.float32)
+    coded = torch.empty((len(idx), width), dtype=torch.float32)
+    scratch = torch.empty(width, dtype=torch.float64)
+    ok = []
+    for row, i in enumerate(idx):
+        delta = deltas[i]
+        assert delta is not None
+        ok.append(_fill_plain(delta, plain[row]) and _fill_codes(delta, coded[row], scratch))
+
+    def nonzero(t: torch.Tensor) -> torch.Tensor:
+        return (t != 0).to(t.dtype)
+
+    def zero(t: torch.Tensor) -> torch.Tensor:
+        return (t == 0).to(t.dtype)
+
+    def square(t: torch.Tensor) -> torch.Tensor:
+        return t * t
+
+    def same(t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    left = _cross(plain, plain, nonzero, zero, exact_integers=True)  # a_i != 0 where b_j == 0
+    dots = _cross(plain, plain, same, same)
+    kept_sq = _cross(plain, plain, square, nonzero)  # [i, j]: |a_i'|^2 on b_j's entries
+    # per tensor: codes' products, a's codes squared on b's entries, whether b keeps a's max
+    per_tensor = []
+    for lo, hi in segments:
+        c, p = coded[:, lo:hi], plain[:, lo:hi]
+        if hi == lo:
+            continue
+        top = (p.abs() == p.abs().amax(dim=1, keepdim=True)).to(torch.float32)
+        keeps = (top @ nonzero(p).T) > 0  # exact: a sum of positive terms is positive
+        gram_c = _cross(c, c, same, same, exact_integers=True)
+        kept_c = _cross(c, p, square, nonzero, exact_integers=True)
+        per_tensor.append((lo, hi, gram_c, kept_c, keeps))
+    # float64 blocks (SUPPORT_CHUNK); rows of float64 updates were rounded to float32 (at most
+    # 2**-24 relative each: 4 * 2**-24 in a cosine, as the Gram screen's margin counts)
+    margin = SCREEN_MARGIN + 4 * 2.0**-24
+    lefts, kept_all, dot_all = left.numpy(), kept_sq.numpy(), dots.numpy()
+    screenable = np.array(ok, dtype=bool)
+    out: set[tuple[int, int]] = set()
+    for b in range(1, len(idx)):
+        # every earlier row against row b at once; codes tensor by tensor
+        dot_c, sq_a = np.zeros(b), np.zeros(b)
+        sq_b = 0.0
+        for lo, hi, gram_c, kept_c, keeps in per_tensor:
+            sq_b += float(gram_c[b, b])
+            keep = keeps[:b, b].numpy()
+            dot_c += np.where(keep, gram_c[:b, b].numpy(), 0.0)
+            sq_a += np.where(keep, kept_c[:b, b].numpy(), 0.0)
+            miss = np.flatnonzero(~keep)
+            carried = torch.nonzero(plain[b, lo:hi]).reshape(-1) + lo
+            if miss.size and carried.numel():
+                # b drops these rows' largest entry here: their codes, recomputed on b's entries
+                part = plain[:b].index_select(1, carried)[torch.from_numpy(miss)].double()
+                amax = part.abs().amax(dim=1, keepdim=True)
+                per = torch.where(amax > 0, CODE_LEVELS / amax.clamp_min(1e-300), 0.0)
+                ca = torch.round(part * per)
+                dot_c[miss] += (ca @ coded[b, carried].to(torch.float64)).numpy()
+                sq_a[miss] += (ca * ca).sum(dim=1).numpy()
+        kept, full, nb = kept_all[:b, b], np.diag(dot_all)[:b], float(dot_all[b, b])
+        nothing_left = lefts[:b, b] == 0.0  # the rule does not apply
+        judged = (
+            ~nothing_left
+            & screenable[:b]
+            & bool(screenable[b])
+            & (kept > 0.0)
+            & (nb > 0.0)
+            & (sq_a > 0.0)
+            & (sq_b > 0.0)
+        )
+        safe_kept = np.where(judged, kept, 1.0)
+        cos_p = dot_all[:b, b] / np.sqrt(safe_kept * max(nb, 1e-300))
+        cos_c = dot_c / np.sqrt(np.where(judged, sq_a, 1.0) * max(sq_b, 1e-300))
+        scale = np.sqrt(np.where(judged, full, 1.0) / safe_kept)  # relative to |a'| |b|
+        below = (cos_p < threshold - margin * scale) & (cos_c < threshold - margin)
+        for a in np.flatnonzero(nothing_left | (judged & below)).tolist():
+            out.add((idx[a], idx[b]))
+    return out
+
+
 SCREEN_MARGIN = 1e-6
 """How far below ``rule.cosine`` a pair's cosine from the screening matrix product must lie for
 the pair to be skipped. Any summation order of a dot product of n float64 products errs by at
@@ -238,13 +427,19 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
     (:data:`SCREEN_CHUNK`, :func:`_screen_margin`): at 100 sites the 4,950 pairs took two norms
     and a dot product each (0.6 s of a round's audit), and float64 copies of every update for
     the screen 0.2 s. The pairs left are decided exactly as :func:`near_identical` decides them,
-    on float64 flats and norms computed for those updates only."""
+    on float64 flats and norms computed for those updates only. A rule with ``support_cosine``
+    adds :func:`_support_screen` and :func:`support_copy` for the pairs it leaves (100
+    updates: 1.5-2.7 s against 0.2-0.5 s without, ``scripts/bench/support_cost.py``, load
+    10-12)."""
     ordered = sorted(entries, key=lambda e: (e.commit_order, e.site))
     deltas = [e.delta for e in ordered]
     sizes = [None if d is None else _numel(d) for d in deltas]
     width = next((n for n in sizes if n is not None), None)
     apart: set[tuple[int, int]] = set()
     use_screen = width is not None and torch.get_float32_matmul_precision() == "highest"
+    support_apart: set[tuple[int, int]] = set()
+    if use_screen and width is not None and rule.support_cosine is not None:
+        support_apart = _support_screen(deltas, width, rule.support_cosine)
     if use_screen and width is not None:
         floor = rule.cosine if rule.scaled_cosine is None else min(rule.cosine, rule.scaled_cosine)
         apart, buffer = _screen(deltas, width, _fill_plain, floor)
@@ -272,6 +467,16 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
 
     flat = built_once(_flat)  # exact float64 flats
     code = built_once(codes)  # int8 codes
+    support = rule.support_cosine
+
+    def left_out(i: int, j: int) -> bool:
+        """Whether update ``j`` repeats original ``i`` on the entries it carries."""
+        if support is None:
+            return False
+        delta = deltas[j]
+        assert delta is not None
+        sizes = [delta[n].numel() for n in sorted(delta)]
+        return support_copy(flat(i)[0], flat(j)[0], sizes, support, code(j)[0])
 
     def near(i: int, j: int) -> bool:
         (a, na), (b, nb) = flat(i), flat(j)
@@ -292,8 +497,10 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
                 or (
                     e.delta is not None
                     and sizes[i] == sizes[j]
-                    and (i, j) not in apart
-                    and near(i, j)
+                    and (
+                        ((i, j) not in apart and near(i, j))
+                        or ((i, j) not in support_apart and left_out(i, j))
+                    )
                 )
             ),
             None,

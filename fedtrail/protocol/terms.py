@@ -29,6 +29,7 @@ __all__ = [
     "DUPLICATE_COSINE",
     "DUPLICATE_RELATIVE_L2",
     "DUPLICATE_SCALED_COSINE",
+    "DUPLICATE_SUPPORT_COSINE",
     "INITIAL_MODEL_DEPLOYMENT",
     "MAX_IMAGE_SIZE",
     "MAX_TERMS_BYTES",
@@ -113,6 +114,16 @@ than this (3.7 times in angle); the honest maximum rose with the number of sites
 10: 0.99976, 20: 0.99993). Noise above about 0.3% of each tensor's std (1 - cosine is about
 half the squared level; 1%: cosine 0.99995) escapes: a cosine that caught it would come within
 a few times of two honest sites."""
+DUPLICATE_SUPPORT_COSINE: Final = 0.999995
+"""A later update that leaves out some of an earlier one's nonzero entries is a copy when, on
+the entries it does carry, it repeats the earlier one: the earlier update with every entry the
+later one holds at 0 set to 0 has cosine, or int8 codes' cosine, above this to the later one
+(:attr:`DuplicateRule.support_cosine`). A Sybil that sent its partner's dense update through
+``topk8`` at a fraction of its own choosing (0.5: codes cosine 0.99887 to the original, under
+:data:`DUPLICATE_SCALED_COSINE`) repeats its codes exactly there (cosine 1;
+``scripts/attacks/a90_sparse_copy.py``); two honest updates of the same round, one of them
+sparsified to fraction 0.001-1, came at most to 0.99998 (six sites of 150 bundled images,
+three of them of one class; fraction 0.05: 0.99877), 4x further from 1 than this."""
 
 PERSONALISATION_METHODS: Final = ("finetune", "fedbn", "fedrep")
 """How a site may adapt the round's global model to its own data (the result never leaves it)."""
@@ -148,31 +159,40 @@ class DuplicateRule:
     ``scaled_cosine`` closes the Sybil's way past the first two: a copy scaled by 1.01, recoded
     or with a little noise is 1% away in L2 but still points the same way. None (terms written
     before it, which lack the key) is the rule of those rounds, cosine and distance together,
-    so their replay is unchanged."""
+    so their replay is unchanged.
+
+    ``support_cosine`` closes the way past ``scaled_cosine`` by leaving entries out (a copy sent
+    through ``topk8`` at a fraction below 1, or with entries zeroed): the earlier update
+    restricted to the later one's nonzero entries is compared with the later one
+    (:data:`DUPLICATE_SUPPORT_COSINE`). None (terms written before it) replays without it."""
 
     cosine: float = DUPLICATE_COSINE
     relative_l2: float = DUPLICATE_RELATIVE_L2
     scaled_cosine: float | None = DUPLICATE_SCALED_COSINE
+    support_cosine: float | None = DUPLICATE_SUPPORT_COSINE
 
     def __post_init__(self) -> None:
-        scaled = self.scaled_cosine
+        scaled, support = self.scaled_cosine, self.support_cosine
         if not (
             0.0 < self.cosine <= 1.0
             and 0.0 <= self.relative_l2 < 1.0
             and (scaled is None or 0.0 < scaled <= 1.0)
+            and (support is None or 0.0 < support <= 1.0)
         ):
             raise InvalidTerms(
                 f"duplicate thresholds out of range: cosine {self.cosine}, "
-                f"relative_l2 {self.relative_l2}, scaled_cosine {scaled}"
+                f"relative_l2 {self.relative_l2}, scaled_cosine {scaled}, "
+                f"support_cosine {support}"
             )
 
     def to_json(self) -> dict[str, Any]:
-        """The terms' ``duplicates`` object; ``scaled_cosine`` only when set, so terms
-        without it keep their bytes."""
+        """The terms' ``duplicates`` object; ``scaled_cosine`` and ``support_cosine`` only
+        when set, so terms without them keep their bytes."""
         return {
             "cosine": self.cosine,
             "relative_l2": self.relative_l2,
             **({} if self.scaled_cosine is None else {"scaled_cosine": self.scaled_cosine}),
+            **({} if self.support_cosine is None else {"support_cosine": self.support_cosine}),
         }
 
 
@@ -401,6 +421,9 @@ class RoundTerms:
                     scaled_cosine=None
                     if "scaled_cosine" not in dup
                     else _float(dup["scaled_cosine"], "duplicates/scaled_cosine"),
+                    support_cosine=None
+                    if "support_cosine" not in dup
+                    else _float(dup["support_cosine"], "duplicates/support_cosine"),
                 ),
                 canonical_encoding=doc["canonical_encoding"] is True,
                 class_names=_names(doc.get("class_names", [])),

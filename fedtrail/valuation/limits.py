@@ -60,6 +60,7 @@ from fedtrail.protocol.terms import (
     DUPLICATE_COSINE,
     DUPLICATE_RELATIVE_L2,
     DUPLICATE_SCALED_COSINE,
+    DUPLICATE_SUPPORT_COSINE,
     INITIAL_MODEL_DEPLOYMENT,
     VALIDATOR_GAMES,
     DuplicateRule,
@@ -162,6 +163,7 @@ DUPLICATE_LIMITS: Final = {
     "duplicate_cosine": "cosine",
     "duplicate_relative_l2": "relative_l2",
     "duplicate_scaled_cosine": "scaled_cosine",
+    "duplicate_support_cosine": "support_cosine",
 }
 """The limits on the terms' duplicate rule (:class:`~fedtrail.protocol.terms.DuplicateRule`),
 by the rule's field: a later update within both thresholds of an earlier one, or above its
@@ -169,12 +171,15 @@ by the rule's field: a later update within both thresholds of an earlier one, or
 higher ``relative_l2`` zeroes more honest updates (at cosine 0.5 and relative_l2 0.9 every
 honest update but the first committed is a "copy"; two honest updates of the same round were
 measured up to cosine 0.99993). Terms without ``scaled_cosine`` (the rule before it, which a
-copy scaled by 1.01 passes) read as 1.0: looser than the loosest default, so refused."""
+copy scaled by 1.01 passes) read as 1.0: looser than the loosest default, so refused; so do
+terms without ``support_cosine`` (the rule before it, which a copy sent through ``topk8`` at a
+fraction below 1 passes: ``scripts/attacks/a90_sparse_copy.py``)."""
 
 
 def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
-    """The rule's threshold bounded by ``limit``; an absent ``scaled_cosine`` (the rule of
-    terms written before it: no cosine alone marks a copy) reads as 1.0, the check off."""
+    """The rule's threshold bounded by ``limit``; an absent ``scaled_cosine`` or
+    ``support_cosine`` (the rule of terms written before it: no cosine alone, or no comparison
+    on a sparser copy's entries, marks a copy) reads as 1.0, the check off."""
     value = getattr(duplicates, DUPLICATE_LIMITS[limit])
     return 1.0 if value is None else float(value)
 
@@ -249,6 +254,7 @@ class LoosestLimits:
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
+    duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
 
     def __post_init__(self) -> None:
         _valid_thresholds(asdict(self))
@@ -353,6 +359,7 @@ class ThresholdLimits:
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
+    duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("anchored_median", "median")
     """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site

@@ -44,13 +44,13 @@ from _sim import ROOT, SimConfig, parse_seeds, write_run
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.models import ModelSpec
-from fedtrail.protocol.duplicates import Entry, codes, find_duplicates
+from fedtrail.protocol.duplicates import Entry, _flat_codes, codes, find_duplicates
 from fedtrail.protocol.terms import DuplicateRule
 from fedtrail.storage.codec import Compression, decode_update, encode_update
 
 Delta = Mapping[str, torch.Tensor]
 
-OLD_RULE = DuplicateRule(scaled_cosine=None)
+OLD_RULE = DuplicateRule(scaled_cosine=None, support_cosine=None)
 """The rule of terms that lack ``scaled_cosine`` (every round before it)."""
 
 
@@ -65,10 +65,23 @@ def cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b) / n if n > 0 else math.nan
 
 
+def support(a: Delta, b: Delta) -> float:
+    """What ``support_cosine`` compares (a90): the larger of the plain and the codes cosine of
+    ``a`` restricted to ``b``'s nonzero entries (codes recomputed from it) and ``b``; -1 when
+    ``b`` leaves none of ``a``'s nonzero entries out (the rule does not apply)."""
+    fa, fb = flat(a), flat(b)
+    kept = torch.where(fb != 0, fa, torch.zeros((), dtype=fa.dtype))
+    if torch.equal(kept, fa) or not bool(kept.any()):
+        return -1.0
+    sizes = [b[n].numel() for n in sorted(b)]
+    return max(cos(kept, fb), cos(_flat_codes(kept, sizes), _flat_codes(fb, sizes)))
+
+
 def pair(a: Delta, b: Delta) -> dict[str, float]:
     """Cosine of ``a`` and ``b``, ``||b - a|| / ||a||``, the cosine on their common support
-    (coordinates nonzero in both; nan when they share none) and the cosine of their int8
-    codes (:func:`fedtrail.protocol.duplicates.codes`, what ``scaled_cosine`` also reads)."""
+    (coordinates nonzero in both; nan when they share none), the cosine of their int8
+    codes (:func:`fedtrail.protocol.duplicates.codes`, what ``scaled_cosine`` also reads) and
+    the larger :func:`support` of the two orders (what ``support_cosine`` reads)."""
     fa, fb = flat(a), flat(b)
     both = (fa != 0) & (fb != 0)
     return {
@@ -76,6 +89,7 @@ def pair(a: Delta, b: Delta) -> dict[str, float]:
         "distance": float((fb - fa).norm() / fa.norm()),
         "common": cos(fa[both], fb[both]),
         "codes": cos(codes(a), codes(b)),
+        "support": max(support(a, b), support(b, a)),
     }
 
 
@@ -191,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             top = max(honest, key=lambda h: h["cosine"])
             common = max((h["common"] for h in honest if not math.isnan(h["common"])), default=-1)
             coded = max(h["codes"] for h in honest)
+            on_support = max(h["support"] for h in honest)
+            support_limit = DuplicateRule().support_cosine or 1.0
             overall = max(overall, top["cosine"], coded)
             limit = DuplicateRule().scaled_cosine or 1.0
             above = sum(max(h["cosine"], h["codes"]) > limit for h in honest)
@@ -201,7 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{top['distance']:.3f}); max codes cosine {coded:.6f}; max common-support "
                 f"cosine {common:.6f}; min relative L2 {min(h['distance'] for h in honest):.3f}; "
                 f"pairs above 0.9995 (cosine or codes): {near}, above the default "
-                f"scaled_cosine {limit}: {above}",
+                f"scaled_cosine {limit}: {above}; max support cosine {on_support:.6f} (above "
+                f"support_cosine {support_limit}: "
+                f"{sum(h['support'] > support_limit for h in honest)})",
                 flush=True,
             )
             for name in dict.fromkeys(a["copy"] for a in attack):

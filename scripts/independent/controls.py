@@ -159,6 +159,32 @@ expect(
     "duplicates: x1.5 copy caught without scaled_cosine (misreading)",
     fatal=False,
 )
+# a90: the copy with each tensor's nonzero entries at or below their median magnitude zeroed
+
+
+def _half(v: np.ndarray) -> np.ndarray:
+    nz = np.abs(v[v != 0])
+    cut = np.median(nz) if nz.size else 0.0
+    return np.where(np.abs(v) > cut, v, np.float32(0))
+
+
+sparse = {k: _half(v) for k, v in x.items()}
+with_p = R.duplicate_copies([*items, ("sparse", "other", sparse)], dup)
+without_p = R.duplicate_copies(
+    [*items, ("sparse", "other", sparse)], {k: v for k, v in dup.items() if k != "support_cosine"}
+)
+expect(
+    "sparse" in with_p,
+    "support_cosine" in dup,
+    f"duplicates: half-zeroed copy caught by support_cosine (terms name it: "
+    f"{'support_cosine' in dup})",
+)
+expect(
+    "sparse" in without_p,
+    False,
+    "duplicates: half-zeroed copy caught without support_cosine (misreading)",
+    fatal=False,
+)
 if r < 2:
     print("rule controls need a round with a finalized round before it (--round 2 or later)")
     finish()

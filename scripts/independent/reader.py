@@ -498,13 +498,28 @@ def duplicate_copies(items, dup: dict) -> dict:
         return np.concatenate(out)
 
     cos_t, l2_t, scaled = dup.get("cosine"), dup.get("relative_l2"), dup.get("scaled_cosine")
+    support = dup.get("support_cosine")
+
+    def cosine(x, y) -> float:
+        nx, ny = math.sqrt(float(np.dot(x, x))), math.sqrt(float(np.dot(y, y)))
+        return float(np.dot(x, y)) / (nx * ny) if nx > 0 and ny > 0 else 0.0
+
+    def on_support(o_upd, upd) -> bool:
+        """README *Duplicates*, support_cosine: the original with every entry where this one
+        is 0 set to 0, if that changed it, against this one (values and codes)."""
+        kept = {n: np.where(upd[n] != 0, o_upd[n].astype(np.float64), 0.0) for n in o_upd}
+        a_kept, a, b = (flat_of(u, sorted(u), False) for u in (kept, o_upd, upd))
+        if np.array_equal(a_kept, a) or not np.any(a_kept) or not np.any(b):
+            return False
+        return cosine(a_kept, b) > support or cosine(codes(kept), codes(upd)) > support
+
     originals = []
     copies = {}
     for site, digest, upd in items:
         flat = None if upd is None else flat_of(upd, sorted(upd), False)
         code = None if upd is None or scaled is None else codes(upd)
         found = None
-        for o_site, o_digest, o_flat, o_code in originals:
+        for o_site, o_digest, o_flat, o_code, o_upd in originals:
             if digest == o_digest:
                 found = o_site
                 break
@@ -529,10 +544,13 @@ def duplicate_copies(items, dup: dict) -> dict:
                 if nca > 0 and ncb > 0 and float(np.dot(ca, cb)) / (nca * ncb) > scaled:
                     found = o_site
                     break
+            if support is not None and on_support(o_upd, upd):
+                found = o_site
+                break
         if found is not None:
             copies[site] = found
         elif upd is not None:
-            originals.append((site, digest, flat, code))
+            originals.append((site, digest, flat, code, upd))
     return copies
 
 
@@ -1059,6 +1077,7 @@ FLOAT_FIELDS = (
     ("duplicates", "cosine"),
     ("duplicates", "relative_l2"),
     ("duplicates", "scaled_cosine"),
+    ("duplicates", "support_cosine"),
     ("personalisation", "lr"),
     ("privacy", "delta"),
 )

@@ -224,6 +224,27 @@ def test_terms_without_scaled_cosine_fail_terms_limits_unless_the_sites_widened(
     assert _unrunnable(_parsed_terms(valuation)) is None  # the terms written now
 
 
+def test_terms_without_support_cosine_fail_terms_limits_unless_the_sites_widened() -> None:
+    """Terms whose duplicate rule lacks ``support_cosine`` (the rule before it, which paid a
+    Sybil's copy sent through ``topk8`` at fraction 0.5: attack a90) are refused by a node and
+    fail ``terms.limits``; sites and an auditor with ``duplicate_support_cosine = 1.0`` under
+    ``[accept.loosest]`` take them."""
+    valuation = {**HONEST, "combiner": asdict(Combiner())}
+    terms = _parsed_terms(valuation, DuplicateRule(support_cosine=None))
+    assert terms.duplicates.support_cosine is None
+    refused = _unrunnable(terms)
+    assert refused is not None and "duplicate_support_cosine 1.0" in refused
+    audit = RoundAudit(1)
+    _check_limits(audit, terms, ThresholdLimits())
+    assert [(c.name, c.failed) for c in audit.checks] == [("terms.limits", True)]
+    assert "duplicate_support_cosine 1.0 (accepted: at most 0.999995)" in audit.checks[0].detail
+    old = ThresholdLimits(loosest={"duplicate_support_cosine": 1.0})  # type: ignore[arg-type]
+    assert _unrunnable(terms, old) is None
+    audit = RoundAudit(1)
+    _check_limits(audit, terms, old)
+    assert audit.passed
+
+
 @pytest.mark.parametrize(
     ("threshold", "value"),
     [("stale_cosine", 1.0), ("free_rider_norm", 0.0), ("max_sample_ratio", 1e9)],

@@ -368,6 +368,7 @@ def ref_copies(
     cosine: float,
     relative_l2: float,
     scaled: float | None,
+    support: float | None = None,
 ) -> dict[str, str]:
     """The README's duplicate rule over (site, sha256, tensors) in commit order."""
 
@@ -389,6 +390,12 @@ def ref_copies(
                 same = c > cosine and np.linalg.norm(b - a) / np.linalg.norm(a) < relative_l2
                 if scaled is not None:
                     same = same or c > scaled or cos(ref_codes(od), ref_codes(d)) > scaled
+            if not same and support is not None:
+                # a' = the original with every entry where b is 0 set to 0, when that changes it
+                kept = {k: np.where(d[k] != 0, od[k].astype(np.float64), 0.0) for k in od}
+                ak = flat(kept)
+                if not np.array_equal(ak, a) and np.linalg.norm(ak) > 0 and np.linalg.norm(b) > 0:
+                    same = cos(ak, b) > support or cos(ref_codes(kept), ref_codes(d)) > support
             if same:
                 out[site] = osite
                 break
@@ -399,7 +406,8 @@ def ref_copies(
 
 def test_the_duplicate_rule_follows_the_readme() -> None:
     """Scaled, recoded and noisy copies and near-honest pairs, decided by the README's text and
-    by find_duplicates alike; under the rule of terms without ``scaled_cosine`` as well."""
+    by find_duplicates alike (copies sent sparser, a90, too); under the rules of terms without
+    ``support_cosine`` and without ``scaled_cosine`` as well."""
     from fedtrail.ml.models import ModelSpec
     from fedtrail.protocol.duplicates import Entry, codes, find_duplicates
     from fedtrail.protocol.terms import DuplicateRule
@@ -430,6 +438,10 @@ def test_the_duplicate_rule_follows_the_readme() -> None:
     ).blob
     recoded = decode_update(blob, spec=spec, expected_round=1)[0]
     other = noisy(base, 0.02)  # 2% apart: not a copy under any rule here
+    half = encode_update(
+        base, spec=spec, round=1, compression=Compression(method="topk8", fraction=0.5)
+    ).blob
+    sparse = decode_update(half, spec=spec, expected_round=1)[0]  # a90's copy
     ups = {
         "a": base,
         "b": {k: v * 1.01 for k, v in base.items()},
@@ -437,6 +449,8 @@ def test_the_duplicate_rule_follows_the_readme() -> None:
         "d": noisy(base, 0.002),
         "e": other,
         "f": {k: v * 3 for k, v in other.items()},
+        "g": sparse,
+        "h": {k: torch.where(v.abs() > v.abs().median(), v, 0.0) for k, v in other.items()},
     }
     assert np.array_equal(
         ref_codes({k: v.numpy() for k, v in recoded.items()}), codes(recoded).numpy()
@@ -446,9 +460,18 @@ def test_the_duplicate_rule_follows_the_readme() -> None:
     for i, (site, d) in enumerate(ups.items()):
         entries.append(Entry(site, i + 1, f"{i:064x}", d))
         ref_in.append((site, f"{i:064x}", {k: v.numpy() for k, v in d.items()}))
-    for rule in (DuplicateRule(), DuplicateRule(scaled_cosine=None)):
+    old = DuplicateRule(scaled_cosine=None, support_cosine=None)
+    no_support = DuplicateRule(support_cosine=None)
+    for rule in (DuplicateRule(), no_support, old):
         ours = find_duplicates(entries, rule)
-        assert ours == ref_copies(ref_in, rule.cosine, rule.relative_l2, rule.scaled_cosine)
-    assert find_duplicates(entries, DuplicateRule()) == {"b": "a", "c": "a", "d": "a", "f": "e"}
-    # the near miss: the rule without scaled_cosine (terms before it) pays every copy
-    assert find_duplicates(entries, DuplicateRule(scaled_cosine=None)) == {}
+        assert ours == ref_copies(
+            ref_in, rule.cosine, rule.relative_l2, rule.scaled_cosine, rule.support_cosine
+        )
+    assert find_duplicates(entries, DuplicateRule()) == {
+        **{"b": "a", "c": "a", "d": "a", "f": "e"},
+        **{"g": "a", "h": "e"},
+    }
+    # the near misses: without support_cosine the sparser copies are paid; without
+    # scaled_cosine as well (terms before both) every copy
+    assert find_duplicates(entries, no_support) == {"b": "a", "c": "a", "d": "a", "f": "e"}
+    assert find_duplicates(entries, old) == {}

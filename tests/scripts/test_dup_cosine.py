@@ -33,6 +33,8 @@ def test_real_honest_pairs_are_not_duplicates_and_real_copies_are() -> None:
     caught = {(a["copy"], a["caught_new"], a["caught_old"]) for a in attack}
     for name in ("x1.01", "x0.5", "topk8 f=1", "noise 0.2%"):
         assert (name, True, False) in caught and (name, False, False) not in caught
+    # a90: the copy sparsified through topk8 at 0.05 is caught on the entries it carries
+    assert ("topk8 f=0.05", True, False) in caught and ("topk8 f=0.05", False, False) not in caught
     assert ("noise 5%", False, False) in caught  # what escapes, said plainly
 
 

@@ -1,5 +1,6 @@
-"""find_duplicates: its screened search decides every pair as the pair-by-pair rule does, and
-the scale-free rule (``scaled_cosine``) catches a Sybil's scaled, recoded or noisy copy."""
+"""find_duplicates: its screened search decides every pair as the pair-by-pair rule does, the
+scale-free rule (``scaled_cosine``) catches a Sybil's scaled, recoded or noisy copy, and the
+support rule (``support_cosine``) its copy sent sparser (a90)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,16 @@ from fedtrail.protocol.duplicates import (
     codes,
     find_duplicates,
     near_identical,
+    support_copy,
 )
 from fedtrail.protocol.terms import DuplicateRule, RoundTerms
 from fedtrail.storage.codec import Compression, decode_update, encode_update
 
 RULE = DuplicateRule()
-OLD = DuplicateRule(scaled_cosine=None)
+OLD = DuplicateRule(scaled_cosine=None, support_cosine=None)
 """The rule of terms written before ``scaled_cosine``: cosine and distance together."""
+NO_SUPPORT = DuplicateRule(support_cosine=None)
+"""The rule of terms written before ``support_cosine`` (a90)."""
 HONEST_MAX = 0.999930
 """The largest cosine of two honest updates of one round that ``scripts/bench/dup_cosine.py``
 measured (20 sites, Dirichlet alpha 0.3, dense; the two 1.2% apart in L2)."""
@@ -48,7 +52,19 @@ def _reference(entries: list[Entry], rule: DuplicateRule) -> dict[str, str]:
                 or (
                     flat is not None
                     and other is not None
-                    and near_identical(other, flat, rule, other_code, code)
+                    and (
+                        near_identical(other, flat, rule, other_code, code)
+                        or (
+                            rule.support_cosine is not None
+                            and e.delta is not None
+                            and support_copy(
+                                other,
+                                flat,
+                                [e.delta[n].numel() for n in sorted(e.delta)],
+                                rule.support_cosine,
+                            )
+                        )
+                    )
                 )
             ),
             None,
@@ -156,7 +172,8 @@ def test_screened_search_equals_the_pair_by_pair_rule() -> None:
     for rule in (
         RULE,
         OLD,
-        DuplicateRule(cosine=0.5, relative_l2=0.9, scaled_cosine=None),
+        NO_SUPPORT,
+        DuplicateRule(cosine=0.5, relative_l2=0.9, scaled_cosine=None, support_cosine=None),
         DuplicateRule(cosine=1.0, scaled_cosine=None),
         DuplicateRule(cosine=1.0, scaled_cosine=0.5),
     ):
@@ -275,7 +292,7 @@ def test_terms_without_scaled_cosine_keep_their_bytes_and_the_old_rule() -> None
     """Terms written before ``scaled_cosine`` lack the key: they read as the old rule (a 1.01x
     copy is paid, as it was when the round was valued), and their bytes round-trip; terms
     written now carry it."""
-    old = _terms(DuplicateRule(scaled_cosine=None))
+    old = _terms(OLD)
     blob = old.to_bytes()
     assert b'"duplicates":{"cosine":0.9999,"relative_l2":0.001}' in blob
     parsed = RoundTerms.from_bytes(blob)
@@ -287,6 +304,113 @@ def test_terms_without_scaled_cosine_keep_their_bytes_and_the_old_rule() -> None
     new = RoundTerms.from_bytes(_terms(DuplicateRule()).to_bytes())
     assert new.duplicates.scaled_cosine == RULE.scaled_cosine is not None
     assert find_duplicates(entries, new.duplicates) == {"sybil": "h0"}
+
+
+def _sparse(d: Mapping[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:
+    """``d`` sent through ``topk8`` at ``fraction`` and decoded, as every reader sees it."""
+    spec = ModelSpec()
+    blob = encode_update(
+        dict(d), spec=spec, round=1, compression=Compression(method="topk8", fraction=fraction)
+    ).blob
+    return decode_update(blob, spec=spec, expected_round=1)[0]
+
+
+@pytest.mark.parametrize("fraction", [0.7, 0.5, 0.1, 0.01])
+def test_a_copy_sent_sparser_is_a_duplicate_by_the_entries_it_carries(fraction: float) -> None:
+    """a90: a Sybil sends its partner's dense update through ``topk8`` at a fraction of its
+    own choosing. The dropped entries move both cosines the rule before ``support_cosine``
+    compared below ``scaled_cosine`` (it paid the copy), but on the entries the copy carries
+    its codes are its original's exactly."""
+    d = _update(5)
+    copy = _sparse(d, fraction)
+    assert RULE.scaled_cosine is not None and _cos(d, copy) < RULE.scaled_cosine
+    entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, copy)]
+    assert find_duplicates(entries, NO_SUPPORT) == {}
+    assert find_duplicates(entries, RULE) == {"sybil": "h0"}
+    assert find_duplicates(entries, RULE) == _reference(entries, RULE)
+    # a copy with entries zeroed by hand (no topk8) is one too
+    zeroed = {
+        k: torch.where(torch.arange(v.numel()).reshape(v.shape) % 3 == 0, 0.0, v)
+        for k, v in d.items()
+    }
+    assert find_duplicates([entries[0], Entry("z", 2, "c" * 64, zeroed)], RULE) == {"z": "h0"}
+
+
+def test_an_honest_sparse_update_is_no_copy_of_another_update() -> None:
+    """Updates of other data sent sparse, beside dense ones and each other, in either commit
+    order, are not copies; nor is an update that carries every entry of the earlier one (the
+    support rule compares only when the later one leaves some out)."""
+    a, b = _update(6), _update(7)
+    for fraction in (1.0, 0.5, 0.05):
+        for first, second in ((a, _sparse(b, fraction)), (_sparse(a, fraction), b)):
+            entries = [Entry("h0", 1, "a" * 64, first), Entry("h1", 2, "b" * 64, second)]
+            assert find_duplicates(entries, RULE) == {}
+    flat = _flat(a)
+    sizes = [a[n].numel() for n in sorted(a)]
+    assert not support_copy(flat, flat * 1.5, sizes, 0.5)  # nothing left out: not this rule
+    sparse = _flat(_sparse(a, 0.5))
+    assert support_copy(flat, sparse, sizes, 0.999995)
+    assert not support_copy(flat, sparse, sizes, 1.0)  # the threshold is strict
+    # the original sent sparse first, the dense one second: the dense one leaves nothing out
+    assert not support_copy(sparse, flat, sizes, 0.999995)
+
+
+def test_the_support_screen_skips_only_pairs_the_support_rule_rejects() -> None:
+    """Rounds of sparse and dense updates, copies sent sparser with and without noise near the
+    threshold, a copy that drops each tensor's largest entry before recoding (so its codes are
+    not the original's restricted) and honest ones: the screened search marks exactly what the
+    pair-by-pair rule marks."""
+    gen = torch.Generator().manual_seed(11)
+    a, b, c = _update(20), _update(21), _update(22)
+
+    def drop_max(d: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for k, v in d.items():
+            flat = v.reshape(-1).clone()
+            flat[flat.abs().argmax()] = 0.0
+            out[k] = flat.reshape(v.shape)
+        return out
+
+    def noisy_on_support(d: Mapping[str, torch.Tensor], level: float) -> dict[str, torch.Tensor]:
+        return {
+            k: torch.where(v != 0, v + level * v.std() * torch.randn(v.shape, generator=gen), 0.0)
+            for k, v in d.items()
+        }
+
+    half = _sparse(a, 0.5)
+    updates = [
+        a,
+        _sparse(b, 0.05),
+        half,  # a's copy at 0.5
+        _sparse(drop_max(a), 1.0),  # a without its maxima, recoded: codes recomputed match
+        noisy_on_support(half, 1e-4),  # near the threshold from above
+        noisy_on_support(half, 0.03),  # below it: noisy copies escape, as a1's
+        c,
+        _sparse(c, 0.05),
+        _sparse(b, 0.3),
+    ]
+    entries = [Entry(f"s{i:02d}", i + 1, f"{i:064x}", d) for i, d in enumerate(updates)]
+    for rule in (RULE, DuplicateRule(support_cosine=0.999), DuplicateRule(support_cosine=0.99)):
+        assert find_duplicates(entries, rule) == _reference(entries, rule)
+    got = find_duplicates(entries, RULE)
+    assert got["s02"] == "s00" and got["s03"] == "s00" and got["s07"] == "s06"
+    assert got["s04"] == "s00" and "s05" not in got
+    assert find_duplicates(entries, DuplicateRule(support_cosine=0.999))["s05"] == "s00"
+
+
+def test_terms_without_support_cosine_keep_their_bytes_and_pay_a_sparse_copy() -> None:
+    """Terms written before ``support_cosine`` lack the key and replay the rule of their day
+    (a copy at fraction 0.5 paid); terms written now carry it."""
+    blob = _terms(NO_SUPPORT).to_bytes()
+    assert b'"duplicates":{"cosine":0.9999,"relative_l2":0.001,"scaled_cosine":0.999995}' in blob
+    parsed = RoundTerms.from_bytes(blob)
+    assert parsed.duplicates == NO_SUPPORT and parsed.to_bytes() == blob
+    d = _update(8)
+    entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, _sparse(d, 0.5))]
+    assert find_duplicates(entries, parsed.duplicates) == {}
+    now = _terms(DuplicateRule()).to_bytes()
+    assert b'"scaled_cosine":0.999995,"support_cosine":0.999995}' in now
+    assert find_duplicates(entries, RoundTerms.from_bytes(now).duplicates) == {"sybil": "h0"}
 
 
 def _terms(rule: DuplicateRule) -> RoundTerms:

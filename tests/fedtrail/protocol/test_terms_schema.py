@@ -83,7 +83,7 @@ def test_real_terms_validate() -> None:
     terms = RoundTerms.from_bytes(blob)
     assert terms.to_bytes() == blob
     # written before scaled_cosine: the rule of its day, cosine and distance together
-    assert terms.duplicates == DuplicateRule(scaled_cosine=None)
+    assert terms.duplicates == DuplicateRule(scaled_cosine=None, support_cosine=None)
     validator().validate(json.loads(blob))
 
 

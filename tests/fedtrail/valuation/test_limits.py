@@ -262,6 +262,25 @@ def test_terms_without_scaled_cosine_are_refused_as_looser() -> None:
     assert ThresholdLimits().refusal(Combiner(), DuplicateRule()) is None
 
 
+def test_terms_without_support_cosine_are_refused_as_looser() -> None:
+    """Terms that lack ``support_cosine`` replay the rule before it, which pays a copy sent
+    through ``topk8`` at fraction 0.5 (attack a90): read as 1.0 and refused, as a missing
+    ``scaled_cosine``; a site that widened ``[accept.loosest]`` takes them."""
+    old = DuplicateRule(support_cosine=None)
+    assert ThresholdLimits().breaches(Combiner(), old) == []
+    assert ThresholdLimits().loosest.breaches(Combiner(), old) == [
+        "duplicate_support_cosine 1.0 (accepted: at most 0.999995)"
+    ]
+    refusal = ThresholdLimits().refusal(Combiner(), old)
+    assert refusal is not None and "duplicate_support_cosine 1.0" in refusal
+    wide = limits_from({"loosest": {"duplicate_support_cosine": 1.0}})
+    assert wide.refusal(Combiner(), old) is None
+    strict = DuplicateRule(support_cosine=0.99)  # flags more: stricter than a site accepts
+    assert ThresholdLimits().breaches(Combiner(), strict) == [
+        "duplicate_support_cosine 0.99 (accepted: at least 0.999995)"
+    ]
+
+
 def test_both_sides_are_named_together() -> None:
     both = replace(Combiner(), stale_cosine=0.5, max_sample_ratio=1e9)
     refusal = ThresholdLimits().refusal(both)
