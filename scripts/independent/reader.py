@@ -232,6 +232,108 @@ def privacy_rule(acct, terms, revealed, readable, dp, samples, weights, spends, 
     return out
 
 
+NOISE_MARKER = "<!-- noise-reference -->\n```python\n"
+
+
+def readme_noise():
+    """The noise check printed in the README (*The noise check, exactly*), run from its text:
+    ``noise_breach(tensors, dp, num_samples, compression)`` and its parts."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(NOISE_MARKER) + len(NOISE_MARKER)
+    source = text[start : text.index("```", start)]
+    namespace: dict = {}
+    exec(compile(source, "README.md noise-reference", "exec"), namespace)
+    return namespace
+
+
+UNAVAILABLE_REASONS = {"TAMPERED", "MALFORMED", "WITHHELD", "PEER_REJECTED"}
+
+
+def spend_breach(acct, asked, dp, declared, n, earlier):
+    """README *Privacy scored*: the spend-breach status of an update that reads, or None.
+    asked: the terms' privacy block or None; dp: its "dp" object or None; declared: the sum of
+    its site's PrivacySpent of the round; n: its numSamples; earlier: (entries, total_before),
+    entries in chain order, each the earlier update's "dp" object or "unbacked" (given, header
+    does not read or has no dp), "unavailable" (not given, scored 0 as unusable on chain) or
+    "unreadable" (anything else)."""
+    if dp is None:
+        return "NO DP PARAMETERS" if declared > 0 else None
+    if asked is not None and dp["delta"] != asked.get("delta"):
+        return "WRONG DELTA"
+    if n > 0 and dp["delta"] > 1 / n:
+        return "DELTA ABOVE 1/n"
+    inverse = 1 / dp["sample_rate"]
+    if (
+        (n > 0 and dp["sample_rate"] * n < 1 - 1e-9)
+        or not math.isfinite(inverse)
+        or dp["steps"] % max(1, round(inverse))
+    ):
+        return "SAMPLING IMPLAUSIBLE"
+    entries, before = earlier
+    if dp.get("accounting") == "composed":
+        for entry in entries:  # the first one that gives no "dp" decides
+            if entry == "unbacked":
+                return "EARLIER SPEND UNBACKED"
+            if entry == "unavailable":
+                return "EARLIER SPEND UNAVAILABLE"
+            if not isinstance(entry, dict):
+                return None  # cannot be recomputed here: privacy.spend's to fail
+        got = acct["declared_micro"](dp, entries, before)
+    else:
+        got = acct["declared_micro"](dp, [], before)
+    return "DIFFERS" if got != declared else None
+
+
+def dp_scored_rule(noise_on, spend_on, peer, asked, decoded_dp, updates):
+    """README *Privacy noise* and *Privacy scored*. noise_on / spend_on: the terms'
+    dp_noise_check / dp_spend_check; peer: a peer round; asked: the terms' privacy block;
+    decoded_dp: some revealed update that decodes has "dp"; updates: {site: dict(reads, dp,
+    lacks, breach, weight, reason)} of the revealed updates (lacks / breach: the noise verdict
+    and spend-breach status of an update that reads, else False / None). Returns [(check, ok,
+    detail)] for the checks that apply."""
+    out = []
+    sites = sorted(updates, key=lambda x: int(x, 16))
+    breaches = {a: updates[a]["breach"] for a in sites if spend_on and updates[a]["breach"]}
+    lacking = {a for a in sites if noise_on and updates[a]["lacks"]}
+
+    def problems(flagged, clean):
+        bad = []
+        for a in sites:
+            u = updates[a]
+            if a in flagged and (u["weight"] > 0 or u["reason"] != "MALFORMED"):
+                bad.append(
+                    f"{a[:10]} flagged ({flagged[a]}) but weight {u['weight']} {u['reason']}"
+                )
+            elif a not in flagged and clean(a) and u["reason"] == "MALFORMED":
+                bad.append(f"{a[:10]} is MALFORMED on chain but passes")
+        return bad
+
+    if not peer and spend_on and (asked is not None or decoded_dp or breaches):
+        bad = problems(breaches, lambda a: updates[a]["reads"] and a not in lacking)
+        out.append(
+            (
+                "privacy.scored",
+                not bad,
+                "; ".join(bad)
+                or f"{len(breaches)} spend breach(es) {sorted(set(breaches.values()))}, each MALFORMED with weight 0; no other update that reads is MALFORMED",
+            )
+        )
+    if not peer and noise_on and decoded_dp:
+        bad = problems(
+            {a: "lacks its noise" for a in lacking},
+            lambda a: updates[a]["reads"] and updates[a]["dp"] is not None and a not in breaches,
+        )
+        out.append(
+            (
+                "privacy.noise",
+                not bad,
+                "; ".join(bad)
+                or f"{len(lacking)} DP update(s) lacking their noise, each MALFORMED with weight 0; no DP update that carries it is",
+            )
+        )
+    return out
+
+
 def spec_hash_of(spec: dict) -> str:
     """README *Wire format*: sha256 of the canonical JSON of the spec and its tensors in
     state-dict order, each ``[name, shape, "float32"]``."""
@@ -1247,6 +1349,9 @@ def main(argv=None):
 
     acct = readme_accountant()
     dp_seen: dict = {}  # (round, site) -> the "dp" object of a readable revealed update, or None
+    header_dp: dict = {}  # (round, site) -> the "dp" of an update whose header reads, or None
+    earlier_state: dict = {}  # (round, site) -> "dp" object / "unbacked" / "unavailable" / ...
+    noise = readme_noise()
     reputation: dict[str, int | None] = {}
     history: dict[int, dict] = {}  # finalized round -> its free-rider references
     first_terms: dict | None = None
@@ -1387,6 +1492,8 @@ def main(argv=None):
         onchain = {}
         commitments = {}
         readable = set()
+        blobs: dict = {}
+        onchain_sha: dict = {}
         for e in commits:
             a = e.args.site.lower()
             sub = c.functions.getSubmission(r, e.args.site).call()
@@ -1418,6 +1525,7 @@ def main(argv=None):
             )
             blob = ipfs.cat(rev.args.cid)
             ok_hash = sha(blob) == sub_sha.hex()
+            blobs[a], onchain_sha[a] = blob, sub_sha.hex()
             try:
                 _, umeta, ut = parse_safetensors(blob)
                 utext, udoc = fedtrail_meta(umeta)
@@ -1428,6 +1536,8 @@ def main(argv=None):
                     and udoc.get("format_version") == 1
                     and udoc.get("spec_hash") == spec_hash
                 )
+                if hdr_ok and ("dp" not in udoc or valid_dp(udoc["dp"])):
+                    header_dp[(r, a)] = udoc.get("dp")  # README *Privacy scored*: header reads
                 deltas[a] = decode_update(ut, udoc, shapes)
                 hdrs[a] = udoc
                 if ok_hash and canon and hdr_ok and ("dp" not in udoc or valid_dp(udoc["dp"])):
@@ -1447,6 +1557,19 @@ def main(argv=None):
                     False,
                     f"{rev.args.cid} sha256 {'ok' if ok_hash else 'MISMATCH'}; does not decode: {exc}",
                 )
+
+        for e in commits:  # README *Privacy scored*: what a later composed update reads back
+            a = e.args.site.lower()
+            if a not in reveals or not onchain[a][0]:
+                continue
+            if (r, a) in header_dp:
+                earlier_state[(r, a)] = header_dp[(r, a)] or "unbacked"
+            elif sha(blobs[a]) == onchain_sha[a]:
+                earlier_state[(r, a)] = "unbacked"
+            elif onchain[a][4] == 0 and REASONS[onchain[a][3]] in UNAVAILABLE_REASONS:
+                earlier_state[(r, a)] = "unavailable"
+            else:
+                earlier_state[(r, a)] = "unreadable"
 
         # ---- privacy.spend / privacy.required (README *Privacy spend*)
         spends_all = ev["PrivacySpent"]
@@ -1470,6 +1593,71 @@ def main(argv=None):
             earlier_of,
         ):
             report(r, check, ok, detail)
+
+        # ---- privacy.scored / privacy.noise (README *Updates that read*, *Privacy noise*,
+        # *Privacy scored*, *The noise check, exactly*): finalized rounds, as every replay
+        if phase == 3:
+            comb = dict(LATER_THRESHOLDS)
+            vcomb = (terms.get("valuation") or {}).get("combiner")
+            if vcomb is None:
+                comb["dp_noise_check"] = comb["dp_spend_check"] = 0
+            else:
+                comb.update(vcomb)
+            peer_round = bool(peer) or (terms.get("valuation") or {}).get("mode") == "peers"
+            asked = terms.get("privacy")
+            revealed_now = [
+                a for a in (e.args.site.lower() for e in commits) if a in reveals and onchain[a][0]
+            ]
+            copies_now = duplicate_copies(
+                [(a, reveals[a].args.sha256, deltas.get(a)) for a in revealed_now],
+                terms.get("duplicates") or {},
+            )
+            need_dp_now = bool((asked or {}).get("required"))
+            spends_now: dict = {}
+            for e in spends_all:
+                if e.args.round == r:
+                    s_ = e.args.site.lower()
+                    spends_now[s_] = spends_now.get(s_, 0) + e.args.epsilonMicro
+            upd = {}
+            for a in revealed_now:
+                dpa = hdrs[a].get("dp") if a in readable else None
+                reads = a in readable and not (need_dp_now and dpa is None) and a not in copies_now
+                lacks, breach = False, None
+                if reads and comb["dp_noise_check"] and dpa is not None:
+                    lacks = noise["noise_breach"](
+                        [deltas[a][nm].astype(np.float64).ravel().tolist() for nm in order],
+                        dpa,
+                        onchain[a][1],
+                        hdrs[a]["compression"]["method"],
+                    )
+                if reads and comb["dp_spend_check"]:
+                    mine = [e for e in spends_all if e.args.site.lower() == a and e.args.round < r]
+                    entries = [earlier_state.get((e.args.round, a), "unreadable") for e in mine]
+                    breach = spend_breach(
+                        acct,
+                        asked,
+                        dpa,
+                        spends_now.get(a, 0),
+                        onchain[a][1],
+                        (entries, mine[-1].args.totalMicro if mine else 0),
+                    )
+                upd[a] = {
+                    "reads": reads,
+                    "dp": dpa,
+                    "lacks": lacks,
+                    "breach": breach,
+                    "weight": onchain[a][4],
+                    "reason": REASONS[onchain[a][3]],
+                }
+            for check, ok, detail in dp_scored_rule(
+                bool(comb["dp_noise_check"]),
+                bool(comb["dp_spend_check"]),
+                peer_round,
+                asked,
+                any(a in readable and hdrs[a].get("dp") is not None for a in revealed_now),
+                upd,
+            ):
+                report(r, check, ok, detail)
 
         # ---- sites.registry (README *Registry changes inside a round*, a65)
         voted: set | None = set()
