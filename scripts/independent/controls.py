@@ -210,6 +210,9 @@ def riders(planted):
         cs,
         tensors={s: wide(u) for s, u in now.items()},
         ref_tensors=[wide(u) for u in ref_updates],
+        # README *Free-riders*: a DP update takes only the DP-copy test (a planted one is plain);
+        # before session 51 every real DP update here counted as white noise
+        declared={s for s in sites if "dp" in headers[s] and s not in planted},
     )[0]
 
 
@@ -259,7 +262,9 @@ standing_block = json.loads(ipfs.cat(next(e for e in fin if e.args.round == r).a
     "standing"
 )
 if standing_block:  # aggregator rounds valued by standing (a peer round's log has none)
-    this_log = standing_block["references"]
+    # the previous round's references lead the log's (newest first; with stale_rounds above 1
+    # older rounds' follow, which these controls do not rebuild)
+    this_log = standing_block["references"][: len(refs)]
     by_commit = [f"{cs(s)}'s update of round {prev}" for s in commit_order] + [
         f"the global delta of round {prev}"
     ]

@@ -2175,11 +2175,14 @@ def main(argv=None):
         wfloor = terms.get("valuation", {}).get("combiner", {}).get("warm_up_floor", 1.0)
         warm = isinstance(st, dict) and st.get("valued_rounds") == 0 and wfloor < 1.0
         if isinstance(st, dict) and (st.get("normalised") or warm):
+            # README *Standing*: every update that passed the screens has a value, LOW_QUALITY
+            # ones too (that reason is the standing score's own outcome); before session 51 the
+            # reader took the OK ones only and failed standing.scores once a passed update was
+            # LOW_QUALITY (h-185's DP testnet, round 3), where audit verify passed
             phi = {
                 a: lsites[a]["components"]["value"]
                 for a in vals
-                if lsites[a].get("components", {}).get("value") is not None
-                and lsites[a]["reason_label"] == "OK"
+                if (lsites[a].get("components") or {}).get("value") is not None
             }
             tot = math.fsum(abs(v) for v in phi.values())
             share = {a: v / tot for a, v in phi.items()}
