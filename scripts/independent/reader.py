@@ -32,8 +32,10 @@ Checks per round (each printed PASS/FAIL/NOTE):
     round's windows (README *Registry changes inside a round*, a65)
   - privacy.spend / privacy.required: every declared spend recomputed with the README's accountant
     (*The privacy accountant, exactly*, run from its text), summed and composed rules
-Not replayed (README *Not given here*): the privacy noise and scoring checks, the explanation
-check, the values themselves (private validation split).
+  - privacy.scored / privacy.noise: README *Updates that read*, *Privacy noise*, *Privacy scored*
+    and *The noise check, exactly* (plain Python run from its text)
+Not replayed (README *Not given here*, which lists audit verify's checks this reader leaves
+out): the explanation check, the values themselves (private validation split), and others.
 """
 
 from __future__ import annotations
