@@ -1388,6 +1388,19 @@ def main(argv=None):
             "RoundOpened model/terms sha256 and deadlines equal getRound's",
         )
         peer = [e for e in ev["PeerScoringOpened"] if e.args.round == r]
+        # README *Phase* (a33): a valued aggregator round fails, a valued peer round, an open or
+        # cancelled one passes, a finalized one has no phase check
+        if phase == 2:
+            report(
+                r,
+                "phase",
+                bool(peer),
+                "valued peer round: its medians are checked from the votes"
+                if peer
+                else "valued, never finalized: weights on chain that no log or global model justifies",
+            )
+        elif phase != 3:
+            report(r, "phase", phase in (1, 4), f"round is {PHASES.get(phase, phase)}")
         if peer:
             report(
                 r,
