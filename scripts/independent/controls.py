@@ -679,4 +679,36 @@ expect(
     True,
     "privacy.noise: a DP update lacking its noise zeroed under another reason fails",
 )
+# log.status (README *Log status*): planted statuses
+MAL = R.REASONS.index("MALFORMED")
+expect(
+    R.status_rule(
+        {"0xa": {"status": "malformed"}},
+        {"0xa": "malformed"},
+        {"0xa": (True, 1, 0, MAL, 0)},
+        True,
+        ["0xa"],
+    )[0],
+    True,
+    "log.status: a MALFORMED update logged malformed, read malformed, passes",
+)
+expect(
+    R.status_rule(
+        {"0xa": {"status": "ok"}}, {"0xa": "ok"}, {"0xa": (True, 1, 0, MAL, 0)}, True, ["0xa"]
+    )[0],
+    False,
+    "log.status: a MALFORMED update logged ok fails (read ok here: the aggregator called it unreadable)",
+)
+expect(
+    R.status_rule({"0xa": {"status": "ok"}}, {}, {"0xa": (True, 1, 0, MAL, 0)}, True, ["0xa"])[0],
+    False,
+    "log.status: a MALFORMED update logged ok fails even when this reader cannot fetch it",
+)
+expect(
+    R.status_rule(
+        {"0xa": {"status": "ok"}}, {"0xa": "malformed"}, {"0xa": (True, 1, 0, 0, 0)}, True, ["0xa"]
+    )[0],
+    False,
+    "log.status: an update logged ok, OK on chain, that lacks its noise here fails",
+)
 finish()

@@ -336,6 +336,30 @@ def dp_scored_rule(noise_on, spend_on, peer, asked, decoded_dp, updates):
     return out
 
 
+def status_rule(lsites, read_as, onchain, aggregator_round, revealed):
+    """README *Log status*: lsites the log's entries by address, read_as this reader's reading
+    ("ok", "tampered", "malformed", "duplicate") of the revealed updates it read, onchain the
+    getSubmission tuples, revealed every revealed site. Returns (ok, detail)."""
+    problems = []
+    unusable = {"tampered", "malformed", "duplicate"}
+    for a in sorted(revealed, key=lambda x: int(x, 16)):
+        entry = lsites.get(a)
+        if entry is None:
+            continue
+        named = REASONS[onchain[a][3]].lower()
+        if named in unusable and entry.get("status") != named:
+            problems.append(f"{a[:10]} is {named.upper()} on chain, status {entry.get('status')!r}")
+        elif aggregator_round and named not in unusable and entry.get("status") in unusable:
+            problems.append(f"{a[:10]} status {entry.get('status')!r}, reason {named.upper()}")
+    for a in sorted(read_as, key=lambda x: int(x, 16)):
+        entry = lsites.get(a)
+        if entry is not None and entry.get("status") != read_as[a]:
+            problems.append(f"{a[:10]} status {entry.get('status')!r}, read as {read_as[a]}")
+    return not problems, "; ".join(
+        problems
+    ) or f"{len(read_as)} status(es) as this reader reads them"
+
+
 def spec_hash_of(spec: dict) -> str:
     """README *Wire format*: sha256 of the canonical JSON of the spec and its tensors in
     state-dict order, each ``[name, shape, "float32"]``."""
@@ -1611,6 +1635,8 @@ def main(argv=None):
 
         # ---- privacy.scored / privacy.noise (README *Updates that read*, *Privacy noise*,
         # *Privacy scored*, *The noise check, exactly*): finalized rounds, as every replay
+        read_as_now: dict = {}  # README *Log status*: how this reader reads each update
+        peer_round = bool(peer) or (terms.get("valuation") or {}).get("mode") == "peers"
         if phase == 3:
             comb = dict(LATER_THRESHOLDS)
             vcomb = (terms.get("valuation") or {}).get("combiner")
@@ -1618,7 +1644,6 @@ def main(argv=None):
                 comb["dp_noise_check"] = comb["dp_spend_check"] = 0
             else:
                 comb.update(vcomb)
-            peer_round = bool(peer) or (terms.get("valuation") or {}).get("mode") == "peers"
             asked = terms.get("privacy")
             revealed_now = [
                 a for a in (e.args.site.lower() for e in commits) if a in reveals and onchain[a][0]
@@ -1656,6 +1681,15 @@ def main(argv=None):
                         onchain[a][1],
                         (entries, mine[-1].args.totalMicro if mine else 0),
                     )
+                read_as_now[a] = (
+                    "tampered"
+                    if sha(blobs[a]) != onchain_sha[a]
+                    else "malformed"
+                    if a not in readable or (need_dp_now and dpa is None) or lacks or breach
+                    else "duplicate"
+                    if a in copies_now
+                    else "ok"
+                )
                 upd[a] = {
                     "reads": reads,
                     "dp": dpa,
@@ -1994,6 +2028,13 @@ def main(argv=None):
         # ---- the log against the chain and the documented rules
         log = json.loads(lblob)
         lsites = {x["site"].lower(): x for x in log.get("sites", [])}
+        report(
+            r,
+            "log.status",
+            *status_rule(
+                lsites, read_as_now, onchain, not peer_round, [a for a in onchain if onchain[a][0]]
+            ),
+        )
         ok_log = all(
             int(lsites[a]["weight"]) == onchain[a][4]
             and lsites[a]["weight_fraction"] == onchain[a][4] / WEIGHT_SCALE

@@ -402,3 +402,74 @@ def test_a_check_that_ignores_the_other_disagrees(left_out: str) -> None:
     rng = random.Random(21)
     rounds = [_round(rng) for _ in range(600)]
     assert any(_reader_checks(u, f, near) != _product_checks(u, f) for u, f in rounds)
+
+
+# ---------------------------------------------------------------- log.status
+
+STATUSES = ("ok", "tampered", "malformed", "duplicate", "free_rider")
+
+
+class FakeLog:
+    def __init__(self, entries: dict[str, Any]) -> None:
+        self.entries = entries
+
+    def site(self, site: str) -> Any:
+        return self.entries.get(site)
+
+
+def test_log_status_matches_verify() -> None:
+    """README *Log status* as reader.py implements it against ``_check_status`` on random
+    rounds: the chain's reasons, the log's statuses and this audit's readings (none for a blob
+    the store does not give here)."""
+    from types import SimpleNamespace
+
+    from fedtrail.auditor.verify import _check_status
+
+    rng = random.Random(4)
+    outcomes = set()
+    for i in range(800):
+        sites = [f"0x{rng.randrange(16**40):040x}" for _ in range(rng.randrange(1, 6))]
+        reasons = {
+            a: rng.choice(["OK", "TAMPERED", "MALFORMED", "DUPLICATE", "FREE_RIDER"]) for a in sites
+        }
+        statuses = {a: rng.choice(STATUSES) for a in sites if rng.random() < 0.9}
+        readings = {a: rng.choice(STATUSES[:4]) for a in sites if rng.random() < 0.85}
+        for a in sites:  # mostly consistent rounds, so both verdicts occur
+            if rng.random() < 0.6:
+                readings[a] = statuses.get(a, "ok")
+                reasons[a] = {"ok": "OK", "free_rider": "FREE_RIDER"}.get(
+                    readings[a], readings[a].upper()
+                )
+        aggregator = rng.random() < 0.8
+        subs = [
+            Submission(
+                round=3,
+                site=a,
+                cid="Qm",
+                sha256="00" * 32,
+                num_samples=10,
+                score=0,
+                reason=int(Reason[reasons[a]]),
+                weight=0,
+                commitment="00" * 32,
+                commit_order=k + 1,
+                revealed=True,
+            )
+            for k, a in enumerate(sites)
+        ]
+        log = FakeLog({a: SimpleNamespace(status=st) for a, st in statuses.items()})
+        read_as = {a: Reason[readings[a].upper()] if a in readings else None for a in sites}
+        _, product, _ = _check_status(
+            log,
+            subs,
+            read_as,
+            duplicates_known=True,
+            aggregator_round=aggregator,  # type: ignore[arg-type]
+        )
+        onchain = {a: (True, 10, 0, R.REASONS.index(reasons[a]), 0) for a in sites}
+        mine, _ = R.status_rule(
+            {a: {"status": st} for a, st in statuses.items()}, readings, onchain, aggregator, sites
+        )
+        assert mine == product, (i, reasons, statuses, readings, aggregator)
+        outcomes.add(product)
+    assert outcomes == {True, False}
