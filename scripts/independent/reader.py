@@ -1637,6 +1637,17 @@ def main(argv=None):
         # *Privacy scored*, *The noise check, exactly*): finalized rounds, as every replay
         read_as_now: dict = {}  # README *Log status*: how this reader reads each update
         peer_round = bool(peer) or (terms.get("valuation") or {}).get("mode") == "peers"
+        for e in ev["RoundFinalized"]:  # README *Updates that read*: or a log that says peers
+            if e.args.round == r and not peer_round:
+                try:
+                    ldoc = json.loads(ipfs.cat(e.args.logCid))
+                    peer_round = (
+                        "peers" in ldoc
+                        or ((ldoc.get("settings") or {}).get("valuation") or {}).get("mode")
+                        == "peers"
+                    )
+                except (ValueError, AttributeError, requests.RequestException):
+                    pass  # an unreadable log: log.sha256 and the log checks say so
         if phase == 3:
             comb = dict(LATER_THRESHOLDS)
             vcomb = (terms.get("valuation") or {}).get("combiner")
