@@ -650,21 +650,23 @@ def verify_round(
                 if why is not None:
                     quiet[sub.site] = why
 
+    breaches: dict[str, str] | None = None
     if terms is not None and checks_spend(terms):
         # the aggregator's reading scores a readable update whose declared spend its blob
         # contradicts MALFORMED (fedtrail.storage.privacy_spend), its delta kept
         breaches = _spend_breaches(ledger, store, round_id, terms, subs, read_as, dp, history)
-        for site in breaches:
-            unusable[site] = read_as[site] = Reason.MALFORMED
-        private = terms.privacy is not None or any(p is not None for p in dp.values())
-        if not peers and (private or breaches):  # as privacy.spend: none in a plain round
-            audit.add(*_check_spend_scored(subs, read_as, breaches, quiet))
-
-    if terms is not None and checks_noise(terms):
-        for site in quiet:
-            unusable[site] = read_as[site] = Reason.MALFORMED
-        if not peers and any(p is not None for p in dp.values()):
-            audit.add(*_check_noise_scored(subs, read_as, dp, quiet))
+    for check in _privacy_scoring(
+        subs,
+        read_as,
+        unusable,
+        dp,
+        quiet,
+        breaches,
+        noise=terms is not None and checks_noise(terms),
+        asked=terms is not None and terms.privacy is not None,
+        peers=peers,
+    ):
+        audit.add(*check)
 
     if log is not None:
         audit.add(
@@ -1291,6 +1293,38 @@ def _malformed_problems(
         elif why is None and clean(sub) and sub.reason == Reason.MALFORMED:
             problems.append(f"{sub.site[:10]} is MALFORMED on chain, but {clean_detail}")
     return problems
+
+
+def _privacy_scoring(
+    subs: list[Submission],
+    read_as: dict[str, Reason | None],
+    unusable: dict[str, Reason],
+    dp: Mapping[str, DpParams | None],
+    quiet: Mapping[str, str],
+    breaches: Mapping[str, str] | None,
+    *,
+    noise: bool,
+    asked: bool,
+    peers: bool,
+) -> list[tuple[str, bool, str]]:
+    """``privacy.scored`` and ``privacy.noise`` (README *Privacy scored*, *Privacy noise*) from
+    the updates' verdicts: ``breaches`` (None: the terms' ``dp_spend_check`` is off) and
+    ``quiet`` (empty when ``noise``, their ``dp_noise_check``, is off); ``asked``: the terms
+    have a ``privacy`` block. Marks each flagged update MALFORMED in ``read_as`` and
+    ``unusable``, the spend breaches before ``privacy.scored`` is judged, the quiet ones after."""
+    out = []
+    if breaches is not None:
+        for site in breaches:
+            unusable[site] = read_as[site] = Reason.MALFORMED
+        private = asked or any(p is not None for p in dp.values())
+        if not peers and (private or breaches):  # as privacy.spend: none in a plain round
+            out.append(_check_spend_scored(subs, read_as, breaches, quiet))
+    if noise:
+        for site in quiet:
+            unusable[site] = read_as[site] = Reason.MALFORMED
+        if not peers and any(p is not None for p in dp.values()):
+            out.append(_check_noise_scored(subs, read_as, dp, quiet))
+    return out
 
 
 def _check_spend_scored(

@@ -28,9 +28,9 @@ target: list[str] = []
 real_value, real_finalize = AggregatorService.value, AggregatorService.finalize
 
 
-def value(self, round_id, *, info=None):
+def value(self, round_id, *, info=None, now=None):
     if round_id < rounds:
-        return real_value(self, round_id, info=info)
+        return real_value(self, round_id, info=info, now=now)
     subs = self.ledger.get_submissions(round_id)
     self.ledger.record_valuation(
         self.account,
@@ -45,8 +45,8 @@ def value(self, round_id, *, info=None):
     return []
 
 
-def finalize(self, round_id):
-    return None if round_id == rounds else real_finalize(self, round_id)
+def finalize(self, round_id, **kwargs):
+    return None if round_id == rounds else real_finalize(self, round_id, **kwargs)
 
 
 def setup(fed, acct):

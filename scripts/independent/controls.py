@@ -63,14 +63,17 @@ ro = next(
 terms = json.loads(ipfs.cat(ro.args.termsCid))
 _, _, start = R.parse_safetensors(ipfs.cat(ro.args.modelCid))
 shapes = {k: v.shape for k, v in start.items()}
-deltas, weights = {}, {}
+deltas, weights, headers, samples, reasons = {}, {}, {}, {}, {}
 for e in c.events.UpdateSubmitted.get_logs(from_block=dep["block_number"]):
     if e.args.round != r:
         continue
     s = e.args.site.lower()
     _, meta, t = R.parse_safetensors(ipfs.cat(e.args.cid))
-    deltas[s] = R.decode_update(t, json.loads(meta["fedtrail"]), shapes)
+    headers[s] = json.loads(meta["fedtrail"])
+    samples[s] = e.args.numSamples
+    deltas[s] = R.decode_update(t, headers[s], shapes)
     weights[s] = c.functions.getSubmission(r, e.args.site).call()[7]
+    reasons[s] = R.REASONS[c.functions.getSubmission(r, e.args.site).call()[6]]
 onchain = c.functions.getRound(r).call()[9].hex()
 text = json.dumps(
     {
@@ -201,6 +204,11 @@ prev_sub = {}
 commit_order = []
 for e in c.events.UpdateSubmitted.get_logs(from_block=dep["block_number"]):
     if e.args.round == prev:
+        # README *Free-riders*: updates scored TAMPERED, MALFORMED, NOT_REVEALED (or, from a peer
+        # round, PEER_REJECTED, WITHHELD) are no references (before session 51 counted here)
+        why_p = R.REASONS[c.functions.getSubmission(prev, e.args.site).call()[6]]
+        if why_p in ("TAMPERED", "MALFORMED", "NOT_REVEALED", "PEER_REJECTED", "WITHHELD"):
+            continue
         _, meta, t = R.parse_safetensors(ipfs.cat(e.args.cid))
         prev_sub[e.args.site.lower()] = R.decode_update(t, json.loads(meta["fedtrail"]), shapes)
         commit_order.append(e.args.site.lower())
@@ -234,6 +242,9 @@ def riders(planted):
         cs,
         tensors={s: wide(u) for s, u in now.items()},
         ref_tensors=[wide(u) for u in ref_updates],
+        # README *Free-riders*: a DP update takes only the DP-copy test (a planted one is plain);
+        # before session 51 every real DP update here counted as white noise
+        declared={s for s in sites if "dp" in headers[s] and s not in planted},
     )[0]
 
 
@@ -283,7 +294,9 @@ standing_block = json.loads(ipfs.cat(next(e for e in fin if e.args.round == r).a
     "standing"
 )
 if standing_block:  # aggregator rounds valued by standing (a peer round's log has none)
-    this_log = standing_block["references"]
+    # the previous round's references lead the log's (newest first; with stale_rounds above 1
+    # older rounds' follow, which these controls do not rebuild)
+    this_log = standing_block["references"][: len(refs)]
     by_commit = [f"{cs(s)}'s update of round {prev}" for s in commit_order] + [
         f"the global delta of round {prev}"
     ]
@@ -565,5 +578,163 @@ expect(
     not spend(SECOND, dp=COMP[1], earlier=(None, 0)),
     True,
     "privacy.spend: a composed history with an unreadable earlier update fails",
+)
+# privacy.noise (README *Privacy noise*, *The noise check, exactly*): the README's check on this
+# round's updates, and planted ones
+NOISE = R.readme_noise()
+LAYOUT = [name for name, _ in R.readme_layout()(terms["model_spec"])]
+
+
+def lists(update):
+    return [update[n].astype(np.float64).ravel().tolist() for n in LAYOUT]
+
+
+for s_, h in sorted(headers.items()):
+    if "dp" in h and h["compression"]["method"] == "none":
+        lacks = NOISE["noise_breach"](lists(deltas[s_]), h["dp"], samples[s_], "none")
+        expect(
+            not lacks or (reasons[s_] in ("MALFORMED", "DUPLICATE") and weights[s_] == 0),
+            True,
+            f"privacy.noise: {s_[:10]}'s DP update of round {r} "
+            + (
+                f"lacks its noise and the chain zeroed it ({reasons[s_]})"
+                if lacks
+                else f"carries its noise ({reasons[s_]} on chain)"
+            ),
+        )
+plain = [s_ for s_, h in sorted(headers.items()) if "dp" not in h]
+if plain:  # at noise_multiplier 1 a 5-step plan allows about sqrt(P) noise units: no verdict
+    LOUD = {**DP, "noise_multiplier": 10.0}
+    need = NOISE["needed_signal"](lists(deltas[plain[0]]))
+    allow = NOISE["allowed_signal"](LOUD, samples[plain[0]])
+    expect(
+        NOISE["noise_breach"](lists(deltas[plain[0]]), LOUD, samples[plain[0]], "none"),
+        True,
+        f"privacy.noise: {plain[0][:10]}'s plain update declared as DP-SGD at noise multiplier 10 "
+        f"lacks its noise (needs {need:.1f} noise units, allowed {allow:.1f})",
+    )
+else:
+    print("(no plain update in this round: the plain-update-declared-DP control is not run)")
+rng = np.random.default_rng(0)
+gauss = [(rng.standard_normal(len(t)) * 1e-3).tolist() for t in lists(deltas[order[0]])]
+expect(
+    not NOISE["noise_breach"](gauss, DP, 150, "none"), True, "privacy.noise: Gaussian noise passes"
+)
+expect(
+    NOISE["noise_breach"](gauss, DP, 150, "topk8"),
+    True,
+    "privacy.noise: a topk8 DP update lacks its noise, whatever its values",
+)
+layered = [[v * 10.0 ** (i % 4 - 2) for v in t] for i, t in enumerate(gauss)]
+expect(
+    NOISE["noise_breach"](layered, DP, 150, "none"),
+    True,
+    "privacy.noise: noise of another scale in each tensor lacks its noise",
+)
+expect(
+    not NOISE["noise_breach"](layered, None, 150, "none"),
+    True,
+    "privacy.noise: an update without dp has nothing to check",
+)
+
+
+# privacy.scored (README *Privacy scored*): planted spend breaches and scorings
+def breach(declared, dp=DP, n=150, earlier=([], 0), asked=None):
+    return R.spend_breach(ACCT, asked, dp, declared, n, earlier)
+
+
+expect(breach(TRUE) is None, True, "privacy.scored: the true summed spend is no breach")
+expect(breach(TRUE - 1) == "DIFFERS", True, "privacy.scored: one micro-epsilon less is DIFFERS")
+expect(
+    breach(TRUE, asked={"delta": 1e-4}) == "WRONG DELTA",
+    True,
+    "privacy.scored: another delta than the terms' is WRONG DELTA",
+)
+expect(
+    breach(TRUE, dp={**DP, "sample_rate": 1e-9}) == "SAMPLING IMPLAUSIBLE",
+    True,
+    "privacy.scored: a sample rate of 1e-9 is SAMPLING IMPLAUSIBLE (a68)",
+)
+expect(breach(5, dp=None) == "NO DP PARAMETERS", True, "privacy.scored: a spend without dp")
+expect(
+    breach(SECOND, dp=COMP[1], earlier=(["unbacked"], FIRST)) == "EARLIER SPEND UNBACKED",
+    True,
+    "privacy.scored: a composed history over a plain earlier reveal is UNBACKED (a11)",
+)
+expect(
+    breach(SECOND, dp=COMP[1], earlier=(["unavailable"], FIRST)) == "EARLIER SPEND UNAVAILABLE",
+    True,
+    "privacy.scored: a composed history over a withheld earlier blob is UNAVAILABLE (a11)",
+)
+expect(
+    breach(SECOND, dp=COMP[1], earlier=(["unreadable"], FIRST)) is None,
+    True,
+    "privacy.scored: an earlier blob missing from this store only is no breach",
+)
+
+
+def scored(**changes):
+    """One DP update that reads, planted as the chain would score it; (scored ok, noise ok)."""
+    u = {"reads": True, "dp": DP, "lacks": False, "breach": None, "weight": 10**18, "reason": "OK"}
+    u.update(changes)
+    got = {k: ok for k, ok, _ in R.dp_scored_rule(True, True, False, None, True, {"0xa": u})}
+    return got["privacy.scored"], got["privacy.noise"]
+
+
+expect(scored() == (True, True), True, "privacy.scored/noise: an honest weighted DP update passes")
+expect(
+    scored(breach="DIFFERS") == (False, True), True, "privacy.scored: a weighted spend breach fails"
+)
+expect(
+    scored(breach="DIFFERS", weight=0, reason="MALFORMED") == (True, True),
+    True,
+    "privacy.scored: a spend breach scored MALFORMED with weight 0 passes",
+)
+expect(
+    scored(lacks=True) == (True, False),
+    True,
+    "privacy.noise: a weighted DP update lacking its noise fails",
+)
+expect(
+    scored(weight=0, reason="MALFORMED") == (False, False),
+    True,
+    "privacy.scored/noise: an honest DP update zeroed as MALFORMED fails both",
+)
+expect(
+    scored(lacks=True, weight=0, reason="LOW_QUALITY") == (True, False),
+    True,
+    "privacy.noise: a DP update lacking its noise zeroed under another reason fails",
+)
+# log.status (README *Log status*): planted statuses
+MAL = R.REASONS.index("MALFORMED")
+expect(
+    R.status_rule(
+        {"0xa": {"status": "malformed"}},
+        {"0xa": "malformed"},
+        {"0xa": (True, 1, 0, MAL, 0)},
+        True,
+        ["0xa"],
+    )[0],
+    True,
+    "log.status: a MALFORMED update logged malformed, read malformed, passes",
+)
+expect(
+    R.status_rule(
+        {"0xa": {"status": "ok"}}, {"0xa": "ok"}, {"0xa": (True, 1, 0, MAL, 0)}, True, ["0xa"]
+    )[0],
+    False,
+    "log.status: a MALFORMED update logged ok fails (read ok here: the aggregator called it unreadable)",
+)
+expect(
+    R.status_rule({"0xa": {"status": "ok"}}, {}, {"0xa": (True, 1, 0, MAL, 0)}, True, ["0xa"])[0],
+    False,
+    "log.status: a MALFORMED update logged ok fails even when this reader cannot fetch it",
+)
+expect(
+    R.status_rule(
+        {"0xa": {"status": "ok"}}, {"0xa": "malformed"}, {"0xa": (True, 1, 0, 0, 0)}, True, ["0xa"]
+    )[0],
+    False,
+    "log.status: an update logged ok, OK on chain, that lacks its noise here fails",
 )
 finish()

@@ -32,8 +32,10 @@ Checks per round (each printed PASS/FAIL/NOTE):
     round's windows (README *Registry changes inside a round*, a65)
   - privacy.spend / privacy.required: every declared spend recomputed with the README's accountant
     (*The privacy accountant, exactly*, run from its text), summed and composed rules
-Not replayed (README *Not given here*): the privacy noise and scoring checks, the explanation
-check, the values themselves (private validation split).
+  - privacy.scored / privacy.noise: README *Updates that read*, *Privacy noise*, *Privacy scored*
+    and *The noise check, exactly* (plain Python run from its text)
+Not replayed (README *Not given here*, which lists audit verify's checks this reader leaves
+out): the explanation check, the values themselves (private validation split), and others.
 """
 
 from __future__ import annotations
@@ -230,6 +232,132 @@ def privacy_rule(acct, terms, revealed, readable, dp, samples, weights, spends, 
             )
         )
     return out
+
+
+NOISE_MARKER = "<!-- noise-reference -->\n```python\n"
+
+
+def readme_noise():
+    """The noise check printed in the README (*The noise check, exactly*), run from its text:
+    ``noise_breach(tensors, dp, num_samples, compression)`` and its parts."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(NOISE_MARKER) + len(NOISE_MARKER)
+    source = text[start : text.index("```", start)]
+    namespace: dict = {}
+    exec(compile(source, "README.md noise-reference", "exec"), namespace)
+    return namespace
+
+
+UNAVAILABLE_REASONS = {"TAMPERED", "MALFORMED", "WITHHELD", "PEER_REJECTED"}
+
+
+def spend_breach(acct, asked, dp, declared, n, earlier):
+    """README *Privacy scored*: the spend-breach status of an update that reads, or None.
+    asked: the terms' privacy block or None; dp: its "dp" object or None; declared: the sum of
+    its site's PrivacySpent of the round; n: its numSamples; earlier: (entries, total_before),
+    entries in chain order, each the earlier update's "dp" object or "unbacked" (given, header
+    does not read or has no dp), "unavailable" (not given, scored 0 as unusable on chain) or
+    "unreadable" (anything else)."""
+    if dp is None:
+        return "NO DP PARAMETERS" if declared > 0 else None
+    if asked is not None and dp["delta"] != asked.get("delta"):
+        return "WRONG DELTA"
+    if n > 0 and dp["delta"] > 1 / n:
+        return "DELTA ABOVE 1/n"
+    inverse = 1 / dp["sample_rate"]
+    if (
+        (n > 0 and dp["sample_rate"] * n < 1 - 1e-9)
+        or not math.isfinite(inverse)
+        or dp["steps"] % max(1, round(inverse))
+    ):
+        return "SAMPLING IMPLAUSIBLE"
+    entries, before = earlier
+    if dp.get("accounting") == "composed":
+        for entry in entries:  # the first one that gives no "dp" decides
+            if entry == "unbacked":
+                return "EARLIER SPEND UNBACKED"
+            if entry == "unavailable":
+                return "EARLIER SPEND UNAVAILABLE"
+            if not isinstance(entry, dict):
+                return None  # cannot be recomputed here: privacy.spend's to fail
+        got = acct["declared_micro"](dp, entries, before)
+    else:
+        got = acct["declared_micro"](dp, [], before)
+    return "DIFFERS" if got != declared else None
+
+
+def dp_scored_rule(noise_on, spend_on, peer, asked, decoded_dp, updates):
+    """README *Privacy noise* and *Privacy scored*. noise_on / spend_on: the terms'
+    dp_noise_check / dp_spend_check; peer: a peer round; asked: the terms' privacy block;
+    decoded_dp: some revealed update that decodes has "dp"; updates: {site: dict(reads, dp,
+    lacks, breach, weight, reason)} of the revealed updates (lacks / breach: the noise verdict
+    and spend-breach status of an update that reads, else False / None). Returns [(check, ok,
+    detail)] for the checks that apply."""
+    out = []
+    sites = sorted(updates, key=lambda x: int(x, 16))
+    breaches = {a: updates[a]["breach"] for a in sites if spend_on and updates[a]["breach"]}
+    lacking = {a for a in sites if noise_on and updates[a]["lacks"]}
+
+    def problems(flagged, clean):
+        bad = []
+        for a in sites:
+            u = updates[a]
+            if a in flagged and (u["weight"] > 0 or u["reason"] != "MALFORMED"):
+                bad.append(
+                    f"{a[:10]} flagged ({flagged[a]}) but weight {u['weight']} {u['reason']}"
+                )
+            elif a not in flagged and clean(a) and u["reason"] == "MALFORMED":
+                bad.append(f"{a[:10]} is MALFORMED on chain but passes")
+        return bad
+
+    if not peer and spend_on and (asked is not None or decoded_dp or breaches):
+        bad = problems(breaches, lambda a: updates[a]["reads"] and a not in lacking)
+        out.append(
+            (
+                "privacy.scored",
+                not bad,
+                "; ".join(bad)
+                or f"{len(breaches)} spend breach(es) {sorted(set(breaches.values()))}, each MALFORMED with weight 0; no other update that reads is MALFORMED",
+            )
+        )
+    if not peer and noise_on and decoded_dp:
+        bad = problems(
+            {a: "lacks its noise" for a in lacking},
+            lambda a: updates[a]["reads"] and updates[a]["dp"] is not None and a not in breaches,
+        )
+        out.append(
+            (
+                "privacy.noise",
+                not bad,
+                "; ".join(bad)
+                or f"{len(lacking)} DP update(s) lacking their noise, each MALFORMED with weight 0; no DP update that carries it is",
+            )
+        )
+    return out
+
+
+def status_rule(lsites, read_as, onchain, aggregator_round, revealed):
+    """README *Log status*: lsites the log's entries by address, read_as this reader's reading
+    ("ok", "tampered", "malformed", "duplicate") of the revealed updates it read, onchain the
+    getSubmission tuples, revealed every revealed site. Returns (ok, detail)."""
+    problems = []
+    unusable = {"tampered", "malformed", "duplicate"}
+    for a in sorted(revealed, key=lambda x: int(x, 16)):
+        entry = lsites.get(a)
+        if entry is None:
+            continue
+        named = REASONS[onchain[a][3]].lower()
+        if named in unusable and entry.get("status") != named:
+            problems.append(f"{a[:10]} is {named.upper()} on chain, status {entry.get('status')!r}")
+        elif aggregator_round and named not in unusable and entry.get("status") in unusable:
+            problems.append(f"{a[:10]} status {entry.get('status')!r}, reason {named.upper()}")
+    for a in sorted(read_as, key=lambda x: int(x, 16)):
+        entry = lsites.get(a)
+        if entry is not None and entry.get("status") != read_as[a]:
+            problems.append(f"{a[:10]} status {entry.get('status')!r}, read as {read_as[a]}")
+    return not problems, "; ".join(
+        problems
+    ) or f"{len(read_as)} status(es) as this reader reads them"
 
 
 def spec_hash_of(spec: dict) -> str:
@@ -1266,6 +1394,9 @@ def main(argv=None):
 
     acct = readme_accountant()
     dp_seen: dict = {}  # (round, site) -> the "dp" object of a readable revealed update, or None
+    header_dp: dict = {}  # (round, site) -> the "dp" of an update whose header reads, or None
+    earlier_state: dict = {}  # (round, site) -> "dp" object / "unbacked" / "unavailable" / ...
+    noise = readme_noise()
     reputation: dict[str, int | None] = {}
     history: dict[int, dict] = {}  # finalized round -> its free-rider references
     first_terms: dict | None = None
@@ -1300,6 +1431,19 @@ def main(argv=None):
             "RoundOpened model/terms sha256 and deadlines equal getRound's",
         )
         peer = [e for e in ev["PeerScoringOpened"] if e.args.round == r]
+        # README *Phase* (a33): a valued aggregator round fails, a valued peer round, an open or
+        # cancelled one passes, a finalized one has no phase check
+        if phase == 2:
+            report(
+                r,
+                "phase",
+                bool(peer),
+                "valued peer round: its medians are checked from the votes"
+                if peer
+                else "valued, never finalized: weights on chain that no log or global model justifies",
+            )
+        elif phase != 3:
+            report(r, "phase", phase in (1, 4), f"round is {PHASES.get(phase, phase)}")
         if peer:
             report(
                 r,
@@ -1406,6 +1550,8 @@ def main(argv=None):
         onchain = {}
         commitments = {}
         readable = set()
+        blobs: dict = {}
+        onchain_sha: dict = {}
         for e in commits:
             a = e.args.site.lower()
             sub = c.functions.getSubmission(r, e.args.site).call()
@@ -1437,6 +1583,7 @@ def main(argv=None):
             )
             blob = ipfs.cat(rev.args.cid)
             ok_hash = sha(blob) == sub_sha.hex()
+            blobs[a], onchain_sha[a] = blob, sub_sha.hex()
             try:
                 _, umeta, ut = parse_safetensors(blob)
                 utext, udoc = fedtrail_meta(umeta)
@@ -1447,6 +1594,8 @@ def main(argv=None):
                     and udoc.get("format_version") == 1
                     and udoc.get("spec_hash") == spec_hash
                 )
+                if hdr_ok and ("dp" not in udoc or valid_dp(udoc["dp"])):
+                    header_dp[(r, a)] = udoc.get("dp")  # README *Privacy scored*: header reads
                 deltas[a] = decode_update(ut, udoc, shapes)
                 hdrs[a] = udoc
                 if ok_hash and canon and hdr_ok and ("dp" not in udoc or valid_dp(udoc["dp"])):
@@ -1466,6 +1615,19 @@ def main(argv=None):
                     False,
                     f"{rev.args.cid} sha256 {'ok' if ok_hash else 'MISMATCH'}; does not decode: {exc}",
                 )
+
+        for e in commits:  # README *Privacy scored*: what a later composed update reads back
+            a = e.args.site.lower()
+            if a not in reveals or not onchain[a][0]:
+                continue
+            if (r, a) in header_dp:
+                earlier_state[(r, a)] = header_dp[(r, a)] or "unbacked"
+            elif sha(blobs[a]) == onchain_sha[a]:
+                earlier_state[(r, a)] = "unbacked"
+            elif onchain[a][4] == 0 and REASONS[onchain[a][3]] in UNAVAILABLE_REASONS:
+                earlier_state[(r, a)] = "unavailable"
+            else:
+                earlier_state[(r, a)] = "unreadable"
 
         # ---- privacy.spend / privacy.required (README *Privacy spend*)
         spends_all = ev["PrivacySpent"]
@@ -1489,6 +1651,92 @@ def main(argv=None):
             earlier_of,
         ):
             report(r, check, ok, detail)
+
+        # ---- privacy.scored / privacy.noise (README *Updates that read*, *Privacy noise*,
+        # *Privacy scored*, *The noise check, exactly*): finalized rounds, as every replay
+        read_as_now: dict = {}  # README *Log status*: how this reader reads each update
+        peer_round = bool(peer) or (terms.get("valuation") or {}).get("mode") == "peers"
+        for e in ev["RoundFinalized"]:  # README *Updates that read*: or a log that says peers
+            if e.args.round == r and not peer_round:
+                try:
+                    ldoc = json.loads(ipfs.cat(e.args.logCid))
+                    peer_round = (
+                        "peers" in ldoc
+                        or ((ldoc.get("settings") or {}).get("valuation") or {}).get("mode")
+                        == "peers"
+                    )
+                except (ValueError, AttributeError, requests.RequestException):
+                    pass  # an unreadable log: log.sha256 and the log checks say so
+        if phase == 3:
+            comb = dict(LATER_THRESHOLDS)
+            vcomb = (terms.get("valuation") or {}).get("combiner")
+            if vcomb is None:
+                comb["dp_noise_check"] = comb["dp_spend_check"] = 0
+            else:
+                comb.update(vcomb)
+            asked = terms.get("privacy")
+            revealed_now = [
+                a for a in (e.args.site.lower() for e in commits) if a in reveals and onchain[a][0]
+            ]
+            copies_now = duplicate_copies(
+                [(a, reveals[a].args.sha256, deltas.get(a)) for a in revealed_now],
+                terms.get("duplicates") or {},
+            )
+            need_dp_now = bool((asked or {}).get("required"))
+            spends_now: dict = {}
+            for e in spends_all:
+                if e.args.round == r:
+                    s_ = e.args.site.lower()
+                    spends_now[s_] = spends_now.get(s_, 0) + e.args.epsilonMicro
+            upd = {}
+            for a in revealed_now:
+                dpa = hdrs[a].get("dp") if a in readable else None
+                reads = a in readable and not (need_dp_now and dpa is None) and a not in copies_now
+                lacks, breach = False, None
+                if reads and comb["dp_noise_check"] and dpa is not None:
+                    lacks = noise["noise_breach"](
+                        [deltas[a][nm].astype(np.float64).ravel().tolist() for nm in order],
+                        dpa,
+                        onchain[a][1],
+                        hdrs[a]["compression"]["method"],
+                    )
+                if reads and comb["dp_spend_check"]:
+                    mine = [e for e in spends_all if e.args.site.lower() == a and e.args.round < r]
+                    entries = [earlier_state.get((e.args.round, a), "unreadable") for e in mine]
+                    breach = spend_breach(
+                        acct,
+                        asked,
+                        dpa,
+                        spends_now.get(a, 0),
+                        onchain[a][1],
+                        (entries, mine[-1].args.totalMicro if mine else 0),
+                    )
+                read_as_now[a] = (
+                    "tampered"
+                    if sha(blobs[a]) != onchain_sha[a]
+                    else "malformed"
+                    if a not in readable or (need_dp_now and dpa is None) or lacks or breach
+                    else "duplicate"
+                    if a in copies_now
+                    else "ok"
+                )
+                upd[a] = {
+                    "reads": reads,
+                    "dp": dpa,
+                    "lacks": lacks,
+                    "breach": breach,
+                    "weight": onchain[a][4],
+                    "reason": REASONS[onchain[a][3]],
+                }
+            for check, ok, detail in dp_scored_rule(
+                bool(comb["dp_noise_check"]),
+                bool(comb["dp_spend_check"]),
+                peer_round,
+                asked,
+                any(a in readable and hdrs[a].get("dp") is not None for a in revealed_now),
+                upd,
+            ):
+                report(r, check, ok, detail)
 
         # ---- sites.registry (README *Registry changes inside a round*, a65)
         voted: set | None = set()
@@ -1810,6 +2058,13 @@ def main(argv=None):
         # ---- the log against the chain and the documented rules
         log = json.loads(lblob)
         lsites = {x["site"].lower(): x for x in log.get("sites", [])}
+        report(
+            r,
+            "log.status",
+            *status_rule(
+                lsites, read_as_now, onchain, not peer_round, [a for a in onchain if onchain[a][0]]
+            ),
+        )
         ok_log = all(
             int(lsites[a]["weight"]) == onchain[a][4]
             and lsites[a]["weight_fraction"] == onchain[a][4] / WEIGHT_SCALE
@@ -2006,11 +2261,14 @@ def main(argv=None):
         wfloor = terms.get("valuation", {}).get("combiner", {}).get("warm_up_floor", 1.0)
         warm = isinstance(st, dict) and st.get("valued_rounds") == 0 and wfloor < 1.0
         if isinstance(st, dict) and (st.get("normalised") or warm):
+            # README *Standing*: every update that passed the screens has a value, LOW_QUALITY
+            # ones too (that reason is the standing score's own outcome); before session 51 the
+            # reader took the OK ones only and failed standing.scores once a passed update was
+            # LOW_QUALITY (h-185's DP testnet, round 3), where audit verify passed
             phi = {
                 a: lsites[a]["components"]["value"]
                 for a in vals
-                if lsites[a].get("components", {}).get("value") is not None
-                and lsites[a]["reason_label"] == "OK"
+                if (lsites[a].get("components") or {}).get("value") is not None
             }
             tot = math.fsum(abs(v) for v in phi.values())
             share = {a: v / tot for a, v in phi.items()}
