@@ -153,11 +153,8 @@ if rpc and api:
     path = folder / "deployment.json"
     path.write_text(fed.deployment.to_json())
     argv = ["--rpc-url", rpc, "--deployment", str(path), "--ipfs", "ipfs:" + api]
-    with contextlib.redirect_stdout(io.StringIO()):
-        try:
-            reader.main(argv)
-        except SystemExit:
-            pass
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        reader.main(argv)
     for x in reader.RESULTS:
         if x["result"] == "FAIL":
             failed_reader.setdefault(x["round"], []).append(x["check"])

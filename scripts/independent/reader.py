@@ -881,6 +881,97 @@ DECLINE_TAG = Web3.keccak(text="fedtrail.decline/1")
 DECLINE_REASONS = range(1, 9)  # README *Refusals are declared on chain*: reason codes 1..8
 
 
+def auc_text(value) -> str:
+    return "nan" if value is None else f"{value:.3f}"
+
+
+def log_agrees(log, r, ledger, start, glob, revealed, terms, terms_ref) -> list:
+    """README *The round log against the chain* (``log.agrees``, ``terms.model``,
+    ``terms.validation``, ``terms.reference``, attack a82): every log field the chain or the
+    committed terms pin. ``ledger`` (address, chain id); ``start`` (CID, sha256 hex) of the
+    RoundOpened event; ``glob`` the finalized global sha256 hex; ``revealed``: lower-case
+    address -> (checksum address, CID, sha256 hex, samples, score, reason, weight) of every
+    revealed update; ``terms`` the committed terms (parsed), ``terms_ref`` their (CID, sha256
+    hex). Returns the problems found (empty: the log agrees)."""
+    bad = []
+    entries = log.get("sites", [])
+    by_site = {e.get("site"): e for e in entries}
+    if len({str(a).lower() for a in by_site}) != len(entries):
+        bad.append("a site is listed twice")
+    if log.get("round") != r:
+        bad.append(f"log is for round {log.get('round')}")
+    led = log.get("ledger", {})
+    if (str(led.get("address")).lower(), led.get("chain_id")) != (ledger[0].lower(), ledger[1]):
+        bad.append(f"log names ledger {led.get('address')} on chain {led.get('chain_id')}")
+    sm = log.get("start_model", {})
+    if (sm.get("cid"), sm.get("sha256")) != start:
+        bad.append(f"log's start model {sm.get('cid')} is not the RoundOpened one")
+    agg = log.get("aggregation", {})
+    if agg.get("global_sha256") != glob:
+        bad.append("log names another global model")
+    rule = (terms.get("aggregation_rule") or {}).get("name", "weighted")
+    if agg.get("rule") != rule:
+        bad.append(f"log's rule {agg.get('rule')!r}, the terms' {rule!r}")
+    if set(by_site) != {v[0] for v in revealed.values()}:
+        bad.append("log lists other sites than the revealed ones (checksum addresses)")
+    weighted = sorted(v[0] for v in revealed.values() if v[6] > 0)
+    if sorted(agg.get("included_sites", [])) != weighted:
+        bad.append("log's included_sites are not the sites with on-chain weight")
+    for addr, cid, sha_hex, n, score, reason, weight in sorted(revealed.values()):
+        e = by_site.get(addr)
+        if e is None:
+            continue
+        upd = e.get("update", {})
+        label = REASONS[reason] if reason < len(REASONS) else str(reason)
+        got = (
+            upd.get("cid"),
+            upd.get("sha256"),
+            upd.get("num_samples"),
+            e.get("score"),
+            e.get("reason"),
+            e.get("reason_label"),
+            str(e.get("weight")),
+            e.get("weight_fraction"),
+        )
+        want = (cid, sha_hex, n, score, reason, label, str(weight), weight / WEIGHT_SCALE)
+        diff = [k for k, x, y in zip(FIELDS_PINNED, got, want, strict=True) if x != y]
+        if diff:
+            bad.append(f"{addr[:10]} {', '.join(diff)} differ from the chain")
+    metrics = log.get("metrics", {})
+    sentence = (
+        f"Round {log.get('round')}: {len(agg.get('included_sites', []))} of {len(entries)} "
+        f"updates aggregated with the '{agg.get('rule')}' rule using the on-chain weights; "
+        f"validation AUC {auc_text(metrics.get('before', {}).get('auc'))} -> "
+        f"{auc_text(metrics.get('after', {}).get('auc'))}."
+    )
+    if log.get("summary") != sentence:
+        bad.append(f"summary {log.get('summary')!r} is not its fields' {sentence!r}")
+    s = log.get("settings", {})
+    if s.get("seed") != terms.get("seed") or list(s.get("class_names", [])) != list(
+        terms.get("class_names", [])
+    ):
+        bad.append("log's seed or class names differ from the terms'")
+    val, tval = log.get("validation", {}), terms.get("validation", {})
+    if (val.get("sha256"), val.get("images")) != (tval.get("sha256"), tval.get("images")):
+        bad.append("log's validation set is not the committed one")
+    ref = s.get("terms")
+    if ref is not None and (ref.get("cid"), ref.get("sha256")) != terms_ref:
+        bad.append(f"log names terms {ref.get('sha256')}, not the committed ones")
+    return bad
+
+
+FIELDS_PINNED = (
+    "cid",
+    "sha256",
+    "num_samples",
+    "score",
+    "reason",
+    "reason_label",
+    "weight",
+    "weight_fraction",
+)
+
+
 def is_decline(commitment: bytes, site: str, rnd: int, terms_sha: bytes) -> bool:
     """README *Refusals are declared on chain*: keccak256(abi.encode(keccak256("fedtrail.decline/1"),
     site, round, termsSha256, reason)) for one of the reason codes."""
@@ -1792,7 +1883,8 @@ def main(argv=None):
         log = json.loads(lblob)
         lsites = {x["site"].lower(): x for x in log.get("sites", [])}
         ok_log = all(
-            int(lsites[a]["weight"]) == onchain[a][4]
+            a in lsites
+            and int(lsites[a]["weight"]) == onchain[a][4]
             and lsites[a]["weight_fraction"] == onchain[a][4] / WEIGHT_SCALE
             and lsites[a]["score"] == onchain[a][2]
             and lsites[a]["reason"] == onchain[a][3]
@@ -1805,6 +1897,36 @@ def main(argv=None):
             ok_log,
             "log weight, weight_fraction (= w / 10**18), score, reason, samples equal the chain's",
         )
+        disagree = log_agrees(
+            log,
+            r,
+            (c.address, w3.eth.chain_id),
+            (ro.args.modelCid, start_sha.hex()),
+            global_sha.hex(),
+            {
+                a: (
+                    Web3.to_checksum_address(a),
+                    reveals[a].args.cid,
+                    reveals[a].args.sha256.hex(),
+                    *onchain[a][1:],
+                )
+                for a in reveals
+                if a in onchain
+            },
+            terms,
+            (ro.args.termsCid, terms_sha.hex()),
+        )
+        report(
+            r,
+            "log.agrees",
+            not disagree,
+            "; ".join(disagree)
+            or "log's round, ledger, start model, global model, rule, sites, CIDs, hashes, "
+            "labels, included sites, summary, seed, class names, validation set and terms "
+            "reference equal the chain's and the terms'",
+        )
+        for a in vals:  # a site missing from the log (failed above) has no claims to replay
+            lsites.setdefault(a, {"components": {}})
         lset = log.get("settings", {})
         for key, tkey in (
             ("valuation", "valuation"),
