@@ -957,6 +957,49 @@ def log_agrees(log, r, ledger, start, glob, revealed, terms, terms_ref) -> list:
     ref = s.get("terms")
     if ref is not None and (ref.get("cid"), ref.get("sha256")) != terms_ref:
         bad.append(f"log names terms {ref.get('sha256')}, not the committed ones")
+    return bad + calibration(log)
+
+
+def threshold_of(bias) -> float:
+    """README *The round log against the chain*: ``1 / (1 + exp(b1 - b0))``, written so that
+    no exp overflows."""
+    gap = float(bias[1]) - float(bias[0])
+    if not math.isfinite(gap):
+        raise ValueError("biases must be finite")
+    return math.exp(-gap) / (1.0 + math.exp(-gap)) if gap >= 0 else 1.0 / (1.0 + math.exp(gap))
+
+
+def calibration(log) -> list:
+    """README *The round log against the chain*, its metrics (attack a83): ``n`` the log's
+    validation size, one per-class figure per class, and for two classes the threshold its
+    bias's (within 1e-12; both absent or both present), for more none."""
+    bad = []
+    classes = (log.get("settings", {}).get("model_spec") or {}).get("num_classes", 2)
+    images = log.get("validation", {}).get("images")
+    for label in ("before", "after"):
+        m = log.get("metrics", {}).get(label, {})
+        if m.get("n") is not None and m["n"] != images:
+            bad.append(f"metrics.{label}.n {m['n']} != validation images {images}")
+        lengths = {
+            k: len(m[k]) for k in ("bias", "recall", "recall_calibrated") if m.get(k) is not None
+        }
+        if any(v != classes for v in lengths.values()):
+            bad.append(f"metrics.{label} per-class lengths {lengths} for {classes} classes")
+            continue
+        threshold, bias = m.get("threshold"), m.get("bias")
+        if classes != 2:
+            if threshold is not None:
+                bad.append(f"metrics.{label}.threshold for {classes} classes")
+            continue
+        try:
+            want = None if bias is None else threshold_of(bias)
+        except ValueError:
+            bad.append(f"metrics.{label}.bias gives no threshold")
+            continue
+        if (want is None) != (threshold is None) or (
+            want is not None and not abs(threshold - want) <= 1e-12
+        ):
+            bad.append(f"metrics.{label}.threshold {threshold} is not its bias's {want}")
     return bad
 
 
@@ -1923,7 +1966,8 @@ def main(argv=None):
             "; ".join(disagree)
             or "log's round, ledger, start model, global model, rule, sites, CIDs, hashes, "
             "labels, included sites, summary, seed, class names, validation set and terms "
-            "reference equal the chain's and the terms'",
+            "reference equal the chain's and the terms'; its metrics' thresholds are their "
+            "biases', one figure per class, n the validation size",
         )
         for a in vals:  # a site missing from the log (failed above) has no claims to replay
             lsites.setdefault(a, {"components": {}})
