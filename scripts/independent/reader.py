@@ -930,10 +930,10 @@ def log_agrees(log, r, ledger, start, glob, revealed, terms, terms_ref) -> list:
             e.get("score"),
             e.get("reason"),
             e.get("reason_label"),
-            str(e.get("weight")),
+            int(w) if isinstance(w := e.get("weight"), str) and w.isascii() and w.isdigit() else w,
             e.get("weight_fraction"),
         )
-        want = (cid, sha_hex, n, score, reason, label, str(weight), weight / WEIGHT_SCALE)
+        want = (cid, sha_hex, n, score, reason, label, weight, weight / WEIGHT_SCALE)
         diff = [k for k, x, y in zip(FIELDS_PINNED, got, want, strict=True) if x != y]
         if diff:
             bad.append(f"{addr[:10]} {', '.join(diff)} differ from the chain")
