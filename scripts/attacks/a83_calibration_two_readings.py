@@ -20,7 +20,8 @@ round 1's log (schema-valid, the summary its fields'):
 
 ``honest``: the log as written (control). Three sites of 150 on Anvil + IPFS (``real.sh``).
 
-usage: scripts/attacks/real.sh scripts/attacks/a83_calibration_two_readings.py bias|threshold|classes|n|honest
+usage: scripts/attacks/real.sh scripts/attacks/a83_calibration_two_readings.py MODE
+(MODE: bias, threshold, classes, n or honest)
 Exits 1 when public verify passes a lying log (or fails the honest one), 0 otherwise.
 """
 
