@@ -960,6 +960,29 @@ def log_agrees(log, r, ledger, start, glob, revealed, terms, terms_ref) -> list:
     return bad + calibration(log)
 
 
+def reasons_given(reasons, plain_readable, need_dp, standing, counted, evidenced) -> dict:
+    """README *Reasons an aggregator round gives* (attack a84): ``reasons`` site -> on-chain
+    reason name; ``plain_readable`` the updates usable by the wire format (hash, decoding,
+    canonical header) without ``"dp"``; ``need_dp`` the terms' ``privacy.required``;
+    ``standing`` whether the round is valued with standing; ``counted`` the sites whose log
+    ``components.norm`` is a number; ``evidenced`` the (lower-case) sites the log's
+    ``evidence`` names with a non-empty ``contradicts``. Returns site -> why, for each reason
+    no rule of an aggregator round gives."""
+    wrong = {}
+    for a, reason in sorted(reasons.items()):
+        if reason in ("LATE", "NOT_REVEALED", "PEER_REJECTED", "WITHHELD", "?"):
+            wrong[a] = f"{reason}, which no aggregator round gives"
+        elif reason == "CONTRADICTED" and a.lower() not in evidenced:
+            wrong[a] = "CONTRADICTED without an evidence entry for it in the log"
+        elif reason == "TAMPERED" and a in plain_readable:
+            wrong[a] = "TAMPERED, but its blob matches the chain's sha256 and decodes"
+        elif reason == "MALFORMED" and a in plain_readable and not need_dp:
+            wrong[a] = "MALFORMED, but its blob decodes, is canonical and declares no DP"
+        elif reason == "LOW_GAIN" and standing and a in counted:
+            wrong[a] = "LOW_GAIN on an update counted in the statistics, under standing"
+    return wrong
+
+
 def threshold_of(bias) -> float:
     """README *The round log against the chain*: ``1 / (1 + exp(b1 - b0))``, written so that
     no exp overflows."""
@@ -1971,6 +1994,27 @@ def main(argv=None):
         )
         for a in vals:  # a site missing from the log (failed above) has no claims to replay
             lsites.setdefault(a, {"components": {}})
+        if not peer:
+            wrong = reasons_given(
+                {a: REASONS[onchain[a][3]] if onchain[a][3] < len(REASONS) else "?" for a in vals},
+                {a for a in readable if "dp" not in hdrs.get(a, {})},
+                need_dp,
+                standing_on,
+                {a for a in vals if isinstance(lsites[a]["components"].get("norm"), float | int)},
+                {
+                    str((e.get("reply") or {}).get("site", "")).lower()
+                    for e in log.get("evidence", [])
+                    if isinstance(e, dict) and e.get("contradicts")
+                },
+            )
+            report(
+                r,
+                "reasons.given",
+                not wrong,
+                "; ".join(f"{names.get(a, a)}: {why}" for a, why in wrong.items())
+                or "no reason outside the rules an aggregator round gives (README *Reasons "
+                "an aggregator round gives*)",
+            )
         lset = log.get("settings", {})
         for key, tkey in (
             ("valuation", "valuation"),
