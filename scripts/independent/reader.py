@@ -1027,6 +1027,163 @@ DECLINE_TAG = Web3.keccak(text="fedtrail.decline/1")
 DECLINE_REASONS = range(1, 9)  # README *Refusals are declared on chain*: reason codes 1..8
 
 
+def auc_text(value) -> str:
+    return "nan" if value is None else f"{value:.3f}"
+
+
+def log_agrees(log, r, ledger, start, glob, revealed, terms, terms_ref) -> list:
+    """README *The round log against the chain* (``log.agrees``, ``terms.model``,
+    ``terms.validation``, ``terms.reference``, attack a82): every log field the chain or the
+    committed terms pin. ``ledger`` (address, chain id); ``start`` (CID, sha256 hex) of the
+    RoundOpened event; ``glob`` the finalized global sha256 hex; ``revealed``: lower-case
+    address -> (checksum address, CID, sha256 hex, samples, score, reason, weight) of every
+    revealed update; ``terms`` the committed terms (parsed), ``terms_ref`` their (CID, sha256
+    hex). Returns the problems found (empty: the log agrees)."""
+    bad = []
+    entries = log.get("sites", [])
+    by_site = {e.get("site"): e for e in entries}
+    if len({str(a).lower() for a in by_site}) != len(entries):
+        bad.append("a site is listed twice")
+    if log.get("round") != r:
+        bad.append(f"log is for round {log.get('round')}")
+    led = log.get("ledger", {})
+    if (str(led.get("address")).lower(), led.get("chain_id")) != (ledger[0].lower(), ledger[1]):
+        bad.append(f"log names ledger {led.get('address')} on chain {led.get('chain_id')}")
+    sm = log.get("start_model", {})
+    if (sm.get("cid"), sm.get("sha256")) != start:
+        bad.append(f"log's start model {sm.get('cid')} is not the RoundOpened one")
+    agg = log.get("aggregation", {})
+    if agg.get("global_sha256") != glob:
+        bad.append("log names another global model")
+    rule = (terms.get("aggregation_rule") or {}).get("name", "weighted")
+    if agg.get("rule") != rule:
+        bad.append(f"log's rule {agg.get('rule')!r}, the terms' {rule!r}")
+    if set(by_site) != {v[0] for v in revealed.values()}:
+        bad.append("log lists other sites than the revealed ones (checksum addresses)")
+    weighted = sorted(v[0] for v in revealed.values() if v[6] > 0)
+    if sorted(agg.get("included_sites", [])) != weighted:
+        bad.append("log's included_sites are not the sites with on-chain weight")
+    for addr, cid, sha_hex, n, score, reason, weight in sorted(revealed.values()):
+        e = by_site.get(addr)
+        if e is None:
+            continue
+        upd = e.get("update", {})
+        label = REASONS[reason] if reason < len(REASONS) else str(reason)
+        got = (
+            upd.get("cid"),
+            upd.get("sha256"),
+            upd.get("num_samples"),
+            e.get("score"),
+            e.get("reason"),
+            e.get("reason_label"),
+            int(w) if isinstance(w := e.get("weight"), str) and w.isascii() and w.isdigit() else w,
+            e.get("weight_fraction"),
+        )
+        want = (cid, sha_hex, n, score, reason, label, weight, weight / WEIGHT_SCALE)
+        diff = [k for k, x, y in zip(FIELDS_PINNED, got, want, strict=True) if x != y]
+        if diff:
+            bad.append(f"{addr[:10]} {', '.join(diff)} differ from the chain")
+    metrics = log.get("metrics", {})
+    sentence = (
+        f"Round {log.get('round')}: {len(agg.get('included_sites', []))} of {len(entries)} "
+        f"updates aggregated with the '{agg.get('rule')}' rule using the on-chain weights; "
+        f"validation AUC {auc_text(metrics.get('before', {}).get('auc'))} -> "
+        f"{auc_text(metrics.get('after', {}).get('auc'))}."
+    )
+    if log.get("summary") != sentence:
+        bad.append(f"summary {log.get('summary')!r} is not its fields' {sentence!r}")
+    s = log.get("settings", {})
+    if s.get("seed") != terms.get("seed") or list(s.get("class_names", [])) != list(
+        terms.get("class_names", [])
+    ):
+        bad.append("log's seed or class names differ from the terms'")
+    val, tval = log.get("validation", {}), terms.get("validation", {})
+    if (val.get("sha256"), val.get("images")) != (tval.get("sha256"), tval.get("images")):
+        bad.append("log's validation set is not the committed one")
+    ref = s.get("terms")
+    if ref is not None and (ref.get("cid"), ref.get("sha256")) != terms_ref:
+        bad.append(f"log names terms {ref.get('sha256')}, not the committed ones")
+    return bad + calibration(log)
+
+
+def reasons_given(reasons, plain_readable, need_dp, standing, counted, evidenced) -> dict:
+    """README *Reasons an aggregator round gives* (attack a84): ``reasons`` site -> on-chain
+    reason name; ``plain_readable`` the updates usable by the wire format (hash, decoding,
+    canonical header) without ``"dp"``; ``need_dp`` the terms' ``privacy.required``;
+    ``standing`` whether the round is valued with standing; ``counted`` the sites whose log
+    ``components.norm`` is a number; ``evidenced`` the (lower-case) sites the log's
+    ``evidence`` names with a non-empty ``contradicts``. Returns site -> why, for each reason
+    no rule of an aggregator round gives."""
+    wrong = {}
+    for a, reason in sorted(reasons.items()):
+        if reason in ("LATE", "NOT_REVEALED", "PEER_REJECTED", "WITHHELD", "?"):
+            wrong[a] = f"{reason}, which no aggregator round gives"
+        elif reason == "CONTRADICTED" and a.lower() not in evidenced:
+            wrong[a] = "CONTRADICTED without an evidence entry for it in the log"
+        elif reason == "TAMPERED" and a in plain_readable:
+            wrong[a] = "TAMPERED, but its blob matches the chain's sha256 and decodes"
+        elif reason == "MALFORMED" and a in plain_readable and not need_dp:
+            wrong[a] = "MALFORMED, but its blob decodes, is canonical and declares no DP"
+        elif reason == "LOW_GAIN" and standing and a in counted:
+            wrong[a] = "LOW_GAIN on an update counted in the statistics, under standing"
+    return wrong
+
+
+def threshold_of(bias) -> float:
+    """README *The round log against the chain*: ``1 / (1 + exp(b1 - b0))``, written so that
+    no exp overflows."""
+    gap = float(bias[1]) - float(bias[0])
+    if not math.isfinite(gap):
+        raise ValueError("biases must be finite")
+    return math.exp(-gap) / (1.0 + math.exp(-gap)) if gap >= 0 else 1.0 / (1.0 + math.exp(gap))
+
+
+def calibration(log) -> list:
+    """README *The round log against the chain*, its metrics (attack a83): ``n`` the log's
+    validation size, one per-class figure per class, and for two classes the threshold its
+    bias's (within 1e-12; both absent or both present), for more none."""
+    bad = []
+    classes = (log.get("settings", {}).get("model_spec") or {}).get("num_classes", 2)
+    images = log.get("validation", {}).get("images")
+    for label in ("before", "after"):
+        m = log.get("metrics", {}).get(label, {})
+        if m.get("n") is not None and m["n"] != images:
+            bad.append(f"metrics.{label}.n {m['n']} != validation images {images}")
+        lengths = {
+            k: len(m[k]) for k in ("bias", "recall", "recall_calibrated") if m.get(k) is not None
+        }
+        if any(v != classes for v in lengths.values()):
+            bad.append(f"metrics.{label} per-class lengths {lengths} for {classes} classes")
+            continue
+        threshold, bias = m.get("threshold"), m.get("bias")
+        if classes != 2:
+            if threshold is not None:
+                bad.append(f"metrics.{label}.threshold for {classes} classes")
+            continue
+        try:
+            want = None if bias is None else threshold_of(bias)
+        except ValueError:
+            bad.append(f"metrics.{label}.bias gives no threshold")
+            continue
+        if (want is None) != (threshold is None) or (
+            want is not None and not abs(threshold - want) <= 1e-12
+        ):
+            bad.append(f"metrics.{label}.threshold {threshold} is not its bias's {want}")
+    return bad
+
+
+FIELDS_PINNED = (
+    "cid",
+    "sha256",
+    "num_samples",
+    "score",
+    "reason",
+    "reason_label",
+    "weight",
+    "weight_fraction",
+)
+
+
 def is_decline(commitment: bytes, site: str, rnd: int, terms_sha: bytes) -> bool:
     """README *Refusals are declared on chain*: keccak256(abi.encode(keccak256("fedtrail.decline/1"),
     site, round, termsSha256, reason)) for one of the reason codes."""
@@ -2066,7 +2223,8 @@ def main(argv=None):
             ),
         )
         ok_log = all(
-            int(lsites[a]["weight"]) == onchain[a][4]
+            a in lsites
+            and int(lsites[a]["weight"]) == onchain[a][4]
             and lsites[a]["weight_fraction"] == onchain[a][4] / WEIGHT_SCALE
             and lsites[a]["score"] == onchain[a][2]
             and lsites[a]["reason"] == onchain[a][3]
@@ -2079,6 +2237,58 @@ def main(argv=None):
             ok_log,
             "log weight, weight_fraction (= w / 10**18), score, reason, samples equal the chain's",
         )
+        disagree = log_agrees(
+            log,
+            r,
+            (c.address, w3.eth.chain_id),
+            (ro.args.modelCid, start_sha.hex()),
+            global_sha.hex(),
+            {
+                a: (
+                    Web3.to_checksum_address(a),
+                    reveals[a].args.cid,
+                    reveals[a].args.sha256.hex(),
+                    *onchain[a][1:],
+                )
+                for a in reveals
+                if a in onchain
+            },
+            terms,
+            (ro.args.termsCid, terms_sha.hex()),
+        )
+        report(
+            r,
+            "log.agrees",
+            not disagree,
+            "; ".join(disagree)
+            or "log's round, ledger, start model, global model, rule, sites, CIDs, hashes, "
+            "labels, included sites, summary, seed, class names, validation set and terms "
+            "reference equal the chain's and the terms'; its metrics' thresholds are their "
+            "biases', one figure per class, n the validation size",
+        )
+        for a in vals:  # a site missing from the log (failed above) has no claims to replay
+            lsites.setdefault(a, {"components": {}})
+        if not peer:
+            wrong = reasons_given(
+                {a: REASONS[onchain[a][3]] if onchain[a][3] < len(REASONS) else "?" for a in vals},
+                {a for a in readable if "dp" not in hdrs.get(a, {})},
+                need_dp,
+                standing_on,
+                {a for a in vals if isinstance(lsites[a]["components"].get("norm"), float | int)},
+                {
+                    str((e.get("reply") or {}).get("site", "")).lower()
+                    for e in log.get("evidence", [])
+                    if isinstance(e, dict) and e.get("contradicts")
+                },
+            )
+            report(
+                r,
+                "reasons.given",
+                not wrong,
+                "; ".join(f"{names.get(a, a)}: {why}" for a, why in wrong.items())
+                or "no reason outside the rules an aggregator round gives (README *Reasons "
+                "an aggregator round gives*)",
+            )
         lset = log.get("settings", {})
         for key, tkey in (
             ("valuation", "valuation"),

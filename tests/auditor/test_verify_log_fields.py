@@ -200,3 +200,67 @@ def test_an_unusable_verdict_the_log_status_does_not_state_fails_log_status() ->
     # a peer round may reject an unreadable update (PEER_REJECTED) with status "malformed"
     subs = [_sub("0xa", 100, Reason.OK, 1), _sub("0xb", 100, Reason.PEER_REJECTED, 0)]
     assert _check_status(honest, subs, unreadable, duplicates_known=True, aggregator_round=False)[1]
+
+
+def _bias(doc: dict[str, Any]) -> str:
+    doc["metrics"]["after"]["bias"] = [0.0, 2.0]
+    return "metrics.after.threshold"
+
+
+def _threshold(doc: dict[str, Any]) -> str:
+    doc["metrics"]["after"]["threshold"] = 0.5
+    return "metrics.after.threshold 0.5 is not its bias's"
+
+
+def _threshold_dropped(doc: dict[str, Any]) -> str:
+    """Before-metrics whose threshold is left out while the bias stays: the tables show no
+    fitted decision, the nodes apply one."""
+    del doc["metrics"]["before"]["threshold"]
+    return "metrics.before.threshold None is not its bias's"
+
+
+def _classes(doc: dict[str, Any]) -> str:
+    for key in ("bias", "recall", "recall_calibrated"):
+        doc["metrics"]["after"][key] = [*doc["metrics"]["after"][key], 0.0]
+    return "metrics.after has bias 3, recall 3, recall_calibrated 3 entries for a 2-class model"
+
+
+def _n(doc: dict[str, Any]) -> str:
+    doc["metrics"]["before"]["n"] = 40
+    return f"metrics.before.n 40, the log's validation set {doc['validation']['images']} images"
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [_bias, _threshold, _threshold_dropped, _classes, _n],
+    ids=["bias", "threshold", "threshold-dropped", "classes", "n"],
+)
+def test_metrics_that_disagree_with_themselves_fail_log_agrees(
+    lie: Any, fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack a83: the decision the nodes and ``fedtrail explain`` apply is the log's bias, the
+    one ``audit log`` and the report show its threshold; on the parent commit only
+    ``--validation`` compared either, so a log whose two (or whose per-class lengths, or whose
+    ``n``) disagreed passed public verify. Now log.agrees fails it, and nothing else does."""
+    words: list[str] = []
+
+    def edit(doc: dict[str, Any]) -> None:
+        assert doc["metrics"]["after"]["threshold"] is not None  # a two-class honest log
+        words.append(lie(doc))
+
+    bad = _audit_with_log(fed, 2, edit, monkeypatch)
+    assert set(bad) == {"log.agrees"}, bad
+    assert words[0] in bad["log.agrees"]
+
+
+def test_honest_metrics_agree_with_themselves(fed: Federation) -> None:
+    from fedtrail.auditor.verify import calibration_problems
+    from fedtrail.protocol.roundlog import MAX_LOG_BYTES, RoundLog
+
+    for round_id in (1, 2):
+        info = fed.ledger.get_round(round_id)
+        log = RoundLog.from_bytes(
+            fed.store.get(info.log_cid, info.log_sha256, max_bytes=MAX_LOG_BYTES)
+        )
+        assert log.metrics.after.bias is not None and log.metrics.after.threshold is not None
+        assert calibration_problems(log) == []
