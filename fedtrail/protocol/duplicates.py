@@ -27,6 +27,7 @@ __all__ = [
     "find_duplicates",
     "near_identical",
     "support_copy",
+    "support_copy_of",
 ]
 
 CODE_LEVELS: Final = 127.0
@@ -406,6 +407,64 @@ def _support_screen(
         below = (cos_p < threshold - margin * scale) & (cos_c < threshold - margin)
         for a in np.flatnonzero(nothing_left | (judged & below)).tolist():
             out.add((idx[a], idx[b]))
+    return out
+
+
+def support_copy_of(
+    earlier: Sequence[Mapping[str, torch.Tensor]],
+    later: Sequence[Mapping[str, torch.Tensor]],
+    threshold: float,
+) -> dict[int, int]:
+    """For each update of ``later`` (by index) that :func:`support_copy` calls a repeat of one
+    of ``earlier`` under ``threshold``, the index of the first such earlier one (the free-rider
+    screen's stale references, ``fedtrail.valuation.freeride``; a91). Only a later update with
+    an exact zero can leave entries out, so the others are never compared; the pairs left are
+    screened with :func:`_support_screen` (when torch's float32 products are exact-rounded, as
+    :func:`find_duplicates` does) and decided by :func:`support_copy`, so the result is that of
+    the pair-by-pair rule, bit for bit. Updates of another layout are not compared."""
+    if not earlier:
+        return {}
+    width = _numel(earlier[0])
+    names = sorted(earlier[0])
+    sparse = [
+        j
+        for j, d in enumerate(later)
+        if sorted(d) == names
+        and all(d[n].shape == earlier[0][n].shape for n in names)
+        and any(bool((d[n] == 0).any()) for n in names)
+    ]
+    refs = [
+        i
+        for i, d in enumerate(earlier)
+        if sorted(d) == names and all(d[n].shape == earlier[0][n].shape for n in names)
+    ]
+    if not sparse or not refs:
+        return {}
+    rows: list[Mapping[str, torch.Tensor] | None] = [earlier[i] for i in refs]
+    rows += [later[j] for j in sparse]
+    apart: set[tuple[int, int]] = set()
+    if torch.get_float32_matmul_precision() == "highest":
+        apart = _support_screen(rows, width, threshold)
+    sizes = [earlier[0][n].numel() for n in names]
+    flats: dict[int, torch.Tensor] = {}
+
+    def flat(r: int) -> torch.Tensor:
+        if r not in flats:
+            row = rows[r]
+            assert row is not None
+            flats[r] = _flat(row)
+        return flats[r]
+
+    out: dict[int, int] = {}
+    for b, j in enumerate(sparse, start=len(refs)):
+        left = [a for a in range(len(refs)) if (a, b) not in apart]
+        if not left:
+            continue
+        coded = _flat_codes(flat(b), sizes)
+        for a in left:
+            if support_copy(flat(a), flat(b), sizes, threshold, coded):
+                out[j] = refs[a]
+                break
     return out
 
 

@@ -130,6 +130,7 @@ import torch
 
 from fedtrail.errors import ConfigError
 from fedtrail.ml.aggregation import AggregationError, deterministic_dot, deterministic_sum
+from fedtrail.protocol.duplicates import support_copy_of
 from fedtrail.valuation.base import size_factor
 from fedtrail.valuation.rows import Rows
 
@@ -168,6 +169,7 @@ def free_riders(
     declared_noise: Collection[str] = frozenset(),
     dp_copy_z: float = 0.0,
     shaped_z: float = 0.0,
+    stale_support_cosine: float = 1.0,
 ) -> dict[str, str]:
     """The free-riders among ``deltas`` (site -> update, address order), each with why, in the
     sites' order; ``references`` are earlier updates by label (a label starting with
@@ -186,8 +188,11 @@ def free_riders(
     shaped-noise screen for the same sites (:func:`shaped_residual_z` of the update and the
     reference it is closest to, below ``shaped_z``). ``dp_copy_z`` above 0 turns on the DP
     copy test for the sites in ``declared_noise``: an update whose :func:`dp_copy_statistic`
-    against the references is at least ``dp_copy_z`` is a copy plus its declared noise. Raises
-    ConfigError when the layouts differ."""
+    against the references is at least ``dp_copy_z`` is a copy plus its declared noise.
+    ``stale_support_cosine`` below 1 adds the stale screen's sparse test: an update that
+    leaves out some of a reference's nonzero entries and repeats it on the ones it carries
+    (:func:`~fedtrail.protocol.duplicates.support_copy` under it, against every reference) is
+    stale. Raises ConfigError when the layouts differ."""
     if not deltas:
         return {}
     sites = list(deltas)
@@ -206,6 +211,12 @@ def free_riders(
     if squares_out is not None:
         squares_out.update((s, rows.square_partials(i)) for i, s in enumerate(sites))
     maybe, approx = _maybe_stale(rows, len(sites), norms, stale_cosine, stale_distance)
+    # the sparse stale test (a91): a reference restricted to an update's nonzero entries
+    sparse_copies: dict[int, int] = {}
+    if stale_support_cosine < 1.0 and labels:
+        sparse_copies = support_copy_of(
+            [references[r] for r in labels], [deltas[s] for s in sites], stale_support_cosine
+        )
     kept = _Widened(rows, {len(sites) + k: references[r] for k, r in enumerate(labels)})
     # approx: the Gram matrix, when the stale screen computed it; else once the white screen
     # needs it
@@ -267,6 +278,12 @@ def free_riders(
                     f"{distance:.2%} of its norm)"
                 )
                 break
+        if site not in out and i in sparse_copies:
+            out[site] = (
+                f"a stale copy of {labels[sparse_copies[i]]} on the entries it carries (that "
+                f"update restricted to them, or its codes, has cosine above "
+                f"{stale_support_cosine:g} to it)"
+            )
         if site in out:
             continue
         if site in declared_noise:

@@ -50,6 +50,7 @@ STRICTER = {
     "dp_copy_z": 30.0,
     "sample_median_self": 0,
     "tiny_size_power": 0.0,
+    "stale_support_cosine": 0.9,
 }
 """One value per bounded threshold on its harmful side of the default limit."""
 
@@ -79,6 +80,7 @@ LOOSER = {
     "sample_median_self": 1,
     "norm_size_cap": 1.0,
     "tiny_size_power": 2.0,
+    "stale_support_cosine": 1.0,
 }
 
 
@@ -99,6 +101,7 @@ LOOSEST_PAST = {
     "tiny_size_power": 8.0,
     "dp_noise_check": 0,
     "relief_cosine": -1.0,
+    "stale_support_cosine": 1.0,
 }
 """One value per threshold past its default loosest limit: each pays what the valuation should
 not (a copy, a zero update, an inflated count, an outlier the norm screen would flag, a
