@@ -161,8 +161,8 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
     aggregator could turn the sign-flip rules off, let a resent update from two rounds back be
     paid, bring back the count median that 1-sample colluders drag down to zero honest sites
     (attack a3), pay a site that understates its privacy spend (attack a5) or declares DP-SGD
-    and adds no noise (a24), or zero honest small and large hospitals again, by leaving keys
-    out. Sites refuse such terms (and this build reads no ledger of the builds that wrote them:
+    and adds no noise (a24), zero honest small and large hospitals again, or pay an earlier
+    update resent sparser (a91), by leaving keys out. Sites refuse such terms (and this build reads no ledger of the builds that wrote them:
     the client requires its own contract code)."""
     assert sorted(ThresholdLimits().breaches(combiner)) == [
         "sample_median_self 0 (accepted: at least 1)",
@@ -176,6 +176,7 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
         "dp_spend_check 0 (accepted: at least 1)",
         "dp_noise_check 0 (accepted: at least 1)",
         "relief_cosine -1.0 (accepted: at least -0.7)",
+        "stale_support_cosine 1.0 (accepted: at most 0.999995)",
     ]
 
 
