@@ -245,6 +245,7 @@ if first in prev_sub:
         True,
         f"free riders: resending its previous update is caught ({got.get(first)})",
     )
+
     def topk8_half(u):
         """The largest half of each tensor's entries, as int8 codes times its scale (topk8 at
         fraction 0.5, written here from its description: a91's copier)."""

@@ -162,8 +162,9 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
     paid, bring back the count median that 1-sample colluders drag down to zero honest sites
     (attack a3), pay a site that understates its privacy spend (attack a5) or declares DP-SGD
     and adds no noise (a24), zero honest small and large hospitals again, or pay an earlier
-    update resent sparser (a91), by leaving keys out. Sites refuse such terms (and this build reads no ledger of the builds that wrote them:
-    the client requires its own contract code)."""
+    update resent sparser (a91), by leaving keys out. Sites refuse such terms (and this build
+    reads no ledger of the builds that wrote them: the client requires its own contract
+    code)."""
     assert sorted(ThresholdLimits().breaches(combiner)) == [
         "sample_median_self 0 (accepted: at least 1)",
         "tiny_size_power 0.0 (accepted: at least 2.0)",
