@@ -43,6 +43,16 @@ are caught before the validation game:
   once the noise reaches ``sqrt(1 / stale_cosine**2 - 1)`` of the copy's norm (0.45%; 1.41% at
   0.9999, 1% under the old distance bound): noise costs a copier nothing, so this screen stops
   plain and scaled resends only; a copy plus white noise is the next check's.
+  With ``stale_support_cosine`` below 1 (0.999995 in terms written now), an update that leaves
+  out some of a reference's nonzero entries is stale too when that reference restricted to
+  its nonzero entries, or its codes, has cosine above it to the update
+  (:func:`~fedtrail.protocol.duplicates.support_copy`, a90's duplicate test, through
+  :func:`~fedtrail.protocol.duplicates.support_copy_of`): an earlier update resent through
+  ``topk8`` at a fraction below 1 was 0.995-0.9995 from it on the whole update and paid
+  (attack a91); honest ``topk8`` updates came to 0.864 at most (``scripts/bench/stale_cosine.py
+  --compression topk8``). Only updates with an exact zero are compared, on the pairs the
+  support screen leaves (+0.13-0.18 s per 10-site round, ``scripts/bench/freeride_cost.py
+  --sparse``).
 
 * **white noise**: with ``white_z`` above 0, an update whose own structure statistic
   (:func:`structure_z`), or that of its residual from the reference it is closest to (the update
