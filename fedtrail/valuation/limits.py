@@ -351,8 +351,8 @@ class ThresholdLimits:
     side (off is what terms written before it read as)."""
     stale_support_cosine: float = 0.99999
     """At least this: lower moves the stale screen's sparse test toward honest sparse updates
-    (their references restricted to their entries measured far below it, README *Free-riders
-    and stale copies*)."""
+    (honest ``topk8`` updates measured up to 0.992 against their references restricted to their
+    entries, ``scripts/bench/stale_cosine.py --compression topk8``)."""
     dp_copy_z: float = 60.0
     """At least this, or 0 (off, the terms' default), as ``max_norm_ratio``: a lower threshold
     moves the DP copy test toward honest DP-SGD updates (measured up to 48.8 at epsilon 8,
