@@ -50,9 +50,9 @@ are caught before the validation game:
   :func:`~fedtrail.protocol.duplicates.support_copy_of`): an earlier update resent through
   ``topk8`` at a fraction below 1 was 0.995-0.9995 from it on the whole update and paid
   (attack a91); honest ``topk8`` updates came to 0.992 at most (fractions 0.05, 0.5 and 1,
-  ``scripts/bench/stale_cosine.py --compression topk8``). Only updates with an exact zero are compared, on the pairs the
-  support screen leaves (+0.13-0.18 s per 10-site round, ``scripts/bench/freeride_cost.py
-  --sparse``).
+  ``scripts/bench/stale_cosine.py --compression topk8``). Only updates with an exact zero are
+  compared, on the pairs the support screen leaves (+0.13-0.18 s per 10-site round,
+  ``scripts/bench/freeride_cost.py --sparse``).
 
 * **white noise**: with ``white_z`` above 0, an update whose own structure statistic
   (:func:`structure_z`), or that of its residual from the reference it is closest to (the update
