@@ -426,6 +426,7 @@ def check_free_riders(
             shaped_z=comb.shaped_noise_z,
             declared_noise=declared_noise,
             dp_copy_z=comb.dp_copy_z,
+            stale_support_cosine=comb.stale_support_cosine,
         )
     except ConfigError as exc:
         return (name, False, f"cannot recompute: {exc}")

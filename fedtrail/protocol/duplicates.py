@@ -27,6 +27,7 @@ __all__ = [
     "find_duplicates",
     "near_identical",
     "support_copy",
+    "support_copy_of",
 ]
 
 CODE_LEVELS: Final = 127.0
@@ -307,7 +308,10 @@ def _cross(
 
 
 def _support_screen(
-    deltas: Sequence[Mapping[str, torch.Tensor] | None], width: int, threshold: float
+    deltas: Sequence[Mapping[str, torch.Tensor] | None],
+    width: int,
+    threshold: float,
+    earlier: int | None = None,
 ) -> set[tuple[int, int]]:
     """Pairs ``(i, j)``, ``i < j``, that :func:`support_copy` certainly rejects (``j`` the
     later): ``j`` leaves none of ``i``'s nonzero entries out (counted exactly), or both
@@ -318,10 +322,20 @@ def _support_screen(
     codes of ``a'``, tensor by tensor: where ``b`` keeps an entry of largest magnitude of
     ``a``'s tensor they are ``a``'s codes on ``b``'s entries (integer products, exact); in the
     other tensors (on honest ``topk8`` pairs mostly biases and small layers) they are
-    computed."""
+    computed. ``earlier``: only the pairs of one of the first ``earlier`` updates and one of
+    the rest (the stale screen's references and updates, :func:`support_copy_of`); the
+    products are then computed for those pairs only."""
     idx = [i for i, d in enumerate(deltas) if d is not None and _numel(d) == width]
     if len(idx) < 2 or width == 0:
         return set()
+    # later rows: columns of the products from ``low``; earlier rows of each: up to ``high(b)``
+    low = 0 if earlier is None else sum(1 for i in idx if i < earlier)
+    if low == len(idx) or (earlier is not None and low == 0):
+        return set()
+
+    def high(b: int) -> int:
+        return b if earlier is None else low
+
     first = deltas[idx[0]]
     assert first is not None
     segments, at = [], 0
@@ -349,9 +363,11 @@ def _support_screen(
     def same(t: torch.Tensor) -> torch.Tensor:
         return t
 
-    left = _cross(plain, plain, nonzero, zero, exact_integers=True)  # a_i != 0 where b_j == 0
-    dots = _cross(plain, plain, same, same)
-    kept_sq = _cross(plain, plain, square, nonzero)  # [i, j]: |a_i'|^2 on b_j's entries
+    later = plain[low:]
+    # [i, j - low]: a_i != 0 where b_j == 0
+    left = _cross(plain, later, nonzero, zero, exact_integers=True)
+    dots = _cross(plain, later, same, same)
+    kept_sq = _cross(plain, later, square, nonzero)  # [i, j - low]: |a_i'|^2 on b_j's entries
     # per tensor: codes' products, a's codes squared on b's entries, whether b keeps a's max
     per_tensor = []
     for lo, hi in segments:
@@ -359,40 +375,48 @@ def _support_screen(
         if hi == lo:
             continue
         top = (p.abs() == p.abs().amax(dim=1, keepdim=True)).to(torch.float32)
-        keeps = (top @ nonzero(p).T) > 0  # exact: a sum of positive terms is positive
-        gram_c = _cross(c, c, same, same, exact_integers=True)
-        kept_c = _cross(c, p, square, nonzero, exact_integers=True)
+        keeps = (top @ nonzero(p[low:]).T) > 0  # exact: a sum of positive terms is positive
+        gram_c = _cross(c, c[low:], same, same, exact_integers=True)
+        kept_c = _cross(c, p[low:], square, nonzero, exact_integers=True)
         per_tensor.append((lo, hi, gram_c, kept_c, keeps))
     # float64 blocks (SUPPORT_CHUNK); rows of float64 updates were rounded to float32 (at most
     # 2**-24 relative each: 4 * 2**-24 in a cosine, as the Gram screen's margin counts)
     margin = SCREEN_MARGIN + 4 * 2.0**-24
     lefts, kept_all, dot_all = left.numpy(), kept_sq.numpy(), dots.numpy()
+    if earlier is None:
+        squares = np.diag(dot_all)
+    else:  # the earlier rows are no columns: their squares in float64 blocks
+        squares = np.zeros(len(idx))
+        for at in range(0, width, SUPPORT_CHUNK):
+            block = plain[:, at : at + SUPPORT_CHUNK].to(torch.float64)
+            squares += (block * block).sum(dim=1).numpy()
     screenable = np.array(ok, dtype=bool)
     out: set[tuple[int, int]] = set()
-    for b in range(1, len(idx)):
+    for b in range(max(1, low), len(idx)):
         # every earlier row against row b at once; codes tensor by tensor
-        dot_c, sq_a = np.zeros(b), np.zeros(b)
+        n, col = high(b), b - low
+        dot_c, sq_a = np.zeros(n), np.zeros(n)
         sq_b = 0.0
         for lo, hi, gram_c, kept_c, keeps in per_tensor:
-            sq_b += float(gram_c[b, b])
-            keep = keeps[:b, b].numpy()
-            dot_c += np.where(keep, gram_c[:b, b].numpy(), 0.0)
-            sq_a += np.where(keep, kept_c[:b, b].numpy(), 0.0)
+            sq_b += float(gram_c[b, col])
+            keep = keeps[:n, col].numpy()
+            dot_c += np.where(keep, gram_c[:n, col].numpy(), 0.0)
+            sq_a += np.where(keep, kept_c[:n, col].numpy(), 0.0)
             miss = np.flatnonzero(~keep)
             carried = torch.nonzero(plain[b, lo:hi]).reshape(-1) + lo
             if miss.size and carried.numel():
                 # b drops these rows' largest entry here: their codes, recomputed on b's entries
-                part = plain[:b].index_select(1, carried)[torch.from_numpy(miss)].double()
+                part = plain[:n].index_select(1, carried)[torch.from_numpy(miss)].double()
                 amax = part.abs().amax(dim=1, keepdim=True)
                 per = torch.where(amax > 0, CODE_LEVELS / amax.clamp_min(1e-300), 0.0)
                 ca = torch.round(part * per)
                 dot_c[miss] += (ca @ coded[b, carried].to(torch.float64)).numpy()
                 sq_a[miss] += (ca * ca).sum(dim=1).numpy()
-        kept, full, nb = kept_all[:b, b], np.diag(dot_all)[:b], float(dot_all[b, b])
-        nothing_left = lefts[:b, b] == 0.0  # the rule does not apply
+        kept, full, nb = kept_all[:n, col], squares[:n], float(dot_all[b, col])
+        nothing_left = lefts[:n, col] == 0.0  # the rule does not apply
         judged = (
             ~nothing_left
-            & screenable[:b]
+            & screenable[:n]
             & bool(screenable[b])
             & (kept > 0.0)
             & (nb > 0.0)
@@ -400,12 +424,70 @@ def _support_screen(
             & (sq_b > 0.0)
         )
         safe_kept = np.where(judged, kept, 1.0)
-        cos_p = dot_all[:b, b] / np.sqrt(safe_kept * max(nb, 1e-300))
+        cos_p = dot_all[:n, col] / np.sqrt(safe_kept * max(nb, 1e-300))
         cos_c = dot_c / np.sqrt(np.where(judged, sq_a, 1.0) * max(sq_b, 1e-300))
         scale = np.sqrt(np.where(judged, full, 1.0) / safe_kept)  # relative to |a'| |b|
         below = (cos_p < threshold - margin * scale) & (cos_c < threshold - margin)
         for a in np.flatnonzero(nothing_left | (judged & below)).tolist():
             out.add((idx[a], idx[b]))
+    return out
+
+
+def support_copy_of(
+    earlier: Sequence[Mapping[str, torch.Tensor]],
+    later: Sequence[Mapping[str, torch.Tensor]],
+    threshold: float,
+) -> dict[int, int]:
+    """For each update of ``later`` (by index) that :func:`support_copy` calls a repeat of one
+    of ``earlier`` under ``threshold``, the index of the first such earlier one (the free-rider
+    screen's stale references, ``fedtrail.valuation.freeride``; a91). Only a later update with
+    an exact zero can leave entries out, so the others are never compared; the pairs left are
+    screened with :func:`_support_screen` (when torch's float32 products are exact-rounded, as
+    :func:`find_duplicates` does) and decided by :func:`support_copy`, so the result is that of
+    the pair-by-pair rule, bit for bit. Updates of another layout are not compared."""
+    if not earlier:
+        return {}
+    width = _numel(earlier[0])
+    names = sorted(earlier[0])
+    sparse = [
+        j
+        for j, d in enumerate(later)
+        if sorted(d) == names
+        and all(d[n].shape == earlier[0][n].shape for n in names)
+        and any(bool((d[n] == 0).any()) for n in names)
+    ]
+    refs = [
+        i
+        for i, d in enumerate(earlier)
+        if sorted(d) == names and all(d[n].shape == earlier[0][n].shape for n in names)
+    ]
+    if not sparse or not refs:
+        return {}
+    rows: list[Mapping[str, torch.Tensor] | None] = [earlier[i] for i in refs]
+    rows += [later[j] for j in sparse]
+    apart: set[tuple[int, int]] = set()
+    if torch.get_float32_matmul_precision() == "highest":
+        apart = _support_screen(rows, width, threshold, earlier=len(refs))
+    sizes = [earlier[0][n].numel() for n in names]
+    flats: dict[int, torch.Tensor] = {}
+
+    def flat(r: int) -> torch.Tensor:
+        if r not in flats:
+            row = rows[r]
+            assert row is not None
+            flats[r] = _flat(row)
+        return flats[r]
+
+    out: dict[int, int] = {}
+    for b, j in enumerate(sparse, start=len(refs)):
+        left = [a for a in range(len(refs)) if (a, b) not in apart]
+        if not left:
+            continue
+        coded = _flat_codes(flat(b), sizes)
+        for a in left:
+            if support_copy(flat(a), flat(b), sizes, threshold, coded):
+                out[j] = refs[a]
+                break
     return out
 
 

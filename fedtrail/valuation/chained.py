@@ -105,6 +105,7 @@ LATER_THRESHOLDS: Final = MappingProxyType(
         "white_noise_z": 0.0,
         "shaped_noise_z": 0.0,
         "dp_copy_z": 0.0,
+        "stale_support_cosine": 1.0,
     }
 )
 """Combiner fields added after logs recorded every threshold, with the value a recorded set
@@ -129,6 +130,7 @@ UNRECORDED: Final = MappingProxyType(
         "white_noise_z": 0.0,
         "shaped_noise_z": 0.0,
         "dp_copy_z": 0.0,
+        "stale_support_cosine": 1.0,
     }
 )
 """Thresholds whose defaults changed, at the values a round whose settings record no

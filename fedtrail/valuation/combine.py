@@ -322,6 +322,14 @@ class Combiner:
     declared noise (attack a60). Off by default: at epsilon 8 honest DP-SGD updates scored
     up to 48.8 and copies of the last global delta down to 69.1 (README, *DP-declared
     copies*), no margin to default on. A recorded set without it means 0: off.
+    ``stale_support_cosine`` (in [0, 1]; default 0.999995; 1: off): with a
+    :class:`~fedtrail.valuation.standing.History`, an update that leaves out some of a
+    free-rider reference's nonzero entries is FREE_RIDER (stale) when that reference restricted
+    to the update's nonzero entries, or its int8 codes, has cosine above it to the update, or
+    to its codes (:func:`~fedtrail.protocol.duplicates.support_copy`, the duplicate rule's
+    ``support_cosine`` test): an earlier update resent through ``topk8`` at a fraction below 1
+    was 0.995-0.9995 from it on the whole update, under ``stale_cosine`` (attack a91). A
+    recorded set without it means 1: off.
     """
 
     min_cosine: float = -0.5
@@ -349,8 +357,13 @@ class Combiner:
     white_noise_z: float = 1000.0
     shaped_noise_z: float = 1000.0
     dp_copy_z: float = 0.0
+    stale_support_cosine: float = 0.999995
 
     def __post_init__(self) -> None:
+        if not 0.0 <= _number("stale_support_cosine", self.stale_support_cosine) <= 1.0:
+            raise ConfigError(
+                f"stale_support_cosine must lie in [0, 1], got {self.stale_support_cosine}"
+            )
         if not 0.0 <= _number("shaped_noise_z", self.shaped_noise_z) < math.inf:
             raise ConfigError(f"shaped_noise_z must be finite and >= 0, got {self.shaped_noise_z}")
         if not 0.0 <= _number("dp_copy_z", self.dp_copy_z) < math.inf:

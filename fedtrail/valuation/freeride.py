@@ -43,6 +43,16 @@ are caught before the validation game:
   once the noise reaches ``sqrt(1 / stale_cosine**2 - 1)`` of the copy's norm (0.45%; 1.41% at
   0.9999, 1% under the old distance bound): noise costs a copier nothing, so this screen stops
   plain and scaled resends only; a copy plus white noise is the next check's.
+  With ``stale_support_cosine`` below 1 (0.999995 in terms written now), an update that leaves
+  out some of a reference's nonzero entries is stale too when that reference restricted to
+  its nonzero entries, or its codes, has cosine above it to the update
+  (:func:`~fedtrail.protocol.duplicates.support_copy`, a90's duplicate test, through
+  :func:`~fedtrail.protocol.duplicates.support_copy_of`): an earlier update resent through
+  ``topk8`` at a fraction below 1 was 0.995-0.9995 from it on the whole update and paid
+  (attack a91); honest ``topk8`` updates came to 0.992 at most (fractions 0.05, 0.5 and 1,
+  ``scripts/bench/stale_cosine.py --compression topk8``). Only updates with an exact zero are
+  compared, on the pairs the support screen leaves (+0.13-0.18 s per 10-site round,
+  ``scripts/bench/freeride_cost.py --sparse``).
 
 * **white noise**: with ``white_z`` above 0, an update whose own structure statistic
   (:func:`structure_z`), or that of its residual from the reference it is closest to (the update
@@ -130,6 +140,7 @@ import torch
 
 from fedtrail.errors import ConfigError
 from fedtrail.ml.aggregation import AggregationError, deterministic_dot, deterministic_sum
+from fedtrail.protocol.duplicates import support_copy_of
 from fedtrail.valuation.base import size_factor
 from fedtrail.valuation.rows import Rows
 
@@ -168,6 +179,7 @@ def free_riders(
     declared_noise: Collection[str] = frozenset(),
     dp_copy_z: float = 0.0,
     shaped_z: float = 0.0,
+    stale_support_cosine: float = 1.0,
 ) -> dict[str, str]:
     """The free-riders among ``deltas`` (site -> update, address order), each with why, in the
     sites' order; ``references`` are earlier updates by label (a label starting with
@@ -186,8 +198,11 @@ def free_riders(
     shaped-noise screen for the same sites (:func:`shaped_residual_z` of the update and the
     reference it is closest to, below ``shaped_z``). ``dp_copy_z`` above 0 turns on the DP
     copy test for the sites in ``declared_noise``: an update whose :func:`dp_copy_statistic`
-    against the references is at least ``dp_copy_z`` is a copy plus its declared noise. Raises
-    ConfigError when the layouts differ."""
+    against the references is at least ``dp_copy_z`` is a copy plus its declared noise.
+    ``stale_support_cosine`` below 1 adds the stale screen's sparse test: an update that
+    leaves out some of a reference's nonzero entries and repeats it on the ones it carries
+    (:func:`~fedtrail.protocol.duplicates.support_copy` under it, against every reference) is
+    stale. Raises ConfigError when the layouts differ."""
     if not deltas:
         return {}
     sites = list(deltas)
@@ -206,6 +221,12 @@ def free_riders(
     if squares_out is not None:
         squares_out.update((s, rows.square_partials(i)) for i, s in enumerate(sites))
     maybe, approx = _maybe_stale(rows, len(sites), norms, stale_cosine, stale_distance)
+    # the sparse stale test (a91): a reference restricted to an update's nonzero entries
+    sparse_copies: dict[int, int] = {}
+    if stale_support_cosine < 1.0 and labels:
+        sparse_copies = support_copy_of(
+            [references[r] for r in labels], [deltas[s] for s in sites], stale_support_cosine
+        )
     kept = _Widened(rows, {len(sites) + k: references[r] for k, r in enumerate(labels)})
     # approx: the Gram matrix, when the stale screen computed it; else once the white screen
     # needs it
@@ -267,6 +288,12 @@ def free_riders(
                     f"{distance:.2%} of its norm)"
                 )
                 break
+        if site not in out and i in sparse_copies:
+            out[site] = (
+                f"a stale copy of {labels[sparse_copies[i]]} on the entries it carries (that "
+                f"update restricted to them, or its codes, has cosine above "
+                f"{stale_support_cosine:g} to it)"
+            )
         if site in out:
             continue
         if site in declared_noise:

@@ -251,6 +251,10 @@ class LoosestLimits:
     tiny_size_power: float = 2.0
     dp_noise_check: int = 1
     relief_cosine: float = -0.7
+    stale_support_cosine: float = 0.999995
+    """At most the product's value: terms that omit it read as 1 (off, the stale screen before
+    it), under which an earlier update resent through ``topk8`` at a fraction below 1 is paid
+    as an honest one (``scripts/attacks/a91_stale_sparse_copy.py``)."""
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
@@ -345,6 +349,10 @@ class ThresholdLimits:
     """At most the default, as ``white_noise_z``: higher moves the shaped-noise screen toward
     honest updates (measured at 1e4 and more, README *Noisy copies*). Not bounded on the loose
     side (off is what terms written before it read as)."""
+    stale_support_cosine: float = 0.99999
+    """At least this: lower moves the stale screen's sparse test toward honest sparse updates
+    (honest ``topk8`` updates measured up to 0.992 against their references restricted to their
+    entries, ``scripts/bench/stale_cosine.py --compression topk8``)."""
     dp_copy_z: float = 60.0
     """At least this, or 0 (off, the terms' default), as ``max_norm_ratio``: a lower threshold
     moves the DP copy test toward honest DP-SGD updates (measured up to 48.8 at epsilon 8,

@@ -364,6 +364,7 @@ def _settle(
         shaped_z=comb.shaped_noise_z,
         declared_noise={c.site for c in cands if c.noise_declared},
         dp_copy_z=comb.dp_copy_z,
+        stale_support_cosine=comb.stale_support_cosine,
     )
     cands = _broken(
         ctx,

@@ -13,7 +13,13 @@ is ``scripts/bench/valuation_profile.py``'s). ``--against TREE``: also loads ``T
 ``fedtrail/valuation/freeride.py`` (another checkout, e.g. main's, on this tree's other
 modules) and times it against this tree's, both screens on, calls alternating in one process,
 after checking that both give the same free-riders and reasons on these updates (exit 1 when
-they differ)."""
+they differ). ``--sparse F``: the stale screen's sparse test (``stale_support_cosine``, a91)
+instead: every update and reference sent through ``topk8`` at fraction ``F`` (the product's
+codec; F 1 keeps them dense, where the test compares nothing), timed with the test off (1) and
+at the default, alternating in one process, after checking that neither flags an update.
+
+    python scripts/bench/freeride_cost.py --sites 10 --repeats 5 --sparse 0.05
+"""
 
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from types import ModuleType
 import torch
 
 from fedtrail.ml.models import ModelSpec, federated_state
+from fedtrail.storage.codec import Compression, decode_update, encode_update
 from fedtrail.valuation import Combiner
 from fedtrail.valuation.freeride import free_riders
 
@@ -59,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sites", default="10,100", help="site counts, comma-separated")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--against", default="", help="another tree whose screen to time")
+    parser.add_argument("--sparse", type=float, default=0.0, help="time the sparse stale test")
     args = parser.parse_args(argv)
     other = _load(args.against) if args.against else None
     torch.set_num_threads(1)
@@ -74,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i in range(n)
         }
         refs.update({f"global delta of round {r}": _update(state, gen) for r in range(3)})
+        if args.sparse > 0:
+            return _sparse_cost(n, deltas, refs, args.sparse, args.repeats, comb)
         if other is not None:
             screens: dict[str, Callable[..., dict[str, str]]] = {
                 "this tree": free_riders,
@@ -122,6 +132,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{n} sites, {len(refs)} references: white test {white:.3f} s, white + shaped "
             f"{both:.3f} s per round (x{both / white:.2f}; fastest of {args.repeats})"
         )
+    return 0
+
+
+def _sparse_cost(
+    n: int, deltas: dict[str, Delta], refs: dict[str, Delta], f: float, repeats: int, comb: Combiner
+) -> int:
+    """The sparse stale test's cost (``--sparse``): off against on, alternating."""
+    spec = ModelSpec()
+    method = Compression(method="topk8", fraction=f)
+
+    def sent(d: Delta) -> Delta:
+        blob = encode_update(d, spec=spec, round=1, compression=method).blob
+        return dict(decode_update(blob, spec=spec, expected_round=1)[0])
+
+    deltas = {k: sent(v) for k, v in deltas.items()}
+    refs = {k: sent(v) for k, v in refs.items()}
+    kw = {
+        "min_norm_ratio": comb.free_rider_norm,
+        "stale_cosine": comb.stale_cosine,
+        "stale_distance": comb.stale_distance,
+        "white_z": comb.white_noise_z,
+        "shaped_z": comb.shaped_noise_z,
+    }
+    settings = {"off": 1.0, "on": comb.stale_support_cosine}
+    got = {k: free_riders(deltas, refs, stale_support_cosine=v, **kw) for k, v in settings.items()}
+    if got["on"] != got["off"]:
+        print(f"{n} sites: the sparse test flags honest updates: {got['on']}")
+        return 1
+    spent: dict[str, list[float]] = {k: [] for k in settings}
+    for _ in range(repeats):
+        for k, v in settings.items():
+            started = time.perf_counter()
+            free_riders(deltas, refs, stale_support_cosine=v, **kw)
+            spent[k].append(time.perf_counter() - started)
+    off, on = min(spent["off"]), min(spent["on"])
+    print(
+        f"{n} sites, {len(refs)} references, topk8 f={f:g}: sparse stale test off {off:.3f} s, "
+        f"on {on:.3f} s per round (x{on / off:.2f}, +{on - off:.3f} s; fastest of {repeats}, "
+        f"alternating; same {len(got['on'])} free-riders)"
+    )
     return 0
 
 

@@ -15,6 +15,16 @@ honest maximum over everything. Exit status 0 (nothing is judged).
 
     python scripts/bench/stale_cosine.py --sites 5,10 --alphas 1,100 --seeds 0,1 --rounds 6
 
+``--compression topk8 --fraction F`` sends every update through ``topk8`` (what the references
+and the screen then read) and also measures the *support cosine* the sparse stale test
+(``stale_support_cosine``, a91) compares: the larger of the plain and the codes cosine of the
+reference restricted to the update's nonzero entries and the update (``dup_cosine.support``,
+-1 where the update leaves none of the reference's entries out); it exits 1 when an honest
+update's support cosine is above the default ``stale_support_cosine``.
+
+    python scripts/bench/stale_cosine.py --sites 10 --alphas 0.3,100 --seeds 1 --rounds 5 \
+        --compression topk8 --fraction 0.05 --min-size 20
+
 ``--method valuation`` trains along the valuation's trajectory (``--valuation loo`` keeps it
 cheap) instead of FedAvg's; the updates differ only through the weights of earlier rounds.
 """
@@ -35,8 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _sim
 from _sim import ROOT, SimConfig, parse_seeds, write_run
+from dup_cosine import support
 
 from fedtrail.ml.datasets import load_bundled
+from fedtrail.storage.codec import Compression
+from fedtrail.valuation.combine import Combiner
 from fedtrail.valuation.rows import Rows
 
 Delta = Mapping[str, torch.Tensor]
@@ -63,6 +76,8 @@ def measure(
     splits: Any,
     method: str,
     valuation: str,
+    compression: Compression | None = None,
+    min_size: int | None = None,
 ) -> list[dict[str, Any]]:
     """One honest federation: a row per (update, reference) pair within ``lags`` rounds."""
     config = SimConfig(
@@ -71,6 +86,8 @@ def measure(
         alpha=alpha,
         seed=seed,
         valuation=valuation,  # type: ignore[arg-type]
+        compression=compression,
+        **({} if min_size is None else {"min_size": min_size}),
     )
     samples = [len(d) for d in _sim.site_splits(splits.train, config)]
     history: list[tuple[list[Delta], Delta]] = []  # per aggregated round: updates, global delta
@@ -86,7 +103,8 @@ def measure(
                     ups, glob = history[-lag]
                     refs = [*ups, glob]
                     kinds = ["own" if j == i else "other" for j in range(len(ups))] + ["global"]
-                    for kind, (cos, dist) in zip(kinds, _pairs(d, refs), strict=True):
+                    for kind, (cos, dist), ref in zip(kinds, _pairs(d, refs), refs, strict=True):
+                        on = support(ref, d) if compression is not None else -1.0
                         rows.append(
                             {
                                 "round": r,
@@ -96,6 +114,7 @@ def measure(
                                 "kind": kind,
                                 "cosine": cos,
                                 "distance": dist,
+                                "support": on,
                             }
                         )
         history.append((list(deltas) if len(deltas) == sites else [], dict(out)))
@@ -118,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lags", type=int, default=3, help="reference rounds looked back")
     parser.add_argument("--method", choices=("fedavg", "valuation"), default="fedavg")
     parser.add_argument("--valuation", choices=("shapley", "mc_shapley", "loo"), default="loo")
+    parser.add_argument("--compression", choices=("none", "topk8"), default="none")
+    parser.add_argument("--fraction", type=float, default=0.05, help="topk8 fraction")
+    parser.add_argument("--min-size", type=int, default=None, help="smallest site (images)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "stale_cosine.json")
     args = parser.parse_args(argv)
@@ -127,12 +149,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     started, cpu = time.perf_counter(), time.process_time()
     doc: dict[str, Any] = {"benchmark": "stale_cosine", "argv": list(sys.argv[1:]), "runs": {}}
     overall = -1.0
+    compression = (
+        None if args.compression == "none" else Compression(method="topk8", fraction=args.fraction)
+    )
+    limit = Combiner().stale_support_cosine
+    flagged, top_support = 0, -1.0
     for n in (int(x) for x in args.sites.split(",") if x):
         for alpha in (float(x) for x in args.alphas.split(",") if x):
             rows: list[dict[str, Any]] = []
             for seed in seeds:
                 got = measure(
-                    n, alpha, seed, args.rounds, args.lags, splits, args.method, args.valuation
+                    n,
+                    alpha,
+                    seed,
+                    args.rounds,
+                    args.lags,
+                    splits,
+                    args.method,
+                    args.valuation,
+                    compression,
+                    args.min_size,
                 )
                 rows += [{"seed": seed, **r} for r in got]
             label = f"{n} sites, alpha {alpha:g}"
@@ -148,9 +184,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             top = max(rows, key=lambda r: r["cosine"]) if rows else {}
             print(f"{label}, seeds {seeds}, {args.rounds} rounds: max cosine {best:.4f} {top}")
             print("  " + "\n  ".join(cells), flush=True)
+            if compression is not None:
+                on = [r["support"] for r in rows]
+                above = sum(v > limit for v in on)
+                flagged += above
+                top_support = max([top_support, *on])
+                print(
+                    f"  {args.compression} f={args.fraction:g}: max support cosine "
+                    f"{max(on, default=-1.0):.6f} over {len(on)} pairs (above "
+                    f"stale_support_cosine {limit}: {above})",
+                    flush=True,
+                )
     doc["honest_max_cosine"] = overall
     timing = write_run(doc, args.out, started, cpu)
     print(f"honest maximum cosine to any reference: {overall:.4f}; {timing}")
+    if compression is not None:
+        print(f"honest maximum support cosine {top_support:.6f}; above {limit}: {flagged}")
+        return 1 if flagged else 0
     return 0
 
 

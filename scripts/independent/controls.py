@@ -256,6 +256,48 @@ if first in prev_sub:
         True,
         f"free riders: resending its previous update is caught ({got.get(first)})",
     )
+
+    def topk8_half(u):
+        """The largest half of each tensor's entries, as int8 codes times its scale (topk8 at
+        fraction 0.5, written here from its description: a91's copier)."""
+        out = {}
+        for k, v in u.items():
+            a = np.abs(v.astype(np.float64))
+            m = float(a.max()) if a.size else 0.0
+            keep = a >= np.median(a) if m > 0 else np.zeros(a.shape, dtype=bool)
+            q = np.round(v.astype(np.float64) * (127 / m)) * (m / 127) if m > 0 else a
+            out[k] = np.where(keep, q, 0.0).astype(np.float32)
+        return out
+
+    sparse_copy = topk8_half(prev_sub[first])
+    got = riders({first: sparse_copy})
+    sparse_on = cc.get("stale_support_cosine", R.LATER_THRESHOLDS["stale_support_cosine"]) < 1
+    expect(
+        first in got,
+        sparse_on,
+        f"free riders: its previous update resent through topk8 at 0.5 is caught by the sparse "
+        f"stale test (a91; stale_support_cosine "
+        f"{cc.get('stale_support_cosine', 'absent')}: {got.get(first)})",
+    )
+    if sparse_on:
+        off = {**cc, "stale_support_cosine": 1.0}
+        now = {s: sparse_copy if s == first else deltas[s] for s in sites}
+        got_off = R.free_rider_rule(
+            sites,
+            {s: R.flat_of(u, order_l, True) for s, u in now.items()},
+            refs,
+            counts,
+            off,
+            start_norm,
+            cs,
+        )[0]
+        expect(
+            first in got_off,
+            False,
+            "free riders: without the sparse test (whole-update cosine only) the sparse copy "
+            "is caught",
+            fatal=False,
+        )
     half = {k: v * np.float32(0.5) for k, v in prev_sub[first].items()}
     got = riders({first: half})
     expect(

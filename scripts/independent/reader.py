@@ -589,6 +589,7 @@ LATER_THRESHOLDS = {
     "white_noise_z": 0.0,
     "shaped_noise_z": 0.0,
     "dp_copy_z": 0.0,
+    "stale_support_cosine": 1.0,
 }
 
 
@@ -613,33 +614,40 @@ def tensor_norm(update: dict) -> float:
     )
 
 
+def codes(upd):
+    """README *Duplicates*: each tensor's codes, in sorted name order, float64."""
+    out = []
+    for n in sorted(upd):
+        t = upd[n].astype(np.float64).ravel()
+        m = np.max(np.abs(t)) if t.size else 0.0
+        out.append(np.zeros_like(t) if m == 0 else np.round(t * (127 / m)))
+    return np.concatenate(out)
+
+
+def cosine(x, y) -> float:
+    nx, ny = math.sqrt(float(np.dot(x, x))), math.sqrt(float(np.dot(y, y)))
+    return float(np.dot(x, y)) / (nx * ny) if nx > 0 and ny > 0 else 0.0
+
+
+def on_support(o_upd, upd, support: float) -> bool:
+    """README *Duplicates*, support_cosine (and the stale screen's stale_support_cosine): the
+    original with every entry where this one is 0 set to 0, if that changed it, against this
+    one (values and codes)."""
+    if sorted(o_upd) != sorted(upd) or any(o_upd[n].shape != upd[n].shape for n in upd):
+        return False
+    kept = {n: np.where(upd[n] != 0, o_upd[n].astype(np.float64), 0.0) for n in o_upd}
+    a_kept, a, b = (flat_of(u, sorted(u), False) for u in (kept, o_upd, upd))
+    if np.array_equal(a_kept, a) or not np.any(a_kept) or not np.any(b):
+        return False
+    return cosine(a_kept, b) > support or cosine(codes(kept), codes(upd)) > support
+
+
 def duplicate_copies(items, dup: dict) -> dict:
     """README *Duplicates*: items = [(site, sha256, {name: array} or None)] in commit order;
     returns {site: the original's site} for every copy."""
 
-    def codes(upd):
-        out = []
-        for n in sorted(upd):
-            t = upd[n].astype(np.float64).ravel()
-            m = np.max(np.abs(t)) if t.size else 0.0
-            out.append(np.zeros_like(t) if m == 0 else np.round(t * (127 / m)))
-        return np.concatenate(out)
-
     cos_t, l2_t, scaled = dup.get("cosine"), dup.get("relative_l2"), dup.get("scaled_cosine")
     support = dup.get("support_cosine")
-
-    def cosine(x, y) -> float:
-        nx, ny = math.sqrt(float(np.dot(x, x))), math.sqrt(float(np.dot(y, y)))
-        return float(np.dot(x, y)) / (nx * ny) if nx > 0 and ny > 0 else 0.0
-
-    def on_support(o_upd, upd) -> bool:
-        """README *Duplicates*, support_cosine: the original with every entry where this one
-        is 0 set to 0, if that changed it, against this one (values and codes)."""
-        kept = {n: np.where(upd[n] != 0, o_upd[n].astype(np.float64), 0.0) for n in o_upd}
-        a_kept, a, b = (flat_of(u, sorted(u), False) for u in (kept, o_upd, upd))
-        if np.array_equal(a_kept, a) or not np.any(a_kept) or not np.any(b):
-            return False
-        return cosine(a_kept, b) > support or cosine(codes(kept), codes(upd)) > support
 
     originals = []
     copies = {}
@@ -672,7 +680,7 @@ def duplicate_copies(items, dup: dict) -> dict:
                 if nca > 0 and ncb > 0 and float(np.dot(ca, cb)) / (nca * ncb) > scaled:
                     found = o_site
                     break
-            if support is not None and on_support(o_upd, upd):
+            if support is not None and on_support(o_upd, upd, support):
                 found = o_site
                 break
         if found is not None:
@@ -733,6 +741,12 @@ def free_rider_rule(
             if cos > stale_cos and dist < stale_dist:
                 out[a] = f"stale copy of {lab}"
                 break
+        sparse_cos = cc.get("stale_support_cosine", LATER_THRESHOLDS["stale_support_cosine"])
+        if a not in out and tensors is not None and ref_tensors and sparse_cos < 1:
+            for k, (lab, _) in enumerate(refs):
+                if on_support(ref_tensors[k], tensors[a], sparse_cos):
+                    out[a] = f"stale copy of {lab} on the entries it carries"
+                    break
         if a in out or tensors is None:
             continue
         why = noise_tests(tensors[a], x, [v for _, v in refs], ref_tensors or [], a in declared, cc)

@@ -50,6 +50,7 @@ STRICTER = {
     "dp_copy_z": 30.0,
     "sample_median_self": 0,
     "tiny_size_power": 0.0,
+    "stale_support_cosine": 0.9,
 }
 """One value per bounded threshold on its harmful side of the default limit."""
 
@@ -79,6 +80,7 @@ LOOSER = {
     "sample_median_self": 1,
     "norm_size_cap": 1.0,
     "tiny_size_power": 2.0,
+    "stale_support_cosine": 1.0,
 }
 
 
@@ -99,6 +101,7 @@ LOOSEST_PAST = {
     "tiny_size_power": 8.0,
     "dp_noise_check": 0,
     "relief_cosine": -1.0,
+    "stale_support_cosine": 1.0,
 }
 """One value per threshold past its default loosest limit: each pays what the valuation should
 not (a copy, a zero update, an inflated count, an outlier the norm screen would flag, a
@@ -158,9 +161,10 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
     aggregator could turn the sign-flip rules off, let a resent update from two rounds back be
     paid, bring back the count median that 1-sample colluders drag down to zero honest sites
     (attack a3), pay a site that understates its privacy spend (attack a5) or declares DP-SGD
-    and adds no noise (a24), or zero honest small and large hospitals again, by leaving keys
-    out. Sites refuse such terms (and this build reads no ledger of the builds that wrote them:
-    the client requires its own contract code)."""
+    and adds no noise (a24), zero honest small and large hospitals again, or pay an earlier
+    update resent sparser (a91), by leaving keys out. Sites refuse such terms (and this build
+    reads no ledger of the builds that wrote them: the client requires its own contract
+    code)."""
     assert sorted(ThresholdLimits().breaches(combiner)) == [
         "sample_median_self 0 (accepted: at least 1)",
         "tiny_size_power 0.0 (accepted: at least 2.0)",
@@ -173,6 +177,7 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
         "dp_spend_check 0 (accepted: at least 1)",
         "dp_noise_check 0 (accepted: at least 1)",
         "relief_cosine -1.0 (accepted: at least -0.7)",
+        "stale_support_cosine 1.0 (accepted: at most 0.999995)",
     ]
 
 
