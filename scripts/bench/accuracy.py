@@ -1180,6 +1180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clipped at C x the round's median |value| (share_clip.py); default: the product's rule",
     )
     parser.add_argument(
+        "--valuation-rule",
+        choices=("weighted", "norm_clip"),
+        default="weighted",
+        help="the aggregation rule of the valuation runs (the aggregator's --rule): norm_clip "
+        "clips every paid update to the round's median norm (issue 12 (j)); default: weighted",
+    )
+    parser.add_argument(
         "--delta-clip",
         type=float,
         default=None,
@@ -1275,6 +1282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (math.isfinite(args.share_clip) and args.share_clip >= 1):
             parser.error(f"--share-clip must be a finite number >= 1, got {args.share_clip}")
         share_clip.install(args.share_clip)
+    if args.delta_clip is not None and args.valuation_rule != "weighted":
+        parser.error("--delta-clip wraps the weighted rule: leave --valuation-rule at weighted")
     if args.delta_clip is not None:
         if not (math.isfinite(args.delta_clip) and args.delta_clip >= 1):
             parser.error(f"--delta-clip must be a finite number >= 1, got {args.delta_clip}")
@@ -1344,6 +1353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 metric=args.metric,
                 value_window=args.value_window,
                 value_window_sum=args.value_window_sum,
+                valuation_rule=args.valuation_rule,
             )
             for row in methods:
                 method = cast(Method, "valuation" if row in VALUATION_ROWS else row)
@@ -1397,6 +1407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dp_accounting": None if args.dp_epsilon is None else args.dp_accounting,
             "share_clip": args.share_clip,
             "zeroed_out": args.zeroed_out,
+            "valuation_rule": args.valuation_rule,
             "delta_clip": args.delta_clip,
             "clip_game": args.clip_game if args.delta_clip is not None else None,
             "norm_persist": args.norm_persist,
