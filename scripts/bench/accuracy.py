@@ -1195,6 +1195,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clipped to C x the round's median norm (delta_clip.py); default: the product's rule",
     )
     parser.add_argument(
+        "--clip-rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --delta-clip: clip only in each run's first N valued rounds (1: the warm-up); "
+        "default: every round",
+    )
+    parser.add_argument(
         "--clip-game",
         action="store_true",
         help="with --delta-clip: the valuation's game values the clipped updates too",
@@ -1287,9 +1295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.delta_clip is not None:
         if not (math.isfinite(args.delta_clip) and args.delta_clip >= 1):
             parser.error(f"--delta-clip must be a finite number >= 1, got {args.delta_clip}")
-        delta_clip.install(args.delta_clip, game=args.clip_game)
+        delta_clip.install(args.delta_clip, game=args.clip_game, rounds=args.clip_rounds)
     elif args.clip_game:
         parser.error("--clip-game needs --delta-clip")
+    if args.clip_rounds is not None and (args.delta_clip is None or args.clip_rounds < 1):
+        parser.error("--clip-rounds needs --delta-clip and a count of at least 1")
     if args.zeroed_out:
         zeroed_out.install()
     if args.game_probe:
@@ -1410,6 +1420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "valuation_rule": args.valuation_rule,
             "delta_clip": args.delta_clip,
             "clip_game": args.clip_game if args.delta_clip is not None else None,
+            "clip_rounds": args.clip_rounds if args.delta_clip is not None else None,
             "norm_persist": args.norm_persist,
             "norm_window": args.norm_window if args.norm_persist is not None else None,
             "persist_measure": args.persist_measure if args.norm_persist is not None else None,

@@ -95,9 +95,12 @@ def summary() -> dict[str, dict[str, Any]]:
     return out
 
 
-def install(c: float, *, game: bool = False) -> None:
+def install(c: float, *, game: bool = False, rounds: int | None = None) -> None:
     """Clip every valuation run's updates at ``c`` x the round's median norm in the aggregate
-    (and, with ``game``, in the valuation's game; see the module docstring)."""
+    (and, with ``game``, in the valuation's game; see the module docstring); ``rounds``: only
+    in the run's first ``rounds`` valued rounds (1: the warm-up alone), None: in every round."""
+    if rounds is not None and rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds!r}")
     if not (math.isfinite(c) and c >= 1):
         raise ValueError(f"the clip must be a finite multiple >= 1 of the median, got {c!r}")
     run_federated = _sim._run_federated
@@ -115,13 +118,18 @@ def install(c: float, *, game: bool = False) -> None:
         _stats[key] = RunStats()
         _context.update(faulty=faulty, names=list(result.site_names), stats=_stats[key])
         _context["sent"] = None
+        _context["round"] = 0
         try:
             run_federated(result, method, config, *args, **kwargs)
         finally:
             _context.clear()
 
     def wrapped_value_round(**kwargs: Any) -> Any:
-        if _context and game:
+        if _context:
+            _context["round"] += 1
+        if _context and rounds is not None and _context["round"] > rounds:
+            _context["sent_sites"] = None
+        elif _context and game:
             cands = list(kwargs["candidates"])
             _, factors = clip_factors([model_norm(x.delta) for x in cands], c)
             kwargs["candidates"] = [
@@ -139,7 +147,7 @@ def install(c: float, *, game: bool = False) -> None:
         *,
         statistics: Sequence[str] = (),
     ) -> Any:
-        if not _context or rule.name != "weighted":
+        if not _context or rule.name != "weighted" or _context.get("sent_sites") is None:
             return aggregate(rule, deltas, weights, statistics=statistics)
         st: RunStats = _context["stats"]
         sites: list[str] = _context.get("sent_sites") or []
