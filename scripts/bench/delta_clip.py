@@ -22,7 +22,11 @@ aggregate's *influence*, ``sum_faulty w_i f_i ||delta_i|| / sum_j w_j f_j ||delt
 
 Measured (h-168, README *Accuracy*, "Clipping each update instead of zeroing it"): at C 1-3 the
 mean poisoned weight share did not fall at alpha 1, 3 or 100 (2 seeds x 5 rounds), so no round
-term was built; the worst seed's test AUC of (c) rose.
+term was built; the worst seed's test AUC of (c) rose. On scenario (j) (both poisoners x -10;
+h-181, README "Bounding each update's norm in the aggregate against (j)"): C 1 (the product's
+``norm_clip`` rule) lifts every seed's AUC above 0.85 but raises (j)'s share at alpha 1 and
+regresses (b) at alpha 1; C 2 and 1.5 leave alpha 3 seed 0 below 0.85. ``rounds``
+(``--clip-rounds``) clips only a run's first valued rounds.
 """
 
 from __future__ import annotations
