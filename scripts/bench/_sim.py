@@ -339,6 +339,11 @@ class SimConfig:
     alone; the weights still apply to this round's updates. 1: the product's valuation."""
     value_window_sum: bool = False
     """With ``value_window`` above 1: the sum of those updates instead of their mean."""
+    valuation_rule: Literal["weighted", "norm_clip"] = "weighted"
+    """The aggregation rule of the ``valuation`` method's runs (the aggregator's ``--rule``, a
+    round term): ``weighted`` (the default) or ``norm_clip`` (:func:`~fedtrail.ml.aggregation.
+    norm_clipped_mean` at the median norm of the paid updates, ``max_norm`` unset), both with
+    the on-chain weights."""
 
     def __post_init__(self) -> None:
         if self.sites < 1 or self.rounds < 1 or self.epochs < 1:
@@ -784,7 +789,9 @@ def _run_federated(
     faults = config.site_faults
     n_faulty = sum(1 for f in config.fault_labels if f != "none")
     stats = config.statistics
-    if method in ("fedavg", "valuation"):
+    if method == "valuation":
+        rule = AggregationRule(name=config.valuation_rule, statistics=stats)
+    elif method == "fedavg":
         rule = AggregationRule(name="weighted", statistics=stats)
     elif method == "krum":
         rule = AggregationRule(

@@ -1180,12 +1180,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clipped at C x the round's median |value| (share_clip.py); default: the product's rule",
     )
     parser.add_argument(
+        "--valuation-rule",
+        choices=("weighted", "norm_clip"),
+        default="weighted",
+        help="the aggregation rule of the valuation runs (the aggregator's --rule): norm_clip "
+        "clips every paid update to the round's median norm (issue 12 (j)); default: weighted",
+    )
+    parser.add_argument(
         "--delta-clip",
         type=float,
         default=None,
         metavar="C",
         help="an experiment (issue 12 (c)): valuation runs aggregate with every update's delta "
         "clipped to C x the round's median norm (delta_clip.py); default: the product's rule",
+    )
+    parser.add_argument(
+        "--clip-rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --delta-clip: clip only in each run's first N valued rounds (1: the warm-up); "
+        "default: every round",
     )
     parser.add_argument(
         "--clip-game",
@@ -1275,12 +1290,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (math.isfinite(args.share_clip) and args.share_clip >= 1):
             parser.error(f"--share-clip must be a finite number >= 1, got {args.share_clip}")
         share_clip.install(args.share_clip)
+    if args.delta_clip is not None and args.valuation_rule != "weighted":
+        parser.error("--delta-clip wraps the weighted rule: leave --valuation-rule at weighted")
     if args.delta_clip is not None:
         if not (math.isfinite(args.delta_clip) and args.delta_clip >= 1):
             parser.error(f"--delta-clip must be a finite number >= 1, got {args.delta_clip}")
-        delta_clip.install(args.delta_clip, game=args.clip_game)
+        delta_clip.install(args.delta_clip, game=args.clip_game, rounds=args.clip_rounds)
     elif args.clip_game:
         parser.error("--clip-game needs --delta-clip")
+    if args.clip_rounds is not None and (args.delta_clip is None or args.clip_rounds < 1):
+        parser.error("--clip-rounds needs --delta-clip and a count of at least 1")
     if args.zeroed_out:
         zeroed_out.install()
     if args.game_probe:
@@ -1344,6 +1363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 metric=args.metric,
                 value_window=args.value_window,
                 value_window_sum=args.value_window_sum,
+                valuation_rule=args.valuation_rule,
             )
             for row in methods:
                 method = cast(Method, "valuation" if row in VALUATION_ROWS else row)
@@ -1397,8 +1417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dp_accounting": None if args.dp_epsilon is None else args.dp_accounting,
             "share_clip": args.share_clip,
             "zeroed_out": args.zeroed_out,
+            "valuation_rule": args.valuation_rule,
             "delta_clip": args.delta_clip,
             "clip_game": args.clip_game if args.delta_clip is not None else None,
+            "clip_rounds": args.clip_rounds if args.delta_clip is not None else None,
             "norm_persist": args.norm_persist,
             "norm_window": args.norm_window if args.norm_persist is not None else None,
             "persist_measure": args.persist_measure if args.norm_persist is not None else None,

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from fedtrail.errors import ConfigError
+from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.datasets import ImageDataset, Splits, load_bundled
 from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
 from fedtrail.simulation.faults import SiteFault
@@ -381,3 +382,27 @@ def test_issue_12s_c_as_worded_sends_two_updates_at_minus_ten_and_is_held_to_cs_
     bars = {n: m for n, m, _ in accuracy.issue12_bars([("1", "j", low)])}
     assert bars["alpha 1 (j): poisoned weight share <= 5%"] is True
     assert bars["alpha 1 (j): AUC >= 0.85 in every seed"] is False
+
+
+def test_valuation_rule_norm_clip_aggregates_the_valuation_run_only(
+    tiny: Splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``valuation_rule`` "norm_clip" (accuracy.py --valuation-rule, issue 12 (j)): the
+    valuation run aggregates through the product's norm_clip rule at the median norm (max_norm
+    unset), FedAvg through the weighted mean; the default leaves the valuation run weighted."""
+    seen: list[tuple[str, str, float | None]] = []
+    real = _sim.aggregate
+
+    def spy(rule: AggregationRule, *args: object, **kwargs: object) -> object:
+        seen.append((method, rule.name, rule.max_norm))
+        return real(rule, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_sim, "aggregate", spy)
+    clip = replace(CONFIG, valuation_rule="norm_clip")
+    for method, config in (("valuation", clip), ("fedavg", clip), ("valuation", CONFIG)):
+        _sim.run_method(method, config, tiny)  # type: ignore[arg-type]
+    assert seen == [
+        ("valuation", "norm_clip", None),
+        ("fedavg", "weighted", None),
+        ("valuation", "weighted", None),
+    ]

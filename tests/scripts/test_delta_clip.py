@@ -108,3 +108,30 @@ def test_the_report_exits_1_when_the_poisoned_share_is_above_the_bar(
     # the unclipped aggregate's influence: 4 x the weight against 1 x the rest
     influence = 4 * faulty_weight / (4 * faulty_weight + 10**18 - faulty_weight)
     assert f"influence {influence:.3f}" in out
+
+
+def test_clip_rounds_1_clips_the_warm_up_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rounds=1`` (accuracy.py --clip-rounds 1): the first valued round's aggregate is
+    clipped, the next one is the plain weighted mean."""
+    for name in ("_run_federated", "aggregate"):
+        monkeypatch.setattr(_sim, name, getattr(_sim, name))
+    monkeypatch.setattr(_sim, "value_round", lambda **kwargs: None)
+    delta_clip.install(2.0, rounds=1)
+    stats = delta_clip.RunStats()
+    monkeypatch.setattr(delta_clip, "_context", {"faulty": {"x10"}, "stats": stats, "round": 0})
+    candidates = [type("C", (), {"site": s})() for s in ("a", "b", "c", "x10")]
+    rule = AggregationRule(name="weighted")
+    deltas = _deltas()
+    plain = aggregate(rule, deltas, WEIGHTS)["w"]
+    _sim.value_round(candidates=candidates)
+    assert torch.equal(
+        _sim.aggregate(rule, deltas, WEIGHTS)["w"], norm_clipped_mean(deltas, WEIGHTS, 5.0)["w"]
+    )
+    _sim.value_round(candidates=candidates)
+    assert torch.equal(_sim.aggregate(rule, deltas, WEIGHTS)["w"], plain)
+    assert (stats.faulty_clipped, stats.faulty_used) == (1, 1)
+
+
+def test_install_refuses_zero_rounds() -> None:
+    with pytest.raises(ValueError):
+        delta_clip.install(2.0, rounds=0)
