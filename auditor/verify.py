@@ -1635,6 +1635,7 @@ def _replay_valuation(
         combiner=combiner,
         history=None if carried is None else carried.history,
         large_game=settings.large_game,
+        project_shift=bool(settings.project_shift),
     )
     return report, carried
 
