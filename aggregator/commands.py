@@ -318,6 +318,14 @@ def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
     help="Every update must be DP-trained (needs --dp-delta; an update without DP parameters "
     "fails the audit's privacy.required).",
 )
+@click.option(
+    "--project-shift",
+    is_flag=True,
+    help="The validation game values every update with its first-order uniform logit shift "
+    "removed (round terms valuation.project_shift, fixed from round 1): an opt-in for sites "
+    "that train with DP-SGD, where it measured the noisy sites' share below FedAvg's; worse "
+    "without DP.",
+)
 @model_options
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="torch CPU threads.")
 def run(
@@ -355,6 +363,7 @@ def run(
     personalise_method: str,
     dp_delta: float | None,
     dp_required: bool,
+    project_shift: bool,
     arch: str | None,
     image_size: int | None,
     threads: int | None,
@@ -413,6 +422,7 @@ def run(
         personalise_method=personalise_method,
         dp_delta=dp_delta or 0.0,
         dp_required=dp_required,
+        project_shift=project_shift,
         valuation_mode=valuation_mode,
         validator_game=None if validator_game == "none" else validator_game,
         peer_quorum=peer_quorum,

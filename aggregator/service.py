@@ -215,6 +215,13 @@ class AggregatorSettings:
     local training time (issue 14; README, peer scoring time). It needs a gradient, so with
     the AUC metric peer rounds fall back to ``valuation``'s game."""
 
+    project_shift: bool = False
+    """The validation game values every update with its first-order uniform logit shift
+    removed (round terms ``valuation.project_shift``, written only when True; fixed from round
+    1). An opt-in for federations whose sites train with DP-SGD: there the shift toward each
+    site's label majority otherwise decides its value (README, *Valuation under DP*); without
+    DP it measured worse, so it is off by default."""
+
     def __post_init__(self) -> None:
         try:
             plan = self.personalisation()
@@ -304,6 +311,7 @@ class AggregatorSettings:
             quorum=quorum if peers else None,
             validator_game=(None if auc and game == "linear_shapley" else game) if peers else None,
             explanation_probe=probe,
+            project_shift=True if self.project_shift else None,
         )
 
 
@@ -846,6 +854,7 @@ class AggregatorService:
             combiner=combiner,
             history=None if carried is None else carried.history,
             large_game=valuation.large_game,
+            project_shift=bool(valuation.project_shift),
             probe=None
             if valuation.explanation_probe is None
             else self._probe_of(valuation.explanation_probe),

@@ -1669,6 +1669,7 @@ def _replay_valuation(
         combiner=combiner,
         history=None if carried is None else carried.history,
         large_game=settings.large_game,
+        project_shift=bool(settings.project_shift),
     )
     return report, carried
 

@@ -363,6 +363,7 @@ class PeerScorer:
                 large_game=valuation.large_game,
                 explanation_check=bool(valuation.explanation_check),
                 validator_game=valuation.validator_game,
+                project_shift=bool(valuation.project_shift),
             )
         except UnfitValidation as exc:
             return self._skip(round_id, None, f"abstains: {exc}")

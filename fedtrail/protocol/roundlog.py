@@ -269,7 +269,9 @@ class ValuationSettings:
     ``explanation_probe`` (only with ``explanation_check`` true): the public probe set the check
     runs on (:class:`ExplanationProbe`); absent: the check's probes come from the private
     validation split, and its verdicts are the aggregator's word (verify fails them as not
-    checked).
+    checked). ``project_shift`` true: the validation game values every update with its
+    first-order uniform logit shift removed (``fedtrail.valuation.value_round``; an opt-in for
+    private rounds); absent (None) or false: the updates as submitted, as every round before it.
     """
 
     method: str
@@ -283,6 +285,7 @@ class ValuationSettings:
     quorum: int | None = None
     validator_game: str | None = None
     explanation_probe: ExplanationProbe | None = None
+    project_shift: bool | None = None
 
     _FIELDS: ClassVar[tuple[str, ...]] = (
         "method",
@@ -296,6 +299,7 @@ class ValuationSettings:
         "quorum",
         "validator_game",
         "explanation_probe",
+        "project_shift",
     )
 
     def __post_init__(self) -> None:
@@ -343,6 +347,8 @@ class ValuationSettings:
             doc["validator_game"] = self.validator_game
         if self.explanation_probe is not None:
             doc["explanation_probe"] = self.explanation_probe.to_json()
+        if self.project_shift is not None:
+            doc["project_shift"] = self.project_shift
         return doc
 
     @classmethod
@@ -352,7 +358,7 @@ class ValuationSettings:
         for key in ("method", "metric"):
             if key not in doc:
                 raise InvalidLog(f"explanation log invalid at {where}: '{key}' is missing")
-        for key in ("explanation_check", "standing"):
+        for key in ("explanation_check", "standing", "project_shift"):
             flag = doc.get(key)
             if flag is not None and not isinstance(flag, bool):
                 raise InvalidLog(f"explanation log invalid at {where}/{key}: not a bool")
@@ -383,6 +389,7 @@ class ValuationSettings:
             explanation_probe=None
             if doc.get("explanation_probe") is None
             else ExplanationProbe.from_json(doc["explanation_probe"], f"{where}/explanation_probe"),
+            project_shift=doc.get("project_shift"),
         )
 
 

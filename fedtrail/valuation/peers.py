@@ -147,6 +147,7 @@ def peer_vector(
     large_game: str | None = None,
     explanation_check: bool = False,
     validator_game: str | None = None,
+    project_shift: bool = False,
 ) -> PeerVector:
     """Score every revealed update but the validator's own on the validator's ``validation``
     split (see the module docstring).
@@ -154,7 +155,8 @@ def peer_vector(
     ``candidates``: the round's revealed updates, site names their addresses, in strictly
     ascending address order (the contract's vector order); the validator need not be among them
     (a site that sent no update still validates). ``method``, ``metric``, ``seed``,
-    ``combiner``, ``large_game`` and ``explanation_check`` are the round terms' valuation
+    ``combiner``, ``large_game``, ``explanation_check`` and ``project_shift`` are the round
+    terms' valuation
     settings, exactly as the aggregator would pass them to
     :func:`~fedtrail.valuation.value_round`. ``validator_game`` (the terms' setting of that
     name, one of :data:`VALIDATOR_GAMES`, or None) is the game played instead of ``method``'s
@@ -201,6 +203,7 @@ def peer_vector(
         history=history,
         large_game=large_game if validator_game is None else None,
         warm_up_game=False,  # the warm-up's vote does not depend on a game (value_round)
+        project_shift=project_shift,
     )
     by_site = {v.site: v for v in report.sites}
     scores = tuple(

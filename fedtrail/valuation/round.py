@@ -203,6 +203,7 @@ def value_round(
     large_game: str | None = None,
     probe: torch.Tensor | None = None,
     warm_up_game: bool = True,
+    project_shift: bool = False,
 ) -> RoundValuation:
     """Score every candidate of a round (see the module docstring): one
     :class:`~fedtrail.valuation.combine.SiteValuation` per candidate in ``report.sites``, in the
@@ -237,6 +238,14 @@ def value_round(
     ``warm_up_floor`` below 1, where the warm-up accumulates, the scores and the next history
     come from those values' shares instead (floored). The aggregator keeps True: its log
     records the game's values and the audit replays them.
+
+    ``project_shift`` (the round terms' ``valuation.project_shift``; False, as in every round
+    whose terms lack it): the validation game, and the warm-up's harm check, value each update
+    with its first-order uniform logit shift removed
+    (:meth:`~fedtrail.valuation.utility.CoalitionUtility.shift_basis`): an opt-in for rounds
+    of DP-SGD updates, whose large label-prior shift otherwise ranks sites by how skewed their
+    labels are rather than by label quality (README, *Valuation under DP*). The screens, the
+    weights and the aggregate still use the updates as submitted.
     """
     check_game(method=method, metric=metric, large_game=large_game)
     comb = Combiner() if combiner is None else combiner
@@ -257,8 +266,16 @@ def value_round(
     if history is not None:
         if validation is None:
             raise ConfigError("valuation with a history needs a validation split")
-        return _settle(ctx, method, comb, history, large_game, warm_up_game=warm_up_game)
-    report = _value(ctx, method, comb, large_game)
+        return _settle(
+            ctx,
+            method,
+            comb,
+            history,
+            large_game,
+            warm_up_game=warm_up_game,
+            project_shift=project_shift,
+        )
+    report = _value(ctx, method, comb, large_game, project_shift=project_shift)
     if validation is None or any_positive(report.sites):
         return report
     fallback = _value(replace(ctx, validation=None), method, comb, large_game)
@@ -275,7 +292,12 @@ def value_round(
 
 
 def _value(
-    ctx: ValuationContext, method: str, comb: Combiner, large_game: str | None
+    ctx: ValuationContext,
+    method: str,
+    comb: Combiner,
+    large_game: str | None,
+    *,
+    project_shift: bool = False,
 ) -> RoundValuation:
     """Steps 2-5 for one context (with or without a validation split)."""
     cands = _broken(ctx, _oversized(ctx, _prechecked(ctx, comb)))
@@ -294,7 +316,7 @@ def _value(
     if not passers:
         sites = comb.combine(cands, robust, {})
         return RoundValuation(sites=sites, method=None, combiner=comb)
-    utility = CoalitionUtility(checked_ctx, passers)
+    utility = CoalitionUtility(checked_ctx, passers, project_shift=project_shift)
     game = _play(method, large_game, utility, ctx.seed)
     return RoundValuation(
         sites=comb.combine(cands, robust, game.values, method=game.method),
@@ -335,6 +357,7 @@ def _settle(
     large_game: str | None,
     *,
     warm_up_game: bool = True,
+    project_shift: bool = False,
 ) -> RoundValuation:
     """The round with a history: free-riders out, the game, accumulated demote-only scores
     (``warm_up_game`` False: no game in the warm-up, see :func:`value_round`)."""
@@ -389,6 +412,7 @@ def _settle(
             first_order=method in LARGE_GAMES,
             exact_below=comb.min_robust_sites,
             alone_out=alone,
+            project_shift=project_shift,
         )
     checked_ctx = replace(ctx, candidates=cands)
     ok = usable(checked_ctx)
@@ -436,6 +460,7 @@ def _settle(
             checked_ctx,
             passers,
             global_value=None if harm_utility is None else harm_utility.global_value,
+            project_shift=project_shift,
         )
     game = _play(method, large_game, utility, ctx.seed)
     normalised = None
@@ -504,6 +529,7 @@ def _harmful(
     first_order: bool = False,
     exact_below: int = 0,
     alone_out: dict[str, tuple[float, int]] | None = None,
+    project_shift: bool = False,
 ) -> tuple[list[Candidate], CoalitionUtility | None]:
     """LOW_GAIN for a usable candidate whose model alone is worse than the global model by more
     than :data:`WARM_UP_MAX_HARM` of the global model's validation utility (the metric the game
@@ -523,11 +549,12 @@ def _harmful(
 
     Returns the candidates and the utility of the check's players that knows the global
     model's value (None when no update needed one): the game's utility when every one of them
-    passes, else its empty coalition, the same model on the same split."""
+    passes, else its empty coalition, the same model on the same split. ``project_shift``:
+    each update alone is judged with its uniform logit shift removed, as the game values it."""
     ok = [c for c in cands if c.usable and c.delta is not None]
     if ctx.validation is None or not ok:
         return cands, None
-    utility = CoalitionUtility(replace(ctx, candidates=cands), ok)
+    utility = CoalitionUtility(replace(ctx, candidates=cands), ok, project_shift=project_shift)
     linear = first_order and len(ok) >= exact_below
     if linear:
         base, slopes = utility.linearised(frozenset())

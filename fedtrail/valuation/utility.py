@@ -15,6 +15,14 @@ moving the model's prior toward the split's — measured, the two noisy sites of
 of the weight at Dirichlet alpha 1. Fitting the intercept first makes a pure prior shift cost
 nothing, while label noise, which compresses the posterior, still raises the loss.
 
+``project_shift`` (the round terms' ``valuation.project_shift``, an opt-in for private rounds):
+every player's update is valued with its first-order uniform logit shift projected out
+(:meth:`CoalitionUtility.shift_basis`). Under DP-SGD an update carries little ranking signal but
+a large shift of every image's logit toward its own labels' majority, which the intercept fit
+absorbs only in its mean: the spread it leaves costs a skewed honest site more than a
+label-noisy one (README, *Valuation under DP*). Only the game's coalition models see the
+projected updates; the weights still apply to the real ones.
+
 Any ``Callable[[frozenset[str]], float]`` can stand in for it (see
 :data:`fedtrail.valuation.base.Utility`); :class:`CachedUtility` counts and caches evaluations.
 """
@@ -92,6 +100,10 @@ class CoalitionUtility:
     ``global_value``: the empty coalition's utility when the caller already computed it with
     another utility of the same global model, split and metric (the warm-up's harm check);
     calling this utility with the empty coalition then returns it instead of evaluating again.
+
+    ``project_shift``: every player's update enters the coalition models (and the slopes of
+    :meth:`linearised`) with its components along :meth:`shift_basis` removed (see the module
+    docstring); False, the updates as submitted.
     """
 
     def __init__(
@@ -100,6 +112,7 @@ class CoalitionUtility:
         candidates: Sequence[Candidate] | None = None,
         *,
         global_value: float | None = None,
+        project_shift: bool = False,
     ) -> None:
         if ctx.validation is None:
             raise ConfigError("validation-based valuation needs a validation split")
@@ -119,6 +132,7 @@ class CoalitionUtility:
                 f"{ctx.spec.num_classes} output classes"
             )
         self._metric = ctx.metric
+        self._classes = ctx.spec.num_classes
         try:
             st = unstacked([ctx.global_state, *[c.delta for c in players if c.delta is not None]])
         except AggregationError as exc:
@@ -131,6 +145,8 @@ class CoalitionUtility:
         self._model = scratch_model(ctx.spec)
         # the empty coalition's model is the global model whoever the players are
         self._global_value = global_value
+        self._project_shift = bool(project_shift)
+        self._shift: list[tuple[np.ndarray, float]] | None = None  # shift_basis, once
 
     @property
     def global_value(self) -> float | None:
@@ -162,10 +178,74 @@ class CoalitionUtility:
 
     def _delta(self, player: str) -> np.ndarray:
         """The player's update as a float64 row, in the reused buffer (valid until the next
-        call)."""
+        call); with ``project_shift``, its components along :meth:`shift_basis` removed."""
         if self._buffer is None:
             self._buffer = np.empty_like(self._global)
-        return self._stacked.row(1 + self._row[player], self._buffer)
+        row = self._stacked.row(1 + self._row[player], self._buffer)
+        if self._project_shift:
+            for u, uu in self.shift_basis():
+                row -= (deterministic_sum(row * u) / uu) * u
+        return row
+
+    @property
+    def project_shift(self) -> bool:
+        """Whether the updates are valued with their uniform logit shift projected out."""
+        return self._project_shift
+
+    def shift_basis(self) -> list[tuple[np.ndarray, float]]:
+        """The directions ``project_shift`` removes from every update, as (vector, its squared
+        norm) pairs, mutually orthogonal, over the flattened federated tensors in float64:
+        for each class ``k`` from 1 on, the gradient at the round's global model of the mean
+        over the validation images of the logit difference ``z_k - z_0`` (binary: the single
+        direction that moves every image's logit difference by the same amount, to first
+        order, through every layer; running statistics get no gradient, so a zero there),
+        orthogonalised in class order (Gram-Schmidt, each direction less its components along
+        the earlier ones). A direction that vanishes (below 1e-24 of its squared norm before,
+        e.g. a zero model) is left out. Each gradient is one forward pass in eval mode in
+        float32 (batches of 256 images in dataset order, the difference summed in float64) and
+        one backward pass, every dot product a :func:`~fedtrail.ml.aggregation.deterministic_sum`:
+        deterministic for a torch build and thread count, as the metric itself. Computed once
+        per utility."""
+        if self._shift is not None:
+            return self._shift
+        assert self._validation is not None
+        validation = self._validation
+        model = self._model
+        n = len(validation)
+        if n == 0:
+            self._shift = []
+            return self._shift
+        load_federated(model, self._stacked.unflatten(self._global))
+        was_training = model.training
+        model.eval()
+        basis: list[tuple[np.ndarray, float]] = []
+        try:
+            for cls in range(1, self._classes):
+                model.zero_grad(set_to_none=True)
+                for start in range(0, n, _BATCH):
+                    z = model(torch.tensor(validation.images[start : start + _BATCH]))
+                    z = z.to(torch.float64)
+                    ((z[:, cls] - z[:, 0]).sum() / n).backward()
+                params = dict(model.named_parameters())
+                parts = []
+                for name, shape in zip(self._stacked.names, self._stacked.shapes, strict=True):
+                    g = params[name].grad if name in params else None
+                    if g is None:  # a running statistic: no gradient
+                        parts.append(np.zeros(int(np.prod(shape))))
+                    else:
+                        parts.append(g.detach().to(torch.float64).reshape(-1).numpy())
+                u = np.concatenate(parts)
+                before = deterministic_sum(u * u)
+                for v, vv in basis:
+                    u -= (deterministic_sum(u * v) / vv) * v
+                uu = deterministic_sum(u * u)
+                if uu > 0.0 and uu > 1e-24 * before:
+                    basis.append((u, uu))
+        finally:
+            model.zero_grad(set_to_none=True)
+            model.train(was_training)
+        self._shift = basis
+        return basis
 
     def outputs(self, coalition: frozenset[str]) -> np.ndarray:
         """The coalition model's raw outputs on the validation split."""

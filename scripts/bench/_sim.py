@@ -344,6 +344,11 @@ class SimConfig:
     round term): ``weighted`` (the default) or ``norm_clip`` (:func:`~fedtrail.ml.aggregation.
     norm_clipped_mean` at the median norm of the paid updates, ``max_norm`` unset), both with
     the on-chain weights."""
+    project_shift: bool = False
+    """The round terms' ``valuation.project_shift`` (``aggregator run --project-shift``): the
+    validation game values every update with its uniform logit shift removed (value_round's
+    option of that name, for the aggregator's and every validator's game). False: off, as the
+    aggregator's default."""
 
     def __post_init__(self) -> None:
         if self.sites < 1 or self.rounds < 1 or self.epochs < 1:
@@ -433,6 +438,7 @@ class SimConfig:
             "validator_game": self.validator_game,
             "value_window": self.value_window,
             "value_window_sum": self.value_window_sum,
+            **({"project_shift": True} if self.project_shift else {}),
         }
 
 
@@ -913,6 +919,7 @@ def _run_federated(
                 combiner=config.combiner,
                 history=history,
                 large_game=config.large_game if config.metric != "auc" else None,
+                project_shift=config.project_shift,
             )
             record.accumulated = dict(report.accumulated or {})
             record.shares = None if report.normalised is None else dict(report.normalised)
@@ -1049,6 +1056,7 @@ class _Peers:
                     validator_game=config.validator_game
                     if config.metric != "auc" or config.validator_game == "loo"
                     else None,
+                    project_shift=config.project_shift,
                 )
             except UnfitValidation:
                 record.abstained.append(names[v])

@@ -84,7 +84,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -492,6 +492,7 @@ def _run_label(settings: dict[str, Any]) -> str:
         + ("" if metric == "balanced_loss" else f" {metric}")
         + ("" if eps is None else f" dp{eps:g}")
         + ("c" if eps is not None and settings.get("dp_accounting") == "composed" else "")
+        + (" project" if settings.get("project_shift") else "")
     )
 
 
@@ -709,8 +710,9 @@ def issue12_bars(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Bar]:
 
 def dp_bars(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Bar]:
     """Issue 16's bar for the DP rows (label with ``dpE``) of scenario (b): the noisy sites'
-    weight share under valuation below FedAvg's (means over seeds; the figures give the seeds
-    where it is lower)."""
+    weight share under valuation below FedAvg's. The verdict is on the means over seeds, as
+    the issue words it; the figures give how many seeds are lower and every seed's pair
+    (valuation/FedAvg), so a mean carried by one seed shows."""
     out: list[Bar] = []
     for label, key, f in rows:
         eps = _dp_of(label)
@@ -723,7 +725,14 @@ def dp_bars(rows: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Bar]:
                 "below FedAvg's (issue 16)",
                 share["valuation_mean"] < share["fedavg_mean"],
                 f"{share['valuation_mean']:.3f} vs {share['fedavg_mean']:.3f}, lower in "
-                f"{share['seeds_lower']}/{len(f['seeds'])} seeds",
+                f"{share['seeds_lower']}/{len(f['seeds'])} seeds (per seed "
+                + ", ".join(
+                    f"{s}: {v:.3f}/{fa:.3f}"
+                    for s, v, fa in zip(
+                        f["seeds"], share["valuation"], share["fedavg"], strict=True
+                    )
+                )
+                + ")",
             )
         )
     return out
@@ -1026,6 +1035,50 @@ def _report(doc: dict[str, Any], results: dict[str, list[SimResult]]) -> dict[st
     return claims
 
 
+MERGE_FREE: Final = ("seeds", "methods", "project_shift")
+"""Settings in which saved runs may differ and still be merged (``--render ... --merge``);
+``project_shift`` only changes the valuation rows, so it is taken from the runs that hold one."""
+
+
+def _merged(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One saved run of several (``--render A B ... --merge``): runs of the same settings but
+    their seeds, methods (e.g. FedAvg in one process, each valuation seed in another) and
+    ``project_shift``, their scenarios' runs put together; an overlap (the same scenario, method
+    and seed twice) or any other setting that differs is refused."""
+    first = docs[0]
+    base = {k: v for k, v in first["settings"].items() if k not in MERGE_FREE}
+    for doc in docs[1:]:
+        other = {k: v for k, v in doc["settings"].items() if k not in MERGE_FREE}
+        if other != base or set(doc["scenarios"]) != set(first["scenarios"]):
+            diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
+            raise SystemExit(f"--merge: the runs differ in {diff or 'their scenarios'}")
+    methods: list[str] = []
+    seeds: set[int] = set()
+    shift = False
+    for doc in docs:
+        st = doc["settings"]
+        methods += [m for m in st["methods"] if m not in methods]
+        seeds |= set(st["seeds"])
+        if any(m in VALUATION_ROWS for m in st["methods"]):
+            shift = shift or bool(st.get("project_shift"))
+    scenarios: dict[str, Any] = {}
+    for key, sc in first["scenarios"].items():
+        runs = [r for doc in docs for r in doc["scenarios"][key]["runs"]]
+        seen = [(r["method"], r.get("valuation_mode"), r["seed"]) for r in runs]
+        if len(set(seen)) != len(seen):
+            raise SystemExit(f"--merge: scenario {key} holds a method and seed twice")
+        scenarios[key] = {**sc, "runs": runs}
+    argv = [a for doc in docs for a in [*doc.get("argv", []), "+"]][:-1]
+    return {
+        **first,
+        "argv": argv,
+        "settings": {**first["settings"], "methods": methods, "seeds": sorted(seeds)}
+        | ({"project_shift": True} if shift else {}),
+        "wall_seconds": sum(float(doc["wall_seconds"]) for doc in docs),
+        "scenarios": scenarios,
+    }
+
+
 def _render(docs: Sequence[dict[str, Any]]) -> int:
     """Print the report of each saved run, then (several runs) one valuation-vs-FedAvg table over
     all of them (one line per alpha and scenario)."""
@@ -1111,6 +1164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the combiner's warm_up_floor (below 1 the warm-up round scores updates from its own "
         "normalised values, at least this share of the full score); default: the combiner's "
         "(1, off)",
+    )
+    parser.add_argument(
+        "--project-shift",
+        action="store_true",
+        help="the round terms' valuation.project_shift (aggregator run --project-shift): the "
+        "validation game values every update with its first-order uniform logit shift removed "
+        "(issue 16, private rounds); default: off",
     )
     parser.add_argument(
         "--value-window",
@@ -1261,9 +1321,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="print the tables of saved runs (their JSON) again, without running anything; "
         "with several, also one valuation-vs-FedAvg table over all of them",
     )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --render: the saved runs as one run (the same settings but their seeds, "
+        "methods and project_shift; e.g. FedAvg and each valuation seed run one at a time)",
+    )
     args = parser.parse_args(argv)
+    if args.merge and not args.render:
+        parser.error("--merge goes with --render")
     if args.render:
-        return _render([json.loads(p.read_text(encoding="utf-8")) for p in args.render])
+        docs = [json.loads(p.read_text(encoding="utf-8")) for p in args.render]
+        return _render([_merged(docs)] if args.merge else docs)
     if args.quick:
         args.seeds, args.rounds = "1", 2
     torch.set_num_threads(args.threads)
@@ -1364,6 +1433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 value_window=args.value_window,
                 value_window_sum=args.value_window_sum,
                 valuation_rule=args.valuation_rule,
+                project_shift=args.project_shift,
             )
             for row in methods:
                 method = cast(Method, "valuation" if row in VALUATION_ROWS else row)
@@ -1410,6 +1480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "warm_up_floor": args.warm_up_floor,
             "value_window": args.value_window,
             "value_window_sum": args.value_window_sum,
+            "project_shift": args.project_shift,
             "threads": args.threads,
             "methods": methods,
             "dp_epsilon": args.dp_epsilon,

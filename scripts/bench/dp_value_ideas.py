@@ -11,11 +11,9 @@ charges to skewed honest sites):
   value is the mean over ``|S| = n-1`` and ``|S| = n-2`` (``S`` not holding it) of the mean
   marginal gain ``v(S + i) - v(S)`` at that size (``top1`` is leave-one-out; below 3 players,
   exact Shapley). Only coalitions near the grand one, where the honest sites' shifts cancel.
-* ``project``: every update is valued with its component along ``g`` removed, where ``g`` is
-  the gradient, at the round's global model, of the mean over the validation images of the
-  logit difference (class 1 minus class 0): the first-order direction that shifts every
-  image's logit by the same amount, through every layer (weights still apply to the real
-  updates; only the game's coalition models see the projected ones).
+* ``project``: built into the product since, as the round terms' ``valuation.project_shift``
+  (``aggregator run --project-shift``, ``accuracy.py --project-shift``); this idea now only
+  adds ``--project-shift`` to accuracy.py's arguments (no patch: the product's code).
 * ``platt``: the balanced-loss utility fitted with a logit scale as well as the intercept
   (binary: ``sigmoid(a * (z1 - z0) + b)``, class-balanced log loss minimised over ``a, b``),
   so a label-unrelated spread of the logits costs only through the ranking.
@@ -30,10 +28,8 @@ from collections.abc import Sequence
 
 import accuracy
 import numpy as np
-import torch
 
 import fedtrail.valuation.round as round_mod
-from fedtrail.ml.models import load_federated
 from fedtrail.valuation.base import Utility
 from fedtrail.valuation.shapley import exact_shapley
 from fedtrail.valuation.utility import CachedUtility, CoalitionUtility, GameValues
@@ -71,45 +67,6 @@ def truncated(layers: int) -> round_mod.Game:
         )
 
     return game
-
-
-_plain_delta = CoalitionUtility._delta
-
-
-def _shift_direction(self: CoalitionUtility) -> np.ndarray:
-    g = getattr(self, "_shift_g", None)
-    if g is not None:
-        return g  # type: ignore[no-any-return]
-    model = self._model
-    load_federated(model, self._stacked.unflatten(self._global))
-    was = model.training
-    model.eval()
-    model.zero_grad(set_to_none=True)
-    images = self._validation.images  # type: ignore[union-attr]
-    n = len(images)
-    for start in range(0, n, 256):
-        z = model(torch.tensor(images[start : start + 256])).to(torch.float64)
-        ((z[:, 1] - z[:, 0]).sum() / n).backward()
-    params = dict(model.named_parameters())
-    parts = []
-    for name, shape in zip(self._stacked.names, self._stacked.shapes, strict=True):
-        p = params.get(name)
-        if p is None or p.grad is None:
-            parts.append(np.zeros(int(np.prod(shape))))
-        else:
-            parts.append(p.grad.detach().to(torch.float64).reshape(-1).numpy())
-    model.zero_grad(set_to_none=True)
-    model.train(was)
-    g = np.concatenate(parts)
-    self._shift_g = g  # type: ignore[attr-defined]
-    return g
-
-
-def _projected_delta(self: CoalitionUtility, player: str) -> np.ndarray:
-    g = _shift_direction(self)
-    row = _plain_delta(self, player)
-    row -= (float(row @ g) / float(g @ g)) * g
-    return row
 
 
 def _platt_loss(self: CoalitionUtility, logits: np.ndarray) -> tuple[float, np.ndarray | None]:
@@ -167,10 +124,11 @@ def main(argv: Sequence[str]) -> int:
         games["shapley"] = truncated(int(idea[3:]))
         round_mod.GAMES = games  # type: ignore[misc]
     elif idea == "project":
-        CoalitionUtility._delta = _projected_delta  # type: ignore[method-assign]
+        args.append("--project-shift")  # the product's option (valuation.project_shift)
     elif idea == "platt":
         CoalitionUtility._loss_utility = _platt_loss  # type: ignore[method-assign]
-    print(f"dp_value_ideas: idea {idea} (patched in this process)", flush=True)
+    how = "the product's --project-shift" if idea == "project" else "patched in this process"
+    print(f"dp_value_ideas: idea {idea} ({how})", flush=True)
     return accuracy.main(args)
 
 
