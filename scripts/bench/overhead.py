@@ -264,20 +264,19 @@ class Parts:
         return timed
 
     def install(self, service: Any) -> None:
+        import re
+
         from web3.providers.rpc import HTTPProvider
 
         import fedtrail.aggregator.service as service_mod
         import fedtrail.node.daemon as daemon_mod
         import fedtrail.storage.residual as residual_mod
+        from fedtrail.storage.store import _Api
 
         # the provider's ``_make_request`` (one request's transport): web3 routes its own
         # requests through a ``make_request`` it bound before this round (its cached request
         # function), so a wrapper of ``make_request`` saw only the requests fedtrail sends
         # past web3's middleware (35 of ~100 a round before the reads and receipts moved there)
-        import re
-
-        from fedtrail.storage.store import _Api
-
         make_request, make_batch = HTTPProvider._make_request, HTTPProvider.make_batch_request
         post, write_file = _Api.post, daemon_mod.atomic_write
 
