@@ -7,9 +7,11 @@ tree, and nonces come from one lock per sender so concurrent threads never colli
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +21,11 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils.abi import collapse_if_tuple
+from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, Web3
+from web3._utils.method_formatters import receipt_formatter
+from web3.datastructures import AttributeDict
+from web3.exceptions import TransactionNotFound
 from web3.providers.rpc import HTTPProvider
 from web3.types import FilterParams, RPCEndpoint, TxParams, TxReceipt
 
@@ -1633,6 +1639,49 @@ def _preflight(w3: Web3, call: Any, sender: str, contract: Any) -> _Preflight | 
     return _Preflight(gas, nonce, fees, tx["to"], tx["data"])
 
 
+_NO_SYNC: weakref.WeakSet[HTTPProvider] = weakref.WeakSet()
+"""Providers whose node answered ``eth_sendRawTransactionSync`` as a method it does not have."""
+
+
+def _send_sync(w3: Web3, raw: bytes, tx_hash: bytes) -> TxReceipt | HexBytes | None:
+    """Sends the signed ``raw`` transaction with ``eth_sendRawTransactionSync`` (EIP-7966; Anvil
+    since 1.3), which answers once it is mined, with its receipt: one round trip for the send
+    and the receipt poll after it (issue 18). Returns the receipt (as web3 formats
+    ``eth_getTransactionReceipt``'s); ``tx_hash`` when the node answered otherwise (an error, a
+    timeout) but holds the transaction, whose receipt the caller then waits for as before; None
+    when the node does not hold it (a node without the method, a rejected transaction): the
+    caller sends it as before (``eth_sendRawTransaction`` through web3), which raises what it
+    raised. A failed look-up of the transaction raises: sending it again could not tell a
+    transaction in the pool from a nonce taken by another process, and would sign a second."""
+    provider = w3.provider
+    if not isinstance(provider, HTTPProvider) or provider in _NO_SYNC:
+        return None
+    answer: Any = None
+    # no answer (a timeout, a dropped connection) is asked about below: did the node take it?
+    with contextlib.suppress(Exception):
+        answer = provider.make_request(
+            RPCEndpoint("eth_sendRawTransactionSync"), [HexBytes(raw).to_0x_hex()]
+        )
+    result = answer.get("result") if isinstance(answer, dict) else None
+    if (
+        isinstance(result, dict)
+        and str(result.get("transactionHash", "")).lower() == HexBytes(tx_hash).to_0x_hex()
+        and result.get("blockNumber") is not None
+        and "status" in result
+    ):
+        return cast(TxReceipt, AttributeDict.recursive(receipt_formatter(result)))
+    try:
+        w3.eth.get_transaction(HexBytes(tx_hash))
+    except TransactionNotFound:
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if isinstance(error, dict) and (
+            error.get("code") == -32601 or "method" in str(error.get("message", "")).lower()
+        ):
+            _NO_SYNC.add(provider)
+        return None
+    return HexBytes(tx_hash)
+
+
 def _send(
     w3: Web3,
     signer: LocalAccount,
@@ -1658,6 +1707,7 @@ def _send(
     chain_id = int(w3.eth.chain_id)
     key = f"{chain_id}:{sender}"  # one lock per account and chain in this process
     tx_hash = None
+    receipt: TxReceipt | None = None
     for attempt in range(4):
         with _SenderLocks.hold(key):
             fees: dict[str, int] = {}
@@ -1689,7 +1739,11 @@ def _send(
                 else:
                     tx = call.build_transaction(cast(TxParams, fields))
                 signed = signer.sign_transaction(tx)
-                tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+                sent = _send_sync(w3, signed.raw_transaction, signed.hash) if ready else None
+                if sent is not None and not isinstance(sent, HexBytes):
+                    receipt, tx_hash = sent, signed.hash  # mined: its receipt, in the answer
+                    break
+                tx_hash = sent or w3.eth.send_raw_transaction(signed.raw_transaction)
                 break
             except Exception as exc:
                 if any(s in str(exc).lower() for s in _NONCE_ERRORS) and attempt < 3:
@@ -1697,12 +1751,13 @@ def _send(
                     continue
                 raise fail(exc, "sending the transaction failed") from exc
     assert tx_hash is not None
-    try:
-        receipt = w3.eth.wait_for_transaction_receipt(
-            tx_hash, timeout=timeout, poll_latency=poll_latency
-        )
-    except Exception as exc:
-        raise TransactionFailed(f"transaction {tx_hash.hex()} not mined: {exc}") from exc
+    if receipt is None:
+        try:
+            receipt = w3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=timeout, poll_latency=poll_latency
+            )
+        except Exception as exc:
+            raise TransactionFailed(f"transaction {tx_hash.hex()} not mined: {exc}") from exc
     if receipt["status"] != 1:
         # Replay before the mined block to recover the custom error (state changed since the
         # estimate); a gas estimate carries the revert data on every provider.

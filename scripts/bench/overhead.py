@@ -193,6 +193,8 @@ def main() -> int:
             result[f"part_{key}_calls"] = parts.calls[key]
         # beyond training: what no timed part covers (Python glue, logging, the steps' own work)
         result["part_other_seconds"] = round(beyond - sum(named.values()), 3)
+        for key, n in sorted(parts.requests.items()):
+            result[f"asked {key}"] = n
     for k, v in result.items():
         print(f"{k:<42} {v}")
     bars = bars_for(args.epochs)
@@ -228,6 +230,13 @@ class Parts:
         self.calls: dict[str, int] = {}
         self._stack: list[float] = []
         self._in_feature = 0
+        # what the round's parts asked for, outside the features: JSON-RPC methods (a batch's
+        # entries each, and the batches as "(batch)"), IPFS endpoints, files written (by kind)
+        self.requests: dict[str, int] = {}
+
+    def count(self, key: str) -> None:
+        if not self._in_feature:
+            self.requests[key] = self.requests.get(key, 0) + 1
 
     def wrap(self, key: str, fn):  # type: ignore[no-untyped-def]
         self.seconds.setdefault(key, 0.0)
@@ -255,22 +264,48 @@ class Parts:
         return timed
 
     def install(self, service: Any) -> None:
+        import re
+
         from web3.providers.rpc import HTTPProvider
 
         import fedtrail.aggregator.service as service_mod
         import fedtrail.node.daemon as daemon_mod
         import fedtrail.storage.residual as residual_mod
+        from fedtrail.storage.store import _Api
 
         # the provider's ``_make_request`` (one request's transport): web3 routes its own
         # requests through a ``make_request`` it bound before this round (its cached request
         # function), so a wrapper of ``make_request`` saw only the requests fedtrail sends
         # past web3's middleware (35 of ~100 a round before the reads and receipts moved there)
-        HTTPProvider._make_request = self.wrap("chain", HTTPProvider._make_request)  # type: ignore[method-assign]
-        HTTPProvider.make_batch_request = self.wrap("chain", HTTPProvider.make_batch_request)  # type: ignore[method-assign]
+        make_request, make_batch = HTTPProvider._make_request, HTTPProvider.make_batch_request
+        post, write_file = _Api.post, daemon_mod.atomic_write
+
+        def one(provider, method, params):  # type: ignore[no-untyped-def]
+            self.count(f"rpc {method}")
+            return make_request(provider, method, params)
+
+        def batch(provider, requests):  # type: ignore[no-untyped-def]
+            self.count("rpc (batch)")
+            for method, _ in requests:
+                self.count(f"rpc {method}")
+            return make_batch(provider, requests)
+
+        def ipfs(api, endpoint, *a, **k):  # type: ignore[no-untyped-def]
+            self.count(f"ipfs {endpoint}")
+            return post(api, endpoint, *a, **k)
+
+        def written(path, data, **kw):  # type: ignore[no-untyped-def]
+            name = re.sub(r"[0-9]+", "N", str(path).rsplit("/", 1)[-1])
+            self.count(f"write {name}" + ("" if kw.get("durable", True) else " (no fsync)"))
+            return write_file(path, data, **kw)
+
+        HTTPProvider._make_request = self.wrap("chain", one)  # type: ignore[method-assign]
+        HTTPProvider.make_batch_request = self.wrap("chain", batch)  # type: ignore[method-assign]
+        _Api.post = ipfs  # type: ignore[method-assign]
         IpfsStore.get = self.wrap("store.get", IpfsStore.get)  # type: ignore[method-assign]
         IpfsStore.put = self.wrap("store.put", IpfsStore.put)  # type: ignore[method-assign]
         IpfsStore.put_many = self.wrap("store.put", IpfsStore.put_many)  # type: ignore[method-assign]
-        write = self.wrap("state_writes", daemon_mod.atomic_write)
+        write = self.wrap("state_writes", written)
         for mod in (daemon_mod, residual_mod, service_mod):
             mod.atomic_write = write  # type: ignore[attr-defined]
         for mod in (daemon_mod, service_mod):

@@ -40,7 +40,13 @@ def test_a_rounds_terms_are_read_once_by_a_node(
     assert gets[terms_cid] == 1, gets
 
 
-_TRANSACTION = {"batch:4", "eth_sendRawTransaction", "eth_getTransactionReceipt", "eth_chainId"}
+_TRANSACTION = {
+    "batch:4",
+    "eth_sendRawTransaction",
+    "eth_sendRawTransactionSync",
+    "eth_getTransactionReceipt",
+    "eth_chainId",
+}
 
 
 def test_each_step_reads_the_round_in_one_batch(
@@ -63,4 +69,5 @@ def test_each_step_reads_the_round_in_one_batch(
     assert node.participate(world.round).phase == "revealed"
     assert sent[0] == "batch:10"
     assert [m for m in sent[1:] if m not in _TRANSACTION] == [], sent
-    assert sent.count("eth_sendRawTransaction") == 1
+    assert sent.count("eth_sendRawTransactionSync") == 1  # its answer is the receipt (issue 18)
+    assert "eth_getTransactionReceipt" not in sent
