@@ -13,15 +13,8 @@ from pathlib import Path
 from fedtrail.errors import FolderLocked
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Writes ``data`` to a temporary file beside ``path``, fsyncs it, and renames it over.
-
-    ``durable=False`` leaves out the fsync (~1-5 ms, and a journal commit, each): for a write
-    whose loss the writer redoes from elsewhere (the chain, the store). A process killed at any
-    point (kill -9) still leaves the old file or the new one, since the kernel holds the written
-    pages; only an operating-system crash or a power cut before the kernel writes them back
-    (seconds) can lose the write, and on a filesystem that does not order a rename after the
-    data it replaces (ext4 does, by default) leave the file empty.
 
     A symbolic link at ``path`` is replaced by the new file, never followed: the file it points
     at is left as it was (a link planted in a shared output folder cannot redirect the write).
@@ -33,8 +26,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = T
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
+            os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-import fedtrail.fsutil as fsutil_mod
 import fedtrail.node.daemon as daemon_mod
 import fedtrail.storage.residual as residual_mod
 from fedtrail.errors import ChainUnreachable
@@ -19,33 +18,19 @@ from tests.node.test_daemon import World
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _record_writes(
-    monkeypatch: pytest.MonkeyPatch, fsynced: dict[str, bool] | None = None
-) -> list[tuple[str, str | None]]:
-    """Every crash-safe write as (file name, the round-1 phase state.json then holds); with
-    ``fsynced``, whether each write fsynced its file, by name and phase ("name:phase")."""
+def _record_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str | None]]:
+    """Every crash-safe write as (file name, the round-1 phase state.json then holds)."""
     writes: list[tuple[str, str | None]] = []
     write = daemon_mod.atomic_write
-    fsyncs = [0]
-    real_fsync = fsutil_mod.os.fsync
 
-    def counted(fd: int) -> None:
-        fsyncs[0] += 1
-        real_fsync(fd)
-
-    monkeypatch.setattr(fsutil_mod.os, "fsync", counted)
-
-    def recorded(path: Any, data: bytes, **kw: Any) -> None:
-        before = fsyncs[0]
-        write(path, data, **kw)
+    def recorded(path: Any, data: bytes) -> None:
+        write(path, data)
         name = Path(path).name
         phase = None
         if name == "state.json":
             rec = NodeState.load(Path(path)).rounds.get(1)
             phase = None if rec is None else rec.phase
         writes.append((name, phase))
-        if fsynced is not None:
-            fsynced[name if phase is None else f"{name}:{phase}"] = fsyncs[0] > before
 
     monkeypatch.setattr(daemon_mod, "atomic_write", recorded)
     monkeypatch.setattr(residual_mod, "atomic_write", recorded)
@@ -87,26 +72,3 @@ def test_the_encoded_record_is_written_when_the_clock_cannot_be_read(
     on_disk = NodeState.load(world.folder(0) / "state.json").rounds[world.round]
     assert on_disk.phase == "encoded"
     assert on_disk.chain_seconds == 0
-
-
-def test_only_the_writes_before_the_commitment_are_fsynced(
-    embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Issue 18: the residual, the blob and the encoded record are fsynced before the
-    commitment goes out (they open it); the committed, stored and revealed records are not,
-    since the chain or the store gives back what they record."""
-    world = World(embedded, tmp_path)
-    node = world.node(0)
-    fsynced: dict[str, bool] = {}
-    _record_writes(monkeypatch, fsynced)
-    assert node.participate(world.round).phase == "committed"
-    world.close_commits()
-    assert node.participate(world.round).phase == "revealed"
-    assert fsynced == {
-        "residual-1.safetensors": True,
-        "update-1.safetensors": True,
-        "state.json:encoded": True,
-        "state.json:committed": False,
-        "state.json:stored": False,
-        "state.json:revealed": False,
-    }
