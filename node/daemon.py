@@ -347,12 +347,9 @@ class NodeState:
                 )
         return cls(rounds)
 
-    def save(self, path: Path, *, durable: bool = True) -> None:
-        """Writes the state crash-safe (:func:`~fedtrail.fsutil.atomic_write`); ``durable=False``
-        without its fsync, for a record the node redoes from the chain or the store when an
-        operating-system crash loses it (a killed process loses nothing either way)."""
+    def save(self, path: Path) -> None:
         doc = {"rounds": {str(k): asdict(v) for k, v in sorted(self.rounds.items())}}
-        atomic_write(path, json.dumps(doc, indent=2).encode("utf-8"), durable=durable)
+        atomic_write(path, json.dumps(doc, indent=2).encode("utf-8"))
 
 
 def _finite(x: float) -> float | None:
@@ -486,19 +483,12 @@ class SiteNode:
             self._terms = {**dict(kept), info.terms_sha256: found}
         return found
 
-    def _save(self, *, durable: bool = True) -> None:
-        """``durable=False`` (no fsync; issue 18) for the records that follow the encoded one:
-        ``committed``, ``stored`` and ``revealed``. If an operating-system crash or a power cut
-        loses one, state.json holds the record before it and the next step redoes what it
-        recorded: a commitment on chain is recognised (:meth:`_commit`), the update is put
-        again (the same bytes, the same CID), a reveal on chain is marked
-        (:meth:`_mark_revealed`). The encoded record (and the blob and residual before it) stays
-        durable: it opens the commitment sent after it. A killed process loses none of them."""
+    def _save(self) -> None:
         for r, key in self._opened.items():
             rec = self.state.rounds.get(r)
             if rec is not None and not rec.opened:
                 rec.opened = key
-        self.state.save(self.state_path, durable=durable)
+        self.state.save(self.state_path)
 
     def _check_opened(
         self,
@@ -640,7 +630,7 @@ class SiteNode:
             # The daemon may have crashed between the store's put and recording it: put again.
             record.cid = self.store.put(self._pending_blob(round_id).read_bytes())  # put pins
             record.phase = "stored"
-            self._save(durable=False)  # lost with the machine: put again, the same CID
+            self._save()
             log.info("round %d: stored update %s", round_id, record.cid)
             self.hooks.at_step("stored")
         return self._reveal(round_id, record, info.reveal_deadline)
@@ -1369,7 +1359,7 @@ class SiteNode:
         if on_chain is not None and on_chain.commitment.removeprefix("0x") != ours:
             return self._skip(record, "the chain holds another commitment of ours")
         record.phase = "committed"
-        self._save(durable=False)  # lost with the machine: the commitment on chain is found
+        self._save()
         self.hooks.at_step("committed")
         return record
 
@@ -1520,7 +1510,7 @@ class SiteNode:
         record.phase = "revealed"
         record.cid, record.sha256 = cid, sha256
         self.state.rounds[round_id] = record
-        self._save(durable=False)  # lost with the machine: the reveal on chain is marked again
+        self._save()
         pending_res = self._pending_residual(round_id)
         if pending_res.exists():
             if ours:
