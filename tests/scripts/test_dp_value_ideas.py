@@ -1,7 +1,7 @@
 """Issue 16's experiment script (scripts/bench/dp_value_ideas.py): the truncated game's one-layer
-case is leave-one-out and its all-layer case exact Shapley; the projection removes the update's
-first-order shift of the mean logit difference; the Platt utility ignores any affine change of
-the logit difference."""
+case is leave-one-out and its all-layer case exact Shapley; the projection (now the product's
+``valuation.project_shift``) removes the update's first-order shift of the mean logit
+difference; the Platt utility ignores any affine change of the logit difference."""
 
 from __future__ import annotations
 
@@ -63,9 +63,10 @@ def test_projection_removes_the_first_order_shift_of_the_mean_logit_difference()
         global_state=glob, spec=spec, candidates=[cand], validation=val, metric="balanced_loss"
     )
     utility = CoalitionUtility(ctx)
-    g = dp_value_ideas._shift_direction(utility)
-    row = dp_value_ideas._projected_delta(utility, "s")
-    assert abs(float(row @ g)) < 1e-9 * float(np.abs(g).sum())
+    # the projection now lives in the product (valuation.project_shift; the script's --idea
+    # project only sets it): the pure shift is removed from the coalition model
+    projecting = CoalitionUtility(ctx, project_shift=True)
+    [(g, _)] = projecting.shift_basis()
 
     def mean_diff(state: dict[str, torch.Tensor]) -> float:
         load_federated(model, state)
@@ -74,12 +75,8 @@ def test_projection_removes_the_first_order_shift_of_the_mean_logit_difference()
 
     base = mean_diff(glob)
     plain = mean_diff(utility.state(frozenset({"s"})))
-    original = CoalitionUtility._delta
-    try:
-        CoalitionUtility._delta = dp_value_ideas._projected_delta  # type: ignore[method-assign]
-        projected = mean_diff(utility.state(frozenset({"s"})))
-    finally:
-        CoalitionUtility._delta = original  # type: ignore[method-assign]
+    projected = mean_diff(projecting.state(frozenset({"s"})))
+    assert float(np.abs(g).sum()) > 0
     assert abs(plain - base) > 0.009
     assert abs(projected - base) < 0.01 * abs(plain - base)
 
