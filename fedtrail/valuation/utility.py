@@ -187,6 +187,18 @@ class CoalitionUtility:
                 row -= (deterministic_sum(row * u) / uu) * u
         return row
 
+    def _flat_grad(self, params: dict[str, nn.Parameter]) -> np.ndarray:
+        """The parameters' gradients flattened in the federated tensors' order, float64; a
+        running statistic (no gradient) contributes zeros."""
+        parts = []
+        for name, shape in zip(self._stacked.names, self._stacked.shapes, strict=True):
+            g = params[name].grad if name in params else None
+            if g is None:
+                parts.append(np.zeros(int(np.prod(shape))))
+            else:
+                parts.append(g.detach().to(torch.float64).reshape(-1).numpy())
+        return np.concatenate(parts)
+
     @property
     def project_shift(self) -> bool:
         """Whether the updates are valued with their uniform logit shift projected out."""
@@ -226,15 +238,7 @@ class CoalitionUtility:
                     z = model(torch.tensor(validation.images[start : start + _BATCH]))
                     z = z.to(torch.float64)
                     ((z[:, cls] - z[:, 0]).sum() / n).backward()
-                params = dict(model.named_parameters())
-                parts = []
-                for name, shape in zip(self._stacked.names, self._stacked.shapes, strict=True):
-                    g = params[name].grad if name in params else None
-                    if g is None:  # a running statistic: no gradient
-                        parts.append(np.zeros(int(np.prod(shape))))
-                    else:
-                        parts.append(g.detach().to(torch.float64).reshape(-1).numpy())
-                u = np.concatenate(parts)
+                u = self._flat_grad(dict(model.named_parameters()))
                 before = deterministic_sum(u * u)
                 for v, vv in basis:
                     u -= (deterministic_sum(u * v) / vv) * v
@@ -319,14 +323,7 @@ class CoalitionUtility:
                 torch.autograd.backward((w * picked).sum())  # d(utility) = d(-loss)
         finally:
             model.train(was_training)
-        parts = []
-        for name, shape in zip(self._stacked.names, self._stacked.shapes, strict=True):
-            g = params[name].grad if name in params else None
-            if g is None:  # a running statistic: no gradient
-                parts.append(np.zeros(int(np.prod(shape))))
-            else:
-                parts.append(g.detach().to(torch.float64).reshape(-1).numpy())
-        grad = np.concatenate(parts)
+        grad = self._flat_grad(params)
         model.zero_grad(set_to_none=True)
         # deterministic_dot, not np.dot: OpenBLAS splits a long dot product across its own
         # threads (OPENBLAS_NUM_THREADS, not torch's), so np.dot's last bits depended on the
