@@ -54,8 +54,7 @@ such a candidate 0; :func:`fedtrail.valuation.value_round` runs it with ``explan
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Final
 
@@ -67,6 +66,7 @@ from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain import Explainer, Explanation, check_method, corners_mask, region_share
 from fedtrail.ml.models import ModelSpec, load_federated
+from fedtrail.ml.threads import one_thread
 from fedtrail.protocol.codes import Reason
 from fedtrail.valuation.base import Candidate, ValuationContext, usable
 
@@ -300,19 +300,6 @@ class ExplanationScorer:
             threshold=self.shift_threshold,
             reason=reason,
         )
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Torch on one intra-op thread, restored after: attributions are sums whose last bits
-    change with the thread count, and an auditor on another machine must recompute the
-    aggregator's components bit for bit (``reasons.explanation_shift``)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _probe_tensor(probe: ImageDataset | np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,7 @@ from fedtrail.errors import ConfigError
 from fedtrail.ml.aggregation import AggregationError, deterministic_sum, unstacked
 from fedtrail.ml.metrics import classification_metrics, fit_intercept, predict_logits
 from fedtrail.ml.models import ModelSpec, SmallCNN, initial_model, load_federated
+from fedtrail.ml.threads import one_thread
 from fedtrail.valuation.base import Candidate, Utility, ValuationContext, usable
 
 __all__ = ["CachedUtility", "CoalitionUtility", "GameValues"]
@@ -215,9 +216,10 @@ class CoalitionUtility:
         the earlier ones). A direction that vanishes (below 1e-24 of its squared norm before,
         e.g. a zero model) is left out. Each gradient is one forward pass in eval mode in
         float32 (batches of 256 images in dataset order, the difference summed in float64) and
-        one backward pass, every dot product a :func:`~fedtrail.ml.aggregation.deterministic_sum`:
-        deterministic for a torch build and thread count, as the metric itself. Computed once
-        per utility."""
+        one backward pass, on one torch thread whatever the caller set (an auditor with other
+        cores gets the same directions), every dot product a
+        :func:`~fedtrail.ml.aggregation.deterministic_sum`: deterministic for a torch build and
+        instruction set. Computed once per utility."""
         if self._shift is not None:
             return self._shift
         assert self._validation is not None
@@ -231,23 +233,24 @@ class CoalitionUtility:
         was_training = model.training
         model.eval()
         basis: list[tuple[np.ndarray, float]] = []
-        try:
-            for cls in range(1, self._classes):
+        with one_thread():  # the directions' bits must not depend on the machine's cores
+            try:
+                for cls in range(1, self._classes):
+                    model.zero_grad(set_to_none=True)
+                    for start in range(0, n, _BATCH):
+                        z = model(torch.tensor(validation.images[start : start + _BATCH]))
+                        z = z.to(torch.float64)
+                        ((z[:, cls] - z[:, 0]).sum() / n).backward()
+                    u = self._flat_grad(dict(model.named_parameters()))
+                    before = deterministic_sum(u * u)
+                    for v, vv in basis:
+                        u -= (deterministic_sum(u * v) / vv) * v
+                    uu = deterministic_sum(u * u)
+                    if uu > 0.0 and uu > 1e-24 * before:
+                        basis.append((u, uu))
+            finally:
                 model.zero_grad(set_to_none=True)
-                for start in range(0, n, _BATCH):
-                    z = model(torch.tensor(validation.images[start : start + _BATCH]))
-                    z = z.to(torch.float64)
-                    ((z[:, cls] - z[:, 0]).sum() / n).backward()
-                u = self._flat_grad(dict(model.named_parameters()))
-                before = deterministic_sum(u * u)
-                for v, vv in basis:
-                    u -= (deterministic_sum(u * v) / vv) * v
-                uu = deterministic_sum(u * u)
-                if uu > 0.0 and uu > 1e-24 * before:
-                    basis.append((u, uu))
-        finally:
-            model.zero_grad(set_to_none=True)
-            model.train(was_training)
+                model.train(was_training)
         self._shift = basis
         return basis
 

@@ -176,3 +176,33 @@ def test_terms_write_the_key_only_when_the_option_is_on() -> None:
     assert "project_shift" not in plain
     opted = AggregatorSettings(project_shift=True).valuation_terms(1, quorum=None, probe=None)
     assert opted.to_json() == {**plain, "project_shift": True}
+
+
+def test_the_shift_directions_do_not_depend_on_the_callers_thread_count(sites: RealSites) -> None:
+    """An auditor with other cores than the aggregator's must project out the same directions:
+    the backward passes that give them run on one torch thread whatever the caller set (with
+    two threads torch splits the gradient sums differently and their last bits move)."""
+    ctx = ValuationContext(
+        global_state=sites.global_state,
+        spec=SPEC,
+        candidates=[
+            Candidate(site=f"0x{i + 1:040x}", num_samples=n, delta=d)
+            for i, (d, n) in enumerate(zip(sites.deltas, sites.num_samples, strict=True))
+        ],
+        validation=sites.validation,
+        metric="balanced_loss",
+    )
+    threads = torch.get_num_threads()
+    bases = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            bases.append(CoalitionUtility(ctx, project_shift=True).shift_basis())
+            assert torch.get_num_threads() == count  # the caller's count is restored
+    finally:
+        torch.set_num_threads(threads)
+    ((u1, uu1),) = bases[0]
+    for basis in bases[1:]:
+        ((u, uu),) = basis
+        assert u.tobytes() == u1.tobytes()
+        assert uu == uu1
