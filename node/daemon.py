@@ -68,6 +68,7 @@ from fedtrail.ledger import (
     Submission,
     commitment,
     decline_commitment,
+    read_decline,
 )
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.metrics import Metrics, evaluate, evaluate_calibrated
@@ -576,9 +577,20 @@ class SiteNode:
             have_blob = record is not None
         if record is None or not have_blob:
             if on_chain is not None:
+                record = record or RoundRecord(round=round_id, phase="committed")
+                declined = read_decline(
+                    on_chain.commitment, self.address, round_id, info.terms_sha256
+                )
+                if declined is not None:
+                    # this site's decline landed but its record did not (a crash between):
+                    # nothing was trained, nothing is lost
+                    return self._skip(
+                        record,
+                        f"declined on chain ({declined.label}) before this node's record of "
+                        "it was saved; nothing to do",
+                    )
                 # Committed, but the update behind the commitment is gone (state or blob lost):
                 # nothing can open the commitment.
-                record = record or RoundRecord(round=round_id, phase="committed")
                 return self._skip(record, "committed, but the committed update is lost locally")
             if now > info.commit_deadline:
                 log.warning("round %d: commit window closed before this node committed", round_id)

@@ -227,3 +227,42 @@ def test_a_store_that_fails_on_fewer_polls_than_the_limit_costs_no_round(
     record = node.participate(r)
     assert record is not None and record.phase == "committed", record
     assert ledger.declines(r) == {}
+
+
+def test_a_decline_whose_record_was_lost_is_read_back_as_a_decline(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """A node that crashed after its decline landed but before state.json recorded it finds,
+    on restart, its own decline on chain: it notes the decline (nothing trained, nothing lost)
+    instead of "committed, but the committed update is lost locally", and sends nothing more."""
+    store = LocalStore(tmp_path / "store")
+    fed = _federation(
+        store,
+        list(embedded.sites[:1]),
+        [SiteFault()],
+        tmp_path,
+        w3=embedded.w3,
+        coordinator=embedded.coordinator,
+    )
+    ledger, node = fed.ledger, fed.nodes[0]
+    real_open = ledger.open_round
+
+    def open_round(signer: Any, cid: str, sha: str, **kwargs: Any) -> Any:
+        blob = store.get(kwargs["terms_cid"], kwargs["terms_sha256"])
+        hidden = store.put(b"not the terms")
+        fed.service._kept[hidden] = blob
+        return real_open(signer, cid, sha, **{**kwargs, "terms_cid": hidden})
+
+    ledger.open_round = open_round  # type: ignore[method-assign]
+    r = fed.service.open_next()
+    first = _after_misses(node, r, missed=0)
+    assert first is not None and "declined on chain (terms unusable)" in first.note
+    del node.state.rounds[r]  # the crash: the transaction landed, the record was not saved
+    node._save()
+    block = ledger.w3.eth.block_number
+    again = node.participate(r)
+    assert again is not None and again.phase == "skipped", again
+    assert "declined on chain (terms unusable) before" in again.note, again.note
+    assert "lost locally" not in again.note
+    assert ledger.w3.eth.block_number == block  # no second transaction
+    assert ledger.declines(r) == {node.address: Decline.TERMS_UNUSABLE}
