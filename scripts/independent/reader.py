@@ -336,6 +336,14 @@ def dp_scored_rule(noise_on, spend_on, peer, asked, decoded_dp, updates):
     return out
 
 
+def zeroed_unusable(reason: int, weight: int, peer: bool) -> bool:
+    """README *Content not given*: an update not usable by the wire format passes
+    ``update.<site>`` when the chain zeroed it: weight 0 and reason TAMPERED or MALFORMED (in a
+    round with a PeerScoringOpened also PEER_REJECTED or WITHHELD)."""
+    allowed = {"TAMPERED", "MALFORMED"} | ({"PEER_REJECTED", "WITHHELD"} if peer else set())
+    return weight == 0 and 0 <= reason < len(REASONS) and REASONS[reason] in allowed
+
+
 def status_rule(lsites, read_as, onchain, aggregator_round, revealed):
     """README *Log status*: lsites the log's entries by address, read_as this reader's reading
     ("ok", "tampered", "malformed", "duplicate") of the revealed updates it read, onchain the
@@ -1809,12 +1817,7 @@ def main(argv=None):
             # format (not given, another sha256, not decoding, not canonical, a wrong header)
             # passes its check only when the chain zeroed it (weight 0) as TAMPERED or
             # MALFORMED (or, in a peer round, PEER_REJECTED or WITHHELD)
-            zeroed = (
-                weight == 0
-                and reason < len(REASONS)
-                and REASONS[reason]
-                in ({"TAMPERED", "MALFORMED"} | ({"PEER_REJECTED", "WITHHELD"} if peer else set()))
-            )
+            zeroed = zeroed_unusable(reason, weight, bool(peer))
             onchain_sha[a] = sub_sha.hex()
             try:
                 blob = ipfs.cat(rev.args.cid)
