@@ -336,6 +336,54 @@ def dp_scored_rule(noise_on, spend_on, peer, asked, decoded_dp, updates):
     return out
 
 
+def standing_chain_rule(r: int, standing_terms: bool, block, earlier) -> tuple[bool, str]:
+    """README *Standing chain*: ``block`` the round log's ``standing`` (None when absent or
+    null), ``standing_terms`` the terms' ``valuation.standing``, ``earlier`` the finalized rounds
+    before ``r`` newest first, each ``(q, cid, sha256 hex, its log's standing or None)``, or
+    ``(q, cid, sha, ValueError(why))`` for a log not given, under another sha256, not JSON or
+    naming another round. Returns (ok, detail)."""
+    if not standing_terms:
+        return block is None, (
+            "valued per round, no standing block"
+            if block is None
+            else "valued per round, yet the log shows standing"
+        )
+    if not isinstance(block, dict):
+        return False, "the terms value with standing; the log has none"
+    source = None
+    for q, cid, sha_hex, st in earlier:  # newest first: the first log with a block
+        if isinstance(st, Exception):
+            return False, f"cannot read round {q}'s log: {st}"
+        if isinstance(st, dict):
+            source = (q, cid, sha_hex, st)
+            break
+    if source is None and earlier:  # none has one: the latest finalized round, no block
+        source = (*earlier[0][:3], None)
+    problems = []
+    if source is None:
+        want_prev, before, valued = None, {}, 0
+    else:
+        q, cid, sha_hex, st = source
+        want_prev = {"round": q, "cid": cid, "sha256": sha_hex}
+        before = st.get("after") if isinstance(st, dict) else {}
+        valued = (
+            st.get("valued_rounds") + 1
+            if isinstance(st, dict) and type(st.get("valued_rounds")) is int
+            else 0
+            if st is None
+            else None
+        )
+    if block.get("previous") != want_prev:
+        problems.append(f"previous {block.get('previous')} is not {want_prev}")
+    if block.get("before") != before:
+        problems.append("'before' differs from the source log's 'after'")
+    if block.get("valued_rounds") != valued:
+        problems.append(f"valued_rounds {block.get('valued_rounds')}, expected {valued}")
+    return not problems, "; ".join(problems) or (
+        f"continues round {source[0]}'s log" if source else "continues nothing (first round)"
+    ) + f", {len(before)} accumulated value(s) carried in"
+
+
 def zeroed_unusable(reason: int, weight: int, peer: bool) -> bool:
     """README *Content not given*: an update not usable by the wire format passes
     ``update.<site>`` when the chain zeroed it: weight 0 and reason TAMPERED or MALFORMED (in a
@@ -1612,6 +1660,29 @@ def main(argv=None):
     history: dict[int, dict] = {}  # finalized round -> its free-rider references
     first_terms: dict | None = None
     summary = []
+    standing_logs: dict = {}  # finalized round -> (log sha256 hex, its standing or "why not")
+
+    def standing_of(q: int, cid: str) -> tuple[str, object]:
+        """README *Standing chain*: round q's log read by its CID against getRound's sha256."""
+        if q not in standing_logs:
+            want = c.functions.getRound(q).call()[10].hex()
+            try:
+                blob = ipfs.cat(cid)
+                doc = json.loads(blob) if sha(blob) == want else None
+                st = (
+                    ValueError("another sha256")
+                    if doc is None
+                    else ValueError(f"it names round {doc.get('round')}")
+                    if doc.get("round") != q
+                    else doc.get("standing")
+                )
+            except NotGiven as exc:
+                st = ValueError(f"not given: {exc}")
+            except ValueError as exc:
+                st = ValueError(f"not JSON: {exc}")
+            standing_logs[q] = (want, st)
+        return standing_logs[q]
+
     for ro in ev["RoundOpened"]:
         r = ro.args.round
         rv = c.functions.getRound(r).call()
@@ -2580,6 +2651,25 @@ def main(argv=None):
                 not bad,
                 f"{len(screened)} screened update(s), claimed-count median {m_c}"
                 + (f"; disagree: {bad}" if bad else ""),
+            )
+        # README *Standing chain*: the block continues the right log (aggregator rounds)
+        standing_terms = bool((terms.get("valuation") or {}).get("standing"))
+        if not peer_round and (standing_terms or log.get("standing") is not None):
+            earlier = []
+            for q in range(r - 1, 0, -1):
+                fq = [e for e in ev["RoundFinalized"] if e.args.round == q]
+                if not fq or c.functions.getRound(q).call()[1] != 3:
+                    continue
+                earlier.append((q, fq[0].args.logCid, *standing_of(q, fq[0].args.logCid)))
+            report(
+                r,
+                "standing.chain",
+                *standing_chain_rule(
+                    r,
+                    standing_terms,
+                    log.get("standing"),
+                    earlier,
+                ),
             )
         # standing: shares, after, reference, scores
         st = log.get("standing")

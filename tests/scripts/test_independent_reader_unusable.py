@@ -184,6 +184,9 @@ def test_the_reader_agrees_with_verify_on_zeroed_unusable_updates(
     assert results[(2, "update.garbler")] == "FAIL"
     assert results[(2, "update.tamperer")] == "PASS"
     assert results[(2, "update.unserved")] == "PASS"
+    # README *Standing chain*: round 2 continues round 1's log, as verify finds
+    assert results[(1, "standing.chain")] == results[(2, "standing.chain")] == "PASS"
+    assert "standing.chain" not in failed_2
     details = {(x["round"], x["check"]): x["detail"] for x in reader.RESULTS}
     assert "not given: missing" in details[(1, "update.unserved")]
 
