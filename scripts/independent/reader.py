@@ -34,6 +34,11 @@ Checks per round (each printed PASS/FAIL/NOTE):
     (*The privacy accountant, exactly*, run from its text), summed and composed rules
   - privacy.scored / privacy.noise: README *Updates that read*, *Privacy noise*, *Privacy scored*
     and *The noise check, exactly* (plain Python run from its text)
+  - content not given (README *Content not given*): every IPFS read bounded (WAIT_SECONDS); an
+    update not usable by the wire format passes update.<site> only when the chain zeroed it
+    TAMPERED or MALFORMED (peer rounds: also PEER_REJECTED, WITHHELD), its tensors unread
+  - standing.chain (README *Standing chain*): the log's standing block continues the source log
+    (previous, before, valued_rounds), found newest first among the finalized rounds' logs
 Not replayed (README *Not given here*, which lists audit verify's checks this reader leaves
 out): the explanation check, the values themselves (private validation split), and others.
 """

@@ -109,9 +109,7 @@ def test_the_reader_agrees_with_verify_on_zeroed_unusable_updates(
         if not downgrade["on"]:
             return report, standing
         sites = [
-            dataclasses.replace(v, reason=Reason.LOW_QUALITY)
-            if v.site == garbler.address
-            else v
+            dataclasses.replace(v, reason=Reason.LOW_QUALITY) if v.site == garbler.address else v
             for v in report.sites
         ]
         return dataclasses.replace(report, sites=sites), standing
