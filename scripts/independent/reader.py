@@ -1894,6 +1894,8 @@ def main(argv=None):
             # passes its check only when the chain zeroed it (weight 0) as TAMPERED or
             # MALFORMED (or, in a peer round, PEER_REJECTED or WITHHELD)
             zeroed = zeroed_unusable(reason, weight, bool(peer))
+            # outside a finalized round verify reads no update: an unusable one is a note
+            unusable_verdict = zeroed if phase == 3 else "NOTE"
             onchain_sha[a] = sub_sha.hex()
             try:
                 blob = ipfs.cat(rev.args.cid)
@@ -1902,7 +1904,7 @@ def main(argv=None):
                 report(
                     r,
                     tag,
-                    zeroed,
+                    unusable_verdict,
                     f"not given: {exc}; chain reason {reason} weight {weight}"
                     + (" (zeroed as unusable: consistent)" if zeroed else ""),
                 )
@@ -1934,7 +1936,7 @@ def main(argv=None):
                 report(
                     r,
                     tag,
-                    wire_ok or zeroed,
+                    True if wire_ok else unusable_verdict,
                     f"{rev.args.cid} sha256 {'ok' if ok_hash else 'MISMATCH'}, decodes ({udoc['compression']['method']}), "
                     f"canonical {canon}, header {utext}"
                     + (
@@ -1948,7 +1950,7 @@ def main(argv=None):
                 report(
                     r,
                     tag,
-                    zeroed,
+                    unusable_verdict,
                     f"{rev.args.cid} sha256 {'ok' if ok_hash else 'MISMATCH'}; does not decode: {exc}; "
                     f"chain reason {reason} weight {weight}"
                     + (" (zeroed as unusable: consistent)" if zeroed else ""),

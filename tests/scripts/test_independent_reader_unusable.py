@@ -151,7 +151,19 @@ def test_the_reader_agrees_with_verify_on_zeroed_unusable_updates(
             0,
         )
 
+    # round 3 stays open: verify reads no update there, and the reader only notes unusable ones
+    assert service.open_next() == 3
+    _commit(ledger, garbler, 3, hashlib.sha256(junk).hexdigest(), 100)
+    _commit(ledger, unserved, 3, hashlib.sha256(never_stored).hexdigest(), 100)
+    _close_commits(ledger, 3)
+    ledger.reveal_update(garbler, 3, store.put(junk), hashlib.sha256(junk).hexdigest(), 100)
+    ledger.reveal_update(
+        unserved, 3, compute_cid(never_stored), hashlib.sha256(never_stored).hexdigest(), 100
+    )
+    assert ledger.get_round(3).phase == Phase.OPEN
+
     audits = {a.round: a for a in verify_all(ledger, store)}
+    assert [c.name for c in audits[3].checks if c.failed] == []
     failed_1 = [c.name for c in audits[1].checks if c.failed]
     failed_2 = {c.name for c in audits[2].checks if c.failed}
     assert failed_1 == []
@@ -173,8 +185,10 @@ def test_the_reader_agrees_with_verify_on_zeroed_unusable_updates(
     started = time.monotonic()
     results = _run_reader(reader, argv)
     took = time.monotonic() - started
-    # two unserved CIDs, each bounded by the reader's wait (10 s), not a hang or a crash
-    assert took < 2 * reader.WAIT_SECONDS + 90, took
+    # three unserved CIDs, each bounded by the reader's wait (10 s), not a hang or a crash
+    assert took < 3 * reader.WAIT_SECONDS + 90, took
+    assert [check for (rnd, check), res in results.items() if rnd == 3 and res == "FAIL"] == []
+    assert results[(3, "update.garbler")] == results[(3, "update.unserved")] == "NOTE"
     fails_1 = [check for (rnd, check), res in results.items() if rnd == 1 and res == "FAIL"]
     assert fails_1 == []
     for name in ("tamperer", "garbler", "unserved"):
