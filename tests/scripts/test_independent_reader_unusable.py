@@ -4,7 +4,10 @@ given*. A tampered blob (bytes of a valid update under another sha256), an undec
 (hash ok) and one under a CID nobody serves are each scored 0 as TAMPERED or MALFORMED; both
 readers pass the round. Round 2 zeroes the undecodable update as LOW_QUALITY instead: both fail
 it. Before session 52 the reader failed round 1's three ``update.*`` checks (verify passed
-them), and on the unserved CID it waited 60 s and died of a read timeout, with no verdict."""
+them), and on the unserved CID it waited 60 s and died of a read timeout, with no verdict.
+Round 3, left open with the same junk and unserved updates: verify reads no update there, the
+reader notes them. Then round 2's log is withdrawn from the store: both fail its hash check
+(verify's ``log.hash``, the reader's ``log.sha256``: "not given"), neither hangs."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import requests
 from eth_account.signers.local import LocalAccount
 
 from fedtrail.aggregator.service import AggregatorSettings
@@ -201,6 +205,22 @@ def test_the_reader_agrees_with_verify_on_zeroed_unusable_updates(
     assert "standing.chain" not in failed_2
     details = {(x["round"], x["check"]): x["detail"] for x in reader.RESULTS}
     assert "not given: missing" in details[(1, "update.unserved")]
+
+    # round 2's log withdrawn from the store: both fail its hash check, neither hangs
+    api = reader.ipfs_url("ipfs:" + ipfs_api) + "/api/v0/"
+    log_cid = ledger.get_round(2).log_cid
+    requests.post(api + "pin/rm", params={"arg": log_cid}, timeout=30)
+    requests.post(api + "block/rm", params={"arg": log_cid}, timeout=30).raise_for_status()
+    audits = {a.round: a for a in verify_all(ledger, store)}
+    assert [c.name for c in audits[1].checks if c.failed] == []
+    assert "log.hash" in {c.name for c in audits[2].checks if c.failed}
+    results = _run_reader(reader, argv)
+    assert [check for (rnd, check), res in results.items() if rnd == 1 and res == "FAIL"] == []
+    assert results[(2, "log.sha256")] == "FAIL"
+    detail = next(
+        x["detail"] for x in reader.RESULTS if x["round"] == 2 and x["check"] == "log.sha256"
+    )
+    assert detail.startswith("not given: missing"), detail
 
 
 def test_an_unserved_cid_is_a_bounded_verdict(ipfs_api: str) -> None:
