@@ -34,6 +34,11 @@ Checks per round (each printed PASS/FAIL/NOTE):
     (*The privacy accountant, exactly*, run from its text), summed and composed rules
   - privacy.scored / privacy.noise: README *Updates that read*, *Privacy noise*, *Privacy scored*
     and *The noise check, exactly* (plain Python run from its text)
+  - content not given (README *Content not given*): every IPFS read bounded (WAIT_SECONDS); an
+    update not usable by the wire format passes update.<site> only when the chain zeroed it
+    TAMPERED or MALFORMED (peer rounds: also PEER_REJECTED, WITHHELD), its tensors unread
+  - standing.chain (README *Standing chain*): the log's standing block continues the source log
+    (previous, before, valued_rounds), found newest first among the finalized rounds' logs
 Not replayed (README *Not given here*, which lists audit verify's checks this reader leaves
 out): the explanation check, the values themselves (private validation split), and others.
 """
@@ -336,6 +341,62 @@ def dp_scored_rule(noise_on, spend_on, peer, asked, decoded_dp, updates):
     return out
 
 
+def standing_chain_rule(r: int, standing_terms: bool, block, earlier) -> tuple[bool, str]:
+    """README *Standing chain*: ``block`` the round log's ``standing`` (None when absent or
+    null), ``standing_terms`` the terms' ``valuation.standing``, ``earlier`` the finalized rounds
+    before ``r`` newest first, each ``(q, cid, sha256 hex, its log's standing or None)``, or
+    ``(q, cid, sha, ValueError(why))`` for a log not given, under another sha256, not JSON or
+    naming another round. Returns (ok, detail)."""
+    if not standing_terms:
+        return block is None, (
+            "valued per round, no standing block"
+            if block is None
+            else "valued per round, yet the log shows standing"
+        )
+    if not isinstance(block, dict):
+        return False, "the terms value with standing; the log has none"
+    source = None
+    for q, cid, sha_hex, st in earlier:  # newest first: the first log with a block
+        if isinstance(st, Exception):
+            return False, f"cannot read round {q}'s log: {st}"
+        if isinstance(st, dict):
+            source = (q, cid, sha_hex, st)
+            break
+    if source is None and earlier:  # none has one: the latest finalized round, no block
+        source = (*earlier[0][:3], None)
+    problems = []
+    if source is None:
+        want_prev, before, valued = None, {}, 0
+    else:
+        q, cid, sha_hex, st = source
+        want_prev = {"round": q, "cid": cid, "sha256": sha_hex}
+        before = st.get("after") if isinstance(st, dict) else {}
+        valued = (
+            st.get("valued_rounds") + 1
+            if isinstance(st, dict) and type(st.get("valued_rounds")) is int
+            else 0
+            if st is None
+            else None
+        )
+    if block.get("previous") != want_prev:
+        problems.append(f"previous {block.get('previous')} is not {want_prev}")
+    if block.get("before") != before:
+        problems.append("'before' differs from the source log's 'after'")
+    if block.get("valued_rounds") != valued:
+        problems.append(f"valued_rounds {block.get('valued_rounds')}, expected {valued}")
+    return not problems, "; ".join(problems) or (
+        f"continues round {source[0]}'s log" if source else "continues nothing (first round)"
+    ) + f", {len(before)} accumulated value(s) carried in"
+
+
+def zeroed_unusable(reason: int, weight: int, peer: bool) -> bool:
+    """README *Content not given*: an update not usable by the wire format passes
+    ``update.<site>`` when the chain zeroed it: weight 0 and reason TAMPERED or MALFORMED (in a
+    round with a PeerScoringOpened also PEER_REJECTED or WITHHELD)."""
+    allowed = {"TAMPERED", "MALFORMED"} | ({"PEER_REJECTED", "WITHHELD"} if peer else set())
+    return weight == 0 and 0 <= reason < len(REASONS) and REASONS[reason] in allowed
+
+
 def status_rule(lsites, read_as, onchain, aggregator_round, revealed):
     """README *Log status*: lsites the log's entries by address, read_as this reader's reading
     ("ok", "tampered", "malformed", "duplicate") of the revealed updates it read, onchain the
@@ -375,14 +436,46 @@ def report(rnd, check, ok, detail):
 
 
 # ---------------------------------------------------------------- IPFS (HTTP RPC API)
+WAIT_SECONDS = 10  # README *Content not given*: the wait for a CID's first bytes
+META_KEYS = {"compression", "format_version", "kind", "round", "spec_hash"}
+NOT_A_FILE_WORDS = ("directory", "pbnode", "unixfs", "protocol buffer")
+
+
+class NotGiven(Exception):
+    """README *Content not given*: the store gives no bytes for a CID. ``kind``: "missing"
+    (no answer within the wait, or the daemon says not found / timed out), "not a file" or
+    "invalid cid" (both fixed by the chain's CID alone)."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
 class Ipfs:
-    def __init__(self, url):
+    def __init__(self, url, wait: float = WAIT_SECONDS):
         self.url = url.rstrip("/")
+        self.wait = wait
 
     def cat(self, cid: str) -> bytes:
-        r = requests.post(f"{self.url}/api/v0/cat", params={"arg": cid}, timeout=60)
-        r.raise_for_status()
-        return r.content
+        """The bytes under ``cid``, or NotGiven: the daemon's own ``timeout`` and this
+        request's both bound the wait (an offline daemon never answers "not found" for content
+        nobody serves: attacks a67, a80, a81), so an unserved CID is a verdict, not a hang."""
+        try:
+            r = requests.post(
+                f"{self.url}/api/v0/cat",
+                params={"arg": cid, "timeout": f"{self.wait:g}s"},
+                timeout=(self.wait, self.wait),
+            )
+        except requests.Timeout:
+            raise NotGiven("missing", f"{cid}: no answer within {self.wait:g}s") from None
+        if r.status_code == 200:
+            return r.content
+        text = r.text[:300].lower()
+        if any(w in text for w in NOT_A_FILE_WORDS):
+            raise NotGiven("not a file", f"{cid}: {r.text[:200]}")
+        if "invalid" in text and ("cid" in text or "query input" in text):
+            raise NotGiven("invalid cid", f"{cid}: {r.text[:200]}")
+        raise NotGiven("missing", f"{cid}: HTTP {r.status_code} {r.text[:200]}")
 
 
 def ipfs_url(store: str) -> str:
@@ -1572,6 +1665,29 @@ def main(argv=None):
     history: dict[int, dict] = {}  # finalized round -> its free-rider references
     first_terms: dict | None = None
     summary = []
+    standing_logs: dict = {}  # finalized round -> (log sha256 hex, its standing or "why not")
+
+    def standing_of(q: int, cid: str) -> tuple[str, object]:
+        """README *Standing chain*: round q's log read by its CID against getRound's sha256."""
+        if q not in standing_logs:
+            want = c.functions.getRound(q).call()[10].hex()
+            try:
+                blob = ipfs.cat(cid)
+                doc = json.loads(blob) if sha(blob) == want else None
+                st = (
+                    ValueError("another sha256")
+                    if doc is None
+                    else ValueError(f"it names round {doc.get('round')}")
+                    if doc.get("round") != q
+                    else doc.get("standing")
+                )
+            except NotGiven as exc:
+                st = ValueError(f"not given: {exc}")
+            except ValueError as exc:
+                st = ValueError(f"not JSON: {exc}")
+            standing_logs[q] = (want, st)
+        return standing_logs[q]
+
     for ro in ev["RoundOpened"]:
         r = ro.args.round
         rv = c.functions.getRound(r).call()
@@ -1624,14 +1740,34 @@ def main(argv=None):
             )
 
         # ---- start model and terms
-        start_blob = ipfs.cat(ro.args.modelCid)
+        # README *Content not given*: a start model or terms the store does not give fail
+        # their check in a finalized round (a note in any other), and the round is not replayed
+        try:
+            start_blob = ipfs.cat(ro.args.modelCid)
+        except NotGiven as exc:
+            report(
+                r,
+                "start_model.sha256",
+                False if phase == 3 else "NOTE",
+                f"not given: {exc}; round not replayed",
+            )
+            continue
         report(
             r,
             "start_model.sha256",
             sha(start_blob) == start_sha.hex(),
             f"{ro.args.modelCid} {sha(start_blob)[:16]}",
         )
-        terms_blob = ipfs.cat(ro.args.termsCid)
+        try:
+            terms_blob = ipfs.cat(ro.args.termsCid)
+        except NotGiven as exc:
+            report(
+                r,
+                "terms.sha256",
+                False if phase == 3 else "NOTE",
+                f"not given: {exc}; round not replayed",
+            )
+            continue
         report(
             r,
             "terms.sha256",
@@ -1722,6 +1858,7 @@ def main(argv=None):
         commitments = {}
         readable = set()
         blobs: dict = {}
+        not_given: dict = {}  # site -> NotGiven.kind, for an update the store did not give
         onchain_sha: dict = {}
         for e in commits:
             a = e.args.site.lower()
@@ -1752,9 +1889,28 @@ def main(argv=None):
                 rev.args.sha256 == sub_sha and rev.args.numSamples == n,
                 f"UpdateSubmitted sha256/numSamples vs getSubmission (n={n} storage, {rev.args.numSamples} event)",
             )
-            blob = ipfs.cat(rev.args.cid)
+            # README *Content not given* and *Usable*: an update that is not usable by the wire
+            # format (not given, another sha256, not decoding, not canonical, a wrong header)
+            # passes its check only when the chain zeroed it (weight 0) as TAMPERED or
+            # MALFORMED (or, in a peer round, PEER_REJECTED or WITHHELD)
+            zeroed = zeroed_unusable(reason, weight, bool(peer))
+            # outside a finalized round verify reads no update: an unusable one is a note
+            unusable_verdict = zeroed if phase == 3 else "NOTE"
+            onchain_sha[a] = sub_sha.hex()
+            try:
+                blob = ipfs.cat(rev.args.cid)
+            except NotGiven as exc:
+                blobs[a], not_given[a] = None, exc.kind
+                report(
+                    r,
+                    tag,
+                    unusable_verdict,
+                    f"not given: {exc}; chain reason {reason} weight {weight}"
+                    + (" (zeroed as unusable: consistent)" if zeroed else ""),
+                )
+                continue
             ok_hash = sha(blob) == sub_sha.hex()
-            blobs[a], onchain_sha[a] = blob, sub_sha.hex()
+            blobs[a] = blob
             try:
                 _, umeta, ut = parse_safetensors(blob)
                 utext, udoc = fedtrail_meta(umeta)
@@ -1764,27 +1920,40 @@ def main(argv=None):
                     and udoc.get("round") == r
                     and udoc.get("format_version") == 1
                     and udoc.get("spec_hash") == spec_hash
+                    and set(udoc) - {"dp"} == META_KEYS  # README *Wire format*: these, "dp"
+                    and ("dp" not in udoc or valid_dp(udoc["dp"]))
                 )
-                if hdr_ok and ("dp" not in udoc or valid_dp(udoc["dp"])):
+                if ok_hash and hdr_ok:
                     header_dp[(r, a)] = udoc.get("dp")  # README *Privacy scored*: header reads
-                deltas[a] = decode_update(ut, udoc, shapes)
+                decoded = decode_update(ut, udoc, shapes)
                 hdrs[a] = udoc
-                if ok_hash and canon and hdr_ok and ("dp" not in udoc or valid_dp(udoc["dp"])):
+                # README *Content not given*: usable by the wire format, or its tensors unread
+                wire_ok = ok_hash and canon and hdr_ok
+                if wire_ok:
+                    deltas[a] = decoded
                     readable.add(a)
                     dp_seen[(r, a)] = udoc.get("dp")
                 report(
                     r,
                     tag,
-                    ok_hash and canon and hdr_ok,
+                    True if wire_ok else unusable_verdict,
                     f"{rev.args.cid} sha256 {'ok' if ok_hash else 'MISMATCH'}, decodes ({udoc['compression']['method']}), "
-                    f"canonical {canon}, header {utext}",
+                    f"canonical {canon}, header {utext}"
+                    + (
+                        ""
+                        if wire_ok
+                        else f"; chain reason {reason} weight {weight}"
+                        + (" (zeroed as unusable: consistent)" if zeroed else "")
+                    ),
                 )
             except Exception as exc:
                 report(
                     r,
                     tag,
-                    False,
-                    f"{rev.args.cid} sha256 {'ok' if ok_hash else 'MISMATCH'}; does not decode: {exc}",
+                    unusable_verdict,
+                    f"{rev.args.cid} sha256 {'ok' if ok_hash else 'MISMATCH'}; does not decode: {exc}; "
+                    f"chain reason {reason} weight {weight}"
+                    + (" (zeroed as unusable: consistent)" if zeroed else ""),
                 )
 
         for e in commits:  # README *Privacy scored*: what a later composed update reads back
@@ -1793,7 +1962,7 @@ def main(argv=None):
                 continue
             if (r, a) in header_dp:
                 earlier_state[(r, a)] = header_dp[(r, a)] or "unbacked"
-            elif sha(blobs[a]) == onchain_sha[a]:
+            elif blobs[a] is not None and sha(blobs[a]) == onchain_sha[a]:
                 earlier_state[(r, a)] = "unbacked"
             elif onchain[a][4] == 0 and REASONS[onchain[a][3]] in UNAVAILABLE_REASONS:
                 earlier_state[(r, a)] = "unavailable"
@@ -1836,7 +2005,7 @@ def main(argv=None):
                         or ((ldoc.get("settings") or {}).get("valuation") or {}).get("mode")
                         == "peers"
                     )
-                except (ValueError, AttributeError, requests.RequestException):
+                except (ValueError, AttributeError, requests.RequestException, NotGiven):
                     pass  # an unreadable log: log.sha256 and the log checks say so
         if phase == 3:
             comb = dict(LATER_THRESHOLDS)
@@ -1882,15 +2051,19 @@ def main(argv=None):
                         onchain[a][1],
                         (entries, mine[-1].args.totalMicro if mine else 0),
                     )
-                read_as_now[a] = (
-                    "tampered"
-                    if sha(blobs[a]) != onchain_sha[a]
-                    else "malformed"
-                    if a not in readable or (need_dp_now and dpa is None) or lacks or breach
-                    else "duplicate"
-                    if a in copies_now
-                    else "ok"
-                )
+                if blobs[a] is None:  # README *Log status*: not given here
+                    if not_given[a] in ("not a file", "invalid cid"):
+                        read_as_now[a] = "malformed"  # fixed by the chain's CID alone
+                else:
+                    read_as_now[a] = (
+                        "tampered"
+                        if sha(blobs[a]) != onchain_sha[a]
+                        else "malformed"
+                        if a not in readable or (need_dp_now and dpa is None) or lacks or breach
+                        else "duplicate"
+                        if a in copies_now
+                        else "ok"
+                    )
                 upd[a] = {
                     "reads": reads,
                     "dp": dpa,
@@ -2194,7 +2367,11 @@ def main(argv=None):
             )
             continue
         f = fin[0].args
-        gblob = ipfs.cat(f.globalCid)
+        try:  # README *Content not given*
+            gblob = ipfs.cat(f.globalCid)
+        except NotGiven as exc:
+            report(r, "global.sha256", False, f"not given: {exc}; round not replayed further")
+            continue
         report(
             r,
             "global.sha256",
@@ -2214,7 +2391,11 @@ def main(argv=None):
             ],
             "global_delta": {k: (g_tensors[k] - start[k]).astype(np.float32) for k in start},
         }
-        lblob = ipfs.cat(f.logCid)
+        try:  # README *Content not given*
+            lblob = ipfs.cat(f.logCid)
+        except NotGiven as exc:
+            report(r, "log.sha256", False, f"not given: {exc}; round not replayed further")
+            continue
         report(
             r,
             "log.sha256",
@@ -2477,6 +2658,25 @@ def main(argv=None):
                 not bad,
                 f"{len(screened)} screened update(s), claimed-count median {m_c}"
                 + (f"; disagree: {bad}" if bad else ""),
+            )
+        # README *Standing chain*: the block continues the right log (aggregator rounds)
+        standing_terms = bool((terms.get("valuation") or {}).get("standing"))
+        if not peer_round and (standing_terms or log.get("standing") is not None):
+            earlier = []
+            for q in range(r - 1, 0, -1):
+                fq = [e for e in ev["RoundFinalized"] if e.args.round == q]
+                if not fq or c.functions.getRound(q).call()[1] != 3:
+                    continue
+                earlier.append((q, fq[0].args.logCid, *standing_of(q, fq[0].args.logCid)))
+            report(
+                r,
+                "standing.chain",
+                *standing_chain_rule(
+                    r,
+                    standing_terms,
+                    log.get("standing"),
+                    earlier,
+                ),
             )
         # standing: shares, after, reference, scores
         st = log.get("standing")
