@@ -1681,8 +1681,9 @@ def _lost_answer(w3: Web3, exc: BaseException) -> bool:
     answered) is not; nor is anything on the embedded chain, which has no transport."""
     if isinstance(w3.provider, EthereumTesterProvider):
         return False
-    if isinstance(exc, RequestTimedOut) or "timed out" in str(exc).lower():
-        return True
+    text = str(exc).lower()
+    if isinstance(exc, RequestTimedOut) or "timed out" in text or "timeout" in text:
+        return True  # a gateway's or the node's own timeout: the send may still go through
     return not isinstance(exc, Web3RPCError | ContractLogicError)
 
 

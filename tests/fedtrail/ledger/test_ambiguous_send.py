@@ -368,3 +368,31 @@ def test_a_failed_look_up_raises_and_sends_nothing_more(anvil: ChainEnv) -> None
     assert [m for m, _ in proxy.sends] == ["eth_sendRawTransactionSync"]
     assert anvil.w3.eth.get_transaction_count(site.address) == nonce + 1
     assert _commits(ledger, round_id, site.address) == [tx]
+
+
+def test_a_node_that_says_it_holds_a_transaction_it_does_not_return_gets_no_second(
+    anvil: ChainEnv,
+) -> None:
+    """The sync send's answer is lost (the node never got it) and the resend is refused with
+    "already known", yet the node does not return the transaction: the client does not guess,
+    it raises naming the transaction and signs nothing else."""
+    ledger = anvil.deploy()
+    site = anvil.sites[0]
+    round_id = _open(ledger, anvil, site)
+
+    def fault(proxy: _Proxy, request: dict[str, Any]) -> Any:
+        if request["method"] == "eth_sendRawTransactionSync":
+            return _DROP
+        if request["method"] == "eth_sendRawTransaction":
+            return _error("already known", request)
+        return proxy.forward(request)
+
+    nonce = anvil.w3.eth.get_transaction_count(site.address)
+    with _proxy(anvil, fault) as proxy, pytest.raises(LedgerError, match="does not return it"):
+        _through(proxy, ledger).commit_update(
+            site, round_id, commitment(site.address, round_id, "ab" * 32, 7)
+        )
+    assert len(proxy.signed()) == 1
+    assert [m for m, _ in proxy.sends] == ["eth_sendRawTransactionSync", "eth_sendRawTransaction"]
+    assert anvil.w3.eth.get_transaction_count(site.address) == nonce
+    assert _commits(ledger, round_id, site.address) == []
