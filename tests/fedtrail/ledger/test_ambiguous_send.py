@@ -233,12 +233,12 @@ def test_a_timed_out_send_retried_by_web3_into_nonce_too_low_is_not_signed_again
         answer = proxy.forward(request)
         if request["method"] == "eth_sendRawTransaction" and not slow:
             slow.append(True)
-            time.sleep(2.5)  # past the client's 1.5 s
+            time.sleep(4.0)  # past the client's 3 s
         return answer
 
     nonce = anvil.w3.eth.get_transaction_count(site.address)
     with _proxy(anvil, fault) as proxy:
-        result = _through(proxy, ledger, timeout=1.5).commit_update(
+        result = _through(proxy, ledger, timeout=3.0).commit_update(
             site, round_id, commitment(site.address, round_id, "ab" * 32, 7)
         )
     assert proxy.signed() == [result.tx_hash]
