@@ -182,7 +182,7 @@ def test_a_lost_sync_answer_whose_transaction_lands_during_the_resend_is_waited_
     assert [m for m, _ in proxy.sends] == ["eth_sendRawTransactionSync", "eth_sendRawTransaction"]
     assert anvil.w3.eth.get_transaction_count(site.address) == nonce + 1
     assert _commits(ledger, round_id, site.address) == [result.tx_hash]
-    receipt = anvil.w3.eth.get_transaction_receipt(result.tx_hash)
+    receipt = anvil.w3.eth.get_transaction_receipt(HexBytes(result.tx_hash))
     assert (receipt["status"], receipt["blockNumber"]) == (1, result.block_number)
 
 
@@ -296,7 +296,7 @@ def test_an_original_that_reverted_raises_its_error_without_a_second_signature(
         )
     assert len(proxy.signed()) == 1
     assert anvil.w3.eth.get_transaction_count(site.address) == nonce + 1
-    receipt = anvil.w3.eth.get_transaction_receipt(proxy.signed()[0])
+    receipt = anvil.w3.eth.get_transaction_receipt(HexBytes(proxy.signed()[0]))
     assert receipt["status"] == 0
     assert _commits(ledger, round_id, site.address) == []
 
@@ -313,7 +313,7 @@ def test_a_nonce_another_process_took_is_signed_again_with_the_next(anvil: Chain
     def fault(proxy: _Proxy, request: dict[str, Any]) -> Any:
         if request["method"] == "eth_sendRawTransactionSync" and not other:
             pending = anvil.w3.eth.get_transaction_count(site.address, "pending")
-            tx = {
+            tx: dict[str, Any] = {
                 "to": site.address,
                 "value": 0,
                 "gas": 21_000,
@@ -337,8 +337,8 @@ def test_a_nonce_another_process_took_is_signed_again_with_the_next(anvil: Chain
     first, second = proxy.signed()
     assert second == result.tx_hash and first != second
     assert anvil.w3.eth.get_transaction_count(site.address) == nonce + 2
-    assert anvil.w3.eth.get_transaction(other[0])["nonce"] == nonce
-    assert anvil.w3.eth.get_transaction(result.tx_hash)["nonce"] == nonce + 1
+    assert anvil.w3.eth.get_transaction(HexBytes(other[0]))["nonce"] == nonce
+    assert anvil.w3.eth.get_transaction(HexBytes(result.tx_hash))["nonce"] == nonce + 1
     assert _commits(ledger, round_id, site.address) == [result.tx_hash]
 
 
