@@ -7,7 +7,6 @@ tree, and nonces come from one lock per sender so concurrent threads never colli
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
 import time
@@ -19,13 +18,19 @@ from typing import Any, ClassVar, Final, cast
 
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
+from eth_account.datastructures import SignedTransaction
 from eth_account.signers.local import LocalAccount
 from eth_utils.abi import collapse_if_tuple
 from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, Web3
 from web3._utils.method_formatters import receipt_formatter
 from web3.datastructures import AttributeDict
-from web3.exceptions import TransactionNotFound
+from web3.exceptions import (
+    ContractLogicError,
+    RequestTimedOut,
+    TransactionNotFound,
+    Web3RPCError,
+)
 from web3.providers.rpc import HTTPProvider
 from web3.types import FilterParams, RPCEndpoint, TxParams, TxReceipt
 
@@ -76,7 +81,8 @@ from fedtrail.protocol.weights import DEFAULT_REPUTATION_ALPHA, SCORE_SCALE
 class _SenderLocks:
     """One lock per sender in this process: the nonce is read from the node's pending count and
     the transaction sent while the lock is held, so threads never reuse a nonce. Other processes
-    using the same key are handled by retrying on the node's nonce errors."""
+    using the same key are handled by signing again on the node's nonce errors, once the node
+    said it holds none of the call's own transactions (:func:`_send`)."""
 
     _guard = threading.Lock()
     _locks: ClassVar[dict[str, threading.Lock]] = {}
@@ -93,9 +99,13 @@ class _SenderLocks:
 _NONCE_ERRORS = (
     "nonce too low",
     "invalid transaction nonce",
-    "already known",
     "replacement transaction underpriced",
 )
+"""A node's refusals of a send because the nonce is taken: by this call's own transaction (the
+node holds it, :func:`_own_transaction` finds it) or by another process with the same key."""
+_HELD_ERRORS = ("already known", "already imported", "alreadyknown", "known transaction")
+"""A node's refusals of a send because it already holds these very bytes (geth: "already
+known"; Anvil: "transaction already imported")."""
 
 
 # --------------------------------------------------------------------------- the client
@@ -1643,43 +1653,82 @@ _NO_SYNC: weakref.WeakSet[HTTPProvider] = weakref.WeakSet()
 """Providers whose node answered ``eth_sendRawTransactionSync`` as a method it does not have."""
 
 
-def _send_sync(w3: Web3, raw: bytes, tx_hash: bytes) -> TxReceipt | HexBytes | None:
+def _own_transaction(w3: Web3, hashes: Sequence[HexBytes], failure: object) -> HexBytes | None:
+    """The first of ``hashes`` (the transactions signed for one call) that the node holds,
+    pooled or mined (``eth_getTransactionByHash``); None when it holds none of them. Asked
+    after a send that failed or whose answer was lost (``failure``, for the message): a
+    transaction of the call that reached the node is waited for, never signed again. A look-up
+    that fails raises LedgerError: without its answer the client cannot tell a transaction in
+    the pool from one the node never got, and signing another could run the call twice."""
+    for tx_hash in hashes:
+        try:
+            w3.eth.get_transaction(tx_hash)
+        except TransactionNotFound:
+            continue
+        except Exception as exc:
+            raise LedgerError(
+                f"sending transaction {tx_hash.to_0x_hex()} failed ({failure}) and asking the "
+                f"node whether it holds it failed too ({exc}): not signed again; it may still "
+                "be mined (compare the sender's nonce with the node's)"
+            ) from exc
+        return tx_hash
+    return None
+
+
+def _lost_answer(w3: Web3, exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a send, may hide a transaction the node took: a timeout, a
+    dropped connection, an unreadable reply. The node's own JSON-RPC refusal (an error it
+    answered) is not; nor is anything on the embedded chain, which has no transport."""
+    if isinstance(w3.provider, EthereumTesterProvider):
+        return False
+    text = str(exc).lower()
+    if isinstance(exc, RequestTimedOut) or "timed out" in text or "timeout" in text:
+        return True  # a gateway's or the node's own timeout: the send may still go through
+    return not isinstance(exc, Web3RPCError | ContractLogicError)
+
+
+def _send_sync(w3: Web3, raw: bytes, tx_hash: HexBytes) -> TxReceipt | HexBytes | None:
     """Sends the signed ``raw`` transaction with ``eth_sendRawTransactionSync`` (EIP-7966; Anvil
     since 1.3), which answers once it is mined, with its receipt: one round trip for the send
     and the receipt poll after it (issue 18). Returns the receipt (as web3 formats
     ``eth_getTransactionReceipt``'s); ``tx_hash`` when the node answered otherwise (an error, a
     timeout) but holds the transaction, whose receipt the caller then waits for as before; None
-    when the node does not hold it (a node without the method, a rejected transaction): the
-    caller sends it as before (``eth_sendRawTransaction`` through web3), which raises what it
-    raised. A failed look-up of the transaction raises: sending it again could not tell a
-    transaction in the pool from a nonce taken by another process, and would sign a second."""
+    when the node does not hold it (a node without the method, a rejected transaction, one
+    still on its way): the caller sends the same signed bytes as before
+    (``eth_sendRawTransaction`` through web3), which raises what it raised. A failed look-up
+    raises LedgerError (:func:`_own_transaction`)."""
     provider = w3.provider
     if not isinstance(provider, HTTPProvider) or provider in _NO_SYNC:
         return None
     answer: Any = None
-    # no answer (a timeout, a dropped connection) is asked about below: did the node take it?
-    with contextlib.suppress(Exception):
+    lost: Exception | None = None
+    try:
         answer = provider.make_request(
             RPCEndpoint("eth_sendRawTransactionSync"), [HexBytes(raw).to_0x_hex()]
         )
+    except Exception as exc:  # no answer (a timeout, a dropped connection): did the node take it?
+        lost = exc
     result = answer.get("result") if isinstance(answer, dict) else None
     if (
         isinstance(result, dict)
-        and str(result.get("transactionHash", "")).lower() == HexBytes(tx_hash).to_0x_hex()
+        and str(result.get("transactionHash", "")).lower() == tx_hash.to_0x_hex()
         and result.get("blockNumber") is not None
         and "status" in result
     ):
         return cast(TxReceipt, AttributeDict.recursive(receipt_formatter(result)))
-    try:
-        w3.eth.get_transaction(HexBytes(tx_hash))
-    except TransactionNotFound:
-        error = answer.get("error") if isinstance(answer, dict) else None
-        if isinstance(error, dict) and (
-            error.get("code") == -32601 or "method" in str(error.get("message", "")).lower()
-        ):
-            _NO_SYNC.add(provider)
-        return None
-    return HexBytes(tx_hash)
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if _own_transaction(w3, [tx_hash], lost or error or answer) is not None:
+        return tx_hash
+    if isinstance(error, dict) and (
+        error.get("code") == -32601 or "method" in str(error.get("message", "")).lower()
+    ):
+        _NO_SYNC.add(provider)
+    return None
+
+
+_SEND_ATTEMPTS: Final = 4
+"""Sends of one call's transaction, counting each resend of the same signed bytes (its answer
+lost) and each signature after another process took the nonce."""
 
 
 def _send(
@@ -1694,7 +1743,15 @@ def _send(
 ) -> TxReceipt:
     """Estimate (surfacing reverts as our errors), sign locally, send, wait for the receipt.
     ``contract``: the contract ``call`` belongs to (its gas estimate, nonce and fees are then
-    asked in one batch, :func:`_preflight`)."""
+    asked in one batch, :func:`_preflight`).
+
+    One call is never signed twice while a transaction signed for it may reach the node. A
+    send that fails (a nonce error, a timeout, a dropped connection, any error) asks the node
+    whether it holds any transaction signed for this call (:func:`_own_transaction`); if it
+    does, that one's receipt is the answer (its revert raised as any other). If not, the same
+    signed bytes are sent again after a lost answer; a new signature, with the node's next
+    nonce, only after the node said the nonce is taken (by another process with this key).
+    """
 
     def fail(exc: BaseException, what: str) -> LedgerError:
         return ledger_error(exc, decoder, what, reverted=TransactionFailed)
@@ -1706,50 +1763,72 @@ def _send(
         raise fail(exc, "the transaction would fail") from exc
     chain_id = int(w3.eth.chain_id)
     key = f"{chain_id}:{sender}"  # one lock per account and chain in this process
-    tx_hash = None
+    tx_hash: HexBytes | None = None
     receipt: TxReceipt | None = None
-    for attempt in range(4):
+    hashes: list[HexBytes] = []  # every transaction signed for this call, in order
+    again: SignedTransaction | None = None  # sent, answer lost, not held: the same bytes again
+    for attempt in range(_SEND_ATTEMPTS):
         with _SenderLocks.hold(key):
-            fees: dict[str, int] = {}
-            first = gas is None and attempt == 0
-            ready = _preflight(w3, call, sender, contract) if first else None
-            if ready is not None:
-                gas, nonce, fees = ready.gas, ready.nonce, ready.fees
-            else:
-                if gas is None:
-                    try:
-                        block = _estimate_block(w3)
-                        gas = int(call.estimate_gas({"from": sender}, block_identifier=block))
-                    except Exception as exc:
-                        raise fail(exc, "the transaction would fail") from exc
-                nonce = int(w3.eth.get_transaction_count(sender, "pending"))
-            fields: dict[str, Any] = {
-                "from": sender,
-                "nonce": nonce,
-                "gas": gas + gas // 5 + 10_000,
-                "chainId": chain_id,
-                **fees,
-            }
-            try:
+            signed, ready = again, None
+            if signed is None:
+                fees: dict[str, int] = {}
+                first = gas is None and attempt == 0
+                ready = _preflight(w3, call, sender, contract) if first else None
                 if ready is not None:
-                    # the fields web3's ``build_transaction`` gives with these (value 0, to,
-                    # data), with the data the estimate ran: it encodes the call again and
-                    # validates it against the ABI (2.4 ms a transaction at load 8)
-                    tx: Any = {"value": 0, **fields, "to": ready.to, "data": ready.data}
+                    gas, nonce, fees = ready.gas, ready.nonce, ready.fees
                 else:
-                    tx = call.build_transaction(cast(TxParams, fields))
-                signed = signer.sign_transaction(tx)
-                sent = _send_sync(w3, signed.raw_transaction, signed.hash) if ready else None
-                if sent is not None and not isinstance(sent, HexBytes):
-                    receipt, tx_hash = sent, signed.hash  # mined: its receipt, in the answer
-                    break
-                tx_hash = sent or w3.eth.send_raw_transaction(signed.raw_transaction)
+                    if gas is None:
+                        try:
+                            block = _estimate_block(w3)
+                            gas = int(call.estimate_gas({"from": sender}, block_identifier=block))
+                        except Exception as exc:
+                            raise fail(exc, "the transaction would fail") from exc
+                    nonce = int(w3.eth.get_transaction_count(sender, "pending"))
+                fields: dict[str, Any] = {
+                    "from": sender,
+                    "nonce": nonce,
+                    "gas": gas + gas // 5 + 10_000,
+                    "chainId": chain_id,
+                    **fees,
+                }
+            try:
+                if signed is None:
+                    if ready is not None:
+                        # the fields web3's ``build_transaction`` gives with these (value 0,
+                        # to, data), with the data the estimate ran: it encodes the call again
+                        # and validates it against the ABI (2.4 ms a transaction at load 8)
+                        tx: Any = {"value": 0, **fields, "to": ready.to, "data": ready.data}
+                    else:
+                        tx = call.build_transaction(cast(TxParams, fields))
+                    signed = signer.sign_transaction(tx)
+                    hashes.append(HexBytes(signed.hash))
+                    sent = _send_sync(w3, signed.raw_transaction, hashes[-1]) if ready else None
+                    if sent is not None and not isinstance(sent, HexBytes):
+                        receipt, tx_hash = sent, hashes[-1]  # mined: its receipt, in the answer
+                        break
+                    tx_hash = sent or w3.eth.send_raw_transaction(signed.raw_transaction)
+                else:
+                    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
                 break
+            except LedgerError:
+                raise  # a failed look-up (_send_sync): never guessed past
             except Exception as exc:
-                if any(s in str(exc).lower() for s in _NONCE_ERRORS) and attempt < 3:
-                    time.sleep(0.05 * (attempt + 1))
-                    continue
-                raise fail(exc, "sending the transaction failed") from exc
+                if signed is None:  # building or signing failed: nothing went out
+                    raise fail(exc, "sending the transaction failed") from exc
+                tx_hash = _own_transaction(w3, hashes, exc)
+                if tx_hash is not None:
+                    break  # it reached the node: its receipt below, whatever the error said
+                text = str(exc).lower()
+                if any(s in text for s in _HELD_ERRORS):
+                    raise LedgerError(
+                        f"the node says it holds transaction {hashes[-1].to_0x_hex()} ({exc}) "
+                        "but does not return it: not signed again"
+                    ) from exc
+                taken = any(s in text for s in _NONCE_ERRORS)
+                if attempt == _SEND_ATTEMPTS - 1 or not (taken or _lost_answer(w3, exc)):
+                    raise fail(exc, "sending the transaction failed") from exc
+                again = None if taken else signed
+                time.sleep(0.05 * (attempt + 1))
     assert tx_hash is not None
     if receipt is None:
         try:
