@@ -176,8 +176,12 @@ def advance_time(w3: Web3, seconds: int) -> int:
 
 
 def fund(w3: Web3, source: LocalAccount, target: str, wei: int) -> None:
-    """Sends ``wei`` from ``source`` to ``target`` and waits for the receipt."""
+    """Sends ``wei`` from ``source`` to ``target`` and waits for the receipt. A send whose
+    answer is lost (a timeout, a dropped connection) is not called failed while the node holds
+    the signed transfer: it is waited for, so an operator who would rerun a failed ``chain
+    fund`` does not pay twice. A mined transfer that failed raises."""
     from web3 import Web3
+    from web3.exceptions import TransactionNotFound
 
     tx: dict[str, Any] = {
         "to": Web3.to_checksum_address(target),
@@ -189,11 +193,29 @@ def fund(w3: Web3, source: LocalAccount, target: str, wei: int) -> None:
         "maxPriorityFeePerGas": 10**9,
     }
     signed = source.sign_transaction(tx)
+    what = f"sending {wei} wei to {target}"
     try:
         h = w3.eth.send_raw_transaction(signed.raw_transaction)
-        w3.eth.wait_for_transaction_receipt(h, poll_latency=0.01)
     except Exception as exc:  # web3's RPC errors (insufficient funds...) differ by node
-        raise TransactionFailed(f"sending {wei} wei to {target} failed: {exc}") from exc
+        try:
+            w3.eth.get_transaction(signed.hash)
+        except TransactionNotFound:
+            raise TransactionFailed(f"{what} failed: {exc}") from exc
+        except Exception as look:
+            raise TransactionFailed(
+                f"{what}: the send failed ({exc}) and the node could not say whether it holds "
+                f"transaction {signed.hash.to_0x_hex()} ({look}); check {target}'s balance "
+                "before sending again"
+            ) from exc
+        h = signed.hash  # the node took it: its answer was lost
+    try:
+        receipt = w3.eth.wait_for_transaction_receipt(h, poll_latency=0.01)
+    except Exception as exc:
+        raise TransactionFailed(
+            f"{what}: transaction {signed.hash.to_0x_hex()} not mined: {exc}"
+        ) from exc
+    if int(receipt["status"]) != 1:
+        raise TransactionFailed(f"{what}: transaction {signed.hash.to_0x_hex()} failed")
 
 
 MIN_WAKE = 0.25
