@@ -1570,6 +1570,8 @@ def main(argv=None):
     noise = readme_noise()
     reputation: dict[str, int | None] = {}
     history: dict[int, dict] = {}  # finalized round -> its free-rider references
+    # finalized round -> (log CID, log sha256 hex, its standing block or None), for the chain
+    standing_logs: dict[int, tuple[str, str, dict | None]] = {}
     first_terms: dict | None = None
     summary = []
     for ro in ev["RoundOpened"]:
@@ -2215,6 +2217,12 @@ def main(argv=None):
             "global_delta": {k: (g_tensors[k] - start[k]).astype(np.float32) for k in start},
         }
         lblob = ipfs.cat(f.logCid)
+        try:  # README *Standing*: a later round's block continues this log's
+            parsed = json.loads(lblob)
+            block = parsed.get("standing") if isinstance(parsed, dict) else None
+        except ValueError:
+            block = None
+        standing_logs[r] = (f.logCid, sha(lblob), block if isinstance(block, dict) else None)
         report(
             r,
             "log.sha256",
@@ -2478,41 +2486,92 @@ def main(argv=None):
                 f"{len(screened)} screened update(s), claimed-count median {m_c}"
                 + (f"; disagree: {bad}" if bad else ""),
             )
-        # standing: shares, after, reference, scores
+        # standing: the chain, shares, after, reference, scores (README *Standing*)
         st = log.get("standing")
-        # warm_up_floor below 1: the warm-up round (valued_rounds 0, nothing accumulated) scores
-        # each OK update from its own share of the round's values, not credited, at least the floor
+        if standing_on and isinstance(st, dict):
+            # the latest earlier finalized round whose log has a standing block, else the
+            # latest finalized round (before {}, valued_rounds 0), else none (previous null)
+            earlier = [q for q in sorted(standing_logs, reverse=True) if q < r]
+            source = next((q for q in earlier if standing_logs[q][2] is not None), None)
+            prev_q = source if source is not None else (earlier[0] if earlier else None)
+            src = standing_logs[source][2] if source is not None else None
+            want_prev = (
+                None
+                if prev_q is None
+                else {
+                    "round": prev_q,
+                    "cid": standing_logs[prev_q][0],
+                    "sha256": standing_logs[prev_q][1],
+                }
+            )
+            want_before = {k.lower(): v for k, v in ((src or {}).get("after") or {}).items()}
+            want_valued = src.get("valued_rounds", 0) + 1 if src is not None else 0
+            got_before = {k.lower(): v for k, v in (st.get("before") or {}).items()}
+            chain_bad = []
+            if st.get("previous") != want_prev:
+                chain_bad.append(f"previous {st.get('previous')} is not {want_prev}")
+            if got_before != want_before:
+                chain_bad.append("before is not the previous standing block's after")
+            if st.get("valued_rounds") != want_valued:
+                chain_bad.append(f"valued_rounds {st.get('valued_rounds')}, expected {want_valued}")
+            report(
+                r,
+                "standing.chain",
+                not chain_bad,
+                "; ".join(chain_bad)
+                or f"continues round {prev_q}'s log, {len(want_before)} value(s) carried",
+            )
+        # warm_up_floor below 1: the warm-up round (valued_rounds 0) accumulates its shares
+        # and scores each passed update as a later round, at least the floor
         wfloor = terms.get("valuation", {}).get("combiner", {}).get("warm_up_floor", 1.0)
         warm = isinstance(st, dict) and st.get("valued_rounds") == 0 and wfloor < 1.0
-        if isinstance(st, dict) and (st.get("normalised") or warm):
+        if standing_on and isinstance(st, dict):
             # README *Standing*: every update that passed the screens has a value, LOW_QUALITY
             # ones too (that reason is the standing score's own outcome); before session 51 the
             # reader took the OK ones only and failed standing.scores once a passed update was
-            # LOW_QUALITY (h-185's DP testnet, round 3), where audit verify passed
+            # LOW_QUALITY (h-185's DP testnet, round 3), where audit verify passed. Every such
+            # round is checked, the warm-up and a round whose values are all 0 (no shares)
+            # included: before session 52 only a round with shares was (attack a95 ``lowq``)
+            passed = [a for a in vals if onlabel[a] in ("OK", "LOW_QUALITY")]
             phi = {
                 a: lsites[a]["components"]["value"]
                 for a in vals
-                if (lsites[a].get("components") or {}).get("value") is not None
+                if (lsites.get(a, {}).get("components") or {}).get("value") is not None
             }
             tot = math.fsum(abs(v) for v in phi.values())
-            share = {a: v / tot for a, v in phi.items()}
+            accumulates = st.get("valued_rounds") != 0 or warm
+            share = {a: v / tot for a, v in phi.items()} if accumulates and tot > 0 else {}
             cc = terms["valuation"]["combiner"]
-            if len(phi) >= cc.get("min_robust_sites", 3) and not warm:
-                for a in share:
-                    if share[a] > 0 and lsites[a]["components"]["cosine"] < cc["credit_cosine"]:
-                        share[a] = 0.0
+            # the credit rule where the data-free thresholds applied (robust_checked, checked
+            # bit for bit above: at least min_robust_sites usable updates), the warm-up's shares
+            # under warm_up_floor included (README *Standing*)
+            for a in share:
+                comp_a = lsites[a]["components"]
+                if (
+                    share[a] > 0
+                    and comp_a.get("robust_checked") is True
+                    and comp_a["cosine"] < cc.get("credit_cosine", -1.0)
+                ):
+                    share[a] = 0.0
+            logged_share = {k.lower(): v for k, v in (st.get("normalised") or {}).items()}
+            ok_share = logged_share == share and (st.get("normalised") is None) == (not share)
             before = {k.lower(): v for k, v in st.get("before", {}).items()}
             after = dict(before)
             for a, v in share.items():
                 after[a] = before.get(a, 0.0) + v
-            ref = min(0.0, statistics.median([after[a] for a in share]))
+            ref = (
+                min(0.0, statistics.median([after.get(a, 0.0) for a in passed])) if passed else 0.0
+            )
             sc_ok = True
             det = []
-            for a in share:
-                cos_a = lsites[a]["components"].get("cosine")
+            for a in passed:
+                comp_a = lsites.get(a, {}).get("components") or {}
+                cos_a = comp_a.get("cosine")
                 relief = cc.get("relief_cosine", -1.0)
-                checked_a = lsites[a]["components"].get("robust_checked") is True
-                d = after[a] - (0.0 if checked_a and cos_a is not None and cos_a < relief else ref)
+                checked_a = comp_a.get("robust_checked") is True
+                d = after.get(a, 0.0) - (
+                    0.0 if checked_a and cos_a is not None and cos_a < relief else ref
+                )
                 sc = (
                     SCORE_SCALE
                     if d >= 0
@@ -2525,7 +2584,6 @@ def main(argv=None):
                 # boost_clip: an update longer along the median update than 1/boost_clip median
                 # norms keeps (1 / (boost_clip * along))**2 of its score, at least 1
                 clip = cc.get("boost_clip", 0.0)
-                comp_a = lsites[a]["components"]
                 if sc > 0 and clip > 0 and checked_a and cos_a is not None:
                     med_a = comp_a.get("median_norm")
                     if med_a:
@@ -2533,17 +2591,19 @@ def main(argv=None):
                         if along * clip > 1.0:
                             f = (1.0 / (along * clip)) ** 2
                             sc = max(1, min(sc, round(sc * f)))
-                sc_ok &= sc == onchain[a][2]
+                sc_ok &= sc == onchain[a][2] and (onlabel[a] == "LOW_QUALITY") == (sc == 0)
                 det.append(
-                    f"{names.get(a)} share {share[a]:.6g} after {after[a]:.6g} score {sc} (chain {onchain[a][2]})"
+                    f"{names.get(a)} share {share.get(a, 0.0):.6g} after {after.get(a, 0.0):.6g} score {sc} (chain {onchain[a][2]} {onlabel[a]})"
                 )
             logged_after = {k.lower(): v for k, v in st.get("after", {}).items()}
-            ok_after = all(logged_after.get(a) == after[a] for a in share)
+            ok_after = logged_after == after
             report(
                 r,
                 "standing.scores",
-                sc_ok and ok_after,
-                f"reference {ref}; " + "; ".join(det) + f"; log's after equal: {ok_after}",
+                sc_ok and ok_after and ok_share,
+                f"reference {ref}; "
+                + "; ".join(det)
+                + f"; log's normalised are the shares: {ok_share}; log's after = before + share: {ok_after}",
             )
         rname = rule.get("name") if isinstance(rule, dict) else rule
         if rname != "weighted":
