@@ -1143,6 +1143,120 @@ def reasons_given(reasons, plain_readable, need_dp, standing, counted, evidenced
     return wrong
 
 
+def standing_chain(
+    logs: dict[int, tuple[str, str, dict | None]], r: int, st: dict
+) -> tuple[list[str], int | None]:
+    """README *Standing*, the chain: ``logs`` finalized round -> (log CID, log sha256 hex, its
+    ``standing`` block or None) for the rounds before ``r``; ``st`` round ``r``'s block.
+    ``previous`` names the latest earlier finalized round whose log has a standing block, else
+    the latest finalized round, else is null; ``before`` is that block's ``after`` ({} without
+    one) and ``valued_rounds`` one more than its own (0 without one). Returns the problems
+    (empty: it continues) and the round it must continue."""
+    earlier = [q for q in sorted(logs, reverse=True) if q < r]
+    source = next((q for q in earlier if logs[q][2] is not None), None)
+    prev_q = source if source is not None else (earlier[0] if earlier else None)
+    src = logs[source][2] if source is not None else None
+    want_prev = (
+        None
+        if prev_q is None
+        else {"round": prev_q, "cid": logs[prev_q][0], "sha256": logs[prev_q][1]}
+    )
+    want_before = {k.lower(): v for k, v in ((src or {}).get("after") or {}).items()}
+    want_valued = src.get("valued_rounds", 0) + 1 if src is not None else 0
+    got_before = {k.lower(): v for k, v in (st.get("before") or {}).items()}
+    bad = []
+    if st.get("previous") != want_prev:
+        bad.append(f"previous {st.get('previous')} is not {want_prev}")
+    if got_before != want_before:
+        bad.append("before is not the previous standing block's after")
+    if st.get("valued_rounds") != want_valued:
+        bad.append(f"valued_rounds {st.get('valued_rounds')}, expected {want_valued}")
+    return bad, prev_q
+
+
+def standing_scores(
+    st: dict, lsites: dict, passed: list, chain: dict, terms: dict, names: dict
+) -> tuple[bool, str]:
+    """README *Standing*, shares and scores, for every round valued with standing (the warm-up
+    and a round whose values are all 0 included: before session 52 only a round with shares
+    was checked, attack a95 ``lowq``): ``st`` the log's standing block, ``lsites`` lower-case
+    address -> its log entry, ``passed`` the sites whose on-chain reason is OK or LOW_QUALITY
+    (every update that passed the screens has a value, LOW_QUALITY ones too: that reason is
+    the standing score's own outcome), ``chain`` address -> (score, reason name) on chain.
+    The log's ``normalised`` must be the shares of its values and its whole ``after`` be
+    ``before`` plus them (a95 ``shares``, ``warmup``). Returns (passed, detail)."""
+    cc = terms["valuation"]["combiner"]
+    # warm_up_floor below 1: the warm-up round (valued_rounds 0) accumulates its shares and
+    # scores each passed update as a later round, at least the floor
+    wfloor = cc.get("warm_up_floor", 1.0)
+    warm = st.get("valued_rounds") == 0 and wfloor < 1.0
+    phi = {
+        a: e["components"]["value"]
+        for a, e in lsites.items()
+        if (e.get("components") or {}).get("value") is not None
+    }
+    tot = math.fsum(abs(v) for v in phi.values())
+    accumulates = st.get("valued_rounds") != 0 or warm
+    share = {a: v / tot for a, v in phi.items()} if accumulates and tot > 0 else {}
+    # the credit rule where the data-free thresholds applied (robust_checked, checked bit for
+    # bit by log.components: at least min_robust_sites usable updates), the warm-up included
+    for a in share:
+        comp_a = lsites[a]["components"]
+        if (
+            share[a] > 0
+            and comp_a.get("robust_checked") is True
+            and comp_a["cosine"] < cc.get("credit_cosine", -1.0)
+        ):
+            share[a] = 0.0
+    logged_share = {k.lower(): v for k, v in (st.get("normalised") or {}).items()}
+    ok_share = logged_share == share and (st.get("normalised") is None) == (not share)
+    before = {k.lower(): v for k, v in (st.get("before") or {}).items()}
+    after = dict(before)
+    for a, v in share.items():
+        after[a] = before.get(a, 0.0) + v
+    ref = min(0.0, statistics.median([after.get(a, 0.0) for a in passed])) if passed else 0.0
+    sc_ok = True
+    det = []
+    for a in passed:
+        comp_a = lsites.get(a, {}).get("components") or {}
+        cos_a = comp_a.get("cosine")
+        relief = cc.get("relief_cosine", -1.0)
+        checked_a = comp_a.get("robust_checked") is True
+        d = after.get(a, 0.0) - (0.0 if checked_a and cos_a is not None and cos_a < relief else ref)
+        sc = (
+            SCORE_SCALE
+            if d >= 0
+            else max(0, min(SCORE_SCALE, round(SCORE_SCALE * (1 + d / cc["demote_scale"]))))
+        )
+        if sc < 10_000:
+            sc = 0
+        if warm and sc < SCORE_SCALE:
+            sc = max(sc, round(SCORE_SCALE * wfloor))
+        # boost_clip: an update longer along the median update than 1/boost_clip median norms
+        # keeps (1 / (boost_clip * along))**2 of its score, at least 1
+        clip = cc.get("boost_clip", 0.0)
+        if sc > 0 and clip > 0 and checked_a and cos_a is not None:
+            med_a = comp_a.get("median_norm")
+            if med_a:
+                along = cos_a * comp_a["norm"] / med_a
+                if along * clip > 1.0:
+                    f = (1.0 / (along * clip)) ** 2
+                    sc = max(1, min(sc, round(sc * f)))
+        score, label = chain[a]
+        sc_ok &= sc == score and (label == "LOW_QUALITY") == (sc == 0)
+        det.append(
+            f"{names.get(a)} share {share.get(a, 0.0):.6g} after {after.get(a, 0.0):.6g} "
+            f"score {sc} (chain {score} {label})"
+        )
+    logged_after = {k.lower(): v for k, v in (st.get("after") or {}).items()}
+    ok_after = logged_after == after
+    return sc_ok and ok_after and ok_share, (
+        f"reference {ref}; "
+        + "; ".join(det)
+        + f"; log's normalised are the shares: {ok_share}; log's after = before + share: {ok_after}"
+    )
+
+
 def threshold_of(bias) -> float:
     """README *The round log against the chain*: ``1 / (1 + exp(b1 - b0))``, written so that
     no exp overflows."""
@@ -2489,122 +2603,17 @@ def main(argv=None):
         # standing: the chain, shares, after, reference, scores (README *Standing*)
         st = log.get("standing")
         if standing_on and isinstance(st, dict):
-            # the latest earlier finalized round whose log has a standing block, else the
-            # latest finalized round (before {}, valued_rounds 0), else none (previous null)
-            earlier = [q for q in sorted(standing_logs, reverse=True) if q < r]
-            source = next((q for q in earlier if standing_logs[q][2] is not None), None)
-            prev_q = source if source is not None else (earlier[0] if earlier else None)
-            src = standing_logs[source][2] if source is not None else None
-            want_prev = (
-                None
-                if prev_q is None
-                else {
-                    "round": prev_q,
-                    "cid": standing_logs[prev_q][0],
-                    "sha256": standing_logs[prev_q][1],
-                }
-            )
-            want_before = {k.lower(): v for k, v in ((src or {}).get("after") or {}).items()}
-            want_valued = src.get("valued_rounds", 0) + 1 if src is not None else 0
-            got_before = {k.lower(): v for k, v in (st.get("before") or {}).items()}
-            chain_bad = []
-            if st.get("previous") != want_prev:
-                chain_bad.append(f"previous {st.get('previous')} is not {want_prev}")
-            if got_before != want_before:
-                chain_bad.append("before is not the previous standing block's after")
-            if st.get("valued_rounds") != want_valued:
-                chain_bad.append(f"valued_rounds {st.get('valued_rounds')}, expected {want_valued}")
+            chain_bad, prev_q = standing_chain(standing_logs, r, st)
             report(
                 r,
                 "standing.chain",
                 not chain_bad,
-                "; ".join(chain_bad)
-                or f"continues round {prev_q}'s log, {len(want_before)} value(s) carried",
+                "; ".join(chain_bad) or f"continues round {prev_q}'s log",
             )
-        # warm_up_floor below 1: the warm-up round (valued_rounds 0) accumulates its shares
-        # and scores each passed update as a later round, at least the floor
-        wfloor = terms.get("valuation", {}).get("combiner", {}).get("warm_up_floor", 1.0)
-        warm = isinstance(st, dict) and st.get("valued_rounds") == 0 and wfloor < 1.0
-        if standing_on and isinstance(st, dict):
-            # README *Standing*: every update that passed the screens has a value, LOW_QUALITY
-            # ones too (that reason is the standing score's own outcome); before session 51 the
-            # reader took the OK ones only and failed standing.scores once a passed update was
-            # LOW_QUALITY (h-185's DP testnet, round 3), where audit verify passed. Every such
-            # round is checked, the warm-up and a round whose values are all 0 (no shares)
-            # included: before session 52 only a round with shares was (attack a95 ``lowq``)
             passed = [a for a in vals if onlabel[a] in ("OK", "LOW_QUALITY")]
-            phi = {
-                a: lsites[a]["components"]["value"]
-                for a in vals
-                if (lsites.get(a, {}).get("components") or {}).get("value") is not None
-            }
-            tot = math.fsum(abs(v) for v in phi.values())
-            accumulates = st.get("valued_rounds") != 0 or warm
-            share = {a: v / tot for a, v in phi.items()} if accumulates and tot > 0 else {}
-            cc = terms["valuation"]["combiner"]
-            # the credit rule where the data-free thresholds applied (robust_checked, checked
-            # bit for bit above: at least min_robust_sites usable updates), the warm-up's shares
-            # under warm_up_floor included (README *Standing*)
-            for a in share:
-                comp_a = lsites[a]["components"]
-                if (
-                    share[a] > 0
-                    and comp_a.get("robust_checked") is True
-                    and comp_a["cosine"] < cc.get("credit_cosine", -1.0)
-                ):
-                    share[a] = 0.0
-            logged_share = {k.lower(): v for k, v in (st.get("normalised") or {}).items()}
-            ok_share = logged_share == share and (st.get("normalised") is None) == (not share)
-            before = {k.lower(): v for k, v in st.get("before", {}).items()}
-            after = dict(before)
-            for a, v in share.items():
-                after[a] = before.get(a, 0.0) + v
-            ref = (
-                min(0.0, statistics.median([after.get(a, 0.0) for a in passed])) if passed else 0.0
-            )
-            sc_ok = True
-            det = []
-            for a in passed:
-                comp_a = lsites.get(a, {}).get("components") or {}
-                cos_a = comp_a.get("cosine")
-                relief = cc.get("relief_cosine", -1.0)
-                checked_a = comp_a.get("robust_checked") is True
-                d = after.get(a, 0.0) - (
-                    0.0 if checked_a and cos_a is not None and cos_a < relief else ref
-                )
-                sc = (
-                    SCORE_SCALE
-                    if d >= 0
-                    else max(0, min(SCORE_SCALE, round(SCORE_SCALE * (1 + d / cc["demote_scale"]))))
-                )
-                if sc < 10_000:
-                    sc = 0
-                if warm and sc < SCORE_SCALE:
-                    sc = max(sc, round(SCORE_SCALE * wfloor))
-                # boost_clip: an update longer along the median update than 1/boost_clip median
-                # norms keeps (1 / (boost_clip * along))**2 of its score, at least 1
-                clip = cc.get("boost_clip", 0.0)
-                if sc > 0 and clip > 0 and checked_a and cos_a is not None:
-                    med_a = comp_a.get("median_norm")
-                    if med_a:
-                        along = cos_a * comp_a["norm"] / med_a
-                        if along * clip > 1.0:
-                            f = (1.0 / (along * clip)) ** 2
-                            sc = max(1, min(sc, round(sc * f)))
-                sc_ok &= sc == onchain[a][2] and (onlabel[a] == "LOW_QUALITY") == (sc == 0)
-                det.append(
-                    f"{names.get(a)} share {share.get(a, 0.0):.6g} after {after.get(a, 0.0):.6g} score {sc} (chain {onchain[a][2]} {onlabel[a]})"
-                )
-            logged_after = {k.lower(): v for k, v in st.get("after", {}).items()}
-            ok_after = logged_after == after
-            report(
-                r,
-                "standing.scores",
-                sc_ok and ok_after and ok_share,
-                f"reference {ref}; "
-                + "; ".join(det)
-                + f"; log's normalised are the shares: {ok_share}; log's after = before + share: {ok_after}",
-            )
+            chain_scores = {a: (onchain[a][2], onlabel[a]) for a in vals}
+            sc_ok, sc_detail = standing_scores(st, lsites, passed, chain_scores, terms, names)
+            report(r, "standing.scores", sc_ok, sc_detail)
         rname = rule.get("name") if isinstance(rule, dict) else rule
         if rname != "weighted":
             report(r, "global.recomputed", "NOTE", f"rule {rname!r} not replayed by this reader")
