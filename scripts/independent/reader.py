@@ -1232,16 +1232,29 @@ def standing_scores(
             sc = 0
         if warm and sc < SCORE_SCALE:
             sc = max(sc, round(SCORE_SCALE * wfloor))
+        med_a = comp_a.get("median_norm")
+        # max_norm_ratio / small_norm_ratio (off at 0): an update above max_norm_ratio median
+        # norms keeps max_norm_ratio / (norm / median) of its score, one below small_norm_ratio
+        # (norm / median) / small_norm_ratio, rounded, at least 1 (before session 52 the reader
+        # left this out and failed every such score of terms that turn it on)
+        mr, sr = cc.get("max_norm_ratio", 0.0), cc.get("small_norm_ratio", 0.0)
+        if sc > 0 and checked_a and med_a and med_a > 0 and comp_a.get("norm") is not None:
+            ratio = comp_a["norm"] / med_a
+            f = (
+                mr / ratio
+                if mr > 0 and ratio > mr
+                else (ratio / sr if sr > 0 and ratio < sr else 1.0)
+            )
+            if f < 1.0:
+                sc = max(1, min(sc, round(sc * f)))
         # boost_clip: an update longer along the median update than 1/boost_clip median norms
         # keeps (1 / (boost_clip * along))**2 of its score, at least 1
         clip = cc.get("boost_clip", 0.0)
-        if sc > 0 and clip > 0 and checked_a and cos_a is not None:
-            med_a = comp_a.get("median_norm")
-            if med_a:
-                along = cos_a * comp_a["norm"] / med_a
-                if along * clip > 1.0:
-                    f = (1.0 / (along * clip)) ** 2
-                    sc = max(1, min(sc, round(sc * f)))
+        if sc > 0 and clip > 0 and checked_a and cos_a is not None and med_a:
+            along = cos_a * comp_a["norm"] / med_a
+            if along * clip > 1.0:
+                f = (1.0 / (along * clip)) ** 2
+                sc = max(1, min(sc, round(sc * f)))
         score, label = chain[a]
         sc_ok &= sc == score and (label == "LOW_QUALITY") == (sc == 0)
         det.append(

@@ -15,7 +15,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from fedtrail.valuation.standing import accumulate, credited, normalised_values
+import pytest
+
+from fedtrail.valuation.standing import (
+    accumulate,
+    credited,
+    demoted_score,
+    demotion_reference,
+    norm_factor,
+    normalised_values,
+    scaled_score,
+)
 
 READER = Path(__file__).resolve().parents[2] / "scripts" / "independent" / "reader.py"
 
@@ -152,3 +162,53 @@ def test_the_warm_up_round_is_checked_too() -> None:
     assert _scores(warm, sites, full)
     assert not _scores(warm, sites, {**full, A: (0, "LOW_QUALITY")})
     assert not _scores({**warm, "normalised": {A: 1.0}, "after": {A: 1.0}}, sites, full)
+
+
+@pytest.mark.parametrize("ratio", [0.001, 0.02, 0.0499, 0.05, 1.0, 2.0, 2.0001, 3.7, 40.0])
+@pytest.mark.parametrize("after", [0.0, -0.2])
+def test_the_magnitude_factors_follow_the_products_rule(ratio: float, after: float) -> None:
+    """Under terms that turn ``max_norm_ratio`` (2) and ``small_norm_ratio`` (0.05) on (off by
+    default; a site may accept them), a passed update's score is multiplied by the factor of
+    README *Standing*: the reader agrees with ``norm_factor`` and ``scaled_score`` on both
+    sides of each bound. Before session 52 it left the factor out, so an honest federation
+    under such terms failed its ``standing.scores`` wherever an update was outside them."""
+    terms = {
+        "valuation": {
+            "combiner": {**TERMS["valuation"]["combiner"], "max_norm_ratio": 2.0}
+            | {"small_norm_ratio": 0.05}
+        }
+    }
+    median = 0.013
+    sites = {
+        A: {
+            "components": {
+                "value": 0.5,
+                "cosine": 0.9,
+                "robust_checked": True,
+                "norm": ratio * median,
+                "median_norm": median,
+            }
+        },
+        B: {
+            "components": {
+                "value": 0.5,
+                "cosine": 0.9,
+                "robust_checked": True,
+                "norm": median,
+                "median_norm": median,
+            }
+        },
+    }
+    before = {A: after - 0.5, B: -0.5}
+    shares = {A: 0.5, B: 0.5}
+    block = _block(before=before, normalised=shares, after=accumulate(before, shares))
+    reference = demotion_reference([after, 0.0])
+    base = demoted_score(after - reference, demote_scale=0.5)
+    factor = norm_factor(ratio * median, median, max_norm_ratio=2.0, small_norm_ratio=0.05)
+    want = scaled_score(base, factor)
+    chain = {A: (want, "OK" if want else "LOW_QUALITY"), B: (1_000_000, "OK")}
+    ok, detail = R.standing_scores(block, sites, [A, B], chain, terms, NAMES)
+    assert ok, detail
+    off = {A: (base, "OK" if base else "LOW_QUALITY"), B: (1_000_000, "OK")}
+    ok_off, _ = R.standing_scores(block, sites, [A, B], off, terms, NAMES)
+    assert ok_off == (want == base)
