@@ -1038,7 +1038,9 @@ def noise_tests(
 
 # ---------------------------------------------------------------- registry changes (a65)
 DECLINE_TAG = Web3.keccak(text="fedtrail.decline/1")
-DECLINE_REASONS = range(1, 9)  # README *Refusals are declared on chain*: reason codes 1..8
+# README *Registry changes inside a round*: a decline of reason 1..8 (9, cap below data, is the
+# coordinator's move and counts as a lost update there, a96)
+DECLINE_REASONS = range(1, 9)
 
 
 def auc_text(value) -> str:
