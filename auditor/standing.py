@@ -53,10 +53,12 @@ from fedtrail.valuation.combine import Combiner
 from fedtrail.valuation.standing import (
     accumulate,
     boost_factor,
+    credited,
     demoted_score,
     demotion_reference,
     floored_score,
     norm_factor,
+    normalised_values,
     relieved_reference,
     scaled_score,
 )
@@ -152,6 +154,22 @@ def check_standing(
         problems.append("normalised values are not shares (sum of |value| > 1)")
     if dict(standing.after) != accumulate(standing.before, norm):
         problems.append("'after' is not 'before' plus 'normalised'")
+    if combiner is not None and (standing.valued_rounds > 0 or carries):
+        # the shares are a function of the values the same log shows (README *Standing*):
+        # without this a log could show an honest site's positive value beside a share of
+        # -0.9 that demotes it, and pass (attack a95 ``shares``)
+        shares = _shares(log, robust, combiner.credit_cosine)
+        if standing.normalised is not None and shares != norm:
+            problems.append(
+                "normalised values are not the shares of the log's values: "
+                + ", ".join(
+                    f"{site[:10]} {norm.get(site)!r} (its share {shares.get(site)!r})"
+                    for site in sorted(set(norm) | set(shares))
+                    if norm.get(site) != shares.get(site)
+                )
+            )
+        elif standing.normalised is None and shares:
+            problems.append("the log's values have shares, yet no normalised values are shown")
     if combiner is not None:
         for site, v in norm.items():
             cosine = _cosine(log, site, robust)
@@ -217,6 +235,24 @@ def check_standing(
         )
     )
     return out
+
+
+def _shares(log: RoundLog, robust: Recomputed | None, credit_cosine: float) -> dict[str, float]:
+    """This round's shares as the standing accumulates them, from the values the log shows
+    (``components.value``, a number exactly for the updates that passed the screens):
+    :func:`~fedtrail.valuation.standing.normalised_values`, then
+    :func:`~fedtrail.valuation.standing.credited` with the cosines where the data-free
+    thresholds applied (:func:`_cosine`); empty when every value is zero."""
+    values: dict[str, float] = {}
+    for entry in log.sites:
+        value = entry.components.get("value")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values[entry.site] = float(value)
+    shares = normalised_values(values)
+    if shares is None:
+        return {}
+    cosines = {s: c for s in shares if (c := _cosine(log, s, robust)) is not None}
+    return credited(shares, cosines, credit_cosine=credit_cosine)
 
 
 def _cosine(log: RoundLog, site: str, robust: Recomputed | None) -> float | None:

@@ -2787,7 +2787,13 @@ def _check_registry(
         return "sites.registry", True, "no site's registry entry changed inside the round"
     names = {s.address: s.name for s in registry}
     revealed = {s.site for s in every if s.revealed}
-    declined = set(declines_among(every, info.id, info.terms_sha256))
+    # a decline for a cap below the site's data is the coordinator's move, not the site's
+    # refusal: such a site lost its update as one with no commitment did (a96)
+    declined = {
+        site
+        for site, reason in declines_among(every, info.id, info.terms_sha256).items()
+        if reason is not Decline.CAP_BELOW_DATA
+    }
     voted: set[str] | None = set()
     if peer is not None:
         try:

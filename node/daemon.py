@@ -607,8 +607,10 @@ class SiteNode:
             over = self._over_cap(claim, view.max_samples)
             if over is not None:
                 # the reveal would revert (TooManySamples) after training, committing and
-                # storing the update (a DP one published with no spend on chain): a66
-                return self._skip(RoundRecord(round=round_id, phase="skipped"), over)
+                # storing the update (a DP one published with no spend on chain): a66. Declared
+                # on chain, as a refusal is: a cap the coordinator cut between rounds kept the
+                # site out of every later round with no trace but its absence (a96)
+                return self._decline(round_id, info, Decline.CAP_BELOW_DATA, over)
             if update is None:
                 record = self._train_and_encode(round_id, view)
             else:

@@ -167,6 +167,14 @@ class Decline(IntEnum):
     nor as the last finalized global model) for half the commit window, or its CID serves
     other bytes (attack a81: a global model finalized under a CID nobody serves, published
     after the next round, shut every honest node out of it leaving no trace on chain)."""
+    CAP_BELOW_DATA = 9
+    """This site's cap on chain (``maxSamples``) is below the samples its update would claim:
+    the ledger would refuse its reveal (``TooManySamples``), so it does not train (attack
+    a96: the coordinator cut an honest site's cap between rounds and the site sat out every
+    later round leaving no trace on chain but its absence). Not the site's refusal of the
+    terms but the coordinator's move: ``sites.registry`` counts such a site, when the cap was
+    set inside the round, as having lost its update, as it counts a site with no
+    commitment."""
 
     @property
     def label(self) -> str:

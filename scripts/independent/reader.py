@@ -1131,7 +1131,9 @@ def noise_tests(
 
 # ---------------------------------------------------------------- registry changes (a65)
 DECLINE_TAG = Web3.keccak(text="fedtrail.decline/1")
-DECLINE_REASONS = range(1, 9)  # README *Refusals are declared on chain*: reason codes 1..8
+# README *Registry changes inside a round*: a decline of reason 1..8 (9, cap below data, is the
+# coordinator's move and counts as a lost update there, a96)
+DECLINE_REASONS = range(1, 9)
 
 
 def auc_text(value) -> str:
@@ -1234,6 +1236,102 @@ def reasons_given(reasons, plain_readable, need_dp, standing, counted, evidenced
         elif reason == "LOW_GAIN" and standing and a in counted:
             wrong[a] = "LOW_GAIN on an update counted in the statistics, under standing"
     return wrong
+
+
+def standing_scores(
+    st: dict, lsites: dict, passed: list, chain: dict, terms: dict, names: dict
+) -> tuple[bool, str]:
+    """README *Standing*, shares and scores, for every round valued with standing (the warm-up
+    and a round whose values are all 0 included: before session 52 only a round with shares
+    was checked, attack a95 ``lowq``): ``st`` the log's standing block, ``lsites`` lower-case
+    address -> its log entry, ``passed`` the sites whose on-chain reason is OK or LOW_QUALITY
+    (every update that passed the screens has a value, LOW_QUALITY ones too: that reason is
+    the standing score's own outcome), ``chain`` address -> (score, reason name) on chain.
+    The log's ``normalised`` must be the shares of its values and its whole ``after`` be
+    ``before`` plus them (a95 ``shares``, ``warmup``). Returns (passed, detail)."""
+    cc = terms["valuation"]["combiner"]
+    # warm_up_floor below 1: the warm-up round (valued_rounds 0) accumulates its shares and
+    # scores each passed update as a later round, at least the floor
+    wfloor = cc.get("warm_up_floor", 1.0)
+    warm = st.get("valued_rounds") == 0 and wfloor < 1.0
+    phi = {
+        a: e["components"]["value"]
+        for a, e in lsites.items()
+        if (e.get("components") or {}).get("value") is not None
+    }
+    tot = math.fsum(abs(v) for v in phi.values())
+    accumulates = st.get("valued_rounds") != 0 or warm
+    share = {a: v / tot for a, v in phi.items()} if accumulates and tot > 0 else {}
+    # the credit rule where the data-free thresholds applied (robust_checked, checked bit for
+    # bit by log.components: at least min_robust_sites usable updates), the warm-up included
+    for a in share:
+        comp_a = lsites[a]["components"]
+        if (
+            share[a] > 0
+            and comp_a.get("robust_checked") is True
+            and comp_a["cosine"] < cc.get("credit_cosine", -1.0)
+        ):
+            share[a] = 0.0
+    logged_share = {k.lower(): v for k, v in (st.get("normalised") or {}).items()}
+    ok_share = logged_share == share and (st.get("normalised") is None) == (not share)
+    before = {k.lower(): v for k, v in (st.get("before") or {}).items()}
+    after = dict(before)
+    for a, v in share.items():
+        after[a] = before.get(a, 0.0) + v
+    ref = min(0.0, statistics.median([after.get(a, 0.0) for a in passed])) if passed else 0.0
+    sc_ok = True
+    det = []
+    for a in passed:
+        comp_a = lsites.get(a, {}).get("components") or {}
+        cos_a = comp_a.get("cosine")
+        relief = cc.get("relief_cosine", -1.0)
+        checked_a = comp_a.get("robust_checked") is True
+        d = after.get(a, 0.0) - (0.0 if checked_a and cos_a is not None and cos_a < relief else ref)
+        sc = (
+            SCORE_SCALE
+            if d >= 0
+            else max(0, min(SCORE_SCALE, round(SCORE_SCALE * (1 + d / cc["demote_scale"]))))
+        )
+        if sc < 10_000:
+            sc = 0
+        if warm and sc < SCORE_SCALE:
+            sc = max(sc, round(SCORE_SCALE * wfloor))
+        med_a = comp_a.get("median_norm")
+        # max_norm_ratio / small_norm_ratio (off at 0): an update above max_norm_ratio median
+        # norms keeps max_norm_ratio / (norm / median) of its score, one below small_norm_ratio
+        # (norm / median) / small_norm_ratio, rounded, at least 1 (before session 52 the reader
+        # left this out and failed every such score of terms that turn it on)
+        mr, sr = cc.get("max_norm_ratio", 0.0), cc.get("small_norm_ratio", 0.0)
+        if sc > 0 and checked_a and med_a and med_a > 0 and comp_a.get("norm") is not None:
+            ratio = comp_a["norm"] / med_a
+            f = (
+                mr / ratio
+                if mr > 0 and ratio > mr
+                else (ratio / sr if sr > 0 and ratio < sr else 1.0)
+            )
+            if f < 1.0:
+                sc = max(1, min(sc, round(sc * f)))
+        # boost_clip: an update longer along the median update than 1/boost_clip median norms
+        # keeps (1 / (boost_clip * along))**2 of its score, at least 1
+        clip = cc.get("boost_clip", 0.0)
+        if sc > 0 and clip > 0 and checked_a and cos_a is not None and med_a:
+            along = cos_a * comp_a["norm"] / med_a
+            if along * clip > 1.0:
+                f = (1.0 / (along * clip)) ** 2
+                sc = max(1, min(sc, round(sc * f)))
+        score, label = chain[a]
+        sc_ok &= sc == score and (label == "LOW_QUALITY") == (sc == 0)
+        det.append(
+            f"{names.get(a)} share {share.get(a, 0.0):.6g} after {after.get(a, 0.0):.6g} "
+            f"score {sc} (chain {score} {label})"
+        )
+    logged_after = {k.lower(): v for k, v in (st.get("after") or {}).items()}
+    ok_after = logged_after == after
+    return sc_ok and ok_after and ok_share, (
+        f"reference {ref}; "
+        + "; ".join(det)
+        + f"; log's normalised are the shares: {ok_share}; log's after = before + share: {ok_after}"
+    )
 
 
 def threshold_of(bias) -> float:
@@ -2678,73 +2776,13 @@ def main(argv=None):
                     earlier,
                 ),
             )
-        # standing: shares, after, reference, scores
+        # standing: shares, after, reference, scores (README *Standing*)
         st = log.get("standing")
-        # warm_up_floor below 1: the warm-up round (valued_rounds 0, nothing accumulated) scores
-        # each OK update from its own share of the round's values, not credited, at least the floor
-        wfloor = terms.get("valuation", {}).get("combiner", {}).get("warm_up_floor", 1.0)
-        warm = isinstance(st, dict) and st.get("valued_rounds") == 0 and wfloor < 1.0
-        if isinstance(st, dict) and (st.get("normalised") or warm):
-            # README *Standing*: every update that passed the screens has a value, LOW_QUALITY
-            # ones too (that reason is the standing score's own outcome); before session 51 the
-            # reader took the OK ones only and failed standing.scores once a passed update was
-            # LOW_QUALITY (h-185's DP testnet, round 3), where audit verify passed
-            phi = {
-                a: lsites[a]["components"]["value"]
-                for a in vals
-                if (lsites[a].get("components") or {}).get("value") is not None
-            }
-            tot = math.fsum(abs(v) for v in phi.values())
-            share = {a: v / tot for a, v in phi.items()}
-            cc = terms["valuation"]["combiner"]
-            if len(phi) >= cc.get("min_robust_sites", 3) and not warm:
-                for a in share:
-                    if share[a] > 0 and lsites[a]["components"]["cosine"] < cc["credit_cosine"]:
-                        share[a] = 0.0
-            before = {k.lower(): v for k, v in st.get("before", {}).items()}
-            after = dict(before)
-            for a, v in share.items():
-                after[a] = before.get(a, 0.0) + v
-            ref = min(0.0, statistics.median([after[a] for a in share]))
-            sc_ok = True
-            det = []
-            for a in share:
-                cos_a = lsites[a]["components"].get("cosine")
-                relief = cc.get("relief_cosine", -1.0)
-                checked_a = lsites[a]["components"].get("robust_checked") is True
-                d = after[a] - (0.0 if checked_a and cos_a is not None and cos_a < relief else ref)
-                sc = (
-                    SCORE_SCALE
-                    if d >= 0
-                    else max(0, min(SCORE_SCALE, round(SCORE_SCALE * (1 + d / cc["demote_scale"]))))
-                )
-                if sc < 10_000:
-                    sc = 0
-                if warm and sc < SCORE_SCALE:
-                    sc = max(sc, round(SCORE_SCALE * wfloor))
-                # boost_clip: an update longer along the median update than 1/boost_clip median
-                # norms keeps (1 / (boost_clip * along))**2 of its score, at least 1
-                clip = cc.get("boost_clip", 0.0)
-                comp_a = lsites[a]["components"]
-                if sc > 0 and clip > 0 and checked_a and cos_a is not None:
-                    med_a = comp_a.get("median_norm")
-                    if med_a:
-                        along = cos_a * comp_a["norm"] / med_a
-                        if along * clip > 1.0:
-                            f = (1.0 / (along * clip)) ** 2
-                            sc = max(1, min(sc, round(sc * f)))
-                sc_ok &= sc == onchain[a][2]
-                det.append(
-                    f"{names.get(a)} share {share[a]:.6g} after {after[a]:.6g} score {sc} (chain {onchain[a][2]})"
-                )
-            logged_after = {k.lower(): v for k, v in st.get("after", {}).items()}
-            ok_after = all(logged_after.get(a) == after[a] for a in share)
-            report(
-                r,
-                "standing.scores",
-                sc_ok and ok_after,
-                f"reference {ref}; " + "; ".join(det) + f"; log's after equal: {ok_after}",
-            )
+        if standing_on and isinstance(st, dict):
+            passed = [a for a in vals if onlabel[a] in ("OK", "LOW_QUALITY")]
+            chain_scores = {a: (onchain[a][2], onlabel[a]) for a in vals}
+            sc_ok, sc_detail = standing_scores(st, lsites, passed, chain_scores, terms, names)
+            report(r, "standing.scores", sc_ok, sc_detail)
         rname = rule.get("name") if isinstance(rule, dict) else rule
         if rname != "weighted":
             report(r, "global.recomputed", "NOTE", f"rule {rname!r} not replayed by this reader")

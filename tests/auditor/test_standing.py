@@ -5,6 +5,7 @@ them (publicly, and from the validation set), failing a log that lies about them
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from fedtrail.auditor.verify import verify_all, verify_round
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
+from fedtrail.valuation.standing import accumulate, normalised_values
 from tests.auditor.test_verify import federation, on_anvil
 
 # Every federation here runs on the real Anvil node (see on_anvil).
@@ -102,6 +104,39 @@ def test_a_log_that_inflates_accumulated_values_fails(three_rounds: Any) -> None
         "standing.accumulated" in bad
         and "'after' is not 'before' plus" in bad["standing.accumulated"]
     )
+
+
+def _with_values(log: RoundLog, values: dict[str, float]) -> RoundLog:
+    """``log`` with the ``components.value`` of each site in ``values`` replaced."""
+    return dataclasses.replace(
+        log,
+        sites=tuple(
+            dataclasses.replace(e, components={**e.components, "value": values[e.site]})
+            if e.site in values
+            else e
+            for e in log.sites
+        ),
+    )
+
+
+def test_normalised_values_other_than_the_shares_of_the_logs_values_fail(
+    three_rounds: Any,
+) -> None:
+    """Attack a95 ``shares``: a log that keeps every site's value (positive, as the game gave
+    it) but writes one site's share as -0.8 and the others' as 0.05, ``after`` and the scores
+    following, passed every public check (the scores are the aggregator's claim, but the shares
+    are a function of the values the same log shows: README *Standing*); now
+    standing.accumulated fails, naming the site. The honest log passes."""
+    fed = three_rounds
+    log = _log(fed, 3)
+    assert log.standing is not None and log.standing.normalised is not None
+    site = next(s for s, v in log.standing.normalised.items() if v > 0)
+    norm = {s: (-0.8 if s == site else 0.05) for s in log.standing.normalised}
+    assert math.fsum(abs(v) for v in norm.values()) <= 1.0
+    bad = _lie(fed, 3, normalised=norm, after=accumulate(log.standing.before, norm))
+    assert "not the shares of the log's values" in bad["standing.accumulated"]
+    assert site[:10] in bad["standing.accumulated"]
+    assert "standing.accumulated" not in _lie(fed, 3)
 
 
 def test_a_log_that_rewrites_history_fails_the_chain_check(three_rounds: Any) -> None:
@@ -278,9 +313,13 @@ def test_a_warm_up_score_that_ignores_the_accumulated_shares_fails(three_rounds:
     subs = fed.ledger.get_submissions(1)
     passed = [s.site for s in subs if s.reason == 0 and s.score == 1_000_000]
     site = passed[0]
-    shares = {s: (-0.6 if s == site else 0.05) for s in passed}
+    # values whose shares (normalised_values) put the site at -0.6 / (0.6 + 0.05 k)
+    values = {s: (-0.6 if s == site else 0.05) for s in passed}
+    shares = normalised_values(values)
+    assert shares is not None and shares[site] < -0.5
     forged = dataclasses.replace(
-        log, standing=dataclasses.replace(log.standing, normalised=shares, after=dict(shares))
+        _with_values(log, values),
+        standing=dataclasses.replace(log.standing, normalised=shares, after=dict(shares)),
     )
 
     def failed(under: ValuationSettings) -> dict[str, str]:
@@ -298,21 +337,34 @@ def test_a_warm_up_score_that_ignores_the_accumulated_shares_fails(three_rounds:
 def test_made_up_normalised_values_fail_only_the_re_run(
     three_rounds: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, anvil_url: str
 ) -> None:
-    """Normalised values the game did not give, kept consistent with the arithmetic and the
-    scores, pass the public checks; the re-run with the validation set catches them."""
+    """Normalised values the game did not give, kept consistent with the arithmetic, the
+    scores and the log's values (made up too), pass the public checks; the re-run with the
+    validation set catches them."""
     real = RoundLog.to_bytes
 
     def forged(log: RoundLog) -> bytes:
         st = log.standing
         if st is None or st.normalised is None:
             return real(log)
-        # Halve every gain: scores (full while the accumulated value is >= 0) stay the same.
-        norm = {s: v / 2 if v > 0 else v for s, v in st.normalised.items()}
+        # Move half of one gain to another site, in the log's values and the shares they give
+        # alike: the total, the negative shares and every score (full while the accumulated
+        # value is >= 0) stay the same.
+        values = {e.site: v for e in log.sites if isinstance(v := e.components.get("value"), float)}
+        gains = [s for s, v in values.items() if v > 0]
+        assert len(gains) >= 2
+        moved = values[gains[0]] / 2
+        values[gains[0]] -= moved
+        values[gains[1]] += moved
+        norm = normalised_values(values)
+        assert norm is not None and norm != st.normalised
         after = dict(st.before)
         for s, v in norm.items():
             after[s] = after.get(s, 0.0) + v
         return real(
-            dataclasses.replace(log, standing=dataclasses.replace(st, normalised=norm, after=after))
+            dataclasses.replace(
+                _with_values(log, values),
+                standing=dataclasses.replace(st, normalised=norm, after=after),
+            )
         )
 
     monkeypatch.setattr(RoundLog, "to_bytes", forged)

@@ -182,20 +182,24 @@ def test_the_game_value_is_re_derived_with_the_validation_set(
     fed: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """components.value (and method) come from the validation game: without the split they
-    stay the aggregator's claim (public verify passes a doubled value); with it, the re-run
-    compares them: on the parent commit only the scores and the standing were compared and the
-    doubled value passed; now components.recomputed fails, naming the site."""
+    stay the aggregator's claim (public verify passes every value doubled, which leaves their
+    shares, the standing's normalised values, exactly as they were; one value doubled alone
+    moves the shares away from the log's and fails standing.accumulated publicly since a95);
+    with it, the re-run compares them: on the parent commit only the scores and the standing
+    were compared and the doubled values passed; now components.recomputed fails, naming the
+    site."""
     val = load_bundled().val
     site: list[str] = []
 
     def edit(doc: dict[str, Any]) -> None:
-        entry = _ok_site(doc)
-        entry["components"]["value"] *= 2
-        site.append(entry["site"])
+        site.append(_ok_site(doc)["site"])
+        for entry in doc["sites"]:
+            if isinstance(entry["components"].get("value"), float):
+                entry["components"]["value"] *= 2
 
     bad = _audit_with_log(fed, 2, edit, monkeypatch, validation=val)
     assert set(bad) == {"components.recomputed"}, bad
-    assert bad["components.recomputed"].startswith(f"{site[0][:10]} value ")
+    assert f"{site[0][:10]} value " in bad["components.recomputed"]
     monkeypatch.undo()
     assert _audit_with_log(fed, 2, edit, monkeypatch) == {}
     monkeypatch.undo()

@@ -15,9 +15,9 @@ import pytest
 from fedtrail.auditor.verify import RoundAudit, verify_round
 from fedtrail.chain import advance_time, block_timestamp
 from fedtrail.errors import LedgerError
-from fedtrail.ledger import Valuation, commitment
+from fedtrail.ledger import Valuation, commitment, decline_commitment
 from fedtrail.ledger.records import score_commitment
-from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.codes import Decline, Reason
 from fedtrail.protocol.names import shown
 from fedtrail.protocol.peers import PeerVote, address_key
 from fedtrail.storage.store import LocalStore
@@ -108,6 +108,47 @@ def test_a_move_that_voids_a_committed_site_fails_sites_registry(
     assert failed - control_failed == {"sites.registry"}, (failed, control_failed)
     passed, detail = _registry(control)
     assert passed and detail == "no site's registry entry changed inside the round", detail
+
+
+def _capped_decline(tmp_path: Path, anvil_url: str, reason: Decline) -> RoundAudit:
+    """A hand-run round: once it is open the coordinator cuts site 2's cap to 100, and site 2
+    commits a decline with ``reason`` in place of an update (its node, whose data is over the
+    cap, declines ``cap below data``: a96); sites 0 and 1 are paid."""
+    fed = hand.new_federation(tmp_path, anvil_url)
+    model = hand.initial(fed)
+    r = terms_tests._open(fed, model, declined_tests.LOO)
+    target = fed.sites[2]
+    fed.ledger.set_max_samples(fed.coordinator, target.address, 100)
+    terms_sha = fed.ledger.get_round(r).terms_sha256
+    fed.ledger.commit_update(target, r, decline_commitment(target.address, r, terms_sha, reason))
+    hand.submit_all(dataclasses.replace(fed, sites=fed.sites[:2]), r, seed=1)
+    left = fed.ledger.get_round(r).reveal_deadline - block_timestamp(fed.ledger.w3)
+    advance_time(fed.ledger.w3, left + 1)
+    fed.ledger.record_valuation(
+        fed.coordinator, r, [Valuation(s.address, 500_000, 0) for s in fed.sites[:2]]
+    )
+    hand.finalize(fed, r, model, None, edit=_edit)
+    advance_time(fed.ledger.w3, 1)
+    return verify_round(fed.ledger, fed.store, r)
+
+
+def test_a_cap_cut_that_a_site_declines_inside_the_round_still_fails_sites_registry(
+    anvil_url: str, tmp_path: Path
+) -> None:
+    """a96: a node whose data is over its cap declines the round on chain (``cap below data``)
+    instead of leaving no trace. Inside the round that decline is the coordinator's move, not
+    the site's refusal: ``sites.registry`` fails as it does for a site the cut left with no
+    commitment, and ``terms.declined`` names the reason. A decline for the site's own reason
+    (settings it does not accept) after the same cut is the site's choice: not failed."""
+    capped = _capped_decline(tmp_path / "capped", anvil_url, Decline.CAP_BELOW_DATA)
+    passed, detail = _registry(capped)
+    assert not passed, detail
+    assert f"{shown(hand.SITE_NAMES[2])} (" in detail and ": cap set to 100" in detail, detail
+    named = next(c for c in capped.checks if c.name == "terms.declined")
+    assert "cap below data" in named.detail, named.detail
+    own = _capped_decline(tmp_path / "own", anvil_url, Decline.UNACCEPTED)
+    passed, detail = _registry(own)
+    assert passed, detail
 
 
 def test_a_move_after_the_round_or_on_a_site_that_revealed_is_not_failed(
