@@ -232,7 +232,10 @@ class LoosestLimits:
     paid.
     ``dp_spend_check`` is bounded at 1 (on) for the same reason: terms that omit it read as
     written before it (off), which pays a site that understates its privacy spend; so is
-    ``dp_noise_check``: off pays a site that declares DP-SGD and sends a plain update."""
+    ``dp_noise_check``, bounded at 2: off pays a site that declares DP-SGD and sends a plain
+    update, and 1 (terms written before session 52) one that claims more samples than it has
+    to pass an update with less noise than it declares (``scripts/attacks/
+    a92_dp_count_inflation.py``)."""
 
     min_cosine: float = -1.0
     max_norm_z: float = 20.0
@@ -249,7 +252,7 @@ class LoosestLimits:
     dp_spend_check: int = 1
     norm_size_cap: float = 1.0
     tiny_size_power: float = 2.0
-    dp_noise_check: int = 1
+    dp_noise_check: int = 2
     relief_cosine: float = -0.7
     stale_support_cosine: float = 0.999995
     """At most the product's value: terms that omit it read as 1 (off, the stale screen before
