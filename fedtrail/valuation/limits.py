@@ -79,6 +79,7 @@ __all__ = [
     "HIGHER_IS_STRICTER",
     "LOWER_IS_LOOSER",
     "PAYMENT_LIMITS",
+    "PROJECT_SHIFT_SETTINGS",
     "START_LIMITS",
     "UNBOUNDED",
     "WINDOW_LIMITS",
@@ -94,7 +95,16 @@ __all__ = [
 ]
 
 PAYMENT_LIMITS: Final = frozenset(
-    {"per_round", "methods", "metrics", "rules", "min_clip_norm", "max_trim_ratio", "min_krum_m"}
+    {
+        "per_round",
+        "methods",
+        "metrics",
+        "rules",
+        "min_clip_norm",
+        "max_trim_ratio",
+        "min_krum_m",
+        "project_shift",
+    }
 )
 """:class:`ThresholdLimits` fields that bound a round's payment settings
 (:meth:`ThresholdLimits.payment_breaches`), not a :class:`Combiner` threshold."""
@@ -124,6 +134,10 @@ of every round, read by verify as a commitment the site withheld (attack a50: a 
 reveal took 15 s missed a 10 s window in every round while the others were paid, and ``audit
 verify`` passed). 20 s is the Flower app's default reveal window; a site whose reveal takes
 longer (a large blob, a slow link, a chain with slow blocks) sets its own floor above it."""
+
+PROJECT_SHIFT_SETTINGS: Final = ("off", "on")
+"""The settings of a round's ``valuation.project_shift`` a site can accept (``[accept]
+project_shift``): ``"on"`` the terms carry it true, ``"off"`` they omit it."""
 
 GAME_NAMES: Final = tuple(dict.fromkeys((*METHODS, *LARGE_GAMES, *VALIDATOR_GAMES)))
 """Every game a round's terms can name (``method``, ``large_game``, ``validator_game``)."""
@@ -406,6 +420,11 @@ class ThresholdLimits:
     min_krum_m: int = 2
     """``krum``'s ``krum_m`` (updates averaged), unset (``n - krum_f``) or at least this: at 1
     the global step is one site's update (``a20_rule_freeze.py krum 3``)."""
+    project_shift: tuple[str, ...] = PROJECT_SHIFT_SETTINGS
+    """The terms' ``valuation.project_shift`` settings accepted: ``"on"`` (the validation game
+    values each update with its first-order uniform logit shift removed, the aggregator's
+    default for terms that require DP) and ``"off"`` (absent: the plain game); default both.
+    A site whose value the projection changes against its consent lists only the other."""
     unbound_start: bool = False
     """False: a round opened before any round was finalized is taken part in only when its
     terms bind the start model to the deployment (``initial_model: "deployment"`` with an
@@ -430,6 +449,11 @@ class ThresholdLimits:
         object.__setattr__(self, "methods", _names_in("methods", self.methods, GAME_NAMES, "game"))
         object.__setattr__(self, "metrics", _names_in("metrics", self.metrics, METRICS, "metric"))
         object.__setattr__(self, "rules", _names_in("rules", self.rules, RULE_NAMES, "rule"))
+        object.__setattr__(
+            self,
+            "project_shift",
+            _names_in("project_shift", self.project_shift, PROJECT_SHIFT_SETTINGS, "setting"),
+        )
         if not isinstance(self.per_round, bool):
             raise ConfigError(f"per_round must be true or false, got {self.per_round!r}")
         if not isinstance(self.unbound_start, bool):
@@ -565,6 +589,12 @@ class ThresholdLimits:
             out.append(
                 "explanation check without a public probe set (accepted: only with "
                 "valuation.explanation_probe, which lets anyone recompute the verdicts)"
+            )
+        shift = "on" if settings.project_shift else "off"
+        if shift not in self.project_shift:
+            out.append(
+                f"valuation.project_shift {shift} (accepted: project_shift = "
+                f"{list(self.project_shift)})"
             )
         if rule.name not in self.rules:
             out.append(f"aggregation rule {rule.name!r} (accepted: rules = {list(self.rules)})")
