@@ -28,7 +28,10 @@ x) + 2x)]``; and ``|U_b - N_b| = |S_b|``. Hence for the true ``t = 1/s``: ``sum_
 ``t > 0`` (convex in t: bisection on its derivative) and fails the update when even the best
 ``t`` needs a signal longer than ``Lambda``. With ``x`` split by a union bound over every block
 (both sides) and the batch sizes bounded with the other half (:func:`allowed_signal`), an
-honest DP-SGD update fails with probability at most :data:`FALSE_POSITIVE` (1e-9).
+honest DP-SGD update fails with probability at most :data:`FALSE_POSITIVE` (1e-9) when
+``Lambda`` is evaluated at its true count. Under ``dp_noise_check`` 2 it is evaluated at no more
+than :data:`NOISE_COUNT` samples (the count is the site's claim, a92), so for larger sites the
+bound rests on the measured margin: honest updates need far less than their ``Lambda``.
 
 What it catches: a plain update (block norms of a gradient vary by orders of magnitude; no
 noise at all); "noise" of the right total norm concentrated in some layers (the other blocks
