@@ -535,12 +535,20 @@ class ThresholdLimits:
         return cls(**values)
 
     def taking(
-        self, *, rule: AggregationRule, standing: bool, games: tuple[str, ...], metric: str
+        self,
+        *,
+        rule: AggregationRule,
+        standing: bool,
+        games: tuple[str, ...],
+        metric: str,
+        project_shift: bool = False,
     ) -> ThresholdLimits:
         """These limits widened to accept an aggregator's payment settings (a simulated
         federation's sites consenting to their aggregator's choices, or a test's)."""
+        shift = "on" if project_shift else "off"
         return replace(
             self,
+            project_shift=tuple(dict.fromkeys((*self.project_shift, shift))),
             per_round=self.per_round or not standing,
             methods=tuple(dict.fromkeys((*self.methods, *games))),
             metrics=tuple(dict.fromkeys((*self.metrics, metric))),
@@ -563,6 +571,7 @@ class ThresholdLimits:
             standing=bool(settings.standing),
             games=played_games(settings),
             metric=settings.metric,
+            project_shift=bool(settings.project_shift),
         )
 
     def payment_breaches(self, rule: AggregationRule, settings: ValuationSettings) -> list[str]:

@@ -218,5 +218,7 @@ def test_a_site_refuses_project_shift_settings_it_did_not_accept() -> None:
     ]
     refusal = payment_refusal(off_only, rule, on)
     assert refusal is not None and "project_shift" in refusal
+    assert off_only.taking_terms(rule, on).payment_breaches(rule, on) == []  # consenting
+    assert off_only.taking_terms(rule, plain).project_shift == ("off",)
     with pytest.raises(ConfigError, match="project_shift names unknown setting"):
         limits_from({"project_shift": ["maybe"]})
