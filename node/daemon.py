@@ -1031,7 +1031,7 @@ class SiteNode:
                 round_id,
                 info,
                 Decline.PRIVACY,
-                f"DP-SGD: the round's terms check each DP update's noise (dp_noise_check on), "
+                f"DP-SGD: the round's terms check each DP update's noise (dp_noise_check 1 or 2), "
                 f"which a {method} update (the top of delta + the residual of earlier rounds) "
                 "cannot show, so it would be scored 0 after spending privacy budget; not "
                 'training (send DP updates with [compression] method = "none" to join rounds '

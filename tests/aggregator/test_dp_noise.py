@@ -138,10 +138,14 @@ def federation(
             return None
 
         def zeroes_honest(
-            delta: dict[str, torch.Tensor], params: DpParams | None, n: int, method: str
+            delta: dict[str, torch.Tensor],
+            params: DpParams | None,
+            n: int,
+            method: str,
+            rule: int = 1,
         ) -> str | None:
             # every DP update that carries its noise (the honest one) called noiseless
-            why = noise_breach(delta, params, n, method)
+            why = noise_breach(delta, params, n, method, rule)
             return "privacy noise MISSING: invented" if why is None and params else why
 
         _round(fed, sites, None)
