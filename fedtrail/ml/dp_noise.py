@@ -30,7 +30,7 @@ x) + 2x)]``; and ``|U_b - N_b| = |S_b|``. Hence for the true ``t = 1/s``: ``sum_
 (both sides) and the batch sizes bounded with the other half (:func:`allowed_signal`), an
 honest DP-SGD update fails with probability at most :data:`FALSE_POSITIVE` (1e-9) when
 ``Lambda`` is evaluated at its true count. Under ``dp_noise_check`` 2 it is evaluated at no more
-than :data:`NOISE_COUNT` samples (the count is the site's claim, a92), so for larger sites the
+than :data:`NOISE_COUNT` samples (the count is the site's claim, a97), so for larger sites the
 bound rests on the measured margin: honest updates need far less than their ``Lambda``.
 
 What it catches: a plain update (block norms of a gradient vary by orders of magnitude; no
@@ -92,7 +92,7 @@ NOISE_COUNT: Final = 32
 grows with the count (a batch of B images adds up to B clipped gradients against one noise
 draw), and the count is the site's own word, bounded only by its on-chain cap and the round's
 ``max_sample_ratio``: a site of 150 images claiming 1,500 passed a plain update declaring
-0.278 epsilon (``scripts/attacks/a92_dp_count_inflation.py``). Honest DP-SGD updates need far
+0.278 epsilon (``scripts/attacks/a97_dp_count_inflation.py``). Honest DP-SGD updates need far
 less than their ``Lambda`` (Cauchy-Schwarz assumes every clipped gradient aligned): the most
 any measured one needed was 12.1 noise units (2,428 images, expected batch 512, noise 0.7),
 where ``Lambda`` at 32 samples is 73.8 (README *The noise check, exactly*)."""

@@ -268,7 +268,7 @@ class Combiner:
     alone); otherwise a site that declares DP-SGD and sends a plain update is paid like anyone
     else (``scripts/attacks/a24_dp_noise_claim.py``). 1 evaluates the signal the parameters
     allow at the site's claimed sample count, which the site inflates within its cap to pass
-    an update with less noise than it declares (``scripts/attacks/a92_dp_count_inflation.py``);
+    an update with less noise than it declares (``scripts/attacks/a97_dp_count_inflation.py``);
     2 at that count but at most :data:`fedtrail.ml.dp_noise.NOISE_COUNT` (32). A recorded set
     of thresholds without it means 0: off; terms written before 2 existed keep their 1.
     ``norm_size_cap`` (>= 1; default 1: off; an opt-in, 10 where a federation's sites consent

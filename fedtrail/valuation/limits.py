@@ -249,7 +249,7 @@ class LoosestLimits:
     ``dp_noise_check``, bounded at 2: off pays a site that declares DP-SGD and sends a plain
     update, and 1 (terms written before session 52) one that claims more samples than it has
     to pass an update with less noise than it declares (``scripts/attacks/
-    a92_dp_count_inflation.py``)."""
+    a97_dp_count_inflation.py``)."""
 
     min_cosine: float = -1.0
     max_norm_z: float = 20.0

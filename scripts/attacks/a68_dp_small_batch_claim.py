@@ -61,7 +61,7 @@ MODE = sys.argv[1] if len(sys.argv) > 1 else "tiny"
 if MODE not in ("tiny", "batch1", "honest"):
     sys.exit(f"unknown mode {MODE!r}: tiny, batch1 or honest")
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 2
-RULE = default_combiner(True).dp_noise_check  # the terms' (a92: 2 credits at most 32 samples)
+RULE = default_combiner(True).dp_noise_check  # the terms' (a97: 2 credits at most 32 samples)
 DELTA = 1e-5
 N = 150
 DEFAULT = plan_privacy(

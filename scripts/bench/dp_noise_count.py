@@ -1,4 +1,4 @@
-"""The noise check's credited count (``dp_noise_check`` 2, attack a92): honest margins and the
+"""The noise check's credited count (``dp_noise_check`` 2, attack a97): honest margins and the
 cheapest declaration a plain update passes under, whatever count a site claims.
 
 Part 1 trains honest DP-SGD updates with the node's :func:`train_private` from the initial

@@ -227,7 +227,7 @@ def test_every_validator_reads_a_noiseless_dp_update_as_malformed_with_its_delta
 
 
 def test_terms_keep_the_noise_rule_they_were_written_with(federation: Any) -> None:
-    """Terms written since session 52 carry ``dp_noise_check`` 2 (the credited count, a92);
+    """Terms written since session 52 carry ``dp_noise_check`` 2 (the credited count, a97);
     terms with 1 (before it) replay at the claimed count, and the noiseless update lacks its
     noise under both."""
     ledger, store, names = federation

@@ -237,13 +237,13 @@ def test_honest_dp_sgd_with_batches_of_one_image_passes(
         assert verdict.ok, verdict.reason
 
 
-INFLATED = DpParams(  # a92's cheapest declaration at a claimed 1,500 under the claimed count
+INFLATED = DpParams(  # a97's cheapest declaration at a claimed 1,500 under the claimed count
     noise_multiplier=2.0, max_grad_norm=1.0, sample_rate=1 / 1500, steps=45_000, delta=1e-5
 )
 
 
 def test_an_inflated_count_no_longer_loosens_the_check(plain: Delta) -> None:
-    """a92: the plain update of 150 images passes under a declaration of 0.28 epsilon when the
+    """a97: the plain update of 150 images passes under a declaration of 0.28 epsilon when the
     site claims 1,500 samples and the check reads the claim (``dp_noise_check`` 1); under 2 the
     check credits at most NOISE_COUNT samples, and any claim above it reads as that count."""
     assert noise_breach(plain, INFLATED, 1500, "none", CLAIMED_COUNT) is None

@@ -25,7 +25,7 @@ the epsilon an honest node's default plan spends a round at the site's true 150 
 as a68 measures it; the defence holds when no parameters on the grid pass, or the cheapest
 that pass declare at least that much.
 
-usage: scripts/attacks/real.sh scripts/attacks/a92_dp_count_inflation.py MODE [RULE] [rounds]
+usage: scripts/attacks/real.sh scripts/attacks/a97_dp_count_inflation.py MODE [RULE] [rounds]
   MODE: inflate or true; RULE: 1 or 2
 Exits 1 when the attack works, else 0.
 """
