@@ -319,12 +319,12 @@ def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
     "fails the audit's privacy.required).",
 )
 @click.option(
-    "--project-shift",
-    is_flag=True,
+    "--project-shift/--no-project-shift",
+    default=None,
     help="The validation game values every update with its first-order uniform logit shift "
-    "removed (round terms valuation.project_shift, fixed from round 1): an opt-in for sites "
-    "that train with DP-SGD, where it measured the noisy sites' share below FedAvg's; worse "
-    "without DP.",
+    "removed (round terms valuation.project_shift, fixed from round 1): for sites that train "
+    "with DP-SGD, where it measured the noisy sites' share below FedAvg's; worse without DP. "
+    "Default: on exactly when --dp-required.",
 )
 @model_options
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="torch CPU threads.")
@@ -363,7 +363,7 @@ def run(
     personalise_method: str,
     dp_delta: float | None,
     dp_required: bool,
-    project_shift: bool,
+    project_shift: bool | None,
     arch: str | None,
     image_size: int | None,
     threads: int | None,

@@ -215,12 +215,13 @@ class AggregatorSettings:
     local training time (issue 14; README, peer scoring time). It needs a gradient, so with
     the AUC metric peer rounds fall back to ``valuation``'s game."""
 
-    project_shift: bool = False
+    project_shift: bool | None = None
     """The validation game values every update with its first-order uniform logit shift
     removed (round terms ``valuation.project_shift``, written only when True; fixed from round
-    1). An opt-in for federations whose sites train with DP-SGD: there the shift toward each
-    site's label majority otherwise decides its value (README, *Valuation under DP*); without
-    DP it measured worse, so it is off by default."""
+    1). For federations whose sites train with DP-SGD: there the shift toward each site's label
+    majority otherwise decides its value (README, *Valuation under DP*); without DP it measured
+    worse. None (default): on exactly when the terms require DP (``dp_required``); True or
+    False: as given. Sites accept it or not (``[accept] project_shift``)."""
 
     def __post_init__(self) -> None:
         try:
@@ -277,6 +278,14 @@ class AggregatorSettings:
             method=self.personalise_method, steps=self.personalise_steps, lr=self.personalise_lr
         )
 
+    def shifts_projected(self) -> bool:
+        """Whether the terms carry ``valuation.project_shift``: as set, or (None) when they
+        require DP."""
+        if self.project_shift is None:
+            privacy = self.privacy()
+            return privacy is not None and privacy.required
+        return self.project_shift
+
     def privacy(self) -> PrivacyTerms | None:
         """The differential privacy the round terms ask of sites (None: none)."""
         if not self.dp_delta:
@@ -311,7 +320,7 @@ class AggregatorSettings:
             quorum=quorum if peers else None,
             validator_game=(None if auc and game == "linear_shapley" else game) if peers else None,
             explanation_probe=probe,
-            project_shift=True if self.project_shift else None,
+            project_shift=True if self.shifts_projected() else None,
         )
 
 

@@ -137,7 +137,7 @@ from fedtrail.storage.codec import (
 from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.privacy_spend import sampling_problem
 from fedtrail.storage.store import ContentStore
-from fedtrail.valuation.candidates import SpendChecker, checks_noise, checks_spend
+from fedtrail.valuation.candidates import SpendChecker, checks_spend, noise_rule
 from fedtrail.valuation.limits import ThresholdLimits
 
 if TYPE_CHECKING:
@@ -642,11 +642,12 @@ def verify_round(
     # MALFORMED (fedtrail.ml.dp_noise), its delta kept; read before the spend rule marks any,
     # as each verdict stands alone (either one zeroes the update)
     quiet: dict[str, str] = {}
-    if terms is not None and checks_noise(terms):
+    noise_level = noise_rule(terms) if terms is not None else 0
+    if noise_level:
         for sub in subs:
             if read_as.get(sub.site) is Reason.OK and sub.site in deltas:
                 delta, method = deltas[sub.site], methods[sub.site]
-                why = noise_breach(delta, dp.get(sub.site), sub.num_samples, method)
+                why = noise_breach(delta, dp.get(sub.site), sub.num_samples, method, noise_level)
                 if why is not None:
                     quiet[sub.site] = why
 
@@ -662,7 +663,7 @@ def verify_round(
         dp,
         quiet,
         breaches,
-        noise=terms is not None and checks_noise(terms),
+        noise=bool(noise_level),
         asked=terms is not None and terms.privacy is not None,
         peers=peers,
     ):

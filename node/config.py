@@ -233,14 +233,14 @@ class NodeConfig:
             # Private either way: the compressed update and the residual are functions of the
             # DP-noised deltas the site reveals (post-processing). Unpaid, though: nobody can
             # check the noise a topk8 update declares (the top of delta + the residual of
-            # earlier rounds), so terms with dp_noise_check 1 score it 0 (MALFORMED) and the
+            # earlier rounds), so terms with dp_noise_check 1 or 2 score it 0 (MALFORMED) and the
             # site would spend its budget for nothing; only terms that waive the check pay it.
             raise ConfigError(
                 f"[privacy] enabled with [compression] method = {self.compression.method!r} "
                 "needs [accept.loosest] dp_noise_check = 0: the compressed update stays "
                 "differentially private (it is computed from the DP-noised deltas alone), but "
                 "nobody can check the noise it declares, so aggregators whose terms keep "
-                "dp_noise_check = 1 (the default) score it 0; set the loosest limit to 0 to join "
+                "dp_noise_check on (2, the default) score it 0; set the loosest limit to 0 to join "
                 'federations whose terms waive that check, or use method = "none"'
             )
 

@@ -1039,13 +1039,13 @@ class SiteNode:
         if method != "none" and checks_noise(terms):
             # the aggregator would score the update 0 (privacy noise UNCHECKABLE): the site
             # would spend its privacy budget on an update that earns nothing. Declared on chain
-            # (a47): dp_noise_check 1 is the default, so terms that keep it shut every DP topk8
+            # (a47): dp_noise_check on (2) is the default, so terms that keep it shut every DP topk8
             # site out, which a silent skip left looking like sites that were offline
             return self._decline(
                 round_id,
                 info,
                 Decline.PRIVACY,
-                f"DP-SGD: the round's terms check each DP update's noise (dp_noise_check 1), "
+                f"DP-SGD: the round's terms check each DP update's noise (dp_noise_check 1 or 2), "
                 f"which a {method} update (the top of delta + the residual of earlier rounds) "
                 "cannot show, so it would be scored 0 after spending privacy budget; not "
                 'training (send DP updates with [compression] method = "none" to join rounds '

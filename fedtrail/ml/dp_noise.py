@@ -28,7 +28,10 @@ x) + 2x)]``; and ``|U_b - N_b| = |S_b|``. Hence for the true ``t = 1/s``: ``sum_
 ``t > 0`` (convex in t: bisection on its derivative) and fails the update when even the best
 ``t`` needs a signal longer than ``Lambda``. With ``x`` split by a union bound over every block
 (both sides) and the batch sizes bounded with the other half (:func:`allowed_signal`), an
-honest DP-SGD update fails with probability at most :data:`FALSE_POSITIVE` (1e-9).
+honest DP-SGD update fails with probability at most :data:`FALSE_POSITIVE` (1e-9) when
+``Lambda`` is evaluated at its true count. Under ``dp_noise_check`` 2 it is evaluated at no more
+than :data:`NOISE_COUNT` samples (the count is the site's claim, a97), so for larger sites the
+bound rests on the measured margin: honest updates need far less than their ``Lambda``.
 
 What it catches: a plain update (block norms of a gradient vary by orders of magnitude; no
 noise at all); "noise" of the right total norm concentrated in some layers (the other blocks
@@ -58,7 +61,17 @@ import torch
 
 from fedtrail.protocol.privacy import DpParams
 
-__all__ = ["BLOCK", "FALSE_POSITIVE", "NoiseVerdict", "check_noise", "noise_breach"]
+__all__ = [
+    "BLOCK",
+    "CLAIMED_COUNT",
+    "CREDITED_COUNT",
+    "FALSE_POSITIVE",
+    "NOISE_COUNT",
+    "NoiseVerdict",
+    "check_noise",
+    "credited_samples",
+    "noise_breach",
+]
 
 BLOCK: Final = 1024
 """Coordinates per block: large enough that the chi-square bounds are tight (about +-30% of
@@ -68,6 +81,21 @@ FALSE_POSITIVE: Final = 1e-9
 """The probability, at most, that an honest DP-SGD update fails: half for the block norms,
 half for the batch sizes."""
 _BISECTIONS: Final = 200
+CLAIMED_COUNT: Final = 1
+"""``dp_noise_check`` 1: ``Lambda`` at the site's claimed (on-chain) sample count, as every
+round before session 52 was checked."""
+CREDITED_COUNT: Final = 2
+"""``dp_noise_check`` 2 (the default since session 52): ``Lambda`` at the claimed count but at
+most :data:`NOISE_COUNT` (:func:`credited_samples`)."""
+NOISE_COUNT: Final = 32
+"""The most samples the noise check credits a site under ``dp_noise_check`` 2. ``Lambda``
+grows with the count (a batch of B images adds up to B clipped gradients against one noise
+draw), and the count is the site's own word, bounded only by its on-chain cap and the round's
+``max_sample_ratio``: a site of 150 images claiming 1,500 passed a plain update declaring
+0.278 epsilon (``scripts/attacks/a97_dp_count_inflation.py``). Honest DP-SGD updates need far
+less than their ``Lambda`` (Cauchy-Schwarz assumes every clipped gradient aligned): the most
+any measured one needed was 12.1 noise units (2,428 images, expected batch 512, noise 0.7),
+where ``Lambda`` at 32 samples is 73.8 (README *The noise check, exactly*)."""
 
 
 @dataclass(frozen=True)
@@ -174,15 +202,24 @@ def _min_excess(u: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     return _excess((a + b) / 2, u, lo, hi)
 
 
+def credited_samples(num_samples: int, rule: int) -> int:
+    """The sample count the noise check evaluates ``Lambda`` at under ``rule`` (the terms'
+    ``dp_noise_check``): the claimed count under 1 (:data:`CLAIMED_COUNT`), at most
+    :data:`NOISE_COUNT` under 2 (:data:`CREDITED_COUNT`)."""
+    return min(num_samples, NOISE_COUNT) if rule >= CREDITED_COUNT else num_samples
+
+
 def noise_breach(
     delta: Mapping[str, torch.Tensor],
     params: DpParams | None,
     num_samples: int,
     compression: str,
+    rule: int = CLAIMED_COUNT,
 ) -> str | None:
     """Why an update carrying ``params`` fails the noise check (the round log's detail), or
     None: an update without DP parameters has nothing to check; a compressed one cannot be
-    checked, and fails (module docstring)."""
+    checked, and fails (module docstring). ``rule``: the terms' ``dp_noise_check``, which
+    bounds the count ``Lambda`` is evaluated at (:func:`credited_samples`)."""
     if params is None:
         return None
     if compression != "none":
@@ -190,5 +227,5 @@ def noise_breach(
             f"privacy noise UNCHECKABLE: a {compression} update (top-k with error feedback) "
             "carries no per-round noise anyone can check; send DP updates dense"
         )
-    verdict = check_noise(delta, params, num_samples)
+    verdict = check_noise(delta, params, credited_samples(num_samples, rule))
     return None if verdict.ok else verdict.reason

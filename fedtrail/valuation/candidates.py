@@ -68,6 +68,7 @@ __all__ = [
     "checks_noise",
     "checks_spend",
     "fetch_update",
+    "noise_rule",
     "pin_readable",
     "prefetch_revealed",
     "revealed_candidates",
@@ -193,8 +194,9 @@ def _check_blob(
         if meta.dp is None and terms.privacy is not None and terms.privacy.required:
             # Not an update these terms accept: verify's privacy.required would fail.
             raise InvalidUpdate("the terms require DP-SGD and the update holds no DP parameters")
-        noise = noise_breach(delta, meta.dp, sub.num_samples, meta.compression.method)
-        if noise is not None and checks_noise(terms):  # logged once per fetch, as scored
+        rule = noise_rule(terms)
+        noise = noise_breach(delta, meta.dp, sub.num_samples, meta.compression.method, rule)
+        if noise is not None and rule:  # logged once per fetch, as scored
             logger.warning("round %d: %s's update scored 0: %s", round_id, sub.site, noise)
         return Reason.OK, "", delta, meta.dp, noise
     except InvalidUpdate as exc:
@@ -206,12 +208,19 @@ def _check_blob(
 def checks_noise(terms: RoundTerms) -> bool:
     """Whether ``terms`` score an update that lacks the noise its DP parameters add 0 (their
     thresholds' ``dp_noise_check``; off in terms written before it), as :func:`checks_spend`."""
+    return bool(noise_rule(terms))
+
+
+def noise_rule(terms: RoundTerms) -> int:
+    """``terms``' ``dp_noise_check``: 0 off (terms written before it, or valuation settings
+    that cannot be read), 1 the noise check at the claimed count, 2 at a count of at most
+    :data:`~fedtrail.ml.dp_noise.NOISE_COUNT` (:func:`~fedtrail.ml.dp_noise.credited_samples`)."""
     from fedtrail.valuation.chained import combiner_from
 
     try:
-        return bool(combiner_from(ValuationSettings.from_json(terms.valuation)).dp_noise_check)
+        return int(combiner_from(ValuationSettings.from_json(terms.valuation)).dp_noise_check)
     except (InvalidLog, ConfigError):
-        return False
+        return 0
 
 
 def checks_spend(terms: RoundTerms) -> bool:

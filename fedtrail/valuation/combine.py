@@ -262,13 +262,15 @@ class Combiner:
     less than it spent is paid like anyone else and only the audit flags it afterwards
     (``scripts/attacks/a5_dp_understated_spend.py``). A recorded set of thresholds without it
     (a log written before it existed) means 0: off.
-    ``dp_noise_check`` (0 or 1; default 1): 1 scores 0, as MALFORMED, an update carrying DP
-    parameters that is not the Gaussian noise they add plus a clipped signal, or that is
-    compressed (:func:`fedtrail.ml.dp_noise.noise_breach`, a public check of the update alone;
-    an honest DP-SGD update fails it with probability at most 1e-9); otherwise a site that
-    declares DP-SGD and sends a plain update is paid like anyone else
-    (``scripts/attacks/a24_dp_noise_claim.py``). A recorded set of thresholds without it means
-    0: off.
+    ``dp_noise_check`` (0, 1 or 2; default 2): 1 and 2 score 0, as MALFORMED, an update
+    carrying DP parameters that is not the Gaussian noise they add plus a clipped signal, or
+    that is compressed (:func:`fedtrail.ml.dp_noise.noise_breach`, a public check of the update
+    alone); otherwise a site that declares DP-SGD and sends a plain update is paid like anyone
+    else (``scripts/attacks/a24_dp_noise_claim.py``). 1 evaluates the signal the parameters
+    allow at the site's claimed sample count, which the site inflates within its cap to pass
+    an update with less noise than it declares (``scripts/attacks/a97_dp_count_inflation.py``);
+    2 at that count but at most :data:`fedtrail.ml.dp_noise.NOISE_COUNT` (32). A recorded set
+    of thresholds without it means 0: off; terms written before 2 existed keep their 1.
     ``norm_size_cap`` (>= 1; default 1: off; an opt-in, 10 where a federation's sites consent
     under ``[accept.loosest]``): the norm screen judges an update's norm
     divided by ``min(norm_size_cap, max(1, n / m))`` (:func:`size_adjusted_z`), ``n`` its
@@ -350,7 +352,7 @@ class Combiner:
     dp_spend_check: int = 1
     norm_size_cap: float = 1.0
     tiny_size_power: float = 2.0
-    dp_noise_check: int = 1
+    dp_noise_check: int = 2
     relief_cosine: float = -0.7
     boost_clip: float = BOOST_CLIP
     warm_up_floor: float = WARM_UP_FLOOR
@@ -404,8 +406,8 @@ class Combiner:
         if isinstance(d, bool) or d not in (0, 1):
             raise ConfigError(f"dp_spend_check must be 0 or 1, got {d!r}")
         d = self.dp_noise_check
-        if isinstance(d, bool) or d not in (0, 1):
-            raise ConfigError(f"dp_noise_check must be 0 or 1, got {d!r}")
+        if isinstance(d, bool) or d not in (0, 1, 2):
+            raise ConfigError(f"dp_noise_check must be 0, 1 or 2, got {d!r}")
         k = _number("max_norm_ratio", self.max_norm_ratio)
         if k != 0 and k < 1:
             raise ConfigError(f"max_norm_ratio must be 0 (off) or at least 1, got {k}")

@@ -79,6 +79,7 @@ __all__ = [
     "HIGHER_IS_STRICTER",
     "LOWER_IS_LOOSER",
     "PAYMENT_LIMITS",
+    "PROJECT_SHIFT_SETTINGS",
     "START_LIMITS",
     "UNBOUNDED",
     "WINDOW_LIMITS",
@@ -94,7 +95,16 @@ __all__ = [
 ]
 
 PAYMENT_LIMITS: Final = frozenset(
-    {"per_round", "methods", "metrics", "rules", "min_clip_norm", "max_trim_ratio", "min_krum_m"}
+    {
+        "per_round",
+        "methods",
+        "metrics",
+        "rules",
+        "min_clip_norm",
+        "max_trim_ratio",
+        "min_krum_m",
+        "project_shift",
+    }
 )
 """:class:`ThresholdLimits` fields that bound a round's payment settings
 (:meth:`ThresholdLimits.payment_breaches`), not a :class:`Combiner` threshold."""
@@ -124,6 +134,10 @@ of every round, read by verify as a commitment the site withheld (attack a50: a 
 reveal took 15 s missed a 10 s window in every round while the others were paid, and ``audit
 verify`` passed). 20 s is the Flower app's default reveal window; a site whose reveal takes
 longer (a large blob, a slow link, a chain with slow blocks) sets its own floor above it."""
+
+PROJECT_SHIFT_SETTINGS: Final = ("off", "on")
+"""The settings of a round's ``valuation.project_shift`` a site can accept (``[accept]
+project_shift``): ``"on"`` the terms carry it true, ``"off"`` they omit it."""
 
 GAME_NAMES: Final = tuple(dict.fromkeys((*METHODS, *LARGE_GAMES, *VALIDATOR_GAMES)))
 """Every game a round's terms can name (``method``, ``large_game``, ``validator_game``)."""
@@ -232,7 +246,10 @@ class LoosestLimits:
     paid.
     ``dp_spend_check`` is bounded at 1 (on) for the same reason: terms that omit it read as
     written before it (off), which pays a site that understates its privacy spend; so is
-    ``dp_noise_check``: off pays a site that declares DP-SGD and sends a plain update."""
+    ``dp_noise_check``, bounded at 2: off pays a site that declares DP-SGD and sends a plain
+    update, and 1 (terms written before session 52) one that claims more samples than it has
+    to pass an update with less noise than it declares (``scripts/attacks/
+    a97_dp_count_inflation.py``)."""
 
     min_cosine: float = -1.0
     max_norm_z: float = 20.0
@@ -249,7 +266,7 @@ class LoosestLimits:
     dp_spend_check: int = 1
     norm_size_cap: float = 1.0
     tiny_size_power: float = 2.0
-    dp_noise_check: int = 1
+    dp_noise_check: int = 2
     relief_cosine: float = -0.7
     stale_support_cosine: float = 0.999995
     """At most the product's value: terms that omit it read as 1 (off, the stale screen before
@@ -403,6 +420,11 @@ class ThresholdLimits:
     min_krum_m: int = 2
     """``krum``'s ``krum_m`` (updates averaged), unset (``n - krum_f``) or at least this: at 1
     the global step is one site's update (``a20_rule_freeze.py krum 3``)."""
+    project_shift: tuple[str, ...] = PROJECT_SHIFT_SETTINGS
+    """The terms' ``valuation.project_shift`` settings accepted: ``"on"`` (the validation game
+    values each update with its first-order uniform logit shift removed, the aggregator's
+    default for terms that require DP) and ``"off"`` (absent: the plain game); default both.
+    A site whose value the projection changes against its consent lists only the other."""
     unbound_start: bool = False
     """False: a round opened before any round was finalized is taken part in only when its
     terms bind the start model to the deployment (``initial_model: "deployment"`` with an
@@ -427,6 +449,11 @@ class ThresholdLimits:
         object.__setattr__(self, "methods", _names_in("methods", self.methods, GAME_NAMES, "game"))
         object.__setattr__(self, "metrics", _names_in("metrics", self.metrics, METRICS, "metric"))
         object.__setattr__(self, "rules", _names_in("rules", self.rules, RULE_NAMES, "rule"))
+        object.__setattr__(
+            self,
+            "project_shift",
+            _names_in("project_shift", self.project_shift, PROJECT_SHIFT_SETTINGS, "setting"),
+        )
         if not isinstance(self.per_round, bool):
             raise ConfigError(f"per_round must be true or false, got {self.per_round!r}")
         if not isinstance(self.unbound_start, bool):
@@ -508,12 +535,20 @@ class ThresholdLimits:
         return cls(**values)
 
     def taking(
-        self, *, rule: AggregationRule, standing: bool, games: tuple[str, ...], metric: str
+        self,
+        *,
+        rule: AggregationRule,
+        standing: bool,
+        games: tuple[str, ...],
+        metric: str,
+        project_shift: bool = False,
     ) -> ThresholdLimits:
         """These limits widened to accept an aggregator's payment settings (a simulated
         federation's sites consenting to their aggregator's choices, or a test's)."""
+        shift = "on" if project_shift else "off"
         return replace(
             self,
+            project_shift=tuple(dict.fromkeys((*self.project_shift, shift))),
             per_round=self.per_round or not standing,
             methods=tuple(dict.fromkeys((*self.methods, *games))),
             metrics=tuple(dict.fromkeys((*self.metrics, metric))),
@@ -536,6 +571,7 @@ class ThresholdLimits:
             standing=bool(settings.standing),
             games=played_games(settings),
             metric=settings.metric,
+            project_shift=bool(settings.project_shift),
         )
 
     def payment_breaches(self, rule: AggregationRule, settings: ValuationSettings) -> list[str]:
@@ -562,6 +598,12 @@ class ThresholdLimits:
             out.append(
                 "explanation check without a public probe set (accepted: only with "
                 "valuation.explanation_probe, which lets anyone recompute the verdicts)"
+            )
+        shift = "on" if settings.project_shift else "off"
+        if shift not in self.project_shift:
+            out.append(
+                f"valuation.project_shift {shift} (accepted: project_shift = "
+                f"{list(self.project_shift)})"
             )
         if rule.name not in self.rules:
             out.append(f"aggregation rule {rule.name!r} (accepted: rules = {list(self.rules)})")

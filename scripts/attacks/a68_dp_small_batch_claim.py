@@ -42,7 +42,7 @@ from harness import SPEC, Ctx, Site, run
 
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.errors import FedtrailError
-from fedtrail.ml.dp_noise import allowed_signal, check_noise, noise_breach
+from fedtrail.ml.dp_noise import allowed_signal, check_noise, credited_samples, noise_breach
 from fedtrail.ml.privacy import (
     DP_BATCH_SIZE,
     DP_LR,
@@ -55,11 +55,13 @@ from fedtrail.ml.privacy import (
 from fedtrail.ml.training import TrainConfig
 from fedtrail.protocol.privacy import DpParams
 from fedtrail.storage.codec import encode_update
+from fedtrail.valuation import default_combiner
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "tiny"
 if MODE not in ("tiny", "batch1", "honest"):
     sys.exit(f"unknown mode {MODE!r}: tiny, batch1 or honest")
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+RULE = default_combiner(True).dp_noise_check  # the terms' (a97: 2 credits at most 32 samples)
 DELTA = 1e-5
 N = 150
 DEFAULT = plan_privacy(
@@ -102,12 +104,12 @@ def cheapest(delta) -> DpParams | None:
                     delta=DELTA,
                     accounting="summed",
                 )
-                if allowed_signal(p, N) < needed:
+                if allowed_signal(p, credited_samples(N, RULE)) < needed:
                     continue
                 eps = epsilon_spent(p)
                 if best is None or eps < best[0]:
                     best = (eps, p)
-    if best is not None and noise_breach(delta, best[1], N, "none") is not None:
+    if best is not None and noise_breach(delta, best[1], N, "none", RULE) is not None:
         sys.exit("the search and the product's noise check disagree")
     return None if best is None else best[1]
 
@@ -125,7 +127,7 @@ def dp_site(ctx: Ctx):
         print(f"round {ctx.round}: no parameters on the grid pass the noise check; sends none")
         declared[ctx.round] = (None, 0.0, 0.0, 0.0)
         return None
-    verdict = check_noise(delta, params, N)
+    verdict = check_noise(delta, params, credited_samples(N, RULE))
     try:
         micro = declared_micro(params, [], 0)
     except FedtrailError as exc:

@@ -2137,6 +2137,7 @@ def main(argv=None):
                         dpa,
                         onchain[a][1],
                         hdrs[a]["compression"]["method"],
+                        comb["dp_noise_check"],
                     )
                 if reads and comb["dp_spend_check"]:
                     mine = [e for e in spends_all if e.args.site.lower() == a and e.args.round < r]

@@ -37,7 +37,7 @@ from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.federation import Federation, SiteSetup, build_federation
 from fedtrail.storage.codec import decode_model, encode_update
 from fedtrail.storage.store import ContentStore, LocalStore
-from fedtrail.valuation.candidates import checks_noise, revealed_candidates
+from fedtrail.valuation.candidates import checks_noise, noise_rule, revealed_candidates
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -138,10 +138,14 @@ def federation(
             return None
 
         def zeroes_honest(
-            delta: dict[str, torch.Tensor], params: DpParams | None, n: int, method: str
+            delta: dict[str, torch.Tensor],
+            params: DpParams | None,
+            n: int,
+            method: str,
+            rule: int = 1,
         ) -> str | None:
             # every DP update that carries its noise (the honest one) called noiseless
-            why = noise_breach(delta, params, n, method)
+            why = noise_breach(delta, params, n, method, rule)
             return "privacy noise MISSING: invented" if why is None and params else why
 
         _round(fed, sites, None)
@@ -220,3 +224,22 @@ def test_every_validator_reads_a_noiseless_dp_update_as_malformed_with_its_delta
     assert not checks_noise(before)  # terms written before the rule read as off
     again = {c.site: c for _, c in revealed_candidates(ledger, store, 1, terms=before, spec=SPEC)}
     assert again[names["dp-liar"]].usable
+
+
+def test_terms_keep_the_noise_rule_they_were_written_with(federation: Any) -> None:
+    """Terms written since session 52 carry ``dp_noise_check`` 2 (the credited count, a97);
+    terms with 1 (before it) replay at the claimed count, and the noiseless update lacks its
+    noise under both."""
+    ledger, store, names = federation
+    info = ledger.get_round(1)
+    terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+    assert terms.valuation["combiner"]["dp_noise_check"] == 2 and noise_rule(terms) == 2
+    combiner = {**terms.valuation["combiner"], "dp_noise_check": 1}
+    older = replace(terms, valuation={**terms.valuation, "combiner": combiner})
+    assert noise_rule(older) == 1
+    for written in (terms, older):
+        read = {
+            c.site: c for _, c in revealed_candidates(ledger, store, 1, terms=written, spec=SPEC)
+        }
+        assert read[names["dp-liar"]].status is Reason.MALFORMED
+        assert read[names["dp-honest"]].usable

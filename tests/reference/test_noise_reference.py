@@ -113,6 +113,9 @@ def test_noise_check_matches_the_product_bit_for_bit() -> None:
         for method in ("none", "topk8"):
             product = dp_noise.noise_breach(update, params, n, method) is not None
             assert NOISE["noise_breach"](tensors, params.to_json(), n, method) == product
+            for rule in (1, 2):  # the terms' dp_noise_check: the claimed count, or at most 32
+                product = dp_noise.noise_breach(update, params, n, method, rule) is not None
+                assert NOISE["noise_breach"](tensors, params.to_json(), n, method, rule) == product
         assert dp_noise.noise_breach(update, None, n, "none") is None
         assert NOISE["noise_breach"](tensors, None, n, "none") is False
         verdicts.append(got.ok)
@@ -473,3 +476,39 @@ def test_log_status_matches_verify() -> None:
         assert mine == product, (i, reasons, statuses, readings, aggregator)
         outcomes.add(product)
     assert outcomes == {True, False}
+
+
+def test_the_credited_count_is_the_readmes() -> None:
+    """``dp_noise_check`` 2 evaluates the allowance at ``min(n, NOISE_COUNT)``: the README's
+    constant is the product's, and for updates between the allowance at 32 samples and at the
+    claimed 1,500 the README's verdict flips with the rule exactly as the product's does."""
+    assert NOISE["NOISE_COUNT"] == dp_noise.NOISE_COUNT
+    rng = np.random.default_rng(17)
+    flips = 0
+    for _ in range(8):
+        params = _params(rng)
+        low = dp_noise.allowed_signal(params, dp_noise.NOISE_COUNT)
+        high = dp_noise.allowed_signal(params, 1500)
+        noise = _update(rng, 0)
+        direction = {
+            k: torch.tensor(rng.standard_normal(v.shape) * 10 ** rng.uniform(-3, 1))
+            for k, v in noise.items()
+        }
+        lo, hi = 0.0, 1.0
+        target = (low + high) / 2  # a signal the claimed count allows and 32 samples do not
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            upd = {k: (noise[k] + mid * direction[k]).float() for k in noise}
+            if dp_noise.check_noise(upd, params, 1500).needed > target:
+                hi = mid
+            else:
+                lo = mid
+        upd = {k: (noise[k] + lo * direction[k]).float() for k in noise}
+        tensors = _flat(upd)
+        for n in (1, 31, 32, 33, 1500):
+            for rule in (1, 2):
+                product = dp_noise.noise_breach(upd, params, n, "none", rule) is not None
+                assert NOISE["noise_breach"](tensors, params.to_json(), n, "none", rule) == product
+        if low < high and NOISE["noise_breach"](tensors, params.to_json(), 1500, "none", 2):
+            flips += not NOISE["noise_breach"](tensors, params.to_json(), 1500, "none", 1)
+    assert flips >= 2  # the rule changes the verdict, so a reader that ignores it disagrees

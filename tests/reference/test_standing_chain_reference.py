@@ -145,7 +145,7 @@ def _product(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> bool | No
             normalised=None,
             after=b["before"],
         )
-    log = SimpleNamespace(round=case["r"], standing=log_standing, site=lambda a: None)
+    log = SimpleNamespace(round=case["r"], standing=log_standing, site=lambda a: None, sites=())
     settings = ValuationSettings(method="shapley", metric="loss", standing=case["standing"])
     checks = standing_checks.check_standing(Ledger(), Store(), log, settings, [])  # type: ignore[arg-type]
     found = [ok for name, ok, _ in checks if name == "standing.chain"]

@@ -12,7 +12,15 @@ import pytest
 import torch
 
 from fedtrail.ml.datasets import ImageDataset, load_bundled
-from fedtrail.ml.dp_noise import allowed_signal, check_noise, noise_breach
+from fedtrail.ml.dp_noise import (
+    CLAIMED_COUNT,
+    CREDITED_COUNT,
+    NOISE_COUNT,
+    allowed_signal,
+    check_noise,
+    credited_samples,
+    noise_breach,
+)
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.ml.privacy import (
     DP_BATCH_SIZE,
@@ -227,3 +235,41 @@ def test_honest_dp_sgd_with_batches_of_one_image_passes(
         assert (out.params.sample_rate, out.params.steps) == (1 / N, N)
         verdict = check_noise(out.local.delta, out.params, N)
         assert verdict.ok, verdict.reason
+
+
+INFLATED = DpParams(  # a97's cheapest declaration at a claimed 1,500 under the claimed count
+    noise_multiplier=2.0, max_grad_norm=1.0, sample_rate=1 / 1500, steps=45_000, delta=1e-5
+)
+
+
+def test_an_inflated_count_no_longer_loosens_the_check(plain: Delta) -> None:
+    """a97: the plain update of 150 images passes under a declaration of 0.28 epsilon when the
+    site claims 1,500 samples and the check reads the claim (``dp_noise_check`` 1); under 2 the
+    check credits at most NOISE_COUNT samples, and any claim above it reads as that count."""
+    assert noise_breach(plain, INFLATED, 1500, "none", CLAIMED_COUNT) is None
+    why = noise_breach(plain, INFLATED, 1500, "none", CREDITED_COUNT)
+    assert why is not None and why.startswith("privacy noise MISSING")
+    for claim in (NOISE_COUNT, 150, 1500, 10**6):
+        assert credited_samples(claim, CREDITED_COUNT) == NOISE_COUNT
+        assert noise_breach(plain, INFLATED, claim, "none", CREDITED_COUNT) == why
+    assert noise_breach(plain, INFLATED, 1500, "none") is None  # the default rule: 1, old terms
+    assert credited_samples(7, CREDITED_COUNT) == 7
+    assert credited_samples(1500, CLAIMED_COUNT) == 1500
+
+
+def test_honest_dp_sgd_updates_pass_at_the_credited_count(
+    start: Delta, shard: ImageDataset
+) -> None:
+    """An honest update of N images passes with its allowance at NOISE_COUNT samples, and
+    needs well under it (noise 0.5, three epochs: the signal is largest at small noise)."""
+    out = train_private(
+        start,
+        shard,
+        spec=SPEC,
+        config=TrainConfig(seed=0, epochs=3),
+        settings=replace(SETTINGS, noise_multiplier=0.5),
+        delta=1e-5,
+    )
+    verdict = check_noise(out.local.delta, out.params, NOISE_COUNT)
+    assert verdict.ok and verdict.needed < verdict.allowed / 4
+    assert noise_breach(out.local.delta, out.params, N, "none", CREDITED_COUNT) is None

@@ -175,7 +175,7 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
         "stale_rounds 1 (accepted: at least 3)",
         "credit_cosine -1.0 (accepted: at least -0.7)",
         "dp_spend_check 0 (accepted: at least 1)",
-        "dp_noise_check 0 (accepted: at least 1)",
+        "dp_noise_check 0 (accepted: at least 2)",
         "relief_cosine -1.0 (accepted: at least -0.7)",
         "stale_support_cosine 1.0 (accepted: at most 0.999995)",
     ]

@@ -5,16 +5,20 @@ update carries (README, *Valuation under DP*). Terms without the key value as be
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from fedtrail.aggregator.service import AggregatorSettings
+from fedtrail.errors import ConfigError
+from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.models import initial_model
 from fedtrail.protocol.roundlog import ValuationSettings
 from fedtrail.valuation import value_round
 from fedtrail.valuation.base import Candidate, ValuationContext
+from fedtrail.valuation.limits import ThresholdLimits, limits_from, payment_refusal
 from fedtrail.valuation.utility import CoalitionUtility
 from tests.fedtrail.valuation.real_sites import SPEC, RealSites, real_sites
 
@@ -206,3 +210,45 @@ def test_the_shift_directions_do_not_depend_on_the_callers_thread_count(sites: R
         ((u, uu),) = basis
         assert u.tobytes() == u1.tobytes()
         assert uu == uu1
+
+
+def test_terms_that_require_dp_carry_project_shift_by_default() -> None:
+    """Session 52: an aggregator left at its default writes ``project_shift`` into the terms
+    of rounds that require DP, and only those; ``project_shift`` False turns it off there,
+    True on everywhere."""
+
+    def shift(**kw: Any) -> bool | None:
+        return AggregatorSettings(**kw).valuation_terms(1, quorum=None, probe=None).project_shift
+
+    assert shift(dp_delta=1e-5, dp_required=True) is True
+    assert shift(dp_delta=1e-5) is None  # DP offered, not required
+    assert shift() is None
+    assert shift(dp_delta=1e-5, dp_required=True, project_shift=False) is None
+    assert shift(project_shift=True) is True
+
+
+def test_a_site_refuses_project_shift_settings_it_did_not_accept() -> None:
+    """``[accept] project_shift`` (default both): a site listing only ``"off"`` refuses terms
+    that carry it, one listing only ``"on"`` terms that omit it; an unknown setting is a
+    ConfigError."""
+    doc = {"method": "shapley", "metric": "balanced_loss", "seed": 3, "standing": True}
+    plain = ValuationSettings.from_json(doc)
+    on = ValuationSettings.from_json({**doc, "project_shift": True})
+    rule = AggregationRule()
+    assert ThresholdLimits().payment_breaches(rule, on) == []
+    assert ThresholdLimits().payment_breaches(rule, plain) == []
+    off_only = limits_from({"project_shift": ["off"]})
+    assert off_only.payment_breaches(rule, on) == [
+        "valuation.project_shift on (accepted: project_shift = ['off'])"
+    ]
+    assert off_only.payment_breaches(rule, plain) == []
+    on_only = limits_from({"project_shift": ["on"]})
+    assert on_only.payment_breaches(rule, plain) == [
+        "valuation.project_shift off (accepted: project_shift = ['on'])"
+    ]
+    refusal = payment_refusal(off_only, rule, on)
+    assert refusal is not None and "project_shift" in refusal
+    assert off_only.taking_terms(rule, on).payment_breaches(rule, on) == []  # consenting
+    assert off_only.taking_terms(rule, plain).project_shift == ("off",)
+    with pytest.raises(ConfigError, match="project_shift names unknown setting"):
+        limits_from({"project_shift": ["maybe"]})
