@@ -26,8 +26,10 @@ __all__ = [
     "codes",
     "find_duplicates",
     "near_identical",
+    "sparse",
     "support_copy",
     "support_copy_of",
+    "support_overlap",
 ]
 
 CODE_LEVELS: Final = 127.0
@@ -271,6 +273,87 @@ def support_copy(
     cb = _flat_codes(b, sizes) if codes_b is None else codes_b
     nca, ncb = float(ca.norm()), float(cb.norm())
     return nca > 0.0 and ncb > 0.0 and float(torch.dot(ca, cb)) / (nca * ncb) > threshold
+
+
+SPARSE_SHARE: Final = 0.5
+"""A later update is *sparse* (:func:`sparse`) when more than this share of its values outside
+its all-zero rows and columns are 0."""
+
+
+def zero_share(delta: Mapping[str, torch.Tensor]) -> float:
+    """The share of ``delta``'s values outside its all-zero rows and columns that are exactly
+    0: each tensor of two or more dimensions seen as a matrix (first index by the rest) cut to
+    its rows and columns that hold a nonzero value, the others whole, the counts added over the
+    tensors (0 for an update of no values). A ``topk8`` update keeps 5% of each tensor by
+    default, scattered (share about 0.95); a dense update's dead units zero whole rows and
+    columns, which are not counted."""
+    total = zeros = 0
+    for name in sorted(delta):
+        t = delta[name].detach()
+        mask = t != 0
+        count = int(mask.sum())
+        if t.dim() < 2:
+            size = t.numel()
+        else:
+            m = mask.reshape(t.shape[0], -1)
+            size = int(m.any(dim=1).sum()) * int(m.any(dim=0).sum())
+        total += size
+        zeros += size - count
+    return zeros / total if total else 0.0
+
+
+def sparse(delta: Mapping[str, torch.Tensor]) -> bool:
+    """Whether :func:`zero_share` of ``delta`` is above :data:`SPARSE_SHARE`."""
+    return zero_share(delta) > SPARSE_SHARE
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A flat update's nonzero entries for :func:`support_overlap`: their positions, and for
+    each tensor holding ``k > 0`` of them the position of its ``k``-th largest magnitude in
+    :func:`_ranked` and ``k``."""
+
+    index: torch.Tensor
+    kth: torch.Tensor
+    counts: torch.Tensor
+
+    @classmethod
+    def of(cls, b: torch.Tensor, sizes: Sequence[int]) -> _Kept:
+        index = torch.nonzero(b).reshape(-1)
+        bounds = torch.tensor([0, *sizes], dtype=torch.int64).cumsum(0)
+        counts = torch.searchsorted(index, bounds).diff()  # k per tensor
+        has = counts > 0
+        return cls(index, (bounds[:-1] + counts - 1)[has], counts[has])
+
+    def hits(self, size: torch.Tensor, ranked: torch.Tensor) -> int:
+        """How many of these entries ``a`` (``size``: ``abs(a)``; ``ranked``: its
+        :func:`_ranked`) holds nonzero and at least its ``k``-th largest magnitude there."""
+        mine = size.index_select(0, self.index)
+        kth = ranked.index_select(0, self.kth).repeat_interleave(self.counts)
+        return int(((mine != 0) & (mine >= kth)).sum())
+
+
+def _ranked(a: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """``abs(a)`` sorted in descending order within each tensor of ``sizes`` entries."""
+    out = torch.empty_like(a)
+    at = 0
+    for n in sizes:
+        out[at : at + n] = torch.sort(a[at : at + n].abs(), descending=True).values
+        at += n
+    return out
+
+
+def support_overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+    """The share of ``b``'s nonzero entries at which ``a`` is nonzero and among the ``k``
+    largest magnitudes of its tensor, ``k`` the number of ``b``'s nonzero entries in that
+    tensor: an entry counts when ``|a_i| != 0`` and ``|a_i|`` is at least the ``k``-th largest
+    ``|a|`` there (ties count); 0 when ``b`` is zero (:attr:`DuplicateRule.support_overlap`).
+    A copy of ``a`` sent through ``topk8`` keeps exactly those entries: 1, whatever it adds to
+    their values afterwards (attack a93). Tensors in sorted name order, ``b``'s sizes."""
+    sizes = [b[n].numel() for n in sorted(b)]
+    fa, kept = _flat(a), _Kept.of(_flat(b), sizes)
+    total = kept.index.numel()
+    return kept.hits(fa.abs(), _ranked(fa, sizes)) / total if total else 0.0
 
 
 SUPPORT_CHUNK = 8192
@@ -560,6 +643,27 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
         sizes = [delta[n].numel() for n in sorted(delta)]
         return support_copy(flat(i)[0], flat(j)[0], sizes, support, code(j)[0])
 
+    overlap = rule.support_overlap
+    kept_of: dict[int, _Kept | None] = {}  # a later update's entries; None: not sparse
+    ranked_of: dict[tuple[int, tuple[int, ...]], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def kept_largest(i: int, j: int) -> bool:
+        """Whether sparse update ``j`` keeps mostly original ``i``'s largest entries."""
+        if overlap is None:
+            return False
+        delta = deltas[j]
+        assert delta is not None
+        sizes = tuple(delta[n].numel() for n in sorted(delta))
+        if j not in kept_of:
+            kept_of[j] = _Kept.of(flat(j)[0], sizes) if sparse(delta) else None
+        kept = kept_of[j]
+        if kept is None or not kept.index.numel():
+            return False
+        if (i, sizes) not in ranked_of:
+            a = flat(i)[0]
+            ranked_of[(i, sizes)] = (a.abs(), _ranked(a, sizes))
+        return kept.hits(*ranked_of[(i, sizes)]) / kept.index.numel() > overlap
+
     def near(i: int, j: int) -> bool:
         (a, na), (b, nb) = flat(i), flat(j)
         pair = None
@@ -582,6 +686,7 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
                     and (
                         ((i, j) not in apart and near(i, j))
                         or ((i, j) not in support_apart and left_out(i, j))
+                        or kept_largest(i, j)
                     )
                 )
             ),

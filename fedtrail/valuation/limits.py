@@ -61,6 +61,7 @@ from fedtrail.protocol.terms import (
     DUPLICATE_RELATIVE_L2,
     DUPLICATE_SCALED_COSINE,
     DUPLICATE_SUPPORT_COSINE,
+    DUPLICATE_SUPPORT_OVERLAP,
     INITIAL_MODEL_DEPLOYMENT,
     VALIDATOR_GAMES,
     DuplicateRule,
@@ -164,6 +165,7 @@ DUPLICATE_LIMITS: Final = {
     "duplicate_relative_l2": "relative_l2",
     "duplicate_scaled_cosine": "scaled_cosine",
     "duplicate_support_cosine": "support_cosine",
+    "duplicate_support_overlap": "support_overlap",
 }
 """The limits on the terms' duplicate rule (:class:`~fedtrail.protocol.terms.DuplicateRule`),
 by the rule's field: a later update within both thresholds of an earlier one, or above its
@@ -173,13 +175,16 @@ honest update but the first committed is a "copy"; two honest updates of the sam
 measured up to cosine 0.99993). Terms without ``scaled_cosine`` (the rule before it, which a
 copy scaled by 1.01 passes) read as 1.0: looser than the loosest default, so refused; so do
 terms without ``support_cosine`` (the rule before it, which a copy sent through ``topk8`` at a
-fraction below 1 passes: ``scripts/attacks/a90_sparse_copy.py``)."""
+fraction below 1 passes: ``scripts/attacks/a90_sparse_copy.py``), and terms without
+``support_overlap`` (the rule before it, which such a copy with noise added to the entries it
+keeps passes: ``scripts/attacks/a93_sparse_noisy_copy.py``)."""
 
 
 def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
-    """The rule's threshold bounded by ``limit``; an absent ``scaled_cosine`` or
-    ``support_cosine`` (the rule of terms written before it: no cosine alone, or no comparison
-    on a sparser copy's entries, marks a copy) reads as 1.0, the check off."""
+    """The rule's threshold bounded by ``limit``; an absent ``scaled_cosine``,
+    ``support_cosine`` or ``support_overlap`` (the rule of terms written before it: no cosine
+    alone, no comparison on a sparser copy's entries, or no look at which entries a sparse
+    update keeps, marks a copy) reads as 1.0, the check off."""
     value = getattr(duplicates, DUPLICATE_LIMITS[limit])
     return 1.0 if value is None else float(value)
 
@@ -259,6 +264,7 @@ class LoosestLimits:
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
     duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
+    duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
 
     def __post_init__(self) -> None:
         _valid_thresholds(asdict(self))
@@ -368,6 +374,7 @@ class ThresholdLimits:
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
     duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
+    duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("anchored_median", "median")
     """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site
