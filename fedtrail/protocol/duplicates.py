@@ -25,6 +25,7 @@ __all__ = [
     "Entry",
     "codes",
     "find_duplicates",
+    "kept_largest_of",
     "near_identical",
     "sparse",
     "support_copy",
@@ -354,6 +355,44 @@ def support_overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]
     fa, kept = _flat(a), _Kept.of(_flat(b), sizes)
     total = kept.index.numel()
     return kept.hits(fa.abs(), _ranked(fa, sizes)) / total if total else 0.0
+
+
+def kept_largest_of(
+    earlier: Sequence[Mapping[str, torch.Tensor]],
+    later: Sequence[Mapping[str, torch.Tensor]],
+    threshold: float,
+) -> dict[int, int]:
+    """For each :func:`sparse` update of ``later`` (by index) whose :func:`support_overlap`
+    with one of ``earlier`` is above ``threshold``, the index of the first such earlier one
+    (the free-rider screen's stale references, ``fedtrail.valuation.freeride``; a93's
+    ``stale`` mode). Updates of another layout (tensor names and shapes) are not compared."""
+    if not earlier:
+        return {}
+    names = sorted(earlier[0])
+    shapes = [earlier[0][n].shape for n in names]
+
+    def same_layout(d: Mapping[str, torch.Tensor]) -> bool:
+        return sorted(d) == names and all(d[n].shape == s for n, s in zip(names, shapes))
+
+    sizes = [earlier[0][n].numel() for n in names]
+    refs = [i for i, d in enumerate(earlier) if same_layout(d)]
+    ranked: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    out: dict[int, int] = {}
+    for j, d in enumerate(later):
+        if not same_layout(d) or not sparse(d):
+            continue
+        kept = _Kept.of(_flat(d), sizes)
+        total = kept.index.numel()
+        if not total:
+            continue
+        for i in refs:
+            if i not in ranked:
+                a = _flat(earlier[i])
+                ranked[i] = (a.abs(), _ranked(a, sizes))
+            if kept.hits(*ranked[i]) / total > threshold:
+                out[j] = i
+                break
+    return out
 
 
 SUPPORT_CHUNK = 8192

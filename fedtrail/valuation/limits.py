@@ -260,6 +260,10 @@ class LoosestLimits:
     """At most the product's value: terms that omit it read as 1 (off, the stale screen before
     it), under which an earlier update resent through ``topk8`` at a fraction below 1 is paid
     as an honest one (``scripts/attacks/a91_stale_sparse_copy.py``)."""
+    stale_support_overlap: float = 0.99
+    """At most the product's value: terms that omit it read as 1 (off, the stale screen before
+    it), under which an earlier update resent through ``topk8`` with noise added to the entries
+    it keeps is paid (``scripts/attacks/a93_sparse_noisy_copy.py stale``)."""
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
@@ -359,6 +363,10 @@ class ThresholdLimits:
     """At least this: lower moves the stale screen's sparse test toward honest sparse updates
     (honest ``topk8`` updates measured up to 0.992 against their references restricted to their
     entries, ``scripts/bench/stale_cosine.py --compression topk8``)."""
+    stale_support_overlap: float = 0.99
+    """At least this: lower moves the stale screen's kept-entries test toward honest sparse
+    updates (honest ``topk8`` updates measured up to 0.80 against their references,
+    ``scripts/bench/support_overlap.py``)."""
     dp_copy_z: float = 60.0
     """At least this, or 0 (off, the terms' default), as ``max_norm_ratio``: a lower threshold
     moves the DP copy test toward honest DP-SGD updates (measured up to 48.8 at epsilon 8,

@@ -9,19 +9,21 @@ noise repeats ``h0``'s codes on the entries it keeps and is caught by ``support_
 entries kept are still ``h0``'s largest of each tensor, which the terms' ``support_overlap``
 (0.99) reads.
 
-Modes: ``attack [LEVEL] [FRACTION] [ROUNDS]`` (default 0.05, 0.5, 2 rounds) and ``honest``
-(the sybil trains on 150 images of its own and sends them through ``topk8`` at the fraction
-with the same noise: a control that a sparse update of other data is not marked). Four honest
+Modes: ``attack [LEVEL] [FRACTION] [ROUNDS]`` (default 0.05, 0.1, 2 rounds), ``stale`` (a
+data-less free-rider, from round 2, does the same to ``h0``'s public update of the round
+before: a91 with noise, against the stale screen's ``stale_support_overlap``; default 3 rounds)
+and ``honest`` (the sybil trains on 150 images of its own and sends them through ``topk8`` at
+the fraction with the same noise: a control that a sparse update of other data is not marked). Four honest
 sites of 150 beside it. ``HONEST_TOPK=F``: every honest site sends its update through
 ``topk8`` at fraction F too (a sparse federation, ``h0``'s sparse update the original).
 
 ``BEFORE=1``: the duplicate rule before ``support_overlap`` (the aggregator's and the audit's
-``find_duplicates`` called with it dropped from the terms' rule), to measure the old behaviour
-on this tree.
+``find_duplicates`` called with it dropped from the terms' rule) and the stale screen without
+its kept-entries test, to measure the old behaviour on this tree.
 
-usage: scripts/attacks/real.sh scripts/attacks/a93_sparse_noisy_copy.py attack [0.05] [0.5] [2]
-Exits 1 when the sybil's copy is paid (weight > 0) in any round with ``audit verify`` passing
-(the attack works undetected), 0 otherwise; ``honest`` exits 0 when the sybil is paid in every
+usage: scripts/attacks/real.sh scripts/attacks/a93_sparse_noisy_copy.py attack [0.05] [0.1] [2]
+Exits 1 when the sybil's copy is paid (weight > 0) in any round (``stale``: from round 2) with
+``audit verify`` passing (the attack works undetected), 0 otherwise; ``honest`` exits 0 when the sybil is paid in every
 round and verify passes, 1 otherwise.
 """
 
@@ -35,6 +37,7 @@ from harness import SPEC, Site, run
 
 import fedtrail.auditor.verify as verify
 import fedtrail.valuation.candidates as candidates
+import fedtrail.valuation.freeride as freeride
 from fedtrail.storage.codec import Compression, decode_update, encode_update
 
 if os.environ.get("BEFORE"):
@@ -45,14 +48,15 @@ if os.environ.get("BEFORE"):
 
     candidates.find_duplicates = _old_rule
     verify.find_duplicates = _old_rule
-    print("BEFORE=1: duplicates judged without support_overlap")
+    freeride.kept_largest_of = lambda earlier, later, threshold: {}  # the stale test off
+    print("BEFORE=1: duplicates judged without support_overlap, stale screen without its test")
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "attack"
-if MODE not in ("attack", "honest"):
-    sys.exit(f"unknown mode {MODE!r}: attack or honest")
+if MODE not in ("attack", "stale", "honest"):
+    sys.exit(f"unknown mode {MODE!r}: attack, stale or honest")
 LEVEL = float(sys.argv[2]) if len(sys.argv) > 2 else 0.05
-FRACTION = float(sys.argv[3]) if len(sys.argv) > 3 else 0.5
-ROUNDS = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+FRACTION = float(sys.argv[3]) if len(sys.argv) > 3 else 0.1
+ROUNDS = int(sys.argv[4]) if len(sys.argv) > 4 else (3 if MODE == "stale" else 2)
 HONEST_TOPK = float(os.environ.get("HONEST_TOPK", "0") or 0)
 
 
@@ -62,7 +66,12 @@ def topk8(delta, r, fraction):
 
 
 def noisy_sparse(ctx):
-    source = ctx.now["h0"] if MODE == "attack" else ctx.now["sybil"]
+    if MODE == "stale":
+        if not ctx.past or "h0" not in ctx.past[-1]:
+            return None  # round 1: nothing public to resend
+        source = ctx.past[-1]["h0"]
+    else:
+        source = ctx.now["h0"] if MODE == "attack" else ctx.now["sybil"]
     copy = decode_update(topk8(source, ctx.round, FRACTION), spec=SPEC, expected_round=ctx.round)[0]
     flat = torch.cat([v.reshape(-1).double() for v in copy.values()])
     kept = int((flat != 0).sum())
@@ -89,11 +98,14 @@ def honest(name):
 
 
 sites = [honest("h0"), honest("h1"), honest("h2"), honest("h3")]
-sites.append(Site("sybil", 0 if MODE == "attack" else 150, strategy=noisy_sparse, cap=150))
+sites.append(Site("sybil", 150 if MODE == "honest" else 0, strategy=noisy_sparse, cap=150))
 res = run(sites, rounds=ROUNDS, real=True)
 paid = []
 for i, row in enumerate(res["results"], 1):
     syb = row.get("sybil", {})
+    if not syb:
+        print(f"round {i}: sybil sent nothing")
+        continue
     both = row["h0"]["weight"] + syb.get("weight", 0.0)
     print(
         f"round {i}: h0 + sybil weight {both:.3f} (one dataset's FedAvg share 0.250); "
@@ -108,6 +120,7 @@ print(
     f"{paid}; audit verify",
     ok,
 )
-if MODE == "attack":
-    sys.exit(1 if paid and ok else 0)
+if MODE != "honest":
+    first = 2 if MODE == "stale" else 1
+    sys.exit(1 if [p for p in paid if p >= first] and ok else 0)
 sys.exit(0 if len(paid) == ROUNDS and ok else 1)

@@ -590,6 +590,7 @@ LATER_THRESHOLDS = {
     "shaped_noise_z": 0.0,
     "dp_copy_z": 0.0,
     "stale_support_cosine": 1.0,
+    "stale_support_overlap": 1.0,
 }
 
 
@@ -789,6 +790,15 @@ def free_rider_rule(
             for k, (lab, _) in enumerate(refs):
                 if on_support(ref_tensors[k], tensors[a], sparse_cos):
                     out[a] = f"stale copy of {lab} on the entries it carries"
+                    break
+        kept_share = cc.get("stale_support_overlap", LATER_THRESHOLDS["stale_support_overlap"])
+        if a not in out and tensors is not None and ref_tensors and kept_share < 1:
+            for k, (lab, _) in enumerate(refs):
+                ref, upd = ref_tensors[k], tensors[a]
+                if sorted(ref) != sorted(upd) or any(ref[n].shape != upd[n].shape for n in upd):
+                    continue
+                if kept_largest(flat_of(ref, sorted(ref), False), upd, kept_share):
+                    out[a] = f"stale copy of {lab} by the entries it keeps"
                     break
         if a in out or tensors is None:
             continue
