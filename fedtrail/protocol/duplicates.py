@@ -335,11 +335,15 @@ class _Kept:
 
 
 def _ranked(a: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
-    """``abs(a)`` sorted in descending order within each tensor of ``sizes`` entries."""
-    out = torch.empty_like(a)
+    """``abs(a)`` sorted in descending order within each tensor of ``sizes`` entries (only the
+    nonzero magnitudes are sorted, the zeros follow them: a sparse update sorts 5% of its
+    entries)."""
+    out = torch.zeros_like(a)
     at = 0
     for n in sizes:
-        out[at : at + n] = torch.sort(a[at : at + n].abs(), descending=True).values
+        part = a[at : at + n].abs()
+        part = part[part != 0]
+        out[at : at + part.numel()] = torch.sort(part, descending=True).values
         at += n
     return out
 
