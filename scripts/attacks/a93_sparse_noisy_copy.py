@@ -27,9 +27,13 @@ Exits 1 when the sybil's copy is paid (weight > 0) in any round (``stale``: from
 round and verify passes, 1 otherwise.
 """
 
+import contextlib
+import io
 import os
 import sys
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 import torch
@@ -114,6 +118,22 @@ for i, row in enumerate(res["results"], 1):
     if syb.get("weight", 0.0) > 0:
         paid.append(i)
 ok = bool(res["audit_ok"])
+# the independent reader (README's rules, no fedtrail) on the same chain, when on real daemons
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "independent"))
+import reader  # noqa: E402
+
+rpc, api = os.environ.get("FEDTRAIL_ATTACK_RPC"), os.environ.get("FEDTRAIL_ATTACK_IPFS")
+reader_ok = True
+if rpc and api and not os.environ.get("BEFORE"):
+    path = Path(tempfile.mkdtemp(prefix="a93-")) / "deployment.json"
+    path.write_text(res["fed"].deployment.to_json())
+    argv = ["--rpc-url", rpc, "--deployment", str(path), "--ipfs", "ipfs:" + api]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        reader.main(argv)
+    failed = [f"{x['check']}: {x['detail'][:160]}" for x in reader.RESULTS if x["result"] == "FAIL"]
+    passed = sum(1 for x in reader.RESULTS if x["result"] == "PASS")
+    reader_ok = not failed
+    print(f"independent reader: {'PASS' if reader_ok else 'FAIL'} {passed} passed, {failed}")
 print(
     f"mode {MODE}, noise {LEVEL:g} of the copy's norm, fraction {FRACTION}"
     f"{f', honest sites topk8 {HONEST_TOPK}' if HONEST_TOPK else ''}: sybil paid in rounds "
@@ -123,4 +143,4 @@ print(
 if MODE != "honest":
     first = 2 if MODE == "stale" else 1
     sys.exit(1 if [p for p in paid if p >= first] and ok else 0)
-sys.exit(0 if len(paid) == ROUNDS and ok else 1)
+sys.exit(0 if len(paid) == ROUNDS and ok and reader_ok else 1)
