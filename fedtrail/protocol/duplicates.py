@@ -310,12 +310,11 @@ def sparse(delta: Mapping[str, torch.Tensor]) -> bool:
 
 @dataclass(frozen=True)
 class _Kept:
-    """A flat update's nonzero entries for :func:`support_overlap`: their positions, and for
-    each tensor holding ``k > 0`` of them the position of its ``k``-th largest magnitude in
-    :func:`_ranked` and ``k``."""
+    """A flat update's nonzero entries for :func:`support_overlap`: their positions, the
+    tensors (by position in ``sizes``) that hold ``k > 0`` of them, and each one's ``k``."""
 
     index: torch.Tensor
-    kth: torch.Tensor
+    tensors: torch.Tensor
     counts: torch.Tensor
 
     @classmethod
@@ -324,28 +323,45 @@ class _Kept:
         bounds = torch.tensor([0, *sizes], dtype=torch.int64).cumsum(0)
         counts = torch.searchsorted(index, bounds).diff()  # k per tensor
         has = counts > 0
-        return cls(index, (bounds[:-1] + counts - 1)[has], counts[has])
+        return cls(index, torch.nonzero(has).reshape(-1), counts[has])
 
-    def hits(self, size: torch.Tensor, ranked: torch.Tensor) -> int:
-        """How many of these entries ``a`` (``size``: ``abs(a)``; ``ranked``: its
-        :func:`_ranked`) holds nonzero and at least its ``k``-th largest magnitude there."""
-        mine = size.index_select(0, self.index)
-        kth = ranked.index_select(0, self.kth).repeat_interleave(self.counts)
+
+@dataclass(frozen=True)
+class _Ranked:
+    """An earlier flat update ``a`` for :func:`support_overlap`: ``a`` itself, and each
+    tensor's nonzero magnitudes sorted in descending order (``sorted``, tensor after tensor:
+    ``offsets`` where each starts, ``nonzero`` how many)."""
+
+    a: torch.Tensor
+    sorted: torch.Tensor
+    offsets: torch.Tensor
+    nonzero: torch.Tensor
+
+    @classmethod
+    def of(cls, a: torch.Tensor, sizes: Sequence[int]) -> _Ranked:
+        parts, counts, at = [], [], 0
+        for n in sizes:
+            part = a[at : at + n]
+            part = part[part != 0].abs()
+            parts.append(torch.sort(part, descending=True).values)
+            counts.append(part.numel())
+            at += n
+        nonzero = torch.tensor(counts, dtype=torch.int64)
+        offsets = nonzero.cumsum(0) - nonzero
+        flat = torch.cat(parts) if parts else a.new_zeros(0)
+        return cls(a, torch.cat([flat, a.new_zeros(1)]), offsets, nonzero)
+
+    def hits(self, kept: _Kept) -> int:
+        """How many of ``kept``'s entries this update holds nonzero and at least the ``k``-th
+        largest magnitude of its tensor there (0 when the tensor has fewer than ``k`` nonzero
+        magnitudes: every nonzero one counts)."""
+        mine = self.a.index_select(0, kept.index).abs()
+        nonzero = self.nonzero.index_select(0, kept.tensors)
+        at = self.offsets.index_select(0, kept.tensors) + kept.counts - 1
+        # past a tensor's nonzero magnitudes the k-th largest is 0: the sentinel at the end
+        at = torch.where(kept.counts <= nonzero, at, self.sorted.numel() - 1)
+        kth = self.sorted.index_select(0, at).repeat_interleave(kept.counts)
         return int(((mine != 0) & (mine >= kth)).sum())
-
-
-def _ranked(a: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
-    """``abs(a)`` sorted in descending order within each tensor of ``sizes`` entries (only the
-    nonzero magnitudes are sorted, the zeros follow them: a sparse update sorts 5% of its
-    entries)."""
-    out = torch.zeros_like(a)
-    at = 0
-    for n in sizes:
-        part = a[at : at + n].abs()
-        part = part[part != 0]
-        out[at : at + part.numel()] = torch.sort(part, descending=True).values
-        at += n
-    return out
 
 
 def support_overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
@@ -356,9 +372,9 @@ def support_overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]
     A copy of ``a`` sent through ``topk8`` keeps exactly those entries: 1, whatever it adds to
     their values afterwards (attack a93). Tensors in sorted name order, ``b``'s sizes."""
     sizes = [b[n].numel() for n in sorted(b)]
-    fa, kept = _flat(a), _Kept.of(_flat(b), sizes)
+    kept = _Kept.of(_flat(b), sizes)
     total = kept.index.numel()
-    return kept.hits(fa.abs(), _ranked(fa, sizes)) / total if total else 0.0
+    return _Ranked.of(_flat(a), sizes).hits(kept) / total if total else 0.0
 
 
 def kept_largest_of(
@@ -376,11 +392,12 @@ def kept_largest_of(
     shapes = [earlier[0][n].shape for n in names]
 
     def same_layout(d: Mapping[str, torch.Tensor]) -> bool:
-        return sorted(d) == names and all(d[n].shape == s for n, s in zip(names, shapes))
+        pairs = zip(names, shapes, strict=True)
+        return sorted(d) == names and all(d[n].shape == s for n, s in pairs)
 
     sizes = [earlier[0][n].numel() for n in names]
     refs = [i for i, d in enumerate(earlier) if same_layout(d)]
-    ranked: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    ranked: dict[int, _Ranked] = {}
     out: dict[int, int] = {}
     for j, d in enumerate(later):
         if not same_layout(d) or not sparse(d):
@@ -391,9 +408,8 @@ def kept_largest_of(
             continue
         for i in refs:
             if i not in ranked:
-                a = _flat(earlier[i])
-                ranked[i] = (a.abs(), _ranked(a, sizes))
-            if kept.hits(*ranked[i]) / total > threshold:
+                ranked[i] = _Ranked.of(_flat(earlier[i]), sizes)
+            if ranked[i].hits(kept) / total > threshold:
                 out[j] = i
                 break
     return out
@@ -688,7 +704,7 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
 
     overlap = rule.support_overlap
     kept_of: dict[int, _Kept | None] = {}  # a later update's entries; None: not sparse
-    ranked_of: dict[tuple[int, tuple[int, ...]], tuple[torch.Tensor, torch.Tensor]] = {}
+    ranked_of: dict[tuple[int, tuple[int, ...]], _Ranked] = {}
 
     def kept_largest(i: int, j: int) -> bool:
         """Whether sparse update ``j`` keeps mostly original ``i``'s largest entries."""
@@ -703,9 +719,8 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
         if kept is None or not kept.index.numel():
             return False
         if (i, sizes) not in ranked_of:
-            a = flat(i)[0]
-            ranked_of[(i, sizes)] = (a.abs(), _ranked(a, sizes))
-        return kept.hits(*ranked_of[(i, sizes)]) / kept.index.numel() > overlap
+            ranked_of[(i, sizes)] = _Ranked.of(flat(i)[0], sizes)
+        return ranked_of[(i, sizes)].hits(kept) / kept.index.numel() > overlap
 
     def near(i: int, j: int) -> bool:
         (a, na), (b, nb) = flat(i), flat(j)

@@ -13,9 +13,10 @@ Modes: ``attack [LEVEL] [FRACTION] [ROUNDS]`` (default 0.05, 0.1, 2 rounds), ``s
 data-less free-rider, from round 2, does the same to ``h0``'s public update of the round
 before: a91 with noise, against the stale screen's ``stale_support_overlap``; default 3 rounds)
 and ``honest`` (the sybil trains on 150 images of its own and sends them through ``topk8`` at
-the fraction with the same noise: a control that a sparse update of other data is not marked). Four honest
-sites of 150 beside it. ``HONEST_TOPK=F``: every honest site sends its update through
-``topk8`` at fraction F too (a sparse federation, ``h0``'s sparse update the original).
+the fraction with the same noise: a control that a sparse update of other data is not
+marked). Four honest sites of 150 beside it. ``HONEST_TOPK=F``: every honest site sends its
+update through ``topk8`` at fraction F too (a sparse federation, ``h0``'s sparse update the
+original).
 
 ``BEFORE=1``: the duplicate rule before ``support_overlap`` (the aggregator's and the audit's
 ``find_duplicates`` called with it dropped from the terms' rule) and the stale screen without
@@ -23,8 +24,9 @@ its kept-entries test, to measure the old behaviour on this tree.
 
 usage: scripts/attacks/real.sh scripts/attacks/a93_sparse_noisy_copy.py attack [0.05] [0.1] [2]
 Exits 1 when the sybil's copy is paid (weight > 0) in any round (``stale``: from round 2) with
-``audit verify`` passing (the attack works undetected), 0 otherwise; ``honest`` exits 0 when the sybil is paid in every
-round and verify passes, 1 otherwise.
+``audit verify`` passing (the attack works undetected), 0 otherwise; ``honest`` exits 0 when
+the sybil is paid in every round and verify and the independent reader pass, 1 otherwise. The
+reader (``scripts/independent/reader.py``) replays the chain after each run but ``BEFORE``.
 """
 
 import contextlib

@@ -47,10 +47,11 @@ def _noisy_kept(d: Mapping[str, torch.Tensor], level: float, fraction: float) ->
     copy = _sparse(d, fraction)
     flat = _flat(copy)
     sd = level * float(flat.norm()) / int((flat != 0).sum()) ** 0.5
-    return _sparse(
-        {k: torch.where(v != 0, v + sd * torch.randn(v.shape, generator=gen), v) for k, v in copy.items()},
-        fraction,
-    )  # fmt: skip
+    noisy = {
+        k: torch.where(v != 0, v + sd * torch.randn(v.shape, generator=gen), v)
+        for k, v in copy.items()
+    }
+    return _sparse(noisy, fraction)
 
 
 def _mix(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], w: float) -> dict:
