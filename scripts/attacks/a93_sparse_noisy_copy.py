@@ -136,6 +136,13 @@ if rpc and api and not os.environ.get("BEFORE"):
     passed = sum(1 for x in reader.RESULTS if x["result"] == "PASS")
     reader_ok = not failed
     print(f"independent reader: {'PASS' if reader_ok else 'FAIL'} {passed} passed, {failed}")
+    if os.environ.get("CONTROLS"):  # the reader's negative controls on this chain, round 2
+        import subprocess
+
+        controls = Path(__file__).resolve().parents[1] / "independent" / "controls.py"
+        cmd = [sys.executable, str(controls), *argv, "--round", "2"]
+        got = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        print("independent controls:", got.stdout[-1500:], got.stderr[-500:])
 print(
     f"mode {MODE}, noise {LEVEL:g} of the copy's norm, fraction {FRACTION}"
     f"{f', honest sites topk8 {HONEST_TOPK}' if HONEST_TOPK else ''}: sybil paid in rounds "
