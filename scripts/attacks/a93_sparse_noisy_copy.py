@@ -142,7 +142,9 @@ if rpc and api and not os.environ.get("BEFORE"):
         controls = Path(__file__).resolve().parents[1] / "independent" / "controls.py"
         cmd = [sys.executable, str(controls), *argv, "--round", "2"]
         got = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        print("independent controls:", got.stdout[-1500:], got.stderr[-500:])
+        lines = got.stdout.splitlines()
+        shown = [x for x in lines if "duplicates" in x or "MISSED" in x or "control(s)" in x]
+        print("independent controls:", *shown, got.stderr[-500:], sep="\n  ")
 print(
     f"mode {MODE}, noise {LEVEL:g} of the copy's norm, fraction {FRACTION}"
     f"{f', honest sites topk8 {HONEST_TOPK}' if HONEST_TOPK else ''}: sybil paid in rounds "
