@@ -278,16 +278,13 @@ def support_copy(
 
 SPARSE_SHARE: Final = 0.5
 """A later update is *sparse* (:func:`sparse`) when more than this share of its values outside
-its all-zero rows and columns are 0."""
+its all-zero rows and columns are 0 (honest dense updates: at most 0.097; honest ``topk8`` at
+fraction 0.5 and 1: at most 0.36; at 0.05: 0.53 and more; ``scripts/bench/support_overlap.py``)."""
 
 
-def zero_share(delta: Mapping[str, torch.Tensor]) -> float:
-    """The share of ``delta``'s values outside its all-zero rows and columns that are exactly
-    0: each tensor of two or more dimensions seen as a matrix (first index by the rest) cut to
-    its rows and columns that hold a nonzero value, the others whole, the counts added over the
-    tensors (0 for an update of no values). A ``topk8`` update keeps 5% of each tensor by
-    default, scattered (share about 0.95); a dense update's dead units zero whole rows and
-    columns, which are not counted."""
+def _zeros(delta: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """``(zeros, values)`` of :func:`zero_share`: the values outside ``delta``'s all-zero rows
+    and columns and how many of them are 0."""
     total = zeros = 0
     for name in sorted(delta):
         t = delta[name].detach()
@@ -300,12 +297,25 @@ def zero_share(delta: Mapping[str, torch.Tensor]) -> float:
             size = int(m.any(dim=1).sum()) * int(m.any(dim=0).sum())
         total += size
         zeros += size - count
+    return zeros, total
+
+
+def zero_share(delta: Mapping[str, torch.Tensor]) -> float:
+    """The share of ``delta``'s values outside its all-zero rows and columns that are exactly
+    0: each tensor of two or more dimensions seen as a matrix (first index by the rest) cut to
+    its rows and columns that hold a nonzero value, the others whole, the counts added over the
+    tensors (0 for an update of no values). A ``topk8`` update keeps 5% of each tensor by
+    default, scattered (share 0.53-0.95 measured); a dense update's dead units zero whole rows
+    and columns, which are not counted."""
+    zeros, total = _zeros(delta)
     return zeros / total if total else 0.0
 
 
 def sparse(delta: Mapping[str, torch.Tensor]) -> bool:
-    """Whether :func:`zero_share` of ``delta`` is above :data:`SPARSE_SHARE`."""
-    return zero_share(delta) > SPARSE_SHARE
+    """Whether more than :data:`SPARSE_SHARE` (a half) of ``delta``'s values outside its
+    all-zero rows and columns are 0 (:func:`zero_share`; compared in integers)."""
+    zeros, total = _zeros(delta)
+    return total > 0 and 2 * zeros > total
 
 
 @dataclass(frozen=True)
