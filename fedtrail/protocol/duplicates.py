@@ -374,6 +374,41 @@ class _Ranked:
         return int(((mine != 0) & (mine >= kth)).sum())
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """Several later updates' :class:`_Kept` entries at once (one layout): their positions in
+    order, whose each is, and per (update, tensor) holding some the tensor and the count."""
+
+    index: torch.Tensor
+    owner: torch.Tensor
+    tensors: torch.Tensor
+    counts: torch.Tensor
+    totals: list[int]
+
+    @classmethod
+    def of(cls, kept: Sequence[_Kept]) -> _Batch:
+        return cls(
+            torch.cat([k.index for k in kept]),
+            torch.cat(
+                [torch.full((k.index.numel(),), n, dtype=torch.int64) for n, k in enumerate(kept)]
+            ),
+            torch.cat([k.tensors for k in kept]),
+            torch.cat([k.counts for k in kept]),
+            [k.index.numel() for k in kept],
+        )
+
+    def hits(self, r: _Ranked) -> list[int]:
+        """:meth:`_Ranked.hits` of every member, in one pass over ``r``."""
+        mine = r.a.index_select(0, self.index).abs()
+        nonzero = r.nonzero.index_select(0, self.tensors)
+        at = r.offsets.index_select(0, self.tensors) + self.counts - 1
+        at = torch.where(self.counts <= nonzero, at, r.sorted.numel() - 1)
+        kth = r.sorted.index_select(0, at).repeat_interleave(self.counts)
+        hit = ((mine != 0) & (mine >= kth)).to(torch.int64)
+        out = torch.zeros(len(self.totals), dtype=torch.int64).index_add_(0, self.owner, hit)
+        return [int(x) for x in out.tolist()]
+
+
 def support_overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
     """The share of ``b``'s nonzero entries at which ``a`` is nonzero and among the ``k``
     largest magnitudes of its tensor, ``k`` the number of ``b``'s nonzero entries in that
@@ -395,7 +430,8 @@ def kept_largest_of(
     """For each :func:`sparse` update of ``later`` (by index) whose :func:`support_overlap`
     with one of ``earlier`` is above ``threshold``, the index of the first such earlier one
     (the free-rider screen's stale references, ``fedtrail.valuation.freeride``; a93's
-    ``stale`` mode). Updates of another layout (tensor names and shapes) are not compared."""
+    ``stale`` mode). Updates of another layout (tensor names and shapes) are not compared. Each
+    earlier update is read once, against every later one's entries at once."""
     if not earlier:
         return {}
     names = sorted(earlier[0])
@@ -407,21 +443,21 @@ def kept_largest_of(
 
     sizes = [earlier[0][n].numel() for n in names]
     refs = [i for i, d in enumerate(earlier) if same_layout(d)]
-    ranked: dict[int, _Ranked] = {}
+    kept = [
+        (j, _Kept.of(_flat(d), sizes)) for j, d in enumerate(later) if same_layout(d) and sparse(d)
+    ]
+    kept = [(j, k) for j, k in kept if k.index.numel()]
+    if not refs or not kept:
+        return {}
+    batch = _Batch.of([k for _, k in kept])
     out: dict[int, int] = {}
-    for j, d in enumerate(later):
-        if not same_layout(d) or not sparse(d):
-            continue
-        kept = _Kept.of(_flat(d), sizes)
-        total = kept.index.numel()
-        if not total:
-            continue
-        for i in refs:
-            if i not in ranked:
-                ranked[i] = _Ranked.of(_flat(earlier[i]), sizes)
-            if ranked[i].hits(kept) / total > threshold:
+    for i in refs:
+        hits = batch.hits(_Ranked.of(_flat(earlier[i]), sizes))
+        for n, (j, _) in enumerate(kept):
+            if j not in out and hits[n] / batch.totals[n] > threshold:
                 out[j] = i
-                break
+        if len(out) == len(kept):
+            break
     return out
 
 
@@ -713,24 +749,56 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
         return support_copy(flat(i)[0], flat(j)[0], sizes, support, code(j)[0])
 
     overlap = rule.support_overlap
+    # the sparse updates of the first update's layout (names, shapes): each original is read
+    # once against all of their entries (:class:`_Batch`); others pair by pair
+    first = next((d for d in deltas if d is not None), None)
+    layout = None if first is None else [(n, first[n].shape) for n in sorted(first)]
     kept_of: dict[int, _Kept | None] = {}  # a later update's entries; None: not sparse
-    ranked_of: dict[tuple[int, tuple[int, ...]], _Ranked] = {}
+    batched: list[int] = []  # (few: membership in a list is cheap next to the products)
+    batch: list[_Batch] = []
+    built: list[bool] = []
+    shares: dict[int, dict[int, float]] = {}  # original -> batched update -> share
+
+    def entries(j: int) -> _Kept | None:
+        if j not in kept_of:
+            delta = deltas[j]
+            assert delta is not None
+            sizes = [delta[n].numel() for n in sorted(delta)]
+            kept = _Kept.of(_flat(delta), sizes) if sparse(delta) else None
+            kept_of[j] = kept if kept is not None and kept.index.numel() else None
+        return kept_of[j]
 
     def kept_largest(i: int, j: int) -> bool:
         """Whether sparse update ``j`` keeps mostly original ``i``'s largest entries."""
-        if overlap is None:
+        if overlap is None or entries(j) is None:
             return False
         delta = deltas[j]
         assert delta is not None
-        sizes = tuple(delta[n].numel() for n in sorted(delta))
-        if j not in kept_of:
-            kept_of[j] = _Kept.of(flat(j)[0], sizes) if sparse(delta) else None
-        kept = kept_of[j]
-        if kept is None or not kept.index.numel():
-            return False
-        if (i, sizes) not in ranked_of:
-            ranked_of[(i, sizes)] = _Ranked.of(flat(i)[0], sizes)
-        return ranked_of[(i, sizes)].hits(kept) / kept.index.numel() > overlap
+        sizes = [delta[n].numel() for n in sorted(delta)]
+        if not built and layout is not None:  # once: every sparse update of the layout
+            built.append(True)
+            batched.extend(
+                k
+                for k, d in enumerate(deltas)
+                if d is not None
+                and [(n, d[n].shape) for n in sorted(d)] == layout
+                and entries(k) is not None
+            )
+            if batched:
+                batch.append(_Batch.of([e for e in map(entries, batched) if e is not None]))
+        if j in shares.get(i, {}) or (i not in shares and j in batched):
+            if i not in shares:
+                original = deltas[i]
+                assert original is not None
+                hits = batch[0].hits(_Ranked.of(_flat(original), sizes))
+                totals = batch[0].totals
+                shares[i] = {k: h / n for k, h, n in zip(batched, hits, totals, strict=True)}
+            return shares[i][j] > overlap
+        kept = entries(j)
+        assert kept is not None
+        original = deltas[i]
+        assert original is not None
+        return _Ranked.of(_flat(original), sizes).hits(kept) / kept.index.numel() > overlap
 
     def near(i: int, j: int) -> bool:
         (a, na), (b, nb) = flat(i), flat(j)

@@ -565,3 +565,28 @@ def test_terms_without_support_overlap_keep_their_bytes_and_pay_a_noisy_sparse_c
     now = _terms(DuplicateRule()).to_bytes()
     assert b'"support_cosine":0.999995,"support_overlap":0.99}' in now
     assert find_duplicates(entries, RoundTerms.from_bytes(now).duplicates) == {"sybil": "h0"}
+
+
+def test_the_batched_kept_entries_search_decides_as_the_pair_by_pair_rule() -> None:
+    """A round of dense and sparse updates, noisy sparse copies of a dense and of a sparse
+    original, a copy of a copy and honest sparse updates near their originals: find_duplicates
+    (each original read once against every sparse update's entries) marks what the rule
+    written out pair by pair marks."""
+    a, b, c = _update(40), _update(41), _update(42)
+    sc = _sparse(c, 0.05)
+    updates = [
+        a,
+        _sparse(b, 0.05),
+        _noisy_kept(a, 0.05, 0.1, seed=2),  # a's copy
+        sc,
+        _noisy_kept(sc, 0.2, 0.05, seed=3),  # sc's copy, its own entries
+        _sparse({k: v + 0.5 * b[k] for k, v in a.items()}, 0.05),  # along a, other data
+        _noisy_kept(_noisy_kept(a, 0.05, 0.1, seed=2), 0.05, 0.1, seed=4),  # a copy's copy
+        b,
+    ]
+    entries = [Entry(f"s{i:02d}", i + 1, f"{i:064x}", d) for i, d in enumerate(updates)]
+    got = find_duplicates(entries, RULE)
+    assert got == _reference(entries, RULE)
+    assert got["s02"] == "s00" and got["s04"] == "s03" and got["s06"] == "s00"
+    assert "s05" not in got and "s07" not in got
+    assert find_duplicates(entries, NO_OVERLAP) == _reference(entries, NO_OVERLAP)
