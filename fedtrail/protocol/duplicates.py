@@ -759,7 +759,7 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
     built: list[bool] = []
     shares: dict[int, dict[int, float]] = {}  # original -> batched update -> share
 
-    def entries(j: int) -> _Kept | None:
+    def entries_of(j: int) -> _Kept | None:
         if j not in kept_of:
             delta = deltas[j]
             assert delta is not None
@@ -770,7 +770,7 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
 
     def kept_largest(i: int, j: int) -> bool:
         """Whether sparse update ``j`` keeps mostly original ``i``'s largest entries."""
-        if overlap is None or entries(j) is None:
+        if overlap is None or entries_of(j) is None:
             return False
         delta = deltas[j]
         assert delta is not None
@@ -782,10 +782,10 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
                 for k, d in enumerate(deltas)
                 if d is not None
                 and [(n, d[n].shape) for n in sorted(d)] == layout
-                and entries(k) is not None
+                and entries_of(k) is not None
             )
             if batched:
-                batch.append(_Batch.of([e for e in map(entries, batched) if e is not None]))
+                batch.append(_Batch.of([e for e in map(entries_of, batched) if e is not None]))
         if j in shares.get(i, {}) or (i not in shares and j in batched):
             if i not in shares:
                 original = deltas[i]
@@ -794,7 +794,7 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
                 totals = batch[0].totals
                 shares[i] = {k: h / n for k, h, n in zip(batched, hits, totals, strict=True)}
             return shares[i][j] > overlap
-        kept = entries(j)
+        kept = entries_of(j)
         assert kept is not None
         original = deltas[i]
         assert original is not None
