@@ -427,6 +427,7 @@ def check_free_riders(
             declared_noise=declared_noise,
             dp_copy_z=comb.dp_copy_z,
             stale_support_cosine=comb.stale_support_cosine,
+            stale_support_overlap=comb.stale_support_overlap,
         )
     except ConfigError as exc:
         return (name, False, f"cannot recompute: {exc}")

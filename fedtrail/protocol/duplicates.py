@@ -25,9 +25,12 @@ __all__ = [
     "Entry",
     "codes",
     "find_duplicates",
+    "kept_largest_of",
     "near_identical",
+    "sparse",
     "support_copy",
     "support_copy_of",
+    "support_overlap",
 ]
 
 CODE_LEVELS: Final = 127.0
@@ -271,6 +274,191 @@ def support_copy(
     cb = _flat_codes(b, sizes) if codes_b is None else codes_b
     nca, ncb = float(ca.norm()), float(cb.norm())
     return nca > 0.0 and ncb > 0.0 and float(torch.dot(ca, cb)) / (nca * ncb) > threshold
+
+
+SPARSE_SHARE: Final = 0.5
+"""A later update is *sparse* (:func:`sparse`) when more than this share of its values outside
+its all-zero rows and columns are 0 (honest dense updates: at most 0.097; honest ``topk8`` at
+fraction 0.5 and 1: at most 0.36; at 0.05: 0.53 and more; ``scripts/bench/support_overlap.py``)."""
+
+
+def _zeros(delta: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """``(zeros, values)`` of :func:`zero_share`: the values outside ``delta``'s all-zero rows
+    and columns and how many of them are 0."""
+    total = zeros = 0
+    for name in sorted(delta):
+        t = delta[name].detach()
+        mask = t != 0
+        count = int(mask.sum())
+        if t.dim() < 2:
+            size = t.numel()
+        else:
+            m = mask.reshape(t.shape[0], -1)
+            size = int(m.any(dim=1).sum()) * int(m.any(dim=0).sum())
+        total += size
+        zeros += size - count
+    return zeros, total
+
+
+def zero_share(delta: Mapping[str, torch.Tensor]) -> float:
+    """The share of ``delta``'s values outside its all-zero rows and columns that are exactly
+    0: each tensor of two or more dimensions seen as a matrix (first index by the rest) cut to
+    its rows and columns that hold a nonzero value, the others whole, the counts added over the
+    tensors (0 for an update of no values). A ``topk8`` update keeps 5% of each tensor by
+    default, scattered (share 0.53-0.95 measured); a dense update's dead units zero whole rows
+    and columns, which are not counted."""
+    zeros, total = _zeros(delta)
+    return zeros / total if total else 0.0
+
+
+def sparse(delta: Mapping[str, torch.Tensor]) -> bool:
+    """Whether more than :data:`SPARSE_SHARE` (a half) of ``delta``'s values outside its
+    all-zero rows and columns are 0 (:func:`zero_share`; compared in integers)."""
+    zeros, total = _zeros(delta)
+    return total > 0 and 2 * zeros > total
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A flat update's nonzero entries for :func:`support_overlap`: their positions, the
+    tensors (by position in ``sizes``) that hold ``k > 0`` of them, and each one's ``k``."""
+
+    index: torch.Tensor
+    tensors: torch.Tensor
+    counts: torch.Tensor
+
+    @classmethod
+    def of(cls, b: torch.Tensor, sizes: Sequence[int]) -> _Kept:
+        index = torch.nonzero(b).reshape(-1)
+        bounds = torch.tensor([0, *sizes], dtype=torch.int64).cumsum(0)
+        counts = torch.searchsorted(index, bounds).diff()  # k per tensor
+        has = counts > 0
+        return cls(index, torch.nonzero(has).reshape(-1), counts[has])
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """An earlier flat update ``a`` for :func:`support_overlap`: ``a`` itself, and each
+    tensor's nonzero magnitudes sorted in descending order (``sorted``, tensor after tensor:
+    ``offsets`` where each starts, ``nonzero`` how many)."""
+
+    a: torch.Tensor
+    sorted: torch.Tensor
+    offsets: torch.Tensor
+    nonzero: torch.Tensor
+
+    @classmethod
+    def of(cls, a: torch.Tensor, sizes: Sequence[int]) -> _Ranked:
+        parts, counts, at = [], [], 0
+        for n in sizes:
+            part = a[at : at + n]
+            part = part[part != 0].abs()
+            parts.append(torch.sort(part, descending=True).values)
+            counts.append(part.numel())
+            at += n
+        nonzero = torch.tensor(counts, dtype=torch.int64)
+        offsets = nonzero.cumsum(0) - nonzero
+        flat = torch.cat(parts) if parts else a.new_zeros(0)
+        return cls(a, torch.cat([flat, a.new_zeros(1)]), offsets, nonzero)
+
+    def hits(self, kept: _Kept) -> int:
+        """How many of ``kept``'s entries this update holds nonzero and at least the ``k``-th
+        largest magnitude of its tensor there (0 when the tensor has fewer than ``k`` nonzero
+        magnitudes: every nonzero one counts)."""
+        mine = self.a.index_select(0, kept.index).abs()
+        nonzero = self.nonzero.index_select(0, kept.tensors)
+        at = self.offsets.index_select(0, kept.tensors) + kept.counts - 1
+        # past a tensor's nonzero magnitudes the k-th largest is 0: the sentinel at the end
+        at = torch.where(kept.counts <= nonzero, at, self.sorted.numel() - 1)
+        kth = self.sorted.index_select(0, at).repeat_interleave(kept.counts)
+        return int(((mine != 0) & (mine >= kth)).sum())
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Several later updates' :class:`_Kept` entries at once (one layout): their positions in
+    order, whose each is, and per (update, tensor) holding some the tensor and the count."""
+
+    index: torch.Tensor
+    owner: torch.Tensor
+    tensors: torch.Tensor
+    counts: torch.Tensor
+    totals: list[int]
+
+    @classmethod
+    def of(cls, kept: Sequence[_Kept]) -> _Batch:
+        return cls(
+            torch.cat([k.index for k in kept]),
+            torch.cat(
+                [torch.full((k.index.numel(),), n, dtype=torch.int64) for n, k in enumerate(kept)]
+            ),
+            torch.cat([k.tensors for k in kept]),
+            torch.cat([k.counts for k in kept]),
+            [k.index.numel() for k in kept],
+        )
+
+    def hits(self, r: _Ranked) -> list[int]:
+        """:meth:`_Ranked.hits` of every member, in one pass over ``r``."""
+        mine = r.a.index_select(0, self.index).abs()
+        nonzero = r.nonzero.index_select(0, self.tensors)
+        at = r.offsets.index_select(0, self.tensors) + self.counts - 1
+        at = torch.where(self.counts <= nonzero, at, r.sorted.numel() - 1)
+        kth = r.sorted.index_select(0, at).repeat_interleave(self.counts)
+        hit = ((mine != 0) & (mine >= kth)).to(torch.int64)
+        out = torch.zeros(len(self.totals), dtype=torch.int64).index_add_(0, self.owner, hit)
+        return [int(x) for x in out.tolist()]
+
+
+def support_overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+    """The share of ``b``'s nonzero entries at which ``a`` is nonzero and among the ``k``
+    largest magnitudes of its tensor, ``k`` the number of ``b``'s nonzero entries in that
+    tensor: an entry counts when ``|a_i| != 0`` and ``|a_i|`` is at least the ``k``-th largest
+    ``|a|`` there (ties count); 0 when ``b`` is zero (:attr:`DuplicateRule.support_overlap`).
+    A copy of ``a`` sent through ``topk8`` keeps exactly those entries: 1, whatever it adds to
+    their values afterwards (attack a93). Tensors in sorted name order, ``b``'s sizes."""
+    sizes = [b[n].numel() for n in sorted(b)]
+    kept = _Kept.of(_flat(b), sizes)
+    total = kept.index.numel()
+    return _Ranked.of(_flat(a), sizes).hits(kept) / total if total else 0.0
+
+
+def kept_largest_of(
+    earlier: Sequence[Mapping[str, torch.Tensor]],
+    later: Sequence[Mapping[str, torch.Tensor]],
+    threshold: float,
+) -> dict[int, int]:
+    """For each :func:`sparse` update of ``later`` (by index) whose :func:`support_overlap`
+    with one of ``earlier`` is above ``threshold``, the index of the first such earlier one
+    (the free-rider screen's stale references, ``fedtrail.valuation.freeride``; a93's
+    ``stale`` mode). Updates of another layout (tensor names and shapes) are not compared. Each
+    earlier update is read once, against every later one's entries at once."""
+    if not earlier:
+        return {}
+    names = sorted(earlier[0])
+    shapes = [earlier[0][n].shape for n in names]
+
+    def same_layout(d: Mapping[str, torch.Tensor]) -> bool:
+        pairs = zip(names, shapes, strict=True)
+        return sorted(d) == names and all(d[n].shape == s for n, s in pairs)
+
+    sizes = [earlier[0][n].numel() for n in names]
+    refs = [i for i, d in enumerate(earlier) if same_layout(d)]
+    kept = [
+        (j, _Kept.of(_flat(d), sizes)) for j, d in enumerate(later) if same_layout(d) and sparse(d)
+    ]
+    kept = [(j, k) for j, k in kept if k.index.numel()]
+    if not refs or not kept:
+        return {}
+    batch = _Batch.of([k for _, k in kept])
+    out: dict[int, int] = {}
+    for i in refs:
+        hits = batch.hits(_Ranked.of(_flat(earlier[i]), sizes))
+        for n, (j, _) in enumerate(kept):
+            if j not in out and hits[n] / batch.totals[n] > threshold:
+                out[j] = i
+        if len(out) == len(kept):
+            break
+    return out
 
 
 SUPPORT_CHUNK = 8192
@@ -560,6 +748,58 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
         sizes = [delta[n].numel() for n in sorted(delta)]
         return support_copy(flat(i)[0], flat(j)[0], sizes, support, code(j)[0])
 
+    overlap = rule.support_overlap
+    # the sparse updates of the first update's layout (names, shapes): each original is read
+    # once against all of their entries (:class:`_Batch`); others pair by pair
+    first = next((d for d in deltas if d is not None), None)
+    layout = None if first is None else [(n, first[n].shape) for n in sorted(first)]
+    kept_of: dict[int, _Kept | None] = {}  # a later update's entries; None: not sparse
+    batched: list[int] = []  # (few: membership in a list is cheap next to the products)
+    batch: list[_Batch] = []
+    built: list[bool] = []
+    shares: dict[int, dict[int, float]] = {}  # original -> batched update -> share
+
+    def entries_of(j: int) -> _Kept | None:
+        if j not in kept_of:
+            delta = deltas[j]
+            assert delta is not None
+            sizes = [delta[n].numel() for n in sorted(delta)]
+            kept = _Kept.of(_flat(delta), sizes) if sparse(delta) else None
+            kept_of[j] = kept if kept is not None and kept.index.numel() else None
+        return kept_of[j]
+
+    def kept_largest(i: int, j: int) -> bool:
+        """Whether sparse update ``j`` keeps mostly original ``i``'s largest entries."""
+        if overlap is None or entries_of(j) is None:
+            return False
+        delta = deltas[j]
+        assert delta is not None
+        sizes = [delta[n].numel() for n in sorted(delta)]
+        if not built and layout is not None:  # once: every sparse update of the layout
+            built.append(True)
+            batched.extend(
+                k
+                for k, d in enumerate(deltas)
+                if d is not None
+                and [(n, d[n].shape) for n in sorted(d)] == layout
+                and entries_of(k) is not None
+            )
+            if batched:
+                batch.append(_Batch.of([e for e in map(entries_of, batched) if e is not None]))
+        if j in shares.get(i, {}) or (i not in shares and j in batched):
+            if i not in shares:
+                original = deltas[i]
+                assert original is not None
+                hits = batch[0].hits(_Ranked.of(_flat(original), sizes))
+                totals = batch[0].totals
+                shares[i] = {k: h / n for k, h, n in zip(batched, hits, totals, strict=True)}
+            return shares[i][j] > overlap
+        kept = entries_of(j)
+        assert kept is not None
+        original = deltas[i]
+        assert original is not None
+        return _Ranked.of(_flat(original), sizes).hits(kept) / kept.index.numel() > overlap
+
     def near(i: int, j: int) -> bool:
         (a, na), (b, nb) = flat(i), flat(j)
         pair = None
@@ -582,6 +822,7 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
                     and (
                         ((i, j) not in apart and near(i, j))
                         or ((i, j) not in support_apart and left_out(i, j))
+                        or kept_largest(i, j)
                     )
                 )
             ),

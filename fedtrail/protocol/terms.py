@@ -30,6 +30,7 @@ __all__ = [
     "DUPLICATE_RELATIVE_L2",
     "DUPLICATE_SCALED_COSINE",
     "DUPLICATE_SUPPORT_COSINE",
+    "DUPLICATE_SUPPORT_OVERLAP",
     "INITIAL_MODEL_DEPLOYMENT",
     "MAX_IMAGE_SIZE",
     "MAX_TERMS_BYTES",
@@ -125,6 +126,17 @@ later one holds at 0 set to 0 has cosine, or int8 codes' cosine, above this to t
 sparsified to fraction 0.001-1, came at most to 0.99998 (six sites of 150 bundled images,
 three of them of one class; fraction 0.05: 0.99877), 4x further from 1 than this."""
 
+DUPLICATE_SUPPORT_OVERLAP: Final = 0.99
+"""A later *sparse* update (more than half of its values 0 outside its all-zero rows and
+columns) is a copy of an earlier one when more than this share of its nonzero entries are
+among the earlier one's largest: in each tensor, where the earlier one is nonzero and at least
+its ``k``-th largest magnitude there, ``k`` the later one's nonzero entries in that tensor
+(:attr:`DuplicateRule.support_overlap`, :func:`fedtrail.protocol.duplicates.support_overlap`).
+A copy sent through ``topk8`` keeps exactly those entries (share 1) whatever noise it then adds
+to their values, which takes it past ``support_cosine`` (attack a93); two honest ``topk8``
+updates of one round came to 0.9535 at most (``scripts/bench/support_overlap.py``; README,
+*Sparse noisy copies*)."""
+
 PERSONALISATION_METHODS: Final = ("finetune", "fedbn", "fedrep")
 """How a site may adapt the round's global model to its own data (the result never leaves it)."""
 VALIDATOR_GAMES: Final = ("linear_shapley", "loo")
@@ -164,35 +176,44 @@ class DuplicateRule:
     ``support_cosine`` closes the way past ``scaled_cosine`` by leaving entries out (a copy sent
     through ``topk8`` at a fraction below 1, or with entries zeroed): the earlier update
     restricted to the later one's nonzero entries is compared with the later one
-    (:data:`DUPLICATE_SUPPORT_COSINE`). None (terms written before it) replays without it."""
+    (:data:`DUPLICATE_SUPPORT_COSINE`). None (terms written before it) replays without it.
+
+    ``support_overlap`` closes the way past ``support_cosine`` by perturbing the values a
+    sparse copy keeps: a sparse later update most of whose nonzero entries are the earlier
+    one's largest is a copy whatever its values (:data:`DUPLICATE_SUPPORT_OVERLAP`). None
+    (terms written before it) replays without it."""
 
     cosine: float = DUPLICATE_COSINE
     relative_l2: float = DUPLICATE_RELATIVE_L2
     scaled_cosine: float | None = DUPLICATE_SCALED_COSINE
     support_cosine: float | None = DUPLICATE_SUPPORT_COSINE
+    support_overlap: float | None = DUPLICATE_SUPPORT_OVERLAP
 
     def __post_init__(self) -> None:
-        scaled, support = self.scaled_cosine, self.support_cosine
+        scaled, support, overlap = self.scaled_cosine, self.support_cosine, self.support_overlap
         if not (
             0.0 < self.cosine <= 1.0
             and 0.0 <= self.relative_l2 < 1.0
             and (scaled is None or 0.0 < scaled <= 1.0)
             and (support is None or 0.0 < support <= 1.0)
+            and (overlap is None or 0.0 < overlap <= 1.0)
         ):
             raise InvalidTerms(
                 f"duplicate thresholds out of range: cosine {self.cosine}, "
                 f"relative_l2 {self.relative_l2}, scaled_cosine {scaled}, "
-                f"support_cosine {support}"
+                f"support_cosine {support}, support_overlap {overlap}"
             )
 
     def to_json(self) -> dict[str, Any]:
-        """The terms' ``duplicates`` object; ``scaled_cosine`` and ``support_cosine`` only
-        when set, so terms without them keep their bytes."""
+        """The terms' ``duplicates`` object; ``scaled_cosine``, ``support_cosine`` and
+        ``support_overlap`` only when set, so terms without them keep their bytes."""
+        overlap = self.support_overlap
         return {
             "cosine": self.cosine,
             "relative_l2": self.relative_l2,
             **({} if self.scaled_cosine is None else {"scaled_cosine": self.scaled_cosine}),
             **({} if self.support_cosine is None else {"support_cosine": self.support_cosine}),
+            **({} if overlap is None else {"support_overlap": overlap}),
         }
 
 
@@ -424,6 +445,9 @@ class RoundTerms:
                     support_cosine=None
                     if "support_cosine" not in dup
                     else _float(dup["support_cosine"], "duplicates/support_cosine"),
+                    support_overlap=None
+                    if "support_overlap" not in dup
+                    else _float(dup["support_overlap"], "duplicates/support_overlap"),
                 ),
                 canonical_encoding=doc["canonical_encoding"] is True,
                 class_names=_names(doc.get("class_names", [])),

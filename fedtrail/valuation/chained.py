@@ -106,6 +106,7 @@ LATER_THRESHOLDS: Final = MappingProxyType(
         "shaped_noise_z": 0.0,
         "dp_copy_z": 0.0,
         "stale_support_cosine": 1.0,
+        "stale_support_overlap": 1.0,
     }
 )
 """Combiner fields added after logs recorded every threshold, with the value a recorded set
@@ -131,6 +132,7 @@ UNRECORDED: Final = MappingProxyType(
         "shaped_noise_z": 0.0,
         "dp_copy_z": 0.0,
         "stale_support_cosine": 1.0,
+        "stale_support_overlap": 1.0,
     }
 )
 """Thresholds whose defaults changed, at the values a round whose settings record no

@@ -332,6 +332,15 @@ class Combiner:
     ``support_cosine`` test): an earlier update resent through ``topk8`` at a fraction below 1
     was 0.995-0.9995 from it on the whole update, under ``stale_cosine`` (attack a91). A
     recorded set without it means 1: off.
+    ``stale_support_overlap`` (in [0, 1]; default 0.99; 1: off): with a
+    :class:`~fedtrail.valuation.standing.History`, a sparse update (more than half of its values
+    0 outside its all-zero rows and columns) is FREE_RIDER (stale) when more than this share of
+    its nonzero entries are a free-rider reference's largest of their tensor
+    (:func:`~fedtrail.protocol.duplicates.support_overlap`, the duplicate rule's
+    ``support_overlap`` test): an earlier update resent through ``topk8`` with noise added to the
+    entries it keeps passes ``stale_support_cosine`` (attack a93 ``stale``); honest ``topk8``
+    updates came to 0.80 at most against their references (``scripts/bench/support_overlap.py``).
+    A recorded set without it means 1: off.
     """
 
     min_cosine: float = -0.5
@@ -360,8 +369,13 @@ class Combiner:
     shaped_noise_z: float = 1000.0
     dp_copy_z: float = 0.0
     stale_support_cosine: float = 0.999995
+    stale_support_overlap: float = 0.99
 
     def __post_init__(self) -> None:
+        if not 0.0 <= _number("stale_support_overlap", self.stale_support_overlap) <= 1.0:
+            raise ConfigError(
+                f"stale_support_overlap must lie in [0, 1], got {self.stale_support_overlap}"
+            )
         if not 0.0 <= _number("stale_support_cosine", self.stale_support_cosine) <= 1.0:
             raise ConfigError(
                 f"stale_support_cosine must lie in [0, 1], got {self.stale_support_cosine}"

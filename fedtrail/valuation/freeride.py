@@ -140,7 +140,7 @@ import torch
 
 from fedtrail.errors import ConfigError
 from fedtrail.ml.aggregation import AggregationError, deterministic_dot, deterministic_sum
-from fedtrail.protocol.duplicates import support_copy_of
+from fedtrail.protocol.duplicates import kept_largest_of, support_copy_of
 from fedtrail.valuation.base import size_factor
 from fedtrail.valuation.rows import Rows
 
@@ -180,6 +180,7 @@ def free_riders(
     dp_copy_z: float = 0.0,
     shaped_z: float = 0.0,
     stale_support_cosine: float = 1.0,
+    stale_support_overlap: float = 1.0,
 ) -> dict[str, str]:
     """The free-riders among ``deltas`` (site -> update, address order), each with why, in the
     sites' order; ``references`` are earlier updates by label (a label starting with
@@ -202,7 +203,10 @@ def free_riders(
     ``stale_support_cosine`` below 1 adds the stale screen's sparse test: an update that
     leaves out some of a reference's nonzero entries and repeats it on the ones it carries
     (:func:`~fedtrail.protocol.duplicates.support_copy` under it, against every reference) is
-    stale. Raises ConfigError when the layouts differ."""
+    stale. ``stale_support_overlap`` below 1 adds its kept-entries test: a sparse update more
+    than that share of whose nonzero entries are a reference's largest of their tensor
+    (:func:`~fedtrail.protocol.duplicates.support_overlap`, against every reference) is stale.
+    Raises ConfigError when the layouts differ."""
     if not deltas:
         return {}
     sites = list(deltas)
@@ -226,6 +230,12 @@ def free_riders(
     if stale_support_cosine < 1.0 and labels:
         sparse_copies = support_copy_of(
             [references[r] for r in labels], [deltas[s] for s in sites], stale_support_cosine
+        )
+    # the kept-entries stale test (a93): a sparse update keeping a reference's largest entries
+    kept_copies: dict[int, int] = {}
+    if stale_support_overlap < 1.0 and labels:
+        kept_copies = kept_largest_of(
+            [references[r] for r in labels], [deltas[s] for s in sites], stale_support_overlap
         )
     kept = _Widened(rows, {len(sites) + k: references[r] for k, r in enumerate(labels)})
     # approx: the Gram matrix, when the stale screen computed it; else once the white screen
@@ -293,6 +303,11 @@ def free_riders(
                 f"a stale copy of {labels[sparse_copies[i]]} on the entries it carries (that "
                 f"update restricted to them, or its codes, has cosine above "
                 f"{stale_support_cosine:g} to it)"
+            )
+        if site not in out and i in kept_copies:
+            out[site] = (
+                f"a stale copy of {labels[kept_copies[i]]} by the entries it keeps (more than "
+                f"{stale_support_overlap:g} of them are that update's largest of their tensor)"
             )
         if site in out:
             continue

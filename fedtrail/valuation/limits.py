@@ -61,6 +61,7 @@ from fedtrail.protocol.terms import (
     DUPLICATE_RELATIVE_L2,
     DUPLICATE_SCALED_COSINE,
     DUPLICATE_SUPPORT_COSINE,
+    DUPLICATE_SUPPORT_OVERLAP,
     INITIAL_MODEL_DEPLOYMENT,
     VALIDATOR_GAMES,
     DuplicateRule,
@@ -178,6 +179,7 @@ DUPLICATE_LIMITS: Final = {
     "duplicate_relative_l2": "relative_l2",
     "duplicate_scaled_cosine": "scaled_cosine",
     "duplicate_support_cosine": "support_cosine",
+    "duplicate_support_overlap": "support_overlap",
 }
 """The limits on the terms' duplicate rule (:class:`~fedtrail.protocol.terms.DuplicateRule`),
 by the rule's field: a later update within both thresholds of an earlier one, or above its
@@ -187,13 +189,16 @@ honest update but the first committed is a "copy"; two honest updates of the sam
 measured up to cosine 0.99993). Terms without ``scaled_cosine`` (the rule before it, which a
 copy scaled by 1.01 passes) read as 1.0: looser than the loosest default, so refused; so do
 terms without ``support_cosine`` (the rule before it, which a copy sent through ``topk8`` at a
-fraction below 1 passes: ``scripts/attacks/a90_sparse_copy.py``)."""
+fraction below 1 passes: ``scripts/attacks/a90_sparse_copy.py``), and terms without
+``support_overlap`` (the rule before it, which such a copy with noise added to the entries it
+keeps passes: ``scripts/attacks/a93_sparse_noisy_copy.py``)."""
 
 
 def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
-    """The rule's threshold bounded by ``limit``; an absent ``scaled_cosine`` or
-    ``support_cosine`` (the rule of terms written before it: no cosine alone, or no comparison
-    on a sparser copy's entries, marks a copy) reads as 1.0, the check off."""
+    """The rule's threshold bounded by ``limit``; an absent ``scaled_cosine``,
+    ``support_cosine`` or ``support_overlap`` (the rule of terms written before it: no cosine
+    alone, no comparison on a sparser copy's entries, or no look at which entries a sparse
+    update keeps, marks a copy) reads as 1.0, the check off."""
     value = getattr(duplicates, DUPLICATE_LIMITS[limit])
     return 1.0 if value is None else float(value)
 
@@ -272,10 +277,15 @@ class LoosestLimits:
     """At most the product's value: terms that omit it read as 1 (off, the stale screen before
     it), under which an earlier update resent through ``topk8`` at a fraction below 1 is paid
     as an honest one (``scripts/attacks/a91_stale_sparse_copy.py``)."""
+    stale_support_overlap: float = 0.99
+    """At most the product's value: terms that omit it read as 1 (off, the stale screen before
+    it), under which an earlier update resent through ``topk8`` with noise added to the entries
+    it keeps is paid (``scripts/attacks/a93_sparse_noisy_copy.py stale``)."""
     duplicate_cosine: float = DUPLICATE_COSINE
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
     duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
+    duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
 
     def __post_init__(self) -> None:
         _valid_thresholds(asdict(self))
@@ -370,6 +380,10 @@ class ThresholdLimits:
     """At least this: lower moves the stale screen's sparse test toward honest sparse updates
     (honest ``topk8`` updates measured up to 0.992 against their references restricted to their
     entries, ``scripts/bench/stale_cosine.py --compression topk8``)."""
+    stale_support_overlap: float = 0.99
+    """At least this: lower moves the stale screen's kept-entries test toward honest sparse
+    updates (honest ``topk8`` updates measured up to 0.80 against their references,
+    ``scripts/bench/support_overlap.py``)."""
     dp_copy_z: float = 60.0
     """At least this, or 0 (off, the terms' default), as ``max_norm_ratio``: a lower threshold
     moves the DP copy test toward honest DP-SGD updates (measured up to 48.8 at epsilon 8,
@@ -385,6 +399,7 @@ class ThresholdLimits:
     duplicate_relative_l2: float = DUPLICATE_RELATIVE_L2
     duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
     duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
+    duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("anchored_median", "median")
     """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site

@@ -388,6 +388,7 @@ def _settle(
         declared_noise={c.site for c in cands if c.noise_declared},
         dp_copy_z=comb.dp_copy_z,
         stale_support_cosine=comb.stale_support_cosine,
+        stale_support_overlap=comb.stale_support_overlap,
     )
     cands = _broken(
         ctx,

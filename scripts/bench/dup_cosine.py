@@ -50,7 +50,7 @@ from fedtrail.storage.codec import Compression, decode_update, encode_update
 
 Delta = Mapping[str, torch.Tensor]
 
-OLD_RULE = DuplicateRule(scaled_cosine=None, support_cosine=None)
+OLD_RULE = DuplicateRule(scaled_cosine=None, support_cosine=None, support_overlap=None)
 """The rule of terms that lack ``scaled_cosine`` (every round before it)."""
 
 

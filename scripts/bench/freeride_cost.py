@@ -19,6 +19,11 @@ codec; F 1 keeps them dense, where the test compares nothing), timed with the te
 at the default, alternating in one process, after checking that neither flags an update.
 
     python scripts/bench/freeride_cost.py --sites 10 --repeats 5 --sparse 0.05
+
+``--kept F``: the same for the kept-entries test (``stale_support_overlap``, a93), off (1)
+against the default, with ``stale_support_cosine`` at its default in both.
+
+    python scripts/bench/freeride_cost.py --sites 10,100 --repeats 3 --kept 0.05
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--against", default="", help="another tree whose screen to time")
     parser.add_argument("--sparse", type=float, default=0.0, help="time the sparse stale test")
+    parser.add_argument("--kept", type=float, default=0.0, help="time the kept-entries test")
     args = parser.parse_args(argv)
     other = _load(args.against) if args.against else None
     torch.set_num_threads(1)
@@ -82,8 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i in range(n)
         }
         refs.update({f"global delta of round {r}": _update(state, gen) for r in range(3)})
-        if args.sparse > 0:
-            return _sparse_cost(n, deltas, refs, args.sparse, args.repeats, comb)
+        if args.sparse > 0 or args.kept > 0:
+            key = "stale_support_cosine" if args.sparse > 0 else "stale_support_overlap"
+            f = args.sparse if args.sparse > 0 else args.kept
+            if _sparse_cost(n, deltas, refs, f, args.repeats, comb, key):
+                return 1
+            continue
         if other is not None:
             screens: dict[str, Callable[..., dict[str, str]]] = {
                 "this tree": free_riders,
@@ -136,9 +146,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _sparse_cost(
-    n: int, deltas: dict[str, Delta], refs: dict[str, Delta], f: float, repeats: int, comb: Combiner
+    n: int,
+    deltas: dict[str, Delta],
+    refs: dict[str, Delta],
+    f: float,
+    repeats: int,
+    comb: Combiner,
+    key: str = "stale_support_cosine",
 ) -> int:
-    """The sparse stale test's cost (``--sparse``): off against on, alternating."""
+    """The cost of the stale screen's test ``key`` (``--sparse``: ``stale_support_cosine``;
+    ``--kept``: ``stale_support_overlap``): off against on, alternating."""
     spec = ModelSpec()
     method = Compression(method="topk8", fraction=f)
 
@@ -155,20 +172,22 @@ def _sparse_cost(
         "white_z": comb.white_noise_z,
         "shaped_z": comb.shaped_noise_z,
     }
-    settings = {"off": 1.0, "on": comb.stale_support_cosine}
-    got = {k: free_riders(deltas, refs, stale_support_cosine=v, **kw) for k, v in settings.items()}
+    if key == "stale_support_overlap":
+        kw["stale_support_cosine"] = comb.stale_support_cosine
+    settings = {"off": 1.0, "on": getattr(comb, key)}
+    got = {k: free_riders(deltas, refs, **{key: v}, **kw) for k, v in settings.items()}
     if got["on"] != got["off"]:
-        print(f"{n} sites: the sparse test flags honest updates: {got['on']}")
+        print(f"{n} sites: {key} flags honest updates: {got['on']}")
         return 1
     spent: dict[str, list[float]] = {k: [] for k in settings}
     for _ in range(repeats):
         for k, v in settings.items():
             started = time.perf_counter()
-            free_riders(deltas, refs, stale_support_cosine=v, **kw)
+            free_riders(deltas, refs, **{key: v}, **kw)
             spent[k].append(time.perf_counter() - started)
     off, on = min(spent["off"]), min(spent["on"])
     print(
-        f"{n} sites, {len(refs)} references, topk8 f={f:g}: sparse stale test off {off:.3f} s, "
+        f"{n} sites, {len(refs)} references, topk8 f={f:g}: {key} off {off:.3f} s, "
         f"on {on:.3f} s per round (x{on / off:.2f}, +{on - off:.3f} s; fastest of {repeats}, "
         f"alternating; same {len(got['on'])} free-riders)"
     )

@@ -5,10 +5,14 @@ update zero on the same half of its entries, as dense updates from one start mod
 its units are dead) and ``sparse`` (each keeps its own largest 5% per tensor, as ``topk8``
 sends: the screen's worst case, few of one update's maxima among another's entries).
 
+``KEY=support_overlap``: the same for ``support_overlap`` (a93), the rule without it against
+the default (``support_cosine`` on in both).
+
 usage: .venv/bin/python scripts/bench/support_cost.py [N] [REPEATS]
 Prints each timing; exits 1 when a rule marks any of these independent updates a copy.
 """
 
+import os
 import sys
 import time
 
@@ -21,6 +25,7 @@ from fedtrail.protocol.terms import DuplicateRule
 torch.set_num_threads(1)
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 REPEATS = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+KEY = os.environ.get("KEY", "support_cosine")
 SHAPES = {k: v.shape for k, v in initial_model(ModelSpec(), 0).state_dict().items()}
 GEN = torch.Generator().manual_seed(0)
 
@@ -47,11 +52,11 @@ for mode in ("halfzero", "sparse"):
     entries = [Entry(f"s{i:03d}", i + 1, f"{i:064x}", update(mode)) for i in range(N)]
     for _ in range(REPEATS):
         for label, rule in (
-            ("without", DuplicateRule(support_cosine=None)),
+            ("without", DuplicateRule(**{KEY: None})),
             ("with", DuplicateRule()),
         ):
             t0 = time.perf_counter()
             copies = find_duplicates(entries, rule)
-            print(f"{mode} {N} updates, {label} support_cosine: {time.perf_counter() - t0:.2f} s")
+            print(f"{mode} {N} updates, {label} {KEY}: {time.perf_counter() - t0:.2f} s")
             marked += len(copies)
 sys.exit(1 if marked else 0)

@@ -174,7 +174,8 @@ def _half(v: np.ndarray) -> np.ndarray:
 sparse = {k: _half(v) for k, v in x.items()}
 with_p = R.duplicate_copies([*items, ("sparse", "other", sparse)], dup)
 without_p = R.duplicate_copies(
-    [*items, ("sparse", "other", sparse)], {k: v for k, v in dup.items() if k != "support_cosine"}
+    [*items, ("sparse", "other", sparse)],
+    {k: v for k, v in dup.items() if k not in ("support_cosine", "support_overlap")},
 )
 expect(
     "sparse" in with_p,
@@ -186,6 +187,38 @@ expect(
     "sparse" in without_p,
     False,
     "duplicates: half-zeroed copy caught without support_cosine (misreading)",
+    fatal=False,
+)
+# a93: each tensor's largest 10% kept, with noise of 10% of their RMS on those entries
+
+
+def _top_noisy(v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    flat = v.ravel().astype(np.float64)
+    n = max(1, int(np.ceil(0.1 * flat.size)))
+    keep = np.argsort(-np.abs(flat), kind="stable")[:n]
+    keep = keep[flat[keep] != 0]  # a sparse update's own entries only
+    out = np.zeros_like(flat)
+    rms = float(np.sqrt(np.mean(flat[keep] ** 2)))
+    out[keep] = flat[keep] + 0.1 * rms * rng.standard_normal(n)
+    return out.astype(np.float32).reshape(v.shape)
+
+
+noisy_top = {k: _top_noisy(v, np.random.default_rng(93)) for k, v in x.items()}
+with_o = R.duplicate_copies([*items, ("kept", "other", noisy_top)], dup)
+without_o = R.duplicate_copies(
+    [*items, ("kept", "other", noisy_top)],
+    {k: v for k, v in dup.items() if k != "support_overlap"},
+)
+expect(
+    "kept" in with_o,
+    "support_overlap" in dup,
+    f"duplicates: top-10% copy with noise on its kept entries caught by support_overlap "
+    f"(terms name it: {'support_overlap' in dup})",
+)
+expect(
+    "kept" in without_o,
+    False,
+    "duplicates: top-10% noisy copy caught without support_overlap (misreading)",
     fatal=False,
 )
 if r < 2:

@@ -683,6 +683,7 @@ LATER_THRESHOLDS = {
     "shaped_noise_z": 0.0,
     "dp_copy_z": 0.0,
     "stale_support_cosine": 1.0,
+    "stale_support_overlap": 1.0,
 }
 
 
@@ -735,12 +736,52 @@ def on_support(o_upd, upd, support: float) -> bool:
     return cosine(a_kept, b) > support or cosine(codes(kept), codes(upd)) > support
 
 
+def sparse_update(upd) -> bool:
+    """README *Duplicates*, support_overlap: over each tensor (a matrix of two or more
+    dimensions cut to its rows and columns holding a nonzero value), more than half of all
+    the values left are 0."""
+    total = zeros = 0
+    for name in sorted(upd):
+        t = np.asarray(upd[name])
+        nz = t != 0
+        if t.ndim < 2:
+            size = t.size
+        else:
+            m = nz.reshape(t.shape[0], -1)
+            size = int(m.any(axis=1).sum()) * int(m.any(axis=0).sum())
+        total += size
+        zeros += size - int(nz.sum())
+    return total > 0 and 2 * zeros > total
+
+
+def kept_largest(o_flat, upd, overlap) -> bool:
+    """README *Duplicates*, support_overlap: a sparse ``upd`` more than ``overlap`` of whose
+    nonzero entries are, tensor by tensor, where the original is nonzero and at least the
+    k-th largest of its magnitudes (k: this one's nonzero entries in the tensor)."""
+    if not sparse_update(upd):
+        return False
+    hits = kept = 0
+    at = 0
+    for name in sorted(upd):
+        b = np.asarray(upd[name]).reshape(-1)
+        a = np.abs(o_flat[at : at + b.size])
+        at += b.size
+        on = b != 0
+        k = int(on.sum())
+        if k == 0:
+            continue
+        m = np.sort(a)[::-1][k - 1]
+        hits += int(((a != 0) & (a >= m) & on).sum())
+        kept += k
+    return kept > 0 and hits / kept > overlap
+
+
 def duplicate_copies(items, dup: dict) -> dict:
     """README *Duplicates*: items = [(site, sha256, {name: array} or None)] in commit order;
     returns {site: the original's site} for every copy."""
 
     cos_t, l2_t, scaled = dup.get("cosine"), dup.get("relative_l2"), dup.get("scaled_cosine")
-    support = dup.get("support_cosine")
+    support, overlap = dup.get("support_cosine"), dup.get("support_overlap")
 
     originals = []
     copies = {}
@@ -774,6 +815,9 @@ def duplicate_copies(items, dup: dict) -> dict:
                     found = o_site
                     break
             if support is not None and on_support(o_upd, upd, support):
+                found = o_site
+                break
+            if overlap is not None and kept_largest(o_flat, upd, overlap):
                 found = o_site
                 break
         if found is not None:
@@ -839,6 +883,15 @@ def free_rider_rule(
             for k, (lab, _) in enumerate(refs):
                 if on_support(ref_tensors[k], tensors[a], sparse_cos):
                     out[a] = f"stale copy of {lab} on the entries it carries"
+                    break
+        kept_share = cc.get("stale_support_overlap", LATER_THRESHOLDS["stale_support_overlap"])
+        if a not in out and tensors is not None and ref_tensors and kept_share < 1:
+            for k, (lab, _) in enumerate(refs):
+                ref, upd = ref_tensors[k], tensors[a]
+                if sorted(ref) != sorted(upd) or any(ref[n].shape != upd[n].shape for n in upd):
+                    continue
+                if kept_largest(flat_of(ref, sorted(ref), False), upd, kept_share):
+                    out[a] = f"stale copy of {lab} by the entries it keeps"
                     break
         if a in out or tensors is None:
             continue
@@ -1568,6 +1621,7 @@ FLOAT_FIELDS = (
     ("duplicates", "relative_l2"),
     ("duplicates", "scaled_cosine"),
     ("duplicates", "support_cosine"),
+    ("duplicates", "support_overlap"),
     ("personalisation", "lr"),
     ("privacy", "delta"),
 )

@@ -164,3 +164,64 @@ def test_misreadings_differ(monkeypatch: pytest.MonkeyPatch) -> None:
         for k, v in residual.items()
     }
     assert R.shaped(residual, ref, x) != R.structure(ratios)
+
+
+def _top(u: dict[str, F32], fraction: float, rng: np.random.Generator, level: float) -> dict:
+    """Each tensor's largest ``fraction`` of entries kept (the rest 0), plus Gaussian noise of
+    ``level`` times each kept value's tensor RMS on the kept entries."""
+    out = {}
+    for k, v in u.items():
+        flat = v.ravel()
+        n = max(1, math.ceil(fraction * flat.size))
+        keep = np.argsort(-np.abs(flat), kind="stable")[:n]
+        t = np.zeros_like(flat)
+        rms = float(np.sqrt(np.mean(flat[keep].astype(np.float64) ** 2)))
+        t[keep] = flat[keep] + np.float32(level * rms) * rng.standard_normal(n).astype(np.float32)
+        out[k] = t.reshape(v.shape)
+    return out
+
+
+def test_kept_entries_verdicts_match_the_screen() -> None:
+    """A reference resent sparse with noise on its kept values (a93 ``stale``) and honest sparse
+    updates, through the README's ``stale_support_overlap`` rule (the reader) and through
+    free_riders: the same sites flagged, the copy among them, and none with the test off."""
+    rng = np.random.default_rng(7)
+    ref = _update(rng, 0.01, True)
+    honest = {f"0x{i:040x}": _top(_update(rng, 0.01, True), 0.05, rng, 0.0) for i in (1, 2)}
+    near = {k: v + np.float32(0.5) * _update(rng, 0.01, True)[k] for k, v in ref.items()}
+    honest["0x" + "3" * 40] = _top(near, 0.05, rng, 0.0)  # along the reference, other data
+    copy = _top(ref, 0.05, rng, 0.1)
+    sites = {**honest, "0x" + "4" * 40: copy}
+    order = sorted(sites, key=lambda a: int(a, 16))
+    label = "the global delta of round 1"
+    for overlap in (0.99, 1.0):
+        cc = {
+            "free_rider_norm": 0.01,
+            "stale_cosine": 0.99999,
+            "stale_distance": 1e6,
+            "tiny_size_power": 0.0,
+            "stale_support_cosine": 0.999995,
+            "stale_support_overlap": overlap,
+        }
+        theirs = free_riders(
+            {s: _torch(u) for s, u in sites.items()},
+            {label: _torch(ref)},
+            min_norm_ratio=0.01,
+            stale_cosine=0.99999,
+            stale_distance=1e6,
+            stale_support_cosine=0.999995,
+            stale_support_overlap=overlap,
+        )
+        mine, _ = R.free_rider_rule(
+            order,
+            {s: _flat(sites[s]) for s in order},
+            [(label, _flat(ref))],
+            {s: 1 for s in order},
+            cc,
+            0.0,
+            str,
+            tensors={s: _wide(sites[s]) for s in order},
+            ref_tensors=[_wide(ref)],
+        )
+        assert set(mine) == set(theirs)
+        assert set(mine) == ({"0x" + "4" * 40} if overlap < 1 else set())

@@ -369,8 +369,33 @@ def ref_copies(
     relative_l2: float,
     scaled: float | None,
     support: float | None = None,
+    overlap: float | None = None,
 ) -> dict[str, str]:
     """The README's duplicate rule over (site, sha256, tensors) in commit order."""
+
+    def is_sparse(d: dict[str, np.ndarray]) -> bool:
+        # each matrix cut to its rows and columns holding a nonzero value; > half of all 0
+        total = zeros = 0
+        for k in sorted(d):
+            t = d[k]
+            m = t.reshape(t.shape[0], -1) != 0 if t.ndim >= 2 else None
+            size = t.size if m is None else int(m.any(1).sum()) * int(m.any(0).sum())
+            total, zeros = total + size, zeros + size - int(np.count_nonzero(t))
+        return 2 * zeros > total
+
+    def kept_largest(od: dict[str, np.ndarray], d: dict[str, np.ndarray]) -> bool:
+        a_all = flat(od)
+        hits = kept = at = 0
+        for k in sorted(d):
+            on = d[k].reshape(-1) != 0
+            a = np.abs(a_all[at : at + on.size])
+            at += on.size
+            n = int(on.sum())
+            if n:
+                m = np.sort(a)[-n]  # the n-th largest |a| of the tensor
+                hits += int(np.sum(on & (a != 0) & (a >= m)))
+                kept += n
+        return kept > 0 and hits / kept > overlap
 
     def cos(a: np.ndarray, b: np.ndarray) -> float:
         return float(a @ b) / (float(np.linalg.norm(a)) * float(np.linalg.norm(b)))
@@ -396,6 +421,8 @@ def ref_copies(
                 ak = flat(kept)
                 if not np.array_equal(ak, a) and np.linalg.norm(ak) > 0 and np.linalg.norm(b) > 0:
                     same = cos(ak, b) > support or cos(ref_codes(kept), ref_codes(d)) > support
+            if not same and overlap is not None and len(a) == len(b) and is_sparse(d):
+                same = kept_largest(od, d)
             if same:
                 out[site] = osite
                 break
@@ -406,7 +433,8 @@ def ref_copies(
 
 def test_the_duplicate_rule_follows_the_readme() -> None:
     """Scaled, recoded and noisy copies and near-honest pairs, decided by the README's text and
-    by find_duplicates alike (copies sent sparser, a90, too); under the rules of terms without
+    by find_duplicates alike (copies sent sparser, a90, and those with noise on the entries
+    they keep, a93, too); under the rules of terms without ``support_overlap``, without
     ``support_cosine`` and without ``scaled_cosine`` as well."""
     from fedtrail.ml.models import ModelSpec
     from fedtrail.protocol.duplicates import Entry, codes, find_duplicates
@@ -442,6 +470,27 @@ def test_the_duplicate_rule_follows_the_readme() -> None:
         base, spec=spec, round=1, compression=Compression(method="topk8", fraction=0.5)
     ).blob
     sparse = decode_update(half, spec=spec, expected_round=1)[0]  # a90's copy
+
+    def topk(d: dict[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:
+        comp = Compression(method="topk8", fraction=fraction)
+        blob = encode_update(d, spec=spec, round=1, compression=comp).blob
+        return decode_update(blob, spec=spec, expected_round=1)[0]
+
+    tenth = topk(other, 0.1)
+    # a93's copy: e's copy at 0.1 with noise of 5% of its norm on the entries it keeps
+    level = 0.05 * float(torch.cat([v.reshape(-1) for v in tenth.values()]).norm())
+    kept = sum(int((v != 0).sum()) for v in tenth.values())
+    noisy_tenth = topk(
+        {
+            k: torch.where(v != 0, v + level / kept**0.5 * torch.randn(v.shape, generator=gen), v)
+            for k, v in tenth.items()
+        },
+        0.1,
+    )
+    fresh = {}
+    for name, shape in shapes.items():
+        t = torch.randn(shape, generator=gen)
+        fresh[name] = t * t.abs() * 1e-3
     ups = {
         "a": base,
         "b": {k: v * 1.01 for k, v in base.items()},
@@ -451,6 +500,8 @@ def test_the_duplicate_rule_follows_the_readme() -> None:
         "f": {k: v * 3 for k, v in other.items()},
         "g": sparse,
         "h": {k: torch.where(v.abs() > v.abs().median(), v, 0.0) for k, v in other.items()},
+        "i": noisy_tenth,
+        "j": topk({k: v + 0.5 * base[k] for k, v in fresh.items()}, 0.05),  # other data
     }
     assert np.array_equal(
         ref_codes({k: v.numpy() for k, v in recoded.items()}), codes(recoded).numpy()
@@ -460,18 +511,30 @@ def test_the_duplicate_rule_follows_the_readme() -> None:
     for i, (site, d) in enumerate(ups.items()):
         entries.append(Entry(site, i + 1, f"{i:064x}", d))
         ref_in.append((site, f"{i:064x}", {k: v.numpy() for k, v in d.items()}))
-    old = DuplicateRule(scaled_cosine=None, support_cosine=None)
-    no_support = DuplicateRule(support_cosine=None)
-    for rule in (DuplicateRule(), no_support, old):
+    old = DuplicateRule(scaled_cosine=None, support_cosine=None, support_overlap=None)
+    no_support = DuplicateRule(support_cosine=None, support_overlap=None)
+    no_overlap = DuplicateRule(support_overlap=None)
+    for rule in (DuplicateRule(), no_overlap, no_support, old):
         ours = find_duplicates(entries, rule)
         assert ours == ref_copies(
-            ref_in, rule.cosine, rule.relative_l2, rule.scaled_cosine, rule.support_cosine
+            ref_in,
+            rule.cosine,
+            rule.relative_l2,
+            rule.scaled_cosine,
+            rule.support_cosine,
+            rule.support_overlap,
         )
     assert find_duplicates(entries, DuplicateRule()) == {
         **{"b": "a", "c": "a", "d": "a", "f": "e"},
+        # i keeps e's largest entries, which are a's too (e is a plus 2% noise)
+        **{"g": "a", "h": "e", "i": "a"},
+    }
+    # the near misses: without support_overlap the noisy sparse copy is paid; without
+    # support_cosine the sparser copies too; without scaled_cosine as well (terms before all
+    # three) every copy
+    assert find_duplicates(entries, no_overlap) == {
+        **{"b": "a", "c": "a", "d": "a", "f": "e"},
         **{"g": "a", "h": "e"},
     }
-    # the near misses: without support_cosine the sparser copies are paid; without
-    # scaled_cosine as well (terms before both) every copy
     assert find_duplicates(entries, no_support) == {"b": "a", "c": "a", "d": "a", "f": "e"}
     assert find_duplicates(entries, old) == {}

@@ -1,9 +1,11 @@
 """find_duplicates: its screened search decides every pair as the pair-by-pair rule does, the
 scale-free rule (``scaled_cosine``) catches a Sybil's scaled, recoded or noisy copy, and the
-support rule (``support_cosine``) its copy sent sparser (a90)."""
+support rule (``support_cosine``) its copy sent sparser (a90), and the kept-entries rule
+(``support_overlap``) that copy with noise added to the values it keeps (a93)."""
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 
 import pytest
@@ -22,16 +24,21 @@ from fedtrail.protocol.duplicates import (
     codes,
     find_duplicates,
     near_identical,
+    sparse,
     support_copy,
+    support_overlap,
+    zero_share,
 )
 from fedtrail.protocol.terms import DuplicateRule, RoundTerms
 from fedtrail.storage.codec import Compression, decode_update, encode_update
 
 RULE = DuplicateRule()
-OLD = DuplicateRule(scaled_cosine=None, support_cosine=None)
+OLD = DuplicateRule(scaled_cosine=None, support_cosine=None, support_overlap=None)
 """The rule of terms written before ``scaled_cosine``: cosine and distance together."""
-NO_SUPPORT = DuplicateRule(support_cosine=None)
+NO_SUPPORT = DuplicateRule(support_cosine=None, support_overlap=None)
 """The rule of terms written before ``support_cosine`` (a90)."""
+NO_OVERLAP = DuplicateRule(support_overlap=None)
+"""The rule of terms written before ``support_overlap`` (a93)."""
 HONEST_MAX = 0.999930
 """The largest cosine of two honest updates of one round that ``scripts/bench/dup_cosine.py``
 measured (20 sites, Dirichlet alpha 0.3, dense; the two 1.2% apart in L2)."""
@@ -64,6 +71,11 @@ def _reference(entries: list[Entry], rule: DuplicateRule) -> dict[str, str]:
                                 rule.support_cosine,
                             )
                         )
+                        or (
+                            rule.support_overlap is not None
+                            and e.delta is not None
+                            and _kept_largest(other, e.delta, rule.support_overlap)
+                        )
                     )
                 )
             ),
@@ -74,6 +86,31 @@ def _reference(entries: list[Entry], rule: DuplicateRule) -> dict[str, str]:
         elif flat is not None:
             originals.append((e.site, e.sha256, flat, code))
     return out
+
+
+def _kept_largest(a: torch.Tensor, b: Mapping[str, torch.Tensor], threshold: float) -> bool:
+    """The kept-entries rule written out entry by entry: ``b`` sparse (more than half of its
+    values 0 once its all-zero rows and columns are cut) and more than ``threshold`` of its
+    nonzero entries at positions where flat ``a`` is nonzero and fewer than ``k`` entries of
+    ``a``'s tensor are larger in magnitude (``k``: ``b``'s nonzero entries in the tensor)."""
+    total = zeros = hits = kept = 0
+    at = 0
+    for name in sorted(b):
+        t = b[name]
+        rows = [r for r in range(t.shape[0]) if bool(t[r].ne(0).any())] if t.dim() >= 2 else []
+        m = t.reshape(t.shape[0], -1) if t.dim() >= 2 else t.reshape(1, -1)
+        cols = [c for c in range(m.shape[1]) if bool(m[:, c].ne(0).any())]
+        size = len(rows) * len(cols) if t.dim() >= 2 else t.numel()
+        nonzero = [i for i, v in enumerate(t.reshape(-1).tolist()) if v != 0.0]
+        total, zeros = total + size, zeros + size - len(nonzero)
+        mags = [abs(v) for v in a[at : at + t.numel()].tolist()]
+        ordered = sorted(mags)
+        for i in nonzero:
+            larger = len(ordered) - bisect.bisect_right(ordered, mags[i])
+            hits += mags[i] != 0.0 and larger < len(nonzero)
+        kept += len(nonzero)
+        at += t.numel()
+    return 2 * zeros > total and kept > 0 and hits / kept > threshold
 
 
 def _toward(a: torch.Tensor, cosine: float, gen: torch.Generator) -> torch.Tensor:
@@ -409,7 +446,7 @@ def test_terms_without_support_cosine_keep_their_bytes_and_pay_a_sparse_copy() -
     entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, _sparse(d, 0.5))]
     assert find_duplicates(entries, parsed.duplicates) == {}
     now = _terms(DuplicateRule()).to_bytes()
-    assert b'"scaled_cosine":0.999995,"support_cosine":0.999995}' in now
+    assert b'"scaled_cosine":0.999995,"support_cosine":0.999995,' in now
     assert find_duplicates(entries, RoundTerms.from_bytes(now).duplicates) == {"sybil": "h0"}
 
 
@@ -427,3 +464,129 @@ def _terms(rule: DuplicateRule) -> RoundTerms:
         reveal_seconds=60,
         duplicates=rule,
     )
+
+
+def _noisy_kept(
+    d: Mapping[str, torch.Tensor], level: float, fraction: float, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """a93's copy: ``d`` through ``topk8`` at ``fraction``, Gaussian noise of ``level`` times
+    the copy's norm added to the entries it keeps, sent through ``topk8`` at ``fraction``
+    again (the same entries)."""
+    gen = torch.Generator().manual_seed(seed)
+    copy = _sparse(d, fraction)
+    flat = _flat(copy)
+    sd = level * float(flat.norm()) / int((flat != 0).sum()) ** 0.5
+    noisy = {
+        k: torch.where(v != 0, v + (sd * torch.randn(v.shape, generator=gen)).to(v.dtype), v)
+        for k, v in copy.items()
+    }
+    return _sparse(noisy, fraction)
+
+
+@pytest.mark.parametrize(("level", "fraction"), [(0.05, 0.05), (0.2, 0.05), (0.05, 0.2)])
+def test_a_sparse_copy_with_noise_on_its_kept_entries_is_a_duplicate(
+    level: float, fraction: float
+) -> None:
+    """a93: noise on the entries a sparse copy keeps takes its cosine there below
+    ``support_cosine`` (the rule before ``support_overlap`` pays it), but the entries it keeps
+    are still its original's largest of each tensor."""
+    d = _update(30)
+    copy = _noisy_kept(d, level, fraction)
+    assert sparse(copy) and support_overlap(d, copy) == 1.0
+    entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, copy)]
+    assert find_duplicates(entries, NO_OVERLAP) == {}
+    assert find_duplicates(entries, RULE) == {"sybil": "h0"}
+    assert find_duplicates(entries, RULE) == _reference(entries, RULE)
+
+
+def test_a_noisy_copy_of_a_sparse_update_on_its_own_entries_is_a_duplicate() -> None:
+    """The partner sends ``topk8`` at 0.05 and the copy keeps the same entries (it leaves none
+    of them out, so ``support_cosine`` does not apply) with 5% noise on their values."""
+    original = _sparse(_update(31), 0.05)
+    copy = _noisy_kept(original, 0.05, 0.05, seed=1)
+    assert torch.equal(_flat(copy) != 0, _flat(original) != 0)
+    entries = [Entry("h0", 1, "a" * 64, original), Entry("sybil", 2, "b" * 64, copy)]
+    assert find_duplicates(entries, NO_OVERLAP) == {}
+    assert find_duplicates(entries, RULE) == {"sybil": "h0"}
+
+
+def test_support_overlap_counts_the_kept_entries_among_the_largest_ties_included() -> None:
+    """A hand-worked tensor: ``|a|`` = 3, 2, 2, 1, 0, 0; ``b`` keeping positions 1 and 2
+    (``k`` 2, the 2nd largest 2: both count), 0 and 4 (``a`` is 0 at 4: half), 1, 2 and 3
+    (``k`` 3, the 3rd largest 2: position 3's 1 does not count)."""
+    a = {"w": torch.tensor([3.0, -2.0, 2.0, 1.0, 0.0, 0.0])}
+
+    def kept(*at: int) -> dict[str, torch.Tensor]:
+        t = torch.zeros(6)
+        t[list(at)] = 1.0
+        return {"w": t}
+
+    assert support_overlap(a, kept(1, 2)) == 1.0
+    assert support_overlap(a, kept(0, 4)) == 0.5
+    assert support_overlap(a, kept(1, 2, 3)) == 2 / 3
+    assert support_overlap(a, {"w": torch.zeros(6)}) == 0.0
+
+
+def test_honest_sparse_updates_and_dense_ones_with_dead_units_are_not_copies() -> None:
+    """Two correlated updates of other data (the second the first plus as much independent
+    signal) sent through ``topk8`` keep many of the same entries but not 99% of them; a dense
+    update whose dead units zero the same rows as its original's keeps exactly the original's
+    nonzero entries (share 1) and is not sparse, so the rule does not apply."""
+    a = _update(32)
+    other = _update(33)
+    b = {k: v + 0.5 * other[k] for k, v in a.items()}
+    sa, sb = _sparse(a, 0.05), _sparse(b, 0.05)
+    assert 0.5 < support_overlap(sa, sb) < 0.99 and 0.5 < support_overlap(a, sb) < 0.99
+    for first, second in ((sa, sb), (a, sb), (sb, sa)):
+        entries = [Entry("h0", 1, "a" * 64, first), Entry("h1", 2, "b" * 64, second)]
+        assert find_duplicates(entries, RULE) == {}
+    dead = {k: v.clone() for k, v in a.items()}
+    alive = {k: v.clone() for k, v in b.items()}
+    for k, v in dead.items():
+        if v.dim() >= 2:
+            v[: (2 * v.shape[0]) // 3] = 0.0  # two thirds of the units dead in both
+            alive[k][: (2 * v.shape[0]) // 3] = 0.0
+    assert support_overlap(dead, alive) == 1.0 and zero_share(alive) == 0.0
+    assert not sparse(alive)
+    entries = [Entry("h0", 1, "a" * 64, dead), Entry("h1", 2, "b" * 64, alive)]
+    assert find_duplicates(entries, RULE) == {}
+
+
+def test_terms_without_support_overlap_keep_their_bytes_and_pay_a_noisy_sparse_copy() -> None:
+    """Terms written before ``support_overlap`` lack the key and replay the rule of their day
+    (a93's copy paid); terms written now carry it."""
+    blob = _terms(NO_OVERLAP).to_bytes()
+    assert b'"scaled_cosine":0.999995,"support_cosine":0.999995}' in blob
+    parsed = RoundTerms.from_bytes(blob)
+    assert parsed.duplicates == NO_OVERLAP and parsed.to_bytes() == blob
+    d = _update(34)
+    entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, _noisy_kept(d, 0.05, 0.1))]
+    assert find_duplicates(entries, parsed.duplicates) == {}
+    now = _terms(DuplicateRule()).to_bytes()
+    assert b'"support_cosine":0.999995,"support_overlap":0.99}' in now
+    assert find_duplicates(entries, RoundTerms.from_bytes(now).duplicates) == {"sybil": "h0"}
+
+
+def test_the_batched_kept_entries_search_decides_as_the_pair_by_pair_rule() -> None:
+    """A round of dense and sparse updates, noisy sparse copies of a dense and of a sparse
+    original, a copy of a copy and honest sparse updates near their originals: find_duplicates
+    (each original read once against every sparse update's entries) marks what the rule
+    written out pair by pair marks."""
+    a, b, c = _update(40), _update(41), _update(42)
+    sc = _sparse(c, 0.05)
+    updates = [
+        a,
+        _sparse(b, 0.05),
+        _noisy_kept(a, 0.05, 0.1, seed=2),  # a's copy
+        sc,
+        _noisy_kept(sc, 0.2, 0.05, seed=3),  # sc's copy, its own entries
+        _sparse({k: v + 0.5 * b[k] for k, v in a.items()}, 0.05),  # along a, other data
+        _noisy_kept(_noisy_kept(a, 0.05, 0.1, seed=2), 0.05, 0.1, seed=4),  # a copy's copy
+        b,
+    ]
+    entries = [Entry(f"s{i:02d}", i + 1, f"{i:064x}", d) for i, d in enumerate(updates)]
+    got = find_duplicates(entries, RULE)
+    assert got == _reference(entries, RULE)
+    assert got["s02"] == "s00" and got["s04"] == "s03" and got["s06"] == "s00"
+    assert "s05" not in got and "s07" not in got
+    assert find_duplicates(entries, NO_OVERLAP) == _reference(entries, NO_OVERLAP)

@@ -83,7 +83,9 @@ def test_real_terms_validate() -> None:
     terms = RoundTerms.from_bytes(blob)
     assert terms.to_bytes() == blob
     # written before scaled_cosine: the rule of its day, cosine and distance together
-    assert terms.duplicates == DuplicateRule(scaled_cosine=None, support_cosine=None)
+    assert terms.duplicates == DuplicateRule(
+        scaled_cosine=None, support_cosine=None, support_overlap=None
+    )
     validator().validate(json.loads(blob))
 
 

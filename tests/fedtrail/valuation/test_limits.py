@@ -51,6 +51,7 @@ STRICTER = {
     "sample_median_self": 0,
     "tiny_size_power": 0.0,
     "stale_support_cosine": 0.9,
+    "stale_support_overlap": 0.5,
 }
 """One value per bounded threshold on its harmful side of the default limit."""
 
@@ -81,6 +82,7 @@ LOOSER = {
     "norm_size_cap": 1.0,
     "tiny_size_power": 2.0,
     "stale_support_cosine": 1.0,
+    "stale_support_overlap": 1.0,
 }
 
 
@@ -102,6 +104,7 @@ LOOSEST_PAST = {
     "dp_noise_check": 0,
     "relief_cosine": -1.0,
     "stale_support_cosine": 1.0,
+    "stale_support_overlap": 1.0,
 }
 """One value per threshold past its default loosest limit: each pays what the valuation should
 not (a copy, a zero update, an inflated count, an outlier the norm screen would flag, a
@@ -178,6 +181,7 @@ def test_terms_omitting_later_thresholds_are_refused_on_the_side_each_harms(
         "dp_noise_check 0 (accepted: at least 2)",
         "relief_cosine -1.0 (accepted: at least -0.7)",
         "stale_support_cosine 1.0 (accepted: at most 0.999995)",
+        "stale_support_overlap 1.0 (accepted: at most 0.99)",
     ]
 
 
