@@ -18,6 +18,10 @@ data-free statistics:
 * the longest streak of consecutive rounds each site spent below ``--credit-cosine`` (the
   combiner's ``credit_cosine``, -0.7 by default): a rule that penalised repeated opposition
   would have to spare the honest sites' longest streak.
+* where the faulty weight share comes from: each faulty site's part of its run's mean share
+  (the figure issue 12's (c) bar reads), split into round 1 (the warm-up pays every update that
+  passes the screens its sample share), the later rounds it kept the full score in, and those
+  it was paid at a demoted score; and how many later rounds it was paid 0 in.
 
 With ``--what-if`` (runs that recorded the game's raw ``values``), it also replays the
 standing on the recorded values under two candidate rules for issue 12's scenario (c) and
