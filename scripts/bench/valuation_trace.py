@@ -18,6 +18,10 @@ data-free statistics:
 * the longest streak of consecutive rounds each site spent below ``--credit-cosine`` (the
   combiner's ``credit_cosine``, -0.7 by default): a rule that penalised repeated opposition
   would have to spare the honest sites' longest streak.
+* where the faulty weight share comes from: each faulty site's part of its run's mean share
+  (the figure issue 12's (c) bar reads), split into round 1 (the warm-up pays every update that
+  passes the screens its sample share), the later rounds it kept the full score in, and those
+  it was paid at a demoted score; and how many later rounds it was paid 0 in.
 
 With ``--what-if`` (runs that recorded the game's raw ``values``), it also replays the
 standing on the recorded values under two candidate rules for issue 12's scenario (c) and
@@ -283,6 +287,52 @@ def recorded_share(run: dict[str, Any]) -> float:
     return statistics.fmean(shares) if shares else float("nan")
 
 
+def decomposition(run: dict[str, Any]) -> list[tuple[str, str, int, float, float, float, int]]:
+    """Where a run's faulty weight share comes from: per faulty site (site, fault kind,
+    claimed samples), its part of the run's mean faulty share over the rounds that closed
+    (:func:`recorded_share` is their sum), split into the first closed round (the warm-up),
+    the later rounds it kept the full score in, and the later rounds it was paid at a demoted
+    score (below 1e6, above 0); and how many later rounds it was paid 0 in."""
+    names: list[str] = run["site_names"]
+    samples = dict(zip(names, run["site_samples"], strict=True))
+    faults = dict(zip(names, run["site_faults"], strict=True))
+    closed = [r for r in run["rounds"] if not r.get("skipped") and sum(r.get("weights") or []) > 0]
+    out = []
+    for site in (n for n in names if faults[n] != "none"):
+        parts = [0.0, 0.0, 0.0]
+        zero = 0
+        for k, r in enumerate(closed):
+            if site not in r["submitted"]:
+                continue
+            i = r["submitted"].index(site)
+            share = r["weights"][i] / sum(r["weights"]) / len(closed)
+            if k == 0:
+                parts[0] += share
+            elif r["scores"][i] >= 1_000_000:
+                parts[1] += share
+            elif r["scores"][i] > 0:
+                parts[2] += share
+            else:
+                zero += 1
+        out.append((site, faults[site], samples[site], *parts, zero))
+    return out
+
+
+def _print_decomposition(runs: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    lines = []
+    for label, run in runs:
+        for site, fault, n, first, full, demoted, zero in decomposition(run):
+            lines.append(
+                f"  {label} seed {run['seed']} {site} ({fault}, {n} samples): "
+                f"{first + full + demoted:.4f} of the mean share: round 1 {first:.4f}, later "
+                f"rounds at full score {full:.4f}, demoted {demoted:.4f}; paid 0 in {zero} "
+                "later round(s)"
+            )
+    if lines:
+        print("\nWhere the faulty weight share comes from (each site's part of its run's mean):")
+        print("\n".join(lines))
+
+
 def _count_relief(run: dict[str, Any], relief_cosine: float, counts: list[int]) -> None:
     """Adds to ``counts`` (honest site-rounds below ``relief_cosine``, those of them whose
     record after the round is negative beside a negative median record of the round's valued
@@ -458,6 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  {s[0]} seed {s[1]} {s[2]} ({s[3]}): longest streak {s[4]}, lowest cosine "
                 f"{s[5]:+.2f}"
             )
+    _print_decomposition(replayed)
     if args.what_if:
         _print_what_if(
             replayed,

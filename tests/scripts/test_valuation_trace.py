@@ -311,3 +311,29 @@ def test_screened_harmful_is_a_strike_a_later_positive_share_may_not_undo(
     assert "faulty share mean 0.3545" in lines["screened harmful 0.5"]
     # strike 1: -0.6 and -0.8, D scores 0 in rounds 2-3: (1/3 + 8/28 + 4/24) / 3
     assert "faulty share mean 0.2619, honest zeroed 0/6" in lines["screened harmful 1"]
+
+
+def test_decomposition_splits_each_faulty_sites_share_by_round_and_score(tmp_path: Path) -> None:
+    """Three closed rounds of four 10-sample sites: C (sign_flip) and D (scale) full in
+    rounds 1-2 (0.25 of each round); in round 3 C scores 0 and D half (weights 10, 10, 0, 5:
+    0.2 of the round), so D's parts are 0.25/3 (round 1), 0.25/3 (full) and 0.2/3 (demoted)."""
+    path = _norm_rules_run(tmp_path)
+    doc = json.loads(path.read_text())
+    last = doc["scenarios"]["c"]["runs"][0]["rounds"][2]
+    last["scores"] = [1_000_000, 1_000_000, 0, 500_000]
+    last["weights"] = [10 * x for x in last["scores"]]
+    path.write_text(json.dumps(doc))
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(path), "--summary-only"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert (
+        "alpha 1 (c) seed 7 C (sign_flip, 10 samples): 0.1667 of the mean share: round 1 0.0833, "
+        "later rounds at full score 0.0833, demoted 0.0000; paid 0 in 1 later round(s)"
+    ) in out
+    assert (
+        "alpha 1 (c) seed 7 D (scale, 10 samples): 0.2333 of the mean share: round 1 0.0833, "
+        "later rounds at full score 0.0833, demoted 0.0667; paid 0 in 0 later round(s)"
+    ) in out
