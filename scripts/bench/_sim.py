@@ -575,14 +575,20 @@ def _sub_seed(*parts: int) -> int:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """A seed option: a count N (seeds 0..N-1) or a list such as 0,3,7-9."""
+    """A seed option: a count N (seeds 0..N-1) or a list such as 0,3,7-9 (one seed S: S-S).
+    Nothing to run is an error: ``--seeds 0`` ran no seed and wrote an empty run."""
     if "," in text or "-" in text:
         out: list[int] = []
         for part in text.split(","):
             lo, _, hi = part.partition("-")
             out.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
-        return out
-    return list(range(int(text)))
+    else:
+        out = list(range(int(text)))
+    if not out:
+        raise ValueError(
+            f"--seeds {text!r} names no seed (a count N runs seeds 0..N-1; one seed S: S-S)"
+        )
+    return out
 
 
 def site_splits(train: ImageDataset, config: SimConfig) -> list[ImageDataset]:

@@ -406,3 +406,15 @@ def test_valuation_rule_norm_clip_aggregates_the_valuation_run_only(
         ("fedavg", "weighted", None),
         ("valuation", "weighted", None),
     ]
+
+
+def test_a_seed_option_that_names_no_seed_is_refused() -> None:
+    """``--seeds 0`` is a count of zero: it used to run nothing and write an empty run that
+    rendered as if measured (a helper lost a run to it); one seed is ``S-S``."""
+    assert _sim.parse_seeds("3") == [0, 1, 2]
+    assert _sim.parse_seeds("0-0") == [0]
+    assert _sim.parse_seeds("2,5-6") == [2, 5, 6]
+    with pytest.raises(ValueError, match="names no seed"):
+        _sim.parse_seeds("0")
+    with pytest.raises(ValueError, match="names no seed"):
+        _sim.parse_seeds("3-1")
