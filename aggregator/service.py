@@ -51,7 +51,7 @@ from fedtrail.errors import (
 )
 from fedtrail.fsutil import atomic_write, folder_lock
 from fedtrail.hooks import StepHook, no_step
-from fedtrail.ledger import Ledger, PeerRoundInfo, RoundInfo, Submission, Valuation
+from fedtrail.ledger import Ledger, PeerRoundInfo, RoundInfo, RoundPoll, Submission, Valuation
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain import explain_methods, probe_set
@@ -412,6 +412,8 @@ class AggregatorService:
         self._retained: dict[int, set[str]] = {}
         """Peer round -> the CIDs of its revealed updates this service fetched and pinned."""
         self._last_model: tuple[str, str, bytes] | None = None
+        self._seen = 0
+        """The round this service last saw current (its guess of the current one at a poll)."""
         self._valued = False
         """Whether the last :meth:`step` recorded a valuation (the run loop then goes on to
         finalize without waiting a poll interval)."""
@@ -612,11 +614,13 @@ class AggregatorService:
             self._terms = {round_id: (terms, ref)}
         return self._terms[round_id]
 
-    def open_next(self) -> int:
+    def open_next(self, *, poll: RoundPoll | None = None) -> int:
         """Opens the next round from the last finalized model (or the deployment's seeded
         initial one, :meth:`initial_seed`),
-        under terms put on the store first."""
-        last = self.ledger.last_finalized_round()
+        under terms put on the store first. ``poll``: the current and last finalized rounds as
+        the caller just read them (:meth:`step`), else read here (one request)."""
+        counters = self.ledger.round_poll() if poll is None else poll
+        last = counters.last_finalized
         if last:
             info = self.ledger.get_round(last)
             cid, sha = info.global_cid, info.global_sha256
@@ -624,7 +628,7 @@ class AggregatorService:
             initial = federated_state(initial_model(self.spec, self.initial_seed()))
             blob = encode_model(initial, spec=self.spec, round=0)
             cid, sha = self._put(blob, keep=True)
-        terms = self.round_terms(self.ledger.current_round() + 1)
+        terms = self.round_terms(counters.current + 1)
         self._refuse_changed_payment(terms)
         terms_cid, terms_sha = self._put(terms.to_bytes(), keep=True)
         # The contract sets the deadlines from the block that mines the open: the chain's
@@ -663,14 +667,16 @@ class AggregatorService:
                 commit_seconds=terms.commit_seconds,
                 reveal_seconds=terms.reveal_seconds,
             )
-        opened = self.ledger.get_round(round_id)
+        self._seen = round_id
+        # the deadlines the contract set, from the open's own RoundOpened (in its receipt)
+        opened = self.ledger.round_opened(tx).args
         log.info(
             "round %d opened from %s under terms %s (commit until %d, reveal until %d, tx %s)",
             round_id,
             cid,
             terms_cid,
-            opened.commit_deadline,
-            opened.reveal_deadline,
+            opened["commitDeadline"],
+            opened["revealDeadline"],
             tx.tx_hash,
         )
         return round_id
@@ -1447,19 +1453,31 @@ class AggregatorService:
         """Advances the latest round by one phase if it can; the outcome of a finished round."""
         self._valued = False
         self.wake = None
-        current = self.ledger.current_round()
+        # the current round, the one this service last saw, its peer record (until known) and
+        # the chain's clock in one read (issue 18: four round trips before); the round's record
+        # is read again only when another round is current
+        seen = self._seen
+        poll = self.ledger.round_poll(seen, peer=seen not in self._peer_rounds)
+        read_at = time.monotonic()
+        current = self._seen = poll.current
         if current == 0:
-            self.open_next()
+            self.open_next(poll=poll)
             return None
-        info = self.ledger.get_round(current)
+        info = poll.info
+        if info is None:
+            info = self.ledger.get_round(current)
+        elif seen not in self._peer_rounds:
+            self._peer_rounds[current] = poll.peer is not None
         if info.phase in (Phase.FINALIZED, Phase.CANCELLED):
-            self.open_next()
+            self.open_next(poll=poll)
             return None
         if info.phase == Phase.OPEN:
             if self.is_peer_round(current):
                 return self.combine(current)
-            now = next_block_timestamp(self.ledger.w3)  # one read for both checks
-            read_at = time.monotonic()
+            now = poll.pending_timestamp  # one read for both checks
+            if poll.info is None:  # read before the round's record: read after it, as the check
+                now = next_block_timestamp(self.ledger.w3)
+                read_at = time.monotonic()
             if not self.ready_to_value(current, info=info, now=now):
                 self.prefetch(current, info=info)
                 self.clock_watch.observe(self.ledger.w3, current, info.reveal_deadline)

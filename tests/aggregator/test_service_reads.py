@@ -143,7 +143,10 @@ def test_each_step_reads_the_round_and_the_chains_clock_once(
     """The round the step just read is what valuation, the terms and finalize use (the
     ledger fixes its start model, terms and deadlines at open), and one read of the pending
     block's time serves both the readiness check and the valuation (issue 18: each was read
-    twice per step)."""
+    twice per step). The step asks one poll (:meth:`Ledger.round_poll`: the current round, the
+    round the service last saw, the clock; one JSON-RPC batch over HTTP) and nothing else
+    while that round is still the current one; when another is (a stale guess), it reads that
+    round's record and the clock once each after the poll."""
     store = CountingStore(tmp_path / "store")
     spec = ModelSpec()
     service, sites = service_with_sites(
@@ -175,18 +178,27 @@ def test_each_step_reads_the_round_and_the_chains_clock_once(
         ledger.reveal_update(acct, r, store.put(blob), hashlib.sha256(blob).hexdigest(), 100)
     service._terms.clear()  # as after a restart: the terms are read from the chain's record
     reads: Counter[str] = Counter()
-    get_round = ledger.get_round
+    get_round, poll = ledger.get_round, ledger.round_poll
     monkeypatch.setattr(ledger, "get_round", lambda rid: reads.update(["round"]) or get_round(rid))
+    monkeypatch.setattr(
+        ledger, "round_poll", lambda *a, **k: reads.update(["poll"]) or poll(*a, **k)
+    )
     clock = service_mod.next_block_timestamp
     monkeypatch.setattr(
         service_mod, "next_block_timestamp", lambda w3: reads.update(["clock"]) or clock(w3)
     )
+    service._seen = r - 1  # a stale guess: as if another process had opened round r
     service.step()  # value
-    assert reads == {"round": 1, "clock": 1}
+    assert reads == {"poll": 1, "round": 1, "clock": 1}
+    assert get_round(r).phase == Phase.VALUED
     reads.clear()
-    service.step()  # finalize
-    assert reads == {"round": 1}
+    service.step()  # finalize: the round it saw is the current one
+    assert reads == {"poll": 1, "round": 1}  # the poll's own read (one by one: no batch here)
     assert get_round(r).phase == Phase.FINALIZED
+    reads.clear()
+    service.step()  # opens the next round from the poll's counters
+    assert reads["poll"] == 1 and "clock" not in reads  # its counters: no second read
+    assert ledger.current_round() == r + 1
 
 
 def test_updates_are_fetched_as_their_reveals_land_not_all_after_the_window(
