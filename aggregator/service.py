@@ -455,6 +455,16 @@ class AggregatorService:
             self._keep(cid, blob)
         return cid, hashlib.sha256(blob).hexdigest()
 
+    def _put_all(self, blobs: Sequence[bytes]) -> list[tuple[str, str]]:
+        """:meth:`_put` with ``keep`` of every blob, in one store request
+        (:meth:`ContentStore.put_many`); (CID, sha256) of each, in order."""
+        cids = self.store.put_many(blobs)
+        out = []
+        for cid, blob in zip(cids, blobs, strict=True):
+            self._keep(cid, blob)
+            out.append((cid, hashlib.sha256(blob).hexdigest()))
+        return out
+
     def _keep(self, cid: str, blob: bytes) -> None:
         self._kept[cid] = blob
         while len(self._kept) > KEPT_BLOBS:
@@ -621,16 +631,20 @@ class AggregatorService:
         the caller just read them (:meth:`step`), else read here (one request)."""
         counters = self.ledger.round_poll() if poll is None else poll
         last = counters.last_finalized
+        initial: bytes | None = None
         if last:
             info = self.ledger.get_round(last)
             cid, sha = info.global_cid, info.global_sha256
         else:
-            initial = federated_state(initial_model(self.spec, self.initial_seed()))
-            blob = encode_model(initial, spec=self.spec, round=0)
-            cid, sha = self._put(blob, keep=True)
+            state = federated_state(initial_model(self.spec, self.initial_seed()))
+            initial = encode_model(state, spec=self.spec, round=0)
         terms = self.round_terms(counters.current + 1)
         self._refuse_changed_payment(terms)
-        terms_cid, terms_sha = self._put(terms.to_bytes(), keep=True)
+        if initial is None:
+            terms_cid, terms_sha = self._put(terms.to_bytes(), keep=True)
+        else:
+            # the first round's model and its terms in one store request (issue 18)
+            (cid, sha), (terms_cid, terms_sha) = self._put_all([initial, terms.to_bytes()])
         # The contract sets the deadlines from the block that mines the open: the chain's
         # windows are exactly the terms' (what terms.windows checks), however long it waited.
         valuation = roundlog.ValuationSettings.from_json(terms.valuation)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,21 @@ class CountingStore(LocalStore):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.gets: Counter[str] = Counter()
+        self.puts: list[int] = []  # blobs per store request
+        self._many = False
+
+    def put(self, data: bytes) -> str:
+        if not self._many:
+            self.puts.append(1)
+        return super().put(data)
+
+    def put_many(self, blobs: Sequence[bytes]) -> list[str]:
+        self.puts.append(len(blobs))
+        self._many = True
+        try:
+            return super().put_many(blobs)
+        finally:
+            self._many = False
 
     def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
         self.gets[cid] += 1
@@ -111,7 +127,10 @@ def test_the_service_reads_its_own_model_and_terms_from_memory(
     gen = torch.Generator().manual_seed(0)
     params = initial_model(spec, 0).state_dict()
     for _ in range(2):  # the second round starts from the model the first finalized
+        store.puts.clear()
         r = service.open_next()
+        # the first round's model and terms in one store request, a later round's terms alone
+        assert store.puts == ([2] if r == 1 else [1])
         info = ledger.get_round(r)
         blobs = [
             encode_update(
