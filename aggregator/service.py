@@ -412,6 +412,8 @@ class AggregatorService:
         self._retained: dict[int, set[str]] = {}
         """Peer round -> the CIDs of its revealed updates this service fetched and pinned."""
         self._last_model: tuple[str, str, bytes] | None = None
+        self._stored_terms: tuple[str, bytes] | None = None
+        """(CID, bytes) of the next round's terms, stored at the last finalize."""
         self._seen = 0
         """The round this service last saw current (its guess of the current one at a poll)."""
         self._valued = False
@@ -640,7 +642,12 @@ class AggregatorService:
             initial = encode_model(state, spec=self.spec, round=0)
         terms = self.round_terms(counters.current + 1)
         self._refuse_changed_payment(terms)
-        if initial is None:
+        stored, self._stored_terms = self._stored_terms, None
+        if initial is None and stored is not None and stored[1] == terms.to_bytes():
+            # stored with the last finalize's blobs (:meth:`_upcoming_terms`): no request here
+            terms_cid, terms_sha = stored[0], hashlib.sha256(stored[1]).hexdigest()
+            self._keep(terms_cid, stored[1])
+        elif initial is None:
             terms_cid, terms_sha = self._put(terms.to_bytes(), keep=True)
         else:
             # the first round's model and its terms in one store request (issue 18)
@@ -694,6 +701,21 @@ class AggregatorService:
             tx.tx_hash,
         )
         return round_id
+
+    def _upcoming_terms(self, round_id: int) -> bytes | None:
+        """The terms of the round after ``round_id`` as :meth:`open_next` would make them now,
+        stored with ``round_id``'s finalized blobs in one request (issue 18: the open's own
+        put was a daemon round trip each round); the open uses them when the terms it makes
+        then are these bytes, else puts its own. None under peer scoring (those terms carry
+        the quorum of the sites active at open) or when they cannot be made now (the open
+        makes them and raises what it raises)."""
+        if self.settings.valuation_mode == "peers":
+            return None
+        try:
+            return self.round_terms(round_id + 1).to_bytes()
+        except FedtrailError as exc:
+            log.debug("round %d: next round's terms left to the open: %s", round_id + 1, exc)
+            return None
 
     def _refuse_changed_payment(self, terms: RoundTerms) -> None:
         """Raises :class:`PaymentSettingsChanged` when ``terms`` change what round 1's fixed."""
@@ -1095,16 +1117,20 @@ class AggregatorService:
         )
         log_blob = record.to_bytes()
         log_sha = hashlib.sha256(log_blob).hexdigest()
-        # the global model, the heatmaps and the log in one store request (each put is a daemon
-        # round trip); the log names the heatmaps by their CIDs, computed before storing them
-        blobs = [blob, *pngs, log_blob]
+        # the global model, the heatmaps, the log and the next round's terms in one store
+        # request (each put is a daemon round trip); the log names the heatmaps by their CIDs,
+        # computed before storing them
+        upcoming = self._upcoming_terms(round_id)
+        blobs = [blob, *pngs, log_blob, *([upcoming] if upcoming is not None else [])]
         cids = self.store.put_many(blobs)
         if cids != [compute_cid(b) for b in blobs]:
             raise FedtrailError(
                 f"round {round_id}: the store named the global model, heatmaps or log by other "
                 "CIDs than their content gives; refusing to finalize with them"
             )
-        global_cid, log_cid = cids[0], cids[-1]
+        global_cid, log_cid = cids[0], cids[len(pngs) + 1]
+        if upcoming is not None:
+            self._stored_terms = (cids[-1], upcoming)
         self._keep(global_cid, blob)
         self._last_metrics = (global_sha, after)
         self.ledger.finalize_round(

@@ -20,6 +20,7 @@ from fedtrail.ledger import commitment
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.terms import RoundTerms
 from fedtrail.storage.cid import compute_cid
 from fedtrail.storage.codec import decode_model, encode_model, encode_update
 from fedtrail.storage.store import LocalStore
@@ -34,6 +35,7 @@ class CountingStore(LocalStore):
         super().__init__(root)
         self.gets: Counter[str] = Counter()
         self.puts: list[int] = []  # blobs per store request
+        self.stored: list[str] | None = None  # where to note put_many's CIDs, if anywhere
         self._many = False
 
     def put(self, data: bytes) -> str:
@@ -45,9 +47,12 @@ class CountingStore(LocalStore):
         self.puts.append(len(blobs))
         self._many = True
         try:
-            return super().put_many(blobs)
+            cids = super().put_many(blobs)
         finally:
             self._many = False
+        if self.stored is not None:
+            self.stored.extend(cids)
+        return cids
 
     def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
         self.gets[cid] += 1
@@ -126,12 +131,18 @@ def test_the_service_reads_its_own_model_and_terms_from_memory(
     ledger = service.ledger
     gen = torch.Generator().manual_seed(0)
     params = initial_model(spec, 0).state_dict()
+    finalized: list[str] = []  # the CIDs the last finalize stored
     for _ in range(2):  # the second round starts from the model the first finalized
         store.puts.clear()
         r = service.open_next()
-        # the first round's model and terms in one store request, a later round's terms alone
-        assert store.puts == ([2] if r == 1 else [1])
+        # the first round's model and terms in one store request; a later round's terms went
+        # with the last finalize's blobs (the last of them): none at its open
+        assert store.puts == ([2] if r == 1 else [])
         info = ledger.get_round(r)
+        if r > 1:
+            assert info.terms_cid == finalized[-1]
+            terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+            assert terms.round == r and terms == service.round_terms(r)
         blobs = [
             encode_update(
                 {k: 0.01 * torch.randn(v.shape, generator=gen) for k, v in params.items()},
@@ -150,7 +161,10 @@ def test_the_service_reads_its_own_model_and_terms_from_memory(
             ledger.reveal_update(acct, r, cids[-1], hashlib.sha256(blob).hexdigest(), 100)
         store.gets.clear()
         service.step()  # value
+        finalized.clear()
+        store.stored = finalized
         service.step()  # finalize
+        store.stored = None
         assert ledger.get_round(r).phase == Phase.FINALIZED
         assert store.gets[info.start_cid] == 0 and store.gets[info.terms_cid] == 0
         assert all(store.gets[c] == 1 for c in cids), store.gets
