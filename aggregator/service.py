@@ -1515,7 +1515,7 @@ class AggregatorService:
             if self.is_peer_round(current):
                 return self.combine(current)
             now = poll.pending_timestamp  # one read for both checks
-            if poll.info is None:  # read before the round's record: read after it, as the check
+            if poll.info is None:  # the poll's clock predates this record: read it after it
                 now = next_block_timestamp(self.ledger.w3)
                 read_at = time.monotonic()
             if not self.ready_to_value(current, info=info, now=now):
