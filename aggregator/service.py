@@ -51,7 +51,7 @@ from fedtrail.errors import (
 )
 from fedtrail.fsutil import atomic_write, folder_lock
 from fedtrail.hooks import StepHook, no_step
-from fedtrail.ledger import Ledger, PeerRoundInfo, RoundInfo, Submission, Valuation
+from fedtrail.ledger import Ledger, PeerRoundInfo, RoundInfo, RoundPoll, Submission, Valuation
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain import explain_methods, probe_set
@@ -421,6 +421,10 @@ class AggregatorService:
         self._retained: dict[int, set[str]] = {}
         """Peer round -> the CIDs of its revealed updates this service fetched and pinned."""
         self._last_model: tuple[str, str, bytes] | None = None
+        self._stored_terms: tuple[str, bytes] | None = None
+        """(CID, bytes) of the next round's terms, stored at the last finalize."""
+        self._seen = 0
+        """The round this service last saw current (its guess of the current one at a poll)."""
         self._valued = False
         """Whether the last :meth:`step` recorded a valuation (the run loop then goes on to
         finalize without waiting a poll interval)."""
@@ -461,6 +465,16 @@ class AggregatorService:
         if keep:
             self._keep(cid, blob)
         return cid, hashlib.sha256(blob).hexdigest()
+
+    def _put_all(self, blobs: Sequence[bytes]) -> list[tuple[str, str]]:
+        """:meth:`_put` with ``keep`` of every blob, in one store request
+        (:meth:`ContentStore.put_many`); (CID, sha256) of each, in order."""
+        cids = self.store.put_many(blobs)
+        out = []
+        for cid, blob in zip(cids, blobs, strict=True):
+            self._keep(cid, blob)
+            out.append((cid, hashlib.sha256(blob).hexdigest()))
+        return out
 
     def _keep(self, cid: str, blob: bytes) -> None:
         self._kept[cid] = blob
@@ -621,21 +635,32 @@ class AggregatorService:
             self._terms = {round_id: (terms, ref)}
         return self._terms[round_id]
 
-    def open_next(self) -> int:
+    def open_next(self, *, poll: RoundPoll | None = None) -> int:
         """Opens the next round from the last finalized model (or the deployment's seeded
         initial one, :meth:`initial_seed`),
-        under terms put on the store first."""
-        last = self.ledger.last_finalized_round()
+        under terms put on the store first. ``poll``: the current and last finalized rounds as
+        the caller just read them (:meth:`step`), else read here (one request)."""
+        counters = self.ledger.round_poll() if poll is None else poll
+        last = counters.last_finalized
+        initial: bytes | None = None
         if last:
             info = self.ledger.get_round(last)
             cid, sha = info.global_cid, info.global_sha256
         else:
-            initial = federated_state(initial_model(self.spec, self.initial_seed()))
-            blob = encode_model(initial, spec=self.spec, round=0)
-            cid, sha = self._put(blob, keep=True)
-        terms = self.round_terms(self.ledger.current_round() + 1)
+            state = federated_state(initial_model(self.spec, self.initial_seed()))
+            initial = encode_model(state, spec=self.spec, round=0)
+        terms = self.round_terms(counters.current + 1)
         self._refuse_changed_payment(terms)
-        terms_cid, terms_sha = self._put(terms.to_bytes(), keep=True)
+        stored, self._stored_terms = self._stored_terms, None
+        if initial is None and stored is not None and stored[1] == terms.to_bytes():
+            # stored with the last finalize's blobs (:meth:`_upcoming_terms`): no request here
+            terms_cid, terms_sha = stored[0], hashlib.sha256(stored[1]).hexdigest()
+            self._keep(terms_cid, stored[1])
+        elif initial is None:
+            terms_cid, terms_sha = self._put(terms.to_bytes(), keep=True)
+        else:
+            # the first round's model and its terms in one store request (issue 18)
+            (cid, sha), (terms_cid, terms_sha) = self._put_all([initial, terms.to_bytes()])
         # The contract sets the deadlines from the block that mines the open: the chain's
         # windows are exactly the terms' (what terms.windows checks), however long it waited.
         valuation = roundlog.ValuationSettings.from_json(terms.valuation)
@@ -672,17 +697,34 @@ class AggregatorService:
                 commit_seconds=terms.commit_seconds,
                 reveal_seconds=terms.reveal_seconds,
             )
-        opened = self.ledger.get_round(round_id)
+        self._seen = round_id
+        # the deadlines the contract set, from the open's own RoundOpened (in its receipt)
+        opened = self.ledger.round_opened(tx).args
         log.info(
             "round %d opened from %s under terms %s (commit until %d, reveal until %d, tx %s)",
             round_id,
             cid,
             terms_cid,
-            opened.commit_deadline,
-            opened.reveal_deadline,
+            opened["commitDeadline"],
+            opened["revealDeadline"],
             tx.tx_hash,
         )
         return round_id
+
+    def _upcoming_terms(self, round_id: int) -> bytes | None:
+        """The terms of the round after ``round_id`` as :meth:`open_next` would make them now,
+        stored with ``round_id``'s finalized blobs in one request (issue 18: the open's own
+        put was a daemon round trip each round); the open uses them when the terms it makes
+        then are these bytes, else puts its own. None under peer scoring (those terms carry
+        the quorum of the sites active at open) or when they cannot be made now (the open
+        makes them and raises what it raises)."""
+        if self.settings.valuation_mode == "peers":
+            return None
+        try:
+            return self.round_terms(round_id + 1).to_bytes()
+        except FedtrailError as exc:
+            log.debug("round %d: next round's terms left to the open: %s", round_id + 1, exc)
+            return None
 
     def _refuse_changed_payment(self, terms: RoundTerms) -> None:
         """Raises :class:`PaymentSettingsChanged` when ``terms`` change what round 1's fixed."""
@@ -1084,16 +1126,20 @@ class AggregatorService:
         )
         log_blob = record.to_bytes()
         log_sha = hashlib.sha256(log_blob).hexdigest()
-        # the global model, the heatmaps and the log in one store request (each put is a daemon
-        # round trip); the log names the heatmaps by their CIDs, computed before storing them
-        blobs = [blob, *pngs, log_blob]
+        # the global model, the heatmaps, the log and the next round's terms in one store
+        # request (each put is a daemon round trip); the log names the heatmaps by their CIDs,
+        # computed before storing them
+        upcoming = self._upcoming_terms(round_id)
+        blobs = [blob, *pngs, log_blob, *([upcoming] if upcoming is not None else [])]
         cids = self.store.put_many(blobs)
         if cids != [compute_cid(b) for b in blobs]:
             raise FedtrailError(
                 f"round {round_id}: the store named the global model, heatmaps or log by other "
                 "CIDs than their content gives; refusing to finalize with them"
             )
-        global_cid, log_cid = cids[0], cids[-1]
+        global_cid, log_cid = cids[0], cids[len(pngs) + 1]
+        if upcoming is not None:
+            self._stored_terms = (cids[-1], upcoming)
         self._keep(global_cid, blob)
         self._last_metrics = (global_sha, after)
         self.ledger.finalize_round(
@@ -1456,19 +1502,31 @@ class AggregatorService:
         """Advances the latest round by one phase if it can; the outcome of a finished round."""
         self._valued = False
         self.wake = None
-        current = self.ledger.current_round()
+        # the current round, the one this service last saw, its peer record (until known) and
+        # the chain's clock in one read (issue 18: four round trips before); the round's record
+        # is read again only when another round is current
+        seen = self._seen
+        poll = self.ledger.round_poll(seen, peer=seen not in self._peer_rounds)
+        read_at = time.monotonic()
+        current = self._seen = poll.current
         if current == 0:
-            self.open_next()
+            self.open_next(poll=poll)
             return None
-        info = self.ledger.get_round(current)
+        info = poll.info
+        if info is None:
+            info = self.ledger.get_round(current)
+        elif seen not in self._peer_rounds:
+            self._peer_rounds[current] = poll.peer is not None
         if info.phase in (Phase.FINALIZED, Phase.CANCELLED):
-            self.open_next()
+            self.open_next(poll=poll)
             return None
         if info.phase == Phase.OPEN:
             if self.is_peer_round(current):
                 return self.combine(current)
-            now = next_block_timestamp(self.ledger.w3)  # one read for both checks
-            read_at = time.monotonic()
+            now = poll.pending_timestamp  # one read for both checks
+            if poll.info is None:  # the poll's clock predates this record: read it after it
+                now = next_block_timestamp(self.ledger.w3)
+                read_at = time.monotonic()
             if not self.ready_to_value(current, info=info, now=now):
                 self.prefetch(current, info=info)
                 self.clock_watch.observe(self.ledger.w3, current, info.reveal_deadline)

@@ -53,6 +53,7 @@ from fedtrail.ledger.records import (
     Registrations,
     RegistryHistory,
     RoundInfo,
+    RoundPoll,
     SiteInfo,
     SiteRoundView,
     Submission,
@@ -134,6 +135,7 @@ class Ledger:
         self._errors = RevertDecoder(self.artifact.abi)
         self._terminal: dict[int, RoundInfo] = {}
         """Finalized and cancelled rounds as read (their records no longer change)."""
+        self._min_window: int | None = None
         self._created: int | None = None
         self._creation_tx = ""
         """The transaction that created this contract, once a receipt has shown it."""
@@ -306,6 +308,7 @@ class Ledger:
             tx_hash=receipt["transactionHash"].hex(),
             block_number=int(receipt["blockNumber"]),
             gas_used=int(receipt["gasUsed"]),
+            logs=tuple(receipt.get("logs") or ()),
         )
 
     def register_site(
@@ -417,12 +420,33 @@ class Ledger:
 
     def _opened(self, result: TxResult, function: str) -> int:
         """The id of the round ``result`` (a mined open transaction) opened."""
-        opened = self.events(
+        return int(self.round_opened(result, function=function).args["round"])
+
+    def round_opened(self, result: TxResult, *, function: str = "openRound") -> LedgerEvent:
+        """The RoundOpened event of ``result``, a mined open transaction (its round id and
+        deadlines): decoded from the receipt's logs that this ledger emitted (no request; issue
+        18), else, when they hold none (a result built without them), read with
+        ``eth_getLogs`` in its block as before. ``TransactionFailed`` when neither has it."""
+        query = self._log_query(
             "RoundOpened", from_block=result.block_number, to_block=result.block_number
+        )
+        ours = [
+            log
+            for log in result.logs
+            if str(log.get("address", "")).lower() == self.address.lower()
+            and log.get("topics")
+            and _bytes(log["topics"][0]) == query.codec.topic0
+        ]
+        opened = (
+            query.decode(ours)
+            if ours
+            else self.events(
+                "RoundOpened", from_block=result.block_number, to_block=result.block_number
+            )
         )
         for event in opened:
             if event.tx_hash == result.tx_hash:
-                return int(event.args["round"])
+                return event
         raise TransactionFailed(f"{function} mined in {result.tx_hash} without a RoundOpened event")
 
     def commit_update(self, signer: LocalAccount, round_id: int, commitment: str) -> TxResult:
@@ -599,7 +623,11 @@ class Ledger:
         return int(self._view(self._fn.reputationAlpha()))
 
     def min_round_window(self) -> int:
-        return int(self._view(self._fn.minRoundWindow()))
+        """The shortest commit and reveal window; immutable in the contract, so read once per
+        client (issue 18: a request at every round's open)."""
+        if self._min_window is None:
+            self._min_window = int(self._view(self._fn.minRoundWindow()))
+        return self._min_window
 
     def current_round(self) -> int:
         return int(self._view(self._fn.currentRound()))
@@ -891,15 +919,55 @@ class Ledger:
 
     def get_peer_round(self, round_id: int) -> PeerRoundInfo | None:
         """A peer round's scoring record; None for an aggregator round."""
-        raw = self._view(self._fn.getPeerRound(round_id))
-        if int(raw[2]) == 0:
-            return None
-        return PeerRoundInfo(
-            score_commit_deadline=int(raw[0]),
-            score_reveal_deadline=int(raw[1]),
-            quorum=int(raw[2]),
-            commit_count=int(raw[3]),
-            vote_count=int(raw[4]),
+        return _peer_round(self._view(self._fn.getPeerRound(round_id)))
+
+    def round_poll(self, round_id: int = 0, *, peer: bool = True) -> RoundPoll:
+        """What the aggregator reads at each poll (:class:`RoundPoll`): the current round, the
+        last finalized round, the pending block's timestamp and, for ``round_id`` > 0, that
+        round's record (as :meth:`get_round`) and with ``peer`` its peer record (as
+        :meth:`get_peer_round`), in one JSON-RPC batch (issue 18: a request each before).
+        ``round_id`` is the caller's guess of the current round (the last it saw): its record
+        is given back only when it is the current one, else the caller reads the current
+        round's. One by one where the provider takes no batch, an entry answers with an error
+        or the pending block has no readable timestamp (the single request then raises what it
+        raises); the record and the peer record then only when ``round_id`` is current."""
+        views = [self._fn.currentRound(), self._fn.lastFinalizedRound()]
+        queries: list[_LogQuery] = []
+        known = self._terminal.get(round_id)
+        if round_id > 0 and known is None:
+            views.append(self._fn.getRound(round_id))
+            queries = [
+                self._log_query(name, argument_filters={"round": round_id})
+                for name in ("RoundOpened", "RoundFinalized")
+            ]
+        if round_id > 0 and peer:
+            views.append(self._fn.getPeerRound(round_id))
+        pending = (RPCEndpoint("eth_getBlockByNumber"), ["pending", False])
+        batch = self._batch(views, queries, extra=[pending])
+        timestamp = None if batch is None else _block_timestamp(batch.extra[0])
+        if batch is None or timestamp is None:
+            current = self.current_round()
+            asked = 0 < round_id == current
+            return RoundPoll(
+                current=current,
+                last_finalized=self.last_finalized_round(),
+                pending_timestamp=int(self.w3.eth.get_block("pending")["timestamp"]),
+                info=self.get_round(round_id) if asked else None,
+                peer=self.get_peer_round(round_id) if asked and peer else None,
+            )
+        current, last, *rest = batch.views
+        info = known
+        if round_id > 0 and known is None:
+            info = _round(rest.pop(0), *batch.events)
+            if info.phase in (Phase.FINALIZED, Phase.CANCELLED):
+                self._terminal[round_id] = info
+        current_is_asked = 0 < round_id == int(current)
+        return RoundPoll(
+            current=int(current),
+            last_finalized=int(last),
+            pending_timestamp=timestamp,
+            info=info if current_is_asked else None,
+            peer=_peer_round(rest[0]) if current_is_asked and peer else None,
         )
 
     def score_vote(self, round_id: int, validator: str) -> tuple[str, bool]:
@@ -1359,6 +1427,20 @@ def _round(raw: Any, opened: Sequence[LedgerEvent], finalized: Sequence[LedgerEv
         global_sha256=from_bytes32(raw[9]),
         log_cid=log_cid,
         log_sha256=from_bytes32(raw[10]),
+    )
+
+
+def _peer_round(raw: Any) -> PeerRoundInfo | None:
+    """A round's ``getPeerRound`` view as a peer record; None for an aggregator round (no
+    quorum)."""
+    if int(raw[2]) == 0:
+        return None
+    return PeerRoundInfo(
+        score_commit_deadline=int(raw[0]),
+        score_reveal_deadline=int(raw[1]),
+        quorum=int(raw[2]),
+        commit_count=int(raw[3]),
+        vote_count=int(raw[4]),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -252,6 +252,21 @@ class SiteRoundView:
 
 
 @dataclass(frozen=True)
+class RoundPoll:
+    """What the aggregator reads at each poll (:meth:`Ledger.round_poll`), read at one moment:
+    the current and the last finalized round, the pending block's timestamp, and the record of
+    the round the caller asked about (``info``; None unless it is the current round, or when
+    none was asked) with its peer record (``peer``: None for an aggregator round, and when
+    ``info`` is None or it was not asked)."""
+
+    current: int
+    last_finalized: int
+    pending_timestamp: int
+    info: RoundInfo | None = None
+    peer: PeerRoundInfo | None = None
+
+
+@dataclass(frozen=True)
 class PrivacyAccount:
     """A site's privacy account on chain, in micro-epsilon (``EPSILON_SCALE`` per epsilon):
     its budget (0: none, the spend is recorded but not capped) and its cumulative declared
@@ -334,6 +349,9 @@ class TxResult:
     tx_hash: str
     block_number: int
     gas_used: int
+    logs: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+    """The receipt's logs as mined (any contract's, undecoded): what the transaction emitted,
+    read without another request (:meth:`~fedtrail.ledger.Ledger.round_opened`)."""
 
 
 @dataclass(frozen=True)

@@ -50,10 +50,10 @@ def setup(fed, acct):
     svc._payment_changes = lambda terms: []
     opened = []
 
-    def open_next():
+    def open_next(**kwargs):
         opened.append(1)
         svc.settings = replace(svc.settings, standing=len(opened) % 2 == 1)
-        return plain()
+        return plain(**kwargs)
 
     svc.open_next = open_next
 

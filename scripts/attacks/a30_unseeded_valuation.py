@@ -35,11 +35,11 @@ def round_terms(self, round_id):
     return replace(terms, valuation=valuation)
 
 
-def open_next(self):
+def open_next(self, **kwargs):
     nxt = self.ledger.current_round() + 1
     if nxt > 1:  # round 1's seed also builds the initial model: keep it
         self.settings = replace(self.settings, seed=1000 * nxt)
-    return real_open(self)
+    return real_open(self, **kwargs)
 
 
 def setup(fed, acct):

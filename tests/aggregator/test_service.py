@@ -156,7 +156,8 @@ def test_full_round_scores_bad_updates_zero_with_the_right_reason(
     outcome = service.step()
     assert outcome is not None and outcome.phase == Phase.FINALIZED
     assert registry_reads == ["get_sites"]  # the log's six names in one read, not one each
-    assert stored == [1 + 8 + 1]  # global model, heatmaps and log in one request
+    # global model, heatmaps, log and the next round's terms in one request
+    assert stored == [1 + 8 + 1 + 1]
     subs = {s.site: s for s in ledger.get_submissions(r)}
     assert (subs[tamperer.address].score, subs[tamperer.address].reason) == (0, Reason.TAMPERED)
     assert (subs[garbler.address].score, subs[garbler.address].reason) == (0, Reason.MALFORMED)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from fedtrail.ledger import commitment
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol.codes import Phase
+from fedtrail.protocol.terms import RoundTerms
 from fedtrail.storage.cid import compute_cid
 from fedtrail.storage.codec import decode_model, encode_model, encode_update
 from fedtrail.storage.store import LocalStore
@@ -32,6 +34,25 @@ class CountingStore(LocalStore):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.gets: Counter[str] = Counter()
+        self.puts: list[int] = []  # blobs per store request
+        self.stored: list[str] | None = None  # where to note put_many's CIDs, if anywhere
+        self._many = False
+
+    def put(self, data: bytes) -> str:
+        if not self._many:
+            self.puts.append(1)
+        return super().put(data)
+
+    def put_many(self, blobs: Sequence[bytes]) -> list[str]:
+        self.puts.append(len(blobs))
+        self._many = True
+        try:
+            cids = super().put_many(blobs)
+        finally:
+            self._many = False
+        if self.stored is not None:
+            self.stored.extend(cids)
+        return cids
 
     def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
         self.gets[cid] += 1
@@ -110,9 +131,18 @@ def test_the_service_reads_its_own_model_and_terms_from_memory(
     ledger = service.ledger
     gen = torch.Generator().manual_seed(0)
     params = initial_model(spec, 0).state_dict()
+    finalized: list[str] = []  # the CIDs the last finalize stored
     for _ in range(2):  # the second round starts from the model the first finalized
+        store.puts.clear()
         r = service.open_next()
+        # the first round's model and terms in one store request; a later round's terms went
+        # with the last finalize's blobs (the last of them): none at its open
+        assert store.puts == ([2] if r == 1 else [])
         info = ledger.get_round(r)
+        if r > 1:
+            assert info.terms_cid == finalized[-1]
+            terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+            assert terms.round == r and terms == service.round_terms(r)
         blobs = [
             encode_update(
                 {k: 0.01 * torch.randn(v.shape, generator=gen) for k, v in params.items()},
@@ -131,7 +161,10 @@ def test_the_service_reads_its_own_model_and_terms_from_memory(
             ledger.reveal_update(acct, r, cids[-1], hashlib.sha256(blob).hexdigest(), 100)
         store.gets.clear()
         service.step()  # value
+        finalized.clear()
+        store.stored = finalized
         service.step()  # finalize
+        store.stored = None
         assert ledger.get_round(r).phase == Phase.FINALIZED
         assert store.gets[info.start_cid] == 0 and store.gets[info.terms_cid] == 0
         assert all(store.gets[c] == 1 for c in cids), store.gets
@@ -143,7 +176,10 @@ def test_each_step_reads_the_round_and_the_chains_clock_once(
     """The round the step just read is what valuation, the terms and finalize use (the
     ledger fixes its start model, terms and deadlines at open), and one read of the pending
     block's time serves both the readiness check and the valuation (issue 18: each was read
-    twice per step)."""
+    twice per step). The step asks one poll (:meth:`Ledger.round_poll`: the current round, the
+    round the service last saw, the clock; one JSON-RPC batch over HTTP) and nothing else
+    while that round is still the current one; when another is (a stale guess), it reads that
+    round's record and the clock once each after the poll."""
     store = CountingStore(tmp_path / "store")
     spec = ModelSpec()
     service, sites = service_with_sites(
@@ -175,18 +211,27 @@ def test_each_step_reads_the_round_and_the_chains_clock_once(
         ledger.reveal_update(acct, r, store.put(blob), hashlib.sha256(blob).hexdigest(), 100)
     service._terms.clear()  # as after a restart: the terms are read from the chain's record
     reads: Counter[str] = Counter()
-    get_round = ledger.get_round
+    get_round, poll = ledger.get_round, ledger.round_poll
     monkeypatch.setattr(ledger, "get_round", lambda rid: reads.update(["round"]) or get_round(rid))
+    monkeypatch.setattr(
+        ledger, "round_poll", lambda *a, **k: reads.update(["poll"]) or poll(*a, **k)
+    )
     clock = service_mod.next_block_timestamp
     monkeypatch.setattr(
         service_mod, "next_block_timestamp", lambda w3: reads.update(["clock"]) or clock(w3)
     )
+    service._seen = r - 1  # a stale guess: as if another process had opened round r
     service.step()  # value
-    assert reads == {"round": 1, "clock": 1}
+    assert reads == {"poll": 1, "round": 1, "clock": 1}
+    assert get_round(r).phase == Phase.VALUED
     reads.clear()
-    service.step()  # finalize
-    assert reads == {"round": 1}
+    service.step()  # finalize: the round it saw is the current one
+    assert reads == {"poll": 1, "round": 1}  # the poll's own read (one by one: no batch here)
     assert get_round(r).phase == Phase.FINALIZED
+    reads.clear()
+    service.step()  # opens the next round from the poll's counters
+    assert reads["poll"] == 1 and "clock" not in reads  # its counters: no second read
+    assert ledger.current_round() == r + 1
 
 
 def test_updates_are_fetched_as_their_reveals_land_not_all_after_the_window(

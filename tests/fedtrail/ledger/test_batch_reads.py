@@ -4,6 +4,7 @@ revert, an unreachable endpoint and a malformed or partly failed batch answer.""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -159,6 +160,94 @@ def test_a_finalized_round_is_read_once_an_open_one_every_time(anvil: ChainEnv) 
     # a new client reads it again, and the same
     again = Ledger.connect(anvil.w3, ledger.address, from_block=ledger.from_block)
     assert again.get_round(r) == first
+
+
+def test_the_aggregators_poll_is_one_batch_and_reads_as_one_by_one(
+    anvil: ChainEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``round_poll`` (what the aggregator reads at each step, issue 18) is one batch: the
+    current and last finalized rounds, the asked round's record and peer record, the pending
+    block; the same values as the single reads. A guess that is not the current round gives
+    no record; a finalized or cancelled round's record comes from the cache, not the batch."""
+    ledger, r = _round(anvil)
+    sent = _sent(anvil.w3)
+    poll = ledger.round_poll(r)
+    clock = next_block_timestamp(anvil.w3)
+    assert sent == ["batch:7", "eth_getBlockByNumber"]
+    assert (poll.current, poll.last_finalized) == (r, 0)
+    assert poll.info == ledger.get_round(r) and poll.info.submission_count == 1
+    assert poll.peer is None and ledger.get_peer_round(r) is None
+    assert poll.pending_timestamp <= clock <= poll.pending_timestamp + 2
+    sent.clear()
+    assert ledger.round_poll(r, peer=False).peer is None
+    assert ledger.round_poll().info is None
+    assert sent == ["batch:6", "batch:3"]
+    advance_time(anvil.w3, 301)
+    ledger.cancel_round(anvil.aggregator, r)
+    cancelled = ledger.get_round(r)
+    r2, _ = ledger.open_round(
+        anvil.aggregator,
+        "QmM",
+        "11" * 32,
+        terms_cid="QmT",
+        terms_sha256="22" * 32,
+        commit_seconds=300,
+        reveal_seconds=300,
+    )
+    sent.clear()
+    stale = ledger.round_poll(r)
+    assert sent == ["batch:4"]  # the cancelled round's record: cached
+    assert (stale.current, stale.info, stale.peer) == (r2, None, None)
+    fresh = ledger.round_poll(r2)
+    assert fresh.info == ledger.get_round(r2) and fresh.info.phase == Phase.OPEN
+    batched = {guess: ledger.round_poll(guess) for guess in (0, r, r2)}
+    _one_by_one(ledger, monkeypatch)
+    for guess, poll in batched.items():
+        alone = ledger.round_poll(guess)
+        assert (alone.current, alone.last_finalized, alone.info, alone.peer) == (
+            poll.current,
+            poll.last_finalized,
+            poll.info,
+            poll.peer,
+        )
+        assert abs(alone.pending_timestamp - poll.pending_timestamp) <= 2
+    assert batched[r2].info is not None and batched[0].info is None
+    assert ledger.get_round(r) == cancelled
+
+
+def test_an_opened_rounds_id_and_deadlines_come_from_its_receipt(anvil: ChainEnv) -> None:
+    """The id of a round just opened, and its deadlines, are read from the open's receipt
+    (issue 18: an eth_getLogs after every open); a result without the receipt's logs, or with
+    a RoundOpened another contract emitted, is read with eth_getLogs as before, the same."""
+    ledger = anvil.deploy()
+    sent = _sent(anvil.w3)
+    r, tx = ledger.open_round(
+        anvil.aggregator,
+        "QmM",
+        "11" * 32,
+        terms_cid="QmT",
+        terms_sha256="22" * 32,
+        commit_seconds=300,
+        reveal_seconds=400,
+    )
+    assert "eth_getLogs" not in sent
+    sent.clear()
+    opened = ledger.round_opened(tx)
+    assert sent == []
+    info = ledger.get_round(r)
+    assert r == 1 and opened.args["round"] == r and opened.tx_hash == tx.tx_hash
+    assert (opened.args["commitDeadline"], opened.args["revealDeadline"]) == (
+        info.commit_deadline,
+        info.reveal_deadline,
+    )
+    assert info.reveal_deadline - info.commit_deadline == 400
+    sent.clear()
+    assert ledger.round_opened(replace(tx, logs=())) == opened
+    assert sent == ["eth_getLogs"]
+    foreign = tuple({**log, "address": "0x" + "12" * 20} for log in tx.logs)
+    sent.clear()
+    assert ledger.round_opened(replace(tx, logs=foreign)) == opened
+    assert sent == ["eth_getLogs"]
 
 
 def test_a_revert_in_the_batch_is_the_contracts_own_error(anvil: ChainEnv) -> None:
