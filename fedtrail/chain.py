@@ -194,20 +194,31 @@ def fund(w3: Web3, source: LocalAccount, target: str, wei: int) -> None:
     }
     signed = source.sign_transaction(tx)
     what = f"sending {wei} wei to {target}"
-    try:
-        h = w3.eth.send_raw_transaction(signed.raw_transaction)
-    except Exception as exc:  # web3's RPC errors (insufficient funds...) differ by node
+    unknown = (
+        f"{what}: the outcome is unknown (transaction {signed.hash.to_0x_hex()}); check "
+        f"{target}'s balance and {source.address}'s nonce before sending again"
+    )
+    h = None
+    for attempt in range(2):  # a lost answer: the same signed bytes once more, never a new one
         try:
-            w3.eth.get_transaction(signed.hash)
-        except TransactionNotFound:
-            raise TransactionFailed(f"{what} failed: {exc}") from exc
-        except Exception as look:
-            raise TransactionFailed(
-                f"{what}: the send failed ({exc}) and the node could not say whether it holds "
-                f"transaction {signed.hash.to_0x_hex()} ({look}); check {target}'s balance "
-                "before sending again"
-            ) from exc
-        h = signed.hash  # the node took it: its answer was lost
+            h = w3.eth.send_raw_transaction(signed.raw_transaction)
+            break
+        except Exception as exc:  # web3's RPC errors (insufficient funds...) differ by node
+            try:
+                w3.eth.get_transaction(signed.hash)
+            except TransactionNotFound:
+                if attempt == 0 and _lost_answer(exc):
+                    continue
+                if _lost_answer(exc):
+                    raise TransactionFailed(f"{unknown} ({exc})") from exc
+                raise TransactionFailed(f"{what} failed: {exc}") from exc
+            except Exception as look:
+                raise TransactionFailed(
+                    f"{unknown}: the send failed ({exc}) and the look-up too ({look})"
+                ) from exc
+            h = signed.hash  # the node took it: its answer was lost
+            break
+    assert h is not None
     try:
         receipt = w3.eth.wait_for_transaction_receipt(h, poll_latency=0.01)
     except Exception as exc:
@@ -216,6 +227,25 @@ def fund(w3: Web3, source: LocalAccount, target: str, wei: int) -> None:
         ) from exc
     if int(receipt["status"]) != 1:
         raise TransactionFailed(f"{what}: transaction {signed.hash.to_0x_hex()} failed")
+
+
+def _lost_answer(exc: BaseException) -> bool:
+    """Whether a send error may hide a transaction the node took (no answer, not a refusal):
+    a timeout or a dropped connection, not a JSON-RPC error the node answered with."""
+    import requests
+
+    text = str(exc).lower()
+    return (
+        isinstance(
+            exc,
+            requests.exceptions.ConnectionError
+            | requests.exceptions.Timeout
+            | TimeoutError
+            | ConnectionError,
+        )
+        or "timed out" in text
+        or "timeout" in text
+    )
 
 
 MIN_WAKE = 0.25
