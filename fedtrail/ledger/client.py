@@ -1735,6 +1735,11 @@ _NO_SYNC: weakref.WeakSet[HTTPProvider] = weakref.WeakSet()
 """Providers whose node answered ``eth_sendRawTransactionSync`` as a method it does not have."""
 
 
+_HELD_LOOKUPS = (0.1, 0.3, 0.6)
+"""Seconds before each look-up again after a node said it holds a transaction it did not
+return (``already known``): 1 s in all."""
+
+
 def _own_transaction(w3: Web3, hashes: Sequence[HexBytes], failure: object) -> HexBytes | None:
     """The first of ``hashes`` (the transactions signed for one call) that the node holds,
     pooled or mined (``eth_getTransactionByHash``); None when it holds none of them. Asked
@@ -1902,12 +1907,31 @@ def _send(
                     break  # it reached the node: its receipt below, whatever the error said
                 text = str(exc).lower()
                 if any(s in text for s in _HELD_ERRORS):
+                    # a node behind a balancer may answer from a back end that lags the one
+                    # that pooled it: asked again a few times before giving up
+                    for wait in _HELD_LOOKUPS:
+                        time.sleep(wait)
+                        tx_hash = _own_transaction(w3, hashes, exc)
+                        if tx_hash is not None:
+                            break
+                    if tx_hash is not None:
+                        break
                     raise LedgerError(
                         f"the node says it holds transaction {hashes[-1].to_0x_hex()} ({exc}) "
                         "but does not return it: not signed again"
                     ) from exc
                 taken = any(s in text for s in _NONCE_ERRORS)
-                if attempt == _SEND_ATTEMPTS - 1 or not (taken or _lost_answer(w3, exc)):
+                lost = _lost_answer(w3, exc)
+                if attempt == _SEND_ATTEMPTS - 1 and lost and not taken:
+                    raise fail(
+                        exc,
+                        "the outcome of transaction "
+                        + ", ".join(h.to_0x_hex() for h in hashes)
+                        + " is unknown (the node's answers were lost and it does not hold it "
+                        "now; it may still be mined: compare the sender's nonce with the "
+                        "node's before sending the call again)",
+                    ) from exc
+                if attempt == _SEND_ATTEMPTS - 1 or not (taken or lost):
                     raise fail(exc, "sending the transaction failed") from exc
                 again = None if taken else signed
                 time.sleep(0.05 * (attempt + 1))

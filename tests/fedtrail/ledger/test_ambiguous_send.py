@@ -396,3 +396,62 @@ def test_a_node_that_says_it_holds_a_transaction_it_does_not_return_gets_no_seco
     assert [m for m, _ in proxy.sends] == ["eth_sendRawTransactionSync", "eth_sendRawTransaction"]
     assert anvil.w3.eth.get_transaction_count(site.address) == nonce
     assert _commits(ledger, round_id, site.address) == []
+
+
+def test_a_held_transaction_a_lagging_back_end_does_not_return_at_once_is_waited_for(
+    anvil: ChainEnv,
+) -> None:
+    """Behind a balancer the back end that answers a look-up can lag the one that pooled the
+    transaction: the resend is refused "already known" and the first two look-ups find nothing.
+    The client asks again before giving up, finds it and returns its receipt, one signature."""
+    ledger = anvil.deploy()
+    site = anvil.sites[0]
+    round_id = _open(ledger, anvil, site)
+    lookups: list[int] = []
+
+    def fault(proxy: _Proxy, request: dict[str, Any]) -> Any:
+        if request["method"] == "eth_sendRawTransactionSync":
+            return _DROP  # never reached the node
+        if request["method"] == "eth_sendRawTransaction":
+            proxy.forward(request)  # the node takes it, the answer says it already had it
+            return _error("already known", request)
+        if request["method"] == "eth_getTransactionByHash" and len(lookups) < 3:
+            lookups.append(1)  # the first look-ups (after the drop, after the refusal) lag
+            return {"jsonrpc": "2.0", "id": request["id"], "result": None}
+        return proxy.forward(request)
+
+    nonce = anvil.w3.eth.get_transaction_count(site.address)
+    with _proxy(anvil, fault) as proxy:
+        result = _through(proxy, ledger).commit_update(
+            site, round_id, commitment(site.address, round_id, "ab" * 32, 7)
+        )
+    (tx,) = proxy.signed()
+    assert result.tx_hash == tx
+    assert anvil.w3.eth.get_transaction_count(site.address) == nonce + 1
+    assert _commits(ledger, round_id, site.address) == [tx]
+
+
+def test_answers_lost_on_every_attempt_leave_the_outcome_unknown_with_one_signature(
+    anvil: ChainEnv,
+) -> None:
+    """No send's answer ever comes back and the node never holds the transaction: the same bytes
+    are sent on every attempt, and the error says the outcome is unknown (the transaction named,
+    the nonce to compare), not that it failed."""
+    ledger = anvil.deploy()
+    site = anvil.sites[0]
+    round_id = _open(ledger, anvil, site)
+
+    def fault(proxy: _Proxy, request: dict[str, Any]) -> Any:
+        if request["method"] in _SENDS:
+            return _DROP
+        return proxy.forward(request)
+
+    nonce = anvil.w3.eth.get_transaction_count(site.address)
+    with _proxy(anvil, fault) as proxy, pytest.raises(LedgerError, match="is unknown") as raised:
+        _through(proxy, ledger).commit_update(
+            site, round_id, commitment(site.address, round_id, "ab" * 32, 7)
+        )
+    (tx,) = proxy.signed()
+    assert tx in str(raised.value) and "nonce" in str(raised.value)
+    assert len(proxy.sends) > 1
+    assert anvil.w3.eth.get_transaction_count(site.address) == nonce
