@@ -1498,16 +1498,23 @@ class AggregatorService:
 
     # ---------------------------------------------------------------- driving
 
-    def step(self) -> RoundOutcome | None:
-        """Advances the latest round by one phase if it can; the outcome of a finished round."""
+    def poll(self) -> tuple[RoundPoll, float]:
+        """The current round, the one this service last saw, its peer record (until known) and
+        the chain's clock in one read (issue 18: four round trips before), with the monotonic
+        time it was read at: what :meth:`step` starts from."""
+        seen = self._seen
+        return self.ledger.round_poll(seen, peer=seen not in self._peer_rounds), time.monotonic()
+
+    def step(self, *, polled: tuple[RoundPoll, float] | None = None) -> RoundOutcome | None:
+        """Advances the latest round by one phase if it can; the outcome of a finished round.
+        ``polled``: :meth:`poll` as the caller just read it (the run loop, which decides from it
+        whether to step at all), else read here."""
         self._valued = False
         self.wake = None
-        # the current round, the one this service last saw, its peer record (until known) and
-        # the chain's clock in one read (issue 18: four round trips before); the round's record
-        # is read again only when another round is current
+        # the round's record is read again only when another round is current than the one
+        # this service last saw
         seen = self._seen
-        poll = self.ledger.round_poll(seen, peer=seen not in self._peer_rounds)
-        read_at = time.monotonic()
+        poll, read_at = self.poll() if polled is None else polled
         current = self._seen = poll.current
         if current == 0:
             self.open_next(poll=poll)
@@ -1570,25 +1577,26 @@ class AggregatorService:
         while not self.stop_event.is_set():
             if rounds is not None and len(outcomes) >= rounds:
                 break
-            current = self.ledger.current_round()
-            if (
-                until_round is not None
-                and current >= until_round
-                and (
-                    current > until_round
-                    or self.ledger.get_round(current).phase in (Phase.FINALIZED, Phase.CANCELLED)
-                )
-            ):
-                break
+            # the step's own poll decides whether to step (issue 18: a current_round read of
+            # its own before each step, and another after it)
+            polled = self.poll()
+            current = polled[0].current
+            if until_round is not None and current >= until_round:
+                info = polled[0].info
+                if info is None:  # not the round last seen: its record is not in the poll
+                    info = self.ledger.get_round(current)
+                if current > until_round or info.phase in (Phase.FINALIZED, Phase.CANCELLED):
+                    break
             # Don't open a round beyond the target: stop right after the last one closes.
+            failed = False
             try:
-                outcome = self.step()
+                outcome = self.step(polled=polled)
             except (StoreError, LedgerError) as exc:
                 still_open = isinstance(exc, ContractRevert) and exc.error == "RoundStillOpen"
                 if isinstance(exc, ContractRevert | ContractNotFound) and not still_open:
                     raise
                 log.error("will retry: %s", exc)
-                outcome = None
+                outcome, failed = None, True
             if outcome is not None:
                 outcomes.append(outcome)
                 if on_round is not None:
@@ -1598,7 +1606,11 @@ class AggregatorService:
                 # valued just now: the next step finalizes, nothing to wait for (issue 18: a
                 # whole poll interval, 2 s by default, sat between the two on every round)
                 continue
-            if current == self.ledger.current_round():
+            # a round opened by this step (only the aggregator opens rounds) is worked on at
+            # once; after a failed step the chain says whether one was (its open may have
+            # landed before the error)
+            now_current = self.ledger.current_round() if failed else self._seen
+            if current == now_current:
                 self.stop_event.wait(
                     wake_delay(self.settings.poll_interval, self.wake, time.monotonic())
                 )

@@ -143,7 +143,11 @@ if rpc and api and not os.environ.get("BEFORE"):
         cmd = [sys.executable, str(controls), *argv, "--round", "2"]
         got = subprocess.run(cmd, capture_output=True, text=True, check=False)
         lines = got.stdout.splitlines()
-        shown = [x for x in lines if "duplicates" in x or "MISSED" in x or "control(s)" in x]
+        shown = [
+            x
+            for x in lines
+            if any(w in x for w in ("duplicates", "size bound", "MISSED", "control(s)"))
+        ]
         print("independent controls:", *shown, got.stderr[-500:], sep="\n  ")
 print(
     f"mode {MODE}, noise {LEVEL:g} of the copy's norm, fraction {FRACTION}"

@@ -493,7 +493,7 @@ def test_run_retries_a_transient_ledger_error_and_stops_on_a_missing_contract(
     failures: list[Exception] = [LedgerError("rpc read failed"), ChainUnreachable("down")]
     done = RoundOutcome(round=1, phase=Phase.FINALIZED)
 
-    def flaky() -> RoundOutcome | None:
+    def flaky(**_: object) -> RoundOutcome | None:
         if failures:
             raise failures.pop(0)
         return done
@@ -502,7 +502,7 @@ def test_run_retries_a_transient_ledger_error_and_stops_on_a_missing_contract(
     assert service.run(rounds=1) == [done]
     assert failures == []
 
-    def gone() -> RoundOutcome | None:
+    def gone(**_: object) -> RoundOutcome | None:
         raise ContractNotFound("no code at the ledger's address")
 
     monkeypatch.setattr(service, "step", gone)

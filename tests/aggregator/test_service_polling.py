@@ -9,6 +9,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 import fedtrail.aggregator.service as service_module
 from fedtrail.aggregator.service import CLOCK_SLACK, REVEAL_GRACE, AggregatorSettings
 from fedtrail.chain import MIN_WAKE, advance_time, next_block_timestamp
+from fedtrail.errors import LedgerError
 from fedtrail.ledger import commitment
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol.codes import Phase, Reason
@@ -217,3 +219,126 @@ def test_the_run_loop_wakes_at_the_reveal_deadline(embedded: ChainEnv, tmp_path:
     assert len(waits) == 1, waits
     assert MIN_WAKE <= waits[0] <= info.reveal_deadline + CLOCK_SLACK + 1 - info.commit_deadline
     assert ledger.get_round(r).submission_count == 2
+
+
+def test_each_pass_of_the_run_loop_reads_the_current_round_once(
+    embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run loop's one read of the current round per pass is the step's own poll
+    (:meth:`Ledger.round_poll`, one JSON-RPC batch over HTTP): it decides whether to step
+    (``until_round``), and a round the step opened is worked on at once without another read
+    (issue 18: a ``current_round`` read before each step and one after it)."""
+    store = LocalStore(tmp_path / "store")
+    service, sites = service_with_sites(
+        embedded,
+        store,
+        3,
+        AggregatorSettings(
+            valuation="loo", standing=False, explain_method=None, poll_interval=600.0
+        ),
+        tmp_path / "agg",
+    )
+    ledger = service.ledger
+    params = initial_model(ModelSpec(), 0).state_dict()
+    gen = torch.Generator().manual_seed(0)
+    ramps = {k: torch.linspace(0.1, 2.0, v.numel()).reshape(v.shape) for k, v in params.items()}
+    reads: Counter[str] = Counter()
+    polling: list[bool] = []
+    poll, current_round = ledger.round_poll, ledger.current_round
+
+    def counted_poll(*a: Any, **k: Any) -> Any:
+        reads["poll"] += 1
+        polling.append(True)  # its own one-by-one reads (no batch here) are the poll's
+        try:
+            return poll(*a, **k)
+        finally:
+            polling.pop()
+
+    def counted_current() -> int:
+        reads["current_round" if not polling else "in poll"] += 1
+        return current_round()
+
+    monkeypatch.setattr(ledger, "round_poll", counted_poll)
+    monkeypatch.setattr(ledger, "current_round", counted_current)
+    step = service.step
+    monkeypatch.setattr(service, "step", lambda **k: reads.update(["step"]) or step(**k))
+    waits: list[float] = []
+
+    def wait(timeout: float | None = None) -> bool:
+        """The sites commit and, once the commit window has passed, reveal."""
+        waits.append(0.0 if timeout is None else timeout)
+        r = current_round()  # not counted: the sites' read
+        blobs = [
+            encode_update(
+                {
+                    k: 0.01 * ramps[k] * torch.randn(v.shape, generator=gen)
+                    for k, v in params.items()
+                },
+                spec=ModelSpec(),
+                round=r,
+            ).blob
+            for _ in sites
+        ]
+        for acct, blob in zip(sites, blobs, strict=True):
+            sha = hashlib.sha256(blob).hexdigest()
+            ledger.commit_update(acct, r, commitment(acct.address, r, sha, 100))
+        info = ledger.get_round(r)
+        reveals = info.commit_deadline + CLOCK_SLACK + 1 + REVEAL_GRACE
+        advance_time(ledger.w3, reveals - next_block_timestamp(ledger.w3))
+        for acct, blob in zip(sites, blobs, strict=True):
+            ledger.reveal_update(acct, r, store.put(blob), hashlib.sha256(blob).hexdigest(), 100)
+        return False
+
+    service.stop_event.wait = wait  # type: ignore[method-assign]
+    assert current_round() == 0
+    outcomes = service.run(rounds=1)
+    assert [o.phase for o in outcomes] == [Phase.FINALIZED]
+    # open (no wait after it), a look before the reveals (the one wait), value, finalize
+    assert len(waits) == 1, waits
+    assert reads["step"] == 4
+    # the one current_round read is the start's (preflight: payment settings), none per pass
+    assert reads["poll"] == reads["step"] and reads["current_round"] == 1, reads
+    reads.clear()
+    assert service.run(until_round=1) == []  # round 1 is closed: one poll, no step
+    assert reads["poll"] == 1 and reads["current_round"] == 1 and "step" not in reads, reads
+
+
+def test_after_a_failed_step_the_chain_says_whether_a_round_was_opened(
+    embedded: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open that landed on chain before its step failed (here the receipt read) is worked on
+    at the next pass without a wait: after a failed step the loop reads the current round from
+    the chain, not from what the step recorded."""
+    service, _ = service_with_sites(
+        embedded,
+        LocalStore(tmp_path / "store"),
+        3,
+        AggregatorSettings(
+            valuation="loo", standing=False, explain_method=None, poll_interval=600.0
+        ),
+        tmp_path / "agg",
+    )
+    ledger = service.ledger
+    open_round = ledger.open_round
+
+    def lost_receipt(*a: Any, **k: Any) -> Any:
+        open_round(*a, **k)
+        monkeypatch.setattr(ledger, "open_round", open_round)
+        raise LedgerError("receipt not read")
+
+    monkeypatch.setattr(ledger, "open_round", lost_receipt)
+    steps: list[int] = []
+    step = service.step
+    monkeypatch.setattr(service, "step", lambda **k: steps.append(1) or step(**k))
+    waited_after: list[int] = []
+
+    def wait(timeout: float | None = None) -> bool:
+        waited_after.append(len(steps))
+        service.stop_event.set()
+        return True
+
+    service.stop_event.wait = wait  # type: ignore[method-assign]
+    assert service.run(rounds=1) == []
+    assert ledger.current_round() == 1
+    # the failed open (step 1) did not wait; the open round, not ready yet (step 2), did
+    assert waited_after == [2]
