@@ -2468,7 +2468,7 @@ def main(argv=None):
             usable = [a for a in usable if a not in riders]
             pending_refs = labels
         for a in list(usable):
-            if start_norm > 0 and tensor_norm(deltas[a]) > 100 * start_norm:
+            if start_norm > 0 and tensor_norm(deltas[a]) / start_norm > 100:
                 predicted[a], why[a] = "OUTLIER_NORM", "over 100 x the start model's norm"
                 usable.remove(a)
         screened = set()
