@@ -383,7 +383,8 @@ def bars(results: dict[str, list[dict[str, Any]]], timings: Sequence[dict[str, A
             out.append(
                 (
                     "10 sites: each site's scoring time per round at most its local training time "
-                    f"({t.get('clock', 'wall')} clock, {shards} validation shards)",
+                    f"({t.get('clock', 'wall')} clock, {shards} validation shards"
+                    + (f", {t['compression']} updates)" if t.get("compression") else ")"),
                     t["max_ratio"] <= 1.0,
                     f"worst site {t['max_ratio']:.2f}x, median ratio "
                     f"{t.get('median_ratio', math.nan):.2f}x, median scoring "
@@ -439,7 +440,8 @@ def report(doc: dict[str, Any]) -> int:
         load = t.get("load_average")
         print(
             f"\nScoring time, {t['sites']} sites ({t['rounds']} round(s), alpha {t['alpha']:g}, "
-            f"{t.get('val_shards', 'dirichlet')} validation shards, {t.get('clock', 'wall')} "
+            f"{t.get('val_shards', 'dirichlet')} validation shards, {_updates(t)}"
+            f"{t.get('clock', 'wall')} "
             f"clock, {t['validators']} validators timed, games {t['games']}, coalition "
             f"evaluations per round (most of any validator) {t.get('evaluations_per_round')}, "
             f"updates paid per round {t.get('updates_paid_per_round')}, abstained "
@@ -477,6 +479,11 @@ def report(doc: dict[str, Any]) -> int:
     print(f"  {len(found) - missed} met, {missed} missed")
     print(f"\nCommand: `.venv/bin/python scripts/bench/peer_validators.py {' '.join(doc['argv'])}`")
     return 1 if missed else 0
+
+
+def _updates(t: dict[str, Any]) -> str:
+    """The report's words for a timing run's codec (none for dense updates)."""
+    return f"{t['compression']} updates, " if t.get("compression") else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
