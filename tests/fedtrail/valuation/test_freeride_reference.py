@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedtrail.valuation import Combiner
 from fedtrail.protocol.duplicates import sparse as screen_sparse
+from fedtrail.valuation import Combiner
 from fedtrail.valuation.freeride import (
     _structure as screen_structure,
 )
@@ -334,8 +334,9 @@ def test_the_reasons_do_not_depend_on_the_thread_count() -> None:
 def test_the_sparse_exemption_counts_the_plain_blocks_zeros() -> None:
     """The screen's sparse test (``fedtrail.protocol.duplicates.sparse``, the duplicate rule's:
     zeros outside all-zero rows and columns, counted without copying the block), on the
-    float32 tensors or on their float64 widening, decides as the plain one (the block copied, its zeros counted) on
-    dense, dead-unit, topk-like and all-zero tensors, around the 50% threshold."""
+    float32 tensors or on their float64 widening, decides as the plain one (the block copied,
+    its zeros counted) on dense, dead-unit, topk-like and all-zero tensors, around the 50%
+    threshold."""
     gen = np.random.default_rng(5)
     for trial in range(200):
         values: dict[str, np.ndarray] = {}
