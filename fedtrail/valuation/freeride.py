@@ -121,9 +121,11 @@ any fixed-order sum, a lower bound on the tensors' and the rows' scores from sum
 (:func:`_bound`: torch's, with room for their error and the exact score's rounding) is
 compared with the threshold; honest updates scored 10**4 to 10**7 against 1000, so their
 fixed-order statistics are not computed at all. A reference is widened, and its magnitude taken,
-once per screen for every update it is closest to (:class:`_Widened`), and the sparse and shaped
-tests share each update's ``!= 0`` masks (measured x0.80 the screen's CPU time of main at
-10 sites, in one process, load 8-9: the README, *Peer scoring time per site*).
+once per screen for every update it is closest to (:class:`_Widened`) (measured x0.80 the
+screen's CPU time of main at 10 sites, in one process, load 8-9: the README, *Peer scoring time
+per site*). The sparse test is the duplicate rule's (:func:`fedtrail.protocol.duplicates.sparse`,
+on the update as sent: widening keeps its zeros); the shaped test's ``!= 0`` masks are taken
+only for the updates it judges.
 """
 
 from __future__ import annotations
