@@ -121,9 +121,11 @@ any fixed-order sum, a lower bound on the tensors' and the rows' scores from sum
 (:func:`_bound`: torch's, with room for their error and the exact score's rounding) is
 compared with the threshold; honest updates scored 10**4 to 10**7 against 1000, so their
 fixed-order statistics are not computed at all. A reference is widened, and its magnitude taken,
-once per screen for every update it is closest to (:class:`_Widened`), and the sparse and shaped
-tests share each update's ``!= 0`` masks (measured x0.80 the screen's CPU time of main at
-10 sites, in one process, load 8-9: the README, *Peer scoring time per site*).
+once per screen for every update it is closest to (:class:`_Widened`) (measured x0.80 the
+screen's CPU time of main at 10 sites, in one process, load 8-9: the README, *Peer scoring time
+per site*). The sparse test is the duplicate rule's (:func:`fedtrail.protocol.duplicates.sparse`,
+on the update as sent: widening keeps its zeros); the shaped test's ``!= 0`` masks are taken
+only for the updates it judges.
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ import torch
 
 from fedtrail.errors import ConfigError
 from fedtrail.ml.aggregation import AggregationError, deterministic_dot, deterministic_sum
-from fedtrail.protocol.duplicates import kept_largest_of, support_copy_of
+from fedtrail.protocol.duplicates import kept_largest_of, sparse, support_copy_of
 from fedtrail.valuation.base import size_factor
 from fedtrail.valuation.rows import Rows
 
@@ -356,8 +358,8 @@ def free_riders(
                 continue
         if shaped_z <= 0:
             continue
-        nonzero = {k: v != 0 for k, v in values.items()}  # the sparse and shaped tests' masks
-        if not _sparse(values, nonzero):
+        if not sparse(deltas[site]):  # widening keeps every 0 and every nonzero value
+            nonzero = {k: v != 0 for k, v in values.items()}  # the shaped test's masks
             size, positive = kept.magnitude(j)
             z = _shaped(residual, size, nonzero, stop=shaped_z, positive=positive)
             if z < shaped_z:
@@ -386,8 +388,9 @@ def shaped_residual_z(
     is not 0. A copy plus Gaussian noise scaled to the copy's magnitude (the adaptive copier of
     scenario (i) of ``scripts/bench/accuracy.py``) leaves i.i.d. values; an honest update's
     residual does not. ``inf`` when the reference is zero, the layouts differ in keys, or more
-    than half of the update's values are exactly 0 (a sparse, ``topk8``, update: left out, as
-    honest sparse updates score like copies on it)."""
+    than half of the update's values are exactly 0 (a sparse, ``topk8``, update:
+    ``fedtrail.protocol.duplicates.sparse``; left out, as honest sparse updates score like
+    copies on it)."""
     if set(update) != set(reference):
         return math.inf
     rows = Rows.of([update, reference])
@@ -396,45 +399,13 @@ def shaped_residual_z(
         return math.inf
     dot, _ = rows.pair(0, 1)
     scale = dot / (norm * norm)
+    if sparse(update):  # widening keeps every 0 and every nonzero value
+        return math.inf
     wide = {k: _wide(v) for k, v in reference.items()}
     mine = {k: _wide(v) for k, v in update.items()}
     nonzero = {k: v != 0 for k, v in mine.items()}
-    if _sparse(mine, nonzero):
-        return math.inf
     residual = {k: v - scale * wide[k] for k, v in mine.items()}
     return _shaped(residual, {k: np.abs(r) for k, r in wide.items()}, nonzero)
-
-
-_SPARSE: Final = 0.5
-"""The shaped-noise test leaves out an update with more than this share of exact zeros outside
-its all-zero rows and columns (a ``topk8`` update, 5% of its values by default): measured with
-``scripts/bench/noisy_copy.py --compression topk8``, honest sparse updates scored 8.8 to 776
-on it (14 to 46 of 15 to 50 flagged at the default 1000), inside the copies' range. Whole zero
-rows and columns are not counted: a dense update's dead units zero them (more than half of
-some honest SmallCNN updates' values), a sparse codec's zeros are scattered."""
-
-
-def _sparse(
-    update: Mapping[str, npt.NDArray[np.float64]], nonzero: Mapping[str, npt.NDArray[np.bool_]]
-) -> bool:
-    """Whether more than ``_SPARSE`` of ``update``'s values outside its all-zero rows and
-    columns (of each tensor of two or more dimensions seen as a matrix: its first index by the
-    rest) are exactly 0. ``nonzero``: each tensor's ``!= 0`` mask."""
-    total = zeros = 0
-    for k, a in update.items():
-        mask = nonzero[k]
-        count = int(np.count_nonzero(mask))
-        if a.ndim < 2:
-            size = a.size
-        else:
-            # every non-zero value lies in a row and a column that are not all zero, so the
-            # kept block (those rows by those columns) holds them all: its size minus them is
-            # its zeros (the same integers as counting the block's zeros; no copy of it)
-            m = mask.reshape(a.shape[0], -1)
-            size = int(np.count_nonzero(m.any(axis=1))) * int(np.count_nonzero(m.any(axis=0)))
-        total += size
-        zeros += size - count
-    return total > 0 and zeros > _SPARSE * total
 
 
 def _shaped(

@@ -2,7 +2,7 @@
 """Where one validator's peer scoring time goes, part by part (issue 14's time bar).
 
     .venv/bin/python scripts/bench/peer_replay.py [--sites 10] [--site 6] [--round 2]
-        [--repeats 30] [--val-shards dirichlet] [--seed 0] [--threads 1]
+        [--repeats 30] [--val-shards dirichlet] [--seed 0] [--threads 1] [--compression topk8]
 
 Runs the peer-mode federation of ``peer_validators.py``'s timing (``--sites`` sites, alpha 1,
 every site a validator, two rounds), keeping every validator's :func:`~fedtrail.valuation.
@@ -14,6 +14,9 @@ both), the total first; last, what reading the round's blobs costs a node beside
 (:func:`reads`). Round 1 is the warm-up (its harm check's gradient pass at the global
 model, and no game: a validator plays none in its warm-up; no free-rider references); later
 rounds are the steady state (the game's gradient pass at the full coalition).
+``--compression topk8``: every update sent through that codec (``peer_validators.py``'s option),
+the blobs of :func:`reads` too. The free-rider screen's stale sparse tests
+(``fedtrail.valuation.freeride``'s ``support_copy_of`` and ``kept_largest_of``) are timed too.
 """
 
 from __future__ import annotations
@@ -30,10 +33,18 @@ from typing import Any
 import _sim
 import torch
 
+import fedtrail.valuation.freeride as freeride_mod
 import fedtrail.valuation.peers as peers_mod
 import fedtrail.valuation.round as round_mod
+from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import load_bundled
-from fedtrail.storage.codec import decode_model, decode_update, encode_model, encode_update
+from fedtrail.storage.codec import (
+    Compression,
+    decode_model,
+    decode_update,
+    encode_model,
+    encode_update,
+)
 from fedtrail.valuation.combine import Combiner
 from fedtrail.valuation.peers import UnfitValidation
 from fedtrail.valuation.utility import CoalitionUtility
@@ -50,7 +61,9 @@ PARTS = (
 )
 
 
-def capture(sites: int, seed: int, val_shards: _sim.ValShards) -> list[dict[str, Any]]:
+def capture(
+    sites: int, seed: int, val_shards: _sim.ValShards, compression: Compression | None = None
+) -> list[dict[str, Any]]:
     """Every validator's peer_vector arguments of the timing federation, in call order."""
     calls: list[dict[str, Any]] = []
     original = _sim.peer_vector
@@ -70,6 +83,7 @@ def capture(sites: int, seed: int, val_shards: _sim.ValShards) -> list[dict[str,
             seed=seed,
             valuation_mode="peers",
             validation_shards=val_shards,
+            compression=compression,
         )
         _sim.run_method("valuation", config, splits)
     finally:
@@ -102,24 +116,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-shards", choices=("dirichlet", "proportional"), default="dirichlet")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--compression", default="", help="every update through this codec")
     args = parser.parse_args(argv)
+    try:
+        compression = Compression(method=args.compression) if args.compression else None
+    except ConfigError as exc:
+        parser.error(f"--compression: {exc}")
     torch.set_num_threads(args.threads)
     address = _sim.peer_address(args.site)
     calls = [
         c
-        for c in capture(args.sites, args.seed, args.val_shards)
+        for c in capture(args.sites, args.seed, args.val_shards, compression)
         if c["validator"] == address and c["round_id"] == args.round
     ]
     if not calls or len(calls[0]["validation"]) == 0:
         print(f"site {args.site} did not validate round {args.round}", file=sys.stderr)
         return 1
     totals: dict[str, float] = collections.defaultdict(float)
-    targets = [(round_mod, name, name.lstrip("_")) for name in PARTS]
+    targets: list[tuple[Any, str, str]] = [(round_mod, name, name.lstrip("_")) for name in PARTS]
     targets += [
         (CoalitionUtility, name, f"CoalitionUtility.{name}")
         for name in ("__init__", "linearised", "__call__")
     ]
     targets += [(Combiner, name, f"Combiner.{name}") for name in ("screen", "settle")]
+    targets += [(freeride_mod, name, name) for name in ("support_copy_of", "kept_largest_of")]
     originals = [(owner, name, wrap(owner, name, label, totals)) for owner, name, label in targets]
     load = os.getloadavg()[0]
     total = 0.0
@@ -142,11 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for label, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"  {label:30s} {seconds / n * 1e3:7.2f} ms")
-    print(reads(calls[0], n))
+    print(reads(calls[0], n, compression))
     return 0
 
 
-def reads(call: dict[str, Any], repeats: int) -> str:
+def reads(call: dict[str, Any], repeats: int, compression: Compression | None = None) -> str:
     """What a node's reading of the round's blobs costs beside the call (not in it, nor in
     ``peer_validators.py``'s figures): each update encoded as a site sends it, then its sha256
     and :func:`~fedtrail.storage.codec.decode_update` timed (CPU, per blob, mean of
@@ -156,7 +176,9 @@ def reads(call: dict[str, Any], repeats: int) -> str:
     references."""
     spec, round_id = call["spec"], call["round_id"]
     blobs = [
-        encode_update(c.delta, spec=spec, round=round_id).blob
+        encode_update(
+            c.delta, spec=spec, round=round_id, compression=compression or Compression()
+        ).blob
         for c in call["candidates"]
         if c.delta is not None
     ]

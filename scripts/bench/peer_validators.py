@@ -4,7 +4,7 @@ Usage: .venv/bin/python scripts/bench/peer_validators.py [--seeds 0,1] [--rounds
        [--alpha 1.0] [--cases 5-invert,5-collude,7-invert,7-collude] [--target 0]
        [--timing-sites 10,100] [--timing-rounds 2] [--timing-committee 2] [--no-timing]
        [--large-game none|linear_shapley] [--validator-game linear_shapley|loo|none]
-       [--val-shards dirichlet|proportional] [--clock wall|cpu]
+       [--val-shards dirichlet|proportional] [--clock wall|cpu] [--compression topk8]
        [--threads 1] [--out .run/bench/peer_validators.json]
 
 Every run is the benchmarks' in-process simulation (``scripts/bench/_sim.py``) of the
@@ -57,6 +57,12 @@ alpha 1, seed 0: site-09 validates on 74 images and trains on 142, site-03 on 1 
 class counts scaled to the val split, about 11%), as a hospital keeps a fixed share of its
 images for validation. The bar line names the shards it was measured on: the issue's bar is
 not met by a change of shards alone.
+
+``--compression`` (a codec of ``fedtrail.storage.codec``, e.g. ``topk8``; default none): every
+sent update goes through that codec, encoded and decoded as a node sends it (``_sim``'s
+``SimConfig.compression``), in the cases' runs and the timing runs alike. Sparse ``topk8``
+updates are what the free-rider screen's sparse stale tests (``stale_support_cosine``,
+``stale_support_overlap``) examine; dense updates skip them.
 """
 
 from __future__ import annotations
@@ -81,9 +87,11 @@ import numpy as np
 import torch
 from _sim import ROOT, AdversarialValidator, SimConfig, SimResult, parse_seeds
 
+from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import Splits, load_bundled
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.ml.training import TrainConfig, train_local
+from fedtrail.storage.codec import Compression
 from fedtrail.valuation import VALIDATOR_GAMES
 
 if os.environ.get("JURY_RULE"):
@@ -195,6 +203,7 @@ def run_cases(
     validator_game: str | None,
     splits: Splits,
     log: Any,
+    compression: Compression | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     clean_runs: dict[tuple[int, int], SimResult] = {}
     out: dict[str, list[dict[str, Any]]] = {}
@@ -209,6 +218,7 @@ def run_cases(
                 valuation_mode="peers",
                 large_game=large_game,
                 validator_game=validator_game,
+                compression=compression,
             )
             if (case.sites, seed) not in clean_runs:
                 clean_runs[case.sites, seed] = _sim.run_method("valuation", base, splits)
@@ -243,6 +253,7 @@ def timing(
     splits: Splits,
     val_shards: _sim.ValShards = "dirichlet",
     clock: str = "wall",
+    compression: Compression | None = None,
 ) -> dict[str, Any]:
     """Per validator: mean scoring and training seconds per round (``clock``: the ratio's)."""
     config = SimConfig(
@@ -256,6 +267,7 @@ def timing(
         large_game=large_game,
         validator_game=validator_game,
         validation_shards=val_shards,
+        compression=compression,
     )
     # One throwaway training first: the process's first train_local pays torch's one-time set-up
     # (measured 8.9 s for site 0 against 0.4-2.4 s for the others), which is not a site's cost.
@@ -311,6 +323,7 @@ def timing(
         "alpha": alpha,
         "val_shards": val_shards,
         "clock": clock,
+        "compression": None if compression is None else compression.method,
         "load_average": [load_before, load_after],
         "validation_images": shard_sizes,
         "training_images": train_sizes,
@@ -370,7 +383,8 @@ def bars(results: dict[str, list[dict[str, Any]]], timings: Sequence[dict[str, A
             out.append(
                 (
                     "10 sites: each site's scoring time per round at most its local training time "
-                    f"({t.get('clock', 'wall')} clock, {shards} validation shards)",
+                    f"({t.get('clock', 'wall')} clock, {shards} validation shards"
+                    + (f", {t['compression']} updates)" if t.get("compression") else ")"),
                     t["max_ratio"] <= 1.0,
                     f"worst site {t['max_ratio']:.2f}x, median ratio "
                     f"{t.get('median_ratio', math.nan):.2f}x, median scoring "
@@ -426,7 +440,8 @@ def report(doc: dict[str, Any]) -> int:
         load = t.get("load_average")
         print(
             f"\nScoring time, {t['sites']} sites ({t['rounds']} round(s), alpha {t['alpha']:g}, "
-            f"{t.get('val_shards', 'dirichlet')} validation shards, {t.get('clock', 'wall')} "
+            f"{t.get('val_shards', 'dirichlet')} validation shards, {_updates(t)}"
+            f"{t.get('clock', 'wall')} "
             f"clock, {t['validators']} validators timed, games {t['games']}, coalition "
             f"evaluations per round (most of any validator) {t.get('evaluations_per_round')}, "
             f"updates paid per round {t.get('updates_paid_per_round')}, abstained "
@@ -464,6 +479,11 @@ def report(doc: dict[str, Any]) -> int:
     print(f"  {len(found) - missed} met, {missed} missed")
     print(f"\nCommand: `.venv/bin/python scripts/bench/peer_validators.py {' '.join(doc['argv'])}`")
     return 1 if missed else 0
+
+
+def _updates(t: dict[str, Any]) -> str:
+    """The report's words for a timing run's codec (none for dense updates)."""
+    return f"{t['compression']} updates, " if t.get("compression") else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -506,6 +526,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="wall",
         help="the clock of the timing bar (both are printed)",
     )
+    parser.add_argument(
+        "--compression", default="", help="every sent update through this codec (topk8)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--out", type=Path, default=ROOT / ".run" / "bench" / "peer_validators.json"
@@ -527,6 +550,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = parse_seeds(args.seeds)
     if not seeds:
         parser.error("--seeds gives no seed (a count N runs seeds 0..N-1)")
+    try:
+        compression = Compression(method=args.compression) if args.compression else None
+    except ConfigError as exc:
+        parser.error(f"--compression: {exc}")
     splits = load_bundled()
     started = time.perf_counter()
 
@@ -543,6 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         validator_game=validator_game,
         splits=splits,
         log=log,
+        compression=compression,
     )
     timings = []
     if not args.no_timing:
@@ -560,6 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     splits=splits,
                     val_shards=args.val_shards,
                     clock=args.clock,
+                    compression=compression,
                 )
             )
             log(f"timing at {n} sites done")
@@ -575,6 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "validator_game": validator_game,
             "val_shards": args.val_shards,
             "clock": args.clock,
+            "compression": args.compression or None,
             "threads": args.threads,
         },
         "environment": {

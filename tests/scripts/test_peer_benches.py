@@ -154,6 +154,35 @@ def test_timing_names_its_validation_shards_and_clock(
     assert rc == (0 if "0 missed" in printed else 1)
 
 
+def test_timing_sends_every_update_through_the_named_codec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--compression topk8``: the simulation runs with that codec (every sent update encoded
+    and decoded by it), the JSON and the report name it; an unknown codec is refused."""
+    seen: list[object] = []
+    run = peer_validators._sim.run_method
+
+    def spy(method: str, config: Any, splits: Any) -> Any:
+        seen.append(config.compression)
+        return run(method, config, splits)
+
+    monkeypatch.setattr(peer_validators._sim, "run_method", spy)
+    out = tmp_path / "timing.json"
+    argv = ["--cases", "", "--seeds", "1", "--timing-sites", "10", "--timing-rounds", "1"]
+    rc = peer_validators.main([*argv, "--compression", "topk8", "--out", str(out)])
+    printed = capsys.readouterr().out
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    (t,) = doc["timing"]
+    assert t["compression"] == doc["settings"]["compression"] == "topk8"
+    assert [getattr(c, "method", None) for c in seen] == ["topk8"]
+    assert "dirichlet validation shards, topk8 updates)" in printed
+    assert rc == (0 if "0 missed" in printed else 1)
+    with pytest.raises(SystemExit) as exc:
+        peer_validators.main([*argv, "--compression", "zip", "--out", str(out)])
+    assert exc.value.code == 2
+    assert "--compression: unknown compression method" in capsys.readouterr().err
+
+
 def test_peer_replay_splits_one_validators_round_and_unwraps(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

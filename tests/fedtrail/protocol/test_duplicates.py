@@ -590,3 +590,23 @@ def test_the_batched_kept_entries_search_decides_as_the_pair_by_pair_rule() -> N
     assert got["s02"] == "s00" and got["s04"] == "s03" and got["s06"] == "s00"
     assert "s05" not in got and "s07" not in got
     assert find_duplicates(entries, NO_OVERLAP) == _reference(entries, NO_OVERLAP)
+
+
+def test_sparse_counts_zeros_outside_all_zero_rows_and_columns_at_the_edges() -> None:
+    """The one sparse test (the duplicate rule's kept-entries test and the free-rider screen's
+    shaped test): exactly half zeros is not sparse, one more zero is; 1-D and 0-D tensors count
+    whole (their zeros included); an all-zero matrix and an empty one count nothing, so an
+    update of nothing but those is not sparse."""
+    half = {"w": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}  # 2 zeros of 4 in the kept block
+    assert not sparse(half) and zero_share(half) == 0.5
+    more = {"w": torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])}
+    assert sparse(more)
+    assert sparse({"b": torch.tensor([0.0, 0.0, 1.0])})
+    assert not sparse({"b": torch.tensor([0.0, 1.0])})
+    assert sparse({"s": torch.tensor(0.0), "b": torch.tensor([0.0, 1.0])})  # 2 zeros of 3
+    dead = {"w": torch.zeros(4, 3), "e": torch.zeros(0, 5), "f": torch.zeros(5, 0)}
+    assert not sparse(dead) and zero_share(dead) == 0.0
+    # dead rows and columns around a block leave the block's own share
+    block = torch.zeros(6, 6)
+    block[1:4, 2:5] = torch.eye(3)
+    assert sparse({"w": block, "e": torch.zeros(0, 5)}) and zero_share({"w": block}) == 6 / 9

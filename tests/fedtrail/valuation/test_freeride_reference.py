@@ -16,10 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from fedtrail.protocol.duplicates import sparse as screen_sparse
 from fedtrail.valuation import Combiner
-from fedtrail.valuation.freeride import (
-    _sparse as screen_sparse,
-)
 from fedtrail.valuation.freeride import (
     _structure as screen_structure,
 )
@@ -334,9 +332,11 @@ def test_the_reasons_do_not_depend_on_the_thread_count() -> None:
 
 
 def test_the_sparse_exemption_counts_the_plain_blocks_zeros() -> None:
-    """The screen's sparse test (zeros outside all-zero rows and columns, counted without
-    copying the block) decides as the plain one (the block copied, its zeros counted) on
-    dense, dead-unit, topk-like and all-zero tensors, around the 50% threshold."""
+    """The screen's sparse test (``fedtrail.protocol.duplicates.sparse``, the duplicate rule's:
+    zeros outside all-zero rows and columns, counted without copying the block), on the
+    float32 tensors or on their float64 widening, decides as the plain one (the block copied,
+    its zeros counted) on dense, dead-unit, topk-like and all-zero tensors, around the 50%
+    threshold."""
     gen = np.random.default_rng(5)
     for trial in range(200):
         values: dict[str, np.ndarray] = {}
@@ -351,8 +351,9 @@ def test_the_sparse_exemption_counts_the_plain_blocks_zeros() -> None:
             if trial % 17 == 0:
                 a = np.zeros(shape)
             values[name] = a
-        nonzero = {k: v != 0 for k, v in values.items()}
-        assert screen_sparse(values, nonzero) == _sparse(values), trial
+        as_torch = {k: torch.from_numpy(v) for k, v in values.items()}
+        as_float32 = {k: v.float() for k, v in as_torch.items()}  # what the screen is given
+        assert screen_sparse(as_torch) == screen_sparse(as_float32) == _sparse(values), trial
 
 
 def test_the_early_stop_on_a_lower_bound_decides_as_the_plain_statistic() -> None:
