@@ -847,9 +847,19 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
             if overlap is not None and kept_largest(o_flat, upd, overlap):
                 found = o_site
                 break
-            if white > 0 and site not in noisy and white_residual(o_upd, upd) < white:
-                found = o_site
-                break
+        if found is None and white > 0 and flat is not None and site not in noisy:
+            # the closest original by cosine (positive; the first on a tie)
+            best, closest = 0.0, None
+            for o_site, _, o_flat, _, o_upd in originals:
+                if len(o_flat) != len(flat):
+                    continue
+                na = math.sqrt(float(np.dot(o_flat, o_flat)))
+                nb = math.sqrt(float(np.dot(flat, flat)))
+                if na > 0 and nb > 0 and float(np.dot(o_flat, flat)) / (na * nb) > best:
+                    best = float(np.dot(o_flat, flat)) / (na * nb)
+                    closest = (o_site, o_upd)
+            if closest is not None and white_residual(closest[1], upd) < white:
+                found = closest[0]
         if found is not None:
             copies[site] = found
         elif upd is not None:
