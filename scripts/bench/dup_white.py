@@ -12,9 +12,10 @@ site 0's update plus Gaussian noise of 0.5%, 1%, 5% and 20% of each tensor's sta
 deviation (``a1``), of the update's norm (``white``), and ``a1``'s copy re-encoded through
 ``topk8`` keeping 60% of its entries (``topk0.6``: not sparse; measured, not judged). Prints
 the smallest honest and the largest copy statistic per configuration. Exit status 1 when an
-honest pair's per-tensor statistic is below the default ``duplicates.white_noise_z`` or (without DP) a copy's is not.
+honest pair's per-tensor statistic is below the default ``duplicates.white_noise_z`` or
+(without DP) an ``a1`` or ``white`` copy's is not.
 
-    python scripts/bench/dup_white.py --sites 5,10 --alphas 0.3,1,100 --seeds 0 --rounds 3
+    python scripts/bench/dup_white.py --sites 5,10 --alphas 0.3,1,100 --seeds 2 --rounds 3
 """
 
 from __future__ import annotations
