@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from fedtrail.errors import ConfigError
-from fedtrail.protocol.terms import DuplicateRule
+from fedtrail.protocol.terms import DUPLICATE_WHITE_MIN_COSINE, DuplicateRule
 
 __all__ = [
     "CODE_LEVELS",
@@ -714,8 +714,8 @@ def find_duplicates(
     updates: 1.5-2.7 s against 0.2-0.5 s without, ``scripts/bench/support_cost.py``, load
     10-12). A rule with ``white_noise_z`` adds the white-noise test after the others
     (``whiteness`` of the later update, unless it declares DP-SGD, and the original closest to
-    it by cosine, when positive: below ``white_noise_z`` is a copy); without ``whiteness`` it raises
-    ConfigError."""
+    it by cosine, when above 0.5: below ``white_noise_z`` is a copy); without ``whiteness`` it
+    raises ConfigError."""
     white_z = rule.white_noise_z or None  # 0: off, as absent
     if white_z is not None and whiteness is None:
         raise ConfigError("the duplicate rule's white_noise_z needs its statistic")
@@ -828,9 +828,10 @@ def find_duplicates(
 
     def white(j: int) -> int | None:
         """The original closest to update ``j`` (largest positive cosine of the exact float64
-        flats, the first in commit order on a tie) when ``j`` is it plus noise white within
-        each tensor; else None. One statistic an update, not one a pair: 100 updates' 4,950
-        pairs cost 46 s (``scripts/bench/dup_white_cost.py``), against 1 s."""
+        flats, the first in commit order on a tie), when that cosine is above
+        :data:`~fedtrail.protocol.terms.DUPLICATE_WHITE_MIN_COSINE` and ``j`` is it plus noise
+        white within each tensor; else None. One statistic an update, not one a pair: 100
+        updates' 4,950 pairs cost 46 s (``scripts/bench/dup_white_cost.py``), against 1 s."""
         if white_z is None or whiteness is None or ordered[j].noise_declared:
             return None
         b, nb = flat(j)
@@ -843,7 +844,7 @@ def find_duplicates(
                 c = float(a @ b) / (na * nb)
                 if c > best:
                     best, closest = c, i
-        if closest is None:
+        if closest is None or not best > DUPLICATE_WHITE_MIN_COSINE:
             return None
         original, later = deltas[closest], deltas[j]
         assert original is not None and later is not None

@@ -147,6 +147,12 @@ partner's update (``a1_sybil_scaled_copy.py noise``: 1% passes ``scaled_cosine``
 a residual (statistic at most 4.6 at 0.5-20% noise); two honest updates of one round left 5,838
 at least (``scripts/bench/dup_white.py``; README, *Noisy same-round copies*)."""
 
+DUPLICATE_WHITE_MIN_COSINE: Final = 0.5
+"""The white-noise test (:attr:`DuplicateRule.white_noise_z`) looks only at an earlier original
+at cosine above this to the later update: a copy plus noise of up to 1.7 times its own norm is
+above it; two unrelated updates (cosine near 0) are not tested, as the residual of an update
+that the original does not explain is the update itself, white when the update is noise."""
+
 PERSONALISATION_METHODS: Final = ("finetune", "fedbn", "fedrep")
 """How a site may adapt the round's global model to its own data (the result never leaves it)."""
 VALIDATOR_GAMES: Final = ("linear_shapley", "loo")

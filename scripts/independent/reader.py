@@ -848,7 +848,7 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
                 found = o_site
                 break
         if found is None and white > 0 and flat is not None and site not in noisy:
-            # the closest original by cosine (positive; the first on a tie)
+            # the closest original by cosine (the first on a tie), above 0.5
             best, closest = 0.0, None
             for o_site, _, o_flat, _, o_upd in originals:
                 if len(o_flat) != len(flat):
@@ -858,7 +858,7 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
                 if na > 0 and nb > 0 and float(np.dot(o_flat, flat)) / (na * nb) > best:
                     best = float(np.dot(o_flat, flat)) / (na * nb)
                     closest = (o_site, o_upd)
-            if closest is not None and white_residual(closest[1], upd) < white:
+            if closest is not None and best > 0.5 and white_residual(closest[1], upd) < white:
                 found = closest[0]
         if found is not None:
             copies[site] = found

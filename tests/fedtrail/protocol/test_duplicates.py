@@ -714,3 +714,21 @@ def test_terms_without_white_noise_z_keep_their_bytes_and_pay_a_noisy_copy() -> 
     now = RoundTerms.from_bytes(_terms(WHITE).to_bytes())
     assert now.duplicates.white_noise_z == 1000.0
     assert find_duplicates(entries, now.duplicates) == {"sybil": "h0"}
+
+
+def test_the_white_noise_test_looks_only_at_an_original_that_explains_the_update() -> None:
+    """An update of pure noise (a test fixture's random update) is white, and so is its
+    residual from an unrelated original: not a copy, as the closest original's cosine is
+    not above 0.5; a copy with noise of its own norm (cosine 0.71) is still one."""
+    d, _ = _structured(48)
+    gen = torch.Generator().manual_seed(49)
+    size = math.sqrt(sum(float((v.double() ** 2).sum()) for v in d.values()) / _flat(d).numel())
+    # noise as long as d, plus a fifth of d (cosine about 0.2): its residual from d is white
+    noise = {k: size * torch.randn(v.shape, generator=gen) + 0.2 * v for k, v in d.items()}
+    assert 0.1 < _cos(d, noise) < 0.3
+    assert duplicate_residual_z(noise, d) < 10  # white: only the cosine floor spares it
+    entries = [Entry("h0", 1, "a" * 64, d), Entry("h1", 2, "b" * 64, noise)]
+    assert find_duplicates(entries, WHITE) == {}
+    loud = _a1_noise(d, 1.0, 50)
+    assert 0.6 < _cos(d, loud) < 0.8
+    assert find_duplicates([entries[0], Entry("s", 2, "c" * 64, loud)], WHITE) == {"s": "h0"}
