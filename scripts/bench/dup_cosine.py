@@ -51,7 +51,9 @@ from fedtrail.valuation.freeride import duplicate_residual_z
 
 Delta = Mapping[str, torch.Tensor]
 
-OLD_RULE = DuplicateRule(scaled_cosine=None, support_cosine=None, support_overlap=None)
+OLD_RULE = DuplicateRule(
+    scaled_cosine=None, support_cosine=None, support_overlap=None, white_noise_z=None
+)
 """The rule of terms that lack ``scaled_cosine`` (every round before it)."""
 
 
