@@ -138,6 +138,7 @@ from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.privacy_spend import sampling_problem
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.candidates import SpendChecker, checks_spend, noise_rule
+from fedtrail.valuation.freeride import duplicate_residual_z
 from fedtrail.valuation.limits import ThresholdLimits
 
 if TYPE_CHECKING:
@@ -616,8 +617,18 @@ def verify_round(
     # duplicates, re-derived in commit order under the terms' thresholds
     if terms is not None:
         copies = find_duplicates(
-            [Entry(s.site, s.commit_order, s.sha256, deltas.get(s.site)) for s in subs],
+            [
+                Entry(
+                    s.site,
+                    s.commit_order,
+                    s.sha256,
+                    deltas.get(s.site),
+                    noise_declared=dp.get(s.site) is not None,
+                )
+                for s in subs
+            ],
             terms.duplicates,
+            whiteness=duplicate_residual_z,
         )
         for site in copies:
             unusable.setdefault(site, Reason.DUPLICATE)

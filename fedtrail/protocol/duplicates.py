@@ -18,7 +18,8 @@ from typing import Final
 import numpy as np
 import torch
 
-from fedtrail.protocol.terms import DuplicateRule
+from fedtrail.errors import ConfigError
+from fedtrail.protocol.terms import DUPLICATE_WHITE_MIN_COSINE, DuplicateRule
 
 __all__ = [
     "CODE_LEVELS",
@@ -40,12 +41,15 @@ CODE_LEVELS: Final = 127.0
 @dataclass(frozen=True)
 class Entry:
     """One revealed update: its site, commit order (1-based), content sha256 and decoded
-    delta (None when it could not be used; such an update is nobody's original)."""
+    delta (None when it could not be used; such an update is nobody's original);
+    ``noise_declared``: its header declares DP-SGD (its Gaussian noise is declared: the
+    white-noise test does not apply to it as the later update)."""
 
     site: str
     commit_order: int
     sha256: str
     delta: Mapping[str, torch.Tensor] | None
+    noise_declared: bool = False
 
 
 def _flat(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -695,7 +699,15 @@ parameters of the bundled SmallCNN, 1e-9 for 10M; the margin is 1,000x that, so 
 the exact rule could call near-identical is still decided by it, bit for bit."""
 
 
-def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, str]:
+Whiteness = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor], float], float]
+"""The duplicate rule's white-noise statistic of a later update's residual from an earlier one
+(``later, earlier, stop``): :func:`fedtrail.valuation.freeride.duplicate_residual_z`, the
+free-rider screen's statistic (a layer above this one, so passed in)."""
+
+
+def find_duplicates(
+    entries: Sequence[Entry], rule: DuplicateRule, *, whiteness: Whiteness | None = None
+) -> dict[str, str]:
     """Site -> the earlier site whose update it repeats, for every copy. Entries are taken in
     commit order; a copy is compared with the originals before it (not with other copies), so
     the result does not depend on addresses or on the order ``entries`` come in.
@@ -708,7 +720,13 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
     on float64 flats and norms computed for those updates only. A rule with ``support_cosine``
     adds :func:`_support_screen` and :func:`support_copy` for the pairs it leaves (100
     updates: 1.5-2.7 s against 0.2-0.5 s without, ``scripts/bench/support_cost.py``, load
-    10-12)."""
+    10-12). A rule with ``white_noise_z`` adds the white-noise test after the others
+    (``whiteness`` of the later update, unless it declares DP-SGD, and the original closest to
+    it by cosine, when above 0.5: below ``white_noise_z`` is a copy); without ``whiteness`` it
+    raises ConfigError."""
+    white_z = rule.white_noise_z or None  # 0: off, as absent
+    if white_z is not None and whiteness is None:
+        raise ConfigError("the duplicate rule's white_noise_z needs its statistic")
     ordered = sorted(entries, key=lambda e: (e.commit_order, e.site))
     deltas = [e.delta for e in ordered]
     sizes = [None if d is None else _numel(d) for d in deltas]
@@ -816,6 +834,30 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
             pair = (ca, cb, nca, ncb)
         return _near(a, b, na, nb, rule, pair)
 
+    def white(j: int) -> int | None:
+        """The original closest to update ``j`` (largest positive cosine of the exact float64
+        flats, the first in commit order on a tie), when that cosine is above
+        :data:`~fedtrail.protocol.terms.DUPLICATE_WHITE_MIN_COSINE` and ``j`` is it plus noise
+        white within each tensor; else None. One statistic an update, not one a pair: 100
+        updates' 4,950 pairs cost 46 s (``scripts/bench/dup_white_cost.py``), against 1 s."""
+        if white_z is None or whiteness is None or ordered[j].noise_declared:
+            return None
+        b, nb = flat(j)
+        best, closest = 0.0, None
+        for i in originals:
+            if sizes[i] != sizes[j]:
+                continue
+            a, na = flat(i)
+            if na > 0 and nb > 0:
+                c = float(a @ b) / (na * nb)
+                if c > best:
+                    best, closest = c, i
+        if closest is None or not best > DUPLICATE_WHITE_MIN_COSINE:
+            return None
+        original, later = deltas[closest], deltas[j]
+        assert original is not None and later is not None
+        return closest if whiteness(later, original, white_z) < white_z else None
+
     originals: list[int] = []
     out: dict[str, str] = {}
     for j, e in enumerate(ordered):
@@ -836,6 +878,9 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
             ),
             None,
         )
+        if source is None and e.delta is not None:
+            closest = white(j)
+            source = None if closest is None else ordered[closest].site
         if source is not None:
             out[e.site] = source
         elif e.delta is not None:

@@ -137,6 +137,22 @@ to their values, which takes it past ``support_cosine`` (attack a93); two honest
 updates of one round came to 0.9535 at most (``scripts/bench/support_overlap.py``; README,
 *Sparse noisy copies*)."""
 
+DUPLICATE_WHITE_NOISE_Z: Final = 1000.0
+"""A later update whose residual from an earlier one (the later minus the earlier scaled to fit
+it best), each tensor divided by its own root mean square, looks like white noise (the
+free-rider screen's structure statistic below this) is a copy of it plus noise
+(:attr:`DuplicateRule.white_noise_z`, :func:`fedtrail.valuation.freeride.duplicate_residual_z`).
+A Sybil that adds Gaussian noise of a share of each tensor's standard deviation to its
+partner's update (``a1_sybil_scaled_copy.py noise``: 1% passes ``scaled_cosine``) leaves such
+a residual (statistic at most 4.6 at 0.5-20% noise); two honest updates of one round left 5,838
+at least (``scripts/bench/dup_white.py``; README, *Noisy same-round copies*)."""
+
+DUPLICATE_WHITE_MIN_COSINE: Final = 0.5
+"""The white-noise test (:attr:`DuplicateRule.white_noise_z`) looks only at an earlier original
+at cosine above this to the later update: a copy plus noise of up to 1.7 times its own norm is
+above it; two unrelated updates (cosine near 0) are not tested, as the residual of an update
+that the original does not explain is the update itself, white when the update is noise."""
+
 PERSONALISATION_METHODS: Final = ("finetune", "fedbn", "fedrep")
 """How a site may adapt the round's global model to its own data (the result never leaves it)."""
 VALIDATOR_GAMES: Final = ("linear_shapley", "loo")
@@ -181,32 +197,41 @@ class DuplicateRule:
     ``support_overlap`` closes the way past ``support_cosine`` by perturbing the values a
     sparse copy keeps: a sparse later update most of whose nonzero entries are the earlier
     one's largest is a copy whatever its values (:data:`DUPLICATE_SUPPORT_OVERLAP`). None
-    (terms written before it) replays without it."""
+    (terms written before it) replays without it.
+
+    ``white_noise_z`` closes the way past ``scaled_cosine`` by adding noise: a later update
+    whose residual from an earlier one is white noise within each tensor is a copy
+    (:data:`DUPLICATE_WHITE_NOISE_Z`; 0: off). None (terms written before it) replays without
+    it."""
 
     cosine: float = DUPLICATE_COSINE
     relative_l2: float = DUPLICATE_RELATIVE_L2
     scaled_cosine: float | None = DUPLICATE_SCALED_COSINE
     support_cosine: float | None = DUPLICATE_SUPPORT_COSINE
     support_overlap: float | None = DUPLICATE_SUPPORT_OVERLAP
+    white_noise_z: float | None = DUPLICATE_WHITE_NOISE_Z
 
     def __post_init__(self) -> None:
         scaled, support, overlap = self.scaled_cosine, self.support_cosine, self.support_overlap
+        white = self.white_noise_z
         if not (
             0.0 < self.cosine <= 1.0
             and 0.0 <= self.relative_l2 < 1.0
             and (scaled is None or 0.0 < scaled <= 1.0)
             and (support is None or 0.0 < support <= 1.0)
             and (overlap is None or 0.0 < overlap <= 1.0)
+            and (white is None or 0.0 <= white < math.inf)
         ):
             raise InvalidTerms(
                 f"duplicate thresholds out of range: cosine {self.cosine}, "
                 f"relative_l2 {self.relative_l2}, scaled_cosine {scaled}, "
-                f"support_cosine {support}, support_overlap {overlap}"
+                f"support_cosine {support}, support_overlap {overlap}, white_noise_z {white}"
             )
 
     def to_json(self) -> dict[str, Any]:
-        """The terms' ``duplicates`` object; ``scaled_cosine``, ``support_cosine`` and
-        ``support_overlap`` only when set, so terms without them keep their bytes."""
+        """The terms' ``duplicates`` object; ``scaled_cosine``, ``support_cosine``,
+        ``support_overlap`` and ``white_noise_z`` only when set, so terms without them keep
+        their bytes."""
         overlap = self.support_overlap
         return {
             "cosine": self.cosine,
@@ -214,6 +239,7 @@ class DuplicateRule:
             **({} if self.scaled_cosine is None else {"scaled_cosine": self.scaled_cosine}),
             **({} if self.support_cosine is None else {"support_cosine": self.support_cosine}),
             **({} if overlap is None else {"support_overlap": overlap}),
+            **({} if self.white_noise_z is None else {"white_noise_z": self.white_noise_z}),
         }
 
 
@@ -448,6 +474,9 @@ class RoundTerms:
                     support_overlap=None
                     if "support_overlap" not in dup
                     else _float(dup["support_overlap"], "duplicates/support_overlap"),
+                    white_noise_z=None
+                    if "white_noise_z" not in dup
+                    else _float(dup["white_noise_z"], "duplicates/white_noise_z"),
                 ),
                 canonical_encoding=doc["canonical_encoding"] is True,
                 class_names=_names(doc.get("class_names", [])),

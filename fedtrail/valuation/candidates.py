@@ -61,6 +61,7 @@ from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.privacy_spend import check_spend, declared_by_site
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.base import Candidate
+from fedtrail.valuation.freeride import duplicate_residual_z
 
 __all__ = [
     "CandidateCache",
@@ -278,10 +279,17 @@ def revealed_candidates(
     fetched = [(sub, *entries[(sub.site, sub.sha256)]) for sub in subs]
     copies = find_duplicates(
         [
-            Entry(sub.site, sub.commit_order, sub.sha256, delta if status is Reason.OK else None)
-            for sub, status, _, delta, _, _ in fetched
+            Entry(
+                sub.site,
+                sub.commit_order,
+                sub.sha256,
+                delta if status is Reason.OK else None,
+                noise_declared=dp is not None,
+            )
+            for sub, status, _, delta, dp, _ in fetched
         ],
         terms.duplicates,
+        whiteness=duplicate_residual_z,
     )
     check = checks_spend(terms)
     noise_check = checks_noise(terms)

@@ -149,6 +149,7 @@ from fedtrail.valuation.rows import Rows
 __all__ = [
     "DP_COPY_STEP",
     "dp_copy_statistic",
+    "duplicate_residual_z",
     "free_riders",
     "own_reference",
     "shaped_residual_z",
@@ -368,6 +369,47 @@ def free_riders(
                     f"rest over its magnitude has structure {z:.3g}, below {shaped_z:g})"
                 )
     return out
+
+
+def duplicate_residual_z(
+    later: Mapping[str, torch.Tensor],
+    earlier: Mapping[str, torch.Tensor],
+    stop: float = math.inf,
+) -> float:
+    """How far ``later``'s residual from ``earlier`` is from white noise within each tensor:
+    the duplicate rule's white-noise test (:attr:`~fedtrail.protocol.terms.DuplicateRule.\
+white_noise_z`). Both updates widened to float64, flattened in sorted name order (as the
+    duplicate rule reads them); ``s = dot(x, r) / dot(r, r)`` (:func:`deterministic_dot`),
+    ``e = x - s * r`` element by element; each tensor of ``e`` divided, element by element, by
+    ``sqrt(deterministic_sum(e_t * e_t) / size)`` where that is positive; then
+    :func:`_structure` of the quotients (with its ``stop``). ``inf`` when the layouts differ,
+    ``r`` is zero or ``s`` is not positive (pointing away: not a copy). Each tensor scaled to
+    one mean square: a copy plus noise of a share of each tensor's own standard deviation
+    (``a1``'s ``noise`` mode) leaves i.i.d. values within each tensor but different variances
+    across them, which the statistic of the raw residual (the free-rider screen's) calls
+    structure."""
+    names = sorted(later)
+    if names != sorted(earlier) or any(later[n].shape != earlier[n].shape for n in names):
+        return math.inf
+    xs = [_wide(later[n]) for n in names]
+    rs = [_wide(earlier[n]) for n in names]
+    x = np.concatenate([a.ravel() for a in xs]) if xs else np.zeros(0)
+    r = np.concatenate([a.ravel() for a in rs]) if rs else np.zeros(0)
+    rr = deterministic_dot(r, r)
+    if not rr > 0 or not math.isfinite(rr):
+        return math.inf
+    scale = deterministic_dot(x, r) / rr
+    if not scale > 0 or not math.isfinite(scale):
+        return math.inf
+    residual = _minus_scaled(x, scale, r)
+    parts: dict[str, npt.NDArray[np.float64]] = {}
+    offset = 0
+    for n, a in zip(names, xs, strict=True):
+        e = residual[offset : offset + a.size].reshape(a.shape)
+        offset += a.size
+        mean = deterministic_sum(np.multiply(e, e).ravel()) / e.size if e.size else 0.0
+        parts[n] = np.divide(e, math.sqrt(mean)) if 0 < mean < math.inf else e
+    return _structure(parts, stop=stop)
 
 
 def _minus_scaled(

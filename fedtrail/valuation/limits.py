@@ -62,6 +62,7 @@ from fedtrail.protocol.terms import (
     DUPLICATE_SCALED_COSINE,
     DUPLICATE_SUPPORT_COSINE,
     DUPLICATE_SUPPORT_OVERLAP,
+    DUPLICATE_WHITE_NOISE_Z,
     INITIAL_MODEL_DEPLOYMENT,
     VALIDATOR_GAMES,
     DuplicateRule,
@@ -168,6 +169,7 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "relief_cosine",
         "boost_clip",
         "white_noise_z",
+        "duplicate_white_noise_z",
         "shaped_noise_z",
         "duplicate_relative_l2",
     }
@@ -180,6 +182,7 @@ DUPLICATE_LIMITS: Final = {
     "duplicate_scaled_cosine": "scaled_cosine",
     "duplicate_support_cosine": "support_cosine",
     "duplicate_support_overlap": "support_overlap",
+    "duplicate_white_noise_z": "white_noise_z",
 }
 """The limits on the terms' duplicate rule (:class:`~fedtrail.protocol.terms.DuplicateRule`),
 by the rule's field: a later update within both thresholds of an earlier one, or above its
@@ -191,7 +194,9 @@ copy scaled by 1.01 passes) read as 1.0: looser than the loosest default, so ref
 terms without ``support_cosine`` (the rule before it, which a copy sent through ``topk8`` at a
 fraction below 1 passes: ``scripts/attacks/a90_sparse_copy.py``), and terms without
 ``support_overlap`` (the rule before it, which such a copy with noise added to the entries it
-keeps passes: ``scripts/attacks/a93_sparse_noisy_copy.py``)."""
+keeps passes: ``scripts/attacks/a93_sparse_noisy_copy.py``); terms without ``white_noise_z``
+(the rule before it, which a copy plus 1% noise passes: ``a1_sybil_scaled_copy.py noise 3
+0.01``) read as 0, off: below the loosest default, so refused."""
 
 
 def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
@@ -200,7 +205,9 @@ def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
     alone, no comparison on a sparser copy's entries, or no look at which entries a sparse
     update keeps, marks a copy) reads as 1.0, the check off."""
     value = getattr(duplicates, DUPLICATE_LIMITS[limit])
-    return 1.0 if value is None else float(value)
+    if value is None:  # off: the white-noise test's off is 0 (it flags more as it rises)
+        return 0.0 if limit == "duplicate_white_noise_z" else 1.0
+    return float(value)
 
 
 UNBOUNDED: Final = frozenset({"stale_distance", "stale_rounds", "dp_spend_check", "dp_noise_check"})
@@ -286,6 +293,7 @@ class LoosestLimits:
     duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
     duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
     duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
+    duplicate_white_noise_z: float = DUPLICATE_WHITE_NOISE_Z
 
     def __post_init__(self) -> None:
         _valid_thresholds(asdict(self))
@@ -400,6 +408,7 @@ class ThresholdLimits:
     duplicate_scaled_cosine: float = DUPLICATE_SCALED_COSINE
     duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
     duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
+    duplicate_white_noise_z: float = DUPLICATE_WHITE_NOISE_Z
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("anchored_median", "median")
     """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site

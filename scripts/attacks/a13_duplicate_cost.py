@@ -21,10 +21,11 @@ torch.set_num_threads(1)
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model  # noqa: E402
 from fedtrail.protocol import duplicates  # noqa: E402
 from fedtrail.protocol.terms import DuplicateRule  # noqa: E402
+from fedtrail.valuation.freeride import duplicate_residual_z  # noqa: E402
 
 ns = [int(a) for a in sys.argv[1:]] or [50, 100]
 shapes = {k: v.shape for k, v in federated_state(initial_model(ModelSpec(), 0)).items()}
-rule = DuplicateRule()
+rule = DuplicateRule(white_noise_z=None)  # random updates: their residuals are white
 print("rule:", rule)
 
 
@@ -62,7 +63,7 @@ for n in ns:
         if rule.scaled_cosine is not None:
             apart &= screened(deltas, width, duplicates._fill_codes, floor, buffer)[0]
         t0 = time.perf_counter()
-        copies = duplicates.find_duplicates(es, rule)
+        copies = duplicates.find_duplicates(es, rule, whiteness=duplicate_residual_z)
         dt = time.perf_counter() - t0
         pairs = n * (n - 1) // 2
         print(

@@ -3,8 +3,9 @@ address (sybil) that commits, in the same round, a transformed copy of h0's upda
 attacker's, so the copy exists before the commit deadline. The duplicate rule before
 ``scaled_cosine`` only caught cosine > 0.9999 AND relative L2 < 1e-3 (all four modes were paid);
 with it (terms' ``scaled_cosine`` 0.999995) the scaled, recoded and 0.2%-noise copies are
-DUPLICATE, and noise of 0.4% or 1% (``noise 3 0.01``) still escapes. The stale screen only looks at
-earlier rounds.
+DUPLICATE, and noise of 0.4% or 1% (``noise 3 0.01``) escaped it; since terms'
+``white_noise_z`` (1000, h-197) the noisy copies are DUPLICATE too (the copy minus its original is
+white noise within each tensor). The stale screen only looks at earlier rounds.
 
 usage: python attacks/a1_sybil_scaled_copy.py [scale|topk|noise|exact] [rounds] [noise level]
 """

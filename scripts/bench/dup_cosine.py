@@ -47,10 +47,13 @@ from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.duplicates import Entry, _flat_codes, codes, find_duplicates
 from fedtrail.protocol.terms import DuplicateRule
 from fedtrail.storage.codec import Compression, decode_update, encode_update
+from fedtrail.valuation.freeride import duplicate_residual_z
 
 Delta = Mapping[str, torch.Tensor]
 
-OLD_RULE = DuplicateRule(scaled_cosine=None, support_cosine=None, support_overlap=None)
+OLD_RULE = DuplicateRule(
+    scaled_cosine=None, support_cosine=None, support_overlap=None, white_noise_z=None
+)
 """The rule of terms that lack ``scaled_cosine`` (every round before it)."""
 
 
@@ -144,7 +147,9 @@ def measure(config: SimConfig, splits: Any, fraction: float) -> dict[str, Any]:
                     Entry("orig", 1, "a" * 64, deltas[0]),
                     Entry("copy", 2, "b" * 64, copy),
                 ]
-                marks[label] = "copy" in find_duplicates(entries, rule_)
+                marks[label] = "copy" in find_duplicates(
+                    entries, rule_, whiteness=duplicate_residual_z
+                )
             attack.append(
                 {"round": r, "copy": name, **pair(deltas[0], copy)}
                 | {f"caught_{k}": v for k, v in marks.items()}

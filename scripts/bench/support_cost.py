@@ -21,6 +21,7 @@ import torch
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.terms import DuplicateRule
+from fedtrail.valuation.freeride import duplicate_residual_z
 
 torch.set_num_threads(1)
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100
@@ -52,11 +53,11 @@ for mode in ("halfzero", "sparse"):
     entries = [Entry(f"s{i:03d}", i + 1, f"{i:064x}", update(mode)) for i in range(N)]
     for _ in range(REPEATS):
         for label, rule in (
-            ("without", DuplicateRule(**{KEY: None})),
-            ("with", DuplicateRule()),
+            ("without", DuplicateRule(white_noise_z=None, **{KEY: None})),
+            ("with", DuplicateRule(white_noise_z=None)),
         ):
             t0 = time.perf_counter()
-            copies = find_duplicates(entries, rule)
+            copies = find_duplicates(entries, rule, whiteness=duplicate_residual_z)
             print(f"{mode} {N} updates, {label} {KEY}: {time.perf_counter() - t0:.2f} s")
             marked += len(copies)
 sys.exit(1 if marked else 0)

@@ -221,6 +221,28 @@ expect(
     "duplicates: top-10% noisy copy caught without support_overlap (misreading)",
     fatal=False,
 )
+_rng = np.random.default_rng(1)
+a1_noisy = {
+    k: (v + np.float32(0.01 * float(np.std(v))) * _rng.standard_normal(v.shape)).astype(np.float32)
+    for k, v in x.items()
+}
+with_w = R.duplicate_copies([*items, ("noisy", "other", a1_noisy)], dup)
+without_w = R.duplicate_copies(
+    [*items, ("noisy", "other", a1_noisy)],
+    {k: v for k, v in dup.items() if k != "white_noise_z"},
+)
+expect(
+    "noisy" in with_w,
+    bool(dup.get("white_noise_z")),
+    f"duplicates: copy plus 1% of each tensor's std caught by white_noise_z "
+    f"(terms name it: {'white_noise_z' in dup})",
+)
+expect(
+    "noisy" in without_w,
+    False,
+    "duplicates: 1% noisy copy caught without white_noise_z (misreading)",
+    fatal=False,
+)
 if r < 2:
     print("rule controls need a round with a finalized round before it (--round 2 or later)")
     finish()

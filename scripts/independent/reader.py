@@ -776,12 +776,39 @@ def kept_largest(o_flat, upd, overlap) -> bool:
     return kept > 0 and hits / kept > overlap
 
 
-def duplicate_copies(items, dup: dict) -> dict:
+def white_residual(o_upd, upd) -> float:
+    """README *Duplicates*, white_noise_z: the structure statistic of upd's residual from
+    o_upd, each tensor divided by its root mean square; inf when not applicable."""
+    names = sorted(upd)
+    if names != sorted(o_upd) or any(upd[n].shape != o_upd[n].shape for n in names):
+        return math.inf
+    x = flat_of(upd, names, False)
+    r = flat_of(o_upd, names, False)
+    rr = block_sum(r * r)
+    if not (rr > 0 and math.isfinite(rr)):
+        return math.inf
+    s = block_sum(x * r) / rr
+    if not (s > 0 and math.isfinite(s)):
+        return math.inf
+    e = x - s * r
+    parts, at = {}, 0
+    for n in names:
+        size = int(np.asarray(upd[n]).size)
+        t = e[at : at + size].reshape(np.asarray(upd[n]).shape)
+        at += size
+        m = block_sum((t * t).ravel()) / size if size else 0.0
+        parts[n] = t / math.sqrt(m) if 0 < m < math.inf else t
+    return structure(parts)
+
+
+def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
     """README *Duplicates*: items = [(site, sha256, {name: array} or None)] in commit order;
-    returns {site: the original's site} for every copy."""
+    noisy: the sites whose update declares DP-SGD; returns {site: the original's site} for
+    every copy."""
 
     cos_t, l2_t, scaled = dup.get("cosine"), dup.get("relative_l2"), dup.get("scaled_cosine")
     support, overlap = dup.get("support_cosine"), dup.get("support_overlap")
+    white = dup.get("white_noise_z") or 0
 
     originals = []
     copies = {}
@@ -820,6 +847,19 @@ def duplicate_copies(items, dup: dict) -> dict:
             if overlap is not None and kept_largest(o_flat, upd, overlap):
                 found = o_site
                 break
+        if found is None and white > 0 and flat is not None and site not in noisy:
+            # the closest original by cosine (the first on a tie), above 0.5
+            best, closest = 0.0, None
+            for o_site, _, o_flat, _, o_upd in originals:
+                if len(o_flat) != len(flat):
+                    continue
+                na = math.sqrt(float(np.dot(o_flat, o_flat)))
+                nb = math.sqrt(float(np.dot(flat, flat)))
+                if na > 0 and nb > 0 and float(np.dot(o_flat, flat)) / (na * nb) > best:
+                    best = float(np.dot(o_flat, flat)) / (na * nb)
+                    closest = (o_site, o_upd)
+            if closest is not None and best > 0.5 and white_residual(closest[1], upd) < white:
+                found = closest[0]
         if found is not None:
             copies[site] = found
         elif upd is not None:
@@ -1622,6 +1662,7 @@ FLOAT_FIELDS = (
     ("duplicates", "scaled_cosine"),
     ("duplicates", "support_cosine"),
     ("duplicates", "support_overlap"),
+    ("duplicates", "white_noise_z"),
     ("personalisation", "lr"),
     ("privacy", "delta"),
 )
@@ -2173,6 +2214,7 @@ def main(argv=None):
             copies_now = duplicate_copies(
                 [(a, reveals[a].args.sha256, deltas.get(a)) for a in revealed_now],
                 terms.get("duplicates") or {},
+                {a for a in hdrs if hdrs[a].get("dp") is not None},
             )
             need_dp_now = bool((asked or {}).get("required"))
             spends_now: dict = {}
@@ -2394,7 +2436,11 @@ def main(argv=None):
             for e in commits
             if e.args.site.lower() in reveals
         ]
-        copies = duplicate_copies(items, terms.get("duplicates") or {})
+        copies = duplicate_copies(
+            items,
+            terms.get("duplicates") or {},
+            {a for a in hdrs if hdrs[a].get("dp") is not None},
+        )
         if peer:  # README *Peer rounds*: a copy weighted 0, no other DUPLICATE
             dup_ok = all(onchain[a][4] == 0 for a in copies if a in onchain) and all(
                 a in copies for a in onlabel if onlabel[a] == "DUPLICATE"

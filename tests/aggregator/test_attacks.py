@@ -80,7 +80,8 @@ def _honest_blobs(fed: Federation, r: int) -> list[bytes]:
     gen = torch.Generator().manual_seed(7)
     return [
         encode_update(
-            {k: v + 0.05 * v.std() * torch.randn(v.shape, generator=gen) for k, v in base.items()},
+            # noise shaped like the update: not a copy plus white noise (white_noise_z)
+            {k: v * (1 + 0.05 * torch.randn(v.shape, generator=gen)) for k, v in base.items()},
             spec=SPEC,
             round=r,
         ).blob

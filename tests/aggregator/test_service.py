@@ -288,7 +288,10 @@ def test_round_falls_back_to_data_free_scores_when_no_update_lowers_the_loss(
     blobs = []
     for acct in anvil.sites[:3]:
         delta = {
-            k: v + 0.01 * v.std() * torch.randn(v.shape, generator=gen) for k, v in base.items()
+            # noise shaped like the update (each entry its own share): distinct sites, not the
+            # same update plus white noise, which the duplicate rule's white_noise_z marks
+            k: v * (1 + 0.01 * torch.randn(v.shape, generator=gen))
+            for k, v in base.items()
         }
         blob = encode_update(delta, spec=spec, round=r).blob
         blobs.append(blob)

@@ -18,6 +18,7 @@ import torch
 
 from fedtrail.valuation.freeride import (
     dp_copy_statistic,
+    duplicate_residual_z,
     free_riders,
     shaped_residual_z,
     structure_z,
@@ -225,3 +226,57 @@ def test_kept_entries_verdicts_match_the_screen() -> None:
         )
         assert set(mine) == set(theirs)
         assert set(mine) == ({"0x" + "4" * 40} if overlap < 1 else set())
+
+
+def _per_tensor_noise(u: dict[str, F32], level: float, rng: np.random.Generator) -> dict[str, F32]:
+    """a1's ``noise`` copy: Gaussian noise of ``level`` times each tensor's std."""
+    return {
+        k: (v + np.float32(level * float(v.std())) * rng.standard_normal(v.shape)).astype(
+            np.float32
+        )
+        for k, v in u.items()
+    }
+
+
+def test_duplicate_white_residual_is_the_same_bits() -> None:
+    """README *Duplicates*' ``white_noise_z`` statistic, the reader's and the product's, on a
+    structured pair, a copy plus noise of each tensor's std, and pairs it does not apply to
+    (pointing away, a zero earlier update)."""
+    rng = np.random.default_rng(7)
+    a, b = _update(rng, 0.01, True), _update(rng, 0.01, True)
+    copy = _per_tensor_noise(a, 0.01, rng)
+    mixed = {k: (v + np.float32(0.3) * b[k]).astype(np.float32) for k, v in a.items()}
+    away = {k: -v for k, v in a.items()}
+    zero = {k: np.zeros_like(v) for k, v in a.items()}
+    for later, earlier in ((copy, a), (mixed, a), (b, a), (a, copy), (away, a), (a, zero)):
+        ours = duplicate_residual_z(_torch(later), _torch(earlier))
+        assert R.white_residual(_wide(earlier), _wide(later)) == ours
+    assert duplicate_residual_z(_torch(copy), _torch(a)) < 10
+    assert duplicate_residual_z(_torch(away), _torch(a)) == math.inf
+
+
+def test_duplicate_copies_with_white_noise_z_match_the_product() -> None:
+    """The reader's duplicate rule with ``white_noise_z`` decides a round as find_duplicates:
+    the noisy copy is a DUPLICATE of the earlier update, unless it declares DP-SGD."""
+    from fedtrail.protocol.duplicates import Entry, find_duplicates
+    from fedtrail.protocol.terms import DuplicateRule
+
+    rng = np.random.default_rng(8)
+    a, b = _update(rng, 0.01, True), _update(rng, 0.01, True)
+    ups = {
+        "a": a,
+        "b": b,
+        "c": _per_tensor_noise(a, 0.05, rng),
+        "d": _per_tensor_noise(b, 0.2, rng),
+    }
+    rule = DuplicateRule()
+    dup = rule.to_json()
+    items = [(s, f"{i:064x}", _wide(u)) for i, (s, u) in enumerate(ups.items())]
+    for noisy in (frozenset(), frozenset({"c"})):
+        entries = [
+            Entry(s, i + 1, f"{i:064x}", _torch(u), noise_declared=s in noisy)
+            for i, (s, u) in enumerate(ups.items())
+        ]
+        ours = find_duplicates(entries, rule, whiteness=duplicate_residual_z)
+        assert R.duplicate_copies(items, dup, noisy) == ours
+        assert ours == ({"d": "b"} if noisy else {"c": "a", "d": "b"})

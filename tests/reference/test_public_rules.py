@@ -511,10 +511,15 @@ def test_the_duplicate_rule_follows_the_readme() -> None:
     for i, (site, d) in enumerate(ups.items()):
         entries.append(Entry(site, i + 1, f"{i:064x}", d))
         ref_in.append((site, f"{i:064x}", {k: v.numpy() for k, v in d.items()}))
-    old = DuplicateRule(scaled_cosine=None, support_cosine=None, support_overlap=None)
-    no_support = DuplicateRule(support_cosine=None, support_overlap=None)
-    no_overlap = DuplicateRule(support_overlap=None)
-    for rule in (DuplicateRule(), no_overlap, no_support, old):
+    # the white-noise test (white_noise_z) is the reader's (test_freeride_noise_reference):
+    # here the rules before it, on these random updates (whose pairs' residuals are white)
+    no_white = DuplicateRule(white_noise_z=None)
+    old = DuplicateRule(
+        scaled_cosine=None, support_cosine=None, support_overlap=None, white_noise_z=None
+    )
+    no_support = DuplicateRule(support_cosine=None, support_overlap=None, white_noise_z=None)
+    no_overlap = DuplicateRule(support_overlap=None, white_noise_z=None)
+    for rule in (no_white, no_overlap, no_support, old):
         ours = find_duplicates(entries, rule)
         assert ours == ref_copies(
             ref_in,
@@ -524,7 +529,7 @@ def test_the_duplicate_rule_follows_the_readme() -> None:
             rule.support_cosine,
             rule.support_overlap,
         )
-    assert find_duplicates(entries, DuplicateRule()) == {
+    assert find_duplicates(entries, no_white) == {
         **{"b": "a", "c": "a", "d": "a", "f": "e"},
         # i keeps e's largest entries, which are a's too (e is a plus 2% noise)
         **{"g": "a", "h": "e", "i": "a"},

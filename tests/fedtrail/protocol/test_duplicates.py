@@ -6,12 +6,15 @@ support rule (``support_cosine``) its copy sent sparser (a90), and the kept-entr
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 
 import pytest
 import torch
 
+from fedtrail.errors import ConfigError
 from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.protocol import duplicates
 from fedtrail.protocol.duplicates import (
     SCREEN_CHUNK,
     Entry,
@@ -22,7 +25,6 @@ from fedtrail.protocol.duplicates import (
     _screen,
     _screen_margin,
     codes,
-    find_duplicates,
     near_identical,
     sparse,
     support_copy,
@@ -31,13 +33,27 @@ from fedtrail.protocol.duplicates import (
 )
 from fedtrail.protocol.terms import DuplicateRule, RoundTerms
 from fedtrail.storage.codec import Compression, decode_update, encode_update
+from fedtrail.valuation.freeride import duplicate_residual_z
 
-RULE = DuplicateRule()
-OLD = DuplicateRule(scaled_cosine=None, support_cosine=None, support_overlap=None)
+
+def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, str]:
+    """The product's search with the white-noise statistic the aggregator and auditor pass."""
+    return duplicates.find_duplicates(entries, rule, whiteness=duplicate_residual_z)
+
+
+RULE = DuplicateRule(white_noise_z=None)
+"""The rule of terms written before ``white_noise_z``, for the other parts' tests: their
+synthetic updates and "honest" pairs are random, so a pair's residual is white noise, which
+the white-noise test (tests at the end, on structured updates) calls a copy."""
+WHITE = DuplicateRule()
+"""The rule of terms written now."""
+OLD = DuplicateRule(
+    scaled_cosine=None, support_cosine=None, support_overlap=None, white_noise_z=None
+)
 """The rule of terms written before ``scaled_cosine``: cosine and distance together."""
-NO_SUPPORT = DuplicateRule(support_cosine=None, support_overlap=None)
+NO_SUPPORT = DuplicateRule(support_cosine=None, support_overlap=None, white_noise_z=None)
 """The rule of terms written before ``support_cosine`` (a90)."""
-NO_OVERLAP = DuplicateRule(support_overlap=None)
+NO_OVERLAP = DuplicateRule(support_overlap=None, white_noise_z=None)
 """The rule of terms written before ``support_overlap`` (a93)."""
 HONEST_MAX = 0.999930
 """The largest cosine of two honest updates of one round that ``scripts/bench/dup_cosine.py``
@@ -210,9 +226,15 @@ def test_screened_search_equals_the_pair_by_pair_rule() -> None:
         RULE,
         OLD,
         NO_SUPPORT,
-        DuplicateRule(cosine=0.5, relative_l2=0.9, scaled_cosine=None, support_cosine=None),
-        DuplicateRule(cosine=1.0, scaled_cosine=None),
-        DuplicateRule(cosine=1.0, scaled_cosine=0.5),
+        DuplicateRule(
+            cosine=0.5,
+            relative_l2=0.9,
+            scaled_cosine=None,
+            support_cosine=None,
+            white_noise_z=None,
+        ),
+        DuplicateRule(cosine=1.0, scaled_cosine=None, white_noise_z=None),
+        DuplicateRule(cosine=1.0, scaled_cosine=0.5, white_noise_z=None),
     ):
         got = find_duplicates(entries, rule)
         assert got == _reference(entries, rule)
@@ -427,12 +449,19 @@ def test_the_support_screen_skips_only_pairs_the_support_rule_rejects() -> None:
         _sparse(b, 0.3),
     ]
     entries = [Entry(f"s{i:02d}", i + 1, f"{i:064x}", d) for i, d in enumerate(updates)]
-    for rule in (RULE, DuplicateRule(support_cosine=0.999), DuplicateRule(support_cosine=0.99)):
+    for rule in (
+        RULE,
+        DuplicateRule(support_cosine=0.999, white_noise_z=None),
+        DuplicateRule(support_cosine=0.99, white_noise_z=None),
+    ):
         assert find_duplicates(entries, rule) == _reference(entries, rule)
     got = find_duplicates(entries, RULE)
     assert got["s02"] == "s00" and got["s03"] == "s00" and got["s07"] == "s06"
     assert got["s04"] == "s00" and "s05" not in got
-    assert find_duplicates(entries, DuplicateRule(support_cosine=0.999))["s05"] == "s00"
+    assert (
+        find_duplicates(entries, DuplicateRule(support_cosine=0.999, white_noise_z=None))["s05"]
+        == "s00"
+    )
 
 
 def test_terms_without_support_cosine_keep_their_bytes_and_pay_a_sparse_copy() -> None:
@@ -563,7 +592,7 @@ def test_terms_without_support_overlap_keep_their_bytes_and_pay_a_noisy_sparse_c
     entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, _noisy_kept(d, 0.05, 0.1))]
     assert find_duplicates(entries, parsed.duplicates) == {}
     now = _terms(DuplicateRule()).to_bytes()
-    assert b'"support_cosine":0.999995,"support_overlap":0.99}' in now
+    assert b'"support_cosine":0.999995,"support_overlap":0.99,"white_noise_z":1000.0}' in now
     assert find_duplicates(entries, RoundTerms.from_bytes(now).duplicates) == {"sybil": "h0"}
 
 
@@ -610,3 +639,116 @@ def test_sparse_counts_zeros_outside_all_zero_rows_and_columns_at_the_edges() ->
     block = torch.zeros(6, 6)
     block[1:4, 2:5] = torch.eye(3)
     assert sparse({"w": block, "e": torch.zeros(0, 5)}) and zero_share({"w": block}) == 6 / 9
+
+
+def _structured(seed: int, cosine: float = 1.0) -> tuple[dict[str, torch.Tensor], ...]:
+    """Two model-shaped updates sharing each unit's scale (every row and column of a tensor of
+    two or more dimensions its own log-normal factor, as trained updates' units differ), at
+    ``cosine`` to each other: two honest sites of one round differ by such structured
+    values, not by white noise. With ``cosine`` 1 the second is the first."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {k: v.shape for k, v in initial_model(ModelSpec(), 0).state_dict().items()}
+    a, b = {}, {}
+    for name, shape in shapes.items():
+        if len(shape) >= 2:
+            rows = torch.randn(shape[0], 1, generator=gen).exp()
+            cols = torch.randn(1, math.prod(shape[1:]), generator=gen).exp()
+            scale = (rows * cols).reshape(shape)
+        else:
+            scale = torch.randn(shape, generator=gen).exp()
+        g1, g2 = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+        a[name] = (scale * g1).to(torch.float32)
+        sine = math.sqrt(1.0 - cosine * cosine)
+        b[name] = (scale * (cosine * g1 + sine * g2)).to(torch.float32)
+    return a, b
+
+
+def _a1_noise(d: Mapping[str, torch.Tensor], level: float, seed: int) -> dict[str, torch.Tensor]:
+    """``a1_sybil_scaled_copy.py noise``: Gaussian noise of ``level`` times each tensor's std."""
+    gen = torch.Generator().manual_seed(seed)
+    return {k: v + level * v.std() * torch.randn(v.shape, generator=gen) for k, v in d.items()}
+
+
+@pytest.mark.parametrize("level", [0.005, 0.01, 0.05, 0.2])
+def test_a_copy_plus_noise_of_each_tensors_std_is_a_duplicate_by_its_white_residual(
+    level: float,
+) -> None:
+    """a1 ``noise 3 0.01`` and ``0.05``: past ``scaled_cosine`` at 1% and more (the rule
+    before ``white_noise_z`` pays them), but the copy minus its original is white noise
+    within each tensor."""
+    d, _ = _structured(40)
+    copy = _a1_noise(d, level, 41)
+    entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, copy)]
+    assert duplicate_residual_z(copy, d) < 10
+    assert find_duplicates(entries, WHITE) == {"sybil": "h0"}
+    if level >= 0.01:
+        assert find_duplicates(entries, RULE) == {}
+
+
+def test_honest_pairs_closer_than_a_noisy_copy_are_not_white_noise() -> None:
+    """Two updates at the closest honest cosine measured (0.99993, closer than a 1% copy),
+    differing by values shaped like their units, are no copies: their residual has structure
+    far above ``white_noise_z``; nor is an update a copy of an unrelated one."""
+    a, b = _structured(42, HONEST_MAX)
+    assert abs(_cos(a, b) - HONEST_MAX) < 1e-5
+    assert duplicate_residual_z(b, a) > 10 * (WHITE.white_noise_z or 0)
+    entries = [Entry("h0", 1, "a" * 64, a), Entry("h1", 2, "b" * 64, b)]
+    assert find_duplicates(entries, WHITE) == {}
+    c, _ = _structured(43)
+    assert find_duplicates([entries[0], Entry("h2", 2, "c" * 64, c)], WHITE) == {}
+
+
+def test_the_white_noise_test_is_ordered_and_spares_declared_dp_noise() -> None:
+    """The later committed update is the copy; one that declares DP-SGD carries declared
+    Gaussian noise (honest DP-SGD updates differ by white noise) and is not tested."""
+    d, _ = _structured(44)
+    copy = _a1_noise(d, 0.05, 45)
+    first = [Entry("sybil", 1, "b" * 64, copy), Entry("h0", 2, "a" * 64, d)]
+    assert find_duplicates(first, WHITE) == {"h0": "sybil"}
+    declared = [Entry("h0", 1, "a" * 64, d), Entry("dp", 2, "b" * 64, copy, noise_declared=True)]
+    assert find_duplicates(declared, WHITE) == {}
+    off = DuplicateRule(white_noise_z=0.0)
+    assert find_duplicates([first[1], Entry("s", 2, "b" * 64, copy)], off) == {}
+
+
+def test_the_white_noise_rule_needs_its_statistic() -> None:
+    """Without the statistic (a layer above), a rule that names ``white_noise_z`` is refused
+    rather than applied without it; terms without it search as before."""
+    d, _ = _structured(46)
+    entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, _a1_noise(d, 0.05, 1))]
+    with pytest.raises(ConfigError, match="white_noise_z"):
+        duplicates.find_duplicates(entries, WHITE)
+    assert duplicates.find_duplicates(entries, RULE) == {}
+
+
+def test_terms_without_white_noise_z_keep_their_bytes_and_pay_a_noisy_copy() -> None:
+    """Terms written before ``white_noise_z`` lack the key and replay the rule of their day
+    (a1's 1% copy paid); terms written now carry it and catch the copy."""
+    blob = _terms(RULE).to_bytes()
+    assert b'"support_overlap":0.99}' in blob and b"white_noise_z" not in blob
+    parsed = RoundTerms.from_bytes(blob)
+    assert parsed.duplicates == RULE and parsed.to_bytes() == blob
+    d, _ = _structured(47)
+    entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, _a1_noise(d, 0.01, 2))]
+    assert find_duplicates(entries, parsed.duplicates) == {}
+    now = RoundTerms.from_bytes(_terms(WHITE).to_bytes())
+    assert now.duplicates.white_noise_z == 1000.0
+    assert find_duplicates(entries, now.duplicates) == {"sybil": "h0"}
+
+
+def test_the_white_noise_test_looks_only_at_an_original_that_explains_the_update() -> None:
+    """An update of pure noise (a test fixture's random update) is white, and so is its
+    residual from an unrelated original: not a copy, as the closest original's cosine is
+    not above 0.5; a copy with noise of its own norm (cosine 0.71) is still one."""
+    d, _ = _structured(48)
+    gen = torch.Generator().manual_seed(49)
+    size = math.sqrt(sum(float((v.double() ** 2).sum()) for v in d.values()) / _flat(d).numel())
+    # noise as long as d, plus a fifth of d (cosine about 0.2): its residual from d is white
+    noise = {k: size * torch.randn(v.shape, generator=gen) + 0.2 * v for k, v in d.items()}
+    assert 0.1 < _cos(d, noise) < 0.3
+    assert duplicate_residual_z(noise, d) < 10  # white: only the cosine floor spares it
+    entries = [Entry("h0", 1, "a" * 64, d), Entry("h1", 2, "b" * 64, noise)]
+    assert find_duplicates(entries, WHITE) == {}
+    loud = _a1_noise(d, 1.0, 50)
+    assert 0.6 < _cos(d, loud) < 0.8
+    assert find_duplicates([entries[0], Entry("s", 2, "c" * 64, loud)], WHITE) == {"s": "h0"}

@@ -290,6 +290,25 @@ def test_terms_without_support_cosine_are_refused_as_looser() -> None:
     ]
 
 
+def test_terms_without_white_noise_z_are_refused_as_looser() -> None:
+    """Terms that lack ``duplicates.white_noise_z`` (or carry 0) replay the rule before it,
+    which pays a same-round copy plus 1% noise (attack a1 ``noise 3 0.01``): read as 0, off,
+    and refused; a site that widened ``[accept.loosest]`` takes them. A higher threshold flags
+    more: refused as stricter."""
+    for old in (DuplicateRule(white_noise_z=None), DuplicateRule(white_noise_z=0.0)):
+        assert ThresholdLimits().breaches(Combiner(), old) == []
+        assert ThresholdLimits().loosest.breaches(Combiner(), old) == [
+            "duplicate_white_noise_z 0.0 (accepted: at least 1000.0)"
+        ]
+        wide = limits_from({"loosest": {"duplicate_white_noise_z": 0.0}})
+        assert wide.refusal(Combiner(), old) is None
+    strict = DuplicateRule(white_noise_z=5000.0)
+    assert ThresholdLimits().breaches(Combiner(), strict) == [
+        "duplicate_white_noise_z 5000.0 (accepted: at most 1000.0)"
+    ]
+    assert ThresholdLimits().refusal(Combiner(), DuplicateRule()) is None
+
+
 def test_both_sides_are_named_together() -> None:
     both = replace(Combiner(), stale_cosine=0.5, max_sample_ratio=1e9)
     refusal = ThresholdLimits().refusal(both)
