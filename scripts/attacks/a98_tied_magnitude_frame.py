@@ -15,7 +15,7 @@ update through ``topk8`` at 0.05 (a sparse federation).
 ``BEFORE=1``: the kept-entries rule with ties counted whole (the aggregator's, the audit's and
 the stale screen's), to measure the old behaviour on this tree.
 
-usage: scripts/attacks/real.sh scripts/attacks/a98_tied_magnitude_frame.py same|stale|honest [ROUNDS]
+usage: scripts/attacks/real.sh scripts/attacks/a98_tied_magnitude_frame.py same|stale|honest [R]
 Exits 1 when an honest site is unpaid (weight 0, DUPLICATE or FREE_RIDER) in any round with
 ``audit verify`` passing (the attack works), 0 otherwise; ``honest`` exits 0 when every site is
 paid in every round and verify and the independent reader pass. The reader
