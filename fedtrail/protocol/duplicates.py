@@ -406,11 +406,11 @@ class _Ranked:
         equal = torch.zeros(counts.numel(), dtype=torch.int64).index_add_(
             0, group, ((mine == kth) & (mine != 0)).to(torch.int64)
         )
-        out: list[int | Fraction] = []
-        for h, e, p, t in zip(
-            above.tolist(), equal.tolist(), places.tolist(), ties.tolist(), strict=True
-        ):
-            out.append(h + e if p == t or not e else h + Fraction(e * p, t))
+        whole = (places == ties) | (equal == 0)  # every tie fits: each counts 1
+        shared = torch.nonzero(~whole).reshape(-1).tolist()
+        out: list[int | Fraction] = (above + torch.where(whole, equal, 0)).tolist()
+        for g in shared:
+            out[g] += Fraction(int(equal[g]) * int(places[g]), int(ties[g]))
         return out
 
     def hits(self, kept: _Kept) -> Fraction:
@@ -431,7 +431,7 @@ class _Batch:
     index: torch.Tensor
     tensors: torch.Tensor
     counts: torch.Tensor
-    groups: list[int]
+    groups: torch.Tensor
     totals: list[int]
 
     @classmethod
@@ -440,15 +440,24 @@ class _Batch:
             torch.cat([k.index for k in kept]),
             torch.cat([k.tensors for k in kept]),
             torch.cat([k.counts for k in kept]),
-            [n for n, k in enumerate(kept) for _ in range(k.counts.numel())],
+            torch.cat(
+                [torch.full((k.counts.numel(),), n, dtype=torch.int64) for n, k in enumerate(kept)]
+            ),
             [k.index.numel() for k in kept],
         )
 
     def hits(self, r: _Ranked) -> list[Fraction]:
         """:meth:`_Ranked.hits` of every member, in one pass over ``r``."""
-        out: list[int | Fraction] = [0 for _ in self.totals]
-        for n, h in zip(self.groups, r.tally(self.index, self.tensors, self.counts), strict=True):
-            out[n] += h
+        got = r.tally(self.index, self.tensors, self.counts)
+        exact = [h if isinstance(h, int) else 0 for h in got]
+        out: list[int | Fraction] = (
+            torch.zeros(len(self.totals), dtype=torch.int64)
+            .index_add_(0, self.groups, torch.tensor(exact, dtype=torch.int64))
+            .tolist()
+        )
+        for g, h in enumerate(got):
+            if not isinstance(h, int):
+                out[int(self.groups[g])] += h
         return [Fraction(h) for h in out]
 
 
