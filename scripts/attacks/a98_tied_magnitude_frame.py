@@ -34,6 +34,7 @@ import torch
 from harness import SPEC, Site, run
 
 import fedtrail.protocol.duplicates as duplicates
+from fedtrail.errors import RoundStateError
 from fedtrail.storage.codec import Compression, encode_update
 
 if os.environ.get("BEFORE"):
@@ -93,7 +94,11 @@ sites = [
     Site("frame", 150 if MODE == "honest" else 0, strategy=frame, cap=150, commit_first=True),
     *honest,
 ]
-res = run(sites, rounds=ROUNDS, real=True)
+try:
+    res = run(sites, rounds=ROUNDS, real=True)
+except RoundStateError as exc:  # a round with no usable update is never finalized
+    print(f"the run stopped: {exc} (every update of a round zeroed: the honest sites unpaid)")
+    sys.exit(1)
 unpaid = []
 for i, row in enumerate(res["results"], 1):
     got = {s.name: row.get(s.name, {}) for s in honest}
