@@ -7,7 +7,8 @@ counted whole (the kept-entries rule before a98), every entry of such an update 
 round 1 and a free-rider reference for ``stale_rounds`` rounds, FREE_RIDER in rounds 2-3
 (``stale``). Ties now share the places left (``(k - A) / T`` each): the frame scores about 5%.
 
-Modes: ``same`` (the frame every round, committed first), ``stale`` (the frame in round 1 only)
+Modes: ``same`` (the frame every round, committed first), ``stale``
+(the frame in round 1 only, committed after the honest sites: only the stale screen sees it)
 and ``honest`` (a control: the frame site trains on 150 images of its own and sends them through
 ``topk8`` like the others, committed first). Four honest sites of 150, every one sending its
 update through ``topk8`` at 0.05 (a sparse federation).
@@ -90,10 +91,11 @@ def sparse_honest(name):
 
 
 honest = [Site(f"h{i}", 150, strategy=sparse_honest(f"h{i}")) for i in range(4)]
-sites = [
-    Site("frame", 150 if MODE == "honest" else 0, strategy=frame, cap=150, commit_first=True),
-    *honest,
-]
+# ``stale``: the frame commits after the honest sites in round 1 (no same-round original of
+# theirs), a reference of round 1 from round 2 on
+first = MODE != "stale"
+framer = Site("frame", 150 if MODE == "honest" else 0, strategy=frame, cap=150, commit_first=first)
+sites = [framer, *honest] if first else [*honest, framer]
 try:
     res = run(sites, rounds=ROUNDS, real=True)
 except RoundStateError as exc:  # a round with no usable update is never finalized
