@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Final
 
 import numpy as np
@@ -351,13 +352,17 @@ class _Kept:
 @dataclass(frozen=True)
 class _Ranked:
     """An earlier flat update ``a`` for :func:`support_overlap`: ``a`` itself, and each
-    tensor's nonzero magnitudes sorted in descending order (``sorted``, tensor after tensor:
-    ``offsets`` where each starts, ``nonzero`` how many)."""
+    tensor's nonzero magnitudes sorted in descending order (``sorted``, tensor after tensor,
+    then a sentinel 0: ``offsets`` where each starts, ``nonzero`` how many; ``first`` and
+    ``last``: for each place of ``sorted``, the first and last place of its run of equal
+    magnitudes within its tensor)."""
 
     a: torch.Tensor
     sorted: torch.Tensor
     offsets: torch.Tensor
     nonzero: torch.Tensor
+    first: torch.Tensor
+    last: torch.Tensor
 
     @classmethod
     def of(cls, a: torch.Tensor, sizes: Sequence[int]) -> _Ranked:
@@ -370,68 +375,125 @@ class _Ranked:
             at += n
         nonzero = torch.tensor(counts, dtype=torch.int64)
         offsets = nonzero.cumsum(0) - nonzero
-        flat = torch.cat(parts) if parts else a.new_zeros(0)
-        return cls(a, torch.cat([flat, a.new_zeros(1)]), offsets, nonzero)
+        flat = torch.cat([*parts, a.new_zeros(1)])
+        # the sentinel is a tensor of its own: a run never crosses tensors
+        tensor = torch.repeat_interleave(
+            torch.arange(len(sizes) + 1), torch.cat([nonzero, torch.ones(1, dtype=torch.int64)])
+        )
+        n = flat.numel()
+        place = torch.arange(n)
+        new = torch.ones(n, dtype=torch.bool)
+        new[1:] = (flat[1:] != flat[:-1]) | (tensor[1:] != tensor[:-1])
+        ends = torch.ones(n, dtype=torch.bool)
+        ends[:-1] = new[1:]
+        first = torch.where(new, place, 0).cummax(0).values
+        last = torch.where(ends, place, n).flip(0).cummin(0).values.flip(0)
+        return cls(a, flat, offsets, nonzero, first, last)
 
-    def hits(self, kept: _Kept) -> int:
-        """How many of ``kept``'s entries this update holds nonzero and at least the ``k``-th
-        largest magnitude of its tensor there (0 when the tensor has fewer than ``k`` nonzero
-        magnitudes: every nonzero one counts)."""
-        mine = self.a.index_select(0, kept.index).abs()
-        nonzero = self.nonzero.index_select(0, kept.tensors)
-        at = self.offsets.index_select(0, kept.tensors) + kept.counts - 1
+    def tally(
+        self, index: torch.Tensor, tensors: torch.Tensor, counts: torch.Tensor
+    ) -> list[int | Fraction]:
+        """For each group of later entries (positions ``index``, grouped tensor by tensor:
+        group ``g`` holds ``counts[g]`` of them, all in tensor ``tensors[g]``) their hits: 1
+        for each at which ``|a|`` is above the tensor's ``k``-th largest nonzero magnitude
+        ``m`` (``k`` the group's count; when the tensor has fewer than ``k``, ``m`` is 0 and
+        every nonzero counts 1), ``(k - A) / T`` for each at which ``|a| == m != 0``, ``A``
+        and ``T`` the tensor's magnitudes above and equal to ``m`` (ties share the places
+        left: they cannot widen the ``k`` largest). Exact: an integer, or a fraction where
+        some ties share."""
+        mine = self.a.index_select(0, index).abs()
+        nonzero = self.nonzero.index_select(0, tensors)
+        offset = self.offsets.index_select(0, tensors)
+        at = offset + counts - 1
         # past a tensor's nonzero magnitudes the k-th largest is 0: the sentinel at the end
-        at = torch.where(kept.counts <= nonzero, at, self.sorted.numel() - 1)
-        kth = self.sorted.index_select(0, at).repeat_interleave(kept.counts)
-        return int(((mine != 0) & (mine >= kth)).sum())
+        at = torch.where(counts <= nonzero, at, self.sorted.numel() - 1)
+        first, last = self.first.index_select(0, at), self.last.index_select(0, at)
+        places = counts - (first - offset)  # k - A (the sentinel's ties never count)
+        ties = last - first + 1  # T
+        kth = self.sorted.index_select(0, at).repeat_interleave(counts)
+        group = torch.arange(counts.numel()).repeat_interleave(counts)
+        above = torch.zeros(counts.numel(), dtype=torch.int64).index_add_(
+            0, group, (mine > kth).to(torch.int64)
+        )
+        equal = torch.zeros(counts.numel(), dtype=torch.int64).index_add_(
+            0, group, ((mine == kth) & (mine != 0)).to(torch.int64)
+        )
+        whole = (places == ties) | (equal == 0)  # every tie fits: each counts 1
+        shared = torch.nonzero(~whole).reshape(-1).tolist()
+        out: list[int | Fraction] = (above + torch.where(whole, equal, 0)).tolist()
+        for g in shared:
+            out[g] += Fraction(int(equal[g]) * int(places[g]), int(ties[g]))
+        return out
+
+    def hits(self, kept: _Kept) -> Fraction:
+        """How many of ``kept``'s entries lie among this update's ``k`` largest nonzero
+        magnitudes of their tensor (``k`` their count there), ties at the ``k``-th largest
+        ``m`` shared: an entry counts 1 where ``|a| > m``, ``(k - A) / T`` where ``|a| == m
+        != 0`` (:meth:`tally`), 0 elsewhere; every nonzero counts 1 when the tensor has fewer
+        than ``k`` nonzero magnitudes. Exact."""
+        return Fraction(sum(self.tally(kept.index, kept.tensors, kept.counts)))
 
 
 @dataclass(frozen=True)
 class _Batch:
     """Several later updates' :class:`_Kept` entries at once (one layout): their positions in
-    order, whose each is, and per (update, tensor) holding some the tensor and the count."""
+    order, and per (update, tensor) holding some the tensor, the count and whose (``groups``,
+    by index)."""
 
     index: torch.Tensor
-    owner: torch.Tensor
     tensors: torch.Tensor
     counts: torch.Tensor
+    groups: torch.Tensor
     totals: list[int]
 
     @classmethod
     def of(cls, kept: Sequence[_Kept]) -> _Batch:
         return cls(
             torch.cat([k.index for k in kept]),
-            torch.cat(
-                [torch.full((k.index.numel(),), n, dtype=torch.int64) for n, k in enumerate(kept)]
-            ),
             torch.cat([k.tensors for k in kept]),
             torch.cat([k.counts for k in kept]),
+            torch.cat(
+                [torch.full((k.counts.numel(),), n, dtype=torch.int64) for n, k in enumerate(kept)]
+            ),
             [k.index.numel() for k in kept],
         )
 
-    def hits(self, r: _Ranked) -> list[int]:
+    def hits(self, r: _Ranked) -> list[Fraction]:
         """:meth:`_Ranked.hits` of every member, in one pass over ``r``."""
-        mine = r.a.index_select(0, self.index).abs()
-        nonzero = r.nonzero.index_select(0, self.tensors)
-        at = r.offsets.index_select(0, self.tensors) + self.counts - 1
-        at = torch.where(self.counts <= nonzero, at, r.sorted.numel() - 1)
-        kth = r.sorted.index_select(0, at).repeat_interleave(self.counts)
-        hit = ((mine != 0) & (mine >= kth)).to(torch.int64)
-        out = torch.zeros(len(self.totals), dtype=torch.int64).index_add_(0, self.owner, hit)
-        return [int(x) for x in out.tolist()]
+        got = r.tally(self.index, self.tensors, self.counts)
+        exact = [h if isinstance(h, int) else 0 for h in got]
+        out: list[int | Fraction] = (
+            torch.zeros(len(self.totals), dtype=torch.int64)
+            .index_add_(0, self.groups, torch.tensor(exact, dtype=torch.int64))
+            .tolist()
+        )
+        for g, h in enumerate(got):
+            if not isinstance(h, int):
+                out[int(self.groups[g])] += h
+        return [Fraction(h) for h in out]
 
 
 def support_overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
     """The share of ``b``'s nonzero entries at which ``a`` is nonzero and among the ``k``
     largest magnitudes of its tensor, ``k`` the number of ``b``'s nonzero entries in that
-    tensor: an entry counts when ``|a_i| != 0`` and ``|a_i|`` is at least the ``k``-th largest
-    ``|a|`` there (ties count); 0 when ``b`` is zero (:attr:`DuplicateRule.support_overlap`).
-    A copy of ``a`` sent through ``topk8`` keeps exactly those entries: 1, whatever it adds to
-    their values afterwards (attack a93). Tensors in sorted name order, ``b``'s sizes."""
+    tensor, with ``m`` the ``k``-th largest nonzero ``|a|`` there: an entry counts 1 where
+    ``|a_i| > m``, and ``(k - A) / T`` where ``|a_i| == m`` (``A``, ``T`` the tensor's nonzero
+    magnitudes above and equal to ``m``: ties share the places left, so an ``a`` of equal
+    magnitudes, whose ``m`` is every entry, cannot claim every sparse update, attack a98); every
+    nonzero ``a_i`` counts 1 when the tensor has fewer than ``k``; 0 when ``b`` is zero
+    (:attr:`DuplicateRule.support_overlap`). A copy of ``a`` sent through ``topk8`` keeps
+    exactly those entries: 1 (without ties at ``m``), whatever it adds to their values
+    afterwards (attack a93). Tensors in sorted name order, ``b``'s sizes. The rules compare
+    the exact share (:func:`_share_above`); this float is its nearest."""
     sizes = [b[n].numel() for n in sorted(b)]
     kept = _Kept.of(_flat(b), sizes)
     total = kept.index.numel()
-    return _Ranked.of(_flat(a), sizes).hits(kept) / total if total else 0.0
+    return float(_Ranked.of(_flat(a), sizes).hits(kept) / total) if total else 0.0
+
+
+def _share_above(hits: Fraction, total: int, threshold: float) -> bool:
+    """Whether ``hits / total`` is above ``threshold``, exactly (the float's own value)."""
+    return hits > Fraction(threshold) * total
 
 
 def kept_largest_of(
@@ -466,7 +528,7 @@ def kept_largest_of(
     for i in refs:
         hits = batch.hits(_Ranked.of(_flat(earlier[i]), sizes))
         for n, (j, _) in enumerate(kept):
-            if j not in out and hits[n] / batch.totals[n] > threshold:
+            if j not in out and _share_above(hits[n], batch.totals[n], threshold):
                 out[j] = i
         if len(out) == len(kept):
             break
@@ -783,7 +845,7 @@ def find_duplicates(
     batched: list[int] = []  # (few: membership in a list is cheap next to the products)
     batch: list[_Batch] = []
     built: list[bool] = []
-    shares: dict[int, dict[int, float]] = {}  # original -> batched update -> share
+    shares: dict[int, dict[int, bool]] = {}  # original -> batched update -> above
 
     def entries_of(j: int) -> _Kept | None:
         if j not in kept_of:
@@ -818,13 +880,17 @@ def find_duplicates(
                 assert original is not None
                 hits = batch[0].hits(_Ranked.of(_flat(original), sizes))
                 totals = batch[0].totals
-                shares[i] = {k: h / n for k, h, n in zip(batched, hits, totals, strict=True)}
-            return shares[i][j] > overlap
+                shares[i] = {
+                    k: _share_above(h, n, overlap)
+                    for k, h, n in zip(batched, hits, totals, strict=True)
+                }
+            return shares[i][j]
         kept = entries_of(j)
         assert kept is not None
         original = deltas[i]
         assert original is not None
-        return _Ranked.of(_flat(original), sizes).hits(kept) / kept.index.numel() > overlap
+        hit = _Ranked.of(_flat(original), sizes).hits(kept)
+        return _share_above(hit, kept.index.numel(), overlap)
 
     def near(i: int, j: int) -> bool:
         (a, na), (b, nb) = flat(i), flat(j)

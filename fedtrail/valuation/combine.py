@@ -339,7 +339,8 @@ class Combiner:
     (:func:`~fedtrail.protocol.duplicates.support_overlap`, the duplicate rule's
     ``support_overlap`` test): an earlier update resent through ``topk8`` with noise added to the
     entries it keeps passes ``stale_support_cosine`` (attack a93 ``stale``); honest ``topk8``
-    updates came to 0.80 at most against their references (``scripts/bench/support_overlap.py``).
+    updates came to 0.8953 at most against their references (40 sites of at least 10 images;
+    ``scripts/bench/support_overlap.py``; README *Sparse noisy copies*).
     A recorded set without it means 1: off.
     """
 

@@ -54,6 +54,7 @@ import statistics
 import struct
 import sys
 import unicodedata
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -756,11 +757,13 @@ def sparse_update(upd) -> bool:
 
 def kept_largest(o_flat, upd, overlap) -> bool:
     """README *Duplicates*, support_overlap: a sparse ``upd`` more than ``overlap`` of whose
-    nonzero entries are, tensor by tensor, where the original is nonzero and at least the
-    k-th largest of its magnitudes (k: this one's nonzero entries in the tensor)."""
+    nonzero entries are, tensor by tensor, among the original's k largest nonzero magnitudes
+    (k: this one's nonzero entries in the tensor; m the k-th largest: 1 above m, (k - A) / T
+    at m, A and T the magnitudes above and at m; every nonzero 1 when fewer than k)."""
     if not sparse_update(upd):
         return False
-    hits = kept = 0
+    hits = Fraction(0)
+    kept = 0
     at = 0
     for name in sorted(upd):
         b = np.asarray(upd[name]).reshape(-1)
@@ -770,10 +773,16 @@ def kept_largest(o_flat, upd, overlap) -> bool:
         k = int(on.sum())
         if k == 0:
             continue
-        m = np.sort(a)[::-1][k - 1]
-        hits += int(((a != 0) & (a >= m) & on).sum())
         kept += k
-    return kept > 0 and hits / kept > overlap
+        mags = a[a != 0]
+        if mags.size < k:
+            hits += int(((a != 0) & on).sum())
+            continue
+        m = np.sort(mags)[::-1][k - 1]
+        above, ties = int((mags > m).sum()), int((mags == m).sum())
+        hits += int(((a > m) & on).sum())
+        hits += Fraction(int(((a == m) & on).sum()) * (k - above), ties)
+    return kept > 0 and hits > Fraction(overlap) * kept
 
 
 def white_residual(o_upd, upd) -> float:

@@ -280,3 +280,53 @@ def test_duplicate_copies_with_white_noise_z_match_the_product() -> None:
         ours = find_duplicates(entries, rule, whiteness=duplicate_residual_z)
         assert R.duplicate_copies(items, dup, noisy) == ours
         assert ours == ({"d": "b"} if noisy else {"c": "a", "d": "b"})
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_a_reference_of_equal_magnitudes_flags_no_honest_sparse_update(levels: int) -> None:
+    """a98 ``stale``: a reference whose magnitudes are equal in each tensor (and, for two
+    levels, 0.02 on every 50th entry) had every entry at its k-th largest, so with ties counted
+    whole every honest sparse update scored 1 against it. The README's rule (the reader) and
+    free_riders: none flagged by the kept-entries test, and a noisy sparse copy of a real
+    reference still is."""
+    rng = np.random.default_rng(11)
+    real = _update(rng, 0.01, True)
+    frame = {}
+    for k, v in _update(rng, 0.01, True).items():
+        mag = np.full(v.shape, 0.01, dtype=np.float32)
+        if levels == 2:
+            mag.reshape(-1)[::50] = 0.02
+        frame[k] = (mag * np.sign(v)).astype(np.float32)
+    sites = {f"0x{i:040x}": _top(_update(rng, 0.01, True), 0.05, rng, 0.0) for i in (1, 2, 3)}
+    sites["0x" + "4" * 40] = _top(real, 0.05, rng, 0.1)
+    order = sorted(sites, key=lambda a: int(a, 16))
+    labels = ["a frame of round 1", "an update of round 1"]
+    cc = {
+        "free_rider_norm": 0.01,
+        "stale_cosine": 0.99999,
+        "stale_distance": 1e6,
+        "tiny_size_power": 0.0,
+        "stale_support_cosine": 0.999995,
+        "stale_support_overlap": 0.99,
+    }
+    theirs = free_riders(
+        {s: _torch(u) for s, u in sites.items()},
+        {labels[0]: _torch(frame), labels[1]: _torch(real)},
+        min_norm_ratio=0.01,
+        stale_cosine=0.99999,
+        stale_distance=1e6,
+        stale_support_cosine=0.999995,
+        stale_support_overlap=0.99,
+    )
+    mine, _ = R.free_rider_rule(
+        order,
+        {s: _flat(sites[s]) for s in order},
+        [(labels[0], _flat(frame)), (labels[1], _flat(real))],
+        {s: 1 for s in order},
+        cc,
+        0.0,
+        str,
+        tensors={s: _wide(sites[s]) for s in order},
+        ref_tensors=[_wide(frame), _wide(real)],
+    )
+    assert set(mine) == set(theirs) == {"0x" + "4" * 40}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping, Sequence
+from fractions import Fraction
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ from fedtrail.protocol.duplicates import (
     _screen,
     _screen_margin,
     codes,
+    kept_largest_of,
     near_identical,
     sparse,
     support_copy,
@@ -108,8 +110,11 @@ def _kept_largest(a: torch.Tensor, b: Mapping[str, torch.Tensor], threshold: flo
     """The kept-entries rule written out entry by entry: ``b`` sparse (more than half of its
     values 0 once its all-zero rows and columns are cut) and more than ``threshold`` of its
     nonzero entries at positions where flat ``a`` is nonzero and fewer than ``k`` entries of
-    ``a``'s tensor are larger in magnitude (``k``: ``b``'s nonzero entries in the tensor)."""
-    total = zeros = hits = kept = 0
+    ``a``'s tensor are larger in magnitude (``k``: ``b``'s nonzero entries in the tensor), the
+    ``E`` entries of its magnitude sharing the ``k - larger`` places left when they overflow
+    them (each ``(k - larger) / E``)."""
+    total = zeros = kept = 0
+    hits = Fraction(0)
     at = 0
     for name in sorted(b):
         t = b[name]
@@ -121,12 +126,19 @@ def _kept_largest(a: torch.Tensor, b: Mapping[str, torch.Tensor], threshold: flo
         total, zeros = total + size, zeros + size - len(nonzero)
         mags = [abs(v) for v in a[at : at + t.numel()].tolist()]
         ordered = sorted(mags)
+        k = len(nonzero)
         for i in nonzero:
+            if mags[i] == 0.0:
+                continue
             larger = len(ordered) - bisect.bisect_right(ordered, mags[i])
-            hits += mags[i] != 0.0 and larger < len(nonzero)
-        kept += len(nonzero)
+            equal = bisect.bisect_right(ordered, mags[i]) - bisect.bisect_left(ordered, mags[i])
+            if larger + equal <= k:
+                hits += 1
+            elif larger < k:
+                hits += Fraction(k - larger, equal)
+        kept += k
         at += t.numel()
-    return 2 * zeros > total and kept > 0 and hits / kept > threshold
+    return 2 * zeros > total and kept > 0 and hits / kept > Fraction(threshold)
 
 
 def _toward(a: torch.Tensor, cosine: float, gen: torch.Generator) -> torch.Tensor:
@@ -539,10 +551,11 @@ def test_a_noisy_copy_of_a_sparse_update_on_its_own_entries_is_a_duplicate() -> 
     assert find_duplicates(entries, RULE) == {"sybil": "h0"}
 
 
-def test_support_overlap_counts_the_kept_entries_among_the_largest_ties_included() -> None:
+def test_support_overlap_counts_the_kept_entries_among_the_largest_ties_shared() -> None:
     """A hand-worked tensor: ``|a|`` = 3, 2, 2, 1, 0, 0; ``b`` keeping positions 1 and 2
-    (``k`` 2, the 2nd largest 2: both count), 0 and 4 (``a`` is 0 at 4: half), 1, 2 and 3
-    (``k`` 3, the 3rd largest 2: position 3's 1 does not count)."""
+    (``k`` 2, the 2nd largest 2 with one above and two equal: each counts (2 - 1) / 2, share
+    1/2), 0 and 4 (``a`` is 0 at 4: half), 1, 2 and 3 (``k`` 3: both 2s fit the two places
+    left, each 1; position 3's 1 does not count)."""
     a = {"w": torch.tensor([3.0, -2.0, 2.0, 1.0, 0.0, 0.0])}
 
     def kept(*at: int) -> dict[str, torch.Tensor]:
@@ -550,10 +563,68 @@ def test_support_overlap_counts_the_kept_entries_among_the_largest_ties_included
         t[list(at)] = 1.0
         return {"w": t}
 
-    assert support_overlap(a, kept(1, 2)) == 1.0
+    assert support_overlap(a, kept(1, 2)) == 0.5
+    assert support_overlap(a, kept(0, 1)) == 0.75
     assert support_overlap(a, kept(0, 4)) == 0.5
     assert support_overlap(a, kept(1, 2, 3)) == 2 / 3
+    assert support_overlap(a, kept(0, 1, 2, 3, 4)) == 4 / 5  # fewer than k nonzero: each 1
     assert support_overlap(a, {"w": torch.zeros(6)}) == 0.0
+
+
+def _frame(d: Mapping[str, torch.Tensor], levels: int) -> dict[str, torch.Tensor]:
+    """An update of ``levels`` magnitudes per tensor (0.01 and, for two, 0.02 on every 50th
+    entry: fewer than ``topk8``'s 5%, so the k-th largest is still 0.01) with the signs of
+    ``d``: no training, committed before anyone (attack a98)."""
+    out = {}
+    for k, v in d.items():
+        mag = torch.full_like(v, 0.01)
+        if levels == 2:
+            mag.reshape(-1)[::50] = 0.02
+        out[k] = mag * torch.sign(v)
+    return out
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_an_update_of_equal_magnitudes_claims_no_honest_sparse_update(levels: int) -> None:
+    """a98: with ties counted whole (the rule before), an update whose magnitudes are all equal
+    has every entry at its k-th largest, so every honest ``topk8`` update committed after it
+    scored 1 and was its DUPLICATE (and, sent in an earlier round, its stale copy). Ties share
+    the places left: such a frame scores about k/n against an honest sparse update, while a
+    noisy ``topk8`` copy of a real update still scores 1."""
+    frame = _frame(_update(50), levels)
+    honest = [_sparse(_update(51 + i), 0.05) for i in range(3)]
+    for h in honest:
+        assert sparse(h) and support_overlap(frame, h) < 0.2
+    entries = [Entry("frame", 1, "f" * 64, frame)] + [
+        Entry(f"h{i}", i + 2, f"{i:064x}", h) for i, h in enumerate(honest)
+    ]
+    assert find_duplicates(entries, RULE) == {}
+    assert find_duplicates(entries, RULE) == _reference(entries, RULE)
+    assert kept_largest_of([frame], honest, 0.99) == {}
+    real = _update(60)
+    copy = _noisy_kept(real, 0.05, 0.05, seed=5)
+    assert support_overlap(real, copy) == 1.0
+    assert kept_largest_of([frame, real], [*honest, copy], 0.99) == {3: 1}
+
+
+def test_a_topk_copy_of_an_update_with_ties_at_the_boundary_is_still_caught() -> None:
+    """An original whose k-th largest magnitude is tied (a few entries equal at the boundary
+    of one tensor): ``topk8`` picks k - A of the T tied entries, so the copy scores A + (k -
+    A)^2 / T in that tensor, still above 0.99 over the update while T is small next to k."""
+    real = _update(61)
+    name = max(real, key=lambda n: real[n].numel())
+    flat = real[name].reshape(-1)
+    k = int((_sparse(real, 0.05)[name] != 0).sum())  # the codec's k there
+    order = flat.abs().argsort(descending=True)
+    m = flat.abs()[order[k - 1]]
+    tied = order[k - 2 : k + 2]  # four equal at the boundary: A = k - 2, T = 4
+    flat[tied] = m * torch.sign(flat[tied])
+    copy = _sparse(real, 0.05)
+    share = support_overlap(real, copy)
+    total = sum(int((v != 0).sum()) for v in copy.values())
+    assert share == float(Fraction(total - 2 + 1, total))  # two tied kept, each 2/4
+    assert share > 0.99
+    assert kept_largest_of([real], [copy], 0.99) == {0: 0}
 
 
 def test_honest_sparse_updates_and_dense_ones_with_dead_units_are_not_copies() -> None:
