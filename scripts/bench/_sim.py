@@ -576,7 +576,8 @@ def _sub_seed(*parts: int) -> int:
 
 def parse_seeds(text: str) -> list[int]:
     """A seed option: a count N (seeds 0..N-1) or a list such as 0,3,7-9 (one seed S: S-S).
-    Nothing to run is an error: ``--seeds 0`` ran no seed and wrote an empty run."""
+    Nothing to run is a usage error, exit 2 with the message on stderr (every bench parses
+    its seeds after its arguments): ``--seeds 0`` ran no seed and wrote an empty run."""
     if "," in text or "-" in text:
         out: list[int] = []
         for part in text.split(","):
@@ -585,9 +586,11 @@ def parse_seeds(text: str) -> list[int]:
     else:
         out = list(range(int(text)))
     if not out:
-        raise ValueError(
-            f"--seeds {text!r} names no seed (a count N runs seeds 0..N-1; one seed S: S-S)"
+        print(
+            f"error: --seeds {text!r} names no seed (a count N runs seeds 0..N-1; one seed S: S-S)",
+            file=sys.stderr,
         )
+        raise SystemExit(2)
     return out
 
 
