@@ -745,6 +745,8 @@ def sparse_update(upd) -> bool:
     for name in sorted(upd):
         t = np.asarray(upd[name])
         nz = t != 0
+        if t.size == 0:  # an empty matrix holds no value (README: cut to nothing)
+            continue
         if t.ndim < 2:
             size = t.size
         else:
@@ -1131,6 +1133,8 @@ def structure(parts: dict, present: dict | None = None) -> float:
 def sparse(update: dict) -> bool:
     total = zeros = 0
     for a in update.values():
+        if a.size == 0:  # an empty matrix holds no value
+            continue
         nz = a != 0
         if a.ndim >= 2:
             m = nz.reshape(a.shape[0], -1)

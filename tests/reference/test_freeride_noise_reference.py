@@ -330,3 +330,28 @@ def test_a_reference_of_equal_magnitudes_flags_no_honest_sparse_update(levels: i
         ref_tensors=[_wide(frame), _wide(real)],
     )
     assert set(mine) == set(theirs) == {"0x" + "4" * 40}
+
+
+def test_the_readers_sparse_tests_are_the_products_at_the_edges() -> None:
+    """README's *sparse* (both places the reader reads it: the kept-entries rule and the
+    shaped test) against the product's one ``duplicates.sparse``, at the edges: exactly half
+    zeros, one more, 1-D and 0-D tensors counted whole, all-zero and empty matrices (a
+    (0, n) tensor used to raise in the reader; it holds no value) and dead rows and columns."""
+    from fedtrail.protocol.duplicates import sparse
+
+    block = np.zeros((6, 6), np.float32)
+    block[1:4, 2:5] = np.eye(3, dtype=np.float32)
+    cases: list[dict[str, F32]] = [
+        {"w": np.array([[1, 0], [0, 1]], np.float32)},
+        {"w": np.eye(3, dtype=np.float32)},
+        {"b": np.array([0, 0, 1], np.float32)},
+        {"b": np.array([0, 1], np.float32)},
+        {"s": np.array(0.0, np.float32), "b": np.array([0, 1], np.float32)},
+        {"w": np.zeros((4, 3), np.float32), "e": np.zeros((0, 5), np.float32)},
+        {"w": np.zeros((5, 0), np.float32), "b": np.array([0, 0, 1], np.float32)},
+        {"w": block, "e": np.zeros((0, 5), np.float32)},
+    ]
+    for case in cases:
+        product = sparse({k: torch.from_numpy(v) for k, v in case.items()})
+        assert R.sparse_update(case) == product, case
+        assert R.sparse(case) == product, case
