@@ -852,7 +852,7 @@ def find_duplicates(
             delta = deltas[j]
             assert delta is not None
             sizes = [delta[n].numel() for n in sorted(delta)]
-            kept = _Kept.of(_flat(delta), sizes) if sparse(delta) else None
+            kept = _Kept.of(flat(j)[0], sizes) if sparse(delta) else None
             kept_of[j] = kept if kept is not None and kept.index.numel() else None
         return kept_of[j]
 
@@ -876,9 +876,7 @@ def find_duplicates(
                 batch.append(_Batch.of([e for e in map(entries_of, batched) if e is not None]))
         if j in shares.get(i, {}) or (i not in shares and j in batched):
             if i not in shares:
-                original = deltas[i]
-                assert original is not None
-                hits = batch[0].hits(_Ranked.of(_flat(original), sizes))
+                hits = batch[0].hits(_Ranked.of(flat(i)[0], sizes))
                 totals = batch[0].totals
                 shares[i] = {
                     k: _share_above(h, n, overlap)
@@ -887,9 +885,7 @@ def find_duplicates(
             return shares[i][j]
         kept = entries_of(j)
         assert kept is not None
-        original = deltas[i]
-        assert original is not None
-        hit = _Ranked.of(_flat(original), sizes).hits(kept)
+        hit = _Ranked.of(flat(i)[0], sizes).hits(kept)
         return _share_above(hit, kept.index.numel(), overlap)
 
     def near(i: int, j: int) -> bool:
