@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from fedtrail.aggregator.clock import STALL_SECONDS, ClockWatch
 from fedtrail.chain import MAX_POLL_INTERVAL
@@ -36,6 +38,7 @@ from fedtrail.protocol.weights import SCORE_SCALE
 if TYPE_CHECKING:  # the service, the valuation and the ML load torch: imported where used
     from fedtrail.aggregator.service import AggregatorSettings, RoundOutcome
     from fedtrail.ledger.client import Ledger
+    from fedtrail.ml.models import ModelSpec
     from fedtrail.protocol.roundlog import ValuationSettings
     from fedtrail.storage.store import ContentStore
 
@@ -138,6 +141,49 @@ def default_consent_warnings(settings: AggregatorSettings) -> list[str]:
             "terms.windows unless given the same table (audit verify --accept)"
         )
     return out
+
+
+def _settings(
+    params: Mapping[str, Any],
+    *,
+    model: ModelSpec,
+    class_names: tuple[str, ...],
+    initial_salt: str,
+) -> AggregatorSettings:
+    """The service's settings from ``aggregator run``'s parameters (by name)."""
+    from fedtrail.aggregator.service import AggregatorSettings
+    from fedtrail.ml.aggregation import AggregationRule
+    from fedtrail.valuation import default_combiner
+
+    p = params
+    large_game, validator_game = p["large_game"], p["validator_game"]
+    return AggregatorSettings(
+        rule=AggregationRule(name=p["rule"], statistics=p["statistics"]),
+        valuation=p["valuation"],
+        metric=p["metric"],
+        standing=p["standing"],
+        combiner=replace(default_combiner(p["standing"]), max_sample_ratio=p["max_sample_ratio"]),
+        explanation_check=p["explanation_check"],
+        round_seconds=p["round_seconds"],
+        reveal_seconds=p["reveal_seconds"],
+        poll_interval=p["poll_interval"],
+        seed=p["seed"],
+        initial_salt=initial_salt,
+        large_game=None if large_game == "none" else large_game,
+        model=model,
+        class_names=class_names,
+        personalise_steps=p["personalise_steps"],
+        personalise_lr=p["personalise_lr"],
+        personalise_method=p["personalise_method"],
+        dp_delta=p["dp_delta"] or 0.0,
+        dp_required=p["dp_required"],
+        project_shift=p["project_shift"],
+        valuation_mode=p["valuation_mode"],
+        validator_game=None if validator_game == "none" else validator_game,
+        peer_quorum=p["peer_quorum"],
+        score_commit_seconds=p["score_commit_seconds"],
+        score_reveal_seconds=p["score_reveal_seconds"],
+    )
 
 
 def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
@@ -372,11 +418,9 @@ def run(
     chain after a restart."""
     import torch
 
-    from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
-    from fedtrail.ml.aggregation import AggregationRule
+    from fedtrail.aggregator.service import AggregatorService
     from fedtrail.ml.catalog import load_source
     from fedtrail.ml.task import task_for
-    from fedtrail.valuation import default_combiner
 
     if rounds is not None and until_round is not None:
         raise click.UsageError("give --rounds or --until-round, not both")
@@ -402,32 +446,29 @@ def run(
     if val.image_size != (task.spec.image_size, task.spec.image_size):
         val = val.resized(task.spec.image_size)
     stop = stop_on_signals("stopping after the current step")
-    settings = AggregatorSettings(
-        rule=AggregationRule(name=rule, statistics=statistics),
-        valuation=valuation,
-        metric=metric,
-        standing=standing,
-        combiner=replace(default_combiner(standing), max_sample_ratio=max_sample_ratio),
-        explanation_check=explanation_check,
-        round_seconds=round_seconds,
-        reveal_seconds=reveal_seconds,
-        poll_interval=poll_interval,
-        seed=seed,
-        initial_salt=_initial_salt(initial_salt, ledger, store, seed),
-        large_game=None if large_game == "none" else large_game,
-        model=task.spec,
-        class_names=task.class_names,
-        personalise_steps=personalise_steps,
-        personalise_lr=personalise_lr,
-        personalise_method=personalise_method,
-        dp_delta=dp_delta or 0.0,
-        dp_required=dp_required,
-        project_shift=project_shift,
-        valuation_mode=valuation_mode,
-        validator_game=None if validator_game == "none" else validator_game,
-        peer_quorum=peer_quorum,
-        score_commit_seconds=score_commit_seconds,
-        score_reveal_seconds=score_reveal_seconds,
+    salt = _initial_salt(initial_salt, ledger, store, seed)
+    ctx = click.get_current_context()
+    given = {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name)
+        not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+    }
+    unset = {
+        p.name: p.type_cast_value(ctx, p.get_default(ctx))
+        for p in ctx.command.params
+        if p.name in given and p.name is not None
+    }
+    # continuing a ledger, the service takes round 1's payment settings where these settings
+    # offer what the defaults offer, and refuses the ones given here that change them
+    settings = replace(
+        _settings(ctx.params, model=task.spec, class_names=task.class_names, initial_salt=salt),
+        defaults=_settings(
+            {**ctx.params, **unset},
+            model=task.spec,
+            class_names=task.class_names,
+            initial_salt=salt,
+        ),
     )
     for warning in default_consent_warnings(settings):
         log.warning("%s", warning)

@@ -70,6 +70,7 @@ from fedtrail.protocol.evidence import (
 )
 from fedtrail.protocol.peers import GateUndecided, PeerVote, default_quorum
 from fedtrail.protocol.terms import (
+    ABSENT,
     DEFAULT_VALIDATOR_GAME,
     INITIAL_MODEL_DEPLOYMENT,
     MAX_TERMS_BYTES,
@@ -78,7 +79,9 @@ from fedtrail.protocol.terms import (
     PrivacyTerms,
     RoundTerms,
     deployment_seed,
+    fields_by_path,
     payment_differences,
+    round_one_fixed,
     seeded_salt,
     valid_salt,
 )
@@ -222,6 +225,15 @@ class AggregatorSettings:
     majority otherwise decides its value (README, *Valuation under DP*); without DP it measured
     worse. None (default): on exactly when the terms require DP (``dp_required``); True or
     False: as given. Sites accept it or not (``[accept] project_shift``)."""
+
+    defaults: AggregatorSettings | None = None
+    """The settings this aggregator runs with where its operator chose none (``aggregator
+    run``: every flag at its default). Set, a service that continues a ledger takes round 1's
+    value of every payment setting round 1 fixed (:func:`~fedtrail.protocol.terms.
+    round_one_fixed`) where these settings offer what ``defaults`` offer (an older version
+    wrote round 1 with other defaults), and refuses one where they offer another (the
+    operator's choice, :class:`~fedtrail.errors.PaymentSettingsChanged`). None: nothing is
+    taken from round 1; a setting that changes what it fixed is refused."""
 
     def __post_init__(self) -> None:
         try:
@@ -440,6 +452,9 @@ class AggregatorService:
         self._terms: dict[int, tuple[RoundTerms, roundlog.BlobRef]] = {}
         self._validation_sha256: str | None = None
         self._probe: roundlog.ExplanationProbe | None = None
+        self._round_one: RoundTerms | None = None
+        self._told_round_one = False
+        """Whether the settings taken from round 1's terms were logged (once a service)."""
         self._unusable: dict[int, tuple[tuple[tuple[str, str, str, int, int], ...], bool]] = {}
         """Round -> the reveals (and whether past the reveal deadline) last valued with no
         usable update: a poll that sees the same is not valued again (issue 18)."""
@@ -510,26 +525,29 @@ class AggregatorService:
 
     # ---------------------------------------------------------------- phases
 
-    def _windows(self) -> tuple[int, int]:
+    def _windows(self, settings: AggregatorSettings | None = None) -> tuple[int, int]:
         """(commit, reveal) window lengths: the settings', raised to the ledger's minimum."""
+        settings = self.settings if settings is None else settings
         least = self.ledger.min_round_window()
-        return max(self.settings.round_seconds, least), max(self.settings.reveal_seconds, least)
+        return max(settings.round_seconds, least), max(settings.reveal_seconds, least)
 
-    def _score_windows(self) -> tuple[int, int]:
+    def _score_windows(self, settings: AggregatorSettings | None = None) -> tuple[int, int]:
         """A peer round's (score commit, score reveal) window lengths: the settings' (default:
         the reveal window), raised to the ledger's minimum."""
+        settings = self.settings if settings is None else settings
         least = self.ledger.min_round_window()
-        _, reveal_s = self._windows()
-        commit = self.settings.score_commit_seconds or reveal_s
-        reveal = self.settings.score_reveal_seconds or reveal_s
+        _, reveal_s = self._windows(settings)
+        commit = settings.score_commit_seconds or reveal_s
+        reveal = settings.score_reveal_seconds or reveal_s
         return max(commit, least), max(reveal, least)
 
-    def peer_quorum(self) -> int:
+    def peer_quorum(self, settings: AggregatorSettings | None = None) -> int:
         """The quorum of a peer round opened now: the settings', or a majority of the sites
         active now (those a round opened now counts active at open). ConfigError when it is
         above the active sites (the contract would refuse the round)."""
+        settings = self.settings if settings is None else settings
         active = self.ledger.active_site_count()
-        quorum = self.settings.peer_quorum or default_quorum(active)
+        quorum = settings.peer_quorum or default_quorum(active)
         if quorum > active:
             raise ConfigError(
                 f"peer quorum {quorum} is above the {active} active site(s): no peer round "
@@ -538,39 +556,107 @@ class AggregatorService:
         return quorum
 
     def round_terms(self, round_id: int) -> RoundTerms:
-        """The terms this aggregator offers for round ``round_id`` (from its settings); a peer
-        round's carry the valuation mode, its quorum and the score windows."""
+        """The terms this aggregator offers for round ``round_id``: from its settings (a peer
+        round's carry the valuation mode, its quorum and the score windows); continuing a
+        ledger with :attr:`AggregatorSettings.defaults` set, with round 1's value of every
+        payment setting round 1 fixed that its defaults change (:meth:`_round_one_fixed`)."""
+        offered = self._offered_terms(round_id, self.settings)
+        if round_id <= 1 or self.settings.defaults is None:
+            return offered
+        return self._round_one_fixed(offered, self.settings.defaults)
+
+    def _offered_terms(self, round_id: int, settings: AggregatorSettings) -> RoundTerms:
+        """The terms ``settings`` offer for round ``round_id``, on this service's task and
+        validation split."""
         if self._validation_sha256 is None:
             self._validation_sha256 = self.validation.content_sha256()
-        commit_s, reveal_s = self._windows()
-        peers = self.settings.valuation_mode == "peers"
-        score_windows = self._score_windows() if peers else (None, None)
-        check = self.settings.explanation_check
+        commit_s, reveal_s = self._windows(settings)
+        peers = settings.valuation_mode == "peers"
+        score_windows = self._score_windows(settings) if peers else (None, None)
+        check = settings.explanation_check
         return RoundTerms(
             round=round_id,
-            aggregation_rule=self.settings.rule.to_terms(
-                statistics=bool(self.spec.statistic_names())
-            ),
-            valuation=self.settings.valuation_terms(
+            aggregation_rule=settings.rule.to_terms(statistics=bool(self.spec.statistic_names())),
+            valuation=settings.valuation_terms(
                 round_id,
-                quorum=self.peer_quorum() if peers else None,
+                quorum=self.peer_quorum(settings) if peers else None,
                 probe=self._published_probe() if check and not peers else None,
             ).to_json(),
             model_spec=self.spec.to_json(),
             spec_hash=self.spec.spec_hash(),
-            seed=self.settings.seed,
+            seed=settings.seed,
             validation_sha256=self._validation_sha256,
             validation_images=len(self.validation),
             commit_seconds=commit_s,
             reveal_seconds=reveal_s,
             class_names=self.task.class_names,
-            personalisation=self.settings.personalisation(),
-            privacy=self.settings.privacy(),
+            personalisation=settings.personalisation(),
+            privacy=settings.privacy(),
             score_commit_seconds=score_windows[0],
             score_reveal_seconds=score_windows[1],
             initial_model=INITIAL_MODEL_DEPLOYMENT,
             initial_salt=self.initial_salt(),
         )
+
+    def _first_terms(self) -> RoundTerms:
+        """Round 1's terms, read back by their on-chain hash as a node reads them (once: the
+        ledger fixes them)."""
+        if self._round_one is None:
+            first = self.ledger.get_round(1)
+            blob = self._read(first.terms_cid, first.terms_sha256, max_bytes=MAX_TERMS_BYTES)
+            try:
+                self._round_one = RoundTerms.from_bytes(blob)
+            except InvalidTerms as exc:
+                raise FedtrailError(f"round 1's committed terms are unusable: {exc}") from None
+        return self._round_one
+
+    def _round_one_fixed(self, offered: RoundTerms, defaults: AggregatorSettings) -> RoundTerms:
+        """``offered`` with round 1's value of each payment setting it fixed where this
+        aggregator's settings offer what ``defaults`` offer (:func:`~fedtrail.protocol.terms.
+        round_one_fixed`: the settings are those :func:`~fedtrail.protocol.terms.
+        payment_differences` holds to round 1, found by it). Never taken: the validation split
+        (this aggregator's own data), the valuation mode (how it runs the round) and whatever
+        its operator set otherwise than ``defaults``. Logs what it took, once. Raises
+        :class:`PaymentSettingsChanged` naming what still changes round 1's settings (a
+        setting the operator gave, another split, a mode round 1 does not allow)."""
+        first = self._first_terms()
+        own = _leaf_paths(offered)
+        default = _leaf_paths(self._offered_terms(offered.round, defaults))
+        chosen = {p for p in {*own, *default} if own.get(p) != default.get(p)}
+        never = {"validation/sha256", "validation/images", "valuation/mode", *chosen}
+        terms, taken = round_one_fixed(first, offered, own=never)
+        changed = payment_differences(first, terms)
+        if changed:
+            theirs = _leaf_paths(first)
+            given = [
+                f"{p} {own.get(p, 'absent')} (round 1's: {theirs.get(p, 'absent')})"
+                for p in sorted(chosen)
+                if own.get(p) != theirs.get(p)
+            ]
+            raise PaymentSettingsChanged(
+                f"round {offered.round} not opened: this aggregator's settings change what "
+                "round 1's terms fixed for the deployment ("
+                + "; ".join(changed)
+                + ")"
+                + (
+                    "; set otherwise than its defaults (on the command line): " + "; ".join(given)
+                    if given
+                    else ""
+                )
+                + "; every honest node would refuse the round and audit verify would fail it. "
+                "Run with round 1's settings, or deploy a new ledger for new ones"
+            )
+        if taken and not self._told_round_one:
+            self._told_round_one = True
+            log.warning(
+                "continuing this ledger under round 1's payment settings (fixed for its life, "
+                "terms.task_fixed): kept from round 1 where this version's defaults differ: %s",
+                "; ".join(
+                    f"{p} {_shown(first_value)} (this version: {_shown(ours)})"
+                    for p, ours, first_value in taken
+                ),
+            )
+        return terms
 
     def initial_salt(self) -> str:
         """The terms' ``initial_salt``: the settings', else the seed's reproducible one."""
@@ -757,13 +843,7 @@ class AggregatorService:
         are read back by their on-chain hash, as a node reads them."""
         if terms.round <= 1:
             return []
-        first = self.ledger.get_round(1)
-        blob = self._read(first.terms_cid, first.terms_sha256, max_bytes=MAX_TERMS_BYTES)
-        try:
-            reference = RoundTerms.from_bytes(blob)
-        except InvalidTerms as exc:
-            raise FedtrailError(f"round 1's committed terms are unusable: {exc}") from None
-        return payment_differences(reference, terms)
+        return payment_differences(self._first_terms(), terms)
 
     def ready_to_value(
         self, round_id: int, *, info: RoundInfo | None = None, now: int | None = None
@@ -881,7 +961,9 @@ class AggregatorService:
         """Deterministic for a given round: the same inputs give the same scores. The settings
         are the round's committed terms; with ``standing`` the history is the one the chain
         and the previous round's log hold (:mod:`fedtrail.valuation.chained`)."""
-        valuation = roundlog.ValuationSettings.from_json(self.terms(round_id)[0].valuation)
+        terms = self.terms(round_id)[0]
+        valuation = roundlog.ValuationSettings.from_json(terms.valuation)
+        base_seed = terms.seed  # the log's (RoundLog.valuation_seed): round 1's when taken
         carried: Carried | None = None
         combiner = combiner_from(valuation)
         if valuation.standing:
@@ -900,7 +982,7 @@ class AggregatorService:
             validation=self.validation,
             method=valuation.method,
             metric=valuation.metric,
-            seed=self.settings.seed + round_id if valuation.seed is None else valuation.seed,
+            seed=base_seed + round_id if valuation.seed is None else valuation.seed,
             explanation_check=bool(valuation.explanation_check),
             combiner=combiner,
             history=None if carried is None else carried.history,
@@ -1621,6 +1703,16 @@ REVEAL_GRACE = 1
 """Seconds after the first second the sites may reveal (the commit deadline plus
 ``CLOCK_SLACK`` plus one, when a site's run loop wakes for it) that the aggregator looks for
 their reveals: their store put and reveal transaction take that long."""
+
+
+def _leaf_paths(terms: RoundTerms) -> dict[str, str]:
+    """The terms' fields by path (:func:`~fedtrail.protocol.terms.round_one_fixed`'s), each
+    as canonical JSON."""
+    return {p: _shown(v) for p, v in fields_by_path(terms.to_json()).items()}
+
+
+def _shown(value: object) -> str:
+    return "absent" if value is ABSENT else json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _next_wake(info: RoundInfo, now: int, read_at: float) -> Wake:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -25,6 +25,7 @@ from fedtrail import safejson
 from fedtrail.errors import FedtrailError
 
 __all__ = [
+    "ABSENT",
     "DEFAULT_VALIDATOR_GAME",
     "DUPLICATE_COSINE",
     "DUPLICATE_RELATIVE_L2",
@@ -44,7 +45,9 @@ __all__ = [
     "PrivacyTerms",
     "RoundTerms",
     "deployment_seed",
+    "fields_by_path",
     "payment_differences",
+    "round_one_fixed",
     "seeded_salt",
     "valid_salt",
     "window_differences",
@@ -600,6 +603,118 @@ def payment_differences(first: RoundTerms, later: RoundTerms) -> list[str]:
         if was is not None and now is not None and now < was:
             out.append(f"{name} window {was} s -> {now} s (shorter than round 1's)")
     return out
+
+
+ABSENT: Final = object()
+"""A field that one of two terms documents does not hold (:func:`round_one_fixed`)."""
+
+
+def round_one_fixed(
+    first: RoundTerms, later: RoundTerms, *, own: Collection[str] = ()
+) -> tuple[RoundTerms, list[tuple[str, object, object]]]:
+    """``later`` with round 1's (``first``'s) value of every field that
+    :func:`payment_differences` holds to round 1, and its own everywhere else: what an
+    aggregator whose defaults changed since round 1 (a newer version) offers on the ledger
+    round 1 fixed. The fields are not listed here: a field of ``later`` (a ``/``-separated path
+    into its JSON, e.g. ``valuation/combiner/dp_noise_check``) is taken from round 1 exactly
+    when keeping ``later``'s value would add to what :func:`payment_differences` finds, whole
+    objects first, then their fields (a block such as ``privacy`` or ``personalisation`` is
+    taken or left whole where half of it would not parse). ``own``: paths never taken (the
+    caller's own inputs, such as its validation split, or values its operator chose); the
+    round number is ``later``'s. Returns the terms and ``(path, later's value, round 1's
+    value)`` of each field taken, :data:`ABSENT` for a value a document does not hold. What
+    still differs (an ``own`` path) is for the caller to check with
+    :func:`payment_differences`."""
+    theirs = fields_by_path(first.to_json())
+    ours = fields_by_path(later.to_json())
+    keep = {*own, "round"}
+    differing = {
+        p
+        for p in {*theirs, *ours}
+        if p not in keep and _json(theirs.get(p, ABSENT)) != _json(ours.get(p, ABSENT))
+    }
+    current = dict(ours)
+    for path in differing:
+        _set_leaf(current, path, theirs.get(path, ABSENT))
+    adopted = _terms_of(current)
+    if adopted is None:  # round 1's fields do not fit these terms: nothing taken
+        return later, []
+    found = payment_differences(first, adopted)
+
+    def revert(prefix: str) -> None:
+        """Keeps ``later``'s values under ``prefix`` where that adds nothing to what
+        :func:`payment_differences` finds (round 1's valuation seed at a later round does, its
+        offset moved); else tries each field below it."""
+        nonlocal adopted, found
+        under = sorted(
+            p for p in differing if not prefix or p == prefix or p.startswith(prefix + "/")
+        )
+        if not under:
+            return
+        trial = dict(current)
+        for path in under:
+            _set_leaf(trial, path, ours.get(path, ABSENT))
+        terms = _terms_of(trial)
+        after = None if terms is None else payment_differences(first, terms)
+        if terms is not None and after is not None and set(after) <= set(found):
+            current.clear()
+            current.update(trial)
+            adopted, found = terms, after
+            differing.difference_update(under)
+            return
+        if under == [prefix]:
+            return
+        depth = prefix.count("/") + 1 if prefix else 0
+        for child in sorted({"/".join(p.split("/")[: depth + 1]) for p in under}):
+            revert(child)
+
+    revert("")
+    taken = [(p, ours.get(p, ABSENT), theirs.get(p, ABSENT)) for p in sorted(differing)]
+    return adopted, taken
+
+
+def fields_by_path(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A JSON object's fields by ``/``-separated path, down to values that are not non-empty
+    objects."""
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict) and value:
+            out.update(fields_by_path(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _set_leaf(leaves: dict[str, Any], path: str, value: object) -> None:
+    if value is ABSENT:
+        leaves.pop(path, None)
+    else:
+        leaves[path] = value
+
+
+def _terms_of(leaves: Mapping[str, Any]) -> RoundTerms | None:
+    """The terms whose fields are ``leaves`` (:func:`fields_by_path`), or None where they do not
+    parse (a half-taken block)."""
+    doc: dict[str, Any] = {}
+    for path, value in leaves.items():
+        *parents, name = path.split("/")
+        node = doc
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # a field and an object at one path: no terms
+                return None
+        node[name] = value
+    try:
+        return RoundTerms.from_bytes(_canon(doc).encode("utf-8"))
+    except (InvalidTerms, TypeError, ValueError):
+        return None
+
+
+def _json(value: object) -> str:
+    """Equal exactly when two JSON values are, with their types (1 is not 1.0 or true)."""
+    if value is ABSENT:
+        return "<absent>"
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def _dp_delta(terms: RoundTerms) -> float | None:
