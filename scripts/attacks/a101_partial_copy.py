@@ -9,6 +9,8 @@ address (``sybil``, cap 150) that commits, in the same round and after ``h0``:
   it is past ``scaled_cosine`` at 1% (``BEFORE=1``: paid);
 * ``mix [ROUNDS]`` (150 images of its own): its own trained update with ``KEEP`` replaced by
   ``h0``'s (some tensors copied, the rest trained itself);
+* ``stale [LEVEL] [ROUNDS]`` (no data, from round 2): ``attack``'s copy made of ``h0``'s public
+  update of the round before (against the free-rider screen's stale tests; default 3 rounds);
 * ``honest [LEVEL] [ROUNDS]`` (a control): the sybil trains on 150 images of its own and adds
   the same noise to every tensor but ``KEEP`` of its own update: no copy, must be paid.
 
@@ -53,11 +55,11 @@ if os.environ.get("BEFORE"):
     print("BEFORE=1: duplicates judged without shared_tensor")
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "attack"
-if MODE not in ("attack", "mix", "honest"):
-    sys.exit(f"unknown mode {MODE!r}: attack, mix or honest")
+if MODE not in ("attack", "mix", "honest", "stale"):
+    sys.exit(f"unknown mode {MODE!r}: attack, mix, stale or honest")
 args = sys.argv[2:]
 LEVEL = float(args.pop(0)) if MODE != "mix" and args else 0.01
-ROUNDS = int(args.pop(0)) if args else 2
+ROUNDS = int(args.pop(0)) if args else (3 if MODE == "stale" else 2)
 KEEP = os.environ.get("KEEP", "fc1.weight")
 
 
@@ -72,6 +74,10 @@ def all_but_one(d, r):
 def sybil(ctx):
     if MODE == "attack":
         return all_but_one(ctx.now["h0"], ctx.round), 150
+    if MODE == "stale":
+        if not ctx.past or "h0" not in ctx.past[-1]:
+            return None  # round 1: nothing public to resend
+        return all_but_one(ctx.past[-1]["h0"], ctx.round), 150
     own = ctx.now["sybil"]
     if MODE == "mix":
         return {k: ctx.now["h0"][k] if k == KEEP else v for k, v in own.items()}, 150
@@ -79,11 +85,14 @@ def sybil(ctx):
 
 
 sites = [Site("h0", 150), Site("h1", 150), Site("h2", 150), Site("h3", 150)]
-sites.append(Site("sybil", 0 if MODE == "attack" else 150, strategy=sybil, cap=150))
+sites.append(Site("sybil", 0 if MODE in ("attack", "stale") else 150, strategy=sybil, cap=150))
 res = run(sites, rounds=ROUNDS, real=True)
 paid = []
 for i, row in enumerate(res["results"], 1):
     syb = row.get("sybil", {})
+    if not syb:
+        print(f"round {i}: sybil sent nothing")
+        continue
     both = row["h0"]["weight"] + syb.get("weight", 0.0)
     honest = " ".join(f"{h} {row[h]['reason']} {row[h]['weight']:.3f}" for h in ("h1", "h2", "h3"))
     print(
