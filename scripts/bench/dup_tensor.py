@@ -8,8 +8,9 @@ DP-SGD as the options say) and in every round, for every pair of the round's sen
   (the product's ``_tensor_keys`` with no floor; ``--`` when none), and whether the product's
   :func:`~fedtrail.protocol.duplicates.shared_tensor` at its floor
   (:data:`~fedtrail.protocol.terms.SHARED_TENSOR_MIN_SIZE`) names one (an honest pair marked);
-* the largest cosine of one tensor of at least the floor's size to the same tensor of the other
-  (how close a copy with a little noise on its one "clean" tensor would have to stay);
+* the largest cosine of one tensor of at least the floor's size to the same tensor of the other,
+  and the smallest relative distance ``|t_b - t_a| / |t_a|`` of such a tensor (how close a copy
+  with a little noise on its one "clean" tensor would have to stay);
 * the round through the product's :func:`~fedtrail.protocol.duplicates.find_duplicates` under
   the default rule (every honest update marked is counted).
 
@@ -17,7 +18,9 @@ Beside them, copies of site 0's update: ``a101 noise``, noise of ``--level`` tim
 tensor's std on every tensor but ``fc1.weight`` (``a1_sybil_scaled_copy.py noise`` that leaves
 one tensor alone); ``a101 mix``, site 0's ``fc1.weight`` with site 1's other tensors; and
 ``a101 nudged``, the ``noise`` copy with one float32 step (``nextafter``) added to every value
-of the tensor it kept (not equal: measures whether anything else catches it). Each is judged by
+of the tensor it kept (not equal: measures whether anything else catches it); and ``a101 kept
+L``, the ``noise`` copy with noise of L (1e-6 to 1e-3) times that tensor's std on the kept
+tensor too, with that tensor's relative distance to the original's. Each is judged by
 ``find_duplicates`` under the default rule and under the rule without ``shared_tensor`` (both
 after site 0's original), and its white-noise statistic printed.
 
@@ -54,6 +57,7 @@ from fedtrail.valuation.freeride import duplicate_residual_z
 
 Delta = Mapping[str, torch.Tensor]
 KEPT = "fc1.weight"
+SMALL = (1e-6, 1e-5, 1e-4, 1e-3)
 RULE = DuplicateRule()
 BEFORE = replace(RULE, shared_tensor=None)
 
@@ -72,6 +76,12 @@ def copies(deltas: Sequence[Delta], level: float, seed: int) -> dict[str, Delta]
         k: torch.nextafter(v, torch.full_like(v, math.inf)) if k == KEPT else v
         for k, v in noise.items()
     }
+    for small in SMALL:
+        t = d0[KEPT]
+        out[f"kept {small:g}"] = {
+            **noise,
+            KEPT: t + small * t.std() * torch.randn(t.shape, generator=g),
+        }
     return out
 
 
@@ -88,8 +98,10 @@ def entries(deltas: Sequence[Delta], dp: bool) -> list[Entry]:
     ]
 
 
-def per_tensor_cosine(a: Delta, b: Delta) -> float:
-    best = -1.0
+def per_tensor(a: Delta, b: Delta) -> tuple[float, float]:
+    """The largest cosine and the smallest relative distance (to ``a``'s) of one tensor of at
+    least the floor's size, both nonzero, to the same tensor of the other."""
+    best, near = -1.0, math.inf
     for k in a:
         if a[k].numel() < SHARED_TENSOR_MIN_SIZE:
             continue
@@ -97,7 +109,8 @@ def per_tensor_cosine(a: Delta, b: Delta) -> float:
         nx, ny = float(x.norm()), float(y.norm())
         if nx > 0 and ny > 0:
             best = max(best, float(x @ y) / (nx * ny))
-    return best
+            near = min(near, float((y - x).norm()) / nx, float((x - y).norm()) / ny)
+    return best, near
 
 
 class Tally:
@@ -106,9 +119,10 @@ class Tally:
         self.marked = 0  # honest pairs shared_tensor names a tensor of
         self.any_size: list[int] = []  # sizes of equal nonzero tensors at any size
         self.cosine = -1.0
+        self.distance = math.inf
         self.rule_marked = 0  # honest updates the default rule marks
         self.updates = 0
-        self.copy: dict[str, list[tuple[bool, bool, float]]] = {}
+        self.copy: dict[str, list[tuple[bool, bool, float, float]]] = {}
 
 
 def measure(config: SimConfig, splits: Any, level: float, tally: Tally) -> None:
@@ -126,7 +140,9 @@ def measure(config: SimConfig, splits: Any, level: float, tally: Tally) -> None:
                 tally.any_size += same
                 if shared_tensor(deltas[i], deltas[j]) is not None:
                     tally.marked += 1
-                tally.cosine = max(tally.cosine, per_tensor_cosine(deltas[i], deltas[j]))
+                cos, dist = per_tensor(deltas[i], deltas[j])
+                tally.cosine = max(tally.cosine, cos)
+                tally.distance = min(tally.distance, dist)
         found = find_duplicates(entries(deltas, dp), RULE, whiteness=duplicate_residual_z)
         tally.rule_marked += len(found)
         tally.updates += len(deltas)
@@ -136,7 +152,10 @@ def measure(config: SimConfig, splits: Any, level: float, tally: Tally) -> None:
             old = bool(
                 find_duplicates(entries(pair, False), BEFORE, whiteness=duplicate_residual_z)
             )
-            tally.copy.setdefault(name, []).append((now, old, duplicate_residual_z(c, deltas[0])))
+            t = deltas[0][KEPT].double()
+            dist = float((c[KEPT].double() - t).norm()) / float(t.norm())
+            white = duplicate_residual_z(c, deltas[0])
+            tally.copy.setdefault(name, []).append((now, old, white, dist))
         return real(rule, deltas, weights, **kw)
 
     _sim.aggregate = spy
@@ -187,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + f": {tally.pairs} honest pairs; equal nonzero tensors at any size "
                 f"{len(tally.any_size)} (sizes {sizes or '--'}); marked by shared_tensor "
                 f"(>= {SHARED_TENSOR_MIN_SIZE} entries) {tally.marked}; largest per-tensor "
-                f"cosine {tally.cosine:.6f}; default rule marked {tally.rule_marked} of "
+                f"cosine {tally.cosine:.6f}, smallest relative distance {tally.distance:.3g}; "
+                f"default rule marked {tally.rule_marked} of "
                 f"{tally.updates} honest updates",
                 flush=True,
             )
@@ -196,12 +216,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 now = sum(r[0] for r in rows)
                 old = sum(r[1] for r in rows)
                 white = min(r[2] for r in rows)
+                dist = max(r[3] for r in rows)
                 print(
-                    f"  copy {name:<7} caught {now}/{len(rows)} (without shared_tensor "
-                    f"{old}/{len(rows)}); smallest white-noise statistic {white:.4g}",
+                    f"  copy {name:<10} caught {now}/{len(rows)} (without shared_tensor "
+                    f"{old}/{len(rows)}); smallest white-noise statistic {white:.4g}; "
+                    f"{KEPT} relative distance at most {dist:.3g}",
                     flush=True,
                 )
-                if name != "nudged" and args.dp_epsilon is None:
+                if name in ("noise", "mix") and args.dp_epsilon is None:
                     missed += len(rows) - now
     print(f"{time.perf_counter() - started:.0f} s; misses (honest marked, copies paid): {missed}")
     return 1 if missed else 0
