@@ -156,7 +156,7 @@ entries, not all 0, with exactly an earlier update's values in it is a copy of t
 A Sybil that adds noise to every tensor of its partner's update but one, or copies some tensors
 and trains the others itself, repeats that tensor exactly (``scripts/attacks/a101_partial_copy.py``:
 paid under the tests before it); no two honest updates of one round shared a nonzero tensor
-(``scripts/bench/dup_tensor.py``; README, *Noisy same-round copies*)."""
+(``scripts/bench/dup_tensor.py``; README, *Partial copies*)."""
 
 SHARED_TENSOR_MIN_SIZE: Final = 16
 """The fewest entries a tensor needs for the shared-tensor test
