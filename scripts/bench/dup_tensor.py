@@ -98,10 +98,11 @@ def entries(deltas: Sequence[Delta], dp: bool) -> list[Entry]:
     ]
 
 
-def per_tensor(a: Delta, b: Delta) -> tuple[float, float]:
+def per_tensor(a: Delta, b: Delta) -> tuple[float, float, float]:
     """The largest cosine and the smallest relative distance (to ``a``'s) of one tensor of at
-    least the floor's size, both nonzero, to the same tensor of the other."""
-    best, near = -1.0, math.inf
+    least the floor's size, both nonzero, to the same tensor of the other; and that distance
+    over the tensors with at least the floor's count of nonzero entries in both."""
+    best, near, dense = -1.0, math.inf, math.inf
     for k in a:
         if a[k].numel() < SHARED_TENSOR_MIN_SIZE:
             continue
@@ -109,8 +110,11 @@ def per_tensor(a: Delta, b: Delta) -> tuple[float, float]:
         nx, ny = float(x.norm()), float(y.norm())
         if nx > 0 and ny > 0:
             best = max(best, float(x @ y) / (nx * ny))
-            near = min(near, float((y - x).norm()) / nx, float((x - y).norm()) / ny)
-    return best, near
+            dist = min(float((y - x).norm()) / nx, float((x - y).norm()) / ny)
+            near = min(near, dist)
+            if min(int((x != 0).sum()), int((y != 0).sum())) >= SHARED_TENSOR_MIN_SIZE:
+                dense = min(dense, dist)
+    return best, near, dense
 
 
 class Tally:
@@ -120,6 +124,7 @@ class Tally:
         self.any_size: list[int] = []  # sizes of equal nonzero tensors at any size
         self.cosine = -1.0
         self.distance = math.inf
+        self.dense_distance = math.inf
         self.rule_marked = 0  # honest updates the default rule marks
         self.updates = 0
         self.copy: dict[str, list[tuple[bool, bool, float, float]]] = {}
@@ -140,7 +145,8 @@ def measure(config: SimConfig, splits: Any, level: float, tally: Tally) -> None:
                 tally.any_size += same
                 if shared_tensor(deltas[i], deltas[j]) is not None:
                     tally.marked += 1
-                cos, dist = per_tensor(deltas[i], deltas[j])
+                cos, dist, dense = per_tensor(deltas[i], deltas[j])
+                tally.dense_distance = min(tally.dense_distance, dense)
                 tally.cosine = max(tally.cosine, cos)
                 tally.distance = min(tally.distance, dist)
         found = find_duplicates(entries(deltas, dp), RULE, whiteness=duplicate_residual_z)
@@ -206,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + f": {tally.pairs} honest pairs; equal nonzero tensors at any size "
                 f"{len(tally.any_size)} (sizes {sizes or '--'}); marked by shared_tensor "
                 f"(>= {SHARED_TENSOR_MIN_SIZE} entries) {tally.marked}; largest per-tensor "
-                f"cosine {tally.cosine:.6f}, smallest relative distance {tally.distance:.3g}; "
+                f"cosine {tally.cosine:.6f}, smallest relative distance {tally.distance:.3g} "
+                f"({tally.dense_distance:.3g} with >= {SHARED_TENSOR_MIN_SIZE} nonzero); "
                 f"default rule marked {tally.rule_marked} of "
                 f"{tally.updates} honest updates",
                 flush=True,
