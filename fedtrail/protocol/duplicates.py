@@ -20,7 +20,11 @@ import numpy as np
 import torch
 
 from fedtrail.errors import ConfigError
-from fedtrail.protocol.terms import DUPLICATE_WHITE_MIN_COSINE, DuplicateRule
+from fedtrail.protocol.terms import (
+    DUPLICATE_WHITE_MIN_COSINE,
+    SHARED_TENSOR_MIN_SIZE,
+    DuplicateRule,
+)
 
 __all__ = [
     "CODE_LEVELS",
@@ -29,6 +33,7 @@ __all__ = [
     "find_duplicates",
     "kept_largest_of",
     "near_identical",
+    "shared_tensor",
     "sparse",
     "support_copy",
     "support_copy_of",
@@ -761,6 +766,36 @@ parameters of the bundled SmallCNN, 1e-9 for 10M; the margin is 1,000x that, so 
 the exact rule could call near-identical is still decided by it, bit for bit."""
 
 
+def _tensor_keys(
+    delta: Mapping[str, torch.Tensor], min_size: int
+) -> dict[str, tuple[tuple[int, ...], bytes]]:
+    """Each tensor of ``delta`` of at least ``min_size`` entries and not all 0, by name: its
+    shape and its values widened to float64 (``-0.0`` read as ``0.0``), as bytes (equal
+    values, equal bytes: a float32 or float16 value widens exactly)."""
+    out: dict[str, tuple[tuple[int, ...], bytes]] = {}
+    for name in sorted(delta):
+        t = delta[name].detach()
+        if t.numel() < min_size or not bool((t != 0).any()):
+            continue
+        wide = t.to("cpu", torch.float64).reshape(-1) + 0.0  # -0.0 + 0.0 is 0.0
+        out[name] = (tuple(t.shape), wide.numpy().tobytes())
+    return out
+
+
+def shared_tensor(
+    earlier: Mapping[str, torch.Tensor],
+    later: Mapping[str, torch.Tensor],
+    min_size: int = SHARED_TENSOR_MIN_SIZE,
+) -> str | None:
+    """The first tensor name (sorted) of ``later`` with at least ``min_size`` entries, not all
+    0, whose shape and values (element by element) are ``earlier``'s tensor of that name; None
+    when there is none (:attr:`~fedtrail.protocol.terms.DuplicateRule.shared_tensor`). A
+    frozen or untrained layer's delta is all 0 and never counts."""
+    mine = _tensor_keys(earlier, min_size)
+    theirs = _tensor_keys(later, min_size)
+    return next((n for n in sorted(theirs) if mine.get(n) == theirs[n]), None)
+
+
 Whiteness = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor], float], float]
 """The duplicate rule's white-noise statistic of a later update's residual from an earlier one
 (``later, earlier, stop``): :func:`fedtrail.valuation.freeride.duplicate_residual_z`, the
@@ -785,7 +820,9 @@ def find_duplicates(
     10-12). A rule with ``white_noise_z`` adds the white-noise test after the others
     (``whiteness`` of the later update, unless it declares DP-SGD, and the original closest to
     it by cosine, when above 0.5: below ``white_noise_z`` is a copy); without ``whiteness`` it
-    raises ConfigError."""
+    raises ConfigError. A rule with ``shared_tensor`` on tests, before the white-noise test,
+    whether the later update repeats some nonzero tensor of an original exactly
+    (:func:`shared_tensor`; the first such original in commit order)."""
     white_z = rule.white_noise_z or None  # 0: off, as absent
     if white_z is not None and whiteness is None:
         raise ConfigError("the duplicate rule's white_noise_z needs its statistic")
@@ -920,6 +957,31 @@ def find_duplicates(
         assert original is not None and later is not None
         return closest if whiteness(later, original, white_z) < white_z else None
 
+    tensor_keys: dict[int, dict[str, tuple[tuple[int, ...], bytes]]] = {}
+
+    def shares_tensor(j: int) -> str | None:
+        """The first original (commit order) of update ``j``'s number of entries that has a
+        tensor of at least :data:`SHARED_TENSOR_MIN_SIZE` entries, not all 0, with exactly
+        ``j``'s values (:func:`shared_tensor`), when the rule's ``shared_tensor`` is on; else
+        None. Each update's tensors are widened and keyed once."""
+        if not rule.shared_tensor:
+            return None
+
+        def keys(i: int) -> dict[str, tuple[tuple[int, ...], bytes]]:
+            if i not in tensor_keys:
+                delta = deltas[i]
+                assert delta is not None
+                tensor_keys[i] = _tensor_keys(delta, SHARED_TENSOR_MIN_SIZE)
+            return tensor_keys[i]
+
+        later = keys(j)
+        for i in originals:
+            if sizes[i] == sizes[j] and later:
+                mine = keys(i)
+                if any(mine.get(n) == v for n, v in later.items()):
+                    return ordered[i].site
+        return None
+
     originals: list[int] = []
     out: dict[str, str] = {}
     for j, e in enumerate(ordered):
@@ -940,6 +1002,8 @@ def find_duplicates(
             ),
             None,
         )
+        if source is None and e.delta is not None:
+            source = shares_tensor(j)
         if source is None and e.delta is not None:
             closest = white(j)
             source = None if closest is None else ordered[closest].site

@@ -152,6 +152,21 @@ partner's update (``a1_sybil_scaled_copy.py noise``: 1% passes ``scaled_cosine``
 a residual (statistic at most 4.6 at 0.5-20% noise); two honest updates of one round left 5,838
 at least (``scripts/bench/dup_white.py``; README, *Noisy same-round copies*)."""
 
+DUPLICATE_SHARED_TENSOR: Final = 1
+"""On (1): a later update that carries some tensor of at least :data:`SHARED_TENSOR_MIN_SIZE`
+entries, not all 0, with exactly an earlier update's values in it is a copy of that update
+(:attr:`DuplicateRule.shared_tensor`, :func:`fedtrail.protocol.duplicates.shared_tensor`).
+A Sybil that adds noise to every tensor of its partner's update but one, or copies some tensors
+and trains the others itself, repeats that tensor exactly (``scripts/attacks/a101_partial_copy.py``:
+paid under the tests before it); no two honest updates of one round shared a nonzero tensor
+(``scripts/bench/dup_tensor.py``; README, *Partial copies*)."""
+
+SHARED_TENSOR_MIN_SIZE: Final = 16
+"""The fewest entries a tensor needs for the shared-tensor test
+(:attr:`DuplicateRule.shared_tensor`) to look at it: a tensor of a handful of values (a
+two-class head's bias) may in principle come out equal at two honest sites, and copying it alone
+carries next to none of an update's value."""
+
 DUPLICATE_WHITE_MIN_COSINE: Final = 0.5
 """The white-noise test (:attr:`DuplicateRule.white_noise_z`) looks only at an earlier original
 at cosine above this to the later update: a copy plus noise of up to 1.7 times its own norm is
@@ -207,6 +222,12 @@ class DuplicateRule:
     ``white_noise_z`` closes the way past ``scaled_cosine`` by adding noise: a later update
     whose residual from an earlier one is white noise within each tensor is a copy
     (:data:`DUPLICATE_WHITE_NOISE_Z`; 0: off). None (terms written before it) replays without
+    it.
+
+    ``shared_tensor`` (1: on) closes the way past ``white_noise_z`` by leaving one tensor
+    without noise (or training the others): a later update that repeats an earlier one's
+    nonzero tensor of at least :data:`SHARED_TENSOR_MIN_SIZE` entries exactly is a copy
+    (:data:`DUPLICATE_SHARED_TENSOR`). None (terms written before it) or 0 replays without
     it."""
 
     cosine: float = DUPLICATE_COSINE
@@ -215,10 +236,11 @@ class DuplicateRule:
     support_cosine: float | None = DUPLICATE_SUPPORT_COSINE
     support_overlap: float | None = DUPLICATE_SUPPORT_OVERLAP
     white_noise_z: float | None = DUPLICATE_WHITE_NOISE_Z
+    shared_tensor: int | None = DUPLICATE_SHARED_TENSOR
 
     def __post_init__(self) -> None:
         scaled, support, overlap = self.scaled_cosine, self.support_cosine, self.support_overlap
-        white = self.white_noise_z
+        white, shared = self.white_noise_z, self.shared_tensor
         if not (
             0.0 < self.cosine <= 1.0
             and 0.0 <= self.relative_l2 < 1.0
@@ -226,17 +248,19 @@ class DuplicateRule:
             and (support is None or 0.0 < support <= 1.0)
             and (overlap is None or 0.0 < overlap <= 1.0)
             and (white is None or 0.0 <= white < math.inf)
+            and (shared is None or (not isinstance(shared, bool) and shared in (0, 1)))
         ):
             raise InvalidTerms(
                 f"duplicate thresholds out of range: cosine {self.cosine}, "
                 f"relative_l2 {self.relative_l2}, scaled_cosine {scaled}, "
-                f"support_cosine {support}, support_overlap {overlap}, white_noise_z {white}"
+                f"support_cosine {support}, support_overlap {overlap}, white_noise_z {white}, "
+                f"shared_tensor {shared}"
             )
 
     def to_json(self) -> dict[str, Any]:
         """The terms' ``duplicates`` object; ``scaled_cosine``, ``support_cosine``,
-        ``support_overlap`` and ``white_noise_z`` only when set, so terms without them keep
-        their bytes."""
+        ``support_overlap``, ``white_noise_z`` and ``shared_tensor`` only when set, so terms
+        without them keep their bytes."""
         overlap = self.support_overlap
         return {
             "cosine": self.cosine,
@@ -245,6 +269,7 @@ class DuplicateRule:
             **({} if self.support_cosine is None else {"support_cosine": self.support_cosine}),
             **({} if overlap is None else {"support_overlap": overlap}),
             **({} if self.white_noise_z is None else {"white_noise_z": self.white_noise_z}),
+            **({} if self.shared_tensor is None else {"shared_tensor": int(self.shared_tensor)}),
         }
 
 
@@ -482,6 +507,9 @@ class RoundTerms:
                     white_noise_z=None
                     if "white_noise_z" not in dup
                     else _float(dup["white_noise_z"], "duplicates/white_noise_z"),
+                    shared_tensor=None
+                    if "shared_tensor" not in dup
+                    else _int(dup["shared_tensor"], "duplicates/shared_tensor"),
                 ),
                 canonical_encoding=doc["canonical_encoding"] is True,
                 class_names=_names(doc.get("class_names", [])),

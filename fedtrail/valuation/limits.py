@@ -60,6 +60,7 @@ from fedtrail.protocol.terms import (
     DUPLICATE_COSINE,
     DUPLICATE_RELATIVE_L2,
     DUPLICATE_SCALED_COSINE,
+    DUPLICATE_SHARED_TENSOR,
     DUPLICATE_SUPPORT_COSINE,
     DUPLICATE_SUPPORT_OVERLAP,
     DUPLICATE_WHITE_NOISE_Z,
@@ -170,6 +171,7 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "boost_clip",
         "white_noise_z",
         "duplicate_white_noise_z",
+        "duplicate_shared_tensor",
         "shaped_noise_z",
         "duplicate_relative_l2",
     }
@@ -183,6 +185,7 @@ DUPLICATE_LIMITS: Final = {
     "duplicate_support_cosine": "support_cosine",
     "duplicate_support_overlap": "support_overlap",
     "duplicate_white_noise_z": "white_noise_z",
+    "duplicate_shared_tensor": "shared_tensor",
 }
 """The limits on the terms' duplicate rule (:class:`~fedtrail.protocol.terms.DuplicateRule`),
 by the rule's field: a later update within both thresholds of an earlier one, or above its
@@ -196,7 +199,9 @@ fraction below 1 passes: ``scripts/attacks/a90_sparse_copy.py``), and terms with
 ``support_overlap`` (the rule before it, which such a copy with noise added to the entries it
 keeps passes: ``scripts/attacks/a93_sparse_noisy_copy.py``); terms without ``white_noise_z``
 (the rule before it, which a copy plus 1% noise passes: ``a1_sybil_scaled_copy.py noise 3
-0.01``) read as 0, off: below the loosest default, so refused."""
+0.01``) read as 0, off: below the loosest default, so refused; so do terms without
+``shared_tensor`` (the rule before it, which a copy with noise on every tensor but one passes:
+``scripts/attacks/a101_partial_copy.py``)."""
 
 
 def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
@@ -205,8 +210,9 @@ def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
     alone, no comparison on a sparser copy's entries, or no look at which entries a sparse
     update keeps, marks a copy) reads as 1.0, the check off."""
     value = getattr(duplicates, DUPLICATE_LIMITS[limit])
-    if value is None:  # off: the white-noise test's off is 0 (it flags more as it rises)
-        return 0.0 if limit == "duplicate_white_noise_z" else 1.0
+    if value is None:  # off: the white-noise and shared-tensor tests' off is 0 (they flag
+        # more as they rise)
+        return 0.0 if limit in ("duplicate_white_noise_z", "duplicate_shared_tensor") else 1.0
     return float(value)
 
 
@@ -294,6 +300,7 @@ class LoosestLimits:
     duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
     duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
     duplicate_white_noise_z: float = DUPLICATE_WHITE_NOISE_Z
+    duplicate_shared_tensor: int = DUPLICATE_SHARED_TENSOR
 
     def __post_init__(self) -> None:
         _valid_thresholds(asdict(self))
@@ -410,6 +417,7 @@ class ThresholdLimits:
     duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
     duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
     duplicate_white_noise_z: float = DUPLICATE_WHITE_NOISE_Z
+    duplicate_shared_tensor: int = DUPLICATE_SHARED_TENSOR
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("anchored_median", "median")
     """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site

@@ -2,9 +2,12 @@
 ``find_duplicates`` over N synthetic SmallCNN-shaped updates (each row and column of a tensor
 its own log-normal scale, shared by all, plus a shared and an own Gaussian part: pairwise
 cosine about 0.5, none a copy), with and without the test, alternated R times in one process.
-Prints the median seconds of each; exit 1 if any update is marked (none is a copy).
+Prints the median seconds of each; exit 1 if any update is marked (none is a copy). A third
+argument names another field of the rule to time the same way (``shared_tensor``: the
+shared-tensor test, with and without).
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench/dup_white_cost.py 10,100 3
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench/dup_white_cost.py 10,100 3 shared_tensor
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ def updates(n: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
 def main() -> int:
     sizes = [int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "10,100").split(",")]
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    key = sys.argv[3] if len(sys.argv) > 3 else "white_noise_z"
+    without = DuplicateRule(**{key: None})  # type: ignore[arg-type]
     torch.set_num_threads(1)
     marked = 0
     for n in sizes:
@@ -53,14 +58,14 @@ def main() -> int:
         times: dict[str, list[float]] = {"without": [], "with": []}
         for _ in range(repeats):
             for label, rule in (
-                ("without", DuplicateRule(white_noise_z=None)),
+                ("without", without),
                 ("with", DuplicateRule()),
             ):
                 t0 = time.perf_counter()
                 marked += len(find_duplicates(entries, rule, whiteness=duplicate_residual_z))
                 times[label].append(time.perf_counter() - t0)
         print(
-            f"{n} updates: without white_noise_z {statistics.median(times['without']):.2f} s, "
+            f"{n} updates: without {key} {statistics.median(times['without']):.2f} s, "
             f"with {statistics.median(times['with']):.2f} s (median of {repeats})",
             flush=True,
         )

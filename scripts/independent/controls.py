@@ -243,6 +243,20 @@ expect(
     "duplicates: 1% noisy copy caught without white_noise_z (misreading)",
     fatal=False,
 )
+# a101: the same noise on every tensor but the largest, left as the original's
+_kept = max(x, key=lambda k: np.asarray(x[k]).size)
+partial = {k: (x[k] if k == _kept else v) for k, v in a1_noisy.items()}
+with_t = R.duplicate_copies([*items, ("partial", "other", partial)], dup)
+without_t = R.duplicate_copies(
+    [*items, ("partial", "other", partial)],
+    {k: v for k, v in dup.items() if k != "shared_tensor"},
+)
+expect(
+    "partial" in with_t,
+    bool(dup.get("shared_tensor")) or "partial" in without_t,
+    f"duplicates: copy with noise on every tensor but {_kept} caught by shared_tensor "
+    f"(terms name it: {'shared_tensor' in dup})",
+)
 if r < 2:
     print("rule controls need a round with a finalized round before it (--round 2 or later)")
     finish()

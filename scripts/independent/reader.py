@@ -820,6 +820,7 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
     cos_t, l2_t, scaled = dup.get("cosine"), dup.get("relative_l2"), dup.get("scaled_cosine")
     support, overlap = dup.get("support_cosine"), dup.get("support_overlap")
     white = dup.get("white_noise_z") or 0
+    shared = dup.get("shared_tensor") or 0
 
     originals = []
     copies = {}
@@ -858,6 +859,24 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
             if overlap is not None and kept_largest(o_flat, upd, overlap):
                 found = o_site
                 break
+        if found is None and shared and upd is not None:
+            # README: the first original of as many entries with an equal nonzero tensor of
+            # at least 16 entries (same name, same shape)
+            for o_site, _, o_flat, _, o_upd in originals:
+                if len(o_flat) != len(flat):
+                    continue
+                if any(
+                    n in o_upd
+                    and np.asarray(upd[n]).size >= 16
+                    and np.asarray(upd[n]).shape == np.asarray(o_upd[n]).shape
+                    and np.any(np.asarray(upd[n]) != 0)
+                    and np.array_equal(
+                        np.asarray(upd[n], dtype=np.float64), np.asarray(o_upd[n], dtype=np.float64)
+                    )
+                    for n in upd
+                ):
+                    found = o_site
+                    break
         if found is None and white > 0 and flat is not None and site not in noisy:
             # the closest original by cosine (the first on a tie), above 0.5
             best, closest = 0.0, None
@@ -1665,6 +1684,7 @@ INT_FIELDS = (
     ("valuation", "seed"),
     ("valuation", "quorum"),
     ("personalisation", "steps"),
+    ("duplicates", "shared_tensor"),
 )
 
 

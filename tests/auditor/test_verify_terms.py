@@ -245,6 +245,28 @@ def test_terms_without_support_cosine_fail_terms_limits_unless_the_sites_widened
     assert audit.passed
 
 
+def test_terms_without_shared_tensor_fail_terms_limits_unless_the_sites_widened() -> None:
+    """Terms whose duplicate rule lacks ``shared_tensor`` (the rule before it, which paid a
+    Sybil's copy with noise on every tensor but one: attack a101) are refused by a node and
+    fail ``terms.limits``; sites and an auditor with ``duplicate_shared_tensor = 0`` under
+    ``[accept.loosest]`` take them."""
+    valuation = {**HONEST, "combiner": asdict(Combiner())}
+    terms = _parsed_terms(valuation, DuplicateRule(shared_tensor=None))
+    assert terms.duplicates.shared_tensor is None
+    refused = _unrunnable(terms)
+    assert refused is not None and "duplicate_shared_tensor 0.0" in refused
+    audit = RoundAudit(1)
+    _check_limits(audit, terms, ThresholdLimits())
+    assert [(c.name, c.failed) for c in audit.checks] == [("terms.limits", True)]
+    assert "duplicate_shared_tensor 0.0 (accepted: at least 1)" in audit.checks[0].detail
+    old = ThresholdLimits(loosest={"duplicate_shared_tensor": 0})  # type: ignore[arg-type]
+    assert _unrunnable(terms, old) is None
+    audit = RoundAudit(1)
+    _check_limits(audit, terms, old)
+    assert audit.passed
+    assert _unrunnable(_parsed_terms(valuation)) is None  # the terms written now
+
+
 @pytest.mark.parametrize(
     ("threshold", "value"),
     [("stale_cosine", 1.0), ("free_rider_norm", 0.0), ("max_sample_ratio", 1e9)],

@@ -282,6 +282,49 @@ def test_duplicate_copies_with_white_noise_z_match_the_product() -> None:
         assert ours == ({"d": "b"} if noisy else {"c": "a", "d": "b"})
 
 
+def test_duplicate_copies_with_shared_tensor_match_the_product() -> None:
+    """The reader's duplicate rule with ``shared_tensor`` (README *Duplicates*) decides a round
+    as find_duplicates: a copy with noise on every tensor but one and a mix of an original's
+    tensor with other training are copies of that original (with the test, not without); an
+    update sharing only an all-zero tensor or one below 16 entries, or one whose kept tensor is
+    a float32 step away, is not."""
+    from fedtrail.protocol.duplicates import Entry, find_duplicates
+    from fedtrail.protocol.terms import DuplicateRule
+
+    rng = np.random.default_rng(12)
+    a, b, c = (_update(rng, 0.01, True) for _ in range(3))
+    names = sorted(a)
+    big = max(names, key=lambda n: a[n].size)
+    small = min(names, key=lambda n: a[n].size)
+    assert a[small].size < 16 <= a[big].size
+    noisy = _per_tensor_noise(a, 0.05, rng)
+    a[names[0]] = np.zeros_like(a[names[0]])  # a frozen layer in a
+    ups = {
+        "a": a,
+        "b": b,
+        "keep": {k: a[k] if k == big else v for k, v in noisy.items()},
+        "mix": {k: a[k] if k == big else v for k, v in c.items()},
+        "zero": {
+            k: a[k] if k in (names[0], small) else v for k, v in _update(rng, 0.01, True).items()
+        },
+        "step": {
+            k: np.nextafter(a[k], np.float32(np.inf)) if k == big else v
+            for k, v in _update(rng, 0.01, True).items()
+        },
+    }
+    items = [(s, f"{i:064x}", _wide(u)) for i, (s, u) in enumerate(ups.items())]
+    entries = [Entry(s, i + 1, f"{i:064x}", _torch(u)) for i, (s, u) in enumerate(ups.items())]
+    # white_noise_z off: these random updates' residuals are white (its own test above)
+    for rule in (
+        DuplicateRule(white_noise_z=None),
+        DuplicateRule(white_noise_z=None, shared_tensor=0),
+        DuplicateRule(white_noise_z=None, shared_tensor=None),
+    ):
+        ours = find_duplicates(entries, rule, whiteness=duplicate_residual_z)
+        assert R.duplicate_copies(items, rule.to_json()) == ours
+        assert ours == ({"keep": "a", "mix": "a"} if rule.shared_tensor else {})
+
+
 @pytest.mark.parametrize("levels", [1, 2])
 def test_a_reference_of_equal_magnitudes_flags_no_honest_sparse_update(levels: int) -> None:
     """a98 ``stale``: a reference whose magnitudes are equal in each tensor (and, for two

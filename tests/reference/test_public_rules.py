@@ -513,12 +513,19 @@ def test_the_duplicate_rule_follows_the_readme() -> None:
         ref_in.append((site, f"{i:064x}", {k: v.numpy() for k, v in d.items()}))
     # the white-noise test (white_noise_z) is the reader's (test_freeride_noise_reference):
     # here the rules before it, on these random updates (whose pairs' residuals are white)
-    no_white = DuplicateRule(white_noise_z=None)
+    # (and before shared_tensor, also the reader's, after them)
+    no_white = DuplicateRule(white_noise_z=None, shared_tensor=None)
     old = DuplicateRule(
-        scaled_cosine=None, support_cosine=None, support_overlap=None, white_noise_z=None
+        scaled_cosine=None,
+        support_cosine=None,
+        support_overlap=None,
+        white_noise_z=None,
+        shared_tensor=None,
     )
-    no_support = DuplicateRule(support_cosine=None, support_overlap=None, white_noise_z=None)
-    no_overlap = DuplicateRule(support_overlap=None, white_noise_z=None)
+    no_support = DuplicateRule(
+        support_cosine=None, support_overlap=None, white_noise_z=None, shared_tensor=None
+    )
+    no_overlap = DuplicateRule(support_overlap=None, white_noise_z=None, shared_tensor=None)
     for rule in (no_white, no_overlap, no_support, old):
         ours = find_duplicates(entries, rule)
         assert ours == ref_copies(

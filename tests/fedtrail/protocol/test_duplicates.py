@@ -33,7 +33,7 @@ from fedtrail.protocol.duplicates import (
     support_overlap,
     zero_share,
 )
-from fedtrail.protocol.terms import DuplicateRule, RoundTerms
+from fedtrail.protocol.terms import DuplicateRule, InvalidTerms, RoundTerms
 from fedtrail.storage.codec import Compression, decode_update, encode_update
 from fedtrail.valuation.freeride import duplicate_residual_z
 
@@ -43,20 +43,28 @@ def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, 
     return duplicates.find_duplicates(entries, rule, whiteness=duplicate_residual_z)
 
 
-RULE = DuplicateRule(white_noise_z=None)
-"""The rule of terms written before ``white_noise_z``, for the other parts' tests: their
-synthetic updates and "honest" pairs are random, so a pair's residual is white noise, which
-the white-noise test (tests at the end, on structured updates) calls a copy."""
+RULE = DuplicateRule(white_noise_z=None, shared_tensor=None)
+"""The rule of terms written before ``white_noise_z`` (and ``shared_tensor``), for the other
+parts' tests: their synthetic updates and "honest" pairs are random, so a pair's residual is
+white noise, which the white-noise test (tests at the end, on structured updates) calls a copy."""
 WHITE = DuplicateRule()
 """The rule of terms written now."""
 OLD = DuplicateRule(
-    scaled_cosine=None, support_cosine=None, support_overlap=None, white_noise_z=None
+    scaled_cosine=None,
+    support_cosine=None,
+    support_overlap=None,
+    white_noise_z=None,
+    shared_tensor=None,
 )
 """The rule of terms written before ``scaled_cosine``: cosine and distance together."""
-NO_SUPPORT = DuplicateRule(support_cosine=None, support_overlap=None, white_noise_z=None)
+NO_SUPPORT = DuplicateRule(
+    support_cosine=None, support_overlap=None, white_noise_z=None, shared_tensor=None
+)
 """The rule of terms written before ``support_cosine`` (a90)."""
-NO_OVERLAP = DuplicateRule(support_overlap=None, white_noise_z=None)
+NO_OVERLAP = DuplicateRule(support_overlap=None, white_noise_z=None, shared_tensor=None)
 """The rule of terms written before ``support_overlap`` (a93)."""
+NO_SHARED = DuplicateRule(shared_tensor=None)
+"""The rule of terms written before ``shared_tensor`` (a101)."""
 HONEST_MAX = 0.999930
 """The largest cosine of two honest updates of one round that ``scripts/bench/dup_cosine.py``
 measured (20 sites, Dirichlet alpha 0.3, dense; the two 1.2% apart in L2)."""
@@ -244,9 +252,10 @@ def test_screened_search_equals_the_pair_by_pair_rule() -> None:
             scaled_cosine=None,
             support_cosine=None,
             white_noise_z=None,
+            shared_tensor=None,
         ),
-        DuplicateRule(cosine=1.0, scaled_cosine=None, white_noise_z=None),
-        DuplicateRule(cosine=1.0, scaled_cosine=0.5, white_noise_z=None),
+        DuplicateRule(cosine=1.0, scaled_cosine=None, white_noise_z=None, shared_tensor=None),
+        DuplicateRule(cosine=1.0, scaled_cosine=0.5, white_noise_z=None, shared_tensor=None),
     ):
         got = find_duplicates(entries, rule)
         assert got == _reference(entries, rule)
@@ -463,8 +472,8 @@ def test_the_support_screen_skips_only_pairs_the_support_rule_rejects() -> None:
     entries = [Entry(f"s{i:02d}", i + 1, f"{i:064x}", d) for i, d in enumerate(updates)]
     for rule in (
         RULE,
-        DuplicateRule(support_cosine=0.999, white_noise_z=None),
-        DuplicateRule(support_cosine=0.99, white_noise_z=None),
+        DuplicateRule(support_cosine=0.999, white_noise_z=None, shared_tensor=None),
+        DuplicateRule(support_cosine=0.99, white_noise_z=None, shared_tensor=None),
     ):
         assert find_duplicates(entries, rule) == _reference(entries, rule)
     got = find_duplicates(entries, RULE)
@@ -487,7 +496,7 @@ def test_terms_without_support_cosine_keep_their_bytes_and_pay_a_sparse_copy() -
     entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, _sparse(d, 0.5))]
     assert find_duplicates(entries, parsed.duplicates) == {}
     now = _terms(DuplicateRule()).to_bytes()
-    assert b'"scaled_cosine":0.999995,"support_cosine":0.999995,' in now
+    assert b'"scaled_cosine":0.999995,"shared_tensor":1,"support_cosine":0.999995,' in now
     assert find_duplicates(entries, RoundTerms.from_bytes(now).duplicates) == {"sybil": "h0"}
 
 
@@ -663,7 +672,7 @@ def test_terms_without_support_overlap_keep_their_bytes_and_pay_a_noisy_sparse_c
     entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, _noisy_kept(d, 0.05, 0.1))]
     assert find_duplicates(entries, parsed.duplicates) == {}
     now = _terms(DuplicateRule()).to_bytes()
-    assert b'"support_cosine":0.999995,"support_overlap":0.99,"white_noise_z":1000.0}' in now
+    assert b'"support_overlap":0.99,"white_noise_z":1000.0}' in now
     assert find_duplicates(entries, RoundTerms.from_bytes(now).duplicates) == {"sybil": "h0"}
 
 
@@ -823,3 +832,108 @@ def test_the_white_noise_test_looks_only_at_an_original_that_explains_the_update
     loud = _a1_noise(d, 1.0, 50)
     assert 0.6 < _cos(d, loud) < 0.8
     assert find_duplicates([entries[0], Entry("s", 2, "c" * 64, loud)], WHITE) == {"s": "h0"}
+
+
+def _all_but(
+    d: Mapping[str, torch.Tensor], kept: str, level: float, seed: int
+) -> dict[str, torch.Tensor]:
+    """a101 ``noise``: a1's noise on every tensor of ``d`` but ``kept``, left as it is."""
+    noisy = _a1_noise(d, level, seed)
+    return {k: d[k] if k == kept else v for k, v in noisy.items()}
+
+
+@pytest.mark.parametrize("level", [0.01, 0.05])
+def test_a_copy_that_leaves_one_tensor_without_noise_is_a_duplicate_by_that_tensor(
+    level: float,
+) -> None:
+    """a101 ``noise``: the tensor left alone keeps its structure in the residual, so the
+    white-noise test passes the copy (the rule before ``shared_tensor`` pays it); it repeats
+    the original's tensor exactly, which no honest update does."""
+    d, _ = _structured(60)
+    copy = _all_but(d, "conv2.weight", level, 61)
+    assert duplicate_residual_z(copy, d) > 1000
+    entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, copy)]
+    assert find_duplicates(entries, NO_SHARED) == {}
+    assert find_duplicates(entries, WHITE) == {"sybil": "h0"}
+    assert duplicates.shared_tensor(d, copy) == "conv2.weight"
+    # the first committed is the original, whichever holds the noise
+    swapped = [Entry("sybil", 1, "b" * 64, copy), Entry("h0", 2, "a" * 64, d)]
+    assert find_duplicates(swapped, WHITE) == {"h0": "sybil"}
+    assert find_duplicates(entries, DuplicateRule(shared_tensor=0)) == {}
+
+
+def test_a_copy_of_some_tensors_beside_its_own_training_is_a_duplicate() -> None:
+    """a101 ``mix``: one tensor of h0's update, the others another update's (the Sybil's own
+    training): far from h0 by every other test, named h0's copy by the tensor it repeats."""
+    a, _ = _structured(62)
+    b, _ = _structured(63)
+    c, _ = _structured(64)
+    mix = {k: a[k] if k == "conv2.weight" else c[k] for k in a}
+    entries = [
+        Entry("h0", 1, "a" * 64, a),
+        Entry("h1", 2, "b" * 64, b),
+        Entry("sybil", 3, "c" * 64, mix),
+    ]
+    assert find_duplicates(entries, NO_SHARED) == {}
+    assert find_duplicates(entries, WHITE) == {"sybil": "h0"}
+
+
+def test_zero_small_and_other_layout_tensors_are_not_shared() -> None:
+    """A frozen layer's all-zero delta, a tensor below the floor (16 entries) and a tensor of
+    another shape never make a copy; equal values count whatever their dtype or zero's sign."""
+    rule = DuplicateRule(white_noise_z=None)
+    gen = torch.Generator().manual_seed(65)
+
+    def update(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"w": torch.randn(40, generator=gen), **tensors}
+
+    def marked(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> bool:
+        entries = [Entry("h0", 1, "a" * 64, first), Entry("h1", 2, "b" * 64, second)]
+        return find_duplicates(entries, rule) == {"h1": "h0"}
+
+    zero = torch.zeros(32)
+    assert not marked(update(z=zero), update(z=zero.clone()))
+    small = torch.randn(15, generator=gen)
+    assert not marked(update(z=small), update(z=small.clone()))
+    floor = torch.randn(16, generator=gen)
+    assert marked(update(z=floor), update(z=floor.clone()))
+    assert duplicates.shared_tensor(update(z=floor), update(z=floor.clone())) == "z"
+    # the same 16 values as a 4 x 4 tensor: another shape (same number of entries)
+    assert not marked(update(z=floor), update(z=floor.reshape(4, 4).clone()))
+    # float16 values widen exactly; -0.0 equals 0.0
+    half = torch.randn(16, generator=gen).to(torch.float16)
+    assert marked(update(z=half), update(z=half.to(torch.float32)))
+    signed = torch.randn(16, generator=gen)
+    signed[3] = 0.0
+    minus = signed.clone()
+    minus[3] = -0.0
+    assert marked(update(z=signed), update(z=minus))
+    # one float32 step on one value: not equal
+    nudged = floor.clone()
+    nudged[0] = torch.nextafter(nudged[0], torch.tensor(math.inf))
+    assert not marked(update(z=floor), update(z=nudged))
+
+
+def test_terms_without_shared_tensor_keep_their_bytes_and_pay_a_partial_copy() -> None:
+    """Terms written before ``shared_tensor`` lack the key and replay the rule of their day
+    (a101's copy paid); terms written now carry ``"shared_tensor":1`` and catch it."""
+    blob = _terms(NO_SHARED).to_bytes()
+    assert b'"white_noise_z":1000.0}' in blob and b"shared_tensor" not in blob
+    parsed = RoundTerms.from_bytes(blob)
+    assert parsed.duplicates == NO_SHARED and parsed.to_bytes() == blob
+    d, _ = _structured(70)
+    copy = _all_but(d, "conv2.weight", 0.05, 71)
+    assert duplicate_residual_z(copy, d) > 1000
+    entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, copy)]
+    assert find_duplicates(entries, parsed.duplicates) == {}
+    now = _terms(DuplicateRule()).to_bytes()
+    assert b'"scaled_cosine":0.999995,"shared_tensor":1,"support_cosine"' in now
+    back = RoundTerms.from_bytes(now)
+    assert back.duplicates.shared_tensor == 1 and back.to_bytes() == now
+    assert find_duplicates(entries, back.duplicates) == {"sybil": "h0"}
+    for bad in (2, -1, True):
+        with pytest.raises(InvalidTerms):
+            DuplicateRule(shared_tensor=bad)
+    wrong = now.replace(b'"shared_tensor":1', b'"shared_tensor":1.0')
+    with pytest.raises(InvalidTerms, match="shared_tensor"):
+        RoundTerms.from_bytes(wrong)

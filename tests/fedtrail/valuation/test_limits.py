@@ -567,3 +567,20 @@ def test_min_reveal_seconds_refuses_a_shorter_reveal_or_score_reveal_window() ->
     for bad in (-1, 1.5, True, "30"):
         with pytest.raises(ConfigError, match="min_reveal_seconds"):
             ThresholdLimits(min_reveal_seconds=bad)  # type: ignore[arg-type]
+
+
+def test_terms_without_shared_tensor_are_refused_as_looser() -> None:
+    """Terms that lack ``duplicates.shared_tensor`` (or carry 0) replay the rule before it,
+    which pays a same-round copy with noise on every tensor but one (attack a101): read as 0,
+    off, and refused; a site that widened ``[accept.loosest]`` takes them, and the reason
+    names the limit in the site's words."""
+    for old in (DuplicateRule(shared_tensor=None), DuplicateRule(shared_tensor=0)):
+        assert ThresholdLimits().breaches(Combiner(), old) == []
+        assert ThresholdLimits().loosest.breaches(Combiner(), old) == [
+            "duplicate_shared_tensor 0.0 (accepted: at least 1)"
+        ]
+        wide = limits_from({"loosest": {"duplicate_shared_tensor": 0}})
+        assert wide.refusal(Combiner(), old) is None
+    assert ThresholdLimits().refusal(Combiner(), DuplicateRule()) is None
+    with pytest.raises(ConfigError, match="shared_tensor"):
+        limits_from({"loosest": {"duplicate_shared_tensor": 2}})
