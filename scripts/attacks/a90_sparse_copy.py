@@ -36,8 +36,8 @@ from fedtrail.storage.codec import Compression, encode_update
 if os.environ.get("BEFORE"):  # BEFORE=aggregator: the aggregator's only (verify's rule is new)
     _find = candidates.find_duplicates
 
-    def _old_rule(entries, rule):  # the rule of terms without support_cosine (nor what came after)
-        return _find(entries, replace(rule, support_cosine=None, support_overlap=None))
+    def _old_rule(entries, rule, **kwargs):  # terms without support_cosine (nor what came after)
+        return _find(entries, replace(rule, support_cosine=None, support_overlap=None), **kwargs)
 
     candidates.find_duplicates = _old_rule
     if os.environ["BEFORE"] != "aggregator":

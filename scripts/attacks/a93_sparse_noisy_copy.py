@@ -49,8 +49,8 @@ from fedtrail.storage.codec import Compression, decode_update, encode_update
 if os.environ.get("BEFORE"):
     _find = candidates.find_duplicates
 
-    def _old_rule(entries, rule):  # the rule of terms without support_overlap
-        return _find(entries, replace(rule, support_overlap=None))
+    def _old_rule(entries, rule, **kwargs):  # the rule of terms without support_overlap
+        return _find(entries, replace(rule, support_overlap=None), **kwargs)
 
     candidates.find_duplicates = _old_rule
     verify.find_duplicates = _old_rule
