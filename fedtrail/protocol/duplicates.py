@@ -575,7 +575,6 @@ def _support_screen(
     deltas: Sequence[Mapping[str, torch.Tensor] | None],
     width: int,
     threshold: float,
-    earlier: int | None = None,
 ) -> set[tuple[int, int]]:
     """Pairs ``(i, j)``, ``i < j``, that :func:`support_copy` certainly rejects (``j`` the
     later): ``j`` leaves none of ``i``'s nonzero entries out (counted exactly), or both
@@ -586,20 +585,10 @@ def _support_screen(
     codes of ``a'``, tensor by tensor: where ``b`` keeps an entry of largest magnitude of
     ``a``'s tensor they are ``a``'s codes on ``b``'s entries (integer products, exact); in the
     other tensors (on honest ``topk8`` pairs mostly biases and small layers) they are
-    computed. ``earlier``: only the pairs of one of the first ``earlier`` updates and one of
-    the rest (the stale screen's references and updates, :func:`support_copy_of`); the
-    products are then computed for those pairs only."""
+    computed. (:func:`support_copy_of` screens with :func:`_support_bound` instead.)"""
     idx = [i for i, d in enumerate(deltas) if d is not None and _numel(d) == width]
     if len(idx) < 2 or width == 0:
         return set()
-    # later rows: columns of the products from ``low``; earlier rows of each: up to ``high(b)``
-    low = 0 if earlier is None else sum(1 for i in idx if i < earlier)
-    if low == len(idx) or (earlier is not None and low == 0):
-        return set()
-
-    def high(b: int) -> int:
-        return b if earlier is None else low
-
     first = deltas[idx[0]]
     assert first is not None
     segments, at = [], 0
@@ -627,11 +616,11 @@ def _support_screen(
     def same(t: torch.Tensor) -> torch.Tensor:
         return t
 
-    later = plain[low:]
-    # [i, j - low]: a_i != 0 where b_j == 0
+    later = plain
+    # [i, j]: a_i != 0 where b_j == 0
     left = _cross(plain, later, nonzero, zero, exact_integers=True)
     dots = _cross(plain, later, same, same)
-    kept_sq = _cross(plain, later, square, nonzero)  # [i, j - low]: |a_i'|^2 on b_j's entries
+    kept_sq = _cross(plain, later, square, nonzero)  # [i, j]: |a_i'|^2 on b_j's entries
     # per tensor: codes' products, a's codes squared on b's entries, whether b keeps a's max
     per_tensor = []
     for lo, hi in segments:
@@ -639,26 +628,20 @@ def _support_screen(
         if hi == lo:
             continue
         top = (p.abs() == p.abs().amax(dim=1, keepdim=True)).to(torch.float32)
-        keeps = (top @ nonzero(p[low:]).T) > 0  # exact: a sum of positive terms is positive
-        gram_c = _cross(c, c[low:], same, same, exact_integers=True)
-        kept_c = _cross(c, p[low:], square, nonzero, exact_integers=True)
+        keeps = (top @ nonzero(p).T) > 0  # exact: a sum of positive terms is positive
+        gram_c = _cross(c, c, same, same, exact_integers=True)
+        kept_c = _cross(c, p, square, nonzero, exact_integers=True)
         per_tensor.append((lo, hi, gram_c, kept_c, keeps))
     # float64 blocks (SUPPORT_CHUNK); rows of float64 updates were rounded to float32 (at most
     # 2**-24 relative each: 4 * 2**-24 in a cosine, as the Gram screen's margin counts)
     margin = SCREEN_MARGIN + 4 * 2.0**-24
     lefts, kept_all, dot_all = left.numpy(), kept_sq.numpy(), dots.numpy()
-    if earlier is None:
-        squares = np.diag(dot_all)
-    else:  # the earlier rows are no columns: their squares in float64 blocks
-        squares = np.zeros(len(idx))
-        for at in range(0, width, SUPPORT_CHUNK):
-            block = plain[:, at : at + SUPPORT_CHUNK].to(torch.float64)
-            squares += (block * block).sum(dim=1).numpy()
+    squares = np.diag(dot_all)
     screenable = np.array(ok, dtype=bool)
     out: set[tuple[int, int]] = set()
-    for b in range(max(1, low), len(idx)):
+    for b in range(1, len(idx)):
         # every earlier row against row b at once; codes tensor by tensor
-        n, col = high(b), b - low
+        n, col = b, b
         dot_c, sq_a = np.zeros(n), np.zeros(n)
         sq_b = 0.0
         for lo, hi, gram_c, kept_c, keeps in per_tensor:

@@ -10,16 +10,23 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pytest
 import torch
 
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol import duplicates
 from fedtrail.protocol.duplicates import (
+    CODE_LEVELS,
+    SCREEN_MARGIN,
+    SUPPORT_CHUNK,
+    _cross,
+    _fill_codes,
+    _fill_plain,
     _flat,
     _flat_codes,
+    _numel,
     _support_bound,
-    _support_screen,
     support_copy,
     support_copy_of,
 )
@@ -53,7 +60,7 @@ def _previous_copy_of(
 ) -> dict[int, int]:
     """``support_copy_of`` as it was before ``_support_bound`` (commit dbb0596): the same
     candidates, screened with ``_support_screen``, the rest decided by ``support_copy``."""
-    width = duplicates._numel(earlier[0])
+    width = _numel(earlier[0])
     names = sorted(earlier[0])
 
     def same(d: Mapping[str, torch.Tensor]) -> bool:
@@ -67,7 +74,7 @@ def _previous_copy_of(
         return {}
     rows: list[Mapping[str, torch.Tensor] | None] = [earlier[i] for i in refs]
     rows += [later[j] for j in sparse]
-    apart = _support_screen(rows, width, threshold, earlier=len(refs))
+    apart = _previous_support_screen(rows, width, threshold, earlier=len(refs))
     sizes = [earlier[0][n].numel() for n in names]
     out: dict[int, int] = {}
     for b, j in enumerate(sparse, start=len(refs)):
@@ -81,6 +88,125 @@ def _previous_copy_of(
             if (a, b) not in apart and support_copy(_flat(row_a), flat_b, sizes, threshold, coded):
                 out[j] = refs[a]
                 break
+    return out
+
+
+def _previous_support_screen(
+    deltas: Sequence[Mapping[str, torch.Tensor] | None],
+    width: int,
+    threshold: float,
+    earlier: int | None = None,
+) -> set[tuple[int, int]]:
+    """``duplicates._support_screen`` as it was before ``_support_bound`` (commit dbb0596),
+    verbatim but for its name and docstring: pairs ``(i, j)``, ``i < j``, that
+    ``support_copy`` certainly rejects (``j`` leaves none of ``i``'s nonzero entries out, or
+    both screened cosines lie below ``threshold`` by more than their error); ``earlier``: only
+    the pairs of one of the first ``earlier`` updates and one of the rest."""
+    idx = [i for i, d in enumerate(deltas) if d is not None and _numel(d) == width]
+    if len(idx) < 2 or width == 0:
+        return set()
+    # later rows: columns of the products from ``low``; earlier rows of each: up to ``high(b)``
+    low = 0 if earlier is None else sum(1 for i in idx if i < earlier)
+    if low == len(idx) or (earlier is not None and low == 0):
+        return set()
+
+    def high(b: int) -> int:
+        return b if earlier is None else low
+
+    first = deltas[idx[0]]
+    assert first is not None
+    segments, at = [], 0
+    for name in sorted(first):
+        segments.append((at, at + first[name].numel()))
+        at += first[name].numel()
+    plain = torch.empty((len(idx), width), dtype=torch.float32)
+    coded = torch.empty((len(idx), width), dtype=torch.float32)
+    scratch = torch.empty(width, dtype=torch.float64)
+    ok = []
+    for row, i in enumerate(idx):
+        delta = deltas[i]
+        assert delta is not None
+        ok.append(_fill_plain(delta, plain[row]) and _fill_codes(delta, coded[row], scratch))
+
+    def nonzero(t: torch.Tensor) -> torch.Tensor:
+        return (t != 0).to(t.dtype)
+
+    def zero(t: torch.Tensor) -> torch.Tensor:
+        return (t == 0).to(t.dtype)
+
+    def square(t: torch.Tensor) -> torch.Tensor:
+        return t * t
+
+    def same(t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    later = plain[low:]
+    # [i, j - low]: a_i != 0 where b_j == 0
+    left = _cross(plain, later, nonzero, zero, exact_integers=True)
+    dots = _cross(plain, later, same, same)
+    kept_sq = _cross(plain, later, square, nonzero)  # [i, j - low]: |a_i'|^2 on b_j's entries
+    # per tensor: codes' products, a's codes squared on b's entries, whether b keeps a's max
+    per_tensor = []
+    for lo, hi in segments:
+        c, p = coded[:, lo:hi], plain[:, lo:hi]
+        if hi == lo:
+            continue
+        top = (p.abs() == p.abs().amax(dim=1, keepdim=True)).to(torch.float32)
+        keeps = (top @ nonzero(p[low:]).T) > 0  # exact: a sum of positive terms is positive
+        gram_c = _cross(c, c[low:], same, same, exact_integers=True)
+        kept_c = _cross(c, p[low:], square, nonzero, exact_integers=True)
+        per_tensor.append((lo, hi, gram_c, kept_c, keeps))
+    # float64 blocks (SUPPORT_CHUNK); rows of float64 updates were rounded to float32 (at most
+    # 2**-24 relative each: 4 * 2**-24 in a cosine, as the Gram screen's margin counts)
+    margin = SCREEN_MARGIN + 4 * 2.0**-24
+    lefts, kept_all, dot_all = left.numpy(), kept_sq.numpy(), dots.numpy()
+    if earlier is None:
+        squares = np.diag(dot_all)
+    else:  # the earlier rows are no columns: their squares in float64 blocks
+        squares = np.zeros(len(idx))
+        for at in range(0, width, SUPPORT_CHUNK):
+            block = plain[:, at : at + SUPPORT_CHUNK].to(torch.float64)
+            squares += (block * block).sum(dim=1).numpy()
+    screenable = np.array(ok, dtype=bool)
+    out: set[tuple[int, int]] = set()
+    for b in range(max(1, low), len(idx)):
+        # every earlier row against row b at once; codes tensor by tensor
+        n, col = high(b), b - low
+        dot_c, sq_a = np.zeros(n), np.zeros(n)
+        sq_b = 0.0
+        for lo, hi, gram_c, kept_c, keeps in per_tensor:
+            sq_b += float(gram_c[b, col])
+            keep = keeps[:n, col].numpy()
+            dot_c += np.where(keep, gram_c[:n, col].numpy(), 0.0)
+            sq_a += np.where(keep, kept_c[:n, col].numpy(), 0.0)
+            miss = np.flatnonzero(~keep)
+            carried = torch.nonzero(plain[b, lo:hi]).reshape(-1) + lo
+            if miss.size and carried.numel():
+                # b drops these rows' largest entry here: their codes, recomputed on b's entries
+                part = plain[:n].index_select(1, carried)[torch.from_numpy(miss)].double()
+                amax = part.abs().amax(dim=1, keepdim=True)
+                per = torch.where(amax > 0, CODE_LEVELS / amax.clamp_min(1e-300), 0.0)
+                ca = torch.round(part * per)
+                dot_c[miss] += (ca @ coded[b, carried].to(torch.float64)).numpy()
+                sq_a[miss] += (ca * ca).sum(dim=1).numpy()
+        kept, full, nb = kept_all[:n, col], squares[:n], float(dot_all[b, col])
+        nothing_left = lefts[:n, col] == 0.0  # the rule does not apply
+        judged = (
+            ~nothing_left
+            & screenable[:n]
+            & bool(screenable[b])
+            & (kept > 0.0)
+            & (nb > 0.0)
+            & (sq_a > 0.0)
+            & (sq_b > 0.0)
+        )
+        safe_kept = np.where(judged, kept, 1.0)
+        cos_p = dot_all[:n, col] / np.sqrt(safe_kept * max(nb, 1e-300))
+        cos_c = dot_c / np.sqrt(np.where(judged, sq_a, 1.0) * max(sq_b, 1e-300))
+        scale = np.sqrt(np.where(judged, full, 1.0) / safe_kept)  # relative to |a'| |b|
+        below = (cos_p < threshold - margin * scale) & (cos_c < threshold - margin)
+        for a in np.flatnonzero(nothing_left | (judged & below)).tolist():
+            out.add((idx[a], idx[b]))
     return out
 
 
