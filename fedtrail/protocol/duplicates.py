@@ -11,6 +11,8 @@ same public data, with the thresholds the round's terms name
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -578,7 +580,6 @@ def _support_screen(
     deltas: Sequence[Mapping[str, torch.Tensor] | None],
     width: int,
     threshold: float,
-    earlier: int | None = None,
 ) -> set[tuple[int, int]]:
     """Pairs ``(i, j)``, ``i < j``, that :func:`support_copy` certainly rejects (``j`` the
     later): ``j`` leaves none of ``i``'s nonzero entries out (counted exactly), or both
@@ -589,20 +590,10 @@ def _support_screen(
     codes of ``a'``, tensor by tensor: where ``b`` keeps an entry of largest magnitude of
     ``a``'s tensor they are ``a``'s codes on ``b``'s entries (integer products, exact); in the
     other tensors (on honest ``topk8`` pairs mostly biases and small layers) they are
-    computed. ``earlier``: only the pairs of one of the first ``earlier`` updates and one of
-    the rest (the stale screen's references and updates, :func:`support_copy_of`); the
-    products are then computed for those pairs only."""
+    computed. (:func:`support_copy_of` screens with :func:`_support_bound` instead.)"""
     idx = [i for i, d in enumerate(deltas) if d is not None and _numel(d) == width]
     if len(idx) < 2 or width == 0:
         return set()
-    # later rows: columns of the products from ``low``; earlier rows of each: up to ``high(b)``
-    low = 0 if earlier is None else sum(1 for i in idx if i < earlier)
-    if low == len(idx) or (earlier is not None and low == 0):
-        return set()
-
-    def high(b: int) -> int:
-        return b if earlier is None else low
-
     first = deltas[idx[0]]
     assert first is not None
     segments, at = [], 0
@@ -630,11 +621,11 @@ def _support_screen(
     def same(t: torch.Tensor) -> torch.Tensor:
         return t
 
-    later = plain[low:]
-    # [i, j - low]: a_i != 0 where b_j == 0
+    later = plain
+    # [i, j]: a_i != 0 where b_j == 0
     left = _cross(plain, later, nonzero, zero, exact_integers=True)
     dots = _cross(plain, later, same, same)
-    kept_sq = _cross(plain, later, square, nonzero)  # [i, j - low]: |a_i'|^2 on b_j's entries
+    kept_sq = _cross(plain, later, square, nonzero)  # [i, j]: |a_i'|^2 on b_j's entries
     # per tensor: codes' products, a's codes squared on b's entries, whether b keeps a's max
     per_tensor = []
     for lo, hi in segments:
@@ -642,26 +633,20 @@ def _support_screen(
         if hi == lo:
             continue
         top = (p.abs() == p.abs().amax(dim=1, keepdim=True)).to(torch.float32)
-        keeps = (top @ nonzero(p[low:]).T) > 0  # exact: a sum of positive terms is positive
-        gram_c = _cross(c, c[low:], same, same, exact_integers=True)
-        kept_c = _cross(c, p[low:], square, nonzero, exact_integers=True)
+        keeps = (top @ nonzero(p).T) > 0  # exact: a sum of positive terms is positive
+        gram_c = _cross(c, c, same, same, exact_integers=True)
+        kept_c = _cross(c, p, square, nonzero, exact_integers=True)
         per_tensor.append((lo, hi, gram_c, kept_c, keeps))
     # float64 blocks (SUPPORT_CHUNK); rows of float64 updates were rounded to float32 (at most
     # 2**-24 relative each: 4 * 2**-24 in a cosine, as the Gram screen's margin counts)
     margin = SCREEN_MARGIN + 4 * 2.0**-24
     lefts, kept_all, dot_all = left.numpy(), kept_sq.numpy(), dots.numpy()
-    if earlier is None:
-        squares = np.diag(dot_all)
-    else:  # the earlier rows are no columns: their squares in float64 blocks
-        squares = np.zeros(len(idx))
-        for at in range(0, width, SUPPORT_CHUNK):
-            block = plain[:, at : at + SUPPORT_CHUNK].to(torch.float64)
-            squares += (block * block).sum(dim=1).numpy()
+    squares = np.diag(dot_all)
     screenable = np.array(ok, dtype=bool)
     out: set[tuple[int, int]] = set()
-    for b in range(max(1, low), len(idx)):
+    for b in range(1, len(idx)):
         # every earlier row against row b at once; codes tensor by tensor
-        n, col = high(b), b - low
+        n, col = b, b
         dot_c, sq_a = np.zeros(n), np.zeros(n)
         sq_b = 0.0
         for lo, hi, gram_c, kept_c, keeps in per_tensor:
@@ -700,6 +685,197 @@ def _support_screen(
     return out
 
 
+SUPPORT_STRIDE = 16
+"""The support bound's sample (:func:`_support_bound`): every ``SUPPORT_STRIDE``-th entry of
+each tensor, from its first (about 1/16 of an update's entries and of its energy)."""
+
+SUPPORT_GATHER = 4
+"""A later update with at most ``1 / SUPPORT_GATHER`` of its entries nonzero (``topk8`` keeps
+5% by default) is compared on all of them (:func:`_support_bound`), not on the sample."""
+
+_EXACT_WIDENING: Final = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _subset_bound(
+    dot: torch.Tensor, sq_x: torch.Tensor, sq_y: torch.Tensor, total_y: torch.Tensor
+) -> torch.Tensor:
+    """An upper bound on ``cos(x, y)`` from a subset ``T`` of their entries: ``dot`` is
+    ``x_T . y_T``, ``sq_x`` and ``sq_y`` their squares there, ``total_y`` at least ``|y|^2``.
+    With ``X = x / |x|`` and ``Y = y / |y|``: ``2 - 2 cos(x, y) = |X - Y|^2 >= |X_T - Y_T|^2
+    >= min over s >= 0 of |s x_T - Y_T|^2 = |Y_T|^2 (1 - max(cos_T, 0)^2)`` (``|Y_T|^2``
+    when ``x_T = 0``), so ``cos(x, y) <= 1 - |Y_T|^2 (1 - max(cos_T, 0)^2) / 2``, for any
+    nonzero ``x`` and ``y``; ``|Y_T|^2 >= sq_y / total_y``. 1 (no bound) where ``y_T`` is 0."""
+    both = (sq_x > 0) & (sq_y > 0)
+    cos = torch.where(both, dot / torch.sqrt(torch.where(both, sq_x * sq_y, 1.0)), 0.0)
+    cos = cos.clamp(0.0, 1.0)
+    share = torch.where(total_y > 0, sq_y / torch.where(total_y > 0, total_y, 1.0), 0.0)
+    return 1.0 - share * (1.0 - cos * cos) / 2
+
+
+def _support_bound(
+    earlier: Sequence[Mapping[str, torch.Tensor]],
+    later: Sequence[Mapping[str, torch.Tensor]],
+    threshold: float,
+) -> torch.Tensor:
+    """``[i, j]``: whether :func:`support_copy` certainly rejects ``earlier[i]`` against
+    ``later[j]`` (all of one layout), read without any pair's pass over a whole update.
+
+    Why it is exact. Let ``a'`` be ``a`` set to 0 where ``b`` is 0. The rule calls ``b`` a
+    copy only when ``a'`` and ``b`` are nonzero and ``cos(a', b)`` or the cosine of
+    ``codes(a')`` (:func:`codes`, tensor by tensor) and ``codes(b)`` is above ``threshold``;
+    so a pair whose two cosines are certainly below it is rejected, and so is one with ``a' =
+    0``. Every value is read exactly: float32, float16 and bfloat16 values widen to float64
+    exactly, and their products and sums of squares neither overflow nor underflow there.
+
+    A ``b`` with few nonzero entries (:data:`SUPPORT_GATHER`) is compared on all of them:
+    ``a' . b``, ``|a'|^2`` and ``|b|^2`` are sums over them; ``codes(a')`` there are ``a``'s
+    values times 127 over their largest magnitude in each tensor, rounded, the operations of
+    :func:`codes` on the same float64 values, so the same integers. The cosines are computed,
+    within ``(m + 8) 2**-53`` relative of their value for ``m`` terms.
+
+    Any other ``b`` is bounded from a sample ``T`` of the entries (:data:`SUPPORT_STRIDE`)
+    by :func:`_subset_bound`: the plain cosine from ``a'_T . b_T = a_T . b_T`` (``b`` is 0
+    where ``a'`` was cut), ``|a'_T|^2`` (``a_T``'s squares where ``b_T`` is nonzero), ``|b_T|^2``
+    and ``|b|^2``; the codes' cosine from the sample in the tensors where ``b`` keeps an entry
+    of ``a``'s largest magnitude (or ``a`` is zero): there ``a'`` has ``a``'s largest
+    magnitude, so ``codes(a')`` is ``codes(a)`` where ``b`` is nonzero, 0 elsewhere; the other
+    tensors are left out of ``T``, which any subset allows. ``|codes(b)|^2`` is bounded above
+    tensor by tensor: a code is at most half a unit above its scaled value, so with ``Y`` the
+    scaled squares and ``k`` the nonzero entries, ``Y + sqrt(k Y) + k / 4`` (Cauchy-Schwarz),
+    raised by 1e-6 for rounding; a larger total only raises the bound.
+
+    A pair is rejected when both cosines (or bounds) lie below ``threshold`` by more than
+    :data:`SCREEN_MARGIN` plus ``16 (n + 8) 2**-53`` (``n`` the update's size: float64 sums of
+    at most ``n`` terms, in any order, are within ``n 2**-53`` relative of their value, Higham):
+    then the exact cosines are below ``threshold - SCREEN_MARGIN``, and the rule's own float64
+    rounding cannot take its cosine above ``threshold``. Integers (codes, counts) are exact.
+
+    Updates of other dtypes or of a non-finite value are not bounded: their pairs are left to
+    the rule, except that an earlier update of a non-finite value is rejected where the later
+    one keeps all of its nonzero entries (as the screen before this one did; the rule's
+    ``torch.equal`` would not tell such an update from itself)."""
+    n_e, n_l = len(earlier), len(later)
+    out = torch.zeros((n_e, n_l), dtype=torch.bool)
+    if not n_e or not n_l:
+        return out
+    names = sorted(earlier[0])
+    sizes = [earlier[0][n].numel() for n in names]
+    width, n_t = sum(sizes), len(sizes)
+    updates = [*earlier, *later]
+    exact = [all(d[n].dtype in _EXACT_WIDENING for n in names) for d in updates]
+    rows = torch.empty((len(updates), width), dtype=torch.float32)
+    bounds = [0, *torch.tensor(sizes, dtype=torch.int64).cumsum(0).tolist()]
+    amax = torch.zeros((len(updates), n_t), dtype=torch.float64)
+    finite = [False] * len(updates)
+    signs = torch.zeros((n_e, n_t), dtype=torch.bool)  # a's largest magnitude is a maximum
+    squares = torch.zeros((n_l, n_t), dtype=torch.float64)  # b's, tensor by tensor
+    for r, d in enumerate(updates):
+        if not exact[r]:
+            rows[r].zero_()
+            continue
+        finite[r] = True
+        for k, name in enumerate(names):
+            lo, hi = bounds[k], bounds[k + 1]
+            if hi == lo:
+                continue
+            t = rows[r, lo:hi]
+            t.copy_(d[name].detach().reshape(-1))
+            low, high = (float(v) for v in torch.aminmax(t))
+            if not (math.isfinite(low) and math.isfinite(high)):
+                finite[r] = False
+                continue
+            amax[r, k] = max(-low, high)
+            if r < n_e:
+                signs[r, k] = high >= -low
+            else:
+                wide = t.to(torch.float64)
+                squares[r - n_e, k] = torch.dot(wide, wide)
+    per = torch.where(amax > 0, CODE_LEVELS / torch.where(amax > 0, amax, 1.0), 0.0)
+    ok_a = torch.tensor([i for i in range(n_e) if finite[i]], dtype=torch.int64)
+    for i in [i for i in range(n_e) if exact[i] and not finite[i]]:
+        # the earlier screen's rule for an update of a non-finite value
+        out[i] = ~((rows[i] != 0) & (rows[n_e:] == 0)).any(dim=1)
+    if not ok_a.numel():
+        return out
+    below = threshold - (SCREEN_MARGIN + 16 * (width + 8) * 2.0**-53)
+    a_rows = rows.index_select(0, ok_a)
+    starts = torch.tensor(bounds[1:-1], dtype=torch.int64)
+    place = torch.cat(
+        [torch.arange(lo, hi, SUPPORT_STRIDE) for lo, hi in itertools.pairwise(bounds)]
+    )
+    # which way each b is compared: by its sample's nonzero share (either way is exact)
+    nonzero = torch.count_nonzero(rows[n_e:].index_select(1, place), dim=1).tolist()
+    gather: list[int] = []
+    sample: list[int] = []
+    for j in range(n_l):
+        if finite[n_e + j]:
+            dense = nonzero[j] * SUPPORT_GATHER > max(len(place), 1)
+            (sample if dense else gather).append(j)
+    for j in gather:
+        where = torch.nonzero(rows[n_e + j]).reshape(-1)
+        tensor = torch.bucketize(where, starts, right=True)  # each entry's tensor
+        a = a_rows.index_select(1, where).to(torch.float64)
+        b = rows[n_e + j].index_select(0, where).to(torch.float64)
+        sq_a, sq_b = (a * a).sum(dim=1), float(b @ b)
+        cos_p = (a @ b) / torch.sqrt(torch.where(sq_a > 0, sq_a, 1.0) * max(sq_b, 1e-300))
+        kept_max = torch.zeros((len(ok_a), n_t), dtype=torch.float64).scatter_reduce_(
+            1, tensor.expand(len(ok_a), -1), a.abs(), "amax"
+        )
+        scale = torch.where(
+            kept_max > 0, CODE_LEVELS / torch.where(kept_max > 0, kept_max, 1.0), 0.0
+        )
+        ca = torch.round(a * scale.index_select(1, tensor))
+        cb = torch.round(b * per[n_e + j].index_select(0, tensor))
+        sq_ca, sq_cb = (ca * ca).sum(dim=1), float(cb @ cb)
+        cos_c = (ca @ cb) / torch.sqrt(torch.where(sq_ca > 0, sq_ca, 1.0) * max(sq_cb, 1.0))
+        no_codes = (sq_ca == 0) | (sq_cb == 0)
+        out[ok_a, j] = (sq_a == 0) | ((cos_p < below) & (no_codes | (cos_c < below)))
+    if not sample:
+        return out
+    tensor = torch.bucketize(place, starts, right=True)
+    b_at = torch.tensor(sample, dtype=torch.int64)
+    a_vals = a_rows.index_select(1, place).to(torch.float64)
+    b_vals = rows[n_e + b_at].index_select(1, place).to(torch.float64)
+    mask = (b_vals != 0).to(torch.float64)
+    b_sq = (b_vals * b_vals).sum(dim=1)
+    bound_p = _subset_bound(
+        a_vals @ b_vals.T, (a_vals * a_vals) @ mask.T, b_sq, squares[b_at].sum(dim=1)
+    )
+    a_codes = torch.round(a_vals * per[ok_a].index_select(1, tensor))
+    b_codes = torch.round(b_vals * per[n_e + b_at].index_select(1, tensor))
+    a_csq, b_csq = a_codes * a_codes, b_codes * b_codes
+    dot_t = torch.zeros((len(ok_a), len(sample), n_t), dtype=torch.float64)
+    sq_a_t = torch.zeros_like(dot_t)
+    sq_b_t = torch.zeros((len(sample), n_t), dtype=torch.float64)
+    cuts = [0, *torch.bincount(tensor, minlength=n_t).cumsum(0).tolist()]
+    for k in range(n_t):
+        lo, hi = cuts[k], cuts[k + 1]
+        dot_t[:, :, k] = a_codes[:, lo:hi] @ b_codes[:, lo:hi].T
+        sq_a_t[:, :, k] = a_csq[:, lo:hi] @ mask[:, lo:hi].T
+        sq_b_t[:, k] = b_csq[:, lo:hi].sum(dim=1)
+    # [a, tensor]: an entry of a's largest magnitude in the tensor (-1: the tensor is zero)
+    tops = torch.full((len(ok_a), n_t), -1, dtype=torch.int64)
+    for at, i in enumerate(ok_a.tolist()):
+        for k in range(n_t):
+            if amax[i, k] > 0:
+                t = rows[i, bounds[k] : bounds[k + 1]]
+                tops[at, k] = bounds[k] + int(t.argmax() if signs[i, k] else t.argmin())
+    b_top = rows[n_e + b_at].index_select(1, tops.clamp_min(0).reshape(-1))
+    keeps = ((b_top != 0).reshape(len(sample), len(ok_a), n_t) | (tops < 0)).transpose(0, 1)
+    kept = keeps.to(torch.float64)  # [a, b, tensor]
+    scaled = squares[b_at] * per[n_e + b_at] ** 2
+    n_b = torch.tensor(sizes, dtype=torch.float64)  # at least b's nonzero entries
+    code_total = (scaled + torch.sqrt(n_b * scaled) + n_b / 4).sum(dim=1) * (1 + 1e-6)
+    bound_c = _subset_bound(
+        (dot_t * kept).sum(-1),
+        (sq_a_t * kept).sum(-1),
+        (sq_b_t.unsqueeze(0) * kept).sum(-1),
+        code_total,
+    )
+    out[ok_a.unsqueeze(1), b_at.unsqueeze(0)] = (bound_p < below) & (bound_c < below)
+    return out
+
+
 def support_copy_of(
     earlier: Sequence[Mapping[str, torch.Tensor]],
     later: Sequence[Mapping[str, torch.Tensor]],
@@ -709,12 +885,13 @@ def support_copy_of(
     of ``earlier`` under ``threshold``, the index of the first such earlier one (the free-rider
     screen's stale references, ``fedtrail.valuation.freeride``; a91). Only a later update with
     an exact zero can leave entries out, so the others are never compared; the pairs left are
-    screened with :func:`_support_screen` (when torch's float32 products are exact-rounded, as
-    :func:`find_duplicates` does) and decided by :func:`support_copy`, so the result is that of
-    the pair-by-pair rule, bit for bit. Updates of another layout are not compared."""
+    screened with :func:`_support_bound` (float64 products only: torch's float32 matmul
+    precision does not matter) and decided by :func:`support_copy`, so the result is that of
+    the pair-by-pair rule, bit for bit (``tests/fedtrail/protocol/test_support_bound.py``
+    checks it against the rule and against the screen before it). Updates of another layout
+    are not compared."""
     if not earlier:
         return {}
-    width = _numel(earlier[0])
     names = sorted(earlier[0])
     sparse = [
         j
@@ -732,9 +909,8 @@ def support_copy_of(
         return {}
     rows: list[Mapping[str, torch.Tensor] | None] = [earlier[i] for i in refs]
     rows += [later[j] for j in sparse]
-    apart: set[tuple[int, int]] = set()
-    if torch.get_float32_matmul_precision() == "highest":
-        apart = _support_screen(rows, width, threshold, earlier=len(refs))
+    bound = _support_bound([earlier[i] for i in refs], [later[j] for j in sparse], threshold)
+    apart = {(a, len(refs) + b) for a, b in torch.nonzero(bound).tolist()}
     sizes = [earlier[0][n].numel() for n in names]
     flats: dict[int, torch.Tensor] = {}
 

@@ -110,7 +110,7 @@ def test_the_screened_search_decides_as_the_pair_by_pair_rule() -> None:
     assert support_copy_of(refs, later, THRESHOLD) == expected
     previous = torch.get_float32_matmul_precision()
     try:
-        torch.set_float32_matmul_precision("high")  # the screen is off: every pair decided
+        torch.set_float32_matmul_precision("high")  # float64 screen: the same verdicts
         assert support_copy_of(refs, later, THRESHOLD) == expected
     finally:
         torch.set_float32_matmul_precision(previous)
