@@ -162,13 +162,9 @@ class ModelSpec:
 
     def spec_hash(self) -> str:
         """sha256 (hex) of the settings (:meth:`to_json`) and the tensor layout, canonically
-        encoded."""
-        layout = [
-            [name, list(shape), dtype] for name, (shape, dtype) in self.tensor_layout().items()
-        ]
-        doc = {"spec": self.to_json(), "tensors": layout}
-        blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
-        return hashlib.sha256(blob).hexdigest()
+        encoded. Computed once per spec (a spec is immutable): its meta model took ~1-2 ms,
+        asked 8 times in a 5-site round (each site's terms check, the aggregator's terms)."""
+        return _spec_hash(self)
 
 
 _LATER_FIELDS = {"norm": "batch", "input_norm": "none"}
@@ -488,6 +484,14 @@ ARCHS: dict[str, Arch] = {
     "resnet18": Arch(lambda s: ResNet(s, 18), min_image_size=16, monai=True, norm_rule=_RES),
 }
 """The architectures a spec may name."""
+
+
+@functools.lru_cache(maxsize=64)
+def _spec_hash(spec: ModelSpec) -> str:
+    layout = [[name, list(shape), dtype] for name, (shape, dtype) in spec.tensor_layout().items()]
+    doc = {"spec": spec.to_json(), "tensors": layout}
+    blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
 
 
 @functools.lru_cache(maxsize=64)

@@ -76,6 +76,24 @@ def test_spec_hash_pins_the_default_and_separates_settings() -> None:
     assert specs[2].spec_hash() == ModelSpec(arch="resnet10", image_size=32).spec_hash()
 
 
+def test_a_specs_hash_builds_its_meta_model_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 18: each site's terms check and the aggregator's terms asked it, 8 meta models a
+    # 5-site round; a spec is immutable, so its hash is kept (a spec no other test hashes)
+    built: list[ModelSpec] = []
+    layout = ModelSpec.tensor_layout
+
+    def counted(self: ModelSpec) -> dict[str, tuple[tuple[int, ...], str]]:
+        built.append(self)
+        return layout(self)
+
+    monkeypatch.setattr(ModelSpec, "tensor_layout", counted)
+    spec = ModelSpec(width=24, hidden=40)
+    first = spec.spec_hash()
+    assert ModelSpec(width=24, hidden=40).spec_hash() == first  # an equal spec: the same
+    assert spec.spec_hash() == first and built == [spec]
+    assert ModelSpec(width=24, hidden=41).spec_hash() != first and len(built) == 2
+
+
 def test_specs_an_arch_cannot_take_are_refused_with_the_reason() -> None:
     with pytest.raises(ConfigError, match=r"densenet121 needs image_size >= 32, got 28"):
         ModelSpec(arch="densenet121", image_size=28)
