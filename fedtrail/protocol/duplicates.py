@@ -5,7 +5,9 @@ update before the commit window closes, so the earliest commitment is the origin
 later byte-identical or numerically near-identical update is the copy. The aggregator marks the
 copies DUPLICATE before valuing the round and an auditor re-derives the same marks from the
 same public data, with the thresholds the round's terms name
-(:class:`~fedtrail.protocol.terms.DuplicateRule`).
+(:class:`~fedtrail.protocol.terms.DuplicateRule`). One exception to "the earlier is the
+original": under ``either_order`` the sparse tests also run the other way round, so a sparse
+copy committed before its dense original is the copy (attack a99).
 """
 
 from __future__ import annotations
@@ -770,9 +772,9 @@ free-rider screen's statistic (a layer above this one, so passed in)."""
 def find_duplicates(
     entries: Sequence[Entry], rule: DuplicateRule, *, whiteness: Whiteness | None = None
 ) -> dict[str, str]:
-    """Site -> the earlier site whose update it repeats, for every copy. Entries are taken in
-    commit order; a copy is compared with the originals before it (not with other copies), so
-    the result does not depend on addresses or on the order ``entries`` come in.
+    """Site -> the site whose update it repeats, for every copy. Entries are taken in commit
+    order; a copy is compared with the originals before it (not with other copies), so the
+    result does not depend on addresses or on the order ``entries`` come in.
 
     The pairs are first screened with float32 Gram products of the updates (and of their
     :func:`codes` for a rule with ``scaled_cosine``), in blocks whose rounding error is bounded
@@ -785,7 +787,15 @@ def find_duplicates(
     10-12). A rule with ``white_noise_z`` adds the white-noise test after the others
     (``whiteness`` of the later update, unless it declares DP-SGD, and the original closest to
     it by cosine, when above 0.5: below ``white_noise_z`` is a copy); without ``whiteness`` it
-    raises ConfigError."""
+    raises ConfigError.
+
+    A rule with ``either_order`` also runs the two sparse tests (``support_cosine``,
+    ``support_overlap``) the other way round: once an update is an original (no test above
+    marks it), every earlier original not yet marked that repeats it on the entries it carries,
+    it as the original, is the copy (attack a99: the sparse copy committed first). The marked
+    earlier update stays an original for the forward tests of later updates, so every mark of
+    the one-way rule is kept; the later one, the original of the pair, is never marked by it.
+    Those pairs are screened by :func:`_support_screen` of the updates in reverse order."""
     white_z = rule.white_noise_z or None  # 0: off, as absent
     if white_z is not None and whiteness is None:
         raise ConfigError("the duplicate rule's white_noise_z needs its statistic")
@@ -920,6 +930,24 @@ def find_duplicates(
         assert original is not None and later is not None
         return closest if whiteness(later, original, white_z) < white_z else None
 
+    either = bool(rule.either_order) and (support is not None or overlap is not None)
+    back_apart: set[tuple[int, int]] | None = None  # support screen of the pairs reversed
+
+    def copied_back(i: int, j: int) -> bool:
+        """Whether earlier original ``i`` repeats later original ``j`` by a sparse test, ``j``
+        as the original (``rule.either_order``)."""
+        nonlocal back_apart
+        if support is not None:
+            if back_apart is None:
+                back_apart = set()
+                if use_screen and width is not None:
+                    n = len(deltas)
+                    pairs = _support_screen(deltas[::-1], width, support)
+                    back_apart = {(n - 1 - q, n - 1 - p) for p, q in pairs}
+            if (i, j) not in back_apart and left_out(j, i):
+                return True
+        return kept_largest(j, i)
+
     originals: list[int] = []
     out: dict[str, str] = {}
     for j, e in enumerate(ordered):
@@ -946,5 +974,12 @@ def find_duplicates(
         if source is not None:
             out[e.site] = source
         elif e.delta is not None:
+            if either:
+                # the other way round: an earlier original (not yet marked) that repeats this one
+                # on the entries it carries is the copy; it stays an original for the forward
+                # tests of later updates, so every mark of the one-way rule is kept
+                for i in originals:
+                    if ordered[i].site not in out and sizes[i] == sizes[j] and copied_back(i, j):
+                        out[ordered[i].site] = e.site
             originals.append(j)
     return out

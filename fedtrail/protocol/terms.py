@@ -204,7 +204,14 @@ class DuplicateRule:
     ``white_noise_z`` closes the way past ``scaled_cosine`` by adding noise: a later update
     whose residual from an earlier one is white noise within each tensor is a copy
     (:data:`DUPLICATE_WHITE_NOISE_Z`; 0: off). None (terms written before it) replays without
-    it."""
+    it.
+
+    ``either_order`` closes the way past ``support_cosine`` and ``support_overlap`` by
+    committing the sparse copy *before* its original (attack a99): those two tests also compare
+    each pair the other way round, the later update as the original, so an earlier update that
+    repeats a later one on the entries it carries is the copy whoever committed first; the later
+    (dense) original is never marked by it. None or False (terms written before it, which lack
+    the key) replays the one-way rule."""
 
     cosine: float = DUPLICATE_COSINE
     relative_l2: float = DUPLICATE_RELATIVE_L2
@@ -212,10 +219,13 @@ class DuplicateRule:
     support_cosine: float | None = DUPLICATE_SUPPORT_COSINE
     support_overlap: float | None = DUPLICATE_SUPPORT_OVERLAP
     white_noise_z: float | None = DUPLICATE_WHITE_NOISE_Z
+    either_order: bool | None = True
 
     def __post_init__(self) -> None:
         scaled, support, overlap = self.scaled_cosine, self.support_cosine, self.support_overlap
         white = self.white_noise_z
+        if self.either_order not in (None, True, False):
+            raise InvalidTerms(f"duplicates either_order must be true or false: {self.either_order!r}")
         if not (
             0.0 < self.cosine <= 1.0
             and 0.0 <= self.relative_l2 < 1.0
@@ -232,8 +242,8 @@ class DuplicateRule:
 
     def to_json(self) -> dict[str, Any]:
         """The terms' ``duplicates`` object; ``scaled_cosine``, ``support_cosine``,
-        ``support_overlap`` and ``white_noise_z`` only when set, so terms without them keep
-        their bytes."""
+        ``support_overlap``, ``white_noise_z`` and ``either_order`` only when set, so terms
+        without them keep their bytes."""
         overlap = self.support_overlap
         return {
             "cosine": self.cosine,
@@ -242,6 +252,7 @@ class DuplicateRule:
             **({} if self.support_cosine is None else {"support_cosine": self.support_cosine}),
             **({} if overlap is None else {"support_overlap": overlap}),
             **({} if self.white_noise_z is None else {"white_noise_z": self.white_noise_z}),
+            **({} if self.either_order is None else {"either_order": self.either_order}),
         }
 
 
@@ -479,6 +490,9 @@ class RoundTerms:
                     white_noise_z=None
                     if "white_noise_z" not in dup
                     else _float(dup["white_noise_z"], "duplicates/white_noise_z"),
+                    either_order=None
+                    if "either_order" not in dup
+                    else _bool(dup["either_order"], "duplicates/either_order"),
                 ),
                 canonical_encoding=doc["canonical_encoding"] is True,
                 class_names=_names(doc.get("class_names", [])),
@@ -516,6 +530,12 @@ def _float(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidTerms(f"round terms: {where} is not a finite number")
     return float(value)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidTerms(f"round terms: {where} is not true or false")
+    return value
 
 
 def _map(value: Any, where: str) -> dict[str, Any]:

@@ -170,6 +170,7 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "boost_clip",
         "white_noise_z",
         "duplicate_white_noise_z",
+        "duplicate_either_order",
         "shaped_noise_z",
         "duplicate_relative_l2",
     }
@@ -183,6 +184,7 @@ DUPLICATE_LIMITS: Final = {
     "duplicate_support_cosine": "support_cosine",
     "duplicate_support_overlap": "support_overlap",
     "duplicate_white_noise_z": "white_noise_z",
+    "duplicate_either_order": "either_order",
 }
 """The limits on the terms' duplicate rule (:class:`~fedtrail.protocol.terms.DuplicateRule`),
 by the rule's field: a later update within both thresholds of an earlier one, or above its
@@ -196,15 +198,21 @@ fraction below 1 passes: ``scripts/attacks/a90_sparse_copy.py``), and terms with
 ``support_overlap`` (the rule before it, which such a copy with noise added to the entries it
 keeps passes: ``scripts/attacks/a93_sparse_noisy_copy.py``); terms without ``white_noise_z``
 (the rule before it, which a copy plus 1% noise passes: ``a1_sybil_scaled_copy.py noise 3
-0.01``) read as 0, off: below the loosest default, so refused."""
+0.01``) read as 0, off: below the loosest default, so refused; so do terms without
+``either_order`` (1 on, 0 off: the rule before it, whose sparse tests read a later update
+against an earlier one only, which a sparse copy committed before its original passes:
+``scripts/attacks/a99_sparse_copy_first.py``)."""
 
 
 def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
     """The rule's threshold bounded by ``limit``; an absent ``scaled_cosine``,
     ``support_cosine`` or ``support_overlap`` (the rule of terms written before it: no cosine
     alone, no comparison on a sparser copy's entries, or no look at which entries a sparse
-    update keeps, marks a copy) reads as 1.0, the check off."""
+    update keeps, marks a copy) reads as 1.0, the check off; ``either_order`` reads as 1 when
+    true, 0 (the sparse tests one way) when absent or false."""
     value = getattr(duplicates, DUPLICATE_LIMITS[limit])
+    if limit == "duplicate_either_order":  # true: 1 (on); absent or false: 0 (one way)
+        return 1.0 if value else 0.0
     if value is None:  # off: the white-noise test's off is 0 (it flags more as it rises)
         return 0.0 if limit == "duplicate_white_noise_z" else 1.0
     return float(value)
@@ -294,6 +302,10 @@ class LoosestLimits:
     duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
     duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
     duplicate_white_noise_z: float = DUPLICATE_WHITE_NOISE_Z
+    duplicate_either_order: int = 1
+    """At least 1 (on): terms that omit it read as 0, the sparse tests one way, under which a
+    sparse copy committed before its original is paid (``scripts/attacks/
+    a99_sparse_copy_first.py``)."""
 
     def __post_init__(self) -> None:
         _valid_thresholds(asdict(self))
@@ -410,6 +422,9 @@ class ThresholdLimits:
     duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
     duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
     duplicate_white_noise_z: float = DUPLICATE_WHITE_NOISE_Z
+    duplicate_either_order: int = 1
+    """At most 1: on is the strictest there is (no honest pair of a mixed dense and ``topk8``
+    federation marked either way, ``scripts/bench/support_overlap.py --mixed``)."""
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("anchored_median", "median")
     """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site
