@@ -792,10 +792,13 @@ def find_duplicates(
     A rule with ``either_order`` also runs the two sparse tests (``support_cosine``,
     ``support_overlap``) the other way round: once an update is an original (no test above
     marks it), every earlier original not yet marked that repeats it on the entries it carries,
-    it as the original, is the copy (attack a99: the sparse copy committed first). The marked
-    earlier update stays an original for the forward tests of later updates, so every mark of
-    the one-way rule is kept; the later one, the original of the pair, is never marked by it.
-    Those pairs are screened by :func:`_support_screen` of the updates in reverse order."""
+    it as the original, is the copy (attack a99: the sparse copy committed first). They are
+    found for every update no test before the white-noise test marks, before its white-noise
+    test, which leaves them out of the originals it looks at (a dense original's residual from
+    its own sparse copy is the entries the copy dropped, white for random updates: the one-way
+    rule marked the dense one). The marked earlier update stays an original for the tests of
+    later updates; the later one, the original of the pair, is never marked by it. Those pairs
+    are screened by :func:`_support_screen` of the updates in reverse order."""
     white_z = rule.white_noise_z or None  # 0: off, as absent
     if white_z is not None and whiteness is None:
         raise ConfigError("the duplicate rule's white_noise_z needs its statistic")
@@ -906,18 +909,19 @@ def find_duplicates(
             pair = (ca, cb, nca, ncb)
         return _near(a, b, na, nb, rule, pair)
 
-    def white(j: int) -> int | None:
+    def white(j: int, skip: Sequence[int] = ()) -> int | None:
         """The original closest to update ``j`` (largest positive cosine of the exact float64
         flats, the first in commit order on a tie), when that cosine is above
         :data:`~fedtrail.protocol.terms.DUPLICATE_WHITE_MIN_COSINE` and ``j`` is it plus noise
-        white within each tensor; else None. One statistic an update, not one a pair: 100
-        updates' 4,950 pairs cost 46 s (``scripts/bench/dup_white_cost.py``), against 1 s."""
+        white within each tensor; else None. ``skip``: originals left out (``j``'s own copies
+        under ``either_order``). One statistic an update, not one a pair: 100 updates' 4,950
+        pairs cost 46 s (``scripts/bench/dup_white_cost.py``), against 1 s."""
         if white_z is None or whiteness is None or ordered[j].noise_declared:
             return None
         b, nb = flat(j)
         best, closest = 0.0, None
         for i in originals:
-            if sizes[i] != sizes[j]:
+            if sizes[i] != sizes[j] or i in skip:
                 continue
             a, na = flat(i)
             if na > 0 and nb > 0:
@@ -968,18 +972,24 @@ def find_duplicates(
             ),
             None,
         )
+        mine: list[int] = []
+        if source is None and e.delta is not None and either:
+            # the other way round: an earlier original (not yet marked) that repeats this one
+            # on the entries it carries is its copy, found before this one's white-noise test,
+            # which leaves them out (an update is no copy of its own copy); it stays an original
+            # for the tests of later updates
+            mine = [
+                i
+                for i in originals
+                if ordered[i].site not in out and sizes[i] == sizes[j] and copied_back(i, j)
+            ]
         if source is None and e.delta is not None:
-            closest = white(j)
+            closest = white(j, mine)
             source = None if closest is None else ordered[closest].site
+        for i in mine:
+            out[ordered[i].site] = e.site
         if source is not None:
             out[e.site] = source
         elif e.delta is not None:
-            if either:
-                # the other way round: an earlier original (not yet marked) that repeats this one
-                # on the entries it carries is the copy; it stays an original for the forward
-                # tests of later updates, so every mark of the one-way rule is kept
-                for i in originals:
-                    if ordered[i].site not in out and sizes[i] == sizes[j] and copied_back(i, j):
-                        out[ordered[i].site] = e.site
             originals.append(j)
     return out

@@ -225,7 +225,9 @@ class DuplicateRule:
         scaled, support, overlap = self.scaled_cosine, self.support_cosine, self.support_overlap
         white = self.white_noise_z
         if self.either_order not in (None, True, False):
-            raise InvalidTerms(f"duplicates either_order must be true or false: {self.either_order!r}")
+            raise InvalidTerms(
+                f"duplicates either_order must be true or false: {self.either_order!r}"
+            )
         if not (
             0.0 < self.cosine <= 1.0
             and 0.0 <= self.relative_l2 < 1.0

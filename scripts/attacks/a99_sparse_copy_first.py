@@ -8,9 +8,12 @@ read a *later* sparse update against an earlier one, so before ``duplicates.eith
 earlier sparse copy was nobody's copy and ``h0``, dense, repeats none of its entries: both paid.
 
 Modes: ``attack [FRACTION] [LEVEL] [ROUNDS]`` (default 0.5, 0, 2 rounds; ``0.1 0.05``: a93's
-noisy copy) and ``honest`` (the sybil trains on 150 images of its own and commits them first
+noisy copy), ``honest`` (the sybil trains on 150 images of its own and commits them first
 through ``topk8`` at the same fraction with the same noise: a control that a sparse update
-committed first is not marked and marks nobody, the dense honest sites included). Four honest
+committed first is not marked and marks nobody, the dense honest sites included) and
+``frame`` (the attacker flipping it: a data-less address commits first, from round 2,
+``h0``'s public update of the round before sent sparse the same way, to get ``h0``'s new
+dense update marked its copy; default 3 rounds). Four honest
 sites of 150 beside it (``h0`` dense). Every mode also asserts that ``h0`` (the dense original)
 is never DUPLICATE: the honest site whose update is copied keeps its score.
 
@@ -20,7 +23,8 @@ on this tree.
 
 usage: scripts/attacks/real.sh scripts/attacks/a99_sparse_copy_first.py attack [0.5] [0] [2]
 Exits 1 when the sybil's copy is paid (weight > 0) in any round with ``audit verify`` passing
-(the attack works undetected) or ``h0`` is marked DUPLICATE, 0 otherwise; ``honest`` exits 0
+(the attack works undetected) or ``h0`` is marked DUPLICATE, 0 otherwise (``frame``: 1 when
+an honest site is marked DUPLICATE, 0 otherwise); ``honest`` exits 0
 when the sybil is paid in every round, nobody is DUPLICATE and verify and the independent reader
 pass, 1 otherwise. The reader (``scripts/independent/reader.py``) replays the chain after each
 run but ``BEFORE``.
@@ -56,11 +60,11 @@ if os.environ.get("BEFORE"):
     print("BEFORE=1: duplicates judged without either_order (sparse tests one way)")
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "attack"
-if MODE not in ("attack", "honest"):
-    sys.exit(f"unknown mode {MODE!r}: attack or honest")
+if MODE not in ("attack", "honest", "frame"):
+    sys.exit(f"unknown mode {MODE!r}: attack, honest or frame")
 FRACTION = float(sys.argv[2]) if len(sys.argv) > 2 else 0.5
 LEVEL = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
-ROUNDS = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+ROUNDS = int(sys.argv[4]) if len(sys.argv) > 4 else (3 if MODE == "frame" else 2)
 
 
 def topk8(delta, r):
@@ -69,7 +73,12 @@ def topk8(delta, r):
 
 
 def sparse_first(ctx):
-    source = ctx.now["h0"] if MODE == "attack" else ctx.now["sybil"]
+    if MODE == "frame":
+        if not ctx.past or "h0" not in ctx.past[-1]:
+            return None  # round 1: nothing public to resend
+        source = ctx.past[-1]["h0"]
+    else:
+        source = ctx.now["h0"] if MODE == "attack" else ctx.now["sybil"]
     if not LEVEL:
         return topk8(source, ctx.round), 150
     copy = decode_update(topk8(source, ctx.round), spec=SPEC, expected_round=ctx.round)[0]
@@ -91,6 +100,9 @@ res = run(sites, rounds=ROUNDS, real=True)
 paid, marked = [], []
 for i, row in enumerate(res["results"], 1):
     syb = row.get("sybil", {})
+    if not syb:
+        print(f"round {i}: sybil sent nothing")
+        continue
     both = row["h0"]["weight"] + syb.get("weight", 0.0)
     dups = sorted(nm for nm, r in row.items() if r.get("reason") == "DUPLICATE")
     print(
@@ -121,6 +133,8 @@ print(
     f"mode {MODE}, fraction {FRACTION}, noise {LEVEL:g} of the copy's norm, committed first: "
     f"sybil paid in rounds {paid}; others DUPLICATE {marked}; audit verify {ok}"
 )
+if MODE == "frame":
+    sys.exit(1 if marked else 0)
 if MODE == "attack":
     sys.exit(1 if (paid and ok) or marked else 0)
 sys.exit(0 if len(paid) == ROUNDS and not marked and ok and reader_ok else 1)
