@@ -163,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"topk8 {args.fraction:g} every {args.every}"
         f"{'' if args.error_feedback else ', no error feedback'}: sites alpha  kept-entries "
-        f"share max, dense original (> {overlap:g}) | sparse original   support cosine max (> {support:g})"
+        f"share max, dense original (> {overlap:g}) | sparse original   "
+        f"support cosine max (> {support:g})"
         "   honest marked by find_duplicates, both orders (one-way rule)"
     )
     for n in (int(x) for x in args.sites.split(",") if x):
