@@ -13,7 +13,11 @@ through ``topk8`` at the same fraction with the same noise: a control that a spa
 committed first is not marked and marks nobody, the dense honest sites included) and
 ``frame`` (the attacker flipping it: a data-less address commits first, from round 2,
 ``h0``'s public update of the round before sent sparse the same way, to get ``h0``'s new
-dense update marked its copy; default 3 rounds). Four honest
+dense update marked its copy; default 3 rounds) and ``stale`` (the reversal across rounds,
+which ``either_order`` does not touch: the sybil trains on 150 images and commits them through
+``topk8`` at the fraction, and a second data-less address ``rider`` commits from round 2 the
+sybil's *dense* update of the round before, whose sparse version is public; the stale screen's
+sparse tests read a current sparse update against a past reference only; default 3 rounds). Four honest
 sites of 150 beside it (``h0`` dense). Every mode also asserts that ``h0`` (the dense original)
 is never DUPLICATE: the honest site whose update is copied keeps its score.
 
@@ -22,6 +26,7 @@ is never DUPLICATE: the honest site whose update is copied keeps its score.
 on this tree.
 
 usage: scripts/attacks/real.sh scripts/attacks/a99_sparse_copy_first.py attack [0.5] [0] [2]
+``stale`` exits 1 when the rider is paid in a round with verify passing, 0 otherwise.
 Exits 1 when the sybil's copy is paid (weight > 0) in any round with ``audit verify`` passing
 (the attack works undetected) or ``h0`` is marked DUPLICATE, 0 otherwise (``frame``: 1 when
 an honest site is marked DUPLICATE, 0 otherwise); ``honest`` exits 0
@@ -60,11 +65,11 @@ if os.environ.get("BEFORE"):
     print("BEFORE=1: duplicates judged without either_order (sparse tests one way)")
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "attack"
-if MODE not in ("attack", "honest", "frame"):
-    sys.exit(f"unknown mode {MODE!r}: attack, honest or frame")
+if MODE not in ("attack", "honest", "frame", "stale"):
+    sys.exit(f"unknown mode {MODE!r}: attack, honest, frame or stale")
 FRACTION = float(sys.argv[2]) if len(sys.argv) > 2 else 0.5
 LEVEL = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
-ROUNDS = int(sys.argv[4]) if len(sys.argv) > 4 else (3 if MODE == "frame" else 2)
+ROUNDS = int(sys.argv[4]) if len(sys.argv) > 4 else (3 if MODE in ("frame", "stale") else 2)
 
 
 def topk8(delta, r):
@@ -93,11 +98,40 @@ def sparse_first(ctx):
     return topk8(out, ctx.round), 150
 
 
+KEPT: dict[int, object] = {}  # stale: the sybil's dense update by round
+
+
+def sparse_own(ctx):
+    KEPT[ctx.round] = ctx.now["sybil"]
+    return topk8(ctx.now["sybil"], ctx.round), 150
+
+
+def dense_resend(ctx):
+    if ctx.round - 1 not in KEPT:
+        return None  # round 1: nothing to resend
+    return KEPT[ctx.round - 1], 150
+
+
 sites = [Site("h0", 150), Site("h1", 150), Site("h2", 150), Site("h3", 150)]
-samples = 150 if MODE == "honest" else 0
-sites.append(Site("sybil", samples, strategy=sparse_first, cap=150, commit_first=True))
+if MODE == "stale":
+    sites.append(Site("sybil", 150, strategy=sparse_own, cap=150))
+    sites.append(Site("rider", 0, strategy=dense_resend, cap=150))
+else:
+    samples = 150 if MODE == "honest" else 0
+    sites.append(Site("sybil", samples, strategy=sparse_first, cap=150, commit_first=True))
 res = run(sites, rounds=ROUNDS, real=True)
 paid, marked = [], []
+if MODE == "stale":
+    for i, row in enumerate(res["results"], 1):
+        rider = row.get("rider", {})
+        print(
+            f"round {i}: sybil {row['sybil'].get('reason')} weight {row['sybil']['weight']:.3f}; "
+            f"rider {rider.get('reason')} weight {rider.get('weight', 0.0):.3f}"
+        )
+        if rider.get("weight", 0.0) > 0:
+            paid.append(i)
+    print(f"mode stale: rider paid in rounds {paid}; audit verify {bool(res['audit_ok'])}")
+    sys.exit(1 if paid and res["audit_ok"] else 0)
 for i, row in enumerate(res["results"], 1):
     syb = row.get("sybil", {})
     if not syb:
