@@ -17,9 +17,9 @@ dense update marked its copy; default 3 rounds) and ``stale`` (the reversal acro
 which ``either_order`` does not touch: the sybil trains on 150 images and commits them through
 ``topk8`` at the fraction, and a second data-less address ``rider`` commits from round 2 the
 sybil's *dense* update of the round before, whose sparse version is public; the stale screen's
-sparse tests read a current sparse update against a past reference only; default 3 rounds). Four honest
-sites of 150 beside it (``h0`` dense). Every mode also asserts that ``h0`` (the dense original)
-is never DUPLICATE: the honest site whose update is copied keeps its score.
+sparse tests read a current sparse update against a past reference only; default 3 rounds).
+Four honest sites of 150 beside it (``h0`` dense). Every mode also asserts that ``h0`` (the
+dense original) is never DUPLICATE: the honest site whose update is copied keeps its score.
 
 ``BEFORE=1``: the duplicate rule without ``either_order`` (the aggregator's and the audit's
 ``find_duplicates`` called with it dropped from the terms' rule), to measure the old behaviour
