@@ -790,15 +790,15 @@ def find_duplicates(
     raises ConfigError.
 
     A rule with ``either_order`` also runs the two sparse tests (``support_cosine``,
-    ``support_overlap``) the other way round: once an update is an original (no test above
-    marks it), every earlier original not yet marked that repeats it on the entries it carries,
-    it as the original, is the copy (attack a99: the sparse copy committed first). They are
-    found for every update no test before the white-noise test marks, before its white-noise
-    test, which leaves them out of the originals it looks at (a dense original's residual from
-    its own sparse copy is the entries the copy dropped, white for random updates: the one-way
-    rule marked the dense one). The marked earlier update stays an original for the tests of
-    later updates; the later one, the original of the pair, is never marked by it. Those pairs
-    are screened by :func:`_support_screen` of the updates in reverse order."""
+    ``support_overlap``) the other way round: for every update that no test before the
+    white-noise test marks, every earlier original not yet marked that repeats it on the
+    entries it carries, it as the original, is the copy (attack a99: the sparse copy committed
+    first). They are found before its white-noise test, which leaves them out of the originals
+    it looks at (a dense original's residual from its own sparse copy is the entries the copy
+    dropped, white for random updates: the one-way rule marked the dense one). The marked
+    earlier update stays an original for the tests of later updates; the later one, the
+    original of the pair, is never marked by it. Those pairs are screened by
+    :func:`_support_screen` of the updates in reverse order."""
     white_z = rule.white_noise_z or None  # 0: off, as absent
     if white_z is not None and whiteness is None:
         raise ConfigError("the duplicate rule's white_noise_z needs its statistic")
