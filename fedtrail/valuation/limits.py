@@ -423,8 +423,9 @@ class ThresholdLimits:
     duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
     duplicate_white_noise_z: float = DUPLICATE_WHITE_NOISE_Z
     duplicate_either_order: int = 1
-    """At most 1: on is the strictest there is (no honest pair of a mixed dense and ``topk8``
-    federation marked either way, ``scripts/bench/support_overlap.py --mixed``)."""
+    """At most 1: on is the strictest there is (no honest update of a mixed dense and ``topk8``
+    federation marked in either commit order, 5-50 sites, ``scripts/bench/either_order.py``;
+    README *Sparse copies committed first*)."""
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("anchored_median", "median")
     """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site
