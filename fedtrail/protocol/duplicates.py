@@ -5,7 +5,9 @@ update before the commit window closes, so the earliest commitment is the origin
 later byte-identical or numerically near-identical update is the copy. The aggregator marks the
 copies DUPLICATE before valuing the round and an auditor re-derives the same marks from the
 same public data, with the thresholds the round's terms name
-(:class:`~fedtrail.protocol.terms.DuplicateRule`).
+(:class:`~fedtrail.protocol.terms.DuplicateRule`). One exception to "the earlier is the
+original": under ``either_order`` the sparse tests also run the other way round, so a sparse
+copy committed before its dense original is the copy (attack a99).
 """
 
 from __future__ import annotations
@@ -981,9 +983,9 @@ free-rider screen's statistic (a layer above this one, so passed in)."""
 def find_duplicates(
     entries: Sequence[Entry], rule: DuplicateRule, *, whiteness: Whiteness | None = None
 ) -> dict[str, str]:
-    """Site -> the earlier site whose update it repeats, for every copy. Entries are taken in
-    commit order; a copy is compared with the originals before it (not with other copies), so
-    the result does not depend on addresses or on the order ``entries`` come in.
+    """Site -> the site whose update it repeats, for every copy. Entries are taken in commit
+    order; a copy is compared with the originals before it (not with other copies), so the
+    result does not depend on addresses or on the order ``entries`` come in.
 
     The pairs are first screened with float32 Gram products of the updates (and of their
     :func:`codes` for a rule with ``scaled_cosine``), in blocks whose rounding error is bounded
@@ -998,7 +1000,19 @@ def find_duplicates(
     it by cosine, when above 0.5: below ``white_noise_z`` is a copy); without ``whiteness`` it
     raises ConfigError. A rule with ``shared_tensor`` on tests, before the white-noise test,
     whether the later update repeats some nonzero tensor of an original exactly
-    (:func:`shared_tensor`; the first such original in commit order)."""
+    (:func:`shared_tensor`; the first such original in commit order).
+
+    A rule with ``either_order`` also runs the two sparse tests (``support_cosine``,
+    ``support_overlap``) the other way round: for every update that no test before the
+    shared-tensor and white-noise tests marks, every earlier original not yet marked that
+    repeats it on the entries it carries, it as the original, is the copy (attack a99: the
+    sparse copy committed first). They are found before its shared-tensor and white-noise
+    tests, which leave them out of the originals they look at (a dense original's residual from
+    its own sparse copy is the entries the copy dropped, white for random updates: the one-way
+    rule marked the dense one; a copy that keeps a tensor whole repeats it exactly). The marked
+    earlier update stays an original for the tests of later updates; the later one, the
+    original of the pair, is never marked by it. Those pairs are screened by
+    :func:`_support_screen` of the updates in reverse order."""
     white_z = rule.white_noise_z or None  # 0: off, as absent
     if white_z is not None and whiteness is None:
         raise ConfigError("the duplicate rule's white_noise_z needs its statistic")
@@ -1109,18 +1123,19 @@ def find_duplicates(
             pair = (ca, cb, nca, ncb)
         return _near(a, b, na, nb, rule, pair)
 
-    def white(j: int) -> int | None:
+    def white(j: int, skip: Sequence[int] = ()) -> int | None:
         """The original closest to update ``j`` (largest positive cosine of the exact float64
         flats, the first in commit order on a tie), when that cosine is above
         :data:`~fedtrail.protocol.terms.DUPLICATE_WHITE_MIN_COSINE` and ``j`` is it plus noise
-        white within each tensor; else None. One statistic an update, not one a pair: 100
-        updates' 4,950 pairs cost 46 s (``scripts/bench/dup_white_cost.py``), against 1 s."""
+        white within each tensor; else None. ``skip``: originals left out (``j``'s own copies
+        under ``either_order``). One statistic an update, not one a pair: 100 updates' 4,950
+        pairs cost 46 s (``scripts/bench/dup_white_cost.py``), against 1 s."""
         if white_z is None or whiteness is None or ordered[j].noise_declared:
             return None
         b, nb = flat(j)
         best, closest = 0.0, None
         for i in originals:
-            if sizes[i] != sizes[j]:
+            if sizes[i] != sizes[j] or i in skip:
                 continue
             a, na = flat(i)
             if na > 0 and nb > 0:
@@ -1135,11 +1150,12 @@ def find_duplicates(
 
     tensor_keys: dict[int, dict[str, tuple[tuple[int, ...], bytes]]] = {}
 
-    def shares_tensor(j: int) -> str | None:
+    def shares_tensor(j: int, skip: Sequence[int] = ()) -> str | None:
         """The first original (commit order) of update ``j``'s number of entries that has a
         tensor of at least :data:`SHARED_TENSOR_MIN_SIZE` entries, not all 0, with exactly
         ``j``'s values (:func:`shared_tensor`), when the rule's ``shared_tensor`` is on; else
-        None. Each update's tensors are widened and keyed once."""
+        None. ``skip``: originals left out (``j``'s own copies under ``either_order``). Each
+        update's tensors are widened and keyed once."""
         if not rule.shared_tensor:
             return None
 
@@ -1152,11 +1168,29 @@ def find_duplicates(
 
         later = keys(j)
         for i in originals:
-            if sizes[i] == sizes[j] and later:
+            if sizes[i] == sizes[j] and later and i not in skip:
                 mine = keys(i)
                 if any(mine.get(n) == v for n, v in later.items()):
                     return ordered[i].site
         return None
+
+    either = bool(rule.either_order) and (support is not None or overlap is not None)
+    back_apart: set[tuple[int, int]] | None = None  # support screen of the pairs reversed
+
+    def copied_back(i: int, j: int) -> bool:
+        """Whether earlier original ``i`` repeats later original ``j`` by a sparse test, ``j``
+        as the original (``rule.either_order``)."""
+        nonlocal back_apart
+        if support is not None:
+            if back_apart is None:
+                back_apart = set()
+                if use_screen and width is not None:
+                    n = len(deltas)
+                    pairs = _support_screen(deltas[::-1], width, support)
+                    back_apart = {(n - 1 - q, n - 1 - p) for p, q in pairs}
+            if (i, j) not in back_apart and left_out(j, i):
+                return True
+        return kept_largest(j, i)
 
     originals: list[int] = []
     out: dict[str, str] = {}
@@ -1178,11 +1212,24 @@ def find_duplicates(
             ),
             None,
         )
+        mine: list[int] = []
+        if source is None and e.delta is not None and either:
+            # the other way round: an earlier original (not yet marked) that repeats this one
+            # on the entries it carries is its copy, found before this one's white-noise test,
+            # which leaves them out (an update is no copy of its own copy); it stays an original
+            # for the tests of later updates
+            mine = [
+                i
+                for i in originals
+                if ordered[i].site not in out and sizes[i] == sizes[j] and copied_back(i, j)
+            ]
         if source is None and e.delta is not None:
-            source = shares_tensor(j)
+            source = shares_tensor(j, mine)
         if source is None and e.delta is not None:
-            closest = white(j)
+            closest = white(j, mine)
             source = None if closest is None else ordered[closest].site
+        for i in mine:
+            out[ordered[i].site] = e.site
         if source is not None:
             out[e.site] = source
         elif e.delta is not None:

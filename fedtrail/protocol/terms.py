@@ -228,7 +228,14 @@ class DuplicateRule:
     without noise (or training the others): a later update that repeats an earlier one's
     nonzero tensor of at least :data:`SHARED_TENSOR_MIN_SIZE` entries exactly is a copy
     (:data:`DUPLICATE_SHARED_TENSOR`). None (terms written before it) or 0 replays without
-    it."""
+    it.
+
+    ``either_order`` closes the way past ``support_cosine`` and ``support_overlap`` by
+    committing the sparse copy *before* its original (attack a99): those two tests also compare
+    each pair the other way round, the later update as the original, so an earlier update that
+    repeats a later one on the entries it carries is the copy whoever committed first; the later
+    (dense) original is never marked by it. None or False (terms written before it, which lack
+    the key) replays the one-way rule."""
 
     cosine: float = DUPLICATE_COSINE
     relative_l2: float = DUPLICATE_RELATIVE_L2
@@ -237,10 +244,15 @@ class DuplicateRule:
     support_overlap: float | None = DUPLICATE_SUPPORT_OVERLAP
     white_noise_z: float | None = DUPLICATE_WHITE_NOISE_Z
     shared_tensor: int | None = DUPLICATE_SHARED_TENSOR
+    either_order: bool | None = True
 
     def __post_init__(self) -> None:
         scaled, support, overlap = self.scaled_cosine, self.support_cosine, self.support_overlap
         white, shared = self.white_noise_z, self.shared_tensor
+        if self.either_order not in (None, True, False):
+            raise InvalidTerms(
+                f"duplicates either_order must be true or false: {self.either_order!r}"
+            )
         if not (
             0.0 < self.cosine <= 1.0
             and 0.0 <= self.relative_l2 < 1.0
@@ -259,8 +271,8 @@ class DuplicateRule:
 
     def to_json(self) -> dict[str, Any]:
         """The terms' ``duplicates`` object; ``scaled_cosine``, ``support_cosine``,
-        ``support_overlap``, ``white_noise_z`` and ``shared_tensor`` only when set, so terms
-        without them keep their bytes."""
+        ``support_overlap``, ``white_noise_z``, ``shared_tensor`` and ``either_order`` only
+        when set, so terms without them keep their bytes."""
         overlap = self.support_overlap
         return {
             "cosine": self.cosine,
@@ -270,6 +282,7 @@ class DuplicateRule:
             **({} if overlap is None else {"support_overlap": overlap}),
             **({} if self.white_noise_z is None else {"white_noise_z": self.white_noise_z}),
             **({} if self.shared_tensor is None else {"shared_tensor": int(self.shared_tensor)}),
+            **({} if self.either_order is None else {"either_order": self.either_order}),
         }
 
 
@@ -510,6 +523,9 @@ class RoundTerms:
                     shared_tensor=None
                     if "shared_tensor" not in dup
                     else _int(dup["shared_tensor"], "duplicates/shared_tensor"),
+                    either_order=None
+                    if "either_order" not in dup
+                    else _bool(dup["either_order"], "duplicates/either_order"),
                 ),
                 canonical_encoding=doc["canonical_encoding"] is True,
                 class_names=_names(doc.get("class_names", [])),
@@ -547,6 +563,12 @@ def _float(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidTerms(f"round terms: {where} is not a finite number")
     return float(value)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidTerms(f"round terms: {where} is not true or false")
+    return value
 
 
 def _map(value: Any, where: str) -> dict[str, Any]:

@@ -172,6 +172,7 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "white_noise_z",
         "duplicate_white_noise_z",
         "duplicate_shared_tensor",
+        "duplicate_either_order",
         "shaped_noise_z",
         "duplicate_relative_l2",
     }
@@ -186,6 +187,7 @@ DUPLICATE_LIMITS: Final = {
     "duplicate_support_overlap": "support_overlap",
     "duplicate_white_noise_z": "white_noise_z",
     "duplicate_shared_tensor": "shared_tensor",
+    "duplicate_either_order": "either_order",
 }
 """The limits on the terms' duplicate rule (:class:`~fedtrail.protocol.terms.DuplicateRule`),
 by the rule's field: a later update within both thresholds of an earlier one, or above its
@@ -201,15 +203,20 @@ keeps passes: ``scripts/attacks/a93_sparse_noisy_copy.py``); terms without ``whi
 (the rule before it, which a copy plus 1% noise passes: ``a1_sybil_scaled_copy.py noise 3
 0.01``) read as 0, off: below the loosest default, so refused; so do terms without
 ``shared_tensor`` (the rule before it, which a copy with noise on every tensor but one passes:
-``scripts/attacks/a101_partial_copy.py``)."""
+``scripts/attacks/a101_partial_copy.py``); ``either_order`` (1 on, 0 off: the rule before it,
+whose sparse tests read a later update against an earlier one only, which a sparse copy
+committed before its original passes: ``scripts/attacks/a99_sparse_copy_first.py``)."""
 
 
 def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
     """The rule's threshold bounded by ``limit``; an absent ``scaled_cosine``,
     ``support_cosine`` or ``support_overlap`` (the rule of terms written before it: no cosine
     alone, no comparison on a sparser copy's entries, or no look at which entries a sparse
-    update keeps, marks a copy) reads as 1.0, the check off."""
+    update keeps, marks a copy) reads as 1.0, the check off; ``either_order`` reads as 1 when
+    true, 0 (the sparse tests one way) when absent or false."""
     value = getattr(duplicates, DUPLICATE_LIMITS[limit])
+    if limit == "duplicate_either_order":  # true: 1 (on); absent or false: 0 (one way)
+        return 1.0 if value else 0.0
     if value is None:  # off: the white-noise and shared-tensor tests' off is 0 (they flag
         # more as they rise)
         return 0.0 if limit in ("duplicate_white_noise_z", "duplicate_shared_tensor") else 1.0
@@ -301,6 +308,10 @@ class LoosestLimits:
     duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
     duplicate_white_noise_z: float = DUPLICATE_WHITE_NOISE_Z
     duplicate_shared_tensor: int = DUPLICATE_SHARED_TENSOR
+    duplicate_either_order: int = 1
+    """At least 1 (on): terms that omit it read as 0, the sparse tests one way, under which a
+    sparse copy committed before its original is paid (``scripts/attacks/
+    a99_sparse_copy_first.py``)."""
 
     def __post_init__(self) -> None:
         _valid_thresholds(asdict(self))
@@ -418,6 +429,10 @@ class ThresholdLimits:
     duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
     duplicate_white_noise_z: float = DUPLICATE_WHITE_NOISE_Z
     duplicate_shared_tensor: int = DUPLICATE_SHARED_TENSOR
+    duplicate_either_order: int = 1
+    """At most 1: on is the strictest there is (no honest update of a mixed dense and ``topk8``
+    federation marked in either commit order, 5-50 sites, ``scripts/bench/either_order.py``;
+    README *Sparse copies committed first*)."""
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("anchored_median", "median")
     """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site

@@ -221,6 +221,24 @@ expect(
     "duplicates: top-10% noisy copy caught without support_overlap (misreading)",
     fatal=False,
 )
+# a99: that copy committed before the real updates (its original among them)
+first_o = R.duplicate_copies([("kept", "other", noisy_top), *items], dup)
+one_way = R.duplicate_copies(
+    [("kept", "other", noisy_top), *items],
+    {k: v for k, v in dup.items() if k != "either_order"},
+)
+expect(
+    first_o.get("kept") == first and first not in first_o,
+    dup.get("either_order") is True and "support_overlap" in dup,
+    f"duplicates: that copy committed first caught by either_order, its original unmarked "
+    f"(terms name it: {'either_order' in dup})",
+)
+expect(
+    "kept" in one_way,
+    False,
+    "duplicates: copy committed first caught without either_order (misreading)",
+    fatal=False,
+)
 _rng = np.random.default_rng(1)
 a1_noisy = {
     k: (v + np.float32(0.01 * float(np.std(v))) * _rng.standard_normal(v.shape)).astype(np.float32)

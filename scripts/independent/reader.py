@@ -815,7 +815,7 @@ def white_residual(o_upd, upd) -> float:
 def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
     """README *Duplicates*: items = [(site, sha256, {name: array} or None)] in commit order;
     noisy: the sites whose update declares DP-SGD; returns {site: the original's site} for
-    every copy."""
+    every copy (under either_order an earlier update's original may come after it)."""
 
     cos_t, l2_t, scaled = dup.get("cosine"), dup.get("relative_l2"), dup.get("scaled_cosine")
     support, overlap = dup.get("support_cosine"), dup.get("support_overlap")
@@ -859,11 +859,23 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
             if overlap is not None and kept_largest(o_flat, upd, overlap):
                 found = o_site
                 break
+        mine = []  # README *Duplicates*, either_order: earlier originals that copy this one
+        if found is None and upd is not None and dup.get("either_order") is True:
+            # the two sparse tests the other way round, this one the original and an earlier
+            # original not yet marked the update judged; before this one's shared-tensor and
+            # white-noise tests
+            for o_site, _, o_flat, _, o_upd in originals:
+                if o_site in copies or len(o_flat) != len(flat):
+                    continue
+                if (support is not None and on_support(upd, o_upd, support)) or (
+                    overlap is not None and kept_largest(flat, o_upd, overlap)
+                ):
+                    mine.append(o_site)
         if found is None and shared and upd is not None:
             # README: the first original of as many entries with an equal nonzero tensor of
-            # at least 16 entries (same name, same shape)
+            # at least 16 entries (same name, same shape), but this one's copies (either_order)
             for o_site, _, o_flat, _, o_upd in originals:
-                if len(o_flat) != len(flat):
+                if len(o_flat) != len(flat) or o_site in mine:
                     continue
                 if any(
                     n in o_upd
@@ -878,10 +890,11 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
                     found = o_site
                     break
         if found is None and white > 0 and flat is not None and site not in noisy:
-            # the closest original by cosine (the first on a tie), above 0.5
+            # the closest original by cosine (the first on a tie), above 0.5, but this one's
+            # copies (either_order)
             best, closest = 0.0, None
             for o_site, _, o_flat, _, o_upd in originals:
-                if len(o_flat) != len(flat):
+                if len(o_flat) != len(flat) or o_site in mine:
                     continue
                 na = math.sqrt(float(np.dot(o_flat, o_flat)))
                 nb = math.sqrt(float(np.dot(flat, flat)))
@@ -890,6 +903,8 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
                     closest = (o_site, o_upd)
             if closest is not None and best > 0.5 and white_residual(closest[1], upd) < white:
                 found = closest[0]
+        for o_site in mine:
+            copies[o_site] = site
         if found is not None:
             copies[site] = found
         elif upd is not None:

@@ -267,6 +267,27 @@ def test_terms_without_shared_tensor_fail_terms_limits_unless_the_sites_widened(
     assert _unrunnable(_parsed_terms(valuation)) is None  # the terms written now
 
 
+def test_terms_without_either_order_fail_terms_limits_unless_the_sites_widened() -> None:
+    """Terms whose duplicate rule lacks ``either_order`` (the one-way sparse tests, which paid
+    a sparse copy committed before its original: attack a99) are refused by a node and fail
+    ``terms.limits``; sites and an auditor with ``duplicate_either_order = 0`` under
+    ``[accept.loosest]`` (README's older-ledger table) take them."""
+    valuation = {**HONEST, "combiner": asdict(Combiner())}
+    terms = _parsed_terms(valuation, DuplicateRule(either_order=None))
+    assert terms.duplicates.either_order is None
+    refused = _unrunnable(terms)
+    assert refused is not None and "duplicate_either_order 0.0" in refused
+    audit = RoundAudit(1)
+    _check_limits(audit, terms, ThresholdLimits())
+    assert [(c.name, c.failed) for c in audit.checks] == [("terms.limits", True)]
+    assert "duplicate_either_order 0.0 (accepted: at least 1)" in audit.checks[0].detail
+    old = ThresholdLimits(loosest={"duplicate_either_order": 0})  # type: ignore[arg-type]
+    assert _unrunnable(terms, old) is None
+    audit = RoundAudit(1)
+    _check_limits(audit, terms, old)
+    assert audit.passed
+
+
 @pytest.mark.parametrize(
     ("threshold", "value"),
     [("stale_cosine", 1.0), ("free_rider_norm", 0.0), ("max_sample_ratio", 1e9)],

@@ -370,8 +370,10 @@ def ref_copies(
     scaled: float | None,
     support: float | None = None,
     overlap: float | None = None,
+    either: bool = False,
 ) -> dict[str, str]:
-    """The README's duplicate rule over (site, sha256, tensors) in commit order."""
+    """The README's duplicate rule over (site, sha256, tensors) in commit order (``either``:
+    ``duplicates.either_order``; no white-noise test)."""
 
     def is_sparse(d: dict[str, np.ndarray]) -> bool:
         # each matrix cut to its rows and columns holding a nonzero value; > half of all 0
@@ -403,6 +405,22 @@ def ref_copies(
     def flat(d: dict[str, np.ndarray]) -> np.ndarray:
         return np.concatenate([d[k].astype(np.float64).reshape(-1) for k in sorted(d)])
 
+    def sparse_tests(od: dict[str, np.ndarray], d: dict[str, np.ndarray]) -> bool:
+        """``d`` repeats the original ``od`` by support_cosine or support_overlap."""
+        a, b = flat(od), flat(d)
+        if support is not None:
+            # a' = the original with every entry where b is 0 set to 0, when that changes it
+            kept = {k: np.where(d[k] != 0, od[k].astype(np.float64), 0.0) for k in od}
+            ak = flat(kept)
+            applies = not np.array_equal(ak, a) and np.linalg.norm(ak) > 0
+            if (
+                applies
+                and np.linalg.norm(b) > 0
+                and max(cos(ak, b), cos(ref_codes(kept), ref_codes(d))) > support
+            ):
+                return True
+        return overlap is not None and len(a) == len(b) and is_sparse(d) and kept_largest(od, d)
+
     originals: list[tuple[str, str, dict[str, np.ndarray]]] = []
     out: dict[str, str] = {}
     for site, sha, d in ups:
@@ -415,18 +433,16 @@ def ref_copies(
                 same = c > cosine and np.linalg.norm(b - a) / np.linalg.norm(a) < relative_l2
                 if scaled is not None:
                     same = same or c > scaled or cos(ref_codes(od), ref_codes(d)) > scaled
-            if not same and support is not None:
-                # a' = the original with every entry where b is 0 set to 0, when that changes it
-                kept = {k: np.where(d[k] != 0, od[k].astype(np.float64), 0.0) for k in od}
-                ak = flat(kept)
-                if not np.array_equal(ak, a) and np.linalg.norm(ak) > 0 and np.linalg.norm(b) > 0:
-                    same = cos(ak, b) > support or cos(ref_codes(kept), ref_codes(d)) > support
-            if not same and overlap is not None and len(a) == len(b) and is_sparse(d):
-                same = kept_largest(od, d)
+            if not same and len(a) == len(b):
+                same = sparse_tests(od, d)
             if same:
                 out[site] = osite
                 break
         else:
+            if either:  # the sparse tests the other way round: d the original
+                for osite, _, od in originals:
+                    if osite not in out and flat(od).size == b.size and sparse_tests(d, od):
+                        out[osite] = site
             originals.append((site, sha, d))
     return out
 
@@ -521,11 +537,18 @@ def test_the_duplicate_rule_follows_the_readme() -> None:
         support_overlap=None,
         white_noise_z=None,
         shared_tensor=None,
+        either_order=None,
     )
     no_support = DuplicateRule(
-        support_cosine=None, support_overlap=None, white_noise_z=None, shared_tensor=None
+        support_cosine=None,
+        support_overlap=None,
+        white_noise_z=None,
+        shared_tensor=None,
+        either_order=None,
     )
-    no_overlap = DuplicateRule(support_overlap=None, white_noise_z=None, shared_tensor=None)
+    no_overlap = DuplicateRule(
+        support_overlap=None, white_noise_z=None, shared_tensor=None, either_order=None
+    )
     for rule in (no_white, no_overlap, no_support, old):
         ours = find_duplicates(entries, rule)
         assert ours == ref_copies(
@@ -535,6 +558,7 @@ def test_the_duplicate_rule_follows_the_readme() -> None:
             rule.scaled_cosine,
             rule.support_cosine,
             rule.support_overlap,
+            bool(rule.either_order),
         )
     assert find_duplicates(entries, no_white) == {
         **{"b": "a", "c": "a", "d": "a", "f": "e"},
@@ -550,3 +574,106 @@ def test_the_duplicate_rule_follows_the_readme() -> None:
     }
     assert find_duplicates(entries, no_support) == {"b": "a", "c": "a", "d": "a", "f": "e"}
     assert find_duplicates(entries, old) == {}
+
+
+def _independent_reader() -> object:
+    """``scripts/independent/reader.py``, loaded as a module (it imports no fedtrail)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "independent" / "reader.py"
+    spec = importlib.util.spec_from_file_location("independent_reader_eo", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_either_order_follows_the_readme_in_the_product_and_the_reader(seed: int) -> None:
+    """Random rounds of dense updates, their sparse copies (top entries kept, entries zeroed,
+    noise on the kept entries), scaled copies and sparse updates of other data, in a random
+    commit order: the README's rule written out here, the independent reader and
+    find_duplicates mark the same copies under ``either_order`` and under the one-way rule;
+    a sparse copy committed before its original is marked only under ``either_order`` and no
+    dense update is ever marked by the reversed test."""
+    from fedtrail.protocol.duplicates import Entry, find_duplicates
+    from fedtrail.protocol.terms import DuplicateRule
+
+    reader = _independent_reader()
+    rng = np.random.default_rng(seed)
+    shapes = {"c.weight": (8, 1, 3, 3), "c.bias": (8,), "f.weight": (16, 40), "f.bias": (16,)}
+
+    def update() -> dict[str, np.ndarray]:
+        out = {}
+        for k, s in shapes.items():
+            t = rng.standard_normal(s)
+            out[k] = (t * np.abs(t) * 1e-3).astype(np.float32)
+        return out
+
+    def top(d: dict[str, np.ndarray], fraction: float) -> dict[str, np.ndarray]:
+        out = {}
+        for k, v in d.items():
+            flat = v.reshape(-1)
+            n = max(1, round(fraction * flat.size))
+            keep = np.argsort(-np.abs(flat), kind="stable")[:n]
+            z = np.zeros_like(flat)
+            z[keep] = flat[keep]
+            out[k] = z.reshape(v.shape)
+        return out
+
+    def noisy_kept(d: dict[str, np.ndarray], level: float) -> dict[str, np.ndarray]:
+        return {
+            k: np.where(
+                v != 0, v + level * np.abs(v).max() * rng.standard_normal(v.shape), 0.0
+            ).astype(np.float32)
+            for k, v in d.items()
+        }
+
+    bases = [update() for _ in range(3)]
+    pool: list[dict[str, np.ndarray]] = [*bases]
+    for b in bases[:2]:
+        kind = int(rng.integers(4))
+        if kind == 0:
+            pool.append(top(b, float(rng.choice([0.05, 0.1, 0.3, 0.5]))))
+        elif kind == 1:
+            pool.append(
+                {
+                    k: np.where(rng.random(v.shape) < 0.4, 0.0, v).astype(np.float32)
+                    for k, v in b.items()
+                }
+            )
+        elif kind == 2:
+            pool.append(noisy_kept(top(b, 0.1), 0.05))
+        else:
+            pool.append({k: (v * 1.01).astype(np.float32) for k, v in b.items()})
+    pool.append(top(update(), 0.1))  # other data, sent sparse
+    pool.append(top({k: v + 0.5 * bases[2][k] for k, v in update().items()}, 0.1))
+    order = rng.permutation(len(pool)).tolist()
+    ups = [(f"s{i}", f"{i:064x}", pool[i]) for i in order]
+    entries = [
+        Entry(site, n + 1, sha, {k: torch.from_numpy(v) for k, v in d.items()})
+        for n, (site, sha, d) in enumerate(ups)
+    ]
+    dense = {f"s{i}" for i in range(3)}
+    for either in (True, None):
+        rule = DuplicateRule(white_noise_z=None, either_order=either)
+        ours = find_duplicates(entries, rule)
+        readme = ref_copies(
+            ups,
+            rule.cosine,
+            rule.relative_l2,
+            rule.scaled_cosine,
+            rule.support_cosine,
+            rule.support_overlap,
+            bool(either),
+        )
+        theirs = reader.duplicate_copies(ups, rule.to_json())  # type: ignore[attr-defined]
+        assert ours == readme == theirs, (either, order)
+        if either:
+            one_way = find_duplicates(entries, DuplicateRule(white_noise_z=None, either_order=None))
+            # every one-way mark kept; the marks added are of earlier updates by later ones
+            assert one_way.items() <= ours.items()
+            position = {site: n for n, (site, _, _) in enumerate(ups)}
+            for site, original in ours.items() - one_way.items():
+                assert position[site] < position[original] and site not in dense

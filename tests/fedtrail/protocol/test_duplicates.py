@@ -55,16 +55,25 @@ OLD = DuplicateRule(
     support_overlap=None,
     white_noise_z=None,
     shared_tensor=None,
+    either_order=None,
 )
 """The rule of terms written before ``scaled_cosine``: cosine and distance together."""
 NO_SUPPORT = DuplicateRule(
-    support_cosine=None, support_overlap=None, white_noise_z=None, shared_tensor=None
+    support_cosine=None,
+    support_overlap=None,
+    white_noise_z=None,
+    shared_tensor=None,
+    either_order=None,
 )
 """The rule of terms written before ``support_cosine`` (a90)."""
-NO_OVERLAP = DuplicateRule(support_overlap=None, white_noise_z=None, shared_tensor=None)
+NO_OVERLAP = DuplicateRule(
+    support_overlap=None, white_noise_z=None, shared_tensor=None, either_order=None
+)
 """The rule of terms written before ``support_overlap`` (a93)."""
 NO_SHARED = DuplicateRule(shared_tensor=None)
 """The rule of terms written before ``shared_tensor`` (a101)."""
+ONE_WAY = DuplicateRule(white_noise_z=None, shared_tensor=None, either_order=None)
+"""``RULE`` without ``either_order``: the sparse tests one way (the rule before a99)."""
 HONEST_MAX = 0.999930
 """The largest cosine of two honest updates of one round that ``scripts/bench/dup_cosine.py``
 measured (20 sites, Dirichlet alpha 0.3, dense; the two 1.2% apart in L2)."""
@@ -73,6 +82,7 @@ measured (20 sites, Dirichlet alpha 0.3, dense; the two 1.2% apart in L2)."""
 def _reference(entries: list[Entry], rule: DuplicateRule) -> dict[str, str]:
     """The rule pair by pair, every norm and dot recomputed (the code before the screen)."""
     originals: list[tuple[str, str, torch.Tensor | None, torch.Tensor | None]] = []
+    deltas: dict[str, Mapping[str, torch.Tensor]] = {}
     out: dict[str, str] = {}
     for e in sorted(entries, key=lambda e: (e.commit_order, e.site)):
         flat = None if e.delta is None else _flat(e.delta)
@@ -109,8 +119,23 @@ def _reference(entries: list[Entry], rule: DuplicateRule) -> dict[str, str]:
         )
         if source is not None:
             out[e.site] = source
-        elif flat is not None:
+        elif flat is not None and e.delta is not None:
+            if rule.either_order:
+                # the sparse tests the other way round: an earlier original not yet marked that
+                # repeats this one on the entries it carries is the copy (it stays an original)
+                for site, _, other, _ in originals:
+                    earlier = deltas[site]
+                    if site in out or other is None or other.shape != flat.shape:
+                        continue
+                    sizes = [earlier[n].numel() for n in sorted(earlier)]
+                    support = rule.support_cosine
+                    if (support is not None and support_copy(flat, other, sizes, support)) or (
+                        rule.support_overlap is not None
+                        and _kept_largest(flat, earlier, rule.support_overlap)
+                    ):
+                        out[site] = e.site
             originals.append((e.site, e.sha256, flat, code))
+            deltas[e.site] = e.delta
     return out
 
 
@@ -937,3 +962,111 @@ def test_terms_without_shared_tensor_keep_their_bytes_and_pay_a_partial_copy() -
     wrong = now.replace(b'"shared_tensor":1', b'"shared_tensor":1.0')
     with pytest.raises(InvalidTerms, match="shared_tensor"):
         RoundTerms.from_bytes(wrong)
+
+
+def _zeroed(d: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``d`` with every third entry of each tensor set to 0 by hand (no ``topk8``)."""
+    return {
+        k: torch.where(torch.arange(v.numel()).reshape(v.shape) % 3 == 0, 0.0, v)
+        for k, v in d.items()
+    }
+
+
+@pytest.mark.parametrize("kind", ["topk0.5", "zeroed", "noisy0.1"])
+def test_a_sparse_copy_committed_before_its_original_is_the_copy(kind: str) -> None:
+    """a99: the Sybil commits its partner's update sent sparser (a90's ``topk8`` copy, entries
+    zeroed by hand, or a93's noisy copy) *before* the partner commits it. The one-way rule read
+    a later sparse update against an earlier one only, so both were paid; under
+    ``either_order`` the earlier sparse one is the copy of the later dense one, which keeps its
+    score."""
+    d, other = _update(50), _update(51)
+    copy = {
+        "topk0.5": _sparse(d, 0.5),
+        "zeroed": _zeroed(d),
+        "noisy0.1": _noisy_kept(d, 0.05, 0.1),
+    }[kind]
+    entries = [
+        Entry("sybil", 1, "a" * 64, copy),
+        Entry("h0", 2, "b" * 64, d),
+        Entry("h1", 3, "c" * 64, other),
+    ]
+    assert find_duplicates(entries, ONE_WAY) == {}
+    assert find_duplicates(entries, RULE) == {"sybil": "h0"}
+    assert find_duplicates(entries, RULE) == _reference(entries, RULE)
+    # with the white-noise test (terms written now): these random updates' residuals are white,
+    # so the one-way rule called the dense original the copy of its own sparse copy (the
+    # entries it dropped); the sparse one is found first and left out of h0's white test
+    assert find_duplicates(entries, DuplicateRule(either_order=None)) == {"h0": "sybil"}
+    assert find_duplicates(entries, WHITE) == {"sybil": "h0"}
+    # committed after its original, as before: the same mark
+    later = [Entry("h0", 1, "b" * 64, d), Entry("sybil", 2, "a" * 64, copy)]
+    assert find_duplicates(later, RULE) == find_duplicates(later, ONE_WAY) == {"sybil": "h0"}
+
+
+def test_a_sparse_update_committed_first_never_marks_the_dense_one_after_it() -> None:
+    """The attacker flipping it: a sparse update committed first (of other data, or a sparse
+    copy of an honest site's update of the round before, which is public) marks no later
+    dense honest update by the sparse tests; the sparse one is the judged side of the reversed
+    pair and the dense one, leaving out nothing and not sparse, never is. (White-noise test
+    off: on these random updates every residual is white; on trained ones a99 ``frame``.)"""
+    h0_now, h1_now = _update(52), _update(53)
+    h0_before = {k: v + 0.5 * _update(54)[k] for k, v in h0_now.items()}  # h0's last round
+    for first in (
+        _sparse(_update(55), 0.5),
+        _sparse(h0_before, 0.5),
+        _noisy_kept(h0_before, 0.05, 0.1),
+    ):
+        entries = [
+            Entry("att", 1, "a" * 64, first),
+            Entry("h0", 2, "b" * 64, h0_now),
+            Entry("h1", 3, "c" * 64, h1_now),
+        ]
+        assert find_duplicates(entries, RULE) == {}
+
+
+def test_either_order_keeps_every_mark_of_the_one_way_rule() -> None:
+    """A sparse copy committed first is marked by the later original and stays an original for
+    the updates after it: a second copy of the sparse copy (byte-identical, or its noisy copy
+    on its own entries) is still marked, as the one-way rule marks it; a dense copy of the
+    original scaled by 1.01 after it is the original's copy; the dense original is never
+    marked. Pair by pair as the written-out rule."""
+    d, other = _update(56), _update(57)
+    s = _sparse(d, 0.1)
+    ups = [
+        ("s", "1", s),
+        ("d", "2", d),
+        ("s2", "1", s),  # byte-identical to s (same sha256)
+        ("s3", "3", _noisy_kept(s, 0.05, 0.1, seed=5)),
+        ("d2", "4", {k: v * 1.01 for k, v in d.items()}),
+        ("o", "5", other),
+    ]
+    entries = [Entry(site, i + 1, sha * 64, u) for i, (site, sha, u) in enumerate(ups)]
+    one_way = find_duplicates(entries, ONE_WAY)
+    both = find_duplicates(entries, RULE)
+    assert one_way == {"s2": "s", "s3": "s", "d2": "d"}
+    assert both == {**one_way, "s": "d"}
+    assert both == _reference(entries, RULE)
+    assert "d" not in both and "o" not in both
+
+
+def test_terms_without_either_order_keep_their_bytes_and_pay_a_sparse_copy_committed_first() -> (
+    None
+):
+    """Terms written before ``either_order`` lack the key and replay the one-way rule (a99's
+    copy paid); terms written now carry ``"either_order":true``; a value that is not a JSON
+    boolean is refused."""
+    blob = _terms(ONE_WAY).to_bytes()
+    assert b'"duplicates":{"cosine":0.9999,"relative_l2":0.001,' in blob
+    parsed = RoundTerms.from_bytes(blob)
+    assert parsed.duplicates == ONE_WAY and parsed.to_bytes() == blob
+    d = _update(58)
+    entries = [Entry("sybil", 1, "a" * 64, _sparse(d, 0.5)), Entry("h0", 2, "b" * 64, d)]
+    assert find_duplicates(entries, parsed.duplicates) == {}
+    now = _terms(DuplicateRule()).to_bytes()
+    assert b'"duplicates":{"cosine":0.9999,"either_order":true,"relative_l2":0.001,' in now
+    assert find_duplicates(entries, RoundTerms.from_bytes(now).duplicates) == {"sybil": "h0"}
+    for bad in (b'"either_order":1', b'"either_order":"true"'):
+        with pytest.raises(InvalidTerms, match="either_order"):
+            RoundTerms.from_bytes(now.replace(b'"either_order":true', bad))
+    with pytest.raises(InvalidTerms, match="either_order"):
+        DuplicateRule(either_order=2)  # type: ignore[arg-type]

@@ -89,6 +89,7 @@ def test_real_terms_validate() -> None:
         support_overlap=None,
         white_noise_z=None,
         shared_tensor=None,
+        either_order=None,
     )
     validator().validate(json.loads(blob))
 

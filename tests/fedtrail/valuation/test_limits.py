@@ -584,3 +584,23 @@ def test_terms_without_shared_tensor_are_refused_as_looser() -> None:
     assert ThresholdLimits().refusal(Combiner(), DuplicateRule()) is None
     with pytest.raises(ConfigError, match="shared_tensor"):
         limits_from({"loosest": {"duplicate_shared_tensor": 2}})
+
+
+def test_terms_without_either_order_are_refused_as_looser() -> None:
+    """Terms that lack ``duplicates.either_order`` (or carry false) replay the one-way sparse
+    tests, which pay a sparse copy committed before its original (attack a99): read as 0 and
+    refused by the default ``[accept.loosest]``; a site that widened it to 0 (an older ledger's
+    auditor) takes them. On (1) is the strictest there is: never refused as stricter; a limit
+    that is not 0 or 1 is no rule."""
+    for old in (DuplicateRule(either_order=None), DuplicateRule(either_order=False)):
+        assert ThresholdLimits().breaches(Combiner(), old) == []
+        assert ThresholdLimits().loosest.breaches(Combiner(), old) == [
+            "duplicate_either_order 0.0 (accepted: at least 1)"
+        ]
+        refusal = ThresholdLimits().refusal(Combiner(), old)
+        assert refusal is not None and "[accept.loosest]" in refusal
+        wide = limits_from({"loosest": {"duplicate_either_order": 0}})
+        assert wide.refusal(Combiner(), old) is None
+    assert ThresholdLimits().refusal(Combiner(), DuplicateRule(either_order=True)) is None
+    with pytest.raises(ConfigError, match="either_order"):
+        limits_from({"loosest": {"duplicate_either_order": 2}})

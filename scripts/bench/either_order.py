@@ -1,0 +1,203 @@
+"""Honest false positives of the duplicate rule's ``either_order`` (attack a99): in a mixed
+federation (some sites send ``topk8``, the others dense) the two sparse tests judge every sparse
+update against every other update of its round, whichever committed first.
+
+Runs the seeded FedAvg simulation (``_sim``, dense training) and, per round, sends every
+``--every``-th site's update (sites 1, 1 + every, ...) through ``topk8`` at ``--fraction``
+(with each site's error-feedback residual, as a node encodes, unless ``--no-error-feedback``;
+a node's first round has none) and decodes it, as every reader sees it. For every
+ordered pair (original ``a``, judged ``b``) of one round with ``b`` sparse
+(:func:`fedtrail.protocol.duplicates.sparse`) it measures
+
+* the kept-entries share :func:`~fedtrail.protocol.duplicates.support_overlap` (``a``, ``b``)
+  against ``duplicates.support_overlap`` (0.99), split by whether ``a`` is dense (the pairs
+  only ``either_order`` tests when the sparse one committed first) or sparse too;
+* the support cosine ``support_cosine`` reads (``a`` restricted to ``b``'s nonzero entries
+  against ``b``, plain and codes, the larger; only where ``b`` leaves out some of ``a``'s
+  nonzero entries) against ``duplicates.support_cosine`` (0.999995);
+
+and runs the product's :func:`~fedtrail.protocol.duplicates.find_duplicates` under the terms'
+rule written now (``DuplicateRule()``, the white-noise test with the aggregator's statistic) on
+the round in the simulation's order and in reverse order (sparse sites first and last),
+counting the honest updates it marks, and under the one-way rule (``either_order`` absent)
+for comparison, each mark listed. Prints per configuration the maxima against the thresholds;
+exit status 1 when any honest update is marked (either rule) or a share reaches a threshold.
+
+    OMP_NUM_THREADS=1 python scripts/bench/either_order.py --sites 5,10,50 --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _sim
+from _sim import SimConfig, parse_seeds
+
+from fedtrail.ml.datasets import load_bundled
+from fedtrail.ml.models import ModelSpec
+from fedtrail.protocol.duplicates import Entry, codes, find_duplicates, sparse, support_overlap
+from fedtrail.protocol.terms import DuplicateRule
+from fedtrail.storage.codec import Compression, decode_update, encode_update
+from fedtrail.valuation.freeride import duplicate_residual_z
+
+Delta = Mapping[str, torch.Tensor]
+
+
+def _flat(d: Delta) -> torch.Tensor:
+    return torch.cat([d[k].to(torch.float64).reshape(-1) for k in sorted(d)])
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    na, nb = float(a.norm()), float(b.norm())
+    return float(a @ b) / (na * nb) if na > 0 and nb > 0 else 0.0
+
+
+def support_cos(a: Delta, b: Delta) -> float | None:
+    """The larger of the plain and codes' cosine ``support_cosine`` compares (``a``
+    restricted to ``b``'s nonzero entries against ``b``); None where ``b`` leaves out none of
+    ``a``'s nonzero entries (the test does not apply)."""
+    kept = {k: torch.where(b[k] != 0, a[k].to(torch.float64), 0.0) for k in a}
+    if all(torch.equal(kept[k], a[k].to(torch.float64)) for k in a):
+        return None
+    return max(_cos(_flat(kept), _flat(b)), _cos(codes(kept), codes(b)))
+
+
+def measure(
+    config: SimConfig, splits: Any, every: int, fraction: float, feedback: bool
+) -> dict[str, Any]:
+    spec = ModelSpec()
+    residuals: dict[int, Any] = {}  # site -> its error-feedback residual (a node keeps one)
+    out: dict[str, Any] = {"dense_a": [], "sparse_a": [], "cos": [], "rounds": 0}
+    out["marked"] = out["one_way"] = 0
+    real = _sim.aggregate
+    rule = DuplicateRule()
+    old = DuplicateRule(either_order=None)  # the one-way rule of terms before it
+
+    def spy(agg: Any, deltas: Sequence[Delta], weights: Any, **kw: Any) -> Any:
+        r = out["rounds"] = out["rounds"] + 1
+        sent: list[Delta] = []
+        for i, d in enumerate(deltas):
+            if i % every == 1 % every:
+                comp = Compression(method="topk8", fraction=fraction)
+                enc = encode_update(
+                    dict(d),
+                    spec=spec,
+                    round=r,
+                    compression=comp,
+                    residual=residuals.get(i) if feedback else None,
+                )
+                residuals[i] = enc.residual
+                d = decode_update(enc.blob, spec=spec, expected_round=r)[0]
+            sent.append(d)
+        for j, b in enumerate(sent):
+            if not sparse(b):
+                continue
+            for i, a in enumerate(sent):
+                if i == j:
+                    continue
+                key = "sparse_a" if sparse(a) else "dense_a"
+                out[key].append(support_overlap(a, b))
+                c = support_cos(a, b)
+                if c is not None:
+                    out["cos"].append(c)
+        for order in (list(range(len(sent))), list(range(len(sent)))[::-1]):
+            entries = [Entry(f"s{i:03d}", n + 1, f"{i:064x}", sent[i]) for n, i in enumerate(order)]
+            for key, judge in (("marked", rule), ("one_way", old)):
+                got = find_duplicates(entries, judge, whiteness=duplicate_residual_z)
+                out[key] += len(got)
+                for copy, original in sorted(got.items()):
+                    c, o = int(copy[1:]), int(original[1:])
+                    kind = f"{'sparse' if sparse(sent[c]) else 'dense'} copy of " + (
+                        "sparse" if sparse(sent[o]) else "dense"
+                    )
+                    print(
+                        f"    {key}: round {r} {copy} ({kind}, committed "
+                        f"{'first' if order.index(c) < order.index(o) else 'second'}): "
+                        f"kept-entries share {support_overlap(sent[o], sent[c]):.4f}",
+                        flush=True,
+                    )
+        return real(agg, deltas, weights, **kw)
+
+    _sim.aggregate = spy  # type: ignore[assignment]
+    try:
+        _sim.run_method("fedavg", config, splits)
+    finally:
+        _sim.aggregate = real  # type: ignore[assignment]
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sites", default="5,10,50")
+    parser.add_argument("--alphas", default="1")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--every", type=int, default=2, help="every n-th site sends topk8")
+    parser.add_argument("--fraction", type=float, default=0.05, help="their topk8 fraction")
+    parser.add_argument(
+        "--error-feedback",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the sparse sites carry topk8's residual from round to round, as a node does "
+        "(--no-error-feedback: every round encoded alone, as a node's first round)",
+    )
+    parser.add_argument("--min-size", type=int, default=20, help="smallest site (images)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    splits = load_bundled()
+    rule = DuplicateRule()
+    overlap, support = rule.support_overlap, rule.support_cosine
+    assert overlap is not None and support is not None
+    started = time.perf_counter()
+    bad = 0
+    print(
+        f"topk8 {args.fraction:g} every {args.every}"
+        f"{'' if args.error_feedback else ', no error feedback'}: sites alpha  kept-entries "
+        f"share max, dense original (> {overlap:g}) | sparse original   "
+        f"support cosine max (> {support:g})"
+        "   honest marked by find_duplicates, both orders (one-way rule)"
+    )
+    for n in (int(x) for x in args.sites.split(",") if x):
+        for alpha in (float(x) for x in args.alphas.split(",") if x):
+            dense_a: list[float] = []
+            sparse_a: list[float] = []
+            cos: list[float] = []
+            marked = one_way = 0
+            for seed in parse_seeds(args.seeds):
+                config = SimConfig(
+                    sites=n, rounds=args.rounds, alpha=alpha, seed=seed, min_size=args.min_size
+                )
+                got = measure(config, splits, args.every, args.fraction, args.error_feedback)
+                dense_a += got["dense_a"]
+                sparse_a += got["sparse_a"]
+                cos += got["cos"]
+                marked += got["marked"]
+                one_way += got["one_way"]
+            over = sum(x > overlap for x in dense_a + sparse_a)
+            cover = sum(x > support for x in cos)
+            bad += over + cover + marked + one_way
+            print(
+                f"  {n:5d} {alpha:5g}  {max(dense_a, default=float('nan')):.4f} "
+                f"({sum(x > overlap for x in dense_a)}/{len(dense_a)}) | "
+                f"{max(sparse_a, default=float('nan')):.4f} "
+                f"({sum(x > overlap for x in sparse_a)}/{len(sparse_a)})   "
+                f"{max(cos, default=float('nan')):.6f} ({cover}/{len(cos)})   {marked} "
+                f"(one-way rule: {one_way})",
+                flush=True,
+            )
+    print(f"{time.perf_counter() - started:.0f} s")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
