@@ -22,6 +22,7 @@ parts keep ``ceil(0.5 n)`` entries), ``densetrain`` ``fc2.bias`` sent dense unde
 (``F32``); ``honest``: the plain ``topk8`` blob (control).
 
 usage: scripts/attacks/real.sh scripts/attacks/a103_wire_reader_gap.py MODE
+``BEFORE=1``: the reader of 0d5b5d8 (before the fix), on the same chain and store.
 Exits 1 when verify and the reader disagree on the round (or the malformed blob is paid, or the
 honest control fails either), else 0.
 """
@@ -93,12 +94,28 @@ out = run(
 )
 fed, store = out["fed"], out["store"]
 row = out["results"][0]
-print(f"round 1 ({MODE}): " + ", ".join(f"{n} {v['reason']} {v['weight']:.3f}" for n, v in row.items()))
+print(
+    f"round 1 ({MODE}): "
+    + ", ".join(f"{n} {v['reason']} {v['weight']:.3f}" for n, v in row.items())
+)
 audits = verify_all(fed.ledger, store)
 failed = [f"{c.name}: {c.detail[:160]}" for a in audits for c in a.checks if c.failed]
 print("audit verify:", "PASS" if not failed else f"FAIL {failed}")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "independent"))
+READER_DIR = Path(__file__).resolve().parents[1] / "independent"
+if os.environ.get("BEFORE"):  # the reader of the base commit (before a103), same chain and store
+    import subprocess
+
+    READER_DIR = Path(tempfile.mkdtemp(prefix="a103-before-"))
+    old = subprocess.run(
+        ["git", "show", "0d5b5d8:scripts/independent/reader.py"],
+        cwd=Path(__file__).resolve().parents[2],
+        check=True,
+        capture_output=True,
+    ).stdout
+    (READER_DIR / "reader.py").write_bytes(old)
+    print("BEFORE=1: the independent reader of 0d5b5d8")
+sys.path.insert(0, str(READER_DIR))
 import reader  # noqa: E402
 
 rpc, api = os.environ.get("FEDTRAIL_ATTACK_RPC"), os.environ.get("FEDTRAIL_ATTACK_IPFS")
@@ -109,9 +126,12 @@ path.write_text(fed.deployment.to_json())
 argv = ["--rpc-url", rpc, "--deployment", str(path), "--ipfs", "ipfs:" + api]
 with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
     reader.main(argv)
-reader_failed = [f"{x['check']}: {x['detail'][:160]}" for x in reader.RESULTS if x["result"] == "FAIL"]
-h2 = [f"{x['result']} {x['detail'][:200]}" for x in reader.RESULTS if x["check"].startswith("update.")]
-print("reader update rows:", h2)
+reader_failed = [
+    f"{x['check']}: {x['detail'][:160]}" for x in reader.RESULTS if x["result"] == "FAIL"
+]
+for x in reader.RESULTS:  # h2's row: the only topk8 blob
+    if x["check"].startswith("update.") and ("topk8" in x["detail"] or "decode" in x["detail"]):
+        print(f"reader {x['check'][:17]}: {x['result']} {x['detail'][:150]}")
 print("independent reader:", "PASS" if not reader_failed else f"FAIL {reader_failed}")
 problems = []
 if bool(failed) != bool(reader_failed):

@@ -541,6 +541,16 @@ def decode_update(tensors: dict, doc: dict, shapes: dict) -> dict:
     """Dense float32 delta per tensor name, per README 'Wire format'."""
     comp = doc["compression"]
     out = {}
+    # README *Wire format*: C is {"method":"none"} or {"fraction":F,"method":"topk8"}, F a JSON
+    # number in (0, 1]; every part's dtype and shape as the bullets name them (a103)
+    if not isinstance(comp, dict) or set(comp) != (
+        {"method"} if comp.get("method") == "none" else {"fraction", "method"}
+    ):
+        raise ValueError(f"compression {comp!r}: keys other than the wire format's")
+    if comp["method"] == "topk8":
+        f = comp["fraction"]
+        if isinstance(f, bool) or not isinstance(f, int | float) or not 0 < f <= 1:
+            raise ValueError(f"topk8 fraction {f!r} is not a number in (0, 1]")
     if comp["method"] == "none":
         for name, arr in tensors.items():
             if arr.dtype != np.float32:
@@ -548,11 +558,24 @@ def decode_update(tensors: dict, doc: dict, shapes: dict) -> dict:
             out[name] = arr
     elif comp["method"] == "topk8":
         for name, shape in shapes.items():
-            if name in tensors:  # dense entry (running statistics)
+            if not trainable(name):  # running statistics travel dense, as `none`
+                if name not in tensors or tensors[name].dtype != np.float32:
+                    raise ValueError(f"{name}: running statistics not dense F32")
                 out[name] = tensors[name]
                 continue
+            if any(name + p not in tensors for p in (":idx", ":q", ":scale")):
+                raise ValueError(f"{name}: not sent as the three topk8 parts")
             idx, q, scale = tensors[name + ":idx"], tensors[name + ":q"], tensors[name + ":scale"]
             n = int(np.prod(shape)) if shape else 1
+            k = min(n, max(1, math.ceil(float(comp["fraction"]) * n)))
+            if idx.dtype not in (np.uint8, np.uint16, np.uint32) or idx.shape != (k,):
+                raise ValueError(
+                    f"{name}:idx is {idx.dtype}{list(idx.shape)}, not U8/U16/U32 [{k}]"
+                )
+            if q.dtype != np.int8 or q.shape != (k,):
+                raise ValueError(f"{name}:q is {q.dtype}{list(q.shape)}, not I8 [{k}]")
+            if scale.dtype != np.float32 or scale.shape != ():
+                raise ValueError(f"{name}:scale is {scale.dtype}{list(scale.shape)}, not F32 []")
             pos = np.cumsum(idx.astype(np.int64))
             if len(idx) > 1 and np.any(idx[1:] == 0):
                 raise ValueError(f"{name}: gap of 0")
@@ -563,15 +586,13 @@ def decode_update(tensors: dict, doc: dict, shapes: dict) -> dict:
                 raise ValueError(f"{name}: bad scale")
             if np.any(q == -128):
                 raise ValueError(f"{name}: q of -128")
-            k = min(n, max(1, math.ceil(float(comp["fraction"]) * n)))
-            if len(idx) != k:
-                report("-", f"topk8.k {name}", "NOTE", f"k={len(idx)} but ceil(F*n) rule gives {k}")
             dense = np.zeros(n, dtype=np.float32)
             dense[pos] = q.astype(np.float32) * s
             if not np.all(np.isfinite(dense)):
                 raise ValueError(f"{name}: non-finite")
             out[name] = dense.reshape(shape)
-        extra = set(tensors) - {k for n in shapes for k in (n, n + ":idx", n + ":q", n + ":scale")}
+        parts = [(n,) if not trainable(n) else (n + ":idx", n + ":q", n + ":scale") for n in shapes]
+        extra = set(tensors) - {k for ks in parts for k in ks}  # a trainable T dense: refused
         if extra:
             raise ValueError(f"unexpected entries {sorted(extra)}")
     else:
