@@ -11,15 +11,17 @@ positions, the scale's value and ``q`` against -128, but not the parts' dtypes, 
 only) nor which tensors may travel dense. So one site, alone, sends an update that an honest
 aggregator rightly zeroes as ``MALFORMED`` and ``audit verify`` passes, while the reader reads
 it as a good update and fails the honest round: the two audits the product says agree
-disagree, chosen by any site. The other way round, an aggregator allied with that site pays the
-blob, verify fails and the reader replays it as readable (not run here: the same gap).
+disagree, chosen by any site. The other way round (``paid``), an aggregator allied with that
+site pays the blob: verify fails and the reader replayed it as readable.
 
 Site ``h2`` of three of 150 trains honestly, encodes its delta through ``topk8`` at fraction
 0.5 and re-saves it canonically with one change (``MODE``):
 ``qwide`` every ``T:q`` as ``I16`` (same values), ``idxwide`` every ``T:idx`` as ``U64``,
 ``scalewide`` every ``T:scale`` as ``F64``, ``k`` the header's fraction written as 0.4 (the
 parts keep ``ceil(0.5 n)`` entries), ``densetrain`` ``fc2.bias`` sent dense under its own name
-(``F32``); ``honest``: the plain ``topk8`` blob (control).
+(``F32``); ``honest``: the plain ``topk8`` blob (control). ``paid``: ``qwide``'s blob and an
+aggregator allied with ``h2`` that reads its codes as the ``I8`` they hold and pays it (both
+audits must fail).
 
 usage: scripts/attacks/real.sh scripts/attacks/a103_wire_reader_gap.py MODE
 ``BEFORE=1``: the reader of 0d5b5d8 (before the fix), on the same chain and store.
@@ -45,7 +47,7 @@ from harness import SPEC, Site, run
 from fedtrail.auditor.verify import verify_all
 from fedtrail.storage.codec import Compression, encode_update
 
-MODES = ("qwide", "idxwide", "scalewide", "k", "densetrain", "honest")
+MODES = ("qwide", "idxwide", "scalewide", "k", "densetrain", "paid", "honest")
 MODE = sys.argv[1] if len(sys.argv) > 1 else "qwide"
 if MODE not in MODES:
     sys.exit(f"unknown mode {MODE!r}: one of {', '.join(MODES)}")
@@ -56,7 +58,7 @@ def reencode(blob: bytes) -> bytes:
     n = int.from_bytes(blob[:8], "little")
     text = json.loads(blob[8 : 8 + n])["__metadata__"]["fedtrail"]
     parts = dict(st_load(blob))
-    if MODE == "qwide":
+    if MODE in ("qwide", "paid"):
         parts = {k: v.astype(np.int16) if k.endswith(":q") else v for k, v in parts.items()}
     elif MODE == "idxwide":
         parts = {k: v.astype(np.uint64) if k.endswith(":idx") else v for k, v in parts.items()}
@@ -85,12 +87,44 @@ def send(ctx):
     return reencode(blob), 150
 
 
+def ally(fed, acct):
+    """``paid``: the aggregator reads h2's I16 codes as the I8 they hold (only while it values
+    and finalizes; verify below runs the real codec)."""
+    import fedtrail.valuation.candidates as cand
+    from fedtrail.errors import InvalidUpdate
+
+    real_decode, real_canonical = cand.decode_update, cand.check_canonical_update
+
+    def lenient(blob, **kw):
+        try:
+            return real_decode(blob, **kw)
+        except InvalidUpdate:
+            n = int.from_bytes(blob[:8], "little")
+            text = json.loads(blob[8 : 8 + n])["__metadata__"]["fedtrail"]
+            parts = {
+                k: v.astype(np.int8) if k.endswith(":q") else v for k, v in st_load(blob).items()
+            }
+            return real_decode(st_save(parts, metadata={"fedtrail": text}), **kw)
+
+    step = fed.service.step
+
+    def allied_step():
+        cand.decode_update, cand.check_canonical_update = lenient, lambda *a, **k: None
+        try:
+            return step()
+        finally:
+            cand.decode_update, cand.check_canonical_update = real_decode, real_canonical
+
+    fed.service.step = allied_step
+
+
 out = run(
     [Site("h0", 150), Site("h1", 150), Site("h2", 150, strategy=send)],
     1,
     real=True,
     verify=False,
     verbose=False,
+    setup=ally if MODE == "paid" else None,
 )
 fed, store = out["fed"], out["store"]
 row = out["results"][0]
@@ -118,6 +152,11 @@ if os.environ.get("BEFORE"):  # the reader of the base commit (before a103), sam
 sys.path.insert(0, str(READER_DIR))
 import reader  # noqa: E402
 
+if os.environ.get("BEFORE"):  # its contract artifact and README are this tree's
+    here = Path(__file__).resolve().parents[2]
+    reader.ROOT, reader.README = here, here / "README.md"
+    reader.ARTIFACT = here / "contracts" / "build" / "FederationLedger.json"
+
 rpc, api = os.environ.get("FEDTRAIL_ATTACK_RPC"), os.environ.get("FEDTRAIL_ATTACK_IPFS")
 if not (rpc and api):
     sys.exit("run through scripts/attacks/real.sh (the reader reads Anvil + IPFS)")
@@ -139,6 +178,9 @@ if bool(failed) != bool(reader_failed):
 if MODE == "honest":
     if failed or reader_failed:
         problems.append("the honest round fails")
+elif MODE == "paid":
+    if not failed or not reader_failed:
+        problems.append("the malformed blob is paid and an audit passes")
 elif row["h2"]["weight"] > 0 or row["h2"]["reason"] != "MALFORMED":
     problems.append(f"h2's blob is {row['h2']['reason']}, weight {row['h2']['weight']:.3f}")
 if problems:

@@ -533,6 +533,20 @@ def fedtrail_meta(meta):
     return text, doc
 
 
+FLOAT_FIELDS = ("noise_multiplier", "max_grad_norm", "sample_rate", "delta")
+
+
+def floats_spelled(doc) -> bool:
+    """README *Wire format*: the metadata's float fields written as floats (`1.0`, never `1`):
+    topk8's `fraction` and the DP parameters' (a104)."""
+    comp, dp = doc.get("compression"), doc.get("dp")
+    if isinstance(comp, dict) and "fraction" in comp and not isinstance(comp["fraction"], float):
+        return False
+    return not isinstance(dp, dict) or all(
+        isinstance(dp[k], float) for k in FLOAT_FIELDS if k in dp
+    )
+
+
 def canonical(tensors: dict, text: str) -> bytes:
     return st_save(tensors, metadata={"fedtrail": text})
 
@@ -2141,7 +2155,7 @@ def main(argv=None):
             try:
                 _, umeta, ut = parse_safetensors(blob)
                 utext, udoc = fedtrail_meta(umeta)
-                canon = blob == canonical(ut, utext)
+                canon = blob == canonical(ut, utext) and floats_spelled(udoc)
                 hdr_ok = (
                     udoc.get("kind") == "update"
                     and udoc.get("round") == r
