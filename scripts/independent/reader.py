@@ -533,7 +533,7 @@ def fedtrail_meta(meta):
     return text, doc
 
 
-FLOAT_FIELDS = ("noise_multiplier", "max_grad_norm", "sample_rate", "delta")
+DP_FLOAT_FIELDS = ("noise_multiplier", "max_grad_norm", "sample_rate", "delta")
 
 
 def floats_spelled(doc) -> bool:
@@ -543,12 +543,18 @@ def floats_spelled(doc) -> bool:
     if isinstance(comp, dict) and "fraction" in comp and not isinstance(comp["fraction"], float):
         return False
     return not isinstance(dp, dict) or all(
-        isinstance(dp[k], float) for k in FLOAT_FIELDS if k in dp
+        isinstance(dp[k], float) for k in DP_FLOAT_FIELDS if k in dp
     )
 
 
 def canonical(tensors: dict, text: str) -> bytes:
     return st_save(tensors, metadata={"fedtrail": text})
+
+
+def canonical_blob(blob: bytes, tensors: dict, text: str, doc: dict) -> bool:
+    """README *Wire format*: the bytes safetensors writes for the blob's own tensors and
+    metadata text, that text with its float fields written as floats."""
+    return blob == canonical(tensors, text) and floats_spelled(doc)
 
 
 def decode_update(tensors: dict, doc: dict, shapes: dict) -> dict:
@@ -2155,7 +2161,7 @@ def main(argv=None):
             try:
                 _, umeta, ut = parse_safetensors(blob)
                 utext, udoc = fedtrail_meta(umeta)
-                canon = blob == canonical(ut, utext) and floats_spelled(udoc)
+                canon = canonical_blob(blob, ut, utext, udoc)
                 hdr_ok = (
                     udoc.get("kind") == "update"
                     and udoc.get("round") == r

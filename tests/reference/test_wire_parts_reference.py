@@ -4,7 +4,8 @@
 below is canonical (``safetensors.numpy.save`` writes the dtype it is given), so only those
 rules refuse it; before a103 the reader decoded every one and read an honest aggregator's
 ``MALFORMED`` as a lie (``scripts/attacks/real.sh scripts/attacks/a103_wire_reader_gap.py
-MODE``)."""
+MODE``). And (attack a104) the metadata's float fields spelled as JSON integers: text that
+re-dumps to itself but is not what the codec writes back (``a104_metadata_number_spelling.py``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from safetensors.numpy import save as st_save
 
 from fedtrail.errors import InvalidUpdate
 from fedtrail.ml.models import ModelSpec
+from fedtrail.protocol.privacy import DpParams
+from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import Compression, decode_update, encode_update
 
 READER = Path(__file__).resolve().parents[2] / "scripts" / "independent" / "reader.py"
@@ -118,3 +121,47 @@ def test_the_honest_topk8_blob_reads_alike() -> None:
     assert set(theirs) == set(ours)
     for name, t in ours.items():
         assert np.array_equal(theirs[name], t.numpy()), name
+
+
+DP = DpParams(noise_multiplier=2.0, max_grad_norm=1.0, sample_rate=0.5, steps=3, delta=1e-5)
+SPELLINGS = {  # (compression, the float as the codec writes it, the same number as an integer)
+    "topk8 fraction": (Compression(method="topk8", fraction=1.0), '"fraction":1.0', '"fraction":1'),
+    "noise_multiplier": (Compression(), '"noise_multiplier":2.0', '"noise_multiplier":2'),
+    "max_grad_norm": (Compression(), '"max_grad_norm":1.0', '"max_grad_norm":1'),
+    "sample_rate": (Compression(), '"sample_rate":0.5', '"sample_rate":0.5'),
+}
+
+
+def _spelled(comp: Compression, old: str, new: str) -> bytes:
+    g = torch.Generator().manual_seed(3)
+    delta = {n: torch.randn(s, generator=g) for n, s in SHAPES.items()}
+    blob = encode_update(delta, spec=SPEC, round=1, compression=comp, dp=DP).blob
+    n = int.from_bytes(blob[:8], "little")
+    text = json.loads(blob[8 : 8 + n])["__metadata__"]["fedtrail"]
+    assert old in text
+    return st_save(dict(st_load(blob)), metadata={"fedtrail": text.replace(old, new)})
+
+
+def _codec_reads(blob: bytes) -> bool:
+    try:
+        _, meta = decode_update(blob, spec=SPEC, expected_round=1)
+        check_canonical_update(blob, spec=SPEC, expected_round=1, meta=meta)
+    except InvalidUpdate:
+        return False
+    return True
+
+
+def _reader_reads(blob: bytes) -> bool:
+    _, meta, tensors = R.parse_safetensors(blob)
+    text, doc = R.fedtrail_meta(meta)  # the text re-dumps to itself either way
+    R.decode_update(tensors, doc, SHAPES)
+    return bool(R.canonical_blob(blob, tensors, text, doc))
+
+
+@pytest.mark.parametrize("name", sorted(SPELLINGS))
+def test_float_fields_spelled_as_integers_are_not_canonical(name: str) -> None:
+    comp, old, new = SPELLINGS[name]
+    blob = _spelled(comp, old, new)
+    as_float = old == new  # sample_rate 0.5 has no integer spelling: the control
+    assert _codec_reads(blob) is as_float
+    assert _reader_reads(blob) is as_float
