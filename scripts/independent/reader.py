@@ -533,6 +533,23 @@ def fedtrail_meta(meta):
     return text, doc
 
 
+def integer_is(value, n: int) -> bool:
+    """README *Wire format*: a JSON integer equal to n (`true` and `1.0` are not 1: a105)."""
+    return type(value) is int and value == n
+
+
+def update_header_ok(udoc: dict, r: int, spec_hash: str) -> bool:
+    """README *Wire format*: an update's metadata for round r under the terms' spec hash."""
+    return (
+        udoc.get("kind") == "update"
+        and integer_is(udoc.get("round"), r)
+        and integer_is(udoc.get("format_version"), 1)
+        and udoc.get("spec_hash") == spec_hash
+        and set(udoc) - {"dp"} == META_KEYS  # README *Wire format*: these, "dp"
+        and ("dp" not in udoc or valid_dp(udoc["dp"]))
+    )
+
+
 DP_FLOAT_FIELDS = ("noise_multiplier", "max_grad_norm", "sample_rate", "delta")
 
 
@@ -2162,14 +2179,7 @@ def main(argv=None):
                 _, umeta, ut = parse_safetensors(blob)
                 utext, udoc = fedtrail_meta(umeta)
                 canon = canonical_blob(blob, ut, utext, udoc)
-                hdr_ok = (
-                    udoc.get("kind") == "update"
-                    and udoc.get("round") == r
-                    and udoc.get("format_version") == 1
-                    and udoc.get("spec_hash") == spec_hash
-                    and set(udoc) - {"dp"} == META_KEYS  # README *Wire format*: these, "dp"
-                    and ("dp" not in udoc or valid_dp(udoc["dp"]))
-                )
+                hdr_ok = update_header_ok(udoc, r, spec_hash)
                 if ok_hash and hdr_ok:
                     header_dp[(r, a)] = udoc.get("dp")  # README *Privacy scored*: header reads
                 decoded = decode_update(ut, udoc, shapes)

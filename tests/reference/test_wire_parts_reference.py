@@ -5,7 +5,9 @@ below is canonical (``safetensors.numpy.save`` writes the dtype it is given), so
 rules refuse it; before a103 the reader decoded every one and read an honest aggregator's
 ``MALFORMED`` as a lie (``scripts/attacks/real.sh scripts/attacks/a103_wire_reader_gap.py
 MODE``). And (attack a104) the metadata's float fields spelled as JSON integers: text that
-re-dumps to itself but is not what the codec writes back (``a104_metadata_number_spelling.py``)."""
+re-dumps to itself but is not what the codec writes back (``a104_metadata_number_spelling.py``);
+and (a105) its integer fields spelled ``true`` or ``1.0``, which Python's ``==`` takes for 1
+(``a105_metadata_integer_spelling.py``)."""
 
 from __future__ import annotations
 
@@ -165,3 +167,24 @@ def test_float_fields_spelled_as_integers_are_not_canonical(name: str) -> None:
     as_float = old == new  # sample_rate 0.5 has no integer spelling: the control
     assert _codec_reads(blob) is as_float
     assert _reader_reads(blob) is as_float
+
+
+INTEGERS = {  # the codec's text, a spelling Python's == takes for the same integer
+    "format_version true": ('"format_version":1,', '"format_version":true,'),
+    "format_version 1.0": ('"format_version":1,', '"format_version":1.0,'),
+    "round true": ('"round":1,', '"round":true,'),
+    "round 1.0": ('"round":1,', '"round":1.0,'),
+    "control": ('"round":1,', '"round":1,'),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INTEGERS))
+def test_integer_fields_are_json_integers(name: str) -> None:
+    old, new = INTEGERS[name]
+    blob = _spelled(Compression(), old, new)
+    _, meta, tensors = R.parse_safetensors(blob)
+    text, doc = R.fedtrail_meta(meta)  # re-dumps to itself, canonical bytes
+    assert R.canonical_blob(blob, tensors, text, doc)
+    valid = old == new
+    assert _codec_reads(blob) is valid
+    assert R.update_header_ok(doc, 1, SPEC.spec_hash()) is valid
