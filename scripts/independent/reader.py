@@ -533,14 +533,61 @@ def fedtrail_meta(meta):
     return text, doc
 
 
+def integer_is(value, n: int) -> bool:
+    """README *Wire format*: a JSON integer equal to n (`true` and `1.0` are not 1: a105)."""
+    return type(value) is int and value == n
+
+
+def update_header_ok(udoc: dict, r: int, spec_hash: str) -> bool:
+    """README *Wire format*: an update's metadata for round r under the terms' spec hash."""
+    return (
+        udoc.get("kind") == "update"
+        and integer_is(udoc.get("round"), r)
+        and integer_is(udoc.get("format_version"), 1)
+        and udoc.get("spec_hash") == spec_hash
+        and set(udoc) - {"dp"} == META_KEYS  # README *Wire format*: these, "dp"
+        and ("dp" not in udoc or valid_dp(udoc["dp"]))
+    )
+
+
+DP_FLOAT_FIELDS = ("noise_multiplier", "max_grad_norm", "sample_rate", "delta")
+
+
+def floats_spelled(doc) -> bool:
+    """README *Wire format*: the metadata's float fields written as floats (`1.0`, never `1`):
+    topk8's `fraction` and the DP parameters' (a104)."""
+    comp, dp = doc.get("compression"), doc.get("dp")
+    if isinstance(comp, dict) and "fraction" in comp and not isinstance(comp["fraction"], float):
+        return False
+    return not isinstance(dp, dict) or all(
+        isinstance(dp[k], float) for k in DP_FLOAT_FIELDS if k in dp
+    )
+
+
 def canonical(tensors: dict, text: str) -> bytes:
     return st_save(tensors, metadata={"fedtrail": text})
+
+
+def canonical_blob(blob: bytes, tensors: dict, text: str, doc: dict) -> bool:
+    """README *Wire format*: the bytes safetensors writes for the blob's own tensors and
+    metadata text, that text with its float fields written as floats."""
+    return blob == canonical(tensors, text) and floats_spelled(doc)
 
 
 def decode_update(tensors: dict, doc: dict, shapes: dict) -> dict:
     """Dense float32 delta per tensor name, per README 'Wire format'."""
     comp = doc["compression"]
     out = {}
+    # README *Wire format*: C is {"method":"none"} or {"fraction":F,"method":"topk8"}, F a JSON
+    # number in (0, 1]; every part's dtype and shape as the bullets name them (a103)
+    if not isinstance(comp, dict) or set(comp) != (
+        {"method"} if comp.get("method") == "none" else {"fraction", "method"}
+    ):
+        raise ValueError(f"compression {comp!r}: keys other than the wire format's")
+    if comp["method"] == "topk8":
+        f = comp["fraction"]
+        if isinstance(f, bool) or not isinstance(f, int | float) or not 0 < f <= 1:
+            raise ValueError(f"topk8 fraction {f!r} is not a number in (0, 1]")
     if comp["method"] == "none":
         for name, arr in tensors.items():
             if arr.dtype != np.float32:
@@ -548,11 +595,24 @@ def decode_update(tensors: dict, doc: dict, shapes: dict) -> dict:
             out[name] = arr
     elif comp["method"] == "topk8":
         for name, shape in shapes.items():
-            if name in tensors:  # dense entry (running statistics)
+            if not trainable(name):  # running statistics travel dense, as `none`
+                if name not in tensors or tensors[name].dtype != np.float32:
+                    raise ValueError(f"{name}: running statistics not dense F32")
                 out[name] = tensors[name]
                 continue
+            if any(name + p not in tensors for p in (":idx", ":q", ":scale")):
+                raise ValueError(f"{name}: not sent as the three topk8 parts")
             idx, q, scale = tensors[name + ":idx"], tensors[name + ":q"], tensors[name + ":scale"]
             n = int(np.prod(shape)) if shape else 1
+            k = min(n, max(1, math.ceil(float(comp["fraction"]) * n)))
+            if idx.dtype not in (np.uint8, np.uint16, np.uint32) or idx.shape != (k,):
+                raise ValueError(
+                    f"{name}:idx is {idx.dtype}{list(idx.shape)}, not U8/U16/U32 [{k}]"
+                )
+            if q.dtype != np.int8 or q.shape != (k,):
+                raise ValueError(f"{name}:q is {q.dtype}{list(q.shape)}, not I8 [{k}]")
+            if scale.dtype != np.float32 or scale.shape != ():
+                raise ValueError(f"{name}:scale is {scale.dtype}{list(scale.shape)}, not F32 []")
             pos = np.cumsum(idx.astype(np.int64))
             if len(idx) > 1 and np.any(idx[1:] == 0):
                 raise ValueError(f"{name}: gap of 0")
@@ -563,15 +623,13 @@ def decode_update(tensors: dict, doc: dict, shapes: dict) -> dict:
                 raise ValueError(f"{name}: bad scale")
             if np.any(q == -128):
                 raise ValueError(f"{name}: q of -128")
-            k = min(n, max(1, math.ceil(float(comp["fraction"]) * n)))
-            if len(idx) != k:
-                report("-", f"topk8.k {name}", "NOTE", f"k={len(idx)} but ceil(F*n) rule gives {k}")
             dense = np.zeros(n, dtype=np.float32)
             dense[pos] = q.astype(np.float32) * s
             if not np.all(np.isfinite(dense)):
                 raise ValueError(f"{name}: non-finite")
             out[name] = dense.reshape(shape)
-        extra = set(tensors) - {k for n in shapes for k in (n, n + ":idx", n + ":q", n + ":scale")}
+        parts = [(n,) if not trainable(n) else (n + ":idx", n + ":q", n + ":scale") for n in shapes]
+        extra = set(tensors) - {k for ks in parts for k in ks}  # a trainable T dense: refused
         if extra:
             raise ValueError(f"unexpected entries {sorted(extra)}")
     else:
@@ -2155,15 +2213,8 @@ def main(argv=None):
             try:
                 _, umeta, ut = parse_safetensors(blob)
                 utext, udoc = fedtrail_meta(umeta)
-                canon = blob == canonical(ut, utext)
-                hdr_ok = (
-                    udoc.get("kind") == "update"
-                    and udoc.get("round") == r
-                    and udoc.get("format_version") == 1
-                    and udoc.get("spec_hash") == spec_hash
-                    and set(udoc) - {"dp"} == META_KEYS  # README *Wire format*: these, "dp"
-                    and ("dp" not in udoc or valid_dp(udoc["dp"]))
-                )
+                canon = canonical_blob(blob, ut, utext, udoc)
+                hdr_ok = update_header_ok(udoc, r, spec_hash)
                 if ok_hash and hdr_ok:
                     header_dp[(r, a)] = udoc.get("dp")  # README *Privacy scored*: header reads
                 decoded = decode_update(ut, udoc, shapes)
