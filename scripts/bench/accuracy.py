@@ -1158,6 +1158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "update keeps (1/(C*along))^2 of its score); default: the combiner's (0, off)",
     )
     parser.add_argument(
+        "--max-norm-ratio",
+        type=float,
+        default=None,
+        help="the combiner's max_norm_ratio (a paid update above K median norms keeps K / ratio "
+        "of its score: its weight bounded by its say after a clip to K median norms); default: "
+        "the combiner's (0, off)",
+    )
+    parser.add_argument(
         "--warm-up-floor",
         type=float,
         default=None,
@@ -1412,6 +1420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             combiner = replace(combiner, boost_clip=args.boost_clip)
         if args.warm_up_floor is not None:
             combiner = replace(combiner, warm_up_floor=args.warm_up_floor)
+        if args.max_norm_ratio is not None:
+            combiner = replace(combiner, max_norm_ratio=args.max_norm_ratio)
         for seed in seeds:
             config = SimConfig(
                 sites=sc.sites,
@@ -1478,6 +1488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "metric": args.metric,
             "boost_clip": args.boost_clip,
             "warm_up_floor": args.warm_up_floor,
+            "max_norm_ratio": args.max_norm_ratio,
             "value_window": args.value_window,
             "value_window_sum": args.value_window_sum,
             "project_shift": args.project_shift,

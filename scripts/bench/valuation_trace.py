@@ -168,6 +168,20 @@ class Rule:
     """A submitted update the data-free screens zeroed (it has a norm ratio but no value), in
     any round, the warm-up included, sets its site's accumulated value to ``min(0, it)`` minus
     this (0: off): a strike that one later positive share does not undo."""
+    max_norm_ratio: float = 0.0
+    """The combiner's ``max_norm_ratio`` (0: off): a paid update above this many median norms
+    keeps ``(K / ratio) ** norm_power`` of its score (:func:`~fedtrail.valuation.standing.
+    norm_factor` at ``norm_power`` 1): a weight bounded by the update's say after clipping it to
+    K median norms. A weight factor only: the records are unchanged."""
+    norm_power: float = 1.0
+    loo_withheld: bool = False
+    """An update whose positive share ``credit_cosine`` withholds and whose recorded
+    leave-one-out gain at the grand coalition is negative (``accuracy.py --game-probe``: the
+    round's aggregate is better without it) gets that gain as its share, normalised as the
+    round's values are (``loo / sum |value|``)."""
+    loo_any: bool = False
+    """Every valued update with a negative leave-one-out gain gets ``min(share, loo / sum
+    |value|)`` (anti-aligned or not)."""
 
 
 @dataclass(frozen=True)
@@ -200,11 +214,18 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
         values: dict[str, float] = r["values"]
         cosines: dict[str, float] = r["cosines"]
         normalised = normalised_values(values) if r["shares"] is not None else None
+        loos: dict[str, float] = r.get("loos") or {}
+        scale = sum(abs(v) for v in values.values())
         if normalised is not None and len(cosines) >= MIN_ROBUST_SITES:
             for site, v in list(normalised.items()):
                 c = cosines.get(site)
+                loo = loos.get(site)
                 if v > 0 and c is not None and c < credit_cosine:
                     normalised[site] = -v if rule.withheld_negative else 0.0
+                    if rule.loo_withheld and loo is not None and loo < 0 and scale > 0:
+                        normalised[site] = loo / scale
+                if rule.loo_any and loo is not None and loo < 0 and scale > 0:
+                    normalised[site] = min(normalised[site], loo / scale)
                 slope = (r.get("slopes") or {}).get(site)
                 if rule.slope_negative and slope is not None and slope < 0:
                     normalised[site] = -abs(normalised[site])
@@ -257,6 +278,10 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                     score = scaled_score(
                         score, boost_factor(ratio, 1.0, c, boost_clip=rule.boost_clip)
                     )
+                    if rule.max_norm_ratio > 0 and ratio > rule.max_norm_ratio:
+                        score = scaled_score(
+                            score, (rule.max_norm_ratio / ratio) ** rule.norm_power
+                        )
             if kinds[site] in rule.oracle and r["round"] >= rule.oracle_from:
                 score = 0
             scores[site] = score
@@ -389,6 +414,8 @@ def _attach_slopes(doc: dict[str, Any]) -> None:
         rounds = [x for x in runs[rec["run"]]["rounds"] if x["round"] == rec["round"]]
         if rounds and rec.get("slope") is not None:
             rounds[0].setdefault("slopes", {})[rec["site"]] = rec["slope"]
+        if rounds and rec.get("loo") is not None:
+            rounds[0].setdefault("loos", {})[rec["site"]] = rec["loo"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -559,6 +586,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                         screened_harmful=k,
                     )
                     for k in (0.5, 1.0)
+                ),
+                *(
+                    Rule(
+                        f"max_norm_ratio {k:g}" + (f" power {p:g}" if p != 1 else ""),
+                        relief_cosine=args.relief_cosine,
+                        max_norm_ratio=k,
+                        norm_power=p,
+                    )
+                    for k in (1.5, 2.0, 2.5, 3.0)
+                    for p in (1.0, 2.0)
+                ),
+                Rule("loo withheld", relief_cosine=args.relief_cosine, loo_withheld=True),
+                Rule("loo negative (any)", relief_cosine=args.relief_cosine, loo_any=True),
+                *(
+                    Rule(
+                        f"loo withheld + max_norm_ratio {k:g}"
+                        + (f" power {p:g}" if p != 1 else ""),
+                        relief_cosine=args.relief_cosine,
+                        loo_withheld=True,
+                        max_norm_ratio=k,
+                        norm_power=p,
+                    )
+                    for k, p in ((2.0, 1.0), (2.0, 2.0), (3.0, 2.0))
                 ),
                 Rule("relief_cosine -1 (off)", relief_cosine=-1.0),
                 Rule("relief_cosine -0.7", relief_cosine=-0.7),
