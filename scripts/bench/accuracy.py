@@ -94,6 +94,7 @@ import game_probe
 import norm_persist
 import share_clip
 import torch
+import weight_factors
 import zeroed_out
 from _sim import (
     METHODS,
@@ -1166,6 +1167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the combiner's (0, off)",
     )
     parser.add_argument(
+        "--weight-factors",
+        default=None,
+        metavar="K,P,F",
+        help="an experiment (issue 12 (c)): a paid update above K median norms keeps "
+        "(K / ratio) ** P of its score, one whose cosine to the median is below credit_cosine "
+        "keeps F of it (weight_factors.py; records unchanged); K 0 / F 1: that factor off",
+    )
+    parser.add_argument(
         "--warm-up-floor",
         type=float,
         default=None,
@@ -1381,6 +1390,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         zeroed_out.install()
     if args.game_probe:
         game_probe.install()
+    factors: list[float] | None = None
+    if args.weight_factors is not None:
+        try:
+            factors = [float(x) for x in args.weight_factors.split(",")]
+            if len(factors) != 3:
+                raise ValueError(args.weight_factors)
+            weight_factors.install(max_norm_ratio=factors[0], power=factors[1], against=factors[2])
+        except ValueError as e:
+            parser.error(f"--weight-factors needs K,P,F: {e}")
     if args.norm_persist is not None:
         if not (math.isfinite(args.norm_persist) and args.norm_persist > 0):
             parser.error(f"--norm-persist must be a positive number, got {args.norm_persist}")
@@ -1489,6 +1507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "boost_clip": args.boost_clip,
             "warm_up_floor": args.warm_up_floor,
             "max_norm_ratio": args.max_norm_ratio,
+            "weight_factors": factors,
             "value_window": args.value_window,
             "value_window_sum": args.value_window_sum,
             "project_shift": args.project_shift,

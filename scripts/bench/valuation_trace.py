@@ -179,6 +179,10 @@ class Rule:
     leave-one-out gain at the grand coalition is negative (``accuracy.py --game-probe``: the
     round's aggregate is better without it) gets that gain as its share, normalised as the
     round's values are (``loo / sum |value|``)."""
+    against_factor: float = 1.0
+    """A paid update whose cosine to the median update is below ``credit_cosine`` keeps this
+    share of its score (1: off): a weight factor for the direction, as ``max_norm_ratio`` is
+    for the length."""
     loo_any: bool = False
     """Every valued update with a negative leave-one-out gain gets ``min(share, loo / sum
     |value|)`` (anti-aligned or not)."""
@@ -192,6 +196,9 @@ class Replay:
     faulty_share: float
     honest_zeroed: int
     honest_total: int
+    honest_cut: int = 0
+    """Honest site-rounds whose score the rule's weight factors (``max_norm_ratio``,
+    ``against_factor``) lowered."""
 
 
 def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay | None:
@@ -207,7 +214,7 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
     accumulated: dict[str, float] = {}
     ratios: dict[str, list[float]] = {}
     shares: list[float] = []
-    zeroed = total = 0
+    zeroed = total = cut = 0
     for r in rounds:
         if r["skipped"]:
             continue
@@ -278,10 +285,15 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                     score = scaled_score(
                         score, boost_factor(ratio, 1.0, c, boost_clip=rule.boost_clip)
                     )
+                    before = score
                     if rule.max_norm_ratio > 0 and ratio > rule.max_norm_ratio:
                         score = scaled_score(
                             score, (rule.max_norm_ratio / ratio) ** rule.norm_power
                         )
+                    if rule.against_factor < 1 and c is not None and c < credit_cosine:
+                        score = scaled_score(score, rule.against_factor)
+                    if score < before and site not in faulty:
+                        cut += 1
             if kinds[site] in rule.oracle and r["round"] >= rule.oracle_from:
                 score = 0
             scores[site] = score
@@ -297,7 +309,7 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                 zeroed += score == 0
     if not shares:
         return None
-    return Replay(statistics.fmean(shares), zeroed, total)
+    return Replay(statistics.fmean(shares), zeroed, total, cut)
 
 
 def recorded_share(run: dict[str, Any]) -> float:
@@ -399,9 +411,11 @@ def _print_what_if(
         )
         zeroed = sum(x.honest_zeroed for _, _, x in done)
         total = sum(x.honest_total for _, _, x in done)
+        cut = sum(x.honest_cut for _, _, x in done)
         mean = statistics.fmean(x.faulty_share for _, _, x in done)
         print(
-            f"  {rule.label}: faulty share mean {mean:.4f}, honest zeroed {zeroed}/{total}: {cells}"
+            f"  {rule.label}: faulty share mean {mean:.4f}, honest zeroed {zeroed}/{total}, "
+            f"cut {cut}: {cells}"
         )
 
 
@@ -596,6 +610,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     for k in (1.5, 2.0, 2.5, 3.0)
                     for p in (1.0, 2.0)
+                ),
+                *(
+                    Rule(
+                        f"against {f:g}" + (f" + max_norm_ratio {k:g} power 2" if k else ""),
+                        relief_cosine=args.relief_cosine,
+                        against_factor=f,
+                        max_norm_ratio=k,
+                        norm_power=2.0,
+                    )
+                    for f in (0.5, 0.25)
+                    for k in (0.0, 2.0)
                 ),
                 Rule("loo withheld", relief_cosine=args.relief_cosine, loo_withheld=True),
                 Rule("loo negative (any)", relief_cosine=args.relief_cosine, loo_any=True),
