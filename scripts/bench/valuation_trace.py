@@ -42,6 +42,14 @@ prints, per run, the faulty sites' weight share and the honest site-rounds score
   negative (runs recorded with ``accuracy.py --game-probe``) counts as the same share negative;
 * ``screened harmful S``: an update the data-free screens rejected (in any round, the warm-up
   included) sets its site's record to ``min(0, record) - S``;
+* ``max_norm_ratio K [power P]``: a paid update above ``K`` median norms keeps ``(K / ratio)
+  ** P`` of its score (P 1: the combiner's ``max_norm_ratio``), a weight factor only;
+  ``against F``: one whose cosine is below ``--credit-cosine`` keeps ``F`` of it (both:
+  ``scripts/bench/weight_factors.py`` run them for real); the rows count the honest
+  site-rounds a factor cut;
+* ``loo withheld`` / ``loo negative (any)``: a withheld positive share (any share) of an update
+  whose recorded leave-one-out gain at the grand coalition is negative (``accuracy.py
+  --game-probe``) becomes that gain over the round's total absolute value;
 * ``oracle: KINDS zeroed from round R``: the sites of those fault kinds (``scale``: scenario
   (c)'s x10 site; ``sign_flip``: its sign-flipper) score 0 from round R on, everything else as
   the recorded rule: a bound on what any rule that recognised them from round R could reach
