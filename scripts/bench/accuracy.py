@@ -94,6 +94,7 @@ import game_probe
 import norm_persist
 import share_clip
 import torch
+import weight_factors
 import zeroed_out
 from _sim import (
     METHODS,
@@ -1158,6 +1159,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "update keeps (1/(C*along))^2 of its score); default: the combiner's (0, off)",
     )
     parser.add_argument(
+        "--max-norm-ratio",
+        type=float,
+        default=None,
+        help="the combiner's max_norm_ratio (a paid update above K median norms keeps K / ratio "
+        "of its score: its weight bounded by its say after a clip to K median norms); default: "
+        "the combiner's (0, off)",
+    )
+    parser.add_argument(
+        "--weight-factors",
+        default=None,
+        metavar="K,P,F",
+        help="an experiment (issue 12 (c)): a paid update above K median norms keeps "
+        "(K / ratio) ** P of its score, one whose cosine to the median is below credit_cosine "
+        "keeps F of it (weight_factors.py; records unchanged); K 0 / F 1: that factor off",
+    )
+    parser.add_argument(
         "--warm-up-floor",
         type=float,
         default=None,
@@ -1373,6 +1390,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         zeroed_out.install()
     if args.game_probe:
         game_probe.install()
+    factors: list[float] | None = None
+    if args.weight_factors is not None:
+        try:
+            factors = [float(x) for x in args.weight_factors.split(",")]
+            if len(factors) != 3:
+                raise ValueError(args.weight_factors)
+            weight_factors.install(max_norm_ratio=factors[0], power=factors[1], against=factors[2])
+        except ValueError as e:
+            parser.error(f"--weight-factors needs K,P,F: {e}")
     if args.norm_persist is not None:
         if not (math.isfinite(args.norm_persist) and args.norm_persist > 0):
             parser.error(f"--norm-persist must be a positive number, got {args.norm_persist}")
@@ -1412,6 +1438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             combiner = replace(combiner, boost_clip=args.boost_clip)
         if args.warm_up_floor is not None:
             combiner = replace(combiner, warm_up_floor=args.warm_up_floor)
+        if args.max_norm_ratio is not None:
+            combiner = replace(combiner, max_norm_ratio=args.max_norm_ratio)
         for seed in seeds:
             config = SimConfig(
                 sites=sc.sites,
@@ -1478,6 +1506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "metric": args.metric,
             "boost_clip": args.boost_clip,
             "warm_up_floor": args.warm_up_floor,
+            "max_norm_ratio": args.max_norm_ratio,
+            "weight_factors": factors,
             "value_window": args.value_window,
             "value_window_sum": args.value_window_sum,
             "project_shift": args.project_shift,

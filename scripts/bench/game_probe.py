@@ -10,7 +10,10 @@ model as :func:`fedtrail.valuation.value_round`:
   update's first-order effect alone, linear in it (a sign-flipped update has minus its honest
   slope; a x10 one ten times it); None under the metric ``"auc"``, which has no gradient;
 * ``u1``, ``uh``, ``um``: the utility of the global model plus the update, plus half of it,
-  minus it (``global + t * delta`` for ``t`` 1, 0.5, -1: singletons of the mean game).
+  minus it (``global + t * delta`` for ``t`` 1, 0.5, -1: singletons of the mean game);
+* ``loo``: the update's leave-one-out gain at the grand coalition of the valued updates,
+  ``v(N) - v(N minus it)`` on the mean game (negative: the round's aggregate of the valued
+  updates is better on the validation split without it), and ``u_all``, ``v(N)``.
 
 ``u1 - um`` is twice the odd part of the step's gain (the first-order effect plus its odd
 corrections): positive when the update helps more than its reverse. ``u1 - uh`` says whether
@@ -65,6 +68,8 @@ def probe(kwargs: Mapping[str, Any], report: RoundValuation, round_id: int) -> N
     )
     utility = CoalitionUtility(ctx, [*players, *variants])
     u0 = utility(frozenset())
+    everyone = frozenset(c.site for c in players)
+    u_all = utility(everyone)
     # the AUC has no gradient: no slope under that metric
     slopes = utility.slopes(frozenset()) if kwargs["metric"] != "auc" else {}
     for c in players:
@@ -80,6 +85,8 @@ def probe(kwargs: Mapping[str, Any], report: RoundValuation, round_id: int) -> N
             "score": v.score,
             "u0": u0,
             "slope": slopes.get(c.site),
+            "u_all": u_all,
+            "loo": u_all - utility(everyone - {c.site}) if len(players) > 1 else None,
         }
         for name, _ in STEPS:
             row[name] = utility(frozenset({f"{c.site}~{name}"}))

@@ -42,6 +42,14 @@ prints, per run, the faulty sites' weight share and the honest site-rounds score
   negative (runs recorded with ``accuracy.py --game-probe``) counts as the same share negative;
 * ``screened harmful S``: an update the data-free screens rejected (in any round, the warm-up
   included) sets its site's record to ``min(0, record) - S``;
+* ``max_norm_ratio K [power P]``: a paid update above ``K`` median norms keeps ``(K / ratio)
+  ** P`` of its score (P 1: the combiner's ``max_norm_ratio``), a weight factor only;
+  ``against F``: one whose cosine is below ``--credit-cosine`` keeps ``F`` of it (both:
+  ``scripts/bench/weight_factors.py`` run them for real); the rows count the honest
+  site-rounds a factor cut;
+* ``loo withheld`` / ``loo negative (any)``: a withheld positive share (any share) of an update
+  whose recorded leave-one-out gain at the grand coalition is negative (``accuracy.py
+  --game-probe``) becomes that gain over the round's total absolute value;
 * ``oracle: KINDS zeroed from round R``: the sites of those fault kinds (``scale``: scenario
   (c)'s x10 site; ``sign_flip``: its sign-flipper) score 0 from round R on, everything else as
   the recorded rule: a bound on what any rule that recognised them from round R could reach
@@ -168,6 +176,24 @@ class Rule:
     """A submitted update the data-free screens zeroed (it has a norm ratio but no value), in
     any round, the warm-up included, sets its site's accumulated value to ``min(0, it)`` minus
     this (0: off): a strike that one later positive share does not undo."""
+    max_norm_ratio: float = 0.0
+    """The combiner's ``max_norm_ratio`` (0: off): a paid update above this many median norms
+    keeps ``(K / ratio) ** norm_power`` of its score (:func:`~fedtrail.valuation.standing.
+    norm_factor` at ``norm_power`` 1): a weight bounded by the update's say after clipping it to
+    K median norms. A weight factor only: the records are unchanged."""
+    norm_power: float = 1.0
+    loo_withheld: bool = False
+    """An update whose positive share ``credit_cosine`` withholds and whose recorded
+    leave-one-out gain at the grand coalition is negative (``accuracy.py --game-probe``: the
+    round's aggregate is better without it) gets that gain as its share, normalised as the
+    round's values are (``loo / sum |value|``)."""
+    against_factor: float = 1.0
+    """A paid update whose cosine to the median update is below ``credit_cosine`` keeps this
+    share of its score (1: off): a weight factor for the direction, as ``max_norm_ratio`` is
+    for the length."""
+    loo_any: bool = False
+    """Every valued update with a negative leave-one-out gain gets ``min(share, loo / sum
+    |value|)`` (anti-aligned or not)."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +204,9 @@ class Replay:
     faulty_share: float
     honest_zeroed: int
     honest_total: int
+    honest_cut: int = 0
+    """Honest site-rounds whose score the rule's weight factors (``max_norm_ratio``,
+    ``against_factor``) lowered."""
 
 
 def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay | None:
@@ -193,18 +222,25 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
     accumulated: dict[str, float] = {}
     ratios: dict[str, list[float]] = {}
     shares: list[float] = []
-    zeroed = total = 0
+    zeroed = total = cut = 0
     for r in rounds:
         if r["skipped"]:
             continue
         values: dict[str, float] = r["values"]
         cosines: dict[str, float] = r["cosines"]
         normalised = normalised_values(values) if r["shares"] is not None else None
+        loos: dict[str, float] = r.get("loos") or {}
+        scale = sum(abs(v) for v in values.values())
         if normalised is not None and len(cosines) >= MIN_ROBUST_SITES:
             for site, v in list(normalised.items()):
                 c = cosines.get(site)
+                loo = loos.get(site)
                 if v > 0 and c is not None and c < credit_cosine:
                     normalised[site] = -v if rule.withheld_negative else 0.0
+                    if rule.loo_withheld and loo is not None and loo < 0 and scale > 0:
+                        normalised[site] = loo / scale
+                if rule.loo_any and loo is not None and loo < 0 and scale > 0:
+                    normalised[site] = min(normalised[site], loo / scale)
                 slope = (r.get("slopes") or {}).get(site)
                 if rule.slope_negative and slope is not None and slope < 0:
                     normalised[site] = -abs(normalised[site])
@@ -257,6 +293,15 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                     score = scaled_score(
                         score, boost_factor(ratio, 1.0, c, boost_clip=rule.boost_clip)
                     )
+                    before = score
+                    if rule.max_norm_ratio > 0 and ratio > rule.max_norm_ratio:
+                        score = scaled_score(
+                            score, (rule.max_norm_ratio / ratio) ** rule.norm_power
+                        )
+                    if rule.against_factor < 1 and c is not None and c < credit_cosine:
+                        score = scaled_score(score, rule.against_factor)
+                    if score < before and site not in faulty:
+                        cut += 1
             if kinds[site] in rule.oracle and r["round"] >= rule.oracle_from:
                 score = 0
             scores[site] = score
@@ -272,7 +317,7 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                 zeroed += score == 0
     if not shares:
         return None
-    return Replay(statistics.fmean(shares), zeroed, total)
+    return Replay(statistics.fmean(shares), zeroed, total, cut)
 
 
 def recorded_share(run: dict[str, Any]) -> float:
@@ -374,9 +419,11 @@ def _print_what_if(
         )
         zeroed = sum(x.honest_zeroed for _, _, x in done)
         total = sum(x.honest_total for _, _, x in done)
+        cut = sum(x.honest_cut for _, _, x in done)
         mean = statistics.fmean(x.faulty_share for _, _, x in done)
         print(
-            f"  {rule.label}: faulty share mean {mean:.4f}, honest zeroed {zeroed}/{total}: {cells}"
+            f"  {rule.label}: faulty share mean {mean:.4f}, honest zeroed {zeroed}/{total}, "
+            f"cut {cut}: {cells}"
         )
 
 
@@ -389,6 +436,8 @@ def _attach_slopes(doc: dict[str, Any]) -> None:
         rounds = [x for x in runs[rec["run"]]["rounds"] if x["round"] == rec["round"]]
         if rounds and rec.get("slope") is not None:
             rounds[0].setdefault("slopes", {})[rec["site"]] = rec["slope"]
+        if rounds and rec.get("loo") is not None:
+            rounds[0].setdefault("loos", {})[rec["site"]] = rec["loo"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -559,6 +608,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                         screened_harmful=k,
                     )
                     for k in (0.5, 1.0)
+                ),
+                *(
+                    Rule(
+                        f"max_norm_ratio {k:g}" + (f" power {p:g}" if p != 1 else ""),
+                        relief_cosine=args.relief_cosine,
+                        max_norm_ratio=k,
+                        norm_power=p,
+                    )
+                    for k in (1.5, 2.0, 2.5, 3.0)
+                    for p in (1.0, 2.0)
+                ),
+                *(
+                    Rule(
+                        f"against {f:g}" + (f" + max_norm_ratio {k:g} power 2" if k else ""),
+                        relief_cosine=args.relief_cosine,
+                        against_factor=f,
+                        max_norm_ratio=k,
+                        norm_power=2.0,
+                    )
+                    for f in (0.5, 0.25)
+                    for k in (0.0, 2.0)
+                ),
+                Rule("loo withheld", relief_cosine=args.relief_cosine, loo_withheld=True),
+                Rule("loo negative (any)", relief_cosine=args.relief_cosine, loo_any=True),
+                *(
+                    Rule(
+                        f"loo withheld + max_norm_ratio {k:g}"
+                        + (f" power {p:g}" if p != 1 else ""),
+                        relief_cosine=args.relief_cosine,
+                        loo_withheld=True,
+                        max_norm_ratio=k,
+                        norm_power=p,
+                    )
+                    for k, p in ((2.0, 1.0), (2.0, 2.0), (3.0, 2.0))
                 ),
                 Rule("relief_cosine -1 (off)", relief_cosine=-1.0),
                 Rule("relief_cosine -0.7", relief_cosine=-0.7),

@@ -337,3 +337,48 @@ def test_decomposition_splits_each_faulty_sites_share_by_round_and_score(tmp_pat
         "alpha 1 (c) seed 7 D (scale, 10 samples): 0.2333 of the mean share: round 1 0.0833, "
         "later rounds at full score 0.0833, demoted 0.0667; paid 0 in 0 later round(s)"
     ) in out
+
+
+def test_weight_factor_rules_replay_by_hand(tmp_path: Path) -> None:
+    # _what_if_run: A, B, C at the median norm, D at 3x; C points against (cosine -0.9)
+    lines = _what_if_lines(_what_if_run(tmp_path))
+    # max_norm_ratio 2: D keeps 2/3 of its score in every round: (1 + 2/3) / (3 + 2/3)
+    assert "faulty share mean 0.4545, honest zeroed 0/6, cut 0" in lines["max_norm_ratio 2"]
+    # power 2: (2/3)^2 = 4/9: (1 + 4/9) / (3 + 4/9)
+    assert "faulty share mean 0.4194, honest zeroed 0/6, cut 0" in lines["max_norm_ratio 2 power 2"]
+    # against 0.5: C (below credit_cosine -0.7) keeps half: (0.5 + 1) / 3.5
+    assert "faulty share mean 0.4286, honest zeroed 0/6, cut 0" in lines["against 0.5"]
+    # both: (0.5 + 4/9) / (2.5 + 4/9)
+    assert "faulty share mean 0.3208" in lines["against 0.5 + max_norm_ratio 2 power 2"]
+
+
+def test_an_honest_update_cut_by_a_weight_factor_is_counted(tmp_path: Path) -> None:
+    path = _what_if_run(tmp_path)
+    doc = json.loads(path.read_text())
+    for r in doc["scenarios"]["c"]["runs"][0]["rounds"]:
+        r["norm_ratios"]["A"] = 4.0  # honest A at 4x the median norm in every round
+    path.write_text(json.dumps(doc))
+    lines = _what_if_lines(path)
+    assert "honest zeroed 0/6, cut 3" in lines["max_norm_ratio 2"]
+    assert "honest zeroed 0/6, cut 0" in lines["against 0.5"]
+
+
+def test_loo_rules_turn_a_withheld_share_into_the_leave_one_out_loss(tmp_path: Path) -> None:
+    path = _what_if_run(tmp_path)
+    doc = json.loads(path.read_text())
+    # game_probe records (accuracy.py --game-probe): C's leave-one-out gain -0.5 in rounds 2-3
+    # (the rounds' values sum to 1 in absolute value, so its share is -0.5), A's +0.1
+    doc["game_probe"] = [
+        {"run": 0, "round": n, "site": s, "slope": None, "loo": loo}
+        for n in (2, 3)
+        for s, loo in (("A", 0.1), ("C", -0.5))
+    ]
+    path.write_text(json.dumps(doc))
+    lines = _what_if_lines(path)
+    # C's record -0.5 after round 2 (demote_scale): 0 in rounds 2-3, D 1/3 of the weight;
+    # round 1 as recorded (C and D half): (1/2 + 1/3 + 1/3) / 3
+    assert "faulty share mean 0.3889, honest zeroed 0/6" in lines["loo withheld"]
+    assert "faulty share mean 0.3889, honest zeroed 0/6" in lines["loo negative (any)"]
+    # without the records the rows are today's rule
+    plain = _what_if_lines(_what_if_run(tmp_path))
+    assert "faulty share mean 0.5000" in plain["loo withheld"]
