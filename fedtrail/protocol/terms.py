@@ -31,6 +31,7 @@ __all__ = [
     "DUPLICATE_SCALED_COSINE",
     "DUPLICATE_SUPPORT_COSINE",
     "DUPLICATE_SUPPORT_OVERLAP",
+    "DUPLICATE_WHITE_NOISE_DP_COSINE",
     "INITIAL_MODEL_DEPLOYMENT",
     "MAX_IMAGE_SIZE",
     "MAX_TERMS_BYTES",
@@ -155,6 +156,16 @@ at cosine above this to the later update: a copy plus noise of up to 1.7 times i
 above it; two unrelated updates (cosine near 0) are not tested, as the residual of an update
 that the original does not explain is the update itself, white when the update is noise."""
 
+DUPLICATE_WHITE_NOISE_DP_COSINE: Final = 0.5
+"""A later update that declares DP-SGD takes the white-noise test
+(:attr:`DuplicateRule.white_noise_z`) when its closest earlier original's cosine to it is above
+this (:attr:`DuplicateRule.white_noise_dp_cosine`; terms without it exempt every DP-declared
+update). The declaration is the copier's to make: a Sybil that declares DP-SGD parameters under
+which its partner's update plus Gaussian noise passes the noise check escaped the test
+(``scripts/attacks/a100_dp_declared_copy.py``). Honest DP-SGD updates are mostly their own noise,
+so no honest DP update of one round came near this cosine to another
+(``scripts/bench/dup_white_dp.py``; README, *Noisy same-round copies*)."""
+
 PERSONALISATION_METHODS: Final = ("finetune", "fedbn", "fedrep")
 """How a site may adapt the round's global model to its own data (the result never leaves it)."""
 VALIDATOR_GAMES: Final = ("linear_shapley", "loo")
@@ -204,7 +215,12 @@ class DuplicateRule:
     ``white_noise_z`` closes the way past ``scaled_cosine`` by adding noise: a later update
     whose residual from an earlier one is white noise within each tensor is a copy
     (:data:`DUPLICATE_WHITE_NOISE_Z`; 0: off). None (terms written before it) replays without
-    it."""
+    it.
+
+    ``white_noise_dp_cosine`` closes the way past ``white_noise_z`` by declaring DP-SGD: a later
+    update that declares it takes the white-noise test when its closest original is at cosine
+    above this (:data:`DUPLICATE_WHITE_NOISE_DP_COSINE`). None (terms written before it)
+    replays with every DP-declared update exempt."""
 
     cosine: float = DUPLICATE_COSINE
     relative_l2: float = DUPLICATE_RELATIVE_L2
@@ -212,10 +228,11 @@ class DuplicateRule:
     support_cosine: float | None = DUPLICATE_SUPPORT_COSINE
     support_overlap: float | None = DUPLICATE_SUPPORT_OVERLAP
     white_noise_z: float | None = DUPLICATE_WHITE_NOISE_Z
+    white_noise_dp_cosine: float | None = DUPLICATE_WHITE_NOISE_DP_COSINE
 
     def __post_init__(self) -> None:
         scaled, support, overlap = self.scaled_cosine, self.support_cosine, self.support_overlap
-        white = self.white_noise_z
+        white, white_dp = self.white_noise_z, self.white_noise_dp_cosine
         if not (
             0.0 < self.cosine <= 1.0
             and 0.0 <= self.relative_l2 < 1.0
@@ -223,18 +240,20 @@ class DuplicateRule:
             and (support is None or 0.0 < support <= 1.0)
             and (overlap is None or 0.0 < overlap <= 1.0)
             and (white is None or 0.0 <= white < math.inf)
+            and (white_dp is None or 0.0 < white_dp <= 1.0)
         ):
             raise InvalidTerms(
                 f"duplicate thresholds out of range: cosine {self.cosine}, "
                 f"relative_l2 {self.relative_l2}, scaled_cosine {scaled}, "
-                f"support_cosine {support}, support_overlap {overlap}, white_noise_z {white}"
+                f"support_cosine {support}, support_overlap {overlap}, white_noise_z {white}, "
+                f"white_noise_dp_cosine {white_dp}"
             )
 
     def to_json(self) -> dict[str, Any]:
         """The terms' ``duplicates`` object; ``scaled_cosine``, ``support_cosine``,
-        ``support_overlap`` and ``white_noise_z`` only when set, so terms without them keep
-        their bytes."""
-        overlap = self.support_overlap
+        ``support_overlap``, ``white_noise_z`` and ``white_noise_dp_cosine`` only when set, so
+        terms without them keep their bytes."""
+        overlap, white_dp = self.support_overlap, self.white_noise_dp_cosine
         return {
             "cosine": self.cosine,
             "relative_l2": self.relative_l2,
@@ -242,6 +261,7 @@ class DuplicateRule:
             **({} if self.support_cosine is None else {"support_cosine": self.support_cosine}),
             **({} if overlap is None else {"support_overlap": overlap}),
             **({} if self.white_noise_z is None else {"white_noise_z": self.white_noise_z}),
+            **({} if white_dp is None else {"white_noise_dp_cosine": white_dp}),
         }
 
 
@@ -479,6 +499,9 @@ class RoundTerms:
                     white_noise_z=None
                     if "white_noise_z" not in dup
                     else _float(dup["white_noise_z"], "duplicates/white_noise_z"),
+                    white_noise_dp_cosine=None
+                    if "white_noise_dp_cosine" not in dup
+                    else _float(dup["white_noise_dp_cosine"], "duplicates/white_noise_dp_cosine"),
                 ),
                 canonical_encoding=doc["canonical_encoding"] is True,
                 class_names=_names(doc.get("class_names", [])),

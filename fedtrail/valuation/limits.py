@@ -62,6 +62,7 @@ from fedtrail.protocol.terms import (
     DUPLICATE_SCALED_COSINE,
     DUPLICATE_SUPPORT_COSINE,
     DUPLICATE_SUPPORT_OVERLAP,
+    DUPLICATE_WHITE_NOISE_DP_COSINE,
     DUPLICATE_WHITE_NOISE_Z,
     INITIAL_MODEL_DEPLOYMENT,
     VALIDATOR_GAMES,
@@ -183,6 +184,7 @@ DUPLICATE_LIMITS: Final = {
     "duplicate_support_cosine": "support_cosine",
     "duplicate_support_overlap": "support_overlap",
     "duplicate_white_noise_z": "white_noise_z",
+    "duplicate_white_noise_dp_cosine": "white_noise_dp_cosine",
 }
 """The limits on the terms' duplicate rule (:class:`~fedtrail.protocol.terms.DuplicateRule`),
 by the rule's field: a later update within both thresholds of an earlier one, or above its
@@ -196,14 +198,18 @@ fraction below 1 passes: ``scripts/attacks/a90_sparse_copy.py``), and terms with
 ``support_overlap`` (the rule before it, which such a copy with noise added to the entries it
 keeps passes: ``scripts/attacks/a93_sparse_noisy_copy.py``); terms without ``white_noise_z``
 (the rule before it, which a copy plus 1% noise passes: ``a1_sybil_scaled_copy.py noise 3
-0.01``) read as 0, off: below the loosest default, so refused."""
+0.01``) read as 0, off: below the loosest default, so refused; terms without
+``white_noise_dp_cosine`` (the rule before it, under which a copy plus noise that declares DP-SGD
+passes: ``scripts/attacks/a100_dp_declared_copy.py``) read as 1.0, no DP-declared update
+tested: above the loosest default, so refused."""
 
 
 def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
     """The rule's threshold bounded by ``limit``; an absent ``scaled_cosine``,
-    ``support_cosine`` or ``support_overlap`` (the rule of terms written before it: no cosine
-    alone, no comparison on a sparser copy's entries, or no look at which entries a sparse
-    update keeps, marks a copy) reads as 1.0, the check off."""
+    ``support_cosine``, ``support_overlap`` or ``white_noise_dp_cosine`` (the rule of terms
+    written before it: no cosine alone, no comparison on a sparser copy's entries, no look at
+    which entries a sparse update keeps, or no white-noise test of a DP-declared update, marks
+    a copy) reads as 1.0, the check off."""
     value = getattr(duplicates, DUPLICATE_LIMITS[limit])
     if value is None:  # off: the white-noise test's off is 0 (it flags more as it rises)
         return 0.0 if limit == "duplicate_white_noise_z" else 1.0
@@ -294,6 +300,7 @@ class LoosestLimits:
     duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
     duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
     duplicate_white_noise_z: float = DUPLICATE_WHITE_NOISE_Z
+    duplicate_white_noise_dp_cosine: float = DUPLICATE_WHITE_NOISE_DP_COSINE
 
     def __post_init__(self) -> None:
         _valid_thresholds(asdict(self))
@@ -410,6 +417,7 @@ class ThresholdLimits:
     duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
     duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
     duplicate_white_noise_z: float = DUPLICATE_WHITE_NOISE_Z
+    duplicate_white_noise_dp_cosine: float = DUPLICATE_WHITE_NOISE_DP_COSINE
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("anchored_median", "median")
     """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site

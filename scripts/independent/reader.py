@@ -820,6 +820,7 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
     cos_t, l2_t, scaled = dup.get("cosine"), dup.get("relative_l2"), dup.get("scaled_cosine")
     support, overlap = dup.get("support_cosine"), dup.get("support_overlap")
     white = dup.get("white_noise_z") or 0
+    white_dp = dup.get("white_noise_dp_cosine")  # absent: DP-declared updates not tested
 
     originals = []
     copies = {}
@@ -858,8 +859,11 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
             if overlap is not None and kept_largest(o_flat, upd, overlap):
                 found = o_site
                 break
-        if found is None and white > 0 and flat is not None and site not in noisy:
-            # the closest original by cosine (the first on a tie), above 0.5
+        tested = site not in noisy or white_dp is not None
+        if found is None and white > 0 and flat is not None and tested:
+            # the closest original by cosine (the first on a tie), above 0.5 (and, for an
+            # update that declares DP-SGD, above white_noise_dp_cosine)
+            least = 0.5 if site not in noisy else max(0.5, white_dp)
             best, closest = 0.0, None
             for o_site, _, o_flat, _, o_upd in originals:
                 if len(o_flat) != len(flat):
@@ -869,7 +873,7 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
                 if na > 0 and nb > 0 and float(np.dot(o_flat, flat)) / (na * nb) > best:
                     best = float(np.dot(o_flat, flat)) / (na * nb)
                     closest = (o_site, o_upd)
-            if closest is not None and best > 0.5 and white_residual(closest[1], upd) < white:
+            if closest is not None and best > least and white_residual(closest[1], upd) < white:
                 found = closest[0]
         if found is not None:
             copies[site] = found
@@ -1676,6 +1680,7 @@ FLOAT_FIELDS = (
     ("duplicates", "support_cosine"),
     ("duplicates", "support_overlap"),
     ("duplicates", "white_noise_z"),
+    ("duplicates", "white_noise_dp_cosine"),
     ("personalisation", "lr"),
     ("privacy", "delta"),
 )
