@@ -84,7 +84,11 @@ def test_real_terms_validate() -> None:
     assert terms.to_bytes() == blob
     # written before scaled_cosine: the rule of its day, cosine and distance together
     assert terms.duplicates == DuplicateRule(
-        scaled_cosine=None, support_cosine=None, support_overlap=None, white_noise_z=None
+        scaled_cosine=None,
+        support_cosine=None,
+        support_overlap=None,
+        white_noise_z=None,
+        white_noise_dp_cosine=None,
     )
     validator().validate(json.loads(blob))
 
