@@ -14,7 +14,8 @@ honest sites ``h0``..``h3`` of 150 images train the plain way; the attacker's se
           (a budget of 1,000 epsilon);
   honest  control: ``sybil`` is an honest site of 150 images of its own training DP-SGD at the
           node's defaults (noise 1.0) and declaring it: an honest DP update among plain ones,
-          which the fixed rule must not mark.
+          which the fixed rule must not mark ``DUPLICATE`` (the norm screen marks it
+          ``OUTLIER_NORM``: its noise makes it 37-47x the plain sites' median norm).
 
 FedAvg's share of each site is 150 / 750 = 0.200; the attacker has one dataset, so ``h0`` +
 ``sybil`` should take 0.200 a round, not 0.400.
@@ -25,7 +26,7 @@ measure the old behaviour on this tree.
 
 usage: scripts/attacks/real.sh scripts/attacks/a100_dp_declared_copy.py MODE [K] [rounds]
 Exits 1 when the attack works (``sybil`` paid, weight > 0, in some round, with ``audit verify``
-passing); ``honest`` exits 1 when the honest DP site is not OK in some round.
+passing); ``honest`` exits 1 when the honest DP site is ``DUPLICATE`` in some round.
 """
 
 import math
@@ -192,7 +193,7 @@ for i, row in enumerate(res["results"], 1):
     )
     if s is not None and s["reason"] == "OK" and s["weight"] > 0:
         paid.append(i)
-    if s is None or s["reason"] != "OK":
+    if s is not None and s["reason"] == "DUPLICATE":
         not_ok.append(i)
 addr = next(st.account.address for st in res["fed"].sites if st.name == "sybil")
 acct = res["fed"].ledger.privacy(addr)
@@ -202,7 +203,7 @@ print(
     f"{acct.spent_micro / 1e6:.3f} epsilon; audit {'PASS' if res['audit_ok'] else 'FAIL'}"
 )
 if MODE == "honest":
-    print(f"honest DP site not OK in round(s) {not_ok or 'none'}")
+    print(f"honest DP site DUPLICATE in round(s) {not_ok or 'none'}")
     sys.exit(1 if not_ok else 0)
 works = bool(paid) and bool(res["audit_ok"])
 print(f"sybil paid in round(s) {paid or 'none'}: attack " + ("WORKS" if works else "held"))
