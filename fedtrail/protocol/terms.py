@@ -157,14 +157,15 @@ above it; two unrelated updates (cosine near 0) are not tested, as the residual 
 that the original does not explain is the update itself, white when the update is noise."""
 
 DUPLICATE_WHITE_NOISE_DP_COSINE: Final = 0.5
-"""A later update that declares DP-SGD takes the white-noise test
-(:attr:`DuplicateRule.white_noise_z`) when its closest earlier original's cosine to it is above
-this (:attr:`DuplicateRule.white_noise_dp_cosine`; terms without it exempt every DP-declared
-update). The declaration is the copier's to make: a Sybil that declares DP-SGD parameters under
-which its partner's update plus Gaussian noise passes the noise check escaped the test
-(``scripts/attacks/a100_dp_declared_copy.py``). Honest DP-SGD updates are mostly their own noise,
-so no honest DP update of one round came near this cosine to another
-(``scripts/bench/dup_white_dp.py``; README, *Noisy same-round copies*)."""
+"""The value terms may name for :attr:`DuplicateRule.white_noise_dp_cosine` (opt-in: the
+product writes no such key, so every DP-declared update is exempt from the white-noise test):
+a later update that declares DP-SGD then takes the test when its closest earlier original's
+cosine to it is above this. The declaration is the copier's to make: a Sybil that declares
+DP-SGD parameters under which its partner's update plus Gaussian noise passes the noise check
+escapes the test (``scripts/attacks/a100_dp_declared_copy.py``). Not the default: a copier adding
+noise of twice its original's norm (cosine 0.45) escapes it too, declaring less epsilon, and
+honest DP-SGD updates at epsilon 50 came to 0.55 and were marked (``scripts/bench/
+dup_white_dp.py``; README, *DP-declared same-round copies*)."""
 
 PERSONALISATION_METHODS: Final = ("finetune", "fedbn", "fedrep")
 """How a site may adapt the round's global model to its own data (the result never leaves it)."""
@@ -219,8 +220,8 @@ class DuplicateRule:
 
     ``white_noise_dp_cosine`` closes the way past ``white_noise_z`` by declaring DP-SGD: a later
     update that declares it takes the white-noise test when its closest original is at cosine
-    above this (:data:`DUPLICATE_WHITE_NOISE_DP_COSINE`). None (terms written before it)
-    replays with every DP-declared update exempt."""
+    above this (:data:`DUPLICATE_WHITE_NOISE_DP_COSINE`). None (the default, and terms written
+    before it) exempts every DP-declared update."""
 
     cosine: float = DUPLICATE_COSINE
     relative_l2: float = DUPLICATE_RELATIVE_L2
@@ -228,7 +229,7 @@ class DuplicateRule:
     support_cosine: float | None = DUPLICATE_SUPPORT_COSINE
     support_overlap: float | None = DUPLICATE_SUPPORT_OVERLAP
     white_noise_z: float | None = DUPLICATE_WHITE_NOISE_Z
-    white_noise_dp_cosine: float | None = DUPLICATE_WHITE_NOISE_DP_COSINE
+    white_noise_dp_cosine: float | None = None
 
     def __post_init__(self) -> None:
         scaled, support, overlap = self.scaled_cosine, self.support_cosine, self.support_overlap

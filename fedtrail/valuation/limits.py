@@ -62,7 +62,6 @@ from fedtrail.protocol.terms import (
     DUPLICATE_SCALED_COSINE,
     DUPLICATE_SUPPORT_COSINE,
     DUPLICATE_SUPPORT_OVERLAP,
-    DUPLICATE_WHITE_NOISE_DP_COSINE,
     DUPLICATE_WHITE_NOISE_Z,
     INITIAL_MODEL_DEPLOYMENT,
     VALIDATOR_GAMES,
@@ -199,9 +198,10 @@ fraction below 1 passes: ``scripts/attacks/a90_sparse_copy.py``), and terms with
 keeps passes: ``scripts/attacks/a93_sparse_noisy_copy.py``); terms without ``white_noise_z``
 (the rule before it, which a copy plus 1% noise passes: ``a1_sybil_scaled_copy.py noise 3
 0.01``) read as 0, off: below the loosest default, so refused; terms without
-``white_noise_dp_cosine`` (the rule before it, under which a copy plus noise that declares DP-SGD
-passes: ``scripts/attacks/a100_dp_declared_copy.py``) read as 1.0, no DP-declared update
-tested: above the loosest default, so refused."""
+``white_noise_dp_cosine`` (the default: no DP-declared update tested; opt-in, since a copy
+plus noise of twice its norm that declares DP-SGD passes it anyway and honest DP-SGD updates
+at epsilon 50 were marked: ``scripts/attacks/a100_dp_declared_copy.py``) read as 1.0, the
+default on both sides: terms naming 0.5 take ``[accept] duplicate_white_noise_dp_cosine``."""
 
 
 def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
@@ -300,7 +300,7 @@ class LoosestLimits:
     duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
     duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
     duplicate_white_noise_z: float = DUPLICATE_WHITE_NOISE_Z
-    duplicate_white_noise_dp_cosine: float = DUPLICATE_WHITE_NOISE_DP_COSINE
+    duplicate_white_noise_dp_cosine: float = 1.0
 
     def __post_init__(self) -> None:
         _valid_thresholds(asdict(self))
@@ -417,7 +417,7 @@ class ThresholdLimits:
     duplicate_support_cosine: float = DUPLICATE_SUPPORT_COSINE
     duplicate_support_overlap: float = DUPLICATE_SUPPORT_OVERLAP
     duplicate_white_noise_z: float = DUPLICATE_WHITE_NOISE_Z
-    duplicate_white_noise_dp_cosine: float = DUPLICATE_WHITE_NOISE_DP_COSINE
+    duplicate_white_noise_dp_cosine: float = 1.0
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("anchored_median", "median")
     """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site

@@ -20,9 +20,10 @@ honest sites ``h0``..``h3`` of 150 images train the plain way; the attacker's se
 FedAvg's share of each site is 150 / 750 = 0.200; the attacker has one dataset, so ``h0`` +
 ``sybil`` should take 0.200 a round, not 0.400.
 
-``BEFORE=1``: the round terms are written without ``duplicates.white_noise_dp_cosine`` (the
-rule before it, DP-declared later updates exempt; the sites' ``[accept.loosest]`` takes it), to
-measure the old behaviour on this tree.
+``DP_COSINE=0.5``: the round terms name ``duplicates.white_noise_dp_cosine`` 0.5 (opt-in; the
+sites' ``[accept]`` takes it), under which a DP-declared later update whose closest original is
+above that cosine takes the white-noise test; without it (the product's default, and the rule
+before h-202) every DP-declared update is exempt.
 
 usage: scripts/attacks/real.sh scripts/attacks/a100_dp_declared_copy.py MODE [K] [rounds]
 Exits 1 when the attack works (``sybil`` paid, weight > 0, in some round, with ``audit verify``
@@ -54,21 +55,21 @@ from fedtrail.protocol.privacy import DpParams
 from fedtrail.protocol.terms import DuplicateRule
 from fedtrail.storage.codec import encode_update
 from fedtrail.valuation import default_combiner
-from fedtrail.valuation.limits import LoosestLimits, ThresholdLimits
+from fedtrail.valuation.limits import ThresholdLimits
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "attack"
 if MODE not in ("attack", "honest"):
     sys.exit(f"unknown mode {MODE!r}: attack or honest")
 K = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
 ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-BEFORE = bool(os.environ.get("BEFORE"))
+DP_COSINE = float(os.environ["DP_COSINE"]) if os.environ.get("DP_COSINE") else None
 ACCEPT = None
-if BEFORE:
+if DP_COSINE is not None:
     defaults = DuplicateRule.__init__.__kwdefaults__
     assert defaults is not None
-    defaults["white_noise_dp_cosine"] = None  # terms written without the key: the old rule
-    ACCEPT = ThresholdLimits(loosest=LoosestLimits(duplicate_white_noise_dp_cosine=1.0))
-    print("BEFORE=1: round terms without duplicates.white_noise_dp_cosine (DP-declared exempt)")
+    defaults["white_noise_dp_cosine"] = DP_COSINE  # the terms name it
+    ACCEPT = ThresholdLimits(duplicate_white_noise_dp_cosine=DP_COSINE)
+    print(f"DP_COSINE={DP_COSINE:g}: round terms name duplicates.white_noise_dp_cosine")
 RULE = default_combiner(True).dp_noise_check
 DELTA = 1e-5
 N = 150
@@ -198,7 +199,7 @@ for i, row in enumerate(res["results"], 1):
 addr = next(st.account.address for st in res["fed"].sites if st.name == "sybil")
 acct = res["fed"].ledger.privacy(addr)
 print(
-    f"{MODE} K {K:g}{' BEFORE' if BEFORE else ''}: h0 + sybil {pair:.3f} over {ROUNDS} rounds "
+    f"{MODE} K {K:g} white_noise_dp_cosine {DP_COSINE}: h0 + sybil {pair:.3f} over {ROUNDS} rounds "
     f"against {0.2 * ROUNDS:.3f} ({pair / (0.2 * ROUNDS):.2f}x); sybil's on-chain spend "
     f"{acct.spent_micro / 1e6:.3f} epsilon; audit {'PASS' if res['audit_ok'] else 'FAIL'}"
 )

@@ -5,9 +5,9 @@ attack a100).
 Trains the accuracy benchmark's honest FedAvg federations with every site on DP-SGD
 (``_sim.run_method``, ``--dp-epsilon`` over the run, ``--dp-accounting``) and in every round
 passes the round's sent updates, each declaring DP-SGD, in site order as commit order, through
-the product's :func:`fedtrail.protocol.duplicates.find_duplicates` under the default rule
-(``DuplicateRule()``, whose ``white_noise_dp_cosine`` tests a DP-declared later update whose
-closest original is at cosine above it) with the product's statistic
+the product's :func:`fedtrail.protocol.duplicates.find_duplicates` under the default rule with
+``white_noise_dp_cosine`` 0.5 (opt-in: a DP-declared later update whose closest original is at
+cosine above it takes the white-noise test) with the product's statistic
 (:func:`fedtrail.valuation.freeride.duplicate_residual_z`): every honest site it marks is a
 false positive. Printed beside: the largest cosine of any ordered honest pair (the rule tests
 none below ``white_noise_dp_cosine``) and, for pairs above it, the smallest statistic. Copies:
@@ -40,7 +40,7 @@ from _sim import SimConfig, parse_seeds
 
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.protocol.duplicates import Entry, find_duplicates
-from fedtrail.protocol.terms import DuplicateRule
+from fedtrail.protocol.terms import DUPLICATE_WHITE_NOISE_DP_COSINE, DuplicateRule
 from fedtrail.valuation.freeride import duplicate_residual_z
 
 Delta = Mapping[str, torch.Tensor]
@@ -83,7 +83,7 @@ class Tally:
 
 
 def measure(config: SimConfig, splits: Any, levels: Sequence[float], tally: Tally) -> None:
-    rule = DuplicateRule()
+    rule = DuplicateRule(white_noise_dp_cosine=DUPLICATE_WHITE_NOISE_DP_COSINE)
     assert rule.white_noise_dp_cosine is not None and rule.white_noise_z is not None
     floor = max(0.5, rule.white_noise_dp_cosine)
     real = _sim.aggregate

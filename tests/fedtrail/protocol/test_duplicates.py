@@ -63,8 +63,11 @@ NO_SUPPORT = DuplicateRule(
 """The rule of terms written before ``support_cosine`` (a90)."""
 NO_OVERLAP = DuplicateRule(support_overlap=None, white_noise_z=None, white_noise_dp_cosine=None)
 """The rule of terms written before ``support_overlap`` (a93)."""
-NO_DP = DuplicateRule(white_noise_dp_cosine=None)
-"""The rule of terms written before ``white_noise_dp_cosine`` (a100): DP-declared exempt."""
+NO_DP = DuplicateRule()
+"""The rule of terms written now, and before ``white_noise_dp_cosine`` (a100): DP-declared
+later updates exempt."""
+DP_ON = DuplicateRule(white_noise_dp_cosine=0.5)
+"""Terms that opt in to ``white_noise_dp_cosine`` (0.5)."""
 HONEST_MAX = 0.999930
 """The largest cosine of two honest updates of one round that ``scripts/bench/dup_cosine.py``
 measured (20 sites, Dirichlet alpha 0.3, dense; the two 1.2% apart in L2)."""
@@ -679,7 +682,7 @@ def test_terms_without_support_overlap_keep_their_bytes_and_pay_a_noisy_sparse_c
     entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, _noisy_kept(d, 0.05, 0.1))]
     assert find_duplicates(entries, parsed.duplicates) == {}
     now = _terms(DuplicateRule()).to_bytes()
-    assert b'"support_overlap":0.99,"white_noise_dp_cosine":0.5,"white_noise_z":1000.0}' in now
+    assert b'"support_overlap":0.99,"white_noise_z":1000.0}' in now
     assert find_duplicates(entries, RoundTerms.from_bytes(now).duplicates) == {"sybil": "h0"}
 
 
@@ -854,12 +857,13 @@ def _white_copy(d: Mapping[str, torch.Tensor], k: float, seed: int) -> dict[str,
 @pytest.mark.parametrize("k", [0.05, 1.0, 1.5])
 def test_a_noisy_copy_that_declares_dp_sgd_is_a_duplicate(k: float) -> None:
     """a100: the same copy declaring DP-SGD was exempt (terms before ``white_noise_dp_cosine``
-    pay it); under terms written now it is a DUPLICATE while its original is above 0.5."""
+    pay it, and terms written now); under terms that name 0.5 it is a DUPLICATE while its
+    original is above 0.5."""
     d, _ = _structured(51)
     copy = _white_copy(d, k, 52)
     assert _cos(d, copy) > 0.5
     entries = [Entry("h0", 1, "a" * 64, d), Entry("dp", 2, "b" * 64, copy, noise_declared=True)]
-    assert find_duplicates(entries, WHITE) == {"dp": "h0"}
+    assert find_duplicates(entries, DP_ON) == {"dp": "h0"}
     assert find_duplicates(entries, NO_DP) == {}
 
 
@@ -886,8 +890,8 @@ def test_white_noise_dp_cosine_sets_the_floor_for_dp_declared_updates_only() -> 
 
 
 def test_terms_without_white_noise_dp_cosine_keep_their_bytes_and_pay_a_dp_declared_copy() -> None:
-    """Terms written before ``white_noise_dp_cosine`` lack the key and replay the rule of their
-    day (the DP-declared copy paid); terms written now carry it (0.5) and catch the copy; the
+    """Terms without ``white_noise_dp_cosine`` (the default, and every earlier one) lack the key
+    and pay the DP-declared copy; terms that name it (0.5) carry it and catch the copy; the
     value must be a cosine in (0, 1]."""
     blob = _terms(NO_DP).to_bytes()
     assert b'"white_noise_z":1000.0}' in blob and b"white_noise_dp_cosine" not in blob
@@ -897,7 +901,7 @@ def test_terms_without_white_noise_dp_cosine_keep_their_bytes_and_pay_a_dp_decla
     copy = _white_copy(d, 1.0, 57)
     entries = [Entry("h0", 1, "a" * 64, d), Entry("dp", 2, "b" * 64, copy, noise_declared=True)]
     assert find_duplicates(entries, parsed.duplicates) == {}
-    now_blob = _terms(WHITE).to_bytes()
+    now_blob = _terms(DP_ON).to_bytes()
     assert b'"white_noise_dp_cosine":0.5,"white_noise_z":1000.0}' in now_blob
     now = RoundTerms.from_bytes(now_blob)
     assert now.duplicates.white_noise_dp_cosine == 0.5 and now.to_bytes() == now_blob

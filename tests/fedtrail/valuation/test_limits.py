@@ -309,23 +309,20 @@ def test_terms_without_white_noise_z_are_refused_as_looser() -> None:
     assert ThresholdLimits().refusal(Combiner(), DuplicateRule()) is None
 
 
-def test_terms_without_white_noise_dp_cosine_are_refused_as_looser() -> None:
-    """Terms that lack ``duplicates.white_noise_dp_cosine`` replay the rule before it, under
-    which a same-round copy plus noise that declares DP-SGD is paid (attack a100): read as 1.0,
-    no DP-declared update tested, and refused; a site that widened ``[accept.loosest]`` takes
-    them. A lower cosine tests more DP-declared updates: refused as stricter."""
-    old = DuplicateRule(white_noise_dp_cosine=None)
-    assert ThresholdLimits().breaches(Combiner(), old) == []
-    assert ThresholdLimits().loosest.breaches(Combiner(), old) == [
-        "duplicate_white_noise_dp_cosine 1.0 (accepted: at most 0.5)"
+def test_white_noise_dp_cosine_is_opt_in_on_both_sides() -> None:
+    """Terms without ``duplicates.white_noise_dp_cosine`` (the product's default; DP-declared
+    later updates exempt, attack a100) read as 1.0 and are accepted; terms that name 0.5 test
+    more updates: refused as stricter unless the site's ``[accept]`` takes it."""
+    default = DuplicateRule()
+    assert default.white_noise_dp_cosine is None
+    assert ThresholdLimits().refusal(Combiner(), default) is None
+    on = DuplicateRule(white_noise_dp_cosine=0.5)
+    assert ThresholdLimits().breaches(Combiner(), on) == [
+        "duplicate_white_noise_dp_cosine 0.5 (accepted: at least 1.0)"
     ]
-    wide = limits_from({"loosest": {"duplicate_white_noise_dp_cosine": 1.0}})
-    assert wide.refusal(Combiner(), old) is None
-    strict = DuplicateRule(white_noise_dp_cosine=0.3)
-    assert ThresholdLimits().breaches(Combiner(), strict) == [
-        "duplicate_white_noise_dp_cosine 0.3 (accepted: at least 0.5)"
-    ]
-    assert ThresholdLimits().refusal(Combiner(), DuplicateRule()) is None
+    taking = limits_from({"duplicate_white_noise_dp_cosine": 0.5})
+    assert taking.refusal(Combiner(), on) is None
+    assert taking.refusal(Combiner(), default) is None
 
 
 def test_both_sides_are_named_together() -> None:
