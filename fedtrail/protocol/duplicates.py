@@ -52,8 +52,9 @@ CODE_LEVELS: Final = 127.0
 class Entry:
     """One revealed update: its site, commit order (1-based), content sha256 and decoded
     delta (None when it could not be used; such an update is nobody's original);
-    ``noise_declared``: its header declares DP-SGD (its Gaussian noise is declared: the
-    white-noise test does not apply to it as the later update)."""
+    ``noise_declared``: its header declares DP-SGD (its Gaussian noise is declared: as the later
+    update the white-noise test applies to it only under the rule's
+    ``white_noise_dp_cosine``)."""
 
     site: str
     commit_order: int
@@ -996,11 +997,12 @@ def find_duplicates(
     adds :func:`_support_screen` and :func:`support_copy` for the pairs it leaves (100
     updates: 1.5-2.7 s against 0.2-0.5 s without, ``scripts/bench/support_cost.py``, load
     10-12). A rule with ``white_noise_z`` adds the white-noise test after the others
-    (``whiteness`` of the later update, unless it declares DP-SGD, and the original closest to
-    it by cosine, when above 0.5: below ``white_noise_z`` is a copy); without ``whiteness`` it
-    raises ConfigError. A rule with ``shared_tensor`` on tests, before the white-noise test,
-    whether the later update repeats some nonzero tensor of an original exactly
-    (:func:`shared_tensor`; the first such original in commit order).
+    (``whiteness`` of the later update and the original closest to it by cosine, when above
+    0.5, and, for a later update that declares DP-SGD, above ``white_noise_dp_cosine``, which
+    terms without it lack: then such an update is not tested; below ``white_noise_z`` is a
+    copy); without ``whiteness`` it raises ConfigError. A rule with ``shared_tensor`` on tests,
+    before the white-noise test, whether the later update repeats some nonzero tensor of an
+    original exactly (:func:`shared_tensor`; the first such original in commit order).
 
     A rule with ``either_order`` also runs the two sparse tests (``support_cosine``,
     ``support_overlap``) the other way round: for every update that no test before the
@@ -1014,6 +1016,7 @@ def find_duplicates(
     original of the pair, is never marked by it. Those pairs are screened by
     :func:`_support_screen` of the updates in reverse order."""
     white_z = rule.white_noise_z or None  # 0: off, as absent
+    white_dp = rule.white_noise_dp_cosine  # None: DP-declared later updates exempt
     if white_z is not None and whiteness is None:
         raise ConfigError("the duplicate rule's white_noise_z needs its statistic")
     ordered = sorted(entries, key=lambda e: (e.commit_order, e.site))
@@ -1130,8 +1133,13 @@ def find_duplicates(
         white within each tensor; else None. ``skip``: originals left out (``j``'s own copies
         under ``either_order``). One statistic an update, not one a pair: 100 updates' 4,950
         pairs cost 46 s (``scripts/bench/dup_white_cost.py``), against 1 s."""
-        if white_z is None or whiteness is None or ordered[j].noise_declared:
+        if white_z is None or whiteness is None:
             return None
+        least = DUPLICATE_WHITE_MIN_COSINE
+        if ordered[j].noise_declared:
+            if white_dp is None:  # terms before it: a DP-declared update is never tested
+                return None
+            least = max(least, white_dp)
         b, nb = flat(j)
         best, closest = 0.0, None
         for i in originals:
@@ -1142,7 +1150,7 @@ def find_duplicates(
                 c = float(a @ b) / (na * nb)
                 if c > best:
                     best, closest = c, i
-        if closest is None or not best > DUPLICATE_WHITE_MIN_COSINE:
+        if closest is None or not best > least:
             return None
         original, later = deltas[closest], deltas[j]
         assert original is not None and later is not None

@@ -32,6 +32,7 @@ __all__ = [
     "DUPLICATE_SCALED_COSINE",
     "DUPLICATE_SUPPORT_COSINE",
     "DUPLICATE_SUPPORT_OVERLAP",
+    "DUPLICATE_WHITE_NOISE_DP_COSINE",
     "INITIAL_MODEL_DEPLOYMENT",
     "MAX_IMAGE_SIZE",
     "MAX_TERMS_BYTES",
@@ -173,6 +174,17 @@ at cosine above this to the later update: a copy plus noise of up to 1.7 times i
 above it; two unrelated updates (cosine near 0) are not tested, as the residual of an update
 that the original does not explain is the update itself, white when the update is noise."""
 
+DUPLICATE_WHITE_NOISE_DP_COSINE: Final = 0.5
+"""The value terms may name for :attr:`DuplicateRule.white_noise_dp_cosine` (opt-in: the
+product writes no such key, so every DP-declared update is exempt from the white-noise test):
+a later update that declares DP-SGD then takes the test when its closest earlier original's
+cosine to it is above this. The declaration is the copier's to make: a Sybil that declares
+DP-SGD parameters under which its partner's update plus Gaussian noise passes the noise check
+escapes the test (``scripts/attacks/a100_dp_declared_copy.py``). Not the default: a copier adding
+noise of twice its original's norm (cosine 0.45) escapes it too, declaring less epsilon, and
+honest DP-SGD updates at epsilon 50 came to 0.55 and were marked (``scripts/bench/
+dup_white_dp.py``; README, *DP-declared same-round copies*)."""
+
 PERSONALISATION_METHODS: Final = ("finetune", "fedbn", "fedrep")
 """How a site may adapt the round's global model to its own data (the result never leaves it)."""
 VALIDATOR_GAMES: Final = ("linear_shapley", "loo")
@@ -235,7 +247,12 @@ class DuplicateRule:
     each pair the other way round, the later update as the original, so an earlier update that
     repeats a later one on the entries it carries is the copy whoever committed first; the later
     (dense) original is never marked by it. None or False (terms written before it, which lack
-    the key) replays the one-way rule."""
+    the key) replays the one-way rule.
+
+    ``white_noise_dp_cosine`` closes the way past ``white_noise_z`` by declaring DP-SGD: a later
+    update that declares it takes the white-noise test when its closest original is at cosine
+    above this (:data:`DUPLICATE_WHITE_NOISE_DP_COSINE`). None (the default, and terms written
+    before it) exempts every DP-declared update."""
 
     cosine: float = DUPLICATE_COSINE
     relative_l2: float = DUPLICATE_RELATIVE_L2
@@ -245,10 +262,12 @@ class DuplicateRule:
     white_noise_z: float | None = DUPLICATE_WHITE_NOISE_Z
     shared_tensor: int | None = DUPLICATE_SHARED_TENSOR
     either_order: bool | None = True
+    white_noise_dp_cosine: float | None = None
 
     def __post_init__(self) -> None:
         scaled, support, overlap = self.scaled_cosine, self.support_cosine, self.support_overlap
         white, shared = self.white_noise_z, self.shared_tensor
+        white_dp = self.white_noise_dp_cosine
         if self.either_order not in (None, True, False):
             raise InvalidTerms(
                 f"duplicates either_order must be true or false: {self.either_order!r}"
@@ -261,19 +280,20 @@ class DuplicateRule:
             and (overlap is None or 0.0 < overlap <= 1.0)
             and (white is None or 0.0 <= white < math.inf)
             and (shared is None or (not isinstance(shared, bool) and shared in (0, 1)))
+            and (white_dp is None or 0.0 < white_dp <= 1.0)
         ):
             raise InvalidTerms(
                 f"duplicate thresholds out of range: cosine {self.cosine}, "
                 f"relative_l2 {self.relative_l2}, scaled_cosine {scaled}, "
                 f"support_cosine {support}, support_overlap {overlap}, white_noise_z {white}, "
-                f"shared_tensor {shared}"
+                f"shared_tensor {shared}, white_noise_dp_cosine {white_dp}"
             )
 
     def to_json(self) -> dict[str, Any]:
         """The terms' ``duplicates`` object; ``scaled_cosine``, ``support_cosine``,
-        ``support_overlap``, ``white_noise_z``, ``shared_tensor`` and ``either_order`` only
-        when set, so terms without them keep their bytes."""
-        overlap = self.support_overlap
+        ``support_overlap``, ``white_noise_z``, ``shared_tensor``, ``either_order`` and
+        ``white_noise_dp_cosine`` only when set, so terms without them keep their bytes."""
+        overlap, white_dp = self.support_overlap, self.white_noise_dp_cosine
         return {
             "cosine": self.cosine,
             "relative_l2": self.relative_l2,
@@ -283,6 +303,7 @@ class DuplicateRule:
             **({} if self.white_noise_z is None else {"white_noise_z": self.white_noise_z}),
             **({} if self.shared_tensor is None else {"shared_tensor": int(self.shared_tensor)}),
             **({} if self.either_order is None else {"either_order": self.either_order}),
+            **({} if white_dp is None else {"white_noise_dp_cosine": white_dp}),
         }
 
 
@@ -526,6 +547,9 @@ class RoundTerms:
                     either_order=None
                     if "either_order" not in dup
                     else _bool(dup["either_order"], "duplicates/either_order"),
+                    white_noise_dp_cosine=None
+                    if "white_noise_dp_cosine" not in dup
+                    else _float(dup["white_noise_dp_cosine"], "duplicates/white_noise_dp_cosine"),
                 ),
                 canonical_encoding=doc["canonical_encoding"] is True,
                 class_names=_names(doc.get("class_names", [])),

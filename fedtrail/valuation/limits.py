@@ -188,6 +188,7 @@ DUPLICATE_LIMITS: Final = {
     "duplicate_white_noise_z": "white_noise_z",
     "duplicate_shared_tensor": "shared_tensor",
     "duplicate_either_order": "either_order",
+    "duplicate_white_noise_dp_cosine": "white_noise_dp_cosine",
 }
 """The limits on the terms' duplicate rule (:class:`~fedtrail.protocol.terms.DuplicateRule`),
 by the rule's field: a later update within both thresholds of an earlier one, or above its
@@ -205,15 +206,20 @@ keeps passes: ``scripts/attacks/a93_sparse_noisy_copy.py``); terms without ``whi
 ``shared_tensor`` (the rule before it, which a copy with noise on every tensor but one passes:
 ``scripts/attacks/a101_partial_copy.py``); ``either_order`` (1 on, 0 off: the rule before it,
 whose sparse tests read a later update against an earlier one only, which a sparse copy
-committed before its original passes: ``scripts/attacks/a99_sparse_copy_first.py``)."""
+committed before its original passes: ``scripts/attacks/a99_sparse_copy_first.py``). Terms
+without ``white_noise_dp_cosine`` (the default: no DP-declared update tested; opt-in, since a
+copy plus noise of twice its norm that declares DP-SGD passes it anyway and honest DP-SGD
+updates at epsilon 50 were marked: ``scripts/attacks/a100_dp_declared_copy.py``) read as 1.0,
+the default on both sides: terms naming 0.5 take ``[accept] duplicate_white_noise_dp_cosine``."""
 
 
 def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
     """The rule's threshold bounded by ``limit``; an absent ``scaled_cosine``,
-    ``support_cosine`` or ``support_overlap`` (the rule of terms written before it: no cosine
-    alone, no comparison on a sparser copy's entries, or no look at which entries a sparse
-    update keeps, marks a copy) reads as 1.0, the check off; ``either_order`` reads as 1 when
-    true, 0 (the sparse tests one way) when absent or false."""
+    ``support_cosine``, ``support_overlap`` or ``white_noise_dp_cosine`` (the rule of terms
+    written before it: no cosine alone, no comparison on a sparser copy's entries, no look at
+    which entries a sparse update keeps, or no white-noise test of a DP-declared update, marks
+    a copy) reads as 1.0, the check off; ``either_order`` reads as 1 when true, 0 (the sparse
+    tests one way) when absent or false."""
     value = getattr(duplicates, DUPLICATE_LIMITS[limit])
     if limit == "duplicate_either_order":  # true: 1 (on); absent or false: 0 (one way)
         return 1.0 if value else 0.0
@@ -312,6 +318,7 @@ class LoosestLimits:
     """At least 1 (on): terms that omit it read as 0, the sparse tests one way, under which a
     sparse copy committed before its original is paid (``scripts/attacks/
     a99_sparse_copy_first.py``)."""
+    duplicate_white_noise_dp_cosine: float = 1.0
 
     def __post_init__(self) -> None:
         _valid_thresholds(asdict(self))
@@ -433,6 +440,7 @@ class ThresholdLimits:
     """At most 1: on is the strictest there is (no honest update of a mixed dense and ``topk8``
     federation marked in either commit order, 5-50 sites, ``scripts/bench/either_order.py``;
     README *Sparse copies committed first*)."""
+    duplicate_white_noise_dp_cosine: float = 1.0
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("anchored_median", "median")
     """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site

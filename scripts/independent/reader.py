@@ -879,6 +879,7 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
     support, overlap = dup.get("support_cosine"), dup.get("support_overlap")
     white = dup.get("white_noise_z") or 0
     shared = dup.get("shared_tensor") or 0
+    white_dp = dup.get("white_noise_dp_cosine")  # absent: DP-declared updates not tested
 
     originals = []
     copies = {}
@@ -947,9 +948,12 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
                 ):
                     found = o_site
                     break
-        if found is None and white > 0 and flat is not None and site not in noisy:
-            # the closest original by cosine (the first on a tie), above 0.5, but this one's
-            # copies (either_order)
+        tested = site not in noisy or white_dp is not None
+        if found is None and white > 0 and flat is not None and tested:
+            # the closest original by cosine (the first on a tie), above 0.5 (and, for an
+            # update that declares DP-SGD, above white_noise_dp_cosine), but this one's copies
+            # (either_order)
+            least = 0.5 if site not in noisy else max(0.5, white_dp)
             best, closest = 0.0, None
             for o_site, _, o_flat, _, o_upd in originals:
                 if len(o_flat) != len(flat) or o_site in mine:
@@ -959,7 +963,7 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
                 if na > 0 and nb > 0 and float(np.dot(o_flat, flat)) / (na * nb) > best:
                     best = float(np.dot(o_flat, flat)) / (na * nb)
                     closest = (o_site, o_upd)
-            if closest is not None and best > 0.5 and white_residual(closest[1], upd) < white:
+            if closest is not None and best > least and white_residual(closest[1], upd) < white:
                 found = closest[0]
         for o_site in mine:
             copies[o_site] = site
@@ -1769,6 +1773,7 @@ FLOAT_FIELDS = (
     ("duplicates", "support_cosine"),
     ("duplicates", "support_overlap"),
     ("duplicates", "white_noise_z"),
+    ("duplicates", "white_noise_dp_cosine"),
     ("personalisation", "lr"),
     ("privacy", "delta"),
 )

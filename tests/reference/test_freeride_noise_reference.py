@@ -255,31 +255,52 @@ def test_duplicate_white_residual_is_the_same_bits() -> None:
     assert duplicate_residual_z(_torch(away), _torch(a)) == math.inf
 
 
-def test_duplicate_copies_with_white_noise_z_match_the_product() -> None:
+@pytest.mark.parametrize("dp_cosine", [None, 0.5, 0.9])
+def test_duplicate_copies_with_white_noise_z_match_the_product(dp_cosine: float | None) -> None:
     """The reader's duplicate rule with ``white_noise_z`` decides a round as find_duplicates:
-    the noisy copy is a DUPLICATE of the earlier update, unless it declares DP-SGD."""
+    the noisy copy is a DUPLICATE of the earlier update; one that declares DP-SGD only under
+    terms with ``white_noise_dp_cosine`` (a100) below its cosine to the original (0.9985 for
+    ``c``, about 0.71 for ``e``, noise as long as ``a``), and never under terms without it."""
     from fedtrail.protocol.duplicates import Entry, find_duplicates
     from fedtrail.protocol.terms import DuplicateRule
 
     rng = np.random.default_rng(8)
     a, b = _update(rng, 0.01, True), _update(rng, 0.01, True)
+    size = math.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in a.values()))
+    width = sum(v.size for v in a.values())
+    loud = {
+        k: (v + np.float32(size / math.sqrt(width)) * rng.standard_normal(v.shape)).astype(
+            np.float32
+        )
+        for k, v in a.items()
+    }
     ups = {
         "a": a,
         "b": b,
         "c": _per_tensor_noise(a, 0.05, rng),
         "d": _per_tensor_noise(b, 0.2, rng),
+        "e": loud,
     }
-    rule = DuplicateRule()
+    rule = DuplicateRule(white_noise_dp_cosine=dp_cosine)
     dup = rule.to_json()
+    assert ("white_noise_dp_cosine" in dup) is (dp_cosine is not None)
     items = [(s, f"{i:064x}", _wide(u)) for i, (s, u) in enumerate(ups.items())]
-    for noisy in (frozenset(), frozenset({"c"})):
+    for noisy in (frozenset(), frozenset({"c", "e"})):
         entries = [
             Entry(s, i + 1, f"{i:064x}", _torch(u), noise_declared=s in noisy)
             for i, (s, u) in enumerate(ups.items())
         ]
         ours = find_duplicates(entries, rule, whiteness=duplicate_residual_z)
         assert R.duplicate_copies(items, dup, noisy) == ours
-        assert ours == ({"d": "b"} if noisy else {"c": "a", "d": "b"})
+        everything = {"c": "a", "d": "b", "e": "a"}
+        if not noisy:
+            assert ours == everything
+        elif dp_cosine is None:
+            assert ours == {"d": "b"}
+        elif dp_cosine == 0.5:
+            assert ours == everything
+        else:
+            assert ours == {"c": "a", "d": "b"}
 
 
 def test_duplicate_copies_with_shared_tensor_match_the_product() -> None:

@@ -74,6 +74,11 @@ NO_SHARED = DuplicateRule(shared_tensor=None)
 """The rule of terms written before ``shared_tensor`` (a101)."""
 ONE_WAY = DuplicateRule(white_noise_z=None, shared_tensor=None, either_order=None)
 """``RULE`` without ``either_order``: the sparse tests one way (the rule before a99)."""
+NO_DP = DuplicateRule()
+"""The rule of terms written now, and before ``white_noise_dp_cosine`` (a100): DP-declared
+later updates exempt."""
+DP_ON = DuplicateRule(white_noise_dp_cosine=0.5)
+"""Terms that opt in to ``white_noise_dp_cosine`` (0.5)."""
 HONEST_MAX = 0.999930
 """The largest cosine of two honest updates of one round that ``scripts/bench/dup_cosine.py``
 measured (20 sites, Dirichlet alpha 0.3, dense; the two 1.2% apart in L2)."""
@@ -505,7 +510,10 @@ def test_the_support_screen_skips_only_pairs_the_support_rule_rejects() -> None:
     assert got["s02"] == "s00" and got["s03"] == "s00" and got["s07"] == "s06"
     assert got["s04"] == "s00" and "s05" not in got
     assert (
-        find_duplicates(entries, DuplicateRule(support_cosine=0.999, white_noise_z=None))["s05"]
+        find_duplicates(
+            entries,
+            DuplicateRule(support_cosine=0.999, white_noise_z=None, white_noise_dp_cosine=None),
+        )["s05"]
         == "s00"
     )
 
@@ -803,15 +811,15 @@ def test_honest_pairs_closer_than_a_noisy_copy_are_not_white_noise() -> None:
     assert find_duplicates([entries[0], Entry("h2", 2, "c" * 64, c)], WHITE) == {}
 
 
-def test_the_white_noise_test_is_ordered_and_spares_declared_dp_noise() -> None:
-    """The later committed update is the copy; one that declares DP-SGD carries declared
-    Gaussian noise (honest DP-SGD updates differ by white noise) and is not tested."""
+def test_the_white_noise_test_is_ordered_and_terms_before_h202_spare_declared_dp_noise() -> None:
+    """The later committed update is the copy; under terms without ``white_noise_dp_cosine``
+    one that declares DP-SGD is not tested (its Gaussian noise is declared)."""
     d, _ = _structured(44)
     copy = _a1_noise(d, 0.05, 45)
     first = [Entry("sybil", 1, "b" * 64, copy), Entry("h0", 2, "a" * 64, d)]
     assert find_duplicates(first, WHITE) == {"h0": "sybil"}
     declared = [Entry("h0", 1, "a" * 64, d), Entry("dp", 2, "b" * 64, copy, noise_declared=True)]
-    assert find_duplicates(declared, WHITE) == {}
+    assert find_duplicates(declared, NO_DP) == {}
     off = DuplicateRule(white_noise_z=0.0)
     assert find_duplicates([first[1], Entry("s", 2, "b" * 64, copy)], off) == {}
 
@@ -1070,3 +1078,70 @@ def test_terms_without_either_order_keep_their_bytes_and_pay_a_sparse_copy_commi
             RoundTerms.from_bytes(now.replace(b'"either_order":true', bad))
     with pytest.raises(InvalidTerms, match="either_order"):
         DuplicateRule(either_order=2)  # type: ignore[arg-type]
+
+
+def _white_copy(d: Mapping[str, torch.Tensor], k: float, seed: int) -> dict[str, torch.Tensor]:
+    """a100's copy: ``d`` plus Gaussian noise of one standard deviation in every coordinate
+    (as the noise check wants), its norm ``k`` times ``d``'s: cosine about
+    ``1 / sqrt(1 + k**2)``."""
+    gen = torch.Generator().manual_seed(seed)
+    flat = _flat(d)
+    sd = k * float(flat.norm()) / math.sqrt(flat.numel())
+    return {n: v + sd * torch.randn(v.shape, generator=gen) for n, v in d.items()}
+
+
+@pytest.mark.parametrize("k", [0.05, 1.0, 1.5])
+def test_a_noisy_copy_that_declares_dp_sgd_is_a_duplicate(k: float) -> None:
+    """a100: the same copy declaring DP-SGD was exempt (terms before ``white_noise_dp_cosine``
+    pay it, and terms written now); under terms that name 0.5 it is a DUPLICATE while its
+    original is above 0.5."""
+    d, _ = _structured(51)
+    copy = _white_copy(d, k, 52)
+    assert _cos(d, copy) > 0.5
+    entries = [Entry("h0", 1, "a" * 64, d), Entry("dp", 2, "b" * 64, copy, noise_declared=True)]
+    assert find_duplicates(entries, DP_ON) == {"dp": "h0"}
+    assert find_duplicates(entries, NO_DP) == {}
+
+
+def test_white_noise_dp_cosine_sets_the_floor_for_dp_declared_updates_only() -> None:
+    """A DP-declared update is tested only when its closest original is above both 0.5 and
+    ``white_noise_dp_cosine``; one that declares nothing only above 0.5; noise of twice the
+    copy's norm (cosine 0.45) is below both, so not tested (an honest DP-SGD update, mostly
+    its own noise, lies there)."""
+    d, _ = _structured(53)
+    mid = _white_copy(d, 1.0, 54)  # cosine about 0.71
+    assert 0.65 < _cos(d, mid) < 0.75
+    high = DuplicateRule(white_noise_dp_cosine=0.8)
+    low = DuplicateRule(white_noise_dp_cosine=0.1)
+    dp = [Entry("h0", 1, "a" * 64, d), Entry("dp", 2, "b" * 64, mid, noise_declared=True)]
+    plain = [Entry("h0", 1, "a" * 64, d), Entry("s", 2, "b" * 64, mid)]
+    assert find_duplicates(dp, high) == {}
+    assert find_duplicates(plain, high) == {"s": "h0"}
+    assert find_duplicates(dp, low) == {"dp": "h0"}
+    far = _white_copy(d, 2.0, 55)
+    assert _cos(d, far) < 0.5
+    assert duplicate_residual_z(far, d) < 10  # white: only the cosine floor spares it
+    far_dp = [Entry("h0", 1, "a" * 64, d), Entry("dp", 2, "b" * 64, far, noise_declared=True)]
+    assert find_duplicates(far_dp, low) == {}
+
+
+def test_terms_without_white_noise_dp_cosine_keep_their_bytes_and_pay_a_dp_declared_copy() -> None:
+    """Terms without ``white_noise_dp_cosine`` (the default, and every earlier one) lack the key
+    and pay the DP-declared copy; terms that name it (0.5) carry it and catch the copy; the
+    value must be a cosine in (0, 1]."""
+    blob = _terms(NO_DP).to_bytes()
+    assert b'"white_noise_z":1000.0}' in blob and b"white_noise_dp_cosine" not in blob
+    parsed = RoundTerms.from_bytes(blob)
+    assert parsed.duplicates == NO_DP and parsed.to_bytes() == blob
+    d, _ = _structured(56)
+    copy = _white_copy(d, 1.0, 57)
+    entries = [Entry("h0", 1, "a" * 64, d), Entry("dp", 2, "b" * 64, copy, noise_declared=True)]
+    assert find_duplicates(entries, parsed.duplicates) == {}
+    now_blob = _terms(DP_ON).to_bytes()
+    assert b'"white_noise_dp_cosine":0.5,"white_noise_z":1000.0}' in now_blob
+    now = RoundTerms.from_bytes(now_blob)
+    assert now.duplicates.white_noise_dp_cosine == 0.5 and now.to_bytes() == now_blob
+    assert find_duplicates(entries, now.duplicates) == {"dp": "h0"}
+    for bad in (0.0, -0.5, 1.5, math.inf):
+        with pytest.raises(InvalidTerms, match="white_noise_dp_cosine"):
+            DuplicateRule(white_noise_dp_cosine=bad)

@@ -74,6 +74,7 @@ def full_terms() -> RoundTerms:
         score_reveal_seconds=30,
         initial_model="deployment",
         initial_salt="0f" * 32,
+        duplicates=DuplicateRule(white_noise_dp_cosine=0.5),  # the opt-in key (a100)
     )
 
 
@@ -90,6 +91,7 @@ def test_real_terms_validate() -> None:
         white_noise_z=None,
         shared_tensor=None,
         either_order=None,
+        white_noise_dp_cosine=None,
     )
     validator().validate(json.loads(blob))
 
@@ -101,6 +103,7 @@ def test_terms_with_every_optional_field_validate() -> None:
         doc
     )
     assert {"score_commit_seconds", "statistics", "norm", "mode"} <= _keys(doc)
+    assert doc["duplicates"]["white_noise_dp_cosine"] == 0.5
     validator().validate(doc)
 
 

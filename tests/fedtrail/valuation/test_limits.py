@@ -309,6 +309,22 @@ def test_terms_without_white_noise_z_are_refused_as_looser() -> None:
     assert ThresholdLimits().refusal(Combiner(), DuplicateRule()) is None
 
 
+def test_white_noise_dp_cosine_is_opt_in_on_both_sides() -> None:
+    """Terms without ``duplicates.white_noise_dp_cosine`` (the product's default; DP-declared
+    later updates exempt, attack a100) read as 1.0 and are accepted; terms that name 0.5 test
+    more updates: refused as stricter unless the site's ``[accept]`` takes it."""
+    default = DuplicateRule()
+    assert default.white_noise_dp_cosine is None
+    assert ThresholdLimits().refusal(Combiner(), default) is None
+    on = DuplicateRule(white_noise_dp_cosine=0.5)
+    assert ThresholdLimits().breaches(Combiner(), on) == [
+        "duplicate_white_noise_dp_cosine 0.5 (accepted: at least 1.0)"
+    ]
+    taking = limits_from({"duplicate_white_noise_dp_cosine": 0.5})
+    assert taking.refusal(Combiner(), on) is None
+    assert taking.refusal(Combiner(), default) is None
+
+
 def test_both_sides_are_named_together() -> None:
     both = replace(Combiner(), stale_cosine=0.5, max_sample_ratio=1e9)
     refusal = ThresholdLimits().refusal(both)
