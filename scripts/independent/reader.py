@@ -1355,8 +1355,8 @@ def log_agrees(log, r, ledger, start, glob, revealed, terms, terms_ref) -> list:
     by_site = {e.get("site"): e for e in entries}
     if len({str(a).lower() for a in by_site}) != len(entries):
         bad.append("a site is listed twice")
-    if log.get("round") != r:
-        bad.append(f"log is for round {log.get('round')}")
+    if not integer_is(log.get("round"), r):  # `true` is not 1 (a105's spelling, in a log)
+        bad.append(f"log is for round {log.get('round')!r}")
     led = log.get("ledger", {})
     if (str(led.get("address")).lower(), led.get("chain_id")) != (ledger[0].lower(), ledger[1]):
         bad.append(f"log names ledger {led.get('address')} on chain {led.get('chain_id')}")
@@ -1982,7 +1982,7 @@ def main(argv=None):
                     ValueError("another sha256")
                     if doc is None
                     else ValueError(f"it names round {doc.get('round')}")
-                    if doc.get("round") != q
+                    if not integer_is(doc.get("round"), q)
                     else doc.get("standing")
                 )
             except NotGiven as exc:
@@ -2088,7 +2088,7 @@ def main(argv=None):
             and not unknown
             and not floats
             and terms.get("format") == "fedtrail.round-terms/1"
-            and terms.get("round") == r,
+            and integer_is(terms.get("round"), r),
             f"canonical bytes {canonical_terms(terms_blob)}, unknown fields {unknown or 'none'}, "
             f"integers written otherwise {floats or 'none'}, "
             f"format {terms.get('format')}, round {terms.get('round')}",
