@@ -10,6 +10,9 @@ atomically) *before* the next step starts, and the chain is asked first on every
     open round seen -> encoded (blob and pending residual on disk) -> committed (chain holds
     our commitment) -> [commit deadline] -> stored (CID) -> revealed -> residual promoted
 
+A residual that is zero before and after the round (compression ``"none"``) is no file at all:
+nothing is pending or promoted, and an absent residual file reads as zero.
+
 A crash anywhere resumes at the last recorded step: an encoded blob is committed and revealed
 as it is (never retrained into different bytes), a commitment or reveal the chain already holds
 is recognised from the chain (never sent again), and a refused reveal (too many samples, a
@@ -351,6 +354,12 @@ class NodeState:
     def save(self, path: Path) -> None:
         doc = {"rounds": {str(k): asdict(v) for k, v in sorted(self.rounds.items())}}
         atomic_write(path, json.dumps(doc, indent=2).encode("utf-8"))
+
+
+def _is_zero(state: dict[str, torch.Tensor]) -> bool:
+    """Every value of ``state`` is +0.0, bit for bit (a -0.0 would change a sum's sign of zero,
+    so only +0.0 stands for the zero residual that no file means)."""
+    return all(not t.any() and not torch.signbit(t).any() for t in state.values())
 
 
 def _finite(x: float) -> float | None:
@@ -947,7 +956,8 @@ class SiteNode:
         threshold_from: str,
     ) -> RoundRecord | None:
         """Encodes ``trained`` (after the update hook) with the residual and records the round
-        as ``encoded``: blob and pending residual on disk; the caller (:meth:`participate`)
+        as ``encoded``: blob and pending residual on disk (no residual file when it is zero
+        before and after, as with compression ``"none"``); the caller (:meth:`participate`)
         writes state.json once it has added the round's chain-time measure."""
         spec = self.config.model
         delta = self.hooks.transform_update(trained, round_id, self._context())
@@ -963,7 +973,16 @@ class SiteNode:
             residual=residual,
             dp=dp,
         )
-        save_residual(self._pending_residual(round_id), encoded.residual, spec=spec, round=round_id)
+        if _is_zero(residual) and _is_zero(encoded.residual):
+            # zero before and after (compression "none", once any earlier residual was flushed):
+            # no file is the zero residual (load_residual), so there is nothing to keep pending,
+            # promote or drop, at any step; a zero file an older node left is the same zero
+            self._pending_residual(round_id).unlink(missing_ok=True)
+            (self.folder / RESIDUAL_NAME).unlink(missing_ok=True)
+        else:
+            save_residual(
+                self._pending_residual(round_id), encoded.residual, spec=spec, round=round_id
+            )
         atomic_write(self._pending_blob(round_id), encoded.blob)
         record = RoundRecord(
             round=round_id,
