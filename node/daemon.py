@@ -318,6 +318,10 @@ class RoundRecord:
 @dataclass
 class NodeState:
     rounds: dict[int, RoundRecord] = field(default_factory=dict)
+    _lines: dict[int, tuple[dict[str, object], str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """The line :meth:`save` last wrote for each round, with the record's values it encodes."""
 
     @classmethod
     def load(cls, path: Path) -> NodeState:
@@ -352,8 +356,23 @@ class NodeState:
         return cls(rounds)
 
     def save(self, path: Path) -> None:
-        doc = {"rounds": {str(k): asdict(v) for k, v in sorted(self.rounds.items())}}
-        atomic_write(path, json.dumps(doc, indent=2).encode("utf-8"))
+        """Writes every record to ``path`` atomically (fsynced), one JSON line a round. A record
+        unchanged since this state's last save reuses the line it had, so a write encodes only
+        what changed: the whole file was re-encoded at each of a round's ~4 writes, which grew
+        with the history (issue 18: 217 ms a write at 1,000 rounds, 13 ms at 10). The document
+        is the same as before (``{"rounds": {"<round>": {record}}}``), only laid out a line a
+        round, so older and newer nodes read each other's files."""
+        lines: dict[int, tuple[dict[str, object], str]] = {}
+        for k, v in sorted(self.rounds.items()):
+            # a copy (lists too) compared by ==: a value equal to the one encoded keeps its line
+            values = {n: list(x) if isinstance(x, list) else x for n, x in vars(v).items()}
+            last = self._lines.get(k)
+            if last is None or last[0] != values:
+                last = (values, f"{json.dumps(str(k))}: {json.dumps(asdict(v))}")
+            lines[k] = last
+        self._lines = lines
+        body = ",\n".join(line for _, line in lines.values())
+        atomic_write(path, ('{"rounds": {\n' + body + "\n}}\n").encode("utf-8"))
 
 
 def _is_zero(state: dict[str, torch.Tensor]) -> bool:
