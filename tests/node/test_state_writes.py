@@ -152,3 +152,9 @@ def test_a_write_encodes_only_the_records_changed_since_the_last(
     del state.rounds[51]
     state.save(path)
     assert _records(NodeState.load(path)) == _records(state) and encoded == []
+    state.rounds[11].train_seconds = 2
+    state.save(path)
+    state.rounds[11].train_seconds = 2.0  # equal, another type: written as it is now
+    state.save(path)
+    assert encoded == [11, 11]
+    assert type(NodeState.load(path).rounds[11].train_seconds) is float
