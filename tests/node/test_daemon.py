@@ -259,7 +259,7 @@ def test_a_crash_after_the_reveal_was_mined_is_recognised_from_the_chain(
     assert NodeState.load(world.folder(0) / "state.json").rounds[world.round].phase == "stored"
     record = world.node(0).participate(world.round)
     assert record is not None and record.phase == "revealed"
-    assert (world.folder(0) / RESIDUAL_NAME).exists()
+    assert not list((world.folder(0) / "pending").iterdir())
     assert world.ledger.get_round(world.round).submission_count == 1
 
 
@@ -294,7 +294,7 @@ def test_a_node_that_lost_its_state_after_committing_recovers_the_update(world: 
     assert (record.sha256, record.num_samples) == (committed.sha256, committed.num_samples)
     on_chain = world.ledger.get_submission(world.round, world.env.sites[0].address)
     assert on_chain is not None and on_chain.revealed and on_chain.sha256 == committed.sha256
-    assert "recovered" in record.note and (world.folder(0) / RESIDUAL_NAME).exists()
+    assert "recovered" in record.note and not list((world.folder(0) / "pending").iterdir())
 
 
 def test_a_state_file_of_another_ledger_is_refused_not_taken_for_its_rounds(
@@ -414,6 +414,72 @@ def test_compressed_updates_keep_the_error_feedback_residual(world: World) -> No
     assert not list((world.folder(0) / "pending").iterdir())
     blob = world.store.get(record.cid, record.sha256)
     assert len(blob) < 0.1 * len(world.global_blob)
+
+
+class _Crash(Exception):
+    """A simulated crash at a named step."""
+
+
+def _residual_files(folder: Path) -> list[str]:
+    return sorted(
+        p.name
+        for p in [folder / RESIDUAL_NAME, *(folder / "pending").glob("residual-*")]
+        if p.exists()
+    )
+
+
+def test_compression_none_writes_no_residual_and_resumes_after_a_crash(world: World) -> None:
+    """With compression "none" the residual is zero before and after every round: no residual
+    file is written at any step (issue 18: 420 KB written and fsynced a round for nothing), and
+    a node crashed after encoding resumes and reveals the update it committed to."""
+    folder = world.folder(0)
+    files: dict[str, list[str]] = {}
+    crashed: list[str] = []
+
+    def at_step(name: str) -> None:
+        files[name] = _residual_files(folder)
+        if name == "encoded" and not crashed:
+            crashed.append(name)
+            raise _Crash(name)
+
+    with pytest.raises(_Crash):
+        world.node(0, hooks=NodeHooks(at_step=at_step)).participate(world.round)
+    encoded = NodeState.load(folder / "state.json").rounds[world.round]
+    assert encoded.phase == "encoded"
+    record = world.full(world.node(0, hooks=NodeHooks(at_step=at_step)))
+    assert record.phase == "revealed" and record.sha256 == encoded.sha256
+    assert files == {step: [] for step in STEPS}
+    assert _residual_files(folder) == [] and not list((folder / "pending").iterdir())
+    assert world.ledger.get_round(world.round).submission_count == 1
+
+
+def test_a_zero_residual_file_of_an_older_node_is_dropped(world: World) -> None:
+    from fedtrail.storage.codec import zero_state
+    from fedtrail.storage.residual import save_residual
+
+    save_residual(world.folder(0) / RESIDUAL_NAME, zero_state(SPEC), spec=SPEC, round=0)
+    record = world.full(world.node(0))
+    assert record.phase == "revealed" and _residual_files(world.folder(0)) == []
+
+
+def test_compression_none_after_topk8_flushes_the_residual_as_before(world: World) -> None:
+    """A residual left by topk8 rounds is sent with the next "none" update; the zero residual
+    after it is kept pending and promoted as before (absence would mean "unchanged" there)."""
+    from fedtrail.storage.codec import zero_state
+    from fedtrail.storage.residual import load_residual, save_residual
+
+    left = {k: torch.full_like(v, 1e-3) for k, v in zero_state(SPEC).items()}
+    save_residual(world.folder(0) / RESIDUAL_NAME, left, spec=SPEC, round=0)
+    node = world.node(0)
+    node.participate(world.round)
+    assert _residual_files(world.folder(0)) == sorted(
+        [RESIDUAL_NAME, f"residual-{world.round}.safetensors"]
+    )
+    world.close_commits()
+    assert node.participate(world.round).phase == "revealed"
+    assert _residual_files(world.folder(0)) == [RESIDUAL_NAME]
+    after = load_residual(world.folder(0) / RESIDUAL_NAME, SPEC)
+    assert all(not t.any() for t in after.values())
 
 
 def test_unregistered_site_is_refused_with_a_clear_error(world: World) -> None:
