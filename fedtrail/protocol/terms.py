@@ -268,7 +268,7 @@ class DuplicateRule:
         scaled, support, overlap = self.scaled_cosine, self.support_cosine, self.support_overlap
         white, shared = self.white_noise_z, self.shared_tensor
         white_dp = self.white_noise_dp_cosine
-        if self.either_order not in (None, True, False):
+        if self.either_order is not None and type(self.either_order) is not bool:
             raise InvalidTerms(
                 f"duplicates either_order must be true or false: {self.either_order!r}"
             )

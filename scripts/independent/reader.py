@@ -1779,6 +1779,50 @@ FLOAT_FIELDS = (
 )
 
 
+DUPLICATE_KEYS = {
+    "cosine",
+    "relative_l2",
+    "scaled_cosine",
+    "support_cosine",
+    "support_overlap",
+    "white_noise_z",
+    "shared_tensor",
+    "either_order",
+    "white_noise_dp_cosine",
+}
+
+
+def duplicate_rule_problems(terms: dict) -> list:
+    """README *Round terms*, ``duplicates``: its keys and each value's kind and range (a rule
+    the product refuses is no rule to replay: ``"either_order": 1`` read as absent would judge
+    the round one way)."""
+    dup = terms.get("duplicates")
+    if not isinstance(dup, dict):
+        return ["duplicates is not an object"]
+    bad = [f"unknown {k}" for k in sorted(set(dup) - DUPLICATE_KEYS)]
+    bad += [f"no {k}" for k in ("cosine", "relative_l2") if k not in dup]
+
+    def num(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    for k, v in dup.items():
+        if k == "either_order":
+            ok = type(v) is bool
+        elif k == "shared_tensor":
+            ok = type(v) is int and v in (0, 1)
+        elif k == "relative_l2":
+            ok = num(v) and 0.0 <= v < 1.0
+        elif k == "white_noise_z":
+            ok = num(v) and v >= 0.0
+        elif k in DUPLICATE_KEYS:
+            ok = num(v) and 0.0 < v <= 1.0
+        else:
+            continue
+        if not ok:
+            bad.append(f"{k} {v!r}")
+    return bad
+
+
 def float_integers(terms: dict) -> list:
     """The integer fields present and not written as integers (``krum_m`` may be null), and the
     float fields not written as floats."""
@@ -2081,16 +2125,19 @@ def main(argv=None):
         terms = json.loads(terms_blob)
         unknown = sorted(set(terms) - TERMS_FIELDS)
         floats = float_integers(terms)
+        rule_bad = duplicate_rule_problems(terms)
         report(
             r,
             "terms.canonical",
             canonical_terms(terms_blob)
             and not unknown
             and not floats
+            and not rule_bad
             and terms.get("format") == "fedtrail.round-terms/1"
             and integer_is(terms.get("round"), r),
             f"canonical bytes {canonical_terms(terms_blob)}, unknown fields {unknown or 'none'}, "
             f"integers written otherwise {floats or 'none'}, "
+            f"duplicate rule {rule_bad or 'ok'}, "
             f"format {terms.get('format')}, round {terms.get('round')}",
         )
         if first_terms is None:
