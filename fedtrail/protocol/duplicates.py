@@ -1025,9 +1025,6 @@ def find_duplicates(
     width = next((n for n in sizes if n is not None), None)
     apart: set[tuple[int, int]] = set()
     use_screen = width is not None and torch.get_float32_matmul_precision() == "highest"
-    support_apart: set[tuple[int, int]] = set()
-    if use_screen and width is not None and rule.support_cosine is not None:
-        support_apart = _support_screen(deltas, width, rule.support_cosine)
     if use_screen and width is not None:
         floor = rule.cosine if rule.scaled_cosine is None else min(rule.cosine, rule.scaled_cosine)
         apart, buffer = _screen(deltas, width, _fill_plain, floor)
@@ -1056,10 +1053,37 @@ def find_duplicates(
     flat = built_once(_flat)  # exact float64 flats
     code = built_once(codes)  # int8 codes
     support = rule.support_cosine
+    first = next((d for d in deltas if d is not None), None)
+    layout = None if first is None else [(n, first[n].shape) for n in sorted(first)]
+    # the support test's screen, both ways round at once: [original, judged] over the updates of
+    # the first one's layout; only a judged update with an exact 0 can leave entries out
+    bound_row: dict[int, int] = {}  # update -> its row (as an original)
+    bound_col: dict[int, int] = {}  # update with an exact 0 -> its column (judged)
+    bound: list[list[bool]] = []
+    if support is not None and layout is not None:
+        same = {
+            k: d
+            for k, d in enumerate(deltas)
+            if d is not None and [(n, d[n].shape) for n in sorted(d)] == layout
+        }
+        holed = {k: d for k, d in same.items() if any(bool((t == 0).any()) for t in d.values())}
+        if len(same) > 1:
+            bound_row = {k: r for r, k in enumerate(same)}
+            bound_col = {k: c for c, k in enumerate(holed)}
+            if holed:
+                picked, judged = list(same.values()), list(holed.values())
+                bound = _support_bound(picked, judged, support).tolist()
+
+    def rejects(i: int, j: int) -> bool:
+        """Whether the support screen shows that update ``j`` repeats no entries of ``i``."""
+        if i not in bound_row or j not in bound_row:
+            return False
+        c = bound_col.get(j)
+        return c is None or bound[bound_row[i]][c]
 
     def left_out(i: int, j: int) -> bool:
         """Whether update ``j`` repeats original ``i`` on the entries it carries."""
-        if support is None:
+        if support is None or rejects(i, j):
             return False
         delta = deltas[j]
         assert delta is not None
@@ -1069,8 +1093,6 @@ def find_duplicates(
     overlap = rule.support_overlap
     # the sparse updates of the first update's layout (names, shapes): each original is read
     # once against all of their entries (:class:`_Batch`); others pair by pair
-    first = next((d for d in deltas if d is not None), None)
-    layout = None if first is None else [(n, first[n].shape) for n in sorted(first)]
     kept_of: dict[int, _Kept | None] = {}  # a later update's entries; None: not sparse
     batched: list[int] = []  # (few: membership in a list is cheap next to the products)
     batch: list[_Batch] = []
@@ -1183,22 +1205,11 @@ def find_duplicates(
         return None
 
     either = bool(rule.either_order) and (support is not None or overlap is not None)
-    back_apart: set[tuple[int, int]] | None = None  # support screen of the pairs reversed
 
     def copied_back(i: int, j: int) -> bool:
         """Whether earlier original ``i`` repeats later original ``j`` by a sparse test, ``j``
         as the original (``rule.either_order``)."""
-        nonlocal back_apart
-        if support is not None:
-            if back_apart is None:
-                back_apart = set()
-                if use_screen and width is not None:
-                    n = len(deltas)
-                    pairs = _support_screen(deltas[::-1], width, support)
-                    back_apart = {(n - 1 - q, n - 1 - p) for p, q in pairs}
-            if (i, j) not in back_apart and left_out(j, i):
-                return True
-        return kept_largest(j, i)
+        return left_out(j, i) or kept_largest(j, i)
 
     originals: list[int] = []
     out: dict[str, str] = {}
@@ -1213,7 +1224,7 @@ def find_duplicates(
                     and sizes[i] == sizes[j]
                     and (
                         ((i, j) not in apart and near(i, j))
-                        or ((i, j) not in support_apart and left_out(i, j))
+                        or left_out(i, j)
                         or kept_largest(i, j)
                     )
                 )
