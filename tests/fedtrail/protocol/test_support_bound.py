@@ -18,6 +18,7 @@ from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol import duplicates
 from fedtrail.protocol.duplicates import (
     CODE_LEVELS,
+    Entry,
     SCREEN_MARGIN,
     SUPPORT_CHUNK,
     _cross,
@@ -30,7 +31,10 @@ from fedtrail.protocol.duplicates import (
     support_copy,
     support_copy_of,
 )
+from fedtrail.protocol.terms import DUPLICATE_SUPPORT_OVERLAP, DuplicateRule
 from fedtrail.storage.codec import Compression, decode_update, encode_update
+from tests.fedtrail.protocol.test_duplicates import _reference
+from tests.fedtrail.protocol.test_duplicates import find_duplicates as dup_find
 
 THRESHOLD = 0.999995
 Update = dict[str, torch.Tensor]
@@ -462,3 +466,93 @@ def test_pairs_built_against_the_bound_give_the_rules_verdicts() -> None:
         assert len(thresholds) > 4  # the cosines of the pairs are in play
         for threshold in thresholds:
             _check(earlier, later, threshold)
+
+
+def _rules(threshold: float) -> list[DuplicateRule]:
+    """The duplicate rule at ``threshold``, both ways round and one way, with and without
+    ``support_overlap`` (the other sparse test, whose reversed pass shares the support one's)."""
+    return [
+        DuplicateRule(
+            support_cosine=threshold,
+            support_overlap=overlap,
+            either_order=either,
+            white_noise_z=None,
+            shared_tensor=None,
+        )
+        for either in (True, None)
+        for overlap in (DUPLICATE_SUPPORT_OVERLAP, None)
+    ]
+
+
+def _round(updates: Sequence[Mapping[str, torch.Tensor]], gen: torch.Generator) -> list[Entry]:
+    """The updates committed in a random order (a copy before or after its original)."""
+    order = torch.randperm(len(updates), generator=gen).tolist()
+    return [Entry(f"s{k:02d}", order[k] + 1, f"{k:064x}", dict(u)) for k, u in enumerate(updates)]
+
+
+def _backwards(entries: Sequence[Entry], marks: Mapping[str, str]) -> int:
+    """How many marked copies were committed before their original (the reversed test's)."""
+    when = {e.site: e.commit_order for e in entries}
+    return sum(when[copy] < when[original] for copy, original in marks.items())
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_find_duplicates_gives_the_unscreened_rules_verdicts_on_random_rounds(seed: int) -> None:
+    """``find_duplicates`` screens the support test both ways round with one
+    ``_support_bound`` (and skips judged updates without an exact 0): on random rounds (dead
+    units, ties, scattered zeros, zero tensors, float16) with copies that leave entries out,
+    noisy and scaled, committed before and after their originals, and thresholds a hair either
+    side of the pairs' own cosines, its marks are those of the rule pair by pair, with no
+    screen (``test_duplicates._reference``)."""
+    gen = torch.Generator().manual_seed(100 + seed)
+    marks = backwards = 0
+    for case in range(3):
+        # no (0, n) tensor: the reference's kept-entries rule reshapes each tensor by its rows
+        shapes = {n: s for n, s in _layout(gen).items() if math.prod(s)}
+        bases = [_random(shapes, gen, case + k) for k in range(4)]
+        copies = [_copy_of(bases[k % 4], gen, 3 * case + k + seed) for k in range(4)]
+        half = {n: t.to(torch.float16) for n, t in copies[1].items()}
+        updates = [*bases, *copies, half, dict(bases[0]), _copy_of(copies[0], gen, 7)]
+        entries = _round(updates, gen)
+        levels = _thresholds(bases, [*copies, half])
+        picked = torch.randperm(len(levels), generator=gen)[:5].tolist()
+        for threshold in sorted({THRESHOLD, *(levels[k] for k in picked)}):
+            for rule in _rules(threshold):
+                got = dup_find(entries, rule)
+                assert got == _reference(entries, rule), (case, threshold, rule)
+                marks += len(got)
+                backwards += _backwards(entries, got)
+    assert marks and backwards  # copies were marked, some of them committed first
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_find_duplicates_on_model_sized_rounds_gives_the_unscreened_rules_verdicts(
+    compress: bool,
+) -> None:
+    """SmallCNN-sized rounds (dead units; ``topk8``-decoded at 0.05 and 0.5 or dense), with
+    ``topk8`` copies, a noisy one and one zeroed by hand, each committed before and after its
+    original: ``find_duplicates``' marks are the unscreened rule's, both ways round."""
+    gen = torch.Generator().manual_seed(7 if compress else 8)
+    bases = [_model_update(s) for s in range(60, 65)]
+    honest = [_mix(bases[k], _model_update(70 + k), 0.4) for k in range(3)]
+    if compress:
+        honest = [_topk8(d, 0.05) for d in honest[:2]] + [_topk8(honest[2], 0.5)]
+    noisy = {
+        n: torch.where(t != 0, t + 1e-3 * t.abs() * torch.randn(t.shape, generator=gen), 0.0)
+        for n, t in _topk8(bases[2], 0.3).items()
+    }
+    zeroed = {
+        n: torch.where(torch.arange(t.numel()).reshape(t.shape) % 3 == 0, 0.0, t)
+        for n, t in bases[3].items()
+    }
+    updates = [*bases, *honest, _topk8(bases[0], 0.5), _topk8(bases[1], 0.05), noisy, zeroed]
+    backwards = 0
+    for _ in range(2):
+        entries = _round(updates, gen)
+        for rule in _rules(THRESHOLD)[1::2]:  # without support_overlap: the reference's cost
+            got = dup_find(entries, rule)
+            assert got == _reference(entries, rule)
+            if rule.either_order:  # every copy is marked, whichever was committed first
+                assert {"s08", "s09", "s10", "s11"} <= set(got)
+            backwards += _backwards(entries, got)
+    assert backwards
