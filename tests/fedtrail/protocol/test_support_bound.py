@@ -8,7 +8,8 @@ own cosines, a hair either side."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final
 
 import numpy as np
 import pytest
@@ -18,10 +19,8 @@ from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol import duplicates
 from fedtrail.protocol.duplicates import (
     CODE_LEVELS,
-    Entry,
     SCREEN_MARGIN,
-    SUPPORT_CHUNK,
-    _cross,
+    Entry,
     _fill_codes,
     _fill_plain,
     _flat,
@@ -92,6 +91,41 @@ def _previous_copy_of(
             if (a, b) not in apart and support_copy(_flat(row_a), flat_b, sizes, threshold, coded):
                 out[j] = refs[a]
                 break
+    return out
+
+
+SUPPORT_CHUNK: Final = 8192
+"""Columns per float64 block of the previous support screen's products (:func:`_cross`): a
+float64 dot product of ``c`` terms errs by at most ``c * 2**-53`` of the sum of their
+magnitudes (1e-12 here), far inside :data:`SCREEN_MARGIN`; codes' products are integers,
+exact."""
+
+
+COUNT_CHUNK: Final = 1024
+"""Columns per float32 block of the previous support screen's integer products (entry counts,
+and codes whose squares are at most 127**2): a block sums to below 1024 * 127**2 < 2**24, exact in
+float32 in any order."""
+
+
+def _cross(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    fx: Callable[[torch.Tensor], torch.Tensor],
+    fy: Callable[[torch.Tensor], torch.Tensor],
+    chunk: int = SUPPORT_CHUNK,
+    exact_integers: bool = False,
+) -> torch.Tensor:
+    """``fx(x) @ fy(y).T`` in float64, block by block of ``chunk`` columns (rows widened to
+    float64 in each block, ``fx`` and ``fy`` applied there: no full transformed copy);
+    ``exact_integers``: products of small integers, in float32 blocks of :data:`COUNT_CHUNK`."""
+    out = torch.zeros((x.shape[0], y.shape[0]), dtype=torch.float64)
+    if exact_integers:
+        chunk = COUNT_CHUNK
+    for at in range(0, x.shape[1], chunk):
+        xb, yb = x[:, at : at + chunk], y[:, at : at + chunk]
+        if not exact_integers:
+            xb, yb = xb.to(torch.float64), yb.to(torch.float64)
+        out += (fx(xb) @ fy(yb).T).to(torch.float64)
     return out
 
 
