@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Final
 
-import numpy as np
 import torch
 
 from fedtrail.errors import ConfigError
@@ -545,149 +544,6 @@ def kept_largest_of(
     return out
 
 
-SUPPORT_CHUNK = 8192
-"""Columns per float64 block of the support screen's products (:func:`_cross`): a float64 dot
-product of ``c`` terms errs by at most ``c * 2**-53`` of the sum of their magnitudes (1e-12
-here), far inside :data:`SCREEN_MARGIN`; codes' products are integers, exact."""
-
-
-COUNT_CHUNK = 1024
-"""Columns per float32 block of the support screen's integer products (entry counts, and codes
-whose squares are at most 127**2): a block sums to below 1024 * 127**2 < 2**24, exact in
-float32 in any order."""
-
-
-def _cross(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    fx: Callable[[torch.Tensor], torch.Tensor],
-    fy: Callable[[torch.Tensor], torch.Tensor],
-    chunk: int = SUPPORT_CHUNK,
-    exact_integers: bool = False,
-) -> torch.Tensor:
-    """``fx(x) @ fy(y).T`` in float64, block by block of ``chunk`` columns (rows widened to
-    float64 in each block, ``fx`` and ``fy`` applied there: no full transformed copy);
-    ``exact_integers``: products of small integers, in float32 blocks of :data:`COUNT_CHUNK`."""
-    out = torch.zeros((x.shape[0], y.shape[0]), dtype=torch.float64)
-    if exact_integers:
-        chunk = COUNT_CHUNK
-    for at in range(0, x.shape[1], chunk):
-        xb, yb = x[:, at : at + chunk], y[:, at : at + chunk]
-        if not exact_integers:
-            xb, yb = xb.to(torch.float64), yb.to(torch.float64)
-        out += (fx(xb) @ fy(yb).T).to(torch.float64)
-    return out
-
-
-def _support_screen(
-    deltas: Sequence[Mapping[str, torch.Tensor] | None],
-    width: int,
-    threshold: float,
-) -> set[tuple[int, int]]:
-    """Pairs ``(i, j)``, ``i < j``, that :func:`support_copy` certainly rejects (``j`` the
-    later): ``j`` leaves none of ``i``'s nonzero entries out (counted exactly), or both
-    screened cosines lie below ``threshold`` by more than their error. The plain cosine of
-    ``a'`` and ``b`` is ``a.b / (|a'| |b|)`` (``b`` is 0 where ``a'`` was cut) with ``|a'|^2``
-    the sum of ``a``'s squares on ``b``'s nonzero entries: float64 products in blocks
-    (:data:`SUPPORT_CHUNK`), their error relative to ``|a| |b|`` scaled to ``|a'| |b|``. The
-    codes of ``a'``, tensor by tensor: where ``b`` keeps an entry of largest magnitude of
-    ``a``'s tensor they are ``a``'s codes on ``b``'s entries (integer products, exact); in the
-    other tensors (on honest ``topk8`` pairs mostly biases and small layers) they are
-    computed. (:func:`support_copy_of` screens with :func:`_support_bound` instead.)"""
-    idx = [i for i, d in enumerate(deltas) if d is not None and _numel(d) == width]
-    if len(idx) < 2 or width == 0:
-        return set()
-    first = deltas[idx[0]]
-    assert first is not None
-    segments, at = [], 0
-    for name in sorted(first):
-        segments.append((at, at + first[name].numel()))
-        at += first[name].numel()
-    plain = torch.empty((len(idx), width), dtype=torch.float32)
-    coded = torch.empty((len(idx), width), dtype=torch.float32)
-    scratch = torch.empty(width, dtype=torch.float64)
-    ok = []
-    for row, i in enumerate(idx):
-        delta = deltas[i]
-        assert delta is not None
-        ok.append(_fill_plain(delta, plain[row]) and _fill_codes(delta, coded[row], scratch))
-
-    def nonzero(t: torch.Tensor) -> torch.Tensor:
-        return (t != 0).to(t.dtype)
-
-    def zero(t: torch.Tensor) -> torch.Tensor:
-        return (t == 0).to(t.dtype)
-
-    def square(t: torch.Tensor) -> torch.Tensor:
-        return t * t
-
-    def same(t: torch.Tensor) -> torch.Tensor:
-        return t
-
-    later = plain
-    # [i, j]: a_i != 0 where b_j == 0
-    left = _cross(plain, later, nonzero, zero, exact_integers=True)
-    dots = _cross(plain, later, same, same)
-    kept_sq = _cross(plain, later, square, nonzero)  # [i, j]: |a_i'|^2 on b_j's entries
-    # per tensor: codes' products, a's codes squared on b's entries, whether b keeps a's max
-    per_tensor = []
-    for lo, hi in segments:
-        c, p = coded[:, lo:hi], plain[:, lo:hi]
-        if hi == lo:
-            continue
-        top = (p.abs() == p.abs().amax(dim=1, keepdim=True)).to(torch.float32)
-        keeps = (top @ nonzero(p).T) > 0  # exact: a sum of positive terms is positive
-        gram_c = _cross(c, c, same, same, exact_integers=True)
-        kept_c = _cross(c, p, square, nonzero, exact_integers=True)
-        per_tensor.append((lo, hi, gram_c, kept_c, keeps))
-    # float64 blocks (SUPPORT_CHUNK); rows of float64 updates were rounded to float32 (at most
-    # 2**-24 relative each: 4 * 2**-24 in a cosine, as the Gram screen's margin counts)
-    margin = SCREEN_MARGIN + 4 * 2.0**-24
-    lefts, kept_all, dot_all = left.numpy(), kept_sq.numpy(), dots.numpy()
-    squares = np.diag(dot_all)
-    screenable = np.array(ok, dtype=bool)
-    out: set[tuple[int, int]] = set()
-    for b in range(1, len(idx)):
-        # every earlier row against row b at once; codes tensor by tensor
-        n, col = b, b
-        dot_c, sq_a = np.zeros(n), np.zeros(n)
-        sq_b = 0.0
-        for lo, hi, gram_c, kept_c, keeps in per_tensor:
-            sq_b += float(gram_c[b, col])
-            keep = keeps[:n, col].numpy()
-            dot_c += np.where(keep, gram_c[:n, col].numpy(), 0.0)
-            sq_a += np.where(keep, kept_c[:n, col].numpy(), 0.0)
-            miss = np.flatnonzero(~keep)
-            carried = torch.nonzero(plain[b, lo:hi]).reshape(-1) + lo
-            if miss.size and carried.numel():
-                # b drops these rows' largest entry here: their codes, recomputed on b's entries
-                part = plain[:n].index_select(1, carried)[torch.from_numpy(miss)].double()
-                amax = part.abs().amax(dim=1, keepdim=True)
-                per = torch.where(amax > 0, CODE_LEVELS / amax.clamp_min(1e-300), 0.0)
-                ca = torch.round(part * per)
-                dot_c[miss] += (ca @ coded[b, carried].to(torch.float64)).numpy()
-                sq_a[miss] += (ca * ca).sum(dim=1).numpy()
-        kept, full, nb = kept_all[:n, col], squares[:n], float(dot_all[b, col])
-        nothing_left = lefts[:n, col] == 0.0  # the rule does not apply
-        judged = (
-            ~nothing_left
-            & screenable[:n]
-            & bool(screenable[b])
-            & (kept > 0.0)
-            & (nb > 0.0)
-            & (sq_a > 0.0)
-            & (sq_b > 0.0)
-        )
-        safe_kept = np.where(judged, kept, 1.0)
-        cos_p = dot_all[:n, col] / np.sqrt(safe_kept * max(nb, 1e-300))
-        cos_c = dot_c / np.sqrt(np.where(judged, sq_a, 1.0) * max(sq_b, 1e-300))
-        scale = np.sqrt(np.where(judged, full, 1.0) / safe_kept)  # relative to |a'| |b|
-        below = (cos_p < threshold - margin * scale) & (cos_c < threshold - margin)
-        for a in np.flatnonzero(nothing_left | (judged & below)).tolist():
-            out.add((idx[a], idx[b]))
-    return out
-
-
 SUPPORT_STRIDE = 16
 """The support bound's sample (:func:`_support_bound`): every ``SUPPORT_STRIDE``-th entry of
 each tensor, from its first (about 1/16 of an update's entries and of its energy)."""
@@ -814,10 +670,11 @@ def _support_bound(
         if finite[n_e + j]:
             dense = nonzero[j] * SUPPORT_GATHER > max(len(place), 1)
             (sample if dense else gather).append(j)
+    a_cols = a_rows.T.contiguous() if gather else a_rows  # an entry's values: one row
     for j in gather:
         where = torch.nonzero(rows[n_e + j]).reshape(-1)
         tensor = torch.bucketize(where, starts, right=True)  # each entry's tensor
-        a = a_rows.index_select(1, where).to(torch.float64)
+        a = a_cols.index_select(0, where).to(torch.float64).T
         b = rows[n_e + j].index_select(0, where).to(torch.float64)
         sq_a, sq_b = (a * a).sum(dim=1), float(b @ b)
         cos_p = (a @ b) / torch.sqrt(torch.where(sq_a > 0, sq_a, 1.0) * max(sq_b, 1e-300))
@@ -994,15 +851,17 @@ def find_duplicates(
     and a dot product each (0.6 s of a round's audit), and float64 copies of every update for
     the screen 0.2 s. The pairs left are decided exactly as :func:`near_identical` decides them,
     on float64 flats and norms computed for those updates only. A rule with ``support_cosine``
-    adds :func:`_support_screen` and :func:`support_copy` for the pairs it leaves (100
-    updates: 1.5-2.7 s against 0.2-0.5 s without, ``scripts/bench/support_cost.py``, load
-    10-12). A rule with ``white_noise_z`` adds the white-noise test after the others
-    (``whiteness`` of the later update and the original closest to it by cosine, when above
-    0.5, and, for a later update that declares DP-SGD, above ``white_noise_dp_cosine``, which
-    terms without it lack: then such an update is not tested; below ``white_noise_z`` is a
-    copy); without ``whiteness`` it raises ConfigError. A rule with ``shared_tensor`` on tests,
-    before the white-noise test, whether the later update repeats some nonzero tensor of an
-    original exactly (:func:`shared_tensor`; the first such original in commit order).
+    adds :func:`support_copy` for the pairs :func:`_support_bound` leaves: one bound of every
+    update of the first update's layout, as the original, against every one with an exact 0,
+    as the judged update (one without leaves nothing out), read for a pair in either order
+    (updates of another layout go to the rule unscreened). A rule with ``white_noise_z`` adds
+    the white-noise test after the others (``whiteness`` of the later update and the original
+    closest to it by cosine, when above 0.5, and, for a later update that declares DP-SGD,
+    above ``white_noise_dp_cosine``, which terms without it lack: then such an update is not
+    tested; below ``white_noise_z`` is a copy); without ``whiteness`` it raises ConfigError.
+    A rule with ``shared_tensor`` on tests, before the white-noise test, whether the later
+    update repeats some nonzero tensor of an original exactly (:func:`shared_tensor`; the
+    first such original in commit order).
 
     A rule with ``either_order`` also runs the two sparse tests (``support_cosine``,
     ``support_overlap``) the other way round: for every update that no test before the
@@ -1013,8 +872,10 @@ def find_duplicates(
     its own sparse copy is the entries the copy dropped, white for random updates: the one-way
     rule marked the dense one; a copy that keeps a tensor whole repeats it exactly). The marked
     earlier update stays an original for the tests of later updates; the later one, the
-    original of the pair, is never marked by it. Those pairs are screened by
-    :func:`_support_screen` of the updates in reverse order."""
+    original of the pair, is never marked by it. Those pairs are screened by the same bound
+    (its entry of the later update as the original), so the reversed pass screens nothing
+    again (``scripts/bench/support_cost.py``; ``tests/fedtrail/protocol/test_support_bound.py``
+    checks the marks against the rule pair by pair, unscreened)."""
     white_z = rule.white_noise_z or None  # 0: off, as absent
     white_dp = rule.white_noise_dp_cosine  # None: DP-declared later updates exempt
     if white_z is not None and whiteness is None:
@@ -1025,9 +886,6 @@ def find_duplicates(
     width = next((n for n in sizes if n is not None), None)
     apart: set[tuple[int, int]] = set()
     use_screen = width is not None and torch.get_float32_matmul_precision() == "highest"
-    support_apart: set[tuple[int, int]] = set()
-    if use_screen and width is not None and rule.support_cosine is not None:
-        support_apart = _support_screen(deltas, width, rule.support_cosine)
     if use_screen and width is not None:
         floor = rule.cosine if rule.scaled_cosine is None else min(rule.cosine, rule.scaled_cosine)
         apart, buffer = _screen(deltas, width, _fill_plain, floor)
@@ -1056,10 +914,37 @@ def find_duplicates(
     flat = built_once(_flat)  # exact float64 flats
     code = built_once(codes)  # int8 codes
     support = rule.support_cosine
+    first = next((d for d in deltas if d is not None), None)
+    layout = None if first is None else [(n, first[n].shape) for n in sorted(first)]
+    # the support test's screen, both ways round at once: [original, judged] over the updates of
+    # the first one's layout; only a judged update with an exact 0 can leave entries out
+    bound_row: dict[int, int] = {}  # update -> its row (as an original)
+    bound_col: dict[int, int] = {}  # update with an exact 0 -> its column (judged)
+    bound: list[list[bool]] = []
+    if support is not None and layout is not None:
+        same = {
+            k: d
+            for k, d in enumerate(deltas)
+            if d is not None and [(n, d[n].shape) for n in sorted(d)] == layout
+        }
+        holed = {k: d for k, d in same.items() if any(bool((t == 0).any()) for t in d.values())}
+        if len(same) > 1:
+            bound_row = {k: r for r, k in enumerate(same)}
+            bound_col = {k: c for c, k in enumerate(holed)}
+            if holed:
+                picked, judged = list(same.values()), list(holed.values())
+                bound = _support_bound(picked, judged, support).tolist()
+
+    def rejects(i: int, j: int) -> bool:
+        """Whether the support screen shows that update ``j`` repeats no entries of ``i``."""
+        if i not in bound_row or j not in bound_row:
+            return False
+        c = bound_col.get(j)
+        return c is None or bound[bound_row[i]][c]
 
     def left_out(i: int, j: int) -> bool:
         """Whether update ``j`` repeats original ``i`` on the entries it carries."""
-        if support is None:
+        if support is None or rejects(i, j):
             return False
         delta = deltas[j]
         assert delta is not None
@@ -1069,8 +954,6 @@ def find_duplicates(
     overlap = rule.support_overlap
     # the sparse updates of the first update's layout (names, shapes): each original is read
     # once against all of their entries (:class:`_Batch`); others pair by pair
-    first = next((d for d in deltas if d is not None), None)
-    layout = None if first is None else [(n, first[n].shape) for n in sorted(first)]
     kept_of: dict[int, _Kept | None] = {}  # a later update's entries; None: not sparse
     batched: list[int] = []  # (few: membership in a list is cheap next to the products)
     batch: list[_Batch] = []
@@ -1183,22 +1066,11 @@ def find_duplicates(
         return None
 
     either = bool(rule.either_order) and (support is not None or overlap is not None)
-    back_apart: set[tuple[int, int]] | None = None  # support screen of the pairs reversed
 
     def copied_back(i: int, j: int) -> bool:
         """Whether earlier original ``i`` repeats later original ``j`` by a sparse test, ``j``
         as the original (``rule.either_order``)."""
-        nonlocal back_apart
-        if support is not None:
-            if back_apart is None:
-                back_apart = set()
-                if use_screen and width is not None:
-                    n = len(deltas)
-                    pairs = _support_screen(deltas[::-1], width, support)
-                    back_apart = {(n - 1 - q, n - 1 - p) for p, q in pairs}
-            if (i, j) not in back_apart and left_out(j, i):
-                return True
-        return kept_largest(j, i)
+        return left_out(j, i) or kept_largest(j, i)
 
     originals: list[int] = []
     out: dict[str, str] = {}
@@ -1212,9 +1084,7 @@ def find_duplicates(
                     e.delta is not None
                     and sizes[i] == sizes[j]
                     and (
-                        ((i, j) not in apart and near(i, j))
-                        or ((i, j) not in support_apart and left_out(i, j))
-                        or kept_largest(i, j)
+                        ((i, j) not in apart and near(i, j)) or left_out(i, j) or kept_largest(i, j)
                     )
                 )
             ),

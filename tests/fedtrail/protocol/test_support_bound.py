@@ -8,7 +8,8 @@ own cosines, a hair either side."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final
 
 import numpy as np
 import pytest
@@ -19,8 +20,7 @@ from fedtrail.protocol import duplicates
 from fedtrail.protocol.duplicates import (
     CODE_LEVELS,
     SCREEN_MARGIN,
-    SUPPORT_CHUNK,
-    _cross,
+    Entry,
     _fill_codes,
     _fill_plain,
     _flat,
@@ -30,7 +30,10 @@ from fedtrail.protocol.duplicates import (
     support_copy,
     support_copy_of,
 )
+from fedtrail.protocol.terms import DUPLICATE_SUPPORT_OVERLAP, DuplicateRule
 from fedtrail.storage.codec import Compression, decode_update, encode_update
+from tests.fedtrail.protocol.test_duplicates import _reference
+from tests.fedtrail.protocol.test_duplicates import find_duplicates as dup_find
 
 THRESHOLD = 0.999995
 Update = dict[str, torch.Tensor]
@@ -88,6 +91,41 @@ def _previous_copy_of(
             if (a, b) not in apart and support_copy(_flat(row_a), flat_b, sizes, threshold, coded):
                 out[j] = refs[a]
                 break
+    return out
+
+
+SUPPORT_CHUNK: Final = 8192
+"""Columns per float64 block of the previous support screen's products (:func:`_cross`): a
+float64 dot product of ``c`` terms errs by at most ``c * 2**-53`` of the sum of their
+magnitudes (1e-12 here), far inside :data:`SCREEN_MARGIN`; codes' products are integers,
+exact."""
+
+
+COUNT_CHUNK: Final = 1024
+"""Columns per float32 block of the previous support screen's integer products (entry counts,
+and codes whose squares are at most 127**2): a block sums to below 1024 * 127**2 < 2**24, exact in
+float32 in any order."""
+
+
+def _cross(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    fx: Callable[[torch.Tensor], torch.Tensor],
+    fy: Callable[[torch.Tensor], torch.Tensor],
+    chunk: int = SUPPORT_CHUNK,
+    exact_integers: bool = False,
+) -> torch.Tensor:
+    """``fx(x) @ fy(y).T`` in float64, block by block of ``chunk`` columns (rows widened to
+    float64 in each block, ``fx`` and ``fy`` applied there: no full transformed copy);
+    ``exact_integers``: products of small integers, in float32 blocks of :data:`COUNT_CHUNK`."""
+    out = torch.zeros((x.shape[0], y.shape[0]), dtype=torch.float64)
+    if exact_integers:
+        chunk = COUNT_CHUNK
+    for at in range(0, x.shape[1], chunk):
+        xb, yb = x[:, at : at + chunk], y[:, at : at + chunk]
+        if not exact_integers:
+            xb, yb = xb.to(torch.float64), yb.to(torch.float64)
+        out += (fx(xb) @ fy(yb).T).to(torch.float64)
     return out
 
 
@@ -462,3 +500,93 @@ def test_pairs_built_against_the_bound_give_the_rules_verdicts() -> None:
         assert len(thresholds) > 4  # the cosines of the pairs are in play
         for threshold in thresholds:
             _check(earlier, later, threshold)
+
+
+def _rules(threshold: float) -> list[DuplicateRule]:
+    """The duplicate rule at ``threshold``, both ways round and one way, with and without
+    ``support_overlap`` (the other sparse test, whose reversed pass shares the support one's)."""
+    return [
+        DuplicateRule(
+            support_cosine=threshold,
+            support_overlap=overlap,
+            either_order=either,
+            white_noise_z=None,
+            shared_tensor=None,
+        )
+        for either in (True, None)
+        for overlap in (DUPLICATE_SUPPORT_OVERLAP, None)
+    ]
+
+
+def _round(updates: Sequence[Mapping[str, torch.Tensor]], gen: torch.Generator) -> list[Entry]:
+    """The updates committed in a random order (a copy before or after its original)."""
+    order = torch.randperm(len(updates), generator=gen).tolist()
+    return [Entry(f"s{k:02d}", order[k] + 1, f"{k:064x}", dict(u)) for k, u in enumerate(updates)]
+
+
+def _backwards(entries: Sequence[Entry], marks: Mapping[str, str]) -> int:
+    """How many marked copies were committed before their original (the reversed test's)."""
+    when = {e.site: e.commit_order for e in entries}
+    return sum(when[copy] < when[original] for copy, original in marks.items())
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_find_duplicates_gives_the_unscreened_rules_verdicts_on_random_rounds(seed: int) -> None:
+    """``find_duplicates`` screens the support test both ways round with one
+    ``_support_bound`` (and skips judged updates without an exact 0): on random rounds (dead
+    units, ties, scattered zeros, zero tensors, float16) with copies that leave entries out,
+    noisy and scaled, committed before and after their originals, and thresholds a hair either
+    side of the pairs' own cosines, its marks are those of the rule pair by pair, with no
+    screen (``test_duplicates._reference``)."""
+    gen = torch.Generator().manual_seed(100 + seed)
+    marks = backwards = 0
+    for case in range(3):
+        # no (0, n) tensor: the reference's kept-entries rule reshapes each tensor by its rows
+        shapes = {n: s for n, s in _layout(gen).items() if math.prod(s)}
+        bases = [_random(shapes, gen, case + k) for k in range(4)]
+        copies = [_copy_of(bases[k % 4], gen, 3 * case + k + seed) for k in range(4)]
+        half = {n: t.to(torch.float16) for n, t in copies[1].items()}
+        updates = [*bases, *copies, half, dict(bases[0]), _copy_of(copies[0], gen, 7)]
+        entries = _round(updates, gen)
+        levels = _thresholds(bases, [*copies, half])
+        picked = torch.randperm(len(levels), generator=gen)[:5].tolist()
+        for threshold in sorted({THRESHOLD, *(levels[k] for k in picked)}):
+            for rule in _rules(threshold):
+                got = dup_find(entries, rule)
+                assert got == _reference(entries, rule), (case, threshold, rule)
+                marks += len(got)
+                backwards += _backwards(entries, got)
+    assert marks and backwards  # copies were marked, some of them committed first
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_find_duplicates_on_model_sized_rounds_gives_the_unscreened_rules_verdicts(
+    compress: bool,
+) -> None:
+    """SmallCNN-sized rounds (dead units; ``topk8``-decoded at 0.05 and 0.5 or dense), with
+    ``topk8`` copies, a noisy one and one zeroed by hand, each committed before and after its
+    original: ``find_duplicates``' marks are the unscreened rule's, both ways round."""
+    gen = torch.Generator().manual_seed(7 if compress else 8)
+    bases = [_model_update(s) for s in range(60, 65)]
+    honest = [_mix(bases[k], _model_update(70 + k), 0.4) for k in range(3)]
+    if compress:
+        honest = [_topk8(d, 0.05) for d in honest[:2]] + [_topk8(honest[2], 0.5)]
+    noisy = {
+        n: torch.where(t != 0, t + 1e-3 * t.abs() * torch.randn(t.shape, generator=gen), 0.0)
+        for n, t in _topk8(bases[2], 0.3).items()
+    }
+    zeroed = {
+        n: torch.where(torch.arange(t.numel()).reshape(t.shape) % 3 == 0, 0.0, t)
+        for n, t in bases[3].items()
+    }
+    updates = [*bases, *honest, _topk8(bases[0], 0.5), _topk8(bases[1], 0.05), noisy, zeroed]
+    backwards = 0
+    for _ in range(2):
+        entries = _round(updates, gen)
+        for rule in _rules(THRESHOLD)[1::2]:  # without support_overlap: the reference's cost
+            got = dup_find(entries, rule)
+            assert got == _reference(entries, rule)
+            if rule.either_order:  # every copy is marked, whichever was committed first
+                assert {"s08", "s09", "s10", "s11"} <= set(got)
+            backwards += _backwards(entries, got)
+    assert backwards
