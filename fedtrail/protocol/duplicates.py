@@ -510,12 +510,19 @@ def kept_largest_of(
     earlier: Sequence[Mapping[str, torch.Tensor]],
     later: Sequence[Mapping[str, torch.Tensor]],
     threshold: float,
+    later_sparse: Sequence[bool] | None = None,
 ) -> dict[int, int]:
     """For each :func:`sparse` update of ``later`` (by index) whose :func:`support_overlap`
     with one of ``earlier`` is above ``threshold``, the index of the first such earlier one
     (the free-rider screen's stale references, ``fedtrail.valuation.freeride``; a93's
     ``stale`` mode). Updates of another layout (tensor names and shapes) are not compared. Each
-    earlier update is read once, against every later one's entries at once."""
+    earlier update is read once, against every later one's entries at once.
+    ``later_sparse``: :func:`sparse` of each of ``later``, when the caller has it (the same
+    answers, not computed again). An entry counts at most 1 and 0 where the earlier update is
+    0 (:meth:`_Ranked.tally`), so an earlier update nonzero at no more than ``threshold`` of a
+    later one's entries cannot be its reference: when that holds for every later update not
+    yet matched, the earlier one is not ranked at all (honest ``topk8`` updates of 10 sites:
+    at most 0.943 of a later update's entries against the threshold 0.99)."""
     if not earlier:
         return {}
     names = sorted(earlier[0])
@@ -525,18 +532,38 @@ def kept_largest_of(
         pairs = zip(names, shapes, strict=True)
         return sorted(d) == names and all(d[n].shape == s for n, s in pairs)
 
+    def is_sparse(j: int) -> bool:
+        return sparse(later[j]) if later_sparse is None else later_sparse[j]
+
     sizes = [earlier[0][n].numel() for n in names]
     refs = [i for i, d in enumerate(earlier) if same_layout(d)]
     kept = [
-        (j, _Kept.of(_flat(d), sizes)) for j, d in enumerate(later) if same_layout(d) and sparse(d)
+        (j, _Kept.of(_flat(d), sizes))
+        for j, d in enumerate(later)
+        if same_layout(d) and is_sparse(j)
     ]
     kept = [(j, k) for j, k in kept if k.index.numel()]
     if not refs or not kept:
         return {}
     batch = _Batch.of([k for _, k in kept])
+    member = torch.repeat_interleave(
+        torch.arange(len(kept)), torch.tensor(batch.totals, dtype=torch.int64)
+    )
     out: dict[int, int] = {}
     for i in refs:
-        hits = batch.hits(_Ranked.of(_flat(earlier[i]), sizes))
+        a = _flat(earlier[i])
+        # how many of each later update's entries this one is nonzero at: its hits at most
+        present = (
+            torch.zeros(len(kept), dtype=torch.int64)
+            .index_add_(0, member, (a.index_select(0, batch.index) != 0).to(torch.int64))
+            .tolist()
+        )
+        if not any(
+            j not in out and _share_above(Fraction(present[n]), batch.totals[n], threshold)
+            for n, (j, _) in enumerate(kept)
+        ):
+            continue
+        hits = batch.hits(_Ranked.of(a, sizes))
         for n, (j, _) in enumerate(kept):
             if j not in out and _share_above(hits[n], batch.totals[n], threshold):
                 out[j] = i
