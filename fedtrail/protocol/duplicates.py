@@ -795,10 +795,11 @@ def _support_bound(
     exact = [all(d[n].dtype in _EXACT_WIDENING for n in names) for d in updates]
     rows = torch.empty((len(updates), width), dtype=torch.float32)
     bounds = [0, *torch.tensor(sizes, dtype=torch.int64).cumsum(0).tolist()]
-    amax = torch.zeros((len(updates), n_t), dtype=torch.float64)
+    # (in lists while the rows are read, then tensors: no tensor write per entry)
+    amax_of = [[0.0] * n_t for _ in updates]
     finite = [False] * len(updates)
-    signs = torch.zeros((n_e, n_t), dtype=torch.bool)  # a's largest magnitude is a maximum
-    squares = torch.zeros((n_l, n_t), dtype=torch.float64)  # b's, tensor by tensor
+    signs_of = [[False] * n_t for _ in range(n_e)]  # a's largest magnitude is a maximum
+    squares_of = [[0.0] * n_t for _ in range(n_l)]  # b's, tensor by tensor
     for r, d in enumerate(updates):
         if not exact[r]:
             rows[r].zero_()
@@ -814,12 +815,14 @@ def _support_bound(
             if not (math.isfinite(low) and math.isfinite(high)):
                 finite[r] = False
                 continue
-            amax[r, k] = max(-low, high)
+            amax_of[r][k] = max(-low, high)
             if r < n_e:
-                signs[r, k] = high >= -low
+                signs_of[r][k] = high >= -low
             else:
                 wide = t.to(torch.float64)
-                squares[r - n_e, k] = torch.dot(wide, wide)
+                squares_of[r - n_e][k] = float(torch.dot(wide, wide))
+    amax = torch.tensor(amax_of, dtype=torch.float64).reshape(len(updates), n_t)
+    squares = torch.tensor(squares_of, dtype=torch.float64).reshape(n_l, n_t)
     per = torch.where(amax > 0, CODE_LEVELS / torch.where(amax > 0, amax, 1.0), 0.0)
     ok_a = torch.tensor([i for i in range(n_e) if finite[i]], dtype=torch.int64)
     for i in [i for i in range(n_e) if exact[i] and not finite[i]]:
@@ -834,7 +837,8 @@ def _support_bound(
         [torch.arange(lo, hi, SUPPORT_STRIDE) for lo, hi in itertools.pairwise(bounds)]
     )
     # which way each b is compared: by its sample's nonzero share (either way is exact)
-    nonzero = torch.count_nonzero(rows[n_e:].index_select(1, place), dim=1).tolist()
+    sampled = rows[n_e:].index_select(1, place)  # every b's sample, [b, place]
+    nonzero = torch.count_nonzero(sampled, dim=1).tolist()
     gather: list[int] = []
     sample: list[int] = []
     for j in range(n_l):
@@ -865,7 +869,7 @@ def _support_bound(
     tensor = torch.bucketize(place, starts, right=True)
     b_at = torch.tensor(sample, dtype=torch.int64)
     a_vals = a_rows.index_select(1, place).to(torch.float64)
-    b_vals = rows[n_e + b_at].index_select(1, place).to(torch.float64)
+    b_vals = sampled.index_select(0, b_at).to(torch.float64)
     mask = (b_vals != 0).to(torch.float64)
     b_sq = (b_vals * b_vals).sum(dim=1)
     bound_p = _subset_bound(
@@ -884,13 +888,15 @@ def _support_bound(
         sq_a_t[:, :, k] = a_csq[:, lo:hi] @ mask[:, lo:hi].T
         sq_b_t[:, k] = b_csq[:, lo:hi].sum(dim=1)
     # [a, tensor]: an entry of a's largest magnitude in the tensor (-1: the tensor is zero)
-    tops = torch.full((len(ok_a), n_t), -1, dtype=torch.int64)
-    for at, i in enumerate(ok_a.tolist()):
+    top_of: list[list[int]] = []
+    for i in ok_a.tolist():
+        top_of.append([-1] * n_t)
         for k in range(n_t):
-            if amax[i, k] > 0:
+            if amax_of[i][k] > 0:
                 t = rows[i, bounds[k] : bounds[k + 1]]
-                tops[at, k] = bounds[k] + int(t.argmax() if signs[i, k] else t.argmin())
-    b_top = rows[n_e + b_at].index_select(1, tops.clamp_min(0).reshape(-1))
+                top_of[-1][k] = bounds[k] + int(t.argmax() if signs_of[i][k] else t.argmin())
+    tops = torch.tensor(top_of, dtype=torch.int64).reshape(len(ok_a), n_t)
+    b_top = rows[n_e:].index_select(1, tops.clamp_min(0).reshape(-1)).index_select(0, b_at)
     keeps = ((b_top != 0).reshape(len(sample), len(ok_a), n_t) | (tops < 0)).transpose(0, 1)
     kept = keeps.to(torch.float64)  # [a, b, tensor]
     scaled = squares[b_at] * per[n_e + b_at] ** 2
