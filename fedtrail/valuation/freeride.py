@@ -124,7 +124,8 @@ fixed-order statistics are not computed at all. A reference is widened, and its 
 once per screen for every update it is closest to (:class:`_Widened`) (measured x0.80 the
 screen's CPU time of main at 10 sites, in one process, load 8-9: the README, *Peer scoring time
 per site*). The sparse test is the duplicate rule's (:func:`fedtrail.protocol.duplicates.sparse`,
-on the update as sent: widening keeps its zeros); the shaped test's ``!= 0`` masks are taken
+on the update as sent: widening keeps its zeros), computed once per update for both tests that
+read it (the kept-entries test and the shaped test); the shaped test's ``!= 0`` masks are taken
 only for the updates it judges.
 """
 
