@@ -68,6 +68,12 @@ def _flat(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([delta[n].detach().to("cpu", torch.float64).reshape(-1) for n in names])
 
 
+def _nonzero_flat(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Where :func:`_flat` of ``delta`` is nonzero, without widening it (widening keeps every 0
+    and every nonzero value)."""
+    return torch.cat([(delta[n].detach().to("cpu") != 0).reshape(-1) for n in sorted(delta)])
+
+
 def _numel(delta: Mapping[str, torch.Tensor]) -> int:
     return sum(t.numel() for t in delta.values())
 
@@ -538,7 +544,7 @@ def kept_largest_of(
     sizes = [earlier[0][n].numel() for n in names]
     refs = [i for i, d in enumerate(earlier) if same_layout(d)]
     kept = [
-        (j, _Kept.of(_flat(d), sizes))
+        (j, _Kept.of(_nonzero_flat(d), sizes))  # (its positions only)
         for j, d in enumerate(later)
         if same_layout(d) and is_sparse(j)
     ]
@@ -551,19 +557,15 @@ def kept_largest_of(
     )
     out: dict[int, int] = {}
     for i in refs:
-        a = _flat(earlier[i])
         # how many of each later update's entries this one is nonzero at: its hits at most
-        present = (
-            torch.zeros(len(kept), dtype=torch.int64)
-            .index_add_(0, member, (a.index_select(0, batch.index) != 0).to(torch.int64))
-            .tolist()
-        )
+        at = _nonzero_flat(earlier[i]).index_select(0, batch.index).to(torch.int64)
+        present = torch.zeros(len(kept), dtype=torch.int64).index_add_(0, member, at).tolist()
         if not any(
             j not in out and _share_above(Fraction(present[n]), batch.totals[n], threshold)
             for n, (j, _) in enumerate(kept)
         ):
             continue
-        hits = batch.hits(_Ranked.of(a, sizes))
+        hits = batch.hits(_Ranked.of(_flat(earlier[i]), sizes))
         for n, (j, _) in enumerate(kept):
             if j not in out and _share_above(hits[n], batch.totals[n], threshold):
                 out[j] = i
