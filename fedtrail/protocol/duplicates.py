@@ -67,6 +67,12 @@ def _flat(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([delta[n].detach().to("cpu", torch.float64).reshape(-1) for n in names])
 
 
+def _nonzero_flat(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Where :func:`_flat` of ``delta`` is nonzero, without widening it (widening keeps every 0
+    and every nonzero value)."""
+    return torch.cat([(delta[n].detach().to("cpu") != 0).reshape(-1) for n in sorted(delta)])
+
+
 def _numel(delta: Mapping[str, torch.Tensor]) -> int:
     return sum(t.numel() for t in delta.values())
 
@@ -509,12 +515,19 @@ def kept_largest_of(
     earlier: Sequence[Mapping[str, torch.Tensor]],
     later: Sequence[Mapping[str, torch.Tensor]],
     threshold: float,
+    later_sparse: Sequence[bool] | None = None,
 ) -> dict[int, int]:
     """For each :func:`sparse` update of ``later`` (by index) whose :func:`support_overlap`
     with one of ``earlier`` is above ``threshold``, the index of the first such earlier one
     (the free-rider screen's stale references, ``fedtrail.valuation.freeride``; a93's
     ``stale`` mode). Updates of another layout (tensor names and shapes) are not compared. Each
-    earlier update is read once, against every later one's entries at once."""
+    earlier update is read once, against every later one's entries at once.
+    ``later_sparse``: :func:`sparse` of each of ``later``, when the caller has it (the same
+    answers, not computed again). An entry counts at most 1 and 0 where the earlier update is
+    0 (:meth:`_Ranked.tally`), so an earlier update nonzero at no more than ``threshold`` of a
+    later one's entries cannot be its reference: when that holds for every later update not
+    yet matched, the earlier one is not ranked at all (honest ``topk8`` updates of 10 sites:
+    at most 0.943 of a later update's entries against the threshold 0.99)."""
     if not earlier:
         return {}
     names = sorted(earlier[0])
@@ -524,17 +537,33 @@ def kept_largest_of(
         pairs = zip(names, shapes, strict=True)
         return sorted(d) == names and all(d[n].shape == s for n, s in pairs)
 
+    def is_sparse(j: int) -> bool:
+        return sparse(later[j]) if later_sparse is None else later_sparse[j]
+
     sizes = [earlier[0][n].numel() for n in names]
     refs = [i for i, d in enumerate(earlier) if same_layout(d)]
     kept = [
-        (j, _Kept.of(_flat(d), sizes)) for j, d in enumerate(later) if same_layout(d) and sparse(d)
+        (j, _Kept.of(_nonzero_flat(d), sizes))  # (its positions only)
+        for j, d in enumerate(later)
+        if same_layout(d) and is_sparse(j)
     ]
     kept = [(j, k) for j, k in kept if k.index.numel()]
     if not refs or not kept:
         return {}
     batch = _Batch.of([k for _, k in kept])
+    member = torch.repeat_interleave(
+        torch.arange(len(kept)), torch.tensor(batch.totals, dtype=torch.int64)
+    )
     out: dict[int, int] = {}
     for i in refs:
+        # how many of each later update's entries this one is nonzero at: its hits at most
+        at = _nonzero_flat(earlier[i]).index_select(0, batch.index).to(torch.int64)
+        present = torch.zeros(len(kept), dtype=torch.int64).index_add_(0, member, at).tolist()
+        if not any(
+            j not in out and _share_above(Fraction(present[n]), batch.totals[n], threshold)
+            for n, (j, _) in enumerate(kept)
+        ):
+            continue
         hits = batch.hits(_Ranked.of(_flat(earlier[i]), sizes))
         for n, (j, _) in enumerate(kept):
             if j not in out and _share_above(hits[n], batch.totals[n], threshold):
@@ -624,10 +653,11 @@ def _support_bound(
     exact = [all(d[n].dtype in _EXACT_WIDENING for n in names) for d in updates]
     rows = torch.empty((len(updates), width), dtype=torch.float32)
     bounds = [0, *torch.tensor(sizes, dtype=torch.int64).cumsum(0).tolist()]
-    amax = torch.zeros((len(updates), n_t), dtype=torch.float64)
+    # (in lists while the rows are read, then tensors: no tensor write per entry)
+    amax_of = [[0.0] * n_t for _ in updates]
     finite = [False] * len(updates)
-    signs = torch.zeros((n_e, n_t), dtype=torch.bool)  # a's largest magnitude is a maximum
-    squares = torch.zeros((n_l, n_t), dtype=torch.float64)  # b's, tensor by tensor
+    signs_of = [[False] * n_t for _ in range(n_e)]  # a's largest magnitude is a maximum
+    squares_of = [[0.0] * n_t for _ in range(n_l)]  # b's, tensor by tensor
     for r, d in enumerate(updates):
         if not exact[r]:
             rows[r].zero_()
@@ -643,12 +673,14 @@ def _support_bound(
             if not (math.isfinite(low) and math.isfinite(high)):
                 finite[r] = False
                 continue
-            amax[r, k] = max(-low, high)
+            amax_of[r][k] = max(-low, high)
             if r < n_e:
-                signs[r, k] = high >= -low
+                signs_of[r][k] = high >= -low
             else:
                 wide = t.to(torch.float64)
-                squares[r - n_e, k] = torch.dot(wide, wide)
+                squares_of[r - n_e][k] = float(torch.dot(wide, wide))
+    amax = torch.tensor(amax_of, dtype=torch.float64).reshape(len(updates), n_t)
+    squares = torch.tensor(squares_of, dtype=torch.float64).reshape(n_l, n_t)
     per = torch.where(amax > 0, CODE_LEVELS / torch.where(amax > 0, amax, 1.0), 0.0)
     ok_a = torch.tensor([i for i in range(n_e) if finite[i]], dtype=torch.int64)
     for i in [i for i in range(n_e) if exact[i] and not finite[i]]:
@@ -663,7 +695,8 @@ def _support_bound(
         [torch.arange(lo, hi, SUPPORT_STRIDE) for lo, hi in itertools.pairwise(bounds)]
     )
     # which way each b is compared: by its sample's nonzero share (either way is exact)
-    nonzero = torch.count_nonzero(rows[n_e:].index_select(1, place), dim=1).tolist()
+    sampled = rows[n_e:].index_select(1, place)  # every b's sample, [b, place]
+    nonzero = torch.count_nonzero(sampled, dim=1).tolist()
     gather: list[int] = []
     sample: list[int] = []
     for j in range(n_l):
@@ -695,7 +728,7 @@ def _support_bound(
     tensor = torch.bucketize(place, starts, right=True)
     b_at = torch.tensor(sample, dtype=torch.int64)
     a_vals = a_rows.index_select(1, place).to(torch.float64)
-    b_vals = rows[n_e + b_at].index_select(1, place).to(torch.float64)
+    b_vals = sampled.index_select(0, b_at).to(torch.float64)
     mask = (b_vals != 0).to(torch.float64)
     b_sq = (b_vals * b_vals).sum(dim=1)
     bound_p = _subset_bound(
@@ -714,13 +747,15 @@ def _support_bound(
         sq_a_t[:, :, k] = a_csq[:, lo:hi] @ mask[:, lo:hi].T
         sq_b_t[:, k] = b_csq[:, lo:hi].sum(dim=1)
     # [a, tensor]: an entry of a's largest magnitude in the tensor (-1: the tensor is zero)
-    tops = torch.full((len(ok_a), n_t), -1, dtype=torch.int64)
-    for at, i in enumerate(ok_a.tolist()):
+    top_of: list[list[int]] = []
+    for i in ok_a.tolist():
+        top_of.append([-1] * n_t)
         for k in range(n_t):
-            if amax[i, k] > 0:
+            if amax_of[i][k] > 0:
                 t = rows[i, bounds[k] : bounds[k + 1]]
-                tops[at, k] = bounds[k] + int(t.argmax() if signs[i, k] else t.argmin())
-    b_top = rows[n_e + b_at].index_select(1, tops.clamp_min(0).reshape(-1))
+                top_of[-1][k] = bounds[k] + int(t.argmax() if signs_of[i][k] else t.argmin())
+    tops = torch.tensor(top_of, dtype=torch.int64).reshape(len(ok_a), n_t)
+    b_top = rows[n_e:].index_select(1, tops.clamp_min(0).reshape(-1)).index_select(0, b_at)
     keeps = ((b_top != 0).reshape(len(sample), len(ok_a), n_t) | (tops < 0)).transpose(0, 1)
     kept = keeps.to(torch.float64)  # [a, b, tensor]
     scaled = squares[b_at] * per[n_e + b_at] ** 2

@@ -124,7 +124,8 @@ fixed-order statistics are not computed at all. A reference is widened, and its 
 once per screen for every update it is closest to (:class:`_Widened`) (measured x0.80 the
 screen's CPU time of main at 10 sites, in one process, load 8-9: the README, *Peer scoring time
 per site*). The sparse test is the duplicate rule's (:func:`fedtrail.protocol.duplicates.sparse`,
-on the update as sent: widening keeps its zeros); the shaped test's ``!= 0`` masks are taken
+on the update as sent: widening keeps its zeros), computed once per update for both tests that
+read it (the kept-entries test and the shaped test); the shaped test's ``!= 0`` masks are taken
 only for the updates it judges.
 """
 
@@ -235,10 +236,21 @@ def free_riders(
             [references[r] for r in labels], [deltas[s] for s in sites], stale_support_cosine
         )
     # the kept-entries stale test (a93): a sparse update keeping a reference's largest entries
+    # each update's sparse test (:func:`sparse`), computed once for the two tests that read it
+    sparse_of: dict[int, bool] = {}
+
+    def is_sparse(i: int) -> bool:
+        if i not in sparse_of:
+            sparse_of[i] = sparse(deltas[sites[i]])
+        return sparse_of[i]
+
     kept_copies: dict[int, int] = {}
     if stale_support_overlap < 1.0 and labels:
         kept_copies = kept_largest_of(
-            [references[r] for r in labels], [deltas[s] for s in sites], stale_support_overlap
+            [references[r] for r in labels],
+            [deltas[s] for s in sites],
+            stale_support_overlap,
+            [is_sparse(i) for i in range(len(sites))],
         )
     kept = _Widened(rows, {len(sites) + k: references[r] for k, r in enumerate(labels)})
     # approx: the Gram matrix, when the stale screen computed it; else once the white screen
@@ -359,7 +371,7 @@ def free_riders(
                 continue
         if shaped_z <= 0:
             continue
-        if not sparse(deltas[site]):  # widening keeps every 0 and every nonzero value
+        if not is_sparse(i):  # widening keeps every 0 and every nonzero value
             nonzero = {k: v != 0 for k, v in values.items()}  # the shaped test's masks
             size, positive = kept.magnitude(j)
             z = _shaped(residual, size, nonzero, stop=shaped_z, positive=positive)

@@ -2,7 +2,7 @@
 """Every validator's vector of peer-mode federations, dumped exactly, to compare two trees.
 
     .venv/bin/python scripts/bench/peer_vectors_dump.py --out vectors.json [--sites 10]
-        [--rounds 4] [--seeds 0,1] [--threads 1]
+        [--rounds 4] [--seeds 0,1] [--threads 1] [--compression topk8]
 
 Runs ``peer_validators.py``'s federation (``--sites`` sites, alpha 1, every site a validator)
 for each seed and each validation-shard mode (``dirichlet``, ``proportional``) and writes, per
@@ -12,7 +12,9 @@ cosine, norm and norm z-score, ``v_empty``/``v_full``, the game, the accumulated
 next history's reference labels; then each round's median scores, reasons and weights, and a
 sha256 of each round's global model. Floats are written with ``repr`` (exact). Run it in two
 trees (e.g. a branch and main) and compare the files byte for byte (``cmp``): equal files mean
-every score, reason and global model is unchanged. Exit 0.
+every score, reason and global model is unchanged. ``--compression`` (a codec of
+``fedtrail.storage.codec``, e.g. ``topk8``): every sent update through it (``peer_validators.py``'s
+option), so the free-rider screen's sparse tests run on sparse updates. Exit 0.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from typing import Any
 import _sim
 import torch
 
+from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import load_bundled
+from fedtrail.storage.codec import Compression
 
 
 def _vector(pv: Any) -> dict[str, Any]:
@@ -65,7 +69,13 @@ def _digest(state: Any) -> str:
     return h.hexdigest()
 
 
-def run(sites: int, rounds: int, seed: int, shards: _sim.ValShards) -> dict[str, Any]:
+def run(
+    sites: int,
+    rounds: int,
+    seed: int,
+    shards: _sim.ValShards,
+    compression: Compression | None = None,
+) -> dict[str, Any]:
     vectors: list[dict[str, Any]] = []
     original = _sim.peer_vector
 
@@ -92,6 +102,7 @@ def run(sites: int, rounds: int, seed: int, shards: _sim.ValShards) -> dict[str,
             seed=seed,
             valuation_mode="peers",
             validation_shards=shards,
+            compression=compression,
         )
         res = _sim.run_method("valuation", config, splits)
     finally:
@@ -119,10 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--compression", default="", help="every sent update through this codec")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    try:
+        compression = Compression(method=args.compression) if args.compression else None
+    except ConfigError as exc:
+        parser.error(f"--compression: {exc}")
     runs = [
-        run(args.sites, args.rounds, int(seed), shards)
+        run(args.sites, args.rounds, int(seed), shards, compression)
         for seed in args.seeds.split(",")
         for shards in ("dirichlet", "proportional")
     ]

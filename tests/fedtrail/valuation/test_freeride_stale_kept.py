@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pytest
 import torch
 
 from fedtrail.ml.models import ModelSpec, initial_model
+from fedtrail.protocol import duplicates
 from fedtrail.protocol.duplicates import _flat, kept_largest_of, sparse, support_overlap
 from fedtrail.protocol.roundlog import ValuationSettings
 from fedtrail.storage.codec import Compression, decode_update, encode_update
@@ -120,3 +122,48 @@ def test_terms_without_the_key_read_as_off_and_are_refused_by_the_loosest_limits
     )
     assert ThresholdLimits().loosest.breaches(Combiner()) == []
     assert ThresholdLimits().breaches(Combiner(stale_support_overlap=0.5)) != []
+
+
+def test_kept_largest_of_skips_only_references_that_cannot_be_over_the_threshold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An earlier update nonzero at no more than the threshold's share of every unmatched later
+    update's entries is not ranked (an entry counts at most 1, and 0 where it is 0); the answer
+    is still the pair-by-pair rule's at every threshold, sparse references (partly covering the
+    later updates) and dense ones alike."""
+    refs = [
+        _sparse(_update(20), 0.05),
+        _sparse(_update(21), 0.5),
+        _update(22),
+        _sparse(_mix(_update(23), _update(20), 0.5), 0.3),
+    ]
+    later = [
+        _sparse(_update(24), 0.05),
+        _noisy_kept(refs[1], 0.05, 0.05),
+        _sparse(_mix(_update(20), _update(25), 0.3), 0.05),
+        _noisy_kept(refs[2], 0.1, 0.1),
+    ]
+    ranked: list[int] = []
+    of = duplicates._Ranked.of
+
+    def counted(a: torch.Tensor, sizes: list[int]) -> duplicates._Ranked:
+        ranked.append(1)
+        return of(a, sizes)
+
+    monkeypatch.setattr(duplicates._Ranked, "of", counted)
+    skipped = False
+    for threshold in (0.0, 0.3, 0.5, 0.6, 0.9, 0.99):
+        expected = {}
+        for j, b in enumerate(later):
+            for i, a in enumerate(refs):
+                if sparse(b) and support_overlap(a, b) > threshold:
+                    expected[j] = i
+                    break
+        ranked.clear()
+        assert kept_largest_of(refs, later, threshold) == expected, threshold
+        flags = [sparse(b) for b in later]
+        assert kept_largest_of(refs, later, threshold, flags) == expected, threshold
+        skipped |= len(ranked) < 2 * len(refs) and len(expected) < len(later)
+    assert skipped  # some reference was never ranked while some later update was unmatched
+    # the caller's sparse answers are the ones used: none sparse, none compared
+    assert kept_largest_of(refs, later, 0.0, [False] * len(later)) == {}
