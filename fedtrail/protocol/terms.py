@@ -253,8 +253,8 @@ class DuplicateRule:
     ``shared_tensor`` (1: on) closes the way past ``white_noise_z`` by leaving one tensor
     without noise, or nearly (or training the others): a later update that repeats an earlier
     one's tensor of at least :data:`SHARED_TENSOR_MIN_SIZE` nonzero entries within relative L2
-    distance :data:`SHARED_TENSOR_RELATIVE_L2` is a copy (:data:`DUPLICATE_SHARED_TENSOR`). None (terms written before it) or 0 replays without
-    it.
+    distance :data:`SHARED_TENSOR_RELATIVE_L2` is a copy (:data:`DUPLICATE_SHARED_TENSOR`).
+    None (terms written before it) or 0 replays without it.
 
     ``either_order`` closes the way past ``support_cosine`` and ``support_overlap`` by
     committing the sparse copy *before* its original (attack a99): those two tests also compare
