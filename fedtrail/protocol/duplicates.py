@@ -999,8 +999,21 @@ def tensor_distance(earlier: _Part, later: _Part) -> tuple[float, float]:
 def _copied(earlier: _Part, later: _Part) -> bool:
     """Whether ``later`` is within the shared-tensor distance of ``earlier``: same shape and
     ``d2 < 1e-6 * n2`` (:data:`~fedtrail.protocol.terms.SHARED_TENSOR_SQUARED`; equality, or a
-    NaN, is not a copy)."""
+    NaN, is not a copy).
+
+    Screened first with one float64 dot product: ``|b - a|^2 = |a|^2 + |b|^2 - 2 a.b``, whose
+    rounding (any summation order of ``n`` products and squares) is within ``(n + 4) 2**-53``
+    of ``|a|^2 + |b|^2`` per sum (Higham's gamma_n); a pair whose estimate exceeds twice the
+    threshold plus 8x that bound cannot have ``d2`` below the threshold (``d2``'s own rounding
+    is relative, below ``(n + 2) 2**-53``), so it is skipped; the rest are decided exactly.
+    Honest pairs sit 400x and more above the threshold in ``d2``: a dot product instead of a
+    subtraction, squares and a sum. A non-finite estimate is never skipped."""
     if earlier.shape != later.shape:
+        return False
+    both = earlier.squares + later.squares
+    estimate = both - 2.0 * float(np.dot(earlier.values, later.values))
+    slack = 8.0 * (earlier.values.size + 4) * 2.0**-53 * both
+    if estimate > 2.0 * SHARED_TENSOR_SQUARED * earlier.squares + slack:
         return False
     d2, n2 = tensor_distance(earlier, later)
     return d2 < SHARED_TENSOR_SQUARED * n2
