@@ -1059,8 +1059,9 @@ def find_duplicates(
     0.5, and, for a later update that declares DP-SGD, above ``white_noise_dp_cosine``, which
     terms without it lack: then such an update is not tested; below ``white_noise_z`` is a
     copy); without ``whiteness`` it raises ConfigError. A rule with ``shared_tensor`` on tests,
-    before the white-noise test, whether the later update repeats some nonzero tensor of an
-    original exactly (:func:`shared_tensor`; the first such original in commit order).
+    before the white-noise test, whether the later update repeats some tensor of an original
+    within relative L2 distance 1e-3 (at least 16 nonzero entries in both;
+    :func:`shared_tensor`; the first such original in commit order).
 
     A rule with ``either_order`` also runs the two sparse tests (``support_cosine``,
     ``support_overlap``) the other way round: for every update that no test before the
