@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Final
 
+import numpy as np
 import torch
 
 from fedtrail.errors import ConfigError
 from fedtrail.protocol.terms import (
     DUPLICATE_WHITE_MIN_COSINE,
     SHARED_TENSOR_MIN_SIZE,
+    SHARED_TENSOR_SQUARED,
     DuplicateRule,
 )
 
@@ -837,34 +839,91 @@ parameters of the bundled SmallCNN, 1e-9 for 10M; the margin is 1,000x that, so 
 the exact rule could call near-identical is still decided by it, bit for bit."""
 
 
-def _tensor_keys(
-    delta: Mapping[str, torch.Tensor], min_size: int
-) -> dict[str, tuple[tuple[int, ...], bytes]]:
-    """Each tensor of ``delta`` of at least ``min_size`` entries and not all 0, by name: its
-    shape and its values widened to float64 (``-0.0`` read as ``0.0``), as bytes (equal
-    values, equal bytes: a float32 or float16 value widens exactly)."""
-    out: dict[str, tuple[tuple[int, ...], bytes]] = {}
+SUM_BLOCK: Final = 1024
+"""README *Flattening and sums*: a scalar sum cuts its values into blocks of this many (the last
+zero-padded), adds the blocks element-wise in order, then the partial sums with ``math.fsum``
+(``fedtrail.ml.aggregation.deterministic_sum``, a layer above this one, sums the same way)."""
+
+
+def _block_sum(v: np.ndarray) -> float:
+    """The README *Flattening and sums* sum of the 1-D float64 ``v``: bit for bit the same on
+    every machine (numpy reduces a C-ordered ``(rows, 1024)`` array over axis 0 row after row,
+    the additions of a loop over the blocks in order)."""
+    full, tail = divmod(v.size, SUM_BLOCK)
+    acc = np.zeros(SUM_BLOCK, dtype=np.float64)
+    if full:
+        acc += np.add.reduce(v[: full * SUM_BLOCK].reshape(full, SUM_BLOCK), axis=0)
+    if tail:
+        acc[:tail] += v[full * SUM_BLOCK :]
+    return math.fsum(acc.tolist())
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One tensor the shared-tensor test looks at: its shape, values widened to float64 (C
+    order) and their *Flattening and sums* sum of squares."""
+
+    shape: tuple[int, ...]
+    values: np.ndarray
+    squares: float
+
+
+def _tensor_parts(delta: Mapping[str, torch.Tensor], min_nonzero: int) -> dict[str, _Part]:
+    """Each tensor of ``delta`` with at least ``min_nonzero`` (and at least 1) nonzero entries,
+    by name (an all-zero tensor, a frozen layer's delta, never counts)."""
+    out: dict[str, _Part] = {}
     for name in sorted(delta):
         t = delta[name].detach()
-        if t.numel() < min_size or not bool((t != 0).any()):
+        if t.numel() < max(min_nonzero, 1) or int((t != 0).sum()) < max(min_nonzero, 1):
             continue
-        wide = t.to("cpu", torch.float64).reshape(-1) + 0.0  # -0.0 + 0.0 is 0.0
-        out[name] = (tuple(t.shape), wide.numpy().tobytes())
+        wide = t.to("cpu", torch.float64).reshape(-1).numpy()
+        out[name] = _Part(tuple(t.shape), wide, _block_sum(wide * wide))
     return out
+
+
+def tensor_distance(earlier: _Part, later: _Part) -> tuple[float, float]:
+    """``(d2, n2)`` of the shared-tensor test: ``d2`` the *Flattening and sums* sum of
+    ``(b - a) * (b - a)`` (each difference and square rounded to float64, element by element),
+    ``n2`` that of ``a * a``; ``a`` the earlier update's tensor, ``b`` the later one's."""
+    diff = later.values - earlier.values
+    return _block_sum(diff * diff), earlier.squares
+
+
+def _copied(earlier: _Part, later: _Part) -> bool:
+    """Whether ``later`` is within the shared-tensor distance of ``earlier``: same shape and
+    ``d2 < 1e-6 * n2`` (:data:`~fedtrail.protocol.terms.SHARED_TENSOR_SQUARED`; equality, or a
+    NaN, is not a copy).
+
+    Screened first with one float64 dot product: ``|b - a|^2 = |a|^2 + |b|^2 - 2 a.b``, whose
+    rounding (any summation order of ``n`` products and squares) is within ``(n + 4) 2**-53``
+    of ``|a|^2 + |b|^2`` per sum (Higham's gamma_n); a pair whose estimate exceeds twice the
+    threshold plus 8x that bound cannot have ``d2`` below the threshold (``d2``'s own rounding
+    is relative, below ``(n + 2) 2**-53``), so it is skipped; the rest are decided exactly.
+    Honest pairs sit 400x and more above the threshold in ``d2``: a dot product instead of a
+    subtraction, squares and a sum. A non-finite estimate is never skipped."""
+    if earlier.shape != later.shape:
+        return False
+    both = earlier.squares + later.squares
+    estimate = both - 2.0 * float(np.dot(earlier.values, later.values))
+    slack = 8.0 * (earlier.values.size + 4) * 2.0**-53 * both
+    if estimate > 2.0 * SHARED_TENSOR_SQUARED * earlier.squares + slack:
+        return False
+    d2, n2 = tensor_distance(earlier, later)
+    return d2 < SHARED_TENSOR_SQUARED * n2
 
 
 def shared_tensor(
     earlier: Mapping[str, torch.Tensor],
     later: Mapping[str, torch.Tensor],
-    min_size: int = SHARED_TENSOR_MIN_SIZE,
+    min_nonzero: int = SHARED_TENSOR_MIN_SIZE,
 ) -> str | None:
-    """The first tensor name (sorted) of ``later`` with at least ``min_size`` entries, not all
-    0, whose shape and values (element by element) are ``earlier``'s tensor of that name; None
-    when there is none (:attr:`~fedtrail.protocol.terms.DuplicateRule.shared_tensor`). A
-    frozen or untrained layer's delta is all 0 and never counts."""
-    mine = _tensor_keys(earlier, min_size)
-    theirs = _tensor_keys(later, min_size)
-    return next((n for n in sorted(theirs) if mine.get(n) == theirs[n]), None)
+    """The first tensor name (sorted) of ``later`` with at least ``min_nonzero`` nonzero
+    entries, the same shape as ``earlier``'s tensor of that name, which has at least as many,
+    and within relative L2 distance 1e-3 of it (``d2 < 1e-6 * n2``, :func:`tensor_distance`);
+    None when there is none (:attr:`~fedtrail.protocol.terms.DuplicateRule.shared_tensor`)."""
+    mine = _tensor_parts(earlier, min_nonzero)
+    theirs = _tensor_parts(later, min_nonzero)
+    return next((n for n in sorted(theirs) if n in mine and _copied(mine[n], theirs[n])), None)
 
 
 Whiteness = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor], float], float]
@@ -895,8 +954,8 @@ def find_duplicates(
     above ``white_noise_dp_cosine``, which terms without it lack: then such an update is not
     tested; below ``white_noise_z`` is a copy); without ``whiteness`` it raises ConfigError.
     A rule with ``shared_tensor`` on tests, before the white-noise test, whether the later
-    update repeats some nonzero tensor of an original exactly (:func:`shared_tensor`; the
-    first such original in commit order).
+    update repeats some tensor of an original within relative L2 distance 1e-3 (at least 16
+    nonzero entries in both; :func:`shared_tensor`; the first such original in commit order).
 
     A rule with ``either_order`` also runs the two sparse tests (``support_cosine``,
     ``support_overlap``) the other way round: for every update that no test before the
@@ -1074,29 +1133,30 @@ def find_duplicates(
         assert original is not None and later is not None
         return closest if whiteness(later, original, white_z) < white_z else None
 
-    tensor_keys: dict[int, dict[str, tuple[tuple[int, ...], bytes]]] = {}
+    tensor_parts: dict[int, dict[str, _Part]] = {}
 
     def shares_tensor(j: int, skip: Sequence[int] = ()) -> str | None:
         """The first original (commit order) of update ``j``'s number of entries that has a
-        tensor of at least :data:`SHARED_TENSOR_MIN_SIZE` entries, not all 0, with exactly
-        ``j``'s values (:func:`shared_tensor`), when the rule's ``shared_tensor`` is on; else
-        None. ``skip``: originals left out (``j``'s own copies under ``either_order``). Each
-        update's tensors are widened and keyed once."""
+        tensor with at least :data:`SHARED_TENSOR_MIN_SIZE` nonzero entries within relative L2
+        distance 1e-3 of ``j``'s of that name and shape, itself with as many
+        (:func:`shared_tensor`), when the rule's ``shared_tensor`` is on; else None. ``skip``:
+        originals left out (``j``'s own copies under ``either_order``). Each update's tensors
+        are widened and their sums of squares taken once."""
         if not rule.shared_tensor:
             return None
 
-        def keys(i: int) -> dict[str, tuple[tuple[int, ...], bytes]]:
-            if i not in tensor_keys:
+        def parts(i: int) -> dict[str, _Part]:
+            if i not in tensor_parts:
                 delta = deltas[i]
                 assert delta is not None
-                tensor_keys[i] = _tensor_keys(delta, SHARED_TENSOR_MIN_SIZE)
-            return tensor_keys[i]
+                tensor_parts[i] = _tensor_parts(delta, SHARED_TENSOR_MIN_SIZE)
+            return tensor_parts[i]
 
-        later = keys(j)
+        later = parts(j)
         for i in originals:
             if sizes[i] == sizes[j] and later and i not in skip:
-                mine = keys(i)
-                if any(mine.get(n) == v for n, v in later.items()):
+                mine = parts(i)
+                if any(n in mine and _copied(mine[n], v) for n, v in later.items()):
                     return ordered[i].site
         return None
 

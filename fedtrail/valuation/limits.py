@@ -255,6 +255,9 @@ DP-SGD and carries no noise."""
 def _valid_thresholds(values: dict[str, Any]) -> None:
     """Every limit is itself a valid threshold (same ranges, same types): ConfigError if not."""
     rule = {field: values.pop(limit) for limit, field in DUPLICATE_LIMITS.items()}
+    order = rule["either_order"]  # a limit counts it 0 (one way) or 1 (both ways)
+    if type(order) is int and order in (0, 1):
+        rule["either_order"] = bool(order)
     Combiner(**values)
     try:
         DuplicateRule(**rule)

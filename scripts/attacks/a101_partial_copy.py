@@ -11,11 +11,15 @@ address (``sybil``, cap 150) that commits, in the same round and after ``h0``:
   ``h0``'s (some tensors copied, the rest trained itself);
 * ``stale [LEVEL] [ROUNDS]`` (no data, from round 2): ``attack``'s copy made of ``h0``'s public
   update of the round before (against the free-rider screen's stale tests; default 3 rounds);
+* ``nudge [KEPT] [ROUNDS]`` (no data): ``attack 0.01``'s copy with ``KEEP`` moved a little too:
+  ``step`` (default) one float32 step (``nextafter``) up on every value, or a number, Gaussian
+  noise of KEPT times that tensor's std (1e-4, 5e-4): not equal, within relative L2 1e-3;
 * ``honest [LEVEL] [ROUNDS]`` (a control): the sybil trains on 150 images of its own and adds
   the same noise to every tensor but ``KEEP`` of its own update: no copy, must be paid.
 
-The terms' ``duplicates.shared_tensor`` (1) marks a later update that carries a nonzero tensor
-of at least 16 entries with exactly an earlier original's values in it. Four honest sites of
+The terms' ``duplicates.shared_tensor`` (1) marks a later update that carries a tensor of at
+least 16 nonzero entries within relative L2 distance 1e-3 of an earlier original's (which has as
+many nonzero entries). Four honest sites of
 150 beside it.
 
 ``BEFORE=1``: the duplicate rule before ``shared_tensor`` (the aggregator's and the audit's
@@ -55,10 +59,11 @@ if os.environ.get("BEFORE"):
     print("BEFORE=1: duplicates judged without shared_tensor")
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "attack"
-if MODE not in ("attack", "mix", "honest", "stale"):
-    sys.exit(f"unknown mode {MODE!r}: attack, mix, stale or honest")
+if MODE not in ("attack", "mix", "honest", "stale", "nudge"):
+    sys.exit(f"unknown mode {MODE!r}: attack, mix, stale, nudge or honest")
 args = sys.argv[2:]
-LEVEL = float(args.pop(0)) if MODE != "mix" and args else 0.01
+KEPT = (args.pop(0) if args else "step") if MODE == "nudge" else "0"
+LEVEL = float(args.pop(0)) if MODE not in ("mix", "nudge") and args else 0.01
 ROUNDS = int(args.pop(0)) if args else (3 if MODE == "stale" else 2)
 KEEP = os.environ.get("KEEP", "fc1.weight")
 
@@ -74,6 +79,15 @@ def all_but_one(d, r):
 def sybil(ctx):
     if MODE == "attack":
         return all_but_one(ctx.now["h0"], ctx.round), 150
+    if MODE == "nudge":
+        copy = all_but_one(ctx.now["h0"], ctx.round)
+        t = copy[KEEP]
+        if KEPT == "step":
+            copy[KEEP] = torch.nextafter(t, torch.full_like(t, float("inf")))
+        else:
+            g = torch.Generator().manual_seed(20100 + ctx.round)
+            copy[KEEP] = t + float(KEPT) * t.std() * torch.randn(t.shape, generator=g)
+        return copy, 150
     if MODE == "stale":
         if not ctx.past or "h0" not in ctx.past[-1]:
             return None  # round 1: nothing public to resend
@@ -85,7 +99,9 @@ def sybil(ctx):
 
 
 sites = [Site("h0", 150), Site("h1", 150), Site("h2", 150), Site("h3", 150)]
-sites.append(Site("sybil", 0 if MODE in ("attack", "stale") else 150, strategy=sybil, cap=150))
+sites.append(
+    Site("sybil", 0 if MODE in ("attack", "stale", "nudge") else 150, strategy=sybil, cap=150)
+)
 res = run(sites, rounds=ROUNDS, real=True)
 paid = []
 for i, row in enumerate(res["results"], 1):
@@ -118,7 +134,9 @@ if rpc and api and not os.environ.get("BEFORE"):
     reader_ok = not failed
     print(f"independent reader: {'PASS' if reader_ok else 'FAIL'} {passed} passed, {failed}")
 print(
-    f"mode {MODE}, noise {LEVEL:g} of each tensor's std but {KEEP}: sybil paid in rounds "
+    f"mode {MODE}, noise {LEVEL:g} of each tensor's std but {KEEP}"
+    + (f" (moved: {KEPT})" if MODE == "nudge" else "")
+    + ": sybil paid in rounds "
     f"{paid}; audit verify",
     ok,
 )

@@ -1,13 +1,18 @@
-"""Whether honest same-round updates ever share a nonzero tensor exactly (the duplicate rule's
+"""How close honest same-round updates come tensor by tensor (the duplicate rule's
 ``shared_tensor`` test), and what the test and the white-noise test say about partial copies.
 
 Trains the accuracy benchmark's honest FedAvg federations (``_sim.run_method``; ``topk8`` and
 DP-SGD as the options say) and in every round, for every pair of the round's sent updates:
 
-* the smallest size of a nonzero tensor the two carry with exactly equal values, at any size
-  (the product's ``_tensor_keys`` with no floor; ``--`` when none), and whether the product's
-  :func:`~fedtrail.protocol.duplicates.shared_tensor` at its floor
-  (:data:`~fedtrail.protocol.terms.SHARED_TENSOR_MIN_SIZE`) names one (an honest pair marked);
+* the sizes of the nonzero tensors the two carry with exactly equal values, at any size
+  (``--`` when none), and whether the product's
+  :func:`~fedtrail.protocol.duplicates.shared_tensor` (at least
+  :data:`~fedtrail.protocol.terms.SHARED_TENSOR_MIN_SIZE` nonzero entries in both, relative L2
+  distance below :data:`~fedtrail.protocol.terms.SHARED_TENSOR_RELATIVE_L2`) names one, either
+  update taken as the earlier (an honest pair marked);
+* the test's own statistic: the smallest ``sqrt(d2 / n2)`` of the product's
+  :func:`~fedtrail.protocol.duplicates.tensor_distance` over the tensors it looks at, either
+  update as the earlier (the honest margin; exit 1 when within 10x of the threshold);
 * the largest cosine of one tensor of at least the floor's size to the same tensor of the other,
   and the smallest relative distance ``|t_b - t_a| / |t_a|`` of such a tensor (how close a copy
   with a little noise on its one "clean" tensor would have to stay);
@@ -18,14 +23,15 @@ Beside them, copies of site 0's update: ``a101 noise``, noise of ``--level`` tim
 tensor's std on every tensor but ``fc1.weight`` (``a1_sybil_scaled_copy.py noise`` that leaves
 one tensor alone); ``a101 mix``, site 0's ``fc1.weight`` with site 1's other tensors; and
 ``a101 nudged``, the ``noise`` copy with one float32 step (``nextafter``) added to every value
-of the tensor it kept (not equal: measures whether anything else catches it); and ``a101 kept
-L``, the ``noise`` copy with noise of L (1e-6 to 1e-3) times that tensor's std on the kept
-tensor too, with that tensor's relative distance to the original's. Each is judged by
+of the tensor it kept; and ``a101 kept L``, the ``noise`` copy with noise of L (1e-6 to 1e-3)
+times that tensor's std on the kept tensor too, with that tensor's relative distance to the
+original's. Each is judged by
 ``find_duplicates`` under the default rule and under the rule without ``shared_tensor`` (both
 after site 0's original), and its white-noise statistic printed.
 
-Exit 1 when an honest update is marked (by the shared test, or the whole default rule) or
-(without DP) a ``noise``/``mix`` copy is not caught by the default rule.
+Exit 1 when an honest update is marked (by the shared test, or the whole default rule), when an
+honest pair's statistic is below 10x the threshold (0.01), or (without DP) a ``noise``, ``mix``,
+``nudged``, ``kept`` 1e-6 to 5e-4 copy is not caught by the default rule.
 
     python scripts/bench/dup_tensor.py --sites 5,10 --alphas 0.3,1,100 --seeds 2 --rounds 3
 """
@@ -50,14 +56,26 @@ import _sim
 from _sim import SimConfig, parse_seeds
 
 from fedtrail.ml.datasets import load_bundled
-from fedtrail.protocol.duplicates import Entry, _tensor_keys, find_duplicates, shared_tensor
-from fedtrail.protocol.terms import SHARED_TENSOR_MIN_SIZE, DuplicateRule
+from fedtrail.protocol.duplicates import (
+    Entry,
+    _tensor_parts,
+    find_duplicates,
+    shared_tensor,
+    tensor_distance,
+)
+from fedtrail.protocol.terms import (
+    SHARED_TENSOR_MIN_SIZE,
+    SHARED_TENSOR_RELATIVE_L2,
+    DuplicateRule,
+)
 from fedtrail.storage.codec import Compression
 from fedtrail.valuation.freeride import duplicate_residual_z
 
 Delta = Mapping[str, torch.Tensor]
 KEPT = "fc1.weight"
-SMALL = (1e-6, 1e-5, 1e-4, 1e-3)
+SMALL = (1e-6, 1e-5, 1e-4, 5e-4, 1e-3)
+MUST_CATCH = ("noise", "mix", "nudged", "kept 1e-06", "kept 1e-05", "kept 0.0001", "kept 0.0005")
+MARGIN = 10.0  # an honest pair's statistic must stay above MARGIN x the threshold
 RULE = DuplicateRule()
 BEFORE = replace(RULE, shared_tensor=None)
 
@@ -117,6 +135,30 @@ def per_tensor(a: Delta, b: Delta) -> tuple[float, float, float]:
     return best, near, dense
 
 
+def equal_sizes(a: Delta, b: Delta) -> list[int]:
+    """Sizes of the nonzero tensors of the same name, shape and values in both."""
+    return [
+        b[n].numel()
+        for n in a
+        if n in b
+        and a[n].shape == b[n].shape
+        and bool((b[n] != 0).any())
+        and torch.equal(a[n].double(), b[n].double())
+    ]
+
+
+def statistic(a: Delta, b: Delta) -> float:
+    """The smallest ``sqrt(d2 / n2)`` of the product's shared-tensor test, ``a`` the earlier
+    (inf when it looks at no tensor)."""
+    pa, pb = _tensor_parts(a, SHARED_TENSOR_MIN_SIZE), _tensor_parts(b, SHARED_TENSOR_MIN_SIZE)
+    best = math.inf
+    for n, part in pb.items():
+        if n in pa and pa[n].shape == part.shape:
+            d2, n2 = tensor_distance(pa[n], part)
+            best = min(best, math.sqrt(d2 / n2))
+    return best
+
+
 class Tally:
     def __init__(self) -> None:
         self.pairs = 0
@@ -125,6 +167,7 @@ class Tally:
         self.cosine = -1.0
         self.distance = math.inf
         self.dense_distance = math.inf
+        self.statistic = math.inf  # the shared-tensor test's, either order
         self.rule_marked = 0  # honest updates the default rule marks
         self.updates = 0
         self.copy: dict[str, list[tuple[bool, bool, float, float]]] = {}
@@ -137,14 +180,20 @@ def measure(config: SimConfig, splits: Any, level: float, tally: Tally) -> None:
 
     def spy(rule: Any, deltas: Sequence[Delta], weights: Any, **kw: Any) -> Any:
         count[0] += 1
-        keys = [_tensor_keys(d, 1) for d in deltas]
         for i in range(len(deltas)):
             for j in range(i + 1, len(deltas)):
                 tally.pairs += 1
-                same = [deltas[j][n].numel() for n, v in keys[j].items() if keys[i].get(n) == v]
-                tally.any_size += same
-                if shared_tensor(deltas[i], deltas[j]) is not None:
+                tally.any_size += equal_sizes(deltas[i], deltas[j])
+                if (
+                    shared_tensor(deltas[i], deltas[j]) is not None
+                    or shared_tensor(deltas[j], deltas[i]) is not None
+                ):
                     tally.marked += 1
+                tally.statistic = min(
+                    tally.statistic,
+                    statistic(deltas[i], deltas[j]),
+                    statistic(deltas[j], deltas[i]),
+                )
                 cos, dist, dense = per_tensor(deltas[i], deltas[j])
                 tally.dense_distance = min(tally.dense_distance, dense)
                 tally.cosine = max(tally.cosine, cos)
@@ -211,7 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + (f" dp {args.dp_epsilon:g}" if args.dp_epsilon else "")
                 + f": {tally.pairs} honest pairs; equal nonzero tensors at any size "
                 f"{len(tally.any_size)} (sizes {sizes or '--'}); marked by shared_tensor "
-                f"(>= {SHARED_TENSOR_MIN_SIZE} entries) {tally.marked}; largest per-tensor "
+                f"{tally.marked}; shared_tensor statistic at least {tally.statistic:.4g} "
+                f"({tally.statistic / SHARED_TENSOR_RELATIVE_L2:.3g}x the threshold); largest "
+                "per-tensor "
                 f"cosine {tally.cosine:.6f}, smallest relative distance {tally.distance:.3g} "
                 f"({tally.dense_distance:.3g} with >= {SHARED_TENSOR_MIN_SIZE} nonzero); "
                 f"default rule marked {tally.rule_marked} of "
@@ -219,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
             missed += tally.marked + tally.rule_marked
+            missed += tally.statistic < MARGIN * SHARED_TENSOR_RELATIVE_L2
             for name, rows in tally.copy.items():
                 now = sum(r[0] for r in rows)
                 old = sum(r[1] for r in rows)
@@ -230,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{KEPT} relative distance at most {dist:.3g}",
                     flush=True,
                 )
-                if name in ("noise", "mix") and args.dp_epsilon is None:
+                if name in MUST_CATCH and args.dp_epsilon is None:
                     missed += len(rows) - now
     print(f"{time.perf_counter() - started:.0f} s; misses (honest marked, copies paid): {missed}")
     return 1 if missed else 0

@@ -275,6 +275,13 @@ expect(
     f"duplicates: copy with noise on every tensor but {_kept} caught by shared_tensor "
     f"(terms name it: {'shared_tensor' in dup})",
 )
+# ... and with that tensor one float32 step away (within relative L2 1e-3, not equal)
+nudged = {**partial, _kept: np.nextafter(np.asarray(x[_kept]), np.float32(np.inf))}
+expect(
+    "nudged" in R.duplicate_copies([*items, ("nudged", "other", nudged)], dup),
+    bool(dup.get("shared_tensor")),
+    f"duplicates: that copy with {_kept} one float32 step away caught by shared_tensor",
+)
 if r < 2:
     print("rule controls need a round with a finalized round before it (--round 2 or later)")
     finish()

@@ -870,6 +870,21 @@ def white_residual(o_upd, upd) -> float:
     return structure(parts)
 
 
+def near_tensor(a, b) -> bool:
+    """README *Duplicates*, shared_tensor: b (the later update's tensor) within relative L2
+    distance 1e-3 of a (the earlier one's), decided as d2 < 1e-6 * n2; each with at least 16
+    nonzero entries, the same shape."""
+    if a is None:
+        return False
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or np.count_nonzero(a) < 16 or np.count_nonzero(b) < 16:
+        return False
+    a, b = a.ravel(), b.ravel()
+    d = b - a
+    return block_sum(d * d) < 1e-6 * block_sum(a * a)
+
+
 def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
     """README *Duplicates*: items = [(site, sha256, {name: array} or None)] in commit order;
     noisy: the sites whose update declares DP-SGD; returns {site: the original's site} for
@@ -931,21 +946,14 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
                 ):
                     mine.append(o_site)
         if found is None and shared and upd is not None:
-            # README: the first original of as many entries with an equal nonzero tensor of
-            # at least 16 entries (same name, same shape), but this one's copies (either_order)
+            # README: the first original of as many entries with a tensor of the same name and
+            # shape as one of this one's, both with at least 16 nonzero entries, d2 < 1e-6 * n2
+            # (sums of (b - a) * (b - a) and a * a as in 'Flattening and sums'), but this one's
+            # copies (either_order)
             for o_site, _, o_flat, _, o_upd in originals:
                 if len(o_flat) != len(flat) or o_site in mine:
                     continue
-                if any(
-                    n in o_upd
-                    and np.asarray(upd[n]).size >= 16
-                    and np.asarray(upd[n]).shape == np.asarray(o_upd[n]).shape
-                    and np.any(np.asarray(upd[n]) != 0)
-                    and np.array_equal(
-                        np.asarray(upd[n], dtype=np.float64), np.asarray(o_upd[n], dtype=np.float64)
-                    )
-                    for n in upd
-                ):
+                if any(near_tensor(o_upd.get(n), upd[n]) for n in sorted(upd)):
                     found = o_site
                     break
         tested = site not in noisy or white_dp is not None

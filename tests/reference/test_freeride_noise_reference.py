@@ -306,9 +306,10 @@ def test_duplicate_copies_with_white_noise_z_match_the_product(dp_cosine: float 
 def test_duplicate_copies_with_shared_tensor_match_the_product() -> None:
     """The reader's duplicate rule with ``shared_tensor`` (README *Duplicates*) decides a round
     as find_duplicates: a copy with noise on every tensor but one and a mix of an original's
-    tensor with other training are copies of that original (with the test, not without); an
-    update sharing only an all-zero tensor or one below 16 entries, or one whose kept tensor is
-    a float32 step away, is not."""
+    tensor with other training are copies of that original (with the test, not without), and so
+    is one whose kept tensor is a float32 step or noise of 1e-4 of its std away (within relative
+    L2 1e-3); an update sharing only an all-zero tensor or one below 16 entries, or whose kept
+    tensor has noise of 3e-3 of its std, is not."""
     from fedtrail.protocol.duplicates import Entry, find_duplicates
     from fedtrail.protocol.terms import DuplicateRule
 
@@ -332,6 +333,18 @@ def test_duplicate_copies_with_shared_tensor_match_the_product() -> None:
             k: np.nextafter(a[k], np.float32(np.inf)) if k == big else v
             for k, v in _update(rng, 0.01, True).items()
         },
+        "near": {
+            k: (a[k] + 1e-4 * a[k].std() * rng.standard_normal(a[k].shape)).astype(np.float32)
+            if k == big
+            else v
+            for k, v in _update(rng, 0.01, True).items()
+        },
+        "far": {
+            k: (a[k] + 3e-3 * a[k].std() * rng.standard_normal(a[k].shape)).astype(np.float32)
+            if k == big
+            else v
+            for k, v in _update(rng, 0.01, True).items()
+        },
     }
     items = [(s, f"{i:064x}", _wide(u)) for i, (s, u) in enumerate(ups.items())]
     entries = [Entry(s, i + 1, f"{i:064x}", _torch(u)) for i, (s, u) in enumerate(ups.items())]
@@ -343,7 +356,43 @@ def test_duplicate_copies_with_shared_tensor_match_the_product() -> None:
     ):
         ours = find_duplicates(entries, rule, whiteness=duplicate_residual_z)
         assert R.duplicate_copies(items, rule.to_json()) == ours
-        assert ours == ({"keep": "a", "mix": "a"} if rule.shared_tensor else {})
+        copies = {"keep": "a", "mix": "a", "step": "a", "near": "a"}
+        assert ours == (copies if rule.shared_tensor else {})
+
+
+def test_the_shared_tensor_threshold_matches_the_product_at_its_edge() -> None:
+    """README *Duplicates*: ``d2 < 1e-6 * n2`` with *Flattening and sums* sums, the earlier
+    update's tensor as ``a``. 16 entries of 125/512 and one entry 2**-10 away sit exactly at the
+    threshold (not a copy, in the reader and the product), one float32 step closer below it;
+    a tensor of 3,000 entries (blocks of 1024, the last padded) nudged near the edge decides
+    the same in both; 15 nonzero entries are below the floor."""
+    from fedtrail.protocol.duplicates import shared_tensor
+
+    def both(a: np.ndarray, b: np.ndarray) -> bool:
+        ours = shared_tensor({"z": torch.from_numpy(a)}, {"z": torch.from_numpy(b)}) == "z"
+        assert R.near_tensor(a, b) == ours
+        return ours
+
+    a = np.full(16, 125 / 512, dtype=np.float32)
+    at = a.copy()
+    at[0] = np.float32(125 / 512 + 2**-10)
+    closer = at.copy()
+    closer[0] = np.nextafter(at[0], np.float32(0))
+    assert not both(a, at)
+    assert both(a, closer)
+    assert both(at, a)  # relative to the earlier tensor's norm
+    rng = np.random.default_rng(13)
+    big = rng.standard_normal(3000).astype(np.float32)
+    norm = float(np.sqrt(np.sum(big.astype(np.float64) ** 2)))
+    seen = set()
+    for scale in (0.9995e-3, 0.9999e-3, 1.0001e-3, 1.0005e-3):
+        step = rng.standard_normal(3000)
+        moved = (big + scale * norm * step / np.linalg.norm(step)).astype(np.float32)
+        seen.add(both(big, moved))
+    assert seen == {True, False}
+    thin = a.copy()
+    thin[3] = 0.0
+    assert not both(thin, thin.copy())
 
 
 @pytest.mark.parametrize("levels", [1, 2])

@@ -912,8 +912,9 @@ def test_a_copy_of_some_tensors_beside_its_own_training_is_a_duplicate() -> None
 
 
 def test_zero_small_and_other_layout_tensors_are_not_shared() -> None:
-    """A frozen layer's all-zero delta, a tensor below the floor (16 entries) and a tensor of
-    another shape never make a copy; equal values count whatever their dtype or zero's sign."""
+    """A frozen layer's all-zero delta, a tensor below the floor (16 nonzero entries, in both
+    updates) and a tensor of another shape never make a copy; equal values count whatever their
+    dtype or zero's sign."""
     rule = DuplicateRule(white_noise_z=None)
     gen = torch.Generator().manual_seed(65)
 
@@ -931,20 +932,66 @@ def test_zero_small_and_other_layout_tensors_are_not_shared() -> None:
     floor = torch.randn(16, generator=gen)
     assert marked(update(z=floor), update(z=floor.clone()))
     assert duplicates.shared_tensor(update(z=floor), update(z=floor.clone())) == "z"
+    # 15 nonzero entries of 32 (a sparse tensor): below the floor, however equal
+    sparse = torch.zeros(32)
+    sparse[:15] = torch.randn(15, generator=gen)
+    assert not marked(update(z=sparse), update(z=sparse.clone()))
+    # ... in either update: 16 nonzero in the earlier, 15 in the later
+    fuller = floor.clone()
+    thinner = floor.clone()
+    thinner[5] = 0.0
+    assert not marked(update(z=fuller), update(z=thinner))
+    assert not marked(update(z=thinner), update(z=fuller))
     # the same 16 values as a 4 x 4 tensor: another shape (same number of entries)
     assert not marked(update(z=floor), update(z=floor.reshape(4, 4).clone()))
     # float16 values widen exactly; -0.0 equals 0.0
     half = torch.randn(16, generator=gen).to(torch.float16)
     assert marked(update(z=half), update(z=half.to(torch.float32)))
-    signed = torch.randn(16, generator=gen)
+    signed = torch.randn(17, generator=gen)
     signed[3] = 0.0
     minus = signed.clone()
     minus[3] = -0.0
     assert marked(update(z=signed), update(z=minus))
-    # one float32 step on one value: not equal
-    nudged = floor.clone()
-    nudged[0] = torch.nextafter(nudged[0], torch.tensor(math.inf))
-    assert not marked(update(z=floor), update(z=nudged))
+
+
+def test_a_kept_tensor_moved_a_little_is_still_shared() -> None:
+    """The test is a distance, not equality: one float32 step on every value, or noise of 1e-4
+    or 5e-4 of the tensor's std, leaves the kept tensor within relative L2 1e-3 of the
+    original's (a copy); noise of 2e-3 of its std does not."""
+    rule = DuplicateRule(white_noise_z=None)
+    gen = torch.Generator().manual_seed(66)
+    t = torch.randn(400, generator=gen)
+
+    def marked(second: torch.Tensor) -> bool:
+        first = {"w": torch.randn(40, generator=gen), "z": t}
+        other = {"w": torch.randn(40, generator=gen), "z": second}
+        entries = [Entry("h0", 1, "a" * 64, first), Entry("h1", 2, "b" * 64, other)]
+        return find_duplicates(entries, rule) == {"h1": "h0"}
+
+    assert marked(torch.nextafter(t, torch.full_like(t, math.inf)))
+    for level in (1e-4, 5e-4):
+        assert marked(t + level * t.std() * torch.randn(t.shape, generator=gen))
+    assert not marked(t + 2e-3 * t.std() * torch.randn(t.shape, generator=gen))
+
+
+def test_the_shared_tensor_threshold_is_strict_and_exact() -> None:
+    """``d2 < 1e-6 * n2``, both *Flattening and sums* float64 sums: 16 entries of 125/512
+    (``n2`` = 15625/16384, and 1e-6 times it rounds to 2**-20) and one entry 2**-10 away
+    (``d2`` = 2**-20 exactly) sit at the threshold: not a copy; one float32 step closer is."""
+    a = torch.full((16,), 125 / 512)
+    at = a.clone()
+    at[0] = 125 / 512 + 2**-10
+    assert float(at[0]) - float(a[0]) == 2**-10
+    assert math.fsum([(125 / 512) ** 2] * 16) * 1e-6 == 2**-20
+    closer = at.clone()
+    closer[0] = torch.nextafter(at[0], torch.tensor(0.0))
+    farther = at.clone()
+    farther[0] = torch.nextafter(at[0], torch.tensor(1.0))
+    assert duplicates.shared_tensor({"z": a}, {"z": at}) is None
+    assert duplicates.shared_tensor({"z": a}, {"z": farther}) is None
+    assert duplicates.shared_tensor({"z": a}, {"z": closer}) == "z"
+    # relative to the EARLIER update's norm: the other way round at is within it
+    assert duplicates.shared_tensor({"z": at}, {"z": a}) == "z"
 
 
 def test_terms_without_shared_tensor_keep_their_bytes_and_pay_a_partial_copy() -> None:
