@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from fedtrail.errors import ConfigError
+from fedtrail.protocol.sums import deterministic_sum
 from fedtrail.protocol.terms import (
     DUPLICATE_WHITE_MIN_COSINE,
     SHARED_TENSOR_MIN_SIZE,
@@ -839,25 +840,6 @@ parameters of the bundled SmallCNN, 1e-9 for 10M; the margin is 1,000x that, so 
 the exact rule could call near-identical is still decided by it, bit for bit."""
 
 
-SUM_BLOCK: Final = 1024
-"""README *Flattening and sums*: a scalar sum cuts its values into blocks of this many (the last
-zero-padded), adds the blocks element-wise in order, then the partial sums with ``math.fsum``
-(``fedtrail.ml.aggregation.deterministic_sum``, a layer above this one, sums the same way)."""
-
-
-def _block_sum(v: np.ndarray) -> float:
-    """The README *Flattening and sums* sum of the 1-D float64 ``v``: bit for bit the same on
-    every machine (numpy reduces a C-ordered ``(rows, 1024)`` array over axis 0 row after row,
-    the additions of a loop over the blocks in order)."""
-    full, tail = divmod(v.size, SUM_BLOCK)
-    acc = np.zeros(SUM_BLOCK, dtype=np.float64)
-    if full:
-        acc += np.add.reduce(v[: full * SUM_BLOCK].reshape(full, SUM_BLOCK), axis=0)
-    if tail:
-        acc[:tail] += v[full * SUM_BLOCK :]
-    return math.fsum(acc.tolist())
-
-
 @dataclass(frozen=True)
 class _Part:
     """One tensor the shared-tensor test looks at: its shape, values widened to float64 (C
@@ -877,7 +859,7 @@ def _tensor_parts(delta: Mapping[str, torch.Tensor], min_nonzero: int) -> dict[s
         if t.numel() < max(min_nonzero, 1) or int((t != 0).sum()) < max(min_nonzero, 1):
             continue
         wide = t.to("cpu", torch.float64).reshape(-1).numpy()
-        out[name] = _Part(tuple(t.shape), wide, _block_sum(wide * wide))
+        out[name] = _Part(tuple(t.shape), wide, deterministic_sum(wide * wide))
     return out
 
 
@@ -886,7 +868,7 @@ def tensor_distance(earlier: _Part, later: _Part) -> tuple[float, float]:
     ``(b - a) * (b - a)`` (each difference and square rounded to float64, element by element),
     ``n2`` that of ``a * a``; ``a`` the earlier update's tensor, ``b`` the later one's."""
     diff = later.values - earlier.values
-    return _block_sum(diff * diff), earlier.squares
+    return deterministic_sum(diff * diff), earlier.squares
 
 
 def _copied(earlier: _Part, later: _Part) -> bool:
