@@ -19,21 +19,16 @@ Exits 1 when verify and the reader disagree on the round (or the blob is paid, o
 control fails either), else 0.
 """
 
-import contextlib
-import io
 import json
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from harness import SPEC, Site, run
+from harness import SPEC, Site, audit_failures, read_independently, run
 
-from fedtrail.auditor.verify import verify_all
 from fedtrail.storage.codec import Compression, encode_update
 
 MODES = ("int", "honest")
@@ -74,43 +69,10 @@ print(
     f"round 1 ({MODE}): "
     + ", ".join(f"{n} {v['reason']} {v['weight']:.3f}" for n, v in row.items())
 )
-audits = verify_all(fed.ledger, store)
-failed = [f"{c.name}: {c.detail[:160]}" for a in audits for c in a.checks if c.failed]
-print("audit verify:", "PASS" if not failed else f"FAIL {failed}")
-
-READER_DIR = Path(__file__).resolve().parents[1] / "independent"
-if os.environ.get("BEFORE"):  # the reader of the base commit (before a104), same chain and store
-    import subprocess
-
-    READER_DIR = Path(tempfile.mkdtemp(prefix="a104-before-"))
-    old = subprocess.run(
-        ["git", "show", "0d5b5d8:scripts/independent/reader.py"],
-        cwd=Path(__file__).resolve().parents[2],
-        check=True,
-        capture_output=True,
-    ).stdout
-    (READER_DIR / "reader.py").write_bytes(old)
-    print("BEFORE=1: the independent reader of 0d5b5d8")
-sys.path.insert(0, str(READER_DIR))
-import reader  # noqa: E402
-
-if os.environ.get("BEFORE"):  # its contract artifact and README are this tree's
-    here = Path(__file__).resolve().parents[2]
-    reader.ROOT, reader.README = here, here / "README.md"
-    reader.ARTIFACT = here / "contracts" / "build" / "FederationLedger.json"
-
-rpc, api = os.environ.get("FEDTRAIL_ATTACK_RPC"), os.environ.get("FEDTRAIL_ATTACK_IPFS")
-if not (rpc and api):
-    sys.exit("run through scripts/attacks/real.sh (the reader reads Anvil + IPFS)")
-path = Path(tempfile.mkdtemp(prefix="a104-")) / "deployment.json"
-path.write_text(fed.deployment.to_json())
-argv = ["--rpc-url", rpc, "--deployment", str(path), "--ipfs", "ipfs:" + api]
-with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
-    reader.main(argv)
-reader_failed = [
-    f"{x['check']}: {x['detail'][:160]}" for x in reader.RESULTS if x["result"] == "FAIL"
-]
-for x in reader.RESULTS:  # h2's row: the only topk8 blob
+failed = audit_failures(fed, store)
+results = read_independently(fed, "a104", before="0d5b5d8" if os.environ.get("BEFORE") else None)
+reader_failed = [f"{x['check']}: {x['detail'][:160]}" for x in results if x["result"] == "FAIL"]
+for x in results:  # h2's row: the only topk8 blob
     if x["check"].startswith("update.") and ("topk8" in x["detail"] or "decode" in x["detail"]):
         print(f"reader {x['check'][:17]}: {x['result']} {x['detail'][:150]}")
 print("independent reader:", "PASS" if not reader_failed else f"FAIL {reader_failed}")

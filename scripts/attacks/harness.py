@@ -310,3 +310,50 @@ def noisy(d, frac, seed):
     dn = torch.sqrt(sum((v.double() ** 2).sum() for v in d.values()))
     nn_ = torch.sqrt(sum((v.double() ** 2).sum() for v in n.values()))
     return {k: d[k] + (frac * dn / nn_).float() * n[k] for k in d}
+
+
+def audit_failures(fed, store) -> list[str]:
+    """``audit verify`` over every round of ``fed``: each failed check as ``name: detail``
+    (printed as one line, PASS or FAIL)."""
+    audits = verify_all(fed.ledger, store)
+    failed = [f"{c.name}: {c.detail[:160]}" for a in audits for c in a.checks if c.failed]
+    print("audit verify:", "PASS" if not failed else f"FAIL {failed}")
+    return failed
+
+
+def read_independently(fed, prefix: str, *, before: str | None = None) -> list[dict[str, Any]]:
+    """``scripts/independent/reader.py`` over ``fed``'s chain and IPFS store (real daemons
+    only: run through ``scripts/attacks/real.sh``); returns its results (``check``, ``result``,
+    ``detail``). ``before``: a commit whose reader is used instead (the attack's base), with
+    this tree's README and contract artifact."""
+    import contextlib
+    import io
+    import subprocess
+
+    here = Path(__file__).resolve().parents[2]
+    folder = here / "scripts" / "independent"
+    if before:
+        folder = Path(tempfile.mkdtemp(prefix=f"{prefix}-before-"))
+        old = subprocess.run(
+            ["git", "show", f"{before}:scripts/independent/reader.py"],
+            cwd=here,
+            check=True,
+            capture_output=True,
+        ).stdout
+        (folder / "reader.py").write_bytes(old)
+        print(f"BEFORE=1: the independent reader of {before}")
+    sys.path.insert(0, str(folder))
+    import reader
+
+    if before:
+        reader.ROOT, reader.README = here, here / "README.md"
+        reader.ARTIFACT = here / "contracts" / "build" / "FederationLedger.json"
+    rpc, api = os.environ.get("FEDTRAIL_ATTACK_RPC"), os.environ.get("FEDTRAIL_ATTACK_IPFS")
+    if not (rpc and api):
+        sys.exit("run through scripts/attacks/real.sh (the reader reads Anvil + IPFS)")
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}-")) / "deployment.json"
+    path.write_text(fed.deployment.to_json())
+    argv = ["--rpc-url", rpc, "--deployment", str(path), "--ipfs", "ipfs:" + api]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        reader.main(argv)
+    return list(reader.RESULTS)
