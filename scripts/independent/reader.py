@@ -2983,11 +2983,14 @@ def main(argv=None):
             and isinstance(lsites[a]["components"].get("norm"), float | int)
         ]
         floor = terms.get("valuation", {}).get("combiner", {}).get("norm_scale_floor", 0.25)
+        # README *Robust statistics*: without the running statistics of a BatchNorm model
+        # (before session 54 the reader counted them and failed every BatchNorm round here)
+        trained = {nm for nm in shapes if trainable(nm)}
         for label, names_order in (
-            ("state-dict order (README layout)", order),
-            ("blob order", sorted(shapes)),
+            ("state-dict order (README layout)", [nm for nm in order if trainable(nm)]),
+            ("blob order", sorted(trained)),
         ):
-            if set(names_order) != set(shapes) or not counted:
+            if set(names_order) != trained or not counted:
                 continue
             flats = {
                 a: np.concatenate([deltas[a][nm].astype(np.float64).ravel() for nm in names_order])
