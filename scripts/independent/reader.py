@@ -17,8 +17,9 @@ Checks per round (each printed PASS/FAIL/NOTE):
     encoding (bytes equal to safetensors.numpy.save of the blob's own tensors)
   - weights recomputed from on-chain samples x scores with the documented integer rule
   - reputations recomputed with the documented EMA
-  - global model recomputed with the documented two casts, re-encoded as a `model` blob and its
-    sha256 compared with the on-chain globalSha256
+  - global model recomputed by the terms' rule (README *Global model*: weighted, median,
+    trimmed_mean, krum, norm_clip, and the running statistics' setting) and the two casts,
+    re-encoded as a `model` blob and its sha256 compared with the on-chain globalSha256
   - terms: canonical bytes, known fields, field types, exact windows, the spec hash and tensor
     layout from README's `layout(spec)` (run from the README's text), task_fixed
   - the reasons' rules in the README's order: duplicates, usable, IMPLAUSIBLE_SAMPLES, free
@@ -706,18 +707,102 @@ def robust_components(flats: dict, norm_scale_floor: float):
     return out
 
 
-def aggregate_weighted(start: dict, deltas: dict, weights: dict):
-    """README 'The two casts'. deltas/weights keyed by address; returns float32 tensors."""
-    order = sorted((a for a in deltas if weights[a] > 0), key=lambda x: int(x, 16))
+class RuleRefused(ValueError):
+    """README *Global model*: the rule gives no global model for these updates (krum)."""
+
+
+def sorted_columns(rows: np.ndarray) -> np.ndarray:
+    """README *Global model*, "sorted": each -0.0 replaced by +0.0, then sorted per coordinate."""
+    return np.sort(rows + 0.0, axis=0)
+
+
+def median_columns(rows: np.ndarray) -> np.ndarray:
+    """README *Global model*, `median`: s[n // 2], or (s[n // 2 - 1] + s[n // 2]) * 0.5."""
+    n = rows.shape[0]
+    s = sorted_columns(rows)
+    return s[n // 2].copy() if n % 2 else (s[n // 2 - 1] + s[n // 2]) * 0.5
+
+
+def rule_vector(rule: dict, rows: np.ndarray, c: list) -> np.ndarray:
+    """README *Global model*: the float64 vector `d` of the terms' rule over the kept rows
+    (ascending address order) with their weights as correctly rounded fractions `c`."""
+    name = rule.get("name")
+    n = rows.shape[0]
+    if name == "weighted":
+        d = np.zeros(rows.shape[1])
+        for ci, row in zip(c, rows, strict=True):
+            d = d + ci * row
+        return d
+    if name == "median":
+        return median_columns(rows)
+    if name == "trimmed_mean":
+        k = math.floor(float(rule["trim_ratio"]) * n)
+        s = sorted_columns(rows)
+        acc = s[k].copy()
+        for j in range(k + 1, n - k):
+            acc = acc + s[j]
+        return acc / float(n - 2 * k)
+    if name == "krum":
+        f = int(rule["krum_f"])
+        m = n - f if rule.get("krum_m") is None else int(rule["krum_m"])
+        if n < 2 * f + 3 or m > n:
+            raise RuleRefused(f"krum with f={f}, m={m} over {n} update(s): no global model")
+        dist = {}
+        for i in range(n):
+            for j in range(i + 1, n):
+                diff = rows[i] - rows[j]
+                dist[i, j] = dist[j, i] = block_sum(diff * diff)
+        scores = [
+            math.fsum(sorted(dist[i, j] for j in range(n) if j != i)[: n - f - 2]) for i in range(n)
+        ]
+        kept = sorted(sorted(range(n), key=lambda i: (scores[i], i))[:m])
+        acc = rows[kept[0]].copy()
+        for i in kept[1:]:
+            acc = acc + rows[i]
+        return acc / float(m)
+    if name == "norm_clip":
+        norms = [math.sqrt(block_sum(row * row)) for row in rows]
+        if rule.get("max_norm") is None:
+            limit = float(median_columns(np.array(norms)[:, None])[0])
+        else:
+            limit = float(rule["max_norm"])
+        d = np.zeros(rows.shape[1])
+        for ci, row, nrm in zip(c, rows, norms, strict=True):
+            factor = limit / nrm if nrm > limit else 1.0
+            d = d + (ci * factor) * row
+        return d
+    raise RuleRefused(f"unknown aggregation rule {name!r}")
+
+
+def aggregate_rule(rule: dict, start: dict, deltas: dict, weights: dict, order: list) -> dict:
+    """README *Global model*: the updates with weight > 0 in ascending address order, flattened
+    in `layout(spec)` order (`order`), the rule's `d`, the running statistics by the terms'
+    `statistics`, then the two casts. deltas/weights keyed by address; float32 tensors out."""
+    kept = sorted((a for a in deltas if weights[a] > 0), key=lambda x: int(x, 16))
+    if not kept:
+        raise RuleRefused("no update with a positive weight")
+    rows = np.stack([flat_of(deltas[a], order, False) for a in kept])
+    c = [weights[a] / WEIGHT_SCALE for a in kept]  # Python int / int: correctly rounded
+    d = rule_vector(rule, rows, c)
+    sizes = [int(np.prod(start[name].shape)) for name in order]
+    offsets = np.cumsum([0, *sizes])
+    stats = np.zeros(rows.shape[1], dtype=bool)
+    for name, lo, hi in zip(order, offsets[:-1], offsets[1:], strict=True):
+        stats[lo:hi] = not trainable(name)
+    setting = rule.get("statistics", "weighted")
+    if stats.any() and setting in ("anchored_median", "median"):
+        votes = rows[:, stats]
+        if setting == "anchored_median" and len(kept) < 3:
+            votes = np.concatenate([votes, np.zeros((3 - len(kept), votes.shape[1]))])
+        d[stats] = median_columns(votes)
+    elif stats.any() and setting != "weighted":
+        raise RuleRefused(f"unknown statistics setting {setting!r}")
+    delta = d.astype(np.float32)
     out = {}
-    for name, g in start.items():
-        acc = np.zeros(g.shape, dtype=np.float64)
-        for a in order:
-            c = np.float64(weights[a] / WEIGHT_SCALE)  # Python int / int: correctly rounded
-            term = c * deltas[a][name].astype(np.float64)  # rounded before it is added
-            acc = acc + term
-        d32 = acc.astype(np.float32)
-        out[name] = (g.astype(np.float64) + d32.astype(np.float64)).astype(np.float32)
+    for name, lo, hi in zip(order, offsets[:-1], offsets[1:], strict=True):
+        g = start[name]
+        part = delta[lo:hi].reshape(g.shape)
+        out[name] = (g.astype(np.float64) + part.astype(np.float64)).astype(np.float32)
     return out
 
 
@@ -2898,11 +2983,14 @@ def main(argv=None):
             and isinstance(lsites[a]["components"].get("norm"), float | int)
         ]
         floor = terms.get("valuation", {}).get("combiner", {}).get("norm_scale_floor", 0.25)
+        # README *Robust statistics*: without the running statistics of a BatchNorm model
+        # (before session 54 the reader counted them and failed every BatchNorm round here)
+        trained = {nm for nm in shapes if trainable(nm)}
         for label, names_order in (
-            ("state-dict order (README layout)", order),
-            ("blob order", sorted(shapes)),
+            ("state-dict order (README layout)", [nm for nm in order if trainable(nm)]),
+            ("blob order", sorted(trained)),
         ):
-            if set(names_order) != set(shapes) or not counted:
+            if set(names_order) != trained or not counted:
                 continue
             flats = {
                 a: np.concatenate([deltas[a][nm].astype(np.float64).ravel() for nm in names_order])
@@ -3043,12 +3131,17 @@ def main(argv=None):
             chain_scores = {a: (onchain[a][2], onlabel[a]) for a in vals}
             sc_ok, sc_detail = standing_scores(st, lsites, passed, chain_scores, terms, names)
             report(r, "standing.scores", sc_ok, sc_detail)
-        rname = rule.get("name") if isinstance(rule, dict) else rule
-        if rname != "weighted":
-            report(r, "global.recomputed", "NOTE", f"rule {rname!r} not replayed by this reader")
-            continue
+        # README *Global model*: every rule, with the terms' statistics setting
         weights = {a: onchain[a][4] for a in vals}
-        g = aggregate_weighted(start, {a: deltas[a] for a in vals if a in deltas}, weights)
+        try:
+            if not isinstance(rule, dict):
+                raise RuleRefused(f"aggregation_rule {rule!r} is no object")
+            g = aggregate_rule(
+                rule, start, {a: deltas[a] for a in vals if a in deltas}, weights, order
+            )
+        except (RuleRefused, KeyError, TypeError, ValueError) as exc:
+            report(r, "global.recomputed", False, f"cannot replay: {exc}")
+            continue
         gtext = json.dumps(
             {
                 "compression": {"method": "none"},
