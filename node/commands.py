@@ -152,6 +152,8 @@ def init(
             i, n = (int(x) for x in shard.split("/"))
         except ValueError as exc:
             raise ConfigError(f"--shard must look like I/N, got {shard!r}") from exc
+        if not 0 <= i < n:
+            raise ConfigError(f"--shard I/N names site I of N, 0 <= I < N; got {shard!r}")
         shard_index, shard_count = i, n
     from fedtrail.storage.codec import Compression
 

@@ -617,6 +617,13 @@ def demo(
         personalise_steps=personalise_steps,
         dp_epsilon=dp_epsilon,
     )
+    if workdir is not None and workdir.is_dir() and any(workdir.iterdir()):
+        # an earlier run's node folders belong to its ledger: their state.json would stop the
+        # first node only after the data, the chain and the sites were set up (exit 1)
+        raise ConfigError(
+            f"--workdir {workdir} is not empty (an earlier demo's nodes, store and report?): "
+            "give a new or empty folder"
+        )
     root = workdir or Path(tempfile.mkdtemp(prefix="fedtrail-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     quiet = fmt == "json"

@@ -73,6 +73,11 @@ def test_init_rejects_a_missing_data_path_and_bad_shard(
     assert r.exit_code == 2 and "does not exist" in r.stderr
     r = init(tmp_path / "b", ledger, anvil_url, "--shard", "seven")
     assert r.exit_code == 2 and "I/N" in r.stderr
+    # an index outside 0..N-1 is named by the flag the user typed, not by a config.toml field
+    for bad in ("3/3", "-1/3", "0/0"):
+        r = init(tmp_path / "c", ledger, anvil_url, f"--shard={bad}")
+        assert r.exit_code == 2 and f"0 <= I < N; got '{bad}'" in r.stderr, r.stderr
+        assert not (tmp_path / "c").exists()
 
 
 def test_init_refuses_an_empty_name_and_more_shards_than_images(

@@ -40,6 +40,21 @@ def test_demo_workdir_under_a_file_is_one_line_and_exit_2(tmp_path: Path) -> Non
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(blocker) in lines[0]
 
 
+def test_demo_refuses_a_used_workdir_before_any_work(tmp_path: Path) -> None:
+    """A second `demo --workdir DIR` used to set up the chain and sites, then stop at the first
+    node: its folder's state.json was the earlier run's ledger's (exit 1, a long message)."""
+    used = tmp_path / "run"
+    (used / "nodes").mkdir(parents=True)
+    result = CliRunner().invoke(cli, ["demo", "--rounds", "1", "--workdir", str(used)])
+    assert result.exit_code == EXIT_USAGE, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"error: --workdir {used} is not empty (an earlier demo's nodes, store "
+        "and report?): give a new or empty folder"
+    ], result.output
+    assert sorted(p.name for p in used.iterdir()) == ["nodes"]  # nothing written
+
+
 def _group_raising(exc: BaseException) -> click.Group:
     group = _Group()
 
