@@ -397,7 +397,7 @@ def explain(
         files = {}
         for r in results:
             path = out / f"{i:03d}-{r.method}.png"
-            atomic_write(path, r.overlays[i].png)
+            atomic_write(path, r.overlays[i].png, shared=True)
             files[r.method] = str(path)
         rows.append(
             {
@@ -415,7 +415,11 @@ def explain(
         facts = ModelFacts(cid, sha256, meta.round, rule, decision.source)
         page = out / "index.html"
         # atomic: a reader (or a crash mid-write) never sees a torn page over a good one
-        atomic_write(page, render_page(facts, data, results, task.class_names).encode("utf-8"))
+        atomic_write(
+            page,
+            render_page(facts, data, results, task.class_names).encode("utf-8"),
+            shared=True,
+        )
     if fmt == "json":
         emit(
             {

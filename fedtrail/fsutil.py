@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,15 +14,29 @@ from pathlib import Path
 from fedtrail.errors import FolderLocked
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, shared: bool = False) -> None:
     """Writes ``data`` to a temporary file beside ``path``, fsyncs it, and renames it over.
 
     A symbolic link at ``path`` is replaced by the new file, never followed: the file it points
     at is left as it was (a link planted in a shared output folder cannot redirect the write).
     The temporary file has a fresh random name, created exclusively, so no link planted beside
-    ``path`` is followed either. A linked folder in ``path`` is followed, as any path is."""
+    ``path`` is followed either. A linked folder in ``path`` is followed, as any path is.
+
+    The file is readable by its owner only (a node's state, a pending update, a residual, a
+    validator's unrevealed scores), unless ``shared``: then it gets the mode any new file gets
+    under the process's umask (``0o666 & ~umask``), for what is made to be handed on (a
+    deployment file, an audit report, heatmaps, public blobs)."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    if shared:
+        while True:
+            tmp = str(target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+                break
+            except FileExistsError:
+                continue
+    else:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

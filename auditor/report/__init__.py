@@ -71,7 +71,7 @@ def write_report(
     path = out / REPORT_FILE
     # a unique temporary file beside it: two reports written into one folder at once cannot
     # tear each other's page (a fixed temporary name let one rename the other's half-written file)
-    atomic_write(path, page.encode("utf-8"))
+    atomic_write(path, page.encode("utf-8"), shared=True)
     return path
 
 

@@ -92,7 +92,7 @@ def deploy(
         rpc_url=rpc_url,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, deployment.to_json().encode("utf-8"))
+    atomic_write(out, deployment.to_json().encode("utf-8"), shared=True)
     if fmt == "json":
         emit({**deployment.__dict__, "deployment_file": str(out)}, fmt)
     else:

@@ -182,7 +182,7 @@ class LocalStore(ContentStore):
         self._pins.mkdir(parents=True, exist_ok=True)
         path = self._blobs / cid
         if not path.exists():
-            atomic_write(path, data)
+            atomic_write(path, data, shared=True)
         self.pin(cid)
         return cid
 

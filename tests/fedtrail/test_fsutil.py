@@ -4,6 +4,8 @@ parent folder is followed; a failed write leaves neither the target nor a tempor
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,37 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(
         atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]
+
+
+def test_private_files_are_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o000)
+    try:
+        atomic_write(tmp_path / "state.json", b"{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "state.json").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_shared_files_take_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    """A deployment file or an audit report is made to be handed on: readable as any new file
+    under the operator's umask (it came out 0600 before, unreadable by a web server)."""
+    (tmp_path / "index.html").write_bytes(b"old")
+    old = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "index.html", b"<html>", shared=True)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "index.html").read_bytes() == b"<html>"
+    assert stat.S_IMODE((tmp_path / "index.html").stat().st_mode) == mode
+    assert [p.name for p in tmp_path.iterdir()] == ["index.html"]  # no temporary left
+
+
+def test_shared_write_replaces_a_planted_link_without_following_it(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    (tmp_path / "deployment.json").symlink_to(victim)
+    atomic_write(tmp_path / "deployment.json", b"new", shared=True)
+    assert victim.read_bytes() == b"keep"
+    assert not (tmp_path / "deployment.json").is_symlink()
+    assert (tmp_path / "deployment.json").read_bytes() == b"new"
