@@ -93,6 +93,54 @@ def test_a_decoy_start_model_beside_another_model_is_refused(
     assert fed.ledger.get_submission(r, node.address) is None
 
 
+@pytest.mark.parametrize(
+    ("sent", "fixed", "why"),
+    [
+        ({"lr": 0.0}, {}, "does not fix"),  # a setting the site never fixed
+        ({"lr": 0.0}, {"lr": 0.05}, "trains with 0.05"),  # another value
+        ({"local-epochs": 1.0}, {"local-epochs": 1}, "trains with 1"),  # another type
+        ({"local-epochs": True}, {"local-epochs": 1}, "trains with 1"),  # True is not 1
+    ],
+)
+def test_a_training_setting_the_site_did_not_fix_is_refused_before_training(
+    embedded: ChainEnv,
+    tmp_path: Path,
+    sent: dict[str, float | bool],
+    fixed: dict[str, float | int],
+    why: str,
+) -> None:
+    """Attack a106: the ServerApp builds each train message, unsigned, and a project's train
+    function reads its learning rate from it (``msg.content["config"]["lr"]``): ``lr = 0`` sent
+    to one chosen site made it commit and reveal, under its own key, an update of zeros that the
+    valuation scored 0 with ``audit verify`` passing. The message's settings must be the ones
+    the site fixed (``make_ledger_mod(train_config=...)``), at that type too; nothing is
+    trained, encoded or committed otherwise."""
+    fed = _federation(embedded, tmp_path)
+    r = fed.service.open_next()
+    node = fed.nodes[0]
+    spec = fed.service.spec
+    model = spec.build()
+    model.load_state_dict({**model.state_dict(), **start_state(node, r)})
+    msg = Message(
+        RecordDict(
+            {
+                "arrays": ArrayRecord(model.state_dict()),
+                "config": ConfigRecord({"server-round": 1, **sent}),
+                REQUEST: ConfigRecord({"round": r, "wait-seconds": 0.0, "arrays-key": "arrays"}),
+            }
+        ),
+        dst_node_id=1,
+        message_type="train",
+    )
+    with pytest.raises(ConfigError, match=why):
+        make_ledger_mod(lambda ctx: node, train_config=fixed)(msg, _context(), _no_app)
+    assert r not in node.state.rounds  # nothing trained, encoded or committed
+    assert fed.ledger.get_submission(r, node.address) is None
+    # the settings the site fixed, at their types, and Flower's round counter: it trains
+    with pytest.raises(Untouched):
+        make_ledger_mod(lambda ctx: node, train_config={**fixed, **sent})(msg, _context(), _no_app)
+
+
 @pytest.mark.parametrize("count", [math.nan, math.inf, 0, -3, 2.5])
 def test_a_train_reply_without_a_usable_sample_count_is_refused(count: float) -> None:
     """The count the app's train reply states is what the site submits: NaN or infinity raised
