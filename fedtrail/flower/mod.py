@@ -46,7 +46,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from fedtrail.chain import next_block_timestamp
 from fedtrail.errors import ConfigError
 from fedtrail.flower.replies import SiteReply
-from fedtrail.flower.site import answer, check_ledger, check_wait, site_node
+from fedtrail.flower.site import answer, check_ledger, check_wait, site_node, site_wait
 from fedtrail.node.daemon import HandedUpdate, SiteNode
 from fedtrail.protocol.codes import Phase
 from fedtrail.storage.codec import decode_model, default_max_bytes
@@ -277,7 +277,7 @@ def make_ledger_mod(
                 train_seconds=time.perf_counter() - began,
             )
         # else: already encoded (a message delivered again) or too late: no training
-        reply = answer(node, round_id, wait_seconds=wait, update=update)
+        reply = answer(node, round_id, wait_seconds=site_wait(node, round_id, wait), update=update)
         log.info("round %d: %s", round_id, reply)
         return _reply(msg, app_reply, reply)
 

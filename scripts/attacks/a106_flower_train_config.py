@@ -30,17 +30,15 @@ import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from harness import backends
-
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
+from harness import backends
 from torch import nn
 
 import fedtrail.flower.mod as mod_module
@@ -142,9 +140,7 @@ def main() -> int:
 
     apps: dict[int, tuple[ClientApp, Context]] = {}
     for node_id in nodes:
-        mod = mod_module.make_ledger_mod(
-            lambda ctx: nodes[ctx.node_id], train_config={"lr": LR}
-        )
+        mod = mod_module.make_ledger_mod(lambda ctx: nodes[ctx.node_id], train_config={"lr": LR})
         app = ClientApp(mods=[mod])
         app.train()(train)
         apps[node_id] = (app, context_for(node_id))
@@ -162,7 +158,11 @@ def main() -> int:
     grid.close()
 
     ledger = fed.ledger
-    subs = {s.site: s for s in ledger.get_submissions(1)}
+    subs = {}  # every site's commitment, revealed or not
+    for node in nodes.values():
+        sub = ledger.get_submission(1, node.address)
+        if sub is not None:
+            subs[node.address] = sub
     info = ledger.get_round(1)
     print(f"round 1: {info.phase.label}")
     for node_id, node in nodes.items():

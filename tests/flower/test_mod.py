@@ -13,9 +13,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.supercore.task_identity import TaskIdentity
 from torch import nn
 
+import fedtrail.flower.client_app as client_app_module
+import fedtrail.flower.mod as mod_module
+from fedtrail.chain import next_block_timestamp
 from fedtrail.errors import ConfigError
 from fedtrail.flower.mod import REQUEST, handed_update, make_ledger_mod, start_state
-from fedtrail.node.daemon import SiteNode
+from fedtrail.flower.replies import SiteReply
+from fedtrail.flower.site import REVEAL_SLACK, site_wait
+from fedtrail.node.daemon import RoundRecord, SiteNode
 from tests.fixtures.chain import ChainEnv
 from tests.flower.test_rounds import _federation
 
@@ -228,3 +233,49 @@ def test_an_oversized_start_model_is_refused_before_it_is_read(tmp_path: Path) -
     )
     with pytest.raises(ContentTooLarge):
         start_state(node, 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("request_wait", [{"wait-seconds": 0.0}, {}])
+def test_a_site_told_to_wait_0_keeps_at_the_round_until_its_reveal_deadline(
+    embedded: ChainEnv,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request_wait: dict[str, float],
+) -> None:
+    """Attack a107: the request's ``wait-seconds`` (0, or left out: the default) was how long
+    the site kept at the round, so a ServerApp that sent one site 0 had it commit, answer
+    ``committed`` at once and never reveal, its commitment read on chain as its own failure
+    with ``audit verify`` passing. Both Flower entry points (the fedtrail ClientApp and the
+    mod) now keep at it at least until the chain's reveal deadline plus REVEAL_SLACK."""
+    fed = _federation(embedded, tmp_path)
+    r = fed.service.open_next()
+    node = fed.nodes[0]
+    info = fed.ledger.get_round(r)
+    least = info.reveal_deadline - next_block_timestamp(fed.ledger.w3) + REVEAL_SLACK
+    assert site_wait(node, r, 0.0) >= least
+    assert site_wait(node, r, 1e6) == 1e6  # a longer ask stays (wait_limit bounds it)
+    assert site_wait(node, r + 7, 0.0) == 0.0  # a round the chain does not know: as asked
+    waits: list[float] = []
+
+    def fake_answer(
+        n: SiteNode, round_id: int, *, wait_seconds: float, update: object = None
+    ) -> SiteReply:
+        waits.append(wait_seconds)
+        return SiteReply(round=round_id, site=n.address, phase="none", note="stub")
+
+    monkeypatch.setattr(client_app_module, "answer", fake_answer)
+    monkeypatch.setattr(mod_module, "answer", fake_answer)
+    monkeypatch.setattr(client_app_module, "site_node", lambda setup: node)
+    monkeypatch.setattr(client_app_module, "setup_from", lambda context: None)
+    values: dict[str, int | float] = {"round": r, **request_wait}
+    request = ConfigRecord(values)  # type: ignore[arg-type]  # (flwr's invariant dict type)
+    app_request = RecordDict({client_app_module.REQUEST: ConfigRecord(values)})  # type: ignore[arg-type]
+    client_app_module.handle(Message(app_request, dst_node_id=1, message_type="train"), _context())
+    node.state.rounds[r] = RoundRecord(round=r, phase="committed")  # no training in the mod
+    msg = Message(
+        RecordDict({"arrays": ArrayRecord(nn.Linear(2, 2).state_dict()), REQUEST: request}),
+        dst_node_id=1,
+        message_type="train",
+    )
+    make_ledger_mod(lambda ctx: node)(msg, _context(), _no_app)
+    assert len(waits) == 2 and all(w >= least for w in waits), waits
