@@ -147,6 +147,9 @@ inflates the measure by at most this much instead of shutting the site out (atta
 # commit-then-reveal).
 FINAL_PHASES = frozenset({"revealed", "skipped", "submitted"})
 
+PERSONAL_YIELD_SECONDS = 1.0
+"""How often personalisation asks the chain whether a newer round waits for this site."""
+
 
 class NodeNotRegistered(FedtrailError):
     """This node's account is not a registered site of the ledger."""
@@ -1200,6 +1203,42 @@ class SiteNode:
             return record
         return self.personalise(last)
 
+    def _round_waiting(self, round_id: int) -> bool:
+        """Whether a round after ``round_id`` is open with work left in it for this site (an
+        update to commit or reveal, or a score vector): personalisation gives way to it (a108)."""
+        current = self.ledger.current_round()
+        if current <= round_id or self.ledger.get_round(current).phase != Phase.OPEN:
+            return False
+        record = self.state.rounds.get(current)
+        if record is None or record.phase not in FINAL_PHASES:
+            return True
+        return not self.scorer.done(current)
+
+    def _gives_way(self, round_id: int) -> Callable[[], bool]:
+        """``should_stop`` for personalising ``round_id``: the node stops, or a newer round
+        waits for this site (:meth:`_round_waiting`, read from the chain at most once every
+        :data:`PERSONAL_YIELD_SECONDS`; an unreadable chain does not stop it). The terms' steps
+        are the aggregator's choice (up to 10,000) and the watch loop does not look at the chain
+        while they run, so an aggregator that opened the next round at once kept every honest
+        node fine-tuning past its commit window, and an ally that does not personalise took the
+        whole round, with ``audit verify`` passing (attack a108)."""
+        checked, waiting = -math.inf, False
+
+        def should_stop() -> bool:
+            nonlocal checked, waiting
+            if self.stop_event.is_set():
+                return True
+            now = time.monotonic()
+            if now - checked >= PERSONAL_YIELD_SECONDS:
+                checked = now
+                try:
+                    waiting = self._round_waiting(round_id)
+                except LedgerError:
+                    waiting = False
+            return waiting
+
+        return should_stop
+
     def personalise(self, round_id: int) -> RoundRecord | None:
         """Personalise finalized round ``round_id``'s global model on this site's training split
         as its terms ask (:func:`fedtrail.ml.personalise.personalise`; a carried part goes on
@@ -1261,11 +1300,19 @@ class SiteNode:
                     previous=previous,
                     val=self.val,
                     val_bias=val_bias,
-                    should_stop=self.stop_event.is_set,
+                    should_stop=self._gives_way(round_id),
                 )
             except TrainingInterrupted:
+                why = (
+                    "shutdown"
+                    if self.stop_event.is_set()
+                    else "a newer round this site has to work in"
+                )
                 log.info(
-                    "round %d: personalisation interrupted by shutdown; nothing kept", round_id
+                    "round %d: personalisation interrupted by %s; nothing kept (done again once "
+                    "that is over)",
+                    round_id,
+                    why,
                 )
                 return None
             except TrainingDiverged as exc:

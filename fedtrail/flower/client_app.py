@@ -25,7 +25,14 @@ from flwr.clientapp import ClientApp
 from fedtrail.cli.output import basic_printable_logging
 from fedtrail.errors import ConfigError
 from fedtrail.flower.replies import SiteReply
-from fedtrail.flower.site import SiteSetup, answer, check_ledger, check_wait, site_node
+from fedtrail.flower.site import (
+    SiteSetup,
+    answer,
+    check_ledger,
+    check_wait,
+    site_node,
+    site_wait,
+)
 
 log = logging.getLogger("fedtrail.flower.client")
 
@@ -81,7 +88,7 @@ def handle(msg: Message, context: Context) -> SiteReply:
     round_id, wait = request_of(msg)
     node = site_node(setup_from(context))
     check_ledger(node, msg.content.config_records[REQUEST])
-    reply = answer(node, round_id, wait_seconds=wait)
+    reply = answer(node, round_id, wait_seconds=site_wait(node, round_id, wait))
     log.info("round %d: %s", round_id, reply)
     return reply
 

@@ -11,14 +11,20 @@ the model and the sample count). On such a message the mod, with the site's own
 1. checks that the model in the message (every ArrayRecord it holds) is the round's start
    model on chain (the store's bytes under the sha256 the chain holds): the ServerApp cannot
    make a site train on anything else;
-2. calls the app's own train function, takes the trained model from its reply (the
+2. checks that every other setting in the message (each ConfigRecord and MetricRecord entry
+   but the ``fedtrail`` request and Flower's ``server-round``) is one the site fixed itself
+   (``make_ledger_mod(train_config=...)``): Flower's messages are not signed and a project's
+   train function reads its learning rate or epochs from them, so a ServerApp could otherwise
+   hand one chosen site ``lr = 0`` and have it submit, under its own key, an update worth
+   nothing (attack a106);
+3. calls the app's own train function, takes the trained model from its reply (the
    ArrayRecord) and the sample count (the MetricRecord entry ``num-examples``, or the key the
    strategy names);
-3. hands ``trained - start`` to the node (``SiteNode.participate(update=...)``), which encodes it
+4. hands ``trained - start`` to the node (``SiteNode.participate(update=...)``), which encodes it
    with its codec and residual, commits, waits for the commit deadline, puts it on the store and
    reveals it, with the site's key; every step is recorded in the node's state.json, so a
    message delivered again after a crash resumes the submission instead of training again;
-4. replies with the app's MetricRecords and ConfigRecords, without its ArrayRecord (the update
+5. replies with the app's MetricRecords and ConfigRecords, without its ArrayRecord (the update
    travels on the store under the CID on chain, not in the reply), and a ``fedtrail-reply``
    ConfigRecord: the signed :class:`~fedtrail.flower.replies.SiteReply` that the strategy
    checks against the chain.
@@ -31,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
@@ -40,7 +46,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from fedtrail.chain import next_block_timestamp
 from fedtrail.errors import ConfigError
 from fedtrail.flower.replies import SiteReply
-from fedtrail.flower.site import answer, check_ledger, check_wait, site_node
+from fedtrail.flower.site import answer, check_ledger, check_wait, site_node, site_wait
 from fedtrail.node.daemon import HandedUpdate, SiteNode
 from fedtrail.protocol.codes import Phase
 from fedtrail.storage.codec import decode_model, default_max_bytes
@@ -119,6 +125,53 @@ def start_state(node: SiteNode, round_id: int) -> dict[str, torch.Tensor]:
     return state
 
 
+FLOWER_KEYS = frozenset({"server-round"})
+"""Entries Flower's own strategies put in every train message (FedAvg's round counter), left
+to the ServerApp."""
+
+TrainSetting = int | float | str | bool | bytes | list[int] | list[float] | list[str] | list[bool]
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal values of the same type (``True`` is not ``1``, ``1`` not ``1.0``)."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def check_settings(
+    content: RecordDict, train_config: Mapping[str, TrainSetting], round_id: int
+) -> None:
+    """Raises ConfigError unless every entry of the train message's ConfigRecords and
+    MetricRecords (but the ``fedtrail`` request and :data:`FLOWER_KEYS`) holds the value the
+    site fixed for it in ``train_config``. The ServerApp chooses these messages, unsigned, node
+    by node: a learning rate of 0 (or 1e3, or 0 local epochs) sent to one site made it commit
+    and reveal, under its own key, an update the valuation scores 0, with ``audit verify``
+    passing (a106). An entry the site did not fix is refused too: it would be the ServerApp's
+    choice."""
+    records: list[tuple[str, Mapping[str, object]]] = [
+        (key, record) for key, record in content.config_records.items() if key != REQUEST
+    ]
+    records += list(content.metric_records.items())
+    for name, record in records:
+        for key, value in record.items():
+            if key in FLOWER_KEYS:
+                continue
+            if key not in train_config:
+                raise ConfigError(
+                    f"round {round_id}: the train message sets {name}[{key[:80]!r}] = "
+                    f"{str(value)[:80]}, a setting this site does not fix "
+                    "(make_ledger_mod(train_config=...)): Flower's messages are not signed, so "
+                    "the ServerApp could set it for this site alone; not training"
+                )
+            if not _same(value, train_config[key]):
+                raise ConfigError(
+                    f"round {round_id}: the train message sets {name}[{key[:80]!r}] = "
+                    f"{str(value)[:80]}, but this site trains with {train_config[key]!r} "
+                    "(make_ledger_mod(train_config=...)); not training"
+                )
+
+
 def check_start(arrays: ArrayRecord, start: dict[str, torch.Tensor], round_id: int) -> None:
     """Raises ConfigError unless ``arrays`` holds exactly the round's start model."""
     sent = arrays.to_torch_state_dict()
@@ -161,7 +214,10 @@ def _reply(msg: Message, app_reply: Message | None, reply: SiteReply) -> Message
 
 
 def make_ledger_mod(
-    node_for: NodeFor = node_from_config, *, samples_key: str = DEFAULT_SAMPLES_KEY
+    node_for: NodeFor = node_from_config,
+    *,
+    samples_key: str = DEFAULT_SAMPLES_KEY,
+    train_config: Mapping[str, TrainSetting] | None = None,
 ) -> Mod:
     """The mod, with the site's node from ``node_for(context)`` (default: the SuperNode's
     ``--node-config``; an in-process federation passes its own nodes).
@@ -170,9 +226,16 @@ def make_ledger_mod(
     count the site submits on chain. The site's own setting, not the message's: Flower's
     messages are not signed, so a request naming another key (a SuperLink pointing it at
     ``"epochs": 1`` to cut the site's weight) is refused; a LedgerStrategy names the same key
-    (its ``samples_key``)."""
+    (its ``samples_key``).
+
+    ``train_config``: the training settings the site accepts in a train message (its
+    ConfigRecords' and MetricRecords' entries, e.g. ``{"lr": 0.05, "local-epochs": 1}``), each
+    at exactly that value and type; a message setting anything else is refused before training
+    (:func:`check_settings`; Flower's ``server-round`` is allowed). Default: none, so a train
+    message may carry no setting but ``server-round``."""
     if not samples_key:
         raise ConfigError("samples_key must name a MetricRecord entry")
+    fixed = dict(train_config or {})
 
     def ledger_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         request = _request(msg)
@@ -197,6 +260,7 @@ def make_ledger_mod(
         if round_id not in node.state.rounds and open_now:
             start = start_state(node, round_id)
             _arrays(msg.content, arrays_key, "the train message")
+            check_settings(msg.content, fixed, round_id)
             # Every ArrayRecord, not only the one the request names: the app's train function
             # reads its own key, and a start model beside another model would make the site
             # train on the other one (its update, trained - start, carrying it).
@@ -213,7 +277,7 @@ def make_ledger_mod(
                 train_seconds=time.perf_counter() - began,
             )
         # else: already encoded (a message delivered again) or too late: no training
-        reply = answer(node, round_id, wait_seconds=wait, update=update)
+        reply = answer(node, round_id, wait_seconds=site_wait(node, round_id, wait), update=update)
         log.info("round %d: %s", round_id, reply)
         return _reply(msg, app_reply, reply)
 

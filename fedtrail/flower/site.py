@@ -88,6 +88,24 @@ def wait_limit(node: SiteNode, round_id: int, wait_seconds: float) -> float:
     return min(wait, max(float(left), 0.0) + REVEAL_SLACK)
 
 
+def site_wait(node: SiteNode, round_id: int, asked: float) -> float:
+    """How long the site keeps at ``round_id`` for a ServerApp's message that asks ``asked``
+    seconds: at least until the chain's reveal deadline (plus :data:`REVEAL_SLACK`), whatever
+    the message says, since a site that stops after committing withholds its own update. The
+    message is not signed and the ServerApp writes it node by node: one site told to wait 0
+    (or sent no wait: the default) committed, answered ``committed`` at once and never revealed,
+    its commitment read on chain as its own failure and ``audit verify`` passing (attack a107).
+    The site still stops as soon as its round is over (revealed, skipped, declined), and
+    :func:`wait_limit` still bounds the wait by the deadline; ``asked`` alone counts only for
+    a round the chain does not know or while the chain cannot be read."""
+    try:
+        info = node.ledger.get_round(round_id)
+        now = next_block_timestamp(node.ledger.w3)
+    except LedgerError:  # RoundStateError and ChainUnreachable included
+        return asked
+    return max(asked, max(float(info.reveal_deadline - now), 0.0) + REVEAL_SLACK)
+
+
 def read_secret(path: str | Path | None, what: str) -> str:
     """A passphrase from ``path`` (its first line), else from ``$FEDTRAIL_PASSPHRASE``."""
     if path:

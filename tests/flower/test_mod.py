@@ -13,9 +13,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.supercore.task_identity import TaskIdentity
 from torch import nn
 
+import fedtrail.flower.client_app as client_app_module
+import fedtrail.flower.mod as mod_module
+from fedtrail.chain import next_block_timestamp
 from fedtrail.errors import ConfigError
 from fedtrail.flower.mod import REQUEST, handed_update, make_ledger_mod, start_state
-from fedtrail.node.daemon import SiteNode
+from fedtrail.flower.replies import SiteReply
+from fedtrail.flower.site import REVEAL_SLACK, site_wait
+from fedtrail.node.daemon import RoundRecord, SiteNode
 from tests.fixtures.chain import ChainEnv
 from tests.flower.test_rounds import _federation
 
@@ -91,6 +96,54 @@ def test_a_decoy_start_model_beside_another_model_is_refused(
         make_ledger_mod(lambda ctx: node)(msg, _context(), _no_app)
     assert r not in node.state.rounds  # nothing trained, encoded or committed
     assert fed.ledger.get_submission(r, node.address) is None
+
+
+@pytest.mark.parametrize(
+    ("sent", "fixed", "why"),
+    [
+        ({"lr": 0.0}, {}, "does not fix"),  # a setting the site never fixed
+        ({"lr": 0.0}, {"lr": 0.05}, "trains with 0.05"),  # another value
+        ({"local-epochs": 1.0}, {"local-epochs": 1}, "trains with 1"),  # another type
+        ({"local-epochs": True}, {"local-epochs": 1}, "trains with 1"),  # True is not 1
+    ],
+)
+def test_a_training_setting_the_site_did_not_fix_is_refused_before_training(
+    embedded: ChainEnv,
+    tmp_path: Path,
+    sent: dict[str, float | bool],
+    fixed: dict[str, float | int],
+    why: str,
+) -> None:
+    """Attack a106: the ServerApp builds each train message, unsigned, and a project's train
+    function reads its learning rate from it (``msg.content["config"]["lr"]``): ``lr = 0`` sent
+    to one chosen site made it commit and reveal, under its own key, an update of zeros that the
+    valuation scored 0 with ``audit verify`` passing. The message's settings must be the ones
+    the site fixed (``make_ledger_mod(train_config=...)``), at that type too; nothing is
+    trained, encoded or committed otherwise."""
+    fed = _federation(embedded, tmp_path)
+    r = fed.service.open_next()
+    node = fed.nodes[0]
+    spec = fed.service.spec
+    model = spec.build()
+    model.load_state_dict({**model.state_dict(), **start_state(node, r)})
+    msg = Message(
+        RecordDict(
+            {
+                "arrays": ArrayRecord(model.state_dict()),
+                "config": ConfigRecord({"server-round": 1, **sent}),
+                REQUEST: ConfigRecord({"round": r, "wait-seconds": 0.0, "arrays-key": "arrays"}),
+            }
+        ),
+        dst_node_id=1,
+        message_type="train",
+    )
+    with pytest.raises(ConfigError, match=why):
+        make_ledger_mod(lambda ctx: node, train_config=fixed)(msg, _context(), _no_app)
+    assert r not in node.state.rounds  # nothing trained, encoded or committed
+    assert fed.ledger.get_submission(r, node.address) is None
+    # the settings the site fixed, at their types, and Flower's round counter: it trains
+    with pytest.raises(Untouched):
+        make_ledger_mod(lambda ctx: node, train_config={**fixed, **sent})(msg, _context(), _no_app)
 
 
 @pytest.mark.parametrize("count", [math.nan, math.inf, 0, -3, 2.5])
@@ -180,3 +233,49 @@ def test_an_oversized_start_model_is_refused_before_it_is_read(tmp_path: Path) -
     )
     with pytest.raises(ContentTooLarge):
         start_state(node, 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("request_wait", [{"wait-seconds": 0.0}, {}])
+def test_a_site_told_to_wait_0_keeps_at_the_round_until_its_reveal_deadline(
+    embedded: ChainEnv,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request_wait: dict[str, float],
+) -> None:
+    """Attack a107: the request's ``wait-seconds`` (0, or left out: the default) was how long
+    the site kept at the round, so a ServerApp that sent one site 0 had it commit, answer
+    ``committed`` at once and never reveal, its commitment read on chain as its own failure
+    with ``audit verify`` passing. Both Flower entry points (the fedtrail ClientApp and the
+    mod) now keep at it at least until the chain's reveal deadline plus REVEAL_SLACK."""
+    fed = _federation(embedded, tmp_path)
+    r = fed.service.open_next()
+    node = fed.nodes[0]
+    info = fed.ledger.get_round(r)
+    least = info.reveal_deadline - next_block_timestamp(fed.ledger.w3) + REVEAL_SLACK
+    assert site_wait(node, r, 0.0) >= least
+    assert site_wait(node, r, 1e6) == 1e6  # a longer ask stays (wait_limit bounds it)
+    assert site_wait(node, r + 7, 0.0) == 0.0  # a round the chain does not know: as asked
+    waits: list[float] = []
+
+    def fake_answer(
+        n: SiteNode, round_id: int, *, wait_seconds: float, update: object = None
+    ) -> SiteReply:
+        waits.append(wait_seconds)
+        return SiteReply(round=round_id, site=n.address, phase="none", note="stub")
+
+    monkeypatch.setattr(client_app_module, "answer", fake_answer)
+    monkeypatch.setattr(mod_module, "answer", fake_answer)
+    monkeypatch.setattr(client_app_module, "site_node", lambda setup: node)
+    monkeypatch.setattr(client_app_module, "setup_from", lambda context: None)
+    values: dict[str, int | float] = {"round": r, **request_wait}
+    request = ConfigRecord(values)  # type: ignore[arg-type]  # (flwr's invariant dict type)
+    app_request = RecordDict({client_app_module.REQUEST: ConfigRecord(values)})  # type: ignore[arg-type]
+    client_app_module.handle(Message(app_request, dst_node_id=1, message_type="train"), _context())
+    node.state.rounds[r] = RoundRecord(round=r, phase="committed")  # no training in the mod
+    msg = Message(
+        RecordDict({"arrays": ArrayRecord(nn.Linear(2, 2).state_dict()), REQUEST: request}),
+        dst_node_id=1,
+        message_type="train",
+    )
+    make_ledger_mod(lambda ctx: node)(msg, _context(), _no_app)
+    assert len(waits) == 2 and all(w >= least for w in waits), waits

@@ -104,6 +104,31 @@ def test_a_site_personalises_the_finalized_global_model_and_keeps_it(
 
 
 @pytest.mark.anvil
+def test_personalisation_gives_way_to_a_newer_round_the_site_has_work_in(
+    anvil: ChainEnv, tmp_path: Path
+) -> None:
+    """Attack a108: the terms' steps (up to 10,000) are the aggregator's, and the watch loop does
+    not look at the chain while they run; the service opens the next round the moment it
+    finalizes one, so every honest node was still fine-tuning when that round's commit window
+    closed and an ally that skips personalising took the whole round, verify passing. With a
+    newer round open and this site's update in it not done, personalising stops before its
+    first step and keeps nothing; once that round is done for the site it runs."""
+    fed = _federation(anvil, tmp_path, steps=6)
+    assert fed.run_round() is not None
+    r2 = fed.service.open_next()
+    folder = tmp_path / "nodes" / "site-0"
+    node = fed.node(0)
+    assert node.personalise_latest() is None  # gave way to round 2
+    assert not (folder / PERSONAL_MODEL).exists()
+    record = node.state.rounds[1]
+    assert record.personal_sha256 == "" and record.personal_note == ""
+    node.state.rounds[r2] = RoundRecord(round=r2, phase="skipped")  # round 2 done for it
+    done = node.personalise_latest()
+    assert done is not None and done.round == 1 and done.personal_sha256
+    assert (folder / PERSONAL_MODEL).exists()
+
+
+@pytest.mark.anvil
 def test_without_personalisation_in_the_terms_nothing_is_written(
     anvil: ChainEnv, tmp_path: Path
 ) -> None:

@@ -1,0 +1,202 @@
+"""A106: **aggregator** on Flower: one chosen site handed a learning rate of 0 in its train message.
+
+An existing Flower project runs on the ledger with ``LedgerStrategy`` (the aggregator's
+ServerApp) and ``ledger_mod`` (each site's ClientApp). The mod checks the model in a train
+message against the chain's start model and keeps the sample-count key the site's own (Flower's
+messages are not signed), but until this change it passed every other setting of the message to
+the project's train function untouched, and a Flower project reads its learning rate, epochs or
+batch size from there (``msg.content["config"]["lr"]``, as Flower's own quickstarts do). The
+ServerApp builds one message per node, so it can send one site alone ``lr = 0.0``: that site
+trains nothing, and its node commits and reveals, under the site's own key, an update of zeros
+that the valuation scores 0. On chain the site sent a worthless update; nothing says the
+ServerApp chose it, and ``audit verify`` passes (the valuation of what was sent is right).
+
+Three honest sites of ~100 images (``a``, ``b`` and the target ``t``) run the README's Flower
+example (FedAvg wrapped in ``LedgerStrategy``, the mod on each ClientApp, whose train function
+takes ``lr`` from the message), one round, in process over ``LocalGrid`` on Anvil + IPFS; the
+ServerApp's FedAvg config is ``lr = 0.05`` and it rewrites the target's message to ``0.0``.
+
+- ``attack``: each site fixes ``lr = 0.05`` (``make_ledger_mod(train_config={"lr": 0.05})``);
+  with ``BEFORE=1`` the mod's settings check is switched off (the code before this change).
+- ``honest``: control, every site gets ``lr = 0.05``.
+
+usage: scripts/attacks/real.sh scripts/attacks/a106_flower_train_config.py attack|honest
+Exits 1 when the target revealed an update and was scored 0 while verify passes the round (the
+attack works), else 0.
+"""
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from harness import backends
+from torch import nn
+
+import fedtrail.flower.mod as mod_module
+from fedtrail.aggregator.service import AggregatorSettings
+from fedtrail.auditor.verify import verify_all
+from fedtrail.flower.local import LocalGrid, context_for
+from fedtrail.flower.strategy import LedgerStrategy
+from fedtrail.ml.catalog import load_source
+from fedtrail.ml.datasets import partition_iid
+from fedtrail.ml.training import TrainConfig
+from fedtrail.node.config import DataConfig
+from fedtrail.protocol.codes import Reason
+from fedtrail.simulation.federation import build_federation, make_sites
+
+MODE = sys.argv[1] if len(sys.argv) > 1 else "attack"
+if MODE not in ("attack", "honest"):
+    sys.exit(f"unknown mode {MODE!r}: attack or honest")
+BEFORE = os.environ.get("BEFORE") == "1"
+LR = 0.05
+TARGET = 103  # node id of site t
+
+if BEFORE:
+    mod_module.check_settings = lambda content, fixed, round_id: None  # the code before a106
+    print("BEFORE=1: the mod's settings check switched off")
+
+
+class Targeting(FedAvg):
+    """FedAvg whose train message to one node says lr = 0 (a ServerApp builds each message)."""
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        out = list(super().configure_train(server_round, arrays, config, grid))
+        if MODE == "attack":
+            for msg in out:
+                if int(msg.metadata.dst_node_id) == TARGET:
+                    # FedAvg's messages share one RecordDict: the target's gets its own
+                    content = RecordDict(dict(msg.content.items()))
+                    content["config"] = ConfigRecord({**dict(msg.content["config"]), "lr": 0.0})
+                    msg.content = content
+        return out
+
+
+def main() -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="a106-"))
+    w3, accounts, store = backends(tmp)
+    source = load_source("pneumonia")
+    splits = source.splits()
+    parts = partition_iid(splits.train.labels, 24, seed=1)  # ~100 images a site
+    sites = make_sites(
+        accounts[2:5],
+        [splits.train.subset(parts[i]) for i in range(3)],
+        names=["a", "b", "t"],
+        training=TrainConfig(epochs=1),
+        data=DataConfig(class_names=source.class_names),
+    )
+    fed = build_federation(
+        sites=sites,
+        store=store,
+        folder=tmp,
+        validation=splits.val.subset(partition_iid(splits.val.labels, 3, seed=0)[0]),
+        w3=w3,
+        coordinator=accounts[0],
+        aggregator=accounts[1],
+        settings=AggregatorSettings(
+            valuation="loo",  # as tests/flower/test_strategy.py (the sites consent to it)
+            class_names=source.class_names,
+            explain_method=None,
+            round_seconds=30,  # the sites' [accept] min_commit_seconds
+            reveal_seconds=20,  # ... min_reveal_seconds
+            poll_interval=0.2,
+        ),
+    )
+    nodes = {101 + i: node for i, node in enumerate(fed.nodes)}
+    names = {101: "a", 102: "b", 103: "t"}
+
+    def train(msg: Message, context: Context) -> Message:
+        """The project's own train function: the learning rate from the ServerApp's config."""
+        lr = float(msg.content["config"]["lr"])  # type: ignore[arg-type]
+        model = fed.service.spec.build()
+        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        data = nodes[context.node_id].train
+        x, y = torch.from_numpy(np.array(data.images)), torch.from_numpy(np.array(data.labels))
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(context.node_id))
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        model.train()
+        for batch in order.split(32):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            opt.step()
+        print(f"  site {names[context.node_id]} trains with lr = {lr}")
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord(model.state_dict()),
+                "metrics": MetricRecord({"num-examples": len(y)}),
+            }
+        )
+        return Message(content, reply_to=msg)
+
+    apps: dict[int, tuple[ClientApp, Context]] = {}
+    for node_id in nodes:
+        mod = mod_module.make_ledger_mod(lambda ctx: nodes[ctx.node_id], train_config={"lr": LR})
+        app = ClientApp(mods=[mod])
+        app.train()(train)
+        apps[node_id] = (app, context_for(node_id))
+    grid = LocalGrid(apps)
+    strategy = LedgerStrategy(
+        Targeting(fraction_evaluate=0.0), service=fed.service, folder=tmp / "flower"
+    )
+    strategy.start(
+        grid,
+        strategy.start_arrays(),
+        num_rounds=1,
+        timeout=strategy.timeout(),
+        train_config=ConfigRecord({"lr": LR}),
+    )
+    grid.close()
+
+    ledger = fed.ledger
+    subs = {}  # every site's commitment, revealed or not
+    for node in nodes.values():
+        sub = ledger.get_submission(1, node.address)
+        if sub is not None:
+            subs[node.address] = sub
+    info = ledger.get_round(1)
+    print(f"round 1: {info.phase.label}")
+    for node_id, node in nodes.items():
+        s = subs.get(node.address)
+        if s is None:
+            print(f"  {names[node_id]}: nothing on chain (its node refused the message)")
+        else:
+            print(
+                f"  {names[node_id]}: samples {s.num_samples}, score {s.score}, "
+                f"reason {Reason(s.reason).name}, weight {s.weight / 1e18:.3f}"
+            )
+    audits = verify_all(ledger, fed.store)
+    passed = all(a.passed for a in audits)
+    print(f"audit verify: {'PASS' if passed else 'FAIL'}")
+    for a in audits:
+        for c in a.checks:
+            if not c.passed:
+                print(f"  round {a.round} {c.name}: {c.detail[:300]}")
+    target = subs.get(nodes[TARGET].address)
+    others_paid = all(
+        subs[n.address].weight > 0 for i, n in nodes.items() if i != TARGET and n.address in subs
+    )
+    works = target is not None and target.weight == 0 and others_paid and passed
+    print(
+        "RESULT: "
+        + (
+            "the attack works: t revealed an update it trained at lr 0 and was scored 0, "
+            "audit verify passes"
+            if works
+            else "the target was not made to submit a worthless update"
+        )
+    )
+    return 1 if works else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
