@@ -34,6 +34,7 @@ from fedtrail.ml.privacy import (
 )
 from fedtrail.ml.training import TrainConfig
 from fedtrail.protocol.privacy import COMPOSED
+from fedtrail.protocol.terms import TOPK8_MIN_FRACTION
 from fedtrail.storage.codec import Compression
 from fedtrail.valuation.limits import ThresholdLimits
 
@@ -224,6 +225,16 @@ class NodeConfig:
             raise ConfigError(
                 f"poll_interval must be a number of seconds in (0, {MAX_POLL_INTERVAL}], "
                 f"got {poll!r}"
+            )
+        if self.compression.method == "topk8" and self.compression.fraction < TOPK8_MIN_FRACTION:
+            # a handful of entries a tensor: the sparse duplicate tests cannot tell such an
+            # update from a copy (terms before support_min_entries marked honest ones)
+            raise ConfigError(
+                f"[compression] fraction {self.compression.fraction:g} is below "
+                f"{TOPK8_MIN_FRACTION:g}, the least a node sends through topk8: with about one "
+                "entry a tensor an honest update cannot be told from a copy of another site's "
+                "by the duplicate rule (and carries next to none of the training); raise it "
+                "(default 0.05)"
             )
         if (
             self.privacy.enabled

@@ -76,6 +76,11 @@ def _nonzero_flat(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([(delta[n].detach().to("cpu") != 0).reshape(-1) for n in sorted(delta)])
 
 
+def _nonzero_count(delta: Mapping[str, torch.Tensor]) -> int:
+    """How many of ``delta``'s values are not 0 (a NaN counts: it is not 0)."""
+    return sum(int(torch.count_nonzero(t.detach())) for t in delta.values())
+
+
 def _numel(delta: Mapping[str, torch.Tensor]) -> int:
     return sum(t.numel() for t in delta.values())
 
@@ -951,7 +956,11 @@ def find_duplicates(
     original of the pair, is never marked by it. Those pairs are screened by the same bound
     (its entry of the later update as the original), so the reversed pass screens nothing
     again (``scripts/bench/support_cost.py``; ``tests/fedtrail/protocol/test_support_bound.py``
-    checks the marks against the rule pair by pair, unscreened)."""
+    checks the marks against the rule pair by pair, unscreened).
+
+    A rule with ``support_min_entries`` ``n`` > 0 lets the two sparse tests judge, in either
+    order, only an update with at least ``n`` nonzero entries (an update with fewer is still an
+    original for them; :data:`~fedtrail.protocol.terms.DUPLICATE_SUPPORT_MIN_ENTRIES`)."""
     white_z = rule.white_noise_z or None  # 0: off, as absent
     white_dp = rule.white_noise_dp_cosine  # None: DP-declared later updates exempt
     if white_z is not None and whiteness is None:
@@ -1018,9 +1027,22 @@ def find_duplicates(
         c = bound_col.get(j)
         return c is None or bound[bound_row[i]][c]
 
+    least = rule.support_min_entries or 0  # None (terms before it) or 0: no least size
+    counted: dict[int, bool] = {}
+
+    def big_enough(j: int) -> bool:
+        """Whether update ``j`` has the ``support_min_entries`` nonzero entries the sparse
+        tests need to judge it (a copy of a handful of entries cannot be told from an honest
+        update: :data:`~fedtrail.protocol.terms.DUPLICATE_SUPPORT_MIN_ENTRIES`)."""
+        if j not in counted:
+            delta = deltas[j]
+            assert delta is not None
+            counted[j] = least == 0 or _nonzero_count(delta) >= least
+        return counted[j]
+
     def left_out(i: int, j: int) -> bool:
         """Whether update ``j`` repeats original ``i`` on the entries it carries."""
-        if support is None or rejects(i, j):
+        if support is None or not big_enough(j) or rejects(i, j):
             return False
         delta = deltas[j]
         assert delta is not None
@@ -1047,7 +1069,7 @@ def find_duplicates(
 
     def kept_largest(i: int, j: int) -> bool:
         """Whether sparse update ``j`` keeps mostly original ``i``'s largest entries."""
-        if overlap is None or entries_of(j) is None:
+        if overlap is None or not big_enough(j) or entries_of(j) is None:
             return False
         delta = deltas[j]
         assert delta is not None

@@ -31,6 +31,7 @@ __all__ = [
     "DUPLICATE_RELATIVE_L2",
     "DUPLICATE_SCALED_COSINE",
     "DUPLICATE_SUPPORT_COSINE",
+    "DUPLICATE_SUPPORT_MIN_ENTRIES",
     "DUPLICATE_SUPPORT_OVERLAP",
     "DUPLICATE_WHITE_NOISE_DP_COSINE",
     "INITIAL_MODEL_DEPLOYMENT",
@@ -142,6 +143,26 @@ A copy sent through ``topk8`` keeps exactly those entries (share 1) whatever noi
 to their values, which takes it past ``support_cosine`` (attack a93); two honest ``topk8``
 updates of one round came to 0.9772 at most (40 sites, Dirichlet 1, at least 10 images;
 ``scripts/bench/support_overlap.py``; README, *Sparse noisy copies*)."""
+
+DUPLICATE_SUPPORT_MIN_ENTRIES: Final = 32
+"""The fewest nonzero entries an update needs for the two sparse tests
+(:attr:`DuplicateRule.support_cosine`, :attr:`DuplicateRule.support_overlap`, either order) to
+judge it as the copy (:attr:`DuplicateRule.support_min_entries`). On a handful of entries they
+cannot tell a copy from an honest update: ``topk8`` keeps at least one entry a tensor, each
+tensor's codes are scaled to its largest kept entry, so with one entry a tensor the codes'
+cosine is only whether the signs agree, and two honest sites' few largest entries are mostly
+the same ones. Honest ``topk8`` updates of the bundled SmallCNN (8 tensors) at fraction 2e-5
+(10 nonzero entries) reached support cosine 1.000000 and 10 were marked; at 5e-5 (13 entries)
+0.999984, 1e-4 (18) 0.999945 (README, *Sparse copies committed first*;
+``scripts/bench/either_order.py --fraction``). A copy of so few entries carries next to none of
+its original (a node refuses ``topk8`` below :data:`TOPK8_MIN_FRACTION`)."""
+
+TOPK8_MIN_FRACTION: Final = 1e-3
+"""The least ``topk8`` fraction a node sends (``[compression] fraction``; a ConfigError below
+it): the SmallCNN's update then keeps 112 entries, over :data:`DUPLICATE_SUPPORT_MIN_ENTRIES`,
+so the sparse duplicate tests judge it, and honest pairs stayed at support cosine 0.999763 and
+below (README, *Sparse copies committed first*). Blobs of a smaller fraction still decode (a
+format matter, not a node's choice)."""
 
 DUPLICATE_WHITE_NOISE_Z: Final = 1000.0
 """A later update whose residual from an earlier one (the later minus the earlier scaled to fit
@@ -266,7 +287,13 @@ class DuplicateRule:
     ``white_noise_dp_cosine`` closes the way past ``white_noise_z`` by declaring DP-SGD: a later
     update that declares it takes the white-noise test when its closest original is at cosine
     above this (:data:`DUPLICATE_WHITE_NOISE_DP_COSINE`). None (the default, and terms written
-    before it) exempts every DP-declared update."""
+    before it) exempts every DP-declared update.
+
+    ``support_min_entries`` keeps the two sparse tests off updates too small to judge: an
+    update of fewer nonzero entries is never the copy by ``support_cosine`` or
+    ``support_overlap`` (either order; it is still an original for them)
+    (:data:`DUPLICATE_SUPPORT_MIN_ENTRIES`). None (terms written before it) or 0 replays the
+    rule without a least size."""
 
     cosine: float = DUPLICATE_COSINE
     relative_l2: float = DUPLICATE_RELATIVE_L2
@@ -277,11 +304,15 @@ class DuplicateRule:
     shared_tensor: int | None = DUPLICATE_SHARED_TENSOR
     either_order: bool | None = True
     white_noise_dp_cosine: float | None = None
+    support_min_entries: int | None = DUPLICATE_SUPPORT_MIN_ENTRIES
 
     def __post_init__(self) -> None:
         scaled, support, overlap = self.scaled_cosine, self.support_cosine, self.support_overlap
         white, shared = self.white_noise_z, self.shared_tensor
         white_dp = self.white_noise_dp_cosine
+        least = self.support_min_entries
+        if least is not None and (type(least) is not int or least < 0):
+            raise InvalidTerms(f"duplicates support_min_entries must be an integer >= 0: {least!r}")
         if self.either_order is not None and type(self.either_order) is not bool:
             raise InvalidTerms(
                 f"duplicates either_order must be true or false: {self.either_order!r}"
@@ -305,9 +336,11 @@ class DuplicateRule:
 
     def to_json(self) -> dict[str, Any]:
         """The terms' ``duplicates`` object; ``scaled_cosine``, ``support_cosine``,
-        ``support_overlap``, ``white_noise_z``, ``shared_tensor``, ``either_order`` and
-        ``white_noise_dp_cosine`` only when set, so terms without them keep their bytes."""
+        ``support_overlap``, ``white_noise_z``, ``shared_tensor``, ``either_order``,
+        ``white_noise_dp_cosine`` and ``support_min_entries`` only when set, so terms without
+        them keep their bytes."""
         overlap, white_dp = self.support_overlap, self.white_noise_dp_cosine
+        least = self.support_min_entries
         return {
             "cosine": self.cosine,
             "relative_l2": self.relative_l2,
@@ -318,6 +351,7 @@ class DuplicateRule:
             **({} if self.shared_tensor is None else {"shared_tensor": int(self.shared_tensor)}),
             **({} if self.either_order is None else {"either_order": self.either_order}),
             **({} if white_dp is None else {"white_noise_dp_cosine": white_dp}),
+            **({} if least is None else {"support_min_entries": least}),
         }
 
 
@@ -564,6 +598,9 @@ class RoundTerms:
                     white_noise_dp_cosine=None
                     if "white_noise_dp_cosine" not in dup
                     else _float(dup["white_noise_dp_cosine"], "duplicates/white_noise_dp_cosine"),
+                    support_min_entries=None
+                    if "support_min_entries" not in dup
+                    else _int(dup["support_min_entries"], "duplicates/support_min_entries"),
                 ),
                 canonical_encoding=doc["canonical_encoding"] is True,
                 class_names=_names(doc.get("class_names", [])),

@@ -71,16 +71,60 @@ def support_cos(a: Delta, b: Delta) -> float | None:
     return max(_cos(_flat(kept), _flat(b)), _cos(codes(kept), codes(b)))
 
 
+NEAR = 0.98
+"""Kept-entries shares above this are printed with their support cosine and white-noise
+statistic (``near:`` lines)."""
+
+
 def measure(
     config: SimConfig, splits: Any, every: int, fraction: float, feedback: bool
 ) -> dict[str, Any]:
     spec = ModelSpec()
     residuals: dict[int, Any] = {}  # site -> its error-feedback residual (a node keeps one)
     out: dict[str, Any] = {"dense_a": [], "sparse_a": [], "cos": [], "rounds": 0}
-    out["marked"] = out["one_way"] = 0
+    out["marked"] = out["one_way"] = out["small"] = 0
     real = _sim.aggregate
     rule = DuplicateRule()
-    old = DuplicateRule(either_order=None)  # the one-way rule of terms before it
+    least = rule.support_min_entries or 0
+    old = DuplicateRule(either_order=None)  # the one-way rule (either_order absent)
+
+    def near_pair(r: int, i: int, j: int, a: Delta, b: Delta, share: float) -> None:
+        """A pair near the kept-entries threshold: its support cosine and the white-noise
+        statistic of ``b``'s residual from ``a`` on ``b``'s entries (``a`` set to 0 where ``b``
+        is), beside the same for a93's copy of ``a`` (``topk8`` at ``b``'s fraction, noise of
+        5% of its norm on the entries it keeps, recoded): what a test of the values would
+        have to tell apart."""
+        cut = {k: torch.where(b[k] != 0, a[k], torch.zeros((), dtype=a[k].dtype)) for k in a}
+        comp = Compression(method="topk8", fraction=fraction)
+        copy = decode_update(
+            encode_update(dict(a), spec=spec, round=r, compression=comp).blob,
+            spec=spec,
+            expected_round=r,
+        )[0]
+        gen = torch.Generator().manual_seed(r * 1000 + i)
+        norm = float(_flat(copy).norm())
+        nz = sum(int((t != 0).sum()) for t in copy.values())
+        noisy = {
+            k: torch.where(
+                t != 0, t + torch.randn(t.shape, generator=gen) * norm * 0.05 / nz**0.5, 0.0
+            ).to(t.dtype)
+            for k, t in copy.items()
+        }
+        noisy = decode_update(
+            encode_update(noisy, spec=spec, round=r, compression=comp).blob,
+            spec=spec,
+            expected_round=r,
+        )[0]
+        cut_c = {k: torch.where(noisy[k] != 0, a[k], torch.zeros((), dtype=a[k].dtype)) for k in a}
+        print(
+            f"    near: round {r} s{j:03d} on s{i:03d}: share {share:.4f} support cosine "
+            f"{support_cos(a, b) or float('nan'):.6f} white z on its entries "
+            f"{duplicate_residual_z(b, cut):.1f} | a93 copy (5%): share "
+            f"{support_overlap(a, noisy):.4f} support cosine "
+            f"{support_cos(a, noisy) or float('nan'):.6f} white z "
+            f"{duplicate_residual_z(noisy, cut_c):.1f}",
+            flush=True,
+        )
 
     def spy(agg: Any, deltas: Sequence[Delta], weights: Any, **kw: Any) -> Any:
         r = out["rounds"] = out["rounds"] + 1
@@ -101,11 +145,17 @@ def measure(
         for j, b in enumerate(sent):
             if not sparse(b):
                 continue
+            if sum(int((t != 0).sum()) for t in b.values()) < least:
+                out["small"] += 1  # the sparse tests do not judge it (support_min_entries)
+                continue
             for i, a in enumerate(sent):
                 if i == j:
                     continue
                 key = "sparse_a" if sparse(a) else "dense_a"
-                out[key].append(support_overlap(a, b))
+                share = support_overlap(a, b)
+                out[key].append(share)
+                if share > NEAR:
+                    near_pair(r, i, j, a, b, share)
                 c = support_cos(a, b)
                 if c is not None:
                     out["cos"].append(c)
@@ -172,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dense_a: list[float] = []
             sparse_a: list[float] = []
             cos: list[float] = []
-            marked = one_way = 0
+            marked = one_way = small = 0
             for seed in parse_seeds(args.seeds):
                 config = SimConfig(
                     sites=n, rounds=args.rounds, alpha=alpha, seed=seed, min_size=args.min_size
@@ -183,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cos += got["cos"]
                 marked += got["marked"]
                 one_way += got["one_way"]
+                small += got["small"]
             over = sum(x > overlap for x in dense_a + sparse_a)
             cover = sum(x > support for x in cos)
             bad += over + cover + marked + one_way
@@ -192,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{max(sparse_a, default=float('nan')):.4f} "
                 f"({sum(x > overlap for x in sparse_a)}/{len(sparse_a)})   "
                 f"{max(cos, default=float('nan')):.6f} ({cover}/{len(cos)})   {marked} "
-                f"(one-way rule: {one_way})",
+                f"(one-way rule: {one_way})   {small} sparse updates below "
+                f"support_min_entries {rule.support_min_entries} (not judged)",
                 flush=True,
             )
     print(f"{time.perf_counter() - started:.0f} s")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from fractions import Fraction
 
 import pytest
@@ -84,6 +85,12 @@ HONEST_MAX = 0.999930
 measured (20 sites, Dirichlet alpha 0.3, dense; the two 1.2% apart in L2)."""
 
 
+def _judged(delta: Mapping[str, torch.Tensor], rule: DuplicateRule) -> bool:
+    """Whether the sparse tests judge ``delta`` (at least ``support_min_entries`` nonzero)."""
+    least = rule.support_min_entries or 0
+    return sum(int((t != 0).sum()) for t in delta.values()) >= least
+
+
 def _reference(entries: list[Entry], rule: DuplicateRule) -> dict[str, str]:
     """The rule pair by pair, every norm and dot recomputed (the code before the screen)."""
     originals: list[tuple[str, str, torch.Tensor | None, torch.Tensor | None]] = []
@@ -105,6 +112,7 @@ def _reference(entries: list[Entry], rule: DuplicateRule) -> dict[str, str]:
                         or (
                             rule.support_cosine is not None
                             and e.delta is not None
+                            and _judged(e.delta, rule)
                             and support_copy(
                                 other,
                                 flat,
@@ -115,6 +123,7 @@ def _reference(entries: list[Entry], rule: DuplicateRule) -> dict[str, str]:
                         or (
                             rule.support_overlap is not None
                             and e.delta is not None
+                            and _judged(e.delta, rule)
                             and _kept_largest(other, e.delta, rule.support_overlap)
                         )
                     )
@@ -131,6 +140,8 @@ def _reference(entries: list[Entry], rule: DuplicateRule) -> dict[str, str]:
                 for site, _, other, _ in originals:
                     earlier = deltas[site]
                     if site in out or other is None or other.shape != flat.shape:
+                        continue
+                    if not _judged(earlier, rule):
                         continue
                     sizes = [earlier[n].numel() for n in sorted(earlier)]
                     support = rule.support_cosine
@@ -1192,3 +1203,76 @@ def test_terms_without_white_noise_dp_cosine_keep_their_bytes_and_pay_a_dp_decla
     for bad in (0.0, -0.5, 1.5, math.inf):
         with pytest.raises(InvalidTerms, match="white_noise_dp_cosine"):
             DuplicateRule(white_noise_dp_cosine=bad)
+
+
+def _largest(d: Mapping[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    """``d`` with all but its ``n`` largest magnitudes (over every tensor) set to 0: a copy of
+    ``n`` entries that repeats them exactly."""
+    flat = torch.cat([d[k].reshape(-1) for k in sorted(d)])
+    cut = flat.abs().sort(descending=True).values[n - 1]
+    return {k: torch.where(v.abs() >= cut, v, torch.zeros((), dtype=v.dtype)) for k, v in d.items()}
+
+
+@pytest.mark.parametrize("either", [True, None])
+def test_the_sparse_tests_judge_only_an_update_of_support_min_entries(
+    either: bool | None,
+) -> None:
+    """``support_min_entries`` (32): an update of fewer nonzero entries is never the copy by
+    ``support_cosine`` or ``support_overlap``, in either commit order; one of exactly 32 is,
+    as before. Terms without it (None) or 0 judge every update."""
+    d, other = _update(70), _update(71)
+    rule = DuplicateRule(white_noise_z=None, shared_tensor=None, either_order=either)
+    off = [replace(rule, support_min_entries=v) for v in (None, 0)]
+    assert rule.support_min_entries == 32
+    for n, marked in ((31, False), (32, True)):
+        copy = _largest(d, n)
+        assert sum(int((t != 0).sum()) for t in copy.values()) == n
+        orders = [
+            [Entry("h0", 1, "a" * 64, d), Entry("s", 2, "b" * 64, copy)],
+            [Entry("s", 1, "b" * 64, copy), Entry("h0", 2, "a" * 64, d)],
+        ]
+        for k, entries in enumerate(orders):
+            if k == 1 and not either:
+                continue  # the one-way rule never judges the earlier one
+            entries.append(Entry("h1", 3, "c" * 64, other))
+            want = {"s": "h0"} if marked else {}
+            assert find_duplicates(entries, rule) == want == _reference(entries, rule)
+            for old in off:
+                assert find_duplicates(entries, old) == {"s": "h0"} == _reference(entries, old)
+
+
+def test_an_honest_update_of_one_entry_a_tensor_agreeing_in_sign_is_not_a_copy() -> None:
+    """The measured false positive (``scripts/bench/either_order.py --fraction 0.00002``): at
+    ``topk8`` fraction 2e-5 an update keeps one entry of most tensors, whose int8 code is its
+    sign times 127, so on those entries the codes' cosine to any update of the same signs
+    there is 1. Such an honest update (other values, the same largest positions and signs) was
+    marked by ``support_cosine``; under ``support_min_entries`` it is not judged."""
+    d = _update(72)
+    gen = torch.Generator().manual_seed(73)
+    honest = {k: v * (1 + 0.2 * torch.rand(v.shape, generator=gen)) for k, v in d.items()}
+    tiny = _sparse(honest, 2e-5)
+    assert sum(int((t != 0).sum()) for t in tiny.values()) < 32
+    entries = [Entry("h0", 1, "a" * 64, d), Entry("h1", 2, "b" * 64, tiny)]
+    assert find_duplicates(entries, replace(RULE, support_min_entries=None)) == {"h1": "h0"}
+    assert find_duplicates(entries, RULE) == {}
+    assert find_duplicates(entries[::-1], replace(RULE, support_min_entries=None)) == {
+        "h1": "h0"
+    }
+    assert find_duplicates(entries[::-1], RULE) == {}
+
+
+def test_support_min_entries_round_trips_and_terms_without_it_keep_their_bytes() -> None:
+    """Terms written now carry ``"support_min_entries":32``; terms without it parse to None (the
+    rule before it) and write the same bytes; a value that is no integer >= 0 is refused."""
+    assert DuplicateRule().to_json()["support_min_entries"] == 32
+    old = DuplicateRule(support_min_entries=None)
+    assert "support_min_entries" not in old.to_json()
+    for bad in (-1, True, 1.5, "32"):
+        with pytest.raises(InvalidTerms, match="support_min_entries"):
+            DuplicateRule(support_min_entries=bad)  # type: ignore[arg-type]
+    terms = _terms(old)
+    back = RoundTerms.from_bytes(terms.to_bytes())
+    assert back.duplicates.support_min_entries is None
+    assert back.to_bytes() == terms.to_bytes()
+    now = RoundTerms.from_bytes(_terms(DuplicateRule()).to_bytes())
+    assert now.duplicates.support_min_entries == 32
