@@ -76,11 +76,6 @@ def _nonzero_flat(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([(delta[n].detach().to("cpu") != 0).reshape(-1) for n in sorted(delta)])
 
 
-def _nonzero_count(delta: Mapping[str, torch.Tensor]) -> int:
-    """How many of ``delta``'s values are not 0 (a NaN counts: it is not 0)."""
-    return sum(int(torch.count_nonzero(t.detach())) for t in delta.values())
-
-
 def _numel(delta: Mapping[str, torch.Tensor]) -> int:
     return sum(t.numel() for t in delta.values())
 
@@ -958,9 +953,9 @@ def find_duplicates(
     again (``scripts/bench/support_cost.py``; ``tests/fedtrail/protocol/test_support_bound.py``
     checks the marks against the rule pair by pair, unscreened).
 
-    A rule with ``support_min_entries`` ``n`` > 0 lets the two sparse tests judge, in either
-    order, only an update with at least ``n`` nonzero entries (an update with fewer is still an
-    original for them; :data:`~fedtrail.protocol.terms.DUPLICATE_SUPPORT_MIN_ENTRIES`)."""
+    A rule with ``support_overlap_dense`` reads the kept-entries share against an original that
+    is not :func:`sparse` above that threshold instead of ``support_overlap`` (either order;
+    :data:`~fedtrail.protocol.terms.DUPLICATE_SUPPORT_OVERLAP_DENSE`)."""
     white_z = rule.white_noise_z or None  # 0: off, as absent
     white_dp = rule.white_noise_dp_cosine  # None: DP-declared later updates exempt
     if white_z is not None and whiteness is None:
@@ -1027,22 +1022,9 @@ def find_duplicates(
         c = bound_col.get(j)
         return c is None or bound[bound_row[i]][c]
 
-    least = rule.support_min_entries or 0  # None (terms before it) or 0: no least size
-    counted: dict[int, bool] = {}
-
-    def big_enough(j: int) -> bool:
-        """Whether update ``j`` has the ``support_min_entries`` nonzero entries the sparse
-        tests need to judge it (a copy of a handful of entries cannot be told from an honest
-        update: :data:`~fedtrail.protocol.terms.DUPLICATE_SUPPORT_MIN_ENTRIES`)."""
-        if j not in counted:
-            delta = deltas[j]
-            assert delta is not None
-            counted[j] = least == 0 or _nonzero_count(delta) >= least
-        return counted[j]
-
     def left_out(i: int, j: int) -> bool:
         """Whether update ``j`` repeats original ``i`` on the entries it carries."""
-        if support is None or not big_enough(j) or rejects(i, j):
+        if support is None or rejects(i, j):
             return False
         delta = deltas[j]
         assert delta is not None
@@ -1067,9 +1049,22 @@ def find_duplicates(
             kept_of[j] = kept if kept is not None and kept.index.numel() else None
         return kept_of[j]
 
+    overlap_dense = rule.support_overlap_dense  # None (terms before it): overlap for all
+    thresholds: dict[int, float] = {}
+
+    def threshold_of(i: int) -> float:
+        """The kept-entries threshold against original ``i``: ``support_overlap_dense`` when
+        ``i`` is not sparse and the rule names it, else ``support_overlap``."""
+        if i not in thresholds:
+            delta = deltas[i]
+            assert delta is not None and overlap is not None
+            dense = overlap_dense is not None and not sparse(delta)
+            thresholds[i] = overlap_dense if dense and overlap_dense is not None else overlap
+        return thresholds[i]
+
     def kept_largest(i: int, j: int) -> bool:
         """Whether sparse update ``j`` keeps mostly original ``i``'s largest entries."""
-        if overlap is None or not big_enough(j) or entries_of(j) is None:
+        if overlap is None or entries_of(j) is None:
             return False
         delta = deltas[j]
         assert delta is not None
@@ -1090,14 +1085,14 @@ def find_duplicates(
                 hits = batch[0].hits(_Ranked.of(flat(i)[0], sizes))
                 totals = batch[0].totals
                 shares[i] = {
-                    k: _share_above(h, n, overlap)
+                    k: _share_above(h, n, threshold_of(i))
                     for k, h, n in zip(batched, hits, totals, strict=True)
                 }
             return shares[i][j]
         kept = entries_of(j)
         assert kept is not None
         hit = _Ranked.of(flat(i)[0], sizes).hits(kept)
-        return _share_above(hit, kept.index.numel(), overlap)
+        return _share_above(hit, kept.index.numel(), threshold_of(i))
 
     def near(i: int, j: int) -> bool:
         (a, na), (b, nb) = flat(i), flat(j)

@@ -62,8 +62,8 @@ from fedtrail.protocol.terms import (
     DUPLICATE_SCALED_COSINE,
     DUPLICATE_SHARED_TENSOR,
     DUPLICATE_SUPPORT_COSINE,
-    DUPLICATE_SUPPORT_MIN_ENTRIES,
     DUPLICATE_SUPPORT_OVERLAP,
+    DUPLICATE_SUPPORT_OVERLAP_DENSE,
     DUPLICATE_WHITE_NOISE_Z,
     INITIAL_MODEL_DEPLOYMENT,
     VALIDATOR_GAMES,
@@ -190,7 +190,7 @@ DUPLICATE_LIMITS: Final = {
     "duplicate_shared_tensor": "shared_tensor",
     "duplicate_either_order": "either_order",
     "duplicate_white_noise_dp_cosine": "white_noise_dp_cosine",
-    "duplicate_support_min_entries": "support_min_entries",
+    "duplicate_support_overlap_dense": "support_overlap_dense",
 }
 """The limits on the terms' duplicate rule (:class:`~fedtrail.protocol.terms.DuplicateRule`),
 by the rule's field: a later update within both thresholds of an earlier one, or above its
@@ -213,10 +213,11 @@ without ``white_noise_dp_cosine`` (the default: no DP-declared update tested; op
 copy plus noise of twice its norm that declares DP-SGD passes it anyway and honest DP-SGD
 updates at epsilon 50 were marked: ``scripts/attacks/a100_dp_declared_copy.py``) read as 1.0,
 the default on both sides: terms naming 0.5 take ``[accept] duplicate_white_noise_dp_cosine``.
-``support_min_entries`` (absent: 0, every update judged by the sparse tests) loosens as it
-rises: a copy of fewer nonzero entries than it is not judged by them, so terms above the
-product's value (32) are refused; 0, the rule before it, is accepted (it marks honest sites
-only at ``topk8`` fractions a node refuses)."""
+``support_overlap_dense`` (the kept-entries threshold against a dense original; absent: the
+terms' ``support_overlap``, 1.0 when that is absent too) loosens as it rises: terms above the
+product's value (0.999) are refused; 0.99, what terms before it read as, is accepted (it marked
+honest sparse sites against dense ones without error feedback: README, *Sparse copies
+committed first*)."""
 
 
 def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
@@ -229,10 +230,13 @@ def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
     value = getattr(duplicates, DUPLICATE_LIMITS[limit])
     if limit == "duplicate_either_order":  # true: 1 (on); absent or false: 0 (one way)
         return 1.0 if value else 0.0
+    if value is None and limit == "duplicate_support_overlap_dense":
+        # absent: the terms' support_overlap against every original (1.0 when that is absent)
+        overlap = duplicates.support_overlap
+        return 1.0 if overlap is None else float(overlap)
     if value is None:  # off: the white-noise and shared-tensor tests' off is 0 (they flag
-        # more as they rise), and so is the sparse tests' least size (every update judged)
-        off_is_zero = ("duplicate_white_noise_z", "duplicate_shared_tensor")
-        return 0.0 if limit in (*off_is_zero, "duplicate_support_min_entries") else 1.0
+        # more as they rise)
+        return 0.0 if limit in ("duplicate_white_noise_z", "duplicate_shared_tensor") else 1.0
     return float(value)
 
 
@@ -329,9 +333,9 @@ class LoosestLimits:
     sparse copy committed before its original is paid (``scripts/attacks/
     a99_sparse_copy_first.py``)."""
     duplicate_white_noise_dp_cosine: float = 1.0
-    duplicate_support_min_entries: int = DUPLICATE_SUPPORT_MIN_ENTRIES
-    """At most the product's value: a copy of fewer nonzero entries is not judged by the sparse
-    tests, so a larger least size lets larger sparse copies through."""
+    duplicate_support_overlap_dense: float = DUPLICATE_SUPPORT_OVERLAP_DENSE
+    """At most the product's value (0.999): a topk8 copy of a dense original keeps its share at
+    0.9998 and above; a higher threshold lets such copies with entries swapped through."""
 
     def __post_init__(self) -> None:
         _valid_thresholds(asdict(self))
@@ -454,10 +458,9 @@ class ThresholdLimits:
     federation marked in either commit order, 5-50 sites, ``scripts/bench/either_order.py``;
     README *Sparse copies committed first*)."""
     duplicate_white_noise_dp_cosine: float = 1.0
-    duplicate_support_min_entries: int = 0
-    """At least 0: terms without it (the rule before it, every sparse update judged) are
-    accepted; they mark honest ``topk8`` updates only at fractions a node refuses
-    (:data:`~fedtrail.protocol.terms.TOPK8_MIN_FRACTION`)."""
+    duplicate_support_overlap_dense: float = DUPLICATE_SUPPORT_OVERLAP
+    """At least 0.99 (``support_overlap``'s value): terms without it read as their
+    ``support_overlap`` (0.99), the rule before it, and are accepted."""
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("anchored_median", "median")
     """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site

@@ -895,12 +895,12 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
     white = dup.get("white_noise_z") or 0
     shared = dup.get("shared_tensor") or 0
     white_dp = dup.get("white_noise_dp_cosine")  # absent: DP-declared updates not tested
-    least = dup.get("support_min_entries") or 0  # absent or 0: every update judged
+    # README *Duplicates*, support_overlap_dense: the support_overlap threshold against an
+    # original that is not sparse (absent: support_overlap against every original)
+    dense_overlap = dup.get("support_overlap_dense")
 
-    def big(u) -> bool:
-        """README *Duplicates*, support_min_entries: the sparse tests judge only an update
-        with at least that many nonzero entries."""
-        return sum(int(np.count_nonzero(np.asarray(u[n]))) for n in u) >= least
+    def overlap_for(o_upd) -> float:
+        return overlap if dense_overlap is None or sparse_update(o_upd) else dense_overlap
 
     originals = []
     copies = {}
@@ -933,10 +933,10 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
                 if nca > 0 and ncb > 0 and float(np.dot(ca, cb)) / (nca * ncb) > scaled:
                     found = o_site
                     break
-            if support is not None and big(upd) and on_support(o_upd, upd, support):
+            if support is not None and on_support(o_upd, upd, support):
                 found = o_site
                 break
-            if overlap is not None and big(upd) and kept_largest(o_flat, upd, overlap):
+            if overlap is not None and kept_largest(o_flat, upd, overlap_for(o_upd)):
                 found = o_site
                 break
         mine = []  # README *Duplicates*, either_order: earlier originals that copy this one
@@ -945,10 +945,10 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
             # original not yet marked the update judged; before this one's shared-tensor and
             # white-noise tests
             for o_site, _, o_flat, _, o_upd in originals:
-                if o_site in copies or len(o_flat) != len(flat) or not big(o_upd):
+                if o_site in copies or len(o_flat) != len(flat):
                     continue
                 if (support is not None and on_support(upd, o_upd, support)) or (
-                    overlap is not None and kept_largest(flat, o_upd, overlap)
+                    overlap is not None and kept_largest(flat, o_upd, overlap_for(upd))
                 ):
                     mine.append(o_site)
         if found is None and shared and upd is not None:
@@ -1788,6 +1788,7 @@ FLOAT_FIELDS = (
     ("duplicates", "support_overlap"),
     ("duplicates", "white_noise_z"),
     ("duplicates", "white_noise_dp_cosine"),
+    ("duplicates", "support_overlap_dense"),
     ("personalisation", "lr"),
     ("privacy", "delta"),
 )
@@ -1803,7 +1804,7 @@ DUPLICATE_KEYS = {
     "shared_tensor",
     "either_order",
     "white_noise_dp_cosine",
-    "support_min_entries",
+    "support_overlap_dense",
 }
 
 
@@ -1825,8 +1826,6 @@ def duplicate_rule_problems(terms: dict) -> list:
             ok = type(v) is bool
         elif k == "shared_tensor":
             ok = type(v) is int and v in (0, 1)
-        elif k == "support_min_entries":
-            ok = type(v) is int and v >= 0
         elif k == "relative_l2":
             ok = num(v) and 0.0 <= v < 1.0
         elif k == "white_noise_z":

@@ -157,5 +157,5 @@ def test_a_topk8_fraction_below_the_least_is_refused_on_load(tmp_path: Path) -> 
     (tmp_path / "config.toml").write_text(
         text.replace("fraction = 0.05", "fraction = 0.0001"), encoding="utf-8"
     )
-    with pytest.raises(ConfigError, match="below 0.001"):
+    with pytest.raises(ConfigError, match=r"below 0\.001"):
         load_node_config(tmp_path / "config.toml")
