@@ -142,7 +142,10 @@ widen the ``k`` largest, attack a98) (:attr:`DuplicateRule.support_overlap`,
 A copy sent through ``topk8`` keeps exactly those entries (share 1) whatever noise it then adds
 to their values, which takes it past ``support_cosine`` (attack a93); two honest ``topk8``
 updates of one round came to 0.9772 at most (40 sites, Dirichlet 1, at least 10 images;
-``scripts/bench/support_overlap.py``; README, *Sparse noisy copies*)."""
+``scripts/bench/support_overlap.py``; README, *Sparse noisy copies*), but sites that encode a
+round without error feedback (a node's first round) came above it: 0.9940 against a dense
+update (:data:`DUPLICATE_SUPPORT_OVERLAP_DENSE` applies there now) and 0.9915 against a sparse
+one (20 sites, Dirichlet 0.3; ``scripts/bench/either_order.py --no-error-feedback``; open)."""
 
 DUPLICATE_SUPPORT_OVERLAP_DENSE: Final = 0.999
 """The kept-entries threshold (:data:`DUPLICATE_SUPPORT_OVERLAP`) when the original the later

@@ -720,7 +720,7 @@ def test_terms_without_support_overlap_keep_their_bytes_and_pay_a_noisy_sparse_c
     entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, _noisy_kept(d, 0.05, 0.1))]
     assert find_duplicates(entries, parsed.duplicates) == {}
     now = _terms(DuplicateRule()).to_bytes()
-    assert b'"support_overlap":0.99,"white_noise_z":1000.0}' in now
+    assert b'"support_overlap":0.99,"support_overlap_dense":0.999,"white_noise_z":1000.0}' in now
     assert find_duplicates(entries, RoundTerms.from_bytes(now).duplicates) == {"sybil": "h0"}
 
 
@@ -853,7 +853,8 @@ def test_terms_without_white_noise_z_keep_their_bytes_and_pay_a_noisy_copy() -> 
     """Terms written before ``white_noise_z`` lack the key and replay the rule of their day
     (a1's 1% copy paid); terms written now carry it and catch the copy."""
     blob = _terms(RULE).to_bytes()
-    assert b'"support_overlap":0.99}' in blob and b"white_noise_z" not in blob
+    assert b'"support_overlap":0.99,"support_overlap_dense":0.999}' in blob
+    assert b"white_noise_z" not in blob
     parsed = RoundTerms.from_bytes(blob)
     assert parsed.duplicates == RULE and parsed.to_bytes() == blob
     d, _ = _structured(47)
