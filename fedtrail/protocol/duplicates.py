@@ -951,11 +951,7 @@ def find_duplicates(
     original of the pair, is never marked by it. Those pairs are screened by the same bound
     (its entry of the later update as the original), so the reversed pass screens nothing
     again (``scripts/bench/support_cost.py``; ``tests/fedtrail/protocol/test_support_bound.py``
-    checks the marks against the rule pair by pair, unscreened).
-
-    A rule with ``support_overlap_dense`` reads the kept-entries share against an original that
-    is not :func:`sparse` above that threshold instead of ``support_overlap`` (either order;
-    :data:`~fedtrail.protocol.terms.DUPLICATE_SUPPORT_OVERLAP_DENSE`)."""
+    checks the marks against the rule pair by pair, unscreened)."""
     white_z = rule.white_noise_z or None  # 0: off, as absent
     white_dp = rule.white_noise_dp_cosine  # None: DP-declared later updates exempt
     if white_z is not None and whiteness is None:
@@ -1049,19 +1045,6 @@ def find_duplicates(
             kept_of[j] = kept if kept is not None and kept.index.numel() else None
         return kept_of[j]
 
-    overlap_dense = rule.support_overlap_dense  # None (terms before it): overlap for all
-    thresholds: dict[int, float] = {}
-
-    def threshold_of(i: int) -> float:
-        """The kept-entries threshold against original ``i``: ``support_overlap_dense`` when
-        ``i`` is not sparse and the rule names it, else ``support_overlap``."""
-        if i not in thresholds:
-            delta = deltas[i]
-            assert delta is not None and overlap is not None
-            dense = overlap_dense is not None and not sparse(delta)
-            thresholds[i] = overlap_dense if dense and overlap_dense is not None else overlap
-        return thresholds[i]
-
     def kept_largest(i: int, j: int) -> bool:
         """Whether sparse update ``j`` keeps mostly original ``i``'s largest entries."""
         if overlap is None or entries_of(j) is None:
@@ -1085,14 +1068,14 @@ def find_duplicates(
                 hits = batch[0].hits(_Ranked.of(flat(i)[0], sizes))
                 totals = batch[0].totals
                 shares[i] = {
-                    k: _share_above(h, n, threshold_of(i))
+                    k: _share_above(h, n, overlap)
                     for k, h, n in zip(batched, hits, totals, strict=True)
                 }
             return shares[i][j]
         kept = entries_of(j)
         assert kept is not None
         hit = _Ranked.of(flat(i)[0], sizes).hits(kept)
-        return _share_above(hit, kept.index.numel(), threshold_of(i))
+        return _share_above(hit, kept.index.numel(), overlap)
 
     def near(i: int, j: int) -> bool:
         (a, na), (b, nb) = flat(i), flat(j)

@@ -32,7 +32,6 @@ __all__ = [
     "DUPLICATE_SCALED_COSINE",
     "DUPLICATE_SUPPORT_COSINE",
     "DUPLICATE_SUPPORT_OVERLAP",
-    "DUPLICATE_SUPPORT_OVERLAP_DENSE",
     "DUPLICATE_WHITE_NOISE_DP_COSINE",
     "INITIAL_MODEL_DEPLOYMENT",
     "MAX_IMAGE_SIZE",
@@ -142,33 +141,8 @@ widen the ``k`` largest, attack a98) (:attr:`DuplicateRule.support_overlap`,
 A copy sent through ``topk8`` keeps exactly those entries (share 1) whatever noise it then adds
 to their values, which takes it past ``support_cosine`` (attack a93); two honest ``topk8``
 updates of one round came to 0.9772 at most (40 sites, Dirichlet 1, at least 10 images;
-``scripts/bench/support_overlap.py``; README, *Sparse noisy copies*), but sites that encode a
-round without error feedback (a node's first round) came above it: 0.9940 against a dense
-update (:data:`DUPLICATE_SUPPORT_OVERLAP_DENSE` applies there now) and 0.9915 against a sparse
-one (20 sites, Dirichlet 0.3; ``scripts/bench/either_order.py --no-error-feedback``; open)."""
+``scripts/bench/support_overlap.py``; README, *Sparse noisy copies*)."""
 
-DUPLICATE_SUPPORT_OVERLAP_DENSE: Final = 0.999
-"""The kept-entries threshold (:data:`DUPLICATE_SUPPORT_OVERLAP`) when the original the later
-update is read against is *dense* (not :func:`~fedtrail.protocol.duplicates.sparse`)
-(:attr:`DuplicateRule.support_overlap_dense`). A ``topk8`` copy of a dense float original keeps
-exactly its ``k`` largest entries of each tensor (no ties): share 1, or 0.9998 and above where
-the int8 rounding drops a kept entry (a93's copy with 5% noise, ``scripts/bench/either_order.py``
-``near:`` lines), while an honest sparse site whose data is close to a dense one's, encoding a
-round without error feedback (a node's first round), came to 0.9940 and 0.9906 against it (10
-sites, Dirichlet 0.3) and was marked at 0.99 in both commit orders. Against a sparse original
-the int8 levels tie at the boundary and a copy sent at a lower fraction scores less (0.964-0.998
-on random heavy-tailed updates), so 0.99 stays there."""
-
-TOPK8_MIN_FRACTION: Final = 1e-3
-"""The least ``topk8`` fraction a node sends (``[compression] fraction``; a ConfigError below
-it). At about one kept entry a tensor (fraction 2e-5 on the bundled SmallCNN: 10 entries) the
-codes' cosine :attr:`DuplicateRule.support_cosine` reads is only whether the signs agree, and
-honest updates were marked DUPLICATE of others; at 1e-3 (112 entries) honest pairs stayed at
-support cosine 0.999763 and below (README, *Sparse copies committed first*;
-``scripts/bench/either_order.py --fraction``). The rule itself judges updates of any size: a
-copy of h0's update at fraction 2e-4 (28 entries) was paid 0.200 of the weight when the sparse
-tests let such small updates through (a90 ``attack 0.0002``). Blobs of a smaller fraction still
-decode (a format matter, not a node's choice)."""
 DUPLICATE_WHITE_NOISE_Z: Final = 1000.0
 """A later update whose residual from an earlier one (the later minus the earlier scaled to fit
 it best), each tensor divided by its own root mean square, looks like white noise (the
@@ -292,13 +266,7 @@ class DuplicateRule:
     ``white_noise_dp_cosine`` closes the way past ``white_noise_z`` by declaring DP-SGD: a later
     update that declares it takes the white-noise test when its closest original is at cosine
     above this (:data:`DUPLICATE_WHITE_NOISE_DP_COSINE`). None (the default, and terms written
-    before it) exempts every DP-declared update.
-
-    ``support_overlap_dense`` narrows ``support_overlap`` where it met honest sites: against an
-    original that is not sparse, the kept-entries share must be above it
-    (:data:`DUPLICATE_SUPPORT_OVERLAP_DENSE`); against a sparse original ``support_overlap``
-    stays (without ``support_overlap`` neither applies). None (terms written before it) replays
-    ``support_overlap`` for every original."""
+    before it) exempts every DP-declared update."""
 
     cosine: float = DUPLICATE_COSINE
     relative_l2: float = DUPLICATE_RELATIVE_L2
@@ -309,12 +277,11 @@ class DuplicateRule:
     shared_tensor: int | None = DUPLICATE_SHARED_TENSOR
     either_order: bool | None = True
     white_noise_dp_cosine: float | None = None
-    support_overlap_dense: float | None = DUPLICATE_SUPPORT_OVERLAP_DENSE
 
     def __post_init__(self) -> None:
         scaled, support, overlap = self.scaled_cosine, self.support_cosine, self.support_overlap
         white, shared = self.white_noise_z, self.shared_tensor
-        white_dp, dense = self.white_noise_dp_cosine, self.support_overlap_dense
+        white_dp = self.white_noise_dp_cosine
         if self.either_order is not None and type(self.either_order) is not bool:
             raise InvalidTerms(
                 f"duplicates either_order must be true or false: {self.either_order!r}"
@@ -325,7 +292,6 @@ class DuplicateRule:
             and (scaled is None or 0.0 < scaled <= 1.0)
             and (support is None or 0.0 < support <= 1.0)
             and (overlap is None or 0.0 < overlap <= 1.0)
-            and (dense is None or 0.0 < dense <= 1.0)
             and (white is None or 0.0 <= white < math.inf)
             and (shared is None or (not isinstance(shared, bool) and shared in (0, 1)))
             and (white_dp is None or 0.0 < white_dp <= 1.0)
@@ -333,18 +299,15 @@ class DuplicateRule:
             raise InvalidTerms(
                 f"duplicate thresholds out of range: cosine {self.cosine}, "
                 f"relative_l2 {self.relative_l2}, scaled_cosine {scaled}, "
-                f"support_cosine {support}, support_overlap {overlap}, "
-                f"support_overlap_dense {dense}, white_noise_z {white}, "
+                f"support_cosine {support}, support_overlap {overlap}, white_noise_z {white}, "
                 f"shared_tensor {shared}, white_noise_dp_cosine {white_dp}"
             )
 
     def to_json(self) -> dict[str, Any]:
         """The terms' ``duplicates`` object; ``scaled_cosine``, ``support_cosine``,
-        ``support_overlap``, ``white_noise_z``, ``shared_tensor``, ``either_order``,
-        ``white_noise_dp_cosine`` and ``support_overlap_dense`` only when set, so terms without
-        them keep their bytes."""
+        ``support_overlap``, ``white_noise_z``, ``shared_tensor``, ``either_order`` and
+        ``white_noise_dp_cosine`` only when set, so terms without them keep their bytes."""
         overlap, white_dp = self.support_overlap, self.white_noise_dp_cosine
-        dense = self.support_overlap_dense
         return {
             "cosine": self.cosine,
             "relative_l2": self.relative_l2,
@@ -355,7 +318,6 @@ class DuplicateRule:
             **({} if self.shared_tensor is None else {"shared_tensor": int(self.shared_tensor)}),
             **({} if self.either_order is None else {"either_order": self.either_order}),
             **({} if white_dp is None else {"white_noise_dp_cosine": white_dp}),
-            **({} if dense is None else {"support_overlap_dense": dense}),
         }
 
 
@@ -602,9 +564,6 @@ class RoundTerms:
                     white_noise_dp_cosine=None
                     if "white_noise_dp_cosine" not in dup
                     else _float(dup["white_noise_dp_cosine"], "duplicates/white_noise_dp_cosine"),
-                    support_overlap_dense=None
-                    if "support_overlap_dense" not in dup
-                    else _float(dup["support_overlap_dense"], "duplicates/support_overlap_dense"),
                 ),
                 canonical_encoding=doc["canonical_encoding"] is True,
                 class_names=_names(doc.get("class_names", [])),

@@ -63,7 +63,6 @@ from fedtrail.protocol.terms import (
     DUPLICATE_SHARED_TENSOR,
     DUPLICATE_SUPPORT_COSINE,
     DUPLICATE_SUPPORT_OVERLAP,
-    DUPLICATE_SUPPORT_OVERLAP_DENSE,
     DUPLICATE_WHITE_NOISE_Z,
     INITIAL_MODEL_DEPLOYMENT,
     VALIDATOR_GAMES,
@@ -190,7 +189,6 @@ DUPLICATE_LIMITS: Final = {
     "duplicate_shared_tensor": "shared_tensor",
     "duplicate_either_order": "either_order",
     "duplicate_white_noise_dp_cosine": "white_noise_dp_cosine",
-    "duplicate_support_overlap_dense": "support_overlap_dense",
 }
 """The limits on the terms' duplicate rule (:class:`~fedtrail.protocol.terms.DuplicateRule`),
 by the rule's field: a later update within both thresholds of an earlier one, or above its
@@ -212,12 +210,7 @@ committed before its original passes: ``scripts/attacks/a99_sparse_copy_first.py
 without ``white_noise_dp_cosine`` (the default: no DP-declared update tested; opt-in, since a
 copy plus noise of twice its norm that declares DP-SGD passes it anyway and honest DP-SGD
 updates at epsilon 50 were marked: ``scripts/attacks/a100_dp_declared_copy.py``) read as 1.0,
-the default on both sides: terms naming 0.5 take ``[accept] duplicate_white_noise_dp_cosine``.
-``support_overlap_dense`` (the kept-entries threshold against a dense original; absent: the
-terms' ``support_overlap``, 1.0 when that is absent too) loosens as it rises: terms above the
-product's value (0.999) are refused; 0.99, what terms before it read as, is accepted (it marked
-honest sparse sites against dense ones without error feedback: README, *Sparse copies
-committed first*)."""
+the default on both sides: terms naming 0.5 take ``[accept] duplicate_white_noise_dp_cosine``."""
 
 
 def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
@@ -230,10 +223,6 @@ def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
     value = getattr(duplicates, DUPLICATE_LIMITS[limit])
     if limit == "duplicate_either_order":  # true: 1 (on); absent or false: 0 (one way)
         return 1.0 if value else 0.0
-    if value is None and limit == "duplicate_support_overlap_dense":
-        # absent: the terms' support_overlap against every original (1.0 when that is absent)
-        overlap = duplicates.support_overlap
-        return 1.0 if overlap is None else float(overlap)
     if value is None:  # off: the white-noise and shared-tensor tests' off is 0 (they flag
         # more as they rise)
         return 0.0 if limit in ("duplicate_white_noise_z", "duplicate_shared_tensor") else 1.0
@@ -333,9 +322,6 @@ class LoosestLimits:
     sparse copy committed before its original is paid (``scripts/attacks/
     a99_sparse_copy_first.py``)."""
     duplicate_white_noise_dp_cosine: float = 1.0
-    duplicate_support_overlap_dense: float = DUPLICATE_SUPPORT_OVERLAP_DENSE
-    """At most the product's value (0.999): a topk8 copy of a dense original keeps its share at
-    0.9998 and above; a higher threshold lets such copies with entries swapped through."""
 
     def __post_init__(self) -> None:
         _valid_thresholds(asdict(self))
@@ -458,9 +444,6 @@ class ThresholdLimits:
     federation marked in either commit order, 5-50 sites, ``scripts/bench/either_order.py``;
     README *Sparse copies committed first*)."""
     duplicate_white_noise_dp_cosine: float = 1.0
-    duplicate_support_overlap_dense: float = DUPLICATE_SUPPORT_OVERLAP
-    """At least 0.99 (``support_overlap``'s value): terms without it read as their
-    ``support_overlap`` (0.99), the rule before it, and are accepted."""
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("anchored_median", "median")
     """The running-statistics rules (:data:`~fedtrail.ml.aggregation.STATISTICS_RULES`) a site

@@ -10,8 +10,7 @@ ordered pair (original ``a``, judged ``b``) of one round with ``b`` sparse
 (:func:`fedtrail.protocol.duplicates.sparse`) it measures
 
 * the kept-entries share :func:`~fedtrail.protocol.duplicates.support_overlap` (``a``, ``b``)
-  against ``duplicates.support_overlap_dense`` (0.999) where ``a`` is dense and
-  ``duplicates.support_overlap`` (0.99) where it is sparse, split that way (the dense pairs
+  against ``duplicates.support_overlap`` (0.99), split by whether ``a`` is dense (the pairs
   only ``either_order`` tests when the sparse one committed first) or sparse too;
 * the support cosine ``support_cosine`` reads (``a`` restricted to ``b``'s nonzero entries
   against ``b``, plain and codes, the larger; only where ``b`` leaves out some of ``a``'s
@@ -74,7 +73,9 @@ def support_cos(a: Delta, b: Delta) -> float | None:
 
 NEAR = 0.98
 """Kept-entries shares above this are printed with their support cosine and white-noise
-statistic (``near:`` lines)."""
+statistic (``near:`` lines), beside a93's copies of the same original at these noise levels."""
+
+NEAR_NOISE = (0.05, 0.2)
 
 
 def measure(
@@ -91,9 +92,9 @@ def measure(
     def near_pair(r: int, i: int, j: int, a: Delta, b: Delta, share: float) -> None:
         """A pair near the kept-entries threshold: its support cosine and the white-noise
         statistic of ``b``'s residual from ``a`` on ``b``'s entries (``a`` set to 0 where ``b``
-        is), beside the same for a93's copy of ``a`` (``topk8`` at ``b``'s fraction, noise of
-        5% of its norm on the entries it keeps, recoded): what a test of the values would
-        have to tell apart."""
+        is), beside the same for a93's copies of ``a`` (``topk8`` at ``b``'s fraction, noise of
+        :data:`NEAR_NOISE` of its norm on the entries it keeps, recoded): what a test of the
+        kept entries or of their values would have to tell apart."""
         cut = {k: torch.where(b[k] != 0, a[k], torch.zeros((), dtype=a[k].dtype)) for k in a}
         comp = Compression(method="topk8", fraction=fraction)
         copy = decode_update(
@@ -101,28 +102,35 @@ def measure(
             spec=spec,
             expected_round=r,
         )[0]
-        gen = torch.Generator().manual_seed(r * 1000 + i)
-        norm = float(_flat(copy).norm())
-        nz = sum(int((t != 0).sum()) for t in copy.values())
-        noisy = {
-            k: torch.where(
-                t != 0, t + torch.randn(t.shape, generator=gen) * norm * 0.05 / nz**0.5, 0.0
-            ).to(t.dtype)
-            for k, t in copy.items()
-        }
-        noisy = decode_update(
-            encode_update(noisy, spec=spec, round=r, compression=comp).blob,
-            spec=spec,
-            expected_round=r,
-        )[0]
-        cut_c = {k: torch.where(noisy[k] != 0, a[k], torch.zeros((), dtype=a[k].dtype)) for k in a}
+        parts = []
+        for level in NEAR_NOISE:
+            gen = torch.Generator().manual_seed(r * 1000 + i)
+            norm = float(_flat(copy).norm())
+            nz = sum(int((t != 0).sum()) for t in copy.values())
+            sd = norm * level / nz**0.5
+            noisy = {
+                k: torch.where(t != 0, t + torch.randn(t.shape, generator=gen) * sd, 0.0).to(
+                    t.dtype
+                )
+                for k, t in copy.items()
+            }
+            noisy = decode_update(
+                encode_update(noisy, spec=spec, round=r, compression=comp).blob,
+                spec=spec,
+                expected_round=r,
+            )[0]
+            cut_c = {
+                k: torch.where(noisy[k] != 0, a[k], torch.zeros((), dtype=a[k].dtype)) for k in a
+            }
+            parts.append(
+                f"a93 copy ({level:g}): share {support_overlap(a, noisy):.4f} support cosine "
+                f"{support_cos(a, noisy) or float('nan'):.6f} white z "
+                f"{duplicate_residual_z(noisy, cut_c):.1f}"
+            )
         print(
             f"    near: round {r} s{j:03d} on s{i:03d}: share {share:.4f} support cosine "
             f"{support_cos(a, b) or float('nan'):.6f} white z on its entries "
-            f"{duplicate_residual_z(b, cut):.1f} | a93 copy (5%): share "
-            f"{support_overlap(a, noisy):.4f} support cosine "
-            f"{support_cos(a, noisy) or float('nan'):.6f} white z "
-            f"{duplicate_residual_z(noisy, cut_c):.1f}",
+            f"{duplicate_residual_z(b, cut):.1f} | " + " | ".join(parts),
             flush=True,
         )
 
@@ -204,15 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     splits = load_bundled()
     rule = DuplicateRule()
     overlap, support = rule.support_overlap, rule.support_cosine
-    dense = rule.support_overlap_dense
-    assert overlap is not None and support is not None and dense is not None
+    assert overlap is not None and support is not None
     started = time.perf_counter()
     bad = 0
     print(
         f"topk8 {args.fraction:g} every {args.every}"
         f"{'' if args.error_feedback else ', no error feedback'}: sites alpha  kept-entries "
-        f"share max, dense original (> {dense:g}; > {overlap:g}) | sparse original "
-        f"(> {overlap:g})  "
+        f"share max, dense original (> {overlap:g}) | sparse original   "
         f"support cosine max (> {support:g})"
         "   honest marked by find_duplicates, both orders (one-way rule)"
     )
@@ -232,13 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cos += got["cos"]
                 marked += got["marked"]
                 one_way += got["one_way"]
-            over = sum(x > dense for x in dense_a) + sum(x > overlap for x in sparse_a)
+            over = sum(x > overlap for x in dense_a + sparse_a)
             cover = sum(x > support for x in cos)
             bad += over + cover + marked + one_way
             print(
                 f"  {n:5d} {alpha:5g}  {max(dense_a, default=float('nan')):.4f} "
-                f"({sum(x > dense for x in dense_a)}; {sum(x > overlap for x in dense_a)}"
-                f"/{len(dense_a)}) | "
+                f"({sum(x > overlap for x in dense_a)}/{len(dense_a)}) | "
                 f"{max(sparse_a, default=float('nan')):.4f} "
                 f"({sum(x > overlap for x in sparse_a)}/{len(sparse_a)})   "
                 f"{max(cos, default=float('nan')):.6f} ({cover}/{len(cos)})   {marked} "

@@ -895,12 +895,6 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
     white = dup.get("white_noise_z") or 0
     shared = dup.get("shared_tensor") or 0
     white_dp = dup.get("white_noise_dp_cosine")  # absent: DP-declared updates not tested
-    # README *Duplicates*, support_overlap_dense: the support_overlap threshold against an
-    # original that is not sparse (absent: support_overlap against every original)
-    dense_overlap = dup.get("support_overlap_dense")
-
-    def overlap_for(o_upd) -> float:
-        return overlap if dense_overlap is None or sparse_update(o_upd) else dense_overlap
 
     originals = []
     copies = {}
@@ -936,7 +930,7 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
             if support is not None and on_support(o_upd, upd, support):
                 found = o_site
                 break
-            if overlap is not None and kept_largest(o_flat, upd, overlap_for(o_upd)):
+            if overlap is not None and kept_largest(o_flat, upd, overlap):
                 found = o_site
                 break
         mine = []  # README *Duplicates*, either_order: earlier originals that copy this one
@@ -948,7 +942,7 @@ def duplicate_copies(items, dup: dict, noisy=frozenset()) -> dict:
                 if o_site in copies or len(o_flat) != len(flat):
                     continue
                 if (support is not None and on_support(upd, o_upd, support)) or (
-                    overlap is not None and kept_largest(flat, o_upd, overlap_for(upd))
+                    overlap is not None and kept_largest(flat, o_upd, overlap)
                 ):
                     mine.append(o_site)
         if found is None and shared and upd is not None:
@@ -1788,7 +1782,6 @@ FLOAT_FIELDS = (
     ("duplicates", "support_overlap"),
     ("duplicates", "white_noise_z"),
     ("duplicates", "white_noise_dp_cosine"),
-    ("duplicates", "support_overlap_dense"),
     ("personalisation", "lr"),
     ("privacy", "delta"),
 )
@@ -1804,7 +1797,6 @@ DUPLICATE_KEYS = {
     "shared_tensor",
     "either_order",
     "white_noise_dp_cosine",
-    "support_overlap_dense",
 }
 
 

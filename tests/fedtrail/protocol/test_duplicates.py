@@ -8,7 +8,6 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from fractions import Fraction
 
 import pytest
@@ -57,7 +56,6 @@ OLD = DuplicateRule(
     white_noise_z=None,
     shared_tensor=None,
     either_order=None,
-    support_overlap_dense=None,
 )
 """The rule of terms written before ``scaled_cosine``: cosine and distance together."""
 NO_SUPPORT = DuplicateRule(
@@ -66,18 +64,13 @@ NO_SUPPORT = DuplicateRule(
     white_noise_z=None,
     shared_tensor=None,
     either_order=None,
-    support_overlap_dense=None,
 )
 """The rule of terms written before ``support_cosine`` (a90)."""
 NO_OVERLAP = DuplicateRule(
-    support_overlap=None,
-    white_noise_z=None,
-    shared_tensor=None,
-    either_order=None,
-    support_overlap_dense=None,
+    support_overlap=None, white_noise_z=None, shared_tensor=None, either_order=None
 )
 """The rule of terms written before ``support_overlap`` (a93)."""
-NO_SHARED = DuplicateRule(shared_tensor=None, support_overlap_dense=None)
+NO_SHARED = DuplicateRule(shared_tensor=None)
 """The rule of terms written before ``shared_tensor`` (a101)."""
 ONE_WAY = DuplicateRule(white_noise_z=None, shared_tensor=None, either_order=None)
 """``RULE`` without ``either_order``: the sparse tests one way (the rule before a99)."""
@@ -89,14 +82,6 @@ DP_ON = DuplicateRule(white_noise_dp_cosine=0.5)
 HONEST_MAX = 0.999930
 """The largest cosine of two honest updates of one round that ``scripts/bench/dup_cosine.py``
 measured (20 sites, Dirichlet alpha 0.3, dense; the two 1.2% apart in L2)."""
-
-
-def _overlap_for(original: Mapping[str, torch.Tensor], rule: DuplicateRule) -> float:
-    """The kept-entries threshold against ``original``: ``support_overlap_dense`` when it is
-    not sparse and the rule names it, else ``support_overlap``."""
-    assert rule.support_overlap is not None
-    dense = rule.support_overlap_dense
-    return rule.support_overlap if dense is None or sparse(original) else dense
 
 
 def _reference(entries: list[Entry], rule: DuplicateRule) -> dict[str, str]:
@@ -130,7 +115,7 @@ def _reference(entries: list[Entry], rule: DuplicateRule) -> dict[str, str]:
                         or (
                             rule.support_overlap is not None
                             and e.delta is not None
-                            and _kept_largest(other, e.delta, _overlap_for(deltas[site], rule))
+                            and _kept_largest(other, e.delta, rule.support_overlap)
                         )
                     )
                 )
@@ -151,7 +136,7 @@ def _reference(entries: list[Entry], rule: DuplicateRule) -> dict[str, str]:
                     support = rule.support_cosine
                     if (support is not None and support_copy(flat, other, sizes, support)) or (
                         rule.support_overlap is not None
-                        and _kept_largest(flat, earlier, _overlap_for(e.delta, rule))
+                        and _kept_largest(flat, earlier, rule.support_overlap)
                     ):
                         out[site] = e.site
             originals.append((e.site, e.sha256, flat, code))
@@ -720,7 +705,7 @@ def test_terms_without_support_overlap_keep_their_bytes_and_pay_a_noisy_sparse_c
     entries = [Entry("h0", 1, "a" * 64, d), Entry("sybil", 2, "b" * 64, _noisy_kept(d, 0.05, 0.1))]
     assert find_duplicates(entries, parsed.duplicates) == {}
     now = _terms(DuplicateRule()).to_bytes()
-    assert b'"support_overlap":0.99,"support_overlap_dense":0.999,"white_noise_z":1000.0}' in now
+    assert b'"support_overlap":0.99,"white_noise_z":1000.0}' in now
     assert find_duplicates(entries, RoundTerms.from_bytes(now).duplicates) == {"sybil": "h0"}
 
 
@@ -853,8 +838,7 @@ def test_terms_without_white_noise_z_keep_their_bytes_and_pay_a_noisy_copy() -> 
     """Terms written before ``white_noise_z`` lack the key and replay the rule of their day
     (a1's 1% copy paid); terms written now carry it and catch the copy."""
     blob = _terms(RULE).to_bytes()
-    assert b'"support_overlap":0.99,"support_overlap_dense":0.999}' in blob
-    assert b"white_noise_z" not in blob
+    assert b'"support_overlap":0.99}' in blob and b"white_noise_z" not in blob
     parsed = RoundTerms.from_bytes(blob)
     assert parsed.duplicates == RULE and parsed.to_bytes() == blob
     d, _ = _structured(47)
@@ -1208,70 +1192,3 @@ def test_terms_without_white_noise_dp_cosine_keep_their_bytes_and_pay_a_dp_decla
     for bad in (0.0, -0.5, 1.5, math.inf):
         with pytest.raises(InvalidTerms, match="white_noise_dp_cosine"):
             DuplicateRule(white_noise_dp_cosine=bad)
-
-
-
-def _swapped(d: Mapping[str, torch.Tensor], swap: int, seed: int) -> dict[str, torch.Tensor]:
-    """An honest-like sparse update near ``d``: ``d`` through ``topk8`` at 0.05 with noise of 5%
-    of its norm on the kept values (a93's copy), then ``swap`` of the kept entries of the
-    largest tensor moved to entries just below its ``k`` largest (a site of close data keeps
-    mostly, not exactly, the same largest entries)."""
-    out = _noisy_kept(d, 0.05, 0.05, seed=seed)
-    name = max(d, key=lambda n: d[n].numel())
-    flat, mine = d[name].reshape(-1), out[name].reshape(-1).clone()
-    order = flat.abs().argsort(descending=True)
-    k = int((mine != 0).sum())
-    for n in range(swap):
-        drop, take = order[k - 1 - n], order[k + n]
-        mine[take], mine[drop] = mine[drop], 0.0
-    out[name] = mine.reshape(d[name].shape)
-    return out
-
-
-def test_a_sparse_update_close_to_a_dense_original_needs_support_overlap_dense() -> None:
-    """``support_overlap_dense`` (0.999): against a dense original, a sparse update keeping
-    between 99% and 99.9% of its largest entries (honest sparse sites encoding without error
-    feedback came to 0.9940 against a dense one, ``scripts/bench/either_order.py
-    --no-error-feedback``) is no copy in either commit order; terms without it (0.99 for every
-    original) marked it in both. a93's copy of a dense original (share 1) is still marked, and
-    against a sparse original ``support_overlap`` (0.99) stays."""
-    d, other = _update(80), _update(81)
-    close = _swapped(d, 15, seed=3)
-    share = support_overlap(d, close)
-    assert 0.99 < share < 0.999
-    old = replace(RULE, support_overlap_dense=None)
-    for entries in (
-        [Entry("h0", 1, "a" * 64, d), Entry("h1", 2, "b" * 64, close)],
-        [Entry("h1", 1, "b" * 64, close), Entry("h0", 2, "a" * 64, d)],
-    ):
-        entries.append(Entry("h2", 3, "c" * 64, other))
-        assert find_duplicates(entries, RULE) == {} == _reference(entries, RULE)
-        assert find_duplicates(entries, old) == {"h1": "h0"} == _reference(entries, old)
-        copy = _noisy_kept(d, 0.05, 0.05, seed=4)
-        assert support_overlap(d, copy) > 0.9998
-        swapped = [e if e.site != "h1" else replace(e, delta=copy) for e in entries]
-        assert find_duplicates(swapped, RULE) == {"h1": "h0"} == _reference(swapped, RULE)
-    # a sparse original: the same closeness is still a copy at 0.99
-    sparse_d = _sparse(d, 0.05)
-    close_s = _swapped(sparse_d, 15, seed=5)
-    assert 0.99 < support_overlap(sparse_d, close_s) < 0.999 and sparse(sparse_d)
-    entries = [Entry("h0", 1, "a" * 64, sparse_d), Entry("h1", 2, "b" * 64, close_s)]
-    assert find_duplicates(entries, RULE) == {"h1": "h0"} == _reference(entries, RULE)
-
-
-def test_support_overlap_dense_round_trips_and_terms_without_it_keep_their_bytes() -> None:
-    """Terms written now carry ``"support_overlap_dense":0.999``; terms without it parse to None
-    (the rule before it) and write the same bytes; a value outside (0, 1] is refused."""
-    assert DuplicateRule().to_json()["support_overlap_dense"] == 0.999
-    old = DuplicateRule(support_overlap_dense=None)
-    assert "support_overlap_dense" not in old.to_json()
-    for bad in (0.0, 1.5, -0.1):
-        with pytest.raises(InvalidTerms, match="support_overlap_dense"):
-            DuplicateRule(support_overlap_dense=bad)
-    terms = _terms(old)
-    back = RoundTerms.from_bytes(terms.to_bytes())
-    assert back.duplicates.support_overlap_dense is None
-    assert back.to_bytes() == terms.to_bytes()
-    now = _terms(DuplicateRule()).to_bytes()
-    assert b'"support_overlap":0.99,"support_overlap_dense":0.999,' in now
-    assert RoundTerms.from_bytes(now).duplicates.support_overlap_dense == 0.999

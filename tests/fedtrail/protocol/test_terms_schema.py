@@ -92,7 +92,6 @@ def test_real_terms_validate() -> None:
         shared_tensor=None,
         either_order=None,
         white_noise_dp_cosine=None,
-        support_overlap_dense=None,
     )
     validator().validate(json.loads(blob))
 
