@@ -71,6 +71,13 @@ def support_cos(a: Delta, b: Delta) -> float | None:
     return max(_cos(_flat(kept), _flat(b)), _cos(codes(kept), codes(b)))
 
 
+NEAR = 0.98
+"""Kept-entries shares above this are printed with their support cosine and white-noise
+statistic (``near:`` lines), beside a93's copies of the same original at these noise levels."""
+
+NEAR_NOISE = (0.05, 0.2)
+
+
 def measure(
     config: SimConfig, splits: Any, every: int, fraction: float, feedback: bool
 ) -> dict[str, Any]:
@@ -80,7 +87,52 @@ def measure(
     out["marked"] = out["one_way"] = 0
     real = _sim.aggregate
     rule = DuplicateRule()
-    old = DuplicateRule(either_order=None)  # the one-way rule of terms before it
+    old = DuplicateRule(either_order=None)  # the one-way rule (either_order absent)
+
+    def near_pair(r: int, i: int, j: int, a: Delta, b: Delta, share: float) -> None:
+        """A pair near the kept-entries threshold: its support cosine and the white-noise
+        statistic of ``b``'s residual from ``a`` on ``b``'s entries (``a`` set to 0 where ``b``
+        is), beside the same for a93's copies of ``a`` (``topk8`` at ``b``'s fraction, noise of
+        :data:`NEAR_NOISE` of its norm on the entries it keeps, recoded): what a test of the
+        kept entries or of their values would have to tell apart."""
+        cut = {k: torch.where(b[k] != 0, a[k], torch.zeros((), dtype=a[k].dtype)) for k in a}
+        comp = Compression(method="topk8", fraction=fraction)
+        copy = decode_update(
+            encode_update(dict(a), spec=spec, round=r, compression=comp).blob,
+            spec=spec,
+            expected_round=r,
+        )[0]
+        parts = []
+        for level in NEAR_NOISE:
+            gen = torch.Generator().manual_seed(r * 1000 + i)
+            norm = float(_flat(copy).norm())
+            nz = sum(int((t != 0).sum()) for t in copy.values())
+            sd = norm * level / nz**0.5
+            noisy = {
+                k: torch.where(t != 0, t + torch.randn(t.shape, generator=gen) * sd, 0.0).to(
+                    t.dtype
+                )
+                for k, t in copy.items()
+            }
+            noisy = decode_update(
+                encode_update(noisy, spec=spec, round=r, compression=comp).blob,
+                spec=spec,
+                expected_round=r,
+            )[0]
+            cut_c = {
+                k: torch.where(noisy[k] != 0, a[k], torch.zeros((), dtype=a[k].dtype)) for k in a
+            }
+            parts.append(
+                f"a93 copy ({level:g}): share {support_overlap(a, noisy):.4f} support cosine "
+                f"{support_cos(a, noisy) or float('nan'):.6f} white z "
+                f"{duplicate_residual_z(noisy, cut_c):.1f}"
+            )
+        print(
+            f"    near: round {r} s{j:03d} on s{i:03d}: share {share:.4f} support cosine "
+            f"{support_cos(a, b) or float('nan'):.6f} white z on its entries "
+            f"{duplicate_residual_z(b, cut):.1f} | " + " | ".join(parts),
+            flush=True,
+        )
 
     def spy(agg: Any, deltas: Sequence[Delta], weights: Any, **kw: Any) -> Any:
         r = out["rounds"] = out["rounds"] + 1
@@ -105,7 +157,10 @@ def measure(
                 if i == j:
                     continue
                 key = "sparse_a" if sparse(a) else "dense_a"
-                out[key].append(support_overlap(a, b))
+                share = support_overlap(a, b)
+                out[key].append(share)
+                if share > NEAR:
+                    near_pair(r, i, j, a, b, share)
                 c = support_cos(a, b)
                 if c is not None:
                     out["cos"].append(c)
