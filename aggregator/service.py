@@ -30,6 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -1157,6 +1158,43 @@ class AggregatorService:
         new_state = apply_delta(global_state, delta)
         blob = encode_model(new_state, spec=self.spec, round=round_id)
         global_sha = hashlib.sha256(blob).hexdigest()
+        # the global model and the next round's terms are stored while the metrics, heatmaps
+        # and log are made (issue 18: their add, a third of the finalize's store time, sat on
+        # the round's critical path after the log); the heatmaps and the log follow in a
+        # second request. Both are stored before the finalize names them, as before; a failed
+        # put raises before it. Nothing the chain or the log records depends on the order.
+        upcoming = self._upcoming_terms(round_id)
+        early = [blob, *([upcoming] if upcoming is not None else [])]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="finalize-put") as pool:
+            stored = pool.submit(self.store.put_many, early)
+            return self._finalize_stored(
+                round_id,
+                info,
+                global_state,
+                new_state,
+                pairs,
+                subs,
+                blob,
+                global_sha,
+                upcoming,
+                stored,
+            )
+
+    def _finalize_stored(
+        self,
+        round_id: int,
+        info: RoundInfo,
+        global_state: dict[str, torch.Tensor],
+        new_state: dict[str, torch.Tensor],
+        pairs: list[tuple[Submission, Candidate]],
+        subs: list[Submission],
+        blob: bytes,
+        global_sha: str,
+        upcoming: bytes | None,
+        stored: Future[list[str]],
+    ) -> RoundOutcome:
+        """:meth:`finalize` from the encoded global model on, while ``stored`` (the put of the
+        model and ``upcoming`` terms) runs: metrics, heatmaps, log, their put, the finalize."""
         # the start model's metrics: computed at the finalize that made it when this process
         # did (the same bytes, split and code give the same numbers), else here
         last = self._last_metrics
@@ -1208,20 +1246,23 @@ class AggregatorService:
         )
         log_blob = record.to_bytes()
         log_sha = hashlib.sha256(log_blob).hexdigest()
-        # the global model, the heatmaps, the log and the next round's terms in one store
-        # request (each put is a daemon round trip); the log names the heatmaps by their CIDs,
-        # computed before storing them
-        upcoming = self._upcoming_terms(round_id)
-        blobs = [blob, *pngs, log_blob, *([upcoming] if upcoming is not None else [])]
-        cids = self.store.put_many(blobs)
+        # the heatmaps and the log in one store request (each put is a daemon round trip); the
+        # log names the heatmaps by their CIDs, computed before storing them. The model's put
+        # is waited for first when it has failed (its error, not a needless second request)
+        late = [*pngs, log_blob]
+        if stored.done() and stored.exception() is not None:
+            stored.result()
+        late_cids = self.store.put_many(late)
+        cids = stored.result() + late_cids
+        blobs = [blob, *([upcoming] if upcoming is not None else []), *late]
         if cids != [compute_cid(b) for b in blobs]:
             raise FedtrailError(
                 f"round {round_id}: the store named the global model, heatmaps or log by other "
                 "CIDs than their content gives; refusing to finalize with them"
             )
-        global_cid, log_cid = cids[0], cids[len(pngs) + 1]
+        global_cid, log_cid = cids[0], cids[-1]
         if upcoming is not None:
-            self._stored_terms = (cids[-1], upcoming)
+            self._stored_terms = (cids[1], upcoming)
         self._keep(global_cid, blob)
         self._last_metrics = (global_sha, after)
         self.ledger.finalize_round(

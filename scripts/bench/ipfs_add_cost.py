@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where an IPFS ``add`` of a round's blobs goes: the daemon's writes, its pin, or the request.
 
-    python scripts/bench/ipfs_add_cost.py [--runs 15]
+    python scripts/bench/ipfs_add_cost.py [--runs 15] [--split]
 
 On a fresh js-ipfs (scripts/bench/_daemons.py), the adds a 5-site round makes, with fresh random
 bytes of their sizes each time: one site's update (422,176 bytes, the bench model's dense
@@ -72,7 +72,16 @@ def add(store: IpfsStore, blobs: list[bytes], opts: dict[str, str]) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument(
+        "--split",
+        action="store_true",
+        help="instead: the finalize's blobs through IpfsStore.put_many as one request (before "
+        "session 54) and as its two (the global model with the next round's terms, which it "
+        "puts beside the heatmaps, then the heatmaps with the log), alternated",
+    )
     args = ap.parse_args()
+    if args.split:
+        return split(args.runs)
     with daemons() as (_, api):
         store = IpfsStore(api)
         for label, sizes in (("a site's update", UPDATE), ("the finalize's add", FINALIZE)):
@@ -98,6 +107,36 @@ def main() -> int:
                 f"compute_cid {statistics.median(client) * 1e3:.2f} ms CPU"
             )
         store.close()
+    return 0
+
+
+def split(runs: int) -> int:
+    """The finalize's store requests before and after session 54 (h-214), alternated in one
+    process with fresh random blobs of the round's sizes: what the round waits for was the one
+    request of 11 files; it is now the second request (8 heatmaps and the log), the first (the
+    model and the terms) running while the heatmaps are made."""
+    early, late = [FINALIZE[0], FINALIZE[-1]], FINALIZE[1:-1]
+    seconds: dict[str, list[float]] = {"one request": [], "model + terms": [], "heatmaps + log": []}
+    with daemons() as (_, api):
+        store = IpfsStore(api)
+        for _ in range(runs):
+            for key, sizes in (
+                ("one request", FINALIZE),
+                ("model + terms", early),
+                ("heatmaps + log", late),
+            ):
+                blobs = [os.urandom(n) for n in sizes]
+                t = time.perf_counter()
+                store.put_many(blobs)
+                seconds[key].append(time.perf_counter() - t)
+        store.close()
+    med = {k: statistics.median(v) * 1e3 for k, v in seconds.items()}
+    print(", ".join(f"{k} {v:.1f} ms" for k, v in med.items()) + f" (medians of {runs})")
+    print(
+        f"the finalize waits for {med['heatmaps + log']:.1f} ms instead of "
+        f"{med['one request']:.1f} ms ({med['heatmaps + log'] / med['one request']:.2f}x) while "
+        f"the heatmaps take longer than {med['model + terms']:.1f} ms"
+    )
     return 0
 
 

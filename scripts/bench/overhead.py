@@ -36,6 +36,7 @@ import json
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -191,8 +192,11 @@ def main() -> int:
         for key, seconds in sorted(named.items()):
             result[f"part_{key}_seconds"] = round(seconds, 3)
             result[f"part_{key}_calls"] = parts.calls[key]
-        # beyond training: what no timed part covers (Python glue, logging, the steps' own work)
-        result["part_other_seconds"] = round(beyond - sum(named.values()), 3)
+        # beyond training: what no timed part of the main thread covers (Python glue, logging,
+        # the steps' own work, waits for other threads); the parts timed in other threads
+        # overlap it and are not subtracted
+        main = [v for k, v in named.items() if not k.endswith(" (thread)")]
+        result["part_other_seconds"] = round(beyond - sum(main), 3)
         for key, n in sorted(parts.requests.items()):
             result[f"asked {key}"] = n
     for k, v in result.items():
@@ -212,8 +216,10 @@ def main() -> int:
 
 
 class Parts:
-    """Exclusive wall time of the timed round's calls by part, one thread (a nested timed call
-    counts for the inner part only): ``chain`` every JSON-RPC request or batch that reaches the
+    """Exclusive wall time of the timed round's calls by part, in each thread (a nested timed
+    call counts for the inner part only; a call made in another thread than the main one, as
+    the aggregator's update fetches and the finalize's model put, is kept as "<part> (thread)":
+    it overlaps the main thread's time): ``chain`` every JSON-RPC request or batch that reaches the
     endpoint (the provider's transport: requests' own work and the node's answer, not web3's
     middleware around it); ``store.get``,
     ``store.put`` (``put`` and ``put_many``) the IPFS store's calls; ``state_writes`` the
@@ -228,15 +234,27 @@ class Parts:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
-        self._stack: list[float] = []
-        self._in_feature = 0
+        # each thread's own stack of nested timed calls and whether it is inside a feature (the
+        # aggregator's fetch threads, the finalize's model put); a call in another thread than
+        # the main one is kept under "<key> (thread)": it overlaps the main thread's time, so
+        # it is not part of what ``part_other`` subtracts
+        self._local = threading.local()
+        self._main = threading.get_ident()
+        self._lock = threading.Lock()
         # what the round's parts asked for, outside the features: JSON-RPC methods (a batch's
         # entries each, and the batches as "(batch)"), IPFS endpoints, files written (by kind)
         self.requests: dict[str, int] = {}
 
+    def _state(self) -> Any:
+        local = self._local
+        if not hasattr(local, "stack"):
+            local.stack, local.in_feature = [], 0
+        return local
+
     def count(self, key: str) -> None:
-        if not self._in_feature:
-            self.requests[key] = self.requests.get(key, 0) + 1
+        if not self._state().in_feature:
+            with self._lock:
+                self.requests[key] = self.requests.get(key, 0) + 1
 
     def wrap(self, key: str, fn):  # type: ignore[no-untyped-def]
         self.seconds.setdefault(key, 0.0)
@@ -245,21 +263,24 @@ class Parts:
         feature = key in self.FEATURES
 
         def timed(*a, **k):  # type: ignore[no-untyped-def]
-            if self._in_feature and not feature:
+            state = self._state()
+            if state.in_feature and not feature:
                 return fn(*a, **k)
             t = time.perf_counter()
-            self._stack.append(0.0)
-            self._in_feature += feature
+            state.stack.append(0.0)
+            state.in_feature += feature
             try:
                 return fn(*a, **k)
             finally:
-                self._in_feature -= feature
+                state.in_feature -= feature
                 elapsed = time.perf_counter() - t
-                inner = self._stack.pop()
-                self.seconds[key] += elapsed - inner
-                self.calls[key] += 1
-                if self._stack:
-                    self._stack[-1] += elapsed
+                inner = state.stack.pop()
+                name = key if threading.get_ident() == self._main else f"{key} (thread)"
+                with self._lock:
+                    self.seconds[name] = self.seconds.get(name, 0.0) + elapsed - inner
+                    self.calls[name] = self.calls.get(name, 0) + 1
+                if state.stack:
+                    state.stack[-1] += elapsed
 
         return timed
 
