@@ -51,6 +51,8 @@ import numpy as np
 import torch
 
 from fedtrail.ml.metrics import class_f1, fit_intercept, predict_logits, roc_auc
+from fedtrail.ml.models import initial_model, load_federated
+from fedtrail.protocol.weights import onchain_weights
 
 Final = dict[tuple[str, int], dict[str, np.ndarray]]
 
@@ -60,7 +62,6 @@ def _dump(out: Path, exclude_faulty: bool, demote_scale: float | None, argv: lis
     context: dict[str, Any] = {}
     evaluate_state = _sim._evaluate_state
     run_method = _sim.run_method
-    onchain_weights = _sim.onchain_weights
 
     def evaluate(
         spec: Any, state: Mapping[str, torch.Tensor], ds: Any, calibration: Any = None
@@ -68,8 +69,8 @@ def _dump(out: Path, exclude_faulty: bool, demote_scale: float | None, argv: lis
         metrics = evaluate_state(spec, state, ds, calibration)
         finite = all(bool(torch.isfinite(t).all()) for t in state.values())
         if calibration is not None and finite:
-            model = _sim.initial_model(spec, seed=0)
-            _sim.load_federated(model, state)
+            model = initial_model(spec, seed=0)
+            load_federated(model, state)
             finals[(context["method"], context["seed"])] = {  # the last call is the final model
                 "val": predict_logits(model, calibration),
                 "yval": np.asarray(calibration.labels),
@@ -78,13 +79,13 @@ def _dump(out: Path, exclude_faulty: bool, demote_scale: float | None, argv: lis
             }
         return metrics
 
-    def weights(counts: Sequence[int], scores: Sequence[int]) -> Any:
+    def weights(num_samples: Sequence[int], scores: Sequence[int]) -> list[int]:
         if exclude_faulty and context["method"] == "fedavg":
             faults = context["faults"]
             if len(scores) != len(faults):
                 raise RuntimeError("a site sent nothing: the oracle needs every site's update")
             scores = [0 if f != "none" else s for s, f in zip(scores, faults, strict=True)]
-        return onchain_weights(counts, scores)
+        return onchain_weights(num_samples, scores)
 
     def run(method: Any, config: Any, splits: Any, **kw: Any) -> Any:
         if demote_scale is not None:
@@ -92,9 +93,9 @@ def _dump(out: Path, exclude_faulty: bool, demote_scale: float | None, argv: lis
         context.update(method=method, seed=config.seed, faults=list(config.fault_labels))
         return run_method(method, config, splits, **kw)
 
-    _sim._evaluate_state = evaluate
-    _sim.run_method = run
-    _sim.onchain_weights = weights
+    setattr(_sim, "_evaluate_state", evaluate)  # noqa: B010 - patched in this process only
+    setattr(_sim, "run_method", run)  # noqa: B010
+    setattr(_sim, "onchain_weights", weights)  # noqa: B010
     try:
         rc = accuracy.main(argv)
     finally:  # saved even when accuracy.py's report fails after the runs
