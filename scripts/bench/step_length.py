@@ -21,8 +21,9 @@ site-round, with a run counter that starts at 0 and advances at every warm-up ro
 bench's valuation runs in order), as ``game_probe.py`` does.
 
 Report: ``.venv/bin/python scripts/bench/step_length.py RUN.json [...] [--rows]`` prints the
-``t_star`` distribution per scenario and fault kind (quantiles, and the share of site-rounds
-below 0.25 / 0.5 / 1).
+``t_star`` distribution per scenario and fault kind (quantiles, and the counts of site-rounds
+below 0.125 / 0.25 / 0.5 / 1), and of the reach ``t_star`` times the update's norm over the
+round's median norm (the best step in median-norm units: a boost divides ``t_star``, not it).
 """
 
 from __future__ import annotations
@@ -193,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if run["method"] == "valuation"
         ]
         groups: dict[tuple[str, str], list[float]] = {}
+        reach: dict[tuple[str, str], list[float]] = {}
         for r in recs:
             if r["round"] < args.from_round:
                 continue
@@ -202,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise SystemExit(f"record run {r['run']} does not match valuation run")
             fault = dict(zip(run["site_names"], run["site_faults"], strict=True))[r["site"]]
             groups.setdefault((key, fault), []).append(r["t_star"])
+            if r["norm_ratio"]:
+                reach.setdefault((key, fault), []).append(r["t_star"] * r["norm_ratio"])
             if args.rows and (fault != "none" or r["t_star"] < 0.5):
                 us = r["u"]
                 print(
@@ -213,7 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{path} (alpha {doc['settings']['alpha']:g}, from round {args.from_round}):")
         for (key, fault), ts in sorted(groups.items()):
             below = ", ".join(f"<{b:g} {sum(t < b for t in ts)}" for b in (0.125, 0.25, 0.5, 1.0))
-            print(f"  ({key}) {fault:10} n {len(ts):3}  {_quantiles(ts)}  [{below}]")
+            print(f"  ({key}) {fault:10} n {len(ts):3}  t* {_quantiles(ts)}  [{below}]")
+            if reach.get((key, fault)):
+                print(f"  {'':15} reach (t* x norm / median) {_quantiles(reach[(key, fault)])}")
     return 0
 
 
