@@ -93,6 +93,7 @@ import delta_clip
 import game_probe
 import norm_persist
 import share_clip
+import step_length
 import torch
 import weight_factors
 import zeroed_out
@@ -1298,6 +1299,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "game_probe list (game_probe.py); changes no score",
     )
     parser.add_argument(
+        "--step-probe",
+        action="store_true",
+        help="an experiment (issue 12 (c)): record each usable update's validation utility along "
+        "global + t * update for t in step_length.GRID and its best step t_star in the JSON's "
+        "step_length list (step_length.py); changes no score",
+    )
+    parser.add_argument(
+        "--step-factor",
+        type=float,
+        default=None,
+        metavar="T",
+        help="an experiment (issue 12 (c)): as --step-probe, and a paid update keeps "
+        "min(1, t_star / T) of its score (step_length.py; records unchanged)",
+    )
+    parser.add_argument(
         "--norm-persist",
         type=float,
         default=None,
@@ -1390,6 +1406,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         zeroed_out.install()
     if args.game_probe:
         game_probe.install()
+    if args.step_factor is not None and not (
+        math.isfinite(args.step_factor) and args.step_factor > 0
+    ):
+        parser.error(f"--step-factor must be a positive number, got {args.step_factor}")
+    if args.step_probe or args.step_factor is not None:
+        step_length.install(args.step_factor)
     factors: list[float] | None = None
     if args.weight_factors is not None:
         try:
@@ -1556,6 +1578,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     if args.game_probe:
         doc["game_probe"] = game_probe.records()
+    if args.step_probe or args.step_factor is not None:
+        doc["step_length"] = step_length.records()
+        doc["step_factor"] = args.step_factor
     doc["claims"] = _report(doc, results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1, default=float, allow_nan=True), encoding="utf-8")
