@@ -110,8 +110,8 @@ from fedtrail.valuation.chained import (
     Carried,
     References,
     carried_history,
-    public_screen_of,
     combiner_from,
+    public_screen_of,
     standing_of,
 )
 from fedtrail.valuation.round import explanation_probe
