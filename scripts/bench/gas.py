@@ -167,8 +167,9 @@ def _peer_rounds(
     """Peer rounds on a fresh ledger (so the rows above are untouched): 5 sites, then all the
     sites twice, then 5 sites again with one more site committing a vector it never reveals (a
     withheld vector, rated by recordPeerValuation; then the most weighted update is dropped as
-    unreadable, dropWithheld, and the next as the public screen's free-rider, dropScreened). Returns the whole-round totals of the
-    all-site rounds and every validator's commitScores + revealScores."""
+    unreadable, dropWithheld, and the next as the public screen's free-rider, dropScreened).
+    Returns the whole-round totals of the all-site rounds and every validator's commitScores +
+    revealScores."""
     ledger, _ = Ledger.deploy(w3, coord, aggregator=agg.address)
     for i, s in enumerate(sites):
         ledger.register_site(coord, s.address, f"hospital-{i}", 10**6)
