@@ -180,6 +180,7 @@ def _settings(
         project_shift=p["project_shift"],
         valuation_mode=p["valuation_mode"],
         validator_game=None if validator_game == "none" else validator_game,
+        public_screen=p["public_screen"],
         peer_quorum=p["peer_quorum"],
         score_commit_seconds=p["score_commit_seconds"],
         score_reveal_seconds=p["score_reveal_seconds"],
@@ -302,6 +303,13 @@ def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
     "9 peers; recorded in the round terms).",
 )
 @click.option(
+    "--public-screen",
+    is_flag=True,
+    help="Peer rounds with --standing: the free-rider screen (no validation data) runs once a "
+    "round here instead of by every validator; the updates it marks are dropped on chain "
+    "(dropScreened) and audit verify recomputes it (round terms valuation.public_screen).",
+)
+@click.option(
     "--peer-quorum",
     type=click.IntRange(1),
     default=None,
@@ -400,6 +408,7 @@ def run(
     large_game: str,
     valuation_mode: str,
     validator_game: str,
+    public_screen: bool,
     peer_quorum: int | None,
     score_commit_seconds: int | None,
     score_reveal_seconds: int | None,

@@ -29,7 +29,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -112,6 +112,7 @@ from fedtrail.valuation.chained import (
     References,
     carried_history,
     combiner_from,
+    public_screen_of,
     standing_of,
 )
 from fedtrail.valuation.round import explanation_probe
@@ -218,6 +219,15 @@ class AggregatorSettings:
     evaluations over 9 peers) is the default: a validator's scoring has to stay within its own
     local training time (issue 14; README, peer scoring time). It needs a gradient, so with
     the AUC metric peer rounds fall back to ``valuation``'s game."""
+
+    public_screen: bool = False
+    """Peer rounds with ``standing``: the free-rider screen (it reads no validation data) runs
+    once a round in public instead of by every validator (round terms
+    ``valuation.public_screen``, written only when True): this service runs it on the public
+    updates and references and drops the weighted updates it marks (``dropScreened``, reason
+    FREE_RIDER); ``audit verify`` recomputes it (``peers.screen``). Off by default: a validator
+    then no longer screens, so the free-rider's value still enters its own standing (README,
+    *Peer scoring time per site*)."""
 
     project_shift: bool | None = None
     """The validation game values every update with its first-order uniform logit shift
@@ -334,6 +344,7 @@ class AggregatorSettings:
             validator_game=(None if auc and game == "linear_shapley" else game) if peers else None,
             explanation_probe=probe,
             project_shift=True if self.shifts_projected() else None,
+            public_screen=True if peers and self.standing and self.public_screen else None,
         )
 
 
@@ -1127,6 +1138,8 @@ class AggregatorService:
         if self.is_peer_round(round_id):
             pairs = self._read_again(round_id, pairs)
             self._pin_weighted(round_id, pairs)
+            if self._drop_screened(round_id, global_state, pairs):
+                pairs = self.candidates(round_id, info=info)  # the weights re-derived
         subs = [s for s, _ in pairs]
         weights = [s.weight for s in subs]
         usable = [
@@ -1533,6 +1546,44 @@ class AggregatorService:
         todo = [(s, c) for s, c in pairs if s.weight > 0 and s.cid not in pinned]
         if todo:
             pinned |= pin_readable(self.store, round_id, todo, logger=log)
+
+    def _drop_screened(
+        self,
+        round_id: int,
+        global_state: Mapping[str, torch.Tensor],
+        pairs: Sequence[tuple[Submission, Candidate]],
+    ) -> bool:
+        """Under the round terms' ``valuation.public_screen`` (with ``standing``): runs valued
+        peer round ``round_id``'s public screen once (:func:`~fedtrail.valuation.chained.
+        public_screen_of`) and drops the weighted updates it marks (``dropScreened``: reason
+        FREE_RIDER, the others re-weighted). True when it dropped any; idempotent (a dropped
+        update is no longer weighted)."""
+        valuation = roundlog.ValuationSettings.from_json(self.terms(round_id)[0].valuation)
+        if not (valuation.public_screen and valuation.standing):
+            return False
+        if not any(s.weight > 0 for s, _ in pairs):
+            return False
+        marked = public_screen_of(
+            self.ledger,
+            self.store,
+            round_id,
+            self.spec,
+            global_state=global_state,
+            candidates=[c for _, c in pairs],
+            combiner=combiner_from(valuation),
+            known=self._references,
+        )
+        drop = [s.site for s, _ in pairs if s.weight > 0 and s.site in marked]
+        if not drop:
+            return False
+        self.ledger.drop_screened(self.account, round_id, [s.site for s, _ in pairs], drop)
+        log.warning(
+            "round %d: the public screen marks weighted update(s) as free-riders, dropped "
+            "(reason FREE_RIDER; the other updates re-weighted): %s",
+            round_id,
+            "; ".join(f"{site[:10]} {marked[site]}" for site in drop),
+        )
+        return True
 
     def _unreadable(
         self, round_id: int, missing: Sequence[Submission], subs: Sequence[Submission]

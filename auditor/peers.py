@@ -31,6 +31,13 @@ reputation with no validation split at all:
   if its site published it after the score reveal deadline: the check fails, and the auditor
   cannot tell that from an aggregator that dropped a readable update (data availability is not
   provable after the fact);
+* ``peers.screen``: under the terms' ``valuation.public_screen`` (with ``standing``), the
+  updates the aggregator dropped as free-riders (``dropScreened``, ``UpdateScreened``) are
+  exactly the ones the round's public free-rider screen, recomputed here from the start model,
+  the revealed updates and the references of the latest ``stale_rounds`` finalized rounds
+  (``fedtrail.valuation.chained.public_screen_of``), marks and the peers' medians weighted
+  (or that were dropped as withheld): an aggregator that zeroes a rival's update or spares an
+  ally's fails it, naming the site. Without the option, any such drop fails it;
 * ``peers.reputation``: each validator's distance and reputation in this round's
   ``ValidatorRated`` events equal the contract's EMA recomputed from its earlier ratings and this
   round's agreement, exactly the validators with another site to score are rated (and every
@@ -57,6 +64,7 @@ from fedtrail.protocol.peers import (
     PeerOutcome,
     PeerVote,
     address_key,
+    drop_screened,
     drop_withheld,
     peer_outcome,
 )
@@ -69,6 +77,7 @@ __all__ = [
     "MEDIAN",
     "QUORUM",
     "REPUTATION",
+    "SCREEN",
     "VOTES",
     "WITHHELD",
     "Check",
@@ -76,6 +85,7 @@ __all__ = [
     "PeerTable",
     "check_cancelled",
     "check_median",
+    "check_public_screen",
     "check_quorum",
     "check_reputation",
     "check_votes",
@@ -91,6 +101,7 @@ QUORUM = "peers.quorum"
 REPUTATION = "peers.reputation"
 CANCELLED = "peers.cancelled"
 WITHHELD = "peers.withheld"
+SCREEN = "peers.screen"
 
 PEER_COMPONENTS = frozenset({"peer_median", "peer_count"})
 """The components a peer round's log may give a site: both follow from the chain's votes."""
@@ -120,7 +131,9 @@ class PeerRecord:
     earlier rounds' ``ValidatorRated`` events; ``standing``: the contract's current
     (reputation, rated rounds) of each validator whose latest rating is this round's;
     ``committed``: the validators of the round's ``ScoresCommitted`` events; ``dropped``: the
-    sites of its ``UpdateWithheld`` events (weighted, then dropped as unreadable)."""
+    sites of its ``UpdateWithheld`` events (weighted, then dropped as unreadable);
+    ``screened``: the sites of its ``UpdateScreened`` events (weighted, then dropped as the
+    public screen's free-riders)."""
 
     round: int
     quorum: int
@@ -137,6 +150,7 @@ class PeerRecord:
     alpha: int = 0
     committed: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
+    screened: tuple[str, ...] = ()
 
     def sorted_votes(self) -> tuple[PeerVote, ...]:
         """The votes in ascending validator order (the order the rule and the log use)."""
@@ -163,7 +177,8 @@ class PeerRecord:
             quorum=self.quorum,
             withheld=self.withheld(),
         )
-        return drop_withheld(outcome, self.dropped) if self.dropped else outcome
+        outcome = drop_withheld(outcome, self.dropped) if self.dropped else outcome
+        return drop_screened(outcome, self.screened) if self.screened else outcome
 
 
 def _key(address: str) -> str:
@@ -370,6 +385,63 @@ def check_cancelled(record: PeerRecord, subs: Sequence[Submission]) -> Check:
     )
 
 
+def check_public_screen(
+    record: PeerRecord,
+    outcome: PeerOutcome | None,
+    marked: Mapping[str, str] | None,
+    *,
+    public: bool,
+    settled: bool,
+) -> Check:
+    """``peers.screen`` (see the module docstring): ``marked`` is the public screen recomputed
+    (site -> why; None when it could not be), ``public`` whether the terms ask for it,
+    ``settled`` whether the round finalized (the aggregator posts the screen before it
+    finalizes, so only then must every drop be there); ``outcome`` the chain's (its
+    ``peer_medians`` are the medians before any drop)."""
+    screened = set(record.screened)
+    if not public:
+        if screened:
+            return (
+                SCREEN,
+                False,
+                "dropScreened zeroed "
+                + ", ".join(s[:10] for s in sorted(screened))
+                + " in a round whose terms have no public screen (valuation.public_screen)",
+            )
+        return SCREEN, True, "no public screen in the terms, and no update dropped as screened"
+    if marked is None or outcome is None:
+        return SCREEN, False, "the public screen cannot be recomputed (see the checks above)"
+    medians = dict(zip(outcome.sites, outcome.peer_medians, strict=True))
+    spared = sorted(
+        s
+        for s in marked
+        if medians.get(s, 0) > 0 and s not in screened and s not in set(record.dropped)
+    )
+    zeroed = sorted(screened - set(marked))
+    problems = []
+    if zeroed:
+        problems.append(
+            "dropped as free-riders, yet the public screen does not mark them: "
+            + ", ".join(s[:10] for s in zeroed)
+            + " (the aggregator zeroed an update the rule spares)"
+        )
+    if spared and settled:
+        problems.append(
+            "marked by the public screen and weighted by the peers' medians, yet not dropped: "
+            + "; ".join(f"{s[:10]} ({marked[s]})" for s in spared)
+            + " (the aggregator spared an update the rule zeroes)"
+        )
+    if problems:
+        return SCREEN, False, "; ".join(problems)
+    return (
+        SCREEN,
+        True,
+        f"the public screen recomputed marks {len(marked)} update(s)"
+        + (": " + ", ".join(s[:10] for s in sorted(marked)) if marked else "")
+        + f"; {len(screened)} dropped as screened, every weighted one it marks",
+    )
+
+
 def check_withheld(subs: Sequence[Submission], unusable: Mapping[str, Reason]) -> Check:
     """``peers.withheld`` (see the module docstring): every revealed update the chain marks
     WITHHELD is among ``unusable`` (site -> how this audit failed to use it)."""
@@ -480,6 +552,7 @@ def read_peer_record(ledger: Ledger, round_id: int) -> PeerRecord | None:
         alpha=ledger.reputation_alpha(),
         committed=committed,
         dropped=tuple(ledger.peer_dropped(round_id)),
+        screened=tuple(ledger.peer_screened(round_id)),
     )
 
 

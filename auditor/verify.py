@@ -63,10 +63,12 @@ from fedtrail.auditor.explanation_check import EXPLANATION_SHIFT_CHECK, check_ex
 from fedtrail.auditor.peers import (
     CANCELLED,
     QUORUM,
+    SCREEN,
     WITHHELD,
     PeerRecord,
     check_cancelled,
     check_median,
+    check_public_screen,
     check_quorum,
     check_reputation,
     check_votes,
@@ -107,7 +109,7 @@ from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.evidence import ChainUpdate, Evidence, applicable, evidence_problems
 from fedtrail.protocol.names import confusable, confusable_groups, escaped
 from fedtrail.protocol.names import shown as shown_name
-from fedtrail.protocol.peers import cancelled_outcome
+from fedtrail.protocol.peers import InvalidVotes, PeerOutcome, cancelled_outcome
 from fedtrail.protocol.privacy import SUMMED, DpParams, InvalidPrivacy, from_micro
 from fedtrail.protocol.roundlog import (
     MAX_LOG_BYTES,
@@ -136,7 +138,7 @@ from fedtrail.storage.codec import (
 )
 from fedtrail.storage.privacy_history import PrivacyHistory
 from fedtrail.storage.privacy_spend import sampling_problem
-from fedtrail.storage.store import ContentStore
+from fedtrail.storage.store import NOT_GIVEN, ContentStore
 from fedtrail.valuation.candidates import SpendChecker, checks_spend, noise_rule
 from fedtrail.valuation.freeride import duplicate_residual_z
 from fedtrail.valuation.limits import ThresholdLimits
@@ -688,6 +690,22 @@ def verify_round(
         )
     else:
         _unchecked(audit, ("log.status",), no_log)
+
+    if peers and peer is not None:
+        _check_public_screen(
+            audit,
+            ledger,
+            store,
+            info,
+            peer,
+            terms,
+            subs,
+            spec,
+            start_blob,
+            deltas,
+            {**unusable, **dict.fromkeys((*quiet, *(breaches or {})), Reason.MALFORMED)},
+            frozenset(site for site, p in dp.items() if p is not None),
+        )
 
     # the data-free valuation components, recomputed; the standing, weighed with them
     if not peers and log is not None:
@@ -2028,6 +2046,71 @@ def _is_peer_round(peer: PeerRecord | None, terms: RoundTerms | None, log: Round
         peer is not None
         or (terms is not None and terms.valuation.get("mode") == "peers")
         or (log is not None and (log.settings.valuation.peers or log.peer_votes is not None))
+    )
+
+
+def _check_public_screen(
+    audit: RoundAudit,
+    ledger: Ledger,
+    store: ContentStore,
+    info: RoundInfo,
+    peer: PeerRecord,
+    terms: RoundTerms | None,
+    subs: list[Submission],
+    spec: ModelSpec | None,
+    start_blob: bytes | None,
+    deltas: Mapping[str, Mapping[str, torch.Tensor]],
+    unusable: Mapping[str, Reason],
+    declared_noise: frozenset[str],
+) -> None:
+    """``peers.screen`` (:func:`~fedtrail.auditor.peers.check_screen`): the round's public
+    free-rider screen recomputed from the chain and the store, as the aggregator ran it
+    (:func:`~fedtrail.valuation.chained.public_screen_of` over the revealed updates as a
+    validator reads them), against the updates dropped as screened."""
+    from fedtrail.valuation import Candidate
+    from fedtrail.valuation.chained import combiner_from, public_screen_of
+
+    valuation = None
+    if terms is not None:
+        try:
+            valuation = ValuationSettings.from_json(terms.valuation)
+        except InvalidLog:
+            valuation = None
+    public = bool(valuation is not None and valuation.public_screen and valuation.standing)
+    try:
+        outcome: PeerOutcome | None = peer.outcome([s.site for s in subs])
+    except InvalidVotes:
+        outcome = None
+    marked: dict[str, str] | None = None
+    if public and valuation is not None and spec is not None and start_blob is not None:
+        candidates = [
+            Candidate(
+                site=s.site,
+                num_samples=s.num_samples,
+                delta=None if s.site in unusable else deltas.get(s.site),
+                status=unusable.get(s.site, Reason.OK if s.site in deltas else Reason.MALFORMED),
+                noise_declared=s.site in declared_noise,
+            )
+            for s in subs
+        ]
+        try:
+            with _Timer(audit, "rescore"):
+                marked = public_screen_of(
+                    ledger,
+                    store,
+                    info.id,
+                    spec,
+                    global_state=decode_model(start_blob, spec=spec)[0],
+                    candidates=candidates,
+                    combiner=combiner_from(valuation),
+                )
+        except (FedtrailError, *NOT_GIVEN) as exc:
+            audit.add(SCREEN, False, f"the public screen cannot be recomputed: {exc}")
+            return
+    audit.add(
+        *check_public_screen(
+            peer, outcome, marked, public=public, settled=info.phase == Phase.FINALIZED
+        )
     )
 
 

@@ -62,7 +62,9 @@ pragma solidity 0.8.28;
 /// an update it weighted that the aggregator cannot read back by the score reveal deadline
 /// (its site may withhold the blob once scored) is dropped with reason Withheld and the other
 /// weights re-derived ({dropWithheld}), so the round still finalizes; only when no weighted
-/// update is left is the valued round cancelled ({cancelRound}).
+/// update is left is the valued round cancelled ({cancelRound}). Under the round terms'
+/// `valuation.public_screen` the aggregator drops, the same way, the weighted updates the
+/// round's public free-rider screen marks, with reason FreeRider ({dropScreened}).
 contract FederationLedger {
     // ------------------------------------------------------------------ types
 
@@ -307,9 +309,14 @@ contract FederationLedger {
     /// `round`: its score, reason and weight are now 0, Withheld and 0, and its reputation
     /// `reputation` (this round's credit taken back: see {dropWithheld}).
     event UpdateWithheld(uint256 indexed round, address indexed site, uint32 reputation);
+    /// @notice The public screen of valued peer round `round` marks `site`'s weighted update
+    /// (a free-rider): its score, reason and weight are now 0, FreeRider and 0, and its
+    /// reputation `reputation` (this round's credit taken back: see {dropScreened}).
+    event UpdateScreened(uint256 indexed round, address indexed site, uint32 reputation);
     /// @notice `site`'s weight in valued round `round` changed to `weight` (after
-    /// {dropWithheld}). A site still weighted keeps its score, reason and reputation; a dropped
-    /// site's weight is 0 and its score, reason and reputation are as its `UpdateWithheld` says.
+    /// {dropWithheld} or {dropScreened}). A site still weighted keeps its score, reason and
+    /// reputation; a dropped site's weight is 0 and its score, reason and reputation are as its
+    /// `UpdateWithheld` or `UpdateScreened` says.
     event UpdateReweighted(uint256 indexed round, address indexed site, uint64 weight);
     /// @notice The coordinator set `site`'s epsilon budget (0: no budget).
     event PrivacyBudgetSet(address indexed site, uint64 epsilonBudgetMicro);
@@ -1019,6 +1026,39 @@ contract FederationLedger {
         external
         onlyAggregator
     {
+        _drop(round, sites, dropped, true);
+    }
+
+    /// @notice Drops from valued peer round `round` the weighted updates its public screen marks
+    /// (round terms `valuation.public_screen`: the validators skip the free-rider screen, which
+    /// reads no validation data, and the aggregator runs it once for the round on the public
+    /// updates and references): each gets score 0, reason FreeRider and weight 0, and the
+    /// weights of the others are re-derived as {dropWithheld} does (`UpdateReweighted` for each
+    /// weight that changed), validator ratings staying as valued; a dropped site's reputation
+    /// loses this round's credit as in {dropWithheld} (`UpdateScreened`). The contract cannot
+    /// run the screen: `audit verify` recomputes it from chain and store and fails the round
+    /// (`peers.screen`) when the dropped updates are not exactly the weighted ones it marks, so
+    /// an aggregator that zeroes a rival's update, or spares an ally's, is named.
+    ///
+    /// Requirements:
+    /// - caller is the aggregator.
+    /// - the round exists, is a peer round and is Valued.
+    /// - `sites` is strictly ascending and lists exactly the sites that revealed an update.
+    /// - `dropped` is non-empty, strictly ascending, and each has a weight above 0.
+    /// - an update with a weight above 0 is left (otherwise the aggregator cancels the round).
+    function dropScreened(uint256 round, address[] calldata sites, address[] calldata dropped)
+        external
+        onlyAggregator
+    {
+        _drop(round, sites, dropped, false);
+    }
+
+    function _drop(
+        uint256 round,
+        address[] calldata sites,
+        address[] calldata dropped,
+        bool withheld
+    ) private {
         Round storage r = _rounds[round];
         if (r.phase == Phase.None) revert FederationLedger__UnknownRound(round);
         if (!r.peer) revert FederationLedger__NotPeerRound(round);
@@ -1026,11 +1066,14 @@ contract FederationLedger {
             revert FederationLedger__WrongPhase(round, r.phase, Phase.Valued);
         }
         uint64 deadline = _peerRounds[round].scoreRevealDeadline;
-        if (block.timestamp <= deadline) revert FederationLedger__RoundStillOpen(round, deadline);
+        if (withheld && block.timestamp <= deadline) {
+            revert FederationLedger__RoundStillOpen(round, deadline);
+        }
         if (sites.length != r.revealCount) {
             revert FederationLedger__MissingScores(round, r.revealCount, sites.length);
         }
         if (dropped.length == 0) revert FederationLedger__InvalidParameter("dropped");
+        Reason reason = withheld ? Reason.Withheld : Reason.FreeRider;
         for (uint256 k = 0; k < dropped.length; ++k) {
             address site = dropped[k];
             if (k > 0 && site <= dropped[k - 1]) revert FederationLedger__SitesNotSorted(k);
@@ -1042,8 +1085,12 @@ contract FederationLedger {
             reputation = s.valuedRounds == 1 || credit >= reputation ? 0 : reputation - credit;
             s.reputation = reputation;
             sub.score = 0;
-            sub.reason = Reason.Withheld;
-            emit UpdateWithheld(round, site, reputation);
+            sub.reason = reason;
+            if (reason == Reason.Withheld) {
+                emit UpdateWithheld(round, site, reputation);
+            } else {
+                emit UpdateScreened(round, site, reputation);
+            }
         }
         uint256 count = sites.length;
         uint32[] memory scores = new uint32[](count);

@@ -364,6 +364,7 @@ class PeerScorer:
                 explanation_check=bool(valuation.explanation_check),
                 validator_game=valuation.validator_game,
                 project_shift=bool(valuation.project_shift),
+                public_screen=bool(valuation.public_screen),
             )
         except UnfitValidation as exc:
             return self._skip(round_id, None, f"abstains: {exc}")

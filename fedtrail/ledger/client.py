@@ -73,6 +73,7 @@ from fedtrail.protocol.peers import (
     PeerOutcome,
     PeerVote,
     address_key,
+    drop_screened,
     drop_withheld,
     peer_outcome,
 )
@@ -594,6 +595,22 @@ class Ledger:
             ),
         )
 
+    def drop_screened(
+        self, signer: LocalAccount, round_id: int, sites: Sequence[str], dropped: Sequence[str]
+    ) -> TxResult:
+        """Drops the weighted updates of valued peer round ``round_id`` that the round's public
+        free-rider screen marks (``dropped``; round terms ``valuation.public_screen``) and
+        re-derives the others' weights; ``sites`` are the round's revealed updates. Both are put
+        in the contract's (address) order here."""
+        return self._transact(
+            signer,
+            self._fn.dropScreened(
+                round_id,
+                sorted((checksum(s) for s in sites), key=address_key),
+                sorted((checksum(d) for d in dropped), key=address_key),
+            ),
+        )
+
     # ------------------------------------------------------------------ views
 
     @property
@@ -1020,14 +1037,28 @@ class Ledger:
             key=address_key,
         )
 
+    def peer_screened(self, round_id: int) -> list[str]:
+        """The sites whose weighted updates the aggregator dropped from valued peer round
+        ``round_id`` as the public screen's free-riders (``UpdateScreened`` events; ascending
+        address order)."""
+        return sorted(
+            {
+                checksum(event.args["site"])
+                for event in self.events("UpdateScreened", argument_filters={"round": round_id})
+            },
+            key=address_key,
+        )
+
     def reputation_history(self, site: str | None = None) -> dict[str, list[tuple[int, int]]]:
         """Each site's reputation after every round that valued it, ``(round, reputation)`` in
         round order (``site``: that site only): ``UpdateValued``'s, replaced by
-        ``UpdateWithheld``'s for a round whose update was dropped afterwards (the drop takes
-        the round's credit back, so the valuation's figure is not what the round left)."""
+        ``UpdateWithheld``'s or ``UpdateScreened``'s for a round whose update was dropped
+        afterwards (the drop takes the round's credit back, so the valuation's figure is not
+        what the round left)."""
         filters = None if site is None else {"site": checksum(site)}
         after: dict[str, dict[int, int]] = {}
-        for name in ("UpdateValued", "UpdateWithheld"):  # a drop comes after its valuation
+        # a drop comes after its valuation; an update is dropped at most once (weighted)
+        for name in ("UpdateValued", "UpdateWithheld", "UpdateScreened"):
             for event in self.events(name, argument_filters=filters):
                 who = checksum(event.args["site"])
                 after.setdefault(who, {})[int(event.args["round"])] = int(event.args["reputation"])
@@ -1059,8 +1090,9 @@ class Ledger:
         contract's rule (:func:`fedtrail.protocol.peers.peer_outcome`) over its revealed updates
         (``sites``, default: the chain's, address order), its revealed ``votes`` (default:
         :meth:`peer_votes`), the validator standing earlier rounds left, its quorum and the
-        vectors withheld, then the updates dropped as unreadable (``dropWithheld``).
-        :class:`ConfigError` for an aggregator round."""
+        vectors withheld, then the updates dropped as unreadable (``dropWithheld``) and as the
+        public screen's free-riders (``dropScreened``). :class:`ConfigError` for an aggregator
+        round."""
         info = self.get_peer_round(round_id)
         if info is None:
             raise ConfigError(f"round {round_id} is not a peer round")
@@ -1076,7 +1108,9 @@ class Ledger:
             withheld=self.peer_withheld(round_id, votes),
         )
         dropped = self.peer_dropped(round_id)
-        return drop_withheld(outcome, dropped) if dropped else outcome
+        outcome = drop_withheld(outcome, dropped) if dropped else outcome
+        screened = self.peer_screened(round_id)
+        return drop_screened(outcome, screened) if screened else outcome
 
     def validator_standing(self, address: str) -> ValidatorStanding:
         """``address``'s validator reputation and rated rounds (zeros when never rated)."""

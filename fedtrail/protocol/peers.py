@@ -84,6 +84,7 @@ __all__ = [
     "cancelled_outcome",
     "counted_validators",
     "default_quorum",
+    "drop_screened",
     "drop_withheld",
     "median",
     "next_validator_reputation",
@@ -139,8 +140,9 @@ class PeerOutcome:
     """What ``recordPeerValuation`` records: per site (address order) its median score, reason
     and how many counted peers scored it; per rated validator its distance and agreement
     (withheld validators at distance ``SCORE_SCALE``); which validators the medians counted.
-    After ``dropWithheld`` (:func:`drop_withheld`) ``scores`` are the chain's (0 for a dropped
-    update) and ``medians`` the peers' medians (empty: the same as ``scores``)."""
+    After ``dropWithheld`` (:func:`drop_withheld`) or ``dropScreened`` (:func:`drop_screened`)
+    ``scores`` are the chain's (0 for a dropped update), ``dropped`` and ``screened`` the sites
+    each dropped, and ``medians`` the peers' medians (empty: the same as ``scores``)."""
 
     sites: tuple[str, ...]
     scores: tuple[int, ...]
@@ -152,6 +154,7 @@ class PeerOutcome:
     withheld: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
     medians: tuple[int, ...] = ()
+    screened: tuple[str, ...] = ()
 
     @property
     def peer_medians(self) -> tuple[int, ...]:
@@ -238,6 +241,22 @@ def drop_withheld(outcome: PeerOutcome, dropped: Sequence[str]) -> PeerOutcome:
     readable): their scores 0, reason WITHHELD; every other score, and every validator rating,
     as valued. Raises :class:`InvalidVotes` for a drop the contract refuses (an unknown or
     unweighted site)."""
+    out = _drop(outcome, dropped, Reason.WITHHELD)
+    merged = sorted({address_key(d): d for d in (*outcome.dropped, *dropped)}.items())
+    return replace(out, dropped=tuple(d for _, d in merged))
+
+
+def drop_screened(outcome: PeerOutcome, screened: Sequence[str]) -> PeerOutcome:
+    """The outcome after ``dropScreened`` dropped ``screened`` (weighted updates the round's
+    public free-rider screen marks, round terms ``valuation.public_screen``): their scores 0,
+    reason FREE_RIDER; every other score, and every validator rating, as valued. Raises
+    :class:`InvalidVotes` for a drop the contract refuses (an unknown or unweighted site)."""
+    out = _drop(outcome, screened, Reason.FREE_RIDER)
+    merged = sorted({address_key(d): d for d in (*outcome.screened, *screened)}.items())
+    return replace(out, screened=tuple(d for _, d in merged))
+
+
+def _drop(outcome: PeerOutcome, dropped: Sequence[str], reason: Reason) -> PeerOutcome:
     keys = {address_key(d) for d in dropped}
     index = {address_key(s): i for i, s in enumerate(outcome.sites)}
     for d in dropped:
@@ -249,17 +268,10 @@ def drop_withheld(outcome: PeerOutcome, dropped: Sequence[str]) -> PeerOutcome:
         for s, v in zip(outcome.sites, outcome.scores, strict=True)
     )
     reasons = tuple(
-        Reason.WITHHELD if address_key(s) in keys else r
+        reason if address_key(s) in keys else r
         for s, r in zip(outcome.sites, outcome.reasons, strict=True)
     )
-    merged = sorted({address_key(d): d for d in (*outcome.dropped, *dropped)}.items())
-    return replace(
-        outcome,
-        scores=scores,
-        reasons=reasons,
-        dropped=tuple(d for _, d in merged),
-        medians=outcome.peer_medians,
-    )
+    return replace(outcome, scores=scores, reasons=reasons, medians=outcome.peer_medians)
 
 
 def peer_outcome(

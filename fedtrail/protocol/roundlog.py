@@ -272,6 +272,11 @@ class ValuationSettings:
     checked). ``project_shift`` true: the validation game values every update with its
     first-order uniform logit shift removed (``fedtrail.valuation.value_round``; an opt-in for
     private rounds); absent (None) or false: the updates as submitted, as every round before it.
+    ``public_screen`` true (peer rounds only): the validators skip the free-rider screen, which
+    reads no validation data; the aggregator runs it once for the round on the public updates
+    and references (``fedtrail.valuation.public_screen``) and drops the weighted updates it
+    marks on chain (``dropScreened``, reason FREE_RIDER), and ``audit verify`` recomputes it
+    (``peers.screen``); absent (None) or false: every validator screens, as before.
     """
 
     method: str
@@ -286,6 +291,7 @@ class ValuationSettings:
     validator_game: str | None = None
     explanation_probe: ExplanationProbe | None = None
     project_shift: bool | None = None
+    public_screen: bool | None = None
 
     _FIELDS: ClassVar[tuple[str, ...]] = (
         "method",
@@ -300,6 +306,7 @@ class ValuationSettings:
         "validator_game",
         "explanation_probe",
         "project_shift",
+        "public_screen",
     )
 
     def __post_init__(self) -> None:
@@ -319,6 +326,8 @@ class ValuationSettings:
             )
         if self.validator_game == "linear_shapley" and self.metric == "auc":
             raise InvalidLog("the validator game 'linear_shapley' needs a loss metric, not the AUC")
+        if self.public_screen is not None and self.mode != "peers":
+            raise InvalidLog("a public screen is set only for peer valuation (mode 'peers')")
         if self.explanation_probe is not None and self.explanation_check is not True:
             raise InvalidLog("an explanation probe is set only with the explanation check on")
 
@@ -349,6 +358,8 @@ class ValuationSettings:
             doc["explanation_probe"] = self.explanation_probe.to_json()
         if self.project_shift is not None:
             doc["project_shift"] = self.project_shift
+        if self.public_screen is not None:
+            doc["public_screen"] = self.public_screen
         return doc
 
     @classmethod
@@ -358,7 +369,7 @@ class ValuationSettings:
         for key in ("method", "metric"):
             if key not in doc:
                 raise InvalidLog(f"explanation log invalid at {where}: '{key}' is missing")
-        for key in ("explanation_check", "standing", "project_shift"):
+        for key in ("explanation_check", "standing", "project_shift", "public_screen"):
             flag = doc.get(key)
             if flag is not None and not isinstance(flag, bool):
                 raise InvalidLog(f"explanation log invalid at {where}/{key}: not a bool")
@@ -390,6 +401,7 @@ class ValuationSettings:
             if doc.get("explanation_probe") is None
             else ExplanationProbe.from_json(doc["explanation_probe"], f"{where}/explanation_probe"),
             project_shift=doc.get("project_shift"),
+            public_screen=doc.get("public_screen"),
         )
 
 

@@ -30,7 +30,7 @@ from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.loo import leave_one_out
 from fedtrail.valuation.peers import VALIDATOR_GAMES, PeerVector, UnfitValidation, peer_vector
 from fedtrail.valuation.robust import RobustStats, robust_statistics
-from fedtrail.valuation.round import GAMES, LARGE_GAMES, METHODS, value_round
+from fedtrail.valuation.round import GAMES, LARGE_GAMES, METHODS, public_screen, value_round
 from fedtrail.valuation.shapley import (
     AUTO_EXACT_SITES,
     LARGE_GAME_SITES,
@@ -87,6 +87,7 @@ __all__ = [
     "mc_shapley",
     "normalised_values",
     "peer_vector",
+    "public_screen",
     "relieved_reference",
     "robust_statistics",
     "usable",

@@ -54,8 +54,9 @@ from fedtrail.protocol.roundlog import (
 )
 from fedtrail.storage.codec import decode_model, decode_update, default_max_bytes
 from fedtrail.storage.store import NOT_GIVEN, ContentStore
+from fedtrail.valuation.base import Candidate
 from fedtrail.valuation.combine import Combiner, RoundValuation, default_combiner
-from fedtrail.valuation.round import METHODS, check_game
+from fedtrail.valuation.round import METHODS, check_game, public_screen
 from fedtrail.valuation.standing import History, global_label, reference_label
 
 __all__ = [
@@ -71,6 +72,7 @@ __all__ = [
     "global_label",
     "previous_round",
     "previous_rounds",
+    "public_screen_of",
     "recent_references",
     "reference_label",
     "reference_labels",
@@ -389,6 +391,35 @@ def carried_history(
         references=references,
     )
     return Carried(history=history, previous=previous)
+
+
+def public_screen_of(
+    ledger: Ledger,
+    store: ContentStore,
+    round_id: int,
+    spec: ModelSpec,
+    *,
+    global_state: Mapping[str, torch.Tensor],
+    candidates: Sequence[Candidate],
+    combiner: Combiner,
+    known: MutableMapping[int, References] | None = None,
+) -> dict[str, str]:
+    """Peer round ``round_id``'s public screen (round terms ``valuation.public_screen``): site
+    -> why for each revealed update the free-rider screen marks, from public data only: its
+    start model (``global_state``), its revealed ``candidates`` in address order (as
+    :func:`~fedtrail.valuation.candidates.revealed_candidates` reads them, the validators'
+    reading) and the references of the latest ``combiner.stale_rounds`` finalized rounds
+    (:func:`recent_references`, read as the aggregator's history reads them). The one rule the
+    aggregator posts (``dropScreened``) and ``audit verify`` recomputes (``peers.screen``)."""
+    prevs = previous_rounds(ledger, round_id, combiner.stale_rounds)
+    references = recent_references(ledger, store, prevs, spec, known=known) if prevs else {}
+    return public_screen(
+        global_state=global_state,
+        spec=spec,
+        candidates=candidates,
+        history=History(references=references),
+        combiner=combiner,
+    )
 
 
 def standing_of(carried: Carried, report: RoundValuation) -> Standing:

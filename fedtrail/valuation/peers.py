@@ -148,6 +148,7 @@ def peer_vector(
     explanation_check: bool = False,
     validator_game: str | None = None,
     project_shift: bool = False,
+    public_screen: bool = False,
 ) -> PeerVector:
     """Score every revealed update but the validator's own on the validator's ``validation``
     split (see the module docstring).
@@ -162,7 +163,10 @@ def peer_vector(
     name, one of :data:`VALIDATOR_GAMES`, or None) is the game played instead of ``method``'s
     and ``large_game``'s at every size. ``history``: the validator's own standing from its
     previous vector (:meth:`PeerVector.next_history`; ``History()`` for its first round, the
-    warm-up); None scores each round on its own.
+    warm-up); None scores each round on its own. ``public_screen`` (the terms' setting of that
+    name): the free-rider screen is left to the aggregator, which runs it once for the round on
+    public data and drops what it marks on chain (:func:`~fedtrail.valuation.round.
+    public_screen`); the validator values those updates as any other.
 
     Raises :class:`UnfitValidation` when the split holds fewer than two classes (no utility of
     the issue-12 kind is defined on it) and ConfigError for malformed input (an unknown
@@ -204,6 +208,7 @@ def peer_vector(
         large_game=large_game if validator_game is None else None,
         warm_up_game=False,  # the warm-up's vote does not depend on a game (value_round)
         project_shift=project_shift,
+        public_screen=public_screen,
     )
     by_site = {v.site: v for v in report.sites}
     scores = tuple(

@@ -83,6 +83,7 @@ __all__ = [
     "METHODS",
     "Game",
     "explanation_probe",
+    "public_screen",
     "value_round",
 ]
 
@@ -204,6 +205,7 @@ def value_round(
     probe: torch.Tensor | None = None,
     warm_up_game: bool = True,
     project_shift: bool = False,
+    public_screen: bool = False,
 ) -> RoundValuation:
     """Score every candidate of a round (see the module docstring): one
     :class:`~fedtrail.valuation.combine.SiteValuation` per candidate in ``report.sites``, in the
@@ -246,6 +248,12 @@ def value_round(
     of DP-SGD updates, whose large label-prior shift otherwise ranks sites by how skewed their
     labels are rather than by label quality (README, *Valuation under DP*). The screens, the
     weights and the aggregate still use the updates as submitted.
+
+    ``public_screen`` (a peer validator under the round terms' ``valuation.public_screen``):
+    with a history, the free-rider screen is skipped (no FREE_RIDER verdict; the updates it
+    would mark are valued as the others), because the aggregator runs it once for the round
+    (:func:`public_screen`) and drops what it marks from the median scores on chain, where
+    ``audit verify`` recomputes it. Without a history it changes nothing.
     """
     check_game(method=method, metric=metric, large_game=large_game)
     comb = Combiner() if combiner is None else combiner
@@ -274,6 +282,7 @@ def value_round(
             large_game,
             warm_up_game=warm_up_game,
             project_shift=project_shift,
+            public_screen=public_screen,
         )
     report = _value(ctx, method, comb, large_game, project_shift=project_shift)
     if validation is None or any_positive(report.sites):
@@ -349,24 +358,19 @@ def _standing_shares(
     return normalised
 
 
-def _settle(
+def _free_riders(
     ctx: ValuationContext,
-    method: str,
+    cands: Sequence[Candidate],
     comb: Combiner,
     history: History,
-    large_game: str | None,
-    *,
-    warm_up_game: bool = True,
-    project_shift: bool = False,
-) -> RoundValuation:
-    """The round with a history: free-riders out, the game, accumulated demote-only scores
-    (``warm_up_game`` False: no game in the warm-up, see :func:`value_round`)."""
-    cands = _prechecked(ctx, comb)
+    model_norm: float,
+    norms: dict[str, float] | None = None,
+    squares: dict[str, npt.NDArray[np.float64]] | None = None,
+) -> dict[str, str]:
+    """The free-rider screen of the prechecked ``cands`` against ``history``'s references (the
+    round terms' thresholds of ``comb``): site -> why, for the flagged ones."""
     stats = ctx.spec.statistic_names()
-    model_norm = _norm(without_statistics(ctx.global_state, stats))
-    norms: dict[str, float] = {}  # the usable updates' norms, for the robust statistics
-    squares: dict[str, npt.NDArray[np.float64]] = {}  # their partial sums, for the next round
-    riders = free_riders(
+    return free_riders(
         {
             c.site: without_statistics(c.delta, stats)
             for c in cands
@@ -390,6 +394,55 @@ def _settle(
         stale_support_cosine=comb.stale_support_cosine,
         stale_support_overlap=comb.stale_support_overlap,
     )
+
+
+def public_screen(
+    *,
+    global_state: Mapping[str, torch.Tensor],
+    spec: ModelSpec,
+    candidates: Sequence[Candidate],
+    history: History,
+    combiner: Combiner | None = None,
+) -> dict[str, str]:
+    """A peer round's public screen (round terms ``valuation.public_screen``): the free-rider
+    screen of :func:`value_round` with a history, run once per round on public data only, by the
+    aggregator (which posts its verdicts, ``dropScreened``) and by ``audit verify`` (which
+    recomputes them). ``candidates``: the round's revealed updates in address order, as a
+    validator receives them; ``history``: the public references (the updates and global deltas
+    of the latest ``stale_rounds`` finalized rounds, :func:`~fedtrail.valuation.chained.
+    recent_references`; its accumulated values are not read). Returns site -> why for every
+    update the screen marks FREE_RIDER, in address order: the verdicts a validator's
+    :func:`value_round` gives on the same candidates and references, which skips the screen
+    itself under ``public_screen=True``. Reads no validation data."""
+    comb = Combiner() if combiner is None else combiner
+    ctx = ValuationContext(global_state=global_state, spec=spec, candidates=list(candidates))
+    cands = _prechecked(ctx, comb)
+    model_norm = _norm(without_statistics(global_state, spec.statistic_names()))
+    return _free_riders(ctx, cands, comb, history, model_norm)
+
+
+def _settle(
+    ctx: ValuationContext,
+    method: str,
+    comb: Combiner,
+    history: History,
+    large_game: str | None,
+    *,
+    warm_up_game: bool = True,
+    project_shift: bool = False,
+    public_screen: bool = False,
+) -> RoundValuation:
+    """The round with a history: free-riders out (unless ``public_screen``), the game,
+    accumulated demote-only scores (``warm_up_game`` False: no game in the warm-up, see
+    :func:`value_round`)."""
+    cands = _prechecked(ctx, comb)
+    stats = ctx.spec.statistic_names()
+    model_norm = _norm(without_statistics(ctx.global_state, stats))
+    norms: dict[str, float] = {}  # the usable updates' norms, for the robust statistics
+    squares: dict[str, npt.NDArray[np.float64]] = {}  # their partial sums, for the next round
+    riders: dict[str, str] = {}
+    if not public_screen:
+        riders = _free_riders(ctx, cands, comb, history, model_norm, norms, squares)
     cands = _broken(
         ctx,
         _oversized(

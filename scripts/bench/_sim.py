@@ -147,9 +147,14 @@ from fedtrail.valuation import (  # noqa: E402
     PeerVector,
     UnfitValidation,
     peer_vector,
+    public_screen,
     value_round,
 )
-from fedtrail.valuation.standing import global_label, reference_label  # noqa: E402
+from fedtrail.valuation.standing import (  # noqa: E402
+    global_label,
+    reference_label,
+    reference_round,
+)
 
 __all__ = [
     "ADVERSARY_KINDS",
@@ -320,6 +325,12 @@ class SimConfig:
     """Peer mode: the game every validator plays at every size (the round terms'
     ``validator_game``, :data:`fedtrail.valuation.VALIDATOR_GAMES`), the aggregator's default;
     None: ``valuation`` (and ``large_game`` above 10 updates)."""
+    public_screen: bool = False
+    """Peer mode: the round terms' ``valuation.public_screen``: validators skip the free-rider
+    screen and the aggregator runs it once a round on the public updates and references
+    (:func:`fedtrail.valuation.public_screen`), zeroing the median score of each update it
+    marks whose score is above 0 (the contract's ``dropScreened``); its time is
+    ``RoundRecord.screen_seconds``."""
     validators: tuple[int, ...] | None = None
     """Peer mode: the sites that validate (a fixed committee, e.g. to time one site's scoring
     in a large federation); None: every site."""
@@ -436,6 +447,7 @@ class SimConfig:
             "adversaries": [asdict(a) for a in self.adversaries],
             "validators": None if self.validators is None else list(self.validators),
             "validator_game": self.validator_game,
+            **({"public_screen": True} if self.public_screen else {}),
             "value_window": self.value_window,
             "value_window_sum": self.value_window_sum,
             **({"project_shift": True} if self.project_shift else {}),
@@ -499,6 +511,11 @@ class RoundRecord:
     """Peer mode: per rated validator, its distance from the medians."""
     validator_reputations: dict[str, int] = field(default_factory=dict)
     """Peer mode, rounds closed with weights: every rated validator's reputation after it."""
+    screen_seconds: float = 0.0
+    screen_cpu_seconds: float = 0.0
+    """Peer mode with ``public_screen``: the aggregator's one public screen of the round."""
+    screened: dict[str, str] = field(default_factory=dict)
+    """Peer mode with ``public_screen``: the sites the public screen marked, with why."""
     refused: str = ""
     """Peer mode: why the contract would refuse this round's valuation (below the quorum, or
     the reputation gate undecided; the round is skipped, as the service cancels it)."""
@@ -1017,6 +1034,11 @@ class _Peers:
         self.adversaries = {a.site: a for a in config.adversaries}
         self.standing: dict[str, tuple[int, int]] = {}
         self.last_outcome: PeerOutcome | None = None
+        # public_screen: the references of the rounds closed with weights (newest first), as
+        # recent_references reads them from chain and store, and this round's candidates
+        self.public_references: dict[str, Delta] = {}
+        self.candidates: list[Candidate] = []
+        self.round = 0
 
     def score(
         self,
@@ -1066,6 +1088,7 @@ class _Peers:
                     if config.metric != "auc" or config.validator_game == "loo"
                     else None,
                     project_shift=config.project_shift,
+                    public_screen=config.public_screen,
                 )
             except UnfitValidation:
                 record.abstained.append(names[v])
@@ -1095,6 +1118,24 @@ class _Peers:
         self.last_outcome = outcome
         record.scores = list(outcome.scores)
         record.reasons = [reason.name for reason in outcome.reasons]
+        self.candidates, self.round = candidates, r
+        if config.public_screen:
+            t0, c0 = time.perf_counter(), time.process_time()
+            marked = public_screen(
+                global_state=state,
+                spec=spec,
+                candidates=candidates,
+                history=History(references=dict(self.public_references)),
+                combiner=config.combiner,
+            )
+            record.screen_seconds = time.perf_counter() - t0
+            record.screen_cpu_seconds = time.process_time() - c0
+            by_address = dict(zip(self.addresses, names, strict=True))
+            record.screened = {by_address[a]: why for a, why in marked.items()}
+            for k, c in enumerate(candidates):  # dropScreened: the weighted ones it marks
+                if c.site in marked and record.scores[k] > 0:
+                    record.scores[k] = 0
+                    record.reasons[k] = "FREE_RIDER"
         by_address = dict(zip(self.addresses, names, strict=True))
         record.validator_distances = {by_address[a]: d for a, d in outcome.distances.items()}
         times = list(record.scoring_seconds.values())
@@ -1113,6 +1154,17 @@ class _Peers:
             nxt = pv.next_history(global_delta)
             if nxt is not None:
                 self.histories[v] = nxt
+        if self.config.public_screen:  # as peer_vector's next history, from public data
+            r, refs = self.round, self.public_references
+            current: dict[str, Delta] = {
+                reference_label(c.site, r): c.delta for c in self.candidates if c.delta is not None
+            }
+            current[global_label(r)] = global_delta
+            lag = self.config.combiner.stale_rounds
+            current.update(
+                {k: v for k, v in refs.items() if r - lag < (reference_round(k) or 0) < r}
+            )
+            self.public_references = current
         assert self.last_outcome is not None  # score() ran for this round
         reps = self.last_outcome.validator_reputations(
             self.standing, alpha=DEFAULT_REPUTATION_ALPHA

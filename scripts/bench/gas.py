@@ -167,8 +167,9 @@ def _peer_rounds(
     """Peer rounds on a fresh ledger (so the rows above are untouched): 5 sites, then all the
     sites twice, then 5 sites again with one more site committing a vector it never reveals (a
     withheld vector, rated by recordPeerValuation; then the most weighted update is dropped as
-    unreadable, dropWithheld). Returns the whole-round totals of the
-    all-site rounds and every validator's commitScores + revealScores."""
+    unreadable, dropWithheld, and the next as the public screen's free-rider, dropScreened).
+    Returns the whole-round totals of the all-site rounds and every validator's commitScores +
+    revealScores."""
     ledger, _ = Ledger.deploy(w3, coord, aggregator=agg.address)
     for i, s in enumerate(sites):
         ledger.register_site(coord, s.address, f"hospital-{i}", 10**6)
@@ -232,6 +233,10 @@ def _peer_rounds(
             heavy = max(ledger.get_submissions(r), key=lambda sub: sub.weight)
             res = ledger.drop_withheld(agg, r, order, [heavy.site])
             add(f"dropWithheld({len(order)} sites, 1 dropped)", res.gas_used)
+            # then the public screen's drop (valuation.public_screen) of the next weighted one
+            marked = max(ledger.get_submissions(r), key=lambda sub: sub.weight)
+            res = ledger.drop_screened(agg, r, order, [marked.site])
+            add(f"dropScreened({len(order)} sites, 1 dropped)", res.gas_used)
         model = f"p{rnd + 1}"
         total += ledger.finalize_round(
             agg, r, global_cid=CID, global_sha256=h(model), log_cid=CID, log_sha256=h("log")

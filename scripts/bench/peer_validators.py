@@ -254,8 +254,11 @@ def timing(
     val_shards: _sim.ValShards = "dirichlet",
     clock: str = "wall",
     compression: Compression | None = None,
+    public_screen: bool = False,
 ) -> dict[str, Any]:
-    """Per validator: mean scoring and training seconds per round (``clock``: the ratio's)."""
+    """Per validator: mean scoring and training seconds per round (``clock``: the ratio's);
+    ``public_screen``: the round terms' option (validators skip the free-rider screen, the
+    aggregator runs it once a round: its time per round is reported beside)."""
     config = SimConfig(
         sites=n_sites,
         rounds=rounds,
@@ -268,6 +271,7 @@ def timing(
         validator_game=validator_game,
         validation_shards=val_shards,
         compression=compression,
+        public_screen=public_screen,
     )
     # One throwaway training first: the process's first train_local pays torch's one-time set-up
     # (measured 8.9 s for site 0 against 0.4-2.4 s for the others), which is not a site's cost.
@@ -324,6 +328,13 @@ def timing(
         "val_shards": val_shards,
         "clock": clock,
         "compression": None if compression is None else compression.method,
+        "public_screen": public_screen,
+        "screen_seconds": [r.screen_seconds for r in res.rounds if r.votes],
+        "screen_cpu_seconds": [r.screen_cpu_seconds for r in res.rounds if r.votes],
+        "screened": [r.screened for r in res.rounds if r.votes],
+        "round_scores": [r.scores for r in res.rounds],
+        "round_reasons": [r.reasons for r in res.rounds],
+        "round_weights": [[str(w) for w in r.weights] for r in res.rounds],
         "load_average": [load_before, load_after],
         "validation_images": shard_sizes,
         "training_images": train_sizes,
@@ -450,6 +461,13 @@ def report(doc: dict[str, Any]) -> int:
             f"ratio {t.get('median_ratio', math.nan):.2f}x"
             + (f"; load average {load[0][0]:.2f} before, {load[1][0]:.2f} after" if load else "")
         )
+        if t.get("public_screen"):
+            cpu = ", ".join(f"{1000 * x:.1f}" for x in t["screen_cpu_seconds"])
+            wall = ", ".join(f"{1000 * x:.1f}" for x in t["screen_seconds"])
+            print(
+                f"  public screen (the aggregator's, once a round): CPU {cpu} ms, wall {wall} "
+                f"ms; marked {t['screened']}"
+            )
         val_sizes, train_sizes = t.get("validation_images", {}), t.get("training_images", {})
         for name, v in t["per_site"].items():
             both = (
@@ -529,6 +547,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--compression", default="", help="every sent update through this codec (topk8)"
     )
+    parser.add_argument(
+        "--public-screen",
+        action="store_true",
+        help="the round terms' valuation.public_screen: validators skip the free-rider screen, "
+        "the aggregator runs it once a round (its time is printed beside)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--out", type=Path, default=ROOT / ".run" / "bench" / "peer_validators.json"
@@ -589,6 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     val_shards=args.val_shards,
                     clock=args.clock,
                     compression=compression,
+                    public_screen=args.public_screen,
                 )
             )
             log(f"timing at {n} sites done")
@@ -605,6 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "val_shards": args.val_shards,
             "clock": args.clock,
             "compression": args.compression or None,
+            "public_screen": args.public_screen,
             "threads": args.threads,
         },
         "environment": {

@@ -2057,6 +2057,7 @@ def main(argv=None):
             "RoundCancelled",
             "UpdateReweighted",
             "UpdateWithheld",
+            "UpdateScreened",
             "PeerScoringOpened",
             "ScoresCommitted",
             "ScoresRevealed",
@@ -2626,11 +2627,17 @@ def main(argv=None):
             )
             try:
                 meds, cnts, rated = peer_rule(psites, votes, before, quorum, withheld, alpha)
+                # README *Peer rounds*: an update dropped afterwards (dropWithheld, or
+                # dropScreened under the terms' public_screen) holds 0 and its drop's reason
+                screened_now = {
+                    e.args.site.lower() for e in ev["UpdateScreened"] if e.args.round == r
+                }
                 bad = [
                     f"{names.get(a)} median {meds[i]} chain {onchain[a][2]} {REASONS[onchain[a][3]]}"
                     for i, a in enumerate(psites)
                     if a in onchain
                     and REASONS[onchain[a][3]] != "WITHHELD"
+                    and not (a in screened_now and REASONS[onchain[a][3]] == "FREE_RIDER")
                     and (
                         onchain[a][2] != meds[i]
                         or REASONS[onchain[a][3]] != ("OK" if meds[i] > 0 else "PEER_REJECTED")
@@ -2658,6 +2665,14 @@ def main(argv=None):
                     ),
                 )
                 peer_meds = dict(zip(psites, zip(meds, cnts, strict=True), strict=True))
+                if screened_now and not (terms.get("valuation") or {}).get("public_screen"):
+                    report(
+                        r,
+                        "peers.screen",
+                        False,
+                        f"dropScreened zeroed {[names.get(a) for a in sorted(screened_now)]} "
+                        "in a round whose terms have no public_screen",
+                    )
             except ValueError as exc:
                 report(r, "peers.median", "NOTE", str(exc))
                 peer_meds = {}
@@ -2666,8 +2681,13 @@ def main(argv=None):
         onlabel = {a: REASONS[onchain[a][3]] for a in vals}
         cc = dict(LATER_THRESHOLDS)
         cc.update((terms.get("valuation") or {}).get("combiner") or {})
-        # aggregator rounds only: in a peer round the scores and reasons are the medians above
-        standing_on = bool((terms.get("valuation") or {}).get("standing")) and not peer
+        # aggregator rounds only: in a peer round the scores and reasons are the medians above,
+        # except under the terms' public_screen (README *Peer rounds*): the free-rider screen
+        # then runs once in public and the aggregator drops what it marks (dropScreened)
+        public_screen = bool(peer) and bool((terms.get("valuation") or {}).get("public_screen"))
+        standing_on = bool((terms.get("valuation") or {}).get("standing")) and (
+            not peer or public_screen
+        )
         predicted: dict[str, str] = {}
         pending_refs: list[str] | None = None
         why: dict[str, str] = {}
@@ -2757,6 +2777,30 @@ def main(argv=None):
                 predicted[a], why[a] = "FREE_RIDER", text
             usable = [a for a in usable if a not in riders]
             pending_refs = labels
+            if peer:  # README *Peer rounds*, public screen: exactly the weighted marks dropped
+                dropped_scr = {
+                    e.args.site.lower() for e in ev["UpdateScreened"] if e.args.round == r
+                }
+                dropped_wh = {
+                    e.args.site.lower() for e in ev["UpdateWithheld"] if e.args.round == r
+                }
+                zeroed = sorted(dropped_scr - set(riders))
+                spared = sorted(
+                    a
+                    for a in riders
+                    if peer_meds.get(a, (0, 0))[0] > 0
+                    and a not in dropped_scr
+                    and a not in dropped_wh
+                )
+                report(
+                    r,
+                    "peers.screen",
+                    not zeroed and (not spared or phase != 3),
+                    f"public screen marks {[names.get(a) for a in riders] or 'none'}; dropped "
+                    f"{[names.get(a) for a in sorted(dropped_scr)] or 'none'}"
+                    + (f"; zeroed unmarked {[names.get(a) for a in zeroed]}" if zeroed else "")
+                    + (f"; spared marked {[names.get(a) for a in spared]}" if spared else ""),
+                )
         for a in list(usable):
             if start_norm > 0 and tensor_norm(deltas[a]) / start_norm > 100:
                 predicted[a], why[a] = "OUTLIER_NORM", "over 100 x the start model's norm"
@@ -2788,8 +2832,18 @@ def main(argv=None):
         # ---- reputation (EMA; the first valued score sets it)
         rep_ok = True
         rep_detail = []
+        # a drop after the valuation (dropWithheld, dropScreened: README *Peer rounds*) zeroes
+        # the stored score; the valuation's EMA read the median (UpdateValued's score), and the
+        # drop's event states the reputation the round left
+        drops = {
+            e.args.site.lower(): e.args.reputation
+            for name in ("UpdateWithheld", "UpdateScreened")
+            for e in ev[name]
+            if e.args.round == r
+        }
+        before_drop = {a: reputation.get(a) for a in vals}
         for a in vals:
-            s = onchain[a][2]
+            s = valued[a].args.score if a in drops else onchain[a][2]
             before = reputation.get(a)
             after = (
                 s if before is None else (alpha * s + (SCORE_SCALE - alpha) * before) // SCORE_SCALE
@@ -2799,6 +2853,15 @@ def main(argv=None):
             rep_detail.append(
                 f"{names.get(a)} {before}->{after} (chain {valued[a].args.reputation})"
             )
+        for a, rep in drops.items():
+            if a in reputation:
+                # README *Peer rounds*: the round's credit taken back, 0 in a first valued round
+                credit = alpha * valued[a].args.score // SCORE_SCALE
+                first = before_drop.get(a) is None
+                want = 0 if first or credit >= reputation[a] else reputation[a] - credit
+                rep_ok &= want == rep
+                rep_detail.append(f"{names.get(a)} dropped -> {want} (chain {rep})")
+                reputation[a] = rep
         report(r, "reputation", rep_ok, "; ".join(rep_detail))
 
         # ---- global model

@@ -124,18 +124,25 @@ def open_peer_round(pf: PeerFed, chain_quorum: int | None = None) -> int:
 
 
 def submit(
-    pf: PeerFed, round_id: int, *, seed: int, tamper: str | None = None
+    pf: PeerFed,
+    round_id: int,
+    *,
+    seed: int,
+    tamper: str | None = None,
+    scales: dict[str, float] | None = None,
 ) -> dict[str, tuple[str, str]]:
     """Every hospital commits to a hand-made update and reveals it; ``tamper``: the address of
     one that reveals the CID of another blob under its update's sha256, so nobody can read its
-    update (the auditor's fetch: TAMPERED). Returns {that CID: the update's (cid, sha256)}."""
+    update (the auditor's fetch: TAMPERED); ``scales``: address -> the scale of that hospital's
+    random entries (default 0.01). Returns {that CID: the update's (cid, sha256)}."""
     fed = pf.fed
     gen = torch.Generator().manual_seed(seed)
     reveals = []
     swapped: dict[str, tuple[str, str]] = {}
     for i, site in enumerate(fed.sites):
+        scale = (scales or {}).get(site.address, 0.01)
         delta = {
-            name: 0.01 * torch.randn(shape, generator=gen)
+            name: scale * torch.randn(shape, generator=gen)
             for name, (shape, _) in SPEC.tensor_layout().items()
         }
         cid, sha = put(fed.store, encode_update(delta, spec=SPEC, round=round_id).blob)
@@ -215,15 +222,20 @@ def peer_round(
     during: Callable[[int], None] | None = None,
     chain_quorum: int | None = None,
     tamper: str | None = None,
+    scales: dict[str, float] | None = None,
+    valued: Callable[[int], None] | None = None,
 ) -> int:
     """One peer round from opening to finalize; ``edit`` forges the log before it is hashed,
     ``during`` runs between the update reveals and the score commitments, ``chain_quorum``
     opens it with another quorum than the terms', ``tamper`` names a hospital whose revealed
-    update nobody can read (every validator scores it 0)."""
+    update nobody can read (every validator scores it 0), ``scales`` as :func:`submit`'s,
+    ``valued`` runs once the round is valued, before it is finalized (the aggregator's drops)."""
     fed = pf.fed
     round_id = open_peer_round(pf, chain_quorum)
-    swapped = submit(pf, round_id, seed=seed, tamper=tamper)
+    swapped = submit(pf, round_id, seed=seed, tamper=tamper, scales=scales)
     votes = score_round(pf, round_id, during, tamper)
+    if valued is not None:
+        valued(round_id)
 
     def peer_log(doc: dict[str, Any]) -> None:
         doc["settings"]["valuation"] = dict(PEER_VALUATION)

@@ -971,6 +971,131 @@ def test_drop_withheld_refuses_what_the_contract_requires(fed: Fed) -> None:
         fed.ledger.drop_withheld(fed.agg, 99, everyone, [everyone[0]])
 
 
+def test_drop_screened_zeroes_the_marked_updates_and_reweights_the_rest(fed: Fed) -> None:
+    """dropScreened (round terms ``valuation.public_screen``): each dropped update gets score 0,
+    reason FreeRider and weight 0, before the score reveal deadline too; the others keep their
+    scores and take the weight by the weight rule over the scores left; one UpdateScreened per
+    dropped site (no UpdateWithheld) and one UpdateReweighted per changed weight; the dropped
+    site's reputation loses the round's credit, the others' and every rating stay; the round
+    stays Valued and finalizes."""
+    round_id, sites = _valued_peer_round(fed)
+    valued = {s.site: s for s in fed.ledger.get_submissions(round_id)}
+    reps = {s: _reputation(fed, s) for s in sites}
+    ratings = round_events(fed, "ValidatorRated", round_id)
+    gone = sites[1]
+    fed.ledger.drop_screened(fed.agg, round_id, sites, [gone])  # no deadline to wait for
+    after = {s.site: s for s in fed.ledger.get_submissions(round_id)}
+    assert (after[gone].score, after[gone].reason, after[gone].weight) == (0, Reason.FREE_RIDER, 0)
+    kept = [s for s in sites if s != gone]
+    scores = [valued[s].score if s != gone else 0 for s in sites]
+    want = onchain_weights([valued[s].num_samples for s in sites], scores)
+    assert [after[s].weight for s in sites] == want
+    assert all(after[s].score == valued[s].score for s in kept)
+    assert sum(want) == 10**18 and want[1] == 0
+    assert round_events(fed, "UpdateScreened", round_id) == [
+        {"round": round_id, "site": gone, "reputation": 0}
+    ]
+    assert round_events(fed, "UpdateWithheld", round_id) == []
+    assert _reputation(fed, gone) == 0
+    assert round_events(fed, "UpdateReweighted", round_id) == [
+        {"round": round_id, "site": s, "weight": after[s].weight}
+        for s in sites
+        if after[s].weight != valued[s].weight
+    ]
+    assert round_events(fed, "ValidatorRated", round_id) == ratings
+    assert {s: _reputation(fed, s) for s in kept} == {s: reps[s] for s in kept}
+    assert fed.ledger.peer_screened(round_id) == [gone]
+    assert fed.ledger.peer_dropped(round_id) == []
+    outcome = fed.ledger.peer_outcome(round_id)
+    assert outcome.screened == (gone,) and outcome.scores == tuple(scores)
+    assert outcome.reasons[1] is Reason.FREE_RIDER
+    assert fed.ledger.get_round(round_id).phase == Phase.VALUED
+    fed.finalize(round_id, "g1")
+    assert fed.ledger.get_round(round_id).phase == Phase.FINALIZED
+
+
+def test_drop_screened_takes_back_a_later_rounds_credit_only(fed: Fed) -> None:
+    """A site screened in its second valued round keeps the reputation its first left:
+    ``reputation - floor(alpha * score / SCORE_SCALE)``, as dropWithheld's rule."""
+    first, _ = _valued_peer_round(fed)
+    fed.finalize(first, "g1")
+    accounts = by_address([s.address for s in fed.sites])
+    by_addr = accounts_by_address(fed)
+    ordered = [by_addr[a] for a in accounts]
+    before = {a: _reputation(fed, a) for a in accounts}
+    round_id = fed.open_peer(quorum=2, model="g1")
+    sites = fed.submit(round_id, ordered, [10, 20, 30])
+    votes = fed.score(
+        round_id,
+        {
+            ordered[0].address: [SCORE_SCALE] * 3,
+            ordered[1].address: [SCORE_SCALE] * 3,
+            ordered[2].address: [SCORE_SCALE] * 3,
+        },
+    )
+    fed.ledger.record_peer_valuation(ordered[0], round_id, sites, votes)
+    valued = {s.site: s for s in fed.ledger.get_submissions(round_id)}
+    gone = sites[0]
+    credited = _reputation(fed, gone)
+    assert credited > before[gone] > 0  # its first round's S2, then this round's SCORE_SCALE
+    alpha = fed.ledger.reputation_alpha()
+    fed.ledger.drop_screened(fed.agg, round_id, sites, [gone])
+    want = max(credited - alpha * valued[gone].score // SCORE_SCALE, 0)
+    assert round_events(fed, "UpdateScreened", round_id) == [
+        {"round": round_id, "site": gone, "reputation": want}
+    ]
+    assert _reputation(fed, gone) == want
+
+
+def test_drop_screened_refuses_what_the_contract_requires(fed: Fed) -> None:
+    """Every requirement of dropScreened, each with its custom error."""
+    round_id, sites = _valued_peer_round(fed)
+    site0 = accounts_by_address(fed)[sites[0]]
+    with expect(Unauthorized, "NotAggregator", caller=site0.address):
+        fed.ledger.drop_screened(site0, round_id, sites, [sites[0]])
+
+    def raw(listed: list[str], dropped: list[str]) -> None:
+        fed.ledger._transact(fed.agg, fed.ledger._fn.dropScreened(round_id, listed, dropped))
+
+    with expect(InvalidArgument, "InvalidParameter", what="dropped"):
+        raw(sites, [])
+    with expect(InvalidValuation, "MissingScores", round=round_id):
+        raw(sites[:2], [sites[0]])
+    with expect(InvalidValuation, "SitesNotSorted", index=1):
+        raw(sites, [sites[1], sites[0]])
+    with expect(InvalidValuation, "SitesNotSorted", index=1):
+        raw([sites[1], sites[0], sites[2]], [sites[2]])
+    with expect(InvalidValuation, "NotWeighted", round=round_id, site=fed.coord.address):
+        raw(sites, [fed.coord.address])
+    with expect(InvalidValuation, "ZeroTotalWeight", round=round_id):
+        raw(sites, sites)
+    fed.ledger.drop_screened(fed.agg, round_id, sites, [sites[0]])
+    with expect(InvalidValuation, "NotWeighted", round=round_id, site=sites[0]):
+        fed.ledger.drop_screened(fed.agg, round_id, sites, [sites[0]])
+    # a screened update cannot be dropped again as withheld, nor the reverse
+    fed.past_score_reveal(round_id)
+    with expect(InvalidValuation, "NotWeighted", round=round_id, site=sites[0]):
+        fed.ledger.drop_withheld(fed.agg, round_id, sites, [sites[0]])
+    fed.ledger.drop_withheld(fed.agg, round_id, sites, [sites[1]])
+    with expect(InvalidValuation, "NotWeighted", round=round_id, site=sites[1]):
+        fed.ledger.drop_screened(fed.agg, round_id, sites, [sites[1]])
+    with expect(InvalidValuation, "ZeroTotalWeight", round=round_id):
+        fed.ledger.drop_screened(fed.agg, round_id, sites, sites[2:])
+    fed.ledger.cancel_round(fed.agg, round_id)
+    with expect(RoundStateError, "WrongPhase", round=round_id):
+        fed.ledger.drop_screened(fed.agg, round_id, sites, [sites[2]])
+
+    aggregator_round = fed.open("g0")
+    fed.submit_all(aggregator_round)
+    fed.past_reveal(aggregator_round)
+    fed.value(aggregator_round, [S2, S2, S2])
+    everyone = by_address([s.address for s in fed.sites])
+    with expect(RoundStateError, "NotPeerRound", round=aggregator_round):
+        fed.ledger.drop_screened(fed.agg, aggregator_round, everyone, [everyone[0]])
+    with expect(RoundStateError, "UnknownRound", round=99):
+        fed.ledger.drop_screened(fed.agg, 99, everyone, [everyone[0]])
+
+
 def test_an_aggregator_can_never_post_withheld(fed: Fed) -> None:
     """Withheld is posted by dropWithheld only: recordValuation refuses it."""
     round_id = fed.open("g0")

@@ -463,3 +463,68 @@ def test_a_validators_warm_up_scores_its_alone_gains_under_warm_up_floor(
         want = floored_score(demoted_score(want_acc[v.site] - ref, demote_scale=0.5), 0.5)
         assert v.score == want
     assert any(v.score < SCORE_SCALE for v in ok), [(v.value, v.score) for v in ok]
+
+
+def test_the_public_screen_marks_what_a_validator_would_and_validators_skip_it(
+    sites: RealSites, shards: list[ImageDataset]
+) -> None:
+    """Round terms ``valuation.public_screen``: :func:`fedtrail.valuation.public_screen` marks,
+    from public data only, the free-riders a validator's own screen marks (here a site resending
+    its previous round's update, a stale copy, and one sending a tiny update), with the same
+    reasons; a validator told to skip the screen gives them no FREE_RIDER verdict and values
+    them (so the aggregator's drop is what zeroes them), and nothing else changes verdict. One
+    difference by design: a validator screens the others' updates only (its own is left out),
+    the public screen every revealed update, so a test against the round's median (the tiny
+    update's) reads another median."""
+    from fedtrail.valuation import public_screen
+    from fedtrail.valuation.standing import reference_label
+
+    deltas = list(sites.deltas[:5])
+    previous = sites.deltas[5]
+    deltas[1] = {k: v.clone() for k, v in previous.items()}  # the stale resend
+    deltas[3] = {k: 1e-9 * v for k, v in deltas[3].items()}  # tiny
+    history = History(
+        accumulated={a: 0.1 for a in ADDRESSES},
+        valued_rounds=2,
+        references={reference_label(ADDRESSES[1], 1): previous},
+    )
+    candidates = _candidates(sites, deltas)
+    marked = public_screen(
+        global_state=sites.global_state,
+        spec=SPEC,
+        candidates=candidates,
+        history=history,
+        combiner=HISTORY_COMBINER,
+    )
+    assert list(marked) == [ADDRESSES[1], ADDRESSES[3]]
+    assert "stale" in marked[ADDRESSES[1]] or "previous" in marked[ADDRESSES[1]], marked
+
+    def vector(public: bool) -> PeerVector:
+        return peer_vector(
+            validator=ADDRESSES[0],
+            round_id=2,
+            global_state=sites.global_state,
+            spec=SPEC,
+            candidates=candidates,
+            validation=shards[0],
+            method="shapley",
+            metric="balanced_loss",
+            seed=7,
+            combiner=HISTORY_COMBINER,
+            history=history,
+            validator_game="linear_shapley",
+            public_screen=public,
+        )
+
+    screening, skipping = vector(False), vector(True)
+    own = {v.site: v for v in screening.report.sites}
+    riders = {s: v.detail for s, v in own.items() if v.reason is Reason.FREE_RIDER}
+    assert list(riders) == list(marked)  # the same sites
+    assert riders[ADDRESSES[1]] == marked[ADDRESSES[1]]  # the stale test reads no median
+    assert "of the median" in riders[ADDRESSES[3]] and "of the median" in marked[ADDRESSES[3]]
+    skipped = {v.site: v for v in skipping.report.sites}
+    assert all(v.reason is not Reason.FREE_RIDER for v in skipped.values())
+    assert skipped[ADDRESSES[1]].reason is Reason.OK and skipping.scores[1] > 0
+    for s in ADDRESSES[1:]:
+        if s not in marked:
+            assert skipped[s].reason is own[s].reason, s

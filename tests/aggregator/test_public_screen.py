@@ -1,0 +1,79 @@
+"""The public screen from the aggregator's side (round terms ``valuation.public_screen``, issue
+14's time bar): the service writes the option into peer terms with standing, the nodes'
+validators skip the free-rider screen and value a tiny update like any other, and the service
+runs the screen once at finalize and drops the update (``dropScreened``: FREE_RIDER, weight 0,
+the others re-weighted) before it aggregates; ``audit verify`` recomputes the screen and
+passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedtrail.auditor.verify import verify_all
+from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.roundlog import ValuationSettings
+from fedtrail.protocol.terms import RoundTerms
+from fedtrail.simulation.faults import SiteFault
+from tests.aggregator.peer_setup import pass_deadline, peer_federation
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_the_service_drops_what_the_public_screen_marks(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    # sites 0 and 1 honest, 2 sends its update scaled by 1e-9 (a free-rider: below 0.1% of the
+    # global model's norm); 3 sends no update but validates
+    fed = peer_federation(
+        tmp_path,
+        anvil_url,
+        ipfs_api,
+        sites=4,
+        faults=[SiteFault(), SiteFault(), SiteFault(kind="scale", factor=1e-9), SiteFault()],
+        standing=True,
+        public_screen=True,
+    )
+    ledger, service, store = fed.ledger, fed.service, fed.store
+    trainers, validators = fed.nodes[:3], fed.nodes
+    rider = fed.nodes[2].address
+    r = service.open_next()
+    info = ledger.get_round(r)
+    peer = ledger.get_peer_round(r)
+    assert peer is not None
+    terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+    valuation = ValuationSettings.from_json(terms.valuation)
+    assert valuation.public_screen is True and valuation.standing is True
+    for n in trainers:
+        n.participate(r)
+    pass_deadline(ledger, info.commit_deadline)
+    for n in trainers:
+        n.participate(r)
+    pass_deadline(ledger, info.reveal_deadline)
+    for n in validators:
+        n.scorer.score(r)
+    pass_deadline(ledger, peer.score_commit_deadline)
+    for n in validators:
+        n.scorer.score(r)
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    valued = {s.site: s for s in ledger.get_submissions(r)}
+    # the validators did not screen: the peers' median weighs the free-rider
+    assert valued[rider].score > 0 and valued[rider].weight > 0
+    assert Reason(valued[rider].reason) is Reason.OK
+
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    subs = {s.site: s for s in ledger.get_submissions(r)}
+    assert (Reason(subs[rider].reason), subs[rider].score, subs[rider].weight) == (
+        Reason.FREE_RIDER,
+        0,
+        0,
+    )
+    assert ledger.peer_screened(r) == [rider]
+    assert all(subs[n.address].weight > 0 for n in fed.nodes[:2])
+    assert sum(s.weight for s in subs.values()) == 10**18
+    audits = verify_all(ledger, store)
+    assert all(a.passed for a in audits), [c for a in audits for c in a.checks if c.failed]
+    checks = {c.name: c for c in audits[-1].checks}
+    assert checks["peers.screen"].passed and rider[:10] in checks["peers.screen"].detail
