@@ -4,8 +4,8 @@ implements it from the text alone (``aggregate_rule``: every aggregation rule an
 and even counts, ties (equal updates, so Krum's tie-break decides), zeros of both signs, zero
 weights, updates above and below the clipping norm, more than one 1024-wide block, and every
 count of paid updates from 1 (Krum with fewer than ``2 * krum_f + 3`` or ``krum_m`` above the
-count, which the product refused before session 54). Each rule also has a plausible misreading that must
-disagree somewhere, so the comparison can fail. On a real federation:
+count, which the product refused before session 54). Each rule also has a plausible
+misreading that must disagree somewhere, so the comparison can fail. On a real federation:
 ``tests/reference/test_robust_rules_chain_reference.py``."""
 
 from __future__ import annotations
