@@ -53,7 +53,7 @@ from fedtrail.errors import (
 from fedtrail.fsutil import atomic_write, folder_lock
 from fedtrail.hooks import StepHook, no_step
 from fedtrail.ledger import Ledger, PeerRoundInfo, RoundInfo, RoundPoll, Submission, Valuation
-from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
+from fedtrail.ml.aggregation import AggregationError, AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.explain import explain_methods, probe_set
 from fedtrail.ml.metrics import CalibratedMetrics, Metrics, evaluate_calibrated
@@ -1162,12 +1162,30 @@ class AggregatorService:
                 "refusing to aggregate without it"
             )
         rule = AggregationRule.from_terms(self.terms(round_id)[0].aggregation_rule)
-        delta = aggregate(
-            rule,
-            [d for d, _ in usable],
-            [w for _, w in usable],
-            statistics=self.spec.statistic_names(),
-        )
+        try:
+            delta = aggregate(
+                rule,
+                [d for d, _ in usable],
+                [w for _, w in usable],
+                statistics=self.spec.statistic_names(),
+            )
+        except AggregationError as exc:
+            # Every rule gives a model for every count of paid updates (since session 54; before,
+            # multi-Krum refused fewer than 2 * krum_f + 3 and halted the federation here), and
+            # the valuation scores a malformed update 0: this is a bug, not a retryable fault. It
+            # is raised, never retried: the same inputs would fail the same way for ever.
+            stuck = (
+                "a valued peer round can be cancelled (cancelRound) once its score reveals close"
+                if self.is_peer_round(round_id)
+                else "the ledger cancels an aggregator round only while it is Open, so no later "
+                "round can open until this one is finalized"
+            )
+            message = (
+                f"round {round_id}: the paid updates cannot be aggregated under the terms' rule "
+                f"{rule.name!r}: {exc}; the round stays Valued ({stuck})"
+            )
+            log.error("%s", message)
+            raise AggregationError(message) from exc
         new_state = apply_delta(global_state, delta)
         blob = encode_model(new_state, spec=self.spec, round=round_id)
         global_sha = hashlib.sha256(blob).hexdigest()

@@ -76,8 +76,9 @@ _BLOCK = SUM_BLOCK
 
 
 class AggregationError(FedtrailError, ValueError):
-    """The inputs cannot be aggregated: none given, layouts that differ, non-finite values,
-    weights that are not valid on-chain weights, or too few updates for the rule."""
+    """The inputs cannot be aggregated: none given, layouts that differ, non-finite values, or
+    weights that are not valid on-chain weights. (No rule refuses a count of updates from 1:
+    before session 54 multi-Krum did.)"""
 
 
 # ---------------------------------------------------------------- deterministic reductions
@@ -519,29 +520,36 @@ def multi_krum(
     deltas: Sequence[Mapping[str, torch.Tensor]], f: int, m: int | None = None
 ) -> tuple[Delta, list[int]]:
     """Multi-Krum (Blanchard et al. 2017; El Mhamdi et al. 2018) tolerating ``f`` Byzantine
-    updates among ``n >= 2f + 3``.
+    updates among ``n >= 2f + 3``, defined for every ``n >= 1``.
 
-    Each update's score is the sum of its squared L2 distances to its ``n - f - 2`` nearest
-    other updates; the ``m`` (default ``n - f``) lowest-scoring updates are selected (ties go to
-    the lower index) and averaged without weights. Returns the average and the selected indices
-    (ascending, into ``deltas``).
+    It runs with ``f_eff = min(f, max(0, (n - 3) // 2))``, the largest ``f' <= f`` with ``n >=
+    2f' + 3`` (0 below three updates). Each update's score is the sum of its squared L2
+    distances to its ``n - f_eff - 2`` nearest other updates; the ``m_eff`` lowest-scoring
+    updates are selected (ties go to the lower index), ``m_eff = min(m, n)``, or ``n - f_eff``
+    when ``m`` is None, and averaged without weights. Below three updates no update has a
+    neighbour to be scored by, and every one is selected (a tie broken by index would make the
+    lower address the global step). Returns the average and the selected indices (ascending,
+    into ``deltas``).
+
+    Before session 54 it raised AggregationError for ``n < 2f + 3`` or ``m > n``; the valuation
+    can pay that few (3 of 5 under ``f`` 1), and such a round, left Valued, could be neither
+    finalized nor cancelled (the ledger cancels an aggregator round only while it is Open).
     """
     f = _check_count("krum_f", f, 0)
     st = stack(deltas)
     n = st.matrix.shape[0]
-    if n < 2 * f + 3:
-        raise AggregationError(
-            f"multi-Krum with f={f} needs at least {2 * f + 3} updates, got {n}; lower krum_f"
-        )
-    m_eff = n - f if m is None else _check_count("krum_m", m, 1)
-    if m_eff > n:
-        raise AggregationError(f"multi-Krum cannot select m={m_eff} of {n} updates")
+    m_req = None if m is None else _check_count("krum_m", m, 1)
+    if n < KRUM_MIN_SCORED:
+        selected = list(range(n))
+        return st.unflatten(_mean_rows(st.matrix, selected)), selected
+    f_eff = min(f, (n - 3) // 2)
+    m_eff = n - f_eff if m_req is None else min(m_req, n)
     dist = np.zeros((n, n), dtype=np.float64)
     for i in range(n):
         for j in range(i + 1, n):
             diff = st.matrix[i] - st.matrix[j]
             dist[i, j] = dist[j, i] = deterministic_dot(diff, diff)
-    k = n - f - 2
+    k = n - f_eff - 2
     scores = []
     for i in range(n):
         others = sorted(dist[i, j] for j in range(n) if j != i)
@@ -549,6 +557,10 @@ def multi_krum(
     ranked = sorted(range(n), key=lambda i: (scores[i], i))
     selected = sorted(ranked[:m_eff])
     return st.unflatten(_mean_rows(st.matrix, selected)), selected
+
+
+KRUM_MIN_SCORED: Final = 3
+""":func:`multi_krum` scores updates only from this many on; below it every one is kept."""
 
 
 def norm_clipped_mean(
@@ -690,8 +702,8 @@ def aggregate(
     Zero-weight updates are excluded by every rule and may be ``None``. Raises
     :class:`AggregationError` when the weights are not valid on-chain weights (integers >= 0
     summing to 1e18), when a positive-weight update is missing or differs in layout, when a
-    statistic is not in the updates, or when the rule needs more updates than remain
-    (multi-Krum: ``2 * krum_f + 3``).
+    statistic is not in the updates. Every rule gives a global model for every count of
+    positive-weight updates from 1 (multi-Krum lowers its ``f`` to what the count allows).
     """
     if not isinstance(rule, AggregationRule):
         raise ConfigError(f"rule must be an AggregationRule, got {type(rule).__name__}")

@@ -513,3 +513,31 @@ def test_run_retries_a_transient_ledger_error_and_stops_on_a_missing_contract(
     monkeypatch.setattr(service, "step", gone)
     with pytest.raises(ContractNotFound):
         service.run(rounds=1)
+
+
+def test_an_aggregate_that_fails_is_reported_once_naming_the_stuck_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No rule refuses a count of paid updates since session 54 (multi-Krum refused fewer than
+    2 * krum_f + 3 before, and the round could never be finalized); should aggregate fail for
+    another reason, the aggregator logs and raises one error naming the round, the rule and why
+    it stays stuck (an aggregator round cannot be cancelled once Valued), and does not retry."""
+    import fedtrail.aggregator.service as service_mod
+    from fedtrail.ml.aggregation import AggregationError
+    from tests.auditor.test_verify import federation
+
+    fed = federation(tmp_path, rounds=0)
+    calls: list[int] = []
+
+    def broken(*_: object, **__: object) -> None:
+        calls.append(1)
+        raise AggregationError("update 1 contains NaN or infinite values")
+
+    monkeypatch.setattr(service_mod, "aggregate", broken)
+    with pytest.raises(AggregationError) as caught:
+        fed.run_round()
+    message = str(caught.value)
+    assert message.startswith("round 1: the paid updates cannot be aggregated under the terms'")
+    assert "NaN or infinite" in message and "only while it is Open" in message
+    assert calls == [1]
+    assert fed.ledger.get_round(1).phase == Phase.VALUED

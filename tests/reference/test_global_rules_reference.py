@@ -2,14 +2,16 @@
 implements it from the text alone (``aggregate_rule``: every aggregation rule and every
 ``statistics`` setting), against the product's ``aggregate`` + ``apply_delta`` bit for bit: odd
 and even counts, ties (equal updates, so Krum's tie-break decides), zeros of both signs, zero
-weights, updates above and below the clipping norm, more than one 1024-wide block, and the rules
-refused (Krum with too few updates). Each rule also has a plausible misreading that must
-disagree somewhere, so the comparison can fail. On a real federation:
+weights, updates above and below the clipping norm, more than one 1024-wide block, and every
+count of paid updates from 1 (Krum with fewer than ``2 * krum_f + 3`` or ``krum_m`` above the
+count, which the product refused before session 54). Each rule also has a plausible
+misreading that must disagree somewhere, so the comparison can fail. On a real federation:
 ``tests/reference/test_robust_rules_chain_reference.py``."""
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -121,6 +123,7 @@ RULES = [
     AggregationRule(name="krum", krum_f=1),
     AggregationRule(name="krum", krum_f=1, krum_m=2),
     AggregationRule(name="krum", krum_f=0, krum_m=1),
+    AggregationRule(name="krum", krum_f=3, krum_m=6),
     AggregationRule(name="norm_clip"),
     AggregationRule(name="norm_clip", max_norm=3.0),
 ]
@@ -148,15 +151,11 @@ def test_the_reader_replays_the_product_bit_for_bit(rule: AggregationRule, stati
     for seed in range(4):
         for n, zero in ((1, 0), (2, 0), (3, 1), (4, 0), (5, 0), (6, 1), (7, 0), (8, 2)):
             start, ups, weights = _case(seed * 10 + n, n, zero)
-            try:
-                want = _product(rule, start, ups, weights)
-            except AggregationError:
-                with pytest.raises(R.RuleRefused):
-                    _readers(doc, start, ups, weights)
-                continue
+            # every count of paid updates (n - zero, 1 to 7) gives a global model
+            want = _product(rule, start, ups, weights)
             assert _same(_readers(doc, start, ups, weights), want), (seed, n, zero)
             replayed += 1
-    assert replayed >= 12
+    assert replayed == 32
 
 
 def test_terms_without_the_setting_replay_as_weighted_statistics() -> None:
@@ -250,6 +249,77 @@ def test_krum_keeps_the_first_rows_zero_signs() -> None:
     want = _product(rule, start, ups, weights)
     assert _same(_readers(rule.to_terms(statistics=True), start, ups, weights), want)
     assert all(np.signbit(v).all() for v in want.values())
+
+
+def _krum_as_refused(rule: dict[str, Any], rows: np.ndarray, c: list[float]) -> np.ndarray:
+    """The rule before session 54: no global model below 2f + 3 updates or for m above n."""
+    n, f = rows.shape[0], int(rule["krum_f"])
+    m = n - f if rule.get("krum_m") is None else int(rule["krum_m"])
+    if rule.get("name") == "krum" and (n < 2 * f + 3 or m > n):
+        raise R.RuleRefused("too few updates")
+    out: np.ndarray = REAL_RULE_VECTOR(rule, rows, c)
+    return out
+
+
+def _krum_unlowered(rule: dict[str, Any], rows: np.ndarray, c: list[float]) -> np.ndarray:
+    """A misreading: scores over ``max(0, n - krum_f - 2)`` neighbours (f not lowered) and, below
+    3 updates, the ``m`` lowest addresses."""
+    if rule.get("name") != "krum":
+        out: np.ndarray = REAL_RULE_VECTOR(rule, rows, c)
+        return out
+    n, f = rows.shape[0], int(rule["krum_f"])
+    m = min(n, n - f if rule.get("krum_m") is None else int(rule["krum_m"]))
+    m = max(m, 1)
+    dist = {}
+    for i in range(n):
+        for j in range(i + 1, n):
+            diff = rows[i] - rows[j]
+            dist[i, j] = dist[j, i] = R.block_sum(diff * diff)
+    k = max(0, n - f - 2)
+    scores = [math.fsum(sorted(dist[i, j] for j in range(n) if j != i)[:k]) for i in range(n)]
+    kept = sorted(sorted(range(n), key=lambda i: (scores[i], i))[:m])
+    acc = rows[kept[0]].copy()
+    for i in kept[1:]:
+        acc = acc + rows[i]
+    res: np.ndarray = acc / float(m)
+    return res
+
+
+REAL_RULE_VECTOR = R.rule_vector
+
+
+@pytest.mark.parametrize("m", [None, 1, 2, 9])
+def test_krum_gives_a_model_for_every_paid_count(monkeypatch: pytest.MonkeyPatch, m: Any) -> None:
+    """README `krum`: below 3 paid updates every one is kept; from 3, ``f = min(krum_f, (n - 3)
+    // 2)`` and ``m = min(krum_m, n)``. The reader agrees with the product for 1 to 7 paid
+    updates under ``krum_f`` 2 (2f + 3 = 7); the rule as it was (refusing) and a reading that
+    neither lowers f nor keeps every update below 3 each fail somewhere."""
+    rule = AggregationRule(name="krum", krum_f=2, krum_m=m, statistics="weighted")
+    doc = rule.to_terms(statistics=True)
+    cases = [_case(40 + n, n, zero) for n, zero in ((1, 0), (3, 1), (3, 0), (4, 0), (6, 1), (7, 0))]
+    cases += [_case(51, 5), _case(53, 6)]
+    for start, ups, weights in cases:
+        want = _product(rule, start, ups, weights)
+        assert _same(_readers(doc, start, ups, weights), want)
+    # two paid updates, m = 1: both kept (their mean), not the lower address alone
+    start, ups, weights = _case(42, 2)
+    two = _product(rule, start, ups, weights)
+    mean = _product(AggregationRule(name="median", statistics="weighted"), start, ups, weights)
+    assert _same(two, mean)  # the median of two is their mean, computed the same way
+    for fake in (_krum_as_refused, _krum_unlowered):
+        monkeypatch.setattr(R, "rule_vector", fake)
+        agree = True
+        for start, ups, weights in [*cases, _case(42, 2)]:
+            try:
+                agree &= _same(
+                    _readers(doc, start, ups, weights), _product(rule, start, ups, weights)
+                )
+            except R.RuleRefused:
+                agree = False
+        monkeypatch.undo()
+        if fake is _krum_unlowered and m not in (1, 2):
+            continue  # m >= n (9), or n - f: every count kept either way; the small m decide
+        assert not agree, fake.__name__
 
 
 def test_a_median_of_zeros_is_positive() -> None:

@@ -3,7 +3,7 @@ every method gives finite metrics (plain and calibrated), the weights are the co
 runs are deterministic, the valuation runs the product path (value_round with a History carried
 across rounds, metric balanced_loss, HISTORY_COMBINER), free-riders are caught.
 
-Three sites, not two: multi-Krum needs at least 3 updates (2f + 3 with f = 0)."""
+Three sites, not two: multi-Krum scores updates only from 3 (below, it keeps them all)."""
 
 from __future__ import annotations
 

@@ -115,10 +115,67 @@ def test_multi_krum_known_values() -> None:
     assert val(out) == [1.0]
     out, selected = multi_krum(pts(100, 0, 1, 2, 3), f=1, m=2)
     assert selected == [2, 3] and val(out) == [1.5]
-    with pytest.raises(AggregationError, match="at least 5"):
-        multi_krum(pts(0, 1, 2, 3), f=1)
-    with pytest.raises(AggregationError, match="m=6"):
-        multi_krum(pts(0, 1, 2, 3, 4), f=1, m=6)
+
+
+def test_multi_krum_lowers_f_to_what_the_count_allows() -> None:
+    """Every count from 1 gives a global model (before session 54: AggregationError for n <
+    2f + 3 or m > n, and a round the valuation paid that few could never be finalized):
+    f_eff = min(f, (n - 3) // 2), m_eff = min(m, n) or n - f_eff; below 3 every update kept."""
+    # n = 5, f = 2 runs as f = 1 (2 nearest others): the outlier dropped, as above
+    out, selected = multi_krum(pts(0, 1, 2, 3, 100), f=2)
+    assert selected == [0, 1, 2, 3] and val(out) == [1.5]
+    # n = 4, f = 1 runs as f = 0: scores over the 2 nearest others, 0: 1 + 4 = 5, 1: 1 + 1 = 2,
+    # 2: 4 + 1 = 5, 100: 98^2 + 99^2; m = n - 0 = 4 keeps all; m = 2 keeps 1 and (tie) 0
+    out, selected = multi_krum(pts(0, 1, 2, 100), f=1)
+    assert selected == [0, 1, 2, 3] and val(out) == [25.75]
+    out, selected = multi_krum(pts(0, 1, 2, 100), f=1, m=2)
+    assert selected == [0, 1] and val(out) == [0.5]
+    # n = 3 (3 of 5 paid under f = 1): 1 nearest other; m = 2 drops the outlier
+    out, selected = multi_krum(pts(0, 1, 100), f=1, m=2)
+    assert selected == [0, 1] and val(out) == [0.5]
+    assert multi_krum(pts(0, 1, 100), f=1)[1] == [0, 1, 2]
+    # m above n: every update
+    out, selected = multi_krum(pts(0, 1, 2, 3, 4), f=1, m=6)
+    assert selected == [0, 1, 2, 3, 4] and val(out) == [2.0]
+    # below 3 no update has a neighbour to be scored by: all kept, whatever m (a tie broken by
+    # index would make the lower address the whole global step)
+    out, selected = multi_krum(pts(100, 0), f=1, m=1)
+    assert selected == [0, 1] and val(out) == [50.0]
+    out, selected = multi_krum(pts(7), f=3, m=4)
+    assert selected == [0] and val(out) == [7.0]
+    with pytest.raises(AggregationError, match="no updates"):
+        multi_krum([], f=0)
+    with pytest.raises(ConfigError):
+        multi_krum(pts(0, 1), f=0, m=0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        AggregationRule(name="weighted"),
+        AggregationRule(name="median"),
+        AggregationRule(name="trimmed_mean", trim_ratio=0.49),
+        AggregationRule(name="krum", krum_f=3),
+        AggregationRule(name="krum", krum_f=1, krum_m=7),
+        AggregationRule(name="norm_clip"),
+        AggregationRule(name="norm_clip", max_norm=0.5),
+    ],
+    ids=lambda r: f"{r.name}-{r.trim_ratio}-{r.krum_f}-{r.krum_m}-{r.max_norm}",
+)
+def test_every_rule_gives_a_model_for_every_paid_count(rule: AggregationRule, n: int) -> None:
+    """The valuation can leave any count of paid updates from 1 (and zero-weight ones beside
+    them): each rule's global step is defined and finite, lies within the paid updates' range
+    (each rule is an average of paid updates, clipped ones shrunk towards 0, or a middle value)
+    and never reads an unpaid update (None here)."""
+    paid = [{"x": torch.tensor([float(v), -float(v)])} for v in (3, 1, 4, 1, 5)[:n]]
+    deltas: list[Delta | None] = [None, *paid, None]
+    weights = [0, *[E // n] * (n - 1), E - (n - 1) * (E // n), 0]
+    out = aggregate(rule, deltas, weights)["x"]
+    assert torch.isfinite(out).all()
+    lo = min(0.0, *(float(d["x"][0]) for d in paid))
+    hi = max(float(d["x"][0]) for d in paid)
+    assert lo <= float(out[0]) <= hi and float(out[1]) == -float(out[0]), (rule, n, out)
 
 
 def test_norm_clipped_mean_known_values() -> None:
@@ -219,8 +276,9 @@ def test_aggregate_dispatches_and_excludes_zero_weights() -> None:
         assert val(out) == val(expected), rule
     assert val(aggregate(AggregationRule(name="median"), deltas, weights)) == [2.5]
     assert val(aggregate(AggregationRule(name="krum", krum_m=2), deltas, weights)) == [1.5]
-    with pytest.raises(AggregationError, match="krum_f"):
-        aggregate(AggregationRule(name="krum", krum_f=2), deltas, weights)
+    # six paid allow f = 1 only: krum_f 2 runs as 1 (before session 54: AggregationError)
+    two = aggregate(AggregationRule(name="krum", krum_f=2), deltas, weights)
+    assert val(two) == val(multi_krum(used, 1)[0]) == [2.0]
     with pytest.raises(ConfigError):
         aggregate("median", deltas, weights)  # type: ignore[arg-type]
 
