@@ -16,6 +16,14 @@ ordered pair (original ``a``, judged ``b``) of one round with ``b`` sparse
   against ``b``, plain and codes, the larger; only where ``b`` leaves out some of ``a``'s
   nonzero entries) against ``duplicates.support_cosine`` (0.999995);
 
+for every ordered pair with ``a`` sparse, what a test of a copy that keeps all of its
+original's entries and adds others would read (a93's ``HONEST_TOPK`` mode: the copy through
+``topk8`` at twice the original's fraction): the share of ``a``'s nonzero entries where ``b`` is
+nonzero (containment) and the cosine of ``b`` restricted to ``a``'s nonzero entries against ``a``
+(restricted cosine), for ``b`` sparse, ``b`` dense, and ``b`` another site's update through
+``topk8`` at twice the fraction; beside a93's such copies of the sparse site's own update
+(noise :data:`NEAR_NOISE`, its containment and restricted cosine minima);
+
 and runs the product's :func:`~fedtrail.protocol.duplicates.find_duplicates` under the terms'
 rule written now (``DuplicateRule()``, the white-noise test with the aggregator's statistic) on
 the round in the simulation's order and in reverse order (sparse sites first and last),
@@ -78,12 +86,52 @@ statistic (``near:`` lines), beside a93's copies of the same original at these n
 NEAR_NOISE = (0.05, 0.2)
 
 
+def inside_stats(a: Delta, b: Delta) -> tuple[float, float]:
+    """For a sparse original ``a`` and a later ``b``: the share of ``a``'s nonzero entries
+    at which ``b`` is nonzero (containment), and the cosine of ``b`` restricted to ``a``'s
+    nonzero entries against ``a`` (the restricted cosine): what a test of a copy that keeps
+    all of its original's entries and adds others (a93's ``HONEST_TOPK`` mode) would read."""
+    fa, fb = _flat(a), _flat(b)
+    nz = fa != 0
+    total = int(nz.sum())
+    contained = int((nz & (fb != 0)).sum()) / total if total else 0.0
+    return contained, _cos(fa, torch.where(nz, fb, 0.0))
+
+
+def a93_superset_copy(dense: Delta, r: int, i: int, level: float, fraction: float) -> Delta:
+    """a93's copy in its ``HONEST_TOPK`` mode: the site's dense delta through ``topk8`` at
+    ``fraction`` (twice the original's), Gaussian noise of ``level`` times its norm on the
+    entries it keeps, recoded at that fraction."""
+    spec = ModelSpec()
+    comp = Compression(method="topk8", fraction=fraction)
+
+    def via(d: Delta) -> Delta:
+        blob = encode_update(dict(d), spec=spec, round=r, compression=comp).blob
+        return decode_update(blob, spec=spec, expected_round=r)[0]
+
+    copy = via(dense)
+    nz = sum(int((t != 0).sum()) for t in copy.values())
+    sd = float(_flat(copy).norm()) * level / max(nz, 1) ** 0.5
+    gen = torch.Generator().manual_seed(9300 + r * 100 + i)
+    if level == 0.0:
+        return copy
+    noisy = {
+        k: torch.where(t != 0, t + (torch.randn(t.shape, generator=gen) * sd).to(t.dtype), t)
+        for k, t in copy.items()
+    }
+    return via(noisy)
+
+
 def measure(
     config: SimConfig, splits: Any, every: int, fraction: float, feedback: bool
 ) -> dict[str, Any]:
     spec = ModelSpec()
     residuals: dict[int, Any] = {}  # site -> its error-feedback residual (a node keeps one)
     out: dict[str, Any] = {"dense_a": [], "sparse_a": [], "cos": [], "rounds": 0}
+    out["inside"] = []  # (containment, restricted cosine, b sparse) for a sparse, any b
+    out["copies"] = []  # the HONEST_TOPK-mode a93 copies: (containment, restricted cosine)
+    out["wide"] = []  # honest sparse a against another site's update at twice the fraction
+    wide: dict[int, Delta] = {}
     out["marked"] = out["one_way"] = 0
     real = _sim.aggregate
     rule = DuplicateRule()
@@ -139,6 +187,8 @@ def measure(
         sent: list[Delta] = []
         for i, d in enumerate(deltas):
             if i % every == 1 % every:
+                prior = residuals.get(i) if feedback else None
+                dense = {k: d[k] + prior[k] for k in d} if prior is not None else d  # as encoded
                 comp = Compression(method="topk8", fraction=fraction)
                 enc = encode_update(
                     dict(d),
@@ -149,7 +199,19 @@ def measure(
                 )
                 residuals[i] = enc.residual
                 d = decode_update(enc.blob, spec=spec, expected_round=r)[0]
+                wide[i] = a93_superset_copy(dense, r, i, 0.0, 2 * fraction)
+                for level in NEAR_NOISE:
+                    cp = a93_superset_copy(dense, r, i, level, 2 * fraction)
+                    out["copies"].append((level, *inside_stats(d, cp)))
             sent.append(d)
+        for i, a in enumerate(sent):
+            if not sparse(a):
+                continue
+            for j, b in enumerate(sent):
+                if i != j:
+                    out["inside"].append((*inside_stats(a, b), sparse(b)))
+                    if j in wide:
+                        out["wide"].append(inside_stats(a, wide[j]))
         for j, b in enumerate(sent):
             if not sparse(b):
                 continue
@@ -228,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sparse_a: list[float] = []
             cos: list[float] = []
             marked = one_way = 0
+            inside: list[tuple[float, float, bool]] = []
+            copies: list[tuple[float, float, float]] = []
+            wides: list[tuple[float, float]] = []
             for seed in parse_seeds(args.seeds):
                 config = SimConfig(
                     sites=n, rounds=args.rounds, alpha=alpha, seed=seed, min_size=args.min_size
@@ -237,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sparse_a += got["sparse_a"]
                 cos += got["cos"]
                 marked += got["marked"]
+                inside += got["inside"]
+                copies += got["copies"]
+                wides += got["wide"]
                 one_way += got["one_way"]
             over = sum(x > overlap for x in dense_a + sparse_a)
             cover = sum(x > support for x in cos)
@@ -250,6 +318,34 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"(one-way rule: {one_way})",
                 flush=True,
             )
+            for kind, rows in (
+                ("sparse b", [x for x in inside if x[2]]),
+                ("dense b", [x for x in inside if not x[2]]),
+            ):
+                full = [c for s_, c, _ in rows if s_ >= 0.99]
+                print(
+                    f"      sparse a, {kind}: containment max "
+                    f"{max((x[0] for x in rows), default=float('nan')):.4f}, restricted cosine "
+                    f"max {max((x[1] for x in rows), default=float('nan')):.6f} "
+                    f"(where containment >= 0.99: {max(full, default=float('nan')):.6f}, "
+                    f"{len(full)}/{len(rows)} pairs)",
+                    flush=True,
+                )
+            print(
+                f"      sparse a, another site's topk8 at {2 * args.fraction:g}: containment max "
+                f"{max((x[0] for x in wides), default=float('nan')):.4f}, restricted cosine max "
+                f"{max((x[1] for x in wides), default=float('nan')):.6f} ({len(wides)} pairs)",
+                flush=True,
+            )
+            for level in NEAR_NOISE:
+                got_c = [x for x in copies if x[0] == level]
+                print(
+                    f"      a93 superset copies (noise {level:g}, topk8 {2 * args.fraction:g}): "
+                    f"containment min {min((x[1] for x in got_c), default=float('nan')):.4f}, "
+                    f"restricted cosine min {min((x[2] for x in got_c), default=float('nan')):.6f}"
+                    f" ({len(got_c)})",
+                    flush=True,
+                )
     print(f"{time.perf_counter() - started:.0f} s")
     return 1 if bad else 0
 
