@@ -205,7 +205,8 @@ def peer_vector(
     warm-up); None scores each round on its own. ``public_screen`` (the terms' setting of that
     name): the free-rider screen is left to the aggregator, which runs it once for the round on
     public data and drops what it marks on chain (:func:`~fedtrail.valuation.round.
-    public_screen`); the validator values those updates as any other.
+    public_screen`); the validator values those updates as any other, and takes the standing
+    they gained back out once the chain names them dropped (:meth:`PeerVector.next_history`).
 
     Raises :class:`UnfitValidation` when the split holds fewer than two classes (no utility of
     the issue-12 kind is defined on it) and ConfigError for malformed input (an unknown
