@@ -61,7 +61,13 @@ from fedtrail.protocol.terms import MAX_TERMS_BYTES, InvalidTerms, RoundTerms
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.codec import decode_model, default_max_bytes
 from fedtrail.storage.store import ContentStore
-from fedtrail.valuation import Candidate, History, UnfitValidation, peer_vector
+from fedtrail.valuation import (
+    Candidate,
+    History,
+    UnfitValidation,
+    peer_vector,
+    screened_history,
+)
 from fedtrail.valuation.candidates import CandidateCache, pin_readable, revealed_candidates
 from fedtrail.valuation.chained import (
     Decoded,
@@ -373,7 +379,10 @@ class PeerScorer:
         seconds = time.perf_counter() - started
         self._keep(round_id, pairs)
         if vector.history is not None:
-            self._save_history(round_id, vector.history)
+            # under the public screen, the values it scored with too: the ones put back for the
+            # sites the aggregator drops as free-riders (history_for)
+            carried_in = vector.carried_in if valuation.public_screen else None
+            self._save_history(round_id, vector.history, carried_in)
         salt = os.urandom(32)
         record = ScoreRecord(
             round=round_id,
@@ -500,26 +509,36 @@ class PeerScorer:
     def _history_path(self, round_id: int) -> Path:
         return self.folder / HISTORY_DIR / f"history-{round_id}.json"
 
-    def _save_history(self, round_id: int, history: History) -> None:
+    def _save_history(
+        self, round_id: int, history: History, carried_in: Mapping[str, float] | None = None
+    ) -> None:
         """The standing this validator reached scoring ``round_id`` (its accumulated values and
-        valued rounds; the references are public and read back from the chain)."""
+        valued rounds; the references are public and read back from the chain), and under the
+        public screen ``carried_in``, the accumulated values it scored the round with."""
         path = self._history_path(round_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        doc = {
+        doc: dict[str, object] = {
             "round": round_id,
             "accumulated": dict(history.accumulated),
             "valued_rounds": history.valued_rounds,
         }
+        if carried_in is not None:
+            doc["carried_in"] = dict(carried_in)
         atomic_write(path, json.dumps(doc, indent=1, sort_keys=True).encode("utf-8"))
 
-    def _load_history(self, round_id: int) -> tuple[dict[str, float], int] | None:
+    def _load_history(
+        self, round_id: int
+    ) -> tuple[dict[str, float], int, dict[str, float] | None] | None:
         path = self._history_path(round_id)
         if not path.exists():
             return None
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-            return {str(k): float(v) for k, v in doc["accumulated"].items()}, int(
-                doc["valued_rounds"]
+            carried = doc.get("carried_in")
+            return (
+                {str(k): float(v) for k, v in doc["accumulated"].items()},
+                int(doc["valued_rounds"]),
+                None if carried is None else {str(k): float(v) for k, v in carried.items()},
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("validator history %s is unusable (%s): starting afresh", path, exc)
@@ -530,7 +549,10 @@ class PeerScorer:
         the latest finalized round before it that it scored (a cancelled round carries nothing,
         as for the aggregator; none: the warm-up), and as free-rider references the readable
         updates and the global deltas of the latest ``stale_rounds`` finalized rounds before it
-        (the terms' threshold), newest first."""
+        (the terms' threshold), newest first. Under the public screen (a saved history that
+        holds the values it was scored with), the sites the chain names as dropped from that
+        round as free-riders (``UpdateScreened``) gain no standing from it
+        (:func:`~fedtrail.valuation.peers.screened_history`)."""
         prevs = previous_rounds(self.ledger, round_id, stale_rounds)
         if not prevs:
             return History()
@@ -540,7 +562,11 @@ class PeerScorer:
         for r in range(prev, 0, -1):
             saved = self._load_history(r)
             if saved is not None and self.ledger.get_round(r).phase == Phase.FINALIZED:
-                accumulated, valued = saved
+                accumulated, valued, carried_in = saved
+                if carried_in is not None:
+                    screened = self.ledger.peer_screened(r)
+                    if screened:
+                        accumulated = screened_history(accumulated, carried_in, screened)
                 break
         return History(
             accumulated=accumulated,

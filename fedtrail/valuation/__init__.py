@@ -28,7 +28,13 @@ from fedtrail.valuation.combine import (
 from fedtrail.valuation.explanation import ExplanationScorer, SiteExplanationShift
 from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.loo import leave_one_out
-from fedtrail.valuation.peers import VALIDATOR_GAMES, PeerVector, UnfitValidation, peer_vector
+from fedtrail.valuation.peers import (
+    VALIDATOR_GAMES,
+    PeerVector,
+    UnfitValidation,
+    peer_vector,
+    screened_history,
+)
 from fedtrail.valuation.robust import RobustStats, robust_statistics
 from fedtrail.valuation.round import GAMES, LARGE_GAMES, METHODS, public_screen, value_round
 from fedtrail.valuation.shapley import (
@@ -90,6 +96,7 @@ __all__ = [
     "public_screen",
     "relieved_reference",
     "robust_statistics",
+    "screened_history",
     "usable",
     "value_round",
 ]

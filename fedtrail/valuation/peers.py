@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Final
 
@@ -59,9 +59,15 @@ from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.valuation.base import Candidate
 from fedtrail.valuation.combine import Combiner, RoundValuation
 from fedtrail.valuation.round import value_round
-from fedtrail.valuation.standing import History, global_label, reference_label, reference_round
+from fedtrail.valuation.standing import (
+    History,
+    carried_back,
+    global_label,
+    reference_label,
+    reference_round,
+)
 
-__all__ = ["VALIDATOR_GAMES", "PeerVector", "UnfitValidation", "peer_vector"]
+__all__ = ["VALIDATOR_GAMES", "PeerVector", "UnfitValidation", "peer_vector", "screened_history"]
 
 _ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
 
@@ -85,7 +91,9 @@ class PeerVector:
     validator's standing after this round (None when it scores without one), with this round's
     readable updates as free-rider references, and those of the earlier rounds its history held
     within the thresholds' ``stale_rounds`` (by round number); :meth:`next_history` adds the
-    global delta.
+    global delta. ``carried_in``: the accumulated values the validator scored the round with
+    (its history's; empty without one), which :meth:`next_history` puts back for the updates
+    the public screen dropped.
     """
 
     validator: str
@@ -94,31 +102,62 @@ class PeerVector:
     scores: tuple[int, ...]
     report: RoundValuation
     history: History | None
+    carried_in: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def vote(self) -> PeerVote:
         """The vector as the chain holds it once revealed."""
         return PeerVote(validator=self.validator, scores=self.scores)
 
-    def next_history(self, global_delta: Mapping[str, torch.Tensor] | None) -> History | None:
+    def next_history(
+        self, global_delta: Mapping[str, torch.Tensor] | None, screened: Sequence[str] = ()
+    ) -> History | None:
         """The history the validator scores its next round with, once this round closed with
         weights: :attr:`history` plus ``global_delta`` (the delta the round applied; None when
-        unknown) as a reference, so a site resending it is caught as stale."""
+        unknown) as a reference, so a site resending it is caught as stale. ``screened``: the
+        sites whose updates the aggregator dropped from the round as the public screen's
+        free-riders (the chain's ``UpdateScreened``, round terms ``valuation.public_screen``):
+        each gains no standing from the round, its accumulated value is put back to the one the
+        round was scored with (:func:`~fedtrail.valuation.standing.carried_back`)."""
         if self.history is None:
             return None
+        history = self.history
+        if screened:
+            history = replace(
+                history,
+                accumulated=screened_history(history.accumulated, self.carried_in, screened),
+            )
         if global_delta is None:
-            return self.history
-        refs = self.history.references
+            return history
+        refs = history.references
         current = {k: v for k, v in refs.items() if reference_round(k) == self.round_id}
         # newest first, as the aggregator's references: this round's updates and its delta
         references = {**current, global_label(self.round_id): global_delta}
         references.update({k: v for k, v in refs.items() if k not in current})
         return History(
-            accumulated=self.history.accumulated,
-            valued_rounds=self.history.valued_rounds,
+            accumulated=history.accumulated,
+            valued_rounds=history.valued_rounds,
             references=references,
-            reference_squares=self.history.reference_squares,
+            reference_squares=history.reference_squares,
         )
+
+
+def _same_sites(accumulated: Mapping[str, float], sites: Sequence[str]) -> list[str]:
+    """The keys of ``accumulated`` that name one of ``sites`` (addresses compared as numbers,
+    whatever their case)."""
+    wanted = {address_key(s) for s in sites if _ADDRESS.fullmatch(s)}
+    return [k for k in accumulated if _ADDRESS.fullmatch(k) and address_key(k) in wanted]
+
+
+def screened_history(
+    accumulated: Mapping[str, float], carried_in: Mapping[str, float], screened: Sequence[str]
+) -> dict[str, float]:
+    """A validator's accumulated values after a round (``accumulated``) less what the sites the
+    public screen dropped from it (``screened``, the chain's ``UpdateScreened``) gained in it:
+    each put back to its value in ``carried_in``, the values the round was scored with
+    (:meth:`PeerVector.next_history`; the node's :meth:`~fedtrail.node.scoring.PeerScorer.
+    history_for`)."""
+    return carried_back(accumulated, carried_in, _same_sites(accumulated, screened))
 
 
 def _check_address(name: str, value: object) -> str:
@@ -166,7 +205,8 @@ def peer_vector(
     warm-up); None scores each round on its own. ``public_screen`` (the terms' setting of that
     name): the free-rider screen is left to the aggregator, which runs it once for the round on
     public data and drops what it marks on chain (:func:`~fedtrail.valuation.round.
-    public_screen`); the validator values those updates as any other.
+    public_screen`); the validator values those updates as any other, and takes the standing
+    they gained back out once the chain names them dropped (:meth:`PeerVector.next_history`).
 
     Raises :class:`UnfitValidation` when the split holds fewer than two classes (no utility of
     the issue-12 kind is defined on it) and ConfigError for malformed input (an unknown
@@ -252,4 +292,5 @@ def peer_vector(
         scores=scores,
         report=report,
         history=next_history,
+        carried_in=dict(history.accumulated) if history is not None else {},
     )

@@ -39,6 +39,7 @@ __all__ = [
     "History",
     "accumulate",
     "boost_factor",
+    "carried_back",
     "credited",
     "demoted_score",
     "demotion_reference",
@@ -177,6 +178,24 @@ def accumulate(previous: Mapping[str, float], normalised: Mapping[str, float]) -
     out = dict(previous)
     for site, v in normalised.items():
         out[site] = out.get(site, 0.0) + v
+    return out
+
+
+def carried_back(
+    accumulated: Mapping[str, float], before: Mapping[str, float], sites: Iterable[str]
+) -> dict[str, float]:
+    """``accumulated`` (a round's standing after it) with each of ``sites`` put back to its
+    value in ``before`` (the standing the round was valued with; left out when ``before`` has
+    none): those sites gain nothing from the round. A peer validator applies it to the sites the
+    aggregator dropped as the public screen's free-riders (``UpdateScreened``), whose shares it
+    accumulated since it did not screen them itself. The order of ``accumulated`` is kept."""
+    gone = set(sites)
+    out: dict[str, float] = {}
+    for site, value in accumulated.items():
+        if site not in gone:
+            out[site] = value
+        elif site in before:
+            out[site] = before[site]
     return out
 
 

@@ -1039,6 +1039,8 @@ class _Peers:
         self.public_references: dict[str, Delta] = {}
         self.candidates: list[Candidate] = []
         self.round = 0
+        # public_screen: the round's updates dropped as free-riders (dropScreened)
+        self.dropped: list[str] = []
 
     def score(
         self,
@@ -1119,6 +1121,7 @@ class _Peers:
         record.scores = list(outcome.scores)
         record.reasons = [reason.name for reason in outcome.reasons]
         self.candidates, self.round = candidates, r
+        self.dropped = []
         if config.public_screen:
             t0, c0 = time.perf_counter(), time.process_time()
             marked = public_screen(
@@ -1136,6 +1139,7 @@ class _Peers:
                 if c.site in marked and record.scores[k] > 0:
                     record.scores[k] = 0
                     record.reasons[k] = "FREE_RIDER"
+                    self.dropped.append(c.site)
         by_address = dict(zip(self.addresses, names, strict=True))
         record.validator_distances = {by_address[a]: d for a, d in outcome.distances.items()}
         times = list(record.scoring_seconds.values())
@@ -1151,7 +1155,8 @@ class _Peers:
         rated validators' reputations move by the contract's EMA (a cancelled round does
         neither: the chain refused its valuation)."""
         for v, pv in self.vectors.items():
-            nxt = pv.next_history(global_delta)
+            # the dropped free-riders gain no validator's standing from the round
+            nxt = pv.next_history(global_delta, self.dropped)
             if nxt is not None:
                 self.histories[v] = nxt
         if self.config.public_screen:  # as peer_vector's next history, from public data

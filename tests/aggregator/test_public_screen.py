@@ -7,6 +7,7 @@ passes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,67 @@ def test_the_service_drops_what_the_public_screen_marks(
     assert all(a.passed for a in audits), [c for a in audits for c in a.checks if c.failed]
     checks = {c.name: c for c in audits[-1].checks}
     assert checks["peers.screen"].passed and rider[:10] in checks["peers.screen"].detail
+
+
+def _peer_round(fed: object, trainers: list[object]) -> int:
+    """Opens the next peer round and runs it to FINALIZED: ``trainers`` send updates, every
+    node validates."""
+    ledger, service = fed.ledger, fed.service  # type: ignore[attr-defined]
+    r = service.open_next()
+    info = ledger.get_round(r)
+    peer = ledger.get_peer_round(r)
+    assert peer is not None
+    for n in trainers:
+        n.participate(r)  # type: ignore[attr-defined]
+    pass_deadline(ledger, info.commit_deadline)
+    for n in trainers:
+        n.participate(r)  # type: ignore[attr-defined]
+    pass_deadline(ledger, info.reveal_deadline)
+    for n in fed.nodes:  # type: ignore[attr-defined]
+        n.scorer.score(r)
+    pass_deadline(ledger, peer.score_commit_deadline)
+    for n in fed.nodes:  # type: ignore[attr-defined]
+        n.scorer.score(r)
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    return int(r)
+
+
+def test_a_dropped_free_rider_gains_no_validator_standing_for_the_next_round(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    """Validators do not screen under the public screen, so each accumulates the tiny update's
+    share in round 2 (after the warm-up); the aggregator drops it (``UpdateScreened``), and
+    every validator's history for round 3 (the node's ``history_for``) holds no standing of the
+    rider's from round 2, while the honest sites keep theirs."""
+    fed = peer_federation(
+        tmp_path,
+        anvil_url,
+        ipfs_api,
+        sites=4,
+        faults=[SiteFault(), SiteFault(), SiteFault(kind="scale", factor=1e-9), SiteFault()],
+        standing=True,
+        public_screen=True,
+    )
+    ledger = fed.ledger
+    trainers = fed.nodes[:3]
+    rider = fed.nodes[2].address
+    honest = [n.address for n in fed.nodes[:2]]
+    assert _peer_round(fed, trainers) == 1  # the warm-up: nothing accumulated
+    r = _peer_round(fed, trainers)
+    assert ledger.peer_screened(r) == [rider]
+    validators = [n for n in fed.nodes if n.address != rider]
+    for n in validators:
+        saved = json.loads((n.folder / "validator" / f"history-{r}.json").read_text())
+        assert saved["valued_rounds"] == 2
+        assert rider in saved["accumulated"]  # valued in round 2 like any other update
+        history = n.scorer.history_for(r + 1)
+        assert history.valued_rounds == 2
+        assert rider not in history.accumulated
+        kept = {s: v for s, v in saved["accumulated"].items() if s != rider}
+        assert dict(history.accumulated) == kept
+        assert all(s in kept for s in honest if s != n.address)
+        assert rider not in saved["carried_in"]  # round 1 accumulated nothing
+    audits = verify_all(ledger, fed.store)
+    assert all(a.passed for a in audits), [c for a in audits for c in a.checks if c.failed]

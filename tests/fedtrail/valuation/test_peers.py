@@ -528,3 +528,57 @@ def test_the_public_screen_marks_what_a_validator_would_and_validators_skip_it(
     for s in ADDRESSES[1:]:
         if s not in marked:
             assert skipped[s].reason is own[s].reason, s
+
+
+def test_a_site_the_public_screen_dropped_gains_no_validator_standing_from_the_round(
+    sites: RealSites, shards: list[ImageDataset]
+) -> None:
+    """Under ``valuation.public_screen`` a validator values a stale resend like any other update,
+    so its share enters the validator's accumulated values; once the aggregator dropped it
+    (``UpdateScreened``), :meth:`PeerVector.next_history` puts the site's accumulated value
+    back to the one the round was scored with (one it had none of is left out), and every
+    other site keeps its share. Without screened sites the history is the one it was."""
+    from fedtrail.valuation.standing import reference_label
+
+    deltas = list(sites.deltas[:5])
+    previous = sites.deltas[5]
+    deltas[1] = {k: v.clone() for k, v in previous.items()}  # the stale resend
+    carried_in = {a: 0.1 * (i + 1) for i, a in enumerate(ADDRESSES[:3])}  # none for 3, 4
+    history = History(
+        accumulated=carried_in,
+        valued_rounds=2,
+        references={reference_label(ADDRESSES[1], 1): previous},
+    )
+    pv = peer_vector(
+        validator=ADDRESSES[0],
+        round_id=2,
+        global_state=sites.global_state,
+        spec=SPEC,
+        candidates=_candidates(sites, deltas),
+        validation=shards[0],
+        method="shapley",
+        metric="balanced_loss",
+        seed=7,
+        combiner=HISTORY_COMBINER,
+        history=history,
+        validator_game="linear_shapley",
+        public_screen=True,
+    )
+    assert pv.history is not None
+    after = dict(pv.history.accumulated)
+    gained = {s: after[s] - carried_in.get(s, 0.0) for s in ADDRESSES[1:]}
+    assert all(v != 0.0 for v in gained.values()), gained  # every other update was valued
+    global_delta = {k: sum(d[k] for d in deltas) / 5 for k in deltas[0]}
+    dropped = [ADDRESSES[1], ADDRESSES[4]]
+    for delta in (global_delta, None):
+        chained = pv.next_history(delta, dropped)
+        assert chained is not None
+        expected = {s: v for s, v in after.items() if s != ADDRESSES[4]}
+        expected[ADDRESSES[1]] = carried_in[ADDRESSES[1]]
+        assert dict(chained.accumulated) == expected
+        assert list(chained.accumulated) == [s for s in after if s != ADDRESSES[4]]
+        unchanged = pv.next_history(delta)
+        assert unchanged is not None and dict(unchanged.accumulated) == after
+    chained = pv.next_history(global_delta, dropped)
+    assert chained is not None and chained.valued_rounds == pv.history.valued_rounds
+    assert list(chained.references) == list(pv.next_history(global_delta).references)  # type: ignore[union-attr]
