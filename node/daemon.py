@@ -1193,24 +1193,53 @@ class SiteNode:
     # ---------------------------------------------------------------- personalisation
 
     def personalise_latest(self) -> RoundRecord | None:
-        """Personalise the latest finalized round's global model if this site took part in
-        that round and has not done so yet (see :meth:`personalise`)."""
+        """Personalise the global model of the latest finalized round this site took part in,
+        if not done yet (see :meth:`personalise`). The latest one it took part in, not the
+        chain's latest: a newer round the site missed (its commit window closed while it
+        personalised, or it was not in it) used to make the node move on to that round, which
+        it has no record of, and the round it did take part in lost its personalised model
+        for good (a108)."""
         last = self.ledger.last_finalized_round()
-        record = self.state.rounds.get(last) if last else None
-        if record is None or record.phase not in ("revealed", "submitted"):
-            return None
-        if record.personal_sha256 or record.personal_note:
-            return record
-        return self.personalise(last)
+        taken = sorted(
+            (
+                r
+                for r, rec in self.state.rounds.items()
+                if r <= last and rec.phase in ("revealed", "submitted")
+            ),
+            reverse=True,
+        )
+        for round_id in taken:
+            record = self.state.rounds[round_id]
+            if record.personal_sha256 or record.personal_note:
+                return record
+            if round_id == last or self.ledger.get_round(round_id).phase == Phase.FINALIZED:
+                return self.personalise(round_id)
+        return None
 
     def _round_waiting(self, round_id: int) -> bool:
-        """Whether a round after ``round_id`` is open with work left in it for this site (an
-        update to commit or reveal, or a score vector): personalisation gives way to it (a108)."""
+        """Whether a round after ``round_id`` is open with work due in it for this site:
+        personalisation gives way to it (a108). Due: an update to commit (the commit window
+        open), to reveal (the commit window over) or to recover, or a score vector (a peer
+        round's scoring not finished; its steps wait on chain windows, and personalisation
+        gives way to all of them). Not due: no record and no commitment with the commit window
+        over (``participate`` does nothing then), or committed with the reveal not yet due
+        (``participate`` waits for the commit deadline; this is read again every
+        :data:`PERSONAL_YIELD_SECONDS`, so the reveal waits that long and one step more)."""
         current = self.ledger.current_round()
-        if current <= round_id or self.ledger.get_round(current).phase != Phase.OPEN:
+        if current <= round_id:
+            return False
+        view = self.ledger.site_round(current, self.address)
+        info = view.info
+        if info.phase != Phase.OPEN:
             return False
         record = self.state.rounds.get(current)
-        if record is None or record.phase not in FINAL_PHASES:
+        now = view.pending_timestamp
+        if record is None:
+            if view.submission is not None or now <= info.commit_deadline:
+                return True
+        elif record.phase not in FINAL_PHASES and not (
+            record.phase == "committed" and now <= info.commit_deadline + CLOCK_SLACK
+        ):
             return True
         return not self.scorer.done(current)
 

@@ -778,10 +778,38 @@ def rule_vector(rule: dict, rows: np.ndarray, c: list) -> np.ndarray:
     raise RuleRefused(f"unknown aggregation rule {name!r}")
 
 
+def rule_settings_refused(rule: dict) -> None:
+    """README *Global model*: the settings' ranges, each checked whatever `name` is and only
+    when present (absent: the product's default); a boolean is no number. RuleRefused naming
+    the setting (a round outside them is one the product never aggregates)."""
+
+    def number(x: object) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    def integer(x: object) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    if "trim_ratio" in rule:
+        t = rule["trim_ratio"]
+        if not (number(t) and 0.0 <= t < 0.5):
+            raise RuleRefused(f"trim_ratio {t!r} is not a number in [0, 0.5)")
+    if "krum_f" in rule:
+        f = rule["krum_f"]
+        if not (integer(f) and f >= 0):
+            raise RuleRefused(f"krum_f {f!r} is not an integer >= 0")
+    m = rule.get("krum_m")
+    if m is not None and not (integer(m) and m >= 1):
+        raise RuleRefused(f"krum_m {m!r} is not null or an integer >= 1")
+    mx = rule.get("max_norm")
+    if mx is not None and not (number(mx) and math.isfinite(mx) and mx > 0):
+        raise RuleRefused(f"max_norm {mx!r} is not null or a finite number > 0")
+
+
 def aggregate_rule(rule: dict, start: dict, deltas: dict, weights: dict, order: list) -> dict:
     """README *Global model*: the updates with weight > 0 in ascending address order, flattened
     in `layout(spec)` order (`order`), the rule's `d`, the running statistics by the terms'
     `statistics`, then the two casts. deltas/weights keyed by address; float32 tensors out."""
+    rule_settings_refused(rule)
     kept = sorted((a for a in deltas if weights[a] > 0), key=lambda x: int(x, 16))
     if not kept:
         raise RuleRefused("no update with a positive weight")

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from fedtrail.aggregator.service import AggregatorSettings
+from fedtrail.chain import advance_time, block_timestamp
 from fedtrail.ml.datasets import load_bundled, partition_iid
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.commands import _personal
-from fedtrail.node.daemon import NodeState, RoundRecord
+from fedtrail.node.daemon import CLOCK_SLACK, NodeState, RoundRecord
 from fedtrail.protocol.terms import Personalisation, RoundTerms
 from fedtrail.simulation.federation import Federation, build_federation, make_sites
 from fedtrail.storage.codec import decode_model
@@ -28,7 +29,9 @@ from tests.fixtures.chain import ChainEnv
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _federation(env: ChainEnv, tmp: Path, steps: int, method: str = "finetune") -> Federation:
+def _federation(
+    env: ChainEnv, tmp: Path, steps: int, method: str = "finetune", sites: int = 2
+) -> Federation:
     splits = load_bundled()
     parts = partition_iid(splits.train.labels, 8, seed=0)
     return build_federation(
@@ -36,8 +39,8 @@ def _federation(env: ChainEnv, tmp: Path, steps: int, method: str = "finetune") 
         coordinator=env.coordinator,
         aggregator=env.aggregator,
         sites=make_sites(
-            env.sites[:2],
-            [splits.train.subset(p) for p in parts[:2]],
+            env.sites[:sites],
+            [splits.train.subset(p) for p in parts[:sites]],
             training=TrainConfig(epochs=1),
             val=splits.val,
         ),
@@ -111,21 +114,64 @@ def test_personalisation_gives_way_to_a_newer_round_the_site_has_work_in(
     not look at the chain while they run; the service opens the next round the moment it
     finalizes one, so every honest node was still fine-tuning when that round's commit window
     closed and an ally that skips personalising took the whole round, verify passing. With a
-    newer round open and this site's update in it not done, personalising stops before its
-    first step and keeps nothing; once that round is done for the site it runs."""
+    newer round open and its commit window open to this site (no record yet), personalising
+    stops before its first step and keeps nothing; committed there, it runs until the reveal is
+    due; once the commit window closed without the site, there is nothing to give way to."""
     fed = _federation(anvil, tmp_path, steps=6)
     assert fed.run_round() is not None
     r2 = fed.service.open_next()
     folder = tmp_path / "nodes" / "site-0"
     node = fed.node(0)
-    assert node.personalise_latest() is None  # gave way to round 2
+    assert node.personalise_latest() is None  # gave way to round 2's open commit window
     assert not (folder / PERSONAL_MODEL).exists()
     record = node.state.rounds[1]
     assert record.personal_sha256 == "" and record.personal_note == ""
-    node.state.rounds[r2] = RoundRecord(round=r2, phase="skipped")  # round 2 done for it
+    node.state.rounds[r2] = RoundRecord(round=r2, phase="committed")
+    assert not node._round_waiting(1)  # committed: nothing due before the commit deadline
+    info = fed.ledger.get_round(r2)
+    advance_time(
+        fed.ledger.w3, info.commit_deadline - block_timestamp(fed.ledger.w3) + 2 + CLOCK_SLACK
+    )
+    assert node._round_waiting(1)  # the reveal is due: it gives way
+    del node.state.rounds[r2]
+    # no record and no commitment, the commit window over: participate does nothing, so
+    # personalising does not wait (it used to, for the whole round)
+    assert node.participate(r2) is None
     done = node.personalise_latest()
     assert done is not None and done.round == 1 and done.personal_sha256
     assert (folder / PERSONAL_MODEL).exists()
+
+
+@pytest.mark.anvil
+def test_a_newer_round_the_site_missed_does_not_lose_its_personalised_model(
+    anvil: ChainEnv, tmp_path: Path
+) -> None:
+    """a108 follow-up: round 2 finalized without this site (it missed the commit window); the
+    node used to move on to round 2, which it has no record of, and round 1, the one it took
+    part in, was never personalised."""
+    fed = _federation(anvil, tmp_path, steps=6, sites=3)
+    assert fed.run_round() is not None
+    r2 = fed.service.open_next()
+    for n in fed.nodes[1:]:
+        n.participate(r2)
+    info = fed.ledger.get_round(r2)
+    advance_time(
+        fed.ledger.w3, info.commit_deadline - block_timestamp(fed.ledger.w3) + 2 + CLOCK_SLACK
+    )
+    for n in fed.nodes[1:]:
+        assert n.participate(r2) is not None
+    advance_time(
+        fed.ledger.w3, info.reveal_deadline - block_timestamp(fed.ledger.w3) + 2 + CLOCK_SLACK
+    )
+    for _ in range(3):  # value, then aggregate and finalize
+        if fed.ledger.last_finalized_round() < r2:
+            fed.service.step()
+    assert fed.ledger.last_finalized_round() == r2
+    node = fed.node(0)
+    assert r2 not in node.state.rounds
+    done = node.personalise_latest()
+    assert done is not None and done.round == 1 and done.personal_sha256
+    assert node.state.rounds[1].personal_sha256 == done.personal_sha256
 
 
 @pytest.mark.anvil

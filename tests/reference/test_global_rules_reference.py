@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedtrail.errors import ConfigError
 from fedtrail.ml.aggregation import (
     RULE_NAMES,
     STATISTICS_RULES,
@@ -342,3 +343,67 @@ def test_the_reader_has_no_note_for_a_rule_left_unreplayed() -> None:
     source = READER.read_text()
     assert "not replayed by this reader" not in source
     assert re.search(r"aggregate_rule\(\s*rule, start,", source)
+
+
+OUT_OF_RANGE: list[tuple[str, Any]] = [
+    ("trim_ratio", 0.5),
+    ("trim_ratio", -0.01),
+    ("trim_ratio", float("nan")),
+    ("trim_ratio", True),
+    ("krum_f", -1),
+    ("krum_f", 1.0),
+    ("krum_m", 0),
+    ("krum_m", 2.0),
+    ("max_norm", 0.0),
+    ("max_norm", -1.0),
+    ("max_norm", float("inf")),
+    ("max_norm", True),
+]
+
+
+@pytest.mark.parametrize("name", RULE_NAMES)
+@pytest.mark.parametrize(("setting", "value"), OUT_OF_RANGE, ids=lambda v: repr(v))
+def test_the_reader_refuses_the_settings_the_product_refuses(
+    setting: str, value: Any, name: str
+) -> None:
+    """README's ranges: a rule setting out of range is refused by the product whatever the
+    rule's name (``AggregationRule.__post_init__``), so it never aggregates such a round and
+    ``audit verify`` fails it; the reader replayed them (``max_norm`` 0 gave the start model,
+    so a round finalized with it passed; ``krum_m`` 0 raised an IndexError the reader's run
+    does not catch). Now it refuses them, naming the setting."""
+    doc = {**AggregationRule(name=name).to_terms(statistics=True), setting: value}
+    with pytest.raises(ConfigError):
+        AggregationRule.from_terms(doc)
+    start, ups, weights = _case(3, 5)
+    with pytest.raises(R.RuleRefused, match=setting):
+        _readers(doc, start, ups, weights)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        AggregationRule(name="trimmed_mean", trim_ratio=0),
+        AggregationRule(name="trimmed_mean", trim_ratio=0.49),
+        AggregationRule(name="krum", krum_f=0, krum_m=1),
+        AggregationRule(name="norm_clip", max_norm=1e-300),
+        AggregationRule(name="norm_clip", max_norm=2),
+    ],
+    ids=lambda r: f"{r.name}-{r.trim_ratio}-{r.krum_m}-{r.max_norm}",
+)
+def test_the_ranges_edges_replay(rule: AggregationRule) -> None:
+    """The edges the ranges keep (an integer ``max_norm`` or ``trim_ratio`` is a number) replay
+    bit for bit, and README states every range."""
+    doc = rule.to_terms(statistics=True)
+    for n in (1, 4, 7):
+        start, ups, weights = _case(n, n)
+        assert _same(_readers(doc, start, ups, weights), _product(rule, start, ups, weights))
+    text = " ".join((ROOT / "README.md").read_text().split())
+    bullet = text[text.index("- **Global model** (`global.recomputed`") :]
+    for stated in (
+        "`trim_ratio` a number in `[0, 0.5)`",
+        "`krum_f` an integer `>= 0`",
+        "`krum_m` `null` or an integer `>= 1`",
+        "`max_norm` `null` or a finite number `> 0`",
+        "each checked whatever `name` is (a boolean is no number)",
+    ):
+        assert stated in bullet[:3000], stated

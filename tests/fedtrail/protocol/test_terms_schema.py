@@ -121,6 +121,11 @@ def test_terms_with_every_optional_field_validate() -> None:
         (("model_spec", "depth"), 18),  # an unknown key
         (("valuation", "combiner", "max_norm_zz"), 1.0),
         (("spec_hash",), "AB" * 32),
+        (("aggregation_rule", "trim_ratio"), 0.5),  # AggregationRule's ranges
+        (("aggregation_rule", "trim_ratio"), -0.1),
+        (("aggregation_rule", "max_norm"), 0.0),
+        (("aggregation_rule", "krum_m"), 0),
+        (("aggregation_rule", "krum_f"), -1),
     ],
 )
 def test_the_schema_refuses_what_readers_refuse(path: tuple[str, ...], value: object) -> None:
