@@ -68,7 +68,7 @@ TARGET = 103  # node id of site t
 
 if BEFORE:
     if MODE == "run-config":  # the code before the run-config finding
-        mod_module.site_context = lambda context, fixed: context
+        mod_module.site_context = lambda context, train_config: context
         print("BEFORE=1: the app gets the aggregator's run config")
     else:
         mod_module.check_settings = lambda content, fixed, round_id: None  # the code before a106
