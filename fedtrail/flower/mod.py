@@ -16,8 +16,12 @@ the model and the sample count). On such a message the mod, with the site's own
    (``make_ledger_mod(train_config=...)``): Flower's messages are not signed and a project's
    train function reads its learning rate or epochs from them, so a ServerApp could otherwise
    hand one chosen site ``lr = 0`` and have it submit, under its own key, an update worth
-   nothing (attack a106);
-3. calls the app's own train function, takes the trained model from its reply (the
+   nothing (attack a106); an entry the site fixed that the message lacks is written in at the
+   site's value (the app's default does not apply), an entry of the ``fedtrail`` request
+   other than its own is refused;
+3. calls the app's own train function with a context whose ``run_config`` is the site's
+   ``train_config`` (Flower's ``run_config`` is the aggregator's ``flwr run --run-config``),
+   takes the trained model from its reply takes the trained model from its reply (the
    ArrayRecord) and the sample count (the MetricRecord entry ``num-examples``, or the key the
    strategy names);
 4. hands ``trained - start`` to the node (``SiteNode.participate(update=...)``), which encodes it
@@ -34,6 +38,7 @@ Any other message (evaluate, query, a train message of another strategy) passes 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -55,9 +60,26 @@ log = logging.getLogger("fedtrail.flower.mod")
 
 REQUEST = "fedtrail"
 """The ConfigRecord a LedgerStrategy adds to its train messages."""
+REQUEST_KEYS = frozenset(
+    {
+        "round",
+        "wait-seconds",
+        "start-cid",
+        "start-sha256",
+        "ledger",
+        "chain-id",
+        "arrays-key",
+        "samples-key",
+    }
+)
+"""The entries of that ConfigRecord (:meth:`fedtrail.flower.rounds.LedgerRounds.begin` and
+:class:`~fedtrail.flower.strategy.LedgerStrategy`); any other entry is refused: it would be a
+setting the ServerApp passes to the app's train function unchecked."""
 REPLY = "fedtrail-reply"
 """The ConfigRecord the mod adds to the app's reply: the site's signed SiteReply."""
 DEFAULT_SAMPLES_KEY = "num-examples"
+CONFIG = "config"
+"""The ConfigRecord Flower's strategies send their train settings in (``configrecord_key``)."""
 
 NodeFor = Callable[[Context], SiteNode]
 
@@ -78,6 +100,12 @@ def _request(msg: Message) -> tuple[int, float, str, str] | None:
     if REQUEST not in msg.content.config_records:
         return None
     req = msg.content.config_records[REQUEST]
+    unknown = sorted(set(req) - REQUEST_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"the fedtrail request holds entries this site does not know: "
+            f"{', '.join(repr(k[:80]) for k in unknown[:5])}; not training"
+        )
     round_id, wait = req.get("round"), req.get("wait-seconds", 0.0)
     arrays_key, samples_key = req.get("arrays-key", ""), req.get("samples-key", "")
     if isinstance(round_id, bool) or not isinstance(round_id, int) or round_id < 1:
@@ -172,6 +200,38 @@ def check_settings(
                 )
 
 
+def with_site_settings(content: RecordDict, train_config: Mapping[str, TrainSetting]) -> None:
+    """Writes every setting the site fixed into each ConfigRecord of a train message (but the
+    ``fedtrail`` request) that lacks it, and into a ``"config"`` ConfigRecord (the record
+    Flower's strategies send) when the message holds none: a train function reading
+    ``config.get("local-epochs", 5)`` then reads the site's value, not its default, when the
+    ServerApp leaves the entry out. Run after :func:`check_settings`, so an entry present
+    already holds the site's value."""
+    if not train_config:
+        return
+    records = [(k, r) for k, r in content.config_records.items() if k != REQUEST]
+    if not records:
+        content[CONFIG] = ConfigRecord(dict(train_config))
+        return
+    for _, record in records:
+        for key, value in train_config.items():
+            if key not in record:
+                record[key] = value
+
+
+def site_context(context: Context, train_config: Mapping[str, TrainSetting]) -> Context:
+    """``context`` with the site's fixed settings as its ``run_config``, for the app's train
+    function. Flower builds ``run_config`` from the app's pyproject and the ``flwr run
+    --run-config`` overrides: the aggregator's choice, for every site alike, and read by
+    Flower's own templates (``context.run_config["local-epochs"]``). The app sees only what the
+    site fixed (``make_ledger_mod(train_config=...)``); a key it reads that the site did not
+    fix raises in the app (or takes the app's own default), never the aggregator's value. The
+    node config and the state are the context's own (the state object is shared, so what the
+    app keeps there persists)."""
+    run_config = {k: v for k, v in train_config.items() if isinstance(v, bool | int | float | str)}
+    return dataclasses.replace(context, run_config=run_config)
+
+
 def check_start(arrays: ArrayRecord, start: dict[str, torch.Tensor], round_id: int) -> None:
     """Raises ConfigError unless ``arrays`` holds exactly the round's start model."""
     sent = arrays.to_torch_state_dict()
@@ -232,7 +292,10 @@ def make_ledger_mod(
     ConfigRecords' and MetricRecords' entries, e.g. ``{"lr": 0.05, "local-epochs": 1}``), each
     at exactly that value and type; a message setting anything else is refused before training
     (:func:`check_settings`; Flower's ``server-round`` is allowed). Default: none, so a train
-    message may carry no setting but ``server-round``."""
+    message may carry no setting but ``server-round``. A fixed entry the message lacks is
+    written into its ConfigRecords at the site's value (:func:`with_site_settings`), and the
+    app's train function gets ``train_config`` as its ``context.run_config``
+    (:func:`site_context`), not the aggregator's run config."""
     if not samples_key:
         raise ConfigError("samples_key must name a MetricRecord entry")
     fixed = dict(train_config or {})
@@ -266,8 +329,9 @@ def make_ledger_mod(
             # train on the other one (its update, trained - start, carrying it).
             for record in msg.content.array_records.values():
                 check_start(record, start, round_id)
+            with_site_settings(msg.content, fixed)
             began = time.perf_counter()
-            app_reply = call_next(msg, context)
+            app_reply = call_next(msg, site_context(context, fixed))
             if app_reply.has_error():
                 return app_reply
             update = handed_update(app_reply, start, arrays_key=arrays_key, samples_key=samples_key)

@@ -97,12 +97,17 @@ def site_wait(node: SiteNode, round_id: int, asked: float) -> float:
     its commitment read on chain as its own failure and ``audit verify`` passing (attack a107).
     The site still stops as soon as its round is over (revealed, skipped, declined), and
     :func:`wait_limit` still bounds the wait by the deadline; ``asked`` alone counts only for
-    a round the chain does not know or while the chain cannot be read."""
+    a round the chain does not know or while the chain cannot be read, and then never less
+    than :data:`UNKNOWN_ROUND_WAIT` (a round the chain does not know) or :data:`REVEAL_SLACK`
+    (the chain unreachable): one failed read must not turn a ServerApp's ``0`` into "give up
+    now" (a107 again)."""
     try:
         info = node.ledger.get_round(round_id)
         now = next_block_timestamp(node.ledger.w3)
-    except LedgerError:  # RoundStateError and ChainUnreachable included
-        return asked
+    except RoundStateError:
+        return max(asked, UNKNOWN_ROUND_WAIT)
+    except LedgerError:  # ChainUnreachable included
+        return max(asked, REVEAL_SLACK)
     return max(asked, max(float(info.reveal_deadline - now), 0.0) + REVEAL_SLACK)
 
 

@@ -18,9 +18,15 @@ ServerApp's FedAvg config is ``lr = 0.05`` and it rewrites the target's message 
 
 - ``attack``: each site fixes ``lr = 0.05`` (``make_ledger_mod(train_config={"lr": 0.05})``);
   with ``BEFORE=1`` the mod's settings check is switched off (the code before this change).
+- ``run-config``: the same through ``context.run_config`` (``flwr run --run-config 'lr=0'``; the
+  train function reads ``context.run_config["lr"]``, as Flower's templates read
+  ``local-epochs``). Flower's run config is one per run, for every site alike; the demo sets it
+  on the target's context alone, to keep the exit criterion below. With ``BEFORE=1`` the mod
+  hands the app the aggregator's run config (the code before the reviewer's finding); now it
+  hands it the site's ``train_config``.
 - ``honest``: control, every site gets ``lr = 0.05``.
 
-usage: scripts/attacks/real.sh scripts/attacks/a106_flower_train_config.py attack|honest
+usage: scripts/attacks/real.sh scripts/attacks/a106_flower_train_config.py attack|run-config|honest
 Exits 1 when the target revealed an update and was scored 0 while verify passes the round (the
 attack works), else 0.
 """
@@ -54,15 +60,19 @@ from fedtrail.protocol.codes import Reason
 from fedtrail.simulation.federation import build_federation, make_sites
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "attack"
-if MODE not in ("attack", "honest"):
-    sys.exit(f"unknown mode {MODE!r}: attack or honest")
+if MODE not in ("attack", "run-config", "honest"):
+    sys.exit(f"unknown mode {MODE!r}: attack, run-config or honest")
 BEFORE = os.environ.get("BEFORE") == "1"
 LR = 0.05
 TARGET = 103  # node id of site t
 
 if BEFORE:
-    mod_module.check_settings = lambda content, fixed, round_id: None  # the code before a106
-    print("BEFORE=1: the mod's settings check switched off")
+    if MODE == "run-config":  # the code before the run-config finding
+        mod_module.site_context = lambda context, train_config: context
+        print("BEFORE=1: the app gets the aggregator's run config")
+    else:
+        mod_module.check_settings = lambda content, fixed, round_id: None  # the code before a106
+        print("BEFORE=1: the mod's settings check switched off")
 
 
 class Targeting(FedAvg):
@@ -117,7 +127,10 @@ def main() -> int:
 
     def train(msg: Message, context: Context) -> Message:
         """The project's own train function: the learning rate from the ServerApp's config."""
-        lr = float(msg.content["config"]["lr"])  # type: ignore[arg-type]
+        if MODE == "run-config":
+            lr = float(context.run_config["lr"])
+        else:
+            lr = float(msg.content["config"]["lr"])  # type: ignore[arg-type]
         model = fed.service.spec.build()
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         data = nodes[context.node_id].train
@@ -143,7 +156,10 @@ def main() -> int:
         mod = mod_module.make_ledger_mod(lambda ctx: nodes[ctx.node_id], train_config={"lr": LR})
         app = ClientApp(mods=[mod])
         app.train()(train)
-        apps[node_id] = (app, context_for(node_id))
+        context = context_for(node_id)
+        if MODE == "run-config":  # the aggregator's flwr run --run-config
+            context.run_config = {"lr": 0.0 if node_id == TARGET else LR}
+        apps[node_id] = (app, context)
     grid = LocalGrid(apps)
     strategy = LedgerStrategy(
         Targeting(fraction_evaluate=0.0), service=fed.service, folder=tmp / "flower"

@@ -16,10 +16,10 @@ from torch import nn
 import fedtrail.flower.client_app as client_app_module
 import fedtrail.flower.mod as mod_module
 from fedtrail.chain import next_block_timestamp
-from fedtrail.errors import ConfigError
+from fedtrail.errors import ChainUnreachable, ConfigError
 from fedtrail.flower.mod import REQUEST, handed_update, make_ledger_mod, start_state
 from fedtrail.flower.replies import SiteReply
-from fedtrail.flower.site import REVEAL_SLACK, site_wait
+from fedtrail.flower.site import REVEAL_SLACK, UNKNOWN_ROUND_WAIT, site_wait
 from fedtrail.node.daemon import RoundRecord, SiteNode
 from tests.fixtures.chain import ChainEnv
 from tests.flower.test_rounds import _federation
@@ -46,6 +46,10 @@ def _no_node(context: Context) -> SiteNode:
 
 def _no_app(msg: Message, context: Context) -> Message:
     raise Untouched
+
+
+def _unreachable(round_id: int) -> object:
+    raise ChainUnreachable("the RPC endpoint does not answer")
 
 
 @pytest.mark.parametrize("wait", [math.nan, math.inf, -1.0])
@@ -144,6 +148,62 @@ def test_a_training_setting_the_site_did_not_fix_is_refused_before_training(
     # the settings the site fixed, at their types, and Flower's round counter: it trains
     with pytest.raises(Untouched):
         make_ledger_mod(lambda ctx: node, train_config={**fixed, **sent})(msg, _context(), _no_app)
+
+
+@pytest.mark.parametrize("with_config", [True, False])
+def test_the_app_trains_with_the_sites_settings_not_the_aggregators_run_config(
+    embedded: ChainEnv, tmp_path: Path, with_config: bool
+) -> None:
+    """a106 through ``run_config``: Flower builds ``context.run_config`` from the app's
+    pyproject and ``flwr run --run-config 'local-epochs=0'`` (the aggregator's choice), and
+    Flower's templates read ``context.run_config["local-epochs"]``. The app's train function
+    must see the site's ``train_config`` as its run config, and a setting the site fixed but
+    the message left out (so the app's ``config.get("lr", default)`` would apply) at the
+    site's value, in the message's ConfigRecord or in a ``"config"`` one the mod adds."""
+    fed = _federation(embedded, tmp_path)
+    r = fed.service.open_next()
+    node = fed.nodes[0]
+    model = fed.service.spec.build()
+    model.load_state_dict({**model.state_dict(), **start_state(node, r)})
+    records: dict[str, ArrayRecord | ConfigRecord] = {
+        "arrays": ArrayRecord(model.state_dict()),
+        REQUEST: ConfigRecord({"round": r, "wait-seconds": 0.0, "arrays-key": "arrays"}),
+    }
+    if with_config:
+        records["config"] = ConfigRecord({"server-round": 1})  # no "lr": the app's default
+    msg = Message(RecordDict(records), dst_node_id=1, message_type="train")  # type: ignore[arg-type]
+    aggregators = Context(
+        run_id=1,
+        node_id=1,
+        node_config={"config": "site.toml"},
+        state=RecordDict(),
+        run_config={"local-epochs": 0, "lr": 0.0, "num-server-rounds": 3},
+    )
+    seen: list[tuple[Message, Context]] = []
+
+    def app(m: Message, context: Context) -> Message:
+        seen.append((m, context))
+        raise Untouched
+
+    fixed = {"local-epochs": 1, "lr": 0.05}
+    with pytest.raises(Untouched):
+        make_ledger_mod(lambda ctx: node, train_config=fixed)(msg, aggregators, app)
+    [(m, context)] = seen
+    assert dict(context.run_config) == fixed
+    assert context.node_config == {"config": "site.toml"} and context.state is aggregators.state
+    assert m.content["config"]["lr"] == 0.05 and m.content["config"]["local-epochs"] == 1
+
+
+def test_an_unknown_entry_of_the_fedtrail_request_is_refused() -> None:
+    """The ``fedtrail`` request was skipped by the settings check: an entry the ServerApp adds
+    to it (``"lr": 0.0``) would reach a train function that reads it unchecked."""
+    msg = Message(
+        RecordDict({REQUEST: ConfigRecord({"round": 1, "wait-seconds": 0.0, "lr": 0.0})}),
+        dst_node_id=1,
+        message_type="train",
+    )
+    with pytest.raises(ConfigError, match="does not know: 'lr'"):
+        make_ledger_mod(_no_node)(msg, _context(), _no_app)
 
 
 @pytest.mark.parametrize("count", [math.nan, math.inf, 0, -3, 2.5])
@@ -254,7 +314,12 @@ def test_a_site_told_to_wait_0_keeps_at_the_round_until_its_reveal_deadline(
     least = info.reveal_deadline - next_block_timestamp(fed.ledger.w3) + REVEAL_SLACK
     assert site_wait(node, r, 0.0) >= least
     assert site_wait(node, r, 1e6) == 1e6  # a longer ask stays (wait_limit bounds it)
-    assert site_wait(node, r + 7, 0.0) == 0.0  # a round the chain does not know: as asked
+    # a round the chain does not know, or a chain that cannot be read: a fixed floor, not the
+    # message's 0 (a failed read, then a good one in wait_limit, read as "give up now")
+    assert site_wait(node, r + 7, 0.0) == UNKNOWN_ROUND_WAIT
+    with monkeypatch.context() as m:
+        m.setattr(node.ledger, "get_round", _unreachable)
+        assert site_wait(node, r, 0.0) == REVEAL_SLACK
     waits: list[float] = []
 
     def fake_answer(
