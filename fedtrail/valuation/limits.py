@@ -441,8 +441,10 @@ class ThresholdLimits:
     duplicate_shared_tensor: int = DUPLICATE_SHARED_TENSOR
     duplicate_either_order: int = 1
     """At most 1: on is the strictest there is (no honest update of a mixed dense and ``topk8``
-    federation marked in either commit order, 5-50 sites, ``scripts/bench/either_order.py``;
-    README *Sparse copies committed first*)."""
+    federation marked in either commit order, 5-50 sites, with error feedback as a node keeps
+    it, ``scripts/bench/either_order.py``; without it, alpha 0.3, one honest sparse site was
+    marked in later rounds, and ``topk8`` fractions near 2e-5 are marked, hence the node's
+    floor of 0.001: README *Sparse copies committed first*)."""
     duplicate_white_noise_dp_cosine: float = 1.0
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("anchored_median", "median")
