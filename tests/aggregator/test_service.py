@@ -541,3 +541,50 @@ def test_an_aggregate_that_fails_is_reported_once_naming_the_stuck_round(
     assert "NaN or infinite" in message and "only while it is Open" in message
     assert calls == [1]
     assert fed.ledger.get_round(1).phase == Phase.VALUED
+
+
+@pytest.mark.parametrize("fails", ["model put", "heatmaps and log put", "log built"])
+def test_a_finalize_that_fails_sends_nothing_and_the_next_step_finalizes_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    """The finalize stores the global model (and the next terms) in a thread while it builds
+    the metrics, heatmaps and log (issue 18): a failure of that put, of the second put or of the
+    main thread while the first runs sends no transaction and leaves the round Valued; the next
+    step rebuilds the same blobs (content-addressed: a repeated put is harmless) and finalizes
+    once, and the audit passes."""
+    from fedtrail.errors import StoreError
+    from tests.auditor.test_verify import federation
+
+    fed = federation(tmp_path, rounds=0)
+    service = fed.service
+    calls: list[tuple[str, int]] = []  # the finalize's store requests: (thread, blobs)
+    put_many, make_log = service.store.put_many, service._log
+
+    def failing_put(blobs: list[bytes]) -> list[str]:
+        thread = threading.current_thread().name
+        if thread.startswith("finalize-put") or calls:  # the finalize's two requests
+            calls.append((thread.split("_")[0], len(blobs)))
+            if (fails == "model put" and len(calls) == 1) or (
+                fails == "heatmaps and log put" and len(calls) == 2
+            ):
+                raise StoreError("the IPFS daemon went away")
+        return put_many(blobs)
+
+    def failing_log(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the log could not be built")
+
+    monkeypatch.setattr(service.store, "put_many", failing_put)
+    if fails == "log built":
+        monkeypatch.setattr(service, "_log", failing_log)
+    with pytest.raises((StoreError, RuntimeError)):
+        fed.run_round()
+    assert fed.ledger.get_round(1).phase == Phase.VALUED
+    assert fed.ledger.events("RoundFinalized", argument_filters={"round": 1}) == []
+    # the model and the next round's terms went to the store first, in their own thread
+    assert calls[0] == ("finalize-put", 2)
+    monkeypatch.setattr(service.store, "put_many", put_many)
+    monkeypatch.setattr(service, "_log", make_log)
+    while fed.ledger.get_round(1).phase != Phase.FINALIZED:
+        assert service.step() is not None or fed.ledger.get_round(1).phase == Phase.FINALIZED
+    assert len(fed.ledger.events("RoundFinalized", argument_filters={"round": 1})) == 1
+    assert all(a.passed for a in verify_all(fed.ledger, fed.service.store))
