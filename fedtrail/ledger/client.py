@@ -1874,10 +1874,17 @@ def _send(
     nonce, only after the node said the nonce is taken (by another process with this key).
     """
 
+    sender = Web3.to_checksum_address(signer.address)
+
     def fail(exc: BaseException, what: str) -> LedgerError:
+        if "insufficient funds" in str(exc).lower():  # Anvil's and geth's words for it
+            return TransactionFailed(
+                f"{what}: {sender} has too little ETH on this chain to pay for the "
+                "gas; fund it (fedtrail chain fund, or node register --fund) or sign "
+                f"with a funded account ({exc})"
+            )
         return ledger_error(exc, decoder, what, reverted=TransactionFailed)
 
-    sender = Web3.to_checksum_address(signer.address)
     try:
         gas = _embedded_dry_run(w3, call, sender)
     except Exception as exc:

@@ -131,6 +131,19 @@ def test_deploy_refuses_to_overwrite_a_deployment_file(anvil_url: str, tmp_path:
     assert code == 2 and "exists" in err
 
 
+def test_an_unfunded_signer_is_named_with_what_to_do(anvil_url: str, tmp_path: Path) -> None:
+    """Dev account 99 exists (the mnemonic's 100th key) but Anvil funds only the first ten: the
+    error names the account and how to fund it, not only the node's 'insufficient funds'."""
+    out = tmp_path / "d.json"
+    code, _, err = run(
+        "chain", "deploy", "--rpc-url", anvil_url, "--dev-account", "99", "--out", str(out)
+    )
+    assert code == 1
+    assert dev_account(99).address in err and "too little ETH" in err
+    assert "fedtrail chain fund" in err
+    assert not out.exists()
+
+
 def test_deploy_needs_a_key(anvil_url: str, tmp_path: Path) -> None:
     code, _, err = run("chain", "deploy", "--rpc-url", anvil_url, "--out", str(tmp_path / "d"))
     assert code == 2 and "--keystore" in err
