@@ -2697,13 +2697,14 @@ def main(argv=None):
                     ),
                 )
                 peer_meds = dict(zip(psites, zip(meds, cnts, strict=True), strict=True))
-                if screened_now and not (terms.get("valuation") or {}).get("public_screen"):
+                on = terms.get("valuation") or {}  # the key with standing (README)
+                if screened_now and not (on.get("public_screen") and on.get("standing")):
                     report(
                         r,
                         "peers.screen",
                         False,
                         f"dropScreened zeroed {[names.get(a) for a in sorted(screened_now)]} "
-                        "in a round whose terms have no public_screen",
+                        "in a round whose terms have no public_screen (with standing)",
                     )
             except ValueError as exc:
                 report(r, "peers.median", "NOTE", str(exc))

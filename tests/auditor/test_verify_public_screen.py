@@ -139,3 +139,28 @@ def test_a_screen_drop_without_the_terms_option_fails(anvil_url: str, tmp_path: 
     assert not checks["peers.screen"].passed
     assert victim[:10] in checks["peers.screen"].detail
     assert "no public screen" in checks["peers.screen"].detail
+
+
+def test_a_screen_drop_under_the_key_without_standing_fails_in_verify_and_the_reader(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The public screen needs ``standing`` too (README *Peer rounds*): terms that carry the key
+    without it have no screen, so any ``dropScreened`` there fails. The reader looked at the key
+    alone, ran no screen (its rule needs standing) and left the drop unchecked: a rival zeroed
+    passed it while verify failed."""
+    monkeypatch.setitem(peer_federation.PEER_VALUATION, "public_screen", True)
+    monkeypatch.setitem(peer_federation.PEER_VALUATION, "standing", False)
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    ledger = pf.fed.ledger
+    victim = _hospitals(pf)[1]
+
+    def drop(r: int) -> None:
+        every = [s.site for s in ledger.get_submissions(r)]
+        ledger.drop_screened(pf.fed.coordinator, r, every, [victim])
+
+    r = peer_round(pf, seed=5, valued=drop)
+    checks = _checks(pf, store, r)
+    assert not checks["peers.screen"].passed and victim[:10] in checks["peers.screen"].detail
+    results = _reader_results(pf, anvil_url, ipfs_api)
+    assert results[(r, "peers.screen")]["result"] == "FAIL", results.get((r, "peers.screen"))
