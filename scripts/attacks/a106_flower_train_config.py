@@ -33,9 +33,7 @@ attack works), else 0.
 
 import os
 import sys
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 import numpy as np
@@ -44,20 +42,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
-from harness import backends
+from harness import three_site_federation
 from torch import nn
 
 import fedtrail.flower.mod as mod_module
-from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.auditor.verify import verify_all
 from fedtrail.flower.local import LocalGrid, context_for
 from fedtrail.flower.strategy import LedgerStrategy
-from fedtrail.ml.catalog import load_source
-from fedtrail.ml.datasets import partition_iid
-from fedtrail.ml.training import TrainConfig
-from fedtrail.node.config import DataConfig
 from fedtrail.protocol.codes import Reason
-from fedtrail.simulation.federation import build_federation, make_sites
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "attack"
 if MODE not in ("attack", "run-config", "honest"):
@@ -93,35 +85,7 @@ class Targeting(FedAvg):
 
 
 def main() -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="a106-"))
-    w3, accounts, store = backends(tmp)
-    source = load_source("pneumonia")
-    splits = source.splits()
-    parts = partition_iid(splits.train.labels, 24, seed=1)  # ~100 images a site
-    sites = make_sites(
-        accounts[2:5],
-        [splits.train.subset(parts[i]) for i in range(3)],
-        names=["a", "b", "t"],
-        training=TrainConfig(epochs=1),
-        data=DataConfig(class_names=source.class_names),
-    )
-    fed = build_federation(
-        sites=sites,
-        store=store,
-        folder=tmp,
-        validation=splits.val.subset(partition_iid(splits.val.labels, 3, seed=0)[0]),
-        w3=w3,
-        coordinator=accounts[0],
-        aggregator=accounts[1],
-        settings=AggregatorSettings(
-            valuation="loo",  # as tests/flower/test_strategy.py (the sites consent to it)
-            class_names=source.class_names,
-            explain_method=None,
-            round_seconds=30,  # the sites' [accept] min_commit_seconds
-            reveal_seconds=20,  # ... min_reveal_seconds
-            poll_interval=0.2,
-        ),
-    )
+    tmp, fed, _ = three_site_federation("a106", ["a", "b", "t"])
     nodes = {101 + i: node for i, node in enumerate(fed.nodes)}
     names = {101: "a", 102: "b", 103: "t"}
 

@@ -29,23 +29,15 @@ else 0.
 
 import os
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from harness import backends
+from harness import three_site_federation
 
 import fedtrail.node.daemon as daemon_module
-from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.auditor.verify import verify_all
-from fedtrail.ml.catalog import load_source
-from fedtrail.ml.datasets import partition_iid
-from fedtrail.ml.training import TrainConfig
-from fedtrail.node.config import DataConfig
 from fedtrail.protocol.codes import Reason
-from fedtrail.simulation.federation import build_federation, make_sites
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "attack"
 if MODE not in ("attack", "honest"):
@@ -59,37 +51,12 @@ if BEFORE:
 
 
 def main() -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="a108-"))
-    w3, accounts, store = backends(tmp)
-    source = load_source("pneumonia")
-    splits = source.splits()
-    parts = partition_iid(splits.train.labels, 24, seed=1)  # ~100 images a site
     names = ["a", "b", "x"]
-    sites = make_sites(
-        accounts[2:5],
-        [splits.train.subset(parts[i]) for i in range(3)],
-        names=names,
-        training=TrainConfig(epochs=1),
-        data=DataConfig(class_names=source.class_names),
-        poll_interval=0.5,
-    )
-    fed = build_federation(
-        sites=sites,
-        store=store,
-        folder=tmp,
-        validation=splits.val.subset(partition_iid(splits.val.labels, 3, seed=0)[0]),
-        w3=w3,
-        coordinator=accounts[0],
-        aggregator=accounts[1],
-        settings=AggregatorSettings(
-            valuation="loo",  # as tests/flower/test_strategy.py (the sites consent to it)
-            class_names=source.class_names,
-            explain_method=None,
-            round_seconds=30,  # the sites' [accept] min_commit_seconds
-            reveal_seconds=20,  # ... min_reveal_seconds
-            poll_interval=0.2,
-            personalise_steps=STEPS if MODE == "attack" else 0,
-        ),
+    _, fed, _ = three_site_federation(
+        "a108",
+        names,
+        site_poll_interval=0.5,
+        personalise_steps=STEPS if MODE == "attack" else 0,
     )
     ally = fed.nodes[2]
     ally.personalise_latest = lambda: None  # type: ignore[method-assign]

@@ -357,3 +357,49 @@ def read_independently(fed, prefix: str, *, before: str | None = None) -> list[d
     with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
         reader.main(argv)
     return list(reader.RESULTS)
+
+
+def three_site_federation(prefix: str, names: list[str], **settings: Any) -> tuple[Path, Any, Any]:
+    """Three sites of ~100 pneumonia images each (IID, seed 1) on :func:`backends`, valued by
+    leave-one-out on a third of the validation split, the windows the sites' ``[accept]``
+    minimums (commit 30 s, reveal 20 s); ``settings``: more :class:`AggregatorSettings`
+    fields, ``site_poll_interval`` the nodes' poll. The Flower and node attacks (a106-a108)
+    build their federation here. Returns the folder, the federation and the data source."""
+    from fedtrail.ml.catalog import load_source
+    from fedtrail.ml.datasets import partition_iid
+    from fedtrail.node.config import DataConfig
+    from fedtrail.simulation.federation import make_sites
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    w3, accounts, store = backends(tmp)
+    source = load_source("pneumonia")
+    splits = source.splits()
+    parts = partition_iid(splits.train.labels, 24, seed=1)  # ~100 images a site
+    poll = settings.pop("site_poll_interval", None)
+    sites = make_sites(
+        accounts[2:5],
+        [splits.train.subset(parts[i]) for i in range(3)],
+        names=names,
+        training=TrainConfig(epochs=1),
+        data=DataConfig(class_names=source.class_names),
+        **({"poll_interval": poll} if poll is not None else {}),
+    )
+    fed = build_federation(
+        sites=sites,
+        store=store,
+        folder=tmp,
+        validation=splits.val.subset(partition_iid(splits.val.labels, 3, seed=0)[0]),
+        w3=w3,
+        coordinator=accounts[0],
+        aggregator=accounts[1],
+        settings=AggregatorSettings(
+            valuation="loo",  # as tests/flower/test_strategy.py (the sites consent to it)
+            class_names=source.class_names,
+            explain_method=None,
+            round_seconds=30,  # the sites' [accept] min_commit_seconds
+            reveal_seconds=20,  # ... min_reveal_seconds
+            poll_interval=0.2,
+            **settings,
+        ),
+    )
+    return tmp, fed, source
