@@ -246,6 +246,15 @@ class AggregatorSettings:
     operator's choice, :class:`~fedtrail.errors.PaymentSettingsChanged`). None: nothing is
     taken from round 1; a setting that changes what it fixed is refused."""
 
+    given: tuple[tuple[str, tuple[AggregatorSettings, ...]], ...] = ()
+    """What the operator set (``aggregator run``: each flag given, on the command line or from
+    a config's defaults, as given, e.g. ``--max-sample-ratio 10.0``), each with settings that
+    differ from these in that flag alone (its default; where it was given at its default, its
+    other values): the terms fields where those offer otherwise are the flag's. Continuing a
+    ledger, a flag's fields are never taken from round 1, even where the flag was given at
+    this version's default, and one that differs from round 1's is refused naming the flag
+    (:meth:`AggregatorService._round_one_fixed`)."""
+
     def __post_init__(self) -> None:
         try:
             plan = self.personalisation()
@@ -628,33 +637,33 @@ class AggregatorService:
         round_one_fixed`: the settings are those :func:`~fedtrail.protocol.terms.
         payment_differences` holds to round 1, found by it). Never taken: the validation split
         (this aggregator's own data), the valuation mode (how it runs the round) and whatever
-        its operator set otherwise than ``defaults``. Logs what it took, once. Raises
+        its operator set otherwise than ``defaults`` or gave at all (the fields of each
+        :attr:`AggregatorSettings.given` flag). Logs what it took, once. Raises
         :class:`PaymentSettingsChanged` naming what still changes round 1's settings (a
-        setting the operator gave, another split, a mode round 1 does not allow)."""
+        setting the operator gave, by its flag where known, another split, a mode round 1 does
+        not allow)."""
         first = self._first_terms()
         own = _leaf_paths(offered)
         default = _leaf_paths(self._offered_terms(offered.round, defaults))
         chosen = {p for p in {*own, *default} if own.get(p) != default.get(p)}
+        flags = {flag: self._fields_of(offered, others) for flag, others in self.settings.given}
+        chosen.update(*flags.values())
         never = {"validation/sha256", "validation/images", "valuation/mode", *chosen}
         terms, taken = round_one_fixed(first, offered, own=never)
         changed = payment_differences(first, terms)
         if changed:
             theirs = _leaf_paths(first)
-            given = [
-                f"{p} {own.get(p, 'absent')} (round 1's: {theirs.get(p, 'absent')})"
-                for p in sorted(chosen)
-                if own.get(p) != theirs.get(p)
-            ]
+            given = []
+            for p in sorted(p for p in chosen if own.get(p) != theirs.get(p)):
+                values = f"{p} {own.get(p, 'absent')}, round 1's: {theirs.get(p, 'absent')}"
+                by = [flag for flag, paths in flags.items() if p in paths]
+                given.append(f"{', '.join(by)} ({values})" if by else values)
             raise PaymentSettingsChanged(
                 f"round {offered.round} not opened: this aggregator's settings change what "
                 "round 1's terms fixed for the deployment ("
                 + "; ".join(changed)
                 + ")"
-                + (
-                    "; set otherwise than its defaults (on the command line): " + "; ".join(given)
-                    if given
-                    else ""
-                )
+                + ("; set by its operator: " + "; ".join(given) if given else "")
                 + "; every honest node would refuse the round and audit verify would fail it. "
                 "Run with round 1's settings, or deploy a new ledger for new ones"
             )
@@ -669,6 +678,20 @@ class AggregatorService:
                 ),
             )
         return terms
+
+    def _fields_of(self, offered: RoundTerms, others: Sequence[AggregatorSettings]) -> set[str]:
+        """The paths of the terms fields where ``offered`` and what any of ``others`` offer
+        differ (one flag's other values: the fields that flag sets). Settings this ledger
+        cannot open a round with (a peer quorum above its sites) show nothing."""
+        own = _leaf_paths(offered)
+        out: set[str] = set()
+        for other in others:
+            try:
+                theirs = _leaf_paths(self._offered_terms(offered.round, other))
+            except ConfigError:
+                continue
+            out.update(p for p in {*own, *theirs} if own.get(p) != theirs.get(p))
+        return out
 
     def initial_salt(self) -> str:
         """The terms' ``initial_salt``: the settings', else the seed's reproducible one."""
