@@ -188,6 +188,7 @@ def _settings(
 
 
 def _other_settings(
+    name: str,
     param: click.Parameter,
     params: Mapping[str, Any],
     default: object,
@@ -199,8 +200,7 @@ def _other_settings(
     number moved in its range): the fields where their terms differ are the ones that flag
     sets. Those equal to ``own`` (a flag no setting reads) and those the settings refuse are
     left out."""
-    assert param.name is not None
-    value = params[param.name]
+    value = params[name]
     if value != default:
         values: list[object] = [default]
     elif isinstance(param.type, click.Choice):
@@ -209,7 +209,10 @@ def _other_settings(
         values = [not value]
     elif isinstance(value, int | float):
         values = []
-        for moved in (value + 1, value - 1) if isinstance(value, int) else (value * 2, value / 2):
+        near = (
+            (value + 1, value - 1) if isinstance(value, int) else (value * 2, value / 2, value + 1)
+        )
+        for moved in near:
             try:
                 values.append(param.type.convert(moved, param, None))
             except click.BadParameter:
@@ -219,7 +222,7 @@ def _other_settings(
     out = []
     for other in values:
         try:
-            settings = settings_of({**params, param.name: other})
+            settings = settings_of({**params, name: other})
         except ConfigError:
             continue
         if settings != own:
@@ -507,12 +510,12 @@ def run(
     salt = _initial_salt(initial_salt, ledger, store, seed)
     ctx = click.get_current_context()
     # a value from a config's defaults (click's default_map) is given as much as a flag is
-    given = [
-        p
+    given = {
+        p.name: p
         for p in ctx.command.params
         if p.name in ctx.params and ctx.get_parameter_source(p.name) != ParameterSource.DEFAULT
-    ]
-    unset = {p.name: p.type_cast_value(ctx, p.get_default(ctx)) for p in given if p.name}
+    }
+    unset = {name: p.type_cast_value(ctx, p.get_default(ctx)) for name, p in given.items()}
 
     def settings_of(params: Mapping[str, Any]) -> AggregatorSettings:
         return _settings(params, model=task.spec, class_names=task.class_names, initial_salt=salt)
@@ -526,10 +529,9 @@ def run(
         own,
         defaults=settings_of({**ctx.params, **unset}),
         given=tuple(
-            (_as_given(p, ctx.params[p.name]), others)
-            for p in given
-            if p.name
-            and (others := _other_settings(p, ctx.params, unset[p.name], own, settings_of))
+            (_as_given(p, ctx.params[name]), others)
+            for name, p in given.items()
+            if (others := _other_settings(name, p, ctx.params, unset[name], own, settings_of))
         ),
     )
     for warning in default_consent_warnings(settings):

@@ -586,22 +586,27 @@ class AggregatorService:
             return offered
         return self._round_one_fixed(offered, self.settings.defaults)
 
-    def _offered_terms(self, round_id: int, settings: AggregatorSettings) -> RoundTerms:
+    def _offered_terms(
+        self, round_id: int, settings: AggregatorSettings, *, publish: bool = True
+    ) -> RoundTerms:
         """The terms ``settings`` offer for round ``round_id``, on this service's task and
-        validation split."""
+        validation split. ``publish`` False: terms only compared, never offered, store nothing
+        (the explanation probe is the one published, else a stand-in)."""
         if self._validation_sha256 is None:
             self._validation_sha256 = self.validation.content_sha256()
         commit_s, reveal_s = self._windows(settings)
         peers = settings.valuation_mode == "peers"
         score_windows = self._score_windows(settings) if peers else (None, None)
-        check = settings.explanation_check
+        probe = None
+        if settings.explanation_check and not peers:
+            probe = self._published_probe() if publish else self._probe or _UNPUBLISHED_PROBE
         return RoundTerms(
             round=round_id,
             aggregation_rule=settings.rule.to_terms(statistics=bool(self.spec.statistic_names())),
             valuation=settings.valuation_terms(
                 round_id,
                 quorum=self.peer_quorum(settings) if peers else None,
-                probe=self._published_probe() if check and not peers else None,
+                probe=probe,
             ).to_json(),
             model_spec=self.spec.to_json(),
             spec_hash=self.spec.spec_hash(),
@@ -644,7 +649,7 @@ class AggregatorService:
         not allow)."""
         first = self._first_terms()
         own = _leaf_paths(offered)
-        default = _leaf_paths(self._offered_terms(offered.round, defaults))
+        default = _leaf_paths(self._offered_terms(offered.round, defaults, publish=False))
         chosen = {p for p in {*own, *default} if own.get(p) != default.get(p)}
         flags = {flag: self._fields_of(offered, others) for flag, others in self.settings.given}
         chosen.update(*flags.values())
@@ -687,7 +692,7 @@ class AggregatorService:
         out: set[str] = set()
         for other in others:
             try:
-                theirs = _leaf_paths(self._offered_terms(offered.round, other))
+                theirs = _leaf_paths(self._offered_terms(offered.round, other, publish=False))
             except ConfigError:
                 continue
             out.update(p for p in {*own, *theirs} if own.get(p) != theirs.get(p))
@@ -1831,6 +1836,10 @@ class AggregatorService:
                 )
         return outcomes
 
+
+_UNPUBLISHED_PROBE: Final = roundlog.ExplanationProbe(cid="unpublished", sha256="0" * 64, images=1)
+"""The explanation probe of terms only compared (``_offered_terms(publish=False)``) where none
+is published yet."""
 
 REVEAL_GRACE = 1
 """Seconds after the first second the sites may reveal (the commit deadline plus

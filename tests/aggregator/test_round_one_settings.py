@@ -165,10 +165,16 @@ def test_a_flag_that_changes_round_1s_settings_exits_2_and_opens_nothing(
         "(valuation/combiner/max_sample_ratio 20.0, round 1's: 10.0)" in result.output
     )
     assert fed.ledger.current_round() == 1
-    # round 1's own value given on the command line is no change
-    same = CliRunner().invoke(cli, [*args, "--max-sample-ratio", "10"])
+    # round 1's own value given on the command line is no change; nor are flags given at
+    # their defaults that set none of the fields round 1 differs in (dp_noise_check and
+    # stale_support_overlap, which no flag sets, are still taken from round 1)
+    defaults = ["--standing", "--valuation", "shapley", "--metric", "balanced_loss"]
+    defaults += ["--valuation-mode", "aggregator", "--seed", "0", "--round-seconds", "600"]
+    same = CliRunner().invoke(cli, [*args, "--max-sample-ratio", "10", *defaults])
     assert same.exit_code == 0, same.output
     assert fed.ledger.current_round() == 2
+    second = _terms(fed, 2)
+    assert {k: second.valuation["combiner"][k] for k in OLDER} == OLDER
 
 
 def test_a_flag_given_at_this_versions_default_is_not_replaced_by_round_1s(
