@@ -183,8 +183,9 @@ def test_a_flag_given_at_this_versions_default_is_not_replaced_by_round_1s(
     """Round 1 written with ``max_sample_ratio`` 20 (an older default; this version's is 10):
     ``--max-sample-ratio 10`` given explicitly, or by a config's defaults (click's default_map),
     is the operator's wish, refused naming the flag and both values, not silently swapped for
-    round 1's 20 (before this, both exited 0 and opened round 2 at 20)."""
-    older = {**OLDER, "max_sample_ratio": 20.0}
+    round 1's 20 (before this, both exited 0 and opened round 2 at 20). So is a switch given at
+    its default: ``--standing`` picks the combiner's ``min_cosine`` -1.0, round 1's is -0.5."""
+    older = {**OLDER, "max_sample_ratio": 20.0, "min_cosine": -0.5}
     fed = _older_federation(anvil, ipfs_api, tmp_path / "fed", older)
     assert _terms(fed, 1).valuation["combiner"]["max_sample_ratio"] == 20.0
     _cli(fed, monkeypatch, tmp_path / "cli")
@@ -202,13 +203,22 @@ def test_a_flag_given_at_this_versions_default_is_not_replaced_by_round_1s(
     )
     assert configured.exit_code == 2, configured.output
     assert named in configured.output
+    standing = CliRunner().invoke(cli, [*args, "--standing"])
+    assert standing.exit_code == 2, standing.output
+    assert (
+        "set by its operator: --standing (valuation/combiner/min_cosine -1.0, round 1's: -0.5); "
+        in standing.output
+    )
+    assert "max_sample_ratio" not in standing.output.split("set by its operator")[1]
     assert fed.ledger.current_round() == 1
-    # not given, round 1's 20 is kept (and said)
+    # not given, round 1's values are kept (and said)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert fed.ledger.current_round() == 2
     second = _terms(fed, 2)
     assert payment_differences(_terms(fed, 1), second) == []
     assert second.valuation["combiner"]["max_sample_ratio"] == 20.0
+    assert second.valuation["combiner"]["min_cosine"] == -0.5
     logged = (tmp_path / "cli" / "aggregator.log").read_text()
     assert "valuation/combiner/max_sample_ratio 20.0 (this version: 10.0)" in logged
+    assert "valuation/combiner/min_cosine -0.5 (this version: -1.0)" in logged
