@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -185,6 +185,58 @@ def _settings(
         score_commit_seconds=p["score_commit_seconds"],
         score_reveal_seconds=p["score_reveal_seconds"],
     )
+
+
+def _other_settings(
+    name: str,
+    param: click.Parameter,
+    params: Mapping[str, Any],
+    default: object,
+    own: AggregatorSettings,
+    settings_of: Callable[[Mapping[str, Any]], AggregatorSettings],
+) -> tuple[AggregatorSettings, ...]:
+    """The settings ``params`` make with ``param`` at its default, or where it is at its
+    default, at each of its other values (the other side of a flag, every other choice, a
+    number moved in its range): the fields where their terms differ are the ones that flag
+    sets. Those equal to ``own`` (a flag no setting reads) and those the settings refuse are
+    left out."""
+    value = params[name]
+    if value != default:
+        values: list[object] = [default]
+    elif isinstance(param.type, click.Choice):
+        values = [c for c in param.type.choices if c != value]
+    elif isinstance(value, bool):
+        values = [not value]
+    elif isinstance(value, int | float):
+        values = []
+        near = (
+            (value + 1, value - 1) if isinstance(value, int) else (value * 2, value / 2, value + 1)
+        )
+        for moved in near:
+            try:
+                values.append(param.type.convert(moved, param, None))
+            except click.BadParameter:
+                continue
+    else:
+        values = []
+    out = []
+    for other in values:
+        try:
+            settings = settings_of({**params, name: other})
+        except ConfigError:
+            continue
+        if settings != own:
+            out.append(settings)
+    return tuple(out)
+
+
+def _as_given(param: click.Parameter, value: object) -> str:
+    """``param`` as its operator gave it: ``--max-sample-ratio 10.0``, ``--per-round``."""
+    if isinstance(param, click.Option) and param.is_flag and isinstance(value, bool):
+        if param.secondary_opts and not value:
+            return param.secondary_opts[0]
+        return param.opts[0] if value else f"{param.opts[0]} off"
+    return f"{param.opts[0]} {value}"
 
 
 def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
@@ -457,26 +509,29 @@ def run(
     stop = stop_on_signals("stopping after the current step")
     salt = _initial_salt(initial_salt, ledger, store, seed)
     ctx = click.get_current_context()
+    # a value from a config's defaults (click's default_map) is given as much as a flag is
     given = {
-        name
-        for name in ctx.params
-        if ctx.get_parameter_source(name)
-        not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
-    }
-    unset = {
-        p.name: p.type_cast_value(ctx, p.get_default(ctx))
+        p.name: p
         for p in ctx.command.params
-        if p.name in given and p.name is not None
+        if p.name in ctx.params and ctx.get_parameter_source(p.name) != ParameterSource.DEFAULT
     }
+    unset = {name: p.type_cast_value(ctx, p.get_default(ctx)) for name, p in given.items()}
+
+    def settings_of(params: Mapping[str, Any]) -> AggregatorSettings:
+        return _settings(params, model=task.spec, class_names=task.class_names, initial_salt=salt)
+
     # continuing a ledger, the service takes round 1's payment settings where these settings
-    # offer what the defaults offer, and refuses the ones given here that change them
+    # offer what the defaults offer, never the fields of a flag given here (at its default
+    # too: each flag with its other values shows which fields it sets), and refuses the
+    # given ones that change them
+    own = settings_of(ctx.params)
     settings = replace(
-        _settings(ctx.params, model=task.spec, class_names=task.class_names, initial_salt=salt),
-        defaults=_settings(
-            {**ctx.params, **unset},
-            model=task.spec,
-            class_names=task.class_names,
-            initial_salt=salt,
+        own,
+        defaults=settings_of({**ctx.params, **unset}),
+        given=tuple(
+            (_as_given(p, ctx.params[name]), others)
+            for name, p in given.items()
+            if (others := _other_settings(name, p, ctx.params, unset[name], own, settings_of))
         ),
     )
     for warning in default_consent_warnings(settings):

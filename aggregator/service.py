@@ -246,6 +246,15 @@ class AggregatorSettings:
     operator's choice, :class:`~fedtrail.errors.PaymentSettingsChanged`). None: nothing is
     taken from round 1; a setting that changes what it fixed is refused."""
 
+    given: tuple[tuple[str, tuple[AggregatorSettings, ...]], ...] = ()
+    """What the operator set (``aggregator run``: each flag given, on the command line or from
+    a config's defaults, as given, e.g. ``--max-sample-ratio 10.0``), each with settings that
+    differ from these in that flag alone (its default; where it was given at its default, its
+    other values): the terms fields where those offer otherwise are the flag's. Continuing a
+    ledger, a flag's fields are never taken from round 1, even where the flag was given at
+    this version's default, and one that differs from round 1's is refused naming the flag
+    (:meth:`AggregatorService._round_one_fixed`)."""
+
     def __post_init__(self) -> None:
         try:
             plan = self.personalisation()
@@ -577,22 +586,27 @@ class AggregatorService:
             return offered
         return self._round_one_fixed(offered, self.settings.defaults)
 
-    def _offered_terms(self, round_id: int, settings: AggregatorSettings) -> RoundTerms:
+    def _offered_terms(
+        self, round_id: int, settings: AggregatorSettings, *, publish: bool = True
+    ) -> RoundTerms:
         """The terms ``settings`` offer for round ``round_id``, on this service's task and
-        validation split."""
+        validation split. ``publish`` False: terms only compared, never offered, store nothing
+        (the explanation probe is the one published, else a stand-in)."""
         if self._validation_sha256 is None:
             self._validation_sha256 = self.validation.content_sha256()
         commit_s, reveal_s = self._windows(settings)
         peers = settings.valuation_mode == "peers"
         score_windows = self._score_windows(settings) if peers else (None, None)
-        check = settings.explanation_check
+        probe = None
+        if settings.explanation_check and not peers:
+            probe = self._published_probe() if publish else self._probe or _UNPUBLISHED_PROBE
         return RoundTerms(
             round=round_id,
             aggregation_rule=settings.rule.to_terms(statistics=bool(self.spec.statistic_names())),
             valuation=settings.valuation_terms(
                 round_id,
                 quorum=self.peer_quorum(settings) if peers else None,
-                probe=self._published_probe() if check and not peers else None,
+                probe=probe,
             ).to_json(),
             model_spec=self.spec.to_json(),
             spec_hash=self.spec.spec_hash(),
@@ -628,33 +642,33 @@ class AggregatorService:
         round_one_fixed`: the settings are those :func:`~fedtrail.protocol.terms.
         payment_differences` holds to round 1, found by it). Never taken: the validation split
         (this aggregator's own data), the valuation mode (how it runs the round) and whatever
-        its operator set otherwise than ``defaults``. Logs what it took, once. Raises
+        its operator set otherwise than ``defaults`` or gave at all (the fields of each
+        :attr:`AggregatorSettings.given` flag). Logs what it took, once. Raises
         :class:`PaymentSettingsChanged` naming what still changes round 1's settings (a
-        setting the operator gave, another split, a mode round 1 does not allow)."""
+        setting the operator gave, by its flag where known, another split, a mode round 1 does
+        not allow)."""
         first = self._first_terms()
         own = _leaf_paths(offered)
-        default = _leaf_paths(self._offered_terms(offered.round, defaults))
+        default = _leaf_paths(self._offered_terms(offered.round, defaults, publish=False))
         chosen = {p for p in {*own, *default} if own.get(p) != default.get(p)}
+        flags = {flag: self._fields_of(offered, others) for flag, others in self.settings.given}
+        chosen.update(*flags.values())
         never = {"validation/sha256", "validation/images", "valuation/mode", *chosen}
         terms, taken = round_one_fixed(first, offered, own=never)
         changed = payment_differences(first, terms)
         if changed:
             theirs = _leaf_paths(first)
-            given = [
-                f"{p} {own.get(p, 'absent')} (round 1's: {theirs.get(p, 'absent')})"
-                for p in sorted(chosen)
-                if own.get(p) != theirs.get(p)
-            ]
+            given = []
+            for p in sorted(p for p in chosen if own.get(p) != theirs.get(p)):
+                values = f"{p} {own.get(p, 'absent')}, round 1's: {theirs.get(p, 'absent')}"
+                by = [flag for flag, paths in flags.items() if p in paths]
+                given.append(f"{', '.join(by)} ({values})" if by else values)
             raise PaymentSettingsChanged(
                 f"round {offered.round} not opened: this aggregator's settings change what "
                 "round 1's terms fixed for the deployment ("
                 + "; ".join(changed)
                 + ")"
-                + (
-                    "; set otherwise than its defaults (on the command line): " + "; ".join(given)
-                    if given
-                    else ""
-                )
+                + ("; set by its operator: " + "; ".join(given) if given else "")
                 + "; every honest node would refuse the round and audit verify would fail it. "
                 "Run with round 1's settings, or deploy a new ledger for new ones"
             )
@@ -669,6 +683,20 @@ class AggregatorService:
                 ),
             )
         return terms
+
+    def _fields_of(self, offered: RoundTerms, others: Sequence[AggregatorSettings]) -> set[str]:
+        """The paths of the terms fields where ``offered`` and what any of ``others`` offer
+        differ (one flag's other values: the fields that flag sets). Settings this ledger
+        cannot open a round with (a peer quorum above its sites) show nothing."""
+        own = _leaf_paths(offered)
+        out: set[str] = set()
+        for other in others:
+            try:
+                theirs = _leaf_paths(self._offered_terms(offered.round, other, publish=False))
+            except ConfigError:
+                continue
+            out.update(p for p in {*own, *theirs} if own.get(p) != theirs.get(p))
+        return out
 
     def initial_salt(self) -> str:
         """The terms' ``initial_salt``: the settings', else the seed's reproducible one."""
@@ -1808,6 +1836,10 @@ class AggregatorService:
                 )
         return outcomes
 
+
+_UNPUBLISHED_PROBE: Final = roundlog.ExplanationProbe(cid="unpublished", sha256="0" * 64, images=1)
+"""The explanation probe of terms only compared (``_offered_terms(publish=False)``) where none
+is published yet."""
 
 REVEAL_GRACE = 1
 """Seconds after the first second the sites may reveal (the commit deadline plus

@@ -36,20 +36,15 @@ import sys
 from collections.abc import Iterable
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-import numpy as np
-import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
-from harness import three_site_federation
-from torch import nn
+from harness import flower_outcome, flower_train, rewrite_for, three_site_federation
 
 import fedtrail.flower.mod as mod_module
-from fedtrail.auditor.verify import verify_all
 from fedtrail.flower.local import LocalGrid, context_for
 from fedtrail.flower.strategy import LedgerStrategy
-from fedtrail.protocol.codes import Reason
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "attack"
 if MODE not in ("attack", "run-config", "honest"):
@@ -74,14 +69,7 @@ class Targeting(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         out = list(super().configure_train(server_round, arrays, config, grid))
-        if MODE == "attack":
-            for msg in out:
-                if int(msg.metadata.dst_node_id) == TARGET:
-                    # FedAvg's messages share one RecordDict: the target's gets its own
-                    content = RecordDict(dict(msg.content.items()))
-                    content["config"] = ConfigRecord({**dict(msg.content["config"]), "lr": 0.0})
-                    msg.content = content
-        return out
+        return rewrite_for(out, TARGET, "config", {"lr": 0.0}) if MODE == "attack" else out
 
 
 def main() -> int:
@@ -89,31 +77,13 @@ def main() -> int:
     nodes = {101 + i: node for i, node in enumerate(fed.nodes)}
     names = {101: "a", 102: "b", 103: "t"}
 
-    def train(msg: Message, context: Context) -> Message:
-        """The project's own train function: the learning rate from the ServerApp's config."""
+    def lr_of(msg: Message, context: Context) -> float:
+        """The project's own setting: the learning rate from the ServerApp's config."""
         if MODE == "run-config":
-            lr = float(context.run_config["lr"])
-        else:
-            lr = float(msg.content["config"]["lr"])  # type: ignore[arg-type]
-        model = fed.service.spec.build()
-        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        data = nodes[context.node_id].train
-        x, y = torch.from_numpy(np.array(data.images)), torch.from_numpy(np.array(data.labels))
-        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(context.node_id))
-        opt = torch.optim.SGD(model.parameters(), lr=lr)
-        model.train()
-        for batch in order.split(32):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-            opt.step()
-        print(f"  site {names[context.node_id]} trains with lr = {lr}")
-        content = RecordDict(
-            {
-                "arrays": ArrayRecord(model.state_dict()),
-                "metrics": MetricRecord({"num-examples": len(y)}),
-            }
-        )
-        return Message(content, reply_to=msg)
+            return float(context.run_config["lr"])
+        return float(msg.content["config"]["lr"])  # type: ignore[arg-type]
+
+    train = flower_train(fed, nodes, names, lr_of)
 
     apps: dict[int, tuple[ClientApp, Context]] = {}
     for node_id in nodes:
@@ -137,35 +107,10 @@ def main() -> int:
     )
     grid.close()
 
-    ledger = fed.ledger
-    subs = {}  # every site's commitment, revealed or not
-    for node in nodes.values():
-        sub = ledger.get_submission(1, node.address)
-        if sub is not None:
-            subs[node.address] = sub
-    info = ledger.get_round(1)
-    print(f"round 1: {info.phase.label}")
-    for node_id, node in nodes.items():
-        s = subs.get(node.address)
-        if s is None:
-            print(f"  {names[node_id]}: nothing on chain (its node refused the message)")
-        else:
-            print(
-                f"  {names[node_id]}: samples {s.num_samples}, score {s.score}, "
-                f"reason {Reason(s.reason).name}, weight {s.weight / 1e18:.3f}"
-            )
-    audits = verify_all(ledger, fed.store)
-    passed = all(a.passed for a in audits)
-    print(f"audit verify: {'PASS' if passed else 'FAIL'}")
-    for a in audits:
-        for c in a.checks:
-            if not c.passed:
-                print(f"  round {a.round} {c.name}: {c.detail[:300]}")
-    target = subs.get(nodes[TARGET].address)
-    others_paid = all(
-        subs[n.address].weight > 0 for i, n in nodes.items() if i != TARGET and n.address in subs
+    target, held = flower_outcome(
+        fed, nodes, names, TARGET, absent="nothing on chain (its node refused the message)"
     )
-    works = target is not None and target.weight == 0 and others_paid and passed
+    works = target is not None and target.weight == 0 and held
     print(
         "RESULT: "
         + (

@@ -403,3 +403,91 @@ def three_site_federation(prefix: str, names: list[str], **settings: Any) -> tup
         ),
     )
     return tmp, fed, source
+
+
+def flower_train(
+    fed: Any, nodes: dict[int, Any], names: dict[int, str], lr_of: Callable[[Any, Any], float]
+) -> Callable[[Any, Any], Any]:
+    """A Flower project's own train function (the Flower attacks a106, a107): from the
+    message's model, one pass of SGD at the learning rate ``lr_of(msg, context)`` over the
+    node's training data (batches of 32, shuffled by its node id), replying the model and
+    ``num-examples``. ``nodes``, ``names``: the federation's nodes and site names by node id."""
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+
+    def train(msg: Message, context: Any) -> Message:
+        lr = lr_of(msg, context)
+        model = fed.service.spec.build()
+        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        data = nodes[context.node_id].train
+        x, y = torch.from_numpy(np.array(data.images)), torch.from_numpy(np.array(data.labels))
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(context.node_id))
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        model.train()
+        for batch in order.split(32):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            opt.step()
+        print(f"  site {names[context.node_id]} trains with lr = {lr}")
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord(model.state_dict()),
+                "metrics": MetricRecord({"num-examples": len(y)}),
+            }
+        )
+        return Message(content, reply_to=msg)
+
+    return train
+
+
+def flower_outcome(
+    fed: Any, nodes: dict[int, Any], names: dict[int, str], target: int, *, absent: str
+) -> tuple[Any, bool]:
+    """Round 1 of a Flower attack as the chain has it (a106, a107): each site's commitment
+    printed (``absent``: the line of a site with none), ``audit verify`` run over every round.
+    Returns the ``target`` node's submission (None: none on chain) and whether verify passes
+    with every other site paid."""
+    ledger = fed.ledger
+    subs = {}  # every site's commitment, revealed or not
+    for node in nodes.values():
+        sub = ledger.get_submission(1, node.address)
+        if sub is not None:
+            subs[node.address] = sub
+    print(f"round 1: {ledger.get_round(1).phase.label}")
+    for node_id, node in nodes.items():
+        s = subs.get(node.address)
+        if s is None:
+            print(f"  {names[node_id]}: {absent}")
+        elif not s.revealed:
+            print(f"  {names[node_id]}: committed, never revealed")
+        else:
+            print(
+                f"  {names[node_id]}: samples {s.num_samples}, score {s.score}, "
+                f"reason {Reason(s.reason).name}, weight {s.weight / 1e18:.3f}"
+            )
+    audits = verify_all(ledger, fed.store)
+    passed = all(a.passed for a in audits)
+    print(f"audit verify: {'PASS' if passed else 'FAIL'}")
+    for a in audits:
+        for c in a.checks:
+            if not c.passed:
+                print(f"  round {a.round} {c.name}: {c.detail[:300]}")
+    others_paid = all(
+        subs[n.address].weight > 0 for i, n in nodes.items() if i != target and n.address in subs
+    )
+    return subs.get(nodes[target].address), passed and others_paid
+
+
+def rewrite_for(
+    messages: list[Any], node_id: int, record: str, values: dict[str, Any]
+) -> list[Any]:
+    """A ServerApp's train ``messages`` with the one to ``node_id`` rewritten (the Flower
+    attacks a106, a107): its ConfigRecord ``record`` with ``values`` set, in a content of its
+    own (FedAvg's messages share one RecordDict)."""
+    from flwr.app import ConfigRecord, RecordDict
+
+    for msg in messages:
+        if int(msg.metadata.dst_node_id) == node_id:
+            content = RecordDict(dict(msg.content.items()))
+            content[record] = ConfigRecord({**dict(msg.content[record]), **values})
+            msg.content = content
+    return messages

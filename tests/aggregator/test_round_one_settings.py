@@ -5,7 +5,8 @@ Round 1's terms fix every payment setting for the ledger's life (``terms.task_fi
 written by a version whose combiner had the noise check at the claimed count, ``dp_noise_check``
 1, and the stale screen's kept-entries test off, ``stale_support_overlap`` 1.0) opens round 2
 with round 1's values and logs what it kept; the sites' nodes take part and ``audit verify``
-passes. A flag the operator gives that changes a fixed setting exits 2 and opens nothing. On
+passes. A flag the operator gives that changes a fixed setting exits 2 and opens nothing, one
+given at this version's default or from a config's defaults included. On
 Anvil + IPFS, through the CLI (before this, the run exited 2: "round 2 not opened")."""
 
 from __future__ import annotations
@@ -46,14 +47,17 @@ OLDER = {"dp_noise_check": 1, "stale_support_overlap": 1.0}
 """Round 1's combiner values, an older version's defaults (this version's: 2 and 0.99)."""
 
 
-def _older_federation(anvil: ChainEnv, ipfs_api: str, folder: Path) -> Federation:
-    """Three sites and round 1 finalized by an aggregator with the older defaults; the sites
-    (and the auditor below) accept those terms, as README's [accept.loosest] table says."""
+def _older_federation(
+    anvil: ChainEnv, ipfs_api: str, folder: Path, older: dict[str, Any] = OLDER
+) -> Federation:
+    """Three sites and round 1 finalized by an aggregator with the older defaults (``older``,
+    the combiner's); the sites (and the auditor below) accept those terms, as README's
+    [accept.loosest] table says."""
     source = load_source("pneumonia")
     splits = source.splits()
     task = task_for(source)
     chunks = partition_iid(splits.train.labels, 8, seed=0)
-    combiner = replace(default_combiner(True), **OLDER)
+    combiner = replace(default_combiner(True), **older)
     fed = build_federation(
         sites=make_sites(
             anvil.sites[:3],
@@ -156,10 +160,65 @@ def test_a_flag_that_changes_round_1s_settings_exits_2_and_opens_nothing(
     result = CliRunner().invoke(cli, [*args, "--max-sample-ratio", "20"])
     assert result.exit_code == 2, result.output
     assert "round 2 not opened" in result.output
-    assert "set otherwise than its defaults" in result.output
-    assert "valuation/combiner/max_sample_ratio 20.0 (round 1's: 10.0)" in result.output
+    assert (
+        "set by its operator: --max-sample-ratio 20.0 "
+        "(valuation/combiner/max_sample_ratio 20.0, round 1's: 10.0)" in result.output
+    )
     assert fed.ledger.current_round() == 1
-    # round 1's own value given on the command line is no change
-    same = CliRunner().invoke(cli, [*args, "--max-sample-ratio", "10"])
+    # round 1's own value given on the command line is no change; nor are flags given at
+    # their defaults that set none of the fields round 1 differs in (dp_noise_check and
+    # stale_support_overlap, which no flag sets, are still taken from round 1)
+    defaults = ["--standing", "--valuation", "shapley", "--metric", "balanced_loss"]
+    defaults += ["--valuation-mode", "aggregator", "--seed", "0", "--round-seconds", "600"]
+    same = CliRunner().invoke(cli, [*args, "--max-sample-ratio", "10", *defaults])
     assert same.exit_code == 0, same.output
     assert fed.ledger.current_round() == 2
+    second = _terms(fed, 2)
+    assert {k: second.valuation["combiner"][k] for k in OLDER} == OLDER
+
+
+def test_a_flag_given_at_this_versions_default_is_not_replaced_by_round_1s(
+    anvil: ChainEnv, ipfs_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 1 written with ``max_sample_ratio`` 20 (an older default; this version's is 10):
+    ``--max-sample-ratio 10`` given explicitly, or by a config's defaults (click's default_map),
+    is the operator's wish, refused naming the flag and both values, not silently swapped for
+    round 1's 20 (before this, both exited 0 and opened round 2 at 20). So is a switch given at
+    its default: ``--standing`` picks the combiner's ``min_cosine`` -1.0, round 1's is -0.5."""
+    older = {**OLDER, "max_sample_ratio": 20.0, "min_cosine": -0.5}
+    fed = _older_federation(anvil, ipfs_api, tmp_path / "fed", older)
+    assert _terms(fed, 1).valuation["combiner"]["max_sample_ratio"] == 20.0
+    _cli(fed, monkeypatch, tmp_path / "cli")
+    args = ["aggregator", "run", "--folder", str(tmp_path / "cli"), "--threads", "1"]
+    named = (
+        "set by its operator: --max-sample-ratio 10.0 "
+        "(valuation/combiner/max_sample_ratio 10.0, round 1's: 20.0)"
+    )
+    given = CliRunner().invoke(cli, [*args, "--max-sample-ratio", "10"])
+    assert given.exit_code == 2, given.output
+    assert "round 2 not opened" in given.output
+    assert named in given.output
+    configured = CliRunner().invoke(
+        cli, args, default_map={"aggregator": {"run": {"max_sample_ratio": 10.0}}}
+    )
+    assert configured.exit_code == 2, configured.output
+    assert named in configured.output
+    standing = CliRunner().invoke(cli, [*args, "--standing"])
+    assert standing.exit_code == 2, standing.output
+    assert (
+        "set by its operator: --standing (valuation/combiner/min_cosine -1.0, round 1's: -0.5); "
+        in standing.output
+    )
+    assert "max_sample_ratio" not in standing.output.split("set by its operator")[1]
+    assert fed.ledger.current_round() == 1
+    # not given, round 1's values are kept (and said)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert fed.ledger.current_round() == 2
+    second = _terms(fed, 2)
+    assert payment_differences(_terms(fed, 1), second) == []
+    assert second.valuation["combiner"]["max_sample_ratio"] == 20.0
+    assert second.valuation["combiner"]["min_cosine"] == -0.5
+    logged = (tmp_path / "cli" / "aggregator.log").read_text()
+    assert "valuation/combiner/max_sample_ratio 20.0 (this version: 10.0)" in logged
+    assert "valuation/combiner/min_cosine -0.5 (this version: -1.0)" in logged
