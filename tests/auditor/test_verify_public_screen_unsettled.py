@@ -182,3 +182,32 @@ def test_a_dropped_update_that_no_longer_reads_fails_as_unchecked(
     assert not passed and "does not read now" in detail and rider[:10] in detail, detail
     results = _reader_results(pf, anvil_url, ipfs_api)
     assert results[(r, "peers.screen")]["result"] == "FAIL", results[(r, "peers.screen")]
+
+
+@pytest.mark.usefixtures("public")
+def test_an_honest_drop_then_a_cancel_passes(anvil_url: str, ipfs_api: str, tmp_path: Path) -> None:
+    """The free-rider the screen marks dropped, then every weighted site withholds its blob and
+    the aggregator cancels: the rule, run on the updates that read now, still marks the
+    free-rider (far below the start model's norm floor), so the drop passes."""
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    ledger = pf.fed.ledger
+    rider, h1, h2 = _hospitals(pf)
+
+    def drop_and_cancel(r: int) -> None:
+        _drop(pf, r, rider)
+        subs = {s.site: s for s in ledger.get_submissions(r)}
+        for site in (h1, h2):
+            _withdraw(ipfs_api, subs[site].cid)
+        peer = ledger.get_peer_round(r)
+        assert peer is not None
+        advance_time(ledger.w3, peer.score_reveal_deadline - block_timestamp(ledger.w3) + 1)
+        ledger.cancel_round(pf.fed.coordinator, r)
+
+    r = _left_valued(pf, 5, drop_and_cancel, scales={rider: TINY}, phase=Phase.CANCELLED)
+    audit = verify_round(ledger, store, r)
+    assert audit.passed, [(c.name, c.detail) for c in audit.checks if not c.passed]
+    detail = {c.name: c.detail for c in audit.checks}["peers.screen"]
+    assert "marks 1 update(s)" in detail and rider[:10] in detail, detail
+    results = _reader_results(pf, anvil_url, ipfs_api)
+    assert results[(r, "peers.screen")]["result"] == "PASS", results[(r, "peers.screen")]
