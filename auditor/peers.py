@@ -37,7 +37,10 @@ reputation with no validation split at all:
   the revealed updates and the references of the latest ``stale_rounds`` finalized rounds
   (``fedtrail.valuation.chained.public_screen_of``), marks and the peers' medians weighted
   (or that were dropped as withheld): an aggregator that zeroes a rival's update or spares an
-  ally's fails it, naming the site. Without the option, any such drop fails it;
+  ally's fails it, naming the site. Without the option, any such drop fails it. In a round
+  never finalized (left valued, or cancelled after its valuation) only the drops are checked
+  (the aggregator drops what the screen marks at finalize): each must be one it marks, and one
+  whose update does not read now cannot be re-checked and fails;
 * ``peers.reputation``: each validator's distance and reputation in this round's
   ``ValidatorRated`` events equal the contract's EMA recomputed from its earlier ratings and this
   round's agreement, exactly the validators with another site to score are rated (and every

@@ -421,6 +421,9 @@ def verify_round(
                     audit.add(*check_cancelled(cancelled, revealed))
                     # cancelRound rated the vectors committed and withheld, and no one else
                     audit.add(*check_reputation(cancelled, cancelled_outcome(cancelled.withheld())))
+                # a drop as screened zeroed its site's pay and reputation before the cancel,
+                # which keeps both: the cancel does not vouch for it
+                _check_unsettled_screen(audit, ledger, store, info, cancelled)
             elif validation is not None:
                 # an aggregator round: only its valuation, replayed on the split, says whether
                 # the aggregator could have valued it
@@ -1853,9 +1856,10 @@ def _check_valued_peer(
 ) -> None:
     """A peer round valued, not yet finalized: its weights on chain (what the federation pays
     if it stays valued) follow from the revealed vectors and events alone, so ``peers.votes``,
-    ``peers.median``, ``peers.quorum``, ``peers.reputation`` and, after a ``dropWithheld``,
-    ``peers.withheld`` are checked as in a finalized round, with no log to compare; ``phase``
-    passes when they do (there is no global model yet to replay)."""
+    ``peers.median``, ``peers.quorum``, ``peers.reputation``, after a ``dropWithheld``
+    ``peers.withheld``, and ``peers.screen`` (:func:`_check_unsettled_screen`) are checked as in
+    a finalized round, with no log to compare; ``phase`` passes when they do (there is no global
+    model yet to replay)."""
     from fedtrail.valuation.candidates import revealed_candidates
 
     round_id = info.id
@@ -1885,6 +1889,8 @@ def _check_valued_peer(
             else:
                 unusable = {sub.site: c.status for sub, c in pairs if c.delta is None}
                 audit.add(*check_withheld([sub for sub, _ in pairs], unusable))
+    # dropScreened has no deadline: a drop in a round never finalized still zeroes its site
+    _check_unsettled_screen(audit, ledger, store, info, record)
     weighted = sum(1 for s in subs if s.weight > 0)
     audit.add(
         "phase",
@@ -1892,6 +1898,85 @@ def _check_valued_peer(
         f"round is valued, not finalized: its {weighted} on-chain weight(s) are checked against "
         "the revealed vectors (peers.*); no global model yet to replay (run verify again once "
         "it is finalized)",
+    )
+
+
+def _check_unsettled_screen(
+    audit: RoundAudit, ledger: Ledger, store: ContentStore, info: RoundInfo, record: PeerRecord
+) -> None:
+    """``peers.screen`` in a peer round not finalized (left valued, or cancelled): the part
+    that is decidable before the finalize. The aggregator posts the screen at finalize, so an
+    update the screen marks may still be weighted here (the spared part waits for the
+    finalize, and a cancelled round has none); but every update already dropped as screened
+    (``dropScreened``, which has no deadline) must be one the public screen marks, and only
+    under terms with ``public_screen`` and ``standing``, as in a finalized round. The screen is
+    recomputed as there (:func:`_check_public_screen`, from the revealed updates as a validator
+    reads them now): a drop it cannot re-check fails, among them one whose own update does not
+    read now (unretrievable, tampered or malformed: the screen marks only an update that
+    reads) and every drop when the terms, the start model or the references do not read."""
+    from fedtrail.valuation.candidates import revealed_candidates
+
+    if not record.screened:
+        audit.add(
+            SCREEN,
+            True,
+            "no update dropped as screened (dropScreened); the updates the public screen marks "
+            + (
+                "are dropped at finalize, which a cancelled round never reaches"
+                if info.phase == Phase.CANCELLED
+                else "are dropped at finalize (run verify again once it is finalized)"
+            ),
+        )
+        return
+    named = ", ".join(s[:10] for s in record.screened)
+    terms, (_, terms_ok, terms_detail) = _read_terms(store, info, info.id)
+    if terms is None or not terms_ok:
+        audit.add(SCREEN, False, f"dropScreened zeroed {named}, and the terms: {terms_detail}")
+        return
+    try:
+        valuation = ValuationSettings.from_json(terms.valuation)
+    except InvalidLog:
+        valuation = None
+    if valuation is None or not (valuation.public_screen and valuation.standing):
+        audit.add(*check_public_screen(record, None, None, public=False, settled=False))
+        return
+    subs = ledger.get_submissions(info.id)
+    try:
+        spec = ModelSpec(**terms.model_spec)
+        limit, problem = _spec_limit(spec)
+        if limit is None:
+            raise ConfigError(problem)
+        pairs = revealed_candidates(ledger, store, info.id, terms=terms, spec=spec)
+    except (FedtrailError, TypeError, ValueError) as exc:
+        audit.add(SCREEN, False, f"dropScreened zeroed {named}; cannot read the updates: {exc}")
+        return
+    unread = [(sub, c) for sub, c in pairs if c.delta is None and sub.site in record.screened]
+    if unread:
+        audit.add(
+            SCREEN,
+            False,
+            "dropped as screened, yet the update does not read now, so no one can re-check "
+            "that the public screen marks it: "
+            + "; ".join(f"{sub.site[:10]} {c.status.name} ({c.detail})" for sub, c in unread),
+        )
+        return
+    start = _fetch(store, info.start_cid, info.start_sha256, limit)
+    if start.blob is None:
+        audit.add(SCREEN, False, f"dropScreened zeroed {named}; the start model: {start.detail}")
+        return
+    _check_public_screen(
+        audit,
+        ledger,
+        store,
+        info,
+        record,
+        terms,
+        subs,
+        spec,
+        start.blob,
+        {sub.site: c.delta for sub, c in pairs if c.delta is not None and c.status is Reason.OK},
+        {sub.site: c.status for sub, c in pairs if c.status is not Reason.OK},
+        frozenset(sub.site for sub, c in pairs if c.noise_declared),
     )
 
 

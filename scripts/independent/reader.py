@@ -2810,7 +2810,11 @@ def main(argv=None):
                 predicted[a], why[a] = "FREE_RIDER", text
             usable = [a for a in usable if a not in riders]
             pending_refs = labels
-            if peer:  # README *Peer rounds*, public screen: exactly the weighted marks dropped
+            # README *Peer rounds*, public screen: exactly the weighted marks dropped, in every
+            # valued round (left valued and cancelled ones too: there only the drops, since the
+            # aggregator drops at finalize); a dropped update that does not read now is not
+            # usable, so the rule cannot mark it and the drop fails
+            if peer:
                 dropped_scr = {
                     e.args.site.lower() for e in ev["UpdateScreened"] if e.args.round == r
                 }
