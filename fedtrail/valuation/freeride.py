@@ -228,48 +228,22 @@ def free_riders(
         norms_out.update(zip(sites, norms, strict=False))
     if squares_out is not None:
         squares_out.update((s, rows.square_partials(i)) for i, s in enumerate(sites))
-    maybe, approx = _maybe_stale(rows, len(sites), norms, stale_cosine, stale_distance)
-    # the sparse stale test (a91): a reference restricted to an update's nonzero entries
-    sparse_copies: dict[int, int] = {}
-    if stale_support_cosine < 1.0 and labels:
-        sparse_copies = support_copy_of(
-            [references[r] for r in labels], [deltas[s] for s in sites], stale_support_cosine
-        )
-    # the kept-entries stale test (a93): a sparse update keeping a reference's largest entries
-    # each update's sparse test (:func:`sparse`), computed once for the two tests that read it
-    sparse_of: dict[int, bool] = {}
-
-    def is_sparse(i: int) -> bool:
-        if i not in sparse_of:
-            sparse_of[i] = sparse(deltas[sites[i]])
-        return sparse_of[i]
-
-    kept_copies: dict[int, int] = {}
-    if stale_support_overlap < 1.0 and labels:
-        kept_copies = kept_largest_of(
-            [references[r] for r in labels],
-            [deltas[s] for s in sites],
-            stale_support_overlap,
-            [is_sparse(i) for i in range(len(sites))],
-        )
-    kept = _Widened(rows, {len(sites) + k: references[r] for k, r in enumerate(labels)})
-    # approx: the Gram matrix, when the stale screen computed it; else once the white screen
-    # needs it
-    flat_refs: list[npt.NDArray[np.float64]] | None = None  # once the DP copy test needs them
-    own = sorted(norms[: len(sites)])
     # the lower median: with two updates, a huge one must not make the other look tiny
+    own = sorted(norms[: len(sites)])
     median = own[(len(own) - 1) // 2]
     claimed: Mapping[str, int] = {} if samples is None or size_power <= 0 else samples
     counts = [claimed[s] for s in sites] if claimed else []
     median_count = float(statistics.median(counts)) if counts else 0.0
-    out: dict[str, str] = {}
+    # the verdicts the norms alone give, first: the pair tests below read only the updates
+    # they leave (each update's answer in those tests is its own, whatever the others are)
+    by_norm: dict[int, str] = {}
     for i, site in enumerate(sites):
         norm = norms[i]
         if norm == 0.0:
-            out[site] = "the update is zero"
+            by_norm[i] = "the update is zero"
             continue
         if norm < min_norm_ratio * median:
-            out[site] = (
+            by_norm[i] = (
                 f"norm {norm:.3g} is {norm / median:.2%} of the median {median:.3g} "
                 f"(below {min_norm_ratio:.0%})"
             )
@@ -283,7 +257,7 @@ def free_riders(
                 f"{ratio:.3g}"
             )
         if norm < ratio * model_norm:
-            out[site] = (
+            by_norm[i] = (
                 f"norm {norm:.3g} is {norm / model_norm:.3%} of the global model's "
                 f"{model_norm:.3g} (below {min_model_ratio:.1%}{scaled})"
             )
@@ -292,13 +266,52 @@ def free_riders(
         tiny_own = [j for j in mine if norm < min_norm_ratio * norms[j]]
         if tiny_own:
             j = tiny_own[0]
-            out[site] = (
+            by_norm[i] = (
                 f"norm {norm:.3g} is {norm / norms[j]:.2%} of its own earlier update's "
                 f"{norms[j]:.3g} ({labels[j - len(sites)]}; below {min_norm_ratio:.0%})"
             )
+    left = [i for i in range(len(sites)) if i not in by_norm]
+    at = {i: k for k, i in enumerate(left)}  # an update's row in ``maybe`` and ``approx``
+    maybe, approx = _maybe_stale(rows, left, len(sites), norms, stale_cosine, stale_distance)
+    # the sparse stale test (a91): a reference restricted to an update's nonzero entries
+    sparse_copies: dict[int, int] = {}
+    if stale_support_cosine < 1.0 and labels and left:
+        found = support_copy_of(
+            [references[r] for r in labels],
+            [deltas[sites[i]] for i in left],
+            stale_support_cosine,
+        )
+        sparse_copies = {left[k]: r for k, r in found.items()}
+    # the kept-entries stale test (a93): a sparse update keeping a reference's largest entries
+    # each update's sparse test (:func:`sparse`), computed once for the two tests that read it
+    sparse_of: dict[int, bool] = {}
+
+    def is_sparse(i: int) -> bool:
+        if i not in sparse_of:
+            sparse_of[i] = sparse(deltas[sites[i]])
+        return sparse_of[i]
+
+    kept_copies: dict[int, int] = {}
+    if stale_support_overlap < 1.0 and labels and left:
+        found = kept_largest_of(
+            [references[r] for r in labels],
+            [deltas[sites[i]] for i in left],
+            stale_support_overlap,
+            [is_sparse(i) for i in left],
+        )
+        kept_copies = {left[k]: r for k, r in found.items()}
+    kept = _Widened(rows, {len(sites) + k: references[r] for k, r in enumerate(labels)})
+    # approx: the Gram matrix, when the stale screen computed it; else once the white screen
+    # needs it
+    flat_refs: list[npt.NDArray[np.float64]] | None = None  # once the DP copy test needs them
+    out: dict[str, str] = {}
+    for i, site in enumerate(sites):
+        if i in by_norm:
+            out[site] = by_norm[i]
             continue
+        norm = norms[i]
         # the references the Gram screen left, in order (the others cannot be stale)
-        for k in np.flatnonzero(maybe[i]).tolist():
+        for k in np.flatnonzero(maybe[at[i]]).tolist():
             j = len(sites) + int(k)
             label = labels[k]
             ref_norm = norms[j]
@@ -354,8 +367,8 @@ def free_riders(
         if not labels:
             continue
         if approx is None:
-            approx = rows.gram(range(len(sites)), range(len(sites), len(rows)))
-        j, cosine, scale = _closest(rows, i, len(sites), norms, approx[i], flat, kept.wide)
+            approx = rows.gram(left, range(len(sites), len(rows)))
+        j, cosine, scale = _closest(rows, i, len(sites), norms, approx[at[i]], flat, kept.wide)
         if j < 0:
             continue
         label = labels[j - len(sites)]
@@ -951,15 +964,17 @@ def _layout_sizes(
 
 def _maybe_stale(
     rows: Rows,
+    left: Sequence[int],
     count: int,
     norms: Sequence[float],
     stale_cosine: float,
     stale_distance: float,
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64] | None]:
-    """``(count, references)``: False where update ``i`` is certainly not a stale copy of
-    reference ``j`` (its exact cosine at most ``stale_cosine`` or its exact distance at least
-    ``stale_distance``), True where the exact pair computation must decide. ``rows`` holds the
-    ``count`` updates, then the references; ``norms`` their exact norms.
+    """``(len(left), references)``: False where update ``left[i]`` is certainly not a stale
+    copy of reference ``j`` (its exact cosine at most ``stale_cosine`` or its exact distance
+    at least ``stale_distance``), True where the exact pair computation must decide. ``rows``
+    holds the ``count`` updates, then the references; ``left`` the updates to screen (rows
+    below ``count``); ``norms`` the rows' exact norms.
 
     One Gram matrix ``G = U R^T`` (torch's BLAS, any summation order) approximates every exact dot
     product within ``gamma |u| |r|``, ``gamma = width 2**-53 / (1 - width 2**-53)``; the exact
@@ -971,9 +986,9 @@ def _maybe_stale(
     refs = len(rows) - count
     width = rows.width
     slack = _SLACK * (width + 2) * 2.0**-53
-    if refs == 0 or slack >= 1e-3:
-        return np.ones((count, refs), dtype=np.bool_), None
-    mine = np.asarray(norms[:count], dtype=np.float64)[:, None]
+    if refs == 0 or not left or slack >= 1e-3:
+        return np.ones((len(left), refs), dtype=np.bool_), None
+    mine = np.asarray([norms[i] for i in left], dtype=np.float64)[:, None]
     theirs = np.asarray(norms[count:], dtype=np.float64)[None, :]
     low, high = _SAFE_NORMS
     safe = (mine > low) & (mine < high) & (theirs > low) & (theirs < high)
@@ -993,9 +1008,7 @@ def _maybe_stale(
     # ``slack``). Honest pairs are far from a copy in most groups (measured, 10 sites: at most
     # 0.994 against 0.99999), so the Gram matrix is needed only when a pair is left.
     with np.errstate(all="ignore"):
-        groups_u = torch.from_numpy(
-            np.sqrt(np.stack([rows.square_partials(i) for i in range(count)]))
-        )
+        groups_u = torch.from_numpy(np.sqrt(np.stack([rows.square_partials(i) for i in left])))
         groups_r = torch.from_numpy(
             np.sqrt(np.stack([rows.square_partials(j) for j in range(count, len(rows))]))
         )
@@ -1005,7 +1018,7 @@ def _maybe_stale(
         return ~settled, None
     # torch's BLAS on torch's (pinned) threads: numpy's OpenBLAS starts its own pool,
     # which on a busy 2-core machine spun for 3 CPU-s on a product torch does in 0.09
-    gram = rows.gram(range(count), range(count, len(rows)))
+    gram = rows.gram(left, range(count, len(rows)))
     maybe: npt.NDArray[np.bool_] = ~(settled | (safe & ruled_out(gram)))
     return maybe, gram
 

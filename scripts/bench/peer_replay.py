@@ -3,28 +3,36 @@
 
     .venv/bin/python scripts/bench/peer_replay.py [--sites 10] [--site 6] [--round 2]
         [--repeats 30] [--val-shards dirichlet] [--seed 0] [--threads 1] [--compression topk8]
+        [--alpha 1] [--committee N] [--public-screen] [--profile N]
 
-Runs the peer-mode federation of ``peer_validators.py``'s timing (``--sites`` sites, alpha 1,
-every site a validator, two rounds), keeping every validator's :func:`~fedtrail.valuation.
-peer_vector` arguments; then replays site ``--site``'s call of round ``--round`` ``--repeats``
-times with the product's own functions wrapped in place (``fedtrail.valuation.round``'s module
-globals, :class:`~fedtrail.valuation.utility.CoalitionUtility` and ``Combiner`` methods), and
-prints the mean CPU milliseconds per call of each (inclusive: a nested wrapped call counts in
-both), the total first; last, what reading the round's blobs costs a node beside the call
-(:func:`reads`). Round 1 is the warm-up (its harm check's gradient pass at the global
-model, and no game: a validator plays none in its warm-up; no free-rider references); later
-rounds are the steady state (the game's gradient pass at the full coalition).
+Runs the peer-mode federation of ``peer_validators.py``'s timing (``--sites`` sites, alpha
+``--alpha``, every site a validator or the first ``--committee`` ones, two rounds; at 100 sites
+``peer_validators.py`` times ``--alpha 100 --committee 2``), keeping every validator's
+:func:`~fedtrail.valuation.peer_vector` arguments; then replays site ``--site``'s call of round
+``--round`` ``--repeats`` times with the product's own functions wrapped in place
+(``fedtrail.valuation.round``'s module globals,
+:class:`~fedtrail.valuation.utility.CoalitionUtility` and ``Combiner`` methods), and prints the
+mean CPU milliseconds per call of each (inclusive: a nested wrapped call counts in both), the total
+first; last, what reading the round's blobs costs a node beside the call (:func:`reads`). Round 1
+is the warm-up (its harm check's gradient pass at the global model, and no game: a validator plays
+none in its warm-up; no free-rider references); later rounds are the steady state (the game's
+gradient pass at the full coalition).
 ``--compression topk8``: every update sent through that codec (``peer_validators.py``'s option),
 the blobs of :func:`reads` too. The free-rider screen's stale sparse tests
 (``fedtrail.valuation.freeride``'s ``support_copy_of`` and ``kept_largest_of``) are timed too.
+``--public-screen``: the round terms' ``valuation.public_screen`` (the validators skip the
+free-rider screen). ``--profile N``: after the replays, cProfile of one more call, its N
+costliest functions by own time (the profiler's overhead included).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import cProfile
 import hashlib
 import os
+import pstats
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -62,7 +70,14 @@ PARTS = (
 
 
 def capture(
-    sites: int, seed: int, val_shards: _sim.ValShards, compression: Compression | None = None
+    sites: int,
+    seed: int,
+    val_shards: _sim.ValShards,
+    compression: Compression | None = None,
+    *,
+    alpha: float = 1.0,
+    committee: int | None = None,
+    public_screen: bool = False,
 ) -> list[dict[str, Any]]:
     """Every validator's peer_vector arguments of the timing federation, in call order."""
     calls: list[dict[str, Any]] = []
@@ -78,12 +93,14 @@ def capture(
         config = _sim.SimConfig(
             sites=sites,
             rounds=2,
-            alpha=1.0,
+            alpha=alpha,
             min_size=min(50, len(splits.train) // (2 * sites)),
             seed=seed,
             valuation_mode="peers",
             validation_shards=val_shards,
             compression=compression,
+            validators=None if committee is None else tuple(range(committee)),
+            public_screen=public_screen,
         )
         _sim.run_method("valuation", config, splits)
     finally:
@@ -117,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--compression", default="", help="every update through this codec")
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--committee", type=int, help="the first N sites validate (default all)")
+    parser.add_argument("--public-screen", action="store_true", help="valuation.public_screen")
+    parser.add_argument("--profile", type=int, default=0, help="cProfile's N costliest functions")
     args = parser.parse_args(argv)
     try:
         compression = Compression(method=args.compression) if args.compression else None
@@ -126,7 +147,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     address = _sim.peer_address(args.site)
     calls = [
         c
-        for c in capture(args.sites, args.seed, args.val_shards, compression)
+        for c in capture(
+            args.sites,
+            args.seed,
+            args.val_shards,
+            compression,
+            alpha=args.alpha,
+            committee=args.committee,
+            public_screen=args.public_screen,
+        )
         if c["validator"] == address and c["round_id"] == args.round
     ]
     if not calls or len(calls[0]["validation"]) == 0:
@@ -163,6 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"  {label:30s} {seconds / n * 1e3:7.2f} ms")
     print(reads(calls[0], n, compression))
+    if args.profile:
+        profile = cProfile.Profile()
+        profile.runcall(peers_mod.peer_vector, **calls[0])
+        pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(args.profile)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Usage: .venv/bin/python scripts/bench/peer_validators.py [--seeds 0,1] [--rounds 4]
        [--alpha 1.0] [--cases 5-invert,5-collude,7-invert,7-collude] [--target 0]
-       [--timing-sites 10,100] [--timing-rounds 2] [--timing-committee 2] [--no-timing]
+       [--timing-sites 10,100] [--timing-rounds 2] [--timing-committee 2] [--large-rounds 1]
+       [--no-timing]
        [--large-game none|linear_shapley] [--validator-game linear_shapley|loo|none]
        [--val-shards dirichlet|proportional] [--clock wall|cpu] [--compression topk8]
        [--threads 1] [--out .run/bench/peer_validators.json]
@@ -41,9 +42,11 @@ Timing (``--timing-sites``): per validator, its scoring time per round (its ``pe
 against its own local training time that round, both on ``--clock``: ``wall`` (perf_counter,
 the default) or ``cpu`` (the process's CPU seconds: with ``--threads 1`` each is one thread's
 work, less disturbed by other processes on a shared machine); the figures give both. At 10
-sites every site validates, over ``--timing-rounds`` rounds at ``--alpha``; at 100 sites, one
-round, a committee of the first ``--timing-committee`` sites validates (scoring every site costs
-each of 100 validators a game of 99 players), at alpha 100 and at least 10 training images a
+sites every site validates, over ``--timing-rounds`` rounds at ``--alpha``; at 100 sites,
+``--large-rounds`` rounds (default one: the warm-up, where a validator plays no game and the
+free-rider screen has no references; 2 times the later round too), a committee of the first
+``--timing-committee`` sites validates (100: every site; each validator scores the 99 others
+either way), at alpha 100 and at least 10 training images a
 site (the 270 validation images have no Dirichlet(1) split that gives each of 100 sites one
 image). Bar: at 10 sites, each site's scoring time at most its training time (per site, the
 mean over rounds; the figures give the worst site and the median ratio).
@@ -308,6 +311,9 @@ def timing(
                 "ratio": means[f"scoring_{clock}"] / means[f"training_{clock}"],
                 "ratio_wall": means["scoring_wall"] / means["training_wall"],
                 "ratio_cpu": means["scoring_cpu"] / means["training_cpu"],
+                # each round's, on the ratio's clock (round 1 is the warm-up)
+                "scoring_rounds": scoring_cpu if clock == "cpu" else scoring,
+                "training_rounds": training_cpu if clock == "cpu" else training,
             }
     shard_sizes = {
         name: len(shard)
@@ -480,9 +486,18 @@ def report(doc: dict[str, Any]) -> int:
                 if name in val_sizes and name in train_sizes
                 else ""
             )
+            by_round = (
+                "; by round: scoring "
+                + ", ".join(f"{1000 * x:.1f}" for x in v["scoring_rounds"])
+                + " ms, training "
+                + ", ".join(f"{1000 * x:.1f}" for x in v["training_rounds"])
+                + " ms"
+                if len(v.get("scoring_rounds", ())) > 1
+                else ""
+            )
             print(
                 f"  {name}: scoring {v['scoring']:.3f} s, training {v['training']:.3f} s "
-                f"({v['ratio']:.2f}x){both}{sizes}"
+                f"({v['ratio']:.2f}x){both}{sizes}{by_round}"
             )
     found = bars(results, timings)
     refs = reference_lines(results)
@@ -518,6 +533,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timing-sites", default="10,100")
     parser.add_argument("--timing-rounds", type=int, default=2)
     parser.add_argument("--timing-committee", type=int, default=2)
+    parser.add_argument(
+        "--large-rounds", type=int, default=1, help="rounds of the timing runs above 10 sites"
+    )
     parser.add_argument("--no-timing", action="store_true")
     parser.add_argument(
         "--large-game",
@@ -603,7 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             timings.append(
                 timing(
                     n,
-                    rounds=args.timing_rounds if small else 1,
+                    rounds=args.timing_rounds if small else args.large_rounds,
                     alpha=args.alpha if small else 100.0,
                     committee=None if small else args.timing_committee,
                     seed=seeds[0],

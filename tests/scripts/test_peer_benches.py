@@ -200,3 +200,42 @@ def test_peer_replay_splits_one_validators_round_and_unwraps(
     # a validator whose split holds one class abstains: no split to print
     assert peer_replay.main(["--sites", "5", "--site", "3", "--round", "2", "--repeats", "1"]) == 1
     assert round_mod.free_riders is before
+
+
+def test_large_timing_runs_large_rounds_and_reports_each_round(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Above 10 sites, ``--large-rounds`` rounds (the later round's work, not the warm-up's
+    alone) by the ``--timing-committee`` validators, each round's figures in the JSON and the
+    report."""
+    out = tmp_path / "timing.json"
+    argv = ["--cases", "", "--seeds", "1", "--timing-sites", "12", "--large-rounds", "2"]
+    peer_validators.main([*argv, "--timing-committee", "2", "--clock", "cpu", "--out", str(out)])
+    printed = capsys.readouterr().out
+    (t,) = json.loads(out.read_text(encoding="utf-8"))["timing"]
+    assert (t["sites"], t["rounds"], t["alpha"], t["validators"]) == (12, 2, 100.0, 2)
+    for v in t["per_site"].values():
+        assert len(v["scoring_rounds"]) == len(v["training_rounds"]) == 2
+        assert v["scoring"] == pytest.approx(sum(v["scoring_rounds"]) / 2)
+    assert printed.count("; by round: scoring ") == 2
+
+
+def test_peer_replay_takes_the_committee_alpha_and_profiles(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+    run = peer_replay._sim.run_method
+
+    def spy(method: str, config: Any, splits: Any) -> Any:
+        seen.append(config)
+        return run(method, config, splits)
+
+    monkeypatch.setattr(peer_replay._sim, "run_method", spy)
+    argv = ["--sites", "12", "--site", "1", "--round", "2", "--repeats", "1", "--alpha", "100"]
+    rc = peer_replay.main([*argv, "--committee", "2", "--public-screen", "--profile", "5"])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    (config,) = seen
+    assert (config.alpha, config.validators, config.public_screen) == (100.0, (0, 1), True)
+    assert "site 1, round 2" in printed and "Ordered by: internal time" in printed
+    assert "free_riders" not in printed  # the validators skip the screen under the option

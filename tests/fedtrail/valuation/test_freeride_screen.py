@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from fedtrail.ml.aggregation import deterministic_dot
+from fedtrail.valuation import freeride
 from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.rows import Rows
 
@@ -180,3 +182,45 @@ def test_unrelated_updates_are_settled_by_the_groups_bound_without_the_gram(
     copied = {**honest, "copy": references["s2's update of round 3"]}
     with pytest.raises(AssertionError, match="Gram matrix"):
         free_riders(copied, references, **rule)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_updates_the_norms_mark_are_not_compared_with_the_references(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An update the norms alone mark (zero, tiny, tiny against the model or its own earlier
+    update) keeps that verdict and reason, and the pair tests (the Gram matrix, the sparse and
+    kept-entries stale tests) read only the others: the plain rule's decisions for all."""
+    deltas, references, _ = _round(seed)
+    deltas["zero"] = {k: torch.zeros_like(v) for k, v in deltas["s0"].items()}
+    rule = {"min_norm_ratio": 0.01, "stale_cosine": 0.9999, "stale_distance": 0.01}
+    norms = sorted(float(np.linalg.norm(_flat(d))) for d in deltas.values())
+    extra = {"model_norm": norms[4] * 1000, "min_model_ratio": 1e-3}
+    expected = reference_rule(deltas, references, **rule, **extra)
+    marked = {s for s, r in expected.items() if r.startswith(("norm", "the update is zero"))}
+    assert len(marked) >= 4 and "zero" in marked and "s11" in marked
+    assert any(r.startswith("a stale copy") for r in expected.values())
+    sites = list(deltas)
+    read: dict[str, list[int]] = {"gram": [], "support": [], "kept": []}
+    gram = Rows.gram
+
+    def spy_gram(self: Rows, left: list[int], right: range) -> np.ndarray:
+        read["gram"] += list(left)
+        return gram(self, left, right)
+
+    def spy(name: str, inner: Any) -> Any:
+        def wrapped(earlier: Any, later: Any, *args: Any) -> Any:
+            ids = {id(d) for d in later}
+            read[name] += [i for i, s in enumerate(sites) if id(deltas[s]) in ids]
+            return inner(earlier, later, *args)
+
+        return wrapped
+
+    monkeypatch.setattr(Rows, "gram", spy_gram)
+    monkeypatch.setattr(freeride, "support_copy_of", spy("support", freeride.support_copy_of))
+    monkeypatch.setattr(freeride, "kept_largest_of", spy("kept", freeride.kept_largest_of))
+    stale_sparse = {"stale_support_cosine": 0.99, "stale_support_overlap": 0.99}
+    assert free_riders(deltas, references, **rule, **extra, **stale_sparse) == expected
+    unmarked = {i for i, s in enumerate(sites) if s not in marked}
+    for name, rows_read in read.items():
+        assert set(rows_read) == unmarked, name
