@@ -84,9 +84,10 @@ for i, row in enumerate(res["results"], 1):
     )
     if share > 0:
         paid.append(i)
-print("round-1 structure statistic of each rider (white_noise_z 1000):", {
-    k: round(v, 1) for k, v in first_z.items()
-})
+print(
+    "round-1 structure statistic of each rider (white_noise_z 1000):",
+    {k: round(v, 1) for k, v in first_z.items()},
+)
 reader = read_independently(res["fed"], "a120")
 failed = [f"{x['check']}: {x['detail'][:120]}" for x in reader if x["result"] == "FAIL"]
 print(f"independent reader: {'PASS' if not failed else 'FAIL'} {failed}")
