@@ -17,8 +17,8 @@ site's blob (the aggregator's prefetch and valuation, ``audit verify``'s, the re
 each site's verdict, then ``audit verify`` and the independent reader.
 
 usage: scripts/attacks/real.sh scripts/attacks/a121_dag_shaped_blob.py attack [32] [1]
-Exits 1 when the site's shaped DAG changes an outcome (a reading of its update that found it
-unavailable, or verify or the reader failing), 0 otherwise.
+Exits 1 when the reads of one update disagree (one found it, another did not) or verify or the
+reader fails, 0 otherwise.
 """
 
 import json
@@ -120,7 +120,8 @@ for cid, reads in READS.items():
     outcomes = ", ".join(f"{o} {t:.2f}s" for o, t in reads)
     # in order: the aggregator's valuation, the harness's own read after finalize, verify's
     print(f"reads of {NAMES[cid]}'s update {cid[:12]}: {outcomes}")
-    missed |= any(o != "ok" for o, _ in reads)
+    # readers that disagree on whether the update is there at all
+    missed |= len({o == "ok" for o, _ in reads}) > 1
 for i, row in enumerate(res["results"], 1):
     print(
         f"round {i}: "
@@ -129,7 +130,7 @@ for i, row in enumerate(res["results"], 1):
 ok = bool(res["audit_ok"]) and not failed
 shape = f"{CHUNK}-byte leaves" if MODE == "attack" else "the store's own CID"
 print(
-    f"mode {MODE}, {shape}: a read found an update unavailable: {missed}; "
+    f"mode {MODE}, {shape}: reads of one update disagreed: {missed}; "
     f"audit verify {res['audit_ok']}, reader {not failed}"
 )
 sys.exit(1 if missed or not ok else 0)
