@@ -11,7 +11,10 @@ its cap, beside three honest sites of 150; ``h0``'s update is a colluder's knowl
 * ``spike``: one entry per tensor at 3e38, the rest 0;  ``bigfc``: the last tensor at 1e18;
 * ``headonly``: ``h0``'s update on ``fc2`` (the output head) x5, every other tensor 0 (a site
   that moves one class's logit only);
-* ``negstart_h``: ``h0``'s update minus the start model;  ``tinyh``: ``h0``'s update x 1e-30.
+* ``negstart_h``: ``h0``'s update minus the start model;  ``tinyh``: ``h0``'s update x 1e-30;
+* ``ownhead`` (not in the default list; ``att`` then trains on 150 images of its own): its own
+  update on ``fc2`` alone, every other tensor 0 (a site that trains only the head: not a copy,
+  so "held" here means it was zeroed, a false positive; see scripts/attacks/README.md).
 
 ``VARIANTS`` (all by default) and ``CHECK=1`` (the terms' explanation check on: captum on each
 site's model) pick the runs. Each prints ``att``'s verdict and weight, the round's time and
@@ -57,6 +60,9 @@ def variants(ctx):
         },
         "negstart_h": lambda: {k: h[k] - v for k, v in s.items()},
         "tinyh": lambda: {k: h[k] * 1e-30 for k in s},
+        "ownhead": lambda: {
+            k: v if k.startswith("fc2") else torch.zeros_like(v) for k, v in ctx.now["att"].items()
+        },
     }
 
 
@@ -77,10 +83,12 @@ for name in chosen:
         reveal_seconds=30,
     )
     sites = [Site(n, 150) for n in ("h0", "h1", "h2")]
-    sites.append(Site("att", 0, strategy=att, cap=150))
+    sites.append(Site("att", 150 if name == "ownhead" else 0, strategy=att, cap=150))
     t = time.monotonic()
     try:
-        res = run(sites, rounds=1, settings=settings, real=True, verbose=False)
+        res = run(
+            sites, rounds=1, settings=settings, real=True, verbose=bool(os.environ.get("VERBOSE"))
+        )
     except Exception as exc:  # the finding is whatever escapes the service
         traceback.print_exc()
         print(f"{name}: RAISED {type(exc).__name__}: {str(exc)[:200]}")
