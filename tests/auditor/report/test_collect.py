@@ -211,6 +211,7 @@ def test_one_rounds_heatmaps_cannot_spend_a_later_rounds_share(
     round's heatmaps ("the page's image allowance ... is spent"): a chosen round's explanation
     withheld from the report, verify passing. Now each round with heatmaps has an equal share
     of what is left: the hog is cut to its half and the later round is shown."""
+    from fedtrail.ledger import Valuation
     from tests.auditor.report.federation import (
         finalize,
         initial,
@@ -218,7 +219,6 @@ def test_one_rounds_heatmaps_cannot_spend_a_later_rounds_share(
         open_round,
         submit_all,
     )
-    from fedtrail.ledger import Valuation
 
     fed = new_federation(tmp_path, anvil_url)
     flat = put(fed.store, _png(2048, 2048))
