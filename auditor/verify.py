@@ -875,6 +875,16 @@ def _check_heatmaps(
     unknown = sorted(set(block) - EXPLANATION_KEYS)
     if unknown:
         problems.append(f"the explanations block has keys no round writes: {_short(unknown)}")
+    # one heatmap per probe image, as the writer lists them: fewer left out the images the
+    # model gets wrong with every other check passing, more made the audit fetch one image
+    # as often as a 32 MB log can list it (attack a110)
+    probe_images = block.get("probe_images")
+    if len(images) != probe_images:
+        problems.append(
+            f"the log lists {len(images)} heatmap(s) for a probe set of {_short(probe_images)} "
+            "image(s): one per probe image"
+        )
+    seen: dict[tuple[str, str], str | None] = {}  # each distinct image fetched once
     for i, item in enumerate(images):
         if len(problems) >= HEATMAP_FAILURES_SHOWN:
             problems.append(f"{len(images) - i} more not fetched")
@@ -887,13 +897,20 @@ def _check_heatmaps(
         if not isinstance(cid, str) or not isinstance(sha, str):
             problems.append(f"image {i + 1}: no cid and sha256 given")
             continue
-        got = _fetch(store, cid, sha, MAX_HEATMAP_BYTES)
-        if got.failure is FetchFailure.TAMPERED:
-            problems.append(f"image {i + 1}: {cid}'s bytes do not match the sha256 the log names")
-        elif got.blob is None:
-            problems.append(f"image {i + 1}: {got.detail}")
-        elif not got.blob.startswith(PNG_MAGIC):
-            problems.append(f"image {i + 1}: {cid} is not a PNG image")
+        if (cid, sha) not in seen:
+            got = _fetch(store, cid, sha, MAX_HEATMAP_BYTES)
+            seen[cid, sha] = (
+                f"{cid}'s bytes do not match the sha256 the log names"
+                if got.failure is FetchFailure.TAMPERED
+                else got.detail
+                if got.blob is None
+                else f"{cid} is not a PNG image"
+                if not got.blob.startswith(PNG_MAGIC)
+                else None
+            )
+        problem = seen[cid, sha]
+        if problem is not None:
+            problems.append(f"image {i + 1}: {problem}")
     return (
         name,
         not problems,
