@@ -91,7 +91,7 @@ def _decision(log: RoundLog | None, round_id: int, why_not: str, classes: int) -
     """The calibrated decision a round log records, or the default when there is none."""
     if log is None:
         return Decision(None, f"{_plain(classes)}: {why_not}", classes)
-    from fedtrail.auditor.verify import calibration_problems
+    from fedtrail.ml.metrics import calibration_problems
 
     # a log whose bias and threshold disagree reads one way to audit log and the report and
     # another here: verify fails it (log.agrees, a83), and its bias is not a decision to
