@@ -272,6 +272,10 @@ def _fetch_png(
         with Image.open(io.BytesIO(blob)) as img:
             if img.format != "PNG" or img.width * img.height > MAX_HEATMAP_PIXELS:
                 return Heatmap(caption, cid, None, "not shown: not a PNG of a sensible size")
+            # an APNG's header gives one frame's size, and a browser decodes every frame: the
+            # allowance counted 1 of 2,001 (a109 apng); the writer writes one frame
+            if getattr(img, "is_animated", False):
+                return Heatmap(caption, cid, None, "not shown: an animated PNG")
             img.verify()
             pixels = img.width * img.height
     except Exception as exc:  # PIL raises many types for broken images

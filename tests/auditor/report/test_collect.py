@@ -242,3 +242,21 @@ def test_one_rounds_heatmaps_cannot_spend_a_later_rounds_share(
     assert len(shown) == MAX_REPORT_HEATMAP_PIXELS // 2 // (2048 * 2048)  # its half
     cut = [m for m in first.heatmaps if m.png is None]
     assert cut and all("this round's share" in m.problem for m in cut)
+
+
+def test_an_animated_png_is_not_shown(tmp_path: Path) -> None:
+    """a109 ``apng``: an APNG's header gives one frame's size, so the page's pixel allowance
+    counted one frame of 2,001 a browser decodes; the writer writes one frame. A still PNG of
+    the same picture is shown."""
+    store = LocalStore(tmp_path)
+    first = Image.new("RGB", (64, 64))
+    frames = [first.copy() for _ in range(50)]
+    for k, frame in enumerate(frames):
+        frame.putpixel((k, 0), (255, 0, 0))
+    buf = io.BytesIO()
+    first.save(buf, format="PNG", save_all=True, append_images=frames, duration=20)
+    still = io.BytesIO()
+    first.save(still, format="PNG")
+    _, maps, _ = read_heatmaps(store, _images(store, buf.getvalue(), still.getvalue()))
+    assert maps[0].png is None and maps[0].problem == "not shown: an animated PNG"
+    assert maps[1].png == still.getvalue()
