@@ -151,7 +151,7 @@ if mode == "apng":  # the frames a browser decodes against the pixels the allowa
                 counted += img.width * img.height
                 decoded += img.width * img.height * getattr(img, "n_frames", 1)
     print(
-        f"the page embeds {decoded / 1e6:.0f} M pixels of frames, the allowance counted "
+        f"the page embeds {decoded / 1e6:.1f} M pixels of frames, the allowance counted "
         f"{counted / 1e6:.1f} M (page allowance {MAX_REPORT_HEATMAP_PIXELS / 2**20:.0f} M)"
     )
     works = not failed and decoded > MAX_REPORT_HEATMAP_PIXELS
