@@ -91,6 +91,19 @@ def _decision(log: RoundLog | None, round_id: int, why_not: str, classes: int) -
     """The calibrated decision a round log records, or the default when there is none."""
     if log is None:
         return Decision(None, f"{_plain(classes)}: {why_not}", classes)
+    from fedtrail.ml.metrics import calibration_problems
+
+    # a log whose bias and threshold disagree reads one way to audit log and the report and
+    # another here: verify fails it (log.agrees, a83), and its bias is not a decision to
+    # caption a clinician's images with (a111)
+    problems = calibration_problems(log)
+    if problems:
+        return Decision(
+            None,
+            f"{_plain(classes)}: round {round_id}'s log is not used, its metrics disagree with "
+            f"themselves ({'; '.join(problems)}; audit verify fails its log.agrees)",
+            classes,
+        )
     bias = log.metrics.after.decision_bias(classes)
     if bias is None:
         return Decision(

@@ -101,7 +101,11 @@ from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.dp_noise import noise_breach
 from fedtrail.ml.explain import probe_set
-from fedtrail.ml.metrics import decide, decision_threshold, predict_logits
+from fedtrail.ml.metrics import (
+    calibration_problems,
+    decide,
+    predict_logits,
+)
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
 from fedtrail.ml.privacy import declared_micro
 from fedtrail.protocol.codes import Decline, Phase, Reason
@@ -878,6 +882,16 @@ def _check_heatmaps(
     unknown = sorted(set(block) - EXPLANATION_KEYS)
     if unknown:
         problems.append(f"the explanations block has keys no round writes: {_short(unknown)}")
+    # one heatmap per probe image, as the writer lists them: fewer left out the images the
+    # model gets wrong with every other check passing, more made the audit fetch one image
+    # as often as a 32 MB log can list it (attack a110)
+    probe_images = block.get("probe_images")
+    if len(images) != probe_images:
+        problems.append(
+            f"the log lists {len(images)} heatmap(s) for a probe set of {_short(probe_images)} "
+            "image(s): one per probe image"
+        )
+    seen: dict[tuple[str, str], str | None] = {}  # each distinct image fetched once
     for i, item in enumerate(images):
         if len(problems) >= HEATMAP_FAILURES_SHOWN:
             problems.append(f"{len(images) - i} more not fetched")
@@ -890,13 +904,20 @@ def _check_heatmaps(
         if not isinstance(cid, str) or not isinstance(sha, str):
             problems.append(f"image {i + 1}: no cid and sha256 given")
             continue
-        got = _fetch(store, cid, sha, MAX_HEATMAP_BYTES)
-        if got.failure is FetchFailure.TAMPERED:
-            problems.append(f"image {i + 1}: {cid}'s bytes do not match the sha256 the log names")
-        elif got.blob is None:
-            problems.append(f"image {i + 1}: {got.detail}")
-        elif not got.blob.startswith(PNG_MAGIC):
-            problems.append(f"image {i + 1}: {cid} is not a PNG image")
+        if (cid, sha) not in seen:
+            got = _fetch(store, cid, sha, MAX_HEATMAP_BYTES)
+            seen[cid, sha] = (
+                f"{cid}'s bytes do not match the sha256 the log names"
+                if got.failure is FetchFailure.TAMPERED
+                else got.detail
+                if got.blob is None
+                else f"{cid} is not a PNG image"
+                if not got.blob.startswith(PNG_MAGIC)
+                else None
+            )
+        problem = seen[cid, sha]
+        if problem is not None:
+            problems.append(f"image {i + 1}: {problem}")
     return (
         name,
         not problems,
@@ -2530,56 +2551,6 @@ def _check_log(
         f"aggregation rule {rule!r} is the one replayed; its summary is its fields'; its "
         "metrics' thresholds are their biases', one figure per class, n its validation size",
     )
-
-
-THRESHOLD_TOLERANCE: Final = 1e-12
-"""How far a log's ``threshold`` may be from the one its ``bias`` gives (an honest writer
-computes it from the same floats: 0 here; the tolerance allows another libm's last bit)."""
-
-
-def calibration_problems(log: RoundLog) -> list[str]:
-    """The log's metrics against themselves (attack a83): each record's ``threshold`` is the
-    one its ``bias`` gives (:func:`~fedtrail.ml.metrics.decision_threshold`; both absent or both
-    present for two classes, absent for more), its per-class figures have one entry per class
-    of the log's model spec, and its ``n`` is the log's validation size. The decision a site
-    node and ``fedtrail explain`` apply is the bias; ``audit log`` and the report show the
-    threshold: a log whose two disagree reads one way to the auditor and another to the
-    clinician, and only ``--validation`` recomputed either before."""
-    problems: list[str] = []
-    classes = log.settings.model_spec.get("num_classes", ModelSpec().num_classes)
-    for label, m in (("before", log.metrics.before), ("after", log.metrics.after)):
-        if m.n is not None and m.n != log.validation.images:
-            problems.append(
-                f"metrics.{label}.n {m.n}, the log's validation set {log.validation.images} images"
-            )
-        per_class = [(key, getattr(m, key)) for key in ("bias", *RoundMetrics.PER_CLASS)]
-        wrong = [f"{key} {len(v)}" for key, v in per_class if v is not None and len(v) != classes]
-        if isinstance(classes, int) and wrong:
-            problems.append(
-                f"metrics.{label} has {', '.join(wrong)} entries for a {classes}-class model"
-            )
-            continue
-        if classes != 2:
-            if m.threshold is not None:
-                problems.append(
-                    f"metrics.{label}.threshold {m.threshold!r} for a {classes}-class model"
-                )
-            continue
-        try:
-            want = None if m.bias is None else decision_threshold(m.bias)
-        except ValueError as exc:
-            problems.append(f"metrics.{label}.bias gives no threshold: {exc}")
-            continue
-        if (want is None) != (m.threshold is None) or (
-            want is not None
-            and m.threshold is not None
-            and not abs(m.threshold - want) <= THRESHOLD_TOLERANCE
-        ):
-            problems.append(
-                f"metrics.{label}.threshold {m.threshold!r} is not its bias's "
-                f"{m.bias and list(m.bias)} threshold {want!r}"
-            )
-    return problems
 
 
 def check_names(names: Mapping[str, str]) -> tuple[str, bool, str]:

@@ -74,7 +74,7 @@ from fedtrail.ledger import (
     read_decline,
 )
 from fedtrail.ml.datasets import ImageDataset
-from fedtrail.ml.metrics import Metrics, evaluate, evaluate_calibrated
+from fedtrail.ml.metrics import Metrics, calibration_problems, evaluate, evaluate_calibrated
 from fedtrail.ml.models import ModelSpec, load_federated
 from fedtrail.ml.personalise import personalise
 from fedtrail.ml.privacy import epsilon_spent, plan_privacy, train_private
@@ -1442,13 +1442,19 @@ class SiteNode:
         model, and where it came from (None: the plain decision)."""
         info = self.ledger.get_round(round_id)
         try:
-            after = RoundLog.from_bytes(
+            record = RoundLog.from_bytes(
                 self.store.get(info.log_cid, info.log_sha256, max_bytes=MAX_LOG_BYTES)
-            ).metrics.after
+            )
         except (StoreError, InvalidLog) as exc:
             log.warning("round %d's log is unusable: %s", round_id, exc)
             return None, f"default: round {round_id}'s log is unusable"
-        bias = after.decision_bias(self.config.model.num_classes)
+        # a bias its own threshold contradicts reads one way to the audit and another here:
+        # verify fails such a log (log.agrees), and the site does not decide with it (a111)
+        problems = calibration_problems(record)
+        if problems:
+            log.warning("round %d's log's metrics disagree: %s", round_id, "; ".join(problems))
+            return None, f"default: round {round_id}'s log's metrics disagree with themselves"
+        bias = record.metrics.after.decision_bias(self.config.model.num_classes)
         if bias is None:
             return None, f"default: round {round_id}'s log records no decision bias"
         return bias, f"round {round_id}'s log"

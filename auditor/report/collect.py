@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from fedtrail.auditor.peers import PeerTable, peer_table, read_peer_record
@@ -43,12 +43,29 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 @dataclass
 class ImageBudget:
-    """What is left of the page's heatmap allowance (bytes and pixels); once an image does not
-    fit, no later one is fetched."""
+    """What is left of the page's heatmap allowance (bytes and pixels), or of one round's share
+    of it (:meth:`share`); once an image does not fit, no later one is fetched."""
 
     bytes_left: int = MAX_REPORT_HEATMAP_BYTES
     pixels_left: int = MAX_REPORT_HEATMAP_PIXELS
     spent: bool = False
+    round_share: bool = False
+    """A round's share (:meth:`share`), not the page's allowance."""
+
+    def share(self, rounds: int) -> ImageBudget:
+        """One round's part of what is left: an equal share among the ``rounds`` rounds (this one
+        included) whose heatmaps are still to be read, so that no round's images can spend
+        another round's part (taken first come, first served, one round's heatmaps made the
+        report show none of a later round's, verify passing: attack a109). Give back what the
+        round did not use with :meth:`settle`."""
+        n = max(1, rounds)
+        return ImageBudget(self.bytes_left // n, self.pixels_left // n, round_share=True)
+
+    def settle(self, part: ImageBudget, granted: ImageBudget) -> None:
+        """Counts what ``part`` (made from ``granted``, a copy of :meth:`share`'s result before
+        use) spent against this allowance."""
+        self.bytes_left -= granted.bytes_left - part.bytes_left
+        self.pixels_left -= granted.pixels_left - part.pixels_left
 
     def take(self, size: int, pixels: int) -> bool:
         """Whether an image of ``size`` bytes and ``pixels`` fits; if so it is counted."""
@@ -61,10 +78,13 @@ class ImageBudget:
 
     @property
     def refusal(self) -> str:
-        return (
-            f"not shown: the page's image allowance ({MAX_REPORT_HEATMAP_BYTES // 2**20} MB, "
-            f"{MAX_REPORT_HEATMAP_PIXELS // 2**20} M pixels over all rounds) is spent"
+        allowance = (
+            f"the page's image allowance ({MAX_REPORT_HEATMAP_BYTES // 2**20} MB, "
+            f"{MAX_REPORT_HEATMAP_PIXELS // 2**20} M pixels over all rounds"
         )
+        if self.round_share:
+            return f"not shown: this round's share of {allowance}, shared by its rounds) is spent"
+        return f"not shown: {allowance}) is spent"
 
 
 @dataclass(frozen=True)
@@ -172,6 +192,15 @@ def _read_log(store: ContentStore, info: RoundInfo) -> tuple[dict[str, Any] | No
         return None, f"explanation log {info.log_cid} unusable: {exc}"
 
 
+def _lists_heatmaps(doc: dict[str, Any]) -> bool:
+    """Whether a log's ``explanations`` block lists any heatmap (what :func:`read_heatmaps`
+    would fetch)."""
+    block = doc.get("explanations")
+    return (
+        isinstance(block, dict) and isinstance(block.get("images"), list) and bool(block["images"])
+    )
+
+
 def read_heatmaps(
     store: ContentStore, doc: dict[str, Any], budget: ImageBudget | None = None
 ) -> tuple[str, list[Heatmap], int]:
@@ -243,6 +272,10 @@ def _fetch_png(
         with Image.open(io.BytesIO(blob)) as img:
             if img.format != "PNG" or img.width * img.height > MAX_HEATMAP_PIXELS:
                 return Heatmap(caption, cid, None, "not shown: not a PNG of a sensible size")
+            # an APNG's header gives one frame's size, and a browser decodes every frame: the
+            # allowance counted 1 of 2,001 (a109 apng); the writer writes one frame
+            if getattr(img, "is_animated", False):
+                return Heatmap(caption, cid, None, "not shown: an animated PNG")
             img.verify()
             pixels = img.width * img.height
     except Exception as exc:  # PIL raises many types for broken images
@@ -263,19 +296,26 @@ def collect(
 
         audits = verify_all(ledger, store)
     rounds: list[RoundData] = []
-    budget = ImageBudget()
     for info in ledger.rounds():
         rd = RoundData(info, ledger.get_submissions(info.id))
         rd.log, rd.log_problem = _read_log(store, info)
-        if rd.log is not None:
-            rd.heatmap_method, rd.heatmaps, rd.heatmaps_dropped = read_heatmaps(
-                store, rd.log, budget
-            )
         if info.phase in (Phase.VALUED, Phase.FINALIZED):
             record = read_peer_record(ledger, info.id)
             if record is not None:
                 rd.peers = peer_table(record, rd.submissions)
         rounds.append(rd)
+    # the page's allowance in equal shares over the rounds with heatmaps (what a round leaves
+    # goes to the later ones): one round's images cannot hide another's (a109)
+    budget = ImageBudget()
+    left = sum(1 for rd in rounds if rd.log is not None and _lists_heatmaps(rd.log))
+    for rd in rounds:
+        if rd.log is None:
+            continue
+        part = budget.share(left) if _lists_heatmaps(rd.log) else ImageBudget(0, 0)
+        granted = replace(part)
+        rd.heatmap_method, rd.heatmaps, rd.heatmaps_dropped = read_heatmaps(store, rd.log, part)
+        budget.settle(part, granted)
+        left -= _lists_heatmaps(rd.log)
     reputation = ledger.reputation_history()  # after a drop: UpdateWithheld's figure
     sites = sorted(ledger.get_sites(), key=lambda s: int(s.address, 16))
     validators: dict[str, tuple[int, int]] = {}

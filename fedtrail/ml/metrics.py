@@ -48,6 +48,8 @@ from torch import nn
 
 from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import ImageDataset
+from fedtrail.ml.models import ModelSpec
+from fedtrail.protocol.roundlog import RoundLog, RoundMetrics
 
 __all__ = [
     "ECE_BINS",
@@ -664,3 +666,54 @@ def fit_intercept(
         if _same_bits(before, (bias, loss, p)):
             break
     return InterceptFit(bias=tuple(float(b) for b in bias), loss=loss)
+
+
+THRESHOLD_TOLERANCE: Final = 1e-12
+"""How far a log's ``threshold`` may be from the one its ``bias`` gives (an honest writer
+computes it from the same floats: 0 here; the tolerance allows another libm's last bit)."""
+
+
+def calibration_problems(log: RoundLog) -> list[str]:
+    """The log's metrics against themselves (attack a83; verify's ``log.agrees``, and what
+    ``fedtrail explain`` and a site node check before deciding with the log's bias, a111):
+    each record's ``threshold`` is the one its ``bias`` gives (:func:`decision_threshold`; both
+    absent or both present for two classes, absent for more), its per-class figures have one
+    entry per class of the log's model spec, and its ``n`` is the log's validation size. The
+    decision a site node and ``fedtrail explain`` apply is the bias; ``audit log`` and the
+    report show the threshold: a log whose two disagree reads one way to the auditor and
+    another to the clinician, and only ``--validation`` recomputed either before."""
+    problems: list[str] = []
+    classes = log.settings.model_spec.get("num_classes", ModelSpec().num_classes)
+    for label, m in (("before", log.metrics.before), ("after", log.metrics.after)):
+        if m.n is not None and m.n != log.validation.images:
+            problems.append(
+                f"metrics.{label}.n {m.n}, the log's validation set {log.validation.images} images"
+            )
+        per_class = [(key, getattr(m, key)) for key in ("bias", *RoundMetrics.PER_CLASS)]
+        wrong = [f"{key} {len(v)}" for key, v in per_class if v is not None and len(v) != classes]
+        if isinstance(classes, int) and wrong:
+            problems.append(
+                f"metrics.{label} has {', '.join(wrong)} entries for a {classes}-class model"
+            )
+            continue
+        if classes != 2:
+            if m.threshold is not None:
+                problems.append(
+                    f"metrics.{label}.threshold {m.threshold!r} for a {classes}-class model"
+                )
+            continue
+        try:
+            want = None if m.bias is None else decision_threshold(m.bias)
+        except ValueError as exc:
+            problems.append(f"metrics.{label}.bias gives no threshold: {exc}")
+            continue
+        if (want is None) != (m.threshold is None) or (
+            want is not None
+            and m.threshold is not None
+            and not abs(m.threshold - want) <= THRESHOLD_TOLERANCE
+        ):
+            problems.append(
+                f"metrics.{label}.threshold {m.threshold!r} is not its bias's "
+                f"{m.bias and list(m.bias)} threshold {want!r}"
+            )
+    return problems

@@ -263,3 +263,20 @@ def test_a_model_whose_outputs_overflow_is_refused_by_name(tmp_path: Path) -> No
     state, _ = decode_model(blob, spec=spec)
     with pytest.raises(UnexplainableModel):
         explain_model(state, spec, probe_set(load_bundled().val, 1), bias=(0.0, 0.0))
+
+
+def test_a_log_whose_bias_and_threshold_disagree_is_not_decided_with(tmp_path: Path) -> None:
+    """Attack a111 (a83's ``bias`` lie read by the clinician's page): the log's bias moved to
+    [0, 2] (threshold 0.119) while its threshold field says 0.3, what audit log and the report
+    show. verify fails it (log.agrees); explain decided at 0.119 anyway, saying "fitted on the
+    aggregator's validation split". Now it decides at the default and says why."""
+    store = LocalStore(tmp_path / "store")
+    doc = json.loads((LOGS / "round-log-real.json").read_bytes())
+    doc["metrics"]["after"] |= {"threshold": 0.3, "bias": [0.0, 2.0]}
+    blob = to_bytes(doc)
+    log, why_not = _round_log(store, 4, store.put(blob), hashlib.sha256(blob).hexdigest())
+    assert log is not None
+    got = _decision(log, 4, why_not, 2)
+    assert got.bias is None and got.threshold == 0.5, got
+    assert got.source.startswith("default 0.5: round 4's log is not used"), got.source
+    assert "metrics.after.threshold 0.3 is not its bias's" in got.source, got.source

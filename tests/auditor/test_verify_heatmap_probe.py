@@ -80,6 +80,9 @@ def test_round_1s_probe_set_must_be_the_splits_first_images_with_the_split(
         sha, n = _other_probe(doc)
         doc["explanations"]["probe_sha256"] = sha
         doc["explanations"]["probe_images"] = n
+        # one heatmap per probe image (a110); which pictures they are is the aggregator's
+        images = doc["explanations"]["images"]
+        doc["explanations"]["images"] = (images * n)[:n]
 
     bad = _audit_with_log(fed, 1, edit, monkeypatch, validation=val)
     assert "log.heatmaps" in bad, bad
@@ -156,3 +159,51 @@ def test_a_key_no_round_writes_in_the_explanations_fails_log_schema(
         f"explanation log invalid at {at}: Additional properties are not allowed "
         "('flagged' was unexpected)"
     )
+
+
+def test_a_heatmap_list_shorter_than_the_probe_set_fails_log_heatmaps(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack a110 ``subset``: round 2's log lists its heatmaps but the last (say the ones the
+    model gets wrong), probe hash, size, method and summary honest. The writer lists one
+    heatmap per probe image; before, the shorter list passed every check."""
+
+    def edit(doc: dict[str, Any]) -> None:
+        doc["explanations"]["images"] = doc["explanations"]["images"][:-1]
+
+    bad = _audit_with_log(fed, 2, edit, monkeypatch)
+    info = fed.ledger.get_round(2)
+    n = json.loads(fed.store.get(info.log_cid, info.log_sha256))["explanations"]["probe_images"]
+    assert n > 1
+    assert set(bad) == {"log.heatmaps"}, bad
+    assert f"lists {n - 1} heatmap(s) for a probe set of {n} image(s)" in bad["log.heatmaps"]
+
+
+def test_a_heatmap_listed_many_times_is_fetched_once(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack a110 ``repeat``: round 2's log lists its first heatmap 200 more times. Before,
+    log.heatmaps fetched and hashed every entry (a 32 MB log lists ~200,000 of a 4 MB image:
+    hours of audit) and passed; now it fails on the count, and each distinct image is fetched
+    once."""
+    import fedtrail.auditor.verify as verify_mod
+
+    fetched: list[str] = []
+    real = verify_mod._fetch
+
+    def counting(store: Any, cid: str, sha256: str, max_bytes: int | None = None) -> Any:
+        fetched.append(cid)
+        return real(store, cid, sha256, max_bytes)
+
+    def edit(doc: dict[str, Any]) -> None:
+        images = doc["explanations"]["images"]
+        doc["explanations"]["images"] = images + [images[0]] * 200
+
+    monkeypatch.setattr(verify_mod, "_fetch", counting)
+    bad = _audit_with_log(fed, 2, edit, monkeypatch)
+    assert set(bad) == {"log.heatmaps"}, bad
+    assert "heatmap(s) for a probe set of" in bad["log.heatmaps"], bad
+    info = fed.ledger.get_round(2)
+    doc = json.loads(fed.store.get(info.log_cid, info.log_sha256))
+    heatmaps = {i["cid"] for i in doc["explanations"]["images"]}
+    assert sum(c in heatmaps for c in fetched) == len(heatmaps), len(fetched)

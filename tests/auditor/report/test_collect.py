@@ -200,3 +200,63 @@ def test_former_names_lists_each_earlier_registration(anvil: ChainEnv) -> None:
         ledger.remove_site(coord, a)
         ledger.register_site(coord, a, name, 10)
     assert former_names(ledger, ledger.get_sites()) == {a: ["hospital-a", "hospital-y"]}
+
+
+def test_one_rounds_heatmaps_cannot_spend_a_later_rounds_share(
+    anvil_url: str, tmp_path: Path
+) -> None:
+    """a109: a round's log lists flat 2048x2048 PNGs (every one within the per-image limits,
+    each a heatmap ``log.heatmaps`` passes) until their pixels exceed the page's allowance.
+    The allowance was spent first come, first served, so the report showed none of the next
+    round's heatmaps ("the page's image allowance ... is spent"): a chosen round's explanation
+    withheld from the report, verify passing. Now each round with heatmaps has an equal share
+    of what is left: the hog is cut to its half and the later round is shown."""
+    from fedtrail.ledger import Valuation
+    from tests.auditor.report.federation import (
+        finalize,
+        initial,
+        new_federation,
+        open_round,
+        submit_all,
+    )
+
+    fed = new_federation(tmp_path, anvil_url)
+    flat = put(fed.store, _png(2048, 2048))
+    small = put(fed.store, heatmap_png(3))
+    hog = MAX_REPORT_HEATMAP_PIXELS // (2048 * 2048) + 1  # one more than the page holds
+    blocks = [
+        {"method": "ig", "images": [{"cid": flat[0], "sha256": flat[1]}] * hog},
+        {"method": "ig", "images": [{"cid": small[0], "sha256": small[1], "caption": "next"}]},
+    ]
+    model = initial(fed)
+    for block in blocks:
+        r = open_round(fed, model)
+        submit_all(fed, r, seed=r)
+        fed.ledger.record_valuation(
+            fed.coordinator, r, [Valuation(s.address, 1_000_000, 0) for s in fed.sites]
+        )
+        model = finalize(fed, r, model, block)
+    first, second = collect(fed.ledger, fed.store, audits=[]).rounds
+    assert [m.png for m in second.heatmaps] == [heatmap_png(3)]  # the later round is shown
+    shown = [m for m in first.heatmaps if m.png is not None]
+    assert len(shown) == MAX_REPORT_HEATMAP_PIXELS // 2 // (2048 * 2048)  # its half
+    cut = [m for m in first.heatmaps if m.png is None]
+    assert cut and all("this round's share" in m.problem for m in cut)
+
+
+def test_an_animated_png_is_not_shown(tmp_path: Path) -> None:
+    """a109 ``apng``: an APNG's header gives one frame's size, so the page's pixel allowance
+    counted one frame of 2,001 a browser decodes; the writer writes one frame. A still PNG of
+    the same picture is shown."""
+    store = LocalStore(tmp_path)
+    first = Image.new("RGB", (64, 64))
+    frames = [first.copy() for _ in range(50)]
+    for k, frame in enumerate(frames):
+        frame.putpixel((k, 0), (255, 0, 0))
+    buf = io.BytesIO()
+    first.save(buf, format="PNG", save_all=True, append_images=frames, duration=20)
+    still = io.BytesIO()
+    first.save(still, format="PNG")
+    _, maps, _ = read_heatmaps(store, _images(store, buf.getvalue(), still.getvalue()))
+    assert maps[0].png is None and maps[0].problem == "not shown: an animated PNG"
+    assert maps[1].png == still.getvalue()
