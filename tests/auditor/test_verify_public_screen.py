@@ -16,10 +16,14 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import requests
 
 from fedtrail.auditor.verify import verify_round
+from fedtrail.chain import dev_account
+from fedtrail.errors import FedtrailError
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import address_key
+from fedtrail.storage.cid import sha256_hex
 from fedtrail.storage.store import ContentStore, IpfsStore, LocalStore
 from fedtrail.valuation.combine import Combiner
 from tests.auditor import peer_federation
@@ -164,3 +168,87 @@ def test_a_screen_drop_under_the_key_without_standing_fails_in_verify_and_the_re
     assert not checks["peers.screen"].passed and victim[:10] in checks["peers.screen"].detail
     results = _reader_results(pf, anvil_url, ipfs_api)
     assert results[(r, "peers.screen")]["result"] == "FAIL", results.get((r, "peers.screen"))
+
+
+def _withdraw(ipfs_api: str, cid: str) -> None:
+    """Takes ``cid`` out of the test daemon (its site stops serving the blob)."""
+    parts = ipfs_api.strip("/").split("/")  # /ip4/HOST/tcp/PORT[/http]
+    api = f"http://{parts[1]}:{parts[3]}/api/v0/"
+    requests.post(api + "pin/rm", params={"arg": cid}, timeout=30)
+    requests.post(api + "block/rm", params={"arg": cid}, timeout=30).raise_for_status()
+
+
+def test_updates_served_only_after_the_finalize_do_not_move_the_screen(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, public: None
+) -> None:
+    """Session 54's review, MEDIUM 4: two colluders reveal updates nobody can read while the
+    round is scored (every validator scores them 0: PEER_REJECTED) and serve them once the
+    aggregator screened. Read at audit time, their half-norm updates lowered the median norm,
+    so (a) an honest aggregator's drop of a site at 0.95% of the median failed ``peers.screen``
+    in verify and the reader (a griefing the aggregator could not avoid), and (b) an aggregator
+    that spared that ally passed. The screen's inputs are the chain's (a positive peer median,
+    not dropped as withheld): both verdicts are the same before and after the blobs appear."""
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    ledger = pf.fed.ledger
+    # a new site (no previous update to compare with) and two colluders, each a validator too
+    ally, *colluders = (dev_account(i) for i in (5, 6, 7))
+    for account, name in ((ally, "ally"), (colluders[0], "c1"), (colluders[1], "c2")):
+        ledger.register_site(pf.fed.coordinator, account.address, name, 10_000)
+        pf.fed.sites.append(account)
+        pf.validators.append(account)
+    scales = {ally.address: 0.01 * 0.0095, **{c.address: 0.005 for c in colluders}}
+    late = [c.address for c in colluders]
+    held: dict[int, list[tuple[str, bytes]]] = {}
+
+    def unserve(r: int) -> None:  # after the reveals, before anyone scores
+        subs = {s.site: s for s in ledger.get_submissions(r)}
+        held[r] = [(subs[a].cid, store.get(subs[a].cid, subs[a].sha256)) for a in late]
+        for cid, _ in held[r]:
+            _withdraw(ipfs_api, cid)
+
+    def screened_then_served(*dropped: str) -> Any:
+        def run(r: int) -> None:
+            for cid, _ in held[r]:  # unreadable while the aggregator screens
+                with pytest.raises(FedtrailError):
+                    store.get(cid, "0" * 64)
+            if dropped:
+                every = [s.site for s in ledger.get_submissions(r)]
+                ledger.drop_screened(pf.fed.coordinator, r, every, list(dropped))
+            for cid, blob in held[r]:  # served from now on
+                assert store.put(blob) == cid
+
+        return run
+
+    r_honest = peer_round(
+        pf,
+        seed=11,
+        scales=scales,
+        unread=late,
+        during=unserve,
+        valued=screened_then_served(ally.address),
+    )
+    r_spared = peer_round(
+        pf, seed=12, scales=scales, unread=late, during=unserve, valued=screened_then_served()
+    )
+    for r in (r_honest, r_spared):
+        subs = {s.site: s for s in ledger.get_submissions(r)}
+        assert all(subs[a].reason == Reason.PEER_REJECTED for a in late)
+        for cid, blob in held[r]:
+            assert store.get(cid, sha256_hex(blob)) == blob  # readable at audit time
+    # (a) the honest drop passes
+    checks = _checks(pf, store, r_honest)
+    assert checks["peers.screen"].passed, checks["peers.screen"].detail
+    assert ally.address[:10] in checks["peers.screen"].detail
+    assert "marks 1 update(s)" in checks["peers.screen"].detail
+    # (b) the spared ally fails, named
+    checks = _checks(pf, store, r_spared)
+    assert not checks["peers.screen"].passed
+    detail = checks["peers.screen"].detail
+    assert "spared" in detail and ally.address[:10] in detail
+    assert checks["peers.median"].passed, checks["peers.median"].detail
+    results = _reader_results(pf, anvil_url, ipfs_api)
+    honest_row = results[(r_honest, "peers.screen")]
+    spared_row = results[(r_spared, "peers.screen")]
+    assert honest_row["result"] == "PASS", honest_row
+    assert spared_row["result"] == "FAIL" and "spared marked ['ally']" in spared_row["detail"]
