@@ -178,77 +178,84 @@ def _withdraw(ipfs_api: str, cid: str) -> None:
     requests.post(api + "block/rm", params={"arg": cid}, timeout=30).raise_for_status()
 
 
-def test_updates_served_only_after_the_finalize_do_not_move_the_screen(
-    anvil_url: str, ipfs_api: str, tmp_path: Path, public: None
-) -> None:
-    """Session 54's review, MEDIUM 4: two colluders reveal updates nobody can read while the
-    round is scored (every validator scores them 0: PEER_REJECTED) and serve them once the
-    aggregator screened. Read at audit time, their half-norm updates lowered the median norm,
-    so (a) an honest aggregator's drop of a site at 0.95% of the median failed ``peers.screen``
-    in verify and the reader (a griefing the aggregator could not avoid), and (b) an aggregator
-    that spared that ally passed. The screen's inputs are the chain's (a positive peer median,
-    not dropped as withheld): both verdicts are the same before and after the blobs appear."""
-    store = IpfsStore(ipfs_api)
-    pf = new_peer_federation(tmp_path, anvil_url, store)
+def _colluded_round(
+    pf: PeerFed, store: IpfsStore, ipfs_api: str, *, drop_ally: bool
+) -> tuple[int, str]:
+    """Session 54's review, MEDIUM 4: a peer round under the public screen where a new site
+    (the ally: no previous update to compare with) sends 0.95% of the hospitals' update norm
+    and two colluders reveal half-norm updates nobody can read while the round is scored (every
+    validator scores them 0: PEER_REJECTED), then serve them once the aggregator screened
+    (``drop_ally``: it drops the ally, as the screen of what it read marks it). Returns the
+    round and the ally's address; the colluders' updates read at audit time."""
     ledger = pf.fed.ledger
-    # a new site (no previous update to compare with) and two colluders, each a validator too
     ally, *colluders = (dev_account(i) for i in (5, 6, 7))
     for account, name in ((ally, "ally"), (colluders[0], "c1"), (colluders[1], "c2")):
         ledger.register_site(pf.fed.coordinator, account.address, name, 10_000)
         pf.fed.sites.append(account)
         pf.validators.append(account)
-    scales = {ally.address: 0.01 * 0.0095, **{c.address: 0.005 for c in colluders}}
     late = [c.address for c in colluders]
-    held: dict[int, list[tuple[str, bytes]]] = {}
+    held: list[tuple[str, bytes]] = []
 
     def unserve(r: int) -> None:  # after the reveals, before anyone scores
         subs = {s.site: s for s in ledger.get_submissions(r)}
-        held[r] = [(subs[a].cid, store.get(subs[a].cid, subs[a].sha256)) for a in late]
-        for cid, _ in held[r]:
+        held.extend((subs[a].cid, store.get(subs[a].cid, subs[a].sha256)) for a in late)
+        for cid, _ in held:
             _withdraw(ipfs_api, cid)
 
-    def screened_then_served(*dropped: str) -> Any:
-        def run(r: int) -> None:
-            for cid, _ in held[r]:  # unreadable while the aggregator screens
-                with pytest.raises(FedtrailError):
-                    store.get(cid, "0" * 64)
-            if dropped:
-                every = [s.site for s in ledger.get_submissions(r)]
-                ledger.drop_screened(pf.fed.coordinator, r, every, list(dropped))
-            for cid, blob in held[r]:  # served from now on
-                assert store.put(blob) == cid
+    def screened_then_served(r: int) -> None:
+        for cid, blob in held:  # unreadable while the aggregator screens
+            with pytest.raises(FedtrailError):
+                store.get(cid, sha256_hex(blob))
+        if drop_ally:
+            every = [s.site for s in ledger.get_submissions(r)]
+            ledger.drop_screened(pf.fed.coordinator, r, every, [ally.address])
+        for cid, blob in held:  # served from now on
+            assert store.put(blob) == cid
 
-        return run
-
-    r_honest = peer_round(
+    r = peer_round(
         pf,
         seed=11,
-        scales=scales,
+        scales={ally.address: 0.01 * 0.0095, **{a: 0.005 for a in late}},
         unread=late,
         during=unserve,
-        valued=screened_then_served(ally.address),
+        valued=screened_then_served,
     )
-    r_spared = peer_round(
-        pf, seed=12, scales=scales, unread=late, during=unserve, valued=screened_then_served()
-    )
-    for r in (r_honest, r_spared):
-        subs = {s.site: s for s in ledger.get_submissions(r)}
-        assert all(subs[a].reason == Reason.PEER_REJECTED for a in late)
-        for cid, blob in held[r]:
-            assert store.get(cid, sha256_hex(blob)) == blob  # readable at audit time
-    # (a) the honest drop passes
-    checks = _checks(pf, store, r_honest)
+    subs = {s.site: s for s in ledger.get_submissions(r)}
+    assert all(subs[a].reason == Reason.PEER_REJECTED for a in late)
+    for cid, blob in held:
+        assert store.get(cid, sha256_hex(blob)) == blob  # readable at audit time
+    return r, ally.address
+
+
+def test_an_honest_drop_passes_when_colluders_serve_their_updates_after_the_finalize(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, public: None
+) -> None:
+    """(a) Read at audit time, the colluders' half-norm updates lowered the median norm, so the
+    honest aggregator's drop of the ally failed ``peers.screen`` in verify and the reader (a
+    griefing it could not avoid). The screen's inputs are the chain's (a positive peer median,
+    not dropped as withheld): the late updates are no input."""
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    r, ally = _colluded_round(pf, store, ipfs_api, drop_ally=True)
+    checks = _checks(pf, store, r)
     assert checks["peers.screen"].passed, checks["peers.screen"].detail
-    assert ally.address[:10] in checks["peers.screen"].detail
+    assert ally[:10] in checks["peers.screen"].detail
     assert "marks 1 update(s)" in checks["peers.screen"].detail
-    # (b) the spared ally fails, named
-    checks = _checks(pf, store, r_spared)
+    row = _reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
+    assert row["result"] == "PASS", row
+
+
+def test_a_spared_ally_fails_when_colluders_serve_their_updates_after_the_finalize(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, public: None
+) -> None:
+    """(b) The same round with the ally spared: read at audit time, the colluders' updates put
+    the ally above 1% of the median, and the spare passed verify and the reader."""
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    r, ally = _colluded_round(pf, store, ipfs_api, drop_ally=False)
+    checks = _checks(pf, store, r)
     assert not checks["peers.screen"].passed
-    detail = checks["peers.screen"].detail
-    assert "spared" in detail and ally.address[:10] in detail
+    assert "spared" in checks["peers.screen"].detail and ally[:10] in checks["peers.screen"].detail
     assert checks["peers.median"].passed, checks["peers.median"].detail
-    results = _reader_results(pf, anvil_url, ipfs_api)
-    honest_row = results[(r_honest, "peers.screen")]
-    spared_row = results[(r_spared, "peers.screen")]
-    assert honest_row["result"] == "PASS", honest_row
-    assert spared_row["result"] == "FAIL" and "spared marked ['ally']" in spared_row["detail"]
+    row = _reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
+    assert row["result"] == "FAIL" and "spared marked ['ally']" in row["detail"], row
