@@ -259,3 +259,28 @@ def test_a_spared_ally_fails_when_colluders_serve_their_updates_after_the_finali
     assert checks["peers.median"].passed, checks["peers.median"].detail
     row = _reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
     assert row["result"] == "FAIL" and "spared marked ['ally']" in row["detail"], row
+
+
+def test_a_reference_not_given_fails_the_screen_in_verify_and_the_reader(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, public: None
+) -> None:
+    """Session 54's review, LOW 6: a reference update the store no longer gives leaves the
+    screen uncomputable in verify, the reader and the aggregator (whose finalize raises) alike;
+    the reader left it out silently and passed."""
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    ledger = pf.fed.ledger
+    rider = _hospitals(pf)[0]
+
+    def drop(r: int) -> None:
+        every = [s.site for s in ledger.get_submissions(r)]
+        ledger.drop_screened(pf.fed.coordinator, r, every, [rider])
+
+    r = peer_round(pf, seed=5, scales={rider: TINY}, valued=drop)
+    assert _checks(pf, store, r)["peers.screen"].passed
+    _withdraw(ipfs_api, ledger.get_submissions(1)[1].cid)  # a round-1 update: a reference
+    check = _checks(pf, store, r)["peers.screen"]
+    assert not check.passed and "cannot be recomputed" in check.detail, check.detail
+    row = _reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
+    assert row["result"] == "FAIL" and "cannot be recomputed" in row["detail"], row
+    assert "reference update" in row["detail"], row
