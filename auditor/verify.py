@@ -2113,7 +2113,13 @@ def _check_public_screen(
                     outcome=outcome,
                 )
         except (FedtrailError, *NOT_GIVEN) as exc:
-            audit.add(SCREEN, False, f"the public screen cannot be recomputed: {exc}")
+            unchecked = ", ".join(s[:10] for s in peer.screened)
+            audit.add(
+                SCREEN,
+                False,
+                f"the public screen cannot be recomputed: {exc}"
+                + (f"; dropScreened zeroed {unchecked}, unchecked" if unchecked else ""),
+            )
             return
     audit.add(
         *check_public_screen(
