@@ -110,6 +110,7 @@ from fedtrail.valuation.candidates import (
 from fedtrail.valuation.chained import (
     Carried,
     References,
+    ScreenInputUnreadable,
     carried_history,
     combiner_from,
     public_screen_of,
@@ -1603,22 +1604,31 @@ class AggregatorService:
         peer round ``round_id``'s public screen once (:func:`~fedtrail.valuation.chained.
         public_screen_of`) and drops the weighted updates it marks (``dropScreened``: reason
         FREE_RIDER, the others re-weighted). True when it dropped any; idempotent (a dropped
-        update is no longer weighted)."""
+        update is no longer weighted). Its inputs are the chain's
+        (:func:`~fedtrail.protocol.peers.screen_inputs`); while one of them cannot be read it
+        does not screen (False): finalize then waits for that update or drops it as withheld,
+        which takes it out of the inputs, and screens on the next call."""
         valuation = roundlog.ValuationSettings.from_json(self.terms(round_id)[0].valuation)
         if not (valuation.public_screen and valuation.standing):
             return False
         if not any(s.weight > 0 for s, _ in pairs):
             return False
-        marked = public_screen_of(
-            self.ledger,
-            self.store,
-            round_id,
-            self.spec,
-            global_state=global_state,
-            candidates=[c for _, c in pairs],
-            combiner=combiner_from(valuation),
-            known=self._references,
-        )
+        try:
+            marked = public_screen_of(
+                self.ledger,
+                self.store,
+                round_id,
+                self.spec,
+                global_state=global_state,
+                candidates=[c for _, c in pairs],
+                combiner=combiner_from(valuation),
+                known=self._references,
+            )
+        except ScreenInputUnreadable as exc:
+            # not screened on a part of its inputs: finalize waits for the update or drops it
+            # as withheld (which takes it out of the inputs), then screens
+            log.info("round %d: the public screen waits: %s", round_id, exc)
+            return False
         drop = [s.site for s, _ in pairs if s.weight > 0 and s.site in marked]
         if not drop:
             return False

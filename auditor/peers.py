@@ -34,7 +34,9 @@ reputation with no validation split at all:
 * ``peers.screen``: under the terms' ``valuation.public_screen`` (with ``standing``), the
   updates the aggregator dropped as free-riders (``dropScreened``, ``UpdateScreened``) are
   exactly the ones the round's public free-rider screen, recomputed here from the start model,
-  the revealed updates and the references of the latest ``stale_rounds`` finalized rounds
+  the screen's inputs the chain names (the revealed updates with a positive median, less
+  those dropped as withheld: ``fedtrail.protocol.peers.screen_inputs``) and the references
+  of the latest ``stale_rounds`` finalized rounds
   (``fedtrail.valuation.chained.public_screen_of``), marks and the peers' medians weighted
   (or that were dropped as withheld): an aggregator that zeroes a rival's update or spares an
   ally's fails it, naming the site. Without the option, any such drop fails it. In a round

@@ -710,7 +710,7 @@ def verify_round(
             spec,
             start_blob,
             deltas,
-            {**unusable, **dict.fromkeys((*quiet, *(breaches or {})), Reason.MALFORMED)},
+            unusable,  # the noise and spend verdicts do not take an input out (README)
             frozenset(site for site, p in dp.items() if p is not None),
         )
 
@@ -1995,8 +1995,14 @@ def _check_unsettled_screen(
         subs,
         spec,
         start.blob,
-        {sub.site: c.delta for sub, c in pairs if c.delta is not None and c.status is Reason.OK},
-        {sub.site: c.status for sub, c in pairs if c.status is not Reason.OK},
+        # as in a finalized round: every update that decodes is screened on its delta (the DP
+        # noise and spend verdicts do not take an input out); copies and unread ones are out
+        {sub.site: c.delta for sub, c in pairs if c.delta is not None},
+        {
+            sub.site: c.status
+            for sub, c in pairs
+            if c.delta is None or c.status is Reason.DUPLICATE
+        },
         frozenset(sub.site for sub, c in pairs if c.noise_declared),
     )
 
@@ -2171,8 +2177,9 @@ def _check_public_screen(
 ) -> None:
     """``peers.screen`` (:func:`~fedtrail.auditor.peers.check_screen`): the round's public
     free-rider screen recomputed from the chain and the store, as the aggregator ran it
-    (:func:`~fedtrail.valuation.chained.public_screen_of` over the revealed updates as a
-    validator reads them), against the updates dropped as screened."""
+    (:func:`~fedtrail.valuation.chained.public_screen_of` over the inputs the chain names,
+    :func:`~fedtrail.protocol.peers.screen_inputs`, as a validator reads them; an update that
+    reads only now and is no input is not read), against the updates dropped as screened."""
     from fedtrail.valuation import Candidate
     from fedtrail.valuation.chained import combiner_from, public_screen_of
 
@@ -2188,7 +2195,13 @@ def _check_public_screen(
     except InvalidVotes:
         outcome = None
     marked: dict[str, str] | None = None
-    if public and valuation is not None and spec is not None and start_blob is not None:
+    if (
+        public
+        and valuation is not None
+        and outcome is not None
+        and spec is not None
+        and start_blob is not None
+    ):
         candidates = [
             Candidate(
                 site=s.site,
@@ -2209,9 +2222,16 @@ def _check_public_screen(
                     global_state=decode_model(start_blob, spec=spec)[0],
                     candidates=candidates,
                     combiner=combiner_from(valuation),
+                    outcome=outcome,
                 )
         except (FedtrailError, *NOT_GIVEN) as exc:
-            audit.add(SCREEN, False, f"the public screen cannot be recomputed: {exc}")
+            unchecked = ", ".join(s[:10] for s in peer.screened)
+            audit.add(
+                SCREEN,
+                False,
+                f"the public screen cannot be recomputed: {exc}"
+                + (f"; dropScreened zeroed {unchecked}, unchecked" if unchecked else ""),
+            )
             return
     audit.add(
         *check_public_screen(

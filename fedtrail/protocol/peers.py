@@ -89,6 +89,7 @@ __all__ = [
     "median",
     "next_validator_reputation",
     "peer_outcome",
+    "screen_inputs",
 ]
 
 
@@ -339,4 +340,22 @@ def peer_outcome(
         agreements=agreements,
         counted=counted,
         withheld=tuple(withheld),
+    )
+
+
+def screen_inputs(outcome: PeerOutcome) -> tuple[str, ...]:
+    """The updates a peer round's public screen reads (round terms ``valuation.public_screen``;
+    README *Peer rounds*), from the chain alone: the revealed updates whose peer median (before
+    any drop) is positive, less those dropped as withheld (``dropWithheld``), in address order.
+    A majority of the counted validators read and scored each of them while the round was
+    scored, and the aggregator had to read each to aggregate or drop it; an update nobody could
+    read then (median 0, ``PEER_REJECTED``) or one withheld is never an input, whatever becomes
+    readable later, so the aggregator, ``audit verify`` and the independent reader screen the
+    same set at any time (session 55: colluders who served their blobs only after the finalize
+    moved the screen's median norm and claimed-count median at audit time)."""
+    dropped = {address_key(d) for d in outcome.dropped}
+    return tuple(
+        site
+        for site, m in zip(outcome.sites, outcome.peer_medians, strict=True)
+        if m > 0 and address_key(site) not in dropped
     )

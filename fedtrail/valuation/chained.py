@@ -31,7 +31,7 @@ fetched or decoded raises (the history must be the same for everyone, so there i
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Final
 
@@ -45,6 +45,7 @@ from fedtrail.errors import (
 from fedtrail.ledger import Ledger, Submission
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.peers import PeerOutcome, address_key, screen_inputs
 from fedtrail.protocol.roundlog import (
     MAX_LOG_BYTES,
     PreviousLog,
@@ -66,6 +67,7 @@ __all__ = [
     "Carried",
     "Decoded",
     "References",
+    "ScreenInputUnreadable",
     "carried_history",
     "check_playable",
     "combiner_from",
@@ -393,6 +395,12 @@ def carried_history(
     return Carried(history=history, previous=previous)
 
 
+class ScreenInputUnreadable(FedtrailError):
+    """An input of a peer round's public screen (:func:`~fedtrail.protocol.peers.screen_inputs`)
+    whose update cannot be read or decoded: the screen cannot be computed (the aggregator waits
+    or drops it as withheld, ``audit verify`` fails ``peers.screen``)."""
+
+
 def public_screen_of(
     ledger: Ledger,
     store: ContentStore,
@@ -403,20 +411,49 @@ def public_screen_of(
     candidates: Sequence[Candidate],
     combiner: Combiner,
     known: MutableMapping[int, References] | None = None,
+    outcome: PeerOutcome | None = None,
 ) -> dict[str, str]:
     """Peer round ``round_id``'s public screen (round terms ``valuation.public_screen``): site
-    -> why for each revealed update the free-rider screen marks, from public data only: its
-    start model (``global_state``), its revealed ``candidates`` in address order (as
-    :func:`~fedtrail.valuation.candidates.revealed_candidates` reads them, the validators'
-    reading) and the references of the latest ``combiner.stale_rounds`` finalized rounds
-    (:func:`recent_references`, read as the aggregator's history reads them). The one rule the
-    aggregator posts (``dropScreened``) and ``audit verify`` recomputes (``peers.screen``)."""
+    -> why for each input the free-rider screen marks, from public data only: its start model
+    (``global_state``), its inputs (:func:`~fedtrail.protocol.peers.screen_inputs` of the
+    chain's ``outcome``, default :meth:`~fedtrail.ledger.Ledger.peer_outcome`: the revealed
+    updates with a positive peer median, less those dropped as withheld) taken from the revealed
+    ``candidates`` in address order (as :func:`~fedtrail.valuation.candidates.
+    revealed_candidates` reads them, the validators' reading: a later copy stays DUPLICATE; one
+    the noise or spend check scores MALFORMED with its delta kept is screened on that delta, as
+    the validators judged it) and the references of the latest ``combiner.stale_rounds``
+    finalized rounds (:func:`recent_references`, read as the aggregator's history reads them:
+    one that cannot be read raises). Every other candidate is left out whether or not it reads
+    now. :class:`ScreenInputUnreadable` when an input other than a copy has no delta. The one
+    rule the aggregator posts (``dropScreened``) and ``audit verify`` recomputes
+    (``peers.screen``)."""
+    inputs = {
+        address_key(s)
+        for s in screen_inputs(ledger.peer_outcome(round_id) if outcome is None else outcome)
+    }
+    chosen: list[Candidate] = []
+    unread: list[str] = []
+    for c in candidates:
+        if address_key(c.site) not in inputs:
+            continue
+        if c.status is Reason.DUPLICATE:
+            chosen.append(c)
+        elif c.delta is None:
+            unread.append(c.site)
+        else:
+            chosen.append(replace(c, status=Reason.OK, detail="") if not c.usable else c)
+    if unread:
+        raise ScreenInputUnreadable(
+            f"round {round_id}: the public screen's input(s) "
+            + ", ".join(s[:10] for s in unread)
+            + " (a positive peer median, not dropped as withheld) cannot be read"
+        )
     prevs = previous_rounds(ledger, round_id, combiner.stale_rounds)
     references = recent_references(ledger, store, prevs, spec, known=known) if prevs else {}
     return public_screen(
         global_state=global_state,
         spec=spec,
-        candidates=candidates,
+        candidates=chosen,
         history=History(references=references),
         combiner=combiner,
     )

@@ -2137,6 +2137,7 @@ def main(argv=None):
     noise = readme_noise()
     reputation: dict[str, int | None] = {}
     history: dict[int, dict] = {}  # finalized round -> its free-rider references
+    finalized: list[int] = []  # every finalized round, whether or not its blobs read
     first_terms: dict | None = None
     summary = []
     standing_logs: dict = {}  # finalized round -> (log sha256 hex, its standing or "why not")
@@ -2766,6 +2767,23 @@ def main(argv=None):
             and (not need_dp or "dp" in hdrs.get(a, {}))
             and onlabel[a] not in ("TAMPERED", "MALFORMED", "EXPLANATION_SHIFT", "CONTRADICTED")
         ]
+        # README *Peer rounds*, public screen: its inputs are named by the chain alone, the
+        # revealed updates whose peer median is positive less those dropped by dropWithheld;
+        # no other update is read, whether or not it reads now; an input that does not read,
+        # or a reference that does not, leaves the screen uncomputable
+        blocked: list[str] = []
+        if public_screen and standing_on:
+            dropped_wh = {e.args.site.lower() for e in ev["UpdateWithheld"] if e.args.round == r}
+            inputs = {a for a, (m, _) in peer_meds.items() if m > 0 and a not in dropped_wh}
+            if not peer_meds:
+                blocked.append("no peer medians")
+            blocked += [
+                f"input {names.get(a)} does not read"
+                for a in sorted(inputs)
+                if a not in copies
+                and (a not in deltas or (need_dp and "dp" not in hdrs.get(a, {})))
+            ]
+            usable = [a for a in usable if a in inputs]
         ratio = cc.get("max_sample_ratio", 10.0)
         self_in = bool(cc.get("sample_median_self"))
         for a in usable:
@@ -2779,6 +2797,18 @@ def main(argv=None):
             refs, labels = [], []
             prevs = [q for q in sorted(history, reverse=True) if q < r][: int(cc["stale_rounds"])]
             ref_wide = []
+            if public_screen:  # the latest finalized rounds, by the chain (README *Standing*)
+                prevs = [q for q in sorted(finalized, reverse=True) if q < r][
+                    : int(cc["stale_rounds"])
+                ]
+                blocked += [f"round {q}'s references not given" for q in prevs if q not in history]
+                blocked += [
+                    f"round {q}'s reference update of {names.get(a)} not given"
+                    for q in prevs
+                    if q in history
+                    for a in history[q]["missing"]
+                ]
+                prevs = [q for q in prevs if q in history]
             for q in prevs:
                 for site_q, d_q in history[q]["updates"]:
                     labels.append(f"{Web3.to_checksum_address(site_q)}'s update of round {q}")
@@ -2794,17 +2824,21 @@ def main(argv=None):
                 a: {n: deltas[a][n].astype(np.float64) for n in order if trainable(n)}
                 for a in usable
             }
-            riders, _ = free_rider_rule(
-                usable,
-                flats_fr,
-                refs,
-                counts,
-                cc,
-                start_norm,
-                Web3.to_checksum_address,
-                tensors=wide,
-                ref_tensors=ref_wide,
-                declared={a for a in usable if "dp" in hdrs.get(a, {})},
+            riders, _ = (
+                ({}, None)
+                if blocked
+                else free_rider_rule(
+                    usable,
+                    flats_fr,
+                    refs,
+                    counts,
+                    cc,
+                    start_norm,
+                    Web3.to_checksum_address,
+                    tensors=wide,
+                    ref_tensors=ref_wide,
+                    declared={a for a in usable if "dp" in hdrs.get(a, {})},
+                )
             )
             for a, text in riders.items():
                 predicted[a], why[a] = "FREE_RIDER", text
@@ -2832,8 +2866,10 @@ def main(argv=None):
                 report(
                     r,
                     "peers.screen",
-                    not zeroed and (not spared or phase != 3),
-                    f"public screen marks {[names.get(a) for a in riders] or 'none'}; dropped "
+                    not blocked and not zeroed and (not spared or phase != 3),
+                    f"the public screen cannot be recomputed: {'; '.join(blocked)}"
+                    if blocked
+                    else f"public screen marks {[names.get(a) for a in riders] or 'none'}; dropped "
                     f"{[names.get(a) for a in sorted(dropped_scr)] or 'none'}"
                     + (f"; zeroed unmarked {[names.get(a) for a in zeroed]}" if zeroed else "")
                     + (f"; spared marked {[names.get(a) for a in spared]}" if spared else ""),
@@ -2910,6 +2946,7 @@ def main(argv=None):
             )
             continue
         f = fin[0].args
+        finalized.append(r)
         try:  # README *Content not given*
             gblob = ipfs.cat(f.globalCid)
         except NotGiven as exc:
@@ -2925,7 +2962,15 @@ def main(argv=None):
         # copies*): revealed updates in ascending address order, not TAMPERED / MALFORMED / NOT_REVEALED /
         # PEER_REJECTED / WITHHELD, then the global delta (global - start, float32)
         _, _, g_tensors = parse_safetensors(gblob)
+        referable = [
+            a
+            for a in onchain
+            if a in reveals
+            and REASONS[onchain[a][3]]
+            not in ("TAMPERED", "MALFORMED", "NOT_REVEALED", "PEER_REJECTED", "WITHHELD")
+        ]
         history[r] = {
+            "missing": [a for a in referable if a not in deltas],
             "updates": [
                 (a, deltas[a])
                 for a in sorted(deltas, key=lambda x: int(x, 16))

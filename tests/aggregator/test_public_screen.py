@@ -8,6 +8,7 @@ passes."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from fedtrail.protocol.roundlog import ValuationSettings
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.faults import SiteFault
 from tests.aggregator.peer_setup import pass_deadline, peer_federation
+from tests.aggregator.test_peer_rounds import _scored_peer_round, _Withholding
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -142,3 +144,46 @@ def test_a_dropped_free_rider_gains_no_validator_standing_for_the_next_round(
         assert rider not in saved["carried_in"]  # round 1 accumulated nothing
     audits = verify_all(ledger, fed.store)
     assert all(a.passed for a in audits), [c for a in audits for c in a.checks if c.failed]
+
+
+def test_the_service_screens_only_once_every_input_reads_or_is_dropped_as_withheld(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The screen's inputs are the chain's (README *Peer rounds*: a positive peer median, not
+    dropped as withheld). A weighted honest update the aggregator cannot read is one: the
+    service does not screen without it (before, it screened the updates that read and dropped
+    the free-rider at once), waits until the score reveal deadline, drops the update as
+    withheld, then screens the rest; verify passes the screen whether or not that update reads
+    at audit time."""
+    fed = peer_federation(
+        tmp_path,
+        anvil_url,
+        ipfs_api,
+        sites=4,
+        faults=[SiteFault(), SiteFault(), SiteFault(kind="scale", factor=1e-9), SiteFault()],
+        standing=True,
+        public_screen=True,
+    )
+    ledger, service = fed.ledger, fed.service
+    rider = fed.nodes[2].address
+    r, _, peer = _scored_peer_round(fed)
+    gone = next(s for s in ledger.get_submissions(r) if s.site == fed.nodes[0].address)
+    honest_store = service.store
+    service.store = _Withholding(honest_store, gone.cid)  # type: ignore[assignment]
+    with caplog.at_level(logging.INFO, logger="fedtrail.aggregator"):
+        assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+        assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    valued = {s.site: s for s in ledger.get_submissions(r)}
+    assert valued[gone.site].weight > 0 and valued[rider].weight > 0
+    assert ledger.peer_screened(r) == []  # not screened on a part of its inputs
+    assert "the public screen waits" in caplog.text and gone.site[:10] in caplog.text
+    pass_deadline(ledger, peer.score_reveal_deadline)
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    assert ledger.peer_dropped(r) == [gone.site]
+    assert ledger.peer_screened(r) == [rider]
+    for store in (service.store, honest_store):
+        (audit,) = [a for a in verify_all(ledger, store) if a.round == r]
+        check = next(c for c in audit.checks if c.name == "peers.screen")
+        assert check.passed and rider[:10] in check.detail, check.detail
+    service.store = honest_store  # type: ignore[assignment]

@@ -13,7 +13,7 @@ aggregator aggregates with the on-chain weights and finalizes with a log that ca
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import PeerVote, address_key
 from fedtrail.protocol.terms import RoundTerms
+from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.codec import encode_update
 from fedtrail.storage.store import ContentStore
 from fedtrail.valuation.combine import Combiner
@@ -161,17 +162,18 @@ def submit(
 
 
 def hand_vectors(
-    pf: PeerFed, round_id: int, unreadable: str | None = None
+    pf: PeerFed, round_id: int, unreadable: str | None = None, unread: Sequence[str] = ()
 ) -> dict[str, tuple[int, ...]]:
     """Each validator's vector over the revealed updates (address order): a base score per
-    update plus a validator's own offset; a hospital's entry for its own update is 0, and so is
-    every entry for the ``unreadable`` update."""
+    update plus a validator's own offset (at most ``SCORE_SCALE``); a hospital's entry for its
+    own update is 0, and so is every entry for the ``unreadable`` update and those of
+    ``unread``."""
     sites = sorted((s.site for s in pf.fed.ledger.get_submissions(round_id)), key=address_key)
     base = [500_000 + 90_000 * i + 7_000 * round_id for i in range(len(sites))]
     out: dict[str, tuple[int, ...]] = {}
     for k, v in enumerate(pf.validators):
         out[v.address] = tuple(
-            0 if site in (v.address, unreadable) else b + 13_000 * k
+            0 if site in (v.address, unreadable, *unread) else min(b + 13_000 * k, SCORE_SCALE)
             for site, b in zip(sites, base, strict=True)
         )
     return out
@@ -182,6 +184,7 @@ def score_round(
     round_id: int,
     during: Callable[[int], None] | None = None,
     unreadable: str | None = None,
+    unread: Sequence[str] = (),
 ) -> list[PeerVote]:
     """Every validator commits its hand-made vector after the reveal deadline, reveals it after
     the score commit deadline, and the last validator records the peer valuation. ``during``
@@ -189,7 +192,7 @@ def score_round(
     ledger = pf.fed.ledger
     w3 = ledger.w3
     info = ledger.get_round(round_id)
-    vectors = hand_vectors(pf, round_id, unreadable)
+    vectors = hand_vectors(pf, round_id, unreadable, unread)
     advance_time(w3, info.reveal_deadline - block_timestamp(w3) + 1)
     if during is not None:
         during(round_id)
@@ -224,16 +227,18 @@ def peer_round(
     tamper: str | None = None,
     scales: dict[str, float] | None = None,
     valued: Callable[[int], None] | None = None,
+    unread: Sequence[str] = (),
 ) -> int:
     """One peer round from opening to finalize; ``edit`` forges the log before it is hashed,
     ``during`` runs between the update reveals and the score commitments, ``chain_quorum``
     opens it with another quorum than the terms', ``tamper`` names a hospital whose revealed
     update nobody can read (every validator scores it 0), ``scales`` as :func:`submit`'s,
-    ``valued`` runs once the round is valued, before it is finalized (the aggregator's drops)."""
+    ``valued`` runs once the round is valued, before it is finalized (the aggregator's drops);
+    every validator scores the updates of ``unread`` 0 too (as updates it could not read)."""
     fed = pf.fed
     round_id = open_peer_round(pf, chain_quorum)
     swapped = submit(pf, round_id, seed=seed, tamper=tamper, scales=scales)
-    votes = score_round(pf, round_id, during, tamper)
+    votes = score_round(pf, round_id, during, tamper, unread)
     if valued is not None:
         valued(round_id)
 

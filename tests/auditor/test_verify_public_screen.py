@@ -16,10 +16,14 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import requests
 
 from fedtrail.auditor.verify import verify_round
+from fedtrail.chain import dev_account
+from fedtrail.errors import FedtrailError
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import address_key
+from fedtrail.storage.cid import sha256_hex
 from fedtrail.storage.store import ContentStore, IpfsStore, LocalStore
 from fedtrail.valuation.combine import Combiner
 from tests.auditor import peer_federation
@@ -164,3 +168,119 @@ def test_a_screen_drop_under_the_key_without_standing_fails_in_verify_and_the_re
     assert not checks["peers.screen"].passed and victim[:10] in checks["peers.screen"].detail
     results = _reader_results(pf, anvil_url, ipfs_api)
     assert results[(r, "peers.screen")]["result"] == "FAIL", results.get((r, "peers.screen"))
+
+
+def _withdraw(ipfs_api: str, cid: str) -> None:
+    """Takes ``cid`` out of the test daemon (its site stops serving the blob)."""
+    parts = ipfs_api.strip("/").split("/")  # /ip4/HOST/tcp/PORT[/http]
+    api = f"http://{parts[1]}:{parts[3]}/api/v0/"
+    requests.post(api + "pin/rm", params={"arg": cid}, timeout=30)
+    requests.post(api + "block/rm", params={"arg": cid}, timeout=30).raise_for_status()
+
+
+def _colluded_round(
+    pf: PeerFed, store: IpfsStore, ipfs_api: str, *, drop_ally: bool
+) -> tuple[int, str]:
+    """Session 54's review, MEDIUM 4: a peer round under the public screen where a new site
+    (the ally: no previous update to compare with) sends 0.95% of the hospitals' update norm
+    and two colluders reveal half-norm updates nobody can read while the round is scored (every
+    validator scores them 0: PEER_REJECTED), then serve them once the aggregator screened
+    (``drop_ally``: it drops the ally, as the screen of what it read marks it). Returns the
+    round and the ally's address; the colluders' updates read at audit time."""
+    ledger = pf.fed.ledger
+    ally, *colluders = (dev_account(i) for i in (5, 6, 7))
+    for account, name in ((ally, "ally"), (colluders[0], "c1"), (colluders[1], "c2")):
+        ledger.register_site(pf.fed.coordinator, account.address, name, 10_000)
+        pf.fed.sites.append(account)
+        pf.validators.append(account)
+    late = [c.address for c in colluders]
+    held: list[tuple[str, bytes]] = []
+
+    def unserve(r: int) -> None:  # after the reveals, before anyone scores
+        subs = {s.site: s for s in ledger.get_submissions(r)}
+        held.extend((subs[a].cid, store.get(subs[a].cid, subs[a].sha256)) for a in late)
+        for cid, _ in held:
+            _withdraw(ipfs_api, cid)
+
+    def screened_then_served(r: int) -> None:
+        for cid, blob in held:  # unreadable while the aggregator screens
+            with pytest.raises(FedtrailError):
+                store.get(cid, sha256_hex(blob))
+        if drop_ally:
+            every = [s.site for s in ledger.get_submissions(r)]
+            ledger.drop_screened(pf.fed.coordinator, r, every, [ally.address])
+        for cid, blob in held:  # served from now on
+            assert store.put(blob) == cid
+
+    r = peer_round(
+        pf,
+        seed=11,
+        scales={ally.address: 0.01 * 0.0095, **{a: 0.005 for a in late}},
+        unread=late,
+        during=unserve,
+        valued=screened_then_served,
+    )
+    subs = {s.site: s for s in ledger.get_submissions(r)}
+    assert all(subs[a].reason == Reason.PEER_REJECTED for a in late)
+    for cid, blob in held:
+        assert store.get(cid, sha256_hex(blob)) == blob  # readable at audit time
+    return r, ally.address
+
+
+def test_an_honest_drop_passes_when_colluders_serve_their_updates_after_the_finalize(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, public: None
+) -> None:
+    """(a) Read at audit time, the colluders' half-norm updates lowered the median norm, so the
+    honest aggregator's drop of the ally failed ``peers.screen`` in verify and the reader (a
+    griefing it could not avoid). The screen's inputs are the chain's (a positive peer median,
+    not dropped as withheld): the late updates are no input."""
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    r, ally = _colluded_round(pf, store, ipfs_api, drop_ally=True)
+    checks = _checks(pf, store, r)
+    assert checks["peers.screen"].passed, checks["peers.screen"].detail
+    assert ally[:10] in checks["peers.screen"].detail
+    assert "marks 1 update(s)" in checks["peers.screen"].detail
+    row = _reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
+    assert row["result"] == "PASS", row
+
+
+def test_a_spared_ally_fails_when_colluders_serve_their_updates_after_the_finalize(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, public: None
+) -> None:
+    """(b) The same round with the ally spared: read at audit time, the colluders' updates put
+    the ally above 1% of the median, and the spare passed verify and the reader."""
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    r, ally = _colluded_round(pf, store, ipfs_api, drop_ally=False)
+    checks = _checks(pf, store, r)
+    assert not checks["peers.screen"].passed
+    assert "spared" in checks["peers.screen"].detail and ally[:10] in checks["peers.screen"].detail
+    assert checks["peers.median"].passed, checks["peers.median"].detail
+    row = _reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
+    assert row["result"] == "FAIL" and "spared marked ['ally']" in row["detail"], row
+
+
+def test_a_reference_not_given_fails_the_screen_in_verify_and_the_reader(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, public: None
+) -> None:
+    """Session 54's review, LOW 6: a reference update the store no longer gives leaves the
+    screen uncomputable in verify, the reader and the aggregator (whose finalize raises) alike;
+    the reader left it out silently and passed."""
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    ledger = pf.fed.ledger
+    rider = _hospitals(pf)[0]
+
+    def drop(r: int) -> None:
+        every = [s.site for s in ledger.get_submissions(r)]
+        ledger.drop_screened(pf.fed.coordinator, r, every, [rider])
+
+    r = peer_round(pf, seed=5, scales={rider: TINY}, valued=drop)
+    assert _checks(pf, store, r)["peers.screen"].passed
+    _withdraw(ipfs_api, ledger.get_submissions(1)[1].cid)  # a round-1 update: a reference
+    check = _checks(pf, store, r)["peers.screen"]
+    assert not check.passed and "cannot be recomputed" in check.detail, check.detail
+    row = _reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
+    assert row["result"] == "FAIL" and "cannot be recomputed" in row["detail"], row
+    assert "reference update" in row["detail"], row
