@@ -1998,11 +1998,7 @@ def _check_unsettled_screen(
         # as in a finalized round: every update that decodes is screened on its delta (the DP
         # noise and spend verdicts do not take an input out); copies and unread ones are out
         {sub.site: c.delta for sub, c in pairs if c.delta is not None},
-        {
-            sub.site: c.status
-            for sub, c in pairs
-            if c.delta is None or c.status is Reason.DUPLICATE
-        },
+        {sub.site: c.status for sub, c in pairs if c.delta is None or c.status is Reason.DUPLICATE},
         frozenset(sub.site for sub, c in pairs if c.noise_declared),
     )
 
