@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Final
+from typing import Final, Protocol
 
 import numpy as np
 import torch
@@ -320,6 +320,9 @@ def _zeros(delta: Mapping[str, torch.Tensor]) -> tuple[int, int]:
         if t.dim() < 2 or count == 0:
             # a tensor of no nonzero value is all-zero rows (or none): nothing of it is counted
             size = t.numel() if t.dim() < 2 else 0
+        elif count == t.numel():
+            # no 0 at all: no row or column is all zero, so the kept block is the whole tensor
+            size = count
         else:
             # every nonzero value lies in a row and a column that are not all zero, so the kept
             # block (those rows by those columns) holds them all: its size minus them is its
@@ -908,10 +911,21 @@ def shared_tensor(
     return next((n for n in sorted(theirs) if n in mine and _copied(mine[n], theirs[n])), None)
 
 
-Whiteness = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor], float], float]
-"""The duplicate rule's white-noise statistic of a later update's residual from an earlier one
-(``later, earlier, stop``): :func:`fedtrail.valuation.freeride.duplicate_residual_z`, the
-free-rider screen's statistic (a layer above this one, so passed in)."""
+class Whiteness(Protocol):
+    """The duplicate rule's white-noise statistic of a later update's residual from an earlier
+    one (``later, earlier, stop``; ``flats``: the two updates' exact float64 flats, sorted name
+    order, which the rule already holds): :func:`fedtrail.valuation.freeride.\
+duplicate_residual_z`, the free-rider screen's statistic (a layer above this one, so passed
+    in)."""
+
+    def __call__(
+        self,
+        later: Mapping[str, torch.Tensor],
+        earlier: Mapping[str, torch.Tensor],
+        stop: float = ...,
+        *,
+        flats: tuple[torch.Tensor, torch.Tensor] | None = ...,
+    ) -> float: ...
 
 
 def find_duplicates(
@@ -1113,7 +1127,8 @@ def find_duplicates(
             return None
         original, later = deltas[closest], deltas[j]
         assert original is not None and later is not None
-        return closest if whiteness(later, original, white_z) < white_z else None
+        z = whiteness(later, original, white_z, flats=(b, flat(closest)[0]))
+        return closest if z < white_z else None
 
     tensor_parts: dict[int, dict[str, _Part]] = {}
 

@@ -400,6 +400,8 @@ def duplicate_residual_z(
     later: Mapping[str, torch.Tensor],
     earlier: Mapping[str, torch.Tensor],
     stop: float = math.inf,
+    *,
+    flats: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> float:
     """How far ``later``'s residual from ``earlier`` is from white noise within each tensor:
     the duplicate rule's white-noise test (:attr:`~fedtrail.protocol.terms.DuplicateRule.\
@@ -412,14 +414,21 @@ white_noise_z`). Both updates widened to float64, flattened in sorted name order
     one mean square: a copy plus noise of a share of each tensor's own standard deviation
     (``a1``'s ``noise`` mode) leaves i.i.d. values within each tensor but different variances
     across them, which the statistic of the raw residual (the free-rider screen's) calls
-    structure."""
+    structure. ``flats``: those two flat float64 vectors (``later``'s, ``earlier``'s) when the
+    caller already holds them (the duplicate rule's exact flats: the same values, widened
+    exactly, in the same order), so they are not built again."""
     names = sorted(later)
     if names != sorted(earlier) or any(later[n].shape != earlier[n].shape for n in names):
         return math.inf
-    xs = [_wide(later[n]) for n in names]
-    rs = [_wide(earlier[n]) for n in names]
-    x = np.concatenate([a.ravel() for a in xs]) if xs else np.zeros(0)
-    r = np.concatenate([a.ravel() for a in rs]) if rs else np.zeros(0)
+    shapes = [tuple(later[n].shape) for n in names]
+    if flats is None:
+        x = np.concatenate([_wide(later[n]).ravel() for n in names]) if names else np.zeros(0)
+        r = np.concatenate([_wide(earlier[n]).ravel() for n in names]) if names else np.zeros(0)
+    else:
+        x, r = (np.asarray(f.detach().cpu().numpy(), dtype=np.float64) for f in flats)
+        width = sum(math.prod(s) for s in shapes)
+        if x.shape != (width,) or r.shape != (width,):
+            raise ConfigError("the flats given do not match the updates' layout")
     rr = deterministic_dot(r, r)
     if not rr > 0 or not math.isfinite(rr):
         return math.inf
@@ -429,9 +438,10 @@ white_noise_z`). Both updates widened to float64, flattened in sorted name order
     residual = _minus_scaled(x, scale, r)
     parts: dict[str, npt.NDArray[np.float64]] = {}
     offset = 0
-    for n, a in zip(names, xs, strict=True):
-        e = residual[offset : offset + a.size].reshape(a.shape)
-        offset += a.size
+    for n, shape in zip(names, shapes, strict=True):
+        size = math.prod(shape)
+        e = residual[offset : offset + size].reshape(shape)
+        offset += size
         mean = deterministic_sum(np.multiply(e, e).ravel()) / e.size if e.size else 0.0
         parts[n] = np.divide(e, math.sqrt(mean)) if 0 < mean < math.inf else e
     return _structure(parts, stop=stop)

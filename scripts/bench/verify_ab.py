@@ -24,7 +24,9 @@ its fetches made free, the part of it no fetch concurrency can hide, printed bes
 floor it is compared with (every byte of those blobs through one IPFS cat, at the rate of a
 4 MiB blob's cat, plus sha256), measured again before each alternation: the floor moves with the
 load as much as verify does, so each run's ratio is to the floor of its moment (median and range
-printed per side).
+printed per side). Each run's CPU seconds (``time.process_time``: every thread of this process,
+so the fetch threads' hashing too) are printed beside its wall time: on a machine shared with
+other work they move less than wall seconds, which count the waits for the cores.
 """
 
 from __future__ import annotations
@@ -146,6 +148,7 @@ def main() -> int:
             print(f"{len(memory.blobs)} blobs, {size:.1f} MiB")
             times.update({f"{name}, blobs in memory": [] for name in sides})
             ratios = {name: [] for name in times}
+        cpus: dict[str, list[float]] = {name: [] for name in times}
         reference = None
         for i in range(args.runs):
             order = list(sides) if i % 2 == 0 else list(reversed(sides))
@@ -154,7 +157,7 @@ def main() -> int:
                 floors.append(_byte_floor(plain, *probe_ref, size))
             for name in order:
                 store: ContentStore = memory if name.endswith("in memory") else IpfsStore(api)
-                t = time.perf_counter()
+                t, cpu = time.perf_counter(), time.process_time()
                 side = sides[name.removesuffix(", blobs in memory")]
                 for f, theirs, mine in swaps:
                     f.__code__ = theirs if side is parent else mine
@@ -164,6 +167,7 @@ def main() -> int:
                     for f, _, mine in swaps:
                         f.__code__ = mine
                 times[name].append(time.perf_counter() - t)
+                cpus[name].append(time.process_time() - cpu)
                 if args.memory:
                     ratios[name].append(times[name][-1] / floors[-1])
                 checks = [(c.name, c.passed, c.detail, c.applicable) for c in audit.checks]
@@ -175,6 +179,9 @@ def main() -> int:
     for name, runs in times.items():
         each = " / ".join(f"{t:.2f}" for t in runs)
         print(f"{name}: median {statistics.median(runs):.3f} s ({each})")
+    for name, runs in cpus.items():
+        each = " / ".join(f"{t:.2f}" for t in runs)
+        print(f"{name}: CPU median {statistics.median(runs):.3f} s ({each})")
     if floors:
         each = " / ".join(f"{t:.2f}" for t in floors)
         print(

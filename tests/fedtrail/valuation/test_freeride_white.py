@@ -10,8 +10,14 @@ import math
 import pytest
 import torch
 
+from fedtrail.errors import ConfigError
 from fedtrail.valuation import Combiner
-from fedtrail.valuation.freeride import free_riders, shaped_residual_z, structure_z
+from fedtrail.valuation.freeride import (
+    duplicate_residual_z,
+    free_riders,
+    shaped_residual_z,
+    structure_z,
+)
 from tests.fedtrail.valuation.noisy_inputs import plus_noise
 
 Delta = dict[str, torch.Tensor]
@@ -223,3 +229,28 @@ def test_sparse_updates_are_left_out_of_the_shaped_test() -> None:
     refs = {"the global delta of round 1": sparse_ref}
     assert _screen({"copy": sparse_copy}, refs, white_z=0.0, shaped_z=1000.0) == {}
     assert set(_screen({"copy": copy}, {"g": ref}, white_z=0.0, shaped_z=1000.0)) == {"copy"}
+
+
+@pytest.mark.parametrize("stop", [math.inf, 3.0, 1000.0])
+def test_the_duplicate_statistic_given_the_rules_flats_is_the_same_bit_for_bit(stop: float) -> None:
+    """``duplicate_residual_z(..., flats=)`` (the duplicate rule's exact float64 flats, which it
+    already holds) gives the value it computes from the updates themselves, for copies plus white
+    noise (below the stop), structured updates (above) and a non-contiguous tensor; flats of
+    another length are refused."""
+    gen = torch.Generator().manual_seed(7)
+    original = _structured(gen)
+    later: list[Delta] = [
+        plus_noise(original, 0.3, gen),
+        _structured(gen),
+        {**original, "fc.weight": torch.randn(200, 16, generator=gen).t()},
+    ]
+    for update in later:
+        flats = tuple(
+            torch.cat([d[n].to(torch.float64).reshape(-1) for n in sorted(d)])
+            for d in (update, original)
+        )
+        alone = duplicate_residual_z(update, original, stop)
+        given = duplicate_residual_z(update, original, stop, flats=(flats[0], flats[1]))
+        assert given == alone and math.isfinite(alone)
+    with pytest.raises(ConfigError, match="flats"):
+        duplicate_residual_z(original, original, stop, flats=(flats[0][1:], flats[1]))
