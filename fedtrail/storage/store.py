@@ -11,8 +11,9 @@ interface and, for the same bytes, one CID (Kubo's default CIDv0: dag-pb, balanc
 recorded and the CID it was asked for against the one ``compute_cid`` gives those bytes (a
 blob is given only under that canonical CID: another DAG of the same bytes is its writer's
 choice of shape, and of every reader's wait), and it refuses to download more than a size
-limit, because blobs come from other sites and are untrusted. CIDs and hashes are validated before any disk or network access
-(``fedtrail.storage.cid``); every failure is a ``StoreError``.
+limit, because blobs come from other sites and are untrusted. CIDs and hashes are validated
+before any disk or network access (``fedtrail.storage.cid``); every failure is a
+``StoreError``.
 """
 
 from __future__ import annotations

@@ -524,7 +524,9 @@ def canonical_cids(data: bytes) -> tuple[str, str]:
                 for h, t, _ in kids
             )
             size = sum(n for _, _, n in kids)
-            unixfs = b"\x08\x02\x18" + _varint(size) + b"".join(b"\x20" + _varint(n) for _, _, n in kids)
+            unixfs = (
+                b"\x08\x02\x18" + _varint(size) + b"".join(b"\x20" + _varint(n) for _, _, n in kids)
+            )
             node = links + _field(1, unixfs)
             up.append((hashlib.sha256(node).digest(), len(node) + sum(t for _, t, _ in kids), size))
         level = up
