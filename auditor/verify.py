@@ -243,7 +243,8 @@ class FetchFailure(Enum):
     TOO_LARGE = "too large"
     """The content exceeds the download limit."""
     INVALID_CID = "invalid cid"
-    """The chain names something that is not a CID."""
+    """The chain names something that is not a CID, or not the canonical CID of the bytes
+    under it (``NonCanonicalCid``, README *Content not given*)."""
     NOT_A_FILE = "not a file"
     """The CID names a directory or another node no blob can be read from."""
     UNAVAILABLE = "unavailable"
@@ -1149,9 +1150,10 @@ def _check_initial(
 def _read_as(failure: FetchFailure | None) -> Reason | None:
     """The status the aggregator's reading gives an update this audit could not fetch
     (:func:`fedtrail.valuation.candidates.fetch_update`): TAMPERED for bytes that do not match
-    the on-chain sha256 and MALFORMED for a CID that is none or names no file (both fixed by the
-    chain and the content); None when the store failed here (missing, over this auditor's size
-    limit, unreachable), which says nothing about what the aggregator's store returned."""
+    the on-chain sha256 and MALFORMED for a CID that is none, names no file or is not its bytes'
+    canonical CID (each fixed by the chain and the content); None when the store failed here
+    (missing, over this auditor's size limit, unreachable), which says nothing about what the
+    aggregator's store returned."""
     if failure is FetchFailure.TAMPERED:
         return Reason.TAMPERED
     if failure in (FetchFailure.INVALID_CID, FetchFailure.NOT_A_FILE):

@@ -130,6 +130,15 @@ class InvalidCid(StoreError):
     """A string that is not a CID."""
 
 
+class NonCanonicalCid(InvalidCid):
+    """A CID under which the store gives bytes that are not the CID a default ``ipfs add``
+    gives them (``fedtrail.storage.cid.compute_cid``: CIDv0, dag-pb, 256 KiB chunks; or the
+    dag-pb CIDv1 of that root): another chunking, layout or codec of the same bytes. A DAG's
+    shape is its writer's choice and sets how long each reader waits for it (attack a121), so
+    no reader reads a blob under such a CID, whatever the timing: it is an invalid CID for
+    that content (an update under one is MALFORMED)."""
+
+
 class InvalidSha256(StoreError):
     """An expected content hash that is not 64 hex characters (a malformed record or caller bug)."""
 

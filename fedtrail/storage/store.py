@@ -8,9 +8,12 @@ interface and, for the same bytes, one CID (Kubo's default CIDv0: dag-pb, balanc
 - ``LocalStore`` is a plain directory, for the embedded default and tests without a daemon.
 
 ``get`` never trusts the store: it always checks the bytes against the sha256 that the chain
-recorded, and it refuses to download more than a size limit, because blobs come from other
-sites and are untrusted. CIDs and hashes are validated before any disk or network access
-(``fedtrail.storage.cid``); every failure is a ``StoreError``.
+recorded and the CID it was asked for against the one ``compute_cid`` gives those bytes (a
+blob is given only under that canonical CID: another DAG of the same bytes is its writer's
+choice of shape, and of every reader's wait), and it refuses to download more than a size
+limit, because blobs come from other sites and are untrusted. CIDs and hashes are validated
+before any disk or network access (``fedtrail.storage.cid``); every failure is a
+``StoreError``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from fedtrail.errors import (
     InvalidCid,
     InvalidSha256,
     InvalidStoreConfig,
+    NonCanonicalCid,
     NotAFile,
     StoreError,
     StoreUnreachable,
@@ -95,14 +99,38 @@ def _check_sha256(sha256: object) -> str:
     return sha256.lower()
 
 
-def _verify(cid: str, data: bytes, expected: str) -> bytes:
+def _verify(cid: str, data: bytes, expected: str, *, cid_first: bool) -> bytes:
+    """``data``, read under ``cid``, once ``cid`` is its canonical CID (else ``NonCanonicalCid``)
+    and it hashes to ``expected`` (else ``HashMismatch``).
+
+    The canonical CID is the one ``compute_cid`` gives the bytes, in either spelling (a dag-pb
+    CIDv1 of that root is the same DAG). Any other CID of them (a raw-codec CIDv1, another
+    chunker or layout) names a DAG whose shape its writer chose, and a many-block one makes
+    each reader's wait its writer's choice (attack a121): refused for every reader, so whether
+    a blob is given never hangs on timing. ``cid_first`` (an IPFS read, where a reader can time
+    out on such a DAG): the CID is checked before the hash, so bytes under a non-canonical CID
+    are not given whatever their sha256, as a reader that timed out on them finds (MALFORMED,
+    never TAMPERED by luck). A ``LocalStore`` has no DAG to wait on and names each file by its
+    canonical CID: a file that no longer hashes to the record there is tampered, as before."""
     actual = sha256_hex(data)
-    if actual != expected:
-        raise HashMismatch(
-            f"content {cid} has sha256 {actual} but {expected} was recorded: "
-            "tampered or corrupted content, refusing it"
+    if not cid_first and actual != expected:
+        raise _mismatch(cid, actual, expected)
+    canonical = compute_cid(data)
+    if check_cid(cid) != canonical:
+        raise NonCanonicalCid(
+            f"content {_short(cid)} is not under its canonical CID {canonical} (a default "
+            "`ipfs add`: CIDv0, 256 KiB chunks): no reader takes it under another CID"
         )
+    if actual != expected:
+        raise _mismatch(cid, actual, expected)
     return data
+
+
+def _mismatch(cid: str, actual: str, expected: str) -> HashMismatch:
+    return HashMismatch(
+        f"content {cid} has sha256 {actual} but {expected} was recorded: "
+        "tampered or corrupted content, refusing it"
+    )
 
 
 def _limit(default: int, override: int | None) -> int:
@@ -141,7 +169,8 @@ class ContentStore(abc.ABC):
     def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
         """Return the bytes under ``cid`` after checking them against ``sha256``.
 
-        Raises ``InvalidCid``, ``ContentNotFound``, ``NotAFile`` (a directory's CID),
+        Raises ``InvalidCid`` (its ``NonCanonicalCid`` for bytes under any CID but the one
+        ``compute_cid`` gives them), ``ContentNotFound``, ``NotAFile`` (a directory's CID),
         ``ContentTooLarge`` (over ``max_bytes``, default the store's limit) or ``HashMismatch``;
         never returns unverified bytes.
         """
@@ -203,7 +232,7 @@ class LocalStore(ContentStore):
             raise StoreError(f"cannot read content {cid} from {self.root}: {exc}") from exc
         if len(data) > limit:
             raise _too_large(cid, f"over {limit}", limit)
-        return _verify(cid, data, expected)
+        return _verify(cid, data, expected, cid_first=False)
 
     def pin(self, cid: str) -> None:
         key = check_cid(cid)
@@ -632,7 +661,7 @@ class IpfsStore(ContentStore):
             )
 
         data = self._call("cat", fetch, cid=cid)
-        return _verify(cid, data, expected)
+        return _verify(cid, data, expected, cid_first=True)
 
     def pin(self, cid: str) -> None:
         check_cid(cid)

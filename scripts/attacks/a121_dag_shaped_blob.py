@@ -9,6 +9,8 @@ the answer's first bytes and reads a later answer as *not there* (``ContentNotFo
 aggregator scores the update MALFORMED "not retrievable", verify reads it as unavailable), and
 js-ipfs answers a many-block file's ``cat`` only once it has walked much of it. So the site sets
 how long every reader pays for its blob, and, near 2 s, whether a reader finds it at all.
+Closed in session 55 (README *Content not given*): bytes are given only under their canonical
+CID, so every reader, fast or timed out, reads the shaped update as MALFORMED.
 
 ``attack [CHUNK] [ROUNDS]``: site ``dag`` (150 images, trains honestly) reveals its update under
 the CIDv0 of a ``size-CHUNK`` DAG (default 32) beside three honest sites of 150; ``honest``

@@ -12,14 +12,16 @@ honest, 150 images; ``sybil`` sends a leaked copy of ``h0``'s update, committed 
 - ``sha512``: the sybil reveals them under a raw CIDv1 over sha2-512 (a hash ``check_cid``
   does not accept): is it scored unusable, and does verify agree?
 - ``log``: the aggregator (its own check of the store's CIDs bypassed) finalizes round 1 with
-  its log under the raw CIDv1 of the same bytes
-  (an equivalent address: verify should pass, the bytes are the log);
+  its log under the raw CIDv1 of the same bytes (before session 55 an equivalent address that
+  verify passed; since a121, README *Content not given*: bytes are given only under their
+  canonical CID, so the log is not given and verify must fail the round);
 - ``logswap``: ... under the raw CID of *other* bytes (the log with a paid site's explanation
   rewritten) while the chain pins the honest log's sha256: verify must fail, since an auditor
   who fetched by CID would read the other log.
 
 usage: scripts/attacks/real.sh scripts/attacks/a57_cid_variants.py raw|sha512|log|logswap
-Exits 1 when the attack works (a copy paid, or verify passes a log it cannot have read), else 0.
+Exits 1 when the attack works (a copy paid, or verify passes a log it cannot have read or one
+under a CID that is not its bytes' canonical CID), else 0.
 """
 
 import hashlib
@@ -122,10 +124,10 @@ if MODE in ("raw", "sha512"):
     sys.exit(0)
 print(f"round 1's log CID on chain: {info.log_cid}")
 if MODE == "log":
-    if not out["audit_ok"]:
-        print("verify fails a log served under an equivalent CID (same bytes)")
+    if out["audit_ok"]:
+        print("ATTACK WORKS: verify passes a log read under a CID that is not its canonical one")
         sys.exit(1)
-    print("holds: the same bytes under an equivalent CID, verify passes")
+    print("holds: the log under another CID of its bytes is not given, verify fails the round")
     sys.exit(0)
 if out["audit_ok"]:
     print("ATTACK WORKS: verify passes a round whose log CID serves other bytes")

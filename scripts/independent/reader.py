@@ -47,6 +47,7 @@ out): the explanation check, the values themselves (private validation split), a
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import math
@@ -471,6 +472,11 @@ class Ipfs:
         except requests.Timeout:
             raise NotGiven("missing", f"{cid}: no answer within {self.wait:g}s") from None
         if r.status_code == 200:
+            if cid not in canonical_cids(r.content):
+                raise NotGiven(
+                    "invalid cid",
+                    f"{cid}: not the canonical CID of its bytes ({canonical_cids(r.content)[0]})",
+                )
             return r.content
         text = r.text[:300].lower()
         if any(w in text for w in NOT_A_FILE_WORDS):
@@ -478,6 +484,59 @@ class Ipfs:
         if "invalid" in text and ("cid" in text or "query input" in text):
             raise NotGiven("invalid cid", f"{cid}: {r.text[:200]}")
         raise NotGiven("missing", f"{cid}: HTTP {r.status_code} {r.text[:200]}")
+
+
+CHUNK_BYTES = 262144  # README *Content not given*: the canonical CID's chunks
+MAX_LINKS = 174  # and the most links of one node in its balanced layout
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:  # protobuf length-delimited field
+    return _varint(tag << 3 | 2) + _varint(len(payload)) + payload
+
+
+def canonical_cids(data: bytes) -> tuple[str, str]:
+    """README *Content not given*: the two spellings (CIDv0, base32 dag-pb CIDv1) of the CID a
+    default `ipfs add` gives ``data``: 256 KiB chunks as dag-pb UnixFS file leaves, nodes of at
+    most 174 links in a balanced layout, sha2-256. Written from the UnixFS and dag-pb specs."""
+    # level 0: (block sha256, block size + sizes below it, file bytes under it)
+    chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+    level = []
+    for c in chunks:
+        unixfs = b"\x08\x02" + (_field(2, c) if c else b"") + b"\x18" + _varint(len(c))
+        node = _field(1, unixfs)
+        level.append((hashlib.sha256(node).digest(), len(node), len(c)))
+    while len(level) > 1:
+        up = []
+        for i in range(0, len(level), MAX_LINKS):
+            kids = level[i : i + MAX_LINKS]
+            links = b"".join(
+                _field(2, _field(1, b"\x12\x20" + h) + _field(2, b"") + b"\x18" + _varint(t))
+                for h, t, _ in kids
+            )
+            size = sum(n for _, _, n in kids)
+            unixfs = (
+                b"\x08\x02\x18" + _varint(size) + b"".join(b"\x20" + _varint(n) for _, _, n in kids)
+            )
+            node = links + _field(1, unixfs)
+            up.append((hashlib.sha256(node).digest(), len(node) + sum(t for _, t, _ in kids), size))
+        level = up
+    mh = b"\x12\x20" + level[0][0]
+    num, v0 = int.from_bytes(mh, "big"), ""
+    while num:
+        num, rem = divmod(num, 58)
+        v0 = B58[rem] + v0
+    v1 = "b" + base64.b32encode(b"\x01\x70" + mh).decode().lower().rstrip("=")
+    return v0, v1
 
 
 def ipfs_url(store: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import ipfshttpclient
 import pytest
+import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,7 @@ from fedtrail.errors import (
     InvalidCid,
     InvalidSha256,
     InvalidStoreConfig,
+    NonCanonicalCid,
     StoreError,
     StoreUnreachable,
 )
@@ -88,6 +90,28 @@ def test_local_get_of_dag_pb_cidv1_finds_the_cidv0_blob(local: LocalStore) -> No
     assert local.put(b"hello world\n") == HELLO_WORLD_CID
     dag_pb_v1 = v1(b"\x01\x70" + HELLO_MH)
     assert local.get(dag_pb_v1, sha256_hex(b"hello world\n")) == b"hello world\n"
+
+
+def _raw_cidv1(data: bytes) -> str:
+    """The raw-codec CIDv1 of ``data`` (``block/put format=raw``): the same bytes, another DAG."""
+    return v1(b"\x01\x55\x12\x20" + bytes.fromhex(sha256_hex(data)))
+
+
+def test_local_get_under_a_non_canonical_cid_raises_non_canonical_cid(
+    local: LocalStore,
+) -> None:
+    """Bytes found under any CID but the one ``compute_cid`` gives them (here a blob file named
+    by their raw CIDv1, as a store directory copied from elsewhere could hold) are refused, with
+    the right sha256: the rule is the CID's, not the store's (attack a121)."""
+    data = _blob(5000, seed=11)
+    canonical = local.put(data)
+    other = _raw_cidv1(data)
+    (local.root / "blobs" / other).write_bytes(data)
+    with pytest.raises(NonCanonicalCid) as err:
+        local.get(other, sha256_hex(data))
+    assert other in str(err.value) and canonical in str(err.value)
+    assert isinstance(err.value, InvalidCid)  # read as an invalid CID: MALFORMED, not missing
+    assert local.get(canonical, sha256_hex(data)) == data
 
 
 def test_local_has_true_after_put_false_for_unknown(local: LocalStore) -> None:
@@ -361,7 +385,8 @@ def test_ipfs_get_from_a_daemon_that_ignores_length_stops_at_the_limit(
     store = IpfsStore(daemon.api, retries=0)
     with pytest.raises(ContentTooLarge, match="over 100"):
         store.get(HELLO_WORLD_CID, sha256_hex(b"x" * 1000), max_bytes=100)
-    assert store.get(HELLO_WORLD_CID, sha256_hex(b"x" * 1000), max_bytes=1000) == b"x" * 1000
+    x1000 = compute_cid(b"x" * 1000)
+    assert store.get(x1000, sha256_hex(b"x" * 1000), max_bytes=1000) == b"x" * 1000
 
 
 def test_ipfs_connection_closed_by_the_daemon_while_idle_is_replaced_not_unreachable(
@@ -433,6 +458,53 @@ def test_ipfs_get_with_tampered_hash_raises_hash_mismatch(ipfs_api: str) -> None
         store.get(cid, recorded)
     msg = str(err.value)
     assert cid in msg and recorded in msg and sha256_hex(data) in msg
+
+
+def _add_as(ipfs_api: str, data: bytes, **options: str) -> str:
+    """``ipfs add`` of ``data`` with other options than the store's (another chunker, CID
+    version or leaves), through the daemon's RPC API; its root CID."""
+    parts = ipfs_api.split("/")
+    answer = requests.post(
+        f"http://{parts[2]}:{parts[4]}/api/v0/add",
+        params={"pin": "true", **options},
+        files={"file": ("blob", data, "application/octet-stream")},
+        timeout=60,
+    )
+    answer.raise_for_status()
+    return str(answer.json()["Hash"])
+
+
+@pytest.mark.ipfs
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"chunker": "size-48", "cid-version": "0", "raw-leaves": "false"},  # attack a121
+        {"cid-version": "1", "cid-base": "base32"},  # a raw-leaves CIDv1: one raw block
+        {"cid-version": "1", "cid-base": "base32", "raw-leaves": "false"},  # the same root
+    ],
+    ids=["chunker-48", "raw-cidv1", "dag-pb-cidv1"],
+)
+def test_ipfs_get_is_given_only_under_the_canonical_cid(
+    ipfs_api: str, options: dict[str, str]
+) -> None:
+    """The daemon serves the same bytes under another DAG (many 48-byte leaves: a121's shape;
+    a raw CIDv1); ``get`` refuses them there, right sha256 and all (``NonCanonicalCid``), and
+    gives them under ``put``'s CID; the dag-pb CIDv1 of the canonical root is the same DAG."""
+    store = IpfsStore(ipfs_api)
+    data = _blob(3000, seed=12)  # one 256 KiB chunk canonically, 63 leaves of 48 bytes
+    canonical = store.put(data)
+    other = _add_as(ipfs_api, data, **options)
+    assert other != canonical
+    if options.get("raw-leaves") == "false" and "chunker" not in options:
+        assert store.get(other, sha256_hex(data)) == data
+    else:
+        with pytest.raises(NonCanonicalCid, match=canonical):
+            store.get(other, sha256_hex(data))
+        # under another sha256 too: what a reader that timed out on the DAG reads (MALFORMED),
+        # not TAMPERED for the reader that was fast enough
+        with pytest.raises(NonCanonicalCid):
+            store.get(other, sha256_hex(b"other bytes"))
+    assert store.get(canonical, sha256_hex(data)) == data
 
 
 @pytest.mark.ipfs
