@@ -1167,7 +1167,10 @@ class AggregatorService:
         if self.is_peer_round(round_id):
             pairs = self._read_again(round_id, pairs)
             self._pin_weighted(round_id, pairs)
-            if self._drop_screened(round_id, global_state, pairs):
+            dropped = self._drop_screened(round_id, global_state, pairs)
+            if dropped is None:
+                return None  # the screen's drop waits for its inputs' pins
+            if dropped:
                 pairs = self.candidates(round_id, info=info)  # the weights re-derived
         subs = [s for s, _ in pairs]
         weights = [s.weight for s in subs]
@@ -1599,7 +1602,7 @@ class AggregatorService:
         round_id: int,
         global_state: Mapping[str, torch.Tensor],
         pairs: Sequence[tuple[Submission, Candidate]],
-    ) -> bool:
+    ) -> bool | None:
         """Under the round terms' ``valuation.public_screen`` (with ``standing``): runs valued
         peer round ``round_id``'s public screen once (:func:`~fedtrail.valuation.chained.
         public_screen_of`) and drops the weighted updates it marks (``dropScreened``: reason
@@ -1607,7 +1610,11 @@ class AggregatorService:
         update is no longer weighted). Its inputs are the chain's
         (:func:`~fedtrail.protocol.peers.screen_inputs`); while one of them cannot be read it
         does not screen (False): finalize then waits for that update or drops it as withheld,
-        which takes it out of the inputs, and screens on the next call."""
+        which takes it out of the inputs, and screens on the next call. None while a drop is
+        due but an input (a weighted update) is not pinned here: auditors re-check the drop on
+        the inputs, so their sites must not be able to withdraw them after it (a pin lost to a
+        restart or a failed request would let them turn the honest drop into a failed
+        ``peers.screen``); finalize waits and pins again at the next call."""
         valuation = roundlog.ValuationSettings.from_json(self.terms(round_id)[0].valuation)
         if not (valuation.public_screen and valuation.standing):
             return False
@@ -1632,6 +1639,16 @@ class AggregatorService:
         drop = [s.site for s, _ in pairs if s.weight > 0 and s.site in marked]
         if not drop:
             return False
+        pinned = self._retained.get(round_id, set())
+        unpinned = [s.site for s, _ in pairs if s.weight > 0 and s.cid not in pinned]
+        if unpinned:
+            log.warning(
+                "round %d: the public screen's drop waits until every input is pinned here "
+                "(auditors re-check it on them); not pinned: %s",
+                round_id,
+                ", ".join(site[:10] for site in unpinned),
+            )
+            return None
         self.ledger.drop_screened(self.account, round_id, [s.site for s, _ in pairs], drop)
         log.warning(
             "round %d: the public screen marks weighted update(s) as free-riders, dropped "

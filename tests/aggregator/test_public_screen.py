@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fedtrail.auditor.verify import verify_all
+from fedtrail.errors import StoreError
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.roundlog import ValuationSettings
 from fedtrail.protocol.terms import RoundTerms
@@ -187,3 +189,54 @@ def test_the_service_screens_only_once_every_input_reads_or_is_dropped_as_withhe
         check = next(c for c in audit.checks if c.name == "peers.screen")
         assert check.passed and rider[:10] in check.detail, check.detail
     service.store = honest_store  # type: ignore[assignment]
+
+
+class _PinFailing:
+    """The store with a pin request that fails for these CIDs (the daemon refused it, or a
+    restarted process has not pinned them yet); reads work."""
+
+    def __init__(self, store: Any, *cids: str) -> None:
+        self._store, self._cids = store, set(cids)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def pin(self, cid: str) -> None:
+        if cid in self._cids:
+            raise StoreError(f"pin {cid}: refused")
+        self._store.pin(cid)
+
+
+def test_the_screens_drop_waits_until_every_input_is_pinned(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Auditors re-check a ``dropScreened`` on the screen's inputs, so an input its site could
+    still withdraw after the drop (its pin failed) would let that site turn the honest drop into
+    a failed ``peers.screen`` ("cannot be recomputed"): the service posts no drop and does not
+    finalize until every weighted update is pinned, then drops and finalizes."""
+    fed = peer_federation(
+        tmp_path,
+        anvil_url,
+        ipfs_api,
+        sites=4,
+        faults=[SiteFault(), SiteFault(), SiteFault(kind="scale", factor=1e-9), SiteFault()],
+        standing=True,
+        public_screen=True,
+    )
+    ledger, service = fed.ledger, fed.service
+    rider = fed.nodes[2].address
+    r, _, _ = _scored_peer_round(fed)
+    honest = next(s for s in ledger.get_submissions(r) if s.site == fed.nodes[0].address)
+    store = service.store
+    service.store = _PinFailing(store, honest.cid)  # type: ignore[assignment]
+    with caplog.at_level(logging.WARNING, logger="fedtrail.aggregator"):
+        assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+        assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    assert ledger.peer_screened(r) == []
+    assert "waits until every input is pinned" in caplog.text and honest.site[:10] in caplog.text
+    service.store = store  # the pin works again
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    assert ledger.peer_screened(r) == [rider]
+    audits = verify_all(ledger, store)
+    assert all(a.passed for a in audits), [c for a in audits for c in a.checks if c.failed]
