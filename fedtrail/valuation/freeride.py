@@ -177,6 +177,7 @@ def free_riders(
     norms_out: dict[str, float] | None = None,
     samples: Mapping[str, int] | None = None,
     size_power: float = 0.0,
+    size_reference: float = 0.0,
     reference_squares: Mapping[str, npt.NDArray[np.float64]] | None = None,
     squares_out: dict[str, npt.NDArray[np.float64]] | None = None,
     white_z: float = 0.0,
@@ -194,7 +195,9 @@ def free_riders(
     :func:`~fedtrail.valuation.robust.robust_statistics` of the same updates. ``samples``: each
     site's claimed count; with ``size_power`` above 0 the floor against ``model_norm`` is
     ``min(1, n / median) ** size_power`` of itself for a site claiming ``n`` (the median of
-    ``samples`` over ``deltas``' sites). ``reference_squares``: label -> a reference's partial
+    ``samples`` over ``deltas``' sites); with ``size_reference`` above 0 too, that factor is
+    multiplied by ``min(1, median / size_reference)`` before the power (a round of small sites:
+    their median site takes few local steps). ``reference_squares``: label -> a reference's partial
     sums of squares as this screen computed them in an earlier round
     (:attr:`~fedtrail.valuation.standing.History.reference_squares`), taken instead of reading
     the reference again; ``squares_out``, when given, receives each site's. ``white_z`` above
@@ -250,7 +253,16 @@ def free_riders(
             continue
         ratio, scaled = min_model_ratio, ""
         factor = size_factor(claimed[site], counts) if counts else 1.0
-        if factor < 1.0:
+        expected = 1.0  # the median claim against the floor's reference count
+        if counts and size_reference > 0.0 and 0.0 < median_count < size_reference:
+            expected = median_count / size_reference
+        if expected < 1.0:
+            ratio = min_model_ratio * (min(1.0, factor) * expected) ** size_power
+            scaled = (
+                f" x (min({claimed[site]} claimed, median {median_count:g}) / "
+                f"{size_reference:g}) ** {size_power:g} = {ratio:.3g}"
+            )
+        elif factor < 1.0:
             ratio = min_model_ratio * factor**size_power
             scaled = (
                 f" x ({claimed[site]} claimed / median {median_count:g}) ** {size_power:g} = "

@@ -387,6 +387,7 @@ def _free_riders(
         squares_out=squares,
         samples={c.site: c.num_samples for c in cands},
         size_power=comb.tiny_size_power,
+        size_reference=comb.tiny_size_reference,
         white_z=comb.white_noise_z,
         shaped_z=comb.shaped_noise_z,
         declared_noise={c.site for c in cands if c.noise_declared},

@@ -18,8 +18,10 @@ floor against the global model's norm (``model``: below ``MIN_UPDATE_TO_MODEL_NO
 1% of the round's lower median norm (``median``), 1% of the site's own previous update
 (``own``), another FREE_RIDER test (``other``: stale, white or shaped noise) or another reason;
 and the range of the model-floor victims' norms against the model's, read from their details.
+``--rule before``: valued with ``tiny_size_reference`` 0 (the floor before it, scaled only
+below the round's median claim); ``now`` (default): the product's defaults.
 Bar (issue 12): at most ``--max-zeroed`` (10%) of honest site-rounds zeroed, per federation;
-exit 1 when one misses it (a measurement of today's rule: it does today).
+exit 1 when one misses it.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import replace
 
 import _sim
 import torch
 
 from fedtrail.ml.datasets import load_bundled
+from fedtrail.valuation import HISTORY_COMBINER, Combiner
 
 _MODEL = re.compile(r"is ([0-9.]+)% of the global model's")
 
@@ -60,7 +63,12 @@ def parse_grid(text: str) -> list[tuple[int, int | None]]:
 
 
 def run(
-    sites: int, size: int | None, seeds: Sequence[int], rounds: int, splits: object
+    sites: int,
+    size: int | None,
+    seeds: Sequence[int],
+    rounds: int,
+    splits: object,
+    combiner: Combiner,
 ) -> dict[str, object]:
     tests: Counter[str] = Counter()
     valued = 0
@@ -74,6 +82,7 @@ def run(
             min_size=min(size or 10, 10),
             seed=seed,
             site_size=size,
+            combiner=combiner,
         )
         res = _sim.run_method("valuation", config, splits)  # type: ignore[arg-type]
         samples += res.site_samples
@@ -107,8 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-zeroed", type=float, default=0.10)
+    ap.add_argument("--rule", choices=("now", "before"), default="now")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    combiner = HISTORY_COMBINER
+    if args.rule == "before":
+        combiner = replace(combiner, tiny_size_reference=0.0)
+    print(f"# rule {args.rule}: tiny_size_reference {combiner.tiny_size_reference:g}")
     splits = load_bundled()
     seeds = _sim.parse_seeds(args.seeds)
     print(
@@ -118,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     missed = 0
     t0 = time.monotonic()
     for sites, size in parse_grid(args.grid):
-        r = run(sites, size, seeds, args.rounds, splits)
+        r = run(sites, size, seeds, args.rounds, splits, combiner)
         tests = dict(r["tests"])  # type: ignore[call-overload]
         share = r["zeroed"] / r["valued"] if r["valued"] else 0.0  # type: ignore[operator]
         missed += share > args.max_zeroed
