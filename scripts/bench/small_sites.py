@@ -20,6 +20,11 @@ floor against the global model's norm (``model``: below ``MIN_UPDATE_TO_MODEL_NO
 and the range of the model-floor victims' norms against the model's, read from their details.
 ``--rule before``: valued with ``tiny_size_reference`` 0 (the floor before it, scaled only
 below the round's median claim); ``now`` (default): the product's defaults.
+``--rider KIND:FACTOR`` (a :class:`~fedtrail.simulation.faults.SiteFault`, e.g. ``scale:0``, a
+zero update, ``random:0.005``, uniform noise at 0.5% of its update's magnitude as scenario (e)
+of ``scripts/bench/accuracy.py``, ``scale:0.05``): the last site sends that instead of its
+update; its site-rounds are counted apart (``rider``: zeroed of valued, and why) and left out of
+the honest share.
 Bar (issue 12): at most ``--max-zeroed`` (10%) of honest site-rounds zeroed, per federation;
 exit 1 when one misses it.
 """
@@ -38,6 +43,7 @@ import _sim
 import torch
 
 from fedtrail.ml.datasets import load_bundled
+from fedtrail.simulation.faults import SiteFault
 from fedtrail.valuation import HISTORY_COMBINER, Combiner
 
 _MODEL = re.compile(r"is ([0-9.]+)% of the global model's")
@@ -69,11 +75,13 @@ def run(
     rounds: int,
     splits: object,
     combiner: Combiner,
+    rider: SiteFault | None = None,
 ) -> dict[str, object]:
     tests: Counter[str] = Counter()
     valued = 0
     ratios: list[float] = []
     samples: list[int] = []
+    rider_valued, rider_why = 0, Counter[str]()
     for seed in seeds:
         config = _sim.SimConfig(
             sites=sites,
@@ -83,15 +91,24 @@ def run(
             seed=seed,
             site_size=size,
             combiner=combiner,
+            faults=()
+            if rider is None
+            else (*(SiteFault() for _ in range(sites - 1)), replace(rider, seed=seed * 1000 + 3)),
         )
         res = _sim.run_method("valuation", config, splits)  # type: ignore[arg-type]
         samples += res.site_samples
+        last = res.site_names[-1] if rider is not None else None
         for rec in res.rounds:
-            valued += len(rec.submitted)
             for site, reason in zip(rec.submitted, rec.reasons, strict=True):
+                detail = rec.why.get(site, "")
+                if site == last:
+                    rider_valued += 1
+                    if reason != "OK":
+                        rider_why[which_test(detail) if reason == "FREE_RIDER" else reason] += 1
+                    continue
+                valued += 1
                 if reason == "OK":
                     continue
-                detail = rec.why.get(site, "")
                 if reason == "FREE_RIDER":
                     test = which_test(detail)
                     tests[test] += 1
@@ -106,6 +123,7 @@ def run(
         "tests": dict(tests),
         "ratios": ratios,
         "samples": (min(samples), max(samples)),
+        "rider": f"{sum(rider_why.values())}/{rider_valued} {dict(rider_why)}" if rider else "",
     }
 
 
@@ -117,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-zeroed", type=float, default=0.10)
     ap.add_argument("--rule", choices=("now", "before"), default="now")
+    ap.add_argument("--rider", default="")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     combiner = HISTORY_COMBINER
@@ -132,7 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     missed = 0
     t0 = time.monotonic()
     for sites, size in parse_grid(args.grid):
-        r = run(sites, size, seeds, args.rounds, splits, combiner)
+        rider = None
+        if args.rider:
+            kind, _, factor = args.rider.partition(":")
+            rider = SiteFault(kind=kind, factor=float(factor))
+        r = run(sites, size, seeds, args.rounds, splits, combiner, rider)
         tests = dict(r["tests"])  # type: ignore[call-overload]
         share = r["zeroed"] / r["valued"] if r["valued"] else 0.0  # type: ignore[operator]
         missed += share > args.max_zeroed
@@ -143,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{sites:4d} {lo:4d}..{hi:<4d} {r['valued']:5d} {r['zeroed']:5d} {share:6.1%} "
             f"{tests.get('model', 0)}/{tests.get('median', 0)}/{tests.get('own', 0)}/"
             f"{tests.get('other', 0)}/{rest or '-'} "
-            + (f"{min(ratios):.4%}..{max(ratios):.4%}" if ratios else "-"),  # type: ignore[arg-type,type-var]
+            + (f"{min(ratios):.4%}..{max(ratios):.4%}" if ratios else "-")
+            + (f" rider {r['rider']}" if r["rider"] else ""),  # type: ignore[arg-type,type-var]
             flush=True,
         )
     print(f"# {time.monotonic() - t0:.0f} s; bar: at most {args.max_zeroed:.0%} zeroed")
