@@ -422,6 +422,7 @@ def check_free_riders(
             min_model_ratio=MIN_UPDATE_TO_MODEL_NORM,
             samples={s.site: s.num_samples for s in subs},
             size_power=comb.tiny_size_power,
+            size_reference=comb.tiny_size_reference,
             white_z=comb.white_noise_z,
             shaped_z=comb.shaped_noise_z,
             declared_noise=declared_noise,

@@ -302,6 +302,15 @@ class Combiner:
     20, 60 images 8 and 1 of 20, 100 images none). Its weight shrinks with the same claimed
     count, and a zero update is FREE_RIDER whatever it claims. A recorded set without it means
     0: off.
+    ``tiny_size_reference`` (>= 0; default 150; 0: off): the same floor is lowered further by
+    ``min(1, m / tiny_size_reference) ** tiny_size_power`` (``m`` the median claimed count), so
+    a federation whose sites are all small gets the allowance its median site's few local
+    steps need: the floor of 0.1% was set from sites of 150 images and more, and with every
+    site at 20-23 images the median-relative allowance above gave none (measured with
+    ``scripts/bench/small_sites.py``: 5 sites of 20 images had 75% of their site-rounds
+    zeroed, 100 sites of 20-30 images 94%, nearly all by this floor). A round whose median claim
+    is at least ``tiny_size_reference`` is judged exactly as without it. A recorded set without
+    it means 0: off.
     ``white_noise_z`` (>= 0; default 1000; 0: off): with a
     :class:`~fedtrail.valuation.standing.History`, an update that does not declare DP-SGD whose
     structure statistic (:func:`~fedtrail.valuation.freeride.structure_z`), or that of its
@@ -362,6 +371,7 @@ class Combiner:
     dp_spend_check: int = 1
     norm_size_cap: float = 1.0
     tiny_size_power: float = 2.0
+    tiny_size_reference: float = 150.0
     dp_noise_check: int = 2
     relief_cosine: float = -0.7
     boost_clip: float = BOOST_CLIP
@@ -436,6 +446,10 @@ class Combiner:
             raise ConfigError(f"norm_size_cap must be at least 1, got {self.norm_size_cap}")
         if _number("tiny_size_power", self.tiny_size_power) < 0.0:
             raise ConfigError(f"tiny_size_power must be non-negative, got {self.tiny_size_power}")
+        if _number("tiny_size_reference", self.tiny_size_reference) < 0.0:
+            raise ConfigError(
+                f"tiny_size_reference must be non-negative, got {self.tiny_size_reference}"
+            )
 
     def norm_allowance(self, own: int, counts: Sequence[int]) -> float:
         """How many times the median norm an update claiming ``own`` samples may reach before

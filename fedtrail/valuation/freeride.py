@@ -26,7 +26,11 @@ are caught before the validation game:
   model's norm and was zeroed in 7 of 20 rounds, a 60-image one to 0.057% and 8 of 20, dense
   or topk8 alike), and a free-rider that claims few samples to pass the lower floor is
   weighted by that small count (noise at the full floor, which costs nothing, passed it
-  before as now);
+  before as now). When the round's median claim ``m`` is itself below ``size_reference``
+  (:attr:`~fedtrail.valuation.combine.Combiner.tiny_size_reference`, 150: the sites the 0.1%
+  was set from), the factor is ``min(1, n / m) * m / size_reference`` before the power: with
+  every site small the median-relative factor is 1 for all, and 58-94% of honest site-rounds
+  were zeroed (``scripts/bench/small_sites.py``: 10 sites of 23 images, 100 of 20-30);
 * **stale**: cosine above ``stale_cosine`` (0.99999) *and* distance below ``stale_distance`` of
   the norm of an earlier update it may copy — any site's update of the latest ``stale_rounds``
   finalized rounds or a global delta they applied (the references of
@@ -177,6 +181,7 @@ def free_riders(
     norms_out: dict[str, float] | None = None,
     samples: Mapping[str, int] | None = None,
     size_power: float = 0.0,
+    size_reference: float = 0.0,
     reference_squares: Mapping[str, npt.NDArray[np.float64]] | None = None,
     squares_out: dict[str, npt.NDArray[np.float64]] | None = None,
     white_z: float = 0.0,
@@ -194,7 +199,9 @@ def free_riders(
     :func:`~fedtrail.valuation.robust.robust_statistics` of the same updates. ``samples``: each
     site's claimed count; with ``size_power`` above 0 the floor against ``model_norm`` is
     ``min(1, n / median) ** size_power`` of itself for a site claiming ``n`` (the median of
-    ``samples`` over ``deltas``' sites). ``reference_squares``: label -> a reference's partial
+    ``samples`` over ``deltas``' sites); with ``size_reference`` above 0 too, that factor is
+    multiplied by ``min(1, median / size_reference)`` before the power (a round of small sites:
+    their median site takes few local steps). ``reference_squares``: label -> a reference's partial
     sums of squares as this screen computed them in an earlier round
     (:attr:`~fedtrail.valuation.standing.History.reference_squares`), taken instead of reading
     the reference again; ``squares_out``, when given, receives each site's. ``white_z`` above
@@ -250,7 +257,16 @@ def free_riders(
             continue
         ratio, scaled = min_model_ratio, ""
         factor = size_factor(claimed[site], counts) if counts else 1.0
-        if factor < 1.0:
+        expected = 1.0  # the median claim against the floor's reference count
+        if counts and size_reference > 0.0 and 0.0 < median_count < size_reference:
+            expected = median_count / size_reference
+        if expected < 1.0:
+            ratio = min_model_ratio * (min(1.0, factor) * expected) ** size_power
+            scaled = (
+                f" x (min({claimed[site]} claimed, median {median_count:g}) / "
+                f"{size_reference:g}) ** {size_power:g} = {ratio:.3g}"
+            )
+        elif factor < 1.0:
             ratio = min_model_ratio * factor**size_power
             scaled = (
                 f" x ({claimed[site]} claimed / median {median_count:g}) ** {size_power:g} = "

@@ -29,6 +29,9 @@ for a site's claimed sample count) loosen as they rise. ``tiny_size_power``'s li
 its default (2): the rule before it (0, what terms that omit it read as) zeroes honest small
 hospitals as FREE_RIDER, so an aggregator writes it only with its sites' consent
 (``tiny_size_power = 0.0`` under ``[accept]``, as auditing a ledger written before it needs).
+``tiny_size_reference`` loosens as it rises too (the floor is scaled by the round's median
+claim over it, below it): its loosest accepted value is its default (150), its strictest 0 (off,
+what terms that omit it read as).
 ``norm_size_cap``'s limits are both its default, 1 (off): above it a site that inflates its
 claimed count within its cap may also boost its update as many times
 (``scripts/attacks/a10_inflate_boost.py``), so turning it on takes the sites' consent under
@@ -300,6 +303,7 @@ class LoosestLimits:
     dp_spend_check: int = 1
     norm_size_cap: float = 1.0
     tiny_size_power: float = 2.0
+    tiny_size_reference: float = 150.0
     dp_noise_check: int = 2
     relief_cosine: float = -0.7
     stale_support_cosine: float = 0.999995
@@ -387,6 +391,9 @@ class ThresholdLimits:
     """At least 2 by default: a lower power (0, the rule before it) zeroes an honest small
     hospital as FREE_RIDER (7 of 20 rounds for a 20-image site beside 150-image sites). Terms
     that omit it read as 0."""
+    tiny_size_reference: float = 0.0
+    """0, its least value: no strict bound (terms that omit it read as 0, the floor before it,
+    which a ledger written before it is audited with)."""
     relief_cosine: float = -0.7
     """At least -0.7 by default, as ``credit_cosine``: lower gives an update pointing against
     the consensus the median site's relief (:func:`~fedtrail.valuation.standing.

@@ -387,6 +387,7 @@ def _free_riders(
         squares_out=squares,
         samples={c.site: c.num_samples for c in cands},
         size_power=comb.tiny_size_power,
+        size_reference=comb.tiny_size_reference,
         white_z=comb.white_noise_z,
         shaped_z=comb.shaped_noise_z,
         declared_noise={c.site for c in cands if c.noise_declared},
@@ -562,7 +563,9 @@ with two updates the lower median cannot tell a tiny one. Measured with the bund
 margin of 10x below the smallest. ``scripts/bench/honest_screens.py`` (IID shards, rounds 1-5)
 measured 150-image sites down to 0.26% and smaller sites far lower (20 images: 0.023%), so the
 floor is lowered for a site claiming fewer samples than the round's median
-(:attr:`~fedtrail.valuation.combine.Combiner.tiny_size_power`)."""
+(:attr:`~fedtrail.valuation.combine.Combiner.tiny_size_power`), and for every site of a round
+whose median claim is below
+:attr:`~fedtrail.valuation.combine.Combiner.tiny_size_reference`."""
 
 WARM_UP_MAX_HARM: Final = 0.1
 """In the warm-up round (values are not accumulated, so the standing cannot demote anyone yet), a

@@ -355,6 +355,10 @@ class SimConfig:
     round term): ``weighted`` (the default) or ``norm_clip`` (:func:`~fedtrail.ml.aggregation.
     norm_clipped_mean` at the median norm of the paid updates, ``max_norm`` unset), both with
     the on-chain weights."""
+    site_size: int | None = None
+    """An experiment on the data, not a product setting: each site keeps a seeded random
+    ``site_size`` images of its Dirichlet share (a federation of uniformly small sites,
+    ``scripts/bench/small_sites.py``). None: the whole share, as before."""
     project_shift: bool = False
     """The round terms' ``valuation.project_shift`` (``aggregator run --project-shift``): the
     validation game values every update with its uniform logit shift removed (value_round's
@@ -380,6 +384,8 @@ class SimConfig:
             raise ConfigError(f"{len(self.faults)} faults for {self.sites} sites")
         if self.seed < 0:
             raise ConfigError("seed must be non-negative")
+        if self.site_size is not None and self.site_size < 1:
+            raise ConfigError(f"site_size must be positive, got {self.site_size!r}")
         for st in self.stale:
             if not 0 <= st.site < self.sites or self.site_faults[st.site].kind != "none":
                 raise ConfigError(f"stale site {st.site} must be an honest site of the federation")
@@ -451,6 +457,7 @@ class SimConfig:
             "value_window": self.value_window,
             "value_window_sum": self.value_window_sum,
             **({"project_shift": True} if self.project_shift else {}),
+            **({"site_size": self.site_size} if self.site_size is not None else {}),
         }
 
 
@@ -516,6 +523,9 @@ class RoundRecord:
     """Peer mode with ``public_screen``: the aggregator's one public screen of the round."""
     screened: dict[str, str] = field(default_factory=dict)
     """Peer mode with ``public_screen``: the sites the public screen marked, with why."""
+    why: dict[str, str] = field(default_factory=dict)
+    """``valuation`` in aggregator mode: per update not scored OK, its valuation's detail (which
+    test of the screen zeroed it)."""
     refused: str = ""
     """Peer mode: why the contract would refuse this round's valuation (below the quorum, or
     the reputation gate undecided; the round is skipped, as the service cancels it)."""
@@ -616,6 +626,9 @@ def site_splits(train: ImageDataset, config: SimConfig) -> list[ImageDataset]:
     parts = partition_dirichlet(
         train.labels, config.sites, config.alpha, config.seed, min_size=config.min_size
     )
+    if config.site_size is not None:  # a seeded random subset of each share, in index order
+        rng = np.random.default_rng(_sub_seed(config.seed, 7919))
+        parts = [np.sort(rng.permutation(idx)[: config.site_size]) for idx in parts]
     return [
         fault.apply_to_data(train.subset(idx))
         for fault, idx in zip(config.site_faults, parts, strict=True)
@@ -962,6 +975,7 @@ def _run_federated(
             record.valuation_evaluations = report.evaluations
             record.scores = [v.score for v in valuations]
             record.reasons = [v.reason.name for v in valuations]
+            record.why = {v.site: v.detail for v in valuations if v.reason.name != "OK"}
         else:
             record.scores = [SCORE_SCALE] * len(sent)
             record.reasons = ["OK"] * len(sent)

@@ -910,6 +910,7 @@ LATER_THRESHOLDS = {
     "dp_spend_check": 0,
     "norm_size_cap": 1.0,
     "tiny_size_power": 0.0,
+    "tiny_size_reference": 0.0,
     "dp_noise_check": 0,
     "relief_cosine": -1.0,
     "boost_clip": 0.0,
@@ -1178,6 +1179,7 @@ def free_rider_rule(
     stale_cos = cc.get("stale_cosine", 0.99999)
     stale_dist = cc.get("stale_distance", 1e6)
     power = cc.get("tiny_size_power", LATER_THRESHOLDS["tiny_size_power"])
+    size_ref = cc.get("tiny_size_reference", LATER_THRESHOLDS["tiny_size_reference"])
     norms = {a: math.sqrt(block_sum(flats[a] * flats[a])) for a in sites}
     ref_norms = [math.sqrt(block_sum(v * v)) for _, v in refs]
     own = sorted(norms.values())
@@ -1194,6 +1196,8 @@ def free_rider_rule(
             continue
         factor = counts[a] / m if m > 0 else 1.0
         ratio = 0.001 * (factor**power if power > 0 and factor < 1.0 else 1.0)
+        if power > 0 and size_ref > 0 and 0 < m < size_ref:  # a round of small sites
+            ratio = 0.001 * (min(1.0, factor) * (m / size_ref)) ** power
         if nx < ratio * model_norm:
             out[a] = f"norm below {ratio:.3g} x the start model's"
             continue

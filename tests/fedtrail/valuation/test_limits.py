@@ -55,7 +55,7 @@ STRICTER = {
 }
 """One value per bounded threshold on its harmful side of the default limit."""
 
-OFF_IS_STRICTEST = {"norm_size_cap"}
+OFF_IS_STRICTEST = {"norm_size_cap", "tiny_size_reference"}
 """Thresholds whose default strictest limit is their least value (the rule off), so nothing is
 stricter than it."""
 
@@ -81,6 +81,7 @@ LOOSER = {
     "sample_median_self": 1,
     "norm_size_cap": 1.0,
     "tiny_size_power": 2.0,
+    "tiny_size_reference": 150.0,
     "stale_support_cosine": 1.0,
     "stale_support_overlap": 1.0,
 }
@@ -101,6 +102,7 @@ LOOSEST_PAST = {
     "dp_spend_check": 0,
     "norm_size_cap": 1e6,
     "tiny_size_power": 8.0,
+    "tiny_size_reference": 1e6,
     "dp_noise_check": 0,
     "relief_cosine": -1.0,
     "stale_support_cosine": 1.0,

@@ -463,6 +463,7 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
             dp_spend_check=1,
             norm_size_cap=1.0,
             tiny_size_power=2.0,
+            tiny_size_reference=150.0,
             dp_noise_check=2,
             white_noise_z=1000.0,
             shaped_noise_z=1000.0,
