@@ -26,12 +26,11 @@ from tests.aggregator.test_peer_rounds import _scored_peer_round, _Withholding
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_the_service_drops_what_the_public_screen_marks(
-    anvil_url: str, ipfs_api: str, tmp_path: Path
-) -> None:
-    # sites 0 and 1 honest, 2 sends its update scaled by 1e-9 (a free-rider: below 0.1% of the
-    # global model's norm); 3 sends no update but validates
-    fed = peer_federation(
+def _rider_federation(tmp_path: Path, anvil_url: str, ipfs_api: str) -> Any:
+    """Four sites under the public screen (with standing): site 2 sends its update scaled by 1e-9
+    (a free-rider: below 0.1% of the global model's norm), the others train honestly; which of
+    them train in a round is each test's."""
+    return peer_federation(
         tmp_path,
         anvil_url,
         ipfs_api,
@@ -40,6 +39,13 @@ def test_the_service_drops_what_the_public_screen_marks(
         standing=True,
         public_screen=True,
     )
+
+
+def test_the_service_drops_what_the_public_screen_marks(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    # sites 0 and 1 honest, 2 the free-rider; 3 sends no update but validates
+    fed = _rider_federation(tmp_path, anvil_url, ipfs_api)
     ledger, service, store = fed.ledger, fed.service, fed.store
     trainers, validators = fed.nodes[:3], fed.nodes
     rider = fed.nodes[2].address
@@ -116,15 +122,7 @@ def test_a_dropped_free_rider_gains_no_validator_standing_for_the_next_round(
     share in round 2 (after the warm-up); the aggregator drops it (``UpdateScreened``), and
     every validator's history for round 3 (the node's ``history_for``) holds no standing of the
     rider's from round 2, while the honest sites keep theirs."""
-    fed = peer_federation(
-        tmp_path,
-        anvil_url,
-        ipfs_api,
-        sites=4,
-        faults=[SiteFault(), SiteFault(), SiteFault(kind="scale", factor=1e-9), SiteFault()],
-        standing=True,
-        public_screen=True,
-    )
+    fed = _rider_federation(tmp_path, anvil_url, ipfs_api)
     ledger = fed.ledger
     trainers = fed.nodes[:3]
     rider = fed.nodes[2].address
@@ -157,15 +155,7 @@ def test_the_service_screens_only_once_every_input_reads_or_is_dropped_as_withhe
     the free-rider at once), waits until the score reveal deadline, drops the update as
     withheld, then screens the rest; verify passes the screen whether or not that update reads
     at audit time."""
-    fed = peer_federation(
-        tmp_path,
-        anvil_url,
-        ipfs_api,
-        sites=4,
-        faults=[SiteFault(), SiteFault(), SiteFault(kind="scale", factor=1e-9), SiteFault()],
-        standing=True,
-        public_screen=True,
-    )
+    fed = _rider_federation(tmp_path, anvil_url, ipfs_api)
     ledger, service = fed.ledger, fed.service
     rider = fed.nodes[2].address
     r, _, peer = _scored_peer_round(fed)
@@ -214,15 +204,7 @@ def test_the_screens_drop_waits_until_every_input_is_pinned(
     still withdraw after the drop (its pin failed) would let that site turn the honest drop into
     a failed ``peers.screen`` ("cannot be recomputed"): the service posts no drop and does not
     finalize until every weighted update is pinned, then drops and finalizes."""
-    fed = peer_federation(
-        tmp_path,
-        anvil_url,
-        ipfs_api,
-        sites=4,
-        faults=[SiteFault(), SiteFault(), SiteFault(kind="scale", factor=1e-9), SiteFault()],
-        standing=True,
-        public_screen=True,
-    )
+    fed = _rider_federation(tmp_path, anvil_url, ipfs_api)
     ledger, service = fed.ledger, fed.service
     rider = fed.nodes[2].address
     r, _, _ = _scored_peer_round(fed)
