@@ -33,10 +33,9 @@ import threading
 import time
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from harness import three_site_federation
+from harness import print_audit, three_site_federation
 
 import fedtrail.node.daemon as daemon_module
-from fedtrail.auditor.verify import verify_all
 from fedtrail.protocol.codes import Reason
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "attack"
@@ -96,13 +95,7 @@ def main() -> int:
             note = node.state.rounds.get(r)
             if note is not None and (note.personal_note or note.personal_sha256):
                 print(f"  {name} personalised round {r}: {note.personal_note or 'kept'}")
-    audits = verify_all(ledger, fed.store)
-    passed = all(a.passed for a in audits)
-    print(f"audit verify: {'PASS' if passed else 'FAIL'}")
-    for a in audits:
-        for c in a.checks:
-            if not c.passed:
-                print(f"  round {a.round} {c.name}: {c.detail[:300]}")
+    passed = print_audit(ledger, fed.store)
     honest_in_1 = paid[1].get("a", 0) > 0 and paid[1].get("b", 0) > 0
     works = honest_in_1 and paid[2].get("x", 0) == 1.0 and passed
     print(

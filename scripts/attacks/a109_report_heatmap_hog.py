@@ -38,9 +38,9 @@ import zlib
 from PIL import Image
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from harness import Site, audit_failures, run
+from harness import audit_failures, explained_run
 
-from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
+from fedtrail.aggregator.service import AggregatorService
 from fedtrail.auditor.report import (
     MAX_HEATMAP_BYTES,
     MAX_REPORT_HEATMAP_BYTES,
@@ -117,19 +117,7 @@ def explanations(self, round_id, state, bias=None):
 
 AggregatorService._explanations = explanations
 
-res = run(
-    [Site(f"h{i}", 30) for i in range(3)],
-    rounds=rounds,
-    settings=AggregatorSettings(
-        explain_method="integrated_gradients",
-        probe_per_class=PER_CLASS,
-        round_seconds=60,
-        reveal_seconds=30,
-    ),
-    real=True,
-    verify=False,
-)
-fed, store = res["fed"], res["store"]
+fed, store = explained_run(rounds, PER_CLASS)
 failed = audit_failures(fed, store)
 page = collect(fed.ledger, store, audits=[])
 for rd in page.rounds:

@@ -321,6 +321,38 @@ def audit_failures(fed, store) -> list[str]:
     return failed
 
 
+def print_audit(ledger: Any, store: Any) -> bool:
+    """``audit verify`` of every round, printed (PASS/FAIL and each failed check); True when
+    every round passes."""
+    audits = verify_all(ledger, store)
+    passed = all(a.passed for a in audits)
+    print(f"audit verify: {'PASS' if passed else 'FAIL'}")
+    for a in audits:
+        for c in a.checks:
+            if not c.passed:
+                print(f"  round {a.round} {c.name}: {c.detail[:300]}")
+    return passed
+
+
+def explained_run(rounds: int, per_class: int) -> tuple[Any, Any]:
+    """Three 30-image sites on Anvil + IPFS for ``rounds`` rounds with per-round heatmaps
+    (Integrated Gradients, ``per_class`` probe images a class); verify is left to the caller.
+    (federation, store)."""
+    res = run(
+        [Site(f"h{i}", 30) for i in range(3)],
+        rounds=rounds,
+        settings=AggregatorSettings(
+            explain_method="integrated_gradients",
+            probe_per_class=per_class,
+            round_seconds=60,
+            reveal_seconds=30,
+        ),
+        real=True,
+        verify=False,
+    )
+    return res["fed"], res["store"]
+
+
 def read_independently(fed, prefix: str, *, before: str | None = None) -> list[dict[str, Any]]:
     """``scripts/independent/reader.py`` over ``fed``'s chain and IPFS store (real daemons
     only: run through ``scripts/attacks/real.sh``); returns its results (``check``, ``result``,
@@ -464,13 +496,7 @@ def flower_outcome(
                 f"  {names[node_id]}: samples {s.num_samples}, score {s.score}, "
                 f"reason {Reason(s.reason).name}, weight {s.weight / 1e18:.3f}"
             )
-    audits = verify_all(ledger, fed.store)
-    passed = all(a.passed for a in audits)
-    print(f"audit verify: {'PASS' if passed else 'FAIL'}")
-    for a in audits:
-        for c in a.checks:
-            if not c.passed:
-                print(f"  round {a.round} {c.name}: {c.detail[:300]}")
+    passed = print_audit(ledger, fed.store)
     others_paid = all(
         subs[n.address].weight > 0 for i, n in nodes.items() if i != target and n.address in subs
     )
