@@ -24,9 +24,12 @@ from fedtrail.chain import advance_time, block_timestamp, dev_account
 from fedtrail.errors import FedtrailError
 from fedtrail.ledger import commitment
 from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.peers import address_key, screen_inputs
+from fedtrail.protocol.terms import RoundTerms
 from fedtrail.storage.cid import sha256_hex
 from fedtrail.storage.codec import encode_update
 from fedtrail.storage.store import IpfsStore
+from fedtrail.valuation.candidates import revealed_candidates
 from fedtrail.valuation.combine import Combiner
 from tests.auditor import peer_federation
 from tests.auditor.peer_federation import PeerFed, new_peer_federation, peer_round
@@ -152,6 +155,35 @@ def test_an_update_served_after_the_finalize_makes_no_weighted_copy(
     results = _reader_results(pf, anvil_url, ipfs_api)
     for check in ("duplicates", "log.status"):
         assert results[(r, check)]["result"] == "PASS", results[(r, check)]
+
+
+def test_the_aggregator_reads_the_copies_over_the_same_originals(
+    anvil_url: str,
+    ipfs_api: str,
+    tmp_path: Path,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An aggregator whose store gives the colluder's blob while its validators' did not: over
+    every update that reads it would log the ally's weighted update ``duplicate`` (verify reads
+    it ``ok``: ``log.status`` would fail); over the originals its finalize passes
+    (``AggregatorService._read_in_round``, the chain's inputs) the ally's is ``ok``."""
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    r, colluder, ally = _griefed_round(pf, store, ipfs_api, monkeypatch, held=True)
+    ledger = pf.fed.ledger
+    info = ledger.get_round(r)
+    terms = RoundTerms.from_bytes(store.get(info.terms_cid, info.terms_sha256))
+    read = frozenset(address_key(s) for s in screen_inputs(ledger.peer_outcome(r)))
+    assert address_key(colluder) not in read and address_key(ally) in read
+
+    def statuses(originals: frozenset[int] | None) -> dict[str, Reason]:
+        pairs = revealed_candidates(ledger, store, r, terms=terms, spec=SPEC, originals=originals)
+        return {s.site: c.status for s, c in pairs}
+
+    assert statuses(None)[ally] is Reason.DUPLICATE  # the reading before session 56
+    now = statuses(read)
+    assert now[ally] is Reason.OK and now[colluder] is Reason.OK
 
 
 def test_a_weighted_copy_of_an_update_the_validators_read_still_fails(
