@@ -69,7 +69,13 @@ from fedtrail.protocol.evidence import (
     SignedReply,
     applicable,
 )
-from fedtrail.protocol.peers import GateUndecided, PeerVote, default_quorum
+from fedtrail.protocol.peers import (
+    GateUndecided,
+    PeerVote,
+    address_key,
+    default_quorum,
+    screen_inputs,
+)
 from fedtrail.protocol.terms import (
     ABSENT,
     DEFAULT_VALIDATOR_GAME,
@@ -899,11 +905,17 @@ class AggregatorService:
         return info.submission_count >= info.active_at_open > 0
 
     def candidates(
-        self, round_id: int, *, info: RoundInfo | None = None
+        self,
+        round_id: int,
+        *,
+        info: RoundInfo | None = None,
+        originals: frozenset[int] | None = None,
     ) -> list[tuple[Submission, Candidate]]:
         """Every revealed update with its decoded delta, or the reason it cannot be used; later
         copies (in commit order) of an earlier update are marked DUPLICATE
-        (:func:`fedtrail.valuation.candidates.revealed_candidates`, the nodes' reading too).
+        (:func:`fedtrail.valuation.candidates.revealed_candidates`, the nodes' reading too);
+        ``originals``: the only updates that may be originals (a valued peer round's, from
+        :meth:`_read_in_round`).
 
         Fetched and decoded once per round and process (valuation and finalize both need them);
         after a restart they are fetched again and verified against the chain as before.
@@ -917,7 +929,16 @@ class AggregatorService:
             spec=self.spec,
             cache=self._fetched,
             logger=log,
+            originals=originals,
         )
+
+    def _read_in_round(self, round_id: int) -> frozenset[int]:
+        """Valued peer round ``round_id``'s updates the chain says were read while it was
+        scored (:func:`~fedtrail.protocol.peers.screen_inputs`, address keys): the only
+        *Duplicates* originals there, as ``audit verify`` reads them, so an update nobody could
+        read then and served later makes no copy of another (its log status and the public
+        screen's copies agree with the audit's at any time)."""
+        return frozenset(address_key(s) for s in screen_inputs(self.ledger.peer_outcome(round_id)))
 
     def prefetch(self, round_id: int, *, info: RoundInfo) -> None:
         """While the reveal window is open, fetches and checks the updates revealed since the
@@ -1163,15 +1184,16 @@ class AggregatorService:
             # a process that did not see the scoring window (restarted, or anyone valued the
             # round first) pins what it aggregates too (no second fetch: the candidates' cache)
             self._retain(round_id)
-        pairs = self.candidates(round_id, info=info)
-        if self.is_peer_round(round_id):
-            pairs = self._read_again(round_id, pairs)
+        read = self._read_in_round(round_id) if self.is_peer_round(round_id) else None
+        pairs = self.candidates(round_id, info=info, originals=read)
+        if read is not None:
+            pairs = self._read_again(round_id, pairs, read)
             self._pin_weighted(round_id, pairs)
             dropped = self._drop_screened(round_id, global_state, pairs)
             if dropped is None:
                 return None  # the screen's drop waits for its inputs' pins
-            if dropped:
-                pairs = self.candidates(round_id, info=info)  # the weights re-derived
+            if dropped:  # the weights re-derived
+                pairs = self.candidates(round_id, info=info, originals=read)
         subs = [s for s, _ in pairs]
         weights = [s.weight for s in subs]
         usable = [
@@ -1574,7 +1596,10 @@ class AggregatorService:
         )
 
     def _read_again(
-        self, round_id: int, pairs: list[tuple[Submission, Candidate]]
+        self,
+        round_id: int,
+        pairs: list[tuple[Submission, Candidate]],
+        originals: frozenset[int] | None = None,
     ) -> list[tuple[Submission, Candidate]]:
         """``pairs`` with every weighted update that could not be read fetched afresh: a failure
         cached earlier (the scoring window's fetch, or an earlier poll: a store timeout reads as
@@ -1585,7 +1610,7 @@ class AggregatorService:
         entries = self._fetched.of(round_id)
         for sub in stale:
             entries.pop((sub.site, sub.sha256), None)
-        return self.candidates(round_id)
+        return self.candidates(round_id, originals=originals)
 
     def _pin_weighted(self, round_id: int, pairs: Sequence[tuple[Submission, Candidate]]) -> None:
         """Pins every weighted update of ``pairs`` that reads and is not pinned yet (its pin in

@@ -113,7 +113,13 @@ from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.evidence import ChainUpdate, Evidence, applicable, evidence_problems
 from fedtrail.protocol.names import confusable, confusable_groups, escaped
 from fedtrail.protocol.names import shown as shown_name
-from fedtrail.protocol.peers import InvalidVotes, PeerOutcome, cancelled_outcome
+from fedtrail.protocol.peers import (
+    InvalidVotes,
+    PeerOutcome,
+    address_key,
+    cancelled_outcome,
+    screen_inputs,
+)
 from fedtrail.protocol.privacy import SUMMED, DpParams, InvalidPrivacy, from_micro
 from fedtrail.protocol.roundlog import (
     MAX_LOG_BYTES,
@@ -624,7 +630,9 @@ def verify_round(
     if peers and any(s.reason == Reason.WITHHELD for s in subs):
         audit.add(*check_withheld(subs, unusable))
 
-    # duplicates, re-derived in commit order under the terms' thresholds
+    # duplicates, re-derived in commit order under the terms' thresholds; in a peer round only
+    # the updates the chain says were read while it was scored can be originals
+    read_then = _read_in_round(peer, subs) if peers else None
     if terms is not None:
         copies = find_duplicates(
             [
@@ -632,7 +640,9 @@ def verify_round(
                     s.site,
                     s.commit_order,
                     s.sha256,
-                    deltas.get(s.site),
+                    deltas.get(s.site)
+                    if read_then is None or address_key(s.site) in read_then
+                    else None,
                     noise_declared=dp.get(s.site) is not None,
                 )
                 for s in subs
@@ -693,7 +703,12 @@ def verify_round(
     if log is not None:
         audit.add(
             *_check_status(
-                log, subs, read_as, duplicates_known=terms is not None, aggregator_round=not peers
+                log,
+                subs,
+                read_as,
+                duplicates_known=terms is not None,
+                aggregator_round=not peers,
+                read_then=read_then,
             )
         )
     else:
@@ -1161,6 +1176,24 @@ def _read_as(failure: FetchFailure | None) -> Reason | None:
     return None
 
 
+def _read_in_round(peer: PeerRecord | None, subs: Sequence[Submission]) -> frozenset[int] | None:
+    """The updates of a peer round the chain says were read while it was scored, as address
+    keys: :func:`~fedtrail.protocol.peers.screen_inputs` (a positive peer median before any
+    drop, not dropped as withheld). Only they can be *Duplicates* originals there, and only
+    their ``log.status`` is compared with this audit's reading: an update nobody could read
+    then and served after the finalize (session 56: a colluder's early near-copy of its ally's
+    update, withheld while scored) would otherwise turn the ally's weighted update into a copy
+    at audit time and fail an honest round. None (every update that reads, as before) when
+    there is no peer record or its votes break the contract's rule (``peers.votes`` fails)."""
+    if peer is None:
+        return None
+    try:
+        outcome = peer.outcome([s.site for s in subs])
+    except InvalidVotes:
+        return None
+    return frozenset(address_key(site) for site in screen_inputs(outcome))
+
+
 def _check_status(
     log: RoundLog,
     subs: list[Submission],
@@ -1168,11 +1201,16 @@ def _check_status(
     *,
     duplicates_known: bool,
     aggregator_round: bool = True,
+    read_then: frozenset[int] | None = None,
 ) -> tuple[str, bool, str]:
     """``log.status``: each site's ``status`` in the log (how the aggregator read its update:
     ok, tampered, malformed or duplicate) is the one this audit's own reading gives, wherever
     that reading is decisive. Without terms (rounds before them) no duplicate rule is
-    committed, so ``ok`` and ``duplicate`` are not told apart there."""
+    committed, so ``ok`` and ``duplicate`` are not told apart there. ``read_then``: in a peer
+    round, the updates the chain says were read while it was scored (:func:`_read_in_round`);
+    the others' statuses are not compared with this audit's reading (their weight is the
+    validators' 0 whatever the aggregator's store gave, and a blob served only after the
+    finalize must not fail the round)."""
     problems, compared = [], 0
     # The chain's unusable verdicts are the aggregator's reading, which the log's status states:
     # a site zeroed TAMPERED, MALFORMED or DUPLICATE whose status says "ok" would otherwise
@@ -1198,6 +1236,8 @@ def _check_status(
         entry, want = log.site(s.site), read_as.get(s.site)
         if entry is None or want is None:
             continue  # no entry: log.agrees fails; no reading: nothing to compare
+        if read_then is not None and address_key(s.site) not in read_then:
+            continue  # not read while the round was scored: what reads now decides nothing
         compared += 1
         allowed = {want.name.lower()}
         if not duplicates_known and want in (Reason.OK, Reason.DUPLICATE):

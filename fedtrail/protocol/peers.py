@@ -352,7 +352,11 @@ def screen_inputs(outcome: PeerOutcome) -> tuple[str, ...]:
     read then (median 0, ``PEER_REJECTED``) or one withheld is never an input, whatever becomes
     readable later, so the aggregator, ``audit verify`` and the independent reader screen the
     same set at any time (session 55: colluders who served their blobs only after the finalize
-    moved the screen's median norm and claimed-count median at audit time)."""
+    moved the screen's median norm and claimed-count median at audit time). The same set, in
+    any peer round, is the only one whose updates can be *Duplicates* originals and whose log
+    statuses ``audit verify`` compares with its reading (session 56: a colluder's early
+    near-copy of its ally's update, withheld while scored and served after the finalize, made
+    the ally's weighted update a copy at audit time)."""
     dropped = {address_key(d) for d in outcome.dropped}
     return tuple(
         site

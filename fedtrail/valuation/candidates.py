@@ -31,7 +31,7 @@ fetches them once; a restarted process fetches and checks them again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -52,6 +52,7 @@ from fedtrail.ml.dp_noise import noise_breach
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
+from fedtrail.protocol.peers import address_key
 from fedtrail.protocol.privacy import DpParams
 from fedtrail.protocol.roundlog import InvalidLog, ValuationSettings
 from fedtrail.protocol.terms import DuplicateRule, RoundTerms
@@ -272,11 +273,15 @@ def revealed_candidates(
     spec: ModelSpec,
     cache: CandidateCache | None = None,
     logger: logging.Logger = log,
+    originals: Collection[int] | None = None,
 ) -> list[tuple[Submission, Candidate]]:
     """Every revealed update of ``round_id`` (ascending site address) with its decoded delta,
     or the reason it cannot be used; later copies (in commit order) of an earlier update are
     marked DUPLICATE. ``terms`` are the round's committed terms (the duplicate thresholds, the
-    DP requirement); ``spec`` the federation's model."""
+    DP requirement); ``spec`` the federation's model. ``originals``: the only updates (address
+    keys) that may be originals, in a valued peer round the ones the chain says were read while
+    it was scored (:func:`~fedtrail.protocol.peers.screen_inputs`, as ``audit verify`` reads
+    them); None: every update that reads."""
     cache = cache if cache is not None else CandidateCache()
     entries = cache.of(round_id)
     subs = ledger.get_submissions(round_id)
@@ -311,7 +316,9 @@ def revealed_candidates(
                 sub.site,
                 sub.commit_order,
                 sub.sha256,
-                delta if status is Reason.OK else None,
+                delta
+                if status is Reason.OK and (originals is None or address_key(sub.site) in originals)
+                else None,
                 noise_declared=dp is not None,
             )
             for sub, status, _, delta, dp, _ in fetched

@@ -79,6 +79,7 @@ __all__ = [
     "reference_label",
     "reference_labels",
     "reference_submissions",
+    "screen_candidates",
     "standing_of",
     "standing_source",
 ]
@@ -403,6 +404,36 @@ class ScreenInputUnreadable(FedtrailError):
     or drops it as withheld, ``audit verify`` fails ``peers.screen``)."""
 
 
+def screen_candidates(
+    candidates: Sequence[Candidate], outcome: PeerOutcome, round_id: int
+) -> list[Candidate]:
+    """The public screen's candidates: the inputs the chain's ``outcome`` names
+    (:func:`~fedtrail.protocol.peers.screen_inputs`) taken from the revealed ``candidates``, in
+    their order; a copy stays DUPLICATE, one the noise or spend check scores MALFORMED with its
+    delta kept is screened on that delta (OK). :class:`ScreenInputUnreadable` when an input
+    other than a copy has no delta. Shared by :func:`public_screen_of` and the peer bench
+    (``scripts/bench/_sim.py``), which screened every update before session 56."""
+    inputs = {address_key(s) for s in screen_inputs(outcome)}
+    chosen: list[Candidate] = []
+    unread: list[str] = []
+    for c in candidates:
+        if address_key(c.site) not in inputs:
+            continue
+        if c.status is Reason.DUPLICATE:
+            chosen.append(c)
+        elif c.delta is None:
+            unread.append(c.site)
+        else:
+            chosen.append(replace(c, status=Reason.OK, detail="") if not c.usable else c)
+    if unread:
+        raise ScreenInputUnreadable(
+            f"round {round_id}: the public screen's input(s) "
+            + ", ".join(s[:10] for s in unread)
+            + " (a positive peer median, not dropped as withheld) cannot be read"
+        )
+    return chosen
+
+
 def public_screen_of(
     ledger: Ledger,
     store: ContentStore,
@@ -429,27 +460,9 @@ def public_screen_of(
     now. :class:`ScreenInputUnreadable` when an input other than a copy has no delta. The one
     rule the aggregator posts (``dropScreened``) and ``audit verify`` recomputes
     (``peers.screen``)."""
-    inputs = {
-        address_key(s)
-        for s in screen_inputs(ledger.peer_outcome(round_id) if outcome is None else outcome)
-    }
-    chosen: list[Candidate] = []
-    unread: list[str] = []
-    for c in candidates:
-        if address_key(c.site) not in inputs:
-            continue
-        if c.status is Reason.DUPLICATE:
-            chosen.append(c)
-        elif c.delta is None:
-            unread.append(c.site)
-        else:
-            chosen.append(replace(c, status=Reason.OK, detail="") if not c.usable else c)
-    if unread:
-        raise ScreenInputUnreadable(
-            f"round {round_id}: the public screen's input(s) "
-            + ", ".join(s[:10] for s in unread)
-            + " (a positive peer median, not dropped as withheld) cannot be read"
-        )
+    chosen = screen_candidates(
+        candidates, ledger.peer_outcome(round_id) if outcome is None else outcome, round_id
+    )
     prevs = previous_rounds(ledger, round_id, combiner.stale_rounds)
     references = recent_references(ledger, store, prevs, spec, known=known) if prevs else {}
     return public_screen(

@@ -150,6 +150,7 @@ from fedtrail.valuation import (  # noqa: E402
     public_screen,
     value_round,
 )
+from fedtrail.valuation.chained import screen_candidates  # noqa: E402
 from fedtrail.valuation.standing import (  # noqa: E402
     global_label,
     reference_label,
@@ -1141,7 +1142,8 @@ class _Peers:
             marked = public_screen(
                 global_state=state,
                 spec=spec,
-                candidates=candidates,
+                # the inputs the chain names (a positive peer median), as the aggregator
+                candidates=screen_candidates(candidates, outcome, r),
                 history=History(references=dict(self.public_references)),
                 combiner=config.combiner,
             )

@@ -2529,6 +2529,19 @@ def main(argv=None):
         # ---- privacy.scored / privacy.noise (README *Updates that read*, *Privacy noise*,
         # *Privacy scored*, *The noise check, exactly*): finalized rounds, as every replay
         read_as_now: dict = {}  # README *Log status*: how this reader reads each update
+        # README *Duplicates*: in a peer round only the updates read while it was scored (a
+        # positive peer median before any drop, not dropped as withheld: the chain's scores
+        # and the drops dropScreened made, which only weighted updates can be) are originals
+        read_then = (
+            {a for a in onchain if onchain[a][0] and onchain[a][2] > 0}
+            | {e.args.site.lower() for e in ev["UpdateScreened"] if e.args.round == r}
+            if peer
+            else None
+        )
+
+        def pinned_of(a, deltas=deltas, read_then=read_then):
+            return deltas.get(a) if read_then is None or a in read_then else None
+
         peer_round = bool(peer) or (terms.get("valuation") or {}).get("mode") == "peers"
         for e in ev["RoundFinalized"]:  # README *Updates that read*: or a log that says peers
             if e.args.round == r and not peer_round:
@@ -2553,7 +2566,7 @@ def main(argv=None):
                 a for a in (e.args.site.lower() for e in commits) if a in reveals and onchain[a][0]
             ]
             copies_now = duplicate_copies(
-                [(a, reveals[a].args.sha256, deltas.get(a)) for a in revealed_now],
+                [(a, reveals[a].args.sha256, pinned_of(a)) for a in revealed_now],
                 terms.get("duplicates") or {},
                 {a for a in hdrs if hdrs[a].get("dp") is not None},
             )
@@ -2792,7 +2805,7 @@ def main(argv=None):
             (
                 e.args.site.lower(),
                 reveals[e.args.site.lower()].args.sha256,
-                deltas.get(e.args.site.lower()),
+                pinned_of(e.args.site.lower()),
             )
             for e in commits
             if e.args.site.lower() in reveals
@@ -3065,7 +3078,11 @@ def main(argv=None):
             r,
             "log.status",
             *status_rule(
-                lsites, read_as_now, onchain, not peer_round, [a for a in onchain if onchain[a][0]]
+                lsites,
+                {a: v for a, v in read_as_now.items() if read_then is None or a in read_then},
+                onchain,
+                not peer_round,
+                [a for a in onchain if onchain[a][0]],
             ),
         )
         ok_log = all(

@@ -168,3 +168,24 @@ def test_peer_mode_options_are_validated() -> None:
         _sim.AdversarialValidator(site=0, kind="collude")
     with pytest.raises(ConfigError, match="not a site"):
         _config(adversaries=(_sim.AdversarialValidator(site=7, kind="invert"),))
+
+
+def test_the_public_screen_reads_only_the_inputs_the_medians_name(tiny: Splits) -> None:
+    """Session 56 (h-228's gap): the bench's public screen ran over every revealed update; the
+    aggregator's runs over the chain's inputs only (a positive peer median), so an update its
+    peers zeroed is never screened (here a stale resend of the last global delta, which the
+    screen marks when it reads it: before, ``screened`` named it in round 2 with median 0)."""
+    cartel = tuple(_sim.AdversarialValidator(site=s, kind="collude", target=2) for s in (0, 1, 3))
+    stale = (_sim.Stale(site=2, source="global"),)
+    res = _sim.run_method(
+        "valuation",
+        _config(rounds=2, public_screen=True, adversaries=cartel, stale=stale),
+        tiny,
+    )
+    second = res.rounds[1]
+    assert second.scores[2] == 0  # three of its four peers zero it: median 0, no input
+    assert "site-02" not in second.screened, second.screened
+    alone = _sim.run_method(
+        "valuation", _config(rounds=2, public_screen=True, stale=stale), tiny
+    ).rounds[1]
+    assert "site-02" in alone.screened, alone.screened  # read as an input, the screen marks it
