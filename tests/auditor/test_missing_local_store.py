@@ -59,11 +59,8 @@ def test_explaining_a_model_from_a_local_store_that_is_not_there_names_it(
     tmp_path: Path,
 ) -> None:
     missing = tmp_path / "no-such-store"
-    result = CliRunner().invoke(
-        cli,
-        ["explain", "--cid", CID, "--sha256", SHA, "--store", f"local:{missing}"]
-        + ["--out", str(tmp_path / "out")],
-    )
+    args = ["explain", "--cid", CID, "--sha256", SHA, "--store", f"local:{missing}"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     assert result.stderr == _expected(missing)
 
