@@ -342,7 +342,7 @@ def log_cmd(
                 "finalizes the round)"
             )
         )
-    store = open_checked_store(store_location)
+    store = open_checked_store(store_location, reading=True)
     log = RoundLog.from_bytes(store.get(info.log_cid, info.log_sha256, max_bytes=MAX_LOG_BYTES))
     if fmt == "json":
         # sorted keys: the stored bytes are canonical JSON, so this is their order
@@ -536,7 +536,7 @@ def verify(
     if round_id is not None and all_rounds:
         raise click.UsageError("give --round N or --all, not both")
     ledger = _open(rpc_url, deployment_path, contract)
-    store: ContentStore = open_checked_store(store_location)
+    store: ContentStore = open_checked_store(store_location, reading=True)
     val = None
     if validation is not None:
         val = load_source(validation).splits().val
@@ -614,7 +614,7 @@ def report(
     from fedtrail.auditor.verify import verify_all
 
     ledger = _open(rpc_url, deployment_path, contract)
-    store: ContentStore = open_checked_store(store_location)
+    store: ContentStore = open_checked_store(store_location, reading=True)
     audits = verify_all(ledger, store)
     fed = collect(ledger, store, audits)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if timestamp else None
@@ -672,7 +672,7 @@ def privacy(
     from fedtrail.auditor.privacy import audit_privacy, count_by_status
 
     ledger = _open(rpc_url, deployment_path, contract)
-    store = None if declared_only else open_checked_store(store_location)
+    store = None if declared_only else open_checked_store(store_location, reading=True)
     result = audit_privacy(ledger, store)
     if fmt == "json":
         emit(result.to_json(), "json")

@@ -364,7 +364,7 @@ def explain(
             task.num_classes,
         )
     else:
-        store = open_checked_store(store_location)
+        store = open_checked_store(store_location, reading=True)
     if cid is None:
         ledger = open_ledger(rpc_url, deployment_path, contract)
         rid = round_id or ledger.last_finalized_round()

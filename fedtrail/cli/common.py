@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, get_args
 import click
 
 from fedtrail.chain import DEFAULT_RPC_URL, connect, dev_account
-from fedtrail.errors import ConfigError
+from fedtrail.errors import ConfigError, InvalidStoreConfig
 from fedtrail.keys import PASSPHRASE_ENV, keystore_address, load_keystore, passphrase_from_env
 from fedtrail.protocol.codes import MAX_ROUND_ID
 from fedtrail.protocol.terms import MAX_IMAGE_SIZE
@@ -147,13 +147,23 @@ def signer_options(func: F) -> F:
     )(func)
 
 
-def open_checked_store(location: str) -> ContentStore:
-    """A store that answered: a daemon that is down is reported once, naming the endpoint."""
-    from fedtrail.storage.store import IpfsStore, open_store
+def open_checked_store(location: str, *, reading: bool = False) -> ContentStore:
+    """A store that answered: a daemon that is down is reported once, naming the endpoint.
+
+    ``reading``: the command only reads (an audit, an explanation), so a local store folder
+    that does not exist is a usage error naming it; read as an empty store, it made every
+    document the chain names "missing" and failed the audit as if the aggregator had withheld
+    them. A writer's folder (a node's, the aggregator's) is made on its first put."""
+    from fedtrail.storage.store import IpfsStore, LocalStore, open_store
 
     store = open_store(location)
     if isinstance(store, IpfsStore):
         store.check()
+    elif reading and isinstance(store, LocalStore) and not store.root.is_dir():
+        raise InvalidStoreConfig(
+            f"no local content store at {store.root}: the folder does not exist "
+            "(give the folder the blobs were stored in: --store local:DIR)"
+        )
     return store
 
 
