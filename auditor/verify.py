@@ -122,6 +122,7 @@ from fedtrail.protocol.roundlog import (
     RoundMetrics,
     SiteEntry,
     ValuationSettings,
+    explanation_head,
     summary_of,
 )
 from fedtrail.protocol.terms import (
@@ -2565,7 +2566,8 @@ def _check_log(
         not problems,
         "; ".join(problems)
         or "log's ledger, start model, sites, names, sample counts, CIDs, hashes, scores, "
-        "reasons, weights, weight fractions and included sites equal the chain's; its "
+        "reasons, weights, weight fractions and included sites equal the chain's (an "
+        "explanation that begins with a reason begins with the chain's); its "
         f"aggregation rule {rule!r} is the one replayed; its summary is its fields'; its "
         "metrics' thresholds are their biases', one figure per class, n its validation size",
     )
@@ -2612,6 +2614,8 @@ def _unalike(logged: object, chain: object) -> tuple[str, str]:
 def _shown(e: SiteEntry, name: str) -> object:
     if name in ("cid", "sha256", "num_samples"):
         return getattr(e.update, name)
+    if name == "explanation":  # the reason it begins with: the part the chain pins
+        return explanation_head(e.explanation)[:80]
     return getattr(e, name)
 
 
