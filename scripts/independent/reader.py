@@ -1580,6 +1580,9 @@ def log_agrees(log, r, ledger, start, glob, revealed, terms, terms_ref) -> list:
         )
         want = (cid, sha_hex, n, score, reason, label, weight, weight / WEIGHT_SCALE)
         diff = [k for k, x, y in zip(FIELDS_PINNED, got, want, strict=True) if x != y]
+        said = explanation_reason(e.get("explanation"))
+        if said is not None and said != label:
+            diff.append("explanation")  # begins with another reason than the chain's
         if diff:
             bad.append(f"{addr[:10]} {', '.join(diff)} differ from the chain")
     metrics = log.get("metrics", {})
@@ -1765,6 +1768,28 @@ def calibration(log) -> list:
         ):
             bad.append(f"metrics.{label}.threshold {threshold} is not its bias's {want}")
     return bad
+
+
+def explanation_reason(text) -> str | None:
+    """README *The round log against the chain*: the reason name an entry's explanation begins
+    with. Its text before the first ``:`` (all of it without one), its skeleton and visual
+    skeleton by *Names that look alike* with every ``-`` and ``_`` then dropped, names the
+    reason whose name has the same skeleton, or whose name or label has the same visual
+    skeleton (the label: the name lower-cased, ``_`` read as a space)."""
+    if not isinstance(text, str):
+        return None
+    table, cased = readme_homoglyphs(), readme_cased()
+    drop = str.maketrans("", "", "-_")
+
+    def keys(t):
+        return tuple(k.translate(drop) for k in name_keys(t, table, cased))
+
+    first, second = keys(text.split(":", 1)[0])
+    for name in REASONS:
+        by_name, by_label = keys(name), keys(name.lower().replace("_", " "))
+        if first == by_name[0] or second in (by_name[1], by_label[1]):
+            return name
+    return None
 
 
 FIELDS_PINNED = (
