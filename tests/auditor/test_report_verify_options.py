@@ -1,10 +1,10 @@
 """`audit report` takes `audit verify`'s `--accept`, `--validation` and `--metrics-tolerance`,
-with the same meaning: a federation whose round terms sit outside the product's default
-``[accept]`` table (here `max_sample_ratio` 50, which its sites accepted under
-``[accept.loosest]``) fails `terms.limits` in both commands without the sites' table and passes
-both with it. Before session 56 the report had none of these options, so such a federation's
-report always said FAIL while `audit verify --accept` passed (a49's shape). Real Anvil + IPFS,
-through the CLI."""
+with the same meaning, and its page says whether its metrics were recomputed: a federation
+whose round terms sit outside the product's default ``[accept]`` table (here
+`max_sample_ratio` 50, which its sites accepted under ``[accept.loosest]``) fails
+`terms.limits` in both commands without the sites' table and passes both with it. Before
+session 56 the report had none of these options, so such a federation's report always said
+FAIL while `audit verify --accept` passed (a49's shape). Real Anvil + IPFS, through the CLI."""
 
 from __future__ import annotations
 
@@ -82,6 +82,7 @@ def test_report_takes_verifys_accept_and_gives_its_verdict(
     assert "Verification FAILED" not in page and "terms.limits" in page
     # without --validation neither command re-runs the valuation (next test: with it, both do)
     assert "scores.recomputed" not in page
+    assert "These figures are the aggregator's claim: this audit did not recompute them" in page
 
 
 def test_report_takes_verifys_validation_and_metrics_tolerance(
@@ -104,6 +105,7 @@ def test_report_takes_verifys_validation_and_metrics_tolerance(
     assert json.loads(result.stdout)["passed"] is True
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "scores.recomputed" in page and "metrics.recomputed" in page
+    assert "This audit recomputed these figures" in page  # the metrics section says so
     for command in (report, ["audit", "verify", "--all", *args]):
         bad = CliRunner().invoke(cli, [*command, "--metrics-tolerance", "-1"])
         assert bad.exit_code == 2 and "--metrics-tolerance" in bad.output, bad.output

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -209,6 +210,44 @@ def test_the_game_value_is_re_derived_with_the_validation_set(
     # valued on the default thread count, re-run on one: the last bits differ (measured
     # 1.2e-10 on a total |value| of 3.3e-4), far inside the tolerance
     assert "largest value difference " in check.detail and "of the round's total" in check.detail
+
+
+def test_the_explanation_text_is_re_derived_with_the_validation_set(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each usable update's explanation text is the valuation's (``ok: shapley value 0.4455,
+    accumulated 0.7188: not below, full score``): with the split, the re-run's text is
+    compared, numbers within one unit of their last printed digit. A paid site's text that
+    states another game value and a demotion (its reason label kept, so public verify's
+    ``log.agrees`` passes it) fails components.recomputed, naming the site; on the parent
+    commit it passed (attack a125 ``detail``). Digits moved by one unit pass."""
+    val = load_bundled().val
+    site: list[str] = []
+
+    def edit(doc: dict[str, Any]) -> None:
+        entry = _ok_site(doc)
+        site.append(entry["site"])
+        label, _ = entry["explanation"].split(":", 1)
+        entry["explanation"] = f"{label}: shapley value -0.3000: below, demoted to 1.0%"
+
+    bad = _audit_with_log(fed, 2, edit, monkeypatch, validation=val)
+    assert set(bad) == {"components.recomputed"}, bad
+    assert f"{site[0][:10]} explanation 'ok: shapley value -0.3000" in bad["components.recomputed"]
+    monkeypatch.undo()
+    assert _audit_with_log(fed, 2, edit, monkeypatch) == {}  # the text's numbers: the split's
+    monkeypatch.undo()
+
+    def last_digit(doc: dict[str, Any]) -> None:  # a mantissa's last digit, as a thread count
+        entry = _ok_site(doc)
+        moved = lambda m: "8" if m[0] == "9" else str(int(m[0]) + 1)  # noqa: E731
+        entry["explanation"] = re.sub(r"\d(?=(?:e[-+]\d+)?,)", moved, entry["explanation"], count=1)
+        assert "," in entry["explanation"]
+
+    assert _audit_with_log(fed, 2, last_digit, monkeypatch, validation=val) == {}
+    monkeypatch.undo()
+    honest = verify_round(fed.ledger, fed.store, 2, validation=val)
+    check = next(c for c in honest.checks if c.name == "components.recomputed")
+    assert check.passed and "3 explanation text(s) the re-run's" in check.detail, check.detail
 
 
 def _sub(site: str, n: int, reason: Reason, weight: int) -> Any:
