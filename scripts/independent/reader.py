@@ -1874,19 +1874,41 @@ def high_median(values):
     return s[len(s) // 2] if s else 0
 
 
-def peer_rule(sites, votes, before, quorum, withheld, alpha):
-    """README *Peer rounds*: sites (revealed updates, ascending address), votes [(validator,
-    scores)] ascending validator, before {validator: (reputation, rated rounds)}; returns
-    (medians, counts, {validator: (distance, reputation)}) or raises ValueError (GateUndecided)."""
+def gate_counted(votes, before, quorum) -> set:
+    """README *Peer rounds*: the validators the reputation gate counts, or ValueError
+    (GateUndecided)."""
     passed = [
         v for v, _ in votes if before.get(v, (0, 0))[1] == 0 or before[v][0] >= REPUTATION_GATE
     ]
     if 2 * len(passed) > len(votes) and len(passed) >= quorum:
-        counted = set(passed)
-    elif 2 * len(passed) < len(votes):
-        counted = {v for v, _ in votes}
-    else:
-        raise ValueError(f"GateUndecided: {len(passed)} of {len(votes)} pass, quorum {quorum}")
+        return set(passed)
+    if 2 * len(passed) < len(votes):
+        return {v for v, _ in votes}
+    raise ValueError(f"GateUndecided: {len(passed)} of {len(votes)} pass, quorum {quorum}")
+
+
+def peer_sentence(count, median, gated, withheld) -> str:
+    """README *Peer rounds*: a peer round's log explanation of one update."""
+    text = f"Scored by its peers: the median of the {count} other validator(s)' scores is "
+    text += f"{median / SCORE_SCALE:.3f}"
+    if not count:
+        text += " (no other validator scored it)"
+    if gated:
+        text += f" ({gated} validator(s) below the reputation gate not counted)"
+    text += "."
+    if withheld:
+        text += (
+            " It was then dropped: the aggregator could not read the update back by the score "
+            "reveal deadline (reason WITHHELD), and its weight went to the others."
+        )
+    return text
+
+
+def peer_rule(sites, votes, before, quorum, withheld, alpha):
+    """README *Peer rounds*: sites (revealed updates, ascending address), votes [(validator,
+    scores)] ascending validator, before {validator: (reputation, rated rounds)}; returns
+    (medians, counts, {validator: (distance, reputation)}) or raises ValueError (GateUndecided)."""
+    counted = gate_counted(votes, before, quorum)
     medians, counts = [], []
     for i, site in enumerate(sites):
         entries = [sc[i] for v, sc in votes if v in counted and v != site]
@@ -2709,6 +2731,7 @@ def main(argv=None):
         )
         # ---- peer rounds (README *Peer rounds*): the medians of the revealed vectors
         peer_meds: dict = {}
+        peer_gated = 0
         if peer:
             psites = sorted(reveals, key=lambda x: int(x, 16))
             votes = sorted(
@@ -2786,6 +2809,7 @@ def main(argv=None):
                     ),
                 )
                 peer_meds = dict(zip(psites, zip(meds, cnts, strict=True), strict=True))
+                peer_gated = len(votes) - len(gate_counted(votes, before, quorum))
                 on = terms.get("valuation") or {}  # the key with standing (README)
                 if screened_now and not (on.get("public_screen") and on.get("standing")):
                     report(
@@ -3304,6 +3328,25 @@ def main(argv=None):
                 "log.components [peers]",
                 ok_c,
                 "each site's components are exactly its peer_median and peer_count",
+            )
+            wrong = [
+                names.get(a)
+                for a in vals
+                if a in peer_meds
+                and lsites[a].get("explanation")
+                != peer_sentence(
+                    peer_meds[a][1],
+                    peer_meds[a][0],
+                    peer_gated,
+                    a in onchain and REASONS[onchain[a][3]] == "WITHHELD",
+                )
+            ]
+            report(
+                r,
+                "log.explanation [peers]",
+                not wrong,
+                "each site's explanation is the sentence of its peer_median and peer_count"
+                + (f"; not: {wrong}" if wrong else ""),
             )
         # screens (README *Screens*) on the components checked bit-equal above
         if screened and not peer:
