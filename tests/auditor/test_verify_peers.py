@@ -154,7 +154,7 @@ def test_a_why_that_misstates_the_votes_fails_peers_median_and_the_reader(
     bad = failed(verify_round(pf.fed.ledger, pf.fed.store, r))
     assert set(bad) == {"peers.median"}, bad
     assert (
-        f"log {site[:10]} explanation 'Scored by its peers: the median of the 3"
+        f'log {site[:10]} explanation "Scored by its peers: the median of the 3'
         in (bad["peers.median"])
     )
     results = _reader_results(pf, anvil_url, ipfs_api)
