@@ -16,7 +16,9 @@ log of three honest 150-image sites (schema-valid, every pinned field the chain'
 - ``detail``: the label kept (the chain's), the detail's numbers replaced: the best-paid site's
   game value written as ``-0.3000`` and "demoted to 1.0%", the others' inflated. Judged by
   ``audit verify --validation``, which re-runs the valuation and so holds every number the
-  text states (``components.recomputed`` compares the ``value`` component, not the text);
+  text states (``components.recomputed`` compares the ``value`` component; since session 56
+  its detail also names each text that is not the re-run's, "noted, not failed": the wording
+  is not versioned, so failing it would fail an older writer's honest log; still open);
 - ``honest``: the logs as written (control), verify with ``--validation``.
 
 usage: scripts/attacks/real.sh scripts/attacks/a125_explanation_text.py MODE
@@ -98,6 +100,9 @@ if MODE == "honest":
     print("control: the honest logs pass")
     sys.exit(0)
 if not failed:
+    noted = [c.detail for a in audits for c in a.checks if "noted, not failed: " in c.detail]
     print(f"ATTACK WORKS: {judge} passes a log whose 'why' text contradicts what it re-derives")
+    for detail in noted:  # named, not failed (the detail mode since session 56)
+        print("  named in the detail:", detail.split("noted, not failed: ", 1)[1][:300])
     sys.exit(1)
 print(f"defence holds: {judge} fails the lying log")
