@@ -74,6 +74,7 @@ from fedtrail.protocol.peers import (
     PeerVote,
     address_key,
     default_quorum,
+    peer_explanation,
     screen_inputs,
 )
 from fedtrail.protocol.terms import (
@@ -1745,25 +1746,10 @@ class AggregatorService:
                     sub.score,
                     score,
                 )
-            dropped = (
-                " It was then dropped: the aggregator could not read the update back by the "
-                "score reveal deadline (reason WITHHELD), and its weight went to the others."
-                if sub.reason == Reason.WITHHELD
-                else ""
-            )
             out[sub.site] = {
                 "components": {"peer_median": median, "peer_count": count},
-                "explanation": (
-                    f"Scored by its peers: the median of the {count} other validator(s)' scores "
-                    f"is {median / SCORE_SCALE:.3f}"
-                    + ("" if count else " (no other validator scored it)")
-                    + (
-                        f" ({gated} validator(s) below the reputation gate not counted)"
-                        if gated
-                        else ""
-                    )
-                    + "."
-                    + dropped
+                "explanation": peer_explanation(
+                    count=count, median=median, gated=gated, withheld=sub.reason == Reason.WITHHELD
                 ),
             }
         return out

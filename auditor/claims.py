@@ -5,7 +5,9 @@ wrote them. A field is *on chain* when it equals the ledger's own record (the up
 the event, its sha256, the revealed sample count, score, reason code, weight, the site's
 registered name) or what the aggregator computes from it alone (the weight as a fraction); it
 is *claimed* when the chain holds nothing to compare it with (the explanation text, the summary,
-components, metrics); it is a *mismatch* when the chain says otherwise. ``fedtrail audit log``
+components, metrics); it is a *mismatch* when the chain says otherwise: an explanation text is
+one when it begins with a reason other than the chain's (``LOW_QUALITY: ...`` beside an on-chain
+OK, :func:`~fedtrail.protocol.roundlog.explanation_reason`; session 56). ``fedtrail audit log``
 prints the mark beside every field, so nothing the aggregator merely claims reads as verified.
 """
 
@@ -18,7 +20,7 @@ from enum import Enum
 
 from fedtrail.ledger import Ledger, SiteInfo, Submission
 from fedtrail.protocol.codes import Reason
-from fedtrail.protocol.roundlog import SiteEntry
+from fedtrail.protocol.roundlog import SiteEntry, explanation_reason
 from fedtrail.protocol.weights import WEIGHT_SCALE
 
 __all__ = ["Mark", "SiteMarks", "mark_site", "registry_at_finalize"]
@@ -77,6 +79,11 @@ def mark_site(entry: SiteEntry, sub: Submission | None, site: SiteInfo | None) -
     compare("weight_fraction", entry.weight_fraction, sub.weight / WEIGHT_SCALE if sub else None)
     for claimed in ("status", "components", "explanation"):
         marks[claimed] = Mark.CLAIMED
+    # the text stays the aggregator's word, but the reason it begins with is the chain's
+    said = explanation_reason(entry.explanation)
+    if sub is not None and said is not None and said != sub.reason:
+        marks["explanation"] = Mark.MISMATCH
+        chain["explanation"] = _reason_name(sub.reason)
     return SiteMarks(marks, chain)
 
 

@@ -11,6 +11,7 @@ import click
 
 from fedtrail.cli.common import (
     ROUND_ID,
+    F,
     FiniteFloatRange,
     ledger_options,
     open_checked_store,
@@ -485,34 +486,56 @@ def _print_standing(log: RoundLog, shown: Callable[[str], str]) -> None:
         )
 
 
+def verify_options(func: F) -> F:
+    """``--validation``, ``--metrics-tolerance`` and ``--accept``: what ``audit verify`` and
+    ``audit report`` check against, with one meaning in both (:func:`_verify_settings`)."""
+    func = click.option(
+        "--accept",
+        "accept_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="The strictest valuation thresholds the sites agreed to: the [accept] table of this "
+        "TOML file (a site's config.toml will do); default: the product's (terms.limits).",
+    )(func)
+    func = click.option(
+        "--metrics-tolerance",
+        type=FiniteFloatRange(min=0.0),
+        default=None,
+        help="Largest difference between the log's metrics and the recomputed ones "
+        "(metrics.recomputed, with --validation; default 1e-6: last-bit noise of another thread "
+        "count). Raise it on other hardware, where a score on a tie can move AUC or F1.",
+    )(func)
+    return click.option(
+        "--validation",
+        default=None,
+        help="Also re-run the valuation on this validation set (a shipped dataset: pneumonia, "
+        "retina; or a MedMNIST .npz) "
+        "and compare the scores; it must be the set the aggregator used (its hash is in the log).",
+    )(func)
+
+
+def _verify_settings(
+    validation: str | None, metrics_tolerance: float | None, accept_path: Path | None
+) -> dict[str, Any]:
+    """The keyword arguments of ``verify_round``/``verify_all`` that :func:`verify_options`
+    give."""
+    from fedtrail.auditor.verify import METRICS_TOLERANCE
+    from fedtrail.ml.catalog import load_source
+    from fedtrail.valuation.limits import load_limits
+
+    return {
+        "validation": None if validation is None else load_source(validation).splits().val,
+        "accept": None if accept_path is None else load_limits(accept_path),
+        "metrics_tolerance": METRICS_TOLERANCE if metrics_tolerance is None else metrics_tolerance,
+    }
+
+
 @audit.command()
 @ledger_options
 @store_option
 @click.option("--round", "round_id", type=ROUND_ID, default=None, help="Verify one round.")
 @click.option("--all", "all_rounds", is_flag=True, help="Verify every round (the default).")
-@click.option(
-    "--validation",
-    default=None,
-    help="Also re-run the valuation on this validation set (a shipped dataset: pneumonia, "
-    "retina; or a MedMNIST .npz) "
-    "and compare the scores; it must be the set the aggregator used (its hash is in the log).",
-)
-@click.option(
-    "--metrics-tolerance",
-    type=FiniteFloatRange(min=0.0),
-    default=None,
-    help="Largest difference between the log's metrics and the recomputed ones "
-    "(metrics.recomputed, with --validation; default 1e-6: last-bit noise of another thread "
-    "count). Raise it on other hardware, where a score on a tie can move AUC or F1.",
-)
-@click.option(
-    "--accept",
-    "accept_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="The strictest valuation thresholds the sites agreed to: the [accept] table of this "
-    "TOML file (a site's config.toml will do); default: the product's (terms.limits).",
-)
+@verify_options
 @format_option("table", "json", "csv")
 def verify(
     rpc_url: str | None,
@@ -527,24 +550,13 @@ def verify(
     fmt: str,
 ) -> None:
     """Recompute every weight and global model; exit 0 only when every check passes."""
-    from fedtrail.auditor.verify import METRICS_TOLERANCE, verify_all, verify_round
-    from fedtrail.ml.catalog import load_source
-    from fedtrail.valuation.limits import load_limits
-
-    accept = None if accept_path is None else load_limits(accept_path)
+    from fedtrail.auditor.verify import verify_all, verify_round
 
     if round_id is not None and all_rounds:
         raise click.UsageError("give --round N or --all, not both")
+    options = _verify_settings(validation, metrics_tolerance, accept_path)
     ledger = _open(rpc_url, deployment_path, contract)
     store: ContentStore = open_checked_store(store_location, reading=True)
-    val = None
-    if validation is not None:
-        val = load_source(validation).splits().val
-    options: dict[str, Any] = {
-        "validation": val,
-        "accept": accept,
-        "metrics_tolerance": METRICS_TOLERANCE if metrics_tolerance is None else metrics_tolerance,
-    }
     if round_id:
         audits = [verify_round(ledger, store, round_id, **options)]
     else:
@@ -587,6 +599,7 @@ def verify(
     help="Directory to write the report into (index.html; created if missing).",
 )
 @click.option("--title", default=None, help="Title of the page.")
+@verify_options
 @click.option(
     "--timestamp/--no-timestamp",
     default=True,
@@ -603,9 +616,13 @@ def report(
     out_dir: Path,
     title: str | None,
     timestamp: bool,
+    validation: str | None,
+    metrics_tolerance: float | None,
+    accept_path: Path | None,
     fmt: str,
 ) -> None:
-    """Verify every round and write a self-contained HTML audit report (no network to view);
+    """Verify every round (as `audit verify --all` with the same --validation, --accept and
+    --metrics-tolerance) and write a self-contained HTML audit report (no network to view);
     exit 1 when a check fails (the report is written either way). JSON: the page's path, the
     verdict, and each valued peer round's vectors, medians and validator ratings."""
     from datetime import UTC, datetime
@@ -613,9 +630,10 @@ def report(
     from fedtrail.auditor.report import DEFAULT_TITLE, collect, write_report
     from fedtrail.auditor.verify import verify_all
 
+    options = _verify_settings(validation, metrics_tolerance, accept_path)
     ledger = _open(rpc_url, deployment_path, contract)
     store: ContentStore = open_checked_store(store_location, reading=True)
-    audits = verify_all(ledger, store)
+    audits = verify_all(ledger, store, **options)
     fed = collect(ledger, store, audits)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if timestamp else None
     path = write_report(

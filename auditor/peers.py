@@ -16,7 +16,8 @@ reputation with no validation split at all:
   the earlier rounds' ``ValidatorRated`` events left), and the chain's and the log's weights
   the shared weight rule over those medians; a log entry's ``peer_median`` and ``peer_count``
   components, when given, are that median and the number of counted other validators that
-  scored the update, and it gives no other component (no one could check it);
+  scored the update, and it gives no other component (no one could check it); its
+  explanation is :func:`~fedtrail.protocol.peers.peer_explanation` of them (session 56);
 * ``peers.quorum``: the chain's peer record is the one the terms committed (quorum, score commit
   and reveal windows after the reveal deadline) and the revealed votes meet the quorum;
 * ``peers.cancelled`` (a cancelled peer round): the round could not have been valued, i.e.
@@ -71,6 +72,7 @@ from fedtrail.protocol.peers import (
     address_key,
     drop_screened,
     drop_withheld,
+    peer_explanation,
     peer_outcome,
 )
 from fedtrail.protocol.roundlog import InvalidLog, SiteEntry, ValuationSettings
@@ -290,6 +292,17 @@ def check_median(
                 got = entry.components.get(key, want)
                 if type(got) is not int or got != want:
                     problems.append(f"log {who} component {key} {got!r}, the votes give {want}")
+            # and the sentence shown beside them is theirs, word for word (a125)
+            said = peer_explanation(
+                count=count,
+                median=median,
+                gated=len(record.votes) - len(outcome.counted),
+                withheld=sub.reason == Reason.WITHHELD,
+            )
+            if entry.explanation != said:
+                problems.append(
+                    f"log {who} explanation {entry.explanation[:160]!r}, the votes give {said!r}"
+                )
             # nothing else: a peer round has no aggregator statistics, and figures such as a
             # norm_z or cosine (recomputed in an aggregator round) would go unchecked here
             extra = sorted(str(k) for k in entry.components if k not in PEER_COMPONENTS)

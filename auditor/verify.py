@@ -39,9 +39,10 @@ import contextlib
 import hashlib
 import json
 import math
+import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -128,6 +129,7 @@ from fedtrail.protocol.roundlog import (
     RoundMetrics,
     SiteEntry,
     ValuationSettings,
+    explanation_head,
     summary_of,
 )
 from fedtrail.protocol.terms import (
@@ -1714,7 +1716,8 @@ def _check_scores(
     if carried is not None:
         audit.add(*compare_standing(log.standing, standing_of(carried, report), STANDING_TOLERANCE))
     by_site = {v.site: v for v in recomputed}
-    audit.add(*_compare_components(log, subs, by_site))
+    entered = {c.site for c in candidates if c.status is Reason.OK}
+    audit.add(*_compare_components(log, subs, by_site, entered))
     diffs = [abs(by_site[s.site].score - s.score) for s in subs]
     reasons_equal = all(int(by_site[s.site].reason) == s.reason for s in subs)
     worst = max(diffs, default=0)
@@ -2046,22 +2049,35 @@ def _check_unsettled_screen(
 
 
 def _compare_components(
-    log: RoundLog, subs: list[Submission], recomputed: Mapping[str, SiteValuation]
+    log: RoundLog,
+    subs: list[Submission],
+    recomputed: Mapping[str, SiteValuation],
+    entered: Collection[str] = frozenset(),
 ) -> tuple[str, bool, str]:
     """``components.recomputed``: the components only the validation game gives, against the
     re-run's: each site's ``method`` (the game played, or ``cosine`` in the data-free
     fallback) and ``status`` exactly, its ``value`` within :data:`STANDING_TOLERANCE` of the
     round's total absolute value (the values come from the same float evaluations as the
     normalised values, which are these values as shares of that total; None exactly where the
-    re-run has none). The data-free components are ``log.components``'."""
+    re-run has none). The data-free components are ``log.components``'. The explanation text
+    of each site in ``entered`` (its update entered the valuation as usable: every word of its
+    text is the valuation's) is compared with the re-run's up to :func:`_text_gap` and a
+    difference is named in the detail, not failed (session 56, attack a125: a text that states
+    other game values than the re-run's passed unremarked; the wording is not versioned)."""
     total = math.fsum(abs(v.value) for v in recomputed.values() if v.value is not None)
     tolerance = STANDING_TOLERANCE * total
     problems, worst = [], 0.0
+    texts, notes = 0, []
     for s in subs:
         entry, v = log.site(s.site), recomputed.get(s.site)
         if entry is None or v is None:
             continue  # log.agrees fails on a missing entry
         comp, who = entry.components, s.site[:10]
+        if s.site in entered:
+            texts += 1
+            differs = _text_gap(entry.explanation, v.explanation)
+            if differs is not None:
+                notes.append(f"{who} explanation {differs}")
         if comp.get("method") != v.method:
             problems.append(f"{who} method {comp.get('method')!r}, re-run {v.method!r}")
         if comp.get("status") != v.status.name:
@@ -2078,15 +2094,52 @@ def _compare_components(
         worst = max(worst, gap)
         if not gap <= tolerance:
             problems.append(f"{who} value {logged:.6g}, re-run {v.value:.6g}")
+    # the text's wording is not versioned (each release words its details its own way), so a
+    # text that is not the re-run's is named, not failed: an older writer's honest log would
+    # fail on wording alone
+    noted = (
+        f"; noted, not failed: {len(notes)} of {texts} explanation text(s) are not the "
+        f"re-run's: {'; '.join(notes)}"
+        if notes
+        else f"; {texts} explanation text(s) the re-run's"
+    )
     return (
         "components.recomputed",
         not problems,
-        "; ".join(problems) + f" (value tolerance {tolerance:.3g})"
+        "; ".join(problems) + f" (value tolerance {tolerance:.3g})" + noted
         if problems
         else f"each site's game value, method and status re-derived: largest value difference "
         f"{worst:.3g} (tolerance {STANDING_TOLERANCE:g} of the round's total |value|, "
-        f"{tolerance:.3g})",
+        f"{tolerance:.3g})" + noted,
     )
+
+
+_NUMBER = re.compile(r"[-+]?\d+(?:\.(\d+))?(?:[eE]([-+]?\d+))?")
+
+
+def _text_gap(logged: str, rerun: str) -> str | None:
+    """Why ``logged`` is not the re-run's text ``rerun``, or None: equal but for the numbers
+    in them, each pair within one unit of the last digit either prints (``0.4455`` and
+    ``0.4456``; ``3e-05`` and ``4e-05``): last-bit differences of the float evaluations across
+    thread counts can move a printed digit, never a word."""
+    words, want = _NUMBER.split(logged), _NUMBER.split(rerun)
+    shown = f"{logged[:120]!r}, re-run {rerun[:120]!r}"
+    a, b = list(_NUMBER.finditer(logged)), list(_NUMBER.finditer(rerun))
+    if len(a) != len(b) or words[::3] != want[::3]:
+        return shown
+    for x, y in zip(a, b, strict=True):
+        if x[0] == y[0]:
+            continue
+        unit = max(_last_unit(x), _last_unit(y))
+        if not abs(float(x[0]) - float(y[0])) <= unit * (1 + 1e-9):
+            return shown
+    return None
+
+
+def _last_unit(m: re.Match[str]) -> float:
+    """One unit of the last digit a number prints (``0.4455``: 1e-4; ``3e-05``: 1e-5)."""
+    decimals = len(m[1]) if m[1] else 0
+    return 10.0 ** (int(m[2] or 0) - decimals)
 
 
 def _updates(subs: list[Submission]) -> dict[str, ChainUpdate]:
@@ -2605,7 +2658,8 @@ def _check_log(
         not problems,
         "; ".join(problems)
         or "log's ledger, start model, sites, names, sample counts, CIDs, hashes, scores, "
-        "reasons, weights, weight fractions and included sites equal the chain's; its "
+        "reasons, weights, weight fractions and included sites equal the chain's (an "
+        "explanation that begins with a reason begins with the chain's); its "
         f"aggregation rule {rule!r} is the one replayed; its summary is its fields'; its "
         "metrics' thresholds are their biases', one figure per class, n its validation size",
     )
@@ -2652,6 +2706,8 @@ def _unalike(logged: object, chain: object) -> tuple[str, str]:
 def _shown(e: SiteEntry, name: str) -> object:
     if name in ("cid", "sha256", "num_samples"):
         return getattr(e.update, name)
+    if name == "explanation":  # the reason it begins with: the part the chain pins
+        return explanation_head(e.explanation)[:80]
     return getattr(e, name)
 
 

@@ -268,6 +268,8 @@ def _metrics(page: _Page) -> Iterator[str]:
         "No finalized round yet: no metrics to plot.",
     )
     rows = [rd for rd in page.fed.rounds if rd.log is not None]
+    if rows:
+        yield f'<p class="note">{_metrics_provenance(page, rows)}</p>'
     classes = min(max((_classes(rd.metrics_after()) for rd in rows), default=0), MAX_RECALL_COLUMNS)
     if rows and classes > 2:
         yield from _metrics_multiclass(rows, classes)
@@ -295,6 +297,32 @@ def _metrics(page: _Page) -> Iterator[str]:
             )
         yield "</tbody></table>"
     yield "</section>"
+
+
+def _metrics_provenance(page: _Page, rows: list[RoundData]) -> str:
+    """Whether this audit recomputed the figures below or shows them as the aggregator's word:
+    the report takes ``--validation`` since session 56, so the page says which it was."""
+    checked = {
+        c.round
+        for a in page.fed.audits
+        for c in a.checks
+        if c.name == "metrics.recomputed" and c.applicable and not c.failed
+    }
+    done = [rd.info.id for rd in rows if rd.info.id in checked]
+    if len(done) == len(rows):
+        return (
+            "This audit recomputed these figures from the start and global models on the "
+            "validation set (<code>metrics.recomputed</code>, <code>--validation</code>)."
+        )
+    if not done:
+        return (
+            "These figures are the aggregator's claim: this audit did not recompute them "
+            "(no <code>--validation</code>; the split's sha256 is in the round terms)."
+        )
+    return (
+        f"This audit recomputed the figures of {len(done)} of {len(rows)} round(s) "
+        "(<code>metrics.recomputed</code>); the others are the aggregator's claim."
+    )
 
 
 def _classes(metrics: dict[str, Any] | None) -> int:

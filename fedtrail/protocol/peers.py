@@ -88,6 +88,7 @@ __all__ = [
     "drop_withheld",
     "median",
     "next_validator_reputation",
+    "peer_explanation",
     "peer_outcome",
     "screen_inputs",
 ]
@@ -340,6 +341,27 @@ def peer_outcome(
         agreements=agreements,
         counted=counted,
         withheld=tuple(withheld),
+    )
+
+
+def peer_explanation(*, count: int, median: int, gated: int, withheld: bool) -> str:
+    """A peer round's log explanation of one update: every word follows from the chain (the
+    update's peer ``count`` and ``median``, the revealed validators not counted below the
+    reputation gate, ``gated``, and whether it was dropped as ``WITHHELD``), so ``audit
+    verify`` rebuilds it and compares (``peers.median``; session 56, attack a125: a text that
+    told of a median of 0.050 and a WITHHELD drop beside a site paid in full passed)."""
+    return (
+        f"Scored by its peers: the median of the {count} other validator(s)' scores is "
+        f"{median / SCORE_SCALE:.3f}"
+        + ("" if count else " (no other validator scored it)")
+        + (f" ({gated} validator(s) below the reputation gate not counted)" if gated else "")
+        + "."
+        + (
+            " It was then dropped: the aggregator could not read the update back by the score "
+            "reveal deadline (reason WITHHELD), and its weight went to the others."
+            if withheld
+            else ""
+        )
     )
 
 

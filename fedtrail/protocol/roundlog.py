@@ -28,6 +28,7 @@ from fedtrail import safejson
 from fedtrail.errors import FedtrailError
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.evidence import Evidence, InvalidEvidence
+from fedtrail.protocol.names import skeleton, visual_skeleton
 from fedtrail.protocol.peers import PeerVote
 from fedtrail.protocol.terms import VALIDATOR_GAMES
 from fedtrail.protocol.weights import WEIGHT_SCALE
@@ -52,6 +53,8 @@ __all__ = [
     "ValidationRef",
     "ValuationSettings",
     "build_round_log",
+    "explanation_head",
+    "explanation_reason",
     "from_bytes",
     "round_summary",
     "schema",
@@ -461,6 +464,43 @@ class UpdateRef:
 
     def to_json(self) -> dict[str, Any]:
         return {"cid": self.cid, "sha256": self.sha256, "num_samples": self.num_samples}
+
+
+def explanation_head(explanation: str) -> str:
+    """An explanation's text before its first ``:`` (all of it when it has none): where the
+    aggregator writes the reason (``low quality: ...``; the reason's name alone when the
+    valuation gave no text)."""
+    return explanation.split(":", 1)[0]
+
+
+def _reason_keys(text: str) -> tuple[str, str]:
+    drop = str.maketrans("", "", "-_")
+    return skeleton(text).translate(drop), visual_skeleton(text).translate(drop)
+
+
+@lru_cache(maxsize=1)
+def _reasons_read() -> tuple[tuple[Reason, str, frozenset[str]], ...]:
+    out = []
+    for r in Reason:
+        (sk, vis), (_, label_vis) = _reason_keys(r.name), _reason_keys(r.label)
+        out.append((r, sk, frozenset((vis, label_vis))))
+    return tuple(out)
+
+
+def explanation_reason(explanation: str) -> Reason | None:
+    """The reason a log entry's explanation begins with, or None (session 56): its
+    :func:`explanation_head` read as :mod:`fedtrail.protocol.names` reads names, with every
+    ``-`` and ``_`` then dropped, names a reason when its skeleton is that of the reason's name
+    (``LOW_QUALITY``; the label ``low quality`` has the same) or its visual skeleton is that of
+    the name or of the label. So ``OK``, ``ok``, ``Low-Quality``, ``free rider`` and a
+    Cyrillic ``\\u041e\\u041a`` each name one; a peer round's ``Scored by its peers: ...``
+    names none. An entry whose explanation names a reason other than the chain's contradicts
+    it (``audit verify``'s ``log.agrees``; :func:`fedtrail.auditor.claims.mark_site`)."""
+    sk, vis = _reason_keys(explanation_head(explanation))
+    for reason, name_sk, visuals in _reasons_read():
+        if sk == name_sk or vis in visuals:
+            return reason
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)

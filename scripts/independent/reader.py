@@ -1580,6 +1580,9 @@ def log_agrees(log, r, ledger, start, glob, revealed, terms, terms_ref) -> list:
         )
         want = (cid, sha_hex, n, score, reason, label, weight, weight / WEIGHT_SCALE)
         diff = [k for k, x, y in zip(FIELDS_PINNED, got, want, strict=True) if x != y]
+        said = explanation_reason(e.get("explanation"))
+        if said is not None and said != label:
+            diff.append("explanation")  # begins with another reason than the chain's
         if diff:
             bad.append(f"{addr[:10]} {', '.join(diff)} differ from the chain")
     metrics = log.get("metrics", {})
@@ -1767,6 +1770,28 @@ def calibration(log) -> list:
     return bad
 
 
+def explanation_reason(text) -> str | None:
+    """README *The round log against the chain*: the reason name an entry's explanation begins
+    with. Its text before the first ``:`` (all of it without one), its skeleton and visual
+    skeleton by *Names that look alike* with every ``-`` and ``_`` then dropped, names the
+    reason whose name has the same skeleton, or whose name or label has the same visual
+    skeleton (the label: the name lower-cased, ``_`` read as a space)."""
+    if not isinstance(text, str):
+        return None
+    table, cased = readme_homoglyphs(), readme_cased()
+    drop = str.maketrans("", "", "-_")
+
+    def keys(t):
+        return tuple(k.translate(drop) for k in name_keys(t, table, cased))
+
+    first, second = keys(text.split(":", 1)[0])
+    for name in REASONS:
+        by_name, by_label = keys(name), keys(name.lower().replace("_", " "))
+        if first == by_name[0] or second in (by_name[1], by_label[1]):
+            return name
+    return None
+
+
 FIELDS_PINNED = (
     "cid",
     "sha256",
@@ -1849,19 +1874,41 @@ def high_median(values):
     return s[len(s) // 2] if s else 0
 
 
-def peer_rule(sites, votes, before, quorum, withheld, alpha):
-    """README *Peer rounds*: sites (revealed updates, ascending address), votes [(validator,
-    scores)] ascending validator, before {validator: (reputation, rated rounds)}; returns
-    (medians, counts, {validator: (distance, reputation)}) or raises ValueError (GateUndecided)."""
+def gate_counted(votes, before, quorum) -> set:
+    """README *Peer rounds*: the validators the reputation gate counts, or ValueError
+    (GateUndecided)."""
     passed = [
         v for v, _ in votes if before.get(v, (0, 0))[1] == 0 or before[v][0] >= REPUTATION_GATE
     ]
     if 2 * len(passed) > len(votes) and len(passed) >= quorum:
-        counted = set(passed)
-    elif 2 * len(passed) < len(votes):
-        counted = {v for v, _ in votes}
-    else:
-        raise ValueError(f"GateUndecided: {len(passed)} of {len(votes)} pass, quorum {quorum}")
+        return set(passed)
+    if 2 * len(passed) < len(votes):
+        return {v for v, _ in votes}
+    raise ValueError(f"GateUndecided: {len(passed)} of {len(votes)} pass, quorum {quorum}")
+
+
+def peer_sentence(count, median, gated, withheld) -> str:
+    """README *Peer rounds*: a peer round's log explanation of one update."""
+    text = f"Scored by its peers: the median of the {count} other validator(s)' scores is "
+    text += f"{median / SCORE_SCALE:.3f}"
+    if not count:
+        text += " (no other validator scored it)"
+    if gated:
+        text += f" ({gated} validator(s) below the reputation gate not counted)"
+    text += "."
+    if withheld:
+        text += (
+            " It was then dropped: the aggregator could not read the update back by the score "
+            "reveal deadline (reason WITHHELD), and its weight went to the others."
+        )
+    return text
+
+
+def peer_rule(sites, votes, before, quorum, withheld, alpha):
+    """README *Peer rounds*: sites (revealed updates, ascending address), votes [(validator,
+    scores)] ascending validator, before {validator: (reputation, rated rounds)}; returns
+    (medians, counts, {validator: (distance, reputation)}) or raises ValueError (GateUndecided)."""
+    counted = gate_counted(votes, before, quorum)
     medians, counts = [], []
     for i, site in enumerate(sites):
         entries = [sc[i] for v, sc in votes if v in counted and v != site]
@@ -2697,6 +2744,7 @@ def main(argv=None):
         )
         # ---- peer rounds (README *Peer rounds*): the medians of the revealed vectors
         peer_meds: dict = {}
+        peer_gated = 0
         if peer:
             psites = sorted(reveals, key=lambda x: int(x, 16))
             votes = sorted(
@@ -2774,6 +2822,7 @@ def main(argv=None):
                     ),
                 )
                 peer_meds = dict(zip(psites, zip(meds, cnts, strict=True), strict=True))
+                peer_gated = len(votes) - len(gate_counted(votes, before, quorum))
                 on = terms.get("valuation") or {}  # the key with standing (README)
                 if screened_now and not (on.get("public_screen") and on.get("standing")):
                     report(
@@ -3296,6 +3345,25 @@ def main(argv=None):
                 "log.components [peers]",
                 ok_c,
                 "each site's components are exactly its peer_median and peer_count",
+            )
+            wrong = [
+                names.get(a)
+                for a in vals
+                if a in peer_meds
+                and lsites[a].get("explanation")
+                != peer_sentence(
+                    peer_meds[a][1],
+                    peer_meds[a][0],
+                    peer_gated,
+                    a in onchain and REASONS[onchain[a][3]] == "WITHHELD",
+                )
+            ]
+            report(
+                r,
+                "log.explanation [peers]",
+                not wrong,
+                "each site's explanation is the sentence of its peer_median and peer_count"
+                + (f"; not: {wrong}" if wrong else ""),
             )
         # screens (README *Screens*) on the components checked bit-equal above
         if screened and not peer:

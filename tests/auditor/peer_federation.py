@@ -26,7 +26,7 @@ from fedtrail.ledger import Valuation, commitment
 from fedtrail.ledger.records import score_commitment
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.protocol.codes import Reason
-from fedtrail.protocol.peers import PeerVote, address_key
+from fedtrail.protocol.peers import InvalidVotes, PeerVote, address_key, peer_explanation
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.codec import encode_update
@@ -244,9 +244,13 @@ def peer_round(
 
     def peer_log(doc: dict[str, Any]) -> None:
         doc["settings"]["valuation"] = dict(PEER_VALUATION)
+        said = _explanations(fed, round_id, votes)
         for entry in doc["sites"]:
             entry["reason_label"] = Reason(entry["reason"]).name
-            entry["explanation"] = "median of the other validators' scores"
+            # the sentence an aggregator writes (peers.median compares it since session 56)
+            entry["explanation"] = said.get(
+                address_key(entry["site"]), "median of the other validators' scores"
+            )
             entry["components"] = {}  # the aggregator's statistics have no place here
             if entry["site"] == tamper:  # how the aggregator read it (log.status)
                 entry["status"] = "tampered"
@@ -264,6 +268,28 @@ def peer_round(
     finally:
         fed.store = store
     return round_id
+
+
+def _explanations(fed: Any, round_id: int, votes: Sequence[PeerVote]) -> dict[int, str]:
+    """Each revealed update's peer-round explanation, by address key, as the aggregator writes
+    it from the chain (none when the votes give no outcome)."""
+    try:
+        outcome = fed.ledger.peer_outcome(round_id)
+    except InvalidVotes:
+        return {}
+    reasons = {address_key(s.site): s.reason for s in fed.ledger.get_submissions(round_id)}
+    gated = len(votes) - len(outcome.counted)
+    return {
+        address_key(site): peer_explanation(
+            count=count,
+            median=median,
+            gated=gated,
+            withheld=reasons.get(address_key(site)) == Reason.WITHHELD,
+        )
+        for site, median, count in zip(
+            outcome.sites, outcome.peer_medians, outcome.peer_counts, strict=True
+        )
+    }
 
 
 class _Swapped:

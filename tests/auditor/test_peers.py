@@ -28,7 +28,12 @@ from fedtrail.auditor.peers import (
 )
 from fedtrail.ledger import Submission, checksum
 from fedtrail.protocol.codes import Reason
-from fedtrail.protocol.peers import PeerVote
+from fedtrail.protocol.peers import (
+    InvalidVotes,
+    PeerVote,
+    address_key,
+    peer_explanation,
+)
 from fedtrail.protocol.roundlog import SiteEntry, UpdateRef
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
@@ -98,7 +103,27 @@ def subs(scores: dict[str, int] | None = None) -> list[Submission]:
     ]
 
 
-def entries(chain: list[Submission]) -> list[SiteEntry]:
+def entries(chain: list[Submission], rec: PeerRecord | None = None) -> list[SiteEntry]:
+    """The log entries an aggregator writes for ``chain`` under ``rec``'s votes (default
+    :func:`record`): the explanation is the sentence they give (``peers.median`` compares it;
+    none where the votes give no outcome)."""
+    rec = rec or record()
+    withheld = {s.site for s in chain if s.reason == Reason.WITHHELD}
+    said: dict[int, str] = {}
+    try:
+        outcome = rec.outcome(sorted((s.site for s in chain), key=address_key))
+    except InvalidVotes:
+        outcome = None
+    if outcome is not None:
+        gated = len(rec.votes) - len(outcome.counted)
+        said = {
+            address_key(site): peer_explanation(
+                count=count, median=median, gated=gated, withheld=site in withheld
+            )
+            for site, median, count in zip(
+                outcome.sites, outcome.peer_medians, outcome.peer_counts, strict=True
+            )
+        }
     return [
         SiteEntry.of(
             site=s.site,
@@ -109,7 +134,7 @@ def entries(chain: list[Submission]) -> list[SiteEntry]:
             reason=s.reason,
             weight=s.weight,
             components={},
-            explanation=None,
+            explanation=said.get(address_key(s.site)),
         )
         for s in chain
     ]
@@ -149,7 +174,7 @@ def test_an_honest_peer_round_passes_every_check() -> None:
     rec, chain = record(), subs()
     log_votes = votes()  # ascending validator order, as the log writes them
     assert check_votes(rec, log_votes)[1], check_votes(rec, log_votes)[2]
-    median, outcome = check_median(rec, chain, entries(chain))
+    median, outcome = check_median(rec, chain, entries(chain, rec))
     assert median[0] == MEDIAN and median[1], median[2]
     assert outcome is not None and dict(zip(outcome.sites, outcome.scores, strict=True)) == MEDIANS
     quorum = check_quorum(rec, terms())
@@ -185,9 +210,9 @@ def test_a_score_that_is_not_the_median_fails_peers_median() -> None:
     rec = record()
     honest = subs()
     lie = subs({**MEDIANS, B: 800})  # the chain (or the log) paying B more than its median
-    name, ok, detail = check_median(rec, lie, entries(honest))[0]
+    name, ok, detail = check_median(rec, lie, entries(honest, rec))[0]
     assert (name, ok) == (MEDIAN, False) and f"chain {B[:10]} score 800" in detail
-    name, ok, detail = check_median(rec, honest, entries(lie))[0]
+    name, ok, detail = check_median(rec, honest, entries(lie, rec))[0]
     assert not ok and f"log {B[:10]} score 800" in detail and "chain " not in detail
 
 
@@ -210,12 +235,12 @@ def test_a_zero_median_is_peer_rejected() -> None:
     )
     chain = subs({A: 700, B: 800, C: 0})  # A: high median of 500, 700; B: of 600, 800
     assert chain[2].reason == Reason.PEER_REJECTED and chain[2].weight == 0
-    check, _ = check_median(rec, chain, entries(chain))
+    check, _ = check_median(rec, chain, entries(chain, rec))
     assert check[1], check[2]
     ok_instead = [
         dataclasses.replace(s, reason=int(Reason.OK)) if s.site == C else s for s in chain
     ]
-    assert not check_median(rec, ok_instead, entries(chain))[0][1]
+    assert not check_median(rec, ok_instead, entries(chain, rec))[0][1]
 
 
 def test_peers_quorum_compares_the_chain_with_the_terms_and_counts_the_votes() -> None:
@@ -280,12 +305,12 @@ GATED_DISTANCES = {A: 150, B: 100, C: 0, D: 250}  # D: (600 + 100 + 50) / 3
 def test_a_validator_below_the_reputation_gate_is_not_counted_in_the_medians() -> None:
     rec = record(before=GATED_BEFORE)
     gated = subs(GATED_MEDIANS)
-    (name, ok, detail), outcome = check_median(rec, gated, entries(gated))
+    (name, ok, detail), outcome = check_median(rec, gated, entries(gated, rec))
     assert (name, ok) == (MEDIAN, True), detail
     assert "3 of 4 revealed vector(s)" in detail and "1 below the reputation gate" in detail
     assert outcome is not None and dict(outcome.distances) == GATED_DISTANCES
     # a chain that counted D (the medians of all four) is not what the contract computes
-    (name, ok, detail), _ = check_median(rec, subs(), entries(subs()))
+    (name, ok, detail), _ = check_median(rec, subs(), entries(subs(), rec))
     assert (name, ok) == (MEDIAN, False) and "the median gives 700" in detail
     table = peer_table(rec, gated)
     assert table is not None and table.counted == (True, True, True, False)
@@ -305,7 +330,7 @@ def test_a_round_the_reputation_gate_cannot_decide_is_one_to_cancel_not_to_value
         name, ok, detail = check_cancelled(rec, subs())
         assert (name, ok) == (CANCELLED, True), detail
         assert "pass the reputation gate" in detail and "cannot be valued" in detail
-        (name, ok, detail), outcome = check_median(rec, subs(), entries(subs()))
+        (name, ok, detail), outcome = check_median(rec, subs(), entries(subs(), rec))
         assert (name, ok, outcome) == (MEDIAN, False, None)
         assert "pass the reputation gate" in detail
     name, ok, detail = check_cancelled(record(before=GATED_BEFORE), subs(GATED_MEDIANS))
@@ -318,7 +343,7 @@ def test_a_withheld_vector_must_be_rated_at_the_largest_distance() -> None:
     rated = {v: (DISTANCES[v], REPUTATIONS[v]) for v in VECTORS}
     rec = record(committed=committed, commit_count=5, rated={**rated, e: (SCORE_SCALE, 0)})
     assert rec.withheld() == (e,)
-    _, outcome = check_median(rec, subs(), entries(subs()))
+    _, outcome = check_median(rec, subs(), entries(subs(), rec))
     assert outcome is not None and outcome.withheld == (e,)
     name, ok, detail = check_reputation(rec, outcome)
     assert (name, ok) == (REPUTATION, True), detail

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -78,6 +79,18 @@ def _audit_with_log(
     real = fed.ledger.get_round
     monkeypatch.setattr(fed.ledger, "get_round", lambda r: forged if r == round_id else real(r))
     return _failed(verify_round(fed.ledger, fed.store, round_id, validation=validation))
+
+
+def _audited(
+    fed: Federation,
+    round_id: int,
+    edit: Edit,
+    monkeypatch: pytest.MonkeyPatch,
+    validation: ImageDataset | None = None,
+) -> Any:
+    """The whole audit of ``round_id`` under a log edited by ``edit`` (as ``_audit_with_log``)."""
+    _audit_with_log(fed, round_id, edit, monkeypatch)  # stores the log, re-points the round
+    return verify_round(fed.ledger, fed.store, round_id, validation=validation)
 
 
 def _ok_site(doc: dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +222,48 @@ def test_the_game_value_is_re_derived_with_the_validation_set(
     # valued on the default thread count, re-run on one: the last bits differ (measured
     # 1.2e-10 on a total |value| of 3.3e-4), far inside the tolerance
     assert "largest value difference " in check.detail and "of the round's total" in check.detail
+
+
+def test_the_explanation_text_is_re_derived_with_the_validation_set(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each usable update's explanation text is the valuation's (``ok: shapley value 0.4455,
+    accumulated 0.7188: not below, full score``): with the split, the re-run's text is
+    compared, numbers within one unit of their last printed digit. A paid site's text that
+    states another game value and a demotion (its reason label kept, so public verify's
+    ``log.agrees`` passes it) is named in components.recomputed's detail, not failed (the
+    wording is not versioned: an older writer's honest text would fail on wording alone); on
+    the parent commit nothing named it (attack a125 ``detail``). Digits moved by one unit are
+    the re-run's."""
+    val = load_bundled().val
+    site: list[str] = []
+
+    def edit(doc: dict[str, Any]) -> None:
+        entry = _ok_site(doc)
+        site.append(entry["site"])
+        label, _ = entry["explanation"].split(":", 1)
+        entry["explanation"] = f"{label}: shapley value -0.3000: below, demoted to 1.0%"
+
+    def named(edit: Callable[[dict[str, Any]], None]) -> str:
+        audit = _audited(fed, 2, edit, monkeypatch, val)
+        monkeypatch.undo()
+        assert audit.passed, _failed(audit)
+        return next(c.detail for c in audit.checks if c.name == "components.recomputed")
+
+    detail = named(edit)
+    assert "noted, not failed: 1 of 3 explanation text(s) are not the re-run's" in detail
+    assert f"{site[0][:10]} explanation 'ok: shapley value -0.3000" in detail
+
+    def last_digit(doc: dict[str, Any]) -> None:  # a mantissa's last digit, as a thread count
+        entry = _ok_site(doc)
+        moved = lambda m: "8" if m[0] == "9" else str(int(m[0]) + 1)  # noqa: E731
+        entry["explanation"] = re.sub(r"\d(?=(?:e[-+]\d+)?,)", moved, entry["explanation"], count=1)
+        assert "," in entry["explanation"]
+
+    assert named(last_digit).endswith("; 3 explanation text(s) the re-run's")
+    honest = verify_round(fed.ledger, fed.store, 2, validation=val)
+    check = next(c for c in honest.checks if c.name == "components.recomputed")
+    assert check.passed and check.detail.endswith("; 3 explanation text(s) the re-run's")
 
 
 def _sub(site: str, n: int, reason: Reason, weight: int) -> Any:

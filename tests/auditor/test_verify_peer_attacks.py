@@ -18,7 +18,7 @@ from fedtrail.auditor.peers import (
 )
 from fedtrail.auditor.verify import verify_round
 from fedtrail.protocol.codes import Reason
-from fedtrail.protocol.peers import PeerVote
+from fedtrail.protocol.peers import PeerVote, peer_explanation
 from fedtrail.protocol.roundlog import SiteEntry, UpdateRef
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.store import LocalStore
@@ -177,6 +177,10 @@ def test_a_missing_or_repeated_scores_revealed_event_fails_peers_votes() -> None
     assert not passed and "the log's votes are not the chain's" in detail
 
 
+SAID = peer_explanation(count=2, median=S // 2, gated=0, withheld=False)
+"""Each site's explanation in the two hand-built peer logs below: two other validators, 0.5."""
+
+
 def test_a_log_that_misstates_a_sites_peer_median_or_peer_count_fails_peers_median(
     fed: Fed,
 ) -> None:
@@ -204,7 +208,7 @@ def test_a_log_that_misstates_a_sites_peer_median_or_peer_count_fails_peers_medi
                 reason=sub.reason,
                 weight=sub.weight,
                 components=(forge if i == 0 else {"peer_median": sub.score, "peer_count": 2}),
-                explanation=None,
+                explanation=SAID,  # the sentence the votes give (peers.median)
             )
             for i, sub in enumerate(subs)
         ]
@@ -251,7 +255,7 @@ def test_a_peer_log_that_adds_aggregator_statistics_to_a_site_fails_peers_median
                 reason=sub.reason,
                 weight=sub.weight,
                 components={"peer_median": S // 2, "peer_count": 2, **(extra if i == 0 else {})},
-                explanation=None,
+                explanation=SAID,  # the sentence the votes give (peers.median)
             )
             for i, sub in enumerate(subs)
         ]

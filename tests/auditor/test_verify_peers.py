@@ -6,9 +6,13 @@ reputations."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -125,6 +129,53 @@ def test_log_weights_moved_between_sites_fail_peers_median(pf: PeerFed) -> None:
     bad = failed(verify_round(pf.fed.ledger, pf.fed.store, r))
     assert set(bad) == {"peers.median", "log.agrees"}, bad
     assert "weight" in bad["peers.median"] and "weight" in bad["log.agrees"]
+
+
+def test_a_why_that_misstates_the_votes_fails_peers_median_and_the_reader(
+    pf: PeerFed, anvil_url: str, ipfs_api: str
+) -> None:
+    """Session 56, attack a125: a peer round's explanation is the sentence of the chain's
+    median and count (and gate, and WITHHELD drop): a paid site's text telling of a median of
+    0.050 and a WITHHELD drop (its components and every pinned field left honest, no reason
+    label to contradict) fails ``peers.median`` and the independent reader's ``log.explanation
+    [peers]``; both passed it before. The honest rounds pass both (the fixture writes the
+    product's sentence)."""
+    site = min((s.address for s in pf.fed.sites), key=address_key)
+    lie = (
+        "Scored by its peers: the median of the 3 other validator(s)' scores is 0.050. It was "
+        "then dropped: the aggregator could not read the update back by the score reveal "
+        "deadline (reason WITHHELD), and its weight went to the others."
+    )
+
+    def forge(doc: dict[str, Any]) -> None:
+        next(e for e in doc["sites"] if e["site"] == site)["explanation"] = lie
+
+    r = peer_round(pf, seed=11, edit=forge)
+    bad = failed(verify_round(pf.fed.ledger, pf.fed.store, r))
+    assert set(bad) == {"peers.median"}, bad
+    assert (
+        f'log {site[:10]} explanation "Scored by its peers: the median of the 3'
+        in (bad["peers.median"])
+    )
+    results = _reader_results(pf, anvil_url, ipfs_api)
+    assert results[r, "log.explanation [peers]"]["result"] == "FAIL"
+    assert all(results[k, "log.explanation [peers]"]["result"] == "PASS" for k in (2, 3))
+
+
+def _reader_results(pf: PeerFed, rpc_url: str, ipfs_api: str) -> dict[tuple[int, str], Any]:
+    """scripts/independent/reader.py (written from README) over the whole ledger."""
+    spec = importlib.util.spec_from_file_location("independent_reader_peers", READER)
+    assert spec is not None and spec.loader is not None
+    reader: ModuleType = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reader)
+    reader.RESULTS.clear()
+    argv = ["--rpc-url", rpc_url, "--contract", pf.fed.ledger.address, "--ipfs", "ipfs:" + ipfs_api]
+    with contextlib.redirect_stdout(io.StringIO()):
+        reader.main(argv)
+    return {(x["round"], x["check"]): x for x in reader.RESULTS}
+
+
+READER = Path(__file__).resolve().parents[2] / "scripts" / "independent" / "reader.py"
 
 
 def test_a_peer_log_with_a_standing_block_fails_standing_chain(pf: PeerFed) -> None:

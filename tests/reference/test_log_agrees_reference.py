@@ -56,6 +56,24 @@ def _label(doc: Doc) -> None:
     doc["sites"][0]["reason_label"] = "FREE_RIDER"
 
 
+def _other_reason(doc: Doc, spelled: dict[str, str]) -> None:
+    """Site 0's explanation begins with another reason than the chain's (session 56: the
+    reasons table an auditor reads said one thing beside the chain's other), spelled as
+    ``spelled`` gives it for the chain's OK and for any other reason."""
+    entry = doc["sites"][0]
+    text = spelled["OK" if entry["reason_label"] == "OK" else "other"]
+    entry["explanation"] = f"{text}: {entry['explanation']}"
+
+
+def _explanation(doc: Doc) -> None:
+    _other_reason(doc, {"OK": "LOW_QUALITY", "other": "ok"})
+
+
+def _explanation_alike(doc: Doc) -> None:
+    # "Free-Rider" with a Unicode hyphen; "\u041e\u041a": Cyrillic capitals that read as "OK"
+    _other_reason(doc, {"OK": "Free\u2010Rider", "other": "\u041e\u041a"})
+
+
 def _included(doc: Doc) -> None:
     doc["aggregation"]["included_sites"].pop()
 
@@ -109,6 +127,8 @@ LIES: dict[str, tuple[Callable[[Doc], None], str]] = {
     "cid": (_cid, "log.agrees"),
     "extra": (_extra, "log.agrees"),
     "label": (_label, "log.agrees"),
+    "explanation": (_explanation, "log.agrees"),
+    "explanation-alike": (_explanation_alike, "log.agrees"),
     "included": (_included, "log.agrees"),
     "global": (_global, "log.agrees"),
     "start": (_start, "log.agrees"),

@@ -130,6 +130,39 @@ def test_audit_log_fails_a_log_that_contradicts_the_chain(
     assert "the log differs from the chain" in result.output
 
 
+def test_audit_log_fails_a_why_that_begins_with_another_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Session 56: the "why" text stays the aggregator's word, but one that begins with a reason
+    the chain does not record (``LOW_QUALITY: ...`` beside an on-chain OK, or a look-alike
+    spelling) is marked against the chain's reason and the command exits 1 (before: ``why
+    [claimed]``, exit 0); a "why" that begins with the chain's reason stays [claimed]."""
+    import fedtrail.auditor.commands as commands
+
+    liar = new_federation(tmp_path)
+    monkeypatch.setattr(commands, "_open", lambda *_: liar.ledger)
+    model = initial(liar)
+    r = open_round(liar, model)
+    submit_all(liar, r, seed=7)
+    liar.ledger.record_valuation(
+        liar.coordinator, r, [Valuation(s.address, 500_000, 0) for s in liar.sites]
+    )
+
+    def lie(doc: dict[str, Any]) -> None:
+        doc["sites"][0]["explanation"] = "LOW_QUALITY: the update adds nothing"
+        doc["sites"][1]["explanation"] = "Free\u2010Rider: copies another site"
+        doc["sites"][2]["explanation"] = "ok: accepted"
+
+    finalize(liar, r, model, None, edit=lie)
+    result = _audit_log(liar, r)
+    assert result.exit_code == 1, result.output
+    assert "why [DIFFERS FROM CHAIN] (chain: OK): LOW_QUALITY: the update adds nothing" in (
+        result.output
+    )
+    assert result.output.count("why [DIFFERS FROM CHAIN] (chain: OK)") == 2
+    assert "why [claimed]: ok: accepted" in result.output
+
+
 def test_verify_fails_a_log_whose_names_or_counts_contradict_the_chain(tmp_path: Path) -> None:
     """`audit verify` carries the same field check as `audit log`: a log renaming a site and
     inflating a sample count fails `log.agrees`, naming both fields."""
