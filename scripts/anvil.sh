@@ -20,6 +20,10 @@
 #                         "none" for a chain that starts empty every time). Anvil loads it at
 #                         start and writes it every 5 s and at stop, so a restart (even after
 #                         kill -9, minus the last seconds) keeps the deployed ledger.
+# Anvil moves the states of older blocks out of memory into <dir>/history-<port> (its
+# --cache-path; by default it would write them under ~/.foundry/anvil/tmp and never remove them:
+# a few GB per long run that filled this machine's disk). `stop` removes that folder: a restart
+# reloads the chain from the state file, not from it.
 # The chain listens on 127.0.0.1 only and uses Anvil's public development accounts.
 set -euo pipefail
 
@@ -30,6 +34,7 @@ ANVIL="$ROOT/node_modules/.bin/anvil"
 PIDFILE="$DIR/anvil-$PORT.pid"
 LOGFILE="$DIR/anvil-$PORT.log"
 STATE="${FEDTRAIL_ANVIL_STATE:-$DIR/anvil-$PORT.state.json}"
+HISTORY="$DIR/history-$PORT"
 BLOCK_TIME="${FEDTRAIL_ANVIL_BLOCK_TIME:-1}"
 MINING="${FEDTRAIL_ANVIL_MINING:-mixed}"
 
@@ -80,7 +85,8 @@ start)
         fi
     fi
     # shellcheck disable=SC2086
-    nohup "$ANVIL" --host 127.0.0.1 --port "$PORT" "${state_args[@]}" "${mining_args[@]}" \
+    rm -rf "$HISTORY"
+    nohup "$ANVIL" --host 127.0.0.1 --port "$PORT" --cache-path "$HISTORY" "${state_args[@]}" "${mining_args[@]}" \
         ${FEDTRAIL_ANVIL_ARGS:-} \
         >"$LOGFILE" 2>&1 &
     echo $! >"$PIDFILE"
@@ -104,6 +110,7 @@ stop)
         say "not running"
     fi
     rm -f "$PIDFILE"
+    rm -rf "$HISTORY"
     ;;
 status)
     if running && answers; then say "running on http://127.0.0.1:$PORT"; else say "stopped"; exit 3; fi

@@ -500,7 +500,7 @@ def test_audit_cli_verify_fails_a_ledger_with_no_rounds(
 
     ledger = embedded.deploy()
     monkeypatch.setattr(commands, "_open", lambda *_: ledger)
-    monkeypatch.setattr(commands, "open_checked_store", lambda *_: LocalStore(tmp_path / "s"))
+    monkeypatch.setattr(commands, "open_checked_store", lambda *_, **__: LocalStore(tmp_path / "s"))
     table = CliRunner().invoke(cli, ["audit", "verify", "--all"])
     assert table.exit_code == 1, table.output
     assert "FAIL: 0 checks over 0 round(s)" in table.output
@@ -522,7 +522,7 @@ def test_audit_cli_verify_exits_1_naming_the_failed_check(
     shutil.copytree(shared.root, tmp_path / "store")
     store = LocalStore(tmp_path / "store")
     monkeypatch.setattr(commands, "_open", lambda *_: ledger)
-    monkeypatch.setattr(commands, "open_checked_store", lambda *_: store)
+    monkeypatch.setattr(commands, "open_checked_store", lambda *_, **__: store)
     args = ["audit", "verify", "--all", "--format", "json"]
     honest = CliRunner().invoke(cli, args)
     assert honest.exit_code == 0, honest.output

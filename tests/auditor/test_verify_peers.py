@@ -88,7 +88,7 @@ def test_a_log_whose_votes_differ_from_the_chain_fails_peers_votes(
     assert "the log's votes are not the chain's" in bad["peers.votes"]
 
     monkeypatch.setattr(commands, "_open", lambda *_: pf.fed.ledger)
-    monkeypatch.setattr(commands, "open_checked_store", lambda *_: pf.fed.store)
+    monkeypatch.setattr(commands, "open_checked_store", lambda *_, **__: pf.fed.store)
     out = CliRunner().invoke(cli, ["audit", "log", str(r)])
     assert out.exit_code == 1 and out.stdout.count("[DIFFERS FROM CHAIN] (chain: ") == 1
     honest = CliRunner().invoke(cli, ["audit", "log", "2"])
@@ -302,7 +302,7 @@ def test_audit_verify_cli_passes_peer_rounds_without_validation(
     import fedtrail.auditor.commands as commands
 
     monkeypatch.setattr(commands, "_open", lambda *_: pf.fed.ledger)
-    monkeypatch.setattr(commands, "open_checked_store", lambda *_: pf.fed.store)
+    monkeypatch.setattr(commands, "open_checked_store", lambda *_, **__: pf.fed.store)
     out = CliRunner().invoke(cli, ["audit", "verify", "--round", "2", "--format", "json"])
     assert out.exit_code == 0, out.output
     doc = json.loads(out.stdout)

@@ -256,7 +256,7 @@ def test_the_cli_names_the_checks_and_exits_1(
 
     store = _copy(fed, tmp_path)
     monkeypatch.setattr(commands, "_open", lambda *_: fed.ledger)
-    monkeypatch.setattr(commands, "open_checked_store", lambda *_: store)
+    monkeypatch.setattr(commands, "open_checked_store", lambda *_, **__: store)
     args = ["audit", "verify", "--round", "2", "--format", "json"]
     honest = CliRunner().invoke(cli, args)
     assert honest.exit_code == 0, honest.output
