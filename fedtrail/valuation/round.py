@@ -388,6 +388,7 @@ def _free_riders(
         samples={c.site: c.num_samples for c in cands},
         size_power=comb.tiny_size_power,
         size_reference=comb.tiny_size_reference,
+        size_own=bool(comb.tiny_size_own),
         white_z=comb.white_noise_z,
         shaped_z=comb.shaped_noise_z,
         declared_noise={c.site for c in cands if c.noise_declared},

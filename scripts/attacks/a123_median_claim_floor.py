@@ -26,8 +26,10 @@ each Sybil its own white noise, FREE_RIDER itself but usable, so its claim count
 ``zero``: zero updates, all but the first DUPLICATE and so not counted); ``rider`` the rider's
 claim (150); ``level`` (3e-4, i.e. 0.03% of the model's norm, a third of the old floor);
 ``honest`` (8 - sybils - 1 sites of 150 images); ``rounds`` (3);
-``rule`` (``now``: this tree's rule; ``before``: ``tiny_size_reference`` 0,
-the rule before h-234 — the control); ``peers`` (1: ``[valuation] mode = "peers"``).
+``rule`` (``now``: this tree's rule, ``tiny_size_own`` 1; ``h234``: ``tiny_size_own`` 0, the
+rule of stop 55 this attacks, the sites consenting under ``[accept.loosest]``; ``before``:
+``tiny_size_reference`` 0, the rule before h-234 — the control); ``peers`` (1: ``[valuation]
+mode = "peers"``; the harness drives no validators, so it stops at round 1's finalize).
 
 Exits 1 when the rider is paid (weight > 0) in any round with ``audit verify`` passing, else 0.
 """
@@ -41,6 +43,7 @@ from harness import Site, read_independently, run
 
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.valuation import default_combiner
+from fedtrail.valuation.limits import ThresholdLimits
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "decay"
 KINDS = ("decay", "profiled", "mix", "copy", "white")
@@ -112,6 +115,10 @@ def sybil(i: int):
 combiner = default_combiner(True)
 if RULE == "before":
     combiner = replace(combiner, tiny_size_reference=0.0)
+elif RULE == "h234":
+    combiner = replace(combiner, tiny_size_own=0)
+elif RULE != "now":
+    raise SystemExit(f"unknown rule {RULE!r}: now, h234 or before")
 settings = AggregatorSettings(
     explain_method=None, round_seconds=60, reveal_seconds=30, combiner=combiner
 )
@@ -122,7 +129,8 @@ sites = (
     + [Site(f"syb{i}", 0, strategy=sybil(i), cap=150) for i in range(SYBILS)]
     + [Site("rider", 0, strategy=rider, cap=150)]
 )
-res = run(sites, rounds=ROUNDS, real=True, settings=settings)
+accept = ThresholdLimits.accepting(combiner)  # the sites consent to the rule tried
+res = run(sites, rounds=ROUNDS, real=True, settings=settings, accept=accept)
 paid = []
 for i, row in enumerate(res["results"], 1):
     claims = sorted(r["samples"] for r in row.values())
