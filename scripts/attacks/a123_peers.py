@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 import torch
-from harness import backends
+from harness import backends, read_independently
 
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.auditor.verify import verify_all
@@ -151,5 +151,8 @@ print(
     "PASS" if ok else "FAIL",
     [(a.round, c.name) for a in audits for c in a.checks if c.applicable and not c.passed],
 )
+reader = read_independently(fed, "a123p")
+failed = [f"{x['check']}: {x['detail'][:120]}" for x in reader if x["result"] == "FAIL"]
+print(f"independent reader: {'PASS' if not failed else 'FAIL'} {failed}")
 print(f"peers, rule {RULE}, level {LEVEL}: rider paid in rounds {paid}")
 sys.exit(1 if paid and ok else 0)
