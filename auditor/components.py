@@ -423,6 +423,7 @@ def check_free_riders(
             samples={s.site: s.num_samples for s in subs},
             size_power=comb.tiny_size_power,
             size_reference=comb.tiny_size_reference,
+            size_own=bool(comb.tiny_size_own),
             white_z=comb.white_noise_z,
             shaped_z=comb.shaped_noise_z,
             declared_noise=declared_noise,

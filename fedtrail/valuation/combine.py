@@ -311,6 +311,14 @@ class Combiner:
     zeroed, 100 sites of 20-30 images 94%, nearly all by this floor). A round whose median claim
     is at least ``tiny_size_reference`` is judged exactly as without it. A recorded set without
     it means 0: off.
+    ``tiny_size_own`` (0 or 1; default 1): 1 takes, in a round whose median claim is below
+    ``tiny_size_reference``, each site's own claim alone: the floor is lowered by
+    ``min(1, n / tiny_size_reference) ** tiny_size_power``; 0 (the rule above, terms written in
+    stop 55) by the median's ``min(n, m) / tiny_size_reference``, under which colluders that
+    hold half a round's usable updates and claim a few samples each lower every site's floor
+    (a data-less rider claiming 150 with a weight-decay step at 0.01% of the model's norm was
+    paid 0.333 of the round beside five white-noise Sybils claiming 20:
+    ``scripts/attacks/a123_median_claim_floor.py``). A recorded set without it means 0.
     ``white_noise_z`` (>= 0; default 1000; 0: off): with a
     :class:`~fedtrail.valuation.standing.History`, an update that does not declare DP-SGD whose
     structure statistic (:func:`~fedtrail.valuation.freeride.structure_z`), or that of its
@@ -372,6 +380,7 @@ class Combiner:
     norm_size_cap: float = 1.0
     tiny_size_power: float = 2.0
     tiny_size_reference: float = 150.0
+    tiny_size_own: int = 1
     dp_noise_check: int = 2
     relief_cosine: float = -0.7
     boost_clip: float = BOOST_CLIP
@@ -446,6 +455,8 @@ class Combiner:
             raise ConfigError(f"norm_size_cap must be at least 1, got {self.norm_size_cap}")
         if _number("tiny_size_power", self.tiny_size_power) < 0.0:
             raise ConfigError(f"tiny_size_power must be non-negative, got {self.tiny_size_power}")
+        if isinstance(self.tiny_size_own, bool) or self.tiny_size_own not in (0, 1):
+            raise ConfigError(f"tiny_size_own must be 0 or 1, got {self.tiny_size_own!r}")
         if _number("tiny_size_reference", self.tiny_size_reference) < 0.0:
             raise ConfigError(
                 f"tiny_size_reference must be non-negative, got {self.tiny_size_reference}"

@@ -31,7 +31,12 @@ hospitals as FREE_RIDER, so an aggregator writes it only with its sites' consent
 (``tiny_size_power = 0.0`` under ``[accept]``, as auditing a ledger written before it needs).
 ``tiny_size_reference`` loosens as it rises too (the floor is scaled by the round's median
 claim over it, below it): its loosest accepted value is its default (150), its strictest 0 (off,
-what terms that omit it read as).
+what terms that omit it read as). ``tiny_size_own`` (1: a small round's floor reads each site's
+own claim alone; 0: the median's, which colluders' claims lower, ``scripts/attacks/
+a123_median_claim_floor.py``) is bounded at 1 on both sides; terms that omit it read as 0,
+refused only where it decides anything (``tiny_size_reference`` above 0 and ``tiny_size_power``
+above 0: terms written in stop 55; auditing such a ledger takes ``tiny_size_own = 0`` under
+``[accept.loosest]``).
 ``norm_size_cap``'s limits are both its default, 1 (off): above it a site that inflates its
 claimed count within its cap may also boost its update as many times
 (``scripts/attacks/a10_inflate_boost.py``), so turning it on takes the sites' consent under
@@ -178,6 +183,7 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "duplicate_either_order",
         "shaped_noise_z",
         "duplicate_relative_l2",
+        "tiny_size_own",
     }
 )
 """Thresholds that flag or cut more updates as they rise (the others: as they fall)."""
@@ -304,6 +310,11 @@ class LoosestLimits:
     norm_size_cap: float = 1.0
     tiny_size_power: float = 2.0
     tiny_size_reference: float = 150.0
+    tiny_size_own: int = 1
+    """At least 1: 0 (terms written in stop 55, or that omit it) lets colluders' small claims
+    lower every site's free-rider floor (``scripts/attacks/a123_median_claim_floor.py``). Not
+    a breach where the rule it picks is off (``tiny_size_reference`` or ``tiny_size_power``
+    0: terms written before stop 55), as it then changes no verdict."""
     dp_noise_check: int = 2
     relief_cosine: float = -0.7
     stale_support_cosine: float = 0.999995
@@ -343,6 +354,10 @@ class LoosestLimits:
                 value = getattr(combiner, f.name)
             limit = getattr(self, f.name)
             lower = f.name in LOWER_IS_LOOSER
+            if f.name == "tiny_size_own" and not (
+                combiner.tiny_size_reference > 0 and combiner.tiny_size_power > 0
+            ):
+                continue  # the rule it picks is off: it changes no verdict
             if value < limit if lower else value > limit:
                 side = "at least" if lower else "at most"
                 out.append(f"{f.name} {value} (accepted: {side} {limit})")
@@ -391,6 +406,9 @@ class ThresholdLimits:
     """At least 2 by default: a lower power (0, the rule before it) zeroes an honest small
     hospital as FREE_RIDER (7 of 20 rounds for a 20-image site beside 150-image sites). Terms
     that omit it read as 0."""
+    tiny_size_own: int = 1
+    """1, its greatest value: no strict bound (1 only raises the floor of a site claiming more
+    than a small round's median, to what its own claim gives)."""
     tiny_size_reference: float = 0.0
     """0, its least value: no strict bound (terms that omit it read as 0, the floor before it,
     which a ledger written before it is audited with)."""

@@ -388,6 +388,7 @@ def _free_riders(
         samples={c.site: c.num_samples for c in cands},
         size_power=comb.tiny_size_power,
         size_reference=comb.tiny_size_reference,
+        size_own=bool(comb.tiny_size_own),
         white_z=comb.white_noise_z,
         shaped_z=comb.shaped_noise_z,
         declared_noise={c.site for c in cands if c.noise_declared},
@@ -565,7 +566,8 @@ measured 150-image sites down to 0.26% and smaller sites far lower (20 images: 0
 floor is lowered for a site claiming fewer samples than the round's median
 (:attr:`~fedtrail.valuation.combine.Combiner.tiny_size_power`), and for every site of a round
 whose median claim is below
-:attr:`~fedtrail.valuation.combine.Combiner.tiny_size_reference`."""
+:attr:`~fedtrail.valuation.combine.Combiner.tiny_size_reference` (by its own claim alone under
+:attr:`~fedtrail.valuation.combine.Combiner.tiny_size_own`)."""
 
 WARM_UP_MAX_HARM: Final = 0.1
 """In the warm-up round (values are not accumulated, so the standing cannot demote anyone yet), a

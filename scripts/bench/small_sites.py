@@ -19,7 +19,9 @@ floor against the global model's norm (``model``: below ``MIN_UPDATE_TO_MODEL_NO
 (``own``), another FREE_RIDER test (``other``: stale, white or shaped noise) or another reason;
 and the range of the model-floor victims' norms against the model's, read from their details.
 ``--rule before``: valued with ``tiny_size_reference`` 0 (the floor before it, scaled only
-below the round's median claim); ``now`` (default): the product's defaults.
+below the round's median claim); ``h234``: with ``tiny_size_own`` 0 (session 55's rule: a small
+round's floor scaled by the median claim, not each site's own); ``now`` (default): the
+product's defaults.
 ``--rider KIND:FACTOR`` (a :class:`~fedtrail.simulation.faults.SiteFault`, e.g. ``scale:0``, a
 zero update, ``random:0.005``, uniform noise at 0.5% of its update's magnitude as scenario (e)
 of ``scripts/bench/accuracy.py``, ``scale:0.05``): the last site sends that instead of its
@@ -134,14 +136,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-zeroed", type=float, default=0.10)
-    ap.add_argument("--rule", choices=("now", "before"), default="now")
+    ap.add_argument("--rule", choices=("now", "h234", "before"), default="now")
     ap.add_argument("--rider", default="")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     combiner = HISTORY_COMBINER
     if args.rule == "before":
         combiner = replace(combiner, tiny_size_reference=0.0)
-    print(f"# rule {args.rule}: tiny_size_reference {combiner.tiny_size_reference:g}")
+    elif args.rule == "h234":
+        combiner = replace(combiner, tiny_size_own=0)
+    print(
+        f"# rule {args.rule}: tiny_size_reference {combiner.tiny_size_reference:g}, "
+        f"tiny_size_own {combiner.tiny_size_own}"
+    )
     splits = load_bundled()
     seeds = _sim.parse_seeds(args.seeds)
     print(

@@ -911,6 +911,7 @@ LATER_THRESHOLDS = {
     "norm_size_cap": 1.0,
     "tiny_size_power": 0.0,
     "tiny_size_reference": 0.0,
+    "tiny_size_own": 0,
     "dp_noise_check": 0,
     "relief_cosine": -1.0,
     "boost_clip": 0.0,
@@ -1180,6 +1181,7 @@ def free_rider_rule(
     stale_dist = cc.get("stale_distance", 1e6)
     power = cc.get("tiny_size_power", LATER_THRESHOLDS["tiny_size_power"])
     size_ref = cc.get("tiny_size_reference", LATER_THRESHOLDS["tiny_size_reference"])
+    size_own = cc.get("tiny_size_own", LATER_THRESHOLDS["tiny_size_own"])
     norms = {a: math.sqrt(block_sum(flats[a] * flats[a])) for a in sites}
     ref_norms = [math.sqrt(block_sum(v * v)) for _, v in refs]
     own = sorted(norms.values())
@@ -1198,6 +1200,8 @@ def free_rider_rule(
         ratio = 0.001 * (factor**power if power > 0 and factor < 1.0 else 1.0)
         if power > 0 and size_ref > 0 and 0 < m < size_ref:  # a round of small sites
             ratio = 0.001 * (min(1.0, factor) * (m / size_ref)) ** power
+            if size_own:  # its own claim alone, whatever the others claim
+                ratio = 0.001 * min(1.0, counts[a] / size_ref) ** power
         if nx < ratio * model_norm:
             out[a] = f"norm below {ratio:.3g} x the start model's"
             continue

@@ -55,9 +55,9 @@ STRICTER = {
 }
 """One value per bounded threshold on its harmful side of the default limit."""
 
-OFF_IS_STRICTEST = {"norm_size_cap", "tiny_size_reference"}
-"""Thresholds whose default strictest limit is their least value (the rule off), so nothing is
-stricter than it."""
+OFF_IS_STRICTEST = {"norm_size_cap", "tiny_size_reference", "tiny_size_own"}
+"""Thresholds whose default strictest limit is their strictest value (the rule off, or
+``tiny_size_own``'s 1), so nothing is stricter than it."""
 
 LOOSER = {
     "min_cosine": -1.0,
@@ -82,6 +82,7 @@ LOOSER = {
     "norm_size_cap": 1.0,
     "tiny_size_power": 2.0,
     "tiny_size_reference": 150.0,
+    "tiny_size_own": 1,
     "stale_support_cosine": 1.0,
     "stale_support_overlap": 1.0,
 }
@@ -103,6 +104,7 @@ LOOSEST_PAST = {
     "norm_size_cap": 1e6,
     "tiny_size_power": 8.0,
     "tiny_size_reference": 1e6,
+    "tiny_size_own": 0,
     "dp_noise_check": 0,
     "relief_cosine": -1.0,
     "stale_support_cosine": 1.0,

@@ -464,6 +464,7 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
             norm_size_cap=1.0,
             tiny_size_power=2.0,
             tiny_size_reference=150.0,
+            tiny_size_own=1,
             dp_noise_check=2,
             white_noise_z=1000.0,
             shaped_noise_z=1000.0,
