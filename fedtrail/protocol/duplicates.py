@@ -915,9 +915,9 @@ class Whiteness(Protocol):
     """The duplicate rule's white-noise statistic of a later update's residual from an earlier
     one (``later, earlier, stop``; ``flats``: the two updates' exact float64 flats, sorted name
     order, which the rule already holds; ``exact=False``: a value below ``stop`` may be a bound
-of the statistic, below ``stop`` too: the rule reads the verdict alone): :func:`fedtrail.valuation.freeride.\
-duplicate_residual_z`, the free-rider screen's statistic (a layer above this one, so passed
-    in)."""
+    of the statistic, below ``stop`` too, as the rule reads the verdict alone):
+    :func:`fedtrail.valuation.freeride.duplicate_residual_z`, the free-rider screen's statistic
+    (a layer above this one, so passed in)."""
 
     def __call__(
         self,

@@ -945,14 +945,16 @@ def _bound_above(
         return math.inf
     low, high = _SAFE_MEAN
     squares = [torch.from_numpy(a).square() for a in arrays]
-    sums = [float(q.sum()) for q in squares]
+    # the rows' sums of squares (family 1), and each tensor's as the sum of its rows'
+    rows = [q.reshape(q.shape[0], -1).sum(dim=1) if q.ndim >= 2 else q for q in squares]
+    sums = [float(r.sum()) for r in rows]
     weights = [1.0] * len(arrays)
     if unit:
-        for k, (q, a) in enumerate(zip(sums, arrays, strict=True)):
-            if not low < q / a.size < high:  # NaN included
+        for k, (tensor_sum, a) in enumerate(zip(sums, arrays, strict=True)):
+            if not low < tensor_sum / a.size < high:  # NaN included
                 return math.inf
-            weights[k] = a.size / q  # one over the tensor's mean square
-    total = math.fsum(q * w for q, w in zip(sums, weights, strict=True))
+            weights[k] = a.size / tensor_sum  # one over the tensor's mean square
+    total = math.fsum(g * w for g, w in zip(sums, weights, strict=True))
     if not low < total / width < high:  # NaN included
         return math.inf
     scale = width / total  # a group's sum of squares over the mean square
@@ -968,15 +970,16 @@ def _bound_above(
         else:
             groups = np.concatenate(
                 [
-                    q.reshape(q.shape[0], -1).sum(dim=2 - family).numpy() * w
-                    for q, w in zip(squares, weights, strict=True)
+                    (r if family == 1 else q.reshape(q.shape[0], -1).sum(dim=0)).numpy() * w
+                    for q, r, w in zip(squares, rows, weights, strict=True)
                     if q.ndim >= 2
                 ]
             )
         ratios = groups * scale
         gap = np.abs(ratios - sizes) + _BOUND_ROOM * (ratios + sizes)
         terms = gap**2 / (2.0 * sizes)
-        dispersion = math.fsum(terms.tolist()) * (1.0 + _BOUND_ROOM)
+        # positive terms, summed in any order: within gamma_groups of their sum, relative
+        dispersion = float(terms.sum()) * (1.0 + _BOUND_ROOM)
         score = (dispersion - groups.size) / spread
         score += _BOUND_ROOM * (abs(score) + groups.size / spread + 1.0)
         if not score < stop:  # NaN included

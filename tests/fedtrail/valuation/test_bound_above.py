@@ -7,6 +7,7 @@ statistic, also at a threshold a hair above or below it."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -241,7 +242,7 @@ def test_the_duplicate_rules_marks_are_those_of_the_exact_statistic() -> None:
         Entry(site=f"s{k}", sha256=f"{k:064x}", commit_order=k, delta=d, noise_declared=False)
         for k, d in enumerate(deltas)
     ]
-    thresholds = [1000.0] + [(a + b) / 2 for a, b in zip(zs, zs[1:], strict=False)]
+    thresholds = [1000.0] + [(a + b) / 2 for a, b in itertools.pairwise(zs)]
     for z in thresholds:
         rule = DuplicateRule(cosine=1.0, scaled_cosine=None, white_noise_z=z, shared_tensor=None)
         quick = find_duplicates(entries, rule, whiteness=counted)
