@@ -914,9 +914,10 @@ def shared_tensor(
 class Whiteness(Protocol):
     """The duplicate rule's white-noise statistic of a later update's residual from an earlier
     one (``later, earlier, stop``; ``flats``: the two updates' exact float64 flats, sorted name
-    order, which the rule already holds): :func:`fedtrail.valuation.freeride.\
-duplicate_residual_z`, the free-rider screen's statistic (a layer above this one, so passed
-    in)."""
+    order, which the rule already holds; ``exact=False``: a value below ``stop`` may be a bound
+    of the statistic, below ``stop`` too, as the rule reads the verdict alone):
+    :func:`fedtrail.valuation.freeride.duplicate_residual_z`, the free-rider screen's statistic
+    (a layer above this one, so passed in)."""
 
     def __call__(
         self,
@@ -925,6 +926,7 @@ duplicate_residual_z`, the free-rider screen's statistic (a layer above this one
         stop: float = ...,
         *,
         flats: tuple[torch.Tensor, torch.Tensor] | None = ...,
+        exact: bool = ...,
     ) -> float: ...
 
 
@@ -1127,7 +1129,8 @@ def find_duplicates(
             return None
         original, later = deltas[closest], deltas[j]
         assert original is not None and later is not None
-        z = whiteness(later, original, white_z, flats=(b, flat(closest)[0]))
+        # the verdict alone: a value below white_z may be a bound of the statistic
+        z = whiteness(later, original, white_z, flats=(b, flat(closest)[0]), exact=False)
         return closest if z < white_z else None
 
     tensor_parts: dict[int, dict[str, _Part]] = {}

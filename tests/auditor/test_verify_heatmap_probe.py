@@ -207,3 +207,33 @@ def test_a_heatmap_listed_many_times_is_fetched_once(
     doc = json.loads(fed.store.get(info.log_cid, info.log_sha256))
     heatmaps = {i["cid"] for i in doc["explanations"]["images"]}
     assert sum(c in heatmaps for c in fetched) == len(heatmaps), len(fetched)
+
+
+def test_a_log_of_many_unusable_heatmaps_stops_fetching_after_the_failures_shown(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The distinct images are fetched several at a time (issue 18), but as the check reads
+    them: a log naming 60 distinct unusable images (one heatmap's CID under 60 wrong sha256s)
+    fails log.heatmaps with the rest "not fetched", after at most HEATMAP_FAILURES_SHOWN plus
+    the 2 * FETCH_THREADS requested ahead, not 60."""
+    import fedtrail.auditor.verify as verify_mod
+
+    fetched: list[str] = []
+    real = verify_mod._fetch
+
+    def counting(store: Any, cid: str, sha256: str, max_bytes: int | None = None) -> Any:
+        fetched.append(sha256)
+        return real(store, cid, sha256, max_bytes)
+
+    def edit(doc: dict[str, Any]) -> None:
+        first = doc["explanations"]["images"][0]
+        doc["explanations"]["images"] = [{**first, "sha256": f"{k + 1:064x}"} for k in range(60)]
+
+    monkeypatch.setattr(verify_mod, "_fetch", counting)
+    bad = _audit_with_log(fed, 2, edit, monkeypatch)
+    assert set(bad) == {"log.heatmaps"}, bad
+    assert "more not fetched" in bad["log.heatmaps"], bad
+    assert "bytes do not match the sha256 the log names" in bad["log.heatmaps"], bad
+    wrong = [s for s in fetched if s.startswith("0" * 40)]
+    limit = verify_mod.HEATMAP_FAILURES_SHOWN + 2 * verify_mod.FETCH_THREADS
+    assert verify_mod.HEATMAP_FAILURES_SHOWN - 1 <= len(wrong) <= limit, len(wrong)
