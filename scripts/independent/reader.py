@@ -917,6 +917,7 @@ LATER_THRESHOLDS = {
     "warm_up_floor": 1.0,
     "white_noise_z": 0.0,
     "shaped_noise_z": 0.0,
+    "block_noise_z": 0.0,
     "dp_copy_z": 0.0,
     "stale_support_cosine": 1.0,
     "stale_support_overlap": 1.0,
@@ -1414,6 +1415,34 @@ def structure(parts: dict, present: dict | None = None) -> float:
     return max(scores)
 
 
+def block_statistic(update: dict) -> float:
+    """README *The public rules, exactly*, the block-noise test: every tensor of 2+ dimensions
+    with 2+ rows cut into blocks (3+ dimensions: one per pair of its first two indices; 2-D:
+    runs of 8 values of a row, zero-padded), then for each pair of rows the blocks' dot
+    products c: sum (G^2 - w) / sqrt(sum 2 (w^2 - q)), G = sum c, w = sum c^2, q = sum c^4."""
+    num, var = [], []
+    for a in update.values():
+        if a.ndim < 2 or a.shape[0] < 2 or a.size == 0:
+            continue
+        if a.ndim >= 3:
+            x = a.reshape(a.shape[0], a.shape[1], -1)
+        else:
+            runs = -(-a.shape[1] // 8)
+            x = np.zeros((a.shape[0], runs * 8))
+            x[:, : a.shape[1]] = a
+            x = x.reshape(a.shape[0], runs, 8)
+        for i in range(x.shape[0]):
+            for j in range(i + 1, x.shape[0]):
+                c = (x[i] * x[j]).sum(axis=1)
+                g, w, q = c.sum(), (c * c).sum(), (c**4).sum()
+                num.append(g * g - w)
+                var.append(2.0 * (w * w - q))
+    total = math.fsum(var)
+    if not total > 0 or not math.isfinite(total):
+        return math.inf
+    return math.fsum(num) / math.sqrt(total)
+
+
 def sparse(update: dict) -> bool:
     total = zeros = 0
     for a in update.values():
@@ -1486,12 +1515,19 @@ def noise_tests(
             if z >= dp_z:
                 return f"DP copy ({z:.3g} >= {dp_z})"
         return None
-    if white <= 0 and shaped_z <= 0:
+    block_limit = cc.get("block_noise_z", 0)
+    if white <= 0 and shaped_z <= 0 and block_limit <= 0:
         return None
     if white > 0:
         z = structure(update)
         if z < white:
             return f"white noise ({z:.3g})"
+    if block_limit > 0:
+        z = block_statistic(update)
+        if z < block_limit:
+            return f"noise independent between blocks ({z:.3g})"
+    if white <= 0 and shaped_z <= 0:
+        return None
     if not refs:
         return None
     nx = math.sqrt(block_sum(flat * flat))
