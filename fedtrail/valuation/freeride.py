@@ -734,21 +734,27 @@ def block_z_of(update: Mapping[str, torch.Tensor]) -> float:
     An honest update's rows share directions (the same inputs move every output's weights), so
     its statistic is large; Gaussian noise scaled per tensor, row, column or value to a public
     update's profile scores about N(0, 1). Every sum is in a fixed order (products of a pair of
-    rows, the blocks' values added in order, then the blocks' terms row after row, then
-    :func:`math.fsum`): the same bits on every machine. ``inf`` when no tensor has two rows or
+    rows, each block's values added in order, then the blocks in order, then one
+    :func:`math.fsum` of every pair's terms): the same bits on every machine. ``inf`` when no tensor has two rows or
     every such variance is 0."""
     return _block_z({k: _wide(v) for k, v in update.items()})
 
 
 def _blocks(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
     """``a`` as (rows, blocks, values per block) for the block test, or None when it has fewer
-    than two dimensions or two rows."""
+    than two dimensions, two rows or two blocks a row (rows of one block add exactly 0 to both
+    of the statistic's sums: ``G**2 - w`` and ``w**2 - q`` are then ``c*c - c*c``; left out,
+    so the bound does not carry their loose ``W``)."""
     if a.ndim < 2 or a.shape[0] < 2 or a.size == 0:
         return None
     if a.ndim >= 3:
+        if a.shape[1] < 2:
+            return None
         return np.ascontiguousarray(a.reshape(a.shape[0], a.shape[1], -1))
     rows, cols = a.shape
     runs = -(-cols // BLOCK_RUN)
+    if runs < 2:
+        return None
     padded = np.zeros((rows, runs * BLOCK_RUN), dtype=np.float64)
     padded[:, :cols] = a
     return padded.reshape(rows, runs, BLOCK_RUN)
@@ -779,8 +785,8 @@ def _block_z(parts: Mapping[str, npt.NDArray[np.float64]], *, stop: float = math
             c2 = np.multiply(c, c)
             w = np.add.reduce(np.ascontiguousarray(c2.T), axis=0)
             q = np.add.reduce(np.ascontiguousarray(np.multiply(c2, c2).T), axis=0)
-            num.append(math.fsum((g * g - w).tolist()))
-            var.append(math.fsum((2.0 * (w * w - q)).tolist()))
+            num.extend((g * g - w).tolist())
+            var.extend((2.0 * (w * w - q)).tolist())
     total = math.fsum(var)
     if not total > 0 or not math.isfinite(total):
         return math.inf

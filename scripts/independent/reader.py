@@ -1419,7 +1419,8 @@ def block_statistic(update: dict) -> float:
     """README *The public rules, exactly*, the block-noise test: every tensor of 2+ dimensions
     with 2+ rows cut into blocks (3+ dimensions: one per pair of its first two indices; 2-D:
     runs of 8 values of a row, zero-padded), then for each pair of rows the blocks' dot
-    products c: sum (G^2 - w) / sqrt(sum 2 (w^2 - q)), G = sum c, w = sum c^2, q = sum c^4."""
+    products c (in order): fsum(G^2 - w) / sqrt(fsum(2 (w^2 - q))), G = sum c, w = sum c^2,
+    q = sum (c^2)^2, each added in order."""
     num, var = [], []
     for a in update.values():
         if a.ndim < 2 or a.shape[0] < 2 or a.size == 0:
@@ -1431,12 +1432,15 @@ def block_statistic(update: dict) -> float:
             x = np.zeros((a.shape[0], runs * 8))
             x[:, : a.shape[1]] = a
             x = x.reshape(a.shape[0], runs, 8)
-        for i in range(x.shape[0]):
-            for j in range(i + 1, x.shape[0]):
-                c = (x[i] * x[j]).sum(axis=1)
-                g, w, q = c.sum(), (c * c).sum(), (c**4).sum()
-                num.append(g * g - w)
-                var.append(2.0 * (w * w - q))
+        for i in range(x.shape[0] - 1):
+            # every later row j at once; np.cumsum adds in order, its last entry the sum
+            c = np.cumsum(x[i] * x[i + 1 :], axis=2)[..., -1]
+            c2 = c * c
+            g = np.cumsum(c, axis=1)[:, -1]
+            w = np.cumsum(c2, axis=1)[:, -1]
+            q = np.cumsum(c2 * c2, axis=1)[:, -1]
+            num.extend((g * g - w).tolist())
+            var.extend((2.0 * (w * w - q)).tolist())
     total = math.fsum(var)
     if not total > 0 or not math.isfinite(total):
         return math.inf
