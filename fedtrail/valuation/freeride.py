@@ -152,10 +152,10 @@ from fedtrail.valuation.base import size_factor
 from fedtrail.valuation.rows import Rows
 
 __all__ = [
-    "DP_COPY_STEP",
-    "dp_copy_statistic",
     "BLOCK_RUN",
+    "DP_COPY_STEP",
     "block_z_of",
+    "dp_copy_statistic",
     "duplicate_residual_z",
     "free_riders",
     "own_reference",
@@ -735,8 +735,8 @@ def block_z_of(update: Mapping[str, torch.Tensor]) -> float:
     its statistic is large; Gaussian noise scaled per tensor, row, column or value to a public
     update's profile scores about N(0, 1). Every sum is in a fixed order (products of a pair of
     rows, each block's values added in order, then the blocks in order, then one
-    :func:`math.fsum` of every pair's terms): the same bits on every machine. ``inf`` when no tensor has two rows or
-    every such variance is 0."""
+    :func:`math.fsum` of every pair's terms): the same bits on every machine. ``inf`` when no
+    tensor has two rows of two blocks or every such variance is 0."""
     return _block_z({k: _wide(v) for k, v in update.items()})
 
 
