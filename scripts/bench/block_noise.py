@@ -2,7 +2,7 @@
 public profile.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench/block_noise.py [--sites 5,10,20]
-        [--alphas 1,100] [--seeds 0] [--rounds 4] [--compression topk8] [--threads 1]
+        [--alphas 1,100] [--seeds 1] [--rounds 4] [--compression topk8] [--threads 1]
 
 **honest**: the benchmarks' simulated FedAvg federations (``_sim.run_method``, every site
 honest, the bundled data) for every (sites, alpha, seed); every update of every round, round 1
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sites", default="5,10,20")
     parser.add_argument("--alphas", default="1,100")
-    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--seeds", default="1", help="a count N (seeds 0..N-1) or a list")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--compression", default="", help="every update through this codec")
     parser.add_argument("--threads", type=int, default=1)
