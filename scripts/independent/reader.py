@@ -1415,6 +1415,37 @@ def structure(parts: dict, present: dict | None = None) -> float:
     return max(scores)
 
 
+def block_bound(update: dict) -> float:
+    """README: a lower bound on block_statistic from sums in any order (matrix products), so
+    honest updates skip the exact pairwise sums: G within 1e-6 |x_i| |x_j| of the exact dot
+    product, w <= W = sum_b |x_ib|^2 |x_jb|^2 and w^2 - q <= W^2; each side widened by 1e-5."""
+    num, var = 0.0, 0.0
+    for a in update.values():
+        if a.ndim < 2 or a.shape[0] < 2 or a.size == 0:
+            continue
+        if a.ndim >= 3:
+            x = a.reshape(a.shape[0], a.shape[1], -1)
+        else:
+            runs = -(-a.shape[1] // 8)
+            x = np.zeros((a.shape[0], runs * 8))
+            x[:, : a.shape[1]] = a
+            x = x.reshape(a.shape[0], runs, 8)
+        if x.shape[1] < 2:  # one block a row: adds exactly 0 to both sums
+            continue
+        m = x.reshape(x.shape[0], -1)
+        g = m @ m.T
+        n = np.sqrt(np.diag(g))
+        s2 = (x * x).sum(axis=2)
+        big_w = (s2 @ s2.T) * (1 + 1e-5)
+        up = np.triu_indices(x.shape[0], 1)
+        low = np.maximum(np.abs(g[up]) - 1e-6 * np.outer(n, n)[up], 0.0)
+        num += float(np.sum(low * low * (1 - 1e-5) - big_w[up]))
+        var += float(np.sum(2.0 * big_w[up] ** 2))
+    if not num > 0 or not var > 0 or not math.isfinite(num) or not math.isfinite(var):
+        return -math.inf
+    return num * (1 - 1e-5) / math.sqrt(var * (1 + 1e-5))
+
+
 def block_statistic(update: dict) -> float:
     """README *The public rules, exactly*, the block-noise test: every tensor of 2+ dimensions
     with 2+ rows cut into blocks (3+ dimensions: one per pair of its first two indices; 2-D:
@@ -1526,7 +1557,7 @@ def noise_tests(
         z = structure(update)
         if z < white:
             return f"white noise ({z:.3g})"
-    if block_limit > 0:
+    if block_limit > 0 and block_bound(update) < block_limit:
         z = block_statistic(update)
         if z < block_limit:
             return f"noise independent between blocks ({z:.3g})"
