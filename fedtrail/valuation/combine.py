@@ -117,6 +117,11 @@ raised to at least this share of the full score
 (:func:`~fedtrail.valuation.standing.floored_score`). An opt-in: see README *Scores from
 standing* for what 0.5 measured."""
 
+BLOCK_NOISE_Z: Final = 8.0
+"""The block-noise test's threshold (``block_noise_z``): noise whose blocks are independent
+scores about N(0, 1) (a120's shapes at most 4.3), honest updates 18.1 and more (``topk8``),
+30.8 and more dense (README *Noise with a public profile*)."""
+
 BOOST_CLIP: Final = 0.0
 """The default ``boost_clip`` of :class:`Combiner`: 0, off (an opt-in; at 0.5 an update longer
 along the median update than 2 median norms keeps (2 / along) ** 2 of its score,
@@ -333,6 +338,15 @@ class Combiner:
     (:func:`~fedtrail.valuation.freeride.shaped_residual_z`; scenario (i) of
     ``scripts/bench/accuracy.py``); sparse updates (more than half exact zeros) are left out.
     A recorded set without it means 0: off.
+    ``block_noise_z`` (>= 0; default 8; 0: off): with a
+    :class:`~fedtrail.valuation.standing.History`, an update that does not declare DP-SGD whose
+    block statistic (:func:`~fedtrail.valuation.freeride.block_z_of`) is below it is
+    FREE_RIDER: noise whose blocks (a convolution's kernels, runs of 8 values of a 2-D tensor's
+    rows) are independent, whatever its variance profile (Gaussian noise scaled per tensor,
+    row, column or value to a public update's magnitudes passes ``white_noise_z``: attack
+    a120). Such noise scores about N(0, 1) (a120's shapes at most 4.3); honest updates measured
+    at 30.8 and more dense, 18.1 and more ``topk8`` (README *Noise with a public profile*).
+    A recorded set without it means 0: off.
     ``dp_copy_z`` (>= 0; default 0, off; 60 measured): with a
     :class:`~fedtrail.valuation.standing.History`, an update that declares DP-SGD (exempt from
     the white-noise and shaped-noise tests) is FREE_RIDER when it lies along the free-rider
@@ -387,6 +401,7 @@ class Combiner:
     warm_up_floor: float = WARM_UP_FLOOR
     white_noise_z: float = 1000.0
     shaped_noise_z: float = 1000.0
+    block_noise_z: float = BLOCK_NOISE_Z
     dp_copy_z: float = 0.0
     stale_support_cosine: float = 0.999995
     stale_support_overlap: float = 0.99
@@ -402,6 +417,8 @@ class Combiner:
             )
         if not 0.0 <= _number("shaped_noise_z", self.shaped_noise_z) < math.inf:
             raise ConfigError(f"shaped_noise_z must be finite and >= 0, got {self.shaped_noise_z}")
+        if not 0.0 <= _number("block_noise_z", self.block_noise_z) < math.inf:
+            raise ConfigError(f"block_noise_z must be finite and >= 0, got {self.block_noise_z}")
         if not 0.0 <= _number("dp_copy_z", self.dp_copy_z) < math.inf:
             raise ConfigError(f"dp_copy_z must be finite and >= 0, got {self.dp_copy_z}")
         if not 0.0 <= _number("white_noise_z", self.white_noise_z) < math.inf:

@@ -160,7 +160,9 @@ from fedtrail.valuation.base import size_factor
 from fedtrail.valuation.rows import Rows
 
 __all__ = [
+    "BLOCK_RUN",
     "DP_COPY_STEP",
+    "block_z_of",
     "dp_copy_statistic",
     "duplicate_residual_z",
     "free_riders",
@@ -199,6 +201,7 @@ def free_riders(
     shaped_z: float = 0.0,
     stale_support_cosine: float = 1.0,
     stale_support_overlap: float = 1.0,
+    block_z: float = 0.0,
 ) -> dict[str, str]:
     """The free-riders among ``deltas`` (site -> update, address order), each with why, in the
     sites' order; ``references`` are earlier updates by label (a label starting with
@@ -229,7 +232,9 @@ def free_riders(
     stale. ``stale_support_overlap`` below 1 adds its kept-entries test: a sparse update more
     than that share of whose nonzero entries are a reference's largest of their tensor
     (:func:`~fedtrail.protocol.duplicates.support_overlap`, against every reference) is stale.
-    Raises ConfigError when the layouts differ."""
+    ``block_z`` above 0 turns on the block-noise test for the sites not in ``declared_noise``
+    (:func:`block_z_of` of the update below it: noise whose blocks are independent, whatever
+    its variance profile). Raises ConfigError when the layouts differ."""
     if not deltas:
         return {}
     sites = list(deltas)
@@ -386,7 +391,7 @@ def free_riders(
                     f"{dp_copy_z:g})"
                 )
             continue
-        if white_z <= 0 and shaped_z <= 0:
+        if white_z <= 0 and shaped_z <= 0 and block_z <= 0:
             continue
         # widened once: the update's own statistic, its residual and the shaped test read it
         # (and the closest reference's exact dot product: ``flat``, the row they view)
@@ -398,6 +403,16 @@ def free_riders(
             if own_z < white_z:
                 out[site] = f"white noise (structure {own_z:.3g}, below {white_z:g})"
                 continue
+        if block_z > 0:
+            own_b = _block_z(values, stop=block_z)
+            if own_b < block_z:
+                out[site] = (
+                    f"noise independent between blocks (block statistic {own_b:.3g}, below "
+                    f"{block_z:g})"
+                )
+                continue
+        if white_z <= 0 and shaped_z <= 0:
+            continue
         if not labels:
             continue
         if approx is None:
@@ -721,6 +736,122 @@ def _widened(
 def _wide(t: torch.Tensor) -> npt.NDArray[np.float64]:
     """The tensor's values widened exactly to float64 (numpy's cast, as :class:`Rows`)."""
     return np.asarray(t.detach().cpu().numpy(), dtype=np.float64)
+
+
+BLOCK_RUN: Final = 8
+"""The block test's blocks in a 2-D tensor: runs of this many consecutive values of a row (the
+last run of a row shorter; :func:`block_z_of`)."""
+
+_BLOCK_ROOM: Final = 1e-6
+"""The room :func:`_block_bound` leaves for rounding, relative (as :data:`_BOUND_ROOM`)."""
+
+
+def block_z_of(update: Mapping[str, torch.Tensor]) -> float:
+    """How far ``update`` is from noise whose blocks are independent, in standard deviations of
+    the statistic under that noise (the block-noise test, ``block_noise_z``).
+
+    Each tensor of two or more dimensions with at least two rows (its first index) is cut into
+    blocks: in a tensor of three or more dimensions, one block per pair of its first two indices
+    (a convolution's kernel); in a 2-D tensor, runs of :data:`BLOCK_RUN` consecutive values of
+    a row (zero-padded to a multiple of it). For two rows ``i < j`` and block ``b``, ``c_b`` is
+    the dot product of the two rows' values in block ``b``, ``G = sum_b c_b``, ``w = sum_b
+    c_b**2``, ``q = sum_b c_b**4``. If every block's signs were flipped at random,
+    independently (noise whose blocks are independent and symmetric, whatever the variance of
+    each value and however the values within a block depend on each other), ``G**2 - w`` would
+    have mean 0 and variance ``2 (w**2 - q)``, uncorrelated between pairs. The statistic is
+    ``sum (G**2 - w) / sqrt(sum 2 (w**2 - q))`` over every pair of rows of every such tensor.
+    An honest update's rows share directions (the same inputs move every output's weights), so
+    its statistic is large; Gaussian noise scaled per tensor, row, column or value to a public
+    update's profile scores about N(0, 1). Every sum is in a fixed order (products of a pair of
+    rows, each block's values added in order, then the blocks in order, then one
+    :func:`math.fsum` of every pair's terms): the same bits on every machine. ``inf`` when no
+    tensor has two rows of two blocks or every such variance is 0."""
+    return _block_z({k: _wide(v) for k, v in update.items()})
+
+
+def _blocks(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
+    """``a`` as (rows, blocks, values per block) for the block test, or None when it has fewer
+    than two dimensions, two rows or two blocks a row (rows of one block add exactly 0 to both
+    of the statistic's sums: ``G**2 - w`` and ``w**2 - q`` are then ``c*c - c*c``; left out,
+    so the bound does not carry their loose ``W``)."""
+    if a.ndim < 2 or a.shape[0] < 2 or a.size == 0:
+        return None
+    if a.ndim >= 3:
+        if a.shape[1] < 2:
+            return None
+        return np.ascontiguousarray(a.reshape(a.shape[0], a.shape[1], -1))
+    rows, cols = a.shape
+    runs = -(-cols // BLOCK_RUN)
+    if runs < 2:
+        return None
+    padded = np.zeros((rows, runs * BLOCK_RUN), dtype=np.float64)
+    padded[:, :cols] = a
+    return padded.reshape(rows, runs, BLOCK_RUN)
+
+
+def _block_z(parts: Mapping[str, npt.NDArray[np.float64]], *, stop: float = math.inf) -> float:
+    """:func:`block_z_of` of float64 arrays; with a finite ``stop``, a lower bound from sums in
+    any order (:func:`_block_bound`) that reaches ``stop`` is returned instead (the screen then
+    neither quotes nor uses it)."""
+    blocks = [b for b in (_blocks(a) for a in parts.values()) if b is not None]
+    if not blocks:
+        return math.inf
+    if stop < math.inf:
+        bound = _block_bound(blocks)
+        if bound >= stop:
+            return bound
+    num: list[float] = []
+    var: list[float] = []
+    for x in blocks:
+        rows, _, size = x.shape
+        for i in range(rows - 1):
+            p = np.multiply(x[i], x[i + 1 :])  # (later rows, blocks, values)
+            c = np.array(p[..., 0])
+            for k in range(1, size):  # each block's values added in order
+                c += p[..., k]
+            # blocks added row after row (numpy's reduce over axis 0 of a C-ordered matrix)
+            g = np.add.reduce(np.ascontiguousarray(c.T), axis=0)
+            c2 = np.multiply(c, c)
+            w = np.add.reduce(np.ascontiguousarray(c2.T), axis=0)
+            q = np.add.reduce(np.ascontiguousarray(np.multiply(c2, c2).T), axis=0)
+            num.extend((g * g - w).tolist())
+            var.extend((2.0 * (w * w - q)).tolist())
+    total = math.fsum(var)
+    if not total > 0 or not math.isfinite(total):
+        return math.inf
+    return math.fsum(num) / math.sqrt(total)
+
+
+def _block_bound(blocks: Sequence[npt.NDArray[np.float64]]) -> float:
+    """A lower bound on :func:`_block_z` of ``blocks`` from matrix products in any order (torch's,
+    on torch's threads), or ``-inf``. Per tensor: ``G`` within ``4 (width + 2) 2**-53 |x_i|
+    |x_j|`` of the exact one (``gamma_width`` four times over); ``w <= W = sum_b |x_ib|**2
+    |x_jb|**2`` (Cauchy-Schwarz) and ``w**2 - q <= W**2``, sums of positive terms (relative error
+    within ``gamma_width``); :data:`_BLOCK_ROOM` covers those and the exact sums' rounding. So
+    ``sum (max(|G| - error, 0)**2 - W) / sqrt(sum 2 W**2)``, each side widened by the room, is at
+    most the exact statistic."""
+    low: list[float] = []
+    high: list[float] = []
+    for x in blocks:
+        rows = x.shape[0]
+        width = x.shape[1] * x.shape[2]
+        error = 4.0 * (width + 2) * 2.0**-53
+        if error >= _BLOCK_ROOM / 10:
+            return -math.inf
+        flat = torch.from_numpy(x.reshape(rows, -1))
+        gram = (flat @ flat.T).numpy()
+        norms = np.sqrt(np.maximum(np.diag(gram), 0.0))
+        squares = torch.from_numpy(np.ascontiguousarray(np.square(x).sum(axis=2)))
+        big_w = (squares @ squares.T).numpy()
+        upper = np.triu_indices(rows, 1)
+        g = np.maximum(np.abs(gram[upper]) - error * np.outer(norms, norms)[upper], 0.0)
+        wu = big_w[upper] * (1.0 + _BLOCK_ROOM)
+        low.append(float(np.sum(g * g * (1.0 - _BLOCK_ROOM) - wu)))
+        high.append(float(np.sum(2.0 * wu * wu)))
+    num, var = math.fsum(low) * (1.0 - _BLOCK_ROOM), math.fsum(high) * (1.0 + _BLOCK_ROOM)
+    if not num > 0 or not var > 0 or not math.isfinite(num) or not math.isfinite(var):
+        return -math.inf
+    return num / math.sqrt(var)
 
 
 def structure_z(update: Mapping[str, torch.Tensor]) -> float:

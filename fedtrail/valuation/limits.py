@@ -78,7 +78,7 @@ from fedtrail.protocol.terms import (
     RoundTerms,
 )
 from fedtrail.valuation.base import METRICS
-from fedtrail.valuation.combine import BOOST_CLIP, WARM_UP_FLOOR, Combiner
+from fedtrail.valuation.combine import BLOCK_NOISE_Z, BOOST_CLIP, WARM_UP_FLOOR, Combiner
 from fedtrail.valuation.round import LARGE_GAMES, METHODS
 
 __all__ = [
@@ -182,6 +182,7 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "duplicate_shared_tensor",
         "duplicate_either_order",
         "shaped_noise_z",
+        "block_noise_z",
         "duplicate_relative_l2",
         "tiny_size_own",
     }
@@ -436,6 +437,10 @@ class ThresholdLimits:
     shaped_noise_z: float = 1000.0
     """At most the default, as ``white_noise_z``: higher moves the shaped-noise screen toward
     honest updates (measured at 1e4 and more, README *Noisy copies*). Not bounded on the loose
+    side (off is what terms written before it read as)."""
+    block_noise_z: float = BLOCK_NOISE_Z
+    """At most the default: higher moves the block-noise screen toward honest updates (measured
+    at 18.1 and more, ``topk8``; README *Noise with a public profile*). Not bounded on the loose
     side (off is what terms written before it read as)."""
     stale_support_cosine: float = 0.99999
     """At least this: lower moves the stale screen's sparse test toward honest sparse updates

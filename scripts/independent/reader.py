@@ -918,6 +918,7 @@ LATER_THRESHOLDS = {
     "warm_up_floor": 1.0,
     "white_noise_z": 0.0,
     "shaped_noise_z": 0.0,
+    "block_noise_z": 0.0,
     "dp_copy_z": 0.0,
     "stale_support_cosine": 1.0,
     "stale_support_overlap": 1.0,
@@ -1418,6 +1419,69 @@ def structure(parts: dict, present: dict | None = None) -> float:
     return max(scores)
 
 
+def block_bound(update: dict) -> float:
+    """README: a lower bound on block_statistic from sums in any order (matrix products), so
+    honest updates skip the exact pairwise sums: G within 1e-6 |x_i| |x_j| of the exact dot
+    product, w <= W = sum_b |x_ib|^2 |x_jb|^2 and w^2 - q <= W^2; each side widened by 1e-5."""
+    num, var = 0.0, 0.0
+    for a in update.values():
+        if a.ndim < 2 or a.shape[0] < 2 or a.size == 0:
+            continue
+        if a.ndim >= 3:
+            x = a.reshape(a.shape[0], a.shape[1], -1)
+        else:
+            runs = -(-a.shape[1] // 8)
+            x = np.zeros((a.shape[0], runs * 8))
+            x[:, : a.shape[1]] = a
+            x = x.reshape(a.shape[0], runs, 8)
+        if x.shape[1] < 2:  # one block a row: adds exactly 0 to both sums
+            continue
+        m = x.reshape(x.shape[0], -1)
+        g = m @ m.T
+        n = np.sqrt(np.diag(g))
+        s2 = (x * x).sum(axis=2)
+        big_w = (s2 @ s2.T) * (1 + 1e-5)
+        up = np.triu_indices(x.shape[0], 1)
+        low = np.maximum(np.abs(g[up]) - 1e-6 * np.outer(n, n)[up], 0.0)
+        num += float(np.sum(low * low * (1 - 1e-5) - big_w[up]))
+        var += float(np.sum(2.0 * big_w[up] ** 2))
+    if not num > 0 or not var > 0 or not math.isfinite(num) or not math.isfinite(var):
+        return -math.inf
+    return num * (1 - 1e-5) / math.sqrt(var * (1 + 1e-5))
+
+
+def block_statistic(update: dict) -> float:
+    """README *The public rules, exactly*, the block-noise test: every tensor of 2+ dimensions
+    with 2+ rows cut into blocks (3+ dimensions: one per pair of its first two indices; 2-D:
+    runs of 8 values of a row, zero-padded), then for each pair of rows the blocks' dot
+    products c (in order): fsum(G^2 - w) / sqrt(fsum(2 (w^2 - q))), G = sum c, w = sum c^2,
+    q = sum (c^2)^2, each added in order."""
+    num, var = [], []
+    for a in update.values():
+        if a.ndim < 2 or a.shape[0] < 2 or a.size == 0:
+            continue
+        if a.ndim >= 3:
+            x = a.reshape(a.shape[0], a.shape[1], -1)
+        else:
+            runs = -(-a.shape[1] // 8)
+            x = np.zeros((a.shape[0], runs * 8))
+            x[:, : a.shape[1]] = a
+            x = x.reshape(a.shape[0], runs, 8)
+        for i in range(x.shape[0] - 1):
+            # every later row j at once; np.cumsum adds in order, its last entry the sum
+            c = np.cumsum(x[i] * x[i + 1 :], axis=2)[..., -1]
+            c2 = c * c
+            g = np.cumsum(c, axis=1)[:, -1]
+            w = np.cumsum(c2, axis=1)[:, -1]
+            q = np.cumsum(c2 * c2, axis=1)[:, -1]
+            num.extend((g * g - w).tolist())
+            var.extend((2.0 * (w * w - q)).tolist())
+    total = math.fsum(var)
+    if not total > 0 or not math.isfinite(total):
+        return math.inf
+    return math.fsum(num) / math.sqrt(total)
+
+
 def sparse(update: dict) -> bool:
     total = zeros = 0
     for a in update.values():
@@ -1490,12 +1554,19 @@ def noise_tests(
             if z >= dp_z:
                 return f"DP copy ({z:.3g} >= {dp_z})"
         return None
-    if white <= 0 and shaped_z <= 0:
+    block_limit = cc.get("block_noise_z", 0)
+    if white <= 0 and shaped_z <= 0 and block_limit <= 0:
         return None
     if white > 0:
         z = structure(update)
         if z < white:
             return f"white noise ({z:.3g})"
+    if block_limit > 0 and block_bound(update) < block_limit:
+        z = block_statistic(update)
+        if z < block_limit:
+            return f"noise independent between blocks ({z:.3g})"
+    if white <= 0 and shaped_z <= 0:
+        return None
     if not refs:
         return None
     nx = math.sqrt(block_sum(flat * flat))

@@ -693,7 +693,7 @@ def test_white_noise_is_free_rider_and_an_aggregator_that_pays_it_fails_public_v
     real = service_mod.value_round
 
     def lenient(**kwargs: Any) -> Any:
-        comb = dataclasses.replace(kwargs["combiner"], white_noise_z=0.0)
+        comb = dataclasses.replace(kwargs["combiner"], white_noise_z=0.0, block_noise_z=0.0)
         return real(**{**kwargs, "combiner": comb})
 
     monkeypatch.setattr(service_mod, "value_round", lenient)

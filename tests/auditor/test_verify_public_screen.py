@@ -45,7 +45,7 @@ def public(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setitem(
         peer_federation.PEER_VALUATION,
         "combiner",
-        asdict(Combiner(white_noise_z=0.0, shaped_noise_z=0.0)),
+        asdict(Combiner(white_noise_z=0.0, shaped_noise_z=0.0, block_noise_z=0.0)),
     )
     yield
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from fedtrail.valuation.freeride import (
+    block_z_of,
     dp_copy_statistic,
     duplicate_residual_z,
     free_riders,
@@ -468,3 +469,66 @@ def test_the_readers_sparse_tests_are_the_products_at_the_edges() -> None:
         product = sparse({k: torch.from_numpy(v) for k, v in case.items()})
         assert R.sparse_update(case) == product, case
         assert R.sparse(case) == product, case
+
+
+def _low_rank(rng: np.random.Generator) -> dict[str, F32]:
+    """An update whose rows share two directions (as trained ones do), per tensor scaled."""
+    out: dict[str, F32] = {}
+    for k, (name, shape) in enumerate(LAYOUT):
+        size = np.float32(10.0 ** (-k % 3))
+        if len(shape) < 2:
+            out[name] = (rng.standard_normal(shape) * size).astype(np.float32)
+            continue
+        rows, cols = shape[0], int(np.prod(shape[1:]))
+        m = rng.standard_normal((rows, 2)) @ rng.standard_normal((2, cols))
+        m = m + 0.3 * rng.standard_normal((rows, cols))
+        out[name] = (m.reshape(shape) * size).astype(np.float32)
+    return out
+
+
+def test_block_statistic_is_the_same_bits_and_verdicts_match() -> None:
+    """The README's block-noise test (``block_noise_z``) in the reader and in free_riders:
+    the same statistic bit for bit, the same sites flagged (noise profiled per tensor on a
+    public update, a120; updates whose rows share directions are not)."""
+    rng = np.random.default_rng(6)
+    public = _low_rank(rng)
+    honest = {f"0x{i:040x}": _low_rank(rng) for i in (1, 2, 3)}
+    rider = {
+        k: (rng.standard_normal(v.shape) * np.sqrt(np.mean(v.astype(np.float64) ** 2))).astype(
+            np.float32
+        )
+        for k, v in public.items()
+    }
+    for u in (*honest.values(), rider):
+        assert R.block_statistic(_wide(u)) == block_z_of(_torch(u))
+    assert R.block_statistic(_wide(rider)) < 8 < R.block_statistic(_wide(public))
+    sites = {**honest, "0x" + "4" * 40: rider}
+    cc = {
+        "free_rider_norm": 0.01,
+        "stale_cosine": 0.99999,
+        "stale_distance": 1e6,
+        "tiny_size_power": 0.0,
+        "white_noise_z": 0.0,
+        "block_noise_z": 8.0,
+    }
+    theirs = free_riders(
+        {s: _torch(u) for s, u in sites.items()},
+        {},
+        min_norm_ratio=0.01,
+        stale_cosine=0.99999,
+        stale_distance=1e6,
+        block_z=8.0,
+    )
+    order = sorted(sites, key=lambda a: int(a, 16))
+    mine, _ = R.free_rider_rule(
+        order,
+        {s: _flat(sites[s]) for s in order},
+        [],
+        {s: 1 for s in order},
+        cc,
+        0.0,
+        str,
+        tensors={s: _wide(sites[s]) for s in order},
+        ref_tensors=[],
+    )
+    assert set(mine) == set(theirs) == {"0x" + "4" * 40}

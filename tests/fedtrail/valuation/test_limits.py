@@ -47,6 +47,7 @@ STRICTER = {
     "warm_up_floor": 0.5,
     "white_noise_z": 1e5,
     "shaped_noise_z": 1e5,
+    "block_noise_z": 100.0,
     "dp_copy_z": 30.0,
     "sample_median_self": 0,
     "tiny_size_power": 0.0,
@@ -77,6 +78,7 @@ LOOSER = {
     "warm_up_floor": 1.0,
     "white_noise_z": 0.0,
     "shaped_noise_z": 0.0,
+    "block_noise_z": 0.0,
     "dp_copy_z": 0.0,
     "sample_median_self": 1,
     "norm_size_cap": 1.0,
@@ -132,6 +134,7 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
         "sample_median_self",
         "white_noise_z",
         "shaped_noise_z",
+        "block_noise_z",
         "dp_copy_z",
     }
     loosest = {f.name for f in fields(LoosestLimits)}

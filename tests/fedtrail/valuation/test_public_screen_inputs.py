@@ -101,7 +101,7 @@ def _screen(outcome: object, candidates: list[Candidate]) -> dict[str, str]:
         SPEC,
         global_state=START,
         candidates=candidates,
-        combiner=Combiner(white_noise_z=0.0, shaped_noise_z=0.0),
+        combiner=Combiner(white_noise_z=0.0, shaped_noise_z=0.0, block_noise_z=0.0),
         outcome=outcome,  # type: ignore[arg-type]
     )
 

@@ -468,6 +468,7 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
             dp_noise_check=2,
             white_noise_z=1000.0,
             shaped_noise_z=1000.0,
+            block_noise_z=8.0,
             stale_support_cosine=0.999995,
             stale_support_overlap=0.99,
         )
