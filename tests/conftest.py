@@ -11,6 +11,8 @@ deploy from, has its nonce pinned per test and per wider-scoped fixture. Details
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +23,37 @@ pytest_plugins = [
     "tests.fixtures.chain",
     "tests.fixtures.ipfs",
 ]
+
+# The settings of the daemon pair a run_tests.sh worker uses (see pytest_configure).
+_PAIR_SETTINGS = (
+    "FEDTRAIL_TEST_RPC_URL",
+    "FEDTRAIL_TEST_IPFS_API",
+    "FEDTRAIL_ANVIL_PORT",
+    "FEDTRAIL_ANVIL_DIR",
+    "FEDTRAIL_IPFS_PORT",
+    "IPFS_PATH",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (scripts/run_tests.sh with FEDTRAIL_TEST_WORKERS > 1) each worker
+    gwK runs against a daemon pair of its own: run_tests.sh exports every pair's settings with a
+    ``_GWK`` suffix, and the worker makes its pair's the plain variables (so the fixtures, and the
+    scripts and CLIs tests start, see only its own Anvil and IPFS) and drops the others. A worker
+    with no pair of its own starts its own daemons (the fixtures do when no URL is set)."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return
+    suffix = "_" + str(workerinput["workerid"]).upper()
+    for name in _PAIR_SETTINGS:
+        if name + suffix in os.environ:
+            os.environ[name] = os.environ[name + suffix]
+        elif name in ("FEDTRAIL_TEST_RPC_URL", "FEDTRAIL_TEST_IPFS_API"):
+            # `pytest -n N` by hand beside one shared pair: this worker starts its own instead.
+            os.environ.pop(name, None)
+    pair = re.compile(rf"^({'|'.join(_PAIR_SETTINGS)})_GW\d+$")
+    for key in [k for k in os.environ if pair.match(k)]:
+        del os.environ[key]
 
 
 @pytest.fixture
