@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine (Python 3.11 + Node 20 + npm):
 #   make demo   install the Python venv only, run the embedded demo (no Anvil, no IPFS, no npm)
 #   make test   install everything (venv + npm tree), run the whole test suite against real
-#               Anvil + IPFS (two pytest-xdist workers, a daemon pair each; scripts/run_tests.sh)
+#               Anvil + IPFS (scripts/run_tests.sh; FEDTRAIL_TEST_WORKERS=2: two xdist workers)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip

@@ -3,17 +3,19 @@
 # loopback ports, points the tests at them, runs pytest, and stops them (also on failure/Ctrl-C).
 #   scripts/run_tests.sh [pytest args...]
 #
-# FEDTRAIL_TEST_WORKERS (default 2, the fastest on CI's 2 cores): how many pytest-xdist workers
+# FEDTRAIL_TEST_WORKERS (default 1: one pytest process, no xdist; 2 is faster on 2 cores but one
+# test, tests/aggregator/test_dp_withhold_peers.py's composed-spend one, fails there for a reason
+# not yet found, so it is opt-in until it is): how many pytest-xdist workers
 # run the suite (`-n N --dist loadfile`: a test file's tests, and so its module-scoped fixtures,
 # stay on one worker). Each worker gets an Anvil and an IPFS daemon of its own (tests pin
 # development account 0's nonce and move chain time: one chain per process), and with more than
 # one worker every process runs torch on one thread (OMP_NUM_THREADS=1) so the workers do not
-# oversubscribe the cores. FEDTRAIL_TEST_WORKERS=1: one pytest process, no xdist, as before.
+# oversubscribe the cores. FEDTRAIL_TEST_WORKERS=1: one pytest process, no xdist.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="$ROOT/.venv/bin/python"
-WORKERS="${FEDTRAIL_TEST_WORKERS:-2}"
+WORKERS="${FEDTRAIL_TEST_WORKERS:-1}"
 if ! [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]]; then
     echo "run_tests: FEDTRAIL_TEST_WORKERS must be a whole number >= 1, not '$WORKERS'" >&2
     exit 2

@@ -26,6 +26,7 @@ from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.storage.codec import encode_update
 from fedtrail.storage.store import LocalStore
 from tests.aggregator.service_setup import service_with_sites
+from tests.aggregator.test_service_reads import profiled_noise
 from tests.fixtures.chain import ChainEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -105,11 +106,10 @@ def test_the_run_loop_finalizes_right_after_valuing(embedded: ChainEnv, tmp_path
     spec = ModelSpec()
     params = initial_model(spec, 0).state_dict()
     gen = torch.Generator().manual_seed(0)
-    ramps = {k: torch.linspace(0.1, 2.0, v.numel()).reshape(v.shape) for k, v in params.items()}
     r = service.open_next()
     blobs = [
         encode_update(
-            {k: 0.01 * ramps[k] * torch.randn(v.shape, generator=gen) for k, v in params.items()},
+            profiled_noise(params, gen),
             spec=spec,
             round=r,
         ).blob
@@ -241,7 +241,6 @@ def test_each_pass_of_the_run_loop_reads_the_current_round_once(
     ledger = service.ledger
     params = initial_model(ModelSpec(), 0).state_dict()
     gen = torch.Generator().manual_seed(0)
-    ramps = {k: torch.linspace(0.1, 2.0, v.numel()).reshape(v.shape) for k, v in params.items()}
     reads: Counter[str] = Counter()
     polling: list[bool] = []
     poll, current_round = ledger.round_poll, ledger.current_round
@@ -270,10 +269,7 @@ def test_each_pass_of_the_run_loop_reads_the_current_round_once(
         r = current_round()  # not counted: the sites' read
         blobs = [
             encode_update(
-                {
-                    k: 0.01 * ramps[k] * torch.randn(v.shape, generator=gen)
-                    for k, v in params.items()
-                },
+                profiled_noise(params, gen),
                 spec=ModelSpec(),
                 round=r,
             ).blob

@@ -7,7 +7,7 @@ import hashlib
 import json
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,27 +61,41 @@ class CountingStore(LocalStore):
         return super().get(cid, sha256, max_bytes=max_bytes)
 
 
+def profiled_noise(
+    params: Mapping[str, torch.Tensor], gen: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """A small random update the free-rider screen's noise tests pass, so a round of them is
+    valued, not cancelled: each value's noise is scaled by a ramp over its tensor (a per-row
+    and per-column profile: i.i.d. noise is the white-noise test's), plus a rank-one part
+    across each weight's rows (noise independent between blocks is the block-noise test's)."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in params.items():
+        noise = torch.linspace(0.1, 2.0, v.numel()).reshape(v.shape) * torch.randn(
+            v.shape, generator=gen
+        )
+        if v.dim() >= 2:
+            rows = torch.randn(v.shape[0], 1, generator=gen)
+            cols = torch.randn(1, v.numel() // v.shape[0], generator=gen)
+            noise = noise + (rows * cols).reshape(v.shape)
+        out[k] = 0.01 * noise
+    return out
+
+
 def _rounds(
     service: AggregatorService, store: CountingStore, sites: list[Any], n: int
 ) -> list[str]:
-    """``n`` finalized rounds of small random updates; every update's CID. Each value's noise is
-    scaled by a ramp over its tensor, so the updates have a per-row and per-column profile:
-    plain i.i.d. noise is a free-rider (the screen's white-noise test) and the round would be
-    cancelled."""
+    """``n`` finalized rounds of small random updates (:func:`profiled_noise`); every update's
+    CID."""
     ledger, spec = service.ledger, ModelSpec()
     gen = torch.Generator().manual_seed(0)
     params = initial_model(spec, 0).state_dict()
-    ramps = {k: torch.linspace(0.1, 2.0, v.numel()).reshape(v.shape) for k, v in params.items()}
     cids: list[str] = []
     for _ in range(n):
         r = service.open_next()
         info = ledger.get_round(r)
         blobs = [
             encode_update(
-                {
-                    k: 0.01 * ramps[k] * torch.randn(v.shape, generator=gen)
-                    for k, v in params.items()
-                },
+                profiled_noise(params, gen),
                 spec=spec,
                 round=r,
             ).blob

@@ -142,14 +142,15 @@ def test_dp_training_with_compression_needs_terms_without_the_noise_check(
 
 
 def test_a_topk8_fraction_below_the_least_is_refused_on_load(tmp_path: Path) -> None:
-    """A node refuses ``topk8`` below ``TOPK8_MIN_FRACTION`` (1e-3): at about one entry a
+    """A node refuses ``topk8`` below ``TOPK8_MIN_FRACTION`` (1e-2): at about one entry a
     tensor (2e-5) honest updates were marked DUPLICATE of others by the sparse duplicate tests
-    (``scripts/bench/either_order.py --fraction 0.00002``). 1e-3 itself, and the default, are
-    accepted; a config file with a smaller fraction is refused on load, naming the setting."""
-    assert NodeConfig(compression=Compression(method="topk8", fraction=1e-3)).compression
+    (``scripts/bench/either_order.py --fraction 0.00002``), and at 1e-3 to 2e-3 the block-noise
+    test scored honest updates under its threshold. 1e-2 itself, and the default, are accepted;
+    a config file with a smaller fraction is refused on load, naming the setting."""
+    assert NodeConfig(compression=Compression(method="topk8", fraction=1e-2)).compression
     assert NodeConfig(compression=Compression(method="topk8")).compression.fraction == 0.05
-    for low in (2e-5, 9.99e-4):
-        with pytest.raises(ConfigError, match=r"\[compression\] fraction .* below 0.001"):
+    for low in (2e-5, 1e-3, 9.99e-3):
+        with pytest.raises(ConfigError, match=r"\[compression\] fraction .* below 0.01"):
             NodeConfig(compression=Compression(method="topk8", fraction=low))
     write_node_config(tmp_path / "config.toml", NodeConfig(compression=Compression(method="topk8")))
     text = (tmp_path / "config.toml").read_text(encoding="utf-8")
@@ -157,5 +158,5 @@ def test_a_topk8_fraction_below_the_least_is_refused_on_load(tmp_path: Path) -> 
     (tmp_path / "config.toml").write_text(
         text.replace("fraction = 0.05", "fraction = 0.0001"), encoding="utf-8"
     )
-    with pytest.raises(ConfigError, match=r"below 0\.001"):
+    with pytest.raises(ConfigError, match=r"below 0\.01"):
         load_node_config(tmp_path / "config.toml")
