@@ -42,14 +42,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(params=["default", "public_screen"])
 def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The default peer mode, and peer rounds under standing with the public screen (the noise
-    tests off: the hand-made updates are Gaussian noise)."""
+    tests off, the block-noise test too: the hand-made updates are Gaussian noise)."""
     if request.param == "public_screen":
         monkeypatch.setitem(peer_federation.PEER_VALUATION, "standing", True)
         monkeypatch.setitem(peer_federation.PEER_VALUATION, "public_screen", True)
         monkeypatch.setitem(
             peer_federation.PEER_VALUATION,
             "combiner",
-            asdict(Combiner(white_noise_z=0.0, shaped_noise_z=0.0)),
+            asdict(Combiner(white_noise_z=0.0, shaped_noise_z=0.0, block_noise_z=0.0)),
         )
     yield str(request.param)
 
