@@ -1208,11 +1208,12 @@ def _read_in_round(peer: PeerRecord | None, subs: Sequence[Submission]) -> froze
     """The updates of a peer round the chain says were read while it was scored, as address
     keys: :func:`~fedtrail.protocol.peers.screen_inputs` (a positive peer median before any
     drop, not dropped as withheld). Only they can be *Duplicates* originals there, and only
-    their ``log.status`` is compared with this audit's reading: an update nobody could read
-    then and served after the finalize (session 56: a colluder's early near-copy of its ally's
-    update, withheld while scored) would otherwise turn the ally's weighted update into a copy
-    at audit time and fail an honest round. None (every update that reads, as before) when
-    there is no peer record or its votes break the contract's rule (``peers.votes`` fails)."""
+    their ``log.status`` must be this audit's reading (:func:`_check_status`): an update
+    nobody could read then and served after the finalize (session 56: a colluder's early
+    near-copy of its ally's update, withheld while scored) would otherwise turn the ally's
+    weighted update into a copy at audit time and fail an honest round. None (every update
+    that reads, as before) when there is no peer record or its votes break the contract's rule
+    (``peers.votes`` fails)."""
     if peer is None:
         return None
     try:
