@@ -49,7 +49,7 @@ def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
         monkeypatch.setitem(
             peer_federation.PEER_VALUATION,
             "combiner",
-            asdict(Combiner(white_noise_z=0.0, shaped_noise_z=0.0)),
+            asdict(Combiner(white_noise_z=0.0, shaped_noise_z=0.0, block_noise_z=0.0)),
         )
     yield str(request.param)
 
