@@ -1208,11 +1208,12 @@ def _read_in_round(peer: PeerRecord | None, subs: Sequence[Submission]) -> froze
     """The updates of a peer round the chain says were read while it was scored, as address
     keys: :func:`~fedtrail.protocol.peers.screen_inputs` (a positive peer median before any
     drop, not dropped as withheld). Only they can be *Duplicates* originals there, and only
-    their ``log.status`` is compared with this audit's reading: an update nobody could read
-    then and served after the finalize (session 56: a colluder's early near-copy of its ally's
-    update, withheld while scored) would otherwise turn the ally's weighted update into a copy
-    at audit time and fail an honest round. None (every update that reads, as before) when
-    there is no peer record or its votes break the contract's rule (``peers.votes`` fails)."""
+    their ``log.status`` must be this audit's reading (:func:`_check_status`): an update
+    nobody could read then and served after the finalize (session 56: a colluder's early
+    near-copy of its ally's update, withheld while scored) would otherwise turn the ally's
+    weighted update into a copy at audit time and fail an honest round. None (every update
+    that reads, as before) when there is no peer record or its votes break the contract's rule
+    (``peers.votes`` fails)."""
     if peer is None:
         return None
     try:
@@ -1220,6 +1221,11 @@ def _read_in_round(peer: PeerRecord | None, subs: Sequence[Submission]) -> froze
     except InvalidVotes:
         return None
     return frozenset(address_key(site) for site in screen_inputs(outcome))
+
+
+_UNREAD_STATUSES = frozenset({"ok", "duplicate", "malformed"})
+"""The statuses a peer round's log may give an update not read while it was scored, whatever
+this audit reads (:func:`_check_status`): every one but ``tampered``."""
 
 
 def _check_status(
@@ -1236,9 +1242,11 @@ def _check_status(
     that reading is decisive. Without terms (rounds before them) no duplicate rule is
     committed, so ``ok`` and ``duplicate`` are not told apart there. ``read_then``: in a peer
     round, the updates the chain says were read while it was scored (:func:`_read_in_round`);
-    the others' statuses are not compared with this audit's reading (their weight is the
-    validators' 0 whatever the aggregator's store gave, and a blob served only after the
-    finalize must not fail the round)."""
+    the others' statuses may also be ``ok``, ``duplicate`` or ``malformed`` whatever this
+    audit reads (their weight is the validators' 0 whatever the aggregator's store gave: a blob
+    it could not fetch reads ``malformed``, one served only after the finalize must not fail
+    the round), but ``tampered`` only when this audit reads it so (a log must not accuse a
+    site whose blob matches its sha256: session 56 review)."""
     problems, compared = [], 0
     # The chain's unusable verdicts are the aggregator's reading, which the log's status states:
     # a site zeroed TAMPERED, MALFORMED or DUPLICATE whose status says "ok" would otherwise
@@ -1264,12 +1272,14 @@ def _check_status(
         entry, want = log.site(s.site), read_as.get(s.site)
         if entry is None or want is None:
             continue  # no entry: log.agrees fails; no reading: nothing to compare
-        if read_then is not None and address_key(s.site) not in read_then:
-            continue  # not read while the round was scored: what reads now decides nothing
         compared += 1
         allowed = {want.name.lower()}
         if not duplicates_known and want in (Reason.OK, Reason.DUPLICATE):
             allowed = {"ok", "duplicate"}
+        if read_then is not None and address_key(s.site) not in read_then:
+            # not read while the round was scored: the aggregator's store may not have given
+            # it (malformed), or an original it read then may not read here (duplicate)
+            allowed |= _UNREAD_STATUSES
         if entry.status not in allowed:
             problems.append(f"{s.site[:10]} status {entry.status!r}, read as {want.name.lower()}")
     skipped = len(subs) - compared

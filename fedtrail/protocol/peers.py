@@ -376,7 +376,8 @@ def screen_inputs(outcome: PeerOutcome) -> tuple[str, ...]:
     same set at any time (session 55: colluders who served their blobs only after the finalize
     moved the screen's median norm and claimed-count median at audit time). The same set, in
     any peer round, is the only one whose updates can be *Duplicates* originals and whose log
-    statuses ``audit verify`` compares with its reading (session 56: a colluder's early
+    statuses must be ``audit verify``'s reading (the others may also be ``ok``, ``duplicate``
+    or ``malformed``, never a ``tampered`` it does not read; session 56: a colluder's early
     near-copy of its ally's update, withheld while scored and served after the finalize, made
     the ally's weighted update a copy at audit time)."""
     dropped = {address_key(d) for d in outcome.dropped}

@@ -888,4 +888,24 @@ expect(
     False,
     "log.status: an update logged ok, OK on chain, that lacks its noise here fails",
 )
+REJ = R.REASONS.index("PEER_REJECTED")
+for status, read_then, ok in (
+    ("tampered", set(), False),
+    ("malformed", set(), True),
+    ("duplicate", set(), True),
+    ("malformed", {"0xa"}, False),
+):
+    expect(
+        R.status_rule(
+            {"0xa": {"status": status}},
+            {"0xa": "ok"},
+            {"0xa": (True, 1, 0, REJ, 0)},
+            False,
+            ["0xa"],
+            read_then,
+        )[0],
+        ok,
+        f"log.status: a peer round's PEER_REJECTED update that reads ok here, logged {status}, "
+        f"{'read' if read_then else 'not read'} while scored",
+    )
 finish()

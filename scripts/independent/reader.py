@@ -400,10 +400,12 @@ def zeroed_unusable(reason: int, weight: int, peer: bool) -> bool:
     return weight == 0 and 0 <= reason < len(REASONS) and REASONS[reason] in allowed
 
 
-def status_rule(lsites, read_as, onchain, aggregator_round, revealed):
+def status_rule(lsites, read_as, onchain, aggregator_round, revealed, read_then=None):
     """README *Log status*: lsites the log's entries by address, read_as this reader's reading
     ("ok", "tampered", "malformed", "duplicate") of the revealed updates it read, onchain the
-    getSubmission tuples, revealed every revealed site. Returns (ok, detail)."""
+    getSubmission tuples, revealed every revealed site, read_then (peer rounds) the updates
+    read while the round was scored: the others' status may also be ok, duplicate or
+    malformed. Returns (ok, detail)."""
     problems = []
     unusable = {"tampered", "malformed", "duplicate"}
     for a in sorted(revealed, key=lambda x: int(x, 16)):
@@ -417,7 +419,10 @@ def status_rule(lsites, read_as, onchain, aggregator_round, revealed):
             problems.append(f"{a[:10]} status {entry.get('status')!r}, reason {named.upper()}")
     for a in sorted(read_as, key=lambda x: int(x, 16)):
         entry = lsites.get(a)
-        if entry is not None and entry.get("status") != read_as[a]:
+        allowed = {read_as[a]}
+        if read_then is not None and a not in read_then:
+            allowed |= {"ok", "duplicate", "malformed"}
+        if entry is not None and entry.get("status") not in allowed:
             problems.append(f"{a[:10]} status {entry.get('status')!r}, read as {read_as[a]}")
     return not problems, "; ".join(
         problems
@@ -3203,10 +3208,11 @@ def main(argv=None):
             "log.status",
             *status_rule(
                 lsites,
-                {a: v for a, v in read_as_now.items() if read_then is None or a in read_then},
+                read_as_now,
                 onchain,
                 not peer_round,
                 [a for a in onchain if onchain[a][0]],
+                read_then,
             ),
         )
         ok_log = all(

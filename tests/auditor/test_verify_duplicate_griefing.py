@@ -86,12 +86,19 @@ def _copying_submit(copier: str, original: str) -> Any:
 
 
 def _griefed_round(
-    pf: PeerFed, store: IpfsStore, ipfs_api: str, monkeypatch: pytest.MonkeyPatch, *, held: bool
+    pf: PeerFed,
+    store: IpfsStore,
+    ipfs_api: str,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    held: bool,
+    logged: str = "malformed",
 ) -> tuple[int, str, str]:
     """A peer round in which colluder ``c1`` commits first a near-copy of ally ``c2``'s update.
     ``held``: c1 withholds its blob while the round is scored (every validator scores it 0, the
-    aggregator's log reads it ``malformed``) and serves it from the finalize on; otherwise the
-    validators read it and weight it, and weight c2's copy too (dishonest validators)."""
+    aggregator's log reads it ``logged``, honestly ``malformed``) and serves it from the
+    finalize on; otherwise the validators read it and weight it, and weight c2's copy too
+    (dishonest validators)."""
     ledger = pf.fed.ledger
     c1, c2 = dev_account(5), dev_account(6)
     for account, name in ((c1, "c1"), (c2, "c2")):
@@ -115,7 +122,7 @@ def _griefed_round(
     def as_read(doc: dict[str, Any]) -> None:  # how the aggregator's store read c1 then
         for entry in doc["sites"]:
             if entry["site"] == c1.address:
-                entry["status"] = "malformed"
+                entry["status"] = logged
 
     r = peer_round(
         pf,
@@ -203,3 +210,25 @@ def test_a_weighted_copy_of_an_update_the_validators_read_still_fails(
     assert ally[:10] in checks["duplicates"].detail
     row = _reader_results(pf, anvil_url, ipfs_api)[(r, "duplicates")]
     assert row["result"] == "FAIL" and "'c2'" in row["detail"], row
+
+
+def test_a_log_that_calls_an_update_not_read_while_scored_tampered_fails(
+    anvil_url: str,
+    ipfs_api: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Session 56 review: the statuses of the updates not read while the round was scored are
+    not the audit's reading alone (the honest ``malformed`` above passes), but a log that calls
+    the colluder's ``PEER_REJECTED`` update, whose blob reads, matches its sha256 and decodes
+    at audit time, ``tampered`` accuses it falsely: ``log.status`` fails, in verify and the
+    reader (before: both passed it, every other check passing too)."""
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    r, colluder, _ = _griefed_round(pf, store, ipfs_api, monkeypatch, held=True, logged="tampered")
+    checks = _checks(pf, store, r)
+    failed = {name: c.detail for name, c in checks.items() if c.failed}
+    assert set(failed) == {"log.status"}, failed
+    assert f"{colluder[:10]} status 'tampered', read as ok" in failed["log.status"]
+    row = _reader_results(pf, anvil_url, ipfs_api)[(r, "log.status")]
+    assert row["result"] == "FAIL" and "'tampered', read as ok" in row["detail"], row
