@@ -803,23 +803,54 @@ def _block_z(parts: Mapping[str, npt.NDArray[np.float64]], *, stop: float = math
     num: list[float] = []
     var: list[float] = []
     for x in blocks:
-        rows, _, size = x.shape
-        for i in range(rows - 1):
-            p = np.multiply(x[i], x[i + 1 :])  # (later rows, blocks, values)
-            c = np.array(p[..., 0])
-            for k in range(1, size):  # each block's values added in order
-                c += p[..., k]
-            # blocks added row after row (numpy's reduce over axis 0 of a C-ordered matrix)
-            g = np.add.reduce(np.ascontiguousarray(c.T), axis=0)
-            c2 = np.multiply(c, c)
-            w = np.add.reduce(np.ascontiguousarray(c2.T), axis=0)
-            q = np.add.reduce(np.ascontiguousarray(np.multiply(c2, c2).T), axis=0)
-            num.extend((g * g - w).tolist())
-            var.extend((2.0 * (w * w - q)).tolist())
+        _block_terms(x, num, var)
     total = math.fsum(var)
     if not total > 0 or not math.isfinite(total):
         return math.inf
     return math.fsum(num) / math.sqrt(total)
+
+
+_BLOCK_CHUNK: Final = 1 << 20
+_BLOCK_ROWS: Final = 32
+"""Row pairs :func:`_block_terms` holds at once (about ``_BLOCK_CHUNK`` values per array, at most
+``_BLOCK_ROWS`` rows ``i``, so few pairs ``j <= i`` are computed and dropped): time and memory
+only, the sums' bits do not depend on them."""
+
+
+def _block_terms(x: npt.NDArray[np.float64], num: list[float], var: list[float]) -> None:
+    """Appends ``G**2 - w`` and ``2 (w**2 - q)`` of every pair of rows ``i < j`` of ``x`` (rows,
+    blocks, values per block) to ``num`` and ``var`` (any order: both are summed by
+    :func:`math.fsum`). Vectorised over pairs, a chunk of rows ``i`` against every later row at a
+    time, every sum in the fixed order of :func:`block_z_of`: each block's ``c`` its values'
+    products added in order, then ``G``, ``w``, ``q`` the blocks added in order."""
+    rows, nblocks, size = x.shape
+    t = np.ascontiguousarray(x.transpose(1, 2, 0))  # (blocks, values, rows)
+    start = 0
+    while start < rows - 1:
+        later_rows = rows - start - 1
+        step = max(1, min(later_rows, _BLOCK_ROWS, _BLOCK_CHUNK // later_rows))
+        stop = start + step
+        left = t[:, :, start:stop, None]  # rows i of the chunk
+        right = t[:, :, None, start + 1 :]  # every later row
+        g = np.zeros((step, later_rows))
+        w = np.zeros_like(g)
+        q = np.zeros_like(g)
+        c = np.empty_like(g)
+        tmp = np.empty_like(g)
+        for b in range(nblocks):
+            np.multiply(left[b, 0], right[b, 0], out=c)
+            for k in range(1, size):
+                np.multiply(left[b, k], right[b, k], out=tmp)
+                c += tmp
+            g += c
+            np.multiply(c, c, out=c)
+            w += c
+            np.multiply(c, c, out=c)
+            q += c
+        later = np.arange(start + 1, rows)[None, :] > np.arange(start, stop)[:, None]
+        num.extend((g * g - w)[later].tolist())
+        var.extend((2.0 * (w * w - q))[later].tolist())
+        start = stop
 
 
 def _block_bound(blocks: Sequence[npt.NDArray[np.float64]]) -> float:

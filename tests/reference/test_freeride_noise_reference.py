@@ -501,6 +501,10 @@ def test_block_statistic_is_the_same_bits_and_verdicts_match() -> None:
     }
     for u in (*honest.values(), rider):
         assert R.block_statistic(_wide(u)) == block_z_of(_torch(u))
+    # a tensor's last pair of rows alone with 30 kernels: the blocks added in order on both
+    # sides (the product's numpy sum of that one row was pairwise before h-244)
+    lone = {"c": rng.standard_normal((2, 30, 3, 3))}
+    assert R.block_statistic(lone) == block_z_of({"c": torch.from_numpy(lone["c"])})
     assert R.block_statistic(_wide(rider)) < 8 < R.block_statistic(_wide(public))
     sites = {**honest, "0x" + "4" * 40: rider}
     cc = {

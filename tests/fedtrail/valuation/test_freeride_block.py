@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import torch
 
@@ -180,6 +181,39 @@ def test_the_statistic_follows_its_rule() -> None:
     got = block_z_of({k: torch.from_numpy(v) for k, v in update.items()})
     assert got == pytest.approx(expected, rel=1e-12)
     assert block_z_of({"b": torch.ones(5)}) == math.inf  # nothing to pair
+
+
+def _in_order(x: npt.NDArray[np.float64], size: int) -> tuple[list[float], list[float]]:
+    """The rule's terms with every sum a Python loop in the rule's order (``x`` rows by values,
+    blocks of ``size`` consecutive values)."""
+    num: list[float] = []
+    var: list[float] = []
+    for i in range(x.shape[0]):
+        for j in range(i + 1, x.shape[0]):
+            g = w = q = 0.0
+            for b in range(0, x.shape[1], size):
+                c = float(x[i, b]) * float(x[j, b])
+                for k in range(b + 1, b + size):
+                    c += float(x[i, k]) * float(x[j, k])
+                g, w, q = g + c, w + c * c, q + (c * c) * (c * c)
+            num.append(g * g - w)
+            var.append(2.0 * (w * w - q))
+    return num, var
+
+
+@pytest.mark.parametrize("shape", [(2, 30, 3, 3), (2, 300), (5, 17, 2, 2), (40, 9, 3, 3)])
+def test_the_statistic_is_the_rules_bits(shape: tuple[int, ...]) -> None:
+    """Every sum in the rule's order, to the last bit: blocks added in order even when a
+    tensor's last pair of rows is alone (numpy's pairwise sum of one long row gave other bits
+    before h-244) and across the product's chunks of rows."""
+    a = np.random.default_rng(7).standard_normal(shape)
+    x = a.reshape(shape[0], -1)
+    size = 8 if a.ndim == 2 else int(np.prod(shape[2:]))
+    if a.ndim == 2:
+        x = np.concatenate([x, np.zeros((shape[0], -shape[1] % 8))], axis=1)
+    num, var = _in_order(x, size)
+    expected = math.fsum(num) / math.sqrt(math.fsum(var))
+    assert block_z_of({"t": torch.from_numpy(a)}) == expected
 
 
 @pytest.mark.parametrize("seed", range(4))
