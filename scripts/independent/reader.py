@@ -1456,7 +1456,7 @@ def block_statistic(update: dict) -> float:
     runs of 8 values of a row, zero-padded), then for each pair of rows the blocks' dot
     products c (in order): fsum(G^2 - w) / sqrt(fsum(2 (w^2 - q))), G = sum c, w = sum c^2,
     q = sum (c^2)^2, each added in order."""
-    num, var = [], []
+    num, var, read = [], [], False
     for a in update.values():
         if a.ndim < 2 or a.shape[0] < 2 or a.size == 0:
             continue
@@ -1467,6 +1467,9 @@ def block_statistic(update: dict) -> float:
             x = np.zeros((a.shape[0], runs * 8))
             x[:, : a.shape[1]] = a
             x = x.reshape(a.shape[0], runs, 8)
+        if x.shape[1] < 2:  # one block a row: not read
+            continue
+        read = True
         for i in range(x.shape[0] - 1):
             # every later row j at once; np.cumsum adds in order, its last entry the sum
             c = np.cumsum(x[i] * x[i + 1 :], axis=2)[..., -1]
@@ -1477,9 +1480,23 @@ def block_statistic(update: dict) -> float:
             num.extend((g * g - w).tolist())
             var.extend((2.0 * (w * w - q)).tolist())
     total = math.fsum(var)
-    if not total > 0 or not math.isfinite(total):
+    if not read or not math.isfinite(total):
         return math.inf
+    if not total > 0:  # tensors to read, all left zero
+        return 0.0
     return math.fsum(num) / math.sqrt(total)
+
+
+def block_ceiling(update: dict) -> float:
+    """README: the largest B the layout allows, sqrt(sum n (n - 1) / 2) over every pair of
+    rows of every tensor read (n its blocks a row), in exact integers."""
+    total = 0
+    for a in update.values():
+        if a.ndim < 2 or a.shape[0] < 2 or a.size == 0:
+            continue
+        n = a.shape[1] if a.ndim >= 3 else -(-a.shape[1] // 8)
+        total += a.shape[0] * (a.shape[0] - 1) // 2 * (n * (n - 1) // 2)
+    return math.sqrt(total)
 
 
 def sparse(update: dict) -> bool:
@@ -1561,7 +1578,11 @@ def noise_tests(
         z = structure(update)
         if z < white:
             return f"white noise ({z:.3g})"
-    if block_limit > 0 and block_bound(update) < block_limit:
+    if (
+        block_limit > 0
+        and block_ceiling(update) >= 32 * block_limit
+        and block_bound(update) < block_limit
+    ):
         z = block_statistic(update)
         if z < block_limit:
             return f"noise independent between blocks ({z:.3g})"

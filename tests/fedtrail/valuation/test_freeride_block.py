@@ -19,6 +19,7 @@ from fedtrail.valuation.freeride import (
     _block_bound,
     _blocks,
     _wide,
+    block_ceiling,
     block_z_of,
     free_riders,
     structure_z,
@@ -129,6 +130,66 @@ def test_profiled_noise_is_flagged_from_round_one_and_structured_updates_are_not
         before = _screen({**honest, **riders}, refs, block_z=0.0)
         assert set(before) <= ({"value"} if refs else set()), before
     assert all(structure_z(r) >= Combiner().white_noise_z for r in riders.values())
+
+
+def test_noise_only_where_the_test_does_not_read_is_flagged() -> None:
+    """A rider whose profiled noise is only in the tensors the test does not read (the
+    1-channel ``conv1.weight``: one block a row; the 1-D biases), every read tensor zero,
+    scores 0 and is FREE_RIDER (it scored ``inf`` and passed before h-244); honest updates
+    beside it are not."""
+    gen = torch.Generator().manual_seed(5)
+    public = _structured(gen)
+    honest = {f"h{i}": _structured(gen) for i in range(3)}
+    unread = {"conv1.weight", "conv1.bias", "conv2.bias", "fc1.bias", "fc2.bias"}
+    noise = _riders(public, gen)["tensor"]
+    rider = {k: v if k in unread else torch.zeros_like(v) for k, v in noise.items()}
+    assert block_z_of(rider) == 0.0
+    assert structure_z(rider) >= Combiner().white_noise_z  # the white-noise test passes it
+    got = _screen({**honest, "rider": rider}, {})
+    assert set(got) == {"rider"}, got
+    assert got["rider"] == "noise independent between blocks (block statistic 0, below 8)"
+    assert block_z_of({"b": torch.ones(5), "c": torch.ones(4, 1, 3, 3)}) == math.inf
+
+
+NARROW = {  # SmallCNN width 2, hidden 2, 28 px: ceiling sqrt(6 * 1 + 1 * 300), 17.5
+    "conv1.weight": (2, 1, 3, 3),
+    "conv1.bias": (2,),
+    "conv2.weight": (4, 2, 3, 3),
+    "conv2.bias": (4,),
+    "fc1.weight": (2, 196),
+    "fc1.bias": (2,),
+    "fc2.weight": (2, 2),
+    "fc2.bias": (2,),
+}
+
+
+def test_a_layout_the_statistic_cannot_judge_is_not_judged() -> None:
+    """The ceiling is the rule's formula; the statistic never exceeds it (a rank-one update
+    reaches it); an update of a layout whose ceiling is under 32 x block_noise_z passes the
+    test (even noise: it could not be told from an honest update, h-244), one at the edge is
+    judged."""
+    assert block_ceiling(NARROW.values()) == math.sqrt(6 * 1 + 1 * (25 * 24 // 2))
+    assert block_ceiling(SHAPES.values()) == math.sqrt(
+        32 * 31 // 2 * (16 * 15 // 2) + 64 * 63 // 2 * (196 * 195 // 2) + 1 * (8 * 7 // 2)
+    )
+    gen = torch.Generator().manual_seed(2)
+    for shapes in (NARROW, SHAPES):
+        one = {k: torch.ones(v, dtype=torch.float64) for k, v in shapes.items()}
+        noise = {k: torch.randn(v, generator=gen, dtype=torch.float64) for k, v in shapes.items()}
+        ceiling = block_ceiling(shapes.values())
+        assert block_z_of(noise) <= ceiling
+        padded = {  # rank one, every block's dot product 1: no zero padding in runs of 8
+            k: (v if v.dim() != 2 or v.shape[1] % 8 == 0 else torch.ones(v.shape[0], 8))
+            / math.sqrt(math.prod(v.shape[2:]) if v.dim() > 2 else 8)
+            for k, v in one.items()
+        }
+        fitted = block_ceiling(u.shape for u in padded.values())
+        assert block_z_of(padded) == pytest.approx(fitted, rel=1e-12)
+    noise = {k: torch.randn(v, generator=gen) for k, v in NARROW.items()}
+    assert block_z_of(noise) < 8
+    assert _screen({"n": noise}, {}, white_z=0.0, shaped_z=0.0) == {}
+    edge = block_ceiling(NARROW.values()) / 32
+    assert _screen({"n": noise}, {}, white_z=0.0, shaped_z=0.0, block_z=edge) != {}
 
 
 def test_declared_dp_noise_is_left_to_the_dp_checks() -> None:
