@@ -1470,15 +1470,20 @@ def block_statistic(update: dict) -> float:
         if x.shape[1] < 2:  # one block a row: not read
             continue
         read = True
-        for i in range(x.shape[0] - 1):
-            # every later row j at once; np.cumsum adds in order, its last entry the sum
-            c = np.cumsum(x[i] * x[i + 1 :], axis=2)[..., -1]
-            c2 = c * c
-            g = np.cumsum(c, axis=1)[:, -1]
-            w = np.cumsum(c2, axis=1)[:, -1]
-            q = np.cumsum(c2 * c2, axis=1)[:, -1]
-            num.extend((g * g - w).tolist())
-            var.extend((2.0 * (w * w - q)).tolist())
+        # every pair at once, a square per block (np.outer of a block's k-th values), each
+        # block's products added in order, then the blocks in order; the upper triangle read
+        n = x.shape[0]
+        g, w, q = np.zeros((n, n)), np.zeros((n, n)), np.zeros((n, n))
+        for b in range(x.shape[1]):
+            c = np.outer(x[:, b, 0], x[:, b, 0])
+            for k in range(1, x.shape[2]):
+                c += np.outer(x[:, b, k], x[:, b, k])
+            g += c
+            w += c * c
+            q += (c * c) * (c * c)
+        up = np.triu_indices(n, 1)
+        num.extend((g * g - w)[up].tolist())
+        var.extend((2.0 * (w * w - q))[up].tolist())
     total = math.fsum(var)
     if not read or not math.isfinite(total):
         return math.inf
