@@ -146,7 +146,7 @@ from __future__ import annotations
 import functools
 import math
 import statistics
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -160,8 +160,10 @@ from fedtrail.valuation.base import size_factor
 from fedtrail.valuation.rows import Rows
 
 __all__ = [
+    "BLOCK_CEILING",
     "BLOCK_RUN",
     "DP_COPY_STEP",
+    "block_ceiling",
     "block_z_of",
     "dp_copy_statistic",
     "duplicate_residual_z",
@@ -403,7 +405,9 @@ def free_riders(
             if own_z < white_z:
                 out[site] = f"white noise (structure {own_z:.3g}, below {white_z:g})"
                 continue
-        if block_z > 0:
+        if block_z > 0 and block_ceiling(v.shape for v in values.values()) >= (
+            BLOCK_CEILING * block_z
+        ):
             own_b = _block_z(values, stop=block_z)
             if own_b < block_z:
                 out[site] = (
@@ -765,7 +769,10 @@ def block_z_of(update: Mapping[str, torch.Tensor]) -> float:
     update's profile scores about N(0, 1). Every sum is in a fixed order (products of a pair of
     rows, each block's values added in order, then the blocks in order, then one
     :func:`math.fsum` of every pair's terms): the same bits on every machine. ``inf`` when no
-    tensor has two rows of two blocks or every such variance is 0."""
+    tensor has two rows of two blocks (or the variances' sum is not finite); 0 when some tensor
+    has but every such variance is 0 (those tensors left zero: an update cannot pass by putting
+    its noise only where the test does not read). The screen judges only layouts whose
+    :func:`block_ceiling` is at least :data:`BLOCK_CEILING` times the threshold."""
     return _block_z({k: _wide(v) for k, v in update.items()})
 
 
@@ -803,23 +810,76 @@ def _block_z(parts: Mapping[str, npt.NDArray[np.float64]], *, stop: float = math
     num: list[float] = []
     var: list[float] = []
     for x in blocks:
-        rows, _, size = x.shape
-        for i in range(rows - 1):
-            p = np.multiply(x[i], x[i + 1 :])  # (later rows, blocks, values)
-            c = np.array(p[..., 0])
-            for k in range(1, size):  # each block's values added in order
-                c += p[..., k]
-            # blocks added row after row (numpy's reduce over axis 0 of a C-ordered matrix)
-            g = np.add.reduce(np.ascontiguousarray(c.T), axis=0)
-            c2 = np.multiply(c, c)
-            w = np.add.reduce(np.ascontiguousarray(c2.T), axis=0)
-            q = np.add.reduce(np.ascontiguousarray(np.multiply(c2, c2).T), axis=0)
-            num.extend((g * g - w).tolist())
-            var.extend((2.0 * (w * w - q)).tolist())
+        _block_terms(x, num, var)
     total = math.fsum(var)
-    if not total > 0 or not math.isfinite(total):
+    if not math.isfinite(total):
         return math.inf
+    if not total > 0:  # readable tensors, nothing in them that noise could be told from
+        return 0.0
     return math.fsum(num) / math.sqrt(total)
+
+
+BLOCK_CEILING: Final = 32
+"""The block test judges an update only when :func:`block_ceiling` of its layout is at least
+this many times ``block_noise_z`` (narrower layouts pass it: their honest updates were measured
+at 0.06-0.24 of the ceiling, so a ceiling near the threshold would mark them)."""
+
+
+def block_ceiling(shapes: Iterable[Sequence[int]]) -> float:
+    """The largest :func:`block_z_of` a layout allows: ``sqrt(sum n (n - 1) / 2)`` over every
+    pair of rows of every tensor the test reads, ``n`` its blocks a row (per pair,
+    ``G**2 - w <= sqrt(n (n - 1) / 2) sqrt(2 (w**2 - q))``; then Cauchy-Schwarz over the pairs).
+    Exact integer sums: the same on every machine."""
+    total = 0
+    for shape in shapes:
+        if len(shape) < 2 or shape[0] < 2 or math.prod(shape) == 0:
+            continue
+        n = shape[1] if len(shape) >= 3 else -(-shape[1] // BLOCK_RUN)
+        total += shape[0] * (shape[0] - 1) // 2 * (n * (n - 1) // 2)
+    return math.sqrt(total)
+
+
+_BLOCK_CHUNK: Final = 1 << 20
+_BLOCK_ROWS: Final = 32
+"""Row pairs :func:`_block_terms` holds at once (about ``_BLOCK_CHUNK`` values per array, at most
+``_BLOCK_ROWS`` rows ``i``, so few pairs ``j <= i`` are computed and dropped): time and memory
+only, the sums' bits do not depend on them."""
+
+
+def _block_terms(x: npt.NDArray[np.float64], num: list[float], var: list[float]) -> None:
+    """Appends ``G**2 - w`` and ``2 (w**2 - q)`` of every pair of rows ``i < j`` of ``x`` (rows,
+    blocks, values per block) to ``num`` and ``var`` (any order: both are summed by
+    :func:`math.fsum`). Vectorised over pairs, a chunk of rows ``i`` against every later row at a
+    time, every sum in the fixed order of :func:`block_z_of`: each block's ``c`` its values'
+    products added in order, then ``G``, ``w``, ``q`` the blocks added in order."""
+    rows, nblocks, size = x.shape
+    t = np.ascontiguousarray(x.transpose(1, 2, 0))  # (blocks, values, rows)
+    start = 0
+    while start < rows - 1:
+        later_rows = rows - start - 1
+        step = max(1, min(later_rows, _BLOCK_ROWS, _BLOCK_CHUNK // later_rows))
+        stop = start + step
+        left = t[:, :, start:stop, None]  # rows i of the chunk
+        right = t[:, :, None, start + 1 :]  # every later row
+        g = np.zeros((step, later_rows))
+        w = np.zeros_like(g)
+        q = np.zeros_like(g)
+        c = np.empty_like(g)
+        tmp = np.empty_like(g)
+        for b in range(nblocks):
+            np.multiply(left[b, 0], right[b, 0], out=c)
+            for k in range(1, size):
+                np.multiply(left[b, k], right[b, k], out=tmp)
+                c += tmp
+            g += c
+            np.multiply(c, c, out=c)
+            w += c
+            np.multiply(c, c, out=c)
+            q += c
+        later = np.arange(start + 1, rows)[None, :] > np.arange(start, stop)[:, None]
+        num.extend((g * g - w)[later].tolist())
+        var.extend((2.0 * (w * w - q))[later].tolist())
+        start = stop
 
 
 def _block_bound(blocks: Sequence[npt.NDArray[np.float64]]) -> float:

@@ -1461,7 +1461,7 @@ def block_statistic(update: dict) -> float:
     runs of 8 values of a row, zero-padded), then for each pair of rows the blocks' dot
     products c (in order): fsum(G^2 - w) / sqrt(fsum(2 (w^2 - q))), G = sum c, w = sum c^2,
     q = sum (c^2)^2, each added in order."""
-    num, var = [], []
+    num, var, read = [], [], False
     for a in update.values():
         if a.ndim < 2 or a.shape[0] < 2 or a.size == 0:
             continue
@@ -1472,19 +1472,41 @@ def block_statistic(update: dict) -> float:
             x = np.zeros((a.shape[0], runs * 8))
             x[:, : a.shape[1]] = a
             x = x.reshape(a.shape[0], runs, 8)
-        for i in range(x.shape[0] - 1):
-            # every later row j at once; np.cumsum adds in order, its last entry the sum
-            c = np.cumsum(x[i] * x[i + 1 :], axis=2)[..., -1]
-            c2 = c * c
-            g = np.cumsum(c, axis=1)[:, -1]
-            w = np.cumsum(c2, axis=1)[:, -1]
-            q = np.cumsum(c2 * c2, axis=1)[:, -1]
-            num.extend((g * g - w).tolist())
-            var.extend((2.0 * (w * w - q)).tolist())
+        if x.shape[1] < 2:  # one block a row: not read
+            continue
+        read = True
+        # every pair at once, a square per block (np.outer of a block's k-th values), each
+        # block's products added in order, then the blocks in order; the upper triangle read
+        n = x.shape[0]
+        g, w, q = np.zeros((n, n)), np.zeros((n, n)), np.zeros((n, n))
+        for b in range(x.shape[1]):
+            c = np.outer(x[:, b, 0], x[:, b, 0])
+            for k in range(1, x.shape[2]):
+                c += np.outer(x[:, b, k], x[:, b, k])
+            g += c
+            w += c * c
+            q += (c * c) * (c * c)
+        up = np.triu_indices(n, 1)
+        num.extend((g * g - w)[up].tolist())
+        var.extend((2.0 * (w * w - q))[up].tolist())
     total = math.fsum(var)
-    if not total > 0 or not math.isfinite(total):
+    if not read or not math.isfinite(total):
         return math.inf
+    if not total > 0:  # tensors to read, all left zero
+        return 0.0
     return math.fsum(num) / math.sqrt(total)
+
+
+def block_ceiling(update: dict) -> float:
+    """README: the largest B the layout allows, sqrt(sum n (n - 1) / 2) over every pair of
+    rows of every tensor read (n its blocks a row), in exact integers."""
+    total = 0
+    for a in update.values():
+        if a.ndim < 2 or a.shape[0] < 2 or a.size == 0:
+            continue
+        n = a.shape[1] if a.ndim >= 3 else -(-a.shape[1] // 8)
+        total += a.shape[0] * (a.shape[0] - 1) // 2 * (n * (n - 1) // 2)
+    return math.sqrt(total)
 
 
 def sparse(update: dict) -> bool:
@@ -1566,7 +1588,11 @@ def noise_tests(
         z = structure(update)
         if z < white:
             return f"white noise ({z:.3g})"
-    if block_limit > 0 and block_bound(update) < block_limit:
+    if (
+        block_limit > 0
+        and block_ceiling(update) >= 32 * block_limit
+        and block_bound(update) < block_limit
+    ):
         z = block_statistic(update)
         if z < block_limit:
             return f"noise independent between blocks ({z:.3g})"

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from fedtrail.valuation.freeride import (
+    block_ceiling,
     block_z_of,
     dp_copy_statistic,
     duplicate_residual_z,
@@ -501,6 +502,22 @@ def test_block_statistic_is_the_same_bits_and_verdicts_match() -> None:
     }
     for u in (*honest.values(), rider):
         assert R.block_statistic(_wide(u)) == block_z_of(_torch(u))
+    # a tensor's last pair of rows alone with 30 kernels: the blocks added in order on both
+    # sides (the product's numpy sum of that one row was pairwise before h-244)
+    lone = {"c": rng.standard_normal((2, 30, 3, 3))}
+    assert R.block_statistic(lone) == block_z_of({"c": torch.from_numpy(lone["c"])})
+    # noise only where the test does not read (one block a row, 1-D), the rest zero: 0 on
+    # both sides (inf before h-244); nothing to read at all: inf; the layout's ceiling the same
+    unread = {
+        "c": rng.standard_normal((4, 1, 3, 3)),
+        "b": rng.standard_normal(4),
+        "f": np.zeros((4, 20)),
+    }
+    assert R.block_statistic(unread) == block_z_of(_torch(unread)) == 0.0
+    del unread["f"]
+    assert R.block_statistic(unread) == block_z_of(_torch(unread)) == math.inf
+    for u in (public, lone):
+        assert R.block_ceiling(u) == block_ceiling(v.shape for v in u.values())
     assert R.block_statistic(_wide(rider)) < 8 < R.block_statistic(_wide(public))
     sites = {**honest, "0x" + "4" * 40: rider}
     cc = {

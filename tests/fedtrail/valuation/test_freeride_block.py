@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import torch
 
@@ -18,6 +19,7 @@ from fedtrail.valuation.freeride import (
     _block_bound,
     _blocks,
     _wide,
+    block_ceiling,
     block_z_of,
     free_riders,
     structure_z,
@@ -130,6 +132,66 @@ def test_profiled_noise_is_flagged_from_round_one_and_structured_updates_are_not
     assert all(structure_z(r) >= Combiner().white_noise_z for r in riders.values())
 
 
+def test_noise_only_where_the_test_does_not_read_is_flagged() -> None:
+    """A rider whose profiled noise is only in the tensors the test does not read (the
+    1-channel ``conv1.weight``: one block a row; the 1-D biases), every read tensor zero,
+    scores 0 and is FREE_RIDER (it scored ``inf`` and passed before h-244); honest updates
+    beside it are not."""
+    gen = torch.Generator().manual_seed(5)
+    public = _structured(gen)
+    honest = {f"h{i}": _structured(gen) for i in range(3)}
+    unread = {"conv1.weight", "conv1.bias", "conv2.bias", "fc1.bias", "fc2.bias"}
+    noise = _riders(public, gen)["tensor"]
+    rider = {k: v if k in unread else torch.zeros_like(v) for k, v in noise.items()}
+    assert block_z_of(rider) == 0.0
+    assert structure_z(rider) >= Combiner().white_noise_z  # the white-noise test passes it
+    got = _screen({**honest, "rider": rider}, {})
+    assert set(got) == {"rider"}, got
+    assert got["rider"] == "noise independent between blocks (block statistic 0, below 8)"
+    assert block_z_of({"b": torch.ones(5), "c": torch.ones(4, 1, 3, 3)}) == math.inf
+
+
+NARROW = {  # SmallCNN width 2, hidden 2, 28 px: ceiling sqrt(6 * 1 + 1 * 300), 17.5
+    "conv1.weight": (2, 1, 3, 3),
+    "conv1.bias": (2,),
+    "conv2.weight": (4, 2, 3, 3),
+    "conv2.bias": (4,),
+    "fc1.weight": (2, 196),
+    "fc1.bias": (2,),
+    "fc2.weight": (2, 2),
+    "fc2.bias": (2,),
+}
+
+
+def test_a_layout_the_statistic_cannot_judge_is_not_judged() -> None:
+    """The ceiling is the rule's formula; the statistic never exceeds it (a rank-one update
+    reaches it); an update of a layout whose ceiling is under 32 x block_noise_z passes the
+    test (even noise: it could not be told from an honest update, h-244), one at the edge is
+    judged."""
+    assert block_ceiling(NARROW.values()) == math.sqrt(6 * 1 + 1 * (25 * 24 // 2))
+    assert block_ceiling(SHAPES.values()) == math.sqrt(
+        32 * 31 // 2 * (16 * 15 // 2) + 64 * 63 // 2 * (196 * 195 // 2) + 1 * (8 * 7 // 2)
+    )
+    gen = torch.Generator().manual_seed(2)
+    for shapes in (NARROW, SHAPES):
+        one = {k: torch.ones(v, dtype=torch.float64) for k, v in shapes.items()}
+        noise = {k: torch.randn(v, generator=gen, dtype=torch.float64) for k, v in shapes.items()}
+        ceiling = block_ceiling(shapes.values())
+        assert block_z_of(noise) <= ceiling
+        padded = {  # rank one, every block's dot product 1: no zero padding in runs of 8
+            k: (v if v.dim() != 2 or v.shape[1] % 8 == 0 else torch.ones(v.shape[0], 8))
+            / math.sqrt(math.prod(v.shape[2:]) if v.dim() > 2 else 8)
+            for k, v in one.items()
+        }
+        fitted = block_ceiling(u.shape for u in padded.values())
+        assert block_z_of(padded) == pytest.approx(fitted, rel=1e-12)
+    noise = {k: torch.randn(v, generator=gen) for k, v in NARROW.items()}
+    assert block_z_of(noise) < 8
+    assert _screen({"n": noise}, {}, white_z=0.0, shaped_z=0.0) == {}
+    edge = block_ceiling(NARROW.values()) / 32
+    assert _screen({"n": noise}, {}, white_z=0.0, shaped_z=0.0, block_z=edge) != {}
+
+
 def test_declared_dp_noise_is_left_to_the_dp_checks() -> None:
     gen = torch.Generator().manual_seed(11)
     public = _structured(gen)
@@ -180,6 +242,39 @@ def test_the_statistic_follows_its_rule() -> None:
     got = block_z_of({k: torch.from_numpy(v) for k, v in update.items()})
     assert got == pytest.approx(expected, rel=1e-12)
     assert block_z_of({"b": torch.ones(5)}) == math.inf  # nothing to pair
+
+
+def _in_order(x: npt.NDArray[np.float64], size: int) -> tuple[list[float], list[float]]:
+    """The rule's terms with every sum a Python loop in the rule's order (``x`` rows by values,
+    blocks of ``size`` consecutive values)."""
+    num: list[float] = []
+    var: list[float] = []
+    for i in range(x.shape[0]):
+        for j in range(i + 1, x.shape[0]):
+            g = w = q = 0.0
+            for b in range(0, x.shape[1], size):
+                c = float(x[i, b]) * float(x[j, b])
+                for k in range(b + 1, b + size):
+                    c += float(x[i, k]) * float(x[j, k])
+                g, w, q = g + c, w + c * c, q + (c * c) * (c * c)
+            num.append(g * g - w)
+            var.append(2.0 * (w * w - q))
+    return num, var
+
+
+@pytest.mark.parametrize("shape", [(2, 30, 3, 3), (2, 300), (5, 17, 2, 2), (40, 9, 3, 3)])
+def test_the_statistic_is_the_rules_bits(shape: tuple[int, ...]) -> None:
+    """Every sum in the rule's order, to the last bit: blocks added in order even when a
+    tensor's last pair of rows is alone (numpy's pairwise sum of one long row gave other bits
+    before h-244) and across the product's chunks of rows."""
+    a = np.random.default_rng(7).standard_normal(shape)
+    x = a.reshape(shape[0], -1)
+    size = 8 if a.ndim == 2 else int(np.prod(shape[2:]))
+    if a.ndim == 2:
+        x = np.concatenate([x, np.zeros((shape[0], -shape[1] % 8))], axis=1)
+    num, var = _in_order(x, size)
+    expected = math.fsum(num) / math.sqrt(math.fsum(var))
+    assert block_z_of({"t": torch.from_numpy(a)}) == expected
 
 
 @pytest.mark.parametrize("seed", range(4))
