@@ -217,8 +217,9 @@ def free_riders(
     multiplied by ``min(1, median / size_reference)`` before the power (a round of small sites:
     their median site takes few local steps); with ``size_own`` too, every round reads each
     site's own claim only: the factor is ``min(1, n / size_reference)``, whatever the median,
-    so claims others choose, small or large, cannot lower a site's floor (attack a123). ``reference_squares``: label -> a reference's partial
-    sums of squares as this screen computed them in an earlier round
+    so claims others choose, small or large, cannot lower a site's floor (attack a123).
+    ``reference_squares``: label -> a reference's partial sums of squares as this screen
+    computed them in an earlier round
     (:attr:`~fedtrail.valuation.standing.History.reference_squares`), taken instead of reading
     the reference again; ``squares_out``, when given, receives each site's. ``white_z`` above
     0 turns on the white-noise screen (see the module docstring) for every site not in
