@@ -316,14 +316,16 @@ class Combiner:
     zeroed, 100 sites of 20-30 images 94%, nearly all by this floor). A round whose median claim
     is at least ``tiny_size_reference`` is judged exactly as without it. A recorded set without
     it means 0: off.
-    ``tiny_size_own`` (0 or 1; default 1): 1 takes, in a round whose median claim is below
-    ``tiny_size_reference``, each site's own claim alone: the floor is lowered by
-    ``min(1, n / tiny_size_reference) ** tiny_size_power``; 0 (the rule above, terms written in
-    stop 55) by the median's ``min(n, m) / tiny_size_reference``, under which colluders that
-    hold half a round's usable updates and claim a few samples each lower every site's floor
-    (a data-less rider claiming 150 with a weight-decay step at 0.01% of the model's norm was
-    paid 0.333 of the round beside five white-noise Sybils claiming 20:
-    ``scripts/attacks/a123_median_claim_floor.py``). A recorded set without it means 0.
+    ``tiny_size_own`` (0 or 1; default 1): 1 takes, in every round (with ``tiny_size_power``
+    and ``tiny_size_reference`` above 0), each site's own claim alone: the floor is lowered by
+    ``min(1, n / tiny_size_reference) ** tiny_size_power``, whatever the median; 0 (the rules
+    above, terms written in stop 55) by the median's ``min(n, m) / tiny_size_reference`` below
+    150 and ``n / m`` above, under which colluders that hold half a round's usable updates
+    lower every other site's floor: claiming a few samples each (a data-less rider claiming
+    150 with a weight-decay step at 0.01% of the model's norm was paid 0.333 of the round
+    beside five white-noise Sybils claiming 20: ``scripts/attacks/a123_median_claim_floor.py``)
+    or claiming many (600: a rider claiming 150 faces ``(150 / 600) ** 2`` of the floor,
+    0.00625% of the model's norm). A recorded set without it means 0.
     ``white_noise_z`` (>= 0; default 1000; 0: off): with a
     :class:`~fedtrail.valuation.standing.History`, an update that does not declare DP-SGD whose
     structure statistic (:func:`~fedtrail.valuation.freeride.structure_z`), or that of its

@@ -35,10 +35,12 @@ are caught before the validation game:
   Sybils, FREE_RIDER themselves, count) that claim 20 each lowered a data-less rider's floor
   56x, and its weight-decay step at 0.01% of the model's norm, claiming 150, was paid 0.333 of
   the round (``scripts/attacks/a123_median_claim_floor.py``). So in terms with
-  :attr:`~fedtrail.valuation.combine.Combiner.tiny_size_own` (1, the default) a round whose
-  median is below ``size_reference`` reads each site's own claim alone, ``min(1, n /
-  size_reference)`` (a site of ``n`` images takes ``n / size_reference`` of the local steps
-  whatever the others claim); the median decides only whether the round is a small one;
+  :attr:`~fedtrail.valuation.combine.Combiner.tiny_size_own` (1, the default) every round
+  reads each site's own claim alone, ``min(1, n / size_reference)`` (a site of ``n`` images
+  takes ``n / size_reference`` of the local steps whatever the others claim): colluders
+  claiming *more* (600, within ``max_sample_ratio``) would otherwise raise the median and lower
+  a rider claiming 150 to ``(150 / 600) ** 2`` of the floor, 16x; with it the median decides
+  nothing;
 * **stale**: cosine above ``stale_cosine`` (0.99999) *and* distance below ``stale_distance`` of
   the norm of an earlier update it may copy — any site's update of the latest ``stale_rounds``
   finalized rounds or a global delta they applied (the references of
@@ -215,11 +217,11 @@ def free_riders(
     ``min(1, n / median) ** size_power`` of itself for a site claiming ``n`` (the median of
     ``samples`` over ``deltas``' sites); with ``size_reference`` above 0 too, that factor is
     multiplied by ``min(1, median / size_reference)`` before the power (a round of small sites:
-    their median site takes few local steps); with ``size_own`` too, a round whose median is
-    below ``size_reference`` reads each site's own claim only: the factor is
-    ``min(1, n / size_reference)``, so claims others choose cannot lower a site's floor
-    (attack a123). ``reference_squares``: label -> a reference's partial
-    sums of squares as this screen computed them in an earlier round
+    their median site takes few local steps); with ``size_own`` too, every round reads each
+    site's own claim only: the factor is ``min(1, n / size_reference)``, whatever the median,
+    so claims others choose, small or large, cannot lower a site's floor (attack a123).
+    ``reference_squares``: label -> a reference's partial sums of squares as this screen
+    computed them in an earlier round
     (:attr:`~fedtrail.valuation.standing.History.reference_squares`), taken instead of reading
     the reference again; ``squares_out``, when given, receives each site's. ``white_z`` above
     0 turns on the white-noise screen (see the module docstring) for every site not in
@@ -279,7 +281,7 @@ def free_riders(
         expected = 1.0  # the median claim against the floor's reference count
         if counts and size_reference > 0.0 and 0.0 < median_count < size_reference:
             expected = median_count / size_reference
-        if expected < 1.0 and size_own:  # the site's own claim against the reference only
+        if size_own and counts and size_reference > 0.0:  # its own claim, every round (a123)
             ratio = min_model_ratio * min(1.0, claimed[site] / size_reference) ** size_power
             scaled = (
                 f" x (min({claimed[site]} claimed, {size_reference:g}) / {size_reference:g}) "

@@ -31,7 +31,7 @@ hospitals as FREE_RIDER, so an aggregator writes it only with its sites' consent
 (``tiny_size_power = 0.0`` under ``[accept]``, as auditing a ledger written before it needs).
 ``tiny_size_reference`` loosens as it rises too (the floor is scaled by the round's median
 claim over it, below it): its loosest accepted value is its default (150), its strictest 0 (off,
-what terms that omit it read as). ``tiny_size_own`` (1: a small round's floor reads each site's
+what terms that omit it read as). ``tiny_size_own`` (1: every round's floor reads each site's
 own claim alone; 0: the median's, which colluders' claims lower, ``scripts/attacks/
 a123_median_claim_floor.py``) is bounded at 1 on both sides; terms that omit it read as 0,
 refused only where it decides anything (``tiny_size_reference`` above 0 and ``tiny_size_power``

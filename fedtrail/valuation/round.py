@@ -567,8 +567,9 @@ measured 150-image sites down to 0.26% and smaller sites far lower (20 images: 0
 floor is lowered for a site claiming fewer samples than the round's median
 (:attr:`~fedtrail.valuation.combine.Combiner.tiny_size_power`), and for every site of a round
 whose median claim is below
-:attr:`~fedtrail.valuation.combine.Combiner.tiny_size_reference` (by its own claim alone under
-:attr:`~fedtrail.valuation.combine.Combiner.tiny_size_own`)."""
+:attr:`~fedtrail.valuation.combine.Combiner.tiny_size_reference` (under
+:attr:`~fedtrail.valuation.combine.Combiner.tiny_size_own`, the default, instead by each site's
+own claim against that reference alone, in every round)."""
 
 WARM_UP_MAX_HARM: Final = 0.1
 """In the warm-up round (values are not accumulated, so the standing cannot demote anyone yet), a

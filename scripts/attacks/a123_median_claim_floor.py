@@ -21,8 +21,13 @@ MODE, the rider's update (normalised to LEVEL x the start model's norm):
 * ``white`` (control): white noise at the same norm: white.
 
 options (key=value): ``sybils`` (default 4) colluders beside the rider, each claiming
-``claim`` (20) and sending ``sybil`` (a kind above at LEVEL, its own draw; default ``white``:
-each Sybil its own white noise, FREE_RIDER itself but usable, so its claim counts in the median;
+``claim`` (20; the chain's cap each Sybil registers with is ``max(150, claim)``; ``claim=600``
+is a123 *upwards*: the Sybils raise the median to 600, within ``max_sample_ratio`` 10 of the
+honest 150, and under the median-relative rule of a median of 150 or more the rider claiming
+150 faced ``0.1% x (150 / 600) ** 2``, 0.00625%; with ``rule=h234`` that rule is in force
+there too, ``tiny_size_own`` 0) and sending ``sybil`` (a kind above at LEVEL, its own draw;
+default ``white``: each Sybil its own white noise, FREE_RIDER itself but usable, so its claim
+counts in the median;
 ``zero``: zero updates, all but the first DUPLICATE and so not counted); ``rider`` the rider's
 claim (150); ``level`` (3e-4, i.e. 0.03% of the model's norm, a third of the old floor);
 ``honest`` (8 - sybils - 1 sites of 150 images); ``rounds`` (3);
@@ -126,7 +131,7 @@ if PEERS:
     settings = replace(settings, valuation_mode="peers")
 sites = (
     [Site(f"h{i}", 150) for i in range(HONEST)]
-    + [Site(f"syb{i}", 0, strategy=sybil(i), cap=150) for i in range(SYBILS)]
+    + [Site(f"syb{i}", 0, strategy=sybil(i), cap=max(150, CLAIM)) for i in range(SYBILS)]
     + [Site("rider", 0, strategy=rider, cap=150)]
 )
 accept = ThresholdLimits.accepting(combiner)  # the sites consent to the rule tried

@@ -1204,10 +1204,10 @@ def free_rider_rule(
             continue
         factor = counts[a] / m if m > 0 else 1.0
         ratio = 0.001 * (factor**power if power > 0 and factor < 1.0 else 1.0)
-        if power > 0 and size_ref > 0 and 0 < m < size_ref:  # a round of small sites
+        if power > 0 and size_ref > 0 and size_own:  # its own claim alone, every round
+            ratio = 0.001 * min(1.0, counts[a] / size_ref) ** power
+        elif power > 0 and size_ref > 0 and 0 < m < size_ref:  # a round of small sites
             ratio = 0.001 * (min(1.0, factor) * (m / size_ref)) ** power
-            if size_own:  # its own claim alone, whatever the others claim
-                ratio = 0.001 * min(1.0, counts[a] / size_ref) ** power
         if nx < ratio * model_norm:
             out[a] = f"norm below {ratio:.3g} x the start model's"
             continue

@@ -5,8 +5,10 @@ Under stop 55's rule (``tiny_size_own`` 0) a round whose median claim ``m`` is b
 (white noise, FREE_RIDER themselves but counted) claiming 20 beside two honest 150-image sites
 put ``m`` at 20, and a data-less rider claiming 150 passed with a weight-decay step at 0.01% of
 the model's norm, 1/10 of the 0.1% floor (``scripts/attacks/a123_median_claim_floor.py``: paid
-0.333 of round 1 on Anvil + IPFS). With ``tiny_size_own`` 1 (the default) each site's own claim
-alone lowers its floor; a round of uniformly small sites is judged as before."""
+0.333 of round 1 on Anvil + IPFS). Sybils claiming *more* did the same under the
+median-relative rule of a median of 150 or more: claiming 600 they put a 150-claim's floor at
+``(150 / 600) ** 2`` of 0.1%. With ``tiny_size_own`` 1 (the default) each site's own claim
+alone lowers its floor, in every round; a round of uniformly small sites is judged as before."""
 
 from __future__ import annotations
 
@@ -63,11 +65,11 @@ def _white(start: dict[str, torch.Tensor], seed: int, level: float) -> dict[str,
     )
 
 
-def _a123(start: dict[str, torch.Tensor]) -> list[Candidate]:
+def _a123(start: dict[str, torch.Tensor], claim: int = 20) -> list[Candidate]:
     """a123's round: two honest 150-image sites (updates at 0.3% of the model's norm), five
-    white-noise Sybils claiming 20, the rider claiming 150 at 0.01%."""
+    white-noise Sybils claiming ``claim``, the rider claiming 150 at 0.01%."""
     out = [Candidate(f"h{i}", 150, _decay(start, i, 3e-3)) for i in range(2)]
-    out += [Candidate(f"syb{i}", 20, _white(start, 100 + i, 1e-4)) for i in range(5)]
+    out += [Candidate(f"syb{i}", claim, _white(start, 100 + i, 1e-4)) for i in range(5)]
     return [*out, Candidate("rider", 150, _decay(start, 999, 1e-4))]
 
 
@@ -93,6 +95,23 @@ def test_sybils_claims_do_not_lower_the_riders_floor(start: dict[str, torch.Tens
         "(below 0.1% x (min(150 claimed, 150) / 150) ** 2 = 0.001; median claim 20)"
         in (got["rider"])
     )
+
+
+def test_sybils_claiming_more_do_not_lower_the_riders_floor(
+    start: dict[str, torch.Tensor],
+) -> None:
+    """a123 upwards: the Sybils claim 600 (within ``max_sample_ratio`` 10 of the honest 150),
+    the median is 600, and the median-relative rule put the rider's floor at (150 / 600) ** 2
+    of 0.1%, 0.00625%, under its 0.01%. Its own claim gives the full 0.1%. Fails on the code
+    before (there ``tiny_size_own`` 1 read the own claim only below a median of 150)."""
+    got = _screen(start, _a123(start, 600), HISTORY_COMBINER)
+    assert set(got) == {f"syb{i}" for i in range(5)} | {"rider"}, got
+    assert (
+        "(below 0.1% x (min(150 claimed, 150) / 150) ** 2 = 0.001; median claim 600)"
+        in got["rider"]
+    )
+    old = _screen(start, _a123(start, 600), replace(HISTORY_COMBINER, tiny_size_own=0))
+    assert set(old) == {f"syb{i}" for i in range(5)}, old
 
 
 def test_stop_55s_rule_paid_the_rider(start: dict[str, torch.Tensor]) -> None:
@@ -138,8 +157,8 @@ def _riders(norms: dict[str, float], samples: dict[str, int], own: bool) -> dict
 
 
 def test_uniformly_small_sites_and_rounds_at_the_reference_are_judged_as_before() -> None:
-    """Every claim equal (h-234's 5 x 20): both rules agree; a median of exactly 150 or more
-    reads the median-relative rule alone, both rules alike."""
+    """Every claim equal (h-234's 5 x 20): both rules agree; at a median of exactly 150 or
+    just above, the same verdicts (the messages differ: the own-claim rule states its factor)."""
     small = {f"s{i}": 0.36 + 0.1 * i for i in range(5)}
     assert _riders(small, dict.fromkeys(small, 20), True) == {}
     norms = {**small, "tiny": 0.01}
@@ -148,8 +167,7 @@ def test_uniformly_small_sites_and_rounds_at_the_reference_are_judged_as_before(
     at = {"h0": 3.0, "h1": 3.2, "h2": 2.8, "small": 0.1, "rider": 0.3}
     for edge in (150, 151):
         claims = {"h0": edge, "h1": edge, "h2": edge, "small": 20, "rider": edge}
-        assert _riders(at, claims, True) == _riders(at, claims, False)  # messages too
-        assert set(_riders(at, claims, True)) == {"rider"}
+        assert set(_riders(at, claims, True)) == set(_riders(at, claims, False)) == {"rider"}
 
 
 def test_just_under_the_reference_a_full_claim_keeps_its_floor() -> None:
@@ -158,6 +176,16 @@ def test_just_under_the_reference_a_full_claim_keeps_its_floor() -> None:
     norms = {"h0": 3.0, "h1": 3.2, "h2": 2.8, "rider": 0.995}
     claims = {"h0": 149, "h1": 149, "h2": 149, "rider": 150}
     assert set(_riders(norms, claims, True)) == {"rider"}
+    assert _riders(norms, claims, False) == {}
+
+
+def test_above_the_reference_a_site_below_the_median_keeps_its_own_floor() -> None:
+    """Median 600: the median-relative rule lowered a 150-claim's floor 16x and a 60-claim's
+    100x; its own claim gives 1 and (60 / 150) ** 2 = 0.16 of 0.1% (norms at 0.05% and 0.01%
+    of the model's: FREE_RIDER now, passed before). The 600-claims at 0.28-0.32% pass under both."""
+    norms = {"h0": 3.0, "h1": 3.2, "h2": 2.8, "rider": 0.5, "small": 0.1}
+    claims = {"h0": 600, "h1": 600, "h2": 600, "rider": 150, "small": 60}
+    assert set(_riders(norms, claims, True)) == {"rider", "small"}
     assert _riders(norms, claims, False) == {}
 
 
@@ -190,15 +218,19 @@ def _reader() -> ModuleType:
     return module
 
 
+@pytest.mark.parametrize("claim", [20, 600])
 @pytest.mark.parametrize("own", [None, 0, 1])
-def test_the_independent_reader_gives_the_same_verdicts(own: int | None) -> None:
+def test_the_independent_reader_gives_the_same_verdicts(own: int | None, claim: int) -> None:
     """README's rule as scripts/independent/reader.py implements it (terms without the field
-    read as 0): a123's claims, plus a small honest site and a tiny one."""
+    read as 0): a123's claims (Sybils claiming 20 or 600), plus a small honest site and a tiny
+    one."""
     reader = _reader()
-    norms = {"h0": 3.0, "h1": 2.5, "small": 0.05, "rider": 0.1, "tiny": 0.01}
+    # claim 600: the median is 375 and the rider's old floor (150 / 375) ** 2 of 0.1%, 0.016%
+    rider = 0.1 if claim == 20 else 0.3
+    norms = {"h0": 3.0, "h1": 2.5, "small": 0.05, "rider": rider, "tiny": 0.01}
     norms |= {f"syb{i}": 0.1 for i in range(5)}
     samples = {"h0": 150, "h1": 150, "small": 10, "rider": 150, "tiny": 20}
-    samples |= {f"syb{i}": 20 for i in range(5)}
+    samples |= {f"syb{i}": claim for i in range(5)}
     sites = [f"0x{i + 1:040x}" for i in range(len(norms))]
     names = dict(zip(sites, norms, strict=True))
     vectors = _vectors(norms)
