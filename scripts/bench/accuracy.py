@@ -57,7 +57,10 @@ valuation and the peer valuation on the same seeds and prints them side by side 
 ``valuation_peers``, and in the issue-12 table a line per mode, the peer line's alpha marked
 ``peers``), with the peer-minus-aggregator differences paired per seed. Issue 12's bars are
 checked for each mode, and issue 14's bar: peer mode meets every issue-12 bar aggregator mode
-meets in the same run.
+meets in the same run. ``JURY_RULE=high|low|true|cos`` in the environment (an experiment, as in
+``peer_validators.py``): every peer jury scored with that median
+(``scripts/bench/jury_rules.py``; recorded as the settings' ``jury_rule``); unset, the
+product's high median.
 
 It then checks issue 12's bars that its runs decide (:func:`issue12_bars`; with ``--render`` of
 several runs, over all of them) and exits 1 when one is missed.
@@ -1368,6 +1371,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _render([_merged(docs)] if args.merge else docs)
     if args.quick:
         args.seeds, args.rounds = "1", 2
+    jury_rule = os.environ.get("JURY_RULE") or None
+    if jury_rule is not None:
+        import jury_rules
+
+        jury_rules.install(jury_rule)
+        print(f"EXPERIMENT: every peer jury scored with the {jury_rule!r} median")
     torch.set_num_threads(args.threads)
     seeds = parse_seeds(args.seeds)
     scenario_keys = [k.strip() for k in args.scenarios.split(",") if k.strip()]
@@ -1541,6 +1550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "share_clip": args.share_clip,
             "zeroed_out": args.zeroed_out,
             "valuation_rule": args.valuation_rule,
+            "jury_rule": jury_rule,
             "delta_clip": args.delta_clip,
             "clip_game": args.clip_game if args.delta_clip is not None else None,
             "clip_rounds": args.clip_rounds if args.delta_clip is not None else None,
