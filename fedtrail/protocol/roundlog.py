@@ -63,6 +63,7 @@ __all__ = [
     "summary_of",
     "to_bytes",
     "validate",
+    "wording_note",
 ]
 
 FORMAT = "fedtrail.explanation-log/1"
@@ -495,6 +496,22 @@ class UpdateRef:
 
     def to_json(self) -> dict[str, Any]:
         return {"cid": self.cid, "sha256": self.sha256, "num_samples": self.num_samples}
+
+
+def wording_note(wording: object) -> str:
+    """One line for ``audit log`` and the report on what an aggregator round's explanation
+    texts are held to: the wording its terms name (``valuation.explanation_wording``, session
+    57), in which ``audit verify --validation`` re-derives each usable update's text, or none
+    (a writer before session 57: beyond its reason label the text is the aggregator's word)."""
+    if wording is None:
+        return (
+            "explanation texts: no wording named (a writer before session 57): beyond the "
+            "reason each begins with, the aggregator's word"
+        )
+    return (
+        f"explanation texts: wording {wording}; audit verify --validation re-derives each "
+        "usable update's text from the re-run's figures"
+    )
 
 
 def explanation_head(explanation: str) -> str:
