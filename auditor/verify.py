@@ -59,6 +59,7 @@ from fedtrail.auditor.components import (
     check_oversized,
     check_public_reasons,
     check_screen,
+    text_gap,
 )
 from fedtrail.auditor.explanation_check import EXPLANATION_SHIFT_CHECK, check_explanation_shift
 from fedtrail.auditor.peers import (
@@ -2098,7 +2099,7 @@ def _compare_components(
     normalised values, which are these values as shares of that total; None exactly where the
     re-run has none). The data-free components are ``log.components``'. The explanation text
     of each site in ``entered`` (its update entered the valuation as usable: every word of its
-    text is the valuation's) is compared with the re-run's up to :func:`_text_gap`, each
+    text is the valuation's) is compared with the re-run's up to :func:`~fedtrail.auditor.components.text_gap`, each
     number within one unit of its last printed digit plus the value tolerance. ``wording``:
     the explanation wording the round's terms name (``valuation.explanation_wording``, session
     57): with one, a text that is not the re-run's fails, naming the site (attack a125
@@ -2109,7 +2110,7 @@ def _compare_components(
     total = math.fsum(abs(v.value) for v in recomputed.values() if v.value is not None)
     tolerance = STANDING_TOLERANCE * total
     # a number a text prints carries the values' tolerance, and a rounding flip at its last
-    # printed digit one unit more (_text_gap): the other figures (accumulated values, shares)
+    # printed digit one unit more (text_gap): the other figures (accumulated values, shares)
     # differ across thread counts by ~1e-5, under one unit of the 4 decimals they print
     slack = tolerance
     problems: list[str] = []
@@ -2122,7 +2123,7 @@ def _compare_components(
         comp, who = entry.components, s.site[:10]
         if s.site in entered:
             texts += 1
-            differs = _text_gap(entry.explanation, v.explanation, slack)
+            differs = text_gap(entry.explanation, v.explanation, slack)
             if differs is not None:
                 (notes if wording is None else problems).append(f"{who} explanation {differs}")
         if comp.get("method") != v.method:
@@ -2169,36 +2170,6 @@ def _compare_components(
         f"{worst:.3g} (tolerance {STANDING_TOLERANCE:g} of the round's total |value|, "
         f"{tolerance:.3g})" + noted,
     )
-
-
-_NUMBER = re.compile(r"[-+]?\d+(?:\.(\d+))?(?:[eE]([-+]?\d+))?")
-
-
-def _text_gap(logged: str, rerun: str, slack: float = 0.0) -> str | None:
-    """Why ``logged`` is not the re-run's text ``rerun``, or None: equal but for the numbers
-    in them, each pair within one unit of the last digit either prints (``0.4455`` and
-    ``0.4456``; ``3e-05`` and ``4e-05``) plus ``slack`` (the figures' own tolerance): last-bit
-    differences of the float evaluations across thread counts can move a printed digit, never
-    a word. The numbers are compared parsed, not as strings: a figure on a rounding boundary
-    prints one unit apart on two machines."""
-    words, want = _NUMBER.split(logged), _NUMBER.split(rerun)
-    shown = f"{logged[:120]!r}, re-run {rerun[:120]!r}"
-    a, b = list(_NUMBER.finditer(logged)), list(_NUMBER.finditer(rerun))
-    if len(a) != len(b) or words[::3] != want[::3]:
-        return shown
-    for x, y in zip(a, b, strict=True):
-        if x[0] == y[0]:
-            continue
-        unit = max(_last_unit(x), _last_unit(y))
-        if not abs(float(x[0]) - float(y[0])) <= unit * (1 + 1e-9) + slack:
-            return shown
-    return None
-
-
-def _last_unit(m: re.Match[str]) -> float:
-    """One unit of the last digit a number prints (``0.4455``: 1e-4; ``3e-05``: 1e-5)."""
-    decimals = len(m[1]) if m[1] else 0
-    return 10.0 ** (int(m[2] or 0) - decimals)
 
 
 def _updates(subs: list[Submission]) -> dict[str, ChainUpdate]:
@@ -2576,6 +2547,7 @@ def _check_free_riders(
         start,
         carried.history.references,
         declared_noise=declared_noise,
+        log=log,
     )
 
 

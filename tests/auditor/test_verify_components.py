@@ -750,7 +750,22 @@ def test_white_noise_is_free_rider_and_an_aggregator_that_pays_it_fails_public_v
     for r in (1, 2):
         sub = next(s for s in honest.ledger.get_submissions(r) if s.site == noise_site)
         assert (sub.reason, sub.weight) == (int(Reason.FREE_RIDER), 0)
-        assert not _failed(verify_round(honest.ledger, honest.store, r))
+        audit = verify_round(honest.ledger, honest.store, r)
+        assert not _failed(audit)
+        check = next(c for c in audit.checks if c.name == "reasons.free_rider")
+        assert check.detail.endswith("their explanation texts the recomputed ones (wording 1)")
+
+    # under a named wording the rider's text is the recomputed verdict's (session 57): one that
+    # states another statistic, its label kept, fails public verify naming the site
+    def lie(doc: dict[str, Any]) -> None:
+        entry = next(e for e in doc["sites"] if e["site"] == noise_site)
+        assert entry["explanation"].startswith("free rider: white noise"), entry["explanation"]
+        entry["explanation"] = re.sub(r"\d+\.\d+", "0.5", entry["explanation"], count=1)
+
+    bad = _audit_with_log(honest, 2, lie, monkeypatch)
+    monkeypatch.undo()
+    assert set(bad) == {"reasons.free_rider"}, bad
+    assert f"{noise_site[:10]}'s explanation 'free rider: white noise" in bad["reasons.free_rider"]
 
     real = service_mod.value_round
 
