@@ -559,11 +559,14 @@ _NUMBER = re.compile(r"[-+]?\d+(?:\.(\d+))?(?:[eE]([-+]?\d+))?")
 
 def text_gap(logged: str, rerun: str, slack: float = 0.0) -> str | None:
     """Why ``logged`` is not the re-run's text ``rerun``, or None: equal but for the numbers
-    in them, each pair within one unit of the last digit either prints (``0.4455`` and
+    in them, each pair within one unit of the last digit the re-run's prints (``0.4455`` and
     ``0.4456``; ``3e-05`` and ``4e-05``) plus ``slack`` (the figures' own tolerance): last-bit
     differences of the float evaluations across thread counts can move a printed digit, never
     a word. The numbers are compared parsed, not as strings: a figure on a rounding boundary
-    prints one unit apart on two machines."""
+    prints one unit apart on two machines, or in another number of digits (``0.001`` and
+    ``0.0009999`` under ``%.4g``). The unit is the re-run's, never the log's: a log that
+    printed ``1`` for ``0.3164`` would otherwise have widened its own tolerance to 1 (session
+    57: under the union of both units it passed)."""
     words, want = _NUMBER.split(logged), _NUMBER.split(rerun)
     shown = f"{logged[:120]!r}, re-run {rerun[:120]!r}"
     a, b = list(_NUMBER.finditer(logged)), list(_NUMBER.finditer(rerun))
@@ -572,8 +575,7 @@ def text_gap(logged: str, rerun: str, slack: float = 0.0) -> str | None:
     for x, y in zip(a, b, strict=True):
         if x[0] == y[0]:
             continue
-        unit = max(_last_unit(x), _last_unit(y))
-        if not abs(float(x[0]) - float(y[0])) <= unit * (1 + 1e-9) + slack:
+        if not abs(float(x[0]) - float(y[0])) <= _last_unit(y) * (1 + 1e-9) + slack:
             return shown
     return None
 
