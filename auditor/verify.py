@@ -39,7 +39,6 @@ import contextlib
 import hashlib
 import json
 import math
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
@@ -2099,8 +2098,9 @@ def _compare_components(
     normalised values, which are these values as shares of that total; None exactly where the
     re-run has none). The data-free components are ``log.components``'. The explanation text
     of each site in ``entered`` (its update entered the valuation as usable: every word of its
-    text is the valuation's) is compared with the re-run's up to :func:`~fedtrail.auditor.components.text_gap`, each
-    number within one unit of its last printed digit plus the value tolerance. ``wording``:
+    text is the valuation's) is compared with the re-run's up to
+    :func:`~fedtrail.auditor.components.text_gap`, each number within one unit of the re-run's
+    last printed digit plus the value tolerance. ``wording``:
     the explanation wording the round's terms name (``valuation.explanation_wording``, session
     57): with one, a text that is not the re-run's fails, naming the site (attack a125
     ``detail``: a paid site's text stating another game value and a demotion passed, named in

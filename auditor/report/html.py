@@ -35,8 +35,8 @@ from fedtrail.auditor.report.text import clean_text, number, short_hex
 from fedtrail.ledger import Submission
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.names import registry_warning
-from fedtrail.protocol.roundlog import wording_note
 from fedtrail.protocol.privacy import EPSILON_SCALE
+from fedtrail.protocol.roundlog import wording_note
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 
 if TYPE_CHECKING:
