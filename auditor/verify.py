@@ -39,6 +39,7 @@ import contextlib
 import hashlib
 import json
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
@@ -2100,7 +2101,8 @@ def _compare_components(
     of each site in ``entered`` (its update entered the valuation as usable: every word of its
     text is the valuation's) is compared with the re-run's up to
     :func:`~fedtrail.auditor.components.text_gap`, each number within one unit of the re-run's
-    last printed digit plus the value tolerance. ``wording``:
+    last printed digit plus the standing's tolerance (the value tolerance where larger), a
+    demotion printed as 100.0% read as a full score (:func:`_full_score`). ``wording``:
     the explanation wording the round's terms name (``valuation.explanation_wording``, session
     57): with one, a text that is not the re-run's fails, naming the site (attack a125
     ``detail``: a paid site's text stating another game value and a demotion passed, named in
@@ -2109,10 +2111,12 @@ def _compare_components(
     would fail on wording alone."""
     total = math.fsum(abs(v.value) for v in recomputed.values() if v.value is not None)
     tolerance = STANDING_TOLERANCE * total
-    # a number a text prints carries the values' tolerance, and a rounding flip at its last
-    # printed digit one unit more (text_gap): the other figures (accumulated values, shares)
-    # differ across thread counts by ~1e-5, under one unit of the 4 decimals they print
-    slack = tolerance
+    # a number a text prints carries the figures' tolerance, and a rounding flip at its last
+    # printed digit one unit more (text_gap): the accumulated values an auditor on another
+    # thread count re-derives ~1e-5 apart (standing.recomputed's STANDING_TOLERANCE), more
+    # than a unit of the 4 significant digits they print below 0.1; the game value itself is
+    # held to its own, tighter, tolerance in the structured component above
+    slack = max(tolerance, STANDING_TOLERANCE)
     problems: list[str] = []
     notes: list[str] = []
     worst, texts = 0.0, 0
@@ -2123,7 +2127,7 @@ def _compare_components(
         comp, who = entry.components, s.site[:10]
         if s.site in entered:
             texts += 1
-            differs = text_gap(entry.explanation, v.explanation, slack)
+            differs = text_gap(_full_score(entry.explanation), _full_score(v.explanation), slack)
             if differs is not None:
                 (notes if wording is None else problems).append(f"{who} explanation {differs}")
         if comp.get("method") != v.method:
@@ -2170,6 +2174,17 @@ def _compare_components(
         f"{worst:.3g} (tolerance {STANDING_TOLERANCE:g} of the round's total |value|, "
         f"{tolerance:.3g})" + noted,
     )
+
+
+_DEMOTED_TO_FULL = re.compile(r"(?<!not )\bbelow, demoted to 100\.0%(?: \(warm-up: floor [^)]*\))?")
+
+
+def _full_score(text: str) -> str:
+    """``text`` with a demotion that prints as 100.0% (a score within 0.05% of full) read as
+    ``not below, full score``: an accumulated value within the cross-machine noise of its
+    reference is demoted by a few units on one machine and not on another, which the score
+    tolerance (1000 units) passes; its words must not fail the round either."""
+    return _DEMOTED_TO_FULL.sub("not below, full score", text)
 
 
 def _updates(subs: list[Submission]) -> dict[str, ChainUpdate]:

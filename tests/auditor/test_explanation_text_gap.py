@@ -50,3 +50,28 @@ def test_any_other_text_is_named(logged: str) -> None:
 def test_the_figures_tolerance_widens_each_number() -> None:
     assert text_gap("value 0.3170", "value 0.3164", slack=1e-3) is None
     assert text_gap("value 0.3180", "value 0.3164", slack=1e-3) is not None
+
+
+def test_a_small_accumulated_value_passes_within_the_standings_tolerance() -> None:
+    """Below 0.1, four significant digits print units under the ~1e-5 an auditor on another
+    thread count re-derives an accumulated value apart: verify passes the standing's
+    tolerance (1e-4, ``STANDING_TOLERANCE``) as ``slack``."""
+    from fedtrail.auditor.verify import STANDING_TOLERANCE
+
+    logged, rerun = "accumulated -0.003164: below", "accumulated -0.003171: below"
+    assert text_gap(logged, rerun) is not None
+    assert text_gap(logged, rerun, slack=STANDING_TOLERANCE) is None
+
+
+def test_a_demotion_that_prints_100_percent_reads_as_a_full_score() -> None:
+    """An accumulated value within the noise of its reference is demoted by a few score units
+    on one machine and not on another (the score tolerance passes it): the two texts are one."""
+    from fedtrail.auditor.verify import _full_score
+
+    full = "ok: loo value 0.01, accumulated -1e-06: not below, full score"
+    assert _full_score("ok: loo value 0.01, accumulated -1e-06: below, demoted to 100.0%") == full
+    warm = "ok: loo value 0.01, accumulated -1e-06: below, demoted to 100.0% (warm-up: floor 0.5)"
+    assert _full_score(warm) == full
+    assert _full_score(full) == full
+    kept = "ok: loo value 0.01, accumulated -0.001: below, demoted to 99.8%"
+    assert _full_score(kept) == kept
