@@ -245,6 +245,13 @@ class AggregatorSettings:
     worse. None (default): on exactly when the terms require DP (``dp_required``); True or
     False: as given. Sites accept it or not (``[accept] project_shift``)."""
 
+    explanation_wording: int | None = roundlog.EXPLANATION_WORDING
+    """The wording of the explanation texts its aggregator rounds' terms name (round terms
+    ``valuation.explanation_wording``, fixed from round 1; session 57, attack a125): this
+    release's, :data:`~fedtrail.protocol.roundlog.EXPLANATION_WORDING`. None writes terms as an
+    older release did (without the field: their texts are then noted, not failed, by ``audit
+    verify``); tests use it to stand in for that writer. Peer rounds never name one."""
+
     defaults: AggregatorSettings | None = None
     """The settings this aggregator runs with where its operator chose none (``aggregator
     run``: every flag at its default). Set, a service that continues a ledger takes round 1's
@@ -292,6 +299,11 @@ class AggregatorSettings:
         if not self.poll_interval <= MAX_POLL_INTERVAL:  # NaN: a busy loop; inf: a crash
             raise ConfigError(
                 f"poll_interval must be at most {MAX_POLL_INTERVAL} s, got {self.poll_interval}"
+            )
+        if self.explanation_wording not in (None, *roundlog.EXPLANATION_WORDINGS):
+            raise ConfigError(
+                f"explanation_wording must be one of {roundlog.EXPLANATION_WORDINGS} or None, "
+                f"not {self.explanation_wording!r}"
             )
         if self.valuation_mode not in roundlog.VALUATION_MODES:
             raise ConfigError(
@@ -362,6 +374,7 @@ class AggregatorSettings:
             explanation_probe=probe,
             project_shift=True if self.shifts_projected() else None,
             public_screen=True if peers and self.standing and self.public_screen else None,
+            explanation_wording=None if peers else self.explanation_wording,
         )
 
 

@@ -325,7 +325,7 @@ def log_cmd(
     (the chain holds nothing to compare) or [DIFFERS FROM CHAIN] (exit 1)."""
     from fedtrail.auditor.claims import Mark, SiteMarks, mark_site, registry_at_finalize
     from fedtrail.auditor.report.text import clean_text as shown  # no control chars to a tty
-    from fedtrail.protocol.roundlog import MAX_LOG_BYTES, RoundLog
+    from fedtrail.protocol.roundlog import MAX_LOG_BYTES, RoundLog, wording_note
 
     ledger = _open(rpc_url, deployment_path, contract)
     info = ledger.get_round(round_id)
@@ -358,6 +358,8 @@ def log_cmd(
     click.echo("[chain] = equals the ledger's record; [claimed] = the aggregator's word only")
     click.echo("")
     click.echo(f"summary [claimed]: {shown(log.summary)}")
+    if not log.settings.valuation.peers:
+        click.echo(wording_note(log.settings.valuation.explanation_wording))
     click.echo("")
     mismatches: list[str] = []
     for e in log.sites:

@@ -42,6 +42,7 @@ score for its update's magnitude with them, never with the log's.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -73,6 +74,7 @@ __all__ = [
     "check_oversized",
     "check_public_reasons",
     "check_screen",
+    "text_gap",
 ]
 
 Check = tuple[str, bool, str]
@@ -390,6 +392,7 @@ def check_free_riders(
     references: Mapping[str, Mapping[str, torch.Tensor]],
     *,
     declared_noise: Collection[str] = frozenset(),
+    log: RoundLog | None = None,
 ) -> Check:
     """``reasons.free_rider`` (a round valued with standing): the FREE_RIDER verdicts are the
     valuation's own (:func:`~fedtrail.valuation.freeride.free_riders` over the usable updates
@@ -398,7 +401,13 @@ def check_free_riders(
     could zero an honest site as a free-rider, or pass an ally's resend, with every public check
     passing. ``start``: the round's start model; ``references``: the history's
     (:func:`~fedtrail.valuation.chained.carried_history`); ``declared_noise``: the sites whose
-    updates carry DP parameters (exempt from the white-noise test, as the valuation's)."""
+    updates carry DP parameters (exempt from the white-noise test, as the valuation's).
+    ``log``: the round's log; where the terms name an explanation wording
+    (``valuation.explanation_wording``, session 57), each FREE_RIDER site's text must be the
+    one the valuation renders from the recomputed verdict, ``"free rider: <its detail>"``
+    (numbers within one unit of their last printed digit, :func:`text_gap`): the figures it
+    states are data-free, so public verify holds them (attack a125 ``detail`` told of a
+    paid site; a rider's text could tell of another norm or noise statistic)."""
     name = "reasons.free_rider"
     try:
         comb = combiner_from(settings)
@@ -435,7 +444,17 @@ def check_free_riders(
     except ConfigError as exc:
         return (name, False, f"cannot recompute: {exc}")
     marked = {s.site for s in subs if s.reason == Reason.FREE_RIDER}
-    wrong = sorted(
+    texts = []
+    if log is not None and settings.explanation_wording is not None:
+        for site in sorted(marked & set(riders)):
+            entry = log.site(site)
+            if entry is None:
+                continue  # log.agrees fails on a missing entry
+            rendered = f"{Reason.FREE_RIDER.label}: {riders[site]}"
+            gap = text_gap(entry.explanation, rendered)
+            if gap is not None:
+                texts.append(f"{site[:10]}'s explanation {gap}")
+    wrong = texts + sorted(
         [
             f"{site[:10]} is FREE_RIDER, but its update is no free-rider"
             for site in marked - set(riders)
@@ -450,7 +469,13 @@ def check_free_riders(
         not wrong,
         "; ".join(wrong)
         or f"{len(riders)} free-rider(s) among {len(usable)} usable update(s) against "
-        f"{len(references)} reference(s), as the chain marks them",
+        f"{len(references)} reference(s), as the chain marks them"
+        + (
+            f"; their explanation texts the recomputed ones (wording "
+            f"{settings.explanation_wording})"
+            if log is not None and settings.explanation_wording is not None and riders
+            else ""
+        ),
     )
 
 
@@ -527,3 +552,35 @@ def check_oversized(
         or f"{over} of {checked} usable update(s) above {MAX_UPDATE_TO_MODEL_NORM:g} times the "
         "start model's norm, each OUTLIER_NORM before the screen",
     )
+
+
+_NUMBER = re.compile(r"[-+]?\d+(?:\.(\d+))?(?:[eE]([-+]?\d+))?")
+
+
+def text_gap(logged: str, rerun: str, slack: float = 0.0) -> str | None:
+    """Why ``logged`` is not the re-run's text ``rerun``, or None: equal but for the numbers
+    in them, each pair within one unit of the last digit the re-run's prints (``0.4455`` and
+    ``0.4456``; ``3e-05`` and ``4e-05``) plus ``slack`` (the figures' own tolerance): last-bit
+    differences of the float evaluations across thread counts can move a printed digit, never
+    a word. The numbers are compared parsed, not as strings: a figure on a rounding boundary
+    prints one unit apart on two machines, or in another number of digits (``0.001`` and
+    ``0.0009999`` under ``%.4g``). The unit is the re-run's, never the log's: a log that
+    printed ``1`` for ``0.3164`` would otherwise have widened its own tolerance to 1 (session
+    57: under the union of both units it passed)."""
+    words, want = _NUMBER.split(logged), _NUMBER.split(rerun)
+    shown = f"{logged[:120]!r}, re-run {rerun[:120]!r}"
+    a, b = list(_NUMBER.finditer(logged)), list(_NUMBER.finditer(rerun))
+    if len(a) != len(b) or words[::3] != want[::3]:
+        return shown
+    for x, y in zip(a, b, strict=True):
+        if x[0] == y[0]:
+            continue
+        if not abs(float(x[0]) - float(y[0])) <= _last_unit(y) * (1 + 1e-9) + slack:
+            return shown
+    return None
+
+
+def _last_unit(m: re.Match[str]) -> float:
+    """One unit of the last digit a number prints (``0.4455``: 1e-4; ``3e-05``: 1e-5)."""
+    decimals = len(m[1]) if m[1] else 0
+    return 10.0 ** (int(m[2] or 0) - decimals)

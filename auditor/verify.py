@@ -59,6 +59,7 @@ from fedtrail.auditor.components import (
     check_oversized,
     check_public_reasons,
     check_screen,
+    text_gap,
 )
 from fedtrail.auditor.explanation_check import EXPLANATION_SHIFT_CHECK, check_explanation_shift
 from fedtrail.auditor.peers import (
@@ -1753,7 +1754,7 @@ def _check_scores(
         audit.add(*compare_standing(log.standing, standing_of(carried, report), STANDING_TOLERANCE))
     by_site = {v.site: v for v in recomputed}
     entered = {c.site for c in candidates if c.status is Reason.OK}
-    audit.add(*_compare_components(log, subs, by_site, entered))
+    audit.add(*_compare_components(log, subs, by_site, entered, settings.explanation_wording))
     diffs = [abs(by_site[s.site].score - s.score) for s in subs]
     reasons_equal = all(int(by_site[s.site].reason) == s.reason for s in subs)
     worst = max(diffs, default=0)
@@ -2089,6 +2090,7 @@ def _compare_components(
     subs: list[Submission],
     recomputed: Mapping[str, SiteValuation],
     entered: Collection[str] = frozenset(),
+    wording: int | None = None,
 ) -> tuple[str, bool, str]:
     """``components.recomputed``: the components only the validation game gives, against the
     re-run's: each site's ``method`` (the game played, or ``cosine`` in the data-free
@@ -2097,13 +2099,27 @@ def _compare_components(
     normalised values, which are these values as shares of that total; None exactly where the
     re-run has none). The data-free components are ``log.components``'. The explanation text
     of each site in ``entered`` (its update entered the valuation as usable: every word of its
-    text is the valuation's) is compared with the re-run's up to :func:`_text_gap` and a
-    difference is named in the detail, not failed (session 56, attack a125: a text that states
-    other game values than the re-run's passed unremarked; the wording is not versioned)."""
+    text is the valuation's) is compared with the re-run's up to
+    :func:`~fedtrail.auditor.components.text_gap`, each number within one unit of the re-run's
+    last printed digit plus the standing's tolerance (the value tolerance where larger), a
+    demotion printed as 100.0% read as a full score (:func:`_full_score`). ``wording``:
+    the explanation wording the round's terms name (``valuation.explanation_wording``, session
+    57): with one, a text that is not the re-run's fails, naming the site (attack a125
+    ``detail``: a paid site's text stating another game value and a demotion passed, named in
+    the detail only); None (a writer before session 57, whose wording is not named) a
+    difference is named in the detail, not failed (session 56): an older writer's honest text
+    would fail on wording alone."""
     total = math.fsum(abs(v.value) for v in recomputed.values() if v.value is not None)
     tolerance = STANDING_TOLERANCE * total
-    problems, worst = [], 0.0
-    texts, notes = 0, []
+    # a number a text prints carries the figures' tolerance, and a rounding flip at its last
+    # printed digit one unit more (text_gap): the accumulated values an auditor on another
+    # thread count re-derives ~1e-5 apart (standing.recomputed's STANDING_TOLERANCE), more
+    # than a unit of the 4 significant digits they print below 0.1; the game value itself is
+    # held to its own, tighter, tolerance in the structured component above
+    slack = max(tolerance, STANDING_TOLERANCE)
+    problems: list[str] = []
+    notes: list[str] = []
+    worst, texts = 0.0, 0
     for s in subs:
         entry, v = log.site(s.site), recomputed.get(s.site)
         if entry is None or v is None:
@@ -2111,9 +2127,9 @@ def _compare_components(
         comp, who = entry.components, s.site[:10]
         if s.site in entered:
             texts += 1
-            differs = _text_gap(entry.explanation, v.explanation)
+            differs = text_gap(_full_score(entry.explanation), _full_score(v.explanation), slack)
             if differs is not None:
-                notes.append(f"{who} explanation {differs}")
+                (notes if wording is None else problems).append(f"{who} explanation {differs}")
         if comp.get("method") != v.method:
             problems.append(f"{who} method {comp.get('method')!r}, re-run {v.method!r}")
         if comp.get("status") != v.status.name:
@@ -2130,15 +2146,25 @@ def _compare_components(
         worst = max(worst, gap)
         if not gap <= tolerance:
             problems.append(f"{who} value {logged:.6g}, re-run {v.value:.6g}")
-    # the text's wording is not versioned (each release words its details its own way), so a
-    # text that is not the re-run's is named, not failed: an older writer's honest log would
-    # fail on wording alone
-    noted = (
-        f"; noted, not failed: {len(notes)} of {texts} explanation text(s) are not the "
-        f"re-run's: {'; '.join(notes)}"
-        if notes
-        else f"; {texts} explanation text(s) the re-run's"
-    )
+    if wording is not None:
+        said = f"; explanation wording {wording}: "
+        noted = said + (
+            f"{texts} explanation text(s) the re-run's"
+            if not problems
+            else f"a text that is not the re-run's fails (numbers within {slack:.3g} and one "
+            "unit of their last printed digit)"
+        )
+    elif notes:
+        # the text's wording is not named (each release before session 57 worded its details
+        # its own way), so a text that is not the re-run's is named, not failed: an older
+        # writer's honest log would fail on wording alone
+        noted = (
+            f"; noted, not failed: {len(notes)} of {texts} explanation text(s) are not the "
+            f"re-run's (the log names no explanation wording: a writer before session 57's, "
+            f"or one that left it out): {'; '.join(notes)}"
+        )
+    else:
+        noted = f"; {texts} explanation text(s) the re-run's (no explanation wording named)"
     return (
         "components.recomputed",
         not problems,
@@ -2150,32 +2176,15 @@ def _compare_components(
     )
 
 
-_NUMBER = re.compile(r"[-+]?\d+(?:\.(\d+))?(?:[eE]([-+]?\d+))?")
+_DEMOTED_TO_FULL = re.compile(r"(?<!not )\bbelow, demoted to 100\.0%(?: \(warm-up: floor [^)]*\))?")
 
 
-def _text_gap(logged: str, rerun: str) -> str | None:
-    """Why ``logged`` is not the re-run's text ``rerun``, or None: equal but for the numbers
-    in them, each pair within one unit of the last digit either prints (``0.4455`` and
-    ``0.4456``; ``3e-05`` and ``4e-05``): last-bit differences of the float evaluations across
-    thread counts can move a printed digit, never a word."""
-    words, want = _NUMBER.split(logged), _NUMBER.split(rerun)
-    shown = f"{logged[:120]!r}, re-run {rerun[:120]!r}"
-    a, b = list(_NUMBER.finditer(logged)), list(_NUMBER.finditer(rerun))
-    if len(a) != len(b) or words[::3] != want[::3]:
-        return shown
-    for x, y in zip(a, b, strict=True):
-        if x[0] == y[0]:
-            continue
-        unit = max(_last_unit(x), _last_unit(y))
-        if not abs(float(x[0]) - float(y[0])) <= unit * (1 + 1e-9):
-            return shown
-    return None
-
-
-def _last_unit(m: re.Match[str]) -> float:
-    """One unit of the last digit a number prints (``0.4455``: 1e-4; ``3e-05``: 1e-5)."""
-    decimals = len(m[1]) if m[1] else 0
-    return 10.0 ** (int(m[2] or 0) - decimals)
+def _full_score(text: str) -> str:
+    """``text`` with a demotion that prints as 100.0% (a score within 0.05% of full) read as
+    ``not below, full score``: an accumulated value within the cross-machine noise of its
+    reference is demoted by a few units on one machine and not on another, which the score
+    tolerance (1000 units) passes; its words must not fail the round either."""
+    return _DEMOTED_TO_FULL.sub("not below, full score", text)
 
 
 def _updates(subs: list[Submission]) -> dict[str, ChainUpdate]:
@@ -2553,6 +2562,7 @@ def _check_free_riders(
         start,
         carried.history.references,
         declared_noise=declared_noise,
+        log=log,
     )
 
 

@@ -36,6 +36,7 @@ from fedtrail.ledger import Submission
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.names import registry_warning
 from fedtrail.protocol.privacy import EPSILON_SCALE
+from fedtrail.protocol.roundlog import wording_note
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 
 if TYPE_CHECKING:
@@ -437,6 +438,17 @@ def _explanation(rd: RoundData, sub: Submission) -> str:
     return '<span class="muted">not valued yet</span>'
 
 
+def _wording_note(rd: RoundData) -> str:
+    """What an aggregator round's explanation texts are held to (session 57): the wording its
+    terms name, which ``audit verify --validation`` re-derives each usable update's text in,
+    or none (an older writer's log: the text beyond its reason label is the aggregator's word).
+    Empty for a peer round (its text is the chain's sentence) and a round without a log."""
+    valuation = ((rd.log or {}).get("settings") or {}).get("valuation")
+    if not isinstance(valuation, dict) or valuation.get("mode") == "peers":
+        return ""
+    return wording_note(valuation.get("explanation_wording"))
+
+
 def _reasons(page: _Page) -> Iterator[str]:
     yield (
         '<section id="reasons"><h2>Reasons: why each site got its weight</h2>'
@@ -454,6 +466,9 @@ def _reasons(page: _Page) -> Iterator[str]:
         if not rd.submissions:
             yield '<p class="note">No updates submitted.</p>'
             continue
+        wording = _wording_note(rd)
+        if wording:
+            yield f'<p class="note">{esc(wording, 400)}</p>'
         valued = info.phase in (Phase.VALUED, Phase.FINALIZED)
         yield (
             "<table><thead><tr><th>Site</th><th class=num>Samples</th><th class=num>Score</th>"

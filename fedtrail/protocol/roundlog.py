@@ -34,6 +34,8 @@ from fedtrail.protocol.terms import VALIDATOR_GAMES
 from fedtrail.protocol.weights import WEIGHT_SCALE
 
 __all__ = [
+    "EXPLANATION_WORDING",
+    "EXPLANATION_WORDINGS",
     "FORMAT",
     "MAX_LOG_BYTES",
     "VALUATION_MODES",
@@ -61,11 +63,25 @@ __all__ = [
     "summary_of",
     "to_bytes",
     "validate",
+    "wording_note",
 ]
 
 FORMAT = "fedtrail.explanation-log/1"
 VALUATION_MODES = ("aggregator", "peers")
 """Who scores a round: the aggregator on its validation split, or the sites on theirs."""
+
+EXPLANATION_WORDING = 1
+"""The wording of the explanation texts (a log entry's ``explanation``: ``"<reason label>:
+<detail>"``) this release's valuation writes, named by the terms' ``valuation`` block
+(``explanation_wording``) of every aggregator round it opens (session 57, attack a125
+``detail``): with it, ``audit verify --validation`` fails a usable update's text that is not the
+one the re-run renders under that wording (numbers within their tolerance), where a log without
+it (an older writer's) has its differing texts noted, not failed. A release that changes a word
+of any detail must name a new wording here (and keep rendering the old one for the ledgers whose
+round 1 fixed it, or leave their texts unchecked)."""
+EXPLANATION_WORDINGS = (EXPLANATION_WORDING,)
+"""The wordings a reader of this release knows: a log or terms naming another is refused (as an
+unknown field is)."""
 
 ComponentValue = float | int | str | bool | None
 
@@ -295,6 +311,7 @@ class ValuationSettings:
     explanation_probe: ExplanationProbe | None = None
     project_shift: bool | None = None
     public_screen: bool | None = None
+    explanation_wording: int | None = None
 
     _FIELDS: ClassVar[tuple[str, ...]] = (
         "method",
@@ -310,6 +327,7 @@ class ValuationSettings:
         "explanation_probe",
         "project_shift",
         "public_screen",
+        "explanation_wording",
     )
 
     def __post_init__(self) -> None:
@@ -333,6 +351,15 @@ class ValuationSettings:
             raise InvalidLog("a public screen is set only for peer valuation (mode 'peers')")
         if self.explanation_probe is not None and self.explanation_check is not True:
             raise InvalidLog("an explanation probe is set only with the explanation check on")
+        if self.explanation_wording is not None:
+            if self.explanation_wording not in EXPLANATION_WORDINGS:
+                raise InvalidLog(
+                    f"the explanation wording must be one of {EXPLANATION_WORDINGS}, not "
+                    f"{self.explanation_wording!r} (a newer writer's: update fedtrail)"
+                )
+            if self.mode == "peers":
+                # a peer round's text is the README's sentence exactly (peers.median)
+                raise InvalidLog("an explanation wording is named only in aggregator rounds")
 
     @property
     def peers(self) -> bool:
@@ -363,6 +390,8 @@ class ValuationSettings:
             doc["project_shift"] = self.project_shift
         if self.public_screen is not None:
             doc["public_screen"] = self.public_screen
+        if self.explanation_wording is not None:
+            doc["explanation_wording"] = self.explanation_wording
         return doc
 
     @classmethod
@@ -405,6 +434,9 @@ class ValuationSettings:
             else ExplanationProbe.from_json(doc["explanation_probe"], f"{where}/explanation_probe"),
             project_shift=doc.get("project_shift"),
             public_screen=doc.get("public_screen"),
+            explanation_wording=None
+            if doc.get("explanation_wording") is None
+            else _int(doc["explanation_wording"], f"{where}/explanation_wording"),
         )
 
 
@@ -464,6 +496,22 @@ class UpdateRef:
 
     def to_json(self) -> dict[str, Any]:
         return {"cid": self.cid, "sha256": self.sha256, "num_samples": self.num_samples}
+
+
+def wording_note(wording: object) -> str:
+    """One line for ``audit log`` and the report on what an aggregator round's explanation
+    texts are held to: the wording its terms name (``valuation.explanation_wording``, session
+    57), in which ``audit verify --validation`` re-derives each usable update's text, or none
+    (a writer before session 57: beyond its reason label the text is the aggregator's word)."""
+    if wording is None:
+        return (
+            "explanation texts: no wording named (a writer before session 57): beyond the "
+            "reason each begins with, the aggregator's word"
+        )
+    return (
+        f"explanation texts: wording {wording}; audit verify --validation re-derives each "
+        "usable update's text from the re-run's figures"
+    )
 
 
 def explanation_head(explanation: str) -> str:

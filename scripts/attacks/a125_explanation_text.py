@@ -16,9 +16,11 @@ log of three honest 150-image sites (schema-valid, every pinned field the chain'
 - ``detail``: the label kept (the chain's), the detail's numbers replaced: the best-paid site's
   game value written as ``-0.3000`` and "demoted to 1.0%", the others' inflated. Judged by
   ``audit verify --validation``, which re-runs the valuation and so holds every number the
-  text states (``components.recomputed`` compares the ``value`` component; since session 56
-  its detail also names each text that is not the re-run's, "noted, not failed": the wording
-  is not versioned, so failing it would fail an older writer's honest log; still open);
+  text states (``components.recomputed`` compares the ``value`` component; session 56 named
+  each text that is not the re-run's in its detail, "noted, not failed", the wording not being
+  versioned; since session 57 the terms name it, ``valuation.explanation_wording``, and such a
+  text fails the check, naming the site; a log whose terms name none, an older writer's, is
+  still only noted: ``tests/auditor/test_verify_components.py``);
 - ``honest``: the logs as written (control), verify with ``--validation``.
 
 usage: scripts/attacks/real.sh scripts/attacks/a125_explanation_text.py MODE

@@ -224,19 +224,9 @@ def test_the_game_value_is_re_derived_with_the_validation_set(
     assert "largest value difference " in check.detail and "of the round's total" in check.detail
 
 
-def test_the_explanation_text_is_re_derived_with_the_validation_set(
-    fed: Federation, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each usable update's explanation text is the valuation's (``ok: shapley value 0.4455,
-    accumulated 0.7188: not below, full score``): with the split, the re-run's text is
-    compared, numbers within one unit of their last printed digit. A paid site's text that
-    states another game value and a demotion (its reason label kept, so public verify's
-    ``log.agrees`` passes it) is named in components.recomputed's detail, not failed (the
-    wording is not versioned: an older writer's honest text would fail on wording alone); on
-    the parent commit nothing named it (attack a125 ``detail``). Digits moved by one unit are
-    the re-run's."""
-    val = load_bundled().val
-    site: list[str] = []
+def _lie_about_the_value(site: list[str]) -> Edit:
+    """Attack a125 ``detail``: a paid site's text states another game value and a demotion,
+    its reason label kept (so public verify's ``log.agrees`` passes it)."""
 
     def edit(doc: dict[str, Any]) -> None:
         entry = _ok_site(doc)
@@ -244,26 +234,98 @@ def test_the_explanation_text_is_re_derived_with_the_validation_set(
         label, _ = entry["explanation"].split(":", 1)
         entry["explanation"] = f"{label}: shapley value -0.3000: below, demoted to 1.0%"
 
-    def named(edit: Callable[[dict[str, Any]], None]) -> str:
-        audit = _audited(fed, 2, edit, monkeypatch, val)
-        monkeypatch.undo()
-        assert audit.passed, _failed(audit)
-        return next(c.detail for c in audit.checks if c.name == "components.recomputed")
+    return edit
 
-    detail = named(edit)
-    assert "noted, not failed: 1 of 3 explanation text(s) are not the re-run's" in detail
-    assert f"{site[0][:10]} explanation 'ok: shapley value -0.3000" in detail
 
-    def last_digit(doc: dict[str, Any]) -> None:  # a mantissa's last digit, as a thread count
-        entry = _ok_site(doc)
-        moved = lambda m: "8" if m[0] == "9" else str(int(m[0]) + 1)  # noqa: E731
-        entry["explanation"] = re.sub(r"\d(?=(?:e[-+]\d+)?,)", moved, entry["explanation"], count=1)
-        assert "," in entry["explanation"]
+def _last_digit(doc: dict[str, Any]) -> None:
+    """A mantissa's last digit moved by one, as another thread count may print it."""
+    entry = _ok_site(doc)
+    moved = lambda m: "8" if m[0] == "9" else str(int(m[0]) + 1)  # noqa: E731
+    entry["explanation"] = re.sub(r"\d(?=(?:e[-+]\d+)?,)", moved, entry["explanation"], count=1)
+    assert "," in entry["explanation"]
 
-    assert named(last_digit).endswith("; 3 explanation text(s) the re-run's")
+
+def test_a_text_that_is_not_the_re_runs_fails_under_a_named_wording(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each usable update's explanation text is the valuation's (``ok: shapley value 0.4455,
+    accumulated 0.7188: not below, full score``), and the terms name its wording
+    (``valuation.explanation_wording``, session 57): with the split, a text that is not the
+    one the re-run renders fails components.recomputed, naming the site (attack a125
+    ``detail``: on the parent commit it was named in the detail, "noted, not failed", and the
+    round passed). Digits moved by one unit are the re-run's (numbers compared parsed, within
+    one unit of the last printed digit); the honest log passes."""
+    val = load_bundled().val
+    terms = fed.service.terms(2)[0]
+    assert terms.valuation["explanation_wording"] == roundlog.EXPLANATION_WORDING == 1
+    site: list[str] = []
+    bad = _audit_with_log(fed, 2, _lie_about_the_value(site), monkeypatch, validation=val)
+    monkeypatch.undo()
+    assert set(bad) == {"components.recomputed"}, bad
+    assert f"{site[0][:10]} explanation 'ok: shapley value -0.3000" in bad["components.recomputed"]
+    assert (
+        "explanation wording 1: a text that is not the re-run's fails"
+        in bad["components.recomputed"]
+    )
+    # public verify cannot re-derive the values: the label is the chain's, nothing fails
+    assert _audit_with_log(fed, 2, _lie_about_the_value([]), monkeypatch) == {}
+    monkeypatch.undo()
+    moved = _audited(fed, 2, _last_digit, monkeypatch, val)
+    monkeypatch.undo()
+    assert moved.passed, _failed(moved)
     honest = verify_round(fed.ledger, fed.store, 2, validation=val)
     check = next(c for c in honest.checks if c.name == "components.recomputed")
-    assert check.passed and check.detail.endswith("; 3 explanation text(s) the re-run's")
+    assert check.passed and check.detail.endswith(
+        "; explanation wording 1: 3 explanation text(s) the re-run's"
+    ), check.detail
+
+
+def test_a_log_cannot_drop_the_wording_its_terms_name(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wording is named by the terms committed at open, which the log's settings repeat:
+    a log that leaves it out to have its lying text only noted fails terms.valuation, and the
+    text is still held to the terms' wording."""
+    val = load_bundled().val
+    lie = _lie_about_the_value([])
+
+    def edit(doc: dict[str, Any]) -> None:
+        del doc["settings"]["valuation"]["explanation_wording"]
+        lie(doc)
+
+    bad = _audit_with_log(fed, 2, edit, monkeypatch, validation=val)
+    assert set(bad) == {"terms.valuation", "components.recomputed"}, bad
+
+
+@pytest.fixture(scope="module")
+def old_writer(anvil_url: str, tmp_path_factory: pytest.TempPathFactory) -> Federation:
+    """One honest round written as an aggregator before session 57 wrote it: terms (and so
+    the log) without ``valuation.explanation_wording``."""
+    settings = AggregatorSettings(valuation="loo", explanation_wording=None)
+    tmp = tmp_path_factory.mktemp("old-writer")
+    return federation(tmp, rounds=1, settings=settings, **on_anvil(anvil_url))
+
+
+def test_an_older_writers_texts_are_noted_not_failed(
+    old_writer: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log whose terms name no wording (a writer before session 57) keeps session 56's
+    rule: its honest texts pass, and a text that is not the re-run's is named in
+    components.recomputed's detail, "noted, not failed" (its wording may be an older
+    release's)."""
+    fed, val = old_writer, load_bundled().val
+    assert "explanation_wording" not in fed.service.terms(1)[0].valuation
+    honest = verify_round(fed.ledger, fed.store, 1, validation=val)
+    assert honest.passed, _failed(honest)
+    check = next(c for c in honest.checks if c.name == "components.recomputed")
+    assert check.detail.endswith("explanation text(s) the re-run's (no explanation wording named)")
+    site: list[str] = []
+    audit = _audited(fed, 1, _lie_about_the_value(site), monkeypatch, val)
+    assert audit.passed, _failed(audit)
+    detail = next(c.detail for c in audit.checks if c.name == "components.recomputed")
+    assert "noted, not failed: 1 of 3 explanation text(s) are not the re-run's" in detail
+    assert "the log names no explanation wording" in detail
+    assert f"{site[0][:10]} explanation 'ok: shapley value -0.3000" in detail
 
 
 def _sub(site: str, n: int, reason: Reason, weight: int) -> Any:
@@ -688,7 +750,22 @@ def test_white_noise_is_free_rider_and_an_aggregator_that_pays_it_fails_public_v
     for r in (1, 2):
         sub = next(s for s in honest.ledger.get_submissions(r) if s.site == noise_site)
         assert (sub.reason, sub.weight) == (int(Reason.FREE_RIDER), 0)
-        assert not _failed(verify_round(honest.ledger, honest.store, r))
+        audit = verify_round(honest.ledger, honest.store, r)
+        assert not _failed(audit)
+        check = next(c for c in audit.checks if c.name == "reasons.free_rider")
+        assert check.detail.endswith("their explanation texts the recomputed ones (wording 1)")
+
+    # under a named wording the rider's text is the recomputed verdict's (session 57): one that
+    # states another statistic, its label kept, fails public verify naming the site
+    def lie(doc: dict[str, Any]) -> None:
+        entry = next(e for e in doc["sites"] if e["site"] == noise_site)
+        assert entry["explanation"].startswith("free rider: white noise"), entry["explanation"]
+        entry["explanation"] = re.sub(r"\d+\.\d+", "0.5", entry["explanation"], count=1)
+
+    bad = _audit_with_log(honest, 2, lie, monkeypatch)
+    monkeypatch.undo()
+    assert set(bad) == {"reasons.free_rider"}, bad
+    assert f"{noise_site[:10]}'s explanation 'free rider: white noise" in bad["reasons.free_rider"]
 
     real = service_mod.value_round
 

@@ -29,6 +29,7 @@ from fedtrail.ledger import Ledger, Valuation, commitment
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta
 from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol import roundlog
+from fedtrail.protocol.roundlog import EXPLANATION_WORDING
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.protocol.weights import WEIGHT_SCALE
 from fedtrail.storage.codec import decode_model, decode_update, encode_model, encode_update
@@ -42,7 +43,12 @@ THRESHOLD = 0.412
 EVIL_EXPLANATION = 'gain -0.004 <= 0 & <img src=x onerror="alert(2)"> rejected'
 SITE_NAMES = ("St. Mary's Radiology", EVIL_NAME, "Klinikum $x^2$ Nord & S\u00fcd\u202e")
 SPEC = ModelSpec()
-VALUATION = {"method": "loo", "metric": "auc", "combiner": asdict(Combiner())}
+VALUATION = {
+    "method": "loo",
+    "metric": "auc",
+    "combiner": asdict(Combiner()),
+    "explanation_wording": EXPLANATION_WORDING,
+}
 """The per-round valuation an aggregator of this build writes: every threshold recorded."""
 VALIDATION: dict[str, Any] = {"sha256": "ab" * 32, "images": 270}
 

@@ -96,6 +96,8 @@ def test_audit_log_marks_what_the_chain_pins_and_what_is_only_claimed(fed: Fed) 
     out = result.output
     assert "bytes match the sha256 on chain" in out
     assert "summary [claimed]:" in out
+    # the terms name the texts' wording (session 57): the re-run re-derives them
+    assert "explanation texts: wording 1; audit verify --validation re-derives each" in out
     assert out.count("samples [chain]") == 3 and out.count("why [claimed]:") == 3
     assert "validation set [claimed]" in out
     assert "threshold fitted on that set [claimed]: n/a -> 0.412, F1 at it n/a -> 0." in out

@@ -47,6 +47,9 @@ def test_report_shows_sites_reasons_and_rounds(fed: Fed, report: tuple[Path, str
     subs = fed.ledger.get_submissions(2)
     assert f'title="{subs[0].weight}">{subs[0].weight / WEIGHT_SCALE:.2%}</td>' in page
     assert "value=0.0900" in page  # log components
+    # each finalized aggregator round's log names the texts' wording (session 57)
+    note = "explanation texts: wording 1; audit verify --validation re-derives each usable"
+    assert page.count(note) == 2, page.count(note)
     # metrics table from metrics.after, the calibrated threshold and F1 at it too
     assert "0.780</b>" in page and "0.860</b>" in page
     assert "<th class=num>Threshold before \u2192 after</th>" in page

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,22 @@ def test_a_log_text_holding_a_lone_surrogate_is_invalid() -> None:
     with pytest.raises(InvalidLog, match="lone UTF-16 surrogate"):
         RoundLog.from_bytes(bad)
     RoundLog.from_bytes(golden)
+
+
+def test_the_explanation_wording_is_a_known_one_of_an_aggregator_round() -> None:
+    """``valuation.explanation_wording`` reads back as written; a wording this release does
+    not know (a newer writer's), a non-integer one, or one in a peer round (whose text is the
+    README's sentence exactly) is refused, naming the field."""
+    from fedtrail.protocol.roundlog import EXPLANATION_WORDING, InvalidLog, ValuationSettings
+
+    doc = {"method": "shapley", "metric": "loss", "explanation_wording": EXPLANATION_WORDING}
+    assert ValuationSettings.from_json(doc).to_json() == doc
+    for bad, said in (
+        ({**doc, "explanation_wording": 2}, "explanation wording must be one of (1,)"),
+        ({**doc, "explanation_wording": True}, "explanation_wording: True is not an integer"),
+        ({**doc, "explanation_wording": 1.0}, "explanation_wording: 1.0 is not an integer"),
+        ({**doc, "mode": "peers", "quorum": 1}, "named only in aggregator rounds"),
+    ):
+        with pytest.raises(InvalidLog, match=re.escape(said)):
+            ValuationSettings.from_json(bad)
+    assert "explanation_wording" not in ValuationSettings(method="loo", metric="loss").to_json()

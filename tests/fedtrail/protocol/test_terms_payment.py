@@ -126,3 +126,19 @@ def test_a_peer_round_1s_score_windows_bound_the_later_peer_rounds() -> None:
     assert "score reveal window 60 s -> 59 s (shorter than round 1's)" in got
     moved = _later(valuation=peers, score_commit_seconds=10, score_reveal_seconds=10)
     assert payment_differences(FIRST, moved) == []
+
+
+def test_the_explanation_wording_is_fixed_by_round_1() -> None:
+    """``valuation.explanation_wording`` (session 57) names how the round's explanation texts
+    are worded, which ``audit verify --validation`` holds them to: a later round that drops it
+    (to have a lying text only noted, attack a125 ``detail``) or names another changes round
+    1's settings; a ledger whose round 1 named none (an older writer's) stays without."""
+    named = replace(FIRST, valuation={**FIRST.valuation, "explanation_wording": 1})
+    (dropped,) = payment_differences(named, _later())
+    assert '"explanation_wording":1' in dropped, dropped
+    (added,) = payment_differences(
+        FIRST, _later(valuation={**_later().valuation, "explanation_wording": 1})
+    )
+    assert '"explanation_wording":1' in added, added
+    kept = _later(valuation={**_later().valuation, "explanation_wording": 1})
+    assert payment_differences(named, kept) == []
