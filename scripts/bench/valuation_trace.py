@@ -545,6 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"p99 {_percentile(h, 0.99):.2f}, max {h[-1]:.2f}"
         )
     for fault, values in sorted(fault_norms.items()):
+        if not values:  # every update of that kind rejected before the robust statistics
+            print(f"  {fault} norm / median norm: no update reached the robust statistics")
+            continue
         print(
             f"  {fault} norm / median norm ({len(values)} updates): min {min(values):.2f}, "
             f"median {statistics.median(values):.2f}"
