@@ -30,7 +30,7 @@ import _sim
 import accuracy
 
 from fedtrail.protocol.codes import Reason
-from fedtrail.valuation.round import RoundValuation
+from fedtrail.valuation.combine import RoundValuation
 from fedtrail.valuation.standing import demotion_reference
 
 
@@ -40,7 +40,9 @@ def floored(report: RoundValuation, floor: float, relief_cosine: float) -> Round
     if report.accumulated is None:
         return report
     scored = [
-        s for s in report.sites if s.value is not None and s.reason in (Reason.OK, Reason.LOW_QUALITY)
+        s
+        for s in report.sites
+        if s.value is not None and s.reason in (Reason.OK, Reason.LOW_QUALITY)
     ]
     acc = dict(report.accumulated)
     reference = demotion_reference(acc.get(s.site, 0.0) for s in scored)
@@ -80,7 +82,7 @@ def main(argv: Sequence[str]) -> int:
         print("--floor must be a positive number", file=sys.stderr)
         return 2
     install(floor)
-    return accuracy.main(args)
+    return int(accuracy.main(args))
 
 
 if __name__ == "__main__":

@@ -262,9 +262,7 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                     and normalised[site] < 0
                 ):
                     normalised[site] *= ratio / rule.harm_norm
-        after = accumulate(
-            {k: v * rule.decay for k, v in accumulated.items()}, normalised or {}
-        )
+        after = accumulate({k: v * rule.decay for k, v in accumulated.items()}, normalised or {})
         if rule.screened_harmful > 0:  # in the warm-up round too
             for site in r["submitted"]:
                 if site in r["norm_ratios"] and site not in values:
