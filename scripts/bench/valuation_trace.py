@@ -194,6 +194,14 @@ class Rule:
     loo_any: bool = False
     """Every valued update with a negative leave-one-out gain gets ``min(share, loo / sum
     |value|)`` (anti-aligned or not)."""
+    record_floor: float = 0.0
+    """Every valued site's accumulated value is kept at or above its reference (the median
+    site's negative record, or 0) minus ``record_floor`` after each round (0: off): a record
+    already at zero score stops sinking, so later positive shares count at once (a CUSUM's
+    reflecting barrier). At ``record_floor`` >= the demote scale no score of the round moves."""
+    decay: float = 1.0
+    """Each round the previous accumulated values are multiplied by this before the round's
+    shares are added (1: off): old shares forgotten geometrically."""
 
 
 @dataclass(frozen=True)
@@ -254,7 +262,7 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                     and normalised[site] < 0
                 ):
                     normalised[site] *= ratio / rule.harm_norm
-        after = accumulate(accumulated, normalised or {})
+        after = accumulate({k: v * rule.decay for k, v in accumulated.items()}, normalised or {})
         if rule.screened_harmful > 0:  # in the warm-up round too
             for site in r["submitted"]:
                 if site in r["norm_ratios"] and site not in values:
@@ -267,6 +275,7 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
             allowance = max(1.0, samples[site] / median_n) if median_n > 0 else 1.0
             seen[site] = [*seen.get(site, []), ratio / allowance]
         scores: dict[str, int] = {}
+        floored: dict[str, float] = {}
         for site in r["submitted"]:
             score = 0
             if site in values:
@@ -277,6 +286,8 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                     else reference
                 )
                 score = demoted_score(after.get(site, 0.0) - own, demote_scale=DEMOTE_SCALE)
+                if rule.record_floor > 0:
+                    floored[site] = max(after.get(site, 0.0), own - rule.record_floor)
                 history = seen.get(site, [])
                 if rule.norm_window:
                     history = history[-rule.norm_window :]
@@ -309,7 +320,7 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
         weight = sum(weights.values())
         if weight == 0:
             continue  # cancelled
-        accumulated, ratios = after, seen
+        accumulated, ratios = {**after, **floored}, seen
         shares.append(sum(w for s, w in weights.items() if s in faulty) / weight)
         for site, score in scores.items():
             if site not in faulty:
@@ -532,6 +543,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"p99 {_percentile(h, 0.99):.2f}, max {h[-1]:.2f}"
         )
     for fault, values in sorted(fault_norms.items()):
+        if not values:  # every update of that kind rejected before the robust statistics
+            print(f"  {fault} norm / median norm: no update reached the robust statistics")
+            continue
         print(
             f"  {fault} norm / median norm ({len(values)} updates): min {min(values):.2f}, "
             f"median {statistics.median(values):.2f}"
@@ -642,6 +656,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         norm_power=p,
                     )
                     for k, p in ((2.0, 1.0), (2.0, 2.0), (3.0, 2.0))
+                ),
+                *(
+                    Rule(f"record floor {f:g}", relief_cosine=args.relief_cosine, record_floor=f)
+                    for f in (0.5, 0.75, 1.0)
+                ),
+                *(
+                    Rule(f"decay {d:g}", relief_cosine=args.relief_cosine, decay=d)
+                    for d in (0.5, 0.7, 0.8)
                 ),
                 Rule("relief_cosine -1 (off)", relief_cosine=-1.0),
                 Rule("relief_cosine -0.7", relief_cosine=-0.7),

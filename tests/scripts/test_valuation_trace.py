@@ -382,3 +382,52 @@ def test_loo_rules_turn_a_withheld_share_into_the_leave_one_out_loss(tmp_path: P
     # without the records the rows are today's rule
     plain = _what_if_lines(_what_if_run(tmp_path))
     assert "faulty share mean 0.5000" in plain["loo withheld"]
+
+
+def _sinking_run(tmp_path: Path) -> Path:
+    """Honest A, B and E, faulty D (10 samples each), every cosine positive: E's shares are
+    -0.4 in rounds 2-4 and +0.3 in round 5 (round 1 is the warm-up)."""
+    names = ["A", "B", "D", "E"]
+    e_values = [-0.4, -0.4, -0.4, -0.4, 0.3]
+    rounds = []
+    for n, e in enumerate(e_values, start=1):
+        values = {"A": 0.3, "B": 0.3, "D": 0.0 if e < 0 else 0.1, "E": e}
+        rounds.append(
+            {
+                "round": n,
+                "submitted": names,
+                "scores": [1_000_000] * 4,
+                "weights": [10**6] * 4,
+                "skipped": False,
+                "shares": None if n == 1 else values,
+                "cosines": {"A": 0.9, "B": 0.8, "D": 0.7, "E": 0.6},
+                "norm_ratios": {"A": 1.0, "B": 1.0, "D": 1.0, "E": 1.0},
+                "values": values,
+            }
+        )
+    run = {
+        "method": "valuation",
+        "seed": 7,
+        "test": {"auc": 0.9},
+        "site_names": names,
+        "site_samples": [10] * 4,
+        "site_faults": ["none", "none", "scale", "none"],
+        "rounds": rounds,
+    }
+    doc = {"settings": {"alpha": 3.0}, "scenarios": {"a": {"runs": [run]}}}
+    path = tmp_path / "sinking.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_record_floor_and_decay_let_a_sunk_record_climb_back(tmp_path: Path) -> None:
+    lines = _what_if_lines(_sinking_run(tmp_path))
+    # today's rule: E's record -0.4 (score 0.2), -0.8, -1.2, -0.9: zeroed in rounds 3-5
+    assert "honest zeroed 3/15" in lines["recorded rule"]
+    # floor 0.5: -0.4, then -0.8 and -0.9 each kept at -0.5 (score 0 either way), then
+    # -0.5 + 0.3 = -0.2: score 0.6 in round 5
+    assert "honest zeroed 2/15" in lines["record floor 0.5"]
+    # floor 1: -0.4, -0.8, -1.2 kept at -1, then -0.7: still 0
+    assert "honest zeroed 3/15" in lines["record floor 1"]
+    # decay 0.5: -0.4, -0.6, -0.7, -0.35 + 0.3 = -0.05 (score 0.9)
+    assert "honest zeroed 2/15" in lines["decay 0.5"]
