@@ -925,9 +925,10 @@ def _copied(earlier: _Part, later: _Part) -> bool:
     ``d2 < 1e-6 * n2`` (:data:`~fedtrail.protocol.terms.SHARED_TENSOR_SQUARED`; equality, or a
     NaN, is not a copy).
 
-    Screened first with one float64 dot product: ``|b - a|^2 = |a|^2 + |b|^2 - 2 a.b``, whose
-    rounding (any summation order of ``n`` products and squares) is within ``(n + 4) 2**-53``
-    of ``|a|^2 + |b|^2`` per sum (Higham's gamma_n); a pair whose estimate exceeds twice the
+    Screened first with one float64 dot product: ``|b - a|^2 = |a|^2 + |b|^2 - 2 a.b`` (the
+    squares' sums too as dot products, :attr:`_Part.screen_squares`), whose rounding (any
+    summation order of ``n`` products and squares) is within ``(n + 4) 2**-53`` of ``|a|^2 +
+    |b|^2`` per sum (Higham's gamma_n); a pair whose estimate exceeds twice the
     threshold plus 8x that bound cannot have ``d2`` below the threshold (``d2``'s own rounding
     is relative, below ``(n + 2) 2**-53``), so it is skipped; the rest are decided exactly.
     Honest pairs sit 400x and more above the threshold in ``d2``: a dot product instead of a
