@@ -309,14 +309,21 @@ and the free-rider screen's shaped-noise test, which leaves sparse updates out
 inside the copies' range: ``scripts/bench/noisy_copy.py --compression topk8``)."""
 
 
-def _zeros(delta: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+def _zeros(
+    delta: Mapping[str, torch.Tensor], nonzero: Sequence[int] | None = None
+) -> tuple[int, int]:
     """``(zeros, values)`` of :func:`zero_share`: the values outside ``delta``'s all-zero rows
-    and columns and how many of them are 0."""
+    and columns and how many of them are 0. ``nonzero``: :func:`_nonzero_counts` of ``delta``
+    when the caller holds them (a tensor with no 0, or no nonzero value, is then not read)."""
     total = zeros = 0
-    for name in sorted(delta):
+    for k, name in enumerate(sorted(delta)):
         t = delta[name].detach()
-        mask = t != 0
-        count = int(mask.sum())
+        mask = None
+        if nonzero is None:
+            mask = t != 0
+            count = int(mask.sum())
+        else:
+            count = nonzero[k]
         if t.dim() < 2 or count == 0:
             # a tensor of no nonzero value is all-zero rows (or none): nothing of it is counted
             size = t.numel() if t.dim() < 2 else 0
@@ -327,7 +334,7 @@ def _zeros(delta: Mapping[str, torch.Tensor]) -> tuple[int, int]:
             # every nonzero value lies in a row and a column that are not all zero, so the kept
             # block (those rows by those columns) holds them all: its size minus them is its
             # zeros (the same integers as counting the block's zeros; no copy of it)
-            m = mask.reshape(t.shape[0], -1)
+            m = (t != 0 if mask is None else mask).reshape(t.shape[0], -1)
             size = int(m.any(dim=1).sum()) * int(m.any(dim=0).sum())
         total += size
         zeros += size - count
@@ -345,10 +352,11 @@ def zero_share(delta: Mapping[str, torch.Tensor]) -> float:
     return zeros / total if total else 0.0
 
 
-def sparse(delta: Mapping[str, torch.Tensor]) -> bool:
+def sparse(delta: Mapping[str, torch.Tensor], nonzero: Sequence[int] | None = None) -> bool:
     """Whether more than :data:`SPARSE_SHARE` (a half) of ``delta``'s values outside its
-    all-zero rows and columns are 0 (:func:`zero_share`; compared in integers)."""
-    zeros, total = _zeros(delta)
+    all-zero rows and columns are 0 (:func:`zero_share`; compared in integers). ``nonzero``:
+    :func:`_nonzero_counts` of ``delta`` when the caller holds them."""
+    zeros, total = _zeros(delta, nonzero)
     return total > 0 and 2 * zeros > total
 
 
@@ -845,25 +853,63 @@ the exact rule could call near-identical is still decided by it, bit for bit."""
 
 @dataclass(frozen=True)
 class _Part:
-    """One tensor the shared-tensor test looks at: its shape, values widened to float64 (C
-    order) and their *Flattening and sums* sum of squares."""
+    """One tensor the shared-tensor test looks at: its shape and values widened to float64 (C
+    order). Its *Flattening and sums* sum of squares (:attr:`squares`, the threshold's ``n2``)
+    is taken when first asked: only an original's is (a later update's enters the test's screen
+    alone, through :attr:`screen_squares`)."""
 
     shape: tuple[int, ...]
     values: np.ndarray
-    squares: float
+
+    @functools.cached_property
+    def squares(self) -> float:
+        """The *Flattening and sums* sum of squares of the values."""
+        return deterministic_sum(self.values * self.values)
+
+    @functools.cached_property
+    def screen_squares(self) -> float:
+        """The sum of squares in any summation order (one float64 dot product): within
+        ``n 2**-53`` of :attr:`squares`' exact value, relative (Higham's gamma_n), as
+        :func:`_copied`'s screen allows for each of its sums."""
+        return float(np.dot(self.values, self.values))
 
 
-def _tensor_parts(delta: Mapping[str, torch.Tensor], min_nonzero: int) -> dict[str, _Part]:
+def _tensor_parts(
+    delta: Mapping[str, torch.Tensor],
+    min_nonzero: int,
+    *,
+    flat: torch.Tensor | None = None,
+    nonzero: Sequence[int] | None = None,
+) -> dict[str, _Part]:
     """Each tensor of ``delta`` with at least ``min_nonzero`` (and at least 1) nonzero entries,
-    by name (an all-zero tensor, a frozen layer's delta, never counts)."""
+    by name (an all-zero tensor, a frozen layer's delta, never counts). ``flat``: :func:`_flat`
+    of ``delta`` when the caller holds it (its slices are the tensors widened, the same values:
+    not widened again); ``nonzero``: each tensor's count of nonzero entries, sorted name order
+    (:func:`_nonzero_counts`), when held."""
     out: dict[str, _Part] = {}
-    for name in sorted(delta):
+    wide_all = None if flat is None else flat.numpy()
+    at = 0
+    for k, name in enumerate(sorted(delta)):
         t = delta[name].detach()
-        if t.numel() < max(min_nonzero, 1) or int((t != 0).sum()) < max(min_nonzero, 1):
+        size = t.numel()
+        start, at = at, at + size
+        if size < max(min_nonzero, 1):
             continue
-        wide = t.to("cpu", torch.float64).reshape(-1).numpy()
-        out[name] = _Part(tuple(t.shape), wide, deterministic_sum(wide * wide))
+        count = int((t != 0).sum()) if nonzero is None else nonzero[k]
+        if count < max(min_nonzero, 1):
+            continue
+        if wide_all is None:
+            wide = t.to("cpu", torch.float64).reshape(-1).numpy()
+        else:
+            wide = wide_all[start:at]
+        out[name] = _Part(tuple(t.shape), wide)
     return out
+
+
+def _nonzero_counts(delta: Mapping[str, torch.Tensor]) -> list[int]:
+    """How many entries of each tensor of ``delta`` (sorted name order) are not 0 (a NaN is
+    not 0)."""
+    return [int((delta[name].detach() != 0).sum()) for name in sorted(delta)]
 
 
 def tensor_distance(earlier: _Part, later: _Part) -> tuple[float, float]:
@@ -879,16 +925,17 @@ def _copied(earlier: _Part, later: _Part) -> bool:
     ``d2 < 1e-6 * n2`` (:data:`~fedtrail.protocol.terms.SHARED_TENSOR_SQUARED`; equality, or a
     NaN, is not a copy).
 
-    Screened first with one float64 dot product: ``|b - a|^2 = |a|^2 + |b|^2 - 2 a.b``, whose
-    rounding (any summation order of ``n`` products and squares) is within ``(n + 4) 2**-53``
-    of ``|a|^2 + |b|^2`` per sum (Higham's gamma_n); a pair whose estimate exceeds twice the
+    Screened first with one float64 dot product: ``|b - a|^2 = |a|^2 + |b|^2 - 2 a.b`` (the
+    squares' sums too as dot products, :attr:`_Part.screen_squares`), whose rounding (any
+    summation order of ``n`` products and squares) is within ``(n + 4) 2**-53`` of ``|a|^2 +
+    |b|^2`` per sum (Higham's gamma_n); a pair whose estimate exceeds twice the
     threshold plus 8x that bound cannot have ``d2`` below the threshold (``d2``'s own rounding
     is relative, below ``(n + 2) 2**-53``), so it is skipped; the rest are decided exactly.
     Honest pairs sit 400x and more above the threshold in ``d2``: a dot product instead of a
     subtraction, squares and a sum. A non-finite estimate is never skipped."""
     if earlier.shape != later.shape:
         return False
-    both = earlier.squares + later.squares
+    both = earlier.screen_squares + later.screen_squares
     estimate = both - 2.0 * float(np.dot(earlier.values, later.values))
     slack = 8.0 * (earlier.values.size + 4) * 2.0**-53 * both
     if estimate > 2.0 * SHARED_TENSOR_SQUARED * earlier.squares + slack:
@@ -1005,6 +1052,24 @@ def find_duplicates(
 
     flat = built_once(_flat)  # exact float64 flats
     code = built_once(codes)  # int8 codes
+    counted: dict[int, list[int]] = {}
+
+    def nonzero(i: int) -> list[int]:
+        """Update ``i``'s :func:`_nonzero_counts`, counted once for the support screen's holes,
+        :func:`sparse` and the shared-tensor test."""
+        if i not in counted:
+            delta = deltas[i]
+            assert delta is not None
+            counted[i] = _nonzero_counts(delta)
+        return counted[i]
+
+    def has_zero(i: int) -> bool:
+        """Whether some entry of update ``i`` is exactly 0."""
+        delta = deltas[i]
+        assert delta is not None
+        sizes = [delta[n].numel() for n in sorted(delta)]
+        return any(c < n for c, n in zip(nonzero(i), sizes, strict=True))
+
     support = rule.support_cosine
     first = next((d for d in deltas if d is not None), None)
     layout = None if first is None else [(n, first[n].shape) for n in sorted(first)]
@@ -1019,7 +1084,7 @@ def find_duplicates(
             for k, d in enumerate(deltas)
             if d is not None and [(n, d[n].shape) for n in sorted(d)] == layout
         }
-        holed = {k: d for k, d in same.items() if any(bool((t == 0).any()) for t in d.values())}
+        holed = {k: d for k, d in same.items() if has_zero(k)}
         if len(same) > 1:
             bound_row = {k: r for r, k in enumerate(same)}
             bound_col = {k: c for c, k in enumerate(holed)}
@@ -1057,7 +1122,7 @@ def find_duplicates(
             delta = deltas[j]
             assert delta is not None
             sizes = [delta[n].numel() for n in sorted(delta)]
-            kept = _Kept.of(flat(j)[0], sizes) if sparse(delta) else None
+            kept = _Kept.of(flat(j)[0], sizes) if sparse(delta, nonzero(j)) else None
             kept_of[j] = kept if kept is not None and kept.index.numel() else None
         return kept_of[j]
 
@@ -1149,7 +1214,9 @@ def find_duplicates(
             if i not in tensor_parts:
                 delta = deltas[i]
                 assert delta is not None
-                tensor_parts[i] = _tensor_parts(delta, SHARED_TENSOR_MIN_SIZE)
+                tensor_parts[i] = _tensor_parts(
+                    delta, SHARED_TENSOR_MIN_SIZE, flat=flat(i)[0], nonzero=nonzero(i)
+                )
             return tensor_parts[i]
 
         later = parts(j)

@@ -994,6 +994,34 @@ def test_the_shared_tensor_threshold_is_strict_and_exact() -> None:
     assert duplicates.shared_tensor({"z": at}, {"z": a}) == "z"
 
 
+def test_find_duplicates_keeps_the_shared_tensor_threshold_strict_and_exact() -> None:
+    """The same threshold through ``find_duplicates``, which reads the tensors from its exact
+    flats and counts their nonzero entries once, and whose screen sums the squares in any
+    order: at ``d2 = 1e-6 * n2`` not a copy, one float32 step closer a copy, one farther not
+    (beside a tensor of other random values, so no whole-update test marks the pair)."""
+    rule = DuplicateRule(white_noise_z=None)
+    gen = torch.Generator().manual_seed(67)
+    a = torch.full((16,), 125 / 512)
+    at = a.clone()
+    at[0] = 125 / 512 + 2**-10
+    closer = at.clone()
+    closer[0] = torch.nextafter(at[0], torch.tensor(0.0))
+    farther = at.clone()
+    farther[0] = torch.nextafter(at[0], torch.tensor(1.0))
+
+    def marks(first: torch.Tensor, second: torch.Tensor) -> dict[str, str]:
+        entries = [
+            Entry("h0", 1, "a" * 64, {"w": torch.randn(40, generator=gen), "z": first}),
+            Entry("h1", 2, "b" * 64, {"w": torch.randn(40, generator=gen), "z": second}),
+        ]
+        return find_duplicates(entries, rule)
+
+    assert marks(a, at) == {}
+    assert marks(a, farther) == {}
+    assert marks(a, closer) == {"h1": "h0"}
+    assert marks(at, a) == {"h1": "h0"}
+
+
 def test_terms_without_shared_tensor_keep_their_bytes_and_pay_a_partial_copy() -> None:
     """Terms written before ``shared_tensor`` lack the key and replay the rule of their day
     (a101's copy paid); terms written now carry ``"shared_tensor":1`` and catch it."""
