@@ -97,6 +97,7 @@ def test_a_ledger_started_without_the_public_screen_keeps_every_validators_scree
     refused, none = _offered_by_cli(fed, monkeypatch, tmp_path / "cli2", "--public-screen")
     assert refused.exit_code == 2, refused.output
     assert "round 2 not opened" in refused.output
-    assert "--public-screen (valuation/public_screen true, round 1's: absent)" in refused.output, refused.output
+    named = "--public-screen (valuation/public_screen true, round 1's: absent)"
+    assert named in refused.output, refused.output
     assert none == []
     assert fed.ledger.current_round() == 1
