@@ -355,11 +355,14 @@ def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
     "9 peers; recorded in the round terms).",
 )
 @click.option(
-    "--public-screen",
-    is_flag=True,
+    "--public-screen/--validators-screen",
+    default=None,
     help="Peer rounds with --standing: the free-rider screen (no validation data) runs once a "
     "round here instead of by every validator; the updates it marks are dropped on chain "
-    "(dropScreened) and audit verify recomputes it (round terms valuation.public_screen).",
+    "(dropScreened) and audit verify recomputes it (round terms valuation.public_screen). "
+    "Default: on in a new federation, round 1's choice on a ledger whose round 1 was a peer "
+    "round (a ledger started without it keeps every validator's screen); --validators-screen: "
+    "every validator screens (the default before session 57).",
 )
 @click.option(
     "--peer-quorum",
@@ -460,7 +463,7 @@ def run(
     large_game: str,
     valuation_mode: str,
     validator_game: str,
-    public_screen: bool,
+    public_screen: bool | None,
     peer_quorum: int | None,
     score_commit_seconds: int | None,
     score_reveal_seconds: int | None,

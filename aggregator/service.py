@@ -142,6 +142,11 @@ transaction lands in may carry a timestamp a second or two behind the pending bl
 LOCK_NAME: Final = "aggregator.lock"
 """The file :meth:`AggregatorService.run` locks in its folder."""
 
+DEFAULT_PUBLIC_SCREEN: Final = True
+"""What :attr:`AggregatorSettings.public_screen` None offers in a federation's round 1 (and in
+every round of one whose round 1 was no peer round): the public screen, since session 57
+(before, every validator screened; README, *Peer scoring time per site*)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class AggregatorSettings:
@@ -228,14 +233,19 @@ class AggregatorSettings:
     local training time (issue 14; README, peer scoring time). It needs a gradient, so with
     the AUC metric peer rounds fall back to ``valuation``'s game."""
 
-    public_screen: bool = False
+    public_screen: bool | None = None
     """Peer rounds with ``standing``: the free-rider screen (it reads no validation data) runs
     once a round in public instead of by every validator (round terms
     ``valuation.public_screen``, written only when True): this service runs it on the public
     updates and references and drops the weighted updates it marks (``dropScreened``, reason
-    FREE_RIDER); ``audit verify`` recomputes it (``peers.screen``). Off by default: a validator
-    then no longer screens, so the free-rider's value still enters its own standing (README,
-    *Peer scoring time per site*)."""
+    FREE_RIDER); ``audit verify`` recomputes it (``peers.screen``). None (default, since
+    session 57): on in a federation's round 1 and in every round of a federation whose round 1
+    was no peer round; in a later round of a ledger whose round 1 was a peer round, as that
+    round's terms have it (:data:`DEFAULT_PUBLIC_SCREEN`; a ledger started without it keeps
+    its validators' screen, which round 1 fixed, ``terms.task_fixed``). So each validator's
+    scoring stays within its own training time at 10 sites (issue 14; README, *Peer scoring
+    time per site*). True or False: as given (False: every validator screens, as before
+    session 57); one that changes round 1's is refused."""
 
     project_shift: bool | None = None
     """The validation game values every update with its first-order uniform logit shift
@@ -373,7 +383,13 @@ class AggregatorSettings:
             validator_game=(None if auc and game == "linear_shapley" else game) if peers else None,
             explanation_probe=probe,
             project_shift=True if self.shifts_projected() else None,
-            public_screen=True if peers and self.standing and self.public_screen else None,
+            public_screen=(
+                True
+                if peers
+                and self.standing
+                and (DEFAULT_PUBLIC_SCREEN if self.public_screen is None else self.public_screen)
+                else None
+            ),
             explanation_wording=None if peers else self.explanation_wording,
         )
 
@@ -617,6 +633,8 @@ class AggregatorService:
             self._validation_sha256 = self.validation.content_sha256()
         commit_s, reveal_s = self._windows(settings)
         peers = settings.valuation_mode == "peers"
+        if peers and settings.public_screen is None and round_id > 1:
+            settings = replace(settings, public_screen=self._round_one_screen())
         score_windows = self._score_windows(settings) if peers else (None, None)
         probe = None
         if settings.explanation_check and not peers:
@@ -644,6 +662,16 @@ class AggregatorService:
             initial_model=INITIAL_MODEL_DEPLOYMENT,
             initial_salt=self.initial_salt(),
         )
+
+    def _round_one_screen(self) -> bool:
+        """What :attr:`AggregatorSettings.public_screen` None offers after round 1: round 1's
+        ``valuation.public_screen`` where round 1 was a peer round (which fixed it: a ledger
+        started before the public screen was the default keeps every validator's screen), else
+        :data:`DEFAULT_PUBLIC_SCREEN` (a federation that moved to the peers' scoring)."""
+        first = self._first_terms().valuation
+        if first.get("mode") != "peers":
+            return DEFAULT_PUBLIC_SCREEN
+        return first.get("public_screen") is True
 
     def _first_terms(self) -> RoundTerms:
         """Round 1's terms, read back by their on-chain hash as a node reads them (once: the

@@ -12,8 +12,10 @@
 # site must finish training by then), and reveal after it within R seconds (default 60); a round
 # is valued as soon as every site has revealed. With --valuation-mode peers every site daemon
 # then scores the others' updates on its own validation shard, commits its score vector and
-# reveals it (R seconds each), and the contract takes each update's median; the aggregator only
-# combines.
+# reveals it (R seconds each), and the contract takes each update's median; the aggregator
+# combines, and runs the free-rider screen once a round in public (`aggregator run`'s default
+# since session 57, round terms valuation.public_screen: it drops what the screen marks,
+# dropScreened, and `audit verify` recomputes it).
 # Logs of every process go to DIR/logs/. Uses Anvil's public development key for the
 # coordinator/aggregator (local chain only) and an encrypted keystore per site.
 set -euo pipefail

@@ -90,6 +90,7 @@ import numpy as np
 import torch
 from _sim import ROOT, AdversarialValidator, SimConfig, SimResult, parse_seeds
 
+from fedtrail.aggregator.service import DEFAULT_PUBLIC_SCREEN
 from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import Splits, load_bundled
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model
@@ -567,9 +568,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--public-screen",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_PUBLIC_SCREEN,
         help="the round terms' valuation.public_screen: validators skip the free-rider screen, "
-        "the aggregator runs it once a round (its time is printed beside)",
+        "the aggregator runs it once a round (its time is printed beside); default: the "
+        "aggregator's (on since session 57); --no-public-screen: every validator screens",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(

@@ -467,6 +467,11 @@ def test_the_products_payment_defaults_are_accepted() -> None:
             )
     peers = _valuation(mode="peers", quorum=3, validator_game="linear_shapley")
     assert limits.payment_breaches(AggregationRule(), peers) == []
+    # the public screen (the default since session 57) and the validators' own screen alike:
+    # a ledger whose round 1 lacks it keeps its rule, and honest nodes take both
+    public = replace(peers, public_screen=True)
+    assert public.to_json()["public_screen"] is True and "public_screen" not in peers.to_json()
+    assert limits.payment_breaches(AggregationRule(), public) == []
     assert limits.payment_breaches(AggregationRule(), _valuation(method="mc_shapley")) == []
     # a peer round without a validator game plays the method (leave-one-out here: refused)
     assert limits.payment_breaches(
