@@ -1876,19 +1876,22 @@ class AggregatorService:
         while not self.stop_event.is_set():
             if rounds is not None and len(outcomes) >= rounds:
                 break
-            # the step's own poll decides whether to step (issue 18: a current_round read of
-            # its own before each step, and another after it)
-            polled = self.poll()
-            current = polled[0].current
-            if until_round is not None and current >= until_round:
-                info = polled[0].info
-                if info is None:  # not the round last seen: its record is not in the poll
-                    info = self.ledger.get_round(current)
-                if current > until_round or info.phase in (Phase.FINALIZED, Phase.CANCELLED):
-                    break
-            # Don't open a round beyond the target: stop right after the last one closes.
             failed = False
+            current: int | None = None  # None: the poll itself failed
             try:
+                # the step's own poll decides whether to step (issue 18: a current_round read
+                # of its own before each step, and another after it). Inside the retry: a chain
+                # that stops answering for a while (restarted, a dropped connection) ended the
+                # aggregator here, between two steps, where a step's reads were retried
+                polled = self.poll()
+                current = polled[0].current
+                if until_round is not None and current >= until_round:
+                    info = polled[0].info
+                    if info is None:  # not the round last seen: its record is not in the poll
+                        info = self.ledger.get_round(current)
+                    if current > until_round or info.phase in (Phase.FINALIZED, Phase.CANCELLED):
+                        break
+                # Don't open a round beyond the target: stop right after the last one closes.
                 outcome = self.step(polled=polled)
             except (StoreError, LedgerError) as exc:
                 still_open = isinstance(exc, ContractRevert) and exc.error == "RoundStillOpen"
@@ -1896,24 +1899,35 @@ class AggregatorService:
                     raise
                 log.error("will retry: %s", exc)
                 outcome, failed = None, True
+                self.wake = None  # a whole poll interval: not a deadline read before it failed
             if outcome is not None:
                 outcomes.append(outcome)
                 if on_round is not None:
                     on_round(outcome)
                 continue
-            if self._valued:
+            if self._valued and not failed:
                 # valued just now: the next step finalizes, nothing to wait for (issue 18: a
                 # whole poll interval, 2 s by default, sat between the two on every round)
                 continue
             # a round opened by this step (only the aggregator opens rounds) is worked on at
             # once; after a failed step the chain says whether one was (its open may have
-            # landed before the error)
-            now_current = self.ledger.current_round() if failed else self._seen
-            if current == now_current:
+            # landed before the error); a chain that does not say is waited for
+            now_current = self._current_after_failure() if failed else self._seen
+            if current is None or current == now_current:
                 self.stop_event.wait(
                     wake_delay(self.settings.poll_interval, self.wake, time.monotonic())
                 )
         return outcomes
+
+    def _current_after_failure(self) -> int | None:
+        """The ledger's current round after a failed step; None when the chain does not say
+        (it is still down): the run loop then waits a poll interval before trying again."""
+        try:
+            return self.ledger.current_round()
+        except LedgerError as exc:
+            if isinstance(exc, ContractRevert | ContractNotFound):
+                raise
+            return None
 
 
 _UNPUBLISHED_PROBE: Final = roundlog.ExplanationProbe(cid="unpublished", sha256="0" * 64, images=1)

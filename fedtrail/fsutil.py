@@ -1,5 +1,5 @@
-"""Crash-safe file writes (a reader sees the old file or the new one, never a torn one) and
-one daemon per folder."""
+"""Crash-safe file writes (a reader sees the old file or the new one, never a torn one), one
+daemon per folder, and the one reader of the TOML files an operator edits."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import fcntl
 import os
 import secrets
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from fedtrail.errors import FolderLocked
+from fedtrail.errors import ConfigError, FolderLocked
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, *, shared: bool = False) -> None:
@@ -73,3 +75,22 @@ def folder_lock(folder: Path, name: str, *, daemon: str, harm: str) -> Iterator[
         yield
     finally:
         os.close(fd)
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The TOML document in ``path`` (a node's config.toml, an ``--accept`` file). A file that
+    is not UTF-8 text or not TOML is a :class:`~fedtrail.errors.ConfigError` naming it (bytes
+    that are not UTF-8 ended ``node status``, ``node run`` and ``audit verify --accept`` with
+    a UnicodeDecodeError traceback); a missing file raises FileNotFoundError, which each
+    caller words for its own file, and any other read error its OSError."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid TOML: not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x})"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc

@@ -7,7 +7,6 @@ environment or a prompt.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -16,7 +15,7 @@ import tomli_w
 
 from fedtrail.chain import DEFAULT_RPC_URL, MAX_POLL_INTERVAL
 from fedtrail.errors import ConfigError
-from fedtrail.fsutil import atomic_write
+from fedtrail.fsutil import atomic_write, read_toml
 from fedtrail.ml.catalog import DataSource, check_class_names, load_source
 from fedtrail.ml.datasets import (
     ImageDataset,
@@ -300,11 +299,9 @@ def _build(cls: type[T], table: Any, where: str) -> T:
 
 def load_node_config(path: Path) -> NodeConfig:
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        raw = read_toml(path)
     except FileNotFoundError as exc:
         raise ConfigError(f"no node config at {path}; run `fedtrail node init` first") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
     if "fault" in raw:
         raise ConfigError(
             f"{path} has a [fault] section: simulated faults are simulation-only and a site node "

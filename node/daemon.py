@@ -84,6 +84,7 @@ from fedtrail.ml.training import (
     TrainConfig,
     TrainingDiverged,
     TrainingInterrupted,
+    resolve_device,
     train_local,
 )
 from fedtrail.node.config import NodeConfig
@@ -471,6 +472,9 @@ class SiteNode:
         self.task.check_data(self.train, "this site's training split")
         if val is not None:
             self.task.check_data(val, "this site's validation split")
+        # at start: `device = "cuda"` on a machine without one was found only when the first
+        # round opened, and ended the daemon there (ConfigError, exit 2), hours after `node run`
+        resolve_device(config.training.device)
         self.progress = progress
         self.stop_event = stop_event or threading.Event()
         # the DP parameters of revealed updates (immutable: a blob pinned by its sha256)

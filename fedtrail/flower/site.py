@@ -116,7 +116,7 @@ def read_secret(path: str | Path | None, what: str) -> str:
     if path:
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:  # not UTF-8: was a traceback
             raise ConfigError(f"cannot read the passphrase file of {what}: {exc}") from None
         line = text.splitlines()[0] if text else ""
         if not line:

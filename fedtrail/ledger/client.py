@@ -785,7 +785,7 @@ class Ledger:
             return SiteRoundView(
                 info=self.get_round(round_id),
                 submission=self.get_submission(round_id, site),
-                pending_timestamp=int(self.w3.eth.get_block("pending")["timestamp"]),
+                pending_timestamp=_get_block_timestamp(self.w3, "pending"),
                 last_finalized=self.last_finalized_round(),
                 privacy=PrivacyAccount(budget_micro=int(budget), spent_micro=int(spent)),
                 max_samples=None if known is None else known.max_samples,
@@ -897,7 +897,7 @@ class Ledger:
         stamps: dict[int, int] = {}
         for at, *_ in changes:
             if earliest is not None and at > earliest and at[0] not in stamps:
-                stamps[at[0]] = int(self.w3.eth.get_block(at[0])["timestamp"])
+                stamps[at[0]] = _get_block_timestamp(self.w3, at[0])
         return RegistryHistory(
             registrations=registrations,
             changes=changes,
@@ -968,7 +968,7 @@ class Ledger:
             return RoundPoll(
                 current=current,
                 last_finalized=self.last_finalized_round(),
-                pending_timestamp=int(self.w3.eth.get_block("pending")["timestamp"]),
+                pending_timestamp=_get_block_timestamp(self.w3, "pending"),
                 info=self.get_round(round_id) if asked else None,
                 peer=self.get_peer_round(round_id) if asked and peer else None,
             )
@@ -1295,6 +1295,18 @@ class _Batch:
     views: list[Any]
     events: list[list[LedgerEvent]]
     extra: list[Any]
+
+
+def _get_block_timestamp(w3: Web3, block: str | int) -> int:
+    """``block``'s timestamp through web3 (the batch's fallback): an endpoint that does not
+    answer raises :class:`ChainUnreachable`, any other failure :class:`LedgerError`, which the
+    daemons retry (web3's own errors ended them with a traceback)."""
+    try:
+        return int(w3.eth.get_block(block)["timestamp"])  # type: ignore[arg-type]
+    except OSError as exc:  # requests' connection errors and timeouts are OSErrors
+        raise ChainUnreachable(f"cannot read the chain's block {block}: {exc}") from exc
+    except Exception as exc:
+        raise LedgerError(f"cannot read the timestamp of the chain's block {block}: {exc}") from exc
 
 
 def _block_timestamp(block: Any) -> int | None:

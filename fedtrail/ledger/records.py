@@ -444,8 +444,9 @@ def from_bytes32(value: bytes) -> str:
 
 
 def checksum(address: str) -> str:
-    """``address`` in EIP-55 form; ConfigError when it is none. Cached: a 100-site audit
-    checksums the same addresses over a thousand times (a keccak each)."""
+    """``address`` in EIP-55 form; ConfigError when it is none, or when it is written in mixed
+    case that fails its EIP-55 checksum (all lower or all upper case carries none). Cached: a
+    100-site audit checksums the same addresses over a thousand times (a keccak each)."""
     if isinstance(address, str):
         return _checksum(address)
     if not Web3.is_address(address):
@@ -457,7 +458,16 @@ def checksum(address: str) -> str:
 def _checksum(address: str) -> str:
     if not Web3.is_address(address):
         raise ConfigError(f"not an Ethereum address: {address!r}")
-    return str(Web3.to_checksum_address(address))
+    found = str(Web3.to_checksum_address(address))
+    digits = address.removeprefix("0x").removeprefix("0X")
+    if digits not in (digits.lower(), digits.upper()) and "0x" + digits != found:
+        # EIP-55: mixed case is a checksum, and this one fails it (a mistyped digit, most
+        # likely); web3 took it as the address it spells, so `chain fund` sent ETH there
+        raise ConfigError(
+            f"{address!r} fails its EIP-55 checksum (its mixed case does not match its "
+            "digits): a mistyped character? Copy the address again from its source"
+        )
+    return found
 
 
 def commitment(site: str, round_id: int, sha256: str, num_samples: int) -> str:

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import torch
 
 from fedtrail.errors import ConfigError
-from fedtrail.fsutil import atomic_write
+from fedtrail.fsutil import atomic_write, read_toml
 from fedtrail.ml.catalog import check_class_names, load_source
 from fedtrail.ml.models import ModelSpec
 from fedtrail.ml.task import Task
@@ -122,11 +121,9 @@ def site_task(folder: Path) -> Task:
     ``[data]`` class names (empty: the data source's own)."""
     path = Path(folder) / _CONFIG
     try:
-        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = read_toml(path)
     except FileNotFoundError:
         raise ConfigError(f"{folder} is not a node folder (no {_CONFIG})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     model, data = raw.get("model", {}), raw.get("data", {})
     if not isinstance(model, dict) or not isinstance(data, dict):
         raise ConfigError(f"{path}: [model] and [data] must be tables")

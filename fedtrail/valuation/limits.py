@@ -56,12 +56,12 @@ off (a data-less ally replaying the global delta took 0.784 of the weight,
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from fedtrail.errors import ConfigError, FedtrailError
+from fedtrail.fsutil import read_toml
 from fedtrail.ml.aggregation import RULE_NAMES, STATISTICS_RULES, AggregationRule
 from fedtrail.protocol.roundlog import ValuationSettings
 from fedtrail.protocol.terms import (
@@ -861,11 +861,9 @@ def load_limits(path: Path) -> ThresholdLimits:
     """The ``[accept]`` table of a TOML file (a site's config.toml, or a file holding only that
     table); the defaults where the file has none."""
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        raw = read_toml(path)
     except FileNotFoundError as exc:
         raise ConfigError(f"no file at {path}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
     return limits_from(raw.get("accept", {}), where=f"[accept] of {path}")
 
 

@@ -515,6 +515,56 @@ def test_run_retries_a_transient_ledger_error_and_stops_on_a_missing_contract(
         service.run(rounds=1)
 
 
+def test_run_retries_a_chain_that_stops_answering_between_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run loop's own reads of the chain (its poll before each step, its look at the
+    current round after a failed step) were outside the retry: Anvil restarted under a running
+    aggregator ended it with `error: cannot read the ledger at ... (a batch of 6 requests):
+    ('Connection aborted.', ConnectionResetError(104, ...))`, exit 1, mid-round. Both are
+    retried now, as the step's own reads are."""
+    from fedtrail.aggregator.service import RoundOutcome
+    from fedtrail.errors import ChainUnreachable
+    from tests.auditor.test_verify import federation
+
+    fed = federation(tmp_path, rounds=0)
+    service = fed.service
+    service.settings = dataclasses.replace(service.settings, poll_interval=0.01)
+    down = "cannot read the ledger (a batch of 6 requests): Connection reset by peer"
+    polls = [ChainUnreachable(down), ChainUnreachable(down)]
+    looks = [ChainUnreachable(down)]
+    steps = [ChainUnreachable(down)]
+    real_poll, real_current = service.poll, service.ledger.current_round
+    done = RoundOutcome(round=1, phase=Phase.FINALIZED)
+
+    def flaky_poll() -> Any:
+        if polls:
+            raise polls.pop(0)
+        return real_poll()
+
+    def flaky_current() -> int:
+        if looks:
+            raise looks.pop(0)
+        return real_current()
+
+    def step(**_: object) -> RoundOutcome | None:
+        if steps:
+            raise steps.pop(0)
+        return done
+
+    real_preflight = service.preflight
+
+    def preflight() -> None:  # the chain answers at start-up, and goes away after it
+        real_preflight()
+        monkeypatch.setattr(service.ledger, "current_round", flaky_current)
+
+    monkeypatch.setattr(service, "preflight", preflight)
+    monkeypatch.setattr(service, "poll", flaky_poll)
+    monkeypatch.setattr(service, "step", step)
+    assert service.run(rounds=1) == [done]
+    assert (polls, looks, steps) == ([], [], [])
+
+
 def test_an_aggregate_that_fails_is_reported_once_naming_the_stuck_round(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

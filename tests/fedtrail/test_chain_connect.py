@@ -69,3 +69,23 @@ def test_the_environment_is_read_once_when_connecting(
     w3 = connect(anvil_url)  # the chain itself
     monkeypatch.delenv("no_proxy")
     assert w3.eth.block_number >= 0  # still the chain itself: the environment was read once
+
+
+@pytest.mark.anvil
+def test_a_chain_that_stops_answering_is_unreachable_when_its_clock_is_read(
+    anvil_url: str,
+) -> None:
+    """The clock reads every daemon makes each poll: a chain that goes away under a connected
+    Web3 (Anvil restarted) raised requests' ConnectionError through them, which the node
+    daemon did not retry (it died with a traceback between its commit and its reveal). Now
+    ChainUnreachable, a LedgerError the daemons retry."""
+    from web3 import Web3
+
+    from fedtrail.chain import block_timestamp, next_block_timestamp
+
+    w3 = connect(anvil_url)
+    assert next_block_timestamp(w3) >= block_timestamp(w3) > 0
+    gone = Web3(HTTPProvider(f"http://127.0.0.1:{free_port()}", request_kwargs={"timeout": 5}))
+    for read in (block_timestamp, next_block_timestamp):
+        with pytest.raises(ChainUnreachable, match="cannot read the chain's"):
+            read(gone)

@@ -97,3 +97,23 @@ def test_shared_write_replaces_a_planted_link_without_following_it(tmp_path: Pat
     assert victim.read_bytes() == b"keep"
     assert not (tmp_path / "deployment.json").is_symlink()
     assert (tmp_path / "deployment.json").read_bytes() == b"new"
+
+
+def test_read_toml_words_bytes_that_are_not_utf8_or_not_toml(tmp_path: Path) -> None:
+    from fedtrail.errors import ConfigError
+    from fedtrail.fsutil import read_toml
+
+    good = tmp_path / "good.toml"
+    good.write_text('[node]\nname = "Sté. Marie"\n', encoding="utf-8")
+    assert read_toml(good) == {"node": {"name": "Sté. Marie"}}
+    latin = tmp_path / "latin1.toml"
+    latin.write_bytes('[node]\nname = "Sté. Marie"\n'.encode("latin-1"))  # byte 17 is 0xe9
+    with pytest.raises(ConfigError) as caught:
+        read_toml(latin)
+    assert str(caught.value) == f"{latin} is not valid TOML: not UTF-8 text (byte 17 is 0xe9)"
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[node\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"^{broken} is not valid TOML: Expected"):
+        read_toml(broken)
+    with pytest.raises(FileNotFoundError):  # each caller words its own missing file
+        read_toml(tmp_path / "missing.toml")

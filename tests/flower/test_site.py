@@ -163,3 +163,16 @@ def test_a_site_never_signs_a_reveal_its_endpoint_misreports(
         real.num_samples,
         real.cid,
     )
+
+
+def test_a_passphrase_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    """A passphrase file saved in Latin-1 raised UnicodeDecodeError out of the SuperNode's
+    ClientApp (a traceback); now a ConfigError naming the file's role."""
+    from fedtrail.flower.site import read_secret
+
+    path = tmp_path / "pass.txt"
+    path.write_bytes("clé\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="cannot read the passphrase file of the keystore"):
+        read_secret(path, "the keystore")
+    path.write_text("clé\n", encoding="utf-8")
+    assert read_secret(path, "the keystore") == "clé"

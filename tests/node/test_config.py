@@ -160,3 +160,31 @@ def test_a_topk8_fraction_below_the_least_is_refused_on_load(tmp_path: Path) -> 
     )
     with pytest.raises(ConfigError, match=r"below 0\.01"):
         load_node_config(tmp_path / "config.toml")
+
+
+def test_a_config_that_is_not_utf8_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A config.toml saved in Latin-1 (an accented hospital name typed in an old editor) ended
+    `node status`, `node run` and `explain --personal` with a UnicodeDecodeError traceback,
+    exit 1; `audit verify --accept FILE` too. Now one ConfigError line, exit 2."""
+    from click.testing import CliRunner
+
+    from fedtrail.cli import EXIT_USAGE, cli
+
+    folder = tmp_path / "node"
+    folder.mkdir()
+    path = folder / "config.toml"
+    write_node_config(path, NodeConfig(name="x", contract="0x" + "ab" * 20))
+    text = path.read_text(encoding="utf-8").replace('name = "x"', 'name = "Sté. Marie"')
+    path.write_bytes(text.encode("latin-1"))
+    at = text.encode("utf-8").index("é".encode())
+    said = f"error: {path} is not valid TOML: not UTF-8 text (byte {at} is 0xe9)"
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_node_config(path)
+    for args in (
+        ["node", "status", str(folder)],
+        ["node", "run", str(folder), "--once"],
+        ["audit", "verify", "--accept", str(path), "--contract", "0x" + "ab" * 20],
+    ):
+        result = CliRunner().invoke(cli, args, env={"FEDTRAIL_PASSPHRASE": "p"})
+        assert result.exit_code == EXIT_USAGE, (args, result.output)
+        assert result.stderr.strip().splitlines() == [said], args

@@ -872,3 +872,17 @@ def test_a_site_that_accepts_looser_thresholds_trains_under_them(
     record = node.participate(world.round)
     assert record is not None and record.phase != "skipped"
     assert world.ledger.get_submission(world.round, node.address) is not None
+
+
+def test_a_device_the_machine_lacks_is_refused_when_the_node_starts(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`device = "cuda"` in config.toml on a machine without CUDA passed `node run`'s start and
+    ended the daemon only when the first round opened (ConfigError from training, exit 2),
+    hours later and mid-round. Now the node refuses it when it starts."""
+    from fedtrail.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device 'cuda' requested but torch sees no CUDA"):
+        world.node(0, training=TrainConfig(epochs=1, device="cuda"))
+    world.node(0, training=TrainConfig(epochs=1, device="auto"))  # auto falls back to the CPU

@@ -340,3 +340,36 @@ def test_fund_refuses_bad_amounts_addresses_and_empty_signers(
     )
     assert code == 2 and "holds less than 1.0 ETH" in stderr
     assert connect(anvil_url).eth.get_balance(target) == before
+
+
+def test_fund_refuses_an_address_whose_mixed_case_fails_its_checksum(anvil_url: str) -> None:
+    """EIP-55: an address in mixed case carries a checksum. web3 took one that fails it as the
+    address it spells, so `chain fund` sent ETH to a mistyped address (exit 0); now exit 2 and
+    nothing sent. The same address in lower case (no checksum) is still taken."""
+    target = dev_account(6).address
+    digits = target[2:]
+    flip = next(i for i, c in enumerate(digits) if c.isalpha())
+    typo = "0x" + digits[:flip] + digits[flip].swapcase() + digits[flip + 1 :]
+    w3 = connect(anvil_url)
+    before = w3.eth.get_balance(target)
+    code, _, stderr = run(
+        "chain", "fund", typo, "--eth", "0.5", "--rpc-url", anvil_url, "--dev-account", "0"
+    )
+    assert code == 2
+    assert stderr.strip().splitlines() == [
+        f"error: {typo!r} fails its EIP-55 checksum (its mixed case does not match its "
+        "digits): a mistyped character? Copy the address again from its source"
+    ]
+    assert w3.eth.get_balance(target) == before
+    code, _, _ = run(
+        "chain",
+        "fund",
+        target.lower(),
+        "--eth",
+        "0.5",
+        "--rpc-url",
+        anvil_url,
+        "--dev-account",
+        "0",
+    )
+    assert code == 0 and w3.eth.get_balance(target) == before + 5 * 10**17

@@ -128,3 +128,22 @@ def test_registry_history_answers_each_round_from_one_read() -> None:
     assert history.names_while_finalizing(1) == {a: {"alpha"}, b: {"beta", "beta-2"}}
     assert history.names_while_finalizing(2) == {}  # not valued, not finalized
     assert history.names_at(1) == {a: "alpha", b: "beta-2"}
+
+
+def test_checksum_refuses_mixed_case_that_fails_eip55() -> None:
+    """A mixed-case address is a checksummed one: one whose case does not match its digits is
+    a typo, refused (web3 6 takes it as the address it spells). Lower or upper case carries no
+    checksum and is taken, with or without 0x."""
+    from fedtrail.ledger.records import checksum
+
+    good = _GOOD["coordinator"]
+    assert checksum(good) == good
+    assert checksum(good.lower()) == good
+    assert checksum("0x" + good[2:].upper()) == good
+    assert checksum(good[2:].lower()) == good
+    bad = good[:2] + good[2].swapcase() + good[3:]  # 'f' -> 'F'
+    assert bad != good and bad.lower() == good.lower()
+    with pytest.raises(ConfigError, match="fails its EIP-55 checksum"):
+        checksum(bad)
+    with pytest.raises(ConfigError, match="not an Ethereum address"):
+        checksum("0x1234")
