@@ -6,13 +6,9 @@ reputations."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -27,7 +23,7 @@ from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import address_key, median
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.store import IpfsStore
-from tests.auditor.peer_federation import PeerFed, new_peer_federation, peer_round
+from tests.auditor.peer_federation import PeerFed, new_peer_federation, peer_round, reader_results
 
 pytestmark = [pytest.mark.anvil, pytest.mark.ipfs]
 
@@ -157,25 +153,9 @@ def test_a_why_that_misstates_the_votes_fails_peers_median_and_the_reader(
         f'log {site[:10]} explanation "Scored by its peers: the median of the 3'
         in (bad["peers.median"])
     )
-    results = _reader_results(pf, anvil_url, ipfs_api)
+    results = reader_results(pf, anvil_url, ipfs_api)
     assert results[r, "log.explanation [peers]"]["result"] == "FAIL"
     assert all(results[k, "log.explanation [peers]"]["result"] == "PASS" for k in (2, 3))
-
-
-def _reader_results(pf: PeerFed, rpc_url: str, ipfs_api: str) -> dict[tuple[int, str], Any]:
-    """scripts/independent/reader.py (written from README) over the whole ledger."""
-    spec = importlib.util.spec_from_file_location("independent_reader_peers", READER)
-    assert spec is not None and spec.loader is not None
-    reader: ModuleType = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reader)
-    reader.RESULTS.clear()
-    argv = ["--rpc-url", rpc_url, "--contract", pf.fed.ledger.address, "--ipfs", "ipfs:" + ipfs_api]
-    with contextlib.redirect_stdout(io.StringIO()):
-        reader.main(argv)
-    return {(x["round"], x["check"]): x for x in reader.RESULTS}
-
-
-READER = Path(__file__).resolve().parents[2] / "scripts" / "independent" / "reader.py"
 
 
 def test_a_peer_log_with_a_standing_block_fails_standing_chain(pf: PeerFed) -> None:
