@@ -7,6 +7,7 @@ reputations."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from fedtrail.auditor.report import write_report
-from fedtrail.auditor.verify import RoundAudit, verify_round
+from fedtrail.auditor.verify import RoundAudit, verify_all, verify_round
 from fedtrail.cli import cli
 from fedtrail.errors import FedtrailError
 from fedtrail.ledger import Valuation
@@ -56,6 +57,24 @@ def test_verify_passes_a_peer_federation_without_a_validation_split(pf: PeerFed)
         assert {"weights", "global.recomputed", "log.hash", "log.agrees"} <= set(by_name)
         na = by_name["scores.recomputed"]
         assert (na.status, na.passed) == ("N/A", False)  # never reported as passed
+
+
+def test_verify_all_fetches_each_rounds_log_once(pf: PeerFed, ipfs_api: str) -> None:
+    """A later round's heatmap checks read the latest earlier round's log; in one audit that
+    is the log the earlier round's own checks fetched, not a second fetch from the store."""
+    fetched: Counter[str] = Counter()
+
+    class Counting(IpfsStore):
+        def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
+            fetched[cid] += 1
+            return super().get(cid, sha256, max_bytes=max_bytes)
+
+    ledger = pf.fed.ledger
+    audits = verify_all(ledger, Counting(ipfs_api))
+    assert all(a.passed for a in audits[:3]), [failed(a) for a in audits[:3]]
+    logs = [ledger.get_round(r).log_cid for r in (1, 2, 3)]
+    assert len(set(logs)) == 3
+    assert [fetched[cid] for cid in logs] == [1, 1, 1], dict(fetched)
 
 
 def test_the_chain_scores_are_the_medians_of_the_revealed_vectors(pf: PeerFed) -> None:
