@@ -372,6 +372,7 @@ def verify_round(
     accept: ThresholdLimits | None = None,
     privacy_history: PrivacyHistory | None = None,
     registry_history: RegistryHistory | None = None,
+    logs: dict[tuple[str, str], RoundLog | None] | None = None,
 ) -> RoundAudit:
     """Every check of one round. A round that is open or cancelled unvalued is reported, not
     failed; an aggregator round valued but not finalized fails ``phase`` (its on-chain scores
@@ -383,7 +384,11 @@ def verify_round(
     ``registry_history``: the registry's history
     (:meth:`~fedtrail.ledger.Ledger.registry_history`: names, removals, caps, budgets, and
     where rounds opened, were valued and finalized), read once for all the rounds of one audit
-    (default: this round's, read here; only its registrations for a round not finalized)."""
+    (default: this round's, read here; only its registrations for a round not finalized).
+    ``logs``: the finalized rounds' logs fetched so far in one audit, by (CID, sha256) (None:
+    parsed from bytes that matched but not a valid log), so the heatmap checks of a later round
+    read an earlier round's log without fetching it again; this round's is added once fetched
+    (default: none shared)."""
     audit = RoundAudit(round_id)
     info = ledger.get_round(round_id)
     if info.phase != Phase.FINALIZED:
@@ -470,6 +475,8 @@ def verify_round(
         except FedtrailError as exc:
             audit.add("log.schema", False, str(exc))
             no_log = "the round's log is not a valid explanation log (log.schema)"
+        if logs is not None:  # only bytes that matched: a failed fetch is tried again later
+            logs[(info.log_cid, info.log_sha256)] = log
     # the terms committed at open (checked below; the log's aggregation rule is compared with
     # the one they make the replay use)
     with _Timer(audit, "fetch"):
@@ -795,7 +802,7 @@ def verify_round(
     audit.add("global.hash", glob.blob is not None, glob.detail or f"{info.global_cid} matches")
     if log is not None and log.explanations is None:
         with _Timer(audit, "fetch"):
-            dropped = _dropped_heatmaps(ledger, store, round_id)
+            dropped = _dropped_heatmaps(ledger, store, round_id, logs)
         if dropped is not None:
             audit.add("log.heatmaps", False, dropped)
     if log is not None and log.explanations is not None:
@@ -817,6 +824,7 @@ def verify_round(
                         log.explanations,
                         split,
                         _GlobalModel(spec, glob.blob),
+                        logs,
                     ),
                 )
             )
@@ -978,14 +986,21 @@ def _probe_key(block: Mapping[str, Any]) -> tuple[object, object, object]:
 
 
 def _finalized_logs_before(
-    ledger: Ledger, store: ContentStore, round_id: int
+    ledger: Ledger,
+    store: ContentStore,
+    round_id: int,
+    logs: Mapping[tuple[str, str], RoundLog | None] | None = None,
 ) -> Iterator[tuple[int, RoundLog | None]]:
     """The finalized rounds before ``round_id``, latest first, each with its log (None: the
     log cannot be fetched or parsed, and that round fails its own ``log.hash`` or
-    ``log.schema``). The heatmap checks read as few of them as they can."""
+    ``log.schema``). The heatmap checks read as few of them as they can; a log already in
+    ``logs`` (this audit's, :func:`verify_round`) is not fetched again."""
     for earlier in range(round_id - 1, 0, -1):
         info = ledger.get_round(earlier)
         if info.phase != Phase.FINALIZED:
+            continue
+        if logs is not None and (info.log_cid, info.log_sha256) in logs:
+            yield earlier, logs[(info.log_cid, info.log_sha256)]
             continue
         fetched = _fetch(store, info.log_cid, info.log_sha256, MAX_LOG_BYTES)
         log = None
@@ -996,26 +1011,35 @@ def _finalized_logs_before(
 
 
 def _earlier_explanations(
-    ledger: Ledger, store: ContentStore, round_id: int
+    ledger: Ledger,
+    store: ContentStore,
+    round_id: int,
+    logs: Mapping[tuple[str, str], RoundLog | None] | None = None,
 ) -> tuple[int, Mapping[str, Any]] | None:
     """The ``explanations`` block of the latest finalized round before ``round_id`` whose log
     is readable (None: no such round, or its log has no block: a round that left its heatmaps
     out after one that had them fails ``log.heatmaps`` itself, a41, and reading no further keeps
     this to one log a round). A round whose log is unreadable fails its own checks and is
     passed over here."""
-    for earlier, log in _finalized_logs_before(ledger, store, round_id):
+    for earlier, log in _finalized_logs_before(ledger, store, round_id, logs):
         if log is not None:
             return None if log.explanations is None else (earlier, log.explanations)
     return None
 
 
-def _dropped_heatmaps(ledger: Ledger, store: ContentStore, round_id: int) -> str | None:
+def _dropped_heatmaps(
+    ledger: Ledger,
+    store: ContentStore,
+    round_id: int,
+    logs: Mapping[tuple[str, str], RoundLog | None] | None = None,
+) -> str | None:
     """Why a round whose log has no ``explanations`` block fails ``log.heatmaps`` (None: it
     claims none, as before): the latest finalized round before it published heatmaps. Left out
     for a chosen round, the block let the aggregator withhold the explanation of a model that
     looked bad with verify passing (attack a41). Only that one earlier round's log is read, so a
-    deployment without heatmaps pays one fetch a round."""
-    for earlier, log in _finalized_logs_before(ledger, store, round_id):
+    deployment without heatmaps pays one fetch a round (none in :func:`verify_all`, which hands
+    on the log that round's own checks fetched)."""
+    for earlier, log in _finalized_logs_before(ledger, store, round_id, logs):
         if log is None or log.explanations is None:
             return None  # an unreadable log fails that round's own checks
         return (
@@ -1032,6 +1056,7 @@ def _probe_problems(
     block: Mapping[str, Any],
     validation: ImageDataset | None,
     model: _GlobalModel | None = None,
+    logs: Mapping[tuple[str, str], RoundLog | None] | None = None,
 ) -> list[str]:
     """Why a round's heatmaps do not show the federation's fixed probe set (empty: they do);
     with the split and the round's global ``model``, also whether the summary counts the
@@ -1047,7 +1072,7 @@ def _probe_problems(
     number per class): the split's commitment is fixed by round 1's terms, before any global
     model exists to pick images for."""
     problems: list[str] = []
-    earlier = _earlier_explanations(ledger, store, round_id)
+    earlier = _earlier_explanations(ledger, store, round_id, logs)
     if earlier is not None and _probe_key(earlier[1]) != _probe_key(block):
         (method, sha, n), (was_method, was_sha, was_n) = _probe_key(block), _probe_key(earlier[1])
         problems.append(
@@ -3231,7 +3256,16 @@ def verify_all(ledger: Ledger, store: ContentStore, **kwargs: Any) -> list[Round
     ledger.check_from_block()
     history = PrivacyHistory(ledger, store)  # each earlier blob's DP parameters read once
     registry = ledger.registry_history()  # every round's names and registry moves, one read
+    logs: dict[tuple[str, str], RoundLog | None] = {}  # each round's log fetched once
     return [
-        verify_round(ledger, store, r, privacy_history=history, registry_history=registry, **kwargs)
+        verify_round(
+            ledger,
+            store,
+            r,
+            privacy_history=history,
+            registry_history=registry,
+            logs=logs,
+            **kwargs,
+        )
         for r in range(1, ledger.current_round() + 1)
     ]

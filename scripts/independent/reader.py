@@ -1424,11 +1424,12 @@ def structure(parts: dict, present: dict | None = None) -> float:
     return max(scores)
 
 
-def block_bound(update: dict) -> float:
-    """README: a lower bound on block_statistic from sums in any order (matrix products), so
-    honest updates skip the exact pairwise sums: G within 1e-6 |x_i| |x_j| of the exact dot
-    product, w <= W = sum_b |x_ib|^2 |x_jb|^2 and w^2 - q <= W^2; each side widened by 1e-5."""
-    num, var = 0.0, 0.0
+def blocks(update: dict) -> list:
+    """README: the tensors the block-noise test reads, each cut into blocks, in order: every
+    tensor of 2+ dimensions with 2+ rows (3+ dimensions: one block per pair of its first two
+    indices; 2-D: runs of 8 values of a row, the last zero-padded), left out where a row has one
+    block only. Shape (rows, blocks a row, values a block)."""
+    out = []
     for a in update.values():
         if a.ndim < 2 or a.shape[0] < 2 or a.size == 0:
             continue
@@ -1439,8 +1440,17 @@ def block_bound(update: dict) -> float:
             x = np.zeros((a.shape[0], runs * 8))
             x[:, : a.shape[1]] = a
             x = x.reshape(a.shape[0], runs, 8)
-        if x.shape[1] < 2:  # one block a row: adds exactly 0 to both sums
-            continue
+        if x.shape[1] >= 2:
+            out.append(x)
+    return out
+
+
+def block_bound(update: dict) -> float:
+    """README: a lower bound on block_statistic from sums in any order (matrix products), so
+    honest updates skip the exact pairwise sums: G within 1e-6 |x_i| |x_j| of the exact dot
+    product, w <= W = sum_b |x_ib|^2 |x_jb|^2 and w^2 - q <= W^2; each side widened by 1e-5."""
+    num, var = 0.0, 0.0
+    for x in blocks(update):  # a tensor of one block a row adds exactly 0 to both sums
         m = x.reshape(x.shape[0], -1)
         g = m @ m.T
         n = np.sqrt(np.diag(g))
@@ -1461,20 +1471,9 @@ def block_statistic(update: dict) -> float:
     runs of 8 values of a row, zero-padded), then for each pair of rows the blocks' dot
     products c (in order): fsum(G^2 - w) / sqrt(fsum(2 (w^2 - q))), G = sum c, w = sum c^2,
     q = sum (c^2)^2, each added in order."""
-    num, var, read = [], [], False
-    for a in update.values():
-        if a.ndim < 2 or a.shape[0] < 2 or a.size == 0:
-            continue
-        if a.ndim >= 3:
-            x = a.reshape(a.shape[0], a.shape[1], -1)
-        else:
-            runs = -(-a.shape[1] // 8)
-            x = np.zeros((a.shape[0], runs * 8))
-            x[:, : a.shape[1]] = a
-            x = x.reshape(a.shape[0], runs, 8)
-        if x.shape[1] < 2:  # one block a row: not read
-            continue
-        read = True
+    num, var = [], []
+    read = blocks(update)  # a tensor of one block a row: not read
+    for x in read:
         # every pair at once, a square per block (np.outer of a block's k-th values), each
         # block's products added in order, then the blocks in order; the upper triangle read
         n = x.shape[0]

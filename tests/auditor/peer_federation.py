@@ -12,10 +12,14 @@ aggregator aggregates with the on-chain weights and finalizes with a log that ca
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -55,6 +59,8 @@ WINDOW = 3600
 SCORE_COMMIT, SCORE_REVEAL = 600, 900
 EXTRA_VALIDATOR = 4
 """Development account of the registered site that submits no update but validates."""
+READER = Path(__file__).resolve().parents[2] / "scripts" / "independent" / "reader.py"
+"""The independent reader, written from README *The public rules, exactly*."""
 
 
 @dataclass
@@ -304,3 +310,17 @@ class _Swapped:
 
     def get(self, cid: str, sha256: str, **kwargs: Any) -> bytes:
         return bytes(self.store.get(*self.swapped.get(cid, (cid, sha256)), **kwargs))
+
+
+def reader_results(pf: PeerFed, rpc_url: str, ipfs_api: str) -> dict[tuple[int, str], Any]:
+    """scripts/independent/reader.py (written from README) over the whole ledger: each result
+    keyed by (round, check)."""
+    spec = importlib.util.spec_from_file_location("independent_reader_peer_federation", READER)
+    assert spec is not None and spec.loader is not None
+    reader: ModuleType = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reader)
+    reader.RESULTS.clear()
+    argv = ["--rpc-url", rpc_url, "--contract", pf.fed.ledger.address, "--ipfs", "ipfs:" + ipfs_api]
+    with contextlib.redirect_stdout(io.StringIO()):
+        reader.main(argv)
+    return {(x["round"], x["check"]): x for x in reader.RESULTS}

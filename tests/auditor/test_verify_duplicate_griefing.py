@@ -32,9 +32,9 @@ from fedtrail.storage.store import IpfsStore
 from fedtrail.valuation.candidates import revealed_candidates
 from fedtrail.valuation.combine import Combiner
 from tests.auditor import peer_federation
-from tests.auditor.peer_federation import PeerFed, new_peer_federation, peer_round
+from tests.auditor.peer_federation import PeerFed, new_peer_federation, peer_round, reader_results
 from tests.auditor.report.federation import SPEC, put
-from tests.auditor.test_verify_public_screen import _checks, _reader_results, _withdraw
+from tests.auditor.test_verify_public_screen import _checks, _withdraw
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -159,7 +159,7 @@ def test_an_update_served_after_the_finalize_makes_no_weighted_copy(
     failed = {name: c.detail for name, c in checks.items() if c.failed}
     assert not failed, failed
     assert checks["duplicates"].detail.startswith("0 later cop"), checks["duplicates"].detail
-    results = _reader_results(pf, anvil_url, ipfs_api)
+    results = reader_results(pf, anvil_url, ipfs_api)
     for check in ("duplicates", "log.status"):
         assert results[(r, check)]["result"] == "PASS", results[(r, check)]
 
@@ -208,7 +208,7 @@ def test_a_weighted_copy_of_an_update_the_validators_read_still_fails(
     checks = _checks(pf, store, r)
     assert not checks["duplicates"].passed
     assert ally[:10] in checks["duplicates"].detail
-    row = _reader_results(pf, anvil_url, ipfs_api)[(r, "duplicates")]
+    row = reader_results(pf, anvil_url, ipfs_api)[(r, "duplicates")]
     assert row["result"] == "FAIL" and "'c2'" in row["detail"], row
 
 
@@ -230,5 +230,5 @@ def test_a_log_that_calls_an_update_not_read_while_scored_tampered_fails(
     failed = {name: c.detail for name, c in checks.items() if c.failed}
     assert set(failed) == {"log.status"}, failed
     assert f"{colluder[:10]} status 'tampered', read as ok" in failed["log.status"]
-    row = _reader_results(pf, anvil_url, ipfs_api)[(r, "log.status")]
+    row = reader_results(pf, anvil_url, ipfs_api)[(r, "log.status")]
     assert row["result"] == "FAIL" and "'tampered', read as ok" in row["detail"], row

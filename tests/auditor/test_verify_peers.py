@@ -6,20 +6,17 @@ reputations."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import io
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from fedtrail.auditor.report import write_report
-from fedtrail.auditor.verify import RoundAudit, verify_round
+from fedtrail.auditor.verify import RoundAudit, verify_all, verify_round
 from fedtrail.cli import cli
 from fedtrail.errors import FedtrailError
 from fedtrail.ledger import Valuation
@@ -27,7 +24,7 @@ from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.peers import address_key, median
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.store import IpfsStore
-from tests.auditor.peer_federation import PeerFed, new_peer_federation, peer_round
+from tests.auditor.peer_federation import PeerFed, new_peer_federation, peer_round, reader_results
 
 pytestmark = [pytest.mark.anvil, pytest.mark.ipfs]
 
@@ -60,6 +57,24 @@ def test_verify_passes_a_peer_federation_without_a_validation_split(pf: PeerFed)
         assert {"weights", "global.recomputed", "log.hash", "log.agrees"} <= set(by_name)
         na = by_name["scores.recomputed"]
         assert (na.status, na.passed) == ("N/A", False)  # never reported as passed
+
+
+def test_verify_all_fetches_each_rounds_log_once(pf: PeerFed, ipfs_api: str) -> None:
+    """A later round's heatmap checks read the latest earlier round's log; in one audit that
+    is the log the earlier round's own checks fetched, not a second fetch from the store."""
+    fetched: Counter[str] = Counter()
+
+    class Counting(IpfsStore):
+        def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
+            fetched[cid] += 1
+            return super().get(cid, sha256, max_bytes=max_bytes)
+
+    ledger = pf.fed.ledger
+    audits = verify_all(ledger, Counting(ipfs_api))
+    assert all(a.passed for a in audits[:3]), [failed(a) for a in audits[:3]]
+    logs = [ledger.get_round(r).log_cid for r in (1, 2, 3)]
+    assert len(set(logs)) == 3
+    assert [fetched[cid] for cid in logs] == [1, 1, 1], dict(fetched)
 
 
 def test_the_chain_scores_are_the_medians_of_the_revealed_vectors(pf: PeerFed) -> None:
@@ -157,25 +172,9 @@ def test_a_why_that_misstates_the_votes_fails_peers_median_and_the_reader(
         f'log {site[:10]} explanation "Scored by its peers: the median of the 3'
         in (bad["peers.median"])
     )
-    results = _reader_results(pf, anvil_url, ipfs_api)
+    results = reader_results(pf, anvil_url, ipfs_api)
     assert results[r, "log.explanation [peers]"]["result"] == "FAIL"
     assert all(results[k, "log.explanation [peers]"]["result"] == "PASS" for k in (2, 3))
-
-
-def _reader_results(pf: PeerFed, rpc_url: str, ipfs_api: str) -> dict[tuple[int, str], Any]:
-    """scripts/independent/reader.py (written from README) over the whole ledger."""
-    spec = importlib.util.spec_from_file_location("independent_reader_peers", READER)
-    assert spec is not None and spec.loader is not None
-    reader: ModuleType = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reader)
-    reader.RESULTS.clear()
-    argv = ["--rpc-url", rpc_url, "--contract", pf.fed.ledger.address, "--ipfs", "ipfs:" + ipfs_api]
-    with contextlib.redirect_stdout(io.StringIO()):
-        reader.main(argv)
-    return {(x["round"], x["check"]): x for x in reader.RESULTS}
-
-
-READER = Path(__file__).resolve().parents[2] / "scripts" / "independent" / "reader.py"
 
 
 def test_a_peer_log_with_a_standing_block_fails_standing_chain(pf: PeerFed) -> None:

@@ -6,13 +6,9 @@ the call in a round whose terms have no public screen."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import io
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -27,7 +23,7 @@ from fedtrail.storage.cid import sha256_hex
 from fedtrail.storage.store import ContentStore, IpfsStore, LocalStore
 from fedtrail.valuation.combine import Combiner
 from tests.auditor import peer_federation
-from tests.auditor.peer_federation import PeerFed, new_peer_federation, peer_round
+from tests.auditor.peer_federation import PeerFed, new_peer_federation, peer_round, reader_results
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -52,22 +48,6 @@ def public(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def _hospitals(pf: PeerFed) -> list[str]:
     return sorted((s.address for s in pf.fed.sites), key=address_key)
-
-
-READER = Path(__file__).resolve().parents[2] / "scripts" / "independent" / "reader.py"
-
-
-def _reader_results(pf: PeerFed, rpc_url: str, ipfs_api: str) -> dict[tuple[int, str], Any]:
-    """scripts/independent/reader.py (written from README) over the whole ledger."""
-    spec = importlib.util.spec_from_file_location("independent_reader_screen", READER)
-    assert spec is not None and spec.loader is not None
-    reader: ModuleType = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reader)
-    reader.RESULTS.clear()
-    argv = ["--rpc-url", rpc_url, "--contract", pf.fed.ledger.address, "--ipfs", "ipfs:" + ipfs_api]
-    with contextlib.redirect_stdout(io.StringIO()):
-        reader.main(argv)
-    return {(x["round"], x["check"]): x for x in reader.RESULTS}
 
 
 def _checks(pf: PeerFed, store: ContentStore, r: int) -> dict[str, Any]:
@@ -119,7 +99,7 @@ def test_the_public_screen_is_recomputed_and_a_rigged_drop_is_named(
     assert "spared" not in detail
     assert checks["peers.median"].passed, checks["peers.median"].detail  # the drop is on chain
 
-    results = _reader_results(pf, anvil_url, ipfs_api)
+    results = reader_results(pf, anvil_url, ipfs_api)
     assert results[(r_honest, "peers.screen")]["result"] == "PASS"
     assert results[(r_spared, "peers.screen")]["result"] == "FAIL"
     assert results[(r_rival, "peers.screen")]["result"] == "FAIL"
@@ -166,7 +146,7 @@ def test_a_screen_drop_under_the_key_without_standing_fails_in_verify_and_the_re
     r = peer_round(pf, seed=5, valued=drop)
     checks = _checks(pf, store, r)
     assert not checks["peers.screen"].passed and victim[:10] in checks["peers.screen"].detail
-    results = _reader_results(pf, anvil_url, ipfs_api)
+    results = reader_results(pf, anvil_url, ipfs_api)
     assert results[(r, "peers.screen")]["result"] == "FAIL", results.get((r, "peers.screen"))
 
 
@@ -241,7 +221,7 @@ def test_an_honest_drop_passes_when_colluders_serve_their_updates_after_the_fina
     assert checks["peers.screen"].passed, checks["peers.screen"].detail
     assert ally[:10] in checks["peers.screen"].detail
     assert "marks 1 update(s)" in checks["peers.screen"].detail
-    row = _reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
+    row = reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
     assert row["result"] == "PASS", row
 
 
@@ -257,7 +237,7 @@ def test_a_spared_ally_fails_when_colluders_serve_their_updates_after_the_finali
     assert not checks["peers.screen"].passed
     assert "spared" in checks["peers.screen"].detail and ally[:10] in checks["peers.screen"].detail
     assert checks["peers.median"].passed, checks["peers.median"].detail
-    row = _reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
+    row = reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
     assert row["result"] == "FAIL" and "spared marked ['ally']" in row["detail"], row
 
 
@@ -281,6 +261,6 @@ def test_a_reference_not_given_fails_the_screen_in_verify_and_the_reader(
     _withdraw(ipfs_api, ledger.get_submissions(1)[1].cid)  # a round-1 update: a reference
     check = _checks(pf, store, r)["peers.screen"]
     assert not check.passed and "cannot be recomputed" in check.detail, check.detail
-    row = _reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
+    row = reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
     assert row["result"] == "FAIL" and "cannot be recomputed" in row["detail"], row
     assert "reference update" in row["detail"], row

@@ -19,11 +19,10 @@ from fedtrail.auditor.verify import verify_round
 from fedtrail.chain import advance_time, block_timestamp
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.storage.store import IpfsStore
-from tests.auditor.peer_federation import PeerFed, new_peer_federation, peer_round
+from tests.auditor.peer_federation import PeerFed, new_peer_federation, peer_round, reader_results
 from tests.auditor.test_verify_public_screen import (  # noqa: F401 (public: a fixture)
     TINY,
     _hospitals,
-    _reader_results,
     public,
 )
 
@@ -93,7 +92,7 @@ def test_an_honest_drop_in_a_round_left_valued_passes(
     assert audit.passed, [(c.name, c.detail) for c in audit.checks if not c.passed]
     detail = {c.name: c.detail for c in audit.checks}["peers.screen"]
     assert "marks 1 update(s)" in detail and rider[:10] in detail
-    results = _reader_results(pf, anvil_url, ipfs_api)
+    results = reader_results(pf, anvil_url, ipfs_api)
     assert results[(r, "peers.screen")]["result"] == "PASS", results[(r, "peers.screen")]
 
 
@@ -109,7 +108,7 @@ def test_a_rival_dropped_in_a_round_left_valued_fails(
     r = _left_valued(pf, 5, lambda r: _drop(pf, r, rival))
     passed, detail = _screen(pf, store, r)
     assert not passed and "zeroed" in detail and rival[:10] in detail, detail
-    results = _reader_results(pf, anvil_url, ipfs_api)
+    results = reader_results(pf, anvil_url, ipfs_api)
     assert results[(r, "peers.screen")]["result"] == "FAIL", results[(r, "peers.screen")]
 
 
@@ -123,7 +122,7 @@ def test_a_drop_without_the_option_fails_in_a_round_left_valued(
     r = _left_valued(pf, 5, lambda r: _drop(pf, r, rival))
     passed, detail = _screen(pf, store, r)
     assert not passed and "no public screen" in detail and rival[:10] in detail, detail
-    results = _reader_results(pf, anvil_url, ipfs_api)
+    results = reader_results(pf, anvil_url, ipfs_api)
     assert results[(r, "peers.screen")]["result"] == "FAIL", results[(r, "peers.screen")]
 
 
@@ -158,7 +157,7 @@ def test_honest_sites_dropped_then_the_round_cancelled_fails(
     assert not audit.passed
     detail = checks["peers.screen"].detail
     assert not checks["peers.screen"].passed and h0[:10] in detail and h1[:10] in detail, detail
-    results = _reader_results(pf, anvil_url, ipfs_api)
+    results = reader_results(pf, anvil_url, ipfs_api)
     assert results[(r, "peers.screen")]["result"] == "FAIL", results[(r, "peers.screen")]
 
 
@@ -180,7 +179,7 @@ def test_a_dropped_update_that_no_longer_reads_fails_as_unchecked(
     r = _left_valued(pf, 5, drop_and_withdraw, scales={rider: TINY})
     passed, detail = _screen(pf, store, r)
     assert not passed and "does not read now" in detail and rider[:10] in detail, detail
-    results = _reader_results(pf, anvil_url, ipfs_api)
+    results = reader_results(pf, anvil_url, ipfs_api)
     assert results[(r, "peers.screen")]["result"] == "FAIL", results[(r, "peers.screen")]
 
 
@@ -212,5 +211,5 @@ def test_a_drop_whose_inputs_are_withdrawn_before_a_cancel_fails_unchecked(
     failed = {c.name: c.detail for c in audit.checks if not c.passed}
     assert set(failed) == {"peers.screen"}, failed
     assert "cannot be recomputed" in failed["peers.screen"], failed
-    results = _reader_results(pf, anvil_url, ipfs_api)
+    results = reader_results(pf, anvil_url, ipfs_api)
     assert results[(r, "peers.screen")]["result"] == "FAIL", results[(r, "peers.screen")]
