@@ -57,6 +57,30 @@ def pytest_configure(config: pytest.Config) -> None:
         del os.environ[key]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (scripts/run_tests.sh: ``--dist loadfile --no-loadscope-reorder``,
+    each file one unit of work, handed out in collection order) the files with a test marked
+    ``slow`` go first, then the others by number of tests, most first: the minutes-long tests
+    (the Flower demo, the demo scripts, the soak) no longer start last while the other worker
+    sits idle. Every worker collects, and so orders, the same way; a serial run keeps pytest's
+    order."""
+    if not hasattr(config, "workerinput"):
+        return
+    per_file: dict[str, int] = {}
+    slow: set[str] = set()
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        per_file[path] = per_file.get(path, 0) + 1
+        if item.get_closest_marker("slow") is not None:
+            slow.add(path)
+
+    def order(item: pytest.Item) -> tuple[bool, int]:
+        path = item.nodeid.split("::", 1)[0]
+        return path not in slow, -per_file[path]
+
+    items.sort(key=order)  # stable: a file's tests keep their order
+
+
 @pytest.fixture(autouse=True)
 def _fedtrail_logger_restored() -> Iterator[None]:
     """Every test leaves the ``fedtrail`` logger as it found it. A daemon command run in
