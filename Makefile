@@ -1,7 +1,8 @@
 # Two entry points for a fresh machine (Python 3.11 + Node 20 + npm):
 #   make demo   install the Python venv only, run the embedded demo (no Anvil, no IPFS, no npm)
 #   make test   install everything (venv + npm tree), run the whole test suite against real
-#               Anvil + IPFS (scripts/run_tests.sh; FEDTRAIL_TEST_WORKERS=2: two xdist workers)
+#               Anvil + IPFS (scripts/run_tests.sh on two pytest-xdist workers, each with its
+#               own Anvil + IPFS pair; FEDTRAIL_TEST_WORKERS=1: one process)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
@@ -30,8 +31,10 @@ node_modules/.installed: package.json package-lock.json
 demo: venv
 	$(VENV)/bin/fedtrail demo
 
+# Two pytest-xdist workers unless FEDTRAIL_TEST_WORKERS (environment or make argument) says.
+FEDTRAIL_TEST_WORKERS ?= 2
 test: install /usr/bin/chromium
-	scripts/run_tests.sh
+	FEDTRAIL_TEST_WORKERS=$(FEDTRAIL_TEST_WORKERS) scripts/run_tests.sh
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -3,14 +3,16 @@
 # loopback ports, points the tests at them, runs pytest, and stops them (also on failure/Ctrl-C).
 #   scripts/run_tests.sh [pytest args...]
 #
-# FEDTRAIL_TEST_WORKERS (default 1: one pytest process, no xdist; 2 is faster on 2 cores but one
-# test, tests/aggregator/test_dp_withhold_peers.py's composed-spend one, fails there for a reason
-# not yet found, so it is opt-in until it is): how many pytest-xdist workers
-# run the suite (`-n N --dist loadfile`: a test file's tests, and so its module-scoped fixtures,
-# stay on one worker). Each worker gets an Anvil and an IPFS daemon of its own (tests pin
-# development account 0's nonce and move chain time: one chain per process), and with more than
-# one worker every process runs torch on one thread (OMP_NUM_THREADS=1) so the workers do not
-# oversubscribe the cores. FEDTRAIL_TEST_WORKERS=1: one pytest process, no xdist.
+# FEDTRAIL_TEST_WORKERS (default 1; `make test`, the README's test command and CI's, sets 2): how
+# many pytest-xdist workers run the suite
+# (`-n N --dist loadfile --no-loadscope-reorder`: a test file's tests, and so its module-scoped
+# fixtures, stay on one worker; tests/conftest.py hands out the files with a `slow` test first).
+# Each worker gets an Anvil and an IPFS daemon of its own (tests pin development account 0's
+# nonce and move chain time: one chain per process), and with more than one worker every process
+# runs torch on one thread (OMP_NUM_THREADS=1) so the workers do not oversubscribe the cores.
+# FEDTRAIL_TEST_WORKERS=1: one pytest process, no xdist.
+# The suite's Anvils keep no state file (FEDTRAIL_ANVIL_STATE=none): nothing restarts them, and
+# scripts/anvil.sh's default rewrote a file that grows past 20 MB every 5 s (GBs of writes a run).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -43,7 +45,8 @@ trap cleanup EXIT INT TERM
 # Daemon pair i: Anvil on ANVIL_PORTS[i] (folder $RUN/anvil<i>), IPFS on IPFS_PORTS[i] ($RUN/ipfs<i>).
 for ((i = 0; i < WORKERS; i++)); do
     ANVIL_PORTS[i]="$(free_port)"
-    FEDTRAIL_ANVIL_PORT="${ANVIL_PORTS[$i]}" FEDTRAIL_ANVIL_DIR="$RUN/anvil$i" scripts/anvil.sh start
+    FEDTRAIL_ANVIL_PORT="${ANVIL_PORTS[$i]}" FEDTRAIL_ANVIL_DIR="$RUN/anvil$i" \
+        FEDTRAIL_ANVIL_STATE=none scripts/anvil.sh start
     IPFS_PORTS[i]="$(free_port)"
     FEDTRAIL_IPFS_PORT="${IPFS_PORTS[$i]}" IPFS_PATH="$RUN/ipfs$i" scripts/ipfs_daemon.sh start
 done
@@ -63,7 +66,7 @@ else
     # Worker gwK takes pair K: tests/conftest.py copies the _GWK variables over the plain ones.
     for ((i = 0; i < WORKERS; i++)); do pair_env "$i" "_GW$i"; done
     export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-    xdist=(-n "$WORKERS" --dist loadfile)
+    xdist=(-n "$WORKERS" --dist loadfile --no-loadscope-reorder)
 fi
 
 set +e

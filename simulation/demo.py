@@ -128,7 +128,21 @@ def site_faults(scenario: Scenario) -> list[SiteFault]:
 
 
 def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> dict[str, Any]:
-    """Runs the scenario; returns the per-round table, the audit result and the report path."""
+    """Runs the scenario; returns the per-round table, the audit result and the report path.
+    The table already marks the simulated faults, so the node's per-round warnings are kept out
+    of it: the ``fedtrail`` logger is at ERROR while the scenario runs, and back at its own level
+    afterwards (set for good, it hid every later warning in the process: a test run after a demo
+    in one pytest process lost its log records)."""
+    logger = logging.getLogger("fedtrail")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return _run_scenario(scenario, workdir, echo=echo)
+    finally:
+        logger.setLevel(level)
+
+
+def _run_scenario(scenario: Scenario, workdir: Path, *, echo: Any) -> dict[str, Any]:
     import torch
 
     from fedtrail.aggregator.service import AggregatorSettings
@@ -148,8 +162,6 @@ def run_demo(scenario: Scenario, workdir: Path, *, echo: Any = click.echo) -> di
     from fedtrail.valuation.combine import default_combiner
 
     torch.set_num_threads(1)  # bit-reproducible on any machine with this torch build
-    # The table already marks the simulated faults; keep the node's per-round warnings out of it.
-    logging.getLogger("fedtrail").setLevel(logging.ERROR)
     started = time.perf_counter()
     w3 = connect("embedded")
     accounts = funded_accounts(w3)

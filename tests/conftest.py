@@ -11,6 +11,7 @@ deploy from, has its nonce pinned per test and per wider-scoped fixture. Details
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -54,6 +55,49 @@ def pytest_configure(config: pytest.Config) -> None:
     pair = re.compile(rf"^({'|'.join(_PAIR_SETTINGS)})_GW\d+$")
     for key in [k for k in os.environ if pair.match(k)]:
         del os.environ[key]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (scripts/run_tests.sh: ``--dist loadfile --no-loadscope-reorder``,
+    each file one unit of work, handed out in collection order) the files with a test marked
+    ``slow`` go first, then the others by number of tests, most first: the minutes-long tests
+    (the Flower demo, the demo scripts, the soak) no longer start last while the other worker
+    sits idle. Every worker collects, and so orders, the same way; a serial run keeps pytest's
+    order."""
+    if not hasattr(config, "workerinput"):
+        return
+    per_file: dict[str, int] = {}
+    slow: set[str] = set()
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        per_file[path] = per_file.get(path, 0) + 1
+        if item.get_closest_marker("slow") is not None:
+            slow.add(path)
+
+    def order(item: pytest.Item) -> tuple[bool, int]:
+        path = item.nodeid.split("::", 1)[0]
+        return path not in slow, -per_file[path]
+
+    items.sort(key=order)  # stable: a file's tests keep their order
+
+
+@pytest.fixture(autouse=True)
+def _fedtrail_logger_restored() -> Iterator[None]:
+    """Every test leaves the ``fedtrail`` logger as it found it. A daemon command run in
+    process (``node run``, ``aggregator run`` through CliRunner) sets that logger's level and
+    adds a stderr and a file handler for good, as its own process should; left behind, a later
+    test in the same pytest process would see the level it set and write into an earlier test's
+    log file. Under pytest-xdist a worker runs another set of files before each test than the
+    serial run does, so such state made outcomes depend on the worker count."""
+    logger = logging.getLogger("fedtrail")
+    level, handlers = logger.level, list(logger.handlers)
+    propagate, disabled = logger.propagate, logger.disabled
+    yield
+    for handler in [h for h in logger.handlers if h not in handlers]:
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(level)
+    logger.propagate, logger.disabled = propagate, disabled
 
 
 @pytest.fixture
