@@ -920,6 +920,10 @@ def tensor_distance(earlier: _Part, later: _Part) -> tuple[float, float]:
     return deterministic_sum(diff * diff), earlier.squares
 
 
+_SCREEN_SAFE: Final = (1e-250, 1e250)
+"""Sums of squares inside which :func:`_copied`'s dot-product screen may skip a pair."""
+
+
 def _copied(earlier: _Part, later: _Part) -> bool:
     """Whether ``later`` is within the shared-tensor distance of ``earlier``: same shape and
     ``d2 < 1e-6 * n2`` (:data:`~fedtrail.protocol.terms.SHARED_TENSOR_SQUARED`; equality, or a
@@ -936,10 +940,14 @@ def _copied(earlier: _Part, later: _Part) -> bool:
     if earlier.shape != later.shape:
         return False
     both = earlier.screen_squares + later.screen_squares
-    estimate = both - 2.0 * float(np.dot(earlier.values, later.values))
-    slack = 8.0 * (earlier.values.size + 4) * 2.0**-53 * both
-    if estimate > 2.0 * SHARED_TENSOR_SQUARED * earlier.squares + slack:
-        return False
+    # Higham's bounds hold for normal numbers only: tiny (subnormal products) or huge sums are
+    # decided exactly, never skipped (a float64 update of values near 1e-161 was a copy the
+    # screen skipped, review of session 57).
+    if _SCREEN_SAFE[0] < both < _SCREEN_SAFE[1]:
+        estimate = both - 2.0 * float(np.dot(earlier.values, later.values))
+        slack = 8.0 * (earlier.values.size + 4) * 2.0**-53 * both
+        if estimate > 2.0 * SHARED_TENSOR_SQUARED * earlier.squares + slack:
+            return False
     d2, n2 = tensor_distance(earlier, later)
     return d2 < SHARED_TENSOR_SQUARED * n2
 

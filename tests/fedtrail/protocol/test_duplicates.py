@@ -1220,3 +1220,25 @@ def test_terms_without_white_noise_dp_cosine_keep_their_bytes_and_pay_a_dp_decla
     for bad in (0.0, -0.5, 1.5, math.inf):
         with pytest.raises(InvalidTerms, match="white_noise_dp_cosine"):
             DuplicateRule(white_noise_dp_cosine=bad)
+
+
+def test_the_shared_tensor_screen_never_skips_a_copy_of_tiny_float64_values() -> None:
+    """``shared_tensor``'s dot-product screen skips a pair only where the exact rule
+    (:func:`duplicates.tensor_distance`) says it is not a copy: with float64 values near
+    1e-161 the products are subnormal and the rounding bound does not hold, so such tensors are
+    decided exactly (before, the screen alone called some of these exact copies no copy)."""
+    gen = torch.Generator().manual_seed(0)
+    disagreements = []
+    for case in range(2000):
+        n = int(torch.randint(16, 3000, (1,), generator=gen))
+        scale = 10.0 ** float(torch.empty(1).uniform_(-165, -150, generator=gen))
+        a = torch.randn(n, dtype=torch.float64, generator=gen) * scale
+        noise = 10.0 ** float(torch.empty(1).uniform_(-6, -2, generator=gen))
+        b = a * (1 + torch.randn(n, dtype=torch.float64, generator=gen) * noise)
+        d2, n2 = duplicates.tensor_distance(
+            duplicates._tensor_parts({"w": a}, 16)["w"], duplicates._tensor_parts({"w": b}, 16)["w"]
+        )
+        exact = d2 < duplicates.SHARED_TENSOR_SQUARED * n2
+        if (duplicates.shared_tensor({"w": a}, {"w": b}) == "w") != exact:
+            disagreements.append((case, n, scale))
+    assert disagreements == []
