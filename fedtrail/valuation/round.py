@@ -525,6 +525,8 @@ def _settle(
         # warm_up_floor below 1: the warm-up's shares count in the standing too
         normalised = _standing_shares(game.values, cands, robust, comb)
     accumulated = accumulate(previous, normalised or {})
+    if not history.warm_up:  # the records kept within record_floor of their references
+        accumulated = comb.floor_records(cands, robust, accumulated)
     return RoundValuation(
         sites=comb.settle(
             cands,
