@@ -13,7 +13,10 @@ values. What an auditor checks with public data alone (``standing.chain``,
   its own (0 and nothing before when there is no such round or block); the references are the
   readable updates and global deltas of the latest ``stale_rounds`` finalized rounds (the
   terms' threshold; 1 when they record none: :mod:`fedtrail.valuation.chained`);
-* ``after`` is exactly ``before`` plus ``normalised`` (same float arithmetic, so bit-equal);
+* ``after`` is exactly ``before`` plus ``normalised`` (same float arithmetic, so bit-equal),
+  each passed site then raised to its reference less ``max(record_floor, demote_scale)`` when
+  the terms set ``record_floor`` and the round is not the warm-up
+  (:func:`~fedtrail.valuation.standing.floored_records`);
   the normalised values are shares (their absolute values sum to at most 1), only sites
   that passed the screening have one, and none is positive for a site whose update's cosine
   to the median is below the terms' ``credit_cosine``
@@ -56,6 +59,7 @@ from fedtrail.valuation.standing import (
     credited,
     demoted_score,
     demotion_reference,
+    floored_records,
     floored_score,
     norm_factor,
     normalised_values,
@@ -152,8 +156,23 @@ def check_standing(
         problems.append("normalised values for sites not scored from standing")
     if math.fsum(abs(v) for v in norm.values()) > 1.0 + 1e-9:
         problems.append("normalised values are not shares (sum of |value| > 1)")
-    if dict(standing.after) != accumulate(standing.before, norm):
-        problems.append("'after' is not 'before' plus 'normalised'")
+    expected_after = accumulate(standing.before, norm)
+    floor = 0.0 if combiner is None else combiner.record_floor
+    if combiner is not None and floor > 0 and standing.valued_rounds > 0:
+        # record_floor: each passed site's record kept within max(record_floor, demote_scale)
+        # of its reference (README *Standing*)
+        expected_after = floored_records(
+            expected_after,
+            {s.site: _cosine(log, s.site, robust) for s in subs if s.site in passed_sites},
+            record_floor=floor,
+            demote_scale=combiner.demote_scale,
+            relief_cosine=combiner.relief_cosine,
+        )
+    if dict(standing.after) != expected_after:
+        problems.append(
+            "'after' is not 'before' plus 'normalised'"
+            + (f", raised to record_floor {floor:g}" if floor > 0 else "")
+        )
     if combiner is not None and (standing.valued_rounds > 0 or carries):
         # the shares are a function of the values the same log shows (README *Standing*):
         # without this a log could show an honest site's positive value beside a share of
@@ -182,7 +201,9 @@ def check_standing(
         (
             "standing.accumulated",
             not problems,
-            "; ".join(problems) or f"after = before + normalised for {len(standing.after)} site(s)",
+            "; ".join(problems)
+            or f"after = before + normalised for {len(standing.after)} site(s)"
+            + (f", raised to record_floor {floor:g}" if floor > 0 else ""),
         )
     )
 

@@ -58,6 +58,7 @@ from fedtrail.valuation.standing import (
     boost_factor,
     demoted_score,
     demotion_reference,
+    floored_records,
     floored_score,
     norm_factor,
     relieved_reference,
@@ -66,6 +67,7 @@ from fedtrail.valuation.standing import (
 
 __all__ = [
     "HISTORY_COMBINER",
+    "RECORD_FLOOR",
     "Combiner",
     "RoundValuation",
     "SiteValuation",
@@ -116,6 +118,14 @@ accumulated as a later round's (the standing starts in round 1) and its passers'
 raised to at least this share of the full score
 (:func:`~fedtrail.valuation.standing.floored_score`). An opt-in: see README *Scores from
 standing* for what 0.5 measured."""
+
+RECORD_FLOOR: Final = 0.5
+"""The default ``record_floor`` of :class:`Combiner`: how far below its own reference a scored
+site's record may sink (the default ``demote_scale``, where the score is already 0, so no score
+of the round moves, only the depth a later positive share climbs out of). Measured with
+``scripts/bench/record_floor.py`` (issue 12 (a), scenario (a) at Dirichlet alpha 3, 5 seeds, 10
+rounds): honest site-rounds zeroed 32/250 -> 24/250. README *Accuracy: valuation weights
+against FedAvg*."""
 
 BLOCK_NOISE_Z: Final = 8.0
 """The block-noise test's threshold (``block_noise_z``): noise whose blocks are independent
@@ -259,6 +269,12 @@ class Combiner:
     (``settle(..., warm_up=True)``) is :func:`~fedtrail.valuation.standing.floored_score` of
     the demoted score its accumulated value gets. A recorded set of thresholds without it
     means 1: off.
+    ``record_floor`` (>= 0; default :data:`RECORD_FLOOR`, 0.5, the default ``demote_scale``;
+    0: off): after a round's shares are added (not in the warm-up), each site scored from its
+    standing has its record raised to at least its own reference (the one its score is judged
+    against) minus ``max(record_floor, demote_scale)``, so a raised record scores 0
+    (:func:`~fedtrail.valuation.standing.floored_records`), and its score is read from the
+    raised record. A recorded set of thresholds without it means 0: the unbounded record.
     ``dp_spend_check`` (0 or 1; default 1): 1 scores 0, as MALFORMED, an update whose declared
     privacy spend is not the one the DP parameters in its blob give (or that names another
     delta than the terms, one above 1 / its sample count, or a spend without parameters:
@@ -401,6 +417,7 @@ class Combiner:
     relief_cosine: float = -0.7
     boost_clip: float = BOOST_CLIP
     warm_up_floor: float = WARM_UP_FLOOR
+    record_floor: float = RECORD_FLOOR
     white_noise_z: float = 1000.0
     shaped_noise_z: float = 1000.0
     block_noise_z: float = BLOCK_NOISE_Z
@@ -470,6 +487,10 @@ class Combiner:
             raise ConfigError(f"boost_clip must lie in [0, 1], got {self.boost_clip}")
         if not 0.0 <= _number("warm_up_floor", self.warm_up_floor) <= 1.0:
             raise ConfigError(f"warm_up_floor must lie in [0, 1], got {self.warm_up_floor}")
+        if _number("record_floor", self.record_floor) < 0.0:
+            raise ConfigError(
+                f"record_floor must be a finite number >= 0 (0: off), got {self.record_floor}"
+            )
         if _number("norm_size_cap", self.norm_size_cap) < 1.0:
             raise ConfigError(f"norm_size_cap must be at least 1, got {self.norm_size_cap}")
         if _number("tiny_size_power", self.tiny_size_power) < 0.0:
@@ -591,6 +612,34 @@ class Combiner:
                 )
             )
         return out
+
+    def floor_records(
+        self,
+        candidates: Sequence[Candidate],
+        robust: Mapping[str, RobustStats],
+        accumulated: Mapping[str, float],
+    ) -> dict[str, float]:
+        """``accumulated`` (the records after this round's shares) with ``record_floor``
+        applied (:func:`~fedtrail.valuation.standing.floored_records`) to the sites
+        :meth:`settle` scores from them (those that passed :meth:`screen`), each with its cosine
+        to the median update when the data-free thresholds applied, as :meth:`settle` reads
+        it."""
+        if self.record_floor <= 0.0:
+            return dict(accumulated)
+        checked = sum(1 for c in candidates if c.usable) >= self.min_robust_sites
+        screened = self.screen(candidates, robust)
+        scored: dict[str, float | None] = {}
+        for c in candidates:
+            if screened[c.site][0] is Reason.OK:
+                r = robust.get(c.site)
+                scored[c.site] = r.cosine if checked and r is not None else None
+        return floored_records(
+            accumulated,
+            scored,
+            record_floor=self.record_floor,
+            demote_scale=self.demote_scale,
+            relief_cosine=self.relief_cosine,
+        )
 
     def settle(
         self,

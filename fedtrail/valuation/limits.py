@@ -239,14 +239,21 @@ def _duplicate_value(duplicates: DuplicateRule, limit: str) -> float:
     return float(value)
 
 
-UNBOUNDED: Final = frozenset({"stale_distance", "stale_rounds", "dp_spend_check", "dp_noise_check"})
+UNBOUNDED: Final = frozenset(
+    {"stale_distance", "stale_rounds", "dp_spend_check", "dp_noise_check", "record_floor"}
+)
 """Thresholds with no limit: ``stale_distance``'s default (1e6) is already no bound in effect,
 and ``stale_rounds`` only widens the references to rounds that exist (more fetching for the
 aggregator and auditors, no harm to an honest update, whose cosine to its own earlier updates
 stays below ``stale_cosine``). ``dp_spend_check`` has no strictest side (on, it zeroes only
 an update whose own blob contradicts its declared privacy spend); its loosest is bounded
 (:class:`LoosestLimits`: off pays a site that understates its spend). So is ``dp_noise_check``
-(on, it zeroes only an update that does not carry the noise its own DP parameters add)."""
+(on, it zeroes only an update that does not carry the noise its own DP parameters add).
+``record_floor`` has no limit on either side: its loosest effect is bounded by ``demote_scale``'s
+(the records are kept ``max(record_floor, demote_scale)`` below their references, so a raised
+record always scores 0 and no value below ``demote_scale`` lifts a score), and its strictest,
+0 (off, the unbounded record terms written before it read as), is the rule every ledger before
+it was valued with; a larger floor is nearer to off."""
 
 
 LOWER_IS_LOOSER: Final = HIGHER_IS_STRICTER | {

@@ -35,9 +35,11 @@ Steps, in order:
 With a :class:`~fedtrail.valuation.standing.History` (the previous round's accumulated values,
 recorded in its log), steps 5-6 change: free-riders are rejected after step 2 (FREE_RIDER,
 :mod:`~fedtrail.valuation.freeride`; also an update below :data:`MIN_UPDATE_TO_MODEL_NORM` of
-the global model's norm), this round's values are normalised and accumulated, and
-the scores are demote-only (:meth:`~fedtrail.valuation.combine.Combiner.settle`); the result's
-``accumulated`` is the next round's history. A validation split is required then, and metric
+the global model's norm), this round's values are normalised and accumulated (after the
+warm-up, each scored site's record kept within ``record_floor`` of its reference:
+:meth:`~fedtrail.valuation.combine.Combiner.floor_records`), and the scores are demote-only
+(:meth:`~fedtrail.valuation.combine.Combiner.settle`); the result's ``accumulated`` is the next
+round's history. A validation split is required then, and metric
 ``"balanced_loss"`` is the one measured to value label quality rather than label prior.
 """
 
@@ -525,6 +527,8 @@ def _settle(
         # warm_up_floor below 1: the warm-up's shares count in the standing too
         normalised = _standing_shares(game.values, cands, robust, comb)
     accumulated = accumulate(previous, normalised or {})
+    if not history.warm_up:  # the records kept within record_floor of their references
+        accumulated = comb.floor_records(cands, robust, accumulated)
     return RoundValuation(
         sites=comb.settle(
             cands,

@@ -43,6 +43,7 @@ __all__ = [
     "credited",
     "demoted_score",
     "demotion_reference",
+    "floored_records",
     "floored_score",
     "global_label",
     "norm_factor",
@@ -212,6 +213,42 @@ def demotion_reference(accumulated: Iterable[float]) -> float:
     """
     values = list(accumulated)
     return min(0.0, statistics.median(values)) if values else 0.0
+
+
+def floored_records(
+    accumulated: Mapping[str, float],
+    scored: Mapping[str, float | None],
+    *,
+    record_floor: float,
+    demote_scale: float,
+    relief_cosine: float,
+) -> dict[str, float]:
+    """``accumulated`` (a round's records after its shares were added) with each ``scored``
+    site's record raised to at least its own reference minus ``max(record_floor,
+    demote_scale)`` (so a raised record always scores 0, whatever the two thresholds): the round's
+    :func:`demotion_reference` over the scored sites' records (before any is raised), or 0 for
+    a site whose update points against the consensus (:func:`relieved_reference`; ``scored``
+    maps each site scored from its standing to its cosine to the median update, None when the
+    data-free statistics did not apply). A CUSUM's reflecting barrier: the record stops
+    sinking where the score is already 0 (at ``record_floor`` = ``demote_scale``), so a site
+    the game valued below zero for a few rounds can come back when its shares turn positive
+    (issue 12 (a): honest pneumonia-heavy sites sank to -0.77..-2.66 where -0.5 already scores
+    0). ``record_floor`` 0: off, the unbounded record (terms written before it). Sites not
+    scored this round (screened out, absent) keep their record. The order of ``accumulated``
+    is kept."""
+    out = dict(accumulated)
+    if record_floor <= 0.0 or not scored:
+        return out
+    depth = max(record_floor, demote_scale)
+    reference = demotion_reference(float(out.get(site, 0.0)) for site in scored)
+    for site, cosine in scored.items():
+        if site not in out:
+            continue  # no record: 0, never below a reference (<= 0) minus a positive floor
+        own = relieved_reference(reference, cosine, relief_cosine=relief_cosine)
+        floor = own - depth
+        if out[site] < floor:
+            out[site] = floor
+    return out
 
 
 def relieved_reference(reference: float, cosine: float | None, *, relief_cosine: float) -> float:

@@ -1187,6 +1187,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(1, off)",
     )
     parser.add_argument(
+        "--record-floor",
+        type=float,
+        default=None,
+        help="the combiner's record_floor (a scored site's record kept at or above its reference "
+        "minus max(F, demote_scale) after each round; 0: off, the unbounded record); default: "
+        "the combiner's (0.5)",
+    )
+    parser.add_argument(
         "--project-shift",
         action="store_true",
         help="the round terms' valuation.project_shift (aggregator run --project-shift): the "
@@ -1469,6 +1477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             combiner = replace(combiner, boost_clip=args.boost_clip)
         if args.warm_up_floor is not None:
             combiner = replace(combiner, warm_up_floor=args.warm_up_floor)
+        if args.record_floor is not None:
+            combiner = replace(combiner, record_floor=args.record_floor)
         if args.max_norm_ratio is not None:
             combiner = replace(combiner, max_norm_ratio=args.max_norm_ratio)
         for seed in seeds:
@@ -1537,6 +1547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "metric": args.metric,
             "boost_clip": args.boost_clip,
             "warm_up_floor": args.warm_up_floor,
+            "record_floor": args.record_floor,
             "max_norm_ratio": args.max_norm_ratio,
             "weight_factors": factors,
             "value_window": args.value_window,

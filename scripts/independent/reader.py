@@ -921,6 +921,7 @@ LATER_THRESHOLDS = {
     "relief_cosine": -1.0,
     "boost_clip": 0.0,
     "warm_up_floor": 1.0,
+    "record_floor": 0.0,
     "white_noise_z": 0.0,
     "shaped_noise_z": 0.0,
     "block_noise_z": 0.0,
@@ -1776,15 +1777,32 @@ def standing_scores(
     after = dict(before)
     for a, v in share.items():
         after[a] = before.get(a, 0.0) + v
+    relief = cc.get("relief_cosine", -1.0)
+
+    def own_reference(a: str, ref: float) -> float:
+        comp_a = lsites.get(a, {}).get("components") or {}
+        cos_a = comp_a.get("cosine")
+        checked_a = comp_a.get("robust_checked") is True
+        return 0.0 if checked_a and cos_a is not None and cos_a < relief else ref
+
+    # record_floor (terms without it: 0, off), not in the warm-up: each passed site in after
+    # raised to at least its own reference (from after before any is raised) minus
+    # max(record_floor, demote_scale)
+    rfloor = cc.get("record_floor", 0.0)
+    if rfloor > 0 and st.get("valued_rounds") != 0 and passed:
+        ref0 = min(0.0, statistics.median([after.get(a, 0.0) for a in passed]))
+        depth = max(rfloor, cc["demote_scale"])
+        for a in passed:
+            if a in after:
+                after[a] = max(after[a], own_reference(a, ref0) - depth)
     ref = min(0.0, statistics.median([after.get(a, 0.0) for a in passed])) if passed else 0.0
     sc_ok = True
     det = []
     for a in passed:
         comp_a = lsites.get(a, {}).get("components") or {}
         cos_a = comp_a.get("cosine")
-        relief = cc.get("relief_cosine", -1.0)
         checked_a = comp_a.get("robust_checked") is True
-        d = after.get(a, 0.0) - (0.0 if checked_a and cos_a is not None and cos_a < relief else ref)
+        d = after.get(a, 0.0) - own_reference(a, ref)
         sc = (
             SCORE_SCALE
             if d >= 0

@@ -17,7 +17,7 @@ from fedtrail.auditor.verify import verify_all, verify_round
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
-from fedtrail.valuation.standing import accumulate, normalised_values
+from fedtrail.valuation.standing import accumulate, floored_records, normalised_values
 from tests.auditor.test_verify import federation, on_anvil
 
 # Every federation here runs on the real Anvil node (see on_anvil).
@@ -529,3 +529,48 @@ def test_a_round_valued_per_round_does_not_reset_the_standing(
     }
     assert "standing.chain" in problems, problems
     assert "does not continue round 2's log" in problems["standing.chain"]
+
+
+def test_a_log_whose_records_ignore_the_record_floor_fails(three_rounds: Any) -> None:
+    """Terms written now carry ``record_floor`` 0.5: a round-3 log whose ``after`` sinks a
+    passed site to ``before`` (forged at -3) plus its share, unraised, fails
+    standing.accumulated naming the floor; the same ``after`` raised by ``floored_records``
+    passes it. Under the same terms without the field (written before it: the unbounded
+    record) the unraised ``after`` passes and the raised one fails."""
+    fed = three_rounds
+    log = _log(fed, 3)
+    assert log.standing is not None and log.standing.normalised is not None
+    recorded = log.settings.valuation.to_json()
+    assert recorded["combiner"]["record_floor"] == 0.5
+    subs = fed.ledger.get_submissions(3)
+    passed = {s.site for s in subs if s.reason in (int(Reason.OK), int(Reason.LOW_QUALITY))}
+    site = next(s for s in log.standing.normalised if s in passed)
+    before = {**log.standing.before, site: -3.0}
+    plain = accumulate(before, log.standing.normalised)
+    cosines: dict[str, float | None] = {}
+    for s in passed:
+        entry = log.site(s)
+        assert entry is not None
+        cos = entry.components.get("cosine")
+        checked = entry.components.get("robust_checked") is True
+        cosines[s] = float(cos) if checked and isinstance(cos, float) else None
+    raised = floored_records(plain, cosines, record_floor=0.5, demote_scale=0.5, relief_cosine=-0.7)
+    assert raised[site] > plain[site]
+    old_json = {
+        **recorded,
+        "combiner": {k: v for k, v in recorded["combiner"].items() if k != "record_floor"},
+    }
+    now, old = ValuationSettings.from_json(recorded), ValuationSettings.from_json(old_json)
+
+    def failed(after: dict[str, float], under: ValuationSettings) -> dict[str, str]:
+        forged = dataclasses.replace(
+            log, standing=dataclasses.replace(log.standing, before=before, after=after)
+        )
+        checks = check_standing(fed.ledger, fed.store, forged, under, subs)
+        return {n: d for n, ok, d in checks if not ok}
+
+    bad = failed(plain, now)
+    assert "raised to record_floor 0.5" in bad["standing.accumulated"]
+    assert "standing.accumulated" not in failed(raised, now)
+    assert "standing.accumulated" not in failed(plain, old)
+    assert "standing.accumulated" in failed(raised, old)

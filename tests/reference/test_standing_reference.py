@@ -22,6 +22,7 @@ from fedtrail.valuation.standing import (
     credited,
     demoted_score,
     demotion_reference,
+    floored_records,
     norm_factor,
     normalised_values,
     scaled_score,
@@ -177,3 +178,38 @@ def test_the_magnitude_factors_follow_the_products_rule(ratio: float, after: flo
     off = {A: (base, "OK" if base else "LOW_QUALITY"), B: (1_000_000, "OK")}
     ok_off, _ = R.standing_scores(block, sites, [A, B], off, terms, NAMES)
     assert ok_off == (want == base)
+
+
+@pytest.mark.parametrize("cosine_c", [0.9, -0.9])
+def test_the_record_floor_follows_the_products_rule(cosine_c: float) -> None:
+    """Terms with ``record_floor`` 0.5: C's record 2.0 below its reference after its -0.6
+    share is raised by the product (``floored_records``) and the reader accepts exactly the
+    raised ``after`` (C still LOW_QUALITY); the unraised one fails. Terms without the field
+    (written before it) accept the unraised ``after`` and fail the raised one. With C's update
+    against the consensus (cosine -0.9, below ``relief_cosine``) it is floored against 0."""
+    terms = {"valuation": {"combiner": {**TERMS["valuation"]["combiner"], "record_floor": 0.5}}}
+    values = {A: 0.3, B: 0.1, C: -0.6}
+    sites = {A: _entry(0.3), B: _entry(0.1), C: _entry(-0.6, cosine=cosine_c)}
+    shares = normalised_values(values)
+    assert shares is not None
+    before = {A: -0.4, B: -0.5, C: -2.0}
+    plain = accumulate(before, shares)
+    raised = floored_records(
+        plain,
+        {A: 0.9, B: 0.9, C: cosine_c},
+        record_floor=0.5,
+        demote_scale=0.5,
+        relief_cosine=-0.7,
+    )
+    assert raised[C] > plain[C] and {A: raised[A], B: raised[B]} == {A: plain[A], B: plain[B]}
+    chain = {A: (1_000_000, "OK"), B: (1_000_000, "OK"), C: (0, "LOW_QUALITY")}
+    ref_a_b = demotion_reference([plain[A], plain[B], plain[C]])
+    chain[A] = (demoted_score(raised[A] - ref_a_b, demote_scale=0.5), "OK")
+    chain[B] = (demoted_score(raised[B] - ref_a_b, demote_scale=0.5), "OK")
+    floored = _block(before=before, normalised=shares, after=raised)
+    unfloored = _block(before=before, normalised=shares, after=plain)
+    ok, detail = R.standing_scores(floored, sites, sorted(chain), chain, terms, NAMES)
+    assert ok, detail
+    assert not R.standing_scores(unfloored, sites, sorted(chain), chain, terms, NAMES)[0]
+    assert _scores(unfloored, sites, chain)  # TERMS: no record_floor, the unbounded record
+    assert not _scores(floored, sites, chain)

@@ -137,8 +137,11 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
         "block_noise_z",
         "dp_copy_z",
     }
+    # record_floor: no limit on either side (its effect never goes below demote_scale's; 0,
+    # off, is the unbounded record of every ledger before it)
+    unbounded_both = {"record_floor"}
     loosest = {f.name for f in fields(LoosestLimits)}
-    assert loosest == names - off_is_loosest | set(DUPLICATE_LIMITS)
+    assert loosest == names - off_is_loosest - unbounded_both | set(DUPLICATE_LIMITS)
     assert set(LOOSEST_PAST) == loosest - {"min_cosine"} - set(DUPLICATE_LIMITS)
     assert set(DUPLICATE_LIMITS.values()) == {f.name for f in fields(DuplicateRule)}
     assert set(LOOSER) == names - UNBOUNDED

@@ -469,6 +469,7 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
             white_noise_z=1000.0,
             shaped_noise_z=1000.0,
             block_noise_z=8.0,
+            record_floor=0.5,
             stale_support_cosine=0.999995,
             stale_support_overlap=0.99,
         )
