@@ -78,7 +78,13 @@ from fedtrail.protocol.terms import (
     RoundTerms,
 )
 from fedtrail.valuation.base import METRICS
-from fedtrail.valuation.combine import BLOCK_NOISE_Z, BOOST_CLIP, WARM_UP_FLOOR, Combiner
+from fedtrail.valuation.combine import (
+    BLOCK_NOISE_Z,
+    BOOST_CLIP,
+    SPAN_RESIDUAL,
+    WARM_UP_FLOOR,
+    Combiner,
+)
 from fedtrail.valuation.round import LARGE_GAMES, METHODS
 
 __all__ = [
@@ -183,6 +189,7 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "duplicate_either_order",
         "shaped_noise_z",
         "block_noise_z",
+        "span_residual",
         "duplicate_relative_l2",
         "tiny_size_own",
     }
@@ -453,6 +460,10 @@ class ThresholdLimits:
     """At least this: lower moves the stale screen's sparse test toward honest sparse updates
     (honest ``topk8`` updates measured up to 0.992 against their references restricted to their
     entries, ``scripts/bench/stale_cosine.py --compression topk8``)."""
+    span_residual: float = SPAN_RESIDUAL
+    """At most the default: higher moves the span test toward honest updates (measured at 0.161
+    and more, README *Linear mixtures*). Not bounded on the loose side (off is what terms
+    written before it read as, and noise on a mixture passes it anyway)."""
     stale_support_overlap: float = 0.99
     """At least this: lower moves the stale screen's kept-entries test toward honest sparse
     updates (honest ``topk8`` updates measured up to 0.8953 against their references,

@@ -140,6 +140,19 @@ def noisy(copy: Delta, level: float, kind: str, gen: torch.Generator) -> dict[st
 _FLAT: list[tuple[Mapping[str, Delta], Any, Any]] = []
 
 
+def span_statistics(sent: Mapping[str, Delta], refs: Mapping[str, Delta]) -> dict[str, float]:
+    """Each update's span statistic as the product's span test computes it
+    (:func:`~fedtrail.valuation.freeride.span_residuals`, with a threshold just under 1 so that
+    nearly every value is returned; 1.0 where it is not)."""
+    from fedtrail.valuation.freeride import span_residuals
+    from fedtrail.valuation.rows import Rows
+
+    names = list(sent)
+    rows = Rows.of([*(sent[s] for s in names), *(refs[r] for r in refs)])
+    got = span_residuals(rows, range(len(names)), len(names), rows.norms, 1.0 - 1e-9)
+    return {name: got.get(i, 1.0) for i, name in enumerate(names)}
+
+
 def smallest_structure(update: Delta, refs: Mapping[str, Delta]) -> tuple[float, float]:
     """The smaller of the update's own structure statistic and its residual's from the
     reference of largest cosine (best-scaled), as the screen computes them, and the
@@ -223,7 +236,9 @@ def measure(
                 stale_distance=comb.stale_distance,
                 white_z=comb.white_noise_z,
                 shaped_z=comb.shaped_noise_z,
+                span_residual=comb.span_residual,
             )
+            spans = span_statistics(sent, refs)
             r = len(history) + 1
             for name, d in sent.items():
                 stat, shaped = smallest_structure(d, refs)
@@ -233,6 +248,7 @@ def measure(
                     "structure": stat,
                     "shaped": shaped,
                     "reason": found.get(name),
+                    "span": spans[name],
                 }
                 if candidates_on:
                     row.update(candidates(d, refs))
@@ -316,10 +332,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             flagged = [h for r in runs for h in r["flagged"]]
             low = min(h["structure"] for h in honest)
             low_shaped = min(h["shaped"] for h in honest)
+            low_span = min(h["span"] for h in honest)
             print(
                 f"{label}, seeds {seeds}, rounds 2-{args.rounds}: honest flagged "
                 f"{len(flagged)}/{len(honest)}, smallest honest structure {low:.3g}, "
-                f"smallest honest shaped statistic {low_shaped:.3g}"
+                f"smallest honest shaped statistic {low_shaped:.3g}, smallest honest span "
+                f"residual {low_span:.3g}"
             )
             if args.dp_epsilon is None:
                 for f in flagged:
@@ -350,7 +368,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     mine = [c for c in copies if c["source"] == source and c["kind"] == kind]
                     if mine:
                         caught = sum(1 for c in mine if c["reason"])
-                        print(f"  {source} + {kind}: flagged {caught}/{len(mine)} (not judged)")
+                        top_span = max(c["span"] for c in mine)
+                        low_span = min(c["span"] for c in mine)
+                        judged = kind == "none"  # as they are: the span test's target
+                        print(
+                            f"  {source} + {kind}: flagged {caught}/{len(mine)}, span residual "
+                            f"{low_span:.3g}..{top_span:.3g}"
+                            + ("" if judged else " (not judged)")
+                        )
+                        if judged and caught < len(mine):
+                            failed = True
             if args.candidates:
                 stats = (
                     "shaped_closest",
@@ -378,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"   {g:16s} " + "  ".join(rng(rows, k) for k in stats))
             sys.stdout.flush()
     timing = write_run(doc, args.out, started, cpu)
-    target = "white copies all flagged" + (
+    target = "white copies and exact mixtures all flagged" + (
         " (honest updates not judged under DP-SGD)"
         if args.dp_epsilon is not None
         else ", honest none"
