@@ -1471,6 +1471,24 @@ def _fixed_order_minimum(g: npt.NDArray[np.float64], b: npt.NDArray[np.float64])
     return 1.0 - 2.0 * math.fsum((b * c).tolist()) + quad
 
 
+_GRAM_BAND: Final = 64
+"""References per band of :func:`_symmetric_gram` (each band against itself and the later
+ones: about half the products of the whole matrix)."""
+
+
+def _symmetric_gram(rows: Rows, refs: Sequence[int]) -> npt.NDArray[np.float64]:
+    """The references' Gram matrix from :meth:`Rows.gram`, one band of rows at a time against
+    itself and the later references only, mirrored (each entry computed once)."""
+    k = len(refs)
+    out = np.empty((k, k), dtype=np.float64)
+    for lo in range(0, k, _GRAM_BAND):
+        hi = min(lo + _GRAM_BAND, k)
+        block = rows.gram(refs[lo:hi], refs[lo:])
+        out[lo:hi, lo:] = block
+        out[lo:, lo:hi] = block.T
+    return out
+
+
 def span_residuals(
     rows: Rows,
     tested: Sequence[int],
@@ -1503,8 +1521,7 @@ def span_residuals(
     width = rows.width
     e = _SLACK * (width + 2) * 2.0**-53 + 4.0 * (len(refs) + 2) ** 2 * 2.0**-53
     scale_r = np.asarray([norms[j] for j in refs], dtype=np.float64)
-    g = rows.gram(refs, refs) / np.multiply.outer(scale_r, scale_r)
-    g = (g + g.T) * 0.5
+    g = _symmetric_gram(rows, refs) / np.multiply.outer(scale_r, scale_r)
     at = {i: k for k, i in enumerate(approx_rows)}
     cols = [j - count for j in refs]
     if approx is not None and all(i in at for i in todo):
