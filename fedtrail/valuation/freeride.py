@@ -104,6 +104,18 @@ are caught before the validation game:
   previous update, small skewed sites, 3 rounds) while copies of the last global delta plus
   one update's noise fell to 69 at 20 sites (README, *DP-declared copies*).
 
+* **linear mixtures**: with ``span_residual`` above 0, an update the tests above leave whose
+  distance from the span of every reference, over its norm (with a ridge of 1e-6 on the
+  coefficients: :func:`span_residuals`), is below it: the mean of two sites' previous updates
+  or the sum of the last two global deltas (``scripts/attacks/a2_stale_mix.py`` ``mix2``,
+  ``twoago``) leave about 1e-3 (the ridge's part), honest updates 0.16 and more
+  (``scripts/bench/noisy_copy.py``; README, *Linear mixtures*). The residual from the closest
+  single reference, which the noise tests read, is the mixture's other part, structured, so
+  those tests pay a mixture. Noise added to a mixture raises its residual at no cost to the
+  copier: this stops mixtures as they are, not plus noise. Cost: the references' Gram matrix
+  (each entry once) and a solve of their count, per round (``scripts/bench/freeride_cost.py
+  --span``).
+
 Copies of another site's update in the same round are the DUPLICATE check's job (exact bytes).
 
 Cost: a round of n sites with a history has about n + 1 references per round looked back
@@ -165,13 +177,13 @@ __all__ = [
     "BLOCK_CEILING",
     "BLOCK_RUN",
     "DP_COPY_STEP",
+    "SPAN_RIDGE",
     "block_ceiling",
     "block_z_of",
     "dp_copy_statistic",
     "duplicate_residual_z",
     "free_riders",
     "own_reference",
-    "SPAN_RIDGE",
     "shaped_residual_z",
     "span_residuals",
     "structure_z",
@@ -1410,9 +1422,7 @@ of order 1 (``mix2``, ``twoago``) scores about ``sqrt(lambda |c|**2)``, 1e-3: tw
 the default threshold 0.02."""
 
 
-def _span_solve(
-    h: npt.NDArray[np.float64], b: npt.NDArray[np.float64]
-) -> npt.NDArray[np.float64]:
+def _span_solve(h: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """``h^-1 b`` (any float solve: its accuracy is checked afterwards by the gradient)."""
     try:
         out: npt.NDArray[np.float64] = np.linalg.solve(h, b)

@@ -373,8 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         judged = kind == "none"  # as they are: the span test's target
                         print(
                             f"  {source} + {kind}: flagged {caught}/{len(mine)}, span residual "
-                            f"{low_span:.3g}..{top_span:.3g}"
-                            + ("" if judged else " (not judged)")
+                            f"{low_span:.3g}..{top_span:.3g}" + ("" if judged else " (not judged)")
                         )
                         if judged and caught < len(mine):
                             failed = True

@@ -562,7 +562,9 @@ def test_span_verdicts_match_the_screen() -> None:
     rng = np.random.default_rng(7)
     prev = [_update(rng, 0.01, True) for _ in range(3)]
     glob = {k: ((prev[0][k] + prev[1][k] + prev[2][k]) / np.float32(3)) for k in prev[0]}
-    older = {k: (v * np.float32(0.5)).astype(np.float32) for k, v in _update(rng, 0.01, True).items()}
+    older = {
+        k: (v * np.float32(0.5)).astype(np.float32) for k, v in _update(rng, 0.01, True).items()
+    }
     labels = [f"0x{s + 1:040x}'s update of round 2" for s in range(3)]
     labels += ["the global delta of round 2", "the global delta of round 1"]
     refs = [*prev, glob, older]
@@ -613,6 +615,13 @@ def test_span_verdicts_match_the_screen() -> None:
     # the reader reads the field as off when the terms lack it
     del cc["span_residual"]
     assert not R.free_rider_rule(
-        order, flats, ref_flats, {s: 1 for s in order}, cc, 0.0, str,
-        tensors={s: _wide(sites[s]) for s in order}, ref_tensors=[_wide(r) for r in refs],
+        order,
+        flats,
+        ref_flats,
+        {s: 1 for s in order},
+        cc,
+        0.0,
+        str,
+        tensors={s: _wide(sites[s]) for s in order},
+        ref_tensors=[_wide(r) for r in refs],
     )[0]

@@ -171,8 +171,10 @@ def test_the_fixed_order_minimum_is_the_same_bits_whatever_the_threads() -> None
     norms = rows.norms
     k = len(refs)
     g = np.array(
-        [[rows.pair_dot(n + p, n + q) / (norms[n + p] * norms[n + q]) for q in range(k)]
-         for p in range(k)]
+        [
+            [rows.pair_dot(n + p, n + q) / (norms[n + p] * norms[n + q]) for q in range(k)]
+            for p in range(k)
+        ]
     )
     b = np.array([rows.pair_dot(0, n + q) / (norms[0] * norms[n + q]) for q in range(k)])
     before = torch.get_num_threads()
@@ -189,7 +191,9 @@ def test_the_fixed_order_minimum_is_the_same_bits_whatever_the_threads() -> None
 def test_terms_without_the_field_read_it_as_off_and_new_ones_as_on() -> None:
     assert default_combiner(True).span_residual == SPAN_RESIDUAL == 0.02
     assert HISTORY_COMBINER.span_residual == 0.02
-    recorded = {k: v for k, v in dataclasses.asdict(HISTORY_COMBINER).items() if k != "span_residual"}
+    recorded = {
+        k: v for k, v in dataclasses.asdict(HISTORY_COMBINER).items() if k != "span_residual"
+    }
     old = ValuationSettings(method="loo", metric="balanced_loss", standing=True, combiner=recorded)
     assert combiner_from(old).span_residual == 0.0
     new = ValuationSettings(
