@@ -1425,10 +1425,10 @@ the default threshold 0.02."""
 def _span_solve(h: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """``h^-1 b`` (any float solve: its accuracy is checked afterwards by the gradient)."""
     try:
-        out: npt.NDArray[np.float64] = np.linalg.solve(h, b)
+        out = np.linalg.solve(h, b)
     except np.linalg.LinAlgError:
         out = np.linalg.lstsq(h, b, rcond=None)[0]
-    return out
+    return np.asarray(out, dtype=np.float64)
 
 
 def _span_bounds(
