@@ -1418,8 +1418,8 @@ lambda |c|**2`` (:func:`span_residuals`). Without it the minimum is ill-conditio
 global delta is close to a combination of its updates, so the references are nearly dependent)
 and no float computation bounds it; with it every minimiser has ``|c|**2 <= 1 / lambda`` and the
 error of the Gram entries moves the minimum by a computable amount. A mixture with coefficients
-of order 1 (``mix2``, ``twoago``) scores about ``sqrt(lambda |c|**2)``, 1e-3: twenty times under
-the default threshold 0.02."""
+of order 1 (``mix2``, ``twoago``) scores about ``sqrt(lambda |c|**2)``, 1e-3: about ten times under
+the default threshold 0.01."""
 
 
 def _span_solve(h: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

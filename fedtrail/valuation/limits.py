@@ -461,7 +461,7 @@ class ThresholdLimits:
     (honest ``topk8`` updates measured up to 0.992 against their references restricted to their
     entries, ``scripts/bench/stale_cosine.py --compression topk8``)."""
     span_residual: float = SPAN_RESIDUAL
-    """At most the default: higher moves the span test toward honest updates (measured at 0.161
+    """At most the default: higher moves the span test toward honest updates (measured at 0.060
     and more, README *Linear mixtures*). Not bounded on the loose side (off is what terms
     written before it read as, and noise on a mixture passes it anyway)."""
     stale_support_overlap: float = 0.99

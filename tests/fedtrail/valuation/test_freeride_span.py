@@ -95,7 +95,7 @@ def test_linear_mixtures_are_free_riders_and_honest_updates_are_not() -> None:
     assert set(got) == {"mix2", "twoago", "three"}, got
     for why in got.values():
         assert why.startswith("a linear mixture of earlier public updates (residual "), why
-        assert "outside the span of the 8 references, below 0.02)" in why
+        assert "outside the span of the 8 references, below 0.01)" in why
     # the span test off: every mixture paid (random updates look like white noise to the white
     # test, so these tests leave it off; the verify test below has the terms' other tests on)
     assert not _screen(deltas, refs, 0.0)
@@ -189,8 +189,8 @@ def test_the_fixed_order_minimum_is_the_same_bits_whatever_the_threads() -> None
 
 
 def test_terms_without_the_field_read_it_as_off_and_new_ones_as_on() -> None:
-    assert default_combiner(True).span_residual == SPAN_RESIDUAL == 0.02
-    assert HISTORY_COMBINER.span_residual == 0.02
+    assert default_combiner(True).span_residual == SPAN_RESIDUAL == 0.01
+    assert HISTORY_COMBINER.span_residual == 0.01
     recorded = {
         k: v for k, v in dataclasses.asdict(HISTORY_COMBINER).items() if k != "span_residual"
     }
@@ -202,8 +202,8 @@ def test_terms_without_the_field_read_it_as_off_and_new_ones_as_on() -> None:
         standing=True,
         combiner=dataclasses.asdict(HISTORY_COMBINER),
     )
-    assert combiner_from(new).span_residual == 0.02
-    assert ThresholdLimits().span_residual == 0.02
+    assert combiner_from(new).span_residual == 0.01
+    assert ThresholdLimits().span_residual == 0.01
     assert "span_residual" in HIGHER_IS_STRICTER
     with pytest.raises(Exception, match="span_residual"):
         dataclasses.replace(HISTORY_COMBINER, span_residual=1.0)
