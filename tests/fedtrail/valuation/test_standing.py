@@ -472,7 +472,6 @@ def test_rounds_without_recorded_thresholds_replay_the_old_stale_distance() -> N
             record_floor=0.5,
             stale_support_cosine=0.999995,
             stale_support_overlap=0.99,
-            span_residual=0.01,
         )
         == HISTORY_COMBINER
     )
