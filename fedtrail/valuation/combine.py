@@ -407,8 +407,9 @@ class Combiner:
     FREE_RIDER: a linear mixture of earlier public updates (the mean of two sites' previous
     updates, the sum of the last two global deltas: ``scripts/attacks/a2_stale_mix.py`` ``mix2``,
     ``twoago``, paid an honest share before). Honest updates measured at 0.060 and more (10
-    sites; 0.16 with 5), exact mixtures at 1.4e-3 and less (README, *Linear mixtures*). Noise added to a mixture raises its residual
-    at no cost to the copier: this stops mixtures as they are only. Off by default: the
+    sites; 0.16 with 5), exact mixtures at 1.4e-3 and less (README, *Linear mixtures*). Noise
+    added to a mixture raises its residual at no cost to the copier: this stops mixtures as
+    they are only. Off by default: the
     honest margin shrinks with the sites (20 sites, 63 references: an honest update at 0.0114,
     1.14x the threshold), so a larger federation would zero honest sites; turning it on takes
     the sites' consent (``span_residual = 0.01`` under ``[accept]``). A recorded set without it
