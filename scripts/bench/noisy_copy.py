@@ -18,13 +18,16 @@ freeride.structure_z` below the threshold). This script measures both sides:
   updates: ``white`` (i.i.d. Gaussian, scenario (h)), and the adaptive ``shaped`` (each
   coordinate's Gaussian scaled by the copy's own magnitude there, so the noise has the copy's
   per-tensor, per-row and per-column profile; the shaped-noise test's target, ``shaped_z``);
-* **mixtures** (reported, not judged): ``mix2`` (the mean of sites 0 and 1's previous updates)
-  and ``twoago`` (the sum of the last two global deltas), as they are and plus each noise.
+* **mixtures**: ``mix2`` (the mean of sites 0 and 1's previous updates) and ``twoago`` (the sum
+  of the last two global deltas), as they are (judged: the span test, ``span_residual`` at
+  :data:`~fedtrail.valuation.combine.SPAN_RESIDUAL`, must flag them) and plus each noise
+  (reported); every update's span statistic is printed (the smallest honest one).
 
 Prints, per (sites, alpha): honest updates flagged, the smallest honest statistic, and per
 copy kind the copies of one reference flagged and their largest (white) statistic, then the
-mixtures flagged. Exit status 1 when an honest update is flagged, a white copy passes, or a
-shaped copy of one reference with noise below its norm passes (the stated targets; at 100% noise
+mixtures flagged. Exit status 1 when an honest update is flagged, a white copy passes, an exact
+mixture passes, or a shaped copy of one reference with noise below its norm passes (the stated
+targets; at 100% noise
 another reference can be the closest, reported; with ``--compression`` the updates are sparse and
 the shaped test leaves them out, so shaped copies are reported, not judged). ``--candidates``
 also records and prints statistics the screen does not use (measurements for a span test: see
@@ -61,6 +64,7 @@ from fedtrail.ml.catalog import load_source
 from fedtrail.ml.models import ModelSpec
 from fedtrail.storage.codec import Compression
 from fedtrail.valuation import Combiner
+from fedtrail.valuation.combine import SPAN_RESIDUAL
 from fedtrail.valuation.freeride import free_riders, shaped_residual_z, structure_z
 
 Delta = Mapping[str, torch.Tensor]
@@ -236,7 +240,7 @@ def measure(
                 stale_distance=comb.stale_distance,
                 white_z=comb.white_noise_z,
                 shaped_z=comb.shaped_noise_z,
-                span_residual=comb.span_residual,
+                span_residual=SPAN_RESIDUAL,  # the measured value (off in the terms' default)
             )
             spans = span_statistics(sent, refs)
             r = len(history) + 1
