@@ -116,6 +116,7 @@ LATER_THRESHOLDS: Final = MappingProxyType(
         "dp_copy_z": 0.0,
         "stale_support_cosine": 1.0,
         "stale_support_overlap": 1.0,
+        "span_residual": 0.0,
     }
 )
 """Combiner fields added after logs recorded every threshold, with the value a recorded set
@@ -146,6 +147,7 @@ UNRECORDED: Final = MappingProxyType(
         "dp_copy_z": 0.0,
         "stale_support_cosine": 1.0,
         "stale_support_overlap": 1.0,
+        "span_residual": 0.0,
     }
 )
 """Thresholds whose defaults changed, at the values a round whose settings record no

@@ -127,6 +127,15 @@ of the round moves, only the depth a later positive share climbs out of). Measur
 rounds): honest site-rounds zeroed 32/250 -> 24/250. README *Accuracy: valuation weights
 against FedAvg*."""
 
+SPAN_RESIDUAL: Final = 0.01
+"""The span test's threshold (``span_residual``): an update whose residual outside the span of
+the free-rider references is below 1% of its norm is a linear mixture of earlier updates. Honest
+updates measured at 0.16 and more with 5 sites (18 references) but 0.060 with 10 (33): the
+margin shrinks as references are added (20 sites: README; 100 not measured); ``mix2`` and
+``twoago`` as they are score 3e-4 to 1.4e-3 with the test's ridge (README, *Linear mixtures*).
+0.01 sits between the two, about 7x from each at 10 sites; at 20 sites (63 references) an honest
+update scored 0.0114, so the terms' default is off (``Combiner.span_residual`` 0)."""
+
 BLOCK_NOISE_Z: Final = 8.0
 """The block-noise test's threshold (``block_noise_z``): noise whose blocks are independent
 scores about N(0, 1) (a120's shapes at most 4.3), honest updates 18.1 and more (``topk8``),
@@ -391,6 +400,20 @@ class Combiner:
     updates came to 0.8953 at most against their references (40 sites of at least 10 images;
     ``scripts/bench/support_overlap.py``; README *Sparse noisy copies*).
     A recorded set without it means 1: off.
+    ``span_residual`` (in [0, 1); default 0, off; 0.01 measured, :data:`SPAN_RESIDUAL`): with a
+    :class:`~fedtrail.valuation.standing.History`, an update the other tests leave whose
+    residual outside the span of every free-rider reference, over its norm
+    (:func:`~fedtrail.valuation.freeride.span_residuals`, with a ridge of 1e-6), is below it is
+    FREE_RIDER: a linear mixture of earlier public updates (the mean of two sites' previous
+    updates, the sum of the last two global deltas: ``scripts/attacks/a2_stale_mix.py`` ``mix2``,
+    ``twoago``, paid an honest share before). Honest updates measured at 0.060 and more (10
+    sites; 0.16 with 5), exact mixtures at 1.4e-3 and less (README, *Linear mixtures*). Noise
+    added to a mixture raises its residual at no cost to the copier: this stops mixtures as
+    they are only. Off by default: the
+    honest margin shrinks with the sites (20 sites, 63 references: an honest update at 0.0114,
+    1.14x the threshold), so a larger federation would zero honest sites; turning it on takes
+    the sites' consent (``span_residual = 0.01`` under ``[accept]``). A recorded set without it
+    means 0: off.
     """
 
     min_cosine: float = -0.5
@@ -424,8 +447,11 @@ class Combiner:
     dp_copy_z: float = 0.0
     stale_support_cosine: float = 0.999995
     stale_support_overlap: float = 0.99
+    span_residual: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= _number("span_residual", self.span_residual) < 1.0:
+            raise ConfigError(f"span_residual must lie in [0, 1), got {self.span_residual}")
         if not 0.0 <= _number("stale_support_overlap", self.stale_support_overlap) <= 1.0:
             raise ConfigError(
                 f"stale_support_overlap must lie in [0, 1], got {self.stale_support_overlap}"

@@ -104,6 +104,18 @@ are caught before the validation game:
   previous update, small skewed sites, 3 rounds) while copies of the last global delta plus
   one update's noise fell to 69 at 20 sites (README, *DP-declared copies*).
 
+* **linear mixtures**: with ``span_residual`` above 0, an update the tests above leave whose
+  distance from the span of every reference, over its norm (with a ridge of 1e-6 on the
+  coefficients: :func:`span_residuals`), is below it: the mean of two sites' previous updates
+  or the sum of the last two global deltas (``scripts/attacks/a2_stale_mix.py`` ``mix2``,
+  ``twoago``) leave about 1e-3 (the ridge's part), honest updates 0.16 and more
+  (``scripts/bench/noisy_copy.py``; README, *Linear mixtures*). The residual from the closest
+  single reference, which the noise tests read, is the mixture's other part, structured, so
+  those tests pay a mixture. Noise added to a mixture raises its residual at no cost to the
+  copier: this stops mixtures as they are, not plus noise. Cost: the references' Gram matrix
+  (each entry once) and a solve of their count, per round (``scripts/bench/freeride_cost.py
+  --span``).
+
 Copies of another site's update in the same round are the DUPLICATE check's job (exact bytes).
 
 Cost: a round of n sites with a history has about n + 1 references per round looked back
@@ -165,6 +177,7 @@ __all__ = [
     "BLOCK_CEILING",
     "BLOCK_RUN",
     "DP_COPY_STEP",
+    "SPAN_RIDGE",
     "block_ceiling",
     "block_z_of",
     "dp_copy_statistic",
@@ -172,6 +185,7 @@ __all__ = [
     "free_riders",
     "own_reference",
     "shaped_residual_z",
+    "span_residuals",
     "structure_z",
 ]
 
@@ -206,6 +220,7 @@ def free_riders(
     stale_support_cosine: float = 1.0,
     stale_support_overlap: float = 1.0,
     block_z: float = 0.0,
+    span_residual: float = 0.0,
 ) -> dict[str, str]:
     """The free-riders among ``deltas`` (site -> update, address order), each with why, in the
     sites' order; ``references`` are earlier updates by label (a label starting with
@@ -238,7 +253,10 @@ def free_riders(
     (:func:`~fedtrail.protocol.duplicates.support_overlap`, against every reference) is stale.
     ``block_z`` above 0 turns on the block-noise test for the sites not in ``declared_noise``
     (:func:`block_z_of` of the update below it: noise whose blocks are independent, whatever
-    its variance profile). Raises ConfigError when the layouts differ."""
+    its variance profile). ``span_residual`` above 0 turns on the span test for every update
+    the others leave: one whose :func:`span_residuals` statistic against all the references is
+    below it is a linear mixture of earlier public updates (``a2_stale_mix.py`` ``mix2``,
+    ``twoago``). Raises ConfigError when the layouts differ."""
     if not deltas:
         return {}
     sites = list(deltas)
@@ -448,6 +466,22 @@ def free_riders(
                     f"a copy of {label} plus noise shaped like it (cosine {cosine:.6f}; the "
                     f"rest over its magnitude has structure {z:.3g}, below {shaped_z:g})"
                 )
+    if span_residual > 0.0 and labels:
+        spans = span_residuals(
+            rows,
+            [i for i in range(len(sites)) if sites[i] not in out],
+            len(sites),
+            norms,
+            span_residual,
+            approx,
+            left,
+        )
+        for i, r in spans.items():
+            out[sites[i]] = (
+                f"a linear mixture of earlier public updates (residual {r:.2g} of its norm "
+                f"outside the span of the {len(labels)} references, below {span_residual:g})"
+            )
+        out = {s: out[s] for s in sites if s in out}
     return out
 
 
@@ -1376,3 +1410,156 @@ def own_reference(label: str, site: str) -> bool:
     """Whether the reference ``label`` names ``site``'s own earlier update (the labels of
     :func:`fedtrail.valuation.standing.reference_label`: ``"<site>'s update of round r"``)."""
     return label.startswith(f"{site}'s update")
+
+
+SPAN_RIDGE: Final = 1e-6
+"""The span test's ridge ``lambda``: the statistic is ``min_c |u/|u| - sum_j c_j r_j/|r_j||**2 +
+lambda |c|**2`` (:func:`span_residuals`). Without it the minimum is ill-conditioned (a round's
+global delta is close to a combination of its updates, so the references are nearly dependent)
+and no float computation bounds it; with it every minimiser has ``|c|**2 <= 1 / lambda`` and the
+error of the Gram entries moves the minimum by a computable amount. A mixture with coefficients
+of order 1 (``mix2``, ``twoago``) scores about ``sqrt(lambda |c|**2)``, 1e-3: about ten times under
+the default threshold 0.01."""
+
+
+def _span_solve(h: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``h^-1 b`` (any float solve: its accuracy is checked afterwards by the gradient)."""
+    try:
+        out = np.linalg.solve(h, b)
+    except np.linalg.LinAlgError:
+        out = np.linalg.lstsq(h, b, rcond=None)[0]
+    return np.asarray(out, dtype=np.float64)
+
+
+def _span_bounds(
+    g: npt.NDArray[np.float64], b: npt.NDArray[np.float64], c: npt.NDArray[np.float64], e: float
+) -> tuple[float, float, float]:
+    """``(value, low, high)``: the ridge objective ``f(c) = 1 - 2 b.c + c.(G + lambda I)c`` at
+    ``c`` as computed from ``g`` and ``b``, and bounds on the exact minimum ``m`` of the
+    objective whose normalised Gram entries are within ``e`` of ``g``'s and ``b``'s.
+
+    For any ``c``, the exact ``f(c)`` is within ``E = e (1 + |c|_1)**2`` of the computed one,
+    so ``m <= f(c) <= value + E``. ``f`` is a quadratic with Hessian ``2 (G + lambda I) >= 2
+    lambda I``, so ``f(c) - m = grad . (G + lambda I)^-1 grad / 4 <= |grad|**2 / (4 lambda)``,
+    and the exact gradient is within ``2 sqrt(k) e (1 + |c|_1)`` of the computed one: ``m >=
+    value - E - (|grad| + 2 sqrt(k) e (1 + |c|_1))**2 / (4 lambda)``."""
+    k = len(b)
+    h = g + SPAN_RIDGE * np.eye(k)
+    hc = h @ c
+    value = 1.0 - 2.0 * float(b @ c) + float(c @ hc)
+    spread = 1.0 + float(np.abs(c).sum())
+    err = e * spread * spread
+    grad = float(np.linalg.norm(2.0 * (hc - b))) + 2.0 * math.sqrt(k) * e * spread
+    # 1.01: room for the rounding of these bounds themselves
+    return value, value - 1.01 * (err + grad * grad / (4.0 * SPAN_RIDGE)), value + 1.01 * err
+
+
+def _fixed_order_minimum(g: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
+    """The ridge objective's minimum from ``g`` and ``b`` with every operation in a fixed order
+    (a right-looking Cholesky by element-wise numpy operations, sums by :func:`math.fsum`):
+    the same bits on every machine for the same inputs."""
+    k = len(b)
+    a = g + SPAN_RIDGE * np.eye(k)
+    low = np.zeros((k, k))
+    for j in range(k):
+        pivot = a[j, j]
+        if not pivot > 0.0:
+            pivot = SPAN_RIDGE  # the exact matrix is >= lambda I; rounding cannot do more
+        d = math.sqrt(pivot)
+        col = a[j + 1 :, j] / d
+        low[j, j] = d
+        low[j + 1 :, j] = col
+        a[j + 1 :, j + 1 :] -= np.multiply.outer(col, col)
+    y = np.zeros(k)
+    for j in range(k):
+        y[j] = (b[j] - math.fsum((low[j, :j] * y[:j]).tolist())) / low[j, j]
+    c = np.zeros(k)
+    for j in reversed(range(k)):
+        c[j] = (y[j] - math.fsum((low[j + 1 :, j] * c[j + 1 :]).tolist())) / low[j, j]
+    h = g + SPAN_RIDGE * np.eye(k)
+    quad = math.fsum((np.multiply.outer(c, c) * h).ravel().tolist())
+    return 1.0 - 2.0 * math.fsum((b * c).tolist()) + quad
+
+
+_GRAM_BAND: Final = 64
+"""References per band of :func:`_symmetric_gram` (each band against itself and the later
+ones: about half the products of the whole matrix)."""
+
+
+def _symmetric_gram(rows: Rows, refs: Sequence[int]) -> npt.NDArray[np.float64]:
+    """The references' Gram matrix from :meth:`Rows.gram`, one band of rows at a time against
+    itself and the later references only, mirrored (each entry computed once)."""
+    k = len(refs)
+    out = np.empty((k, k), dtype=np.float64)
+    for lo in range(0, k, _GRAM_BAND):
+        hi = min(lo + _GRAM_BAND, k)
+        block = rows.gram(refs[lo:hi], refs[lo:])
+        out[lo:hi, lo:] = block
+        out[lo:, lo:hi] = block.T
+    return out
+
+
+def span_residuals(
+    rows: Rows,
+    tested: Sequence[int],
+    count: int,
+    norms: Sequence[float],
+    threshold: float,
+    approx: npt.NDArray[np.float64] | None = None,
+    approx_rows: Sequence[int] = (),
+) -> dict[int, float]:
+    """The updates among ``tested`` (rows below ``count``; the references are the rows from
+    ``count`` on) that are linear mixtures of the references: row -> their span residual
+    ``sqrt(m)``, ``m`` the minimum over ``c`` of ``|u/|u| - sum_j c_j r_j/|r_j||**2 + lambda
+    |c|**2`` (:data:`SPAN_RIDGE`; norms are ``norms``, the exact ones), below ``threshold``.
+    References of norm 0 or outside ``[1e-100, 1e100]`` are left out of the span, and updates
+    of such a norm are not tested.
+
+    A bounded screen: the Gram matrices come from torch's BLAS (any summation order, within
+    ``e = 1024 (width + 2) 2**-53`` of the exact normalised entries, as :func:`_maybe_stale`'s
+    margin), :func:`_span_bounds` brackets the exact ``m`` from them, and an update is decided
+    there only when the bracket, widened by three times its width, lies on one side of
+    ``threshold**2``; otherwise its Gram entries are taken with ``deterministic_dot``
+    (:meth:`Rows.pair_dot`) and :func:`_fixed_order_minimum` decides, the same bits on every
+    machine. ``approx``: the updates' Gram matrix against every reference when the caller has
+    it, its rows being ``approx_rows``."""
+    low_norm, high_norm = _SAFE_NORMS
+    refs = [j for j in range(count, len(rows)) if low_norm < norms[j] < high_norm]
+    todo = [i for i in tested if low_norm < norms[i] < high_norm]
+    if not refs or not todo or threshold <= 0.0:
+        return {}
+    width = rows.width
+    e = _SLACK * (width + 2) * 2.0**-53 + 4.0 * (len(refs) + 2) ** 2 * 2.0**-53
+    scale_r = np.asarray([norms[j] for j in refs], dtype=np.float64)
+    g = _symmetric_gram(rows, refs) / np.multiply.outer(scale_r, scale_r)
+    at = {i: k for k, i in enumerate(approx_rows)}
+    cols = [j - count for j in refs]
+    if approx is not None and all(i in at for i in todo):
+        ub = approx[[at[i] for i in todo]][:, cols]
+    else:
+        ub = rows.gram(todo, refs)
+    ub = ub / np.multiply.outer(np.asarray([norms[i] for i in todo]), scale_r)
+    coef = _span_solve(g + SPAN_RIDGE * np.eye(len(refs)), ub.T)
+    limit = threshold * threshold
+    out: dict[int, float] = {}
+    exact_g: npt.NDArray[np.float64] | None = None
+    for k, i in enumerate(todo):
+        value, low, high = _span_bounds(g, ub[k], coef[:, k], e)
+        margin = 3.0 * (high - low)
+        if high + margin < limit:
+            out[i] = math.sqrt(max(value, 0.0))
+            continue
+        if low - margin >= limit:
+            continue
+        if exact_g is None:  # near the threshold: the fixed-order computation decides
+            exact_g = np.empty((len(refs), len(refs)))
+            for p, jp in enumerate(refs):
+                for q in range(p, len(refs)):
+                    exact_g[p, q] = exact_g[q, p] = rows.pair_dot(jp, refs[q]) / (
+                        norms[jp] * norms[refs[q]]
+                    )
+        b = np.asarray([rows.pair_dot(i, j) / (norms[i] * norms[j]) for j in refs])
+        m = _fixed_order_minimum(exact_g, b)
+        if m < limit:
+            out[i] = math.sqrt(max(m, 0.0))
+    return out

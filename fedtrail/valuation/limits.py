@@ -78,7 +78,12 @@ from fedtrail.protocol.terms import (
     RoundTerms,
 )
 from fedtrail.valuation.base import METRICS
-from fedtrail.valuation.combine import BLOCK_NOISE_Z, BOOST_CLIP, WARM_UP_FLOOR, Combiner
+from fedtrail.valuation.combine import (
+    BLOCK_NOISE_Z,
+    BOOST_CLIP,
+    WARM_UP_FLOOR,
+    Combiner,
+)
 from fedtrail.valuation.round import LARGE_GAMES, METHODS
 
 __all__ = [
@@ -183,6 +188,7 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "duplicate_either_order",
         "shaped_noise_z",
         "block_noise_z",
+        "span_residual",
         "duplicate_relative_l2",
         "tiny_size_own",
     }
@@ -453,6 +459,13 @@ class ThresholdLimits:
     """At least this: lower moves the stale screen's sparse test toward honest sparse updates
     (honest ``topk8`` updates measured up to 0.992 against their references restricted to their
     entries, ``scripts/bench/stale_cosine.py --compression topk8``)."""
+    span_residual: float = 0.0
+    """Only off (0) by default, the product's default: above 0 the span test zeroes an update
+    close to the span of the references, and honest updates come close as the sites grow in
+    number (0.16 at 5 sites, 0.060 at 10, 0.0114 at 20 against the measured 0.01: README
+    *Linear mixtures*), so turning it on takes the sites' consent (``span_residual = 0.01``
+    under ``[accept]``, :data:`~fedtrail.valuation.combine.SPAN_RESIDUAL`). Not bounded on the
+    loose side (off is the default, and what terms written before it read as)."""
     stale_support_overlap: float = 0.99
     """At least this: lower moves the stale screen's kept-entries test toward honest sparse
     updates (honest ``topk8`` updates measured up to 0.8953 against their references,

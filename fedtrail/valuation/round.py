@@ -394,6 +394,7 @@ def _free_riders(
         white_z=comb.white_noise_z,
         shaped_z=comb.shaped_noise_z,
         block_z=comb.block_noise_z,
+        span_residual=comb.span_residual,
         declared_noise={c.site for c in cands if c.noise_declared},
         dp_copy_z=comb.dp_copy_z,
         stale_support_cosine=comb.stale_support_cosine,

@@ -24,6 +24,12 @@ at the default, alternating in one process, after checking that neither flags an
 against the default, with ``stale_support_cosine`` at its default in both.
 
     python scripts/bench/freeride_cost.py --sites 10,100 --repeats 3 --kept 0.05
+
+``--span``: the span test (``span_residual``, h-264) off (0) against the measured 0.01, the
+white and shaped tests on in both, alternating in one process, wall and CPU time, after
+checking that it flags no update (the synthetic updates are no mixtures).
+
+    python scripts/bench/freeride_cost.py --sites 10,100 --repeats 3 --span
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import torch
 from fedtrail.ml.models import ModelSpec, federated_state
 from fedtrail.storage.codec import Compression, decode_update, encode_update
 from fedtrail.valuation import Combiner
+from fedtrail.valuation.combine import SPAN_RESIDUAL
 from fedtrail.valuation.freeride import free_riders
 
 Delta = dict[str, torch.Tensor]
@@ -73,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--against", default="", help="another tree whose screen to time")
     parser.add_argument("--sparse", type=float, default=0.0, help="time the sparse stale test")
     parser.add_argument("--kept", type=float, default=0.0, help="time the kept-entries test")
+    parser.add_argument("--span", action="store_true", help="time the span test")
     args = parser.parse_args(argv)
     other = _load(args.against) if args.against else None
     torch.set_num_threads(1)
@@ -88,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i in range(n)
         }
         refs.update({f"global delta of round {r}": _update(state, gen) for r in range(3)})
+        if args.span:
+            if _span_cost(n, deltas, refs, args.repeats, comb):
+                return 1
+            continue
         if args.sparse > 0 or args.kept > 0:
             key = "stale_support_cosine" if args.sparse > 0 else "stale_support_overlap"
             f = args.sparse if args.sparse > 0 else args.kept
@@ -142,6 +154,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{n} sites, {len(refs)} references: white test {white:.3f} s, white + shaped "
             f"{both:.3f} s per round (x{both / white:.2f}; fastest of {args.repeats})"
         )
+    return 0
+
+
+def _span_cost(
+    n: int, deltas: dict[str, Delta], refs: dict[str, Delta], repeats: int, comb: Combiner
+) -> int:
+    """The span test's cost: off against on (:data:`SPAN_RESIDUAL`), alternating."""
+    kw = {
+        "min_norm_ratio": comb.free_rider_norm,
+        "stale_cosine": comb.stale_cosine,
+        "stale_distance": comb.stale_distance,
+        "white_z": comb.white_noise_z,
+        "shaped_z": comb.shaped_noise_z,
+    }
+    settings = {"off": 0.0, "on": SPAN_RESIDUAL}  # the measured value (the terms' default: off)
+    got = {k: free_riders(deltas, refs, span_residual=v, **kw) for k, v in settings.items()}
+    if got["on"] != got["off"]:
+        print(f"{n} sites: the span test flags honest updates: {got['on']}")
+        return 1
+    wall: dict[str, list[float]] = {k: [] for k in settings}
+    cpu: dict[str, list[float]] = {k: [] for k in settings}
+    for _ in range(repeats):
+        for k, v in settings.items():
+            started, cpu0 = time.perf_counter(), time.process_time()
+            free_riders(deltas, refs, span_residual=v, **kw)
+            wall[k].append(time.perf_counter() - started)
+            cpu[k].append(time.process_time() - cpu0)
+    off, on = min(wall["off"]), min(wall["on"])
+    c_off, c_on = min(cpu["off"]), min(cpu["on"])
+    print(
+        f"{n} sites, {len(refs)} references: span test off {off:.3f} s, on {on:.3f} s per round "
+        f"(+{on - off:.3f} s wall, x{on / off:.2f}); CPU {c_off:.3f} -> {c_on:.3f} s "
+        f"(+{c_on - c_off:.3f} s); fastest of {repeats}, alternating; same "
+        f"{len(got['on'])} free-riders"
+    )
     return 0
 
 

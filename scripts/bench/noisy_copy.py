@@ -18,13 +18,16 @@ freeride.structure_z` below the threshold). This script measures both sides:
   updates: ``white`` (i.i.d. Gaussian, scenario (h)), and the adaptive ``shaped`` (each
   coordinate's Gaussian scaled by the copy's own magnitude there, so the noise has the copy's
   per-tensor, per-row and per-column profile; the shaped-noise test's target, ``shaped_z``);
-* **mixtures** (reported, not judged): ``mix2`` (the mean of sites 0 and 1's previous updates)
-  and ``twoago`` (the sum of the last two global deltas), as they are and plus each noise.
+* **mixtures**: ``mix2`` (the mean of sites 0 and 1's previous updates) and ``twoago`` (the sum
+  of the last two global deltas), as they are (judged: the span test, ``span_residual`` at
+  :data:`~fedtrail.valuation.combine.SPAN_RESIDUAL`, must flag them) and plus each noise
+  (reported); every update's span statistic is printed (the smallest honest one).
 
 Prints, per (sites, alpha): honest updates flagged, the smallest honest statistic, and per
 copy kind the copies of one reference flagged and their largest (white) statistic, then the
-mixtures flagged. Exit status 1 when an honest update is flagged, a white copy passes, or a
-shaped copy of one reference with noise below its norm passes (the stated targets; at 100% noise
+mixtures flagged. Exit status 1 when an honest update is flagged, a white copy passes, an exact
+mixture passes, or a shaped copy of one reference with noise below its norm passes (the stated
+targets; at 100% noise
 another reference can be the closest, reported; with ``--compression`` the updates are sparse and
 the shaped test leaves them out, so shaped copies are reported, not judged). ``--candidates``
 also records and prints statistics the screen does not use (measurements for a span test: see
@@ -61,6 +64,7 @@ from fedtrail.ml.catalog import load_source
 from fedtrail.ml.models import ModelSpec
 from fedtrail.storage.codec import Compression
 from fedtrail.valuation import Combiner
+from fedtrail.valuation.combine import SPAN_RESIDUAL
 from fedtrail.valuation.freeride import free_riders, shaped_residual_z, structure_z
 
 Delta = Mapping[str, torch.Tensor]
@@ -138,6 +142,19 @@ def noisy(copy: Delta, level: float, kind: str, gen: torch.Generator) -> dict[st
 
 
 _FLAT: list[tuple[Mapping[str, Delta], Any, Any]] = []
+
+
+def span_statistics(sent: Mapping[str, Delta], refs: Mapping[str, Delta]) -> dict[str, float]:
+    """Each update's span statistic as the product's span test computes it
+    (:func:`~fedtrail.valuation.freeride.span_residuals`, with a threshold just under 1 so that
+    nearly every value is returned; 1.0 where it is not)."""
+    from fedtrail.valuation.freeride import span_residuals
+    from fedtrail.valuation.rows import Rows
+
+    names = list(sent)
+    rows = Rows.of([*(sent[s] for s in names), *(refs[r] for r in refs)])
+    got = span_residuals(rows, range(len(names)), len(names), rows.norms, 1.0 - 1e-9)
+    return {name: got.get(i, 1.0) for i, name in enumerate(names)}
 
 
 def smallest_structure(update: Delta, refs: Mapping[str, Delta]) -> tuple[float, float]:
@@ -223,7 +240,9 @@ def measure(
                 stale_distance=comb.stale_distance,
                 white_z=comb.white_noise_z,
                 shaped_z=comb.shaped_noise_z,
+                span_residual=SPAN_RESIDUAL,  # the measured value (off in the terms' default)
             )
+            spans = span_statistics(sent, refs)
             r = len(history) + 1
             for name, d in sent.items():
                 stat, shaped = smallest_structure(d, refs)
@@ -233,6 +252,7 @@ def measure(
                     "structure": stat,
                     "shaped": shaped,
                     "reason": found.get(name),
+                    "span": spans[name],
                 }
                 if candidates_on:
                     row.update(candidates(d, refs))
@@ -316,10 +336,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             flagged = [h for r in runs for h in r["flagged"]]
             low = min(h["structure"] for h in honest)
             low_shaped = min(h["shaped"] for h in honest)
+            low_span = min(h["span"] for h in honest)
             print(
                 f"{label}, seeds {seeds}, rounds 2-{args.rounds}: honest flagged "
                 f"{len(flagged)}/{len(honest)}, smallest honest structure {low:.3g}, "
-                f"smallest honest shaped statistic {low_shaped:.3g}"
+                f"smallest honest shaped statistic {low_shaped:.3g}, smallest honest span "
+                f"residual {low_span:.3g}"
             )
             if args.dp_epsilon is None:
                 for f in flagged:
@@ -350,7 +372,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     mine = [c for c in copies if c["source"] == source and c["kind"] == kind]
                     if mine:
                         caught = sum(1 for c in mine if c["reason"])
-                        print(f"  {source} + {kind}: flagged {caught}/{len(mine)} (not judged)")
+                        top_span = max(c["span"] for c in mine)
+                        low_span = min(c["span"] for c in mine)
+                        judged = kind == "none"  # as they are: the span test's target
+                        print(
+                            f"  {source} + {kind}: flagged {caught}/{len(mine)}, span residual "
+                            f"{low_span:.3g}..{top_span:.3g}" + ("" if judged else " (not judged)")
+                        )
+                        if judged and caught < len(mine):
+                            failed = True
             if args.candidates:
                 stats = (
                     "shaped_closest",
@@ -378,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"   {g:16s} " + "  ".join(rng(rows, k) for k in stats))
             sys.stdout.flush()
     timing = write_run(doc, args.out, started, cpu)
-    target = "white copies all flagged" + (
+    target = "white copies and exact mixtures all flagged" + (
         " (honest updates not judged under DP-SGD)"
         if args.dp_epsilon is not None
         else ", honest none"

@@ -928,6 +928,7 @@ LATER_THRESHOLDS = {
     "dp_copy_z": 0.0,
     "stale_support_cosine": 1.0,
     "stale_support_overlap": 1.0,
+    "span_residual": 0.0,
 }
 
 
@@ -1244,7 +1245,39 @@ def free_rider_rule(
         why = noise_tests(tensors[a], x, [v for _, v in refs], ref_tensors or [], a in declared, cc)
         if why:
             out[a] = why
+    span_limit = cc.get("span_residual", LATER_THRESHOLDS["span_residual"])
+    if span_limit > 0 and tensors is not None and refs:
+        gram = None
+        for a in sites:
+            if a in out:
+                continue
+            r, gram = span_residual(flats[a], norms[a], [v for _, v in refs], ref_norms, gram)
+            if r < span_limit:
+                out[a] = f"a linear mixture of earlier public updates ({r:.3g})"
     return out, norms
+
+
+def span_residual(x, nx, refs, ref_norms, gram=None):
+    """README *Linear mixtures*: the square root of the minimum over c of
+    |x/|x| - sum_j c_j r_j/|r_j||^2 + 1e-6 |c|^2, over the references whose norm lies in
+    (1e-100, 1e100), every dot product a block sum; 1.0 for an update of a norm outside it or
+    without such references. ``gram``: the references' normalised Gram matrix from an earlier
+    call of the same round (returned for the next)."""
+    keep = [k for k in range(len(refs)) if 1e-100 < ref_norms[k] < 1e100]
+    if not keep or not 1e-100 < nx < 1e100:
+        return 1.0, gram
+    if gram is None:
+        gram = np.eye(len(keep))
+        for p_, kp in enumerate(keep):
+            for q_ in range(p_, len(keep)):
+                kq = keep[q_]
+                v = block_sum(refs[kp] * refs[kq]) / (ref_norms[kp] * ref_norms[kq])
+                gram[p_, q_] = gram[q_, p_] = v
+    b = np.array([block_sum(x * refs[k]) / (nx * ref_norms[k]) for k in keep])
+    h = gram + 1e-6 * np.eye(len(keep))
+    c = np.linalg.solve(h, b)
+    m = 1.0 - 2.0 * float(b @ c) + float(c @ h @ c)
+    return math.sqrt(max(m, 0.0)), gram
 
 
 # ---------------------------------------------------------------- names that look alike

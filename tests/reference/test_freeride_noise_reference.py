@@ -549,3 +549,79 @@ def test_block_statistic_is_the_same_bits_and_verdicts_match() -> None:
         ref_tensors=[],
     )
     assert set(mine) == set(theirs) == {"0x" + "4" * 40}
+
+
+def test_span_verdicts_match_the_screen() -> None:
+    """The span test (``span_residual``, h-264) through the README's rule and through
+    free_riders: mixtures of the references (two sites' updates, two global deltas, three
+    references with signs) flagged by both, updates with fresh training by neither, and the
+    reader's statistic the product's within the float solve's error."""
+    from fedtrail.valuation.freeride import span_residuals
+    from fedtrail.valuation.rows import Rows
+
+    rng = np.random.default_rng(7)
+    prev = [_update(rng, 0.01, True) for _ in range(3)]
+    glob = {k: ((prev[0][k] + prev[1][k] + prev[2][k]) / np.float32(3)) for k in prev[0]}
+    older = {
+        k: (v * np.float32(0.5)).astype(np.float32) for k, v in _update(rng, 0.01, True).items()
+    }
+    labels = [f"0x{s + 1:040x}'s update of round 2" for s in range(3)]
+    labels += ["the global delta of round 2", "the global delta of round 1"]
+    refs = [*prev, glob, older]
+
+    def lin(*terms: tuple[float, dict[str, F32]]) -> dict[str, F32]:
+        return {
+            k: sum(np.float32(c) * d[k] for c, d in terms).astype(np.float32)  # type: ignore[union-attr]
+            for k in terms[0][1]
+        }
+
+    sites = {
+        f"0x{s + 1:040x}": lin((0.6, prev[s]), (1.0, _update(rng, 0.01, True))) for s in range(3)
+    }
+    sites["0x" + "4" * 40] = lin((0.5, prev[0]), (0.5, prev[1]))
+    sites["0x" + "5" * 40] = lin((1.0, glob), (1.0, older))
+    sites["0x" + "6" * 40] = lin((0.3, prev[2]), (-0.2, older), (0.7, glob))
+    cc = {"free_rider_norm": 0.01, "stale_cosine": 0.99999, "stale_distance": 1e6}
+    cc["span_residual"] = 0.02
+    theirs = free_riders(
+        {s: _torch(u) for s, u in sites.items()},
+        {lab: _torch(r) for lab, r in zip(labels, refs, strict=True)},
+        min_norm_ratio=0.01,
+        stale_cosine=0.99999,
+        stale_distance=1e6,
+        span_residual=0.02,
+    )
+    order = sorted(sites, key=lambda a: int(a, 16))
+    flats = {s: _flat(sites[s]) for s in order}
+    ref_flats = [(lab, _flat(r)) for lab, r in zip(labels, refs, strict=True)]
+    mine, norms = R.free_rider_rule(
+        order,
+        flats,
+        ref_flats,
+        {s: 1 for s in order},
+        cc,
+        0.0,
+        str,
+        tensors={s: _wide(sites[s]) for s in order},
+        ref_tensors=[_wide(r) for r in refs],
+    )
+    assert set(mine) == set(theirs) == {"0x" + c * 40 for c in "456"}
+    rows = Rows.of([*(_torch(sites[s]) for s in order), *(_torch(r) for r in refs)])
+    product = span_residuals(rows, range(len(order)), len(order), rows.norms, 1.0 - 1e-9)
+    ref_norms = [math.sqrt(R.block_sum(v * v)) for _, v in ref_flats]
+    for i, s in enumerate(order):
+        got, _ = R.span_residual(flats[s], norms[s], [v for _, v in ref_flats], ref_norms)
+        assert got == pytest.approx(product[i], rel=1e-6, abs=1e-9), s
+    # the reader reads the field as off when the terms lack it
+    del cc["span_residual"]
+    assert not R.free_rider_rule(
+        order,
+        flats,
+        ref_flats,
+        {s: 1 for s in order},
+        cc,
+        0.0,
+        str,
+        tensors={s: _wide(sites[s]) for s in order},
+        ref_tensors=[_wide(r) for r in refs],
+    )[0]

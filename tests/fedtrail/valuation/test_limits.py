@@ -53,6 +53,7 @@ STRICTER = {
     "tiny_size_power": 0.0,
     "stale_support_cosine": 0.9,
     "stale_support_overlap": 0.5,
+    "span_residual": 0.5,
 }
 """One value per bounded threshold on its harmful side of the default limit."""
 
@@ -87,6 +88,7 @@ LOOSER = {
     "tiny_size_own": 1,
     "stale_support_cosine": 1.0,
     "stale_support_overlap": 1.0,
+    "span_residual": 0.0,
 }
 
 
@@ -136,6 +138,7 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
         "shaped_noise_z",
         "block_noise_z",
         "dp_copy_z",
+        "span_residual",
     }
     # record_floor: no limit on either side (its effect never goes below demote_scale's; 0,
     # off, is the unbounded record of every ledger before it)
