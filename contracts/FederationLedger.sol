@@ -752,7 +752,7 @@ contract FederationLedger {
         }
 
         (uint256[] memory weights, uint256[] memory samples, uint256 total) =
-            _computeWeights(round, sites, scores, reasons, true);
+            _computeWeights(round, sites, scores, reasons);
         r.phase = Phase.Valued;
         for (uint256 i = 0; i < count; ++i) {
             _applyValuation(
@@ -1385,25 +1385,45 @@ contract FederationLedger {
         if (vectors != votes) revert FederationLedger__MissingVotes(round, votes, vectors);
     }
 
-    /// @dev Weights from the medians, then every site's valuation; the round becomes Valued.
+    /// @dev Each supplied median against its site's tally (k counted entries from the other
+    /// validators): it is the high median, the entry at index floor(k/2) of the sorted
+    /// entries, exactly when at most floor(k/2) entries are below it and at least
+    /// floor(k/2) + 1 are at or below it; with no entry it is 0. Then the weights from the
+    /// medians and every site's valuation (reason Ok for a positive median, PeerRejected for
+    /// 0); the round becomes Valued. The sites were checked by {_siteOf}, which read `samples`.
     function _settlePeer(
         Round storage r,
         uint256 round,
         address[] calldata sites,
-        uint32[] memory scores,
-        uint8[] memory reasons
+        uint32[] memory medians,
+        uint256[] memory samples,
+        uint256[] memory tally
     ) private returns (uint256 total) {
-        uint256[] memory weights;
-        uint256[] memory samples;
-        (weights, samples, total) = _computeWeights(round, sites, scores, reasons, false);
+        uint256 count = medians.length;
+        uint256[] memory products = new uint256[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            uint256 t = tally[i];
+            uint256 half = (t >> 128) / 2;
+            uint32 m = medians[i];
+            bool valid = t >> 128 == 0 ? m == 0 : uint64(t) <= half && uint64(t >> 64) > half;
+            if (!valid) revert FederationLedger__WrongMedian(round, sites[i], m);
+            unchecked {
+                // below 2**48 * 2**20, summed over fewer than 2**32 sites: no overflow
+                uint256 product = samples[i] * m;
+                products[i] = product;
+                total += product;
+            }
+        }
+        uint256[] memory weights = _weights(round, products, total);
         r.phase = Phase.Valued;
-        for (uint256 i = 0; i < sites.length; ++i) {
+        for (uint256 i = 0; i < count; ++i) {
+            uint32 m = medians[i];
             _applyValuation(
                 round,
                 sites[i],
                 uint64(samples[i]),
-                scores[i],
-                Reason(reasons[i]),
+                m,
+                m > 0 ? Reason.Ok : Reason.PeerRejected,
                 uint64(weights[i])
             );
         }
@@ -1501,24 +1521,25 @@ contract FederationLedger {
     }
 
     /// @dev Sites strictly ascending, each with an update revealed in this round (checked here,
-    /// before the medians, and again by {_computeWeights}); for every validator (index j) the
+    /// before the medians), and each one's sample count; for every validator (index j) the
     /// index of the site with its address, `sites.length` when it has none: one merge walk
     /// over the two ascending lists.
     function _siteOf(uint256 round, address[] calldata sites, address[] calldata validators)
         private
         view
-        returns (uint256[] memory siteOf)
+        returns (uint256[] memory siteOf, uint256[] memory samples)
     {
         uint256 count = sites.length;
         uint256 nv = validators.length;
         siteOf = new uint256[](nv);
+        samples = new uint256[](count);
         uint256 j = 0;
         for (uint256 i = 0; i < count; ++i) {
             address site = sites[i];
             if (i > 0 && site <= sites[i - 1]) revert FederationLedger__SitesNotSorted(i);
-            if (_sites[site].pendingRound != round) {
-                revert FederationLedger__NotRevealed(round, site);
-            }
+            Site storage s = _sites[site];
+            if (s.pendingRound != round) revert FederationLedger__NotRevealed(round, site);
+            samples[i] = s.pendingSamples;
             while (j < nv && validators[j] < site) {
                 siteOf[j] = count;
                 ++j;
@@ -1614,7 +1635,7 @@ contract FederationLedger {
         uint256 nv = validators.length;
         Round storage r = _peerValuable(round, count, nv, vectors.length, medians.length);
         bool[] memory counted = _counted(round, count, validators, vectors);
-        uint256[] memory siteOf = _siteOf(round, sites, validators);
+        (uint256[] memory siteOf, uint256[] memory samples) = _siteOf(round, sites, validators);
         uint32[] memory scores = new uint32[](count);
         for (uint256 i = 0; i < count; ++i) {
             scores[i] = medians[i];
@@ -1627,34 +1648,8 @@ contract FederationLedger {
                 round, validators[j], vectors[j], scores, tally, counted[j], siteOf[j], buf
             );
         }
-        uint8[] memory reasons = _checkMedians(round, sites, scores, tally);
-        total = _settlePeer(r, round, sites, scores, reasons);
+        total = _settlePeer(r, round, sites, scores, samples, tally);
         _rateValidators(round, validators, sums, siteOf, count);
-    }
-
-    /// @dev Each supplied median against its site's tally (k counted entries from the other
-    /// validators): it is the high median, the entry at index floor(k/2) of the sorted
-    /// entries, exactly when at most floor(k/2) entries are below it and at least
-    /// floor(k/2) + 1 are at or below it; with no entry it is 0. Returns the reasons: Ok for a
-    /// positive median, PeerRejected for 0.
-    function _checkMedians(
-        uint256 round,
-        address[] calldata sites,
-        uint32[] memory medians,
-        uint256[] memory tally
-    ) private pure returns (uint8[] memory reasons) {
-        uint256 count = medians.length;
-        reasons = new uint8[](count);
-        for (uint256 i = 0; i < count; ++i) {
-            uint256 t = tally[i];
-            uint256 half = (t >> 128) / 2;
-            uint32 m = medians[i];
-            bool valid = t >> 128 == 0
-                ? m == 0
-                : uint64(t) <= half && uint64(t >> 64) > half;
-            if (!valid) revert FederationLedger__WrongMedian(round, sites[i], m);
-            reasons[i] = m > 0 ? uint8(Reason.Ok) : uint8(Reason.PeerRejected);
-        }
     }
 
     /// @dev Rates every validator that scored a site other than itself: distance = floor of
@@ -1713,14 +1708,12 @@ contract FederationLedger {
         emit ValidatorRated(round, validator, distance, reputation);
     }
 
-    /// @dev Checks the valuation's sites (and, when `posted` by the aggregator, its scores and
-    /// reasons) and fixes the weights.
+    /// @dev Checks the aggregator's valuation (sites, scores, reasons) and fixes the weights.
     function _computeWeights(
         uint256 round,
         address[] calldata sites,
-        uint32[] memory scores,
-        uint8[] memory reasons,
-        bool posted
+        uint32[] calldata scores,
+        uint8[] calldata reasons
     )
         private
         view
@@ -1735,15 +1728,13 @@ contract FederationLedger {
             Site storage s = _sites[site];
             if (s.pendingRound != round) revert FederationLedger__NotRevealed(round, site);
             uint32 score = scores[i];
-            if (posted) {
-                uint8 reason = reasons[i];
-                if (score > SCORE_SCALE) revert FederationLedger__ScoreOutOfRange(site, score);
-                if (reason == uint8(Reason.NotRevealed) || reason > uint8(Reason.Contradicted)) {
-                    revert FederationLedger__InvalidReason(site, reason);
-                }
-                if ((score > 0) != (reason == uint8(Reason.Ok))) {
-                    revert FederationLedger__ScoreReasonMismatch(site, score, reason);
-                }
+            uint8 reason = reasons[i];
+            if (score > SCORE_SCALE) revert FederationLedger__ScoreOutOfRange(site, score);
+            if (reason == uint8(Reason.NotRevealed) || reason > uint8(Reason.Contradicted)) {
+                revert FederationLedger__InvalidReason(site, reason);
+            }
+            if ((score > 0) != (reason == uint8(Reason.Ok))) {
+                revert FederationLedger__ScoreReasonMismatch(site, score, reason);
             }
             uint256 n = s.pendingSamples;
             samples[i] = n;
