@@ -13,7 +13,10 @@ DP site's round (commitUpdate + revealPrivateUpdate) has the same 100,000 target
 Then peer rounds (issue 14) on a second ledger with the same sites: a round where 5 sites
 submit and validate, and two where all 10 do (commitScores + revealScores per validator,
 recordPeerValuation at 5 and 10 sites). Target: a whole peer round of 10 sites (open + commits +
-reveals + score commits + score reveals + peer valuation + finalize) <= 3,000,000 gas.
+reveals + score commits + score reveals + peer valuation + finalize) <= 3,000,000 gas, every
+round it can be: last, rounds with the drops that may follow a valuation, each measured as one
+round (DROP_ROUNDS: one dropScreened, one dropWithheld, both, dropScreened of two), and the
+dearest of them all is the figure held against the target.
 """
 
 from __future__ import annotations
