@@ -752,7 +752,7 @@ contract FederationLedger {
         }
 
         (uint256[] memory weights, uint256[] memory samples, uint256 total) =
-            _computeWeights(round, sites, scores, reasons, true);
+            _computeWeights(round, sites, scores, reasons);
         r.phase = Phase.Valued;
         for (uint256 i = 0; i < count; ++i) {
             _applyValuation(
@@ -954,17 +954,15 @@ contract FederationLedger {
         if (count != r.revealCount) {
             revert FederationLedger__ScoreVectorLength(round, r.revealCount, count);
         }
-        for (uint256 i = 0; i < count; ++i) {
-            if (scores[i] > SCORE_SCALE) {
-                revert FederationLedger__ScoreOutOfRange(msg.sender, scores[i]);
-            }
-        }
-        (bytes32 opened, bytes32 stored) = _scoreHashes(round, scores, salt);
+        (bytes32 opened, bytes32 stored, uint256 bad) = _scoreHashes(round, scores, salt);
+        // an entry with dirty high bits is above SCORE_SCALE too; reading it reverts as the ABI
+        // decoder does
+        if (bad < count) revert FederationLedger__ScoreOutOfRange(msg.sender, scores[bad]);
         if (opened != committed) revert FederationLedger__ScoreCommitmentMismatch(round, msg.sender);
         _scoreVotes[round][msg.sender] = stored;
         s.scoredRound = uint32(round);
         p.voteCount += 1;
-        emit ScoresRevealed(round, msg.sender, scores);
+        _emitScoresRevealed(round, scores);
     }
 
     /// @notice Values peer round `round` from its revealed score vectors: every site's score is
@@ -1053,6 +1051,9 @@ contract FederationLedger {
         _drop(round, sites, dropped, false);
     }
 
+    /// @dev Both drops. The re-weighting reads each site's submission slot only: a valued round
+    /// stored every revealed update's sample count (at least 1) beside its score and weight,
+    /// so a count of 0 is a site that revealed nothing here, and the site records are not read.
     function _drop(
         uint256 round,
         address[] calldata sites,
@@ -1060,24 +1061,25 @@ contract FederationLedger {
         bool withheld
     ) private {
         Round storage r = _rounds[round];
-        if (r.phase == Phase.None) revert FederationLedger__UnknownRound(round);
+        Phase phase = r.phase;
+        if (phase == Phase.None) revert FederationLedger__UnknownRound(round);
         if (!r.peer) revert FederationLedger__NotPeerRound(round);
-        if (r.phase != Phase.Valued) {
-            revert FederationLedger__WrongPhase(round, r.phase, Phase.Valued);
+        if (phase != Phase.Valued) revert FederationLedger__WrongPhase(round, phase, Phase.Valued);
+        if (withheld) {
+            uint64 deadline = _peerRounds[round].scoreRevealDeadline;
+            if (block.timestamp <= deadline) revert FederationLedger__RoundStillOpen(round, deadline);
         }
-        uint64 deadline = _peerRounds[round].scoreRevealDeadline;
-        if (withheld && block.timestamp <= deadline) {
-            revert FederationLedger__RoundStillOpen(round, deadline);
-        }
-        if (sites.length != r.revealCount) {
-            revert FederationLedger__MissingScores(round, r.revealCount, sites.length);
+        uint256 count = sites.length;
+        if (count != r.revealCount) {
+            revert FederationLedger__MissingScores(round, r.revealCount, count);
         }
         if (dropped.length == 0) revert FederationLedger__InvalidParameter("dropped");
+        mapping(address => Submission) storage subs = _submissions[round];
         Reason reason = withheld ? Reason.Withheld : Reason.FreeRider;
         for (uint256 k = 0; k < dropped.length; ++k) {
             address site = dropped[k];
             if (k > 0 && site <= dropped[k - 1]) revert FederationLedger__SitesNotSorted(k);
-            Submission storage sub = _submissions[round][site];
+            Submission storage sub = subs[site];
             if (sub.weight == 0) revert FederationLedger__NotWeighted(round, site);
             Site storage s = _sites[site];
             uint32 credit = uint32((uint256(_reputationAlpha) * sub.score) / SCORE_SCALE);
@@ -1086,20 +1088,31 @@ contract FederationLedger {
             s.reputation = reputation;
             sub.score = 0;
             sub.reason = reason;
-            if (reason == Reason.Withheld) {
+            if (withheld) {
                 emit UpdateWithheld(round, site, reputation);
             } else {
                 emit UpdateScreened(round, site, reputation);
             }
         }
-        uint256 count = sites.length;
-        uint32[] memory scores = new uint32[](count);
+        uint256[] memory products = new uint256[](count);
+        uint256 total = 0;
         for (uint256 i = 0; i < count; ++i) {
-            scores[i] = _submissions[round][sites[i]].score;
+            address site = sites[i];
+            if (i > 0 && site <= sites[i - 1]) revert FederationLedger__SitesNotSorted(i);
+            Submission storage sub = subs[site];
+            uint256 samples = sub.numSamples;
+            if (samples == 0) revert FederationLedger__NotRevealed(round, site);
+            unchecked {
+                // below 2**48 * 2**20 (samples at most MAX_SITE_SAMPLES), summed over fewer
+                // than 2**32 sites: no overflow
+                uint256 product = samples * sub.score;
+                products[i] = product;
+                total += product;
+            }
         }
-        (uint256[] memory weights,,) = _computeWeights(round, sites, scores, new uint8[](0), false);
+        uint256[] memory weights = _weights(round, products, total);
         for (uint256 i = 0; i < count; ++i) {
-            Submission storage sub = _submissions[round][sites[i]];
+            Submission storage sub = subs[sites[i]];
             uint64 weight = uint64(weights[i]);
             if (sub.weight != weight) {
                 sub.weight = weight;
@@ -1372,25 +1385,45 @@ contract FederationLedger {
         if (vectors != votes) revert FederationLedger__MissingVotes(round, votes, vectors);
     }
 
-    /// @dev Weights from the medians, then every site's valuation; the round becomes Valued.
+    /// @dev Each supplied median against its site's tally (k counted entries from the other
+    /// validators): it is the high median, the entry at index floor(k/2) of the sorted
+    /// entries, exactly when at most floor(k/2) entries are below it and at least
+    /// floor(k/2) + 1 are at or below it; with no entry it is 0. Then the weights from the
+    /// medians and every site's valuation (reason Ok for a positive median, PeerRejected for
+    /// 0); the round becomes Valued. The sites were checked by {_siteOf}, which read `samples`.
     function _settlePeer(
         Round storage r,
         uint256 round,
         address[] calldata sites,
-        uint32[] memory scores,
-        uint8[] memory reasons
+        uint32[] memory medians,
+        uint256[] memory samples,
+        uint256[] memory tally
     ) private returns (uint256 total) {
-        uint256[] memory weights;
-        uint256[] memory samples;
-        (weights, samples, total) = _computeWeights(round, sites, scores, reasons, false);
+        uint256 count = medians.length;
+        uint256[] memory products = new uint256[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            uint256 t = tally[i];
+            uint256 half = (t >> 128) / 2;
+            uint32 m = medians[i];
+            bool valid = t >> 128 == 0 ? m == 0 : uint64(t) <= half && uint64(t >> 64) > half;
+            if (!valid) revert FederationLedger__WrongMedian(round, sites[i], m);
+            unchecked {
+                // below 2**48 * 2**20, summed over fewer than 2**32 sites: no overflow
+                uint256 product = samples[i] * m;
+                products[i] = product;
+                total += product;
+            }
+        }
+        uint256[] memory weights = _weights(round, products, total);
         r.phase = Phase.Valued;
-        for (uint256 i = 0; i < sites.length; ++i) {
+        for (uint256 i = 0; i < count; ++i) {
+            uint32 m = medians[i];
             _applyValuation(
                 round,
                 sites[i],
                 uint64(samples[i]),
-                scores[i],
-                Reason(reasons[i]),
+                m,
+                m > 0 ? Reason.Ok : Reason.PeerRejected,
                 uint64(weights[i])
             );
         }
@@ -1398,12 +1431,13 @@ contract FederationLedger {
 
     /// @dev `keccak256(abi.encode(msg.sender, round, scores, salt))` (the commitment) and
     /// `keccak256(abi.encode(round, msg.sender, scores))` (what a reveal stores), from one
-    /// copy of `scores` in memory. Every entry was read through the ABI decoder first (a uint32
-    /// with dirty high bits reverts there), so the copied words are the clean encoding.
+    /// copy of `scores` in memory, and the index of the first entry above SCORE_SCALE
+    /// (`scores.length`: none). The hashes are used only when every entry is at most
+    /// SCORE_SCALE, so every copied word is then the clean encoding of a uint32.
     function _scoreHashes(uint256 round, uint32[] calldata scores, bytes32 salt)
         private
         view
-        returns (bytes32 opened, bytes32 stored)
+        returns (bytes32 opened, bytes32 stored, uint256 bad)
     {
         assembly ("memory-safe") {
             let ptr := mload(0x40)
@@ -1415,12 +1449,34 @@ contract FederationLedger {
             mstore(add(ptr, 0x60), salt)
             mstore(add(ptr, 0x80), scores.length)
             calldatacopy(add(ptr, 0xa0), scores.offset, size)
+            bad := scores.length
+            for { let i := 0 } lt(i, scores.length) { i := add(i, 1) } {
+                if gt(mload(add(add(ptr, 0xa0), shl(5, i))), SCORE_SCALE) {
+                    bad := i
+                    break
+                }
+            }
             opened := keccak256(ptr, add(0xa0, size))
             // [round, sender, 0x60, length, entries...] one word further on
             mstore(add(ptr, 0x20), round)
             mstore(add(ptr, 0x40), caller())
             mstore(add(ptr, 0x60), 0x60)
             stored := keccak256(add(ptr, 0x20), add(0x80, size))
+        }
+    }
+
+    /// @dev `emit ScoresRevealed(round, msg.sender, scores)`, the data copied from calldata in
+    /// one piece: every entry was checked to be at most SCORE_SCALE ({_scoreHashes}), so the
+    /// words are already the ABI encoding and need no per-entry re-encoding.
+    function _emitScoresRevealed(uint256 round, uint32[] calldata scores) private {
+        bytes32 topic = ScoresRevealed.selector;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            let size := shl(5, scores.length)
+            mstore(ptr, 0x20)
+            mstore(add(ptr, 0x20), scores.length)
+            calldatacopy(add(ptr, 0x40), scores.offset, size)
+            log3(ptr, add(0x40, size), topic, round, caller())
         }
     }
 
@@ -1465,24 +1521,25 @@ contract FederationLedger {
     }
 
     /// @dev Sites strictly ascending, each with an update revealed in this round (checked here,
-    /// before the medians, and again by {_computeWeights}); for every validator (index j) the
+    /// before the medians), and each one's sample count; for every validator (index j) the
     /// index of the site with its address, `sites.length` when it has none: one merge walk
     /// over the two ascending lists.
     function _siteOf(uint256 round, address[] calldata sites, address[] calldata validators)
         private
         view
-        returns (uint256[] memory siteOf)
+        returns (uint256[] memory siteOf, uint256[] memory samples)
     {
         uint256 count = sites.length;
         uint256 nv = validators.length;
         siteOf = new uint256[](nv);
+        samples = new uint256[](count);
         uint256 j = 0;
         for (uint256 i = 0; i < count; ++i) {
             address site = sites[i];
             if (i > 0 && site <= sites[i - 1]) revert FederationLedger__SitesNotSorted(i);
-            if (_sites[site].pendingRound != round) {
-                revert FederationLedger__NotRevealed(round, site);
-            }
+            Site storage s = _sites[site];
+            if (s.pendingRound != round) revert FederationLedger__NotRevealed(round, site);
+            samples[i] = s.pendingSamples;
             while (j < nv && validators[j] < site) {
                 siteOf[j] = count;
                 ++j;
@@ -1578,7 +1635,7 @@ contract FederationLedger {
         uint256 nv = validators.length;
         Round storage r = _peerValuable(round, count, nv, vectors.length, medians.length);
         bool[] memory counted = _counted(round, count, validators, vectors);
-        uint256[] memory siteOf = _siteOf(round, sites, validators);
+        (uint256[] memory siteOf, uint256[] memory samples) = _siteOf(round, sites, validators);
         uint32[] memory scores = new uint32[](count);
         for (uint256 i = 0; i < count; ++i) {
             scores[i] = medians[i];
@@ -1591,34 +1648,8 @@ contract FederationLedger {
                 round, validators[j], vectors[j], scores, tally, counted[j], siteOf[j], buf
             );
         }
-        uint8[] memory reasons = _checkMedians(round, sites, scores, tally);
-        total = _settlePeer(r, round, sites, scores, reasons);
+        total = _settlePeer(r, round, sites, scores, samples, tally);
         _rateValidators(round, validators, sums, siteOf, count);
-    }
-
-    /// @dev Each supplied median against its site's tally (k counted entries from the other
-    /// validators): it is the high median, the entry at index floor(k/2) of the sorted
-    /// entries, exactly when at most floor(k/2) entries are below it and at least
-    /// floor(k/2) + 1 are at or below it; with no entry it is 0. Returns the reasons: Ok for a
-    /// positive median, PeerRejected for 0.
-    function _checkMedians(
-        uint256 round,
-        address[] calldata sites,
-        uint32[] memory medians,
-        uint256[] memory tally
-    ) private pure returns (uint8[] memory reasons) {
-        uint256 count = medians.length;
-        reasons = new uint8[](count);
-        for (uint256 i = 0; i < count; ++i) {
-            uint256 t = tally[i];
-            uint256 half = (t >> 128) / 2;
-            uint32 m = medians[i];
-            bool valid = t >> 128 == 0
-                ? m == 0
-                : uint64(t) <= half && uint64(t >> 64) > half;
-            if (!valid) revert FederationLedger__WrongMedian(round, sites[i], m);
-            reasons[i] = m > 0 ? uint8(Reason.Ok) : uint8(Reason.PeerRejected);
-        }
     }
 
     /// @dev Rates every validator that scored a site other than itself: distance = floor of
@@ -1677,14 +1708,12 @@ contract FederationLedger {
         emit ValidatorRated(round, validator, distance, reputation);
     }
 
-    /// @dev Checks the valuation's sites (and, when `posted` by the aggregator, its scores and
-    /// reasons) and fixes the weights.
+    /// @dev Checks the aggregator's valuation (sites, scores, reasons) and fixes the weights.
     function _computeWeights(
         uint256 round,
         address[] calldata sites,
-        uint32[] memory scores,
-        uint8[] memory reasons,
-        bool posted
+        uint32[] calldata scores,
+        uint8[] calldata reasons
     )
         private
         view
@@ -1699,32 +1728,50 @@ contract FederationLedger {
             Site storage s = _sites[site];
             if (s.pendingRound != round) revert FederationLedger__NotRevealed(round, site);
             uint32 score = scores[i];
-            if (posted) {
-                uint8 reason = reasons[i];
-                if (score > SCORE_SCALE) revert FederationLedger__ScoreOutOfRange(site, score);
-                if (reason == uint8(Reason.NotRevealed) || reason > uint8(Reason.Contradicted)) {
-                    revert FederationLedger__InvalidReason(site, reason);
-                }
-                if ((score > 0) != (reason == uint8(Reason.Ok))) {
-                    revert FederationLedger__ScoreReasonMismatch(site, score, reason);
-                }
+            uint8 reason = reasons[i];
+            if (score > SCORE_SCALE) revert FederationLedger__ScoreOutOfRange(site, score);
+            if (reason == uint8(Reason.NotRevealed) || reason > uint8(Reason.Contradicted)) {
+                revert FederationLedger__InvalidReason(site, reason);
             }
-            samples[i] = s.pendingSamples;
-            products[i] = samples[i] * score;
-            total += products[i];
+            if ((score > 0) != (reason == uint8(Reason.Ok))) {
+                revert FederationLedger__ScoreReasonMismatch(site, score, reason);
+            }
+            uint256 n = s.pendingSamples;
+            samples[i] = n;
+            unchecked {
+                // below 2**48 * 2**20, summed over fewer than 2**32 sites: no overflow
+                products[i] = n * score;
+                total += n * score;
+            }
         }
+        weights = _weights(round, products, total);
+    }
+
+    /// @dev w_i = floor(products[i] * WEIGHT_SCALE / total), then the rounding remainder one
+    /// unit each to the first entries whose exact share had a fractional part.
+    function _weights(uint256 round, uint256[] memory products, uint256 total)
+        private
+        pure
+        returns (uint256[] memory weights)
+    {
         if (total == 0) revert FederationLedger__ZeroTotalWeight(round);
+        uint256 count = products.length;
         weights = new uint256[](count);
         uint256 assigned = 0;
-        for (uint256 i = 0; i < count; ++i) {
-            weights[i] = (products[i] * WEIGHT_SCALE) / total;
-            assigned += weights[i];
-        }
-        uint256 leftover = WEIGHT_SCALE - assigned;
-        for (uint256 i = 0; i < count && leftover > 0; ++i) {
-            if (mulmod(products[i], WEIGHT_SCALE, total) != 0) {
-                weights[i] += 1;
-                leftover -= 1;
+        unchecked {
+            // products[i] <= total < 2**100, so products[i] * WEIGHT_SCALE < 2**160; the floors
+            // sum to at most WEIGHT_SCALE, and a unit goes to fewer entries than the remainder
+            for (uint256 i = 0; i < count; ++i) {
+                uint256 w = (products[i] * WEIGHT_SCALE) / total;
+                weights[i] = w;
+                assigned += w;
+            }
+            uint256 leftover = WEIGHT_SCALE - assigned;
+            for (uint256 i = 0; i < count && leftover > 0; ++i) {
+                if (mulmod(products[i], WEIGHT_SCALE, total) != 0) {
+                    weights[i] += 1;
+                    leftover -= 1;
+                }
             }
         }
     }
@@ -1738,10 +1785,16 @@ contract FederationLedger {
         uint64 weight
     ) private {
         Submission storage sub = _submissions[round][site];
-        sub.numSamples = numSamples;
-        sub.score = score;
-        sub.reason = reason;
-        sub.weight = weight;
+        // the second slot is empty until the valuation: all four fields in one store
+        assembly ("memory-safe") {
+            sstore(
+                add(sub.slot, 1),
+                or(
+                    or(and(numSamples, 0xffffffffffffffff), shl(64, and(weight, 0xffffffffffffffff))),
+                    or(shl(128, and(score, 0xffffffff)), shl(160, and(reason, 0xff)))
+                )
+            )
+        }
         Site storage s = _sites[site];
         uint32 reputation = score;
         if (s.valuedRounds != 0) {

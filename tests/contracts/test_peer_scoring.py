@@ -946,6 +946,10 @@ def test_drop_withheld_refuses_what_the_contract_requires(fed: Fed) -> None:
         raw(sites, [sites[1], sites[0]])
     with expect(InvalidValuation, "SitesNotSorted", index=1):
         raw([sites[1], sites[0], sites[2]], [sites[2]])
+    # the right number of sites, one of them without an update in the round (the re-weighting
+    # tells it by the sample count its submission slot holds, 0)
+    with expect(InvalidValuation, "NotRevealed", round=round_id, site=fed.coord.address):
+        raw(by_address([sites[0], sites[1], fed.coord.address]), [sites[0]])
     with expect(InvalidValuation, "NotWeighted", round=round_id, site=fed.coord.address):
         raw(sites, [fed.coord.address])
     with expect(InvalidValuation, "ZeroTotalWeight", round=round_id):
