@@ -199,6 +199,11 @@ class Rule:
     site's negative record, or 0) minus ``record_floor`` after each round (0: off): a record
     already at zero score stops sinking, so later positive shares count at once (a CUSUM's
     reflecting barrier). At ``record_floor`` >= the demote scale no score of the round moves."""
+    negative_below: float = -1.0
+    """A positive share withheld by ``credit_cosine`` counts as the same share negative when the
+    update's cosine to the median update is below this (-1: never; ``withheld_negative`` is this
+    at ``credit_cosine``): evidence against only the updates that point almost exactly against
+    the consensus, sparing an honest minority-class site between the two bounds."""
     decay: float = 1.0
     """Each round the previous accumulated values are multiplied by this before the round's
     shares are added (1: off): old shares forgotten geometrically."""
@@ -244,7 +249,8 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                 c = cosines.get(site)
                 loo = loos.get(site)
                 if v > 0 and c is not None and c < credit_cosine:
-                    normalised[site] = -v if rule.withheld_negative else 0.0
+                    negative = rule.withheld_negative or c < rule.negative_below
+                    normalised[site] = -v if negative else 0.0
                     if rule.loo_withheld and loo is not None and loo < 0 and scale > 0:
                         normalised[site] = loo / scale
                 if rule.loo_any and loo is not None and loo < 0 and scale > 0:
@@ -578,6 +584,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             [
                 Rule("recorded rule", relief_cosine=args.relief_cosine, boost_clip=args.boost_clip),
                 Rule("boost_clip 0 (off)", relief_cosine=args.relief_cosine),
+                *(
+                    Rule(
+                        f"record floor {f:g} + negative below {b:g}",
+                        relief_cosine=args.relief_cosine,
+                        record_floor=f,
+                        negative_below=b,
+                    )
+                    for f in (0.5,)
+                    for b in (-1.0, -0.8, -0.85, -0.9, -0.93)
+                ),
                 *(
                     Rule(f"boost_clip {c:g}", relief_cosine=args.relief_cosine, boost_clip=c)
                     for c in (float(x) for x in args.boost_clips.split(",") if x)

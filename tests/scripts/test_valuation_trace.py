@@ -431,3 +431,23 @@ def test_record_floor_and_decay_let_a_sunk_record_climb_back(tmp_path: Path) -> 
     assert "honest zeroed 3/15" in lines["record floor 1"]
     # decay 0.5: -0.4, -0.6, -0.7, -0.35 + 0.3 = -0.05 (score 0.9)
     assert "honest zeroed 2/15" in lines["decay 0.5"]
+
+
+def test_negative_below_counts_a_withheld_share_only_below_its_bound(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(_what_if_run(tmp_path)), "--summary-only", "--what-if"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = {x.split(":")[0].strip(): x for x in out.splitlines() if "faulty share mean" in x}
+    # C (cosine -0.9) is below -0.85: its withheld +0.5 counts -0.5, score 0 from round 2 (the
+    # floor keeps its record at -0.5, still 0): rounds 2-3 pay D alone of 3, as withheld negative
+    assert (
+        "faulty share mean 0.3889, honest zeroed 0/6"
+        in lines["record floor 0.5 + negative below -0.85"]
+    )
+    # -0.9 is not below -0.9 nor -0.93: C keeps its record 0 and the full score
+    assert "faulty share mean 0.5000" in lines["record floor 0.5 + negative below -0.9"]
+    assert "faulty share mean 0.5000" in lines["record floor 0.5 + negative below -0.93"]
+    assert "faulty share mean 0.5000" in lines["record floor 0.5 + negative below -1"]
