@@ -488,6 +488,9 @@ class RoundRecord:
     test_f1: float = math.nan
     test_f1_calibrated: float = math.nan
     """Test F1 at the decision threshold fitted on the validation split."""
+    test_threshold: float = math.nan
+    """That decision threshold (the probability of class 1 the validation-fitted intercept
+    puts at the boundary), so the per-round fit can be compared between methods."""
     accumulated: dict[str, float] | None = None
     """``valuation``: every site's accumulated value after the round (the next round's history)."""
     shares: dict[str, float] | None = None
@@ -1006,6 +1009,7 @@ def _run_federated(
         after = _evaluate_state(spec, state, splits.test, splits.val)
         record.test_auc, record.test_f1 = after["auc"], after["f1"]
         record.test_f1_calibrated = after["f1_calibrated"]
+        record.test_threshold = after["threshold"]
         if log is not None:
             extra = ""
             if method == "valuation":

@@ -88,6 +88,15 @@ def test_fedavg_weights_are_the_onchain_sample_shares(tiny: Splits) -> None:
     assert rec.weights == onchain_weights(res.site_samples, [SCORE_SCALE] * 3)
 
 
+def test_a_round_records_the_decision_threshold_of_its_calibrated_f1(tiny: Splits) -> None:
+    # issue 12 (b), f1cal_rounds.py: the last round's threshold is the final model's
+    res = _sim.run_method("fedavg", CONFIG, tiny)
+    (rec,) = res.rounds
+    assert 0.0 < rec.test_threshold < 1.0
+    assert rec.test_threshold == res.test["threshold"]
+    assert rec.test_f1_calibrated == res.test["f1_calibrated"]
+
+
 def test_same_seed_same_numbers(tiny: Splits) -> None:
     for method in ("valuation", "local"):
         a = _sim.run_method(method, CONFIG, tiny)
