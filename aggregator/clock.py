@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fedtrail.chain import next_block_timestamp
-from fedtrail.errors import ChainUnreachable, ConfigError, LedgerError
+from fedtrail.errors import ConfigError, chain_read_error
 
 if TYPE_CHECKING:
     from web3 import Web3
@@ -58,10 +58,8 @@ class ClockWatch:
         self._warned = True
         try:
             latest = w3.eth.get_block("latest")
-        except OSError as exc:  # requests' connection errors and timeouts are OSErrors
-            raise ChainUnreachable(f"cannot read the chain's latest block: {exc}") from exc
         except Exception as exc:
-            raise LedgerError(f"cannot read the chain's latest block: {exc}") from exc
+            raise chain_read_error(exc, "cannot read the chain's latest block") from exc
         message = (
             f"round {round_id}: the chain's clock has not moved for {frozen:.0f} s (latest block "
             f"{latest['number']} at timestamp {latest['timestamp']}, next block at {timestamp}; "

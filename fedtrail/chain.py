@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fedtrail.errors import ChainUnreachable, ConfigError, LedgerError, TransactionFailed
+from fedtrail.errors import ChainUnreachable, ConfigError, TransactionFailed, chain_read_error
 
 if TYPE_CHECKING:  # web3 and eth_account load in ~1 s: imported where used, so CLI help stays fast
     import requests
@@ -144,9 +144,12 @@ def _timestamp(w3: Web3, block: str) -> int:
     quantity): web3's ``get_block`` runs the whole block through its middleware and formatters
     first (~1 ms a read at load 8, a dozen reads a 5-site round). An answer that is an error or
     not a block with a timestamp is asked again through ``get_block``. An endpoint that does
-    not answer raises :class:`ChainUnreachable`, any other failure :class:`LedgerError`: the
-    daemons retry both (a chain restarted under a running node used to end it with requests'
-    ConnectionError and a traceback, read here between its commit and its reveal)."""
+    not answer raises :class:`ChainUnreachable` and a passing JSON-RPC error
+    :class:`LedgerError`: the daemons retry both (a chain restarted under a running node used
+    to end it with requests' ConnectionError and a traceback, read here between its commit
+    and its reveal). Anything else (an endpoint that refuses the ``pending`` tag, an answer
+    that does not decode) raises :class:`ChainFault`, which ends them: no retry changes it
+    (:func:`fedtrail.errors.chain_read_error`)."""
     from web3.providers.rpc import HTTPProvider
     from web3.types import RPCEndpoint
 
@@ -159,10 +162,8 @@ def _timestamp(w3: Web3, block: str) -> int:
             if isinstance(stamp, str) and _QUANTITY.fullmatch(stamp):
                 return int(stamp, 16)
         return int(w3.eth.get_block(block)["timestamp"])  # type: ignore[arg-type]
-    except OSError as exc:  # requests' connection errors and timeouts are OSErrors
-        raise ChainUnreachable(f"cannot read the chain's {block} block: {exc}") from exc
     except Exception as exc:
-        raise LedgerError(f"cannot read the chain's {block} block's timestamp: {exc}") from exc
+        raise chain_read_error(exc, f"cannot read the chain's {block} block's timestamp") from exc
 
 
 def advance_time(w3: Web3, seconds: int) -> int:
