@@ -55,11 +55,11 @@ class ClockWatch:
         frozen = now - self._since
         if self._warned or frozen < self.stall_seconds:
             return None
-        self._warned = True
         try:
             latest = w3.eth.get_block("latest")
-        except Exception as exc:
+        except Exception as exc:  # not warned yet: the next look says so, once it can read
             raise chain_read_error(exc, "cannot read the chain's latest block") from exc
+        self._warned = True
         message = (
             f"round {round_id}: the chain's clock has not moved for {frozen:.0f} s (latest block "
             f"{latest['number']} at timestamp {latest['timestamp']}, next block at {timestamp}; "
