@@ -69,7 +69,7 @@ from fedtrail.ledger.records import (
     score_vote_hash,
     to_bytes32,
 )
-from fedtrail.protocol.codes import DEFAULT_MIN_ROUND_WINDOW, Decline, Phase
+from fedtrail.protocol.codes import DEFAULT_MIN_ROUND_WINDOW, MAX_ROUND_WINDOW, Decline, Phase
 from fedtrail.protocol.peers import (
     InvalidVotes,
     PeerOutcome,
@@ -182,6 +182,13 @@ class Ledger:
         ``min_round_window`` seconds is the shortest commit and reveal window it accepts."""
         if not 0 <= min_round_window < 2**64:
             raise ConfigError(f"min_round_window {min_round_window} is not 0..2**64-1 seconds")
+        if min_round_window > MAX_ROUND_WINDOW:
+            raise ConfigError(
+                f"a minimum round window of {min_round_window} s would deploy a ledger where no "
+                f"round can open: the aggregator's windows are at most {MAX_ROUND_WINDOW} s "
+                "(aggregator run --round-seconds, --reveal-seconds), and the contract needs the "
+                "round's deadlines (now + each window) to fit in 64 bits"
+            )
         art = artifact or Artifact.load()
         agg = checksum(aggregator or deployer.address)
         factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
