@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fedtrail.errors import ChainUnreachable, ConfigError, TransactionFailed, chain_read_error
+from fedtrail.errors import (
+    ChainFault,
+    ChainUnreachable,
+    ConfigError,
+    TransactionFailed,
+    chain_read_error,
+)
 
 if TYPE_CHECKING:  # web3 and eth_account load in ~1 s: imported where used, so CLI help stays fast
     import requests
@@ -166,6 +172,18 @@ def _timestamp(w3: Web3, block: str) -> int:
         raise chain_read_error(exc, f"cannot read the chain's {block} block's timestamp") from exc
 
 
+def balance(w3: Web3, address: str) -> int:
+    """``address``'s balance in wei; a read that fails is the clear error every chain read
+    raises (:func:`fedtrail.errors.chain_read_error`), not web3's or requests' traceback (the
+    one-shot commands' balance checks read it raw)."""
+    from web3 import Web3
+
+    try:
+        return int(w3.eth.get_balance(Web3.to_checksum_address(address)))
+    except Exception as exc:
+        raise chain_read_error(exc, f"cannot read the balance of {address}") from exc
+
+
 def advance_time(w3: Web3, seconds: int) -> int:
     """Moves the chain's clock forward (test and demo chains only) and mines a block.
 
@@ -191,17 +209,29 @@ def fund(w3: Web3, source: LocalAccount, target: str, wei: int) -> None:
     from web3 import Web3
     from web3.exceptions import TransactionNotFound
 
+    what = f"sending {wei} wei to {target}"
+    try:
+        nonce = w3.eth.get_transaction_count(source.address, "pending")
+        chain_id = w3.eth.chain_id
+        latest = w3.eth.get_block("latest")
+    except Exception as exc:  # read raw before: a chain gone meant a traceback
+        raise chain_read_error(exc, f"{what}: cannot read the nonce and the fees") from exc
+    base_fee = latest.get("baseFeePerGas")
+    if not isinstance(base_fee, int):
+        raise ChainFault(
+            f"{what}: the chain's latest block has no base fee (a chain without EIP-1559 "
+            "fees); nothing was sent"
+        )
     tx: dict[str, Any] = {
         "to": Web3.to_checksum_address(target),
         "value": wei,
         "gas": 21_000,
-        "nonce": w3.eth.get_transaction_count(source.address, "pending"),
-        "chainId": w3.eth.chain_id,
-        "maxFeePerGas": 2 * w3.eth.get_block("latest")["baseFeePerGas"] + 10**9,
+        "nonce": nonce,
+        "chainId": chain_id,
+        "maxFeePerGas": 2 * base_fee + 10**9,
         "maxPriorityFeePerGas": 10**9,
     }
     signed = source.sign_transaction(tx)
-    what = f"sending {wei} wei to {target}"
     unknown = (
         f"{what}: the outcome is unknown (transaction {signed.hash.to_0x_hex()}); check "
         f"{target}'s balance and {source.address}'s nonce before sending again"

@@ -233,3 +233,75 @@ def test_the_node_daemon_stops_on_a_chain_fault(
     with pytest.raises(ChainFault, match="does not decode"):
         node.run()
     assert reads == [1]
+
+
+def _cli(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from fedtrail.cli import cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_chain_fund_reads_the_balance_and_fees_through_the_clear_error_path(
+    node: tuple[str, dict[str, Answer]],
+) -> None:
+    """`chain fund` read the signer's balance and the chain's fees raw: a refusal ended it
+    with web3's traceback, and a chain whose blocks have no base fee with a KeyError. Now
+    each is one `error:` line, exit 1, and nothing is sent."""
+    url, answers = node
+    sent: list[str] = []
+
+    def send(request: dict[str, Any]) -> tuple[int, bytes]:
+        sent.append(request["method"])
+        return _rpc("0x" + "00" * 32)(request)
+
+    answers["eth_sendRawTransaction"] = send
+    target = "0x" + "12" * 20
+    args = ("chain", "fund", target, "--eth", "1", "--rpc-url", url, "--dev-account", "0")
+    answers["eth_getBalance"] = _rpc(error={"code": -32602, "message": "unknown block"})
+    result = _cli(*args)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: cannot read the balance of 0x"), result.output
+    assert "unknown block" in result.stderr and "not retried" in result.stderr
+    answers["eth_getBalance"] = _rpc(hex(10**21))
+    answers["eth_getTransactionCount"] = _rpc("0x0")
+    answers["eth_getBlockByNumber"] = _rpc(BLOCK)  # no baseFeePerGas: a pre-London chain
+    result = _cli(*args)
+    assert result.exit_code == 1, result.output
+    assert "has no base fee" in result.stderr and "nothing was sent" in result.stderr
+    answers["eth_getTransactionCount"] = _status(502, b"bad gateway")
+    result = _cli(*args)
+    assert result.exit_code == 1, result.output
+    assert "cannot read the nonce and the fees: no usable answer" in result.stderr
+    assert sent == []
+
+
+@pytest.mark.anvil
+def test_node_register_reads_the_balance_through_the_clear_error_path(
+    anvil_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`node register --fund`'s balance check read raw: a connection lost there ended it with
+    requests' ConnectionError traceback. Now `error: cannot read the balance ...`, exit 1,
+    before anything is registered."""
+    import requests
+    from web3.eth import Eth
+
+    from fedtrail.chain import connect, dev_account
+
+    ledger, _ = Ledger.deploy(connect(anvil_url), dev_account(0))
+    site = "0x" + "34" * 20
+
+    def lost(*_: Any, **__: Any) -> int:
+        raise requests.exceptions.ConnectionError("connection reset by peer (simulated)")
+
+    monkeypatch.setattr(Eth, "get_balance", lost)
+    result = _cli(
+        "node", "register", site, "--name", "St. Mary", "--max-samples", "600",
+        "--rpc-url", anvil_url, "--contract", ledger.address, "--dev-account", "0",
+        "--fund", "1",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: cannot read the balance of 0x"), result.output
+    assert "no usable answer" in result.stderr
+    assert ledger.get_site(site) is None
