@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fedtrail.chain import next_block_timestamp
-from fedtrail.errors import ChainUnreachable, ConfigError, LedgerError
+from fedtrail.errors import ConfigError, chain_read_error
 
 if TYPE_CHECKING:
     from web3 import Web3
@@ -55,13 +55,11 @@ class ClockWatch:
         frozen = now - self._since
         if self._warned or frozen < self.stall_seconds:
             return None
-        self._warned = True
         try:
             latest = w3.eth.get_block("latest")
-        except OSError as exc:  # requests' connection errors and timeouts are OSErrors
-            raise ChainUnreachable(f"cannot read the chain's latest block: {exc}") from exc
-        except Exception as exc:
-            raise LedgerError(f"cannot read the chain's latest block: {exc}") from exc
+        except Exception as exc:  # not warned yet: the next look says so, once it can read
+            raise chain_read_error(exc, "cannot read the chain's latest block") from exc
+        self._warned = True
         message = (
             f"round {round_id}: the chain's clock has not moved for {frozen:.0f} s (latest block "
             f"{latest['number']} at timestamp {latest['timestamp']}, next block at {timestamp}; "

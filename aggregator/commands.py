@@ -32,6 +32,7 @@ from fedtrail.cli.common import (
 from fedtrail.cli.output import metrics_line, printable
 from fedtrail.errors import ConfigError
 from fedtrail.hooks import launcher_step_hook
+from fedtrail.protocol.codes import MAX_ROUND_WINDOW
 from fedtrail.protocol.terms import DEFAULT_VALIDATOR_GAME, PERSONALISATION_METHODS, VALIDATOR_GAMES
 from fedtrail.protocol.weights import SCORE_SCALE
 
@@ -284,14 +285,14 @@ def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
 )
 @click.option(
     "--round-seconds",
-    type=click.IntRange(1, 2**32),
+    type=click.IntRange(1, MAX_ROUND_WINDOW),
     default=600,
     show_default=True,
     help="Commit window of each round (chain seconds; at least the ledger's minimum).",
 )
 @click.option(
     "--reveal-seconds",
-    type=click.IntRange(1, 2**32),
+    type=click.IntRange(1, MAX_ROUND_WINDOW),
     default=120,
     show_default=True,
     help="Reveal window after the commit deadline (chain seconds; at least the ledger's minimum).",
@@ -373,13 +374,13 @@ def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
 )
 @click.option(
     "--score-commit-seconds",
-    type=click.IntRange(1, 2**32),
+    type=click.IntRange(1, MAX_ROUND_WINDOW),
     default=None,
     help="Peer rounds: score commit window after the reveal deadline (default: the reveal window).",
 )
 @click.option(
     "--score-reveal-seconds",
-    type=click.IntRange(1, 2**32),
+    type=click.IntRange(1, MAX_ROUND_WINDOW),
     default=None,
     help="Peer rounds: score reveal window after it (default: the reveal window).",
 )

@@ -42,6 +42,7 @@ from fedtrail.aggregator.clock import STALL_SECONDS as STALL_SECONDS
 from fedtrail.aggregator.clock import ClockWatch as ClockWatch
 from fedtrail.chain import MAX_POLL_INTERVAL, Wake, next_block_timestamp, wake_delay
 from fedtrail.errors import (
+    ChainFault,
     ConfigError,
     ContractNotFound,
     ContractRevert,
@@ -1895,7 +1896,8 @@ class AggregatorService:
                 outcome = self.step(polled=polled)
             except (StoreError, LedgerError) as exc:
                 still_open = isinstance(exc, ContractRevert) and exc.error == "RoundStillOpen"
-                if isinstance(exc, ContractRevert | ContractNotFound) and not still_open:
+                permanent = ContractRevert | ContractNotFound | ChainFault
+                if isinstance(exc, permanent) and not still_open:
                     raise
                 log.error("will retry: %s", exc)
                 outcome, failed = None, True
@@ -1925,7 +1927,7 @@ class AggregatorService:
         try:
             return self.ledger.current_round()
         except LedgerError as exc:
-            if isinstance(exc, ContractRevert | ContractNotFound):
+            if isinstance(exc, ContractRevert | ContractNotFound | ChainFault):
                 raise
             return None
 

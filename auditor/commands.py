@@ -26,6 +26,7 @@ from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 
 if TYPE_CHECKING:  # the ledger (web3) and the store load in seconds: imported where used
     from fedtrail.auditor.privacy import PrivacyAudit
+    from fedtrail.auditor.verify import RoundAudit
     from fedtrail.ledger import Ledger
     from fedtrail.protocol.roundlog import RoundLog
     from fedtrail.storage.store import ContentStore
@@ -563,12 +564,13 @@ def verify(
         audits = [verify_round(ledger, store, round_id, **options)]
     else:
         audits = verify_all(ledger, store, **options)
+        _refuse_no_rounds(ledger, audits)
     rows = [
         {"round": c.round, "check": c.name, "result": c.status, "detail": c.detail}
         for a in audits
         for c in a.checks
     ]
-    ok = all(a.passed for a in audits) and bool(audits)
+    ok = all(a.passed for a in audits)
     from fedtrail.protocol.names import registry_warning
 
     warning = registry_warning({s.address: s.name for s in ledger.get_sites()})
@@ -588,6 +590,19 @@ def verify(
             )
     if not ok:
         click.get_current_context().exit(1)
+
+
+def _refuse_no_rounds(ledger: Ledger, audits: list[RoundAudit]) -> None:
+    """A ledger that has opened no round leaves nothing to verify: not a failed check (exit
+    1, as ``FAIL: 0 checks over 0 round(s)`` said before session 58), and not a pass either
+    (a deployment file or ``--contract`` naming a fresh ledger must not read as verified):
+    the question has no answer yet, exit 2 like the other requests that cannot be carried
+    out as given."""
+    if not audits:
+        raise ConfigError(
+            f"nothing to verify: the ledger at {ledger.address} has opened no round yet (is "
+            "--deployment / --contract the federation's? verify after its first round)"
+        )
 
 
 @audit.command()
@@ -636,6 +651,7 @@ def report(
     ledger = _open(rpc_url, deployment_path, contract)
     store: ContentStore = open_checked_store(store_location, reading=True)
     audits = verify_all(ledger, store, **options)
+    _refuse_no_rounds(ledger, audits)
     fed = collect(ledger, store, audits)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if timestamp else None
     path = write_report(
@@ -646,7 +662,7 @@ def report(
         generated_at=stamp,
         federation=fed,
     )
-    ok = all(a.passed for a in audits) and bool(audits)
+    ok = all(a.passed for a in audits)
     failed_rounds = [str(a.round) for a in audits if not a.passed]
     if fmt == "json":
         peers = [t.to_json() for t in fed.peer_rounds()]

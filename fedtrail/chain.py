@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fedtrail.errors import ChainUnreachable, ConfigError, LedgerError, TransactionFailed
+from fedtrail.errors import (
+    ChainFault,
+    ChainUnreachable,
+    ConfigError,
+    TransactionFailed,
+    chain_read_error,
+)
 
 if TYPE_CHECKING:  # web3 and eth_account load in ~1 s: imported where used, so CLI help stays fast
     import requests
@@ -144,9 +150,12 @@ def _timestamp(w3: Web3, block: str) -> int:
     quantity): web3's ``get_block`` runs the whole block through its middleware and formatters
     first (~1 ms a read at load 8, a dozen reads a 5-site round). An answer that is an error or
     not a block with a timestamp is asked again through ``get_block``. An endpoint that does
-    not answer raises :class:`ChainUnreachable`, any other failure :class:`LedgerError`: the
-    daemons retry both (a chain restarted under a running node used to end it with requests'
-    ConnectionError and a traceback, read here between its commit and its reveal)."""
+    not answer raises :class:`ChainUnreachable` and a passing JSON-RPC error
+    :class:`LedgerError`: the daemons retry both (a chain restarted under a running node used
+    to end it with requests' ConnectionError and a traceback, read here between its commit
+    and its reveal). Anything else (an endpoint that refuses the ``pending`` tag, an answer
+    that does not decode) raises :class:`ChainFault`, which ends them: no retry changes it
+    (:func:`fedtrail.errors.chain_read_error`)."""
     from web3.providers.rpc import HTTPProvider
     from web3.types import RPCEndpoint
 
@@ -159,10 +168,20 @@ def _timestamp(w3: Web3, block: str) -> int:
             if isinstance(stamp, str) and _QUANTITY.fullmatch(stamp):
                 return int(stamp, 16)
         return int(w3.eth.get_block(block)["timestamp"])  # type: ignore[arg-type]
-    except OSError as exc:  # requests' connection errors and timeouts are OSErrors
-        raise ChainUnreachable(f"cannot read the chain's {block} block: {exc}") from exc
     except Exception as exc:
-        raise LedgerError(f"cannot read the chain's {block} block's timestamp: {exc}") from exc
+        raise chain_read_error(exc, f"cannot read the chain's {block} block's timestamp") from exc
+
+
+def balance(w3: Web3, address: str) -> int:
+    """``address``'s balance in wei; a read that fails is the clear error every chain read
+    raises (:func:`fedtrail.errors.chain_read_error`), not web3's or requests' traceback (the
+    one-shot commands' balance checks read it raw)."""
+    from web3 import Web3
+
+    try:
+        return int(w3.eth.get_balance(Web3.to_checksum_address(address)))
+    except Exception as exc:
+        raise chain_read_error(exc, f"cannot read the balance of {address}") from exc
 
 
 def advance_time(w3: Web3, seconds: int) -> int:
@@ -190,17 +209,29 @@ def fund(w3: Web3, source: LocalAccount, target: str, wei: int) -> None:
     from web3 import Web3
     from web3.exceptions import TransactionNotFound
 
+    what = f"sending {wei} wei to {target}"
+    try:
+        nonce = w3.eth.get_transaction_count(source.address, "pending")
+        chain_id = w3.eth.chain_id
+        latest = w3.eth.get_block("latest")
+    except Exception as exc:  # read raw before: a chain gone meant a traceback
+        raise chain_read_error(exc, f"{what}: cannot read the nonce and the fees") from exc
+    base_fee = latest.get("baseFeePerGas")
+    if not isinstance(base_fee, int):
+        raise ChainFault(
+            f"{what}: the chain's latest block has no base fee (a chain without EIP-1559 "
+            "fees); nothing was sent"
+        )
     tx: dict[str, Any] = {
         "to": Web3.to_checksum_address(target),
         "value": wei,
         "gas": 21_000,
-        "nonce": w3.eth.get_transaction_count(source.address, "pending"),
-        "chainId": w3.eth.chain_id,
-        "maxFeePerGas": 2 * w3.eth.get_block("latest")["baseFeePerGas"] + 10**9,
+        "nonce": nonce,
+        "chainId": chain_id,
+        "maxFeePerGas": 2 * base_fee + 10**9,
         "maxPriorityFeePerGas": 10**9,
     }
     signed = source.sign_transaction(tx)
-    what = f"sending {wei} wei to {target}"
     unknown = (
         f"{what}: the outcome is unknown (transaction {signed.hash.to_0x_hex()}); check "
         f"{target}'s balance and {source.address}'s nonce before sending again"

@@ -6,7 +6,7 @@ wrong in words an operator can act on; the message never contains key material.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 
 class FedtrailError(Exception):
@@ -36,6 +36,14 @@ class ChainUnreachable(LedgerError):
     """The JSON-RPC endpoint does not answer."""
 
 
+class ChainFault(LedgerError):
+    """The chain's endpoint answered a read, but with what asking again will not change: an
+    answer that does not decode, a request it refuses (a method, a block tag such as
+    ``pending`` or an argument it does not serve), a contract that reverts without saying
+    why, a page that is no JSON-RPC answer. Daemons stop on it, with this message, where they
+    retry an endpoint that does not answer (:func:`chain_read_error`)."""
+
+
 class ContractNotFound(LedgerError):
     """No FederationLedger code at the configured address."""
 
@@ -47,6 +55,62 @@ class DeploymentMismatch(LedgerError):
 
 class TransactionFailed(LedgerError):
     """A transaction was mined but failed, or was never mined."""
+
+
+TRANSIENT_RPC_CODES: Final = frozenset({-32603, -32005, -32002})
+"""JSON-RPC error codes a node answers for its own passing trouble (EIP-1474: internal error,
+limit exceeded, resource unavailable): the same read may succeed later."""
+
+TRANSIENT_HTTP_STATUSES: Final = frozenset({408, 425, 429})
+"""HTTP statuses below 500 that say "later" (timeout, too early, too many requests); every
+5xx says so too. Any other 4xx (a wrong path, a refused login) stays until someone fixes it."""
+
+
+def chain_read_error(exc: BaseException, what: str) -> LedgerError:
+    """The one mapping from whatever a chain read raised to the error the daemons act on:
+    ``ChainUnreachable`` when no usable answer came (a refused or reset connection, a timeout,
+    an HTTP 5xx, 408 or 429), ``LedgerError`` for a JSON-RPC error the node says is passing
+    (:data:`TRANSIENT_RPC_CODES`): both are retried at the next poll; :class:`ChainFault` for
+    anything else, which no retry changes (a read that used to be wrapped as retryable kept a
+    daemon logging "will retry" forever at a contract that is not ours or an endpoint that
+    refuses the ``pending`` block). A ``LedgerError`` raised inside the read is kept as it is.
+    Duck-typed (``requests``' and web3's exceptions are not imported here)."""
+    if isinstance(exc, LedgerError):
+        return exc
+    if _no_answer(exc):
+        return ChainUnreachable(f"{what}: no usable answer from the endpoint ({exc})")
+    response = getattr(exc, "rpc_response", None)
+    error = response.get("error") if isinstance(response, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    if code in TRANSIENT_RPC_CODES:
+        return LedgerError(f"{what}: {exc}")
+    return ChainFault(f"{what}: {exc} (not retried: asking again gives the same answer)")
+
+
+def _no_answer(exc: BaseException) -> bool:
+    """Whether ``exc`` is a transport failure that a later attempt may not meet: an OSError
+    (``requests``' connection errors, timeouts and HTTP errors are OSErrors) other than an HTTP
+    status that stays or a body that is no JSON; or a timeout another library raised."""
+    if isinstance(exc, TimeoutError) or type(exc).__name__ in _TIMEOUT_NAMES:
+        return True
+    if not isinstance(exc, OSError):
+        return False
+    if {c.__name__ for c in type(exc).__mro__} & _PERMANENT_TRANSPORT:
+        return False
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return status >= 500 or status in TRANSIENT_HTTP_STATUSES
+    return True
+
+
+_TIMEOUT_NAMES: Final = frozenset({"RequestTimedOut", "TimeExhausted"})
+"""web3's own timeouts (not OSErrors)."""
+
+_PERMANENT_TRANSPORT: Final = frozenset(
+    {"InvalidJSONError", "InvalidURL", "MissingSchema", "InvalidSchema", "InvalidHeader"}
+)
+"""``requests`` errors that are OSErrors but no outage: an answer that is no JSON (a web page
+at the URL), or a URL it cannot use. The same request gets the same."""
 
 
 class ContractRevert(LedgerError):

@@ -3,6 +3,7 @@ daemon per folder, and the one reader of the TOML files an operator edits."""
 
 from __future__ import annotations
 
+import codecs
 import fcntl
 import os
 import secrets
@@ -82,13 +83,16 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     is not UTF-8 text or not TOML is a :class:`~fedtrail.errors.ConfigError` naming it (bytes
     that are not UTF-8 ended ``node status``, ``node run`` and ``audit verify --accept`` with
     a UnicodeDecodeError traceback); a missing file raises FileNotFoundError, which each
-    caller words for its own file, and any other read error its OSError."""
+    caller words for its own file, and any other read error its OSError. A leading UTF-8 byte
+    order mark (what Windows Notepad writes) is read past: it was refused as "not valid TOML"."""
     raw = Path(path).read_bytes()
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
-        text = raw.decode("utf-8")
+        text = raw[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
+        at = bom + exc.start
         raise ConfigError(
-            f"{path} is not valid TOML: not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x})"
+            f"{path} is not valid TOML: not UTF-8 text (byte {at} is 0x{raw[at]:02x})"
         ) from None
     try:
         return tomllib.loads(text)

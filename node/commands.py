@@ -259,13 +259,14 @@ def register(
     fmt: str,
 ) -> None:
     """Coordinator helper: register a site's address on the ledger."""
+    from fedtrail.chain import balance as balance_of
     from fedtrail.chain import fund as send_funds
     from fedtrail.ledger import checksum
 
     budget = None if epsilon_budget is None else _epsilon_micro(epsilon_budget)
     ledger, signer = open_signed_ledger(rpc_url, deployment_path, contract, keystore, dev_account)
     wei = int(fund * 10**18)
-    if wei and ledger.w3.eth.get_balance(signer.address) < wei:  # before registering: all or none
+    if wei and balance_of(ledger.w3, signer.address) < wei:  # before registering: all or none
         raise ConfigError(f"--fund {fund}: {signer.address} holds less than {fund} ETH")
     from fedtrail.protocol.names import name_problems, shown
 

@@ -46,6 +46,7 @@ from eth_account.signers.local import LocalAccount
 
 from fedtrail.chain import Wake, next_block_timestamp, wake_delay
 from fedtrail.errors import (
+    ChainFault,
     CommitmentMismatch,
     ConfigError,
     ContentNotFound,
@@ -1708,8 +1709,8 @@ class SiteNode:
                     return done
                 self.personalise_latest()
             except (StoreError, LedgerError, InvalidUpdate) as exc:
-                if isinstance(exc, ContractRevert | ContractNotFound):
-                    raise
+                if isinstance(exc, ContractRevert | ContractNotFound | ChainFault):
+                    raise  # no retry changes these: the node stops and says why
                 log.error("will retry: %s", exc)
             if on_idle is not None:
                 on_idle()

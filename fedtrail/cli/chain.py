@@ -320,9 +320,9 @@ def fund(
 ) -> None:
     """Send ETH for gas from the signer to ADDRESS (an aggregator's or coordinator's account;
     `node register --fund` does it for sites)."""
-    from web3 import Web3
-
+    from fedtrail.chain import balance as balance_of
     from fedtrail.chain import fund as send_funds
+    from fedtrail.errors import LedgerError
     from fedtrail.ledger import checksum
 
     target = checksum(address)
@@ -331,14 +331,17 @@ def fund(
         raise ConfigError(f"--eth {eth}: less than one wei")
     w3 = connect(resolve_rpc(rpc_url))
     signer = load_signer(w3, keystore, dev_account)
-    if w3.eth.get_balance(signer.address) < wei:
+    if balance_of(w3, signer.address) < wei:
         raise ConfigError(f"--eth {eth}: {signer.address} holds less than {eth} ETH")
     send_funds(w3, signer, target, wei)
-    balance = int(w3.eth.get_balance(Web3.to_checksum_address(target)))
+    try:  # sent: a failed read now must not read as a failed send (a rerun would pay twice)
+        held = balance_of(w3, target)
+        balance: int | None = held
+        shown = f"balance {held / 1e18:g} ETH"
+    except LedgerError as exc:
+        balance, shown = None, f"balance not read: {exc}"
     doc = {"from": signer.address, "to": target, "wei": wei, "balance_wei": balance}
     if fmt == "json":
         emit(doc, "json")
     else:
-        click.echo(
-            f"sent {eth} ETH from {signer.address} to {target} (balance {balance / 1e18:g} ETH)"
-        )
+        click.echo(f"sent {eth} ETH from {signer.address} to {target} ({shown})")

@@ -35,12 +35,14 @@ from web3.providers.rpc import HTTPProvider
 from web3.types import FilterParams, RPCEndpoint, TxParams, TxReceipt
 
 from fedtrail.errors import (
-    ChainUnreachable,
+    TRANSIENT_RPC_CODES,
+    ChainFault,
     ConfigError,
     ContractNotFound,
     DeploymentMismatch,
     LedgerError,
     TransactionFailed,
+    chain_read_error,
 )
 from fedtrail.ledger.artifact import Artifact
 from fedtrail.ledger.errors import RevertDecoder, ledger_error, looks_like_revert, revert_data
@@ -67,7 +69,7 @@ from fedtrail.ledger.records import (
     score_vote_hash,
     to_bytes32,
 )
-from fedtrail.protocol.codes import DEFAULT_MIN_ROUND_WINDOW, Decline, Phase
+from fedtrail.protocol.codes import DEFAULT_MIN_ROUND_WINDOW, MAX_ROUND_WINDOW, Decline, Phase
 from fedtrail.protocol.peers import (
     InvalidVotes,
     PeerOutcome,
@@ -151,10 +153,8 @@ class Ledger:
         try:
             code = bytes(w3.eth.get_code(address))  # type: ignore[arg-type]
             chain_id = int(w3.eth.chain_id)
-        except LedgerError:
-            raise
         except Exception as exc:
-            raise ChainUnreachable(f"cannot read the chain: {exc}") from exc
+            raise chain_read_error(exc, f"cannot read the code at {address}") from exc
         if not code:
             raise ContractNotFound(f"no contract at {address} on chain {chain_id}")
         if not art.matches(code):
@@ -182,6 +182,13 @@ class Ledger:
         ``min_round_window`` seconds is the shortest commit and reveal window it accepts."""
         if not 0 <= min_round_window < 2**64:
             raise ConfigError(f"min_round_window {min_round_window} is not 0..2**64-1 seconds")
+        if min_round_window > MAX_ROUND_WINDOW:
+            raise ConfigError(
+                f"a minimum round window of {min_round_window} s would deploy a ledger where no "
+                f"round can open: the aggregator's windows are at most {MAX_ROUND_WINDOW} s "
+                "(aggregator run --round-seconds, --reveal-seconds), and the contract needs the "
+                "round's deadlines (now + each window) to fit in 64 bits"
+            )
         art = artifact or Artifact.load()
         agg = checksum(aggregator or deployer.address)
         factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
@@ -245,7 +252,8 @@ class Ledger:
         receipt of ``tx_hash`` when that transaction created this address (checked, not
         trusted), else the first block at which ``eth_getCode`` returns code, by binary search
         (the contract cannot self-destruct, so code once there stays). Raises
-        ``ChainUnreachable`` when the node serves neither (a node without old state)."""
+        ``ChainUnreachable`` when the endpoint does not answer, ``ChainFault`` when the node
+        serves neither (a node without old state)."""
         if self._created is not None:
             return self._created
         receipt = self._creation_receipt(tx_hash)
@@ -263,9 +271,10 @@ class Ledger:
                 else:
                     low = middle + 1
         except Exception as exc:
-            raise ChainUnreachable(
+            raise chain_read_error(
+                exc,
                 f"cannot find the block that created {self.address}: the node serves no "
-                f"receipt for the deployment's transaction and no code at past blocks ({exc})"
+                "receipt for the deployment's transaction and no code at past blocks",
             ) from exc
         self._created = low
         return low
@@ -623,7 +632,10 @@ class Ledger:
         except Exception as exc:
             cause = _with_revert_data(exc, call, {})
             what = f"call to the ledger at {self.address} failed"
-            raise ledger_error(cause, self._errors, what) from cause
+            error = ledger_error(cause, self._errors, what, reverted=ChainFault)
+            if type(error) is LedgerError:  # no revert: an outage, or an answer that stays
+                error = chain_read_error(cause, what)
+            raise error from cause
 
     def coordinator(self) -> str:
         return str(self._view(self._fn.coordinator()))
@@ -1139,7 +1151,7 @@ class Ledger:
         try:
             raw = _get_logs(self.w3, query.params)
         except Exception as exc:
-            raise LedgerError(f"cannot read {name} events: {exc}") from exc
+            raise chain_read_error(exc, f"cannot read {name} events") from exc
         return query.decode(raw)
 
     def _log_query(
@@ -1180,10 +1192,11 @@ class Ledger:
         chain), the node refuses batches (a single error answer), or any entry answered with an
         error (a revert, a node without the method): the caller then asks one by one, which
         raises that error as a single request does (a revert as the contract's own error).
-        ``ChainUnreachable`` when the endpoint does not answer, ``LedgerError`` when the answer
-        is malformed (not one entry per request, an entry with neither result nor error, a
-        result that is not what the request returns). ``extra``: other requests asked after
-        them in the same batch, their results given back undecoded (:attr:`_Batch.extra`)."""
+        ``ChainUnreachable`` when the endpoint does not answer, ``ChainFault`` (not retried)
+        when the answer is malformed (not one entry per request, an entry with neither result
+        nor error, a result that is not what the request returns). ``extra``: other requests
+        asked after them in the same batch, their results given back undecoded
+        (:attr:`_Batch.extra`)."""
         provider = self.w3.provider
         if not isinstance(provider, HTTPProvider):
             return None
@@ -1205,21 +1218,19 @@ class Ledger:
         what = f"the node's answer to a batch of {len(requests)} requests"
         try:
             answers = provider.make_batch_request(requests)
-        except OSError as exc:  # requests' connection errors and timeouts are OSErrors
-            raise ChainUnreachable(
-                f"cannot read the ledger at {self.address} (a batch of {len(requests)} "
-                f"requests): {exc}"
-            ) from exc
         except Exception as exc:
-            raise LedgerError(f"{what} is unreadable: {exc}") from exc
+            raise chain_read_error(
+                exc,
+                f"cannot read the ledger at {self.address} (a batch of {len(requests)} requests)",
+            ) from exc
         if isinstance(answers, dict) and "error" in answers:
             return None  # a node that takes no batch: one error for the whole batch
         if not isinstance(answers, list) or len(answers) != len(requests):
-            raise LedgerError(f"{what} is malformed: {str(answers)[:300]}")
+            raise ChainFault(f"{what} is malformed: {str(answers)[:300]}")
         if any(
             not isinstance(a, dict) or ("result" not in a and "error" not in a) for a in answers
         ):
-            raise LedgerError(f"{what} has an entry without result or error: {str(answers)[:300]}")
+            raise ChainFault(f"{what} has an entry without result or error: {str(answers)[:300]}")
         if any("error" in a for a in answers):
             return None
         results = [a["result"] for a in answers]
@@ -1229,11 +1240,11 @@ class Ledger:
                 for c, r in zip(calls, results, strict=False)
             ]
         except Exception as exc:
-            raise LedgerError(f"{what} holds an unreadable view result: {exc}") from exc
+            raise ChainFault(f"{what} holds an unreadable view result: {exc}") from exc
         logs = results[len(calls) : len(calls) + len(queries)]
         for query, raw in zip(queries, logs, strict=True):
             if not isinstance(raw, list):
-                raise LedgerError(f"{what} answers {query.name} events with {str(raw)[:300]}")
+                raise ChainFault(f"{what} answers {query.name} events with {str(raw)[:300]}")
         return _Batch(
             views,
             [q.decode(raw) for q, raw in zip(queries, logs, strict=True)],
@@ -1276,7 +1287,7 @@ class _LogQuery:
                 block, index = _int(log["blockNumber"]), _int(log["logIndex"])
                 tx_hash = _bytes(log["transactionHash"]).hex()
             except Exception as exc:
-                raise LedgerError(f"cannot decode a {self.name} event: {exc}") from exc
+                raise ChainFault(f"cannot decode a {self.name} event: {exc}") from exc
             if any(args.get(k) != self.codec.filter_value(k, v) for k, v in self.filters.items()):
                 continue
             out.append(
@@ -1299,14 +1310,15 @@ class _Batch:
 
 def _get_block_timestamp(w3: Web3, block: str | int) -> int:
     """``block``'s timestamp through web3 (the batch's fallback): an endpoint that does not
-    answer raises :class:`ChainUnreachable`, any other failure :class:`LedgerError`, which the
-    daemons retry (web3's own errors ended them with a traceback)."""
+    answer raises :class:`ChainUnreachable`, a passing JSON-RPC error :class:`LedgerError`,
+    which the daemons retry (web3's own errors ended them with a traceback); anything else
+    :class:`ChainFault`, which ends them (:func:`~fedtrail.errors.chain_read_error`)."""
     try:
         return int(w3.eth.get_block(block)["timestamp"])  # type: ignore[arg-type]
-    except OSError as exc:  # requests' connection errors and timeouts are OSErrors
-        raise ChainUnreachable(f"cannot read the chain's block {block}: {exc}") from exc
     except Exception as exc:
-        raise LedgerError(f"cannot read the timestamp of the chain's block {block}: {exc}") from exc
+        raise chain_read_error(
+            exc, f"cannot read the timestamp of the chain's block {block}"
+        ) from exc
 
 
 def _block_timestamp(block: Any) -> int | None:
@@ -1329,7 +1341,10 @@ def _get_logs(w3: Web3, params: dict[str, Any]) -> list[Any]:
     request = {k: hex(v) if isinstance(v, int) else v for k, v in params.items()}
     answer = provider.make_request(RPCEndpoint("eth_getLogs"), [request])
     if "error" in answer or not isinstance(answer.get("result"), list):
-        raise LedgerError(f"eth_getLogs answered {str(answer.get('error', answer))[:300]}")
+        error = answer.get("error")
+        code = error.get("code") if isinstance(error, dict) else None
+        said = f"eth_getLogs answered {str(error or answer)[:300]}"
+        raise LedgerError(said) if code in TRANSIENT_RPC_CODES else ChainFault(said)
     return list(answer["result"])
 
 

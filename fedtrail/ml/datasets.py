@@ -53,6 +53,7 @@ _RESIZE_CHUNK = 256  # images resized at once: bounds the temporary memory
 _HASH_DOMAIN = b"fedtrail.ImageDataset.v1\x00"
 
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 
 
 def _readonly(arr: np.ndarray) -> np.ndarray:
@@ -416,6 +417,20 @@ def _check_positive(name: str, value: object) -> float:
     return v
 
 
+def _dirichlet(rng: np.random.Generator, k: int, alpha: float, rows: int) -> FloatArray:
+    """``rows`` draws of Dirichlet(``alpha``) over ``k`` sites. An alpha so large that the
+    draw's sum overflows a float (``k`` x alpha past 1.8e308) comes back from numpy as all
+    zeros: every site but the last got nothing, and the error that followed said to use a
+    *larger* alpha. Refused here, saying what to do (alpha 1e6 is already near IID)."""
+    shares = rng.dirichlet(np.full(k, alpha), size=rows)
+    if not np.all(np.isfinite(shares)) or not np.allclose(shares.sum(axis=1), 1.0):
+        raise ConfigError(
+            f"alpha={alpha} is too large for a Dirichlet draw over {k} sites (the draw "
+            "overflows a float); use a smaller alpha (1e6 already gives near-IID shares)"
+        )
+    return shares
+
+
 def _check_sites(n_sites: object, n: int, min_size: int = 1) -> int:
     k = _check_int("n_sites", n_sites, 1)
     if k * min_size > n:
@@ -471,7 +486,7 @@ def partition_dirichlet(
     by_class = [np.flatnonzero(y == c) for c in classes]
     counts = np.array([idx.size for idx in by_class])
     for _ in range(tries):
-        shares = rng.dirichlet(np.full(k, a), size=classes.size)  # (classes, sites)
+        shares = _dirichlet(rng, k, a, classes.size)  # (classes, sites)
         # cut points of each class's samples, by cumulative share (sizes sum to the class count)
         cuts = np.floor(np.cumsum(shares, axis=1) * counts[:, None]).astype(np.int64)
         cuts[:, -1] = counts
@@ -503,7 +518,7 @@ def partition_quantity(
     m = _check_int("min_size", min_size, 1)
     k = _check_sites(n_sites, total, m)
     rng = _rng(seed)
-    shares = rng.dirichlet(np.full(k, a))
+    shares = _dirichlet(rng, k, a, 1)[0]
     rest = total - k * m
     exact = shares * rest
     extra = np.floor(exact).astype(np.int64)

@@ -11,6 +11,7 @@ from enum import IntEnum
 __all__ = [
     "DEFAULT_MIN_ROUND_WINDOW",
     "MAX_ROUND_ID",
+    "MAX_ROUND_WINDOW",
     "MAX_SITE_SAMPLES",
     "Decline",
     "Phase",
@@ -27,6 +28,12 @@ writes); a revealed sample count is at most the site's ``maxSamples``."""
 DEFAULT_MIN_ROUND_WINDOW = 10
 """Seconds: the shortest commit window, and reveal window, a ledger deployed with the defaults
 accepts. A deadline a couple of seconds ahead would let an aggregator shut sites out."""
+
+MAX_ROUND_WINDOW = 2**32
+"""Seconds: the longest commit, reveal or score window the aggregator opens (``aggregator run
+--round-seconds`` and the others), 136 years. A ledger whose minimum window is longer is one
+where no round can open, so ``chain deploy`` refuses it (the contract alone would take up to
+about 2**62 s, a deadline that still fits its 64 bits)."""
 
 
 class Phase(IntEnum):

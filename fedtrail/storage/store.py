@@ -705,4 +705,10 @@ def open_store(location: str) -> ContentStore:
         )
     if not location:
         raise InvalidStoreConfig("empty store location")
-    return LocalStore(Path(location).expanduser())
+    root = Path(location).expanduser()
+    if root.exists() and not root.is_dir():  # a reader was told the folder did not exist
+        raise InvalidStoreConfig(
+            f"local content store {_short(str(root))} is a file, not a folder (give the folder "
+            "the blobs are stored in: local:DIR)"
+        )
+    return LocalStore(root)

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -87,6 +87,11 @@ def sample_reference(own: int, others: Sequence[int], *, with_self: bool) -> flo
     if len(others) < 2:
         return None
     return float(statistics.median([*others, own] if with_self else list(others)))
+
+
+def passed_sites(screened: Mapping[str, tuple[Reason, str]]) -> frozenset[str]:
+    """The sites :meth:`Combiner.screen`'s verdicts ``screened`` pass (reason OK)."""
+    return frozenset(site for site, (reason, _) in screened.items() if reason is Reason.OK)
 
 
 def size_adjusted_z(stats: RobustStats, allowance: float) -> float:
@@ -639,24 +644,32 @@ class Combiner:
             )
         return out
 
+    def passed(
+        self, candidates: Sequence[Candidate], robust: Mapping[str, RobustStats]
+    ) -> frozenset[str]:
+        """The sites whose updates pass :meth:`screen` (reason OK)."""
+        return passed_sites(self.screen(candidates, robust))
+
     def floor_records(
         self,
         candidates: Sequence[Candidate],
         robust: Mapping[str, RobustStats],
         accumulated: Mapping[str, float],
+        *,
+        passed: Collection[str],
     ) -> dict[str, float]:
         """``accumulated`` (the records after this round's shares) with ``record_floor``
         applied (:func:`~fedtrail.valuation.standing.floored_records`) to the sites
-        :meth:`settle` scores from them (those that passed :meth:`screen`), each with its cosine
-        to the median update when the data-free thresholds applied, as :meth:`settle` reads
-        it."""
+        :meth:`settle` scores from them, ``passed`` (those that passed :meth:`screen`: the
+        caller has screened the round already, and screened it again here before session 58),
+        each with its cosine to the median update when the data-free thresholds applied, as
+        :meth:`settle` reads it."""
         if self.record_floor <= 0.0:
             return dict(accumulated)
         checked = sum(1 for c in candidates if c.usable) >= self.min_robust_sites
-        screened = self.screen(candidates, robust)
         scored: dict[str, float | None] = {}
         for c in candidates:
-            if screened[c.site][0] is Reason.OK:
+            if c.site in passed:
                 r = robust.get(c.site)
                 scored[c.site] = r.cosine if checked and r is not None else None
         return floored_records(
@@ -676,6 +689,7 @@ class Combiner:
         *,
         method: str | None,
         warm_up: bool = False,
+        screened: Mapping[str, tuple[Reason, str]] | None = None,
     ) -> list[SiteValuation]:
         """Scores and reasons for every candidate from the accumulated values (see the module
         docstring): ``values`` holds this round's validation value of every update that passed
@@ -683,9 +697,11 @@ class Combiner:
         ``warm_up`` with ``warm_up_floor`` below 1: ``accumulated`` holds the warm-up's own
         shares (the caller accumulates them, :func:`~fedtrail.valuation.round.value_round`)
         and each score below the full one is raised to at least ``warm_up_floor`` of it
-        (:func:`~fedtrail.valuation.standing.floored_score`)."""
+        (:func:`~fedtrail.valuation.standing.floored_score`). ``screened``: :meth:`screen`'s
+        verdicts on the same inputs when the caller has them (screened again otherwise)."""
         checked = sum(1 for c in candidates if c.usable) >= self.min_robust_sites
-        screened = self.screen(candidates, robust)
+        if screened is None:
+            screened = self.screen(candidates, robust)
         provisional = warm_up and self.warm_up_floor < 1.0
         reference = demotion_reference(
             float(accumulated.get(c.site, 0.0))

@@ -63,7 +63,13 @@ from fedtrail.ml.models import Classifier, ModelSpec
 from fedtrail.ml.shortcuts import add_marker
 from fedtrail.protocol.codes import Reason
 from fedtrail.valuation.base import METRICS, Candidate, Metric, Utility, ValuationContext, usable
-from fedtrail.valuation.combine import Combiner, RoundValuation, any_positive, sample_reference
+from fedtrail.valuation.combine import (
+    Combiner,
+    RoundValuation,
+    any_positive,
+    passed_sites,
+    sample_reference,
+)
 from fedtrail.valuation.explanation import ExplanationScorer
 from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.loo import leave_one_out
@@ -486,7 +492,7 @@ def _settle(
     passers = [c for c in ok if screened[c.site][0] is Reason.OK]
     previous = dict(history.accumulated)
     if not passers:
-        sites = comb.settle(cands, robust, {}, previous, method=None)
+        sites = comb.settle(cands, robust, {}, previous, method=None, screened=screened)
         return RoundValuation(
             sites=sites,
             method=None,
@@ -503,7 +509,9 @@ def _settle(
             carried = _standing_shares(values, cands, robust, comb)
         kept = accumulate(previous, carried or {})
         return RoundValuation(
-            sites=comb.settle(cands, robust, values, kept, method=WARM_UP_ALONE, warm_up=True),
+            sites=comb.settle(
+                cands, robust, values, kept, method=WARM_UP_ALONE, warm_up=True, screened=screened
+            ),
             method=WARM_UP_ALONE,
             evaluations=max(n for _, n in alone.values()),
             v_empty=base,
@@ -529,7 +537,7 @@ def _settle(
         normalised = _standing_shares(game.values, cands, robust, comb)
     accumulated = accumulate(previous, normalised or {})
     if not history.warm_up:  # the records kept within record_floor of their references
-        accumulated = comb.floor_records(cands, robust, accumulated)
+        accumulated = comb.floor_records(cands, robust, accumulated, passed=passed_sites(screened))
     return RoundValuation(
         sites=comb.settle(
             cands,
@@ -538,6 +546,7 @@ def _settle(
             accumulated,
             method=game.method,
             warm_up=history.warm_up,
+            screened=screened,
         ),
         method=game.method,
         evaluations=game.evaluations,

@@ -20,7 +20,8 @@ Modes:
 - ``warmup``: round 1's (warm-up) log writes ``before`` and ``after`` {h0: -2.0}; round 2 is
   valued honestly from that log, so h0 is LOW_QUALITY in round 2.
 - ``shares``: round 2's log keeps h0's honest, positive value but writes its share as -0.9
-  (the others' 0.05), ``after`` and the scores following: h0 LOW_QUALITY, weight 0.
+  (the others' 0.05), ``after`` (raised to the terms' record floor, as the product raises it:
+  h0 at -0.5, which still scores 0) and the scores following: h0 LOW_QUALITY, weight 0.
 - ``lowq``: round 1 (the warm-up, no shares: ``normalised`` null) posts h0's honest update
   as LOW_QUALITY, score 0, the log's standing block honest (``before`` and ``after`` empty),
   where every passed update's score is 10**6.
@@ -44,7 +45,7 @@ from harness import Site, run
 import fedtrail.aggregator.service as service_module
 from fedtrail.auditor.verify import verify_all
 from fedtrail.protocol.codes import Reason
-from fedtrail.valuation.standing import accumulate
+from fedtrail.valuation.standing import accumulate, floored_records
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "before"
 if MODE not in ("before", "warmup", "shares", "lowq", "honest"):
@@ -82,7 +83,18 @@ def setup(fed, acct) -> None:
         if MODE != "shares" or round_id != 2 or standing is None or report.normalised is None:
             return report, standing
         shares = {s: (-0.9 if s == target["h0"] else 0.05) for s in report.normalised}
-        after = accumulate(standing.before, shares)
+        comb = report.combiner  # the forged after follows the terms' record floor, as the
+        after = floored_records(  # product's does: only the shares are false
+            accumulate(standing.before, shares),
+            {
+                v.site: v.cosine if v.robust_checked else None
+                for v in report.sites
+                if v.site in shares
+            },
+            record_floor=comb.record_floor,
+            demote_scale=comb.demote_scale,
+            relief_cosine=comb.relief_cosine,
+        )
         sites = [
             dataclasses.replace(v, score=0, reason=Reason.LOW_QUALITY)
             if v.site == target["h0"]

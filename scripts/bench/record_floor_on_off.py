@@ -70,7 +70,10 @@ def run(setting: Setting, combiner: Combiner, rounds: int, seed: int) -> tuple[f
         if not warm:
             shares = normalised_values(values) or {}
             shares = credited(shares, cosines, credit_cosine=combiner.credit_cosine)
-            records = combiner.floor_records(cands, robust, accumulate(records, shares))
+            passed = combiner.passed(cands, robust)
+            records = combiner.floor_records(
+                cands, robust, accumulate(records, shares), passed=passed
+            )
         sites = combiner.settle(cands, robust, values, records, method="modelled", warm_up=warm)
         scores = [v.score for v in sites]
         weights = onchain_weights([100] * len(SITES), scores)

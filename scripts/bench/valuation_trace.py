@@ -79,6 +79,7 @@ from fedtrail.valuation.standing import (
     boost_factor,
     demoted_score,
     demotion_reference,
+    floored_records,
     normalised_values,
     scaled_score,
 )
@@ -195,10 +196,13 @@ class Rule:
     """Every valued update with a negative leave-one-out gain gets ``min(share, loo / sum
     |value|)`` (anti-aligned or not)."""
     record_floor: float = 0.0
-    """Every valued site's accumulated value is kept at or above its reference (the median
-    site's negative record, or 0) minus ``record_floor`` after each round (0: off): a record
+    """The product's record floor (0: off), applied as the aggregator applies it
+    (:func:`fedtrail.valuation.standing.floored_records`, before the round's scores, never in
+    the warm-up): every valued site's accumulated value is kept at or above its reference (the
+    median site's negative record, or 0) minus ``max(record_floor, demote_scale)``: a record
     already at zero score stops sinking, so later positive shares count at once (a CUSUM's
-    reflecting barrier). At ``record_floor`` >= the demote scale no score of the round moves."""
+    reflecting barrier). This script kept a copy of the rule before session 58, which floored
+    after the scores at ``record_floor`` alone."""
     negative_below: float = -1.0
     """A positive share withheld by ``credit_cosine`` counts as the same share negative when the
     update's cosine to the median update is below this (-1: never; ``withheld_negative`` is this
@@ -273,6 +277,15 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
             for site in r["submitted"]:
                 if site in r["norm_ratios"] and site not in values:
                     after[site] = min(after.get(site, 0.0), 0.0) - rule.screened_harmful
+        robust = len(cosines) >= MIN_ROBUST_SITES
+        if rule.record_floor > 0 and r["shares"] is not None:  # not in the warm-up
+            after = floored_records(
+                after,
+                {s: cosines.get(s) if robust else None for s in r["submitted"] if s in values},
+                record_floor=rule.record_floor,
+                demote_scale=DEMOTE_SCALE,
+                relief_cosine=rule.relief_cosine,
+            )
         reference = demotion_reference(after.get(s, 0.0) for s in values)
         norms: dict[str, float] = r["norm_ratios"]
         median_n = statistics.median([samples[s] for s in norms]) if norms else 0
@@ -281,7 +294,6 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
             allowance = max(1.0, samples[site] / median_n) if median_n > 0 else 1.0
             seen[site] = [*seen.get(site, []), ratio / allowance]
         scores: dict[str, int] = {}
-        floored: dict[str, float] = {}
         for site in r["submitted"]:
             score = 0
             if site in values:
@@ -292,8 +304,6 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                     else reference
                 )
                 score = demoted_score(after.get(site, 0.0) - own, demote_scale=DEMOTE_SCALE)
-                if rule.record_floor > 0:
-                    floored[site] = max(after.get(site, 0.0), own - rule.record_floor)
                 history = seen.get(site, [])
                 if rule.norm_window:
                     history = history[-rule.norm_window :]
@@ -326,7 +336,7 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
         weight = sum(weights.values())
         if weight == 0:
             continue  # cancelled
-        accumulated, ratios = {**after, **floored}, seen
+        accumulated, ratios = after, seen
         shares.append(sum(w for s, w in weights.items() if s in faulty) / weight)
         for site, score in scores.items():
             if site not in faulty:

@@ -140,3 +140,32 @@ def test_anvil_without_block_time_does_not_stall_the_deadline(
 def test_the_stall_interval_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="stall_seconds must be positive"):
         ClockWatch(stall_seconds=0)
+
+
+def test_a_failed_read_of_the_latest_block_does_not_use_up_the_warning(
+    embedded: ChainEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch marked the stall as warned before it read the latest block for its message:
+    one failed read (an outage, retried by the service) and the stall was never reported."""
+    from fedtrail.errors import ChainUnreachable
+
+    clock = FakeClock()
+    watch = ClockWatch(stall_seconds=30, clock=clock)
+    w3 = embedded.w3
+    assert watch.observe(w3, 1, 10**12) is None
+    clock.now += 31
+    real = w3.eth.get_block
+
+    def down(block: object, *args: object, **kwargs: object) -> object:
+        if block == "latest":
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return real(block, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(w3.eth, "get_block", down)
+    with pytest.raises(ChainUnreachable, match="latest block"):
+        watch.observe(w3, 1, 10**12)
+    monkeypatch.setattr(w3.eth, "get_block", real)
+    clock.now += 1
+    warning = watch.observe(w3, 1, 10**12)
+    assert warning is not None and STALL in warning
+    assert watch.observe(w3, 1, 10**12) is None  # still once per stall

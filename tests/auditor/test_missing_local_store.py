@@ -76,3 +76,24 @@ def test_an_existing_empty_local_store_is_still_read(
     result = CliRunner().invoke(cli, ["audit", "log", "1", "--store", f"local:{tmp_path}"])
     assert result.exit_code == 1, result.output
     assert f"no content {CID} in {tmp_path}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["audit", "log", "1"], ["audit", "verify", "--round", "1"], ["audit", "privacy"]]
+)
+def test_a_local_store_that_is_a_file_is_called_a_file(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--store local:FILE` said the folder does not exist, naming a path that does exist."""
+    import fedtrail.auditor.commands as commands
+
+    monkeypatch.setattr(commands, "_open", lambda *_: _Ledger())
+    file = tmp_path / "blobs.tar"
+    file.write_bytes(b"not a folder")
+    result = CliRunner().invoke(cli, [*args, "--store", f"local:{file}"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: local content store {str(file)!r} is a file, not a folder (give the folder "
+        "the blobs are stored in: local:DIR)\n"
+    )
+    assert file.read_bytes() == b"not a folder"

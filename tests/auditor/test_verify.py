@@ -491,21 +491,29 @@ def test_audit_cli_verify_usage_error_exits_2() -> None:
     assert result.exit_code == 2
 
 
-def test_audit_cli_verify_fails_a_ledger_with_no_rounds(
+def test_audit_cli_says_a_ledger_with_no_rounds_has_nothing_to_verify(
     embedded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Nothing verified is not a pass: a freshly deployed ledger exits 1 with FAIL over 0
-    rounds (in both the table and the JSON)."""
+    """Nothing verified is not a pass, nor a failed check: a freshly deployed ledger printed
+    `FAIL: 0 checks over 0 round(s)`, exit 1 (and `audit report` printed FAIL and exited 0).
+    Now both say there is nothing to verify, exit 2, in every format; no report is written."""
     import fedtrail.auditor.commands as commands
 
     ledger = embedded.deploy()
     monkeypatch.setattr(commands, "_open", lambda *_: ledger)
     monkeypatch.setattr(commands, "open_checked_store", lambda *_, **__: LocalStore(tmp_path / "s"))
-    table = CliRunner().invoke(cli, ["audit", "verify", "--all"])
-    assert table.exit_code == 1, table.output
-    assert "FAIL: 0 checks over 0 round(s)" in table.output
-    doc = CliRunner().invoke(cli, ["audit", "verify", "--all", "--format", "json"])
-    assert doc.exit_code == 1 and json.loads(doc.stdout) == {"passed": False, "checks": []}
+    said = f"error: nothing to verify: the ledger at {ledger.address} has opened no round yet"
+    out = tmp_path / "report"
+    for args in (
+        ["audit", "verify", "--all"],
+        ["audit", "verify", "--format", "json"],
+        ["audit", "report", "--out", str(out)],
+        ["audit", "report", "--out", str(out), "--format", "json"],
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith(said) and result.stdout == "", args
+    assert not out.exists()
 
 
 @pytest.mark.anvil

@@ -117,3 +117,25 @@ def test_read_toml_words_bytes_that_are_not_utf8_or_not_toml(tmp_path: Path) -> 
         read_toml(broken)
     with pytest.raises(FileNotFoundError):  # each caller words its own missing file
         read_toml(tmp_path / "missing.toml")
+
+
+def test_read_toml_reads_past_a_utf8_byte_order_mark(tmp_path: Path) -> None:
+    """A config.toml saved by an editor that writes a BOM (Notepad) was refused as 'not valid
+    TOML'. Read as the same document; only a leading BOM is skipped, and a byte that is not
+    UTF-8 after it is still named at its offset in the file."""
+    from fedtrail.errors import ConfigError
+    from fedtrail.fsutil import read_toml
+
+    text = '[node]\nname = "Sté. Marie"\n'
+    bom = tmp_path / "bom.toml"
+    bom.write_text(text, encoding="utf-8-sig")
+    assert bom.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert read_toml(bom) == {"node": {"name": "Sté. Marie"}}
+    latin = tmp_path / "bom-latin1.toml"
+    latin.write_bytes(b"\xef\xbb\xbf" + text.encode("latin-1"))  # byte 3 + 17 is 0xe9
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 20 is 0xe9\)"):
+        read_toml(latin)
+    twice = tmp_path / "two-boms.toml"
+    twice.write_bytes(b"\xef\xbb\xbf" * 2 + text.encode())
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        read_toml(twice)

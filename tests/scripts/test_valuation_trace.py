@@ -451,3 +451,27 @@ def test_negative_below_counts_a_withheld_share_only_below_its_bound(tmp_path: P
     assert "faulty share mean 0.5000" in lines["record floor 0.5 + negative below -0.9"]
     assert "faulty share mean 0.5000" in lines["record floor 0.5 + negative below -0.93"]
     assert "faulty share mean 0.5000" in lines["record floor 0.5 + negative below -1"]
+
+
+def test_the_record_floor_replayed_is_the_products_rule(tmp_path: Path) -> None:
+    """--what-if kept its own copy of the floor: at ``record_floor`` alone, applied after the
+    round's scores. The product floors at ``max(record_floor, demote_scale)`` (a raised record
+    always scores 0): a floor of 0.25 (below the demote scale 0.5) is the floor of 0.5. The
+    copy let E's record climb from -0.25 to +0.05 in round 5 (full score) where the product's
+    -0.5 + 0.3 = -0.2 scores 0.6, so faulty D's share differed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("valuation_trace", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    trace = importlib.util.module_from_spec(spec)
+    sys.modules["valuation_trace"] = trace  # its dataclasses look their module up
+    spec.loader.exec_module(trace)
+    doc = json.loads(_sinking_run(tmp_path).read_text())
+    run = doc["scenarios"]["a"]["runs"][0]
+
+    def replayed(floor: float) -> object:
+        rule = trace.Rule(f"floor {floor:g}", relief_cosine=-0.7, record_floor=floor)
+        return trace.replay(run, rule, credit_cosine=0.0)
+
+    assert replayed(0.25) == replayed(0.5) != replayed(0.0)
+    assert replayed(0.5) != replayed(1.0)

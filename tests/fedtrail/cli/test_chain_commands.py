@@ -373,3 +373,26 @@ def test_fund_refuses_an_address_whose_mixed_case_fails_its_checksum(anvil_url: 
         "0",
     )
     assert code == 0 and w3.eth.get_balance(target) == before + 5 * 10**17
+
+
+def test_deploy_refuses_a_minimum_window_no_round_can_meet(anvil_url: str, tmp_path: Path) -> None:
+    """Exit 2 (a usage error), the reason said, no deployment file and no contract."""
+    out = tmp_path / "deployment.json"
+    w3 = connect(anvil_url)
+    nonce = w3.eth.get_transaction_count(dev_account(0).address)
+    code, stdout, stderr = run(
+        "chain",
+        "deploy",
+        "--rpc-url",
+        anvil_url,
+        "--dev-account",
+        "0",
+        "--min-round-window",
+        str(2**64 - 1),
+        "--out",
+        str(out),
+    )
+    assert code == 2, (stdout, stderr)
+    assert "no round can open" in stderr and "at most 4294967296 s" in stderr
+    assert not out.exists()
+    assert w3.eth.get_transaction_count(dev_account(0).address) == nonce

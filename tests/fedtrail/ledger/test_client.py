@@ -125,6 +125,36 @@ def test_deploy_records_the_minimum_round_window(embedded: ChainEnv, tmp_path: P
         Ledger.deploy(embedded.w3, embedded.coordinator, min_round_window=-1)
 
 
+def test_a_minimum_window_no_round_can_meet_is_refused_before_deploying(
+    embedded: ChainEnv,
+) -> None:
+    """`chain deploy --min-round-window 18446744073709551615` deployed a ledger where no round
+    can ever open (the aggregator's windows stop at MAX_ROUND_WINDOW; the contract's deadline
+    now + 2 windows overflows 64 bits). Refused, saying why, with nothing sent; the longest
+    window the aggregator opens is still a minimum a round can meet."""
+    from fedtrail.protocol.codes import MAX_ROUND_WINDOW
+
+    w3, coord = embedded.w3, embedded.coordinator
+    nonce = w3.eth.get_transaction_count(coord.address)
+    for window in (2**64 - 1, 2**63, MAX_ROUND_WINDOW + 1):
+        with pytest.raises(ConfigError, match="no round can open"):
+            Ledger.deploy(w3, coord, min_round_window=window)
+    assert w3.eth.get_transaction_count(coord.address) == nonce
+    ledger, _ = Ledger.deploy(w3, coord, min_round_window=MAX_ROUND_WINDOW)
+    r, _ = ledger.open_round(
+        coord,
+        "QmM",
+        "11" * 32,
+        terms_cid="QmT",
+        terms_sha256="22" * 32,
+        commit_seconds=MAX_ROUND_WINDOW,
+        reveal_seconds=MAX_ROUND_WINDOW,
+    )
+    assert ledger.get_round(r).reveal_deadline - ledger.get_round(r).commit_deadline == (
+        MAX_ROUND_WINDOW
+    )
+
+
 @pytest.mark.anvil
 def test_transactions_are_checked_against_the_pending_blocks_time(anvil_url: str) -> None:
     """The commit deadline has passed for the block a transaction would land in, not yet for

@@ -332,6 +332,15 @@ def test_partition_argument_errors() -> None:
         partition_dirichlet(y, 3, 1.0, 0)
     with pytest.raises(ConfigError, match="larger alpha"):
         partition_dirichlet(np.array([0, 1] * 50), 5, 0.01, 0, min_size=15, max_attempts=5)
+    # an alpha whose draw overflows (3 x 1e308 > float max) came back as all-zero shares: the
+    # Dirichlet split failed saying "use a larger alpha", the quantity split gave skewed sizes
+    for huge in (1e308, np.finfo(np.float64).max):
+        with pytest.raises(ConfigError, match="use a smaller alpha"):
+            partition_dirichlet(np.array([0, 1] * 50), 3, huge, 0)
+        with pytest.raises(ConfigError, match="use a smaller alpha"):
+            partition_quantity(100, 3, 0, alpha=huge)
+    near_iid = [p.size for p in partition_dirichlet(np.array([0, 1] * 50), 3, 1e300, 0)]
+    assert sum(near_iid) == 100 and max(near_iid) - min(near_iid) <= 2  # still a valid alpha
     with pytest.raises(ConfigError, match="min_size"):
         partition_quantity(20, 2, 0, min_size=0)
     with pytest.raises(ConfigError, match="alpha"):

@@ -595,3 +595,16 @@ def test_reading_a_local_store_that_does_not_exist_writes_nothing(tmp_path: Path
         store.get("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG", "0" * 64)
     assert not store.has("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG")
     assert store.pinned() == [] and not root.exists()
+
+
+def test_open_store_refuses_a_file_for_a_writer_too(tmp_path: Path) -> None:
+    """A writer's store folder is made on its first put: a file there failed then, as an OS
+    error about `FILE/blobs`. Refused at open, naming the file."""
+    from fedtrail.errors import InvalidStoreConfig
+
+    file = tmp_path / "store"
+    file.write_text("x")
+    with pytest.raises(InvalidStoreConfig, match="is a file, not a folder"):
+        open_store(f"local:{file}")
+    with pytest.raises(InvalidStoreConfig, match="is a file, not a folder"):
+        open_store(str(file))

@@ -6,6 +6,7 @@ record."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import torch
@@ -45,7 +46,9 @@ def test_a_record_below_the_floor_is_raised_against_a_negative_median() -> None:
     screened = HISTORY_COMBINER.screen(cands, robust)
     assert screened["e"][0] is Reason.OUTLIER_NORM
     assert all(screened[s][0] is Reason.OK for s in "abcd")
-    got = HISTORY_COMBINER.floor_records(cands, robust, records)
+    got = HISTORY_COMBINER.floor_records(
+        cands, robust, records, passed=HISTORY_COMBINER.passed(cands, robust)
+    )
     assert got["d"] == pytest.approx(-0.85)
     assert {s: got[s] for s in "abce"} == {"a": 0.2, "b": -0.3, "c": -0.4, "e": -3.0}
     assert list(got) == list(records)
@@ -59,7 +62,9 @@ def test_a_positive_median_floors_at_minus_the_depth() -> None:
     """Median record positive: the reference is 0, so d (-1.7) is raised to -0.5."""
     records = {"a": 0.3, "b": 0.2, "c": 0.1, "d": -1.7}
     cands, robust = _round(records)
-    got = HISTORY_COMBINER.floor_records(cands, robust, records)
+    got = HISTORY_COMBINER.floor_records(
+        cands, robust, records, passed=HISTORY_COMBINER.passed(cands, robust)
+    )
     assert got == {"a": 0.3, "b": 0.2, "c": 0.1, "d": -0.5}
 
 
@@ -68,7 +73,9 @@ def test_an_update_against_the_consensus_is_floored_against_zero() -> None:
     its floor is -0.5, not -0.85."""
     records = {"a": -0.2, "b": -0.3, "c": -0.4, "d": -2.0}
     cands, robust = _round(records, cosines={"d": -0.9})
-    got = HISTORY_COMBINER.floor_records(cands, robust, records)
+    got = HISTORY_COMBINER.floor_records(
+        cands, robust, records, passed=HISTORY_COMBINER.passed(cands, robust)
+    )
     assert got["d"] == -0.5
     assert {s: got[s] for s in "abc"} == {"a": -0.2, "b": -0.3, "c": -0.4}
 
@@ -79,16 +86,20 @@ def test_the_depth_is_never_less_than_demote_scale() -> None:
     records = {"a": 0.3, "b": 0.2, "c": 0.1, "d": -3.0}
     cands, robust = _round(records)
     wide = replace(HISTORY_COMBINER, demote_scale=1.0)
-    assert wide.floor_records(cands, robust, records)["d"] == -1.0
+    assert (
+        wide.floor_records(cands, robust, records, passed=wide.passed(cands, robust))["d"] == -1.0
+    )
     deep = replace(HISTORY_COMBINER, record_floor=2.0)
-    assert deep.floor_records(cands, robust, records)["d"] == -2.0
+    assert (
+        deep.floor_records(cands, robust, records, passed=deep.passed(cands, robust))["d"] == -2.0
+    )
 
 
 def test_off_keeps_the_unbounded_record() -> None:
     records = {"a": 0.3, "b": 0.2, "c": 0.1, "d": -3.0}
     cands, robust = _round(records)
     off = replace(HISTORY_COMBINER, record_floor=0.0)
-    assert off.floor_records(cands, robust, records) == records
+    assert off.floor_records(cands, robust, records, passed=off.passed(cands, robust)) == records
     assert floored_records(records, {}, record_floor=0.5, demote_scale=0.5, relief_cosine=-0.7) == (
         records
     )
@@ -115,3 +126,57 @@ def test_terms_without_the_field_keep_the_old_rule_and_new_terms_carry_it() -> N
 def test_a_bad_record_floor_is_refused(bad: object) -> None:
     with pytest.raises(ConfigError, match="record_floor"):
         Combiner(record_floor=bad)  # type: ignore[arg-type]
+
+
+def test_a_standing_round_screens_once_and_floors_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """value_round screened the round, then floor_records screened it again, then settle a
+    third time: the same verdicts from the same inputs. Now the caller's verdicts are passed
+    on and the screen runs once, with the same records and scores as when each step screens
+    for itself (the steps made to screen again below, as before session 58)."""
+    from fedtrail.valuation import value_round
+    from fedtrail.valuation.standing import History
+    from tests.fedtrail.valuation.real_sites import SPEC, real_sites
+
+    rs = real_sites()
+    cands = [Candidate(f"site-{i}", rs.num_samples[i], rs.deltas[i]) for i in range(4)]
+    # a record far below the floor: the floor raises it (a share moves it by at most 1)
+    history = History(accumulated={"site-3": -5.0, "site-0": 0.2}, valued_rounds=2)
+    screens: list[int] = []
+    screen, floor, settle = Combiner.screen, Combiner.floor_records, Combiner.settle
+
+    def counted(self: Combiner, *args: Any, **kwargs: Any) -> Any:
+        screens.append(1)
+        return screen(self, *args, **kwargs)
+
+    def value() -> Any:
+        screens.clear()
+        return value_round(
+            global_state=rs.global_state,
+            spec=SPEC,
+            candidates=cands,
+            validation=rs.validation,
+            method="shapley",
+            metric="balanced_loss",
+            seed=0,
+            history=history,
+            combiner=HISTORY_COMBINER,
+        )
+
+    monkeypatch.setattr(Combiner, "screen", counted)
+    once = value()
+    assert len(screens) == 1
+    assert once.accumulated is not None and once.accumulated["site-3"] > -4.0  # floored
+
+    def floor_screening(self: Combiner, c: Any, r: Any, a: Any, *, passed: Any) -> Any:
+        return floor(self, c, r, a, passed=self.passed(c, r))
+
+    def settle_screening(self: Combiner, *args: Any, screened: Any = None, **kw: Any) -> Any:
+        return settle(self, *args, **kw)
+
+    monkeypatch.setattr(Combiner, "floor_records", floor_screening)
+    monkeypatch.setattr(Combiner, "settle", settle_screening)
+    again = value()
+    assert len(screens) == 3
+    assert again.sites == once.sites and again.accumulated == once.accumulated
