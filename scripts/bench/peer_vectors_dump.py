@@ -17,8 +17,8 @@ every score, reason and global model is unchanged. ``--compression`` (a codec of
 option), so the free-rider screen's sparse tests run on sparse updates. The peer rounds run
 under the public screen by default, as a new peer federation's aggregator offers since session
 57 (the validators skip the free-rider screen; each round's ``screened`` marks are written);
-``--no-public-screen``: every validator screens, and the file is the one written before session
-58 (dense sha256 ``8dcb2378…037b``, ``--compression topk8`` ``d63e714f…6286``). Exit 0.
+``--no-public-screen``: every validator screens, the mode the dump ran before session 58 (README
+*Peer scoring time per site* gives both files' sha256). Exit 0.
 """
 
 from __future__ import annotations
