@@ -72,7 +72,11 @@ Methods (:data:`METHODS`):
     update's score is the median of the other counted validators' entries (validators whose
     reputation fell below the gate are not counted; quorum a majority of the committee),
     :func:`fedtrail.protocol.peers.peer_outcome` - the rule FederationLedger's
-    ``recordPeerValuation`` applies; weights and aggregation as above. Validator reputation is
+    ``recordPeerValuation`` applies; under the public screen (``SimConfig.public_screen``, the
+    product's default for a new peer federation since session 57) the validators skip the
+    free-rider screen and the aggregator runs it once on the updates the medians pay, zeroing
+    the ones it marks (``dropScreened``); ``public_screen=False``: every validator screens, the
+    mode before; weights and aggregation as above. Validator reputation is
     tracked with the contract's EMA (``DEFAULT_REPUTATION_ALPHA``) in rounds that close with
     weights. ``SimConfig.adversaries`` makes chosen validators lie (:class:`AdversarialValidator`:
     ``invert`` reports ``SCORE_SCALE`` minus its honest vector, ``collude`` zeroes one honest
@@ -116,7 +120,10 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
+from fedtrail.aggregator.service import (  # noqa: E402
+    DEFAULT_PUBLIC_SCREEN,
+    AggregatorSettings,
+)
 from fedtrail.errors import ConfigError  # noqa: E402
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta  # noqa: E402
 from fedtrail.ml.datasets import ImageDataset, Splits, partition_dirichlet  # noqa: E402
@@ -326,12 +333,14 @@ class SimConfig:
     """Peer mode: the game every validator plays at every size (the round terms'
     ``validator_game``, :data:`fedtrail.valuation.VALIDATOR_GAMES`), the aggregator's default;
     None: ``valuation`` (and ``large_game`` above 10 updates)."""
-    public_screen: bool = False
+    public_screen: bool = DEFAULT_PUBLIC_SCREEN
     """Peer mode: the round terms' ``valuation.public_screen``: validators skip the free-rider
     screen and the aggregator runs it once a round on the public updates and references
     (:func:`fedtrail.valuation.public_screen`), zeroing the median score of each update it
     marks whose score is above 0 (the contract's ``dropScreened``); its time is
-    ``RoundRecord.screen_seconds``."""
+    ``RoundRecord.screen_seconds``. Default: what a new peer federation's aggregator offers
+    (:data:`~fedtrail.aggregator.service.DEFAULT_PUBLIC_SCREEN`, on since session 57); False:
+    every validator screens (the mode before session 57, the benches' ``--no-public-screen``)."""
     validators: tuple[int, ...] | None = None
     """Peer mode: the sites that validate (a fixed committee, e.g. to time one site's scoring
     in a large federation); None: every site."""
@@ -454,7 +463,7 @@ class SimConfig:
             "adversaries": [asdict(a) for a in self.adversaries],
             "validators": None if self.validators is None else list(self.validators),
             "validator_game": self.validator_game,
-            **({"public_screen": True} if self.public_screen else {}),
+            **({"public_screen": self.public_screen} if self.valuation_mode == "peers" else {}),
             "value_window": self.value_window,
             "value_window_sum": self.value_window_sum,
             **({"project_shift": True} if self.project_shift else {}),

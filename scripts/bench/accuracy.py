@@ -57,8 +57,11 @@ valuation and the peer valuation on the same seeds and prints them side by side 
 ``valuation_peers``, and in the issue-12 table a line per mode, the peer line's alpha marked
 ``peers``), with the peer-minus-aggregator differences paired per seed. Issue 12's bars are
 checked for each mode, and issue 14's bar: peer mode meets every issue-12 bar aggregator mode
-meets in the same run. ``JURY_RULE=high|low|true|cos`` in the environment (an experiment, as in
-``peer_validators.py``): every peer jury scored with that median
+meets in the same run. Peer mode runs under the public screen (round terms
+``valuation.public_screen``, a new peer federation's default since session 57: the validators
+skip the free-rider screen, the aggregator runs it once a round); ``--no-public-screen``: every
+validator screens, the mode before. ``JURY_RULE=high|low|true|cos`` in the environment (an
+experiment, as in ``peer_validators.py``): every peer jury scored with that median
 (``scripts/bench/jury_rules.py``; recorded as the settings' ``jury_rule``); unset, the
 product's high median.
 
@@ -113,6 +116,7 @@ from _sim import (
     parse_seeds,
 )
 
+from fedtrail.aggregator.service import DEFAULT_PUBLIC_SCREEN
 from fedtrail.ml.catalog import load_source
 from fedtrail.ml.models import ModelSpec
 from fedtrail.simulation.faults import SiteFault
@@ -1141,6 +1145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "both side by side on the same seeds",
     )
     parser.add_argument(
+        "--public-screen",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_PUBLIC_SCREEN,
+        help="peer mode: the round terms' valuation.public_screen (validators skip the "
+        "free-rider screen, the aggregator runs it once a round); default: the aggregator's "
+        "(on since session 57); --no-public-screen: every validator screens, as before",
+    )
+    parser.add_argument(
         "--combiner",
         choices=tuple(COMBINERS),
         default="history",
@@ -1503,6 +1515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 value_window_sum=args.value_window_sum,
                 valuation_rule=args.valuation_rule,
                 project_shift=args.project_shift,
+                public_screen=args.public_screen,
             )
             for row in methods:
                 method = cast(Method, "valuation" if row in VALUATION_ROWS else row)
@@ -1541,6 +1554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "alpha": args.alpha,
             "valuation": args.valuation,
             "valuation_mode": args.valuation_mode,
+            "public_screen": args.public_screen,
             "validator_game": None if args.validator_game == "none" else args.validator_game,
             "combiner": args.combiner,
             "relief_cosine": args.relief_cosine,

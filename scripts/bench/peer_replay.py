@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/bench/peer_replay.py [--sites 10] [--site 6] [--round 2]
         [--repeats 30] [--val-shards dirichlet] [--seed 0] [--threads 1] [--compression topk8]
-        [--alpha 1] [--committee N] [--public-screen] [--profile N]
+        [--alpha 1] [--committee N] [--no-public-screen] [--profile N]
 
 Runs the peer-mode federation of ``peer_validators.py``'s timing (``--sites`` sites, alpha
 ``--alpha``, every site a validator or the first ``--committee`` ones, two rounds; at 100 sites
@@ -20,8 +20,10 @@ gradient pass at the full coalition).
 ``--compression topk8``: every update sent through that codec (``peer_validators.py``'s option),
 the blobs of :func:`reads` too. The free-rider screen's stale sparse tests
 (``fedtrail.valuation.freeride``'s ``support_copy_of`` and ``kept_largest_of``) are timed too.
-``--public-screen``: the round terms' ``valuation.public_screen`` (the validators skip the
-free-rider screen). ``--profile N``: after the replays, cProfile of one more call, its N
+``--public-screen`` (the default, as a new peer federation's aggregator since session 57): the
+round terms' ``valuation.public_screen`` (the validators skip the free-rider screen, so
+``free_riders`` is not in the split); ``--no-public-screen``: every validator screens, the mode
+before. ``--profile N``: after the replays, cProfile of one more call, its N
 costliest functions by own time (the profiler's overhead included).
 """
 
@@ -44,6 +46,7 @@ import torch
 import fedtrail.valuation.freeride as freeride_mod
 import fedtrail.valuation.peers as peers_mod
 import fedtrail.valuation.round as round_mod
+from fedtrail.aggregator.service import DEFAULT_PUBLIC_SCREEN
 from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.storage.codec import (
@@ -77,7 +80,7 @@ def capture(
     *,
     alpha: float = 1.0,
     committee: int | None = None,
-    public_screen: bool = False,
+    public_screen: bool = DEFAULT_PUBLIC_SCREEN,
 ) -> list[dict[str, Any]]:
     """Every validator's peer_vector arguments of the timing federation, in call order."""
     calls: list[dict[str, Any]] = []
@@ -136,7 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compression", default="", help="every update through this codec")
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--committee", type=int, help="the first N sites validate (default all)")
-    parser.add_argument("--public-screen", action="store_true", help="valuation.public_screen")
+    parser.add_argument(
+        "--public-screen",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_PUBLIC_SCREEN,
+        help="valuation.public_screen (default: the aggregator's, on since session 57); "
+        "--no-public-screen: the validators screen, as before",
+    )
     parser.add_argument("--profile", type=int, default=0, help="cProfile's N costliest functions")
     args = parser.parse_args(argv)
     try:

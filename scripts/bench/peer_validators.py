@@ -61,6 +61,12 @@ class counts scaled to the val split, about 11%), as a hospital keeps a fixed sh
 images for validation. The bar line names the shards it was measured on: the issue's bar is
 not met by a change of shards alone.
 
+``--public-screen`` / ``--no-public-screen`` (the round terms' ``valuation.public_screen``;
+default the aggregator's, on for a new peer federation since session 57): under it the
+validators skip the free-rider screen and the aggregator runs it once a round on the updates the
+medians pay, in the cases' runs and the timing runs alike; ``--no-public-screen`` simulates the
+mode before (every validator screens).
+
 ``--compression`` (a codec of ``fedtrail.storage.codec``, e.g. ``topk8``; default none): every
 sent update goes through that codec, encoded and decoded as a node sends it (``_sim``'s
 ``SimConfig.compression``), in the cases' runs and the timing runs alike. Sparse ``topk8``
@@ -208,7 +214,10 @@ def run_cases(
     splits: Splits,
     log: Any,
     compression: Compression | None = None,
+    public_screen: bool = DEFAULT_PUBLIC_SCREEN,
 ) -> dict[str, list[dict[str, Any]]]:
+    """Each case against the same seeds without adversaries; ``public_screen``: the round
+    terms' option in both runs (default the aggregator's; False: every validator screens)."""
     clean_runs: dict[tuple[int, int], SimResult] = {}
     out: dict[str, list[dict[str, Any]]] = {}
     for case in cases:
@@ -223,6 +232,7 @@ def run_cases(
                 large_game=large_game,
                 validator_game=validator_game,
                 compression=compression,
+                public_screen=public_screen,
             )
             if (case.sites, seed) not in clean_runs:
                 clean_runs[case.sites, seed] = _sim.run_method("valuation", base, splits)
@@ -258,7 +268,7 @@ def timing(
     val_shards: _sim.ValShards = "dirichlet",
     clock: str = "wall",
     compression: Compression | None = None,
-    public_screen: bool = False,
+    public_screen: bool = DEFAULT_PUBLIC_SCREEN,
 ) -> dict[str, Any]:
     """Per validator: mean scoring and training seconds per round (``clock``: the ratio's);
     ``public_screen``: the round terms' option (validators skip the free-rider screen, the
@@ -432,7 +442,8 @@ def report(doc: dict[str, Any]) -> int:
     s = doc["settings"]
     print(
         f"Peer scoring under adversarial validators: seeds {s['seeds']}, {s['rounds']} rounds, "
-        f"Dirichlet alpha {s['alpha']}, adversaries' collusion target site {s['target']}; "
+        f"Dirichlet alpha {s['alpha']}, adversaries' collusion target site {s['target']}, "
+        f"public screen {'on' if s.get('public_screen') else 'off'}; "
         f"wall {doc['wall_seconds']:.0f} s\n"
     )
     for key, rows in results.items():
@@ -570,9 +581,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--public-screen",
         action=argparse.BooleanOptionalAction,
         default=DEFAULT_PUBLIC_SCREEN,
-        help="the round terms' valuation.public_screen: validators skip the free-rider screen, "
-        "the aggregator runs it once a round (its time is printed beside); default: the "
-        "aggregator's (on since session 57); --no-public-screen: every validator screens",
+        help="the round terms' valuation.public_screen, in the cases' and the timing runs: "
+        "validators skip the free-rider screen, the aggregator runs it once a round (its time "
+        "is printed beside); default: the aggregator's (on since session 57); "
+        "--no-public-screen: every validator screens",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
@@ -616,6 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         splits=splits,
         log=log,
         compression=compression,
+        public_screen=args.public_screen,
     )
     timings = []
     if not args.no_timing:

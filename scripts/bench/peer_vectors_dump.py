@@ -2,7 +2,7 @@
 """Every validator's vector of peer-mode federations, dumped exactly, to compare two trees.
 
     .venv/bin/python scripts/bench/peer_vectors_dump.py --out vectors.json [--sites 10]
-        [--rounds 4] [--seeds 0,1] [--threads 1] [--compression topk8]
+        [--rounds 4] [--seeds 0,1] [--threads 1] [--compression topk8] [--no-public-screen]
 
 Runs ``peer_validators.py``'s federation (``--sites`` sites, alpha 1, every site a validator)
 for each seed and each validation-shard mode (``dirichlet``, ``proportional``) and writes, per
@@ -14,7 +14,11 @@ sha256 of each round's global model. Floats are written with ``repr`` (exact). R
 trees (e.g. a branch and main) and compare the files byte for byte (``cmp``): equal files mean
 every score, reason and global model is unchanged. ``--compression`` (a codec of
 ``fedtrail.storage.codec``, e.g. ``topk8``): every sent update through it (``peer_validators.py``'s
-option), so the free-rider screen's sparse tests run on sparse updates. Exit 0.
+option), so the free-rider screen's sparse tests run on sparse updates. The peer rounds run
+under the public screen by default, as a new peer federation's aggregator offers since session
+57 (the validators skip the free-rider screen; each round's ``screened`` marks are written);
+``--no-public-screen``: every validator screens, the mode the dump ran before session 58 (README
+*Peer scoring time per site* gives both files' sha256). Exit 0.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 import _sim
 import torch
 
+from fedtrail.aggregator.service import DEFAULT_PUBLIC_SCREEN
 from fedtrail.errors import ConfigError
 from fedtrail.ml.datasets import load_bundled
 from fedtrail.storage.codec import Compression
@@ -75,6 +80,7 @@ def run(
     seed: int,
     shards: _sim.ValShards,
     compression: Compression | None = None,
+    public_screen: bool = DEFAULT_PUBLIC_SCREEN,
 ) -> dict[str, Any]:
     vectors: list[dict[str, Any]] = []
     original = _sim.peer_vector
@@ -103,6 +109,7 @@ def run(
             valuation_mode="peers",
             validation_shards=shards,
             compression=compression,
+            public_screen=public_screen,
         )
         res = _sim.run_method("valuation", config, splits)
     finally:
@@ -117,6 +124,9 @@ def run(
                 "reasons": list(r.reasons),
                 "weights": [repr(w) for w in r.weights],
                 "votes": r.votes,
+                # the public screen's marks (its drops are the scores' FREE_RIDER); absent
+                # without it, so --no-public-screen writes the files of before session 58
+                **({"screened": r.screened} if public_screen else {}),
             }
             for r in res.rounds
         ],
@@ -131,6 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--compression", default="", help="every sent update through this codec")
+    parser.add_argument(
+        "--public-screen",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_PUBLIC_SCREEN,
+        help="the round terms' valuation.public_screen (default: the aggregator's, on since "
+        "session 57); --no-public-screen: every validator screens (the files before session 58)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
@@ -138,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(f"--compression: {exc}")
     runs = [
-        run(args.sites, args.rounds, int(seed), shards, compression)
+        run(args.sites, args.rounds, int(seed), shards, compression, args.public_screen)
         for seed in args.seeds.split(",")
         for shards in ("dirichlet", "proportional")
     ]

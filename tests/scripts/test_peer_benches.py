@@ -189,7 +189,8 @@ def test_peer_replay_splits_one_validators_round_and_unwraps(
     import fedtrail.valuation.round as round_mod
 
     before = round_mod.free_riders
-    rc = peer_replay.main(["--sites", "5", "--site", "0", "--round", "2", "--repeats", "2"])
+    argv = ["--sites", "5", "--site", "0", "--round", "2", "--repeats", "2"]
+    rc = peer_replay.main([*argv, "--no-public-screen"])  # the validators screen
     printed = capsys.readouterr().out
     assert rc == 0
     assert "site 0, round 2" in printed and "2 replays" in printed
