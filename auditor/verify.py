@@ -417,6 +417,7 @@ def verify_round(
     privacy_history: PrivacyHistory | None = None,
     registry_history: RegistryHistory | None = None,
     logs: dict[tuple[str, str], RoundLog | None] | None = None,
+    models: dict[tuple[str, str], bytes] | None = None,
 ) -> RoundAudit:
     """Every check of one round. A round that is open or cancelled unvalued is reported, not
     failed; an aggregator round valued but not finalized fails ``phase`` (its on-chain scores
@@ -432,7 +433,11 @@ def verify_round(
     ``logs``: the finalized rounds' logs fetched so far in one audit, by (CID, sha256) (None:
     parsed from bytes that matched but not a valid log), so the heatmap checks of a later round
     read an earlier round's log without fetching it again; this round's is added once fetched
-    (default: none shared)."""
+    (default: none shared). ``models``: the latest finalized round's global model as one audit
+    fetched it, by (CID, sha256), which the next finalized round's start model is (the
+    contract's ``StartModelMismatch``): read from there instead of fetched again when it fits
+    this round's blob limit; this round's global replaces it (one model held; default: none
+    shared)."""
     audit = RoundAudit(round_id)
     info = ledger.get_round(round_id)
     if info.phase != Phase.FINALIZED:
@@ -507,6 +512,7 @@ def verify_round(
             privacy_history=privacy_history,
             registry_history=registry_history,
             logs=logs,
+            models=models,
         )
 
 
@@ -524,6 +530,7 @@ def _verify_finalized(
     privacy_history: PrivacyHistory | None,
     registry_history: RegistryHistory | None,
     logs: dict[tuple[str, str], RoundLog | None] | None,
+    models: dict[tuple[str, str], bytes] | None,
 ) -> RoundAudit:
     """:func:`verify_round` of a finalized round: its blobs requested ahead on ``fetches``'
     threads (the log and terms at once, then the start and global models and the first updates
@@ -570,7 +577,12 @@ def _verify_finalized(
     # checks are recorded below, in their place), so the start and global models and the first
     # updates are on their way while the round's records are checked
     spec, limit, spec_checks = _round_spec(log, terms, no_log)
-    start_ahead = fetches.one(info.start_cid, info.start_sha256, limit)
+    carried = (models or {}).get((info.start_cid, info.start_sha256))
+    if carried is not None and limit is not None and len(carried) <= limit:
+        start_ahead: Future[Fetched] = Future()
+        start_ahead.set_result(Fetched(carried))  # the previous round's global, as fetched
+    else:
+        start_ahead = fetches.one(info.start_cid, info.start_sha256, limit)
     global_ahead = fetches.one(info.global_cid, info.global_sha256, limit)
     updates = fetches.in_order([(sub.cid, sub.sha256) for sub in subs], limit)
     if log is not None:
@@ -867,6 +879,10 @@ def _verify_finalized(
             audit.add("global.recomputed", False, f"cannot replay: {exc}")
     with _Timer(audit, "fetch"):
         glob = global_ahead.result()
+    if models is not None:
+        models.clear()
+        if glob.blob is not None:
+            models[(info.global_cid, info.global_sha256)] = glob.blob
     audit.add("global.hash", glob.blob is not None, glob.detail or f"{info.global_cid} matches")
     if log is not None and log.explanations is None:
         with _Timer(audit, "fetch"):
@@ -3372,6 +3388,7 @@ def verify_all(ledger: Ledger, store: ContentStore, **kwargs: Any) -> list[Round
     history = PrivacyHistory(ledger, store)  # each earlier blob's DP parameters read once
     registry = ledger.registry_history()  # every round's names and registry moves, one read
     logs: dict[tuple[str, str], RoundLog | None] = {}  # each round's log fetched once
+    models: dict[tuple[str, str], bytes] = {}  # the latest global, the next round's start
     return [
         verify_round(
             ledger,
@@ -3380,6 +3397,7 @@ def verify_all(ledger: Ledger, store: ContentStore, **kwargs: Any) -> list[Round
             privacy_history=history,
             registry_history=registry,
             logs=logs,
+            models=models,
             **kwargs,
         )
         for r in range(1, ledger.current_round() + 1)
