@@ -313,6 +313,50 @@ def _fetch(store: ContentStore, cid: str, sha256: str, max_bytes: int | None = N
         return Fetched(None, failure, f"cannot fetch {cid} ({failure.value}): {exc}")
 
 
+class _Fetches:
+    """The blobs of one round's audit requested ahead, :data:`FETCH_THREADS` in flight on one
+    pool, each result read where its checks need it (a check sees the same :class:`Fetched` as
+    from :func:`_fetch` called there). Bounded memory: the single blobs asked for, and at most
+    ``2 * FETCH_THREADS`` updates ahead of the one being checked. Leaving the ``with`` block
+    cancels what has not started and waits for the requests in flight (each bounded by the
+    store's timeout)."""
+
+    def __init__(self, store: ContentStore) -> None:
+        self.store = store
+        self.pool = ThreadPoolExecutor(max_workers=FETCH_THREADS)
+
+    def __enter__(self) -> _Fetches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def one(self, cid: str, sha256: str, max_bytes: int | None) -> Future[Fetched]:
+        """:func:`_fetch` of one blob, requested now."""
+        return self.pool.submit(_fetch, self.store, cid, sha256, max_bytes)
+
+    def in_order(self, refs: Sequence[tuple[str, str]], max_bytes: int | None) -> Iterator[Fetched]:
+        """:func:`_fetch` of every ``(cid, sha256)``, read in ``refs``' order; the first
+        ``2 * FETCH_THREADS`` requested now, each later one when one is read."""
+        ahead = 2 * FETCH_THREADS
+        pending = deque(self.one(cid, sha, max_bytes) for cid, sha in refs[:ahead])
+        return self._read(pending, refs[ahead:], max_bytes)
+
+    def _read(
+        self,
+        pending: deque[Future[Fetched]],
+        rest: Sequence[tuple[str, str]],
+        max_bytes: int | None,
+    ) -> Iterator[Fetched]:
+        queued = 0
+        while pending:
+            done = pending.popleft()
+            if queued < len(rest):
+                pending.append(self.one(*rest[queued], max_bytes))
+                queued += 1
+            yield done.result()
+
+
 TERMS_AGAINST_LOG = ("terms.rule", "terms.valuation", "terms.validation", "terms.model")
 """The checks that compare the log's settings with the committed terms: each needs both."""
 
@@ -373,6 +417,7 @@ def verify_round(
     privacy_history: PrivacyHistory | None = None,
     registry_history: RegistryHistory | None = None,
     logs: dict[tuple[str, str], RoundLog | None] | None = None,
+    models: dict[tuple[str, str], bytes] | None = None,
 ) -> RoundAudit:
     """Every check of one round. A round that is open or cancelled unvalued is reported, not
     failed; an aggregator round valued but not finalized fails ``phase`` (its on-chain scores
@@ -388,7 +433,11 @@ def verify_round(
     ``logs``: the finalized rounds' logs fetched so far in one audit, by (CID, sha256) (None:
     parsed from bytes that matched but not a valid log), so the heatmap checks of a later round
     read an earlier round's log without fetching it again; this round's is added once fetched
-    (default: none shared)."""
+    (default: none shared). ``models``: the latest finalized round's global model as one audit
+    fetched it, by (CID, sha256), which the next finalized round's start model is (the
+    contract's ``StartModelMismatch``): read from there instead of fetched again when it fits
+    this round's blob limit; this round's global replaces it (one model held; default: none
+    shared)."""
     audit = RoundAudit(round_id)
     info = ledger.get_round(round_id)
     if info.phase != Phase.FINALIZED:
@@ -449,6 +498,48 @@ def verify_round(
                 with _Timer(audit, "rescore"):
                     audit.add(*_check_cancelled_valuation(ledger, store, info, validation))
         return audit
+    with _Fetches(store) as fetches:
+        return _verify_finalized(
+            audit,
+            ledger,
+            store,
+            info,
+            fetches,
+            validation=validation,
+            score_tolerance=score_tolerance,
+            metrics_tolerance=metrics_tolerance,
+            accept=accept,
+            privacy_history=privacy_history,
+            registry_history=registry_history,
+            logs=logs,
+            models=models,
+        )
+
+
+def _verify_finalized(
+    audit: RoundAudit,
+    ledger: Ledger,
+    store: ContentStore,
+    info: RoundInfo,
+    fetches: _Fetches,
+    *,
+    validation: ImageDataset | None,
+    score_tolerance: int,
+    metrics_tolerance: float,
+    accept: ThresholdLimits | None,
+    privacy_history: PrivacyHistory | None,
+    registry_history: RegistryHistory | None,
+    logs: dict[tuple[str, str], RoundLog | None] | None,
+    models: dict[tuple[str, str], bytes] | None,
+) -> RoundAudit:
+    """:func:`verify_round` of a finalized round: its blobs requested ahead on ``fetches``'
+    threads (the log and terms at once, then the start and global models and the first updates
+    while the round's records are checked: a 100-site round's audit waited on each in turn),
+    each read where its checks need it, so the checks and their order are those of one fetch
+    after another."""
+    round_id = audit.round
+    log_ahead = fetches.one(info.log_cid, info.log_sha256, MAX_LOG_BYTES)
+    terms_ahead = fetches.one(info.terms_cid, info.terms_sha256, MAX_TERMS_BYTES)
     # every commitment, read once: the revealed ones are the valuation's submissions (what
     # get_submissions returns without include_unrevealed), all of them terms.declined's
     every = ledger.get_submissions(round_id, include_unrevealed=True)
@@ -460,7 +551,7 @@ def verify_round(
 
     # the explanation log: hash, schema, and agreement with the chain
     with _Timer(audit, "fetch"):
-        fetched = _fetch(store, info.log_cid, info.log_sha256, MAX_LOG_BYTES)
+        fetched = log_ahead.result()
     log: RoundLog | None = None
     no_log = ""  # why the log is unusable, for each check that needs it
     if fetched.blob is None:
@@ -480,8 +571,20 @@ def verify_round(
     # the terms committed at open (checked below; the log's aggregation rule is compared with
     # the one they make the replay use)
     with _Timer(audit, "fetch"):
-        terms, terms_check = _read_terms(store, info, round_id)
+        terms, terms_check = _terms_from(terms_ahead.result(), info, round_id)
     no_terms = "" if terms is not None else "the round's terms are unreadable (terms.hash)"
+    # the spec the blobs are decoded with and the largest blob it allows, worked out now (its
+    # checks are recorded below, in their place), so the start and global models and the first
+    # updates are on their way while the round's records are checked
+    spec, limit, spec_checks = _round_spec(log, terms, no_log)
+    carried = (models or {}).get((info.start_cid, info.start_sha256))
+    if carried is not None and limit is not None and len(carried) <= limit:
+        start_ahead: Future[Fetched] = Future()
+        start_ahead.set_result(Fetched(carried))  # the previous round's global, as fetched
+    else:
+        start_ahead = fetches.one(info.start_cid, info.start_sha256, limit)
+    global_ahead = fetches.one(info.global_cid, info.global_sha256, limit)
+    updates = fetches.in_order([(sub.cid, sub.sha256) for sub in subs], limit)
     if log is not None:
         _check_log(
             audit,
@@ -536,35 +639,13 @@ def verify_round(
         else f"chain {got} != recomputed {expected}",
     )
 
-    # the model spec the blobs are decoded with: the log's, which must be a valid one
-    # (the terms' when the round has terms: the log's must equal it, checked above); neither
-    # readable: none (no update is decoded with a spec the round may not have used)
-    spec: ModelSpec | None = None
-    if log is not None:
-        try:
-            spec = _spec_from(log)
-            audit.add("log.model_spec", True, f"valid model spec {log.settings.spec_hash[:16]}…")
-        except InvalidLog as exc:
-            spec = None
-            audit.add("log.model_spec", False, str(exc))
-    else:
-        _unchecked(audit, ("log.model_spec",), no_log)
-    if terms is not None:
-        try:
-            spec = ModelSpec(**terms.model_spec)
-        except (TypeError, ValueError, ConfigError) as exc:
-            spec = None
-            audit.add("terms.model", False, f"the terms name no valid model spec: {exc}")
-    # The largest blob that spec allows, and the spec itself only if the store can return a model
-    # under it: the aggregator chose it, and a topk8 update of a few bytes per tensor decodes to
-    # the spec's full dense size (gigabytes, for a spec no round could have trained).
-    limit = _blob_limit(audit, spec)
-    if limit is None:
-        spec = None
+    # the model spec the blobs are decoded with (:func:`_round_spec`), and its checks
+    for check in spec_checks:
+        audit.add(*check)
 
     # every blob against its on-chain hash
     with _Timer(audit, "fetch"):
-        start = _fetch(store, info.start_cid, info.start_sha256, limit)
+        start = start_ahead.result()
     start_blob = start.blob
     audit.add("start_model.hash", start_blob is not None, start.detail or info.start_cid)
     no_start = "" if start_blob is not None else "the start model is unavailable (start_model.hash)"
@@ -584,7 +665,6 @@ def verify_round(
     unusable: dict[str, Reason] = {}
     # how each update reads, as the aggregator's log states it (None: this audit cannot tell)
     read_as: dict[str, Reason | None] = {}
-    updates = _fetch_in_order(store, [(sub.cid, sub.sha256) for sub in subs], max_bytes=limit)
     for sub in subs:
         with _Timer(audit, "fetch"):
             fetched = next(updates)
@@ -798,7 +878,11 @@ def verify_round(
         except (FedtrailError, TypeError, ValueError) as exc:
             audit.add("global.recomputed", False, f"cannot replay: {exc}")
     with _Timer(audit, "fetch"):
-        glob = _fetch(store, info.global_cid, info.global_sha256, limit)
+        glob = global_ahead.result()
+    if models is not None:
+        models.clear()
+        if glob.blob is not None:
+            models[(info.global_cid, info.global_sha256)] = glob.blob
     audit.add("global.hash", glob.blob is not None, glob.detail or f"{info.global_cid} matches")
     if log is not None and log.explanations is None:
         with _Timer(audit, "fetch"):
@@ -2621,12 +2705,59 @@ def _spec_from(log: RoundLog) -> ModelSpec:
         ) from None
 
 
+def _round_spec(
+    log: RoundLog | None, terms: RoundTerms | None, no_log: str
+) -> tuple[ModelSpec | None, int | None, list[tuple[str, bool, str]]]:
+    """The model spec a finalized round's blobs are decoded with, the largest blob it allows
+    (:func:`_spec_limit`; None: no spec), and the checks that say so, in their order: the
+    log's, which must be a valid one (``log.model_spec``); the terms' when the round has terms
+    (``terms.model``; the log's must equal it, ``terms.model`` against the log); neither
+    readable: none (no update is decoded with a spec the round may not have used). The spec
+    only if the store can return a model under it (``model.size``): the aggregator chose it,
+    and a topk8 update of a few bytes per tensor decodes to the spec's full dense size
+    (gigabytes, for a spec no round could have trained)."""
+    checks: list[tuple[str, bool, str]] = []
+    spec: ModelSpec | None = None
+    if log is not None:
+        try:
+            spec = _spec_from(log)
+            checks.append(
+                ("log.model_spec", True, f"valid model spec {log.settings.spec_hash[:16]}…")
+            )
+        except InvalidLog as exc:
+            spec = None
+            checks.append(("log.model_spec", False, str(exc)))
+    else:
+        checks.append(("log.model_spec", False, f"not checked: {no_log}"))
+    if terms is not None:
+        try:
+            spec = ModelSpec(**terms.model_spec)
+        except (TypeError, ValueError, ConfigError) as exc:
+            spec = None
+            checks.append(("terms.model", False, f"the terms name no valid model spec: {exc}"))
+    if spec is None:
+        return None, None, checks
+    limit, problem = _spec_limit(spec)
+    if limit is None:
+        checks.append(("model.size", False, problem))
+        return None, None, checks
+    return spec, limit, checks
+
+
 def _read_terms(
     store: ContentStore, info: RoundInfo, round_id: int
 ) -> tuple[RoundTerms | None, tuple[str, bool, str]]:
     """The round's terms fetched by the on-chain hash (None when unusable), and the
     ``terms.hash`` check that says so."""
-    fetched = _fetch(store, info.terms_cid, info.terms_sha256, MAX_TERMS_BYTES)
+    return _terms_from(
+        _fetch(store, info.terms_cid, info.terms_sha256, MAX_TERMS_BYTES), info, round_id
+    )
+
+
+def _terms_from(
+    fetched: Fetched, info: RoundInfo, round_id: int
+) -> tuple[RoundTerms | None, tuple[str, bool, str]]:
+    """:func:`_read_terms` of the terms' blob fetched (or why not)."""
     if fetched.blob is None:
         return None, ("terms.hash", False, fetched.detail)
     try:
@@ -3257,6 +3388,7 @@ def verify_all(ledger: Ledger, store: ContentStore, **kwargs: Any) -> list[Round
     history = PrivacyHistory(ledger, store)  # each earlier blob's DP parameters read once
     registry = ledger.registry_history()  # every round's names and registry moves, one read
     logs: dict[tuple[str, str], RoundLog | None] = {}  # each round's log fetched once
+    models: dict[tuple[str, str], bytes] = {}  # the latest global, the next round's start
     return [
         verify_round(
             ledger,
@@ -3265,6 +3397,7 @@ def verify_all(ledger: Ledger, store: ContentStore, **kwargs: Any) -> list[Round
             privacy_history=history,
             registry_history=registry,
             logs=logs,
+            models=models,
             **kwargs,
         )
         for r in range(1, ledger.current_round() + 1)

@@ -970,7 +970,9 @@ class Whiteness(Protocol):
     """The duplicate rule's white-noise statistic of a later update's residual from an earlier
     one (``later, earlier, stop``; ``flats``: the two updates' exact float64 flats, sorted name
     order, which the rule already holds; ``exact=False``: a value below ``stop`` may be a bound
-    of the statistic, below ``stop`` too, as the rule reads the verdict alone):
+    of the statistic, below ``stop`` too, as the rule reads the verdict alone;
+    ``earlier_squares``: the *Flattening and sums* sum of the earlier flat's squares, which the
+    rule takes once an original):
     :func:`fedtrail.valuation.freeride.duplicate_residual_z`, the free-rider screen's statistic
     (a layer above this one, so passed in)."""
 
@@ -982,6 +984,7 @@ class Whiteness(Protocol):
         *,
         flats: tuple[torch.Tensor, torch.Tensor] | None = ...,
         exact: bool = ...,
+        earlier_squares: float | None = ...,
     ) -> float: ...
 
 
@@ -1202,10 +1205,17 @@ def find_duplicates(
             return None
         original, later = deltas[closest], deltas[j]
         assert original is not None and later is not None
+        a = flat(closest)[0]
+        if closest not in squares:  # once an original, however many copies it has
+            r = a.numpy()
+            squares[closest] = deterministic_sum(np.multiply(r, r))
         # the verdict alone: a value below white_z may be a bound of the statistic
-        z = whiteness(later, original, white_z, flats=(b, flat(closest)[0]), exact=False)
+        z = whiteness(
+            later, original, white_z, flats=(b, a), exact=False, earlier_squares=squares[closest]
+        )
         return closest if z < white_z else None
 
+    squares: dict[int, float] = {}  # an original's flat's sum of squares, for ``whiteness``
     tensor_parts: dict[int, dict[str, _Part]] = {}
 
     def shares_tensor(j: int, skip: Sequence[int] = ()) -> str | None:

@@ -255,3 +255,54 @@ def test_the_duplicate_rules_marks_are_those_of_the_exact_statistic() -> None:
         whiteness=counted,
     )
     assert set(marked) >= {"s1", "s2", "s3"}
+
+
+def test_an_originals_sum_of_squares_is_taken_once_for_its_copies() -> None:
+    """One original with four noisy copies (the bench's round in small): the duplicate rule
+    hands the white-noise statistic the original's ``dot(r, r)`` (``earlier_squares``), the same
+    bits as the statistic's own :func:`~fedtrail.ml.aggregation.deterministic_dot`, and takes
+    it once for all four (before, each copy's statistic took it again); the marks are those of
+    the statistic taking it itself, and the statistic's value is unchanged by it."""
+    from fedtrail.ml.aggregation import deterministic_dot
+    from fedtrail.protocol import duplicates
+
+    gen = torch.Generator().manual_seed(11)
+    original = _structured(gen)
+    deltas = [original] + [plus_noise(original, lv, gen) for lv in (0.05, 0.2, 0.5, 1.0)]
+    entries = [
+        Entry(site=f"s{k}", sha256=f"{k:064x}", commit_order=k, delta=d, noise_declared=False)
+        for k, d in enumerate(deltas)
+    ]
+    r = duplicates._flat(original).numpy()
+    want = deterministic_dot(r, r)
+    given: list[float | None] = []
+
+    def recording(*args: object, **kw: object) -> float:
+        given.append(kw.get("earlier_squares"))  # type: ignore[arg-type]
+        return duplicate_residual_z(*args, **kw)  # type: ignore[arg-type]
+
+    def without(*args: object, earlier_squares: object = None, **kw: object) -> float:
+        return duplicate_residual_z(*args, **kw)  # type: ignore[arg-type]
+
+    taken: list[int] = []
+    plain_sum = duplicates.deterministic_sum
+
+    def counted_sum(v: np.ndarray) -> float:
+        taken.append(v.size)
+        return plain_sum(v)
+
+    rule = DuplicateRule(cosine=1.0, scaled_cosine=None, white_noise_z=1000.0, shared_tensor=None)
+    duplicates.deterministic_sum = counted_sum  # type: ignore[assignment]
+    try:
+        marked = find_duplicates(entries, rule, whiteness=recording)
+    finally:
+        duplicates.deterministic_sum = plain_sum
+    assert len(given) == 4 and all(g is not None for g in given), given
+    assert all(np.float64(g).tobytes() == np.float64(want).tobytes() for g in given), (given, want)
+    assert taken.count(r.size) == 1, taken
+    assert marked == find_duplicates(entries, rule, whiteness=without)
+    assert set(marked) == {"s1", "s2", "s3", "s4"}, marked
+    later = deltas[3]
+    assert duplicate_residual_z(later, original, earlier_squares=want) == duplicate_residual_z(
+        later, original
+    )
