@@ -6,6 +6,7 @@ wrong in words an operator can act on; the message never contains key material.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
 
@@ -61,6 +62,46 @@ TRANSIENT_RPC_CODES: Final = frozenset({-32603, -32005, -32002})
 """JSON-RPC error codes a node answers for its own passing trouble (EIP-1474: internal error,
 limit exceeded, resource unavailable): the same read may succeed later."""
 
+TRANSIENT_RPC_MESSAGES: Final = (
+    "header not found",
+    "missing trie node",
+    "unknown block",
+    "block not found",
+    "timed out",
+    "timeout",
+    "try again",
+    "busy",
+    "syncing",
+    "rate limit",
+    "too many requests",
+)
+"""Words of a JSON-RPC error that is passing whatever its code: geth and its forks answer
+-32000 "header not found" or "missing trie node" for a block or state a restarting or
+load-balanced node does not hold yet (a reorg, a restart, a backend behind the one that
+answered the last read), "request timed out" for a slow read. Ending a hospital's daemon on
+one of these at night is worse than asking again at the next poll."""
+
+
+def transient_rpc_error(error: object) -> bool:
+    """Whether a JSON-RPC ``error`` object says the same read may succeed later: its code is
+    one of :data:`TRANSIENT_RPC_CODES`, or it is a server error (-32099..-32000) whose
+    message holds one of :data:`TRANSIENT_RPC_MESSAGES`."""
+    if not isinstance(error, dict):
+        return False
+    code = error.get("code")
+    if code in TRANSIENT_RPC_CODES:
+        return True
+    # the words count in the implementation-defined server errors only (-32099..-32000):
+    # a standard code (-32602 invalid params, -32601 no such method) means what it says
+    server = isinstance(code, int) and -32099 <= code <= -32000
+    message = error.get("message")
+    return (
+        server
+        and isinstance(message, str)
+        and any(m in message.lower() for m in TRANSIENT_RPC_MESSAGES)
+    )
+
+
 TRANSIENT_HTTP_STATUSES: Final = frozenset({408, 425, 429})
 """HTTP statuses below 500 that say "later" (timeout, too early, too many requests); every
 5xx says so too. Any other 4xx (a wrong path, a refused login) stays until someone fixes it."""
@@ -69,20 +110,20 @@ TRANSIENT_HTTP_STATUSES: Final = frozenset({408, 425, 429})
 def chain_read_error(exc: BaseException, what: str) -> LedgerError:
     """The one mapping from whatever a chain read raised to the error the daemons act on:
     ``ChainUnreachable`` when no usable answer came (a refused or reset connection, a timeout,
-    an HTTP 5xx, 408 or 429), ``LedgerError`` for a JSON-RPC error the node says is passing
-    (:data:`TRANSIENT_RPC_CODES`): both are retried at the next poll; :class:`ChainFault` for
-    anything else, which no retry changes (a read that used to be wrapped as retryable kept a
-    daemon logging "will retry" forever at a contract that is not ours or an endpoint that
-    refuses the ``pending`` block). A ``LedgerError`` raised inside the read is kept as it is.
+    an HTTP 5xx, 408 or 429, a body empty or cut short), ``LedgerError`` for a JSON-RPC error
+    the node says is passing (:func:`transient_rpc_error`) or a block it does not hold yet:
+    both are retried at the next poll; :class:`ChainFault` for anything else, which no
+    retry changes (a read that used to be wrapped as retryable kept a daemon logging "will
+    retry" forever at a contract that is not ours or an endpoint that refuses the
+    ``pending`` block). A ``LedgerError`` raised inside the read is kept as it is.
     Duck-typed (``requests``' and web3's exceptions are not imported here)."""
     if isinstance(exc, LedgerError):
         return exc
-    if _no_answer(exc):
+    if _no_answer(exc) or _cut_short(exc):
         return ChainUnreachable(f"{what}: no usable answer from the endpoint ({exc})")
     response = getattr(exc, "rpc_response", None)
     error = response.get("error") if isinstance(response, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    if code in TRANSIENT_RPC_CODES:
+    if transient_rpc_error(error) or type(exc).__name__ in _PASSING_NAMES:
         return LedgerError(f"{what}: {exc}")
     return ChainFault(f"{what}: {exc} (not retried: asking again gives the same answer)")
 
@@ -102,6 +143,21 @@ def _no_answer(exc: BaseException) -> bool:
         return status >= 500 or status in TRANSIENT_HTTP_STATUSES
     return True
 
+
+def _cut_short(exc: BaseException) -> bool:
+    """Whether ``exc`` is a body that does not decode because it is empty or stops inside a
+    JSON value: what a node that is restarting (Anvil killed mid-answer, a proxy in front of
+    it) sends, and the next read may not. A body that is something else (a web page at the
+    URL) stays a fault."""
+    if not isinstance(exc, json.JSONDecodeError):
+        return False
+    body = exc.doc.strip()
+    return not body or body[0] in "{["
+
+
+_PASSING_NAMES: Final = frozenset({"BlockNotFound"})
+"""web3's answer to a ``null`` block: a block number a node just restarted, reorganised or
+behind a load balancer does not hold yet; the same read may find it at the next poll."""
 
 _TIMEOUT_NAMES: Final = frozenset({"RequestTimedOut", "TimeExhausted"})
 """web3's own timeouts (not OSErrors)."""

@@ -35,7 +35,6 @@ from web3.providers.rpc import HTTPProvider
 from web3.types import FilterParams, RPCEndpoint, TxParams, TxReceipt
 
 from fedtrail.errors import (
-    TRANSIENT_RPC_CODES,
     ChainFault,
     ConfigError,
     ContractNotFound,
@@ -43,6 +42,7 @@ from fedtrail.errors import (
     LedgerError,
     TransactionFailed,
     chain_read_error,
+    transient_rpc_error,
 )
 from fedtrail.ledger.artifact import Artifact
 from fedtrail.ledger.errors import RevertDecoder, ledger_error, looks_like_revert, revert_data
@@ -1342,9 +1342,8 @@ def _get_logs(w3: Web3, params: dict[str, Any]) -> list[Any]:
     answer = provider.make_request(RPCEndpoint("eth_getLogs"), [request])
     if "error" in answer or not isinstance(answer.get("result"), list):
         error = answer.get("error")
-        code = error.get("code") if isinstance(error, dict) else None
         said = f"eth_getLogs answered {str(error or answer)[:300]}"
-        raise LedgerError(said) if code in TRANSIENT_RPC_CODES else ChainFault(said)
+        raise LedgerError(said) if transient_rpc_error(error) else ChainFault(said)
     return list(answer["result"])
 
 

@@ -1165,3 +1165,78 @@ def test_a_dropped_site_loses_the_credit_of_the_round_it_withheld(fed: Fed) -> N
         "site": sites[2],
         "reputation": want,
     }
+
+
+def _commit_words(fed: Fed, validator: LocalAccount, round_id: int, words: list[int]) -> None:
+    """Commits to ``words`` (32-byte entries of a ``uint32[]``, as given: high bits and all):
+    ``keccak256(abi.encode(validator, round, scores, salt))`` over exactly those bytes."""
+    salt = fed.salt(validator, round_id)
+    body = b"".join(w.to_bytes(32, "big") for w in [len(words), *words])
+    opened = (
+        (bytes(12) + bytes.fromhex(validator.address[2:]) + round_id.to_bytes(32, "big"))
+        + (0x80).to_bytes(32, "big")
+        + salt
+        + body
+    )
+    fed.ledger.commit_scores(validator, round_id, keccak(opened).hex())
+
+
+def _send_reveal(fed: Fed, validator: LocalAccount, round_id: int, words: list[int]) -> int:
+    """Reveals ``words`` with calldata holding exactly them, as a hostile client can; the
+    receipt's status (a fixed gas limit: a reverting reveal is mined, not estimated)."""
+    selector = keccak(text="revealScores(uint256,uint32[],bytes32)")[:4]
+    head = round_id.to_bytes(32, "big") + (0x60).to_bytes(32, "big") + fed.salt(validator, round_id)
+    body = b"".join(w.to_bytes(32, "big") for w in [len(words), *words])
+    w3 = fed.w3
+    tx = {
+        "to": fed.ledger.address,
+        "data": "0x" + (selector + head + body).hex(),
+        "gas": 300_000,
+        "gasPrice": int(w3.eth.gas_price),
+        "nonce": int(w3.eth.get_transaction_count(validator.address)),
+        "chainId": int(w3.eth.chain_id),
+        "value": 0,
+    }
+    tx_hash = w3.eth.send_raw_transaction(validator.sign_transaction(tx).raw_transaction)
+    return int(w3.eth.wait_for_transaction_receipt(tx_hash)["status"])
+
+
+def test_a_score_reveal_with_dirty_high_bits_reverts_even_when_its_bytes_were_committed(
+    fed: Fed,
+) -> None:
+    """h-261 moved revealScores' range check into assembly over the copied words (the
+    commitment is hashed from those same words). Attack: a validator commits to the exact
+    bytes of a vector whose entry 5 has bits above the uint32 set (2**32 + 5: a uint32 of 5 to
+    an ABI decoder that masks) and reveals those bytes. It must revert, as reading the entry
+    through the ABI decoder does: stored, it would be a vote hash no clean vector matches. The
+    same path with clean words is accepted, and its event is the ABI encoding, byte for byte,
+    at the range's ends (0 and SCORE_SCALE)."""
+    a, b, c = fed.sites
+    round_id = fed.open_peer(quorum=1)
+    fed.submit(round_id, [a, b], [100, 200])
+    dirty = [2**32 + 5, SCORE_SCALE]
+    clean = [SCORE_SCALE, 0]
+    _commit_words(fed, c, round_id, dirty)
+    _commit_words(fed, a, round_id, clean)
+    fed.past_score_commit(round_id)
+    assert _send_reveal(fed, c, round_id, dirty) == 0
+    assert not fed.ledger.score_vote(round_id, c.address)[1]
+    assert _send_reveal(fed, a, round_id, clean) == 1
+    assert fed.ledger.score_vote(round_id, a.address) == (
+        score_vote_hash(round_id, a.address, clean),
+        True,
+    )
+    logs = fed.w3.eth.get_logs(
+        {
+            "address": fed.ledger.address,
+            "fromBlock": 0,
+            "topics": [keccak(text="ScoresRevealed(uint256,address,uint32[])")],
+        }
+    )
+    assert len(logs) == 1
+    log = logs[0]
+    assert [bytes(t) for t in log["topics"][1:]] == [
+        round_id.to_bytes(32, "big"),
+        bytes(12) + bytes.fromhex(a.address[2:]),
+    ]
+    assert bytes(log["data"]) == abi_encode(["uint32[]"], [clean])

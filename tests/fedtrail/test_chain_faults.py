@@ -105,8 +105,30 @@ def _status(status: int, body: bytes) -> Answer:
         (_status(503, b"upstream down"), ChainUnreachable, "503"),
         (_status(429, b"slow down"), ChainUnreachable, "429"),
         (_rpc(error={"code": -32603, "message": "internal error"}), LedgerError, "internal"),
+        (_status(502, b"<html>bad gateway</html>"), ChainUnreachable, "502"),
+        (_rpc(error={"code": -32000, "message": "header not found"}), LedgerError, "header"),
+        (_rpc(error={"code": -32000, "message": "missing trie node ab12"}), LedgerError, "trie"),
+        (_rpc(error={"code": -32000, "message": "request timed out"}), LedgerError, "timed"),
+        (_status(200, b""), ChainUnreachable, "no usable answer"),  # Anvil killed mid-answer
+        (_status(200, b'{"jsonrpc":"2.0","id":1,"resu'), ChainUnreachable, "no usable answer"),
+        (_rpc(None), LedgerError, "not found"),  # a block a restarted node does not hold yet
     ],
-    ids=["pending-refused", "html", "http-404", "no-timestamp", "http-503", "http-429", "-32603"],
+    ids=[
+        "pending-refused",
+        "html",
+        "http-404",
+        "no-timestamp",
+        "http-503",
+        "http-429",
+        "-32603",
+        "http-502",
+        "header-not-found",
+        "missing-trie-node",
+        "request-timed-out",
+        "empty-body",
+        "truncated-body",
+        "null-block",
+    ],
 )
 def test_the_clock_read_retries_an_outage_and_stops_on_an_answer_that_stays(
     node: tuple[str, dict[str, Answer]], answer: Answer, raised: type[LedgerError], said: str
@@ -183,6 +205,31 @@ def test_events_the_node_refuses_or_garbles_are_a_fault(
     with pytest.raises(LedgerError) as caught:
         ledger.events("RoundOpened")
     assert not isinstance(caught.value, ChainFault)
+
+
+def test_a_restarting_node_s_errors_are_retried_in_views_and_events(
+    node: tuple[str, dict[str, Answer]],
+) -> None:
+    """geth's -32000 "header not found" / "missing trie node" (a reorg, a restart, a lagging
+    backend behind a load balancer) and a body cut short by a restart are passing: a view or
+    an event read raises a retryable error, never the ChainFault that ends a daemon."""
+    url, answers = node
+    ledger = Ledger(_w3(url), "0x" + "12" * 20, 31337, Artifact.load())
+    passing: list[Answer] = [
+        _rpc(error={"code": -32000, "message": "header not found"}),
+        _rpc(error={"code": -32000, "message": "missing trie node 0xab (path )"}),
+        _status(200, b""),
+        _status(200, b'[{"jsonrpc":"2.0","id":1,"result":"0x'),
+    ]
+    for answer in passing:
+        answers["eth_call"] = answer
+        with pytest.raises(LedgerError) as caught:
+            ledger.current_round()
+        assert not isinstance(caught.value, ChainFault), caught.value
+        answers["eth_getLogs"] = answer
+        with pytest.raises(LedgerError) as caught:
+            ledger.events("RoundOpened")
+        assert not isinstance(caught.value, ChainFault), caught.value
 
 
 def test_chain_read_error_keeps_a_ledger_error_and_calls_timeouts_outages() -> None:
