@@ -327,11 +327,13 @@ class _Fetches:
         self.store = store
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._closed = False
 
     def __enter__(self) -> _Fetches:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self._closed = True  # a request asked after this would wait forever: refused
         while True:  # the requests not started: cancelled (a worker skips a cancelled one)
             try:
                 job = self._jobs.get_nowait()
@@ -358,6 +360,8 @@ class _Fetches:
 
     def one(self, cid: str, sha256: str, max_bytes: int | None) -> Future[Fetched]:
         """:func:`_fetch` of one blob, requested now."""
+        if self._closed:
+            raise RuntimeError("blob requested after its audit's fetches were closed")
         future: Future[Fetched] = Future()
         self._jobs.put((future, cid, sha256, max_bytes))
         if len(self._threads) < FETCH_THREADS:
