@@ -39,11 +39,13 @@ import contextlib
 import hashlib
 import json
 import math
+import queue
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final
@@ -286,19 +288,10 @@ def _fetch_in_order(
     store: ContentStore, refs: Sequence[tuple[str, str]], *, max_bytes: int | None = None
 ) -> Generator[Fetched, None, None]:
     """:func:`_fetch` of every ``(cid, sha256)``, yielded in ``refs``' order, with up to
-    :data:`FETCH_THREADS` requests in flight."""
-    ahead = 2 * FETCH_THREADS
-    with ThreadPoolExecutor(max_workers=max(1, min(FETCH_THREADS, len(refs)))) as pool:
-        pending: deque[Future[Fetched]] = deque(
-            pool.submit(_fetch, store, cid, sha, max_bytes) for cid, sha in refs[:ahead]
-        )
-        queued = len(pending)
-        while pending:
-            done = pending.popleft()
-            if queued < len(refs):
-                pending.append(pool.submit(_fetch, store, *refs[queued], max_bytes))
-                queued += 1
-            yield done.result()
+    :data:`FETCH_THREADS` requests in flight (on :class:`_Fetches`: closed early, it waits for
+    none of them)."""
+    with _Fetches(store) as fetches:
+        yield from fetches.in_order(refs, max_bytes)
 
 
 def _fetch(store: ContentStore, cid: str, sha256: str, max_bytes: int | None = None) -> Fetched:
@@ -313,27 +306,69 @@ def _fetch(store: ContentStore, cid: str, sha256: str, max_bytes: int | None = N
         return Fetched(None, failure, f"cannot fetch {cid} ({failure.value}): {exc}")
 
 
+_Job = tuple[Future[Fetched], str, str, int | None]
+"""A request of :class:`_Fetches`: its future, CID, sha256 and byte limit."""
+
+
 class _Fetches:
-    """The blobs of one round's audit requested ahead, :data:`FETCH_THREADS` in flight on one
-    pool, each result read where its checks need it (a check sees the same :class:`Fetched` as
-    from :func:`_fetch` called there). Bounded memory: the single blobs asked for, and at most
-    ``2 * FETCH_THREADS`` updates ahead of the one being checked. Leaving the ``with`` block
-    cancels what has not started and waits for the requests in flight (each bounded by the
-    store's timeout)."""
+    """The blobs of one round's audit requested ahead, :data:`FETCH_THREADS` in flight, each
+    result read where its checks need it (a check sees the same :class:`Fetched` as from
+    :func:`_fetch` called there). Bounded memory: the single blobs asked for, and at most
+    ``2 * FETCH_THREADS`` updates ahead of the one being checked.
+
+    Leaving the ``with`` block cancels what has not started. Left normally, every request has
+    been read, so none is in flight; left on an exception (a check's bug, Ctrl-C, a generator
+    closed early) it waits for none: a hostile store may hang or trickle bytes for as long as
+    each read stays under its timeout, and the exception must not wait on it. The requests run
+    on daemon threads for the same reason at exit (a ``ThreadPoolExecutor``'s workers are
+    joined there: ``audit verify`` stopped by Ctrl-C sat until the store let go)."""
 
     def __init__(self, store: ContentStore) -> None:
         self.store = store
-        self.pool = ThreadPoolExecutor(max_workers=FETCH_THREADS)
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
 
     def __enter__(self) -> _Fetches:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self._closed = True  # a request asked after this would wait forever: refused
+        while True:  # the requests not started: cancelled (a worker skips a cancelled one)
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[0].cancel()
+        for _ in self._threads:
+            self._jobs.put(None)
+        if exc_type is None:
+            for thread in self._threads:
+                thread.join()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, cid, sha256, max_bytes = job
+            del job  # the result is the reader's alone: none held here after it is set
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(_fetch(self.store, cid, sha256, max_bytes))
+                except BaseException as exc:  # the reader's .result() raises it, as _fetch would
+                    future.set_exception(exc)
+            del future
 
     def one(self, cid: str, sha256: str, max_bytes: int | None) -> Future[Fetched]:
         """:func:`_fetch` of one blob, requested now."""
-        return self.pool.submit(_fetch, self.store, cid, sha256, max_bytes)
+        if self._closed:
+            raise RuntimeError("blob requested after its audit's fetches were closed")
+        future: Future[Fetched] = Future()
+        self._jobs.put((future, cid, sha256, max_bytes))
+        if len(self._threads) < FETCH_THREADS:
+            thread = threading.Thread(target=self._work, name="fedtrail-fetch", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return future
 
     def in_order(self, refs: Sequence[tuple[str, str]], max_bytes: int | None) -> Iterator[Fetched]:
         """:func:`_fetch` of every ``(cid, sha256)``, read in ``refs``' order; the first

@@ -119,3 +119,26 @@ def test_verify_all_reads_round_1s_global_model_once_for_round_2s_start(fed: Fed
     assert [(c.name, c.passed, c.detail) for a in audits for c in a.checks] == [
         (c.name, c.passed, c.detail) for a in each for c in a.checks
     ]
+
+
+def test_a_round_whose_check_raises_does_not_wait_for_its_models_in_flight(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check of round 2 raises (a bug; Ctrl-C alike) while its global model, requested ahead,
+    hangs in the store: ``verify_round`` raises it at once (before: the round's pool was shut
+    down waiting for that request, as long as the store held it)."""
+    info = fed.ledger.get_round(2)
+    store = _Store(fed.store, frozenset({info.global_cid}), delay=8.0)
+    raised: list[float] = []
+
+    def raises(*args: Any, **kwargs: Any) -> None:
+        with store.changed:
+            assert store.changed.wait_for(lambda: info.global_cid in store.asked, timeout=20)
+        raised.append(time.monotonic())
+        raise RuntimeError("a check's bug")
+
+    monkeypatch.setattr(verify_mod, "_check_log", raises)
+    with pytest.raises(RuntimeError, match="a check's bug"):
+        verify_mod.verify_round(fed.ledger, store, 2)
+    waited = time.monotonic() - raised[0]
+    assert waited < 2.0, f"verify_round waited {waited:.1f}s for the global model's request"
