@@ -1479,20 +1479,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     log(ONCHAIN_NOTE)
     results: dict[str, list[SimResult]] = {}
+    combiner = COMBINERS[args.combiner]
+    if args.relief_cosine is not None:
+        combiner = replace(combiner, relief_cosine=args.relief_cosine)
+    if args.boost_clip is not None:
+        combiner = replace(combiner, boost_clip=args.boost_clip)
+    if args.warm_up_floor is not None:
+        combiner = replace(combiner, warm_up_floor=args.warm_up_floor)
+    if args.record_floor is not None:
+        combiner = replace(combiner, record_floor=args.record_floor)
+    if args.max_norm_ratio is not None:
+        combiner = replace(combiner, max_norm_ratio=args.max_norm_ratio)
     for key in scenario_keys:
         sc = SCENARIOS[key]
         results[key] = []
-        combiner = COMBINERS[args.combiner]
-        if args.relief_cosine is not None:
-            combiner = replace(combiner, relief_cosine=args.relief_cosine)
-        if args.boost_clip is not None:
-            combiner = replace(combiner, boost_clip=args.boost_clip)
-        if args.warm_up_floor is not None:
-            combiner = replace(combiner, warm_up_floor=args.warm_up_floor)
-        if args.record_floor is not None:
-            combiner = replace(combiner, record_floor=args.record_floor)
-        if args.max_norm_ratio is not None:
-            combiner = replace(combiner, max_norm_ratio=args.max_norm_ratio)
         for seed in seeds:
             config = SimConfig(
                 sites=sc.sites,
@@ -1561,7 +1561,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "metric": args.metric,
             "boost_clip": args.boost_clip,
             "warm_up_floor": args.warm_up_floor,
-            "record_floor": args.record_floor,
+            # The floor the runs had, the combiner's default included (session 58: a run at
+            # the default wrote null, so its JSON did not say the floor was on).
+            "record_floor": combiner.record_floor,
             "max_norm_ratio": args.max_norm_ratio,
             "weight_factors": factors,
             "value_window": args.value_window,

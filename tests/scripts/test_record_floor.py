@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,3 +26,37 @@ def test_the_floor_becomes_accuracys_record_floor() -> None:
 def test_a_bad_floor_is_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="--floor"):
         record_floor.accuracy_args(["--floor", bad])
+
+
+class _Stop(Exception):
+    """Raised by the spy once the saved document's settings exist: nothing is written."""
+
+
+@pytest.mark.parametrize(("flag", "expected"), [((), 0.5), (("--record-floor", "0"), 0.0)])
+def test_a_saved_accuracy_run_records_the_floor_it_ran_with(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flag: tuple[str, ...], expected: float
+) -> None:
+    """A run at the default floor says 0.5, not null: a JSON alone tells whether it was on."""
+    import _sim
+    import accuracy
+
+    floors: list[float] = []
+    docs: list[dict[str, Any]] = []
+
+    def run_method(method: str, config: _sim.SimConfig, *args: Any, **kwargs: Any) -> Any:
+        floors.append(config.combiner.record_floor)
+        metrics = ("auc", "f1", "balanced_accuracy", "balanced_accuracy_calibrated")
+        return _sim.SimResult(method=method, seed=config.seed, test=dict.fromkeys(metrics, 0.5))
+
+    def report(doc: dict[str, Any], results: Any) -> Any:
+        docs.append(doc)
+        raise _Stop
+
+    monkeypatch.setattr(accuracy._sim, "run_method", run_method)
+    monkeypatch.setattr(accuracy, "_report", report)
+    argv = ["--seeds", "1", "--rounds", "1", "--scenarios", "a", "--methods", "valuation"]
+    with pytest.raises(_Stop):
+        accuracy.main([*argv, "--out", str(tmp_path / "a.json"), *flag])
+    (doc,) = docs
+    assert floors == [expected]  # the floor the simulation ran with ...
+    assert doc["settings"]["record_floor"] == expected  # ... is the one the JSON records
