@@ -75,8 +75,9 @@ def test_the_zeroed_reasons_are_verifys(peer: bool) -> None:
         re.findall(r"or `(WITHHELD)` \(validators", text)
     )
     assert plain == {r.name for r in verify.UNUSABLE_REASONS}
-    # verify_round's set for a peer round, by its source (it is built inline there)
-    source = inspect.getsource(verify.verify_round)
+    # verify's set for a peer round, by its source (it is built inline in the finalized round's
+    # check, `_verify_finalized`, which `verify_round` calls)
+    source = inspect.getsource(verify._verify_finalized)
     assert "{Reason.PEER_REJECTED, Reason.WITHHELD} if peers else set()" in source
     assert extra == {"PEER_REJECTED", "WITHHELD"}
     allowed = plain | (extra if peer else set())
