@@ -17,10 +17,12 @@ from fedtrail.simulation.demo import Scenario, run_demo
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _round_one(statistics: str, workdir: Path, sites: int = 6) -> dict[str, object]:
-    # 6 sites: the plain median is taken over the positive-weight updates, so it needs three of
-    # them to outvote the poisoner; with 4 sites round 1's valuation zeroed 2 of the 3 honest ones
-    # on an AMD EPYC (float order differs by CPU), and the median of 2 is their mean, poisoned.
+def _round_one(statistics: str, workdir: Path, sites: int = 7) -> dict[str, object]:
+    # 7 sites (the embedded chain's most): the plain median is taken over the positive-weight
+    # updates, so it needs three of them to outvote the poisoner; with 4 sites round 1's
+    # valuation zeroed 2 of the 3 honest ones on an AMD EPYC (float order differs by CPU), and the
+    # median of 2 is their mean, poisoned; with 6 sites the median model's AUC was 0.512 on
+    # another AMD EPYC machine (session 58: 0.820 at 5 sites, 0.876 at 7, the same code).
     scenario = Scenario(
         sites=sites,
         rounds=1,
