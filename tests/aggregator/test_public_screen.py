@@ -241,3 +241,38 @@ def test_the_screens_drop_waits_until_every_input_is_pinned(
     assert ledger.peer_screened(r) == [rider]
     audits = verify_all(ledger, store)
     assert all(a.passed for a in audits), [c for a in audits for c in a.checks if c.failed]
+
+
+def test_withheld_and_screened_drops_wait_together_for_an_inputs_pin(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At the score reveal deadline an unreadable weighted update is due to be dropped and the
+    screen marks the free-rider among the inputs left, but an honest input's pin fails: the
+    service drops neither (the round could not finalize before the screen's drop anyway), so
+    the two go in one ``dropUpdates`` once the pin works, not as two calls with the screen's
+    drop later."""
+    fed = _rider_federation(tmp_path, anvil_url, ipfs_api)
+    ledger, service = fed.ledger, fed.service
+    rider = fed.nodes[2].address
+    r, _, peer = _scored_peer_round(fed)
+    subs = {s.site: s for s in ledger.get_submissions(r)}
+    gone, honest = subs[fed.nodes[0].address], subs[fed.nodes[1].address]
+    store = service.store
+    withholding = _Withholding(store, gone.cid)
+    service.store = _PinFailing(withholding, honest.cid)  # type: ignore[assignment]
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    pass_deadline(ledger, peer.score_reveal_deadline)
+    with caplog.at_level(logging.WARNING, logger="fedtrail.aggregator"):
+        assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    assert "waits until every input is pinned" in caplog.text and honest.site[:10] in caplog.text
+    assert ledger.peer_dropped(r) == [] and ledger.peer_screened(r) == []
+    service.store = withholding  # type: ignore[assignment]  # the pin works again
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    assert ledger.peer_dropped(r) == [gone.site] and ledger.peer_screened(r) == [rider]
+    (withheld,) = ledger.events("UpdateWithheld", argument_filters={"round": r})
+    (screened,) = ledger.events("UpdateScreened", argument_filters={"round": r})
+    assert withheld.tx_hash == screened.tx_hash
+    (audit,) = [a for a in verify_all(ledger, withholding) if a.round == r]  # type: ignore[arg-type]
+    assert audit.passed, [c for c in audit.checks if c.failed]
+    service.store = store  # type: ignore[assignment]
