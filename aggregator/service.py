@@ -75,6 +75,7 @@ from fedtrail.protocol.peers import (
     PeerVote,
     address_key,
     default_quorum,
+    drop_withheld,
     peer_explanation,
     screen_inputs,
 )
@@ -1249,7 +1250,8 @@ class AggregatorService:
                 outcome = self._unreadable(
                     round_id,
                     [s for (s, c), w in zip(pairs, weights, strict=True) if w and c.delta is None],
-                    subs,
+                    global_state,
+                    pairs,
                 )
                 if outcome is not None and outcome.phase == Phase.VALUED:
                     return self.finalize(round_id)  # the rest re-weighted: finalize now
@@ -1672,22 +1674,55 @@ class AggregatorService:
         pairs: Sequence[tuple[Submission, Candidate]],
     ) -> bool | None:
         """Under the round terms' ``valuation.public_screen`` (with ``standing``): runs valued
-        peer round ``round_id``'s public screen once (:func:`~fedtrail.valuation.chained.
-        public_screen_of`) and drops the weighted updates it marks (``dropScreened``: reason
-        FREE_RIDER, the others re-weighted). True when it dropped any; idempotent (a dropped
-        update is no longer weighted). Its inputs are the chain's
-        (:func:`~fedtrail.protocol.peers.screen_inputs`); while one of them cannot be read it
-        does not screen (False): finalize then waits for that update or drops it as withheld,
-        which takes it out of the inputs, and screens on the next call. None while a drop is
-        due but an input (a weighted update) is not pinned here: auditors re-check the drop on
-        the inputs, so their sites must not be able to withdraw them after it (a pin lost to a
-        restart or a failed request would let them turn the honest drop into a failed
-        ``peers.screen``); finalize waits and pins again at the next call."""
+        peer round ``round_id``'s public screen once (:meth:`_screen_drop`) and drops the
+        weighted updates it marks (``dropScreened``: reason FREE_RIDER, the others re-weighted).
+        True when it dropped any; idempotent (a dropped update is no longer weighted). While one
+        of its inputs cannot be read it does not screen (False): finalize then waits for that
+        update or drops it as withheld together with the screen's marks on the inputs left
+        (:meth:`_unreadable`, one ``dropUpdates``). None while a drop is due but an input is not
+        pinned here (see :meth:`_screen_drop`); finalize waits and pins again at the next
+        call."""
+        drop = self._screen_drop(round_id, global_state, pairs)
+        if drop is None:
+            return None
+        if not drop:
+            return False
+        self.ledger.drop_screened(
+            self.account, round_id, [s.site for s, _ in pairs], [site for site, _ in drop]
+        )
+        self._log_screened(round_id, drop)
+        return True
+
+    def _screen_drop(
+        self,
+        round_id: int,
+        global_state: Mapping[str, torch.Tensor],
+        pairs: Sequence[tuple[Submission, Candidate]],
+        *,
+        withheld: Sequence[str] = (),
+    ) -> list[tuple[str, str]] | None:
+        """The weighted updates of valued peer round ``round_id`` that its public screen
+        (:func:`~fedtrail.valuation.chained.public_screen_of`, under the terms'
+        ``valuation.public_screen`` with ``standing``) marks, with why, once the weighted
+        updates ``withheld`` are dropped as unreadable (the chain's outcome with that drop
+        applied: the inputs are :func:`~fedtrail.protocol.peers.screen_inputs` of it, exactly
+        what the screen reads after a ``dropWithheld``). Empty when the terms have no public
+        screen, nothing is weighted, the screen marks nothing, or an input cannot be read
+        (finalize then waits for it or drops it as withheld, which takes it out of the
+        inputs). None when a drop is due but an input (a weighted update) is not pinned here:
+        auditors re-check the drop on the inputs, so their sites must not be able to withdraw
+        them after it (a pin lost to a restart or a failed request would let them turn the
+        honest drop into a failed ``peers.screen``)."""
         valuation = roundlog.ValuationSettings.from_json(self.terms(round_id)[0].valuation)
         if not (valuation.public_screen and valuation.standing):
-            return False
-        if not any(s.weight > 0 for s, _ in pairs):
-            return False
+            return []
+        gone = {address_key(site) for site in withheld}
+        weighted = [s for s, _ in pairs if s.weight > 0 and address_key(s.site) not in gone]
+        if not weighted:
+            return []
+        outcome = None
+        if withheld:
+            outcome = drop_withheld(self.ledger.peer_outcome(round_id), withheld)
         try:
             marked = public_screen_of(
                 self.ledger,
@@ -1698,17 +1733,18 @@ class AggregatorService:
                 candidates=[c for _, c in pairs],
                 combiner=combiner_from(valuation),
                 known=self._references,
+                outcome=outcome,
             )
         except ScreenInputUnreadable as exc:
             # not screened on a part of its inputs: finalize waits for the update or drops it
             # as withheld (which takes it out of the inputs), then screens
             log.info("round %d: the public screen waits: %s", round_id, exc)
-            return False
-        drop = [s.site for s, _ in pairs if s.weight > 0 and s.site in marked]
+            return []
+        drop = [(s.site, marked[s.site]) for s in weighted if s.site in marked]
         if not drop:
-            return False
+            return []
         pinned = self._retained.get(round_id, set())
-        unpinned = [s.site for s, _ in pairs if s.weight > 0 and s.cid not in pinned]
+        unpinned = [s.site for s in weighted if s.cid not in pinned]
         if unpinned:
             log.warning(
                 "round %d: the public screen's drop waits until every input is pinned here "
@@ -1717,33 +1753,59 @@ class AggregatorService:
                 ", ".join(site[:10] for site in unpinned),
             )
             return None
-        self.ledger.drop_screened(self.account, round_id, [s.site for s, _ in pairs], drop)
+        return drop
+
+    @staticmethod
+    def _log_screened(round_id: int, drop: Sequence[tuple[str, str]]) -> None:
         log.warning(
             "round %d: the public screen marks weighted update(s) as free-riders, dropped "
             "(reason FREE_RIDER; the other updates re-weighted): %s",
             round_id,
-            "; ".join(f"{site[:10]} {marked[site]}" for site in drop),
+            "; ".join(f"{site[:10]} {why}" for site, why in drop),
         )
-        return True
 
     def _unreadable(
-        self, round_id: int, missing: Sequence[Submission], subs: Sequence[Submission]
+        self,
+        round_id: int,
+        missing: Sequence[Submission],
+        global_state: Mapping[str, torch.Tensor],
+        pairs: Sequence[tuple[Submission, Candidate]],
     ) -> RoundOutcome | None:
         """A valued peer round in which updates the validators weighted (``missing``, of the
-        revealed ``subs``) cannot be read back: their sites may withhold the blobs once scored,
-        and no global model without them passes ``audit verify``. Fetched again at every poll
-        (:meth:`_read_again`, the one after the deadline included) until the score reveal
-        deadline; then dropped (``dropWithheld``: reason WITHHELD, the
-        others re-weighted; answers a VALUED outcome, the caller finalizes) while another
-        weighted update reads, else the round is cancelled. Verify's ``peers.withheld`` and
-        ``peers.cancelled`` check that each was unreadable."""
+        revealed updates in ``pairs``) cannot be read back: their sites may withhold the blobs
+        once scored, and no global model without them passes ``audit verify``. Fetched again at
+        every poll (:meth:`_read_again`, the one after the deadline included) until the score
+        reveal deadline; then dropped (``dropWithheld``: reason WITHHELD, the others
+        re-weighted; answers a VALUED outcome, the caller finalizes) while another weighted
+        update reads, else the round is cancelled. The public screen (terms'
+        ``valuation.public_screen``) cannot run while an input is unreadable; its marks on the
+        inputs left once these are dropped (:meth:`_screen_drop`) are dropped in the same
+        transaction (``dropUpdates``: one re-weighting; the same state and per-site events as
+        ``dropWithheld`` then ``dropScreened``, which is what a ledger without ``dropUpdates``
+        gets, :meth:`~fedtrail.ledger.Ledger.drop_updates`). While the screen's drop waits for
+        an input's pin, both wait (the round could not finalize before the screen's drop
+        anyway); when it would leave nothing weighted, the withheld updates are dropped alone
+        and the screen's drop follows as before. Verify's ``peers.withheld``, ``peers.screen``
+        and ``peers.cancelled`` check each drop."""
+        subs = [s for s, _ in pairs]
         names = ", ".join(f"{s.site[:10]} ({s.cid})" for s in missing)
         peer = self._peer_round(round_id)
         if next_block_timestamp(self.ledger.w3) > peer.score_reveal_deadline + CLOCK_SLACK:
             gone = {s.site for s in missing}
-            if any(s.weight > 0 and s.site not in gone for s in subs):
-                self.ledger.drop_withheld(
-                    self.account, round_id, [s.site for s in subs], sorted(gone)
+            left = [s.site for s in subs if s.weight > 0 and s.site not in gone]
+            if left:
+                withheld = sorted(gone, key=address_key)
+                screened = self._screen_drop(round_id, global_state, pairs, withheld=withheld)
+                if screened is None:
+                    return None  # an input's pin failed: both drops wait for it (logged)
+                if len(screened) == len(left):
+                    screened = []  # alone: the screen's drop follows as before (and fails)
+                self.ledger.drop_updates(
+                    self.account,
+                    round_id,
+                    [s.site for s in subs],
+                    withheld=withheld,
+                    screened=[site for site, _ in screened],
                 )
                 log.warning(
                     "round %d: dropped update(s) with on-chain weight > 0 that cannot be read "
@@ -1751,6 +1813,8 @@ class AggregatorService:
                     round_id,
                     names,
                 )
+                if screened:
+                    self._log_screened(round_id, screened)
                 return RoundOutcome(round=round_id, phase=Phase.VALUED)
             self.ledger.cancel_round(self.account, round_id)
             log.warning(

@@ -64,7 +64,8 @@ pragma solidity 0.8.28;
 /// weights re-derived ({dropWithheld}), so the round still finalizes; only when no weighted
 /// update is left is the valued round cancelled ({cancelRound}). Under the round terms'
 /// `valuation.public_screen` the aggregator drops, the same way, the weighted updates the
-/// round's public free-rider screen marks, with reason FreeRider ({dropScreened}).
+/// round's public free-rider screen marks, with reason FreeRider ({dropScreened}). Both kinds in
+/// one round go in one call ({dropUpdates}: one re-weighting instead of two).
 contract FederationLedger {
     // ------------------------------------------------------------------ types
 
@@ -405,6 +406,8 @@ contract FederationLedger {
         uint256 round, uint256 passed, uint256 votes, uint256 quorum
     );
     error FederationLedger__NotWeighted(uint256 round, address site);
+    /// @dev {dropUpdates} was given `site` both as withheld and as screened: one drop per update.
+    error FederationLedger__DroppedTwice(uint256 round, address site);
     error FederationLedger__WrongMedian(uint256 round, address site, uint32 supplied);
 
     // -------------------------------------------------------------- modifiers
@@ -1024,7 +1027,7 @@ contract FederationLedger {
         external
         onlyAggregator
     {
-        _drop(round, sites, dropped, true);
+        _drop(round, sites, dropped, dropped[:0]);
     }
 
     /// @notice Drops from valued peer round `round` the weighted updates its public screen marks
@@ -1048,24 +1051,53 @@ contract FederationLedger {
         external
         onlyAggregator
     {
-        _drop(round, sites, dropped, false);
+        _drop(round, sites, dropped[:0], dropped);
     }
 
-    /// @dev Both drops. The re-weighting reads each site's submission slot only: a valued round
-    /// stored every revealed update's sample count (at least 1) beside its score and weight,
-    /// so a count of 0 is a site that revealed nothing here, and the site records are not read.
+    /// @notice {dropWithheld} of `withheld` and {dropScreened} of `screened` in one call, with
+    /// one re-weighting: the same events per dropped site (`UpdateWithheld` for each of
+    /// `withheld`, then `UpdateScreened` for each of `screened`) and the same final state
+    /// (scores, reasons, weights, reputations) as the two calls in that order, but one
+    /// `UpdateReweighted` per weight that changed from the valuation's to the final one (two
+    /// calls announce a weight that changed twice twice; the last one holds either way). A round
+    /// in which some weighted updates cannot be read back by the score reveal deadline and the
+    /// public screen marks others then costs one re-weighting of every update instead of two.
+    ///
+    /// Requirements:
+    /// - caller is the aggregator.
+    /// - the round exists, is a peer round and is Valued; when `withheld` is non-empty, its
+    ///   score reveal deadline passed.
+    /// - `sites` is strictly ascending and lists exactly the sites that revealed an update.
+    /// - `withheld` and `screened` are not both empty; each is strictly ascending, and each
+    ///   site in them has a weight above 0.
+    /// - no site is in both `withheld` and `screened`.
+    /// - an update with a weight above 0 is left (otherwise the aggregator cancels the round).
+    function dropUpdates(
+        uint256 round,
+        address[] calldata sites,
+        address[] calldata withheld,
+        address[] calldata screened
+    ) external onlyAggregator {
+        _drop(round, sites, withheld, screened);
+    }
+
+    /// @dev All drops: `withheld` first (reason Withheld, `UpdateWithheld`), then `screened`
+    /// (reason FreeRider, `UpdateScreened`), then one re-weighting. The re-weighting reads each
+    /// site's submission slot only: a valued round stored every revealed update's sample count
+    /// (at least 1) beside its score and weight, so a count of 0 is a site that revealed nothing
+    /// here, and the site records are not read.
     function _drop(
         uint256 round,
         address[] calldata sites,
-        address[] calldata dropped,
-        bool withheld
+        address[] calldata withheld,
+        address[] calldata screened
     ) private {
         Round storage r = _rounds[round];
         Phase phase = r.phase;
         if (phase == Phase.None) revert FederationLedger__UnknownRound(round);
         if (!r.peer) revert FederationLedger__NotPeerRound(round);
         if (phase != Phase.Valued) revert FederationLedger__WrongPhase(round, phase, Phase.Valued);
-        if (withheld) {
+        if (withheld.length != 0) {
             uint64 deadline = _peerRounds[round].scoreRevealDeadline;
             if (block.timestamp <= deadline) revert FederationLedger__RoundStillOpen(round, deadline);
         }
@@ -1073,27 +1105,12 @@ contract FederationLedger {
         if (count != r.revealCount) {
             revert FederationLedger__MissingScores(round, r.revealCount, count);
         }
-        if (dropped.length == 0) revert FederationLedger__InvalidParameter("dropped");
-        mapping(address => Submission) storage subs = _submissions[round];
-        Reason reason = withheld ? Reason.Withheld : Reason.FreeRider;
-        for (uint256 k = 0; k < dropped.length; ++k) {
-            address site = dropped[k];
-            if (k > 0 && site <= dropped[k - 1]) revert FederationLedger__SitesNotSorted(k);
-            Submission storage sub = subs[site];
-            if (sub.weight == 0) revert FederationLedger__NotWeighted(round, site);
-            Site storage s = _sites[site];
-            uint32 credit = uint32((uint256(_reputationAlpha) * sub.score) / SCORE_SCALE);
-            uint32 reputation = s.reputation;
-            reputation = s.valuedRounds == 1 || credit >= reputation ? 0 : reputation - credit;
-            s.reputation = reputation;
-            sub.score = 0;
-            sub.reason = reason;
-            if (withheld) {
-                emit UpdateWithheld(round, site, reputation);
-            } else {
-                emit UpdateScreened(round, site, reputation);
-            }
+        if (withheld.length == 0 && screened.length == 0) {
+            revert FederationLedger__InvalidParameter("dropped");
         }
+        mapping(address => Submission) storage subs = _submissions[round];
+        _zero(round, subs, withheld, true);
+        _zero(round, subs, screened, false);
         uint256[] memory products = new uint256[](count);
         uint256 total = 0;
         for (uint256 i = 0; i < count; ++i) {
@@ -1117,6 +1134,38 @@ contract FederationLedger {
             if (sub.weight != weight) {
                 sub.weight = weight;
                 emit UpdateReweighted(round, sites[i], weight);
+            }
+        }
+    }
+
+    /// @dev Score 0 and reason Withheld (`withheld`) or FreeRider for each of `dropped`
+    /// (strictly ascending, each weighted), its site's reputation less this round's credit, and
+    /// its drop's event (`UpdateWithheld` or `UpdateScreened`). A weighted update has
+    /// a positive score (a weight above 0 needs a positive product), so a weighted one whose
+    /// score is already 0 was dropped earlier in the same call: listed as withheld and screened.
+    function _zero(
+        uint256 round,
+        mapping(address => Submission) storage subs,
+        address[] calldata dropped,
+        bool withheld
+    ) private {
+        for (uint256 k = 0; k < dropped.length; ++k) {
+            address site = dropped[k];
+            if (k > 0 && site <= dropped[k - 1]) revert FederationLedger__SitesNotSorted(k);
+            Submission storage sub = subs[site];
+            if (sub.weight == 0) revert FederationLedger__NotWeighted(round, site);
+            if (sub.score == 0) revert FederationLedger__DroppedTwice(round, site);
+            Site storage s = _sites[site];
+            uint32 credit = uint32((uint256(_reputationAlpha) * sub.score) / SCORE_SCALE);
+            uint32 reputation = s.reputation;
+            reputation = s.valuedRounds == 1 || credit >= reputation ? 0 : reputation - credit;
+            s.reputation = reputation;
+            sub.score = 0;
+            sub.reason = withheld ? Reason.Withheld : Reason.FreeRider;
+            if (withheld) {
+                emit UpdateWithheld(round, site, reputation);
+            } else {
+                emit UpdateScreened(round, site, reputation);
             }
         }
     }

@@ -107,6 +107,9 @@ _NONCE_ERRORS = (
 )
 """A node's refusals of a send because the nonce is taken: by this call's own transaction (the
 node holds it, :func:`_own_transaction` finds it) or by another process with the same key."""
+_DROP_UPDATES: Final = "dropUpdates(uint256,address[],address[],address[])"
+"""The combined drop's signature (:meth:`Ledger.has_drop_updates` looks for its selector)."""
+
 _HELD_ERRORS = ("already known", "already imported", "alreadyknown", "known transaction")
 """A node's refusals of a send because it already holds these very bytes (geth: "already
 known"; Anvil: "transaction already imported")."""
@@ -142,6 +145,8 @@ class Ledger:
         self._created: int | None = None
         self._creation_tx = ""
         """The transaction that created this contract, once a receipt has shown it."""
+        self._drop_updates: bool | None = None
+        """Whether the ledger has ``dropUpdates`` (:meth:`has_drop_updates`), once read."""
 
     @classmethod
     def connect(
@@ -619,6 +624,67 @@ class Ledger:
                 sorted((checksum(d) for d in dropped), key=address_key),
             ),
         )
+
+    def drop_updates(
+        self,
+        signer: LocalAccount,
+        round_id: int,
+        sites: Sequence[str],
+        *,
+        withheld: Sequence[str] = (),
+        screened: Sequence[str] = (),
+    ) -> tuple[TxResult, ...]:
+        """Drops from valued peer round ``round_id`` the weighted updates that cannot be read
+        back (``withheld``, as :meth:`drop_withheld`) and those its public screen marks
+        (``screened``, as :meth:`drop_screened`); ``sites`` are the round's revealed updates.
+        With both, one ``dropUpdates`` transaction: one re-weighting instead of two (issue 14's
+        gas bar), the same final state and the same per-site events as the two calls in that
+        order. With one kind only, or on a ledger deployed before ``dropUpdates``
+        (:meth:`has_drop_updates`), ``dropWithheld`` then ``dropScreened``. :class:`ConfigError`,
+        before anything is sent, for empty lists or a site in both (the contract refuses the
+        latter too: ``DroppedTwice``). The receipts, in order."""
+        withheld = sorted((checksum(d) for d in withheld), key=address_key)
+        screened = sorted((checksum(d) for d in screened), key=address_key)
+        if not withheld and not screened:
+            raise ConfigError(f"round {round_id}: no update to drop")
+        keys = {address_key(d) for d in withheld}
+        both = [d for d in screened if address_key(d) in keys]
+        if both:  # two calls would not be atomic: refused here, before anything is sent
+            raise ConfigError(
+                f"round {round_id}: {', '.join(both)} listed both as withheld and as screened: "
+                "one drop per update"
+            )
+        if withheld and screened and self.has_drop_updates():
+            ordered = sorted((checksum(s) for s in sites), key=address_key)
+            call = self._fn.dropUpdates(round_id, ordered, withheld, screened)
+            return (self._transact(signer, call),)
+        out = [self.drop_withheld(signer, round_id, sites, withheld)] if withheld else []
+        if screened:
+            out.append(self.drop_screened(signer, round_id, sites, screened))
+        return tuple(out)
+
+    def has_drop_updates(self) -> bool:
+        """Whether this ledger has ``dropUpdates`` (session 59): its artifact's ABI names it and
+        the code at its address holds the function's selector (solc's dispatcher pushes every
+        external function's selector, PUSH4). A ledger deployed before it has neither;
+        :meth:`connect` refuses code that is not the artifact's, so an old ledger is reached
+        only through its own artifact, or through a ledger made directly on an address. Read
+        once per ledger object."""
+        if self._drop_updates is None:
+            in_abi = any(
+                item.get("type") == "function" and item.get("name") == "dropUpdates"
+                for item in self.artifact.abi
+            )
+            if not in_abi:
+                self._drop_updates = False
+            else:
+                selector = bytes(Web3.keccak(text=_DROP_UPDATES))[:4]
+                try:
+                    code = bytes(self.w3.eth.get_code(Web3.to_checksum_address(self.address)))
+                except Exception as exc:
+                    raise chain_read_error(exc, f"cannot read the code at {self.address}") from exc
+                self._drop_updates = b"\x63" + selector in code
+        return self._drop_updates
 
     # ------------------------------------------------------------------ views
 

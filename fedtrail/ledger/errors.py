@@ -251,6 +251,11 @@ ERRORS: Mapping[str, ErrorRule] = MappingProxyType(
         f"{PREFIX}NotWeighted": ErrorRule(
             InvalidValuation, "{site} has no weighted update in round {round} to drop"
         ),
+        f"{PREFIX}DroppedTwice": ErrorRule(
+            InvalidValuation,
+            "{site} is listed both as withheld and as screened in round {round}: one drop per "
+            "update",
+        ),
         f"{PREFIX}WrongMedian": ErrorRule(
             InvalidValuation,
             "{supplied} is not the high median of the counted validators' entries for {site} in "

@@ -15,8 +15,12 @@ submit and validate, and two where all 10 do (commitScores + revealScores per va
 recordPeerValuation at 5 and 10 sites). Target: a whole peer round of 10 sites (open + commits +
 reveals + score commits + score reveals + peer valuation + finalize) <= 3,000,000 gas, every
 round it can be: last, rounds with the drops that may follow a valuation, each measured as one
-round (DROP_ROUNDS: one dropScreened, one dropWithheld, both, dropScreened of two), and the
-dearest of them all is the figure held against the target.
+round (DROP_ROUNDS: one dropScreened, one dropWithheld, both in one dropUpdates, dropScreened of
+two, and both as two calls), and the dearest of the rounds fedtrail's aggregator makes is the
+figure held against the target. Both kinds in one round go in one dropUpdates since session 59
+(h-271); the two-call round (dropWithheld then dropScreened) is what an aggregator before it, or
+any aggregator on a ledger deployed before dropUpdates, sends: reported, not held (it stays
+over 3,000,000).
 """
 
 from __future__ import annotations
@@ -168,14 +172,23 @@ def measure(rpc_url: str, n_sites: int) -> dict[str, object]:
 # The 10-site peer rounds measured whole, each after the rounds above, every site validating:
 # a round with nothing dropped, then the drops that follow a valuation (issue 14's bar counts
 # the round they belong to): the public screen's drop of one update (dropScreened, the default
-# since session 57), one unreadable update (dropWithheld), both in one round (two calls), and
-# the screen marking two updates (one call).
-DROP_ROUNDS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
-    ("nothing dropped", ()),
-    ("1 dropScreened", (("screened", 1),)),
-    ("1 dropWithheld", (("withheld", 1),)),
-    ("dropWithheld + dropScreened", (("withheld", 1), ("screened", 1))),
-    ("dropScreened of 2", (("screened", 2),)),
+# since session 57), one unreadable update (dropWithheld), both in one round as fedtrail's
+# aggregator sends them since session 59 (one dropUpdates: the most weighted update withheld,
+# the next screened), the screen marking two updates (one call), and both as two calls (the
+# same two updates: what an aggregator before dropUpdates sends, or any on a ledger without it).
+# Each: (name, drops, held against the target). A drop is (kind, how many of the most weighted
+# updates); kind "updates" withholds the first and screens the rest in one dropUpdates.
+DROP_ROUNDS: tuple[tuple[str, tuple[tuple[str, int], ...], bool], ...] = (
+    ("nothing dropped", (), True),
+    ("1 dropScreened", (("screened", 1),), True),
+    ("1 dropWithheld", (("withheld", 1),), True),
+    ("dropUpdates (1 withheld + 1 screened)", (("updates", 2),), True),
+    ("dropScreened of 2", (("screened", 2),), True),
+    (
+        "dropWithheld + dropScreened (2 calls)",
+        (("withheld", 1), ("screened", 1)),
+        False,
+    ),
 )
 
 
@@ -245,13 +258,18 @@ def _peer_round(
     for kind, n in drops:
         weighted = sorted(ledger.get_submissions(r), key=lambda sub: -sub.weight)
         marked = [sub.site for sub in weighted[:n]]
-        if kind == "withheld":  # only past the score reveal deadline
+        if kind != "screened":  # a withheld drop only past the score reveal deadline
             advance_time(w3, REVEAL_WINDOW + 1)
+        if kind == "withheld":
             res = ledger.drop_withheld(agg, r, order, marked)
-        else:
+            name = f"dropWithheld({len(order)} sites, {n} dropped)"
+        elif kind == "screened":
             res = ledger.drop_screened(agg, r, order, marked)
-        name = "dropWithheld" if kind == "withheld" else "dropScreened"
-        total += add(f"{name}({len(order)} sites, {n} dropped)", res.gas_used)
+            name = f"dropScreened({len(order)} sites, {n} dropped)"
+        else:  # the service's call when both kinds drop in one round
+            (res,) = ledger.drop_updates(agg, r, order, withheld=marked[:1], screened=marked[1:])
+            name = f"dropUpdates({len(order)} sites, 1 withheld + {n - 1} screened)"
+        total += add(name, res.gas_used)
     total += ledger.finalize_round(
         agg, r, global_cid=CID, global_sha256=h(f"p{rnd + 1}"), log_cid=CID, log_sha256=h("log")
     ).gas_used
@@ -308,9 +326,9 @@ def _peer_rounds(
     def drops_only(name: str, gas: int) -> int:
         return add(name, gas) if name.startswith("drop") else gas
 
-    dropped: dict[str, list[int]] = {name: [] for name, _ in DROP_ROUNDS}
+    dropped: dict[str, list[int]] = {name: [] for name, _, _ in DROP_ROUNDS}
     for _ in range(2):
-        for name, drops in DROP_ROUNDS:
+        for name, drops, _ in DROP_ROUNDS:
             dropped[name].append(_peer_round(w3, ledger, agg, sites, rnd, drops_only, drops=drops))
             rnd += 1
     return totals, per_validator, dropped
@@ -376,15 +394,24 @@ def main() -> int:
         f"whole peer rounds of {args.sites} sites, each measured as one round (open to finalize, "
         "the drops included), two of each:"
     )
+    held = {name for name, _, is_held in DROP_ROUNDS if is_held}
+    width = max(len(name) for name in drop_rounds) + 2
     for name, gas in drop_rounds.items():
-        print(f"  {name:<30}" + ", ".join(f"{g:,}" for g in gas))
-    peer_max = max(peer_max, *(g for gas in drop_rounds.values() for g in gas))
+        print(f"  {name:<{width}}" + ", ".join(f"{g:,}" for g in gas))
+    peer_max = max(peer_max, *(g for n, gas in drop_rounds.items() if n in held for g in gas))
     peer_ok = args.sites != 10 or peer_max <= PEER_ROUND10_TARGET
     if args.sites == 10:
         print(
-            f"peer round of 10, the dearest of them {peer_max:,} <= {PEER_ROUND10_TARGET:,} -> "
-            f"{'met' if peer_ok else 'MISSED'}"
+            f"peer round of 10, the dearest of the rounds fedtrail's aggregator makes {peer_max:,}"
+            f" <= {PEER_ROUND10_TARGET:,} -> {'met' if peer_ok else 'MISSED'}"
         )
+        for name, gas in drop_rounds.items():
+            if name not in held:
+                over = "over" if max(gas) > PEER_ROUND10_TARGET else "under"
+                print(
+                    f"  not held: {name} {max(gas):,} ({over} {PEER_ROUND10_TARGET:,}; what an "
+                    "aggregator before dropUpdates sends, or any on a ledger without it)"
+                )
     else:
         print(f"peer round of {args.sites} {peer_max:,} (the 3,000,000 target is for 10 sites)")
     ok = (

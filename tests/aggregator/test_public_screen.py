@@ -146,17 +146,26 @@ def test_a_dropped_free_rider_gains_no_validator_standing_for_the_next_round(
     assert all(a.passed for a in audits), [c for a in audits for c in a.checks if c.failed]
 
 
+@pytest.mark.parametrize("one_call", [True, False], ids=["dropUpdates", "old-ledger"])
 def test_the_service_screens_only_once_every_input_reads_or_is_dropped_as_withheld(
-    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    anvil_url: str,
+    ipfs_api: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    one_call: bool,
 ) -> None:
     """The screen's inputs are the chain's (README *Peer rounds*: a positive peer median, not
     dropped as withheld). A weighted honest update the aggregator cannot read is one: the
     service does not screen without it (before, it screened the updates that read and dropped
-    the free-rider at once), waits until the score reveal deadline, drops the update as
-    withheld, then screens the rest; verify passes the screen whether or not that update reads
-    at audit time."""
+    the free-rider at once), waits until the score reveal deadline, then drops the update as
+    withheld and what the screen marks on the rest in one ``dropUpdates`` transaction (issue
+    14's gas bar; on a ledger without it, ``dropWithheld`` then ``dropScreened``, as before);
+    verify passes the screen whether or not that update reads at audit time."""
     fed = _rider_federation(tmp_path, anvil_url, ipfs_api)
     ledger, service = fed.ledger, fed.service
+    if not one_call:  # a ledger deployed before dropUpdates (its code has no selector for it)
+        monkeypatch.setattr(ledger, "has_drop_updates", lambda: False)
     rider = fed.nodes[2].address
     r, _, peer = _scored_peer_round(fed)
     gone = next(s for s in ledger.get_submissions(r) if s.site == fed.nodes[0].address)
@@ -174,6 +183,16 @@ def test_the_service_screens_only_once_every_input_reads_or_is_dropped_as_withhe
     assert outcome is not None and outcome.phase == Phase.FINALIZED
     assert ledger.peer_dropped(r) == [gone.site]
     assert ledger.peer_screened(r) == [rider]
+    (withheld,) = ledger.events("UpdateWithheld", argument_filters={"round": r})
+    (screened,) = ledger.events("UpdateScreened", argument_filters={"round": r})
+    assert (withheld.tx_hash == screened.tx_hash) is one_call
+    sent = ledger.w3.eth.get_transaction(withheld.tx_hash)  # type: ignore[arg-type]
+    name = (
+        "dropUpdates(uint256,address[],address[],address[])"
+        if one_call
+        else ("dropWithheld(uint256,address[],address[])")
+    )
+    assert bytes(sent["input"])[:4] == bytes(ledger.w3.keccak(text=name))[:4]
     for store in (service.store, honest_store):
         (audit,) = [a for a in verify_all(ledger, store) if a.round == r]
         check = next(c for c in audit.checks if c.name == "peers.screen")
@@ -222,3 +241,38 @@ def test_the_screens_drop_waits_until_every_input_is_pinned(
     assert ledger.peer_screened(r) == [rider]
     audits = verify_all(ledger, store)
     assert all(a.passed for a in audits), [c for a in audits for c in a.checks if c.failed]
+
+
+def test_withheld_and_screened_drops_wait_together_for_an_inputs_pin(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At the score reveal deadline an unreadable weighted update is due to be dropped and the
+    screen marks the free-rider among the inputs left, but an honest input's pin fails: the
+    service drops neither (the round could not finalize before the screen's drop anyway), so
+    the two go in one ``dropUpdates`` once the pin works, not as two calls with the screen's
+    drop later."""
+    fed = _rider_federation(tmp_path, anvil_url, ipfs_api)
+    ledger, service = fed.ledger, fed.service
+    rider = fed.nodes[2].address
+    r, _, peer = _scored_peer_round(fed)
+    subs = {s.site: s for s in ledger.get_submissions(r)}
+    gone, honest = subs[fed.nodes[0].address], subs[fed.nodes[1].address]
+    store = service.store
+    withholding = _Withholding(store, gone.cid)
+    service.store = _PinFailing(withholding, honest.cid)  # type: ignore[assignment]
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    pass_deadline(ledger, peer.score_reveal_deadline)
+    with caplog.at_level(logging.WARNING, logger="fedtrail.aggregator"):
+        assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    assert "waits until every input is pinned" in caplog.text and honest.site[:10] in caplog.text
+    assert ledger.peer_dropped(r) == [] and ledger.peer_screened(r) == []
+    service.store = withholding  # type: ignore[assignment]  # the pin works again
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    assert ledger.peer_dropped(r) == [gone.site] and ledger.peer_screened(r) == [rider]
+    (withheld,) = ledger.events("UpdateWithheld", argument_filters={"round": r})
+    (screened,) = ledger.events("UpdateScreened", argument_filters={"round": r})
+    assert withheld.tx_hash == screened.tx_hash
+    (audit,) = [a for a in verify_all(ledger, withholding) if a.round == r]  # type: ignore[arg-type]
+    assert audit.passed, [c for c in audit.checks if c.failed]
+    service.store = store  # type: ignore[assignment]

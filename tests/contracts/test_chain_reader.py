@@ -47,6 +47,7 @@ NAMES = (
     "RoundFinalized",
     "RoundCancelled",
     "UpdateWithheld",
+    "UpdateScreened",
     "UpdateReweighted",
 )
 
@@ -147,12 +148,15 @@ def _replay(fed: Fed) -> dict[str, Any]:
             assert [rd["valued"][s][2] for s in sites] == weights
             assert a["totalWeightBasis"] == sum(n * s for n, s in zip(samples, scores, strict=True))
             rd["phase"] = Phase.VALUED
-        elif name == "UpdateWithheld":
-            # dropped as unreadable from a valued peer round: score 0, reason Withheld
+        elif name in ("UpdateWithheld", "UpdateScreened"):
+            # dropped as unreadable (Withheld) or as the public screen's free-rider (FreeRider)
+            # from a valued peer round: score 0; dropWithheld, dropScreened or dropUpdates
             rd = rounds[r]
             assert rd["phase"] == Phase.VALUED and rd["valued"][a["site"]][2] > 0
             median = rd["valued"][a["site"]][0]
-            rd["valued"][a["site"]] = (0, int(Reason.WITHHELD), rd["valued"][a["site"]][2])
+            assert median > 0  # dropped once: a second drop would find score 0
+            why = Reason.WITHHELD if name == "UpdateWithheld" else Reason.FREE_RIDER
+            rd["valued"][a["site"]] = (0, int(why), rd["valued"][a["site"]][2])
             rd.setdefault("dropped", []).append(a["site"])
             # the round's credit taken back from its reputation
             rep, n = reputation[a["site"]]
@@ -290,6 +294,40 @@ def test_every_number_of_valued_cancelled_and_peer_rounds_follows_from_the_event
     for r, rd in seen["rounds"].items():
         counts[r] = len(rd.get("valued", {}))
     assert dict(counts) == {r1: 3, r2: 0, r3: 3, r4: 2}
+
+
+@pytest.mark.parametrize("one_call", [True, False], ids=["dropUpdates", "two-calls"])
+def test_withheld_and_screened_drops_follow_from_the_events_in_one_call_or_two(
+    embedded: ChainEnv, one_call: bool
+) -> None:
+    """A valued peer round of four weighted updates: the most weighted is dropped as withheld
+    and the next as screened, in one dropUpdates or as dropWithheld then dropScreened. The same
+    reader (each site's last UpdateReweighted holds) derives every score, reason, weight and
+    reputation either way, and the views agree; one call states each changed weight once."""
+    fed = Fed(embedded, n_sites=4)
+    r = fed.open_peer(quorum=2)
+    sites = fed.submit(r, list(fed.sites), [10, 20, 30, 40])
+    vectors = {s.address: [S // 2 + 1_000 * i for i in range(4)] for s in fed.sites}
+    fed.score(r, vectors)
+    fed.past_score_reveal(r)
+    fed.ledger.record_peer_valuation(fed.env.outsider, r, sites, fed.ledger.peer_votes(r))
+    weighted = sorted(fed.ledger.get_submissions(r), key=lambda s: -s.weight)
+    assert all(s.weight > 0 for s in weighted)
+    withheld, screened = [weighted[0].site], [weighted[1].site]
+    if one_call:
+        fed.ledger.drop_updates(fed.agg, r, sites, withheld=withheld, screened=screened)
+    else:
+        fed.ledger.drop_withheld(fed.agg, r, sites, withheld)
+        fed.ledger.drop_screened(fed.agg, r, sites, screened)
+    fed.finalize(r, "g1")
+    seen = _replay(fed)
+    assert seen["rounds"][r]["phase"] == Phase.FINALIZED
+    assert seen["rounds"][r]["dropped"] == [*withheld, *screened]
+    _agrees_with_the_views(fed, seen)
+    reasons = {s: Reason(v[1]) for s, v in seen["rounds"][r]["valued"].items()}
+    assert (reasons[withheld[0]], reasons[screened[0]]) == (Reason.WITHHELD, Reason.FREE_RIDER)
+    stated = fed.ledger.events("UpdateReweighted", argument_filters={"round": r})
+    assert len(stated) == (4 if one_call else 7)
 
 
 def test_a_gated_liar_and_a_withheld_vector_follow_from_the_events(embedded: ChainEnv) -> None:
