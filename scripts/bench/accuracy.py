@@ -1557,14 +1557,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "public_screen": args.public_screen,
             "validator_game": None if args.validator_game == "none" else args.validator_game,
             "combiner": args.combiner,
-            "relief_cosine": args.relief_cosine,
+            # The combiner's thresholds the runs had, its defaults included (session 58: a run
+            # at the default wrote null, so its JSON did not say the record floor was on; so
+            # did these four until session 59).
+            "relief_cosine": combiner.relief_cosine,
             "metric": args.metric,
-            "boost_clip": args.boost_clip,
-            "warm_up_floor": args.warm_up_floor,
-            # The floor the runs had, the combiner's default included (session 58: a run at
-            # the default wrote null, so its JSON did not say the floor was on).
+            "boost_clip": combiner.boost_clip,
+            "warm_up_floor": combiner.warm_up_floor,
             "record_floor": combiner.record_floor,
-            "max_norm_ratio": args.max_norm_ratio,
+            "max_norm_ratio": combiner.max_norm_ratio,
             "weight_factors": factors,
             "value_window": args.value_window,
             "value_window_sum": args.value_window_sum,
