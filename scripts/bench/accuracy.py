@@ -24,7 +24,10 @@ faulty sites are the last ones of the split):
 (j) 10 sites, 2 of them poisoning as issue 12 words (c): both send their update x -10;
 (d) 5 sites, 2 of them free-riding: one sends a zero delta, the other resends its round-1 update;
 (e) 5 sites, 2 of them free-riding: one sends noise at 0.5% of an update's magnitude, the other
-    resends the last global delta;
+    resends the last global delta (where the screens zero both riders in every round, as
+    measured at alpha 1, the ``valuation`` runs equal (d)'s: the one rider update paid, site 4's
+    honest round 1, is the same, and a weight-0 update is not in the aggregate; FedAvg and the
+    robust rules differ);
 (f) 5 sites, 2 of them taking small steps: one sends its update scaled x -0.3 (against its
     honest direction), the other x 0.3 (inside the honest spread).
 (h) 5 sites, 2 of them free-riding with noisy copies: one resends its round-1 update, the other
