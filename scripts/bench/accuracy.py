@@ -44,7 +44,8 @@ trained alone for ``rounds x epochs`` epochs (and, in a second row, over the hon
 only). F1 is reported at the plain decision (p > 0.5) and at the calibrated one (the intercept
 fitted on the validation split, ``fedtrail.ml.metrics.fit_intercept``). Each cell is mean +-
 sample standard deviation over the seeds; the seed fixes the split, the initial model, the batch
-order and the faults.
+order and the faults. ``--seeds N`` is a count, seeds 0..N-1 (``--seeds 1`` is seed 0); a list
+names seeds (``0,3,7-9``), and one seed S alone is the range ``--seeds S-S``.
 
 It prints a plain table, the same as a Markdown table ready for the README, and the seed review's
 two claims checked against these numbers (+5-15% AUC for FL over local models; +7% global F1 from
@@ -1127,7 +1128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="pneumonia",
         help="a shipped dataset (pneumonia, retina) or a MedMNIST-format .npz",
     )
-    parser.add_argument("--seeds", default="5", help="a count N (seeds 0..N-1) or a list 0,3,7-9")
+    parser.add_argument(
+        "--seeds",
+        default="5",
+        help="a bare number N is a count: seeds 0..N-1 (--seeds 1 runs seed 0 only, --seeds 3 "
+        "seeds 0, 1, 2); a list names seeds: 0,3,7-9; one seed S alone is the range S-S "
+        "(--seeds 3-3 runs seed 3)",
+    )
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
     parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet label-skew alpha")
