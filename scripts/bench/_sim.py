@@ -108,7 +108,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -152,6 +152,7 @@ from fedtrail.valuation import (  # noqa: E402
     Combiner,
     History,
     PeerVector,
+    RoundValuation,
     UnfitValidation,
     peer_vector,
     public_screen,
@@ -184,6 +185,7 @@ __all__ = [
     "provenance",
     "run_method",
     "site_splits",
+    "tap_value_round",
     "validation_shards",
 ]
 
@@ -1210,6 +1212,37 @@ class _Peers:
         record.validator_reputations = {
             by_address[a]: rep for a, (rep, _) in sorted(self.standing.items())
         }
+
+
+RoundTap = Callable[[int, int, Mapping[str, Any], RoundValuation], RoundValuation | None]
+"""``(run, round_id, kwargs, report) -> None`` (the report stands) or a report to use instead."""
+
+
+def tap_value_round(on_round: RoundTap) -> None:
+    """Hand every aggregator-mode valuation round of this process to ``on_round`` (the bench's
+    probes: ``game_probe.py``, ``step_length.py``, ``layer_norms.py``): ``value_round`` (this
+    module's name for :func:`fedtrail.valuation.value_round`, which the federated runs call) is
+    wrapped so that after each call ``on_round(run, round_id, kwargs, report)`` sees the call's
+    keyword arguments and its report. ``run`` counts the valuation runs from 0, in the order the
+    process runs them (it advances at every warm-up round: a run's first, or a call without a
+    history); ``round_id`` is 1 plus the history's valued rounds (1 without one). What
+    ``on_round`` returns, when not None, is the report the run goes on with. Taps stack: a later
+    one wraps the earlier ones and sees the report they returned."""
+    global value_round
+    original = value_round
+    run = -1
+
+    def tapped(**kwargs: Any) -> RoundValuation:
+        nonlocal run
+        history: History | None = kwargs.get("history")
+        if history is None or history.warm_up:
+            run += 1
+        report: RoundValuation = original(**kwargs)
+        round_id = 1 + (history.valued_rounds if history is not None else 0)
+        replaced = on_round(run, round_id, kwargs, report)
+        return report if replaced is None else replaced
+
+    value_round = tapped
 
 
 def provenance() -> dict[str, Any]:

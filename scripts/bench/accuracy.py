@@ -24,7 +24,10 @@ faulty sites are the last ones of the split):
 (j) 10 sites, 2 of them poisoning as issue 12 words (c): both send their update x -10;
 (d) 5 sites, 2 of them free-riding: one sends a zero delta, the other resends its round-1 update;
 (e) 5 sites, 2 of them free-riding: one sends noise at 0.5% of an update's magnitude, the other
-    resends the last global delta;
+    resends the last global delta (where the screens zero both riders in every round, as
+    measured at alpha 1, the ``valuation`` runs equal (d)'s: the one rider update paid, site 4's
+    honest round 1, is the same, and a weight-0 update is not in the aggregate; FedAvg and the
+    robust rules differ);
 (f) 5 sites, 2 of them taking small steps: one sends its update scaled x -0.3 (against its
     honest direction), the other x 0.3 (inside the honest spread).
 (h) 5 sites, 2 of them free-riding with noisy copies: one resends its round-1 update, the other
@@ -41,7 +44,8 @@ trained alone for ``rounds x epochs`` epochs (and, in a second row, over the hon
 only). F1 is reported at the plain decision (p > 0.5) and at the calibrated one (the intercept
 fitted on the validation split, ``fedtrail.ml.metrics.fit_intercept``). Each cell is mean +-
 sample standard deviation over the seeds; the seed fixes the split, the initial model, the batch
-order and the faults.
+order and the faults. ``--seeds N`` is a count, seeds 0..N-1 (``--seeds 1`` is seed 0); a list
+names seeds (``0,3,7-9``), and one seed S alone is the range ``--seeds S-S``.
 
 It prints a plain table, the same as a Markdown table ready for the README, and the seed review's
 two claims checked against these numbers (+5-15% AUC for FL over local models; +7% global F1 from
@@ -1124,7 +1128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="pneumonia",
         help="a shipped dataset (pneumonia, retina) or a MedMNIST-format .npz",
     )
-    parser.add_argument("--seeds", default="5", help="a count N (seeds 0..N-1) or a list 0,3,7-9")
+    parser.add_argument(
+        "--seeds",
+        default="5",
+        help="a bare number N is a count: seeds 0..N-1 (--seeds 1 runs seed 0 only, --seeds 3 "
+        "seeds 0, 1, 2); a list names seeds: 0,3,7-9; one seed S alone is the range S-S "
+        "(--seeds 3-3 runs seed 3)",
+    )
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
     parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet label-skew alpha")
@@ -1557,14 +1567,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "public_screen": args.public_screen,
             "validator_game": None if args.validator_game == "none" else args.validator_game,
             "combiner": args.combiner,
-            "relief_cosine": args.relief_cosine,
+            # The combiner's thresholds the runs had, its defaults included (session 58: a run
+            # at the default wrote null, so its JSON did not say the record floor was on; so
+            # did these four until session 59).
+            "relief_cosine": combiner.relief_cosine,
             "metric": args.metric,
-            "boost_clip": args.boost_clip,
-            "warm_up_floor": args.warm_up_floor,
-            # The floor the runs had, the combiner's default included (session 58: a run at
-            # the default wrote null, so its JSON did not say the floor was on).
+            "boost_clip": combiner.boost_clip,
+            "warm_up_floor": combiner.warm_up_floor,
             "record_floor": combiner.record_floor,
-            "max_norm_ratio": args.max_norm_ratio,
+            "max_norm_ratio": combiner.max_norm_ratio,
             "weight_factors": factors,
             "value_window": args.value_window,
             "value_window_sum": args.value_window_sum,

@@ -19,10 +19,10 @@ model as :func:`fedtrail.valuation.value_round`:
 corrections): positive when the update helps more than its reverse. ``u1 - uh`` says whether
 the second half of the step still helps (negative: the update overshoots on its own).
 
-:func:`install` wraps the accuracy bench's :func:`fedtrail.valuation.value_round` (``_sim``'s
-name for it, aggregator mode) in this process only; nothing it computes reaches a score.
-:func:`records` gives one dict per valued site-round, with a run counter that starts at 0 and
-advances at every warm-up round (the bench's valuation runs in order).
+:func:`install` taps the accuracy bench's :func:`fedtrail.valuation.value_round` (``_sim``'s
+name for it, aggregator mode; :func:`_sim.tap_value_round`) in this process only; nothing it
+computes reaches a score. :func:`records` gives one dict per valued site-round, with the tap's
+run counter (from 0, advancing at every warm-up round: the bench's valuation runs in order).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ STEPS = (("u1", 1.0), ("uh", 0.5), ("um", -1.0))
 """The singleton steps recorded: name, multiple of the update."""
 
 _records: list[dict[str, Any]] = []
-_run = [-1]
 
 
 def _scaled(c: Candidate, t: float, suffix: str) -> Candidate:
@@ -51,8 +50,9 @@ def _scaled(c: Candidate, t: float, suffix: str) -> Candidate:
     return replace(c, site=c.site + suffix, delta=delta)
 
 
-def probe(kwargs: Mapping[str, Any], report: RoundValuation, round_id: int) -> None:
-    """Record the probes of every update ``report`` valued (see the module docstring)."""
+def probe(run: int, round_id: int, kwargs: Mapping[str, Any], report: RoundValuation) -> None:
+    """Record the probes of every update ``report`` valued (see the module docstring): a
+    :func:`_sim.tap_value_round` tap."""
     valued = {v.site: v for v in report.sites if v.value is not None}
     players = [c for c in kwargs["candidates"] if c.site in valued and c.delta is not None]
     if not players or kwargs.get("validation") is None:
@@ -75,7 +75,7 @@ def probe(kwargs: Mapping[str, Any], report: RoundValuation, round_id: int) -> N
     for c in players:
         v = valued[c.site]
         row: dict[str, Any] = {
-            "run": _run[0],
+            "run": run,
             "round": round_id,
             "site": c.site,
             "samples": c.num_samples,
@@ -95,18 +95,7 @@ def probe(kwargs: Mapping[str, Any], report: RoundValuation, round_id: int) -> N
 
 def install() -> None:
     """Record the probes of every aggregator-mode valuation round of this process."""
-    original = _sim.value_round
-
-    def wrapped(**kwargs: Any) -> RoundValuation:
-        history = kwargs.get("history")
-        if history is None or history.warm_up:
-            _run[0] += 1
-        report: RoundValuation = original(**kwargs)
-        round_id = 1 + (history.valued_rounds if history is not None else 0)
-        probe(kwargs, report, round_id)
-        return report
-
-    _sim.value_round = wrapped
+    _sim.tap_value_round(probe)
 
 
 def records() -> list[dict[str, Any]]:

@@ -10,7 +10,8 @@ Usage: .venv/bin/python scripts/bench/layer_norms.py OUT.json -- ACCURACY.PY ARG
        .venv/bin/python scripts/bench/layer_norms.py --report OUT.json RUN.json
 
 The first form runs ``scripts/bench/accuracy.py`` with its arguments, the bench's
-:func:`fedtrail.valuation.value_round` (``_sim``'s name for it) wrapped in this process only,
+:func:`fedtrail.valuation.value_round` (``_sim``'s name for it) tapped in this process only
+(:func:`_sim.tap_value_round`),
 and writes one row per submitted update (run counter, round, site, its per-tensor L2 norms of
 the trainable tensors); nothing it computes reaches a score. The second joins those rows with
 the run's site faults (RUN.json, the accuracy run written with ``--out``) and prints, for every
@@ -32,6 +33,7 @@ import json
 import math
 import statistics
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,52 +44,45 @@ import torch
 from fedtrail.valuation.combine import RoundValuation
 
 _rows: list[dict[str, Any]] = []
-_run = [-1]
 
 
 def install() -> None:
     """Record every aggregator-mode valuation round's per-tensor norms in this process."""
-    original = _sim.value_round
+    _sim.tap_value_round(_record)
 
-    def wrapped(**kwargs: Any) -> RoundValuation:
-        history = kwargs.get("history")
-        if history is None or history.warm_up:
-            _run[0] += 1
-        report: RoundValuation = original(**kwargs)
-        round_id = 1 + (history.valued_rounds if history is not None else 0)
-        scores = {v.site: v.score for v in report.sites}
-        cands = [c for c in kwargs["candidates"] if c.delta is not None]
-        keys = [k for k, v in cands[0].delta.items() if v.is_floating_point()] if cands else []
-        medians = {
-            k: torch.stack([c.delta[k].to(torch.float64) for c in cands]).median(dim=0).values
-            if len(cands) > 2
-            else None
-            for k in keys
-        }
-        for c in cands:
-            norms: dict[str, float] = {}
-            cosines: dict[str, float] = {}
-            for k in keys:
-                v = c.delta[k].to(torch.float64)
-                norms[k] = float(v.pow(2).sum().sqrt())
-                m = medians[k]
-                if m is not None:
-                    den = norms[k] * float(m.pow(2).sum().sqrt())
-                    cosines[k] = float((v * m).sum()) / den if den > 0 else 0.0
-            _rows.append(
-                {
-                    "run": _run[0],
-                    "round": round_id,
-                    "site": c.site,
-                    "samples": c.num_samples,
-                    "score": scores.get(c.site),
-                    "norms": norms,
-                    "cosines": cosines,
-                }
-            )
-        return report
 
-    _sim.value_round = wrapped
+def _record(run: int, round_id: int, kwargs: Mapping[str, Any], report: RoundValuation) -> None:
+    """One row per submitted update of the round (a :func:`_sim.tap_value_round` tap)."""
+    scores = {v.site: v.score for v in report.sites}
+    cands = [c for c in kwargs["candidates"] if c.delta is not None]
+    keys = [k for k, v in cands[0].delta.items() if v.is_floating_point()] if cands else []
+    medians = {
+        k: torch.stack([c.delta[k].to(torch.float64) for c in cands]).median(dim=0).values
+        if len(cands) > 2
+        else None
+        for k in keys
+    }
+    for c in cands:
+        norms: dict[str, float] = {}
+        cosines: dict[str, float] = {}
+        for k in keys:
+            v = c.delta[k].to(torch.float64)
+            norms[k] = float(v.pow(2).sum().sqrt())
+            m = medians[k]
+            if m is not None:
+                den = norms[k] * float(m.pow(2).sum().sqrt())
+                cosines[k] = float((v * m).sum()) / den if den > 0 else 0.0
+        _rows.append(
+            {
+                "run": run,
+                "round": round_id,
+                "site": c.site,
+                "samples": c.num_samples,
+                "score": scores.get(c.site),
+                "norms": norms,
+                "cosines": cosines,
+            }
+        )
 
 
 def _weight_cosines(row: dict[str, Any]) -> list[float]:

@@ -12,13 +12,14 @@ an honest update's best step is near or above 1 on an undertrained model, a x10 
 demote both poisoners without looking at norms; the question is where honest skewed sites'
 ``t_star`` lies.
 
-:func:`install` wraps the accuracy bench's :func:`fedtrail.valuation.value_round` (``_sim``'s
-name for it, aggregator mode) in this process only. With ``threshold`` None it only records
-(no score changes); with ``T`` every paid (score above 0), robust-checked update's score is
-multiplied by ``min(1, t_star / T)`` (weights, not evidence: the accumulated values are left
-as they are, as ``weight_factors.py`` does). :func:`records` gives one dict per probed
-site-round, with a run counter that starts at 0 and advances at every warm-up round (the
-bench's valuation runs in order), as ``game_probe.py`` does.
+:func:`install` taps the accuracy bench's :func:`fedtrail.valuation.value_round` (``_sim``'s
+name for it, aggregator mode; :func:`_sim.tap_value_round`) in this process only. With
+``threshold`` None it only records (no score changes); with ``T`` every paid (score above 0),
+robust-checked update's score is multiplied by ``min(1, t_star / T)`` (weights, not evidence:
+the accumulated values are left as they are, as ``weight_factors.py`` does). :func:`records`
+gives one dict per probed
+site-round, with the tap's run counter (from 0, advancing at every warm-up round: the bench's
+valuation runs in order), as ``game_probe.py``'s.
 
 Report: ``.venv/bin/python scripts/bench/step_length.py RUN.json [...] [--rows]`` prints the
 ``t_star`` distribution per scenario and fault kind (quantiles, and the counts of site-rounds
@@ -42,7 +43,6 @@ GRID = (0.0, 0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 """The steps probed, multiples of the update (0: the global model)."""
 
 _records: list[dict[str, Any]] = []
-_run = [-1]
 _live = os.environ.get("STEP_LENGTH_LIVE", "")
 """A file each row is also appended to as a JSON line when it is recorded (for long runs)."""
 
@@ -111,14 +111,10 @@ def install(threshold: float | None) -> None:
 
     if threshold is not None and not (math.isfinite(threshold) and threshold > 0):
         raise ValueError(f"threshold must be positive, got {threshold!r}")
-    original = _sim.value_round
 
-    def wrapped(**kwargs: Any) -> RoundValuation:
-        history = kwargs.get("history")
-        if history is None or history.warm_up:
-            _run[0] += 1
-        report: RoundValuation = original(**kwargs)
-        round_id = 1 + (history.valued_rounds if history is not None else 0)
+    def on_round(
+        run: int, round_id: int, kwargs: Mapping[str, Any], report: RoundValuation
+    ) -> RoundValuation | None:
         rows = probe(kwargs)
         sites = []
         for v in report.sites:
@@ -127,7 +123,7 @@ def install(threshold: float | None) -> None:
                 f = 1.0 if threshold is None else min(1.0, row["t_star"] / threshold)
                 _records.append(
                     rec := {
-                        "run": _run[0],
+                        "run": run,
                         "round": round_id,
                         "site": v.site,
                         **row,
@@ -153,9 +149,9 @@ def install(threshold: float | None) -> None:
                         f"score {score / 1e6:.1%}",
                     )
             sites.append(v)
-        return replace(report, sites=sites) if threshold is not None else report
+        return replace(report, sites=sites) if threshold is not None else None
 
-    _sim.value_round = wrapped
+    _sim.tap_value_round(on_round)
 
 
 def records() -> list[dict[str, Any]]:

@@ -57,8 +57,11 @@ prints, per run, the faulty sites' weight share and the honest site-rounds score
 
 The replay is first order: the same trajectory (the recorded updates, cosines and values), so
 what a rule would have changed in later models is not in it; the ``recorded rule`` row
-replays today's rule on the same records and should give the recorded shares, a check on the
-replay itself.
+replays today's rule on the same records, at the record floor the run was valued with
+(:func:`recorded_floor`; ``--record-floor F`` replays every run at ``F``), and should give the
+recorded shares, a check on the replay itself; ``recorded rule, no floor`` replays it with the
+floor off (the unbounded record). The other candidate rows replay without the floor unless
+they name one.
 
 No bar: the script describes where the valuation's signal is, it does not judge it.
 """
@@ -74,6 +77,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedtrail.valuation.combine import RECORD_FLOOR
 from fedtrail.valuation.standing import (
     accumulate,
     boost_factor,
@@ -88,6 +92,20 @@ DEMOTE_SCALE = 0.5
 """The combiner's ``demote_scale`` (HISTORY_COMBINER's, the accuracy bench's)."""
 MIN_ROBUST_SITES = 3
 """The combiner's ``min_robust_sites``: fewer usable updates, no credit rule."""
+RUN_FLOOR = "_replay_record_floor"
+"""The key a loaded run carries its recorded floor under (:func:`recorded_floor`), for the
+rules that replay the run's own floor (``Rule.record_floor`` None)."""
+
+
+def recorded_floor(settings: dict[str, Any]) -> float:
+    """The record floor a saved accuracy run was valued with, from its settings: the recorded
+    number; the product's default (:data:`~fedtrail.valuation.combine.RECORD_FLOOR`) for null
+    (``accuracy.py`` wrote null at the default from ``--record-floor``'s introduction until
+    session 58); 0 (off) where the key is absent (runs saved before the floor existed)."""
+    if "record_floor" not in settings:
+        return 0.0
+    floor = settings["record_floor"]
+    return RECORD_FLOOR if floor is None else float(floor)
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -195,8 +213,9 @@ class Rule:
     loo_any: bool = False
     """Every valued update with a negative leave-one-out gain gets ``min(share, loo / sum
     |value|)`` (anti-aligned or not)."""
-    record_floor: float = 0.0
-    """The product's record floor (0: off), applied as the aggregator applies it
+    record_floor: float | None = 0.0
+    """The product's record floor (0: off; None: the run's recorded floor, ``RUN_FLOOR``),
+    applied as the aggregator applies it
     (:func:`fedtrail.valuation.standing.floored_records`, before the round's scores, never in
     the warm-up): every valued site's accumulated value is kept at or above its reference (the
     median site's negative record, or 0) minus ``max(record_floor, demote_scale)``: a record
@@ -236,6 +255,9 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
     samples = dict(zip(run["site_names"], run["site_samples"], strict=True))
     kinds = dict(zip(run["site_names"], run["site_faults"], strict=True))
     faulty = {n for n, f in kinds.items() if f != "none"}
+    record_floor = (
+        float(run.get(RUN_FLOOR, 0.0)) if rule.record_floor is None else rule.record_floor
+    )
     accumulated: dict[str, float] = {}
     ratios: dict[str, list[float]] = {}
     shares: list[float] = []
@@ -278,11 +300,11 @@ def replay(run: dict[str, Any], rule: Rule, *, credit_cosine: float) -> Replay |
                 if site in r["norm_ratios"] and site not in values:
                     after[site] = min(after.get(site, 0.0), 0.0) - rule.screened_harmful
         robust = len(cosines) >= MIN_ROBUST_SITES
-        if rule.record_floor > 0 and r["shares"] is not None:  # not in the warm-up
+        if record_floor > 0 and r["shares"] is not None:  # not in the warm-up
             after = floored_records(
                 after,
                 {s: cosines.get(s) if robust else None for s in r["submitted"] if s in values},
-                record_floor=rule.record_floor,
+                record_floor=record_floor,
                 demote_scale=DEMOTE_SCALE,
                 relief_cosine=rule.relief_cosine,
             )
@@ -432,6 +454,11 @@ def _print_what_if(
     print(
         "\nWhat-if (first order: the same trajectory, scores re-derived from the recorded values):"
     )
+    floors = sorted({float(run.get(RUN_FLOOR, 0.0)) for _, run in runs})
+    print(
+        "  the recorded rule's record floor (the runs'): "
+        + ", ".join(f"{f:g}" + (" (off)" if f == 0 else "") for f in floors)
+    )
     for rule in rules:
         replays = [
             (label, run, replay(run, rule, credit_cosine=credit_cosine)) for label, run in runs
@@ -488,6 +515,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs saved before it)",
     )
     parser.add_argument(
+        "--record-floor",
+        type=float,
+        default=None,
+        help="the combiner's record_floor the runs were valued with (the recorded rule's); "
+        "default: each run's own (its settings' record_floor: null is the product's 0.5, "
+        "absent 0, off)",
+    )
+    parser.add_argument(
         "--boost-clips",
         default="0.25,0.33,0.5,0.67,1",
         help="boost_clip values to replay (comma-separated)",
@@ -502,6 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the persistent norm rule reads the site's latest N updates (0: all of them)",
     )
     args = parser.parse_args(argv)
+    if args.record_floor is not None and not args.record_floor >= 0:
+        parser.error(f"--record-floor must be a number >= 0, got {args.record_floor}")
 
     honest_norms: list[float] = []
     fault_norms: dict[str, list[float]] = {}
@@ -512,6 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in args.runs:
         doc = json.loads(path.read_text())
         alpha = doc["settings"]["alpha"]
+        floor = recorded_floor(doc["settings"]) if args.record_floor is None else args.record_floor
         _attach_slopes(doc)
         for key, sc in doc["scenarios"].items():
             if args.scenario is not None and key != args.scenario:
@@ -525,6 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not rounds or "cosines" not in rounds[0]:
                     continue
                 shown += 1
+                run[RUN_FLOOR] = floor
                 label = f"alpha {alpha:g} ({key})"
                 replayed.append((label, run))
                 if not args.summary_only:
@@ -592,7 +631,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_what_if(
             replayed,
             [
-                Rule("recorded rule", relief_cosine=args.relief_cosine, boost_clip=args.boost_clip),
+                Rule(
+                    "recorded rule",
+                    relief_cosine=args.relief_cosine,
+                    boost_clip=args.boost_clip,
+                    record_floor=None,
+                ),
+                Rule(
+                    "recorded rule, no floor",
+                    relief_cosine=args.relief_cosine,
+                    boost_clip=args.boost_clip,
+                ),
                 Rule("boost_clip 0 (off)", relief_cosine=args.relief_cosine),
                 *(
                     Rule(

@@ -60,3 +60,50 @@ def test_a_saved_accuracy_run_records_the_floor_it_ran_with(
     (doc,) = docs
     assert floors == [expected]  # the floor the simulation ran with ...
     assert doc["settings"]["record_floor"] == expected  # ... is the one the JSON records
+
+
+@pytest.mark.parametrize(
+    ("flag", "field", "expected"),
+    [
+        ((), "relief_cosine", -0.7),
+        (("--relief-cosine", "-1"), "relief_cosine", -1.0),
+        ((), "boost_clip", 0.0),
+        (("--boost-clip", "0.5"), "boost_clip", 0.5),
+        ((), "warm_up_floor", 1.0),
+        (("--warm-up-floor", "0.25"), "warm_up_floor", 0.25),
+        ((), "max_norm_ratio", 0.0),
+        (("--max-norm-ratio", "2"), "max_norm_ratio", 2.0),
+    ],
+)
+def test_a_saved_accuracy_run_records_the_combiners_other_thresholds(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    flag: tuple[str, ...],
+    field: str,
+    expected: float,
+) -> None:
+    """The combiner's other thresholds with a flag: the value the runs had, the default
+    included (they wrote null at the default before session 59)."""
+    import _sim
+    import accuracy
+
+    ran: list[float] = []
+    docs: list[dict[str, Any]] = []
+
+    def run_method(method: str, config: _sim.SimConfig, *args: Any, **kwargs: Any) -> Any:
+        ran.append(getattr(config.combiner, field))
+        metrics = ("auc", "f1", "balanced_accuracy", "balanced_accuracy_calibrated")
+        return _sim.SimResult(method=method, seed=config.seed, test=dict.fromkeys(metrics, 0.5))
+
+    def report(doc: dict[str, Any], results: Any) -> Any:
+        docs.append(doc)
+        raise _Stop
+
+    monkeypatch.setattr(accuracy._sim, "run_method", run_method)
+    monkeypatch.setattr(accuracy, "_report", report)
+    argv = ["--seeds", "1", "--rounds", "1", "--scenarios", "a", "--methods", "valuation"]
+    with pytest.raises(_Stop):
+        accuracy.main([*argv, "--out", str(tmp_path / "a.json"), *flag])
+    (doc,) = docs
+    assert ran == [expected]
+    assert doc["settings"][field] == expected

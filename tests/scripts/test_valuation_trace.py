@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "bench" / "valuation_trace.py"
 
@@ -270,9 +272,9 @@ def _norm_rules_run(tmp_path: Path, *, screened_first: bool = False) -> Path:
     return path
 
 
-def _what_if_lines(path: Path) -> dict[str, str]:
+def _what_if_lines(path: Path, *extra: str) -> dict[str, str]:
     out = subprocess.run(
-        [sys.executable, str(SCRIPT), str(path), "--summary-only", "--what-if"],
+        [sys.executable, str(SCRIPT), str(path), "--summary-only", "--what-if", *extra],
         capture_output=True,
         text=True,
         check=True,
@@ -475,3 +477,46 @@ def test_the_record_floor_replayed_is_the_products_rule(tmp_path: Path) -> None:
 
     assert replayed(0.25) == replayed(0.5) != replayed(0.0)
     assert replayed(0.5) != replayed(1.0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "extra", "zeroed", "floor"),
+    [
+        ({"record_floor": 0.5}, (), "2/15", "0.5"),  # a floored run: its floor replayed
+        ({"record_floor": None}, (), "2/15", "0.5"),  # null: the product's default, 0.5
+        ({}, (), "3/15", "0 (off)"),  # saved before the floor: off
+        ({"record_floor": 0.0}, (), "3/15", "0 (off)"),  # run with --record-floor 0
+        ({"record_floor": 0.5}, ("--record-floor", "0"), "3/15", "0 (off)"),  # overridden
+    ],
+)
+def test_the_recorded_rule_replays_the_runs_record_floor(
+    tmp_path: Path, settings: dict[str, object], extra: tuple[str, ...], zeroed: str, floor: str
+) -> None:
+    """Session 58: the ``recorded rule`` row replayed every run without the floor, so on a run
+    valued with the product's floor (0.5 by default) it did not reproduce the run. E's record
+    -0.4, -0.8, -1.2, -0.9 zeroes it in rounds 3-5 unfloored; floored at -0.5 it climbs to -0.2
+    in round 5 (score 0.6)."""
+    path = _sinking_run(tmp_path)
+    doc = json.loads(path.read_text())
+    doc["settings"].update(settings)
+    path.write_text(json.dumps(doc))
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(path), "--summary-only", "--what-if", *extra],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = {x.split(": faulty share")[0].strip(): x for x in out.splitlines() if "faulty sh" in x}
+    assert f"honest zeroed {zeroed}" in lines["recorded rule"]
+    assert "honest zeroed 3/15" in lines["recorded rule, no floor"]
+    assert f"  the recorded rule's record floor (the runs'): {floor}\n" in out
+
+
+def test_a_negative_record_floor_is_a_usage_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(_sinking_run(tmp_path)), "--record-floor", "-1"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "--record-floor must be a number >= 0" in proc.stderr
