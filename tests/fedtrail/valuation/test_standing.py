@@ -30,6 +30,7 @@ from fedtrail.valuation import (
     value_round,
 )
 from fedtrail.valuation.chained import combiner_from
+from fedtrail.valuation.combine import default_combiner
 from fedtrail.valuation.standing import (
     boost_factor,
     credited,
@@ -358,6 +359,68 @@ def test_the_warm_up_accumulates_its_shares_only_under_warm_up_floor(
     off = warm_up(HISTORY_COMBINER)
     assert off.normalised is None and off.accumulated == {}
     assert all(v.score == SCORE_SCALE for v in off.sites)
+
+
+DEMO_ROUND_1 = {
+    "hospital-A": (474, 0.012819686955796534),
+    "hospital-B": (353, 0.00446839214680865),
+    "hospital-C": (303, 0.004316740243674218),
+    "hospital-D": (684, -0.008153353027353016),
+    "hospital-E": (614, -0.004864344571488133),
+}
+"""The default demo's round 1 (``fedtrail demo``, 5 sites): each hospital's sample count and
+the Shapley value the game gave its update (``valuation-1.json`` of h-269's run; the round-1
+game does not depend on ``warm_up_floor``). Hospital-D trains on 45% flipped labels, E sends
+its delta sign-flipped; both pass every screen in round 1 (README *Set up*)."""
+
+
+def test_only_the_warm_up_floor_keeps_the_demos_noisy_hospital_from_the_largest_weight(
+    sites: RealSites, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12's demo bar in round 1: under the preset (``warm_up_floor`` 1, off) every
+    passer of the warm-up keeps the full score, so the weights are the sample shares and the
+    noisy hospital-D (684 images) has the largest; at 0.5 (the opt-in) the demo's round-1
+    values demote D and the sign-flipper E, and hospital-A's weight is the largest. Values as
+    the demo's game gave them (:data:`DEMO_ROUND_1`), updates real."""
+    import fedtrail.valuation.round as round_module
+    from fedtrail.protocol.weights import onchain_weights
+    from fedtrail.valuation.utility import GameValues
+
+    names = list(DEMO_ROUND_1)
+    paid = {name: value for name, (_, value) in DEMO_ROUND_1.items()}
+
+    def game(method: str, large_game: str | None, utility: object, seed: int) -> GameValues:
+        return GameValues(
+            values=dict(paid), method="shapley", evaluations=32, v_empty=0.0, v_full=0.0
+        )
+
+    monkeypatch.setattr(round_module, "_play", game)
+
+    def weights(combiner: Combiner) -> dict[str, int]:
+        report = value_round(
+            global_state=sites.global_state,
+            spec=SPEC,
+            candidates=[
+                Candidate(site=name, num_samples=DEMO_ROUND_1[name][0], delta=d)
+                for name, d in zip(names, sites.deltas[:5], strict=True)
+            ],
+            validation=sites.validation,
+            method="shapley",
+            metric="balanced_loss",
+            seed=0,
+            history=History(),
+            combiner=combiner,
+        )
+        assert [v.reason for v in report.sites] == [Reason.OK] * 5
+        counts = [DEMO_ROUND_1[v.site][0] for v in report.sites]
+        paid_weights = onchain_weights(counts, [v.score for v in report.sites])
+        return {v.site: w for v, w in zip(report.sites, paid_weights, strict=True)}
+
+    preset = weights(default_combiner(True))
+    assert max(preset, key=preset.__getitem__) == "hospital-D"
+    floored = weights(replace(default_combiner(True), warm_up_floor=0.5))
+    assert max(floored, key=floored.__getitem__) == "hospital-A"
+    assert floored["hospital-D"] < floored["hospital-A"] > floored["hospital-E"]
 
 
 def test_recorded_thresholds_without_the_norm_bounds_replay_without_them() -> None:
