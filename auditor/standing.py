@@ -30,9 +30,7 @@ values. What an auditor checks with public data alone (``standing.chain``,
   is then weighted for the update's magnitude by the terms' ``max_norm_ratio`` and
   ``small_norm_ratio`` (:func:`~fedtrail.valuation.standing.norm_factor`) and for its length
   along the median update by ``boost_clip`` (:func:`~fedtrail.valuation.standing.boost_factor`,
-  with the recomputed cosine), and, when the terms set ``record_size_cap`` and its ``after``
-  value is negative, by its claimed sample count against the median scored site's
-  (:func:`~fedtrail.valuation.standing.size_cap_factor`), with the site's norm
+  with the recomputed cosine), with the site's norm
   and the median norm when the data-free thresholds applied, both recomputed from the decoded
   updates by ``log.components``: :mod:`fedtrail.auditor.components`; the log's own numbers
   only when the updates cannot be read, and then ``log.components`` fails).
@@ -67,7 +65,6 @@ from fedtrail.valuation.standing import (
     normalised_values,
     relieved_reference,
     scaled_score,
-    size_cap_factor,
 )
 
 __all__ = ["Check", "check_standing", "compare_standing"]
@@ -221,7 +218,6 @@ def check_standing(
     provisional = standing.valued_rounds == 0 and combiner.warm_up_floor < 1.0
     reference = demotion_reference(float(after.get(s.site, 0.0)) for s in scored)
     scale = combiner.demote_scale
-    counts = [s.num_samples for s in scored]  # record_size_cap's median claimed count
     for s in scored:
         total = float(after.get(s.site, 0.0))
         own = relieved_reference(
@@ -243,10 +239,6 @@ def check_standing(
                 size, median, _cosine(log, s.site, robust), boost_clip=combiner.boost_clip
             )
             expected = scaled_score(expected, boost)
-        expected = scaled_score(
-            expected,
-            size_cap_factor(total, s.num_samples, counts, record_size_cap=combiner.record_size_cap),
-        )
         low = s.reason == int(Reason.LOW_QUALITY)
         if s.score != expected or low != (expected == 0):
             wrong.append(f"{s.site[:10]} score {s.score} reason {s.reason}, expected {expected}")

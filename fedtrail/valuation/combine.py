@@ -63,7 +63,6 @@ from fedtrail.valuation.standing import (
     norm_factor,
     relieved_reference,
     scaled_score,
-    size_cap_factor,
 )
 
 __all__ = [
@@ -290,13 +289,6 @@ class Combiner:
     against) minus ``max(record_floor, demote_scale)``, so a raised record scores 0
     (:func:`~fedtrail.valuation.standing.floored_records`), and its score is read from the
     raised record. A recorded set of thresholds without it means 0: the unbounded record.
-    ``record_size_cap`` (0 or 1; default 1): 1 keeps, of the score of a site scored from its
-    standing whose accumulated value is negative, ``min(1, m / n)`` (``n`` its claimed count,
-    ``m`` the median claimed count of the round's sites scored from standing;
-    :func:`~fedtrail.valuation.standing.size_cap_factor`), so while the game values it below
-    zero on balance it weighs no more than the median site (issue 12 (f): a majority-data site
-    stepping x -0.3 against its honest direction, shielded by the median reference, inverted
-    the global model). A recorded set of thresholds without it means 0: off.
     ``dp_spend_check`` (0 or 1; default 1): 1 scores 0, as MALFORMED, an update whose declared
     privacy spend is not the one the DP parameters in its blob give (or that names another
     delta than the terms, one above 1 / its sample count, or a spend without parameters:
@@ -454,7 +446,6 @@ class Combiner:
     boost_clip: float = BOOST_CLIP
     warm_up_floor: float = WARM_UP_FLOOR
     record_floor: float = RECORD_FLOOR
-    record_size_cap: int = 1
     white_noise_z: float = 1000.0
     shaped_noise_z: float = 1000.0
     block_noise_z: float = BLOCK_NOISE_Z
@@ -535,8 +526,6 @@ class Combiner:
             raise ConfigError(f"norm_size_cap must be at least 1, got {self.norm_size_cap}")
         if _number("tiny_size_power", self.tiny_size_power) < 0.0:
             raise ConfigError(f"tiny_size_power must be non-negative, got {self.tiny_size_power}")
-        if isinstance(self.record_size_cap, bool) or self.record_size_cap not in (0, 1):
-            raise ConfigError(f"record_size_cap must be 0 or 1, got {self.record_size_cap!r}")
         if isinstance(self.tiny_size_own, bool) or self.tiny_size_own not in (0, 1):
             raise ConfigError(f"tiny_size_own must be 0 or 1, got {self.tiny_size_own!r}")
         if _number("tiny_size_reference", self.tiny_size_reference) < 0.0:
@@ -720,8 +709,6 @@ class Combiner:
             if screened[c.site][0] is Reason.OK
         )
         against = "" if reference == 0 else f" against the median site's {reference:.4g}"
-        # record_size_cap: the claimed counts of the sites scored from standing
-        counts = [c.num_samples for c in candidates if screened[c.site][0] is Reason.OK]
         out = []
         for c in candidates:
             reason, detail = screened[c.site]
@@ -795,16 +782,6 @@ class Combiner:
                             f"1/boost_clip = {1 / self.boost_clip:.3g}x), keeps {boost:.1%} of "
                             f"it: score {score / SCORE_SCALE:.1%}"
                         )
-                capped = size_cap_factor(
-                    total, c.num_samples, counts, record_size_cap=self.record_size_cap
-                )
-                if score > 0 and capped < 1.0:
-                    score = scaled_score(score, capped)
-                    detail = (
-                        f"{detail}; accumulated value below 0: weighed as the median site's "
-                        f"{statistics.median(counts):g} samples, not its {c.num_samples}, keeps "
-                        f"{capped:.1%}: score {score / SCORE_SCALE:.1%}"
-                    )
             out.append(
                 _site_valuation(
                     c,

@@ -191,7 +191,6 @@ HIGHER_IS_STRICTER: Final = frozenset(
         "span_residual",
         "duplicate_relative_l2",
         "tiny_size_own",
-        "record_size_cap",
     }
 )
 """Thresholds that flag or cut more updates as they rise (the others: as they fall)."""
@@ -421,13 +420,6 @@ class ThresholdLimits:
     """At least 2 by default: a lower power (0, the rule before it) zeroes an honest small
     hospital as FREE_RIDER (7 of 20 rounds for a 20-image site beside 150-image sites). Terms
     that omit it read as 0."""
-    record_size_cap: int = 1
-    """1, its greatest value: no strict bound (on, the product's default, it lowers only the
-    score of a site whose accumulated value is negative and that claims more than the median
-    scored site, to that site's count: :func:`~fedtrail.valuation.standing.size_cap_factor`);
-    a site that will not have a large hospital the game values below zero weighed like the
-    median one accepts ``record_size_cap = 0``. Not bounded on the loose side: off is what
-    terms written before it read as, the rule every ledger before it was valued with."""
     tiny_size_own: int = 1
     """1, its greatest value: no strict bound (1 only raises the floor of a site claiming more
     than a small round's median, to what its own claim gives)."""

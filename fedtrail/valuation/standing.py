@@ -52,7 +52,6 @@ __all__ = [
     "reference_round",
     "relieved_reference",
     "scaled_score",
-    "size_cap_factor",
 ]
 
 
@@ -388,31 +387,6 @@ def boost_factor(
     if along * boost_clip <= 1.0:
         return 1.0
     return float((1.0 / (along * boost_clip)) ** 2)
-
-
-def size_cap_factor(
-    accumulated: float, num_samples: int, counts: Iterable[int], *, record_size_cap: int
-) -> float:
-    """The share of its score a site keeps so that, while its accumulated value is negative,
-    it weighs no more than the median scored site: ``min(1, m / n)``, ``n`` its claimed sample
-    count and ``m`` the median of ``counts`` (the claimed counts of the round's sites scored
-    from standing, its own among them). 1 when ``record_size_cap`` is 0 (off), the record is
-    not negative, or there is no count to compare.
-
-    Why (issue 12 (f), alpha 1, seed 3): the site sending its update x -0.3 held 1,254 of 2,428
-    images and was the only one with a balanced label mix, so its reversed step carried the
-    round's ranking signal and inverted the global model (test AUC 0.19); the game valued it
-    below zero every round, but no lower than two honest skewed sites, so the median
-    reference kept its score at 0.23-0.88 and its weight at 0.21-0.52. Weighing a site whose
-    record is negative like a typical site takes away what only its size gave it; a site the
-    game values at or above zero keeps its count, and a small site is never touched. Weight is
-    ``n * score`` on chain, so the cap is a score factor (:func:`scaled_score`)."""
-    if not record_size_cap or accumulated >= 0.0 or num_samples <= 0:
-        return 1.0
-    values = list(counts)
-    if not values:
-        return 1.0
-    return min(1.0, float(statistics.median(values)) / num_samples)
 
 
 def scaled_score(score: int, factor: float) -> int:

@@ -1207,15 +1207,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the combiner's (0.5)",
     )
     parser.add_argument(
-        "--record-size-cap",
-        type=int,
-        choices=(0, 1),
-        default=None,
-        help="the combiner's record_size_cap (1: a scored site whose accumulated value is "
-        "negative keeps min(1, median claimed count / its count) of its score, so it weighs no "
-        "more than the median site; 0: off); default: the combiner's (1)",
-    )
-    parser.add_argument(
         "--project-shift",
         action="store_true",
         help="the round terms' valuation.project_shift (aggregator run --project-shift): the "
@@ -1497,8 +1488,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         combiner = replace(combiner, warm_up_floor=args.warm_up_floor)
     if args.record_floor is not None:
         combiner = replace(combiner, record_floor=args.record_floor)
-    if args.record_size_cap is not None:
-        combiner = replace(combiner, record_size_cap=args.record_size_cap)
     if args.max_norm_ratio is not None:
         combiner = replace(combiner, max_norm_ratio=args.max_norm_ratio)
     for key in scenario_keys:
@@ -1575,7 +1564,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The floor the runs had, the combiner's default included (session 58: a run at
             # the default wrote null, so its JSON did not say the floor was on).
             "record_floor": combiner.record_floor,
-            "record_size_cap": combiner.record_size_cap,
             "max_norm_ratio": args.max_norm_ratio,
             "weight_factors": factors,
             "value_window": args.value_window,

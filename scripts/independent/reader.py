@@ -922,7 +922,6 @@ LATER_THRESHOLDS = {
     "boost_clip": 0.0,
     "warm_up_floor": 1.0,
     "record_floor": 0.0,
-    "record_size_cap": 0,
     "white_noise_z": 0.0,
     "shaped_noise_z": 0.0,
     "block_noise_z": 0.0,
@@ -1772,13 +1771,7 @@ def reasons_given(reasons, plain_readable, need_dp, standing, counted, evidenced
 
 
 def standing_scores(
-    st: dict,
-    lsites: dict,
-    passed: list,
-    chain: dict,
-    terms: dict,
-    names: dict,
-    claimed: dict | None = None,
+    st: dict, lsites: dict, passed: list, chain: dict, terms: dict, names: dict
 ) -> tuple[bool, str]:
     """README *Standing*, shares and scores, for every round valued with standing (the warm-up
     and a round whose values are all 0 included: before session 52 only a round with shares
@@ -1838,11 +1831,6 @@ def standing_scores(
     ref = min(0.0, statistics.median([after.get(a, 0.0) for a in passed])) if passed else 0.0
     sc_ok = True
     det = []
-    counts = (
-        dict(claimed)
-        if claimed is not None
-        else {a: (lsites.get(a, {}).get("update") or {}).get("num_samples", 0) for a in passed}
-    )
     for a in passed:
         comp_a = lsites.get(a, {}).get("components") or {}
         cos_a = comp_a.get("cosine")
@@ -1880,14 +1868,6 @@ def standing_scores(
             if along * clip > 1.0:
                 f = (1.0 / (along * clip)) ** 2
                 sc = max(1, min(sc, round(sc * f)))
-        # record_size_cap (terms without it: 0, off): a passed site whose after is negative
-        # keeps min(1, median claimed count of the passed sites / its own) of its score, at
-        # least 1
-        if sc > 0 and cc.get("record_size_cap", 0) and after.get(a, 0.0) < 0:
-            n_a = counts.get(a, 0)
-            m_c = statistics.median([counts.get(b, 0) for b in passed])
-            if n_a > 0 and m_c / n_a < 1.0:
-                sc = max(1, min(sc, round(sc * (m_c / n_a))))
         score, label = chain[a]
         sc_ok &= sc == score and (label == "LOW_QUALITY") == (sc == 0)
         det.append(
@@ -3599,9 +3579,7 @@ def main(argv=None):
         if standing_on and isinstance(st, dict):
             passed = [a for a in vals if onlabel[a] in ("OK", "LOW_QUALITY")]
             chain_scores = {a: (onchain[a][2], onlabel[a]) for a in vals}
-            sc_ok, sc_detail = standing_scores(
-                st, lsites, passed, chain_scores, terms, names, {a: onchain[a][1] for a in vals}
-            )
+            sc_ok, sc_detail = standing_scores(st, lsites, passed, chain_scores, terms, names)
             report(r, "standing.scores", sc_ok, sc_detail)
         # README *Global model*: every rule, with the terms' statistics setting
         weights = {a: onchain[a][4] for a in vals}

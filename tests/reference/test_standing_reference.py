@@ -26,7 +26,6 @@ from fedtrail.valuation.standing import (
     norm_factor,
     normalised_values,
     scaled_score,
-    size_cap_factor,
 )
 
 READER = Path(__file__).resolve().parents[2] / "scripts" / "independent" / "reader.py"
@@ -214,34 +213,3 @@ def test_the_record_floor_follows_the_products_rule(cosine_c: float) -> None:
     assert not R.standing_scores(unfloored, sites, sorted(chain), chain, terms, NAMES)[0]
     assert _scores(unfloored, sites, chain)  # TERMS: no record_floor, the unbounded record
     assert not _scores(floored, sites, chain)
-
-
-def test_the_record_size_cap_follows_the_products_rule() -> None:
-    """Terms with ``record_size_cap`` 1: C (1,000 claimed samples beside 100 and 200) ends the
-    round at -0.1, so the product keeps 200/1000 of its demoted score (``size_cap_factor``);
-    the reader accepts exactly that score from the chain's claimed counts and fails the uncapped
-    one. Terms without the field (written before it) accept the uncapped score and fail the
-    capped one."""
-    terms = {"valuation": {"combiner": {**TERMS["valuation"]["combiner"], "record_size_cap": 1}}}
-    values = {A: 0.3, B: 0.1, C: -0.6}
-    sites = {A: _entry(0.3), B: _entry(0.1), C: _entry(-0.6)}
-    shares = normalised_values(values)
-    assert shares is not None
-    before = {A: 0.0, B: 0.0, C: 0.5}
-    after = accumulate(before, shares)
-    assert after[C] < 0 and demotion_reference(after.values()) == 0.0
-    claimed = {A: 100, B: 200, C: 1000}
-    uncapped = demoted_score(after[C], demote_scale=0.5)
-    capped = scaled_score(
-        uncapped, size_cap_factor(after[C], 1000, claimed.values(), record_size_cap=1)
-    )
-    assert 0 < capped < uncapped
-    block = _block(before=before, normalised=shares, after=after)
-    full = {A: (1_000_000, "OK"), B: (1_000_000, "OK")}
-    now = {**full, C: (capped, "OK")}
-    old = {**full, C: (uncapped, "OK")}
-    ok, detail = R.standing_scores(block, sites, sorted(now), now, terms, NAMES, claimed)
-    assert ok, detail
-    assert not R.standing_scores(block, sites, sorted(old), old, terms, NAMES, claimed)[0]
-    assert R.standing_scores(block, sites, sorted(old), old, TERMS, NAMES, claimed)[0]
-    assert not R.standing_scores(block, sites, sorted(now), now, TERMS, NAMES, claimed)[0]

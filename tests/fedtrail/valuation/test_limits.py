@@ -57,7 +57,7 @@ STRICTER = {
 }
 """One value per bounded threshold on its harmful side of the default limit."""
 
-OFF_IS_STRICTEST = {"norm_size_cap", "tiny_size_reference", "tiny_size_own", "record_size_cap"}
+OFF_IS_STRICTEST = {"norm_size_cap", "tiny_size_reference", "tiny_size_own"}
 """Thresholds whose default strictest limit is their strictest value (the rule off, or
 ``tiny_size_own``'s 1), so nothing is stricter than it."""
 
@@ -86,7 +86,6 @@ LOOSER = {
     "tiny_size_power": 2.0,
     "tiny_size_reference": 150.0,
     "tiny_size_own": 1,
-    "record_size_cap": 0,
     "stale_support_cosine": 1.0,
     "stale_support_overlap": 1.0,
     "span_residual": 0.0,
@@ -140,7 +139,6 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
         "block_noise_z",
         "dp_copy_z",
         "span_residual",
-        "record_size_cap",
     }
     # record_floor: no limit on either side (its effect never goes below demote_scale's; 0,
     # off, is the unbounded record of every ledger before it)
