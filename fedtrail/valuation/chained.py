@@ -388,16 +388,17 @@ def carried_history(
     *,
     stale_rounds: int = 1,
     known: MutableMapping[int, References] | None = None,
+    decoded: Decoded | None = None,
 ) -> Carried:
     """The history ``round_id`` is valued with (see the module docstring), its references from
-    the latest ``stale_rounds`` finalized rounds (the terms' threshold); ``known`` as for
-    :func:`recent_references`."""
+    the latest ``stale_rounds`` finalized rounds (the terms' threshold); ``known`` and
+    ``decoded`` as for :func:`recent_references`."""
     prevs = previous_rounds(ledger, round_id, stale_rounds)
     source = standing_source(ledger, store, round_id)
     if not prevs or source is None:
         return Carried(history=History(), previous=None)
     previous, standing = source
-    references = recent_references(ledger, store, prevs, spec, known=known)
+    references = recent_references(ledger, store, prevs, spec, known=known, decoded=decoded)
     history = History(
         accumulated=dict(standing.after) if standing else {},
         valued_rounds=standing.valued_rounds + 1 if standing else 0,

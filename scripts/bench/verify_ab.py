@@ -4,10 +4,13 @@ process on the same round (issue 18): on a shared machine two bench processes mi
 see different loads, which moved a 100-site verify by 0.5 s between runs of the same code.
 
     git archive <parent> | tar -x -C /tmp/parent
-    python scripts/bench/verify_ab.py --parent /tmp/parent [--sites 100] [--runs 8]
+    python scripts/bench/verify_ab.py --parent /tmp/parent [--sites 100] [--runs 8] [--rounds 2]
 
 The round is built as ``critical_path.py`` builds it (its ``one_round``; ``--large-game
-linear_shapley`` above 10 sites). The parent's side is its ``auditor/verify.py`` with its
+linear_shapley`` above 10 sites). ``--rounds 2``: a second round is built after it the same way
+(``critical_path._more_round``) and verified alone: its free-rider check reads the first
+round's updates and models as its references, which the byte floor then counts too (every blob
+the verify read). The parent's side is its ``auditor/verify.py`` with its
 ``fedtrail/protocol/duplicates.py``'s ``find_duplicates`` and its
 ``fedtrail/storage/canonical.py``'s ``check_canonical_update``; everything else they import is
 this tree's. The modules of ``SWAPPED`` (the deterministic sums, ``Rows``, the robust
@@ -169,6 +172,12 @@ def main() -> int:
     ap.add_argument("--sites", type=int, default=100)
     ap.add_argument("--runs", type=int, default=8, help="runs of each side, alternated")
     ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds built (the later ones untimed); the last one is verified, alone",
+    )
+    ap.add_argument(
         "--memory", action="store_true", help="also time both sides with every blob in memory"
     )
     args = ap.parse_args()
@@ -184,7 +193,9 @@ def main() -> int:
     print(f"{len(swaps)} functions of {len(SWAPPED)} shared modules swapped, {changed} differ")
     with daemons() as (rpc, api):
         large = "linear_shapley" if args.sites > 10 else None
-        ledger, round_id = cp.round_to_verify(rpc, api, args.sites, large_game=large)
+        ledger, round_id = cp.round_to_verify(
+            rpc, api, args.sites, large_game=large, rounds=args.rounds
+        )
         times: dict[str, list[float]] = {name: [] for name in sides}
         memory = cp.MemoryStore(IpfsStore(api))
         floors: list[float] = []
