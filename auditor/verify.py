@@ -995,6 +995,9 @@ def _verify_finalized(
             deltas,
             unusable,  # the noise and spend verdicts do not take an input out (README)
             frozenset(site for site, p in dp.items() if p is not None),
+            history_ahead=None
+            if spec is None
+            else lambda stale: _read_history_ahead(ledger, fetches, reads, round_id, spec, stale),
         )
 
     # the data-free valuation components, recomputed; the standing, weighed with them
@@ -2644,12 +2647,15 @@ def _check_public_screen(
     deltas: Mapping[str, Mapping[str, torch.Tensor]],
     unusable: Mapping[str, Reason],
     declared_noise: frozenset[str],
+    history_ahead: Callable[[int], Decoded] | None = None,
 ) -> None:
     """``peers.screen`` (:func:`~fedtrail.auditor.peers.check_screen`): the round's public
     free-rider screen recomputed from the chain and the store, as the aggregator ran it
     (:func:`~fedtrail.valuation.chained.public_screen_of` over the inputs the chain names,
     :func:`~fedtrail.protocol.peers.screen_inputs`, as a validator reads them; an update that
-    reads only now and is no input is not read), against the updates dropped as screened."""
+    reads only now and is no input is not read), against the updates dropped as screened.
+    ``history_ahead``: as :func:`_valuation_checks`' (the references it decoded are taken from
+    there; any it could not read are read by the screen's history, failing as before)."""
     from fedtrail.valuation import Candidate
     from fedtrail.valuation.chained import combiner_from, public_screen_of
 
@@ -2684,15 +2690,23 @@ def _check_public_screen(
         ]
         try:
             with _Timer(audit, "rescore"):
+                global_state = decode_model(start_blob, spec=spec)[0]
+                combiner = combiner_from(valuation)
+                decoded = None
+                if history_ahead is not None:
+                    # only faster: what it could not read is read again by the screen's history
+                    with contextlib.suppress(FedtrailError, TypeError, ValueError):
+                        decoded = history_ahead(combiner.stale_rounds)
                 marked = public_screen_of(
                     ledger,
                     store,
                     info.id,
                     spec,
-                    global_state=decode_model(start_blob, spec=spec)[0],
+                    global_state=global_state,
                     candidates=candidates,
-                    combiner=combiner_from(valuation),
+                    combiner=combiner,
                     outcome=outcome,
+                    decoded=decoded,
                 )
         except (FedtrailError, *NOT_GIVEN) as exc:
             unchecked = ", ".join(s[:10] for s in peer.screened)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -16,11 +17,13 @@ import fedtrail.auditor.verify as verify_mod
 import fedtrail.valuation.chained as chained
 from fedtrail.errors import ContentNotFound
 from fedtrail.simulation.federation import Federation
-from fedtrail.storage.store import ContentStore
+from fedtrail.storage.store import ContentStore, LocalStore
+from tests.auditor.peer_federation import new_peer_federation, peer_round
 from tests.auditor.test_verify_components import _failed, fed
 from tests.auditor.test_verify_prefetch import _Store
+from tests.auditor.test_verify_public_screen import public
 
-__all__ = ["fed"]  # the module-scoped honest federation of the components tests
+__all__ = ["fed", "public"]  # the components tests' honest federation; the public screen's terms
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.anvil]
 
@@ -123,3 +126,23 @@ def test_a_history_update_that_cannot_be_read_fails_as_before(
     failed = _failed(ahead)
     assert "reasons.free_rider" in failed and victim in failed["reasons.free_rider"], failed
     assert _checks([ahead]) == _checks([alone])
+
+
+def test_verify_all_takes_a_peer_rounds_screen_references_from_the_round_before(
+    anvil_url: str, tmp_path: Path, public: None
+) -> None:
+    """A peer round's public screen (``peers.screen``) is valued against the round before's
+    updates: ``verify_all`` takes them as that round's checks decoded them, so it asks the
+    store once for each (before: again for the screen's history); the checks are those of each
+    round verified alone."""
+    pf = new_peer_federation(tmp_path, anvil_url, LocalStore(tmp_path / "blobs"))
+    ledger = pf.fed.ledger
+    r = peer_round(pf, seed=5)
+    round_1 = [s.cid for s in ledger.get_submissions(1)]
+    alone = [verify_mod.verify_round(ledger, _Store(pf.fed.store), k) for k in (1, r)]
+    assert "peers.screen" in {c.name for c in alone[1].checks}
+    store = _Store(pf.fed.store)
+    audits = verify_mod.verify_all(ledger, store)
+    asked = Counter(store.asked)
+    assert {cid: asked[cid] for cid in round_1} == dict.fromkeys(round_1, 1), asked
+    assert _checks(audits) == _checks(alone)
