@@ -147,7 +147,9 @@ from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import (
     decode_model,
+    decode_update,
     decode_update_stored,
+    default_max_bytes,
     encode_model,
     read_limit,
 )
@@ -160,7 +162,7 @@ from fedtrail.valuation.limits import ThresholdLimits
 
 if TYPE_CHECKING:
     from fedtrail.valuation import Candidate
-    from fedtrail.valuation.chained import Carried
+    from fedtrail.valuation.chained import Carried, Decoded
     from fedtrail.valuation.combine import RoundValuation, SiteValuation
 
 # Scores are recomputed from floating-point model evaluations, whose last bits depend on the CPU
@@ -392,6 +394,134 @@ class _Fetches:
             yield done.result()
 
 
+_DOCUMENT_LIMITS: Final = frozenset({MAX_LOG_BYTES, MAX_TERMS_BYTES})
+"""The byte limits under which :class:`_Documents` keeps what it read: a round log's and a
+round's terms (small, and read again by the later checks and rounds of one audit)."""
+
+
+class _Documents(ContentStore):
+    """``inner``, with the logs and terms it returned kept for the rest of one audit
+    (``kept``, by CID and sha256): a round's standing checks read the previous round's log
+    twice (``reasons.free_rider``'s history and ``standing.chain``) besides the heatmap check,
+    and every later round's ``terms.task_fixed`` reads round 1's terms. A kept blob matched its
+    sha256 when it was read, and is handed out again only under a limit it fits; failures are
+    not kept (asked again, as before)."""
+
+    def __init__(self, inner: ContentStore, kept: dict[tuple[str, str], bytes]) -> None:
+        self.inner, self.kept = inner, kept
+
+    def put(self, data: bytes) -> str:
+        return self.inner.put(data)
+
+    def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
+        if max_bytes not in _DOCUMENT_LIMITS:
+            return self.inner.get(cid, sha256, max_bytes=max_bytes)
+        blob = self.kept.get((cid, sha256))
+        if blob is not None and max_bytes is not None and len(blob) <= max_bytes:
+            return blob
+        blob = self.inner.get(cid, sha256, max_bytes=max_bytes)
+        self.kept[(cid, sha256)] = blob
+        return blob
+
+    def pin(self, cid: str) -> None:
+        self.inner.pin(cid)
+
+    def has(self, cid: str) -> bool:
+        return self.inner.has(cid)
+
+
+@dataclass
+class AuditReads:
+    """What one audit (:func:`verify_all`) has read that its later rounds read again: the
+    logs and terms (:class:`_Documents`), and the latest finalized rounds' updates and models
+    as their own checks decoded them (``decoded``, :class:`~fedtrail.valuation.chained.
+    Decoded`, decoded with ``spec``; ``rounds``: the rounds whose updates are in it), which
+    the next round's free-rider history takes as its references instead of fetching and
+    decoding each again, one after another (:func:`~fedtrail.valuation.chained.
+    round_references`). The sha256 binds the bytes and a decode is a function of the bytes,
+    the spec and the round, so a reused value is the one a fresh read gives; an entry is used
+    only under the same spec."""
+
+    documents: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    decoded: Decoded | None = None
+    spec: ModelSpec | None = None
+    rounds: dict[int, tuple[str, str]] = field(default_factory=dict)
+    """Round -> the sha256 of its start and global models, for each round in ``decoded``."""
+
+    def for_spec(self, spec: ModelSpec) -> Decoded:
+        """``decoded``, emptied first when it was decoded under another spec."""
+        from fedtrail.valuation.chained import Decoded
+
+        if self.decoded is None or self.spec != spec:
+            self.decoded, self.spec = Decoded(), spec
+            self.rounds.clear()
+        return self.decoded
+
+    def keep(self, round_id: int, models: tuple[str, str], keep_rounds: int) -> None:
+        """Records ``round_id`` as decoded and forgets the rounds before the latest
+        ``keep_rounds`` of those kept (the references a later round asks for are those of its
+        latest ``stale_rounds`` finalized rounds; others are fetched as before)."""
+        self.rounds[round_id] = models
+        kept = sorted(self.rounds)[-max(keep_rounds, 1) :]
+        for r in [r for r in self.rounds if r not in kept]:
+            del self.rounds[r]
+        if self.decoded is None:
+            return
+        self.decoded.updates = {k: v for k, v in self.decoded.updates.items() if k[0] in kept}
+        wanted = {sha for r in kept for sha in self.rounds[r]}
+        self.decoded.models = {k: v for k, v in self.decoded.models.items() if k in wanted}
+
+
+def _read_history_ahead(
+    ledger: Ledger,
+    fetches: _Fetches,
+    reads: AuditReads,
+    round_id: int,
+    spec: ModelSpec,
+    stale_rounds: int,
+) -> Decoded:
+    """The free-rider references of ``round_id`` (those of its latest ``stale_rounds``
+    finalized rounds, :func:`~fedtrail.valuation.chained.round_references`) that ``reads``
+    lacks, fetched on ``fetches``' threads (``FETCH_THREADS`` in flight, instead of one after
+    another) and decoded as ``round_references`` decodes them, into ``reads``' ``decoded``,
+    which the history then reads. A blob that cannot be fetched or decoded is left out:
+    ``round_references`` reads it itself and fails as before (its error, not this one's)."""
+    from fedtrail.valuation.chained import previous_rounds, reference_submissions
+
+    decoded = reads.for_spec(spec)
+    limit = default_max_bytes(spec)
+    models: dict[str, Future[Fetched]] = {}
+    for prev in previous_rounds(ledger, round_id, stale_rounds):
+        if prev in reads.rounds:
+            continue  # decoded by this audit's own check of that round
+        info = ledger.get_round(prev)
+        for cid, sha in (
+            (info.start_cid, info.start_sha256),
+            (info.global_cid, info.global_sha256),
+        ):
+            if sha not in decoded.models and sha not in models:
+                models[sha] = fetches.one(cid, sha, limit)
+        wanted = [
+            s
+            for s in reference_submissions(ledger, prev)
+            if (prev, s.sha256) not in decoded.updates
+        ]
+        for sub, fetched in zip(
+            wanted, fetches.in_order([(s.cid, s.sha256) for s in wanted], limit), strict=True
+        ):
+            if fetched.blob is not None:
+                with contextlib.suppress(InvalidUpdate):
+                    decoded.updates[(prev, sub.sha256)] = decode_update(
+                        fetched.blob, spec=spec, expected_round=prev
+                    )[0]
+    for sha, ahead in models.items():
+        model = ahead.result()
+        if model.blob is not None:
+            with contextlib.suppress(FedtrailError, TypeError, ValueError):
+                decoded.models[sha] = decode_model(model.blob, spec=spec)[0]
+    return decoded
+
+
 TERMS_AGAINST_LOG = ("terms.rule", "terms.valuation", "terms.validation", "terms.model")
 """The checks that compare the log's settings with the committed terms: each needs both."""
 
@@ -453,6 +583,7 @@ def verify_round(
     registry_history: RegistryHistory | None = None,
     logs: dict[tuple[str, str], RoundLog | None] | None = None,
     models: dict[tuple[str, str], bytes] | None = None,
+    reads: AuditReads | None = None,
 ) -> RoundAudit:
     """Every check of one round. A round that is open or cancelled unvalued is reported, not
     failed; an aggregator round valued but not finalized fails ``phase`` (its on-chain scores
@@ -472,7 +603,10 @@ def verify_round(
     fetched it, by (CID, sha256), which the next finalized round's start model is (the
     contract's ``StartModelMismatch``): read from there instead of fetched again when it fits
     this round's blob limit; this round's global replaces it (one model held; default: none
-    shared)."""
+    shared). ``reads``: the logs, terms and decoded updates and models of the rounds this audit
+    checked before (:class:`AuditReads`), which this round's checks read from there and to
+    which it adds its own (default: this round's alone: its checks still read each log and
+    terms once, and its free-rider references on the round's fetch threads)."""
     audit = RoundAudit(round_id)
     info = ledger.get_round(round_id)
     if info.phase != Phase.FINALIZED:
@@ -533,6 +667,9 @@ def verify_round(
                 with _Timer(audit, "rescore"):
                     audit.add(*_check_cancelled_valuation(ledger, store, info, validation))
         return audit
+    shared = reads is not None
+    reads = reads if reads is not None else AuditReads()
+    store = _Documents(store, reads.documents)
     with _Fetches(store) as fetches:
         return _verify_finalized(
             audit,
@@ -540,6 +677,8 @@ def verify_round(
             store,
             info,
             fetches,
+            reads,
+            shared,
             validation=validation,
             score_tolerance=score_tolerance,
             metrics_tolerance=metrics_tolerance,
@@ -557,6 +696,8 @@ def _verify_finalized(
     store: ContentStore,
     info: RoundInfo,
     fetches: _Fetches,
+    reads: AuditReads,
+    shared: bool,
     *,
     validation: ImageDataset | None,
     score_tolerance: int,
@@ -571,7 +712,8 @@ def _verify_finalized(
     threads (the log and terms at once, then the start and global models and the first updates
     while the round's records are checked: a 100-site round's audit waited on each in turn),
     each read where its checks need it, so the checks and their order are those of one fetch
-    after another."""
+    after another. ``reads``: as :func:`verify_round`'s; ``shared``: the round's decoded
+    updates and models are added to it for the next round (an audit of several rounds)."""
     round_id = audit.round
     log_ahead = fetches.one(info.log_cid, info.log_sha256, MAX_LOG_BYTES)
     terms_ahead = fetches.one(info.terms_cid, info.terms_sha256, MAX_TERMS_BYTES)
@@ -853,6 +995,9 @@ def _verify_finalized(
             deltas,
             unusable,  # the noise and spend verdicts do not take an input out (README)
             frozenset(site for site, p in dp.items() if p is not None),
+            history_ahead=None
+            if spec is None
+            else lambda stale: _read_history_ahead(ledger, fetches, reads, round_id, spec, stale),
         )
 
     # the data-free valuation components, recomputed; the standing, weighed with them
@@ -869,6 +1014,9 @@ def _verify_finalized(
             spec,
             start_blob,
             declared_noise=frozenset(site for site, p in dp.items() if p is not None),
+            history_ahead=None
+            if spec is None
+            else lambda stale: _read_history_ahead(ledger, fetches, reads, round_id, spec, stale),
         )
     elif not peers:
         _unchecked(audit, _valuation_check_names(terms), no_log)
@@ -979,6 +1127,7 @@ def _verify_finalized(
                     terms,
                     (ledger, store),
                     declared_noise=frozenset(site for site, p in dp.items() if p is not None),
+                    decoded=reads.decoded if reads.spec == spec else None,
                 )
         with _Timer(audit, "metrics"):
             _check_metrics(
@@ -991,7 +1140,45 @@ def _verify_finalized(
                 terms.validation_sha256 if terms is not None else log.validation.sha256,
                 metrics_tolerance,
             )
+    if shared and spec is not None:
+        _keep_round(reads, info, spec, subs, deltas, (start_blob, glob.blob), terms, log)
     return audit
+
+
+def _keep_round(
+    reads: AuditReads,
+    info: RoundInfo,
+    spec: ModelSpec,
+    subs: Sequence[Submission],
+    deltas: Mapping[str, Mapping[str, torch.Tensor]],
+    blobs: tuple[bytes | None, bytes | None],
+    terms: RoundTerms | None,
+    log: RoundLog | None,
+) -> None:
+    """Adds a finalized round's decoded updates and its start and global models (decoded
+    again: the round's checks hold their own) to ``reads``, for the free-rider references of
+    the rounds after it, keeping as many rounds as its valuation settings' ``stale_rounds``
+    asks (one when they cannot be read)."""
+    from fedtrail.valuation.chained import combiner_from
+
+    decoded = reads.for_spec(spec)
+    for sub in subs:
+        if sub.site in deltas:
+            decoded.updates[(info.id, sub.sha256)] = deltas[sub.site]
+    for blob, sha in zip(blobs, (info.start_sha256, info.global_sha256), strict=True):
+        if blob is not None and sha not in decoded.models:
+            with contextlib.suppress(FedtrailError, TypeError, ValueError):
+                decoded.models[sha] = decode_model(blob, spec=spec)[0]
+    stale = 1
+    with contextlib.suppress(FedtrailError, TypeError, ValueError):
+        settings = (
+            ValuationSettings.from_json(terms.valuation)
+            if terms is not None
+            else (log.settings.valuation if log is not None else None)
+        )
+        if settings is not None:
+            stale = combiner_from(settings).stale_rounds
+    reads.keep(info.id, (info.start_sha256, info.global_sha256), stale)
 
 
 EXPLANATION_KEYS: Final = frozenset(
@@ -1821,12 +2008,14 @@ def _check_scores(
     chain: tuple[Ledger, ContentStore] | None = None,
     *,
     declared_noise: frozenset[str] = frozenset(),
+    decoded: Decoded | None = None,
 ) -> None:
     """Re-runs the aggregator's valuation with the settings of the round's terms (the log's
     for a round without terms); with ``standing``, under the history the chain and the
     previous log hold (``chain``), and compares the log's standing block too.
     ``declared_noise``: the sites whose updates carry DP parameters (their candidates say so,
-    as the aggregator's do: the free-rider screen's white-noise test leaves them out)."""
+    as the aggregator's do: the free-rider screen's white-noise test leaves them out).
+    ``decoded``: the history's blobs this audit already decoded (:class:`AuditReads`)."""
     from fedtrail.valuation import METHODS, Candidate
     from fedtrail.valuation.chained import standing_of
 
@@ -1883,6 +2072,7 @@ def _check_scores(
         report, carried = _replay_valuation(
             settings,
             chain=chain,
+            decoded=decoded,
             round_id=log.round,
             spec=spec,
             start=start,
@@ -1925,6 +2115,7 @@ def _replay_valuation(
     candidates: Sequence[Candidate],
     validation: ImageDataset,
     seed: int,
+    decoded: Decoded | None = None,
 ) -> tuple[RoundValuation, Carried | None]:
     """The round's valuation re-run as the aggregator runs it: the committed settings and
     thresholds, the standing carried from the chain (``chain`` needed with standing), and the
@@ -1936,7 +2127,9 @@ def _replay_valuation(
     combiner = combiner_from(settings)
     carried = None
     if settings.standing and chain is not None:
-        carried = carried_history(*chain, round_id, spec, stale_rounds=combiner.stale_rounds)
+        carried = carried_history(
+            *chain, round_id, spec, stale_rounds=combiner.stale_rounds, decoded=decoded
+        )
     report = value_round(
         global_state=dict(start),
         spec=spec,
@@ -2454,12 +2647,15 @@ def _check_public_screen(
     deltas: Mapping[str, Mapping[str, torch.Tensor]],
     unusable: Mapping[str, Reason],
     declared_noise: frozenset[str],
+    history_ahead: Callable[[int], Decoded] | None = None,
 ) -> None:
     """``peers.screen`` (:func:`~fedtrail.auditor.peers.check_screen`): the round's public
     free-rider screen recomputed from the chain and the store, as the aggregator ran it
     (:func:`~fedtrail.valuation.chained.public_screen_of` over the inputs the chain names,
     :func:`~fedtrail.protocol.peers.screen_inputs`, as a validator reads them; an update that
-    reads only now and is no input is not read), against the updates dropped as screened."""
+    reads only now and is no input is not read), against the updates dropped as screened.
+    ``history_ahead``: as :func:`_valuation_checks`' (the references it decoded are taken from
+    there; any it could not read are read by the screen's history, failing as before)."""
     from fedtrail.valuation import Candidate
     from fedtrail.valuation.chained import combiner_from, public_screen_of
 
@@ -2494,15 +2690,23 @@ def _check_public_screen(
         ]
         try:
             with _Timer(audit, "rescore"):
+                global_state = decode_model(start_blob, spec=spec)[0]
+                combiner = combiner_from(valuation)
+                decoded = None
+                if history_ahead is not None:
+                    # only faster: what it could not read is read again by the screen's history
+                    with contextlib.suppress(FedtrailError, TypeError, ValueError):
+                        decoded = history_ahead(combiner.stale_rounds)
                 marked = public_screen_of(
                     ledger,
                     store,
                     info.id,
                     spec,
-                    global_state=decode_model(start_blob, spec=spec)[0],
+                    global_state=global_state,
                     candidates=candidates,
-                    combiner=combiner_from(valuation),
+                    combiner=combiner,
                     outcome=outcome,
+                    decoded=decoded,
                 )
         except (FedtrailError, *NOT_GIVEN) as exc:
             unchecked = ", ".join(s[:10] for s in peer.screened)
@@ -2573,6 +2777,7 @@ def _valuation_checks(
     start_blob: bytes | None = None,
     *,
     declared_noise: frozenset[str] = frozenset(),
+    history_ahead: Callable[[int], Decoded] | None = None,
 ) -> None:
     """An aggregator round's public valuation checks, under the terms' valuation settings (the
     log's for a round without terms): ``log.components``, the data-free statistics recomputed
@@ -2580,7 +2785,8 @@ def _valuation_checks(
     decode them, which fails the round elsewhere), and the standing block's checks
     (:mod:`fedtrail.auditor.standing`), whose scores are weighed with the recomputed norms.
     ``declared_noise``: the sites whose updates carry DP parameters (exempt from the free-rider
-    screen's white-noise test)."""
+    screen's white-noise test). ``history_ahead``: reads the free-rider history's blobs ahead
+    for a number of stale rounds (:func:`_read_history_ahead`)."""
     settings = log.settings.valuation
     if terms is not None:
         try:
@@ -2667,6 +2873,7 @@ def _valuation_checks(
                         settings,
                         start,
                         declared_noise,
+                        history_ahead,
                     )
                 )
     for check in check_standing(ledger, store, log, settings, subs, robust):
@@ -2684,17 +2891,30 @@ def _check_free_riders(
     settings: ValuationSettings,
     start: Mapping[str, torch.Tensor] | Exception,
     declared_noise: frozenset[str] = frozenset(),
+    history_ahead: Callable[[int], Decoded] | None = None,
 ) -> tuple[str, bool, str]:
     """``reasons.free_rider`` (:func:`~fedtrail.auditor.components.check_free_riders`) with the
     history's references read as the aggregator reads them. ``start``: the decoded start model,
-    or why it could not be decoded; ``declared_noise``: the sites whose updates declare DP-SGD."""
+    or why it could not be decoded; ``declared_noise``: the sites whose updates declare DP-SGD;
+    ``history_ahead``: as :func:`_valuation_checks`' (the references it decoded are taken
+    from there; any it could not read are read here, failing as before)."""
     from fedtrail.valuation.chained import carried_history, combiner_from
 
     if isinstance(start, Exception):
         return ("reasons.free_rider", False, f"cannot read the history: {start}")
     try:
         stale_rounds = combiner_from(settings).stale_rounds
-        carried = carried_history(ledger, store, log.round, spec, stale_rounds=stale_rounds)
+    except (FedtrailError, TypeError, ValueError) as exc:
+        return ("reasons.free_rider", False, f"cannot read the history: {exc}")
+    decoded = None
+    if history_ahead is not None:
+        # only faster: what it could not read (a chain read's error too) is read again below
+        with contextlib.suppress(FedtrailError, TypeError, ValueError):
+            decoded = history_ahead(stale_rounds)
+    try:
+        carried = carried_history(
+            ledger, store, log.round, spec, stale_rounds=stale_rounds, decoded=decoded
+        )
     except (FedtrailError, TypeError, ValueError) as exc:
         return ("reasons.free_rider", False, f"cannot read the history: {exc}")
     return check_free_riders(
@@ -3424,6 +3644,7 @@ def verify_all(ledger: Ledger, store: ContentStore, **kwargs: Any) -> list[Round
     registry = ledger.registry_history()  # every round's names and registry moves, one read
     logs: dict[tuple[str, str], RoundLog | None] = {}  # each round's log fetched once
     models: dict[tuple[str, str], bytes] = {}  # the latest global, the next round's start
+    reads = AuditReads()  # logs and terms, and the last rounds' updates for the next history
     return [
         verify_round(
             ledger,
@@ -3433,6 +3654,7 @@ def verify_all(ledger: Ledger, store: ContentStore, **kwargs: Any) -> list[Round
             registry_history=registry,
             logs=logs,
             models=models,
+            reads=reads,
             **kwargs,
         )
         for r in range(1, ledger.current_round() + 1)

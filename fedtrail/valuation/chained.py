@@ -388,16 +388,17 @@ def carried_history(
     *,
     stale_rounds: int = 1,
     known: MutableMapping[int, References] | None = None,
+    decoded: Decoded | None = None,
 ) -> Carried:
     """The history ``round_id`` is valued with (see the module docstring), its references from
-    the latest ``stale_rounds`` finalized rounds (the terms' threshold); ``known`` as for
-    :func:`recent_references`."""
+    the latest ``stale_rounds`` finalized rounds (the terms' threshold); ``known`` and
+    ``decoded`` as for :func:`recent_references`."""
     prevs = previous_rounds(ledger, round_id, stale_rounds)
     source = standing_source(ledger, store, round_id)
     if not prevs or source is None:
         return Carried(history=History(), previous=None)
     previous, standing = source
-    references = recent_references(ledger, store, prevs, spec, known=known)
+    references = recent_references(ledger, store, prevs, spec, known=known, decoded=decoded)
     history = History(
         accumulated=dict(standing.after) if standing else {},
         valued_rounds=standing.valued_rounds + 1 if standing else 0,
@@ -453,6 +454,7 @@ def public_screen_of(
     combiner: Combiner,
     known: MutableMapping[int, References] | None = None,
     outcome: PeerOutcome | None = None,
+    decoded: Decoded | None = None,
 ) -> dict[str, str]:
     """Peer round ``round_id``'s public screen (round terms ``valuation.public_screen``): site
     -> why for each input the free-rider screen marks, from public data only: its start model
@@ -464,15 +466,17 @@ def public_screen_of(
     the noise or spend check scores MALFORMED with its delta kept is screened on that delta, as
     the validators judged it) and the references of the latest ``combiner.stale_rounds``
     finalized rounds (:func:`recent_references`, read as the aggregator's history reads them:
-    one that cannot be read raises). Every other candidate is left out whether or not it reads
-    now. :class:`ScreenInputUnreadable` when an input other than a copy has no delta. The one
-    rule the aggregator posts (``dropScreened``) and ``audit verify`` recomputes
-    (``peers.screen``)."""
+    one that cannot be read raises; ``decoded`` as for :func:`recent_references`). Every other
+    candidate is left out whether or not it reads now. :class:`ScreenInputUnreadable` when an
+    input other than a copy has no delta. The one rule the aggregator posts (``dropScreened``)
+    and ``audit verify`` recomputes (``peers.screen``)."""
     chosen = screen_candidates(
         candidates, ledger.peer_outcome(round_id) if outcome is None else outcome, round_id
     )
     prevs = previous_rounds(ledger, round_id, combiner.stale_rounds)
-    references = recent_references(ledger, store, prevs, spec, known=known) if prevs else {}
+    references = (
+        recent_references(ledger, store, prevs, spec, known=known, decoded=decoded) if prevs else {}
+    )
     return public_screen(
         global_state=global_state,
         spec=spec,

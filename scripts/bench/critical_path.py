@@ -267,7 +267,11 @@ def one_round(
     *,
     large_game: str | None = None,
     verify_repeats: int = 1,
+    rounds: int = 1,
 ) -> dict[str, Any]:
+    """One round of ``n_sites`` timed by part, then ``audit verify`` of it; ``rounds`` > 1:
+    that many more rounds are run after it, untimed (:func:`_more_round`), and the last one is
+    verified (its free-rider history is the round before it)."""
     w3 = connect(rpc)
     requests = {"tx": 0, "other": 0}
     make_request = HTTPProvider._make_request
@@ -403,6 +407,9 @@ def one_round(
         raise SystemExit(f"round {r} was not finalized")
     parts = clock.seconds
     parts["idle/other"] = wall - clock.busy()
+    with clock.paused():  # the later rounds are not timed
+        for extra in range(1, rounds):
+            r = _more_round(w3, ledger, service, store, sites, splits.train, spec, seed=extra)
     verify = _verify(ledger, api, r, verify_repeats)
     # decoded bytes: every update once and the start model (twice: value and finalize)
     clock.bytes["codec"] += clock.bytes["got"]
@@ -419,8 +426,49 @@ def one_round(
     }
 
 
+def _more_round(
+    w3: Any,
+    ledger: Any,
+    service: Any,
+    store: IpfsStore,
+    sites: list[Any],
+    train: Any,
+    spec: ModelSpec,
+    *,
+    seed: int,
+) -> int:
+    """One more round as :func:`one_round` makes its own (every site's delta one trained delta
+    plus its own noise), from the round's start model on another 400 training images (so no
+    update resends the last round's), finalized; its id."""
+    r = service.open_next()
+    info = ledger.get_round(r)
+    state, _ = codec_mod.decode_model(store.get(info.start_cid, info.start_sha256), spec=spec)
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:400]
+    base = train_local(
+        state, train.subset(pick.numpy()), spec=spec, config=TrainConfig(epochs=1, seed=seed)
+    ).delta
+    gen = torch.Generator().manual_seed(1000 * seed + len(sites))
+    blobs = []
+    for i, s in enumerate(sites):
+        delta = {
+            k: v + 0.3 * v.std() * torch.randn(v.shape, generator=gen) for k, v in base.items()
+        }
+        blob = codec_mod.encode_update(delta, spec=spec, round=r).blob
+        sha = hashlib.sha256(blob).hexdigest()
+        ledger.commit_update(s, r, commitment(s.address, r, sha, 100 + i))
+        blobs.append((blob, sha))
+    advance_time(w3, info.commit_deadline - block_timestamp(w3) + 1)
+    for i, (s, (blob, sha)) in enumerate(zip(sites, blobs, strict=True)):
+        ledger.reveal_update(s, r, store.put(blob), sha, 100 + i)
+    service.step()  # value
+    service.step()  # finalize
+    if ledger.get_round(r).phase != Phase.FINALIZED:
+        raise SystemExit(f"round {r} was not finalized")
+    return int(r)
+
+
 def round_to_verify(
-    rpc: str, api: str, n_sites: int, *, large_game: str | None = None
+    rpc: str, api: str, n_sites: int, *, large_game: str | None = None, rounds: int = 1
 ) -> tuple[Any, int]:
     """The ledger and id of one round built as :func:`one_round` builds it, without its
     ``audit verify`` (the scripts that time verify themselves: ``verify_parts.py``,
@@ -436,7 +484,7 @@ def round_to_verify(
     timed = _verify
     _verify = keep
     try:
-        one_round(rpc, api, n_sites, Clock(), large_game=large_game)
+        one_round(rpc, api, n_sites, Clock(), large_game=large_game, rounds=rounds)
     finally:
         _verify = timed
     return got["ledger"], int(got["round"])

@@ -4,10 +4,14 @@ process on the same round (issue 18): on a shared machine two bench processes mi
 see different loads, which moved a 100-site verify by 0.5 s between runs of the same code.
 
     git archive <parent> | tar -x -C /tmp/parent
-    python scripts/bench/verify_ab.py --parent /tmp/parent [--sites 100] [--runs 8]
+    python scripts/bench/verify_ab.py --parent /tmp/parent [--sites 100] [--runs 8] [--rounds 2]
 
 The round is built as ``critical_path.py`` builds it (its ``one_round``; ``--large-game
-linear_shapley`` above 10 sites). The parent's side is its ``auditor/verify.py`` with its
+linear_shapley`` above 10 sites). ``--rounds 2``: a second round is built after it the same way
+(``critical_path._more_round``) and verified alone: its free-rider check reads the first
+round's updates and models as its references, which the byte floor then counts too (every blob
+the verify read). ``--all``: ``verify_all`` of every round built is timed instead (the floors
+count every blob it read, each once). The parent's side is its ``auditor/verify.py`` with its
 ``fedtrail/protocol/duplicates.py``'s ``find_duplicates`` and its
 ``fedtrail/storage/canonical.py``'s ``check_canonical_update``; everything else they import is
 this tree's. The modules of ``SWAPPED`` (the deterministic sums, ``Rows``, the robust
@@ -16,7 +20,7 @@ the parent's code: on the parent's turn each of their functions and methods that
 defines takes the parent's code object (swapped back after). So the A/B covers changes to those
 modules too, as long as their names stay. Every run must pass every check,
 with the same results and details on both sides (exit 1 otherwise); prints each side's runs and
-median, and the load average.
+median, the blobs each side read through IPFS, and the load average.
 
 ``--memory`` also times each side against a store holding in memory every blob a first verify
 fetched (``critical_path.MemoryStore``: ``get`` still checks each blob's sha256): verify with
@@ -48,6 +52,7 @@ import importlib.util
 import os
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -112,6 +117,22 @@ def _code_swaps(parent_root: Path) -> list[tuple[Any, Any, Any]]:
     return swaps
 
 
+class _Counted(IpfsStore):
+    """An IPFS store counting the blobs it returned and their bytes (every thread's)."""
+
+    def __init__(self, api: str) -> None:
+        super().__init__(api)
+        self.lock = threading.Lock()
+        self.gets = self.bytes = 0
+
+    def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
+        blob = super().get(cid, sha256, max_bytes=max_bytes)
+        with self.lock:
+            self.gets += 1
+            self.bytes += len(blob)
+        return blob
+
+
 def _byte_floor(store: IpfsStore, cid: str, sha: str, mib: float) -> float:
     """Seconds for ``mib`` MiB through IPFS cat (the median rate of three cats of the 4 MiB blob
     ``cid``) plus sha256 (16 MiB hashed), measured now."""
@@ -169,6 +190,15 @@ def main() -> int:
     ap.add_argument("--sites", type=int, default=100)
     ap.add_argument("--runs", type=int, default=8, help="runs of each side, alternated")
     ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds built (the later ones untimed); the last one is verified, alone",
+    )
+    ap.add_argument(
+        "--all", action="store_true", help="time verify_all of every round built instead"
+    )
+    ap.add_argument(
         "--memory", action="store_true", help="also time both sides with every blob in memory"
     )
     args = ap.parse_args()
@@ -184,7 +214,9 @@ def main() -> int:
     print(f"{len(swaps)} functions of {len(SWAPPED)} shared modules swapped, {changed} differ")
     with daemons() as (rpc, api):
         large = "linear_shapley" if args.sites > 10 else None
-        ledger, round_id = cp.round_to_verify(rpc, api, args.sites, large_game=large)
+        ledger, round_id = cp.round_to_verify(
+            rpc, api, args.sites, large_game=large, rounds=args.rounds
+        )
         times: dict[str, list[float]] = {name: [] for name in sides}
         memory = cp.MemoryStore(IpfsStore(api))
         floors: list[float] = []
@@ -192,7 +224,10 @@ def main() -> int:
         ratios: dict[str, list[float]] = {}
         full_ratios: dict[str, list[float]] = {}
         if args.memory:
-            this_verify.verify_round(ledger, memory, round_id)
+            if args.all:
+                this_verify.verify_all(ledger, memory)
+            else:
+                this_verify.verify_round(ledger, memory, round_id)
             size = sum(len(b) for b in memory.blobs.values()) / (1 << 20)
             plain = IpfsStore(api)
             probe = os.urandom(4 << 20)
@@ -204,6 +239,7 @@ def main() -> int:
             ratios = {name: [] for name in times}
             full_ratios = {name: [] for name in times}
         cpus: dict[str, list[float]] = {name: [] for name in times}
+        reads: dict[str, tuple[int, int]] = {}
         reference = None
         for i in range(args.runs):
             order = list(sides) if i % 2 == 0 else list(reversed(sides))
@@ -214,27 +250,38 @@ def main() -> int:
                     _full_floor(plain, probe_ref, tiny_ref, probe, rpc, size, len(memory.blobs))
                 )
             for name in order:
-                store: ContentStore = memory if name.endswith("in memory") else IpfsStore(api)
+                store: ContentStore = memory if name.endswith("in memory") else _Counted(api)
                 t, cpu = time.perf_counter(), time.process_time()
                 side = sides[name.removesuffix(", blobs in memory")]
                 for f, theirs, mine in swaps:
                     f.__code__ = theirs if side is parent else mine
                 try:
-                    audit = side.verify_round(ledger, store, round_id)
+                    audits = (
+                        side.verify_all(ledger, store)
+                        if args.all
+                        else [side.verify_round(ledger, store, round_id)]
+                    )
                 finally:
                     for f, _, mine in swaps:
                         f.__code__ = mine
                 times[name].append(time.perf_counter() - t)
                 cpus[name].append(time.process_time() - cpu)
+                if isinstance(store, _Counted):
+                    reads[name] = (store.gets, store.bytes)
                 if args.memory:
                     ratios[name].append(times[name][-1] / floors[-1])
                     full_ratios[name].append(times[name][-1] / full_floors[-1])
-                checks = [(c.name, c.passed, c.detail, c.applicable) for c in audit.checks]
-                if not audit.passed or (reference is not None and checks != reference):
+                checks = [
+                    (c.name, c.passed, c.detail, c.applicable) for a in audits for c in a.checks
+                ]
+                passed = all(a.passed for a in audits)
+                if not passed or (reference is not None and checks != reference):
                     print(f"{name}: checks fail or differ from the other side's")
                     return 1
                 reference = checks
     print(f"load average {os.getloadavg()}")
+    for name, (gets, got) in reads.items():
+        print(f"{name}: {gets} blobs read through IPFS, {got / (1 << 20):.1f} MiB (last run)")
     for name, runs in times.items():
         each = " / ".join(f"{t:.2f}" for t in runs)
         print(f"{name}: median {statistics.median(runs):.3f} s ({each})")

@@ -1,0 +1,148 @@
+"""What one audit has read is not read again (issue 18): ``verify_all`` hands a round's decoded
+updates and models to the next round's free-rider history (its references), and keeps each log
+and terms it read for the later checks and rounds; a round verified alone reads its history's
+updates on the round's fetch threads, not one after another. The checks, their order and their
+verdicts are those of a read each time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import fedtrail.auditor.verify as verify_mod
+import fedtrail.valuation.chained as chained
+from fedtrail.errors import ContentNotFound
+from fedtrail.simulation.federation import Federation
+from fedtrail.storage.store import ContentStore, LocalStore
+from tests.auditor.peer_federation import new_peer_federation, peer_round
+from tests.auditor.test_verify_components import _failed, fed
+from tests.auditor.test_verify_prefetch import _Store
+from tests.auditor.test_verify_public_screen import public
+
+__all__ = ["fed", "public"]  # the components tests' honest federation; the public screen's terms
+
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.anvil]
+
+
+def _checks(audits: list[verify_mod.RoundAudit]) -> list[tuple[str, bool, str, bool]]:
+    return [(c.name, c.passed, c.detail, c.applicable) for a in audits for c in a.checks]
+
+
+def test_verify_all_reads_each_blob_of_round_1_once(fed: Federation) -> None:
+    """Over both rounds, ``verify_all`` asks the store once for each of round 1's updates,
+    its models, its log and its terms (before: round 2's free-rider history fetched round 1's
+    updates and models again, its standing checks round 1's log twice more, and its
+    ``terms.task_fixed`` round 1's terms again), and decodes no round-1 update for the
+    history; the checks are those of each round verified alone."""
+    first = fed.ledger.get_round(1)
+    round_1 = [
+        *(s.cid for s in fed.ledger.get_submissions(1)),
+        first.start_cid,
+        first.global_cid,
+        first.log_cid,
+        first.terms_cid,
+    ]
+    alone = [verify_mod.verify_round(fed.ledger, _Store(fed.store), r) for r in (1, 2)]
+    decodes: list[int] = []
+    real = chained.decode_update
+
+    def counted(*args: object, **kwargs: object) -> object:
+        decodes.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    store = _Store(fed.store)
+    chained.decode_update = counted  # type: ignore[assignment]
+    try:
+        audits = verify_mod.verify_all(fed.ledger, store)
+    finally:
+        chained.decode_update = real
+    assert [a.passed for a in audits] == [True, True], [_failed(a) for a in audits]
+    asked = Counter(store.asked)
+    assert {cid: asked[cid] for cid in round_1} == dict.fromkeys(round_1, 1), asked
+    assert decodes == []
+    assert _checks(audits) == _checks(alone)
+
+
+class _Slow(_Store):
+    """A store whose reads of ``slow`` CIDs each take ``delay`` seconds, noting the most of them
+    in flight at once."""
+
+    def __init__(self, inner: ContentStore, slow: set[str], delay: float) -> None:
+        super().__init__(inner)
+        self.slow, self.delay = slow, delay
+        self.lock = threading.Lock()
+        self.in_flight = self.most = 0
+
+    def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
+        if cid not in self.slow:
+            return super().get(cid, sha256, max_bytes=max_bytes)
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        try:
+            time.sleep(self.delay)
+            return super().get(cid, sha256, max_bytes=max_bytes)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_a_round_verified_alone_reads_its_historys_updates_at_once(fed: Federation) -> None:
+    """Round 2 verified alone reads round 1's updates (its free-rider references) several at
+    a time on the round's fetch threads (before: one after another, from the history's reader),
+    each once, with the checks of a read each time."""
+    round_1 = {s.cid for s in fed.ledger.get_submissions(1)}
+    assert len(round_1) >= 2
+    store = _Slow(fed.store, round_1, 0.3)
+    audit = verify_mod.verify_round(fed.ledger, store, 2)
+    assert audit.passed, _failed(audit)
+    assert store.most >= 2, store.most
+    asked = Counter(store.asked)
+    assert {cid: asked[cid] for cid in round_1} == dict.fromkeys(round_1, 1), asked
+    plain = verify_mod.verify_round(fed.ledger, fed.store, 2)
+    assert _checks([audit]) == _checks([plain])
+
+
+def test_a_history_update_that_cannot_be_read_fails_as_before(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A free-rider reference that cannot be read fails ``reasons.free_rider`` with the history
+    reader's own error, as when the history read it alone (the read ahead leaves it out)."""
+    victim = fed.ledger.get_submissions(1)[0].cid
+
+    class Gone(_Store):
+        def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
+            if cid == victim:  # read only as round 2's reference
+                raise ContentNotFound(f"{cid} was withdrawn")
+            return super().get(cid, sha256, max_bytes=max_bytes)
+
+    ahead = verify_mod.verify_round(fed.ledger, Gone(fed.store), 2)
+    monkeypatch.setattr(verify_mod, "_read_history_ahead", lambda *a: chained.Decoded())
+    alone = verify_mod.verify_round(fed.ledger, Gone(fed.store), 2)
+    failed = _failed(ahead)
+    assert "reasons.free_rider" in failed and victim in failed["reasons.free_rider"], failed
+    assert _checks([ahead]) == _checks([alone])
+
+
+def test_verify_all_takes_a_peer_rounds_screen_references_from_the_round_before(
+    anvil_url: str, tmp_path: Path, public: None
+) -> None:
+    """A peer round's public screen (``peers.screen``) is valued against the round before's
+    updates: ``verify_all`` takes them as that round's checks decoded them, so it asks the
+    store once for each (before: again for the screen's history); the checks are those of each
+    round verified alone."""
+    pf = new_peer_federation(tmp_path, anvil_url, LocalStore(tmp_path / "blobs"))
+    ledger = pf.fed.ledger
+    r = peer_round(pf, seed=5)
+    round_1 = [s.cid for s in ledger.get_submissions(1)]
+    alone = [verify_mod.verify_round(ledger, _Store(pf.fed.store), k) for k in (1, r)]
+    assert "peers.screen" in {c.name for c in alone[1].checks}
+    store = _Store(pf.fed.store)
+    audits = verify_mod.verify_all(ledger, store)
+    asked = Counter(store.asked)
+    assert {cid: asked[cid] for cid in round_1} == dict.fromkeys(round_1, 1), asked
+    assert _checks(audits) == _checks(alone)
