@@ -2885,18 +2885,39 @@ def main(argv=None):
         entries = [(a, onchain[a][1], onchain[a][2]) for a in vals]
         mine, T = weights_rule(entries)
         rvd = [e for e in ev["RoundValued"] if e.args.round == r]
-        ok_w = all(mine[a] == onchain[a][4] == valued[a].args.weight for a in vals)
+        # README *The contract*, events: UpdateValued and RoundValued state the valuation's
+        # weights and denominator; a later drop (dropWithheld, dropScreened, dropUpdates) zeroes
+        # scores and re-weights over a smaller sum, and each site's last UpdateReweighted holds.
+        # The weights in storage are the rule's over the scores now, the valuation's the rule's
+        # over UpdateValued's scores (before, any drop failed both checks: h-276)
+        at_valuation, T0 = weights_rule([(a, onchain[a][1], valued[a].args.score) for a in vals])
+        held = {a: valued[a].args.weight for a in vals}
+        for e in ev["UpdateReweighted"]:
+            if e.args.round == r and e.args.site.lower() in held:
+                held[e.args.site.lower()] = e.args.weight
+        ok_w = all(
+            mine[a] == onchain[a][4] == held[a] and at_valuation[a] == valued[a].args.weight
+            for a in vals
+        )
         detail = "; ".join(
             f"{names.get(a)} n={onchain[a][1]} s={onchain[a][2]} {REASONS[onchain[a][3]]} "
             f"w={onchain[a][4]} mine={mine[a]}"
+            + (
+                f" (valued s={valued[a].args.score} w={valued[a].args.weight} "
+                f"mine={at_valuation[a]}; events {held[a]})"
+                if held[a] != valued[a].args.weight or onchain[a][2] != valued[a].args.score
+                else ""
+            )
             for a in vals
         )
         report(r, "weights", ok_w, detail)
         report(
             r,
             "weights.basis",
-            bool(rvd) and rvd[0].args.totalWeightBasis == T,
-            f"RoundValued.totalWeightBasis {rvd[0].args.totalWeightBasis if rvd else None} vs sum n*s {T}",
+            bool(rvd) and rvd[0].args.totalWeightBasis == T0,
+            f"RoundValued.totalWeightBasis {rvd[0].args.totalWeightBasis if rvd else None} vs "
+            f"sum n*s at the valuation (UpdateValued's scores) {T0}"
+            + (f"; after the drops {T}" if T != T0 else ""),
         )
         # ---- peer rounds (README *Peer rounds*): the medians of the revealed vectors
         peer_meds: dict = {}
