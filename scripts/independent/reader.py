@@ -2706,6 +2706,38 @@ def main(argv=None):
             else:
                 earlier_state[(r, a)] = "unreadable"
 
+        # ---- peers.withheld (README *Peer rounds*): an update the chain dropped as unreadable
+        # (reason WITHHELD: dropWithheld or dropUpdates) must not be usable here either; one
+        # that reads and decodes (and carries the DP block terms that require it ask for) is a
+        # readable update dropped, or one its site published only after the score reveal
+        # deadline (h-276: the reader left this out, so a rigged drop passed it)
+        if peer:
+            need_dp_wh = bool((terms.get("privacy") or {}).get("required"))
+            withheld_now = sorted(
+                a
+                for a in onchain
+                if onchain[a][0]
+                and 0 <= onchain[a][3] < len(REASONS)
+                and REASONS[onchain[a][3]] == "WITHHELD"
+            )
+            usable_wh = [
+                a
+                for a in withheld_now
+                if a in readable and not (need_dp_wh and "dp" not in hdrs.get(a, {}))
+            ]
+            if withheld_now:
+                report(
+                    r,
+                    "peers.withheld",
+                    not usable_wh,
+                    f"dropped as unreadable: {[names.get(a) for a in withheld_now]}"
+                    + (
+                        f"; yet {[names.get(a) for a in usable_wh]} read(s) and decode(s) now"
+                        if usable_wh
+                        else "; none reads here either"
+                    ),
+                )
+
         # ---- privacy.spend / privacy.required (README *Privacy spend*)
         spends_all = ev["PrivacySpent"]
 

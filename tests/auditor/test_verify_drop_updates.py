@@ -3,8 +3,8 @@ aggregator's one-call drop of a round's withheld and screened updates is checked
 two calls were (the drop events read as sets per round). An honest one passes; a rigged one
 (a readable update dropped as withheld, an honest update dropped as screened, a marked one
 spared) fails ``peers.withheld`` and ``peers.screen`` in verify, each naming the site, and
-``peers.screen`` in the reader (which leaves ``peers.withheld`` out: README *The public
-rules, exactly*). The reader's ``weights`` and ``weights.basis`` pass after the drops."""
+``peers.withheld`` and ``peers.screen`` in the reader (which left ``peers.withheld`` out before
+h-276). The reader's ``weights`` and ``weights.basis`` pass after the drops."""
 
 from __future__ import annotations
 
@@ -80,6 +80,13 @@ def test_a_rigged_drop_updates_fails_verify_and_the_reader_an_honest_one_passes(
     detail = results[(r_rig, "peers.screen")]["detail"]
     assert "zeroed unmarked" in detail and "spared marked" in detail
     assert results[(r_ok, "peers.screen")]["result"] == "PASS", results[(r_ok, "peers.screen")]
+    # the readable update dropped as withheld (the reader left peers.withheld out before h-276)
+    row = results.get((r_rig, "peers.withheld"))
+    assert row is not None and row["result"] == "FAIL", row
+    name = {s.address: s.name for s in ledger.get_sites()}[honest]
+    assert name in row["detail"].split("yet")[1], row
+    row = results.get((r_ok, "peers.withheld"))
+    assert row is not None and row["result"] == "PASS", row
     # the weights follow the rule over the scores the drops left, the valuation's over
     # UpdateValued's (before h-276 the reader compared storage with UpdateValued: every round
     # with a drop failed weights and weights.basis)
