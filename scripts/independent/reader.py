@@ -2706,6 +2706,38 @@ def main(argv=None):
             else:
                 earlier_state[(r, a)] = "unreadable"
 
+        # ---- peers.withheld (README *Peer rounds*): an update the chain dropped as unreadable
+        # (reason WITHHELD: dropWithheld or dropUpdates) must not be usable here either; one
+        # that reads and decodes (and carries the DP block terms that require it ask for) is a
+        # readable update dropped, or one its site published only after the score reveal
+        # deadline (h-276: the reader left this out, so a rigged drop passed it)
+        if peer:
+            need_dp_wh = bool((terms.get("privacy") or {}).get("required"))
+            withheld_now = sorted(
+                a
+                for a in onchain
+                if onchain[a][0]
+                and 0 <= onchain[a][3] < len(REASONS)
+                and REASONS[onchain[a][3]] == "WITHHELD"
+            )
+            usable_wh = [
+                a
+                for a in withheld_now
+                if a in readable and not (need_dp_wh and "dp" not in hdrs.get(a, {}))
+            ]
+            if withheld_now:
+                report(
+                    r,
+                    "peers.withheld",
+                    not usable_wh,
+                    f"dropped as unreadable: {[names.get(a) for a in withheld_now]}"
+                    + (
+                        f"; yet {[names.get(a) for a in usable_wh]} read(s) and decode(s) now"
+                        if usable_wh
+                        else "; none reads here either"
+                    ),
+                )
+
         # ---- privacy.spend / privacy.required (README *Privacy spend*)
         spends_all = ev["PrivacySpent"]
 
@@ -2885,18 +2917,39 @@ def main(argv=None):
         entries = [(a, onchain[a][1], onchain[a][2]) for a in vals]
         mine, T = weights_rule(entries)
         rvd = [e for e in ev["RoundValued"] if e.args.round == r]
-        ok_w = all(mine[a] == onchain[a][4] == valued[a].args.weight for a in vals)
+        # README *The contract*, events: UpdateValued and RoundValued state the valuation's
+        # weights and denominator; a later drop (dropWithheld, dropScreened, dropUpdates) zeroes
+        # scores and re-weights over a smaller sum, and each site's last UpdateReweighted holds.
+        # The weights in storage are the rule's over the scores now, the valuation's the rule's
+        # over UpdateValued's scores (before, any drop failed both checks: h-276)
+        at_valuation, T0 = weights_rule([(a, onchain[a][1], valued[a].args.score) for a in vals])
+        held = {a: valued[a].args.weight for a in vals}
+        for e in ev["UpdateReweighted"]:
+            if e.args.round == r and e.args.site.lower() in held:
+                held[e.args.site.lower()] = e.args.weight
+        ok_w = all(
+            mine[a] == onchain[a][4] == held[a] and at_valuation[a] == valued[a].args.weight
+            for a in vals
+        )
         detail = "; ".join(
             f"{names.get(a)} n={onchain[a][1]} s={onchain[a][2]} {REASONS[onchain[a][3]]} "
             f"w={onchain[a][4]} mine={mine[a]}"
+            + (
+                f" (valued s={valued[a].args.score} w={valued[a].args.weight} "
+                f"mine={at_valuation[a]}; events {held[a]})"
+                if held[a] != valued[a].args.weight or onchain[a][2] != valued[a].args.score
+                else ""
+            )
             for a in vals
         )
         report(r, "weights", ok_w, detail)
         report(
             r,
             "weights.basis",
-            bool(rvd) and rvd[0].args.totalWeightBasis == T,
-            f"RoundValued.totalWeightBasis {rvd[0].args.totalWeightBasis if rvd else None} vs sum n*s {T}",
+            bool(rvd) and rvd[0].args.totalWeightBasis == T0,
+            f"RoundValued.totalWeightBasis {rvd[0].args.totalWeightBasis if rvd else None} vs "
+            f"sum n*s at the valuation (UpdateValued's scores) {T0}"
+            + (f"; after the drops {T}" if T != T0 else ""),
         )
         # ---- peer rounds (README *Peer rounds*): the medians of the revealed vectors
         peer_meds: dict = {}

@@ -15,7 +15,7 @@ from fedtrail.errors import InvalidArgument, InvalidValuation, RoundStateError, 
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
 from tests.contracts.federation import Fed, by_address, expect
-from tests.contracts.test_peer_scoring import _valued_peer_round, round_events
+from tests.contracts.test_peer_scoring import _valued_peer_round, accounts_by_address, round_events
 from tests.fixtures.chain import ChainEnv
 
 S2 = SCORE_SCALE // 2
@@ -160,3 +160,51 @@ def test_drop_updates_refuses_what_the_contract_requires(embedded: ChainEnv) -> 
         _raw(fed, fed.agg, aggregator_round, everyone, [everyone[0]], [everyone[1]])
     with expect(RoundStateError, "UnknownRound", round=99):
         _raw(fed, fed.agg, 99, everyone, [everyone[0]], [everyone[1]])
+
+
+def _rounding_round(fed: Fed) -> tuple[int, list[str]]:
+    """A valued peer round at the weight rule's rounding: samples (2**48 - 1, 2, 2**48 - 1)
+    and medians (1e6, 1, 1) in address order give weights (~1e18 - 1e6, 1, ~1e6); without the
+    third update the second's share is below one unit and the leftover goes to the first."""
+    ordered = [accounts_by_address(fed)[a] for a in by_address([s.address for s in fed.sites])]
+    big = 2**48 - 1
+    for site in (ordered[0], ordered[2]):
+        fed.ledger.set_max_samples(fed.coord, site.address, big)
+    round_id = fed.open_peer(quorum=2)
+    sites = fed.submit(round_id, ordered, [big, 2, big])
+    vector = [SCORE_SCALE, 1, 1]
+    votes = fed.score(round_id, {v.address: vector for v in ordered})
+    fed.ledger.record_peer_valuation(ordered[0], round_id, sites, votes)
+    fed.past_score_reveal(round_id)
+    return round_id, sites
+
+
+def test_drop_updates_checks_every_drop_against_the_weights_before_the_call(
+    embedded: ChainEnv,
+) -> None:
+    """README *The contract*: the one difference from the two calls. The screened update has
+    weight 1 as valued and 0 once the withheld one is dropped: dropScreened after
+    dropWithheld refuses it (NotWeighted), dropUpdates takes it (score 0, FREE_RIDER); the
+    weights left are the same either way."""
+    one, two = Fed(embedded), Fed(embedded)
+    r1, sites = _rounding_round(one)
+    r2, _ = _rounding_round(two)
+    valued = [s.weight for s in by_site(one.ledger.get_submissions(r1), sites)]
+    assert valued[1] == 1 and valued[2] > 0
+    two.ledger.drop_withheld(two.agg, r2, sites, [sites[2]])
+    assert [s.weight for s in by_site(two.ledger.get_submissions(r2), sites)] == [10**18, 0, 0]
+    with expect(InvalidValuation, "NotWeighted", round=r2, site=sites[1]):
+        two.ledger.drop_screened(two.agg, r2, sites, [sites[1]])
+    one.ledger.drop_updates(one.agg, r1, sites, withheld=[sites[2]], screened=[sites[1]])
+    subs = by_site(one.ledger.get_submissions(r1), sites)
+    assert [(s.score, s.reason, s.weight) for s in subs] == [
+        (SCORE_SCALE, Reason.OK, 10**18),
+        (0, Reason.FREE_RIDER, 0),
+        (0, Reason.WITHHELD, 0),
+    ]
+
+
+def by_site(subs: Any, sites: list[str]) -> list[Any]:
+    """The submissions in the order of ``sites``."""
+    index = {s.site: s for s in subs}
+    return [index[s] for s in sites]
