@@ -16,7 +16,10 @@ import pytest
 import fedtrail.auditor.verify as verify_mod
 import fedtrail.valuation.chained as chained
 from fedtrail.errors import ContentNotFound
+from fedtrail.ml.models import ModelSpec
+from fedtrail.protocol.terms import MAX_TERMS_BYTES
 from fedtrail.simulation.federation import Federation
+from fedtrail.storage.codec import default_max_bytes
 from fedtrail.storage.store import ContentStore, LocalStore
 from tests.auditor.peer_federation import new_peer_federation, peer_round
 from tests.auditor.test_verify_components import _failed, fed
@@ -146,3 +149,31 @@ def test_verify_all_takes_a_peer_rounds_screen_references_from_the_round_before(
     asked = Counter(store.asked)
     assert {cid: asked[cid] for cid in round_1} == dict.fromkeys(round_1, 1), asked
     assert _checks(audits) == _checks(alone)
+
+
+def test_a_blob_read_under_a_documents_limit_is_kept_only_when_the_chain_names_it_a_document(
+    fed: Federation,
+) -> None:
+    """The audit keeps the logs and terms the chain names (:class:`AuditReads`' ``documents``),
+    not every blob read under a document's byte limit: a spec's blob limit can be exactly
+    ``MAX_TERMS_BYTES`` (``ModelSpec(width=1, hidden=1, num_classes=61119)``'s is), and every
+    update and model of such rounds was kept for the rest of the audit (rounds x sites blobs
+    held). Such a blob is asked of the store each time; the round's log and terms are kept."""
+    assert default_max_bytes(ModelSpec(width=1, hidden=1, num_classes=61119)) == MAX_TERMS_BYTES
+    first = fed.ledger.get_round(1)
+    reads = verify_mod.AuditReads()
+    store = _Store(fed.store)
+    assert verify_mod.verify_round(fed.ledger, store, 1, reads=reads).passed
+    assert set(reads.documents) == {
+        (first.log_cid, first.log_sha256),
+        (first.terms_cid, first.terms_sha256),
+    }
+    update = fed.ledger.get_submissions(1)[0]
+    documents = verify_mod._Documents(store, reads.documents, reads.named)
+    before = store.asked.count(update.cid)
+    for _ in range(2):
+        documents.get(update.cid, update.sha256, max_bytes=MAX_TERMS_BYTES)
+    assert store.asked.count(update.cid) == before + 2
+    assert (update.cid, update.sha256) not in reads.documents
+    documents.get(first.terms_cid, first.terms_sha256, max_bytes=MAX_TERMS_BYTES)
+    assert store.asked.count(first.terms_cid) == 1  # kept from the round's own read
