@@ -15,13 +15,16 @@ import pytest
 
 import fedtrail.auditor.verify as verify_mod
 import fedtrail.valuation.chained as chained
-from fedtrail.errors import ContentNotFound
+from fedtrail.errors import ContentNotFound, HashMismatch
 from fedtrail.ml.models import ModelSpec
+from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.terms import MAX_TERMS_BYTES
 from fedtrail.simulation.federation import Federation
 from fedtrail.storage.codec import default_max_bytes
 from fedtrail.storage.store import ContentStore, LocalStore
 from tests.auditor.peer_federation import new_peer_federation, peer_round
+from tests.auditor.test_verify import federation, on_anvil
+from tests.auditor.test_verify_cancelled import _submit
 from tests.auditor.test_verify_components import _failed, fed
 from tests.auditor.test_verify_prefetch import _Store
 from tests.auditor.test_verify_public_screen import public
@@ -177,3 +180,67 @@ def test_a_blob_read_under_a_documents_limit_is_kept_only_when_the_chain_names_i
     assert (update.cid, update.sha256) not in reads.documents
     documents.get(first.terms_cid, first.terms_sha256, max_bytes=MAX_TERMS_BYTES)
     assert store.asked.count(first.terms_cid) == 1  # kept from the round's own read
+
+
+@pytest.fixture(scope="module")
+def gapped(anvil_url: str, tmp_path_factory: pytest.TempPathFactory) -> Federation:
+    """Round 1 finalized, round 2 revealed and cancelled, rounds 3 and 4 finalized: round 3's
+    history skips the cancelled round, round 4's reaches past round 3 when its terms'
+    ``stale_rounds`` asks for more than one round."""
+    fed = federation(tmp_path_factory.mktemp("gapped"), rounds=1, **on_anvil(anvil_url))
+    fed.ledger.cancel_round(fed.aggregator, _submit(fed))
+    for _ in range(2):
+        assert fed.run_round() is not None
+    return fed
+
+
+def test_verify_all_equals_each_round_verified_alone_across_a_cancelled_round(
+    gapped: Federation,
+) -> None:
+    """A cancelled round between finalized ones (h-278's review of the reads ``verify_all``
+    reuses): every check of every round, its verdict and detail, is that of the round
+    verified alone, and each of round 1's and round 3's updates is asked of the store once."""
+    ledger = gapped.ledger
+    assert [ledger.get_round(r).phase for r in (1, 2, 3, 4)] == [
+        Phase.FINALIZED,
+        Phase.CANCELLED,
+        Phase.FINALIZED,
+        Phase.FINALIZED,
+    ]
+    alone = [verify_mod.verify_round(ledger, gapped.store, r) for r in (1, 2, 3, 4)]
+    store = _Store(gapped.store)
+    audits = verify_mod.verify_all(ledger, store)
+    assert [a.passed for a in audits] == [a.passed for a in alone] == [True] * 4, [
+        _failed(a) for a in audits
+    ]
+    assert _checks(audits) == _checks(alone)
+    asked = Counter(store.asked)
+    updates = [s.cid for r in (1, 3) for s in ledger.get_submissions(r)]
+    assert {cid: asked[cid] for cid in updates} == dict.fromkeys(updates, 1), asked
+
+
+@pytest.mark.parametrize("how", ["gone", "tampered"])
+def test_verify_all_fails_an_unreadable_reference_as_each_round_alone_does(
+    fed: Federation, how: str
+) -> None:
+    """One of round 1's updates cannot be read (withdrawn, or other bytes than its sha256):
+    round 1's own check of it fails, and round 2's ``reasons.free_rider`` cannot read its
+    history; ``verify_all`` (which reads round 2's references from round 1's checks) gives
+    every check, verdict and detail of each round verified alone."""
+    victim = fed.ledger.get_submissions(1)[0].cid
+
+    class Broken(_Store):
+        def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
+            if cid != victim:
+                return super().get(cid, sha256, max_bytes=max_bytes)
+            if how == "gone":
+                raise ContentNotFound(f"{cid} was withdrawn")
+            self.asked.append(cid)
+            raise HashMismatch(f"{cid}: the bytes do not match {sha256}")
+
+    alone = [verify_mod.verify_round(fed.ledger, Broken(fed.store), r) for r in (1, 2)]
+    audits = verify_mod.verify_all(fed.ledger, Broken(fed.store))
+    failed = _failed(audits[1])
+    assert "reasons.free_rider" in failed and victim in failed["reasons.free_rider"], failed
+    assert not audits[0].passed
+    assert _checks(audits) == _checks(alone)
