@@ -20,6 +20,7 @@ from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.terms import MAX_TERMS_BYTES
 from fedtrail.simulation.federation import Federation
+from fedtrail.storage import codec
 from fedtrail.storage.codec import default_max_bytes
 from fedtrail.storage.store import ContentStore, LocalStore
 from tests.auditor.peer_federation import new_peer_federation, peer_round
@@ -38,7 +39,9 @@ def _checks(audits: list[verify_mod.RoundAudit]) -> list[tuple[str, bool, str, b
     return [(c.name, c.passed, c.detail, c.applicable) for a in audits for c in a.checks]
 
 
-def test_verify_all_reads_each_blob_of_round_1_once(fed: Federation) -> None:
+def test_verify_all_reads_each_blob_of_round_1_once(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Over both rounds, ``verify_all`` asks the store once for each of round 1's updates,
     its models, its log and its terms (before: round 2's free-rider history fetched round 1's
     updates and models again, its standing checks round 1's log twice more, and its
@@ -54,18 +57,16 @@ def test_verify_all_reads_each_blob_of_round_1_once(fed: Federation) -> None:
     ]
     alone = [verify_mod.verify_round(fed.ledger, _Store(fed.store), r) for r in (1, 2)]
     decodes: list[int] = []
-    real = chained.decode_update
+    real = codec.decode_update
 
     def counted(*args: object, **kwargs: object) -> object:
         decodes.append(1)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     store = _Store(fed.store)
-    chained.decode_update = counted  # type: ignore[assignment]
-    try:
-        audits = verify_mod.verify_all(fed.ledger, store)
-    finally:
-        chained.decode_update = real
+    monkeypatch.setattr(chained, "decode_update", counted)
+    audits = verify_mod.verify_all(fed.ledger, store)
+    monkeypatch.undo()
     assert [a.passed for a in audits] == [True, True], [_failed(a) for a in audits]
     asked = Counter(store.asked)
     assert {cid: asked[cid] for cid in round_1} == dict.fromkeys(round_1, 1), asked
