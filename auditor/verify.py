@@ -405,16 +405,24 @@ class _Documents(ContentStore):
     twice (``reasons.free_rider``'s history and ``standing.chain``) besides the heatmap check,
     and every later round's ``terms.task_fixed`` reads round 1's terms. A kept blob matched its
     sha256 when it was read, and is handed out again only under a limit it fits; failures are
-    not kept (asked again, as before)."""
+    not kept (asked again, as before). Only the blobs ``named`` (the chain's logs and terms,
+    :meth:`AuditReads.name_documents`) are kept: a limit alone does not tell a document from a
+    model or an update (a spec's blob limit can be exactly ``MAX_TERMS_BYTES``, and every update
+    of such rounds was kept for the whole audit)."""
 
-    def __init__(self, inner: ContentStore, kept: dict[tuple[str, str], bytes]) -> None:
-        self.inner, self.kept = inner, kept
+    def __init__(
+        self,
+        inner: ContentStore,
+        kept: dict[tuple[str, str], bytes],
+        named: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
+        self.inner, self.kept, self.named = inner, kept, named
 
     def put(self, data: bytes) -> str:
         return self.inner.put(data)
 
     def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
-        if max_bytes not in _DOCUMENT_LIMITS:
+        if max_bytes not in _DOCUMENT_LIMITS or (cid, sha256) not in self.named:
             return self.inner.get(cid, sha256, max_bytes=max_bytes)
         blob = self.kept.get((cid, sha256))
         if blob is not None and max_bytes is not None and len(blob) <= max_bytes:
@@ -443,6 +451,8 @@ class AuditReads:
     only under the same spec."""
 
     documents: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    named: set[tuple[str, str]] = field(default_factory=set)
+    """The (CID, sha256) of the logs and terms :class:`_Documents` may keep."""
     decoded: Decoded | None = None
     spec: ModelSpec | None = None
     rounds: dict[int, tuple[str, str]] = field(default_factory=dict)
@@ -456,6 +466,23 @@ class AuditReads:
             self.decoded, self.spec = Decoded(), spec
             self.rounds.clear()
         return self.decoded
+
+    def name_documents(self, ledger: Ledger, info: RoundInfo) -> None:
+        """Names the documents finalized round ``info`` reads again (:class:`_Documents`): its
+        own log and terms, round 1's terms (``terms.task_fixed``) and the previous finalized
+        round's log (the standing's source); a round's record is the chain's, read once."""
+        from fedtrail.valuation.chained import previous_round
+
+        first = info if info.id == 1 else ledger.get_round(1)
+        self.named |= {
+            (info.log_cid, info.log_sha256),
+            (info.terms_cid, info.terms_sha256),
+            (first.terms_cid, first.terms_sha256),
+        }
+        prev = previous_round(ledger, info.id)
+        if prev is not None:
+            before = ledger.get_round(prev)
+            self.named.add((before.log_cid, before.log_sha256))
 
     def keep(self, round_id: int, models: tuple[str, str], keep_rounds: int) -> None:
         """Records ``round_id`` as decoded and forgets the rounds before the latest
@@ -669,7 +696,8 @@ def verify_round(
         return audit
     shared = reads is not None
     reads = reads if reads is not None else AuditReads()
-    store = _Documents(store, reads.documents)
+    reads.name_documents(ledger, info)
+    store = _Documents(store, reads.documents, reads.named)
     with _Fetches(store) as fetches:
         return _verify_finalized(
             audit,
