@@ -63,6 +63,7 @@ from fedtrail.storage.codec import decode_model, encode_model  # noqa: E402
 from fedtrail.storage.store import IpfsStore  # noqa: E402
 from scripts.bench._daemons import cpu_seconds, daemons, listening_pids  # noqa: E402
 
+DAEMONS = ("anvil", "ipfs")
 IDLE_SPAN = 3.0
 """Seconds the daemons are watched idle before the timed round (their CPU rate with no request)."""
 
@@ -168,17 +169,20 @@ def main() -> int:
         # Anvil's and js-ipfs's CPU in the round: what the chain and store parts cost beside
         # this process's own, in CPU time (a daemon's fsync waits are not CPU: wall only)
         ports = [int(rpc.rsplit(":", 1)[1]), int(api.split("/tcp/")[1].split("/")[0])]
-        daemon_pids = [pid for port in ports for pid in listening_pids(port)]
+        by_daemon = {name: listening_pids(port) for name, port in zip(DAEMONS, ports, strict=True)}
+        daemon_pids = [pid for pids in by_daemon.values() for pid in pids]
         # what they spend with no request (js-ipfs's libp2p timers, Anvil's 1 s blocks), per
         # second: the round's span counts it too, and load stretches the span
         d0, i0 = cpu_seconds(daemon_pids), time.perf_counter()
         time.sleep(IDLE_SPAN)
         idle_rate = (cpu_seconds(daemon_pids) - d0) / (time.perf_counter() - i0)
         d1 = cpu_seconds(daemon_pids)
+        each1 = {name: cpu_seconds(pids) for name, pids in by_daemon.items()}
         t1, c1 = time.perf_counter(), time.process_time()
         outcome = fed.run_round()
         t_ft, c_ft = time.perf_counter() - t1, time.process_time() - c1
         c_daemons = cpu_seconds(daemon_pids) - d1
+        c_each = {name: cpu_seconds(pids) - each1[name] for name, pids in by_daemon.items()}
         assert outcome is not None, "the round did not close"
         info = ledger.get_round(outcome.round)
         same_start = decode_model(store.get(info.start_cid, info.start_sha256), spec=spec)[0]
@@ -221,6 +225,7 @@ def main() -> int:
         "fedtrail_cpu_seconds": round(c_ft, 3),
         "daemons_cpu_seconds": round(c_daemons, 3),
         "daemons_idle_cpu_per_second": round(idle_rate, 4),
+        **{f"{name}_cpu_seconds": round(c, 3) for name, c in c_each.items()},
         "daemon_pids": len(daemon_pids),
         "cpu_ratio_full_round": round((c_ft + c_daemons) / c_base, 3),
         "cpu_ratio_without_valuation_and_explanations": round(
