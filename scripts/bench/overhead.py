@@ -25,7 +25,8 @@ in-process side is another run), the same part in this process's CPU time
 (``cpu_seconds_beyond_training``: the Python around the requests, not the daemons' work nor
 the waits; least moved by other jobs, for comparing two trees), and the two ratios again in
 CPU time (``cpu_ratio_*``: this process's CPU in the round plus Anvil's and js-ipfs's, read from
-``/proc``, over the in-process round's CPU; ``daemons_cpu_seconds`` the daemons' share), which a
+``/proc``, over the in-process round's CPU; ``daemons_cpu_seconds`` the daemons' share, less in
+the ratios without the features what they spent while the valuation ran), which a
 shared machine's load stretches far less than wall time; they leave out fsync and other waits
 that cost no CPU, so they are beside the bars, not the bars' figures. It exits 1 when one of
 issue 18's bars for the given epochs is missed (:func:`bars_for`, on the wall ratios).
@@ -176,6 +177,20 @@ def main() -> int:
         d0, i0 = cpu_seconds(daemon_pids), time.perf_counter()
         time.sleep(IDLE_SPAN)
         idle_rate = (cpu_seconds(daemon_pids) - d0) / (time.perf_counter() - i0)
+        # the daemons' CPU while the valuation runs (its reads of the previous round's blobs):
+        # the feature's, not the round's. Not the heatmaps': the finalize's model put runs in
+        # a thread beside them (store work of the round's own)
+        valuation_daemons = [0.0]
+        valuate = service._valuate
+
+        def daemons_in_valuation(*a: Any, **k: Any) -> Any:
+            d = cpu_seconds(daemon_pids)
+            try:
+                return valuate(*a, **k)
+            finally:
+                valuation_daemons[0] += cpu_seconds(daemon_pids) - d
+
+        service._valuate = daemons_in_valuation  # type: ignore[method-assign]
         d1 = cpu_seconds(daemon_pids)
         each1 = {name: cpu_seconds(pids) for name, pids in by_daemon.items()}
         t1, c1 = time.perf_counter(), time.process_time()
@@ -212,7 +227,7 @@ def main() -> int:
         "cpu_seconds_beyond_training": round(c_ft - sum(clock.cpu.values()), 3),
         # and with the daemons' CPU in the round (their work for the chain and store parts)
         "cpu_seconds_beyond_training_with_daemons": round(
-            c_ft - sum(clock.cpu.values()) + c_daemons, 3
+            c_ft - sum(clock.cpu.values()) + c_daemons - valuation_daemons[0], 3
         ),
         "ratio_full_round": round(t_ft / t_base, 3),
         "ratio_without_valuation_and_explanations": round((t_ft - features) / t_base, 3),
@@ -225,15 +240,18 @@ def main() -> int:
         "fedtrail_cpu_seconds": round(c_ft, 3),
         "daemons_cpu_seconds": round(c_daemons, 3),
         "daemons_idle_cpu_per_second": round(idle_rate, 4),
+        "daemons_cpu_in_valuation_seconds": round(valuation_daemons[0], 3),
         **{f"{name}_cpu_seconds": round(c, 3) for name, c in c_each.items()},
         "daemon_pids": len(daemon_pids),
         "cpu_ratio_full_round": round((c_ft + c_daemons) / c_base, 3),
         "cpu_ratio_without_valuation_and_explanations": round(
-            (c_ft - cpu_features + c_daemons) / c_base, 3
+            (c_ft - cpu_features + c_daemons - valuation_daemons[0]) / c_base, 3
         ),
         # the same, the daemons' idle rate over the round's span taken off (their work for it)
         "cpu_ratio_without_valuation_and_explanations_less_idle": round(
-            (c_ft - cpu_features + max(0.0, c_daemons - idle_rate * t_ft)) / c_base, 3
+            (c_ft - cpu_features + max(0.0, c_daemons - valuation_daemons[0] - idle_rate * t_ft))
+            / c_base,
+            3,
         ),
     }
     if parts is not None:
