@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ from fedtrail.fsutil import atomic_write, folder_lock
 from fedtrail.hooks import StepHook, no_step
 from fedtrail.ledger import (
     Ledger,
-    PreparedTx,
+    PreparedCommit,
     RoundInfo,
     SiteRoundView,
     Submission,
@@ -101,7 +101,6 @@ from fedtrail.protocol.terms import (
     payment_differences,
     window_differences,
 )
-from fedtrail.storage.cid import compute_cid
 from fedtrail.storage.codec import (
     decode_model,
     decode_update,
@@ -613,7 +612,7 @@ class SiteNode:
         now = view.pending_timestamp
         started = time.monotonic()  # this node's own clock over the same span (a45)
         acted = False  # trained or sent a transaction since `now` was read
-        prepared: PreparedTx | None = None  # the commitment's preflight, read ahead
+        prepared: PreparedCommit | None = None  # the commitment's preflight, read ahead
         have_blob = record is not None and self._pending_blob(round_id).exists()
         if record is None and on_chain is not None:
             record = self._recover(round_id, on_chain)  # state.json lost, pending/ kept
@@ -693,36 +692,14 @@ class SiteNode:
             # reveal only once the commit window has closed: the run loop wakes then
             self.wake = Wake(due=info.commit_deadline + CLOCK_SLACK + 1, clock=clock, at=read_at)
             return record
-        ahead: PreparedTx | None = None
         if record.phase == "committed":
             # The daemon may have crashed between the store's put and recording it: put again.
-            blob = self._pending_blob(round_id).read_bytes()
-            # the reveal's preflight asked while the store adds the blob (issue 18: its round
-            # trip off the step's path); the reveal is still signed and sent only after the
-            # put answered and "stored" is recorded
-            preflight = _Ahead(self._prepare_reveal, round_id, record, compute_cid(blob))
-            try:
-                record.cid = self.store.put(blob)  # put pins
-            finally:
-                ahead = preflight.result()  # no other chain use while it runs
+            record.cid = self.store.put(self._pending_blob(round_id).read_bytes())  # put pins
             record.phase = "stored"
             self._save()
             log.info("round %d: stored update %s", round_id, record.cid)
             self.hooks.at_step("stored")
-        return self._reveal(round_id, record, info.reveal_deadline, prepared=ahead)
-
-    def _prepare_reveal(self, round_id: int, record: RoundRecord, cid: str) -> PreparedTx:
-        """:meth:`Ledger.prepare_reveal` of the plain reveal :meth:`_reveal` will send for
-        ``record`` stored as ``cid`` (a reveal changed since, by the privacy rule or a hook,
-        is not its call and asks its own)."""
-        return self.ledger.prepare_reveal(
-            self.account,
-            round_id,
-            cid,
-            record.sha256,
-            record.num_samples,
-            epsilon_micro=record.epsilon_micro or None,
-        )
+        return self._reveal(round_id, record, info.reveal_deadline)
 
     def _recover(self, round_id: int, on_chain: Submission) -> RoundRecord | None:
         """The record of a commitment the chain holds but state.json lost (deleted after it was
@@ -1520,7 +1497,7 @@ class SiteNode:
         now: int,
         commit_deadline: int,
         *,
-        prepared: PreparedTx | None = None,
+        prepared: PreparedCommit | None = None,
     ) -> RoundRecord | None:
         """Commits to the encoded update; a commitment already on chain (a crash after the
         transaction) is recognised, not sent again. ``prepared``: its preflight, read with
@@ -1547,18 +1524,10 @@ class SiteNode:
         self.hooks.at_step("committed")
         return record
 
-    def _reveal(
-        self,
-        round_id: int,
-        record: RoundRecord,
-        reveal_deadline: int,
-        *,
-        prepared: PreparedTx | None = None,
-    ) -> RoundRecord:
+    def _reveal(self, round_id: int, record: RoundRecord, reveal_deadline: int) -> RoundRecord:
         """Reveals the committed update (after the commit deadline). A reveal the chain already
         holds is recognised; a refused one (too many samples, mismatch, window closed) marks the
-        round skipped with the reason; transient failures propagate to be retried.
-        ``prepared``: its preflight read ahead (:meth:`Ledger.prepare_reveal`)."""
+        round skipped with the reason; transient failures propagate to be retried."""
         if record.epsilon_micro and self._pending_blob(round_id).exists():
             # what the rule gives now, from the chain: the same as planned unless the chain
             # moved (or state.json was written by an older node)
@@ -1587,25 +1556,14 @@ class SiteNode:
             self._context(),
         )
         try:
-            if prepared is None:
-                tx = self.ledger.reveal_update(
-                    self.account,
-                    round_id,
-                    reveal.cid,
-                    reveal.sha256,
-                    reveal.num_samples,
-                    epsilon_micro=record.epsilon_micro or None,
-                )
-            else:
-                tx = self.ledger.reveal_update(
-                    self.account,
-                    round_id,
-                    reveal.cid,
-                    reveal.sha256,
-                    reveal.num_samples,
-                    epsilon_micro=record.epsilon_micro or None,
-                    prepared=prepared,
-                )
+            tx = self.ledger.reveal_update(
+                self.account,
+                round_id,
+                reveal.cid,
+                reveal.sha256,
+                reveal.num_samples,
+                epsilon_micro=record.epsilon_micro or None,
+            )
         except DuplicateSubmission:
             on_chain = self.ledger.get_submission(round_id, self.address)
             if on_chain is not None and on_chain.revealed:
@@ -1778,26 +1736,3 @@ class SiteNode:
             self.wake = None
         log.info("stopping")
         return done
-
-
-class _Ahead:
-    """``fn(*args)`` run in a thread of its own from construction, for a read that may overlap
-    a wait of the caller's (the store's ``add``); :meth:`result` waits for it. ``fn`` must not
-    raise (``Ledger.prepare_*`` never do); anything it raises anyway gives None, so the caller
-    asks again the usual way."""
-
-    def __init__(self, fn: Callable[..., PreparedTx], *args: Any) -> None:
-        self._value: PreparedTx | None = None
-
-        def run() -> None:
-            try:
-                self._value = fn(*args)
-            except Exception:  # a read ahead only: the send asks again
-                log.debug("a read ahead failed; the send asks again", exc_info=True)
-
-        self._thread = threading.Thread(target=run, name="read-ahead", daemon=True)
-        self._thread.start()
-
-    def result(self) -> PreparedTx | None:
-        self._thread.join()
-        return self._value

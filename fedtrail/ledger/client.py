@@ -468,44 +468,38 @@ class Ledger:
         round_id: int,
         commitment: str,
         *,
-        prepared: PreparedTx | None = None,
+        prepared: PreparedCommit | None = None,
     ) -> TxResult:
         """Commits ``signer`` to its update: ``commitment`` is
         ``fedtrail.ledger.commitment(signer.address, round_id, sha256, num_samples)``.
-        ``prepared``: :meth:`prepare_commit`'s answer (its preflight is used when it ran this
-        very call: same sender and calldata; else asked again)."""
+        ``prepared``: :meth:`prepare_commit`'s answer for the same commitment (its preflight
+        is then not asked again; one for another commitment or signer is not used)."""
         call = self._fn.commitUpdate(round_id, to_bytes32(commitment))
-        return self._transact(signer, call, ready=self._ahead(signer, call, prepared))
+        ready = None
+        if prepared is not None and (prepared.signer, prepared.round_id, prepared.commitment) == (
+            checksum(signer.address),
+            round_id,
+            commitment,
+        ):
+            ready = prepared.preflight
+        return self._transact(signer, call, ready=ready)
 
-    def prepare_commit(self, signer: LocalAccount, round_id: int, commitment: str) -> PreparedTx:
+    def prepare_commit(
+        self, signer: LocalAccount, round_id: int, commitment: str
+    ) -> PreparedCommit:
         """The chain's clock (the pending block's timestamp) and :meth:`commit_update`'s
         preflight (gas estimate, nonce, fees) in one JSON-RPC batch, for a site that reads the
         clock right before it commits (its chain-time measure, issue 18: one round trip a site
         and round fewer). Sends nothing and never raises: what it could not read is None, and
         is read the usual way by the caller and by :meth:`commit_update`."""
         call = self._fn.commitUpdate(round_id, to_bytes32(commitment))
-        return self._prepare(signer, call, clock=True)
-
-    def _prepare(self, signer: LocalAccount, call: Any, *, clock: bool) -> PreparedTx:
         sender = checksum(signer.address)
-        pending = [(RPCEndpoint("eth_getBlockByNumber"), ["pending", False])] if clock else []
-        ready, more = _preflight_with(self.w3, call, sender, self._contract, pending)
-        stamp = None
-        if clock and more and isinstance(more[0], dict) and "error" not in more[0]:
-            stamp = _block_timestamp(more[0].get("result"))
-        return PreparedTx(sender, stamp, ready)
-
-    def _ahead(
-        self, signer: LocalAccount, call: Any, prepared: PreparedTx | None
-    ) -> _Preflight | None:
-        """``prepared``'s preflight when it ran ``call`` for ``signer`` (else None: asked again)."""
-        if prepared is None or prepared.preflight is None:
-            return None
-        if prepared.sender != checksum(signer.address):
-            return None
-        if prepared.preflight.data != _calldata(self._contract, call):
-            return None
-        return prepared.preflight
+        pending = (RPCEndpoint("eth_getBlockByNumber"), ["pending", False])
+        ready, more = _preflight_with(self.w3, call, sender, self._contract, [pending])
+        clock = None
+        if more and "error" not in more[0]:
+            clock = _block_timestamp(more[0].get("result"))
+        return PreparedCommit(sender, round_id, commitment, clock, ready)
 
     def reveal_update(
         self,
@@ -516,40 +510,16 @@ class Ledger:
         num_samples: int,
         *,
         epsilon_micro: int | None = None,
-        prepared: PreparedTx | None = None,
     ) -> TxResult:
         """Reveals the update ``signer`` committed to (after the commit deadline). With
         ``epsilon_micro`` (the epsilon the update spent, micro-epsilon, positive) it is a
         private reveal that charges the site's privacy account; None is a plain reveal, which
-        the contract refuses for a site with a budget. ``prepared``: :meth:`prepare_reveal`'s
-        answer (used when it ran this very call, as in :meth:`commit_update`)."""
-        call = self._reveal_call(round_id, cid, sha256, num_samples, epsilon_micro)
-        return self._transact(signer, call, ready=self._ahead(signer, call, prepared))
-
-    def prepare_reveal(
-        self,
-        signer: LocalAccount,
-        round_id: int,
-        cid: str,
-        sha256: str,
-        num_samples: int,
-        *,
-        epsilon_micro: int | None = None,
-    ) -> PreparedTx:
-        """:meth:`reveal_update`'s preflight (gas estimate, nonce, fees) read ahead, for a site
-        that asks it while its update's store ``add`` is under way (issue 18: the round trip
-        off the reveal step's path; the reveal itself is still sent only after the add
-        answered). Sends nothing and never raises (``preflight`` None: asked again)."""
-        call = self._reveal_call(round_id, cid, sha256, num_samples, epsilon_micro)
-        return self._prepare(signer, call, clock=False)
-
-    def _reveal_call(
-        self, round_id: int, cid: str, sha256: str, num_samples: int, epsilon_micro: int | None
-    ) -> Any:
+        the contract refuses for a site with a budget."""
         args = (round_id, cid, to_bytes32(sha256), _uint64(num_samples, "num_samples"))
         if epsilon_micro is None:
-            return self._fn.revealUpdate(*args)
-        return self._fn.revealPrivateUpdate(*args, _uint64(epsilon_micro, "epsilon_micro"))
+            return self._transact(signer, self._fn.revealUpdate(*args))
+        micro = _uint64(epsilon_micro, "epsilon_micro")
+        return self._transact(signer, self._fn.revealPrivateUpdate(*args, micro))
 
     def commit_scores(self, signer: LocalAccount, round_id: int, commitment: str) -> TxResult:
         """Commits validator ``signer`` to its score vector in a peer round: ``commitment`` is
@@ -1875,15 +1845,16 @@ def _preflight_with(
 
 
 @dataclass(frozen=True)
-class PreparedTx:
-    """A transaction's preflight read ahead of its send (:meth:`Ledger.prepare_commit`,
-    :meth:`Ledger.prepare_reveal`). ``sender``: whose. ``clock``: the pending block's timestamp
-    read in the same batch (``prepare_commit``), None where it was not read so (the embedded
-    chain, a failed batch or entry: the caller reads it the usual way, which raises what failed
-    as before). ``preflight``: None where :func:`_preflight` would give None; the send then
-    asks one by one, as before. The send uses it only for the call it ran (its calldata)."""
+class PreparedCommit:
+    """A commitment's transaction read ahead of its send (:meth:`Ledger.prepare_commit`): its
+    preflight and the pending block's timestamp in one JSON-RPC batch. ``clock``: that
+    timestamp, None where it was not read so (the embedded chain, a failed batch or entry: the
+    caller reads it the usual way, which raises what failed as before). ``preflight``: None
+    where :func:`_preflight` would give None; the send then asks one by one, as before."""
 
-    sender: str
+    signer: str
+    round_id: int
+    commitment: str
     clock: int | None
     preflight: _Preflight | None
 

@@ -4,7 +4,6 @@ tests/node/test_daemon.py checks)."""
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -76,36 +75,3 @@ def test_each_step_reads_the_round_in_one_batch(
     assert [m for m in sent[1:] if m not in _TRANSACTION] == [], sent
     assert sent.count("eth_sendRawTransactionSync") == 1  # its answer is the receipt (issue 18)
     assert "eth_getTransactionReceipt" not in sent
-
-
-def test_the_reveals_preflight_is_asked_while_the_store_adds_the_update(
-    anvil: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The reveal step asks its transaction's preflight (estimate, nonce, fees: one batch) while
-    the store's ``add`` of the update is under way, not after it (issue 18: a round trip off the
-    step's path); the reveal is sent once, after the put answered, with no preflight again."""
-    world = World(anvil, tmp_path)
-    node = world.node(0)
-    assert node.participate(world.round).phase == "committed"
-    world.close_commits()
-    sent = _sent(anvil.w3)
-    preflight_sent = threading.Event()
-    batch = anvil.w3.provider.make_batch_request  # type: ignore[attr-defined]
-
-    def seen(calls: Any) -> Any:
-        if len(calls) == 4:
-            preflight_sent.set()
-        return batch(calls)
-
-    monkeypatch.setattr(anvil.w3.provider, "make_batch_request", seen)
-    put = node.store.put
-    during: list[bool] = []
-
-    def slow_put(data: bytes) -> str:
-        during.append(preflight_sent.wait(timeout=10))  # the preflight comes while we wait
-        return str(put(data))
-
-    monkeypatch.setattr(node.store, "put", slow_put)
-    assert node.participate(world.round).phase == "revealed"
-    assert during == [True], "the reveal's preflight was not asked during the put"
-    assert sent == ["batch:10", "batch:4", "eth_sendRawTransactionSync"], sent

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from fedtrail.chain import advance_time, next_block_timestamp
-from fedtrail.errors import CommitmentMismatch, DuplicateSubmission
+from fedtrail.chain import next_block_timestamp
+from fedtrail.errors import DuplicateSubmission
 from fedtrail.ledger import Ledger, commitment
 from tests.fedtrail.ledger.test_batch_reads import _sent
 from tests.fixtures.chain import ChainEnv
@@ -84,27 +84,3 @@ def test_the_embedded_chain_reads_nothing_ahead(embedded: ChainEnv) -> None:
     assert prepared.clock is None and prepared.preflight is None
     ledger.commit_update(site, r, ours, prepared=prepared)
     assert ledger.get_submission(r, site.address) is not None
-
-
-@pytest.mark.anvil
-def test_a_prepared_reveal_is_sent_without_its_preflight_and_only_for_its_call(
-    anvil: ChainEnv,
-) -> None:
-    ledger, r = _open(anvil)
-    site = anvil.sites[0]
-    sha = "33" * 32
-    ledger.commit_update(site, r, commitment(site.address, r, sha, 10))
-    advance_time(anvil.w3, 301)
-    other = ledger.prepare_reveal(site, r, "QmU", sha, 9)  # another claim: not this call
-    prepared = ledger.prepare_reveal(site, r, "QmU", sha, 10)
-    assert prepared.preflight is not None and prepared.clock is None
-    sent = _sent(anvil.w3)
-    with pytest.raises(CommitmentMismatch):
-        ledger.reveal_update(site, r, "QmU", sha, 9, prepared=prepared)  # asks its own
-    assert sent == ["batch:4", "eth_estimateGas"], sent  # its own preflight, then the revert
-    sent.clear()
-    ledger.reveal_update(site, r, "QmU", sha, 10, prepared=prepared)
-    assert sent == ["eth_sendRawTransactionSync"], sent
-    on_chain = ledger.get_submission(r, site.address)
-    assert on_chain is not None and on_chain.revealed and on_chain.cid == "QmU"
-    assert other.preflight is None  # the estimate of the wrong claim reverted
