@@ -67,6 +67,7 @@ from fedtrail.fsutil import atomic_write, folder_lock
 from fedtrail.hooks import StepHook, no_step
 from fedtrail.ledger import (
     Ledger,
+    PreparedCommit,
     RoundInfo,
     SiteRoundView,
     Submission,
@@ -611,6 +612,7 @@ class SiteNode:
         now = view.pending_timestamp
         started = time.monotonic()  # this node's own clock over the same span (a45)
         acted = False  # trained or sent a transaction since `now` was read
+        prepared: PreparedCommit | None = None  # the commitment's preflight, read ahead
         have_blob = record is not None and self._pending_blob(round_id).exists()
         if record is None and on_chain is not None:
             record = self._recover(round_id, on_chain)  # state.json lost, pending/ kept
@@ -657,10 +659,18 @@ class SiteNode:
                 record = self._encode_handed(round_id, update, view)
             if record is None or record.phase in FINAL_PHASES:
                 return record
+            # the clock for the chain-time measure and the commitment's preflight in one
+            # round trip (issue 18): the commit follows this write at once
+            prepared = self.ledger.prepare_commit(
+                self.account, round_id, self._commitment(round_id, record)
+            )
             # the encoded record and its chain-time measure reach state.json in one write (one
             # fsync a round fewer, issue 18); written even when the clock cannot be read
             try:
-                chain = next_block_timestamp(self.ledger.w3) - now
+                clock_now = prepared.clock
+                if clock_now is None:
+                    clock_now = next_block_timestamp(self.ledger.w3)
+                chain = clock_now - now
                 own = math.ceil(time.monotonic() - started) + MEASURE_OWN_SLACK
                 record.chain_seconds = max(0, min(chain, own))
             finally:
@@ -668,7 +678,9 @@ class SiteNode:
             self.hooks.at_step("encoded")
         if record.phase == "encoded":
             acted = True
-            outcome = self._commit(round_id, record, on_chain, now, info.commit_deadline)
+            outcome = self._commit(
+                round_id, record, on_chain, now, info.commit_deadline, prepared=prepared
+            )
             if outcome is not record or record.phase != "committed":
                 return outcome
         # the clock read with the round when nothing took time since (the reveal step's call)
@@ -1484,15 +1496,21 @@ class SiteNode:
         on_chain: Submission | None,
         now: int,
         commit_deadline: int,
+        *,
+        prepared: PreparedCommit | None = None,
     ) -> RoundRecord | None:
         """Commits to the encoded update; a commitment already on chain (a crash after the
-        transaction) is recognised, not sent again."""
+        transaction) is recognised, not sent again. ``prepared``: its preflight, read with
+        the chain-time measure's clock just before (:meth:`Ledger.prepare_commit`)."""
         ours = self._commitment(round_id, record)
         if on_chain is None and now > commit_deadline:
             return self._skip(record, "commit window closed before this node could commit")
         if on_chain is None:
             try:
-                tx = self.ledger.commit_update(self.account, round_id, ours)
+                if prepared is None:
+                    tx = self.ledger.commit_update(self.account, round_id, ours)
+                else:
+                    tx = self.ledger.commit_update(self.account, round_id, ours, prepared=prepared)
                 record.tx_hash = tx.tx_hash
                 log.info("round %d: committed in tx %s (%d gas)", round_id, tx.tx_hash, tx.gas_used)
             except DuplicateSubmission:

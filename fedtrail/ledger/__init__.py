@@ -24,7 +24,7 @@ imports anything above it.
 from __future__ import annotations
 
 from fedtrail.ledger.artifact import Artifact
-from fedtrail.ledger.client import Ledger
+from fedtrail.ledger.client import Ledger, PreparedCommit
 from fedtrail.ledger.errors import ERRORS, RevertDecoder, revert_data
 from fedtrail.ledger.records import (
     Deployment,
@@ -68,6 +68,7 @@ __all__ = [
     "LedgerEvent",
     "PeerRoundInfo",
     "Phase",
+    "PreparedCommit",
     "PrivacyAccount",
     "PrivacySpend",
     "Registrations",

@@ -309,7 +309,9 @@ class Ledger:
 
     # ------------------------------------------------------------------ transactions
 
-    def _transact(self, signer: LocalAccount, call: Any) -> TxResult:
+    def _transact(
+        self, signer: LocalAccount, call: Any, *, ready: _Preflight | None = None
+    ) -> TxResult:
         receipt = _send(
             self.w3,
             signer,
@@ -318,6 +320,7 @@ class Ledger:
             poll_latency=self.poll_latency,
             timeout=self.receipt_timeout,
             contract=self._contract,
+            ready_ahead=ready,
         )
         return TxResult(
             tx_hash=receipt["transactionHash"].hex(),
@@ -464,10 +467,44 @@ class Ledger:
                 return event
         raise TransactionFailed(f"{function} mined in {result.tx_hash} without a RoundOpened event")
 
-    def commit_update(self, signer: LocalAccount, round_id: int, commitment: str) -> TxResult:
+    def commit_update(
+        self,
+        signer: LocalAccount,
+        round_id: int,
+        commitment: str,
+        *,
+        prepared: PreparedCommit | None = None,
+    ) -> TxResult:
         """Commits ``signer`` to its update: ``commitment`` is
-        ``fedtrail.ledger.commitment(signer.address, round_id, sha256, num_samples)``."""
-        return self._transact(signer, self._fn.commitUpdate(round_id, to_bytes32(commitment)))
+        ``fedtrail.ledger.commitment(signer.address, round_id, sha256, num_samples)``.
+        ``prepared``: :meth:`prepare_commit`'s answer for the same commitment (its preflight
+        is then not asked again; one for another commitment or signer is not used)."""
+        call = self._fn.commitUpdate(round_id, to_bytes32(commitment))
+        ready = None
+        if prepared is not None and (prepared.signer, prepared.round_id, prepared.commitment) == (
+            checksum(signer.address),
+            round_id,
+            commitment,
+        ):
+            ready = prepared.preflight
+        return self._transact(signer, call, ready=ready)
+
+    def prepare_commit(
+        self, signer: LocalAccount, round_id: int, commitment: str
+    ) -> PreparedCommit:
+        """The chain's clock (the pending block's timestamp) and :meth:`commit_update`'s
+        preflight (gas estimate, nonce, fees) in one JSON-RPC batch, for a site that reads the
+        clock right before it commits (its chain-time measure, issue 18: one round trip a site
+        and round fewer). Sends nothing and never raises: what it could not read is None, and
+        is read the usual way by the caller and by :meth:`commit_update`."""
+        call = self._fn.commitUpdate(round_id, to_bytes32(commitment))
+        sender = checksum(signer.address)
+        pending = (RPCEndpoint("eth_getBlockByNumber"), ["pending", False])
+        ready, more = _preflight_with(self.w3, call, sender, self._contract, [pending])
+        clock = None
+        if more and "error" not in more[0]:
+            clock = _block_timestamp(more[0].get("result"))
+        return PreparedCommit(sender, round_id, commitment, clock, ready)
 
     def reveal_update(
         self,
@@ -1832,9 +1869,19 @@ def _preflight(w3: Web3, call: Any, sender: str, contract: Any) -> _Preflight | 
     provider takes no batch (the embedded chain) or any answer is an error or not as expected
     (a revert, a node without the method, a chain without base fee): the caller then asks one
     by one, which raises what failed exactly as before."""
+    return _preflight_with(w3, call, sender, contract, [])[0]
+
+
+def _preflight_with(
+    w3: Web3, call: Any, sender: str, contract: Any, extra: list[tuple[RPCEndpoint, list[Any]]]
+) -> tuple[_Preflight | None, list[Any] | None]:
+    """:func:`_preflight` with ``extra`` requests in its batch (issue 18: a read the caller
+    makes right before the transaction rides on its round trip): (the preflight or None as
+    :func:`_preflight` gives it, the extra entries' answers or None where the batch failed or
+    is not taken). An extra entry's error does not touch the preflight, nor the other way."""
     provider = w3.provider
     if contract is None or not isinstance(provider, HTTPProvider):
-        return None
+        return None, None
     try:
         tx = {"from": sender, "to": call.address, "data": _calldata(contract, call)}
         answers = provider.make_batch_request(
@@ -1843,18 +1890,39 @@ def _preflight(w3: Web3, call: Any, sender: str, contract: Any) -> _Preflight | 
                 (RPCEndpoint("eth_getTransactionCount"), [sender, "pending"]),
                 (RPCEndpoint("eth_maxPriorityFeePerGas"), []),
                 (RPCEndpoint("eth_getBlockByNumber"), ["latest", False]),
+                *extra,
             ]
         )
-        if not isinstance(answers, list) or len(answers) != 4:
-            return None
+        if not isinstance(answers, list) or len(answers) != 4 + len(extra):
+            return None, None
+    except Exception:
+        return None, None
+    more = answers[4:]
+    answers = answers[:4]
+    try:
         if any("error" in a or "result" not in a for a in answers):
-            return None
+            return None, more
         gas, nonce, tip = (int(a["result"], 16) for a in answers[:3])
         base = int(answers[3]["result"]["baseFeePerGas"], 16)
     except Exception:
-        return None
+        return None, more
     fees = {"maxPriorityFeePerGas": tip, "maxFeePerGas": tip + 2 * base}
-    return _Preflight(gas, nonce, fees, tx["to"], tx["data"])
+    return _Preflight(gas, nonce, fees, tx["to"], tx["data"]), more
+
+
+@dataclass(frozen=True)
+class PreparedCommit:
+    """A commitment's transaction read ahead of its send (:meth:`Ledger.prepare_commit`): its
+    preflight and the pending block's timestamp in one JSON-RPC batch. ``clock``: that
+    timestamp, None where it was not read so (the embedded chain, a failed batch or entry: the
+    caller reads it the usual way, which raises what failed as before). ``preflight``: None
+    where :func:`_preflight` would give None; the send then asks one by one, as before."""
+
+    signer: str
+    round_id: int
+    commitment: str
+    clock: int | None
+    preflight: _Preflight | None
 
 
 _NO_SYNC: weakref.WeakSet[HTTPProvider] = weakref.WeakSet()
@@ -1953,10 +2021,13 @@ def _send(
     poll_latency: float,
     timeout: float,
     contract: Any = None,
+    ready_ahead: _Preflight | None = None,
 ) -> TxReceipt:
     """Estimate (surfacing reverts as our errors), sign locally, send, wait for the receipt.
     ``contract``: the contract ``call`` belongs to (its gas estimate, nonce and fees are then
-    asked in one batch, :func:`_preflight`).
+    asked in one batch, :func:`_preflight`). ``ready_ahead``: that batch's answer for this
+    call, read by the caller just before (:meth:`Ledger.prepare_commit`), used for the first
+    attempt in place of asking it again; a nonce taken since is the nonce retry's, as any.
 
     One call is never signed twice while a transaction signed for it may reach the node. A
     send that fails (a nonce error, a timeout, a dropped connection, any error) asks the node
@@ -1993,7 +2064,10 @@ def _send(
             if signed is None:
                 fees: dict[str, int] = {}
                 first = gas is None and attempt == 0
-                ready = _preflight(w3, call, sender, contract) if first else None
+                if first:
+                    ready = ready_ahead
+                    if ready is None:
+                        ready = _preflight(w3, call, sender, contract)
                 if ready is not None:
                     gas, nonce, fees = ready.gas, ready.nonce, ready.fees
                 else:

@@ -23,8 +23,13 @@ their own cost, reported separately), the seconds that part adds beyond the roun
 (``seconds_beyond_training``: on one clock, so less moved by load than the ratios, whose
 in-process side is another run), the same part in this process's CPU time
 (``cpu_seconds_beyond_training``: the Python around the requests, not the daemons' work nor
-the waits; least moved by other jobs, for comparing two trees), and exits 1 when one of issue
-18's bars for the given epochs is missed (:func:`bars_for`).
+the waits; least moved by other jobs, for comparing two trees), and the two ratios again in
+CPU time (``cpu_ratio_*``: this process's CPU in the round plus Anvil's and js-ipfs's, read from
+``/proc``, over the in-process round's CPU; ``daemons_cpu_seconds`` the daemons' share, less in
+the ratios without the features what they spent while the valuation ran), which a
+shared machine's load stretches far less than wall time; they leave out fsync and other waits
+that cost no CPU, so they are beside the bars, not the bars' figures. It exits 1 when one of
+issue 18's bars for the given epochs is missed (:func:`bars_for`, on the wall ratios).
 """
 
 from __future__ import annotations
@@ -57,7 +62,11 @@ from fedtrail.protocol.weights import onchain_weights  # noqa: E402
 from fedtrail.simulation.federation import build_federation, make_sites  # noqa: E402
 from fedtrail.storage.codec import decode_model, encode_model  # noqa: E402
 from fedtrail.storage.store import IpfsStore  # noqa: E402
-from scripts.bench._daemons import daemons  # noqa: E402
+from scripts.bench._daemons import cpu_seconds, daemons, listening_pids  # noqa: E402
+
+DAEMONS = ("anvil", "ipfs")
+IDLE_SPAN = 3.0
+"""Seconds the daemons are watched idle before the timed round (their CPU rate with no request)."""
 
 
 class Stopwatch:
@@ -100,11 +109,13 @@ def main() -> int:
 
     initial = federated_state(initial_model(spec, 0))
 
+    baseline_cpu: list[float] = []
+
     def baseline(start: dict[str, torch.Tensor], round_id: int) -> tuple[float, float]:
         """Training + aggregation in-process from ``start`` with round ``round_id``'s seeds;
-        returns (total, training) seconds."""
+        returns (total, training) seconds and appends its CPU seconds to ``baseline_cpu``."""
         state = {k: v.clone() for k, v in start.items()}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         deltas, counts = [], []
         for i in range(args.sites):
             cfg = replace(configs[i], seed=_round_seed(configs[i].seed, round_id))
@@ -114,6 +125,7 @@ def main() -> int:
         t_train = time.perf_counter() - t0
         weights = onchain_weights(counts, [1_000_000] * args.sites)
         apply_delta(state, aggregate(AggregationRule(), deltas, weights))
+        baseline_cpu.append(time.process_time() - c0)
         return time.perf_counter() - t0, t_train
 
     # ---- the rounds through fedtrail on Anvil + IPFS; round 1 warms both sides up (imports,
@@ -155,9 +167,37 @@ def main() -> int:
         # moved the allocation counts; the round's own garbage is still collected
         gc.collect()
         gc.freeze()
+        # Anvil's and js-ipfs's CPU in the round: what the chain and store parts cost beside
+        # this process's own, in CPU time (a daemon's fsync waits are not CPU: wall only)
+        ports = [int(rpc.rsplit(":", 1)[1]), int(api.split("/tcp/")[1].split("/")[0])]
+        by_daemon = {name: listening_pids(port) for name, port in zip(DAEMONS, ports, strict=True)}
+        daemon_pids = [pid for pids in by_daemon.values() for pid in pids]
+        # what they spend with no request (js-ipfs's libp2p timers, Anvil's 1 s blocks), per
+        # second: the round's span counts it too, and load stretches the span
+        d0, i0 = cpu_seconds(daemon_pids), time.perf_counter()
+        time.sleep(IDLE_SPAN)
+        idle_rate = (cpu_seconds(daemon_pids) - d0) / (time.perf_counter() - i0)
+        # the daemons' CPU while the valuation runs (its reads of the previous round's blobs):
+        # the feature's, not the round's. Not the heatmaps': the finalize's model put runs in
+        # a thread beside them (store work of the round's own)
+        valuation_daemons = [0.0]
+        valuate = service._valuate
+
+        def daemons_in_valuation(*a: Any, **k: Any) -> Any:
+            d = cpu_seconds(daemon_pids)
+            try:
+                return valuate(*a, **k)
+            finally:
+                valuation_daemons[0] += cpu_seconds(daemon_pids) - d
+
+        service._valuate = daemons_in_valuation  # type: ignore[method-assign]
+        d1 = cpu_seconds(daemon_pids)
+        each1 = {name: cpu_seconds(pids) for name, pids in by_daemon.items()}
         t1, c1 = time.perf_counter(), time.process_time()
         outcome = fed.run_round()
         t_ft, c_ft = time.perf_counter() - t1, time.process_time() - c1
+        c_daemons = cpu_seconds(daemon_pids) - d1
+        c_each = {name: cpu_seconds(pids) - each1[name] for name, pids in by_daemon.items()}
         assert outcome is not None, "the round did not close"
         info = ledger.get_round(outcome.round)
         same_start = decode_model(store.get(info.start_cid, info.start_sha256), spec=spec)[0]
@@ -166,7 +206,9 @@ def main() -> int:
         ), "both halves must start from the same model"
     after, train_after = baseline(start, warm.round + 1)  # bracket it: the machine is shared
     t_base, t_train_base = (before + after) / 2, (train_before + train_after) / 2
+    c_base = sum(baseline_cpu[-2:]) / 2  # the two timed baselines, as t_base
     features = clock.seconds.get("valuation", 0.0) + clock.seconds.get("explanations", 0.0)
+    cpu_features = clock.cpu.get("valuation", 0.0) + clock.cpu.get("explanations", 0.0)
     result = {
         "sites": args.sites,
         "epochs": args.epochs,
@@ -183,8 +225,34 @@ def main() -> int:
         # the same part in this process's CPU time (all its threads; the daemons' not counted):
         # what the Python around the requests costs, less moved by other jobs than wall time
         "cpu_seconds_beyond_training": round(c_ft - sum(clock.cpu.values()), 3),
+        # and with the daemons' CPU in the round (their work for the chain and store parts)
+        "cpu_seconds_beyond_training_with_daemons": round(
+            c_ft - sum(clock.cpu.values()) + c_daemons - valuation_daemons[0], 3
+        ),
         "ratio_full_round": round(t_ft / t_base, 3),
         "ratio_without_valuation_and_explanations": round((t_ft - features) / t_base, 3),
+        # the same ratios in CPU time, not the bar's figures: this process's CPU in the round
+        # plus Anvil's and js-ipfs's (``daemon_pids``) over the in-process round's CPU. Other
+        # jobs' load stretches wall time by whatever the scheduler gives them; CPU time much
+        # less (caches, frequency), so two trees compare on it at a load the wall ratios do not
+        # survive. It leaves out what costs wall time but no CPU (fsync, the scheduler's waits)
+        "baseline_cpu_seconds": round(c_base, 3),
+        "fedtrail_cpu_seconds": round(c_ft, 3),
+        "daemons_cpu_seconds": round(c_daemons, 3),
+        "daemons_idle_cpu_per_second": round(idle_rate, 4),
+        "daemons_cpu_in_valuation_seconds": round(valuation_daemons[0], 3),
+        **{f"{name}_cpu_seconds": round(c, 3) for name, c in c_each.items()},
+        "daemon_pids": len(daemon_pids),
+        "cpu_ratio_full_round": round((c_ft + c_daemons) / c_base, 3),
+        "cpu_ratio_without_valuation_and_explanations": round(
+            (c_ft - cpu_features + c_daemons - valuation_daemons[0]) / c_base, 3
+        ),
+        # the same, the daemons' idle rate over the round's span taken off (their work for it)
+        "cpu_ratio_without_valuation_and_explanations_less_idle": round(
+            (c_ft - cpu_features + max(0.0, c_daemons - valuation_daemons[0] - idle_rate * t_ft))
+            / c_base,
+            3,
+        ),
     }
     if parts is not None:
         beyond = float(result["seconds_beyond_training"])

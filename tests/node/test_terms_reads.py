@@ -54,16 +54,20 @@ def test_each_step_reads_the_round_in_one_batch(
 ) -> None:
     """A step reads the round, the site's commitment, the chain's clock, the last finalized
     round, the privacy account and the site's cap in one batch (issue 18: five to nine
-    requests before; the cap since a66). The commit step asks the clock again after training
-    (its chain-time measure) and after its commitment (whether reveals are open yet); the
-    reveal step reads nothing else beside its transaction."""
+    requests before; the cap since a66). The commit step reads the clock after training (its
+    chain-time measure) in the commitment's preflight batch (issue 18: a round trip before),
+    and asks it again after its commitment (whether reveals are open yet); the reveal step
+    reads nothing else beside its transaction."""
     world = World(anvil, tmp_path)
     node = world.node(0)
     sent = _sent(anvil.w3)
     assert node.participate(world.round).phase == "committed"
-    assert sent[0] == "batch:10"
-    reads = [m for m in sent[1:] if m not in _TRANSACTION]
-    assert reads == ["eth_getBlockByNumber", "eth_getBlockByNumber"], sent
+    assert sent == [
+        "batch:10",  # the round, the commitment, the clock, ...
+        "batch:5",  # the commitment's estimate, nonce, fees, and the clock after training
+        "eth_sendRawTransactionSync",
+        "eth_getBlockByNumber",  # the clock after the commitment
+    ], sent
     world.close_commits()
     sent.clear()
     assert node.participate(world.round).phase == "revealed"
