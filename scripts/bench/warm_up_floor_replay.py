@@ -6,7 +6,7 @@ Reads the JSON that ``scripts/bench/accuracy.py --warm-up-floor F --out RUN.json
 for each valuation run, replays its recorded game values with the first closed round as the
 default warm-up (its shares not accumulated, every update that passed the screens scored in
 full) under the bench's default ``record_floor`` 0.5, through
-:func:`scripts.bench.valuation_trace.replay`; it prints the faulty sites' mean weight share and
+``valuation_trace.replay``; it prints the faulty sites' mean weight share and
 the honest site-rounds scored 0, recorded against replayed. First order: the trajectory (the
 updates, the screens' verdicts, the values) is the recorded one, so what the floor changed in
 later models is not in it; it separates what the floor's scoring did from what a different
@@ -25,7 +25,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from scripts.bench.valuation_trace import Rule, recorded_share, replay
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from valuation_trace import Rule, recorded_share, replay
 
 RECORD_FLOOR = 0.5
 """The bench's default ``record_floor`` (the combiner's)."""
