@@ -21,10 +21,11 @@ def test_gives_the_round_and_skips_its_verify(monkeypatch: pytest.MonkeyPatch) -
         return {"verify": cp._verify(ledger, api, 7, 3)}
 
     monkeypatch.setattr(cp, "one_round", fake_round)
-    assert cp.round_to_verify("rpc", "api", 4, large_game="linear_shapley") == (ledger, 7)
+    got = cp.round_to_verify("rpc", "api", 4, large_game="linear_shapley", rounds=2)
+    assert got == (ledger, 7)
     assert seen["during"] is not timed  # one_round's verify was not the timed one
     assert (seen["rpc"], seen["api"], seen["n"]) == ("rpc", "api", 4)
-    assert seen["kw"] == {"large_game": "linear_shapley"}
+    assert seen["kw"] == {"large_game": "linear_shapley", "rounds": 2}
     assert cp._verify is timed
 
 
