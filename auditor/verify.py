@@ -1009,6 +1009,13 @@ def _verify_finalized(
     else:
         _unchecked(audit, ("log.status",), no_log)
 
+    history_ahead: Callable[[int], Decoded] | None = None
+    if spec is not None:
+        known_spec = spec
+
+        def history_ahead(stale: int) -> Decoded:
+            return _read_history_ahead(ledger, fetches, reads, round_id, known_spec, stale)
+
     if peers and peer is not None:
         _check_public_screen(
             audit,
@@ -1023,9 +1030,7 @@ def _verify_finalized(
             deltas,
             unusable,  # the noise and spend verdicts do not take an input out (README)
             frozenset(site for site, p in dp.items() if p is not None),
-            history_ahead=None
-            if spec is None
-            else lambda stale: _read_history_ahead(ledger, fetches, reads, round_id, spec, stale),
+            history_ahead=history_ahead,
         )
 
     # the data-free valuation components, recomputed; the standing, weighed with them
@@ -1042,9 +1047,7 @@ def _verify_finalized(
             spec,
             start_blob,
             declared_noise=frozenset(site for site, p in dp.items() if p is not None),
-            history_ahead=None
-            if spec is None
-            else lambda stale: _read_history_ahead(ledger, fetches, reads, round_id, spec, stale),
+            history_ahead=history_ahead,
         )
     elif not peers:
         _unchecked(audit, _valuation_check_names(terms), no_log)
