@@ -74,6 +74,7 @@ from fedtrail.protocol.peers import (
     drop_withheld,
     peer_explanation,
     peer_outcome,
+    screen_drop,
 )
 from fedtrail.protocol.roundlog import InvalidLog, SiteEntry, ValuationSettings
 from fedtrail.protocol.terms import RoundTerms
@@ -410,12 +411,17 @@ def check_public_screen(
     *,
     public: bool,
     settled: bool,
+    num_samples: Sequence[int],
 ) -> Check:
     """``peers.screen`` (see the module docstring): ``marked`` is the public screen recomputed
     (site -> why; None when it could not be), ``public`` whether the terms ask for it,
     ``settled`` whether the round finalized (the aggregator posts the screen before it
     finalizes, so only then must every drop be there); ``outcome`` the chain's (its
-    ``peer_medians`` are the medians before any drop)."""
+    ``peer_medians`` are the medians before any drop) and ``num_samples`` its revealed
+    updates' sample counts (``outcome.sites`` order). The updates that must be dropped are
+    :func:`~fedtrail.protocol.peers.screen_drop`'s, the rule the aggregator posts: the marked
+    ones weighted once the withheld ones are dropped (a positive median that rounds to weight
+    0 is neither droppable nor paid)."""
     screened = set(record.screened)
     if not public:
         if screened:
@@ -429,12 +435,7 @@ def check_public_screen(
         return SCREEN, True, "no public screen in the terms, and no update dropped as screened"
     if marked is None or outcome is None:
         return SCREEN, False, "the public screen cannot be recomputed (see the checks above)"
-    medians = dict(zip(outcome.sites, outcome.peer_medians, strict=True))
-    spared = sorted(
-        s
-        for s in marked
-        if medians.get(s, 0) > 0 and s not in screened and s not in set(record.dropped)
-    )
+    spared = sorted(s for s in screen_drop(outcome, num_samples, marked) if s not in screened)
     zeroed = sorted(screened - set(marked))
     problems = []
     if zeroed:

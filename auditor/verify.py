@@ -2474,7 +2474,9 @@ def _check_unsettled_screen(
     except InvalidLog:
         valuation = None
     if valuation is None or not (valuation.public_screen and valuation.standing):
-        audit.add(*check_public_screen(record, None, None, public=False, settled=False))
+        audit.add(
+            *check_public_screen(record, None, None, public=False, settled=False, num_samples=())
+        )
         return
     subs = ledger.get_submissions(info.id)
     try:
@@ -2815,7 +2817,12 @@ def _check_public_screen(
             return
     audit.add(
         *check_public_screen(
-            peer, outcome, marked, public=public, settled=info.phase == Phase.FINALIZED
+            peer,
+            outcome,
+            marked,
+            public=public,
+            settled=info.phase == Phase.FINALIZED,
+            num_samples=[s.num_samples for s in subs],
         )
     )
 
