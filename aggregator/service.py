@@ -242,7 +242,9 @@ class AggregatorSettings:
     once a round in public instead of by every validator (round terms
     ``valuation.public_screen``, written only when True): this service runs it on the public
     updates and references and drops the weighted updates it marks (``dropScreened``, reason
-    FREE_RIDER); ``audit verify`` recomputes it (``peers.screen``). None (default, since
+    FREE_RIDER; :func:`~fedtrail.protocol.peers.screen_drop`), or cancels the round after its
+    score reveal deadline when it marks every weighted one (the drop would leave no weight);
+    ``audit verify`` recomputes it (``peers.screen``, ``peers.cancelled``). None (default, since
     session 57): on in a federation's round 1 and in every round of a federation whose round 1
     was no peer round; in a later round of a ledger whose round 1 was a peer round, as that
     round's terms have it (:data:`DEFAULT_PUBLIC_SCREEN`; a ledger started without it keeps
@@ -1709,9 +1711,22 @@ class AggregatorService:
             return self._cancel_screened(round_id, drop.marks)
         if not drop.marks:
             return False
-        self.ledger.drop_screened(
-            self.account, round_id, [s.site for s, _ in pairs], [site for site, _ in drop.marks]
-        )
+        try:
+            self.ledger.drop_screened(
+                self.account, round_id, [s.site for s, _ in pairs], [site for site, _ in drop.marks]
+            )
+        except ContractRevert as exc:
+            if exc.error != "ZeroTotalWeight":
+                raise
+            # the rule above said weight is left; the contract disagrees: retrying the same
+            # drop would revert the same way at every poll, so the round ends instead
+            log.error(
+                "round %d: dropScreened reverted (%s), though the screen's rule left weight: "
+                "the round cannot be finalized without paying a marked update",
+                round_id,
+                exc,
+            )
+            return self._cancel_screened(round_id, drop.marks)
         self._log_screened(round_id, drop.marks)
         return True
 
