@@ -77,6 +77,8 @@ from fedtrail.protocol.peers import (
     default_quorum,
     drop_withheld,
     peer_explanation,
+    screen_drop,
+    screen_empties_round,
     screen_inputs,
 )
 from fedtrail.protocol.terms import (
@@ -240,7 +242,9 @@ class AggregatorSettings:
     once a round in public instead of by every validator (round terms
     ``valuation.public_screen``, written only when True): this service runs it on the public
     updates and references and drops the weighted updates it marks (``dropScreened``, reason
-    FREE_RIDER); ``audit verify`` recomputes it (``peers.screen``). None (default, since
+    FREE_RIDER; :func:`~fedtrail.protocol.peers.screen_drop`), or cancels the round after its
+    score reveal deadline when it marks every weighted one (the drop would leave no weight);
+    ``audit verify`` recomputes it (``peers.screen``, ``peers.cancelled``). None (default, since
     session 57): on in a federation's round 1 and in every round of a federation whose round 1
     was no peer round; in a later round of a ledger whose round 1 was a peer round, as that
     round's terms have it (:data:`DEFAULT_PUBLIC_SCREEN`; a ledger started without it keeps
@@ -455,6 +459,16 @@ def _metrics_record(m: Metrics) -> roundlog.RoundMetrics:
 def _reveals(subs: Sequence[Submission]) -> tuple[tuple[str, str, str, int, int], ...]:
     """What a round's valuation covers of its revealed submissions (a set-of-reveals key)."""
     return tuple((s.site, s.cid, s.sha256, s.num_samples, s.commit_order) for s in subs)
+
+
+@dataclass(frozen=True)
+class _ScreenDrop:
+    """What a peer round's public screen drops (:meth:`AggregatorService._screen_drop`):
+    ``marks`` (site, why) to drop as screened, and ``empties`` whether that drop leaves no
+    update with a weight (the round can only be cancelled)."""
+
+    marks: list[tuple[str, str]] = field(default_factory=list)
+    empties: bool = False
 
 
 class AggregatorService:
@@ -1235,7 +1249,10 @@ class AggregatorService:
             self._pin_weighted(round_id, pairs)
             dropped = self._drop_screened(round_id, global_state, pairs)
             if dropped is None:
-                return None  # the screen's drop waits for its inputs' pins
+                return None  # the screen's drop waits for its inputs' pins (or, when it would
+                # leave no weight, for the score reveal deadline to cancel the round)
+            if isinstance(dropped, RoundOutcome):
+                return dropped  # the screen marks every weighted update: cancelled
             if dropped:  # the weights re-derived
                 pairs = self.candidates(round_id, info=info, originals=read)
         subs = [s for s, _ in pairs]
@@ -1672,26 +1689,76 @@ class AggregatorService:
         round_id: int,
         global_state: Mapping[str, torch.Tensor],
         pairs: Sequence[tuple[Submission, Candidate]],
-    ) -> bool | None:
+    ) -> bool | RoundOutcome | None:
         """Under the round terms' ``valuation.public_screen`` (with ``standing``): runs valued
         peer round ``round_id``'s public screen once (:meth:`_screen_drop`) and drops the
         weighted updates it marks (``dropScreened``: reason FREE_RIDER, the others re-weighted).
-        True when it dropped any; idempotent (a dropped update is no longer weighted). While one
-        of its inputs cannot be read it does not screen (False): finalize then waits for that
-        update or drops it as withheld together with the screen's marks on the inputs left
-        (:meth:`_unreadable`, one ``dropUpdates``). None while a drop is due but an input is not
-        pinned here (see :meth:`_screen_drop`); finalize waits and pins again at the next
-        call."""
+        True when it dropped any; idempotent (the drop is fixed by the chain's record, less
+        what was dropped already). While one of its inputs cannot be read it does not screen
+        (False): finalize then waits for that update or drops it as withheld together with the
+        screen's marks on the inputs left (:meth:`_unreadable`, one ``dropUpdates``). None while
+        a drop is due but an input is not pinned here (see :meth:`_screen_drop`); finalize
+        waits and pins again at the next call. When the drop would leave no update with a
+        weight (the screen marks every weighted one: the contract refuses it,
+        ``ZeroTotalWeight``, and no global model paying a marked update passes ``audit
+        verify``), the round cannot be finalized: it is cancelled (``cancelRound``, the
+        CANCELLED outcome) once its score reveal deadline passed, the earliest the contract
+        lets a valued peer round be cancelled; None until then."""
         drop = self._screen_drop(round_id, global_state, pairs)
         if drop is None:
             return None
-        if not drop:
+        if drop.empties:
+            return self._cancel_screened(round_id, drop.marks)
+        if not drop.marks:
             return False
-        self.ledger.drop_screened(
-            self.account, round_id, [s.site for s, _ in pairs], [site for site, _ in drop]
-        )
-        self._log_screened(round_id, drop)
+        try:
+            self.ledger.drop_screened(
+                self.account, round_id, [s.site for s, _ in pairs], [site for site, _ in drop.marks]
+            )
+        except ContractRevert as exc:
+            if exc.error != "ZeroTotalWeight":
+                raise
+            # the rule above said weight is left; the contract disagrees: retrying the same
+            # drop would revert the same way at every poll, so the round ends instead
+            log.error(
+                "round %d: dropScreened reverted (%s), though the screen's rule left weight: "
+                "the round cannot be finalized without paying a marked update",
+                round_id,
+                exc,
+            )
+            return self._cancel_screened(round_id, drop.marks)
+        self._log_screened(round_id, drop.marks)
         return True
+
+    def _cancel_screened(
+        self, round_id: int, marks: Sequence[tuple[str, str]]
+    ) -> RoundOutcome | None:
+        """Valued peer round ``round_id`` whose public screen marks every weighted update
+        (``marks``): cancelled once its score reveal deadline passed (the CANCELLED outcome),
+        else logged and None (the service wakes for the deadline). No drop is posted: the
+        contract refuses one that leaves no weight, and the cancel keeps the round's scores
+        and reputations as valued (README *Peer rounds*)."""
+        named = "; ".join(f"{site[:10]} {why}" for site, why in marks)
+        peer = self._peer_round(round_id)
+        if next_block_timestamp(self.ledger.w3) > peer.score_reveal_deadline + CLOCK_SLACK:
+            self.ledger.cancel_round(self.account, round_id)
+            log.error(
+                "round %d cancelled: the public screen marks every weighted update as a "
+                "free-rider (%s); dropping them would leave no weight (ZeroTotalWeight), so the "
+                "round cannot be finalized",
+                round_id,
+                named,
+            )
+            return RoundOutcome(round=round_id, phase=Phase.CANCELLED)
+        log.warning(
+            "round %d: the public screen marks every weighted update as a free-rider (%s); "
+            "dropping them would leave no weight (ZeroTotalWeight): cancelling the round after "
+            "its score reveal deadline",
+            round_id,
+            named,
+        )
+        self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
+        return None
 
     def _screen_drop(
         self,
@@ -1700,29 +1767,33 @@ class AggregatorService:
         pairs: Sequence[tuple[Submission, Candidate]],
         *,
         withheld: Sequence[str] = (),
-    ) -> list[tuple[str, str]] | None:
-        """The weighted updates of valued peer round ``round_id`` that its public screen
+    ) -> _ScreenDrop | None:
+        """The updates of valued peer round ``round_id`` that its public screen
         (:func:`~fedtrail.valuation.chained.public_screen_of`, under the terms'
-        ``valuation.public_screen`` with ``standing``) marks, with why, once the weighted
+        ``valuation.public_screen`` with ``standing``) drops, with why, once the weighted
         updates ``withheld`` are dropped as unreadable (the chain's outcome with that drop
         applied: the inputs are :func:`~fedtrail.protocol.peers.screen_inputs` of it, exactly
-        what the screen reads after a ``dropWithheld``). Empty when the terms have no public
-        screen, nothing is weighted, the screen marks nothing, or an input cannot be read
-        (finalize then waits for it or drops it as withheld, which takes it out of the
-        inputs). None when a drop is due but an input (a weighted update) is not pinned here:
-        auditors re-check the drop on the inputs, so their sites must not be able to withdraw
-        them after it (a pin lost to a restart or a failed request would let them turn the
-        honest drop into a failed ``peers.screen``)."""
+        what the screen reads after a ``dropWithheld``): the ones it marks whose weight is
+        above 0 then (:func:`~fedtrail.protocol.peers.screen_drop`, the rule ``audit verify``
+        applies), less those dropped as screened already; and whether that drop leaves no
+        weight (:func:`~fedtrail.protocol.peers.screen_empties_round`: the round can only be
+        cancelled). Empty when the terms have no public screen, nothing is weighted, the screen
+        marks nothing, or an input cannot be read (finalize then waits for it or drops it as
+        withheld, which takes it out of the inputs). None when a drop (or the cancel) is due but
+        an input (a weighted update) is not pinned here: auditors re-check the drop on the
+        inputs, so their sites must not be able to withdraw them after it (a pin lost to a
+        restart or a failed request would let them turn the honest drop into a failed
+        ``peers.screen``)."""
         valuation = roundlog.ValuationSettings.from_json(self.terms(round_id)[0].valuation)
         if not (valuation.public_screen and valuation.standing):
-            return []
+            return _ScreenDrop()
         gone = {address_key(site) for site in withheld}
         weighted = [s for s, _ in pairs if s.weight > 0 and address_key(s.site) not in gone]
         if not weighted:
-            return []
-        outcome = None
+            return _ScreenDrop()
+        outcome = self.ledger.peer_outcome(round_id)
         if withheld:
-            outcome = drop_withheld(self.ledger.peer_outcome(round_id), withheld)
+            outcome = drop_withheld(outcome, withheld)
         try:
             marked = public_screen_of(
                 self.ledger,
@@ -1739,10 +1810,15 @@ class AggregatorService:
             # not screened on a part of its inputs: finalize waits for the update or drops it
             # as withheld (which takes it out of the inputs), then screens
             log.info("round %d: the public screen waits: %s", round_id, exc)
-            return []
-        drop = [(s.site, marked[s.site]) for s in weighted if s.site in marked]
+            return _ScreenDrop()
+        samples = {address_key(s.site): s.num_samples for s, _ in pairs}
+        counts = [samples[address_key(site)] for site in outcome.sites]
+        rule = screen_drop(outcome, counts, marked)
+        done = {address_key(site) for site in outcome.screened}
+        why = {address_key(site): reason for site, reason in marked.items()}
+        drop = [(site, why[address_key(site)]) for site in rule if address_key(site) not in done]
         if not drop:
-            return []
+            return _ScreenDrop()
         pinned = self._retained.get(round_id, set())
         unpinned = [s.site for s in weighted if s.cid not in pinned]
         if unpinned:
@@ -1753,7 +1829,9 @@ class AggregatorService:
                 ", ".join(site[:10] for site in unpinned),
             )
             return None
-        return drop
+        return _ScreenDrop(
+            marks=drop, empties=screen_empties_round(outcome, counts, [site for site, _ in drop])
+        )
 
     @staticmethod
     def _log_screened(round_id: int, drop: Sequence[tuple[str, str]]) -> None:
@@ -1792,14 +1870,21 @@ class AggregatorService:
         peer = self._peer_round(round_id)
         if next_block_timestamp(self.ledger.w3) > peer.score_reveal_deadline + CLOCK_SLACK:
             gone = {s.site for s in missing}
-            left = [s.site for s in subs if s.weight > 0 and s.site not in gone]
+            # an update left with a positive score keeps the round: its weight may be 0 from
+            # rounding (exact share below one unit of 1e-18), and the drop re-weights it
+            left = [s.site for s in subs if s.score > 0 and s.site not in gone]
             if left:
                 withheld = sorted(gone, key=address_key)
-                screened = self._screen_drop(round_id, global_state, pairs, withheld=withheld)
-                if screened is None:
+                drop = self._screen_drop(round_id, global_state, pairs, withheld=withheld)
+                if drop is None:
                     return None  # an input's pin failed: both drops wait for it (logged)
-                if len(screened) == len(left):
-                    screened = []  # alone: the screen's drop follows as before (and fails)
+                unweighted = {address_key(s.site) for s in subs if s.weight == 0}
+                screened = drop.marks
+                if drop.empties or any(address_key(site) in unweighted for site, _ in screened):
+                    # alone: the screen's drop follows at finalize, on the re-derived weights
+                    # (one dropUpdates checks the screened updates' weights before it re-derives
+                    # them), or the round's cancel when it would leave no weight
+                    screened = []
                 self.ledger.drop_updates(
                     self.account,
                     round_id,

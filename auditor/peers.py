@@ -20,7 +20,9 @@ reputation with no validation split at all:
   explanation is :func:`~fedtrail.protocol.peers.peer_explanation` of them (session 56);
 * ``peers.quorum``: the chain's peer record is the one the terms committed (quorum, score commit
   and reveal windows after the reveal deadline) and the revealed votes meet the quorum;
-* ``peers.cancelled`` (a cancelled peer round): the round could not have been valued, i.e.
+* ``peers.cancelled`` (a cancelled peer round; one cancelled after its valuation is checked in
+  ``fedtrail.auditor.verify``: every update with a positive score unreadable, or all of them
+  marked by the public screen): the round could not have been valued, i.e.
   fewer revealed votes than the quorum, no revealed update, the reputation gate undecided
   (exactly half of the voters pass it, or a majority below the quorum: ``GateUndecided``), or
   every median 0. A peer round
@@ -38,9 +40,11 @@ reputation with no validation split at all:
   the screen's inputs the chain names (the revealed updates with a positive median, less
   those dropped as withheld: ``fedtrail.protocol.peers.screen_inputs``) and the references
   of the latest ``stale_rounds`` finalized rounds
-  (``fedtrail.valuation.chained.public_screen_of``), marks and the peers' medians weighted
-  (or that were dropped as withheld): an aggregator that zeroes a rival's update or spares an
-  ally's fails it, naming the site. Without the option, any such drop fails it. In a round
+  (``fedtrail.valuation.chained.public_screen_of``), marks and that are weighted once the
+  updates dropped as withheld are dropped (``fedtrail.protocol.peers.screen_drop``, the rule
+  the aggregator posts: a marked update whose positive median rounds to weight 0 is neither
+  droppable nor paid): an aggregator that zeroes a rival's update or spares an ally's fails
+  it, naming the site. Without the option, any such drop fails it. In a round
   never finalized (left valued, or cancelled after its valuation) only the drops are checked
   (the aggregator drops what the screen marks at finalize): each must be one it marks, and one
   whose update does not read now cannot be re-checked and fails;
@@ -74,6 +78,7 @@ from fedtrail.protocol.peers import (
     drop_withheld,
     peer_explanation,
     peer_outcome,
+    screen_drop,
 )
 from fedtrail.protocol.roundlog import InvalidLog, SiteEntry, ValuationSettings
 from fedtrail.protocol.terms import RoundTerms
@@ -410,12 +415,17 @@ def check_public_screen(
     *,
     public: bool,
     settled: bool,
+    num_samples: Sequence[int],
 ) -> Check:
     """``peers.screen`` (see the module docstring): ``marked`` is the public screen recomputed
     (site -> why; None when it could not be), ``public`` whether the terms ask for it,
     ``settled`` whether the round finalized (the aggregator posts the screen before it
     finalizes, so only then must every drop be there); ``outcome`` the chain's (its
-    ``peer_medians`` are the medians before any drop)."""
+    ``peer_medians`` are the medians before any drop) and ``num_samples`` its revealed
+    updates' sample counts (``outcome.sites`` order). The updates that must be dropped are
+    :func:`~fedtrail.protocol.peers.screen_drop`'s, the rule the aggregator posts: the marked
+    ones weighted once the withheld ones are dropped (a positive median that rounds to weight
+    0 is neither droppable nor paid)."""
     screened = set(record.screened)
     if not public:
         if screened:
@@ -429,12 +439,7 @@ def check_public_screen(
         return SCREEN, True, "no public screen in the terms, and no update dropped as screened"
     if marked is None or outcome is None:
         return SCREEN, False, "the public screen cannot be recomputed (see the checks above)"
-    medians = dict(zip(outcome.sites, outcome.peer_medians, strict=True))
-    spared = sorted(
-        s
-        for s in marked
-        if medians.get(s, 0) > 0 and s not in screened and s not in set(record.dropped)
-    )
+    spared = sorted(s for s in screen_drop(outcome, num_samples, marked) if s not in screened)
     zeroed = sorted(screened - set(marked))
     problems = []
     if zeroed:

@@ -122,6 +122,8 @@ from fedtrail.protocol.peers import (
     PeerOutcome,
     address_key,
     cancelled_outcome,
+    screen_drop,
+    screen_empties_round,
     screen_inputs,
 )
 from fedtrail.protocol.privacy import SUMMED, DpParams, InvalidPrivacy, from_micro
@@ -674,7 +676,7 @@ def verify_round(
             if cancelled is not None:
                 revealed = ledger.get_submissions(round_id)
                 if any(s.weight > 0 for s in revealed):  # valued, then cancelled
-                    for check in _check_cancelled_unreadable(ledger, store, info):
+                    for check in _check_cancelled_unreadable(ledger, store, info, cancelled):
                         audit.add(*check)
                     # its valuation and ratings stand (the ratings feed later rounds' gate):
                     # recomputed from the votes as in a finalized round, with no log to compare
@@ -2255,18 +2257,24 @@ def _check_cancelled_valuation(
 
 
 def _check_cancelled_unreadable(
-    ledger: Ledger, store: ContentStore, info: RoundInfo
+    ledger: Ledger, store: ContentStore, info: RoundInfo, record: PeerRecord
 ) -> list[tuple[str, bool, str]]:
     """``peers.cancelled`` for a peer round cancelled *after* its valuation: the contract lets
     the aggregator do that because a site can withhold its blob once the validators scored it,
     and no global model without a weighted update passes this audit. So it passes only when
-    every update with on-chain weight > 0 cannot be used now (not retrievable, not matching its
-    sha256, or malformed: read as the aggregator reads it); when every weighted update reads,
-    the aggregator could have finalized the round, and when some do, it could have dropped the
-    others (``dropWithheld``) and finalized with those. An update its site withheld and published
-    again later reads as usable here (the caveat of ``cancelled.valuation``). Updates dropped
-    before the cancel (``dropWithheld``) must be unusable too (``peers.withheld``, as in a
-    finalized round): the cancel does not vouch for them."""
+    every update with a positive score (a weight above 0, or 0 from rounding: a drop re-weights
+    it) cannot be used now (not retrievable, not matching its sha256, or malformed: read as the
+    aggregator reads it), or when every one reads and the round's public screen (terms'
+    ``valuation.public_screen``) marks them all so that its drop
+    (:func:`~fedtrail.protocol.peers.screen_drop`) would leave no weight
+    (:func:`~fedtrail.protocol.peers.screen_empties_round`: the contract refuses it, and a
+    model paying a marked update fails ``peers.screen``). When every such update reads and the
+    screen spares one, the aggregator could have finalized the round, and when some read, it
+    could have dropped the others (``dropWithheld``) and finalized with those. An update its
+    site withheld and published again later reads as usable here (the caveat of
+    ``cancelled.valuation``). Updates dropped before the cancel (``dropWithheld``) must be
+    unusable too (``peers.withheld``, as in a finalized round): the cancel does not vouch for
+    them."""
     from fedtrail.valuation.candidates import revealed_candidates
 
     name, round_id = CANCELLED, info.id
@@ -2284,15 +2292,19 @@ def _check_cancelled_unreadable(
         if any(sub.reason == Reason.WITHHELD for sub in subs)
         else []
     )
-    weighted = [(sub, c) for sub, c in pairs if sub.weight > 0]
+    weighted = [(sub, c) for sub, c in pairs if sub.score > 0]
     unusable = [(sub, c) for sub, c in weighted if c.delta is None]
     if not unusable:
+        emptied, why = _screen_empties(ledger, store, info, record, terms, spec, pairs)
+        if emptied:
+            return [(name, True, f"valued, then cancelled: {why}"), *dropped]
         return [
             (
                 name,
                 False,
                 f"valued, then cancelled, yet each of its {len(weighted)} weighted update(s) "
-                "reads and decodes: the aggregator could have finalized the round",
+                "reads and decodes: the aggregator could have finalized the round"
+                + (f" ({why})" if why else ""),
             ),
             *dropped,
         ]
@@ -2320,6 +2332,59 @@ def _check_cancelled_unreadable(
         ),
         *dropped,
     ]
+
+
+def _screen_empties(
+    ledger: Ledger,
+    store: ContentStore,
+    info: RoundInfo,
+    record: PeerRecord,
+    terms: RoundTerms,
+    spec: ModelSpec,
+    pairs: Sequence[tuple[Submission, Candidate]],
+) -> tuple[bool, str]:
+    """Whether peer round ``info``'s public screen, recomputed as the aggregator runs it
+    (:func:`~fedtrail.valuation.chained.public_screen_of` over the revealed ``pairs``), marks
+    every update with a positive score, so that its drop leaves no weight and the round can
+    only be cancelled; with why (empty when the terms have no public screen)."""
+    from fedtrail.valuation.chained import combiner_from, public_screen_of
+
+    try:
+        valuation = ValuationSettings.from_json(terms.valuation)
+    except InvalidLog:
+        return False, ""
+    if not (valuation.public_screen and valuation.standing):
+        return False, ""
+    subs = [sub for sub, _ in pairs]
+    try:
+        outcome = record.outcome([s.site for s in subs])
+        limit, problem = _spec_limit(spec)
+        if limit is None:
+            raise ConfigError(problem)
+        start = _fetch(store, info.start_cid, info.start_sha256, limit)
+        if start.blob is None:
+            return False, f"the public screen cannot be recomputed: the start model: {start.detail}"
+        marked = public_screen_of(
+            ledger,
+            store,
+            info.id,
+            spec,
+            global_state=decode_model(start.blob, spec=spec)[0],
+            candidates=[c for _, c in pairs],
+            combiner=combiner_from(valuation),
+            outcome=outcome,
+        )
+    except (FedtrailError, *NOT_GIVEN) as exc:
+        return False, f"the public screen cannot be recomputed: {exc}"
+    counts = [s.num_samples for s in subs]
+    drop = screen_drop(outcome, counts, marked)
+    if not screen_empties_round(outcome, counts, drop):
+        return False, f"the public screen marks {len(drop)} of the weighted update(s) only"
+    return True, (
+        "the public screen marks every weighted update ("
+        + "; ".join(f"{site[:10]} {marked[site]}" for site in drop)
+        + "): its drop leaves no weight (ZeroTotalWeight), so the round could not be finalized"
+    )
 
 
 def _check_valued_peer(
@@ -2409,7 +2474,9 @@ def _check_unsettled_screen(
     except InvalidLog:
         valuation = None
     if valuation is None or not (valuation.public_screen and valuation.standing):
-        audit.add(*check_public_screen(record, None, None, public=False, settled=False))
+        audit.add(
+            *check_public_screen(record, None, None, public=False, settled=False, num_samples=())
+        )
         return
     subs = ledger.get_submissions(info.id)
     try:
@@ -2750,7 +2817,12 @@ def _check_public_screen(
             return
     audit.add(
         *check_public_screen(
-            peer, outcome, marked, public=public, settled=info.phase == Phase.FINALIZED
+            peer,
+            outcome,
+            marked,
+            public=public,
+            settled=info.phase == Phase.FINALIZED,
+            num_samples=[s.num_samples for s in subs],
         )
     )
 

@@ -66,13 +66,13 @@ median outside the range of the honest validators' entries.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
 from fedtrail.errors import FedtrailError
 from fedtrail.protocol.codes import Reason
-from fedtrail.protocol.weights import SCORE_SCALE
+from fedtrail.protocol.weights import SCORE_SCALE, ZeroTotalWeight, onchain_weights
 
 __all__ = [
     "REPUTATION_GATE",
@@ -90,6 +90,8 @@ __all__ = [
     "next_validator_reputation",
     "peer_explanation",
     "peer_outcome",
+    "screen_drop",
+    "screen_empties_round",
     "screen_inputs",
 ]
 
@@ -385,4 +387,59 @@ def screen_inputs(outcome: PeerOutcome) -> tuple[str, ...]:
         site
         for site, m in zip(outcome.sites, outcome.peer_medians, strict=True)
         if m > 0 and address_key(site) not in dropped
+    )
+
+
+def _before_screen(outcome: PeerOutcome) -> list[int]:
+    """Each site's score as the chain holds it once the updates dropped as withheld are dropped
+    and before any drop as screened: its peer median, 0 for a withheld one."""
+    dropped = {address_key(d) for d in outcome.dropped}
+    return [
+        0 if address_key(site) in dropped else m
+        for site, m in zip(outcome.sites, outcome.peer_medians, strict=True)
+    ]
+
+
+def screen_drop(
+    outcome: PeerOutcome, num_samples: Sequence[int], marked: Collection[str]
+) -> tuple[str, ...]:
+    """The updates a peer round's public screen drops (``dropScreened``; round terms
+    ``valuation.public_screen``), in address order: each of ``marked`` (the sites the screen
+    marks) whose on-chain weight is above 0 once the updates dropped as withheld are dropped
+    and before any drop as screened, i.e. the weight rule
+    (:func:`~fedtrail.protocol.weights.onchain_weights`) over ``num_samples`` (the revealed
+    updates', in ``outcome.sites`` order) and the peer medians with the withheld ones at 0.
+    Those are the weights the chain holds when the screen's drop lands, and the contract drops
+    only a weighted update: a marked one whose positive median rounds to weight 0 (its exact
+    share below one unit of 1e-18) is not dropped, and is not paid either. The one rule the
+    aggregator posts and ``audit verify`` recomputes (``peers.screen``); it reads only the
+    chain's record (``outcome``: drops as screened already made do not change it, so the
+    aggregator's retry posts nothing twice). Empty when nothing has a positive median."""
+    keys = {address_key(m) for m in marked}
+    try:
+        weights = onchain_weights(num_samples, _before_screen(outcome))
+    except ZeroTotalWeight:
+        return ()
+    return tuple(
+        site
+        for site, w in zip(outcome.sites, weights, strict=True)
+        if w > 0 and address_key(site) in keys
+    )
+
+
+def screen_empties_round(
+    outcome: PeerOutcome, num_samples: Sequence[int], drop: Collection[str]
+) -> bool:
+    """Whether dropping ``drop`` as screened (:func:`screen_drop`'s, with the drops as screened
+    already made) leaves every update of the round at sample count x score 0: the contract
+    then refuses the drop (``ZeroTotalWeight``) and the round cannot be finalized with or
+    without it (an auditor fails a round that pays an update the screen marks), so the
+    aggregator cancels it once its score reveals close (``cancelRound``) and ``audit verify``'s
+    ``peers.cancelled`` passes that cancel. An update whose positive median rounds to weight 0
+    and that the screen does not mark keeps the round alive: the drop re-weights it."""
+    gone = {address_key(d) for d in (*drop, *outcome.screened)}
+    return not any(
+        n * s > 0
+        for site, n, s in zip(outcome.sites, num_samples, _before_screen(outcome), strict=True)
+        if address_key(site) not in gone
     )

@@ -3190,12 +3190,19 @@ def main(argv=None):
                     e.args.site.lower() for e in ev["UpdateWithheld"] if e.args.round == r
                 }
                 zeroed = sorted(dropped_scr - set(riders))
+                # the drop's rule: a marked update weighted once the withheld ones are dropped
+                # (the weights over the medians, a withheld one's at 0); a positive median
+                # that rounds to weight 0 can be neither dropped nor paid
+                before_drop = [
+                    (a, onchain[a][1], 0 if a in dropped_wh else peer_meds.get(a, (0, 0))[0])
+                    for a in peer_meds
+                    if a in onchain
+                ]
+                weighted_before = (
+                    weights_rule(before_drop)[0] if any(n * m for _, n, m in before_drop) else {}
+                )
                 spared = sorted(
-                    a
-                    for a in riders
-                    if peer_meds.get(a, (0, 0))[0] > 0
-                    and a not in dropped_scr
-                    and a not in dropped_wh
+                    a for a in riders if weighted_before.get(a, 0) > 0 and a not in dropped_scr
                 )
                 report(
                     r,

@@ -688,3 +688,99 @@ def test_a_valued_round_cancelled_while_a_weighted_update_still_reads_fails_peer
     assert not check.passed, check.detail
     assert all(s.site[:10] in check.detail for s in readable), check.detail
     assert "dropWithheld" in check.detail, check.detail
+
+
+def _rounding_edge_round(fed: Any, seed: int) -> tuple[int, Any, list[tuple[Any, str]]]:
+    """Opens a peer round in which, by hand, the first two sites by address send random
+    updates: the first claims the largest count and its peers score it full, the second
+    claims 1 sample and its peers score it 1; every site validates. Returns the round, its
+    peer record and each submitter's (account, CID), the big one first (nothing valued yet)."""
+    import hashlib
+    import secrets
+
+    import torch
+
+    from fedtrail.chain import dev_account
+    from fedtrail.ledger import commitment
+    from fedtrail.ledger.records import score_commitment
+    from fedtrail.protocol.codes import MAX_SITE_SAMPLES
+    from fedtrail.protocol.weights import SCORE_SCALE
+    from fedtrail.storage.codec import encode_update
+
+    ledger, service, store = fed.ledger, fed.service, fed.store
+    accounts = sorted((dev_account(2 + i) for i in range(3)), key=lambda a: address_key(a.address))
+    big, small = accounts[0], accounts[1]  # the remainder unit goes to the earlier address
+    ledger.set_max_samples(fed.coordinator, big.address, MAX_SITE_SAMPLES)
+    r = service.open_next()
+    info, peer = ledger.get_round(r), ledger.get_peer_round(r)
+    assert peer is not None
+    gen = torch.Generator().manual_seed(seed)
+    reveals = []
+    for site, n in ((big, MAX_SITE_SAMPLES), (small, 1)):
+        delta = {
+            name: (0.001 * torch.randn(shape, generator=gen)).to(getattr(torch, dtype))
+            for name, (shape, dtype) in service.spec.tensor_layout().items()
+        }
+        blob = encode_update(delta, spec=service.spec, round=r).blob
+        cid, sha = store.put(blob), hashlib.sha256(blob).hexdigest()
+        ledger.commit_update(site, r, commitment(site.address, r, sha, n))
+        reveals.append((site, cid, sha, n))
+    pass_deadline(ledger, info.commit_deadline)
+    for site, cid, sha, n in reveals:
+        ledger.reveal_update(site, r, cid, sha, n)
+    pass_deadline(ledger, info.reveal_deadline)
+    want = {big.address: SCORE_SCALE, small.address: 1}
+    sites = [big.address, small.address]
+    salts = {v.address: secrets.token_bytes(32) for v in accounts}
+    vectors = {v.address: [0 if s == v.address else want[s] for s in sites] for v in accounts}
+    for v in accounts:
+        ledger.commit_scores(
+            v, r, score_commitment(v.address, r, vectors[v.address], salts[v.address])
+        )
+    pass_deadline(ledger, peer.score_commit_deadline)
+    for v in accounts:
+        ledger.reveal_scores(v, r, vectors[v.address], salts[v.address])
+    return r, peer, [(site, cid) for site, cid, _, _ in reveals]
+
+
+def test_an_update_left_at_weight_0_from_rounding_keeps_the_round_when_the_weighted_one_is_withheld(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The weight rule's rounding edge: the only weighted update claims the largest count at
+    the full score, the other claims 1 sample at median 1, so its exact share is below one unit
+    of 1e-18 and the remainder unit goes to the earlier site (weight 0, a positive score). The
+    weighted one is withheld once scored: ``dropWithheld`` re-derives the weights from the
+    scores, so the other gets them all, and the service drops and finalizes with it (before, it
+    counted what was left by weight and cancelled the round, throwing that site's round away);
+    ``audit verify`` passes the drop, and fails such a cancel (``peers.cancelled``)."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+    ledger, service = fed.ledger, fed.service
+    r, peer, [(big, gone), (small, _)] = _rounding_edge_round(fed, seed=11)
+    honest_store = service.store
+    service.store = _Withholding(honest_store, gone)  # type: ignore[assignment]
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    valued = {s.site: s for s in ledger.get_submissions(r)}
+    assert (valued[big.address].weight, valued[small.address].weight) == (10**18, 0)
+    assert valued[small.address].score == 1  # weight 0 from rounding, not from its score
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    pass_deadline(ledger, peer.score_reveal_deadline)
+    with caplog.at_level(logging.WARNING, logger="fedtrail.aggregator"):
+        outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED, caplog.text
+    assert ledger.peer_dropped(r) == [big.address]
+    after = {s.site: s for s in ledger.get_submissions(r)}
+    assert (after[small.address].score, after[small.address].weight) == (1, 10**18)
+    (audit,) = [a for a in verify_all(ledger, service.store) if a.round == r]
+    assert audit.passed, [c for c in audit.checks if not c.passed]
+
+    # the same round cancelled instead (what the service did before): verify names the update
+    # left with a positive score, which the drop would have paid
+    r2, peer2, [(_, gone2), (small2, _)] = _rounding_edge_round(fed, seed=12)
+    service.store = _Withholding(honest_store, gone2)  # type: ignore[assignment]
+    assert service.step() is None and ledger.get_round(r2).phase == Phase.VALUED
+    pass_deadline(ledger, peer2.score_reveal_deadline)
+    ledger.cancel_round(service.account, r2)
+    (audit,) = [a for a in verify_all(ledger, service.store) if a.round == r2]
+    failed = {c.name: c.detail for c in audit.checks if not c.passed}
+    assert "peers.cancelled" in failed and small2.address[:10] in failed["peers.cancelled"], failed
+    service.store = honest_store  # type: ignore[assignment]

@@ -276,3 +276,59 @@ def test_withheld_and_screened_drops_wait_together_for_an_inputs_pin(
     (audit,) = [a for a in verify_all(ledger, withholding) if a.round == r]  # type: ignore[arg-type]
     assert audit.passed, [c for c in audit.checks if c.failed]
     service.store = store  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("rule_agrees", [True, False], ids=["rule", "revert"])
+def test_a_round_whose_every_weighted_update_the_screen_marks_is_cancelled_not_stalled(
+    anvil_url: str,
+    ipfs_api: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    rule_agrees: bool,
+) -> None:
+    """Only the free-rider sends an update: the peers weigh it (the validators do not screen),
+    the public screen marks it, and dropping it would leave no weight (the contract's
+    ``ZeroTotalWeight``: before, every finalize attempt reverted and the round stayed valued for
+    good, the federation stalled). The service cancels the valued round once its score reveals
+    close (``cancelRound``; it waits until then), the federation opens the next round, and
+    ``audit verify`` passes the cancel (``peers.cancelled``: the screen marks every weighted
+    update). ``revert``: the service's rule is made to say weight is left, so it sends the drop
+    and the contract reverts it (``ZeroTotalWeight``): the service logs the revert and takes
+    the same path instead of retrying the drop at every poll."""
+    fed = _rider_federation(tmp_path, anvil_url, ipfs_api)
+    ledger, service = fed.ledger, fed.service
+    if not rule_agrees:
+        monkeypatch.setattr(
+            "fedtrail.aggregator.service.screen_empties_round", lambda *a, **k: False
+        )
+    rider = fed.nodes[2].address
+    r = service.open_next()
+    info, peer = ledger.get_round(r), ledger.get_peer_round(r)
+    assert peer is not None
+    fed.nodes[2].participate(r)
+    pass_deadline(ledger, info.commit_deadline)
+    fed.nodes[2].participate(r)
+    pass_deadline(ledger, info.reveal_deadline)
+    for n in fed.nodes:
+        n.scorer.score(r)
+    pass_deadline(ledger, peer.score_commit_deadline)
+    for n in fed.nodes:
+        n.scorer.score(r)
+    assert service.step() is None and ledger.get_round(r).phase == Phase.VALUED
+    (valued,) = ledger.get_submissions(r)
+    assert valued.site == rider and valued.weight == 10**18
+    with caplog.at_level(logging.INFO, logger="fedtrail.aggregator"):
+        assert service.step() is None  # before the score reveal deadline: waits, no revert
+    assert ledger.get_round(r).phase == Phase.VALUED and ledger.peer_screened(r) == []
+    assert "every weighted update" in caplog.text
+    assert ("dropScreened reverted" in caplog.text) is not rule_agrees
+    pass_deadline(ledger, peer.score_reveal_deadline)
+    outcome = service.step()
+    assert outcome is not None and outcome.phase == Phase.CANCELLED
+    assert ledger.get_round(r).phase == Phase.CANCELLED
+    assert service.open_next() == r + 1
+    (audit,) = [a for a in verify_all(ledger, fed.store) if a.round == r]
+    checks = {c.name: c for c in audit.checks}
+    assert audit.passed, [c for c in audit.checks if c.failed]
+    assert "public screen marks" in checks["peers.cancelled"].detail

@@ -137,11 +137,14 @@ def submit(
     seed: int,
     tamper: str | None = None,
     scales: dict[str, float] | None = None,
+    samples: dict[str, int] | None = None,
 ) -> dict[str, tuple[str, str]]:
     """Every hospital commits to a hand-made update and reveals it; ``tamper``: the address of
     one that reveals the CID of another blob under its update's sha256, so nobody can read its
     update (the auditor's fetch: TAMPERED); ``scales``: address -> the scale of that hospital's
-    random entries (default 0.01). Returns {that CID: the update's (cid, sha256)}."""
+    random entries (default 0.01); ``samples``: address -> the sample count it claims (default
+    100, 150, 200 in registration order; within its registered limit). Returns {that CID: the
+    update's (cid, sha256)}."""
     fed = pf.fed
     gen = torch.Generator().manual_seed(seed)
     reveals = []
@@ -157,7 +160,7 @@ def submit(
             other = put(fed.store, f"not the update of round {round_id}".encode())[0]
             swapped[other] = (cid, sha)
             cid = other
-        n = 100 + 50 * i
+        n = (samples or {}).get(site.address, 100 + 50 * i)
         fed.ledger.commit_update(site, round_id, commitment(site.address, round_id, sha, n))
         reveals.append((site, cid, sha, n))
     info = fed.ledger.get_round(round_id)
@@ -191,14 +194,22 @@ def score_round(
     during: Callable[[int], None] | None = None,
     unreadable: str | None = None,
     unread: Sequence[str] = (),
+    vectors: Callable[[list[str]], dict[str, tuple[int, ...]]] | None = None,
 ) -> list[PeerVote]:
     """Every validator commits its hand-made vector after the reveal deadline, reveals it after
     the score commit deadline, and the last validator records the peer valuation. ``during``
-    runs once the update reveal window closed, before any score is committed."""
+    runs once the update reveal window closed, before any score is committed; ``vectors``,
+    given the revealed updates (address order), returns every validator's vector instead of
+    :func:`hand_vectors`'."""
     ledger = pf.fed.ledger
     w3 = ledger.w3
     info = ledger.get_round(round_id)
-    vectors = hand_vectors(pf, round_id, unreadable, unread)
+    if vectors is None:
+        chosen = hand_vectors(pf, round_id, unreadable, unread)
+    else:
+        chosen = vectors(
+            sorted((s.site for s in ledger.get_submissions(round_id)), key=address_key)
+        )
     advance_time(w3, info.reveal_deadline - block_timestamp(w3) + 1)
     if during is not None:
         during(round_id)
@@ -208,13 +219,13 @@ def score_round(
         ledger.commit_scores(
             v,
             round_id,
-            score_commitment(v.address, round_id, vectors[v.address], salts[v.address]),
+            score_commitment(v.address, round_id, chosen[v.address], salts[v.address]),
         )
     advance_time(w3, SCORE_COMMIT + 1)
     for v in pf.validators:
-        ledger.reveal_scores(v, round_id, list(vectors[v.address]), salts[v.address])
+        ledger.reveal_scores(v, round_id, list(chosen[v.address]), salts[v.address])
     votes = sorted(
-        (PeerVote(validator=a, scores=s) for a, s in vectors.items()),
+        (PeerVote(validator=a, scores=s) for a, s in chosen.items()),
         key=lambda x: address_key(x.validator),
     )
     sites = sorted((s.site for s in ledger.get_submissions(round_id)), key=address_key)
@@ -234,17 +245,20 @@ def peer_round(
     scales: dict[str, float] | None = None,
     valued: Callable[[int], None] | None = None,
     unread: Sequence[str] = (),
+    samples: dict[str, int] | None = None,
+    vectors: Callable[[list[str]], dict[str, tuple[int, ...]]] | None = None,
 ) -> int:
     """One peer round from opening to finalize; ``edit`` forges the log before it is hashed,
     ``during`` runs between the update reveals and the score commitments, ``chain_quorum``
     opens it with another quorum than the terms', ``tamper`` names a hospital whose revealed
     update nobody can read (every validator scores it 0), ``scales`` as :func:`submit`'s,
     ``valued`` runs once the round is valued, before it is finalized (the aggregator's drops);
-    every validator scores the updates of ``unread`` 0 too (as updates it could not read)."""
+    every validator scores the updates of ``unread`` 0 too (as updates it could not read);
+    ``samples`` as :func:`submit`'s, ``vectors`` as :func:`score_round`'s."""
     fed = pf.fed
     round_id = open_peer_round(pf, chain_quorum)
-    swapped = submit(pf, round_id, seed=seed, tamper=tamper, scales=scales)
-    votes = score_round(pf, round_id, during, tamper, unread)
+    swapped = submit(pf, round_id, seed=seed, tamper=tamper, scales=scales, samples=samples)
+    votes = score_round(pf, round_id, during, tamper, unread, vectors)
     if valued is not None:
         valued(round_id)
 

@@ -264,3 +264,59 @@ def test_a_reference_not_given_fails_the_screen_in_verify_and_the_reader(
     row = reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
     assert row["result"] == "FAIL" and "cannot be recomputed" in row["detail"], row
     assert "reference update" in row["detail"], row
+
+
+def test_a_marked_update_whose_median_rounds_to_weight_0_is_not_a_spared_one(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, public: None
+) -> None:
+    """At the weight rule's rounding edge: the free-rider claims 1 sample and its peers' median
+    is 1, beside a site claiming the largest count at the full score, so its exact share is
+    below one unit of 1e-18 and the remainder unit goes to the earlier site: a positive median,
+    weight 0. The contract cannot drop it (``dropScreened`` of an unweighted update reverts)
+    and the finalize does not pay it, so the honest aggregator drops nothing and ``peers.screen``
+    passes (the aggregator's rule, ``fedtrail.protocol.peers.screen_drop``, over the weights;
+    before, verify required every marked update with a positive median dropped and failed the
+    honest round)."""
+    from fedtrail.protocol.codes import MAX_SITE_SAMPLES
+    from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
+
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    ledger = pf.fed.ledger
+    big, rider, honest = _hospitals(pf)
+    ledger.set_max_samples(pf.fed.coordinator, big, MAX_SITE_SAMPLES)
+    samples = {big: MAX_SITE_SAMPLES, rider: 1, honest: 200}
+    want = {big: SCORE_SCALE, rider: 1, honest: 500_000}
+
+    def vectors(sites: list[str]) -> dict[str, tuple[int, ...]]:
+        return {
+            v.address: tuple(0 if s == v.address else want[s] for s in sites) for v in pf.validators
+        }
+
+    edge = onchain_weights(
+        [samples[s] for s in (big, rider, honest)], [want[s] for s in (big, rider, honest)]
+    )
+    assert edge[1] == 0 and edge[0] > 0 and edge[2] > 0  # the edge this test is about
+
+    def cannot_drop(r: int) -> None:
+        every = [s.site for s in ledger.get_submissions(r)]
+        with pytest.raises(FedtrailError, match="NotWeighted"):
+            ledger.drop_screened(pf.fed.coordinator, r, every, [rider])
+
+    r = peer_round(
+        pf,
+        seed=8,
+        scales={rider: TINY},
+        samples=samples,
+        vectors=vectors,
+        valued=cannot_drop,
+    )
+    subs = {s.site: s for s in ledger.get_submissions(r)}
+    assert (subs[rider].score, subs[rider].weight, subs[rider].reason) == (1, 0, Reason.OK)
+    checks = _checks(pf, store, r)
+    screen = checks["peers.screen"]
+    assert screen.passed, screen.detail
+    assert "marks 1 update(s)" in screen.detail and rider[:10] in screen.detail
+    assert checks["peers.median"].passed, checks["peers.median"].detail
+    results = reader_results(pf, anvil_url, ipfs_api)
+    assert results[(r, "peers.screen")]["result"] == "PASS", results[(r, "peers.screen")]

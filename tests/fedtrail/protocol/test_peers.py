@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.codes import MAX_SITE_SAMPLES, Reason
 from fedtrail.protocol.peers import (
     REPUTATION_GATE,
     GateUndecided,
@@ -19,8 +19,10 @@ from fedtrail.protocol.peers import (
     median,
     next_validator_reputation,
     peer_outcome,
+    screen_drop,
+    screen_empties_round,
 )
-from fedtrail.protocol.weights import SCORE_SCALE
+from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
 
 A, B, C, D, E = (f"0x{i:040x}" for i in (1, 2, 3, 4, 5))
 
@@ -381,3 +383,37 @@ def test_two_colluders_holding_two_of_three_scorers_zero_a_site_and_out_agree_th
     # With the colluders silent (the abstain reference) 2 votes miss the quorum of 4: refused.
     with pytest.raises(InvalidVotes, match="fewer than the quorum"):
         peer_outcome(SEVEN, [s0, s1], standing={}, quorum=4)
+
+
+def _scored(sites: list[str], scores: list[int]) -> PeerOutcome:
+    """The outcome of a jury of two validators outside ``sites`` that agree on ``scores``."""
+    votes = [PeerVote(validator=v, scores=tuple(scores)) for v in (D, E)]
+    return first_round(sites, votes)
+
+
+def test_the_screen_drops_a_marked_update_only_while_its_weight_is_above_0() -> None:
+    # B's exact share is below one unit of 1e-18 and the remainder unit goes to A: a positive
+    # median, weight 0, which the contract cannot drop (NotWeighted) and the finalize never pays
+    sites, samples = [A, B, C], [MAX_SITE_SAMPLES, 1, 200]
+    outcome = _scored(sites, [SCORE_SCALE, 1, 500_000])
+    assert onchain_weights(samples, list(outcome.scores))[1] == 0
+    assert outcome.peer_medians[1] == 1
+    assert screen_drop(outcome, samples, {B: "tiny"}) == ()
+    assert screen_drop(outcome, samples, {B: "tiny", C: "tiny"}) == (C,)
+    # dropped as withheld first: C's 0 takes nothing from B, still below one unit
+    withheld = drop_withheld(outcome, [C])
+    assert screen_drop(withheld, samples, {B: "tiny", C: "tiny"}) == ()
+    # once A is withheld B is weighted (the weights re-derived), so the drop takes it
+    assert screen_drop(drop_withheld(outcome, [A]), samples, {B: "tiny"}) == (B,)
+
+
+def test_a_screen_drop_that_leaves_no_weight_empties_the_round() -> None:
+    sites, samples = [A, B, C], [10, 20, 30]
+    outcome = _scored(sites, [400_000, 0, 600_000])  # B: median 0, never weighted
+    assert screen_drop(outcome, samples, {A: "x", C: "y"}) == (A, C)
+    assert screen_empties_round(outcome, samples, [A, C])
+    assert not screen_empties_round(outcome, samples, [A])
+    # a withheld update counts as gone; an unmarked positive median keeps the round alive
+    assert screen_empties_round(drop_withheld(outcome, [C]), samples, [A])
+    edge = _scored(sites, [SCORE_SCALE, 1, 0])
+    assert not screen_empties_round(edge, [MAX_SITE_SAMPLES, 1, 5], [A])
