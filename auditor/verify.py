@@ -36,6 +36,7 @@ the chain already scores 0 as unusable (``update.0x...`` says so).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -48,7 +49,7 @@ from collections.abc import Callable, Collection, Generator, Iterator, Mapping, 
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import numpy as np
 import torch
@@ -147,9 +148,7 @@ from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import (
     decode_model,
-    decode_update,
     decode_update_stored,
-    default_max_bytes,
     encode_model,
     read_limit,
 )
@@ -162,7 +161,7 @@ from fedtrail.valuation.limits import ThresholdLimits
 
 if TYPE_CHECKING:
     from fedtrail.valuation import Candidate
-    from fedtrail.valuation.chained import Carried, Decoded
+    from fedtrail.valuation.chained import Carried, Decoded, Fetch
     from fedtrail.valuation.combine import RoundValuation, SiteValuation
 
 # Scores are recomputed from floating-point model evaluations, whose last bits depend on the CPU
@@ -308,8 +307,10 @@ def _fetch(store: ContentStore, cid: str, sha256: str, max_bytes: int | None = N
         return Fetched(None, failure, f"cannot fetch {cid} ({failure.value}): {exc}")
 
 
-_Job = tuple[Future[Fetched], str, str, int | None]
-"""A request of :class:`_Fetches`: its future, CID, sha256 and byte limit."""
+_T = TypeVar("_T")
+
+_Job = tuple["Future[Any]", Callable[[], Any]]
+"""A request of :class:`_Fetches`: its future and the read whose result (or error) it gets."""
 
 
 class _Fetches:
@@ -351,47 +352,71 @@ class _Fetches:
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            future, cid, sha256, max_bytes = job
+            future, read = job
             del job  # the result is the reader's alone: none held here after it is set
             if future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(_fetch(self.store, cid, sha256, max_bytes))
-                except BaseException as exc:  # the reader's .result() raises it, as _fetch would
+                    future.set_result(read())
+                except BaseException as exc:  # the reader's .result() raises it, as read() would
                     future.set_exception(exc)
-            del future
+            del future, read
 
-    def one(self, cid: str, sha256: str, max_bytes: int | None) -> Future[Fetched]:
-        """:func:`_fetch` of one blob, requested now."""
+    def _submit(self, read: Callable[[], _T]) -> Future[_T]:
         if self._closed:
             raise RuntimeError("blob requested after its audit's fetches were closed")
-        future: Future[Fetched] = Future()
-        self._jobs.put((future, cid, sha256, max_bytes))
+        future: Future[_T] = Future()
+        self._jobs.put((future, read))
         if len(self._threads) < FETCH_THREADS:
             thread = threading.Thread(target=self._work, name="fedtrail-fetch", daemon=True)
             thread.start()
             self._threads.append(thread)
         return future
 
+    def one(self, cid: str, sha256: str, max_bytes: int | None) -> Future[Fetched]:
+        """:func:`_fetch` of one blob, requested now."""
+        return self._submit(functools.partial(_fetch, self.store, cid, sha256, max_bytes))
+
+    def _get(self, cid: str, sha256: str, max_bytes: int | None) -> Future[bytes]:
+        """``store.get`` of one blob, requested now (its ``.result()`` raises what it raises)."""
+        return self._submit(functools.partial(self.store.get, cid, sha256, max_bytes=max_bytes))
+
     def in_order(self, refs: Sequence[tuple[str, str]], max_bytes: int | None) -> Iterator[Fetched]:
         """:func:`_fetch` of every ``(cid, sha256)``, read in ``refs``' order; the first
         ``2 * FETCH_THREADS`` requested now, each later one when one is read."""
-        ahead = 2 * FETCH_THREADS
-        pending = deque(self.one(cid, sha, max_bytes) for cid, sha in refs[:ahead])
-        return self._read(pending, refs[ahead:], max_bytes)
+        futures = self._ahead(refs, lambda cid, sha: self.one(cid, sha, max_bytes))
+        return (future.result() for future in futures)
 
+    def blobs(
+        self, refs: Sequence[tuple[str, str]], max_bytes: int | None
+    ) -> Iterator[Callable[[], bytes]]:
+        """A :data:`~fedtrail.valuation.chained.Fetch` on these threads (the free-rider
+        history's reads): ``store.get`` of every ``(cid, sha256)`` requested as
+        :meth:`in_order` requests them, each yielded as its future's ``result``."""
+        futures = self._ahead(refs, lambda cid, sha: self._get(cid, sha, max_bytes))
+        return (future.result for future in futures)
+
+    def _ahead(
+        self, refs: Sequence[tuple[str, str]], submit: Callable[[str, str], Future[_T]]
+    ) -> Iterator[Future[_T]]:
+        """``submit`` of every ``(cid, sha256)``, yielded in ``refs``' order: the first
+        ``2 * FETCH_THREADS`` submitted now, each later one when one is yielded."""
+        ahead = 2 * FETCH_THREADS
+        pending = deque(submit(cid, sha) for cid, sha in refs[:ahead])
+        return self._read(pending, refs[ahead:], submit)
+
+    @staticmethod
     def _read(
-        self,
-        pending: deque[Future[Fetched]],
+        pending: deque[Future[_T]],
         rest: Sequence[tuple[str, str]],
-        max_bytes: int | None,
-    ) -> Iterator[Fetched]:
+        submit: Callable[[str, str], Future[_T]],
+    ) -> Iterator[Future[_T]]:
         queued = 0
         while pending:
             done = pending.popleft()
             if queued < len(rest):
-                pending.append(self.one(*rest[queued], max_bytes))
+                pending.append(submit(*rest[queued]))
                 queued += 1
-            yield done.result()
+            yield done
 
 
 _DOCUMENT_LIMITS: Final = frozenset({MAX_LOG_BYTES, MAX_TERMS_BYTES})
@@ -499,54 +524,18 @@ class AuditReads:
         self.decoded.models = {k: v for k, v in self.decoded.models.items() if k in wanted}
 
 
-def _read_history_ahead(
-    ledger: Ledger,
-    fetches: _Fetches,
-    reads: AuditReads,
-    round_id: int,
-    spec: ModelSpec,
-    stale_rounds: int,
-) -> Decoded:
-    """The free-rider references of ``round_id`` (those of its latest ``stale_rounds``
-    finalized rounds, :func:`~fedtrail.valuation.chained.round_references`) that ``reads``
-    lacks, fetched on ``fetches``' threads (``FETCH_THREADS`` in flight, instead of one after
-    another) and decoded as ``round_references`` decodes them, into ``reads``' ``decoded``,
-    which the history then reads. A blob that cannot be fetched or decoded is left out:
-    ``round_references`` reads it itself and fails as before (its error, not this one's)."""
-    from fedtrail.valuation.chained import previous_rounds, reference_submissions
+@dataclass(frozen=True)
+class _History:
+    """How a finalized round's free-rider history (``reasons.free_rider``, ``peers.screen``)
+    reads its references (:func:`~fedtrail.valuation.chained.round_references`): those this
+    audit already decoded taken from ``decoded`` (:meth:`AuditReads.for_spec`: the rounds it
+    checked, and what the history read, added there), the others read on the round's fetch
+    threads (``fetch``: :meth:`_Fetches.blobs`, ``FETCH_THREADS`` in flight, instead of one
+    after another) and decoded in the order one read after another takes, so one that cannot
+    be read or decoded fails the check with the error a read of its own gives."""
 
-    decoded = reads.for_spec(spec)
-    limit = default_max_bytes(spec)
-    models: dict[str, Future[Fetched]] = {}
-    for prev in previous_rounds(ledger, round_id, stale_rounds):
-        if prev in reads.rounds:
-            continue  # decoded by this audit's own check of that round
-        info = ledger.get_round(prev)
-        for cid, sha in (
-            (info.start_cid, info.start_sha256),
-            (info.global_cid, info.global_sha256),
-        ):
-            if sha not in decoded.models and sha not in models:
-                models[sha] = fetches.one(cid, sha, limit)
-        wanted = [
-            s
-            for s in reference_submissions(ledger, prev)
-            if (prev, s.sha256) not in decoded.updates
-        ]
-        for sub, fetched in zip(
-            wanted, fetches.in_order([(s.cid, s.sha256) for s in wanted], limit), strict=True
-        ):
-            if fetched.blob is not None:
-                with contextlib.suppress(InvalidUpdate):
-                    decoded.updates[(prev, sub.sha256)] = decode_update(
-                        fetched.blob, spec=spec, expected_round=prev
-                    )[0]
-    for sha, ahead in models.items():
-        model = ahead.result()
-        if model.blob is not None:
-            with contextlib.suppress(FedtrailError, TypeError, ValueError):
-                decoded.models[sha] = decode_model(model.blob, spec=spec)[0]
-    return decoded
+    decoded: Decoded
+    fetch: Fetch
 
 
 TERMS_AGAINST_LOG = ("terms.rule", "terms.valuation", "terms.validation", "terms.model")
@@ -1009,12 +998,9 @@ def _verify_finalized(
     else:
         _unchecked(audit, ("log.status",), no_log)
 
-    history_ahead: Callable[[int], Decoded] | None = None
-    if spec is not None:
-        known_spec = spec
-
-        def history_ahead(stale: int) -> Decoded:
-            return _read_history_ahead(ledger, fetches, reads, round_id, known_spec, stale)
+    # the free-rider history's references: those this audit decoded are taken from ``reads``,
+    # the others read on the round's fetch threads (chained.round_references) and added to it
+    references = None if spec is None else _History(reads.for_spec(spec), fetches.blobs)
 
     if peers and peer is not None:
         _check_public_screen(
@@ -1030,7 +1016,7 @@ def _verify_finalized(
             deltas,
             unusable,  # the noise and spend verdicts do not take an input out (README)
             frozenset(site for site, p in dp.items() if p is not None),
-            history_ahead=history_ahead,
+            history=references,
         )
 
     # the data-free valuation components, recomputed; the standing, weighed with them
@@ -1047,7 +1033,7 @@ def _verify_finalized(
             spec,
             start_blob,
             declared_noise=frozenset(site for site, p in dp.items() if p is not None),
-            history_ahead=history_ahead,
+            history=references,
         )
     elif not peers:
         _unchecked(audit, _valuation_check_names(terms), no_log)
@@ -2678,15 +2664,14 @@ def _check_public_screen(
     deltas: Mapping[str, Mapping[str, torch.Tensor]],
     unusable: Mapping[str, Reason],
     declared_noise: frozenset[str],
-    history_ahead: Callable[[int], Decoded] | None = None,
+    history: _History | None = None,
 ) -> None:
     """``peers.screen`` (:func:`~fedtrail.auditor.peers.check_screen`): the round's public
     free-rider screen recomputed from the chain and the store, as the aggregator ran it
     (:func:`~fedtrail.valuation.chained.public_screen_of` over the inputs the chain names,
     :func:`~fedtrail.protocol.peers.screen_inputs`, as a validator reads them; an update that
     reads only now and is no input is not read), against the updates dropped as screened.
-    ``history_ahead``: as :func:`_valuation_checks`' (the references it decoded are taken from
-    there; any it could not read are read by the screen's history, failing as before)."""
+    ``history``: as :func:`_valuation_checks`'."""
     from fedtrail.valuation import Candidate
     from fedtrail.valuation.chained import combiner_from, public_screen_of
 
@@ -2723,11 +2708,6 @@ def _check_public_screen(
             with _Timer(audit, "rescore"):
                 global_state = decode_model(start_blob, spec=spec)[0]
                 combiner = combiner_from(valuation)
-                decoded = None
-                if history_ahead is not None:
-                    # only faster: what it could not read is read again by the screen's history
-                    with contextlib.suppress(FedtrailError, TypeError, ValueError):
-                        decoded = history_ahead(combiner.stale_rounds)
                 marked = public_screen_of(
                     ledger,
                     store,
@@ -2737,7 +2717,8 @@ def _check_public_screen(
                     candidates=candidates,
                     combiner=combiner,
                     outcome=outcome,
-                    decoded=decoded,
+                    decoded=None if history is None else history.decoded,
+                    fetch=None if history is None else history.fetch,
                 )
         except (FedtrailError, *NOT_GIVEN) as exc:
             unchecked = ", ".join(s[:10] for s in peer.screened)
@@ -2808,7 +2789,7 @@ def _valuation_checks(
     start_blob: bytes | None = None,
     *,
     declared_noise: frozenset[str] = frozenset(),
-    history_ahead: Callable[[int], Decoded] | None = None,
+    history: _History | None = None,
 ) -> None:
     """An aggregator round's public valuation checks, under the terms' valuation settings (the
     log's for a round without terms): ``log.components``, the data-free statistics recomputed
@@ -2816,8 +2797,8 @@ def _valuation_checks(
     decode them, which fails the round elsewhere), and the standing block's checks
     (:mod:`fedtrail.auditor.standing`), whose scores are weighed with the recomputed norms.
     ``declared_noise``: the sites whose updates carry DP parameters (exempt from the free-rider
-    screen's white-noise test). ``history_ahead``: reads the free-rider history's blobs ahead
-    for a number of stale rounds (:func:`_read_history_ahead`)."""
+    screen's white-noise test). ``history``: how the free-rider history reads its references
+    (:class:`_History`; default: each fetched from ``store`` in turn)."""
     settings = log.settings.valuation
     if terms is not None:
         try:
@@ -2904,7 +2885,7 @@ def _valuation_checks(
                         settings,
                         start,
                         declared_noise,
-                        history_ahead,
+                        history,
                     )
                 )
     for check in check_standing(ledger, store, log, settings, subs, robust):
@@ -2922,13 +2903,12 @@ def _check_free_riders(
     settings: ValuationSettings,
     start: Mapping[str, torch.Tensor] | Exception,
     declared_noise: frozenset[str] = frozenset(),
-    history_ahead: Callable[[int], Decoded] | None = None,
+    history: _History | None = None,
 ) -> tuple[str, bool, str]:
     """``reasons.free_rider`` (:func:`~fedtrail.auditor.components.check_free_riders`) with the
     history's references read as the aggregator reads them. ``start``: the decoded start model,
     or why it could not be decoded; ``declared_noise``: the sites whose updates declare DP-SGD;
-    ``history_ahead``: as :func:`_valuation_checks`' (the references it decoded are taken
-    from there; any it could not read are read here, failing as before)."""
+    ``history``: as :func:`_valuation_checks`'."""
     from fedtrail.valuation.chained import carried_history, combiner_from
 
     if isinstance(start, Exception):
@@ -2937,14 +2917,15 @@ def _check_free_riders(
         stale_rounds = combiner_from(settings).stale_rounds
     except (FedtrailError, TypeError, ValueError) as exc:
         return ("reasons.free_rider", False, f"cannot read the history: {exc}")
-    decoded = None
-    if history_ahead is not None:
-        # only faster: what it could not read (a chain read's error too) is read again below
-        with contextlib.suppress(FedtrailError, TypeError, ValueError):
-            decoded = history_ahead(stale_rounds)
     try:
         carried = carried_history(
-            ledger, store, log.round, spec, stale_rounds=stale_rounds, decoded=decoded
+            ledger,
+            store,
+            log.round,
+            spec,
+            stale_rounds=stale_rounds,
+            decoded=None if history is None else history.decoded,
+            fetch=None if history is None else history.fetch,
         )
     except (FedtrailError, TypeError, ValueError) as exc:
         return ("reasons.free_rider", False, f"cannot read the history: {exc}")
