@@ -843,6 +843,12 @@ def _verify_finalized(
     start_blob = start.blob
     audit.add("start_model.hash", start_blob is not None, start.detail or info.start_cid)
     no_start = "" if start_blob is not None else "the start model is unavailable (start_model.hash)"
+    # decoded once for every check that reads it (taken from ``reads`` when this audit holds
+    # those bytes decoded: the previous round's global model); an error is raised where each
+    # check decoded it before
+    start_model: Mapping[str, torch.Tensor] | Exception | None = None
+    if start_blob is not None and spec is not None:
+        start_model = _decoded_model(reads, spec, info.start_sha256, start_blob)
     if _first_round(ledger, round_id):
         if start_blob is not None and terms is not None and spec is not None:
             audit.add(*_check_initial(info, terms, spec, ledger.chain_id, ledger.address))
@@ -1012,7 +1018,7 @@ def _verify_finalized(
             terms,
             subs,
             spec,
-            start_blob,
+            start_model,
             deltas,
             unusable,  # the noise and spend verdicts do not take an input out (README)
             frozenset(site for site, p in dp.items() if p is not None),
@@ -1031,7 +1037,7 @@ def _verify_finalized(
             deltas,
             unusable,
             spec,
-            start_blob,
+            start_model,
             declared_noise=frozenset(site for site, p in dp.items() if p is not None),
             history=references,
         )
@@ -1040,6 +1046,7 @@ def _verify_finalized(
 
     # the global model, recomputed bit for bit (from the terms' rule and spec: the log is not
     # needed, only named in the round's other checks)
+    replayed: Mapping[str, torch.Tensor] | None = None  # the global model's state, when equal
     if start_blob is None:
         _unchecked(audit, ("global.recomputed",), no_start)
     elif spec is None:
@@ -1053,7 +1060,7 @@ def _verify_finalized(
     else:
         try:
             with _Timer(audit, "recompute"):
-                start_state, _ = decode_model(start_blob, spec=spec)
+                start_state = _state(start_model)
                 rule = AggregationRule.from_terms(_rule_doc(terms, log))
                 included = [s for s in subs if s.weight > 0]
                 if any(s.site not in deltas for s in included):
@@ -1064,8 +1071,12 @@ def _verify_finalized(
                     [s.weight for s in included],
                     statistics=spec.statistic_names(),
                 )
-                blob = encode_model(apply_delta(start_state, delta), spec=spec, round=round_id)
+                state = apply_delta(start_state, delta)
+                blob = encode_model(state, spec=spec, round=round_id)
                 digest = hashlib.sha256(blob).hexdigest()
+                if digest == info.global_sha256:
+                    # the global model's bytes, so its decode: float32 values stored raw
+                    replayed = state
             audit.add(
                 "global.recomputed",
                 digest == info.global_sha256,
@@ -1135,7 +1146,7 @@ def _verify_finalized(
                     audit,
                     log,
                     spec,
-                    decode_model(start_blob, spec=spec)[0],
+                    _state(start_model),
                     subs,
                     deltas,
                     unusable,
@@ -1158,7 +1169,7 @@ def _verify_finalized(
                 metrics_tolerance,
             )
     if shared and spec is not None:
-        _keep_round(reads, info, spec, subs, deltas, (start_blob, glob.blob), terms, log)
+        _keep_round(reads, info, spec, subs, deltas, glob.blob, replayed, terms, log)
     return audit
 
 
@@ -1168,24 +1179,30 @@ def _keep_round(
     spec: ModelSpec,
     subs: Sequence[Submission],
     deltas: Mapping[str, Mapping[str, torch.Tensor]],
-    blobs: tuple[bytes | None, bytes | None],
+    global_blob: bytes | None,
+    replayed: Mapping[str, torch.Tensor] | None,
     terms: RoundTerms | None,
     log: RoundLog | None,
 ) -> None:
-    """Adds a finalized round's decoded updates and its start and global models (decoded
-    again: the round's checks hold their own) to ``reads``, for the free-rider references of
-    the rounds after it, keeping as many rounds as its valuation settings' ``stale_rounds``
-    asks (one when they cannot be read)."""
+    """Adds a finalized round's decoded updates and its start and global models to ``reads``,
+    for the free-rider references of the rounds after it (and the next round's start model),
+    keeping as many rounds as its valuation settings' ``stale_rounds`` asks (one when they
+    cannot be read). The start model is there already as the round's checks decoded it
+    (:func:`_decoded_model`); the global model is the state ``global.recomputed`` replayed when
+    its encoding is the global model's bytes (``replayed``: the same float32 values, stored
+    raw, in the spec's order), else ``global_blob`` decoded; not when it could not be fetched."""
     from fedtrail.valuation.chained import combiner_from
 
     decoded = reads.for_spec(spec)
     for sub in subs:
         if sub.site in deltas:
             decoded.updates[(info.id, sub.sha256)] = deltas[sub.site]
-    for blob, sha in zip(blobs, (info.start_sha256, info.global_sha256), strict=True):
-        if blob is not None and sha not in decoded.models:
+    if global_blob is not None and info.global_sha256 not in decoded.models:
+        if replayed is not None:
+            decoded.models[info.global_sha256] = replayed
+        else:
             with contextlib.suppress(FedtrailError, TypeError, ValueError):
-                decoded.models[sha] = decode_model(blob, spec=spec)[0]
+                decoded.models[info.global_sha256] = decode_model(global_blob, spec=spec)[0]
     stale = 1
     with contextlib.suppress(FedtrailError, TypeError, ValueError):
         settings = (
@@ -1196,6 +1213,33 @@ def _keep_round(
         if settings is not None:
             stale = combiner_from(settings).stale_rounds
     reads.keep(info.id, (info.start_sha256, info.global_sha256), stale)
+
+
+def _decoded_model(
+    reads: AuditReads | None, spec: ModelSpec, sha256: str, blob: bytes
+) -> Mapping[str, torch.Tensor] | Exception:
+    """``decode_model(blob)``'s state: ``reads``' when this audit holds it (the sha256 binds
+    the bytes), else decoded and added there; the exception when it cannot be decoded, for
+    :func:`_state` to raise where the state is read."""
+    decoded = None if reads is None else reads.for_spec(spec)
+    state = None if decoded is None else decoded.models.get(sha256)
+    if state is None:
+        try:
+            state = decode_model(blob, spec=spec)[0]
+        except Exception as exc:  # raised by each reader, as its own decode raised it
+            return exc
+        if decoded is not None:
+            decoded.models[sha256] = state
+    return state
+
+
+def _state(model: Mapping[str, torch.Tensor] | Exception | None) -> Mapping[str, torch.Tensor]:
+    """A model :func:`_decoded_model` gave: its state, or its decode's exception raised."""
+    if isinstance(model, Exception):
+        raise model
+    if model is None:
+        raise FedtrailError("no model to decode")  # never: callers check the blob and spec
+    return model
 
 
 EXPLANATION_KEYS: Final = frozenset(
@@ -2015,7 +2059,7 @@ def _check_scores(
     audit: RoundAudit,
     log: RoundLog,
     spec: ModelSpec,
-    start: dict[str, torch.Tensor],
+    start: Mapping[str, torch.Tensor],
     subs: list[Submission],
     deltas: dict[str, dict[str, torch.Tensor]],
     unusable: dict[str, Reason],
@@ -2430,7 +2474,7 @@ def _check_unsettled_screen(
         terms,
         subs,
         spec,
-        start.blob,
+        _decoded_model(None, spec, info.start_sha256, start.blob),
         # as in a finalized round: every update that decodes is screened on its delta (the DP
         # noise and spend verdicts do not take an input out); copies and unread ones are out
         {sub.site: c.delta for sub, c in pairs if c.delta is not None},
@@ -2660,7 +2704,7 @@ def _check_public_screen(
     terms: RoundTerms | None,
     subs: list[Submission],
     spec: ModelSpec | None,
-    start_blob: bytes | None,
+    start: Mapping[str, torch.Tensor] | Exception | None,
     deltas: Mapping[str, Mapping[str, torch.Tensor]],
     unusable: Mapping[str, Reason],
     declared_noise: frozenset[str],
@@ -2692,7 +2736,7 @@ def _check_public_screen(
         and valuation is not None
         and outcome is not None
         and spec is not None
-        and start_blob is not None
+        and start is not None
     ):
         candidates = [
             Candidate(
@@ -2706,7 +2750,7 @@ def _check_public_screen(
         ]
         try:
             with _Timer(audit, "rescore"):
-                global_state = decode_model(start_blob, spec=spec)[0]
+                global_state = _state(start)
                 combiner = combiner_from(valuation)
                 marked = public_screen_of(
                     ledger,
@@ -2786,7 +2830,7 @@ def _valuation_checks(
     deltas: Mapping[str, Mapping[str, torch.Tensor]],
     unusable: Mapping[str, Reason],
     spec: ModelSpec | None,
-    start_blob: bytes | None = None,
+    start_model: Mapping[str, torch.Tensor] | Exception | None = None,
     *,
     declared_noise: frozenset[str] = frozenset(),
     history: _History | None = None,
@@ -2834,7 +2878,7 @@ def _valuation_checks(
                 "the updates' statistics cannot be recomputed (log.components)",
             )
         audit.add(*check_public_reasons(subs, unusable, settings))
-        if start_blob is None:
+        if start_model is None:
             _unchecked(
                 audit,
                 [
@@ -2848,7 +2892,7 @@ def _valuation_checks(
             # decoded once for both data-free checks that measure against it
             start: Mapping[str, torch.Tensor] | Exception
             try:
-                start = decode_model(start_blob, spec=spec)[0]
+                start = _state(start_model)
             except (FedtrailError, TypeError, ValueError) as exc:
                 start = exc
             audit.add(

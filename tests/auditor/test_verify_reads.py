@@ -6,6 +6,7 @@ verdicts are those of a read each time."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import Counter
@@ -71,6 +72,33 @@ def test_verify_all_reads_each_blob_of_round_1_once(
     asked = Counter(store.asked)
     assert {cid: asked[cid] for cid in round_1} == dict.fromkeys(round_1, 1), asked
     assert decodes == []
+    assert _checks(audits) == _checks(alone)
+
+
+def test_verify_all_decodes_each_model_once(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over both rounds, ``verify_all`` decodes one model: round 1's start, once for all of
+    its checks (before: by the valuation checks, ``global.recomputed`` and again to keep it
+    for round 2). Each round's global model is the state ``global.recomputed`` replayed, whose
+    encoding is its bytes (before: decoded again to keep it), and round 2's start model is
+    round 1's global; the checks are those of each round verified alone."""
+    alone = [verify_mod.verify_round(fed.ledger, fed.store, r) for r in (1, 2)]
+    decoded: list[bytes] = []
+    real = codec.decode_model
+
+    def counted(blob: bytes, **kwargs: object) -> object:
+        decoded.append(blob)
+        return real(blob, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(verify_mod, "decode_model", counted)
+    monkeypatch.setattr(chained, "decode_model", counted)
+    audits = verify_mod.verify_all(fed.ledger, fed.store)
+    monkeypatch.undo()
+    assert [a.passed for a in audits] == [True, True], [_failed(a) for a in audits]
+    first = fed.ledger.get_round(1)
+    assert fed.ledger.get_round(2).start_sha256 == first.global_sha256
+    assert [hashlib.sha256(b).hexdigest() for b in decoded] == [first.start_sha256]
     assert _checks(audits) == _checks(alone)
 
 
