@@ -36,6 +36,7 @@ the chain already scores 0 as unusable (``update.0x...`` says so).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -48,7 +49,7 @@ from collections.abc import Callable, Collection, Generator, Iterator, Mapping, 
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import numpy as np
 import torch
@@ -149,9 +150,7 @@ from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
 from fedtrail.storage.canonical import check_canonical_update
 from fedtrail.storage.codec import (
     decode_model,
-    decode_update,
     decode_update_stored,
-    default_max_bytes,
     encode_model,
     read_limit,
 )
@@ -164,7 +163,7 @@ from fedtrail.valuation.limits import ThresholdLimits
 
 if TYPE_CHECKING:
     from fedtrail.valuation import Candidate
-    from fedtrail.valuation.chained import Carried, Decoded
+    from fedtrail.valuation.chained import Carried, Decoded, Fetch
     from fedtrail.valuation.combine import RoundValuation, SiteValuation
 
 # Scores are recomputed from floating-point model evaluations, whose last bits depend on the CPU
@@ -310,8 +309,10 @@ def _fetch(store: ContentStore, cid: str, sha256: str, max_bytes: int | None = N
         return Fetched(None, failure, f"cannot fetch {cid} ({failure.value}): {exc}")
 
 
-_Job = tuple[Future[Fetched], str, str, int | None]
-"""A request of :class:`_Fetches`: its future, CID, sha256 and byte limit."""
+_T = TypeVar("_T")
+
+_Job = tuple["Future[Any]", Callable[[], Any]]
+"""A request of :class:`_Fetches`: its future and the read whose result (or error) it gets."""
 
 
 class _Fetches:
@@ -353,47 +354,71 @@ class _Fetches:
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            future, cid, sha256, max_bytes = job
+            future, read = job
             del job  # the result is the reader's alone: none held here after it is set
             if future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(_fetch(self.store, cid, sha256, max_bytes))
-                except BaseException as exc:  # the reader's .result() raises it, as _fetch would
+                    future.set_result(read())
+                except BaseException as exc:  # the reader's .result() raises it, as read() would
                     future.set_exception(exc)
-            del future
+            del future, read
 
-    def one(self, cid: str, sha256: str, max_bytes: int | None) -> Future[Fetched]:
-        """:func:`_fetch` of one blob, requested now."""
+    def _submit(self, read: Callable[[], _T]) -> Future[_T]:
         if self._closed:
             raise RuntimeError("blob requested after its audit's fetches were closed")
-        future: Future[Fetched] = Future()
-        self._jobs.put((future, cid, sha256, max_bytes))
+        future: Future[_T] = Future()
+        self._jobs.put((future, read))
         if len(self._threads) < FETCH_THREADS:
             thread = threading.Thread(target=self._work, name="fedtrail-fetch", daemon=True)
             thread.start()
             self._threads.append(thread)
         return future
 
+    def one(self, cid: str, sha256: str, max_bytes: int | None) -> Future[Fetched]:
+        """:func:`_fetch` of one blob, requested now."""
+        return self._submit(functools.partial(_fetch, self.store, cid, sha256, max_bytes))
+
+    def _get(self, cid: str, sha256: str, max_bytes: int | None) -> Future[bytes]:
+        """``store.get`` of one blob, requested now (its ``.result()`` raises what it raises)."""
+        return self._submit(functools.partial(self.store.get, cid, sha256, max_bytes=max_bytes))
+
     def in_order(self, refs: Sequence[tuple[str, str]], max_bytes: int | None) -> Iterator[Fetched]:
         """:func:`_fetch` of every ``(cid, sha256)``, read in ``refs``' order; the first
         ``2 * FETCH_THREADS`` requested now, each later one when one is read."""
-        ahead = 2 * FETCH_THREADS
-        pending = deque(self.one(cid, sha, max_bytes) for cid, sha in refs[:ahead])
-        return self._read(pending, refs[ahead:], max_bytes)
+        futures = self._ahead(refs, lambda cid, sha: self.one(cid, sha, max_bytes))
+        return (future.result() for future in futures)
 
+    def blobs(
+        self, refs: Sequence[tuple[str, str]], max_bytes: int | None
+    ) -> Iterator[Callable[[], bytes]]:
+        """A :data:`~fedtrail.valuation.chained.Fetch` on these threads (the free-rider
+        history's reads): ``store.get`` of every ``(cid, sha256)`` requested as
+        :meth:`in_order` requests them, each yielded as its future's ``result``."""
+        futures = self._ahead(refs, lambda cid, sha: self._get(cid, sha, max_bytes))
+        return (future.result for future in futures)
+
+    def _ahead(
+        self, refs: Sequence[tuple[str, str]], submit: Callable[[str, str], Future[_T]]
+    ) -> Iterator[Future[_T]]:
+        """``submit`` of every ``(cid, sha256)``, yielded in ``refs``' order: the first
+        ``2 * FETCH_THREADS`` submitted now, each later one when one is yielded."""
+        ahead = 2 * FETCH_THREADS
+        pending = deque(submit(cid, sha) for cid, sha in refs[:ahead])
+        return self._read(pending, refs[ahead:], submit)
+
+    @staticmethod
     def _read(
-        self,
-        pending: deque[Future[Fetched]],
+        pending: deque[Future[_T]],
         rest: Sequence[tuple[str, str]],
-        max_bytes: int | None,
-    ) -> Iterator[Fetched]:
+        submit: Callable[[str, str], Future[_T]],
+    ) -> Iterator[Future[_T]]:
         queued = 0
         while pending:
             done = pending.popleft()
             if queued < len(rest):
-                pending.append(self.one(*rest[queued], max_bytes))
+                pending.append(submit(*rest[queued]))
                 queued += 1
-            yield done.result()
+            yield done
 
 
 _DOCUMENT_LIMITS: Final = frozenset({MAX_LOG_BYTES, MAX_TERMS_BYTES})
@@ -501,54 +526,18 @@ class AuditReads:
         self.decoded.models = {k: v for k, v in self.decoded.models.items() if k in wanted}
 
 
-def _read_history_ahead(
-    ledger: Ledger,
-    fetches: _Fetches,
-    reads: AuditReads,
-    round_id: int,
-    spec: ModelSpec,
-    stale_rounds: int,
-) -> Decoded:
-    """The free-rider references of ``round_id`` (those of its latest ``stale_rounds``
-    finalized rounds, :func:`~fedtrail.valuation.chained.round_references`) that ``reads``
-    lacks, fetched on ``fetches``' threads (``FETCH_THREADS`` in flight, instead of one after
-    another) and decoded as ``round_references`` decodes them, into ``reads``' ``decoded``,
-    which the history then reads. A blob that cannot be fetched or decoded is left out:
-    ``round_references`` reads it itself and fails as before (its error, not this one's)."""
-    from fedtrail.valuation.chained import previous_rounds, reference_submissions
+@dataclass(frozen=True)
+class _History:
+    """How a finalized round's free-rider history (``reasons.free_rider``, ``peers.screen``)
+    reads its references (:func:`~fedtrail.valuation.chained.round_references`): those this
+    audit already decoded taken from ``decoded`` (:meth:`AuditReads.for_spec`: the rounds it
+    checked, and what the history read, added there), the others read on the round's fetch
+    threads (``fetch``: :meth:`_Fetches.blobs`, ``FETCH_THREADS`` in flight, instead of one
+    after another) and decoded in the order one read after another takes, so one that cannot
+    be read or decoded fails the check with the error a read of its own gives."""
 
-    decoded = reads.for_spec(spec)
-    limit = default_max_bytes(spec)
-    models: dict[str, Future[Fetched]] = {}
-    for prev in previous_rounds(ledger, round_id, stale_rounds):
-        if prev in reads.rounds:
-            continue  # decoded by this audit's own check of that round
-        info = ledger.get_round(prev)
-        for cid, sha in (
-            (info.start_cid, info.start_sha256),
-            (info.global_cid, info.global_sha256),
-        ):
-            if sha not in decoded.models and sha not in models:
-                models[sha] = fetches.one(cid, sha, limit)
-        wanted = [
-            s
-            for s in reference_submissions(ledger, prev)
-            if (prev, s.sha256) not in decoded.updates
-        ]
-        for sub, fetched in zip(
-            wanted, fetches.in_order([(s.cid, s.sha256) for s in wanted], limit), strict=True
-        ):
-            if fetched.blob is not None:
-                with contextlib.suppress(InvalidUpdate):
-                    decoded.updates[(prev, sub.sha256)] = decode_update(
-                        fetched.blob, spec=spec, expected_round=prev
-                    )[0]
-    for sha, ahead in models.items():
-        model = ahead.result()
-        if model.blob is not None:
-            with contextlib.suppress(FedtrailError, TypeError, ValueError):
-                decoded.models[sha] = decode_model(model.blob, spec=spec)[0]
-    return decoded
+    decoded: Decoded
+    fetch: Fetch
 
 
 TERMS_AGAINST_LOG = ("terms.rule", "terms.valuation", "terms.validation", "terms.model")
@@ -756,6 +745,18 @@ def _verify_finalized(
     reg_history = registry_history or ledger.registry_history(round_id)
     names = reg_history.names_at(round_id)
 
+    # the terms committed at open (checked below; the log's aggregation rule is compared with
+    # the one they make the replay use), read first: readable, they alone decide the spec the
+    # blobs are decoded with (:func:`_round_spec`: the log's is only checked against theirs), so
+    # the start and global models and the first updates are requested before the log is parsed
+    # (its schema: ~0.09 s of a 100-site round's critical path) and the records are checked
+    with _Timer(audit, "fetch"):
+        terms, terms_check = _terms_from(terms_ahead.result(), info, round_id)
+    no_terms = "" if terms is not None else "the round's terms are unreadable (terms.hash)"
+    ahead = None
+    if terms is not None:
+        ahead = _request_blobs(fetches, info, subs, _round_spec(None, terms, "")[1], models)
+
     # the explanation log: hash, schema, and agreement with the chain
     with _Timer(audit, "fetch"):
         fetched = log_ahead.result()
@@ -775,23 +776,13 @@ def _verify_finalized(
             no_log = "the round's log is not a valid explanation log (log.schema)"
         if logs is not None:  # only bytes that matched: a failed fetch is tried again later
             logs[(info.log_cid, info.log_sha256)] = log
-    # the terms committed at open (checked below; the log's aggregation rule is compared with
-    # the one they make the replay use)
-    with _Timer(audit, "fetch"):
-        terms, terms_check = _terms_from(terms_ahead.result(), info, round_id)
-    no_terms = "" if terms is not None else "the round's terms are unreadable (terms.hash)"
     # the spec the blobs are decoded with and the largest blob it allows, worked out now (its
-    # checks are recorded below, in their place), so the start and global models and the first
-    # updates are on their way while the round's records are checked
+    # checks are recorded below, in their place); without terms the log's, and the start and
+    # global models and the first updates requested now, while the round's records are checked
     spec, limit, spec_checks = _round_spec(log, terms, no_log)
-    carried = (models or {}).get((info.start_cid, info.start_sha256))
-    if carried is not None and limit is not None and len(carried) <= limit:
-        start_ahead: Future[Fetched] = Future()
-        start_ahead.set_result(Fetched(carried))  # the previous round's global, as fetched
-    else:
-        start_ahead = fetches.one(info.start_cid, info.start_sha256, limit)
-    global_ahead = fetches.one(info.global_cid, info.global_sha256, limit)
-    updates = fetches.in_order([(sub.cid, sub.sha256) for sub in subs], limit)
+    if ahead is None:
+        ahead = _request_blobs(fetches, info, subs, limit, models)
+    start_ahead, global_ahead, updates = ahead
     if log is not None:
         _check_log(
             audit,
@@ -856,6 +847,12 @@ def _verify_finalized(
     start_blob = start.blob
     audit.add("start_model.hash", start_blob is not None, start.detail or info.start_cid)
     no_start = "" if start_blob is not None else "the start model is unavailable (start_model.hash)"
+    # decoded once for every check that reads it (taken from ``reads`` when this audit holds
+    # those bytes decoded: the previous round's global model); an error is raised where each
+    # check decoded it before
+    start_model: Mapping[str, torch.Tensor] | Exception | None = None
+    if start_blob is not None and spec is not None:
+        start_model = _decoded_model(reads, spec, info.start_sha256, start_blob)
     if _first_round(ledger, round_id):
         if start_blob is not None and terms is not None and spec is not None:
             audit.add(*_check_initial(info, terms, spec, ledger.chain_id, ledger.address))
@@ -1011,12 +1008,9 @@ def _verify_finalized(
     else:
         _unchecked(audit, ("log.status",), no_log)
 
-    history_ahead: Callable[[int], Decoded] | None = None
-    if spec is not None:
-        known_spec = spec
-
-        def history_ahead(stale: int) -> Decoded:
-            return _read_history_ahead(ledger, fetches, reads, round_id, known_spec, stale)
+    # the free-rider history's references: those this audit decoded are taken from ``reads``,
+    # the others read on the round's fetch threads (chained.round_references) and added to it
+    references = None if spec is None else _History(reads.for_spec(spec), fetches.blobs)
 
     if peers and peer is not None:
         _check_public_screen(
@@ -1028,11 +1022,11 @@ def _verify_finalized(
             terms,
             subs,
             spec,
-            start_blob,
+            start_model,
             deltas,
             unusable,  # the noise and spend verdicts do not take an input out (README)
             frozenset(site for site, p in dp.items() if p is not None),
-            history_ahead=history_ahead,
+            history=references,
         )
 
     # the data-free valuation components, recomputed; the standing, weighed with them
@@ -1047,15 +1041,16 @@ def _verify_finalized(
             deltas,
             unusable,
             spec,
-            start_blob,
+            start_model,
             declared_noise=frozenset(site for site, p in dp.items() if p is not None),
-            history_ahead=history_ahead,
+            history=references,
         )
     elif not peers:
         _unchecked(audit, _valuation_check_names(terms), no_log)
 
     # the global model, recomputed bit for bit (from the terms' rule and spec: the log is not
     # needed, only named in the round's other checks)
+    replayed: Mapping[str, torch.Tensor] | None = None  # the global model's state, when equal
     if start_blob is None:
         _unchecked(audit, ("global.recomputed",), no_start)
     elif spec is None:
@@ -1069,7 +1064,7 @@ def _verify_finalized(
     else:
         try:
             with _Timer(audit, "recompute"):
-                start_state, _ = decode_model(start_blob, spec=spec)
+                start_state = _state(start_model)
                 rule = AggregationRule.from_terms(_rule_doc(terms, log))
                 included = [s for s in subs if s.weight > 0]
                 if any(s.site not in deltas for s in included):
@@ -1080,8 +1075,12 @@ def _verify_finalized(
                     [s.weight for s in included],
                     statistics=spec.statistic_names(),
                 )
-                blob = encode_model(apply_delta(start_state, delta), spec=spec, round=round_id)
+                state = apply_delta(start_state, delta)
+                blob = encode_model(state, spec=spec, round=round_id)
                 digest = hashlib.sha256(blob).hexdigest()
+                if digest == info.global_sha256:
+                    # the global model's bytes, so its decode: float32 values stored raw
+                    replayed = state
             audit.add(
                 "global.recomputed",
                 digest == info.global_sha256,
@@ -1151,7 +1150,7 @@ def _verify_finalized(
                     audit,
                     log,
                     spec,
-                    decode_model(start_blob, spec=spec)[0],
+                    _state(start_model),
                     subs,
                     deltas,
                     unusable,
@@ -1174,8 +1173,30 @@ def _verify_finalized(
                 metrics_tolerance,
             )
     if shared and spec is not None:
-        _keep_round(reads, info, spec, subs, deltas, (start_blob, glob.blob), terms, log)
+        _keep_round(reads, info, spec, subs, deltas, glob.blob, replayed, terms, log)
     return audit
+
+
+def _request_blobs(
+    fetches: _Fetches,
+    info: RoundInfo,
+    subs: Sequence[Submission],
+    limit: int | None,
+    models: dict[tuple[str, str], bytes] | None,
+) -> tuple[Future[Fetched], Future[Fetched], Iterator[Fetched]]:
+    """A finalized round's start and global models and its updates (``subs``' blobs, in their
+    order), requested on ``fetches``' threads under the byte ``limit`` of the round's spec: the
+    start model is the previous round's global as this audit fetched it (``models``) when that
+    fits ``limit``."""
+    carried = (models or {}).get((info.start_cid, info.start_sha256))
+    if carried is not None and limit is not None and len(carried) <= limit:
+        start_ahead: Future[Fetched] = Future()
+        start_ahead.set_result(Fetched(carried))  # the previous round's global, as fetched
+    else:
+        start_ahead = fetches.one(info.start_cid, info.start_sha256, limit)
+    global_ahead = fetches.one(info.global_cid, info.global_sha256, limit)
+    updates = fetches.in_order([(sub.cid, sub.sha256) for sub in subs], limit)
+    return start_ahead, global_ahead, updates
 
 
 def _keep_round(
@@ -1184,24 +1205,30 @@ def _keep_round(
     spec: ModelSpec,
     subs: Sequence[Submission],
     deltas: Mapping[str, Mapping[str, torch.Tensor]],
-    blobs: tuple[bytes | None, bytes | None],
+    global_blob: bytes | None,
+    replayed: Mapping[str, torch.Tensor] | None,
     terms: RoundTerms | None,
     log: RoundLog | None,
 ) -> None:
-    """Adds a finalized round's decoded updates and its start and global models (decoded
-    again: the round's checks hold their own) to ``reads``, for the free-rider references of
-    the rounds after it, keeping as many rounds as its valuation settings' ``stale_rounds``
-    asks (one when they cannot be read)."""
+    """Adds a finalized round's decoded updates and its start and global models to ``reads``,
+    for the free-rider references of the rounds after it (and the next round's start model),
+    keeping as many rounds as its valuation settings' ``stale_rounds`` asks (one when they
+    cannot be read). The start model is there already as the round's checks decoded it
+    (:func:`_decoded_model`); the global model is the state ``global.recomputed`` replayed when
+    its encoding is the global model's bytes (``replayed``: the same float32 values, stored
+    raw, in the spec's order), else ``global_blob`` decoded; not when it could not be fetched."""
     from fedtrail.valuation.chained import combiner_from
 
     decoded = reads.for_spec(spec)
     for sub in subs:
         if sub.site in deltas:
             decoded.updates[(info.id, sub.sha256)] = deltas[sub.site]
-    for blob, sha in zip(blobs, (info.start_sha256, info.global_sha256), strict=True):
-        if blob is not None and sha not in decoded.models:
+    if global_blob is not None and info.global_sha256 not in decoded.models:
+        if replayed is not None:
+            decoded.models[info.global_sha256] = replayed
+        else:
             with contextlib.suppress(FedtrailError, TypeError, ValueError):
-                decoded.models[sha] = decode_model(blob, spec=spec)[0]
+                decoded.models[info.global_sha256] = decode_model(global_blob, spec=spec)[0]
     stale = 1
     with contextlib.suppress(FedtrailError, TypeError, ValueError):
         settings = (
@@ -1212,6 +1239,33 @@ def _keep_round(
         if settings is not None:
             stale = combiner_from(settings).stale_rounds
     reads.keep(info.id, (info.start_sha256, info.global_sha256), stale)
+
+
+def _decoded_model(
+    reads: AuditReads | None, spec: ModelSpec, sha256: str, blob: bytes
+) -> Mapping[str, torch.Tensor] | Exception:
+    """``decode_model(blob)``'s state: ``reads``' when this audit holds it (the sha256 binds
+    the bytes), else decoded and added there; the exception when it cannot be decoded, for
+    :func:`_state` to raise where the state is read."""
+    decoded = None if reads is None else reads.for_spec(spec)
+    state = None if decoded is None else decoded.models.get(sha256)
+    if state is None:
+        try:
+            state = decode_model(blob, spec=spec)[0]
+        except Exception as exc:  # raised by each reader, as its own decode raised it
+            return exc
+        if decoded is not None:
+            decoded.models[sha256] = state
+    return state
+
+
+def _state(model: Mapping[str, torch.Tensor] | Exception | None) -> Mapping[str, torch.Tensor]:
+    """A model :func:`_decoded_model` gave: its state, or its decode's exception raised."""
+    if isinstance(model, Exception):
+        raise model
+    if model is None:
+        raise FedtrailError("no model to decode")  # never: callers check the blob and spec
+    return model
 
 
 EXPLANATION_KEYS: Final = frozenset(
@@ -2031,7 +2085,7 @@ def _check_scores(
     audit: RoundAudit,
     log: RoundLog,
     spec: ModelSpec,
-    start: dict[str, torch.Tensor],
+    start: Mapping[str, torch.Tensor],
     subs: list[Submission],
     deltas: dict[str, dict[str, torch.Tensor]],
     unusable: dict[str, Reason],
@@ -2511,7 +2565,7 @@ def _check_unsettled_screen(
         terms,
         subs,
         spec,
-        start.blob,
+        _decoded_model(None, spec, info.start_sha256, start.blob),
         # as in a finalized round: every update that decodes is screened on its delta (the DP
         # noise and spend verdicts do not take an input out); copies and unread ones are out
         {sub.site: c.delta for sub, c in pairs if c.delta is not None},
@@ -2741,19 +2795,18 @@ def _check_public_screen(
     terms: RoundTerms | None,
     subs: list[Submission],
     spec: ModelSpec | None,
-    start_blob: bytes | None,
+    start: Mapping[str, torch.Tensor] | Exception | None,
     deltas: Mapping[str, Mapping[str, torch.Tensor]],
     unusable: Mapping[str, Reason],
     declared_noise: frozenset[str],
-    history_ahead: Callable[[int], Decoded] | None = None,
+    history: _History | None = None,
 ) -> None:
     """``peers.screen`` (:func:`~fedtrail.auditor.peers.check_screen`): the round's public
     free-rider screen recomputed from the chain and the store, as the aggregator ran it
     (:func:`~fedtrail.valuation.chained.public_screen_of` over the inputs the chain names,
     :func:`~fedtrail.protocol.peers.screen_inputs`, as a validator reads them; an update that
     reads only now and is no input is not read), against the updates dropped as screened.
-    ``history_ahead``: as :func:`_valuation_checks`' (the references it decoded are taken from
-    there; any it could not read are read by the screen's history, failing as before)."""
+    ``history``: as :func:`_valuation_checks`'."""
     from fedtrail.valuation import Candidate
     from fedtrail.valuation.chained import combiner_from, public_screen_of
 
@@ -2774,7 +2827,7 @@ def _check_public_screen(
         and valuation is not None
         and outcome is not None
         and spec is not None
-        and start_blob is not None
+        and start is not None
     ):
         candidates = [
             Candidate(
@@ -2788,13 +2841,8 @@ def _check_public_screen(
         ]
         try:
             with _Timer(audit, "rescore"):
-                global_state = decode_model(start_blob, spec=spec)[0]
+                global_state = _state(start)
                 combiner = combiner_from(valuation)
-                decoded = None
-                if history_ahead is not None:
-                    # only faster: what it could not read is read again by the screen's history
-                    with contextlib.suppress(FedtrailError, TypeError, ValueError):
-                        decoded = history_ahead(combiner.stale_rounds)
                 marked = public_screen_of(
                     ledger,
                     store,
@@ -2804,7 +2852,8 @@ def _check_public_screen(
                     candidates=candidates,
                     combiner=combiner,
                     outcome=outcome,
-                    decoded=decoded,
+                    decoded=None if history is None else history.decoded,
+                    fetch=None if history is None else history.fetch,
                 )
         except (FedtrailError, *NOT_GIVEN) as exc:
             unchecked = ", ".join(s[:10] for s in peer.screened)
@@ -2877,10 +2926,10 @@ def _valuation_checks(
     deltas: Mapping[str, Mapping[str, torch.Tensor]],
     unusable: Mapping[str, Reason],
     spec: ModelSpec | None,
-    start_blob: bytes | None = None,
+    start_model: Mapping[str, torch.Tensor] | Exception | None = None,
     *,
     declared_noise: frozenset[str] = frozenset(),
-    history_ahead: Callable[[int], Decoded] | None = None,
+    history: _History | None = None,
 ) -> None:
     """An aggregator round's public valuation checks, under the terms' valuation settings (the
     log's for a round without terms): ``log.components``, the data-free statistics recomputed
@@ -2888,8 +2937,8 @@ def _valuation_checks(
     decode them, which fails the round elsewhere), and the standing block's checks
     (:mod:`fedtrail.auditor.standing`), whose scores are weighed with the recomputed norms.
     ``declared_noise``: the sites whose updates carry DP parameters (exempt from the free-rider
-    screen's white-noise test). ``history_ahead``: reads the free-rider history's blobs ahead
-    for a number of stale rounds (:func:`_read_history_ahead`)."""
+    screen's white-noise test). ``history``: how the free-rider history reads its references
+    (:class:`_History`; default: each fetched from ``store`` in turn)."""
     settings = log.settings.valuation
     if terms is not None:
         try:
@@ -2925,7 +2974,7 @@ def _valuation_checks(
                 "the updates' statistics cannot be recomputed (log.components)",
             )
         audit.add(*check_public_reasons(subs, unusable, settings))
-        if start_blob is None:
+        if start_model is None:
             _unchecked(
                 audit,
                 [
@@ -2939,7 +2988,7 @@ def _valuation_checks(
             # decoded once for both data-free checks that measure against it
             start: Mapping[str, torch.Tensor] | Exception
             try:
-                start = decode_model(start_blob, spec=spec)[0]
+                start = _state(start_model)
             except (FedtrailError, TypeError, ValueError) as exc:
                 start = exc
             audit.add(
@@ -2976,7 +3025,7 @@ def _valuation_checks(
                         settings,
                         start,
                         declared_noise,
-                        history_ahead,
+                        history,
                     )
                 )
     for check in check_standing(ledger, store, log, settings, subs, robust):
@@ -2994,13 +3043,12 @@ def _check_free_riders(
     settings: ValuationSettings,
     start: Mapping[str, torch.Tensor] | Exception,
     declared_noise: frozenset[str] = frozenset(),
-    history_ahead: Callable[[int], Decoded] | None = None,
+    history: _History | None = None,
 ) -> tuple[str, bool, str]:
     """``reasons.free_rider`` (:func:`~fedtrail.auditor.components.check_free_riders`) with the
     history's references read as the aggregator reads them. ``start``: the decoded start model,
     or why it could not be decoded; ``declared_noise``: the sites whose updates declare DP-SGD;
-    ``history_ahead``: as :func:`_valuation_checks`' (the references it decoded are taken
-    from there; any it could not read are read here, failing as before)."""
+    ``history``: as :func:`_valuation_checks`'."""
     from fedtrail.valuation.chained import carried_history, combiner_from
 
     if isinstance(start, Exception):
@@ -3009,14 +3057,15 @@ def _check_free_riders(
         stale_rounds = combiner_from(settings).stale_rounds
     except (FedtrailError, TypeError, ValueError) as exc:
         return ("reasons.free_rider", False, f"cannot read the history: {exc}")
-    decoded = None
-    if history_ahead is not None:
-        # only faster: what it could not read (a chain read's error too) is read again below
-        with contextlib.suppress(FedtrailError, TypeError, ValueError):
-            decoded = history_ahead(stale_rounds)
     try:
         carried = carried_history(
-            ledger, store, log.round, spec, stale_rounds=stale_rounds, decoded=decoded
+            ledger,
+            store,
+            log.round,
+            spec,
+            stale_rounds=stale_rounds,
+            decoded=None if history is None else history.decoded,
+            fetch=None if history is None else history.fetch,
         )
     except (FedtrailError, TypeError, ValueError) as exc:
         return ("reasons.free_rider", False, f"cannot read the history: {exc}")

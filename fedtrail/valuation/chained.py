@@ -30,7 +30,8 @@ fetched or decoded raises (the history must be the same for everyone, so there i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Final
@@ -66,6 +67,7 @@ __all__ = [
     "UNRECORDED",
     "Carried",
     "Decoded",
+    "Fetch",
     "References",
     "ScreenInputUnreadable",
     "carried_history",
@@ -80,6 +82,7 @@ __all__ = [
     "reference_labels",
     "reference_submissions",
     "screen_candidates",
+    "sequential",
     "standing_of",
     "standing_source",
 ]
@@ -260,7 +263,8 @@ class Decoded:
     :func:`~fedtrail.storage.codec.decode_update` gave for that round; ``models``: sha256 ->
     the state :func:`~fedtrail.storage.codec.decode_model` gave. The sha256 binds the bytes
     and decoding is a function of them, so a reused value is the one a fresh read gives.
-    Entries are shared, not copied: their readers must not modify them. One difference from a
+    Entries are shared, not copied: their readers must not modify them; :func:`round_references`
+    adds what it reads. One difference from a
     fresh read: an update withdrawn from the store after the reader read it (a validator pins
     what it scores, so only where that pin failed) stays a reference here, where a validator's
     fresh read (``skip_unreadable``) would leave it out; the aggregator's and the audit's reads
@@ -270,15 +274,23 @@ class Decoded:
     models: dict[str, Mapping[str, torch.Tensor]] = field(default_factory=dict)
 
 
-def _model(
-    store: ContentStore, cid: str, sha256: str, spec: ModelSpec, decoded: Decoded | None
-) -> Mapping[str, torch.Tensor]:
-    state = None if decoded is None else decoded.models.get(sha256)
-    if state is None:
-        state, _ = decode_model(
-            store.get(cid, sha256, max_bytes=default_max_bytes(spec)), spec=spec
-        )
-    return state
+Fetch = Callable[[Sequence[tuple[str, str]], int | None], Iterator[Callable[[], bytes]]]
+"""Reads blobs ahead of their use: for each ``(cid, sha256)`` of its first argument, in that
+order, a function that returns what ``store.get(cid, sha256, max_bytes=limit)`` returns (the
+second argument is ``limit``) or raises what it raises. ``audit verify``'s fetch threads
+request several at once; :func:`sequential` reads each when its function is called."""
+
+
+def sequential(store: ContentStore) -> Fetch:
+    """A :data:`Fetch` reading ``store`` one blob at a time, each when its function is called."""
+
+    def fetch(
+        refs: Sequence[tuple[str, str]], max_bytes: int | None
+    ) -> Iterator[Callable[[], bytes]]:
+        for cid, sha256 in refs:
+            yield functools.partial(store.get, cid, sha256, max_bytes=max_bytes)
+
+    return fetch
 
 
 def round_references(
@@ -289,6 +301,7 @@ def round_references(
     *,
     skip_unreadable: bool = False,
     decoded: Decoded | None = None,
+    fetch: Fetch | None = None,
 ) -> dict[str, Mapping[str, torch.Tensor]]:
     """The free-rider references finalized round ``prev`` leaves its successor: its revealed
     updates whose bytes the round could use (:func:`reference_submissions`: every one not
@@ -298,25 +311,47 @@ def round_references(
     cannot be read is left out (a validator's view); otherwise it raises (the round read it,
     so it must be readable: an update its site withdrew from the store after the round makes
     every later round's history unreadable, ``reasons.free_rider`` fails there).
-    ``decoded``: blobs already read (:class:`Decoded`), taken instead of reading them again."""
+    ``decoded``: blobs already read (:class:`Decoded`), taken instead of reading them again;
+    what is read here is added to it. ``fetch``: how the blobs it does not hold are read
+    (default :func:`sequential` of ``store``; ``audit verify`` passes its fetch threads): the
+    start and global models are asked for first, then the updates, and each is decoded in the
+    order one read after another takes (the updates in the chain's order, then the start and
+    the global model), so the first that cannot be read or decoded raises, as there."""
     info = ledger.get_round(prev)
-    references: dict[str, Mapping[str, torch.Tensor]] = {}
     limit = default_max_bytes(spec)
-    for sub in reference_submissions(ledger, prev):
-        known = None if decoded is None else decoded.updates.get((prev, sub.sha256))
-        if known is not None:
-            references[reference_label(sub.site, prev)] = known
-            continue
-        try:
-            blob = store.get(sub.cid, sub.sha256, max_bytes=limit)
-            delta, _ = decode_update(blob, spec=spec, expected_round=prev)
-        except (InvalidUpdate, *NOT_GIVEN):
-            if not skip_unreadable:
-                raise
-            continue  # unreadable bytes are no reference (nobody can resend them usefully)
-        references[reference_label(sub.site, prev)] = delta
-    start = _model(store, info.start_cid, info.start_sha256, spec, decoded)
-    final = _model(store, info.global_cid, info.global_sha256, spec, decoded)
+    read = fetch if fetch is not None else sequential(store)
+    held = decoded if decoded is not None else Decoded()
+    models = [
+        (cid, sha256, held.models.get(sha256))
+        for cid, sha256 in (
+            (info.start_cid, info.start_sha256),
+            (info.global_cid, info.global_sha256),
+        )
+    ]
+    model_reads = read([(cid, sha256) for cid, sha256, state in models if state is None], limit)
+    plan = [
+        (sub, held.updates.get((prev, sub.sha256))) for sub in reference_submissions(ledger, prev)
+    ]
+    update_reads = read([(sub.cid, sub.sha256) for sub, known in plan if known is None], limit)
+    references: dict[str, Mapping[str, torch.Tensor]] = {}
+    for sub, known in plan:
+        if known is None:
+            blob = next(update_reads)
+            try:
+                known, _ = decode_update(blob(), spec=spec, expected_round=prev)
+            except (InvalidUpdate, *NOT_GIVEN):
+                if not skip_unreadable:
+                    raise
+                continue  # unreadable bytes are no reference (nobody can resend them usefully)
+            held.updates[(prev, sub.sha256)] = known
+        references[reference_label(sub.site, prev)] = known
+    states: list[Mapping[str, torch.Tensor]] = []
+    for _, sha256, state in models:
+        if state is None:
+            state, _ = decode_model(next(model_reads)(), spec=spec)
+            held.models[sha256] = state
+        states.append(state)
+    start, final = states
     # final - start, in float32 as stored: the delta the round applied, up to rounding (the
     # stale check's tolerance is far wider than that).
     references[global_label(prev)] = {k: final[k] - start[k] for k in start}
@@ -336,18 +371,25 @@ def recent_references(
     skip_unreadable: bool = False,
     known: MutableMapping[int, References] | None = None,
     decoded: Decoded | None = None,
+    fetch: Fetch | None = None,
 ) -> References:
     """:func:`round_references` of every round of ``rounds``, in their order. ``known``: the
     caller's rounds already read (round -> references), kept from one round to the next: a
     finalized round's references never change, so each is fetched and decoded once instead of
     once for each of the ``stale_rounds`` rounds that use it; rounds no longer among ``rounds``
-    are dropped from it. ``decoded``: as :func:`round_references`'."""
+    are dropped from it. ``decoded`` and ``fetch``: as :func:`round_references`'."""
     out: References = {}
     for r in rounds:
         refs = None if known is None else known.get(r)
         if refs is None:
             refs = round_references(
-                ledger, store, r, spec, skip_unreadable=skip_unreadable, decoded=decoded
+                ledger,
+                store,
+                r,
+                spec,
+                skip_unreadable=skip_unreadable,
+                decoded=decoded,
+                fetch=fetch,
             )
             if known is not None:
                 known[r] = refs
@@ -389,16 +431,19 @@ def carried_history(
     stale_rounds: int = 1,
     known: MutableMapping[int, References] | None = None,
     decoded: Decoded | None = None,
+    fetch: Fetch | None = None,
 ) -> Carried:
     """The history ``round_id`` is valued with (see the module docstring), its references from
     the latest ``stale_rounds`` finalized rounds (the terms' threshold); ``known`` and
-    ``decoded`` as for :func:`recent_references`."""
+    ``decoded`` and ``fetch`` as for :func:`recent_references`."""
     prevs = previous_rounds(ledger, round_id, stale_rounds)
     source = standing_source(ledger, store, round_id)
     if not prevs or source is None:
         return Carried(history=History(), previous=None)
     previous, standing = source
-    references = recent_references(ledger, store, prevs, spec, known=known, decoded=decoded)
+    references = recent_references(
+        ledger, store, prevs, spec, known=known, decoded=decoded, fetch=fetch
+    )
     history = History(
         accumulated=dict(standing.after) if standing else {},
         valued_rounds=standing.valued_rounds + 1 if standing else 0,
@@ -455,6 +500,7 @@ def public_screen_of(
     known: MutableMapping[int, References] | None = None,
     outcome: PeerOutcome | None = None,
     decoded: Decoded | None = None,
+    fetch: Fetch | None = None,
 ) -> dict[str, str]:
     """Peer round ``round_id``'s public screen (round terms ``valuation.public_screen``): site
     -> why for each input the free-rider screen marks, from public data only: its start model
@@ -466,16 +512,18 @@ def public_screen_of(
     the noise or spend check scores MALFORMED with its delta kept is screened on that delta, as
     the validators judged it) and the references of the latest ``combiner.stale_rounds``
     finalized rounds (:func:`recent_references`, read as the aggregator's history reads them:
-    one that cannot be read raises; ``decoded`` as for :func:`recent_references`). Every other
-    candidate is left out whether or not it reads now. :class:`ScreenInputUnreadable` when an
-    input other than a copy has no delta. The one rule the aggregator posts (``dropScreened``)
-    and ``audit verify`` recomputes (``peers.screen``)."""
+    one that cannot be read raises; ``decoded`` and ``fetch`` as for :func:`recent_references`).
+    Every other candidate is left out whether or not it reads now.
+    :class:`ScreenInputUnreadable` when an input other than a copy has no delta. The one rule
+    the aggregator posts (``dropScreened``) and ``audit verify`` recomputes (``peers.screen``)."""
     chosen = screen_candidates(
         candidates, ledger.peer_outcome(round_id) if outcome is None else outcome, round_id
     )
     prevs = previous_rounds(ledger, round_id, combiner.stale_rounds)
     references = (
-        recent_references(ledger, store, prevs, spec, known=known, decoded=decoded) if prevs else {}
+        recent_references(ledger, store, prevs, spec, known=known, decoded=decoded, fetch=fetch)
+        if prevs
+        else {}
     )
     return public_screen(
         global_state=global_state,

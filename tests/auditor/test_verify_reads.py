@@ -6,6 +6,7 @@ verdicts are those of a read each time."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import Counter
@@ -74,6 +75,33 @@ def test_verify_all_reads_each_blob_of_round_1_once(
     assert _checks(audits) == _checks(alone)
 
 
+def test_verify_all_decodes_each_model_once(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over both rounds, ``verify_all`` decodes one model: round 1's start, once for all of
+    its checks (before: by the valuation checks, ``global.recomputed`` and again to keep it
+    for round 2). Each round's global model is the state ``global.recomputed`` replayed, whose
+    encoding is its bytes (before: decoded again to keep it), and round 2's start model is
+    round 1's global; the checks are those of each round verified alone."""
+    alone = [verify_mod.verify_round(fed.ledger, fed.store, r) for r in (1, 2)]
+    decoded: list[bytes] = []
+    real = codec.decode_model
+
+    def counted(blob: bytes, **kwargs: object) -> object:
+        decoded.append(blob)
+        return real(blob, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(verify_mod, "decode_model", counted)
+    monkeypatch.setattr(chained, "decode_model", counted)
+    audits = verify_mod.verify_all(fed.ledger, fed.store)
+    monkeypatch.undo()
+    assert [a.passed for a in audits] == [True, True], [_failed(a) for a in audits]
+    first = fed.ledger.get_round(1)
+    assert fed.ledger.get_round(2).start_sha256 == first.global_sha256
+    assert [hashlib.sha256(b).hexdigest() for b in decoded] == [first.start_sha256]
+    assert _checks(audits) == _checks(alone)
+
+
 class _Slow(_Store):
     """A store whose reads of ``slow`` CIDs each take ``delay`` seconds, noting the most of them
     in flight at once."""
@@ -118,7 +146,8 @@ def test_a_history_update_that_cannot_be_read_fails_as_before(
     fed: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A free-rider reference that cannot be read fails ``reasons.free_rider`` with the history
-    reader's own error, as when the history read it alone (the read ahead leaves it out)."""
+    reader's own error, as when the history reads its blobs one after another (on the round's
+    fetch threads the error is the one the store raised there)."""
     victim = fed.ledger.get_submissions(1)[0].cid
 
     class Gone(_Store):
@@ -128,7 +157,11 @@ def test_a_history_update_that_cannot_be_read_fails_as_before(
             return super().get(cid, sha256, max_bytes=max_bytes)
 
     ahead = verify_mod.verify_round(fed.ledger, Gone(fed.store), 2)
-    monkeypatch.setattr(verify_mod, "_read_history_ahead", lambda *a: chained.Decoded())
+    monkeypatch.setattr(
+        verify_mod._Fetches,
+        "blobs",
+        lambda self, refs, limit: chained.sequential(self.store)(refs, limit),
+    )
     alone = verify_mod.verify_round(fed.ledger, Gone(fed.store), 2)
     failed = _failed(ahead)
     assert "reasons.free_rider" in failed and victim in failed["reasons.free_rider"], failed

@@ -3,8 +3,11 @@ peer round refused (PEER_REJECTED) or the aggregator dropped (WITHHELD)."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
+import pytest
 import torch
 
 from fedtrail.errors import ContentNotFound
@@ -13,6 +16,7 @@ from fedtrail.ledger.records import RoundInfo
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.storage.codec import decode_model, decode_update, encode_model, encode_update
+from fedtrail.valuation import chained
 from fedtrail.valuation.chained import Decoded, reference_labels, round_references
 from fedtrail.valuation.standing import global_label, reference_label
 
@@ -145,3 +149,119 @@ def test_references_already_decoded_are_reused_not_read_again() -> None:
     store = _CountingStore()
     round_references(_HashedLedger(), store, 1, SPEC, decoded=other)  # type: ignore[arg-type]
     assert store.reads == {"cid-0xok": 1, "start": 1, "global": 1}
+
+
+class _TwoCopiesLedger(_HashedLedger):
+    """Round 1 with a second readable update, byte for byte the first one's (a resend), and a
+    third readable one."""
+
+    def get_submissions(self, round_id: int) -> list[Submission]:
+        subs = super().get_submissions(round_id)
+        ok = next(s for s in subs if s.site == "0xok")
+        return [
+            *subs,
+            replace(ok, site="0xcopy", commit_order=5),
+            replace(ok, site="0xother", cid="cid-0xother", sha256="sha-0xother", commit_order=6),
+        ]
+
+
+class _AheadStore(_CountingStore):
+    """The counting store above with the third update; its reads of ``broken`` CIDs raise."""
+
+    def __init__(self, broken: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        delta = {
+            k: torch.full_like(v, -0.02)
+            for k, v in decode_model(self.blobs["start"], spec=SPEC)[0].items()
+        }
+        self.blobs["cid-0xother"] = encode_update(delta, spec=SPEC, round=1).blob
+        self.broken = broken
+
+    def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
+        if cid in self.broken:
+            self.reads[cid] = self.reads.get(cid, 0) + 1
+            raise ContentNotFound(f"{cid} withdrawn")
+        return super().get(cid, sha256, max_bytes=max_bytes)
+
+
+def _ahead(store: _AheadStore, asked: list[str]) -> chained.Fetch:
+    """A fetch that asks ``store`` for every blob when called (all ahead of their use), noting
+    the CIDs in the order asked; each function hands back that blob's result or error."""
+
+    def fetch(refs: Sequence[tuple[str, str]], limit: int | None) -> Iterator[Callable[[], bytes]]:
+        results: list[Callable[[], bytes]] = []
+        for cid, sha in refs:
+            asked.append(cid)
+            try:
+                blob = store.get(cid, sha, max_bytes=limit)
+            except ContentNotFound as exc:
+                results.append(functools.partial(_raise, exc))
+            else:
+                results.append(functools.partial(bytes, blob))
+        return iter(results)
+
+    return fetch
+
+
+def _raise(exc: Exception) -> bytes:
+    raise exc
+
+
+def test_references_read_ahead_are_those_of_one_read_after_another() -> None:
+    """``round_references`` with a ``fetch`` that reads ahead (``audit verify``'s fetch
+    threads) asks for the models and the updates it does not hold before decoding any, and
+    gives the references one read after another gives, bit for bit, in the same order: a
+    resend byte for byte an earlier update (same sha256) is read and kept as its own
+    reference, and what it read is added to ``decoded``."""
+    ledger = _TwoCopiesLedger()
+    fresh = round_references(ledger, _AheadStore(), 1, SPEC)  # type: ignore[arg-type]
+    asked: list[str] = []
+    decoded = Decoded()
+    ahead = round_references(
+        ledger,  # type: ignore[arg-type]
+        _AheadStore(),  # type: ignore[arg-type]
+        1,
+        SPEC,
+        decoded=decoded,
+        fetch=_ahead(_AheadStore(), asked),
+    )
+    assert asked == ["start", "global", "cid-0xok", "cid-0xok", "cid-0xother"]
+    assert (
+        list(ahead)
+        == list(fresh)
+        == [
+            reference_label("0xok", 1),
+            reference_label("0xcopy", 1),
+            reference_label("0xother", 1),
+            global_label(1),
+        ]
+    )
+    for label, delta in fresh.items():
+        for k, v in delta.items():
+            assert torch.equal(ahead[label][k], v), (label, k)
+    assert not torch.equal(
+        ahead[reference_label("0xother", 1)]["fc2.bias"],
+        ahead[reference_label("0xok", 1)]["fc2.bias"],
+    )
+    assert set(decoded.updates) == {(1, "sha-0xok"), (1, "sha-0xother")}
+    assert set(decoded.models) == {"aa", "bb"}
+
+
+def test_a_reference_read_ahead_that_fails_raises_the_first_failure_in_the_chains_order() -> None:
+    """Read ahead, the first blob that cannot be read in the order one read after another
+    takes (the updates in the chain's order, then the models) raises its own error, though
+    a later one (the global model) was asked for first."""
+    ledger = _TwoCopiesLedger()
+    broken = frozenset({"global", "cid-0xother"})
+    with pytest.raises(ContentNotFound, match="cid-0xother withdrawn"):
+        round_references(ledger, _AheadStore(broken), 1, SPEC)  # type: ignore[arg-type]
+    asked: list[str] = []
+    with pytest.raises(ContentNotFound, match="cid-0xother withdrawn"):
+        round_references(
+            ledger,  # type: ignore[arg-type]
+            _AheadStore(broken),  # type: ignore[arg-type]
+            1,
+            SPEC,
+            fetch=_ahead(_AheadStore(broken), asked),
+        )
+    assert asked[:2] == ["start", "global"]
