@@ -125,6 +125,7 @@ from fedtrail.valuation.chained import (
     carried_history,
     combiner_from,
     public_screen_of,
+    screen_candidates,
     standing_of,
 )
 from fedtrail.valuation.round import explanation_probe
@@ -1883,6 +1884,8 @@ class AggregatorService:
         found = self._screens.get(round_id)
         if found is not None and found[0] == key:
             return dict(found[1])
+        # an unreadable input raises here, before the held models are decoded for nothing
+        screen_candidates([c for _, c in pairs], outcome, round_id)
         marked = public_screen_of(
             self.ledger,
             self._reads,
