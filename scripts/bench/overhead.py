@@ -219,6 +219,10 @@ def main() -> int:
         "fedtrail_training_seconds": round(clock.seconds.get("training", 0.0), 3),
         "valuation_seconds": round(clock.seconds.get("valuation", 0.0), 3),
         "explanation_seconds": round(clock.seconds.get("explanations", 0.0), 3),
+        # this process's CPU in them (the valuation's reads of the previous round's blobs
+        # included), less moved by other jobs than their wall seconds
+        "valuation_cpu_seconds": round(clock.cpu.get("valuation", 0.0), 3),
+        "explanation_cpu_seconds": round(clock.cpu.get("explanations", 0.0), 3),
         # what the chain, the store, the codec and the glue add, on the round's own clock: the
         # fedtrail round less its training, valuation and heatmaps (no in-process side in it)
         "seconds_beyond_training": round(t_ft - features - clock.seconds.get("training", 0.0), 3),
