@@ -630,7 +630,7 @@ class AggregatorService:
         """The bytes ``cid`` names, checked against ``sha256`` (the chain's record): a blob this
         service put and kept from memory, anything else from the store, at most ``max_bytes``
         of it (a model's or the terms' limit, not the store's 256 MiB)."""
-        return self._reads.get(cid, sha256, max_bytes=max_bytes)
+        return _KeptFirst(self.store, self._kept).get(cid, sha256, max_bytes=max_bytes)
 
     def _hold(self, round_id: int, info: RoundInfo, global_sha: str, blob: bytes) -> None:
         """Keeps what finalized round ``round_id`` (``info``: its record at the finalize;
