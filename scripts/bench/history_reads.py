@@ -69,6 +69,7 @@ def main() -> int:
                     trains,
                     training=TrainConfig(epochs=1),
                 ),
+                fund_wei=10**18,  # dev accounts past Anvil's ten funded ones
                 store=IpfsStore(api),
                 folder=folder,
                 validation=splits.val,
