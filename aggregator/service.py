@@ -29,7 +29,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -72,6 +72,7 @@ from fedtrail.protocol.evidence import (
 )
 from fedtrail.protocol.peers import (
     GateUndecided,
+    PeerOutcome,
     PeerVote,
     address_key,
     default_quorum,
@@ -120,21 +121,77 @@ from fedtrail.valuation.candidates import (
 )
 from fedtrail.valuation.chained import (
     Carried,
+    Decoded,
     References,
     ScreenInputUnreadable,
     carried_history,
     combiner_from,
     public_screen_of,
+    screen_candidates,
     standing_of,
 )
 from fedtrail.valuation.round import explanation_probe
 
 log = logging.getLogger("fedtrail.aggregator")
 
-KEPT_BLOBS = 4
-"""How many of its own model and terms blobs the service keeps in memory (:meth:`_put`): the
+KEPT_BLOBS = 6
+"""How many of its own blobs the service keeps in memory (:meth:`_put`, :meth:`_keep`): the
 round's start model and terms are read back during the round; a finalized model is the next
-round's start model."""
+round's start model, and its log the next valuation's standing source
+(:func:`~fedtrail.valuation.chained.standing_source`)."""
+
+HELD_ROUNDS: Final = 2
+"""At most how many rounds this service finalized it holds the decoded updates and the start
+and global model blobs of (:class:`_Held`) until a later valuation or public screen has read
+them into its free-rider references (issue 18: read back from the store before, 7 requests a
+5-site round)."""
+
+
+@dataclass(frozen=True)
+class _Held:
+    """What a round this service finalized leaves the next rounds' free-rider references
+    (:func:`~fedtrail.valuation.chained.round_references`): its updates as the round's
+    candidates decoded them (sha256 -> delta; the blob of that sha256, decoded for that
+    round and spec, exactly as ``round_references`` decodes it) and its start and global
+    models' blobs (sha256 -> bytes, each checked against its sha256 when read or hashed when
+    made), decoded only when a valuation needs them."""
+
+    updates: dict[str, Mapping[str, torch.Tensor]]
+    models: dict[str, bytes]
+
+
+class _KeptFirst(ContentStore):
+    """``inner``, with the blobs the service keeps (``kept``, CID -> bytes: what it put and
+    reads back) given from memory when their sha256 is the one asked for and they fit
+    ``max_bytes``; anything else is ``inner``'s answer (its errors included). A kept blob is
+    one whose CID the store gave for those bytes (the finalize checks it with
+    :func:`~fedtrail.storage.store.compute_cid`), so the answer is the store's."""
+
+    def __init__(self, inner: ContentStore, kept: Mapping[str, bytes]) -> None:
+        self.inner, self.kept = inner, kept
+
+    def put(self, data: bytes) -> str:
+        return self.inner.put(data)
+
+    def put_many(self, blobs: Sequence[bytes]) -> list[str]:
+        return self.inner.put_many(blobs)
+
+    def get(self, cid: str, sha256: str, *, max_bytes: int | None = None) -> bytes:
+        blob = self.kept.get(cid)
+        if (
+            blob is not None
+            and (max_bytes is None or len(blob) <= max_bytes)
+            and hashlib.sha256(blob).hexdigest() == sha256
+        ):
+            return blob
+        return self.inner.get(cid, sha256, max_bytes=max_bytes)
+
+    def pin(self, cid: str) -> None:
+        self.inner.pin(cid)
+
+    def has(self, cid: str) -> bool:
+        return self.inner.has(cid)
+
 
 # The named steps at which the service calls ``at_step``: the valuation transaction is mined.
 STEPS = ("valued",)
@@ -523,6 +580,12 @@ class AggregatorService:
         self._kept: dict[str, bytes] = {}
         self._references: dict[int, References] = {}
         """Finalized round -> its free-rider references, for the rounds the next valuation uses."""
+        self._held: dict[int, _Held] = {}
+        """Round this service finalized -> what its references read (:class:`_Held`), until
+        they are in ``_references``; at most :data:`HELD_ROUNDS`, none after a restart."""
+        self._screens: dict[int, tuple[Hashable, dict[str, str]]] = {}
+        """Peer round -> its public screen's inputs and answer (:meth:`_public_screen`): the
+        latest round's only."""
         self._terms: dict[int, tuple[RoundTerms, roundlog.BlobRef]] = {}
         self._validation_sha256: str | None = None
         self._probe: roundlog.ExplanationProbe | None = None
@@ -570,14 +633,55 @@ class AggregatorService:
         while len(self._kept) > KEPT_BLOBS:
             del self._kept[next(iter(self._kept))]
 
+    @property
+    def _reads(self) -> ContentStore:
+        """The store (``store`` as it is now), with the kept blobs from memory: what the
+        history reads of the previous rounds' logs and models (the valuation's and the public
+        screen's) and :meth:`_read`."""
+        return _KeptFirst(self.store, self._kept)
+
     def _read(self, cid: str, sha256: str, *, max_bytes: int) -> bytes:
         """The bytes ``cid`` names, checked against ``sha256`` (the chain's record): a blob this
         service put and kept from memory, anything else from the store, at most ``max_bytes``
         of it (a model's or the terms' limit, not the store's 256 MiB)."""
-        blob = self._kept.get(cid)
-        if blob is not None and hashlib.sha256(blob).hexdigest() == sha256:
-            return blob
-        return self.store.get(cid, sha256, max_bytes=max_bytes)
+        return _KeptFirst(self.store, self._kept).get(cid, sha256, max_bytes=max_bytes)
+
+    def _hold(self, round_id: int, info: RoundInfo, global_sha: str, blob: bytes) -> None:
+        """Keeps what finalized round ``round_id`` (``info``: its record at the finalize;
+        ``blob``: its global model, of sha256 ``global_sha``) leaves the next rounds' free-rider
+        references (:class:`_Held`): the updates this process's candidates decoded for it, its
+        start model as read for the finalize, its global model as stored."""
+        entries = self._fetched.rounds.get(round_id, {})
+        models = {global_sha: blob}
+        last = self._last_model
+        if last is not None and last[:2] == (info.start_cid, info.start_sha256):
+            models[info.start_sha256] = last[2]
+        self._held[round_id] = _Held(
+            updates={sha: read[2] for (_, sha), read in entries.items() if read[2] is not None},
+            models=models,
+        )
+        for old in sorted(self._held)[:-HELD_ROUNDS]:
+            del self._held[old]
+
+    def _history_reads(self) -> Decoded:
+        """The held rounds' updates and models (:meth:`_hold`) not yet among the references, as
+        :func:`~fedtrail.valuation.chained.round_references` takes them (``decoded``): keyed by
+        the sha256 the chain records, so a submission or model the chain names otherwise is
+        read from the store as before."""
+        decoded = Decoded()
+        for r, held in self._held.items():
+            if r in self._references:
+                continue
+            decoded.updates.update({(r, sha): delta for sha, delta in held.updates.items()})
+            for sha, blob in held.models.items():
+                if sha not in decoded.models:
+                    decoded.models[sha], _ = decode_model(blob, spec=self.spec)
+        return decoded
+
+    def _release_held(self) -> None:
+        """Forgets the held rounds the references now hold (read by a valuation or screen)."""
+        for r in [r for r in self._held if r in self._references]:
+            del self._held[r]
 
     def _model(self, cid: str, sha256: str) -> dict[str, torch.Tensor]:
         """The model stored as ``cid`` (its bytes checked against ``sha256``). The latest
@@ -1089,12 +1193,14 @@ class AggregatorService:
         if valuation.standing:
             carried = carried_history(
                 self.ledger,
-                self.store,
+                self._reads,
                 round_id,
                 self.spec,
                 stale_rounds=combiner.stale_rounds,
                 known=self._references,
+                decoded=self._history_reads(),
             )
+            self._release_held()
         report = value_round(
             global_state=global_state,
             spec=self.spec,
@@ -1420,6 +1526,10 @@ class AggregatorService:
             log_cid=log_cid,
             log_sha256=log_sha,
         )
+        # the next valuation's history reads this round's log (its standing source), updates
+        # and models: kept in memory, not read back from the store (issue 18)
+        self._keep(log_cid, log_blob)
+        self._hold(round_id, info, global_sha, blob)
         log.info(
             "round %d finalized: global %s (AUC %.3f -> %.3f, %s, F1 %.3f at it), log %s",
             round_id,
@@ -1795,16 +1905,8 @@ class AggregatorService:
         if withheld:
             outcome = drop_withheld(outcome, withheld)
         try:
-            marked = public_screen_of(
-                self.ledger,
-                self.store,
-                round_id,
-                self.spec,
-                global_state=global_state,
-                candidates=[c for _, c in pairs],
-                combiner=combiner_from(valuation),
-                known=self._references,
-                outcome=outcome,
+            marked = self._public_screen(
+                round_id, global_state, pairs, combiner_from(valuation), outcome
             )
         except ScreenInputUnreadable as exc:
             # not screened on a part of its inputs: finalize waits for the update or drops it
@@ -1832,6 +1934,51 @@ class AggregatorService:
         return _ScreenDrop(
             marks=drop, empties=screen_empties_round(outcome, counts, [site for site, _ in drop])
         )
+
+    def _public_screen(
+        self,
+        round_id: int,
+        global_state: Mapping[str, torch.Tensor],
+        pairs: Sequence[tuple[Submission, Candidate]],
+        combiner: Combiner,
+        outcome: PeerOutcome,
+    ) -> dict[str, str]:
+        """:func:`~fedtrail.valuation.chained.public_screen_of` of peer round ``round_id``,
+        computed once for the same inputs (issue 18: a round with a withheld and a screened
+        update screened before ``dropUpdates`` and again at the finalize after it, on the same
+        inputs). What the screen reads: the round's start model and references (fixed by the
+        round), ``combiner``, the inputs :func:`~fedtrail.protocol.peers.screen_inputs` takes
+        from ``outcome``, and each candidate's site, sha256, status, whether it has a delta and
+        whether it declares noise (a delta is the one decoded from the blob of that sha256): the
+        same key gives the same answer. :class:`ScreenInputUnreadable` is not kept."""
+        key = (
+            combiner,
+            tuple(sorted(address_key(s) for s in screen_inputs(outcome))),
+            tuple(
+                (s.site, s.sha256, c.status, c.delta is not None, c.noise_declared)
+                for s, c in pairs
+            ),
+        )
+        found = self._screens.get(round_id)
+        if found is not None and found[0] == key:
+            return dict(found[1])
+        # an unreadable input raises here, before the held models are decoded for nothing
+        screen_candidates([c for _, c in pairs], outcome, round_id)
+        marked = public_screen_of(
+            self.ledger,
+            self._reads,
+            round_id,
+            self.spec,
+            global_state=global_state,
+            candidates=[c for _, c in pairs],
+            combiner=combiner,
+            known=self._references,
+            outcome=outcome,
+            decoded=self._history_reads(),
+        )
+        self._release_held()
+        self._screens = {round_id: (key, dict(marked))}
+        return marked
 
     @staticmethod
     def _log_screened(round_id: int, drop: Sequence[tuple[str, str]]) -> None:

@@ -219,6 +219,10 @@ def main() -> int:
         "fedtrail_training_seconds": round(clock.seconds.get("training", 0.0), 3),
         "valuation_seconds": round(clock.seconds.get("valuation", 0.0), 3),
         "explanation_seconds": round(clock.seconds.get("explanations", 0.0), 3),
+        # this process's CPU in them (the valuation's reads of the previous round's blobs
+        # included), less moved by other jobs than their wall seconds
+        "valuation_cpu_seconds": round(clock.cpu.get("valuation", 0.0), 3),
+        "explanation_cpu_seconds": round(clock.cpu.get("explanations", 0.0), 3),
         # what the chain, the store, the codec and the glue add, on the round's own clock: the
         # fedtrail round less its training, valuation and heatmaps (no in-process side in it)
         "seconds_beyond_training": round(t_ft - features - clock.seconds.get("training", 0.0), 3),
@@ -309,20 +313,25 @@ class Parts:
         self._local = threading.local()
         self._main = threading.get_ident()
         self._lock = threading.Lock()
-        # what the round's parts asked for, outside the features: JSON-RPC methods (a batch's
-        # entries each, and the batches as "(batch)"), IPFS endpoints, files written (by kind)
+        # what the round's parts asked for: JSON-RPC methods (a batch's entries each, and the
+        # batches as "(batch)"), IPFS endpoints, files written (by kind); inside a feature
+        # (in the main thread) under "<key> (in <feature>)"
         self.requests: dict[str, int] = {}
 
     def _state(self) -> Any:
         local = self._local
         if not hasattr(local, "stack"):
-            local.stack, local.in_feature = [], 0
+            local.stack, local.in_feature, local.features = [], 0, []
         return local
 
     def count(self, key: str) -> None:
-        if not self._state().in_feature:
-            with self._lock:
-                self.requests[key] = self.requests.get(key, 0) + 1
+        # a request a feature makes (the valuation's reads of earlier rounds' blobs) is counted
+        # under "<key> (in <feature>)": not the round's parts, but what the feature asks
+        state = self._state()
+        if state.in_feature:
+            key = f"{key} (in {state.features[-1]})"
+        with self._lock:
+            self.requests[key] = self.requests.get(key, 0) + 1
 
     def wrap(self, key: str, fn):  # type: ignore[no-untyped-def]
         self.seconds.setdefault(key, 0.0)
@@ -337,10 +346,14 @@ class Parts:
             t = time.perf_counter()
             state.stack.append(0.0)
             state.in_feature += feature
+            if feature:
+                state.features.append(key)
             try:
                 return fn(*a, **k)
             finally:
                 state.in_feature -= feature
+                if feature:
+                    state.features.pop()
                 elapsed = time.perf_counter() - t
                 inner = state.stack.pop()
                 name = key if threading.get_ident() == self._main else f"{key} (thread)"

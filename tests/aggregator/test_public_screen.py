@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import fedtrail.aggregator.service as service_mod
 from fedtrail.auditor.verify import verify_all
 from fedtrail.errors import StoreError
 from fedtrail.protocol.codes import Phase, Reason
@@ -166,6 +167,15 @@ def test_the_service_screens_only_once_every_input_reads_or_is_dropped_as_withhe
     ledger, service = fed.ledger, fed.service
     if not one_call:  # a ledger deployed before dropUpdates (its code has no selector for it)
         monkeypatch.setattr(ledger, "has_drop_updates", lambda: False)
+    screened_on: list[int] = []  # the screens computed (not refused for an unreadable input)
+    screen = service_mod.public_screen_of
+
+    def counted(*a: Any, **k: Any) -> dict[str, str]:
+        marked = screen(*a, **k)
+        screened_on.append(a[2])
+        return marked
+
+    monkeypatch.setattr(service_mod, "public_screen_of", counted)
     rider = fed.nodes[2].address
     r, _, peer = _scored_peer_round(fed)
     gone = next(s for s in ledger.get_submissions(r) if s.site == fed.nodes[0].address)
@@ -186,6 +196,9 @@ def test_the_service_screens_only_once_every_input_reads_or_is_dropped_as_withhe
     (withheld,) = ledger.events("UpdateWithheld", argument_filters={"round": r})
     (screened,) = ledger.events("UpdateScreened", argument_filters={"round": r})
     assert (withheld.tx_hash == screened.tx_hash) is one_call
+    # screened once, for the drop, and not again at the finalize after it (the same inputs;
+    # issue 18: twice before)
+    assert screened_on == [r], screened_on
     sent = ledger.w3.eth.get_transaction(withheld.tx_hash)  # type: ignore[arg-type]
     name = (
         "dropUpdates(uint256,address[],address[],address[])"

@@ -16,6 +16,7 @@ import torch
 
 import fedtrail.aggregator.service as service_mod
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings
+from fedtrail.auditor.verify import verify_all
 from fedtrail.chain import advance_time, next_block_timestamp
 from fedtrail.ledger import commitment
 from fedtrail.ml.datasets import load_bundled
@@ -92,26 +93,111 @@ def _rounds(
     cids: list[str] = []
     for _ in range(n):
         r = service.open_next()
-        info = ledger.get_round(r)
-        blobs = [
-            encode_update(
-                profiled_noise(params, gen),
-                spec=spec,
-                round=r,
-            ).blob
-            for _ in sites
-        ]
-        for acct, blob in zip(sites, blobs, strict=True):
-            sha = hashlib.sha256(blob).hexdigest()
-            ledger.commit_update(acct, r, commitment(acct.address, r, sha, 100))
-        advance_time(ledger.w3, info.commit_deadline - next_block_timestamp(ledger.w3) + 1)
-        for acct, blob in zip(sites, blobs, strict=True):
-            cids.append(store.put(blob))
-            ledger.reveal_update(acct, r, cids[-1], hashlib.sha256(blob).hexdigest(), 100)
+        cids += _revealed(service, store, sites, r, gen, params)
         service.step()  # value
         service.step()  # finalize
         assert ledger.get_round(r).phase == Phase.FINALIZED
     return cids
+
+
+def _revealed(
+    service: AggregatorService,
+    store: CountingStore,
+    sites: list[Any],
+    r: int,
+    gen: torch.Generator,
+    params: Mapping[str, torch.Tensor],
+) -> list[str]:
+    """Every site commits and reveals a :func:`profiled_noise` update in open round ``r``;
+    their CIDs."""
+    ledger, spec = service.ledger, ModelSpec()
+    info = ledger.get_round(r)
+    blobs = [encode_update(profiled_noise(params, gen), spec=spec, round=r).blob for _ in sites]
+    for acct, blob in zip(sites, blobs, strict=True):
+        sha = hashlib.sha256(blob).hexdigest()
+        ledger.commit_update(acct, r, commitment(acct.address, r, sha, 100))
+    advance_time(ledger.w3, info.commit_deadline - next_block_timestamp(ledger.w3) + 1)
+    cids = []
+    for acct, blob in zip(sites, blobs, strict=True):
+        cids.append(store.put(blob))
+        ledger.reveal_update(acct, r, cids[-1], hashlib.sha256(blob).hexdigest(), 100)
+    return cids
+
+
+def test_the_previous_rounds_blobs_come_from_memory_and_from_the_store_after_a_restart(
+    embedded: ChainEnv, tmp_path: Path
+) -> None:
+    """With standing, round r's valuation reads round r-1's updates, start and global models and
+    log (its free-rider references and standing source). The service that finalized round r-1
+    holds them (issue 18: 8 store requests of a 5-site round before): the store is asked for
+    none of them, every update is fetched once, as a candidate. A restarted service reads them
+    from the store and values the round exactly as the one holding them (scores, reasons,
+    components, standing), and the audit passes."""
+    store = CountingStore(tmp_path / "store")
+    settings = AggregatorSettings(valuation="loo", explain_method=None)
+    service, sites = service_with_sites(embedded, store, 3, settings, tmp_path / "agg")
+    ledger = service.ledger
+    cids = _rounds(service, store, sites, 3)
+    assert all(store.gets[c] == 1 for c in cids), store.gets
+    for r in (1, 2, 3):
+        info = ledger.get_round(r)
+        assert store.gets[info.log_cid] == 0, r
+        assert store.gets[info.global_cid] == 0 and store.gets[info.start_cid] == 0, r
+    assert set(service._held) == {3}  # round 2's were read into the references by round 3
+    # round 4 revealed; valued by the service holding round 3's blobs (not recorded) ...
+    gen = torch.Generator().manual_seed(4)
+    params = initial_model(ModelSpec(), 0).state_dict()
+    r = service.open_next()
+    fresh = _revealed(service, store, sites, r, gen, params)
+    info, prev = ledger.get_round(r), ledger.get_round(r - 1)
+    before = Counter(store.gets)
+    held = service._valuate(
+        r, service._model(info.start_cid, info.start_sha256), service.candidates(r, info=info)
+    )
+    asked = store.gets - before
+    assert all(asked[c] == 1 for c in fresh) and sum(asked.values()) == len(fresh), asked
+    # ... and by a restarted one, which reads them from the store and records its valuation
+    restarted = AggregatorService(
+        ledger=ledger,
+        store=store,
+        account=embedded.aggregator,
+        validation=service.validation,
+        settings=settings,
+        folder=tmp_path / "agg",
+    )
+    before = Counter(store.gets)
+    restarted.step()  # value
+    asked = store.gets - before
+    assert all(asked[c] == 1 for c in cids[-len(sites) :]), asked  # round 3's updates
+    assert all(asked[c] >= 1 for c in (prev.log_cid, prev.start_cid, prev.global_cid)), asked
+    report, standing = held
+    assert [(s.site, s.score, s.reason) for s in ledger.get_submissions(r)] == [
+        (v.site, v.score, int(v.reason)) for v in report.sites
+    ]
+    saved, restored = restarted._load_valuation(r)
+    assert restored is not None and standing is not None
+    assert json.dumps(restored.to_json(), default=float) == json.dumps(
+        standing.to_json(), default=float
+    )
+    assert saved == {
+        v.site: json.loads(
+            json.dumps(
+                {
+                    "site": v.site,
+                    "score": v.score,
+                    "reason": int(v.reason),
+                    "components": v.components,
+                    "explanation": v.explanation,
+                },
+                default=float,
+            )
+        )
+        for v in report.sites
+    }
+    restarted.step()  # finalize
+    assert ledger.get_round(r).phase == Phase.FINALIZED
+    audits = verify_all(ledger, store)
+    assert all(a.passed for a in audits), [c for a in audits for c in a.checks if c.failed]
 
 
 def test_free_rider_references_are_read_once_however_many_rounds_use_them(
