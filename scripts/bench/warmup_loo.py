@@ -14,7 +14,10 @@ same validation split, metric and global model as :func:`fedtrail.valuation.valu
   a rule "remove the most harmful while its harm is above T" removes the longest prefix of
   this sequence whose harms are all above T (the sequence does not depend on T).
 
-Nothing it computes reaches a score. Usage (accuracy.py's arguments after ``--``)::
+Without ``--rule`` nothing it computes reaches a score. ``--rule worse:M`` or ``--rule loo:T``
+(an experiment, README's *A leave-one-out harm rule for the warm-up*) scores 0 the prefix of the
+greedy sequence the rule removes (see ``_rule``); ``--carry S`` also starts their records at -S
+in round 2. Usage (accuracy.py's arguments after ``--``)::
 
     python scripts/bench/warmup_loo.py --out loo.json -- --scenarios j,a,b --alpha 3 \\
         --seeds 0,1 --rounds 1 --threads 1 --methods valuation --out acc.json
