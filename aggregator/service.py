@@ -169,9 +169,11 @@ class AggregatorSettings:
     large_game: str | None = None
     """The game played instead of Monte-Carlo Shapley when more than ``LARGE_GAME_SITES`` (10)
     updates pass the screening (:data:`fedtrail.valuation.LARGE_GAMES`; written into the round
-    terms with a loss metric only). Off by default: ``linear_shapley`` is ~60x cheaper but in
-    the 12-site poisoning scenario of ``scripts/bench/accuracy.py`` (g) it paid the sign-flipper
-    and the global AUC fell far below Monte-Carlo's (README, Results)."""
+    terms with a loss metric only). None here (Monte-Carlo at every size, as library callers
+    had it); ``aggregator run`` defaults to ``budget_shapley`` (Monte-Carlo on real coalition
+    models within a fixed evaluation budget). ``linear_shapley`` is cheaper still but in the
+    12-site poisoning scenario of ``scripts/bench/accuracy.py`` (g) it paid the x10 site and
+    the global AUC fell far below Monte-Carlo's (README, Results)."""
     round_seconds: int = 600
     """The commit window of each round (chain seconds; at least the ledger's minimum)."""
     reveal_seconds: int = 120

@@ -77,6 +77,7 @@ from fedtrail.valuation.robust import RobustStats, robust_statistics, without_st
 from fedtrail.valuation.shapley import (
     AUTO_EXACT_SITES,
     LARGE_GAME_SITES,
+    budget_shapley,
     exact_shapley,
     linear_shapley,
     mc_shapley,
@@ -135,12 +136,20 @@ def _linear(utility: CoalitionUtility, seed: int) -> GameValues:
     )
 
 
+def _budget(utility: CoalitionUtility, seed: int) -> GameValues:
+    return budget_shapley(utility.players, utility, seed=seed)
+
+
 LARGE_GAMES: Final[Mapping[str, Callable[[CoalitionUtility, int], GameValues]]] = MappingProxyType(
-    {"linear_shapley": _linear}
+    {"linear_shapley": _linear, "budget_shapley": _budget}
 )
 """A round's ``large_game`` setting -> the game played instead of ``"mc_shapley"`` when more
 than :data:`~fedtrail.valuation.shapley.LARGE_GAME_SITES` updates pass the screening (None, as
-in every log written before it existed: ``"mc_shapley"`` at every size). Needs a loss metric."""
+in every log written before it existed: ``"mc_shapley"`` at every size). Needs a loss metric
+(the service writes none under the AUC: Monte-Carlo at every size). ``"budget_shapley"``
+(``aggregator run``'s default): Monte-Carlo Shapley on real coalition models within a fixed
+evaluation budget; ``"linear_shapley"``: the first-order game, cheaper, weaker against an
+oversized update."""
 
 
 def _play(method: str, large_game: str | None, utility: CoalitionUtility, seed: int) -> GameValues:
@@ -475,7 +484,7 @@ def _settle(
         cands, harm_utility = _harmful(
             ctx,
             cands,
-            first_order=method in LARGE_GAMES,
+            first_order=method == "linear_shapley",  # the linearised game's own check
             exact_below=comb.min_robust_sites,
             alone_out=alone,
             project_shift=project_shift,
