@@ -539,6 +539,11 @@ def _settle(
             global_value=None if harm_utility is None else harm_utility.global_value,
             project_shift=project_shift,
         )
+        if harm_utility is not None:  # each passer alone, as the harm check evaluated it
+            known = harm_utility.alone()
+            utility = utility.knowing_alone(
+                {c.site: known[c.site] for c in passers if c.site in known}
+            )
     game = _play(method, large_game, utility, ctx.seed)
     normalised = None
     if not history.warm_up or comb.warm_up_floor < 1.0:

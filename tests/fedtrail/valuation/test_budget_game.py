@@ -18,10 +18,12 @@ from fedtrail.errors import ConfigError
 from fedtrail.protocol.roundlog import ValuationSettings
 from fedtrail.simulation.faults import scale_update, sign_flip
 from fedtrail.valuation import (
+    HISTORY_COMBINER,
     LARGE_GAME_SITES,
     LARGE_GAMES,
     Candidate,
     CoalitionUtility,
+    History,
     ValuationContext,
     budget_shapley,
     exact_shapley,
@@ -187,3 +189,46 @@ def test_the_budget_game_is_aggregator_runs_default_and_a_recorded_setting() -> 
 
     walk(schema)
     assert found == [list(LARGE_GAMES)]
+
+
+def test_the_warm_up_game_takes_each_update_alone_from_the_harm_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A warm-up round evaluates each update alone in its harm check; the game (of the updates
+    that passed, fewer players than the check's) takes those values instead of evaluating them
+    again: the same report bit for bit, one model evaluation fewer per passer."""
+    rs = real_sites()
+    cands = _many(LARGE_GAME_SITES + 2)
+    cands.append(Candidate("x40", rs.num_samples[1], scale_update(rs.deltas[1], 40.0)))
+    common = {
+        "global_state": rs.global_state,
+        "spec": SPEC,
+        "validation": rs.validation,
+        "candidates": cands,
+        "method": "shapley",
+        "metric": "balanced_loss",
+        "seed": 2,
+        "combiner": HISTORY_COMBINER,
+        "history": History(),
+        "large_game": "budget_shapley",
+    }
+    evaluate = CoalitionUtility._evaluate
+    calls: list[frozenset[str]] = []
+
+    def counted(self: CoalitionUtility, coalition: frozenset[str]) -> float:
+        calls.append(coalition)
+        return evaluate(self, coalition)
+
+    monkeypatch.setattr(CoalitionUtility, "_evaluate", counted)
+    reused = value_round(**common)  # type: ignore[arg-type]
+    with_reuse = len(calls)
+    calls.clear()
+    monkeypatch.setattr(CoalitionUtility, "knowing_alone", lambda self, values: self)
+    again = value_round(**common)  # type: ignore[arg-type]
+    assert reused.method == "budget_shapley"
+    x40 = next(v for v in reused.sites if v.site == "x40")
+    assert x40.score == 0 and x40.value is None  # out before the game, after the harm check
+    passers = sum(v.value is not None for v in reused.sites)
+    assert passers == LARGE_GAME_SITES + 2
+    assert reused == again
+    assert len(calls) - with_reuse == passers
