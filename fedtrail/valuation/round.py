@@ -145,11 +145,15 @@ LARGE_GAMES: Final[Mapping[str, Callable[[CoalitionUtility, int], GameValues]]] 
 )
 """A round's ``large_game`` setting -> the game played instead of ``"mc_shapley"`` when more
 than :data:`~fedtrail.valuation.shapley.LARGE_GAME_SITES` updates pass the screening (None, as
-in every log written before it existed: ``"mc_shapley"`` at every size). Needs a loss metric
-(the service writes none under the AUC: Monte-Carlo at every size). ``"budget_shapley"``
+in every log written before it existed: ``"mc_shapley"`` at every size). Those of
+:data:`NEEDS_GRADIENT` need a loss metric. ``"budget_shapley"``
 (``aggregator run``'s default): Monte-Carlo Shapley on real coalition models within a fixed
 evaluation budget; ``"linear_shapley"``: the first-order game, cheaper, weaker against an
 oversized update."""
+
+
+NEEDS_GRADIENT: Final = frozenset({"linear_shapley"})
+"""The large games that need the utility's gradient, so a loss metric (not the AUC)."""
 
 
 def _play(method: str, large_game: str | None, utility: CoalitionUtility, seed: int) -> GameValues:
@@ -190,7 +194,8 @@ def explanation_probe(images: ImageDataset) -> torch.Tensor:
 
 def check_game(*, method: str, metric: str, large_game: str | None) -> None:
     """ConfigError naming what :func:`value_round` cannot play: an unknown ``method``, ``metric``
-    or ``large_game``, or a linearised game under the AUC (it needs a gradient). Callers that
+    or ``large_game``, or a linearised game under the AUC (it needs a gradient:
+    :data:`NEEDS_GRADIENT`; ``"budget_shapley"`` plays under any metric). Callers that
     read settings from untrusted terms check them before anyone trains under them."""
     if method not in GAMES and method not in LARGE_GAMES:
         raise ConfigError(
@@ -198,7 +203,7 @@ def check_game(*, method: str, metric: str, large_game: str | None) -> None:
         )
     if large_game is not None and large_game not in LARGE_GAMES:
         raise ConfigError(f"large_game must be one of {tuple(LARGE_GAMES)}, got {large_game!r}")
-    if large_game is not None and metric == "auc":
+    if large_game in NEEDS_GRADIENT and metric == "auc":
         raise ConfigError(f"large_game {large_game!r} needs a loss metric, not the AUC")
     if method in LARGE_GAMES and metric == "auc":
         raise ConfigError(f"method {method!r} needs a loss metric, not the AUC")

@@ -30,6 +30,7 @@ from fedtrail.valuation import (
     mc_shapley,
     value_round,
 )
+from fedtrail.valuation.round import check_game
 from fedtrail.valuation.shapley import BUDGET_CYCLES, BUDGET_EVALUATIONS
 from tests.fedtrail.valuation.real_sites import SPEC, real_sites
 from tests.fedtrail.valuation.test_large_game import _many
@@ -232,3 +233,19 @@ def test_the_warm_up_game_takes_each_update_alone_from_the_harm_check(
     assert passers == LARGE_GAME_SITES + 2
     assert reused == again
     assert len(calls) - with_reuse == passers
+
+
+def test_the_budget_game_plays_under_any_metric_so_metric_never_sets_it() -> None:
+    """It needs no gradient: a round under the AUC records it too (the linear game is dropped
+    there), so ``--metric`` given at an upgraded aggregator never claims the large game (round
+    1's is kept: ``tests/aggregator/test_round_one_settings.py``)."""
+    check_game(method="shapley", metric="auc", large_game="budget_shapley")
+    with pytest.raises(ConfigError, match="loss metric"):
+        check_game(method="shapley", metric="auc", large_game="linear_shapley")
+    for metric in ("auc", "loss", "balanced_loss"):
+        terms = AggregatorSettings(large_game="budget_shapley", metric=metric).valuation_terms(
+            2, quorum=None, probe=None
+        )
+        assert terms.large_game == "budget_shapley"
+    linear = AggregatorSettings(large_game="linear_shapley", metric="auc")
+    assert linear.valuation_terms(2, quorum=None, probe=None).large_game is None
