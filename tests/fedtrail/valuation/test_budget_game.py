@@ -249,3 +249,47 @@ def test_the_budget_game_plays_under_any_metric_so_metric_never_sets_it() -> Non
         assert terms.large_game == "budget_shapley"
     linear = AggregatorSettings(large_game="linear_shapley", metric="auc")
     assert linear.valuation_terms(2, quorum=None, probe=None).large_game is None
+
+
+def test_audit_verify_replays_the_budget_game_from_the_recorded_name() -> None:
+    """A round's terms record ``valuation.large_game``; verify's replay (``_replay_valuation``
+    with the settings read back from the terms' JSON) plays the same game on the same updates:
+    the same report as the aggregator's, bit for bit, and ``mc_shapley`` where the name is
+    absent (an older log)."""
+    from fedtrail.auditor.verify import _replay_valuation
+    from fedtrail.valuation.chained import combiner_from
+
+    rs = real_sites()
+    offered = AggregatorSettings(large_game="budget_shapley", standing=False).valuation_terms(
+        4, quorum=None, probe=None
+    )
+    settings = ValuationSettings.from_json(json.loads(json.dumps(offered.to_json())))
+    assert settings.large_game == "budget_shapley"
+    cands = _many(LARGE_GAME_SITES + 1)
+    aggregator_side = value_round(
+        global_state=rs.global_state,
+        spec=SPEC,
+        candidates=cands,
+        validation=rs.validation,
+        method=offered.method,
+        metric=offered.metric,
+        seed=offered.seed if offered.seed is not None else 0,
+        combiner=combiner_from(offered),
+        large_game=offered.large_game,
+    )
+    common = {
+        "chain": None,
+        "round_id": 4,
+        "spec": SPEC,
+        "start": rs.global_state,
+        "candidates": cands,
+        "validation": rs.validation,
+        "seed": 0,
+    }
+    replayed, _ = _replay_valuation(settings, **common)  # type: ignore[arg-type]
+    assert aggregator_side.method == replayed.method == "budget_shapley"
+    assert replayed == aggregator_side
+    older, _ = _replay_valuation(
+        ValuationSettings.from_json({**settings.to_json(), "large_game": None}), **common
+    )  # type: ignore[arg-type]
+    assert older.method == "mc_shapley"
