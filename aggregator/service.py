@@ -130,7 +130,7 @@ from fedtrail.valuation.chained import (
     screen_candidates,
     standing_of,
 )
-from fedtrail.valuation.round import explanation_probe
+from fedtrail.valuation.round import NEEDS_GRADIENT, explanation_probe
 
 log = logging.getLogger("fedtrail.aggregator")
 
@@ -228,9 +228,11 @@ class AggregatorSettings:
     large_game: str | None = None
     """The game played instead of Monte-Carlo Shapley when more than ``LARGE_GAME_SITES`` (10)
     updates pass the screening (:data:`fedtrail.valuation.LARGE_GAMES`; written into the round
-    terms with a loss metric only). Off by default: ``linear_shapley`` is ~60x cheaper but in
-    the 12-site poisoning scenario of ``scripts/bench/accuracy.py`` (g) it paid the sign-flipper
-    and the global AUC fell far below Monte-Carlo's (README, Results)."""
+    terms, ``linear_shapley`` with a loss metric only). None here (Monte-Carlo at every size, as
+    library callers had it); ``aggregator run`` defaults to ``budget_shapley`` (Monte-Carlo on
+    real coalition models within a fixed evaluation budget). ``linear_shapley`` is cheaper still
+    but in the 12-site poisoning scenario of ``scripts/bench/accuracy.py`` (g) it paid the x10
+    site and the global AUC fell far below Monte-Carlo's (README, Results)."""
     round_seconds: int = 600
     """The commit window of each round (chain seconds; at least the ledger's minimum)."""
     reveal_seconds: int = 120
@@ -439,8 +441,10 @@ class AggregatorSettings:
             explanation_check=self.explanation_check,
             standing=self.standing,
             combiner=asdict(combiner),
-            # the linearised game needs a gradient: none for the AUC
-            large_game=None if auc else self.large_game,
+            # the linearised game needs a gradient: none for the AUC (budget_shapley plays
+            # under any metric, so --metric never changes it: an upgraded aggregator given
+            # --metric keeps round 1's large game)
+            large_game=None if auc and self.large_game in NEEDS_GRADIENT else self.large_game,
             mode="peers" if peers else None,
             quorum=quorum if peers else None,
             validator_game=(None if auc and game == "linear_shapley" else game) if peers else None,

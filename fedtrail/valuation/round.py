@@ -77,6 +77,7 @@ from fedtrail.valuation.robust import RobustStats, robust_statistics, without_st
 from fedtrail.valuation.shapley import (
     AUTO_EXACT_SITES,
     LARGE_GAME_SITES,
+    budget_shapley,
     exact_shapley,
     linear_shapley,
     mc_shapley,
@@ -135,12 +136,24 @@ def _linear(utility: CoalitionUtility, seed: int) -> GameValues:
     )
 
 
+def _budget(utility: CoalitionUtility, seed: int) -> GameValues:
+    return budget_shapley(utility.players, utility, seed=seed)
+
+
 LARGE_GAMES: Final[Mapping[str, Callable[[CoalitionUtility, int], GameValues]]] = MappingProxyType(
-    {"linear_shapley": _linear}
+    {"linear_shapley": _linear, "budget_shapley": _budget}
 )
 """A round's ``large_game`` setting -> the game played instead of ``"mc_shapley"`` when more
 than :data:`~fedtrail.valuation.shapley.LARGE_GAME_SITES` updates pass the screening (None, as
-in every log written before it existed: ``"mc_shapley"`` at every size). Needs a loss metric."""
+in every log written before it existed: ``"mc_shapley"`` at every size). Those of
+:data:`NEEDS_GRADIENT` need a loss metric. ``"budget_shapley"``
+(``aggregator run``'s default): Monte-Carlo Shapley on real coalition models within a fixed
+evaluation budget; ``"linear_shapley"``: the first-order game, cheaper, weaker against an
+oversized update."""
+
+
+NEEDS_GRADIENT: Final = frozenset({"linear_shapley"})
+"""The large games that need the utility's gradient, so a loss metric (not the AUC)."""
 
 
 def _play(method: str, large_game: str | None, utility: CoalitionUtility, seed: int) -> GameValues:
@@ -181,7 +194,8 @@ def explanation_probe(images: ImageDataset) -> torch.Tensor:
 
 def check_game(*, method: str, metric: str, large_game: str | None) -> None:
     """ConfigError naming what :func:`value_round` cannot play: an unknown ``method``, ``metric``
-    or ``large_game``, or a linearised game under the AUC (it needs a gradient). Callers that
+    or ``large_game``, or a linearised game under the AUC (it needs a gradient:
+    :data:`NEEDS_GRADIENT`; ``"budget_shapley"`` plays under any metric). Callers that
     read settings from untrusted terms check them before anyone trains under them."""
     if method not in GAMES and method not in LARGE_GAMES:
         raise ConfigError(
@@ -189,7 +203,7 @@ def check_game(*, method: str, metric: str, large_game: str | None) -> None:
         )
     if large_game is not None and large_game not in LARGE_GAMES:
         raise ConfigError(f"large_game must be one of {tuple(LARGE_GAMES)}, got {large_game!r}")
-    if large_game is not None and metric == "auc":
+    if large_game in NEEDS_GRADIENT and metric == "auc":
         raise ConfigError(f"large_game {large_game!r} needs a loss metric, not the AUC")
     if method in LARGE_GAMES and metric == "auc":
         raise ConfigError(f"method {method!r} needs a loss metric, not the AUC")
@@ -475,7 +489,7 @@ def _settle(
         cands, harm_utility = _harmful(
             ctx,
             cands,
-            first_order=method in LARGE_GAMES,
+            first_order=method == "linear_shapley",  # the linearised game's own check
             exact_below=comb.min_robust_sites,
             alone_out=alone,
             project_shift=project_shift,
@@ -530,6 +544,11 @@ def _settle(
             global_value=None if harm_utility is None else harm_utility.global_value,
             project_shift=project_shift,
         )
+        if harm_utility is not None:  # each passer alone, as the harm check evaluated it
+            known = harm_utility.alone()
+            utility = utility.knowing_alone(
+                {c.site: known[c.site] for c in passers if c.site in known}
+            )
     game = _play(method, large_game, utility, ctx.seed)
     normalised = None
     if not history.warm_up or comb.warm_up_floor < 1.0:

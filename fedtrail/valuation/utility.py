@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,6 +148,9 @@ class CoalitionUtility:
         self._global_value = global_value
         self._project_shift = bool(project_shift)
         self._shift: list[tuple[np.ndarray, float]] | None = None  # shift_basis, once
+        # coalition -> utility, every evaluation this utility (or one it was copied from) made:
+        # a coalition's model and split are fixed, so asking again gives the same bits
+        self._known: dict[frozenset[str], float] = {}
 
     @property
     def global_value(self) -> float | None:
@@ -159,6 +162,24 @@ class CoalitionUtility:
         as its empty coalition's utility: the value it gives for the global model."""
         out = copy.copy(self)
         out._global_value = value
+        return out
+
+    def alone(self) -> dict[str, float]:
+        """Player -> the utility of its update alone, for the players whose singleton coalition
+        this utility has evaluated (the warm-up's harm check evaluates every one)."""
+        return {p: self._known[key] for p in self.players if (key := frozenset({p})) in self._known}
+
+    def knowing_alone(self, values: Mapping[str, float]) -> CoalitionUtility:
+        """This utility, giving ``values[p]`` (another utility's :meth:`alone` of the same
+        global model, split, metric and ``project_shift``) for the singleton coalition of each
+        of its players ``p`` there instead of evaluating it: that coalition model is the global
+        model plus ``p``'s update at weight ``n_p / n_p`` = 1, built by the same steps whoever
+        the other players are, so the value is the same bits (:meth:`state`)."""
+        unknown = sorted(set(values) - set(self._row))
+        if unknown:
+            raise ConfigError(f"unknown players {unknown}")
+        out = copy.copy(self)
+        out._known = {**self._known, **{frozenset({p}): float(v) for p, v in values.items()}}
         return out
 
     def state(self, coalition: frozenset[str]) -> dict[str, torch.Tensor]:
@@ -357,6 +378,16 @@ class CoalitionUtility:
         assert self._validation is not None
         if not coalition and self._global_value is not None:
             return self._global_value
+        key = frozenset(coalition)
+        known = self._known.get(key)
+        if known is not None:
+            return known
+        value = self._evaluate(key)
+        self._known[key] = value
+        return value
+
+    def _evaluate(self, coalition: frozenset[str]) -> float:
+        assert self._validation is not None
         # An image whose outputs overflowed counts as unpredicted (zero logits, a uniform
         # guess), so a coalition holding a broken update gets a finite, poor utility instead
         # of stopping the round (value_round screens such updates out first).

@@ -1238,10 +1238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--large-game",
-        choices=("linear_shapley", "none"),
+        choices=("linear_shapley", "budget_shapley", "none"),
         default=_sim.SimConfig.large_game or "none",
         help="the game above 10 screened updates (default: the aggregator's, none = Monte-Carlo "
-        "Shapley at every size; linear_shapley = `aggregator run --large-game linear_shapley`)",
+        "Shapley at every size; linear_shapley = `aggregator run --large-game linear_shapley`; "
+        "budget_shapley = `aggregator run`'s default)",
     )
     parser.add_argument(
         "--validator-game",

@@ -602,8 +602,9 @@ def main() -> int:
         "--large-game",
         choices=("none", *LARGE_GAMES),
         default="none",
-        help="the aggregator's game above 10 screened updates (aggregator run --large-game; "
-        "default none: Monte-Carlo Shapley, the service's default)",
+        help="the aggregator's game above 10 screened updates (aggregator run --large-game, "
+        "whose default is budget_shapley; default here none: Monte-Carlo Shapley, "
+        "AggregatorSettings' default)",
     )
     ap.add_argument(
         "--verify-repeats",
