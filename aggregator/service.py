@@ -229,8 +229,10 @@ class AggregatorSettings:
     """The game played instead of Monte-Carlo Shapley when more than ``LARGE_GAME_SITES`` (10)
     updates pass the screening (:data:`fedtrail.valuation.LARGE_GAMES`; written into the round
     terms, ``linear_shapley`` with a loss metric only). None here (Monte-Carlo at every size, as
-    library callers had it); ``aggregator run`` defaults to ``budget_shapley`` (Monte-Carlo on
-    real coalition models within a fixed evaluation budget). ``linear_shapley`` is cheaper still
+    ``aggregator run``'s default too). ``budget_shapley`` (Monte-Carlo on real coalition models
+    within a fixed evaluation budget) is ~15x cheaper at 100 updates but paid a sign-flipped
+    update a positive value in a 23-site game where Monte-Carlo ranked it last (README,
+    *Valuation time*). ``linear_shapley`` is cheaper still
     but in the 12-site poisoning scenario of ``scripts/bench/accuracy.py`` (g) it paid the x10
     site and the global AUC fell far below Monte-Carlo's (README, Results)."""
     round_seconds: int = 600

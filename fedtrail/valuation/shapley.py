@@ -24,9 +24,9 @@ and ``v(empty)`` the global model's. A site's Shapley value is its average margi
   the exact one (Spearman >= 0.9) in 97.5% of 200 seeds, against ~96 evaluations and 90% for
   GTG's plain guided sampling. It stops after ``min_cycles`` cycles once a cycle changes the
   estimates by less than ``convergence`` (relative L1), or after ``max_cycles``.
-* :func:`budget_shapley` (``aggregator run``'s large game above 10 updates) is :func:`mc_shapley`
-  within a fixed evaluation budget: two cycles, each permutation walked to a depth of
-  ``max(1, BUDGET_EVALUATIONS // n)`` players, at most ``max(n, 300) + 2`` evaluations.
+* :func:`budget_shapley` (opt-in: ``aggregator run --large-game budget_shapley``) is
+  :func:`mc_shapley` within a fixed evaluation budget: two cycles, each permutation walked to a
+  depth of ``max(1, BUDGET_EVALUATIONS // n)`` players, at most ``max(n, 300) + 2`` evaluations.
 
 All take any utility (``Callable[[frozenset[str]], float]``) and cache it, so games can be
 tested without models; all report the number of utility evaluations.

@@ -1242,7 +1242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=_sim.SimConfig.large_game or "none",
         help="the game above 10 screened updates (default: the aggregator's, none = Monte-Carlo "
         "Shapley at every size; linear_shapley = `aggregator run --large-game linear_shapley`; "
-        "budget_shapley = `aggregator run`'s default)",
+        "budget_shapley = `aggregator run --large-game budget_shapley`)",
     )
     parser.add_argument(
         "--validator-game",
