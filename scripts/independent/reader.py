@@ -3191,19 +3191,28 @@ def main(argv=None):
                 }
                 zeroed = sorted(dropped_scr - set(riders))
                 # the drop's rule: a marked update weighted once the withheld ones are dropped
-                # (the weights over the medians, a withheld one's at 0); a positive median
-                # that rounds to weight 0 can be neither dropped nor paid
+                # (the weights over the medians, a withheld one's at 0), then, step by step,
+                # one the drop re-weights above 0; a positive median that still rounds to
+                # weight 0 can be neither dropped nor paid
                 before_drop = [
                     (a, onchain[a][1], 0 if a in dropped_wh else peer_meds.get(a, (0, 0))[0])
                     for a in peer_meds
                     if a in onchain
                 ]
-                weighted_before = (
-                    weights_rule(before_drop)[0] if any(n * m for _, n, m in before_drop) else {}
-                )
-                spared = sorted(
-                    a for a in riders if weighted_before.get(a, 0) > 0 and a not in dropped_scr
-                )
+                must_drop = set()
+                while True:
+                    left = [(a, n, 0 if a in must_drop else m) for a, n, m in before_drop]
+                    if not any(n * m for _, n, m in left):
+                        break
+                    more = {
+                        a
+                        for a, w in weights_rule(left)[0].items()
+                        if w > 0 and a in riders and a not in must_drop
+                    }
+                    if not more:
+                        break
+                    must_drop |= more
+                spared = sorted(a for a in must_drop if a not in dropped_scr)
                 report(
                     r,
                     "peers.screen",

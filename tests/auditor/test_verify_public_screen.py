@@ -320,3 +320,47 @@ def test_a_marked_update_whose_median_rounds_to_weight_0_is_not_a_spared_one(
     assert checks["peers.median"].passed, checks["peers.median"].detail
     results = reader_results(pf, anvil_url, ipfs_api)
     assert results[(r, "peers.screen")]["result"] == "PASS", results[(r, "peers.screen")]
+
+
+def test_a_marked_update_the_screens_drop_re_weights_must_be_dropped_too(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, public: None
+) -> None:
+    """The rounding edge, one step further (h-284): the big free-rider (the largest count, full
+    score) is weighted and marked, the small one (1 sample at median 1) is marked at weight 0
+    from rounding, the third update is scored 0. Dropping the big one re-derives the weights
+    from the scores and gives the small one all of them: an aggregator that stops there pays a
+    marked update in full, and verify and the reader passed it (their rule looked only at the
+    weights before the drop). Now both fail ``peers.screen`` naming it (the honest aggregator
+    cancels such a round: ``tests/aggregator/test_peer_rounds.py``)."""
+    from fedtrail.protocol.codes import MAX_SITE_SAMPLES
+    from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
+
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    ledger = pf.fed.ledger
+    big, rider, other = _hospitals(pf)
+    ledger.set_max_samples(pf.fed.coordinator, big, MAX_SITE_SAMPLES)
+    samples = {big: MAX_SITE_SAMPLES, rider: 1, other: 200}
+    want = {big: SCORE_SCALE, rider: 1, other: 0}
+
+    def vectors(sites: list[str]) -> dict[str, tuple[int, ...]]:
+        return {
+            v.address: tuple(0 if s == v.address else want[s] for s in sites) for v in pf.validators
+        }
+
+    order = (big, rider, other)
+    edge = onchain_weights([samples[s] for s in order], [want[s] for s in order])
+    assert edge[1] == 0 and edge[0] > 0  # the edge: weight 0 from rounding
+
+    def drop_big(r: int) -> None:
+        every = [s.site for s in ledger.get_submissions(r)]
+        ledger.drop_screened(pf.fed.coordinator, r, every, [big])
+
+    scales = {big: TINY * 1e-5, rider: TINY * 1e-5}
+    r = peer_round(pf, seed=9, scales=scales, samples=samples, vectors=vectors, valued=drop_big)
+    subs = {s.site: s for s in ledger.get_submissions(r)}
+    assert subs[rider].weight == 10**18 and subs[big].reason == Reason.FREE_RIDER
+    screen = _checks(pf, store, r)["peers.screen"]
+    assert not screen.passed and rider[:10] in screen.detail, screen.detail
+    row = reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
+    assert row["result"] == "FAIL", row
