@@ -364,3 +364,41 @@ def test_a_marked_update_the_screens_drop_re_weights_must_be_dropped_too(
     assert not screen.passed and rider[:10] in screen.detail, screen.detail
     row = reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
     assert row["result"] == "FAIL", row
+
+
+def test_a_cancel_after_valuation_is_checked_by_verify_and_the_reader_alike(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, public: None
+) -> None:
+    """``peers.cancelled`` for a peer round cancelled after its valuation, in verify and the
+    independent reader (h-284: the reader had no such check, so an aggregator that cancelled an
+    honest round it disliked, every update readable and unmarked, passed the reader): a cancel
+    that throws away readable unmarked updates fails both; one whose public screen marks every
+    update passes both."""
+    from fedtrail.chain import advance_time, block_timestamp
+
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    ledger = pf.fed.ledger
+
+    def valued_then_cancelled(seed: int, scales: dict[str, float] | None) -> int:
+        r = peer_federation.open_peer_round(pf, None)
+        peer_federation.submit(pf, r, seed=seed, scales=scales)
+        peer_federation.score_round(pf, r, None, None, ())
+        peer = ledger.get_peer_round(r)
+        assert peer is not None
+        assert any(s.weight > 0 for s in ledger.get_submissions(r))
+        advance_time(ledger.w3, peer.score_reveal_deadline - block_timestamp(ledger.w3) + 1)
+        ledger.cancel_round(pf.fed.coordinator, r)
+        return r
+
+    r_censored = valued_then_cancelled(11, None)
+    r_marked = valued_then_cancelled(12, dict.fromkeys(_hospitals(pf), TINY * 1e-5))
+    censored = _checks(pf, store, r_censored)["peers.cancelled"]
+    assert not censored.passed, censored.detail
+    marked = _checks(pf, store, r_marked)["peers.cancelled"]
+    assert marked.passed, marked.detail
+    results = reader_results(pf, anvil_url, ipfs_api)
+    row = results.get((r_censored, "peers.cancelled"))
+    assert row is not None and row["result"] == "FAIL", row
+    row = results.get((r_marked, "peers.cancelled"))
+    assert row is not None and row["result"] == "PASS", row
