@@ -1359,14 +1359,16 @@ class AggregatorService:
         if read is not None:
             pairs = self._read_again(round_id, pairs, read)
             self._pin_weighted(round_id, pairs)
-            dropped = self._drop_screened(round_id, global_state, pairs)
-            if dropped is None:
-                return None  # the screen's drop waits for its inputs' pins (or, when it would
-                # leave no weight, for the score reveal deadline to cancel the round)
-            if isinstance(dropped, RoundOutcome):
-                return dropped  # the screen marks every weighted update: cancelled
-            if dropped:  # the weights re-derived
-                pairs = self.candidates(round_id, info=info, originals=read)
+            while True:  # a step of the screen's drop can weight a marked update: the next
+                dropped = self._drop_screened(round_id, global_state, pairs)
+                if dropped is None:
+                    return None  # the screen's drop waits for its inputs' pins (or, when it
+                    # would leave no weight, for the score reveal deadline to cancel the round)
+                if isinstance(dropped, RoundOutcome):
+                    return dropped  # the screen marks every weighted update: cancelled
+                if not dropped:
+                    break
+                pairs = self.candidates(round_id, info=info, originals=read)  # re-weighted
         subs = [s for s, _ in pairs]
         weights = [s.weight for s in subs]
         usable = [
@@ -1825,11 +1827,15 @@ class AggregatorService:
             return None
         if drop.empties:
             return self._cancel_screened(round_id, drop.marks)
-        if not drop.marks:
+        # the contract drops only what is weighted now: a marked update the drop re-weights
+        # (weight 0 from rounding before it) is the next step's (screen_drop's rule)
+        now = {address_key(s.site) for s, _ in pairs if s.weight > 0}
+        step = [(site, why) for site, why in drop.marks if address_key(site) in now]
+        if not step:
             return False
         try:
             self.ledger.drop_screened(
-                self.account, round_id, [s.site for s, _ in pairs], [site for site, _ in drop.marks]
+                self.account, round_id, [s.site for s, _ in pairs], [site for site, _ in step]
             )
         except ContractRevert as exc:
             if exc.error != "ZeroTotalWeight":
@@ -1843,7 +1849,7 @@ class AggregatorService:
                 exc,
             )
             return self._cancel_screened(round_id, drop.marks)
-        self._log_screened(round_id, drop.marks)
+        self._log_screened(round_id, step)
         return True
 
     def _cancel_screened(

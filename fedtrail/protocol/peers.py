@@ -411,20 +411,35 @@ def screen_drop(
     updates', in ``outcome.sites`` order) and the peer medians with the withheld ones at 0.
     Those are the weights the chain holds when the screen's drop lands, and the contract drops
     only a weighted update: a marked one whose positive median rounds to weight 0 (its exact
-    share below one unit of 1e-18) is not dropped, and is not paid either. The one rule the
+    share below one unit of 1e-18) is not dropped, and is not paid either, *unless* the drop
+    re-weights it above 0: the rule then drops it too, in the drop's next step (the weights
+    re-derived over what is left, until no marked update is weighted; the aggregator posts
+    each step as its own ``dropScreened``, since the contract drops only what is weighted when
+    the call lands). Before (h-284), only the first step was the rule, and a marked update at
+    weight 0 from rounding beside the marked weighted one got the whole round once that one
+    was dropped, and verify passed the model paying it. The one rule the
     aggregator posts and ``audit verify`` recomputes (``peers.screen``); it reads only the
     chain's record (``outcome``: drops as screened already made do not change it, so the
     aggregator's retry posts nothing twice). Empty when nothing has a positive median."""
     keys = {address_key(m) for m in marked}
-    try:
-        weights = onchain_weights(num_samples, _before_screen(outcome))
-    except ZeroTotalWeight:
-        return ()
-    return tuple(
-        site
-        for site, w in zip(outcome.sites, weights, strict=True)
-        if w > 0 and address_key(site) in keys
-    )
+    scores = _before_screen(outcome)
+    out: set[int] = set()
+    while True:
+        try:
+            weights = onchain_weights(
+                num_samples, [0 if i in out else v for i, v in enumerate(scores)]
+            )
+        except ZeroTotalWeight:
+            break
+        more = {
+            i
+            for i, (site, w) in enumerate(zip(outcome.sites, weights, strict=True))
+            if w > 0 and i not in out and address_key(site) in keys
+        }
+        if not more:
+            break
+        out |= more
+    return tuple(site for i, site in enumerate(outcome.sites) if i in out)
 
 
 def screen_empties_round(

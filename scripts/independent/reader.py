@@ -3191,19 +3191,28 @@ def main(argv=None):
                 }
                 zeroed = sorted(dropped_scr - set(riders))
                 # the drop's rule: a marked update weighted once the withheld ones are dropped
-                # (the weights over the medians, a withheld one's at 0); a positive median
-                # that rounds to weight 0 can be neither dropped nor paid
+                # (the weights over the medians, a withheld one's at 0), then, step by step,
+                # one the drop re-weights above 0; a positive median that still rounds to
+                # weight 0 can be neither dropped nor paid
                 before_drop = [
                     (a, onchain[a][1], 0 if a in dropped_wh else peer_meds.get(a, (0, 0))[0])
                     for a in peer_meds
                     if a in onchain
                 ]
-                weighted_before = (
-                    weights_rule(before_drop)[0] if any(n * m for _, n, m in before_drop) else {}
-                )
-                spared = sorted(
-                    a for a in riders if weighted_before.get(a, 0) > 0 and a not in dropped_scr
-                )
+                must_drop = set()
+                while True:
+                    left = [(a, n, 0 if a in must_drop else m) for a, n, m in before_drop]
+                    if not any(n * m for _, n, m in left):
+                        break
+                    more = {
+                        a
+                        for a, w in weights_rule(left)[0].items()
+                        if w > 0 and a in riders and a not in must_drop
+                    }
+                    if not more:
+                        break
+                    must_drop |= more
+                spared = sorted(a for a in must_drop if a not in dropped_scr)
                 report(
                     r,
                     "peers.screen",
@@ -3215,6 +3224,42 @@ def main(argv=None):
                     + (f"; zeroed unmarked {[names.get(a) for a in zeroed]}" if zeroed else "")
                     + (f"; spared marked {[names.get(a) for a in spared]}" if spared else ""),
                 )
+        # README *Peer rounds* (peers.cancelled): a peer round cancelled after its valuation
+        # passes only when every update with a positive score is unusable now, or every one
+        # reads and the public screen marks each update left with samples x median > 0 (the
+        # withheld ones at 0), so that its drop, step by step, leaves no weight
+        if peer and phase == 4 and any(onchain[a][4] > 0 for a in onchain):
+            pos = sorted(a for a in onchain if onchain[a][2] > 0)
+            unread = [a for a in pos if a not in readable]
+            if unread:
+                ok = len(unread) == len(pos)
+                detail = f"valued, then cancelled: {[names.get(a) for a in unread]} unusable" + (
+                    "" if ok else f", {[names.get(a) for a in pos if a in readable]} read"
+                )
+            else:
+                gone = {e.args.site.lower() for e in ev["UpdateWithheld"] if e.args.round == r}
+                gone |= {e.args.site.lower() for e in ev["UpdateScreened"] if e.args.round == r}
+                left = [
+                    a
+                    for a, (m, _) in peer_meds.items()
+                    if a in onchain and m * onchain[a][1] > 0 and a not in gone
+                ]
+                marks = riders if public_screen and standing_on and not blocked else {}
+                spared = [a for a in left if a not in marks]
+                ok = bool(public_screen and standing_on and not blocked and not spared)
+                detail = (
+                    "valued, then cancelled; every update with a positive score reads; the "
+                    + (
+                        f"public screen cannot be recomputed: {'; '.join(blocked)}"
+                        if blocked
+                        else "terms have no public screen"
+                        if not (public_screen and standing_on)
+                        else f"public screen spares {[names.get(a) for a in spared]}"
+                        if spared
+                        else "public screen marks every update left: its drop leaves no weight"
+                    )
+                )
+            report(r, "peers.cancelled", ok, detail)
         for a in list(usable):
             if start_norm > 0 and tensor_norm(deltas[a]) / start_norm > 100:
                 predicted[a], why[a] = "OUTLIER_NORM", "over 100 x the start model's norm"

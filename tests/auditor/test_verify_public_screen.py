@@ -320,3 +320,85 @@ def test_a_marked_update_whose_median_rounds_to_weight_0_is_not_a_spared_one(
     assert checks["peers.median"].passed, checks["peers.median"].detail
     results = reader_results(pf, anvil_url, ipfs_api)
     assert results[(r, "peers.screen")]["result"] == "PASS", results[(r, "peers.screen")]
+
+
+def test_a_marked_update_the_screens_drop_re_weights_must_be_dropped_too(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, public: None
+) -> None:
+    """The rounding edge, one step further (h-284): the big free-rider (the largest count, full
+    score) is weighted and marked, the small one (1 sample at median 1) is marked at weight 0
+    from rounding, the third update is scored 0. Dropping the big one re-derives the weights
+    from the scores and gives the small one all of them: an aggregator that stops there pays a
+    marked update in full, and verify and the reader passed it (their rule looked only at the
+    weights before the drop). Now both fail ``peers.screen`` naming it (the honest aggregator
+    cancels such a round: ``tests/aggregator/test_peer_rounds.py``)."""
+    from fedtrail.protocol.codes import MAX_SITE_SAMPLES
+    from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
+
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    ledger = pf.fed.ledger
+    big, rider, other = _hospitals(pf)
+    ledger.set_max_samples(pf.fed.coordinator, big, MAX_SITE_SAMPLES)
+    samples = {big: MAX_SITE_SAMPLES, rider: 1, other: 200}
+    want = {big: SCORE_SCALE, rider: 1, other: 0}
+
+    def vectors(sites: list[str]) -> dict[str, tuple[int, ...]]:
+        return {
+            v.address: tuple(0 if s == v.address else want[s] for s in sites) for v in pf.validators
+        }
+
+    order = (big, rider, other)
+    edge = onchain_weights([samples[s] for s in order], [want[s] for s in order])
+    assert edge[1] == 0 and edge[0] > 0  # the edge: weight 0 from rounding
+
+    def drop_big(r: int) -> None:
+        every = [s.site for s in ledger.get_submissions(r)]
+        ledger.drop_screened(pf.fed.coordinator, r, every, [big])
+
+    scales = {big: TINY * 1e-5, rider: TINY * 1e-5}
+    r = peer_round(pf, seed=9, scales=scales, samples=samples, vectors=vectors, valued=drop_big)
+    subs = {s.site: s for s in ledger.get_submissions(r)}
+    assert subs[rider].weight == 10**18 and subs[big].reason == Reason.FREE_RIDER
+    screen = _checks(pf, store, r)["peers.screen"]
+    assert not screen.passed and rider[:10] in screen.detail, screen.detail
+    row = reader_results(pf, anvil_url, ipfs_api)[(r, "peers.screen")]
+    assert row["result"] == "FAIL", row
+
+
+def test_a_cancel_after_valuation_is_checked_by_verify_and_the_reader_alike(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, public: None
+) -> None:
+    """``peers.cancelled`` for a peer round cancelled after its valuation, in verify and the
+    independent reader (h-284: the reader had no such check, so an aggregator that cancelled an
+    honest round it disliked, every update readable and unmarked, passed the reader): a cancel
+    that throws away readable unmarked updates fails both; one whose public screen marks every
+    update passes both."""
+    from fedtrail.chain import advance_time, block_timestamp
+
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    ledger = pf.fed.ledger
+
+    def valued_then_cancelled(seed: int, scales: dict[str, float] | None) -> int:
+        r = peer_federation.open_peer_round(pf, None)
+        peer_federation.submit(pf, r, seed=seed, scales=scales)
+        peer_federation.score_round(pf, r, None, None, ())
+        peer = ledger.get_peer_round(r)
+        assert peer is not None
+        assert any(s.weight > 0 for s in ledger.get_submissions(r))
+        advance_time(ledger.w3, peer.score_reveal_deadline - block_timestamp(ledger.w3) + 1)
+        ledger.cancel_round(pf.fed.coordinator, r)
+        return r
+
+    r_censored = valued_then_cancelled(11, None)
+    r_marked = valued_then_cancelled(12, dict.fromkeys(_hospitals(pf), TINY * 1e-5))
+    censored = _checks(pf, store, r_censored)["peers.cancelled"]
+    assert not censored.passed, censored.detail
+    marked = _checks(pf, store, r_marked)["peers.cancelled"]
+    assert marked.passed, marked.detail
+    results = reader_results(pf, anvil_url, ipfs_api)
+    row = results.get((r_censored, "peers.cancelled"))
+    assert row is not None and row["result"] == "FAIL", row
+    row = results.get((r_marked, "peers.cancelled"))
+    assert row is not None and row["result"] == "PASS", row

@@ -417,3 +417,19 @@ def test_a_screen_drop_that_leaves_no_weight_empties_the_round() -> None:
     assert screen_empties_round(drop_withheld(outcome, [C]), samples, [A])
     edge = _scored(sites, [SCORE_SCALE, 1, 0])
     assert not screen_empties_round(edge, [MAX_SITE_SAMPLES, 1, 5], [A])
+
+
+def test_the_screen_drops_a_marked_update_its_drop_re_weights() -> None:
+    # B (median 1) is at weight 0 from rounding beside A; once A's drop lands the weights are
+    # re-derived and B's are above 0: the drop takes it in its next step (h-284: before, the
+    # rule stopped at A, and B was paid, in full where nothing else was weighted)
+    sites, samples = [A, B, C], [MAX_SITE_SAMPLES, 1, 200]
+    outcome = _scored(sites, [SCORE_SCALE, 1, 500_000])
+    assert onchain_weights(samples, [0, 1, 500_000])[1] > 0
+    assert screen_drop(outcome, samples, {A: "x", B: "y"}) == (A, B)
+    assert not screen_empties_round(outcome, samples, [A, B])  # C is left
+    alone = _scored(sites, [SCORE_SCALE, 1, 0])
+    assert screen_drop(alone, samples, {A: "x", B: "y"}) == (A, B)
+    assert screen_empties_round(alone, samples, screen_drop(alone, samples, {A: "x", B: "y"}))
+    # marked alone, B stays unweighted while A is weighted: neither dropped nor paid
+    assert screen_drop(outcome, samples, {B: "y"}) == ()
