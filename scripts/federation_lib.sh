@@ -15,6 +15,30 @@ SITE_NAMES=(hospital-A hospital-B hospital-C hospital-D hospital-E hospital-F ho
 
 fed_free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Usage errors that would otherwise surface only after Anvil, IPFS and the deployment: a --data
+# that names neither a shipped dataset nor an existing file or folder (every site's `node init`
+# failed on it, exit 1), and a --dir that already holds a deployment (`chain deploy` refused it).
+# One line on stderr and exit 2, before the run folder is made. Needs only the venv's Python.
+fed_check_run_args() {
+    local data="$1" dir="$2" py="$ROOT/.venv/bin/python" why
+    if [[ -x "$py" ]] && ! why=$("$py" -c '
+import sys
+from fedtrail.errors import FedtrailError
+from fedtrail.ml.catalog import resolve_source
+try:
+    resolve_source(sys.argv[1])
+except FedtrailError as exc:
+    sys.exit(str(exc))
+' "$data" 2>&1); then
+        echo "--data: ${why##*$'\n'}" >&2
+        exit 2
+    fi
+    if [[ -n "$dir" && -e "$dir/deployment.json" ]]; then
+        echo "--dir $dir already holds a run (deployment.json): give a new or empty folder" >&2
+        exit 2
+    fi
+}
+
 fed_env() {
     PY="$ROOT/.venv/bin/python"
     FEDTRAIL="$ROOT/.venv/bin/fedtrail"

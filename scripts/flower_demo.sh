@@ -68,11 +68,12 @@ done
 [[ "$ROUND_SECONDS" =~ ^[0-9]+$ && "$ROUND_SECONDS" -ge 1 ]] || usage_error "--round-seconds must be a whole number of seconds >= 1"
 [[ "$REVEAL_SECONDS" =~ ^[0-9]+$ && "$REVEAL_SECONDS" -ge 1 ]] || usage_error "--reveal-seconds must be a whole number of seconds >= 1"
 
+# shellcheck source=scripts/federation_lib.sh
+source "$ROOT/scripts/federation_lib.sh"
+fed_check_run_args "$DATA" "$DIR"
 DIR="${DIR:-$(mktemp -d "${TMPDIR:-/tmp}/fedtrail-flower.XXXXXX")}"
 mkdir -p "$DIR"
 DIR="$(cd "$DIR" && pwd)"
-# shellcheck source=scripts/federation_lib.sh
-source "$ROOT/scripts/federation_lib.sh"
 fed_env
 # Flower's own home (apps, its CLI config): inside DIR, never the user's ~/.flwr.
 export FLWR_HOME="$DIR/flwr"

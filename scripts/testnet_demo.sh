@@ -61,9 +61,10 @@ if [[ "$VALUATION_MODE" == peers ]]; then
     PEER_ARGS=(--valuation-mode peers --score-commit-seconds "$REVEAL_SECONDS" --score-reveal-seconds "$REVEAL_SECONDS")
 fi
 
-DIR="${DIR:-$(mktemp -d "${TMPDIR:-/tmp}/fedtrail-testnet.XXXXXX")}"
 # shellcheck source=scripts/federation_lib.sh
 source "$ROOT/scripts/federation_lib.sh"
+fed_check_run_args "$DATA" "$DIR"
+DIR="${DIR:-$(mktemp -d "${TMPDIR:-/tmp}/fedtrail-testnet.XXXXXX")}"
 fed_env
 PIDS=()
 

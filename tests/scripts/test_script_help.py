@@ -39,6 +39,10 @@ def test_help_is_the_whole_header_comment(name: str) -> None:
         ("flower_demo.sh", ["--node-config-extra", "0"], "--node-config-extra needs"),
         ("flower_demo.sh", ["--app", "/nonexistent-app"], "--app /nonexistent-app"),
         ("flower_demo.sh", ["--reveal-seconds", "-5"], "--reveal-seconds must be"),
+        # before, a --data naming nothing started Anvil and IPFS, deployed, and failed in every
+        # site's `node init`, exit 1
+        ("testnet_demo.sh", ["--data", "no-such-data"], "--data: data source 'no-such-data'"),
+        ("flower_demo.sh", ["--data", "no-such-data"], "--data: data source 'no-such-data'"),
     ],
 )
 def test_usage_error_is_one_line_exit_2_before_anything_starts(
@@ -58,3 +62,26 @@ def test_usage_error_is_one_line_exit_2_before_anything_starts(
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
     assert done.stdout == ""
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("name", ["testnet_demo.sh", "flower_demo.sh"])
+def test_a_dir_holding_a_run_is_refused_before_anything_starts(name: str, tmp_path: Path) -> None:
+    # Before, the script started Anvil and IPFS in it and then `chain deploy` refused the
+    # existing deployment.json: exit 2, but after the daemons had started (and written logs).
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "deployment.json").write_text("{}")
+    done = subprocess.run(
+        [str(ROOT / "scripts" / name), "--dir", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert (
+        done.stderr
+        == f"--dir {folder} already holds a run (deployment.json): give a new or empty folder\n"
+    )
+    assert done.stdout == ""
+    assert sorted(p.name for p in folder.iterdir()) == ["deployment.json"]
