@@ -25,6 +25,7 @@ import click
 
 from fedtrail.chain import connect, funded_accounts
 from fedtrail.cli.common import (
+    FiniteFloatRange,
     LazyChoice,
     aggregation_options,
     compression_methods,
@@ -481,7 +482,13 @@ def _personal_rows(
     show_default=True,
     help="Low-quality sites (label noise).",
 )
-@click.option("--label-noise", type=float, default=0.45, show_default=True)
+@click.option(
+    "--label-noise",
+    type=FiniteFloatRange(0, 1, min_open=True),
+    default=0.45,
+    show_default=True,
+    help="Share of a low-quality site's training labels changed (0 < rate <= 1).",
+)
 @click.option(
     "--shortcut-sites",
     type=click.IntRange(0),
@@ -522,7 +529,7 @@ def _personal_rows(
 )
 @click.option(
     "--alpha",
-    type=float,
+    type=FiniteFloatRange(min=0, min_open=True),
     default=3.0,
     show_default=True,
     help="Dirichlet label skew across sites (smaller = more non-IID).",
@@ -560,7 +567,7 @@ def _personal_rows(
 )
 @click.option(
     "--dp-epsilon",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=None,
     help="Every hospital trains with DP-SGD under this on-chain epsilon budget for the whole "
     "run (each hospital's rounds compose (RDP) to it at delta 1e-5, declared on chain as the "

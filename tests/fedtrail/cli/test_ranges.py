@@ -26,6 +26,10 @@ HUGE = "1" * 80  # an 80-digit round number printed a traceback before
         ["aggregator", "run", "--max-sample-ratio", "1"],
         ["node", "run", ".", "--threads", "0"],
         ["demo", "--seed", "-5"],
+        ["demo", "--label-noise", "1.5"],
+        ["demo", "--label-noise", "0"],
+        ["demo", "--alpha", "0"],
+        ["demo", "--dp-epsilon", "-1"],
     ],
 )
 def test_out_of_range_integers_are_usage_errors(args: list[str]) -> None:
@@ -69,4 +73,15 @@ def test_non_finite_numbers_are_usage_errors_before_anything_runs(args: list[str
     result = CliRunner().invoke(cli, [*args, "--rpc-url", "http://127.0.0.1:9"])
     assert result.exit_code == EXIT_USAGE, result.output
     assert "Invalid value" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("option", ["--label-noise", "--alpha", "--dp-epsilon"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_the_demos_non_finite_numbers_are_usage_errors(option: str, value: str) -> None:
+    """``demo --label-noise 1.5`` ran silently when no site was noisy, and a NaN passes every
+    bound of a plain range: each is refused before the demo builds anything."""
+    result = CliRunner().invoke(cli, ["demo", option, value])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert f"Invalid value for '{option}'" in result.output
     assert "Traceback" not in result.output
