@@ -177,8 +177,9 @@ def init(
         compression=Compression(method=compression),  # type: ignore[arg-type]
         model=task.spec,
     )
-    folder.mkdir(parents=True, exist_ok=True)
+    # asked before the folder is made: a missing passphrase (exit 2) leaves nothing behind
     passphrase = read_passphrase(folder / config.keystore, confirm=True)
+    folder.mkdir(parents=True, exist_ok=True)
     account = create_keystore(
         folder / config.keystore, passphrase, kdf_n=FAST_KDF_N if fast_kdf else None
     )

@@ -81,3 +81,11 @@ def test_init_reads_deployment_json_in_the_working_folder_like_every_ledger_comm
     code, out, node = _init(tmp_path / "b", "--contract", OTHER_LEDGER, env={})
     assert code == 0, out
     assert node["contract"] == OTHER_LEDGER and node["rpc_url"] == "http://127.0.0.1:8545"
+
+
+def test_init_without_a_passphrase_is_a_usage_error_that_makes_no_folder(tmp_path: Path) -> None:
+    """It exited 2 but left an empty node folder behind."""
+    folder = tmp_path / "site"
+    code, out, _ = _init(folder, env={"FEDTRAIL_CONTRACT": OTHER_LEDGER, "FEDTRAIL_PASSPHRASE": ""})
+    assert code == 2 and "no passphrase" in out
+    assert not folder.exists()
