@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 if TYPE_CHECKING:  # the ledger (web3) and the store load in seconds: imported where used
     from fedtrail.auditor.privacy import PrivacyAudit
     from fedtrail.auditor.verify import RoundAudit
-    from fedtrail.ledger import Ledger
+    from fedtrail.ledger import Ledger, Submission
     from fedtrail.protocol.roundlog import RoundLog
     from fedtrail.storage.store import ContentStore
 
@@ -392,7 +392,7 @@ def log_cmd(
     for site in sorted(set(subs) - {e.site for e in log.sites}):
         mismatches.append(f"{site} missing from the log")
         click.echo(f"{site}: revealed on chain but MISSING FROM THE LOG")
-    mismatches += _print_peer_votes(ledger, log)
+    mismatches += _print_peer_votes(ledger, log, [s for s in subs.values() if s.revealed])
     m = log.metrics
     click.echo("")
     click.echo(
@@ -427,10 +427,13 @@ def log_cmd(
         )
 
 
-def _print_peer_votes(ledger: Ledger, log: RoundLog) -> list[str]:
+def _print_peer_votes(ledger: Ledger, log: RoundLog, revealed: Sequence[Submission]) -> list[str]:
     """A peer round's votes as the log repeats them, each marked against the chain's
     ``ScoresRevealed`` vector; returns the mismatches (a peers block on an aggregator round, a
-    vector that differs, one missing from the log)."""
+    vector that differs, one missing from the log). Scores as ``audit round`` shows them, on
+    the 0..1 scale (all six digits: a vector that differs by one unit must show it), a
+    validator's own entry in brackets (its column: the ``revealed`` updates in address
+    order)."""
     from fedtrail.auditor.peers import read_peer_record
     from fedtrail.protocol.peers import address_key
 
@@ -447,14 +450,26 @@ def _print_peer_votes(ledger: Ledger, log: RoundLog) -> list[str]:
         f"peer votes ({len(chain)} revealed on chain, quorum {record.quorum}; the scores above "
         "are their medians, checked by audit verify: peers.*):"
     )
+    sites = sorted((s.site for s in revealed), key=address_key)
+    columns = {address_key(site): i for i, site in enumerate(sites)}
+
+    def vector(validator: str, scores: Sequence[int]) -> str:
+        own = columns.get(address_key(validator))
+        cells = (f"{v / SCORE_SCALE:.6f}" for v in scores)
+        return " ".join(f"[{c}]" if j == own else c for j, c in enumerate(cells))
+
     mismatches = []
     for key, vote in logged.items():
         same = chain.get(key) == vote.scores
         if not same:
             mismatches.append(f"peer vote of {vote.validator}")
         click.echo(
-            f"  {vote.validator} {list(vote.scores)} "
-            + ("[chain]" if same else f"[DIFFERS FROM CHAIN] (chain: {list(chain.get(key, ()))})")
+            f"  {vote.validator}  {vector(vote.validator, vote.scores)}  "
+            + (
+                "[chain]"
+                if same
+                else f"[DIFFERS FROM CHAIN] (chain: {vector(vote.validator, chain.get(key, ()))})"
+            )
         )
     for key in sorted(set(chain) - set(logged)):
         validator = next(v.validator for v in record.votes if address_key(v.validator) == key)
