@@ -50,6 +50,7 @@ __all__ = [
     "BUDGET_CYCLES",
     "BUDGET_EVALUATIONS",
     "BUDGET_EXACT_SITES",
+    "BUDGET_MIN_SIZES",
     "LARGE_GAME_SITES",
     "LINEAR_PERMUTATIONS",
     "MAX_EXACT_SITES",
@@ -207,6 +208,12 @@ BUDGET_EXACT_SITES = 12
 """The most players for which two full cycles (``2 * n * (n - 1)`` coalitions at most) fit the
 budget: up to here :func:`budget_shapley` is Monte-Carlo with :data:`BUDGET_CYCLES` cycles."""
 
+BUDGET_MIN_SIZES = 4
+"""The fewest coalition sizes (of ``n`` coalitions each) :func:`budget_shapley` samples beyond
+each update alone: room for the sizes 1, ``m``, ``m + 1`` and ``n - 1``, i.e. one size between
+0 and ``n - 1``. With less room (76 to 150 players) it values each update alone (``n + 2``
+evaluations)."""
+
 
 def _budget_strata(n: int, lengths: int) -> list[int]:
     """The coalition sizes (strata) the stratified game samples at ``n`` players with room for
@@ -229,9 +236,12 @@ def stratified_shapley(
     """:func:`budget_shapley`'s game above :data:`BUDGET_EXACT_SITES` players (see there),
     at any number of players: Shapley values stratified by coalition size, the marginals
     sampled at the most sizes evenly spread over ``0 .. n - 1`` whose coalitions number at most
-    ``sizes`` distinct sizes of ``n`` coalitions each (None: the budget's
-    ``max(n, 2 * BUDGET_EVALUATIONS) // n``), so at most ``n * sizes + 2`` evaluations.
-    ``sizes=2`` plays the 100-site game's sizes, 0 and ``n - 1``, at any ``n``."""
+    ``sizes`` distinct sizes of ``n`` coalitions each, so at most ``n * sizes + 2``
+    evaluations. None: the budget's ``max(n, 2 * BUDGET_EVALUATIONS) // n`` where that leaves
+    room for a size between 0 and ``n - 1`` (:data:`BUDGET_MIN_SIZES`), else 1 (each update
+    alone, as from 76 players on: at 100 players the sizes 0 and 99 alone would double the
+    game's time, issue 18's bar, for the leave-one-out marginals). ``sizes=1`` plays the
+    100-site game at any ``n``."""
     if sizes is not None and (isinstance(sizes, bool) or not isinstance(sizes, int) or sizes < 1):
         raise ConfigError(f"sizes must be a positive integer or None, got {sizes!r}")
     ps = _players(players)
@@ -241,7 +251,11 @@ def stratified_shapley(
     if n == 0:
         return GameValues(values={}, method="budget_shapley", evaluations=1, v_empty=v0, v_full=v0)
     v_full = u(frozenset(ps))
-    lengths = max(n, 2 * BUDGET_EVALUATIONS) // n if sizes is None else sizes
+    if sizes is None:
+        lengths = max(n, 2 * BUDGET_EVALUATIONS) // n
+        lengths = lengths if lengths >= BUDGET_MIN_SIZES else 1
+    else:
+        lengths = sizes
     strata = _budget_strata(n, lengths)
     rng = np.random.default_rng(seed)
     # one circle per run of consecutive sizes, drawn in order of size
@@ -309,8 +323,9 @@ def budget_shapley(players: Sequence[str], utility: Utility, *, seed: int = 0) -
     of its mean marginal ``v(S + i) - v(S)`` over coalitions ``S`` of size ``m``. The game
     samples the most sizes, evenly spread from 0 (each update alone) to ``n - 1`` (each left
     out) and both included, that the budget allows (``max(n, 300) // n`` coalition sizes of
-    ``n`` coalitions each: 7 sizes at 23 players, the sizes 0 and 99 at 100, size 0 alone from
-    151 on); at each it takes every player's marginal twice, against the arcs of ``m`` players
+    ``n`` coalitions each: 7 sampled sizes at 23 players, 3 at 75; from 76 players on, with no
+    room for a size between 0 and ``n - 1``, size 0 alone: each update alone, ``n + 2``
+    evaluations); at each it takes every player's marginal twice, against the arcs of ``m`` players
     either side of it on a random circle (one circle per run of consecutive sizes, drawn from
     ``numpy.random.default_rng(seed)``), and interpolates the mean marginal linearly between
     the sampled sizes. Unlike truncating every permutation at a fixed depth (the first version

@@ -35,6 +35,7 @@ from fedtrail.valuation.shapley import (
     BUDGET_CYCLES,
     BUDGET_EVALUATIONS,
     BUDGET_EXACT_SITES,
+    BUDGET_MIN_SIZES,
     stratified_shapley,
 )
 from tests.fedtrail.valuation.real_sites import SPEC, real_sites
@@ -63,12 +64,14 @@ def test_the_budget_bounds_the_evaluations_whatever_the_utilities(n: int) -> Non
     assert game.method == "budget_shapley"
     assert game.evaluations <= n * sizes + 2
     assert game.evaluations <= max(n, BUDGET_CYCLES * BUDGET_EVALUATIONS) + 2
+    if sizes < BUDGET_MIN_SIZES:  # no room for a size between 0 and n - 1: each update alone
+        assert game.evaluations == n + 2
     again = budget_shapley(ps, _noisy, seed=5)
     assert [v.hex() for v in game.values.values()] == [v.hex() for v in again.values.values()]
     other = budget_shapley(ps, _noisy, seed=6).values
-    if sizes >= 4:  # the seed picks the circles, so the coalitions between 1 and n - 1 players
+    if sizes >= BUDGET_MIN_SIZES:  # the seed picks the circles, so the coalitions in between
         assert other != game.values
-    else:  # each update alone (and, with room for 2 sizes, each left out): any circle
+    else:  # each update alone: any circle
         assert other == game.values
 
 
@@ -102,7 +105,7 @@ def test_an_additive_game_gets_its_exact_values(n: int) -> None:
     assert max(abs(game.values[p] - w[p]) for p in ps) < 1e-9
 
 
-@pytest.mark.parametrize("n", [23, 50, 100])
+@pytest.mark.parametrize("n", [23, 50, 75])
 def test_a_marginal_that_grows_with_the_coalition_is_not_cut(n: int) -> None:
     """What the first version (each permutation cut at depth 150 // n, the later marginals 0)
     got wrong: an update whose marginal grows with the coalition it joins (``a + c * |S|``,
@@ -127,10 +130,13 @@ def test_a_marginal_that_grows_with_the_coalition_is_not_cut(n: int) -> None:
         assert cut.values[late] < want_late / 2
 
 
-def test_from_151_players_it_values_each_update_alone() -> None:
-    """With room for one size of n coalitions (max(n, 300) // n == 1) the game is each update
-    alone against the global model, taken for every size: n + 2 evaluations."""
-    ps = _players(BUDGET_EVALUATIONS + 7)
+@pytest.mark.parametrize("n", [76, 100, 157])
+def test_from_76_players_it_values_each_update_alone(n: int) -> None:
+    """With no room for a size between 0 and n - 1 (max(n, 300) // n < BUDGET_MIN_SIZES) the
+    game is each update alone against the global model, taken for every size: n + 2
+    evaluations (the 100-site game's cost before the stratified one, issue 18's time bar)."""
+    assert (2 * BUDGET_EVALUATIONS) // 75 >= BUDGET_MIN_SIZES > (2 * BUDGET_EVALUATIONS) // 76
+    ps = _players(n)
     q = _saturating(ps)
 
     def util(c: frozenset[str]) -> float:
