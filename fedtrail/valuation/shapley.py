@@ -306,7 +306,7 @@ def stratified_shapley(
         evaluations=u.evaluations,
         v_empty=v0,
         v_full=v_full,
-        permutations=2 * n * len(strata),
+        permutations=0,  # no permutations: 2 marginals per player at each of len(strata) sizes
     )
 
 
