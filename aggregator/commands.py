@@ -335,10 +335,10 @@ def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
     default="none",
     show_default=True,
     help="Game above 10 screened updates instead of Monte-Carlo Shapley, recorded in the round "
-    "terms (none: Monte-Carlo at every size; budget_shapley: Monte-Carlo on real coalition "
-    "models within a fixed budget of evaluations, the measured 100-site round ~15x cheaper, "
-    "but at 13-75 updates it can pay a sign-flipped update; linear_shapley: first-order, "
-    "cheaper still, weaker against oversized updates).",
+    "terms (none: Monte-Carlo at every size; budget_shapley: Shapley on real coalition "
+    "models within a fixed budget of evaluations, stratified by coalition size above 12 "
+    "updates and each update alone from 76, the measured 100-site round ~15x cheaper; "
+    "linear_shapley: first-order, cheaper still, weaker against oversized updates).",
 )
 @click.option(
     "--valuation-mode",

@@ -147,9 +147,9 @@ LARGE_GAMES: Final[Mapping[str, Callable[[CoalitionUtility, int], GameValues]]] 
 than :data:`~fedtrail.valuation.shapley.LARGE_GAME_SITES` updates pass the screening (None, as
 in every log written before it existed: ``"mc_shapley"`` at every size). Those of
 :data:`NEEDS_GRADIENT` need a loss metric. ``"budget_shapley"``
-(``aggregator run``'s default): Monte-Carlo Shapley on real coalition models within a fixed
-evaluation budget; ``"linear_shapley"``: the first-order game, cheaper, weaker against an
-oversized update."""
+(opt-in): Shapley on real coalition models within a fixed evaluation budget (Monte-Carlo up to
+12 players, stratified by coalition size above); ``"linear_shapley"``: the first-order game,
+cheaper, weaker against an oversized update."""
 
 
 NEEDS_GRADIENT: Final = frozenset({"linear_shapley"})

@@ -24,9 +24,10 @@ and ``v(empty)`` the global model's. A site's Shapley value is its average margi
   the exact one (Spearman >= 0.9) in 97.5% of 200 seeds, against ~96 evaluations and 90% for
   GTG's plain guided sampling. It stops after ``min_cycles`` cycles once a cycle changes the
   estimates by less than ``convergence`` (relative L1), or after ``max_cycles``.
-* :func:`budget_shapley` (opt-in: ``aggregator run --large-game budget_shapley``) is
-  :func:`mc_shapley` within a fixed evaluation budget: two cycles, each permutation walked to a
-  depth of ``max(1, BUDGET_EVALUATIONS // n)`` players, at most ``max(n, 300) + 2`` evaluations.
+* :func:`budget_shapley` (opt-in: ``aggregator run --large-game budget_shapley``) plays
+  within a fixed budget of ``max(n, 300) + 2`` evaluations: :func:`mc_shapley` with two cycles
+  up to 12 players, above that :func:`stratified_shapley` — marginals sampled at coalition
+  sizes spread from 0 to ``n - 1``, each size weighed as in the Shapley value.
 
 All take any utility (``Callable[[frozenset[str]], float]``) and cache it, so games can be
 tested without models; all report the number of utility evaluations.
@@ -48,6 +49,8 @@ __all__ = [
     "AUTO_EXACT_SITES",
     "BUDGET_CYCLES",
     "BUDGET_EVALUATIONS",
+    "BUDGET_EXACT_SITES",
+    "BUDGET_MIN_SIZES",
     "LARGE_GAME_SITES",
     "LINEAR_PERMUTATIONS",
     "MAX_EXACT_SITES",
@@ -55,6 +58,7 @@ __all__ = [
     "exact_shapley",
     "linear_shapley",
     "mc_shapley",
+    "stratified_shapley",
 ]
 
 MAX_EXACT_SITES = 10
@@ -193,46 +197,151 @@ def mc_shapley(
 
 
 BUDGET_EVALUATIONS = 150
-"""The coalition evaluations :func:`budget_shapley` may spend per cycle: each permutation is
-walked to a depth of ``max(1, BUDGET_EVALUATIONS // n)`` players (1 at 100 sites, 6 at 22,
-every player up to 12)."""
+"""Half the coalition evaluations :func:`budget_shapley` may spend (besides the empty and the
+full coalition): ``max(n, 2 * BUDGET_EVALUATIONS)`` at ``n`` players."""
 
 BUDGET_CYCLES = 2
-"""The cycles :func:`budget_shapley` walks: always this many (no convergence test), so a game
-costs at most ``max(n, 2 * BUDGET_EVALUATIONS) + 2`` coalition evaluations at ``n`` players
-(depth 1, from 76 players on: each player alone, ``n + 2``)."""
+"""Up to :data:`BUDGET_EXACT_SITES` players :func:`budget_shapley` is :func:`mc_shapley` with
+exactly this many cycles (no convergence test)."""
+
+BUDGET_EXACT_SITES = 12
+"""The most players for which two full cycles (``2 * n * (n - 1)`` coalitions at most) fit the
+budget: up to here :func:`budget_shapley` is Monte-Carlo with :data:`BUDGET_CYCLES` cycles."""
+
+BUDGET_MIN_SIZES = 4
+"""The fewest coalition sizes (of ``n`` coalitions each) :func:`budget_shapley` samples beyond
+each update alone: room for the sizes 1, ``m``, ``m + 1`` and ``n - 1``, i.e. one size between
+0 and ``n - 1``. With less room (76 to 150 players) it values each update alone (``n + 2``
+evaluations)."""
+
+
+def _budget_strata(n: int, lengths: int) -> list[int]:
+    """The coalition sizes (strata) the stratified game samples at ``n`` players with room for
+    ``lengths`` arc lengths: the most sizes evenly spread over ``0 .. n - 1`` (both ends
+    included) whose marginals need at most ``lengths`` distinct coalition sizes in ``1 .. n - 1``
+    (size ``m`` needs the sizes ``m`` and ``m + 1``; the empty and the full coalition are free)."""
+    best = [0]
+    for k in range(2, n + 1):
+        strata = sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+        need = {s for m in strata for s in (m, m + 1) if 0 < s < n}
+        if len(need) > lengths:
+            break
+        best = strata
+    return best
+
+
+def stratified_shapley(
+    players: Sequence[str], utility: Utility, *, seed: int = 0, sizes: int | None = None
+) -> GameValues:
+    """:func:`budget_shapley`'s game above :data:`BUDGET_EXACT_SITES` players (see there),
+    at any number of players: Shapley values stratified by coalition size, the marginals
+    sampled at the most sizes evenly spread over ``0 .. n - 1`` whose coalitions number at most
+    ``sizes`` distinct sizes of ``n`` coalitions each, so at most ``n * sizes + 2``
+    evaluations. None: the budget's ``max(n, 2 * BUDGET_EVALUATIONS) // n`` where that leaves
+    room for a size between 0 and ``n - 1`` (:data:`BUDGET_MIN_SIZES`), else 1 (each update
+    alone, as from 76 players on: at 100 players the sizes 0 and 99 alone would double the
+    game's time, issue 18's bar, for the leave-one-out marginals). ``sizes=1`` plays the
+    100-site game at any ``n``."""
+    if sizes is not None and (isinstance(sizes, bool) or not isinstance(sizes, int) or sizes < 1):
+        raise ConfigError(f"sizes must be a positive integer or None, got {sizes!r}")
+    ps = _players(players)
+    n = len(ps)
+    u = CachedUtility(utility)
+    v0 = u(frozenset())
+    if n == 0:
+        return GameValues(values={}, method="budget_shapley", evaluations=1, v_empty=v0, v_full=v0)
+    v_full = u(frozenset(ps))
+    if sizes is None:
+        lengths = max(n, 2 * BUDGET_EVALUATIONS) // n
+        lengths = lengths if lengths >= BUDGET_MIN_SIZES else 1
+    else:
+        lengths = sizes
+    strata = _budget_strata(n, lengths)
+    rng = np.random.default_rng(seed)
+    # one circle per run of consecutive sizes, drawn in order of size
+    needed = sorted({s for m in strata for s in (m, m + 1) if 0 < s < n})
+    circle_of: dict[int, list[int]] = {}
+    circle: list[int] = []
+    for s in needed:
+        if s - 1 not in circle_of:
+            circle = rng.permutation(n).tolist()
+        circle_of[s] = circle
+
+    def arc(size: int, start: int, circ: list[int]) -> float:
+        """v of the ``size`` players clockwise from position ``start`` of ``circ``."""
+        if size == 0:
+            return v0
+        if size == n:
+            return v_full
+        return u(frozenset(ps[circ[(start + t) % n]] for t in range(size)))
+
+    # mean marginal of each player at each sampled size: both directions of the stratum's circle
+    means: list[list[float]] = [[0.0] * len(strata) for _ in range(n)]
+    for k, m in enumerate(strata):
+        circ = circle_of.get(m) or circle_of.get(m + 1) or list(range(n))
+        for pos in range(n):
+            j = circ[pos]
+            after = arc(m + 1, pos, circ) - arc(m, (pos + 1) % n, circ)  # j then m clockwise
+            before = arc(m + 1, (pos - m) % n, circ) - arc(m, (pos - m) % n, circ)  # m then j
+            means[j][k] = (after + before) / 2
+    # phi_j = (1 / n) * sum over sizes 0 .. n - 1 of the mean marginal, linearly interpolated
+    # between the sampled sizes (constant beyond the last)
+    weights = [0.0] * len(strata)
+    for size in range(n):
+        k = max(i for i, m in enumerate(strata) if m <= size)
+        if k + 1 < len(strata):
+            lo, hi = strata[k], strata[k + 1]
+            t = (size - lo) / (hi - lo)
+            weights[k] += (1 - t) / n
+            weights[k + 1] += t / n
+        else:
+            weights[k] += 1 / n
+    values = {
+        p: math.fsum(w * x for w, x in zip(weights, means[j], strict=True))
+        for j, p in enumerate(ps)
+    }
+    return GameValues(
+        values=values,
+        method="budget_shapley",
+        evaluations=u.evaluations,
+        v_empty=v0,
+        v_full=v_full,
+        permutations=0,  # no permutations: 2 marginals per player at each of len(strata) sizes
+    )
 
 
 def budget_shapley(players: Sequence[str], utility: Utility, *, seed: int = 0) -> GameValues:
-    """Monte-Carlo Shapley within a fixed evaluation budget (the ``"budget_shapley"`` large
-    game): :func:`mc_shapley` with its within-permutation truncation (``truncation`` 0.01),
-    exactly :data:`BUDGET_CYCLES` cycles, and every permutation walked to a depth of
-    ``max(1, BUDGET_EVALUATIONS // n)`` players, the later marginals counting as 0 as after a
-    truncation. A cycle then evaluates at most ``n * depth <= BUDGET_EVALUATIONS`` coalitions
-    (besides the empty and the full one) whatever the utilities, so the game's cost is bounded
-    by its settings alone, never by a clock: the same seed and players give the same
-    evaluations and values on every machine (the auditor replays it from the name).
+    """Shapley values within a fixed evaluation budget (the ``"budget_shapley"`` large game):
+    at most ``max(n, 2 * BUDGET_EVALUATIONS) + 2`` coalition evaluations at ``n`` players,
+    whatever the utilities, bounded by the settings alone, never by a clock: the same seed and
+    players give the same evaluations and values on every machine (the auditor replays it from
+    the name).
 
-    Every coalition it evaluates is a real coalition model on the validation split, as in
-    :func:`mc_shapley` (not a first-order expansion as in :func:`linear_shapley`): an update
-    that wrecks the model when it weighs most — alone and in the smallest coalitions, where
-    GTG's truncation concentrates a large game's values — gets the negative marginals it
-    earns there, however well it points. At ``n <= 12`` players the depth reaches every
-    position and the game is :func:`mc_shapley` with two cycles; at 100 players it is the
-    first position of every permutation: each update alone against the global model (the
-    singleton marginals, the same in every cycle: ``n + 2`` evaluations).
+    Up to :data:`BUDGET_EXACT_SITES` players it is :func:`mc_shapley` with exactly
+    :data:`BUDGET_CYCLES` cycles. Above, it is stratified by coalition size (Maleki et al. 2013;
+    Castro et al. 2017): a player's Shapley value is the mean over the sizes ``m = 0 .. n - 1``
+    of its mean marginal ``v(S + i) - v(S)`` over coalitions ``S`` of size ``m``. The game
+    samples the most sizes, evenly spread from 0 (each update alone) to ``n - 1`` (each left
+    out) and both included, that the budget allows (``max(n, 300) // n`` coalition sizes of
+    ``n`` coalitions each: 7 sampled sizes at 23 players, 3 at 75; from 76 players on, with no
+    room for a size between 0 and ``n - 1``, size 0 alone: each update alone, ``n + 2``
+    evaluations); at each it takes every player's marginal twice, against the arcs of ``m`` players
+    either side of it on a random circle (one circle per run of consecutive sizes, drawn from
+    ``numpy.random.default_rng(seed)``), and interpolates the mean marginal linearly between
+    the sampled sizes. Unlike truncating every permutation at a fixed depth (the first version
+    of this game, whose values counted the later marginals as 0 and so weighed the smallest
+    coalitions most) each size weighs what it weighs in the Shapley value; every coalition is
+    a real coalition model on the validation split, as in :func:`mc_shapley`, so an update that
+    wrecks the model when it weighs most — alone and in small coalitions — gets those negative
+    marginals, and one that hurts a large coalition gets those too.
     """
     ps = _players(players)
-    depth = max(1, BUDGET_EVALUATIONS // max(1, len(ps)))
-    game = mc_shapley(
-        ps,
-        utility,
-        seed=seed,
-        min_cycles=BUDGET_CYCLES,
-        max_cycles=BUDGET_CYCLES,
-        depth=depth,
-    )
-    return replace(game, method="budget_shapley")
+    if len(ps) <= BUDGET_EXACT_SITES:
+        game = mc_shapley(
+            ps, utility, seed=seed, min_cycles=BUDGET_CYCLES, max_cycles=BUDGET_CYCLES
+        )
+        return replace(game, method="budget_shapley")
+    return stratified_shapley(ps, utility, seed=seed)
 
 
 LARGE_GAME_SITES = 10

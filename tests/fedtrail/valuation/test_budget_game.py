@@ -31,7 +31,13 @@ from fedtrail.valuation import (
     value_round,
 )
 from fedtrail.valuation.round import check_game
-from fedtrail.valuation.shapley import BUDGET_CYCLES, BUDGET_EVALUATIONS
+from fedtrail.valuation.shapley import (
+    BUDGET_CYCLES,
+    BUDGET_EVALUATIONS,
+    BUDGET_EXACT_SITES,
+    BUDGET_MIN_SIZES,
+    stratified_shapley,
+)
 from tests.fedtrail.valuation.real_sites import SPEC, real_sites
 from tests.fedtrail.valuation.test_large_game import _many
 
@@ -50,28 +56,29 @@ def _noisy(coalition: frozenset[str]) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-@pytest.mark.parametrize("n", [11, 13, 22, 50, 100, 301])
+@pytest.mark.parametrize("n", [13, 22, 23, 50, 100, 150, 151, 301])
 def test_the_budget_bounds_the_evaluations_whatever_the_utilities(n: int) -> None:
     ps = _players(n)
     game = budget_shapley(ps, _noisy, seed=5)
-    depth = max(1, BUDGET_EVALUATIONS // n)
+    sizes = max(n, 2 * BUDGET_EVALUATIONS) // n
     assert game.method == "budget_shapley"
-    assert game.permutations == BUDGET_CYCLES * 2 * n
-    # arcs of at most `depth` players of two circles, the singletons shared, + empty and full
-    assert game.evaluations <= n + BUDGET_CYCLES * n * (depth - 1) + 2
+    assert game.evaluations <= n * sizes + 2
     assert game.evaluations <= max(n, BUDGET_CYCLES * BUDGET_EVALUATIONS) + 2
+    if sizes < BUDGET_MIN_SIZES:  # no room for a size between 0 and n - 1: each update alone
+        assert game.evaluations == n + 2
     again = budget_shapley(ps, _noisy, seed=5)
     assert [v.hex() for v in game.values.values()] == [v.hex() for v in again.values.values()]
     other = budget_shapley(ps, _noisy, seed=6).values
-    if depth > 1:  # the seed picks the circles, so the coalitions after the first player
+    if sizes >= BUDGET_MIN_SIZES:  # the seed picks the circles, so the coalitions in between
         assert other != game.values
-    else:  # each player alone, whatever the circles
+    else:  # each update alone: any circle
         assert other == game.values
 
 
-def test_where_the_depth_reaches_every_position_it_is_monte_carlo_with_two_cycles() -> None:
-    """Up to BUDGET_EVALUATIONS // n >= n - 1 players nothing is cut by the depth: the values
-    are mc_shapley's (two cycles) bit for bit, and close to the exact ones."""
+def test_up_to_twelve_players_it_is_monte_carlo_with_two_cycles() -> None:
+    """Up to BUDGET_EXACT_SITES players two full cycles fit the budget: the values are
+    mc_shapley's (two cycles) bit for bit, and close to the exact ones."""
+    assert BUDGET_EXACT_SITES * (BUDGET_EXACT_SITES - 1) * BUDGET_CYCLES <= 2 * BUDGET_EVALUATIONS
     ps = _players(8)
     q = _saturating(ps)
 
@@ -88,10 +95,48 @@ def test_where_the_depth_reaches_every_position_it_is_monte_carlo_with_two_cycle
     assert deep.values == mc.values
 
 
-def test_depth_one_values_each_update_alone() -> None:
-    """At BUDGET_EVALUATIONS or more players every permutation stops after its first player:
-    each leads twice a cycle, so its value is its singleton gain over n."""
-    ps = _players(BUDGET_EVALUATIONS + 7)
+@pytest.mark.parametrize("n", [13, 23, 100, 151])
+def test_an_additive_game_gets_its_exact_values(n: int) -> None:
+    """Each sampled marginal of an additive game is the player's weight: every size's mean is
+    exact, so is the interpolation, and the values add up to v(all) - v(empty)."""
+    ps = _players(n)
+    w = {p: (i % 9 - 4) / 7 for i, p in enumerate(ps)}
+    game = budget_shapley(ps, lambda c: 0.3 + sum(w[p] for p in c), seed=2)
+    assert max(abs(game.values[p] - w[p]) for p in ps) < 1e-9
+
+
+@pytest.mark.parametrize("n", [23, 50, 75])
+def test_a_marginal_that_grows_with_the_coalition_is_not_cut(n: int) -> None:
+    """What the first version (each permutation cut at depth 150 // n, the later marginals 0)
+    got wrong: an update whose marginal grows with the coalition it joins (``a + c * |S|``,
+    negative alone, Shapley value ``a + c * (n - 1) / 2 > 0``). The stratified game samples the
+    sizes up to ``n - 1`` and weighs each as Shapley does: its value is exact (the marginal
+    depends on the size alone), where the depth-cut walk at 23 players paid it less than half."""
+    ps = _players(n)
+    late = ps[0]
+    a, c = -0.5, 0.1
+
+    def util(s: frozenset[str]) -> float:
+        return (a + c * (len(s) - 1)) if late in s else 0.0
+
+    game = budget_shapley(ps, util, seed=4)
+    want_late = a + c * (n - 1) / 2
+    assert math.isclose(game.values[late], want_late, rel_tol=1e-9)
+    assert game.values[late] > 0
+    if n == 23:
+        cut = mc_shapley(
+            ps, util, seed=4, min_cycles=2, max_cycles=2, depth=BUDGET_EVALUATIONS // n
+        )
+        assert cut.values[late] < want_late / 2
+
+
+@pytest.mark.parametrize("n", [76, 100, 157])
+def test_from_76_players_it_values_each_update_alone(n: int) -> None:
+    """With no room for a size between 0 and n - 1 (max(n, 300) // n < BUDGET_MIN_SIZES) the
+    game is each update alone against the global model, taken for every size: n + 2
+    evaluations (the 100-site game's cost before the stratified one, issue 18's time bar)."""
+    assert (2 * BUDGET_EVALUATIONS) // 75 >= BUDGET_MIN_SIZES > (2 * BUDGET_EVALUATIONS) // 76
+    ps = _players(n)
     q = _saturating(ps)
 
     def util(c: frozenset[str]) -> float:
@@ -101,7 +146,12 @@ def test_depth_one_values_each_update_alone() -> None:
     assert game.evaluations == len(ps) + 2
     for p in ps:
         alone = util(frozenset({p})) - util(frozenset())
-        assert math.isclose(game.values[p], alone / len(ps), rel_tol=1e-12)
+        assert math.isclose(game.values[p], alone, rel_tol=1e-12)
+
+
+def test_stratified_shapley_refuses_sizes_below_one() -> None:
+    with pytest.raises(ConfigError, match="sizes"):
+        stratified_shapley(_players(3), _noisy, sizes=0)
 
 
 def test_mc_shapley_refuses_a_depth_below_one() -> None:
@@ -141,9 +191,12 @@ def test_an_update_that_wrecks_small_coalitions_loses_under_budget_but_not_linea
     sign-flipped, one x10 and one x40 of honest ones (the game alone: no screening). The x40
     points well, so the linear game's slope ranks it first, but the small coalitions it joins
     (with the x10 above all) make models far worse than the global one; the budget game,
-    evaluating real coalition models at a depth of 6 of 23 players, gives it the lowest value,
-    negative, as Monte-Carlo Shapley did (measured: -0.0020, last of 23, 4,478 evaluations;
-    the budget game -0.0109, last, 251; linear +0.0253, first)."""
+    evaluating real coalition models at 7 coalition sizes from 0 to 22, gives it the lowest
+    value, negative, as Monte-Carlo Shapley did (measured: -0.0020, last of 23, 4,478
+    evaluations; the budget game -0.0413, last, 278; linear +0.0253, first), and the sign-flip
+    a negative one (-0.0021 and -0.0029, 22nd, at seeds 1 and 2; the first, depth-cut version
+    of the game ranked it 3rd, its marginals next to the x10 and x40 in small coalitions
+    outweighing its negative ones)."""
     rs = real_sites()
     cands = _many(20)
     cands.append(Candidate("flip", rs.num_samples[0], sign_flip(rs.deltas[0])))
@@ -160,6 +213,7 @@ def test_an_update_that_wrecks_small_coalitions_loses_under_budget_but_not_linea
     linear = LARGE_GAMES["linear_shapley"](CoalitionUtility(ctx), seed)
     assert linear.values["x40"] == max(linear.values.values()) > 0
     assert budget.values["x40"] == min(budget.values.values()) < 0
+    assert budget.values["flip"] < 0
     assert budget.evaluations <= BUDGET_CYCLES * BUDGET_EVALUATIONS + 2
 
 
