@@ -109,9 +109,7 @@ def exact_shapley(players: Sequence[str], utility: Utility) -> GameValues:
     )
 
 
-def _check_mc(
-    truncation: float, min_cycles: int, max_cycles: int, convergence: float, depth: int | None
-) -> None:
+def _check_mc(truncation: float, min_cycles: int, max_cycles: int, convergence: float) -> None:
     for name, value in (("truncation", truncation), ("convergence", convergence)):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{name} must be a number, got {value!r}")
@@ -122,8 +120,6 @@ def _check_mc(
             raise ConfigError(f"{name} must be a positive integer, got {count!r}")
     if min_cycles > max_cycles:
         raise ConfigError(f"min_cycles ({min_cycles}) exceeds max_cycles ({max_cycles})")
-    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
-        raise ConfigError(f"depth must be a positive integer or None, got {depth!r}")
 
 
 def mc_shapley(
@@ -135,7 +131,6 @@ def mc_shapley(
     min_cycles: int = 2,
     max_cycles: int = 10,
     convergence: float = 0.05,
-    depth: int | None = None,
 ) -> GameValues:
     """Monte-Carlo (GTG-style) Shapley values; see the module docstring.
 
@@ -143,14 +138,8 @@ def mc_shapley(
     ``2n`` rotations (see the module docstring). Marginals are accumulated in permutation order,
     so the result is deterministic for a seed. ``permutations`` in the result counts every
     permutation walked (``2n`` per cycle).
-
-    ``depth`` (None: no limit): walk at most the first ``depth`` players of each permutation;
-    the later marginals count as 0, as after a truncation. The prefixes a cycle walks are then
-    arcs of at most ``depth`` players of its circle, so a cycle evaluates at most
-    ``n * depth`` coalitions besides the empty and the full one, whatever the utilities.
     """
-    _check_mc(truncation, min_cycles, max_cycles, convergence, depth)
-    limit = math.inf if depth is None else depth
+    _check_mc(truncation, min_cycles, max_cycles, convergence)
     ps = _players(players)
     n = len(ps)
     u = CachedUtility(utility)
@@ -172,7 +161,7 @@ def mc_shapley(
             prefix: set[str] = set()
             v_prev = v0
             for pos, j in enumerate(order):
-                if abs(v_full - v_prev) < tol or pos >= limit:
+                if abs(v_full - v_prev) < tol:
                     break  # truncated: the remaining marginals count as 0
                 prefix.add(ps[j])
                 v_cur = v_full if pos == n - 1 else u(frozenset(prefix))
