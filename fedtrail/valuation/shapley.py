@@ -75,6 +75,20 @@ def _players(players: Sequence[str]) -> list[str]:
     return out
 
 
+def _open_game(
+    players: Sequence[str], utility: Utility, method: str
+) -> tuple[list[str], CachedUtility, float, float] | GameValues:
+    """What the sampled games start with: the distinct players, the cached utility and the
+    utilities of the empty and the full coalition, evaluated in that order; with no players the
+    game's result itself (no values, the one evaluation of the empty coalition)."""
+    ps = _players(players)
+    u = CachedUtility(utility)
+    v0 = u(frozenset())
+    if not ps:
+        return GameValues(values={}, method=method, evaluations=1, v_empty=v0, v_full=v0)
+    return ps, u, v0, u(frozenset(ps))
+
+
 def exact_shapley(players: Sequence[str], utility: Utility) -> GameValues:
     """Exact Shapley values: ``phi_i = sum over S not containing i of
     |S|! (n - |S| - 1)! / n! * (v(S + i) - v(S))``, from all ``2**n`` coalitions.
@@ -140,13 +154,11 @@ def mc_shapley(
     permutation walked (``2n`` per cycle).
     """
     _check_mc(truncation, min_cycles, max_cycles, convergence)
-    ps = _players(players)
+    game = _open_game(players, utility, "mc_shapley")
+    if isinstance(game, GameValues):
+        return game
+    ps, u, v0, v_full = game
     n = len(ps)
-    u = CachedUtility(utility)
-    v0 = u(frozenset())
-    if n == 0:
-        return GameValues(values={}, method="mc_shapley", evaluations=1, v_empty=v0, v_full=v0)
-    v_full = u(frozenset(ps))
     tol = truncation * abs(v_full - v0)
     rng = np.random.default_rng(seed)
     sums = [0.0] * n
@@ -233,13 +245,11 @@ def stratified_shapley(
     100-site game at any ``n``."""
     if sizes is not None and (isinstance(sizes, bool) or not isinstance(sizes, int) or sizes < 1):
         raise ConfigError(f"sizes must be a positive integer or None, got {sizes!r}")
-    ps = _players(players)
+    game = _open_game(players, utility, "budget_shapley")
+    if isinstance(game, GameValues):
+        return game
+    ps, u, v0, v_full = game
     n = len(ps)
-    u = CachedUtility(utility)
-    v0 = u(frozenset())
-    if n == 0:
-        return GameValues(values={}, method="budget_shapley", evaluations=1, v_empty=v0, v_full=v0)
-    v_full = u(frozenset(ps))
     if sizes is None:
         lengths = max(n, 2 * BUDGET_EVALUATIONS) // n
         lengths = lengths if lengths >= BUDGET_MIN_SIZES else 1
