@@ -1673,11 +1673,26 @@ class AggregatorService:
             raise FedtrailError(f"round {round_id} is not a peer round")
         return peer
 
+    def _past_score_reveal(self, peer: PeerRoundInfo) -> bool:
+        """Whether the next block comes after peer round ``peer``'s score reveal deadline (with
+        :data:`CLOCK_SLACK`): from then on its votes are all in and a valued peer round may have
+        its withheld updates dropped or be cancelled."""
+        return next_block_timestamp(self.ledger.w3) > peer.score_reveal_deadline + CLOCK_SLACK
+
+    def _wait_for_score_reveal(
+        self, round_id: int, peer: PeerRoundInfo, level: int, message: str, *args: object
+    ) -> None:
+        """Logs ``message % (round_id, *args)`` at ``level`` (why peer round ``round_id`` acts
+        only after its score reveal deadline) and has the service wake for that deadline (the
+        caller then answers None)."""
+        log.log(level, message, round_id, *args, stacklevel=2)
+        self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
+
     def ready_to_combine(self, round_id: int) -> bool:
         """A peer round's votes are all in: after its score reveal deadline, or once every site
         active at open has revealed a score vector."""
         info, peer = self.ledger.get_round(round_id), self._peer_round(round_id)
-        if next_block_timestamp(self.ledger.w3) > peer.score_reveal_deadline + CLOCK_SLACK:
+        if self._past_score_reveal(peer):
             return True
         return peer.vote_count >= info.active_at_open > 0
 
@@ -1723,8 +1738,13 @@ class AggregatorService:
                 self.ledger.cancel_round(self.account, round_id)
                 log.warning("round %d cancelled: %s", round_id, problem)
                 return RoundOutcome(round=round_id, phase=Phase.CANCELLED)
-            log.info("round %d: %s; cancelling after the score reveal deadline", round_id, problem)
-            self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
+            self._wait_for_score_reveal(
+                round_id,
+                peer,
+                logging.INFO,
+                "round %d: %s; cancelling after the score reveal deadline",
+                problem,
+            )
             return None
         assert outcome is not None
         try:
@@ -1862,7 +1882,7 @@ class AggregatorService:
         and reputations as valued (README *Peer rounds*)."""
         named = "; ".join(f"{site[:10]} {why}" for site, why in marks)
         peer = self._peer_round(round_id)
-        if next_block_timestamp(self.ledger.w3) > peer.score_reveal_deadline + CLOCK_SLACK:
+        if self._past_score_reveal(peer):
             self.ledger.cancel_round(self.account, round_id)
             log.error(
                 "round %d cancelled: the public screen marks every weighted update as a "
@@ -1872,14 +1892,15 @@ class AggregatorService:
                 named,
             )
             return RoundOutcome(round=round_id, phase=Phase.CANCELLED)
-        log.warning(
+        self._wait_for_score_reveal(
+            round_id,
+            peer,
+            logging.WARNING,
             "round %d: the public screen marks every weighted update as a free-rider (%s); "
             "dropping them would leave no weight (ZeroTotalWeight): cancelling the round after "
             "its score reveal deadline",
-            round_id,
             named,
         )
-        self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
         return None
 
     def _screen_drop(
@@ -2027,7 +2048,7 @@ class AggregatorService:
         subs = [s for s, _ in pairs]
         names = ", ".join(f"{s.site[:10]} ({s.cid})" for s in missing)
         peer = self._peer_round(round_id)
-        if next_block_timestamp(self.ledger.w3) > peer.score_reveal_deadline + CLOCK_SLACK:
+        if self._past_score_reveal(peer):
             gone = {s.site for s in missing}
             # an update left with a positive score keeps the round: its weight may be 0 from
             # rounding (exact share below one unit of 1e-18), and the drop re-weights it
@@ -2067,13 +2088,14 @@ class AggregatorService:
                 names,
             )
             return RoundOutcome(round=round_id, phase=Phase.CANCELLED)
-        log.warning(
+        self._wait_for_score_reveal(
+            round_id,
+            peer,
+            logging.WARNING,
             "round %d: update(s) with on-chain weight > 0 cannot be read back: %s; dropping "
             "them after the score reveal deadline unless they become readable",
-            round_id,
             names,
         )
-        self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
         return None
 
     def _peer_components(
