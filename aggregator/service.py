@@ -1688,6 +1688,13 @@ class AggregatorService:
         log.log(level, message, round_id, *args, stacklevel=2)
         self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
 
+    def _cancel(self, round_id: int, level: int, message: str, *args: object) -> RoundOutcome:
+        """Cancels round ``round_id`` (``cancelRound``), logs why (``message % (round_id,
+        *args)`` at ``level``) and answers the CANCELLED outcome."""
+        self.ledger.cancel_round(self.account, round_id)
+        log.log(level, message, round_id, *args, stacklevel=2)
+        return RoundOutcome(round=round_id, phase=Phase.CANCELLED)
+
     def ready_to_combine(self, round_id: int) -> bool:
         """A peer round's votes are all in: after its score reveal deadline, or once every site
         active at open has revealed a score vector."""
@@ -1735,9 +1742,7 @@ class AggregatorService:
                 problem = "every revealed update's peer median is 0 (zero total weight)"
         if problem:
             if past:
-                self.ledger.cancel_round(self.account, round_id)
-                log.warning("round %d cancelled: %s", round_id, problem)
-                return RoundOutcome(round=round_id, phase=Phase.CANCELLED)
+                return self._cancel(round_id, logging.WARNING, "round %d cancelled: %s", problem)
             self._wait_for_score_reveal(
                 round_id,
                 peer,
@@ -1883,15 +1888,14 @@ class AggregatorService:
         named = "; ".join(f"{site[:10]} {why}" for site, why in marks)
         peer = self._peer_round(round_id)
         if self._past_score_reveal(peer):
-            self.ledger.cancel_round(self.account, round_id)
-            log.error(
+            return self._cancel(
+                round_id,
+                logging.ERROR,
                 "round %d cancelled: the public screen marks every weighted update as a "
                 "free-rider (%s); dropping them would leave no weight (ZeroTotalWeight), so the "
                 "round cannot be finalized",
-                round_id,
                 named,
             )
-            return RoundOutcome(round=round_id, phase=Phase.CANCELLED)
         self._wait_for_score_reveal(
             round_id,
             peer,
@@ -2081,13 +2085,12 @@ class AggregatorService:
                 if screened:
                     self._log_screened(round_id, screened)
                 return RoundOutcome(round=round_id, phase=Phase.VALUED)
-            self.ledger.cancel_round(self.account, round_id)
-            log.warning(
-                "round %d cancelled: update(s) with on-chain weight > 0 cannot be read back: %s",
+            return self._cancel(
                 round_id,
+                logging.WARNING,
+                "round %d cancelled: update(s) with on-chain weight > 0 cannot be read back: %s",
                 names,
             )
-            return RoundOutcome(round=round_id, phase=Phase.CANCELLED)
         self._wait_for_score_reveal(
             round_id,
             peer,
@@ -2173,9 +2176,9 @@ class AggregatorService:
                 now = next_block_timestamp(self.ledger.w3)
                 read_at = time.monotonic()
                 if now > info.reveal_deadline + CLOCK_SLACK:
-                    self.ledger.cancel_round(self.account, current)
-                    log.warning("round %d cancelled: no usable update", current)
-                    return RoundOutcome(round=current, phase=Phase.CANCELLED)
+                    return self._cancel(
+                        current, logging.WARNING, "round %d cancelled: no usable update"
+                    )
                 self.clock_watch.observe(self.ledger.w3, current, info.reveal_deadline)
                 self.wake = _next_wake(info, now, read_at)
                 return None
