@@ -1673,11 +1673,33 @@ class AggregatorService:
             raise FedtrailError(f"round {round_id} is not a peer round")
         return peer
 
+    def _past_score_reveal(self, peer: PeerRoundInfo) -> bool:
+        """Whether the next block comes after peer round ``peer``'s score reveal deadline (with
+        :data:`CLOCK_SLACK`): from then on its votes are all in and a valued peer round may have
+        its withheld updates dropped or be cancelled."""
+        return next_block_timestamp(self.ledger.w3) > peer.score_reveal_deadline + CLOCK_SLACK
+
+    def _wait_for_score_reveal(
+        self, round_id: int, peer: PeerRoundInfo, level: int, message: str, *args: object
+    ) -> None:
+        """Logs ``message % (round_id, *args)`` at ``level`` (why peer round ``round_id`` acts
+        only after its score reveal deadline) and has the service wake for that deadline (the
+        caller then answers None)."""
+        log.log(level, message, round_id, *args, stacklevel=2)
+        self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
+
+    def _cancel(self, round_id: int, level: int, message: str, *args: object) -> RoundOutcome:
+        """Cancels round ``round_id`` (``cancelRound``), logs why (``message % (round_id,
+        *args)`` at ``level``) and answers the CANCELLED outcome."""
+        self.ledger.cancel_round(self.account, round_id)
+        log.log(level, message, round_id, *args, stacklevel=2)
+        return RoundOutcome(round=round_id, phase=Phase.CANCELLED)
+
     def ready_to_combine(self, round_id: int) -> bool:
         """A peer round's votes are all in: after its score reveal deadline, or once every site
         active at open has revealed a score vector."""
         info, peer = self.ledger.get_round(round_id), self._peer_round(round_id)
-        if next_block_timestamp(self.ledger.w3) > peer.score_reveal_deadline + CLOCK_SLACK:
+        if self._past_score_reveal(peer):
             return True
         return peer.vote_count >= info.active_at_open > 0
 
@@ -1720,11 +1742,14 @@ class AggregatorService:
                 problem = "every revealed update's peer median is 0 (zero total weight)"
         if problem:
             if past:
-                self.ledger.cancel_round(self.account, round_id)
-                log.warning("round %d cancelled: %s", round_id, problem)
-                return RoundOutcome(round=round_id, phase=Phase.CANCELLED)
-            log.info("round %d: %s; cancelling after the score reveal deadline", round_id, problem)
-            self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
+                return self._cancel(round_id, logging.WARNING, "round %d cancelled: %s", problem)
+            self._wait_for_score_reveal(
+                round_id,
+                peer,
+                logging.INFO,
+                "round %d: %s; cancelling after the score reveal deadline",
+                problem,
+            )
             return None
         assert outcome is not None
         try:
@@ -1862,24 +1887,24 @@ class AggregatorService:
         and reputations as valued (README *Peer rounds*)."""
         named = "; ".join(f"{site[:10]} {why}" for site, why in marks)
         peer = self._peer_round(round_id)
-        if next_block_timestamp(self.ledger.w3) > peer.score_reveal_deadline + CLOCK_SLACK:
-            self.ledger.cancel_round(self.account, round_id)
-            log.error(
+        if self._past_score_reveal(peer):
+            return self._cancel(
+                round_id,
+                logging.ERROR,
                 "round %d cancelled: the public screen marks every weighted update as a "
                 "free-rider (%s); dropping them would leave no weight (ZeroTotalWeight), so the "
                 "round cannot be finalized",
-                round_id,
                 named,
             )
-            return RoundOutcome(round=round_id, phase=Phase.CANCELLED)
-        log.warning(
+        self._wait_for_score_reveal(
+            round_id,
+            peer,
+            logging.WARNING,
             "round %d: the public screen marks every weighted update as a free-rider (%s); "
             "dropping them would leave no weight (ZeroTotalWeight): cancelling the round after "
             "its score reveal deadline",
-            round_id,
             named,
         )
-        self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
         return None
 
     def _screen_drop(
@@ -2027,7 +2052,7 @@ class AggregatorService:
         subs = [s for s, _ in pairs]
         names = ", ".join(f"{s.site[:10]} ({s.cid})" for s in missing)
         peer = self._peer_round(round_id)
-        if next_block_timestamp(self.ledger.w3) > peer.score_reveal_deadline + CLOCK_SLACK:
+        if self._past_score_reveal(peer):
             gone = {s.site for s in missing}
             # an update left with a positive score keeps the round: its weight may be 0 from
             # rounding (exact share below one unit of 1e-18), and the drop re-weights it
@@ -2060,20 +2085,20 @@ class AggregatorService:
                 if screened:
                     self._log_screened(round_id, screened)
                 return RoundOutcome(round=round_id, phase=Phase.VALUED)
-            self.ledger.cancel_round(self.account, round_id)
-            log.warning(
-                "round %d cancelled: update(s) with on-chain weight > 0 cannot be read back: %s",
+            return self._cancel(
                 round_id,
+                logging.WARNING,
+                "round %d cancelled: update(s) with on-chain weight > 0 cannot be read back: %s",
                 names,
             )
-            return RoundOutcome(round=round_id, phase=Phase.CANCELLED)
-        log.warning(
+        self._wait_for_score_reveal(
+            round_id,
+            peer,
+            logging.WARNING,
             "round %d: update(s) with on-chain weight > 0 cannot be read back: %s; dropping "
             "them after the score reveal deadline unless they become readable",
-            round_id,
             names,
         )
-        self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
         return None
 
     def _peer_components(
@@ -2151,9 +2176,9 @@ class AggregatorService:
                 now = next_block_timestamp(self.ledger.w3)
                 read_at = time.monotonic()
                 if now > info.reveal_deadline + CLOCK_SLACK:
-                    self.ledger.cancel_round(self.account, current)
-                    log.warning("round %d cancelled: no usable update", current)
-                    return RoundOutcome(round=current, phase=Phase.CANCELLED)
+                    return self._cancel(
+                        current, logging.WARNING, "round %d cancelled: no usable update"
+                    )
                 self.clock_watch.observe(self.ledger.w3, current, info.reveal_deadline)
                 self.wake = _next_wake(info, now, read_at)
                 return None

@@ -75,6 +75,20 @@ def _players(players: Sequence[str]) -> list[str]:
     return out
 
 
+def _open_game(
+    players: Sequence[str], utility: Utility, method: str
+) -> tuple[list[str], CachedUtility, float, float] | GameValues:
+    """What the sampled games start with: the distinct players, the cached utility and the
+    utilities of the empty and the full coalition, evaluated in that order; with no players the
+    game's result itself (no values, the one evaluation of the empty coalition)."""
+    ps = _players(players)
+    u = CachedUtility(utility)
+    v0 = u(frozenset())
+    if not ps:
+        return GameValues(values={}, method=method, evaluations=1, v_empty=v0, v_full=v0)
+    return ps, u, v0, u(frozenset(ps))
+
+
 def exact_shapley(players: Sequence[str], utility: Utility) -> GameValues:
     """Exact Shapley values: ``phi_i = sum over S not containing i of
     |S|! (n - |S| - 1)! / n! * (v(S + i) - v(S))``, from all ``2**n`` coalitions.
@@ -109,9 +123,7 @@ def exact_shapley(players: Sequence[str], utility: Utility) -> GameValues:
     )
 
 
-def _check_mc(
-    truncation: float, min_cycles: int, max_cycles: int, convergence: float, depth: int | None
-) -> None:
+def _check_mc(truncation: float, min_cycles: int, max_cycles: int, convergence: float) -> None:
     for name, value in (("truncation", truncation), ("convergence", convergence)):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{name} must be a number, got {value!r}")
@@ -122,8 +134,6 @@ def _check_mc(
             raise ConfigError(f"{name} must be a positive integer, got {count!r}")
     if min_cycles > max_cycles:
         raise ConfigError(f"min_cycles ({min_cycles}) exceeds max_cycles ({max_cycles})")
-    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
-        raise ConfigError(f"depth must be a positive integer or None, got {depth!r}")
 
 
 def mc_shapley(
@@ -135,7 +145,6 @@ def mc_shapley(
     min_cycles: int = 2,
     max_cycles: int = 10,
     convergence: float = 0.05,
-    depth: int | None = None,
 ) -> GameValues:
     """Monte-Carlo (GTG-style) Shapley values; see the module docstring.
 
@@ -143,21 +152,13 @@ def mc_shapley(
     ``2n`` rotations (see the module docstring). Marginals are accumulated in permutation order,
     so the result is deterministic for a seed. ``permutations`` in the result counts every
     permutation walked (``2n`` per cycle).
-
-    ``depth`` (None: no limit): walk at most the first ``depth`` players of each permutation;
-    the later marginals count as 0, as after a truncation. The prefixes a cycle walks are then
-    arcs of at most ``depth`` players of its circle, so a cycle evaluates at most
-    ``n * depth`` coalitions besides the empty and the full one, whatever the utilities.
     """
-    _check_mc(truncation, min_cycles, max_cycles, convergence, depth)
-    limit = math.inf if depth is None else depth
-    ps = _players(players)
+    _check_mc(truncation, min_cycles, max_cycles, convergence)
+    game = _open_game(players, utility, "mc_shapley")
+    if isinstance(game, GameValues):
+        return game
+    ps, u, v0, v_full = game
     n = len(ps)
-    u = CachedUtility(utility)
-    v0 = u(frozenset())
-    if n == 0:
-        return GameValues(values={}, method="mc_shapley", evaluations=1, v_empty=v0, v_full=v0)
-    v_full = u(frozenset(ps))
     tol = truncation * abs(v_full - v0)
     rng = np.random.default_rng(seed)
     sums = [0.0] * n
@@ -172,7 +173,7 @@ def mc_shapley(
             prefix: set[str] = set()
             v_prev = v0
             for pos, j in enumerate(order):
-                if abs(v_full - v_prev) < tol or pos >= limit:
+                if abs(v_full - v_prev) < tol:
                     break  # truncated: the remaining marginals count as 0
                 prefix.add(ps[j])
                 v_cur = v_full if pos == n - 1 else u(frozenset(prefix))
@@ -244,13 +245,11 @@ def stratified_shapley(
     100-site game at any ``n``."""
     if sizes is not None and (isinstance(sizes, bool) or not isinstance(sizes, int) or sizes < 1):
         raise ConfigError(f"sizes must be a positive integer or None, got {sizes!r}")
-    ps = _players(players)
+    game = _open_game(players, utility, "budget_shapley")
+    if isinstance(game, GameValues):
+        return game
+    ps, u, v0, v_full = game
     n = len(ps)
-    u = CachedUtility(utility)
-    v0 = u(frozenset())
-    if n == 0:
-        return GameValues(values={}, method="budget_shapley", evaluations=1, v_empty=v0, v_full=v0)
-    v_full = u(frozenset(ps))
     if sizes is None:
         lengths = max(n, 2 * BUDGET_EVALUATIONS) // n
         lengths = lengths if lengths >= BUDGET_MIN_SIZES else 1

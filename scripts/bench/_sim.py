@@ -126,7 +126,7 @@ from fedtrail.aggregator.service import (  # noqa: E402
 )
 from fedtrail.errors import ConfigError  # noqa: E402
 from fedtrail.ml.aggregation import AggregationRule, aggregate, apply_delta  # noqa: E402
-from fedtrail.ml.datasets import ImageDataset, Splits, partition_dirichlet  # noqa: E402
+from fedtrail.ml.datasets import ImageDataset, Splits, load_bundled, partition_dirichlet  # noqa: E402
 from fedtrail.ml.metrics import Metrics, evaluate, fit_intercept, predict_logits  # noqa: E402
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated  # noqa: E402
 from fedtrail.ml.privacy import round_target, train_private  # noqa: E402
@@ -154,6 +154,7 @@ from fedtrail.valuation import (  # noqa: E402
     PeerVector,
     RoundValuation,
     UnfitValidation,
+    ValuationContext,
     peer_vector,
     public_screen,
     value_round,
@@ -164,6 +165,7 @@ from fedtrail.valuation.standing import (  # noqa: E402
     reference_label,
     reference_round,
 )
+from scripts.bench.valuation_bench import _synthetic_sites, real_updates  # noqa: E402
 
 __all__ = [
     "ADVERSARY_KINDS",
@@ -179,6 +181,7 @@ __all__ = [
     "SimResult",
     "Stale",
     "ValShards",
+    "bench_game",
     "krum_f_for",
     "mean_std",
     "peer_address",
@@ -1283,4 +1286,29 @@ def write_run(doc: dict[str, Any], out: Path, started: float, cpu: float) -> str
     return (
         f"wall {doc['wall_seconds']:.0f} s, CPU {doc['cpu_seconds']:.0f} s, load average "
         f"{os.getloadavg()[0]:.2f}; JSON: {out}"
+    )
+
+
+def bench_game(
+    count: int, extra: Callable[[list[Delta]], list[Candidate]] | None = None
+) -> ValuationContext:
+    """The game of ``valuation_bench.py``'s sites, as ``coalition_eval_profile.py`` and
+    ``large_game_poison.py`` play it: ``count`` candidates ``site00``, ``site01``, ... from
+    its ``_synthetic_sites`` (drawn from :func:`real_updates`, five real one-epoch SmallCNN
+    updates of the seed-0 initial model), then those ``extra`` makes of the five real updates,
+    on the bundled validation split, metric ``balanced_loss``."""
+    splits = load_bundled()
+    spec = ModelSpec()
+    global_state = federated_state(initial_model(spec, seed=0))
+    real = real_updates(splits, spec, global_state)
+    sites = _synthetic_sites(real, count)
+    cands = [Candidate(f"site{i:02d}", ns, d) for i, (ns, d) in enumerate(sites)]
+    if extra is not None:
+        cands += extra(real)
+    return ValuationContext(
+        global_state=global_state,
+        spec=spec,
+        candidates=cands,
+        validation=splits.val,
+        metric="balanced_loss",
     )

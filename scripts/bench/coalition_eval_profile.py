@@ -27,12 +27,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fedtrail.ml.datasets import load_bundled  # noqa: E402
 from fedtrail.ml.metrics import predict_logits  # noqa: E402
-from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated  # noqa: E402
-from fedtrail.valuation import Candidate, CoalitionUtility, ValuationContext  # noqa: E402
+from fedtrail.ml.models import load_federated  # noqa: E402
+from fedtrail.valuation import CoalitionUtility  # noqa: E402
 from fedtrail.valuation.utility import uninformative_where_broken  # noqa: E402
-from scripts.bench.valuation_bench import _synthetic_sites, real_updates  # noqa: E402
+from scripts.bench._sim import bench_game  # noqa: E402
 
 
 def main() -> int:
@@ -43,22 +42,13 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, load average {os.getloadavg()}")
-    splits = load_bundled()
-    spec = ModelSpec()
-    global_state = federated_state(initial_model(spec, seed=0))
-    sites = _synthetic_sites(real_updates(splits, spec, global_state), args.sites)
-    cands = [Candidate(f"site{i:02d}", ns, d) for i, (ns, d) in enumerate(sites)]
-    ctx = ValuationContext(
-        global_state=global_state,
-        spec=spec,
-        candidates=cands,
-        validation=splits.val,
-        metric="balanced_loss",
-    )
+    ctx = bench_game(args.sites)
+    validation = ctx.validation
+    assert validation is not None
     util = CoalitionUtility(ctx)
     model = util._model  # the scratch model the utility evaluates in
     rng = np.random.default_rng(0)
-    print(f"\n{len(splits.val)} validation images, ms per evaluation (mean of {args.repeats})")
+    print(f"\n{len(validation)} validation images, ms per evaluation (mean of {args.repeats})")
     print("| coalition size | build state | load | forward pass | intercept fit + loss | total |")
     print("|---:|---:|---:|---:|---:|---:|")
     for size in (int(s) for s in args.sizes.split(",")):
@@ -70,7 +60,7 @@ def main() -> int:
             t1 = time.perf_counter()
             load_federated(model, state)
             t2 = time.perf_counter()
-            raw = predict_logits(model, splits.val)
+            raw = predict_logits(model, validation)
             t3 = time.perf_counter()
             util._loss_utility(uninformative_where_broken(raw))
             t4 = time.perf_counter()

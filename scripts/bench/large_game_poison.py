@@ -29,20 +29,26 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from fedtrail.ml.datasets import load_bundled  # noqa: E402
-from fedtrail.ml.models import ModelSpec, federated_state, initial_model  # noqa: E402
 from fedtrail.simulation.faults import scale_update, sign_flip  # noqa: E402
 from fedtrail.valuation import (  # noqa: E402
     LARGE_GAMES,
     Candidate,
     CoalitionUtility,
     GameValues,
-    ValuationContext,
     mc_shapley,
 )
-from scripts.bench.valuation_bench import _synthetic_sites, real_updates  # noqa: E402
+from scripts.bench._sim import Delta, bench_game  # noqa: E402
 
 POISONERS = ("flip", "x10", "x40")
+
+
+def _poisoners(real: list[Delta]) -> list[Candidate]:
+    """The poisoners made of the real updates: sign-flipped, x10 and x40, 300 samples each."""
+    return [
+        Candidate("flip", 300, sign_flip(real[0])),
+        Candidate("x10", 300, scale_update(real[1], 10.0)),
+        Candidate("x40", 300, scale_update(real[2], 40.0)),
+    ]
 
 
 def main() -> int:
@@ -53,22 +59,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, load average {os.getloadavg()}")
-    splits = load_bundled()
-    spec = ModelSpec()
-    global_state = federated_state(initial_model(spec, seed=0))
-    real = real_updates(splits, spec, global_state)
-    sites = _synthetic_sites(real, args.sites - 3)
-    cands = [Candidate(f"site{i:02d}", ns, d) for i, (ns, d) in enumerate(sites)]
-    cands.append(Candidate("flip", 300, sign_flip(real[0])))
-    cands.append(Candidate("x10", 300, scale_update(real[1], 10.0)))
-    cands.append(Candidate("x40", 300, scale_update(real[2], 40.0)))
-    ctx = ValuationContext(
-        global_state=global_state,
-        spec=spec,
-        candidates=cands,
-        validation=splits.val,
-        metric="balanced_loss",
-    )
+    ctx = bench_game(args.sites - 3, _poisoners)
     print(f"\n{args.sites} sites, seed {args.seed}, the game alone (no screens)")
     print("| game | evaluations | seconds | flip | x10 | x40 | honest <= 0 |")
     print("|---|---:|---:|---|---|---|---:|")

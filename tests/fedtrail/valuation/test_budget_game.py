@@ -1,6 +1,6 @@
 """The budgeted Monte-Carlo game (issue 18): ``budget_shapley``, ``aggregator run``'s opt-in
-large game — bounded by its settings at any size, Monte-Carlo Shapley where its depth reaches
-every position, recorded in the terms and replayed from the name."""
+large game — bounded by its settings at any size, two-cycle Monte-Carlo Shapley up to 12 players,
+stratified by coalition size above, recorded in the terms and replayed from the name."""
 
 from __future__ import annotations
 
@@ -90,9 +90,6 @@ def test_up_to_twelve_players_it_is_monte_carlo_with_two_cycles() -> None:
     assert game.values == mc.values and game.evaluations == mc.evaluations
     exact = exact_shapley(ps, sat).values
     assert max(abs(game.values[p] - exact[p]) for p in ps) < 0.1 * max(exact.values())
-    # a depth of n or more is no depth at all
-    deep = mc_shapley(ps, sat, seed=3, min_cycles=2, max_cycles=2, depth=len(ps))
-    assert deep.values == mc.values
 
 
 @pytest.mark.parametrize("n", [13, 23, 100, 151])
@@ -111,7 +108,7 @@ def test_a_marginal_that_grows_with_the_coalition_is_not_cut(n: int) -> None:
     got wrong: an update whose marginal grows with the coalition it joins (``a + c * |S|``,
     negative alone, Shapley value ``a + c * (n - 1) / 2 > 0``). The stratified game samples the
     sizes up to ``n - 1`` and weighs each as Shapley does: its value is exact (the marginal
-    depends on the size alone), where the depth-cut walk at 23 players paid it less than half."""
+    depends on the size alone), where the depth-cut walk at 23 players paid it -0.065 (README)."""
     ps = _players(n)
     late = ps[0]
     a, c = -0.5, 0.1
@@ -123,11 +120,6 @@ def test_a_marginal_that_grows_with_the_coalition_is_not_cut(n: int) -> None:
     want_late = a + c * (n - 1) / 2
     assert math.isclose(game.values[late], want_late, rel_tol=1e-9)
     assert game.values[late] > 0
-    if n == 23:
-        cut = mc_shapley(
-            ps, util, seed=4, min_cycles=2, max_cycles=2, depth=BUDGET_EVALUATIONS // n
-        )
-        assert cut.values[late] < want_late / 2
 
 
 @pytest.mark.parametrize("n", [76, 100, 157])
@@ -152,11 +144,6 @@ def test_from_76_players_it_values_each_update_alone(n: int) -> None:
 def test_stratified_shapley_refuses_sizes_below_one() -> None:
     with pytest.raises(ConfigError, match="sizes"):
         stratified_shapley(_players(3), _noisy, sizes=0)
-
-
-def test_mc_shapley_refuses_a_depth_below_one() -> None:
-    with pytest.raises(ConfigError, match="depth"):
-        mc_shapley(_players(3), _noisy, depth=0)
 
 
 def test_a_large_round_plays_the_budget_game_and_a_small_one_does_not_change() -> None:
