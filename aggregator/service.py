@@ -128,6 +128,7 @@ from fedtrail.valuation.chained import (
     combiner_from,
     public_screen_of,
     screen_candidates,
+    screen_left_out_of,
     standing_of,
 )
 from fedtrail.valuation.round import NEEDS_GRADIENT, explanation_probe
@@ -1806,10 +1807,12 @@ class AggregatorService:
         pairs: list[tuple[Submission, Candidate]],
         originals: frozenset[int] | None = None,
     ) -> list[tuple[Submission, Candidate]]:
-        """``pairs`` with every weighted update that could not be read fetched afresh: a failure
-        cached earlier (the scoring window's fetch, or an earlier poll: a store timeout reads as
-        not found) is not this poll's answer, and :meth:`_unreadable` drops what fails here."""
-        stale = [s for s, c in pairs if s.weight > 0 and c.delta is None]
+        """``pairs`` with every update with a positive score that could not be read fetched
+        afresh: a failure cached earlier (the scoring window's fetch, or an earlier poll: a store
+        timeout reads as not found) is not this poll's answer, and :meth:`_unreadable` drops
+        what fails here (a weighted one), or the public screen leaves it out after the score
+        reveal deadline (one at weight 0 from rounding, :meth:`_screen_drop`)."""
+        stale = [s for s, c in pairs if s.score > 0 and c.delta is None]
         if not stale:
             return pairs
         entries = self._fetched.of(round_id)
@@ -1930,7 +1933,10 @@ class AggregatorService:
         an input (a weighted update) is not pinned here: auditors re-check the drop on the
         inputs, so their sites must not be able to withdraw them after it (a pin lost to a
         restart or a failed request would let them turn the honest drop into a failed
-        ``peers.screen``)."""
+        ``peers.screen``). An input that cannot be read and carries no weight (a positive
+        median at weight 0 from rounding: the contract cannot drop it as withheld) is left out,
+        as if withheld (:func:`~fedtrail.valuation.chained.screen_left_out_of`, logged), once
+        the score reveal deadline passed; None until then (read again at every poll)."""
         valuation = roundlog.ValuationSettings.from_json(self.terms(round_id)[0].valuation)
         if not (valuation.public_screen and valuation.standing):
             return _ScreenDrop()
@@ -1952,7 +1958,31 @@ class AggregatorService:
             return _ScreenDrop()
         samples = {address_key(s.site): s.num_samples for s, _ in pairs}
         counts = [samples[address_key(site)] for site in outcome.sites]
-        rule = screen_drop(outcome, counts, marked)
+        # an input that does not read and carries no weight (a positive median at weight 0
+        # from rounding) is left out, as if withheld: the contract cannot drop it (NotWeighted)
+        left = screen_left_out_of([c for _, c in pairs], outcome)
+        peer = self._peer_round(round_id)
+        if (
+            left
+            and next_block_timestamp(self.ledger.w3) <= peer.score_reveal_deadline + CLOCK_SLACK
+        ):
+            # as for a weighted update: read again at every poll until the deadline
+            log.info(
+                "round %d: the public screen waits for the score reveal deadline: input(s) %s "
+                "cannot be read (weight 0; left out if still unreadable then)",
+                round_id,
+                ", ".join(site[:10] for site in left),
+            )
+            self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
+            return None
+        if left:
+            log.warning(
+                "round %d: the public screen leaves out input(s) that cannot be read and carry "
+                "no weight (a positive median at weight 0 from rounding), as if withheld: %s",
+                round_id,
+                ", ".join(site[:10] for site in left),
+            )
+        rule = screen_drop(outcome, counts, marked, left_out=left)
         done = {address_key(site) for site in outcome.screened}
         why = {address_key(site): reason for site, reason in marked.items()}
         drop = [(site, why[address_key(site)]) for site in rule if address_key(site) not in done]
@@ -1969,7 +1999,10 @@ class AggregatorService:
             )
             return None
         return _ScreenDrop(
-            marks=drop, empties=screen_empties_round(outcome, counts, [site for site, _ in drop])
+            marks=drop,
+            empties=screen_empties_round(
+                outcome, counts, [site for site, _ in drop], left_out=left
+            ),
         )
 
     def _public_screen(

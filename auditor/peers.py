@@ -60,7 +60,7 @@ exercised with hand-built inputs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -416,6 +416,7 @@ def check_public_screen(
     public: bool,
     settled: bool,
     num_samples: Sequence[int],
+    left_out: Collection[str] = (),
 ) -> Check:
     """``peers.screen`` (see the module docstring): ``marked`` is the public screen recomputed
     (site -> why; None when it could not be), ``public`` whether the terms ask for it,
@@ -425,7 +426,8 @@ def check_public_screen(
     updates' sample counts (``outcome.sites`` order). The updates that must be dropped are
     :func:`~fedtrail.protocol.peers.screen_drop`'s, the rule the aggregator posts: the marked
     ones weighted once the withheld ones are dropped (a positive median that rounds to weight
-    0 is neither droppable nor paid)."""
+    0 is neither droppable nor paid); ``left_out`` the inputs it left out as unreadable at
+    weight 0 (:func:`~fedtrail.protocol.peers.screen_left_out`, at score 0 in the rule)."""
     screened = set(record.screened)
     if not public:
         if screened:
@@ -439,7 +441,9 @@ def check_public_screen(
         return SCREEN, True, "no public screen in the terms, and no update dropped as screened"
     if marked is None or outcome is None:
         return SCREEN, False, "the public screen cannot be recomputed (see the checks above)"
-    spared = sorted(s for s in screen_drop(outcome, num_samples, marked) if s not in screened)
+    spared = sorted(
+        s for s in screen_drop(outcome, num_samples, marked, left_out=left_out) if s not in screened
+    )
     zeroed = sorted(screened - set(marked))
     problems = []
     if zeroed:
@@ -461,7 +465,13 @@ def check_public_screen(
         True,
         f"the public screen recomputed marks {len(marked)} update(s)"
         + (": " + ", ".join(s[:10] for s in sorted(marked)) if marked else "")
-        + f"; {len(screened)} dropped as screened, every weighted one it marks",
+        + f"; {len(screened)} dropped as screened, every weighted one it marks"
+        + (
+            "; left out as unreadable at weight 0 (as if withheld): "
+            + ", ".join(s[:10] for s in left_out)
+            if left_out
+            else ""
+        ),
     )
 
 

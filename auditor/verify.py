@@ -2322,7 +2322,10 @@ def _check_cancelled_unreadable(
     ``valuation.public_screen``) marks them all so that its drop
     (:func:`~fedtrail.protocol.peers.screen_drop`) would leave no weight
     (:func:`~fedtrail.protocol.peers.screen_empties_round`: the contract refuses it, and a
-    model paying a marked update fails ``peers.screen``). When every such update reads and the
+    model paying a marked update fails ``peers.screen``), or when the updates that do not read
+    carry no weight (a positive median at weight 0 from rounding, which the contract cannot
+    drop as withheld) and the screen, which leaves them out as if withheld, marks every one
+    that reads (session 61, h-291). When every such update reads and the
     screen spares one, the aggregator could have finalized the round, and when some read, it
     could have dropped the others (``dropWithheld``) and finalized with those. An update its
     site withheld and published again later reads as usable here (the caveat of
@@ -2348,10 +2351,15 @@ def _check_cancelled_unreadable(
     )
     weighted = [(sub, c) for sub, c in pairs if sub.score > 0]
     unusable = [(sub, c) for sub, c in weighted if c.delta is None]
-    if not unusable:
+    why = ""
+    if len(unusable) < len(weighted):
+        # some read: the cancel passes only when the public screen marks every one left (an
+        # unreadable one at weight 0 left out; an unreadable weighted one leaves the screen
+        # uncomputable here: it had to be dropped as withheld before any cancel)
         emptied, why = _screen_empties(ledger, store, info, record, terms, spec, pairs)
         if emptied:
             return [(name, True, f"valued, then cancelled: {why}"), *dropped]
+    if not unusable:
         return [
             (
                 name,
@@ -2373,7 +2381,7 @@ def _check_cancelled_unreadable(
                 False,
                 f"valued, then cancelled, yet weighted update(s) {', '.join(usable)} read and "
                 "decode: the aggregator could have dropped the unreadable one(s) "
-                "(dropWithheld) and finalized the round",
+                "(dropWithheld) and finalized the round" + (f" ({why})" if why else ""),
             ),
             *dropped,
         ]
@@ -2400,8 +2408,12 @@ def _screen_empties(
     """Whether peer round ``info``'s public screen, recomputed as the aggregator runs it
     (:func:`~fedtrail.valuation.chained.public_screen_of` over the revealed ``pairs``), marks
     every update with a positive score, so that its drop leaves no weight and the round can
-    only be cancelled; with why (empty when the terms have no public screen)."""
-    from fedtrail.valuation.chained import combiner_from, public_screen_of
+    only be cancelled; with why (empty when the terms have no public screen). An update with a
+    positive score that does not read here and carries no weight is left out, as if withheld
+    (:func:`~fedtrail.valuation.chained.screen_left_out_of`: a drop that re-weighted it would
+    have to drop it as withheld too); any other that does not read leaves the screen
+    uncomputable."""
+    from fedtrail.valuation.chained import combiner_from, public_screen_of, screen_left_out_of
 
     try:
         valuation = ValuationSettings.from_json(terms.valuation)
@@ -2431,13 +2443,22 @@ def _screen_empties(
     except (FedtrailError, *NOT_GIVEN) as exc:
         return False, f"the public screen cannot be recomputed: {exc}"
     counts = [s.num_samples for s in subs]
-    drop = screen_drop(outcome, counts, marked)
-    if not screen_empties_round(outcome, counts, drop):
+    left = screen_left_out_of([c for _, c in pairs], outcome)
+    drop = screen_drop(outcome, counts, marked, left_out=left)
+    if not screen_empties_round(outcome, counts, drop, left_out=left):
         return False, f"the public screen marks {len(drop)} of the weighted update(s) only"
     return True, (
         "the public screen marks every weighted update ("
         + "; ".join(f"{site[:10]} {marked[site]}" for site in drop)
-        + "): its drop leaves no weight (ZeroTotalWeight), so the round could not be finalized"
+        + ")"
+        + (
+            ", the unreadable update(s) at weight 0 left out ("
+            + ", ".join(site[:10] for site in left)
+            + ")"
+            if left
+            else ""
+        )
+        + ": its drop leaves no weight (ZeroTotalWeight), so the round could not be finalized"
     )
 
 
@@ -2808,7 +2829,7 @@ def _check_public_screen(
     reads only now and is no input is not read), against the updates dropped as screened.
     ``history``: as :func:`_valuation_checks`'."""
     from fedtrail.valuation import Candidate
-    from fedtrail.valuation.chained import combiner_from, public_screen_of
+    from fedtrail.valuation.chained import combiner_from, public_screen_of, screen_left_out_of
 
     valuation = None
     if terms is not None:
@@ -2822,6 +2843,7 @@ def _check_public_screen(
     except InvalidVotes:
         outcome = None
     marked: dict[str, str] | None = None
+    left_out: tuple[str, ...] = ()
     if (
         public
         and valuation is not None
@@ -2839,6 +2861,9 @@ def _check_public_screen(
             )
             for s in subs
         ]
+        # an input this audit cannot read that carries no weight is left out, as if withheld
+        # (the aggregator's rule; one it reads is screened, whatever the aggregator claimed)
+        left_out = screen_left_out_of(candidates, outcome)
         try:
             with _Timer(audit, "rescore"):
                 global_state = _state(start)
@@ -2872,6 +2897,7 @@ def _check_public_screen(
             public=public,
             settled=info.phase == Phase.FINALIZED,
             num_samples=[s.num_samples for s in subs],
+            left_out=left_out,
         )
     )
 

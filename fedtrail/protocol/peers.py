@@ -93,6 +93,7 @@ __all__ = [
     "screen_drop",
     "screen_empties_round",
     "screen_inputs",
+    "screen_left_out",
 ]
 
 
@@ -390,18 +391,56 @@ def screen_inputs(outcome: PeerOutcome) -> tuple[str, ...]:
     )
 
 
-def _before_screen(outcome: PeerOutcome) -> list[int]:
+def _before_screen(outcome: PeerOutcome, left_out: Collection[str] = ()) -> list[int]:
     """Each site's score as the chain holds it once the updates dropped as withheld are dropped
-    and before any drop as screened: its peer median, 0 for a withheld one."""
-    dropped = {address_key(d) for d in outcome.dropped}
+    and before any drop as screened: its peer median, 0 for a withheld one, and 0 for one of
+    ``left_out`` (:func:`screen_left_out`: the screen treats it as withheld)."""
+    dropped = {address_key(d) for d in (*outcome.dropped, *left_out)}
     return [
         0 if address_key(site) in dropped else m
         for site, m in zip(outcome.sites, outcome.peer_medians, strict=True)
     ]
 
 
+def screen_left_out(
+    outcome: PeerOutcome, num_samples: Sequence[int], unreadable: Collection[str]
+) -> tuple[str, ...]:
+    """The screen's inputs (:func:`screen_inputs`) that the public screen leaves out because
+    they cannot be read (``unreadable``: the sites whose update the reader, the aggregator or
+    an auditor, cannot read or decode now) and carry no weight once the updates dropped as
+    withheld are dropped (the weight rule over ``num_samples``, in ``outcome.sites`` order, and
+    the peer medians with the withheld ones at 0): a positive median that rounds to weight 0
+    (its exact share below one unit of 1e-18), in address order (session 61, h-291; README
+    *Peer rounds*). Such an update adds nothing to the aggregate and is paid nothing, yet, as
+    an input, it blocked the screen, and the contract cannot drop it as withheld (it drops only
+    a weighted update, ``NotWeighted``): an honest aggregator could neither screen nor
+    finalize nor cancel the round in a way ``audit verify`` passes. The screen treats it as
+    withheld: not read, and at score 0 in :func:`screen_drop` and
+    :func:`screen_empties_round` (if a drop as screened re-weights it above 0 the aggregator
+    drops it as withheld, or cancels the round when nothing else would keep weight). So it is
+    what an update dropped as withheld, or never sent, is to the screen. Each reader decides
+    it on its own reading: an update the aggregator claims unreadable but an auditor reads is
+    an input to the auditor, whose recomputed screen then disagrees with the aggregator's drop
+    or cancel (a weighted unreadable input is never left out: it is dropped as withheld, or
+    the screen waits)."""
+    inputs = screen_inputs(outcome)
+    keys = {address_key(u) for u in unreadable}
+    try:
+        weights = onchain_weights(num_samples, _before_screen(outcome))
+    except ZeroTotalWeight:
+        weights = [0] * len(outcome.sites)
+    weight = {address_key(s): w for s, w in zip(outcome.sites, weights, strict=True)}
+    return tuple(
+        site for site in inputs if address_key(site) in keys and weight[address_key(site)] == 0
+    )
+
+
 def screen_drop(
-    outcome: PeerOutcome, num_samples: Sequence[int], marked: Collection[str]
+    outcome: PeerOutcome,
+    num_samples: Sequence[int],
+    marked: Collection[str],
+    *,
+    left_out: Collection[str] = (),
 ) -> tuple[str, ...]:
     """The updates a peer round's public screen drops (``dropScreened``; round terms
     ``valuation.public_screen``), in address order: each of ``marked`` (the sites the screen
@@ -420,9 +459,10 @@ def screen_drop(
     was dropped, and verify passed the model paying it. The one rule the
     aggregator posts and ``audit verify`` recomputes (``peers.screen``); it reads only the
     chain's record (``outcome``: drops as screened already made do not change it, so the
-    aggregator's retry posts nothing twice). Empty when nothing has a positive median."""
+    aggregator's retry posts nothing twice). ``left_out``: :func:`screen_left_out`'s, at score
+    0 like a withheld update. Empty when nothing has a positive median."""
     keys = {address_key(m) for m in marked}
-    scores = _before_screen(outcome)
+    scores = _before_screen(outcome, left_out)
     out: set[int] = set()
     while True:
         try:
@@ -443,7 +483,11 @@ def screen_drop(
 
 
 def screen_empties_round(
-    outcome: PeerOutcome, num_samples: Sequence[int], drop: Collection[str]
+    outcome: PeerOutcome,
+    num_samples: Sequence[int],
+    drop: Collection[str],
+    *,
+    left_out: Collection[str] = (),
 ) -> bool:
     """Whether dropping ``drop`` as screened (:func:`screen_drop`'s, with the drops as screened
     already made) leaves every update of the round at sample count x score 0: the contract
@@ -451,10 +495,13 @@ def screen_empties_round(
     without it (an auditor fails a round that pays an update the screen marks), so the
     aggregator cancels it once its score reveals close (``cancelRound``) and ``audit verify``'s
     ``peers.cancelled`` passes that cancel. An update whose positive median rounds to weight 0
-    and that the screen does not mark keeps the round alive: the drop re-weights it."""
+    and that the screen does not mark keeps the round alive: the drop re-weights it, unless it
+    is one of ``left_out`` (:func:`screen_left_out`: unreadable, so a drop that re-weights it
+    must drop it as withheld too, and the contract refuses the drop that leaves no weight)."""
     gone = {address_key(d) for d in (*drop, *outcome.screened)}
+    scores = _before_screen(outcome, left_out)
     return not any(
         n * s > 0
-        for site, n, s in zip(outcome.sites, num_samples, _before_screen(outcome), strict=True)
+        for site, n, s in zip(outcome.sites, num_samples, scores, strict=True)
         if address_key(site) not in gone
     )

@@ -46,7 +46,7 @@ from fedtrail.errors import (
 from fedtrail.ledger import Ledger, Submission
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Phase, Reason
-from fedtrail.protocol.peers import PeerOutcome, address_key, screen_inputs
+from fedtrail.protocol.peers import PeerOutcome, address_key, screen_inputs, screen_left_out
 from fedtrail.protocol.roundlog import (
     MAX_LOG_BYTES,
     PreviousLog,
@@ -82,6 +82,7 @@ __all__ = [
     "reference_labels",
     "reference_submissions",
     "screen_candidates",
+    "screen_left_out_of",
     "sequential",
     "standing_of",
     "standing_source",
@@ -458,6 +459,20 @@ class ScreenInputUnreadable(FedtrailError):
     or drops it as withheld, ``audit verify`` fails ``peers.screen``)."""
 
 
+def screen_left_out_of(candidates: Sequence[Candidate], outcome: PeerOutcome) -> tuple[str, ...]:
+    """:func:`~fedtrail.protocol.peers.screen_left_out` on the revealed ``candidates`` as this
+    reader reads them: the inputs of the chain's ``outcome`` that have no delta (not a copy:
+    a copy is screened as DUPLICATE whatever reads) and no weight once the updates dropped as
+    withheld are dropped. The public screen leaves them out (README *Peer rounds*). Empty when
+    ``candidates`` do not cover the outcome's sites (no sample count to weigh them by)."""
+    by_key = {address_key(c.site): c for c in candidates}
+    if any(address_key(site) not in by_key for site in outcome.sites):
+        return ()
+    unread = [c.site for c in candidates if c.delta is None and c.status is not Reason.DUPLICATE]
+    counts = [by_key[address_key(site)].num_samples for site in outcome.sites]
+    return screen_left_out(outcome, counts, unread)
+
+
 def screen_candidates(
     candidates: Sequence[Candidate], outcome: PeerOutcome, round_id: int
 ) -> list[Candidate]:
@@ -465,13 +480,15 @@ def screen_candidates(
     (:func:`~fedtrail.protocol.peers.screen_inputs`) taken from the revealed ``candidates``, in
     their order; a copy stays DUPLICATE, one the noise or spend check scores MALFORMED with its
     delta kept is screened on that delta (OK). :class:`ScreenInputUnreadable` when an input
-    other than a copy has no delta. Shared by :func:`public_screen_of` and the peer bench
+    other than a copy has no delta and a weight (an unweighted one is left out:
+    :func:`screen_left_out_of`). Shared by :func:`public_screen_of` and the peer bench
     (``scripts/bench/_sim.py``), which screened every update before session 56."""
     inputs = {address_key(s) for s in screen_inputs(outcome)}
+    left = {address_key(s) for s in screen_left_out_of(candidates, outcome)}
     chosen: list[Candidate] = []
     unread: list[str] = []
     for c in candidates:
-        if address_key(c.site) not in inputs:
+        if address_key(c.site) not in inputs or address_key(c.site) in left:
             continue
         if c.status is Reason.DUPLICATE:
             chosen.append(c)

@@ -3104,18 +3104,32 @@ def main(argv=None):
         # README *Peer rounds*, public screen: its inputs are named by the chain alone, the
         # revealed updates whose peer median is positive less those dropped by dropWithheld;
         # no other update is read, whether or not it reads now; an input that does not read,
-        # or a reference that does not, leaves the screen uncomputable
+        # or a reference that does not, leaves the screen uncomputable, except an input that
+        # does not read and carries no weight once the withheld ones are dropped (a positive
+        # median at weight 0 from rounding, which dropWithheld cannot take): it is left out,
+        # as if withheld (session 61)
         blocked: list[str] = []
+        left_out: set[str] = set()
         if public_screen and standing_on:
             dropped_wh = {e.args.site.lower() for e in ev["UpdateWithheld"] if e.args.round == r}
             inputs = {a for a, (m, _) in peer_meds.items() if m > 0 and a not in dropped_wh}
             if not peer_meds:
                 blocked.append("no peer medians")
-            blocked += [
-                f"input {names.get(a)} does not read"
+            unread_inputs = [
+                a
                 for a in sorted(inputs)
                 if a not in copies
                 and (a not in deltas or (need_dp and "dp" not in hdrs.get(a, {})))
+            ]
+            base = [
+                (a, onchain[a][1], 0 if a in dropped_wh else m)
+                for a, (m, _) in peer_meds.items()
+                if a in onchain
+            ]
+            w_base = weights_rule(base)[0] if any(n * m for _, n, m in base) else {}
+            left_out = {a for a in unread_inputs if w_base.get(a, 0) == 0}
+            blocked += [
+                f"input {names.get(a)} does not read" for a in unread_inputs if a not in left_out
             ]
             usable = [a for a in usable if a in inputs]
         ratio = cc.get("max_sample_ratio", 10.0)
@@ -3195,7 +3209,11 @@ def main(argv=None):
                 # one the drop re-weights above 0; a positive median that still rounds to
                 # weight 0 can be neither dropped nor paid
                 before_drop = [
-                    (a, onchain[a][1], 0 if a in dropped_wh else peer_meds.get(a, (0, 0))[0])
+                    (
+                        a,
+                        onchain[a][1],
+                        0 if a in dropped_wh or a in left_out else peer_meds.get(a, (0, 0))[0],
+                    )
                     for a in peer_meds
                     if a in onchain
                 ]
@@ -3227,11 +3245,13 @@ def main(argv=None):
         # README *Peer rounds* (peers.cancelled): a peer round cancelled after its valuation
         # passes only when every update with a positive score is unusable now, or every one
         # reads and the public screen marks each update left with samples x median > 0 (the
-        # withheld ones at 0), so that its drop, step by step, leaves no weight
+        # withheld ones at 0), so that its drop, step by step, leaves no weight; an update that
+        # does not read at weight 0 is left out of the screen as if withheld (session 61), so
+        # a cancel also passes when those are the only unusable ones and the screen marks the rest
         if peer and phase == 4 and any(onchain[a][4] > 0 for a in onchain):
             pos = sorted(a for a in onchain if onchain[a][2] > 0)
             unread = [a for a in pos if a not in readable]
-            if unread:
+            if unread and (len(unread) == len(pos) or not set(unread) <= left_out):
                 ok = len(unread) == len(pos)
                 detail = f"valued, then cancelled: {[names.get(a) for a in unread]} unusable" + (
                     "" if ok else f", {[names.get(a) for a in pos if a in readable]} read"
@@ -3239,6 +3259,7 @@ def main(argv=None):
             else:
                 gone = {e.args.site.lower() for e in ev["UpdateWithheld"] if e.args.round == r}
                 gone |= {e.args.site.lower() for e in ev["UpdateScreened"] if e.args.round == r}
+                gone |= left_out
                 left = [
                     a
                     for a, (m, _) in peer_meds.items()
@@ -3248,7 +3269,13 @@ def main(argv=None):
                 spared = [a for a in left if a not in marks]
                 ok = bool(public_screen and standing_on and not blocked and not spared)
                 detail = (
-                    "valued, then cancelled; every update with a positive score reads; the "
+                    "valued, then cancelled; every update with a positive score reads"
+                    + (
+                        f" but {[names.get(a) for a in unread]} (weight 0: left out of the screen)"
+                        if unread
+                        else ""
+                    )
+                    + "; the "
                     + (
                         f"public screen cannot be recomputed: {'; '.join(blocked)}"
                         if blocked

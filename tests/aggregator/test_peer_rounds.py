@@ -691,13 +691,18 @@ def test_a_valued_round_cancelled_while_a_weighted_update_still_reads_fails_peer
 
 
 def _rounding_edge_round(
-    fed: Any, seed: int, scale: float = 0.001
+    fed: Any,
+    seed: int,
+    scale: float = 0.001,
+    small_scale: float | None = None,
+    third_scale: float | None = None,
 ) -> tuple[int, Any, list[tuple[Any, str]]]:
     """Opens a peer round in which, by hand, the first two sites by address send random
-    updates (entries ``scale`` x a standard normal): the first claims the largest count and its
-    peers score it full, the second claims 1 sample and its peers score it 1; every site
-    validates. Returns the round, its peer record and each submitter's (account, CID), the big
-    one first (nothing valued yet)."""
+    updates (entries ``scale`` x a standard normal, ``small_scale`` for the second when given):
+    the first claims the largest count and its peers score it full, the second claims 1 sample
+    and its peers score it 1; every site validates. With ``third_scale`` the third site sends
+    one too (200 samples, scored 0.5). Returns the round, its peer record and each submitter's
+    (account, CID) in address order, the big one first (nothing valued yet)."""
     import hashlib
     import secrets
 
@@ -719,9 +724,12 @@ def _rounding_edge_round(
     assert peer is not None
     gen = torch.Generator().manual_seed(seed)
     reveals = []
-    for site, n in ((big, MAX_SITE_SAMPLES), (small, 1)):
+    senders = [(big, MAX_SITE_SAMPLES, scale), (small, 1, small_scale or scale)]
+    if third_scale is not None:
+        senders.append((accounts[2], 200, third_scale))
+    for site, n, k in senders:
         delta = {
-            name: (scale * torch.randn(shape, generator=gen)).to(getattr(torch, dtype))
+            name: (k * torch.randn(shape, generator=gen)).to(getattr(torch, dtype))
             for name, (shape, dtype) in service.spec.tensor_layout().items()
         }
         blob = encode_update(delta, spec=service.spec, round=r).blob
@@ -732,8 +740,8 @@ def _rounding_edge_round(
     for site, cid, sha, n in reveals:
         ledger.reveal_update(site, r, cid, sha, n)
     pass_deadline(ledger, info.reveal_deadline)
-    want = {big.address: SCORE_SCALE, small.address: 1}
-    sites = [big.address, small.address]
+    want = {big.address: SCORE_SCALE, small.address: 1, accounts[2].address: SCORE_SCALE // 2}
+    sites = [site.address for site, _, _ in senders]
     salts = {v.address: secrets.token_bytes(32) for v in accounts}
     vectors = {v.address: [0 if s == v.address else want[s] for s in sites] for v in accounts}
     for v in accounts:
@@ -822,11 +830,6 @@ def test_a_marked_update_at_weight_0_from_rounding_is_not_paid_once_the_screen_d
     assert audit.passed, [c for c in audit.checks if not c.passed]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (h-284): a screen input at weight 0 from rounding that does not read cannot be "
-    "dropped (dropWithheld needs a weight) and blocks the screen; no path passes verify",
-)
 def test_an_unreadable_screen_input_at_weight_0_does_not_let_a_marked_update_be_paid(
     anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -837,9 +840,12 @@ def test_an_unreadable_screen_input_at_weight_0_does_not_let_a_marked_update_be_
     paying the marked big update in full, and ``audit verify`` fails that round
     (``peers.screen``: cannot be recomputed). dropWithheld cannot take the small one (the
     contract's NotWeighted), and a cancel fails ``peers.cancelled`` (a weighted update reads):
-    whatever the honest service does, verify fails the round. Needs a rule change (README
-    *Peer rounds*): e.g. verify's ``peers.cancelled`` passing a cancel while a positive-score,
-    unweighted screen input does not read, or such an input left out of the screen."""
+    whatever the honest service does, verify failed the round. Now (session 61, h-291; README
+    *Peer rounds*) an input that does not read and carries no weight is left out of the screen,
+    as if withheld, by the service, verify and the reader alike: the screen marks the big one,
+    whose drop would re-weight the unreadable small one (which would then have to be dropped
+    as withheld, leaving no weight), so the service cancels the round once its score reveals
+    close, and verify passes that cancel."""
     fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3, standing=True, public_screen=True)
     ledger, service = fed.ledger, fed.service
     r, peer, [(big, _), (small, gone)] = _rounding_edge_round(fed, seed=14, scale=1e-12)
@@ -853,9 +859,115 @@ def test_an_unreadable_screen_input_at_weight_0_does_not_let_a_marked_update_be_
             if outcome is not None and outcome.phase != Phase.VALUED:
                 break
             pass_deadline(ledger, peer.score_reveal_deadline)
-            outcome = service.step()
+            with caplog.at_level(logging.INFO, logger="fedtrail.aggregator"):
+                outcome = service.step()
         (audit,) = [a for a in verify_all(ledger, service.store) if a.round == r]
         failed = [(c.name, c.detail[:160]) for c in audit.checks if c.failed]
         assert audit.passed, (outcome and outcome.phase, failed)
+        assert outcome is not None and outcome.phase == Phase.CANCELLED, (outcome, caplog.text)
+        assert "leaves out" in caplog.text and small.address[:10] in caplog.text, caplog.text
+        cancelled = {c.name: c.detail for c in audit.checks}["peers.cancelled"]
+        assert "left out" in cancelled and small.address[:10] in cancelled, cancelled
+    finally:
+        service.store = honest_store  # type: ignore[assignment]
+
+
+def test_an_aggregator_that_calls_a_readable_weight_0_input_unreadable_fails_verify(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The attacker's side of the rule above: the aggregator claims the small update (weight
+    0 from rounding, an honest delta) unreadable, which leaves it out of the screen; the
+    screen then marks the big free-rider alone and the aggregator cancels, throwing away the
+    round the small site would have been paid in full once the big one was dropped. The
+    auditor reads the small update itself: to it the update is an input, the screen marks the
+    big one only, its drop leaves the small one weighted, and ``peers.cancelled`` fails. The
+    leaving-out is each reader's own reading, never the aggregator's word."""
+    from fedtrail.valuation.combine import Combiner
+
+    # the noise tests off: the hand-made small update is Gaussian noise, which they mark
+    quiet = Combiner(white_noise_z=0.0, shaped_noise_z=0.0, block_noise_z=0.0)
+    fed = peer_federation(
+        tmp_path,
+        anvil_url,
+        ipfs_api,
+        sites=3,
+        standing=True,
+        public_screen=True,
+        combiner=quiet,
+    )
+    ledger, service = fed.ledger, fed.service
+    r, peer, [(big, _), (small, claimed)] = _rounding_edge_round(
+        fed, seed=15, scale=1e-12, small_scale=0.01
+    )
+    honest_store = service.store
+    service.store = _Withholding(honest_store, claimed)  # type: ignore[assignment]
+    try:
+        outcome = service.step()
+        valued = {s.site: s for s in ledger.get_submissions(r)}
+        assert (valued[big.address].weight, valued[small.address].weight) == (10**18, 0)
+        for _ in range(3):
+            if outcome is not None and outcome.phase != Phase.VALUED:
+                break
+            pass_deadline(ledger, peer.score_reveal_deadline)
+            outcome = service.step()
+        assert outcome is not None and outcome.phase == Phase.CANCELLED, outcome
+        # with the aggregator's own (lying) reading, the cancel would pass
+        (lied,) = [a for a in verify_all(ledger, service.store) if a.round == r]
+        assert lied.passed, [(c.name, c.detail[:160]) for c in lied.checks if c.failed]
+    finally:
+        service.store = honest_store  # type: ignore[assignment]
+    (audit,) = [a for a in verify_all(ledger, honest_store) if a.round == r]
+    failed = {c.name: c.detail for c in audit.checks if c.failed}
+    assert "peers.cancelled" in failed, [
+        (c.name, c.detail) for c in audit.checks if "peers" in c.name
+    ]
+    assert "spares" in failed["peers.cancelled"] or "marks 1" in failed["peers.cancelled"], failed
+
+
+def test_an_unreadable_weight_0_input_the_screens_drop_re_weights_is_dropped_as_withheld(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rule's other branch (session 61, h-291): beside the big free-rider and the small
+    unreadable update at weight 0, a third site sends an honest weighted update. The screen
+    leaves the small one out and marks the big one; its drop re-weights the small one above 0,
+    and the service then drops it as withheld (it cannot be read) and finalizes with the third:
+    ``audit verify`` passes (``peers.screen`` on the chain's inputs, ``peers.withheld`` on the
+    small one, unreadable), and nothing is paid to an update the screen marks or nobody read."""
+    from fedtrail.valuation.combine import Combiner
+
+    quiet = Combiner(white_noise_z=0.0, shaped_noise_z=0.0, block_noise_z=0.0)
+    fed = peer_federation(
+        tmp_path,
+        anvil_url,
+        ipfs_api,
+        sites=3,
+        standing=True,
+        public_screen=True,
+        combiner=quiet,
+    )
+    ledger, service = fed.ledger, fed.service
+    r, peer, [(big, _), (small, gone), (third, _)] = _rounding_edge_round(
+        fed, seed=16, scale=1e-12, third_scale=0.01
+    )
+    honest_store = service.store
+    service.store = _Withholding(honest_store, gone)  # type: ignore[assignment]
+    try:
+        with caplog.at_level(logging.INFO, logger="fedtrail.aggregator"):
+            outcome = service.step()
+            valued = {s.site: s for s in ledger.get_submissions(r)}
+            assert valued[small.address].weight == 0 and valued[small.address].score == 1
+            assert valued[big.address].weight > 0 and valued[third.address].weight > 0
+            for _ in range(4):
+                if outcome is not None and outcome.phase != Phase.VALUED:
+                    break
+                pass_deadline(ledger, peer.score_reveal_deadline)
+                outcome = service.step()
+        assert outcome is not None and outcome.phase == Phase.FINALIZED, (outcome, caplog.text)
+        after = {s.site: s for s in ledger.get_submissions(r)}
+        assert after[big.address].reason == Reason.FREE_RIDER and after[big.address].weight == 0
+        assert after[small.address].reason == Reason.WITHHELD and after[small.address].weight == 0
+        assert after[third.address].weight == 10**18
+        (audit,) = [a for a in verify_all(ledger, service.store) if a.round == r]
+        assert audit.passed, [(c.name, c.detail[:200]) for c in audit.checks if c.failed]
     finally:
         service.store = honest_store  # type: ignore[assignment]

@@ -402,3 +402,67 @@ def test_a_cancel_after_valuation_is_checked_by_verify_and_the_reader_alike(
     assert row is not None and row["result"] == "FAIL", row
     row = results.get((r_marked, "peers.cancelled"))
     assert row is not None and row["result"] == "PASS", row
+
+
+def test_an_unreadable_input_at_weight_0_is_left_out_of_the_screen_in_verify_and_the_reader(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, public: None
+) -> None:
+    """The rounding edge with the small update unreadable (session 61, h-291): the big
+    free-rider is weighted and marked, the small one (1 sample at median 1, an honest delta)
+    has weight 0 from rounding and does not read, the third is scored 0. The small one is an
+    input the contract cannot drop as withheld (``NotWeighted``), so the screen leaves it out,
+    as if withheld, in verify and the reader alike: the big one's drop would re-weight the
+    unreadable small one, which would then have to be dropped too, leaving no weight, so a
+    cancel passes both (before, both failed it: a weighted update reads), and a finalize that
+    pays the marked big one fails ``peers.screen`` in both. The same cancel with the small
+    update readable (an aggregator that only claims it unreadable) fails both: to them it is
+    an input, the screen spares it, and the drop would leave it weighted."""
+    from fedtrail.chain import advance_time, block_timestamp
+    from fedtrail.protocol.codes import MAX_SITE_SAMPLES
+    from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
+
+    store = IpfsStore(ipfs_api)
+    pf = new_peer_federation(tmp_path, anvil_url, store)
+    ledger = pf.fed.ledger
+    big, small, other = _hospitals(pf)
+    ledger.set_max_samples(pf.fed.coordinator, big, MAX_SITE_SAMPLES)
+    samples = {big: MAX_SITE_SAMPLES, small: 1, other: 200}
+    want = {big: SCORE_SCALE, small: 1, other: 0}
+    order = (big, small, other)
+    assert onchain_weights([samples[s] for s in order], [want[s] for s in order])[1] == 0
+
+    def vectors(sites: list[str]) -> dict[str, tuple[int, ...]]:
+        return {
+            v.address: tuple(0 if s == v.address else want[s] for s in sites) for v in pf.validators
+        }
+
+    scales = {big: TINY * 1e-5}
+
+    def valued_then_cancelled(seed: int, tamper: str | None) -> int:
+        r = peer_federation.open_peer_round(pf, None)
+        peer_federation.submit(pf, r, seed=seed, tamper=tamper, scales=scales, samples=samples)
+        peer_federation.score_round(pf, r, vectors=vectors)
+        peer = ledger.get_peer_round(r)
+        assert peer is not None
+        subs = {s.site: s for s in ledger.get_submissions(r)}
+        assert (subs[big].weight, subs[small].weight, subs[small].score) == (10**18, 0, 1)
+        advance_time(ledger.w3, peer.score_reveal_deadline - block_timestamp(ledger.w3) + 1)
+        ledger.cancel_round(pf.fed.coordinator, r)
+        return r
+
+    r_left = valued_then_cancelled(21, small)
+    r_claimed = valued_then_cancelled(22, None)
+    r_paid = peer_round(pf, seed=23, tamper=small, scales=scales, samples=samples, vectors=vectors)
+    left = _checks(pf, store, r_left)["peers.cancelled"]
+    assert left.passed and "left out" in left.detail and small[:10] in left.detail, left.detail
+    claimed = _checks(pf, store, r_claimed)["peers.cancelled"]
+    assert not claimed.passed, claimed.detail
+    paid = _checks(pf, store, r_paid)["peers.screen"]
+    assert not paid.passed and big[:10] in paid.detail, paid.detail
+    results = reader_results(pf, anvil_url, ipfs_api)
+    row = results.get((r_left, "peers.cancelled"))
+    assert row is not None and row["result"] == "PASS", row
+    row = results.get((r_claimed, "peers.cancelled"))
+    assert row is not None and row["result"] == "FAIL", row
+    row = results.get((r_paid, "peers.screen"))
+    assert row is not None and row["result"] == "FAIL", row

@@ -21,6 +21,7 @@ from fedtrail.protocol.peers import (
     peer_outcome,
     screen_drop,
     screen_empties_round,
+    screen_left_out,
 )
 from fedtrail.protocol.weights import SCORE_SCALE, onchain_weights
 
@@ -433,3 +434,38 @@ def test_the_screen_drops_a_marked_update_its_drop_re_weights() -> None:
     assert screen_empties_round(alone, samples, screen_drop(alone, samples, {A: "x", B: "y"}))
     # marked alone, B stays unweighted while A is weighted: neither dropped nor paid
     assert screen_drop(outcome, samples, {B: "y"}) == ()
+
+
+def test_an_unreadable_input_is_left_out_of_the_screen_only_at_weight_0() -> None:
+    # B (median 1) is at weight 0 from rounding beside A, C is weighted: B unreadable is left
+    # out (the contract cannot drop it as withheld, NotWeighted); C unreadable is not (it is
+    # dropped as withheld, or the screen waits), and a readable B never is (h-291)
+    sites, samples = [A, B, C], [MAX_SITE_SAMPLES, 1, 200]
+    outcome = _scored(sites, [SCORE_SCALE, 1, 500_000])
+    assert onchain_weights(samples, list(outcome.scores))[1] == 0
+    assert screen_left_out(outcome, samples, [B]) == (B,)
+    assert screen_left_out(outcome, samples, [C]) == ()
+    assert screen_left_out(outcome, samples, []) == ()
+    assert screen_left_out(outcome, samples, [B, C]) == (B,)
+    # once A is withheld B is weighted (the weights re-derived): no longer left out
+    assert screen_left_out(drop_withheld(outcome, [A]), samples, [B]) == ()
+    # a median of 0 is no input at all, whatever reads
+    rejected = _scored(sites, [SCORE_SCALE, 0, 500_000])
+    assert screen_left_out(rejected, samples, [B]) == ()
+
+
+def test_an_input_left_out_counts_as_withheld_in_the_screens_drop() -> None:
+    # the rounding edge alone (h-291): A weighted and marked, B at weight 0 and unreadable.
+    # Read, B keeps the round (the drop re-weights it); left out, it would have to be dropped
+    # as withheld once re-weighted, which leaves no weight: the round empties (cancel)
+    sites, samples = [A, B, C], [MAX_SITE_SAMPLES, 1, 200]
+    alone = _scored(sites, [SCORE_SCALE, 1, 0])
+    assert screen_drop(alone, samples, {A: "x"}) == (A,)
+    assert not screen_empties_round(alone, samples, [A])
+    left = screen_left_out(alone, samples, [B])
+    assert left == (B,)
+    assert screen_drop(alone, samples, {A: "x"}, left_out=left) == (A,)
+    assert screen_empties_round(alone, samples, [A], left_out=left)
+    # an unmarked weighted update keeps the round, left-out or not
+    outcome = _scored(sites, [SCORE_SCALE, 1, 500_000])
+    assert not screen_empties_round(outcome, samples, [A], left_out=[B])
