@@ -447,6 +447,17 @@ def report(rnd, check, ok, detail):
 WAIT_SECONDS = 10  # README *Content not given*: the wait for a CID's first bytes
 META_KEYS = {"compression", "format_version", "kind", "round", "spec_hash"}
 NOT_A_FILE_WORDS = ("directory", "pbnode", "unixfs", "protocol buffer")
+# README *Content not given*: bytes are given only under their canonical CID, a CIDv0 or the
+# base32 dag-pb CIDv1 of one sha2-256 root, so no other text can name given bytes; the chain
+# takes any text as a CID (attack a126: a reveal under a megabyte of NUL bytes), which the
+# daemon answered with an empty 400 (~8 KB) or a reset connection (~100 KB) instead of a verdict
+CID_SHAPE = re.compile(r"Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58}")
+
+
+def short_text(text: str, most: int = 100) -> str:
+    """``repr`` of a participant's text cut to ``most`` characters for a report line."""
+    shown = repr(text)
+    return shown if len(shown) <= most else shown[: most - 3] + "..."
 
 
 class NotGiven(Exception):
@@ -468,6 +479,11 @@ class Ipfs:
         """The bytes under ``cid``, or NotGiven: the daemon's own ``timeout`` and this
         request's both bound the wait (an offline daemon never answers "not found" for content
         nobody serves: attacks a67, a80, a81), so an unserved CID is a verdict, not a hang."""
+        if not isinstance(cid, str) or not CID_SHAPE.fullmatch(cid):
+            raise NotGiven(
+                "invalid cid",
+                f"{short_text(cid)}: not a CIDv0 or base32 dag-pb CIDv1 of one sha2-256 root",
+            )
         try:
             r = requests.post(
                 f"{self.url}/api/v0/cat",
@@ -476,6 +492,8 @@ class Ipfs:
             )
         except requests.Timeout:
             raise NotGiven("missing", f"{cid}: no answer within {self.wait:g}s") from None
+        except requests.RequestException as exc:  # a reset or broken answer: nothing given
+            raise NotGiven("missing", f"{cid}: {type(exc).__name__}") from None
         if r.status_code == 200:
             if cid not in canonical_cids(r.content):
                 raise NotGiven(
