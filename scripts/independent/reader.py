@@ -454,6 +454,35 @@ NOT_A_FILE_WORDS = ("directory", "pbnode", "unixfs", "protocol buffer")
 CID_SHAPE = re.compile(r"Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58}")
 
 
+MAX_JSON_DEPTH = 32  # README *Blobs chosen by someone else*: deeper documents are refused
+_JSON_STRING_BYTES = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_JSON_STRING_TEXT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+
+
+def json_depth(data) -> int:
+    """The deepest ``[``/``{`` nesting of JSON text outside its strings, counted without
+    recursion: web3's ``py_ecc`` raises Python's recursion limit to 100,000, and CPython's
+    parser then overflows the C stack (a segmentation fault) on a document nested some 30,000
+    deep (attack a127: a site's update header)."""
+    if isinstance(data, str):
+        bare = _JSON_STRING_TEXT.sub('""', data).encode("utf-8", "surrogatepass")
+    else:
+        bare = _JSON_STRING_BYTES.sub(b'""', bytes(data))
+    b = np.frombuffer(bare, dtype=np.uint8)
+    opens = (b == ord("[")) | (b == ord("{"))
+    at = np.flatnonzero(opens | (b == ord("]")) | (b == ord("}")))
+    return int(np.cumsum(np.where(opens[at], 1, -1)).max(initial=0))
+
+
+def json_loads(data):
+    """``json.loads`` of a document a participant chose, refused when nested deeper than
+    ``MAX_JSON_DEPTH`` (a ValueError, like any JSON that does not parse)."""
+    depth = json_depth(data)
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels ({depth})")
+    return json.loads(data)
+
+
 def short_text(text: str, most: int = 100) -> str:
     """``repr`` of a participant's text cut to ``most`` characters for a report line."""
     shown = repr(text)
@@ -578,7 +607,7 @@ def parse_safetensors(blob: bytes):
     if len(blob) < 8:
         raise ValueError("shorter than the 8-byte header length")
     (hlen,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8 : 8 + hlen])
+    header = json_loads(blob[8 : 8 + hlen])
     base = 8 + hlen
     meta = header.pop("__metadata__", None)
     tensors = {}
@@ -610,7 +639,7 @@ def fedtrail_meta(meta):
     if not isinstance(meta, dict) or list(meta) != ["fedtrail"]:
         raise ValueError(f"__metadata__ must have exactly one key 'fedtrail', got {meta!r}")
     text = meta["fedtrail"]
-    doc = json.loads(text)
+    doc = json_loads(text)
     if json.dumps(doc, sort_keys=True, separators=(",", ":")) != text:
         raise ValueError("metadata text is not the canonical JSON")
     return text, doc
@@ -2145,7 +2174,7 @@ def canonical_terms(blob: bytes) -> bool:
     """The bytes are the canonical form of what they parse to (1 MiB at most)."""
     if len(blob) > 1 << 20:
         return False
-    doc = json.loads(blob)
+    doc = json_loads(blob)
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return text.encode("utf-8") == blob
 
@@ -2432,7 +2461,7 @@ def main(argv=None):
             want = c.functions.getRound(q).call()[10].hex()
             try:
                 blob = ipfs.cat(cid)
-                doc = json.loads(blob) if sha(blob) == want else None
+                doc = json_loads(blob) if sha(blob) == want else None
                 st = (
                     ValueError("another sha256")
                     if doc is None
@@ -2533,7 +2562,7 @@ def main(argv=None):
             sha(terms_blob) == terms_sha.hex(),
             f"{ro.args.termsCid} {sha(terms_blob)[:16]}",
         )
-        terms = json.loads(terms_blob)
+        terms = json_loads(terms_blob)
         unknown = sorted(set(terms) - TERMS_FIELDS)
         floats = float_integers(terms)
         rule_bad = duplicate_rule_problems(terms)
@@ -2799,7 +2828,7 @@ def main(argv=None):
         for e in ev["RoundFinalized"]:  # README *Updates that read*: or a log that says peers
             if e.args.round == r and not peer_round:
                 try:
-                    ldoc = json.loads(ipfs.cat(e.args.logCid))
+                    ldoc = json_loads(ipfs.cat(e.args.logCid))
                     peer_round = (
                         "peers" in ldoc
                         or ((ldoc.get("settings") or {}).get("valuation") or {}).get("mode")
@@ -3400,7 +3429,7 @@ def main(argv=None):
             report(r, "global.recomputed", False, "a weighted update could not be decoded")
             continue
         # ---- the log against the chain and the documented rules
-        log = json.loads(lblob)
+        log = json_loads(lblob)
         lsites = {x["site"].lower(): x for x in log.get("sites", [])}
         report(
             r,
