@@ -474,13 +474,24 @@ def json_depth(data) -> int:
     return int(np.cumsum(np.where(opens[at], 1, -1)).max(initial=0))
 
 
-def json_loads(data):
+def _unique_keys(pairs):
+    doc = {}
+    for key, value in pairs:
+        if key in doc:
+            raise ValueError(f"repeats the key {key!r} in one object")
+        doc[key] = value
+    return doc
+
+
+def json_loads(data, *, unique: bool = False):
     """``json.loads`` of a document a participant chose, refused when nested deeper than
-    ``MAX_JSON_DEPTH`` (a ValueError, like any JSON that does not parse)."""
+    ``MAX_JSON_DEPTH``, and with ``unique`` when an object repeats a key (README *Trust model*:
+    a log that does fails log.schema, attack a128); a ValueError, like any JSON that does not
+    parse."""
     depth = json_depth(data)
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels ({depth})")
-    return json.loads(data)
+    return json.loads(data, object_pairs_hook=_unique_keys if unique else None)
 
 
 def short_text(text: str, most: int = 100) -> str:
@@ -3429,7 +3440,13 @@ def main(argv=None):
             report(r, "global.recomputed", False, "a weighted update could not be decoded")
             continue
         # ---- the log against the chain and the documented rules
-        log = json_loads(lblob)
+        try:  # README: a log that repeats a JSON key fails log.schema (a128)
+            log = json_loads(lblob, unique=True)
+            if not isinstance(log, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:  # not UTF-8, not JSON, too deep, a repeated key
+            report(r, "log.schema", False, f"the log does not read one way: {exc}")
+            continue
         lsites = {x["site"].lower(): x for x in log.get("sites", [])}
         report(
             r,

@@ -114,7 +114,7 @@ def _reveal_raw(ledger: Ledger, site: LocalAccount, round_id: int, cid: bytes, s
 
 def _round_with_cids(
     fed: Federation, anvil: ChainEnv, attackers: dict[LocalAccount, int]
-) -> dict[str, Any]:
+) -> dict[str, int]:
     """Round 1: the honest nodes train and submit; each attacker (registered here, no data)
     commits to some bytes and reveals them under ``attackers[a]`` NUL bytes as its CID."""
     ledger, service = fed.ledger, fed.service
@@ -133,7 +133,9 @@ def _round_with_cids(
         advance_time(ledger.w3, deadline - now + 1 + CLOCK_SLACK)
     for node in fed.nodes:
         node.participate(1)  # store, reveal
-    gas = {a.address: _reveal_raw(ledger, a, 1, b"\x00" * n, shas[a]) for a, n in attackers.items()}
+    gas: dict[str, int] = {
+        a.address: _reveal_raw(ledger, a, 1, b"\x00" * n, shas[a]) for a, n in attackers.items()
+    }
     for _ in range(3):
         if service.step() is not None:
             break

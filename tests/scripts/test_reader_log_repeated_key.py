@@ -1,0 +1,99 @@
+"""Attack a128 on real Anvil + IPFS: the aggregator finalizes an honest round under a log whose
+bytes repeat one key in a paid site's entry, ``"reason_label":"LOW_QUALITY"`` before the honest
+``"reason_label":"OK"``. Readers take such a document two ways (Python's and JavaScript's
+``json`` keep the last value, others the first or refuse it), so the README has it fail
+``log.schema``, as ``audit verify`` does (``RoundLog.from_bytes``: "repeats the key"). The
+independent reader parsed the log with a plain ``json.loads``, kept the last value and passed
+every check: one pinned log, a PASS beside verify's FAIL. Now the reader refuses a repeated key
+in a log too, and fails ``log.schema`` (not read further), as it does a log that is no JSON
+object (it stopped with an uncaught ``JSONDecodeError`` on one)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedtrail.auditor.verify import verify_round
+from fedtrail.chain import advance_time, next_block_timestamp
+from fedtrail.node.daemon import CLOCK_SLACK
+from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.roundlog import RoundLog
+from tests.fixtures.chain import ChainEnv
+from tests.scripts.test_huge_reveal_cid import _federation, _reader
+
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.anvil]
+
+HONEST = b'"reason_label":"OK"'
+REPEATED = b'"reason_label":"LOW_QUALITY","reason_label":"OK"'
+
+
+def _run_round(anvil: ChainEnv, ipfs_api: str, tmp_path: Path, edit: Any) -> Any:
+    fed = _federation(anvil, ipfs_api, tmp_path, honest=3)
+    ledger, service = fed.ledger, fed.service
+    honest_bytes = RoundLog.to_bytes
+
+    def lying(self: RoundLog) -> bytes:
+        return bytes(edit(honest_bytes(self)))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RoundLog, "to_bytes", lying)
+        assert service.open_next() == 1
+        for node in fed.nodes:
+            node.participate(1)  # commit
+        deadline = ledger.get_round(1).commit_deadline
+        now = next_block_timestamp(ledger.w3)
+        if now <= deadline:
+            advance_time(ledger.w3, deadline - now + 1 + CLOCK_SLACK)
+        for node in fed.nodes:
+            node.participate(1)  # store, reveal
+        for _ in range(3):
+            if service.step() is not None:
+                break
+    assert ledger.get_round(1).phase == Phase.FINALIZED
+    assert all(s.reason == Reason.OK for s in ledger.get_submissions(1))
+    return fed
+
+
+def _read(anvil: ChainEnv, ipfs_api: str, tmp_path: Path, fed: Any) -> dict[str, dict[str, Any]]:
+    reader = _reader()
+    deployment = tmp_path / "deployment.json"
+    deployment.write_text(fed.deployment.to_json())
+    reader.RESULTS.clear()
+    with contextlib.redirect_stdout(io.StringIO()):
+        reader.main(
+            [
+                "--rpc-url",
+                str(anvil.w3.provider.endpoint_uri),  # type: ignore[attr-defined]
+                "--deployment",
+                str(deployment),
+                "--ipfs",
+                "ipfs:" + ipfs_api,
+            ]
+        )
+    return {x["check"]: x for x in reader.RESULTS if x["round"] == 1 and x["result"] == "FAIL"}
+
+
+def test_a_log_that_repeats_a_key_fails_log_schema_for_both_readers(
+    anvil: ChainEnv, ipfs_api: str, tmp_path: Path
+) -> None:
+    fed = _run_round(anvil, ipfs_api, tmp_path, lambda b: b.replace(HONEST, REPEATED, 1))
+    audit = verify_round(fed.ledger, fed.store, 1)
+    failed = {c.name: c.detail for c in audit.checks if c.failed}
+    assert "repeats the key 'reason_label'" in failed["log.schema"], failed
+    bad = _read(anvil, ipfs_api, tmp_path, fed)
+    assert "log.schema" in bad, bad
+    assert "repeats the key 'reason_label'" in bad["log.schema"]["detail"], bad
+
+
+def test_a_log_that_is_no_json_fails_log_schema_for_the_reader(
+    anvil: ChainEnv, ipfs_api: str, tmp_path: Path
+) -> None:
+    fed = _run_round(anvil, ipfs_api, tmp_path, lambda b: b[:-1])  # its closing brace cut
+    audit = verify_round(fed.ledger, fed.store, 1)
+    assert "log.schema" in {c.name for c in audit.checks if c.failed}
+    bad = _read(anvil, ipfs_api, tmp_path, fed)  # no crash
+    assert "log.schema" in bad, bad
