@@ -483,15 +483,61 @@ def _unique_keys(pairs):
     return doc
 
 
-def json_loads(data, *, unique: bool = False):
+def _not_a_number(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is not a finite float")
+    return value
+
+
+def _float_sized_int(text: str) -> int:
+    value = int(text)  # over Python's 4,300 digits: a ValueError
+    if len(text) > 300:
+        try:
+            float(value)
+        except OverflowError:
+            raise ValueError(f"an integer of {len(text)} digits, too large for a float") from None
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(value) -> bool:
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v) for v in value)
+    return False
+
+
+def json_loads(data, *, strict: bool = False):
     """``json.loads`` of a document a participant chose, refused when nested deeper than
-    ``MAX_JSON_DEPTH``, and with ``unique`` when an object repeats a key (README *Trust model*:
-    a log that does fails log.schema, attack a128); a ValueError, like any JSON that does not
-    parse."""
+    ``MAX_JSON_DEPTH``; ``strict`` (a round log; README *Trust model* and *Blobs chosen by
+    someone else*: such a log fails log.schema, attacks a128, a63, a29, a31) also when an
+    object repeats a key, a number is ``NaN``, ``Infinity`` or beyond a float, or a string
+    holds a lone UTF-16 surrogate. A ValueError, like any JSON that does not parse."""
     depth = json_depth(data)
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels ({depth})")
-    return json.loads(data, object_pairs_hook=_unique_keys if unique else None)
+    if not strict:
+        return json.loads(data)
+    doc = json.loads(
+        data,
+        object_pairs_hook=_unique_keys,
+        parse_constant=_not_a_number,
+        parse_float=_finite_float,
+        parse_int=_float_sized_int,
+    )
+    if _lone_surrogate(doc):
+        raise ValueError("a string holds a lone UTF-16 surrogate")
+    return doc
 
 
 def short_text(text: str, most: int = 100) -> str:
@@ -3441,10 +3487,10 @@ def main(argv=None):
             continue
         # ---- the log against the chain and the documented rules
         try:  # README: a log that repeats a JSON key fails log.schema (a128)
-            log = json_loads(lblob, unique=True)
+            log = json_loads(lblob, strict=True)
             if not isinstance(log, dict):
                 raise ValueError("not a JSON object")
-        except ValueError as exc:  # not UTF-8, not JSON, too deep, a repeated key
+        except ValueError as exc:  # not UTF-8 or JSON, too deep, a repeated key, NaN, ...
             report(r, "log.schema", False, f"the log does not read one way: {exc}")
             continue
         lsites = {x["site"].lower(): x for x in log.get("sites", [])}

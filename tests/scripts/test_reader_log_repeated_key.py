@@ -4,14 +4,18 @@ bytes repeat one key in a paid site's entry, ``"reason_label":"LOW_QUALITY"`` be
 ``json`` keep the last value, others the first or refuse it), so the README has it fail
 ``log.schema``, as ``audit verify`` does (``RoundLog.from_bytes``: "repeats the key"). The
 independent reader parsed the log with a plain ``json.loads``, kept the last value and passed
-every check: one pinned log, a PASS beside verify's FAIL. Now the reader refuses a repeated key
-in a log too, and fails ``log.schema`` (not read further), as it does a log that is no JSON
-object (it stopped with an uncaught ``JSONDecodeError`` on one)."""
+every check: one pinned log, a PASS beside verify's FAIL. So too a paid site's explanation
+ending in a lone surrogate (a63: verify fails it, the reader passed it) and a ``NaN`` AUC (the
+reader failed only its summary). Now the reader reads a log as verify's ``safejson`` does and
+fails ``log.schema`` (not read further) on each, and on a log that is no JSON object (it
+stopped with an uncaught ``JSONDecodeError`` on one)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,16 +81,48 @@ def _read(anvil: ChainEnv, ipfs_api: str, tmp_path: Path, fed: Any) -> dict[str,
     return {x["check"]: x for x in reader.RESULTS if x["round"] == 1 and x["result"] == "FAIL"}
 
 
-def test_a_log_that_repeats_a_key_fails_log_schema_for_both_readers(
-    anvil: ChainEnv, ipfs_api: str, tmp_path: Path
+def _edited(blob: bytes, change: Callable[[dict[str, Any]], None]) -> bytes:
+    """The log re-written as the writer writes it (sorted keys, no spaces), after ``change``:
+    ``json.dumps`` writes a float NaN as ``NaN`` and a lone surrogate as its escape."""
+    doc = json.loads(blob)
+    change(doc)
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+EDITS: dict[str, tuple[Callable[[bytes], bytes], str, str]] = {
+    # a paid site's reason written twice, the lie first
+    "repeated key": (
+        lambda b: b.replace(HONEST, REPEATED, 1),
+        "repeats the key 'reason_label'",
+        "repeats the key 'reason_label'",
+    ),
+    # a claim no public check recomputes (the global model's AUC) written NaN (a29, a31)
+    "NaN": (
+        lambda b: _edited(b, lambda d: d["metrics"]["after"].update(auc=float("nan"))),
+        "NaN is not a JSON number",
+        "NaN is not a JSON number",
+    ),
+    # a paid site's explanation ending in an unpaired surrogate escape (a63)
+    "lone surrogate": (
+        lambda b: _edited(b, lambda d: d["sites"][0].update(explanation="paid\ud800")),
+        "lone UTF-16 surrogate",
+        "lone UTF-16 surrogate",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(EDITS))
+def test_a_log_read_two_ways_fails_log_schema_for_both_readers(
+    anvil: ChainEnv, ipfs_api: str, tmp_path: Path, kind: str
 ) -> None:
-    fed = _run_round(anvil, ipfs_api, tmp_path, lambda b: b.replace(HONEST, REPEATED, 1))
+    edit, verify_says, reader_says = EDITS[kind]
+    fed = _run_round(anvil, ipfs_api, tmp_path, edit)
     audit = verify_round(fed.ledger, fed.store, 1)
     failed = {c.name: c.detail for c in audit.checks if c.failed}
-    assert "repeats the key 'reason_label'" in failed["log.schema"], failed
+    assert verify_says in failed["log.schema"], failed
     bad = _read(anvil, ipfs_api, tmp_path, fed)
     assert "log.schema" in bad, bad
-    assert "repeats the key 'reason_label'" in bad["log.schema"]["detail"], bad
+    assert reader_says in bad["log.schema"]["detail"], bad
 
 
 def test_a_log_that_is_no_json_fails_log_schema_for_the_reader(
