@@ -26,6 +26,7 @@ from fedtrail.chain import advance_time, next_block_timestamp
 from fedtrail.node.daemon import CLOCK_SLACK
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.roundlog import RoundLog
+from fedtrail.protocol.terms import RoundTerms
 from tests.fixtures.chain import ChainEnv
 from tests.scripts.test_huge_reveal_cid import _federation, _reader
 
@@ -133,3 +134,45 @@ def test_a_log_that_is_no_json_fails_log_schema_for_the_reader(
     assert "log.schema" in {c.name for c in audit.checks if c.failed}
     bad = _read(anvil, ipfs_api, tmp_path, fed)  # no crash
     assert "log.schema" in bad, bad
+
+
+def test_terms_that_are_no_json_are_a_note_for_the_reader_not_a_crash(
+    anvil: ChainEnv, ipfs_api: str, tmp_path: Path
+) -> None:
+    """Round 1 opened under terms cut by one byte: every honest node declines it and the
+    aggregator cancels it. The reader parsed terms with a plain ``json.loads`` and stopped with
+    an uncaught ``JSONDecodeError`` (no verdict on any round); now the round's terms are a note
+    outside a finalized round (a failure in one) and the reader goes on."""
+    fed = _federation(anvil, ipfs_api, tmp_path, honest=3)
+    ledger = fed.ledger
+    honest_terms = RoundTerms.to_bytes
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RoundTerms, "to_bytes", lambda self: honest_terms(self)[:-1])
+        assert fed.service.open_next() == 1
+    for node in fed.nodes:
+        node.participate(1)  # the terms do not parse: a decline
+    info = ledger.get_round(1)
+    now = next_block_timestamp(ledger.w3)
+    advance_time(ledger.w3, info.reveal_deadline - now + 1 + CLOCK_SLACK)
+    ledger.cancel_round(anvil.aggregator, 1)
+    assert ledger.get_round(1).phase == Phase.CANCELLED
+    reader = _reader()
+    deployment = tmp_path / "deployment.json"
+    assert fed.deployment is not None
+    deployment.write_text(fed.deployment.to_json())
+    reader.RESULTS.clear()
+    with contextlib.redirect_stdout(io.StringIO()):
+        reader.main(
+            [
+                "--rpc-url",
+                str(anvil.w3.provider.endpoint_uri),  # type: ignore[attr-defined]
+                "--deployment",
+                str(deployment),
+                "--ipfs",
+                "ipfs:" + ipfs_api,
+            ]
+        )
+    results = {(x["round"], x["check"]): x for x in reader.RESULTS}
+    terms = results[(1, "terms.canonical")]
+    assert terms["result"] == "NOTE", terms
+    assert "the terms do not read one way" in terms["detail"], terms
