@@ -447,6 +447,103 @@ def report(rnd, check, ok, detail):
 WAIT_SECONDS = 10  # README *Content not given*: the wait for a CID's first bytes
 META_KEYS = {"compression", "format_version", "kind", "round", "spec_hash"}
 NOT_A_FILE_WORDS = ("directory", "pbnode", "unixfs", "protocol buffer")
+# README *Content not given*: bytes are given only under their canonical CID, a CIDv0 or the
+# base32 dag-pb CIDv1 of one sha2-256 root, so no other text can name given bytes; the chain
+# takes any text as a CID (attack a126: a reveal under a megabyte of NUL bytes), which the
+# daemon answered with an empty 400 (~8 KB) or a reset connection (~100 KB) instead of a verdict
+CID_SHAPE = re.compile(r"Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58}")
+
+
+MAX_JSON_DEPTH = 32  # README *Blobs chosen by someone else*: deeper documents are refused
+_JSON_STRING_BYTES = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_JSON_STRING_TEXT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+
+
+def json_depth(data) -> int:
+    """The deepest ``[``/``{`` nesting of JSON text outside its strings, counted without
+    recursion: web3's ``py_ecc`` raises Python's recursion limit to 100,000, and CPython's
+    parser then overflows the C stack (a segmentation fault) on a document nested some 30,000
+    deep (attack a127: a site's update header)."""
+    if isinstance(data, str):
+        bare = _JSON_STRING_TEXT.sub('""', data).encode("utf-8", "surrogatepass")
+    else:
+        bare = _JSON_STRING_BYTES.sub(b'""', bytes(data))
+    b = np.frombuffer(bare, dtype=np.uint8)
+    opens = (b == ord("[")) | (b == ord("{"))
+    at = np.flatnonzero(opens | (b == ord("]")) | (b == ord("}")))
+    return int(np.cumsum(np.where(opens[at], 1, -1)).max(initial=0))
+
+
+def _unique_keys(pairs):
+    doc = {}
+    for key, value in pairs:
+        if key in doc:
+            raise ValueError(f"repeats the key {key!r} in one object")
+        doc[key] = value
+    return doc
+
+
+def _not_a_number(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is not a finite float")
+    return value
+
+
+def _float_sized_int(text: str) -> int:
+    value = int(text)  # over Python's 4,300 digits: a ValueError
+    if len(text) > 300:
+        try:
+            float(value)
+        except OverflowError:
+            raise ValueError(f"an integer of {len(text)} digits, too large for a float") from None
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(value) -> bool:
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v) for v in value)
+    return False
+
+
+def json_loads(data, *, strict: bool = False):
+    """``json.loads`` of a document a participant chose, refused when nested deeper than
+    ``MAX_JSON_DEPTH``; ``strict`` (a round log; README *Trust model* and *Blobs chosen by
+    someone else*: such a log fails log.schema, attacks a128, a63, a29, a31) also when an
+    object repeats a key, a number is ``NaN``, ``Infinity`` or beyond a float, or a string
+    holds a lone UTF-16 surrogate. A ValueError, like any JSON that does not parse."""
+    depth = json_depth(data)
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels ({depth})")
+    if not strict:
+        return json.loads(data)
+    doc = json.loads(
+        data,
+        object_pairs_hook=_unique_keys,
+        parse_constant=_not_a_number,
+        parse_float=_finite_float,
+        parse_int=_float_sized_int,
+    )
+    if _lone_surrogate(doc):
+        raise ValueError("a string holds a lone UTF-16 surrogate")
+    return doc
+
+
+def short_text(text: str, most: int = 100) -> str:
+    """``repr`` of a participant's text cut to ``most`` characters for a report line."""
+    shown = repr(text)
+    return shown if len(shown) <= most else shown[: most - 3] + "..."
 
 
 class NotGiven(Exception):
@@ -468,6 +565,11 @@ class Ipfs:
         """The bytes under ``cid``, or NotGiven: the daemon's own ``timeout`` and this
         request's both bound the wait (an offline daemon never answers "not found" for content
         nobody serves: attacks a67, a80, a81), so an unserved CID is a verdict, not a hang."""
+        if not isinstance(cid, str) or not CID_SHAPE.fullmatch(cid):
+            raise NotGiven(
+                "invalid cid",
+                f"{short_text(cid)}: not a CIDv0 or base32 dag-pb CIDv1 of one sha2-256 root",
+            )
         try:
             r = requests.post(
                 f"{self.url}/api/v0/cat",
@@ -476,6 +578,8 @@ class Ipfs:
             )
         except requests.Timeout:
             raise NotGiven("missing", f"{cid}: no answer within {self.wait:g}s") from None
+        except requests.RequestException as exc:  # a reset or broken answer: nothing given
+            raise NotGiven("missing", f"{cid}: {type(exc).__name__}") from None
         if r.status_code == 200:
             if cid not in canonical_cids(r.content):
                 raise NotGiven(
@@ -560,7 +664,7 @@ def parse_safetensors(blob: bytes):
     if len(blob) < 8:
         raise ValueError("shorter than the 8-byte header length")
     (hlen,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8 : 8 + hlen])
+    header = json_loads(blob[8 : 8 + hlen])
     base = 8 + hlen
     meta = header.pop("__metadata__", None)
     tensors = {}
@@ -592,7 +696,7 @@ def fedtrail_meta(meta):
     if not isinstance(meta, dict) or list(meta) != ["fedtrail"]:
         raise ValueError(f"__metadata__ must have exactly one key 'fedtrail', got {meta!r}")
     text = meta["fedtrail"]
-    doc = json.loads(text)
+    doc = json_loads(text)
     if json.dumps(doc, sort_keys=True, separators=(",", ":")) != text:
         raise ValueError("metadata text is not the canonical JSON")
     return text, doc
@@ -2127,7 +2231,7 @@ def canonical_terms(blob: bytes) -> bool:
     """The bytes are the canonical form of what they parse to (1 MiB at most)."""
     if len(blob) > 1 << 20:
         return False
-    doc = json.loads(blob)
+    doc = json_loads(blob)
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return text.encode("utf-8") == blob
 
@@ -2414,7 +2518,7 @@ def main(argv=None):
             want = c.functions.getRound(q).call()[10].hex()
             try:
                 blob = ipfs.cat(cid)
-                doc = json.loads(blob) if sha(blob) == want else None
+                doc = json_loads(blob) if sha(blob) == want else None
                 st = (
                     ValueError("another sha256")
                     if doc is None
@@ -2515,7 +2619,18 @@ def main(argv=None):
             sha(terms_blob) == terms_sha.hex(),
             f"{ro.args.termsCid} {sha(terms_blob)[:16]}",
         )
-        terms = json.loads(terms_blob)
+        try:  # README *Blobs chosen by someone else*: terms that do not read one way (a128)
+            terms = json_loads(terms_blob, strict=True)
+            if not isinstance(terms, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            report(
+                r,
+                "terms.canonical",
+                False if phase == 3 else "NOTE",
+                f"the terms do not read one way: {exc}; round not replayed",
+            )
+            continue
         unknown = sorted(set(terms) - TERMS_FIELDS)
         floats = float_integers(terms)
         rule_bad = duplicate_rule_problems(terms)
@@ -2781,7 +2896,7 @@ def main(argv=None):
         for e in ev["RoundFinalized"]:  # README *Updates that read*: or a log that says peers
             if e.args.round == r and not peer_round:
                 try:
-                    ldoc = json.loads(ipfs.cat(e.args.logCid))
+                    ldoc = json_loads(ipfs.cat(e.args.logCid))
                     peer_round = (
                         "peers" in ldoc
                         or ((ldoc.get("settings") or {}).get("valuation") or {}).get("mode")
@@ -3409,7 +3524,13 @@ def main(argv=None):
             report(r, "global.recomputed", False, "a weighted update could not be decoded")
             continue
         # ---- the log against the chain and the documented rules
-        log = json.loads(lblob)
+        try:  # README: a log that repeats a JSON key fails log.schema (a128)
+            log = json_loads(lblob, strict=True)
+            if not isinstance(log, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:  # not UTF-8 or JSON, too deep, a repeated key, NaN, ...
+            report(r, "log.schema", False, f"the log does not read one way: {exc}")
+            continue
         lsites = {x["site"].lower(): x for x in log.get("sites", [])}
         report(
             r,
