@@ -23,7 +23,9 @@ their own cost, reported separately), the seconds that part adds beyond the roun
 (``seconds_beyond_training``: on one clock, so less moved by load than the ratios, whose
 in-process side is another run), the same part in this process's CPU time
 (``cpu_seconds_beyond_training``: the Python around the requests, not the daemons' work nor
-the waits; least moved by other jobs, for comparing two trees), and the two ratios again in
+the waits; least moved by other jobs, for comparing two trees), each side's training in CPU
+time (``*_training_cpu_seconds``: the same calls on the same inputs, so a gap between the
+sides' training wall seconds that these do not show is the machine's), and the two ratios again in
 CPU time (``cpu_ratio_*``: this process's CPU in the round plus Anvil's and js-ipfs's, read from
 ``/proc``, over the in-process round's CPU; ``daemons_cpu_seconds`` the daemons' share, less in
 the ratios without the features what they spent while the valuation ran), which a
@@ -110,10 +112,12 @@ def main() -> int:
     initial = federated_state(initial_model(spec, 0))
 
     baseline_cpu: list[float] = []
+    baseline_training_cpu: list[float] = []
 
     def baseline(start: dict[str, torch.Tensor], round_id: int) -> tuple[float, float]:
         """Training + aggregation in-process from ``start`` with round ``round_id``'s seeds;
-        returns (total, training) seconds and appends its CPU seconds to ``baseline_cpu``."""
+        returns (total, training) seconds and appends its CPU seconds to ``baseline_cpu`` (its
+        training's to ``baseline_training_cpu``)."""
         state = {k: v.clone() for k, v in start.items()}
         t0, c0 = time.perf_counter(), time.process_time()
         deltas, counts = [], []
@@ -123,6 +127,7 @@ def main() -> int:
             deltas.append(res.delta)
             counts.append(res.num_samples)
         t_train = time.perf_counter() - t0
+        baseline_training_cpu.append(time.process_time() - c0)
         weights = onchain_weights(counts, [1_000_000] * args.sites)
         apply_delta(state, aggregate(AggregationRule(), deltas, weights))
         baseline_cpu.append(time.process_time() - c0)
@@ -217,6 +222,11 @@ def main() -> int:
         "baseline_training_seconds": round(t_train_base, 3),
         "fedtrail_seconds": round(t_ft, 3),
         "fedtrail_training_seconds": round(clock.seconds.get("training", 0.0), 3),
+        # the two sides' training in this process's CPU time: the same calls on the same inputs
+        # (bit-identical deltas), so a gap in wall seconds that these do not show is the
+        # machine's (other jobs, the daemons beside the round), not the node's training
+        "baseline_training_cpu_seconds": round(sum(baseline_training_cpu[-2:]) / 2, 3),
+        "fedtrail_training_cpu_seconds": round(clock.cpu.get("training", 0.0), 3),
         "valuation_seconds": round(clock.seconds.get("valuation", 0.0), 3),
         "explanation_seconds": round(clock.seconds.get("explanations", 0.0), 3),
         # this process's CPU in them (the valuation's reads of the previous round's blobs
