@@ -114,7 +114,7 @@ from fedtrail.ml.metrics import (
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
 from fedtrail.ml.privacy import declared_micro
 from fedtrail.protocol.codes import Decline, Phase, Reason
-from fedtrail.protocol.duplicates import DuplicateWork, Entry, find_duplicates
+from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.evidence import ChainUpdate, Evidence, applicable, evidence_problems
 from fedtrail.protocol.names import confusable, confusable_groups, escaped
 from fedtrail.protocol.names import shown as shown_name
@@ -869,9 +869,6 @@ def _verify_finalized(
     unusable: dict[str, Reason] = {}
     # how each update reads, as the aggregator's log states it (None: this audit cannot tell)
     read_as: dict[str, Reason | None] = {}
-    # the duplicate rule's work on each update alone (flats, codes, counts, the screens' rows
-    # and Gram entries), done as each one is decoded, while the later ones are being fetched
-    work = None if terms is None else DuplicateWork(terms.duplicates, len(subs))
     for sub in subs:
         with _Timer(audit, "fetch"):
             fetched = next(updates)
@@ -914,9 +911,6 @@ def _verify_finalized(
                 # Not an update these terms accept: the aggregator excludes it as MALFORMED too.
                 unusable[sub.site] = read_as[sub.site] = Reason.MALFORMED
                 deltas.pop(sub.site, None)
-            if work is not None and sub.site in deltas:
-                with _Timer(audit, "duplicates ahead"):
-                    work = _work_ahead(work, delta)
             audit.add(f"update.{sub.site[:10]}", True, f"{sub.cid} hash ok, decodes, canonical")
         except InvalidUpdate as exc:
             unusable[sub.site] = read_as[sub.site] = Reason.MALFORMED
@@ -949,7 +943,6 @@ def _verify_finalized(
             ],
             terms.duplicates,
             whiteness=duplicate_residual_z,
-            work=work,
         )
         for site in copies:
             unusable.setdefault(site, Reason.DUPLICATE)
@@ -1182,17 +1175,6 @@ def _verify_finalized(
     if shared and spec is not None:
         _keep_round(reads, info, spec, subs, deltas, glob.blob, replayed, terms, log)
     return audit
-
-
-def _work_ahead(work: DuplicateWork, delta: Mapping[str, torch.Tensor]) -> DuplicateWork | None:
-    """``work`` with ``delta``'s share done (:meth:`DuplicateWork.add`); None when that fails:
-    the work is then left to :func:`find_duplicates`, which meets the same input where it met it
-    before (whatever it raises, it raises there, after every update's own check)."""
-    try:
-        work.add(delta)
-    except Exception:  # a decoded update the rule's own steps choke on: not decided here
-        return None
-    return work
 
 
 def _request_blobs(

@@ -34,7 +34,6 @@ from fedtrail.protocol.terms import (
 
 __all__ = [
     "CODE_LEVELS",
-    "DuplicateWork",
     "Entry",
     "codes",
     "find_duplicates",
@@ -183,22 +182,16 @@ def _screen(
             idx.append(i)
     if len(idx) < 2:
         return set(), buffer
-    return _apart(idx, _gram(buffer[: len(idx)]), floor), buffer
-
-
-def _apart(idx: Sequence[int], gram: torch.Tensor, floor: float) -> set[tuple[int, int]]:
-    """The pairs ``(idx[a], idx[b])``, ``a < b``, whose screening cosine from ``gram`` (the
-    float64 Gram matrix of their float32 rows, in ``idx``' order, each entry's blocks of
-    :data:`SCREEN_CHUNK` products summed in any order) is below ``floor`` less
-    :func:`_screen_margin`; none when a row is zero or an entry is not finite."""
+    gram = _gram(buffer[: len(idx)])
     scale = gram.diagonal().sqrt()
     if not bool((scale > 0).all()) or not bool(torch.isfinite(gram).all()):
-        return set()
+        return set(), buffer
     cosines = gram / torch.outer(scale, scale)
     below = (cosines < floor - _screen_margin(SCREEN_CHUNK)).tolist()
-    return {
+    pairs = {
         (idx[a], idx[b]) for a in range(len(idx)) for b in range(a + 1, len(idx)) if below[a][b]
     }
+    return pairs, buffer
 
 
 def codes(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -995,132 +988,8 @@ class Whiteness(Protocol):
     ) -> float: ...
 
 
-AHEAD_BATCH: Final = 16
-"""Rows :class:`DuplicateWork` adds to its screens' Gram matrices at once (one float32 product
-of the new rows with every row so far, per block of :data:`SCREEN_CHUNK` columns)."""
-
-
-class DuplicateWork:
-    """:func:`find_duplicates`' work on each update alone, done as each update is decoded
-    (``audit verify``: while the round's other updates are still being fetched, instead of all
-    of it after the last one): its exact float64 flat and norm, its :func:`codes` and their
-    norm (for a rule with ``scaled_cosine``), its nonzero counts, and its float32 rows of the
-    screens with their Gram entries against the rows added before it, :data:`AHEAD_BATCH` rows
-    at a time. :func:`find_duplicates` given it (``work=``) takes from it what it would compute
-    itself, for the very delta objects added (by identity: a delta not added, or another
-    object, is computed there as before); the values are those same functions' results, and
-    the screen only ever skips pairs certainly not near-identical (the float32 blocks' error
-    bound holds in any summation order, :data:`SCREEN_CHUNK`), each other pair decided exactly,
-    so the copies found are the same. At most ``capacity`` updates (the round's revealed
-    ones) get screen rows, all of the first added update's number of entries: the screens'
-    memory is that of :func:`find_duplicates`' own (two float32 rows an update instead of one
-    reused buffer). Not thread-safe: one caller adds and then calls :func:`find_duplicates`."""
-
-    def __init__(self, rule: DuplicateRule, capacity: int) -> None:
-        self.rule = rule
-        self.capacity = max(capacity, 0)
-        self._held: dict[int, Mapping[str, torch.Tensor]] = {}  # keeps each id unique
-        self.flats: dict[int, tuple[torch.Tensor, float]] = {}
-        self.codes: dict[int, tuple[torch.Tensor, float]] = {}
-        self.counts: dict[int, list[int]] = {}
-        self._row: dict[int, int] = {}  # delta id -> its row in the screens' matrices
-        self._screenable: list[tuple[bool, bool]] = []  # per row: plain, coded
-        self._matrices: list[torch.Tensor] = []  # plain rows[, codes rows], float32
-        self._grams: list[torch.Tensor] = []  # their Gram matrices, float64, rows < _done
-        self._scratch: torch.Tensor | None = None
-        self._done = 0
-        self._exact = True  # every Gram block taken at float32 matmul precision "highest"
-
-    def held(self, delta: Mapping[str, torch.Tensor]) -> bool:
-        """Whether ``delta`` itself (this object) was added."""
-        return self._held.get(id(delta)) is delta
-
-    def add(self, delta: Mapping[str, torch.Tensor]) -> None:
-        """Does ``delta``'s share of the work now (once an object)."""
-        key = id(delta)
-        if key in self._held:
-            return
-        self._held[key] = delta
-        flat = _flat(delta)
-        self.flats[key] = (flat, float(flat.norm()))
-        self.counts[key] = _nonzero_counts(delta)
-        coded = self.rule.scaled_cosine is not None
-        if coded:
-            c = codes(delta)
-            self.codes[key] = (c, float(c.norm()))
-        width = _numel(delta)
-        if not self._matrices and width and self.capacity:
-            shape = (self.capacity, width)
-            self._matrices = [torch.empty(shape, dtype=torch.float32) for _ in range(1 + coded)]
-            self._grams = [
-                torch.zeros((self.capacity, self.capacity), dtype=torch.float64)
-                for _ in self._matrices
-            ]
-            self._scratch = torch.empty(width, dtype=torch.float64) if coded else None
-        if not self._matrices or width != self._matrices[0].shape[1]:
-            return
-        if len(self._row) >= self.capacity:
-            return
-        row = len(self._row)
-        self._row[key] = row
-        plain = _fill_plain(delta, self._matrices[0][row])
-        by_code = coded and _fill_codes(delta, self._matrices[1][row], self._scratch)
-        self._screenable.append((plain, by_code))
-        if len(self._row) - self._done >= AHEAD_BATCH:
-            self._extend()
-
-    def _extend(self) -> None:
-        """The Gram entries of the rows added since the last call, with every row so far."""
-        done, n = self._done, len(self._row)
-        if n == done:
-            return
-        if torch.get_float32_matmul_precision() != "highest":
-            self._exact = False
-        for matrix, gram in zip(self._matrices, self._grams, strict=True):
-            rows = matrix[:n]
-            for at in range(0, rows.shape[1], SCREEN_CHUNK):
-                block = rows[:, at : at + SCREEN_CHUNK]
-                gram[done:n, :n] += (block[done:n] @ block.T).to(torch.float64)
-            gram[:done, done:n] = gram[done:n, :done].T
-        self._done = n
-
-    def apart(
-        self, deltas: Sequence[Mapping[str, torch.Tensor] | None], width: int, floor: float
-    ) -> set[tuple[int, int]] | None:
-        """The pairs :func:`find_duplicates`' screens set apart for ``deltas`` (commit order)
-        of ``width`` entries, from the rows added (both screens' pairs for a rule with
-        ``scaled_cosine``); None when some such delta has no row here (the caller screens
-        itself)."""
-        candidates = [i for i, d in enumerate(deltas) if d is not None and _numel(d) == width]
-        if len(candidates) < 2 or width == 0:
-            return set()
-        rows: list[int] = []
-        for i in candidates:
-            delta = deltas[i]
-            if delta is None or not self.held(delta) or id(delta) not in self._row:
-                return None
-            rows.append(self._row[id(delta)])
-        self._extend()
-        if not self._exact:
-            return None
-        pairs: set[tuple[int, int]] | None = None
-        for k, gram in enumerate(self._grams):
-            kept = [(i, r) for i, r in zip(candidates, rows, strict=True) if self._screenable[r][k]]
-            found: set[tuple[int, int]] = set()
-            if len(kept) >= 2:
-                at = torch.tensor([r for _, r in kept])
-                sub = gram.index_select(0, at).index_select(1, at)
-                found = _apart([i for i, _ in kept], sub, floor)
-            pairs = found if pairs is None else pairs & found
-        return pairs if pairs is not None else set()
-
-
 def find_duplicates(
-    entries: Sequence[Entry],
-    rule: DuplicateRule,
-    *,
-    whiteness: Whiteness | None = None,
-    work: DuplicateWork | None = None,
+    entries: Sequence[Entry], rule: DuplicateRule, *, whiteness: Whiteness | None = None
 ) -> dict[str, str]:
     """Site -> the site whose update it repeats, for every copy. Entries are taken in commit
     order; a copy is compared with the originals before it (not with other copies), so the
@@ -1156,10 +1025,7 @@ def find_duplicates(
     original of the pair, is never marked by it. Those pairs are screened by the same bound
     (its entry of the later update as the original), so the reversed pass screens nothing
     again (``scripts/bench/support_cost.py``; ``tests/fedtrail/protocol/test_support_bound.py``
-    checks the marks against the rule pair by pair, unscreened).
-
-    ``work``: the per-update part of this done ahead (:class:`DuplicateWork`, under this same
-    rule), taken from there for the deltas it holds; the same copies either way."""
+    checks the marks against the rule pair by pair, unscreened)."""
     white_z = rule.white_noise_z or None  # 0: off, as absent
     white_dp = rule.white_noise_dp_cosine  # None: DP-declared later updates exempt
     if white_z is not None and whiteness is None:
@@ -1170,15 +1036,7 @@ def find_duplicates(
     width = next((n for n in sizes if n is not None), None)
     apart: set[tuple[int, int]] = set()
     use_screen = width is not None and torch.get_float32_matmul_precision() == "highest"
-    if work is not None and work.rule != rule:
-        work = None  # prepared under another rule: not used
-    ahead = None
-    if use_screen and width is not None and work is not None:
-        floor = rule.cosine if rule.scaled_cosine is None else min(rule.cosine, rule.scaled_cosine)
-        ahead = work.apart(deltas, width, floor)
-    if ahead is not None:
-        apart = ahead
-    elif use_screen and width is not None:
+    if use_screen and width is not None:
         floor = rule.cosine if rule.scaled_cosine is None else min(rule.cosine, rule.scaled_cosine)
         apart, buffer = _screen(deltas, width, _fill_plain, floor)
         if rule.scaled_cosine is not None:
@@ -1189,27 +1047,22 @@ def find_duplicates(
 
     def built_once(
         make: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
-        ahead: Mapping[int, tuple[torch.Tensor, float]],
     ) -> Callable[[int], tuple[torch.Tensor, float]]:
-        """Update ``i``'s ``make`` vector and its norm, built for the first pair that needs it
-        (``ahead``'s, by the delta's id, when ``work`` holds that delta)."""
+        """Update ``i``'s ``make`` vector and its norm, built for the first pair that needs it."""
         cache: dict[int, tuple[torch.Tensor, float]] = {}
 
         def get(i: int) -> tuple[torch.Tensor, float]:
             if i not in cache:
                 delta = deltas[i]
                 assert delta is not None
-                got = ahead.get(id(delta)) if work is not None and work.held(delta) else None
-                if got is None:
-                    v = make(delta)
-                    got = (v, float(v.norm()))
-                cache[i] = got
+                v = make(delta)
+                cache[i] = (v, float(v.norm()))
             return cache[i]
 
         return get
 
-    flat = built_once(_flat, {} if work is None else work.flats)  # exact float64 flats
-    code = built_once(codes, {} if work is None else work.codes)  # int8 codes
+    flat = built_once(_flat)  # exact float64 flats
+    code = built_once(codes)  # int8 codes
     counted: dict[int, list[int]] = {}
 
     def nonzero(i: int) -> list[int]:
@@ -1218,8 +1071,7 @@ def find_duplicates(
         if i not in counted:
             delta = deltas[i]
             assert delta is not None
-            got = work.counts.get(id(delta)) if work is not None and work.held(delta) else None
-            counted[i] = _nonzero_counts(delta) if got is None else got
+            counted[i] = _nonzero_counts(delta)
         return counted[i]
 
     def has_zero(i: int) -> bool:

@@ -108,38 +108,6 @@ def test_the_blobs_are_requested_before_the_log_is_read(fed: Federation) -> None
     ]
 
 
-def test_the_duplicate_rules_work_on_each_update_is_done_as_it_is_decoded(
-    fed: Federation, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """By the time round 2's duplicate rule runs, its work on each update alone (flats, codes,
-    counts, the screens' rows and Gram entries: :class:`~fedtrail.protocol.duplicates.
-    DuplicateWork`) was done as each update was decoded, for every decoded update the rule is
-    given, so its screen comes from there; the checks are those of the rule doing it all."""
-    seen: list[tuple[bool, bool]] = []
-    find = verify_mod.find_duplicates
-
-    def checked(entries: Any, rule: Any, **kwargs: Any) -> Any:
-        work = kwargs.get("work")
-        deltas = [e.delta for e in sorted(entries, key=lambda e: (e.commit_order, e.site))]
-        held = work is not None and all(work.held(d) for d in deltas if d is not None)
-        width = next(sum(t.numel() for t in d.values()) for d in deltas if d is not None)
-        screened = work is not None and work.apart(deltas, width, rule.cosine) is not None
-        seen.append((held, screened))
-        return find(entries, rule, **kwargs)
-
-    monkeypatch.setattr(verify_mod, "find_duplicates", checked)
-    audit = verify_mod.verify_round(fed.ledger, fed.store, 2)
-    assert audit.passed, _failed(audit)
-    assert seen == [(True, True)]
-    monkeypatch.setattr(
-        verify_mod, "find_duplicates", lambda e, r, **k: find(e, r, **(k | {"work": None}))
-    )
-    alone = verify_mod.verify_round(fed.ledger, fed.store, 2)
-    assert [(c.name, c.passed, c.detail) for c in audit.checks] == [
-        (c.name, c.passed, c.detail) for c in alone.checks
-    ]
-
-
 def test_an_update_whose_fetch_times_out_fails_its_own_check_naming_the_cid(
     fed: Federation,
 ) -> None:

@@ -39,18 +39,8 @@ from fedtrail.valuation.freeride import duplicate_residual_z
 
 
 def find_duplicates(entries: Sequence[Entry], rule: DuplicateRule) -> dict[str, str]:
-    """The product's search with the white-noise statistic the aggregator and auditor pass;
-    also run with its per-update work done ahead (``audit verify``'s
-    :class:`~fedtrail.protocol.duplicates.DuplicateWork`, the updates added in reverse order:
-    its screens' rows in another order than commit order), which must find the same copies."""
-    found = duplicates.find_duplicates(entries, rule, whiteness=duplicate_residual_z)
-    work = duplicates.DuplicateWork(rule, len(entries))
-    for e in reversed(entries):
-        if e.delta is not None:
-            work.add(e.delta)
-    ahead = duplicates.find_duplicates(entries, rule, whiteness=duplicate_residual_z, work=work)
-    assert ahead == found
-    return found
+    """The product's search with the white-noise statistic the aggregator and auditor pass."""
+    return duplicates.find_duplicates(entries, rule, whiteness=duplicate_residual_z)
 
 
 RULE = DuplicateRule(white_noise_z=None, shared_tensor=None)
