@@ -15,7 +15,8 @@ count every blob it read, each once). The parent's side is its ``auditor/verify.
 ``fedtrail/protocol/duplicates.py``'s ``find_duplicates`` and its
 ``fedtrail/storage/canonical.py``'s ``check_canonical_update``; everything else they import is
 this tree's. The modules of ``SWAPPED`` (the deterministic sums, ``Rows``, the robust
-statistics, the free-rider screen, the ledger client's decoding) are this tree's objects running
+statistics, the free-rider screen, the ledger client's decoding, the canonical CID every
+``get`` checks) are this tree's objects running
 the parent's code: on the parent's turn each of their functions and methods that the parent also
 defines takes the parent's code object (swapped back after). So the A/B covers changes to those
 modules too, as long as their names stay. Every run must pass every check,
@@ -88,6 +89,7 @@ SWAPPED = (
     "fedtrail/valuation/robust.py",
     "fedtrail/valuation/freeride.py",
     "fedtrail/ledger/client.py",
+    "fedtrail/storage/cid.py",
 )
 """Modules whose functions run the parent's code on the parent's turn (see the docstring)."""
 
