@@ -4,8 +4,7 @@ CIDs come from chain events that other parties wrote, so ``check_cid`` is strict
 accepts only the forms IPFS nodes produce for fedtrail's blobs, a CIDv0 (``Qm...``) or a base32
 CIDv1 (``b...``) of codec dag-pb or raw over a sha2-256 multihash, each in its canonical
 spelling, and raises ``InvalidCid`` for everything else, with the string cut short in the
-message. Computing follows Kubo's default layout, with ``hashlib`` up to 174 chunks and
-``aleph-cid`` above (:func:`compute_cid`); parsing uses ``py-cid`` with its
+message. Computing uses ``aleph-cid`` (Kubo's default layout); parsing uses ``py-cid`` with its
 ``base58``, ``py-multibase``, ``py-multicodec`` and ``py-multihash`` (installed with
 ``ipfshttpclient``'s ``multiaddr``), rather than hand-written base58 and varint code.
 """
@@ -17,7 +16,6 @@ import re
 from typing import Any, Final
 
 import aleph_cid
-import base58
 import cid as py_cid
 import multihash
 
@@ -41,59 +39,9 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-CHUNK: Final = 256 * 1024
-"""Kubo's and js-ipfs's default chunk (``size-262144``)."""
-_MAX_LINKS: Final = 174
-"""Links of one node in their default balanced layout: a blob of more chunks has more levels."""
-
-
 def compute_cid(data: bytes) -> str:
-    """The CID a Kubo or js-ipfs node gives ``data`` by default (``ipfs add --only-hash``).
-
-    Blobs of 1 to :data:`_MAX_LINKS` chunks (up to 43.5 MiB: every update and model of the
-    bundled specs) are hashed here with ``hashlib`` (each chunk's dag-pb leaf, then the root
-    linking them), the same bytes ``aleph-cid`` hashes but read in place, not copied into each
-    leaf, at about the cost of one sha256 pass instead of three (``audit verify`` checks the CID
-    of every blob it reads, attack a121); others go to ``aleph-cid`` (``tests/fedtrail/storage/
-    test_cid.py`` checks both agree on every size class)."""
-    size = len(data)
-    if not 0 < size <= _MAX_LINKS * CHUNK:
-        return str(aleph_cid.compute_cid(data))
-    view = memoryview(data)
-    links: list[bytes] = []
-    for at in range(0, size, CHUNK):
-        piece = view[at : at + CHUNK]
-        n = len(piece)
-        unixfs = b"\x08\x02\x12" + _varint(n)  # Type File, Data: the chunk's bytes follow
-        tail = b"\x18" + _varint(n)  # filesize
-        head = b"\x0a" + _varint(len(unixfs) + n + len(tail)) + unixfs  # PBNode.Data
-        h = hashlib.sha256(head)
-        h.update(piece)
-        h.update(tail)
-        if size <= CHUNK:  # one chunk: the leaf is the root
-            return _cid_v0(h.digest())
-        block = len(head) + n + len(tail)
-        link = b"\x0a\x22\x12\x20" + h.digest() + b"\x12\x00\x18" + _varint(block)
-        links.append(b"\x12" + _varint(len(link)) + link)  # PBNode.Links: Hash, Name "", Tsize
-    sizes = b"".join(b"\x20" + _varint(len(view[at : at + CHUNK])) for at in range(0, size, CHUNK))
-    unixfs = b"\x08\x02\x18" + _varint(size) + sizes  # Type File, filesize, blocksizes
-    root = b"".join(links) + b"\x0a" + _varint(len(unixfs)) + unixfs
-    return _cid_v0(hashlib.sha256(root).digest())
-
-
-def _varint(n: int) -> bytes:
-    """``n`` >= 0 as a protobuf varint."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _cid_v0(digest: bytes) -> str:
-    """The CIDv0 (base58btc of the sha2-256 multihash) of a dag-pb block's sha256."""
-    return str(base58.b58encode(b"\x12\x20" + digest).decode("ascii"))
+    """The CID a Kubo or js-ipfs node gives ``data`` by default (``ipfs add --only-hash``)."""
+    return str(aleph_cid.compute_cid(data))
 
 
 def check_cid(cid: object) -> str:
