@@ -15,7 +15,8 @@ count every blob it read, each once). The parent's side is its ``auditor/verify.
 ``fedtrail/protocol/duplicates.py``'s ``find_duplicates`` and its
 ``fedtrail/storage/canonical.py``'s ``check_canonical_update``; everything else they import is
 this tree's. The modules of ``SWAPPED`` (the deterministic sums, ``Rows``, the robust
-statistics, the free-rider screen, the ledger client's decoding) are this tree's objects running
+statistics, the free-rider screen, the ledger client's decoding, the canonical CID every
+``get`` checks) are this tree's objects running
 the parent's code: on the parent's turn each of their functions and methods that the parent also
 defines takes the parent's code object (swapped back after). So the A/B covers changes to those
 modules too, as long as their names stay. Every run must pass every check,
@@ -30,7 +31,10 @@ floor it is compared with (every byte of those blobs through one IPFS cat, at th
 load as much as verify does, so each run's ratio is to the floor of its moment (median and range
 printed per side). Each run's CPU seconds (``time.process_time``: every thread of this process,
 so the fetch threads' hashing too) are printed beside its wall time: on a machine shared with
-other work they move less than wall seconds, which count the waits for the cores.
+other work they move less than wall seconds, which count the waits for the cores. So are the
+js-ipfs daemon's CPU seconds in each run (``_daemons.cpu_seconds`` of the process listening on
+its API port; 10 ms ticks): with this process's, the CPU a verify through IPFS needs of the
+machine's cores, which no overlap of fetch and computation brings under their sum over the cores.
 
 Beside the bar's byte floor, ``--memory`` also prints a *full floor*, measured at the same
 moments: the work verify cannot skip on those same blobs, which the byte floor leaves out.
@@ -69,7 +73,7 @@ import scripts.bench.critical_path as cp  # noqa: E402
 from fedtrail.chain import connect  # noqa: E402
 from fedtrail.storage.cid import compute_cid  # noqa: E402
 from fedtrail.storage.store import ContentStore, IpfsStore  # noqa: E402
-from scripts.bench._daemons import daemons  # noqa: E402
+from scripts.bench._daemons import cpu_seconds, daemons, listening_pids  # noqa: E402
 
 
 def _load(name: str, path: Path) -> ModuleType:
@@ -88,6 +92,7 @@ SWAPPED = (
     "fedtrail/valuation/robust.py",
     "fedtrail/valuation/freeride.py",
     "fedtrail/ledger/client.py",
+    "fedtrail/storage/cid.py",
 )
 """Modules whose functions run the parent's code on the parent's turn (see the docstring)."""
 
@@ -239,6 +244,9 @@ def main() -> int:
             ratios = {name: [] for name in times}
             full_ratios = {name: [] for name in times}
         cpus: dict[str, list[float]] = {name: [] for name in times}
+        # the js-ipfs daemon's CPU seconds in each run (its own cores' share of the fetch)
+        ipfs_pids = listening_pids(int(api.split("/tcp/")[1].split("/")[0]))
+        daemon_cpus: dict[str, list[float]] = {name: [] for name in times}
         reads: dict[str, tuple[int, int]] = {}
         reference = None
         for i in range(args.runs):
@@ -252,6 +260,7 @@ def main() -> int:
             for name in order:
                 store: ContentStore = memory if name.endswith("in memory") else _Counted(api)
                 t, cpu = time.perf_counter(), time.process_time()
+                daemon_cpu = cpu_seconds(ipfs_pids)
                 side = sides[name.removesuffix(", blobs in memory")]
                 for f, theirs, mine in swaps:
                     f.__code__ = theirs if side is parent else mine
@@ -266,6 +275,7 @@ def main() -> int:
                         f.__code__ = mine
                 times[name].append(time.perf_counter() - t)
                 cpus[name].append(time.process_time() - cpu)
+                daemon_cpus[name].append(cpu_seconds(ipfs_pids) - daemon_cpu)
                 if isinstance(store, _Counted):
                     reads[name] = (store.gets, store.bytes)
                 if args.memory:
@@ -288,6 +298,10 @@ def main() -> int:
     for name, runs in cpus.items():
         each = " / ".join(f"{t:.2f}" for t in runs)
         print(f"{name}: CPU median {statistics.median(runs):.3f} s ({each})")
+    if ipfs_pids:
+        for name, runs in daemon_cpus.items():
+            each = " / ".join(f"{t:.2f}" for t in runs)
+            print(f"{name}: js-ipfs daemon CPU median {statistics.median(runs):.3f} s ({each})")
     if floors:
         each = " / ".join(f"{t:.2f}" for t in floors)
         print(
