@@ -62,6 +62,7 @@ from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_f
 from fedtrail.ml.personalise import personal_part
 from fedtrail.ml.task import Task, TaskMismatch
 from fedtrail.protocol import roundlog
+from fedtrail.protocol.cids import logged_cid
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.evidence import (
     ChainUpdate,
@@ -1640,7 +1641,8 @@ class AggregatorService:
                 roundlog.SiteEntry.of(
                     site=sub.site,
                     name=self._site_name(sub.site),
-                    update=roundlog.UpdateRef(sub.cid, sub.sha256, sub.num_samples),
+                    # a chain CID with no CID's shape as its fixed-size stand-in (a126)
+                    update=roundlog.UpdateRef(logged_cid(sub.cid), sub.sha256, sub.num_samples),
                     status=cand.status,
                     score=sub.score,
                     reason=sub.reason,

@@ -2,12 +2,14 @@
 
 The log's bytes are checked against the sha256 on chain, but that only proves the aggregator
 wrote them. A field is *on chain* when it equals the ledger's own record (the update's CID from
-the event, its sha256, the revealed sample count, score, reason code, weight, the site's
-registered name) or what the aggregator computes from it alone (the weight as a fraction); it
-is *claimed* when the chain holds nothing to compare it with (the explanation text, the summary,
-components, metrics); it is a *mismatch* when the chain says otherwise: an explanation text is
-one when it begins with a reason other than the chain's (``LOW_QUALITY: ...`` beside an on-chain
-OK, :func:`~fedtrail.protocol.roundlog.explanation_reason`; session 56). ``fedtrail audit log``
+the event, or its ``sha256:`` stand-in where that text has no CID's shape, a126:
+:mod:`fedtrail.protocol.cids`; its sha256, the revealed sample count, score, reason code,
+weight, the site's registered name) or what the aggregator computes from it alone (the weight
+as a fraction); it is *claimed* when the chain holds nothing to compare it with (the
+explanation text, the summary, components, metrics); it is a *mismatch* when the chain says
+otherwise: an explanation text is one when it begins with a reason other than the chain's
+(``LOW_QUALITY: ...`` beside an on-chain OK,
+:func:`~fedtrail.protocol.roundlog.explanation_reason`; session 56). ``fedtrail audit log``
 prints the mark beside every field, so nothing the aggregator merely claims reads as verified.
 """
 
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from fedtrail.ledger import Ledger, SiteInfo, Submission
+from fedtrail.protocol.cids import logged_cid, logged_cid_agrees
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.roundlog import SiteEntry, explanation_reason
 from fedtrail.protocol.weights import WEIGHT_SCALE
@@ -68,7 +71,11 @@ def mark_site(entry: SiteEntry, sub: Submission | None, site: SiteInfo | None) -
             chain[name] = str(on_chain)
 
     compare("name", entry.name, site.name if site else None)
-    compare("cid", entry.update.cid, sub.cid if sub else None)
+    # the chain's text, or its stand-in where it has no CID's shape (fedtrail.protocol.cids, a126)
+    if sub is not None and logged_cid_agrees(entry.update.cid, sub.cid):
+        marks["cid"] = Mark.CHAIN
+    else:
+        compare("cid", entry.update.cid, logged_cid(sub.cid) if sub else None)
     compare("sha256", entry.update.sha256, sub.sha256 if sub else None)
     compare("num_samples", entry.update.num_samples, sub.num_samples if sub else None)
     compare("score", entry.score, sub.score if sub else None)

@@ -12,7 +12,6 @@ message. Computing uses ``aleph-cid`` (Kubo's default layout); parsing uses ``py
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any, Final
 
 import aleph_cid
@@ -20,16 +19,13 @@ import cid as py_cid
 import multihash
 
 from fedtrail.errors import InvalidCid
+from fedtrail.protocol.cids import cid_shaped
 
 __all__ = ["MAX_CID_LEN", "check_cid", "compute_cid", "sha256_hex"]
 
 MAX_CID_LEN: Final = 128
 """Longest string ``check_cid`` parses; real ones are 46 (v0) and 59 (v1) characters."""
 
-# The shapes of the two accepted spellings, checked before any decoding: a CIDv0 is "Qm" and 44
-# more base58btc characters; a base32 CIDv1 is "b" and lowercase RFC 4648 base32 without padding.
-_V0_RE: Final = re.compile(r"Qm[1-9A-HJ-NP-Za-km-z]{44}")
-_V1_RE: Final = re.compile(r"b[a-z2-7]+")
 _CODECS: Final = frozenset({"dag-pb", "raw"})
 _SHA2_256: Final = 0x12
 
@@ -62,12 +58,11 @@ def check_cid(cid: object) -> str:
 
 def _parse(text: str) -> str | None:
     """The canonical form of ``text``, or None when it is not an accepted CID."""
-    if _V0_RE.fullmatch(text):
-        version, encoding = 0, "base58btc"
-    elif _V1_RE.fullmatch(text):
-        version, encoding = 1, "base32"
-    else:
+    # the shape of the two accepted spellings (fedtrail.protocol.cids.CID_SHAPE, the one every
+    # reader checks and a round log's rule for its CIDs), checked before any decoding
+    if not cid_shaped(text):
         return None
+    version, encoding = (0, "base58btc") if text.startswith("Qm") else (1, "base32")
     try:
         parsed: Any = py_cid.from_string(text)
         digest = multihash.decode(parsed.multihash)

@@ -8,13 +8,16 @@ its round log repeats the chain's text in the site's ``update.cid`` (``log.agree
 with the chain exactly). A CID of NUL bytes is the cheapest calldata (4 gas a zero byte) and the
 most expensive log text: each NUL is written ``\\u0000``, 6 bytes of JSON. So each attacker adds
 six times its CID's length to the log, and a few of them push an honest aggregator's log past
-``MAX_LOG_BYTES`` (32 MiB), which every reader refuses unread.
+``MAX_LOG_BYTES`` (32 MiB), which every reader refuses unread. Fixed (h-295): a log records a
+chain CID as it is only when it has a CID's shape (``fedtrail.protocol.cids.CID_SHAPE``, at
+most 59 characters), else as ``sha256:`` and the hex sha256 of its UTF-8 (71 characters).
 
 usage: scripts/attacks/real.sh scripts/attacks/a126_huge_reveal_cid.py [ATTACKERS] [CID_BYTES]
 [HONEST] [ROUNDS] (default 6 attackers of 1,000,000 bytes each, two honest sites of 150, one
 round; the harness has 8 site accounts, and Anvil takes at most about 1,000,000 bytes a
 transaction: its JSON-RPC request of 2 MiB and 16.8M gas). The attackers reveal so in round 1
-only. ``6 1000000 2 2``: round 1's log is 36 MB, verify fails it, round 2 cannot be valued.
+only. ``6 1000000 2 2``: round 1's log was 36 MB, verify failed it and round 2 could not be
+valued; with the log rule round 1's log is 8,569 bytes and both rounds pass (exit 0).
 Exits 1 when the attack works (a round left unfinalized, or finalized with a log that audit
 verify or the independent reader cannot read), 0 when the defence holds.
 """

@@ -63,8 +63,10 @@ import numpy as np
 import requests
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
+from hexbytes import HexBytes
 from safetensors.numpy import save as st_save
 from web3 import Web3
+from web3.datastructures import AttributeDict
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = ROOT / "contracts" / "build" / "FederationLedger.json"
@@ -452,6 +454,20 @@ NOT_A_FILE_WORDS = ("directory", "pbnode", "unixfs", "protocol buffer")
 # takes any text as a CID (attack a126: a reveal under a megabyte of NUL bytes), which the
 # daemon answered with an empty 400 (~8 KB) or a reset connection (~100 KB) instead of a verdict
 CID_SHAPE = re.compile(r"Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58}")
+# README *The round log against the chain* (a126): a log records a chain CID as it is only when
+# it has CID_SHAPE, else as "sha256:" and the hex sha256 of the text's UTF-8 (the *Strings*
+# reading of its bytes); a log written before that rule holds the text itself, which names it too
+STAND_IN = "sha256:"
+
+
+def logged_cid(text: str) -> str:
+    if CID_SHAPE.fullmatch(text):
+        return text
+    return STAND_IN + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def logged_cid_agrees(logged, text: str) -> bool:
+    return isinstance(logged, str) and logged in (logged_cid(text), text)
 
 
 MAX_JSON_DEPTH = 32  # README *Blobs chosen by someone else*: deeper documents are refused
@@ -1812,7 +1828,7 @@ def log_agrees(log, r, ledger, start, glob, revealed, terms, terms_ref) -> list:
         upd = e.get("update", {})
         label = REASONS[reason] if reason < len(REASONS) else str(reason)
         got = (
-            upd.get("cid"),
+            True if logged_cid_agrees(upd.get("cid"), cid) else upd.get("cid"),
             upd.get("sha256"),
             upd.get("num_samples"),
             e.get("score"),
@@ -1821,7 +1837,7 @@ def log_agrees(log, r, ledger, start, glob, revealed, terms, terms_ref) -> list:
             int(w) if isinstance(w := e.get("weight"), str) and w.isascii() and w.isdigit() else w,
             e.get("weight_fraction"),
         )
-        want = (cid, sha_hex, n, score, reason, label, weight, weight / WEIGHT_SCALE)
+        want = (True, sha_hex, n, score, reason, label, weight, weight / WEIGHT_SCALE)
         diff = [k for k, x, y in zip(FIELDS_PINNED, got, want, strict=True) if x != y]
         said = explanation_reason(e.get("explanation"))
         if said is not None and said != label:
@@ -2383,6 +2399,27 @@ def registrations(w3, address, from_block):
     return out
 
 
+def submitted_updates(w3, address, from_block):
+    """Every ``UpdateSubmitted`` log in chain order, as web3 gives an event (``args``: round,
+    site, cid, sha256, numSamples), with the CID read by *Strings* from its raw bytes: web3's
+    decoder refuses a CID that is not UTF-8 and reads a backslash as one (a126: a log's record
+    of a CID with no CID's shape is the sha256 of the *Strings* text)."""
+    topic = Web3.keccak(text="UpdateSubmitted(uint256,address,string,bytes32,uint64)")
+    logs = w3.eth.get_logs({"address": address, "topics": [topic], "fromBlock": from_block})
+    out = []
+    for log in sorted(logs, key=lambda e: (e["blockNumber"], e["logIndex"])):
+        raw, sha256, samples = abi_decode(["bytes", "bytes32", "uint64"], bytes(log["data"]))
+        args = {
+            "round": int.from_bytes(bytes(log["topics"][1]), "big"),
+            "site": Web3.to_checksum_address(bytes(log["topics"][2])[-20:]),
+            "cid": chain_text(raw),
+            "sha256": HexBytes(sha256),
+            "numSamples": samples,
+        }
+        out.append(AttributeDict({**log, "event": "UpdateSubmitted", "args": AttributeDict(args)}))
+    return out
+
+
 def registered_names(w3, address, from_block):
     """site -> latest registered name, from the raw ``SiteRegistered`` logs: web3's decoder
     refuses a name that is not UTF-8 (the contract keeps any bytes a coordinator sends)."""
@@ -2451,7 +2488,6 @@ def main(argv=None):
             "PrivacyBudgetSet",
             "RoundOpened",
             "UpdateCommitted",
-            "UpdateSubmitted",
             "PrivacySpent",
             "UpdateValued",
             "RoundValued",
@@ -2466,6 +2502,7 @@ def main(argv=None):
             "ValidatorRated",
         ]
     }
+    ev["UpdateSubmitted"] = submitted_updates(w3, c.address, from_block)
     alpha = c.functions.reputationAlpha().call()
     names = registered_names(w3, c.address, from_block)
     regs = registrations(w3, c.address, from_block)

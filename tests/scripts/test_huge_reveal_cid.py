@@ -9,16 +9,17 @@ the sha256 and the count, not the CID, so any site that committed may reveal und
   left every round of the federation without an independent verdict. Fixed in the reader: a
   text that is not the shape of a canonical CID (README *Content not given*) is not given, as
   *invalid cid*, before any request, and a broken answer is *missing*, not a crash.
-- The honest aggregator's round log repeats each chain CID, and JSON writes a NUL as
+- The honest aggregator's round log repeated each chain CID, and JSON writes a NUL as
   ``\\u0000``: six bytes of log for each byte of calldata (the cheapest kind, 4 gas). Six
   data-less sites each revealing under 1,000,000 NUL bytes (14.1M gas each) made round 1's log
-  36 MB, over ``MAX_LOG_BYTES`` (32 MiB): ``audit verify`` fails the honest round
-  (``log.hash``), and the aggregator cannot value round 2 (its standing reads round 1's log:
-  ``ContentTooLarge``), so the federation stops. Open (``xfail``): the fix is a length bound on
-  the CID in ``FederationLedger._reveal`` (every accepted CID is at most 59 characters; 128, as
-  ``MAX_CID_LEN``), a contract change, or a log rule that repeats a CID the chain holds only
-  when it is one (``check_cid``) and otherwise its sha256, in the writer, ``log.agrees`` and the
-  reader alike."""
+  36 MB, over ``MAX_LOG_BYTES`` (32 MiB): ``audit verify`` failed the honest round
+  (``log.hash``), and the aggregator could not value round 2 (its standing reads round 1's log:
+  ``ContentTooLarge``), so the federation stopped (a strict ``xfail`` until h-295). Fixed
+  without a contract change: a log records a chain CID as it is only when it has a CID's shape
+  (``fedtrail.protocol.cids``), else as ``sha256:`` and the hex sha256 of its UTF-8, in the
+  writer, ``log.agrees`` and the reader alike; an older log's verbatim text still agrees.
+- The reader read reveals through web3's decoder, which raised ``UnicodeDecodeError`` on a CID
+  that is not UTF-8 (no verdict for any round); it now reads ``UpdateSubmitted`` raw."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ import contextlib
 import hashlib
 import importlib.util
 import io
+import json
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -44,11 +47,13 @@ from fedtrail.ml.datasets import partition_iid
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.config import DataConfig
 from fedtrail.node.daemon import CLOCK_SLACK
+from fedtrail.protocol.cids import logged_cid
 from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.roundlog import MAX_LOG_BYTES
 from fedtrail.simulation.faults import SiteFault
 from fedtrail.simulation.federation import Federation, build_federation, make_sites
 from fedtrail.storage.store import IpfsStore
+from tests.auditor.test_verify_components import _audit_with_log
 from tests.fixtures.chain import ChainEnv
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.anvil]
@@ -112,11 +117,16 @@ def _reveal_raw(ledger: Ledger, site: LocalAccount, round_id: int, cid: bytes, s
     return int(receipt["gasUsed"])
 
 
+def _cid_bytes(cid: int | bytes) -> bytes:
+    return b"\x00" * cid if isinstance(cid, int) else cid
+
+
 def _round_with_cids(
-    fed: Federation, anvil: ChainEnv, attackers: dict[LocalAccount, int]
+    fed: Federation, anvil: ChainEnv, attackers: dict[LocalAccount, int | bytes]
 ) -> dict[str, int]:
     """Round 1: the honest nodes train and submit; each attacker (registered here, no data)
-    commits to some bytes and reveals them under ``attackers[a]`` NUL bytes as its CID."""
+    commits to some bytes and reveals them under ``attackers[a]`` NUL bytes (or those bytes)
+    as its CID."""
     ledger, service = fed.ledger, fed.service
     for i, acct in enumerate(attackers):
         ledger.register_site(anvil.coordinator, acct.address, f"x{i}", SAMPLES)
@@ -134,7 +144,7 @@ def _round_with_cids(
     for node in fed.nodes:
         node.participate(1)  # store, reveal
     gas: dict[str, int] = {
-        a.address: _reveal_raw(ledger, a, 1, b"\x00" * n, shas[a]) for a, n in attackers.items()
+        a.address: _reveal_raw(ledger, a, 1, _cid_bytes(n), shas[a]) for a, n in attackers.items()
     }
     for _ in range(3):
         if service.step() is not None:
@@ -169,15 +179,26 @@ def test_the_independent_reader_reads_a_long_cid_as_invalid_without_asking(
     fed = _federation(anvil, ipfs_api, tmp_path, honest=3)
     ledger = fed.ledger
     mid, long = anvil.sites[3], anvil.outsider  # 10 KB: an empty 400; 200 KB: a reset
-    _round_with_cids(fed, anvil, {mid: 10_000, long: 200_000})
+    odd = anvil.sites[4]  # bytes that are not UTF-8, with a backslash (web3 refuses them)
+    _round_with_cids(fed, anvil, {mid: 10_000, long: 200_000, odd: b"\xff\\Qm\x00"})
     assert ledger.get_round(1).phase == Phase.FINALIZED
     subs = {s.site: s for s in ledger.get_submissions(1)}
-    for acct in (mid, long):
+    for acct in (mid, long, odd):
         assert (subs[acct.address].reason, subs[acct.address].weight) == (Reason.MALFORMED, 0)
     for acct in anvil.sites[:3]:
         assert subs[acct.address].reason == Reason.OK and subs[acct.address].weight > 0
     audit = verify_round(ledger, fed.store, 1)
     assert [c.name for c in audit.checks if c.failed] == []
+    # the log: a real CID as it is, any other text as its stand-in (a126)
+    info = ledger.get_round(1)
+    logged = {
+        e["site"]: e["update"]["cid"]
+        for e in json.loads(fed.store.get(info.log_cid, info.log_sha256))["sites"]
+    }
+    assert subs[odd.address].cid == "\\xff\\\\Qm\x00"  # the chain's text (*Strings*)
+    for site, sub in subs.items():
+        assert logged[site] == (sub.cid if len(sub.cid) == 46 else logged_cid(sub.cid))
+    assert {len(logged[a.address]) for a in (mid, long, odd)} == {71}
 
     results = _read_independently(_reader(), fed, anvil, ipfs_api, tmp_path)  # no crash
     assert [k for k, x in results.items() if x["result"] == "FAIL"] == []
@@ -188,16 +209,40 @@ def test_the_independent_reader_reads_a_long_cid_as_invalid_without_asking(
         assert len(check["detail"]) < 300, len(check["detail"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a126, open: the contract takes a reveal's CID of any length and the log repeats it "
-    "(six NUL bytes of JSON each); fix: bound the CID's length in FederationLedger._reveal "
-    "(a contract change) or repeat in the log only a CID that is one",
-)
+def _log_cids(fed: Federation, cids: dict[str, str]) -> Callable[[dict[str, Any]], None]:
+    def edit(doc: dict[str, Any]) -> None:
+        for e in doc["sites"]:
+            e["update"]["cid"] = cids.get(e["site"], e["update"]["cid"])
+
+    return edit
+
+
+def test_a_log_before_the_rule_verifies_and_a_stand_in_of_another_text_does_not(
+    anvil: ChainEnv, ipfs_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log written before the a126 rule repeats the chain's text as it is: still the chain's
+    (both records are functions of the chain's text alone). Another text's stand-in is not."""
+    fed = _federation(anvil, ipfs_api, tmp_path, honest=2)
+    attacker = anvil.sites[2]
+    _round_with_cids(fed, anvil, {attacker: 20_000})
+    chain = {s.site: s.cid for s in fed.ledger.get_submissions(1)}[attacker.address]
+    assert _audit_with_log(fed, 1, _log_cids(fed, {attacker.address: chain}), monkeypatch) == {}
+    monkeypatch.undo()
+    lie = logged_cid(chain[:-1])
+    bad = _audit_with_log(fed, 1, _log_cids(fed, {attacker.address: lie}), monkeypatch)
+    assert set(bad) == {"log.agrees"}, bad
+    assert bad["log.agrees"] == (
+        f"{attacker.address[:10]} cid {lie!r} != chain {logged_cid(chain)!r}"
+    )
+
+
 def test_six_sites_cannot_push_an_honest_log_past_what_readers_read(
     anvil: ChainEnv, ipfs_api: str, tmp_path: Path
 ) -> None:
+    """a126: six reveals under 1,000,000 NUL bytes each made round 1's log 36 MB (each NUL
+    written ``\\u0000``), over ``MAX_LOG_BYTES``: verify failed the honest round on
+    ``log.hash`` (strict xfail before the log rule). Now each is logged as its 71-character
+    ``sha256:`` stand-in, and verify and the independent reader pass the round."""
     fed = _federation(anvil, ipfs_api, tmp_path, honest=2)
     attackers = {a: 1_000_000 for a in [*anvil.sites[2:7], anvil.outsider]}
     gas = _round_with_cids(fed, anvil, attackers)
@@ -206,5 +251,8 @@ def test_six_sites_cannot_push_an_honest_log_past_what_readers_read(
     assert info.phase == Phase.FINALIZED  # the honest aggregator wrote and pinned its log
     log = fed.store.get(info.log_cid, info.log_sha256, max_bytes=64 << 20)
     assert len(log) <= MAX_LOG_BYTES, f"round 1's log is {len(log):,} bytes"
+    assert len(log) < 100_000, f"round 1's log is {len(log):,} bytes"
     audit = verify_round(fed.ledger, fed.store, 1)
     assert [c.name for c in audit.checks if c.failed] == []
+    results = _read_independently(_reader(), fed, anvil, ipfs_api, tmp_path)
+    assert [k for k, x in results.items() if x["result"] == "FAIL"] == []
