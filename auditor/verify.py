@@ -3269,7 +3269,10 @@ def _check_log(
     # the summary repeats fields checked here (sites, included sites, rule) and the metrics'
     # AUCs (metrics.recomputed, with the validation set): it must be exactly their sentence
     if log.summary != summary_of(log):
-        problems.append(f"log's summary {log.summary!r} is not its fields' {summary_of(log)!r}")
+        problems.append(
+            f"log's summary {_bounded(repr(log.summary))} is not its fields' "
+            f"{_bounded(repr(summary_of(log)))}"
+        )
     problems += calibration_problems(log)
     # a name the site held from the valuation to the finalize is the registry as the aggregator
     # could have read it for this log (a rename in between, a66: ``held``,
@@ -3334,8 +3337,20 @@ def _unalike(logged: object, chain: object) -> tuple[str, str]:
     U+0302, a Cyrillic ``a`` (U+0430) and a Latin one), so the message shows how they differ
     (a59)."""
     if isinstance(logged, str) and isinstance(chain, str) and confusable(logged, chain):
-        return ascii(logged), ascii(chain)
-    return repr(logged), repr(chain)
+        return _bounded(ascii(logged)), _bounded(ascii(chain))
+    return _bounded(repr(logged)), _bounded(repr(chain))
+
+
+QUOTED_CHARS = 200
+"""At most this many characters of a logged or chain value quoted in a mismatch message: the
+log is the aggregator's text (up to 32 MiB), so a dishonest one must not fill verify's
+output with it."""
+
+
+def _bounded(quoted: str) -> str:
+    if len(quoted) <= QUOTED_CHARS:
+        return quoted
+    return f"{quoted[:QUOTED_CHARS]}... ({len(quoted):,} characters)"
 
 
 def _shown(e: SiteEntry, name: str) -> object:

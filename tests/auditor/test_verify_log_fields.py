@@ -81,6 +81,26 @@ def test_a_summary_that_is_not_its_fields_sentence_fails_log_agrees(
     )
 
 
+def _huge_cid(doc: dict[str, Any]) -> None:
+    doc["sites"][0]["update"]["cid"] = "Q" * 100_000
+
+
+def _huge_summary(doc: dict[str, Any]) -> None:
+    doc["summary"] = "x" * 100_000
+
+
+@pytest.mark.parametrize("lie", [_huge_cid, _huge_summary], ids=["cid", "summary"])
+def test_a_huge_logged_value_is_quoted_bounded_in_log_agrees(
+    lie: Any, fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log is the aggregator's text: a 100,000-character value it writes fails log.agrees,
+    quoted cut with its length, not whole (before, verify's output repeated it in full)."""
+    bad = _audit_with_log(fed, 2, lie, monkeypatch)
+    assert set(bad) == {"log.agrees"}, {k: v[:200] for k, v in bad.items()}
+    assert len(bad["log.agrees"]) < 1_000
+    assert "... (100,002 characters)" in bad["log.agrees"]
+
+
 def test_honest_summaries_pass_log_agrees(fed: Federation) -> None:
     audit = verify_round(fed.ledger, fed.store, 1)
     check = next(c for c in audit.checks if c.name == "log.agrees")
