@@ -459,27 +459,49 @@ def screen_drop(
     was dropped, and verify passed the model paying it. The one rule the
     aggregator posts and ``audit verify`` recomputes (``peers.screen``); it reads only the
     chain's record (``outcome``: drops as screened already made do not change it, so the
-    aggregator's retry posts nothing twice). ``left_out``: :func:`screen_left_out`'s, at score
-    0 like a withheld update. Empty when nothing has a positive median."""
+    aggregator's retry posts nothing twice). ``left_out``: :func:`screen_left_out`'s: each
+    keeps its median, as on the chain, unless a step re-weights it above 0 (it must then be
+    dropped as withheld): it is then at score 0, like a withheld update, and the steps run
+    again from the start, as they do once the chain's record holds that drop. Empty when
+    nothing has a positive median."""
     keys = {address_key(m) for m in marked}
-    scores = _before_screen(outcome, left_out)
-    out: set[int] = set()
+    left = {address_key(s) for s in left_out}
+    # a left-out update keeps its median on the chain (weight 0) until a drop re-weights it and
+    # it is dropped as withheld: its score is in every total the contract divides by, so the
+    # steps run on the chain's scores; only one a step re-weights goes to 0, and then from the
+    # start, as the chain's record holds it once dropped (session 61, h-297: at 0 from the
+    # start, its tiny product left the total and moved a rounding unit, so the rule dropped a
+    # marked update the chain holds at weight 0 and verify failed the honest finalize)
+    zeroed: set[str] = set()  # the left-out sites a step re-weights
     while True:
-        try:
-            weights = onchain_weights(
-                num_samples, [0 if i in out else v for i, v in enumerate(scores)]
-            )
-        except ZeroTotalWeight:
-            break
-        more = {
-            i
-            for i, (site, w) in enumerate(zip(outcome.sites, weights, strict=True))
-            if w > 0 and i not in out and address_key(site) in keys
-        }
-        if not more:
-            break
-        out |= more
-    return tuple(site for i, site in enumerate(outcome.sites) if i in out)
+        scores = _before_screen(outcome, zeroed)
+        out: set[int] = set()
+        again: set[str] = set()
+        while True:
+            try:
+                weights = onchain_weights(
+                    num_samples, [0 if i in out else v for i, v in enumerate(scores)]
+                )
+            except ZeroTotalWeight:
+                break
+            again = {
+                site
+                for site, w in zip(outcome.sites, weights, strict=True)
+                if w > 0 and address_key(site) in left and site not in zeroed
+            }
+            if again:
+                break
+            more = {
+                i
+                for i, (site, w) in enumerate(zip(outcome.sites, weights, strict=True))
+                if w > 0 and i not in out and address_key(site) in keys
+            }
+            if not more:
+                break
+            out |= more
+        if not again:
+            return tuple(site for i, site in enumerate(outcome.sites) if i in out)
+        zeroed |= again
 
 
 def screen_empties_round(

@@ -3359,29 +3359,43 @@ def main(argv=None):
                 # the drop's rule: a marked update weighted once the withheld ones are dropped
                 # (the weights over the medians, a withheld one's at 0), then, step by step,
                 # one the drop re-weights above 0; a positive median that still rounds to
-                # weight 0 can be neither dropped nor paid
-                before_drop = [
-                    (
-                        a,
-                        onchain[a][1],
-                        0 if a in dropped_wh or a in left_out else peer_meds.get(a, (0, 0))[0],
-                    )
-                    for a in peer_meds
-                    if a in onchain
-                ]
-                must_drop = set()
+                # weight 0 can be neither dropped nor paid. An input left out (unreadable at
+                # weight 0) keeps its median, as on the chain, until a step re-weights it: it is
+                # then dropped as withheld, so at 0, and the steps start again (h-297)
+                reweighted: set[str] = set()
                 while True:
-                    left = [(a, n, 0 if a in must_drop else m) for a, n, m in before_drop]
-                    if not any(n * m for _, n, m in left):
+                    before_drop = [
+                        (
+                            a,
+                            onchain[a][1],
+                            0
+                            if a in dropped_wh or a in reweighted
+                            else peer_meds.get(a, (0, 0))[0],
+                        )
+                        for a in peer_meds
+                        if a in onchain
+                    ]
+                    must_drop = set()
+                    again: set[str] = set()
+                    while True:
+                        left = [(a, n, 0 if a in must_drop else m) for a, n, m in before_drop]
+                        if not any(n * m for _, n, m in left):
+                            break
+                        w_now = weights_rule(left)[0]
+                        again = {a for a in left_out if w_now.get(a, 0) > 0 and a not in reweighted}
+                        if again:
+                            break
+                        more = {
+                            a
+                            for a, w in w_now.items()
+                            if w > 0 and a in riders and a not in must_drop
+                        }
+                        if not more:
+                            break
+                        must_drop |= more
+                    if not again:
                         break
-                    more = {
-                        a
-                        for a, w in weights_rule(left)[0].items()
-                        if w > 0 and a in riders and a not in must_drop
-                    }
-                    if not more:
-                        break
-                    must_drop |= more
+                    reweighted |= again
                 spared = sorted(a for a in must_drop if a not in dropped_scr)
                 report(
                     r,

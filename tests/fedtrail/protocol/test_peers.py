@@ -469,3 +469,30 @@ def test_an_input_left_out_counts_as_withheld_in_the_screens_drop() -> None:
     # an unmarked weighted update keeps the round, left-out or not
     outcome = _scored(sites, [SCORE_SCALE, 1, 500_000])
     assert not screen_empties_round(outcome, samples, [A], left_out=[B])
+
+
+def test_an_input_left_out_keeps_its_share_of_the_chains_total_until_re_weighted() -> None:
+    # h-297 (attack on h-291): A and B weighted (claims ~3e12 at median 333667), C marked (1
+    # sample at median 2), F unreadable (1 sample at median 1): C and F at weight 0 from
+    # rounding, the remainder units going to A and B. Left out, F is not dropped on the chain:
+    # its product stays in the total the contract divides by, so C stays at weight 0 and
+    # cannot be dropped (NotWeighted). At 0 in the rule (h-291) F's product left the total,
+    # C's exact share reached one unit, and the rule dropped C: verify failed peers.screen on
+    # the honest finalize, whatever the aggregator did
+    F = f"0x{6:040x}"
+    n = 2_997_000_002_997  # (1e18 - 1) / 333667 x 2 = 2n
+    sites, samples = [A, B, C, F], [n, n, 1, 1]
+    outcome = _scored(sites, [333_667, 333_667, 2, 1])
+    chain = onchain_weights(samples, list(outcome.scores))
+    assert chain[2:] == [0, 0] and chain[0] > 0 and chain[1] > 0
+    assert onchain_weights(samples, [333_667, 333_667, 2, 0])[2] == 1  # the moved unit
+    left = screen_left_out(outcome, samples, [F])
+    assert left == (F,)
+    assert screen_drop(outcome, samples, {C: "tiny"}) == ()
+    assert screen_drop(outcome, samples, {C: "tiny"}, left_out=left) == ()
+    assert not screen_empties_round(outcome, samples, [], left_out=left)
+    # once a drop re-weights F it is dropped as withheld: at 0, from the start (as the chain's
+    # record holds it then), the rest of the rule follows: A's drop leaves B, C and F, F is
+    # re-weighted, and with F at 0 C is weighted beside B, so C is dropped too
+    assert screen_drop(outcome, samples, {A: "x", C: "tiny"}, left_out=left) == (A, C)
+    assert screen_drop(drop_withheld(outcome, [F]), samples, {A: "x", C: "tiny"}) == (A, C)
