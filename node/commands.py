@@ -32,7 +32,7 @@ from fedtrail.cli.output import emit, format_option, reason_label
 from fedtrail.errors import ConfigError
 from fedtrail.hooks import launcher_step_hook
 from fedtrail.keys import FAST_KDF_N, create_keystore, keystore_address
-from fedtrail.protocol.codes import MAX_SITE_SAMPLES
+from fedtrail.protocol.codes import SANE_SITE_SAMPLES
 from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
 
@@ -223,11 +223,11 @@ def init(
 @click.option("--name", default="", help="Site name recorded on chain.")
 @click.option(
     "--max-samples",
-    type=click.IntRange(1, MAX_SITE_SAMPLES),
+    type=click.IntRange(1, SANE_SITE_SAMPLES),
     required=True,
     help="The most training samples the site may claim for one update (the ledger refuses a "
-    "reveal above it; the sample count weights the site's update). The coordinator sets it "
-    "from what it knows of the site's data, e.g. its training-set size.",
+    "reveal above it; the sample count weights the site's update), 1..10**9. The coordinator "
+    "sets it from what it knows of the site's data, e.g. its training-set size.",
 )
 @click.option(
     "--epsilon-budget",
@@ -310,7 +310,7 @@ def register(
 
 @node.command("set-max-samples")
 @click.argument("address")
-@click.argument("max_samples", metavar="MAX_SAMPLES", type=click.IntRange(1, MAX_SITE_SAMPLES))
+@click.argument("max_samples", metavar="MAX_SAMPLES", type=click.IntRange(1, SANE_SITE_SAMPLES))
 @ledger_options
 @signer_options
 @format_option()
@@ -325,7 +325,8 @@ def set_max_samples(
     fmt: str,
 ) -> None:
     """Coordinator helper: change the most samples a registered site may claim per update
-    (1..2**48-1, the ledger's MAX_SITE_SAMPLES; it applies from the site's next reveal on)."""
+    (1..10**9: the ledger takes up to 2**48-1, but above 10**9 a scored update can round to
+    weight 0, README *Peer rounds*; it applies from the site's next reveal on)."""
     from fedtrail.ledger import checksum
 
     site = checksum(address)

@@ -13,6 +13,7 @@ __all__ = [
     "MAX_ROUND_ID",
     "MAX_ROUND_WINDOW",
     "MAX_SITE_SAMPLES",
+    "SANE_SITE_SAMPLES",
     "Decline",
     "Phase",
     "Reason",
@@ -24,6 +25,13 @@ MAX_ROUND_ID = 2**32 - 1
 MAX_SITE_SAMPLES = 2**48 - 1
 """The contract's limit on a site's ``maxSamples`` (a uint48, so it shares the slot a reveal
 writes); a revealed sample count is at most the site's ``maxSamples``."""
+
+SANE_SITE_SAMPLES = 10**9
+"""The largest ``maxSamples`` fedtrail's coordinator commands give a site (the contract takes up
+to :data:`MAX_SITE_SAMPLES`). No site trains on a billion images, and below this bound a
+positive score can never round to weight 0 (the sum of samples x score stays under 1e18 for
+any round the block gas limit admits), the edge on which a site withholding a scored update at
+weight 0 can stall peer rounds (README *Peer rounds*, h-297)."""
 
 DEFAULT_MIN_ROUND_WINDOW = 10
 """Seconds: the shortest commit window, and reveal window, a ledger deployed with the defaults

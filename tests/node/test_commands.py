@@ -208,12 +208,35 @@ def test_register_status_and_run_errors(ledger: Ledger, anvil_url: str, tmp_path
     assert r.exit_code == 1 and "not the federation's coordinator" in r.stderr
 
 
+def test_register_takes_a_cap_up_to_a_billion(ledger: Ledger, anvil_url: str) -> None:
+    """10**9 is the commands' bound (SANE_SITE_SAMPLES): accepted, one more refused (below)."""
+    address = "0x" + "34" * 20
+    r = invoke(
+        "node",
+        "register",
+        address,
+        "--max-samples",
+        str(10**9),
+        "--rpc-url",
+        anvil_url,
+        "--contract",
+        ledger.address,
+        "--dev-account",
+        "0",
+    )
+    assert r.exit_code == 0, r.output
+    info = ledger.get_site(address)
+    assert info is not None and info.max_samples == 10**9
+
+
 @pytest.mark.parametrize(
     "flags",
     [
         [],  # the cap is required: the coordinator does not know the site's data size
         ["--max-samples", "0"],
         ["--max-samples", str(2**64)],
+        # the contract takes it, but a scored update could then round to weight 0 (h-297)
+        ["--max-samples", str(10**9 + 1)],
         ["--max-samples", "-5"],
         ["--max-samples", "600", "--fund", "-5"],
         ["--max-samples", "600", "--fund", "nan"],  # registered the site, sent nothing
@@ -358,6 +381,7 @@ def test_set_max_samples_changes_a_sites_cap(ledger: Ledger, anvil_url: str) -> 
         [dev_account(3).address, "0"],
         [dev_account(3).address, str(2**64)],
         [dev_account(3).address, "-1"],
+        [dev_account(3).address, str(10**9 + 1)],
         ["0x12", "10"],
     ],
 )
