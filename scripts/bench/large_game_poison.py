@@ -17,11 +17,12 @@ poisoner (value > 0) that Monte-Carlo values at or below 0 (the property it is t
 
 ``--label-skew ALPHA`` (issue 18, the 100-site check with label skew): instead of the synthetic
 sites, the bundled training split is cut into ``--sites`` Dirichlet(ALPHA) label-skewed shards
-(``partition_dirichlet``, seed ``--seed``) and every site trains one local epoch on its own shard;
-the last five are the bad ones: ``noisy`` (its shard with 40% of its labels flipped), ``flip``
-(its update sign-flipped), ``x10`` and ``x40`` (scaled), ``zero`` (a zero delta: a free-rider
-claiming its shard's size). ``--warm-rounds K`` values them at the global model after K FedAvg
-rounds of the honest sites (default 0: the initial model, where a longer step helps).
+(``partition_dirichlet``, seed ``--seed``, at least 5 images each: 2,428 images over 100 sites) and
+every site trains one local epoch on its own shard; the last five are the bad ones: ``noisy`` (its
+shard with 40% of its labels flipped), ``flip`` (its update sign-flipped), ``x10`` and ``x40``
+(scaled), ``zero`` (a zero delta: a free-rider claiming its shard's size). ``--warm-rounds K``
+values them at the global model after K FedAvg rounds of the honest sites (default 0: the initial
+model, where a longer step helps).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def _skewed_candidates(
     at it (the last five the bad ones of :data:`SKEWED_POISONERS`)."""
     shards = [
         splits.train.subset(p)
-        for p in partition_dirichlet(splits.train.labels, n_sites, alpha, seed=seed)
+        for p in partition_dirichlet(splits.train.labels, n_sites, alpha, seed=seed, min_size=5)
     ]
     honest = len(shards) - len(SKEWED_POISONERS)
 
