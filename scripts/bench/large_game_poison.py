@@ -3,6 +3,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench/large_game_poison.py [--sites 100]
         [--games budget_shapley,linear_shapley] [--seed 1] [--label-skew ALPHA [--warm-rounds K]]
+        [--mc-cycles K]
 
 ``--sites - 3`` honest updates (``valuation_bench.py``'s sites: five real one-epoch SmallCNN
 updates from the initial model and seeded noisy variations), one sign-flipped, one x10 and one x40
@@ -133,7 +134,16 @@ def main() -> int:
         help="with --label-skew: value at the global model after K FedAvg rounds of the honest "
         "sites (default 0: the initial model)",
     )
+    parser.add_argument(
+        "--mc-cycles",
+        type=int,
+        default=0,
+        help="mc_shapley's max_cycles (its min_cycles at most this; default 0: the game's own, "
+        "up to 10): at 100 label-skewed sites a cycle is thousands of coalition models",
+    )
     args = parser.parse_args()
+    if args.mc_cycles < 0:
+        parser.error("--mc-cycles must be >= 0")
     if args.warm_rounds and not args.label_skew:
         parser.error("--warm-rounds needs --label-skew")
     torch.set_num_threads(1)
@@ -178,7 +188,12 @@ def main() -> int:
         start = time.perf_counter()
         game: GameValues
         if name == "mc_shapley":
-            game = mc_shapley(utility.players, utility, seed=args.seed)
+            cycles = (
+                {"min_cycles": min(2, args.mc_cycles), "max_cycles": args.mc_cycles}
+                if args.mc_cycles
+                else {}
+            )
+            game = mc_shapley(utility.players, utility, seed=args.seed, **cycles)
         else:
             game = LARGE_GAMES[name](utility, args.seed)
         seconds = time.perf_counter() - start
