@@ -11,10 +11,12 @@ of real ones (300 samples each), valued by each game of ``--games``
 (``fedtrail.valuation.LARGE_GAMES``, or ``mc_shapley``: the Monte-Carlo game the default played
 before) on the same coalition utility (metric ``balanced_loss``), without the screens that would
 stop the x40 first: what the game itself makes of an oversized update that points well, which may
-wreck the small coalitions it joins. Prints each poisoner's value and rank, the honest updates with
-a value <= 0, the evaluations and seconds, and, when both ``budget_shapley`` and ``mc_shapley`` are
-played, Spearman between them over the honest updates and exits 1 where the budget game pays a
-poisoner (value > 0) that Monte-Carlo values at or below 0 (the property it is to keep).
+wreck the small coalitions it joins. Prints each poisoner's value, rank and share of the positive
+values (what a round scored in proportion to the values would pay it, before any screen), the
+honest updates with a value <= 0, the evaluations and seconds, and, when both ``budget_shapley``
+and ``mc_shapley`` are played, Spearman between them over the honest updates and exits 1 where the
+budget game pays a poisoner (value > 0) that Monte-Carlo values at or below 0 (the property it is
+to keep).
 
 ``--label-skew ALPHA`` (issue 18, the 100-site check with label skew): instead of the synthetic
 sites, the bundled training split is cut into ``--sites`` Dirichlet(ALPHA) label-skewed shards
@@ -199,7 +201,10 @@ def main() -> int:
         seconds = time.perf_counter() - start
         v = game.values
         order = sorted(v, key=lambda p: v[p], reverse=True)
-        cells = " | ".join(f"{v[p]:+.6f} (rank {order.index(p) + 1})" for p in bad)
+        paid = sum(x for x in v.values() if x > 0)
+        cells = " | ".join(
+            f"{v[p]:+.6f} (rank {order.index(p) + 1}, {max(v[p], 0.0) / paid:.1%})" for p in bad
+        )
         honest = [x for p, x in v.items() if p not in bad]
         low = sum(x <= 0 for x in honest)
         print(f"| {name} | {game.evaluations} | {seconds:.1f} | {cells} | {low} of {len(honest)} |")
