@@ -3,7 +3,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench/large_game_poison.py [--sites 100]
         [--games budget_shapley,linear_shapley] [--seed 1] [--label-skew ALPHA [--warm-rounds K]]
-        [--mc-cycles K]
+        [--mc-cycles K] [--screens]
 
 ``--sites - 3`` honest updates (``valuation_bench.py``'s sites: five real one-epoch SmallCNN
 updates from the initial model and seeded noisy variations), one sign-flipped, one x10 and one x40
@@ -25,7 +25,9 @@ every site trains one local epoch on its own shard; the last five are the bad on
 shard with 40% of its labels flipped), ``flip`` (its update sign-flipped), ``x10`` and ``x40``
 (scaled), ``zero`` (a zero delta: a free-rider claiming its shard's size). ``--warm-rounds K``
 values them at the global model after K FedAvg rounds of the honest sites (default 0: the initial
-model, where a longer step helps).
+model, where a longer step helps). ``--screens`` also scores the round as the product's round 1
+does (``value_round`` with the screens, the default combiner, ``budget_shapley``) and prints each
+bad update's reason and score.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ from fedtrail.valuation import (  # noqa: E402
     CoalitionUtility,
     GameValues,
     ValuationContext,
+    default_combiner,
     mc_shapley,
+    value_round,
 )
 from scripts.bench.valuation_bench import (  # noqa: E402
     _spearman,
@@ -143,6 +147,13 @@ def main() -> int:
         help="mc_shapley's max_cycles (its min_cycles at most this; default 0: the game's own, "
         "up to 10): at 100 label-skewed sites a cycle is thousands of coalition models",
     )
+    parser.add_argument(
+        "--screens",
+        action="store_true",
+        help="also score the round as the product does: value_round with the screens, the "
+        "aggregator's default combiner, no history (round 1) and large game budget_shapley; "
+        "prints each poisoner's reason and score",
+    )
     args = parser.parse_args()
     if args.mc_cycles < 0:
         parser.error("--mc-cycles must be >= 0")
@@ -209,6 +220,34 @@ def main() -> int:
         low = sum(x <= 0 for x in honest)
         print(f"| {name} | {game.evaluations} | {seconds:.1f} | {cells} | {low} of {len(honest)} |")
         played[name] = v
+    if args.screens:
+        start = time.perf_counter()
+        report = value_round(
+            global_state=global_state,
+            spec=spec,
+            candidates=cands,
+            validation=splits.val,
+            method="mc_shapley",
+            metric="balanced_loss",
+            seed=args.seed,
+            combiner=default_combiner(True),
+            large_game="budget_shapley",
+        )
+        print(
+            f"\nvalue_round with the screens (round 1, large game budget_shapley): "
+            f"{report.method}, {report.evaluations} evaluations, "
+            f"{time.perf_counter() - start:.1f} s"
+        )
+        scores = sorted((v.score for v in report.sites), reverse=True)
+        for v in report.sites:
+            if v.site in bad:
+                z = "n/a" if v.norm_z is None else f"{v.norm_z:.1f}"
+                print(
+                    f"  {v.site}: {v.reason.name}, score {v.score} "
+                    f"(rank {scores.index(v.score) + 1}), norm robust z {z}"
+                )
+        zeroed = sum(v.score == 0 for v in report.sites if v.site not in bad)
+        print(f"  honest updates scored 0: {zeroed} of {len(report.sites) - len(bad)}")
     print(f"load average after: {os.getloadavg()}")
     if "budget_shapley" in played and "mc_shapley" in played:
         budget, mc = played["budget_shapley"], played["mc_shapley"]
