@@ -96,3 +96,30 @@ def test_own_paths_are_never_taken_and_stay_differences() -> None:
 def test_the_same_terms_take_nothing() -> None:
     same = replace(FIRST, round=2, valuation={**FIRST.valuation, "seed": 2})
     assert round_one_fixed(FIRST, same) == (same, [])
+
+
+def test_a_ledger_started_with_monte_carlo_keeps_it_under_another_default_large_game() -> None:
+    """Should ``aggregator run``'s default large game change (issue 18: ``budget_shapley`` for
+    new federations), a ledger whose round 1 was written without ``large_game`` (Monte-Carlo at
+    every size) continues with Monte-Carlo, and an operator who gives the other game is
+    refused: the terms ``AggregatorSettings`` writes, taken back to round 1's."""
+    from fedtrail.aggregator.service import AggregatorSettings
+    from fedtrail.protocol.roundlog import ValuationSettings
+
+    newer = "budget_shapley"
+
+    def terms(round_id: int, large_game: str | None) -> RoundTerms:
+        valuation = AggregatorSettings(large_game=large_game).valuation_terms(
+            round_id, quorum=None, probe=None
+        )
+        return replace(FIRST, round=round_id, valuation=valuation.to_json())
+
+    first, later = terms(1, None), terms(2, newer)
+    assert "large_game" not in first.valuation and later.valuation["large_game"] == newer
+    assert payment_differences(first, later)  # nodes would decline the other game's round
+    got, taken = round_one_fixed(first, later)
+    assert payment_differences(first, got) == []
+    assert ValuationSettings.from_json(got.valuation).large_game is None  # Monte-Carlo
+    assert ("valuation/large_game", newer, ABSENT) in taken
+    given, _ = round_one_fixed(first, later, own={"valuation/large_game"})
+    assert given.valuation["large_game"] == newer and payment_differences(first, given)
