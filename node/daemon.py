@@ -602,6 +602,10 @@ class SiteNode:
         self._check_opened(round_id, info, record, on_chain)
         if on_chain is not None and on_chain.revealed:
             return self._mark_revealed(round_id, record, on_chain.sha256, on_chain.cid)
+        if record is not None and info.phase == Phase.OPEN:
+            dropped = self._dropped(round_id, record, on_chain, info, view.pending_timestamp)
+            if dropped == "reveal":
+                return self._reveal(round_id, record, info.reveal_deadline)
         if record is not None and record.phase in FINAL_PHASES:
             return record
         if info.phase != Phase.OPEN:
@@ -700,6 +704,51 @@ class SiteNode:
             log.info("round %d: stored update %s", round_id, record.cid)
             self.hooks.at_step("stored")
         return self._reveal(round_id, record, info.reveal_deadline)
+
+    def _dropped(
+        self,
+        round_id: int,
+        record: RoundRecord,
+        on_chain: Submission | None,
+        info: RoundInfo,
+        now: int,
+    ) -> str | None:
+        """Which of this site's transactions the chain no longer holds although ``record`` says
+        it was mined (a reorganisation left it out of the new branch): ``"commit"`` when the
+        commitment is gone inside the commit window (``record`` goes back to ``encoded``, so
+        this poll commits again), ``"reveal"`` when the reveal is gone inside the reveal window
+        (the caller reveals again from the record: the blob is on the store, pinned). None:
+        the chain holds what the record says, or the window is closed and nothing can be sent
+        again. Before, the node trusted its record: a dropped commit left it waiting to reveal
+        a commitment the chain did not hold (the reveal refused, the round skipped), a dropped
+        reveal left a committed update that reads as withheld (attacks a129, a130)."""
+        if on_chain is None and record.phase == "committed" and now <= info.commit_deadline:
+            log.warning(
+                "round %d: the chain no longer holds this site's commitment (tx %s: a "
+                "reorganisation?); committing again",
+                round_id,
+                record.tx_hash or "?",
+            )
+            record.phase = "encoded"
+            self._save()
+            return "commit"
+        if (
+            on_chain is not None
+            and not on_chain.revealed
+            and record.phase == "revealed"
+            and record.cid
+            and record.sha256
+            and record.num_samples
+            and now <= info.reveal_deadline
+        ):
+            log.warning(
+                "round %d: the chain no longer holds this site's reveal (tx %s: a "
+                "reorganisation?); revealing again",
+                round_id,
+                record.tx_hash or "?",
+            )
+            return "reveal"
+        return None
 
     def _recover(self, round_id: int, on_chain: Submission) -> RoundRecord | None:
         """The record of a commitment the chain holds but state.json lost (deleted after it was

@@ -257,6 +257,10 @@ class PeerScorer:
         record = self.state.rounds.get(round_id)
         if record is not None:
             self._check_opened(round_id, record)
+        if record is not None and record.phase in ("committed", "revealed"):
+            dropped = self._dropped(round_id, record)
+            if dropped == "reveal":
+                return self._reveal(round_id, record)
         if record is not None and record.phase in FINAL:
             return record
         if not self.is_peer_round(round_id):
@@ -412,6 +416,46 @@ class PeerScorer:
         )
         self._step("scored")
         return record
+
+    def _dropped(self, round_id: int, record: ScoreRecord) -> str | None:
+        """Which of this validator's transactions the chain no longer holds although ``record``
+        says it was mined (a reorganisation left it out of the new branch): ``"commit"`` when
+        the score commitment is gone inside the score commit window (``record`` goes back to
+        ``scored``: the same vector and salt are committed again), ``"reveal"`` when the chain
+        holds the commitment but not the reveal inside the score reveal window (the caller
+        reveals again). None otherwise (one view call; the round and its windows are read
+        only when a transaction is missing). Before, the node trusted its record: a dropped
+        reveal left a commitment the contract rates as withheld, at the largest distance, and
+        two such rounds took the validator's reputation below the gate (attack a131)."""
+        stored, revealed = self.ledger.score_vote(round_id, self.address)
+        if record.phase == "revealed":
+            if revealed or not _same_hex(stored, record.commitment):
+                return None
+        elif int(stored, 16):
+            return None
+        info, peer = self.ledger.get_round(round_id), self.ledger.get_peer_round(round_id)
+        if info.phase != Phase.OPEN or peer is None:
+            return None
+        now = next_block_timestamp(self.ledger.w3)
+        if record.phase == "committed" and now <= peer.score_commit_deadline:
+            log.warning(
+                "round %d: the chain no longer holds this validator's score commitment (tx %s: "
+                "a reorganisation?); committing the same vector again",
+                round_id,
+                record.tx_hash or "?",
+            )
+            record.phase = "scored"
+            self._save()
+            return "commit"
+        if record.phase == "revealed" and now <= peer.score_reveal_deadline:
+            log.warning(
+                "round %d: the chain no longer holds this validator's score reveal (tx %s: a "
+                "reorganisation?); revealing again",
+                round_id,
+                record.tx_hash or "?",
+            )
+            return "reveal"
+        return None
 
     def _commit(self, round_id: int, record: ScoreRecord, now: int, deadline: int) -> None:
         """Commits to the recorded vector; a commitment the chain already holds (a crash after
