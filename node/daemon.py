@@ -831,6 +831,7 @@ class SiteNode:
             opened_at=info.opened_at,
             commit_deadline=info.commit_deadline,
             reveal_deadline=info.reveal_deadline,
+            score_deadlines=self._score_deadlines(round_id, terms),
         )
         if windows:
             return (
@@ -858,6 +859,14 @@ class SiteNode:
                 f"({problem}); not taking part",
             )
         return None
+
+    def _score_deadlines(self, round_id: int, terms: RoundTerms) -> tuple[int, int] | None:
+        """A peer round's score commit and reveal deadlines on chain (one request, only for
+        terms that name score windows), for :func:`window_differences` (a132)."""
+        if terms.score_commit_seconds is None:
+            return None
+        peer = self.ledger.get_peer_round(round_id)
+        return None if peer is None else (peer.score_commit_deadline, peer.score_reveal_deadline)
 
     def _window_refusal(self, info: RoundInfo) -> tuple[Decline, str] | None:
         """Why this site cannot make the round's commit deadline: its commit window (from the
