@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 import torch
@@ -826,12 +826,13 @@ class SiteNode:
                 f"the committed terms are for round {terms.round}; not taking part",
             )
         require_terms(self.task, terms, mine="this site's config.toml")
+        scoring = self._score_deadlines(round_id, terms)
         windows = window_differences(
             terms,
             opened_at=info.opened_at,
             commit_deadline=info.commit_deadline,
             reveal_deadline=info.reveal_deadline,
-            score_deadlines=self._score_deadlines(round_id, terms),
+            score_deadlines=scoring or None,
         )
         if windows:
             return (
@@ -858,15 +859,26 @@ class SiteNode:
                 "the committed terms name settings this site cannot or will not run "
                 f"({problem}); not taking part",
             )
+        if scoring is False:  # a133
+            return (
+                Decline.WINDOWS,
+                "the round's windows on chain are not its terms' (the terms name a peer "
+                "round's score windows, the chain opened no peer round); not taking part",
+            )
         return None
 
-    def _score_deadlines(self, round_id: int, terms: RoundTerms) -> tuple[int, int] | None:
-        """A peer round's score commit and reveal deadlines on chain (one request, only for
-        terms that name score windows), for :func:`window_differences` (a132)."""
+    def _score_deadlines(
+        self, round_id: int, terms: RoundTerms
+    ) -> tuple[int, int] | Literal[False] | None:
+        """A peer round's score commit and reveal deadlines on chain, for
+        :func:`window_differences` (a132); read (one request) only for terms that name score
+        windows (None otherwise), and False when such terms' round is no peer round on chain
+        (a133: the aggregator would value alone a round its sites were promised their peers
+        would score)."""
         if terms.score_commit_seconds is None:
             return None
         peer = self.ledger.get_peer_round(round_id)
-        return None if peer is None else (peer.score_commit_deadline, peer.score_reveal_deadline)
+        return False if peer is None else (peer.score_commit_deadline, peer.score_reveal_deadline)
 
     def _window_refusal(self, info: RoundInfo) -> tuple[Decline, str] | None:
         """Why this site cannot make the round's commit deadline: its commit window (from the
