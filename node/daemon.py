@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 import torch
@@ -602,6 +602,10 @@ class SiteNode:
         self._check_opened(round_id, info, record, on_chain)
         if on_chain is not None and on_chain.revealed:
             return self._mark_revealed(round_id, record, on_chain.sha256, on_chain.cid)
+        if record is not None and info.phase == Phase.OPEN:
+            dropped = self._dropped(round_id, record, on_chain, info, view.pending_timestamp)
+            if dropped == "reveal":
+                return self._reveal(round_id, record, info.reveal_deadline)
         if record is not None and record.phase in FINAL_PHASES:
             return record
         if info.phase != Phase.OPEN:
@@ -701,6 +705,51 @@ class SiteNode:
             self.hooks.at_step("stored")
         return self._reveal(round_id, record, info.reveal_deadline)
 
+    def _dropped(
+        self,
+        round_id: int,
+        record: RoundRecord,
+        on_chain: Submission | None,
+        info: RoundInfo,
+        now: int,
+    ) -> str | None:
+        """Which of this site's transactions the chain no longer holds although ``record`` says
+        it was mined (a reorganisation left it out of the new branch): ``"commit"`` when the
+        commitment is gone inside the commit window (``record`` goes back to ``encoded``, so
+        this poll commits again), ``"reveal"`` when the reveal is gone inside the reveal window
+        (the caller reveals again from the record: the blob is on the store, pinned). None:
+        the chain holds what the record says, or the window is closed and nothing can be sent
+        again. Before, the node trusted its record: a dropped commit left it waiting to reveal
+        a commitment the chain did not hold (the reveal refused, the round skipped), a dropped
+        reveal left a committed update that reads as withheld (attacks a129, a130)."""
+        if on_chain is None and record.phase == "committed" and now <= info.commit_deadline:
+            log.warning(
+                "round %d: the chain no longer holds this site's commitment (tx %s: a "
+                "reorganisation?); committing again",
+                round_id,
+                record.tx_hash or "?",
+            )
+            record.phase = "encoded"
+            self._save()
+            return "commit"
+        if (
+            on_chain is not None
+            and not on_chain.revealed
+            and record.phase == "revealed"
+            and record.cid
+            and record.sha256
+            and record.num_samples
+            and now <= info.reveal_deadline
+        ):
+            log.warning(
+                "round %d: the chain no longer holds this site's reveal (tx %s: a "
+                "reorganisation?); revealing again",
+                round_id,
+                record.tx_hash or "?",
+            )
+            return "reveal"
+        return None
+
     def _recover(self, round_id: int, on_chain: Submission) -> RoundRecord | None:
         """The record of a commitment the chain holds but state.json lost (deleted after it was
         found corrupt): the pending blob opens it when it was claimed with this site's
@@ -777,11 +826,13 @@ class SiteNode:
                 f"the committed terms are for round {terms.round}; not taking part",
             )
         require_terms(self.task, terms, mine="this site's config.toml")
+        scoring = self._score_deadlines(round_id, terms)
         windows = window_differences(
             terms,
             opened_at=info.opened_at,
             commit_deadline=info.commit_deadline,
             reveal_deadline=info.reveal_deadline,
+            score_deadlines=scoring or None,
         )
         if windows:
             return (
@@ -808,7 +859,26 @@ class SiteNode:
                 "the committed terms name settings this site cannot or will not run "
                 f"({problem}); not taking part",
             )
+        if scoring is False:  # a133
+            return (
+                Decline.WINDOWS,
+                "the round's windows on chain are not its terms' (the terms name a peer "
+                "round's score windows, the chain opened no peer round); not taking part",
+            )
         return None
+
+    def _score_deadlines(
+        self, round_id: int, terms: RoundTerms
+    ) -> tuple[int, int] | Literal[False] | None:
+        """A peer round's score commit and reveal deadlines on chain, for
+        :func:`window_differences` (a132); read (one request) only for terms that name score
+        windows (None otherwise), and False when such terms' round is no peer round on chain
+        (a133: the aggregator would value alone a round its sites were promised their peers
+        would score)."""
+        if terms.score_commit_seconds is None:
+            return None
+        peer = self.ledger.get_peer_round(round_id)
+        return False if peer is None else (peer.score_commit_deadline, peer.score_reveal_deadline)
 
     def _window_refusal(self, info: RoundInfo) -> tuple[Decline, str] | None:
         """Why this site cannot make the round's commit deadline: its commit window (from the

@@ -51,13 +51,18 @@ from fedtrail.errors import (
 )
 from fedtrail.fsutil import atomic_write
 from fedtrail.hooks import StepHook, no_step
-from fedtrail.ledger import Ledger, Submission, score_commitment
+from fedtrail.ledger import Ledger, PeerRoundInfo, RoundInfo, Submission, score_commitment
 from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Phase
 from fedtrail.protocol.roundlog import InvalidLog, ValuationSettings
-from fedtrail.protocol.terms import MAX_TERMS_BYTES, InvalidTerms, RoundTerms
+from fedtrail.protocol.terms import (
+    MAX_TERMS_BYTES,
+    InvalidTerms,
+    RoundTerms,
+    window_differences,
+)
 from fedtrail.protocol.weights import SCORE_SCALE
 from fedtrail.storage.codec import decode_model, default_max_bytes
 from fedtrail.storage.store import ContentStore
@@ -76,7 +81,12 @@ from fedtrail.valuation.chained import (
     previous_rounds,
     recent_references,
 )
-from fedtrail.valuation.limits import ThresholdLimits, payment_refusal, statistics_refusal
+from fedtrail.valuation.limits import (
+    ThresholdLimits,
+    payment_refusal,
+    statistics_refusal,
+    window_refusal,
+)
 
 __all__ = ["SCORES_NAME", "STEPS", "PeerScorer", "ScoreRecord", "ScoreState"]
 
@@ -257,6 +267,10 @@ class PeerScorer:
         record = self.state.rounds.get(round_id)
         if record is not None:
             self._check_opened(round_id, record)
+        if record is not None and record.phase in ("committed", "revealed"):
+            dropped = self._dropped(round_id, record)
+            if dropped == "reveal":
+                return self._reveal(round_id, record)
         if record is not None and record.phase in FINAL:
             return record
         if not self.is_peer_round(round_id):
@@ -285,7 +299,7 @@ class PeerScorer:
                 return self._skip(
                     round_id, None, "score commit window closed before this node scored"
                 )
-            record = self._score(round_id, info.start_cid, info.start_sha256)
+            record = self._score(round_id, info.start_cid, info.start_sha256, (info, peer))
             if record.phase in FINAL:
                 return record
             now = next_block_timestamp(self.ledger.w3)
@@ -305,9 +319,17 @@ class PeerScorer:
             raise InvalidTerms(str(exc)) from None
         return RoundTerms.from_bytes(blob)
 
-    def _score(self, round_id: int, start_cid: str, start_sha256: str) -> ScoreRecord:
+    def _score(
+        self,
+        round_id: int,
+        start_cid: str,
+        start_sha256: str,
+        chain: tuple[RoundInfo, PeerRoundInfo] | None = None,
+    ) -> ScoreRecord:
         """Scores the round's revealed updates on this site's split; records the vector and a
-        fresh salt (``scored``) before anything is sent."""
+        fresh salt (``scored``) before anything is sent. ``chain``: the round and its peer
+        record as read from the chain, whose windows are then held to the terms' and to this
+        site's floors (a132)."""
         if self.val is None:
             return self._skip(round_id, None, "this site has no validation split to score with")
         try:
@@ -327,6 +349,26 @@ class PeerScorer:
         )
         if refusal is not None:
             return self._skip(round_id, None, f"the round's {refusal}")
+        if chain is not None:
+            # nor to a round whose windows it would decline (a132: score windows on chain
+            # shorter than the terms', or terms' windows below this site's floors)
+            short = window_refusal(self.accept, terms)
+            if short is not None:
+                return self._skip(round_id, None, f"the round's {short}")
+            info, peer = chain
+            windows = window_differences(
+                terms,
+                opened_at=info.opened_at,
+                commit_deadline=info.commit_deadline,
+                reveal_deadline=info.reveal_deadline,
+                score_deadlines=(peer.score_commit_deadline, peer.score_reveal_deadline),
+            )
+            if windows:
+                return self._skip(
+                    round_id,
+                    None,
+                    "the round's windows on chain are not its terms' (" + "; ".join(windows) + ")",
+                )
         started = time.perf_counter()
         limit = default_max_bytes(self.spec)
         global_state: Mapping[str, torch.Tensor]
@@ -412,6 +454,46 @@ class PeerScorer:
         )
         self._step("scored")
         return record
+
+    def _dropped(self, round_id: int, record: ScoreRecord) -> str | None:
+        """Which of this validator's transactions the chain no longer holds although ``record``
+        says it was mined (a reorganisation left it out of the new branch): ``"commit"`` when
+        the score commitment is gone inside the score commit window (``record`` goes back to
+        ``scored``: the same vector and salt are committed again), ``"reveal"`` when the chain
+        holds the commitment but not the reveal inside the score reveal window (the caller
+        reveals again). None otherwise (one view call; the round and its windows are read
+        only when a transaction is missing). Before, the node trusted its record: a dropped
+        reveal left a commitment the contract rates as withheld, at the largest distance, and
+        two such rounds took the validator's reputation below the gate (attack a131)."""
+        stored, revealed = self.ledger.score_vote(round_id, self.address)
+        if record.phase == "revealed":
+            if revealed or not _same_hex(stored, record.commitment):
+                return None
+        elif int(stored, 16):
+            return None
+        info, peer = self.ledger.get_round(round_id), self.ledger.get_peer_round(round_id)
+        if info.phase != Phase.OPEN or peer is None:
+            return None
+        now = next_block_timestamp(self.ledger.w3)
+        if record.phase == "committed" and now <= peer.score_commit_deadline:
+            log.warning(
+                "round %d: the chain no longer holds this validator's score commitment (tx %s: "
+                "a reorganisation?); committing the same vector again",
+                round_id,
+                record.tx_hash or "?",
+            )
+            record.phase = "scored"
+            self._save()
+            return "commit"
+        if record.phase == "revealed" and now <= peer.score_reveal_deadline:
+            log.warning(
+                "round %d: the chain no longer holds this validator's score reveal (tx %s: a "
+                "reorganisation?); revealing again",
+                round_id,
+                record.tx_hash or "?",
+            )
+            return "reveal"
+        return None
 
     def _commit(self, round_id: int, record: ScoreRecord, now: int, deadline: int) -> None:
         """Commits to the recorded vector; a commitment the chain already holds (a crash after

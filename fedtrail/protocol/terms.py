@@ -839,13 +839,23 @@ def _canon(doc: Mapping[str, Any]) -> str:
 
 
 def window_differences(
-    terms: RoundTerms, *, opened_at: int, commit_deadline: int, reveal_deadline: int
+    terms: RoundTerms,
+    *,
+    opened_at: int,
+    commit_deadline: int,
+    reveal_deadline: int,
+    score_deadlines: tuple[int, int] | None = None,
 ) -> list[str]:
     """How the windows the chain gave a round differ from its terms' (empty: not at all). The
     contract sets both deadlines from the opening block and the lengths the aggregator passes,
     so an honest open has no slack: a commit window shorter than the terms promise shuts out
     the slowest sites (attack a40), and both ``audit verify`` (``terms.windows``) and every node
-    (before it trains) hold the chain to the terms."""
+    (before it trains) hold the chain to the terms. ``score_deadlines``: a peer round's score
+    commit and score reveal deadlines on chain, compared with the terms' score windows when
+    both are there (attack a132: terms whose score windows pass every site's floors, opened on
+    chain at the contract's 10-s minimum, left validators a score reveal window too short for
+    them, and a vote committed and not revealed is rated at the largest distance; ``audit
+    verify``'s ``peers.quorum`` failed the round only afterwards)."""
     commit = commit_deadline - opened_at
     reveal = reveal_deadline - commit_deadline
     problems = []
@@ -858,4 +868,19 @@ def window_differences(
         problems.append(
             f"the chain's reveal window is {reveal} s, the terms' {terms.reveal_seconds} s"
         )
-    return problems
+    return problems + _score_window_differences(terms, reveal_deadline, score_deadlines)
+
+
+def _score_window_differences(
+    terms: RoundTerms, reveal_deadline: int, score_deadlines: tuple[int, int] | None
+) -> list[str]:
+    if score_deadlines is None or terms.score_commit_seconds is None:
+        return []
+    score_commit = score_deadlines[0] - reveal_deadline
+    score_reveal = score_deadlines[1] - score_deadlines[0]
+    if (score_commit, score_reveal) == (terms.score_commit_seconds, terms.score_reveal_seconds):
+        return []
+    return [
+        f"the chain's score windows are {score_commit} s / {score_reveal} s (commit / reveal), "
+        f"the terms' {terms.score_commit_seconds} s / {terms.score_reveal_seconds} s"
+    ]
