@@ -332,13 +332,14 @@ def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
 @click.option(
     "--large-game",
     type=LazyChoice(_large_games),
-    default="none",
+    default="budget_shapley",
     show_default=True,
     help="Game above 10 screened updates instead of Monte-Carlo Shapley, recorded in the round "
-    "terms (none: Monte-Carlo at every size; budget_shapley: Shapley on real coalition "
-    "models within a fixed budget of evaluations, stratified by coalition size above 12 "
-    "updates and each update alone from 76, the measured 100-site round ~15x cheaper; "
-    "linear_shapley: first-order, cheaper still, weaker against oversized updates).",
+    "terms (budget_shapley: Shapley on real coalition models within a fixed budget of "
+    "evaluations, stratified by coalition size above 12 updates and each update alone from "
+    "76, a 100-site round in seconds; none: Monte-Carlo at every size, minutes a round at 100 "
+    "sites; linear_shapley: first-order, cheaper still, weaker against oversized updates). A "
+    "ledger keeps its round 1's game unless this is given.",
 )
 @click.option(
     "--valuation-mode",

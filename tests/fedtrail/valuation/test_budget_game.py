@@ -204,12 +204,14 @@ def test_an_update_that_wrecks_small_coalitions_loses_under_budget_but_not_linea
     assert budget.evaluations <= BUDGET_CYCLES * BUDGET_EVALUATIONS + 2
 
 
-def test_the_budget_game_is_an_aggregator_run_choice_and_a_recorded_setting() -> None:
-    """Offered by ``aggregator run --large-game``, not its default: Monte-Carlo stays the
-    default (the budget game paid a sign-flip at 23 sites, README *Valuation time*)."""
+def test_the_budget_game_is_the_default_large_game_and_a_recorded_setting() -> None:
+    """``aggregator run --large-game``'s default and the settings' (one pipeline: the CLI, the
+    Flower app and the benches alike, session 61), Monte-Carlo still offered as ``none``; a
+    ledger keeps its round 1's game (``test_terms_round_one_fixed.py``)."""
     [param] = [p for p in aggregator.commands["run"].params if p.name == "large_game"]
-    assert isinstance(param, click.Option) and param.default == "none"
-    assert isinstance(param.type, click.Choice) and "budget_shapley" in param.type.choices
+    assert isinstance(param, click.Option) and param.default == "budget_shapley"
+    assert AggregatorSettings().large_game == "budget_shapley"
+    assert isinstance(param.type, click.Choice) and "none" in param.type.choices
     terms = AggregatorSettings(large_game="budget_shapley").valuation_terms(
         3, quorum=None, probe=None
     )
