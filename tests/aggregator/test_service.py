@@ -353,10 +353,12 @@ def test_the_log_builder_writes_the_bytes_it_always_wrote() -> None:
     ref: list[BlobRef | None] = [None]  # logs before terms references: the golden bytes
     service.terms = lambda round_id: (terms, ref[0])
     c1, c2 = "11" * 32, "22" * 32
+    # CID-shaped: a text of no CID's shape is logged as its sha256 stand-in (a126)
+    cidA, cidB, cidC = ("Qm" + x * 44 for x in "ABC")
     subs = [
-        Submission(4, a, "QmA", "aa" * 32, 120, 700_000, 0, 600_000_000_000_000_001, c1, 1, True),
-        Submission(4, b, "QmB", "bb" * 32, 80, 0, int(Reason.TAMPERED), 0, c2, 3, True),
-        Submission(4, c, "QmC", "cc" * 32, 1, 350_000, 0, 399_999_999_999_999_999, c1, 2, True),
+        Submission(4, a, cidA, "aa" * 32, 120, 700_000, 0, 600_000_000_000_000_001, c1, 1, True),
+        Submission(4, b, cidB, "bb" * 32, 80, 0, int(Reason.TAMPERED), 0, c2, 3, True),
+        Submission(4, c, cidC, "cc" * 32, 1, 350_000, 0, 399_999_999_999_999_999, c1, 2, True),
     ]
     cands = [
         Candidate(site=a, num_samples=120, delta={}),
