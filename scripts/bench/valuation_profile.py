@@ -2,7 +2,7 @@
 """Where a later round's valuation of many sites spends its time, part by part (issue 18).
 
     .venv/bin/python scripts/bench/valuation_profile.py [--sites 100] [--threads 1]
-        [--large-game linear_shapley] [--bar 5] [--clock cpu] [--repeats 1] [--first-round]
+        [--large-game budget_shapley] [--bar 5] [--clock cpu] [--repeats 1] [--first-round]
         [--stale-rounds 3] [--against TREE]
 
 ``--stale-rounds K``: free-rider references from K earlier rounds (default: the preset's
@@ -14,7 +14,8 @@ One round valued as the aggregator service values a round after the first with a
 (:func:`fedtrail.valuation.value_round` with metric ``balanced_loss``,
 :data:`~fedtrail.valuation.HISTORY_COMBINER`, a :class:`~fedtrail.valuation.History` whose
 free-rider references are every site's updates and the global deltas of earlier rounds, the
-opt-in large game ``linear_shapley`` unless ``--large-game none``). The sites and references are
+large game ``aggregator run`` plays by default, ``budget_shapley`` since session 61, unless
+``--large-game`` names another or ``none``). The sites and references are
 the ones of ``valuation_bench.py --compare`` (five real one-epoch SmallCNN updates and seeded
 noisy variations of them; each site's previous update and the global delta from
 ``valuation_bench.earlier_references``: near, not stale).
@@ -61,6 +62,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import fedtrail.valuation.round as round_mod  # noqa: E402
+from fedtrail.aggregator.service import AggregatorSettings  # noqa: E402
 from fedtrail.ml.datasets import load_bundled  # noqa: E402
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model  # noqa: E402
 from fedtrail.protocol.codes import Reason  # noqa: E402
@@ -139,7 +141,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave as is)")
-    parser.add_argument("--large-game", default="linear_shapley", help="or 'none'")
+    parser.add_argument(
+        "--large-game",
+        default=AggregatorSettings.large_game or "none",
+        help="the aggregator's default (budget_shapley), linear_shapley, or 'none' (Monte-Carlo)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="rounds valued (same inputs)")
     parser.add_argument("--bar", type=float, default=VALUATION_BAR)
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
