@@ -395,6 +395,18 @@ def _run_scenario(scenario: Scenario, workdir: Path, *, echo: Any) -> dict[str, 
     return {
         "rounds": table,
         "verified": passed,
+        # what the text output's "audit verify --all" line says, for machines (--format json)
+        "audit": {
+            "checks": checks,
+            "not_applicable": not_applicable,
+            "rounds": len(audits),
+            "failed": [
+                {"round": c.round, "name": c.name, "detail": c.detail}
+                for a in audits
+                for c in a.checks
+                if c.failed
+            ],
+        },
         "report": str(report) if report else None,
         "task": task.to_json(),
         "personalised": personal,

@@ -27,6 +27,11 @@ def test_the_demo_scores_by_peers_and_verifies(tmp_path: Path) -> None:
     assert any(line.startswith("peer scoring: every hospital scores") for line in lines)
     verdict = next(line for line in lines if "audit verify --all" in line)
     assert "PASS" in verdict and "not applicable to peer rounds" in verdict
+    # --format json carries the verdict line's counts (before: only verified: true)
+    audit = result["audit"]
+    assert f"({audit['checks']} checks over {audit['rounds']} round(s); " in verdict
+    assert f"; {audit['not_applicable']} not applicable to peer rounds)" in verdict
+    assert audit["rounds"] == 2 and audit["not_applicable"] > 0 and audit["failed"] == []
     assert not any(line.strip().startswith("FAIL") for line in lines)
     for record in result["rounds"]:
         for row in record["sites"]:
