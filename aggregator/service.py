@@ -1967,18 +1967,16 @@ class AggregatorService:
         # from rounding) is left out, as if withheld: the contract cannot drop it (NotWeighted)
         left = screen_left_out_of([c for _, c in pairs], outcome)
         peer = self._peer_round(round_id)
-        if (
-            left
-            and next_block_timestamp(self.ledger.w3) <= peer.score_reveal_deadline + CLOCK_SLACK
-        ):
+        if left and not self._past_score_reveal(peer):
             # as for a weighted update: read again at every poll until the deadline
-            log.info(
+            self._wait_for_score_reveal(
+                round_id,
+                peer,
+                logging.INFO,
                 "round %d: the public screen waits for the score reveal deadline: input(s) %s "
                 "cannot be read (weight 0; left out if still unreadable then)",
-                round_id,
                 ", ".join(site[:10] for site in left),
             )
-            self.clock_watch.observe(self.ledger.w3, round_id, peer.score_reveal_deadline)
             return None
         if left:
             log.warning(
