@@ -432,15 +432,26 @@ class AggregatorSettings:
         *,
         quorum: int | None,
         probe: roundlog.ExplanationProbe | None,
+        references: str | None = roundlog.WEIGHTED_REFERENCES,
     ) -> roundlog.ValuationSettings:
         """The valuation block of the terms these settings offer for round ``round_id``: one
         home for it, so the terms written at open and the consent warnings at start read the
         same settings. ``quorum``: a peer round's (None otherwise); ``probe``: the published
-        explanation probe set (None when the check is off or the round is a peer round)."""
+        explanation probe set (None when the check is off or the round is a peer round);
+        ``references``: the reference rule written with the public screen (``valuation.
+        references``, since session 62 :data:`~fedtrail.protocol.roundlog.WEIGHTED_REFERENCES`;
+        None: none, as a ledger whose round 1 has the screen without it keeps)."""
         peers = self.valuation_mode == "peers"
         auc = self.metric == "auc"
         game = self.validator_game
         combiner = self.combiner if self.combiner is not None else default_combiner(self.standing)
+        public_screen = (
+            True
+            if peers
+            and self.standing
+            and (DEFAULT_PUBLIC_SCREEN if self.public_screen is None else self.public_screen)
+            else None
+        )
         return roundlog.ValuationSettings(
             method=self.valuation,
             metric=self.metric,
@@ -457,14 +468,11 @@ class AggregatorSettings:
             validator_game=(None if auc and game == "linear_shapley" else game) if peers else None,
             explanation_probe=probe,
             project_shift=True if self.shifts_projected() else None,
-            public_screen=(
-                True
-                if peers
-                and self.standing
-                and (DEFAULT_PUBLIC_SCREEN if self.public_screen is None else self.public_screen)
-                else None
-            ),
+            public_screen=public_screen,
             explanation_wording=None if peers else self.explanation_wording,
+            # the public screen leaves an unreadable input at weight 0 out unread, so such an
+            # update can be no reference (h-300)
+            references=references if public_screen else None,
         )
 
 
@@ -777,6 +785,9 @@ class AggregatorService:
                 round_id,
                 quorum=self.peer_quorum(settings) if peers else None,
                 probe=probe,
+                references=self._round_one_references()
+                if peers and round_id > 1
+                else roundlog.WEIGHTED_REFERENCES,
             ).to_json(),
             model_spec=self.spec.to_json(),
             spec_hash=self.spec.spec_hash(),
@@ -803,6 +814,18 @@ class AggregatorService:
         if first.get("mode") != "peers":
             return DEFAULT_PUBLIC_SCREEN
         return first.get("public_screen") is True
+
+    def _round_one_references(self) -> str | None:
+        """The reference rule a peer round after round 1 offers with the public screen: round
+        1's ``valuation.references`` where round 1 was a peer round (which fixed it: a ledger
+        whose round 1 has the screen without the rule keeps today's references), else
+        :data:`~fedtrail.protocol.roundlog.WEIGHTED_REFERENCES` (a federation that moved to the
+        peers' scoring)."""
+        first = self._first_terms().valuation
+        if first.get("mode") != "peers":
+            return roundlog.WEIGHTED_REFERENCES
+        references = first.get("references")
+        return references if isinstance(references, str) else None
 
     def _first_terms(self) -> RoundTerms:
         """Round 1's terms, read back by their on-chain hash as a node reads them (once: the

@@ -1165,13 +1165,6 @@ def _quiet_screen_federation(tmp_path: Path, anvil_url: str, ipfs_api: str) -> A
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="h-297, open: the honest finalize of a round that left an input out (unreadable, "
-    "weight 0, reason OK: the contract cannot drop it) fails update.<site> in audit verify "
-    "(and the reader): an unreadable update passes only at weight 0 with an unusable reason",
-)
 def test_a_round_that_left_an_input_out_passes_verify(
     anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1186,16 +1179,6 @@ def test_a_round_that_left_an_input_out_passes_verify(
     assert not failed, failed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ContentNotFound,
-    reason="h-297, open: an input left out (reason OK, weight 0) stays one of its round's "
-    "free-rider references (reference_submissions: any reason but the unreadable ones); "
-    "nobody read it, so nobody pinned it, and the next round's public screen cannot read it "
-    "(ContentNotFound at every finalize): a site at weight 0 that withholds its blob once "
-    "scored stalls every later round, its round staying the latest finalized. Needs a rule "
-    "change (a reference must be weighted, or a left-out update dropped on chain)",
-)
 def test_the_round_after_one_that_left_an_input_out_finalizes(
     anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

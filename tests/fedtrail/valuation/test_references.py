@@ -91,7 +91,7 @@ class _Store:
 
 
 def test_refused_updates_of_a_peer_round_are_no_references() -> None:
-    assert reference_labels(_Ledger(), 2, 1) == [  # type: ignore[arg-type]
+    assert reference_labels(_Ledger(), _Store(), 2, 1) == [  # type: ignore[arg-type]
         reference_label("0xok", 1),
         global_label(1),
     ]
