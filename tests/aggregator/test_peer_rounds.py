@@ -1171,7 +1171,8 @@ def test_a_round_that_left_an_input_out_passes_verify(
     """Attack on the h-291 rule (h-297), its honest finalize branch, which no h-291 test ran
     to verify (the tests end in a cancel or a drop as withheld): the service leaves the
     withheld small update out and finalizes with the two honest ones, but the update keeps
-    reason OK, and ``update.<site>`` fails it unreadable. Wanted: verify passes."""
+    reason OK, and ``update.<site>`` failed it unreadable. Now (h-300) the check passes an
+    update this audit's own screen leaves out, and verify passes the round."""
     fed = _quiet_screen_federation(tmp_path, anvil_url, ipfs_api)
     r, _, store = _left_out_and_finalized(fed, caplog)
     (audit,) = [a for a in verify_all(fed.ledger, store) if a.round == r]  # type: ignore[arg-type]
@@ -1184,7 +1185,8 @@ def test_the_round_after_one_that_left_an_input_out_finalizes(
 ) -> None:
     """Attack on the h-291 rule (h-297), liveness: after the round above, a round in which
     every site is honest must finalize; its public screen reads the previous round's
-    references, the withheld update among them."""
+    references, the withheld update among them until h-300 (raised ContentNotFound at every
+    finalize); under the terms' ``valuation.references`` "weighted" it is none."""
     fed = _quiet_screen_federation(tmp_path, anvil_url, ipfs_api)
     _left_out_and_finalized(fed, caplog)
     ledger, service = fed.ledger, fed.service
