@@ -1382,3 +1382,43 @@ def _random_delta(spec: Any, gen: Any, scale: float) -> dict[str, Any]:
         name: (scale * torch.randn(shape, generator=gen)).to(getattr(torch, dtype))
         for name, (shape, dtype) in spec.tensor_layout().items()
     }
+
+
+def test_without_the_public_screen_nothing_is_left_out_and_update_site_still_fails(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """h-300's pass is the public screen's rule, not any unreadable update at weight 0: in a
+    peer round whose terms have no public screen (every validator screens) nothing is left out,
+    so the small update withheld once scored (reason OK, weight 0) still fails
+    ``update.<site>`` in ``audit verify`` and the independent reader, as before."""
+    from fedtrail.valuation.combine import Combiner
+
+    quiet = Combiner(white_noise_z=0.0, shaped_noise_z=0.0, block_noise_z=0.0)
+    fed = peer_federation(
+        tmp_path,
+        anvil_url,
+        ipfs_api,
+        sites=3,
+        standing=True,
+        public_screen=False,
+        combiner=quiet,
+    )
+    r, peer, [_, (small, gone), _] = _rounding_edge_round(
+        fed, seed=17, scale=0.01, third_scale=0.01
+    )
+    store = _Withholding(fed.store, gone)
+    fed.service.store = store  # type: ignore[assignment]
+    _finalize(fed, r, peer, caplog)
+    assert _references_rule(fed, r) is None  # written only with the public screen
+    after = {s.site: s for s in fed.ledger.get_submissions(r)}
+    assert (after[small.address].weight, after[small.address].reason) == (0, Reason.OK)
+    (audit,) = [a for a in verify_all(fed.ledger, store) if a.round == r]  # type: ignore[arg-type]
+    failed = {c.name: c.detail for c in audit.checks if c.failed}
+    assert list(failed) == [f"update.{small.address[:10]}"], failed
+    results = _reader_results(fed, anvil_url, ipfs_api, gone)
+    rows = [x for (q, name), x in results.items() if q == r and name.startswith("update.")]
+    assert sorted(x["result"] for x in rows if "." not in x["check"][7:]) == [
+        "FAIL",
+        "PASS",
+        "PASS",
+    ]
