@@ -1390,7 +1390,10 @@ def test_without_the_public_screen_nothing_is_left_out_and_update_site_still_fai
     """h-300's pass is the public screen's rule, not any unreadable update at weight 0: in a
     peer round whose terms have no public screen (every validator screens) nothing is left out,
     so the small update withheld once scored (reason OK, weight 0) still fails
-    ``update.<site>`` in ``audit verify`` and the independent reader, as before."""
+    ``update.<site>`` in ``audit verify`` and the independent reader, as before. (Open, not
+    h-300's: that round is an honest finalize too, so a site at weight 0 that withholds once
+    scored still fails it there; no later round stalls, the validators skipping an unreadable
+    reference.)"""
     from fedtrail.valuation.combine import Combiner
 
     quiet = Combiner(white_noise_z=0.0, shaped_noise_z=0.0, block_noise_z=0.0)
