@@ -1392,8 +1392,8 @@ def test_without_the_public_screen_nothing_is_left_out_and_update_site_still_fai
     so the small update withheld once scored (reason OK, weight 0) still fails
     ``update.<site>`` in ``audit verify`` and the independent reader, as before. (Open, not
     h-300's: that round is an honest finalize too, so a site at weight 0 that withholds once
-    scored still fails it there; no later round stalls, the validators skipping an unreadable
-    reference.)"""
+    scored still fails it there, not tested further: a later peer round's validators skip an
+    unreadable reference; a later aggregator round would read it as one.)"""
     from fedtrail.valuation.combine import Combiner
 
     quiet = Combiner(white_noise_z=0.0, shaped_noise_z=0.0, block_noise_z=0.0)
