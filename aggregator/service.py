@@ -334,6 +334,16 @@ class AggregatorSettings:
     older release did (without the field: their texts are then noted, not failed, by ``audit
     verify``); tests use it to stand in for that writer. Peer rounds never name one."""
 
+    references: str | None = roundlog.WEIGHTED_REFERENCES
+    """The free-rider reference rule its peer rounds' terms name with the public screen (round
+    terms ``valuation.references``, fixed from round 1; session 62, h-300): this release's,
+    :data:`~fedtrail.protocol.roundlog.WEIGHTED_REFERENCES` (a round's updates at weight 0 with
+    a positive score are no references, so one the public screen left out unread stalls no
+    later round). A later peer round of a ledger whose round 1 was a peer round takes round
+    1's (:meth:`AggregatorService._round_one_references`). None writes terms as an older
+    release did (every update not scored unreadable is a reference); tests use it to stand in
+    for that writer. Terms without the public screen never name one."""
+
     defaults: AggregatorSettings | None = None
     """The settings this aggregator runs with where its operator chose none (``aggregator
     run``: every flag at its default). Set, a service that continues a ledger takes round 1's
@@ -386,6 +396,11 @@ class AggregatorSettings:
             raise ConfigError(
                 f"explanation_wording must be one of {roundlog.EXPLANATION_WORDINGS} or None, "
                 f"not {self.explanation_wording!r}"
+            )
+        if self.references not in (None, *roundlog.REFERENCE_RULES):
+            raise ConfigError(
+                f"references must be one of {roundlog.REFERENCE_RULES} or None, "
+                f"not {self.references!r}"
             )
         if self.valuation_mode not in roundlog.VALUATION_MODES:
             raise ConfigError(
@@ -441,6 +456,13 @@ class AggregatorSettings:
         auc = self.metric == "auc"
         game = self.validator_game
         combiner = self.combiner if self.combiner is not None else default_combiner(self.standing)
+        public_screen = (
+            True
+            if peers
+            and self.standing
+            and (DEFAULT_PUBLIC_SCREEN if self.public_screen is None else self.public_screen)
+            else None
+        )
         return roundlog.ValuationSettings(
             method=self.valuation,
             metric=self.metric,
@@ -457,14 +479,11 @@ class AggregatorSettings:
             validator_game=(None if auc and game == "linear_shapley" else game) if peers else None,
             explanation_probe=probe,
             project_shift=True if self.shifts_projected() else None,
-            public_screen=(
-                True
-                if peers
-                and self.standing
-                and (DEFAULT_PUBLIC_SCREEN if self.public_screen is None else self.public_screen)
-                else None
-            ),
+            public_screen=public_screen,
             explanation_wording=None if peers else self.explanation_wording,
+            # the public screen leaves an unreadable input at weight 0 out unread, so such an
+            # update can be no reference (h-300)
+            references=self.references if public_screen else None,
         )
 
 
@@ -766,6 +785,8 @@ class AggregatorService:
         peers = settings.valuation_mode == "peers"
         if peers and settings.public_screen is None and round_id > 1:
             settings = replace(settings, public_screen=self._round_one_screen())
+        if peers and round_id > 1:
+            settings = replace(settings, references=self._round_one_references(settings))
         score_windows = self._score_windows(settings) if peers else (None, None)
         probe = None
         if settings.explanation_check and not peers:
@@ -803,6 +824,17 @@ class AggregatorService:
         if first.get("mode") != "peers":
             return DEFAULT_PUBLIC_SCREEN
         return first.get("public_screen") is True
+
+    def _round_one_references(self, settings: AggregatorSettings) -> str | None:
+        """The reference rule a peer round after round 1 offers with the public screen: round
+        1's ``valuation.references`` where round 1 was a peer round (which fixed it: a ledger
+        whose round 1 has the screen without the rule keeps the earlier references), else
+        ``settings``' (a federation that moved to the peers' scoring)."""
+        first = self._first_terms().valuation
+        if first.get("mode") != "peers":
+            return settings.references
+        references = first.get("references")
+        return references if isinstance(references, str) else None
 
     def _first_terms(self) -> RoundTerms:
         """Round 1's terms, read back by their on-chain hash as a node reads them (once: the

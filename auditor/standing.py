@@ -82,7 +82,7 @@ def _expected_previous(
     if source is None:
         return None, "", "", None, []
     previous, standing = source
-    refs = reference_labels(ledger, round_id, stale_rounds)
+    refs = reference_labels(ledger, store, round_id, stale_rounds)
     return previous.round, previous.cid, previous.sha256, standing, refs
 
 

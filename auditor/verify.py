@@ -869,6 +869,14 @@ def _verify_finalized(
     unusable: dict[str, Reason] = {}
     # how each update reads, as the aggregator's log states it (None: this audit cannot tell)
     read_as: dict[str, Reason | None] = {}
+    # the update.<site> checks of unreadable updates at weight 0 with a positive score, by
+    # their place in the audit: the public screen may have left them out (settled below)
+    unread_at_zero: dict[str, int] = {}
+
+    def unread_check(sub: Submission) -> None:
+        if sub.weight == 0 and sub.reason == Reason.OK and sub.score > 0:
+            unread_at_zero[sub.site] = len(audit.checks)
+
     for sub in subs:
         with _Timer(audit, "fetch"):
             fetched = next(updates)
@@ -879,6 +887,7 @@ def _verify_finalized(
             read_as[sub.site] = _read_as(fetched.failure)
             # Acceptable only for an update the aggregator itself found unusable and excluded.
             excluded = sub.weight == 0 and sub.reason in unusable_reasons
+            unread_check(sub)
             audit.add(
                 f"update.{sub.site[:10]}",
                 excluded,
@@ -917,7 +926,10 @@ def _verify_finalized(
             deltas.pop(sub.site, None)
             dp.pop(sub.site, None)
             excluded = sub.weight == 0 and sub.reason in unusable_reasons
+            unread_check(sub)
             audit.add(f"update.{sub.site[:10]}", excluded, f"malformed: {exc.reason}")
+    if peers and peer is not None and unread_at_zero:
+        _settle_left_out(audit, peer, terms, subs, unusable, unread_at_zero)
 
     history = privacy_history if privacy_history is not None else PrivacyHistory(ledger, store)
     _check_privacy(audit, ledger, round_id, subs, dp, terms, history)
@@ -2900,6 +2912,54 @@ def _check_public_screen(
             left_out=left_out,
         )
     )
+
+
+def _settle_left_out(
+    audit: RoundAudit,
+    peer: PeerRecord,
+    terms: RoundTerms | None,
+    subs: list[Submission],
+    unusable: Mapping[str, Reason],
+    unread_at_zero: Mapping[str, int],
+) -> None:
+    """Passes the ``update.<site>`` check (at its place ``unread_at_zero[site]``) of each
+    update this audit cannot read that the round's public screen left out
+    (:func:`~fedtrail.protocol.peers.screen_left_out` over this audit's reading: an input, a
+    positive peer median, at weight 0 once the updates dropped as withheld are dropped): the
+    contract cannot drop it (``NotWeighted``), so it keeps reason OK and weight 0 on the
+    honest finalize, adds nothing to the model and is paid nothing (session 62, h-300; before,
+    the check failed it as unreadable, reason OK being no unusable reason). Under terms without
+    the public screen (with standing) nothing is left out and nothing changes."""
+    from fedtrail.protocol.peers import screen_left_out
+
+    if terms is None:
+        return
+    try:
+        valuation = ValuationSettings.from_json(terms.valuation)
+    except InvalidLog:
+        return
+    if not (valuation.public_screen and valuation.standing):
+        return
+    try:
+        outcome = peer.outcome([s.site for s in subs])
+    except InvalidVotes:
+        return
+    by_key = {address_key(s.site): s.num_samples for s in subs}
+    if any(address_key(site) not in by_key for site in outcome.sites):
+        return
+    counts = [by_key[address_key(site)] for site in outcome.sites]
+    for site in screen_left_out(outcome, counts, list(unusable)):
+        at = unread_at_zero.get(site)
+        if at is None:
+            continue
+        was = audit.checks[at]
+        audit.checks[at] = replace(
+            was,
+            passed=True,
+            detail=was.detail
+            + "; left out of the public screen unread (a positive peer median at weight 0, "
+            "reason OK, which the contract cannot drop): consistent",
+        )
 
 
 def _check_peers(

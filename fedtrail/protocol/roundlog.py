@@ -38,7 +38,9 @@ __all__ = [
     "EXPLANATION_WORDINGS",
     "FORMAT",
     "MAX_LOG_BYTES",
+    "REFERENCE_RULES",
     "VALUATION_MODES",
+    "WEIGHTED_REFERENCES",
     "BlobRef",
     "Evidence",
     "ExplanationProbe",
@@ -69,6 +71,16 @@ __all__ = [
 FORMAT = "fedtrail.explanation-log/1"
 VALUATION_MODES = ("aggregator", "peers")
 """Who scores a round: the aggregator on its validation split, or the sites on theirs."""
+
+WEIGHTED_REFERENCES = "weighted"
+"""The terms' ``valuation.references`` (session 62, h-300): the round's free-rider references
+leave out every update the chain holds at weight 0 with a positive score (reason OK: its exact
+share rounds below one unit of 1e-18), whatever reads (``fedtrail.valuation.chained.
+reference_submissions``). Written with ``public_screen``, whose screen leaves such an update out
+when it cannot be read (``fedtrail.protocol.peers.screen_left_out``): nobody needs to hold it.
+Absent: every update not scored unreadable is a reference, as before."""
+REFERENCE_RULES = (WEIGHTED_REFERENCES,)
+"""The reference rules a reader of this release knows (``valuation.references``)."""
 
 EXPLANATION_WORDING = 1
 """The wording of the explanation texts (a log entry's ``explanation``: ``"<reason label>:
@@ -296,6 +308,9 @@ class ValuationSettings:
     and references (``fedtrail.valuation.public_screen``) and drops the weighted updates it
     marks on chain (``dropScreened``, reason FREE_RIDER), and ``audit verify`` recomputes it
     (``peers.screen``); absent (None) or false: every validator screens, as before.
+    ``references`` (only with ``public_screen`` true): the round's free-rider reference rule,
+    :data:`WEIGHTED_REFERENCES` (its updates at weight 0 with a positive score are none);
+    absent: every update not scored unreadable, as before.
     """
 
     method: str
@@ -312,6 +327,7 @@ class ValuationSettings:
     project_shift: bool | None = None
     public_screen: bool | None = None
     explanation_wording: int | None = None
+    references: str | None = None
 
     _FIELDS: ClassVar[tuple[str, ...]] = (
         "method",
@@ -328,6 +344,7 @@ class ValuationSettings:
         "project_shift",
         "public_screen",
         "explanation_wording",
+        "references",
     )
 
     def __post_init__(self) -> None:
@@ -349,6 +366,14 @@ class ValuationSettings:
             raise InvalidLog("the validator game 'linear_shapley' needs a loss metric, not the AUC")
         if self.public_screen is not None and self.mode != "peers":
             raise InvalidLog("a public screen is set only for peer valuation (mode 'peers')")
+        if self.references is not None:
+            if self.references not in REFERENCE_RULES:
+                raise InvalidLog(
+                    f"the reference rule must be one of {REFERENCE_RULES}, not {self.references!r}"
+                )
+            if self.public_screen is not True:
+                # the rule is there for the inputs the public screen leaves out (h-300)
+                raise InvalidLog("a reference rule is set only with the public screen")
         if self.explanation_probe is not None and self.explanation_check is not True:
             raise InvalidLog("an explanation probe is set only with the explanation check on")
         if self.explanation_wording is not None:
@@ -392,6 +417,8 @@ class ValuationSettings:
             doc["public_screen"] = self.public_screen
         if self.explanation_wording is not None:
             doc["explanation_wording"] = self.explanation_wording
+        if self.references is not None:
+            doc["references"] = self.references
         return doc
 
     @classmethod
@@ -437,6 +464,9 @@ class ValuationSettings:
             explanation_wording=None
             if doc.get("explanation_wording") is None
             else _int(doc["explanation_wording"], f"{where}/explanation_wording"),
+            references=None
+            if doc.get("references") is None
+            else _str(doc["references"], f"{where}/references"),
         )
 
 

@@ -19,7 +19,9 @@ only, by the one rule here that the aggregator (to score) and the auditor (to ch
   round r"``: every revealed update except those scored TAMPERED, MALFORMED, PEER_REJECTED or
   WITHHELD, whose bytes were unusable or refused (:data:`UNREADABLE`); a free-rider's own
   resend counts, so resending the same update again is caught
-  again), then the global delta it applied (``"the global delta of round r"``). Cost: the
+  again; under that round's terms' ``valuation.references`` ``"weighted"``, not one the chain
+  holds at weight 0 with a positive score, :func:`reference_submissions`), then the global
+  delta it applied (``"the global delta of round r"``). Cost: the
   stale screen compares each update with every reference, about ``n (n + 1) stale_rounds``
   pairs (one Gram matrix screens them), and the references of ``stale_rounds`` rounds are
   fetched, decoded and held in memory by whoever values or audits the round.
@@ -49,11 +51,13 @@ from fedtrail.protocol.codes import Phase, Reason
 from fedtrail.protocol.peers import PeerOutcome, address_key, screen_inputs, screen_left_out
 from fedtrail.protocol.roundlog import (
     MAX_LOG_BYTES,
+    WEIGHTED_REFERENCES,
     PreviousLog,
     RoundLog,
     Standing,
     ValuationSettings,
 )
+from fedtrail.protocol.terms import MAX_TERMS_BYTES, RoundTerms
 from fedtrail.storage.codec import decode_model, decode_update, default_max_bytes
 from fedtrail.storage.store import NOT_GIVEN, ContentStore
 from fedtrail.valuation.base import Candidate
@@ -86,6 +90,7 @@ __all__ = [
     "sequential",
     "standing_of",
     "standing_source",
+    "weighted_references",
 ]
 
 
@@ -222,9 +227,41 @@ already accepts such a blob as missing. The chain decides, not the reader's stor
 reader takes the same references."""
 
 
-def reference_submissions(ledger: Ledger, round_id: int) -> list[Submission]:
-    """The updates of ``round_id`` that serve as free-rider references, in the chain's order."""
-    return [s for s in ledger.get_submissions(round_id) if s.cid and s.reason not in UNREADABLE]
+def reference_submissions(
+    ledger: Ledger, round_id: int, *, weighted: bool = False
+) -> list[Submission]:
+    """The updates of ``round_id`` that serve as free-rider references, in the chain's order:
+    every revealed one not scored :data:`UNREADABLE`; with ``weighted`` (the round's terms
+    name :data:`~fedtrail.protocol.roundlog.WEIGHTED_REFERENCES`, :func:`weighted_references`)
+    less those the chain holds at weight 0 with a positive score (reason OK, an exact share
+    below one unit of 1e-18). Such an update adds nothing to the round's model and is paid
+    nothing; the public screen leaves it out unread when it cannot be read
+    (:func:`screen_left_out_of`), so nobody need hold it, and as a reference it stalled every
+    later round's screen (session 61, h-297). An update the chain zeroed (score 0: TAMPERED
+    excepted, a copy, a stale resend, one dropped as screened) stays one, so a resend of it is
+    caught again. Read from the chain alone: every reader takes the same references."""
+    return [
+        s
+        for s in ledger.get_submissions(round_id)
+        if s.cid and s.reason not in UNREADABLE and not (weighted and s.weight == 0 and s.score > 0)
+    ]
+
+
+def weighted_references(ledger: Ledger, store: ContentStore, round_id: int) -> bool:
+    """Whether round ``round_id``'s terms (read by their on-chain hash) name the reference rule
+    :data:`~fedtrail.protocol.roundlog.WEIGHTED_REFERENCES` (``valuation.references``): the
+    round's own terms decide its references, fixed before its updates were seen, whatever the
+    terms of the round that reads them say (a federation may move between the aggregator's
+    scoring and the peers'). False for a round opened without terms. Raises what the store
+    raises, or :class:`~fedtrail.errors.FedtrailError` when the terms do not parse: the history
+    must be the same for everyone."""
+    info = ledger.get_round(round_id)
+    if not info.terms_cid:
+        return False
+    terms = RoundTerms.from_bytes(
+        store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
+    )
+    return ValuationSettings.from_json(terms.valuation).references == WEIGHTED_REFERENCES
 
 
 def previous_round(ledger: Ledger, round_id: int) -> int | None:
@@ -245,12 +282,19 @@ def previous_rounds(ledger: Ledger, round_id: int, count: int) -> list[int]:
     return out
 
 
-def reference_labels(ledger: Ledger, round_id: int, stale_rounds: int) -> list[str]:
+def reference_labels(
+    ledger: Ledger, store: ContentStore, round_id: int, stale_rounds: int
+) -> list[str]:
     """The labels of the references ``round_id`` is valued with (see the module docstring), in
-    their order, as a round log's standing block lists them."""
+    their order, as a round log's standing block lists them (each earlier round's under its
+    own terms' rule, :func:`weighted_references`)."""
     labels: list[str] = []
     for prev in previous_rounds(ledger, round_id, stale_rounds):
-        labels += [reference_label(s.site, prev) for s in reference_submissions(ledger, prev)]
+        weighted = weighted_references(ledger, store, prev)
+        labels += [
+            reference_label(s.site, prev)
+            for s in reference_submissions(ledger, prev, weighted=weighted)
+        ]
         labels.append(global_label(prev))
     return labels
 
@@ -307,7 +351,8 @@ def round_references(
     """The free-rider references finalized round ``prev`` leaves its successor: its revealed
     updates whose bytes the round could use (:func:`reference_submissions`: every one not
     scored TAMPERED, MALFORMED, NOT_REVEALED, PEER_REJECTED or WITHHELD, weighted or not: a
-    zeroed free-rider's resend counts too) and the global delta it applied. With
+    zeroed free-rider's resend counts too; under its terms' ``valuation.references``
+    "weighted", none at weight 0 with a positive score) and the global delta it applied. With
     ``skip_unreadable`` an update whose bytes
     cannot be read is left out (a validator's view); otherwise it raises (the round read it,
     so it must be readable: an update its site withdrew from the store after the round makes
@@ -330,8 +375,10 @@ def round_references(
         )
     ]
     model_reads = read([(cid, sha256) for cid, sha256, state in models if state is None], limit)
+    weighted = weighted_references(ledger, store, prev)
     plan = [
-        (sub, held.updates.get((prev, sub.sha256))) for sub in reference_submissions(ledger, prev)
+        (sub, held.updates.get((prev, sub.sha256)))
+        for sub in reference_submissions(ledger, prev, weighted=weighted)
     ]
     update_reads = read([(sub.cid, sub.sha256) for sub, known in plan if known is None], limit)
     references: dict[str, Mapping[str, torch.Tensor]] = {}

@@ -2756,6 +2756,10 @@ def main(argv=None):
         blobs: dict = {}
         not_given: dict = {}  # site -> NotGiven.kind, for an update the store did not give
         onchain_sha: dict = {}
+        # README *Peer rounds*, public screen: the update.<site> rows that failed an update
+        # nobody here reads at weight 0 with a positive score (reason OK), by place in RESULTS:
+        # passed below if the screen left it out (session 62)
+        unread_zero: dict = {}
         for e in commits:
             a = e.args.site.lower()
             sub = c.functions.getSubmission(r, e.args.site).call()
@@ -2792,6 +2796,15 @@ def main(argv=None):
             zeroed = zeroed_unusable(reason, weight, bool(peer))
             # outside a finalized round verify reads no update: an unusable one is a note
             unusable_verdict = zeroed if phase == 3 else "NOTE"
+            if (
+                peer
+                and unusable_verdict is False
+                and weight == 0
+                and score > 0
+                and 0 <= reason < len(REASONS)
+                and REASONS[reason] == "OK"
+            ):
+                unread_zero[a] = len(RESULTS)  # the row reported next, if it fails
             onchain_sha[a] = sub_sha.hex()
             try:
                 blob = ipfs.cat(rev.args.cid)
@@ -3280,6 +3293,21 @@ def main(argv=None):
             ]
             w_base = weights_rule(base)[0] if any(n * m for _, n, m in base) else {}
             left_out = {a for a in unread_inputs if w_base.get(a, 0) == 0}
+            # a left-out update keeps reason OK and weight 0 (the contract drops only a
+            # weighted one): its update.<site> passes, though no reader here reads it
+            for a in sorted(left_out):
+                at = unread_zero.get(a)
+                if at is None or at >= len(RESULTS) or RESULTS[at]["result"] != "FAIL":
+                    continue
+                row = RESULTS[at]
+                if row["round"] != r or row["check"] != f"update.{names.get(a, a)}":
+                    continue
+                row["result"] = "PASS"
+                row["detail"] += (
+                    "; left out of the public screen unread (a positive peer median at weight "
+                    "0, reason OK, which the contract cannot drop): consistent"
+                )
+                print(f"{r!s:>5}  {row['check']:<28} PASS  (was FAIL: left out of the screen)")
             blocked += [
                 f"input {names.get(a)} does not read" for a in unread_inputs if a not in left_out
             ]
@@ -3343,7 +3371,10 @@ def main(argv=None):
             for a, text in riders.items():
                 predicted[a], why[a] = "FREE_RIDER", text
             usable = [a for a in usable if a not in riders]
-            pending_refs = labels
+            # a peer round's log has no standing block (README *Standing*: the aggregator's
+            # rounds only; verify checks none there): before session 62 this reader compared
+            # the public screen's references with the absent block and failed every such round
+            pending_refs = None if peer else labels
             # README *Peer rounds*, public screen: exactly the weighted marks dropped, in every
             # valued round (left valued and cancelled ones too: there only the drops, since the
             # aggregator drops at finalize); a dropped update that does not read now is not
@@ -3539,22 +3570,29 @@ def main(argv=None):
         )
         # this round's free-rider references for the next ones (README *Free-riders and stale
         # copies*): revealed updates in ascending address order, not TAMPERED / MALFORMED / NOT_REVEALED /
-        # PEER_REJECTED / WITHHELD, then the global delta (global - start, float32)
+        # PEER_REJECTED / WITHHELD, then the global delta (global - start, float32); under this
+        # round's own terms' valuation.references "weighted" (session 62), not one the chain
+        # holds at weight 0 with a positive score either
         _, _, g_tensors = parse_safetensors(gblob)
-        referable = [
-            a
-            for a in onchain
-            if a in reveals
-            and REASONS[onchain[a][3]]
-            not in ("TAMPERED", "MALFORMED", "NOT_REVEALED", "PEER_REJECTED", "WITHHELD")
-        ]
+        by_weight = (terms.get("valuation") or {}).get("references") == "weighted"
+
+        def referable_now(a, by_weight=by_weight, onchain=onchain):
+            _, _, score_, reason_, weight_ = onchain[a]
+            if REASONS[reason_] in (
+                "TAMPERED",
+                "MALFORMED",
+                "NOT_REVEALED",
+                "PEER_REJECTED",
+                "WITHHELD",
+            ):
+                return False
+            return not (by_weight and weight_ == 0 and score_ > 0)
+
+        referable = [a for a in onchain if a in reveals and referable_now(a)]
         history[r] = {
             "missing": [a for a in referable if a not in deltas],
             "updates": [
-                (a, deltas[a])
-                for a in sorted(deltas, key=lambda x: int(x, 16))
-                if REASONS[onchain[a][3]]
-                not in ("TAMPERED", "MALFORMED", "NOT_REVEALED", "PEER_REJECTED", "WITHHELD")
+                (a, deltas[a]) for a in sorted(deltas, key=lambda x: int(x, 16)) if referable_now(a)
             ],
             "global_delta": {k: (g_tensors[k] - start[k]).astype(np.float32) for k in start},
         }

@@ -71,7 +71,8 @@ def test_an_aggregator_round_after_a_peer_round_skips_the_updates_it_rejected(
     rejected = {s.site: s.reason for s in ledger.get_submissions(2)}
     assert rejected[withholder] == Reason.PEER_REJECTED
     assert withholder not in {s.site for s in reference_submissions(ledger, 2)}
-    assert len(reference_labels(ledger, 3, 1)) == 4  # three readable updates + the global delta
+    # three readable updates + the global delta
+    assert len(reference_labels(ledger, unpublished, 3, 1)) == 4
     audit = verify_round(ledger, unpublished, 3)  # type: ignore[arg-type]
     failed = {c.name: c.detail for c in audit.checks if c.applicable and not c.passed}
     assert not failed, failed

@@ -101,3 +101,49 @@ def test_a_ledger_started_without_the_public_screen_keeps_every_validators_scree
     assert named in refused.output, refused.output
     assert none == []
     assert fed.ledger.current_round() == 1
+
+
+def test_a_new_peer_federation_writes_the_weighted_reference_rule_and_keeps_it(
+    anvil_url: str, ipfs_api: str, tmp_path: Path
+) -> None:
+    """h-300: with the public screen, round 1's terms name ``valuation.references``
+    "weighted" (a round's updates at weight 0 with a positive score are no free-rider
+    references), and round 2's offer keeps it; the sites' nodes take part under them."""
+    from fedtrail.valuation.consent import unrunnable
+
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3, standing=True)
+    assert fed.service.open_next() == 1
+    first = _terms(fed, 1)
+    assert first.valuation["references"] == "weighted"
+    second = fed.service.round_terms(2)
+    assert second.valuation["references"] == "weighted"
+    assert payment_differences(first, second) == []
+    assert unrunnable(first) is None  # a node at the default [accept] takes part
+
+
+def test_a_ledger_started_without_the_reference_rule_keeps_the_earlier_references(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer ledger whose round 1 has the public screen without ``valuation.references`` (an
+    aggregator of sessions 57 to 61; ``references=None`` stands in for it) keeps the earlier
+    reference rule: a newer service offers round 1's terms through the library and through
+    ``aggregator run``, and nodes still take part under them."""
+    from fedtrail.valuation.consent import unrunnable
+
+    fed = peer_federation(
+        tmp_path / "fed", anvil_url, ipfs_api, sites=3, standing=True, references=None
+    )
+    assert fed.service.open_next() == 1
+    first = _terms(fed, 1)
+    assert first.valuation["public_screen"] is True and "references" not in first.valuation
+    assert unrunnable(first) is None
+    newer = fed.service
+    newer.settings = replace(newer.settings, references="weighted")  # this release's default
+    second = newer.round_terms(2)
+    assert "references" not in second.valuation
+    assert payment_differences(first, second) == []
+    result, offered = _offered_by_cli(fed, monkeypatch, tmp_path / "cli")
+    assert result.exit_code == 0, result.output
+    (terms,) = offered
+    assert "references" not in terms.valuation
+    assert payment_differences(first, terms) == []

@@ -55,6 +55,8 @@ def full_terms() -> RoundTerms:
         quorum=2,
         validator_game="loo",
         explanation_probe=ExplanationProbe(cid="QmProbe", sha256="cd" * 32, images=32),
+        public_screen=True,
+        references="weighted",
     )
     return RoundTerms(
         round=7,

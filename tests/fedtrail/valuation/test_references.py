@@ -91,7 +91,7 @@ class _Store:
 
 
 def test_refused_updates_of_a_peer_round_are_no_references() -> None:
-    assert reference_labels(_Ledger(), 2, 1) == [  # type: ignore[arg-type]
+    assert reference_labels(_Ledger(), _Store(), 2, 1) == [  # type: ignore[arg-type]
         reference_label("0xok", 1),
         global_label(1),
     ]
@@ -265,3 +265,75 @@ def test_a_reference_read_ahead_that_fails_raises_the_first_failure_in_the_chain
             fetch=_ahead(_AheadStore(broken), asked),
         )
     assert asked[:2] == ["start", "global"]
+
+
+def _valued(site: str, reason: Reason, score: int, weight: int, order: int) -> Submission:
+    return replace(_sub(site, reason, order), score=score, weight=weight)
+
+
+VALUED = [
+    _valued("0xweighted", Reason.OK, 500_000, 10**18 - 1, 1),
+    _valued("0xrounded", Reason.OK, 1, 0, 2),  # a positive score, weight 0 from rounding
+    _valued("0xscreened", Reason.FREE_RIDER, 0, 0, 3),  # dropScreened: score 0
+    _valued("0xcopy", Reason.DUPLICATE, 0, 0, 4),
+    _valued("0xwithheld", Reason.WITHHELD, 0, 0, 5),
+]
+
+
+class _TermsLedger(_Ledger):
+    """Round 1 valued as :data:`VALUED`, under the terms at ``terms_cid`` ("": none)."""
+
+    def __init__(self, terms_cid: str) -> None:
+        self.terms_cid = terms_cid
+
+    def get_round(self, round_id: int) -> RoundInfo:
+        return replace(super().get_round(round_id), terms_cid=self.terms_cid, terms_sha256="ff")
+
+    def get_submissions(self, round_id: int) -> list[Submission]:
+        return list(VALUED)
+
+
+class _TermsStore(_Store):
+    """The store above, holding round 1's terms with and without the reference rule."""
+
+    def __init__(self) -> None:
+        from tests.fedtrail.protocol.test_terms_schema import full_terms
+
+        super().__init__()
+        new = full_terms()
+        valuation = dict(new.valuation)
+        old = replace(new, valuation={k: v for k, v in valuation.items() if k != "references"})
+        self.blobs["terms-weighted"] = new.to_bytes()
+        self.blobs["terms-old"] = old.to_bytes()
+
+
+def test_the_weighted_rule_leaves_out_only_updates_at_weight_0_with_a_positive_score() -> None:
+    """h-300: ``valuation.references`` "weighted" takes out of a round's references exactly the
+    updates the chain holds at weight 0 with a positive score; an update the chain zeroed (a
+    resend dropped as screened, a copy) stays one, so resending it again is caught again."""
+    ledger = _TermsLedger("")
+    old = [s.site for s in chained.reference_submissions(ledger, 1)]  # type: ignore[arg-type]
+    new = [s.site for s in chained.reference_submissions(ledger, 1, weighted=True)]  # type: ignore[arg-type]
+    assert old == ["0xweighted", "0xrounded", "0xscreened", "0xcopy"]
+    assert new == ["0xweighted", "0xscreened", "0xcopy"]
+
+
+@pytest.mark.parametrize(
+    ("terms_cid", "weighted"), [("terms-weighted", True), ("terms-old", False), ("", False)]
+)
+def test_a_rounds_own_terms_decide_its_references(terms_cid: str, weighted: bool) -> None:
+    """The rule a round's references follow is the one its own terms name, read by their
+    on-chain hash: absent (terms written before session 62, or a round opened without terms)
+    it is the earlier rule, so old ledgers and logs keep their references."""
+    ledger, store = _TermsLedger(terms_cid), _TermsStore()
+    assert chained.weighted_references(ledger, store, 1) is weighted  # type: ignore[arg-type]
+    labels = reference_labels(ledger, store, 2, 1)  # type: ignore[arg-type]
+    assert (reference_label("0xrounded", 1) in labels) is not weighted, labels
+    assert reference_label("0xscreened", 1) in labels and global_label(1) in labels
+
+
+def test_terms_that_cannot_be_read_leave_the_references_unknown() -> None:
+    """Terms the store cannot give raise (the history must be the same for every reader), as an
+    unreadable reference does."""
+    with pytest.raises(ContentNotFound):
+        reference_labels(_TermsLedger("terms-gone"), _TermsStore(), 2, 1)  # type: ignore[arg-type]
