@@ -113,6 +113,7 @@ from fedtrail.ml.metrics import (
 )
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
 from fedtrail.ml.privacy import declared_micro
+from fedtrail.protocol.cids import SHOWN_CHARS, bounded
 from fedtrail.protocol.codes import Decline, Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.evidence import ChainUpdate, Evidence, applicable, evidence_problems
@@ -3342,16 +3343,14 @@ def _unalike(logged: object, chain: object) -> tuple[str, str]:
     return _bounded(repr(logged)), _bounded(repr(chain))
 
 
-QUOTED_CHARS = 200
+QUOTED_CHARS = SHOWN_CHARS
 """At most this many characters of a logged or chain value quoted in a mismatch message: the
 log is the aggregator's text (up to 32 MiB), so a dishonest one must not fill verify's
-output with it."""
+output with it (:func:`~fedtrail.protocol.cids.bounded`, as ``audit round`` shows CIDs)."""
 
 
 def _bounded(quoted: str) -> str:
-    if len(quoted) <= QUOTED_CHARS:
-        return quoted
-    return f"{quoted[:QUOTED_CHARS]}... ({len(quoted):,} characters)"
+    return bounded(quoted)
 
 
 def _shown(e: SiteEntry, name: str) -> object:
