@@ -365,6 +365,13 @@ class NodeState:
                     f"node state {path} is corrupt: round {r}'s chain_seconds is "
                     f"{seconds!r}, not a whole number of seconds >= 0"
                 )
+            code = rec.declined
+            if type(code) is not int or code not in (0, *(int(d) for d in Decline)):
+                # a decline re-sent after a reorganisation takes its reason from here
+                raise NodeStateError(
+                    f"node state {path} is corrupt: round {r}'s declined is {code!r}, not 0 "
+                    "or a decline reason's code"
+                )
         return cls(rounds)
 
     def save(self, path: Path) -> None:
@@ -1860,9 +1867,10 @@ class SiteNode:
                     )
                 )
                 if current and (unfinished or self._pending_residual(current).exists()):
+                    was = None if prior is None else prior.phase  # participate edits prior
                     record = self.participate(current)
-                    if record is not None and record.phase == "revealed":
-                        done += 1
+                    if record is not None and record.phase == "revealed" and was != "revealed":
+                        done += 1  # a round counts once, however often it is polled
                 if once and record is not None and record.phase in FINAL_PHASES:
                     finished = current
                 if current:
