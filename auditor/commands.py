@@ -20,6 +20,7 @@ from fedtrail.cli.common import (
 )
 from fedtrail.cli.output import emit, format_option, printable, reason_label
 from fedtrail.errors import ConfigError, VerificationFailed
+from fedtrail.protocol.cids import bounded
 from fedtrail.protocol.names import shown as shown_name
 from fedtrail.protocol.privacy import EPSILON_SCALE
 from fedtrail.protocol.weights import SCORE_SCALE, WEIGHT_SCALE
@@ -52,7 +53,7 @@ def round_rows(ledger: Ledger) -> list[dict[str, Any]]:
                 "revealed": info.submission_count,
                 "start_sha256": info.start_sha256[:16],
                 "global_sha256": info.global_sha256[:16] if info.global_cid else "",
-                "log_cid": info.log_cid,
+                "log_cid": bounded(info.log_cid),
             }
         )
     return rows
@@ -81,7 +82,9 @@ def _display_names(ledger: Ledger) -> Callable[[str, str], str]:
 def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
     """A round as the chain holds it; a valued peer round adds ``peers``: each validator's
     revealed vector, its distance from the medians and its validator reputation, and the
-    medians (:class:`fedtrail.auditor.peers.PeerTable`)."""
+    medians (:class:`fedtrail.auditor.peers.PeerTable`). Every CID is the chain's text
+    :func:`~fedtrail.protocol.cids.bounded` (at most 200 characters, then its length): the
+    contract bounds no ``string``, and a site's 200,000-byte CID (a126) filled the output."""
     from fedtrail.auditor.peers import peer_table, read_peer_record
 
     info = ledger.get_round(round_id)
@@ -99,15 +102,15 @@ def round_doc(ledger: Ledger, round_id: int) -> dict[str, Any]:
         "reveal_deadline": info.reveal_deadline,
         "opened_at": info.opened_at,
         "active_at_open": info.active_at_open,
-        "terms": {"cid": info.terms_cid, "sha256": info.terms_sha256},
-        "start_model": {"cid": info.start_cid, "sha256": info.start_sha256},
-        "global_model": {"cid": info.global_cid, "sha256": info.global_sha256},
-        "log": {"cid": info.log_cid, "sha256": info.log_sha256},
+        "terms": {"cid": bounded(info.terms_cid), "sha256": info.terms_sha256},
+        "start_model": {"cid": bounded(info.start_cid), "sha256": info.start_sha256},
+        "global_model": {"cid": bounded(info.global_cid), "sha256": info.global_sha256},
+        "log": {"cid": bounded(info.log_cid), "sha256": info.log_sha256},
         "updates": [
             {
                 "site": s.site,
                 "name": names.get(s.site, ""),
-                "cid": s.cid,
+                "cid": bounded(s.cid),
                 "sha256": s.sha256,
                 "num_samples": s.num_samples,
                 "score": s.score,

@@ -113,6 +113,7 @@ from fedtrail.ml.metrics import (
 )
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model, load_federated
 from fedtrail.ml.privacy import declared_micro
+from fedtrail.protocol.cids import SHOWN_CHARS, bounded
 from fedtrail.protocol.codes import Decline, Phase, Reason
 from fedtrail.protocol.duplicates import Entry, find_duplicates
 from fedtrail.protocol.evidence import ChainUpdate, Evidence, applicable, evidence_problems
@@ -144,6 +145,7 @@ from fedtrail.protocol.terms import (
     InvalidTerms,
     RoundTerms,
     payment_differences,
+    valuation_mode_difference,
     window_differences,
 )
 from fedtrail.protocol.weights import ZeroTotalWeight, onchain_weights
@@ -3401,16 +3403,14 @@ def _unalike(logged: object, chain: object) -> tuple[str, str]:
     return _bounded(repr(logged)), _bounded(repr(chain))
 
 
-QUOTED_CHARS = 200
+QUOTED_CHARS = SHOWN_CHARS
 """At most this many characters of a logged or chain value quoted in a mismatch message: the
 log is the aggregator's text (up to 32 MiB), so a dishonest one must not fill verify's
-output with it."""
+output with it (:func:`~fedtrail.protocol.cids.bounded`, as ``audit round`` shows CIDs)."""
 
 
 def _bounded(quoted: str) -> str:
-    if len(quoted) <= QUOTED_CHARS:
-        return quoted
-    return f"{quoted[:QUOTED_CHARS]}... ({len(quoted):,} characters)"
+    return bounded(quoted)
 
 
 def _shown(e: SiteEntry, name: str) -> object:
@@ -3671,7 +3671,11 @@ def _check_declined(
     declined for a reason ``accept`` (the auditor's table of what the sites accept) confirms:
     settings it refuses (:func:`~fedtrail.valuation.consent.unrunnable`), a commit window
     below its ``min_commit_seconds`` (:func:`~fedtrail.valuation.limits.window_refusal`) or
-    chain windows that are not the terms', in a finalized round that paid someone. Any other
+    chain windows that are not the terms' (a peer round's score windows included, and a round
+    opened on chain as another kind than the terms name, :func:`~fedtrail.protocol.terms.
+    valuation_mode_difference`: nodes decline both since a132/a133), in a finalized round that
+    paid someone. A ``windows`` decline where the chain's windows are the terms' stays named,
+    not confirmed. Any other
     decline is named, not failed (in a cancelled round nobody was paid): only the site's own
     table says what it refuses, and a site may decline any round. Commitments never
     revealed that are no decline are counted apart. ``every`` (the round's commitments,
@@ -3694,12 +3698,21 @@ def _check_declined(
     if terms is not None:
         confirmed[Decline.UNACCEPTED] = unrunnable(terms, accept)
         confirmed[Decline.SHORT_WINDOW] = window_refusal(accept, terms)
+        # the peer record, read (one request) only to weigh a windows decline
+        windowed = Decline.WINDOWS in declines.values()
+        peer = ledger.get_peer_round(info.id) if windowed else None
         windows = window_differences(
             terms,
             opened_at=info.opened_at,
             commit_deadline=info.commit_deadline,
             reveal_deadline=info.reveal_deadline,
+            score_deadlines=None
+            if peer is None
+            else (peer.score_commit_deadline, peer.score_reveal_deadline),
         )
+        if windowed:
+            mode = valuation_mode_difference(terms, peer_round=peer is not None)
+            windows += [] if mode is None else [mode]
         confirmed[Decline.WINDOWS] = "; ".join(windows) or None
     ordered = sorted(declines.items(), key=lambda kv: int(kv[0], 16))
     listed = "; ".join(

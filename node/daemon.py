@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final
 
 import numpy as np
 import torch
@@ -99,6 +99,7 @@ from fedtrail.protocol.terms import (
     InvalidTerms,
     RoundTerms,
     payment_differences,
+    valuation_mode_difference,
     window_differences,
 )
 from fedtrail.storage.codec import (
@@ -319,6 +320,11 @@ class RoundRecord:
     are not checked). A state file of another ledger, or of a chain restarted and redeployed at
     the same address, is refused instead of its records standing in for this ledger's rounds
     (a round recorded ``revealed`` there would be sat out here in silence)."""
+    declined: int = 0
+    """The :class:`~fedtrail.protocol.codes.Decline` code of the decline this site committed
+    for the round (0: none), so that a decline a chain reorganisation dropped is committed
+    again while the commit window is open, with the same reason (before, the reason was only
+    in ``note`` and a dropped decline left the site reading as absent)."""
 
 
 @dataclass
@@ -358,6 +364,13 @@ class NodeState:
                 raise NodeStateError(
                     f"node state {path} is corrupt: round {r}'s chain_seconds is "
                     f"{seconds!r}, not a whole number of seconds >= 0"
+                )
+            code = rec.declined
+            if type(code) is not int or code not in (0, *(int(d) for d in Decline)):
+                # a decline re-sent after a reorganisation takes its reason from here
+                raise NodeStateError(
+                    f"node state {path} is corrupt: round {r}'s declined is {code!r}, not 0 "
+                    "or a decline reason's code"
                 )
         return cls(rounds)
 
@@ -487,6 +500,9 @@ class SiteNode:
         self.state = NodeState.load(self.state_path)
         self._opened: dict[int, str] = {}
         """:meth:`RoundInfo.key` of each round :meth:`participate` saw; stamped on its record."""
+        self._settled: set[int] = set()
+        """Rounds whose finished record :meth:`participate` found settled (:meth:`_droppable`
+        false): the run loop polls a finished round again only until it is here."""
         self._terms: dict[str, RoundTerms] = {}
         """Terms read, by their sha256 (:meth:`_terms_of`)."""
         self.wake: Wake | None = None
@@ -600,12 +616,27 @@ class SiteNode:
         info, on_chain = view.info, view.submission
         record = self.state.rounds.get(round_id)
         self._check_opened(round_id, info, record, on_chain)
+        if (
+            record is not None
+            and record.phase in FINAL_PHASES
+            and not self._droppable(record, info, view.pending_timestamp)
+        ):
+            self._settled.add(round_id)  # nothing the chain could still drop can be sent again
         if on_chain is not None and on_chain.revealed:
+            if (
+                record is not None
+                and record.phase == "revealed"
+                and (record.sha256, record.cid) == (on_chain.sha256, on_chain.cid)
+                and not self._pending_residual(round_id).exists()
+            ):
+                return record  # the chain still holds the reveal recorded (polled in its window)
             return self._mark_revealed(round_id, record, on_chain.sha256, on_chain.cid)
         if record is not None and info.phase == Phase.OPEN:
             dropped = self._dropped(round_id, record, on_chain, info, view.pending_timestamp)
             if dropped == "reveal":
                 return self._reveal(round_id, record, info.reveal_deadline)
+            if dropped == "decline":
+                return self._declare_again(round_id, record, info)
         if record is not None and record.phase in FINAL_PHASES:
             return record
         if info.phase != Phase.OPEN:
@@ -630,6 +661,7 @@ class SiteNode:
                 if declined is not None:
                     # this site's decline landed but its record did not (a crash between):
                     # nothing was trained, nothing is lost
+                    record.declined = int(declined)
                     return self._skip(
                         record,
                         f"declined on chain ({declined.label}) before this node's record of "
@@ -717,11 +749,27 @@ class SiteNode:
         it was mined (a reorganisation left it out of the new branch): ``"commit"`` when the
         commitment is gone inside the commit window (``record`` goes back to ``encoded``, so
         this poll commits again), ``"reveal"`` when the reveal is gone inside the reveal window
-        (the caller reveals again from the record: the blob is on the store, pinned). None:
-        the chain holds what the record says, or the window is closed and nothing can be sent
-        again. Before, the node trusted its record: a dropped commit left it waiting to reveal
-        a commitment the chain did not hold (the reveal refused, the round skipped), a dropped
-        reveal left a committed update that reads as withheld (attacks a129, a130)."""
+        (the caller reveals again from the record: the blob is on the store, pinned),
+        ``"decline"`` when the decline it committed (:attr:`RoundRecord.declined`) is gone inside
+        the commit window (the caller commits the same decline again). None: the chain holds
+        what the record says, or the window is closed and nothing can be sent again. Before,
+        the node trusted its record: a dropped commit left it waiting to reveal a commitment
+        the chain did not hold (the reveal refused, the round skipped), a dropped reveal left a
+        committed update that reads as withheld (attacks a129, a130), a dropped decline a site
+        that reads as absent, with no reason on chain."""
+        if (
+            on_chain is None
+            and record.phase == "skipped"
+            and record.declined
+            and now <= info.commit_deadline
+        ):
+            log.warning(
+                "round %d: the chain no longer holds this site's decline (tx %s: a "
+                "reorganisation?); declining again",
+                round_id,
+                record.tx_hash or "?",
+            )
+            return "decline"
         if on_chain is None and record.phase == "committed" and now <= info.commit_deadline:
             log.warning(
                 "round %d: the chain no longer holds this site's commitment (tx %s: a "
@@ -749,6 +797,19 @@ class SiteNode:
             )
             return "reveal"
         return None
+
+    def _droppable(self, record: RoundRecord, info: RoundInfo, now: int) -> bool:
+        """Whether a transaction ``record`` says was mined could still be dropped by a
+        reorganisation and sent again (:meth:`_dropped`): a reveal inside the reveal window, a
+        decline inside the commit window, the round open. The run loop polls a finished round
+        until this is false (before, it never polled a finished record again, so a dropped
+        reveal or decline was never seen outside a direct :meth:`participate` call)."""
+        if info.phase != Phase.OPEN:
+            return False
+        if record.phase == "revealed":
+            return now <= info.reveal_deadline
+        declined = record.phase == "skipped" and bool(record.declined)
+        return declined and now <= info.commit_deadline
 
     def _recover(self, round_id: int, on_chain: Submission) -> RoundRecord | None:
         """The record of a commitment the chain holds but state.json lost (deleted after it was
@@ -826,13 +887,15 @@ class SiteNode:
                 f"the committed terms are for round {terms.round}; not taking part",
             )
         require_terms(self.task, terms, mine="this site's config.toml")
-        scoring = self._score_deadlines(round_id, terms)
+        peer = self.ledger.get_peer_round(round_id)
         windows = window_differences(
             terms,
             opened_at=info.opened_at,
             commit_deadline=info.commit_deadline,
             reveal_deadline=info.reveal_deadline,
-            score_deadlines=scoring or None,
+            score_deadlines=None
+            if peer is None
+            else (peer.score_commit_deadline, peer.score_reveal_deadline),
         )
         if windows:
             return (
@@ -859,26 +922,15 @@ class SiteNode:
                 "the committed terms name settings this site cannot or will not run "
                 f"({problem}); not taking part",
             )
-        if scoring is False:  # a133
+        # a133, and its reverse: a peer round on chain under terms that say the aggregator
+        # values it (score windows nobody was promised; before, the node trained and committed)
+        mode = valuation_mode_difference(terms, peer_round=peer is not None)
+        if mode is not None:
             return (
                 Decline.WINDOWS,
-                "the round's windows on chain are not its terms' (the terms name a peer "
-                "round's score windows, the chain opened no peer round); not taking part",
+                f"the round's windows on chain are not its terms' ({mode}); not taking part",
             )
         return None
-
-    def _score_deadlines(
-        self, round_id: int, terms: RoundTerms
-    ) -> tuple[int, int] | Literal[False] | None:
-        """A peer round's score commit and reveal deadlines on chain, for
-        :func:`window_differences` (a132); read (one request) only for terms that name score
-        windows (None otherwise), and False when such terms' round is no peer round on chain
-        (a133: the aggregator would value alone a round its sites were promised their peers
-        would score)."""
-        if terms.score_commit_seconds is None:
-            return None
-        peer = self.ledger.get_peer_round(round_id)
-        return False if peer is None else (peer.score_commit_deadline, peer.score_reveal_deadline)
 
     def _window_refusal(self, info: RoundInfo) -> tuple[Decline, str] | None:
         """Why this site cannot make the round's commit deadline: its commit window (from the
@@ -1659,21 +1711,42 @@ class SiteNode:
         the site's absence (attack a42). Nothing is declared once the commit window is closed
         or the site already committed; a refused transaction is noted, not raised."""
         record = RoundRecord(round=round_id, phase="skipped")
-        declared = "not declared on chain: "
-        if self.ledger.get_submission(round_id, self.address) is not None:
-            declared += "this site already committed in this round"
-        elif next_block_timestamp(self.ledger.w3) > info.commit_deadline:
-            declared += "the commit window is closed"
+        tx_hash, why = self._declare(round_id, info, reason)
+        if tx_hash:
+            record.tx_hash, record.declined = tx_hash, int(reason)
+            declared = f"declined on chain ({reason.label}) in tx {tx_hash}"
         else:
-            ours = decline_commitment(self.address, round_id, info.terms_sha256, reason)
-            try:
-                tx = self.ledger.commit_update(self.account, round_id, ours)
-            except (RoundStateError, DuplicateSubmission, Unauthorized) as exc:
-                declared += str(exc)
-            else:
-                record.tx_hash = tx.tx_hash
-                declared = f"declined on chain ({reason.label}) in tx {tx.tx_hash}"
+            declared = f"not declared on chain: {why}"
         return self._skip(record, f"{note} [{declared}]")
+
+    def _declare(self, round_id: int, info: RoundInfo, reason: Decline) -> tuple[str, str]:
+        """Commits this site's decline of ``info``'s terms with ``reason``: (the transaction's
+        hash, "") or ("", why nothing was sent or the transaction was refused)."""
+        if self.ledger.get_submission(round_id, self.address) is not None:
+            return "", "this site already committed in this round"
+        if next_block_timestamp(self.ledger.w3) > info.commit_deadline:
+            return "", "the commit window is closed"
+        ours = decline_commitment(self.address, round_id, info.terms_sha256, reason)
+        try:
+            tx = self.ledger.commit_update(self.account, round_id, ours)
+        except (RoundStateError, DuplicateSubmission, Unauthorized) as exc:
+            return "", str(exc)
+        return tx.tx_hash, ""
+
+    def _declare_again(self, round_id: int, record: RoundRecord, info: RoundInfo) -> RoundRecord:
+        """Commits again the decline a reorganisation dropped (:meth:`_dropped`), with the
+        reason recorded: the round's terms are the ones declined (:meth:`_check_opened` refuses
+        a record of other terms), so the reason stands and nothing is re-read."""
+        reason = Decline(record.declined)
+        dropped = record.tx_hash or "?"
+        tx_hash, why = self._declare(round_id, info, reason)
+        if tx_hash:
+            record.tx_hash = tx_hash
+            record.note += f" [tx {dropped} dropped by the chain; declined again in tx {tx_hash}]"
+        else:
+            record.note += f" [tx {dropped} dropped by the chain; not declared again: {why}]"
+        self._save()
+        return record
 
     def _start_model(self, round_id: int, cid: str, sha256: str, last_finalized: int) -> bytes:
         """The round's start model by the CID ``openRound`` named; where the store cannot give
@@ -1784,11 +1857,20 @@ class SiteNode:
                     seen = current
                     log.info("round %d is the ledger's latest round", current)
                 record = None
-                unfinished = prior is None or prior.phase not in FINAL_PHASES
+                unfinished = (
+                    prior is None
+                    or prior.phase not in FINAL_PHASES
+                    # a reveal or decline a reorganisation may still drop in its window (a130)
+                    or (
+                        current not in self._settled
+                        and (prior.phase == "revealed" or bool(prior.declined))
+                    )
+                )
                 if current and (unfinished or self._pending_residual(current).exists()):
+                    was = None if prior is None else prior.phase  # participate edits prior
                     record = self.participate(current)
-                    if record is not None and record.phase == "revealed":
-                        done += 1
+                    if record is not None and record.phase == "revealed" and was != "revealed":
+                        done += 1  # a round counts once, however often it is polled
                 if once and record is not None and record.phase in FINAL_PHASES:
                     finished = current
                 if current:

@@ -61,6 +61,7 @@ from fedtrail.protocol.terms import (
     MAX_TERMS_BYTES,
     InvalidTerms,
     RoundTerms,
+    valuation_mode_difference,
     window_differences,
 )
 from fedtrail.protocol.weights import SCORE_SCALE
@@ -363,6 +364,9 @@ class PeerScorer:
                 reveal_deadline=info.reveal_deadline,
                 score_deadlines=(peer.score_commit_deadline, peer.score_reveal_deadline),
             )
+            mode = valuation_mode_difference(terms, peer_round=True)  # a peer record is read
+            if mode is not None:  # terms that say the aggregator values the round: not lent
+                windows.append(mode)
             if windows:
                 return self._skip(
                     round_id,

@@ -28,13 +28,35 @@ import hashlib
 import re
 from typing import Final
 
-__all__ = ["CID_SHAPE", "STAND_IN_PREFIX", "cid_shaped", "logged_cid", "logged_cid_agrees"]
+__all__ = [
+    "CID_SHAPE",
+    "SHOWN_CHARS",
+    "STAND_IN_PREFIX",
+    "bounded",
+    "cid_shaped",
+    "logged_cid",
+    "logged_cid_agrees",
+]
 
 CID_SHAPE: Final = re.compile(r"Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58}")
 """A CIDv0 or a base32 CIDv1 of a 32-byte sha2-256 root, by its characters alone."""
 
 STAND_IN_PREFIX: Final = "sha256:"
 """What begins a log's record of a chain CID that has no CID's shape (no CID holds a ``:``)."""
+
+
+SHOWN_CHARS: Final = 200
+"""At most this many characters of a participant's text (a chain CID, a logged value) in a
+report or a mismatch message: the contract bounds no ``string`` (a126: a 200,000-byte CID), so
+whoever chose one must not fill an auditor's output with it. A real CID is 46 or 59."""
+
+
+def bounded(text: str) -> str:
+    """``text`` as a report shows it: whole up to :data:`SHOWN_CHARS` characters, else its
+    first :data:`SHOWN_CHARS` followed by ``... (N characters)``, its full length."""
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}... ({len(text):,} characters)"
 
 
 def cid_shaped(text: object) -> bool:

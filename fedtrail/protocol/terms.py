@@ -51,6 +51,7 @@ __all__ = [
     "round_one_fixed",
     "seeded_salt",
     "valid_salt",
+    "valuation_mode_difference",
     "window_differences",
 ]
 MAX_IMAGE_SIZE: Final = 1024
@@ -869,6 +870,29 @@ def window_differences(
             f"the chain's reveal window is {reveal} s, the terms' {terms.reveal_seconds} s"
         )
     return problems + _score_window_differences(terms, reveal_deadline, score_deadlines)
+
+
+def valuation_mode_difference(terms: RoundTerms, *, peer_round: bool) -> str | None:
+    """How the kind of round the chain opened differs from the one the terms name (None: it
+    does not): terms that name a peer round's score windows under a round opened as an
+    aggregator round (``openRound``: the aggregator would value alone a round its sites were
+    promised their peers would score, attack a133), or a peer round on chain (``openPeerRound``,
+    score windows the terms never promised) under terms that say the aggregator values it.
+    ``peer_round``: whether the chain holds a peer record for the round. Nodes decline either
+    before training (``windows``), validators do not score the second, and ``audit verify``'s
+    ``terms.declined`` confirms such a decline."""
+    promised = terms.score_commit_seconds is not None
+    if promised and not peer_round:
+        return (
+            "the terms name a peer round's score windows, the chain opened no peer round "
+            "(the aggregator values it alone)"
+        )
+    if peer_round and not promised:
+        return (
+            "the chain opened a peer round with score windows, the terms name none (they say "
+            "the aggregator values it)"
+        )
+    return None
 
 
 def _score_window_differences(

@@ -2420,6 +2420,41 @@ def submitted_updates(w3, address, from_block):
     return out
 
 
+def aggregator_cids(w3, address, from_block, name):
+    """Every ``RoundOpened`` (``name`` "opened": args round, modelCid, modelSha256, termsCid,
+    termsSha256, commitDeadline, revealDeadline) or ``RoundFinalized`` log ("finalized": round,
+    globalCid, globalSha256, logCid, logSha256) in chain order, as web3 gives an event, each CID
+    read by *Strings* from its raw bytes: web3's decoder raised ``UnicodeDecodeError`` on an
+    aggregator's CID that is not UTF-8, which left every round without a verdict; such a CID
+    now reads as text no store gives (*invalid cid*), which fails its round's check."""
+    if name == "opened":
+        event = "RoundOpened"
+        signature = "RoundOpened(uint256,string,bytes32,string,bytes32,uint64,uint64)"
+        types = ["bytes", "bytes32", "bytes", "bytes32", "uint64", "uint64"]
+        fields = ["modelCid", "modelSha256", "termsCid", "termsSha256"]
+        fields += ["commitDeadline", "revealDeadline"]
+    else:
+        event = "RoundFinalized"
+        signature = "RoundFinalized(uint256,string,bytes32,string,bytes32)"
+        types = ["bytes", "bytes32", "bytes", "bytes32"]
+        fields = ["globalCid", "globalSha256", "logCid", "logSha256"]
+    topic = Web3.keccak(text=signature)
+    logs = w3.eth.get_logs({"address": address, "topics": [topic], "fromBlock": from_block})
+    out = []
+    for log in sorted(logs, key=lambda e: (e["blockNumber"], e["logIndex"])):
+        values = abi_decode(types, bytes(log["data"]))
+        args = {"round": int.from_bytes(bytes(log["topics"][1]), "big")}
+        for field, kind, value in zip(fields, types, values, strict=True):
+            if kind == "bytes":
+                args[field] = chain_text(value)
+            elif kind == "bytes32":
+                args[field] = HexBytes(value)
+            else:
+                args[field] = value
+        out.append(AttributeDict({**log, "event": event, "args": AttributeDict(args)}))
+    return out
+
+
 def registered_names(w3, address, from_block):
     """site -> latest registered name, from the raw ``SiteRegistered`` logs: web3's decoder
     refuses a name that is not UTF-8 (the contract keeps any bytes a coordinator sends)."""
@@ -2486,12 +2521,10 @@ def main(argv=None):
             "SiteRemoved",
             "MaxSamplesSet",
             "PrivacyBudgetSet",
-            "RoundOpened",
             "UpdateCommitted",
             "PrivacySpent",
             "UpdateValued",
             "RoundValued",
-            "RoundFinalized",
             "RoundCancelled",
             "UpdateReweighted",
             "UpdateWithheld",
@@ -2503,6 +2536,9 @@ def main(argv=None):
         ]
     }
     ev["UpdateSubmitted"] = submitted_updates(w3, c.address, from_block)
+    # the aggregator's CIDs, raw as the reveals' (a non-UTF-8 one crashed web3's decoder)
+    ev["RoundOpened"] = aggregator_cids(w3, c.address, from_block, "opened")
+    ev["RoundFinalized"] = aggregator_cids(w3, c.address, from_block, "finalized")
     alpha = c.functions.reputationAlpha().call()
     names = registered_names(w3, c.address, from_block)
     regs = registrations(w3, c.address, from_block)
@@ -2638,7 +2674,7 @@ def main(argv=None):
             r,
             "start_model.sha256",
             sha(start_blob) == start_sha.hex(),
-            f"{ro.args.modelCid} {sha(start_blob)[:16]}",
+            f"{short_text(ro.args.modelCid)} {sha(start_blob)[:16]}",
         )
         try:
             terms_blob = ipfs.cat(ro.args.termsCid)
@@ -2654,7 +2690,7 @@ def main(argv=None):
             r,
             "terms.sha256",
             sha(terms_blob) == terms_sha.hex(),
-            f"{ro.args.termsCid} {sha(terms_blob)[:16]}",
+            f"{short_text(ro.args.termsCid)} {sha(terms_blob)[:16]}",
         )
         try:  # README *Blobs chosen by someone else*: terms that do not read one way (a128)
             terms = json_loads(terms_blob, strict=True)
@@ -3566,7 +3602,7 @@ def main(argv=None):
             r,
             "global.sha256",
             sha(gblob) == global_sha.hex() == f.globalSha256.hex(),
-            f"{f.globalCid} {sha(gblob)[:16]} vs chain {global_sha.hex()[:16]}",
+            f"{short_text(f.globalCid)} {sha(gblob)[:16]} vs chain {global_sha.hex()[:16]}",
         )
         # this round's free-rider references for the next ones (README *Free-riders and stale
         # copies*): revealed updates in ascending address order, not TAMPERED / MALFORMED / NOT_REVEALED /
@@ -3605,7 +3641,7 @@ def main(argv=None):
             r,
             "log.sha256",
             sha(lblob) == log_sha.hex() == f.logSha256.hex(),
-            f"{f.logCid} {sha(lblob)[:16]}",
+            f"{short_text(f.logCid)} {sha(lblob)[:16]}",
         )
         if dump:
             (dump / f"log-{r}.json").write_bytes(lblob)

@@ -1,6 +1,7 @@
-"""A site's commitment or reveal undone by a chain reorganisation while its window is still open
-(attacks a129, a130): the node must see from the chain that its transaction is gone and send it
-again, not trust its own record of a transaction the chain no longer holds.
+"""A site's commitment, reveal or decline undone by a chain reorganisation while its window is
+still open (attacks a129, a130, and the decline left open there): the node must see from the
+chain that its transaction is gone and send it again, not trust its own record of a transaction
+the chain no longer holds; its run loop must look (it never polled a finished record again).
 
 A reorganisation is played on Anvil with ``evm_snapshot`` / ``evm_revert``: the blocks mined
 after the snapshot (the site's transaction among them) are dropped, as a reorg that leaves a
@@ -17,7 +18,9 @@ import pytest
 from web3 import Web3
 from web3.types import RPCEndpoint
 
-from fedtrail.node.daemon import NodeState
+from fedtrail.ledger import read_decline
+from fedtrail.node.daemon import NodeState, SiteNode
+from fedtrail.protocol.codes import Decline
 from tests.aggregator.peer_setup import pass_deadline, peer_federation
 from tests.fixtures.chain import ChainEnv
 from tests.node.test_daemon import World
@@ -134,3 +137,84 @@ def test_a131_a_validators_score_commit_and_reveal_dropped_by_a_reorg_are_sent_a
     )
     votes = {v.validator: v.scores for v in ledger.peer_votes(r)}
     assert list(votes[address]) == committed.scores
+
+
+def _declined(world: World, node: SiteNode) -> Decline | None:
+    on_chain = world.ledger.get_submission(world.round, node.address)
+    if on_chain is None:
+        return None
+    terms_sha = world.ledger.get_round(world.round).terms_sha256
+    return read_decline(on_chain.commitment, node.address, world.round, terms_sha)
+
+
+@pytest.fixture
+def declining(anvil: ChainEnv, tmp_path: Path) -> World:
+    """Round 1 opened on chain with a 45-s commit window where its terms say 60 s: an honest
+    node declines it (``windows``) before training."""
+    return World(anvil, tmp_path, windows=(45, 3600))
+
+
+def test_a_decline_dropped_by_a_reorg_is_sent_again_while_the_commit_window_is_open(
+    declining: World,
+) -> None:
+    """Before, the reason of a decline lived only in the record's note: a decline the chain
+    dropped left the site with no commitment, read as absent (``terms.declined`` named
+    nobody), while the node's record said it had declined."""
+    world = declining
+    node = world.node(0)
+    before = _snapshot(world.env.w3)
+    record = node.participate(world.round)
+    assert record is not None and record.phase == "skipped", record
+    assert record.declined == Decline.WINDOWS
+    assert _declined(world, node) is Decline.WINDOWS
+    _reorg(world.env.w3, before)
+    assert world.ledger.get_submission(world.round, node.address) is None  # the decline is gone
+    restarted = world.node(0)  # reads the reason back from state.json
+    again = restarted.participate(world.round)
+    assert again is not None and again.phase == "skipped"
+    assert _declined(world, node) is Decline.WINDOWS, "the dropped decline was not sent again"
+    assert again.tx_hash != record.tx_hash and "declined again" in again.note, again.note
+    saved = NodeState.load(world.folder(0) / "state.json").rounds[world.round]
+    assert (saved.declined, saved.tx_hash) == (Decline.WINDOWS, again.tx_hash)
+    # the next poll: the chain holds it, nothing more is sent
+    assert restarted.participate(world.round) == again
+    assert _declined(world, node) is Decline.WINDOWS
+
+
+def test_the_run_loop_sends_a_dropped_decline_again(declining: World) -> None:
+    """Through ``node run``'s loop, which before never polled a finished (skipped) record."""
+    world = declining
+    node = world.node(0)
+    before = _snapshot(world.env.w3)
+    seen: list[Decline | None] = []
+
+    def after_poll() -> None:
+        seen.append(_declined(world, node))
+        if len(seen) == 1:
+            _reorg(world.env.w3, before)  # drops the decline the first poll sent
+        if len(seen) == 3:
+            node.stop_event.set()
+
+    node.run(on_idle=after_poll)
+    assert seen == [Decline.WINDOWS] * 3, seen
+
+
+def test_the_run_loop_sends_a_dropped_reveal_again(world: World) -> None:
+    """a130 through ``node run``'s loop: it never polled a revealed record again, so the
+    re-reveal a direct ``participate`` call made never ran in the daemon."""
+    node = world.node(0)
+    node.participate(world.round)
+    world.close_commits()
+    before = _snapshot(world.env.w3)
+    seen: list[bool | None] = []
+
+    def after_poll() -> None:
+        on_chain = world.ledger.get_submission(world.round, node.address)
+        seen.append(None if on_chain is None else on_chain.revealed)
+        if len(seen) == 1:
+            _reorg(world.env.w3, before)  # drops the reveal the first poll sent
+        if len(seen) == 3:
+            node.stop_event.set()
+
+    assert node.run(on_idle=after_poll) == 1  # one round taken part in, polled three times
+    assert seen == [True, True, True], seen

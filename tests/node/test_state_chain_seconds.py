@@ -1,4 +1,5 @@
-"""a44: NodeState.load refuses a chain_seconds that is not a whole number of seconds >= 0."""
+"""a44: NodeState.load refuses a chain_seconds that is not a whole number of seconds >= 0 (and
+a declined that is no decline reason's code)."""
 
 from __future__ import annotations
 
@@ -28,3 +29,20 @@ def test_whole_chain_seconds_loaded(tmp_path: Path, value: int) -> None:
     path = tmp_path / "state.json"
     _write(path, value)
     assert NodeState.load(path).rounds[1].chain_seconds == value
+
+
+@pytest.mark.parametrize("value", ["x", None, -1, 10, True, 2.0, [2]])
+def test_corrupt_declined_refused(tmp_path: Path, value: object) -> None:
+    """A dropped decline is committed again with the reason ``declined`` records: a value that
+    is no reason's code is refused on load, not found when the decline is re-sent."""
+    path = tmp_path / "state.json"
+    record = {"round": 1, "phase": "skipped", "declined": value}
+    path.write_text(json.dumps({"rounds": {"1": record}}), encoding="utf-8")
+    with pytest.raises(NodeStateError, match="declined"):
+        NodeState.load(path)
+
+
+def test_a_record_without_declined_loads_as_none_declared(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    _write(path, 0)  # a record written before the field
+    assert NodeState.load(path).rounds[1].declined == 0
