@@ -1086,6 +1086,7 @@ class Ledger:
                 pending_timestamp=_get_block_timestamp(self.w3, "pending"),
                 info=self.get_round(round_id) if asked else None,
                 peer=self.get_peer_round(round_id) if asked and peer else None,
+                peer_read=asked and peer,
             )
         current, last, *rest = batch.views
         info = known
@@ -1100,6 +1101,7 @@ class Ledger:
             pending_timestamp=timestamp,
             info=info if current_is_asked else None,
             peer=_peer_round(rest[0]) if current_is_asked and peer else None,
+            peer_read=current_is_asked and peer,
         )
 
     def score_vote(self, round_id: int, validator: str) -> tuple[str, bool]:

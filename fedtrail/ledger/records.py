@@ -264,6 +264,9 @@ class RoundPoll:
     pending_timestamp: int
     info: RoundInfo | None = None
     peer: PeerRoundInfo | None = None
+    peer_read: bool = False
+    """Whether ``peer`` is the chain's answer (asked, and ``info`` read): None then means an
+    aggregator round; without it None says nothing."""
 
 
 @dataclass(frozen=True)
