@@ -267,6 +267,9 @@ class RoundPoll:
     peer_read: bool = False
     """Whether ``peer`` is the chain's answer (asked, and ``info`` read): None then means an
     aggregator round; without it None says nothing."""
+    submissions: tuple[Submission, ...] | None = None
+    """The round's revealed updates (as :meth:`Ledger.get_submissions` gives them), when asked
+    and ``info`` read; else None."""
 
 
 @dataclass(frozen=True)
