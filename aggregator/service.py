@@ -601,6 +601,10 @@ class AggregatorService:
         self._valued = False
         """Whether the last :meth:`step` recorded a valuation (the run loop then goes on to
         finalize without waiting a poll interval)."""
+        self._to_finalize: int | None = None
+        """The round this service just valued: the next :meth:`poll` reads its revealed updates
+        in the same batch, and the finalize starts from them (issue 18: a round trip of its
+        own after the poll)."""
         self.wake: Wake | None = None
         """When the round the last :meth:`step` left waiting can next move by the chain's clock
         (:meth:`_next_wake`); None: at the next poll."""
@@ -1115,12 +1119,14 @@ class AggregatorService:
         *,
         info: RoundInfo | None = None,
         originals: frozenset[int] | None = None,
+        submissions: Sequence[Submission] | None = None,
     ) -> list[tuple[Submission, Candidate]]:
         """Every revealed update with its decoded delta, or the reason it cannot be used; later
         copies (in commit order) of an earlier update are marked DUPLICATE
         (:func:`fedtrail.valuation.candidates.revealed_candidates`, the nodes' reading too);
         ``originals``: the only updates that may be originals (a valued peer round's, from
-        :meth:`_read_in_round`).
+        :meth:`_read_in_round`); ``submissions``: the round's revealed updates as the caller just
+        read them, else read here.
 
         Fetched and decoded once per round and process (valuation and finalize both need them);
         after a restart they are fetched again and verified against the chain as before.
@@ -1135,6 +1141,7 @@ class AggregatorService:
             cache=self._fetched,
             logger=log,
             originals=originals,
+            submissions=submissions,
         )
 
     def _read_in_round(self, round_id: int) -> frozenset[int]:
@@ -1375,11 +1382,18 @@ class AggregatorService:
         except (OSError, ValueError, KeyError, TypeError, FedtrailError):
             return {}, None
 
-    def finalize(self, round_id: int, *, info: RoundInfo | None = None) -> RoundOutcome | None:
+    def finalize(
+        self,
+        round_id: int,
+        *,
+        info: RoundInfo | None = None,
+        submissions: Sequence[Submission] | None = None,
+    ) -> RoundOutcome | None:
         """Aggregates with the weights read back from the chain, stores, finalizes. None while a
         valued peer round waits for an unreadable update (:meth:`_unreadable`). ``info``: the
         round as the caller just read it (only its start model is used, which the ledger fixes
-        when the round opens), else read here."""
+        when the round opens), else read here; ``submissions``: its revealed updates (with
+        their weights) read with it, in the valued phase, else read here."""
         info = self.ledger.get_round(round_id) if info is None else info
         # the log names each site as the registry does now, not as this process first read it:
         # a site removed and registered again under another name (between rounds, or inside
@@ -1392,7 +1406,7 @@ class AggregatorService:
             # round first) pins what it aggregates too (no second fetch: the candidates' cache)
             self._retain(round_id)
         read = self._read_in_round(round_id) if self.is_peer_round(round_id) else None
-        pairs = self.candidates(round_id, info=info, originals=read)
+        pairs = self.candidates(round_id, info=info, originals=read, submissions=submissions)
         if read is not None:
             pairs = self._read_again(round_id, pairs, read)
             self._pin_weighted(round_id, pairs)
@@ -2204,7 +2218,10 @@ class AggregatorService:
         the chain's clock in one read (issue 18: four round trips before), with the monotonic
         time it was read at: what :meth:`step` starts from."""
         seen = self._seen
-        return self.ledger.round_poll(seen, peer=seen not in self._peer_rounds), time.monotonic()
+        poll = self.ledger.round_poll(
+            seen, peer=seen not in self._peer_rounds, submissions=seen == self._to_finalize
+        )
+        return poll, time.monotonic()
 
     def step(self, *, polled: tuple[RoundPoll, float] | None = None) -> RoundOutcome | None:
         """Advances the latest round by one phase if it can; the outcome of a finished round.
@@ -2216,6 +2233,7 @@ class AggregatorService:
         # this service last saw
         seen = self._seen
         poll, read_at = self.poll() if polled is None else polled
+        self._to_finalize = None  # read with the poll, or not at all: once
         current = self._seen = poll.current
         if current == 0:
             self.open_next(poll=poll)
@@ -2251,8 +2269,13 @@ class AggregatorService:
                 self.wake = _next_wake(info, now, read_at)
                 return None
             self._valued = True  # finalize can follow at once
+            self._to_finalize = current
             return None
-        return self.finalize(current, info=info)
+        # the round's updates from the poll only when it read them with this record, valued
+        submissions = poll.submissions if poll.info is info else None
+        if info.phase != Phase.VALUED:
+            submissions = None
+        return self.finalize(current, info=info, submissions=submissions)
 
     def run(
         self, *, rounds: int | None = None, until_round: int | None = None, on_round: Any = None

@@ -184,11 +184,9 @@ def balance(w3: Web3, address: str) -> int:
         raise chain_read_error(exc, f"cannot read the balance of {address}") from exc
 
 
-def advance_time(w3: Web3, seconds: int) -> int:
-    """Moves the chain's clock forward (test and demo chains only) and mines a block.
-
-    Returns the new latest block timestamp.
-    """
+def advance_time(w3: Web3, seconds: int) -> None:
+    """Moves the chain's clock forward (test and demo chains only) and mines a block. (It
+    returned the new block's timestamp, a request of its own that no caller read: issue 18.)"""
     if seconds < 0:
         raise ConfigError("cannot move the chain clock backwards")
     if is_embedded(w3):
@@ -198,7 +196,6 @@ def advance_time(w3: Web3, seconds: int) -> int:
     else:
         w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
         w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
-    return block_timestamp(w3)
 
 
 def fund(w3: Web3, source: LocalAccount, target: str, wei: int) -> None:

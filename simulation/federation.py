@@ -23,7 +23,7 @@ from web3 import Web3
 from fedtrail.aggregator.service import AggregatorService, AggregatorSettings, RoundOutcome
 from fedtrail.chain import advance_time, block_timestamp, fund
 from fedtrail.errors import ConfigError
-from fedtrail.ledger import Deployment, Ledger, checksum
+from fedtrail.ledger import Deployment, Ledger, RoundPoll, checksum
 from fedtrail.ml.datasets import ImageDataset
 from fedtrail.ml.training import TrainConfig
 from fedtrail.node.config import NodeConfig
@@ -150,9 +150,26 @@ class Federation:
         copiers = {s.name for s in self.sites if s.fault.kind == "copy"}
         for n in sorted(self.nodes, key=lambda n: n.config.name in copiers):
             n.participate(round_id)  # store, reveal
-        if not self.service.ready_to_value(round_id):
+        # the round, its peer record and the clock in the service's own poll, which its first
+        # step then starts from when nothing happened since (issue 18: the round and the clock
+        # for the readiness check, the peer record, then the step's poll: four round trips)
+        poll, read_at = self.service.poll()
+        polled: tuple[RoundPoll, float] | None = (poll, read_at)
+        if poll.current != round_id or poll.info is None:
+            polled = None
+            ready = self.service.ready_to_value(round_id)
+        else:
+            ready = self.service.ready_to_value(
+                round_id, info=poll.info, now=poll.pending_timestamp
+            )
+        if not ready:
+            polled = None  # the clock moves: the step reads again
             _pass(self.ledger, info.reveal_deadline)
-        peer = self.ledger.get_peer_round(round_id)
+        peer = (
+            poll.peer
+            if polled is not None and poll.peer_read
+            else self.ledger.get_peer_round(round_id)
+        )
         if peer is not None:
             # A peer round: every node (update or not) scores the others and commits its
             # vector once the reveal window has closed, then reveals it after the score
@@ -166,7 +183,9 @@ class Federation:
             scored = self.ledger.get_peer_round(round_id)
             if scored is None or scored.vote_count < len(self.nodes):
                 _pass(self.ledger, peer.score_reveal_deadline)
-        first = self.service.step()  # value (or cancel)
+        if peer is not None:
+            polled = None  # the sites scored since the poll
+        first = self.service.step(polled=polled)  # value (or cancel)
         if first is not None:
             return first
         return self.service.step()  # aggregate + finalize

@@ -817,20 +817,37 @@ class Ledger:
         """The revealed updates of the round (what its valuation covers), ordered by site
         address (the aggregation order); with ``include_unrevealed``, every commitment."""
         view = self._fn.getSubmissions(round_id)
-        queries = [
+        queries = self._submissions_queries(round_id)
+        batch = self._batch([view], queries)  # the view and both event queries, one round trip
+        if batch is None:
+            return self._submissions_from(round_id, self._view(view), None, include_unrevealed)
+        return self._submissions_from(round_id, batch.views[0], batch.events, include_unrevealed)
+
+    def _submissions_queries(self, round_id: int) -> list[_LogQuery]:
+        """The events :meth:`get_submissions` reads beside its view: the round's reveals (their
+        CIDs) and commitments (their order)."""
+        return [
             self._log_query(name, argument_filters={"round": round_id})
             for name in ("UpdateSubmitted", "UpdateCommitted")
         ]
-        batch = self._batch([view], queries)  # the view and both event queries, one round trip
-        raw = self._view(view) if batch is None else batch.views[0]
+
+    def _submissions_from(
+        self,
+        round_id: int,
+        raw: Any,
+        events: Sequence[list[LedgerEvent]] | None,
+        include_unrevealed: bool,
+    ) -> list[Submission]:
+        """:meth:`get_submissions`' answer from its view's result ``raw`` and its events as the
+        same batch read them (None: read here, one request each)."""
         if not include_unrevealed:
             raw = [item for item in raw if item[1]]
         if not raw:
             return []
-        if batch is None:
+        if events is None:
             cids, orders = self.update_cids(round_id), self.commit_orders(round_id)
         else:
-            cids, orders = _update_cids(batch.events[0]), _commit_orders(batch.events[1])
+            cids, orders = _update_cids(events[0]), _commit_orders(events[1])
         return [self._submission(round_id, item, cids, orders) for item in raw]
 
     def declines(self, round_id: int) -> dict[str, Decline]:
@@ -1053,11 +1070,15 @@ class Ledger:
         """A peer round's scoring record; None for an aggregator round."""
         return _peer_round(self._view(self._fn.getPeerRound(round_id)))
 
-    def round_poll(self, round_id: int = 0, *, peer: bool = True) -> RoundPoll:
+    def round_poll(
+        self, round_id: int = 0, *, peer: bool = True, submissions: bool = False
+    ) -> RoundPoll:
         """What the aggregator reads at each poll (:class:`RoundPoll`): the current round, the
         last finalized round, the pending block's timestamp and, for ``round_id`` > 0, that
-        round's record (as :meth:`get_round`) and with ``peer`` its peer record (as
-        :meth:`get_peer_round`), in one JSON-RPC batch (issue 18: a request each before).
+        round's record (as :meth:`get_round`), with ``peer`` its peer record (as
+        :meth:`get_peer_round`) and with ``submissions`` its revealed updates (as
+        :meth:`get_submissions`: what a finalize reads next), in one JSON-RPC batch (issue 18:
+        a request each before).
         ``round_id`` is the caller's guess of the current round (the last it saw): its record
         is given back only when it is the current one, else the caller reads the current
         round's. One by one where the provider takes no batch, an entry answers with an error
@@ -1074,6 +1095,10 @@ class Ledger:
             ]
         if round_id > 0 and peer:
             views.append(self._fn.getPeerRound(round_id))
+        submissions = submissions and round_id > 0
+        if submissions:
+            views.append(self._fn.getSubmissions(round_id))
+            queries += self._submissions_queries(round_id)
         pending = (RPCEndpoint("eth_getBlockByNumber"), ["pending", False])
         batch = self._batch(views, queries, extra=[pending])
         timestamp = None if batch is None else _block_timestamp(batch.extra[0])
@@ -1086,20 +1111,32 @@ class Ledger:
                 pending_timestamp=_get_block_timestamp(self.w3, "pending"),
                 info=self.get_round(round_id) if asked else None,
                 peer=self.get_peer_round(round_id) if asked and peer else None,
+                peer_read=asked and peer,
+                submissions=(
+                    tuple(self.get_submissions(round_id)) if asked and submissions else None
+                ),
             )
         current, last, *rest = batch.views
+        events = list(batch.events)
         info = known
         if round_id > 0 and known is None:
-            info = _round(rest.pop(0), *batch.events)
+            info = _round(rest.pop(0), *events[:2])
+            del events[:2]
             if info.phase in (Phase.FINALIZED, Phase.CANCELLED):
                 self._terminal[round_id] = info
         current_is_asked = 0 < round_id == int(current)
+        peer_record = rest.pop(0) if round_id > 0 and peer else None
+        subs = None
+        if submissions and current_is_asked:
+            subs = tuple(self._submissions_from(round_id, rest[0], events, False))
         return RoundPoll(
             current=int(current),
             last_finalized=int(last),
             pending_timestamp=timestamp,
             info=info if current_is_asked else None,
-            peer=_peer_round(rest[0]) if current_is_asked and peer else None,
+            peer=_peer_round(peer_record) if current_is_asked and peer else None,
+            peer_read=current_is_asked and peer,
+            submissions=subs,
         )
 
     def score_vote(self, round_id: int, validator: str) -> tuple[str, bool]:

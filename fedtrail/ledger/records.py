@@ -264,6 +264,12 @@ class RoundPoll:
     pending_timestamp: int
     info: RoundInfo | None = None
     peer: PeerRoundInfo | None = None
+    peer_read: bool = False
+    """Whether ``peer`` is the chain's answer (asked, and ``info`` read): None then means an
+    aggregator round; without it None says nothing."""
+    submissions: tuple[Submission, ...] | None = None
+    """The round's revealed updates (as :meth:`Ledger.get_submissions` gives them), when asked
+    and ``info`` read; else None."""
 
 
 @dataclass(frozen=True)

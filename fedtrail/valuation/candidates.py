@@ -274,6 +274,7 @@ def revealed_candidates(
     cache: CandidateCache | None = None,
     logger: logging.Logger = log,
     originals: Collection[int] | None = None,
+    submissions: Sequence[Submission] | None = None,
 ) -> list[tuple[Submission, Candidate]]:
     """Every revealed update of ``round_id`` (ascending site address) with its decoded delta,
     or the reason it cannot be used; later copies (in commit order) of an earlier update are
@@ -281,10 +282,12 @@ def revealed_candidates(
     DP requirement); ``spec`` the federation's model. ``originals``: the only updates (address
     keys) that may be originals, in a valued peer round the ones the chain says were read while
     it was scored (:func:`~fedtrail.protocol.peers.screen_inputs`, as ``audit verify`` reads
-    them); None: every update that reads."""
+    them); None: every update that reads. ``submissions``: the round's revealed updates as the
+    caller just read them (:meth:`Ledger.get_submissions`' answer, e.g. in its poll's batch),
+    else read here."""
     cache = cache if cache is not None else CandidateCache()
     entries = cache.of(round_id)
-    subs = ledger.get_submissions(round_id)
+    subs = ledger.get_submissions(round_id) if submissions is None else list(submissions)
     missing = {(sub.site, sub.sha256): sub for sub in subs if (sub.site, sub.sha256) not in entries}
     if missing:
         # Fetched concurrently (the store's latency, not its bandwidth, dominates), then

@@ -201,6 +201,8 @@ def main() -> int:
         t1, c1 = time.perf_counter(), time.process_time()
         outcome = fed.run_round()
         t_ft, c_ft = time.perf_counter() - t1, time.process_time() - c1
+        if parts is not None:
+            parts.active = False  # the checks below read the chain and the store: not the round's
         c_daemons = cpu_seconds(daemon_pids) - d1
         c_each = {name: cpu_seconds(pids) - each1[name] for name, pids in by_daemon.items()}
         assert outcome is not None, "the round did not close"
@@ -327,6 +329,9 @@ class Parts:
         # batches as "(batch)"), IPFS endpoints, files written (by kind); inside a feature
         # (in the main thread) under "<key> (in <feature>)"
         self.requests: dict[str, int] = {}
+        # off once the timed round ends: the bench's own reads after it (the round's record and
+        # its start model, to check both halves started alike) were counted as the round's
+        self.active = True
 
     def _state(self) -> Any:
         local = self._local
@@ -337,6 +342,8 @@ class Parts:
     def count(self, key: str) -> None:
         # a request a feature makes (the valuation's reads of earlier rounds' blobs) is counted
         # under "<key> (in <feature>)": not the round's parts, but what the feature asks
+        if not self.active:
+            return
         state = self._state()
         if state.in_feature:
             key = f"{key} (in {state.features[-1]})"
@@ -350,6 +357,8 @@ class Parts:
         feature = key in self.FEATURES
 
         def timed(*a, **k):  # type: ignore[no-untyped-def]
+            if not self.active:
+                return fn(*a, **k)
             state = self._state()
             if state.in_feature and not feature:
                 return fn(*a, **k)

@@ -446,3 +446,50 @@ def test_a_rounds_start_metrics_are_the_ones_its_start_models_finalize_computed(
     start = decode_model(store.get(second.start_cid, second.start_sha256), spec=service.spec)[0]
     fresh = service_mod._metrics_record(evaluate(start)).to_json()
     assert logs[1]["metrics"]["before"] == fresh == logs[0]["metrics"]["after"]
+
+
+@pytest.mark.anvil
+def test_the_finalize_starts_from_the_submissions_its_poll_read(
+    anvil: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a valuation the service's next poll reads the round's revealed updates in its own
+    batch and the finalize starts from them (issue 18: one more round trip after the poll);
+    the poll after that asks no submissions. The round verifies (the audit recomputes the
+    global model from the chain's weights and the store)."""
+    store = CountingStore(tmp_path / "store")
+    service, sites = service_with_sites(
+        anvil,
+        store,
+        2,
+        AggregatorSettings(valuation="loo", standing=False, explain_method=None),
+        tmp_path / "agg",
+    )
+    ledger = service.ledger
+    gen = torch.Generator().manual_seed(3)
+    params = initial_model(ModelSpec(), 0).state_dict()
+    r = service.open_next()
+    _revealed(service, store, sites, r, gen, params)
+    service.step()  # value
+    assert ledger.get_round(r).phase == Phase.VALUED
+    reads: Counter[str] = Counter()
+    get_submissions, round_poll = ledger.get_submissions, ledger.round_poll
+
+    def counted(*a: Any, **k: Any) -> Any:
+        reads.update(["submissions"])
+        return get_submissions(*a, **k)
+
+    def polled(*a: Any, **k: Any) -> Any:
+        reads.update([f"poll{'+submissions' if k.get('submissions') else ''}"])
+        return round_poll(*a, **k)
+
+    monkeypatch.setattr(ledger, "get_submissions", counted)
+    monkeypatch.setattr(ledger, "round_poll", polled)
+    outcome = service.step()  # finalize
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    assert reads == {"poll+submissions": 1}  # parent: a poll, then the submissions
+    reads.clear()
+    service.step()  # opens the next round: its poll asks no submissions
+    assert reads == {"poll": 1}
+    monkeypatch.undo()
+    assert sum(s.weight for s in ledger.get_submissions(r)) > 0
+    assert all(a.passed for a in verify_all(ledger, store))

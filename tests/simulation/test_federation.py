@@ -282,3 +282,53 @@ def test_simulated_sites_consent_to_their_aggregators_stricter_thresholds(
     outcome = fed.run_round()
     assert outcome is not None
     assert len(fed.ledger.get_submissions(outcome.round)) == 2
+
+
+@pytest.mark.anvil
+def test_after_the_reveals_the_round_is_read_once_and_the_step_starts_from_that_poll(
+    anvil: ChainEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the sites' reveals and the valuation's transaction the simulation reads the
+    round, its peer record and the chain's clock once, in the service's own poll (one JSON-RPC
+    batch), and the step values from that poll (issue 18: the round and the clock for the
+    readiness check, the peer record, then the step's poll: four round trips). No view or clock
+    is asked alone in between; the only clock is the poll's (and each transaction's preflight)."""
+    from web3.providers.rpc import HTTPProvider
+
+    fed = _build(anvil, tmp_path, [_site(anvil, 0), _site(anvil, 1)])
+    asked: list[tuple[str, ...]] = []
+    recording = [False]
+    one, many = HTTPProvider._make_request, HTTPProvider.make_batch_request
+
+    def single(provider, method, params):  # type: ignore[no-untyped-def]
+        if recording[0]:
+            asked.append((str(method),))
+        return one(provider, method, params)
+
+    def batch(provider, requests):  # type: ignore[no-untyped-def]
+        if recording[0]:
+            asked.append(tuple(str(m) for m, _ in requests))
+        return many(provider, requests)
+
+    monkeypatch.setattr(HTTPProvider, "_make_request", single)
+    monkeypatch.setattr(HTTPProvider, "make_batch_request", batch)
+    last = fed.nodes[-1]
+    participate = last.participate
+    calls = [0]
+
+    def participating(round_id: int, **kw: object):  # type: ignore[no-untyped-def]
+        out = participate(round_id, **kw)  # type: ignore[arg-type]
+        calls[0] += 1
+        recording[0] = calls[0] == 2  # from the end of the last site's reveal step
+        return out
+
+    monkeypatch.setattr(last, "participate", participating)
+    outcome = fed.run_round()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED
+    sent = asked.index(("eth_sendRawTransactionSync",))  # the valuation's transaction
+    reads = asked[:sent]
+    # no view or clock asked alone (the spend check's `eth_getLogs` is, as before)
+    assert [r for r in reads if r in {("eth_call",), ("eth_getBlockByNumber",)}] == []
+    clocks = [r for r in reads if "eth_getBlockByNumber" in r and "eth_estimateGas" not in r]
+    assert len(clocks) == 1 and reads[0] == clocks[0]  # the poll, first
+    assert clocks[0].count("eth_call") == 4  # current, last finalized, the round, its peer record

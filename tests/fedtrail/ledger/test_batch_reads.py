@@ -215,6 +215,30 @@ def test_the_aggregators_poll_is_one_batch_and_reads_as_one_by_one(
     assert ledger.get_round(r) == cancelled
 
 
+def test_the_poll_reads_the_rounds_submissions_in_its_batch_when_asked(
+    anvil: ChainEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``round_poll(submissions=True)`` (the aggregator's poll before a finalize, issue 18)
+    reads the round's revealed updates in the same batch: the view and its two event queries,
+    three entries more, no request more; the same submissions as :meth:`get_submissions`, one
+    by one too. None when not asked or when the asked round is not the current one."""
+    ledger, r = _round(anvil)
+    sent = _sent(anvil.w3)
+    poll = ledger.round_poll(r, submissions=True)
+    assert sent == ["batch:10"]
+    assert poll.submissions is not None and len(poll.submissions) == 1
+    assert list(poll.submissions) == ledger.get_submissions(r)
+    assert poll.info == ledger.get_round(r) and poll.peer is None and poll.peer_read
+    assert ledger.round_poll(r).submissions is None
+    sent.clear()
+    assert ledger.round_poll(r, peer=False, submissions=True).submissions == poll.submissions
+    assert sent == ["batch:9"]
+    assert ledger.round_poll(r + 1, submissions=True).submissions is None  # not current
+    _one_by_one(ledger, monkeypatch)
+    alone = ledger.round_poll(r, submissions=True)
+    assert alone.submissions == poll.submissions and alone.info == poll.info
+
+
 def test_an_opened_rounds_id_and_deadlines_come_from_its_receipt(anvil: ChainEnv) -> None:
     """The id of a round just opened, and its deadlines, are read from the open's receipt
     (issue 18: an eth_getLogs after every open); a result without the receipt's logs, or with
