@@ -12,7 +12,8 @@ mean, so marginals fall off like ``1 / (m + 1)``; the stratified game samples a 
 alone) stands for the sizes up to 36 with weights summing to 19/75, where in the Shapley value
 it weighs 1/75. This script plays the product's game (``LARGE_GAMES["budget_shapley"]`` on
 ``CoalitionUtility``, metric ``balanced_loss``) on ``--players - 1`` honest synthetic sites
-(``valuation_bench.py``'s builder) plus one attacker variant (as ``a303_budget_regimes.py``),
+(``valuation_bench.py``'s builder) plus one attacker variant (as ``a303_budget_regimes.py``; also
+``mixB``: a real step plus ``B`` times a one-epoch step on 300 images with every label flipped),
 then measures the attacker's marginal at every size (``--per-size`` seeded random coalitions of
 the others each) and prints the profile at a few sizes, their plain mean (the Shapley value,
 stratified over every size) and the budget game's value. Exits 0 always: a measurement.
@@ -84,12 +85,15 @@ def main() -> int:
         delta = scale_update(real[1], float(name[1:]))
     elif name == "flip":
         delta = sign_flip(real[0])
-    elif name == "noisy":
+    elif name == "noisy" or name.startswith("mix"):
         rng0 = np.random.default_rng(0)
         pool = set(rng0.choice(len(splits.train), 1500, False).tolist())
         outside = np.array([i for i in range(len(splits.train)) if i not in pool])
-        data = label_noise(splits.train.subset(outside[:300]), 0.4, seed=7)
+        rate = 0.4 if name == "noisy" else 1.0
+        data = label_noise(splits.train.subset(outside[:300]), rate, seed=7)
         delta = train_local(state, data, spec=spec, config=TrainConfig(epochs=1, seed=99)).delta
+        if name.startswith("mix"):  # a real step plus B times a step on all labels flipped
+            delta = {k: real[1][k] + float(name[3:]) * v for k, v in delta.items()}
     elif name.startswith("noise"):
         delta = _noisy(real[1], float(name[5:]))
     elif name == "honest":
