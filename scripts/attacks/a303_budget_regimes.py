@@ -31,6 +31,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,9 +41,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fedtrail.ml.aggregation import apply_delta  # noqa: E402
-from fedtrail.ml.datasets import load_bundled  # noqa: E402
+from fedtrail.ml.datasets import ImageDataset, load_bundled  # noqa: E402
 from fedtrail.ml.models import ModelSpec, federated_state, initial_model  # noqa: E402
 from fedtrail.ml.training import TrainConfig, train_local  # noqa: E402
+from fedtrail.protocol.duplicates import Entry, find_duplicates  # noqa: E402
+from fedtrail.protocol.terms import DuplicateRule  # noqa: E402
+from fedtrail.protocol.weights import exact_shares  # noqa: E402
 from fedtrail.simulation.faults import (  # noqa: E402
     gaussian_update,
     label_noise,
@@ -50,12 +54,20 @@ from fedtrail.simulation.faults import (  # noqa: E402
     sign_flip,
 )
 from fedtrail.valuation import (  # noqa: E402
+    HISTORY_COMBINER,
     LARGE_GAMES,
     Candidate,
     CoalitionUtility,
+    History,
     ValuationContext,
+    value_round,
 )
-from scripts.bench.valuation_bench import _synthetic_sites, real_updates  # noqa: E402
+from fedtrail.valuation.freeride import duplicate_residual_z  # noqa: E402
+from scripts.bench.valuation_bench import (  # noqa: E402
+    _synthetic_sites,
+    earlier_references,
+    real_updates,
+)
 
 Delta = dict[str, torch.Tensor]
 
@@ -75,6 +87,13 @@ def main() -> int:
     parser.add_argument("--warm", type=int, default=0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--variants", default="x3,x10,x40,flip,noisy,copy")
+    parser.add_argument(
+        "--screens",
+        action="store_true",
+        help="instead of the game alone: value_round as a later round with a standing (the "
+        "screens, HISTORY_COMBINER, free-rider references, budget_shapley) at both sizes; "
+        "prints the attacker's reason, score and weight share against its FedAvg share",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, load average {os.getloadavg()}")
@@ -130,6 +149,8 @@ def main() -> int:
         return f"{v:+.6f} (rank {order.index(who[0]) + 1}/{len(values)}, {max(v, 0.0) / paid:.1%})"
 
     n = args.players
+    if args.screens:
+        return _screens(args, state, splits.val, spec, honest, sybil, variant)
     print(
         f"{n - 1} honest synthetic sites + attacker (n = {n}) against the same + one Sybil "
         f"(n = {n + 1}); warm rounds {args.warm}, seed {args.seed}, budget_shapley, balanced_loss"
@@ -159,6 +180,61 @@ def main() -> int:
         )
         print(f"  ({e1} + {e2} evaluations, {time.perf_counter() - start:.0f} s)", flush=True)
     print(f"load average after: {os.getloadavg()}")
+    return 0
+
+
+def _screens(
+    args: argparse.Namespace,
+    state: Delta,
+    validation: ImageDataset,
+    spec: ModelSpec,
+    honest: list[Candidate],
+    sybil: Candidate,
+    variant: Callable[[str], Delta],
+) -> int:
+    """Each variant's round valued by ``value_round`` as a later round with a standing."""
+    print(f"value_round, a later round with a standing (all records 0), seed {args.seed}")
+    print("| variant | n | reason | score | weight share | FedAvg share |")
+    print("|---|---:|---|---:|---:|---:|")
+    start = time.perf_counter()
+    for name in args.variants.split(","):
+        att = Candidate("h50a", 300, variant(name))
+        if name == "copy":  # the aggregator's duplicate screen (value_round leaves it out)
+            pair = [honest[0], att]
+            found = find_duplicates(
+                [Entry(c.site, i + 1, str(i), c.delta) for i, c in enumerate(pair)],
+                DuplicateRule(),
+                whiteness=duplicate_residual_z,
+            )
+            print(f"  copy: the default duplicate rule marks {found or 'nothing'}")
+        for cands in ([*honest, att], [*honest, att, sybil]):
+            cands = sorted(cands, key=lambda c: c.site)
+            refs = earlier_references([(c.num_samples, dict(c.delta)) for c in cands])
+            history = History(
+                accumulated={c.site: 0.0 for c in cands}, valued_rounds=1, references=refs
+            )
+            report = value_round(
+                global_state=state,
+                spec=spec,
+                candidates=cands,
+                validation=validation,
+                method="mc_shapley",
+                metric="balanced_loss",
+                seed=args.seed,
+                combiner=HISTORY_COMBINER,
+                history=history,
+                large_game="budget_shapley",
+            )
+            counts = [c.num_samples for c in cands]
+            shares = exact_shares(counts, [v.score for v in report.sites])
+            i = [c.site for c in cands].index("h50a")
+            v = report.sites[i]
+            print(
+                f"| {name} | {len(cands)} | {v.reason.name} | {v.score} | {float(shares[i]):.4f} "
+                f"| {counts[i] / sum(counts):.4f} |",
+                flush=True,
+            )
+    print(f"({time.perf_counter() - start:.0f} s) load average after: {os.getloadavg()}")
     return 0
 
 
