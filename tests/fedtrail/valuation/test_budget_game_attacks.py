@@ -66,7 +66,7 @@ def test_where_every_size_is_sampled_the_harmful_update_is_negative(n: int) -> N
     reason="a303: budget_shapley pays an update good alone and harmful in every coalition "
     "(76+: alone only; 22-75: linear interpolation from size 0; 12: truncation)",
 )
-@pytest.mark.parametrize("n", [12, 23, 75, 76, 100])
+@pytest.mark.parametrize("n", [12, 22, 23, 75, 76, 100])
 def test_an_update_good_alone_and_harmful_in_every_coalition_is_not_paid(n: int) -> None:
     exact, value = _value(n, seed=1)
     assert exact < 0
