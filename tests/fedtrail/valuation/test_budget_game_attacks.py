@@ -7,12 +7,13 @@ step plus a component ``b`` that helps no coalition), a coalition's model is the
 updates and ``v(S)`` minus its loss (``v({}) = -1``). Alone the attacker's step gains
 ``1 - 2 b^2 = 0.1``; in a coalition of ``m >= 1`` honest updates its only effect is the harmful
 ``b / (m + 1)``, a marginal of ``-0.9 / (m + 1)^2``. Its Shapley value, the mean over the sizes
-of its marginal, is negative at every size here (about ``-0.35 / n`` and below), so a round
-valued exactly demotes it. ``budget_shapley`` pays it: from 76 players (each update alone) its
-value is the alone gain, +0.1; at 23-75 the stratified game interpolates linearly between
+of its marginal, is negative at every number of players (``-0.3 / n`` to ``-0.5 / n`` here),
+so a round valued exactly demotes it. ``budget_shapley`` pays it: from 76 players (each update
+alone) its value is the alone gain, +0.1; at 18-75 the stratified game interpolates linearly between
 sampled sizes (0, 37, 74 at 75 players), so the size-0 marginal stands for the small sizes with
 a weight of up to 19/75 where the Shapley value gives it 1/75, while a FedAvg marginal falls off
-like ``1 / (m + 1)`` or faster; at 11-12 the two Monte-Carlo cycles' truncation (a prefix within
+like ``1 / (m + 1)`` or faster (at 18-21 the value is still negative, from 22 on it is
+positive); at 11-12 the two Monte-Carlo cycles' truncation (a prefix within
 1% of the full coalition ends the permutation) counts the later, negative marginals as 0. Only at
 13 to 17 players, where every size is sampled, is the value exact. README, *Trust model*, a303.
 """
