@@ -2,7 +2,7 @@
 """Attack a303 (h-303, session 62): ``budget_shapley``'s regime boundaries, the game alone.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/attacks/a303_budget_regimes.py [--players 75]
-        [--warm 0] [--seed 1] [--variants x3,x10,x40,flip,noisy,copy]
+        [--warm 0] [--seed 1] [--variants x3,x10,x40,flip,noisy,copy] [--screens]
 
 ``budget_shapley`` changes what it estimates with the number of screened updates: Monte-Carlo up
 to 12, stratified by coalition size from 13 to 75 (at 61-75 the sizes 0, ``(n - 1) / 2`` and
@@ -19,6 +19,14 @@ its update does to the model the round builds). The variants: ``xK`` a real upda
 of honest site h00's update (x1.02 plus 2% of another real update: not white noise), for which the
 row gives the pair's summed value, and h00's value in the same rounds with another honest site
 (``s01``) in the copy's place.
+
+``noiseB`` a real update plus Gaussian noise of ``B`` times each tensor's RMS.
+
+``--screens``: instead, each variant's round at both sizes through ``value_round`` as a later
+round with a standing (the screens, ``HISTORY_COMBINER``, free-rider references of
+``valuation_bench.earlier_references``, all records 0): the attacker's reason, score and weight
+share (``exact_shares``) against its FedAvg share; for ``copy`` also whether the default
+``DuplicateRule`` (which the service applies before ``value_round``) marks it.
 
 ``--warm K``: the global model after K FedAvg rounds of the five real updates (default 0: the
 initial model, where a longer step helps). Exits 0 always: a measurement (README, *Trust model*,
