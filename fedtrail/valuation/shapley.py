@@ -332,7 +332,11 @@ def budget_shapley(players: Sequence[str], utility: Utility, *, seed: int = 0) -
     coalitions most) each size weighs what it weighs in the Shapley value; every coalition is
     a real coalition model on the validation split, as in :func:`mc_shapley`, so an update that
     wrecks the model when it weighs most — alone and in small coalitions — gets those negative
-    marginals, and one that hurts a large coalition gets those too.
+    marginals, and one that hurts a large coalition gets those too. The interpolation is linear
+    in the size, while a FedAvg coalition's marginals fall off like ``1 / (m + 1)`` or faster,
+    so from 18 players on the update alone weighs more than in the Shapley value (up to 19/75
+    against 1/75 at 75), and an update good alone and harmful in every coalition is paid from
+    22 players on (attack a303: ``tests/fedtrail/valuation/test_budget_game_attacks.py``).
     """
     ps = _players(players)
     if len(ps) <= BUDGET_EXACT_SITES:

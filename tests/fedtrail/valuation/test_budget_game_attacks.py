@@ -1,0 +1,86 @@
+"""Attack a303 (h-303, session 62) on ``budget_shapley``: an update that is good alone and harmful
+in every coalition it joins.
+
+The game is a FedAvg coalition game in closed form: every honest update is the step ``(1, 0)``
+to the optimum of the loss ``(x - 1)^2 + 2 y^2``, the attacker's is ``(1, b)`` (the same useful
+step plus a component ``b`` that helps no coalition), a coalition's model is the mean of its
+updates and ``v(S)`` minus its loss (``v({}) = -1``). Alone the attacker's step gains
+``1 - 2 b^2 = 0.1``; in a coalition of ``m >= 1`` honest updates its only effect is the harmful
+``b / (m + 1)``, a marginal of ``-0.9 / (m + 1)^2``. Its Shapley value, the mean over the sizes
+of its marginal, is negative at every number of players (``-0.3 / n`` to ``-0.5 / n`` here),
+so a round valued exactly demotes it. ``budget_shapley`` pays it: from 76 players (each update
+alone) its value is the alone gain, +0.1; at 18-75 the stratified game interpolates linearly between
+sampled sizes (0, 37, 74 at 75 players), so the size-0 marginal stands for the small sizes with
+a weight of up to 19/75 where the Shapley value gives it 1/75, while a FedAvg marginal falls off
+like ``1 / (m + 1)`` or faster (at 18-21 the value is still negative, from 22 on it is
+positive); at 11-12 the two Monte-Carlo cycles' truncation (a prefix within
+1% of the full coalition ends the permutation) counts the later, negative marginals as 0. Only at
+13 to 17 players, where every size is sampled, is the value exact. README, *Trust model*, a303.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fedtrail.valuation import budget_shapley, mc_shapley
+
+ALONE_GAIN = 0.1
+"""``1 - 2 b^2``: the attacker's update alone against the global model."""
+B = math.sqrt((1.0 - ALONE_GAIN) / 2.0)
+
+
+def _utility(coalition: frozenset[str]) -> float:
+    """Minus the loss of the coalition's mean update: ``x`` is 1 for every nonempty coalition,
+    ``y`` the attacker's ``b`` over the coalition's size."""
+    if not coalition:
+        return -1.0  # the global model: (0 - 1)^2
+    y = (B if "zz" in coalition else 0.0) / len(coalition)
+    return -2.0 * y * y
+
+
+def _value(n: int, seed: int) -> tuple[float, float]:
+    """The attacker's exact Shapley value at ``n`` players (``n - 1`` honest, interchangeable,
+    so the mean over the sizes of its marginal) and its ``budget_shapley`` value."""
+    honest = [f"p{i:03d}" for i in range(n - 1)]
+    exact = (
+        math.fsum(
+            _utility(frozenset([*honest[:m], "zz"])) - _utility(frozenset(honest[:m]))
+            for m in range(n)
+        )
+        / n
+    )
+    return exact, budget_shapley([*honest, "zz"], _utility, seed=seed).values["zz"]
+
+
+@pytest.mark.parametrize("n", [13, 14, 17])
+def test_where_every_size_is_sampled_the_harmful_update_is_negative(n: int) -> None:
+    for seed in (1, 2):
+        exact, value = _value(n, seed)
+        assert exact < 0
+        assert value == pytest.approx(exact, rel=1e-9)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a303: budget_shapley pays an update good alone and harmful in every coalition "
+    "(76+: alone only; 22-75: linear interpolation from size 0; 12: truncation)",
+)
+@pytest.mark.parametrize("n", [12, 22, 23, 75, 76, 100])
+def test_an_update_good_alone_and_harmful_in_every_coalition_is_not_paid(n: int) -> None:
+    exact, value = _value(n, seed=1)
+    assert exact < 0
+    assert value <= 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a303: mc_shapley's truncation (the game of 9-10 updates) drops the harmful marginals "
+    "once they are within 1% of the round's gain",
+)
+def test_monte_carlo_at_ten_players_does_not_pay_it_either() -> None:
+    exact, _ = _value(10, seed=1)
+    players = [*(f"p{i:03d}" for i in range(9)), "zz"]
+    assert exact < 0
+    assert mc_shapley(players, _utility, seed=1).values["zz"] <= 0
