@@ -2356,15 +2356,49 @@ def float_integers(terms: dict) -> list:
     return bad
 
 
-def fixed_view(terms: dict) -> dict:
-    """What round 1 fixes: the fixed fields and the valuation block (its seed as seed - round,
-    quorum left out)."""
-    out = {k: terms.get(k) for k in TASK_FIXED}
-    val = dict(terms.get("valuation") or {})
-    val.pop("quorum", None)
-    if "seed" in val:
-        val["seed"] = val["seed"] - terms.get("round", 0)
-    out["valuation"] = val
+def round_one_differences(first: dict, later: dict, rnd: int) -> list:
+    """README *Fixed from round 1*: what in round ``rnd``'s terms re-chooses what round 1's
+    (``first``) fixed, compared as canonical JSON (``1``, ``1.0`` and ``true`` differ): the
+    TASK_FIXED fields always; the valuation mode only towards ``peers``; the valuation block
+    while the mode is round 1's (quorum free; the seed's offset from the round fixed, the base
+    ``seed`` standing in for a valuation seed not written, a30); the privacy block's
+    ``required`` and ``delta`` (no block: not required, no delta; a36, a39); no window shorter
+    than round 1's (a40). Before session 62 only TASK_FIXED and the valuation were compared,
+    and nothing at all when the two ``mode`` values differed (a134-a136)."""
+
+    def canon(value) -> str:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+    out = [k for k in TASK_FIXED if canon(first.get(k)) != canon(later.get(k))]
+    va, vb = dict(first.get("valuation") or {}), dict(later.get("valuation") or {})
+    ma, mb = va.get("mode"), vb.get("mode")
+    if ma != mb and mb != "peers":
+        out.append(f"valuation mode {ma} -> {mb} (only a move to the peers' is free)")
+    if ma == mb:
+
+        def offset(terms: dict, val: dict, round_id: int):
+            seed = val.get("seed")
+            if seed is None:
+                return canon(terms.get("seed"))
+            if type(seed) is int:
+                return canon(seed - round_id)
+            return canon(seed)
+
+        rest = [{k: v for k, v in val.items() if k not in ("seed", "quorum")} for val in (va, vb)]
+        if canon(rest[0]) != canon(rest[1]):
+            out.append("valuation")
+        if offset(first, va, 1) != offset(later, vb, rnd):
+            out.append("valuation seed minus round")
+    pa, pb = first.get("privacy") or {}, later.get("privacy") or {}
+    if (pa.get("required") is True) != (pb.get("required") is True):
+        out.append("privacy required")
+    if pa.get("delta") != pb.get("delta"):
+        out.append("privacy delta")
+    wa, wb = first.get("windows") or {}, later.get("windows") or {}
+    for key in ("commit_seconds", "reveal_seconds", "score_commit_seconds", "score_reveal_seconds"):
+        was, now = wa.get(key), wb.get(key)
+        if type(was) is int and type(now) is int and now < was:
+            out.append(f"windows {key} {was} -> {now} (shorter than round 1's)")
     return out
 
 
@@ -2685,23 +2719,18 @@ def main(argv=None):
             f"duplicate rule {rule_bad or 'ok'}, "
             f"format {terms.get('format')}, round {terms.get('round')}",
         )
-        if first_terms is None:
+        if r == 1:
             first_terms = terms
+        elif first_terms is None:  # README *Fixed from round 1*: nothing else binds them
+            report(r, "terms.task_fixed", False, "round 1's terms are unreadable")
         else:
-            a_fix, b_fix = fixed_view(first_terms), fixed_view(terms)
-            same_mode = (first_terms.get("valuation") or {}).get("mode") == (
-                terms.get("valuation") or {}
-            ).get("mode")
+            changed = round_one_differences(first_terms, terms, r)
             report(
                 r,
                 "terms.task_fixed",
-                a_fix == b_fix or not same_mode,
+                not changed,
                 "the fields round 1 fixes are round 1's"
-                + (
-                    ""
-                    if a_fix == b_fix
-                    else f": {[k for k in a_fix if a_fix[k] != b_fix[k]]} differ"
-                ),
+                + (f": {changed} differ" if changed else ""),
             )
         if dump:
             (dump / f"terms-{r}.json").write_bytes(terms_blob)
