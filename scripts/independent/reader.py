@@ -1834,11 +1834,11 @@ def log_agrees(log, r, ledger, start, glob, revealed, terms, terms_ref) -> list:
             e.get("score"),
             e.get("reason"),
             e.get("reason_label"),
-            int(w) if isinstance(w := e.get("weight"), str) and w.isascii() and w.isdigit() else w,
+            digits(e.get("weight")),
             e.get("weight_fraction"),
         )
         want = (True, sha_hex, n, score, reason, label, weight, weight / WEIGHT_SCALE)
-        diff = [k for k, x, y in zip(FIELDS_PINNED, got, want, strict=True) if x != y]
+        diff = [k for k, x, y in zip(FIELDS_PINNED, got, want, strict=True) if not json_same(x, y)]
         said = explanation_reason(e.get("explanation"))
         if said is not None and said != label:
             diff.append("explanation")  # begins with another reason than the chain's
@@ -2066,6 +2066,27 @@ def explanation_reason(text) -> str | None:
         if first == by_name[0] or second in (by_name[1], by_label[1]):
             return name
     return None
+
+
+def digits(value):
+    """A log's ``weight``: the value of its string of ASCII digits; anything else (a JSON
+    number among them, which readers of doubles round above 2**53) stays as it is, unequal to
+    every chain integer."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return ("not a string of digits", value)
+
+
+def json_same(logged, chain) -> bool:
+    """A log field equals the chain's value with its JSON type, as verify reads the log
+    (session 62, a137): an integer only as an integer (``60.0`` and ``false`` are not 60 and
+    0, which Python's ``==`` takes them for), a float as any JSON number (not ``true``), a
+    string or ``true`` as itself."""
+    if type(chain) is bool or type(chain) is str:
+        return type(logged) is type(chain) and logged == chain
+    if type(chain) is int:
+        return type(logged) is int and logged == chain
+    return type(logged) in (int, float) and logged == chain
 
 
 FIELDS_PINNED = (
@@ -3626,11 +3647,11 @@ def main(argv=None):
         )
         ok_log = all(
             a in lsites
-            and int(lsites[a]["weight"]) == onchain[a][4]
-            and lsites[a]["weight_fraction"] == onchain[a][4] / WEIGHT_SCALE
-            and lsites[a]["score"] == onchain[a][2]
-            and lsites[a]["reason"] == onchain[a][3]
-            and lsites[a]["update"]["num_samples"] == onchain[a][1]
+            and json_same(digits(lsites[a]["weight"]), onchain[a][4])
+            and json_same(lsites[a]["weight_fraction"], onchain[a][4] / WEIGHT_SCALE)
+            and json_same(lsites[a]["score"], onchain[a][2])
+            and json_same(lsites[a]["reason"], onchain[a][3])
+            and json_same(lsites[a]["update"]["num_samples"], onchain[a][1])
             for a in vals
         )
         report(
