@@ -2355,6 +2355,118 @@ def duplicate_rule_problems(terms: dict) -> list:
     return bad
 
 
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+PERSONALISATION_METHODS = ("finetune", "fedbn", "fedrep")
+VALUATION_FIELDS = {
+    "method",
+    "metric",
+    "seed",
+    "explanation_check",
+    "standing",
+    "combiner",
+    "large_game",
+    "mode",
+    "quorum",
+    "validator_game",
+    "explanation_probe",
+    "project_shift",
+    "public_screen",
+    "explanation_wording",
+}
+
+
+def terms_field_problems(terms: dict) -> list:
+    """README *The round terms, field by field*, the fields other checks leave to it (session
+    62, a138: before, nested objects could hold unknown fields or values of another type, and
+    such terms, which fedtrail's nodes and verify refuse, passed terms.canonical): spec_hash and
+    validation.sha256 64 lowercase hex digits; validation exactly sha256 and images; windows
+    commit_seconds and reveal_seconds, and score_commit_seconds with score_reveal_seconds or
+    neither; canonical_encoding a boolean; class_names, when present, an array of distinct
+    non-empty strings; personalisation exactly method (one of three), steps (0..10000), lr
+    (a number > 0); privacy exactly delta (a number in (0, 1)) and required (a boolean);
+    initial_model "deployment" or absent, initial_salt 64 lowercase hex digits exactly when
+    initial_model is present; valuation only its documented fields, method and metric strings,
+    its flags booleans (the reader reads standing and public_screen), combiner numbers, mode
+    aggregator or peers (null: absent)."""
+
+    def num(x) -> bool:
+        return type(x) in (int, float) and math.isfinite(x)
+
+    out = []
+    for name, value in (
+        ("spec_hash", terms.get("spec_hash")),
+        ("validation.sha256", (terms.get("validation") or {}).get("sha256")),
+    ):
+        if not (isinstance(value, str) and SHA256_HEX.fullmatch(value)):
+            out.append(f"{name} is not 64 lowercase hex digits")
+    val = terms.get("validation")
+    if not isinstance(val, dict) or set(val) != {"sha256", "images"}:
+        out.append("validation holds other fields than sha256 and images")
+    win = terms.get("windows")
+    if not isinstance(win, dict) or set(win) not in (
+        {"commit_seconds", "reveal_seconds"},
+        {"commit_seconds", "reveal_seconds", "score_commit_seconds", "score_reveal_seconds"},
+    ):
+        out.append("windows holds other fields than the commit and reveal (and both score) windows")
+    if type(terms.get("canonical_encoding")) is not bool:
+        out.append("canonical_encoding is not a boolean")
+    if "class_names" in terms:
+        names = terms["class_names"]
+        if not (
+            isinstance(names, list)
+            and names
+            and all(isinstance(n, str) and n for n in names)
+            and len(set(names)) == len(names)
+        ):
+            out.append("class_names is not an array of distinct non-empty strings")
+    if "personalisation" in terms:
+        p = terms["personalisation"]
+        if not (
+            isinstance(p, dict)
+            and set(p) == {"method", "steps", "lr"}
+            and p["method"] in PERSONALISATION_METHODS
+            and type(p["steps"]) is int
+            and 0 <= p["steps"] <= 10000
+            and num(p["lr"])
+            and p["lr"] > 0
+        ):
+            out.append("personalisation is not method, steps (0..10000) and lr (> 0)")
+    if "privacy" in terms:
+        p = terms["privacy"]
+        if not (
+            isinstance(p, dict)
+            and set(p) == {"delta", "required"}
+            and num(p["delta"])
+            and 0 < p["delta"] < 1
+            and type(p["required"]) is bool
+        ):
+            out.append("privacy is not delta (in (0, 1)) and required (a boolean)")
+    v = terms.get("valuation")
+    if not isinstance(v, dict) or not set(v) <= VALUATION_FIELDS:
+        out.append("valuation is not an object of the documented fields")
+    else:
+        if not all(isinstance(v.get(k), str) for k in ("method", "metric")):
+            out.append("valuation's method or metric is not a string")
+        flags = ("explanation_check", "standing", "project_shift", "public_screen")
+        if any(v.get(k) is not None and type(v[k]) is not bool for k in flags):
+            out.append(f"valuation's {'/'.join(flags)} not a boolean (or null)")
+        comb = v.get("combiner")
+        if comb is not None and not (
+            isinstance(comb, dict) and all(num(x) and type(x) is not bool for x in comb.values())
+        ):
+            out.append("valuation.combiner is not an object of finite numbers")
+        if v.get("mode") not in (None, "aggregator", "peers"):
+            out.append(f"valuation.mode {v.get('mode')!r} is not aggregator or peers")
+    model, salt = terms.get("initial_model"), terms.get("initial_salt")
+    if "initial_model" in terms and model != "deployment":
+        out.append(f"initial_model {model!r} is not 'deployment'")
+    if ("initial_salt" in terms) != ("initial_model" in terms) or (
+        "initial_salt" in terms and not (isinstance(salt, str) and SHA256_HEX.fullmatch(salt))
+    ):
+        out.append("initial_salt is not 64 lowercase hex digits beside initial_model")
+    return out
+
+
 def float_integers(terms: dict) -> list:
     """The integer fields present and not written as integers (``krum_m`` may be null), and the
     float fields not written as floats."""
@@ -2726,6 +2838,7 @@ def main(argv=None):
         unknown = sorted(set(terms) - TERMS_FIELDS)
         floats = float_integers(terms)
         rule_bad = duplicate_rule_problems(terms)
+        field_bad = terms_field_problems(terms)
         report(
             r,
             "terms.canonical",
@@ -2733,11 +2846,13 @@ def main(argv=None):
             and not unknown
             and not floats
             and not rule_bad
+            and not field_bad
             and terms.get("format") == "fedtrail.round-terms/1"
             and integer_is(terms.get("round"), r),
             f"canonical bytes {canonical_terms(terms_blob)}, unknown fields {unknown or 'none'}, "
             f"integers written otherwise {floats or 'none'}, "
             f"duplicate rule {rule_bad or 'ok'}, "
+            f"fields {field_bad or 'ok'}, "
             f"format {terms.get('format')}, round {terms.get('round')}",
         )
         if r == 1:
