@@ -1854,12 +1854,14 @@ def log_agrees(log, r, ledger, start, glob, revealed, terms, terms_ref) -> list:
     if log.get("summary") != sentence:
         bad.append(f"summary {log.get('summary')!r} is not its fields' {sentence!r}")
     s = log.get("settings", {})
-    if s.get("seed") != terms.get("seed") or list(s.get("class_names", [])) != list(
+    if not json_same(s.get("seed"), terms.get("seed")) or list(s.get("class_names", [])) != list(
         terms.get("class_names", [])
     ):
         bad.append("log's seed or class names differ from the terms'")
     val, tval = log.get("validation", {}), terms.get("validation", {})
-    if (val.get("sha256"), val.get("images")) != (tval.get("sha256"), tval.get("images")):
+    if val.get("sha256") != tval.get("sha256") or not json_same(
+        val.get("images"), tval.get("images")
+    ):
         bad.append("log's validation set is not the committed one")
     ref = s.get("terms")
     if ref is not None and (ref.get("cid"), ref.get("sha256")) != terms_ref:

@@ -4,7 +4,8 @@ chain-pinned integers are spelled as other JSON values: a paid site's ``num_samp
 rather than the schema's digit string. ``audit verify`` fails ``log.schema`` on each
 (``RoundLog.from_json``: "is not an integer"; the log schema's types). The independent reader
 compared each with the chain's integer by Python's ``==`` (``60.0 == 60``, ``False == 0``) and
-passed every check: one pinned log, a PASS beside verify's FAIL, the a105 spelling class in the
+passed every check (so too the settings' ``seed`` and the validation split's ``images``
+against the terms'): one pinned log, a PASS beside verify's FAIL, the a105 spelling class in the
 log. Now it compares the chain-pinned log fields by JSON type and value, as verify reads them."""
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ def _paid(doc: dict[str, Any]) -> dict[str, Any]:
     return next(e for e in doc["sites"] if int(e["weight"]) > 0)
 
 
-def _edit(change: Callable[[dict[str, Any]], None]) -> Callable[[bytes], bytes]:
+def _edit(kind: str) -> Callable[[bytes], bytes]:
     def edit(blob: bytes) -> bytes:
         doc = json.loads(blob)
-        change(_paid(doc))
+        if kind in WHOLE:
+            WHOLE[kind](doc)
+        else:
+            EDITS[kind](_paid(doc))
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     return edit
@@ -44,14 +48,20 @@ EDITS: dict[str, Callable[[dict[str, Any]], None]] = {
     "reason as false": lambda e: e.update(reason=False),
     "weight as a number": lambda e: e.update(weight=int(e["weight"])),
 }
+WHOLE: dict[str, Callable[[dict[str, Any]], None]] = {
+    "seed as a float": lambda d: d["settings"].update(seed=float(d["settings"]["seed"])),
+    "images as a float": lambda d: d["validation"].update(images=float(d["validation"]["images"])),
+}
 
 
-@pytest.mark.parametrize("kind", list(EDITS))
+@pytest.mark.parametrize("kind", [*EDITS, *WHOLE])
 def test_a_log_integer_spelled_otherwise_fails_for_both_readers(
     anvil: ChainEnv, ipfs_api: str, tmp_path: Path, kind: str
 ) -> None:
-    fed = _run_round(anvil, ipfs_api, tmp_path, _edit(EDITS[kind]))
+    fed = _run_round(anvil, ipfs_api, tmp_path, _edit(kind))
     audit = verify_round(fed.ledger, fed.store, 1)
     assert "log.schema" in {c.name for c in audit.checks if c.failed}
     bad = _read(anvil, ipfs_api, tmp_path, fed)
     assert {"log.agrees", "log.weights"} & set(bad), bad
+    if kind in WHOLE:  # the round's seed and split, against the terms
+        assert "log.agrees" in bad, bad
