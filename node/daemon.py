@@ -871,13 +871,18 @@ class SiteNode:
         self, round_id: int, terms: RoundTerms
     ) -> tuple[int, int] | Literal[False] | None:
         """A peer round's score commit and reveal deadlines on chain, for
-        :func:`window_differences` (a132); read (one request) only for terms that name score
-        windows (None otherwise), and False when such terms' round is no peer round on chain
-        (a133: the aggregator would value alone a round its sites were promised their peers
-        would score)."""
-        if terms.score_commit_seconds is None:
-            return None
+        :func:`window_differences` (a132; one request a round): None when the chain holds no
+        peer round for terms that name no score windows, and False when it holds none for
+        terms that name them (a133: the aggregator would value alone a round its sites were
+        promised their peers would score). Deadlines under terms that name no score windows
+        make :func:`window_differences` refuse the round (a139: the votes of quorum the
+        aggregator set on chain would value a round its sites took part in under its own
+        valuation)."""
         peer = self.ledger.get_peer_round(round_id)
+        if terms.score_commit_seconds is None:
+            return (
+                None if peer is None else (peer.score_commit_deadline, peer.score_reveal_deadline)
+            )
         return False if peer is None else (peer.score_commit_deadline, peer.score_reveal_deadline)
 
     def _window_refusal(self, info: RoundInfo) -> tuple[Decline, str] | None:

@@ -2382,8 +2382,8 @@ def terms_field_problems(terms: dict) -> list:
     62, a138: before, nested objects could hold unknown fields or values of another type, and
     such terms, which fedtrail's nodes and verify refuse, passed terms.canonical): spec_hash and
     validation.sha256 64 lowercase hex digits; validation exactly sha256 and images; windows
-    commit_seconds and reveal_seconds, and score_commit_seconds with score_reveal_seconds or
-    neither; canonical_encoding a boolean; class_names, when present, an array of distinct
+    commit_seconds and reveal_seconds, and score_commit_seconds with score_reveal_seconds
+    (positive) exactly when valuation.mode is "peers"; canonical_encoding a boolean; class_names, when present, an array of distinct
     non-empty strings; personalisation exactly method (one of three), steps (0..10000), lr
     (a number > 0); privacy exactly delta (a number in (0, 1)) and required (a boolean);
     initial_model "deployment" or absent, initial_salt 64 lowercase hex digits exactly when
@@ -2410,6 +2410,15 @@ def terms_field_problems(terms: dict) -> list:
         {"commit_seconds", "reveal_seconds", "score_commit_seconds", "score_reveal_seconds"},
     ):
         out.append("windows holds other fields than the commit and reveal (and both score) windows")
+    else:
+        peers = (
+            isinstance(terms.get("valuation"), dict) and terms["valuation"].get("mode") == "peers"
+        )
+        scored = [win.get(k) for k in ("score_commit_seconds", "score_reveal_seconds")]
+        if peers and not all(type(w) is int and w >= 1 for w in scored):
+            out.append("a peer round's terms without positive score windows")
+        if not peers and any(w is not None for w in scored):
+            out.append("score windows in terms whose valuation mode is not peers (a139)")
     if type(terms.get("canonical_encoding")) is not bool:
         out.append("canonical_encoding is not a boolean")
     if "class_names" in terms:
@@ -3297,7 +3306,11 @@ def main(argv=None):
                 if e.args.round < r:
                     v = e.args.validator.lower()
                     before[v] = (e.args.validatorReputation, before.get(v, (0, 0))[1] + 1)
-            quorum = int((terms.get("valuation") or {}).get("quorum", 1))
+            # README *Peer rounds*: the terms say mode "peers" and the quorum (a139: a missing
+            # quorum was read as 1, so a peer round opened under aggregator terms passed)
+            tval = terms.get("valuation") or {}
+            named = tval.get("quorum") if tval.get("mode") == "peers" else None
+            quorum = peer[0].args.quorum  # what the contract applied
             po = peer[0].args
             report(
                 r,
@@ -3305,10 +3318,11 @@ def main(argv=None):
                 po.scoreCommitDeadline - reveal_dl == win.get("score_commit_seconds")
                 and po.scoreRevealDeadline - po.scoreCommitDeadline
                 == win.get("score_reveal_seconds")
-                and po.quorum == quorum,
+                and type(named) is int
+                and po.quorum == named,
                 f"score windows {po.scoreCommitDeadline - reveal_dl} s and "
                 f"{po.scoreRevealDeadline - po.scoreCommitDeadline} s, quorum {po.quorum} "
-                f"(terms {win.get('score_commit_seconds')}, {win.get('score_reveal_seconds')}, {quorum})",
+                f"(terms {win.get('score_commit_seconds')}, {win.get('score_reveal_seconds')}, {named})",
             )
             try:
                 meds, cnts, rated = peer_rule(psites, votes, before, quorum, withheld, alpha)

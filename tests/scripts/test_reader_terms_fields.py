@@ -34,6 +34,10 @@ EDITS: dict[str, Callable[[dict[str, Any]], None]] = {
     "validation sha256 upper-case": lambda d: d["validation"].update(
         sha256=d["validation"]["sha256"].upper()
     ),
+    # score windows in an aggregator round's terms (a139): RoundTerms refuses them
+    "score windows without peers": lambda d: d["windows"].update(
+        score_commit_seconds=30, score_reveal_seconds=30
+    ),
     # the reader took 1 for true (standing on); fedtrail's nodes and verify refuse the block
     "standing 1": lambda d: d["valuation"].update(standing=int(bool(d["valuation"]["standing"]))),
 }
