@@ -2915,6 +2915,15 @@ def main(argv=None):
             cw == win.get("commit_seconds") and rw == win.get("reveal_seconds"),
             f"commit window {cw} s (terms {win.get('commit_seconds')}), reveal window {rw} s (terms {win.get('reveal_seconds')})",
         )
+        if not peer and (terms.get("valuation") or {}).get("mode") == "peers":
+            # README *Peer rounds* (a140, a133's round finalized): terms that say the sites score
+            # the round under a round the chain opened as an aggregator round (openRound)
+            report(
+                r,
+                "peers.windows",
+                False,
+                "the terms say mode peers, the chain opened no peer round (no PeerScoringOpened)",
+            )
         rule = terms.get("aggregation_rule")
         report(r, "terms.rule", "NOTE", f"aggregation_rule {rule}")
         shapes = {k: v.shape for k, v in start.items()}

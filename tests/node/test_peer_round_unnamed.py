@@ -14,6 +14,8 @@ only against terms that name score windows (a132, a133). Now the node declines i
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,14 @@ from typing import Any
 import pytest
 
 from fedtrail.aggregator.service import AggregatorService
+from fedtrail.auditor.verify import verify_round
 from fedtrail.ledger import read_decline
-from fedtrail.protocol.codes import Decline
+from fedtrail.node.daemon import SiteNode
+from fedtrail.protocol.codes import Decline, Phase
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.federation import Federation
 from tests.aggregator.peer_setup import pass_deadline, peer_federation
+from tests.scripts.test_huge_reveal_cid import _reader
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
@@ -97,3 +102,55 @@ def test_a139_a_node_declines_a_peer_round_its_terms_do_not_name(
     vote = node.scorer.score(r)
     assert vote is not None and vote.phase == "skipped", vote
     assert "name no score windows" in vote.note, vote.note
+
+
+def test_a140_a_peer_round_the_chain_never_opened_fails_both_readers(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack a140, a133's round carried to the end: terms that say the sites score the round
+    (``mode`` peers, quorum, score windows) under a round opened on chain as an aggregator
+    round, taken by the aggregator's own nodes (honest ones decline it since a133), valued by
+    the aggregator alone and finalized by the service as it stands. ``audit verify`` fails it
+    (``peers.quorum``: "the chain holds an aggregator round"); the independent reader checked a
+    peer round's terms against the chain only when the chain had opened one, and passed every
+    check. Now it fails ``peers.windows`` when the terms say ``mode`` ``"peers"`` and the chain
+    holds no ``PeerScoringOpened``."""
+    fed = peer_federation(tmp_path, anvil_url, ipfs_api, sites=3)
+    ledger = fed.ledger
+
+    def aggregator_round(signer: Any, **kwargs: Any) -> Any:
+        for peer_only in ("score_commit_seconds", "score_reveal_seconds", "quorum"):
+            del kwargs[peer_only]
+        model_cid, model_sha256 = kwargs.pop("model_cid"), kwargs.pop("model_sha256")
+        return ledger.open_round(signer, model_cid, model_sha256, **kwargs)
+
+    monkeypatch.setattr(ledger, "open_peer_round", aggregator_round)
+    # the aggregator's own nodes: they take the round (a133's check skipped)
+    monkeypatch.setattr(SiteNode, "_score_deadlines", lambda self, round_id, terms: None)
+    r = fed.service.open_next()
+    assert ledger.get_peer_round(r) is None
+    for node in fed.nodes:
+        node.participate(r)
+    info = ledger.get_round(r)
+    pass_deadline(ledger, info.commit_deadline)
+    for node in fed.nodes:
+        node.participate(r)
+    pass_deadline(ledger, info.reveal_deadline)
+    for _ in range(5):
+        fed.service.step()
+        if ledger.get_round(r).phase == Phase.FINALIZED:
+            break
+    assert ledger.get_round(r).phase == Phase.FINALIZED
+    audit = verify_round(ledger, fed.store, r)
+    failed = {c.name: c.detail for c in audit.checks if c.failed}
+    assert "aggregator round" in failed.get("peers.quorum", ""), failed
+    reader = _reader()
+    deployment = tmp_path / "deployment.json"
+    deployment.write_text(fed.deployment.to_json())
+    reader.RESULTS.clear()
+    with contextlib.redirect_stdout(io.StringIO()):
+        reader.main(
+            ["--rpc-url", anvil_url, "--deployment", str(deployment), "--ipfs", "ipfs:" + ipfs_api]
+        )
+    bad = {x["check"] for x in reader.RESULTS if x["round"] == r and x["result"] == "FAIL"}
+    assert "peers.windows" in bad, bad
