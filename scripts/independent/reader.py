@@ -20,15 +20,17 @@ Checks per round (each printed PASS/FAIL/NOTE):
   - global model recomputed by the terms' rule (README *Global model*: weighted, median,
     trimmed_mean, krum, norm_clip, and the running statistics' setting) and the two casts,
     re-encoded as a `model` blob and its sha256 compared with the on-chain globalSha256
-  - terms: canonical bytes, known fields, field types, exact windows, the spec hash and tensor
-    layout from README's `layout(spec)` (run from the README's text), task_fixed
+  - terms: canonical bytes, known fields, every field as the README's field list states it,
+    exact windows, the spec hash and tensor layout from README's `layout(spec)` (run from the
+    README's text), task_fixed (README *Fixed from round 1*, as verify's payment_differences)
   - the reasons' rules in the README's order: duplicates, usable, IMPLAUSIBLE_SAMPLES, free
     riders (norm, own, stale, white-noise, shaped-noise and DP-copy tests, against the
     references the README lists, which must equal the log's), the size bound, the screens
-  - the log: weights, settings (as parsed), robust components bit for bit, standing shares and
-    scores, names (README *Strings*); `sites.names` by the README's rule and table
-  - peer rounds: score windows and quorum, the medians of the revealed vectors, the
-    validators' distances and reputations
+  - the log: weights (each chain-pinned field with its JSON type), settings (as parsed), robust
+    components bit for bit, standing shares and scores, names (README *Strings*); `sites.names`
+    by the README's rule and table
+  - peer rounds: score windows and quorum (the terms' mode peers exactly when the chain opened a
+    peer round), the medians of the revealed vectors, the validators' distances and reputations
   - sites.registry: removals, caps and budgets the coordinator set on a participant inside the
     round's windows (README *Registry changes inside a round*, a65)
   - privacy.spend / privacy.required: every declared spend recomputed with the README's accountant
