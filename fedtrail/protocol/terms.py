@@ -898,8 +898,15 @@ def valuation_mode_difference(terms: RoundTerms, *, peer_round: bool) -> str | N
 def _score_window_differences(
     terms: RoundTerms, reveal_deadline: int, score_deadlines: tuple[int, int] | None
 ) -> list[str]:
-    if score_deadlines is None or terms.score_commit_seconds is None:
+    if score_deadlines is None:
         return []
+    if terms.score_commit_seconds is None:
+        # a139: a peer round on chain under terms that name no peer scoring (what the sites
+        # consented to is the aggregator's valuation, not a median of votes at its quorum)
+        return [
+            "the chain opened a peer round, the terms name no score windows "
+            "(they promise no peer scoring)"
+        ]
     score_commit = score_deadlines[0] - reveal_deadline
     score_reveal = score_deadlines[1] - score_deadlines[0]
     if (score_commit, score_reveal) == (terms.score_commit_seconds, terms.score_reveal_seconds):

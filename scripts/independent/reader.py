@@ -20,15 +20,17 @@ Checks per round (each printed PASS/FAIL/NOTE):
   - global model recomputed by the terms' rule (README *Global model*: weighted, median,
     trimmed_mean, krum, norm_clip, and the running statistics' setting) and the two casts,
     re-encoded as a `model` blob and its sha256 compared with the on-chain globalSha256
-  - terms: canonical bytes, known fields, field types, exact windows, the spec hash and tensor
-    layout from README's `layout(spec)` (run from the README's text), task_fixed
+  - terms: canonical bytes, known fields, every field as the README's field list states it,
+    exact windows, the spec hash and tensor layout from README's `layout(spec)` (run from the
+    README's text), task_fixed (README *Fixed from round 1*, as verify's payment_differences)
   - the reasons' rules in the README's order: duplicates, usable, IMPLAUSIBLE_SAMPLES, free
     riders (norm, own, stale, white-noise, shaped-noise and DP-copy tests, against the
     references the README lists, which must equal the log's), the size bound, the screens
-  - the log: weights, settings (as parsed), robust components bit for bit, standing shares and
-    scores, names (README *Strings*); `sites.names` by the README's rule and table
-  - peer rounds: score windows and quorum, the medians of the revealed vectors, the
-    validators' distances and reputations
+  - the log: weights (each chain-pinned field with its JSON type), settings (as parsed), robust
+    components bit for bit, standing shares and scores, names (README *Strings*); `sites.names`
+    by the README's rule and table
+  - peer rounds: score windows and quorum (the terms' mode peers exactly when the chain opened a
+    peer round), the medians of the revealed vectors, the validators' distances and reputations
   - sites.registry: removals, caps and budgets the coordinator set on a participant inside the
     round's windows (README *Registry changes inside a round*, a65)
   - privacy.spend / privacy.required: every declared spend recomputed with the README's accountant
@@ -1834,11 +1836,11 @@ def log_agrees(log, r, ledger, start, glob, revealed, terms, terms_ref) -> list:
             e.get("score"),
             e.get("reason"),
             e.get("reason_label"),
-            int(w) if isinstance(w := e.get("weight"), str) and w.isascii() and w.isdigit() else w,
+            digits(e.get("weight")),
             e.get("weight_fraction"),
         )
         want = (True, sha_hex, n, score, reason, label, weight, weight / WEIGHT_SCALE)
-        diff = [k for k, x, y in zip(FIELDS_PINNED, got, want, strict=True) if x != y]
+        diff = [k for k, x, y in zip(FIELDS_PINNED, got, want, strict=True) if not json_same(x, y)]
         said = explanation_reason(e.get("explanation"))
         if said is not None and said != label:
             diff.append("explanation")  # begins with another reason than the chain's
@@ -1854,12 +1856,14 @@ def log_agrees(log, r, ledger, start, glob, revealed, terms, terms_ref) -> list:
     if log.get("summary") != sentence:
         bad.append(f"summary {log.get('summary')!r} is not its fields' {sentence!r}")
     s = log.get("settings", {})
-    if s.get("seed") != terms.get("seed") or list(s.get("class_names", [])) != list(
+    if not json_same(s.get("seed"), terms.get("seed")) or list(s.get("class_names", [])) != list(
         terms.get("class_names", [])
     ):
         bad.append("log's seed or class names differ from the terms'")
     val, tval = log.get("validation", {}), terms.get("validation", {})
-    if (val.get("sha256"), val.get("images")) != (tval.get("sha256"), tval.get("images")):
+    if val.get("sha256") != tval.get("sha256") or not json_same(
+        val.get("images"), tval.get("images")
+    ):
         bad.append("log's validation set is not the committed one")
     ref = s.get("terms")
     if ref is not None and (ref.get("cid"), ref.get("sha256")) != terms_ref:
@@ -2066,6 +2070,27 @@ def explanation_reason(text) -> str | None:
         if first == by_name[0] or second in (by_name[1], by_label[1]):
             return name
     return None
+
+
+def digits(value):
+    """A log's ``weight``: the value of its string of ASCII digits; anything else (a JSON
+    number among them, which readers of doubles round above 2**53) stays as it is, unequal to
+    every chain integer."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return ("not a string of digits", value)
+
+
+def json_same(logged, chain) -> bool:
+    """A log field equals the chain's value with its JSON type, as verify reads the log
+    (session 62, a137): an integer only as an integer (``60.0`` and ``false`` are not 60 and
+    0, which Python's ``==`` takes them for), a float as any JSON number (not ``true``), a
+    string or ``true`` as itself."""
+    if type(chain) is bool or type(chain) is str:
+        return type(logged) is type(chain) and logged == chain
+    if type(chain) is int:
+        return type(logged) is int and logged == chain
+    return type(logged) in (int, float) and logged == chain
 
 
 FIELDS_PINNED = (
@@ -2334,6 +2359,127 @@ def duplicate_rule_problems(terms: dict) -> list:
     return bad
 
 
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+PERSONALISATION_METHODS = ("finetune", "fedbn", "fedrep")
+VALUATION_FIELDS = {
+    "method",
+    "metric",
+    "seed",
+    "explanation_check",
+    "standing",
+    "combiner",
+    "large_game",
+    "mode",
+    "quorum",
+    "validator_game",
+    "explanation_probe",
+    "project_shift",
+    "public_screen",
+    "explanation_wording",
+}
+
+
+def terms_field_problems(terms: dict) -> list:
+    """README *The round terms, field by field*, the fields other checks leave to it (session
+    62, a138: before, nested objects could hold unknown fields or values of another type, and
+    such terms, which fedtrail's nodes and verify refuse, passed terms.canonical): spec_hash and
+    validation.sha256 64 lowercase hex digits; validation exactly sha256 and images; windows
+    commit_seconds and reveal_seconds, and score_commit_seconds with score_reveal_seconds
+    (positive) exactly when valuation.mode is "peers"; canonical_encoding a boolean; class_names, when present, an array of distinct
+    non-empty strings; personalisation exactly method (one of three), steps (0..10000), lr
+    (a number > 0); privacy exactly delta (a number in (0, 1)) and required (a boolean);
+    initial_model "deployment" or absent, initial_salt 64 lowercase hex digits exactly when
+    initial_model is present; valuation only its documented fields, method and metric strings,
+    its flags booleans (the reader reads standing and public_screen), combiner numbers, mode
+    aggregator or peers (null: absent)."""
+
+    def num(x) -> bool:
+        return type(x) in (int, float) and math.isfinite(x)
+
+    out = []
+    for name, value in (
+        ("spec_hash", terms.get("spec_hash")),
+        ("validation.sha256", (terms.get("validation") or {}).get("sha256")),
+    ):
+        if not (isinstance(value, str) and SHA256_HEX.fullmatch(value)):
+            out.append(f"{name} is not 64 lowercase hex digits")
+    val = terms.get("validation")
+    if not isinstance(val, dict) or set(val) != {"sha256", "images"}:
+        out.append("validation holds other fields than sha256 and images")
+    win = terms.get("windows")
+    if not isinstance(win, dict) or set(win) not in (
+        {"commit_seconds", "reveal_seconds"},
+        {"commit_seconds", "reveal_seconds", "score_commit_seconds", "score_reveal_seconds"},
+    ):
+        out.append("windows holds other fields than the commit and reveal (and both score) windows")
+    else:
+        peers = (
+            isinstance(terms.get("valuation"), dict) and terms["valuation"].get("mode") == "peers"
+        )
+        scored = [win.get(k) for k in ("score_commit_seconds", "score_reveal_seconds")]
+        if peers and not all(type(w) is int and w >= 1 for w in scored):
+            out.append("a peer round's terms without positive score windows")
+        if not peers and any(w is not None for w in scored):
+            out.append("score windows in terms whose valuation mode is not peers (a139)")
+    if type(terms.get("canonical_encoding")) is not bool:
+        out.append("canonical_encoding is not a boolean")
+    if "class_names" in terms:
+        names = terms["class_names"]
+        if not (
+            isinstance(names, list)
+            and names
+            and all(isinstance(n, str) and n for n in names)
+            and len(set(names)) == len(names)
+        ):
+            out.append("class_names is not an array of distinct non-empty strings")
+    if "personalisation" in terms:
+        p = terms["personalisation"]
+        if not (
+            isinstance(p, dict)
+            and set(p) == {"method", "steps", "lr"}
+            and p["method"] in PERSONALISATION_METHODS
+            and type(p["steps"]) is int
+            and 0 <= p["steps"] <= 10000
+            and num(p["lr"])
+            and p["lr"] > 0
+        ):
+            out.append("personalisation is not method, steps (0..10000) and lr (> 0)")
+    if "privacy" in terms:
+        p = terms["privacy"]
+        if not (
+            isinstance(p, dict)
+            and set(p) == {"delta", "required"}
+            and num(p["delta"])
+            and 0 < p["delta"] < 1
+            and type(p["required"]) is bool
+        ):
+            out.append("privacy is not delta (in (0, 1)) and required (a boolean)")
+    v = terms.get("valuation")
+    if not isinstance(v, dict) or not set(v) <= VALUATION_FIELDS:
+        out.append("valuation is not an object of the documented fields")
+    else:
+        if not all(isinstance(v.get(k), str) for k in ("method", "metric")):
+            out.append("valuation's method or metric is not a string")
+        flags = ("explanation_check", "standing", "project_shift", "public_screen")
+        if any(v.get(k) is not None and type(v[k]) is not bool for k in flags):
+            out.append(f"valuation's {'/'.join(flags)} not a boolean (or null)")
+        comb = v.get("combiner")
+        if comb is not None and not (
+            isinstance(comb, dict) and all(num(x) and type(x) is not bool for x in comb.values())
+        ):
+            out.append("valuation.combiner is not an object of finite numbers")
+        if v.get("mode") not in (None, "aggregator", "peers"):
+            out.append(f"valuation.mode {v.get('mode')!r} is not aggregator or peers")
+    model, salt = terms.get("initial_model"), terms.get("initial_salt")
+    if "initial_model" in terms and model != "deployment":
+        out.append(f"initial_model {model!r} is not 'deployment'")
+    if ("initial_salt" in terms) != ("initial_model" in terms) or (
+        "initial_salt" in terms and not (isinstance(salt, str) and SHA256_HEX.fullmatch(salt))
+    ):
+        out.append("initial_salt is not 64 lowercase hex digits beside initial_model")
+    return out
+
+
 def float_integers(terms: dict) -> list:
     """The integer fields present and not written as integers (``krum_m`` may be null), and the
     float fields not written as floats."""
@@ -2356,15 +2502,49 @@ def float_integers(terms: dict) -> list:
     return bad
 
 
-def fixed_view(terms: dict) -> dict:
-    """What round 1 fixes: the fixed fields and the valuation block (its seed as seed - round,
-    quorum left out)."""
-    out = {k: terms.get(k) for k in TASK_FIXED}
-    val = dict(terms.get("valuation") or {})
-    val.pop("quorum", None)
-    if "seed" in val:
-        val["seed"] = val["seed"] - terms.get("round", 0)
-    out["valuation"] = val
+def round_one_differences(first: dict, later: dict, rnd: int) -> list:
+    """README *Fixed from round 1*: what in round ``rnd``'s terms re-chooses what round 1's
+    (``first``) fixed, compared as canonical JSON (``1``, ``1.0`` and ``true`` differ): the
+    TASK_FIXED fields always; the valuation mode only towards ``peers``; the valuation block
+    while the mode is round 1's (quorum free; the seed's offset from the round fixed, the base
+    ``seed`` standing in for a valuation seed not written, a30); the privacy block's
+    ``required`` and ``delta`` (no block: not required, no delta; a36, a39); no window shorter
+    than round 1's (a40). Before session 62 only TASK_FIXED and the valuation were compared,
+    and nothing at all when the two ``mode`` values differed (a134-a136)."""
+
+    def canon(value) -> str:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+    out = [k for k in TASK_FIXED if canon(first.get(k)) != canon(later.get(k))]
+    va, vb = dict(first.get("valuation") or {}), dict(later.get("valuation") or {})
+    ma, mb = va.get("mode"), vb.get("mode")
+    if ma != mb and mb != "peers":
+        out.append(f"valuation mode {ma} -> {mb} (only a move to the peers' is free)")
+    if ma == mb:
+
+        def offset(terms: dict, val: dict, round_id: int):
+            seed = val.get("seed")
+            if seed is None:
+                return canon(terms.get("seed"))
+            if type(seed) is int:
+                return canon(seed - round_id)
+            return canon(seed)
+
+        rest = [{k: v for k, v in val.items() if k not in ("seed", "quorum")} for val in (va, vb)]
+        if canon(rest[0]) != canon(rest[1]):
+            out.append("valuation")
+        if offset(first, va, 1) != offset(later, vb, rnd):
+            out.append("valuation seed minus round")
+    pa, pb = first.get("privacy") or {}, later.get("privacy") or {}
+    if (pa.get("required") is True) != (pb.get("required") is True):
+        out.append("privacy required")
+    if pa.get("delta") != pb.get("delta"):
+        out.append("privacy delta")
+    wa, wb = first.get("windows") or {}, later.get("windows") or {}
+    for key in ("commit_seconds", "reveal_seconds", "score_commit_seconds", "score_reveal_seconds"):
+        was, now = wa.get(key), wb.get(key)
+        if type(was) is int and type(now) is int and now < was:
+            out.append(f"windows {key} {was} -> {now} (shorter than round 1's)")
     return out
 
 
@@ -2707,6 +2887,7 @@ def main(argv=None):
         unknown = sorted(set(terms) - TERMS_FIELDS)
         floats = float_integers(terms)
         rule_bad = duplicate_rule_problems(terms)
+        field_bad = terms_field_problems(terms)
         report(
             r,
             "terms.canonical",
@@ -2714,30 +2895,27 @@ def main(argv=None):
             and not unknown
             and not floats
             and not rule_bad
+            and not field_bad
             and terms.get("format") == "fedtrail.round-terms/1"
             and integer_is(terms.get("round"), r),
             f"canonical bytes {canonical_terms(terms_blob)}, unknown fields {unknown or 'none'}, "
             f"integers written otherwise {floats or 'none'}, "
             f"duplicate rule {rule_bad or 'ok'}, "
+            f"fields {field_bad or 'ok'}, "
             f"format {terms.get('format')}, round {terms.get('round')}",
         )
-        if first_terms is None:
+        if r == 1:
             first_terms = terms
+        elif first_terms is None:  # README *Fixed from round 1*: nothing else binds them
+            report(r, "terms.task_fixed", False, "round 1's terms are unreadable")
         else:
-            a_fix, b_fix = fixed_view(first_terms), fixed_view(terms)
-            same_mode = (first_terms.get("valuation") or {}).get("mode") == (
-                terms.get("valuation") or {}
-            ).get("mode")
+            changed = round_one_differences(first_terms, terms, r)
             report(
                 r,
                 "terms.task_fixed",
-                a_fix == b_fix or not same_mode,
+                not changed,
                 "the fields round 1 fixes are round 1's"
-                + (
-                    ""
-                    if a_fix == b_fix
-                    else f": {[k for k in a_fix if a_fix[k] != b_fix[k]]} differ"
-                ),
+                + (f": {changed} differ" if changed else ""),
             )
         if dump:
             (dump / f"terms-{r}.json").write_bytes(terms_blob)
@@ -2775,6 +2953,15 @@ def main(argv=None):
             cw == win.get("commit_seconds") and rw == win.get("reveal_seconds"),
             f"commit window {cw} s (terms {win.get('commit_seconds')}), reveal window {rw} s (terms {win.get('reveal_seconds')})",
         )
+        if not peer and (terms.get("valuation") or {}).get("mode") == "peers":
+            # README *Peer rounds* (a140, a133's round finalized): terms that say the sites score
+            # the round under a round the chain opened as an aggregator round (openRound)
+            report(
+                r,
+                "peers.windows",
+                False,
+                "the terms say mode peers, the chain opened no peer round (no PeerScoringOpened)",
+            )
         rule = terms.get("aggregation_rule")
         report(r, "terms.rule", "NOTE", f"aggregation_rule {rule}")
         shapes = {k: v.shape for k, v in start.items()}
@@ -3179,7 +3366,11 @@ def main(argv=None):
                 if e.args.round < r:
                     v = e.args.validator.lower()
                     before[v] = (e.args.validatorReputation, before.get(v, (0, 0))[1] + 1)
-            quorum = int((terms.get("valuation") or {}).get("quorum", 1))
+            # README *Peer rounds*: the terms say mode "peers" and the quorum (a139: a missing
+            # quorum was read as 1, so a peer round opened under aggregator terms passed)
+            tval = terms.get("valuation") or {}
+            named = tval.get("quorum") if tval.get("mode") == "peers" else None
+            quorum = peer[0].args.quorum  # what the contract applied
             po = peer[0].args
             report(
                 r,
@@ -3187,10 +3378,11 @@ def main(argv=None):
                 po.scoreCommitDeadline - reveal_dl == win.get("score_commit_seconds")
                 and po.scoreRevealDeadline - po.scoreCommitDeadline
                 == win.get("score_reveal_seconds")
-                and po.quorum == quorum,
+                and type(named) is int
+                and po.quorum == named,
                 f"score windows {po.scoreCommitDeadline - reveal_dl} s and "
                 f"{po.scoreRevealDeadline - po.scoreCommitDeadline} s, quorum {po.quorum} "
-                f"(terms {win.get('score_commit_seconds')}, {win.get('score_reveal_seconds')}, {quorum})",
+                f"(terms {win.get('score_commit_seconds')}, {win.get('score_reveal_seconds')}, {named})",
             )
             try:
                 meds, cnts, rated = peer_rule(psites, votes, before, quorum, withheld, alpha)
@@ -3671,11 +3863,11 @@ def main(argv=None):
         )
         ok_log = all(
             a in lsites
-            and int(lsites[a]["weight"]) == onchain[a][4]
-            and lsites[a]["weight_fraction"] == onchain[a][4] / WEIGHT_SCALE
-            and lsites[a]["score"] == onchain[a][2]
-            and lsites[a]["reason"] == onchain[a][3]
-            and lsites[a]["update"]["num_samples"] == onchain[a][1]
+            and json_same(digits(lsites[a]["weight"]), onchain[a][4])
+            and json_same(lsites[a]["weight_fraction"], onchain[a][4] / WEIGHT_SCALE)
+            and json_same(lsites[a]["score"], onchain[a][2])
+            and json_same(lsites[a]["reason"], onchain[a][3])
+            and json_same(lsites[a]["update"]["num_samples"], onchain[a][1])
             for a in vals
         )
         report(
