@@ -3294,8 +3294,13 @@ def main(argv=None):
             w_base = weights_rule(base)[0] if any(n * m for _, n, m in base) else {}
             left_out = {a for a in unread_inputs if w_base.get(a, 0) == 0}
             # a left-out update keeps reason OK and weight 0 (the contract drops only a
-            # weighted one): its update.<site> passes, though no reader here reads it
-            for a in sorted(left_out):
+            # weighted one): its update.<site> passes, though no reader here reads it; so does
+            # an unread copy at weight 0 (the screen takes no copy, read or not: h-307, as
+            # audit verify settles it; before, a copy's row failed here and passed there)
+            unread_copies = {
+                a for a in inputs if a in copies and a not in deltas and w_base.get(a, 0) == 0
+            }
+            for a in sorted(left_out | unread_copies):
                 at = unread_zero.get(a)
                 if at is None or at >= len(RESULTS) or RESULTS[at]["result"] != "FAIL":
                     continue

@@ -1,0 +1,114 @@
+"""Review of h-300's left-out pass (session 62, h-307): cases where ``audit verify`` and the
+independent reader might settle an unreadable update at weight 0 differently."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedtrail.auditor.verify import verify_all
+from fedtrail.protocol.codes import Phase, Reason
+from fedtrail.protocol.peers import address_key
+from tests.aggregator.peer_setup import pass_deadline
+from tests.aggregator.test_peer_rounds import _quiet_screen_federation, _reader_results
+
+
+def _copy_round(fed: Any) -> tuple[int, Any, list[Any]]:
+    """The rounding edge (big: the largest count, scored full; small: 1 sample scored 1;
+    third: 200 samples scored half), except that small reveals big's sha256 (an exact copy by
+    the duplicate rule, which compares revealed hashes) under a CID whose bytes are another
+    blob: nobody can read small's update (the store's bytes do not hash to it)."""
+    import hashlib
+    import secrets
+
+    import torch
+
+    from fedtrail.chain import dev_account
+    from fedtrail.ledger import commitment
+    from fedtrail.ledger.records import score_commitment
+    from fedtrail.protocol.codes import MAX_SITE_SAMPLES
+    from fedtrail.protocol.weights import SCORE_SCALE
+    from fedtrail.storage.codec import encode_update
+
+    ledger, service, store = fed.ledger, fed.service, fed.store
+    accounts = sorted((dev_account(2 + i) for i in range(3)), key=lambda a: address_key(a.address))
+    big, small, third = accounts
+    ledger.set_max_samples(fed.coordinator, big.address, MAX_SITE_SAMPLES)
+    r = service.open_next()
+    info, peer = ledger.get_round(r), ledger.get_peer_round(r)
+    assert peer is not None
+    gen = torch.Generator().manual_seed(23)
+
+    def blob_of() -> bytes:
+        delta = {
+            name: (0.01 * torch.randn(shape, generator=gen)).to(getattr(torch, dtype))
+            for name, (shape, dtype) in service.spec.tensor_layout().items()
+        }
+        return encode_update(delta, spec=service.spec, round=r).blob
+
+    big_blob, other_blob, third_blob = blob_of(), blob_of(), blob_of()
+    big_sha = hashlib.sha256(big_blob).hexdigest()
+    reveals = [
+        (big, store.put(big_blob), big_sha, MAX_SITE_SAMPLES),
+        (small, store.put(other_blob), big_sha, 1),  # big's hash, another blob's CID
+        (third, store.put(third_blob), hashlib.sha256(third_blob).hexdigest(), 200),
+    ]
+    for site, _, sha, n in reveals:
+        ledger.commit_update(site, r, commitment(site.address, r, sha, n))
+    pass_deadline(ledger, info.commit_deadline)
+    for site, cid, sha, n in reveals:
+        ledger.reveal_update(site, r, cid, sha, n)
+    pass_deadline(ledger, info.reveal_deadline)
+    want = {big.address: SCORE_SCALE, small.address: 1, third.address: SCORE_SCALE // 2}
+    sites = [site.address for site in accounts]
+    salts = {v.address: secrets.token_bytes(32) for v in accounts}
+    vectors = {v.address: [0 if s == v.address else want[s] for s in sites] for v in accounts}
+    for v in accounts:
+        ledger.commit_scores(
+            v, r, score_commitment(v.address, r, vectors[v.address], salts[v.address])
+        )
+    pass_deadline(ledger, peer.score_commit_deadline)
+    for v in accounts:
+        ledger.reveal_scores(v, r, vectors[v.address], salts[v.address])
+    return r, peer, accounts
+
+
+def test_an_unreadable_exact_copy_at_weight_0_is_settled_alike_by_verify_and_the_reader(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """h-307, attack (3) on h-300's pass: the small update (reason OK, weight 0 from rounding,
+    a positive median) reveals big's sha256, so the duplicate rule names it a copy of big, and
+    nobody can read it. The honest aggregator can neither drop it (``NotWeighted``) nor read
+    it, and finalizes; ``audit verify`` passes the round (its screen leaves the unread input at
+    weight 0 out, copy or not), and the reader must too: before h-307 it took copies out of its
+    left-out set (the screen takes no copy) and failed the update's ``update.<site>`` alone."""
+    fed = _quiet_screen_federation(tmp_path, anvil_url, ipfs_api)
+    r, peer, (_, small, _) = _copy_round(fed)
+    with caplog.at_level(logging.INFO, logger="fedtrail.aggregator"):
+        outcome = fed.service.step()
+        for _ in range(3):
+            if outcome is not None and outcome.phase != Phase.VALUED:
+                break
+            pass_deadline(fed.ledger, peer.score_reveal_deadline)
+            outcome = fed.service.step()
+    assert outcome is not None and outcome.phase == Phase.FINALIZED, (outcome, caplog.text)
+    after = {s.site: s for s in fed.ledger.get_submissions(r)}
+    assert after[small.address].weight == 0 and after[small.address].score > 0
+    assert after[small.address].reason == Reason.OK
+    (audit,) = [a for a in verify_all(fed.ledger, fed.store) if a.round == r]  # type: ignore[arg-type]
+    failed = [(c.name, c.detail[:200]) for c in audit.checks if c.failed]
+    assert not failed, failed
+    verify_says = next(c for c in audit.checks if c.name == f"update.{small.address[:10]}")
+    assert "do not match" in verify_says.detail, verify_says.detail  # nobody reads it
+    results = _reader_results(fed, anvil_url, ipfs_api)
+    (row,) = [
+        x
+        for (q, name), x in results.items()
+        if q == r and name.startswith("update.") and "sha256 MISMATCH" in x["detail"]
+    ]
+    assert row["result"] == "PASS", row["detail"]
+    fails = [(k, x["detail"][:200]) for k, x in results.items() if x["result"] == "FAIL"]
+    assert not fails, fails
