@@ -288,10 +288,18 @@ def weighted_references(ledger: Ledger, store: ContentStore, round_id: int) -> b
     info = ledger.get_round(round_id)
     if not info.terms_cid:
         return False
-    terms = RoundTerms.from_bytes(
-        store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
-    )
-    return ValuationSettings.from_json(terms.valuation).references == WEIGHTED_REFERENCES
+    try:
+        terms = RoundTerms.from_bytes(
+            store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
+        )
+        return ValuationSettings.from_json(terms.valuation).references == WEIGHTED_REFERENCES
+    except (InvalidTerms, InvalidLog, *NOT_GIVEN) as exc:
+        # the same type (callers tell a blob not given from a store not reached), said in full
+        raise type(exc)(
+            f"round {round_id}'s terms {info.terms_cid}, whose valuation.references decides "
+            f"whether its updates at weight 0 with a positive score are free-rider references, "
+            f"do not read: {exc}"
+        ) from exc
 
 
 def previous_round(ledger: Ledger, round_id: int) -> int | None:

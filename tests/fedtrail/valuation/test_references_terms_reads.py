@@ -62,10 +62,13 @@ def test_terms_that_cannot_decide_anything_are_not_read(terms_cid: str) -> None:
 def test_a_round_with_an_update_in_doubt_still_needs_its_terms() -> None:
     """The other side: where the rule decides (an update at weight 0 with a positive score),
     every full reader (aggregator, ``audit verify``) still raises on terms it cannot read or
-    parse, as h-300 made it: the history must be the same for everyone."""
-    with pytest.raises(ContentNotFound):
+    parse, as h-300 made it (the history must be the same for everyone), and says which round's
+    terms and why they are read (h-307: before, a bare ``ContentNotFound: <cid>``, which
+    ``audit verify`` printed as "cannot read the history: <cid>")."""
+    said = "round 1's terms (.*) valuation.references decides"
+    with pytest.raises(ContentNotFound, match=said):
         reference_labels(_TermsLedger("terms-gone"), _InvalidTermsStore(), 2, 1)  # type: ignore[arg-type]
-    with pytest.raises(FedtrailError):
+    with pytest.raises(FedtrailError, match=said + ".*by-weight-v2"):
         reference_labels(_TermsLedger("terms-invalid"), _InvalidTermsStore(), 2, 1)  # type: ignore[arg-type]
 
 
