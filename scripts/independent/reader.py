@@ -2671,6 +2671,14 @@ def main(argv=None):
         unknown = sorted(set(terms) - TERMS_FIELDS)
         floats = float_integers(terms)
         rule_bad = duplicate_rule_problems(terms)
+        # README *The round terms, field by field*: valuation.references is "weighted", and only
+        # with public_screen true; any other value is terms no reader of this release takes
+        # (audit verify fails them; this reader passed them as the rule before: h-307)
+        val_doc = terms.get("valuation") if isinstance(terms.get("valuation"), dict) else {}
+        refs_rule = val_doc.get("references")
+        refs_bad = refs_rule is not None and not (
+            refs_rule == "weighted" and val_doc.get("public_screen") is True
+        )
         report(
             r,
             "terms.canonical",
@@ -2678,12 +2686,18 @@ def main(argv=None):
             and not unknown
             and not floats
             and not rule_bad
+            and not refs_bad
             and terms.get("format") == "fedtrail.round-terms/1"
             and integer_is(terms.get("round"), r),
             f"canonical bytes {canonical_terms(terms_blob)}, unknown fields {unknown or 'none'}, "
             f"integers written otherwise {floats or 'none'}, "
             f"duplicate rule {rule_bad or 'ok'}, "
-            f"format {terms.get('format')}, round {terms.get('round')}",
+            + (
+                f"reference rule {refs_rule!r} unknown or without public_screen, "
+                if refs_bad
+                else ""
+            )
+            + f"format {terms.get('format')}, round {terms.get('round')}",
         )
         if first_terms is None:
             first_terms = terms

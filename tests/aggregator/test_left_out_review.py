@@ -4,6 +4,7 @@ independent reader might settle an unreadable update at weight 0 differently."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,33 @@ def test_a_weighted_copy_of_an_original_withheld_at_weight_0_fails_more_than_the
     results = _reader_results(fed, anvil_url, ipfs_api, gone)
     fails = [k for k, x in results.items() if x["result"] == "FAIL" and k[1] != "log.status"]
     assert failed and fails, (failed, fails)
+
+
+def test_terms_naming_a_reference_rule_this_release_does_not_know_fail_verify_and_the_reader(
+    anvil_url: str,
+    ipfs_api: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """h-307, attack (3): a round whose terms name a ``valuation.references`` this release does
+    not know (an aggregator and validators of another release, or in collusion: here the known
+    rules are patched while the round runs) is refused by every reader of this release; ``audit
+    verify`` fails it (``terms.valuation``, and the log's schema), and the independent reader
+    must too: before h-307 it read the terms as the rule before and passed the round."""
+    from fedtrail.protocol import roundlog
+    from tests.aggregator.test_peer_rounds import _finalize, _scored_peer_round
+
+    fed = _quiet_screen_federation(tmp_path, anvil_url, ipfs_api)
+    with monkeypatch.context() as patched:
+        patched.setattr(roundlog, "REFERENCE_RULES", ("weighted", "weighted-v2"))
+        fed.service.settings = replace(fed.service.settings, references="weighted-v2")
+        r, _, peer = _scored_peer_round(fed)
+        _finalize(fed, r, peer, caplog)
+    (audit,) = [a for a in verify_all(fed.ledger, fed.store) if a.round == r]  # type: ignore[arg-type]
+    failed = sorted(c.name for c in audit.checks if c.failed)
+    results = _reader_results(fed, anvil_url, ipfs_api)
+    fails = sorted(k[1] for k, x in results.items() if x["result"] == "FAIL" and k[0] == r)
+    assert "terms.valuation" in failed, failed
+    assert "terms.canonical" in fails, fails
+    assert "weighted-v2" in results[(r, "terms.canonical")]["detail"]
