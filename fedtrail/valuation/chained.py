@@ -52,12 +52,13 @@ from fedtrail.protocol.peers import PeerOutcome, address_key, screen_inputs, scr
 from fedtrail.protocol.roundlog import (
     MAX_LOG_BYTES,
     WEIGHTED_REFERENCES,
+    InvalidLog,
     PreviousLog,
     RoundLog,
     Standing,
     ValuationSettings,
 )
-from fedtrail.protocol.terms import MAX_TERMS_BYTES, RoundTerms
+from fedtrail.protocol.terms import MAX_TERMS_BYTES, InvalidTerms, RoundTerms
 from fedtrail.storage.codec import decode_model, decode_update, default_max_bytes
 from fedtrail.storage.store import NOT_GIVEN, ContentStore
 from fedtrail.valuation.base import Candidate
@@ -247,6 +248,35 @@ def reference_submissions(
     ]
 
 
+def _in_doubt(sub: Submission) -> bool:
+    """Whether the reference rule decides ``sub`` (a reference under the earlier rule, at weight
+    0 with a positive score): only such an update differs between the rules."""
+    return bool(sub.cid) and sub.reason not in UNREADABLE and sub.weight == 0 and sub.score > 0
+
+
+def _references_of(
+    ledger: Ledger, store: ContentStore, round_id: int, *, skip_unreadable: bool = False
+) -> list[Submission]:
+    """:func:`reference_submissions` of ``round_id`` under its own terms' rule. The terms are
+    read only where the rule decides an update (:func:`_in_doubt`; h-307): a round without one
+    has the same references under either rule, so a terms blob gone from the store, or one this
+    release cannot parse, changes nothing there (every ledger before session 62 keeps its
+    verdicts, and no validator stops on it). Where the rule decides, a full reader raises
+    (:func:`weighted_references`); with ``skip_unreadable`` (a validator's view) terms the store
+    does not give or that do not parse leave the updates in doubt out, as unreadable bytes are
+    (a store that cannot be reached still raises: retried)."""
+    subs = reference_submissions(ledger, round_id)
+    if not any(_in_doubt(s) for s in subs):
+        return subs
+    try:
+        weighted = weighted_references(ledger, store, round_id)
+    except (InvalidTerms, InvalidLog, *NOT_GIVEN):
+        if not skip_unreadable:
+            raise
+        weighted = True
+    return [s for s in subs if not (weighted and _in_doubt(s))]
+
+
 def weighted_references(ledger: Ledger, store: ContentStore, round_id: int) -> bool:
     """Whether round ``round_id``'s terms (read by their on-chain hash) name the reference rule
     :data:`~fedtrail.protocol.roundlog.WEIGHTED_REFERENCES` (``valuation.references``): the
@@ -258,10 +288,18 @@ def weighted_references(ledger: Ledger, store: ContentStore, round_id: int) -> b
     info = ledger.get_round(round_id)
     if not info.terms_cid:
         return False
-    terms = RoundTerms.from_bytes(
-        store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
-    )
-    return ValuationSettings.from_json(terms.valuation).references == WEIGHTED_REFERENCES
+    try:
+        terms = RoundTerms.from_bytes(
+            store.get(info.terms_cid, info.terms_sha256, max_bytes=MAX_TERMS_BYTES)
+        )
+        return ValuationSettings.from_json(terms.valuation).references == WEIGHTED_REFERENCES
+    except (InvalidTerms, InvalidLog, *NOT_GIVEN) as exc:
+        # the same type (callers tell a blob not given from a store not reached), said in full
+        raise type(exc)(
+            f"round {round_id}'s terms {info.terms_cid}, whose valuation.references decides "
+            f"whether its updates at weight 0 with a positive score are free-rider references, "
+            f"do not read: {exc}"
+        ) from exc
 
 
 def previous_round(ledger: Ledger, round_id: int) -> int | None:
@@ -290,11 +328,7 @@ def reference_labels(
     own terms' rule, :func:`weighted_references`)."""
     labels: list[str] = []
     for prev in previous_rounds(ledger, round_id, stale_rounds):
-        weighted = weighted_references(ledger, store, prev)
-        labels += [
-            reference_label(s.site, prev)
-            for s in reference_submissions(ledger, prev, weighted=weighted)
-        ]
+        labels += [reference_label(s.site, prev) for s in _references_of(ledger, store, prev)]
         labels.append(global_label(prev))
     return labels
 
@@ -375,10 +409,9 @@ def round_references(
         )
     ]
     model_reads = read([(cid, sha256) for cid, sha256, state in models if state is None], limit)
-    weighted = weighted_references(ledger, store, prev)
     plan = [
         (sub, held.updates.get((prev, sub.sha256)))
-        for sub in reference_submissions(ledger, prev, weighted=weighted)
+        for sub in _references_of(ledger, store, prev, skip_unreadable=skip_unreadable)
     ]
     update_reads = read([(sub.cid, sub.sha256) for sub, known in plan if known is None], limit)
     references: dict[str, Mapping[str, torch.Tensor]] = {}

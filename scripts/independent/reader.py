@@ -2376,6 +2376,7 @@ VALUATION_FIELDS = {
     "project_shift",
     "public_screen",
     "explanation_wording",
+    "references",
 }
 
 
@@ -2888,6 +2889,14 @@ def main(argv=None):
         floats = float_integers(terms)
         rule_bad = duplicate_rule_problems(terms)
         field_bad = terms_field_problems(terms)
+        # README *The round terms, field by field*: valuation.references is "weighted", and only
+        # with public_screen true; any other value is terms no reader of this release takes
+        # (audit verify fails them; this reader passed them as the rule before: h-307)
+        val_doc = terms.get("valuation") if isinstance(terms.get("valuation"), dict) else {}
+        refs_rule = val_doc.get("references")
+        refs_bad = refs_rule is not None and not (
+            refs_rule == "weighted" and val_doc.get("public_screen") is True
+        )
         report(
             r,
             "terms.canonical",
@@ -2896,13 +2905,19 @@ def main(argv=None):
             and not floats
             and not rule_bad
             and not field_bad
+            and not refs_bad
             and terms.get("format") == "fedtrail.round-terms/1"
             and integer_is(terms.get("round"), r),
             f"canonical bytes {canonical_terms(terms_blob)}, unknown fields {unknown or 'none'}, "
             f"integers written otherwise {floats or 'none'}, "
             f"duplicate rule {rule_bad or 'ok'}, "
             f"fields {field_bad or 'ok'}, "
-            f"format {terms.get('format')}, round {terms.get('round')}",
+            + (
+                f"reference rule {refs_rule!r} unknown or without public_screen, "
+                if refs_bad
+                else ""
+            )
+            + f"format {terms.get('format')}, round {terms.get('round')}",
         )
         if r == 1:
             first_terms = terms
@@ -3522,8 +3537,13 @@ def main(argv=None):
             w_base = weights_rule(base)[0] if any(n * m for _, n, m in base) else {}
             left_out = {a for a in unread_inputs if w_base.get(a, 0) == 0}
             # a left-out update keeps reason OK and weight 0 (the contract drops only a
-            # weighted one): its update.<site> passes, though no reader here reads it
-            for a in sorted(left_out):
+            # weighted one): its update.<site> passes, though no reader here reads it; so does
+            # an unread copy at weight 0 (the screen takes no copy, read or not: h-307, as
+            # audit verify settles it; before, a copy's row failed here and passed there)
+            unread_copies = {
+                a for a in inputs if a in copies and a not in deltas and w_base.get(a, 0) == 0
+            }
+            for a in sorted(left_out | unread_copies):
                 at = unread_zero.get(a)
                 if at is None or at >= len(RESULTS) or RESULTS[at]["result"] != "FAIL":
                     continue
