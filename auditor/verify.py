@@ -131,6 +131,7 @@ from fedtrail.protocol.peers import (
 from fedtrail.protocol.privacy import SUMMED, DpParams, InvalidPrivacy, from_micro
 from fedtrail.protocol.roundlog import (
     MAX_LOG_BYTES,
+    WEIGHTED_REFERENCES,
     InvalidLog,
     RoundLog,
     RoundMetrics,
@@ -2931,7 +2932,9 @@ def _settle_left_out(
     contract cannot drop it (``NotWeighted``), so it keeps reason OK and weight 0 on the
     honest finalize, adds nothing to the model and is paid nothing (session 62, h-300; before,
     the check failed it as unreadable, reason OK being no unusable reason). Under terms without
-    the public screen (with standing) nothing is left out and nothing changes."""
+    the public screen (with standing), or without ``valuation.references`` \"weighted\" (terms
+    written before session 62: absent is the old rule, under which the row fails, so an input
+    withheld after the finalize cannot launder a copy of it there; h-307), nothing changes."""
     from fedtrail.protocol.peers import screen_left_out
 
     if terms is None:
@@ -2942,6 +2945,8 @@ def _settle_left_out(
         return
     if not (valuation.public_screen and valuation.standing):
         return
+    if valuation.references != WEIGHTED_REFERENCES:
+        return  # older terms keep their verdict: absent is the old rule, which fails the row
     try:
         outcome = peer.outcome([s.site for s in subs])
     except InvalidVotes:

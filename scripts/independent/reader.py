@@ -3543,7 +3543,13 @@ def main(argv=None):
             unread_copies = {
                 a for a in inputs if a in copies and a not in deltas and w_base.get(a, 0) == 0
             }
-            for a in sorted(left_out | unread_copies):
+            # only under terms that say so (valuation.references "weighted", session 62): a log
+            # under older terms keeps its verdict (absent is the old rule, under which such a
+            # row fails; an input withheld after the finalize then cannot launder a copy of it)
+            settled = left_out | unread_copies
+            if (terms.get("valuation") or {}).get("references") != "weighted":
+                settled = set()
+            for a in sorted(settled):
                 at = unread_zero.get(a)
                 if at is None or at >= len(RESULTS) or RESULTS[at]["result"] != "FAIL":
                     continue

@@ -1180,6 +1180,40 @@ def test_a_round_that_left_an_input_out_passes_verify(
     assert not failed, failed
 
 
+def test_under_terms_without_a_reference_rule_a_left_out_input_still_fails_update_site(
+    anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Absent is the old rule (terms written before session 62): the round that left the
+    withheld small update out keeps the verdict it had, ``update.<site>`` failing it unread,
+    in ``audit verify`` and the independent reader alike. Passing it there (h-300 as merged)
+    flipped old ledgers' verdicts and let an input withheld after the finalize launder a
+    near copy of it (h-307); the pass is the terms' ``valuation.references`` "weighted" rule."""
+    from fedtrail.valuation.combine import Combiner
+
+    quiet = Combiner(white_noise_z=0.0, shaped_noise_z=0.0, block_noise_z=0.0)
+    fed = peer_federation(
+        tmp_path,
+        anvil_url,
+        ipfs_api,
+        sites=3,
+        standing=True,
+        public_screen=True,
+        combiner=quiet,
+        references=None,
+    )
+    r, small, store = _left_out_and_finalized(fed, caplog)
+    assert _references_rule(fed, r) is None
+    (audit,) = [a for a in verify_all(fed.ledger, store) if a.round == r]  # type: ignore[arg-type]
+    name = f"update.{small.address[:10]}"
+    (row,) = [c for c in audit.checks if c.name == name]
+    assert row.failed and "left out" not in row.detail, row.detail
+    gone = next(s.cid for s in fed.ledger.get_submissions(r) if s.site == small.address)
+    results = _reader_results(fed, anvil_url, ipfs_api, gone)
+    rows = [x for (q, n), x in results.items() if q == r and n.startswith("update.")]
+    assert [x["result"] for x in rows if x["result"] == "FAIL"] == ["FAIL"], rows
+    assert not [x for x in rows if "left out" in x["detail"]], rows
+
+
 def test_the_round_after_one_that_left_an_input_out_finalizes(
     anvil_url: str, ipfs_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
