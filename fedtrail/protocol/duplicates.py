@@ -227,19 +227,20 @@ def _blocked(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _blocked_squares(rows: torch.Tensor) -> torch.Tensor:
-    """Each float32 row's sum of squares as :func:`_blocked` takes a row with itself: one
-    float32 sum per block of :data:`SCREEN_CHUNK` columns, the blocks added in float64."""
-    width = rows.shape[1]
+def _blocked_squares(row: torch.Tensor) -> float:
+    """A float32 row's sum of squares as :func:`_blocked` takes the row with itself: one
+    float32 dot product per block of :data:`SCREEN_CHUNK` columns (batched, no copy of the
+    row), the blocks added in float64."""
+    width = row.numel()
     whole = width - width % SCREEN_CHUNK
-    out = torch.zeros(rows.shape[0], dtype=torch.float64)
+    total = 0.0
     if whole:
-        blocks = rows[:, :whole].reshape(rows.shape[0], -1, SCREEN_CHUNK)
-        out += (blocks * blocks).sum(-1).to(torch.float64).sum(-1)
+        blocks = row[:whole].reshape(-1, 1, SCREEN_CHUNK)
+        products = torch.bmm(blocks, blocks.transpose(1, 2)).reshape(-1)
+        total += float(products.to(torch.float64).sum())
     if whole < width:
-        tail = rows[:, whole:]
-        out += (tail * tail).sum(-1).to(torch.float64)
-    return out
+        total += float(torch.dot(row[whole:], row[whole:]))
+    return total
 
 
 class _Screens:
@@ -296,7 +297,7 @@ class _Screens:
             if not fill(delta, buffer[at]):
                 self._unscreenable.add(i)
                 return False
-            squares.append(float(_blocked_squares(buffer[at : at + 1])[0]))
+            squares.append(_blocked_squares(buffer[at]))
         self._squares[i] = squares
         return True
 
