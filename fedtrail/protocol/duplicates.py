@@ -274,13 +274,10 @@ class _Screens:
         self._candidates = [i for i, d in enumerate(deltas) if d is not None and _numel(d) == width]
         self._is_candidate = set(self._candidates)
         room = len(self._candidates)
-        # originals' rows (in the order of ``originals``), then the group's
+        # the originals' rows first (in the order of ``originals``), then the group's
         self._rows = [torch.empty((room, width), dtype=torch.float32) for _ in fills]
-        self._group_rows = [
-            torch.empty((min(room, SCREEN_GROUP), width), dtype=torch.float32) for _ in fills
-        ]
-        self._kept: list[int] = []  # originals whose rows are in ``_rows``, in order
-        self._group: dict[int, int] = {}  # screened group member -> its row in ``_group_rows``
+        self._kept: list[int] = []  # originals whose rows are ``_rows[:len(_kept)]``, in order
+        self._group: dict[int, int] = {}  # screened group member -> its row in ``_rows``
         self._inner = False  # whether the group was compared with itself
         self._squares: dict[int, list[float]] = {}  # screenable update -> each screen's
         self._unscreenable: set[int] = set()
@@ -310,7 +307,8 @@ class _Screens:
             self._screen_from(j, originals)
         if not self._inner and i in self._group and j in self._group:
             self._inner = True  # an original of j's group: the group against itself, once
-            rows = [group[: len(self._group)] for group in self._group_rows]
+            m, g = len(self._kept), len(self._group)
+            rows = [buffer[m : m + g] for buffer in self._rows]
             self._compare(list(self._group), rows, list(self._group), rows)
         return i in self._apart[j]
 
@@ -336,38 +334,40 @@ class _Screens:
             below = screen if below is None else below & screen
         if below is None:
             return
-        for r, c in torch.nonzero(below).tolist():
-            if earlier[r] < later[c]:
-                self._apart[later[c]].add(earlier[r])
+        for c, row in enumerate(below.T.tolist()):
+            k = later[c]
+            self._apart[k].update(i for i, b in zip(earlier, row, strict=True) if b and i < k)
 
     def _screen_from(self, j: int, originals: Sequence[int]) -> None:
-        # the originals' rows: the new ones from the last group (or filled now), in order
+        # the originals' rows first, in order: the last group's new originals moved down to
+        # follow them (in place when no copy came between), any other filled now (each row
+        # moved or written lies at or below where it was, over a copy's or an unused row)
         kept = set(self._kept)
         for i in originals:
             if i in kept or i not in self._is_candidate or i in self._unscreenable:
                 continue
             at = len(self._kept)
-            if i in self._group:
-                for rows, group in zip(self._rows, self._group_rows, strict=True):
-                    rows[at].copy_(group[self._group[i]])
-            elif not self._fill(i, self._rows, at):
-                continue
+            was = self._group.get(i)
+            if was is None:
+                if not self._fill(i, self._rows, at):
+                    continue
+            elif was != at:
+                for rows in self._rows:
+                    rows[at].copy_(rows[was])
             self._kept.append(i)
             kept.add(i)
-        # the group: ``j`` and the next later updates of this width
+        # the group: ``j`` and the next later updates of this width, in the rows after them
+        m = len(self._kept)
         start = bisect.bisect_left(self._candidates, j)
         self._group, self._inner = {}, False
         for k in self._candidates[start : start + SCREEN_GROUP]:
             self._apart[k] = set()
-            if self._fill(k, self._group_rows, len(self._group)):
-                self._group[k] = len(self._group)
+            if self._fill(k, self._rows, m + len(self._group)):
+                self._group[k] = m + len(self._group)
         g = len(self._group)
-        if not g:
-            return
-        order = list(self._group)
-        mine = [group[:g] for group in self._group_rows]
-        if self._kept:
-            self._compare(self._kept, [rows[: len(self._kept)] for rows in self._rows], order, mine)
+        if g and m:
+            left = [rows[:m] for rows in self._rows]
+            self._compare(self._kept, left, list(self._group), [r[m : m + g] for r in self._rows])
 
 
 def codes(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
