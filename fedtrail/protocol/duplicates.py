@@ -12,6 +12,7 @@ copy committed before its dense original is the copy (attack a99).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import math
@@ -66,8 +67,18 @@ class Entry:
 
 
 def _flat(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``delta``'s tensors widened to float64 and flattened, in sorted name order, written
+    into one fresh tensor (the values of concatenating each widened tensor, without them)."""
     names = sorted(delta)
-    return torch.cat([delta[n].detach().to("cpu", torch.float64).reshape(-1) for n in names])
+    if not names:
+        return torch.cat([])  # raises, as concatenating no tensors does
+    out = torch.empty(sum(delta[n].numel() for n in names), dtype=torch.float64)
+    at = 0
+    for n in names:
+        t = delta[n].detach().reshape(-1)
+        out[at : at + t.numel()].copy_(t)  # widened exactly, as .to(float64)
+        at += t.numel()
+    return out
 
 
 def _nonzero_flat(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -192,6 +203,171 @@ def _screen(
         (idx[a], idx[b]) for a in range(len(idx)) for b in range(a + 1, len(idx)) if below[a][b]
     }
     return pairs, buffer
+
+
+SCREEN_GROUP: Final = 32
+"""At most this many later updates are screened together by :class:`_Screens` (one blocked
+product of their rows against the originals' and their own)."""
+
+
+def _blocked(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``left @ right.T`` (float32 rows of one width), in float64: each entry the sum, in
+    float64, of one float32 dot product per block of :data:`SCREEN_CHUNK` columns, as
+    :func:`_gram` takes it (any summation order within a block: the same error bound), the
+    blocks' products in one batched call."""
+    width = left.shape[1]
+    whole = width - width % SCREEN_CHUNK
+    out = torch.zeros((left.shape[0], right.shape[0]), dtype=torch.float64)
+    if whole:
+        a = left[:, :whole].reshape(left.shape[0], -1, SCREEN_CHUNK).transpose(0, 1)
+        b = right[:, :whole].reshape(right.shape[0], -1, SCREEN_CHUNK).transpose(0, 1)
+        out += torch.bmm(a, b.transpose(1, 2)).to(torch.float64).sum(0)
+    if whole < width:
+        out += (left[:, whole:] @ right[:, whole:].T).to(torch.float64)
+    return out
+
+
+def _blocked_squares(row: torch.Tensor) -> float:
+    """A float32 row's sum of squares as :func:`_blocked` takes the row with itself: one
+    float32 dot product per block of :data:`SCREEN_CHUNK` columns (batched, no copy of the
+    row), the blocks added in float64."""
+    width = row.numel()
+    whole = width - width % SCREEN_CHUNK
+    total = 0.0
+    if whole:
+        blocks = row[:whole].reshape(-1, 1, SCREEN_CHUNK)
+        products = torch.bmm(blocks, blocks.transpose(1, 2)).reshape(-1)
+        total += float(products.to(torch.float64).sum())
+    if whole < width:
+        total += float(torch.dot(row[whole:], row[whole:]))
+    return total
+
+
+class _Screens:
+    """The screen of :func:`_screen`, taken only for the pairs :func:`find_duplicates` asks
+    about: each later update against the originals before it (not every pair of the round).
+
+    A pair ``(i, j)`` is *apart* when both updates have ``width`` values and screenable rows
+    under every ``fill`` (the plain rows, and the codes' for a rule with ``scaled_cosine``),
+    and in every screen the cosine of their float32 rows (:func:`_blocked`, the same blocks and
+    bound as :func:`_gram`) lies below ``floor`` less :func:`_screen_margin`: then it is below
+    ``floor`` exactly, so the exact rule would reject the pair. Any pair the screen did not
+    compute is not apart (the exact rule decides it), so which pairs are computed changes no
+    verdict. The first time a later update ``j`` is asked about, it and up to as many later
+    updates of that width as there are originals (at most :data:`SCREEN_GROUP`) are filled and
+    compared at once with the originals' rows and with each other: a round of 99 copies of one
+    update compares 99 pairs, not 4,950; a round of originals about half the pairs of the
+    whole Gram product. The originals' rows are kept (one buffer per screen, filled as needed:
+    its pages are touched only for the rows written)."""
+
+    def __init__(
+        self,
+        deltas: Sequence[Mapping[str, torch.Tensor] | None],
+        width: int,
+        fills: Sequence[Callable[[Mapping[str, torch.Tensor], torch.Tensor], bool]],
+        floor: float,
+    ) -> None:
+        self._deltas = deltas
+        self._width = width
+        self._fills = fills
+        self._limit = floor - _screen_margin(SCREEN_CHUNK)
+        self._candidates = [i for i, d in enumerate(deltas) if d is not None and _numel(d) == width]
+        self._is_candidate = set(self._candidates)
+        room = len(self._candidates)
+        # the originals' rows first (in the order of ``originals``), then the group's
+        self._rows = [torch.empty((room, width), dtype=torch.float32) for _ in fills]
+        self._kept: list[int] = []  # originals whose rows are ``_rows[:len(_kept)]``, in order
+        self._group: dict[int, int] = {}  # screened group member -> its row in ``_rows``
+        self._inner = False  # whether the group was compared with itself
+        self._squares: dict[int, list[float]] = {}  # screenable update -> each screen's
+        self._unscreenable: set[int] = set()
+        self._apart: dict[int, set[int]] = {}  # later update -> the earlier ones apart from it
+
+    def _fill(self, i: int, rows: Sequence[torch.Tensor], at: int) -> bool:
+        """Update ``i``'s row in every screen written at row ``at`` of ``rows``, with its sums
+        of squares (:func:`_blocked_squares`, taken while the row is in cache); whether it is
+        screenable in all of them."""
+        delta = self._deltas[i]
+        assert delta is not None
+        squares = []
+        for fill, buffer in zip(self._fills, rows, strict=True):
+            if not fill(delta, buffer[at]):
+                self._unscreenable.add(i)
+                return False
+            squares.append(_blocked_squares(buffer[at]))
+        self._squares[i] = squares
+        return True
+
+    def apart(self, i: int, j: int, originals: Sequence[int]) -> bool:
+        """Whether earlier update ``i`` (one of ``originals``, the originals before ``j`` in
+        order) is certainly not near-identical to ``j``."""
+        if j not in self._apart:
+            if j not in self._is_candidate or not self._width:
+                return False
+            self._screen_from(j, originals)
+        if not self._inner and i in self._group and j in self._group:
+            self._inner = True  # an original of j's group: the group against itself, once
+            m, g = len(self._kept), len(self._group)
+            rows = [buffer[m : m + g] for buffer in self._rows]
+            self._compare(list(self._group), rows, list(self._group), rows)
+        return i in self._apart[j]
+
+    def _compare(
+        self,
+        earlier: Sequence[int],
+        earlier_rows: Sequence[torch.Tensor],
+        later: Sequence[int],
+        later_rows: Sequence[torch.Tensor],
+    ) -> None:
+        """Every pair of ``earlier`` (by row of ``earlier_rows``, one per screen) and
+        ``later`` (by row of ``later_rows``), earlier index first, that the screens show apart,
+        added to :attr:`_apart`."""
+        below: torch.Tensor | None = None
+        for s, (left, right) in enumerate(zip(earlier_rows, later_rows, strict=True)):
+            sq_left = torch.tensor([self._squares[i][s] for i in earlier], dtype=torch.float64)
+            sq_right = torch.tensor([self._squares[k][s] for k in later], dtype=torch.float64)
+            dots = _blocked(left, right)
+            scale = torch.outer(sq_left.sqrt(), sq_right.sqrt())
+            ok = (scale > 0) & torch.isfinite(dots) & torch.isfinite(scale)
+            cosine = torch.where(ok, dots / torch.where(ok, scale, 1.0), math.inf)
+            screen = cosine < self._limit
+            below = screen if below is None else below & screen
+        if below is None:
+            return
+        for c, row in enumerate(below.T.tolist()):
+            k = later[c]
+            self._apart[k].update(i for i, b in zip(earlier, row, strict=True) if b and i < k)
+
+    def _screen_from(self, j: int, originals: Sequence[int]) -> None:
+        # the originals' rows first, in order: the last group's new originals moved down to
+        # follow them (in place when no copy came between), any other filled now (each row
+        # moved or written lies at or below where it was, over a copy's or an unused row)
+        kept = set(self._kept)
+        for i in originals:
+            if i in kept or i not in self._is_candidate or i in self._unscreenable:
+                continue
+            at = len(self._kept)
+            was = self._group.get(i)
+            if was is None:
+                if not self._fill(i, self._rows, at):
+                    continue
+            elif was != at:
+                for rows in self._rows:
+                    rows[at].copy_(rows[was])
+            self._kept.append(i)
+            kept.add(i)
+        # the group: ``j`` and the next later updates of this width, in the rows after them
+        m = len(self._kept)
+        start = bisect.bisect_left(self._candidates, j)
+        self._group, self._inner = {}, False
+        for k in self._candidates[start : start + SCREEN_GROUP]:
+            self._apart[k] = set()
+            if self._fill(k, self._rows, m + len(self._group)):
+                self._group[k] = m + len(self._group)
+        g = len(self._group)
+        if g and m:
+            left = [rows[:m] for rows in self._rows]
+            self._compare(self._kept, left, list(self._group), [r[m : m + g] for r in self._rows])
 
 
 def codes(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -909,7 +1085,7 @@ def _tensor_parts(
 def _nonzero_counts(delta: Mapping[str, torch.Tensor]) -> list[int]:
     """How many entries of each tensor of ``delta`` (sorted name order) are not 0 (a NaN is
     not 0)."""
-    return [int((delta[name].detach() != 0).sum()) for name in sorted(delta)]
+    return [int(torch.count_nonzero(delta[name].detach())) for name in sorted(delta)]
 
 
 def tensor_distance(earlier: _Part, later: _Part) -> tuple[float, float]:
@@ -995,11 +1171,14 @@ def find_duplicates(
     order; a copy is compared with the originals before it (not with other copies), so the
     result does not depend on addresses or on the order ``entries`` come in.
 
-    The pairs are first screened with float32 Gram products of the updates (and of their
+    The pairs are first screened with float32 products of the updates (and of their
     :func:`codes` for a rule with ``scaled_cosine``), in blocks whose rounding error is bounded
     (:data:`SCREEN_CHUNK`, :func:`_screen_margin`): at 100 sites the 4,950 pairs took two norms
     and a dot product each (0.6 s of a round's audit), and float64 copies of every update for
-    the screen 0.2 s. The pairs left are decided exactly as :func:`near_identical` decides them,
+    the screen 0.2 s. Only the pairs the search asks about are screened, each later update
+    against the originals before it (:class:`_Screens`): a round of 99 copies of one update
+    screens 99 pairs, not the whole round's 4,950 (its Gram products were ~0.06 s of a
+    100-site audit). The pairs left are decided exactly as :func:`near_identical` decides them,
     on float64 flats and norms computed for those updates only. A rule with ``support_cosine``
     adds :func:`support_copy` for the pairs :func:`_support_bound` leaves: one bound of every
     update of the first update's layout, as the original, against every one with an exact 0,
@@ -1034,16 +1213,19 @@ def find_duplicates(
     deltas = [e.delta for e in ordered]
     sizes = [None if d is None else _numel(d) for d in deltas]
     width = next((n for n in sizes if n is not None), None)
-    apart: set[tuple[int, int]] = set()
+    screens: _Screens | None = None
     use_screen = width is not None and torch.get_float32_matmul_precision() == "highest"
     if use_screen and width is not None:
         floor = rule.cosine if rule.scaled_cosine is None else min(rule.cosine, rule.scaled_cosine)
-        apart, buffer = _screen(deltas, width, _fill_plain, floor)
+        fills: list[Callable[[Mapping[str, torch.Tensor], torch.Tensor], bool]] = [_fill_plain]
         if rule.scaled_cosine is not None:
             scratch = torch.empty(width, dtype=torch.float64)
-            fill = functools.partial(_fill_codes, scratch=scratch)
-            coded_apart, _ = _screen(deltas, width, fill, floor, buffer)
-            apart &= coded_apart
+            fills.append(functools.partial(_fill_codes, scratch=scratch))
+        screens = _Screens(deltas, width, fills, floor)
+
+    def apart(i: int, j: int) -> bool:
+        """Whether the screen shows original ``i`` certainly not near-identical to ``j``."""
+        return screens is not None and screens.apart(i, j, originals)
 
     def built_once(
         make: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
@@ -1263,9 +1445,7 @@ def find_duplicates(
                 or (
                     e.delta is not None
                     and sizes[i] == sizes[j]
-                    and (
-                        ((i, j) not in apart and near(i, j)) or left_out(i, j) or kept_largest(i, j)
-                    )
+                    and ((not apart(i, j) and near(i, j)) or left_out(i, j) or kept_largest(i, j))
                 )
             ),
             None,

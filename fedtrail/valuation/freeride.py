@@ -1173,7 +1173,7 @@ def _bound_above(
     tensors (then ``inf`` also when a tensor's mean square is outside :data:`_SAFE_MEAN`).
 
     The mirror of :func:`_bound`: each group's sum of squares is taken in any summation order
-    (torch's, on torch's threads), within ``gamma_width`` of the exact one, relative (squares
+    (numpy's), within ``gamma_width`` of the exact one, relative (squares
     are positive), as is the fixed-order sum :func:`_structure` takes; a tensor's mean square
     for ``unit`` is within the same, so the sums of squares of the divided values are the fast
     ones over the fast mean within a few times it. Each group's term of the dispersion is then
@@ -1194,9 +1194,11 @@ def _bound_above(
     if not width or error >= _BOUND_ROOM / 10 or not all(a.flags.c_contiguous for a in arrays):
         return math.inf
     low, high = _SAFE_MEAN
-    squares = [torch.from_numpy(a).square() for a in arrays]
+    # numpy's sums (pairwise, any order the bound allows): torch's cost ~10 us a call on
+    # these small arrays, 28 calls an update
+    squares = [np.square(a) for a in arrays]
     # the rows' sums of squares (family 1), and each tensor's as the sum of its rows'
-    rows = [q.reshape(q.shape[0], -1).sum(dim=1) if q.ndim >= 2 else q for q in squares]
+    rows = [q.reshape(q.shape[0], -1).sum(axis=1) if q.ndim >= 2 else q for q in squares]
     sums = [float(r.sum()) for r in rows]
     weights = [1.0] * len(arrays)
     if unit:
@@ -1220,7 +1222,7 @@ def _bound_above(
         else:
             groups = np.concatenate(
                 [
-                    (r if family == 1 else q.reshape(q.shape[0], -1).sum(dim=0)).numpy() * w
+                    (r if family == 1 else q.reshape(q.shape[0], -1).sum(axis=0)) * w
                     for q, r, w in zip(squares, rows, weights, strict=True)
                     if q.ndim >= 2
                 ]
@@ -1239,14 +1241,13 @@ def _bound_above(
     for a, q, w in zip(arrays, squares, weights, strict=True):
         if a.ndim != 4:
             continue
-        t = torch.from_numpy(a)
         for x, y in ((np.s_[..., :-1], np.s_[..., 1:]), (np.s_[..., :-1, :], np.s_[..., 1:, :])):
-            if t[x].numel() == 0:
+            if a[x].size == 0:
                 continue
-            num += float(torch.mul(t[x], t[y]).sum()) * w
+            num += float(np.multiply(a[x], a[y]).sum()) * w
             left += float(q[x].sum()) * w
             right += float(q[y].sum()) * w
-            pairs += t[x].numel()
+            pairs += a[x].size
     if pairs:
         if not (left > _TINY_SQUARES and right > _TINY_SQUARES):
             return math.inf

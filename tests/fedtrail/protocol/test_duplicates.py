@@ -18,6 +18,7 @@ from fedtrail.ml.models import ModelSpec, initial_model
 from fedtrail.protocol import duplicates
 from fedtrail.protocol.duplicates import (
     SCREEN_CHUNK,
+    SCREEN_GROUP,
     Entry,
     _fill_codes,
     _fill_plain,
@@ -25,6 +26,7 @@ from fedtrail.protocol.duplicates import (
     _gram,
     _screen,
     _screen_margin,
+    _Screens,
     codes,
     kept_largest_of,
     near_identical,
@@ -311,6 +313,110 @@ def test_the_screen_is_the_rule_on_every_pair_of_real_sized_random_rounds() -> N
         ]
         for rule in (RULE, OLD):
             assert find_duplicates(entries, rule) == _reference(entries, rule)
+
+
+def _asked(entries: list[Entry], rule: DuplicateRule) -> list[tuple[int, int, bool]]:
+    """Every ``(original, later, apart)`` that ``find_duplicates`` asked its screen, in order
+    (indices in commit order)."""
+    asked: list[tuple[int, int, bool]] = []
+    apart = _Screens.apart
+
+    def recording(self: _Screens, i: int, j: int, originals: Sequence[int]) -> bool:
+        answer = apart(self, i, j, originals)
+        asked.append((i, j, answer))
+        return answer
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_Screens, "apart", recording)
+        find_duplicates(entries, rule)
+    return asked
+
+
+def _whole_screen(entries: list[Entry], rule: DuplicateRule) -> set[tuple[int, int]]:
+    """The pairs the whole-round screen (``_screen`` of every pair, plain and codes, as
+    ``find_duplicates`` took it before :class:`_Screens`) shows apart."""
+    deltas: list[Mapping[str, torch.Tensor] | None] = [e.delta for e in entries]
+    width = sum(t.numel() for t in entries[0].delta.values()) if entries[0].delta else 0
+    floor = RULE.cosine if rule.scaled_cosine is None else min(rule.cosine, rule.scaled_cosine)
+    plain, _ = _screen(deltas, width, _fill_plain, floor)
+    coded, _ = _screen(deltas, width, _fill_codes, floor) if rule.scaled_cosine else (plain, None)
+    return plain & coded
+
+
+@pytest.mark.parametrize("copies", [True, False])
+def test_the_screen_asks_only_originals_and_answers_as_the_whole_rounds_screen(
+    copies: bool,
+) -> None:
+    """``find_duplicates`` screens each later update against the originals before it only
+    (:class:`_Screens`, in groups of up to ``SCREEN_GROUP``): a round of noisy copies of one
+    update compares each with the few originals (about n pairs, not n (n - 1) / 2), a round of
+    originals every pair, across several groups; every pair asked gets the whole-round
+    screen's answer, and the marks are the pair-by-pair rule's, near the thresholds too."""
+    gen = torch.Generator().manual_seed(11)
+    n, width = 2 * SCREEN_GROUP + 5, 1200 + 7 + 10 * SCREEN_CHUNK
+
+    def noise() -> torch.Tensor:
+        return torch.randn(width, generator=gen, dtype=torch.float64)
+
+    base = noise()
+    if copies:  # 0.3 of the base's spread as noise: cosine ~0.92 to each other, all apart
+        vectors = [base + 0.3 * noise() for _ in range(n)]
+        vectors[1] = vectors[0] * (1 + 1e-9)  # cosine 1: a copy by the exact rule
+        scaled = RULE.scaled_cosine
+        assert scaled is not None
+        vectors[2] = _toward(vectors[0], scaled + 1e-7, gen)  # a copy by the scaled cosine
+        vectors[3] = _toward(vectors[0], RULE.cosine - 1e-9, gen)  # not apart, no copy
+    else:
+        vectors = [noise() for _ in range(n)]
+        vectors[n // 2] = vectors[3] * (1 + 1e-9)  # one copy, of an original of another group
+    shapes = {"a": (40, 30), "b": (7,), "c": (10, SCREEN_CHUNK)}  # several tensors, 2-D
+    assert sum(math.prod(v) for v in shapes.values()) == width
+
+    def layout(v: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, at = {}, 0
+        for name in sorted(shapes):
+            size = math.prod(shapes[name])
+            out[name] = v[at : at + size].to(torch.float32).reshape(shapes[name])
+            at += size
+        return out
+
+    entries = [Entry(f"s{i:03d}", i + 1, f"{i:064x}", layout(v)) for i, v in enumerate(vectors)]
+    for rule in (WHITE, NO_OVERLAP, OLD):
+        asked = _asked(entries, rule)
+        whole = _whole_screen(entries, rule)
+        marks = find_duplicates(entries, rule)
+        precision = torch.get_float32_matmul_precision()
+        try:
+            torch.set_float32_matmul_precision("high")  # no screen: every pair decided exactly
+            assert find_duplicates(entries, rule) == marks
+        finally:
+            torch.set_float32_matmul_precision(precision)
+        if rule is not WHITE:
+            assert marks == _reference(entries, rule)
+        assert all(((i, j) in whole) == answer for i, j, answer in asked)
+        # asked: each later update against the originals before it, up to the one it repeats
+        want: list[int] = []
+        originals: list[int] = []
+        for j, e in enumerate(entries):
+            for i in originals:
+                want.append(i)
+                if marks.get(e.site) == entries[i].site:
+                    break
+            if e.site not in marks:
+                originals.append(j)
+        assert [i for i, _, _ in asked] == want
+        near = {(i, j) for i in range(4) for j in range(4)} if copies else {(3, n // 2)}
+        assert all(answer != ((i, j) in near) for i, j, answer in asked)  # the rest apart
+        if copies:
+            assert marks["s001"] == "s000" and ("s002" in marks) == (rule is not OLD)
+            if rule is WHITE:  # the others white-noise copies of s000: one pair each
+                assert marks == {f"s{j:03d}": "s000" for j in range(1, n)}
+                assert len(asked) == n - 1
+            else:
+                assert "s003" not in marks  # inside the margin, below the threshold
+        else:
+            assert marks == {f"s{n // 2:03d}": "s003"}
+            assert len(asked) > n * (n - 1) // 2 - n
 
 
 def _update(seed: int) -> dict[str, torch.Tensor]:
