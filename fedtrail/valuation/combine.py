@@ -147,8 +147,14 @@ scores about N(0, 1) (a120's shapes at most 4.3), honest updates 18.1 and more (
 30.8 and more dense (README *Noise with a public profile*)."""
 
 SIZE_NORM_Z: Final = 0.0
-"""The default ``size_norm_z`` of :class:`Combiner`: 0, off (the second norm screen, on the
-norm over the claimed count's uncapped allowance; see README *Accuracy*, h-301's paragraph)."""
+"""The default ``size_norm_z`` of :class:`Combiner`: 0, off (an opt-in; the second norm screen,
+on the norm over the claimed count's uncapped allowance, :meth:`Combiner.size_screen_z`).
+Measured with ``scripts/bench/size_norm_scan.py`` (100 label-skewed sites, Dirichlet alpha 1
+and 3, 32 partitions): honest updates up to 5.99 (a 33-image site whose second local step is
+one image), so 8 stops no honest update there and 16 of the 32 x10/x40 updates ``max_norm_z``
+20 lets through, but not stop 61's x40 (a 17-image site whose honest update is 0.09x the
+median: x40 is 3.5x, z 3.4). Off: it does not bring issue 12 (c) under its 5% bar either
+(README *Accuracy*, h-301's paragraph)."""
 
 BOOST_CLIP: Final = 0.0
 """The default ``boost_clip`` of :class:`Combiner`: 0, off (an opt-in; at 0.5 an update longer
