@@ -54,7 +54,7 @@ from fedtrail.ml.models import ModelSpec
 from fedtrail.protocol.codes import Reason
 from fedtrail.protocol.roundlog import RoundLog, ValuationSettings
 from fedtrail.valuation.chained import combiner_from
-from fedtrail.valuation.combine import sample_reference, size_adjusted_z
+from fedtrail.valuation.combine import sample_reference
 from fedtrail.valuation.freeride import free_riders
 from fedtrail.valuation.robust import RobustStats, robust_statistics, without_statistics
 from fedtrail.valuation.round import (
@@ -238,7 +238,9 @@ def check_screen(
     counted toward the statistics, with the thresholds applied (``robust.checked``):
     ``cosine < min_cosine`` is OUTLIER_DIRECTION, else a ``norm_z`` above ``max_norm_z`` after
     the allowance of the update's claimed count (:func:`~fedtrail.valuation.combine.
-    size_adjusted_z`, up to the terms' ``norm_size_cap``; 1 in logs before it) is OUTLIER_NORM,
+    size_adjusted_z`, up to the terms' ``norm_size_cap``; 1 in logs before it), or one above
+    ``size_norm_z`` after the uncapped allowance (:meth:`~fedtrail.valuation.combine.Combiner.
+    size_screen_z`; 0, off, in terms without it) is OUTLIER_NORM,
     and neither otherwise (the one exception: in a round valued per round, the data-free
     fallback scores an update whose cosine is at most 0 OUTLIER_DIRECTION); without the
     thresholds applied, the screen rejects nothing. LOW_GAIN comes after the screen only in a
@@ -271,9 +273,8 @@ def check_screen(
         if stats is None:
             continue  # did not count: log.components and the reasons.* checks judge it
         direction = robust.checked and stats.cosine < comb.min_cosine
-        allowance = comb.norm_allowance(s.num_samples, counts)
-        z = size_adjusted_z(stats, allowance)
-        size = robust.checked and not direction and z > comb.max_norm_z
+        z, allowance, size_z, outlier = comb.norm_outlier(stats, s.num_samples, counts)
+        size = robust.checked and not direction and outlier
         if direction and reason is not Reason.OUTLIER_DIRECTION:
             problems.append(
                 f"{who}'s cosine {stats.cosine!r} to the median update is below min_cosine "
@@ -281,10 +282,15 @@ def check_screen(
             )
         elif size and reason is not Reason.OUTLIER_NORM:
             problems.append(
-                f"{who}'s robust norm z {z!r}"
-                + (f" (its {allowance:.3g}x size allowance applied)" if allowance > 1.0 else "")
-                + f" is above max_norm_z {comb.max_norm_z:g}, "
-                f"yet it is {reason.name}, not OUTLIER_NORM"
+                (
+                    f"{who}'s robust norm z {z!r}"
+                    + (f" (its {allowance:.3g}x size allowance applied)" if allowance > 1.0 else "")
+                    + f" is above max_norm_z {comb.max_norm_z:g}, "
+                    if z > comb.max_norm_z
+                    else f"{who}'s robust norm z after its claimed count's allowance {size_z!r} "
+                    f"is above size_norm_z {comb.size_norm_z:g}, "
+                )
+                + f"yet it is {reason.name}, not OUTLIER_NORM"
             )
         elif not direction and not size:
             fallback = not standing and stats.cosine <= 0.0
@@ -307,8 +313,9 @@ def check_screen(
         not problems,
         "; ".join(problems)
         or f"every screen verdict follows from the recomputed statistics (min_cosine "
-        f"{comb.min_cosine:g}, max_norm_z {comb.max_norm_z:g}, "
-        f"{'applied' if robust.checked else 'not applied'}) and no reason is one the terms "
+        f"{comb.min_cosine:g}, max_norm_z {comb.max_norm_z:g}"
+        + (f", size_norm_z {comb.size_norm_z:g}" if comb.size_norm_z > 0 else "")
+        + f", {'applied' if robust.checked else 'not applied'}) and no reason is one the terms "
         "cannot give",
     )
 

@@ -146,6 +146,16 @@ BLOCK_NOISE_Z: Final = 8.0
 scores about N(0, 1) (a120's shapes at most 4.3), honest updates 18.1 and more (``topk8``),
 30.8 and more dense (README *Noise with a public profile*)."""
 
+SIZE_NORM_Z: Final = 0.0
+"""The default ``size_norm_z`` of :class:`Combiner`: 0, off (an opt-in; the second norm screen,
+on the norm over the claimed count's uncapped allowance, :meth:`Combiner.size_screen_z`).
+Measured with ``scripts/bench/size_norm_scan.py`` (100 label-skewed sites, Dirichlet alpha 1
+and 3, 32 partitions): honest updates up to 5.99 (a 33-image site whose second local step is
+one image), so 8 stops no honest update there and 16 of the 32 x10/x40 updates ``max_norm_z``
+20 lets through, but not stop 61's x40 (a 17-image site whose honest update is 0.09x the
+median: x40 is 3.5x, z 3.4). Off: it does not bring issue 12 (c) under its 5% bar either
+(README *Accuracy*, h-301's paragraph)."""
+
 BOOST_CLIP: Final = 0.0
 """The default ``boost_clip`` of :class:`Combiner`: 0, off (an opt-in; at 0.5 an update longer
 along the median update than 2 median norms keeps (2 / along) ** 2 of its score,
@@ -419,6 +429,12 @@ class Combiner:
     1.14x the threshold), so a larger federation would zero honest sites; turning it on takes
     the sites' consent (``span_residual = 0.01`` under ``[accept]``). A recorded set without it
     means 0: off.
+    ``size_norm_z`` (>= 0; default :data:`SIZE_NORM_Z`, 0: off): a second, tighter norm screen
+    beside ``max_norm_z``: an update whose robust norm z, after the uncapped allowance of its
+    claimed count (``max(1, n / m)``, :meth:`size_screen_z`), is above it is OUTLIER_NORM too.
+    It only adds rejections (the allowance is at most what ``max_norm_z`` on the raw norm
+    already tolerates), so a site that inflates its count gains back at most today's screen.
+    A recorded set without it means 0: off.
     """
 
     min_cosine: float = -0.5
@@ -453,8 +469,11 @@ class Combiner:
     stale_support_cosine: float = 0.999995
     stale_support_overlap: float = 0.99
     span_residual: float = 0.0
+    size_norm_z: float = SIZE_NORM_Z
 
     def __post_init__(self) -> None:
+        if not 0.0 <= _number("size_norm_z", self.size_norm_z) < math.inf:
+            raise ConfigError(f"size_norm_z must be finite and >= 0, got {self.size_norm_z}")
         if not 0.0 <= _number("span_residual", self.span_residual) < 1.0:
             raise ConfigError(f"span_residual must lie in [0, 1), got {self.span_residual}")
         if not 0.0 <= _number("stale_support_overlap", self.stale_support_overlap) <= 1.0:
@@ -539,6 +558,30 @@ class Combiner:
         updates' claimed counts, ``own`` among them): ``min(norm_size_cap, max(1, size))``."""
         return min(self.norm_size_cap, max(1.0, size_factor(own, counts)))
 
+    def size_screen_z(self, stats: RobustStats, own: int, counts: Sequence[int]) -> float | None:
+        """The robust norm z ``size_norm_z`` judges (None when it is off): the update's norm
+        divided by ``max(1, n / m)`` (``n`` = ``own``, its claimed count; ``m`` the median of
+        ``counts``, the round's usable updates' claimed counts, ``own`` among them), on the
+        round's same median and scale (:func:`size_adjusted_z`). Uncapped: honest updates grow
+        with a site's local steps, and the boosted updates the raw screen lets through under
+        label skew come from small sites (README *Accuracy*, h-301)."""
+        if self.size_norm_z <= 0.0:
+            return None
+        return size_adjusted_z(stats, max(1.0, size_factor(own, counts)))
+
+    def norm_outlier(
+        self, stats: RobustStats, own: int, counts: Sequence[int]
+    ) -> tuple[float, float, float | None, bool]:
+        """The norm screen's verdict on one update (the thresholds applied): ``(z, allowance,
+        size_z, outlier)``: the z ``max_norm_z`` judges after :meth:`norm_allowance`, that
+        allowance, :meth:`size_screen_z` (None when ``size_norm_z`` is off), and whether either
+        is above its threshold. The service's :meth:`screen` and ``audit verify`` both read it."""
+        allowance = self.norm_allowance(own, counts)
+        z = size_adjusted_z(stats, allowance)
+        size_z = self.size_screen_z(stats, own, counts)
+        outlier = z > self.max_norm_z or (size_z is not None and size_z > self.size_norm_z)
+        return z, allowance, size_z, outlier
+
     def screen(
         self, candidates: Sequence[Candidate], robust: Mapping[str, RobustStats]
     ) -> dict[str, tuple[Reason, str]]:
@@ -554,12 +597,24 @@ class Combiner:
             r = robust.get(c.site)
             if r is None:
                 raise ConfigError(f"no robust statistics for usable candidate {c.site}")
-            allowance = self.norm_allowance(c.num_samples, counts)
-            z = size_adjusted_z(r, allowance)
+            z, allowance, size_z, outlier = self.norm_outlier(r, c.num_samples, counts)
             if checked and r.cosine < self.min_cosine:
                 out[c.site] = (
                     Reason.OUTLIER_DIRECTION,
                     f"cosine {r.cosine:.3f} to the median update is below {self.min_cosine}",
+                )
+            elif checked and outlier and z <= self.max_norm_z:
+                assert size_z is not None
+                size = max(1.0, size_factor(c.num_samples, counts))
+                out[c.site] = (
+                    Reason.OUTLIER_NORM,
+                    f"norm {r.norm:.4g} is {r.norm / r.median_norm:.1f}x the median "
+                    f"{r.median_norm:.4g} (robust z {r.norm_z:.1f}, {size_z:.1f} after the "
+                    f"{size:.3g}x its {c.num_samples} claimed samples excuse > size_norm_z "
+                    f"{self.size_norm_z:g})"
+                    if r.median_norm > 0
+                    else f"norm {r.norm:.4g}, robust z {size_z:.1f} > size_norm_z "
+                    f"{self.size_norm_z:g}",
                 )
             elif checked and z > self.max_norm_z:
                 excused = (

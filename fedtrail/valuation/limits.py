@@ -476,6 +476,12 @@ class ThresholdLimits:
     moves the DP copy test toward honest DP-SGD updates (measured up to 48.8 at epsilon 8,
     README *DP-declared copies*). Not bounded on the loose side (off is what terms written
     before it read as)."""
+    size_norm_z: float = 0.0
+    """Only off (0) by default, the product's default: the second norm screen
+    (:meth:`~fedtrail.valuation.combine.Combiner.size_screen_z`) at a threshold T rejects what
+    the raw screen passes, so turning it on takes the sites' consent (``size_norm_z = T`` under
+    ``[accept]``: at least T is then accepted). Not bounded on the loose side (off is the
+    default, and what terms written before it read as)."""
     sample_median_self: int = 1
     """1 accepts only the product's median of sample counts (the judged count included); 0
     also accepts the earlier rule (the others' counts only), under which colluders claiming 1
@@ -635,7 +641,7 @@ class ThresholdLimits:
                 values[f.name] = getattr(base, f.name)
                 continue
             mine, theirs = getattr(base, f.name), getattr(combiner, f.name)
-            if f.name in {"max_norm_ratio", "small_norm_ratio", "dp_copy_z"} and (
+            if f.name in {"max_norm_ratio", "small_norm_ratio", "dp_copy_z", "size_norm_z"} and (
                 mine == 0 or theirs == 0
             ):
                 values[f.name] = mine if theirs == 0 else theirs
@@ -769,7 +775,11 @@ class ThresholdLimits:
             else:
                 value = getattr(combiner, f.name)
             limit = getattr(self, f.name)
-            if f.name in {"max_norm_ratio", "dp_copy_z"}:  # lower is stricter, 0 is off
+            if f.name in {
+                "max_norm_ratio",
+                "dp_copy_z",
+                "size_norm_z",
+            }:  # lower is stricter, 0 is off
                 bad = value != 0 and (limit == 0 or value < limit)
             elif f.name in HIGHER_IS_STRICTER:
                 bad = value > limit
@@ -777,7 +787,10 @@ class ThresholdLimits:
                 bad = value < limit
             if not bad:
                 continue
-            if f.name in {"max_norm_ratio", "small_norm_ratio", "dp_copy_z"} and limit == 0:
+            if (
+                f.name in {"max_norm_ratio", "small_norm_ratio", "dp_copy_z", "size_norm_z"}
+                and limit == 0
+            ):
                 accepted = "only off (0)"
             else:
                 side = "at most" if f.name in HIGHER_IS_STRICTER else "at least"

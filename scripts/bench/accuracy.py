@@ -1185,6 +1185,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "update keeps (1/(C*along))^2 of its score); default: the combiner's (0, off)",
     )
     parser.add_argument(
+        "--size-norm-z",
+        type=float,
+        default=None,
+        help="the combiner's size_norm_z (the second norm screen: an update whose robust norm z "
+        "after its claimed count's uncapped allowance max(1, n / median n) is above T is "
+        "OUTLIER_NORM); default: the combiner's (0, off)",
+    )
+    parser.add_argument(
         "--max-norm-ratio",
         type=float,
         default=None,
@@ -1501,6 +1509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         combiner = replace(combiner, record_floor=args.record_floor)
     if args.max_norm_ratio is not None:
         combiner = replace(combiner, max_norm_ratio=args.max_norm_ratio)
+    if args.size_norm_z is not None:
+        combiner = replace(combiner, size_norm_z=args.size_norm_z)
     for key in scenario_keys:
         sc = SCENARIOS[key]
         results[key] = []
@@ -1577,6 +1587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "warm_up_floor": combiner.warm_up_floor,
             "record_floor": combiner.record_floor,
             "max_norm_ratio": combiner.max_norm_ratio,
+            "size_norm_z": combiner.size_norm_z,
             "weight_factors": factors,
             "value_window": args.value_window,
             "value_window_sum": args.value_window_sum,

@@ -23,7 +23,9 @@ false positives were measured with); ``--rule clip`` turns the norm allowance on
 (``norm_size_cap`` 10) and aggregates by ``norm_clip`` (every positive-weight update clipped to
 the round's median norm: the allowance's count cannot buy a longer step);
 ``--max-sample-ratio R`` raises ``max_sample_ratio`` (a 2,000-image site beside sites of 90-200
-claims 12.5x the median: IMPLAUSIBLE_SAMPLES at the default 10). Exit status 0 (a measurement).
+claims 12.5x the median: IMPLAUSIBLE_SAMPLES at the default 10); ``--size-norm-z T`` turns the
+second norm screen on (``z2 max``: the probe's z after its count's uncapped allowance, the z it
+judges). Exit status 0 (a measurement).
 """
 
 from __future__ import annotations
@@ -95,9 +97,11 @@ class Sender:
         return send
 
 
-def _z(norm: float, norms: list[float], floor: float = 0.25) -> float:
+def _z(norm: float, norms: list[float], floor: float = 0.25, allowance: float = 1.0) -> float:
     med = statistics.median(norms)
     mad = statistics.median(abs(x - med) for x in norms)
+    if allowance > 1.0 and norm > med:
+        norm = norm / allowance
     return (norm - med) / max(MAD_TO_SIGMA * mad, floor * med)
 
 
@@ -116,7 +120,9 @@ def run_one(
     settings = AggregatorSettings(
         explain_method=None, round_seconds=60, reveal_seconds=30, combiner=comb, rule=rule
     )
-    accept = ThresholdLimits.accepting(comb) if comb.norm_size_cap > 1 else None
+    accept = (
+        ThresholdLimits.accepting(comb) if comb.norm_size_cap > 1 or comb.size_norm_z > 0 else None
+    )
     res = harness.run(
         sites, rounds, settings=settings, seed=seed, verbose=False, verify=False, accept=accept
     )
@@ -135,6 +141,13 @@ def run_one(
                 "to_model": norms["probe"] / sender.model[r],
                 "to_median": norms["probe"] / lower_median,
                 "z": _z(norms["probe"], list(norms.values())),
+                # the z the second norm screen (size_norm_z) judges: the norm over the uncapped
+                # allowance max(1, n / median n), on the round's same median and scale
+                "z2": _z(
+                    norms["probe"],
+                    list(norms.values()),
+                    allowance=max(1.0, probe / statistics.median(sizes.values())),
+                ),
                 "honest_to_model": min(
                     v / sender.model[r] for k, v in norms.items() if k != "probe"
                 ),
@@ -165,8 +178,17 @@ def main() -> None:
     ap.add_argument("--codecs", default="dense,topk8")
     ap.add_argument("--rule", choices=("now", "optin", "before", "clip"), default="now")
     ap.add_argument("--max-sample-ratio", type=float, default=HISTORY_COMBINER.max_sample_ratio)
+    ap.add_argument(
+        "--size-norm-z",
+        type=float,
+        default=HISTORY_COMBINER.size_norm_z,
+        help="the combiner's size_norm_z (the second norm screen; default 0: off; the sites "
+        "consent to it)",
+    )
     args = ap.parse_args()
-    comb = replace(HISTORY_COMBINER, max_sample_ratio=args.max_sample_ratio)
+    comb = replace(
+        HISTORY_COMBINER, max_sample_ratio=args.max_sample_ratio, size_norm_z=args.size_norm_z
+    )
     if args.rule == "before":
         comb = replace(comb, norm_size_cap=1.0, tiny_size_power=0.0)
     elif args.rule in ("optin", "clip"):  # the allowance on (off by default since attack a10)
@@ -180,7 +202,7 @@ def main() -> None:
     print(
         "scenario others codec probe rounds zeroed(FREE_RIDER/OUTLIER_NORM/other) "
         "others_zeroed probe/model min..max others_min/model probe/lower_median z max "
-        "weight/FedAvg mean"
+        "z2 max weight/FedAvg mean"
     )
     t0 = time.monotonic()
     for codec in args.codecs.split(","):
@@ -204,6 +226,7 @@ def main() -> None:
                 f"{_counted(r['others_zeroed'] for r in rows)} "
                 f"{min(tm):.4%}..{max(tm):.4%} {min(r['honest_to_model'] for r in rows):.4%} "
                 f"{min(tmed):.3f}..{max(tmed):.3f} {max(r['z'] for r in rows):6.1f} "
+                f"{max(r['z2'] for r in rows):6.1f} "
                 f"{statistics.mean(r['weight'] / r['fedavg'] for r in rows):.3f}",
                 flush=True,
             )

@@ -3,7 +3,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench/large_game_poison.py [--sites 100]
         [--games budget_shapley,linear_shapley] [--seed 1] [--label-skew ALPHA [--warm-rounds K]]
-        [--mc-cycles K] [--screens]
+        [--mc-cycles K] [--screens [--size-norm-z T]]
 
 ``--sites - 3`` honest updates (``valuation_bench.py``'s sites: five real one-epoch SmallCNN
 updates from the initial model and seeded noisy variations), one sign-flipped, one x10 and one x40
@@ -36,6 +36,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,6 +155,14 @@ def main() -> int:
         "aggregator's default combiner, no history (round 1) and large game budget_shapley; "
         "prints each poisoner's reason and score",
     )
+    parser.add_argument(
+        "--size-norm-z",
+        type=float,
+        default=None,
+        metavar="T",
+        help="with --screens: the combiner's size_norm_z (the second norm screen, on the norm "
+        "over its claimed count's uncapped allowance; default: the combiner's, 0: off)",
+    )
     args = parser.parse_args()
     if args.mc_cycles < 0:
         parser.error("--mc-cycles must be >= 0")
@@ -221,6 +230,9 @@ def main() -> int:
         print(f"| {name} | {game.evaluations} | {seconds:.1f} | {cells} | {low} of {len(honest)} |")
         played[name] = v
     if args.screens:
+        combiner = default_combiner(True)
+        if args.size_norm_z is not None:
+            combiner = replace(combiner, size_norm_z=args.size_norm_z)
         start = time.perf_counter()
         report = value_round(
             global_state=global_state,
@@ -230,11 +242,12 @@ def main() -> int:
             method="mc_shapley",
             metric="balanced_loss",
             seed=args.seed,
-            combiner=default_combiner(True),
+            combiner=combiner,
             large_game="budget_shapley",
         )
         print(
-            f"\nvalue_round with the screens (round 1, large game budget_shapley): "
+            f"\nvalue_round with the screens (round 1, large game budget_shapley, size_norm_z "
+            f"{combiner.size_norm_z:g}): "
             f"{report.method}, {report.evaluations} evaluations, "
             f"{time.perf_counter() - start:.1f} s"
         )

@@ -1051,6 +1051,7 @@ LATER_THRESHOLDS = {
     "stale_support_cosine": 1.0,
     "stale_support_overlap": 1.0,
     "span_residual": 0.0,
+    "size_norm_z": 0.0,
 }
 
 
@@ -4127,12 +4128,18 @@ def main(argv=None):
                 comp_a = lsites[a].get("components") or {}
                 cos_a, z_a = comp_a.get("cosine"), comp_a.get("norm_z")
                 nrm, med_n = comp_a.get("norm"), comp_a.get("median_norm")
-                k = min(cc.get("norm_size_cap", 1.0), max(1.0, onchain[a][1] / m_c if m_c else 1.0))
+                size_a = max(1.0, onchain[a][1] / m_c if m_c else 1.0)
+                k = min(cc.get("norm_size_cap", 1.0), size_a)
                 z = z_a if k == 1 or z_a <= 0 else z_a * (nrm / k - med_n) / (nrm - med_n)
+                # size_norm_z (0: off): the same z after the claimed count's uncapped allowance
+                z2 = (
+                    z_a if size_a == 1 or z_a <= 0 else z_a * (nrm / size_a - med_n) / (nrm - med_n)
+                )
+                sz = cc.get("size_norm_z", 0.0)
                 want = (
                     "OUTLIER_DIRECTION"
                     if cos_a < cc["min_cosine"]
-                    else ("OUTLIER_NORM" if z > cc["max_norm_z"] else None)
+                    else ("OUTLIER_NORM" if z > cc["max_norm_z"] or (sz > 0 and z2 > sz) else None)
                 )
                 got = onlabel[a] if onlabel[a] in ("OUTLIER_DIRECTION", "OUTLIER_NORM") else None
                 if want != got and not (got == "OUTLIER_NORM" and want is None):

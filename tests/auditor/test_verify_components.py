@@ -709,6 +709,52 @@ def test_screen_verdicts_replay_the_size_allowance_of_the_terms() -> None:
     assert not passed and "(its 6.25x size allowance applied) is above max_norm_z 20" in detail
 
 
+def test_screen_verdicts_replay_the_second_norm_screen_of_the_terms() -> None:
+    """``size_norm_z`` (off by default): a 15-image site's update at 3.5x the median norm
+    (robust z 10, under max_norm_z 20) beside an honest 80-image site at 4.5x (z 14, its
+    allowance 4x the median count 20). Under terms with ``size_norm_z`` 6 the small site must be
+    OUTLIER_NORM and paying it fails; the large one passes either way; under terms without
+    the field (off) the small site passes and OUTLIER_NORM on it is a verdict its statistics
+    contradict."""
+    from fedtrail.auditor.components import Recomputed, check_screen
+    from fedtrail.valuation.robust import RobustStats
+
+    on = dataclasses.asdict(dataclasses.replace(HISTORY_COMBINER, size_norm_z=6.0))
+    before = {k: v for k, v in on.items() if k != "size_norm_z"}
+    median, scale = 1.0, 0.25
+
+    def stats(norm: float) -> RobustStats:
+        return RobustStats(
+            cosine=0.5, norm=norm, norm_z=(norm - median) / scale, median_norm=median
+        )
+
+    norms = {"0xa": 1.0, "0xb": 0.9, "0xc": 1.1, "0xd": 4.5, "0xe": 3.5}
+    counts = {"0xa": 20, "0xb": 22, "0xc": 18, "0xd": 80, "0xe": 15}
+    robust = Recomputed({s: stats(n) for s, n in norms.items()}, checked=True)
+
+    def run(combiner: dict[str, Any], small: Reason) -> tuple[bool, str]:
+        settings = ValuationSettings(
+            method="shapley",
+            metric="balanced_loss",
+            standing=True,
+            explanation_check=False,
+            combiner=combiner,
+        )
+        subs = [_sub(s, n, small if s == "0xe" else Reason.OK, 0) for s, n in counts.items()]
+        _, passed, detail = check_screen(subs, robust, settings)
+        return passed, detail
+
+    assert run(on, Reason.OUTLIER_NORM)[0]
+    passed, detail = run(on, Reason.OK)
+    assert not passed
+    assert "0xe's robust norm z after its claimed count's allowance 10.0 is above " in detail
+    assert "size_norm_z 6, yet it is OK, not OUTLIER_NORM" in detail
+    assert "0xd" not in detail
+    assert run(before, Reason.OK)[0]
+    passed, detail = run(before, Reason.OUTLIER_NORM)
+    assert not passed and "0xe passed the screen" in detail
+
+
 def _noise_federation(tmp: Path, anvil_url: str) -> Federation:
     """Three hospitals on Anvil for 2 rounds, valued with leave-one-out and standing; the third
     sends i.i.d. Gaussian noise (std 0.002: its norm is no tiny one) instead of training."""

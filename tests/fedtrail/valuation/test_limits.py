@@ -54,6 +54,7 @@ STRICTER = {
     "stale_support_cosine": 0.9,
     "stale_support_overlap": 0.5,
     "span_residual": 0.5,
+    "size_norm_z": 3.0,
 }
 """One value per bounded threshold on its harmful side of the default limit."""
 
@@ -89,6 +90,7 @@ LOOSER = {
     "stale_support_cosine": 1.0,
     "stale_support_overlap": 1.0,
     "span_residual": 0.0,
+    "size_norm_z": 0.0,
 }
 
 
@@ -139,6 +141,7 @@ def test_every_threshold_but_the_unbounded_has_a_limit() -> None:
         "block_noise_z",
         "dp_copy_z",
         "span_residual",
+        "size_norm_z",
     }
     # record_floor: no limit on either side (its effect never goes below demote_scale's; 0,
     # off, is the unbounded record of every ledger before it)

@@ -1,0 +1,109 @@
+"""The second norm screen (``size_norm_z``, off by default): the robust norm z after the
+claimed count's uncapped allowance ``max(1, n / m)``, beside ``max_norm_z`` on the raw norm.
+
+Found at stop 61 (``scripts/bench/large_game_poison.py --sites 100 --label-skew 1``): under
+label skew honest large sites (more local steps) set the top of the norm spread, so a small
+site's update boosted x40 sits inside it (robust z 3.4 against the 20 allowed) and is paid. The
+allowance takes the large sites off the top, so a tighter bound stops a boosted small site; a
+site that inflates its claimed count gets back at most the raw screen it faces today."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+
+from fedtrail.errors import ConfigError
+from fedtrail.protocol.codes import Reason
+from fedtrail.protocol.roundlog import ValuationSettings
+from fedtrail.valuation import HISTORY_COMBINER, Candidate
+from fedtrail.valuation.chained import combiner_from
+from fedtrail.valuation.limits import ThresholdLimits
+from fedtrail.valuation.robust import RobustStats
+
+ON = replace(HISTORY_COMBINER, size_norm_z=6.0)
+MEDIAN, SCALE = 1.0, 0.25
+
+
+def _stats(norm: float) -> RobustStats:
+    return RobustStats(cosine=0.5, norm=norm, norm_z=(norm - MEDIAN) / SCALE, median_norm=MEDIAN)
+
+
+def _screen(combiner: object, norms: dict[str, float], counts: dict[str, int]) -> dict[str, Reason]:
+    assert isinstance(combiner, type(HISTORY_COMBINER))
+    cands = [Candidate(s, counts[s], {"w": torch.zeros(1)}) for s in norms]
+    robust = {s: _stats(n) for s, n in norms.items()}
+    return {s: reason for s, (reason, _) in combiner.screen(cands, robust).items()}
+
+
+NORMS = {"h0": 1.0, "h1": 0.9, "h2": 1.1, "big": 4.5, "boost": 3.5}
+COUNTS = {"h0": 20, "h1": 22, "h2": 18, "big": 80, "boost": 15}
+"""A round in the shape of stop 61's: the median count 20, an honest 80-image site at 4.5x the
+median norm (its four local steps; robust z 14), a 15-image site's update boosted to 3.5x
+(robust z 10: its own honest norm was about 0.09x the median)."""
+
+
+def test_a_boosted_small_site_is_outlier_norm_and_an_honest_large_one_is_not() -> None:
+    off = _screen(HISTORY_COMBINER, NORMS, COUNTS)
+    assert set(off.values()) == {Reason.OK}  # today: both under max_norm_z 20
+    on = _screen(ON, NORMS, COUNTS)
+    assert on["boost"] is Reason.OUTLIER_NORM
+    assert {s: r for s, r in on.items() if s != "boost"} == dict.fromkeys(
+        ["h0", "h1", "h2", "big"], Reason.OK
+    )
+    # the large site's allowance is 80 / 20 = 4: z (4.5 / 4 - 1) / 0.25 = 0.5
+    assert ON.size_screen_z(_stats(4.5), 80, list(COUNTS.values())) == pytest.approx(0.5)
+    assert HISTORY_COMBINER.size_screen_z(_stats(4.5), 80, list(COUNTS.values())) is None
+    cands = [Candidate(s, COUNTS[s], {"w": torch.zeros(1)}) for s in NORMS]
+    detail = ON.screen(cands, {s: _stats(n) for s, n in NORMS.items()})["boost"][1]
+    assert "> size_norm_z 6" in detail and "robust z 10.0" in detail
+
+
+def test_an_inflated_count_buys_no_more_than_todays_screen() -> None:
+    """The boosted site claiming 8x the median count: the allowance excuses it under the
+    second screen, but not the raw one: x40 of a median update (z 156) stays OUTLIER_NORM,
+    and what passes is what passes today."""
+    counts = {**COUNTS, "boost": 160}
+    assert _screen(ON, NORMS, counts)["boost"] is Reason.OK
+    assert _screen(HISTORY_COMBINER, NORMS, counts)["boost"] is Reason.OK
+    huge = {**NORMS, "boost": 40.0}
+    assert _screen(ON, huge, counts)["boost"] is Reason.OUTLIER_NORM
+    assert _screen(HISTORY_COMBINER, huge, counts)["boost"] is Reason.OUTLIER_NORM
+
+
+def test_it_only_adds_rejections() -> None:
+    """Whatever the counts and norms, an update the raw screen rejects the combined one
+    rejects too (the allowance is at least 1)."""
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        norms = {f"s{i}": float(torch.rand(1, generator=gen)) * 40 for i in range(6)}
+        counts = {f"s{i}": int(torch.randint(1, 500, (1,), generator=gen)) for i in range(6)}
+        off, on = _screen(HISTORY_COMBINER, norms, counts), _screen(ON, norms, counts)
+        assert all(on[s] is Reason.OUTLIER_NORM for s, r in off.items() if r is not Reason.OK)
+
+
+def test_terms_without_it_replay_it_off_and_sites_must_consent() -> None:
+    recorded = asdict(HISTORY_COMBINER)
+    del recorded["size_norm_z"]
+    settings = ValuationSettings(
+        method="shapley",
+        metric="balanced_loss",
+        standing=True,
+        explanation_check=False,
+        combiner=recorded,
+    )
+    assert combiner_from(settings).size_norm_z == 0.0
+    on = replace(settings, combiner=asdict(ON))
+    assert combiner_from(on).size_norm_z == 6.0
+    # off by default: a site that did not consent refuses terms that turn it on
+    assert ThresholdLimits().breaches(ON) == ["size_norm_z 6.0 (accepted: only off (0))"]
+    assert ThresholdLimits().breaches(HISTORY_COMBINER) == []
+    consent = ThresholdLimits(size_norm_z=6.0)
+    assert consent.breaches(ON) == []
+    assert consent.breaches(replace(ON, size_norm_z=3.0)) == [
+        "size_norm_z 3.0 (accepted: at least 6.0)"
+    ]
+    assert ThresholdLimits.accepting(ON).breaches(ON) == []
+    with pytest.raises(ConfigError, match="size_norm_z"):
+        replace(HISTORY_COMBINER, size_norm_z=-1.0)
