@@ -25,7 +25,6 @@ import pytest
 from fedtrail.aggregator.service import AggregatorService
 from fedtrail.auditor.verify import verify_round
 from fedtrail.ledger import read_decline
-from fedtrail.node.daemon import SiteNode
 from fedtrail.protocol.codes import Decline, Phase
 from fedtrail.protocol.terms import RoundTerms
 from fedtrail.simulation.federation import Federation
@@ -126,7 +125,9 @@ def test_a140_a_peer_round_the_chain_never_opened_fails_both_readers(
 
     monkeypatch.setattr(ledger, "open_peer_round", aggregator_round)
     # the aggregator's own nodes: they take the round (a133's check skipped)
-    monkeypatch.setattr(SiteNode, "_score_deadlines", lambda self, round_id, terms: None)
+    monkeypatch.setattr(
+        "fedtrail.node.daemon.valuation_mode_difference", lambda terms, *, peer_round: None
+    )
     r = fed.service.open_next()
     assert ledger.get_peer_round(r) is None
     for node in fed.nodes:

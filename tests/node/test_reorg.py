@@ -173,7 +173,9 @@ def test_a_decline_dropped_by_a_reorg_is_sent_again_while_the_commit_window_is_o
     again = restarted.participate(world.round)
     assert again is not None and again.phase == "skipped"
     assert _declined(world, node) is Decline.WINDOWS, "the dropped decline was not sent again"
-    assert again.tx_hash != record.tx_hash and "declined again" in again.note, again.note
+    # the same signed bytes may be sent again (a decline carries no salt, the nonce is the
+    # same after the reorg), so the hash may repeat: the note and the chain say it was resent
+    assert "declined again" in again.note, again.note
     saved = NodeState.load(world.folder(0) / "state.json").rounds[world.round]
     assert (saved.declined, saved.tx_hash) == (Decline.WINDOWS, again.tx_hash)
     # the next poll: the chain holds it, nothing more is sent
