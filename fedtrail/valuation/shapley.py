@@ -35,6 +35,7 @@ tested without models; all report the number of utility evaluations.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -58,6 +59,7 @@ __all__ = [
     "budget_shapley",
     "budget_shapley2",
     "exact_shapley",
+    "inverse_stratified_shapley",
     "linear_shapley",
     "mc_shapley",
     "stratified_shapley",
@@ -444,14 +446,30 @@ def budget_shapley2(players: Sequence[str], utility: Utility, *, seed: int = 0) 
             max_cycles=BUDGET_CYCLES,
         )
         return replace(game, method="budget_shapley2")
-    opened = _open_game(ps, utility, "budget_shapley2")
-    if isinstance(opened, GameValues):  # pragma: no cover - ps is not empty here
+    return inverse_stratified_shapley(ps, utility, seed=seed)
+
+
+def inverse_stratified_shapley(
+    players: Sequence[str], utility: Utility, *, seed: int = 0, strata: Sequence[int] | None = None
+) -> GameValues:
+    """:func:`budget_shapley2`'s game above :data:`BUDGET_EXACT_SITES` players, at any number of
+    players: the mean marginal at each size of ``strata`` (None: the budget's,
+    :func:`_budget2_strata`; ``(0, 1)`` plays the 100-site game at any ``n``), interpolated in
+    ``1 / (m + 1)`` (:func:`_inverse_weights`). ``strata`` must start at 0 and rise, below ``n``."""
+    opened = _open_game(players, utility, "budget_shapley2")
+    if isinstance(opened, GameValues):
         return opened
     ps, u, v0, v_full = opened
     n = len(ps)
-    strata = _budget2_strata(n, max(n, 2 * BUDGET_EVALUATIONS) // n)
-    means = _stratum_means(ps, u, v0, v_full, strata, seed)
-    weights = _inverse_weights(n, strata)
+    if strata is None:
+        sizes = _budget2_strata(n, max(n, 2 * BUDGET_EVALUATIONS) // n)
+    else:
+        sizes = list(strata)
+        rising = all(a < b for a, b in itertools.pairwise(sizes))
+        if not sizes or sizes[0] != 0 or not rising or sizes[-1] >= n:
+            raise ConfigError(f"strata must rise from 0 and stay below {n}, got {sizes!r}")
+    means = _stratum_means(ps, u, v0, v_full, sizes, seed)
+    weights = _inverse_weights(n, sizes)
     values = {
         p: math.fsum(w * x for w, x in zip(weights, means[j], strict=True))
         for j, p in enumerate(ps)
@@ -462,7 +480,7 @@ def budget_shapley2(players: Sequence[str], utility: Utility, *, seed: int = 0) 
         evaluations=u.evaluations,
         v_empty=v0,
         v_full=v_full,
-        permutations=0,
+        permutations=0,  # no permutations: 2 marginals per player at each of len(sizes) sizes
     )
 
 
