@@ -15,6 +15,7 @@ import pytest
 from fedtrail.aggregator.commands import aggregator
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.errors import ConfigError
+from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.protocol.roundlog import ValuationSettings
 from fedtrail.simulation.faults import scale_update, sign_flip
 from fedtrail.valuation import (
@@ -31,6 +32,7 @@ from fedtrail.valuation import (
     mc_shapley,
     value_round,
 )
+from fedtrail.valuation.limits import ThresholdLimits
 from fedtrail.valuation.round import check_game
 from fedtrail.valuation.shapley import (
     BUDGET_CYCLES,
@@ -386,3 +388,18 @@ def test_a_large_round_plays_budget_shapley2_when_named() -> None:
     assert 2 < big.evaluations <= 2 * BUDGET_EVALUATIONS + 2
     assert value_round(candidates=many, large_game="budget_shapley2", **common) == big  # type: ignore[arg-type]
     check_game(method="mc_shapley", metric="auc", large_game="budget_shapley2")
+
+
+def test_budget_shapley2_is_a_recorded_setting_sites_accept_by_default() -> None:
+    """Terms naming ``budget_shapley2`` round-trip through the round log's settings (what
+    ``audit verify`` replays ``value_round`` from), and a site's default ``[accept] methods``
+    takes them; a site that lists its games explicitly must name it."""
+    settings = ValuationSettings(
+        method="mc_shapley", metric="balanced_loss", large_game="budget_shapley2", standing=True
+    )
+    assert ValuationSettings.from_json(settings.to_json()).large_game == "budget_shapley2"
+    assert "budget_shapley2" in ThresholdLimits().methods
+    assert ThresholdLimits().payment_breaches(AggregationRule(), settings) == []
+    old = ThresholdLimits(methods=("shapley", "mc_shapley", "budget_shapley"))
+    [breach] = old.payment_breaches(AggregationRule(), settings)
+    assert "'budget_shapley2'" in breach
