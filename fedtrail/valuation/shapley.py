@@ -28,6 +28,10 @@ and ``v(empty)`` the global model's. A site's Shapley value is its average margi
   within a fixed budget of ``max(n, 300) + 2`` evaluations: :func:`mc_shapley` with two cycles
   up to 12 players, above that :func:`stratified_shapley` — marginals sampled at coalition
   sizes spread from 0 to ``n - 1``, each size weighed as in the Shapley value.
+* :func:`budget_shapley2` (opt-in: ``--large-game budget_shapley2``; attack a303's fix):
+  :func:`mc_shapley` without truncation up to 12 players, above that
+  :func:`inverse_stratified_shapley` — sizes sampled toward the small ones (0, 1, 2, 4, ...
+  and ``n - 1`` up to 75 players, 0 and 1 above), interpolated in ``1 / (m + 1)``.
 
 All take any utility (``Callable[[frozenset[str]], float]``) and cache it, so games can be
 tested without models; all report the number of utility evaluations.
