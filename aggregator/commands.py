@@ -338,7 +338,10 @@ def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
     "terms (budget_shapley: Shapley on real coalition models within a fixed budget of "
     "evaluations, stratified by coalition size above 12 updates and each update alone from "
     "76, a 100-site round in seconds; none: Monte-Carlo at every size, minutes a round at 100 "
-    "sites; linear_shapley: first-order, cheaper still, weaker against oversized updates). A "
+    "sites; budget_shapley2: the budget game sampled toward small coalitions, which does not "
+    "pay an update good alone and harmful in every coalition (attack a303), about twice the "
+    "evaluations from 76 updates; linear_shapley: first-order, cheaper still, weaker against "
+    "oversized updates). A "
     "ledger keeps its round 1's game unless this is given.",
 )
 @click.option(

@@ -78,6 +78,7 @@ from fedtrail.valuation.shapley import (
     AUTO_EXACT_SITES,
     LARGE_GAME_SITES,
     budget_shapley,
+    budget_shapley2,
     exact_shapley,
     linear_shapley,
     mc_shapley,
@@ -140,8 +141,12 @@ def _budget(utility: CoalitionUtility, seed: int) -> GameValues:
     return budget_shapley(utility.players, utility, seed=seed)
 
 
+def _budget2(utility: CoalitionUtility, seed: int) -> GameValues:
+    return budget_shapley2(utility.players, utility, seed=seed)
+
+
 LARGE_GAMES: Final[Mapping[str, Callable[[CoalitionUtility, int], GameValues]]] = MappingProxyType(
-    {"linear_shapley": _linear, "budget_shapley": _budget}
+    {"linear_shapley": _linear, "budget_shapley": _budget, "budget_shapley2": _budget2}
 )
 """A round's ``large_game`` setting -> the game played instead of ``"mc_shapley"`` when more
 than :data:`~fedtrail.valuation.shapley.LARGE_GAME_SITES` updates pass the screening (None, as
@@ -149,7 +154,9 @@ in every log written before it existed: ``"mc_shapley"`` at every size). Those o
 :data:`NEEDS_GRADIENT` need a loss metric. ``"budget_shapley"``
 (opt-in): Shapley on real coalition models within a fixed evaluation budget (Monte-Carlo up to
 12 players, stratified by coalition size above); ``"linear_shapley"``: the first-order game,
-cheaper, weaker against an oversized update."""
+cheaper, weaker against an oversized update; ``"budget_shapley2"`` (opt-in): the budget game
+sampled toward the small coalitions (attack a303: an update good alone and harmful in every
+coalition, which ``"budget_shapley"`` pays from 22 players on, is not paid)."""
 
 
 NEEDS_GRADIENT: Final = frozenset({"linear_shapley"})

@@ -28,6 +28,10 @@ and ``v(empty)`` the global model's. A site's Shapley value is its average margi
   within a fixed budget of ``max(n, 300) + 2`` evaluations: :func:`mc_shapley` with two cycles
   up to 12 players, above that :func:`stratified_shapley` — marginals sampled at coalition
   sizes spread from 0 to ``n - 1``, each size weighed as in the Shapley value.
+* :func:`budget_shapley2` (opt-in: ``--large-game budget_shapley2``; attack a303's fix):
+  :func:`mc_shapley` without truncation up to 12 players, above that
+  :func:`inverse_stratified_shapley` — sizes sampled toward the small ones (0, 1, 2, 4, ...
+  and ``n - 1`` up to 75 players, 0 and 1 above), interpolated in ``1 / (m + 1)``.
 
 All take any utility (``Callable[[frozenset[str]], float]``) and cache it, so games can be
 tested without models; all report the number of utility evaluations.
@@ -35,6 +39,7 @@ tested without models; all report the number of utility evaluations.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -47,6 +52,7 @@ from fedtrail.valuation.utility import CachedUtility, GameValues
 
 __all__ = [
     "AUTO_EXACT_SITES",
+    "BUDGET2_LEAVE_OUT_SITES",
     "BUDGET_CYCLES",
     "BUDGET_EVALUATIONS",
     "BUDGET_EXACT_SITES",
@@ -55,7 +61,9 @@ __all__ = [
     "LINEAR_PERMUTATIONS",
     "MAX_EXACT_SITES",
     "budget_shapley",
+    "budget_shapley2",
     "exact_shapley",
+    "inverse_stratified_shapley",
     "linear_shapley",
     "mc_shapley",
     "stratified_shapley",
@@ -231,31 +239,13 @@ def _budget_strata(n: int, lengths: int) -> list[int]:
     return best
 
 
-def stratified_shapley(
-    players: Sequence[str], utility: Utility, *, seed: int = 0, sizes: int | None = None
-) -> GameValues:
-    """:func:`budget_shapley`'s game above :data:`BUDGET_EXACT_SITES` players (see there),
-    at any number of players: Shapley values stratified by coalition size, the marginals
-    sampled at the most sizes evenly spread over ``0 .. n - 1`` whose coalitions number at most
-    ``sizes`` distinct sizes of ``n`` coalitions each, so at most ``n * sizes + 2``
-    evaluations. None: the budget's ``max(n, 2 * BUDGET_EVALUATIONS) // n`` where that leaves
-    room for a size between 0 and ``n - 1`` (:data:`BUDGET_MIN_SIZES`), else 1 (each update
-    alone, as from 76 players on: at 100 players the sizes 0 and 99 alone would double the
-    game's time, issue 18's bar, for the leave-one-out marginals). ``sizes=1`` plays the
-    100-site game at any ``n``."""
-    if sizes is not None and (isinstance(sizes, bool) or not isinstance(sizes, int) or sizes < 1):
-        raise ConfigError(f"sizes must be a positive integer or None, got {sizes!r}")
-    game = _open_game(players, utility, "budget_shapley")
-    if isinstance(game, GameValues):
-        return game
-    ps, u, v0, v_full = game
+def _stratum_means(
+    ps: list[str], u: CachedUtility, v0: float, v_full: float, strata: list[int], seed: int
+) -> list[list[float]]:
+    """Each player's mean marginal at each size of ``strata``: both directions of the size's
+    circle (one circle per run of consecutive arc lengths, drawn in order of length from
+    ``numpy.random.default_rng(seed)``), the arcs of ``m`` players either side of it."""
     n = len(ps)
-    if sizes is None:
-        lengths = max(n, 2 * BUDGET_EVALUATIONS) // n
-        lengths = lengths if lengths >= BUDGET_MIN_SIZES else 1
-    else:
-        lengths = sizes
-    strata = _budget_strata(n, lengths)
     rng = np.random.default_rng(seed)
     # one circle per run of consecutive sizes, drawn in order of size
     needed = sorted({s for m in strata for s in (m, m + 1) if 0 < s < n})
@@ -283,6 +273,35 @@ def stratified_shapley(
             after = arc(m + 1, pos, circ) - arc(m, (pos + 1) % n, circ)  # j then m clockwise
             before = arc(m + 1, (pos - m) % n, circ) - arc(m, (pos - m) % n, circ)  # m then j
             means[j][k] = (after + before) / 2
+    return means
+
+
+def stratified_shapley(
+    players: Sequence[str], utility: Utility, *, seed: int = 0, sizes: int | None = None
+) -> GameValues:
+    """:func:`budget_shapley`'s game above :data:`BUDGET_EXACT_SITES` players (see there),
+    at any number of players: Shapley values stratified by coalition size, the marginals
+    sampled at the most sizes evenly spread over ``0 .. n - 1`` whose coalitions number at most
+    ``sizes`` distinct sizes of ``n`` coalitions each, so at most ``n * sizes + 2``
+    evaluations. None: the budget's ``max(n, 2 * BUDGET_EVALUATIONS) // n`` where that leaves
+    room for a size between 0 and ``n - 1`` (:data:`BUDGET_MIN_SIZES`), else 1 (each update
+    alone, as from 76 players on: at 100 players the sizes 0 and 99 alone would double the
+    game's time, issue 18's bar, for the leave-one-out marginals). ``sizes=1`` plays the
+    100-site game at any ``n``."""
+    if sizes is not None and (isinstance(sizes, bool) or not isinstance(sizes, int) or sizes < 1):
+        raise ConfigError(f"sizes must be a positive integer or None, got {sizes!r}")
+    game = _open_game(players, utility, "budget_shapley")
+    if isinstance(game, GameValues):
+        return game
+    ps, u, v0, v_full = game
+    n = len(ps)
+    if sizes is None:
+        lengths = max(n, 2 * BUDGET_EVALUATIONS) // n
+        lengths = lengths if lengths >= BUDGET_MIN_SIZES else 1
+    else:
+        lengths = sizes
+    strata = _budget_strata(n, lengths)
+    means = _stratum_means(ps, u, v0, v_full, strata, seed)
     # phi_j = (1 / n) * sum over sizes 0 .. n - 1 of the mean marginal, linearly interpolated
     # between the sampled sizes (constant beyond the last)
     weights = [0.0] * len(strata)
@@ -345,6 +364,128 @@ def budget_shapley(players: Sequence[str], utility: Utility, *, seed: int = 0) -
         )
         return replace(game, method="budget_shapley")
     return stratified_shapley(ps, utility, seed=seed)
+
+
+BUDGET2_LEAVE_OUT_SITES = 75
+"""Up to this many players :func:`budget_shapley2` also samples the size ``n - 1`` (each update
+left out, ``n`` coalitions of ``n - 1`` updates); above, its sizes are 0 and 1 only, with the
+``1 / (m + 1)`` tail: at 100 players the leave-one-out coalitions took the round past issue 18's
+5 s bar (sizes 0 and 99: 5.06 s, h-303)."""
+
+
+def _budget2_strata(n: int, lengths: int) -> list[int]:
+    """:func:`budget_shapley2`'s coalition sizes at ``n`` players with room for ``lengths`` arc
+    lengths: every size ``0 .. n - 1`` where all fit (``n - 1 <= lengths``); else the longest
+    doubling run ``0, 1, 2, 4, 8, ...`` below ``n - 1`` that fits with ``n - 1`` (up to
+    :data:`BUDGET2_LEAVE_OUT_SITES` players); else ``0, 1``."""
+    if n - 1 <= lengths:
+        return list(range(n))
+    doubling = [0, 1]
+    while doubling[-1] * 2 < n - 1:
+        doubling.append(doubling[-1] * 2)
+    best = [0, 1]
+    if n <= BUDGET2_LEAVE_OUT_SITES:
+        for k in range(2, len(doubling) + 1):
+            strata = [*doubling[:k], n - 1]
+            need = {s for m in strata for s in (m, m + 1) if 0 < s < n}
+            if len(need) > lengths:
+                break
+            best = strata
+    return best
+
+
+def _inverse_weights(n: int, strata: list[int]) -> list[float]:
+    """The weight of each sampled size's mean marginal in :func:`budget_shapley2`'s value: the
+    mean over the sizes ``0 .. n - 1`` of the marginal interpolated linearly in ``1 / (m + 1)``
+    between the sampled sizes, and beyond the last (when it is below ``n - 1``) the last's
+    marginal times ``(last + 1) / (m + 1)`` (falling off as a FedAvg marginal does)."""
+    weights = [0.0] * len(strata)
+    last = len(strata) - 1
+    for size in range(n):
+        k = max(i for i, m in enumerate(strata) if m <= size)
+        x = 1.0 / (size + 1)
+        if k < last:
+            x_lo, x_hi = 1.0 / (strata[k] + 1), 1.0 / (strata[k + 1] + 1)
+            t = (x_lo - x) / (x_lo - x_hi)
+            weights[k] += (1 - t) / n
+            weights[k + 1] += t / n
+        else:
+            weights[k] += x * (strata[k] + 1) / n
+    return weights
+
+
+def budget_shapley2(players: Sequence[str], utility: Utility, *, seed: int = 0) -> GameValues:
+    """Shapley values within a fixed evaluation budget, sampled toward the small coalitions (the
+    ``"budget_shapley2"`` large game, opt-in; :func:`budget_shapley`'s values are unchanged, as
+    the ledgers that name it need). Attack a303: :func:`budget_shapley` pays an update good alone
+    and harmful in every coalition (from 76 players it is the update alone; at 18-75 the linear
+    interpolation from size 0 weighs the alone marginal up to 19/75; at 11-12 the truncation
+    drops the later marginals), a real instance being a short step (0.3x of a real update, its
+    full count claimed). This game:
+
+    * up to :data:`BUDGET_EXACT_SITES` players: :func:`mc_shapley` with exactly
+      :data:`BUDGET_CYCLES` cycles and no truncation (at most ``2 n (n - 1)`` coalitions, 264
+      at 12);
+    * above: stratified by coalition size as :func:`stratified_shapley` (each sampled size's
+      marginals against the arcs of ``m`` players either side on a seeded circle), at every
+      size where all fit the budget (``max(n, 300) // n`` arc lengths: up to 17 players), else
+      at the sizes ``0, 1, 2, 4, ...`` (doubling) and ``n - 1`` that fit (``0, 1, 2, 74`` at 75;
+      ``0, 1, 2, 4, 8, 16, 22`` at 23), up to :data:`BUDGET2_LEAVE_OUT_SITES` players, else at
+      the sizes 0 and 1 (each update alone and in a pair: ``2 n + 2`` evaluations, beyond the
+      300 from 151 players on); the mean marginal is interpolated linearly in ``1 / (m + 1)``
+      between sampled sizes and falls off as ``1 / (m + 1)`` beyond the last (a FedAvg
+      coalition's marginals fall off like ``1 / (m + 1)`` or faster), so the alone marginal
+      weighs at most about what it weighs in the Shapley value and the harm an update does in
+      small coalitions is measured, not extrapolated.
+
+    Deterministic for the seed and players, bounded by the settings, never by a clock."""
+    ps = _players(players)
+    if len(ps) <= BUDGET_EXACT_SITES:
+        game = mc_shapley(
+            ps,
+            utility,
+            seed=seed,
+            truncation=0.0,
+            min_cycles=BUDGET_CYCLES,
+            max_cycles=BUDGET_CYCLES,
+        )
+        return replace(game, method="budget_shapley2")
+    return inverse_stratified_shapley(ps, utility, seed=seed)
+
+
+def inverse_stratified_shapley(
+    players: Sequence[str], utility: Utility, *, seed: int = 0, strata: Sequence[int] | None = None
+) -> GameValues:
+    """:func:`budget_shapley2`'s game above :data:`BUDGET_EXACT_SITES` players, at any number of
+    players: the mean marginal at each size of ``strata`` (None: the budget's,
+    :func:`_budget2_strata`; ``(0, 1)`` plays the 100-site game at any ``n``), interpolated in
+    ``1 / (m + 1)`` (:func:`_inverse_weights`). ``strata`` must start at 0 and rise, below ``n``."""
+    opened = _open_game(players, utility, "budget_shapley2")
+    if isinstance(opened, GameValues):
+        return opened
+    ps, u, v0, v_full = opened
+    n = len(ps)
+    if strata is None:
+        sizes = _budget2_strata(n, max(n, 2 * BUDGET_EVALUATIONS) // n)
+    else:
+        sizes = list(strata)
+        rising = all(a < b for a, b in itertools.pairwise(sizes))
+        if not sizes or sizes[0] != 0 or not rising or sizes[-1] >= n:
+            raise ConfigError(f"strata must rise from 0 and stay below {n}, got {sizes!r}")
+    means = _stratum_means(ps, u, v0, v_full, sizes, seed)
+    weights = _inverse_weights(n, sizes)
+    values = {
+        p: math.fsum(w * x for w, x in zip(weights, means[j], strict=True))
+        for j, p in enumerate(ps)
+    }
+    return GameValues(
+        values=values,
+        method="budget_shapley2",
+        evaluations=u.evaluations,
+        v_empty=v0,
+        v_full=v_full,
+        permutations=0,  # no permutations: 2 marginals per player at each of len(sizes) sizes
+    )
 
 
 LARGE_GAME_SITES = 10

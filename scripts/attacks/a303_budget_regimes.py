@@ -2,7 +2,8 @@
 """Attack a303 (h-303, session 62): ``budget_shapley``'s regime boundaries, the game alone.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/attacks/a303_budget_regimes.py [--players 75]
-        [--warm 0] [--seed 1] [--variants x3,x10,x40,flip,noisy,copy] [--screens]
+        [--warm 0] [--seed 1] [--game budget_shapley] [--variants x3,x10,x40,flip,noisy,copy]
+        [--screens]
 
 ``budget_shapley`` changes what it estimates with the number of screened updates: Monte-Carlo up
 to 12, stratified by coalition size from 13 to 75 (at 61-75 the sizes 0, ``(n - 1) / 2`` and
@@ -27,6 +28,10 @@ round with a standing (the screens, ``HISTORY_COMBINER``, free-rider references 
 ``valuation_bench.earlier_references``, all records 0): the attacker's reason, score and weight
 share (``exact_shares``) against its FedAvg share; for ``copy`` also whether the default
 ``DuplicateRule`` (which the service applies before ``value_round``) marks it.
+
+``--rounds K`` (with ``--screens``): the same round valued K times in a row, each with the previous
+one's accumulated values as its standing and the seed plus the round index (a persistent
+attacker over K rounds; ``others below``: the sites scored lower than it).
 
 ``--warm K``: the global model after K FedAvg rounds of the five real updates (default 0: the
 initial model, where a longer step helps). Exits 0 always: a measurement (README, *Trust model*,
@@ -94,6 +99,19 @@ def main() -> int:
     parser.add_argument("--players", type=int, default=75)
     parser.add_argument("--warm", type=int, default=0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--game",
+        default="budget_shapley",
+        choices=("budget_shapley", "budget_shapley2"),
+        help="the large game attacked (budget_shapley2: h-308's fix)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="--screens: the same round valued this many times in a row, each with the "
+        "previous one's accumulated values (seed + round)",
+    )
     parser.add_argument("--variants", default="x3,x10,x40,flip,noisy,copy")
     parser.add_argument(
         "--screens",
@@ -136,7 +154,7 @@ def main() -> int:
             return {k: 1.02 * v + 0.02 * real[2][k] for k, v in honest[0].delta.items()}
         raise SystemExit(f"unknown variant {name}")
 
-    game = LARGE_GAMES["budget_shapley"]
+    game = LARGE_GAMES[args.game]
 
     def play(cands: list[Candidate]) -> tuple[dict[str, float], int, CoalitionUtility]:
         ctx = ValuationContext(
@@ -161,7 +179,7 @@ def main() -> int:
         return _screens(args, state, splits.val, spec, honest, sybil, variant)
     print(
         f"{n - 1} honest synthetic sites + attacker (n = {n}) against the same + one Sybil "
-        f"(n = {n + 1}); warm rounds {args.warm}, seed {args.seed}, budget_shapley, balanced_loss"
+        f"(n = {n + 1}); warm rounds {args.warm}, seed {args.seed}, {args.game}, balanced_loss"
     )
     head = f"| variant | n = {n} | n = {n + 1} | marginal in N ({n + 1}) | h00, n = {n} / {n + 1} |"
     print(head)
@@ -201,9 +219,12 @@ def _screens(
     variant: Callable[[str], Delta],
 ) -> int:
     """Each variant's round valued by ``value_round`` as a later round with a standing."""
-    print(f"value_round, a later round with a standing (all records 0), seed {args.seed}")
-    print("| variant | n | reason | score | weight share | FedAvg share |")
-    print("|---|---:|---|---:|---:|---:|")
+    print(
+        f"value_round, a later round with a standing (all records 0), seed {args.seed}, "
+        f"large game {args.game}"
+    )
+    print("| variant | n | round | reason | score | others below | weight share | FedAvg share |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|")
     start = time.perf_counter()
     for name in args.variants.split(","):
         att = Candidate("h50a", 300, variant(name))
@@ -218,30 +239,33 @@ def _screens(
         for cands in ([*honest, att], [*honest, att, sybil]):
             cands = sorted(cands, key=lambda c: c.site)
             refs = earlier_references([(c.num_samples, dict(c.delta)) for c in cands])
-            history = History(
-                accumulated={c.site: 0.0 for c in cands}, valued_rounds=1, references=refs
-            )
-            report = value_round(
-                global_state=state,
-                spec=spec,
-                candidates=cands,
-                validation=validation,
-                method="mc_shapley",
-                metric="balanced_loss",
-                seed=args.seed,
-                combiner=HISTORY_COMBINER,
-                history=history,
-                large_game="budget_shapley",
-            )
-            counts = [c.num_samples for c in cands]
-            shares = exact_shares(counts, [v.score for v in report.sites])
-            i = [c.site for c in cands].index("h50a")
-            v = report.sites[i]
-            print(
-                f"| {name} | {len(cands)} | {v.reason.name} | {v.score} | {float(shares[i]):.4f} "
-                f"| {counts[i] / sum(counts):.4f} |",
-                flush=True,
-            )
+            accumulated: dict[str, float] = {c.site: 0.0 for c in cands}
+            for r in range(args.rounds):
+                history = History(accumulated=accumulated, valued_rounds=1 + r, references=refs)
+                report = value_round(
+                    global_state=state,
+                    spec=spec,
+                    candidates=cands,
+                    validation=validation,
+                    method="mc_shapley",
+                    metric="balanced_loss",
+                    seed=args.seed + r,
+                    combiner=HISTORY_COMBINER,
+                    history=history,
+                    large_game=args.game,
+                )
+                accumulated = dict(report.accumulated or {})
+                counts = [c.num_samples for c in cands]
+                scores = [v.score for v in report.sites]
+                shares = exact_shares(counts, scores)
+                i = [c.site for c in cands].index("h50a")
+                v = report.sites[i]
+                below = sum(x < v.score for j, x in enumerate(scores) if j != i)
+                print(
+                    f"| {name} | {len(cands)} | {r + 1} | {v.reason.name} | {v.score} | {below} "
+                    f"| {float(shares[i]):.4f} | {counts[i] / sum(counts):.4f} |",
+                    flush=True,
+                )
     print(f"({time.perf_counter() - start:.0f} s) load average after: {os.getloadavg()}")
     return 0
 

@@ -3,7 +3,7 @@
 coalition sizes makes of an update that is good alone and bad in any coalition (the game alone).
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/attacks/a303_budget_sizes.py [--players 75]
-        [--variant x10] [--warm 0] [--seed 1] [--per-size 2]
+        [--variant x10] [--warm 0] [--seed 1] [--game budget_shapley] [--per-size 2]
 
 A player's Shapley value is the mean over the sizes ``m = 0 .. n - 1`` of its mean marginal at
 that size. In a FedAvg coalition model an update weighs about ``1 / (m + 1)`` of the coalition
@@ -67,6 +67,12 @@ def main() -> int:
     parser.add_argument("--variant", default="x10")
     parser.add_argument("--warm", type=int, default=0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--game",
+        default="budget_shapley",
+        choices=("budget_shapley", "budget_shapley2"),
+        help="the large game attacked (budget_shapley2: h-308's fix)",
+    )
     parser.add_argument("--per-size", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -111,7 +117,7 @@ def main() -> int:
     )
     utility = CoalitionUtility(ctx)
     start = time.perf_counter()
-    game = LARGE_GAMES["budget_shapley"](utility, args.seed)
+    game = LARGE_GAMES[args.game](utility, args.seed)
     budget = game.values["h50a"]
     others = [c.site for c in honest]
     rng = np.random.default_rng(args.seed)
@@ -132,7 +138,7 @@ def main() -> int:
     print("mean marginal by coalition size: " + ", ".join(f"{m}: {profile[m]:+.6f}" for m in show))
     print(
         f"attacker: alone {profile[0]:+.6f}; Shapley (every size, {args.per_size} coalitions "
-        f"each) {shapley:+.6f}; budget_shapley {budget:+.6f} ({game.evaluations} evaluations)"
+        f"each) {shapley:+.6f}; {args.game} {budget:+.6f} ({game.evaluations} evaluations)"
     )
     print(f"load average after: {os.getloadavg()}")
     return 0

@@ -15,6 +15,7 @@ import pytest
 from fedtrail.aggregator.commands import aggregator
 from fedtrail.aggregator.service import AggregatorSettings
 from fedtrail.errors import ConfigError
+from fedtrail.ml.aggregation import AggregationRule
 from fedtrail.protocol.roundlog import ValuationSettings
 from fedtrail.simulation.faults import scale_update, sign_flip
 from fedtrail.valuation import (
@@ -26,10 +27,12 @@ from fedtrail.valuation import (
     History,
     ValuationContext,
     budget_shapley,
+    budget_shapley2,
     exact_shapley,
     mc_shapley,
     value_round,
 )
+from fedtrail.valuation.limits import ThresholdLimits
 from fedtrail.valuation.round import check_game
 from fedtrail.valuation.shapley import (
     BUDGET_CYCLES,
@@ -339,3 +342,64 @@ def test_audit_verify_replays_the_budget_game_from_the_recorded_name() -> None:
         ValuationSettings.from_json({**settings.to_json(), "large_game": None}), **common
     )  # type: ignore[arg-type]
     assert older.method == "mc_shapley"
+
+
+@pytest.mark.parametrize("n", [5, 12, 13, 17, 18, 23, 75, 76, 100, 150])
+def test_budget_shapley2_is_bounded_and_deterministic(n: int) -> None:
+    """``budget_shapley2`` (h-308) spends at most the budget's ``max(n, 300) + 2`` evaluations
+    up to 150 players (2n + 2 at 76 and more: each update alone and in a pair), the same for a
+    seed, others for another seed."""
+    ps = _players(n)
+    game = budget_shapley2(ps, _noisy, seed=5)
+    assert game.method == "budget_shapley2"
+    assert game.evaluations <= max(n, 2 * BUDGET_EVALUATIONS) + 2
+    if n > 75:
+        assert game.evaluations == 2 * n + 2
+    assert budget_shapley2(ps, _noisy, seed=5) == game
+    assert budget_shapley2(ps, _noisy, seed=6).values != game.values
+
+
+@pytest.mark.parametrize("n", [11, 15])
+def test_budget_shapley2_is_exact_on_an_additive_game_where_every_size_is_sampled(n: int) -> None:
+    """Up to 17 players every size is sampled (Monte-Carlo without truncation to 12): an
+    additive game's values are its weights exactly."""
+    ps = _players(n)
+    w = _saturating(ps)
+    game = budget_shapley2(ps, lambda c: 0.3 + sum(w[p] for p in c), seed=2)
+    for p in ps:
+        assert math.isclose(game.values[p], w[p], rel_tol=1e-9)
+
+
+def test_a_large_round_plays_budget_shapley2_when_named() -> None:
+    """``large_game="budget_shapley2"`` is played above LARGE_GAME_SITES screened updates,
+    replayable from the name (a second run gives the same report), a registered choice."""
+    rs = real_sites()
+    common = {
+        "global_state": rs.global_state,
+        "spec": SPEC,
+        "validation": rs.validation,
+        "method": "shapley",
+        "metric": "balanced_loss",
+        "seed": 1,
+    }
+    many = _many(LARGE_GAME_SITES + 2)
+    big = value_round(candidates=many, large_game="budget_shapley2", **common)  # type: ignore[arg-type]
+    assert big.method == "budget_shapley2"
+    assert 2 < big.evaluations <= 2 * BUDGET_EVALUATIONS + 2
+    assert value_round(candidates=many, large_game="budget_shapley2", **common) == big  # type: ignore[arg-type]
+    check_game(method="mc_shapley", metric="auc", large_game="budget_shapley2")
+
+
+def test_budget_shapley2_is_a_recorded_setting_sites_accept_by_default() -> None:
+    """Terms naming ``budget_shapley2`` round-trip through the round log's settings (what
+    ``audit verify`` replays ``value_round`` from), and a site's default ``[accept] methods``
+    takes them; a site that lists its games explicitly must name it."""
+    settings = ValuationSettings(
+        method="mc_shapley", metric="balanced_loss", large_game="budget_shapley2", standing=True
+    )
+    assert ValuationSettings.from_json(settings.to_json()).large_game == "budget_shapley2"
+    assert "budget_shapley2" in ThresholdLimits().methods
+    assert ThresholdLimits().payment_breaches(AggregationRule(), settings) == []
+    old = ThresholdLimits(methods=("shapley", "mc_shapley", "budget_shapley"))
+    [breach] = old.payment_breaches(AggregationRule(), settings)
+    assert "'budget_shapley2'" in breach

@@ -16,15 +16,20 @@ like ``1 / (m + 1)`` or faster (at 18-21 the value is still negative, from 22 on
 positive); at 11-12 the two Monte-Carlo cycles' truncation (a prefix within
 1% of the full coalition ends the permutation) counts the later, negative marginals as 0. Only at
 13 to 17 players, where every size is sampled, is the value exact. README, *Trust model*, a303.
+
+``budget_shapley2`` (h-308, the fix, a new game name: the old game's values stay as its ledgers
+recorded them) samples toward the small sizes and interpolates in ``1 / (m + 1)``; it values the
+attacker below 0 at every number of players tested here.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 
-from fedtrail.valuation import budget_shapley, mc_shapley
+from fedtrail.valuation import GameValues, budget_shapley, budget_shapley2, mc_shapley
 
 ALONE_GAIN = 0.1
 """``1 - 2 b^2``: the attacker's update alone against the global model."""
@@ -40,9 +45,11 @@ def _utility(coalition: frozenset[str]) -> float:
     return -2.0 * y * y
 
 
-def _value(n: int, seed: int) -> tuple[float, float]:
+def _value(
+    n: int, seed: int, game: Callable[..., GameValues] = budget_shapley
+) -> tuple[float, float]:
     """The attacker's exact Shapley value at ``n`` players (``n - 1`` honest, interchangeable,
-    so the mean over the sizes of its marginal) and its ``budget_shapley`` value."""
+    so the mean over the sizes of its marginal) and its value in ``game``."""
     honest = [f"p{i:03d}" for i in range(n - 1)]
     exact = (
         math.fsum(
@@ -51,7 +58,7 @@ def _value(n: int, seed: int) -> tuple[float, float]:
         )
         / n
     )
-    return exact, budget_shapley([*honest, "zz"], _utility, seed=seed).values["zz"]
+    return exact, game([*honest, "zz"], _utility, seed=seed).values["zz"]
 
 
 @pytest.mark.parametrize("n", [13, 14, 17])
@@ -84,3 +91,16 @@ def test_monte_carlo_at_ten_players_does_not_pay_it_either() -> None:
     players = [*(f"p{i:03d}" for i in range(9)), "zz"]
     assert exact < 0
     assert mc_shapley(players, _utility, seed=1).values["zz"] <= 0
+
+
+@pytest.mark.parametrize("n", [11, 12, 13, 18, 21, 22, 23, 40, 75, 76, 100, 151])
+def test_budget_shapley2_does_not_pay_it(n: int) -> None:
+    """The fix: at every regime of ``budget_shapley2`` (Monte-Carlo without truncation up to 12,
+    every size to 17, doubling sizes and ``n - 1`` to 75, sizes 0 and 1 above) the attacker's
+    value is below 0, and exact where every size is sampled."""
+    for seed in (1, 2):
+        exact, value = _value(n, seed, budget_shapley2)
+        assert exact < 0
+        assert value < 0
+        if n <= 17:
+            assert value == pytest.approx(exact, rel=1e-9)
