@@ -339,7 +339,7 @@ def _offered_valuation(settings: AggregatorSettings) -> ValuationSettings:
     "evaluations, stratified by coalition size above 12 updates and each update alone from "
     "76, a 100-site round in seconds; none: Monte-Carlo at every size, minutes a round at 100 "
     "sites; budget_shapley2: the budget game sampled toward small coalitions, which does not "
-    "pay an update good alone and harmful in every coalition (attack a303), about twice the "
+    "pay an update good alone and harmful in every coalition (attack a141), about twice the "
     "evaluations from 76 updates; linear_shapley: first-order, cheaper still, weaker against "
     "oversized updates). A "
     "ledger keeps its round 1's game unless this is given.",

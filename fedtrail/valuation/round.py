@@ -155,7 +155,7 @@ in every log written before it existed: ``"mc_shapley"`` at every size). Those o
 (opt-in): Shapley on real coalition models within a fixed evaluation budget (Monte-Carlo up to
 12 players, stratified by coalition size above); ``"linear_shapley"``: the first-order game,
 cheaper, weaker against an oversized update; ``"budget_shapley2"`` (opt-in): the budget game
-sampled toward the small coalitions (attack a303: an update good alone and harmful in every
+sampled toward the small coalitions (attack a141: an update good alone and harmful in every
 coalition, which ``"budget_shapley"`` pays from 22 players on, is not paid)."""
 
 

@@ -28,7 +28,7 @@ and ``v(empty)`` the global model's. A site's Shapley value is its average margi
   within a fixed budget of ``max(n, 300) + 2`` evaluations: :func:`mc_shapley` with two cycles
   up to 12 players, above that :func:`stratified_shapley` — marginals sampled at coalition
   sizes spread from 0 to ``n - 1``, each size weighed as in the Shapley value.
-* :func:`budget_shapley2` (opt-in: ``--large-game budget_shapley2``; attack a303's fix):
+* :func:`budget_shapley2` (opt-in: ``--large-game budget_shapley2``; attack a141's fix):
   :func:`mc_shapley` without truncation up to 12 players, above that
   :func:`inverse_stratified_shapley` — sizes sampled toward the small ones (0, 1, 2, 4, ...
   and ``n - 1`` up to 75 players, 0 and 1 above), interpolated in ``1 / (m + 1)``.
@@ -355,7 +355,7 @@ def budget_shapley(players: Sequence[str], utility: Utility, *, seed: int = 0) -
     in the size, while a FedAvg coalition's marginals fall off like ``1 / (m + 1)`` or faster,
     so from 18 players on the update alone weighs more than in the Shapley value (up to 19/75
     against 1/75 at 75), and an update good alone and harmful in every coalition is paid from
-    22 players on (attack a303: ``tests/fedtrail/valuation/test_budget_game_attacks.py``).
+    22 players on (attack a141: ``tests/fedtrail/valuation/test_budget_game_attacks.py``).
     """
     ps = _players(players)
     if len(ps) <= BUDGET_EXACT_SITES:
@@ -417,7 +417,7 @@ def _inverse_weights(n: int, strata: list[int]) -> list[float]:
 def budget_shapley2(players: Sequence[str], utility: Utility, *, seed: int = 0) -> GameValues:
     """Shapley values within a fixed evaluation budget, sampled toward the small coalitions (the
     ``"budget_shapley2"`` large game, opt-in; :func:`budget_shapley`'s values are unchanged, as
-    the ledgers that name it need). Attack a303: :func:`budget_shapley` pays an update good alone
+    the ledgers that name it need). Attack a141: :func:`budget_shapley` pays an update good alone
     and harmful in every coalition (from 76 players it is the update alone; at 18-75 the linear
     interpolation from size 0 weighs the alone marginal up to 19/75; at 11-12 the truncation
     drops the later marginals), a real instance being a short step (0.3x of a real update, its

@@ -1,4 +1,4 @@
-"""Attack a303 (h-303, session 62) on ``budget_shapley``: an update that is good alone and harmful
+"""Attack a141 (h-303, session 62) on ``budget_shapley``: an update that is good alone and harmful
 in every coalition it joins.
 
 The game is a FedAvg coalition game in closed form: every honest update is the step ``(1, 0)``
@@ -15,7 +15,7 @@ a weight of up to 19/75 where the Shapley value gives it 1/75, while a FedAvg ma
 like ``1 / (m + 1)`` or faster (at 18-21 the value is still negative, from 22 on it is
 positive); at 11-12 the two Monte-Carlo cycles' truncation (a prefix within
 1% of the full coalition ends the permutation) counts the later, negative marginals as 0. Only at
-13 to 17 players, where every size is sampled, is the value exact. README, *Trust model*, a303.
+13 to 17 players, where every size is sampled, is the value exact. README, *Trust model*, a141.
 
 ``budget_shapley2`` (h-308, the fix, a new game name: the old game's values stay as its ledgers
 recorded them) samples toward the small sizes and interpolates in ``1 / (m + 1)``; it values the
@@ -71,7 +71,7 @@ def test_where_every_size_is_sampled_the_harmful_update_is_negative(n: int) -> N
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a303: budget_shapley pays an update good alone and harmful in every coalition "
+    reason="a141: budget_shapley pays an update good alone and harmful in every coalition "
     "(76+: alone only; 22-75: linear interpolation from size 0; 12: truncation)",
 )
 @pytest.mark.parametrize("n", [12, 22, 23, 75, 76, 100])
@@ -83,7 +83,7 @@ def test_an_update_good_alone_and_harmful_in_every_coalition_is_not_paid(n: int)
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a303: mc_shapley's truncation (the game of 9-10 updates) drops the harmful marginals "
+    reason="a141: mc_shapley's truncation (the game of 9-10 updates) drops the harmful marginals "
     "once they are within 1% of the round's gain",
 )
 def test_monte_carlo_at_ten_players_does_not_pay_it_either() -> None:

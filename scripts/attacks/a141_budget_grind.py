@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Attack a303 (h-303, session 62): grinding ``budget_shapley``'s public sample (the game alone).
+"""Attack a141 (h-303, session 62): grinding ``budget_shapley``'s public sample (the game alone).
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/attacks/a303_budget_grind.py [--sites 13]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/attacks/a141_budget_grind.py [--sites 13]
         [--seeds 1-5] [--noise 0.4] [--sybils 2]
 
 The budget game's sample is public before any update exists: the round terms (sha256 in
@@ -25,7 +25,7 @@ with no Sybil revealed (its honest baseline), under the subset the proxy ranks b
 attack gets), and under the best subset by the real values (the oracle bound), plus the spread
 (max - min) of its value over the subsets.
 
-Exits 0 always: a measurement (README, *Trust model*, the a303 entry).
+Exits 0 always: a measurement (README, *Trust model*, the a141 entry).
 """
 
 from __future__ import annotations

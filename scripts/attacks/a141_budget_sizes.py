@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Attack a303 (h-303, session 62): what ``budget_shapley``'s interpolation between sampled
+"""Attack a141 (h-303, session 62): what ``budget_shapley``'s interpolation between sampled
 coalition sizes makes of an update that is good alone and bad in any coalition (the game alone).
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/attacks/a303_budget_sizes.py [--players 75]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/attacks/a141_budget_sizes.py [--players 75]
         [--variant x10] [--warm 0] [--seed 1] [--game budget_shapley] [--per-size 2]
 
 A player's Shapley value is the mean over the sizes ``m = 0 .. n - 1`` of its mean marginal at
@@ -12,7 +12,7 @@ mean, so marginals fall off like ``1 / (m + 1)``; the stratified game samples a 
 alone) stands for the sizes up to 36 with weights summing to 19/75, where in the Shapley value
 it weighs 1/75. This script plays the product's game (``LARGE_GAMES["budget_shapley"]`` on
 ``CoalitionUtility``, metric ``balanced_loss``) on ``--players - 1`` honest synthetic sites
-(``valuation_bench.py``'s builder) plus one attacker variant (as ``a303_budget_regimes.py``; also
+(``valuation_bench.py``'s builder) plus one attacker variant (as ``a141_budget_regimes.py``; also
 ``mixB``: a real step plus ``B`` times a one-epoch step on 300 images with every label flipped),
 then measures the attacker's marginal at every size (``--per-size`` seeded random coalitions of
 the others each) and prints the profile at a few sizes, their plain mean (the Shapley value,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Attack a303 (h-303, session 62): ``budget_shapley``'s regime boundaries, the game alone.
+"""Attack a141 (h-303, session 62): ``budget_shapley``'s regime boundaries, the game alone.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/attacks/a303_budget_regimes.py [--players 75]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/attacks/a141_budget_regimes.py [--players 75]
         [--warm 0] [--seed 1] [--game budget_shapley] [--variants x3,x10,x40,flip,noisy,copy]
         [--screens]
 
@@ -35,7 +35,7 @@ attacker over K rounds; ``others below``: the sites scored lower than it).
 
 ``--warm K``: the global model after K FedAvg rounds of the five real updates (default 0: the
 initial model, where a longer step helps). Exits 0 always: a measurement (README, *Trust model*,
-the a303 entry).
+the a141 entry).
 """
 
 from __future__ import annotations
