@@ -208,7 +208,7 @@ LOCK_NAME: Final = "aggregator.lock"
 DEFAULT_PUBLIC_SCREEN: Final = True
 """What :attr:`AggregatorSettings.public_screen` None offers in a federation's round 1 (and in
 every round of one whose round 1 was no peer round): the public screen, since session 57
-(before, every validator screened; README, *Peer scoring time per site*)."""
+(before, every validator screened; docs/results.md *Peer scoring time per site*)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,7 +236,7 @@ class AggregatorSettings:
     a 100-site round in ~2.5 s where Monte-Carlo took 42 s on synthetic sites and did not
     finish a round in 11 minutes on label-skewed ones; on the 12-site scenario (g) of
     ``scripts/bench/accuracy.py`` its AUC and weights match Monte-Carlo's within the seeds'
-    spread (README, *Valuation time*). A ledger keeps its round 1's game
+    spread (docs/results.md *Valuation time*). A ledger keeps its round 1's game
     (:func:`fedtrail.protocol.terms.round_one_fixed`). ``linear_shapley`` is cheaper still
     but in scenario (g) it paid the x10 site and the global AUC fell far below Monte-Carlo's
     (README, Results)."""

@@ -189,7 +189,7 @@ it). At about one kept entry a tensor (2e-5 on the bundled SmallCNN: 10 entries)
 cosine the duplicate rule's ``support_cosine`` reads is only whether the signs agree, and honest
 updates were marked DUPLICATE of others (``scripts/bench/either_order.py --fraction 0.00002``:
 10 marked); at 1e-3 (112 entries) honest pairs stayed at support cosine 0.999763 and below
-(README, *Sparse copies committed first*). The rule is not what changes: letting the sparse
+(docs/results.md *Sparse copies committed first*). The rule is not what changes: letting the sparse
 tests skip such small updates paid a data-less copy of 28 entries 0.200 of the weight
 (``scripts/attacks/a90_sparse_copy.py attack 0.0002``). Raised from 1e-3 to 1e-2 with the
 block-noise test (``block_noise_z``, session 56): an honest SmallCNN update sent at 1e-3 scored

@@ -142,10 +142,10 @@ widen the ``k`` largest, attack a98) (:attr:`DuplicateRule.support_overlap`,
 A copy sent through ``topk8`` keeps exactly those entries (share 1) whatever noise it then adds
 to their values, which takes it past ``support_cosine`` (attack a93); two honest ``topk8``
 updates of one round came to 0.9772 at most (40 sites, Dirichlet 1, at least 10 images;
-``scripts/bench/support_overlap.py``; README, *Sparse noisy copies*), with error feedback as a
+``scripts/bench/support_overlap.py``; docs/results.md *Sparse noisy copies*), with error feedback as a
 node keeps it; sites that encode every round alone (no residual) reached 0.9940 against a dense
 update at Dirichlet 0.3 in later rounds and are marked (``scripts/bench/either_order.py
---no-error-feedback``; README, *Sparse copies committed first*)."""
+--no-error-feedback``; docs/results.md *Sparse copies committed first*)."""
 
 DUPLICATE_WHITE_NOISE_Z: Final = 1000.0
 """A later update whose residual from an earlier one (the later minus the earlier scaled to fit
@@ -155,7 +155,7 @@ free-rider screen's structure statistic below this) is a copy of it plus noise
 A Sybil that adds Gaussian noise of a share of each tensor's standard deviation to its
 partner's update (``a1_sybil_scaled_copy.py noise``: 1% passes ``scaled_cosine``) leaves such
 a residual (statistic at most 4.6 at 0.5-20% noise); two honest updates of one round left 5,838
-at least (``scripts/bench/dup_white.py``; README, *Noisy same-round copies*)."""
+at least (``scripts/bench/dup_white.py``; docs/results.md *Noisy same-round copies*)."""
 
 DUPLICATE_SHARED_TENSOR: Final = 1
 """On (1): a later update that carries some tensor with at least :data:`SHARED_TENSOR_MIN_SIZE`
@@ -179,7 +179,7 @@ SHARED_TENSOR_RELATIVE_L2: Final = 1e-3
 one's ``a`` when ``|b - a| / |a|`` is below this, decided without a square root as
 ``d2 < SHARED_TENSOR_SQUARED * n2`` (:data:`SHARED_TENSOR_SQUARED`). Honest pairs came no
 closer than 0.0214 (dense), and a copy that moves the kept tensor by one float32 step or by
-noise of 5e-4 of its std stays below it (README, *Partial copies*)."""
+noise of 5e-4 of its std stays below it (docs/results.md *Partial copies*)."""
 
 SHARED_TENSOR_SQUARED: Final = 1e-6
 """:data:`SHARED_TENSOR_RELATIVE_L2` squared: the float64 ``1e-6`` (the double nearest 10**-6,
@@ -201,7 +201,7 @@ DP-SGD parameters under which its partner's update plus Gaussian noise passes th
 escapes the test (``scripts/attacks/a100_dp_declared_copy.py``). Not the default: a copier adding
 noise of twice its original's norm (cosine 0.45) escapes it too, declaring less epsilon, and
 honest DP-SGD updates at epsilon 50 came to 0.55 and were marked (``scripts/bench/
-dup_white_dp.py``; README, *DP-declared same-round copies*)."""
+dup_white_dp.py``; docs/results.md *DP-declared same-round copies*)."""
 
 PERSONALISATION_METHODS: Final = ("finetune", "fedbn", "fedrep")
 """How a site may adapt the round's global model to its own data (the result never leaves it)."""

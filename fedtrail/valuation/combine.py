@@ -137,14 +137,14 @@ SPAN_RESIDUAL: Final = 0.01
 the free-rider references is below 1% of its norm is a linear mixture of earlier updates. Honest
 updates measured at 0.16 and more with 5 sites (18 references) but 0.060 with 10 (33): the
 margin shrinks as references are added (20 sites: README; 100 not measured); ``mix2`` and
-``twoago`` as they are score 3e-4 to 1.4e-3 with the test's ridge (README, *Linear mixtures*).
+``twoago`` as they are score 3e-4 to 1.4e-3 with the test's ridge (docs/results.md *Linear mixtures*).
 0.01 sits between the two, about 7x from each at 10 sites; at 20 sites (63 references) an honest
 update scored 0.0114, so the terms' default is off (``Combiner.span_residual`` 0)."""
 
 BLOCK_NOISE_Z: Final = 8.0
 """The block-noise test's threshold (``block_noise_z``): noise whose blocks are independent
 scores about N(0, 1) (a120's shapes at most 4.3), honest updates 18.1 and more (``topk8``),
-30.8 and more dense (README *Noise with a public profile*)."""
+30.8 and more dense (docs/results.md *Noise with a public profile*)."""
 
 SIZE_NORM_Z: Final = 0.0
 """The default ``size_norm_z`` of :class:`Combiner`: 0, off (an opt-in; the second norm screen,
@@ -387,7 +387,7 @@ class Combiner:
     rows) are independent, whatever its variance profile (Gaussian noise scaled per tensor,
     row, column or value to a public update's magnitudes passes ``white_noise_z``: attack
     a120). Such noise scores about N(0, 1) (a120's shapes at most 4.3); honest updates measured
-    at 30.8 and more dense, 18.1 and more ``topk8`` (README *Noise with a public profile*).
+    at 30.8 and more dense, 18.1 and more ``topk8`` (docs/results.md *Noise with a public profile*).
     A recorded set without it means 0: off.
     ``dp_copy_z`` (>= 0; default 0, off; 60 measured): with a
     :class:`~fedtrail.valuation.standing.History`, an update that declares DP-SGD (exempt from
@@ -413,7 +413,7 @@ class Combiner:
     ``support_overlap`` test): an earlier update resent through ``topk8`` with noise added to the
     entries it keeps passes ``stale_support_cosine`` (attack a93 ``stale``); honest ``topk8``
     updates came to 0.8953 at most against their references (40 sites of at least 10 images;
-    ``scripts/bench/support_overlap.py``; README *Sparse noisy copies*).
+    ``scripts/bench/support_overlap.py``; docs/results.md *Sparse noisy copies*).
     A recorded set without it means 1: off.
     ``span_residual`` (in [0, 1); default 0, off; 0.01 measured, :data:`SPAN_RESIDUAL`): with a
     :class:`~fedtrail.valuation.standing.History`, an update the other tests leave whose
@@ -422,7 +422,7 @@ class Combiner:
     FREE_RIDER: a linear mixture of earlier public updates (the mean of two sites' previous
     updates, the sum of the last two global deltas: ``scripts/attacks/a2_stale_mix.py`` ``mix2``,
     ``twoago``, paid an honest share before). Honest updates measured at 0.060 and more (10
-    sites; 0.16 with 5), exact mixtures at 1.4e-3 and less (README, *Linear mixtures*). Noise
+    sites; 0.16 with 5), exact mixtures at 1.4e-3 and less (docs/results.md *Linear mixtures*). Noise
     added to a mixture raises its residual at no cost to the copier: this stops mixtures as
     they are only. Off by default: the
     honest margin shrinks with the sites (20 sites, 63 references: an honest update at 0.0114,

@@ -79,7 +79,7 @@ are caught before the validation game:
   update's residual from any earlier update has all of them. Measured with
   ``scripts/bench/noisy_copy.py`` (honest FedAvg trajectories of the bundled data, the
   statistic against each update's closest reference up to 3 rounds back): honest updates
-  scored far above any white copy (see README, *Noisy copies*), copies plus white noise of 2% to
+  scored far above any white copy (see docs/results.md *Noisy copies*), copies plus white noise of 2% to
   100% of their norm below 5. Updates that declare DP-SGD (``declared_noise``) are exempt:
   their Gaussian noise is declared, and :func:`fedtrail.ml.dp_noise.noise_breach` judges it
   (an honest DP-SGD update at epsilon 1 scored below 10).
@@ -90,7 +90,7 @@ are caught before the validation game:
   Gaussian noise scaled to the copy's magnitude there (the adaptive copier of scenario (i),
   whose noise has the copy's per-tensor, per-row and per-column profile and passes the white
   test) leaves i.i.d. values, an honest update's residual does not (measured with
-  ``scripts/bench/noisy_copy.py``; README, *Noisy copies*). DP-declared updates are exempt
+  ``scripts/bench/noisy_copy.py``; docs/results.md *Noisy copies*). DP-declared updates are exempt
   as above, and so are sparse updates (more than half exact zeros, ``topk8``: honest ones
   score like copies on it). Not a defence against a sparse copier, noise of another shape (a
   smoothed magnitude, a copy of other rows), a copy of a linear mixture of references (the
@@ -102,14 +102,14 @@ are caught before the validation game:
   ``dp_copy_z`` is a copy plus its declared noise (attack a60). Off by default: measured with
   ``scripts/bench/dp_copy.py``, honest DP-SGD updates at epsilon 8 reached 64.5 (their own
   previous update, small skewed sites, 3 rounds) while copies of the last global delta plus
-  one update's noise fell to 69 at 20 sites (README, *DP-declared copies*).
+  one update's noise fell to 69 at 20 sites (docs/results.md *DP-declared copies*).
 
 * **linear mixtures**: with ``span_residual`` above 0, an update the tests above leave whose
   distance from the span of every reference, over its norm (with a ridge of 1e-6 on the
   coefficients: :func:`span_residuals`), is below it: the mean of two sites' previous updates
   or the sum of the last two global deltas (``scripts/attacks/a2_stale_mix.py`` ``mix2``,
   ``twoago``) leave about 1e-3 (the ridge's part), honest updates 0.16 and more
-  (``scripts/bench/noisy_copy.py``; README, *Linear mixtures*). The residual from the closest
+  (``scripts/bench/noisy_copy.py``; docs/results.md *Linear mixtures*). The residual from the closest
   single reference, which the noise tests read, is the mixture's other part, structured, so
   those tests pay a mixture. Noise added to a mixture raises its residual at no cost to the
   copier: this stops mixtures as they are, not plus noise. Cost: the references' Gram matrix
@@ -727,7 +727,7 @@ def dp_copy_statistic(
     larger of the update's own largest ``|cosine| * sqrt(P)`` to one reference and the cosine of
     the update to the part taken out, times ``sqrt(P)``. An honest DP-SGD update is its clipped
     gradients plus fresh Gaussian noise, independent of every earlier update, so only its
-    signal lies along them (measured below 30: README, *DP-declared copies*); a copy of an
+    signal lies along them (measured below 30: docs/results.md *DP-declared copies*); a copy of an
     earlier update plus the declared noise lies along it by its share of the norm times
     ``sqrt(P)`` (half the norm: about 160 for the bundled SmallCNN). Every dot product is
     :func:`~fedtrail.ml.aggregation.deterministic_dot` (the same bits on every machine)."""

@@ -444,16 +444,16 @@ class ThresholdLimits:
     ``[accept]``). Not bounded on the loose side (off, 1, is the default)."""
     white_noise_z: float = 1000.0
     """At most the default: higher moves the white-noise screen toward honest updates
-    (measured at 1e4 and more, README *Noisy copies*). Not bounded on the loose side (off is
+    (measured at 1e4 and more, docs/results.md *Noisy copies*). Not bounded on the loose side (off is
     what terms written before it read as, and a copier who shapes its noise passes it anyway,
-    README *Noisy copies*)."""
+    docs/results.md *Noisy copies*)."""
     shaped_noise_z: float = 1000.0
     """At most the default, as ``white_noise_z``: higher moves the shaped-noise screen toward
-    honest updates (measured at 1e4 and more, README *Noisy copies*). Not bounded on the loose
+    honest updates (measured at 1e4 and more, docs/results.md *Noisy copies*). Not bounded on the loose
     side (off is what terms written before it read as)."""
     block_noise_z: float = BLOCK_NOISE_Z
     """At most the default: higher moves the block-noise screen toward honest updates (measured
-    at 18.1 and more, ``topk8``; README *Noise with a public profile*). Not bounded on the loose
+    at 18.1 and more, ``topk8``; docs/results.md *Noise with a public profile*). Not bounded on the loose
     side (off is what terms written before it read as)."""
     stale_support_cosine: float = 0.99999
     """At least this: lower moves the stale screen's sparse test toward honest sparse updates
@@ -474,7 +474,7 @@ class ThresholdLimits:
     dp_copy_z: float = 60.0
     """At least this, or 0 (off, the terms' default), as ``max_norm_ratio``: a lower threshold
     moves the DP copy test toward honest DP-SGD updates (measured up to 48.8 at epsilon 8,
-    README *DP-declared copies*). Not bounded on the loose side (off is what terms written
+    docs/results.md *DP-declared copies*). Not bounded on the loose side (off is what terms written
     before it read as)."""
     size_norm_z: float = 0.0
     """Only off (0) by default, the product's default: the second norm screen
@@ -500,7 +500,7 @@ class ThresholdLimits:
     federation marked in either commit order, 5-50 sites, with error feedback as a node keeps
     it, ``scripts/bench/either_order.py``; without it, alpha 0.3, one honest sparse site was
     marked in later rounds, and ``topk8`` fractions near 2e-5 are marked, hence the node's
-    floor of 0.001: README *Sparse copies committed first*)."""
+    floor of 0.001: docs/results.md *Sparse copies committed first*)."""
     duplicate_white_noise_dp_cosine: float = 1.0
     loosest: LoosestLimits = field(default_factory=LoosestLimits)
     statistics: tuple[str, ...] = ("anchored_median", "median")

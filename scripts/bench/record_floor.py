@@ -17,7 +17,7 @@ argument is passed to ``accuracy.py``:
         --rounds 10 --alpha 3 --scenarios a --methods valuation --threads 1 --out /tmp/floor.json
 
 ``scripts/bench/valuation_trace.py RUN.json --what-if`` replays the same rule first order on a
-saved run (``record floor F``). See README, *Accuracy: valuation weights against FedAvg*.
+saved run (``record floor F``). See docs/results.md *Accuracy: valuation weights against FedAvg*.
 """
 
 from __future__ import annotations

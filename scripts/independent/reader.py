@@ -1381,7 +1381,7 @@ def free_rider_rule(
 
 
 def span_residual(x, nx, refs, ref_norms, gram=None):
-    """README *Linear mixtures*: the square root of the minimum over c of
+    """docs/results.md *Linear mixtures*: the square root of the minimum over c of
     |x/|x| - sum_j c_j r_j/|r_j||^2 + 1e-6 |c|^2, over the references whose norm lies in
     (1e-100, 1e100), every dot product a block sum; 1.0 for an update of a norm outside it or
     without such references. ``gram``: the references' normalised Gram matrix from an earlier
